@@ -1,0 +1,16 @@
+"""dmixed: exact linear mixed models (statsmodels' MixedLM) from per-group statistics,
+in-process or on Dask.
+"""
+
+from .model import MixedLM, mixedlm
+from .optimize import BoundaryWarning, FitConvergenceWarning
+from .results import MixedLMResults
+
+__all__ = [
+    "MixedLM",
+    "MixedLMResults",
+    "mixedlm",
+    "BoundaryWarning",
+    "FitConvergenceWarning",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,718 @@
+"""The MixedLM model: statsmodels' API, fitted from per-group sufficient statistics.
+
+The model prepares the data (arrays or a formula), has an engine reduce the rows to
+per-group statistics in one pass, and drives the optimizer over the profiled
+log-likelihood.  It never loops over groups in Python on a path whose cost grows with
+the data.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from . import kernels
+from .engines.local import LocalEngine
+from .objective import GlobalStats
+from .optimize import BoundaryWarning, FitConvergenceWarning, ProfiledObjective, maximize
+from .parametrization import Layout
+
+logger = logging.getLogger("dmixed")
+
+__all__ = ["MixedLM", "mixedlm", "FittedStatistics"]
+
+
+# ---------------------------------------------------------------------------
+# Row-level data and the statistics built from it
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class RowData:
+    """Model matrices for all rows, in-process (DESIGN.md §1 notation)."""
+
+    endog: np.ndarray
+    exog: np.ndarray
+    exog_re: np.ndarray
+    groups: np.ndarray
+    vc_cols: list[np.ndarray] = field(default_factory=list)
+    vc_vals: list[np.ndarray] = field(default_factory=list)
+    weights: np.ndarray | None = None
+    n_dropped: int = 0
+
+
+@dataclass
+class FittedStatistics:
+    """Everything the optimizer and the results need, built by one data pass.
+
+    Attributes
+    ----------
+    engine : object
+        Holds the per-group statistics (in-process or on a cluster).
+    glob : GlobalStats
+    layout : Layout
+    group_labels : ndarray (G,)
+        Group keys in sorted order (statsmodels' order).
+    group_sizes : ndarray (G,)
+    vc_slot_cols : list of ndarray (G, m_l)
+        Global column index of each variance-component slot of each group (-1: unused).
+    """
+
+    engine: object
+    glob: GlobalStats
+    layout: Layout
+    group_labels: np.ndarray
+    group_sizes: np.ndarray
+    vc_slot_cols: list[np.ndarray]
+    data_pass_seconds: float = 0.0
+
+
+def statistics_from_rows(rows: RowData) -> FittedStatistics:
+    """One pass over in-memory rows → per-group statistics on a :class:`LocalEngine`."""
+    t0 = time.perf_counter()
+    codes, labels = pd.factorize(pd.Series(rows.groups), sort=True)
+    codes = codes.astype(np.int64)
+    n_groups = len(labels)
+    slots, widths, slot_cols = [], [], []
+    for cols, vals in zip(rows.vc_cols, rows.vc_vals, strict=True):
+        ncols = int(cols.max()) + 1 if cols.size else 0
+        keys, pair_slots, width = kernels.assign_vc_slots(codes, cols, vals)
+        slots.append(kernels.lookup_vc_slots(codes, cols, vals, keys, pair_slots, ncols))
+        widths.append(width)
+        table = np.full((n_groups, width), -1, dtype=np.int64)
+        table[keys // max(ncols, 1), pair_slots] = keys % max(ncols, 1)
+        slot_cols.append(table)
+    ztilde = kernels.dense_random_design(rows.exog_re, slots, rows.vc_vals, widths)
+    st = kernels.accumulate_statistics(codes, n_groups, rows.endog, rows.exog, ztilde, rows.weights)
+    return FittedStatistics(
+        engine=LocalEngine(st["zz"], st["zxy"]),
+        glob=GlobalStats(st["xyxy"], int(st["n"]), float(st["sum_log_weights"])),
+        layout=Layout(rows.exog_re.shape[1], tuple(widths)),
+        group_labels=np.asarray(labels),
+        group_sizes=st["nobs"],
+        vc_slot_cols=slot_cols,
+        data_pass_seconds=time.perf_counter() - t0,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Input validation helpers
+# ---------------------------------------------------------------------------
+
+
+def _as_float_matrix(value, argname: str, names: list[str] | None) -> np.ndarray:
+    """A 2-D float64 array, with an error naming the argument (and column) if not numeric."""
+    if isinstance(value, pd.Series):
+        value = value.to_frame()
+    if isinstance(value, pd.DataFrame):
+        for col in value.columns:
+            if not (
+                pd.api.types.is_numeric_dtype(value[col]) or pd.api.types.is_bool_dtype(value[col])
+            ):
+                raise TypeError(
+                    f"{argname}: column {col!r} has non-numeric dtype {value[col].dtype}; "
+                    "encode it (e.g. with a formula and C(...)) first"
+                )
+        return value.astype("float64").to_numpy(na_value=np.nan)
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{argname} must be numeric: {exc}") from exc
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise ValueError(f"{argname} must be 1- or 2-dimensional, got shape {arr.shape}")
+    return arr
+
+
+def _column_names(value, default_prefix: str, k: int) -> list[str]:
+    if isinstance(value, pd.DataFrame):
+        return [str(c) for c in value.columns]
+    if isinstance(value, pd.Series) and value.name is not None:
+        return [str(value.name)]
+    return [f"{default_prefix}{j + 1}" for j in range(k)]
+
+
+def _exog_names(value, arr: np.ndarray) -> list[str]:
+    """statsmodels' names for numpy exog: 'const' for a constant column, else x1, x2, …."""
+    if isinstance(value, (pd.DataFrame, pd.Series)):
+        return _column_names(value, "x", arr.shape[1])
+    names, j = [], 0
+    for col in range(arr.shape[1]):
+        column = arr[:, col]
+        if arr.shape[0] and np.all(column == column[0]) and column[0] != 0:
+            names.append("const")
+        else:
+            j += 1
+            names.append(f"x{j}")
+    return names
+
+
+def check_full_rank(xtx: np.ndarray, names: list[str]) -> None:
+    """Refuse a rank-deficient fixed-effects design, naming the columns involved.
+
+    Works on ``X'X`` (p × p), so it costs nothing extra on any engine.  Columns are
+    scaled to unit norm first so that the tolerance does not depend on units.
+    """
+    p = xtx.shape[0]
+    if p == 0:
+        return
+    d = np.sqrt(np.maximum(np.diag(xtx), 0.0))
+    zero = d == 0
+    if zero.any():
+        cols = [names[j] for j in np.flatnonzero(zero)]
+        raise ValueError(f"fixed-effects design is rank deficient: column(s) {cols} are all zero")
+    corr = xtx / np.outer(d, d)
+    evals, evecs = np.linalg.eigh(corr)
+    tol = 1e-10 * p
+    null = evals < tol
+    if null.any():
+        involved = np.flatnonzero(np.abs(evecs[:, null]).max(axis=1) > 1e-6)
+        cols = [names[j] for j in involved]
+        raise ValueError(
+            "fixed-effects design is rank deficient "
+            f"(rank {p - int(null.sum())} < {p} columns): linearly dependent columns {cols}"
+        )
+
+
+def _missing_mask(arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, int]]:
+    n = len(next(iter(arrays.values())))
+    bad = np.zeros(n, dtype=bool)
+    counts: dict[str, int] = {}
+    for name, arr in arrays.items():
+        arr = np.asarray(arr)
+        if arr.dtype.kind in "fc":
+            m = ~np.isfinite(arr)
+        else:
+            m = pd.isna(pd.DataFrame(arr.reshape(n, -1))).to_numpy()
+        m = m.reshape(n, -1).any(axis=1)
+        if m.any():
+            counts[name] = int(m.sum())
+            bad |= m
+    return bad, counts
+
+
+# ---------------------------------------------------------------------------
+# The model
+# ---------------------------------------------------------------------------
+
+
+class MixedLM:
+    """Linear mixed model, statsmodels' ``MixedLM`` parametrization (DESIGN.md §1).
+
+    ``y_i = X_i β + Z_i γ_i + Σ_l W_il θ_il + ε_i`` with ``γ_i ~ N(0, Ψ)``,
+    ``θ_il ~ N(0, τ_l² I)`` and ``ε_i ~ N(0, σ² W⁻¹)`` (W: optional prior weights).
+
+    Parameters
+    ----------
+    endog : array_like (n,)
+        Response.
+    exog : array_like (n, p)
+        Fixed-effects design.
+    groups : array_like (n,)
+        Group labels (any hashable values; groups are reported in sorted order).
+    exog_re : array_like (n, q), optional
+        Random-effects design; default a random intercept (``q = 1``).
+    exog_vc : dict, optional
+        Variance components in statsmodels' dict form
+        ``{name: {group: matrix (n_group × m)}}``, matrix rows in the order in which the
+        group's rows appear in the data.
+    use_sqrt : bool
+        Optimize over ``[vech_lt(L), s]`` (Ψ* = LL', τ* = s²) rather than ``[vech_lt(Ψ*), τ*]``.
+    weights : array_like (n,), optional
+        Prior (precision) weights: the residual variance of row j is ``σ²/w_j`` (as lme4).
+    missing : {"raise", "drop"}
+        What to do with NaN/inf/missing values in a used column.
+    """
+
+    def __init__(
+        self,
+        endog,
+        exog,
+        groups,
+        exog_re=None,
+        exog_vc=None,
+        use_sqrt: bool = True,
+        weights=None,
+        missing: str = "raise",
+    ) -> None:
+        if missing not in ("raise", "drop", "none"):
+            raise ValueError(f"missing must be 'raise' or 'drop', got {missing!r}")
+        self.use_sqrt = bool(use_sqrt)
+        self.missing = missing
+        self._source = None  # set by from_formula for out-of-core (Dask) data
+        if _is_dask(endog) or _is_dask(exog):
+            raise TypeError(
+                "Dask inputs are fitted through MixedLM.from_formula(formula, data=ddf, ...)"
+            )
+        self.endog_name = str(getattr(endog, "name", None) or "y")
+        y = _as_float_matrix(endog, "endog", None)
+        if y.shape[1] != 1:
+            raise ValueError(f"endog must be one column, got shape {y.shape}")
+        x = _as_float_matrix(exog, "exog", None)
+        n = y.shape[0]
+        self.exog_names = _exog_names(exog, x)
+        if exog_re is None:
+            z = np.ones((n, 1)) if exog_vc is None else np.zeros((n, 0))
+            self.exog_re_names = ["Group"] if exog_vc is None else []
+        else:
+            z = _as_float_matrix(exog_re, "exog_re", None)
+            self.exog_re_names = _column_names(exog_re, "x_re", z.shape[1])
+        g = np.asarray(groups)
+        if g.ndim != 1:
+            g = g.reshape(-1)
+        for name, arr in (("exog", x), ("groups", g), ("exog_re", z)):
+            if arr.shape[0] != n:
+                raise ValueError(f"{name} has {arr.shape[0]} rows but endog has {n}")
+        w = None
+        if weights is not None:
+            w = _as_float_matrix(weights, "weights", None)[:, 0]
+            if w.shape[0] != n:
+                raise ValueError(f"weights has {w.shape[0]} rows but endog has {n}")
+        vc_names, vc_colnames, vc_cols, vc_vals = _convert_exog_vc(exog_vc, g, n)
+        self.vc_names = vc_names
+        self.vc_column_names = vc_colnames
+        self.group_name = "Group"
+        self._rows = RowData(y[:, 0], x, z, g, vc_cols, vc_vals, w)
+        self._rows = _handle_missing(self._rows, missing)
+        self._validate_rows()
+
+    # -- construction ------------------------------------------------------------
+
+    @classmethod
+    def from_formula(
+        cls,
+        formula: str,
+        data,
+        re_formula: str | None = None,
+        vc_formula: dict[str, str] | None = None,
+        subset=None,
+        use_sparse: bool = False,
+        missing: str = "raise",
+        *,
+        groups: str,
+        weights: str | None = None,
+        use_sqrt: bool = True,
+    ) -> MixedLM:
+        """Create a model from a formula and a pandas (or Dask) DataFrame.
+
+        As ``statsmodels.formula.api.mixedlm``: ``groups`` names the grouping column,
+        ``re_formula`` the random-effects design (default: random intercept),
+        ``vc_formula`` maps a component name to a formula evaluated within each group
+        (e.g. ``{"cask": "0 + C(cask)"}``).  ``weights`` names a column of prior weights.
+        """
+        from .design import build_spec
+
+        if subset is not None:
+            raise ValueError("subset is not supported: filter the DataFrame first")
+        if not isinstance(groups, str):
+            raise TypeError("groups must be the name of a column of data")
+        spec = build_spec(
+            data,
+            formula,
+            groups,
+            re_formula=re_formula,
+            vc_formula=vc_formula,
+            weights=weights,
+            missing=missing,
+        )
+        self = cls.__new__(cls)
+        self.use_sqrt = bool(use_sqrt)
+        self.missing = missing
+        self.spec = spec
+        self.endog_name = spec.endog_name
+        self.exog_names = list(spec.exog_names)
+        self.exog_re_names = list(spec.exog_re_names)
+        self.vc_names = list(spec.vc_names)
+        self.vc_column_names = [list(c) for c in spec.vc_column_names]
+        self.group_name = spec.group_name
+        if _is_dask(data):
+            self._source = data
+            self._rows = None
+        else:
+            self._source = None
+            dm = spec.transform(data)
+            self._rows = RowData(
+                dm.endog,
+                dm.exog,
+                dm.exog_re,
+                dm.groups,
+                list(dm.vc_cols),
+                list(dm.vc_vals),
+                dm.weights,
+                dm.n_dropped,
+            )
+            if dm.n_dropped:
+                warnings.warn(
+                    f"dropped {dm.n_dropped} rows with missing values", UserWarning, stacklevel=2
+                )
+            self._validate_rows()
+        return self
+
+    def _validate_rows(self) -> None:
+        rows = self._rows
+        n, p = rows.exog.shape
+        if n == 0:
+            raise ValueError("no data: endog has no rows")
+        if len(self.exog_names) != p:
+            self.exog_names = [f"x{j + 1}" for j in range(p)]
+        k_cov = rows.exog_re.shape[1] * (rows.exog_re.shape[1] + 1) // 2 + len(rows.vc_cols)
+        if n <= p + k_cov:
+            raise ValueError(
+                f"too few rows: {n} rows for {p} fixed effects and {k_cov} covariance "
+                "parameters (plus the residual variance)"
+            )
+        if rows.weights is not None:
+            w = rows.weights
+            if np.any(~np.isfinite(w)):
+                raise ValueError("weights: missing or infinite values")
+            if np.any(w <= 0):
+                raise ValueError(
+                    f"weights must be positive: {int(np.sum(w <= 0))} rows have weight <= 0"
+                )
+
+    # -- properties --------------------------------------------------------------
+
+    @property
+    def k_fe(self) -> int:
+        return len(self.exog_names)
+
+    @property
+    def k_re(self) -> int:
+        return len(self.exog_re_names)
+
+    @property
+    def k_vc(self) -> int:
+        return len(self.vc_names)
+
+    @property
+    def k_re2(self) -> int:
+        return self.k_re * (self.k_re + 1) // 2
+
+    @property
+    def nobs(self) -> int:
+        return (
+            int(self._stats.glob.n)
+            if getattr(self, "_stats_cache", None)
+            else len(self._rows.endog)
+        )
+
+    def param_names(self) -> list[str]:
+        """statsmodels' parameter names: fixed effects, 'a Var'/'a x b Cov', 'name Var'."""
+        names = list(self.exog_names)
+        re_names = self.exog_re_names
+        for i in range(len(re_names)):
+            for j in range(i + 1):
+                names.append(
+                    f"{re_names[i]} Var" if i == j else f"{re_names[j]} x {re_names[i]} Cov"
+                )
+        names.extend(f"{v} Var" for v in self.vc_names)
+        return names
+
+    # -- statistics --------------------------------------------------------------
+
+    def statistics(self, client=None, progress: bool = False) -> FittedStatistics:
+        """The per-group sufficient statistics (one data pass; cached on the model)."""
+        cached = getattr(self, "_stats_cache", None)
+        if cached is not None and cached[0] is client:
+            return cached[1]
+        if self._source is not None:
+            from .engines.dask import statistics_from_dask
+
+            stats = statistics_from_dask(self._source, self.spec, client=client, progress=progress)
+        else:
+            stats = statistics_from_rows(self._rows)
+        check_full_rank(stats.glob.xyxy[:-1, :-1], self.exog_names)
+        self._stats_cache = (client, stats)
+        return stats
+
+    @property
+    def _stats(self) -> FittedStatistics:
+        return self.statistics()
+
+    # -- fitting -----------------------------------------------------------------
+
+    def fit(
+        self,
+        reml: bool = True,
+        start_params=None,
+        method: str | list[str] | None = None,
+        free=None,
+        maxiter: int = 500,
+        gtol: float = 1e-8,
+        cov_fe: str = "hessian",
+        skip_hessian: bool = False,
+        progress: bool = False,
+        client=None,
+    ):
+        """Fit by maximizing the (restricted) profiled log-likelihood.
+
+        Parameters
+        ----------
+        reml : bool
+            REML (default) or ML.
+        start_params : array_like, optional
+            Packed covariance parameters (in this model's ``use_sqrt`` packing), with or
+            without the fixed effects in front (they are profiled out and ignored), or
+            an object with statsmodels' ``get_packed(use_sqrt, has_fe)``.  Default:
+            Ψ* = I, τ* = 1, as statsmodels.
+        method : str or list of str, optional
+            scipy methods tried in turn, each from where the last stopped; default
+            ``["bfgs", "lbfgs", "cg"]`` as statsmodels.
+        free : array_like, optional
+            Mask over the packed covariance parameters (1 estimated, 0 held at its start
+            value), e.g. to fit independent random effects.  A mask that tries to hold
+            fixed effects fixed is refused (they are profiled out).
+        maxiter, gtol : optimizer settings (gtol applies to the gradient of ℓ/n).
+        cov_fe : {"hessian", "conditional"}
+            Standard errors of the fixed effects from statsmodels' full inverse Hessian
+            (default), or lme4's conditional ``σ̂²(X'V⁻¹X)⁻¹``.
+        skip_hessian : bool
+            Do not compute the Hessian (no standard errors).
+        progress : bool
+            Log the data pass and one line per iteration at INFO level on logger "dmixed".
+        client : distributed.Client, optional
+            For Dask data: the client to run on (default: the current client, else
+            in-process).
+
+        Returns
+        -------
+        MixedLMResults
+        """
+        from .results import MixedLMResults
+
+        if cov_fe not in ("hessian", "conditional"):
+            raise ValueError(f"cov_fe must be 'hessian' or 'conditional', got {cov_fe!r}")
+        t_start = time.perf_counter()
+        if progress:
+            _ensure_progress_handler()
+        stats = self.statistics(client=client, progress=progress)
+        layout = stats.layout
+        if layout.k_re != self.k_re or layout.k_vc != self.k_vc:
+            raise RuntimeError("internal error: statistics layout does not match the model")
+        logger.log(
+            logging.INFO if progress else logging.DEBUG,
+            "data pass: %d rows, %d groups in %.2fs",
+            stats.glob.n,
+            len(stats.group_labels),
+            stats.data_pass_seconds,
+        )
+        start = self._start_packed(start_params, layout)
+        free_mask = self._free_mask(free, layout)
+        if method is None:
+            methods = ["bfgs", "lbfgs", "cg"]
+        elif isinstance(method, str):
+            methods = [method]
+        else:
+            methods = list(method)
+        for m in methods:
+            if m.lower() in ("newton", "ncg"):
+                raise ValueError(f"method {m} not available for MixedLM")
+        obj = ProfiledObjective(stats.engine, stats.glob, layout, bool(reml), self.use_sqrt)
+        if not np.isfinite(obj.evaluate(start).llf):
+            raise ValueError("the log-likelihood is not finite at the starting values")
+        opt = maximize(obj, start, free_mask, methods, maxiter, gtol, progress=progress)
+        if not opt.converged:
+            warnings.warn(
+                f"the optimizer did not converge: max |gradient of llf/n| = {opt.grad_norm:.3g}",
+                FitConvergenceWarning,
+                stacklevel=2,
+            )
+        ev = obj.evaluate(opt.packed)
+        psi, tau = layout.unpack(opt.packed, self.use_sqrt)
+        on_boundary = bool(opt.boundary) or (
+            layout.k_re > 0 and np.linalg.eigvalsh(psi).min() < 1e-8
+        )
+        if on_boundary:
+            which = [
+                self.exog_re_names[int(b.split(":")[1])]
+                if b.startswith("re")
+                else self.vc_names[int(b.split(":")[1])]
+                for b in opt.boundary
+            ]
+            detail = f" (zero variance: {', '.join(which)})" if which else ""
+            warnings.warn(
+                f"the MLE is on the boundary of the parameter space{detail}",
+                BoundaryWarning,
+                stacklevel=2,
+            )
+        hess = None
+        if not skip_hessian:
+            theta = layout.pack(psi, tau, use_sqrt=False)
+            plain = ProfiledObjective(stats.engine, stats.glob, layout, bool(reml), False)
+            hess = plain.hessian_full(theta, ev.prof.beta)
+        return MixedLMResults(
+            model=self,
+            stats=stats,
+            reml=bool(reml),
+            packed=opt.packed,
+            prof=ev.prof,
+            llf=ev.llf,
+            hessian=hess,
+            cov_fe=cov_fe,
+            optimize_result=opt,
+            fit_seconds=time.perf_counter() - t_start,
+        )
+
+    def _start_packed(self, start_params, layout: Layout) -> np.ndarray:
+        if start_params is None:
+            return layout.pack(np.eye(layout.k_re), np.ones(layout.k_vc), self.use_sqrt)
+        if hasattr(start_params, "get_packed"):
+            return np.asarray(start_params.get_packed(use_sqrt=self.use_sqrt, has_fe=False))
+        arr = np.asarray(start_params, dtype=np.float64).ravel()
+        if arr.size == layout.n_params:
+            return arr.copy()
+        if arr.size == layout.n_params + self.k_fe:
+            return arr[self.k_fe :].copy()
+        raise ValueError(
+            f"start_params has {arr.size} values; expected {layout.n_params} covariance "
+            f"parameters, optionally preceded by {self.k_fe} fixed effects"
+        )
+
+    def _free_mask(self, free, layout: Layout) -> np.ndarray:
+        if free is None:
+            return np.ones(layout.n_params, dtype=bool)
+        if hasattr(free, "get_packed"):
+            full = np.asarray(free.get_packed(use_sqrt=self.use_sqrt, has_fe=True))
+        else:
+            full = np.asarray(free, dtype=np.float64).ravel()
+        if full.size == layout.n_params + self.k_fe:
+            if np.any(full[: self.k_fe] == 0):
+                raise ValueError(
+                    "free: holding fixed effects fixed is not supported (they are profiled out)"
+                )
+            full = full[self.k_fe :]
+        if full.size != layout.n_params:
+            raise ValueError(
+                f"free has {full.size} entries; expected {layout.n_params} (covariance "
+                f"parameters) or {layout.n_params + self.k_fe} (with fixed effects)"
+            )
+        return full != 0
+
+
+mixedlm = MixedLM.from_formula
+
+
+# ---------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------
+
+
+def _is_dask(obj) -> bool:
+    return type(obj).__module__.startswith("dask")
+
+
+def _ensure_progress_handler() -> None:
+    """Make INFO records of logger 'dmixed' visible when progress=True was asked for."""
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("dmixed: %(message)s"))
+        logger.addHandler(handler)
+    if logger.level == logging.NOTSET or logger.level > logging.INFO:
+        logger.setLevel(logging.INFO)
+
+
+def _handle_missing(rows: RowData, missing: str) -> RowData:
+    arrays = {
+        "endog": rows.endog,
+        "exog": rows.exog,
+        "exog_re": rows.exog_re,
+        "groups": rows.groups,
+    }
+    for j, vals in enumerate(rows.vc_vals):
+        arrays[f"exog_vc[{j}]"] = vals
+    if rows.weights is not None:
+        arrays["weights"] = rows.weights
+    bad, counts = _missing_mask(arrays)
+    if not bad.any():
+        return rows
+    if missing != "drop":
+        detail = ", ".join(f"{k} ({v} rows)" for k, v in counts.items())
+        raise ValueError(
+            f"missing or infinite values in {detail}; pass missing='drop' to drop those rows"
+        )
+    keep = ~bad
+    warnings.warn(f"dropped {int(bad.sum())} rows with missing values", UserWarning, stacklevel=3)
+    return RowData(
+        rows.endog[keep],
+        rows.exog[keep],
+        rows.exog_re[keep],
+        rows.groups[keep],
+        [c[keep] for c in rows.vc_cols],
+        [v[keep] for v in rows.vc_vals],
+        None if rows.weights is None else rows.weights[keep],
+        int(bad.sum()),
+    )
+
+
+def _convert_exog_vc(exog_vc, groups: np.ndarray, n: int):
+    """statsmodels' ``exog_vc`` (dict or VCSpec) → row-level sparse entries.
+
+    Returns component names (sorted), global column names per component, and per
+    component ``cols``/``vals`` of shape (n, k).  The input is one matrix per group, so
+    this conversion loops over groups once (the input itself is per group).
+    """
+    if exog_vc is None:
+        return [], [], [], []
+    if hasattr(exog_vc, "names") and hasattr(exog_vc, "mats"):
+        group_keys = sorted(pd.unique(pd.Series(groups)))
+        comps = {
+            name: dict(zip(group_keys, mats, strict=False))
+            for name, mats in zip(exog_vc.names, exog_vc.mats, strict=True)
+        }
+        colnames_by = {
+            name: dict(zip(group_keys, cn, strict=False))
+            for name, cn in zip(exog_vc.names, exog_vc.colnames, strict=True)
+        }
+    elif isinstance(exog_vc, dict):
+        comps = exog_vc
+        colnames_by = None
+    else:
+        raise TypeError("exog_vc must be a dict {name: {group: matrix}} or a VCSpec")
+    codes, labels = pd.factorize(pd.Series(groups), sort=True)
+    order = np.argsort(codes, kind="stable")
+    starts = np.searchsorted(codes[order], np.arange(len(labels)))
+    ends = np.searchsorted(codes[order], np.arange(len(labels)), side="right")
+    names, all_colnames, all_cols, all_vals = [], [], [], []
+    for name in sorted(comps):
+        per_group = comps[name]
+        widths = [np.asarray(per_group[g]).shape[1] if g in per_group else 0 for g in labels]
+        k = max(widths) if widths else 0
+        cols = np.full((n, k), -1, dtype=np.int64)
+        vals = np.zeros((n, k))
+        colnames: list[str] = []
+        index: dict[str, int] = {}
+        for gi, g in enumerate(labels):
+            if g not in per_group:
+                continue
+            mat = per_group[g]
+            if isinstance(mat, pd.DataFrame):
+                cnames = [str(c) for c in mat.columns]
+            elif colnames_by is not None:
+                cnames = [str(c) for c in colnames_by[name][g]]
+            else:
+                cnames = [str(j) for j in range(np.asarray(mat).shape[1])]
+            mat = np.asarray(mat, dtype=np.float64)
+            idx = order[starts[gi] : ends[gi]]
+            if mat.shape[0] != idx.size:
+                raise ValueError(
+                    f"exog_vc[{name!r}][{g!r}] has {mat.shape[0]} rows; group {g!r} has {idx.size}"
+                )
+            ids = []
+            for c in cnames:
+                if c not in index:
+                    index[c] = len(colnames)
+                    colnames.append(c)
+                ids.append(index[c])
+            cols[idx[:, None], np.arange(mat.shape[1])[None, :]] = np.array(ids)[None, :]
+            vals[idx[:, None], np.arange(mat.shape[1])[None, :]] = mat
+        names.append(str(name))
+        all_colnames.append(colnames)
+        all_cols.append(cols)
+        all_vals.append(vals)
+    return names, all_colnames, all_cols, all_vals

@@ -1,0 +1,188 @@
+"""The profiled log-likelihood, its score and the Hessian, from summed contributions.
+
+This runs on the driver.  It only sees sums over groups (:class:`~dmixed.kernels.StepSums`,
+:class:`~dmixed.kernels.HessianSums`) and the global cross-products ``[X y]'[X y]``, so it
+does not care where the statistics live.  Formulas: DESIGN.md §3–5.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .kernels import HessianSums, StepSums
+
+_LOG_2PI = float(np.log(2.0 * np.pi))
+
+
+@dataclass(frozen=True)
+class GlobalStats:
+    """Global sufficient statistics: ``xyxy = [X y]'[X y]``, ``n`` rows, ``Σ log w``."""
+
+    xyxy: np.ndarray
+    n: int
+    sum_log_weights: float = 0.0
+
+    @property
+    def k_fe(self) -> int:
+        return self.xyxy.shape[0] - 1
+
+
+@dataclass
+class Profile:
+    """Quantities at the GLS estimate for fixed covariance parameters.
+
+    ``A = X'V*⁻¹X``, ``b = X'V*⁻¹y``, ``β̂ = A⁻¹b`` and the residual quadratic form
+    ``Q = y'V*⁻¹y − b'β̂``; ``σ̂² = Q / fac`` with ``fac = n`` (ML) or ``n − p`` (REML).
+    """
+
+    a: np.ndarray
+    b: np.ndarray
+    c: float
+    a_inv: np.ndarray
+    logdet_a: float
+    beta: np.ndarray
+    q: float
+    fac: float
+
+    @property
+    def scale(self) -> float:
+        return self.q / self.fac
+
+    @property
+    def w(self) -> np.ndarray:
+        """``[−β̂; 1]``: ``u_i = H_i w`` is Z̃_i'V*_i⁻¹(y_i − X_i β̂)."""
+        return np.append(-self.beta, 1.0)
+
+
+def profile(step: StepSums, glob: GlobalStats, reml: bool) -> Profile:
+    """GLS fixed effects and residual quadratic form from the step sums.
+
+    ``[X y]'V*⁻¹[X y] = [X y]'[X y] − Σ_i ZXy_i' P_i ZXy_i``; one small Cholesky of
+    its ``X`` block gives β̂, ``log|A|`` and ``A⁻¹``.
+    """
+    t = glob.xyxy - step.m
+    t = 0.5 * (t + t.T)
+    p = glob.k_fe
+    a = t[:p, :p]
+    b = t[:p, p]
+    c = float(t[p, p])
+    if p:
+        chol = np.linalg.cholesky(a)
+        logdet_a = 2.0 * float(np.sum(np.log(np.diag(chol))))
+        chol_inv = np.linalg.inv(chol)
+        a_inv = chol_inv.T @ chol_inv
+        beta = a_inv @ b
+    else:
+        logdet_a, a_inv, beta = 0.0, np.zeros((0, 0)), np.zeros(0)
+    q = c - float(b @ beta)
+    fac = float(glob.n - p) if reml else float(glob.n)
+    return Profile(a, b, c, a_inv, logdet_a, beta, q, fac)
+
+
+def _constant(fac: float, glob: GlobalStats) -> float:
+    return 0.5 * fac * (np.log(fac) - _LOG_2PI - 1.0) + 0.5 * glob.sum_log_weights
+
+
+def loglike(step: StepSums, prof: Profile, glob: GlobalStats, reml: bool) -> float:
+    """Profiled log-likelihood (β and σ² profiled out).
+
+    ML:   ℓ = −½ Σ log|K_i| − (n/2) log Q + (n/2) log n − (n/2) log 2π − n/2
+    REML: ℓ = −½ Σ log|K_i| − ½ log|A| − (f/2) log Q + (f/2)(log f − log 2π − 1), f = n − p
+    (plus ½ Σ log w_j with prior weights).  Returns −inf where Q ≤ 0.
+    """
+    if not prof.q > 0:
+        return -np.inf
+    val = -0.5 * step.logdet - 0.5 * prof.fac * np.log(prof.q) + _constant(prof.fac, glob)
+    if reml:
+        val -= 0.5 * prof.logdet_a
+    return float(val)
+
+
+def loglike_at_beta(step: StepSums, beta: np.ndarray, glob: GlobalStats, reml: bool) -> float:
+    """Log-likelihood with σ² profiled out but β given (statsmodels' ``profile_fe=False``)."""
+    prof = profile(step, glob, reml)
+    w = np.append(-np.asarray(beta, dtype=np.float64), 1.0)
+    t = glob.xyxy - step.m
+    qf = float(w @ t @ w)
+    if not qf > 0:
+        return -np.inf
+    val = -0.5 * step.logdet - 0.5 * prof.fac * np.log(qf) + _constant(prof.fac, glob)
+    if reml:
+        val -= 0.5 * prof.logdet_a
+    return float(val)
+
+
+def score_matrices(
+    step: StepSums, prof: Profile, reml: bool, slot_component: np.ndarray, k_vc: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Gradient of the profiled log-likelihood with respect to Ψ* and τ*.
+
+    ``∂ℓ/∂B*_ab = −½ Σ S_i,ab + (fac / 2Q) Σ u_i,a u_i,b [+ REML: ½ tr(A⁻¹ Σ G_i,a G_i,b')]``
+    with ``u_i = H_i w`` (envelope theorem: β̂ is optimal, so only V* moves).
+
+    Returns
+    -------
+    d_psi : ndarray (q, q)
+        ``D`` with ``dℓ = Σ_ab D_ab dΨ*_ab`` (entries treated as free, D symmetric).
+    d_tau : ndarray (d,)
+        ``∂ℓ/∂τ*_l``: the sum of ``D`` over the diagonal slots of component l.
+    """
+    w = prof.w
+    p = prof.beta.shape[0]
+    q = step.t_re.shape[0]
+    ratio = prof.fac / (2.0 * prof.q)
+    u_re = np.einsum("i,abij,j->ab", w, step.t_re, w)
+    d_psi = -0.5 * step.s[:q, :q] + ratio * u_re
+    u_vc = np.einsum("i,aij,j->a", w, step.t_vc, w)
+    d_slot = -0.5 * np.diagonal(step.s)[q:] + ratio * u_vc
+    if reml and p:
+        d_psi = d_psi + 0.5 * np.einsum("ij,abji->ab", prof.a_inv, step.t_re[:, :, :p, :p])
+        d_slot = d_slot + 0.5 * np.einsum("ij,aji->a", prof.a_inv, step.t_vc[:, :p, :p])
+    d_tau = np.bincount(slot_component, weights=d_slot, minlength=k_vc)
+    return 0.5 * (d_psi + d_psi.T), d_tau
+
+
+def hessian(
+    step: StepSums,
+    hs: HessianSums,
+    beta: np.ndarray,
+    glob: GlobalStats,
+    reml: bool,
+) -> np.ndarray:
+    """Hessian of ℓ(β, θ) (σ² profiled, β free) in [β, vech_lt(Ψ*), τ*].
+
+    With ``Q(β, θ) = Σ r_i'V*_i⁻¹r_i`` and ``ℓ = −½Σlog|V*_i| [−½log|A|] − (fac/2) log Q``::
+
+        Q_β = −2(b − Aβ),  Q_j = −Σ u'E_j u,  Q_ββ = 2A,  Q_βj = 2 Σ G'E_j u,
+        Q_jk = 2 Σ u'E_j S E_k u,  ∂²(−½Σlog|V*|) = ½ Σ tr(S E_j S E_k),
+        ∂²(−½ log|A|) = ½ tr(A⁻¹A_j A⁻¹A_k) − ½ tr(A⁻¹A_jk)   (REML)
+
+    and ``∂²(−(fac/2) log Q) = −(fac/2)(Q_ab/Q − Q_a Q_b/Q²)``.  This is the matrix whose
+    negative inverse statsmodels reports as ``cov_params()``.
+    """
+    prof = profile(step, glob, reml)
+    beta = np.asarray(beta, dtype=np.float64)
+    w = np.append(-beta, 1.0)
+    t = glob.xyxy - step.m
+    qf = float(w @ t @ w)
+    fac = prof.fac
+    a = prof.a
+    q_b = -2.0 * (prof.b - a @ beta)
+    q_j = -hs.u_e_u
+    h_bb = -0.5 * fac * (2.0 * a / qf - np.outer(q_b, q_b) / qf**2)
+    h_bj = -0.5 * fac * (2.0 * hs.g_e_u.T / qf - np.outer(q_b, q_j) / qf**2)
+    h_jk = 0.5 * hs.tr_ss - 0.5 * fac * (2.0 * hs.u_s_u / qf - np.outer(q_j, q_j) / qf**2)
+    if reml and beta.size:
+        ql = np.einsum("pq,jqr->jpr", prof.a_inv, hs.a_j)  # A⁻¹A_j
+        h_jk = h_jk + 0.5 * np.einsum("jpq,kqp->jk", ql, ql)
+        h_jk = h_jk - 0.5 * np.einsum("pq,jkqp->jk", prof.a_inv, hs.a_jk)
+    k = beta.size
+    m = h_jk.shape[0]
+    out = np.empty((k + m, k + m))
+    out[:k, :k] = h_bb
+    out[:k, k:] = h_bj
+    out[k:, :k] = h_bj.T
+    out[k:, k:] = 0.5 * (h_jk + h_jk.T)
+    return out

@@ -1,0 +1,327 @@
+"""Driving scipy over the profiled log-likelihood, wherever the statistics live.
+
+:class:`ProfiledObjective` turns one engine round trip into the value and the score of
+the profiled log-likelihood at a packed parameter vector; :func:`maximize` runs scipy's
+quasi-Newton methods on it (statsmodels' sequence BFGS → L-BFGS → CG, each from where
+the last stopped), then settles variances that belong on the boundary at exactly zero
+and polishes an interior optimum with a few Newton steps on the exact profiled Hessian.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import optimize
+
+from .kernels import StepSums
+from .objective import GlobalStats, Profile, hessian, loglike, profile, score_matrices
+from .parametrization import Layout
+
+logger = logging.getLogger("dmixed")
+
+
+class BoundaryWarning(UserWarning):
+    """The optimum has a variance (or a direction of ``cov_re``) at zero."""
+
+
+class FitConvergenceWarning(UserWarning):
+    """The optimizer stopped before the gradient was small."""
+
+
+@dataclass
+class Evaluation:
+    """One evaluation of the profiled objective."""
+
+    packed: np.ndarray
+    step: StepSums
+    prof: Profile
+    llf: float
+    score: np.ndarray
+
+
+@dataclass
+class ProfiledObjective:
+    """The profiled log-likelihood as a function of the packed covariance parameters.
+
+    Every evaluation is one call of ``engine.step`` (one round trip on a cluster) and
+    gives both the value and the analytic score; the last evaluation is cached, since
+    scipy asks for the two at the same point.
+    """
+
+    engine: object
+    glob: GlobalStats
+    layout: Layout
+    reml: bool
+    use_sqrt: bool
+    n_evals: int = 0
+    _last: Evaluation | None = field(default=None, repr=False)
+
+    def evaluate(self, packed: np.ndarray) -> Evaluation:
+        packed = np.array(packed, dtype=np.float64)
+        if self._last is not None and np.array_equal(packed, self._last.packed):
+            return self._last
+        lam = self.layout.lam(packed, self.use_sqrt)
+        step = self.engine.step(lam, self.layout.k_re)
+        self.n_evals += 1
+        prof = profile(step, self.glob, self.reml)
+        llf = loglike(step, prof, self.glob, self.reml)
+        d_psi, d_tau = score_matrices(
+            step, prof, self.reml, self.layout.slot_component, self.layout.k_vc
+        )
+        score = self.layout.score_packed(d_psi, d_tau, packed, self.use_sqrt)
+        self._last = Evaluation(packed, step, prof, llf, score)
+        return self._last
+
+    def hessian_full(self, packed: np.ndarray, beta: np.ndarray | None = None) -> np.ndarray:
+        """Hessian in [β, vech(Ψ*), τ*] at β (default β̂) — one more round trip."""
+        ev = self.evaluate(packed)
+        beta = ev.prof.beta if beta is None else np.asarray(beta, dtype=np.float64)
+        lam = self.layout.lam(packed, self.use_sqrt)
+        hs = self.engine.hessian(lam, self.layout.basis(), np.append(-beta, 1.0))
+        return hessian(ev.step, hs, beta, self.glob, self.reml)
+
+
+@dataclass
+class OptimizeResult:
+    packed: np.ndarray
+    converged: bool
+    n_iter: int
+    n_evals: int
+    methods: list[str]
+    history: list[dict]
+    boundary: list[str]
+    grad_norm: float
+
+
+def _scaled_grad_norm(ev: Evaluation, free: np.ndarray, n: int) -> float:
+    """Max |∂ℓ/∂θ_j| / n over the free parameters: statsmodels judges on ℓ/n too."""
+    g = ev.score[free]
+    return float(np.max(np.abs(g)) / n) if g.size else 0.0
+
+
+def maximize(
+    obj: ProfiledObjective,
+    start: np.ndarray,
+    free: np.ndarray,
+    methods: list[str],
+    maxiter: int,
+    gtol: float,
+    progress: bool = False,
+    param_names: list[str] | None = None,
+) -> OptimizeResult:
+    """Maximize the profiled log-likelihood over the free packed parameters."""
+    n = obj.glob.n
+    x = np.array(start, dtype=np.float64)
+    free = np.asarray(free, dtype=bool)
+    history: list[dict] = []
+    t0 = time.perf_counter()
+    level = logging.INFO if progress else logging.DEBUG
+
+    def full(xf: np.ndarray) -> np.ndarray:
+        out = x.copy()
+        out[free] = xf
+        return out
+
+    def fun(xf: np.ndarray) -> tuple[float, np.ndarray]:
+        ev = obj.evaluate(full(xf))
+        if not np.isfinite(ev.llf):
+            return np.inf, np.zeros(xf.size)
+        return -ev.llf / n, -ev.score[free] / n
+
+    def record(xf: np.ndarray, method: str) -> None:
+        ev = obj.evaluate(full(xf))
+        entry = {
+            "iteration": len(history) + 1,
+            "method": method,
+            "llf": ev.llf,
+            "grad_norm": float(np.linalg.norm(ev.score[free])),
+            "elapsed": time.perf_counter() - t0,
+            "params": ev.packed.tolist(),
+        }
+        history.append(entry)
+        logger.log(
+            level,
+            "iteration %d (%s): llf=%.6f |grad|=%.3g elapsed=%.2fs",
+            entry["iteration"],
+            method,
+            entry["llf"],
+            entry["grad_norm"],
+            entry["elapsed"],
+        )
+
+    used: list[str] = []
+    converged = False
+    for method in methods:
+        used.append(method)
+        name = {"bfgs": "BFGS", "lbfgs": "L-BFGS-B", "cg": "CG"}.get(method.lower(), method)
+        opts: dict = {"maxiter": maxiter}
+        if name in ("BFGS", "CG"):
+            opts["gtol"] = gtol
+        elif name == "L-BFGS-B":
+            opts.update(gtol=gtol, ftol=1e-15, maxcor=20)
+        if free.any():
+            res = optimize.minimize(
+                fun,
+                x[free],
+                jac=True,
+                method=name,
+                options=opts,
+                callback=lambda xf, _m=method: record(xf, _m),
+            )
+            x = full(res.x)
+        ev = obj.evaluate(x)
+        if np.isfinite(ev.llf) and _scaled_grad_norm(ev, free, n) <= max(gtol, 1e-4):
+            converged = True
+            break
+        if method != methods[-1]:
+            warnings.warn(
+                f"retrying the optimization with {methods[methods.index(method) + 1]}",
+                FitConvergenceWarning,
+                stacklevel=3,
+            )
+
+    x, boundary = _settle_boundary(obj, x, free)
+    x = _newton_polish(obj, x, free, boundary)
+    ev = obj.evaluate(x)
+    gnorm = _scaled_grad_norm(ev, free & ~_boundary_mask(obj.layout, boundary, obj.use_sqrt), n)
+    converged = converged or gnorm <= max(gtol, 1e-4)
+    record(x[free], "final")
+    return OptimizeResult(
+        x, bool(converged), len(history), obj.n_evals, used, history, boundary, gnorm
+    )
+
+
+# ---------------------------------------------------------------------------
+# Boundary handling and Newton polish
+# ---------------------------------------------------------------------------
+
+
+def _boundary_mask(layout: Layout, boundary: list[str], use_sqrt: bool) -> np.ndarray:
+    """Packed entries pinned at zero by :func:`_settle_boundary`.
+
+    A zero variance of random effect i is a zero row i of L (sqrt packing), or a zero
+    row and column i of Ψ* (plain packing).
+    """
+    mask = np.zeros(layout.n_params, dtype=bool)
+    rows, cols = layout.tril()
+    for item in boundary:
+        kind, idx = item.split(":")
+        i = int(idx)
+        if kind == "re":
+            mask[: layout.k_re2] |= (rows == i) if use_sqrt else ((rows == i) | (cols == i))
+        else:
+            mask[layout.k_re2 + i] = True
+    return mask
+
+
+def _settle_boundary(
+    obj: ProfiledObjective, x: np.ndarray, free: np.ndarray
+) -> tuple[np.ndarray, list[str]]:
+    """Put variances that the optimum drives to zero exactly at zero.
+
+    A quasi-Newton method only approaches τ* = 0 (or a zero row of L) asymptotically.
+    A candidate (relative variance below 1e-4) is set to zero and kept there when the
+    likelihood does not drop and the one-sided derivative ∂ℓ/∂τ* at zero is ≤ 0, i.e.
+    the boundary really is the constrained maximum in that direction.
+    """
+    layout = obj.layout
+    boundary: list[str] = []
+    cur = obj.evaluate(x)
+    psi, tau = layout.unpack(x, obj.use_sqrt)
+    rows, cols = layout.tril()
+    candidates: list[tuple[str, np.ndarray]] = []
+    for i in range(layout.k_re):
+        if psi[i, i] < 1e-4:
+            idx = np.flatnonzero(_boundary_mask(layout, [f"re:{i}"], obj.use_sqrt))
+            if free[idx].all():
+                candidates.append((f"re:{i}", idx))
+    for j in range(layout.k_vc):
+        if tau[j] < 1e-4 and free[layout.k_re2 + j]:
+            candidates.append((f"vc:{j}", np.array([layout.k_re2 + j])))
+    for label, idx in candidates:
+        trial = x.copy()
+        trial[idx] = 0.0
+        ev = obj.evaluate(trial)
+        if not ev.llf >= cur.llf - 1e-9 * max(1.0, abs(cur.llf)):
+            continue
+        # one-sided derivative in the variance itself, from the unpacked score
+        d_psi, d_tau = score_matrices(
+            ev.step, ev.prof, obj.reml, layout.slot_component, layout.k_vc
+        )
+        kind, k = label.split(":")
+        slope = d_psi[int(k), int(k)] if kind == "re" else d_tau[int(k)]
+        if slope <= 1e-7 * obj.glob.n:
+            x, cur = trial, ev
+            boundary.append(label)
+    return x, boundary
+
+
+def _newton_polish(
+    obj: ProfiledObjective, x: np.ndarray, free: np.ndarray, boundary: list[str], steps: int = 6
+) -> np.ndarray:
+    """A few Newton steps in θ = [vech(Ψ*), τ*] with the exact profiled Hessian.
+
+    The profiled Hessian is the Schur complement H_θθ − H_θβ H_ββ⁻¹ H_βθ of the full
+    Hessian (β̂(θ) is optimal, so this is d²ℓ(β̂(θ), θ)/dθ²).  Only interior free
+    parameters move; a step that leaves the parameter space or lowers ℓ is halved,
+    and the polish stops as soon as it does not help.
+    """
+    layout = obj.layout
+    if layout.n_params == 0:
+        return x
+    # Only polish when every parameter is free: a fixed packed entry (``free``) is a
+    # constraint in the packed coordinates that the plain-θ Newton step cannot keep.
+    if not free.all():
+        return x
+    movable = ~_boundary_mask(layout, boundary, use_sqrt=False)
+    if not movable.any():
+        return x
+    psi, tau = layout.unpack(x, obj.use_sqrt)
+    if np.linalg.eigvalsh(psi).min(initial=1.0) <= 1e-8 and not boundary:
+        return x  # singular Ψ* that is not a settled zero variance: leave as is
+    theta = layout.pack(psi, tau, use_sqrt=False)
+    k = obj.glob.k_fe
+    for _ in range(steps):
+        cur_packed = layout.pack(*layout.unpack(theta, False), use_sqrt=obj.use_sqrt)
+        ev = obj.evaluate(cur_packed)
+        d_psi, d_tau = score_matrices(
+            ev.step, ev.prof, obj.reml, layout.slot_component, layout.k_vc
+        )
+        grad = layout.score_packed(d_psi, d_tau, theta, use_sqrt=False)[movable]
+        if np.max(np.abs(grad)) <= 1e-10 * obj.glob.n:
+            break
+        h = obj.hessian_full(cur_packed)
+        hbb, hbt, htt = h[:k, :k], h[:k, k:], h[k:, k:]
+        prof_h = htt - hbt.T @ np.linalg.solve(hbb, hbt) if k else htt
+        sub = prof_h[np.ix_(movable, movable)]
+        try:
+            delta = -np.linalg.solve(sub, grad)
+        except np.linalg.LinAlgError:
+            break
+        if np.any(np.linalg.eigvalsh(0.5 * (sub + sub.T)) >= 0):
+            break  # not locally concave: leave it to the quasi-Newton result
+        accepted = False
+        for _half in range(20):
+            trial = theta.copy()
+            trial[movable] += delta
+            try:
+                trial_packed = layout.pack(*layout.unpack(trial, False), use_sqrt=obj.use_sqrt)
+                layout.lam(trial, use_sqrt=False)
+            except np.linalg.LinAlgError:
+                delta /= 2
+                continue
+            tev = obj.evaluate(trial_packed)
+            if np.isfinite(tev.llf) and tev.llf >= ev.llf - 1e-12 * max(1.0, abs(ev.llf)):
+                theta, accepted = trial, True
+                break
+            delta /= 2
+        if not accepted:
+            break
+    before = obj.evaluate(x).llf
+    polished = layout.pack(*layout.unpack(theta, False), use_sqrt=obj.use_sqrt)
+    after = obj.evaluate(polished).llf
+    return polished if after >= before - 1e-12 * max(1.0, abs(before)) else x

@@ -1,0 +1,188 @@
+"""Covariance parameters: packing, the factor Λ, and the chain rule for the score.
+
+The optimizer sees statsmodels' packed vector (DESIGN.md §1):
+
+- ``use_sqrt=True``:  ``[vech_lt(L), s_1, …, s_d]`` with ``Ψ* = L L'`` and ``τ*_l = s_l²``;
+- ``use_sqrt=False``: ``[vech_lt(Ψ*), τ*_1, …, τ*_d]``.
+
+``vech_lt`` is row-major over the lower triangle: (0,0), (1,0), (1,1), (2,0), ….
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each covariance parameter lives in the padded random design.
+
+    Attributes
+    ----------
+    k_re : int
+        ``q``, the number of ``exog_re`` columns.
+    vc_widths : tuple of int
+        ``m_l``: the number of slots of variance component ``l`` (the most columns
+        of that component any one group uses).
+    """
+
+    k_re: int
+    vc_widths: tuple[int, ...]
+
+    @property
+    def k_vc(self) -> int:
+        return len(self.vc_widths)
+
+    @property
+    def k_re2(self) -> int:
+        return self.k_re * (self.k_re + 1) // 2
+
+    @property
+    def r(self) -> int:
+        return self.k_re + int(sum(self.vc_widths))
+
+    @property
+    def n_params(self) -> int:
+        return self.k_re2 + self.k_vc
+
+    @property
+    def slot_component(self) -> np.ndarray:
+        """Component index of each variance-component slot (length ``r − q``)."""
+        return np.repeat(np.arange(self.k_vc), self.vc_widths).astype(np.int64)
+
+    def tril(self) -> tuple[np.ndarray, np.ndarray]:
+        """Row-major lower-triangle indices, statsmodels' ``vech_lt`` order."""
+        rows, cols = [], []
+        for i in range(self.k_re):
+            for j in range(i + 1):
+                rows.append(i)
+                cols.append(j)
+        return np.array(rows, dtype=np.int64), np.array(cols, dtype=np.int64)
+
+    # -- packing ----------------------------------------------------------------
+
+    def unpack(self, packed: np.ndarray, use_sqrt: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Return (Ψ*, τ*) from a packed vector."""
+        packed = np.asarray(packed, dtype=np.float64)
+        if packed.shape != (self.n_params,):
+            raise ValueError(
+                f"expected {self.n_params} covariance parameters "
+                f"({self.k_re2} for cov_re, {self.k_vc} variance components), "
+                f"got {packed.shape}"
+            )
+        rows, cols = self.tril()
+        mat = np.zeros((self.k_re, self.k_re))
+        mat[rows, cols] = packed[: self.k_re2]
+        tail = packed[self.k_re2 :]
+        if use_sqrt:
+            return mat @ mat.T, tail**2
+        return mat + np.tril(mat, -1).T, tail.copy()
+
+    def pack(self, cov_re: np.ndarray, vcomp: np.ndarray, use_sqrt: bool) -> np.ndarray:
+        """Packed vector for (Ψ*, τ*); the inverse of :meth:`unpack`."""
+        cov_re = np.asarray(cov_re, dtype=np.float64).reshape(self.k_re, self.k_re)
+        vcomp = np.asarray(vcomp, dtype=np.float64).reshape(self.k_vc)
+        rows, cols = self.tril()
+        if use_sqrt:
+            factor = _psd_factor(cov_re)
+            return np.concatenate([factor[rows, cols], np.sqrt(np.maximum(vcomp, 0.0))])
+        return np.concatenate([cov_re[rows, cols], vcomp])
+
+    def lam(self, packed: np.ndarray, use_sqrt: bool) -> np.ndarray:
+        """The relative covariance factor Λ = blockdiag(L, s_1 I, …, s_d I).
+
+        With ``use_sqrt=False`` a factor of Ψ* is computed; an indefinite Ψ* raises
+        ``np.linalg.LinAlgError`` (the likelihood is not defined there).
+        """
+        packed = np.asarray(packed, dtype=np.float64)
+        q = self.k_re
+        lam = np.zeros((self.r, self.r))
+        rows, cols = self.tril()
+        if use_sqrt:
+            lam[rows, cols] = packed[: self.k_re2]
+            svals = packed[self.k_re2 :]
+        else:
+            psi, tau = self.unpack(packed, use_sqrt=False)
+            if np.any(tau < 0):
+                raise np.linalg.LinAlgError("negative variance component")
+            lam[:q, :q] = _psd_factor(psi, strict=True)
+            svals = np.sqrt(tau)
+        idx = np.arange(q, self.r)
+        lam[idx, idx] = svals[self.slot_component]
+        return lam
+
+    def basis(self) -> np.ndarray:
+        """``E_j = ∂B*/∂θ_j`` for θ = [vech_lt(Ψ*), τ*] (m × r × r)."""
+        out = np.zeros((self.n_params, self.r, self.r))
+        rows, cols = self.tril()
+        for j, (a, b) in enumerate(zip(rows, cols, strict=True)):
+            out[j, a, b] = 1.0
+            out[j, b, a] = 1.0
+        comp = self.slot_component
+        for l_ in range(self.k_vc):
+            idx = self.k_re + np.flatnonzero(comp == l_)
+            out[self.k_re2 + l_, idx, idx] = 1.0
+        return out
+
+    # -- chain rule ---------------------------------------------------------------
+
+    def score_packed(
+        self, d_psi: np.ndarray, d_tau: np.ndarray, packed: np.ndarray, use_sqrt: bool
+    ) -> np.ndarray:
+        """Gradient in the packed coordinates.
+
+        Parameters
+        ----------
+        d_psi : ndarray (q, q)
+            Symmetric ``D`` with ``dℓ = Σ_ab D_ab dΨ*_ab`` (entries treated as free).
+        d_tau : ndarray (d,)
+            ``∂ℓ/∂τ*_l``.
+
+        Notes
+        -----
+        ``∂ℓ/∂L = 2 D L`` (lower triangle) and ``∂ℓ/∂s_l = 2 s_l ∂ℓ/∂τ*_l``, evaluated at
+        the optimizer's own ``L`` and ``s`` (statsmodels re-factors Ψ* here, which
+        flips signs; DESIGN.md §4).  Without the square root, an off-diagonal vech
+        entry stands for both (a, b) and (b, a): ``∂ℓ/∂Ψ*_ab = 2 D_ab``.
+        """
+        rows, cols = self.tril()
+        packed = np.asarray(packed, dtype=np.float64)
+        if use_sqrt:
+            lmat = np.zeros((self.k_re, self.k_re))
+            lmat[rows, cols] = packed[: self.k_re2]
+            g_l = 2.0 * d_psi @ lmat
+            return np.concatenate([g_l[rows, cols], 2.0 * packed[self.k_re2 :] * d_tau])
+        mult = np.where(rows == cols, 1.0, 2.0)
+        return np.concatenate([mult * d_psi[rows, cols], d_tau])
+
+
+def _psd_factor(mat: np.ndarray, strict: bool = False) -> np.ndarray:
+    """A lower-triangular ``L`` with ``L L' = mat`` for positive semi-definite ``mat``.
+
+    Cholesky where it succeeds; on the boundary (singular ``mat``) an LDL'-style
+    pivot-free factor built column by column, so zero variances give zero columns.
+    """
+    q = mat.shape[0]
+    if q == 0:
+        return np.zeros((0, 0))
+    try:
+        return np.linalg.cholesky(mat)
+    except np.linalg.LinAlgError:
+        pass
+    scale = max(float(np.max(np.abs(np.diag(mat)))), 1e-300)
+    tol = 1e-12 * scale
+    lmat = np.zeros_like(mat)
+    work = np.array(mat, dtype=np.float64)
+    for j in range(q):
+        d = work[j, j] - lmat[j, :j] @ lmat[j, :j]
+        if d < -tol * 1e3 and strict:
+            raise np.linalg.LinAlgError("covariance matrix is not positive semi-definite")
+        if d <= tol:
+            continue
+        lmat[j, j] = np.sqrt(d)
+        lmat[j + 1 :, j] = (work[j + 1 :, j] - lmat[j + 1 :, :j] @ lmat[j, :j]) / lmat[j, j]
+    if strict and not np.allclose(lmat @ lmat.T, mat, atol=1e-8 * scale):
+        raise np.linalg.LinAlgError("covariance matrix is not positive semi-definite")
+    return lmat

@@ -1,0 +1,327 @@
+"""Results of a MixedLM fit, with statsmodels' names and conventions.
+
+A results object holds only numbers (estimates, the Hessian, per-group BLUPs), never
+an engine, a client or a future, so it pickles and outlives the cluster it came from.
+"""
+
+from __future__ import annotations
+
+import warnings
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from .objective import Profile
+
+
+class SingularHessianWarning(UserWarning):
+    """The Hessian at the optimum is singular; a pseudo-inverse was used."""
+
+
+class MixedLMResults:
+    """Estimates and inference for a fitted :class:`~dmixed.MixedLM`.
+
+    ``params`` follows statsmodels: ``[fe_params, vech_lt(Ψ*), τ*]`` with Ψ* = cov_re/scale
+    and τ* = vcomp/scale; ``cov_params() = inv(−H)`` with H the Hessian of the
+    log-likelihood (σ² profiled, β free) in those coordinates, ``bse_fe`` its β block,
+    ``bse_re = sqrt(scale · diag(cov_params())[k_fe:])``.
+    """
+
+    def __init__(
+        self,
+        model,
+        stats,
+        reml: bool,
+        packed: np.ndarray,
+        prof: Profile,
+        llf: float,
+        hessian: np.ndarray | None,
+        cov_fe: str,
+        optimize_result,
+        fit_seconds: float,
+    ) -> None:
+        self.model = model
+        layout = stats.layout
+        self.reml = reml
+        self.method = "REML" if reml else "ML"
+        self.use_sqrt = model.use_sqrt
+        self.k_fe = model.k_fe
+        self.k_re = layout.k_re
+        self.k_re2 = layout.k_re2
+        self.k_vc = layout.k_vc
+        self.nobs = int(stats.glob.n)
+        self.n_groups = int(len(stats.group_labels))
+        self.group_labels = stats.group_labels
+        self.group_sizes = stats.group_sizes
+        self.packed_params = np.asarray(packed)
+        psi, tau = layout.unpack(packed, model.use_sqrt)
+        self.scale = float(prof.scale)
+        self.cov_re_unscaled = psi
+        names = model.param_names()
+        self.param_names = names
+        self.fe_params = pd.Series(prof.beta, index=model.exog_names, name="fe_params")
+        self.cov_re = pd.DataFrame(
+            self.scale * psi, index=model.exog_re_names, columns=model.exog_re_names
+        )
+        self.vcomp = self.scale * tau
+        rows, cols = layout.tril()
+        self.params = pd.Series(
+            np.concatenate([prof.beta, psi[rows, cols], tau]), index=names, name="params"
+        )
+        self.llf = float(llf)
+        self.converged = bool(optimize_result.converged)
+        self.n_iter = optimize_result.n_iter
+        self.n_evals = optimize_result.n_evals
+        self.optimizer_methods = optimize_result.methods
+        self.fit_history = optimize_result.history
+        self.boundary = list(optimize_result.boundary)
+        self.fit_seconds = fit_seconds
+        self.data_pass_seconds = stats.data_pass_seconds
+        self.cov_fe = cov_fe
+        self.n_dropped = int(getattr(getattr(model, "_rows", None), "n_dropped", 0) or 0)
+        self._a_inv = prof.a_inv
+        self._hessian = hessian
+        self._cov = self._covariance(hessian, prof, cov_fe)
+        # BLUPs and their conditional covariances: one kernel call, no data pass
+        lam = layout.lam(packed, model.use_sqrt)
+        blup, cond = stats.engine.random_effects(lam, prof.w)
+        self._blup = blup
+        self._blup_cov = cond * self.scale
+        self._vc_slot_cols = stats.vc_slot_cols
+
+    # -- covariance of the estimates ---------------------------------------------
+
+    def _covariance(self, hessian, prof: Profile, cov_fe: str) -> np.ndarray:
+        k = len(self.params)
+        if hessian is None:
+            return np.full((k, k), np.nan)
+        neg = -hessian
+        try:
+            cov = np.linalg.inv(neg)
+            if not np.all(np.isfinite(cov)):
+                raise np.linalg.LinAlgError
+        except np.linalg.LinAlgError:
+            warnings.warn(
+                "the Hessian is singular at the optimum; using a pseudo-inverse",
+                SingularHessianWarning,
+                stacklevel=3,
+            )
+            cov = np.linalg.pinv(neg)
+        if np.any(np.diag(hessian) >= 0):
+            warnings.warn(
+                "the Hessian matrix at the estimated parameter values is not negative definite",
+                UserWarning,
+                stacklevel=3,
+            )
+        if cov_fe == "conditional":
+            p = self.k_fe
+            cov = cov.copy()
+            cov[:p, :p] = self.scale * prof.a_inv
+            cov[:p, p:] = 0.0
+            cov[p:, :p] = 0.0
+        return cov
+
+    def cov_params(self) -> pd.DataFrame:
+        """Covariance of ``params``: ``inv(−H)`` (statsmodels' convention, see class doc)."""
+        return pd.DataFrame(self._cov, index=self.param_names, columns=self.param_names)
+
+    @cached_property
+    def bse(self) -> pd.Series:
+        return pd.Series(np.sqrt(np.diag(self._cov)), index=self.param_names, name="bse")
+
+    @cached_property
+    def bse_fe(self) -> pd.Series:
+        return self.bse.iloc[: self.k_fe]
+
+    @cached_property
+    def bse_re(self) -> pd.Series:
+        return np.sqrt(self.scale * np.diag(self._cov)[self.k_fe :]) * pd.Series(
+            1.0, index=self.param_names[self.k_fe :]
+        )
+
+    @cached_property
+    def tvalues(self) -> pd.Series:
+        return self.params / self.bse
+
+    @cached_property
+    def pvalues(self) -> pd.Series:
+        """Two-sided p-values from the normal distribution (as statsmodels' MixedLM)."""
+        return pd.Series(2 * sps.norm.sf(np.abs(self.tvalues)), index=self.param_names)
+
+    def conf_int(self, alpha: float = 0.05) -> pd.DataFrame:
+        """Wald intervals ``params ± z_{1−α/2} · bse``."""
+        z = sps.norm.ppf(1 - alpha / 2)
+        return pd.DataFrame(
+            {0: self.params - z * self.bse, 1: self.params + z * self.bse},
+            index=self.param_names,
+        )
+
+    @property
+    def df_modelwc(self) -> int:
+        return len(self.params) + 1
+
+    @property
+    def aic(self) -> float:
+        """``−2(llf − df)`` with df = number of parameters + 1 (σ²); NaN under REML."""
+        if self.reml:
+            return float("nan")
+        return -2.0 * (self.llf - self.df_modelwc)
+
+    @property
+    def bic(self) -> float:
+        """``−2 llf + log(nobs) df``; NaN under REML (as statsmodels)."""
+        if self.reml:
+            return float("nan")
+        return -2.0 * self.llf + np.log(self.nobs) * self.df_modelwc
+
+    # -- random effects -----------------------------------------------------------
+
+    def _re_names(self, gi: int) -> tuple[list[str], np.ndarray]:
+        """Names of group gi's random effects and their padded slot positions."""
+        names = list(self.model.exog_re_names)
+        pos = list(range(self.k_re))
+        offset = self.k_re
+        for comp, table in enumerate(self._vc_slot_cols):
+            colnames = self.model.vc_column_names[comp]
+            vname = self.model.vc_names[comp]
+            for s, col in enumerate(table[gi]):
+                if col >= 0:
+                    names.append(f"{vname}[{colnames[col]}]")
+                    pos.append(offset + s)
+            offset += table.shape[1]
+        return names, np.array(pos, dtype=np.int64)
+
+    @cached_property
+    def random_effects(self) -> dict:
+        """Conditional means (BLUPs) of each group's random effects: ``B* u_i``.
+
+        A dict group → Series, as statsmodels; see :meth:`random_effects_frame` for one
+        DataFrame.  Finite on the boundary (computed in Λ-form).
+        """
+        out = {}
+        for gi, label in enumerate(self.group_labels):
+            names, pos = self._re_names(gi)
+            out[label] = pd.Series(self._blup[gi, pos], index=names)
+        return out
+
+    @cached_property
+    def random_effects_cov(self) -> dict:
+        """Conditional covariance of each group's random effects: ``σ̂² Λ K_i⁻¹ Λ'``."""
+        out = {}
+        for gi, label in enumerate(self.group_labels):
+            names, pos = self._re_names(gi)
+            out[label] = pd.DataFrame(
+                self._blup_cov[gi][np.ix_(pos, pos)], index=names, columns=names
+            )
+        return out
+
+    def random_effects_frame(self) -> pd.DataFrame:
+        """BLUPs of the ``exog_re`` coordinates as one DataFrame indexed by group."""
+        return pd.DataFrame(
+            self._blup[:, : self.k_re],
+            index=pd.Index(self.group_labels, name=self.model.group_name),
+            columns=self.model.exog_re_names,
+        )
+
+    # -- display -----------------------------------------------------------------
+
+    def summary_frame(self, alpha: float = 0.05) -> pd.DataFrame:
+        """statsmodels' coefficient table: fixed effects with z tests, variances with SEs."""
+        k = len(self.params)
+        tab = np.full((k, 6), np.nan)
+        p = self.k_fe
+        z = sps.norm.ppf(1 - alpha / 2)
+        tab[:p, 0] = self.fe_params
+        tab[:p, 1] = self.bse_fe
+        tab[:p, 2] = tab[:p, 0] / tab[:p, 1]
+        tab[:p, 3] = 2 * sps.norm.cdf(-np.abs(tab[:p, 2]))
+        tab[:p, 4] = tab[:p, 0] - z * tab[:p, 1]
+        tab[:p, 5] = tab[:p, 0] + z * tab[:p, 1]
+        rows, cols = _tril(self.k_re)
+        cov_re = self.cov_re.to_numpy()
+        tab[p : p + self.k_re2, 0] = cov_re[rows, cols]
+        tab[p + self.k_re2 :, 0] = self.vcomp
+        tab[p:, 1] = np.sqrt(self.scale) * self.bse.to_numpy()[p:]
+        return pd.DataFrame(
+            tab,
+            index=self.param_names,
+            columns=["Coef.", "Std.Err.", "z", "P>|z|", f"[{alpha / 2}", f"{1 - alpha / 2}]"],
+        )
+
+    def summary(self, alpha: float = 0.05) -> Summary:
+        """A statsmodels-style summary (print it, or ``as_text()`` / ``as_html()``)."""
+        sizes = self.group_sizes
+        info = [
+            ("Model:", "MixedLM"),
+            ("Dependent Variable:", self.model.endog_name),
+            ("No. Observations:", str(self.nobs)),
+            ("Method:", self.method),
+            ("No. Groups:", str(self.n_groups)),
+            ("Scale:", f"{self.scale:.4f}"),
+            ("Min. group size:", f"{sizes.min():.0f}" if sizes.size else "0"),
+            ("Log-Likelihood:", f"{self.llf:.4f}"),
+            ("Max. group size:", f"{sizes.max():.0f}" if sizes.size else "0"),
+            ("Converged:", "Yes" if self.converged else "No"),
+            ("Mean group size:", f"{sizes.mean():.1f}" if sizes.size else "0"),
+            ("", ""),
+        ]
+        return Summary("Mixed Linear Model Regression Results", info, self.summary_frame(alpha))
+
+    def _repr_html_(self) -> str:
+        return self.summary().as_html()
+
+    def __repr__(self) -> str:
+        return (
+            f"<dmixed MixedLMResults: {self.method}, nobs={self.nobs}, groups={self.n_groups}, "
+            f"llf={self.llf:.4f}, converged={self.converged}>"
+        )
+
+
+def _tril(q: int) -> tuple[np.ndarray, np.ndarray]:
+    rows, cols = [], []
+    for i in range(q):
+        for j in range(i + 1):
+            rows.append(i)
+            cols.append(j)
+    return np.array(rows, dtype=np.int64), np.array(cols, dtype=np.int64)
+
+
+class Summary:
+    """Text/HTML summary laid out as statsmodels' ``summary2``."""
+
+    def __init__(self, title: str, info: list[tuple[str, str]], table: pd.DataFrame) -> None:
+        self.title = title
+        self.info = info
+        self.table = table
+
+    def _formatted_table(self) -> pd.DataFrame:
+        return self.table.map(lambda v: f"{v:.3f}" if np.isfinite(v) else "")
+
+    def as_text(self) -> str:
+        pairs = [self.info[i : i + 2] for i in range(0, len(self.info), 2)]
+        left_w = max(len(a) + len(b) for a, b in (p[0] for p in pairs)) + 2
+        lines = []
+        for pair in pairs:
+            (k1, v1) = pair[0]
+            (k2, v2) = pair[1] if len(pair) > 1 else ("", "")
+            left = f"{k1:<22}{v1:>{max(left_w - 22, len(v1))}}"
+            lines.append(f"{left}  {k2:<20}{v2:>12}")
+        body = self._formatted_table().to_string()
+        width = max(len(s) for s in lines + body.splitlines())
+        bar = "=" * width
+        return "\n".join([self.title.center(width), bar, *lines, "-" * width, body, bar]) + "\n"
+
+    def as_html(self) -> str:
+        info = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in self.info if k)
+        return (
+            f"<div><h4>{self.title}</h4><table>{info}</table>"
+            f"{self._formatted_table().to_html()}</div>"
+        )
+
+    def __str__(self) -> str:
+        return self.as_text()
+
+    def __repr__(self) -> str:
+        return self.as_text()
