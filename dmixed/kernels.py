@@ -132,6 +132,7 @@ def accumulate_statistics(
     exog: np.ndarray,
     ztilde: np.ndarray,
     weights: np.ndarray | None = None,
+    per_group_xyxy: bool = False,
 ) -> dict[str, np.ndarray]:
     """One pass over rows: per-group and global sufficient statistics.
 
@@ -144,7 +145,9 @@ def accumulate_statistics(
     dict with
         ``zz`` (G, r, r) = Σ_rows z̃ z̃',  ``zxy`` (G, r, p+1) = Σ_rows z̃ [x, y],
         ``nobs`` (G,), ``xyxy`` (p+1, p+1) = [X y]'[X y],  ``n``,
-        ``sum_log_weights``.
+        ``sum_log_weights``; with ``per_group_xyxy`` also ``xyxy_group`` (G, p+1, p+1)
+        and ``sum_log_weights_group`` (G,), so that partial statistics of a group spread
+        over many partitions can be added by group key alone.
     """
     codes = np.asarray(codes, dtype=np.int64)
     n = codes.shape[0]
@@ -176,7 +179,7 @@ def accumulate_statistics(
             continue
         for j in range(k):
             zxy[:, a, j] = np.bincount(codes, weights=za * xy[:, j], minlength=n_groups)
-    return {
+    out = {
         "zz": zz,
         "zxy": zxy,
         "nobs": np.bincount(codes, minlength=n_groups).astype(np.int64),
@@ -184,6 +187,20 @@ def accumulate_statistics(
         "n": np.int64(n),
         "sum_log_weights": np.float64(sum_log_w),
     }
+    if per_group_xyxy:
+        xyxy_group = np.zeros((n_groups, k, k))
+        for a in range(k):
+            for b in range(a + 1):
+                col = np.bincount(codes, weights=xy[:, a] * xy[:, b], minlength=n_groups)
+                xyxy_group[:, a, b] = col
+                xyxy_group[:, b, a] = col
+        out["xyxy_group"] = xyxy_group
+        out["sum_log_weights_group"] = (
+            np.bincount(codes, weights=np.log(weights), minlength=n_groups)
+            if weights is not None
+            else np.zeros(n_groups)
+        )
+    return out
 
 
 # ---------------------------------------------------------------------------
