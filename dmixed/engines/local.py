@@ -21,20 +21,19 @@ class LocalEngine:
     name = "local"
 
     def __init__(self, zz: np.ndarray, zxy: np.ndarray) -> None:
-        self.zz = np.ascontiguousarray(zz, dtype=np.float64)
-        self.zxy = np.ascontiguousarray(zxy, dtype=np.float64)
+        self.block = kernels.StatsBlock(zz, zxy)
 
     def step(self, lam: np.ndarray, q: int) -> kernels.StepSums:
         """Σ over groups of the per-step contributions (DESIGN.md §3–4)."""
-        return kernels.step_contributions(self.zz, self.zxy, lam, q)
+        return kernels.step_contributions(self.block, lam, q)
 
     def hessian(self, lam: np.ndarray, basis: np.ndarray, w: np.ndarray) -> kernels.HessianSums:
         """Σ over groups of the Hessian contributions (DESIGN.md §5)."""
-        return kernels.hessian_contributions(self.zz, self.zxy, lam, basis, w)
+        return kernels.hessian_contributions(self.block, lam, basis, w)
 
     def random_effects(self, lam: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-group BLUPs and conditional covariances relative to σ² (DESIGN.md §6)."""
-        return kernels.random_effects_block(self.zz, self.zxy, lam, w)
+        return kernels.random_effects_block(self.block, lam, w)
 
     def close(self) -> None:
         """Nothing to release in-process."""
