@@ -256,6 +256,8 @@ class MixedLM:
             raise ValueError(f"endog must be one column, got shape {y.shape}")
         x = _as_float_matrix(exog, "exog", None)
         n = y.shape[0]
+        if n == 0:
+            raise ValueError("no data: endog has no rows")
         self.exog_names = _exog_names(exog, x)
         if exog_re is None:
             z = np.ones((n, 1)) if exog_vc is None else np.zeros((n, 0))
@@ -513,10 +515,23 @@ class MixedLM:
         for m in methods:
             if m.lower() in ("newton", "ncg"):
                 raise ValueError(f"method {m} not available for MixedLM")
-        obj = ProfiledObjective(stats.engine, stats.glob, layout, bool(reml), self.use_sqrt)
-        if not np.isfinite(obj.evaluate(start).llf):
+        # The optimizer works on the square-root factor whenever it can: it keeps Ψ*
+        # positive semi-definite without constraints.  With use_sqrt=False that only
+        # changes the packing of start_params/params; a `free` mask in the plain packing
+        # is a constraint on Ψ* itself, so then Ψ* is optimized directly (with bounds).
+        opt_sqrt = self.use_sqrt or bool(free_mask.all())
+        start_opt = start
+        if opt_sqrt and not self.use_sqrt:
+            start_opt = layout.pack(*layout.unpack(start, False), use_sqrt=True)
+        obj = ProfiledObjective(stats.engine, stats.glob, layout, bool(reml), opt_sqrt)
+        if not np.isfinite(obj.evaluate(start_opt).llf):
             raise ValueError("the log-likelihood is not finite at the starting values")
-        opt = maximize(obj, start, free_mask, methods, maxiter, gtol, progress=progress)
+        if not opt_sqrt and method is None:
+            methods = ["lbfgs"]
+        opt = maximize(obj, start_opt, free_mask, methods, maxiter, gtol, progress=progress)
+        if opt_sqrt and not self.use_sqrt:
+            opt.packed = layout.pack(*layout.unpack(opt.packed, True), use_sqrt=False)
+            obj = ProfiledObjective(stats.engine, stats.glob, layout, bool(reml), False)
         if not opt.converged:
             warnings.warn(
                 f"the optimizer did not converge: max |gradient of llf/n| = {opt.grad_norm:.3g}",

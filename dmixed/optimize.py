@@ -37,8 +37,8 @@ class Evaluation:
     """One evaluation of the profiled objective."""
 
     packed: np.ndarray
-    step: StepSums
-    prof: Profile
+    step: StepSums | None
+    prof: Profile | None
     llf: float
     score: np.ndarray
 
@@ -64,7 +64,12 @@ class ProfiledObjective:
         packed = np.array(packed, dtype=np.float64)
         if self._last is not None and np.array_equal(packed, self._last.packed):
             return self._last
-        lam = self.layout.lam(packed, self.use_sqrt)
+        try:
+            lam = self.layout.lam(packed, self.use_sqrt)
+        except np.linalg.LinAlgError:
+            # outside the parameter space (indefinite Ψ* or negative τ* when
+            # use_sqrt=False): the likelihood is not defined there
+            return Evaluation(packed, None, None, -np.inf, np.zeros_like(packed))
         step = self.engine.step(lam, self.layout.k_re)
         self.n_evals += 1
         prof = profile(step, self.glob, self.reml)
@@ -163,12 +168,21 @@ def maximize(
             opts["gtol"] = gtol
         elif name == "L-BFGS-B":
             opts.update(gtol=gtol, ftol=1e-15, maxcor=20)
+        bounds = None
+        if name == "L-BFGS-B" and not obj.use_sqrt:
+            # plain packing: variances (diagonal of Ψ*, τ*) cannot be negative
+            lower = np.full(obj.layout.n_params, -np.inf)
+            rows, cols = obj.layout.tril()
+            lower[: obj.layout.k_re2][rows == cols] = 0.0
+            lower[obj.layout.k_re2 :] = 0.0
+            bounds = optimize.Bounds(lower[free], np.full(int(free.sum()), np.inf))
         if free.any():
             res = optimize.minimize(
                 fun,
                 x[free],
                 jac=True,
                 method=name,
+                bounds=bounds,
                 options=opts,
                 callback=lambda xf, _m=method: record(xf, _m),
             )

@@ -83,6 +83,7 @@ class MixedLMResults:
         self.n_dropped = int(getattr(getattr(model, "_rows", None), "n_dropped", 0) or 0)
         self._a_inv = prof.a_inv
         self._hessian = hessian
+        self._boundary_params = _boundary_param_mask(layout, self.boundary)
         self._cov = self._covariance(hessian, prof, cov_fe)
         # BLUPs and their conditional covariances: one kernel call, no data pass
         lam = layout.lam(packed, model.use_sqrt)
@@ -94,13 +95,23 @@ class MixedLMResults:
     # -- covariance of the estimates ---------------------------------------------
 
     def _covariance(self, hessian, prof: Profile, cov_fe: str) -> np.ndarray:
+        """``inv(−H)`` over the parameters not pinned at zero on the boundary.
+
+        A variance at zero sits at the edge of the parameter space, where the Hessian
+        says nothing about its sampling distribution: its row and column are NaN, and
+        the others come from the sub-Hessian without it (as statsmodels does for
+        parameters held fixed with ``free``).
+        """
         k = len(self.params)
         if hessian is None:
             return np.full((k, k), np.nan)
-        neg = -hessian
+        keep = np.ones(k, dtype=bool)
+        keep[self.k_fe :] = ~self._boundary_params
+        neg = -hessian[np.ix_(keep, keep)]
+        cov = np.full((k, k), np.nan)
         try:
-            cov = np.linalg.inv(neg)
-            if not np.all(np.isfinite(cov)):
+            sub = np.linalg.inv(neg)
+            if not np.all(np.isfinite(sub)):
                 raise np.linalg.LinAlgError
         except np.linalg.LinAlgError:
             warnings.warn(
@@ -108,8 +119,9 @@ class MixedLMResults:
                 SingularHessianWarning,
                 stacklevel=3,
             )
-            cov = np.linalg.pinv(neg)
-        if np.any(np.diag(hessian) >= 0):
+            sub = np.linalg.pinv(neg)
+        cov[np.ix_(keep, keep)] = sub
+        if np.any(np.diag(sub) <= 0):
             warnings.warn(
                 "the Hessian matrix at the estimated parameter values is not negative definite",
                 UserWarning,
@@ -117,10 +129,9 @@ class MixedLMResults:
             )
         if cov_fe == "conditional":
             p = self.k_fe
-            cov = cov.copy()
             cov[:p, :p] = self.scale * prof.a_inv
-            cov[:p, p:] = 0.0
-            cov[p:, :p] = 0.0
+            cov[:p, p:] = np.where(keep[p:], 0.0, np.nan)
+            cov[p:, :p] = cov[:p, p:].T
         return cov
 
     def cov_params(self) -> pd.DataFrame:
@@ -277,6 +288,21 @@ class MixedLMResults:
             f"<dmixed MixedLMResults: {self.method}, nobs={self.nobs}, groups={self.n_groups}, "
             f"llf={self.llf:.4f}, converged={self.converged}>"
         )
+
+
+def _boundary_param_mask(layout, boundary: list[str]) -> np.ndarray:
+    """Which of [vech(Ψ*), τ*] are pinned at zero: a zero variance of random effect i
+    pins row and column i of Ψ*; a zero variance component pins its τ*."""
+    rows, cols = _tril(layout.k_re)
+    mask = np.zeros(layout.n_params, dtype=bool)
+    for item in boundary:
+        kind, idx = item.split(":")
+        i = int(idx)
+        if kind == "re":
+            mask[: layout.k_re2] |= (rows == i) | (cols == i)
+        else:
+            mask[layout.k_re2 + i] = True
+    return mask
 
 
 def _tril(q: int) -> tuple[np.ndarray, np.ndarray]:

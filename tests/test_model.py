@@ -1,0 +1,262 @@
+"""MixedLM on arrays: boundary fits, bad input, weights, options, pickling."""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import optimize
+
+import dmixed
+from dmixed import BoundaryWarning, MixedLM
+
+from ._synth import design, make_data, vc_dict
+
+
+def _dyestuff2_like(seed: int):
+    """6 batches of 5 with between-batch spread below chance: the REML optimum of the
+    batch variance is 0, as for lme4's Dyestuff2."""
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(6), 5)
+    y = 5 + 3 * rng.normal(size=30)
+    y = y - (np.bincount(g, y) / 5)[g] + y.mean() + 0.05 * rng.normal(size=6)[g]
+    return y, g
+
+
+@pytest.mark.parametrize("reml", [True, False])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_boundary_fit_ends_at_zero(seed, reml):
+    y, g = _dyestuff2_like(seed)
+    with pytest.warns(BoundaryWarning, match="boundary"):
+        res = MixedLM(y, np.ones((30, 1)), g).fit(reml=reml)
+    assert res.converged
+    assert abs(res.cov_re.iloc[0, 0]) <= 1e-8 * res.scale
+    assert np.isfinite(res.llf)
+    # fixed effect is the grand mean (GLS with V ∝ I), never a silent zero
+    assert res.fe_params.iloc[0] == pytest.approx(y.mean(), rel=1e-10)
+    assert np.isfinite(res.bse_fe.iloc[0]) and res.bse_fe.iloc[0] > 0
+    # with the variance at 0 the model is OLS: scale is RSS / fac
+    fac = 29 if reml else 30
+    assert res.scale == pytest.approx(np.sum((y - y.mean()) ** 2) / fac, rel=1e-8)
+    assert all(np.all(np.isfinite(v)) for v in res.random_effects.values())
+
+
+def test_boundary_optimum_beats_any_interior_point():
+    y, g = _dyestuff2_like(0)
+    with pytest.warns(BoundaryWarning):
+        res = MixedLM(y, np.ones((30, 1)), g).fit()
+    model = MixedLM(y, np.ones((30, 1)), g)
+    for start in (0.01, 0.1, 0.5):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            other = model.fit(start_params=[start], method="lbfgs", maxiter=0)
+        assert other.llf <= res.llf + 1e-10
+
+
+# -- bad input -------------------------------------------------------------------------
+
+
+def _arrays(n_groups=20):
+    return design(make_data(n_groups=n_groups, seed=2))
+
+
+def test_nan_in_exog_is_named_and_drop_reports_count():
+    endog, exog, exog_re, groups = _arrays()
+    exog = exog.copy()
+    exog[[3, 7], 1] = np.nan
+    with pytest.raises(ValueError, match=r"exog \(2 rows\).*missing='drop'"):
+        MixedLM(endog, exog, groups, exog_re=exog_re)
+    with pytest.warns(UserWarning, match="dropped 2 rows"):
+        model = MixedLM(endog, exog, groups, exog_re=exog_re, missing="drop")
+    res = model.fit()
+    assert res.nobs == len(endog) - 2
+    assert res.n_dropped == 2
+
+
+def test_inf_in_endog_is_refused():
+    endog, exog, exog_re, groups = _arrays()
+    endog = endog.copy()
+    endog[0] = np.inf
+    with pytest.raises(ValueError, match=r"endog \(1 rows\)"):
+        MixedLM(endog, exog, groups)
+
+
+def test_non_numeric_exog_names_column():
+    endog, exog, _, groups = _arrays()
+    frame = pd.DataFrame({"const": 1.0, "colour": np.where(exog[:, 1] > 0, "red", "blue")})
+    with pytest.raises(TypeError, match="colour"):
+        MixedLM(endog, frame, groups)
+
+
+def test_rank_deficient_design_names_columns():
+    endog, exog, _, groups = _arrays()
+    frame = pd.DataFrame(
+        {"const": 1.0, "a": exog[:, 1], "b": exog[:, 2], "a_plus_b": exog[:, 1] + exog[:, 2]}
+    )
+    with pytest.raises(ValueError, match=r"rank deficient.*'a'.*'b'.*'a_plus_b'"):
+        MixedLM(endog, frame, groups).fit()
+    zero = frame.assign(z=0.0)[["const", "a", "z"]]
+    with pytest.raises(ValueError, match=r"\['z'\] are all zero"):
+        MixedLM(endog, zero, groups).fit()
+
+
+def test_too_few_rows_and_empty_data():
+    with pytest.raises(ValueError, match="too few rows"):
+        MixedLM(np.arange(3.0), np.ones((3, 1)), [0, 0, 1], exog_re=np.ones((3, 2)))
+    with pytest.raises(ValueError, match="no data"):
+        MixedLM(np.zeros(0), np.zeros((0, 1)), np.zeros(0))
+
+
+def test_mismatched_lengths_and_bad_arguments():
+    endog, exog, _, groups = _arrays()
+    with pytest.raises(ValueError, match="groups has"):
+        MixedLM(endog, exog, groups[:-1])
+    with pytest.raises(ValueError, match="missing must be"):
+        MixedLM(endog, exog, groups, missing="ignore")
+    model = MixedLM(endog, exog, groups)
+    with pytest.raises(ValueError, match="start_params has 5 values"):
+        model.fit(start_params=np.ones(5))
+    with pytest.raises(ValueError, match="not available"):
+        model.fit(method="newton")
+    with pytest.raises(ValueError, match="cov_fe"):
+        model.fit(cov_fe="robust")
+
+
+def test_weights_must_be_positive_and_finite():
+    endog, exog, _, groups = _arrays()
+    w = np.ones_like(endog)
+    w[4] = 0.0
+    with pytest.raises(ValueError, match="weights must be positive: 1 rows"):
+        MixedLM(endog, exog, groups, weights=w)
+    w[4] = np.nan
+    with pytest.raises(ValueError, match=r"weights \(1 rows\)"):
+        MixedLM(endog, exog, groups, weights=w)
+
+
+# -- weights: against a dense implementation of the weighted likelihood -----------------
+
+
+def _dense_weighted_loglike(theta, y, x, z, g, w, reml):
+    """−2ℓ/… written out: V_i = σ²(W_i⁻¹ + Z_i Ψ* Z_i'), β and σ² profiled out."""
+    lmat = np.array([[theta[0], 0.0], [theta[1], theta[2]]])
+    psi = lmat @ lmat.T
+    blocks = []
+    for key in np.unique(g):
+        i = g == key
+        blocks.append((np.diag(1 / w[i]) + z[i] @ psi @ z[i].T, x[i], y[i]))
+    a = sum(xi.T @ np.linalg.solve(v, xi) for v, xi, _ in blocks)
+    b = sum(xi.T @ np.linalg.solve(v, yi) for v, xi, yi in blocks)
+    beta = np.linalg.solve(a, b)
+    q = sum((yi - xi @ beta) @ np.linalg.solve(v, yi - xi @ beta) for v, xi, yi in blocks)
+    n, p = x.shape
+    fac = n - p if reml else n
+    sigma2 = q / fac
+    ll = -0.5 * sum(np.linalg.slogdet(sigma2 * v)[1] for v, _, _ in blocks)
+    ll -= 0.5 * q / sigma2 + 0.5 * fac * np.log(2 * np.pi)
+    if reml:
+        ll -= 0.5 * np.linalg.slogdet(a / sigma2)[1]
+    return ll, beta, sigma2
+
+
+@pytest.mark.parametrize("reml", [True, False])
+def test_weighted_fit_matches_dense_weighted_likelihood(reml):
+    df = make_data(n_groups=15, max_size=10, seed=8)
+    endog, exog, exog_re, groups = design(df)
+    w = df["w"].to_numpy()
+    res = MixedLM(endog, exog, groups, exog_re=exog_re, weights=w).fit(reml=reml)
+    best = optimize.minimize(
+        lambda t: -_dense_weighted_loglike(t, endog, exog, exog_re, groups, w, reml)[0],
+        res.packed_params * 0.9 + 0.05,
+        method="Nelder-Mead",
+        options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 20000},
+    )
+    ll, beta, sigma2 = _dense_weighted_loglike(best.x, endog, exog, exog_re, groups, w, reml)
+    assert res.llf == pytest.approx(ll, rel=1e-8)
+    np.testing.assert_allclose(res.fe_params, beta, rtol=1e-5)
+    assert res.scale == pytest.approx(sigma2, rel=1e-5)
+    ll_at_ours = _dense_weighted_loglike(res.packed_params, endog, exog, exog_re, groups, w, reml)
+    assert res.llf == pytest.approx(ll_at_ours[0], rel=1e-12)
+
+
+def test_unit_weights_change_nothing():
+    endog, exog, exog_re, groups = _arrays()
+    plain = MixedLM(endog, exog, groups, exog_re=exog_re).fit()
+    weighted = MixedLM(endog, exog, groups, exog_re=exog_re, weights=np.ones_like(endog)).fit()
+    assert weighted.llf == pytest.approx(plain.llf, rel=1e-12)
+    np.testing.assert_allclose(weighted.fe_params, plain.fe_params, rtol=1e-10)
+
+
+# -- options ------------------------------------------------------------------------------
+
+
+def test_free_mask_fits_independent_random_effects():
+    endog, exog, exog_re, groups = _arrays(40)
+    model = MixedLM(endog, exog, groups, exog_re=exog_re)
+    res = model.fit(start_params=[1.0, 0.0, 1.0], free=[1, 0, 1])
+    assert res.cov_re.iloc[1, 0] == 0.0
+    full = model.fit()
+    assert res.llf <= full.llf + 1e-9
+    with pytest.raises(ValueError, match="holding fixed effects"):
+        model.fit(free=[0, 1, 1, 1, 0, 1])
+
+
+def test_conditional_fixed_effect_covariance_is_lme4s():
+    endog, exog, exog_re, groups = _arrays(40)
+    res = MixedLM(endog, exog, groups, exog_re=exog_re).fit(cov_fe="conditional")
+    np.testing.assert_allclose(
+        res.cov_params().iloc[:3, :3].to_numpy(), res.scale * res._a_inv, rtol=1e-12
+    )
+
+
+def test_restarting_from_the_optimum_stays_there():
+    endog, exog, exog_re, groups = _arrays(40)
+    model = MixedLM(endog, exog, groups, exog_re=exog_re)
+    first = model.fit()
+    again = model.fit(start_params=first.packed_params)
+    assert again.llf == pytest.approx(first.llf, rel=1e-12)
+
+
+def test_use_sqrt_false_reaches_the_same_optimum():
+    df = make_data(n_groups=40, vc_sd=0.5, seed=3)
+    endog, exog, exog_re, groups = design(df)
+    a = MixedLM(endog, exog, groups, exog_re=exog_re, exog_vc=vc_dict(df)).fit()
+    b = MixedLM(endog, exog, groups, exog_re=exog_re, exog_vc=vc_dict(df), use_sqrt=False).fit(
+        method="lbfgs"
+    )
+    assert b.llf == pytest.approx(a.llf, rel=1e-8)
+    np.testing.assert_allclose(b.fe_params, a.fe_params, rtol=1e-5)
+
+
+def test_results_pickle_and_hold_no_engine():
+    endog, exog, exog_re, groups = _arrays()
+    res = MixedLM(endog, exog, groups, exog_re=exog_re).fit()
+    back = pickle.loads(pickle.dumps(res))
+    assert back.llf == res.llf
+    assert not hasattr(back, "engine")
+    np.testing.assert_array_equal(back.fe_params, res.fe_params)
+
+
+def test_names_follow_statsmodels():
+    endog, exog, exog_re, groups = _arrays()
+    res = MixedLM(endog, exog, groups, exog_re=exog_re).fit()
+    assert list(res.params.index) == [
+        "const",
+        "x1",
+        "x2",
+        "x_re1 Var",
+        "x_re1 x x_re2 Cov",
+        "x_re2 Var",
+    ]
+    assert res.method == "REML" and np.isnan(res.aic) and np.isnan(res.bic)
+    ml = MixedLM(endog, exog, groups, exog_re=exog_re).fit(reml=False)
+    assert ml.aic == pytest.approx(-2 * (ml.llf - 7))
+    assert "Mixed Linear Model Regression Results" in str(ml.summary())
+    assert "<table" in ml._repr_html_()
+    assert len(ml.fit_history) == ml.n_iter and ml.fit_history[-1]["llf"] == ml.llf
+
+
+def test_public_names_exported():
+    assert dmixed.mixedlm == MixedLM.from_formula

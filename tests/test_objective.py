@@ -1,0 +1,120 @@
+"""Score and Hessian against finite differences at random parameter points."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dmixed import MixedLM
+from dmixed.objective import loglike_at_beta
+from dmixed.optimize import ProfiledObjective
+
+from ._synth import design, make_data, vc_dict
+
+_DF = make_data(n_groups=25, max_size=12, vc_sd=0.7, seed=11)
+
+
+def _objective(with_vc: bool, reml: bool, use_sqrt: bool) -> ProfiledObjective:
+    endog, exog, exog_re, groups = design(_DF, slope=True)
+    model = MixedLM(
+        endog,
+        exog,
+        groups,
+        exog_re=exog_re,
+        exog_vc=vc_dict(_DF) if with_vc else None,
+        use_sqrt=use_sqrt,
+    )
+    stats = model.statistics()
+    return ProfiledObjective(stats.engine, stats.glob, stats.layout, reml, use_sqrt)
+
+
+_OBJ = {
+    (vc, reml, sq): _objective(vc, reml, sq)
+    for vc in (False, True)
+    for reml in (False, True)
+    for sq in (False, True)
+}
+
+# Random interior points: L with diagonal bounded away from 0, s in (0.2, 2).
+_point = st.tuples(
+    st.floats(0.3, 2.0), st.floats(-1.0, 1.0), st.floats(0.3, 2.0), st.floats(0.2, 2.0)
+)
+
+
+def _packed(point, with_vc: bool, use_sqrt: bool) -> np.ndarray:
+    l00, l10, l11, s = point
+    if use_sqrt:
+        vals = [l00, l10, l11]
+        tail = [s]
+    else:
+        lmat = np.array([[l00, 0.0], [l10, l11]])
+        psi = lmat @ lmat.T
+        vals = [psi[0, 0], psi[1, 0], psi[1, 1]]
+        tail = [s**2]
+    return np.array(vals + (tail if with_vc else []))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    point=_point,
+    with_vc=st.booleans(),
+    reml=st.booleans(),
+    use_sqrt=st.booleans(),
+)
+def test_score_matches_finite_differences(point, with_vc, reml, use_sqrt):
+    obj = _OBJ[(with_vc, reml, use_sqrt)]
+    x = _packed(point, with_vc, use_sqrt)
+    analytic = obj.evaluate(x).score
+    h = 1e-6
+    numeric = np.empty_like(x)
+    for j in range(x.size):
+        e = np.zeros_like(x)
+        e[j] = h
+        numeric[j] = (obj.evaluate(x + e).llf - obj.evaluate(x - e).llf) / (2 * h)
+    scale = max(1.0, np.abs(numeric).max())
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-5 * scale)
+
+
+def test_score_uses_the_optimizers_own_factor():
+    """A negative diagonal of L is as good as a positive one; the score must follow it.
+
+    statsmodels re-factors Ψ* with a positive diagonal before the chain rule, which
+    flips signs at such points (DESIGN.md §4).
+    """
+    obj = _OBJ[(False, True, True)]
+    x = np.array([-0.8, 0.3, 0.9])
+    analytic = obj.evaluate(x).score
+    h = 1e-6
+    numeric = [
+        (obj.evaluate(x + h * e).llf - obj.evaluate(x - h * e).llf) / (2 * h) for e in np.eye(3)
+    ]
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-6)
+
+
+@settings(max_examples=12, deadline=None)
+@given(point=_point, with_vc=st.booleans(), reml=st.booleans(), beta_shift=st.floats(-0.3, 0.3))
+def test_hessian_matches_finite_differences(point, with_vc, reml, beta_shift):
+    """Full Hessian of ℓ(β, θ) in [β, vech(Ψ*), τ*], also away from β̂."""
+    obj = _OBJ[(with_vc, reml, False)]
+    theta = _packed(point, with_vc, use_sqrt=False)
+    beta = obj.evaluate(theta).prof.beta + beta_shift
+    k = beta.size
+    analytic = obj.hessian_full(theta, beta)
+
+    def f(v: np.ndarray) -> float:
+        step = obj.evaluate(v[k:]).step
+        return loglike_at_beta(step, v[:k], obj.glob, reml)
+
+    v0 = np.concatenate([beta, theta])
+    h = 1e-4
+    d = v0.size
+    numeric = np.empty((d, d))
+    for i in range(d):
+        for j in range(d):
+            ei, ej = np.eye(d)[i] * h, np.eye(d)[j] * h
+            numeric[i, j] = (
+                f(v0 + ei + ej) - f(v0 + ei - ej) - f(v0 - ei + ej) + f(v0 - ei - ej)
+            ) / (4 * h * h)
+    scale = np.abs(numeric).max()
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-4, atol=1e-5 * scale)
