@@ -25,7 +25,7 @@ import numpy as np
 
 # Groups are processed in chunks of this many, to bound the size of the
 # (G, m, r, r)-shaped temporaries of the Hessian and keep them cache friendly.
-_CHUNK = 65536
+_CHUNK = 16384
 
 
 # ---------------------------------------------------------------------------
@@ -224,27 +224,39 @@ class StatsBlock:
         ``Z̃_i'[X_i, y_i]`` per group.
     """
 
-    __slots__ = ("zz", "zxy")
+    __slots__ = ("_chunks",)
 
     def __init__(self, zz: np.ndarray, zxy: np.ndarray) -> None:
-        self.zz = np.ascontiguousarray(np.moveaxis(np.asarray(zz, dtype=np.float64), 0, -1))
-        self.zxy = np.ascontiguousarray(np.moveaxis(np.asarray(zxy, dtype=np.float64), 0, -1))
+        zz = np.asarray(zz, dtype=np.float64)
+        zxy = np.asarray(zxy, dtype=np.float64)
+        # Each chunk is its own contiguous array: einsum's fast inner loops need
+        # contiguous operands (strided views of one big array ran ~10× slower).
+        self._chunks = [
+            (
+                np.ascontiguousarray(np.moveaxis(zz[lo : lo + _CHUNK], 0, -1)),
+                np.ascontiguousarray(np.moveaxis(zxy[lo : lo + _CHUNK], 0, -1)),
+            )
+            for lo in range(0, max(zz.shape[0], 1), _CHUNK)
+        ]
 
     @property
     def n_groups(self) -> int:
-        return self.zz.shape[-1]
+        return sum(c[0].shape[-1] for c in self._chunks)
+
+    @property
+    def k(self) -> int:
+        """``p + 1``: columns of ``[X y]``."""
+        return self._chunks[0][1].shape[1]
 
     def chunks(self):
-        """Entry-major views of consecutive chunks of groups."""
-        g = self.zz.shape[-1]
-        for lo in range(0, g, _CHUNK):
-            yield self.zz[..., lo : lo + _CHUNK], self.zxy[..., lo : lo + _CHUNK]
+        """Entry-major ``(zz (r, r, G_c), zxy (r, p+1, G_c))`` of consecutive groups."""
+        return iter(self._chunks)
 
     def __getstate__(self):
-        return (self.zz, self.zxy)
+        return self._chunks
 
     def __setstate__(self, state) -> None:
-        self.zz, self.zxy = state
+        self._chunks = state
 
 
 def _as_block(block, zxy=None) -> StatsBlock:
@@ -307,7 +319,9 @@ def _factor(zz: np.ndarray, lam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     r, _, g = zz.shape
     if r == 0:
         return np.zeros((0, 0, g)), np.zeros(g)
-    lzl = np.einsum("ca,cdg,db->abg", lam, zz, lam, optimize=True)
+    # Λ'ZZΛ for all groups as one matrix product: vec(Λ'ZΛ) = (Λ ⊗ Λ)' vec(Z)
+    kron = np.kron(lam, lam)
+    lzl = (kron.T @ zz.reshape(r * r, g)).reshape(r, r, g)
     if r == 1:
         kk = 1.0 + lzl[0, 0]
         return (lam[0, 0] ** 2 / kk)[None, None, :], np.log(kk)
@@ -326,7 +340,7 @@ def _factor(zz: np.ndarray, lam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         chol = np.linalg.cholesky(kmat)
         logdet = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
         kinv = np.moveaxis(np.linalg.inv(kmat), 0, -1)
-    p_mat = np.einsum("ac,cdg,bd->abg", lam, kinv, lam, optimize=True)
+    p_mat = (kron @ np.ascontiguousarray(kinv).reshape(r * r, g)).reshape(r, r, g)
     return p_mat, logdet
 
 
@@ -354,7 +368,7 @@ def step_contributions(block, lam: np.ndarray, q: int, zxy=None) -> StepSums:
     """
     block = _as_block(block, zxy)
     r = lam.shape[0]
-    k = block.zxy.shape[1]
+    k = block.k
     total = StepSums(
         0.0, np.zeros((k, k)), np.zeros((r, r)), np.zeros((q, q, k, k)), np.zeros((r - q, k, k))
     )
@@ -422,7 +436,7 @@ def hessian_contributions(
     """
     block = _as_block(block, zxy)
     m = basis.shape[0]
-    p = block.zxy.shape[1] - 1
+    p = block.k - 1
     out = HessianSums(
         np.zeros((m, m)),
         np.zeros((m, m)),
