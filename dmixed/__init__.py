@@ -2,6 +2,8 @@
 in-process or on Dask.
 """
 
+from .inference import compare_lr_test
+from .io import load
 from .model import MixedLM, mixedlm
 from .optimize import BoundaryWarning, FitConvergenceWarning
 from .results import MixedLMResults
@@ -12,5 +14,7 @@ __all__ = [
     "mixedlm",
     "BoundaryWarning",
     "FitConvergenceWarning",
+    "compare_lr_test",
+    "load",
 ]
 __version__ = "0.1.0"

@@ -378,6 +378,12 @@ class MixedLM:
                     f"weights must be positive: {int(np.sum(w <= 0))} rows have weight <= 0"
                 )
 
+    def __getstate__(self) -> dict:
+        # the cached statistics hold the engine (on a cluster: futures): never pickled
+        state = dict(self.__dict__)
+        state.pop("_stats_cache", None)
+        return state
+
     # -- properties --------------------------------------------------------------
 
     @property
@@ -398,11 +404,10 @@ class MixedLM:
 
     @property
     def nobs(self) -> int:
-        return (
-            int(self._stats.glob.n)
-            if getattr(self, "_stats_cache", None)
-            else len(self._rows.endog)
-        )
+        """Rows used by the fit (after dropping missing values)."""
+        if self._rows is not None:
+            return len(self._rows.endog)
+        return int(self.statistics().glob.n)
 
     def param_names(self) -> list[str]:
         """statsmodels' parameter names: fixed effects, 'a Var'/'a x b Cov', 'name Var'."""
@@ -432,10 +437,6 @@ class MixedLM:
         check_full_rank(stats.glob.xyxy[:-1, :-1], self.exog_names)
         self._stats_cache = (client, stats)
         return stats
-
-    @property
-    def _stats(self) -> FittedStatistics:
-        return self.statistics()
 
     # -- fitting -----------------------------------------------------------------
 

@@ -7,6 +7,7 @@ an engine, a client or a future, so it pickles and outlives the cluster it came 
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
@@ -18,6 +19,29 @@ from .objective import Profile
 
 class SingularHessianWarning(UserWarning):
     """The Hessian at the optimum is singular; a pseudo-inverse was used."""
+
+
+@dataclass
+class ModelNames:
+    """The names a results object needs from its model (and keeps after saving)."""
+
+    endog_name: str
+    exog_names: list[str]
+    exog_re_names: list[str]
+    vc_names: list[str]
+    vc_column_names: list[list[str]]
+    group_name: str
+
+    @classmethod
+    def from_model(cls, model) -> ModelNames:
+        return cls(
+            str(model.endog_name),
+            [str(x) for x in model.exog_names],
+            [str(x) for x in model.exog_re_names],
+            [str(x) for x in model.vc_names],
+            [[str(c) for c in cols] for cols in model.vc_column_names],
+            str(model.group_name),
+        )
 
 
 class MixedLMResults:
@@ -43,6 +67,8 @@ class MixedLMResults:
         fit_seconds: float,
     ) -> None:
         self.model = model
+        self.names = ModelNames.from_model(model)
+        self.spec = getattr(model, "spec", None)
         layout = stats.layout
         self.reml = reml
         self.method = "REML" if reml else "ML"
@@ -61,9 +87,9 @@ class MixedLMResults:
         self.cov_re_unscaled = psi
         names = model.param_names()
         self.param_names = names
-        self.fe_params = pd.Series(prof.beta, index=model.exog_names, name="fe_params")
+        self.fe_params = pd.Series(prof.beta, index=self.names.exog_names, name="fe_params")
         self.cov_re = pd.DataFrame(
-            self.scale * psi, index=model.exog_re_names, columns=model.exog_re_names
+            self.scale * psi, index=self.names.exog_re_names, columns=self.names.exog_re_names
         )
         self.vcomp = self.scale * tau
         rows, cols = layout.tril()
@@ -191,12 +217,12 @@ class MixedLMResults:
 
     def _re_names(self, gi: int) -> tuple[list[str], np.ndarray]:
         """Names of group gi's random effects and their padded slot positions."""
-        names = list(self.model.exog_re_names)
+        names = list(self.names.exog_re_names)
         pos = list(range(self.k_re))
         offset = self.k_re
         for comp, table in enumerate(self._vc_slot_cols):
-            colnames = self.model.vc_column_names[comp]
-            vname = self.model.vc_names[comp]
+            colnames = self.names.vc_column_names[comp]
+            vname = self.names.vc_names[comp]
             for s, col in enumerate(table[gi]):
                 if col >= 0:
                     names.append(f"{vname}[{colnames[col]}]")
@@ -232,9 +258,174 @@ class MixedLMResults:
         """BLUPs of the ``exog_re`` coordinates as one DataFrame indexed by group."""
         return pd.DataFrame(
             self._blup[:, : self.k_re],
-            index=pd.Index(self.group_labels, name=self.model.group_name),
-            columns=self.model.exog_re_names,
+            index=pd.Index(self.group_labels, name=self.names.group_name),
+            columns=self.names.exog_re_names,
         )
+
+    # -- prediction ----------------------------------------------------------------
+
+    def _slot_lookup(self, comp: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """Sorted keys ``group * ncols + column`` of component ``comp`` and their slots."""
+        table = self._vc_slot_cols[comp]
+        ncols = max(len(self.names.vc_column_names[comp]), 1)
+        gi, si = np.nonzero(table >= 0)
+        keys = gi.astype(np.int64) * ncols + table[gi, si]
+        order = np.argsort(keys, kind="stable")
+        return keys[order], si[order], ncols
+
+    def _random_part(self, groups, exog_re, vc_cols, vc_vals) -> np.ndarray:
+        """``Z̃_row · γ̂_group`` for every row; 0 for groups (and VC columns) not in the fit.
+
+        A group the fit has not seen gets the population prediction (its random
+        effects have mean 0), which is what an unconditional prediction means.
+        """
+        idx = pd.Index(self.group_labels).get_indexer(pd.Index(np.asarray(groups)))
+        seen = idx >= 0
+        out = np.zeros(len(idx))
+        if self.k_re:
+            out[seen] = np.einsum("nj,nj->n", exog_re[seen], self._blup[idx[seen], : self.k_re])
+        offset = self.k_re
+        for comp, (cols, vals) in enumerate(zip(vc_cols, vc_vals, strict=True)):
+            keys, slots, ncols = self._slot_lookup(comp)
+            for k in range(cols.shape[1]):
+                ok = seen & (cols[:, k] >= 0)
+                query = idx[ok].astype(np.int64) * ncols + cols[ok, k]
+                pos = np.minimum(np.searchsorted(keys, query), max(keys.size - 1, 0))
+                found = (keys[pos] == query) if keys.size else np.zeros(query.size, bool)
+                contrib = np.zeros(query.size)
+                contrib[found] = (
+                    vals[ok, k][found] * self._blup[idx[ok][found], offset + slots[pos[found]]]
+                )
+                out[ok] += contrib
+            offset += self._vc_slot_cols[comp].shape[1]
+        return out
+
+    def _predict_design(self, dm, include_random: bool) -> np.ndarray:
+        fixed = dm.exog @ self.fe_params.to_numpy()
+        if not include_random:
+            return fixed
+        return fixed + self._random_part(dm.groups, dm.exog_re, dm.vc_cols, dm.vc_vals)
+
+    def predict(
+        self,
+        data=None,
+        include_random: bool = False,
+        *,
+        exog=None,
+        exog_re=None,
+        groups=None,
+    ):
+        """Predicted means for new (or the fitted) data.
+
+        Parameters
+        ----------
+        data : pandas or Dask DataFrame, optional
+            New data with the columns the formula uses (formula models).  A Dask
+            DataFrame gives a lazy Dask Series with its partitioning.
+        include_random : bool
+            False (default, as statsmodels): the fixed part ``X β̂``.  True: add the
+            group's BLUPs, ``X β̂ + Z̃ γ̂_group``; a group not seen in the fit gets the
+            population prediction ``X β̂`` (its random effects have mean zero).
+        exog, exog_re, groups : array_like, optional
+            For models built from arrays: the designs and group labels of new rows.
+
+        Returns
+        -------
+        ndarray, or a Dask Series for Dask data.
+        """
+        if data is not None:
+            if self.spec is None:
+                raise ValueError(
+                    "predict(data) needs a model built with from_formula; "
+                    "pass exog= (and exog_re=, groups=) instead"
+                )
+            if _is_dask(data):
+                return _predict_dask(self, data, include_random)
+            return self._predict_design(_transform_for_prediction(self.spec, data), include_random)
+        if exog is None:
+            if self.model is None or getattr(self.model, "_rows", None) is None:
+                raise ValueError("no data given and the fitted rows are not available")
+            rows = self.model._rows
+            return self._predict_design(rows, include_random)
+        x = np.asarray(exog, dtype=np.float64).reshape(len(exog), -1)
+        if x.shape[1] != self.k_fe:
+            raise ValueError(f"exog has {x.shape[1]} columns; the model has {self.k_fe}")
+        fixed = x @ self.fe_params.to_numpy()
+        if not include_random:
+            return fixed
+        if groups is None:
+            raise ValueError("include_random=True needs groups=")
+        if self.k_vc:
+            raise ValueError("include_random with exog= is not available for VC models")
+        z = (
+            np.ones((x.shape[0], 1))
+            if exog_re is None and self.k_re == 1
+            else np.asarray(exog_re, dtype=np.float64).reshape(x.shape[0], -1)
+        )
+        return fixed + self._random_part(np.asarray(groups), z, [], [])
+
+    @cached_property
+    def fittedvalues(self):
+        """Fitted values including the predicted random effects (as statsmodels).
+
+        A lazy Dask Series (same partitions as the input) for Dask fits.
+        """
+        if self.model is not None and getattr(self.model, "_source", None) is not None:
+            return _predict_dask(self, self.model._source, True)
+        return self.predict(include_random=True)
+
+    @cached_property
+    def resid(self):
+        """``endog − fittedvalues`` (lazy Dask Series for Dask fits)."""
+        if self.model is not None and getattr(self.model, "_source", None) is not None:
+            return _predict_dask(self, self.model._source, True, resid=True)
+        if self.model is None or getattr(self.model, "_rows", None) is None:
+            raise ValueError("the fitted rows are not available (loaded results)")
+        return self.model._rows.endog - self.fittedvalues
+
+    # -- likelihood inference --------------------------------------------------------
+
+    def profile_re(self, which: str, values) -> pd.DataFrame:
+        """Profile log-likelihood of a variance (``cov_re`` diagonal or ``vcomp``).
+
+        Each point maximizes over σ² and every other covariance parameter with the
+        variance held at ``value`` (on the reported scale); no data pass.
+        """
+        from .inference import ProfileLikelihood
+
+        return ProfileLikelihood(self, which).curve(values)
+
+    def profile_ci(self, alpha: float = 0.05) -> pd.DataFrame:
+        """Profile-likelihood intervals for every variance parameter (rows: names)."""
+        from .inference import ProfileLikelihood
+
+        rows = {}
+        for name in list(self.names.exog_re_names) + list(self.names.vc_names):
+            prof = ProfileLikelihood(self, name)
+            rows[name] = (prof.estimate, *prof.interval(alpha))
+        return pd.DataFrame.from_dict(
+            rows, orient="index", columns=["estimate", f"{alpha / 2}", f"{1 - alpha / 2}"]
+        )
+
+    def compare_lr_test(self, restricted) -> tuple[float, float, int]:
+        """Likelihood-ratio test of ``restricted`` (a sub-model) against this fit."""
+        from .inference import compare_lr_test
+
+        return compare_lr_test(restricted, self)
+
+    # -- saving ------------------------------------------------------------------
+
+    def save(self, path) -> None:
+        """Write a self-describing results directory, atomically (see :func:`dmixed.load`)."""
+        from .io import save_results
+
+        save_results(self, path)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        for key in ("fittedvalues", "resid"):
+            state.pop(key, None)  # lazy Dask collections or large arrays: recomputed
+        return state
 
     # -- display -----------------------------------------------------------------
 
@@ -266,7 +457,7 @@ class MixedLMResults:
         sizes = self.group_sizes
         info = [
             ("Model:", "MixedLM"),
-            ("Dependent Variable:", self.model.endog_name),
+            ("Dependent Variable:", self.names.endog_name),
             ("No. Observations:", str(self.nobs)),
             ("Method:", self.method),
             ("No. Groups:", str(self.n_groups)),
@@ -288,6 +479,72 @@ class MixedLMResults:
             f"<dmixed MixedLMResults: {self.method}, nobs={self.nobs}, groups={self.n_groups}, "
             f"llf={self.llf:.4f}, converged={self.converged}>"
         )
+
+
+def _is_dask(obj) -> bool:
+    return type(obj).__module__.startswith("dask")
+
+
+def _transform_for_prediction(spec, df: pd.DataFrame):
+    """Design matrices of new rows (the response may be absent)."""
+    try:
+        return spec.transform(df, response=False)
+    except TypeError:  # a spec without the prediction mode: the response must be present
+        return spec.transform(df)
+
+
+def _fitted_partition(pdf, spec, blup_state, include_random: bool, resid: bool):
+    """One partition's fitted values (or residuals), indexed like the partition."""
+    results = _PredictionState(*blup_state)
+    dm = spec.transform(pdf) if resid else _transform_for_prediction(spec, pdf)
+    if dm.n_dropped:
+        raise ValueError(
+            f"{dm.n_dropped} rows of a partition have missing values: fitted values and "
+            "residuals are only defined for complete rows"
+        )
+    pred = MixedLMResults._predict_design(results, dm, include_random)
+    values = dm.endog - pred if resid else pred
+    return pd.Series(values, index=pdf.index, name="resid" if resid else "fittedvalues")
+
+
+class _PredictionState:
+    """The part of a results object that prediction needs, shipped to Dask workers."""
+
+    def __init__(self, fe_params, group_labels, blup, slot_cols, names, k_re):
+        self.fe_params = fe_params
+        self.group_labels = group_labels
+        self._blup = blup
+        self._vc_slot_cols = slot_cols
+        self.names = names
+        self.k_re = k_re
+
+    _slot_lookup = None  # set below
+    _random_part = None
+
+
+def _predict_dask(results, ddf, include_random: bool, resid: bool = False):
+    import dask
+
+    state = dask.delayed(
+        (
+            results.fe_params,
+            results.group_labels,
+            results._blup,
+            results._vc_slot_cols,
+            results.names,
+            results.k_re,
+        ),
+        pure=True,
+    )
+    name = "resid" if resid else "fittedvalues"
+    return ddf.map_partitions(
+        _fitted_partition,
+        results.spec,
+        state,
+        include_random,
+        resid,
+        meta=pd.Series(dtype="float64", name=name),
+    )
 
 
 def _boundary_param_mask(layout, boundary: list[str]) -> np.ndarray:
@@ -326,18 +583,28 @@ class Summary:
         return self.table.map(lambda v: f"{v:.3f}" if np.isfinite(v) else "")
 
     def as_text(self) -> str:
-        pairs = [self.info[i : i + 2] for i in range(0, len(self.info), 2)]
-        left_w = max(len(a) + len(b) for a, b in (p[0] for p in pairs)) + 2
         lines = []
-        for pair in pairs:
-            (k1, v1) = pair[0]
-            (k2, v2) = pair[1] if len(pair) > 1 else ("", "")
-            left = f"{k1:<22}{v1:>{max(left_w - 22, len(v1))}}"
-            lines.append(f"{left}  {k2:<20}{v2:>12}")
+        for i in range(0, len(self.info), 2):
+            (k1, v1), (k2, v2) = (
+                self.info[i],
+                self.info[i + 1] if i + 1 < len(self.info) else ("", ""),
+            )
+            lines.append(f"{k1:<20}{v1:>14}    {k2:<20}{v2:>14}".rstrip())
         body = self._formatted_table().to_string()
         width = max(len(s) for s in lines + body.splitlines())
-        bar = "=" * width
-        return "\n".join([self.title.center(width), bar, *lines, "-" * width, body, bar]) + "\n"
+        return (
+            "\n".join(
+                [
+                    self.title.center(width).rstrip(),
+                    "=" * width,
+                    *lines,
+                    "-" * width,
+                    body,
+                    "=" * width,
+                ]
+            )
+            + "\n"
+        )
 
     def as_html(self) -> str:
         info = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in self.info if k)
@@ -351,3 +618,7 @@ class Summary:
 
     def __repr__(self) -> str:
         return self.as_text()
+
+
+_PredictionState._slot_lookup = MixedLMResults._slot_lookup
+_PredictionState._random_part = MixedLMResults._random_part

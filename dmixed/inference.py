@@ -1,0 +1,229 @@
+"""Likelihood-based inference beyond Wald: profile likelihoods and likelihood-ratio tests.
+
+Every profile evaluation is one engine step on the statistics that the fit already
+built (in-process arrays, or persisted on the workers): no data pass.
+
+Profile likelihood of a variance ``v`` (``cov_re[i, i]`` or ``vcomp[l]``, on the scale
+the user reads), as lme4's ``profile``: with β profiled out but σ² free,
+
+    ℓ(θ, σ²) = −½ Σ log|K_i| [− ½ log|A|] − (f/2) log σ² − Q/(2σ²) − (f/2) log 2π (+ ½ Σ log w)
+
+(``f = n`` for ML, ``n − p`` for REML), maximized over σ² and all other covariance
+parameters subject to ``v = σ² Ψ*_ii`` (or ``σ² τ*_l``).  To pin ``Ψ*_ii`` with one
+coordinate, the random effects are permuted so that i comes first: ``Λ = P L̃`` with
+``Ψ*_ii = L̃_00²``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import optimize
+from scipy import stats as sps
+
+from .objective import GlobalStats, profile, score_matrices
+from .parametrization import Layout
+
+_LOG_2PI = float(np.log(2.0 * np.pi))
+
+
+@dataclass
+class _ProfileProblem:
+    engine: object
+    glob: GlobalStats
+    layout: Layout
+    reml: bool
+    kind: str  # "re" or "vc"
+    index: int
+
+    def __post_init__(self) -> None:
+        q = self.layout.k_re
+        perm = np.arange(q)
+        if self.kind == "re":
+            perm[[0, self.index]] = perm[[self.index, 0]]
+        self.perm = perm
+        self.rows, self.cols = self.layout.tril()
+        # packed coordinates of the sqrt parametrization that stay free
+        pinned = 0 if self.kind == "re" else self.layout.k_re2 + self.index
+        self.free = np.ones(self.layout.n_params, dtype=bool)
+        self.free[pinned] = False
+        self.pinned = pinned
+
+    def _lam(self, packed: np.ndarray) -> np.ndarray:
+        lay = self.layout
+        q = lay.k_re
+        lam = lay.lam(packed, use_sqrt=True)
+        if q:
+            ltil = lam[:q, :q].copy()
+            pmat = np.eye(q)[self.perm]
+            lam[:q, :q] = pmat.T @ ltil  # Λ = P L̃ (rows of L̃ put back in model order)
+        return lam
+
+    def unpack_point(self, x: np.ndarray, value: float) -> tuple[np.ndarray, float]:
+        """Free vector ``[packed without the pinned entry, log σ²]`` → (packed, σ²)."""
+        sigma2 = float(np.exp(x[-1]))
+        packed = np.empty(self.layout.n_params)
+        packed[self.free] = x[:-1]
+        packed[self.pinned] = np.sqrt(max(value, 0.0) / sigma2)
+        return packed, sigma2
+
+    def value_and_grad(self, x: np.ndarray, value: float) -> tuple[float, np.ndarray]:
+        """−ℓ(θ, σ²) and its gradient in the free coordinates."""
+        packed, sigma2 = self.unpack_point(x, value)
+        lam = self._lam(packed)
+        step = self.engine.step(lam, self.layout.k_re)
+        prof = profile(step, self.glob, self.reml)
+        fac = prof.fac
+        llf = (
+            -0.5 * step.logdet
+            - 0.5 * fac * np.log(sigma2)
+            - prof.q / (2.0 * sigma2)
+            - 0.5 * fac * _LOG_2PI
+            + 0.5 * self.glob.sum_log_weights
+        )
+        if self.reml:
+            llf -= 0.5 * prof.logdet_a
+        # ∂ℓ/∂B* at fixed σ²: the profiled score with fac/Q replaced by 1/σ²
+        fixed = _with_inverse_scale(prof, 1.0 / sigma2)
+        d_psi, d_tau = score_matrices(
+            step, fixed, self.reml, self.layout.slot_component, self.layout.k_vc
+        )
+        grad = np.zeros(self.layout.n_params)
+        q = self.layout.k_re
+        if q:
+            pmat = np.eye(q)[self.perm]
+            d_til = pmat @ d_psi @ pmat.T  # D in the permuted coordinates
+            ltil = pmat @ lam[:q, :q]
+            g_l = 2.0 * d_til @ ltil
+            grad[: self.layout.k_re2] = g_l[self.rows, self.cols]
+        grad[self.layout.k_re2 :] = 2.0 * packed[self.layout.k_re2 :] * d_tau
+        d_t = -0.5 * fac + prof.q / (2.0 * sigma2)
+        # the pinned coordinate moves with σ²: c = sqrt(v) e^{−t/2}, dc/dt = −c/2
+        d_t += grad[self.pinned] * (-0.5 * packed[self.pinned])
+        g = np.append(grad[self.free], d_t)
+        return -float(llf), -g
+
+
+def _with_inverse_scale(prof, inv_scale: float):
+    """A copy of ``prof`` whose ``fac / Q`` equals ``inv_scale`` (for score_matrices)."""
+    from dataclasses import replace
+
+    return replace(prof, fac=inv_scale * prof.q)
+
+
+class ProfileLikelihood:
+    """Profile log-likelihood of one variance parameter of a fitted model.
+
+    Parameters
+    ----------
+    results : MixedLMResults
+        A fit made in this session (its statistics are reused; no data pass).
+    which : str
+        A random-effect name (``cov_re`` index, e.g. ``"Group"``) or a variance
+        component name (``vcomp``).
+    """
+
+    def __init__(self, results, which: str) -> None:
+        model = results.model
+        if model is None:
+            raise ValueError("profile likelihoods need the fitted model's statistics")
+        if which in model.exog_re_names:
+            kind, index = "re", model.exog_re_names.index(which)
+            self.estimate = float(results.cov_re.iloc[index, index])
+        elif which in model.vc_names:
+            kind, index = "vc", model.vc_names.index(which)
+            self.estimate = float(results.vcomp[index])
+        else:
+            raise KeyError(
+                f"{which!r} is neither a random effect {model.exog_re_names} "
+                f"nor a variance component {model.vc_names}"
+            )
+        stats = model.statistics()
+        self.name = which
+        self.llf_max = results.llf
+        self.problem = _ProfileProblem(
+            stats.engine, stats.glob, stats.layout, results.reml, kind, index
+        )
+        # start from the MLE, in the permuted sqrt packing
+        psi, tau = stats.layout.unpack(results.packed_params, results.use_sqrt)
+        perm = self.problem.perm
+        psi_p = psi[np.ix_(perm, perm)]
+        packed = stats.layout.pack(psi_p, tau, use_sqrt=True)
+        self._start = np.append(packed[self.problem.free], np.log(results.scale))
+
+    def __call__(self, value: float) -> float:
+        """max ℓ subject to the variance being ``value`` (≥ 0)."""
+        if value < 0:
+            raise ValueError(f"a variance cannot be negative: {value}")
+        res = optimize.minimize(
+            self.problem.value_and_grad,
+            self._start,
+            args=(value,),
+            jac=True,
+            method="L-BFGS-B",
+            options={"maxiter": 500, "gtol": 1e-9, "ftol": 1e-14},
+        )
+        return -float(res.fun)
+
+    def curve(self, values) -> pd.DataFrame:
+        """Profile log-likelihood at each value: columns ``value``, ``llf``, ``deviance``."""
+        values = np.asarray(values, dtype=np.float64)
+        llf = np.array([self(v) for v in values])
+        return pd.DataFrame({"value": values, "llf": llf, "deviance": 2.0 * (self.llf_max - llf)})
+
+    def interval(self, alpha: float = 0.05) -> tuple[float, float]:
+        """Likelihood-ratio interval: ``{v : 2(ℓ̂ − ℓ_prof(v)) ≤ χ²₁(1 − α)}``.
+
+        The lower end is 0 when the profile at v = 0 is still inside (as for a
+        variance whose estimate is at or near the boundary).
+        """
+        crit = sps.chi2.ppf(1.0 - alpha, 1)
+        est = max(self.estimate, 0.0)
+
+        def excess(v: float) -> float:
+            return 2.0 * (self.llf_max - self(v)) - crit
+
+        if excess(0.0) <= 0:
+            lower = 0.0
+        else:
+            lower = optimize.brentq(excess, 0.0, est, xtol=1e-10 * max(est, 1e-300), rtol=1e-8)
+        hi = max(est, 1e-8) * 2.0
+        for _ in range(60):
+            if excess(hi) > 0:
+                break
+            hi *= 2.0
+        else:
+            return lower, float("inf")
+        upper = optimize.brentq(excess, est, hi, xtol=1e-10 * hi, rtol=1e-8)
+        return float(lower), float(upper)
+
+
+def compare_lr_test(restricted, full) -> tuple[float, float, int]:
+    """Likelihood-ratio test of a restricted fit against a larger fit of the same data.
+
+    Returns ``(lr_stat, p_value, df_diff)`` with ``lr_stat = 2(llf_full − llf_restricted)``
+    referred to χ² with ``df_diff`` degrees of freedom (the difference in the number of
+    parameters).  Under REML the two fits must have the same fixed effects (REML
+    likelihoods of different mean structures are not comparable).  When the
+    restriction sets a variance to zero (a boundary), the χ² reference is conservative
+    (the exact reference is a χ² mixture; halving the p-value for one variance is the
+    usual correction).
+    """
+    if restricted.nobs != full.nobs:
+        raise ValueError(f"the fits use different data: nobs {restricted.nobs} vs {full.nobs}")
+    if restricted.reml != full.reml:
+        raise ValueError("both fits must use the same method (REML or ML)")
+    if full.reml and list(restricted.fe_params.index) != list(full.fe_params.index):
+        raise ValueError(
+            "REML likelihoods of models with different fixed effects are not comparable; "
+            "refit both with reml=False"
+        )
+    df = len(full.params) - len(restricted.params)
+    if df <= 0:
+        raise ValueError(
+            f"the full model must have more parameters than the restricted one ({df} more)"
+        )
+    stat = max(2.0 * (full.llf - restricted.llf), 0.0)
+    return float(stat), float(sps.chi2.sf(stat, df)), int(df)

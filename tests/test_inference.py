@@ -1,0 +1,91 @@
+"""Profile-likelihood intervals and likelihood-ratio tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from dmixed import MixedLM, compare_lr_test
+
+from ._synth import design, make_data, vc_dict
+
+
+@pytest.fixture(scope="module")
+def fit():
+    df = make_data(n_groups=40, vc_sd=0.6, seed=21)
+    endog, exog, exog_re, groups = design(df)
+    model = MixedLM(endog, exog, groups, exog_re=exog_re, exog_vc=vc_dict(df))
+    return df, model.fit(reml=False)
+
+
+@pytest.mark.parametrize("which", ["x_re1", "x_re2", "sub"])
+def test_profile_peaks_at_the_mle_and_interval_contains_it(fit, which):
+    _, res = fit
+    from dmixed.inference import ProfileLikelihood
+
+    prof = ProfileLikelihood(res, which)
+    est = prof.estimate
+    assert prof(est) == pytest.approx(res.llf, abs=1e-7)
+    curve = res.profile_re(which, [0.7 * est, 0.9 * est, est, 1.1 * est, 1.4 * est])
+    assert curve["llf"].idxmax() == 2
+    assert np.all(curve["deviance"] >= -1e-7)
+    lo, hi = prof.interval(0.05)
+    assert lo < est < hi
+    crit = sps.chi2.ppf(0.95, 1)
+    assert 2 * (res.llf - prof(lo)) == pytest.approx(crit, abs=1e-5)
+    assert 2 * (res.llf - prof(hi)) == pytest.approx(crit, abs=1e-5)
+
+
+def test_profile_ci_table(fit):
+    _, res = fit
+    table = res.profile_ci()
+    assert list(table.index) == ["x_re1", "x_re2", "sub"]
+    assert np.all(table["0.025"] < table["estimate"])
+    assert np.all(table["estimate"] < table["0.975"])
+
+
+def test_profile_value_is_a_constrained_maximum(fit):
+    """No nearby point with the same variance has a higher likelihood than the profile."""
+    _, res = fit
+    from dmixed.inference import ProfileLikelihood
+
+    prof = ProfileLikelihood(res, "sub")
+    v = 0.8 * prof.estimate
+    best = prof(v)
+    rng = np.random.default_rng(0)
+    x_opt = None
+    from scipy import optimize
+
+    out = optimize.minimize(
+        prof.problem.value_and_grad, prof._start, args=(v,), jac=True, method="L-BFGS-B"
+    )
+    x_opt = out.x
+    for _ in range(20):
+        trial = x_opt + 1e-3 * rng.normal(size=x_opt.size)
+        assert -prof.problem.value_and_grad(trial, v)[0] <= best + 1e-9
+
+
+def test_lr_test_of_a_variance_component(fit):
+    df, res = fit
+    endog, exog, exog_re, groups = design(df)
+    restricted = MixedLM(endog, exog, groups, exog_re=exog_re).fit(reml=False)
+    stat, pvalue, dof = compare_lr_test(restricted, res)
+    assert dof == 1
+    assert stat == pytest.approx(2 * (res.llf - restricted.llf))
+    assert pvalue == pytest.approx(sps.chi2.sf(stat, 1))
+    assert res.compare_lr_test(restricted) == (stat, pvalue, dof)
+
+
+def test_lr_test_refuses_incomparable_fits(fit):
+    df, res = fit
+    endog, exog, exog_re, groups = design(df)
+    reml = MixedLM(endog, exog, groups, exog_re=exog_re).fit(reml=True)
+    with pytest.raises(ValueError, match="same method"):
+        compare_lr_test(reml, res)
+    small = MixedLM(endog, exog[:, :2], groups, exog_re=exog_re).fit(reml=True)
+    big = MixedLM(endog, exog, groups, exog_re=exog_re).fit(reml=True)
+    with pytest.raises(ValueError, match="not comparable"):
+        compare_lr_test(small, big)
+    with pytest.raises(ValueError, match="more parameters"):
+        compare_lr_test(res, res)

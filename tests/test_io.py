@@ -1,0 +1,92 @@
+"""Saving and loading results: round trip, atomicity."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import dmixed
+from dmixed import MixedLM
+
+from ._synth import design, make_data, vc_dict
+
+
+@pytest.fixture(scope="module")
+def res():
+    df = make_data(n_groups=30, vc_sd=0.5, seed=4)
+    endog, exog, exog_re, groups = design(df)
+    return MixedLM(endog, exog, groups, exog_re=exog_re, exog_vc=vc_dict(df)).fit(), exog
+
+
+def test_round_trip(tmp_path, res):
+    fit, exog = res
+    fit.save(tmp_path / "out")
+    files = sorted(os.listdir(tmp_path / "out"))
+    assert files == ["estimates.json", "random_effects.parquet", "summary.txt"]
+    back = dmixed.load(tmp_path / "out")
+    assert back.llf == fit.llf
+    assert back.converged == fit.converged
+    np.testing.assert_array_equal(back.fe_params, fit.fe_params)
+    np.testing.assert_array_equal(back.cov_re, fit.cov_re)
+    np.testing.assert_array_equal(back.vcomp, fit.vcomp)
+    np.testing.assert_array_equal(back.bse, fit.bse)
+    np.testing.assert_array_equal(back.cov_params(), fit.cov_params())
+    assert back.fit_history == json.loads(json.dumps(fit.fit_history))
+    assert str(back.summary()) == str(fit.summary())
+    np.testing.assert_array_equal(back.predict(exog=exog), fit.predict(exog=exog))
+    for key in list(fit.random_effects)[:5]:
+        np.testing.assert_array_equal(back.random_effects[key], fit.random_effects[key])
+        # stored as the lower triangle: symmetric up to rounding in the last bit
+        np.testing.assert_allclose(
+            back.random_effects_cov[key], fit.random_effects_cov[key], rtol=1e-14, atol=1e-16
+        )
+    estimates = json.loads((tmp_path / "out" / "estimates.json").read_text())
+    assert estimates["format"] == "dmixed-results"
+    assert "numpy" in estimates["versions"]
+    pickle.loads(pickle.dumps(back))
+
+
+def test_save_replaces_an_old_result_and_leaves_no_temporaries(tmp_path, res):
+    fit, _ = res
+    fit.save(tmp_path / "out")
+    fit.save(tmp_path / "out")
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+
+
+def test_interrupted_save_leaves_the_previous_result(tmp_path, res, monkeypatch):
+    fit, _ = res
+    fit.save(tmp_path / "out")
+    before = (tmp_path / "out" / "estimates.json").read_text()
+    import dmixed.io as io
+
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt("killed while writing")
+
+    monkeypatch.setattr(io, "_random_effects_table", boom)
+    with pytest.raises(KeyboardInterrupt):
+        fit.save(tmp_path / "out")
+    assert (tmp_path / "out" / "estimates.json").read_text() == before
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+
+
+def test_refuses_to_replace_a_foreign_directory(tmp_path, res):
+    fit, _ = res
+    foreign = tmp_path / "data"
+    foreign.mkdir()
+    (foreign / "precious.csv").write_text("x\n1\n")
+    with pytest.raises(FileExistsError, match="not a dmixed results directory"):
+        fit.save(foreign)
+    assert (foreign / "precious.csv").exists()
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no estimates.json"):
+        dmixed.load(tmp_path)
+    Path(tmp_path / "estimates.json").write_text(json.dumps({"format": "other"}))
+    with pytest.raises(ValueError, match="not a dmixed results file"):
+        dmixed.load(tmp_path)

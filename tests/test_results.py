@@ -1,0 +1,115 @@
+"""Results: BLUPs, fitted values, prediction, against statsmodels and by construction."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from statsmodels.regression.mixed_linear_model import MixedLM as SmMixedLM
+
+from dmixed import BoundaryWarning, MixedLM
+
+from ._synth import design, make_data, vc_dict
+
+
+@pytest.fixture(scope="module")
+def vc_fits():
+    """A random-slope + nested-VC model, fitted by dmixed and by statsmodels started at
+    dmixed's optimum (so both sit at the same point and differences are numerical)."""
+    df = make_data(n_groups=40, vc_sd=0.6, seed=5)
+    endog, exog, exog_re, groups = design(df)
+    vc = vc_dict(df)
+    res = MixedLM(endog, exog, groups, exog_re=exog_re, exog_vc=vc).fit()
+    sm_vc = {"sub": {k: v.to_numpy() for k, v in vc["sub"].items()}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sm = SmMixedLM(endog, exog, groups, exog_re=exog_re, exog_vc=sm_vc).fit(
+            start_params=res.packed_params, method="bfgs", gtol=1e-10
+        )
+    return df, res, sm
+
+
+def test_blups_and_their_covariances_match_statsmodels(vc_fits):
+    _, res, sm = vc_fits
+    assert res.llf == pytest.approx(sm.llf, rel=1e-9)
+    assert set(res.random_effects) == set(sm.random_effects)
+    for key, ours in res.random_effects.items():
+        theirs = sm.random_effects[key]
+        np.testing.assert_allclose(ours.to_numpy(), theirs.to_numpy(), rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(
+            res.random_effects_cov[key].to_numpy(),
+            sm.random_effects_cov[key].to_numpy(),
+            rtol=1e-5,
+            atol=1e-8,
+        )
+
+
+def test_fitted_values_and_residuals_match_statsmodels(vc_fits):
+    df, res, sm = vc_fits
+    np.testing.assert_allclose(res.fittedvalues, sm.fittedvalues, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(res.resid, sm.resid, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(res.resid + res.fittedvalues, df["y"], rtol=1e-12)
+
+
+def test_random_effects_frame_is_indexed_by_group(vc_fits):
+    _, res, _ = vc_fits
+    frame = res.random_effects_frame()
+    assert list(frame.columns) == ["x_re1", "x_re2"]
+    key = frame.index[7]
+    np.testing.assert_allclose(frame.loc[key].to_numpy(), res.random_effects[key].iloc[:2])
+
+
+def test_predict_fixed_and_with_random_effects():
+    df = make_data(n_groups=30, seed=9)
+    endog, exog, exog_re, groups = design(df)
+    res = MixedLM(endog, exog, groups, exog_re=exog_re).fit()
+    np.testing.assert_allclose(res.predict(exog=exog), exog @ res.fe_params.to_numpy())
+    with_re = res.predict(exog=exog, exog_re=exog_re, groups=groups, include_random=True)
+    np.testing.assert_allclose(with_re, res.fittedvalues, rtol=1e-12)
+    # an unseen group gets the population prediction
+    new = res.predict(exog=exog[:3], exog_re=exog_re[:3], groups=[-1, -2, -3], include_random=True)
+    np.testing.assert_allclose(new, exog[:3] @ res.fe_params.to_numpy())
+    with pytest.raises(ValueError, match="columns"):
+        res.predict(exog=exog[:, :2])
+
+
+def test_blups_are_finite_on_the_boundary():
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(6), 5)
+    y = 5 + 3 * rng.normal(size=30)
+    y = y - (np.bincount(g, y) / 5)[g] + y.mean()
+    with pytest.warns(BoundaryWarning):
+        res = MixedLM(y, np.ones((30, 1)), g).fit()
+    blups = np.concatenate([v.to_numpy() for v in res.random_effects.values()])
+    assert np.all(blups == 0)
+    covs = np.concatenate([v.to_numpy().ravel() for v in res.random_effects_cov.values()])
+    assert np.all(np.isfinite(covs))
+
+
+def test_blups_minimize_the_penalized_least_squares_criterion():
+    """γ̂ minimizes ‖y − Xβ̂ − Zγ‖² + σ² γ'Ψ⁻¹γ per group (Henderson's equations)."""
+    df = make_data(n_groups=10, seed=13)
+    endog, exog, exog_re, groups = design(df)
+    res = MixedLM(endog, exog, groups, exog_re=exog_re).fit()
+    psi_inv = np.linalg.inv(res.cov_re.to_numpy())
+    for key in list(res.random_effects)[:5]:
+        i = groups == key
+        r = endog[i] - exog[i] @ res.fe_params.to_numpy()
+        z = exog_re[i]
+        direct = np.linalg.solve(z.T @ z + res.scale * psi_inv, z.T @ r)
+        np.testing.assert_allclose(res.random_effects[key].to_numpy(), direct, rtol=1e-8)
+
+
+def test_summary_frame_layout():
+    df = make_data(n_groups=20, seed=1)
+    endog, exog, exog_re, groups = design(df)
+    frame = pd.DataFrame(exog, columns=["Intercept", "x1", "x2"])
+    res = MixedLM(endog, frame, groups, exog_re=exog_re).fit()
+    tab = res.summary_frame()
+    assert list(tab.columns) == ["Coef.", "Std.Err.", "z", "P>|z|", "[0.025", "0.975]"]
+    assert tab.loc["x1", "Coef."] == res.fe_params["x1"]
+    np.testing.assert_allclose(
+        res.conf_int().loc["x1"].to_numpy(), tab.loc["x1", ["[0.025", "0.975]"]].to_numpy()
+    )
