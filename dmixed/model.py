@@ -313,7 +313,21 @@ class MixedLM:
         if subset is not None:
             raise ValueError("subset is not supported: filter the DataFrame first")
         if not isinstance(groups, str):
-            raise TypeError("groups must be the name of a column of data")
+            # statsmodels also takes the labels themselves; they are named "Group"
+            if _is_dask(data):
+                raise TypeError("with Dask data, groups must be the name of a column")
+            labels = np.asarray(groups)
+            if labels.shape != (len(data),):
+                raise ValueError(
+                    f"groups has shape {labels.shape}; expected a column name or "
+                    f"{len(data)} labels"
+                )
+            if "Group" in data.columns:
+                raise ValueError(
+                    "data already has a column 'Group': pass groups='Group' (a column name)"
+                )
+            data = data.assign(Group=labels)
+            groups = "Group"
         spec = build_spec(
             data,
             formula,

@@ -121,38 +121,39 @@ class MixedLMResults:
     # -- covariance of the estimates ---------------------------------------------
 
     def _covariance(self, hessian, prof: Profile, cov_fe: str) -> np.ndarray:
-        """``inv(−H)`` over the parameters not pinned at zero on the boundary.
+        """``inv(−H)``, as statsmodels, also on the boundary when that is a covariance.
 
-        A variance at zero sits at the edge of the parameter space, where the Hessian
-        says nothing about its sampling distribution: its row and column are NaN, and
-        the others come from the sub-Hessian without it (as statsmodels does for
-        parameters held fixed with ``free``).
+        A variance at zero sits at the edge of the parameter space.  statsmodels
+        inverts the whole Hessian there too, and we match it whenever the result is a
+        covariance matrix (positive diagonal).  When it is not, the variances pinned at
+        zero get NaN rows and columns and the other entries come from the sub-Hessian
+        without them (as statsmodels does for parameters held fixed with ``free``).
         """
         k = len(self.params)
         if hessian is None:
             return np.full((k, k), np.nan)
-        keep = np.ones(k, dtype=bool)
-        keep[self.k_fe :] = ~self._boundary_params
-        neg = -hessian[np.ix_(keep, keep)]
-        cov = np.full((k, k), np.nan)
-        try:
-            sub = np.linalg.inv(neg)
-            if not np.all(np.isfinite(sub)):
-                raise np.linalg.LinAlgError
-        except np.linalg.LinAlgError:
-            warnings.warn(
-                "the Hessian is singular at the optimum; using a pseudo-inverse",
-                SingularHessianWarning,
-                stacklevel=3,
-            )
-            sub = np.linalg.pinv(neg)
-        cov[np.ix_(keep, keep)] = sub
-        if np.any(np.diag(sub) <= 0):
-            warnings.warn(
-                "the Hessian matrix at the estimated parameter values is not negative definite",
-                UserWarning,
-                stacklevel=3,
-            )
+        cov = _inverse_or_none(-hessian)
+        if cov is None or np.any(np.diag(cov) <= 0):
+            keep = np.ones(k, dtype=bool)
+            keep[self.k_fe :] = ~self._boundary_params
+            sub = _inverse_or_none(-hessian[np.ix_(keep, keep)])
+            if sub is None:
+                warnings.warn(
+                    "the Hessian is singular at the optimum; using a pseudo-inverse",
+                    SingularHessianWarning,
+                    stacklevel=3,
+                )
+                sub = np.linalg.pinv(-hessian[np.ix_(keep, keep)])
+            cov = np.full((k, k), np.nan)
+            cov[np.ix_(keep, keep)] = sub
+            if np.any(np.diag(sub) <= 0):
+                warnings.warn(
+                    "the Hessian matrix at the estimated parameter values is not "
+                    "negative definite",
+                    UserWarning,
+                    stacklevel=3,
+                )
+        keep = np.isfinite(np.diag(cov))
         if cov_fe == "conditional":
             p = self.k_fe
             cov[:p, :p] = self.scale * prof.a_inv
@@ -483,6 +484,14 @@ class MixedLMResults:
 
 def _is_dask(obj) -> bool:
     return type(obj).__module__.startswith("dask")
+
+
+def _inverse_or_none(mat: np.ndarray) -> np.ndarray | None:
+    try:
+        inv = np.linalg.inv(mat)
+    except np.linalg.LinAlgError:
+        return None
+    return inv if np.all(np.isfinite(inv)) else None
 
 
 def _transform_for_prediction(spec, df: pd.DataFrame):
