@@ -202,6 +202,60 @@ class ModelSpec:
     def k_vc(self) -> int:
         return len(self.vc_names)
 
+    # -- JSON round trip (saved results predict without the original data) ----
+    def to_dict(self) -> dict:
+        """What is needed to rebuild this spec, as JSON-serializable values.
+
+        The formulas, the role of every column, how each column is normalised and
+        the global levels of the categorical ones.  :meth:`from_dict` rebuilds the
+        formulaic specs from a prototype frame holding exactly those levels.
+        """
+
+        def plain(values: list) -> list:
+            return [v.item() if isinstance(v, np.generic) else v for v in values]
+
+        return {
+            "formula": self.formula,
+            "re_formula": self.re_formula,
+            "vc_formula": self.vc_formula,
+            "groups": self.group_name,
+            "weights": self.weights_name,
+            "missing": self.missing,
+            "column_kinds": dict(self.column_kinds),
+            "native": dict(self._native),
+            "levels": {c: plain(list(v)) for c, v in self.levels.items()},
+            "exog_names": list(self.exog_names),
+            "exog_re_names": list(self.exog_re_names),
+            "vc_column_names": [list(c) for c in self.vc_column_names],
+        }
+
+    @classmethod
+    def from_dict(cls, state: dict) -> ModelSpec:
+        """Rebuild a spec saved with :meth:`to_dict` (no data needed)."""
+        kinds = state["column_kinds"]
+        levels = state["levels"]
+        proto = _prototype(list(kinds), kinds, state["native"], levels, size=None)
+        size = len(proto)
+        proto[state["groups"]] = np.arange(size) % 2
+        if state["weights"] is not None:
+            proto[state["weights"]] = 1.0
+        spec = build_spec(
+            proto,
+            state["formula"],
+            state["groups"],
+            re_formula=state["re_formula"],
+            vc_formula=state["vc_formula"],
+            weights=state["weights"],
+            missing=state["missing"],
+        )
+        for key in ("exog_names", "exog_re_names", "vc_column_names"):
+            if [list(x) if isinstance(x, list) else x for x in getattr(spec, key)] != state[key]:
+                raise ValueError(
+                    f"the saved model spec does not rebuild to the same {key}: "
+                    f"{getattr(spec, key)} != {state[key]}"
+                )
+        return spec
+
     # -- per-partition application -------------------------------------------
     def transform(self, df: pd.DataFrame, *, response: bool = True) -> DesignMatrices:
         """Apply the spec to one pandas partition (any row order, any subset of levels).

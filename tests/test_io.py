@@ -90,3 +90,33 @@ def test_load_errors(tmp_path):
     Path(tmp_path / "estimates.json").write_text(json.dumps({"format": "other"}))
     with pytest.raises(ValueError, match="not a dmixed results file"):
         dmixed.load(tmp_path)
+
+
+def test_formula_results_predict_new_data_after_loading(tmp_path):
+    df = make_data(n_groups=30, vc_sd=0.5, seed=3)
+    df["cat"] = np.where(df.x2 > 0.3, "hi", np.where(df.x2 < -0.3, "lo", "mid"))
+    fit = dmixed.mixedlm(
+        "y ~ x1 + C(cat, Treatment('mid')) + np.log(w)",
+        df,
+        groups="g",
+        re_formula="1 + x1",
+        vc_formula={"sub": "0 + C(sub)"},
+    ).fit()
+    fit.save(tmp_path / "r")
+    back = dmixed.load(tmp_path / "r")
+    new = df.drop(columns=["y"]).iloc[:25]  # no response needed to predict
+    for include_random in (False, True):
+        np.testing.assert_allclose(
+            back.predict(new, include_random=include_random),
+            fit.predict(new, include_random=include_random),
+            rtol=1e-13,
+        )
+    np.testing.assert_allclose(fit.predict(df, include_random=True), fit.fittedvalues, rtol=1e-12)
+    # a group the fit never saw gets the population prediction
+    unseen = new.assign(g=10_000)
+    np.testing.assert_allclose(
+        back.predict(unseen, include_random=True), back.predict(unseen), rtol=1e-13
+    )
+    # a fixed-effect level the fit never saw is an error naming the column
+    with pytest.raises(ValueError, match="cat"):
+        back.predict(new.assign(cat="unknown"))
