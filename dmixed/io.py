@@ -168,13 +168,17 @@ def save_results(results, path) -> None:
         raise
 
 
-def _replace_dir(new: Path, target: Path) -> None:
-    """Move ``new`` to ``target``; an existing target is swapped out, then removed."""
+def _replace_dir(new: Path, target: Path, marker: str = "estimates.json") -> None:
+    """Move ``new`` to ``target``; an existing target is swapped out, then removed.
+
+    A non-empty ``target`` without ``marker`` (not written by dmixed) is never replaced.
+    """
     old = None
     if target.exists():
-        if not (target / "estimates.json").exists() and any(target.iterdir()):
+        if not (target / marker).exists() and any(target.iterdir()):
+            kind = "results" if marker == "estimates.json" else "statistics"
             raise FileExistsError(
-                f"{target} exists and is not a dmixed results directory; not replacing it"
+                f"{target} exists and is not a dmixed {kind} directory; not replacing it"
             )
         old = target.parent / f".{target.name}.old-{uuid.uuid4().hex}"
         os.rename(target, old)

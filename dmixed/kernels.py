@@ -252,6 +252,12 @@ class StatsBlock:
         """Entry-major ``(zz (r, r, G_c), zxy (r, p+1, G_c))`` of consecutive groups."""
         return iter(self._chunks)
 
+    def dense(self) -> tuple[np.ndarray, np.ndarray]:
+        """The statistics back in per-group layout: ``zz`` (G, r, r), ``zxy`` (G, r, p+1)."""
+        zz = np.concatenate([np.moveaxis(c[0], -1, 0) for c in self._chunks])
+        zxy = np.concatenate([np.moveaxis(c[1], -1, 0) for c in self._chunks])
+        return zz, zxy
+
     def __getstate__(self):
         return self._chunks
 

@@ -337,9 +337,14 @@ class MixedLM:
             weights=weights,
             missing=missing,
         )
+        return cls.from_spec(spec, data, use_sqrt=use_sqrt)
+
+    @classmethod
+    def _with_spec(cls, spec, use_sqrt: bool) -> MixedLM:
+        """A model whose names come from a formula spec (no data attached yet)."""
         self = cls.__new__(cls)
         self.use_sqrt = bool(use_sqrt)
-        self.missing = missing
+        self.missing = spec.missing
         self.spec = spec
         self.endog_name = spec.endog_name
         self.exog_names = list(spec.exog_names)
@@ -347,28 +352,54 @@ class MixedLM:
         self.vc_names = list(spec.vc_names)
         self.vc_column_names = [list(c) for c in spec.vc_column_names]
         self.group_name = spec.group_name
-        if _is_dask(data):
-            self._source = data
-            self._rows = None
-        else:
-            self._source = None
-            dm = spec.transform(data)
-            self._rows = RowData(
-                dm.endog,
-                dm.exog,
-                dm.exog_re,
-                dm.groups,
-                list(dm.vc_cols),
-                list(dm.vc_vals),
-                dm.weights,
-                dm.n_dropped,
-            )
-            if dm.n_dropped:
-                warnings.warn(
-                    f"dropped {dm.n_dropped} rows with missing values", UserWarning, stacklevel=2
-                )
-            self._validate_rows()
         return self
+
+    @classmethod
+    def from_statistics(cls, stats: FittedStatistics, spec, use_sqrt: bool = True) -> MixedLM:
+        """A model over statistics built earlier (saved, or added up from parts).
+
+        Fitting it needs no data pass; fitted values and residuals are not available
+        (the rows are not), prediction on new data is.
+        """
+        self = cls._with_spec(spec, use_sqrt)
+        self._source = None
+        self._rows = None
+        if stats.layout.k_re != self.k_re or stats.layout.k_vc != self.k_vc:
+            raise ValueError("the statistics do not match the model spec")
+        self._stats_cache = (None, stats)
+        return self
+
+    @classmethod
+    def from_spec(cls, spec, data, use_sqrt: bool = True) -> MixedLM:
+        """A model of ``data`` with an existing spec (same columns, levels and names)."""
+        self = cls._with_spec(spec, use_sqrt)
+        self._attach_data(data)
+        return self
+
+    def _attach_data(self, data) -> None:
+        spec = self.spec
+        if _is_dask(data):
+            # read only the columns the model uses (Parquet column pruning)
+            self._source = data[list(spec.columns_used)]
+            self._rows = None
+            return
+        self._source = None
+        dm = spec.transform(data)
+        self._rows = RowData(
+            dm.endog,
+            dm.exog,
+            dm.exog_re,
+            dm.groups,
+            list(dm.vc_cols),
+            list(dm.vc_vals),
+            dm.weights,
+            dm.n_dropped,
+        )
+        if dm.n_dropped:
+            warnings.warn(
+                f"dropped {dm.n_dropped} rows with missing values", UserWarning, stacklevel=3
+            )
+        self._validate_rows()
 
     def _validate_rows(self) -> None:
         rows = self._rows

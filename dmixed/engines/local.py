@@ -35,5 +35,9 @@ class LocalEngine:
         """Per-group BLUPs and conditional covariances relative to σ² (DESIGN.md §6)."""
         return kernels.random_effects_block(self.block, lam, w)
 
+    def gather(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-group ``zz`` (G, r, r) and ``zxy`` (G, r, p+1), in group order."""
+        return self.block.dense()
+
     def close(self) -> None:
         """Nothing to release in-process."""

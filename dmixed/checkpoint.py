@@ -1,0 +1,321 @@
+"""Saved sufficient statistics: skip the data pass on a rerun, add new data later.
+
+The per-group statistics are sums over rows, so the statistics of old and new rows add
+by group key: a model can be refitted on old + new data while reading only the new rows
+(DESIGN.md §2).
+
+Layout of a statistics directory::
+
+    manifest.json          format, digest, model spec, inputs, layout, global sums
+    groups/part-NNNNN.parquet   one row per group: key, size, lower triangle of Z̃'Z̃,
+                           Z̃'[X y], and the column each variance-component slot holds
+
+Written under a temporary name and renamed into place (never left half-written).
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .engines.local import LocalEngine
+from .io import _jsonable
+from .objective import GlobalStats
+from .parametrization import Layout
+
+FORMAT = "dmixed-statistics"
+FORMAT_VERSION = 1
+_GROUPS_PER_FILE = 1_000_000
+
+
+class CheckpointMismatch(ValueError):
+    """Saved statistics do not belong to this data and model."""
+
+
+@dataclass
+class GroupArrays:
+    """Per-group statistics gathered on the driver, in sorted group order."""
+
+    labels: np.ndarray
+    nobs: np.ndarray
+    zz: np.ndarray  # (G, r, r)
+    zxy: np.ndarray  # (G, r, p+1)
+    slot_cols: list[np.ndarray]  # per VC component (G, m_l): global column id, -1 unused
+    glob: GlobalStats
+    layout: Layout
+
+    @classmethod
+    def from_statistics(cls, stats) -> GroupArrays:
+        zz, zxy = stats.engine.gather()
+        return cls(
+            np.asarray(stats.group_labels),
+            np.asarray(stats.group_sizes),
+            zz,
+            zxy,
+            [np.asarray(t) for t in stats.vc_slot_cols],
+            stats.glob,
+            stats.layout,
+        )
+
+    def to_statistics(self):
+        from .model import FittedStatistics
+
+        return FittedStatistics(
+            engine=LocalEngine(self.zz, self.zxy),
+            glob=self.glob,
+            layout=self.layout,
+            group_labels=self.labels,
+            group_sizes=self.nobs,
+            vc_slot_cols=self.slot_cols,
+            data_pass_seconds=0.0,
+        )
+
+
+# ---------------------------------------------------------------------------
+# Digest of inputs and model
+# ---------------------------------------------------------------------------
+
+
+def input_fingerprint(paths: list[str]) -> list[dict]:
+    """(path, size, modification time) of every input file, sorted.
+
+    Size and modification time, not a content hash: hashing would cost the data pass
+    a checkpoint exists to avoid.  A file rewritten in place with the same size and
+    time stamp is not detected; remote URLs are identified by name only.
+    """
+    out = []
+    for p in sorted(paths):
+        try:
+            st = os.stat(p)
+            out.append({"path": os.path.abspath(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+        except OSError:
+            out.append({"path": p, "size": None, "mtime_ns": None})
+    return out
+
+
+def expand_inputs(data: str | list[str]) -> list[str]:
+    """Files a data argument stands for (a glob, a directory, a URL or a list)."""
+    items = [data] if isinstance(data, str) else list(data)
+    out: list[str] = []
+    for item in items:
+        if "://" in item:
+            out.append(item)
+        elif os.path.isdir(item):
+            out.extend(sorted(str(p) for p in Path(item).rglob("*") if p.is_file()))
+        else:
+            matches = sorted(glob.glob(item))
+            out.extend(matches if matches else [item])
+    return out
+
+
+def digest(spec_state: dict, inputs: list[dict]) -> str:
+    """sha256 over the model spec and the input fingerprints."""
+    blob = json.dumps({"spec": spec_state, "inputs": inputs}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------
+# Save / load
+# ---------------------------------------------------------------------------
+
+
+def _group_frame(arrays: GroupArrays, lo: int, hi: int) -> pd.DataFrame:
+    r = arrays.layout.r
+    k = arrays.zxy.shape[2]
+    cols: dict[str, np.ndarray] = {
+        "group": arrays.labels[lo:hi],
+        "n": arrays.nobs[lo:hi],
+    }
+    for a in range(r):
+        for b in range(a + 1):
+            cols[f"zz[{a},{b}]"] = arrays.zz[lo:hi, a, b]
+    for a in range(r):
+        for j in range(k):
+            cols[f"zxy[{a},{j}]"] = arrays.zxy[lo:hi, a, j]
+    for comp, table in enumerate(arrays.slot_cols):
+        for s in range(table.shape[1]):
+            cols[f"vc_column[{comp}][{s}]"] = table[lo:hi, s]
+    return pd.DataFrame(cols)
+
+
+def save_statistics(arrays: GroupArrays, path, manifest: dict) -> None:
+    """Write statistics and their manifest to the directory ``path`` atomically."""
+    from .io import _replace_dir
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex}"
+    (tmp / "groups").mkdir(parents=True)
+    try:
+        g = len(arrays.labels)
+        for i, lo in enumerate(range(0, max(g, 1), _GROUPS_PER_FILE)):
+            frame = _group_frame(arrays, lo, min(lo + _GROUPS_PER_FILE, g))
+            frame.to_parquet(tmp / "groups" / f"part-{i:05d}.parquet", index=False)
+        full = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            **manifest,
+            "layout": {"k_re": arrays.layout.k_re, "vc_widths": list(arrays.layout.vc_widths)},
+            "k": int(arrays.zxy.shape[2]),
+            "n_groups": int(g),
+            "xyxy": arrays.glob.xyxy,
+            "n": int(arrays.glob.n),
+            "sum_log_weights": float(arrays.glob.sum_log_weights),
+        }
+        with open(tmp / "manifest.json", "w") as fh:
+            json.dump(_jsonable(full), fh, indent=1, allow_nan=False)
+        _replace_dir(tmp, target, marker="manifest.json")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def read_manifest(path) -> dict:
+    file = Path(path) / "manifest.json"
+    if not file.exists():
+        raise FileNotFoundError(f"{path} holds no saved statistics (no manifest.json)")
+    with open(file) as fh:
+        manifest = json.load(fh)
+    if manifest.get("format") != FORMAT:
+        raise ValueError(f"{file} is not a dmixed statistics manifest")
+    if manifest.get("format_version", 0) > FORMAT_VERSION:
+        raise ValueError(f"{file} was written by a newer dmixed")
+    return manifest
+
+
+def load_statistics(path) -> tuple[GroupArrays, dict]:
+    """Read statistics saved by :func:`save_statistics`."""
+    manifest = read_manifest(path)
+    files = sorted((Path(path) / "groups").glob("part-*.parquet"))
+    frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    layout = Layout(int(manifest["layout"]["k_re"]), tuple(manifest["layout"]["vc_widths"]))
+    r, k, g = layout.r, int(manifest["k"]), len(frame)
+    zz = np.zeros((g, r, r))
+    for a in range(r):
+        for b in range(a + 1):
+            zz[:, a, b] = zz[:, b, a] = frame[f"zz[{a},{b}]"].to_numpy()
+    zxy = np.zeros((g, r, k))
+    for a in range(r):
+        for j in range(k):
+            zxy[:, a, j] = frame[f"zxy[{a},{j}]"].to_numpy()
+    slot_cols = [
+        np.column_stack(
+            [frame[f"vc_column[{c}][{s}]"].to_numpy() for s in range(w)]
+            or [np.zeros((g, 0))]
+        ).astype(np.int64)
+        for c, w in enumerate(layout.vc_widths)
+    ]
+    glob_stats = GlobalStats(
+        np.asarray(manifest["xyxy"], dtype=np.float64).reshape(k, k),
+        int(manifest["n"]),
+        float(manifest["sum_log_weights"]),
+    )
+    arrays = GroupArrays(
+        frame["group"].to_numpy(), frame["n"].to_numpy(), zz, zxy, slot_cols, glob_stats, layout
+    )
+    return arrays, manifest
+
+
+# ---------------------------------------------------------------------------
+# Adding statistics of new rows
+# ---------------------------------------------------------------------------
+
+
+def merge(old: GroupArrays, new: GroupArrays) -> GroupArrays:
+    """Statistics of old rows + statistics of new rows, added by group key.
+
+    Groups are the union of both (sorted).  A variance-component column that a group
+    already had keeps its slot; columns new to a group get the next free slots, so the
+    padded layout may widen.  Every group's block is then re-embedded into the merged
+    layout and the blocks are added.
+    """
+    if old.layout.k_re != new.layout.k_re or old.zxy.shape[2] != new.zxy.shape[2]:
+        raise CheckpointMismatch("the saved statistics are of a different model")
+    labels = pd.Index(old.labels).union(pd.Index(new.labels))
+    labels = labels.sort_values()
+    gi_old = labels.get_indexer(pd.Index(old.labels))
+    gi_new = labels.get_indexer(pd.Index(new.labels))
+    g = len(labels)
+    q = old.layout.k_re
+    widths: list[int] = []
+    old_maps = [np.arange(q)[None, :].repeat(len(gi_old), 0)]
+    new_maps = [np.arange(q)[None, :].repeat(len(gi_new), 0)]
+    merged_tables = []
+    offset = q
+    for comp in range(old.layout.k_vc):
+        t_old, t_new = old.slot_cols[comp], new.slot_cols[comp]
+        table, m_old, m_new = _merge_slots(g, gi_old, t_old, gi_new, t_new)
+        merged_tables.append(table)
+        widths.append(table.shape[1])
+        old_maps.append(offset + m_old)
+        new_maps.append(offset + m_new)
+        offset += table.shape[1]
+    layout = Layout(q, tuple(widths))
+    r = layout.r
+    k = old.zxy.shape[2]
+    zz = np.zeros((g, r, r))
+    zxy = np.zeros((g, r, k))
+    for src, gi, maps in ((old, gi_old, old_maps), (new, gi_new, new_maps)):
+        idx = np.concatenate(maps, axis=1)  # (G_src, r_src): merged coordinate of each slot
+        rows = gi[:, None, None]
+        np.add.at(zz, (rows, idx[:, :, None], idx[:, None, :]), src.zz)
+        np.add.at(zxy, (gi[:, None], idx), src.zxy)
+    nobs = np.zeros(g, dtype=np.int64)
+    np.add.at(nobs, gi_old, old.nobs)
+    np.add.at(nobs, gi_new, new.nobs)
+    glob_stats = GlobalStats(
+        old.glob.xyxy + new.glob.xyxy,
+        old.glob.n + new.glob.n,
+        old.glob.sum_log_weights + new.glob.sum_log_weights,
+    )
+    return GroupArrays(labels.to_numpy(), nobs, zz, zxy, merged_tables, glob_stats, layout)
+
+
+def _merge_slots(g, gi_old, t_old, gi_new, t_new):
+    """Merged slot table of one component and where each old/new slot goes in it.
+
+    Unused slots (column -1) map to a harmless coordinate: their statistics are zero.
+    """
+    ncols = int(max(t_old.max(initial=-1), t_new.max(initial=-1))) + 1
+    base = max(ncols, 1)
+    go, so = np.nonzero(t_old >= 0)
+    key_old = gi_old[go].astype(np.int64) * base + t_old[go, so]
+    gn, sn = np.nonzero(t_new >= 0)
+    key_new = gi_new[gn].astype(np.int64) * base + t_new[gn, sn]
+    fresh = np.setdiff1d(key_new, key_old)  # sorted: by group, then column
+    count_old = np.bincount(gi_old[go], minlength=g)
+    fresh_group = fresh // base
+    first = np.r_[True, fresh_group[1:] != fresh_group[:-1]] if fresh.size else np.zeros(0, bool)
+    start = np.maximum.accumulate(np.where(first, np.arange(fresh.size), 0)) if fresh.size else (
+        np.zeros(0, np.int64)
+    )
+    fresh_slot = count_old[fresh_group] + (np.arange(fresh.size) - start)
+    all_keys = np.concatenate([key_old, fresh])
+    all_slots = np.concatenate([so, fresh_slot]).astype(np.int64)
+    width = int(all_slots.max()) + 1 if all_slots.size else 0
+    table = np.full((g, width), -1, dtype=np.int64)
+    table[all_keys // base, all_slots] = all_keys % base
+    order = np.argsort(all_keys)
+    sorted_keys, sorted_slots = all_keys[order], all_slots[order]
+    m_old = np.zeros(t_old.shape, dtype=np.int64)
+    m_old[go, so] = so  # old slots keep their place
+    unused_old = t_old < 0
+    m_old[unused_old] = np.broadcast_to(np.arange(t_old.shape[1]), t_old.shape)[unused_old]
+    m_new = np.zeros(t_new.shape, dtype=np.int64)
+    pos = np.searchsorted(sorted_keys, key_new)
+    m_new[gn, sn] = sorted_slots[pos]
+    # unused new slots: any coordinate inside the width (their statistics are zero)
+    m_new[t_new < 0] = 0
+    if width == 0:
+        m_old[:] = 0
+        m_new[:] = 0
+    return table, np.minimum(m_old, max(width - 1, 0)), m_new

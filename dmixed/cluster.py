@@ -1,0 +1,179 @@
+"""Choosing and connecting to a Dask cluster for batch jobs (the ``dmixed`` command).
+
+The library itself never starts a cluster (``fit(client=...)`` uses what it is
+given).  The command line does, through :func:`connect`, from one of:
+
+- nothing: an embedded ``LocalCluster`` on this machine, listening on 127.0.0.1 only;
+- a scheduler address (``tcp://host:8786``, ``tls://host:8786``);
+- a scheduler file written by ``dask scheduler --scheduler-file``;
+- a YAML cluster configuration (see ``cluster_configs/``) whose ``kind`` is one of
+  ``local``, ``address``, ``scheduler_file``, ``ssh``, ``slurm``, ``pbs``,
+  ``kubernetes``.  Libraries that only some users have (dask-jobqueue,
+  dask-kubernetes) are imported only when their kind is used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+logger = logging.getLogger("dmixed")
+
+KINDS = ("local", "address", "scheduler_file", "ssh", "slurm", "pbs", "kubernetes")
+_CONFIG_KEYS = {"kind", "cluster", "client", "scale", "security", "address", "scheduler_file"}
+DEFAULT_TIMEOUT = "30s"
+
+
+class ClusterConfigError(ValueError):
+    """A cluster configuration that cannot be used, with the reason."""
+
+
+def _load_yaml(path: Path) -> dict:
+    import yaml
+
+    try:
+        with open(path) as fh:
+            data = yaml.safe_load(fh)
+    except OSError as exc:
+        raise ClusterConfigError(f"cannot read cluster config {path}: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ClusterConfigError(f"cluster config {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ClusterConfigError(f"cluster config {path} must be a mapping with a 'kind' key")
+    return data
+
+
+def read_config(cluster: str | os.PathLike | dict | None) -> dict:
+    """Normalize the ways a cluster can be named into one config dict."""
+    if cluster is None or cluster == "local":
+        return {"kind": "local"}
+    if isinstance(cluster, dict):
+        config = dict(cluster)
+    else:
+        text = str(cluster)
+        if "://" in text:
+            return {"kind": "address", "address": text}
+        path = Path(text)
+        if path.suffix in (".yaml", ".yml"):
+            config = _load_yaml(path)
+        elif path.suffix == ".json":
+            return {"kind": "scheduler_file", "scheduler_file": str(path)}
+        else:
+            raise ClusterConfigError(
+                f"cluster {text!r} is neither a scheduler address (tcp://, tls://), "
+                "a scheduler file (.json) nor a cluster config (.yaml)"
+            )
+    unknown = sorted(set(config) - _CONFIG_KEYS)
+    if unknown:
+        raise ClusterConfigError(
+            f"unknown key(s) {unknown} in cluster config; allowed: {sorted(_CONFIG_KEYS)}"
+        )
+    kind = config.get("kind")
+    if kind not in KINDS:
+        raise ClusterConfigError(f"cluster config 'kind' must be one of {KINDS}, got {kind!r}")
+    for key in ("cluster", "client", "security", "scale"):
+        if key in config and not isinstance(config[key], (dict, type(None), int)):
+            raise ClusterConfigError(f"cluster config '{key}' must be a mapping")
+    return config
+
+
+def _security(config: dict):
+    sec = config.get("security")
+    if not sec:
+        return None
+    from distributed.security import Security
+
+    try:
+        return Security(**sec)
+    except TypeError as exc:
+        raise ClusterConfigError(f"cluster config 'security': {exc}") from exc
+
+
+def _optional(module: str, package: str, kind: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ClusterConfigError(
+            f"cluster kind {kind!r} needs the package {package!r}, which is not installed "
+            f"(pip install {package})"
+        ) from exc
+
+
+def _make_cluster(config: dict):
+    """Start the cluster a config describes (None for address / scheduler-file kinds)."""
+    kind = config["kind"]
+    kwargs = dict(config.get("cluster") or {})
+    if kind == "local":
+        from distributed import LocalCluster
+
+        defaults = {
+            "n_workers": min(os.cpu_count() or 1, 4),
+            "threads_per_worker": 1,
+            "processes": True,
+            # only this machine may connect; no dashboard unless asked for
+            "host": "127.0.0.1",
+            "dashboard_address": None,
+        }
+        defaults.update(kwargs)
+        return LocalCluster(**defaults)
+    if kind == "ssh":
+        from distributed import SSHCluster
+
+        return SSHCluster(**kwargs)
+    if kind in ("slurm", "pbs"):
+        jobqueue = _optional("dask_jobqueue", "dask-jobqueue", kind)
+        cls = jobqueue.SLURMCluster if kind == "slurm" else jobqueue.PBSCluster
+        cluster = cls(**kwargs)
+        cluster.scale(jobs=int(config.get("scale", 1) or 1))
+        return cluster
+    if kind == "kubernetes":
+        operator = _optional("dask_kubernetes.operator", "dask-kubernetes", kind)
+        return operator.KubeCluster(**kwargs)
+    return None
+
+
+@contextlib.contextmanager
+def connect(cluster: str | os.PathLike | dict | None = None) -> Iterator:
+    """A ``distributed.Client`` for the named cluster; closes what it started.
+
+    A scheduler that cannot be reached raises :class:`ConnectionError` after the
+    client timeout (``client: {timeout: 30s}`` in the config), never hangs.
+    """
+    from distributed import Client
+
+    config = read_config(cluster)
+    client_kwargs = {"timeout": DEFAULT_TIMEOUT, **(config.get("client") or {})}
+    security = _security(config)
+    if security is not None:
+        client_kwargs["security"] = security
+    started = _make_cluster(config)
+    try:
+        try:
+            if started is not None:
+                client = Client(started, **client_kwargs)
+            elif config["kind"] == "address":
+                client = Client(config["address"], **client_kwargs)
+            else:
+                path = config["scheduler_file"]
+                if not Path(path).exists():
+                    raise ClusterConfigError(f"scheduler file {path} does not exist")
+                client = Client(scheduler_file=path, **client_kwargs)
+        except (OSError, TimeoutError) as exc:
+            where = config.get("address") or config.get("scheduler_file") or config["kind"]
+            raise ConnectionError(
+                f"could not reach the Dask scheduler at {where} within "
+                f"{client_kwargs['timeout']}: {exc}"
+            ) from exc
+        logger.info("connected to %s (%s)", client.scheduler.address, config["kind"])
+        try:
+            yield client
+        finally:
+            client.close()
+    finally:
+        if started is not None:
+            started.close()
