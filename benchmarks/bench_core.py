@@ -96,7 +96,8 @@ def main() -> None:
     args = ap.parse_args()
     report: dict = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()} {os.cpu_count()} cpus, python {platform.python_version()}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
+        "python": platform.python_version(),
         "threads": 1,
     }
 
@@ -105,8 +106,13 @@ def main() -> None:
     dm = fit_dmixed(*data)
     sm = fit_statsmodels(*data)
     ratio = sm["seconds"] / dm["seconds"]
-    report["peer"] = {"groups": peer_groups, "rows": int(data[0].size), "dmixed": dm,
-                      "statsmodels": sm, "speedup": ratio}
+    report["peer"] = {
+        "groups": peer_groups,
+        "rows": int(data[0].size),
+        "dmixed": dm,
+        "statsmodels": sm,
+        "speedup": ratio,
+    }
     print(f"peer: {peer_groups} groups x 10 rows, random slope REML with SEs")
     print(f"  dmixed      {dm['seconds']:9.3f} s  llf {dm['llf']:.6f}")
     print(f"  statsmodels {sm['seconds']:9.3f} s  llf {sm['llf']:.6f}")
@@ -134,9 +140,11 @@ def main() -> None:
         fit = fit_dmixed(*data)
         wall = time.perf_counter() - t0
         report["headline"] = {"groups": 200_000, "rows": 2_000_000, "wall_seconds": wall, **fit}
-        print(f"\nheadline: 2M rows, 200k groups, random-slope REML with SEs: {wall:.2f} s "
-              f"(goal <= 3 s), data pass {fit['data_pass_seconds']:.2f} s, "
-              f"{fit['n_evals']} evaluations")
+        print(
+            f"\nheadline: 2M rows, 200k groups, random-slope REML with SEs: {wall:.2f} s "
+            f"(goal <= 3 s), data pass {fit['data_pass_seconds']:.2f} s, "
+            f"{fit['n_evals']} evaluations"
+        )
 
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as fh:

@@ -1,0 +1,189 @@
+"""Out-of-core benchmark: a Parquet data set fitted on a 2-worker LocalCluster.
+
+Run:  python benchmarks/bench_dask.py [--rows 50_000_000] [--groups 1_000_000]
+                                      [--files 50] [--workers 2] [--dir benchmarks/out/data]
+
+1. Generates the data once (kept in ``--dir``; regenerated if the sizes differ):
+   ``--files`` Parquet files, rows of every group spread over many files (each row's
+   group is drawn at random), random intercept and slope on x1, 3 fixed effects.
+2. Peer: a plain pyarrow scan of the same columns (``pyarrow.dataset(...).to_table``),
+   in this run.
+3. Fit: ``dmixed.mixedlm("y ~ x1 + x2 + x3", dd.read_parquet(dir), groups="g",
+   re_formula="1 + x1").fit(client=client)`` on a LocalCluster with ``--workers``
+   single-threaded worker processes, REML, standard errors included.
+
+Prints the wall times (whole fit, data pass, per optimizer step), the ratio of the
+whole fit to the scan, and the peak resident memory of every process (driver,
+scheduler, workers, nannies; sampled every 0.1 s), and writes them as JSON (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import threading
+import time
+
+import numpy as np
+
+
+def generate(directory: str, rows: int, groups: int, files: int, seed: int = 0) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    marker = os.path.join(directory, "_params.json")
+    params = {"rows": rows, "groups": groups, "files": files, "seed": seed}
+    if os.path.exists(marker):
+        with open(marker) as fh:
+            if json.load(fh) == params:
+                return
+    os.makedirs(directory, exist_ok=True)
+    for f in os.listdir(directory):
+        os.remove(os.path.join(directory, f))
+    rng = np.random.default_rng(seed)
+    b = rng.normal(size=(groups, 2)) * [1.0, 0.5]
+    per_file = rows // files
+    t0 = time.perf_counter()
+    for i in range(files):
+        n = per_file if i < files - 1 else rows - per_file * (files - 1)
+        g = rng.integers(0, groups, n)
+        x = rng.normal(size=(n, 3))
+        y = 1.0 + x @ [2.0, 3.0, -1.0] + b[g, 0] + b[g, 1] * x[:, 0] + rng.normal(size=n)
+        table = pa.table({"g": g, "x1": x[:, 0], "x2": x[:, 1], "x3": x[:, 2], "y": y})
+        pq.write_table(
+            table, os.path.join(directory, f"part-{i:04d}.parquet"), row_group_size=1_000_000
+        )
+    with open(marker, "w") as fh:
+        json.dump(params, fh)
+    print(f"generated {rows:,} rows in {files} files in {time.perf_counter() - t0:.1f} s")
+
+
+class PeakRSS:
+    """Samples the resident memory of this process and its descendants."""
+
+    def __init__(self, interval: float = 0.1) -> None:
+        import psutil
+
+        self._psutil = psutil
+        self.interval = interval
+        self.peak: dict[int, tuple[str, int]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        me = self._psutil.Process()
+        while not self._stop.is_set():
+            for proc in [me, *me.children(recursive=True)]:
+                try:
+                    rss = proc.memory_info().rss
+                    name = " ".join(proc.cmdline()[-2:]) or proc.name()
+                except (self._psutil.NoSuchProcess, self._psutil.AccessDenied):
+                    continue
+                if rss > self.peak.get(proc.pid, ("", 0))[1]:
+                    self.peak[proc.pid] = (name[-60:], rss)
+            time.sleep(self.interval)
+
+    def __enter__(self) -> PeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=50_000_000)
+    ap.add_argument("--groups", type=int, default=1_000_000)
+    ap.add_argument("--files", type=int, default=50)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--memory-limit", default="6GiB", help="per worker")
+    ap.add_argument("--dir", default="benchmarks/out/data")
+    ap.add_argument("--out", default="benchmarks/out/dask.json")
+    args = ap.parse_args()
+
+    generate(args.dir, args.rows, args.groups, args.files)
+    columns = ["g", "x1", "x2", "x3", "y"]
+
+    import dask.dataframe as dd
+    import pyarrow.dataset as ds
+    from distributed import Client, LocalCluster
+
+    import dmixed
+
+    # peer: a plain pyarrow scan of the same columns
+    t0 = time.perf_counter()
+    table = ds.dataset(args.dir, format="parquet").to_table(columns=columns)
+    scan_rows = table.num_rows
+    del table
+    scan = time.perf_counter() - t0
+    print(f"pyarrow scan of {scan_rows:,} rows x {len(columns)} columns: {scan:.2f} s")
+
+    with (
+        PeakRSS() as rss,
+        LocalCluster(
+            n_workers=args.workers,
+            threads_per_worker=1,
+            processes=True,
+            memory_limit=args.memory_limit,
+            host="127.0.0.1",
+            dashboard_address=None,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        ddf = dd.read_parquet(args.dir)
+        t0 = time.perf_counter()
+        model = dmixed.mixedlm("y ~ x1 + x2 + x3", ddf, groups="g", re_formula="1 + x1")
+        spec_seconds = time.perf_counter() - t0
+        res = model.fit(client=client)
+        fit = time.perf_counter() - t0
+        stats = model.statistics(client=client)
+        lam = stats.layout.lam(res.packed_params, True)
+        steps = []
+        for _ in range(5):
+            t1 = time.perf_counter()
+            stats.engine.step(lam, stats.layout.k_re)
+            steps.append(time.perf_counter() - t1)
+        engine = type(stats.engine).__name__
+    step = float(np.median(steps))
+    peaks = sorted(rss.peak.values(), key=lambda v: -v[1])
+    report = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "rows": res.nobs,
+        "groups": res.n_groups,
+        "files": args.files,
+        "workers": args.workers,
+        "scan_seconds": scan,
+        "fit_seconds": fit,
+        "spec_seconds": spec_seconds,
+        "data_pass_seconds": res.data_pass_seconds,
+        "step_seconds": step,
+        "engine": engine,
+        "n_evals": res.n_evals,
+        "fit_over_scan": fit / scan,
+        "llf": res.llf,
+        "fe_params": res.fe_params.tolist(),
+        "peak_rss_bytes": [{"process": n, "bytes": b} for n, b in peaks],
+    }
+    print(
+        f"fit (spec + data pass + optimization + SEs): {fit:.2f} s "
+        f"= {fit / scan:.2f} x the scan (goal <= 2)"
+    )
+    print(
+        f"  model spec {spec_seconds:.2f} s, data pass {res.data_pass_seconds:.2f} s, "
+        f"{res.n_evals} evaluations, one step {1e3 * step:.1f} ms ({engine})"
+    )
+    print("peak RSS per process:")
+    for name, b in peaks:
+        print(f"  {b / 2**30:6.2f} GiB  {name}")
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    with open(args.out, "w") as fh:
+        json.dump(report, fh, indent=2)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,939 @@
+"""Dask engine: one pass over a Dask DataFrame to per-group statistics, kept on the workers.
+
+The data pass (DESIGN.md §2, §8):
+
+1. every input partition goes through ``spec.transform`` and is reduced to *partial*
+   per-group statistics (:func:`dmixed.kernels.accumulate_statistics` with local group
+   codes), returned as a small pandas frame: one row per group present in the partition,
+   a group-key column and the flattened statistics (lower triangles of the symmetric
+   blocks ``Z̃'Z̃`` and ``[X y]'[X y]``, all of ``Z̃'[X y]``, the row count and
+   ``Σ log w``);
+2. Dask's own ``groupby(key).sum(split_out=B)`` adds the partial statistics of groups
+   whose rows sit in several partitions (only these small frames move, never raw rows);
+3. each of the ``B`` output partitions becomes a numpy block (:class:`_Block`) on the
+   worker that computed it.
+
+All of this is one ``client.compute`` of one graph, so the blocks are futures with
+lineage: if a worker dies, the scheduler recomputes the lost blocks from the data.
+Variance components need a consistent slot numbering of the component's columns within
+each group across partitions; a prepass over the data collects the (group, column) pairs
+present and numbers them on the cluster (:class:`SlotMap`), before the data pass.
+
+Each optimizer step is then one ``client.map`` of a kernel over the block futures with
+the small matrix ``Λ`` and one ``gather`` of ``B`` small sums: no Dask collection is built
+inside the optimizer loop.  When the statistics are small the blocks are gathered once
+and the optimizer runs in-process on a :class:`~dmixed.engines.local.LocalEngine`
+(see :data:`AUTO_LOCAL_MAX_VALUES`).
+
+Without a distributed client the same graph runs on Dask's local scheduler and the
+statistics are gathered into a :class:`~dmixed.engines.local.LocalEngine`.  The library
+never starts a cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import ctypes
+import functools
+import logging
+import operator
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .. import kernels
+from ..objective import GlobalStats
+from ..parametrization import Layout
+from .local import LocalEngine
+
+logger = logging.getLogger("dmixed")
+
+__all__ = [
+    "AUTO_LOCAL_MAX_VALUES",
+    "DEFAULT_ENGINE",
+    "DaskEngine",
+    "SlotMap",
+    "statistics_from_dask",
+]
+
+#: Engine used when ``statistics_from_dask(engine=None)`` and the Dask config key
+#: ``"dmixed.engine"`` is unset: ``"auto"``, ``"distributed"`` or ``"local"``.
+DEFAULT_ENGINE = "auto"
+
+#: ``engine="auto"`` gathers the statistics to the driver and optimizes in-process when
+#: they hold at most this many float64 values (``G · r · (r + p + 1)``, the ``zz`` and
+#: ``zxy`` arrays; 16e6 values = 128 MB, about 1.1e6 groups of a random-slope model).
+#: Measured with ``PYTHONPATH=. python benchmarks/dask_step_roundtrip.py --groups
+#: 1e3,1e4,1e5,3e5,1e6,3e6`` (2 local worker processes × 1 thread on a 2-core machine,
+#: r = 2, p = 4; median step time, distributed vs LocalEngine on the gathered
+#: statistics): 1e3 groups 13 ms vs 0.2 ms, 1e4 14 vs 2.2 ms, 1e5 21 vs 8 ms, 3e5 29 vs
+#: 25 ms, 1e6 62-118 vs 74 ms, 3e6 0.25 vs 0.31 s.  A distributed step costs a fixed
+#: ~13 ms round trip plus its share of the work, so it only pays from about 1e6 groups
+#: on such a cluster (earlier with more worker cores), which is also where the driver
+#: would start to hold a large copy of the statistics.
+AUTO_LOCAL_MAX_VALUES = 16_000_000
+
+#: Raise glibc's mmap threshold in the worker processes that hold statistics.  Dask's
+#: nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which also switches off
+#: glibc's dynamic mmap threshold: every temporary above 128 kB of a kernel call then is
+#: a fresh ``mmap`` whose pages fault in one by one.  Measured on a step over 500 000
+#: random-slope groups in one worker: 0.165 s as started, 0.038 s with the mmap threshold
+#: at 32 MB (the trim threshold, i.e. returning memory to the OS, is left alone).
+TUNE_WORKER_MALLOC = True
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
+_malloc_tuned = False
+
+# Arguments above this size are sent to the workers as futures: distributed turns a
+# keyword argument over ~100 kB of ``client.map`` into a task of its own and fails
+# (DESIGN.md §10).  Λ is r × r, so this only matters for variance components with
+# hundreds of slots.
+_SMALL_ARG_BYTES = 32_000
+
+# Column holding the group key in the partial-statistics frames.
+_KEY = "__dmixed_group__"
+
+# Errors after which a step is resubmitted once: a worker died (its tasks were retried
+# too often, or a connection broke), or futures were cancelled under us.
+try:  # pragma: no cover - distributed is a dependency, but keep the import soft
+    from distributed import KilledWorker as _KilledWorker
+except ImportError:  # pragma: no cover
+    _KilledWorker = RuntimeError
+_RETRY_ERRORS = (
+    _KilledWorker,
+    concurrent.futures.CancelledError,
+    asyncio.CancelledError,
+    OSError,  # includes distributed's CommClosedError
+    TimeoutError,
+)
+
+_LOCAL_SCHEDULERS = {
+    "sync",
+    "synchronous",
+    "single-threaded",
+    "threads",
+    "threading",
+    "processes",
+    "multiprocessing",
+}
+
+
+# ---------------------------------------------------------------------------
+# Flat layout of the per-group statistics in a pandas frame
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _FlatLayout:
+    """Where each statistic lives among the columns of a partial-statistics frame.
+
+    Symmetric blocks store only their lower triangles: for r = 2 and p = 4 that is
+    30 columns per group instead of 43.
+    """
+
+    r: int
+    k: int  # p + 1
+
+    @functools.cached_property
+    def zz_index(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.tril_indices(self.r)
+
+    @functools.cached_property
+    def xy_index(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.tril_indices(self.k)
+
+    @property
+    def n_zz(self) -> int:
+        return self.r * (self.r + 1) // 2
+
+    @property
+    def n_zxy(self) -> int:
+        return self.r * self.k
+
+    @property
+    def n_xy(self) -> int:
+        return self.k * (self.k + 1) // 2
+
+    @property
+    def width(self) -> int:
+        return 2 + self.n_zz + self.n_zxy + self.n_xy
+
+    def columns(self) -> list[str]:
+        zr, zc = self.zz_index
+        xr, xc = self.xy_index
+        return (
+            ["nobs", "sum_log_w"]
+            + [f"zz_{a}_{b}" for a, b in zip(zr, zc, strict=True)]
+            + [f"zxy_{a}_{j}" for a in range(self.r) for j in range(self.k)]
+            + [f"xyxy_{a}_{b}" for a, b in zip(xr, xc, strict=True)]
+        )
+
+    def slices(self) -> tuple[slice, slice, slice]:
+        a = 2 + self.n_zz
+        b = a + self.n_zxy
+        return slice(2, a), slice(a, b), slice(b, b + self.n_xy)
+
+    def pack(self, st: dict[str, np.ndarray]) -> np.ndarray:
+        """(G, width) float64 rows from :func:`kernels.accumulate_statistics` output."""
+        g = st["nobs"].shape[0]
+        out = np.empty((g, self.width))
+        s_zz, s_zxy, s_xy = self.slices()
+        out[:, 0] = st["nobs"]
+        out[:, 1] = st["sum_log_weights_group"]
+        out[:, s_zz] = st["zz"][:, self.zz_index[0], self.zz_index[1]]
+        out[:, s_zxy] = st["zxy"].reshape(g, -1)
+        out[:, s_xy] = st["xyxy_group"][:, self.xy_index[0], self.xy_index[1]]
+        return out
+
+    def unpack_zz(self, values: np.ndarray) -> np.ndarray:
+        g = values.shape[0]
+        zz = np.empty((g, self.r, self.r))
+        tri = values[:, self.slices()[0]]
+        zz[:, self.zz_index[0], self.zz_index[1]] = tri
+        zz[:, self.zz_index[1], self.zz_index[0]] = tri
+        return zz
+
+    def unpack_zxy(self, values: np.ndarray) -> np.ndarray:
+        return values[:, self.slices()[1]].reshape(values.shape[0], self.r, self.k)
+
+    def unpack_xyxy_sum(self, values: np.ndarray) -> np.ndarray:
+        tri = values[:, self.slices()[2]].sum(axis=0)
+        out = np.empty((self.k, self.k))
+        out[self.xy_index[0], self.xy_index[1]] = tri
+        out[self.xy_index[1], self.xy_index[0]] = tri
+        return out
+
+
+def _key_values(groups) -> np.ndarray:
+    """Group keys as a numpy array with one fixed dtype per key kind.
+
+    Numbers, booleans and datetimes keep their numpy dtype; anything else (strings,
+    mixed) becomes ``object``.  Every partition yields the same dtype, so Dask hashes a
+    key the same way wherever it occurs and its partial statistics meet in one output
+    partition.
+    """
+    keys = np.asarray(groups)
+    if keys.dtype.kind not in "iufbMm":
+        keys = keys.astype(object)
+    return keys
+
+
+def _key_series(keys: np.ndarray, name: str = _KEY) -> pd.Series:
+    # dtype=object stops pandas ≥ 3 from inferring its "str" dtype for object arrays
+    dtype = object if keys.dtype == object else keys.dtype
+    return pd.Series(keys, name=name, dtype=dtype)
+
+
+def _meta_key_dtype(ddf, spec):
+    """dtype of the group-key column produced by :func:`_key_values` (best effort)."""
+    try:
+        dt = ddf._meta[spec.group_name].dtype
+    except (KeyError, AttributeError):
+        return object
+    if isinstance(dt, pd.CategoricalDtype):
+        dt = dt.categories.dtype
+    try:
+        kind = np.dtype(dt).kind
+    except TypeError:
+        kind = "O"
+        if pd.api.types.is_bool_dtype(dt):
+            kind = "b"
+        elif pd.api.types.is_integer_dtype(dt):
+            kind = "i"
+        elif pd.api.types.is_float_dtype(dt):
+            kind = "f"
+    if kind in "Mm":
+        return np.dtype(dt)
+    return {"i": np.int64, "u": np.int64, "f": np.float64, "b": bool}.get(kind, object)
+
+
+def _empty_frame(key_dtype, columns: list[str], dtypes=np.float64) -> pd.DataFrame:
+    frame = pd.DataFrame({c: np.empty(0, dtype=dtypes) for c in columns})
+    frame.insert(0, _KEY, _key_series(np.empty(0, dtype=key_dtype)))
+    return frame
+
+
+# ---------------------------------------------------------------------------
+# Variance components: slot numbering consistent across partitions
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class SlotMap:
+    """Slot of every (group, variance-component column) pair present in the data.
+
+    As :func:`dmixed.kernels.assign_vc_slots` does in-process: within a group, the
+    columns of component ``l`` that are non-zero on at least one of the group's rows are
+    numbered ``0, 1, …`` in increasing column order.  Groups are identified by their
+    position in ``groups``; component ``l``'s pairs by ``gid * ncols[l] + col``.
+
+    Attributes
+    ----------
+    groups : pandas.Index
+        Keys of the groups that have at least one variance-component entry.
+    pair_keys, pair_slots : list of ndarray (int64)
+        Per component, the sorted pair keys and their slots.
+    ncols : list of int
+        Per component, the number of global columns (the key multiplier).
+    widths : tuple of int
+        Per component, the largest number of slots any group needs.
+    """
+
+    groups: pd.Index
+    pair_keys: list[np.ndarray]
+    pair_slots: list[np.ndarray]
+    ncols: list[int]
+    widths: tuple[int, ...]
+
+    def group_ids(self, keys) -> np.ndarray:
+        """Position of each key in :attr:`groups` (−1: the group has no entries)."""
+        # the Index keeps its hash table between calls: on a worker the slot map is one
+        # object shared by all the tasks that use it, so the table is built once
+        return self.groups.get_indexer(keys)
+
+    def slot_columns(self, labels: np.ndarray) -> list[np.ndarray]:
+        """Per component, the (G, m_l) table of global column ids (−1: unused slot)."""
+        pos = pd.Index(labels).get_indexer(self.groups)
+        if self.groups.size and (pos < 0).any():
+            raise RuntimeError("internal error: a group with variance components has no rows")
+        out = []
+        for keys, slots, ncols, width in zip(
+            self.pair_keys, self.pair_slots, self.ncols, self.widths, strict=True
+        ):
+            table = np.full((len(labels), width), -1, dtype=np.int64)
+            table[pos[keys // ncols], slots] = keys % ncols
+            out.append(table)
+        return out
+
+
+def _vc_ncols(spec) -> list[int]:
+    # the key multiplier: any upper bound of the column ids works, the global count is one
+    return [max(len(names), 1) for names in spec.vc_column_names]
+
+
+def _partition_vc_pairs(pdf: pd.DataFrame, spec, key_dtype) -> pd.DataFrame:
+    """Distinct (group key, component, column) triples with a non-zero entry."""
+    columns = ["comp", "col"]
+    if len(pdf) == 0:
+        return _empty_frame(key_dtype, columns, np.int64)
+    dm = spec.transform(pdf)
+    keys = _key_values(dm.groups)
+    codes, uniq = pd.factorize(keys)
+    frames = []
+    for comp, (cols, vals, ncols) in enumerate(
+        zip(dm.vc_cols, dm.vc_vals, _vc_ncols(spec), strict=True)
+    ):
+        present = (cols >= 0) & (vals != 0)
+        rows = np.broadcast_to(codes[:, None], cols.shape)[present].astype(np.int64)
+        pk = np.unique(rows * ncols + cols[present].astype(np.int64))
+        frames.append(
+            pd.DataFrame(
+                {
+                    _KEY: _key_series(np.asarray(uniq)[pk // ncols]),
+                    "comp": np.full(pk.size, comp, dtype=np.int64),
+                    "col": pk % ncols,
+                }
+            )
+        )
+    if not frames:
+        return _empty_frame(key_dtype, columns, np.int64)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _build_slot_map(pairs: pd.DataFrame, ncols: list[int]) -> SlotMap:
+    """Number the distinct pairs: rank of the column within its group, per component."""
+    groups = pd.Index(pd.unique(pairs[_KEY].to_numpy()))
+    gid = groups.get_indexer(pairs[_KEY].to_numpy()).astype(np.int64)
+    comp = pairs["comp"].to_numpy()
+    col = pairs["col"].to_numpy().astype(np.int64)
+    all_keys, all_slots, widths = [], [], []
+    for ell, nc in enumerate(ncols):
+        sel = comp == ell
+        keys = np.unique(gid[sel] * nc + col[sel])
+        if keys.size == 0:
+            all_keys.append(keys)
+            all_slots.append(keys.copy())
+            widths.append(0)
+            continue
+        owner = keys // nc
+        first = np.r_[True, owner[1:] != owner[:-1]]
+        start = np.maximum.accumulate(np.where(first, np.arange(keys.size), 0))
+        slots = np.arange(keys.size) - start
+        all_keys.append(keys)
+        all_slots.append(slots.astype(np.int64))
+        widths.append(int(slots.max()) + 1)
+    return SlotMap(groups, all_keys, all_slots, list(ncols), tuple(widths))
+
+
+# ---------------------------------------------------------------------------
+# Per-partition statistics and blocks
+# ---------------------------------------------------------------------------
+
+
+def _partition_statistics(
+    pdf: pd.DataFrame, spec, slot_map: SlotMap | None, flat: _FlatLayout, key_dtype
+) -> pd.DataFrame:
+    """Partial per-group statistics of one partition: one row per group present."""
+    columns = flat.columns()
+    if len(pdf) == 0:
+        return _empty_frame(key_dtype, columns)
+    dm = spec.transform(pdf)
+    if dm.endog.shape[0] == 0:
+        return _empty_frame(key_dtype, columns)
+    keys = _key_values(dm.groups)
+    codes, uniq = pd.factorize(keys)
+    codes = codes.astype(np.int64)
+    n_groups = len(uniq)
+    slots = []
+    widths = [] if slot_map is None else list(slot_map.widths)
+    if dm.vc_cols:
+        row_gid = slot_map.group_ids(np.asarray(uniq))[codes]
+        for ell, (cols, vals) in enumerate(zip(dm.vc_cols, dm.vc_vals, strict=True)):
+            slots.append(
+                kernels.lookup_vc_slots(
+                    row_gid,
+                    cols,
+                    vals,
+                    slot_map.pair_keys[ell],
+                    slot_map.pair_slots[ell],
+                    slot_map.ncols[ell],
+                )
+            )
+    ztilde = kernels.dense_random_design(dm.exog_re, slots, dm.vc_vals, widths)
+    st = kernels.accumulate_statistics(
+        codes, n_groups, dm.endog, dm.exog, ztilde, dm.weights, per_group_xyxy=True
+    )
+    frame = pd.DataFrame(flat.pack(st), columns=columns)
+    frame.insert(0, _KEY, _key_series(np.asarray(uniq)))
+    return frame
+
+
+@dataclass
+class _Block:
+    """Combined statistics of the groups of one output partition, on a worker.
+
+    ``zz`` (G_b, r, r) and ``zxy`` (G_b, r, p+1) in plain layout; ``labels``, ``nobs``
+    and the block's share of the global sums are what the driver gathers once.
+    """
+
+    labels: np.ndarray
+    nobs: np.ndarray
+    xyxy: np.ndarray
+    n: int
+    sum_log_weights: float
+    zz: np.ndarray | None = None
+    zxy: np.ndarray | None = None
+
+
+def _to_block(combined: pd.DataFrame, flat: _FlatLayout) -> _Block:
+    """numpy block of one combined partition (index: group key)."""
+    values = combined.to_numpy(dtype=np.float64)
+    return _Block(
+        labels=combined.index.to_numpy(),
+        nobs=np.rint(values[:, 0]).astype(np.int64),
+        xyxy=flat.unpack_xyxy_sum(values),
+        n=int(np.rint(values[:, 0].sum())),
+        sum_log_weights=float(values[:, 1].sum()),
+        zz=flat.unpack_zz(values),
+        zxy=flat.unpack_zxy(values),
+    )
+
+
+def _block_summary(block: _Block) -> _Block:
+    """The block without its statistics: what the driver needs once."""
+    return _Block(block.labels, block.nobs, block.xyxy, block.n, block.sum_log_weights)
+
+
+def _block_dense(block: _Block) -> tuple[np.ndarray, np.ndarray]:
+    """(zz, zxy) of a block, to gather to the driver."""
+    return block.zz, block.zxy
+
+
+def _tune_malloc() -> None:
+    """See :data:`TUNE_WORKER_MALLOC`; once per process, only under glibc with the trim
+    threshold set in the environment (as Dask's nanny does)."""
+    global _malloc_tuned
+    if _malloc_tuned:
+        return
+    _malloc_tuned = True
+    if not sys.platform.startswith("linux") or "MALLOC_TRIM_THRESHOLD_" not in os.environ:
+        return
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc
+        return
+    mallopt(ctypes.c_int(_M_MMAP_THRESHOLD), ctypes.c_int(32 << 20))
+
+
+def _make_evaluator(block: _Block, tune_malloc: bool = False) -> LocalEngine:
+    """The kernels' evaluator of a block, kept on the worker for the optimizer steps.
+
+    A new task (not a mutation of the block) so that it has lineage: if its worker dies
+    the scheduler recomputes it from the block, and the block from the data.
+    """
+    if tune_malloc:
+        _tune_malloc()
+    return LocalEngine(block.zz, block.zxy)
+
+
+def _block_step(ev: LocalEngine, lam: np.ndarray, q: int) -> kernels.StepSums:
+    return ev.step(lam, q)
+
+
+def _block_hessian(
+    ev: LocalEngine, lam: np.ndarray, basis: np.ndarray, w: np.ndarray
+) -> kernels.HessianSums:
+    return ev.hessian(lam, basis, w)
+
+
+def _block_random_effects(ev: LocalEngine, lam: np.ndarray, w: np.ndarray):
+    return ev.random_effects(lam, w)
+
+
+def _block_gather(ev: LocalEngine) -> tuple[np.ndarray, np.ndarray]:
+    return ev.gather()
+
+
+# ---------------------------------------------------------------------------
+# Assembling the driver-side view
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Assembly:
+    """Group order and global statistics from the per-block summaries."""
+
+    group_labels: np.ndarray
+    group_sizes: np.ndarray
+    position: np.ndarray  # sorted position of each group, in block-concatenation order
+    glob: GlobalStats
+    block_sizes: list[int]
+
+
+def _assemble(summaries: list[_Block], k: int) -> _Assembly:
+    sizes = [len(b.labels) for b in summaries]
+    labels = (
+        np.concatenate([np.asarray(b.labels) for b in summaries])
+        if summaries
+        else np.empty(0, dtype=object)
+    )
+    # the same sort as the in-process path (model.statistics_from_rows): statsmodels' order
+    position, uniq = pd.factorize(pd.Series(labels), sort=True)
+    if len(uniq) != len(labels):
+        raise RuntimeError(
+            "internal error: a group key occurs in two combined partitions "
+            "(group keys of different dtypes in different partitions?)"
+        )
+    nobs = np.zeros(len(uniq), dtype=np.int64)
+    if summaries:
+        nobs[position] = np.concatenate([b.nobs for b in summaries])
+    xyxy = functools.reduce(operator.add, (b.xyxy for b in summaries), np.zeros((k, k)))
+    n = int(sum(b.n for b in summaries))
+    slw = float(sum(b.sum_log_weights for b in summaries))
+    return _Assembly(
+        np.asarray(uniq), nobs, position.astype(np.int64), GlobalStats(xyxy, n, slw), sizes
+    )
+
+
+def _reorder(position: np.ndarray, values: np.ndarray) -> np.ndarray:
+    out = np.empty_like(values)
+    out[position] = values
+    return out
+
+
+# ---------------------------------------------------------------------------
+# The distributed engine
+# ---------------------------------------------------------------------------
+
+
+class DaskEngine:
+    """Evaluate the kernels where the statistics live: on the workers of a Dask cluster.
+
+    Holds one future per block of groups (from a persisted graph, so a block lost with
+    its worker is recomputed from the data).  ``step``, ``hessian`` and
+    ``random_effects`` map a kernel over the blocks and return the sum (or the per-group
+    arrays in ``group_labels`` order).  A failed round trip (a worker died, a connection
+    broke) is resubmitted once.  Reaching the scheduler is the client's business: if it
+    goes away, the client retries for its connect timeout (``distributed.comm.timeouts.
+    connect``, or ``Client(timeout=...)``) and closes, and the engine then raises
+    :class:`ConnectionError` (the statistics died with the scheduler; fit again on a
+    new client).
+
+    The engine never travels with a pickled model or results: pickling gives a detached
+    engine that refuses to compute.
+    """
+
+    name = "dask"
+
+    def __init__(self, client, evaluators: list, graph: list, position: np.ndarray) -> None:
+        self._client = client
+        self._blocks = list(evaluators)  # futures of one LocalEngine per block
+        self._graph = list(graph)  # delayed of each block, to resubmit if it errs
+        self._position = position
+        self._detached = False
+
+    # -- plumbing ----------------------------------------------------------------
+
+    @property
+    def client(self):
+        return self._client
+
+    @property
+    def blocks(self) -> list:
+        """The block futures (one per non-empty combined partition)."""
+        return list(self._blocks)
+
+    def _check(self) -> None:
+        if self._detached:
+            raise RuntimeError(
+                "this Dask engine was unpickled or closed: its statistics are gone; "
+                "build the statistics again (MixedLM.fit on the Dask data)"
+            )
+
+    def _arg(self, value):
+        if isinstance(value, np.ndarray) and value.nbytes > _SMALL_ARG_BYTES:
+            return self._client.scatter(value, hash=False)
+        return value
+
+    def _revive(self) -> None:
+        """Resubmit blocks whose futures ended in error or were cancelled."""
+        dead = [i for i, f in enumerate(self._blocks) if f.status in ("error", "cancelled", "lost")]
+        if dead:
+            logger.warning("dmixed: recomputing %d lost statistics block(s)", len(dead))
+            blocks = self._client.compute([self._graph[i] for i in dead])
+            fresh = self._client.map(
+                _make_evaluator, blocks, tune_malloc=TUNE_WORKER_MALLOC, pure=False
+            )
+            for i, f in zip(dead, fresh, strict=True):
+                self._blocks[i] = f
+
+    def _check_client(self, cause: BaseException | None = None) -> None:
+        """Fail at once, and clearly, when the client has lost its scheduler.
+
+        A client whose scheduler went away tries to reconnect for its connect timeout and
+        then closes; the statistics on the cluster are gone with the scheduler, and a new
+        submission to a closed client would wait forever.  Before a round trip only a
+        closed client is refused (one still reconnecting may recover, and the round trip
+        then fails after its timeout if it does not); after a failed round trip any client
+        that is not running is.
+        """
+        status = getattr(self._client, "status", "running")
+        if cause is None and status not in ("closing", "closed"):
+            return
+        if status != "running":
+            raise ConnectionError(
+                f"the Dask client is {status} (scheduler unreachable?): the statistics on "
+                "the cluster are lost; reconnect and fit again"
+            ) from cause
+
+    def _map(self, func, **kwargs) -> list:
+        """``func(block, **kwargs)`` on every block; results in block order."""
+        self._check()
+        self._check_client()
+        for attempt in range(2):
+            args = {name: self._arg(v) for name, v in kwargs.items()}
+            futures = self._client.map(func, self._blocks, pure=False, **args)
+            try:
+                return self._client.gather(futures)
+            except _RETRY_ERRORS as exc:
+                self._check_client(exc)
+                if attempt:
+                    raise
+                logger.warning(
+                    "dmixed: %s on the cluster (%s); resubmitting", type(exc).__name__, exc
+                )
+                self._revive()
+            finally:
+                del futures
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- the engine interface ------------------------------------------------------
+
+    def step(self, lam: np.ndarray, q: int) -> kernels.StepSums:
+        """Σ over groups of the per-step contributions (DESIGN.md §3–4)."""
+        return functools.reduce(operator.add, self._map(_block_step, lam=lam, q=q))
+
+    def hessian(self, lam: np.ndarray, basis: np.ndarray, w: np.ndarray) -> kernels.HessianSums:
+        """Σ over groups of the Hessian contributions (DESIGN.md §5)."""
+        parts = self._map(_block_hessian, lam=lam, basis=basis, w=w)
+        return functools.reduce(operator.add, parts)
+
+    def random_effects(self, lam: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-group BLUPs and conditional covariances relative to σ² (DESIGN.md §6),
+        in sorted group order."""
+        parts = self._map(_block_random_effects, lam=lam, w=w)
+        r = lam.shape[0]
+        blup = np.concatenate([np.zeros((0, r))] + [b for b, _ in parts])
+        cov = np.concatenate([np.zeros((0, r, r))] + [c for _, c in parts])
+        return _reorder(self._position, blup), _reorder(self._position, cov)
+
+    def gather(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-group ``zz`` (G, r, r) and ``zxy`` (G, r, p+1) on the driver, in sorted
+        group order (e.g. to save the statistics)."""
+        parts = self._map(_block_gather)
+        zz = np.concatenate([z for z, _ in parts])
+        zxy = np.concatenate([x for _, x in parts])
+        return _reorder(self._position, zz), _reorder(self._position, zxy)
+
+    def close(self) -> None:
+        """Release the statistics on the cluster."""
+        blocks, self._blocks, self._graph = self._blocks, [], []
+        self._detached = True
+        for f in blocks:
+            f.release()
+
+    # -- pickling: never carry a client or futures -----------------------------------
+
+    def __getstate__(self) -> dict:
+        return {"_position": self._position}
+
+    def __setstate__(self, state: dict) -> None:
+        self._client = None
+        self._blocks = []
+        self._graph = []
+        self._position = state["_position"]
+        self._detached = True
+
+
+# ---------------------------------------------------------------------------
+# Client and engine resolution
+# ---------------------------------------------------------------------------
+
+
+def _resolve_client(client):
+    """Explicit client → the current distributed client → None (in-process)."""
+    if client is not None:
+        return client
+    try:
+        from distributed import default_client
+    except ImportError:  # pragma: no cover
+        return None
+    try:
+        return default_client()
+    except ValueError:  # no client in this process
+        return None
+
+
+def _resolve_engine(engine: str | None) -> str:
+    if engine is None:
+        import dask
+
+        engine = dask.config.get("dmixed.engine", None) or DEFAULT_ENGINE
+    engine = str(engine).lower()
+    if engine not in ("auto", "distributed", "local"):
+        raise ValueError(f"engine must be 'auto', 'distributed' or 'local', got {engine!r}")
+    return engine
+
+
+def _local_scheduler() -> str:
+    import dask
+
+    configured = dask.config.get("scheduler", None)
+    if isinstance(configured, str) and configured in _LOCAL_SCHEDULERS:
+        return configured
+    return "threads"
+
+
+# ---------------------------------------------------------------------------
+# The data pass
+# ---------------------------------------------------------------------------
+
+
+def _project(ddf, spec):
+    """Only the columns the spec reads (parquet then reads only those)."""
+    cols = list(getattr(spec, "columns_used", None) or [])
+    if spec.group_name not in cols:
+        cols.append(spec.group_name)
+    if all(c in ddf.columns for c in cols) and len(cols) < len(ddf.columns):
+        return ddf[cols]
+    return ddf
+
+
+def _slot_map_graph(ddf, spec, key_dtype):
+    """Delayed :class:`SlotMap` from one pass over the data (the VC prepass)."""
+    import dask
+
+    meta = _empty_frame(key_dtype, ["comp", "col"], np.int64)
+    pairs = ddf.map_partitions(_partition_vc_pairs, spec, key_dtype, meta=meta)
+    # a tree reduction of the distinct pairs, then numbering in one task
+    distinct = pairs.drop_duplicates(split_out=1)
+    (part,) = distinct.to_delayed()
+    return dask.delayed(_build_slot_map, pure=True)(part, _vc_ncols(spec))
+
+
+def _block_graph(ddf, spec, slot_arg, flat, key_dtype, n_blocks):
+    """Delayed blocks: partial statistics per partition → groupby-sum → numpy blocks."""
+    import dask
+
+    meta = _empty_frame(key_dtype, flat.columns())
+    partial = ddf.map_partitions(_partition_statistics, spec, slot_arg, flat, key_dtype, meta=meta)
+    # task-based shuffle: its outputs are ordinary tasks with lineage, so a block lost
+    # with a worker is recomputed like any other task
+    combined = partial.groupby(_KEY, sort=False).sum(split_out=n_blocks, shuffle_method="tasks")
+    return [dask.delayed(_to_block, pure=True)(part, flat) for part in combined.to_delayed()]
+
+
+def _wait(client, futures, progress: bool = False, what: str = "", t0: float = 0.0) -> None:
+    """Wait for futures on ``client`` (not necessarily the default client), logging
+    progress every 10 s when asked.  Errors surface at the following gather."""
+    from distributed import wait
+
+    with client.as_current():  # distributed.wait() works on the current client
+        while True:
+            try:
+                wait(futures, timeout=10 if progress else None)
+                return
+            except TimeoutError:
+                done = sum(f.status == "finished" for f in futures)
+                logger.info(
+                    "%s: %d/%d blocks done, %.0fs",
+                    what,
+                    done,
+                    len(futures),
+                    time.perf_counter() - t0,
+                )
+
+
+def statistics_from_dask(ddf, spec, client=None, progress: bool = False, engine=None):
+    """One pass over a Dask DataFrame → :class:`~dmixed.model.FittedStatistics`.
+
+    Parameters
+    ----------
+    ddf : dask.dataframe.DataFrame
+        The data; a group's rows may be in any partitions, in any order.
+    spec : dmixed.design.ModelSpec
+        Built once from the whole dataset; applied to every partition.
+    client : distributed.Client, optional
+        Where to compute.  Default: the current distributed client, else Dask's local
+        scheduler in this process (the library never starts a cluster).
+    progress : bool
+        Log the data pass at INFO level on logger ``"dmixed"``: start, every 10 s on a
+        cluster, end with timing.  (``distributed.progress`` would draw a bar on stdout,
+        which is no place for a library's progress in batch jobs.)
+    engine : {"auto", "distributed", "local"}, optional
+        With a client: keep the statistics on the workers (``"distributed"``), gather
+        them and optimize in-process (``"local"``), or choose by their size
+        (``"auto"``, see :data:`AUTO_LOCAL_MAX_VALUES`).  Default: the Dask config key
+        ``"dmixed.engine"``, else :data:`DEFAULT_ENGINE`.
+
+    Returns
+    -------
+    FittedStatistics
+        With a :class:`DaskEngine` or a :class:`~dmixed.engines.local.LocalEngine`;
+        groups in sorted key order, as statsmodels.
+    """
+    import dask
+
+    from ..model import FittedStatistics
+
+    mode = _resolve_engine(engine)
+    client = _resolve_client(client)
+    if client is None and mode == "distributed":
+        raise ValueError(
+            "engine='distributed' needs a distributed Client (pass client= or create one)"
+        )
+    level = logging.INFO if progress else logging.DEBUG
+    t0 = time.perf_counter()
+    ddf = _project(ddf, spec)
+    n_parts = ddf.npartitions
+    key_dtype = _meta_key_dtype(ddf, spec)
+    q = len(spec.exog_re_names)
+    k = len(spec.exog_names) + 1
+    where = "local scheduler" if client is None else f"cluster {client.scheduler.address}"
+
+    # -- VC prepass: slot numbering of (group, column) pairs ----------------------
+    slot_map = None
+    slot_arg = None
+    if spec.vc_names:
+        logger.log(level, "VC prepass: %d partitions on %s", n_parts, where)
+        graph = _slot_map_graph(ddf, spec, key_dtype)
+        if client is None:
+            (slot_map,) = dask.compute(graph, scheduler=_local_scheduler())
+            slot_arg = slot_map
+        else:
+            slot_future = client.compute(graph)
+            _wait(client, [slot_future], progress, "VC prepass", t0)
+            slot_map = slot_future.result()
+            # the partitions get the slot map as a dependency (a future with lineage),
+            # never as a large literal argument
+            slot_arg = dask.delayed(slot_future)
+        logger.log(
+            level,
+            "VC prepass done in %.2fs: slots per component %s",
+            time.perf_counter() - t0,
+            list(slot_map.widths),
+        )
+    widths = () if slot_map is None else tuple(slot_map.widths)
+    layout = Layout(q, widths)
+    flat = _FlatLayout(layout.r, k)
+
+    # -- the data pass -----------------------------------------------------------
+    t1 = time.perf_counter()
+    if client is None:
+        n_blocks = max(1, min(n_parts, os.cpu_count() or 1))
+    else:
+        n_blocks = max(1, int(sum(client.nthreads().values())))
+    logger.log(level, "data pass: %d partitions → %d blocks on %s", n_parts, n_blocks, where)
+    graph = _block_graph(ddf, spec, slot_arg, flat, key_dtype, n_blocks)
+    if client is None:
+        blocks = list(dask.compute(*graph, scheduler=_local_scheduler()))
+        asm = _assemble(blocks, k)
+        engine_obj = _local_engine([(b.zz, b.zxy) for b in blocks], asm, flat)
+    else:
+        futures = client.compute(graph)  # the one data pass
+        _wait(client, futures, progress, "data pass", t1)
+        summaries = client.gather(client.map(_block_summary, futures, pure=False))
+        asm = _assemble(summaries, k)
+        n_values = len(asm.group_labels) * flat.r * (flat.r + k)
+        if mode == "local" or (mode == "auto" and n_values <= AUTO_LOCAL_MAX_VALUES):
+            dense = client.gather(client.map(_block_dense, futures, pure=False))
+            engine_obj = _local_engine(dense, asm, flat)
+            logger.log(level, "statistics gathered: optimizing in-process")
+            for f in futures:
+                f.release()
+        else:
+            keep = [i for i, size in enumerate(asm.block_sizes) if size > 0]
+            evaluators = client.map(
+                _make_evaluator,
+                [futures[i] for i in keep],
+                tune_malloc=TUNE_WORKER_MALLOC,
+                pure=False,
+            )
+            _wait(client, evaluators)
+            engine_obj = DaskEngine(client, evaluators, [graph[i] for i in keep], asm.position)
+            # the plain blocks are released; the scheduler keeps their recipe (lineage)
+            for f in futures:
+                f.release()
+            logger.log(level, "statistics kept on the cluster in %d blocks", len(keep))
+    if asm.glob.n == 0:
+        if isinstance(engine_obj, DaskEngine):
+            engine_obj.close()
+        raise ValueError("no data: the Dask DataFrame has no rows (after dropping missing values)")
+    logger.log(
+        level,
+        "data pass done in %.2fs: %d rows, %d groups",
+        time.perf_counter() - t1,
+        asm.glob.n,
+        len(asm.group_labels),
+    )
+    slot_cols = [] if slot_map is None else slot_map.slot_columns(asm.group_labels)
+    return FittedStatistics(
+        engine=engine_obj,
+        glob=asm.glob,
+        layout=layout,
+        group_labels=asm.group_labels,
+        group_sizes=asm.group_sizes,
+        vc_slot_cols=slot_cols,
+        data_pass_seconds=time.perf_counter() - t0,
+    )
+
+
+def _local_engine(dense: list, asm: _Assembly, flat: _FlatLayout) -> LocalEngine:
+    """A LocalEngine on gathered (zz, zxy) pairs, groups in sorted order."""
+    zz = np.concatenate([np.zeros((0, flat.r, flat.r))] + [d[0] for d in dense])
+    zxy = np.concatenate([np.zeros((0, flat.r, flat.k))] + [d[1] for d in dense])
+    return LocalEngine(_reorder(asm.position, zz), _reorder(asm.position, zxy))

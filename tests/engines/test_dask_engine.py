@@ -1,0 +1,555 @@
+"""The Dask engine: same estimates as the in-process fit, one data pass, fault tolerance.
+
+Every fit on a Dask DataFrame is compared with ``dmixed.MixedLM.from_formula`` on the
+same rows as a pandas DataFrame, to 1e-8 relative, whatever the number of partitions and
+the row order (rows are shuffled, so every group is spread over several partitions).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+import warnings
+
+import dask
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import pytest
+from distributed import Client, Future, LocalCluster
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import dmixed
+from dmixed.engines import dask as dask_engine
+from dmixed.engines.dask import DaskEngine, statistics_from_dask
+from dmixed.engines.local import LocalEngine
+
+from .._synth import make_data
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FORMULA = "y ~ x1 + x2"
+SLOPE = {"re_formula": "1 + x1"}
+VC = {"re_formula": "1", "vc_formula": {"sub": "0 + C(sub)"}}
+RTOL = 1e-8
+
+
+# --------------------------------------------------------------------------------------
+# data and helpers
+# --------------------------------------------------------------------------------------
+
+
+def _keys(g: np.ndarray, kind: str) -> pd.Series:
+    """Group keys of one of the kinds users have: int, strings of every dtype, categorical."""
+    if kind == "int":
+        return pd.Series(g * 7 + 3, dtype=np.int64)
+    labels = np.array([f"g{v:03d}" if v % 3 else f"G{v}" for v in g], dtype=object)
+    if kind == "object":
+        return pd.Series(labels, dtype=object)
+    if kind == "str":
+        return pd.Series(labels).astype("str")
+    if kind == "string[pyarrow]":
+        return pd.Series(labels).astype("string[pyarrow]")
+    if kind == "category":
+        return pd.Series(labels).astype("category")
+    raise ValueError(kind)
+
+
+def _frame(n_groups: int = 50, key: str = "int", seed: int = 7, shuffle: int = 1):
+    df = make_data(n_groups=n_groups, max_size=12, vc_sd=0.6, seed=seed)
+    df["g"] = _keys(df["g"].to_numpy(), key)
+    # shuffle the rows: each group's rows end up in several partitions, in any order
+    return df.sample(frac=1.0, random_state=shuffle).reset_index(drop=True)
+
+
+def _fit(data, model_kw, **fit_kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = dmixed.MixedLM.from_formula(FORMULA, data=data, groups="g", **model_kw)
+        return model, model.fit(**fit_kw)
+
+
+def _assert_same(res, ref, rtol: float = RTOL) -> None:
+    atol = 1e-12 * ref.scale  # for variances on the boundary (exact zeros)
+    np.testing.assert_allclose(res.fe_params, ref.fe_params, rtol=rtol, atol=atol)
+    np.testing.assert_allclose(res.cov_re, ref.cov_re, rtol=rtol, atol=atol)
+    np.testing.assert_allclose(res.vcomp, ref.vcomp, rtol=rtol, atol=atol)
+    np.testing.assert_allclose(res.scale, ref.scale, rtol=rtol)
+    np.testing.assert_allclose(res.llf, ref.llf, rtol=rtol)
+    np.testing.assert_allclose(res.bse, ref.bse, rtol=rtol, atol=atol)
+    assert list(res.group_labels) == list(ref.group_labels)
+    np.testing.assert_array_equal(res.group_sizes, ref.group_sizes)
+    for key, value in ref.random_effects.items():
+        np.testing.assert_allclose(res.random_effects[key], value, rtol=1e-6, atol=1e-9)
+
+
+_REF_CACHE: dict = {}
+
+
+def _reference(df: pd.DataFrame, model_kw: dict, tag):
+    key = (tag, repr(model_kw))
+    if key not in _REF_CACHE:
+        _REF_CACHE[key] = _fit(df, model_kw)[1]
+    return _REF_CACHE[key]
+
+
+@pytest.fixture(scope="module")
+def cluster_client():
+    """Two single-threaded worker processes; the client is not made the default one, so
+    the in-process tests of this module see no client."""
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        yield client
+
+
+@pytest.fixture
+def force_distributed():
+    with dask.config.set({"dmixed.engine": "distributed"}):
+        yield
+
+
+# --------------------------------------------------------------------------------------
+# in-process (no client): Dask's local scheduler, gathered into a LocalEngine
+# --------------------------------------------------------------------------------------
+
+CASES = [
+    ("slope", "int", 1),
+    ("slope", "object", 3),
+    ("slope", "string[pyarrow]", 17),
+    ("slope", "category", 3),
+    ("vc", "int", 17),
+    ("vc", "str", 3),
+    ("vc", "category", 1),
+    ("vc", "string[pyarrow]", 3),
+]
+
+
+@pytest.mark.parametrize(("model", "key", "nparts"), CASES)
+def test_in_process_matches_pandas(model, key, nparts):
+    model_kw = SLOPE if model == "slope" else VC
+    df = _frame(key=key)
+    ref = _reference(df, model_kw, key)
+    m, res = _fit(dd.from_pandas(df, npartitions=nparts), model_kw)
+    assert isinstance(m.statistics().engine, LocalEngine)
+    _assert_same(res, ref)
+
+
+def test_in_process_weights_and_unknown_divisions():
+    df = _frame()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = dmixed.MixedLM.from_formula(FORMULA, data=df, groups="g", weights="w", **SLOPE)
+        ref = ref.fit()
+    ddf = dd.from_pandas(df, npartitions=5).clear_divisions()
+    assert not ddf.known_divisions
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = dmixed.MixedLM.from_formula(FORMULA, data=ddf, groups="g", weights="w", **SLOPE)
+        res = res.fit()
+    _assert_same(res, ref)
+
+
+@settings(max_examples=6, deadline=None)
+@given(
+    nparts=st.integers(min_value=1, max_value=24),
+    order=st.integers(min_value=0, max_value=2**31 - 1),
+    model=st.sampled_from(["slope", "vc"]),
+)
+def test_property_partitions_and_row_order(nparts, order, model):
+    model_kw = SLOPE if model == "slope" else VC
+    base = _frame(n_groups=30, seed=11)
+    ref = _reference(base, model_kw, "property")
+    shuffled = base.sample(frac=1.0, random_state=order % (2**32)).reset_index(drop=True)
+    _, res = _fit(dd.from_pandas(shuffled, npartitions=nparts), model_kw)
+    _assert_same(res, ref)
+
+
+# --------------------------------------------------------------------------------------
+# one data pass
+# --------------------------------------------------------------------------------------
+
+
+class _CountingReader:
+    """Partition reader for ``dd.from_map`` that appends a line to a file per read."""
+
+    def __init__(self, df: pd.DataFrame, nparts: int, path: str) -> None:
+        self.parts = np.array_split(np.arange(len(df)), nparts)
+        self.df = df
+        self.path = path
+
+    def __call__(self, i: int) -> pd.DataFrame:
+        with open(self.path, "a") as fh:
+            fh.write(f"{i}\n")
+        return self.df.iloc[self.parts[i]].reset_index(drop=True)
+
+    def reads(self) -> int:
+        if not os.path.exists(self.path):
+            return 0
+        with open(self.path) as fh:
+            return sum(1 for _ in fh)
+
+    def reset(self) -> None:
+        if os.path.exists(self.path):
+            os.remove(self.path)
+
+
+@pytest.mark.parametrize("model", ["slope", "vc"])
+@pytest.mark.parametrize("where", ["in-process", "cluster"])
+def test_one_data_pass(tmp_path, model, where, request):
+    model_kw = SLOPE if model == "slope" else VC
+    df = _frame(key="str")
+    nparts = 6
+    reader = _CountingReader(df, nparts, str(tmp_path / "reads.txt"))
+    ddf = dd.from_map(reader, range(nparts), meta=df.iloc[:0], enforce_metadata=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model_obj = dmixed.MixedLM.from_formula(FORMULA, data=ddf, groups="g", **model_kw)
+    reader.reset()  # building the spec may scan the categorical columns: not the fit
+    fit_kw, engine = {}, "auto"
+    if where == "cluster":
+        fit_kw["client"] = request.getfixturevalue("cluster_client")
+        engine = "distributed"
+    with warnings.catch_warnings(), dask.config.set({"dmixed.engine": engine}):
+        warnings.simplefilter("ignore")
+        res = model_obj.fit(**fit_kw)
+    expected = nparts * (2 if model == "vc" else 1)  # the VC prepass reads once more
+    assert reader.reads() == expected
+    _assert_same(res, _reference(df, model_kw, "str"))
+
+
+# --------------------------------------------------------------------------------------
+# on a cluster
+# --------------------------------------------------------------------------------------
+
+CLUSTER_CASES = [
+    ("slope", "int", 1),
+    ("slope", "string[pyarrow]", 17),
+    ("vc", "category", 3),
+    ("vc", "object", 17),
+]
+
+
+@pytest.mark.parametrize(("model", "key", "nparts"), CLUSTER_CASES)
+def test_cluster_distributed_matches_pandas(cluster_client, force_distributed, model, key, nparts):
+    model_kw = SLOPE if model == "slope" else VC
+    df = _frame(key=key)
+    m, res = _fit(dd.from_pandas(df, npartitions=nparts), model_kw, client=cluster_client)
+    engine = m.statistics(client=cluster_client).engine
+    assert isinstance(engine, DaskEngine)
+    assert all(isinstance(f, Future) for f in engine.blocks)
+    _assert_same(res, _reference(df, model_kw, key))
+
+
+def test_cluster_auto_gathers_small_statistics(cluster_client):
+    df = _frame(key="object")
+    m, res = _fit(dd.from_pandas(df, npartitions=3), SLOPE, client=cluster_client)
+    assert isinstance(m.statistics(client=cluster_client).engine, LocalEngine)
+    _assert_same(res, _reference(df, SLOPE, "object"))
+
+
+def test_cluster_weights_and_explicit_engine(cluster_client):
+    df = _frame()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = dmixed.MixedLM.from_formula(FORMULA, data=df, groups="g", weights="w", **VC)
+        ref = ref.fit()
+        model = dmixed.MixedLM.from_formula(
+            FORMULA, data=dd.from_pandas(df, npartitions=4), groups="g", weights="w", **VC
+        )
+    stats = statistics_from_dask(model._source, model.spec, client=cluster_client, engine="local")
+    assert isinstance(stats.engine, LocalEngine)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        stats = statistics_from_dask(
+            model._source, model.spec, client=cluster_client, engine="distributed"
+        )
+    assert isinstance(stats.engine, DaskEngine)
+    model._stats_cache = (cluster_client, stats)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = model.fit(client=cluster_client)
+    _assert_same(res, ref)
+    stats.engine.close()
+    with pytest.raises(RuntimeError, match="statistics are gone"):
+        stats.engine.step(np.eye(stats.layout.r), stats.layout.k_re)
+
+
+def test_large_arguments_are_sent_as_futures(cluster_client, force_distributed, monkeypatch):
+    """Arguments above the size limit (Λ, the Hessian basis, w) reach the workers as
+    futures, not as task-graph literals: distributed fails on keyword arguments over
+    ~100 kB.  The limit is lowered so that a small model exercises the path."""
+    monkeypatch.setattr(dask_engine, "_SMALL_ARG_BYTES", 8)
+    scattered = []
+    real_scatter = cluster_client.scatter
+
+    def counting_scatter(data, *args, **kwargs):
+        scattered.append(getattr(data, "shape", None))
+        return real_scatter(data, *args, **kwargs)
+
+    monkeypatch.setattr(cluster_client, "scatter", counting_scatter)
+    df = _frame()
+    m, res = _fit(dd.from_pandas(df, npartitions=3), VC, client=cluster_client)
+    assert isinstance(m.statistics(client=cluster_client).engine, DaskEngine)
+    assert scattered
+    _assert_same(res, _reference(df, VC, "int"))
+
+
+def test_failed_round_trip_is_resubmitted(cluster_client, caplog):
+    """A block future that errs (here: cancelled under the engine) makes the gather fail;
+    the engine recomputes the block from its graph and resubmits the step once."""
+    df = _frame()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = dmixed.MixedLM.from_formula(
+            FORMULA, data=dd.from_pandas(df, npartitions=3), groups="g", **VC
+        )
+    stats = statistics_from_dask(
+        model._source, model.spec, client=cluster_client, engine="distributed"
+    )
+    engine = stats.engine
+    lam = np.diag(np.linspace(0.5, 1.5, stats.layout.r))
+    before = engine.step(lam, stats.layout.k_re)
+    cluster_client.cancel(engine.blocks[:1])
+    caplog.set_level(logging.WARNING, logger="dmixed")
+    after = engine.step(lam, stats.layout.k_re)
+    assert "resubmitting" in caplog.text
+    np.testing.assert_allclose(after.logdet, before.logdet, rtol=1e-12)
+    np.testing.assert_allclose(after.m, before.m, rtol=1e-12)
+    # the per-group results come back in sorted group order, as from a LocalEngine
+    w = np.r_[-np.ones(3), 1.0]
+    blup, cov = engine.random_effects(lam, w)
+    local = statistics_from_dask(model._source, model.spec, client=cluster_client, engine="local")
+    ref_blup, ref_cov = local.engine.random_effects(lam, w)
+    np.testing.assert_allclose(blup, ref_blup, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(cov, ref_cov, rtol=1e-10, atol=1e-14)
+    for mine, ref in zip(engine.gather(), local.engine.gather(), strict=True):
+        np.testing.assert_allclose(mine, ref, rtol=1e-12, atol=1e-12)
+    engine.close()
+
+
+def _pickled_types(obj) -> set[str]:
+    """Names of the Future / Client / DaskEngine objects a pickle of ``obj`` would hold."""
+    found: set[str] = set()
+
+    class Spy(pickle.Pickler):
+        def reducer_override(self, value):
+            if isinstance(value, (Future, Client, DaskEngine)):
+                found.add(type(value).__name__)
+            return NotImplemented
+
+    Spy(io.BytesIO()).dump(obj)
+    return found
+
+
+@pytest.mark.parametrize("how", ["current client", "explicit client"])
+def test_results_pickle_without_client_or_futures(cluster_client, force_distributed, how):
+    df = _frame(key="str")
+    ddf = dd.from_pandas(df, npartitions=3)
+    if how == "current client":
+        with cluster_client.as_current():  # found without client=
+            m, res = _fit(ddf, SLOPE)
+            engine = m.statistics().engine
+    else:
+        m, res = _fit(ddf, SLOPE, client=cluster_client)
+        engine = m.statistics(client=cluster_client).engine
+    assert isinstance(engine, DaskEngine)
+    assert not _pickled_types(res) & {"Future", "Client", "DaskEngine"}
+    back = pickle.loads(pickle.dumps(res))
+    _assert_same(back, res, rtol=0)
+    # the engine itself never carries its client or futures: it unpickles detached
+    assert not _pickled_types(engine) & {"Future", "Client"}
+    with pytest.raises(RuntimeError, match="statistics are gone"):
+        pickle.loads(pickle.dumps(engine)).step(np.eye(2), 2)
+
+
+def test_progress_logs_the_data_pass(cluster_client, caplog):
+    df = _frame()
+    caplog.set_level(logging.INFO, logger="dmixed")
+    _fit(dd.from_pandas(df, npartitions=3), VC, client=cluster_client, progress=True)
+    text = caplog.text
+    assert "VC prepass: 3 partitions" in text
+    assert "data pass: 3 partitions" in text
+    assert "data pass done in" in text
+
+
+def test_engine_argument_errors():
+    df = _frame()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = dmixed.MixedLM.from_formula(
+            FORMULA, data=dd.from_pandas(df, npartitions=2), groups="g"
+        )
+    with pytest.raises(ValueError, match="needs a distributed Client"):
+        statistics_from_dask(model._source, model.spec, engine="distributed")
+    with pytest.raises(ValueError, match="engine must be"):
+        statistics_from_dask(model._source, model.spec, engine="gpu")
+
+
+def test_unreachable_scheduler_fails_fast():
+    """Reaching the scheduler is the client's business: an address nobody listens on
+    fails within the client's timeout (dmixed never retries it behind the user's back)."""
+    t0 = time.perf_counter()
+    with pytest.raises(OSError, match="127.0.0.1:1"):
+        Client("tcp://127.0.0.1:1", timeout="2s", set_as_default=False)
+    assert time.perf_counter() - t0 < 30
+
+
+# --------------------------------------------------------------------------------------
+# fault tolerance: a worker dies during the optimization
+# --------------------------------------------------------------------------------------
+
+
+class _KillOnIteration(logging.Handler):
+    """Kills (SIGKILL) a worker holding statistics when the optimizer logs iteration k."""
+
+    def __init__(self, model, client, at: int) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.model, self.client, self.at = model, client, at
+        self.killed: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.killed or not record.getMessage().startswith(f"iteration {self.at} "):
+            return
+        engine = self.model._stats_cache[1].engine
+        # A step may have run on the worker without the block (the scheduler copies a
+        # small block rather than wait): keep one copy of each, so the kill loses some.
+        self.client.replicate(engine.blocks, n=1)
+        holders = self.client.who_has(engine.blocks)
+        addr = sorted(addrs[0] for addrs in holders.values() if len(addrs) == 1)[0]
+        pid = self.client.run(os.getpid, workers=[addr])[addr]
+        os.kill(pid, signal.SIGKILL)
+        self.killed.append(addr)
+
+
+def test_worker_killed_mid_optimization(tmp_path):
+    df = _frame(n_groups=120, key="int")
+    ref = _reference(df, SLOPE, "kill")
+    nparts = 4
+    reader = _CountingReader(df, nparts, str(tmp_path / "reads.txt"))
+    ddf = dd.from_map(reader, range(nparts), meta=df.iloc[:0], enforce_metadata=False)
+    logger = logging.getLogger("dmixed")
+    old_level = logger.level
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+        dask.config.set({"dmixed.engine": "distributed"}),
+    ):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = dmixed.MixedLM.from_formula(FORMULA, data=ddf, groups="g", **SLOPE)
+        reader.reset()
+        killer = _KillOnIteration(model, client, at=3)
+        logger.addHandler(killer)
+        logger.setLevel(logging.DEBUG)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                res = model.fit(client=client)
+        finally:
+            logger.removeHandler(killer)
+            logger.setLevel(old_level)
+        assert killer.killed, "the optimizer never reached the iteration that kills"
+        # the lost blocks were recomputed from their lineage: the data was read again
+        assert reader.reads() > nparts
+    _assert_same(res, ref)
+
+
+# --------------------------------------------------------------------------------------
+# a real scheduler and workers started from the command line
+# --------------------------------------------------------------------------------------
+
+
+def _spawn(args: list[str], log) -> subprocess.Popen:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([REPO, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return subprocess.Popen(
+        [sys.executable, "-m", *args],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_subprocess_scheduler_and_workers(tmp_path):
+    sched_file = str(tmp_path / "scheduler.json")
+    log = open(tmp_path / "cluster.log", "w")  # noqa: SIM115 - closed in finally
+    procs: list[subprocess.Popen] = []
+    client = None
+    try:
+        procs.append(
+            _spawn(
+                [
+                    "distributed.cli.dask_scheduler",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    "0",
+                    "--no-dashboard",
+                    "--scheduler-file",
+                    sched_file,
+                ],
+                log,
+            )
+        )
+        deadline = time.monotonic() + 60
+        while not os.path.exists(sched_file):
+            assert procs[0].poll() is None, "the scheduler exited"
+            assert time.monotonic() < deadline, "no scheduler file after 60 s"
+            time.sleep(0.1)
+        for _ in range(2):
+            procs.append(
+                _spawn(
+                    [
+                        "distributed.cli.dask_worker",
+                        "--scheduler-file",
+                        sched_file,
+                        "--nthreads",
+                        "1",
+                        "--no-dashboard",
+                    ],
+                    log,
+                )
+            )
+        client = Client(scheduler_file=sched_file, timeout="5s", set_as_default=False)
+        client.wait_for_workers(2, timeout=60)
+        df = _frame(key="string[pyarrow]")
+        with dask.config.set({"dmixed.engine": "distributed"}):
+            m, res = _fit(dd.from_pandas(df, npartitions=5), VC, client=client)
+        stats = m.statistics(client=client)
+        engine = stats.engine
+        assert isinstance(engine, DaskEngine)
+        _assert_same(res, _reference(df, VC, "string[pyarrow]"))
+
+        # the scheduler dies: the statistics are gone with it, and the engine says so
+        # once the client gives up reconnecting (its 5 s timeout), instead of hanging
+        procs[0].kill()
+        procs[0].wait(timeout=20)
+        t0 = time.perf_counter()
+        with pytest.raises(ConnectionError, match="reconnect and fit again"):
+            engine.step(np.eye(stats.layout.r), stats.layout.k_re)
+        assert time.perf_counter() - t0 < 60
+    finally:
+        if client is not None:
+            client.close()
+        for p in reversed(procs):
+            p.terminate()
+        for p in reversed(procs):
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=20)
+        log.close()
