@@ -26,6 +26,8 @@ import numpy as np
 # Groups are processed in chunks of this many, to bound the size of the
 # (G, m, r, r)-shaped temporaries of the Hessian and keep them cache friendly.
 _CHUNK = 16384
+# Up to this r, Λ'ZΛ is one (Λ⊗Λ) matrix product (r⁴ entries: 4096 at r = 8).
+_KRON_MAX_R = 8
 
 
 # ---------------------------------------------------------------------------
@@ -325,9 +327,14 @@ def _factor(zz: np.ndarray, lam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     r, _, g = zz.shape
     if r == 0:
         return np.zeros((0, 0, g)), np.zeros(g)
-    # Λ'ZZΛ for all groups as one matrix product: vec(Λ'ZΛ) = (Λ ⊗ Λ)' vec(Z)
-    kron = np.kron(lam, lam)
-    lzl = (kron.T @ zz.reshape(r * r, g)).reshape(r, r, g)
+    # Λ'ZZΛ for all groups as one matrix product: vec(Λ'ZΛ) = (Λ ⊗ Λ)' vec(Z).  The
+    # Kronecker factor has r⁴ entries: fine for the small r of random slopes, wasteful
+    # for wide variance-component layouts, where two batched products are used instead.
+    kron = np.kron(lam, lam) if r <= _KRON_MAX_R else None
+    if kron is not None:
+        lzl = (kron.T @ zz.reshape(r * r, g)).reshape(r, r, g)
+    else:
+        lzl = np.ascontiguousarray(np.moveaxis(lam.T @ np.moveaxis(zz, -1, 0) @ lam, 0, -1))
     if r == 1:
         kk = 1.0 + lzl[0, 0]
         return (lam[0, 0] ** 2 / kk)[None, None, :], np.log(kk)
@@ -346,7 +353,10 @@ def _factor(zz: np.ndarray, lam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         chol = np.linalg.cholesky(kmat)
         logdet = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
         kinv = np.moveaxis(np.linalg.inv(kmat), 0, -1)
-    p_mat = (kron @ np.ascontiguousarray(kinv).reshape(r * r, g)).reshape(r, r, g)
+    if kron is not None:
+        p_mat = (kron @ np.ascontiguousarray(kinv).reshape(r * r, g)).reshape(r, r, g)
+    else:
+        p_mat = np.ascontiguousarray(np.moveaxis(lam @ np.moveaxis(kinv, -1, 0) @ lam.T, 0, -1))
     return p_mat, logdet
 
 

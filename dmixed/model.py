@@ -468,15 +468,24 @@ class MixedLM:
 
     # -- statistics --------------------------------------------------------------
 
-    def statistics(self, client=None, progress: bool = False) -> FittedStatistics:
-        """The per-group sufficient statistics (one data pass; cached on the model)."""
+    def statistics(
+        self, client=None, progress: bool = False, engine: str | None = None
+    ) -> FittedStatistics:
+        """The per-group sufficient statistics (one data pass; cached on the model).
+
+        ``engine`` (Dask data only): ``"auto"`` (default), ``"distributed"`` (keep the
+        statistics on the workers) or ``"local"`` (gather them to this process).
+        """
         cached = getattr(self, "_stats_cache", None)
-        if cached is not None and cached[0] is client:
-            return cached[1]
+        if cached is not None and cached[0] is client and _engine_alive(cached[1].engine):
+            if engine is None or getattr(cached[1].engine, "name", None) == _engine_name(engine):
+                return cached[1]
         if self._source is not None:
             from .engines.dask import statistics_from_dask
 
-            stats = statistics_from_dask(self._source, self.spec, client=client, progress=progress)
+            stats = statistics_from_dask(
+                self._source, self.spec, client=client, progress=progress, engine=engine
+            )
         else:
             stats = statistics_from_rows(self._rows)
         check_full_rank(stats.glob.xyxy[:-1, :-1], self.exog_names)
@@ -497,6 +506,7 @@ class MixedLM:
         skip_hessian: bool = False,
         progress: bool = False,
         client=None,
+        engine: str | None = None,
     ):
         """Fit by maximizing the (restricted) profiled log-likelihood.
 
@@ -527,6 +537,9 @@ class MixedLM:
         client : distributed.Client, optional
             For Dask data: the client to run on (default: the current client, else
             in-process).
+        engine : {"auto", "distributed", "local"}, optional
+            For Dask data: where the statistics stay during the optimization (see
+            :meth:`statistics`).
 
         Returns
         -------
@@ -539,7 +552,7 @@ class MixedLM:
         t_start = time.perf_counter()
         if progress:
             _ensure_progress_handler()
-        stats = self.statistics(client=client, progress=progress)
+        stats = self.statistics(client=client, progress=progress, engine=engine)
         layout = stats.layout
         if layout.k_re != self.k_re or layout.k_vc != self.k_vc:
             raise RuntimeError("internal error: statistics layout does not match the model")
@@ -662,6 +675,16 @@ mixedlm = MixedLM.from_formula
 # ---------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------
+
+
+def _engine_alive(engine) -> bool:
+    """A cached Dask engine whose client has closed holds nothing any more."""
+    client = getattr(engine, "client", None)
+    return client is None or getattr(client, "status", "running") not in ("closing", "closed")
+
+
+def _engine_name(engine: str) -> str:
+    return {"distributed": "dask", "local": "local"}.get(str(engine).lower(), "")
 
 
 def _is_dask(obj) -> bool:

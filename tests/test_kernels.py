@@ -25,7 +25,7 @@ def _dense_reference(codes, y, x, z, lam):
     return logdet, m, s_sum
 
 
-@pytest.mark.parametrize("r", [1, 2, 3, 4])
+@pytest.mark.parametrize("r", [1, 2, 3, 4, 10])
 def test_step_matches_dense_linear_algebra(r):
     rng = np.random.default_rng(r)
     n_groups = 17
