@@ -129,10 +129,12 @@ _LOCAL_SCHEDULERS = {
 
 @dataclass(frozen=True)
 class _FlatLayout:
-    """Where each statistic lives among the columns of a partial-statistics frame.
+    """Where each statistic lives in a row of partial per-group statistics.
 
-    Symmetric blocks store only their lower triangles: for r = 2 and p = 4 that is
-    30 columns per group instead of 43.
+    Only what is keyed by group travels through the combine: the group size, the lower
+    triangle of Z̃'Z̃ and Z̃'[X y] (for r = 2, p = 4: 14 numbers per group).  The
+    global sums ([X y]'[X y], n, Σ log w) are summed separately, as one small vector
+    per partition: ``[n, Σ log w, lower triangle of [X y]'[X y]]``.
     """
 
     r: int
@@ -155,39 +157,32 @@ class _FlatLayout:
         return self.r * self.k
 
     @property
-    def n_xy(self) -> int:
-        return self.k * (self.k + 1) // 2
-
-    @property
     def width(self) -> int:
-        return 2 + self.n_zz + self.n_zxy + self.n_xy
+        return 1 + self.n_zz + self.n_zxy
 
-    def columns(self) -> list[str]:
-        zr, zc = self.zz_index
-        xr, xc = self.xy_index
-        return (
-            ["nobs", "sum_log_w"]
-            + [f"zz_{a}_{b}" for a, b in zip(zr, zc, strict=True)]
-            + [f"zxy_{a}_{j}" for a in range(self.r) for j in range(self.k)]
-            + [f"xyxy_{a}_{b}" for a, b in zip(xr, xc, strict=True)]
-        )
-
-    def slices(self) -> tuple[slice, slice, slice]:
-        a = 2 + self.n_zz
-        b = a + self.n_zxy
-        return slice(2, a), slice(a, b), slice(b, b + self.n_xy)
+    def slices(self) -> tuple[slice, slice]:
+        a = 1 + self.n_zz
+        return slice(1, a), slice(a, a + self.n_zxy)
 
     def pack(self, st: dict[str, np.ndarray]) -> np.ndarray:
         """(G, width) float64 rows from :func:`kernels.accumulate_statistics` output."""
         g = st["nobs"].shape[0]
         out = np.empty((g, self.width))
-        s_zz, s_zxy, s_xy = self.slices()
+        s_zz, s_zxy = self.slices()
         out[:, 0] = st["nobs"]
-        out[:, 1] = st["sum_log_weights_group"]
         out[:, s_zz] = st["zz"][:, self.zz_index[0], self.zz_index[1]]
         out[:, s_zxy] = st["zxy"].reshape(g, -1)
-        out[:, s_xy] = st["xyxy_group"][:, self.xy_index[0], self.xy_index[1]]
         return out
+
+    def pack_global(self, st: dict[str, np.ndarray]) -> np.ndarray:
+        xyxy = st["xyxy"][self.xy_index[0], self.xy_index[1]]
+        return np.concatenate([[float(st["n"]), float(st["sum_log_weights"])], xyxy])
+
+    def unpack_global(self, values: np.ndarray) -> tuple[np.ndarray, int, float]:
+        out = np.empty((self.k, self.k))
+        out[self.xy_index[0], self.xy_index[1]] = values[2:]
+        out[self.xy_index[1], self.xy_index[0]] = values[2:]
+        return out, int(np.rint(values[0])), float(values[1])
 
     def unpack_zz(self, values: np.ndarray) -> np.ndarray:
         g = values.shape[0]
@@ -199,13 +194,6 @@ class _FlatLayout:
 
     def unpack_zxy(self, values: np.ndarray) -> np.ndarray:
         return values[:, self.slices()[1]].reshape(values.shape[0], self.r, self.k)
-
-    def unpack_xyxy_sum(self, values: np.ndarray) -> np.ndarray:
-        tri = values[:, self.slices()[2]].sum(axis=0)
-        out = np.empty((self.k, self.k))
-        out[self.xy_index[0], self.xy_index[1]] = tri
-        out[self.xy_index[1], self.xy_index[0]] = tri
-        return out
 
 
 def _key_values(groups) -> np.ndarray:
@@ -374,24 +362,38 @@ def _build_slot_map(pairs: pd.DataFrame, ncols: list[int]) -> SlotMap:
 # ---------------------------------------------------------------------------
 
 
-def _partition_statistics(
-    pdf: pd.DataFrame, spec, slot_map: SlotMap | None, flat: _FlatLayout, key_dtype
-) -> pd.DataFrame:
-    """Partial per-group statistics of one partition: one row per group present."""
-    columns = flat.columns()
+def _bucket_of(keys: np.ndarray, n_buckets: int) -> np.ndarray:
+    """Output block of each group key: a hash that is the same in every process."""
+    if n_buckets == 1:
+        return np.zeros(len(keys), dtype=np.int64)
+    hashed = pd.util.hash_array(np.asarray(keys), categorize=False)
+    return (hashed % np.uint64(n_buckets)).astype(np.int64)
+
+
+def _partition_partials(
+    pdf: pd.DataFrame, spec, slot_map: SlotMap | None, flat: _FlatLayout, n_buckets: int
+) -> tuple[list, np.ndarray]:
+    """Partial statistics of one partition, split by output block.
+
+    Returns ``(parts, global_sums)``: ``parts[b]`` is ``(keys, values)`` for the groups
+    of this partition that belong to block b (one row of :class:`_FlatLayout` per
+    group), ``global_sums`` the partition's ``[n, Σ log w, [X y]'[X y]]``.
+    """
+    empty = (np.empty(0, dtype=object), np.empty((0, flat.width)))
+    zeros = np.zeros(2 + flat.k * (flat.k + 1) // 2)
     if len(pdf) == 0:
-        return _empty_frame(key_dtype, columns)
+        return [empty] * n_buckets, zeros
     dm = spec.transform(pdf)
     if dm.endog.shape[0] == 0:
-        return _empty_frame(key_dtype, columns)
+        return [empty] * n_buckets, zeros
     keys = _key_values(dm.groups)
     codes, uniq = pd.factorize(keys)
     codes = codes.astype(np.int64)
-    n_groups = len(uniq)
+    uniq = np.asarray(uniq)
     slots = []
     widths = [] if slot_map is None else list(slot_map.widths)
     if dm.vc_cols:
-        row_gid = slot_map.group_ids(np.asarray(uniq))[codes]
+        row_gid = slot_map.group_ids(uniq)[codes]
         for ell, (cols, vals) in enumerate(zip(dm.vc_cols, dm.vc_vals, strict=True)):
             slots.append(
                 kernels.lookup_vc_slots(
@@ -404,12 +406,43 @@ def _partition_statistics(
                 )
             )
     ztilde = kernels.dense_random_design(dm.exog_re, slots, dm.vc_vals, widths)
-    st = kernels.accumulate_statistics(
-        codes, n_groups, dm.endog, dm.exog, ztilde, dm.weights, per_group_xyxy=True
+    st = kernels.accumulate_statistics(codes, len(uniq), dm.endog, dm.exog, ztilde, dm.weights)
+    values = flat.pack(st)
+    bucket = _bucket_of(uniq, n_buckets)
+    order = np.argsort(bucket, kind="stable")
+    bounds = np.cumsum(np.bincount(bucket, minlength=n_buckets))[:-1]
+    parts = list(
+        zip(np.split(uniq[order], bounds), np.split(values[order], bounds), strict=True)
     )
-    frame = pd.DataFrame(flat.pack(st), columns=columns)
-    frame.insert(0, _KEY, _key_series(np.asarray(uniq)))
-    return frame
+    return parts, flat.pack_global(st)
+
+
+def _combine(*parts: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Add partial statistics by group key (one node of the tree reduction)."""
+    parts = [p for p in parts if len(p[0])] or list(parts[:1])
+    if len(parts) == 1:
+        return parts[0]
+    keys = np.concatenate([p[0] for p in parts])
+    values = np.concatenate([p[1] for p in parts])
+    codes, uniq = pd.factorize(keys)
+    out = np.empty((len(uniq), values.shape[1]))
+    for j in range(values.shape[1]):
+        out[:, j] = np.bincount(codes, weights=values[:, j], minlength=len(uniq))
+    return np.asarray(uniq), out
+
+
+def _sum_vectors(*vectors: np.ndarray) -> np.ndarray:
+    return functools.reduce(operator.add, vectors)
+
+
+def _tree(func, items: list, fan_in: int = 8):
+    """Tree reduction of delayed ``items`` with ``func(*children)`` at every node."""
+    import dask
+
+    node = dask.delayed(func, pure=True)
+    while len(items) > 1:
+        items = [node(*items[i : i + fan_in]) for i in range(0, len(items), fan_in)]
+    return items[0]
 
 
 @dataclass
@@ -429,15 +462,21 @@ class _Block:
     zxy: np.ndarray | None = None
 
 
-def _to_block(combined: pd.DataFrame, flat: _FlatLayout) -> _Block:
-    """numpy block of one combined partition (index: group key)."""
-    values = combined.to_numpy(dtype=np.float64)
+def _to_block(
+    combined: tuple[np.ndarray, np.ndarray], flat: _FlatLayout, global_sums=None
+) -> _Block:
+    """numpy block of one output partition; block 0 also carries the global sums."""
+    labels, values = combined
+    if global_sums is None:
+        xyxy, n, slw = np.zeros((flat.k, flat.k)), 0, 0.0
+    else:
+        xyxy, n, slw = flat.unpack_global(global_sums)
     return _Block(
-        labels=combined.index.to_numpy(),
+        labels=labels,
         nobs=np.rint(values[:, 0]).astype(np.int64),
-        xyxy=flat.unpack_xyxy_sum(values),
-        n=int(np.rint(values[:, 0].sum())),
-        sum_log_weights=float(values[:, 1].sum()),
+        xyxy=xyxy,
+        n=n,
+        sum_log_weights=slw,
         zz=flat.unpack_zz(values),
         zxy=flat.unpack_zxy(values),
     )
@@ -766,15 +805,30 @@ def _slot_map_graph(ddf, spec, key_dtype):
 
 
 def _block_graph(ddf, spec, slot_arg, flat, key_dtype, n_blocks):
-    """Delayed blocks: partial statistics per partition → groupby-sum → numpy blocks."""
+    """Delayed blocks: partial statistics per partition → sums by group key → blocks.
+
+    Each partition's partial statistics are split by a hash of the group key into
+    ``n_blocks`` buckets; each bucket is added up over the partitions by a tree of
+    numpy reductions (no shuffle of raw rows, and no pandas groupby: the partials of
+    data whose groups are spread over all partitions can outweigh the data, so their
+    combine must be cheap).  Every node is an ordinary task with lineage, so a block
+    lost with a worker is recomputed like any other task.
+    """
     import dask
 
-    meta = _empty_frame(key_dtype, flat.columns())
-    partial = ddf.map_partitions(_partition_statistics, spec, slot_arg, flat, key_dtype, meta=meta)
-    # task-based shuffle: its outputs are ordinary tasks with lineage, so a block lost
-    # with a worker is recomputed like any other task
-    combined = partial.groupby(_KEY, sort=False).sum(split_out=n_blocks, shuffle_method="tasks")
-    return [dask.delayed(_to_block, pure=True)(part, flat) for part in combined.to_delayed()]
+    parts = [
+        dask.delayed(_partition_partials, nout=2, pure=True)(p, spec, slot_arg, flat, n_blocks)
+        for p in ddf.to_delayed(optimize_graph=True)
+    ]
+    global_sums = _tree(_sum_vectors, [g for _, g in parts])
+    blocks = []
+    for b in range(n_blocks):
+        bucket = [dask.delayed(operator.getitem, pure=True)(pp, b) for pp, _ in parts]
+        combined = _tree(_combine, bucket)
+        blocks.append(
+            dask.delayed(_to_block, pure=True)(combined, flat, global_sums if b == 0 else None)
+        )
+    return blocks
 
 
 def _wait(client, futures, progress: bool = False, what: str = "", t0: float = 0.0) -> None:
