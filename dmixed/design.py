@@ -1234,9 +1234,9 @@ def build_spec(
         levels, n_total, n_kept, resp_range = _pandas_scan(
             data, kinds, level_cols, columns_used, missing
         )
-    if n_total == 0:
+    if n_total is not None and n_total == 0:
         raise ValueError("data is empty (0 rows)")
-    if n_kept == 0:
+    if n_kept is not None and n_kept == 0:
         raise ValueError(
             f"no rows left after dropping rows with missing values ({n_total} rows dropped)"
         )
@@ -1495,6 +1495,10 @@ def _dask_scan(ddf, meta, kinds, level_cols, columns_used, missing, resp_col):
                 levels[c] = _py(s.dtype.categories.tolist())
         else:
             to_scan.append(c)
+    if not to_scan and not drop:
+        # nothing to learn before the data pass: no extra read (the data pass itself
+        # finds empty data and a constant response, from the statistics)
+        return levels, None, None, None
     read = list(to_scan)
     if resp_col is not None:
         _add(read, resp_col)

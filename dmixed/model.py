@@ -180,6 +180,21 @@ def check_full_rank(xtx: np.ndarray, names: list[str]) -> None:
         )
 
 
+def check_response_varies(xyxy: np.ndarray, name: str) -> None:
+    """Refuse a response that the fixed effects fit exactly (e.g. a constant one).
+
+    From ``[X y]'[X y]``: the OLS residual sum of squares ``y'y − y'X(X'X)⁻¹X'y``.
+    """
+    yy = float(xyxy[-1, -1])
+    xx, xy = xyxy[:-1, :-1], xyxy[:-1, -1]
+    rss = yy - float(xy @ np.linalg.solve(xx, xy)) if xx.size else yy
+    if not rss > 1e-12 * max(yy, np.finfo(float).tiny):
+        raise ValueError(
+            f"the response {name!r} is constant or fitted exactly by the fixed effects: "
+            "there is no residual variation to model"
+        )
+
+
 def _missing_mask(arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, int]]:
     n = len(next(iter(arrays.values())))
     bad = np.zeros(n, dtype=bool)
@@ -489,6 +504,7 @@ class MixedLM:
         else:
             stats = statistics_from_rows(self._rows)
         check_full_rank(stats.glob.xyxy[:-1, :-1], self.exog_names)
+        check_response_varies(stats.glob.xyxy, self.endog_name)
         self._stats_cache = (client, stats)
         return stats
 

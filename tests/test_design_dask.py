@@ -210,10 +210,16 @@ def test_dask_missing_raise_in_partition():
 def test_dask_errors():
     df = make_df(100)
     ddf = dd.from_pandas(df, npartitions=3)
+    # without categorical columns the spec reads no data; the data pass finds these
+    import dmixed
+
+    const = dd.from_pandas(df.assign(y=1.0), npartitions=3)
     with pytest.raises(ValueError, match=r"response 'y' is constant"):
-        build_spec(dd.from_pandas(df.assign(y=1.0), npartitions=3), "y ~ x1", groups="g")
+        dmixed.mixedlm("y ~ x1", const, groups="g").fit()
+    with pytest.raises(ValueError, match=r"no data"):
+        dmixed.mixedlm("y ~ x1", ddf[ddf["x1"] > 100], groups="g").fit()
     with pytest.raises(ValueError, match=r"data is empty"):
-        build_spec(ddf[ddf["x1"] > 100], "y ~ x1", groups="g")
+        build_spec(ddf[ddf["x1"] > 100].assign(a="z"), "y ~ C(a)", groups="g")
     with pytest.raises(ValueError, match=r"unknown column 'x9'"):
         build_spec(ddf, "y ~ x9", groups="g")
     with pytest.raises(ValueError, match=r"groups column 'G' not found.*'g'"):
