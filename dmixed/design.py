@@ -1486,7 +1486,14 @@ def _dask_scan(ddf, meta, kinds, level_cols, columns_used, missing, resp_col):
     drop = missing == "drop"
     for c in level_cols:
         s = meta[c]
-        if kinds[c] == _CAT and isinstance(s.dtype, pd.CategoricalDtype) and ddf[c].cat.known:
+        # dd.read_parquet reports Arrow dictionary columns as "known" categoricals with
+        # no categories (each file has its own dictionary): those must be scanned
+        if (
+            kinds[c] == _CAT
+            and isinstance(s.dtype, pd.CategoricalDtype)
+            and ddf[c].cat.known
+            and len(s.dtype.categories) > 0
+        ):
             declared[c] = s.dtype
             if drop:
                 # the pass reads every used column anyway: keep the observed ones

@@ -255,13 +255,52 @@ class MixedLMResults:
             )
         return out
 
-    def random_effects_frame(self) -> pd.DataFrame:
-        """BLUPs of the ``exog_re`` coordinates as one DataFrame indexed by group."""
-        return pd.DataFrame(
-            self._blup[:, : self.k_re],
-            index=pd.Index(self.group_labels, name=self.names.group_name),
-            columns=self.names.exog_re_names,
-        )
+    def random_effects_frame(self, vc: bool = False, dask: bool = False, npartitions=None):
+        """BLUPs as one DataFrame (for many groups, instead of the dict).
+
+        Parameters
+        ----------
+        vc : bool
+            False: one row per group indexed by group, one column per ``exog_re``
+            coordinate.  True: long format with columns ``group``, ``component``,
+            ``column`` and ``value`` for the variance-component effects.
+        dask : bool
+            Return a Dask DataFrame (``npartitions`` defaults to one per million rows).
+        """
+        if not vc:
+            frame = pd.DataFrame(
+                self._blup[:, : self.k_re],
+                index=pd.Index(self.group_labels, name=self.names.group_name),
+                columns=self.names.exog_re_names,
+            )
+        else:
+            pieces = []
+            offset = self.k_re
+            for comp, table in enumerate(self._vc_slot_cols):
+                gi, si = np.nonzero(table >= 0)
+                colnames = np.asarray(self.names.vc_column_names[comp], dtype=object)
+                pieces.append(
+                    pd.DataFrame(
+                        {
+                            "group": self.group_labels[gi],
+                            "component": self.names.vc_names[comp],
+                            "column": colnames[table[gi, si]],
+                            "value": self._blup[gi, offset + si],
+                        }
+                    )
+                )
+                offset += table.shape[1]
+            frame = (
+                pd.concat(pieces, ignore_index=True)
+                if pieces
+                else pd.DataFrame(columns=["group", "component", "column", "value"])
+            )
+        if dask:
+            import dask.dataframe as dd
+
+            parts = npartitions or max(1, len(frame) // 1_000_000)
+            return dd.from_pandas(frame, npartitions=parts)
+        return frame
 
     # -- prediction ----------------------------------------------------------------
 
