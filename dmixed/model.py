@@ -70,6 +70,7 @@ class FittedStatistics:
     group_sizes: np.ndarray
     vc_slot_cols: list[np.ndarray]
     data_pass_seconds: float = 0.0
+    n_dropped: int = 0
 
 
 def statistics_from_rows(rows: RowData) -> FittedStatistics:
@@ -97,6 +98,7 @@ def statistics_from_rows(rows: RowData) -> FittedStatistics:
         group_sizes=st["nobs"],
         vc_slot_cols=slot_cols,
         data_pass_seconds=time.perf_counter() - t0,
+        n_dropped=rows.n_dropped,
     )
 
 
@@ -501,6 +503,10 @@ class MixedLM:
             stats = statistics_from_dask(
                 self._source, self.spec, client=client, progress=progress, engine=engine
             )
+            if stats.n_dropped:
+                warnings.warn(
+                    f"dropped {stats.n_dropped} rows with missing values", UserWarning, stacklevel=3
+                )
         else:
             stats = statistics_from_rows(self._rows)
         check_full_rank(stats.glob.xyxy[:-1, :-1], self.exog_names)

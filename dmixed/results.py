@@ -106,7 +106,7 @@ class MixedLMResults:
         self.fit_seconds = fit_seconds
         self.data_pass_seconds = stats.data_pass_seconds
         self.cov_fe = cov_fe
-        self.n_dropped = int(getattr(getattr(model, "_rows", None), "n_dropped", 0) or 0)
+        self.n_dropped = int(stats.n_dropped)
         self._a_inv = prof.a_inv
         self._hessian = hessian
         self._boundary_params = _boundary_param_mask(layout, self.boundary)

@@ -134,3 +134,14 @@ def test_missing_drop_counts_for_pandas(frame):
     with pytest.warns(UserWarning, match="dropped 5 rows"):
         res = dmixed.mixedlm(FORMULA, holes, missing="drop", **KW).fit()
     assert res.nobs == len(frame) - 5 and res.n_dropped == 5
+
+
+def test_missing_drop_counts_for_dask(frame):
+    holes = frame.copy()
+    holes.loc[holes.index[:5], "x2"] = np.nan
+    ddf = dd.from_pandas(holes, npartitions=3, sort=False)
+    with dask.config.set(scheduler="sync"), pytest.warns(UserWarning, match="dropped 5 rows"):
+        res = dmixed.mixedlm(FORMULA, ddf, missing="drop", **KW).fit()
+    assert res.nobs == len(frame) - 5 and res.n_dropped == 5
+    ref = dmixed.mixedlm(FORMULA, holes.dropna(subset=["x2"]), **KW).fit()
+    assert res.llf == pytest.approx(ref.llf, rel=1e-10)

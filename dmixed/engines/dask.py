@@ -174,15 +174,21 @@ class _FlatLayout:
         out[:, s_zxy] = st["zxy"].reshape(g, -1)
         return out
 
-    def pack_global(self, st: dict[str, np.ndarray]) -> np.ndarray:
+    def pack_global(self, st: dict[str, np.ndarray], n_dropped: int = 0) -> np.ndarray:
         xyxy = st["xyxy"][self.xy_index[0], self.xy_index[1]]
-        return np.concatenate([[float(st["n"]), float(st["sum_log_weights"])], xyxy])
+        head = [float(st["n"]), float(st["sum_log_weights"]), float(n_dropped)]
+        return np.concatenate([head, xyxy])
 
-    def unpack_global(self, values: np.ndarray) -> tuple[np.ndarray, int, float]:
+    def empty_global(self, n_dropped: int = 0) -> np.ndarray:
+        out = np.zeros(3 + self.k * (self.k + 1) // 2)
+        out[2] = n_dropped
+        return out
+
+    def unpack_global(self, values: np.ndarray) -> tuple[np.ndarray, int, float, int]:
         out = np.empty((self.k, self.k))
-        out[self.xy_index[0], self.xy_index[1]] = values[2:]
-        out[self.xy_index[1], self.xy_index[0]] = values[2:]
-        return out, int(np.rint(values[0])), float(values[1])
+        out[self.xy_index[0], self.xy_index[1]] = values[3:]
+        out[self.xy_index[1], self.xy_index[0]] = values[3:]
+        return out, int(np.rint(values[0])), float(values[1]), int(np.rint(values[2]))
 
     def unpack_zz(self, values: np.ndarray) -> np.ndarray:
         g = values.shape[0]
@@ -380,12 +386,11 @@ def _partition_partials(
     group), ``global_sums`` the partition's ``[n, Σ log w, [X y]'[X y]]``.
     """
     empty = (np.empty(0, dtype=object), np.empty((0, flat.width)))
-    zeros = np.zeros(2 + flat.k * (flat.k + 1) // 2)
     if len(pdf) == 0:
-        return [empty] * n_buckets, zeros
+        return [empty] * n_buckets, flat.empty_global()
     dm = spec.transform(pdf)
     if dm.endog.shape[0] == 0:
-        return [empty] * n_buckets, zeros
+        return [empty] * n_buckets, flat.empty_global(dm.n_dropped)
     keys = _key_values(dm.groups)
     codes, uniq = pd.factorize(keys)
     codes = codes.astype(np.int64)
@@ -414,7 +419,7 @@ def _partition_partials(
     parts = list(
         zip(np.split(uniq[order], bounds), np.split(values[order], bounds), strict=True)
     )
-    return parts, flat.pack_global(st)
+    return parts, flat.pack_global(st, dm.n_dropped)
 
 
 def _combine(*parts: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -458,6 +463,7 @@ class _Block:
     xyxy: np.ndarray
     n: int
     sum_log_weights: float
+    n_dropped: int = 0
     zz: np.ndarray | None = None
     zxy: np.ndarray | None = None
 
@@ -468,15 +474,16 @@ def _to_block(
     """numpy block of one output partition; block 0 also carries the global sums."""
     labels, values = combined
     if global_sums is None:
-        xyxy, n, slw = np.zeros((flat.k, flat.k)), 0, 0.0
+        xyxy, n, slw, dropped = np.zeros((flat.k, flat.k)), 0, 0.0, 0
     else:
-        xyxy, n, slw = flat.unpack_global(global_sums)
+        xyxy, n, slw, dropped = flat.unpack_global(global_sums)
     return _Block(
         labels=labels,
         nobs=np.rint(values[:, 0]).astype(np.int64),
         xyxy=xyxy,
         n=n,
         sum_log_weights=slw,
+        n_dropped=dropped,
         zz=flat.unpack_zz(values),
         zxy=flat.unpack_zxy(values),
     )
@@ -484,7 +491,9 @@ def _to_block(
 
 def _block_summary(block: _Block) -> _Block:
     """The block without its statistics: what the driver needs once."""
-    return _Block(block.labels, block.nobs, block.xyxy, block.n, block.sum_log_weights)
+    return _Block(
+        block.labels, block.nobs, block.xyxy, block.n, block.sum_log_weights, block.n_dropped
+    )
 
 
 def _block_dense(block: _Block) -> tuple[np.ndarray, np.ndarray]:
@@ -551,6 +560,7 @@ class _Assembly:
     position: np.ndarray  # sorted position of each group, in block-concatenation order
     glob: GlobalStats
     block_sizes: list[int]
+    n_dropped: int = 0
 
 
 def _assemble(summaries: list[_Block], k: int) -> _Assembly:
@@ -573,8 +583,14 @@ def _assemble(summaries: list[_Block], k: int) -> _Assembly:
     xyxy = functools.reduce(operator.add, (b.xyxy for b in summaries), np.zeros((k, k)))
     n = int(sum(b.n for b in summaries))
     slw = float(sum(b.sum_log_weights for b in summaries))
+    dropped = int(sum(b.n_dropped for b in summaries))
     return _Assembly(
-        np.asarray(uniq), nobs, position.astype(np.int64), GlobalStats(xyxy, n, slw), sizes
+        np.asarray(uniq),
+        nobs,
+        position.astype(np.int64),
+        GlobalStats(xyxy, n, slw),
+        sizes,
+        dropped,
     )
 
 
@@ -983,6 +999,7 @@ def statistics_from_dask(ddf, spec, client=None, progress: bool = False, engine=
         group_sizes=asm.group_sizes,
         vc_slot_cols=slot_cols,
         data_pass_seconds=time.perf_counter() - t0,
+        n_dropped=asm.n_dropped,
     )
 
 
