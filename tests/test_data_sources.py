@@ -14,7 +14,7 @@ import dmixed
 
 from ._synth import make_data
 
-FORMULA = "y ~ x1 + x2 + C(site)"
+FORMULA = "y ~ x1 + x2 + C(site) + count"
 KW = {"groups": "g", "re_formula": "1 + x1", "vc_formula": {"sub": "0 + C(sub)"}}
 
 
@@ -24,6 +24,7 @@ def frame() -> pd.DataFrame:
     rng = np.random.default_rng(17)
     df["site"] = np.array(["north", "south", "east"])[rng.integers(0, 3, len(df))]
     df["g"] = "grp" + df["g"].astype(str)
+    df["count"] = rng.integers(0, 5, len(df))
     return df
 
 
@@ -66,7 +67,8 @@ def _write_arrow_zoo(frame: pd.DataFrame, path, n_files: int = 3) -> None:
                 "site": pa.array(part["site"].to_numpy()).dictionary_encode(),
                 "sub": pa.array(part["sub"].to_numpy(), type=pa.large_string()),
                 "g": pa.array(part["g"].to_numpy(), type=pa.large_string()),
-                "count": pa.array(
+                "count": pa.array(part["count"].to_numpy(), type=pa.int32()),
+                "sparse_ints": pa.array(
                     [None if j % 7 == 0 else int(j) for j in range(len(part))], type=pa.int64()
                 ),
                 "unused": pa.array(np.arange(len(part), dtype=np.float64)),
@@ -75,9 +77,21 @@ def _write_arrow_zoo(frame: pd.DataFrame, path, n_files: int = 3) -> None:
         pq.write_table(table, path / f"part-{i}.parquet", row_group_size=50)
 
 
-def test_parquet_written_by_pyarrow(frame, reference, tmp_path):
+@pytest.mark.parametrize("backend", ["numpy_nullable", "pyarrow", None])
+def test_parquet_written_by_pyarrow(frame, reference, tmp_path, backend):
+    """Dictionary strings, large_string keys, int32 as nullable Int32 / Arrow int32."""
     _write_arrow_zoo(frame, tmp_path)
-    ddf = dd.read_parquet(str(tmp_path))
+    kwargs = {} if backend is None else {"dtype_backend": backend}
+    ddf = dd.read_parquet(str(tmp_path), **kwargs)
+    with dask.config.set(scheduler="sync"):
+        res = dmixed.mixedlm(FORMULA, ddf, **KW).fit()
+    _assert_same(res, reference)
+
+
+def test_csv_input(frame, reference, tmp_path):
+    for i, rows in enumerate(np.array_split(np.random.default_rng(1).permutation(len(frame)), 3)):
+        frame.iloc[rows].to_csv(tmp_path / f"part-{i}.csv", index=False, float_format="%.17g")
+    ddf = dd.read_csv(str(tmp_path / "part-*.csv"))
     with dask.config.set(scheduler="sync"):
         res = dmixed.mixedlm(FORMULA, ddf, **KW).fit()
     _assert_same(res, reference)

@@ -37,12 +37,12 @@ def test_blups_and_their_covariances_match_statsmodels(vc_fits):
     assert set(res.random_effects) == set(sm.random_effects)
     for key, ours in res.random_effects.items():
         theirs = sm.random_effects[key]
-        np.testing.assert_allclose(ours.to_numpy(), theirs.to_numpy(), rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(ours.to_numpy(), theirs.to_numpy(), rtol=1e-6, atol=1e-8)
         np.testing.assert_allclose(
             res.random_effects_cov[key].to_numpy(),
             sm.random_effects_cov[key].to_numpy(),
-            rtol=1e-5,
-            atol=1e-8,
+            rtol=1e-6,
+            atol=1e-9,
         )
 
 
@@ -113,3 +113,16 @@ def test_summary_frame_layout():
     np.testing.assert_allclose(
         res.conf_int().loc["x1"].to_numpy(), tab.loc["x1", ["[0.025", "0.975]"]].to_numpy()
     )
+
+
+def test_formula_weights_equal_array_weights():
+    df = make_data(n_groups=25, seed=8)
+    endog, exog, exog_re, groups = design(df)
+    arrays = MixedLM(endog, exog, groups, exog_re=exog_re, weights=df["w"].to_numpy()).fit()
+    formula = MixedLM.from_formula(
+        "y ~ x1 + x2", df, groups="g", re_formula="1 + x1", weights="w"
+    ).fit()
+    assert formula.llf == pytest.approx(arrays.llf, rel=1e-12)
+    np.testing.assert_allclose(formula.fe_params, arrays.fe_params, rtol=1e-10)
+    with pytest.raises(ValueError, match="'w'"):
+        MixedLM.from_formula("y ~ x1", df.assign(w=-df["w"]), groups="g", weights="w")
