@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,7 +109,16 @@ def expand_inputs(data: str | list[str]) -> list[str]:
         if "://" in item:
             out.append(item)
         elif os.path.isdir(item):
-            out.extend(sorted(str(p) for p in Path(item).rglob("*") if p.is_file()))
+            # a dataset directory: skip markers and side files (_SUCCESS, _metadata,
+            # .crc, _temporary/), as Parquet readers do
+            out.extend(
+                sorted(
+                    str(p)
+                    for p in Path(item).rglob("*")
+                    if p.is_file()
+                    and not any(s.startswith((".", "_")) for s in p.relative_to(item).parts)
+                )
+            )
         else:
             matches = sorted(glob.glob(item))
             out.extend(matches if matches else [item])
@@ -149,11 +157,12 @@ def _group_frame(arrays: GroupArrays, lo: int, hi: int) -> pd.DataFrame:
 
 def save_statistics(arrays: GroupArrays, path, manifest: dict) -> None:
     """Write statistics and their manifest to the directory ``path`` atomically."""
-    from .io import _replace_dir
+    from .io import _replace_dir, _sibling, _sweep
 
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex}"
+    _sweep(target)
+    tmp = _sibling(target, "tmp")
     (tmp / "groups").mkdir(parents=True)
     try:
         g = len(arrays.labels)

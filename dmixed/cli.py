@@ -101,9 +101,12 @@ def make_job(args: argparse.Namespace, required: tuple[str, ...]) -> Job:
         if flag is not None and flag is not False:
             values[key] = flag
     job = Job(**values)
-    job.method = str(job.method).lower()
-    if job.method not in ("reml", "ml"):
-        raise JobError(f"method must be 'reml' or 'ml', got {job.method!r}")
+    if getattr(args, "command", None) == "update" and "method" not in values:
+        job.method = None  # default: the method of the saved fit
+    else:
+        job.method = str(job.method).lower()
+        if job.method not in ("reml", "ml"):
+            raise JobError(f"method must be 'reml' or 'ml', got {job.method!r}")
     if job.missing not in ("raise", "drop"):
         raise JobError(f"missing must be 'raise' or 'drop', got {job.missing!r}")
     if job.format is not None and job.format not in ("parquet", "csv"):
@@ -121,10 +124,8 @@ def make_job(args: argparse.Namespace, required: tuple[str, ...]) -> Job:
 # ---------------------------------------------------------------------------
 
 
-def read_data(job: Job):
-    """A lazy Dask DataFrame over the job's Parquet or CSV input."""
-    import dask.dataframe as dd
-
+def input_files(job: Job) -> list[str]:
+    """The job's input files (globs, directories expanded); absent local files refused."""
     from .checkpoint import expand_inputs
 
     files = expand_inputs(job.data)
@@ -132,6 +133,15 @@ def read_data(job: Job):
     absent = [f for f in local if not os.path.exists(f)]
     if absent:
         raise JobError(f"no such input file(s): {absent[:3]}", EXIT_DATA)
+    return files
+
+
+def read_data(job: Job, files: list[str] | None = None):
+    """A lazy Dask DataFrame over the job's Parquet or CSV input."""
+    import dask.dataframe as dd
+
+    if files is None:
+        files = input_files(job)
     fmt = job.format
     if fmt is None:
         first = files[0].lower() if files else ""
@@ -144,18 +154,35 @@ def read_data(job: Job):
         raise JobError(f"cannot read {fmt} data {job.data!r}: {exc}", EXIT_DATA) from exc
 
 
-def _job_digest(job: Job, fingerprint: list[dict]) -> str:
+_MODEL_KEYS = ("formula", "groups", "re_formula", "vc_formula", "weights", "missing")
+
+
+def _model_digest(model: dict, inputs: list[dict]) -> str:
+    """Digest of the model options and input files, the same for `fit` and `update`
+    (``model``: a Job's attributes or a saved spec, whose keys have the same names)."""
     from .checkpoint import digest
 
-    model = {
-        "formula": job.formula,
-        "groups": job.groups,
-        "re_formula": job.re_formula,
-        "vc_formula": job.vc_formula,
-        "weights": job.weights,
-        "missing": job.missing,
-    }
-    return digest(model, fingerprint)
+    return digest({k: model.get(k) for k in _MODEL_KEYS}, sorted(inputs, key=lambda i: i["path"]))
+
+
+def _job_digest(job: Job, fingerprint: list[dict]) -> str:
+    return _model_digest(vars(job), fingerprint)
+
+
+def _is_read_error(exc: BaseException) -> bool:
+    """Errors of reading the data (raised during the data pass, possibly on a worker)."""
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return False
+    import pandas as pd
+
+    kinds: tuple = (OSError, pd.errors.ParserError, pd.errors.EmptyDataError)
+    try:
+        import pyarrow
+
+        kinds += (pyarrow.ArrowException,)
+    except ImportError:
+        pass
+    return isinstance(exc, kinds)
 
 
 def _model_errors(exc: Exception) -> JobError:
@@ -184,7 +211,7 @@ def run_fit(job: Job) -> int:
     from .design import ModelSpec, build_spec
     from .model import MixedLM
 
-    ddf, files = read_data(job)
+    files = input_files(job)
     fingerprint = checkpoint.input_fingerprint(files)
     job_digest = _job_digest(job, fingerprint)
     reuse = None
@@ -197,6 +224,7 @@ def run_fit(job: Job) -> int:
                 "directory or choose another --stats-dir"
             )
         reuse = manifest
+    ddf = read_data(job, files)[0] if reuse is None else None  # a reuse reads no data
     with connect(job.cluster) as client:
         try:
             if reuse is not None:
@@ -235,8 +263,12 @@ def run_fit(job: Job) -> int:
                 progress=not job.quiet,
                 client=client if reuse is None else None,
             )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise _model_errors(exc) from exc
+        except Exception as exc:
+            if reuse is None and _is_read_error(exc):
+                raise JobError(f"cannot read data {job.data!r}: {exc}", EXIT_DATA) from exc
+            if isinstance(exc, (ValueError, KeyError, TypeError)):
+                raise _model_errors(exc) from exc
+            raise
     if job.stats_dir:
         _remember_fit(job.stats_dir, res)
     _save_outputs(job, res)
@@ -289,8 +321,12 @@ def run_update(job: Job) -> int:
             new = checkpoint.GroupArrays.from_statistics(
                 new_model.statistics(client=client, progress=not job.quiet)
             )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise _model_errors(exc) from exc
+        except Exception as exc:
+            if _is_read_error(exc):
+                raise JobError(f"cannot read data {job.data!r}: {exc}", EXIT_DATA) from exc
+            if isinstance(exc, (ValueError, KeyError, TypeError)):
+                raise _model_errors(exc) from exc
+            raise
     merged = checkpoint.merge(old, new)
     model = MixedLM.from_statistics(merged.to_statistics(), spec)
     if start is not None and len(start) != merged.layout.n_params:
@@ -303,12 +339,12 @@ def run_update(job: Job) -> int:
         progress=not job.quiet,
     )
     _save_outputs(job, res)
-    inputs = manifest.get("inputs", []) + new_inputs
+    inputs = sorted(manifest.get("inputs", []) + new_inputs, key=lambda i: i["path"])
     checkpoint.save_statistics(
         merged,
         job.stats_dir,
         {
-            "digest": checkpoint.digest(manifest["spec"], inputs),
+            "digest": _model_digest(manifest["spec"], inputs),
             "spec": manifest["spec"],
             "inputs": inputs,
             "job": {"method": method},
@@ -402,6 +438,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(exc) -> str:
+    """An error message as one line (cli: "Errors are one line on stderr")."""
+    return " ".join(str(exc).split())
+
+
 def _setup_logging(quiet: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("dmixed: %(message)s"))
@@ -417,20 +458,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         job = make_job(args, args.required)
         _setup_logging(job.quiet)
-        if args.command == "update" and args.method is None:
-            job.method = None
         return args.func(job)
     except JobError as exc:
-        print(f"dmixed: error: {exc}", file=sys.stderr)
+        print(f"dmixed: error: {_one_line(exc)}", file=sys.stderr)
         return exc.status
     except ConnectionError as exc:
-        print(f"dmixed: error: {exc}", file=sys.stderr)
+        print(f"dmixed: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_CLUSTER
     except Exception as exc:  # anything else: one line, not a traceback
         from .cluster import ClusterConfigError
 
         status = EXIT_CONFIG if isinstance(exc, (ClusterConfigError, FileNotFoundError)) else 1
-        print(f"dmixed: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"dmixed: error: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
         return status
 
 

@@ -74,9 +74,17 @@ def read_config(cluster: str | os.PathLike | dict | None) -> dict:
     kind = config.get("kind")
     if kind not in KINDS:
         raise ClusterConfigError(f"cluster config 'kind' must be one of {KINDS}, got {kind!r}")
-    for key in ("cluster", "client", "security", "scale"):
-        if key in config and not isinstance(config[key], (dict, type(None), int)):
+    for key in ("cluster", "client", "security"):
+        if key in config and not isinstance(config[key], (dict, type(None))):
             raise ClusterConfigError(f"cluster config '{key}' must be a mapping")
+    scale = config.get("scale")
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, int) or scale < 1):
+        raise ClusterConfigError(f"cluster config 'scale' must be a number of jobs, got {scale!r}")
+    for needed, example in (("address", "tcp://host:8786"), ("scheduler_file", "scheduler.json")):
+        if kind == needed and not config.get(needed):
+            raise ClusterConfigError(
+                f"cluster config of kind {kind!r} needs '{needed}' (e.g. {needed}: {example})"
+            )
     return config
 
 
@@ -120,6 +128,9 @@ def _make_cluster(config: dict):
             "dashboard_address": None,
         }
         defaults.update(kwargs)
+        if not defaults["processes"]:
+            # threads only: the default transport (inproc://) takes no host
+            defaults.setdefault("protocol", "tcp://")
         return LocalCluster(**defaults)
     if kind == "ssh":
         from distributed import SSHCluster

@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import shutil
+import socket
 import uuid
 from pathlib import Path
 
@@ -152,7 +153,8 @@ def save_results(results, path) -> None:
     target = Path(path)
     parent = target.parent if str(target.parent) else Path(".")
     parent.mkdir(parents=True, exist_ok=True)
-    tmp = parent / f".{target.name}.tmp-{uuid.uuid4().hex}"
+    _sweep(target)
+    tmp = _sibling(target, "tmp")
     tmp.mkdir()
     try:
         with open(tmp / "estimates.json", "w") as fh:
@@ -168,6 +170,45 @@ def save_results(results, path) -> None:
         raise
 
 
+def _writer_tag() -> str:
+    """host-pid of this process, in the names of its temporaries."""
+    return f"{socket.gethostname().replace('-', '_')}-{os.getpid()}"
+
+
+def _sibling(target: Path, kind: str) -> Path:
+    """A hidden temporary beside ``target``: ``.NAME.KIND-HOST-PID-RANDOM``."""
+    return target.parent / f".{target.name}.{kind}-{_writer_tag()}-{uuid.uuid4().hex}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _sweep(target: Path) -> None:
+    """Remove temporaries of ``target`` left by writers on this host that were killed
+    (a ``.old-`` directory is kept while ``target`` is missing: it is then the only
+    copy of the previous result)."""
+    host = socket.gethostname().replace("-", "_")
+    for kind in ("tmp", "old"):
+        prefix = f".{target.name}.{kind}-{host}-"
+        for p in target.parent.iterdir():
+            if not p.name.startswith(prefix):
+                continue
+            try:
+                pid = int(p.name[len(prefix) :].split("-")[0])
+            except ValueError:
+                continue
+            if _alive(pid) or (kind == "old" and not target.exists()):
+                continue
+            shutil.rmtree(p, ignore_errors=True)
+
+
 def _replace_dir(new: Path, target: Path, marker: str = "estimates.json") -> None:
     """Move ``new`` to ``target``; an existing target is swapped out, then removed.
 
@@ -180,7 +221,7 @@ def _replace_dir(new: Path, target: Path, marker: str = "estimates.json") -> Non
             raise FileExistsError(
                 f"{target} exists and is not a dmixed {kind} directory; not replacing it"
             )
-        old = target.parent / f".{target.name}.old-{uuid.uuid4().hex}"
+        old = _sibling(target, "old")
         os.rename(target, old)
     os.rename(new, target)
     if old is not None:

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Run one dmixed job from cron, never two at once.
+#
+#   dmixed-cron.sh JOB.yaml [extra `dmixed fit` flags ...]
+#
+# - Takes an exclusive, non-blocking flock on $DMIXED_LOCK_DIR/<job name>.lock: if the
+#   previous run of the same job is still going, this run logs that and exits 0
+#   (the lock is released by the kernel when that run ends, even if it is killed).
+# - Runs from the job file's directory, so relative paths in the job file (data,
+#   output, stats_dir) do not depend on cron's working directory ($HOME).
+# - Exits with dmixed's status: 0 ok, 2 bad configuration, 3 unreadable data,
+#   4 not converged, 5 cluster unreachable.
+#
+# Environment: DMIXED_BIN (default: dmixed on PATH; cron's PATH is minimal, so set
+# PATH in the crontab or give an absolute path), DMIXED_LOCK_DIR (default
+# ${XDG_RUNTIME_DIR:-/tmp}/dmixed-locks).
+
+set -euo pipefail
+
+if [[ $# -lt 1 ]]; then
+    echo "usage: $(basename "$0") JOB.yaml [dmixed fit flags ...]" >&2
+    exit 2
+fi
+job=$1
+shift
+if [[ ! -r $job ]]; then
+    echo "$(date -u +%FT%TZ) dmixed-cron: cannot read job file $job" >&2
+    exit 2
+fi
+
+name=$(basename "$job")
+name=${name%.*}
+lock_dir=${DMIXED_LOCK_DIR:-${XDG_RUNTIME_DIR:-/tmp}/dmixed-locks}
+mkdir -p "$lock_dir"
+lock=$lock_dir/$name.lock
+
+# fd 9 stays open in dmixed (exec below), so the lock lives exactly as long as the run
+exec 9>>"$lock"
+if ! flock --nonblock 9; then
+    echo "$(date -u +%FT%TZ) dmixed-cron: $name: previous run still running; skipping" >&2
+    exit 0
+fi
+
+cd "$(dirname "$job")"
+echo "$(date -u +%FT%TZ) dmixed-cron: $name: starting (pid $$)" >&2
+# DMIXED_BIN unquoted on purpose: it may be a command with arguments ("python -m dmixed")
+# shellcheck disable=SC2086
+exec ${DMIXED_BIN:-dmixed} fit --job "$(basename "$job")" "$@"

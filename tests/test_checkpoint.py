@@ -1,0 +1,482 @@
+"""Saved statistics (``dmixed/checkpoint.py``): merge by group key, save/load, atomicity.
+
+``merge(stats(A), stats(B))`` must be the statistics of ``A ∪ B`` up to the order of
+each group's variance-component slots (merge keeps the slots a group had and appends
+new ones; a data pass assigns them afresh).  It is checked three ways: block by block
+after putting every group's slots in column order, by the log-likelihood and score at
+fixed parameters, and by fitting.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dmixed import checkpoint
+from dmixed.checkpoint import (
+    CheckpointMismatch,
+    GroupArrays,
+    digest,
+    expand_inputs,
+    input_fingerprint,
+    load_statistics,
+    merge,
+    read_manifest,
+    save_statistics,
+)
+from dmixed.design import build_spec
+from dmixed.engines.local import LocalEngine
+from dmixed.model import MixedLM
+from dmixed.optimize import ProfiledObjective
+
+from ._synth import make_data
+
+FORMULA = "y ~ x1 + x2"
+MODELS = {
+    # slope + two categorical components + one numeric component, weighted
+    "slope+vc": dict(
+        re_formula="1 + x1",
+        vc_formula={"sub": "0 + C(sub)", "t": "0 + C(t)", "num": "0 + x2"},
+        weights="w",
+    ),
+    # variance components only: no exog_re at all (statsmodels' convention)
+    "vc-only": dict(vc_formula={"sub": "0 + C(sub)"}),
+    # random intercept, no components
+    "intercept": dict(),
+}
+
+
+def _frame(seed: int, n_groups: int = 40, str_keys: bool = False) -> pd.DataFrame:
+    df = make_data(n_groups=n_groups, max_size=15, vc_sd=0.6, n_sub=5, seed=seed)
+    rng = np.random.default_rng(seed + 1000)
+    df["t"] = rng.choice(["u", "v", "w"], size=len(df))
+    if str_keys:
+        df["g"] = [f"k{v:03d}" for v in df["g"]]
+    return df
+
+
+def _split(df: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Random rows to A and B: some groups only in A, some only in B, the others in both
+    (so a shared group can have subgroups, i.e. VC columns, in only one half)."""
+    rng = np.random.default_rng(seed)
+    groups = df["g"].unique()
+    where = dict(zip(groups, rng.choice(["A", "B", "both"], size=len(groups)), strict=True))
+    side = df["g"].map(where).to_numpy()
+    to_a = np.where(side == "both", rng.random(len(df)) < 0.5, side == "A")
+    return df[to_a].reset_index(drop=True), df[~to_a].reset_index(drop=True)
+
+
+def _spec(df: pd.DataFrame, model: str):
+    return build_spec(df, FORMULA, "g", **MODELS[model])
+
+
+def _stats(spec, frame: pd.DataFrame) -> GroupArrays:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return GroupArrays.from_statistics(MixedLM.from_spec(spec, frame).statistics())
+
+
+def _canonical(arrays: GroupArrays, i: int) -> tuple[list, np.ndarray, np.ndarray]:
+    """Group i's statistics with its VC slots in (component, column) order, unused
+    slots dropped (after checking that they are all zero)."""
+    q = arrays.layout.k_re
+    keys, coords, offset = [("re", j) for j in range(q)], list(range(q)), q
+    unused = []
+    for comp, table in enumerate(arrays.slot_cols):
+        for s in range(table.shape[1]):
+            col = int(table[i, s])
+            if col >= 0:
+                keys.append((comp, col))
+                coords.append(offset + s)
+            else:
+                unused.append(offset + s)
+        offset += table.shape[1]
+    assert not np.any(arrays.zz[i][unused]) and not np.any(arrays.zxy[i][unused])
+    order = sorted(range(len(keys)), key=lambda k: (str(keys[k][0]), keys[k][1]))
+    idx = np.asarray([coords[k] for k in order], dtype=int)
+    return [keys[k] for k in order], arrays.zz[i][np.ix_(idx, idx)], arrays.zxy[i][idx]
+
+
+def assert_same_statistics(got: GroupArrays, want: GroupArrays, rtol: float = 1e-12) -> None:
+    assert list(got.labels) == list(want.labels)
+    np.testing.assert_array_equal(got.nobs, want.nobs)
+    assert got.layout.k_re == want.layout.k_re and got.layout.k_vc == want.layout.k_vc
+    assert got.glob.n == want.glob.n
+    np.testing.assert_allclose(got.glob.xyxy, want.glob.xyxy, rtol=rtol, atol=0)
+    np.testing.assert_allclose(got.glob.sum_log_weights, want.glob.sum_log_weights, rtol=rtol)
+    for i in range(len(want.labels)):
+        k_got, zz_got, zxy_got = _canonical(got, i)
+        k_want, zz_want, zxy_want = _canonical(want, i)
+        assert k_got == k_want, f"group {want.labels[i]}: slots {k_got} != {k_want}"
+        scale = max(np.abs(zz_want).max(initial=0), np.abs(zxy_want).max(initial=0), 1.0)
+        np.testing.assert_allclose(zz_got, zz_want, rtol=0, atol=rtol * scale)
+        np.testing.assert_allclose(zxy_got, zxy_want, rtol=0, atol=rtol * scale)
+
+
+def _llf_and_score(arrays: GroupArrays, packed: np.ndarray, reml: bool):
+    obj = ProfiledObjective(
+        LocalEngine(arrays.zz, arrays.zxy), arrays.glob, arrays.layout, reml, use_sqrt=True
+    )
+    ev = obj.evaluate(packed)
+    return ev.llf, ev.score
+
+
+def _fit(arrays: GroupArrays, spec):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return MixedLM.from_statistics(arrays.to_statistics(), spec).fit()
+
+
+# --------------------------------------------------------------------------------------
+# merge
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_merge_of_two_halves_equals_the_statistics_of_the_whole(model, seed):
+    df = _frame(seed, str_keys=seed % 2 == 0)
+    a, b = _split(df, seed)
+    spec = _spec(df, model)
+    merged = merge(_stats(spec, a), _stats(spec, b))
+    whole = _stats(spec, df)
+    assert_same_statistics(merged, whole)
+    # same likelihood and score at fixed parameters, REML and ML
+    rng = np.random.default_rng(seed)
+    for _ in range(3):
+        packed = rng.uniform(0.2, 1.5, whole.layout.n_params)
+        for reml in (True, False):
+            llf_m, score_m = _llf_and_score(merged, packed, reml)
+            llf_w, score_w = _llf_and_score(whole, packed, reml)
+            assert llf_m == pytest.approx(llf_w, rel=1e-12)
+            np.testing.assert_allclose(score_m, score_w, rtol=1e-9, atol=1e-9 * abs(llf_w))
+
+
+def test_the_split_exercises_new_groups_and_new_vc_columns_of_old_groups():
+    """The data of the merge tests have what makes merge non-trivial."""
+    df = _frame(1)
+    a, b = _split(df, 1)
+    spec = _spec(df, "slope+vc")
+    sa, sb = _stats(spec, a), _stats(spec, b)
+    assert set(sb.labels) - set(sa.labels) and set(sa.labels) - set(sb.labels)
+    shared = sorted(set(sa.labels) & set(sb.labels))
+    assert shared
+    ia = {k: i for i, k in enumerate(sa.labels)}
+    ib = {k: i for i, k in enumerate(sb.labels)}
+    c = spec.vc_names.index("sub")
+
+    def columns(arrays, i):
+        return set(arrays.slot_cols[c][i][arrays.slot_cols[c][i] >= 0])
+
+    new_cols = [g for g in shared if columns(sb, ib[g]) - columns(sa, ia[g])]
+    assert new_cols, "some shared group has a subgroup only in B"
+    merged = merge(sa, sb)
+    assert merged.layout.vc_widths[c] >= max(sa.layout.vc_widths[c], sb.layout.vc_widths[c])
+    i = list(merged.labels).index(new_cols[0])
+    assert columns(merged, i) == columns(sa, ia[new_cols[0]]) | columns(sb, ib[new_cols[0]])
+
+
+@pytest.mark.parametrize("model", ["slope+vc", "vc-only"])
+def test_fits_from_merged_and_from_whole_statistics_agree(model):
+    df = _frame(5)
+    a, b = _split(df, 5)
+    spec = _spec(df, model)
+    res_m = _fit(merge(_stats(spec, a), _stats(spec, b)), spec)
+    res_w = _fit(_stats(spec, df), spec)
+    assert res_m.converged and res_w.converged
+    assert res_m.llf == pytest.approx(res_w.llf, rel=1e-10)
+    np.testing.assert_allclose(res_m.fe_params, res_w.fe_params, rtol=1e-7)
+    np.testing.assert_allclose(res_m.vcomp, res_w.vcomp, rtol=1e-6)
+
+
+def test_merge_is_symmetric_and_associative():
+    df = _frame(6, n_groups=30)
+    rng = np.random.default_rng(6)
+    part = rng.integers(0, 3, len(df))
+    spec = _spec(df, "slope+vc")
+    p0, p1, p2 = (_stats(spec, df[part == k].reset_index(drop=True)) for k in range(3))
+    whole = _stats(spec, df)
+    assert_same_statistics(merge(p1, p0), merge(p0, p1))
+    assert_same_statistics(merge(merge(p0, p1), p2), whole)
+    assert_same_statistics(merge(p2, merge(p1, p0)), whole)
+
+
+def test_merge_of_disjoint_groups_concatenates_them():
+    df = _frame(7)
+    spec = _spec(df, "slope+vc")
+    a = df[df["g"] < 20].reset_index(drop=True)
+    b = df[df["g"] >= 20].reset_index(drop=True)
+    merged = merge(_stats(spec, b), _stats(spec, a))
+    assert list(merged.labels) == sorted(df["g"].unique())
+    assert_same_statistics(merged, _stats(spec, df))
+
+
+def test_merge_refuses_statistics_of_another_model():
+    df = _frame(8)
+    slope = _stats(_spec(df, "slope+vc"), df)
+    intercept = _stats(_spec(df, "intercept"), df)
+    with pytest.raises(CheckpointMismatch, match="different model"):
+        merge(slope, intercept)
+    other_fe = _stats(build_spec(df, "y ~ x1", "g", **MODELS["slope+vc"]), df)
+    with pytest.raises(CheckpointMismatch):
+        merge(slope, other_fe)
+
+
+# --------------------------------------------------------------------------------------
+# save / load
+# --------------------------------------------------------------------------------------
+
+
+def _assert_round_trip(arrays: GroupArrays, back: GroupArrays) -> None:
+    assert list(back.labels) == list(arrays.labels)
+    np.testing.assert_array_equal(back.nobs, arrays.nobs)
+    # stored as the lower triangle and mirrored on load
+    np.testing.assert_array_equal(np.tril(back.zz), np.tril(arrays.zz))
+    np.testing.assert_allclose(back.zz, arrays.zz, rtol=1e-15, atol=0)
+    np.testing.assert_array_equal(back.zxy, arrays.zxy)
+    assert len(back.slot_cols) == len(arrays.slot_cols)
+    for t_back, t in zip(back.slot_cols, arrays.slot_cols, strict=True):
+        np.testing.assert_array_equal(t_back, t)
+    assert back.layout == arrays.layout
+    np.testing.assert_array_equal(back.glob.xyxy, arrays.glob.xyxy)
+    assert back.glob.n == arrays.glob.n
+    assert back.glob.sum_log_weights == arrays.glob.sum_log_weights
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+@pytest.mark.parametrize("str_keys", [False, True], ids=["int-keys", "str-keys"])
+def test_save_load_round_trip(tmp_path, model, str_keys):
+    df = _frame(9, str_keys=str_keys)
+    spec = _spec(df, model)
+    arrays = _stats(spec, df)
+    save_statistics(arrays, tmp_path / "stats", {"digest": "abc", "spec": spec.to_dict()})
+    back, manifest = load_statistics(tmp_path / "stats")
+    _assert_round_trip(arrays, back)
+    assert manifest["format"] == "dmixed-statistics" and manifest["digest"] == "abc"
+    assert manifest["n_groups"] == len(arrays.labels)
+    assert read_manifest(tmp_path / "stats") == manifest
+    llf = _fit(arrays, spec).llf
+    assert _fit(back, spec).llf == llf  # the same fit from the saved statistics
+
+
+def test_save_load_over_several_files(tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoint, "_GROUPS_PER_FILE", 7)
+    df = _frame(10, n_groups=40)
+    spec = _spec(df, "slope+vc")
+    arrays = _stats(spec, df)
+    save_statistics(arrays, tmp_path / "stats", {})
+    files = sorted(os.listdir(tmp_path / "stats/groups"))
+    assert files == [f"part-{i:05d}.parquet" for i in range(6)]
+    back, _ = load_statistics(tmp_path / "stats")
+    _assert_round_trip(arrays, back)
+
+
+def test_merged_statistics_round_trip(tmp_path):
+    df = _frame(11)
+    a, b = _split(df, 11)
+    spec = _spec(df, "slope+vc")
+    merged = merge(_stats(spec, a), _stats(spec, b))
+    save_statistics(merged, tmp_path / "s", {})
+    back, _ = load_statistics(tmp_path / "s")
+    _assert_round_trip(merged, back)
+
+
+def test_read_manifest_refuses_what_is_not_a_statistics_directory(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no saved statistics"):
+        read_manifest(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": "dmixed-results"}))
+    with pytest.raises(ValueError, match="not a dmixed statistics manifest"):
+        read_manifest(tmp_path)
+    (tmp_path / "manifest.json").write_text(
+        json.dumps({"format": "dmixed-statistics", "format_version": 99})
+    )
+    with pytest.raises(ValueError, match="newer dmixed"):
+        read_manifest(tmp_path)
+
+
+# --------------------------------------------------------------------------------------
+# atomic replace
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_statistics():
+    df = _frame(12)
+    spec = _spec(df, "slope+vc")
+    a, _ = _split(df, 12)
+    return _stats(spec, df), _stats(spec, a)
+
+
+def _siblings(path: Path) -> list[str]:
+    return sorted(os.listdir(path.parent))
+
+
+def test_save_replaces_older_statistics_without_leftovers(tmp_path, two_statistics):
+    first, second = two_statistics
+    save_statistics(first, tmp_path / "stats", {"digest": "first"})
+    save_statistics(second, tmp_path / "stats", {"digest": "second"})
+    back, manifest = load_statistics(tmp_path / "stats")
+    assert manifest["digest"] == "second"
+    _assert_round_trip(second, back)
+    assert _siblings(tmp_path / "stats") == ["stats"]
+
+
+def test_save_into_an_empty_directory(tmp_path, two_statistics):
+    (tmp_path / "stats").mkdir()
+    save_statistics(two_statistics[0], tmp_path / "stats", {})
+    assert read_manifest(tmp_path / "stats")["n_groups"] == len(two_statistics[0].labels)
+
+
+def test_save_never_replaces_a_directory_dmixed_did_not_write(tmp_path, two_statistics):
+    (tmp_path / "stats").mkdir()
+    (tmp_path / "stats/thesis.tex").write_text("precious")
+    with pytest.raises(FileExistsError, match="not a dmixed statistics directory"):
+        save_statistics(two_statistics[0], tmp_path / "stats", {})
+    assert (tmp_path / "stats/thesis.tex").read_text() == "precious"
+    assert _siblings(tmp_path / "stats") == ["stats"]
+
+
+def test_failed_save_keeps_the_previous_statistics(tmp_path, two_statistics, monkeypatch):
+    first, second = two_statistics
+    save_statistics(first, tmp_path / "stats", {"digest": "first"})
+
+    def broken_dump(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint.json, "dump", broken_dump)
+    with pytest.raises(OSError, match="disk full"):
+        save_statistics(second, tmp_path / "stats", {"digest": "second"})
+    monkeypatch.undo()
+    back, manifest = load_statistics(tmp_path / "stats")
+    assert manifest["digest"] == "first"
+    _assert_round_trip(first, back)
+    assert _siblings(tmp_path / "stats") == ["stats"]  # the temporary was removed
+
+
+def test_interrupted_rename_never_exposes_a_partial_directory(
+    tmp_path, two_statistics, monkeypatch
+):
+    """A failure between moving the old directory away and moving the new one in leaves
+    no ``stats`` at all (never a partial one); the old statistics are still on disk."""
+    first, second = two_statistics
+    save_statistics(first, tmp_path / "stats", {"digest": "first"})
+    real_rename = os.rename
+    calls = []
+
+    def rename(src, dst):
+        calls.append((Path(src).name, Path(dst).name))
+        if len(calls) == 2:  # the rename of the new directory into place
+            raise OSError("killed")
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "rename", rename)
+    import dmixed.io
+
+    monkeypatch.setattr(dmixed.io.os, "rename", rename)
+    with pytest.raises(OSError, match="killed"):
+        save_statistics(second, tmp_path / "stats", {"digest": "second"})
+    monkeypatch.undo()
+    assert not (tmp_path / "stats").exists()
+    old = [p for p in _siblings(tmp_path / "stats") if p.startswith(".stats.old-")]
+    assert len(old) == 1  # the previous statistics, complete, under a hidden name
+    assert read_manifest(tmp_path / old[0])["digest"] == "first"
+
+
+KILLED_WRITER = """
+import os, pickle, sys
+from dmixed import checkpoint, io
+arrays = pickle.load(open(sys.argv[1], "rb"))
+io._replace_dir = lambda *args, **kwargs: os._exit(9)  # killed just before the rename
+checkpoint.save_statistics(arrays, sys.argv[2], {"digest": "killed"})
+"""
+
+
+def test_a_killed_save_leaves_no_lasting_temporaries(tmp_path, two_statistics):
+    """A writer killed mid-save (SIGKILL, OOM killer, node failure) leaves its hidden
+    temporary behind; it must never be read, and the next save should clear it instead
+    of letting one such directory (a full copy of the statistics) pile up per kill."""
+    first, second = two_statistics
+    save_statistics(first, tmp_path / "stats", {"digest": "first"})
+    (tmp_path / "arrays.pkl").write_bytes(pickle.dumps(second))
+    for _ in range(2):
+        proc = subprocess.run(
+            [sys.executable, "-c", KILLED_WRITER, "arrays.pkl", "stats"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 9, proc.stderr
+    assert read_manifest(tmp_path / "stats")["digest"] == "first"  # never the killed one
+    save_statistics(second, tmp_path / "stats", {"digest": "rerun"})  # the rerun
+    assert read_manifest(tmp_path / "stats")["digest"] == "rerun"
+    leftovers = [p for p in _siblings(tmp_path / "stats") if p.startswith(".stats.")]
+    assert not leftovers, (
+        f"dmixed bug: temporaries of killed writers are never removed: {leftovers}"
+    )
+
+
+# --------------------------------------------------------------------------------------
+# inputs: fingerprint, digest, expansion
+# --------------------------------------------------------------------------------------
+
+
+def test_digest_follows_model_and_input_files(tmp_path):
+    a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    a.write_bytes(b"1234")
+    b.write_bytes(b"5678")
+    model = {"formula": "y ~ x", "groups": "g"}
+    base = digest(model, input_fingerprint([str(a), str(b)]))
+    assert digest(model, input_fingerprint([str(b), str(a)])) == base  # order of inputs
+    assert digest({**model, "formula": "y ~ x + z"}, input_fingerprint([str(a), str(b)])) != base
+    st = a.stat()
+    os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # touch
+    assert digest(model, input_fingerprint([str(a), str(b)])) != base
+    os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert digest(model, input_fingerprint([str(a), str(b)])) == base
+    a.write_bytes(b"12345")  # another size
+    os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert digest(model, input_fingerprint([str(a), str(b)])) != base
+    fp = input_fingerprint([str(a), "s3://bucket/x.parquet"])
+    assert fp[0]["path"] == str(a) and fp[1] == {
+        "path": "s3://bucket/x.parquet",
+        "size": None,
+        "mtime_ns": None,
+    }
+
+
+def test_expand_inputs_globs_lists_and_urls(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ("b.parquet", "a.parquet", "c.csv"):
+        Path(name).write_bytes(b"x")
+    assert expand_inputs("*.parquet") == ["a.parquet", "b.parquet"]
+    assert expand_inputs(["c.csv", "*.parquet"]) == ["c.csv", "a.parquet", "b.parquet"]
+    assert expand_inputs("s3://bucket/*.parquet") == ["s3://bucket/*.parquet"]
+    assert expand_inputs("missing.parquet") == ["missing.parquet"]  # reported by the reader
+
+
+def test_expand_inputs_of_a_dataset_directory_skips_markers_and_hidden_files(tmp_path):
+    """Spark, Dask and Hadoop write ``_SUCCESS``, ``_metadata``/``_common_metadata`` and
+    hidden ``.crc`` files beside the parts; Parquet readers skip names starting with
+    ``_`` or ``.``.  ``expand_inputs`` lists them as data files, so ``dmixed fit --data
+    dir/`` on such a directory fails with exit 3 ("Parquet file size is 0 bytes")."""
+    d = tmp_path / "dataset"
+    (d / "year=2025").mkdir(parents=True)
+    pd.DataFrame({"y": [1.0]}).to_parquet(d / "year=2025/part-0.parquet")
+    pd.DataFrame({"y": [2.0]}).to_parquet(d / "part-1.parquet")
+    (d / "_SUCCESS").write_bytes(b"")
+    (d / ".part-1.parquet.crc").write_bytes(b"crc")
+    (d / "year=2025/.part-0.parquet.crc").write_bytes(b"crc")
+    got = [str(Path(p).relative_to(d)) for p in expand_inputs(str(d))]
+    assert got == ["part-1.parquet", "year=2025/part-0.parquet"], (
+        f"dmixed bug: expand_inputs({d.name}/) lists non-data files: {got}"
+    )

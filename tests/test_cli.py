@@ -1,0 +1,1151 @@
+"""The ``dmixed`` command as a batch job: run as a subprocess, as cron/Airflow/SLURM would.
+
+Fits are run as ``python -m dmixed ...`` with ``cwd=tmp_path``.  Most of them use one
+Dask scheduler and two workers started once per module as subprocesses on 127.0.0.1
+(``--cluster scheduler.json`` or ``--cluster tcp://...``); only the end-to-end test
+starts the embedded ``LocalCluster`` (no ``--cluster``), since that costs seconds.
+Every new interpreter costs ~2 s of imports, so the matrix of configuration errors and
+the refusals of saved statistics call ``cli.main`` in this process (same code path,
+same exit status and stderr), with one subprocess per exit status and for ``--help``.
+
+One data set for the whole module: random intercept (sd 30) and slope on x1 plus a
+subgroup variance component, split into ``A.parquet`` (groups 0-59, the first 60 % of
+each group's rows, subgroup "c" held back in every 4th group) and ``B.parquet`` (the
+other rows of groups 0-59 and the new groups 60-79).  With intercept sd 30 the
+optimizer needs more than one iteration, so ``--maxiter 1`` does not converge.
+
+Tests that find bugs in dmixed fail with a message that starts with "dmixed bug:".
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import fcntl
+import importlib.util
+import io
+import json
+import logging
+import os
+import py_compile
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+import dmixed
+from dmixed import cli
+
+from ._synth import make_data
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples"
+FORMULA = "y ~ x1 + x2"
+MODEL = ["--formula", FORMULA, "--groups", "g", "--re-formula", "1 + x1"]
+VC = ["--vc", "sub=0 + C(sub)"]
+RTOL = 1e-8
+COMPARED = ("fe_params", "cov_re", "vcomp", "scale", "llf", "bse")
+RESULT_FILES = ["estimates.json", "random_effects.parquet", "summary.txt"]
+# the Dask engine's data-pass line; model.fit logs "data pass: N rows ..." even when
+# the statistics come from a checkpoint, so that line is not evidence of a data pass
+DATA_PASS_LINE = re.compile(r"data pass: \d+ partitions")
+
+
+# --------------------------------------------------------------------------------------
+# data, processes and helpers
+# --------------------------------------------------------------------------------------
+
+
+def _frames() -> tuple[pd.DataFrame, pd.DataFrame]:
+    df = make_data(n_groups=80, seed=7, intercept_sd=30.0, slope_sd=0.7, vc_sd=0.8, max_size=30)
+    old = df["g"] < 60
+    pos = df.groupby("g").cumcount()
+    size = df.groupby("g")["y"].transform("size")
+    held_back = (df["g"] % 4 == 0) & (df["sub"] == "c")
+    in_a = old & (pos < np.ceil(0.6 * size)) & ~held_back
+    return df[in_a].reset_index(drop=True), df[~in_a].reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    frame_a, frame_b = _frames()
+    d = tmp_path_factory.mktemp("data")
+    frame_a.to_parquet(d / "A.parquet", index=False)
+    frame_b.to_parquet(d / "B.parquet", index=False)
+    return SimpleNamespace(
+        dir=d,
+        A=d / "A.parquet",
+        B=d / "B.parquet",
+        frame_a=frame_a,
+        frame_b=frame_b,
+        full=pd.concat([frame_a, frame_b], ignore_index=True),
+    )
+
+
+def _spawn(args: list[str], log: Path, cwd: Path) -> subprocess.Popen:
+    with open(log, "w") as fh:
+        # own session: teardown can kill the process and its children by group id
+        return subprocess.Popen(
+            [sys.executable, "-m", *args],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            start_new_session=True,
+        )
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    """Stop what a fixture started: each process and its children, by process group
+    (each was started in its own session).  Workers hold nothing worth a clean exit."""
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    for p in procs:
+        p.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def scheduler(tmp_path_factory):
+    """A scheduler and two single-thread workers as separate processes, listening on
+    127.0.0.1 only (the scheduler runs whatever its clients send)."""
+    from distributed import Client
+
+    d = tmp_path_factory.mktemp("dask")
+    sfile = d / "scheduler.json"
+    procs: list[subprocess.Popen] = []
+    try:
+        procs.append(
+            _spawn(
+                [
+                    "distributed.cli.dask_scheduler",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    "0",
+                    "--scheduler-file",
+                    str(sfile),
+                    "--no-dashboard",
+                    # the HTTP routes (/health, /metrics) stay on by default, on :8787
+                    # of every interface: keep them on loopback too
+                    "--dashboard-address",
+                    "127.0.0.1:0",
+                ],
+                d / "scheduler.log",
+                d,
+            )
+        )
+        address = None
+        deadline = time.monotonic() + 60
+        while address is None:
+            if procs[0].poll() is not None:
+                pytest.fail(f"dask scheduler exited: {(d / 'scheduler.log').read_text()}")
+            if time.monotonic() > deadline:
+                pytest.fail("dask scheduler did not write its scheduler file within 60 s")
+            try:
+                address = json.loads(sfile.read_text())["address"]
+            except (OSError, ValueError, KeyError):
+                time.sleep(0.1)
+        for i in range(2):
+            procs.append(
+                _spawn(
+                    [
+                        "distributed.cli.dask_worker",
+                        "--scheduler-file",
+                        str(sfile),
+                        "--nthreads",
+                        "1",
+                        "--host",
+                        "127.0.0.1",
+                        "--no-dashboard",
+                        "--dashboard-address",
+                        "127.0.0.1:0",
+                    ],
+                    d / f"worker-{i}.log",
+                    d,
+                )
+            )
+        with Client(scheduler_file=str(sfile), timeout="30s") as client:
+            client.wait_for_workers(2, timeout=90)
+        yield SimpleNamespace(file=str(sfile), address=address, dir=d)
+    finally:
+        _stop(procs)
+
+
+def run(*args, cwd, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -m dmixed ARGS`` in ``cwd``."""
+    return subprocess.run(
+        [sys.executable, "-m", "dmixed", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstderr:\n{proc.stderr}"
+    return proc
+
+
+def in_process_fit(frame: pd.DataFrame, vc: bool = False, reml: bool = True):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = dmixed.mixedlm(
+            FORMULA,
+            frame,
+            groups="g",
+            re_formula="1 + x1",
+            vc_formula={"sub": "0 + C(sub)"} if vc else None,
+        )
+        return model.fit(reml=reml)
+
+
+def assert_same_fit(res, ref, rtol: float = RTOL) -> None:
+    for name in COMPARED:
+        np.testing.assert_allclose(
+            np.asarray(getattr(res, name), dtype=float),
+            np.asarray(getattr(ref, name), dtype=float),
+            rtol=rtol,
+            atol=0,
+            err_msg=name,
+        )
+    assert res.nobs == ref.nobs
+    assert res.n_groups == ref.n_groups
+
+
+def result_dirs(path: Path) -> list[str]:
+    return sorted(os.listdir(path))
+
+
+def hidden_leftovers(parent: Path, name: str) -> list[str]:
+    """Temporaries of the atomic write of ``parent/name`` (``.name.tmp-*``, ``.name.old-*``)."""
+    return sorted(p for p in os.listdir(parent) if p.startswith(f".{name}."))
+
+
+# --------------------------------------------------------------------------------------
+# end to end
+# --------------------------------------------------------------------------------------
+
+
+def test_fit_end_to_end_on_the_embedded_local_cluster(data, tmp_path):
+    proc = ok(run("fit", "--data", data.A, data.B, *MODEL, "--output", "out", cwd=tmp_path))
+    # stdout: the path of the results, nothing else; progress on stderr
+    assert proc.stdout.splitlines() == [str(tmp_path / "out")]
+    assert "(local)" in proc.stderr and "connected to tcp://127.0.0.1:" in proc.stderr
+    assert DATA_PASS_LINE.search(proc.stderr)
+    assert "iteration 1 (" in proc.stderr and "(final)" in proc.stderr
+    assert result_dirs(tmp_path / "out") == RESULT_FILES
+    assert hidden_leftovers(tmp_path, "out") == []
+    assert "Mixed Linear Model Regression Results" in (tmp_path / "out/summary.txt").read_text()
+    res = dmixed.load(tmp_path / "out")
+    assert res.converged and res.method == "REML"
+    assert_same_fit(res, in_process_fit(data.full))
+
+
+@pytest.fixture(scope="module")
+def ab_result(data, scheduler, tmp_path_factory):
+    """``fit --data A B --cluster scheduler.json``: its run and results directory."""
+    d = tmp_path_factory.mktemp("ab")
+    proc = ok(
+        run(
+            "fit",
+            "--data",
+            data.A,
+            data.B,
+            *MODEL,
+            "--cluster",
+            scheduler.file,
+            "--output",
+            "out",
+            cwd=d,
+        )
+    )
+    return SimpleNamespace(proc=proc, dir=d, out=d / "out")
+
+
+@pytest.mark.parametrize("how", ["scheduler_file", "address"])
+def test_fit_on_a_running_scheduler(data, scheduler, ab_result, tmp_path, how):
+    if how == "scheduler_file":
+        proc, out = ab_result.proc, ab_result.out
+    else:
+        out = tmp_path / "out"
+        proc = ok(
+            run(
+                "fit",
+                "--data",
+                data.A,
+                data.B,
+                *MODEL,
+                "--cluster",
+                scheduler.address,
+                "--output",
+                "out",
+                cwd=tmp_path,
+            )
+        )
+    assert f"connected to {scheduler.address} ({how})" in proc.stderr
+    assert f"on cluster {scheduler.address}" in proc.stderr  # the data pass ran there
+    assert proc.stdout.strip() == str(out)
+    assert_same_fit(dmixed.load(out), in_process_fit(data.full))
+
+
+def test_yaml_job_file_with_vc_mapping_and_ml_and_flags_overriding_keys(data, scheduler, tmp_path):
+    job = {
+        "data": [str(data.A), str(data.B)],
+        "formula": FORMULA,
+        "groups": "g",
+        "re_formula": "1 + x1",
+        "vc_formula": {"sub": "0 + C(sub)"},
+        "method": "ML",  # case-insensitive
+        "cluster": scheduler.file,
+        "output": "from_job",
+        "maxiter": 1,  # overridden below: with 1 iteration the fit does not converge
+        "quiet": True,
+    }
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+    proc = ok(
+        run("fit", "--job", "job.yaml", "--maxiter", "500", "--output", "from_flag", cwd=tmp_path)
+    )
+    assert proc.stdout.strip() == str(tmp_path / "from_flag")
+    assert not (tmp_path / "from_job").exists()
+    assert "iteration" not in proc.stderr  # quiet: true in the job file
+    res = dmixed.load(tmp_path / "from_flag")
+    assert res.converged and res.method == "ML" and not res.reml
+    assert list(res.names.vc_names) == ["sub"]
+    assert_same_fit(res, in_process_fit(data.full, vc=True, reml=False))
+
+
+# --------------------------------------------------------------------------------------
+# bad configurations: each with its own message and exit status
+# --------------------------------------------------------------------------------------
+
+
+def _corrupt_data_pages(frame: pd.DataFrame, path: Path) -> None:
+    """A Parquet file whose footer is intact (its schema reads) but whose first data
+    page header of every column is garbage: it fails only when the rows are read."""
+    pq.write_table(
+        pa.Table.from_pandas(frame, preserve_index=False),
+        path,
+        compression="none",
+        row_group_size=len(frame) // 3,
+    )
+    meta = pq.ParquetFile(path).metadata
+    raw = bytearray(path.read_bytes())
+    for rg in range(meta.num_row_groups):
+        for c in range(meta.num_columns):
+            off = meta.row_group(rg).column(c).data_page_offset
+            raw[off : off + 16] = b"\xff" * 16
+    path.write_bytes(bytes(raw))
+    pq.read_schema(path)  # the footer still reads
+
+
+def run_in_process(*args, cwd) -> SimpleNamespace:
+    """``cli.main(ARGS)`` in this process with ``cwd`` as working directory: the same
+    exit status, stdout and stderr as the command, without 2 s of imports per run.
+    Restores the working directory and the "dmixed" logger that ``main`` reconfigures."""
+    log = logging.getLogger("dmixed")
+    saved = log.handlers[:], log.level, log.propagate
+    out, err = io.StringIO(), io.StringIO()
+    here = os.getcwd()
+    try:
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = cli.main([str(a) for a in args])
+            except SystemExit as exc:  # argparse: --help, usage errors
+                code = exc.code
+    finally:
+        os.chdir(here)
+        log.handlers[:] = saved[0]
+        log.level, log.propagate = saved[1], saved[2]
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
+def _bad_cases(d: Path, data, scheduler) -> dict[str, list[str]]:
+    """name -> arguments; writes the files the cases need into ``d``."""
+    files = {
+        "unknown_key.yaml": "data: A.parquet\nformla: y ~ x1\n",
+        "invalid.yaml": "formula: [y ~ x1\ngroups: g\n",
+        "method.yaml": "method: bayes\n",
+        "list.yaml": "- data: a.parquet\n",
+        "vc.yaml": "vc_formula: 0 + C(sub)\n",
+        "unreachable.yaml": "kind: address\naddress: tcp://127.0.0.1:1\nclient:\n  timeout: 2s\n",
+        "bad_kind.yaml": "kind: kubernetess\n",
+        "bad_keys.yaml": "kind: local\nclients: {timeout: 1s}\n",
+        "slurm.yaml": "kind: slurm\ncluster:\n  cores: 1\n  memory: 1GB\n",
+    }
+    for name, text in files.items():
+        (d / name).write_text(text)
+    (d / "garbage.parquet").write_bytes(np.random.default_rng(0).bytes(5000))
+    _corrupt_data_pages(data.full, d / "pages.parquet")
+    fit = ["fit", "--data", str(data.A), *MODEL, "--output", "o", "--quiet"]
+    cases = {
+        "unknown_job_key": ["fit", "--job", "unknown_key.yaml"],
+        "invalid_yaml": ["fit", "--job", "invalid.yaml"],
+        "job_not_a_mapping": ["fit", "--job", "list.yaml"],
+        "job_file_missing": ["fit", "--job", "absent.yaml"],
+        "bad_method_in_job": [*fit, "--job", "method.yaml"],
+        "vc_formula_not_a_mapping": [*fit, "--job", "vc.yaml"],
+        "bad_method_flag": [*fit, "--method", "bayes"],
+        "bad_vc_flag": [*fit, "--vc", "0 + C(sub)"],
+        "missing_required": ["fit", "--data", str(data.A), "--formula", FORMULA, "--output", "o"],
+        "unknown_column": [
+            "fit",
+            "--data",
+            str(data.A),
+            "--formula",
+            "y ~ x1 + xx2",
+            "--groups",
+            "g",
+            "--output",
+            "o",
+            "--quiet",
+            "--cluster",
+            scheduler.file,
+        ],
+        "no_data_file": ["fit", "--data", "missing.parquet", *MODEL, "--output", "o"],
+        "garbage_parquet": ["fit", "--data", "garbage.parquet", *MODEL, "--output", "o"],
+        "corrupt_data_pages": [
+            "fit",
+            "--data",
+            "pages.parquet",
+            *MODEL,
+            "--output",
+            "o",
+            "--quiet",
+            "--cluster",
+            scheduler.file,
+        ],
+        "unreachable_scheduler": [*fit, "--cluster", "unreachable.yaml"],
+        "bad_cluster_kind": [*fit, "--cluster", "bad_kind.yaml"],
+        "unknown_cluster_key": [*fit, "--cluster", "bad_keys.yaml"],
+        "cluster_spec_unrecognized": [*fit, "--cluster", "cluster.txt"],
+        "scheduler_file_missing": [*fit, "--cluster", "absent.json"],
+        "update_without_statistics": [
+            "update",
+            "--stats-dir",
+            "none",
+            "--data",
+            str(data.B),
+            "--output",
+            "o",
+        ],
+        "help_fit": ["fit", "--help"],
+        "help_update": ["update", "--help"],
+    }
+    if importlib.util.find_spec("dask_jobqueue") is None:
+        cases["slurm_without_dask_jobqueue"] = [*fit, "--cluster", "slurm.yaml"]
+    return cases
+
+
+# name -> (exit status, substrings of stderr)
+BAD = {
+    "unknown_job_key": (2, ["unknown key(s) in job file unknown_key.yaml", "'formla'", "allowed"]),
+    "invalid_yaml": (2, ["invalid.yaml is not valid YAML"]),
+    "job_not_a_mapping": (2, ["list.yaml must be a mapping of option: value"]),
+    "job_file_missing": (2, ["cannot read job file absent.yaml"]),
+    "bad_method_in_job": (2, ["method must be 'reml' or 'ml', got 'bayes'"]),
+    "vc_formula_not_a_mapping": (2, ["vc_formula must be a mapping"]),
+    "bad_method_flag": (2, ["argument --method: invalid choice: 'bayes'"]),
+    "bad_vc_flag": (2, ["--vc expects NAME=FORMULA, got '0 + C(sub)'"]),
+    "missing_required": (2, ["missing required option(s): --groups"]),
+    "unknown_column": (2, ["unknown column 'xx2'", "close matches", "'x2'"]),
+    "no_data_file": (3, ["no such input file", "missing.parquet"]),
+    "garbage_parquet": (3, ["cannot read parquet data", "garbage.parquet"]),
+    "corrupt_data_pages": (3, ["pages.parquet"]),
+    "unreachable_scheduler": (5, ["could not reach the Dask scheduler", "127.0.0.1:1", "2s"]),
+    "bad_cluster_kind": (2, ["'kind' must be one of", "'kubernetess'"]),
+    "unknown_cluster_key": (2, ["unknown key(s) ['clients'] in cluster config"]),
+    "cluster_spec_unrecognized": (2, ["neither a scheduler address"]),
+    "scheduler_file_missing": (2, ["scheduler file absent.json does not exist"]),
+    "update_without_statistics": (2, ["none holds no saved statistics"]),
+    "slurm_without_dask_jobqueue": (2, ["'slurm'", "dask-jobqueue", "not installed"]),
+}
+# run as `python -m dmixed` (one per exit status, and --help); the others through
+# cli.main in this process: same code path, without the imports of a new interpreter
+AS_PROCESS = {"unknown_job_key", "garbage_parquet", "unreachable_scheduler", "help_fit"}
+# cases where dmixed misbehaves (the failing assertion says how)
+KNOWN_BUGS = {"corrupt_data_pages"}
+
+
+@pytest.fixture(scope="module")
+def bad_runs(data, scheduler, tmp_path_factory):
+    """Every bad-configuration case, run once: the subprocesses concurrently, the
+    in-process ones meanwhile."""
+    d = tmp_path_factory.mktemp("bad")
+    cases = _bad_cases(d, data, scheduler)
+
+    def timed(fn, args):
+        t0 = time.monotonic()
+        proc = fn(*args, cwd=d)
+        return proc, time.monotonic() - t0
+
+    with concurrent.futures.ThreadPoolExecutor(len(AS_PROCESS)) as pool:
+        futures = {n: pool.submit(timed, run, a) for n, a in cases.items() if n in AS_PROCESS}
+        out = {n: timed(run_in_process, a) for n, a in cases.items() if n not in AS_PROCESS}
+        out.update({n: f.result() for n, f in futures.items()})
+    out["_dir"] = d
+    return out
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_configuration_exit_status_and_message(bad_runs, case):
+    if case not in bad_runs:
+        pytest.skip("dask-jobqueue is installed: the missing-library case cannot be run")
+    proc, seconds = bad_runs[case]
+    status, needles = BAD[case]
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == status, (
+        f"{'dmixed bug: ' if case in KNOWN_BUGS else ''}{case}: exit "
+        f"{proc.returncode}, expected {status}; stderr:\n{proc.stderr}"
+    )
+    for needle in needles:
+        assert needle in proc.stderr, f"{needle!r} not in {proc.stderr!r}"
+    if case != "bad_method_flag":  # argparse's own usage error
+        assert any(line.startswith("dmixed: error: ") for line in proc.stderr.splitlines())
+    assert proc.stdout == ""  # no results path
+    assert not (bad_runs["_dir"] / "o").exists()
+    if case == "unreachable_scheduler":
+        assert seconds < 30, f"took {seconds:.1f}s with a 2 s client timeout"
+
+
+@pytest.mark.parametrize("case", sorted(set(BAD) - {"bad_method_flag"}))
+def test_errors_are_one_line_on_stderr(bad_runs, case):
+    """cli.py: "Errors are one line on stderr" (batch logs, cron mail)."""
+    if case not in bad_runs:
+        pytest.skip("dask-jobqueue is installed")
+    proc, _ = bad_runs[case]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("dmixed: error: "), (
+        f"dmixed bug: the error of case {case} is {len(lines)} lines:\n{proc.stderr}"
+    )
+
+
+def test_help_lists_every_option(bad_runs):
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if a.choices and "fit" in a.choices).choices
+    for command in ("fit", "update"):
+        proc, _ = bad_runs[f"help_{command}"]
+        assert proc.returncode == 0, proc.stderr
+        text = " ".join(proc.stdout.split())
+        options = [s for a in commands[command]._actions for s in a.option_strings]
+        assert len(options) >= 10
+        for option in options:
+            assert option in text, f"{option} missing from `dmixed {command} --help`"
+    text = " ".join(bad_runs["help_fit"][0].stdout.split())
+    for flag in (
+        "--job",
+        "--data",
+        "--format",
+        "--output",
+        "--cluster",
+        "--stats-dir",
+        "--allow-nonconverged",
+        "--cov-fe",
+        "--maxiter",
+        "--quiet",
+        "--formula",
+        "--groups",
+        "--re-formula",
+        "--vc",
+        "--weights",
+        "--method",
+        "--missing",
+    ):
+        assert flag in text, flag
+    for key in cli.Job.keys():  # every job-file key is named (storage_options has no flag)
+        assert key in text, f"job key {key} not in `dmixed fit --help`"
+
+
+# --------------------------------------------------------------------------------------
+# convergence
+# --------------------------------------------------------------------------------------
+
+
+def test_not_converged_exits_4_without_output_unless_allowed(data, scheduler, tmp_path):
+    common = [
+        "fit",
+        "--data",
+        data.A,
+        data.B,
+        *MODEL,
+        "--maxiter",
+        "1",
+        "--cluster",
+        scheduler.file,
+    ]
+    proc = run(*common, "--output", "out", cwd=tmp_path)
+    assert proc.returncode == 4, proc.stderr
+    assert "did not converge" in proc.stderr and "--allow-nonconverged" in proc.stderr
+    assert proc.stdout == ""
+    assert not (tmp_path / "out").exists()
+    assert hidden_leftovers(tmp_path, "out") == []
+
+    proc = ok(run(*common, "--allow-nonconverged", "--output", "out", cwd=tmp_path))
+    assert proc.stdout.strip() == str(tmp_path / "out")
+    res = dmixed.load(tmp_path / "out")
+    assert not res.converged
+    assert "Converged: No" in " ".join((tmp_path / "out/summary.txt").read_text().split())
+
+
+# --------------------------------------------------------------------------------------
+# checkpoints (--stats-dir)
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def checkpointed(data, scheduler, tmp_path_factory):
+    """A first run with --stats-dir on private copies of the data files."""
+    d = tmp_path_factory.mktemp("checkpoint")
+    for f in (data.A, data.B):
+        shutil.copy2(f, d / f.name)
+    args = ["fit", "--data", "A.parquet", "B.parquet", *MODEL, *VC, "--cluster", scheduler.file]
+    proc = ok(run(*args, "--stats-dir", "stats", "--output", "out1", cwd=d))
+    return SimpleNamespace(dir=d, args=args, first=proc)
+
+
+def test_stats_dir_first_run_saves_statistics(checkpointed):
+    d = checkpointed.dir
+    assert "saved statistics to stats" in checkpointed.first.stderr
+    assert DATA_PASS_LINE.search(checkpointed.first.stderr)
+    assert sorted(os.listdir(d / "stats")) == ["groups", "last_fit.json", "manifest.json"]
+    assert os.listdir(d / "stats/groups") == ["part-00000.parquet"]
+    manifest = json.loads((d / "stats/manifest.json").read_text())
+    assert manifest["format"] == "dmixed-statistics"
+    assert [i["path"] for i in manifest["inputs"]] == [str(d / "A.parquet"), str(d / "B.parquet")]
+    assert manifest["n_groups"] == 80 and len(manifest["digest"]) == 64
+    assert hidden_leftovers(d, "stats") == []
+
+
+def test_rerun_reuses_saved_statistics(checkpointed):
+    d = checkpointed.dir
+    proc = ok(run(*checkpointed.args, "--stats-dir", "stats", "--output", "out2", cwd=d))
+    assert "reusing saved statistics from stats (no data pass)" in proc.stderr
+    assert not DATA_PASS_LINE.search(proc.stderr), proc.stderr
+    assert "VC prepass" not in proc.stderr
+    assert_same_fit(dmixed.load(d / "out2"), dmixed.load(d / "out1"), rtol=1e-12)
+
+
+def test_rerun_does_not_read_the_data(checkpointed):
+    """A rerun that reuses the statistics must not open the data files: replace one with
+    garbage of the same size and time stamp (what the fingerprint sees is unchanged)."""
+    d = checkpointed.dir
+    path = d / "A.parquet"
+    original, st = path.read_bytes(), path.stat()
+    try:
+        path.write_bytes(b"\0" * st.st_size)
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        proc = run_in_process(*checkpointed.args, "--stats-dir", "stats", "--output", "out3", cwd=d)
+    finally:
+        path.write_bytes(original)
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert proc.returncode == 0, (
+        "dmixed bug: with reusable statistics, run_fit still calls read_data(), which opens "
+        f"every Parquet footer before deciding to reuse; exit {proc.returncode}:\n{proc.stderr}"
+    )
+    assert "reusing saved statistics" in proc.stderr
+
+
+def _without_vc(args: list[str]) -> list[str]:
+    i = args.index("--vc")
+    return args[:i] + args[i + 2 :]
+
+
+def _replace(args: list[str], flag: str, value: str) -> list[str]:
+    i = args.index(flag)
+    return [*args[: i + 1], value, *args[i + 2 :]]
+
+
+@pytest.mark.parametrize("change", ["formula", "re_formula", "vc_formula"])
+def test_changed_model_is_refused(checkpointed, change):
+    d = checkpointed.dir
+    args = {
+        "formula": _replace(checkpointed.args, "--formula", "y ~ x1"),
+        "re_formula": _replace(checkpointed.args, "--re-formula", "1"),
+        "vc_formula": _without_vc(checkpointed.args),
+    }[change]
+    before = (d / "stats/manifest.json").read_bytes()
+    proc = run_in_process(*args, "--stats-dir", "stats", "--output", "changed", cwd=d)
+    assert proc.returncode == 2, proc.stderr
+    assert "digest does not match" in proc.stderr and "--stats-dir" in proc.stderr
+    assert not (d / "changed").exists()
+    assert (d / "stats/manifest.json").read_bytes() == before
+
+
+def test_changed_input_file_is_refused(checkpointed):
+    d = checkpointed.dir
+    path = d / "B.parquet"
+    st = path.stat()
+    try:
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))  # touch
+        proc = run_in_process(
+            *checkpointed.args, "--stats-dir", "stats", "--output", "touched", cwd=d
+        )
+    finally:
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert proc.returncode == 2, proc.stderr
+    assert "digest does not match" in proc.stderr
+    assert not (d / "touched").exists()
+
+
+# --------------------------------------------------------------------------------------
+# incremental fits (dmixed update)
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def incremental(data, scheduler, tmp_path_factory):
+    """fit A with --stats-dir, update with B; and fit A + B from scratch."""
+    d = tmp_path_factory.mktemp("incremental")
+    for f in (data.A, data.B):
+        shutil.copy2(f, d / f.name)
+    cluster = ["--cluster", scheduler.file]
+    fit_a = ok(
+        run(
+            "fit",
+            "--data",
+            "A.parquet",
+            *MODEL,
+            *VC,
+            *cluster,
+            "--stats-dir",
+            "S",
+            "--output",
+            "FA",
+            cwd=d,
+        )
+    )
+    update = ok(
+        run("update", "--stats-dir", "S", "--data", "B.parquet", "--output", "U", *cluster, cwd=d)
+    )
+    scratch = ok(
+        run(
+            "fit", "--data", "A.parquet", "B.parquet", *MODEL, *VC, *cluster, "--output", "F", cwd=d
+        )
+    )
+    return SimpleNamespace(dir=d, fit_a=fit_a, update=update, scratch=scratch, cluster=cluster)
+
+
+def test_update_data_has_new_groups_more_rows_and_new_vc_levels(data):
+    a, b = data.frame_a, data.frame_b
+    assert set(b["g"]) - set(a["g"]), "B has new groups"
+    assert set(b["g"]) & set(a["g"]), "B has more rows of old groups"
+    pairs_a = set(zip(a["g"], a["sub"], strict=True))
+    new_pairs = {(g, s) for g, s in zip(b["g"], b["sub"], strict=True) if g in set(a["g"])}
+    assert new_pairs - pairs_a, "some old group gets a subgroup (VC column) it did not have"
+    assert set(b["sub"]) <= set(a["sub"])  # the spec (levels) is the one built on A
+
+
+def test_update_equals_fit_from_scratch(incremental):
+    d = incremental.dir
+    assert incremental.update.stdout.strip() == str(d / "U")
+    assert DATA_PASS_LINE.search(incremental.update.stderr)  # a pass over B only
+    upd, ref = dmixed.load(d / "U"), dmixed.load(d / "F")
+    assert upd.converged and ref.converged
+    assert_same_fit(upd, ref)
+    assert upd.nobs == len(pd.read_parquet(d / "A.parquet")) + len(pd.read_parquet(d / "B.parquet"))
+    assert upd.n_groups == 80
+    np.testing.assert_array_equal(upd.group_labels, ref.group_labels)
+    np.testing.assert_array_equal(upd.group_sizes, ref.group_sizes)
+    k = upd.k_re  # BLUPs of the random intercept and slope (the VC slots may be permuted)
+    np.testing.assert_allclose(upd._blup[:, :k], ref._blup[:, :k], rtol=1e-6, atol=1e-8)
+    manifest = json.loads((d / "S/manifest.json").read_text())
+    assert sorted(Path(i["path"]).name for i in manifest["inputs"]) == ["A.parquet", "B.parquet"]
+    assert manifest["n_groups"] == 80 and manifest["n"] == upd.nobs
+
+
+def test_second_update_with_the_same_data_is_refused(incremental):
+    d = incremental.dir
+    before = {p: (d / "S" / p).read_bytes() for p in ("manifest.json", "last_fit.json")}
+    u_before = (d / "U/estimates.json").read_bytes()
+    proc = run_in_process(
+        "update",
+        "--stats-dir",
+        "S",
+        "--data",
+        "B.parquet",
+        "--output",
+        "U",
+        *incremental.cluster,
+        cwd=d,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "already included" in proc.stderr and "B.parquet" in proc.stderr
+    assert {p: (d / "S" / p).read_bytes() for p in before} == before
+    assert (d / "U/estimates.json").read_bytes() == u_before
+
+
+def test_update_takes_the_method_from_its_job_file(incremental, data):
+    """``dmixed update --job J`` with ``method: ml`` in J must fit by ML; main() resets
+    the method to "as the saved fit" whenever --method is not on the command line."""
+    d = incremental.dir
+    shutil.copytree(d / "S", d / "S_ml")
+    extra = make_data(n_groups=10, seed=99, intercept_sd=30.0, slope_sd=0.7, vc_sd=0.8)
+    extra["g"] += 1000  # new groups
+    extra.to_parquet(d / "C.parquet", index=False)
+    job = {"stats_dir": "S_ml", "data": "C.parquet", "output": "U_ml", "method": "ml"}
+    (d / "update_ml.yaml").write_text(yaml.safe_dump(job))
+    proc = run_in_process("update", "--job", "update_ml.yaml", *incremental.cluster, cwd=d)
+    assert proc.returncode == 0, proc.stderr
+    method = dmixed.load(d / "U_ml").method
+    assert method == "ML", f"dmixed bug: update --job with method: ml fitted by {method}"
+
+
+def test_fit_of_all_data_after_update_reuses_the_statistics(incremental):
+    """After `update`, S holds the statistics of A + B for this model: a `fit` job over
+    A + B with the same model should reuse them (or at least not call them foreign)."""
+    d = incremental.dir
+    proc = run_in_process(
+        "fit",
+        "--data",
+        "A.parquet",
+        "B.parquet",
+        *MODEL,
+        *VC,
+        *incremental.cluster,
+        "--stats-dir",
+        "S",
+        "--output",
+        "F2",
+        cwd=d,
+    )
+    assert proc.returncode == 0 and "reusing saved statistics" in proc.stderr, (
+        "dmixed bug: run_update stores digest(spec.to_dict(), old_inputs + new_inputs) while "
+        "run_fit compares digest(model options, sorted inputs): after an update the saved "
+        f"statistics never match a fit job; exit {proc.returncode}:\n{proc.stderr}"
+    )
+    assert_same_fit(dmixed.load(d / "F2"), dmixed.load(d / "F"))
+
+
+# --------------------------------------------------------------------------------------
+# reliability: killed jobs, reruns
+# --------------------------------------------------------------------------------------
+
+
+def _content(path: Path) -> dict:
+    """What a results directory says, without what changes from run to run (times)."""
+    state = json.loads((path / "estimates.json").read_text())
+    state.pop("created")
+    for key in ("fit_seconds", "data_pass_seconds"):
+        state["fit"].pop(key)
+    for entry in state["fit"]["history"]:
+        entry.pop("elapsed")
+    table = pd.read_parquet(path / "random_effects.parquet")
+    return {
+        "state": state,
+        "random_effects": table.to_dict(orient="list"),
+        "summary": (path / "summary.txt").read_text(),
+    }
+
+
+def _close(a, b, rtol: float = 1e-12) -> bool:
+    """Equal structure and strings, numbers equal to ``rtol``."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(map(_close, a, b))
+    if isinstance(a, float) and isinstance(b, (int, float)):
+        return abs(a - b) <= rtol * max(abs(a), abs(b)) or a == b
+    return a == b
+
+
+def _which_result(out: Path, refs: dict[str, dict]) -> str:
+    """'absent', or the name of the complete reference result ``out`` holds."""
+    if not out.exists():
+        return "absent"
+    assert result_dirs(out) == RESULT_FILES, f"partial results directory: {result_dirs(out)}"
+    content = _content(out)
+    dmixed.load(out)
+    for name, ref in refs.items():
+        if _close(content["state"]["estimates"], ref["state"]["estimates"]) and _close(
+            content["random_effects"], ref["random_effects"]
+        ):
+            return name
+    raise AssertionError("the results directory holds none of the complete results")
+
+
+def _jobs(data, scheduler) -> dict[str, list]:
+    cluster = ["--cluster", scheduler.file]
+    return {
+        "AB": ["fit", "--data", data.A, data.B, *MODEL, *cluster, "--output", "out"],
+        "A": ["fit", "--data", data.A, *MODEL, *cluster, "--output", "out"],
+    }
+
+
+@pytest.fixture(scope="module")
+def a_result(data, scheduler, tmp_path_factory):
+    """Job "A" (``fit --data A``) run once: its results directory and how long it took."""
+    d = tmp_path_factory.mktemp("a")
+    t0 = time.monotonic()
+    ok(run(*_jobs(data, scheduler)["A"], cwd=d))
+    return SimpleNamespace(out=d / "out", seconds=time.monotonic() - t0)
+
+
+def test_rerunning_a_finished_job_is_idempotent(data, scheduler, a_result, tmp_path):
+    shutil.copytree(a_result.out, tmp_path / "out")  # job "A" ran here and finished
+    proc = ok(run(*_jobs(data, scheduler)["A"], cwd=tmp_path))
+    assert proc.stdout.strip() == str(tmp_path / "out")
+    assert _content(tmp_path / "out") == _content(a_result.out)
+    assert os.listdir(tmp_path) == ["out"]
+
+
+def _kill_loop(tmp_path, data, scheduler, ab_result, a_result, n_kills, seed, targeted):
+    """With result "AB" in ``out``, start fits of the other data into ``out`` and SIGKILL
+    them (with their process group) at random moments; after each kill ``out`` must be
+    absent or one complete result."""
+    jobs = _jobs(data, scheduler)
+    shutil.copytree(ab_result.out, tmp_path / "out")
+    refs = {"AB": _content(ab_result.out), "A": _content(a_result.out)}
+    assert not _close(refs["AB"]["state"]["estimates"], refs["A"]["state"]["estimates"])
+    rng = random.Random(seed)
+    seen, leftovers = [], []
+    state = "AB"
+    for _ in range(n_kills):
+        new = "A" if state in ("AB", "absent") else "AB"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dmixed", *map(str, jobs[new])],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE if targeted else subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
+        if targeted:
+            # aim at the write window: just after the optimizer's last progress line
+            final = threading.Event()
+
+            def watch(stream=proc.stderr, final=final):
+                for line in stream:
+                    if "(final)" in line:
+                        final.set()
+                final.set()
+
+            thread = threading.Thread(target=watch, daemon=True)
+            thread.start()
+            final.wait(120)
+            time.sleep(rng.uniform(0.0, 0.2))
+        else:
+            time.sleep(rng.uniform(0.5, max(0.6, min(4.0, 1.2 * a_result.seconds))))
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        if targeted:
+            thread.join(30)
+            proc.stderr.close()
+        before, state = state, _which_result(tmp_path / "out", refs)
+        assert state in ("absent", before, new), (before, new, state)
+        seen.append((new, state))
+        junk = hidden_leftovers(tmp_path, "out")
+        leftovers.append(len(junk))
+        # temporaries are hidden siblings (.out.tmp-*, .out.old-*), never "out" itself
+        assert all(j.startswith((".out.tmp-", ".out.old-")) for j in junk), junk
+    # what the kills left behind is hidden junk that dmixed does not read
+    assert [p for p in os.listdir(tmp_path) if not p.startswith(".")] in ([], ["out"])
+    return seen, leftovers
+
+
+def test_killed_job_leaves_the_previous_complete_output_or_none(
+    data, scheduler, ab_result, a_result, tmp_path
+):
+    seen, leftovers = _kill_loop(
+        tmp_path, data, scheduler, ab_result, a_result, 5, seed=1, targeted=False
+    )
+    print(f"kills (new data, out afterwards): {seen}; hidden leftovers: {leftovers}")
+    if (tmp_path / "out").exists():
+        assert _which_result(
+            tmp_path / "out", {"AB": _content(ab_result.out), "A": _content(a_result.out)}
+        ) in ("A", "AB")
+
+
+@pytest.mark.slow
+def test_killed_in_the_write_window_many_times(data, scheduler, ab_result, a_result, tmp_path):
+    seen, leftovers = _kill_loop(
+        tmp_path, data, scheduler, ab_result, a_result, 20, seed=2, targeted=True
+    )
+    print(f"kills (new data, out afterwards): {seen}; hidden leftovers: {leftovers}")
+
+
+# --------------------------------------------------------------------------------------
+# examples/: job file, cron wrapper, SLURM script, Airflow DAG
+# --------------------------------------------------------------------------------------
+
+
+def test_example_job_file_documents_every_key_and_parses():
+    path = EXAMPLES / "jobs/example_job.yaml"
+    lines = path.read_text().splitlines()
+    for key in cli.Job.keys():
+        at = [i for i, line in enumerate(lines) if re.match(rf"^#? ?{key}:", line)]
+        assert at, f"{key} not in example_job.yaml"
+        above = lines[at[0] - 1] if at[0] else ""
+        assert above.startswith("#") or " # " in lines[at[0]], f"{key} is not explained"
+    cli._read_job_file(str(path))  # valid YAML, no unknown keys
+    args = cli.build_parser().parse_args(["fit", "--job", str(path)])
+    job = cli.make_job(args, args.required)  # valid values, required options present
+    assert job.vc_formula and job.output and job.cluster and job.method in ("reml", "ml")
+
+
+def _wrapper_env(tmp_path: Path, **extra) -> dict:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["DMIXED_LOCK_DIR"] = str(tmp_path / "locks")
+    env.update(extra)
+    return env
+
+
+def test_cron_example_is_valid_and_the_wrapper_skips_overlapping_runs(tmp_path):
+    script = EXAMPLES / "cron/dmixed-cron.sh"
+    assert os.access(script, os.X_OK)
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    entries = [
+        line
+        for line in (EXAMPLES / "cron/crontab").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#") and "=" not in line.split()[0]
+    ]
+    assert entries
+    for entry in entries:
+        fields = entry.split()
+        assert len(fields) > 5 and "dmixed-cron.sh" in entry
+        for f in fields[:5]:
+            assert re.fullmatch(r"[\d*/,\-]+", f), f
+    job = tmp_path / "nightly.yaml"
+    job.write_text("output: out\n")
+    # a stub "dmixed" shows what the wrapper runs
+    stub = tmp_path / "bin"
+    stub.mkdir()
+    (stub / "dmixed").write_text('#!/bin/sh\necho "ran: $* in $PWD"\nexit 4\n')
+    (stub / "dmixed").chmod(0o755)
+    env = _wrapper_env(tmp_path, PATH=f"{stub}{os.pathsep}{os.environ['PATH']}")
+    proc = subprocess.run(
+        [str(script), str(job), "--quiet"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 4, proc.stderr  # dmixed's exit status is passed on
+    assert f"ran: fit --job {job.name} --quiet in {tmp_path}" in proc.stdout
+    # while another run holds the lock, the wrapper exits at once without running dmixed
+    lock = tmp_path / "locks" / "nightly.lock"
+    assert lock.exists()
+    with open(lock, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        proc = subprocess.run(
+            [str(script), str(job)], env=env, capture_output=True, text=True, timeout=60
+        )
+    assert proc.returncode == 0, proc.stderr
+    assert "ran:" not in proc.stdout and "still running" in proc.stderr
+
+
+@pytest.mark.slow
+def test_cron_wrapper_runs_a_real_job(data, scheduler, tmp_path):
+    job = {
+        "data": [str(data.A)],
+        "formula": FORMULA,
+        "groups": "g",
+        "cluster": scheduler.file,
+        "output": "results/latest",
+    }
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+    proc = subprocess.run(
+        [str(EXAMPLES / "cron/dmixed-cron.sh"), str(tmp_path / "job.yaml"), "--quiet"],
+        env=_wrapper_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().endswith(str(tmp_path / "results/latest"))
+    assert dmixed.load(tmp_path / "results/latest").converged
+
+
+def test_slurm_example_is_valid_bash_with_real_flags():
+    script = EXAMPLES / "slurm/fit.sbatch"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    text = script.read_text()
+    assert text.startswith("#!/bin/bash")
+    assert re.search(r"^#SBATCH --ntasks=\d+", text, re.M)
+    joined = text.replace("\\\n", " ")  # continuation lines
+    assert re.search(r"^\s*dask scheduler .*--scheduler-file", joined, re.M)
+    assert re.search(r"^\s*srun .*dask worker .*--scheduler-file", joined, re.M)
+    assert re.search(r"dmixed fit .*--cluster \"\$SCHED_FILE\"", joined)
+    # `dmixed fit --cluster` takes a scheduler file by its .json suffix
+    assert re.search(r"^SCHED_FILE=.*\.json\"?$", text, re.M)
+
+
+def _fake_srun(bin_dir: Path) -> None:
+    """srun stand-in: runs the command --ntasks times here; SIGTERM stops them all."""
+    (bin_dir / "srun").write_text(
+        "#!/bin/bash\n"
+        "n=1\n"
+        "while [[ $1 == -* ]]; do\n"
+        "  case $1 in --ntasks=*) n=${1#--ntasks=};; esac\n"
+        "  shift\n"
+        "done\n"
+        "pids=()\n"
+        'for ((i = 0; i < n; i++)); do "$@" & pids+=($!); done\n'
+        "trap 'kill -TERM \"${pids[@]}\" 2>/dev/null; wait' TERM\n"
+        "wait\n"
+    )
+    (bin_dir / "srun").chmod(0o755)
+
+
+@pytest.mark.slow
+def test_slurm_script_runs_locally(data, tmp_path):
+    """The batch script with a stand-in srun and SLURM's environment, on loopback."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _fake_srun(bin_dir)
+    job = {"data": str(data.A), "formula": FORMULA, "groups": "g", "output": "results"}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+    env = dict(os.environ)
+    env.update(
+        PATH=f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
+        SLURM_JOB_ID="4242",
+        SLURM_NTASKS="3",
+        SLURM_CPUS_PER_TASK="1",
+        SLURM_MEM_PER_CPU="2000",
+        SLURM_SUBMIT_DIR=str(tmp_path),
+        DMIXED_INTERFACE="lo",
+    )
+    proc = subprocess.Popen(
+        ["bash", str(EXAMPLES / "slurm/fit.sbatch"), "job.yaml"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # anything the script left running
+        except ProcessLookupError:
+            pass
+    assert proc.returncode == 0, out
+    assert "dmixed fit exited with status 0" in out
+    assert not (tmp_path / "dask-scheduler-4242.json").exists()
+    assert dmixed.load(tmp_path / "results").converged
+
+
+def test_airflow_example_compiles_and_imports_only_with_airflow(tmp_path):
+    path = EXAMPLES / "airflow/dmixed_dag.py"
+    py_compile.compile(str(path), cfile=str(tmp_path / "dag.pyc"), doraise=True)
+    text = path.read_text()
+    assert "dmixed" in text and "fit" in text and "--job" in text
+    if importlib.util.find_spec("airflow") is None:
+        pytest.skip("Airflow is not installed: the DAG is only compiled")
+    spec = importlib.util.spec_from_file_location("dmixed_dag", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.dag is not None and "dmixed_fit" in module.dag.task_ids

@@ -1,0 +1,357 @@
+"""Cluster selection for the ``dmixed`` command (``dmixed/cluster.py``).
+
+``read_config`` normalizes the ways a cluster can be named (nothing, an address, a
+scheduler file, a YAML config or a mapping); ``connect`` gives a Client and closes what
+it started; a scheduler that cannot be reached is a ``ConnectionError`` after the
+client timeout, never a hang.  Connections use one in-process ``LocalCluster``
+(threads, 127.0.0.1) for the module.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import json
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from dask.utils import parse_timedelta
+
+from dmixed import cluster
+from dmixed.cluster import KINDS, ClusterConfigError, connect, read_config
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIGS = sorted((REPO / "cluster_configs").glob("*.yaml"))
+UNREACHABLE = "tcp://127.0.0.1:1"  # nothing listens on port 1
+
+
+# --------------------------------------------------------------------------------------
+# the configurations shipped in cluster_configs/
+# --------------------------------------------------------------------------------------
+
+
+def test_cluster_configs_directory_has_the_documented_files():
+    names = {p.stem for p in CONFIGS}
+    assert {"local", "slurm", "pbs", "kubernetes", "ssh", "tls"} <= names
+
+
+def _accepted_keywords(kind: str) -> set[str] | None:
+    """Keyword arguments of the class a kind's ``cluster:`` mapping is passed to (None if
+    that class's library is not installed)."""
+    if kind == "local":
+        from distributed import LocalCluster, Nanny, Worker
+
+        # LocalCluster passes unknown keywords (**worker_kwargs) on to each worker
+        return {
+            p
+            for f in (LocalCluster.__init__, Nanny.__init__, Worker.__init__)
+            for p in inspect.signature(f).parameters
+        }
+    if kind == "ssh":
+        from distributed import SSHCluster
+
+        return set(inspect.signature(SSHCluster).parameters)
+    module, name = {
+        "slurm": ("dask_jobqueue", "SLURMCluster"),
+        "pbs": ("dask_jobqueue", "PBSCluster"),
+        "kubernetes": ("dask_kubernetes.operator", "KubeCluster"),
+    }[kind]
+    if importlib.util.find_spec(module.split(".")[0]) is None:
+        return None
+    cls = getattr(importlib.import_module(module), name)
+    return set(inspect.signature(cls).parameters) | {"kwargs"}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_shipped_config_parses_with_a_valid_kind(path):
+    config = read_config(path)
+    assert config["kind"] in KINDS
+    assert set(config) <= cluster._CONFIG_KEYS
+    assert config == yaml.safe_load(path.read_text())  # nothing added or lost
+    assert read_config(str(path)) == config  # str and PathLike alike
+    # every config sets a client timeout that dask can parse
+    assert parse_timedelta(config["client"]["timeout"]) > 0
+    if config.get("security"):
+        sec = cluster._security(config)  # valid keyword arguments of Security
+        assert sec.require_encryption
+    if config["kind"] == "address":
+        assert config["address"].startswith(("tcp://", "tls://"))
+    if config["kind"] in ("slurm", "pbs"):
+        assert int(config["scale"]) >= 1
+    accepted = None if config["kind"] == "address" else _accepted_keywords(config["kind"])
+    if accepted is not None:
+        unknown = set(config.get("cluster") or {}) - accepted
+        assert not unknown, f"{path.name}: not keyword arguments of the cluster class: {unknown}"
+
+
+def test_local_config_documents_loopback_only_and_no_dashboard():
+    config = read_config(REPO / "cluster_configs/local.yaml")
+    assert config["cluster"]["host"] == "127.0.0.1"
+    assert config["cluster"]["dashboard_address"] is None
+
+
+# --------------------------------------------------------------------------------------
+# read_config: dispatch
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        (None, {"kind": "local"}),
+        ("local", {"kind": "local"}),
+        ("tcp://10.0.0.5:8786", {"kind": "address", "address": "tcp://10.0.0.5:8786"}),
+        (
+            "tls://sched.example.org:8786",
+            {"kind": "address", "address": "tls://sched.example.org:8786"},
+        ),
+        ("scheduler.json", {"kind": "scheduler_file", "scheduler_file": "scheduler.json"}),
+        (
+            "/shared/dask/s.json",
+            {"kind": "scheduler_file", "scheduler_file": "/shared/dask/s.json"},
+        ),
+        (Path("s.json"), {"kind": "scheduler_file", "scheduler_file": "s.json"}),
+    ],
+)
+def test_read_config_dispatch_on_addresses_and_scheduler_files(spec, expected):
+    assert read_config(spec) == expected
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".yml"])
+def test_read_config_loads_yaml_files(tmp_path, suffix):
+    path = tmp_path / f"c{suffix}"
+    path.write_text("kind: local\ncluster:\n  n_workers: 3\nclient: {timeout: 5s}\n")
+    expected = {"kind": "local", "cluster": {"n_workers": 3}, "client": {"timeout": "5s"}}
+    assert read_config(path) == expected
+    assert read_config(str(path)) == expected
+
+
+def test_read_config_copies_a_mapping():
+    given = {"kind": "address", "address": "tcp://h:1"}
+    config = read_config(given)
+    assert config == given and config is not given
+
+
+@pytest.mark.parametrize("spec", ["cluster.txt", "scheduler", "my-cluster.cfg", "h:8786"])
+def test_read_config_refuses_what_it_cannot_recognize(spec):
+    with pytest.raises(ClusterConfigError, match="neither a scheduler address"):
+        read_config(spec)
+
+
+# --------------------------------------------------------------------------------------
+# read_config: refused configurations
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "config, match",
+    [
+        ({"kind": "local", "workers": 2}, r"unknown key\(s\) \['workers'\]"),
+        ({"kind": "local", "Cluster": {}, "timeout": 1}, r"\['Cluster', 'timeout'\]"),
+        ({"kind": "kubernetess"}, "'kind' must be one of"),
+        ({"cluster": {"n_workers": 1}}, "'kind' must be one of .* got None"),
+        ({"kind": "local", "cluster": ["n_workers", 2]}, "'cluster' must be a mapping"),
+        ({"kind": "local", "client": "30s"}, "'client' must be a mapping"),
+        ({"kind": "address", "address": "tcp://h:1", "security": "yes"}, "'security'"),
+    ],
+)
+def test_read_config_refuses_bad_configs(config, match):
+    with pytest.raises(ClusterConfigError, match=match):
+        read_config(config)
+
+
+def test_unknown_keys_in_a_yaml_file_are_refused(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("kind: local\ncluster: {n_workers: 1}\nworker_options: {nthreads: 1}\n")
+    with pytest.raises(ClusterConfigError, match=r"unknown key\(s\) \['worker_options'\]"):
+        read_config(path)
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("kind: [local\n", "is not valid YAML"),
+        ("- kind: local\n", "must be a mapping with a 'kind' key"),
+        ("", "must be a mapping with a 'kind' key"),
+        ("local\n", "must be a mapping with a 'kind' key"),
+    ],
+)
+def test_bad_yaml_files_are_refused(tmp_path, text, match):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ClusterConfigError, match=match):
+        read_config(path)
+
+
+def test_missing_yaml_file_is_refused(tmp_path):
+    with pytest.raises(ClusterConfigError, match="cannot read cluster config"):
+        read_config(tmp_path / "absent.yaml")
+
+
+@pytest.mark.parametrize(
+    "config, then",
+    [
+        ({"kind": "address"}, "connect() raises KeyError: 'address' (dmixed fit: exit 1)"),
+        (
+            {"kind": "scheduler_file"},
+            "connect() raises KeyError: 'scheduler_file' (dmixed fit: exit 1)",
+        ),
+        (
+            {"kind": "address", "address": None},  # `address:` left empty in a YAML file
+            "connect() calls Client(None), which silently starts a new LocalCluster with "
+            "worker processes and a dashboard on :8787, instead of refusing the config",
+        ),
+    ],
+    ids=["address-without-address", "scheduler_file-without-file", "address-empty"],
+)
+def test_kind_without_its_target_is_refused_by_read_config(config, then):
+    try:
+        read_config(config)
+    except ClusterConfigError:
+        return
+    pytest.fail(f"dmixed bug: read_config accepts {config}; then {then}")
+
+
+@pytest.mark.parametrize("key", ["cluster", "client", "security"])
+def test_a_number_is_not_a_mapping(key):
+    """read_config lets an int through for every mapping key (meant for ``scale``);
+    connect then fails with "TypeError: 'int' object is not iterable"."""
+    config = {"kind": "local", key: 5}
+    try:
+        read_config(config)
+    except ClusterConfigError:
+        return
+    pytest.fail(f"dmixed bug: read_config accepts {config} (ints pass the mapping check)")
+
+
+# --------------------------------------------------------------------------------------
+# connect
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def running():
+    """An in-process cluster (threads) on 127.0.0.1 to connect to."""
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=1,
+        threads_per_worker=1,
+        processes=False,
+        protocol="tcp://",
+        host="127.0.0.1",
+        dashboard_address=None,
+    ) as lc:
+        yield lc
+
+
+def _works(client) -> bool:
+    return client.submit(sum, [1, 2, 3]).result(timeout=30) == 6
+
+
+def test_connect_to_an_address(running):
+    with connect(running.scheduler_address) as client:
+        assert client.scheduler.address == running.scheduler_address
+        assert _works(client)
+    assert client.status == "closed"
+    assert running.status.name == "running"  # an external cluster is not closed
+
+
+def test_connect_through_a_scheduler_file(running, tmp_path):
+    path = tmp_path / "scheduler.json"
+    path.write_text(json.dumps({"address": running.scheduler_address}))
+    with connect(str(path)) as client:
+        assert client.scheduler.address == running.scheduler_address
+        assert _works(client)
+
+
+def test_connect_through_a_yaml_config(running, tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {"kind": "address", "address": running.scheduler_address, "client": {"timeout": "5s"}}
+        )
+    )
+    with connect(path) as client:
+        assert _works(client)
+
+
+def test_connect_starts_and_closes_a_local_cluster():
+    config = {
+        "kind": "local",
+        "cluster": {
+            "n_workers": 1,
+            "processes": False,
+            "protocol": "tcp://",
+            "threads_per_worker": 1,
+        },
+    }
+    with connect(config) as client:
+        started = client.cluster
+        assert started is not None
+        assert client.scheduler.address.startswith("tcp://127.0.0.1:")  # loopback only
+        assert _works(client)
+    assert started.status.name == "closed"
+
+
+def test_local_kind_with_threads_only():
+    """``cluster: {processes: false}`` (workers as threads in the dmixed process) is a
+    documented LocalCluster option, but connect() adds host=127.0.0.1 to it, which the
+    in-process transport (inproc://, the default without processes) cannot use."""
+    config = {"kind": "local", "cluster": {"n_workers": 1, "processes": False}}
+    try:
+        with connect(config) as client:
+            assert _works(client)
+    except RuntimeError as exc:
+        pytest.fail(f"dmixed bug: kind local with processes: false does not start: {exc}")
+
+
+@pytest.mark.parametrize("how", ["address", "scheduler_file", "yaml"])
+def test_connect_to_an_unreachable_scheduler_raises_connection_error_in_bounded_time(tmp_path, how):
+    if how == "address":
+        spec = {"kind": "address", "address": UNREACHABLE, "client": {"timeout": "1s"}}
+    elif how == "scheduler_file":
+        path = tmp_path / "stale.json"  # a scheduler file left by a scheduler that is gone
+        path.write_text(json.dumps({"address": UNREACHABLE}))
+        spec = {"kind": "scheduler_file", "scheduler_file": str(path), "client": {"timeout": "1s"}}
+    else:
+        spec = tmp_path / "c.yaml"
+        spec.write_text(f"kind: address\naddress: {UNREACHABLE}\nclient: {{timeout: 1s}}\n")
+    t0 = time.monotonic()
+    with pytest.raises(ConnectionError, match="could not reach the Dask scheduler") as info:
+        with connect(spec):
+            pass
+    assert time.monotonic() - t0 < 20
+    assert "1s" in str(info.value)
+
+
+def test_connect_to_a_missing_scheduler_file_is_a_config_error(tmp_path):
+    with pytest.raises(ClusterConfigError, match="does not exist"):
+        with connect(str(tmp_path / "absent.json")):
+            pass
+
+
+@pytest.mark.parametrize(
+    "kind, package, module",
+    [
+        ("slurm", "dask-jobqueue", "dask_jobqueue"),
+        ("pbs", "dask-jobqueue", "dask_jobqueue"),
+        ("kubernetes", "dask-kubernetes", "dask_kubernetes"),
+    ],
+)
+def test_optional_library_missing_names_the_package(kind, package, module):
+    if importlib.util.find_spec(module) is not None:
+        pytest.skip(f"{package} is installed")
+    with pytest.raises(ClusterConfigError, match=f"needs the package '{package}'") as info:
+        with connect({"kind": kind, "cluster": {}}):
+            pass
+    assert f"pip install {package}" in str(info.value)
+
+
+def test_bad_security_keys_are_a_config_error():
+    config = {"kind": "address", "address": UNREACHABLE, "security": {"tls_bogus": "x"}}
+    with pytest.raises(ClusterConfigError, match="'security'"):
+        with connect(config):
+            pass
