@@ -189,16 +189,11 @@ def save_statistics(arrays: GroupArrays, path, manifest: dict) -> None:
 
 
 def read_manifest(path) -> dict:
-    file = Path(path) / "manifest.json"
-    if not file.exists():
-        raise FileNotFoundError(f"{path} holds no saved statistics (no manifest.json)")
-    with open(file) as fh:
-        manifest = json.load(fh)
-    if manifest.get("format") != FORMAT:
-        raise ValueError(f"{file} is not a dmixed statistics manifest")
-    if manifest.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(f"{file} was written by a newer dmixed")
-    return manifest
+    from .io import read_versioned_json
+
+    return read_versioned_json(
+        Path(path) / "manifest.json", FORMAT, FORMAT_VERSION, "a dmixed statistics directory"
+    )
 
 
 def load_statistics(path) -> tuple[GroupArrays, dict]:

@@ -48,6 +48,21 @@ def _jsonable(value):
     return value
 
 
+def read_versioned_json(file: Path, fmt: str, version: int, what: str) -> dict:
+    """A JSON file of dmixed's own format ``fmt``, refusing others and newer versions."""
+    if not file.exists():
+        raise FileNotFoundError(f"{file.parent} is not {what} (no {file.name})")
+    with open(file) as fh:
+        state = json.load(fh)
+    if not isinstance(state, dict) or state.get("format") != fmt:
+        raise ValueError(f"{file} is not {what}'s {file.name} (format {fmt!r} expected)")
+    if state.get("format_version", 0) > version:
+        raise ValueError(
+            f"{file} was written by a newer dmixed (format version {state['format_version']})"
+        )
+    return state
+
+
 def _matrix(value) -> np.ndarray:
     return np.array(
         [[np.nan if v is None else v for v in row] for row in value], dtype=np.float64
@@ -239,17 +254,9 @@ def load(path):
     from .results import MixedLMResults, ModelNames
 
     target = Path(path)
-    est_file = target / "estimates.json"
-    if not est_file.exists():
-        raise FileNotFoundError(f"{target} is not a dmixed results directory (no estimates.json)")
-    with open(est_file) as fh:
-        state = json.load(fh)
-    if state.get("format") != FORMAT:
-        raise ValueError(f"{est_file} is not a dmixed results file")
-    if state.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(
-            f"{est_file} was written by a newer dmixed (format {state['format_version']})"
-        )
+    state = read_versioned_json(
+        target / "estimates.json", FORMAT, FORMAT_VERSION, "a dmixed results directory"
+    )
     table = pd.read_parquet(target / "random_effects.parquet")
     m, f, e = state["model"], state["fit"], state["estimates"]
     res = MixedLMResults.__new__(MixedLMResults)

@@ -148,8 +148,7 @@ class MixedLMResults:
             cov[np.ix_(keep, keep)] = sub
             if np.any(np.diag(sub) <= 0):
                 warnings.warn(
-                    "the Hessian matrix at the estimated parameter values is not "
-                    "negative definite",
+                    "the Hessian matrix at the estimated parameter values is not negative definite",
                     UserWarning,
                     stacklevel=3,
                 )
@@ -304,47 +303,15 @@ class MixedLMResults:
 
     # -- prediction ----------------------------------------------------------------
 
-    def _slot_lookup(self, comp: int) -> tuple[np.ndarray, np.ndarray, int]:
-        """Sorted keys ``group * ncols + column`` of component ``comp`` and their slots."""
-        table = self._vc_slot_cols[comp]
-        ncols = max(len(self.names.vc_column_names[comp]), 1)
-        gi, si = np.nonzero(table >= 0)
-        keys = gi.astype(np.int64) * ncols + table[gi, si]
-        order = np.argsort(keys, kind="stable")
-        return keys[order], si[order], ncols
-
-    def _random_part(self, groups, exog_re, vc_cols, vc_vals) -> np.ndarray:
-        """``Z̃_row · γ̂_group`` for every row; 0 for groups (and VC columns) not in the fit.
-
-        A group the fit has not seen gets the population prediction (its random
-        effects have mean 0), which is what an unconditional prediction means.
-        """
-        idx = pd.Index(self.group_labels).get_indexer(pd.Index(np.asarray(groups)))
-        seen = idx >= 0
-        out = np.zeros(len(idx))
-        if self.k_re:
-            out[seen] = np.einsum("nj,nj->n", exog_re[seen], self._blup[idx[seen], : self.k_re])
-        offset = self.k_re
-        for comp, (cols, vals) in enumerate(zip(vc_cols, vc_vals, strict=True)):
-            keys, slots, ncols = self._slot_lookup(comp)
-            for k in range(cols.shape[1]):
-                ok = seen & (cols[:, k] >= 0)
-                query = idx[ok].astype(np.int64) * ncols + cols[ok, k]
-                pos = np.minimum(np.searchsorted(keys, query), max(keys.size - 1, 0))
-                found = (keys[pos] == query) if keys.size else np.zeros(query.size, bool)
-                contrib = np.zeros(query.size)
-                contrib[found] = (
-                    vals[ok, k][found] * self._blup[idx[ok][found], offset + slots[pos[found]]]
-                )
-                out[ok] += contrib
-            offset += self._vc_slot_cols[comp].shape[1]
-        return out
-
-    def _predict_design(self, dm, include_random: bool) -> np.ndarray:
-        fixed = dm.exog @ self.fe_params.to_numpy()
-        if not include_random:
-            return fixed
-        return fixed + self._random_part(dm.groups, dm.exog_re, dm.vc_cols, dm.vc_vals)
+    def _predictor(self) -> _Predictor:
+        return _Predictor(
+            self.fe_params.to_numpy(),
+            self.group_labels,
+            self._blup,
+            self._vc_slot_cols,
+            [len(c) for c in self.names.vc_column_names],
+            self.k_re,
+        )
 
     def predict(
         self,
@@ -381,12 +348,13 @@ class MixedLMResults:
                 )
             if _is_dask(data):
                 return _predict_dask(self, data, include_random)
-            return self._predict_design(_transform_for_prediction(self.spec, data), include_random)
+            dm = _transform_for_prediction(self.spec, data)
+            return self._predictor().predict(dm, include_random)
         if exog is None:
             if self.model is None or getattr(self.model, "_rows", None) is None:
                 raise ValueError("no data given and the fitted rows are not available")
             rows = self.model._rows
-            return self._predict_design(rows, include_random)
+            return self._predictor().predict(rows, include_random)
         x = np.asarray(exog, dtype=np.float64).reshape(len(exog), -1)
         if x.shape[1] != self.k_fe:
             raise ValueError(f"exog has {x.shape[1]} columns; the model has {self.k_fe}")
@@ -402,7 +370,7 @@ class MixedLMResults:
             if exog_re is None and self.k_re == 1
             else np.asarray(exog_re, dtype=np.float64).reshape(x.shape[0], -1)
         )
-        return fixed + self._random_part(np.asarray(groups), z, [], [])
+        return fixed + self._predictor().random_part(np.asarray(groups), z, [], [])
 
     @cached_property
     def fittedvalues(self):
@@ -541,49 +509,79 @@ def _transform_for_prediction(spec, df: pd.DataFrame):
         return spec.transform(df)
 
 
-def _fitted_partition(pdf, spec, blup_state, include_random: bool, resid: bool):
+class _Predictor:
+    """What prediction needs from a fit (shipped to Dask workers for lazy predictions)."""
+
+    def __init__(self, fe_params, group_labels, blup, slot_cols, vc_ncols, k_re) -> None:
+        self.fe_params = np.asarray(fe_params)
+        self.group_labels = group_labels
+        self.blup = blup
+        self.slot_cols = slot_cols
+        self.vc_ncols = vc_ncols
+        self.k_re = k_re
+
+    def _slot_lookup(self, comp: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """Sorted keys ``group * ncols + column`` of component ``comp`` and their slots."""
+        table = self.slot_cols[comp]
+        ncols = max(self.vc_ncols[comp], 1)
+        gi, si = np.nonzero(table >= 0)
+        keys = gi.astype(np.int64) * ncols + table[gi, si]
+        order = np.argsort(keys, kind="stable")
+        return keys[order], si[order], ncols
+
+    def random_part(self, groups, exog_re, vc_cols, vc_vals) -> np.ndarray:
+        """``Z̃_row · γ̂_group`` for every row; 0 for groups (and VC columns) not in the fit.
+
+        A group the fit has not seen gets the population prediction (its random
+        effects have mean 0), which is what an unconditional prediction means.
+        """
+        idx = pd.Index(self.group_labels).get_indexer(pd.Index(np.asarray(groups)))
+        seen = idx >= 0
+        out = np.zeros(len(idx))
+        if self.k_re:
+            out[seen] = np.einsum("nj,nj->n", exog_re[seen], self.blup[idx[seen], : self.k_re])
+        offset = self.k_re
+        for comp, (cols, vals) in enumerate(zip(vc_cols, vc_vals, strict=True)):
+            keys, slots, ncols = self._slot_lookup(comp)
+            for k in range(cols.shape[1]):
+                ok = seen & (cols[:, k] >= 0)
+                query = idx[ok].astype(np.int64) * ncols + cols[ok, k]
+                pos = np.minimum(np.searchsorted(keys, query), max(keys.size - 1, 0))
+                found = (keys[pos] == query) if keys.size else np.zeros(query.size, bool)
+                contrib = np.zeros(query.size)
+                contrib[found] = (
+                    vals[ok, k][found] * self.blup[idx[ok][found], offset + slots[pos[found]]]
+                )
+                out[ok] += contrib
+            offset += self.slot_cols[comp].shape[1]
+        return out
+
+    def predict(self, dm, include_random: bool) -> np.ndarray:
+        """``X β̂`` (+ ``Z̃ γ̂`` with ``include_random``) for design matrices ``dm``."""
+        fixed = dm.exog @ self.fe_params
+        if not include_random:
+            return fixed
+        return fixed + self.random_part(dm.groups, dm.exog_re, dm.vc_cols, dm.vc_vals)
+
+
+def _fitted_partition(pdf, spec, predictor: _Predictor, include_random: bool, resid: bool):
     """One partition's fitted values (or residuals), indexed like the partition."""
-    results = _PredictionState(*blup_state)
     dm = spec.transform(pdf) if resid else _transform_for_prediction(spec, pdf)
     if dm.n_dropped:
         raise ValueError(
             f"{dm.n_dropped} rows of a partition have missing values: fitted values and "
             "residuals are only defined for complete rows"
         )
-    pred = MixedLMResults._predict_design(results, dm, include_random)
+    pred = predictor.predict(dm, include_random)
     values = dm.endog - pred if resid else pred
     return pd.Series(values, index=pdf.index, name="resid" if resid else "fittedvalues")
-
-
-class _PredictionState:
-    """The part of a results object that prediction needs, shipped to Dask workers."""
-
-    def __init__(self, fe_params, group_labels, blup, slot_cols, names, k_re):
-        self.fe_params = fe_params
-        self.group_labels = group_labels
-        self._blup = blup
-        self._vc_slot_cols = slot_cols
-        self.names = names
-        self.k_re = k_re
-
-    _slot_lookup = None  # set below
-    _random_part = None
 
 
 def _predict_dask(results, ddf, include_random: bool, resid: bool = False):
     import dask
 
-    state = dask.delayed(
-        (
-            results.fe_params,
-            results.group_labels,
-            results._blup,
-            results._vc_slot_cols,
-            results.names,
-            results.k_re,
-        ),
-        pure=True,
-    )
+    # one task holding the predictor: a dependency of every partition, not a literal
+    state = dask.delayed(results._predictor(), pure=True)
     name = "resid" if resid else "fittedvalues"
     return ddf.map_partitions(
         _fitted_partition,
@@ -666,7 +664,3 @@ class Summary:
 
     def __repr__(self) -> str:
         return self.as_text()
-
-
-_PredictionState._slot_lookup = MixedLMResults._slot_lookup
-_PredictionState._random_part = MixedLMResults._random_part

@@ -88,7 +88,7 @@ def test_load_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no estimates.json"):
         dmixed.load(tmp_path)
     Path(tmp_path / "estimates.json").write_text(json.dumps({"format": "other"}))
-    with pytest.raises(ValueError, match="not a dmixed results file"):
+    with pytest.raises(ValueError, match="not a dmixed results directory.s estimates.json"):
         dmixed.load(tmp_path)
 
 
