@@ -291,7 +291,9 @@ def test_merged_statistics_round_trip(tmp_path):
 
 
 def test_read_manifest_refuses_what_is_not_a_statistics_directory(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not a dmixed statistics directory \\(no manifest.json\\)"):
+    with pytest.raises(
+        FileNotFoundError, match="not a dmixed statistics directory \\(no manifest.json\\)"
+    ):
         read_manifest(tmp_path)
     (tmp_path / "manifest.json").write_text(json.dumps({"format": "dmixed-results"}))
     with pytest.raises(ValueError, match="not a dmixed statistics directory.s manifest.json"):
