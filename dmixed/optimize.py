@@ -199,7 +199,8 @@ def maximize(
             )
 
     x, boundary = _settle_boundary(obj, x, free)
-    x = _newton_polish(obj, x, free, boundary)
+    # Newton steps count against maxiter like the quasi-Newton iterations
+    x = _newton_polish(obj, x, free, boundary, steps=min(6, max(0, maxiter - len(history))))
     ev = obj.evaluate(x)
     gnorm = _scaled_grad_norm(ev, free & ~_boundary_mask(obj.layout, boundary, obj.use_sqrt), n)
     converged = converged or gnorm <= max(gtol, 1e-4)
@@ -285,7 +286,7 @@ def _newton_polish(
     and the polish stops as soon as it does not help.
     """
     layout = obj.layout
-    if layout.n_params == 0:
+    if layout.n_params == 0 or steps <= 0:
         return x
     # Only polish when every parameter is free: a fixed packed entry (``free``) is a
     # constraint in the packed coordinates that the plain-θ Newton step cannot keep.
