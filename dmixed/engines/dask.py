@@ -78,7 +78,7 @@ DEFAULT_ENGINE = "auto"
 #: would start to hold a large copy of the statistics.
 AUTO_LOCAL_MAX_VALUES = 16_000_000
 
-#: Raise glibc's mmap threshold in the worker processes that hold statistics.  Dask's
+#: Raise glibc's mmap threshold in the worker processes (data pass and statistics).  Dask's
 #: nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which also switches off
 #: glibc's dynamic mmap threshold: every temporary above 128 kB of a kernel call then is
 #: a fresh ``mmap`` whose pages fault in one by one.  Measured on a step over 500 000
@@ -385,6 +385,8 @@ def _partition_partials(
     of this partition that belong to block b (one row of :class:`_FlatLayout` per
     group), ``global_sums`` the partition's ``[n, Σ log w, [X y]'[X y]]``.
     """
+    if TUNE_WORKER_MALLOC:
+        _tune_malloc()  # the data pass allocates large temporaries too
     empty = (np.empty(0, dtype=object), np.empty((0, flat.width)))
     if len(pdf) == 0:
         return [empty] * n_buckets, flat.empty_global()
