@@ -7,7 +7,7 @@ Run:  python benchmarks/bench_dask.py [--rows 50_000_000] [--groups 1_000_000]
    ``--files`` Parquet files, rows of every group spread over many files (each row's
    group is drawn at random), random intercept and slope on x1, 3 fixed effects.
 2. Peer: a plain pyarrow scan of the same columns (``pyarrow.dataset(...).to_table``),
-   in this run.
+   in this run, in a child process; the better of two runs.
 3. Fit: ``dmixed.mixedlm("y ~ x1 + x2 + x3", dd.read_parquet(dir), groups="g",
    re_formula="1 + x1").fit(client=client)`` on a LocalCluster with ``--workers``
    single-threaded worker processes, REML, standard errors included.
@@ -123,11 +123,18 @@ def main() -> None:
         f"t = ds.dataset({args.dir!r}, format='parquet').to_table(columns={columns!r})\n"
         "print(time.perf_counter() - t0, t.num_rows)\n"
     )
-    scan_out = subprocess.run(
-        [sys.executable, "-c", scan_code], capture_output=True, text=True, check=True
-    ).stdout.split()
-    scan, scan_rows = float(scan_out[0]), int(scan_out[1])
-    print(f"pyarrow scan of {scan_rows:,} rows x {len(columns)} columns: {scan:.2f} s")
+    scans = []
+    for _ in range(2):  # the better of two runs: the peer gets a warm page cache too
+        out = subprocess.run(
+            [sys.executable, "-c", scan_code], capture_output=True, text=True, check=True
+        ).stdout.split()
+        scans.append(float(out[0]))
+        scan_rows = int(out[1])
+    scan = min(scans)
+    print(
+        f"pyarrow scan of {scan_rows:,} rows x {len(columns)} columns: {scan:.2f} s "
+        f"(runs: {', '.join(f'{t:.2f}' for t in scans)} s)"
+    )
 
     with (
         PeakRSS() as rss,
@@ -164,6 +171,7 @@ def main() -> None:
         "files": args.files,
         "workers": args.workers,
         "scan_seconds": scan,
+        "scan_runs_seconds": scans,
         "fit_seconds": fit,
         "spec_seconds": spec_seconds,
         "data_pass_seconds": res.data_pass_seconds,
