@@ -472,7 +472,10 @@ BAD = {
     "unknown_cluster_key": (2, ["unknown key(s) ['clients'] in cluster config"]),
     "cluster_spec_unrecognized": (2, ["neither a scheduler address"]),
     "scheduler_file_missing": (2, ["scheduler file absent.json does not exist"]),
-    "update_without_statistics": (2, ["none holds no saved statistics"]),
+    "update_without_statistics": (
+        2,
+        ["none is not a dmixed statistics directory (no manifest.json)"],
+    ),
     "slurm_without_dask_jobqueue": (2, ["'slurm'", "dask-jobqueue", "not installed"]),
 }
 # run as `python -m dmixed` (one per exit status, and --help); the others through
