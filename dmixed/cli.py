@@ -14,6 +14,7 @@ written results to stdout.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -91,9 +92,31 @@ def _parse_vc(items: list[str] | None) -> dict[str, str] | None:
     return out
 
 
+_PATH_KEYS = ("data", "output", "stats_dir", "cluster")
+
+
+def _resolve_job_paths(values: dict, base: str) -> None:
+    """Relative paths in a job file are relative to the job file (not to the directory
+    the job happens to be started from, which for cron is the home directory)."""
+
+    def resolve(path):
+        if not isinstance(path, str) or "://" in path or os.path.isabs(path):
+            return path
+        if path in ("local",):
+            return path
+        return os.path.join(base, path)
+
+    for key in _PATH_KEYS:
+        if key in values:
+            v = values[key]
+            values[key] = [resolve(x) for x in v] if isinstance(v, list) else resolve(v)
+
+
 def make_job(args: argparse.Namespace, required: tuple[str, ...]) -> Job:
     """Job file values, overridden by the flags given on the command line."""
     values = _read_job_file(args.job) if getattr(args, "job", None) else {}
+    if values:
+        _resolve_job_paths(values, os.path.dirname(os.path.abspath(args.job)))
     for key in Job.keys():
         flag = getattr(args, key, None)
         if key == "vc_formula":
@@ -225,7 +248,8 @@ def run_fit(job: Job) -> int:
             )
         reuse = manifest
     ddf = read_data(job, files)[0] if reuse is None else None  # a reuse reads no data
-    with connect(job.cluster) as client:
+    # a reuse needs no cluster either: the optimization runs on the saved statistics
+    with connect(job.cluster) if reuse is None else contextlib.nullcontext() as client:
         try:
             if reuse is not None:
                 logger.info("reusing saved statistics from %s (no data pass)", job.stats_dir)

@@ -640,6 +640,7 @@ def test_rerun_reuses_saved_statistics(checkpointed):
     assert "reusing saved statistics from stats (no data pass)" in proc.stderr
     assert not DATA_PASS_LINE.search(proc.stderr), proc.stderr
     assert "VC prepass" not in proc.stderr
+    assert "connected to" not in proc.stderr  # no cluster is started for a reuse
     assert_same_fit(dmixed.load(d / "out2"), dmixed.load(d / "out1"), rtol=1e-12)
 
 
@@ -1152,3 +1153,29 @@ def test_airflow_example_compiles_and_imports_only_with_airflow(tmp_path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.dag is not None and "dmixed_fit" in module.dag.task_ids
+
+
+def test_relative_paths_in_a_job_file_are_relative_to_the_job_file(tmp_path, monkeypatch):
+    from dmixed.cli import build_parser, make_job
+
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    (jobs / "job.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "data": ["in/a.parquet", "/abs/b.parquet", "s3://bucket/c.parquet"],
+                "formula": "y ~ x1",
+                "groups": "g",
+                "output": "out",
+                "stats_dir": "stats",
+                "cluster": "../cluster.yaml",
+            }
+        )
+    )
+    monkeypatch.chdir(tmp_path)
+    args = build_parser().parse_args(["fit", "--job", "jobs/job.yaml", "--stats-dir", "mine"])
+    job = make_job(args, args.required)
+    assert job.data == [str(jobs / "in/a.parquet"), "/abs/b.parquet", "s3://bucket/c.parquet"]
+    assert job.output == str(jobs / "out")
+    assert job.cluster == str(jobs / "../cluster.yaml")
+    assert job.stats_dir == "mine"  # a flag stays relative to where the command runs
