@@ -127,6 +127,79 @@ def dense_random_design(
     return zt
 
 
+def _weighted_rows(endog, exog, ztilde, weights):
+    """``[X y]`` and ``Z̃`` with every row scaled by ``√w``, and ``Σ log w``.
+
+    With prior weights ``w_j`` (residual variance ``σ²/w_j``) this turns the weighted
+    model into the unweighted one; the likelihood then gains ``½ Σ log w_j``.
+    """
+    n = endog.shape[0]
+    xy = np.empty((n, exog.shape[1] + 1))
+    xy[:, :-1] = exog
+    xy[:, -1] = endog
+    zt = np.asarray(ztilde, dtype=np.float64)
+    if weights is None:
+        return xy, zt, 0.0
+    sw = np.sqrt(weights)
+    xy *= sw[:, None]
+    return xy, zt * sw[:, None], float(np.sum(np.log(weights)))
+
+
+def accumulate_packed(
+    codes: np.ndarray,
+    n_groups: int,
+    endog: np.ndarray,
+    exog: np.ndarray,
+    ztilde: np.ndarray,
+    weights: np.ndarray | None = None,
+) -> tuple[np.ndarray, dict]:
+    """One pass over rows: per-group statistics as one row of numbers per group.
+
+    Returns
+    -------
+    packed : ndarray (G, 1 + r(r+1)/2 + r(p+1))
+        ``[n_i, lower triangle of Z̃_i'Z̃_i (row-major: (0,0), (1,0), (1,1), …),
+        Z̃_i'[X_i y_i] (row-major)]``: the layout in which partial statistics travel and
+        are added by group key (one array, no per-statistic temporaries).
+    glob : dict
+        ``xyxy`` = [X y]'[X y], ``n``, ``sum_log_weights``.
+    """
+    codes = np.asarray(codes, dtype=np.int64)
+    xy, zt, sum_log_w = _weighted_rows(endog, exog, ztilde, weights)
+    r, k = zt.shape[1], xy.shape[1]
+    out = np.zeros((n_groups, 1 + r * (r + 1) // 2 + r * k))
+    out[:, 0] = np.bincount(codes, minlength=n_groups)
+    col = 1
+    for a in range(r):
+        za = zt[:, a]
+        used = za.any()  # an all-zero slot (padding) adds nothing: skip its products
+        for b in range(a + 1):
+            if used:
+                out[:, col] = np.bincount(codes, weights=za * zt[:, b], minlength=n_groups)
+            col += 1
+    for a in range(r):
+        za = zt[:, a]
+        used = za.any()
+        for j in range(k):
+            if used:
+                out[:, col] = np.bincount(codes, weights=za * xy[:, j], minlength=n_groups)
+            col += 1
+    glob = {"xyxy": xy.T @ xy, "n": np.int64(codes.shape[0]), "sum_log_weights": sum_log_w}
+    return out, glob
+
+
+def unpack_statistics(packed: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(nobs (G,), zz (G, r, r), zxy (G, r, p+1))`` from :func:`accumulate_packed` rows."""
+    g = packed.shape[0]
+    n_zz = r * (r + 1) // 2
+    rows, cols = np.tril_indices(r)
+    zz = np.empty((g, r, r))
+    zz[:, rows, cols] = packed[:, 1 : 1 + n_zz]
+    zz[:, cols, rows] = packed[:, 1 : 1 + n_zz]
+    zxy = packed[:, 1 + n_zz :].reshape(g, r, -1).copy()
+    return np.rint(packed[:, 0]).astype(np.int64), zz, zxy
+
+
 def accumulate_statistics(
     codes: np.ndarray,
     n_groups: int,
@@ -134,75 +207,20 @@ def accumulate_statistics(
     exog: np.ndarray,
     ztilde: np.ndarray,
     weights: np.ndarray | None = None,
-    per_group_xyxy: bool = False,
 ) -> dict[str, np.ndarray]:
-    """One pass over rows: per-group and global sufficient statistics.
-
-    With prior weights ``w_j`` (residual variance ``σ²/w_j``) every row is scaled by
-    ``√w_j`` first, which turns the weighted model into the unweighted one; the
-    likelihood then gains ``½ Σ log w_j`` (returned as ``sum_log_weights``).
+    """One pass over rows: per-group and global sufficient statistics (unpacked).
 
     Returns
     -------
     dict with
         ``zz`` (G, r, r) = Σ_rows z̃ z̃',  ``zxy`` (G, r, p+1) = Σ_rows z̃ [x, y],
         ``nobs`` (G,), ``xyxy`` (p+1, p+1) = [X y]'[X y],  ``n``,
-        ``sum_log_weights``; with ``per_group_xyxy`` also ``xyxy_group`` (G, p+1, p+1)
-        and ``sum_log_weights_group`` (G,), so that partial statistics of a group spread
-        over many partitions can be added by group key alone.
+        ``sum_log_weights`` (rows scaled by √w first, see :func:`_weighted_rows`).
     """
-    codes = np.asarray(codes, dtype=np.int64)
-    n = codes.shape[0]
-    xy = np.empty((n, exog.shape[1] + 1))
-    xy[:, :-1] = exog
-    xy[:, -1] = endog
-    zt = np.asarray(ztilde, dtype=np.float64)
-    sum_log_w = 0.0
-    if weights is not None:
-        sw = np.sqrt(weights)
-        xy *= sw[:, None]
-        zt = zt * sw[:, None]
-        sum_log_w = float(np.sum(np.log(weights)))
-    r = zt.shape[1]
-    k = xy.shape[1]
-    zz = np.zeros((n_groups, r, r))
-    for a in range(r):
-        za = zt[:, a]
-        if not za.any():
-            continue
-        for b in range(a + 1):
-            col = np.bincount(codes, weights=za * zt[:, b], minlength=n_groups)
-            zz[:, a, b] = col
-            zz[:, b, a] = col
-    zxy = np.zeros((n_groups, r, k))
-    for a in range(r):
-        za = zt[:, a]
-        if not za.any():
-            continue
-        for j in range(k):
-            zxy[:, a, j] = np.bincount(codes, weights=za * xy[:, j], minlength=n_groups)
-    out = {
-        "zz": zz,
-        "zxy": zxy,
-        "nobs": np.bincount(codes, minlength=n_groups).astype(np.int64),
-        "xyxy": xy.T @ xy,
-        "n": np.int64(n),
-        "sum_log_weights": np.float64(sum_log_w),
-    }
-    if per_group_xyxy:
-        xyxy_group = np.zeros((n_groups, k, k))
-        for a in range(k):
-            for b in range(a + 1):
-                col = np.bincount(codes, weights=xy[:, a] * xy[:, b], minlength=n_groups)
-                xyxy_group[:, a, b] = col
-                xyxy_group[:, b, a] = col
-        out["xyxy_group"] = xyxy_group
-        out["sum_log_weights_group"] = (
-            np.bincount(codes, weights=np.log(weights), minlength=n_groups)
-            if weights is not None
-            else np.zeros(n_groups)
-        )
-    return out
+    r = np.asarray(ztilde).shape[1]
+    packed, glob = accumulate_packed(codes, n_groups, endog, exog, ztilde, weights)
+    nobs, zz, zxy = unpack_statistics(packed, r)
+    return {"zz": zz, "zxy": zxy, "nobs": nobs, **glob}
 
 
 # ---------------------------------------------------------------------------

@@ -64,14 +64,22 @@ def test_statistics_add_over_row_splits():
     codes = rng.integers(0, 10, 300)
     y, x, z = rng.normal(size=300), rng.normal(size=(300, 3)), rng.normal(size=(300, 2))
     w = rng.uniform(0.5, 2, 300)
-    whole = kernels.accumulate_statistics(codes, 10, y, x, z, w, per_group_xyxy=True)
+    whole, glob = kernels.accumulate_packed(codes, 10, y, x, z, w)
     cut = rng.permutation(300)
     a, b = cut[:120], cut[120:]
-    pa = kernels.accumulate_statistics(codes[a], 10, y[a], x[a], z[a], w[a], per_group_xyxy=True)
-    pb = kernels.accumulate_statistics(codes[b], 10, y[b], x[b], z[b], w[b], per_group_xyxy=True)
-    for key in ("zz", "zxy", "nobs", "xyxy", "xyxy_group", "sum_log_weights_group"):
-        np.testing.assert_allclose(pa[key] + pb[key], whole[key], rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(whole["xyxy_group"].sum(axis=0), whole["xyxy"], rtol=1e-12)
+    pa, ga = kernels.accumulate_packed(codes[a], 10, y[a], x[a], z[a], w[a])
+    pb, gb = kernels.accumulate_packed(codes[b], 10, y[b], x[b], z[b], w[b])
+    np.testing.assert_allclose(pa + pb, whole, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(ga["xyxy"] + gb["xyxy"], glob["xyxy"], rtol=1e-12)
+    assert ga["sum_log_weights"] + gb["sum_log_weights"] == pytest.approx(glob["sum_log_weights"])
+    nobs, zz, zxy = kernels.unpack_statistics(whole, 2)
+    st = kernels.accumulate_statistics(codes, 10, y, x, z, w)
+    np.testing.assert_array_equal(nobs, st["nobs"])
+    np.testing.assert_allclose(zz, st["zz"], rtol=1e-14)
+    np.testing.assert_allclose(zxy, st["zxy"], rtol=1e-14)
+    i = codes == 4
+    sw = np.sqrt(w[i])
+    np.testing.assert_allclose(zz[4], (z[i] * sw[:, None]).T @ (z[i] * sw[:, None]), rtol=1e-12)
 
 
 def test_vc_slots_rank_columns_within_group():

@@ -164,16 +164,6 @@ class _FlatLayout:
         a = 1 + self.n_zz
         return slice(1, a), slice(a, a + self.n_zxy)
 
-    def pack(self, st: dict[str, np.ndarray]) -> np.ndarray:
-        """(G, width) float64 rows from :func:`kernels.accumulate_statistics` output."""
-        g = st["nobs"].shape[0]
-        out = np.empty((g, self.width))
-        s_zz, s_zxy = self.slices()
-        out[:, 0] = st["nobs"]
-        out[:, s_zz] = st["zz"][:, self.zz_index[0], self.zz_index[1]]
-        out[:, s_zxy] = st["zxy"].reshape(g, -1)
-        return out
-
     def pack_global(self, st: dict[str, np.ndarray], n_dropped: int = 0) -> np.ndarray:
         xyxy = st["xyxy"][self.xy_index[0], self.xy_index[1]]
         head = [float(st["n"]), float(st["sum_log_weights"]), float(n_dropped)]
@@ -413,15 +403,18 @@ def _partition_partials(
                 )
             )
     ztilde = kernels.dense_random_design(dm.exog_re, slots, dm.vc_vals, widths)
-    st = kernels.accumulate_statistics(codes, len(uniq), dm.endog, dm.exog, ztilde, dm.weights)
-    values = flat.pack(st)
+    # number the groups bucket by bucket, so that the packed statistics come out already
+    # split by output block (row slices, no reordering copy of the partials)
     bucket = _bucket_of(uniq, n_buckets)
     order = np.argsort(bucket, kind="stable")
-    bounds = np.cumsum(np.bincount(bucket, minlength=n_buckets))[:-1]
-    parts = list(
-        zip(np.split(uniq[order], bounds), np.split(values[order], bounds), strict=True)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    values, glob = kernels.accumulate_packed(
+        rank[codes], len(uniq), dm.endog, dm.exog, ztilde, dm.weights
     )
-    return parts, flat.pack_global(st, dm.n_dropped)
+    bounds = np.cumsum(np.bincount(bucket, minlength=n_buckets))[:-1]
+    parts = list(zip(np.split(uniq[order], bounds), np.split(values, bounds), strict=True))
+    return parts, flat.pack_global(glob, dm.n_dropped)
 
 
 def _combine(*parts: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
