@@ -260,3 +260,15 @@ def test_names_follow_statsmodels():
 
 def test_public_names_exported():
     assert dmixed.mixedlm == MixedLM.from_formula
+
+
+def test_progress_logs_one_line_per_iteration(caplog):
+    endog, exog, exog_re, groups = _arrays()
+    with caplog.at_level("INFO", logger="dmixed"):
+        res = MixedLM(endog, exog, groups, exog_re=exog_re).fit(progress=True)
+    lines = [r.getMessage() for r in caplog.records if r.name == "dmixed"]
+    assert any(line.startswith("data pass:") for line in lines)
+    iterations = [line for line in lines if line.startswith("iteration ")]
+    assert len(iterations) == res.n_iter
+    assert all("llf=" in line and "|grad|=" in line and "elapsed=" in line for line in iterations)
+    assert [h["llf"] for h in res.fit_history][-1] == res.llf
