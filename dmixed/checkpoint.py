@@ -213,8 +213,7 @@ def load_statistics(path) -> tuple[GroupArrays, dict]:
             zxy[:, a, j] = frame[f"zxy[{a},{j}]"].to_numpy()
     slot_cols = [
         np.column_stack(
-            [frame[f"vc_column[{c}][{s}]"].to_numpy() for s in range(w)]
-            or [np.zeros((g, 0))]
+            [frame[f"vc_column[{c}][{s}]"].to_numpy() for s in range(w)] or [np.zeros((g, 0))]
         ).astype(np.int64)
         for c, w in enumerate(layout.vc_widths)
     ]
@@ -299,8 +298,10 @@ def _merge_slots(g, gi_old, t_old, gi_new, t_new):
     count_old = np.bincount(gi_old[go], minlength=g)
     fresh_group = fresh // base
     first = np.r_[True, fresh_group[1:] != fresh_group[:-1]] if fresh.size else np.zeros(0, bool)
-    start = np.maximum.accumulate(np.where(first, np.arange(fresh.size), 0)) if fresh.size else (
-        np.zeros(0, np.int64)
+    start = (
+        np.maximum.accumulate(np.where(first, np.arange(fresh.size), 0))
+        if fresh.size
+        else (np.zeros(0, np.int64))
     )
     fresh_slot = count_old[fresh_group] + (np.arange(fresh.size) - start)
     all_keys = np.concatenate([key_old, fresh])

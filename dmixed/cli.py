@@ -415,9 +415,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         "conditional sigma^2 (X'V^-1X)^-1",
     )
     p.add_argument("--maxiter", type=int, help="optimizer iterations (default 500)")
-    p.add_argument(
-        "--quiet", action="store_true", default=None, help="no progress on stderr"
-    )
+    p.add_argument("--quiet", action="store_true", default=None, help="no progress on stderr")
 
 
 def build_parser() -> argparse.ArgumentParser:

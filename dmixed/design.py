@@ -1423,17 +1423,22 @@ def _prototype(cols, kinds, native, levels, size) -> pd.DataFrame:
     return pd.DataFrame(data, index=pd.RangeIndex(size))
 
 
+def _rows_with_missing(df, kinds, columns_used) -> np.ndarray:
+    """Rows with a missing value in any used column (the rows missing="drop" drops)."""
+    masks = []
+    for c in columns_used:
+        kind = kinds.get(c)
+        if kind is None:
+            kind = _kind_of(df[c].dtype) or _CAT
+        masks.append(_missing_mask(df[c], _CAT if kind == _CAT else _NUM))
+    return np.logical_or.reduce(masks)
+
+
 def _pandas_scan(df, kinds, level_cols, columns_used, missing):
     n_total = len(df)
     keep = None
     if missing == "drop" and n_total:
-        masks = []
-        for c in columns_used:
-            kind = kinds.get(c)
-            if kind is None:
-                kind = _kind_of(df[c].dtype) or _CAT
-            masks.append(_missing_mask(df[c], _CAT if kind == _CAT else _NUM))
-        any_missing = np.logical_or.reduce(masks)
+        any_missing = _rows_with_missing(df, kinds, columns_used)
         if any_missing.any():
             keep = ~any_missing
     n_kept = n_total if keep is None else int(keep.sum())
@@ -1457,13 +1462,7 @@ def _declared_observed(dtype: pd.CategoricalDtype, observed) -> list:
 def _partition_summary(pdf, kinds, level_cols, columns_used, drop, resp_col):
     n = len(pdf)
     if drop and n:
-        masks = []
-        for c in columns_used:
-            kind = kinds.get(c)
-            if kind is None:
-                kind = _kind_of(pdf[c].dtype) or _CAT
-            masks.append(_missing_mask(pdf[c], _CAT if kind == _CAT else _NUM))
-        any_missing = np.logical_or.reduce(masks)
+        any_missing = _rows_with_missing(pdf, kinds, columns_used)
         if any_missing.any():
             pdf = pdf[~any_missing]
     out = {"n": n, "n_kept": len(pdf), "levels": {}, "range": None}

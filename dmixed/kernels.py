@@ -321,13 +321,7 @@ class StepSums:
     t_vc: np.ndarray
 
     def __add__(self, other: StepSums) -> StepSums:
-        return StepSums(
-            self.logdet + other.logdet,
-            self.m + other.m,
-            self.s + other.s,
-            self.t_re + other.t_re,
-            self.t_vc + other.t_vc,
-        )
+        return StepSums(*(getattr(self, f) + getattr(other, f) for f in self.__dataclass_fields__))
 
 
 def _mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:

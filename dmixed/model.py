@@ -336,8 +336,7 @@ class MixedLM:
             labels = np.asarray(groups)
             if labels.shape != (len(data),):
                 raise ValueError(
-                    f"groups has shape {labels.shape}; expected a column name or "
-                    f"{len(data)} labels"
+                    f"groups has shape {labels.shape}; expected a column name or {len(data)} labels"
                 )
             if "Group" in data.columns:
                 raise ValueError(
