@@ -50,6 +50,7 @@ import yaml
 import dmixed
 from dmixed import cli
 
+from ._dask_processes import scheduler_and_workers
 from ._synth import make_data
 
 REPO = Path(__file__).resolve().parent.parent
@@ -96,93 +97,12 @@ def data(tmp_path_factory):
     )
 
 
-def _spawn(args: list[str], log: Path, cwd: Path) -> subprocess.Popen:
-    with open(log, "w") as fh:
-        # own session: teardown can kill the process and its children by group id
-        return subprocess.Popen(
-            [sys.executable, "-m", *args],
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            cwd=cwd,
-            start_new_session=True,
-        )
-
-
-def _stop(procs: list[subprocess.Popen]) -> None:
-    """Stop what a fixture started: each process and its children, by process group
-    (each was started in its own session).  Workers hold nothing worth a clean exit."""
-    for p in procs:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-    for p in procs:
-        p.wait(timeout=30)
-
-
 @pytest.fixture(scope="module")
 def scheduler(tmp_path_factory):
     """A scheduler and two single-thread workers as separate processes, listening on
     127.0.0.1 only (the scheduler runs whatever its clients send)."""
-    from distributed import Client
-
-    d = tmp_path_factory.mktemp("dask")
-    sfile = d / "scheduler.json"
-    procs: list[subprocess.Popen] = []
-    try:
-        procs.append(
-            _spawn(
-                [
-                    "distributed.cli.dask_scheduler",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    "0",
-                    "--scheduler-file",
-                    str(sfile),
-                    "--no-dashboard",
-                    # the HTTP routes (/health, /metrics) stay on by default, on :8787
-                    # of every interface: keep them on loopback too
-                    "--dashboard-address",
-                    "127.0.0.1:0",
-                ],
-                d / "scheduler.log",
-                d,
-            )
-        )
-        address = None
-        deadline = time.monotonic() + 60
-        while address is None:
-            if procs[0].poll() is not None:
-                pytest.fail(f"dask scheduler exited: {(d / 'scheduler.log').read_text()}")
-            if time.monotonic() > deadline:
-                pytest.fail("dask scheduler did not write its scheduler file within 60 s")
-            try:
-                address = json.loads(sfile.read_text())["address"]
-            except (OSError, ValueError, KeyError):
-                time.sleep(0.1)
-        for i in range(2):
-            procs.append(
-                _spawn(
-                    [
-                        "distributed.cli.dask_worker",
-                        "--scheduler-file",
-                        str(sfile),
-                        "--nthreads",
-                        "1",
-                        "--host",
-                        "127.0.0.1",
-                        "--no-dashboard",
-                        "--dashboard-address",
-                        "127.0.0.1:0",
-                    ],
-                    d / f"worker-{i}.log",
-                    d,
-                )
-            )
-        with Client(scheduler_file=str(sfile), timeout="30s") as client:
-            client.wait_for_workers(2, timeout=90)
-        yield SimpleNamespace(file=str(sfile), address=address, dir=d)
-    finally:
-        _stop(procs)
+    with scheduler_and_workers(tmp_path_factory.mktemp("dask")) as cluster:
+        yield cluster
 
 
 def run(*args, cwd, timeout: float = 300) -> subprocess.CompletedProcess:

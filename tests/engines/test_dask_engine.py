@@ -12,8 +12,6 @@ import logging
 import os
 import pickle
 import signal
-import subprocess
-import sys
 import time
 import warnings
 
@@ -31,9 +29,9 @@ from dmixed.engines import dask as dask_engine
 from dmixed.engines.dask import DaskEngine, statistics_from_dask
 from dmixed.engines.local import LocalEngine
 
+from .._dask_processes import scheduler_and_workers
 from .._synth import make_data
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FORMULA = "y ~ x1 + x2"
 SLOPE = {"re_formula": "1 + x1"}
 VC = {"re_formula": "1", "vc_formula": {"sub": "0 + C(sub)"}}
@@ -105,7 +103,11 @@ def cluster_client():
     the in-process tests of this module see no client."""
     with (
         LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
         ) as cluster,
         Client(cluster, set_as_default=False) as client,
     ):
@@ -441,7 +443,11 @@ def test_worker_killed_mid_optimization(tmp_path):
     old_level = logger.level
     with (
         LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
         ) as cluster,
         Client(cluster, set_as_default=False) as client,
         dask.config.set({"dmixed.engine": "distributed"}),
@@ -471,85 +477,26 @@ def test_worker_killed_mid_optimization(tmp_path):
 # --------------------------------------------------------------------------------------
 
 
-def _spawn(args: list[str], log) -> subprocess.Popen:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([REPO, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    return subprocess.Popen(
-        [sys.executable, "-m", *args],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-    )
-
-
 def test_subprocess_scheduler_and_workers(tmp_path):
-    sched_file = str(tmp_path / "scheduler.json")
-    log = open(tmp_path / "cluster.log", "w")  # noqa: SIM115 - closed in finally
-    procs: list[subprocess.Popen] = []
-    client = None
-    try:
-        procs.append(
-            _spawn(
-                [
-                    "distributed.cli.dask_scheduler",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    "0",
-                    "--no-dashboard",
-                    "--scheduler-file",
-                    sched_file,
-                ],
-                log,
-            )
-        )
-        deadline = time.monotonic() + 60
-        while not os.path.exists(sched_file):
-            assert procs[0].poll() is None, "the scheduler exited"
-            assert time.monotonic() < deadline, "no scheduler file after 60 s"
-            time.sleep(0.1)
-        for _ in range(2):
-            procs.append(
-                _spawn(
-                    [
-                        "distributed.cli.dask_worker",
-                        "--scheduler-file",
-                        sched_file,
-                        "--nthreads",
-                        "1",
-                        "--no-dashboard",
-                    ],
-                    log,
-                )
-            )
-        client = Client(scheduler_file=sched_file, timeout="5s", set_as_default=False)
-        client.wait_for_workers(2, timeout=60)
-        df = _frame(key="string[pyarrow]")
-        with dask.config.set({"dmixed.engine": "distributed"}):
-            m, res = _fit(dd.from_pandas(df, npartitions=5), VC, client=client)
-        stats = m.statistics(client=client)
-        engine = stats.engine
-        assert isinstance(engine, DaskEngine)
-        _assert_same(res, _reference(df, VC, "string[pyarrow]"))
+    """`dask scheduler` and two `dask worker` processes on 127.0.0.1, as users run them."""
+    with scheduler_and_workers(tmp_path) as cluster:
+        client = Client(scheduler_file=cluster.file, timeout="5s", set_as_default=False)
+        try:
+            df = _frame(key="string[pyarrow]")
+            with dask.config.set({"dmixed.engine": "distributed"}):
+                m, res = _fit(dd.from_pandas(df, npartitions=5), VC, client=client)
+            stats = m.statistics(client=client)
+            engine = stats.engine
+            assert isinstance(engine, DaskEngine)
+            _assert_same(res, _reference(df, VC, "string[pyarrow]"))
 
-        # the scheduler dies: the statistics are gone with it, and the engine says so
-        # once the client gives up reconnecting (its 5 s timeout), instead of hanging
-        procs[0].kill()
-        procs[0].wait(timeout=20)
-        t0 = time.perf_counter()
-        with pytest.raises(ConnectionError, match="reconnect and fit again"):
-            engine.step(np.eye(stats.layout.r), stats.layout.k_re)
-        assert time.perf_counter() - t0 < 60
-    finally:
-        if client is not None:
+            # the scheduler dies: the statistics are gone with it, and the engine says so
+            # once the client gives up reconnecting (its 5 s timeout), instead of hanging
+            cluster.scheduler.kill()
+            cluster.scheduler.wait(timeout=20)
+            t0 = time.perf_counter()
+            with pytest.raises(ConnectionError, match="reconnect and fit again"):
+                engine.step(np.eye(stats.layout.r), stats.layout.k_re)
+            assert time.perf_counter() - t0 < 60
+        finally:
             client.close()
-        for p in reversed(procs):
-            p.terminate()
-        for p in reversed(procs):
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(timeout=20)
-        log.close()
