@@ -115,7 +115,7 @@ def dense_random_design(
     """
     n, q = exog_re.shape
     r = q + int(sum(vc_widths))
-    zt = np.zeros((n, r))
+    zt = np.zeros((r, n)).T  # column-major, as the statistics pass reads it
     zt[:, :q] = exog_re
     offset = q
     rows = np.arange(n)
@@ -134,15 +134,118 @@ def _weighted_rows(endog, exog, ztilde, weights):
     model into the unweighted one; the likelihood then gains ``½ Σ log w_j``.
     """
     n = endog.shape[0]
-    xy = np.empty((n, exog.shape[1] + 1))
+    # column-major: the statistics are per-column passes (bincount) over the rows
+    xy = np.empty((exog.shape[1] + 1, n)).T
     xy[:, :-1] = exog
     xy[:, -1] = endog
-    zt = np.asarray(ztilde, dtype=np.float64)
+    zt = np.asfortranarray(ztilde, dtype=np.float64)
     if weights is None:
         return xy, zt, 0.0
     sw = np.sqrt(weights)
     xy *= sw[:, None]
     return xy, zt * sw[:, None], float(np.sum(np.log(weights)))
+
+
+def _same_column(a: np.ndarray, b: np.ndarray) -> bool:
+    """Bitwise-equal columns (a cheap look at the first rows before the full compare)."""
+    head = min(a.shape[0], 8)
+    return bool(np.array_equal(a[:head], b[:head]) and np.array_equal(a, b))
+
+
+def _ones_column(a: np.ndarray) -> bool:
+    head = min(a.shape[0], 8)
+    return bool((a[:head] == 1.0).all() and (a == 1.0).all())
+
+
+def product_plan(xy: np.ndarray, zt: np.ndarray) -> tuple[list[tuple], list[int]]:
+    """The distinct per-row products behind the packed statistics of these rows.
+
+    The packed columns (:func:`accumulate_packed`) are ``n``, ``Z̃_a Z̃_b`` (a ≥ b) and
+    ``Z̃_a [X y]_j``.  Random-effect columns are mostly copies of fixed-effect columns
+    (``1 + x`` in both formulas) and the intercept is a column of ones, so many of these
+    sums coincide: for a random intercept and slope with four fixed effects, 14 packed
+    columns need 8 weighted counts and 4 products per row, not 13 of each.  Columns are
+    compared bitwise on these very rows, so the plan is exact for them (and only them).
+
+    Returns
+    -------
+    terms : list of tuple
+        ``("count",)``, ``("col", u)``, ``("prod", u, v)`` or ``("zero",)``; ``u, v``
+        index the sources ``[xy columns..., zt columns...]``.
+    column_term : list of int
+        For every packed column, the index of its term.
+    """
+    k, r = xy.shape[1], zt.shape[1]
+    canon = list(range(k))  # source id of every xy and zt column after deduplication
+    for a in range(r):
+        same = next((j for j in range(k) if _same_column(zt[:, a], xy[:, j])), None)
+        canon.append(k + a if same is None else same)
+    sources = [xy[:, j] for j in range(k)] + [zt[:, a] for a in range(r)]
+    ones = {u for u in set(canon) if _ones_column(sources[u])}
+    zeros = {u for u in set(canon) if u >= k and not sources[u].any()}  # VC padding
+
+    def term(u: int, v: int) -> tuple:
+        if u in zeros or v in zeros:
+            return ("zero",)
+        if u in ones and v in ones:
+            return ("count",)
+        if u in ones or v in ones:
+            return ("col", v if u in ones else u)
+        return ("prod", min(u, v), max(u, v))
+
+    wanted = [("count",)]
+    wanted += [term(canon[k + a], canon[k + b]) for a in range(r) for b in range(a + 1)]
+    wanted += [term(canon[k + a], j) for a in range(r) for j in range(k)]
+    terms = list(dict.fromkeys(wanted))
+    index = {t: i for i, t in enumerate(terms)}
+    return terms, [index[t] for t in wanted]
+
+
+def accumulate_packed_into(
+    acc: np.ndarray,
+    codes: np.ndarray,
+    endog: np.ndarray,
+    exog: np.ndarray,
+    ztilde: np.ndarray,
+    weights: np.ndarray | None = None,
+) -> dict:
+    """Add these rows' per-group statistics to ``acc`` (column-major packed layout).
+
+    ``acc`` is ``(1 + r(r+1)/2 + r(p+1), G)``: row ``c`` holds packed column ``c`` of
+    :func:`accumulate_packed` for every group, so that partitions can be added into one
+    accumulator without per-partition temporaries of size ``G × width``.  ``codes`` are
+    the rows' group positions in ``0 .. G-1``.  Each distinct sum is one ``bincount``
+    (:func:`product_plan`).  Returns the rows' global sums (see
+    :func:`accumulate_packed`).
+    """
+    codes = np.asarray(codes, dtype=np.int64)
+    xy, zt, sum_log_w = _weighted_rows(endog, exog, ztilde, weights)
+    n_groups = acc.shape[1]
+    k = xy.shape[1]
+
+    def source(u: int) -> np.ndarray:
+        return xy[:, u] if u < k else zt[:, u - k]
+
+    terms, column_term = product_plan(xy, zt)
+    for t, spec in enumerate(terms):
+        kind = spec[0]
+        if kind == "zero":
+            continue
+        if kind == "count":
+            sums = np.bincount(codes, minlength=n_groups)
+        elif kind == "col":
+            sums = np.bincount(codes, weights=source(spec[1]), minlength=n_groups)
+        else:
+            sums = np.bincount(codes, weights=source(spec[1]) * source(spec[2]), minlength=n_groups)
+        for c, tc in enumerate(column_term):
+            if tc == t:
+                acc[c] += sums
+    return {"xyxy": xy.T @ xy, "n": np.int64(codes.shape[0]), "sum_log_weights": sum_log_w}
+
+
+def packed_width(r: int, k: int) -> int:
+    """Columns of the packed statistics: ``1 + r(r+1)/2 + r·k`` (``k = p + 1``)."""
+    return 1 + r * (r + 1) // 2 + r * k
 
 
 def accumulate_packed(
@@ -164,28 +267,10 @@ def accumulate_packed(
     glob : dict
         ``xyxy`` = [X y]'[X y], ``n``, ``sum_log_weights``.
     """
-    codes = np.asarray(codes, dtype=np.int64)
-    xy, zt, sum_log_w = _weighted_rows(endog, exog, ztilde, weights)
-    r, k = zt.shape[1], xy.shape[1]
-    out = np.zeros((n_groups, 1 + r * (r + 1) // 2 + r * k))
-    out[:, 0] = np.bincount(codes, minlength=n_groups)
-    col = 1
-    for a in range(r):
-        za = zt[:, a]
-        used = za.any()  # an all-zero slot (padding) adds nothing: skip its products
-        for b in range(a + 1):
-            if used:
-                out[:, col] = np.bincount(codes, weights=za * zt[:, b], minlength=n_groups)
-            col += 1
-    for a in range(r):
-        za = zt[:, a]
-        used = za.any()
-        for j in range(k):
-            if used:
-                out[:, col] = np.bincount(codes, weights=za * xy[:, j], minlength=n_groups)
-            col += 1
-    glob = {"xyxy": xy.T @ xy, "n": np.int64(codes.shape[0]), "sum_log_weights": sum_log_w}
-    return out, glob
+    r, k = np.shape(ztilde)[1], np.shape(exog)[1] + 1
+    acc = np.zeros((packed_width(r, k), n_groups))
+    glob = accumulate_packed_into(acc, codes, endog, exog, ztilde, weights)
+    return np.ascontiguousarray(acc.T), glob
 
 
 def unpack_statistics(packed: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

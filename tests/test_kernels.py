@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dmixed import kernels
 from dmixed.parametrization import Layout
@@ -107,3 +109,71 @@ def test_padding_slots_is_exact():
     plain = kernels.step_contributions(kernels.StatsBlock(st1["zz"], st1["zxy"]), lam[:1, :1], 1)
     assert padded.logdet == pytest.approx(plain.logdet, rel=1e-13)
     np.testing.assert_allclose(padded.m, plain.m, rtol=1e-13)
+
+
+def _packed_by_hand(codes, n_groups, y, x, z, w):
+    """Packed statistics straight from the definition, one group at a time."""
+    xy = np.column_stack([x, y])
+    r, k = z.shape[1], xy.shape[1]
+    sw = np.ones(len(y)) if w is None else np.sqrt(w)
+    out = np.zeros((n_groups, kernels.packed_width(r, k)))
+    rows, cols = np.tril_indices(r)
+    for g in range(n_groups):
+        i = codes == g
+        zi, xyi = z[i] * sw[i, None], xy[i] * sw[i, None]
+        out[g, 0] = i.sum()
+        out[g, 1 : 1 + rows.size] = (zi.T @ zi)[rows, cols]
+        out[g, 1 + rows.size :] = (zi.T @ xyi).ravel()
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n_rows=st.integers(1, 60),
+    n_groups=st.integers(1, 8),
+    z_cols=st.lists(
+        st.sampled_from(["ones", "x1", "x2", "y", "new", "zero", "binary"]), min_size=1, max_size=4
+    ),
+    intercept=st.booleans(),
+    weighted=st.booleans(),
+)
+def test_packed_statistics_with_shared_columns(seed, n_rows, n_groups, z_cols, intercept, weighted):
+    """Random-effect columns that repeat fixed-effect columns, the response, ones or
+    zeros (the cases the product plan shares or skips) give the defined sums."""
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, n_groups, n_rows)
+    x = rng.normal(size=(n_rows, 2))
+    if intercept:
+        x = np.column_stack([np.ones(n_rows), x])
+    y = rng.normal(size=n_rows)
+    source = {
+        "ones": np.ones(n_rows),
+        "x1": x[:, -2],
+        "x2": x[:, -1],
+        "y": y,
+        "new": rng.normal(size=n_rows),
+        "zero": np.zeros(n_rows),
+        "binary": rng.integers(0, 2, n_rows).astype(float),
+    }
+    z = np.column_stack([source[c] for c in z_cols])
+    w = rng.uniform(0.2, 3.0, n_rows) if weighted else None
+    packed, glob = kernels.accumulate_packed(codes, n_groups, y, x, z, w)
+    np.testing.assert_allclose(
+        packed, _packed_by_hand(codes, n_groups, y, x, z, w), rtol=1e-12, atol=1e-12
+    )
+    acc = np.zeros((packed.shape[1], n_groups))
+    kernels.accumulate_packed_into(acc, codes, y, x, z, w)
+    kernels.accumulate_packed_into(acc, codes, y, x, z, w)  # adds, does not overwrite
+    np.testing.assert_allclose(acc.T, 2 * packed, rtol=1e-12, atol=1e-12)
+
+
+def test_product_plan_shares_columns():
+    """Random intercept and slope on x1 with four fixed effects: 9 sums for 14 columns."""
+    rng = np.random.default_rng(0)
+    x = np.column_stack([np.ones(50), rng.normal(size=(50, 3))])
+    xy = np.column_stack([x, rng.normal(size=50)])
+    terms, column_term = kernels.product_plan(xy, x[:, :2])
+    assert len(column_term) == 14
+    assert len(terms) == 9
+    assert sum(t[0] == "prod" for t in terms) == 4  # x1², x1·x2, x1·x3, x1·y

@@ -2,16 +2,19 @@
 
 The data pass (DESIGN.md §2, §8):
 
-1. every input partition goes through ``spec.transform`` and is reduced to *partial*
-   per-group statistics (:func:`dmixed.kernels.accumulate_statistics` with local group
-   codes), returned as a small pandas frame: one row per group present in the partition,
-   a group-key column and the flattened statistics (lower triangles of the symmetric
-   blocks ``Z̃'Z̃`` and ``[X y]'[X y]``, all of ``Z̃'[X y]``, the row count and
-   ``Σ log w``);
-2. Dask's own ``groupby(key).sum(split_out=B)`` adds the partial statistics of groups
-   whose rows sit in several partitions (only these small frames move, never raw rows);
-3. each of the ``B`` output partitions becomes a numpy block (:class:`_Block`) on the
-   worker that computed it.
+1. the input partitions are reduced to *partial* per-group statistics: the lower
+   triangle of ``Z̃'Z̃``, all of ``Z̃'[X y]`` and the row count per group
+   (:class:`_FlatLayout`), plus global sums.  Where a task can read a partition itself
+   (the collection is partition-wise over storage: Parquet, CSV, ``from_map``), each of
+   a few tasks reads a run of consecutive partitions one after the other and adds them
+   into one accumulator (:func:`_chain_partials`, a map-side combine: what leaves the
+   task is one row per group however many of its partitions the group is spread over).
+   Otherwise (data in memory, persisted, or shuffled inside the graph) there is one task
+   per partition (:func:`_partition_partials`);
+2. every partial is split by a hash of the group key into ``B`` buckets, and each bucket
+   is added up over the partials by a tree of numpy reductions (:func:`_combine`; only
+   these statistics move between workers, never raw rows);
+3. each bucket's sums become a numpy block (:class:`_Block`) on a worker.
 
 All of this is one ``client.compute`` of one graph, so the blocks are futures with
 lineage: if a worker dies, the scheduler recomputes the lost blocks from the data.
@@ -366,31 +369,18 @@ def _bucket_of(keys: np.ndarray, n_buckets: int) -> np.ndarray:
     return (hashed % np.uint64(n_buckets)).astype(np.int64)
 
 
-def _partition_partials(
-    pdf: pd.DataFrame, spec, slot_map: SlotMap | None, flat: _FlatLayout, n_buckets: int
-) -> tuple[list, np.ndarray]:
-    """Partial statistics of one partition, split by output block.
-
-    Returns ``(parts, global_sums)``: ``parts[b]`` is ``(keys, values)`` for the groups
-    of this partition that belong to block b (one row of :class:`_FlatLayout` per
-    group), ``global_sums`` the partition's ``[n, Σ log w, [X y]'[X y]]``.
-    """
-    if TUNE_WORKER_MALLOC:
-        _tune_malloc()  # the data pass allocates large temporaries too
-    empty = (np.empty(0, dtype=object), np.empty((0, flat.width)))
+def _partition_rows(pdf: pd.DataFrame, spec, slot_map: SlotMap | None):
+    """``(dm, keys, Z̃)`` of one partition (None when no row is left), VC slots applied."""
     if len(pdf) == 0:
-        return [empty] * n_buckets, flat.empty_global()
+        return None, 0
     dm = spec.transform(pdf)
     if dm.endog.shape[0] == 0:
-        return [empty] * n_buckets, flat.empty_global(dm.n_dropped)
+        return None, dm.n_dropped
     keys = _key_values(dm.groups)
-    codes, uniq = pd.factorize(keys)
-    codes = codes.astype(np.int64)
-    uniq = np.asarray(uniq)
     slots = []
     widths = [] if slot_map is None else list(slot_map.widths)
     if dm.vc_cols:
-        row_gid = slot_map.group_ids(uniq)[codes]
+        row_gid = slot_map.group_ids(keys)
         for ell, (cols, vals) in enumerate(zip(dm.vc_cols, dm.vc_vals, strict=True)):
             slots.append(
                 kernels.lookup_vc_slots(
@@ -403,18 +393,217 @@ def _partition_partials(
                 )
             )
     ztilde = kernels.dense_random_design(dm.exog_re, slots, dm.vc_vals, widths)
-    # number the groups bucket by bucket, so that the packed statistics come out already
-    # split by output block (row slices, no reordering copy of the partials)
-    bucket = _bucket_of(uniq, n_buckets)
+    return (dm, keys, ztilde), dm.n_dropped
+
+
+def _split_buckets(
+    keys: np.ndarray, values: np.ndarray, n_buckets: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(keys, values)`` split by output block (hash of the key)."""
+    bucket = _bucket_of(keys, n_buckets)
     order = np.argsort(bucket, kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.size)
-    values, glob = kernels.accumulate_packed(
-        rank[codes], len(uniq), dm.endog, dm.exog, ztilde, dm.weights
-    )
     bounds = np.cumsum(np.bincount(bucket, minlength=n_buckets))[:-1]
-    parts = list(zip(np.split(uniq[order], bounds), np.split(values, bounds), strict=True))
-    return parts, flat.pack_global(glob, dm.n_dropped)
+    return list(zip(np.split(keys[order], bounds), np.split(values[order], bounds), strict=True))
+
+
+def _partition_partials(
+    pdf: pd.DataFrame, spec, slot_map: SlotMap | None, flat: _FlatLayout, n_buckets: int
+) -> tuple[list, np.ndarray]:
+    """Partial statistics of one partition, split by output block.
+
+    Returns ``(parts, global_sums)``: ``parts[b]`` is ``(keys, values)`` for the groups
+    of this partition that belong to block b (one row of :class:`_FlatLayout` per
+    group), ``global_sums`` the partition's ``[n, Σ log w, [X y]'[X y]]``.
+    """
+    if TUNE_WORKER_MALLOC:
+        _tune_malloc()  # the data pass allocates large temporaries too
+    rows, n_dropped = _partition_rows(pdf, spec, slot_map)
+    if rows is None:
+        empty = (np.empty(0, dtype=object), np.empty((0, flat.width)))
+        return [empty] * n_buckets, flat.empty_global(n_dropped)
+    dm, keys, ztilde = rows
+    codes, uniq = pd.factorize(keys)
+    values, glob = kernels.accumulate_packed(
+        codes, len(uniq), dm.endog, dm.exog, ztilde, dm.weights
+    )
+    return _split_buckets(np.asarray(uniq), values, n_buckets), flat.pack_global(glob, dm.n_dropped)
+
+
+class _GroupAccumulator:
+    """Per-group statistics of many partitions, added up in one growing array.
+
+    The rows of a chain of partitions (see :func:`_chain_partials`) are added into
+    ``acc`` (column-major :func:`dmixed.kernels.accumulate_packed_into` layout), one
+    column per group seen so far.  Groups get their column in one of two ways:
+
+    * integer keys in a range not much wider than the number of groups: the column is
+      ``key − base`` (no hashing at all; the range grows as keys outside it arrive);
+    * otherwise a hash table: a pandas Index of the keys known so far, whose hash table
+      is built once and kept, plus a small Index of keys added since, merged into the
+      main one when it reaches a quarter of its size (amortized linear time).
+
+    A range is used while it is at most ``max(2**16, 2 · (groups seen + rows of the
+    partition))`` wide, so its memory stays within a small factor of the hash table's.
+    """
+
+    _MIN_RANGE = 1 << 16
+
+    def __init__(self, width: int, key_dtype) -> None:
+        self.width = width
+        self.key_dtype = np.dtype(key_dtype) if key_dtype is not object else np.dtype(object)
+        self.acc = np.zeros((width, 0))
+        self.ranged = self.key_dtype.kind in "iu"
+        self.base = 0
+        self.index = self._new_index(np.empty(0, dtype=self.key_dtype))
+        self.extra = self._new_index(np.empty(0, dtype=self.key_dtype))
+
+    @staticmethod
+    def _new_index(keys: np.ndarray) -> pd.Index:
+        return pd.Index(keys, dtype=object if keys.dtype == object else keys.dtype)
+
+    def _grow(self, size: int, shift: int = 0) -> None:
+        """Make ``acc`` ``size`` columns wide, old column c moving to c + shift."""
+        new = np.zeros((self.width, size))
+        old = self.acc.shape[1]
+        new[:, shift : shift + old] = self.acc
+        self.acc = new
+
+    def _range_columns(self, keys: np.ndarray) -> np.ndarray | None:
+        lo, hi = int(keys.min()), int(keys.max())
+        cap = self.acc.shape[1]
+        if cap and self.base <= lo and hi < self.base + cap:
+            return keys - self.base
+        new_lo = lo if not cap else min(lo, self.base)
+        new_hi = hi if not cap else max(hi, self.base + cap - 1)
+        span = new_hi - new_lo + 1
+        seen = int(np.count_nonzero(self.acc[0])) if cap else 0
+        if span > max(self._MIN_RANGE, 2 * (seen + keys.size)) or new_hi >= 2**62:
+            self._to_hash()
+            return None
+        # some slack above the first range (keys seldom all show up in the first
+        # partition) and geometric growth after: each growth copies the accumulator
+        if not cap:
+            slack = span // 16
+            new_lo -= slack
+            size = span + 2 * slack
+        else:
+            size = max(span, cap + cap // 4)
+            if new_lo < self.base:  # grow downwards as well
+                new_lo = min(new_lo, new_hi + 1 - size)
+        self._grow(size, shift=self.base - new_lo if cap else 0)
+        self.base = new_lo
+        return keys - self.base
+
+    def _to_hash(self) -> None:
+        """Leave range mode: the groups seen become the hash table's first keys."""
+        seen = np.flatnonzero(self.acc[0])
+        self.index = self._new_index((seen + self.base).astype(self.key_dtype))
+        self.acc = np.ascontiguousarray(self.acc[:, seen])
+        self.ranged = False
+
+    def _hash_columns(self, keys: np.ndarray) -> np.ndarray:
+        n_main = len(self.index)
+        col = self.index.get_indexer(keys)
+        miss = col < 0
+        if miss.any():
+            mk = keys[miss]
+            sub = self.extra.get_indexer(mk) if len(self.extra) else np.full(mk.size, -1)
+            new = sub < 0
+            if new.any():
+                codes, uniq = pd.factorize(mk[new])
+                sub[new] = len(self.extra) + codes
+                fresh = self._new_index(np.asarray(uniq, dtype=self.key_dtype))
+                self.extra = self.extra.append(fresh)
+            col[miss] = n_main + sub
+            n_total = n_main + len(self.extra)
+            if n_total > self.acc.shape[1]:
+                self._grow(max(n_total, self.acc.shape[1] + self.acc.shape[1] // 2))
+            if len(self.extra) > max(1024, n_main // 4):
+                self.index = self.index.append(self.extra)
+                self.extra = self._new_index(np.empty(0, dtype=self.key_dtype))
+        return col
+
+    def add(self, keys: np.ndarray, dm, ztilde: np.ndarray) -> dict:
+        """Add one partition's rows; returns their global sums."""
+        col = self._range_columns(keys) if self.ranged else None
+        if col is None:
+            col = self._hash_columns(keys)
+        return kernels.accumulate_packed_into(self.acc, col, dm.endog, dm.exog, ztilde, dm.weights)
+
+    def result(self, n_buckets: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``(keys, values)`` of the groups seen, split by output block: one row of
+        packed statistics per group (one gather from the accumulator per block)."""
+        if self.ranged:
+            seen = np.flatnonzero(self.acc[0])
+            keys = (seen + self.base).astype(self.key_dtype)
+        else:
+            keys = np.asarray(self.index.append(self.extra), dtype=self.key_dtype)
+            seen = np.arange(keys.size)
+        bucket = _bucket_of(keys, n_buckets)
+        rows = self.acc.T  # (columns, width) view
+        out = []
+        for b in range(n_buckets):
+            pick = np.flatnonzero(bucket == b) if n_buckets > 1 else slice(None)
+            out.append((keys[pick], rows[seen[pick]]))
+        return out
+
+
+def _read_partition(recipe) -> pd.DataFrame:
+    """Compute one single-partition collection here, with the synchronous scheduler."""
+    import dask
+
+    (pdf,) = dask.compute(recipe, scheduler="sync", optimize_graph=False)
+    return pdf
+
+
+class _Recipes:
+    """Single-partition collections to read inside a task.
+
+    Deliberately not a dataclass, list or tuple: Dask passes such an object to the task
+    as it is, instead of computing the collections in it as dependencies first.
+    """
+
+    __slots__ = ("parts",)
+
+    def __init__(self, parts: tuple) -> None:
+        self.parts = parts
+
+    def __dask_tokenize__(self):
+        from dask.base import tokenize
+
+        return ("dmixed-recipes", tokenize(*self.parts))
+
+
+def _chain_partials(
+    recipes: _Recipes,
+    spec,
+    slot_map: SlotMap | None,
+    flat: _FlatLayout,
+    n_buckets: int,
+    key_dtype,
+) -> tuple[list, np.ndarray]:
+    """Partial statistics of a chain of partitions, read one after the other here.
+
+    The map-side combine of the data pass: every partition is read, reduced into the
+    chain's :class:`_GroupAccumulator` and dropped, so a worker holds one partition plus
+    one row of statistics per group seen, and what leaves the task is one row per group
+    of the chain, however many of its partitions the group's rows were spread over.
+    Same output as :func:`_partition_partials`.
+    """
+    if TUNE_WORKER_MALLOC:
+        _tune_malloc()
+    acc = _GroupAccumulator(flat.width, key_dtype)
+    glob = flat.empty_global()
+    for recipe in recipes.parts:
+        rows, n_dropped = _partition_rows(_read_partition(recipe), spec, slot_map)
+        if rows is None:
+            glob[2] += n_dropped
+            continue
+        dm, keys, ztilde = rows
+        if keys.dtype != acc.key_dtype:
+            keys = keys.astype(acc.key_dtype)
+        glob += flat.pack_global(acc.add(keys, dm, ztilde), n_dropped)
+    return acc.result(n_buckets), glob
 
 
 def _combine(*parts: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -815,22 +1004,87 @@ def _slot_map_graph(ddf, spec, key_dtype):
     return dask.delayed(_build_slot_map, pure=True)(part, _vc_ncols(spec))
 
 
-def _block_graph(ddf, spec, slot_arg, flat, key_dtype, n_blocks):
-    """Delayed blocks: partial statistics per partition → sums by group key → blocks.
+# Leaf expressions that hold their data in the graph (in-memory pandas/numpy data, or
+# persisted futures): their partitions are not read, and a task cannot compute one.
+_IN_MEMORY_LEAVES = frozenset(
+    {"FromPandas", "FromPandasDivisions", "FromGraph", "FromArray", "FromDelayed", "FromDict"}
+)
 
-    Each partition's partial statistics are split by a hash of the group key into
-    ``n_blocks`` buckets; each bucket is added up over the partitions by a tree of
-    numpy reductions (no shuffle of raw rows, and no pandas groupby: the partials of
-    data whose groups are spread over all partitions can outweigh the data, so their
-    combine must be cheap).  Every node is an ordinary task with lineage, so a block
-    lost with a worker is recomputed like any other task.
+
+def _chainable(ddf) -> bool:
+    """Can tasks read this collection's partitions themselves (see :func:`_chain_recipes`)?
+
+    Yes when every expression is partition-wise (``Blockwise``: reads, projections,
+    filters, assignments, ``map_partitions``) and the leaves read from storage
+    (Parquet, CSV, ``from_map``, …).  Anything with a shuffle or a reduction inside, or
+    data already in memory, is read by Dask's own tasks instead.
+    """
+    try:
+        from dask.dataframe.dask_expr._expr import Blockwise
+    except ImportError:  # pragma: no cover - legacy dask.dataframe
+        return False
+    expr = getattr(ddf, "expr", None)
+    if expr is None:
+        return False
+    for node in expr.walk():
+        if not isinstance(node, Blockwise) or type(node).__name__ in _IN_MEMORY_LEAVES:
+            return False
+    return True
+
+
+def _chain_recipes(ddf, n_chains: int) -> list[_Recipes] | None:
+    """Consecutive partitions in ``n_chains`` balanced runs, as single-partition
+    collections (optimized once, here); None when the collection is not chainable."""
+    mode = _data_pass_mode()
+    if mode == "tree" or n_chains < 1 or ddf.npartitions <= 1:
+        return None
+    if not _chainable(ddf):
+        if mode == "chains":
+            raise ValueError(
+                "dmixed.data_pass='chains' needs a collection read partition by partition "
+                "from storage (no shuffle, not persisted or built from in-memory data)"
+            )
+        return None
+    n_chains = min(n_chains, ddf.npartitions)
+    bounds = np.linspace(0, ddf.npartitions, n_chains + 1).round().astype(int)
+    parts = [ddf.partitions[i].optimize() for i in range(ddf.npartitions)]
+    return [_Recipes(tuple(parts[a:b])) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def _data_pass_mode() -> str:
+    import dask
+
+    mode = dask.config.get("dmixed.data_pass", "auto")
+    if mode not in ("auto", "chains", "tree"):
+        raise ValueError(
+            f"dask config 'dmixed.data_pass' must be 'auto', 'chains' or 'tree', got {mode!r}"
+        )
+    return mode
+
+
+def _block_graph(ddf, spec, slot_arg, flat, key_dtype, n_blocks, n_chains):
+    """Delayed blocks: partial statistics → sums by group key → blocks.
+
+    Partial statistics come from ``n_chains`` tasks that each read a run of consecutive
+    partitions themselves (:func:`_chain_partials`, when the collection allows it), else
+    from one task per partition.  Each partial is split by a hash of the group key into
+    ``n_blocks`` buckets; each bucket is added up by a tree of numpy reductions (no
+    shuffle of raw rows, and no pandas groupby: the partials of data whose groups are
+    spread over all partitions can outweigh the data, so their combine must be cheap).
+    Every node is an ordinary task with lineage, so a block lost with a worker is
+    recomputed like any other task.
     """
     import dask
 
-    parts = [
-        dask.delayed(_partition_partials, nout=2, pure=True)(p, spec, slot_arg, flat, n_blocks)
-        for p in ddf.to_delayed(optimize_graph=True)
-    ]
+    recipes = _chain_recipes(ddf, n_chains)
+    if recipes is not None:
+        chain = dask.delayed(_chain_partials, nout=2, pure=True)
+        parts = [chain(rec, spec, slot_arg, flat, n_blocks, key_dtype) for rec in recipes]
+    else:
+        part = dask.delayed(_partition_partials, nout=2, pure=True)
+        parts = [
+            part(p, spec, slot_arg, flat, n_blocks) for p in ddf.to_delayed(optimize_graph=True)
+        ]
     global_sums = _tree(_sum_vectors, [g for _, g in parts])
     blocks = []
     for b in range(n_blocks):
@@ -943,7 +1197,7 @@ def statistics_from_dask(ddf, spec, client=None, progress: bool = False, engine=
     else:
         n_blocks = max(1, int(sum(client.nthreads().values())))
     logger.log(level, "data pass: %d partitions → %d blocks on %s", n_parts, n_blocks, where)
-    graph = _block_graph(ddf, spec, slot_arg, flat, key_dtype, n_blocks)
+    graph = _block_graph(ddf, spec, slot_arg, flat, key_dtype, n_blocks, n_blocks)
     if client is None:
         blocks = list(dask.compute(*graph, scheduler=_local_scheduler()))
         asm = _assemble(blocks, k)

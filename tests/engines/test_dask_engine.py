@@ -87,6 +87,34 @@ def _assert_same(res, ref, rtol: float = RTOL) -> None:
         np.testing.assert_allclose(res.random_effects[key], value, rtol=1e-6, atol=1e-9)
 
 
+class _Parts:
+    """Partition reader for ``dd.from_map``: a collection whose tasks read their own
+    partitions, which the data pass reads in chains (see ``_chain_partials``)."""
+
+    def __init__(self, df: pd.DataFrame, nparts: int) -> None:
+        self.df = df
+        self.parts = np.array_split(np.arange(len(df)), nparts)
+
+    def __call__(self, i: int) -> pd.DataFrame:
+        return self.df.iloc[self.parts[i]].reset_index(drop=True)
+
+
+SOURCES = ["from_pandas", "from_map"]
+
+
+def _ddf(df: pd.DataFrame, nparts: int, source: str = "from_pandas"):
+    """The rows as a Dask DataFrame: in memory (one task per partition in the data
+    pass) or read by a function per partition (chains of partitions per task)."""
+    if source == "from_pandas":
+        ddf = dd.from_pandas(df, npartitions=nparts)
+    else:
+        ddf = dd.from_map(
+            _Parts(df, nparts), range(nparts), meta=df.iloc[:0], enforce_metadata=False
+        )
+    assert (dask_engine._chain_recipes(ddf, 2) is not None) == (source == "from_map" and nparts > 1)
+    return ddf
+
+
 _REF_CACHE: dict = {}
 
 
@@ -136,23 +164,25 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("source", SOURCES)
 @pytest.mark.parametrize(("model", "key", "nparts"), CASES)
-def test_in_process_matches_pandas(model, key, nparts):
+def test_in_process_matches_pandas(model, key, nparts, source):
     model_kw = SLOPE if model == "slope" else VC
     df = _frame(key=key)
     ref = _reference(df, model_kw, key)
-    m, res = _fit(dd.from_pandas(df, npartitions=nparts), model_kw)
+    m, res = _fit(_ddf(df, nparts, source), model_kw)
     assert isinstance(m.statistics().engine, LocalEngine)
     _assert_same(res, ref)
 
 
-def test_in_process_weights_and_unknown_divisions():
+@pytest.mark.parametrize("source", SOURCES)
+def test_in_process_weights_and_unknown_divisions(source):
     df = _frame()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ref = dmixed.MixedLM.from_formula(FORMULA, data=df, groups="g", weights="w", **SLOPE)
         ref = ref.fit()
-    ddf = dd.from_pandas(df, npartitions=5).clear_divisions()
+    ddf = _ddf(df, 5, source).clear_divisions()
     assert not ddf.known_divisions
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -161,19 +191,54 @@ def test_in_process_weights_and_unknown_divisions():
     _assert_same(res, ref)
 
 
-@settings(max_examples=6, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(
     nparts=st.integers(min_value=1, max_value=24),
     order=st.integers(min_value=0, max_value=2**31 - 1),
     model=st.sampled_from(["slope", "vc"]),
+    source=st.sampled_from(SOURCES),
 )
-def test_property_partitions_and_row_order(nparts, order, model):
+def test_property_partitions_and_row_order(nparts, order, model, source):
     model_kw = SLOPE if model == "slope" else VC
     base = _frame(n_groups=30, seed=11)
     ref = _reference(base, model_kw, "property")
     shuffled = base.sample(frac=1.0, random_state=order % (2**32)).reset_index(drop=True)
-    _, res = _fit(dd.from_pandas(shuffled, npartitions=nparts), model_kw)
+    _, res = _fit(_ddf(shuffled, nparts, source), model_kw)
     _assert_same(res, ref)
+
+
+def test_which_collections_are_read_in_chains(tmp_path, cluster_client):
+    """Chains of partitions per task only where a task can read a partition itself."""
+    df = _frame()
+    df.to_parquet(tmp_path / "data.parquet")
+    parquet = dd.read_parquet(tmp_path / "data.parquet").repartition(npartitions=4)
+    assert dask_engine._chainable(dd.read_parquet(tmp_path / "data.parquet"))
+    derived = dd.read_parquet(tmp_path / "data.parquet")
+    derived = derived[derived.x1 > 0].assign(x3=lambda d: d.x1 * 2)
+    assert dask_engine._chainable(derived)  # partition-wise steps are fine
+    assert not dask_engine._chainable(dd.from_pandas(df, npartitions=3))  # in memory
+    assert not dask_engine._chainable(parquet)  # repartition: not partition-wise
+    assert not dask_engine._chainable(dd.read_parquet(tmp_path / "data.parquet").shuffle("g"))
+    persisted = cluster_client.persist(dd.read_parquet(tmp_path / "data.parquet"))
+    assert not dask_engine._chainable(persisted)  # futures: already on the workers
+    with dask.config.set({"dmixed.data_pass": "chains"}):
+        with pytest.raises(ValueError, match="'chains' needs a collection read partition"):
+            dask_engine._chain_recipes(dd.from_pandas(df, npartitions=3), 2)
+    with dask.config.set({"dmixed.data_pass": "fast"}):
+        with pytest.raises(ValueError, match="'dmixed.data_pass' must be"):
+            dask_engine._chain_recipes(dd.from_pandas(df, npartitions=3), 2)
+    chainable = _ddf(df, 4, "from_map")
+    with dask.config.set({"dmixed.data_pass": "tree"}):  # chains can be switched off
+        assert dask_engine._chain_recipes(chainable, 2) is None
+
+
+def test_chains_balance_consecutive_partitions():
+    df = _frame()
+    ddf = dd.from_map(_Parts(df, 7), range(7), meta=df.iloc[:0], enforce_metadata=False)
+    recipes = dask_engine._chain_recipes(ddf, 3)
+    assert [len(r.parts) for r in recipes] == [2, 3, 2]
+    rows = [len(dask_engine._read_partition(p)) for r in recipes for p in r.parts]
+    assert rows == [len(p) for p in _Parts(df, 7).parts]  # every partition once, in order
 
 
 # --------------------------------------------------------------------------------------
@@ -241,11 +306,14 @@ CLUSTER_CASES = [
 ]
 
 
+@pytest.mark.parametrize("source", SOURCES)
 @pytest.mark.parametrize(("model", "key", "nparts"), CLUSTER_CASES)
-def test_cluster_distributed_matches_pandas(cluster_client, force_distributed, model, key, nparts):
+def test_cluster_distributed_matches_pandas(
+    cluster_client, force_distributed, model, key, nparts, source
+):
     model_kw = SLOPE if model == "slope" else VC
     df = _frame(key=key)
-    m, res = _fit(dd.from_pandas(df, npartitions=nparts), model_kw, client=cluster_client)
+    m, res = _fit(_ddf(df, nparts, source), model_kw, client=cluster_client)
     engine = m.statistics(client=cluster_client).engine
     assert isinstance(engine, DaskEngine)
     assert all(isinstance(f, Future) for f in engine.blocks)

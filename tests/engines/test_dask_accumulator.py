@@ -1,0 +1,102 @@
+"""The map-side combine of the Dask data pass: group keys → columns of one accumulator."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dmixed import kernels
+from dmixed.design import DesignMatrices
+from dmixed.engines.dask import _GroupAccumulator
+
+
+def _rows(keys: np.ndarray, rng: np.random.Generator) -> tuple[DesignMatrices, np.ndarray]:
+    n = keys.size
+    x = np.column_stack([np.ones(n), rng.normal(size=n)])
+    dm = DesignMatrices(
+        endog=rng.normal(size=n),
+        exog=x,
+        exog_re=x.copy(),
+        vc_cols=[],
+        vc_vals=[],
+        groups=keys,
+        weights=None,
+        n_dropped=0,
+    )
+    return dm, x.copy()
+
+
+def _expected(keys: np.ndarray, dms: list) -> pd.DataFrame:
+    """Packed statistics of all rows at once, by group key."""
+    codes, uniq = pd.factorize(keys)
+    y = np.concatenate([d.endog for d in dms])
+    x = np.concatenate([d.exog for d in dms])
+    packed, _ = kernels.accumulate_packed(codes, len(uniq), y, x, x)
+    return pd.DataFrame(packed, index=pd.Index(np.asarray(uniq, dtype=keys.dtype)))
+
+
+def _accumulated(acc: _GroupAccumulator, n_buckets: int) -> pd.DataFrame:
+    parts = acc.result(n_buckets)
+    keys = np.concatenate([k for k, _ in parts])
+    values = np.concatenate([v for _, v in parts])
+    assert len(set(keys.tolist())) == keys.size  # every group once, in one bucket
+    return pd.DataFrame(values, index=pd.Index(keys))
+
+
+KEYS = st.sampled_from(["dense", "offset", "negative", "sparse", "string", "jumps"])
+
+
+def _draw_keys(kind: str, rng: np.random.Generator, n: int, step: int) -> np.ndarray:
+    if kind == "dense":
+        return rng.integers(0, 40, n)
+    if kind == "offset":  # ranges that move up and down from one partition to the next
+        return rng.integers(0, 30, n) + 1000 + 37 * ((-1) ** step) * step
+    if kind == "negative":
+        return rng.integers(-50, 5, n)
+    if kind == "sparse":  # far too wide for a range: the hash table
+        return rng.choice(np.array([3, 2**40, -(2**50), 7 * 10**12]), n)
+    if kind == "jumps":  # a range first, then a key that makes the range too wide
+        return rng.integers(0, 20, n) + (0 if step < 2 else 10**9)
+    return np.array([f"k{v}" for v in rng.integers(0, 30, n)], dtype=object)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    kind=KEYS,
+    sizes=st.lists(st.integers(1, 80), min_size=1, max_size=6),
+    n_buckets=st.integers(1, 4),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_accumulator_equals_one_pass_over_all_rows(kind, sizes, n_buckets, seed):
+    rng = np.random.default_rng(seed)
+    key_dtype = object if kind == "string" else np.int64
+    acc = _GroupAccumulator(kernels.packed_width(2, 3), key_dtype)
+    dms, all_keys = [], []
+    for step, n in enumerate(sizes):
+        keys = _draw_keys(kind, rng, n, step)
+        dm, zt = _rows(keys, rng)
+        acc.add(keys, dm, zt)
+        dms.append(dm)
+        all_keys.append(keys)
+    got = _accumulated(acc, n_buckets)
+    want = _expected(np.concatenate(all_keys), dms)
+    got = got.loc[want.index]
+    assert len(got) == len(want)
+    np.testing.assert_allclose(got.to_numpy(), want.to_numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_dense_integer_keys_use_a_range_and_wide_ones_a_hash_table():
+    rng = np.random.default_rng(1)
+    acc = _GroupAccumulator(kernels.packed_width(2, 3), np.int64)
+    keys = rng.integers(10_000, 20_000, 5_000)
+    acc.add(keys, *_rows(keys, rng))
+    assert acc.ranged  # no hashing for dense integer ids
+    assert acc.acc.shape[1] < 2 * 10_000
+    keys = np.array([2**45, 10_001])
+    acc.add(keys, *_rows(keys, rng))
+    assert not acc.ranged  # a range up to 2**45 would not fit in memory
+    out = _accumulated(acc, 2)
+    assert out.loc[2**45, 0] == 1
+    assert out[0].sum() == 5_002
