@@ -160,7 +160,6 @@ def maximize(
 
     used: list[str] = []
     converged = False
-    res = None
     for method in methods:
         used.append(method)
         name = {"bfgs": "BFGS", "lbfgs": "L-BFGS-B", "cg": "CG"}.get(method.lower(), method)
@@ -199,12 +198,9 @@ def maximize(
                 stacklevel=3,
             )
 
-    settled, boundary = _settle_boundary(obj, x, free)
-    gain = None if boundary else _expected_gain(res, obj.evaluate(x), free, n)
-    x = settled
-    if gain is None or gain > POLISH_MIN_GAIN:
-        # Newton steps count against maxiter like the quasi-Newton iterations
-        x = _newton_polish(obj, x, free, boundary, steps=min(6, max(0, maxiter - len(history))))
+    x, boundary = _settle_boundary(obj, x, free)
+    # Newton steps count against maxiter like the quasi-Newton iterations
+    x = _newton_polish(obj, x, free, boundary, steps=min(6, max(0, maxiter - len(history))))
     ev = obj.evaluate(x)
     gnorm = _scaled_grad_norm(ev, free & ~_boundary_mask(obj.layout, boundary, obj.use_sqrt), n)
     converged = converged or gnorm <= max(gtol, 1e-4)
@@ -217,34 +213,6 @@ def maximize(
 # ---------------------------------------------------------------------------
 # Boundary handling and Newton polish
 # ---------------------------------------------------------------------------
-
-#: The Newton polish (one exact Hessian, as costly as ~10 steps) is skipped when the
-#: quasi-Newton method's own curvature promises less than this gain in the
-#: log-likelihood from one more Newton step (an interior optimum, every parameter free).
-POLISH_MIN_GAIN = 1e-8
-
-
-def _expected_gain(res, ev, free: np.ndarray, n: int) -> float | None:
-    """Newton decrement ``½ g'H⁻¹g`` of ℓ from the optimizer's inverse Hessian estimate.
-
-    The optimizer minimized ``f = −ℓ/n``, so with ``∇f = −g/n`` and its estimate ``B`` of
-    ``(∇²f)⁻¹`` the gain of a Newton step in ℓ is ``n · ½ ∇f' B ∇f``.  None when there is
-    no usable estimate (CG, a fixed parameter, a non-finite point).
-    """
-    if res is None or not free.all() or not np.isfinite(ev.llf):
-        return None
-    hinv = getattr(res, "hess_inv", None)
-    if hinv is None:
-        return None
-    if hasattr(hinv, "todense"):  # L-BFGS-B's LinearOperator
-        hinv = hinv.todense()
-    hinv = np.asarray(hinv, dtype=np.float64)
-    grad_f = -ev.score / n
-    if hinv.shape != (grad_f.size, grad_f.size) or not np.all(np.isfinite(hinv)):
-        return None
-    if np.linalg.eigvalsh(0.5 * (hinv + hinv.T)).min(initial=1.0) <= 0:
-        return None  # not a positive-definite curvature estimate: trust nothing
-    return float(0.5 * n * grad_f @ hinv @ grad_f)
 
 
 def _boundary_mask(layout: Layout, boundary: list[str], use_sqrt: bool) -> np.ndarray:
