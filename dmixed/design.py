@@ -410,10 +410,64 @@ class ModelSpec:
                 data[c] = a
         return pd.DataFrame(data, index=pd.RangeIndex(n), copy=False)
 
+    def _plain_plan(self, which: str) -> list[tuple[str, ...]] | None:
+        """Columns of a model matrix that are products of numeric columns, or None.
+
+        ``"rhs"`` (fixed effects), ``"lhs"`` (response) or ``"re"``: when every term is
+        the intercept, a numeric column or an interaction of numeric columns, column j
+        is the product of the columns named in ``plan[j]`` (none: a column of ones), and
+        the matrix is built with numpy instead of formulaic, which costs several times
+        more on large partitions.  Anything else (categoricals, ``I()``, functions)
+        goes through formulaic.
+        """
+
+        def make():
+            spec = self._re_spec if which == "re" else getattr(self._main_spec, which, None)
+            if spec is None:
+                return False
+            plan = []
+            for term in spec.terms:
+                names = []
+                for factor in term.factors:
+                    method = getattr(factor.eval_method, "value", "")
+                    if method == "literal" and factor.expr == "1" and len(term.factors) == 1:
+                        continue
+                    if method != "lookup" or self.column_kinds.get(factor.expr) != _NUM:
+                        return False
+                    names.append(factor.expr)
+                plan.append(tuple(names))
+            expected = [":".join(names) if names else "Intercept" for names in plan]
+            if expected != list(spec.column_names):
+                return False  # a term with several columns, or an unexpected order
+            return plan
+
+        plan = self._cached("plain:" + which, make)
+        return plan or None
+
+    def _plain_matrix(self, plan: list[tuple[str, ...]], frame: pd.DataFrame, n: int):
+        out = np.empty((n, len(plan)))
+        for j, names in enumerate(plan):
+            if not names:
+                out[:, j] = 1.0
+                continue
+            np.copyto(out[:, j], frame[names[0]].to_numpy(dtype=np.float64))
+            for name in names[1:]:
+                out[:, j] *= frame[name].to_numpy(dtype=np.float64)
+        return out
+
     def _eval_main(self, frame: pd.DataFrame, n: int, response: bool = True):
         p = len(self.exog_names)
         if n == 0:
             return np.empty(0), np.empty((0, p))
+        rhs, lhs = self._plain_plan("rhs"), self._plain_plan("lhs")
+        if rhs is not None and lhs is not None and len(lhs) == 1 and len(rhs) == p:
+            exog = self._plain_matrix(rhs, frame, n)
+            _check_output(exog, self.exog_names, "fixed-effects design")
+            if not response:
+                return np.full(n, np.nan), exog
+            endog = self._plain_matrix(lhs, frame, n)[:, 0]
+            _check_output(endog[:, None], [self.endog_name], "response")
+            return endog, exog
         if not response:
             mm = _materialize(self._main_spec.rhs, frame, self.formula)
             exog = np.ascontiguousarray(np.asarray(mm, dtype=np.float64).reshape(n, p))
@@ -434,6 +488,11 @@ class ModelSpec:
         q = len(self.exog_re_names)
         if n == 0:
             return np.empty((0, q))
+        plan = self._plain_plan("re")
+        if plan is not None and len(plan) == q:
+            out = self._plain_matrix(plan, frame, n)
+            _check_output(out, self.exog_re_names, "random-effects design")
+            return out
         mm = _materialize(self._re_spec, frame, self.re_formula)
         out = np.ascontiguousarray(np.asarray(mm, dtype=np.float64).reshape(n, q))
         _check_output(out, self.exog_re_names, "random-effects design")

@@ -815,3 +815,54 @@ def test_transform_without_response_for_prediction():
     np.testing.assert_array_equal(dm.vc_cols[0], full.vc_cols[0][keep])
     with pytest.raises(ValueError, match=r"not found in the data: 'y', 'w'"):
         spec.transform(new)
+
+
+# --------------------------------------------------------------------------------------
+# numeric formulas built with numpy: the same matrices as formulaic's
+# --------------------------------------------------------------------------------------
+
+PLAIN_CASES = [
+    ("y ~ x1 + x2", "1 + x1", True),
+    ("y ~ x1 * x2", "0 + x1", True),  # x1 + x2 + x1:x2
+    ("y ~ 0 + x1 + x1:x2:x3", "x2", True),
+    ("y ~ x2 - 1", None, True),
+    ("y ~ x1 + C(c)", "1 + x1", False),  # categorical: formulaic
+    ("y ~ I(x1 ** 2) + x2", "1 + np.log(x3)", False),  # transforms: formulaic
+    ("np.log(x3) ~ x1", "1", False),
+]
+
+
+@pytest.mark.parametrize(("formula", "re_formula", "plain"), PLAIN_CASES)
+@pytest.mark.parametrize("missing_rows", [False, True])
+def test_numeric_formulas_match_formulaic(formula, re_formula, plain, missing_rows, monkeypatch):
+    rng = np.random.default_rng(3)
+    n = 300
+    df = pd.DataFrame(
+        {
+            "y": rng.normal(size=n),
+            "x1": rng.normal(size=n),
+            "x2": rng.integers(-3, 4, n),  # an integer column
+            "x3": rng.uniform(0.5, 2.0, n),
+            "c": rng.choice(["a", "b", "c"], n),
+            "g": rng.integers(0, 20, n),
+            "w": rng.uniform(0.5, 2.0, n),
+        }
+    )
+    if missing_rows:
+        df.loc[rng.choice(n, 25, replace=False), "x1"] = np.nan
+    spec = build_spec(df, formula, groups="g", re_formula=re_formula, weights="w", missing="drop")
+    used = {w: spec._plain_plan(w) is not None for w in ("rhs", "lhs")}
+    if re_formula is not None:
+        used["re"] = spec._plain_plan("re") is not None
+    assert all(used.values()) == plain  # numpy only where every part is plain
+    fast = spec.transform(df)
+    fast_new = spec.transform(df.drop(columns=["y"]), response=False) if plain else None
+    monkeypatch.setattr(ModelSpec, "_plain_plan", lambda self, which: None)
+    slow = spec.transform(df)
+    for name in ("endog", "exog", "exog_re", "groups", "weights"):
+        np.testing.assert_array_equal(getattr(fast, name), getattr(slow, name), err_msg=name)
+    uses_x1 = "x1" in formula + (re_formula or "")
+    assert fast.n_dropped == slow.n_dropped == (25 if missing_rows and uses_x1 else 0)
+    if plain:
+        slow_new = spec.transform(df.drop(columns=["y"]), response=False)
+        np.testing.assert_array_equal(fast_new.exog, slow_new.exog)
