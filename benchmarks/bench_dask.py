@@ -105,6 +105,12 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--memory-limit", default="6GiB", help="per worker")
     ap.add_argument(
+        "--engine",
+        default="auto",
+        choices=["auto", "distributed", "local"],
+        help="where the optimizer steps run (dmixed.engine)",
+    )
+    ap.add_argument(
         "--repeat",
         type=int,
         default=2,
@@ -117,6 +123,7 @@ def main() -> None:
     generate(args.dir, args.rows, args.groups, args.files)
     columns = ["g", "x1", "x2", "x3", "y"]
 
+    import dask
     import dask.dataframe as dd
     from distributed import Client, LocalCluster
 
@@ -161,7 +168,8 @@ def main() -> None:
             t0 = time.perf_counter()
             model = dmixed.mixedlm("y ~ x1 + x2 + x3", ddf, groups="g", re_formula="1 + x1")
             spec_seconds = time.perf_counter() - t0
-            res = model.fit(client=client)
+            with dask.config.set({"dmixed.engine": args.engine}):
+                res = model.fit(client=client)
             fits.append((time.perf_counter() - t0, spec_seconds, res, model))
             print(
                 f"  fit {fits[-1][0]:.2f} s (data pass {res.data_pass_seconds:.2f} s, "
@@ -184,6 +192,7 @@ def main() -> None:
         "groups": res.n_groups,
         "files": args.files,
         "workers": args.workers,
+        "engine_option": args.engine,
         "scan_seconds": scan,
         "scan_runs_seconds": scans,
         "fit_seconds": fit,

@@ -1,0 +1,71 @@
+"""The optimizer: quasi-Newton iterations handing over to the exact Newton polish."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import dmixed
+from dmixed import MixedLM, optimize
+from dmixed.optimize import BoundaryWarning
+
+from ._synth import make_data
+from .test_model import _dyestuff2_like
+
+
+def _fit(df, **model_kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = dmixed.mixedlm("y ~ x1 + x2", df, groups="g", **model_kw)
+        return model.fit()
+
+
+@pytest.mark.parametrize(
+    "model_kw",
+    [
+        {"re_formula": "1 + x1"},
+        {"re_formula": "1", "vc_formula": {"s": "0 + C(sub)"}},
+    ],
+)
+def test_handover_to_newton_changes_nothing(monkeypatch, model_kw):
+    """BFGS stopping at a scaled gradient of HANDOVER_GTOL and the Newton polish
+    finishing gives the optimum BFGS run to the end gives, to 1e-8."""
+    df = make_data(n_groups=3000, vc_sd=0.5, seed=8)
+    early = _fit(df, **model_kw)
+    monkeypatch.setattr(optimize, "HANDOVER_GTOL", 0.0)
+    full = _fit(df, **model_kw)
+    assert early.converged and full.converged
+    assert early.n_evals <= full.n_evals
+    assert early.llf == pytest.approx(full.llf, rel=1e-12)
+    for name in ("fe_params", "cov_re", "vcomp", "scale", "bse"):
+        np.testing.assert_allclose(
+            getattr(early, name), getattr(full, name), rtol=1e-8, atol=1e-12, err_msg=name
+        )
+
+
+def test_handover_stops_bfgs_early(monkeypatch):
+    """With a generous hand-over threshold BFGS stops after its first iterations and the
+    Newton polish alone reaches the same optimum."""
+    df = make_data(n_groups=800, seed=2)
+    ref = _fit(df, re_formula="1 + x1")
+    monkeypatch.setattr(optimize, "HANDOVER_GTOL", 1e-3)
+    early = _fit(df, re_formula="1 + x1")
+    bfgs = [h for h in early.fit_history if h["method"] == "bfgs"]
+    assert len(bfgs) < len([h for h in ref.fit_history if h["method"] == "bfgs"])
+    np.testing.assert_allclose(early.cov_re, ref.cov_re, rtol=1e-8)
+    np.testing.assert_allclose(early.fe_params, ref.fe_params, rtol=1e-8)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_no_handover_near_the_boundary(monkeypatch, seed):
+    """A variance heading for zero is left to BFGS and the boundary settling, however
+    generous the hand-over threshold: the fit still ends exactly on the boundary."""
+    y, g = _dyestuff2_like(seed)
+    monkeypatch.setattr(optimize, "HANDOVER_GTOL", 1.0)  # any gradient would qualify
+    with pytest.warns(BoundaryWarning):
+        res = MixedLM(y, np.ones((30, 1)), g).fit()
+    assert res.converged
+    assert res.cov_re.iloc[0, 0] == 0.0
+    assert res.fe_params.iloc[0] == pytest.approx(y.mean(), rel=1e-10)
