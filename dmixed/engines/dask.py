@@ -70,16 +70,16 @@ DEFAULT_ENGINE = "auto"
 
 #: ``engine="auto"`` gathers the statistics to the driver and optimizes in-process when
 #: they hold at most this many float64 values (``G · r · (r + p + 1)``, the ``zz`` and
-#: ``zxy`` arrays; 16e6 values = 128 MB, about 1.1e6 groups of a random-slope model).
-#: Measured with ``PYTHONPATH=. python benchmarks/dask_step_roundtrip.py --groups
-#: 1e3,1e4,1e5,3e5,1e6,3e6`` (2 local worker processes × 1 thread on a 2-core machine,
-#: r = 2, p = 4; median step time, distributed vs LocalEngine on the gathered
-#: statistics): 1e3 groups 13 ms vs 0.2 ms, 1e4 14 vs 2.2 ms, 1e5 21 vs 8 ms, 3e5 29 vs
-#: 25 ms, 1e6 62-118 vs 74 ms, 3e6 0.25 vs 0.31 s.  A distributed step costs a fixed
-#: ~13 ms round trip plus its share of the work, so it only pays from about 1e6 groups
-#: on such a cluster (earlier with more worker cores), which is also where the driver
-#: would start to hold a large copy of the statistics.
-AUTO_LOCAL_MAX_VALUES = 16_000_000
+#: ``zxy`` arrays; 6e6 values = 48 MB, about 430 000 groups of a random-slope model).
+#: Measured on whole fits (``python benchmarks/bench_dask.py --engine local|distributed``,
+#: 2 local worker processes × 1 thread on a 2-core machine, r = 2, p = 4, REML with
+#: standard errors, better of 2 fits): 1e5 groups (5M rows) 1.15 s in-process vs 1.76 s
+#: on the workers, 3e5 groups (5M rows) 1.76 vs 2.08 s, 6e5 groups (10M rows) 4.13 vs
+#: 3.50 s, 1e6 groups (50M rows) 12.3 vs 8.5 s.  A distributed step costs a fixed
+#: ~13 ms round trip plus its share of the work (``benchmarks/dask_step_roundtrip.py``),
+#: while gathering copies the statistics to the driver several times over; from about
+#: half a million groups on such a cluster the gather costs more than the round trips.
+AUTO_LOCAL_MAX_VALUES = 6_000_000
 
 #: Raise glibc's mmap threshold in the worker processes (data pass and statistics).  Dask's
 #: nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which also switches off
