@@ -69,3 +69,77 @@ def test_no_handover_near_the_boundary(monkeypatch, seed):
     assert res.converged
     assert res.cov_re.iloc[0, 0] == 0.0
     assert res.fe_params.iloc[0] == pytest.approx(y.mean(), rel=1e-10)
+
+
+# --------------------------------------------------------------------------------------
+# warm start from a subsample of the groups
+# --------------------------------------------------------------------------------------
+
+
+def _small_warm_start(monkeypatch, min_groups: int = 200, groups: int = 500) -> None:
+    monkeypatch.setattr(dmixed.model, "WARM_START_MIN_GROUPS", min_groups)
+    monkeypatch.setattr(dmixed.model, "WARM_START_GROUPS", groups)
+
+
+@pytest.mark.parametrize("reml", [True, False])
+@pytest.mark.parametrize(
+    "model_kw",
+    [
+        {"re_formula": "1 + x1"},
+        {"re_formula": "1", "vc_formula": {"s": "0 + C(sub)"}},
+    ],
+)
+def test_warm_start_reaches_the_same_optimum_in_fewer_evaluations(
+    monkeypatch, caplog, model_kw, reml
+):
+    df = make_data(n_groups=2000, vc_sd=0.5, seed=6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = dmixed.mixedlm("y ~ x1 + x2", df, groups="g", **model_kw)
+        cold = model.fit(reml=reml)
+        _small_warm_start(monkeypatch)
+        with caplog.at_level("DEBUG", logger="dmixed"):
+            warm = model.fit(reml=reml)
+    assert "warm start from 500 of 2000 groups: used" in caplog.text
+    assert warm.n_evals < cold.n_evals
+    assert warm.llf == pytest.approx(cold.llf, rel=1e-12)
+    for name in ("fe_params", "cov_re", "vcomp", "scale", "bse"):
+        np.testing.assert_allclose(
+            getattr(warm, name), getattr(cold, name), rtol=1e-8, atol=1e-12, err_msg=name
+        )
+
+
+def test_no_warm_start_with_start_params_or_fixed_parameters(monkeypatch, caplog):
+    df = make_data(n_groups=400, seed=6)
+    _small_warm_start(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = dmixed.mixedlm("y ~ x1 + x2", df, groups="g", re_formula="1 + x1")
+        with caplog.at_level("DEBUG", logger="dmixed"):
+            model.fit(start_params=[1.0, 0.0, 1.0])
+            model.fit(method="lbfgs")
+    assert "warm start" not in caplog.text
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_warm_start_declines_near_the_boundary(seed):
+    """A subsample whose optimum is a zero variance gives no starting values (BFGS in the
+    square-root packing would stall at zero)."""
+    y, g = _dyestuff2_like(seed)
+    model = MixedLM(y, np.ones((30, 1)), g)
+    stats = model.statistics()
+    obj = optimize.ProfiledObjective(stats.engine, stats.glob, stats.layout, True, True)
+    assert optimize.warm_start(obj, np.array([1.0])) is None
+
+
+def test_warm_start_gives_a_positive_definite_curvature():
+    df = make_data(n_groups=300, seed=1)
+    model = dmixed.mixedlm("y ~ x1 + x2", df, groups="g", re_formula="1 + x1")
+    stats = model.statistics()
+    obj = optimize.ProfiledObjective(stats.engine, stats.glob, stats.layout, True, True)
+    x, hinv = optimize.warm_start(obj, stats.layout.pack(np.eye(2), np.ones(0), True))
+    assert np.linalg.eigvalsh(hinv).min() > 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = model.fit()
+    np.testing.assert_allclose(x, res.packed_params, rtol=1e-3, atol=1e-4)
