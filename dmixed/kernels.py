@@ -357,24 +357,6 @@ class StatsBlock:
         """Entry-major ``(zz (r, r, G_c), zxy (r, p+1, G_c))`` of consecutive groups."""
         return iter(self._chunks)
 
-    def take(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``zz`` (m, r, r) and ``zxy`` (m, r, p+1) of the groups at sorted positions
-        ``index`` (without building the dense arrays of all groups)."""
-        index = np.asarray(index, dtype=np.int64)
-        zz_parts, zxy_parts = [], []
-        lo = 0
-        for zzc, zxyc in self._chunks:
-            g = zzc.shape[-1]
-            sel = index[(index >= lo) & (index < lo + g)] - lo
-            if sel.size:
-                zz_parts.append(np.moveaxis(zzc[..., sel], -1, 0))
-                zxy_parts.append(np.moveaxis(zxyc[..., sel], -1, 0))
-            lo += g
-        zzc, zxyc = self._chunks[0]
-        zz_parts.insert(0, np.empty((0, *zzc.shape[:2])))
-        zxy_parts.insert(0, np.empty((0, *zxyc.shape[:2])))
-        return np.concatenate(zz_parts), np.concatenate(zxy_parts)
-
     def dense(self) -> tuple[np.ndarray, np.ndarray]:
         """The statistics back in per-group layout: ``zz`` (G, r, r), ``zxy`` (G, r, p+1)."""
         zz = np.concatenate([np.moveaxis(c[0], -1, 0) for c in self._chunks])

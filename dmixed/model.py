@@ -19,26 +19,12 @@ import pandas as pd
 from . import kernels
 from .engines.local import LocalEngine
 from .objective import GlobalStats
-from .optimize import (
-    BoundaryWarning,
-    FitConvergenceWarning,
-    ProfiledObjective,
-    maximize,
-    warm_start,
-)
+from .optimize import BoundaryWarning, FitConvergenceWarning, ProfiledObjective, maximize
 from .parametrization import Layout
 
 logger = logging.getLogger("dmixed")
 
 __all__ = ["MixedLM", "mixedlm", "FittedStatistics"]
-
-#: Fits of at least this many groups (default start, all parameters free, BFGS first)
-#: start where a quick fit on ``WARM_START_GROUPS`` of them ends, with its inverse
-#: Hessian (see ``MixedLM._warm_start``).  Measured on 20M rows, 1M random-slope groups:
-#: 21 evaluations over all groups from the default start, 4 from a 20 000-group warm
-#: start that itself took 0.05 s.
-WARM_START_MIN_GROUPS = 50_000
-WARM_START_GROUPS = 20_000
 
 
 # ---------------------------------------------------------------------------
@@ -622,27 +608,7 @@ class MixedLM:
             raise ValueError("the log-likelihood is not finite at the starting values")
         if not opt_sqrt and method is None:
             methods = ["lbfgs"]
-        hess_inv0 = None
-        if (
-            start_params is None
-            and opt_sqrt
-            and free_mask.all()
-            and methods[0].lower() == "bfgs"
-            and len(stats.group_labels) >= WARM_START_MIN_GROUPS
-        ):
-            warm = self._warm_start(stats, layout, bool(reml), start_opt, progress)
-            if warm is not None:
-                start_opt, hess_inv0 = warm
-        opt = maximize(
-            obj,
-            start_opt,
-            free_mask,
-            methods,
-            maxiter,
-            gtol,
-            progress=progress,
-            hess_inv0=hess_inv0,
-        )
+        opt = maximize(obj, start_opt, free_mask, methods, maxiter, gtol, progress=progress)
         if opt_sqrt and not self.use_sqrt:
             opt.packed = layout.pack(*layout.unpack(opt.packed, True), use_sqrt=False)
             obj = ProfiledObjective(stats.engine, stats.glob, layout, bool(reml), False)
@@ -687,37 +653,6 @@ class MixedLM:
             optimize_result=opt,
             fit_seconds=time.perf_counter() - t_start,
         )
-
-    def _warm_start(self, stats, layout: Layout, reml: bool, start: np.ndarray, progress: bool):
-        """Start and BFGS inverse Hessian from a fit on ``WARM_START_GROUPS`` groups.
-
-        The subsample is every (G / m)-th group of each statistics block (one round
-        trip on a cluster).  Its profiled likelihood takes the global ``[X y]'[X y]``,
-        row count and ``Σ log w`` scaled by the share of groups sampled: close enough
-        for starting values, which is all it is used for — the fit itself is on all the
-        groups, and ends where a cold start ends (to the optimizer's tolerance).
-        """
-        t0 = time.perf_counter()
-        n_groups = len(stats.group_labels)
-        zz, zxy = stats.engine.sample(WARM_START_GROUPS / n_groups)
-        share = zz.shape[0] / n_groups
-        k_fe = stats.glob.k_fe
-        glob = GlobalStats(
-            stats.glob.xyxy * share,
-            max(int(round(stats.glob.n * share)), k_fe + 2),
-            stats.glob.sum_log_weights * share,
-        )
-        sub = ProfiledObjective(LocalEngine(zz, zxy), glob, layout, reml, True)
-        warm = warm_start(sub, start)
-        logger.log(
-            logging.INFO if progress else logging.DEBUG,
-            "warm start from %d of %d groups: %s in %.2fs",
-            zz.shape[0],
-            n_groups,
-            "used" if warm is not None else "not used (near the boundary or failed)",
-            time.perf_counter() - t0,
-        )
-        return warm
 
     def _start_packed(self, start_params, layout: Layout) -> np.ndarray:
         if start_params is None:

@@ -102,57 +102,6 @@ class OptimizeResult:
     grad_norm: float
 
 
-def _interior(obj: ProfiledObjective, packed: np.ndarray) -> bool:
-    """Well inside the parameter space: no variance near zero, Ψ* far from singular."""
-    psi, tau = obj.layout.unpack(packed, obj.use_sqrt)
-    return bool(
-        np.diag(psi).min(initial=1.0) > 1e-3
-        and np.linalg.eigvalsh(psi).min(initial=1.0) > 1e-6
-        and tau.min(initial=1.0) > 1e-3
-    )
-
-
-def warm_start(
-    obj: ProfiledObjective, start: np.ndarray, gtol: float = 1e-6, maxiter: int = 200
-) -> tuple[np.ndarray, np.ndarray | None] | None:
-    """Starting values and an inverse-Hessian estimate from a quick fit of ``obj``.
-
-    ``obj`` is the profiled likelihood of a subsample of the groups (see
-    ``MixedLM.fit``): its optimum is close to the full data's, and the curvature of
-    ``−ℓ/n`` per row is about the same, so BFGS on all the groups started there with
-    this ``hess_inv0`` needs a handful of iterations instead of twenty.  None when the
-    quick fit fails or ends near the boundary (then the usual start is better).
-    """
-    n = obj.glob.n
-
-    def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
-        try:
-            ev = obj.evaluate(x)
-        except np.linalg.LinAlgError:
-            # the scaled [X y]'[X y] is only an estimate of the subsample's own: far from
-            # the optimum X'V⁻¹X may come out indefinite; step back from there
-            return np.inf, np.zeros(x.size)
-        if not np.isfinite(ev.llf):
-            return np.inf, np.zeros(x.size)
-        return -ev.llf / n, -ev.score / n
-
-    try:
-        with np.errstate(all="ignore"):
-            res = optimize.minimize(
-                fun, start, jac=True, method="BFGS", options={"gtol": gtol, "maxiter": maxiter}
-            )
-    except (np.linalg.LinAlgError, ValueError, FloatingPointError):
-        return None
-    if not np.all(np.isfinite(res.x)) or not np.isfinite(fun(res.x)[0]):
-        return None
-    if not _interior(obj, res.x):
-        return None
-    hinv = 0.5 * (res.hess_inv + res.hess_inv.T)
-    if not np.all(np.isfinite(hinv)) or np.linalg.eigvalsh(hinv).min() <= 0:
-        hinv = None
-    return res.x, hinv
-
-
 #: Scaled gradient (max |∂ℓ/∂θ_j| / n) below which BFGS / L-BFGS stop early and leave the
 #: rest to the exact Newton polish, when every parameter is free and the point is well
 #: inside the parameter space.  Below about this size the quasi-Newton line searches
@@ -176,13 +125,8 @@ def maximize(
     gtol: float,
     progress: bool = False,
     param_names: list[str] | None = None,
-    hess_inv0: np.ndarray | None = None,
 ) -> OptimizeResult:
-    """Maximize the profiled log-likelihood over the free packed parameters.
-
-    ``hess_inv0`` is BFGS's initial estimate of the inverse Hessian of ``−ℓ/n`` (free
-    parameters; see :func:`warm_start`), used by a first BFGS run only.
-    """
+    """Maximize the profiled log-likelihood over the free packed parameters."""
     n = obj.glob.n
     x = np.array(start, dtype=np.float64)
     free = np.asarray(free, dtype=bool)
@@ -222,6 +166,14 @@ def maximize(
             entry["elapsed"],
         )
 
+    def interior(packed: np.ndarray) -> bool:
+        psi, tau = obj.layout.unpack(packed, obj.use_sqrt)
+        return bool(
+            np.diag(psi).min(initial=1.0) > 1e-3
+            and np.linalg.eigvalsh(psi).min(initial=1.0) > 1e-6
+            and tau.min(initial=1.0) > 1e-3
+        )
+
     # The Newton polish runs when every parameter is free; it converges quadratically,
     # so the quasi-Newton method can hand over as soon as the gradient is small and the
     # point is well inside the parameter space (see HANDOVER_GTOL).
@@ -231,7 +183,7 @@ def maximize(
         record(xf, method)
         if handover:
             ev = obj.evaluate(full(xf))  # the point just recorded: no new evaluation
-            if _scaled_grad_norm(ev, free, n) <= HANDOVER_GTOL and _interior(obj, ev.packed):
+            if _scaled_grad_norm(ev, free, n) <= HANDOVER_GTOL and interior(ev.packed):
                 raise StopIteration
 
     used: list[str] = []
@@ -242,8 +194,6 @@ def maximize(
         opts: dict = {"maxiter": maxiter}
         if name in ("BFGS", "CG"):
             opts["gtol"] = gtol
-        if name == "BFGS" and hess_inv0 is not None and len(used) == 1:
-            opts["hess_inv0"] = hess_inv0
         elif name == "L-BFGS-B":
             opts.update(gtol=gtol, ftol=1e-15, maxcor=20)
         bounds = None

@@ -726,10 +726,6 @@ def _block_random_effects(ev: LocalEngine, lam: np.ndarray, w: np.ndarray):
     return ev.random_effects(lam, w)
 
 
-def _block_sample(ev: LocalEngine, fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    return ev.sample(fraction)
-
-
 def _block_gather(ev: LocalEngine) -> tuple[np.ndarray, np.ndarray]:
     return ev.gather()
 
@@ -913,12 +909,6 @@ class DaskEngine:
         blup = np.concatenate([np.zeros((0, r))] + [b for b, _ in parts])
         cov = np.concatenate([np.zeros((0, r, r))] + [c for _, c in parts])
         return _reorder(self._position, blup), _reorder(self._position, cov)
-
-    def sample(self, fraction: float) -> tuple[np.ndarray, np.ndarray]:
-        """``(zz, zxy)`` of about ``fraction`` of the groups of every block (one round
-        trip; a deterministic subsample, for starting values)."""
-        parts = self._map(_block_sample, fraction=float(fraction))
-        return np.concatenate([z for z, _ in parts]), np.concatenate([x for _, x in parts])
 
     def gather(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-group ``zz`` (G, r, r) and ``zxy`` (G, r, p+1) on the driver, in sorted

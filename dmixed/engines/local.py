@@ -35,14 +35,6 @@ class LocalEngine:
         """Per-group BLUPs and conditional covariances relative to σ² (DESIGN.md §6)."""
         return kernels.random_effects_block(self.block, lam, w)
 
-    def sample(self, fraction: float) -> tuple[np.ndarray, np.ndarray]:
-        """``(zz, zxy)`` of about ``fraction`` of the groups, evenly spaced in group order:
-        a deterministic subsample (for starting values)."""
-        g = self.block.n_groups
-        m = min(g, max(1, int(round(fraction * g))))
-        index = np.unique(np.linspace(0, g - 1, m).round().astype(np.int64))
-        return self.block.take(index)
-
     def gather(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-group ``zz`` (G, r, r) and ``zxy`` (G, r, p+1), in group order."""
         return self.block.dense()

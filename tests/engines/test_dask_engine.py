@@ -568,39 +568,3 @@ def test_subprocess_scheduler_and_workers(tmp_path):
             assert time.perf_counter() - t0 < 60
         finally:
             client.close()
-
-
-def test_samples_of_the_statistics(cluster_client, force_distributed):
-    """Both engines sample evenly spaced groups; the sampled statistics are groups' own."""
-    df = _frame(n_groups=200)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        local = dmixed.mixedlm(FORMULA, df, groups="g", **SLOPE).statistics().engine
-        model = dmixed.mixedlm(FORMULA, _ddf(df, 5, "from_map"), groups="g", **SLOPE)
-        remote = model.statistics(client=cluster_client).engine
-    assert isinstance(remote, DaskEngine)
-
-    def keyed(zz, zxy):
-        flat = np.round(np.concatenate([zz.reshape(len(zz), -1), zxy.reshape(len(zxy), -1)], 1), 9)
-        return [tuple(row) for row in flat]
-
-    rows = set(keyed(*local.gather()))
-    for engine in (local, remote):
-        zz, zxy = engine.sample(0.25)
-        assert 45 <= zz.shape[0] <= 55
-        assert set(keyed(zz, zxy)) <= rows
-        again = engine.sample(0.25)
-        np.testing.assert_array_equal(again[0], zz)  # deterministic
-
-
-def test_warm_start_on_the_cluster_matches_in_process(
-    cluster_client, force_distributed, monkeypatch
-):
-    """The warm start samples different groups on the cluster (blocks by key hash) than
-    in-process (sorted keys); the fits still agree to 1e-8."""
-    monkeypatch.setattr(dmixed.model, "WARM_START_MIN_GROUPS", 100)
-    monkeypatch.setattr(dmixed.model, "WARM_START_GROUPS", 60)
-    df = _frame(n_groups=300)
-    _, ref = _fit(df, SLOPE)
-    _, res = _fit(_ddf(df, 7, "from_map"), SLOPE, client=cluster_client)
-    _assert_same(res, ref)
