@@ -515,7 +515,9 @@ class ModelSpec:
         if cls in ("string", "arrow-dict"):
             return s.to_numpy(dtype=object)
         if cls == "int":
-            return s.to_numpy(dtype=np.int64)
+            # unsigned keys stay unsigned: ids above 2**63 must not wrap to negatives
+            unsigned = pd.api.types.is_unsigned_integer_dtype(dt)
+            return s.to_numpy(dtype=np.uint64 if unsigned else np.int64)
         if cls == "float":
             return s.to_numpy(dtype=np.float64)
         if cls == "bool":

@@ -43,6 +43,7 @@ import logging
 import operator
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass
 
@@ -235,7 +236,7 @@ def _meta_key_dtype(ddf, spec):
             kind = "f"
     if kind in "Mm":
         return np.dtype(dt)
-    return {"i": np.int64, "u": np.int64, "f": np.float64, "b": bool}.get(kind, object)
+    return {"i": np.int64, "u": np.uint64, "f": np.float64, "b": bool}.get(kind, object)
 
 
 def _empty_frame(key_dtype, columns: list[str], dtypes=np.float64) -> pd.DataFrame:
@@ -470,6 +471,10 @@ class _GroupAccumulator:
 
     def _range_columns(self, keys: np.ndarray) -> np.ndarray | None:
         lo, hi = int(keys.min()), int(keys.max())
+        if hi >= 2**62 or lo < -(2**62):  # keep key − base within int64
+            self._to_hash()
+            return None
+        keys = keys.astype(np.int64, copy=False)
         cap = self.acc.shape[1]
         if cap and self.base <= lo and hi < self.base + cap:
             return keys - self.base
@@ -477,7 +482,7 @@ class _GroupAccumulator:
         new_hi = hi if not cap else max(hi, self.base + cap - 1)
         span = new_hi - new_lo + 1
         seen = int(np.count_nonzero(self.acc[0])) if cap else 0
-        if span > max(self._MIN_RANGE, 2 * (seen + keys.size)) or new_hi >= 2**62:
+        if span > max(self._MIN_RANGE, 2 * (seen + keys.size)):
             self._to_hash()
             return None
         # some slack above the first range (keys seldom all show up in the first
@@ -548,30 +553,49 @@ class _GroupAccumulator:
         return out
 
 
+# Optimizing Dask expressions is not thread-safe on Python 3.11: ``functools.cached_property``
+# holds one lock per property for all instances, and two threads optimizing at once were
+# seen to deadlock (two chains on Dask's threaded scheduler).  Building the graph happens
+# under this lock; reading the partition (the actual work) does not.
+_EXPR_LOCK = threading.Lock()
+
+
 def _read_partition(recipe) -> pd.DataFrame:
     """Compute one single-partition collection here, with the synchronous scheduler."""
-    import dask
+    from dask.local import get_sync
 
-    (pdf,) = dask.compute(recipe, scheduler="sync", optimize_graph=False)
-    return pdf
+    with _EXPR_LOCK:
+        expr = recipe.optimize()
+        graph = expr.__dask_graph__()
+        (key,) = expr.__dask_keys__()
+    return get_sync(graph, key)
 
 
 class _Recipes:
-    """Single-partition collections to read inside a task.
+    """A run of consecutive partitions (one collection) to read inside a task.
 
     Deliberately not a dataclass, list or tuple: Dask passes such an object to the task
-    as it is, instead of computing the collections in it as dependencies first.
+    as it is, instead of computing the collection in it as a dependency first.  One
+    collection per chain, not one per partition: a reader's expression carries the
+    dataset's metadata (all the files), which is then shipped once per task.
     """
 
-    __slots__ = ("parts",)
+    __slots__ = ("chain",)
 
-    def __init__(self, parts: tuple) -> None:
-        self.parts = parts
+    def __init__(self, chain) -> None:
+        self.chain = chain
+
+    def __len__(self) -> int:
+        return self.chain.npartitions
+
+    def parts(self):
+        """Single-partition collections, in order (each computes only its partition)."""
+        return (self.chain.partitions[j] for j in range(self.chain.npartitions))
 
     def __dask_tokenize__(self):
         from dask.base import tokenize
 
-        return ("dmixed-recipes", tokenize(*self.parts))
+        return ("dmixed-recipes", tokenize(self.chain))
 
 
 def _chain_partials(
@@ -594,7 +618,7 @@ def _chain_partials(
         _tune_malloc()
     acc = _GroupAccumulator(flat.width, key_dtype)
     glob = flat.empty_global()
-    for recipe in recipes.parts:
+    for recipe in recipes.parts():
         rows, n_dropped = _partition_rows(_read_partition(recipe), spec, slot_map)
         if rows is None:
             glob[2] += n_dropped
@@ -1033,8 +1057,8 @@ def _chainable(ddf) -> bool:
 
 
 def _chain_recipes(ddf, n_chains: int) -> list[_Recipes] | None:
-    """Consecutive partitions in ``n_chains`` balanced runs, as single-partition
-    collections (optimized once, here); None when the collection is not chainable."""
+    """Consecutive partitions in ``n_chains`` balanced runs; None when the collection is
+    not chainable."""
     mode = _data_pass_mode()
     if mode == "tree" or n_chains < 1 or ddf.npartitions <= 1:
         return None
@@ -1047,8 +1071,7 @@ def _chain_recipes(ddf, n_chains: int) -> list[_Recipes] | None:
         return None
     n_chains = min(n_chains, ddf.npartitions)
     bounds = np.linspace(0, ddf.npartitions, n_chains + 1).round().astype(int)
-    parts = [ddf.partitions[i].optimize() for i in range(ddf.npartitions)]
-    return [_Recipes(tuple(parts[a:b])) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    return [_Recipes(ddf.partitions[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def _data_pass_mode() -> str:

@@ -45,7 +45,9 @@ def _accumulated(acc: _GroupAccumulator, n_buckets: int) -> pd.DataFrame:
     return pd.DataFrame(values, index=pd.Index(keys))
 
 
-KEYS = st.sampled_from(["dense", "offset", "negative", "sparse", "string", "jumps"])
+KEYS = st.sampled_from(
+    ["dense", "offset", "negative", "sparse", "string", "jumps", "unsigned", "small-unsigned"]
+)
 
 
 def _draw_keys(kind: str, rng: np.random.Generator, n: int, step: int) -> np.ndarray:
@@ -57,6 +59,10 @@ def _draw_keys(kind: str, rng: np.random.Generator, n: int, step: int) -> np.nda
         return rng.integers(-50, 5, n)
     if kind == "sparse":  # far too wide for a range: the hash table
         return rng.choice(np.array([3, 2**40, -(2**50), 7 * 10**12]), n)
+    if kind == "unsigned":  # ids above 2**63: neither wrapped nor a range
+        return rng.choice(np.array([2**63 + 5, 2**64 - 1, 7, 2**63], dtype=np.uint64), n)
+    if kind == "small-unsigned":
+        return rng.integers(0, 40, n).astype(np.uint64)
     if kind == "jumps":  # a range first, then a key that makes the range too wide
         return rng.integers(0, 20, n) + (0 if step < 2 else 10**9)
     return np.array([f"k{v}" for v in rng.integers(0, 30, n)], dtype=object)
@@ -71,7 +77,9 @@ def _draw_keys(kind: str, rng: np.random.Generator, n: int, step: int) -> np.nda
 )
 def test_accumulator_equals_one_pass_over_all_rows(kind, sizes, n_buckets, seed):
     rng = np.random.default_rng(seed)
-    key_dtype = object if kind == "string" else np.int64
+    key_dtype = {"string": object, "unsigned": np.uint64, "small-unsigned": np.uint64}.get(
+        kind, np.int64
+    )
     acc = _GroupAccumulator(kernels.packed_width(2, 3), key_dtype)
     dms, all_keys = [], []
     for step, n in enumerate(sizes):

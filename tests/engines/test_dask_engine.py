@@ -176,6 +176,17 @@ def test_in_process_matches_pandas(model, key, nparts, source):
 
 
 @pytest.mark.parametrize("source", SOURCES)
+def test_unsigned_keys_above_2_63(source):
+    """64-bit unsigned ids keep their values as group labels (no wrap to negatives)."""
+    df = _frame(n_groups=30)
+    df["g"] = df["g"].astype(np.uint64) + np.uint64(2**63 + 5)
+    ref = _reference(df, SLOPE, "uint64")
+    assert ref.group_labels.min() > 2**63
+    _, res = _fit(_ddf(df, 4, source), SLOPE)
+    _assert_same(res, ref)
+
+
+@pytest.mark.parametrize("source", SOURCES)
 def test_in_process_weights_and_unknown_divisions(source):
     df = _frame()
     with warnings.catch_warnings():
@@ -236,8 +247,8 @@ def test_chains_balance_consecutive_partitions():
     df = _frame()
     ddf = dd.from_map(_Parts(df, 7), range(7), meta=df.iloc[:0], enforce_metadata=False)
     recipes = dask_engine._chain_recipes(ddf, 3)
-    assert [len(r.parts) for r in recipes] == [2, 3, 2]
-    rows = [len(dask_engine._read_partition(p)) for r in recipes for p in r.parts]
+    assert [len(r) for r in recipes] == [2, 3, 2]
+    rows = [len(dask_engine._read_partition(p)) for r in recipes for p in r.parts()]
     assert rows == [len(p) for p in _Parts(df, 7).parts]  # every partition once, in order
 
 
