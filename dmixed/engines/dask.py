@@ -421,8 +421,10 @@ def _partition_partials(
     rows, n_dropped = _partition_rows(pdf, spec, slot_map)
     if rows is None:
         empty = (np.empty(0, dtype=object), np.empty((0, flat.width)))
+        _report_partition(0)
         return [empty] * n_buckets, flat.empty_global(n_dropped)
     dm, keys, ztilde = rows
+    _report_partition(len(keys))
     codes, uniq = pd.factorize(keys)
     values, glob = kernels.accumulate_packed(
         codes, len(uniq), dm.endog, dm.exog, ztilde, dm.weights
@@ -622,12 +624,33 @@ def _chain_partials(
         rows, n_dropped = _partition_rows(_read_partition(recipe), spec, slot_map)
         if rows is None:
             glob[2] += n_dropped
+            _report_partition(0)
             continue
         dm, keys, ztilde = rows
         if keys.dtype != acc.key_dtype:
             keys = keys.astype(acc.key_dtype)
         glob += flat.pack_global(acc.add(keys, dm, ztilde), n_dropped)
+        _report_partition(len(keys))
     return acc.result(n_buckets), glob
+
+
+#: Topic of the events a chain sends after each partition (``distributed`` structured
+#: events): the driver counts them to log the progress of a data pass made of a few
+#: long tasks.
+PROGRESS_TOPIC = "dmixed-data-pass"
+#: Seconds between progress lines during a data pass with ``progress=True``.
+PROGRESS_INTERVAL = 10.0
+
+
+def _report_partition(rows: int) -> None:
+    """Tell the driver one more partition is read (only inside a distributed worker)."""
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return  # not on a distributed worker: in-process, nobody to tell
+    worker.log_event(PROGRESS_TOPIC, {"rows": int(rows)})
 
 
 def _combine(*parts: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -1119,25 +1142,53 @@ def _block_graph(ddf, spec, slot_arg, flat, key_dtype, n_blocks, n_chains):
     return blocks
 
 
-def _wait(client, futures, progress: bool = False, what: str = "", t0: float = 0.0) -> None:
+def _wait(
+    client, futures, progress: bool = False, what: str = "", t0: float = 0.0, n_parts: int = 0
+) -> None:
     """Wait for futures on ``client`` (not necessarily the default client), logging
-    progress every 10 s when asked.  Errors surface at the following gather."""
+    progress every :data:`PROGRESS_INTERVAL` seconds when asked: blocks done and, for a
+    data pass, the partitions read so far (events from :func:`_report_partition`).
+    Errors surface at the following gather."""
     from distributed import wait
 
-    with client.as_current():  # distributed.wait() works on the current client
-        while True:
-            try:
-                wait(futures, timeout=10 if progress else None)
-                return
-            except TimeoutError:
-                done = sum(f.status == "finished" for f in futures)
-                logger.info(
-                    "%s: %d/%d blocks done, %.0fs",
-                    what,
-                    done,
-                    len(futures),
-                    time.perf_counter() - t0,
-                )
+    read = {"partitions": 0, "rows": 0}
+
+    def count(event) -> None:
+        _, message = event
+        read["partitions"] += 1
+        read["rows"] += int(message.get("rows", 0))
+
+    subscribed = False
+    if progress and n_parts:
+        try:
+            client.subscribe_topic(PROGRESS_TOPIC, count)
+            subscribed = True
+        except Exception:  # noqa: BLE001 - progress is a nicety; the fit goes on
+            subscribed = False
+    try:
+        with client.as_current():  # distributed.wait() works on the current client
+            while True:
+                try:
+                    wait(futures, timeout=PROGRESS_INTERVAL if progress else None)
+                    return
+                except TimeoutError:
+                    done = sum(f.status == "finished" for f in futures)
+                    parts = (
+                        f"{read['partitions']}/{n_parts} partitions read ({read['rows']:,} rows), "
+                        if subscribed
+                        else ""
+                    )
+                    logger.info(
+                        "%s: %s%d/%d blocks done, %.0fs",
+                        what,
+                        parts,
+                        done,
+                        len(futures),
+                        time.perf_counter() - t0,
+                    )
+    finally:
+        if subscribed:
+            client.unsubscribe_topic(PROGRESS_TOPIC)
 
 
 def statistics_from_dask(ddf, spec, client=None, progress: bool = False, engine=None):
@@ -1227,7 +1278,7 @@ def statistics_from_dask(ddf, spec, client=None, progress: bool = False, engine=
         engine_obj = _local_engine([(b.zz, b.zxy) for b in blocks], asm, flat)
     else:
         futures = client.compute(graph)  # the one data pass
-        _wait(client, futures, progress, "data pass", t1)
+        _wait(client, futures, progress, "data pass", t1, n_parts)
         summaries = client.gather(client.map(_block_summary, futures, pure=False))
         asm = _assemble(summaries, k)
         n_values = len(asm.group_labels) * flat.r * (flat.r + k)

@@ -463,6 +463,29 @@ def test_progress_logs_the_data_pass(cluster_client, caplog):
     assert "data pass done in" in text
 
 
+class _SlowParts(_Parts):
+    def __call__(self, i: int) -> pd.DataFrame:
+        time.sleep(0.15)
+        return super().__call__(i)
+
+
+@pytest.mark.parametrize("data_pass", ["chains", "tree"])
+def test_progress_counts_partitions_read(cluster_client, caplog, monkeypatch, data_pass):
+    """A data pass of a few long tasks (chains) still shows how far it got: every
+    partition read is reported to the driver, which logs the count periodically."""
+    monkeypatch.setattr(dask_engine, "PROGRESS_INTERVAL", 0.3)
+    df = _frame()
+    ddf = dd.from_map(_SlowParts(df, 12), range(12), meta=df.iloc[:0], enforce_metadata=False)
+    caplog.set_level(logging.INFO, logger="dmixed")
+    with dask.config.set({"dmixed.data_pass": data_pass}):
+        _fit(ddf, SLOPE, client=cluster_client, progress=True)
+    lines = [r.getMessage() for r in caplog.records if "partitions read" in r.getMessage()]
+    assert lines  # at least one progress line during the data pass
+    counts = [int(line.split("data pass: ")[1].split("/")[0]) for line in lines]
+    assert counts == sorted(counts) and 0 < max(counts) <= 12  # the events arrive
+    assert all("/12 partitions read" in line for line in lines)
+
+
 def test_engine_argument_errors():
     df = _frame()
     with warnings.catch_warnings():
