@@ -185,6 +185,7 @@ def main() -> None:
             steps.append(time.perf_counter() - t1)
         engine = type(stats.engine).__name__
     step = float(np.median(steps))
+    optimization = fit - spec_seconds - res.data_pass_seconds
     peaks = sorted(rss.peak.values(), key=lambda v: -v[1])
     report = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -200,6 +201,7 @@ def main() -> None:
         "data_pass_runs_seconds": [f[2].data_pass_seconds for f in fits],
         "spec_seconds": spec_seconds,
         "data_pass_seconds": res.data_pass_seconds,
+        "optimization_seconds": optimization,
         "step_seconds": step,
         "engine": engine,
         "n_evals": res.n_evals,
@@ -216,6 +218,7 @@ def main() -> None:
     )
     print(
         f"  model spec {spec_seconds:.2f} s, data pass {res.data_pass_seconds:.2f} s, "
+        f"optimization and standard errors {optimization:.2f} s: "
         f"{res.n_evals} evaluations, one step {1e3 * step:.1f} ms ({engine})"
     )
     print("peak RSS per process:")
