@@ -229,6 +229,9 @@ def test_which_collections_are_read_in_chains(tmp_path, cluster_client):
     assert dask_engine._chainable(derived)  # partition-wise steps are fine
     assert not dask_engine._chainable(dd.from_pandas(df, npartitions=3))  # in memory
     assert not dask_engine._chainable(parquet)  # repartition: not partition-wise
+    centered = dd.read_parquet(tmp_path / "data.parquet")
+    centered = centered.assign(x1=centered.x1 - centered.x1.mean())
+    assert not dask_engine._chainable(centered)  # a global mean in every partition
     assert not dask_engine._chainable(dd.read_parquet(tmp_path / "data.parquet").shuffle("g"))
     persisted = cluster_client.persist(dd.read_parquet(tmp_path / "data.parquet"))
     assert not dask_engine._chainable(persisted)  # futures: already on the workers
