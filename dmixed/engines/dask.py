@@ -162,7 +162,7 @@ class _FlatLayout:
 
     @property
     def width(self) -> int:
-        return 1 + self.n_zz + self.n_zxy
+        return kernels.packed_width(self.r, self.k)
 
     def slices(self) -> tuple[slice, slice]:
         a = 1 + self.n_zz
