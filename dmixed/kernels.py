@@ -519,7 +519,8 @@ class HessianSums:
     - ``u_e_u[j] = Σ u'E_j u``
     - ``g_e_u[j] = Σ G'E_j u``                (p,)
     - ``a_j[j] = Σ G'E_j G``                  (p, p)
-    - ``a_jk[j,k] = Σ G'(E_j S E_k + E_k S E_j)G``  (p, p)
+    - ``a_jk[j,k] = Σ 2 G'E_j S E_k G``  (p, p); it is only used in traces against
+      symmetric matrices, where it equals ``Σ G'(E_j S E_k + E_k S E_j)G``
     """
 
     tr_ss: np.ndarray
@@ -558,22 +559,37 @@ def hessian_contributions(
         np.zeros((m, p, p)),
         np.zeros((m, m, p, p)),
     )
-    opt = {"optimize": True}
+    r = basis.shape[1]
     for zzc, zxyc in block.chunks():
         _, _, s, h = _conditional(zzc, zxyc, lam)
+        g = s.shape[-1]
         u = np.einsum("ajg,j->ag", h, w)  # (r, G)
         gm = h[:, :p]  # (r, p, G)
-        se = np.einsum("abg,jbc->jacg", s, basis, **opt)  # S E_j
-        eu = np.einsum("jab,bg->jag", basis, u, **opt)  # E_j u
-        eg = np.einsum("jab,bpg->japg", basis, gm, **opt)  # E_j G
-        seg = np.einsum("abg,jbpg->japg", s, eg, **opt)  # S E_j G
-        half = np.einsum("jaqg,kapg->jkqp", eg, seg, **opt)  # G'E_j S E_k G
+        # Every sum over groups below is one BLAS matrix product whose inner dimension
+        # runs over the groups (and a small axis), with the operands laid out so that
+        # the reshapes are views: the element-wise products (S times E_j ...) are cheap,
+        # the contractions over G are where the time goes.
+        se = np.einsum("abg,jbc->jacg", s, basis)  # (m, r, r, G): S E_j
+        eu = np.einsum("jab,bg->jag", basis, u)  # (m, r, G): E_j u
+        eg = np.einsum("jab,bqg->ajqg", basis, gm)  # (r, m, p, G): E_j G, row a first
+        seg = np.einsum("abg,bkpg->akpg", s, eg)  # (r, m, p, G): S E_k G
+        seu = np.einsum("abg,kbg->kag", s, eu)  # (m, r, G): S E_k u
+        eu_flat = eu.reshape(m, r * g)
+        se_t = np.ascontiguousarray(se.transpose(0, 2, 1, 3)).reshape(m, r * r * g)
+        gm_t = np.ascontiguousarray(gm.transpose(1, 0, 2)).reshape(p, r * g)
+        half = np.zeros((m * p, m * p))
+        a_j = np.zeros((p, m * p))
+        for a in range(r):
+            eg_a = eg[a].reshape(m * p, g)
+            half += eg_a @ seg[a].reshape(m * p, g).T  # G'E_j S E_k G, rows (j, q)
+            a_j += gm[a] @ eg_a.T  # G'E_j G, columns (j, q)
+        half = half.reshape(m, p, m, p).transpose(0, 2, 1, 3)
         out = out + HessianSums(
-            np.einsum("jabg,kbag->jk", se, se, **opt),
-            np.einsum("jag,abg,kbg->jk", eu, s, eu, **opt),
-            np.einsum("ag,jag->j", u, eu, **opt),
-            np.einsum("apg,jag->jp", gm, eu, **opt),
-            np.einsum("apg,jaqg->jpq", gm, eg, **opt),
+            se.reshape(m, r * r * g) @ se_t.T,  # Σ tr(S E_j S E_k)
+            eu_flat @ seu.reshape(m, r * g).T,  # Σ u'E_j S E_k u
+            eu_flat @ u.reshape(r * g),  # Σ u'E_j u
+            eu_flat @ gm_t.T,  # Σ G'E_j u
+            a_j.reshape(p, m, p).transpose(1, 0, 2),
             half + half.transpose(1, 0, 3, 2),
         )
     return out

@@ -177,3 +177,48 @@ def test_product_plan_shares_columns():
     assert len(column_term) == 14
     assert len(terms) == 9
     assert sum(t[0] == "prod" for t in terms) == 4  # x1², x1·x2, x1·x3, x1·y
+
+
+@pytest.mark.parametrize(("q", "widths"), [(1, ()), (2, ()), (2, (1,)), (3, (2, 1))])
+def test_hessian_sums_match_their_definitions(monkeypatch, q, widths):
+    """Each Hessian sum against its per-group definition (HessianSums' docstring), over
+    several chunks of groups."""
+    monkeypatch.setattr(kernels, "_CHUNK", 7)
+    rng = np.random.default_rng(q + len(widths))
+    lay = Layout(q, widths)
+    r, n_groups, k = lay.r, 23, 4
+    zi = rng.normal(size=(n_groups, 5, r))
+    zz = np.einsum("gia,gib->gab", zi, zi)
+    zxy = rng.normal(size=(n_groups, r, k))
+    lam = np.tril(rng.normal(size=(r, r))) + 1.5 * np.eye(r)
+    lam[q:, :q] = 0.0  # variance components: diagonal block
+    lam[q:, q:] = np.diag(np.diag(lam[q:, q:]))
+    basis, w = lay.basis(), rng.normal(size=k)
+    got = kernels.hessian_contributions(kernels.StatsBlock(zz, zxy), lam, basis, w)
+    m, p = basis.shape[0], k - 1
+    want = {
+        "tr_ss": np.zeros((m, m)),
+        "u_s_u": np.zeros((m, m)),
+        "u_e_u": np.zeros(m),
+        "g_e_u": np.zeros((m, p)),
+        "a_j": np.zeros((m, p, p)),
+        "a_jk": np.zeros((m, m, p, p)),
+    }
+    for i in range(n_groups):
+        kmat = np.eye(r) + lam.T @ zz[i] @ lam
+        pm = lam @ np.linalg.solve(kmat, lam.T)
+        s = zz[i] - zz[i] @ pm @ zz[i]
+        h = zxy[i] - zz[i] @ pm @ zxy[i]
+        u, gm = h @ w, h[:, :p]
+        for j in range(m):
+            ej = basis[j]
+            want["u_e_u"][j] += u @ ej @ u
+            want["g_e_u"][j] += gm.T @ ej @ u
+            want["a_j"][j] += gm.T @ ej @ gm
+            for kk in range(m):
+                ek = basis[kk]
+                want["tr_ss"][j, kk] += np.trace(s @ ej @ s @ ek)
+                want["u_s_u"][j, kk] += u @ ej @ s @ ek @ u
+                want["a_jk"][j, kk] += 2 * gm.T @ ej @ s @ ek @ gm
+    for name, value in want.items():
+        np.testing.assert_allclose(getattr(got, name), value, rtol=1e-9, atol=1e-9, err_msg=name)
