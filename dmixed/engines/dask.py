@@ -397,14 +397,19 @@ def _partition_rows(pdf: pd.DataFrame, spec, slot_map: SlotMap | None):
     return (dm, keys, ztilde), dm.n_dropped
 
 
+def _bucket_rows(keys: np.ndarray, n_buckets: int) -> list:
+    """Per output block, the positions of the keys that belong to it (hash of the key)."""
+    if n_buckets == 1:
+        return [slice(None)]
+    bucket = _bucket_of(keys, n_buckets)
+    return [np.flatnonzero(bucket == b) for b in range(n_buckets)]
+
+
 def _split_buckets(
     keys: np.ndarray, values: np.ndarray, n_buckets: int
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``(keys, values)`` split by output block (hash of the key)."""
-    bucket = _bucket_of(keys, n_buckets)
-    order = np.argsort(bucket, kind="stable")
-    bounds = np.cumsum(np.bincount(bucket, minlength=n_buckets))[:-1]
-    return list(zip(np.split(keys[order], bounds), np.split(values[order], bounds), strict=True))
+    """``(keys, values)`` split by output block."""
+    return [(keys[pick], values[pick]) for pick in _bucket_rows(keys, n_buckets)]
 
 
 def _partition_partials(
@@ -546,13 +551,8 @@ class _GroupAccumulator:
         else:
             keys = np.asarray(self.index.append(self.extra), dtype=self.key_dtype)
             seen = np.arange(keys.size)
-        bucket = _bucket_of(keys, n_buckets)
-        rows = self.acc.T  # (columns, width) view
-        out = []
-        for b in range(n_buckets):
-            pick = np.flatnonzero(bucket == b) if n_buckets > 1 else slice(None)
-            out.append((keys[pick], rows[seen[pick]]))
-        return out
+        rows = self.acc.T  # (columns, width) view: gather only the groups seen
+        return [(keys[pick], rows[seen[pick]]) for pick in _bucket_rows(keys, n_buckets)]
 
 
 # Optimizing Dask expressions is not thread-safe on Python 3.11: ``functools.cached_property``

@@ -7,6 +7,7 @@ the row order (rows are shuffled, so every group is spread over several partitio
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -125,10 +126,10 @@ def _reference(df: pd.DataFrame, model_kw: dict, tag):
     return _REF_CACHE[key]
 
 
-@pytest.fixture(scope="module")
-def cluster_client():
-    """Two single-threaded worker processes; the client is not made the default one, so
-    the in-process tests of this module see no client."""
+@contextlib.contextmanager
+def _two_worker_client():
+    """Two single-threaded worker processes on loopback; the client is not made the
+    default one, so the in-process tests of this module see no client."""
     with (
         LocalCluster(
             n_workers=2,
@@ -139,6 +140,12 @@ def cluster_client():
         ) as cluster,
         Client(cluster, set_as_default=False) as client,
     ):
+        yield client
+
+
+@pytest.fixture(scope="module")
+def cluster_client():
+    with _two_worker_client() as client:
         yield client
 
 
@@ -546,17 +553,7 @@ def test_worker_killed_mid_optimization(tmp_path):
     ddf = dd.from_map(reader, range(nparts), meta=df.iloc[:0], enforce_metadata=False)
     logger = logging.getLogger("dmixed")
     old_level = logger.level
-    with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",
-        ) as cluster,
-        Client(cluster, set_as_default=False) as client,
-        dask.config.set({"dmixed.engine": "distributed"}),
-    ):
+    with _two_worker_client() as client, dask.config.set({"dmixed.engine": "distributed"}):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = dmixed.MixedLM.from_formula(FORMULA, data=ddf, groups="g", **SLOPE)
