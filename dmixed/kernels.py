@@ -596,6 +596,68 @@ def hessian_contributions(
 
 
 # ---------------------------------------------------------------------------
+# Moment sums (once, for the starting values)
+# ---------------------------------------------------------------------------
+
+#: Largest ``r`` for which :func:`moment_contributions` is computed: its ``Σ ZZ ⊗ ZZ``
+#: has ``r⁴`` entries (4096 at r = 8).
+MOMENT_MAX_R = 8
+
+
+@dataclass
+class MomentSums:
+    """Sums over groups behind moment estimates of the covariance parameters.
+
+    They do not depend on any parameter, so one round trip after the data pass gives
+    them (see :func:`dmixed.start.moment_start`).
+
+    Attributes
+    ----------
+    zz : ndarray (r, r)
+        ``Σ_i ZZ_i``.
+    zz_zz : ndarray (r, r, r, r)
+        ``Σ_i ZZ_i[a,b] ZZ_i[c,d]``.
+    zxy_zxy : ndarray (r, p+1, r, p+1)
+        ``Σ_i ZXy_i[a,x] ZXy_i[b,y]``, so that ``Σ_i c_i c_i'`` with
+        ``c_i = Z̃_i'(y_i − X_i β) = ZXy_i w`` (``w = [−β; 1]``) is a contraction with
+        ``w ⊗ w``.
+    n_groups : int
+    """
+
+    zz: np.ndarray
+    zz_zz: np.ndarray
+    zxy_zxy: np.ndarray
+    n_groups: int
+
+    def __add__(self, other: MomentSums) -> MomentSums:
+        return MomentSums(
+            *(getattr(self, f) + getattr(other, f) for f in self.__dataclass_fields__)
+        )
+
+
+def moment_contributions(block, zxy=None) -> MomentSums:
+    """Contributions of a block of groups to the :class:`MomentSums`.
+
+    Three matrix products per chunk whose inner dimension runs over the groups.
+    """
+    block = _as_block(block, zxy)
+    chunks = list(block.chunks())
+    r, k = chunks[0][1].shape[:2]
+    out = MomentSums(np.zeros((r, r)), np.zeros((r, r, r, r)), np.zeros((r, k, r, k)), 0)
+    for zzc, zxyc in chunks:
+        g = zzc.shape[-1]
+        zz_flat = zzc.reshape(r * r, g)
+        zxy_flat = zxyc.reshape(r * k, g)
+        out = out + MomentSums(
+            zzc.sum(axis=2),
+            (zz_flat @ zz_flat.T).reshape(r, r, r, r),
+            (zxy_flat @ zxy_flat.T).reshape(r, k, r, k),
+            g,
+        )
+    return out
+
+
+# ---------------------------------------------------------------------------
 # Random effects (BLUPs) and their conditional covariance
 # ---------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from .engines.local import LocalEngine
 from .objective import GlobalStats
 from .optimize import BoundaryWarning, FitConvergenceWarning, ProfiledObjective, maximize
 from .parametrization import Layout
+from .start import moment_start
 
 logger = logging.getLogger("dmixed")
 
@@ -604,11 +605,37 @@ class MixedLM:
         if opt_sqrt and not self.use_sqrt:
             start_opt = layout.pack(*layout.unpack(start, False), use_sqrt=True)
         obj = ProfiledObjective(stats.engine, stats.glob, layout, bool(reml), opt_sqrt)
+        newton_first = False
+        if start_params is None and free is None:
+            moment = self._moment_start(stats, layout)
+            if moment is not None:
+                # keep the default start if it is better: the moment equations ignore
+                # the uncertainty of β̂ and can mislead on small or odd data
+                default_llf = obj.evaluate(start_opt).llf
+                moment_llf = obj.evaluate(moment).llf
+                logger.log(
+                    logging.INFO if progress else logging.DEBUG,
+                    "start: moment estimates llf=%.6f, default llf=%.6f",
+                    moment_llf,
+                    default_llf,
+                )
+                if moment_llf >= default_llf:
+                    start_opt = moment
+                    newton_first = method is None
         if not np.isfinite(obj.evaluate(start_opt).llf):
             raise ValueError("the log-likelihood is not finite at the starting values")
         if not opt_sqrt and method is None:
             methods = ["lbfgs"]
-        opt = maximize(obj, start_opt, free_mask, methods, maxiter, gtol, progress=progress)
+        opt = maximize(
+            obj,
+            start_opt,
+            free_mask,
+            methods,
+            maxiter,
+            gtol,
+            progress=progress,
+            newton_first=newton_first,
+        )
         if opt_sqrt and not self.use_sqrt:
             opt.packed = layout.pack(*layout.unpack(opt.packed, True), use_sqrt=False)
             obj = ProfiledObjective(stats.engine, stats.glob, layout, bool(reml), False)
@@ -653,6 +680,19 @@ class MixedLM:
             optimize_result=opt,
             fit_seconds=time.perf_counter() - t_start,
         )
+
+    @staticmethod
+    def _moment_start(stats: FittedStatistics, layout: Layout) -> np.ndarray | None:
+        """Moment estimates (:func:`dmixed.start.moment_start`) packed for the optimizer
+        (square-root packing), or ``None`` where they are not used: no covariance
+        parameter, a random design wider than ``kernels.MOMENT_MAX_R``, or estimates
+        that say nothing."""
+        if layout.n_params == 0 or layout.r > kernels.MOMENT_MAX_R:
+            return None
+        estimate = moment_start(stats.engine.moments(), stats.glob, layout)
+        if estimate is None:
+            return None
+        return layout.pack(*estimate, use_sqrt=True)
 
     def _start_packed(self, start_params, layout: Layout) -> np.ndarray:
         if start_params is None:

@@ -222,3 +222,25 @@ def test_hessian_sums_match_their_definitions(monkeypatch, q, widths):
                 want["a_jk"][j, kk] += 2 * gm.T @ ej @ s @ ek @ gm
     for name, value in want.items():
         np.testing.assert_allclose(getattr(got, name), value, rtol=1e-9, atol=1e-9, err_msg=name)
+
+
+@pytest.mark.parametrize("r", [1, 2, 4])
+def test_moment_sums_match_their_definitions(monkeypatch, r):
+    """Σ ZZ, Σ ZZ ⊗ ZZ and Σ ZXy ⊗ ZXy against per-group sums, over several chunks."""
+    monkeypatch.setattr(kernels, "_CHUNK", 5)
+    rng = np.random.default_rng(r)
+    n_groups, k = 17, 4
+    zi = rng.normal(size=(n_groups, 6, r))
+    zz = np.einsum("gia,gib->gab", zi, zi)
+    zxy = rng.normal(size=(n_groups, r, k))
+    got = kernels.moment_contributions(kernels.StatsBlock(zz, zxy))
+    assert got.n_groups == n_groups
+    np.testing.assert_allclose(got.zz, zz.sum(axis=0), rtol=1e-12)
+    want_zz = sum(np.multiply.outer(a, a) for a in zz)
+    want_zxy = sum(np.multiply.outer(c, c) for c in zxy)
+    np.testing.assert_allclose(got.zz_zz, want_zz, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got.zxy_zxy, want_zxy, rtol=1e-12, atol=1e-12)
+    # sums over blocks add up: any split of the groups gives the same total
+    halves = kernels.moment_contributions(kernels.StatsBlock(zz[:6], zxy[:6]))
+    halves = halves + kernels.moment_contributions(kernels.StatsBlock(zz[6:], zxy[6:]))
+    np.testing.assert_allclose(halves.zz_zz, got.zz_zz, rtol=1e-12, atol=1e-12)

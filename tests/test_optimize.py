@@ -15,6 +15,12 @@ from ._synth import make_data
 from .test_model import _dyestuff2_like
 
 
+@pytest.fixture
+def default_start(monkeypatch):
+    """Fits start at Ψ* = I, τ* = 1 (no moment start): the quasi-Newton path."""
+    monkeypatch.setattr(MixedLM, "_moment_start", staticmethod(lambda stats, layout: None))
+
+
 def _fit(df, **model_kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -29,7 +35,7 @@ def _fit(df, **model_kw):
         {"re_formula": "1", "vc_formula": {"s": "0 + C(sub)"}},
     ],
 )
-def test_handover_to_newton_changes_nothing(monkeypatch, model_kw):
+def test_handover_to_newton_changes_nothing(monkeypatch, default_start, model_kw):
     """BFGS stopping at a scaled gradient of HANDOVER_GTOL and the Newton polish
     finishing gives the optimum BFGS run to the end gives, to 1e-8."""
     df = make_data(n_groups=3000, vc_sd=0.5, seed=8)
@@ -45,7 +51,7 @@ def test_handover_to_newton_changes_nothing(monkeypatch, model_kw):
         )
 
 
-def test_handover_stops_bfgs_early(monkeypatch):
+def test_handover_stops_bfgs_early(monkeypatch, default_start):
     """With a generous hand-over threshold BFGS stops after its first iterations and the
     Newton polish alone reaches the same optimum."""
     df = make_data(n_groups=800, seed=2)
@@ -59,7 +65,7 @@ def test_handover_stops_bfgs_early(monkeypatch):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_no_handover_near_the_boundary(monkeypatch, seed):
+def test_no_handover_near_the_boundary(monkeypatch, default_start, seed):
     """A variance heading for zero is left to BFGS and the boundary settling, however
     generous the hand-over threshold: the fit still ends exactly on the boundary."""
     y, g = _dyestuff2_like(seed)

@@ -769,6 +769,10 @@ def _block_hessian(
     return ev.hessian(lam, basis, w)
 
 
+def _block_moments(ev: LocalEngine) -> kernels.MomentSums:
+    return ev.moments()
+
+
 def _block_random_effects(ev: LocalEngine, lam: np.ndarray, w: np.ndarray):
     return ev.random_effects(lam, w)
 
@@ -947,6 +951,10 @@ class DaskEngine:
         """Σ over groups of the Hessian contributions (DESIGN.md §5)."""
         parts = self._map(_block_hessian, lam=lam, basis=basis, w=w)
         return functools.reduce(operator.add, parts)
+
+    def moments(self) -> kernels.MomentSums:
+        """Σ over groups of the parameter-free moment sums (starting values)."""
+        return functools.reduce(operator.add, self._map(_block_moments))
 
     def random_effects(self, lam: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-group BLUPs and conditional covariances relative to σ² (DESIGN.md §6),

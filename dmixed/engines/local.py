@@ -31,6 +31,10 @@ class LocalEngine:
         """Σ over groups of the Hessian contributions (DESIGN.md §5)."""
         return kernels.hessian_contributions(self.block, lam, basis, w)
 
+    def moments(self) -> kernels.MomentSums:
+        """Σ over groups of the parameter-free moment sums (starting values)."""
+        return kernels.moment_contributions(self.block)
+
     def random_effects(self, lam: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-group BLUPs and conditional covariances relative to σ² (DESIGN.md §6)."""
         return kernels.random_effects_block(self.block, lam, w)

@@ -359,12 +359,18 @@ def test_cluster_weights_and_explicit_engine(cluster_client):
         )
     stats = statistics_from_dask(model._source, model.spec, client=cluster_client, engine="local")
     assert isinstance(stats.engine, LocalEngine)
+    local_moments = stats.engine.moments()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         stats = statistics_from_dask(
             model._source, model.spec, client=cluster_client, engine="distributed"
         )
     assert isinstance(stats.engine, DaskEngine)
+    moments = stats.engine.moments()  # the moment start's sums, added over the blocks
+    for name in ("zz", "zz_zz", "zxy_zxy", "n_groups"):
+        np.testing.assert_allclose(
+            getattr(moments, name), getattr(local_moments, name), rtol=1e-10, err_msg=name
+        )
     model._stats_cache = (cluster_client, stats)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

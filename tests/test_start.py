@@ -1,0 +1,141 @@
+"""Moment starting values (MIVQUE0) and the Newton steps that start from them."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import dmixed
+from dmixed import MixedLM, kernels
+from dmixed.start import START_FLOOR, moment_start
+
+from ._synth import make_data
+
+SLOPE = {"re_formula": "1 + x1"}
+VC = {"re_formula": "1", "vc_formula": {"s": "0 + C(sub)"}}
+
+
+def _model(df, model_kw, weights=None):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return dmixed.mixedlm("y ~ x1 + x2", df, groups="g", weights=weights, **model_kw)
+
+
+def _moment_estimate(model):
+    stats = model.statistics()
+    return moment_start(stats.engine.moments(), stats.glob, stats.layout)
+
+
+@pytest.mark.parametrize(
+    ("model_kw", "sds"),
+    [(SLOPE, {"intercept_sd": 1.0, "slope_sd": 0.5}), (VC, {"slope_sd": 0.0, "vc_sd": 0.7})],
+)
+def test_moment_estimates_are_close_to_the_mle(model_kw, sds):
+    """On 4000 groups the moment estimates are within sampling error of the REML
+    estimates (their standard errors are a few percent here)."""
+    df = make_data(n_groups=4000, min_size=5, max_size=30, seed=3, **sds)
+    model = _model(df, model_kw)
+    psi, tau = _moment_estimate(model)
+    res = model.fit()
+    ref_psi = res.cov_re.to_numpy() / res.scale
+    np.testing.assert_allclose(np.diag(psi), np.diag(ref_psi), rtol=0.1)
+    assert abs(psi[0, -1] - ref_psi[0, -1]) < 0.05
+    if tau.size:
+        np.testing.assert_allclose(tau, res.vcomp / res.scale, rtol=0.1)
+
+
+def test_negative_estimates_are_raised_to_the_floor():
+    """A slope variance that is truly zero is estimated about zero, sometimes below: the
+    start is moved strictly inside the parameter space."""
+    df = make_data(n_groups=500, seed=5, slope_sd=0.0, intercept_sd=2.0)
+    psi, _ = _moment_estimate(_model(df, SLOPE))
+    eig = np.linalg.eigvalsh(psi)
+    assert eig.min() >= START_FLOOR * max(1.0, eig.max()) * (1 - 1e-9)
+    assert psi[0, 0] > 1.0  # the intercept variance (4 / σ² = 4) is still seen
+
+
+def test_no_variance_gives_no_moment_start():
+    """No group effect at all and estimates ≤ 0: no moment start (the default is used)."""
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(200), 10)
+    y = rng.normal(size=g.size)
+    y -= (np.bincount(g, y) / 10)[g]  # group means exactly zero: between-variance < 0
+    model = MixedLM(y, np.ones((g.size, 1)), g)
+    assert _moment_estimate(model) is None
+
+
+def test_estimates_do_not_depend_on_the_scale_of_y():
+    df = make_data(n_groups=300, seed=7)
+    a = _moment_estimate(_model(df, SLOPE))
+    df2 = df.assign(y=1000.0 * df["y"])
+    b = _moment_estimate(_model(df2, SLOPE))
+    np.testing.assert_allclose(a[0], b[0], rtol=1e-8)
+
+
+@pytest.mark.parametrize("model_kw", [SLOPE, VC])
+@pytest.mark.parametrize("reml", [True, False])
+@pytest.mark.parametrize("weights", [None, "w"])
+def test_the_start_changes_nothing_but_the_cost(monkeypatch, model_kw, reml, weights):
+    """From the moment start (Newton steps) and from the default start (BFGS), the fit
+    reaches the same optimum, to 1e-8, in fewer evaluations."""
+    df = make_data(n_groups=1500, vc_sd=0.5, seed=11)
+    model = _model(df, model_kw, weights)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fast = model.fit(reml=reml)
+        monkeypatch.setattr(MixedLM, "_moment_start", staticmethod(lambda stats, layout: None))
+        slow = model.fit(reml=reml)
+    assert fast.optimizer_methods == ["newton"]
+    assert "bfgs" in slow.optimizer_methods
+    assert fast.converged and slow.converged
+    assert fast.n_evals < slow.n_evals
+    assert fast.llf == pytest.approx(slow.llf, rel=1e-12)
+    for name in ("fe_params", "cov_re", "vcomp", "scale", "bse"):
+        np.testing.assert_allclose(
+            getattr(fast, name), getattr(slow, name), rtol=1e-8, atol=1e-12, err_msg=name
+        )
+    assert [h["method"] for h in fast.fit_history][:-1] == ["newton"] * (len(fast.fit_history) - 1)
+
+
+def test_explicit_start_params_and_free_skip_the_moment_start(monkeypatch):
+    calls = []
+    original = MixedLM._moment_start
+
+    def spy(stats, layout):
+        calls.append(1)
+        return original(stats, layout)
+
+    monkeypatch.setattr(MixedLM, "_moment_start", staticmethod(spy))
+    df = make_data(n_groups=200, seed=1)
+    model = _model(df, SLOPE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(start_params=[1.0, 0.0, 1.0])
+        model.fit(free=np.ones(6))
+        assert calls == []
+        model.fit()
+    assert calls == [1]
+
+
+def test_wide_random_designs_keep_the_default_start(monkeypatch):
+    monkeypatch.setattr(kernels, "MOMENT_MAX_R", 1)
+    df = make_data(n_groups=200, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = _model(df, SLOPE).fit()
+    assert "newton" not in res.optimizer_methods
+
+
+def test_boundary_optimum_from_a_moment_start():
+    """A slope variance whose optimum is almost zero: the Newton steps stop (linear, not
+    quadratic, convergence) and BFGS takes over."""
+    df = make_data(n_groups=2000, min_size=10, max_size=30, seed=4, slope_sd=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = _model(df, SLOPE).fit()
+    assert res.converged
+    assert res.cov_re.iloc[1, 1] < 1e-3 * res.scale
+    newton = [h for h in res.fit_history if h["method"] == "newton"]
+    assert len(newton) < 3
