@@ -665,9 +665,8 @@ class MixedLM:
             )
         hess = None
         if not skip_hessian:
-            theta = layout.pack(psi, tau, use_sqrt=False)
-            plain = ProfiledObjective(stats.engine, stats.glob, layout, bool(reml), False)
-            hess = plain.hessian_full(theta, ev.prof.beta)
+            # in θ = [vech(Ψ*), τ*] whatever the packing: the Hessian's basis is ∂B*/∂θ
+            hess = obj.hessian_full(opt.packed, ev.prof.beta)
         return MixedLMResults(
             model=self,
             stats=stats,

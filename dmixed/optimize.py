@@ -44,13 +44,18 @@ class Evaluation:
     score: np.ndarray
 
 
+#: Evaluations a :class:`ProfiledObjective` keeps (each is a few small matrices).
+_CACHED_EVALUATIONS = 8
+
+
 @dataclass
 class ProfiledObjective:
     """The profiled log-likelihood as a function of the packed covariance parameters.
 
     Every evaluation is one call of ``engine.step`` (one round trip on a cluster) and
-    gives both the value and the analytic score; the last evaluation is cached, since
-    scipy asks for the two at the same point.
+    gives both the value and the analytic score.  The last :data:`_CACHED_EVALUATIONS`
+    evaluations are kept: scipy asks for the two at the same point, and the start
+    selection, the Newton steps and the final checks come back to points seen before.
     """
 
     engine: object
@@ -59,12 +64,15 @@ class ProfiledObjective:
     reml: bool
     use_sqrt: bool
     n_evals: int = 0
-    _last: Evaluation | None = field(default=None, repr=False)
+    _cache: dict[bytes, Evaluation] = field(default_factory=dict, repr=False)
 
     def evaluate(self, packed: np.ndarray) -> Evaluation:
         packed = np.array(packed, dtype=np.float64)
-        if self._last is not None and np.array_equal(packed, self._last.packed):
-            return self._last
+        key = packed.tobytes()
+        hit = self._cache.pop(key, None)
+        if hit is not None:
+            self._cache[key] = hit  # most recently used last
+            return hit
         try:
             lam = self.layout.lam(packed, self.use_sqrt)
         except np.linalg.LinAlgError:
@@ -79,8 +87,11 @@ class ProfiledObjective:
             step, prof, self.reml, self.layout.slot_component, self.layout.k_vc
         )
         score = self.layout.score_packed(d_psi, d_tau, packed, self.use_sqrt)
-        self._last = Evaluation(packed, step, prof, llf, score)
-        return self._last
+        ev = Evaluation(packed, step, prof, llf, score)
+        self._cache[key] = ev
+        if len(self._cache) > _CACHED_EVALUATIONS:
+            del self._cache[next(iter(self._cache))]
+        return ev
 
     def hessian_full(self, packed: np.ndarray, beta: np.ndarray | None = None) -> np.ndarray:
         """Hessian in [β, vech(Ψ*), τ*] at β (default β̂) — one more round trip."""
@@ -369,8 +380,9 @@ def _newton_polish(
     theta = layout.pack(psi, tau, use_sqrt=False)
     k = obj.glob.k_fe
     previous: float | None = None
+    cur_packed = x  # the point θ stands for, packed as the objective packs it
+    moved = False
     for _ in range(steps):
-        cur_packed = layout.pack(*layout.unpack(theta, False), use_sqrt=obj.use_sqrt)
         ev = obj.evaluate(cur_packed)
         d_psi, d_tau = score_matrices(
             ev.step, ev.prof, obj.reml, layout.slot_component, layout.k_vc
@@ -404,14 +416,15 @@ def _newton_polish(
                 continue
             tev = obj.evaluate(trial_packed)
             if np.isfinite(tev.llf) and tev.llf >= ev.llf - 1e-12 * max(1.0, abs(ev.llf)):
-                theta, accepted = trial, True
+                theta, cur_packed, accepted, moved = trial, trial_packed, True, True
                 if on_step is not None:
                     on_step(trial_packed)
                 break
             delta /= 2
         if not accepted:
             break
-    before = obj.evaluate(x).llf
-    polished = layout.pack(*layout.unpack(theta, False), use_sqrt=obj.use_sqrt)
-    after = obj.evaluate(polished).llf
-    return polished if after >= before - 1e-12 * max(1.0, abs(before)) else x
+    if not moved:
+        return x
+    before = obj.evaluate(x).llf  # both points were evaluated: no round trip here
+    after = obj.evaluate(cur_packed).llf
+    return cur_packed if after >= before - 1e-12 * max(1.0, abs(before)) else x

@@ -75,3 +75,30 @@ def test_no_handover_near_the_boundary(monkeypatch, default_start, seed):
     assert res.converged
     assert res.cov_re.iloc[0, 0] == 0.0
     assert res.fe_params.iloc[0] == pytest.approx(y.mean(), rel=1e-10)
+
+
+@pytest.mark.parametrize("start", ["moment", "default"])
+def test_every_round_trip_is_at_a_new_point(request, start):
+    """Each engine step of a fit evaluates a point not evaluated before (the start
+    selection, Newton steps and final checks reuse cached evaluations), and the fit
+    reports them all in n_evals."""
+    if start == "default":
+        request.getfixturevalue("default_start")
+    df = make_data(n_groups=500, seed=6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = dmixed.mixedlm("y ~ x1 + x2", df, groups="g", re_formula="1 + x1")
+    engine = model.statistics().engine
+    seen = []
+    original = engine.step
+
+    def step(lam, q):
+        seen.append(np.asarray(lam).tobytes())
+        return original(lam, q)
+
+    engine.step = step
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = model.fit()
+    assert len(seen) == res.n_evals
+    assert len(set(seen)) == len(seen)
