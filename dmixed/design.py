@@ -445,7 +445,9 @@ class ModelSpec:
         return plan or None
 
     def _plain_matrix(self, plan: list[tuple[str, ...]], frame: pd.DataFrame, n: int):
-        out = np.empty((n, len(plan)))
+        # column-major: every column is written (and later read by the kernels'
+        # per-column sums) contiguously
+        out = np.empty((n, len(plan)), order="F")
         for j, names in enumerate(plan):
             if not names:
                 out[:, j] = 1.0
