@@ -123,10 +123,11 @@ HANDOVER_GTOL = 1e-7
 
 
 #: Newton steps tried first from a moment start (:mod:`dmixed.start`), before any
-#: quasi-Newton iteration.  From a start that close they usually converge in two or
-#: three; when they do not, BFGS carries on from where they stopped.
-NEWTON_FIRST_STEPS = 3
-#: ... and they stop as soon as one shrinks the gradient by less than this factor.
+#: quasi-Newton iteration.  From a start that close they usually converge in two to four
+#: (a first slow step is common with several random effects); when they do not, BFGS
+#: carries on from where they stopped.
+NEWTON_FIRST_STEPS = 6
+#: ... and they stop when two in a row shrink the gradient by less than this factor.
 NEWTON_FIRST_CONTRACTION = 0.25
 
 
@@ -360,9 +361,10 @@ def _newton_polish(
     parameters move; a step that leaves the parameter space or lowers ℓ is halved,
     and the polish stops as soon as it does not help.  ``on_step`` is called with every
     accepted point (packed as the objective packs it).  With ``contraction``, the steps
-    also stop when one did not shrink the largest gradient entry by at least that
-    factor: Newton's convergence is then linear, not quadratic (typically an optimum on
-    the boundary), and a quasi-Newton method does better.
+    also stop when two in a row did not shrink the largest gradient entry by at least
+    that factor: Newton's convergence is then linear, not quadratic (typically an optimum
+    on the boundary), and a quasi-Newton method does better.  (One slow step is allowed:
+    from a moment start the first step can be slow before the quadratic phase.)
     """
     layout = obj.layout
     if layout.n_params == 0 or steps <= 0:
@@ -380,6 +382,7 @@ def _newton_polish(
     theta = layout.pack(psi, tau, use_sqrt=False)
     k = obj.glob.k_fe
     previous: float | None = None
+    slow = 0  # consecutive steps that shrank the gradient by less than ``contraction``
     cur_packed = x  # the point θ stands for, packed as the objective packs it
     moved = False
     for _ in range(steps):
@@ -391,8 +394,10 @@ def _newton_polish(
         size = float(np.max(np.abs(grad)))
         if size <= 1e-10 * obj.glob.n:
             break
-        if contraction is not None and previous is not None and size > contraction * previous:
-            break
+        if contraction is not None and previous is not None:
+            slow = slow + 1 if size > contraction * previous else 0
+            if slow >= 2:
+                break
         previous = size
         h = obj.hessian_full(cur_packed)
         hbb, hbt, htt = h[:k, :k], h[:k, k:], h[k:, k:]

@@ -139,3 +139,27 @@ def test_boundary_optimum_from_a_moment_start():
     assert res.cov_re.iloc[1, 1] < 1e-3 * res.scale
     newton = [h for h in res.fit_history if h["method"] == "newton"]
     assert len(newton) < 3
+
+
+def test_three_correlated_random_effects(monkeypatch):
+    """A start whose first Newton step is slow (the gradient only halves) before the
+    quadratic phase: one slow step is allowed, and the Newton steps finish the fit."""
+    rng = np.random.default_rng(5)
+    n_groups = 500
+    g = np.repeat(np.arange(n_groups), 12)
+    x1, x2 = rng.normal(size=(2, g.size))
+    factor = np.array([[1.0, 0.0, 0.0], [0.8, 0.5, 0.0], [-0.5, 0.3, 0.2]])
+    b = rng.normal(size=(n_groups, 3)) @ factor.T
+    z = np.column_stack([np.ones(g.size), x1, x2])
+    y = (z * b[g]).sum(axis=1) + x1 + rng.normal(size=g.size)
+    model = MixedLM(y, z, g, exog_re=z)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fast = model.fit()
+        monkeypatch.setattr(MixedLM, "_moment_start", staticmethod(lambda stats, layout: None))
+        slow = model.fit()
+    assert fast.optimizer_methods == ["newton"]
+    assert fast.n_evals < slow.n_evals
+    assert fast.llf == pytest.approx(slow.llf, rel=1e-12)
+    np.testing.assert_allclose(fast.cov_re, slow.cov_re, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(fast.fe_params, slow.fe_params, rtol=1e-8)
