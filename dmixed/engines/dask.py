@@ -628,12 +628,25 @@ def _chain_partials(
     of the chain, however many of its partitions the group's rows were spread over.
     Same output as :func:`_partition_partials`.
     """
+    return _accumulate_frames(
+        (_read_partition(recipe) for recipe in recipes.parts()),
+        spec,
+        slot_map,
+        flat,
+        n_buckets,
+        key_dtype,
+    )
+
+
+def _accumulate_frames(frames, spec, slot_map, flat, n_buckets, key_dtype):
+    """Add pandas partitions, one at a time, into one :class:`_GroupAccumulator`: the
+    body of :func:`_chain_partials` and :func:`_resident_chain_partials`."""
     if TUNE_WORKER_MALLOC:
         _tune_malloc()
     acc = _GroupAccumulator(flat.width, key_dtype)
     glob = flat.empty_global()
-    for recipe in recipes.parts():
-        rows, n_dropped = _partition_rows(_read_partition(recipe), spec, slot_map)
+    for pdf in frames:
+        rows, n_dropped = _partition_rows(pdf, spec, slot_map)
         if rows is None:
             glob[2] += n_dropped
             _report_partition(0)
@@ -644,6 +657,42 @@ def _chain_partials(
         glob += flat.pack_global(acc.add(keys, dm, ztilde), n_dropped)
         _report_partition(len(keys))
     return acc.result(n_buckets), glob
+
+
+class _Pieces:
+    """The culled per-partition graphs of a resident chain (see
+    :func:`_resident_chain_partials`), opaque to Dask: inside a list, their tasks would
+    be taken for tasks of the data pass's graph, with dependencies that are not in it."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: list) -> None:
+        self.items = items
+
+    def __dask_tokenize__(self):
+        from dask.base import tokenize
+
+        return ("dmixed-pieces", tokenize([(out, leaf) for _, out, leaf in self.items]))
+
+
+def _resident_chain_partials(
+    pieces: _Pieces, spec, slot_map, flat: _FlatLayout, n_buckets: int, key_dtype, *frames
+) -> tuple[list, np.ndarray]:
+    """:func:`_chain_partials` for partitions already in this worker's memory (persisted).
+
+    ``frames`` are the persisted partitions (task dependencies: no copy when they live
+    here); ``pieces[j]`` is ``(graph, out_key, leaf_key)``: the partition-wise steps from
+    persisted partition j to the collection's partition j (projections, filters,
+    assignments, …), culled to that partition, which run here one partition at a time
+    with the persisted frame in place of ``leaf_key``.
+    """
+    from dask.local import get_sync
+
+    def partitions():
+        for (graph, out_key, leaf_key), frame in zip(pieces.items, frames, strict=True):
+            yield get_sync({**graph, leaf_key: frame}, out_key)
+
+    return _accumulate_frames(partitions(), spec, slot_map, flat, n_buckets, key_dtype)
 
 
 #: Topic of the events a chain sends after each partition (``distributed`` structured
@@ -1100,22 +1149,89 @@ def _chainable(ddf) -> bool:
     return True
 
 
-def _chain_recipes(ddf, n_chains: int) -> list[_Recipes] | None:
+def _chain_recipes(
+    ddf, n_chains: int, mode: str | None = None, allow_fallback: bool = False
+) -> list[_Recipes] | None:
     """Consecutive partitions in ``n_chains`` balanced runs; None when the collection is
-    not chainable."""
-    mode = _data_pass_mode()
+    not chainable.  With ``dmixed.data_pass='chains'`` a collection that is not is an
+    error, unless ``allow_fallback`` (another kind of chain may still apply)."""
+    mode = _data_pass_mode() if mode is None else mode
     if mode == "tree" or n_chains < 1 or ddf.npartitions <= 1:
         return None
     if not _chainable(ddf):
-        if mode == "chains":
+        if mode == "chains" and not allow_fallback:
             raise ValueError(
                 "dmixed.data_pass='chains' needs a collection read partition by partition "
-                "from storage (no shuffle, not persisted or built from in-memory data)"
+                "from storage, or persisted on the cluster (no shuffle, not built from "
+                "in-memory data)"
             )
         return None
     n_chains = min(n_chains, ddf.npartitions)
     bounds = np.linspace(0, ddf.npartitions, n_chains + 1).round().astype(int)
     return [_Recipes(ddf.partitions[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def _resident_chains(ddf, client, mode: str) -> list[tuple[_Pieces, list]] | None:
+    """Chains of persisted partitions, grouped by the worker that holds them.
+
+    For a collection that is partition-wise (``Blockwise``) over one persisted
+    collection (``FromGraph`` of futures all in the cluster's memory): per worker, one
+    chain per worker thread over the partitions that worker holds, as
+    ``(pieces, futures)`` for :func:`_resident_chain_partials`.  The futures are the
+    chain task's dependencies, so the scheduler runs it where they are and no raw row
+    moves.  ``None`` otherwise (then one task per partition).
+    """
+    if client is None or mode == "tree" or ddf.npartitions <= 1:
+        return None
+    try:
+        from dask.dataframe.dask_expr._expr import Blockwise
+        from dask.dataframe.dask_expr.io.io import FromGraph
+        from dask.optimization import cull
+        from distributed import Future, wait
+    except ImportError:  # pragma: no cover - legacy dask.dataframe
+        return None
+    expr = getattr(ddf, "expr", None)
+    if expr is None:
+        return None
+    leaves = []
+    for node in expr.walk():
+        if isinstance(node, FromGraph):
+            leaves.append(node)
+        elif not isinstance(node, Blockwise) or type(node).__name__ in _IN_MEMORY_LEAVES:
+            return None
+    if len(leaves) != 1 or leaves[0].npartitions != ddf.npartitions:
+        return None
+    keys = list(leaves[0].operand("keys"))
+    layer = dict(leaves[0].operand("layer"))
+    futures = [layer.get(k) for k in keys]
+    if not all(isinstance(f, Future) and f.client is client for f in futures):
+        return None
+    with client.as_current():  # a fresh persist() may still be computing: its
+        wait(futures)  # partitions are needed now anyway, and then we know where they are
+    where = client.who_has(futures)
+    if not all(where.get(k) for k in keys):
+        return None  # not all in memory (an error, or lost since): one task per partition
+    pieces = []
+    for i, leaf_key in enumerate(keys):
+        with _EXPR_LOCK:
+            part = ddf.partitions[i].optimize()
+            graph = dict(part.__dask_graph__())
+            (out_key,) = part.__dask_keys__()
+        graph, _ = cull(graph, [out_key])
+        graph.pop(leaf_key, None)  # the persisted frame comes in as a dependency
+        if any(isinstance(v, Future) for v in graph.values()):
+            return None  # partition i needs other persisted data too
+        pieces.append((graph, out_key, leaf_key))
+    nthreads = client.nthreads()
+    by_worker: dict[str, list[int]] = {}
+    for i, k in enumerate(keys):
+        by_worker.setdefault(sorted(where[k])[0], []).append(i)
+    chains = []
+    for worker, idx in sorted(by_worker.items()):
+        n = max(1, min(int(nthreads.get(worker, 1)), len(idx)))
+        for run in np.array_split(np.asarray(idx), n):
+            chains.append((_Pieces([pieces[i] for i in run]), [futures[i] for i in run]))
+    return chains
 
 
 def _data_pass_mode() -> str:
@@ -1129,7 +1245,7 @@ def _data_pass_mode() -> str:
     return mode
 
 
-def _block_graph(ddf, spec, slot_arg, flat, key_dtype, n_blocks, n_chains):
+def _block_graph(ddf, spec, slot_arg, flat, key_dtype, n_blocks, n_chains, client=None):
     """Delayed blocks: partial statistics → sums by group key → blocks.
 
     Partial statistics come from ``n_chains`` tasks that each read a run of consecutive
@@ -1143,11 +1259,25 @@ def _block_graph(ddf, spec, slot_arg, flat, key_dtype, n_blocks, n_chains):
     """
     import dask
 
-    recipes = _chain_recipes(ddf, n_chains)
+    mode = _data_pass_mode()
+    recipes = _chain_recipes(ddf, n_chains, mode, allow_fallback=client is not None)
+    resident = None if recipes is not None else _resident_chains(ddf, client, mode)
     if recipes is not None:
         chain = dask.delayed(_chain_partials, nout=2, pure=True)
         parts = [chain(rec, spec, slot_arg, flat, n_blocks, key_dtype) for rec in recipes]
+    elif resident is not None:
+        chain = dask.delayed(_resident_chain_partials, nout=2, pure=True)
+        parts = [
+            chain(pieces, spec, slot_arg, flat, n_blocks, key_dtype, *futures)
+            for pieces, futures in resident
+        ]
     else:
+        if mode == "chains":
+            raise ValueError(
+                "dmixed.data_pass='chains' needs a collection read partition by partition "
+                "from storage, or persisted on the cluster (no shuffle, not built from "
+                "in-memory data)"
+            )
         part = dask.delayed(_partition_partials, nout=2, pure=True)
         parts = [
             part(p, spec, slot_arg, flat, n_blocks) for p in ddf.to_delayed(optimize_graph=True)
@@ -1292,7 +1422,7 @@ def statistics_from_dask(ddf, spec, client=None, progress: bool = False, engine=
     else:
         n_blocks = max(1, int(sum(client.nthreads().values())))
     logger.log(level, "data pass: %d partitions → %d blocks on %s", n_parts, n_blocks, where)
-    graph = _block_graph(ddf, spec, slot_arg, flat, key_dtype, n_blocks, n_blocks)
+    graph = _block_graph(ddf, spec, slot_arg, flat, key_dtype, n_blocks, n_blocks, client)
     if client is None:
         blocks = list(dask.compute(*graph, scheduler=_local_scheduler()))
         asm = _assemble(blocks, k)

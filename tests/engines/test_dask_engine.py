@@ -341,6 +341,63 @@ def test_cluster_distributed_matches_pandas(
     _assert_same(res, _reference(df, model_kw, key))
 
 
+@pytest.mark.parametrize("steps", ["as persisted", "filtered and assigned after"])
+@pytest.mark.parametrize(("model", "key", "nparts"), [("slope", "int", 5), ("vc", "object", 4)])
+def test_persisted_collections_are_read_where_they_are(
+    cluster_client, force_distributed, steps, model, key, nparts
+):
+    """A persisted collection (partitions already on the workers, possibly with
+    partition-wise steps after) is read in chains per worker over the partitions that
+    worker holds: same estimates, and no chain task fetches a partition from elsewhere."""
+    from distributed import get_task_stream
+
+    model_kw = SLOPE if model == "slope" else VC
+    df = _frame(key=key)
+    df["x9"] = df["x2"] + 10.0
+    persisted = cluster_client.persist(dd.from_pandas(df, npartitions=nparts))
+    ref_df = df
+    ddf = persisted
+    if steps != "as persisted":
+        ddf = persisted[persisted.x9 > 9.0].assign(x2=persisted.x9 - 10.0)
+        ref_df = df[df.x9 > 9.0].reset_index(drop=True)
+    chains = dask_engine._resident_chains(ddf, cluster_client, "auto")
+    assert chains is not None
+    assert sorted(len(f) for _, f in chains) != [1] * nparts or nparts <= 2
+    assert sum(len(f) for _, f in chains) == nparts
+    # building the model scans the persisted data: that needs the client as the current
+    # one, as it is for a user whose Client is the default
+    with cluster_client.as_current(), get_task_stream(client=cluster_client) as stream:
+        m, res = _fit(ddf, model_kw, client=cluster_client)
+    ran = [t for t in stream.data if "_resident_chain_partials" in str(t["key"])]
+    assert len(ran) == len(chains)
+    if model == "slope":  # (with variance components the small slot map moves too)
+        for task in ran:  # every chain found its partitions on its own worker
+            assert not [ss for ss in task["startstops"] if ss["action"] == "transfer"]
+    assert isinstance(m.statistics(client=cluster_client).engine, DaskEngine)
+    ref = _fit(ref_df, model_kw)[1]
+    _assert_same(res, ref)
+
+
+def test_resident_chains_only_for_persisted_data(tmp_path, cluster_client):
+    df = _frame()
+    df.to_parquet(tmp_path / "data.parquet")
+    on_disk = dd.read_parquet(tmp_path / "data.parquet")
+    assert dask_engine._resident_chains(on_disk, cluster_client, "auto") is None
+    in_memory = dd.from_pandas(df, npartitions=3)
+    assert dask_engine._resident_chains(in_memory, cluster_client, "auto") is None
+    persisted = cluster_client.persist(in_memory)
+    assert dask_engine._resident_chains(persisted, None, "auto") is None  # no cluster
+    assert dask_engine._resident_chains(persisted, cluster_client, "tree") is None
+    reduced = persisted.assign(x1=persisted.x1 - persisted.x1.mean())
+    assert dask_engine._resident_chains(reduced, cluster_client, "auto") is None
+    assert dask_engine._resident_chains(persisted, cluster_client, "auto") is not None
+    with dask.config.set({"dmixed.data_pass": "chains"}):  # in memory, not persisted
+        with pytest.raises(ValueError, match="or persisted on the cluster"):
+            _fit(in_memory, SLOPE, client=cluster_client)
+        with cluster_client.as_current():  # but persisted is fine
+            _fit(persisted, SLOPE, client=cluster_client)
+
+
 def test_cluster_auto_gathers_small_statistics(cluster_client):
     df = _frame(key="object")
     m, res = _fit(dd.from_pandas(df, npartitions=3), SLOPE, client=cluster_client)
