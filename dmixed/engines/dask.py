@@ -9,8 +9,10 @@ The data pass (DESIGN.md §2, §8):
    a few tasks reads a run of consecutive partitions one after the other and adds them
    into one accumulator (:func:`_chain_partials`, a map-side combine: what leaves the
    task is one row per group however many of its partitions the group is spread over).
-   Otherwise (data in memory, persisted, or shuffled inside the graph) there is one task
-   per partition (:func:`_partition_partials`);
+   A collection persisted on the cluster is chained the same way per worker, over the
+   partitions that worker holds (:func:`_resident_chain_partials`).  Otherwise (data in
+   the graph, or shuffled inside it) there is one task per partition
+   (:func:`_partition_partials`);
 2. every partial is split by a hash of the group key into ``B`` buckets, and each bucket
    is added up over the partials by a tree of numpy reductions (:func:`_combine`; only
    these statistics move between workers, never raw rows);
