@@ -539,11 +539,16 @@ class MixedLM:
         start_params : array_like, optional
             Packed covariance parameters (in this model's ``use_sqrt`` packing), with or
             without the fixed effects in front (they are profiled out and ignored), or
-            an object with statsmodels' ``get_packed(use_sqrt, has_fe)``.  Default:
-            Ψ* = I, τ* = 1, as statsmodels.
+            an object with statsmodels' ``get_packed(use_sqrt, has_fe)``.  Default
+            (with every parameter free): moment estimates (:mod:`dmixed.start`, one
+            more round trip after the data pass) or statsmodels' Ψ* = I, τ* = 1,
+            whichever has the higher likelihood; from moment estimates the fit takes
+            exact Newton steps first and needs the quasi-Newton methods only when those
+            do not converge quadratically.
         method : str or list of str, optional
             scipy methods tried in turn, each from where the last stopped; default
-            ``["bfgs", "lbfgs", "cg"]`` as statsmodels.
+            ``["bfgs", "lbfgs", "cg"]`` as statsmodels.  Given explicitly, no Newton
+            steps come first.
         free : array_like, optional
             Mask over the packed covariance parameters (1 estimated, 0 held at its start
             value), e.g. to fit independent random effects.  A mask that tries to hold
