@@ -1188,7 +1188,6 @@ def _resident_chains(ddf, client, mode: str) -> list[tuple[_Pieces, list]] | Non
     try:
         from dask.dataframe.dask_expr._expr import Blockwise
         from dask.dataframe.dask_expr.io.io import FromGraph
-        from dask.optimization import cull
         from distributed import Future, wait
     except ImportError:  # pragma: no cover - legacy dask.dataframe
         return None
@@ -1213,27 +1212,61 @@ def _resident_chains(ddf, client, mode: str) -> list[tuple[_Pieces, list]] | Non
     where = client.who_has(futures)
     if not all(where.get(k) for k in keys):
         return None  # not all in memory (an error, or lost since): one task per partition
-    pieces = []
-    for i, leaf_key in enumerate(keys):
-        with _EXPR_LOCK:
-            part = ddf.partitions[i].optimize()
-            graph = dict(part.__dask_graph__())
-            (out_key,) = part.__dask_keys__()
-        graph, _ = cull(graph, [out_key])
-        graph.pop(leaf_key, None)  # the persisted frame comes in as a dependency
-        if any(isinstance(v, Future) for v in graph.values()):
-            return None  # partition i needs other persisted data too
-        pieces.append((graph, out_key, leaf_key))
+    pieces = _partition_pieces(ddf, keys)
+    if pieces is None:
+        return None
+    future_of = dict(zip(keys, futures, strict=True))
     nthreads = client.nthreads()
-    by_worker: dict[str, list[int]] = {}
-    for i, k in enumerate(keys):
-        by_worker.setdefault(sorted(where[k])[0], []).append(i)
+    by_worker: dict[str, list[int]] = {}  # partitions (in order) by the worker holding them
+    for i, (_, _, leaf_key) in enumerate(pieces):
+        by_worker.setdefault(sorted(where[leaf_key])[0], []).append(i)
     chains = []
     for worker, idx in sorted(by_worker.items()):
         n = max(1, min(int(nthreads.get(worker, 1)), len(idx)))
         for run in np.array_split(np.asarray(idx), n):
-            chains.append((_Pieces([pieces[i] for i in run]), [futures[i] for i in run]))
+            chain = [pieces[i] for i in run]
+            chains.append((_Pieces(chain), [future_of[leaf] for _, _, leaf in chain]))
     return chains
+
+
+def _partition_pieces(ddf, leaf_keys: list) -> list[tuple[dict, object, object]] | None:
+    """Per partition i, ``(graph, out_key, leaf_key)``: the tasks from persisted
+    partition ``leaf_key`` to the collection's partition i, without the persisted data.
+
+    One optimization and one walk over the whole graph (a graph per partition, culled
+    one by one, costs time quadratic in the number of partitions: 10 s for 1600).
+    ``None`` when a partition depends on anything but exactly one persisted partition.
+    """
+    from dask.core import get_dependencies
+
+    with _EXPR_LOCK:
+        opt = ddf.optimize()
+        graph = dict(opt.__dask_graph__())
+        out_keys = list(opt.__dask_keys__())
+    leaves = set(leaf_keys)
+    pieces = []
+    for out_key in out_keys:
+        sub: dict = {}
+        found = []
+        todo = [out_key]
+        while todo:
+            key = todo.pop()
+            if key in sub:
+                continue
+            if key in leaves:
+                found.append(key)
+                sub[key] = None
+                continue
+            if key not in graph:
+                return None
+            sub[key] = graph[key]
+            todo.extend(get_dependencies(graph, key))
+        if len(set(found)) != 1:
+            return None
+        (leaf_key,) = set(found)
+        del sub[leaf_key]  # the persisted frame comes in as a dependency
+        pieces.append((sub, out_key, leaf_key))
+    return pieces
 
 
 def _data_pass_mode() -> str:

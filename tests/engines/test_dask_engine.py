@@ -378,6 +378,28 @@ def test_persisted_collections_are_read_where_they_are(
     _assert_same(res, ref)
 
 
+def test_resident_pieces_are_one_partition_each(cluster_client):
+    """Each partition's steps after the persist are culled to that partition (a graph of
+    a few tasks, not one per partition of the collection) and start from its own
+    persisted partition; the chains cover every partition once, each on one worker."""
+    df = _frame()
+    persisted = cluster_client.persist(dd.from_pandas(df, npartitions=40))
+    ddf = persisted[persisted.x1 > -5].assign(x3=persisted.x1 * 2)[["g", "x1", "x3", "y"]]
+    leaf_keys = list(persisted.expr.operand("keys"))  # the futures behind the collection
+    pieces = dask_engine._partition_pieces(ddf, leaf_keys)
+    assert [leaf for _, _, leaf in pieces] == leaf_keys
+    assert max(len(graph) for graph, _, _ in pieces) <= 4
+    for graph, out_key, leaf in pieces:
+        frame = dask.local.get_sync({**graph, leaf: df.iloc[:5]}, out_key)
+        assert list(frame.columns) == ["g", "x1", "x3", "y"]
+    chains = dask_engine._resident_chains(ddf, cluster_client, "auto")
+    assert sorted(leaf for p, _ in chains for _, _, leaf in p.items) == sorted(leaf_keys)
+    for p, futures in chains:
+        assert [f.key for f in futures] == [leaf for _, _, leaf in p.items]
+        holders = cluster_client.who_has(futures)
+        assert len({sorted(holders[f.key])[0] for f in futures}) == 1
+
+
 def test_resident_chains_only_for_persisted_data(tmp_path, cluster_client):
     df = _frame()
     df.to_parquet(tmp_path / "data.parquet")
