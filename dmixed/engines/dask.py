@@ -1222,6 +1222,7 @@ def _partition_pieces(ddf, leaf_keys: list) -> list[tuple[dict, object, object]]
     a partition does not start from exactly one leaf.
     """
     from dask.core import get_dependencies
+    from distributed import Future
 
     with _EXPR_LOCK:
         opt = ddf.optimize()
@@ -1241,8 +1242,8 @@ def _partition_pieces(ddf, leaf_keys: list) -> list[tuple[dict, object, object]]
                 found.append(key)
                 sub[key] = None
                 continue
-            if key not in graph:
-                return None
+            if key not in graph or isinstance(graph[key], Future):
+                return None  # data held elsewhere (other futures): not one partition's
             sub[key] = graph[key]
             todo.extend(get_dependencies(graph, key))
         if not leaves:
