@@ -12,7 +12,7 @@ from functools import cached_property
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
+from scipy import special
 
 from .objective import Profile
 
@@ -185,11 +185,11 @@ class MixedLMResults:
     @cached_property
     def pvalues(self) -> pd.Series:
         """Two-sided p-values from the normal distribution (as statsmodels' MixedLM)."""
-        return pd.Series(2 * sps.norm.sf(np.abs(self.tvalues)), index=self.param_names)
+        return pd.Series(2 * special.ndtr(-np.abs(self.tvalues)), index=self.param_names)
 
     def conf_int(self, alpha: float = 0.05) -> pd.DataFrame:
         """Wald intervals ``params ± z_{1−α/2} · bse``."""
-        z = sps.norm.ppf(1 - alpha / 2)
+        z = special.ndtri(1 - alpha / 2)
         return pd.DataFrame(
             {0: self.params - z * self.bse, 1: self.params + z * self.bse},
             index=self.param_names,
@@ -442,11 +442,11 @@ class MixedLMResults:
         k = len(self.params)
         tab = np.full((k, 6), np.nan)
         p = self.k_fe
-        z = sps.norm.ppf(1 - alpha / 2)
+        z = special.ndtri(1 - alpha / 2)
         tab[:p, 0] = self.fe_params
         tab[:p, 1] = self.bse_fe
         tab[:p, 2] = tab[:p, 0] / tab[:p, 1]
-        tab[:p, 3] = 2 * sps.norm.cdf(-np.abs(tab[:p, 2]))
+        tab[:p, 3] = 2 * special.ndtr(-np.abs(tab[:p, 2]))
         tab[:p, 4] = tab[:p, 0] - z * tab[:p, 1]
         tab[:p, 5] = tab[:p, 0] + z * tab[:p, 1]
         rows, cols = _tril(self.k_re)
