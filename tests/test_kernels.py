@@ -244,3 +244,24 @@ def test_moment_sums_match_their_definitions(monkeypatch, r):
     halves = kernels.moment_contributions(kernels.StatsBlock(zz[:6], zxy[:6]))
     halves = halves + kernels.moment_contributions(kernels.StatsBlock(zz[6:], zxy[6:]))
     np.testing.assert_allclose(halves.zz_zz, got.zz_zz, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_few_rows_into_many_groups_sum_the_same(monkeypatch, weighted):
+    """Rows far fewer than the accumulator's groups are summed over the groups present
+    (cost in rows, not groups): bitwise the same as the sums over all groups."""
+    rng = np.random.default_rng(3)
+    n_groups, n = 10_000, 300
+    codes = rng.integers(0, n_groups, n)
+    x = np.column_stack([np.ones(n), rng.normal(size=(n, 2))])
+    y = rng.normal(size=n)
+    z = x[:, :2].copy()
+    w = rng.uniform(0.5, 2.0, n) if weighted else None
+    start = rng.normal(size=(kernels.packed_width(2, 4), n_groups))
+    compact = start.copy()
+    glob_c = kernels.accumulate_packed_into(compact, codes, y, x, z, w)
+    monkeypatch.setattr(kernels, "COMPACT_BELOW", 0)  # sums over all groups
+    dense = start.copy()
+    glob_d = kernels.accumulate_packed_into(dense, codes, y, x, z, w)
+    np.testing.assert_array_equal(compact, dense)
+    np.testing.assert_array_equal(glob_c["xyxy"], glob_d["xyxy"])

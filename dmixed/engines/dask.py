@@ -459,11 +459,13 @@ class _GroupAccumulator:
       is built once and kept, plus a small Index of keys added since, merged into the
       main one when it reaches a quarter of its size (amortized linear time).
 
-    A range is used while it is at most ``max(2**16, 2 · (groups seen + rows of the
-    partition))`` wide, so its memory stays within a small factor of the hash table's.
+    A range is used while it is at most ``max(2**18, 2 · (groups seen + rows of the
+    partition))`` wide, so its memory stays within a small factor of the hash table's, or
+    under 2**18 columns (29 MB for a random slope and 4 fixed effects): small partitions
+    of integer keys over a few hundred thousand groups still get the range.
     """
 
-    _MIN_RANGE = 1 << 16
+    _MIN_RANGE = 1 << 18
 
     def __init__(self, width: int, key_dtype) -> None:
         self.width = width

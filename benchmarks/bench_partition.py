@@ -1,0 +1,121 @@
+"""Where one partition's time goes in the data pass, in one process (no cluster).
+
+Run:  python benchmarks/bench_partition.py [--dir /tmp/bdata50] [--parts 10] [--repeat 3]
+      MALLOC_TRIM_THRESHOLD_=65536 python benchmarks/bench_partition.py [--tune-malloc]
+
+For the first ``--parts`` partitions of ``dd.read_parquet(--dir)`` (the data of
+``bench_dask.py``), fitted as ``y ~ x1 + x2 + x3`` with a random intercept and slope on
+x1, it times each stage of a chain (``dmixed.engines.dask._chain_partials``) and prints
+the medians per partition over ``--repeat`` passes (the first pass, with cold memory, is
+left out when there are several):
+
+- ``read``: the partition computed from its graph piece, as a chain does (Parquet read and
+  conversion to pandas), and a plain ``pyarrow.parquet.read_table`` of the same file and
+  columns for comparison;
+- ``design``: the model's design matrices (``_partition_rows``);
+- ``sums``: the per-group sums into the chain's accumulator (``_GroupAccumulator.add``);
+- minor page faults per partition.
+
+Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``; set it as above to see
+the workers' memory behaviour, and ``--tune-malloc`` to apply what the workers apply
+(``dmixed.engines.dask._tune_malloc``).  Also prints the time to build the chains' graph
+pieces for the whole collection.  Writes the figures as JSON (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import resource
+import time
+
+import numpy as np
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dir", default="/tmp/bdata50", help="Parquet data (see bench_dask.py)")
+    ap.add_argument("--parts", type=int, default=10)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--tune-malloc", action="store_true")
+    ap.add_argument("--out", default="benchmarks/out/partition.json")
+    args = ap.parse_args()
+
+    import dask.dataframe as dd
+    import pyarrow.parquet as pq
+
+    import dmixed
+    from dmixed.engines import dask as de
+
+    if args.tune_malloc:
+        de._tune_malloc()
+    ddf = dd.read_parquet(args.dir)
+    model = dmixed.mixedlm("y ~ x1 + x2 + x3", ddf, groups="g", re_formula="1 + x1")
+    spec = model.spec
+    projected = de._project(ddf, spec)
+    t0 = time.perf_counter()
+    (chain,) = de._chain_recipes(projected, 1)
+    pieces_seconds = time.perf_counter() - t0
+    items = chain.items[: args.parts]
+    files = sorted(f for f in os.listdir(args.dir) if f.endswith(".parquet"))[: len(items)]
+    columns = list(projected.columns)
+    key_dtype = np.dtype(projected[spec.group_name].dtype)
+    flat = de._FlatLayout(2, 5)
+
+    stages: dict[str, list[float]] = {"read": [], "pyarrow": [], "design": [], "sums": []}
+    faults: list[float] = []
+    for rep in range(max(1, args.repeat)):
+        acc = de._GroupAccumulator(flat.width, key_dtype)
+        times: dict[str, list[float]] = {k: [] for k in stages}
+        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for (graph, out_key, _), name in zip(items, files, strict=True):
+            t = time.perf_counter()
+            pdf = de._compute_piece(graph, out_key)
+            times["read"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            pq.read_table(os.path.join(args.dir, name), columns=columns).to_pandas()
+            times["pyarrow"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            (dm, keys, ztilde), _ = de._partition_rows(pdf, spec, None)
+            times["design"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            acc.add(keys.astype(key_dtype, copy=False), dm, ztilde)
+            times["sums"].append(time.perf_counter() - t)
+        pass_faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / len(items)
+        if rep == 0 and args.repeat > 1:
+            continue  # cold memory: every first pass is slower on this kind of machine
+        for k in stages:
+            stages[k].extend(times[k])
+        faults.append(pass_faults)
+
+    medians = {k: float(np.median(v)) * 1000 for k, v in stages.items()}
+    rows = len(pdf)
+    print(f"{len(items)} partitions of {rows:,} rows from {args.dir}; medians per partition:")
+    print(f"  read through Dask (graph piece)  {medians['read']:7.1f} ms")
+    print(f"  pyarrow read_table + to_pandas   {medians['pyarrow']:7.1f} ms")
+    print(f"  design matrices                  {medians['design']:7.1f} ms")
+    print(f"  per-group sums                   {medians['sums']:7.1f} ms")
+    print(f"  minor page faults                {np.median(faults):9.0f}")
+    print(f"graph pieces for all {projected.npartitions} partitions: {pieces_seconds:.3f} s")
+    report = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "dir": args.dir,
+        "partitions_timed": len(items),
+        "rows_per_partition": rows,
+        "malloc_trim_threshold_env": os.environ.get("MALLOC_TRIM_THRESHOLD_"),
+        "tune_malloc": bool(args.tune_malloc),
+        "median_ms": medians,
+        "minor_faults_per_partition": float(np.median(faults)),
+        "pieces_seconds": pieces_seconds,
+        "npartitions": int(projected.npartitions),
+    }
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    with open(args.out, "w") as fh:
+        json.dump(report, fh, indent=2)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
