@@ -642,17 +642,27 @@ def _accumulate_frames(frames, spec, slot_map, flat, n_buckets, key_dtype):
         _tune_malloc()
     acc = _GroupAccumulator(flat.width, key_dtype)
     glob = flat.empty_global()
+    # progress goes to the driver in batches: one event per partition cost about 10%
+    # of the data pass for partitions of a few thousand rows
+    pending = {"partitions": 0, "rows": 0}
+    last = time.monotonic()
     for pdf in frames:
         rows, n_dropped = _partition_rows(pdf, spec, slot_map)
+        pending["partitions"] += 1
         if rows is None:
             glob[2] += n_dropped
-            _report_partition(0)
-            continue
-        dm, keys, ztilde = rows
-        if keys.dtype != acc.key_dtype:
-            keys = keys.astype(acc.key_dtype)
-        glob += flat.pack_global(acc.add(keys, dm, ztilde), n_dropped)
-        _report_partition(len(keys))
+        else:
+            dm, keys, ztilde = rows
+            if keys.dtype != acc.key_dtype:
+                keys = keys.astype(acc.key_dtype)
+            glob += flat.pack_global(acc.add(keys, dm, ztilde), n_dropped)
+            pending["rows"] += len(keys)
+        if time.monotonic() - last >= PROGRESS_BATCH_SECONDS:
+            _report_partition(pending["rows"], pending["partitions"])
+            pending = {"partitions": 0, "rows": 0}
+            last = time.monotonic()
+    if pending["partitions"]:
+        _report_partition(pending["rows"], pending["partitions"])
     return acc.result(n_buckets), glob
 
 
@@ -683,15 +693,19 @@ PROGRESS_TOPIC = "dmixed-data-pass"
 PROGRESS_INTERVAL = 10.0
 
 
-def _report_partition(rows: int) -> None:
-    """Tell the driver one more partition is read (only inside a distributed worker)."""
+#: Seconds between the progress events of a chain (each reports the partitions read since).
+PROGRESS_BATCH_SECONDS = 0.5
+
+
+def _report_partition(rows: int, partitions: int = 1) -> None:
+    """Tell the driver more partitions are read (only inside a distributed worker)."""
     try:
         from distributed import get_worker
 
         worker = get_worker()
     except (ImportError, ValueError):
         return  # not on a distributed worker: in-process, nobody to tell
-    worker.log_event(PROGRESS_TOPIC, {"rows": int(rows)})
+    worker.log_event(PROGRESS_TOPIC, {"rows": int(rows), "partitions": int(partitions)})
 
 
 def _combine(*parts: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -1331,7 +1345,7 @@ def _wait(
 
     def count(event) -> None:
         _, message = event
-        read["partitions"] += 1
+        read["partitions"] += int(message.get("partitions", 1))
         read["rows"] += int(message.get("rows", 0))
 
     subscribed = False
