@@ -1122,25 +1122,36 @@ _IN_MEMORY_LEAVES = frozenset(
 )
 
 
-def _chainable(ddf) -> bool:
-    """Can tasks read this collection's partitions themselves (see :func:`_chain_recipes`)?
-
-    Yes when every expression is partition-wise (``Blockwise``: reads, projections,
-    filters, assignments, ``map_partitions``) and the leaves read from storage
-    (Parquet, CSV, ``from_map``, …).  Anything with a shuffle or a reduction inside, or
-    data already in memory, is read by Dask's own tasks instead.
-    """
+def _partitionwise_leaves(ddf) -> list | None:
+    """The leaves holding their data (:data:`_IN_MEMORY_LEAVES`) of a collection whose
+    every other expression is partition-wise (``Blockwise``: reads, projections,
+    filters, assignments, ``map_partitions``); ``None`` when some step is not (a
+    shuffle, a reduction, …)."""
     try:
         from dask.dataframe.dask_expr._expr import Blockwise
     except ImportError:  # pragma: no cover - legacy dask.dataframe
-        return False
+        return None
     expr = getattr(ddf, "expr", None)
     if expr is None:
-        return False
+        return None
+    leaves = []
     for node in expr.walk():
-        if not isinstance(node, Blockwise) or type(node).__name__ in _IN_MEMORY_LEAVES:
-            return False
-    return True
+        if type(node).__name__ in _IN_MEMORY_LEAVES:
+            leaves.append(node)
+        elif not isinstance(node, Blockwise):
+            return None
+    return leaves
+
+
+def _chainable(ddf) -> bool:
+    """Can tasks read this collection's partitions themselves (see :func:`_chain_recipes`)?
+
+    Yes when every expression is partition-wise and the leaves read from storage
+    (Parquet, CSV, ``from_map``, …).  Anything with a shuffle or a reduction inside, or
+    data already in memory, is read by Dask's own tasks instead (persisted data: see
+    :func:`_resident_chains`).
+    """
+    return _partitionwise_leaves(ddf) == []
 
 
 def _chain_recipes(
@@ -1181,21 +1192,14 @@ def _resident_chains(ddf, client, mode: str) -> list[tuple[_Pieces, list]] | Non
     if client is None or mode == "tree" or ddf.npartitions <= 1:
         return None
     try:
-        from dask.dataframe.dask_expr._expr import Blockwise
         from dask.dataframe.dask_expr.io.io import FromGraph
         from distributed import Future, wait
     except ImportError:  # pragma: no cover - legacy dask.dataframe
         return None
-    expr = getattr(ddf, "expr", None)
-    if expr is None:
+    leaves = _partitionwise_leaves(ddf)
+    if not leaves or len(leaves) != 1 or not isinstance(leaves[0], FromGraph):
         return None
-    leaves = []
-    for node in expr.walk():
-        if isinstance(node, FromGraph):
-            leaves.append(node)
-        elif not isinstance(node, Blockwise) or type(node).__name__ in _IN_MEMORY_LEAVES:
-            return None
-    if len(leaves) != 1 or leaves[0].npartitions != ddf.npartitions:
+    if leaves[0].npartitions != ddf.npartitions:
         return None
     keys = list(leaves[0].operand("keys"))
     layer = dict(leaves[0].operand("layer"))
