@@ -24,12 +24,12 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
-import json  # noqa: E402
 import platform  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 
 import numpy as np  # noqa: E402
+from _report import write_report  # noqa: E402
 
 import dmixed  # noqa: E402
 
@@ -146,10 +146,8 @@ def main() -> None:
             f"{fit['n_evals']} evaluations"
         )
 
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as fh:
-        json.dump(report, fh, indent=2)
-    print(f"\nwrote {args.out}")
+    print()
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ import threading
 import time
 
 import numpy as np
+from _report import write_report
 
 
 def generate(directory: str, rows: int, groups: int, files: int, seed: int = 0) -> None:
@@ -239,10 +240,7 @@ def main() -> None:
     print("peak RSS per process:")
     for name, b in peaks:
         print(f"  {b / 2**30:6.2f} GiB  {name}")
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as fh:
-        json.dump(report, fh, indent=2)
-    print(f"wrote {args.out}")
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":

@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import resource
 import time
 
 import numpy as np
+from _report import write_report
 
 
 def main() -> None:
@@ -111,10 +111,7 @@ def main() -> None:
         "pieces_seconds": pieces_seconds,
         "npartitions": int(projected.npartitions),
     }
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as fh:
-        json.dump(report, fh, indent=2)
-    print(f"wrote {args.out}")
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":
