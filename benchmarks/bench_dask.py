@@ -14,6 +14,11 @@ Run:  python benchmarks/bench_dask.py [--rows 50_000_000] [--groups 1_000_000]
    on the same cluster, each from the data, the better counting (as for the scan).
    With ``--persist`` the collection is persisted on the workers first (not timed) and
    the fits read it from worker memory.
+4. With ``--floor``, the fit's own chains of partitions (same cluster, same tasks) run
+   twice more doing less: only reading their partitions into pandas, then also building
+   the design matrices.  The statistics, their combine and the optimization come on top
+   of these; the ratio of these floors to the scan says what part of the goal is left
+   for them.
 
 Prints the wall times (whole fit, data pass, per optimizer step), the ratio of the
 whole fit to the scan, and the peak resident memory of every process (driver,
@@ -100,6 +105,40 @@ class PeakRSS:
         self._thread.join()
 
 
+def _floor_chain(pieces, spec=None) -> int:
+    """Read a chain's partitions as the fit's data pass does, and (with ``spec``) build
+    their design matrices; no statistics.  Runs on a worker."""
+    from dmixed.engines import dask as de
+
+    de._tune_malloc()  # the fit's chains do the same first
+    rows = 0
+    for graph, out_key, _ in pieces.items:
+        pdf = de._compute_piece(graph, out_key)
+        if spec is not None:
+            de._partition_rows(pdf, spec, None)
+        rows += len(pdf)
+    return rows
+
+
+def floor(client, ddf, model, repeat: int = 2) -> dict[str, float]:
+    """Seconds (the better of ``repeat`` runs) of the fit's own chains doing less: only
+    reading their partitions into pandas, then also building the design matrices.  What
+    the data pass costs before any statistic is computed, on the same cluster."""
+    from dmixed.engines import dask as de
+
+    n_chains = int(sum(client.nthreads().values()))
+    chains = de._chain_recipes(de._project(ddf, model.spec), n_chains)
+    out = {}
+    for name, spec in (("read", None), ("read_design", model.spec)):
+        runs = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            client.gather([client.submit(_floor_chain, c, spec, pure=False) for c in chains])
+            runs.append(time.perf_counter() - t0)
+        out[name] = min(runs)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=50_000_000)
@@ -124,6 +163,12 @@ def main() -> None:
         action="store_true",
         help="persist the collection on the workers first (not timed) and fit that: "
         "the data pass then reads worker memory, not Parquet",
+    )
+    ap.add_argument(
+        "--floor",
+        action="store_true",
+        help="also time the fit's chains reading the partitions only, and reading them "
+        "and building the design matrices (no statistics): the floor of the data pass",
     )
     ap.add_argument("--dir", default="benchmarks/out/data")
     ap.add_argument("--out", default="benchmarks/out/dask.json")
@@ -199,6 +244,7 @@ def main() -> None:
             stats.engine.step(lam, stats.layout.k_re)
             steps.append(time.perf_counter() - t1)
         engine = type(stats.engine).__name__
+        floors = floor(client, dd.read_parquet(args.dir), model) if args.floor else None
     step = float(np.median(steps))
     optimization = fit - spec_seconds - res.data_pass_seconds
     peaks = sorted(rss.peak.values(), key=lambda v: -v[1])
@@ -224,6 +270,7 @@ def main() -> None:
         "fit_over_scan": fit / scan,
         "llf": res.llf,
         "fe_params": res.fe_params.tolist(),
+        "floor_seconds": floors,
         "peak_rss_bytes": [{"process": n, "bytes": b} for n, b in peaks],
     }
     print(
@@ -237,6 +284,12 @@ def main() -> None:
         f"optimization and standard errors {optimization:.2f} s: "
         f"{res.n_evals} evaluations, one step {1e3 * step:.1f} ms ({engine})"
     )
+    if floors is not None:
+        print(
+            f"  floor: chains only reading the partitions {floors['read']:.2f} s "
+            f"= {floors['read'] / scan:.2f} x the scan; reading and building the design "
+            f"matrices {floors['read_design']:.2f} s = {floors['read_design'] / scan:.2f} x"
+        )
     print("peak RSS per process:")
     for name, b in peaks:
         print(f"  {b / 2**30:6.2f} GiB  {name}")
