@@ -7,7 +7,8 @@ Run:  python benchmarks/bench_dask.py [--rows 50_000_000] [--groups 1_000_000]
    ``--files`` Parquet files, rows of every group spread over many files (each row's
    group is drawn at random), random intercept and slope on x1, 3 fixed effects.
 2. Peer: a plain pyarrow scan of the same columns (``pyarrow.dataset(...).to_table``),
-   in this run, in a child process; the better of two runs.
+   in this run, in a child process, twice before the fits and twice after them (the
+   cluster closed); the best of the four runs counts.
 3. Fit: ``dmixed.mixedlm("y ~ x1 + x2 + x3", dd.read_parquet(dir), groups="g",
    re_formula="1 + x1").fit(client=client)`` on a LocalCluster with ``--workers``
    single-threaded worker processes, REML, standard errors included; ``--repeat`` times
@@ -191,19 +192,17 @@ def main() -> None:
         f"t = ds.dataset({args.dir!r}, format='parquet').to_table(columns={columns!r})\n"
         "print(time.perf_counter() - t0, t.num_rows)\n"
     )
-    scans = []
-    for _ in range(2):  # the better of two runs: the peer gets a warm page cache too
+
+    def run_scan() -> tuple[float, int]:
         out = subprocess.run(
             [sys.executable, "-c", scan_code], capture_output=True, text=True, check=True
         ).stdout.split()
-        scans.append(float(out[0]))
-        scan_rows = int(out[1])
-    scan = min(scans)
-    print(
-        f"pyarrow scan of {scan_rows:,} rows x {len(columns)} columns: {scan:.2f} s "
-        f"(runs: {', '.join(f'{t:.2f}' for t in scans)} s)"
-    )
+        return float(out[0]), int(out[1])
 
+    # the scan runs twice before the fits and twice after (the cluster closed): the
+    # better of the four counts. This machine's speed drifts by 2-3x over minutes, and a
+    # scan that only ran before the fits could land in a slow spell the fits missed.
+    scans_before = [run_scan() for _ in range(2)]
     with (
         PeakRSS() as rss,
         LocalCluster(
@@ -245,6 +244,15 @@ def main() -> None:
             steps.append(time.perf_counter() - t1)
         engine = type(stats.engine).__name__
         floors = floor(client, dd.read_parquet(args.dir), model) if args.floor else None
+    scans_after = [run_scan() for _ in range(2)]
+    scans = [t for t, _ in scans_before + scans_after]
+    scan_rows = scans_before[0][1]
+    scan = min(scans)
+    print(
+        f"pyarrow scan of {scan_rows:,} rows x {len(columns)} columns: {scan:.2f} s "
+        f"(runs before the fits: {', '.join(f'{t:.2f}' for t in scans[:2])} s; "
+        f"after: {', '.join(f'{t:.2f}' for t in scans[2:])} s)"
+    )
     step = float(np.median(steps))
     optimization = fit - spec_seconds - res.data_pass_seconds
     peaks = sorted(rss.peak.values(), key=lambda v: -v[1])
