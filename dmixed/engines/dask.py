@@ -708,11 +708,51 @@ def _report_partition(rows: int, partitions: int = 1) -> None:
     worker.log_event(PROGRESS_TOPIC, {"rows": int(rows), "partitions": int(partitions)})
 
 
+#: :func:`_combine` adds integer-keyed partials by position in their key range (no hash
+#: table) when that range is at most this many times the number of keys it gets.
+DENSE_COMBINE_SPAN = 4
+
+
+def _dense_key_range(keys: list[np.ndarray]) -> tuple[int, int] | None:
+    """``(lowest key, width of the key range)`` when integer keys fill their range densely
+    enough for :func:`_combine` to add by position, else None."""
+    if any(k.dtype.kind not in "iu" for k in keys):
+        return None
+    lo = min(int(k.min()) for k in keys)
+    hi = max(int(k.max()) for k in keys)
+    span = hi - lo + 1
+    if lo < -(2**62) or hi >= 2**62 or span > DENSE_COMBINE_SPAN * sum(k.size for k in keys):
+        return None
+    return lo, span
+
+
 def _combine(*parts: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Add partial statistics by group key (one node of the tree reduction)."""
+    """Add partial statistics by group key (one node of the tree reduction).
+
+    Every part has distinct keys and a positive row count (column 0) for each.  Integer
+    keys that fill their range (the usual case: ids 0..G-1 split into buckets) are added
+    by position in that range, one row per key, in the order of the parts; other keys go
+    through a hash table (``pd.factorize``) and one ``bincount`` per column, which adds
+    in the same order, so both give the same sums bit for bit.  By position is 2-3x
+    faster: two chains' halves of 1M groups, 0.05 s against 0.13 s (0.14-0.32 s against
+    0.27-0.49 s on fresh memory).
+    """
     parts = [p for p in parts if len(p[0])] or list(parts[:1])
     if len(parts) == 1:
         return parts[0]
+    dense = _dense_key_range([p[0] for p in parts])
+    if dense is not None:
+        lo, span = dense
+        offsets = [keys.astype(np.int64, copy=False) - lo for keys, _ in parts]
+        seen = np.zeros(span, dtype=bool)
+        for off in offsets:
+            seen[off] = True
+        row = np.cumsum(seen) - 1  # output row of every key in the range (sorted keys)
+        present = np.flatnonzero(seen)
+        out = np.zeros((present.size, parts[0][1].shape[1]))
+        for off, (_, values) in zip(offsets, parts, strict=True):
+            out[row[off]] += values  # keys are distinct within a part
+        return (present + lo).astype(parts[0][0].dtype), out
     keys = np.concatenate([p[0] for p in parts])
     values = np.concatenate([p[1] for p in parts])
     codes, uniq = pd.factorize(keys)

@@ -48,6 +48,8 @@ def _keys(g: np.ndarray, kind: str) -> pd.Series:
     """Group keys of one of the kinds users have: int, strings of every dtype, categorical."""
     if kind == "int":
         return pd.Series(g * 7 + 3, dtype=np.int64)
+    if kind == "dense_int":  # ids 0..G-1: partials are added by position (_combine)
+        return pd.Series(g, dtype=np.int64)
     labels = np.array([f"g{v:03d}" if v % 3 else f"G{v}" for v in g], dtype=object)
     if kind == "object":
         return pd.Series(labels, dtype=object)
@@ -161,6 +163,8 @@ def force_distributed():
 
 CASES = [
     ("slope", "int", 1),
+    ("slope", "dense_int", 5),
+    ("vc", "dense_int", 4),
     ("slope", "object", 3),
     ("slope", "string[pyarrow]", 17),
     ("slope", "category", 3),
@@ -253,6 +257,50 @@ def test_which_collections_are_read_in_chains(tmp_path, cluster_client):
         assert dask_engine._chain_recipes(chainable, 2) is None
 
 
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_combine_by_position_is_the_hash_table_sum(data):
+    """Integer keys that fill their range are added by position in it, with the same
+    sums bit for bit as the hash table (same order of addition); sparse keys, keys near
+    the int64 limits and non-integer keys keep the hash table."""
+    dtype = data.draw(st.sampled_from([np.int64, np.int32, np.uint64, np.uint16]))
+    signed = np.dtype(dtype).kind == "i"
+    lo = data.draw(st.integers(-1000 if signed else 0, 1000))
+    universe = data.draw(st.integers(1, 120))
+    stride = data.draw(st.sampled_from([1, 2, 9]))  # 9: range 9x the keys, hash table
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    parts = []
+    for _ in range(data.draw(st.integers(2, 4))):
+        ids = rng.choice(universe, size=int(rng.integers(0, universe + 1)), replace=False)
+        values = rng.standard_normal((ids.size, 5))
+        values[:, 0] = rng.integers(1, 9, ids.size)  # row counts
+        parts.append(((lo + stride * ids).astype(dtype), values))
+    keys, sums = dask_engine._combine(*parts)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(dask_engine, "DENSE_COMBINE_SPAN", 0)  # the hash table only
+        ref_keys, ref_sums = dask_engine._combine(*parts)
+    assert keys.dtype == ref_keys.dtype == np.dtype(dtype)
+    mine, ref = np.argsort(keys), np.argsort(ref_keys)
+    np.testing.assert_array_equal(keys[mine], ref_keys[ref])
+    np.testing.assert_array_equal(sums[mine], ref_sums[ref])  # bit for bit
+    every = np.concatenate([p[0] for p in parts])
+    np.testing.assert_array_equal(keys[mine], np.unique(every))
+
+
+def test_combine_keeps_the_hash_table_where_positions_do_not_fit():
+    near_limit = [np.array([2**62 - 1, 2**62], dtype=np.int64)]
+    assert dask_engine._dense_key_range(near_limit) is None
+    sparse = [np.arange(10) * 100]
+    assert dask_engine._dense_key_range(sparse) is None
+    assert dask_engine._dense_key_range([np.arange(10) * 4]) == (0, 37)
+    strings = np.array(["a", "b"], dtype=object)
+    assert dask_engine._dense_key_range([strings]) is None
+    keys, sums = dask_engine._combine(
+        (strings, np.array([[1.0, 2.0], [2.0, 5.0]])), (strings[:1], np.array([[3.0, 1.0]]))
+    )
+    assert dict(zip(keys, sums[:, 1], strict=True)) == {"a": 3.0, "b": 5.0}
+
+
 def test_chains_balance_consecutive_partitions():
     df = _frame()
     ddf = dd.from_map(_Parts(df, 7), range(7), meta=df.iloc[:0], enforce_metadata=False)
@@ -323,6 +371,8 @@ def test_one_data_pass(tmp_path, model, where, request):
 
 CLUSTER_CASES = [
     ("slope", "int", 1),
+    ("slope", "dense_int", 5),
+    ("vc", "dense_int", 4),
     ("slope", "string[pyarrow]", 17),
     ("vc", "category", 3),
     ("vc", "object", 17),
