@@ -902,8 +902,18 @@ def _assemble(summaries: list[_Block], k: int) -> _Assembly:
         else np.empty(0, dtype=object)
     )
     # the same sort as the in-process path (model.statistics_from_rows): statsmodels' order
-    position, uniq = pd.factorize(pd.Series(labels), sort=True)
-    if len(uniq) != len(labels):
+    if labels.dtype.kind in "iu":
+        # integer ids: one argsort (0.02 s for 1M groups against 0.05-0.16 s for a hash
+        # table that is then sorted); the keys are distinct, so any sort gives one order
+        order = np.argsort(labels)
+        uniq = labels[order]
+        position = np.empty(labels.size, dtype=np.int64)
+        position[order] = np.arange(labels.size)
+        repeated = bool(uniq.size > 1 and (uniq[1:] == uniq[:-1]).any())
+    else:
+        position, uniq = pd.factorize(pd.Series(labels), sort=True)
+        repeated = len(uniq) != len(labels)
+    if repeated:
         raise RuntimeError(
             "internal error: a group key occurs in two combined partitions "
             "(group keys of different dtypes in different partitions?)"

@@ -301,6 +301,28 @@ def test_combine_keeps_the_hash_table_where_positions_do_not_fit():
     assert dict(zip(keys, sums[:, 1], strict=True)) == {"a": 3.0, "b": 5.0}
 
 
+@pytest.mark.parametrize("dtype", [np.int64, np.uint64, np.int16, object])
+def test_assemble_sorts_groups_as_statsmodels(dtype):
+    """Blocks' groups in sorted key order (statsmodels' order), whatever the key type;
+    a key in two blocks is an error, not a silently doubled group."""
+    rng = np.random.default_rng(3)
+    ids = rng.permutation(40)
+    keys = (
+        ids.astype(dtype) if dtype is not object else np.array([f"k{i:02d}" for i in ids], object)
+    )
+
+    def block(sel):
+        return dask_engine._Block(keys[sel], ids[sel] + 1, np.eye(2), int(ids[sel].sum()), 0.0)
+
+    asm = dask_engine._assemble([block(slice(0, 15)), block(slice(15, 40))], 2)
+    np.testing.assert_array_equal(asm.group_labels, np.sort(keys))
+    np.testing.assert_array_equal(asm.group_labels[asm.position], keys)
+    np.testing.assert_array_equal(asm.group_sizes[asm.position], ids + 1)
+    assert asm.block_sizes == [15, 25]
+    with pytest.raises(RuntimeError, match="occurs in two combined partitions"):
+        dask_engine._assemble([block(slice(0, 15)), block(slice(10, 40))], 2)
+
+
 def test_chains_balance_consecutive_partitions():
     df = _frame()
     ddf = dd.from_map(_Parts(df, 7), range(7), meta=df.iloc[:0], enforce_metadata=False)
