@@ -271,7 +271,7 @@ class ModelSpec:
         n = len(df) - n_dropped
         frame = self._frame(arrays, n)
         endog, exog = self._eval_main(frame, n, response)
-        exog_re = self._eval_re(frame, n)
+        exog_re = self._eval_re(frame, n, exog)
         vc_cols, vc_vals = [], []
         for name, plan in zip(self.vc_names, self._vc_plans, strict=True):
             c, v = _eval_vc(plan, frame, n, name)
@@ -444,31 +444,53 @@ class ModelSpec:
         plan = self._cached("plain:" + which, make)
         return plan or None
 
-    def _plain_matrix(self, plan: list[tuple[str, ...]], frame: pd.DataFrame, n: int):
+    def _plain_matrix(
+        self, plan: list[tuple[str, ...]], frame: pd.DataFrame, n: int, names: list[str], what: str
+    ) -> np.ndarray:
+        """Model matrix of a plain plan (:meth:`_plain_plan`), checked for non-finite values.
+
+        Only product columns are checked: the columns were checked finite (or their rows
+        dropped) by :meth:`_prepare`, so a copy or a column of ones is finite, while a
+        product of finite values can overflow.
+        """
         # column-major: every column is written (and later read by the kernels'
         # per-column sums) contiguously
         out = np.empty((n, len(plan)), order="F")
-        for j, names in enumerate(plan):
-            if not names:
+        for j, cols in enumerate(plan):
+            if not cols:
                 out[:, j] = 1.0
                 continue
-            np.copyto(out[:, j], frame[names[0]].to_numpy(dtype=np.float64))
-            for name in names[1:]:
+            np.copyto(out[:, j], frame[cols[0]].to_numpy(dtype=np.float64))
+            for name in cols[1:]:
                 out[:, j] *= frame[name].to_numpy(dtype=np.float64)
+        products = [j for j, cols in enumerate(plan) if len(cols) > 1]
+        if products:
+            _check_output(out[:, products], [names[j] for j in products], what)
         return out
+
+    def _main_plain_plans(self):
+        """``(rhs, lhs)`` plain plans when :meth:`_eval_main` builds ``exog`` with numpy
+        (column-major, one column per plan entry), else ``(None, None)``."""
+        rhs, lhs = self._plain_plan("rhs"), self._plain_plan("lhs")
+        if (
+            rhs is not None
+            and lhs is not None
+            and len(lhs) == 1
+            and len(rhs) == len(self.exog_names)
+        ):
+            return rhs, lhs
+        return None, None
 
     def _eval_main(self, frame: pd.DataFrame, n: int, response: bool = True):
         p = len(self.exog_names)
         if n == 0:
             return np.empty(0), np.empty((0, p))
-        rhs, lhs = self._plain_plan("rhs"), self._plain_plan("lhs")
-        if rhs is not None and lhs is not None and len(lhs) == 1 and len(rhs) == p:
-            exog = self._plain_matrix(rhs, frame, n)
-            _check_output(exog, self.exog_names, "fixed-effects design")
+        rhs, lhs = self._main_plain_plans()
+        if rhs is not None:
+            exog = self._plain_matrix(rhs, frame, n, self.exog_names, "fixed-effects design")
             if not response:
                 return np.full(n, np.nan), exog
-            endog = self._plain_matrix(lhs, frame, n)[:, 0]
-            _check_output(endog[:, None], [self.endog_name], "response")
+            endog = self._plain_matrix(lhs, frame, n, [self.endog_name], "response")[:, 0]
             return endog, exog
         if not response:
             mm = _materialize(self._main_spec.rhs, frame, self.formula)
@@ -482,7 +504,30 @@ class ModelSpec:
         _check_output(exog, self.exog_names, "fixed-effects design")
         return endog, exog
 
-    def _eval_re(self, frame: pd.DataFrame, n: int) -> np.ndarray:
+    def _re_columns_of_exog(self, exog: np.ndarray) -> np.ndarray | None:
+        """``exog_re`` as a view of ``exog`` when its columns are a run of the fixed-effects
+        columns (``1 + x`` in both formulas), both built with numpy: no copy, and the
+        statistics pass sees the shared columns as one (:func:`kernels.product_plan`)."""
+        rhs, _ = self._main_plain_plans()
+        if rhs is None or not exog.flags.f_contiguous:
+            return None
+        if self._re_kind == "ones":
+            plan: list[tuple[str, ...]] | None = [()]
+        else:
+            plan = self._plain_plan("re")
+        if plan is None:
+            return None
+        q = len(plan)
+        for j in range(len(rhs) - q + 1):
+            if rhs[j : j + q] == plan:
+                return exog[:, j : j + q]
+        return None
+
+    def _eval_re(self, frame: pd.DataFrame, n: int, exog: np.ndarray | None = None) -> np.ndarray:
+        if exog is not None and n and self._re_kind != "none":
+            view = self._re_columns_of_exog(exog)
+            if view is not None:
+                return view
         if self._re_kind == "ones":
             return np.ones((n, 1))
         if self._re_kind == "none":
@@ -492,9 +537,7 @@ class ModelSpec:
             return np.empty((0, q))
         plan = self._plain_plan("re")
         if plan is not None and len(plan) == q:
-            out = self._plain_matrix(plan, frame, n)
-            _check_output(out, self.exog_re_names, "random-effects design")
-            return out
+            return self._plain_matrix(plan, frame, n, self.exog_re_names, "random-effects design")
         mm = _materialize(self._re_spec, frame, self.re_formula)
         out = np.ascontiguousarray(np.asarray(mm, dtype=np.float64).reshape(n, q))
         _check_output(out, self.exog_re_names, "random-effects design")

@@ -115,6 +115,8 @@ def dense_random_design(
     """
     n, q = exog_re.shape
     r = q + int(sum(vc_widths))
+    if r == q:  # no variance components: Z̃ is exog_re (no copy when column-major)
+        return np.asfortranarray(exog_re, dtype=np.float64)
     zt = np.zeros((r, n)).T  # column-major, as the statistics pass reads it
     zt[:, :q] = exog_re
     offset = q

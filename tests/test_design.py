@@ -543,6 +543,46 @@ def test_non_finite_from_expression():
         spec.transform(df.assign(x1=-1.0))
 
 
+@pytest.mark.parametrize(
+    ("formula", "re_formula", "shared"),
+    [
+        ("y ~ x1 + x2", "1 + x1", True),
+        ("y ~ x1 + x2", "1", True),
+        ("y ~ x1 + x2", "0 + x2", True),
+        ("y ~ x1 + x2", "1 + x2", False),  # not a run of the fixed-effects columns
+        ("y ~ 0 + x1", "1", False),  # no intercept among the fixed effects
+    ],
+)
+def test_random_design_shares_fixed_effect_columns(formula, re_formula, shared, monkeypatch):
+    """``exog_re`` is a view of ``exog`` when its columns are a run of the fixed-effects
+    columns (no copy per partition), with the same values either way."""
+    df = make_df(40)
+    dm = build_spec(df, formula, groups="g", re_formula=re_formula).transform(df)
+    assert np.shares_memory(dm.exog_re, dm.exog) == shared
+    q = dm.exog_re.shape[1]
+    spec = build_spec(df, formula, groups="g", re_formula=re_formula)
+    monkeypatch.setattr(type(spec), "_re_columns_of_exog", lambda self, exog: None)
+    copy = spec.transform(df).exog_re  # what it is without the view
+    assert not np.shares_memory(copy, dm.exog)
+    np.testing.assert_array_equal(dm.exog_re, copy)
+    assert dm.exog_re.shape == (len(df), q)
+
+
+def test_overflowing_interaction_is_caught():
+    """Finite columns whose product overflows (numeric fast path): the product column is
+    named, in the fixed and the random part; plain copies are not checked twice."""
+    df = make_df(30)
+    spec = build_spec(df, "y ~ x1 + x1:x2", groups="g", re_formula="1 + x1:x2")
+    big = df.assign(x1=1e200, x2=1e200)
+    with pytest.raises(ValueError, match=r"non-finite values in fixed-effects design.*'x1:x2'"):
+        spec.transform(big)
+    spec_re = build_spec(df, "y ~ x1", groups="g", re_formula="1 + x1:x2")
+    with pytest.raises(ValueError, match=r"non-finite values in random-effects design.*'x1:x2'"):
+        spec_re.transform(big)
+    dm = spec.transform(df.assign(x1=1e200))  # large but finite: no error
+    assert np.isfinite(dm.exog).all()
+
+
 # ---------------------------------------------------------------------------
 # errors
 # ---------------------------------------------------------------------------
