@@ -130,26 +130,46 @@ def dense_random_design(
 
 
 def _weighted_rows(endog, exog, ztilde, weights):
-    """``[X y]`` and ``Z̃`` with every row scaled by ``√w``, and ``Σ log w``.
+    """Columns of ``[X y]`` and ``Z̃`` with every row scaled by ``√w``, ``Σ log w`` and
+    ``[X y]'[X y]`` of the scaled rows.
 
     With prior weights ``w_j`` (residual variance ``σ²/w_j``) this turns the weighted
-    model into the unweighted one; the likelihood then gains ``½ Σ log w_j``.
+    model into the unweighted one; the likelihood then gains ``½ Σ log w_j``.  Without
+    weights and with a column-major ``exog`` the columns are views (no copy of the rows).
     """
+    if weights is None and exog.flags.f_contiguous:
+        endog = np.asarray(endog, dtype=np.float64)
+        k = exog.shape[1] + 1
+        gram = np.empty((k, k))
+        gram[:-1, :-1] = exog.T @ exog
+        gram[:-1, -1] = gram[-1, :-1] = exog.T @ endog
+        gram[-1, -1] = endog @ endog
+        xcols = [exog[:, j] for j in range(k - 1)] + [endog]
+        return xcols, np.asfortranarray(ztilde, dtype=np.float64), 0.0, gram
     n = endog.shape[0]
     # column-major: the statistics are per-column passes (bincount) over the rows
     xy = np.empty((exog.shape[1] + 1, n)).T
     xy[:, :-1] = exog
     xy[:, -1] = endog
     zt = np.asfortranarray(ztilde, dtype=np.float64)
-    if weights is None:
-        return xy, zt, 0.0
-    sw = np.sqrt(weights)
-    xy *= sw[:, None]
-    return xy, zt * sw[:, None], float(np.sum(np.log(weights)))
+    sum_log_w = 0.0
+    if weights is not None:
+        sw = np.sqrt(weights)
+        xy *= sw[:, None]
+        zt = np.asfortranarray(zt * sw[:, None])
+        sum_log_w = float(np.sum(np.log(weights)))
+    return list(xy.T), zt, sum_log_w, xy.T @ xy
 
 
 def _same_column(a: np.ndarray, b: np.ndarray) -> bool:
-    """Bitwise-equal columns (a cheap look at the first rows before the full compare)."""
+    """Bitwise-equal columns (the same memory, or a cheap look at the first rows before
+    the full compare)."""
+    if (
+        a.shape == b.shape
+        and a.strides == b.strides
+        and a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+    ):
+        return True
     head = min(a.shape[0], 8)
     return bool(np.array_equal(a[:head], b[:head]) and np.array_equal(a, b))
 
@@ -159,7 +179,7 @@ def _ones_column(a: np.ndarray) -> bool:
     return bool((a[:head] == 1.0).all() and (a == 1.0).all())
 
 
-def product_plan(xy: np.ndarray, zt: np.ndarray) -> tuple[list[tuple], list[int]]:
+def product_plan(xy, zt: np.ndarray) -> tuple[list[tuple], list[int]]:
     """The distinct per-row products behind the packed statistics of these rows.
 
     The packed columns (:func:`accumulate_packed`) are ``n``, ``Z̃_a Z̃_b`` (a ≥ b) and
@@ -168,6 +188,7 @@ def product_plan(xy: np.ndarray, zt: np.ndarray) -> tuple[list[tuple], list[int]
     sums coincide: for a random intercept and slope with four fixed effects, 14 packed
     columns need 8 weighted counts and 4 products per row, not 13 of each.  Columns are
     compared bitwise on these very rows, so the plan is exact for them (and only them).
+    ``xy`` is the ``(n, k)`` array ``[X y]`` or the sequence of its ``k`` columns.
 
     Returns
     -------
@@ -177,12 +198,13 @@ def product_plan(xy: np.ndarray, zt: np.ndarray) -> tuple[list[tuple], list[int]
     column_term : list of int
         For every packed column, the index of its term.
     """
-    k, r = xy.shape[1], zt.shape[1]
+    xcols = list(xy.T) if isinstance(xy, np.ndarray) else list(xy)
+    k, r = len(xcols), zt.shape[1]
     canon = list(range(k))  # source id of every xy and zt column after deduplication
     for a in range(r):
-        same = next((j for j in range(k) if _same_column(zt[:, a], xy[:, j])), None)
+        same = next((j for j in range(k) if _same_column(zt[:, a], xcols[j])), None)
         canon.append(k + a if same is None else same)
-    sources = [xy[:, j] for j in range(k)] + [zt[:, a] for a in range(r)]
+    sources = xcols + [zt[:, a] for a in range(r)]
     ones = {u for u in set(canon) if _ones_column(sources[u])}
     zeros = {u for u in set(canon) if u >= k and not sources[u].any()}  # VC padding
 
@@ -228,8 +250,8 @@ def accumulate_packed_into(
     :func:`accumulate_packed`).
     """
     codes = np.asarray(codes, dtype=np.int64)
-    xy, zt, sum_log_w = _weighted_rows(endog, exog, ztilde, weights)
-    k = xy.shape[1]
+    xcols, zt, sum_log_w, gram = _weighted_rows(endog, exog, ztilde, weights)
+    k = len(xcols)
     n_groups = acc.shape[1]
     target: slice | np.ndarray = slice(None)  # the accumulator's columns the sums go to
     if codes.size * COMPACT_BELOW < n_groups:
@@ -240,9 +262,9 @@ def accumulate_packed_into(
         n_groups = target.size
 
     def source(u: int) -> np.ndarray:
-        return xy[:, u] if u < k else zt[:, u - k]
+        return xcols[u] if u < k else zt[:, u - k]
 
-    terms, column_term = product_plan(xy, zt)
+    terms, column_term = product_plan(xcols, zt)
     for t, spec in enumerate(terms):
         kind = spec[0]
         if kind == "zero":
@@ -256,7 +278,7 @@ def accumulate_packed_into(
         for c, tc in enumerate(column_term):
             if tc == t:
                 acc[c, target] += sums  # target: all columns, or distinct ones
-    return {"xyxy": xy.T @ xy, "n": np.int64(codes.shape[0]), "sum_log_weights": sum_log_w}
+    return {"xyxy": gram, "n": np.int64(codes.shape[0]), "sum_log_weights": sum_log_w}
 
 
 def packed_width(r: int, k: int) -> int:
