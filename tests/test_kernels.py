@@ -137,10 +137,15 @@ def _packed_by_hand(codes, n_groups, y, x, z, w):
     ),
     intercept=st.booleans(),
     weighted=st.booleans(),
+    layout=st.sampled_from(["rows", "columns", "views"]),
 )
-def test_packed_statistics_with_shared_columns(seed, n_rows, n_groups, z_cols, intercept, weighted):
+def test_packed_statistics_with_shared_columns(
+    seed, n_rows, n_groups, z_cols, intercept, weighted, layout
+):
     """Random-effect columns that repeat fixed-effect columns, the response, ones or
-    zeros (the cases the product plan shares or skips) give the defined sums."""
+    zeros (the cases the product plan shares or skips) give the defined sums, whether
+    ``X`` is row-major (copied), column-major (used in place) or ``Z̃`` is a view of it
+    (as the design builds ``1 + x``: columns known equal without a compare)."""
     rng = np.random.default_rng(seed)
     codes = rng.integers(0, n_groups, n_rows)
     x = rng.normal(size=(n_rows, 2))
@@ -157,11 +162,17 @@ def test_packed_statistics_with_shared_columns(seed, n_rows, n_groups, z_cols, i
         "binary": rng.integers(0, 2, n_rows).astype(float),
     }
     z = np.column_stack([source[c] for c in z_cols])
+    if layout != "rows":
+        x = np.asfortranarray(x)
+    if layout == "views":
+        z = x[:, : min(2, x.shape[1])]
     w = rng.uniform(0.2, 3.0, n_rows) if weighted else None
     packed, glob = kernels.accumulate_packed(codes, n_groups, y, x, z, w)
     np.testing.assert_allclose(
         packed, _packed_by_hand(codes, n_groups, y, x, z, w), rtol=1e-12, atol=1e-12
     )
+    xyw = np.column_stack([x, y]) * (np.sqrt(w)[:, None] if weighted else 1.0)
+    np.testing.assert_allclose(glob["xyxy"], xyw.T @ xyw, rtol=1e-12, atol=1e-12)
     acc = np.zeros((packed.shape[1], n_groups))
     kernels.accumulate_packed_into(acc, codes, y, x, z, w)
     kernels.accumulate_packed_into(acc, codes, y, x, z, w)  # adds, does not overwrite
