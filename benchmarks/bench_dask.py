@@ -22,8 +22,10 @@ Run:  python benchmarks/bench_dask.py [--rows 50_000_000] [--groups 1_000_000]
    for them.
 
 Prints the wall times (whole fit, data pass, per optimizer step), the ratio of the
-whole fit to the scan, and the peak resident memory of every process (driver,
-scheduler, workers, nannies; sampled every 0.1 s), and writes them as JSON (``--out``).
+whole fit to the scan, the tasks of the better fit by kind (from distributed's task
+stream: the chains, the combine, the optimizer's steps and Hessians), and the peak
+resident memory of every process (driver, scheduler, workers, nannies; sampled every
+0.1 s), and writes them as JSON (``--out``).
 """
 
 from __future__ import annotations
@@ -106,6 +108,27 @@ class PeakRSS:
         self._thread.join()
 
 
+def task_times(records: list[dict], t0: float) -> dict[str, dict[str, float]]:
+    """Per kind of task (its function's name) in a task stream: how many, seconds of
+    compute summed over the workers, and the span from the first start to the last end
+    (seconds from ``t0``, the fit's start in ``time.time()``)."""
+    from dask.utils import key_split
+
+    spans = [
+        (key_split(r["key"]), s["start"], s["stop"])
+        for r in records
+        for s in r["startstops"]
+        if s["action"] == "compute" and s["start"] >= t0  # the stream may hold the fit before
+    ]
+    out: dict[str, dict[str, float]] = {}
+    for name, start, stop in sorted(spans, key=lambda x: x[1]):
+        entry = out.setdefault(name, {"count": 0, "seconds": 0.0, "first": start - t0})
+        entry["count"] += 1
+        entry["seconds"] += stop - start
+        entry["last_end"] = max(entry.get("last_end", 0.0), stop - t0)
+    return out
+
+
 def _floor_chain(pieces, spec=None) -> int:
     """Read a chain's partitions as the fit's data pass does, and (with ``spec``) build
     their design matrices; no statistics.  Runs on a worker."""
@@ -180,7 +203,7 @@ def main() -> None:
 
     import dask
     import dask.dataframe as dd
-    from distributed import Client, LocalCluster
+    from distributed import Client, LocalCluster, get_task_stream
 
     import dmixed
 
@@ -224,17 +247,18 @@ def main() -> None:
             wait(persisted)
         for _ in range(max(1, args.repeat)):
             ddf = dd.read_parquet(args.dir) if persisted is None else persisted
-            t0 = time.perf_counter()
+            t0, wall0 = time.perf_counter(), time.time()
             model = dmixed.mixedlm("y ~ x1 + x2 + x3", ddf, groups="g", re_formula="1 + x1")
             spec_seconds = time.perf_counter() - t0
-            with dask.config.set({"dmixed.engine": args.engine}):
+            with dask.config.set({"dmixed.engine": args.engine}), get_task_stream(client) as ts:
                 res = model.fit(client=client)
-            fits.append((time.perf_counter() - t0, spec_seconds, res, model))
+            tasks = task_times(ts.data, wall0)
+            fits.append((time.perf_counter() - t0, spec_seconds, res, model, tasks))
             print(
                 f"  fit {fits[-1][0]:.2f} s (data pass {res.data_pass_seconds:.2f} s, "
                 f"{res.n_evals} evaluations)"
             )
-        fit, spec_seconds, res, model = min(fits, key=lambda f: f[0])
+        fit, spec_seconds, res, model, tasks = min(fits, key=lambda f: f[0])
         stats = model.statistics(client=client)
         lam = stats.layout.lam(res.packed_params, True)
         steps = []
@@ -279,6 +303,7 @@ def main() -> None:
         "llf": res.llf,
         "fe_params": res.fe_params.tolist(),
         "floor_seconds": floors,
+        "task_times": tasks,
         "peak_rss_bytes": [{"process": n, "bytes": b} for n, b in peaks],
     }
     print(
@@ -292,6 +317,13 @@ def main() -> None:
         f"optimization and standard errors {optimization:.2f} s: "
         f"{res.n_evals} evaluations, one step {1e3 * step:.1f} ms ({engine})"
     )
+    if tasks:
+        print("  tasks of the better fit (count, compute seconds summed over workers, span):")
+        for name, t in tasks.items():
+            print(
+                f"    {name:28s} {t['count']:4d} {t['seconds']:7.2f} s  "
+                f"{t['first']:6.2f} - {t['last_end']:6.2f} s"
+            )
     if floors is not None:
         print(
             f"  floor: chains only reading the partitions {floors['read']:.2f} s "
