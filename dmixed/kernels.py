@@ -135,9 +135,10 @@ def _weighted_rows(endog, exog, ztilde, weights):
 
     With prior weights ``w_j`` (residual variance ``σ²/w_j``) this turns the weighted
     model into the unweighted one; the likelihood then gains ``½ Σ log w_j``.  Without
-    weights and with a column-major ``exog`` the columns are views (no copy of the rows).
+    weights and with a column-major float ``exog`` (as the design builds it) the columns
+    are views: no copy of the rows.
     """
-    if weights is None and exog.flags.f_contiguous:
+    if weights is None and exog.flags.f_contiguous and exog.dtype == np.float64:
         endog = np.asarray(endog, dtype=np.float64)
         k = exog.shape[1] + 1
         gram = np.empty((k, k))
