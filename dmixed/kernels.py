@@ -180,7 +180,7 @@ def _ones_column(a: np.ndarray) -> bool:
     return bool((a[:head] == 1.0).all() and (a == 1.0).all())
 
 
-def product_plan(xy, zt: np.ndarray) -> tuple[list[tuple], list[int]]:
+def product_plan(xcols: list[np.ndarray], zt: np.ndarray) -> tuple[list[tuple], list[int]]:
     """The distinct per-row products behind the packed statistics of these rows.
 
     The packed columns (:func:`accumulate_packed`) are ``n``, ``Z̃_a Z̃_b`` (a ≥ b) and
@@ -189,17 +189,16 @@ def product_plan(xy, zt: np.ndarray) -> tuple[list[tuple], list[int]]:
     sums coincide: for a random intercept and slope with four fixed effects, 14 packed
     columns need 8 weighted counts and 4 products per row, not 13 of each.  Columns are
     compared bitwise on these very rows, so the plan is exact for them (and only them).
-    ``xy`` is the ``(n, k)`` array ``[X y]`` or the sequence of its ``k`` columns.
+    ``xcols`` are the ``k`` columns of ``[X y]``.
 
     Returns
     -------
     terms : list of tuple
         ``("count",)``, ``("col", u)``, ``("prod", u, v)`` or ``("zero",)``; ``u, v``
-        index the sources ``[xy columns..., zt columns...]``.
+        index the sources ``[xcols..., zt columns...]``.
     column_term : list of int
         For every packed column, the index of its term.
     """
-    xcols = list(xy.T) if isinstance(xy, np.ndarray) else list(xy)
     k, r = len(xcols), zt.shape[1]
     canon = list(range(k))  # source id of every xy and zt column after deduplication
     for a in range(r):

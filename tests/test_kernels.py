@@ -184,7 +184,7 @@ def test_product_plan_shares_columns():
     rng = np.random.default_rng(0)
     x = np.column_stack([np.ones(50), rng.normal(size=(50, 3))])
     xy = np.column_stack([x, rng.normal(size=50)])
-    terms, column_term = kernels.product_plan(xy, x[:, :2])
+    terms, column_term = kernels.product_plan(list(xy.T), x[:, :2])
     assert len(column_term) == 14
     assert len(terms) == 9
     assert sum(t[0] == "prod" for t in terms) == 4  # x1², x1·x2, x1·x3, x1·y
