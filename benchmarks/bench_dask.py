@@ -132,7 +132,7 @@ def task_times(records: list[dict], t0: float) -> dict[str, dict[str, float]]:
 def _floor_chain(pieces, spec=None) -> int:
     """Read a chain's partitions as the fit's data pass does, and (with ``spec``) build
     their design matrices; no statistics.  Runs on a worker."""
-    from dmixed.engines import dask as de
+    from dmixed.engines.dask import engine as de
 
     de._tune_malloc()  # the fit's chains do the same first
     rows = 0
@@ -148,7 +148,7 @@ def floor(client, ddf, model, repeat: int = 2) -> dict[str, float]:
     """Seconds (the better of ``repeat`` runs) of the fit's own chains doing less: only
     reading their partitions into pandas, then also building the design matrices.  What
     the data pass costs before any statistic is computed, on the same cluster."""
-    from dmixed.engines import dask as de
+    from dmixed.engines.dask import engine as de
 
     n_chains = int(sum(client.nthreads().values()))
     chains = de._chain_recipes(de._project(ddf, model.spec), n_chains)

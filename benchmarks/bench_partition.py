@@ -47,7 +47,7 @@ def main() -> None:
     import pyarrow.parquet as pq
 
     import dmixed
-    from dmixed.engines import dask as de
+    from dmixed.engines.dask import engine as de
 
     if args.tune_malloc:
         de._tune_malloc()

@@ -26,7 +26,7 @@ def _stats(seed: int, g: int, r: int, k: int):
 
 
 def _evaluator(seed: int, g: int, r: int, k: int, tune: bool):
-    from dmixed.engines import dask as dask_engine
+    from dmixed.engines.dask import engine as dask_engine
     from dmixed.engines.local import LocalEngine
 
     if tune:
@@ -57,7 +57,7 @@ def main() -> None:
 
     from distributed import Client, LocalCluster, wait
 
-    from dmixed.engines.dask import DaskEngine
+    from dmixed.engines.dask.engine import DaskEngine
     from dmixed.engines.local import LocalEngine
 
     r, k = args.r, args.p + 1

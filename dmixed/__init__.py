@@ -2,19 +2,48 @@
 in-process or on Dask.
 """
 
+from importlib.metadata import PackageNotFoundError, version
+
+from .errors import (
+    BoundaryWarning,
+    CheckpointError,
+    CheckpointMismatch,
+    ClusterConfigError,
+    DataError,
+    DmixedError,
+    DmixedWarning,
+    DroppedRowsWarning,
+    FitConvergenceWarning,
+    FormulaError,
+    SingularHessianWarning,
+    SpecError,
+)
 from .inference import compare_lr_test
 from .io import load
 from .model import MixedLM, mixedlm
-from .optimize import BoundaryWarning, FitConvergenceWarning
 from .results import MixedLMResults
 
 __all__ = [
     "MixedLM",
     "MixedLMResults",
     "mixedlm",
-    "BoundaryWarning",
-    "FitConvergenceWarning",
     "compare_lr_test",
     "load",
+    "DmixedError",
+    "SpecError",
+    "FormulaError",
+    "DataError",
+    "CheckpointError",
+    "CheckpointMismatch",
+    "ClusterConfigError",
+    "DmixedWarning",
+    "BoundaryWarning",
+    "FitConvergenceWarning",
+    "SingularHessianWarning",
+    "DroppedRowsWarning",
 ]
-__version__ = "0.1.0"
+
+try:
+    __version__ = version("dmixed")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree not installed
+    __version__ = "0.1.0"

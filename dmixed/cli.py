@@ -20,6 +20,8 @@ import os
 import sys
 from dataclasses import dataclass, field, fields
 
+from .errors import ClusterConfigError
+
 logger = logging.getLogger("dmixed")
 
 EXIT_OK, EXIT_CONFIG, EXIT_DATA, EXIT_NOT_CONVERGED, EXIT_CLUSTER = 0, 2, 3, 4, 5
@@ -149,7 +151,7 @@ def make_job(args: argparse.Namespace, required: tuple[str, ...]) -> Job:
 
 def input_files(job: Job) -> list[str]:
     """The job's input files (globs, directories expanded); absent local files refused."""
-    from .checkpoint import expand_inputs
+    from .stats.checkpoint import expand_inputs
 
     files = expand_inputs(job.data)
     local = [f for f in files if "://" not in f]
@@ -183,7 +185,7 @@ _MODEL_KEYS = ("formula", "groups", "re_formula", "vc_formula", "weights", "miss
 def _model_digest(model: dict, inputs: list[dict]) -> str:
     """Digest of the model options and input files, the same for `fit` and `update`
     (``model``: a Job's attributes or a saved spec, whose keys have the same names)."""
-    from .checkpoint import digest
+    from .stats.checkpoint import digest
 
     return digest({k: model.get(k) for k in _MODEL_KEYS}, sorted(inputs, key=lambda i: i["path"]))
 
@@ -229,10 +231,11 @@ def _save_outputs(job: Job, res) -> None:
 
 
 def run_fit(job: Job) -> int:
-    from . import checkpoint
     from .cluster import connect
     from .design import ModelSpec, build_spec
+    from .engines.local import statistics_from_arrays
     from .model import MixedLM
+    from .stats import checkpoint
 
     files = input_files(job)
     fingerprint = checkpoint.input_fingerprint(files)
@@ -255,7 +258,7 @@ def run_fit(job: Job) -> int:
                 logger.info("reusing saved statistics from %s (no data pass)", job.stats_dir)
                 arrays, manifest = checkpoint.load_statistics(job.stats_dir)
                 spec = ModelSpec.from_dict(manifest["spec"])
-                model = MixedLM.from_statistics(arrays.to_statistics(), spec)
+                model = MixedLM.from_statistics(statistics_from_arrays(arrays), spec)
             else:
                 spec = build_spec(
                     ddf,
@@ -316,10 +319,11 @@ def _remember_fit(stats_dir: str, res) -> None:
 def run_update(job: Job) -> int:
     import json
 
-    from . import checkpoint
     from .cluster import connect
     from .design import ModelSpec
+    from .engines.local import statistics_from_arrays
     from .model import MixedLM
+    from .stats import checkpoint
 
     manifest = checkpoint.read_manifest(job.stats_dir)
     spec = ModelSpec.from_dict(manifest["spec"])
@@ -352,7 +356,7 @@ def run_update(job: Job) -> int:
                 raise _model_errors(exc) from exc
             raise
     merged = checkpoint.merge(old, new)
-    model = MixedLM.from_statistics(merged.to_statistics(), spec)
+    model = MixedLM.from_statistics(statistics_from_arrays(merged), spec)
     if start is not None and len(start) != merged.layout.n_params:
         start = None
     res = model.fit(
@@ -488,8 +492,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dmixed: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_CLUSTER
     except Exception as exc:  # anything else: one line, not a traceback
-        from .cluster import ClusterConfigError
-
         status = EXIT_CONFIG if isinstance(exc, (ClusterConfigError, FileNotFoundError)) else 1
         print(f"dmixed: error: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
         return status

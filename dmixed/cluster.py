@@ -20,15 +20,13 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from .errors import ClusterConfigError
+
 logger = logging.getLogger("dmixed")
 
 KINDS = ("local", "address", "scheduler_file", "ssh", "slurm", "pbs", "kubernetes")
 _CONFIG_KEYS = {"kind", "cluster", "client", "scale", "security", "address", "scheduler_file"}
 DEFAULT_TIMEOUT = "30s"
-
-
-class ClusterConfigError(ValueError):
-    """A cluster configuration that cannot be used, with the reason."""
 
 
 def _load_yaml(path: Path) -> dict:

@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, special
 
-from .objective import GlobalStats, profile, score_matrices
-from .parametrization import Layout
+from .fit.objective import profile, score_matrices
+from .stats import GlobalStats, Layout
 
 _LOG_2PI = float(np.log(2.0 * np.pi))
 

@@ -11,208 +11,32 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 
 from . import kernels
-from .engines.local import LocalEngine
-from .objective import GlobalStats
-from .optimize import BoundaryWarning, FitConvergenceWarning, ProfiledObjective, maximize
-from .parametrization import Layout
-from .start import moment_start
+from .design.arrays import (
+    RowData,
+    as_float_matrix,
+    column_names,
+    convert_exog_vc,
+    exog_names,
+    handle_missing,
+)
+from .engines.local import statistics_from_rows
+from .errors import BoundaryWarning, FitConvergenceWarning
+from .fit.optimize import ProfiledObjective, maximize
+from .fit.start import moment_start
+from .stats import FittedStatistics, Layout, check_full_rank, check_response_varies
 
 logger = logging.getLogger("dmixed")
 
-__all__ = ["MixedLM", "mixedlm", "FittedStatistics"]
+__all__ = ["MixedLM", "mixedlm"]
 
 
 # ---------------------------------------------------------------------------
 # Row-level data and the statistics built from it
 # ---------------------------------------------------------------------------
-
-
-@dataclass
-class RowData:
-    """Model matrices for all rows, in-process (DESIGN.md §1 notation)."""
-
-    endog: np.ndarray
-    exog: np.ndarray
-    exog_re: np.ndarray
-    groups: np.ndarray
-    vc_cols: list[np.ndarray] = field(default_factory=list)
-    vc_vals: list[np.ndarray] = field(default_factory=list)
-    weights: np.ndarray | None = None
-    n_dropped: int = 0
-
-
-@dataclass
-class FittedStatistics:
-    """Everything the optimizer and the results need, built by one data pass.
-
-    Attributes
-    ----------
-    engine : object
-        Holds the per-group statistics (in-process or on a cluster).
-    glob : GlobalStats
-    layout : Layout
-    group_labels : ndarray (G,)
-        Group keys in sorted order (statsmodels' order).
-    group_sizes : ndarray (G,)
-    vc_slot_cols : list of ndarray (G, m_l)
-        Global column index of each variance-component slot of each group (-1: unused).
-    """
-
-    engine: object
-    glob: GlobalStats
-    layout: Layout
-    group_labels: np.ndarray
-    group_sizes: np.ndarray
-    vc_slot_cols: list[np.ndarray]
-    data_pass_seconds: float = 0.0
-    n_dropped: int = 0
-
-
-def statistics_from_rows(rows: RowData) -> FittedStatistics:
-    """One pass over in-memory rows → per-group statistics on a :class:`LocalEngine`."""
-    t0 = time.perf_counter()
-    codes, labels = pd.factorize(pd.Series(rows.groups), sort=True)
-    codes = codes.astype(np.int64)
-    n_groups = len(labels)
-    slots, widths, slot_cols = [], [], []
-    for cols, vals in zip(rows.vc_cols, rows.vc_vals, strict=True):
-        ncols = int(cols.max()) + 1 if cols.size else 0
-        keys, pair_slots, width = kernels.assign_vc_slots(codes, cols, vals)
-        slots.append(kernels.lookup_vc_slots(codes, cols, vals, keys, pair_slots, ncols))
-        widths.append(width)
-        table = np.full((n_groups, width), -1, dtype=np.int64)
-        table[keys // max(ncols, 1), pair_slots] = keys % max(ncols, 1)
-        slot_cols.append(table)
-    ztilde = kernels.dense_random_design(rows.exog_re, slots, rows.vc_vals, widths)
-    st = kernels.accumulate_statistics(codes, n_groups, rows.endog, rows.exog, ztilde, rows.weights)
-    return FittedStatistics(
-        engine=LocalEngine(st["zz"], st["zxy"]),
-        glob=GlobalStats(st["xyxy"], int(st["n"]), float(st["sum_log_weights"])),
-        layout=Layout(rows.exog_re.shape[1], tuple(widths)),
-        group_labels=np.asarray(labels),
-        group_sizes=st["nobs"],
-        vc_slot_cols=slot_cols,
-        data_pass_seconds=time.perf_counter() - t0,
-        n_dropped=rows.n_dropped,
-    )
-
-
-# ---------------------------------------------------------------------------
-# Input validation helpers
-# ---------------------------------------------------------------------------
-
-
-def _as_float_matrix(value, argname: str, names: list[str] | None) -> np.ndarray:
-    """A 2-D float64 array, with an error naming the argument (and column) if not numeric."""
-    if isinstance(value, pd.Series):
-        value = value.to_frame()
-    if isinstance(value, pd.DataFrame):
-        for col in value.columns:
-            if not (
-                pd.api.types.is_numeric_dtype(value[col]) or pd.api.types.is_bool_dtype(value[col])
-            ):
-                raise TypeError(
-                    f"{argname}: column {col!r} has non-numeric dtype {value[col].dtype}; "
-                    "encode it (e.g. with a formula and C(...)) first"
-                )
-        return value.astype("float64").to_numpy(na_value=np.nan)
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{argname} must be numeric: {exc}") from exc
-    if arr.ndim == 1:
-        arr = arr[:, None]
-    if arr.ndim != 2:
-        raise ValueError(f"{argname} must be 1- or 2-dimensional, got shape {arr.shape}")
-    return arr
-
-
-def _column_names(value, default_prefix: str, k: int) -> list[str]:
-    if isinstance(value, pd.DataFrame):
-        return [str(c) for c in value.columns]
-    if isinstance(value, pd.Series) and value.name is not None:
-        return [str(value.name)]
-    return [f"{default_prefix}{j + 1}" for j in range(k)]
-
-
-def _exog_names(value, arr: np.ndarray) -> list[str]:
-    """statsmodels' names for numpy exog: 'const' for a constant column, else x1, x2, …."""
-    if isinstance(value, (pd.DataFrame, pd.Series)):
-        return _column_names(value, "x", arr.shape[1])
-    names, j = [], 0
-    for col in range(arr.shape[1]):
-        column = arr[:, col]
-        if arr.shape[0] and np.all(column == column[0]) and column[0] != 0:
-            names.append("const")
-        else:
-            j += 1
-            names.append(f"x{j}")
-    return names
-
-
-def check_full_rank(xtx: np.ndarray, names: list[str]) -> None:
-    """Refuse a rank-deficient fixed-effects design, naming the columns involved.
-
-    Works on ``X'X`` (p × p), so it costs nothing extra on any engine.  Columns are
-    scaled to unit norm first so that the tolerance does not depend on units.
-    """
-    p = xtx.shape[0]
-    if p == 0:
-        return
-    d = np.sqrt(np.maximum(np.diag(xtx), 0.0))
-    zero = d == 0
-    if zero.any():
-        cols = [names[j] for j in np.flatnonzero(zero)]
-        raise ValueError(f"fixed-effects design is rank deficient: column(s) {cols} are all zero")
-    corr = xtx / np.outer(d, d)
-    evals, evecs = np.linalg.eigh(corr)
-    tol = 1e-10 * p
-    null = evals < tol
-    if null.any():
-        involved = np.flatnonzero(np.abs(evecs[:, null]).max(axis=1) > 1e-6)
-        cols = [names[j] for j in involved]
-        raise ValueError(
-            "fixed-effects design is rank deficient "
-            f"(rank {p - int(null.sum())} < {p} columns): linearly dependent columns {cols}"
-        )
-
-
-def check_response_varies(xyxy: np.ndarray, name: str) -> None:
-    """Refuse a response that the fixed effects fit exactly (e.g. a constant one).
-
-    From ``[X y]'[X y]``: the OLS residual sum of squares ``y'y − y'X(X'X)⁻¹X'y``.
-    """
-    yy = float(xyxy[-1, -1])
-    xx, xy = xyxy[:-1, :-1], xyxy[:-1, -1]
-    rss = yy - float(xy @ np.linalg.solve(xx, xy)) if xx.size else yy
-    if not rss > 1e-12 * max(yy, np.finfo(float).tiny):
-        raise ValueError(
-            f"the response {name!r} is constant or fitted exactly by the fixed effects: "
-            "there is no residual variation to model"
-        )
-
-
-def _missing_mask(arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, int]]:
-    n = len(next(iter(arrays.values())))
-    bad = np.zeros(n, dtype=bool)
-    counts: dict[str, int] = {}
-    for name, arr in arrays.items():
-        arr = np.asarray(arr)
-        if arr.dtype.kind in "fc":
-            m = ~np.isfinite(arr)
-        else:
-            m = pd.isna(pd.DataFrame(arr.reshape(n, -1))).to_numpy()
-        m = m.reshape(n, -1).any(axis=1)
-        if m.any():
-            counts[name] = int(m.sum())
-            bad |= m
-    return bad, counts
 
 
 # ---------------------------------------------------------------------------
@@ -269,20 +93,20 @@ class MixedLM:
                 "Dask inputs are fitted through MixedLM.from_formula(formula, data=ddf, ...)"
             )
         self.endog_name = str(getattr(endog, "name", None) or "y")
-        y = _as_float_matrix(endog, "endog", None)
+        y = as_float_matrix(endog, "endog")
         if y.shape[1] != 1:
             raise ValueError(f"endog must be one column, got shape {y.shape}")
-        x = _as_float_matrix(exog, "exog", None)
+        x = as_float_matrix(exog, "exog")
         n = y.shape[0]
         if n == 0:
             raise ValueError("no data: endog has no rows")
-        self.exog_names = _exog_names(exog, x)
+        self.exog_names = exog_names(exog, x)
         if exog_re is None:
             z = np.ones((n, 1)) if exog_vc is None else np.zeros((n, 0))
             self.exog_re_names = ["Group"] if exog_vc is None else []
         else:
-            z = _as_float_matrix(exog_re, "exog_re", None)
-            self.exog_re_names = _column_names(exog_re, "x_re", z.shape[1])
+            z = as_float_matrix(exog_re, "exog_re")
+            self.exog_re_names = column_names(exog_re, "x_re", z.shape[1])
         g = np.asarray(groups)
         if g.ndim != 1:
             g = g.reshape(-1)
@@ -291,15 +115,15 @@ class MixedLM:
                 raise ValueError(f"{name} has {arr.shape[0]} rows but endog has {n}")
         w = None
         if weights is not None:
-            w = _as_float_matrix(weights, "weights", None)[:, 0]
+            w = as_float_matrix(weights, "weights")[:, 0]
             if w.shape[0] != n:
                 raise ValueError(f"weights has {w.shape[0]} rows but endog has {n}")
-        vc_names, vc_colnames, vc_cols, vc_vals = _convert_exog_vc(exog_vc, g, n)
+        vc_names, vc_colnames, vc_cols, vc_vals = convert_exog_vc(exog_vc, g, n)
         self.vc_names = vc_names
         self.vc_column_names = vc_colnames
         self.group_name = "Group"
         self._rows = RowData(y[:, 0], x, z, g, vc_cols, vc_vals, w)
-        self._rows = _handle_missing(self._rows, missing)
+        self._rows = handle_missing(self._rows, missing)
         self._validate_rows()
 
     # -- construction ------------------------------------------------------------
@@ -498,7 +322,7 @@ class MixedLM:
             if engine is None or getattr(cached[1].engine, "name", None) == _engine_name(engine):
                 return cached[1]
         if self._source is not None:
-            from .engines.dask import statistics_from_dask
+            from .engines.dask.engine import statistics_from_dask
 
             stats = statistics_from_dask(
                 self._source, self.spec, client=client, progress=progress, engine=engine
@@ -764,104 +588,3 @@ def _ensure_progress_handler() -> None:
         logger.addHandler(handler)
     if logger.level == logging.NOTSET or logger.level > logging.INFO:
         logger.setLevel(logging.INFO)
-
-
-def _handle_missing(rows: RowData, missing: str) -> RowData:
-    arrays = {
-        "endog": rows.endog,
-        "exog": rows.exog,
-        "exog_re": rows.exog_re,
-        "groups": rows.groups,
-    }
-    for j, vals in enumerate(rows.vc_vals):
-        arrays[f"exog_vc[{j}]"] = vals
-    if rows.weights is not None:
-        arrays["weights"] = rows.weights
-    bad, counts = _missing_mask(arrays)
-    if not bad.any():
-        return rows
-    if missing != "drop":
-        detail = ", ".join(f"{k} ({v} rows)" for k, v in counts.items())
-        raise ValueError(
-            f"missing or infinite values in {detail}; pass missing='drop' to drop those rows"
-        )
-    keep = ~bad
-    warnings.warn(f"dropped {int(bad.sum())} rows with missing values", UserWarning, stacklevel=3)
-    return RowData(
-        rows.endog[keep],
-        rows.exog[keep],
-        rows.exog_re[keep],
-        rows.groups[keep],
-        [c[keep] for c in rows.vc_cols],
-        [v[keep] for v in rows.vc_vals],
-        None if rows.weights is None else rows.weights[keep],
-        int(bad.sum()),
-    )
-
-
-def _convert_exog_vc(exog_vc, groups: np.ndarray, n: int):
-    """statsmodels' ``exog_vc`` (dict or VCSpec) → row-level sparse entries.
-
-    Returns component names (sorted), global column names per component, and per
-    component ``cols``/``vals`` of shape (n, k).  The input is one matrix per group, so
-    this conversion loops over groups once (the input itself is per group).
-    """
-    if exog_vc is None:
-        return [], [], [], []
-    if hasattr(exog_vc, "names") and hasattr(exog_vc, "mats"):
-        group_keys = sorted(pd.unique(pd.Series(groups)))
-        comps = {
-            name: dict(zip(group_keys, mats, strict=False))
-            for name, mats in zip(exog_vc.names, exog_vc.mats, strict=True)
-        }
-        colnames_by = {
-            name: dict(zip(group_keys, cn, strict=False))
-            for name, cn in zip(exog_vc.names, exog_vc.colnames, strict=True)
-        }
-    elif isinstance(exog_vc, dict):
-        comps = exog_vc
-        colnames_by = None
-    else:
-        raise TypeError("exog_vc must be a dict {name: {group: matrix}} or a VCSpec")
-    codes, labels = pd.factorize(pd.Series(groups), sort=True)
-    order = np.argsort(codes, kind="stable")
-    starts = np.searchsorted(codes[order], np.arange(len(labels)))
-    ends = np.searchsorted(codes[order], np.arange(len(labels)), side="right")
-    names, all_colnames, all_cols, all_vals = [], [], [], []
-    for name in sorted(comps):
-        per_group = comps[name]
-        widths = [np.asarray(per_group[g]).shape[1] if g in per_group else 0 for g in labels]
-        k = max(widths) if widths else 0
-        cols = np.full((n, k), -1, dtype=np.int64)
-        vals = np.zeros((n, k))
-        colnames: list[str] = []
-        index: dict[str, int] = {}
-        for gi, g in enumerate(labels):
-            if g not in per_group:
-                continue
-            mat = per_group[g]
-            if isinstance(mat, pd.DataFrame):
-                cnames = [str(c) for c in mat.columns]
-            elif colnames_by is not None:
-                cnames = [str(c) for c in colnames_by[name][g]]
-            else:
-                cnames = [str(j) for j in range(np.asarray(mat).shape[1])]
-            mat = np.asarray(mat, dtype=np.float64)
-            idx = order[starts[gi] : ends[gi]]
-            if mat.shape[0] != idx.size:
-                raise ValueError(
-                    f"exog_vc[{name!r}][{g!r}] has {mat.shape[0]} rows; group {g!r} has {idx.size}"
-                )
-            ids = []
-            for c in cnames:
-                if c not in index:
-                    index[c] = len(colnames)
-                    colnames.append(c)
-                ids.append(index[c])
-            cols[idx[:, None], np.arange(mat.shape[1])[None, :]] = np.array(ids)[None, :]
-            vals[idx[:, None], np.arange(mat.shape[1])[None, :]] = mat
-        names.append(str(name))
-        all_colnames.append(colnames)
-        all_cols.append(cols)
-        all_vals.append(vals)
-    return names, all_colnames, all_cols, all_vals

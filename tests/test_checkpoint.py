@@ -21,9 +21,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dmixed import checkpoint
-from dmixed.checkpoint import (
-    CheckpointMismatch,
+from dmixed import CheckpointMismatch
+from dmixed.design import build_spec
+from dmixed.engines.local import LocalEngine, statistics_from_arrays
+from dmixed.fit.optimize import ProfiledObjective
+from dmixed.model import MixedLM
+from dmixed.stats import checkpoint
+from dmixed.stats.checkpoint import (
     GroupArrays,
     digest,
     expand_inputs,
@@ -33,10 +37,6 @@ from dmixed.checkpoint import (
     read_manifest,
     save_statistics,
 )
-from dmixed.design import build_spec
-from dmixed.engines.local import LocalEngine
-from dmixed.model import MixedLM
-from dmixed.optimize import ProfiledObjective
 
 from ._synth import make_data
 
@@ -133,7 +133,7 @@ def _llf_and_score(arrays: GroupArrays, packed: np.ndarray, reml: bool):
 def _fit(arrays: GroupArrays, spec):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return MixedLM.from_statistics(arrays.to_statistics(), spec).fit()
+        return MixedLM.from_statistics(statistics_from_arrays(arrays), spec).fit()
 
 
 # --------------------------------------------------------------------------------------
@@ -381,9 +381,9 @@ def test_interrupted_rename_never_exposes_a_partial_directory(
         return real_rename(src, dst)
 
     monkeypatch.setattr(checkpoint.os, "rename", rename)
-    import dmixed.io
+    import dmixed.files
 
-    monkeypatch.setattr(dmixed.io.os, "rename", rename)
+    monkeypatch.setattr(dmixed.files.os, "rename", rename)
     with pytest.raises(OSError, match="killed"):
         save_statistics(second, tmp_path / "stats", {"digest": "second"})
     monkeypatch.undo()
@@ -395,9 +395,9 @@ def test_interrupted_rename_never_exposes_a_partial_directory(
 
 KILLED_WRITER = """
 import os, pickle, sys
-from dmixed import checkpoint, io
+from dmixed.stats import checkpoint
 arrays = pickle.load(open(sys.argv[1], "rb"))
-io._replace_dir = lambda *args, **kwargs: os._exit(9)  # killed just before the rename
+checkpoint.replace_dir = lambda *args, **kwargs: os._exit(9)  # killed just before the rename
 checkpoint.save_statistics(arrays, sys.argv[2], {"digest": "killed"})
 """
 

@@ -62,7 +62,7 @@ def test_interrupted_save_leaves_the_previous_result(tmp_path, res, monkeypatch)
     fit, _ = res
     fit.save(tmp_path / "out")
     before = (tmp_path / "out" / "estimates.json").read_text()
-    import dmixed.io as io
+    from dmixed.io import results_dir as io
 
     def boom(*args, **kwargs):
         raise KeyboardInterrupt("killed while writing")

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dmixed import kernels
-from dmixed.parametrization import Layout
+from dmixed.stats import Layout
 
 
 def _dense_reference(codes, y, x, z, lam):
@@ -194,7 +194,7 @@ def test_product_plan_shares_columns():
 def test_hessian_sums_match_their_definitions(monkeypatch, q, widths):
     """Each Hessian sum against its per-group definition (HessianSums' docstring), over
     several chunks of groups."""
-    monkeypatch.setattr(kernels, "_CHUNK", 7)
+    monkeypatch.setattr(kernels.groups, "GROUP_CHUNK", 7)
     rng = np.random.default_rng(q + len(widths))
     lay = Layout(q, widths)
     r, n_groups, k = lay.r, 23, 4
@@ -238,7 +238,7 @@ def test_hessian_sums_match_their_definitions(monkeypatch, q, widths):
 @pytest.mark.parametrize("r", [1, 2, 4])
 def test_moment_sums_match_their_definitions(monkeypatch, r):
     """Σ ZZ, Σ ZZ ⊗ ZZ and Σ ZXy ⊗ ZXy against per-group sums, over several chunks."""
-    monkeypatch.setattr(kernels, "_CHUNK", 5)
+    monkeypatch.setattr(kernels.groups, "GROUP_CHUNK", 5)
     rng = np.random.default_rng(r)
     n_groups, k = 17, 4
     zi = rng.normal(size=(n_groups, 6, r))

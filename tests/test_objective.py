@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dmixed import MixedLM
-from dmixed.objective import loglike_at_beta
-from dmixed.optimize import ProfiledObjective
+from dmixed.fit.objective import loglike_at_beta
+from dmixed.fit.optimize import ProfiledObjective
 
 from ._synth import design, make_data, vc_dict
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import dmixed
-from dmixed import MixedLM, optimize
-from dmixed.optimize import BoundaryWarning
+from dmixed import BoundaryWarning, MixedLM
+from dmixed.fit import optimize
 
 from ._synth import make_data
 from .test_model import _dyestuff2_like

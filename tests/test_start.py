@@ -9,7 +9,7 @@ import pytest
 
 import dmixed
 from dmixed import MixedLM, kernels
-from dmixed.start import START_FLOOR, moment_start
+from dmixed.fit.start import START_FLOOR, moment_start
 
 from ._synth import make_data
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from dmixed import kernels
 from dmixed.design import DesignMatrices
-from dmixed.engines.dask import _GroupAccumulator
+from dmixed.engines.dask.engine import _GroupAccumulator
 
 
 def _rows(keys: np.ndarray, rng: np.random.Generator) -> tuple[DesignMatrices, np.ndarray]:

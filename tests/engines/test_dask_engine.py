@@ -26,8 +26,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dmixed
-from dmixed.engines import dask as dask_engine
-from dmixed.engines.dask import DaskEngine, statistics_from_dask
+from dmixed.engines.dask import engine as dask_engine
+from dmixed.engines.dask.engine import DaskEngine, statistics_from_dask
 from dmixed.engines.local import LocalEngine
 
 from .._dask_processes import scheduler_and_workers

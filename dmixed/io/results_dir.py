@@ -19,48 +19,15 @@ import json
 import os
 import platform
 import shutil
-import socket
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ..files import jsonable, read_versioned_json, replace_dir, sibling_path, sweep_stale
+
 FORMAT = "dmixed-results"
 FORMAT_VERSION = 1
-
-
-def _jsonable(value):
-    """numpy/pandas → JSON types; NaN and inf → None (strict JSON)."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, (np.floating, float)):
-        v = float(value)
-        return v if np.isfinite(v) else None
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.bool_,)):
-        return bool(value)
-    return value
-
-
-def read_versioned_json(file: Path, fmt: str, version: int, what: str) -> dict:
-    """A JSON file of dmixed's own format ``fmt``, refusing others and newer versions."""
-    if not file.exists():
-        raise FileNotFoundError(f"{file.parent} is not {what} (no {file.name})")
-    with open(file) as fh:
-        state = json.load(fh)
-    if not isinstance(state, dict) or state.get("format") != fmt:
-        raise ValueError(f"{file} is not {what}'s {file.name} (format {fmt!r} expected)")
-    if state.get("format_version", 0) > version:
-        raise ValueError(
-            f"{file} was written by a newer dmixed (format version {state['format_version']})"
-        )
-    return state
 
 
 def _matrix(value) -> np.ndarray:
@@ -70,13 +37,13 @@ def _matrix(value) -> np.ndarray:
 
 
 def _versions() -> dict:
+    from importlib.metadata import version
+
     import dask
     import scipy
 
-    from . import __version__
-
     return {
-        "dmixed": __version__,
+        "dmixed": version("dmixed"),
         "python": platform.python_version(),
         "numpy": np.__version__,
         "scipy": scipy.__version__,
@@ -168,79 +135,21 @@ def save_results(results, path) -> None:
     target = Path(path)
     parent = target.parent if str(target.parent) else Path(".")
     parent.mkdir(parents=True, exist_ok=True)
-    _sweep(target)
-    tmp = _sibling(target, "tmp")
+    sweep_stale(target)
+    tmp = sibling_path(target, "tmp")
     tmp.mkdir()
     try:
         with open(tmp / "estimates.json", "w") as fh:
-            json.dump(_jsonable(_state(results)), fh, indent=1, allow_nan=False)
+            json.dump(jsonable(_state(results)), fh, indent=1, allow_nan=False)
         _random_effects_table(results).to_parquet(tmp / "random_effects.parquet", index=False)
         (tmp / "summary.txt").write_text(str(results.summary()))
         for f in tmp.iterdir():  # data on disk before the rename makes it visible
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
-        _replace_dir(tmp, target)
+        replace_dir(tmp, target, marker="estimates.json", kind="results")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def _writer_tag() -> str:
-    """host-pid of this process, in the names of its temporaries."""
-    return f"{socket.gethostname().replace('-', '_')}-{os.getpid()}"
-
-
-def _sibling(target: Path, kind: str) -> Path:
-    """A hidden temporary beside ``target``: ``.NAME.KIND-HOST-PID-RANDOM``."""
-    return target.parent / f".{target.name}.{kind}-{_writer_tag()}-{uuid.uuid4().hex}"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _sweep(target: Path) -> None:
-    """Remove temporaries of ``target`` left by writers on this host that were killed
-    (a ``.old-`` directory is kept while ``target`` is missing: it is then the only
-    copy of the previous result)."""
-    host = socket.gethostname().replace("-", "_")
-    for kind in ("tmp", "old"):
-        prefix = f".{target.name}.{kind}-{host}-"
-        for p in target.parent.iterdir():
-            if not p.name.startswith(prefix):
-                continue
-            try:
-                pid = int(p.name[len(prefix) :].split("-")[0])
-            except ValueError:
-                continue
-            if _alive(pid) or (kind == "old" and not target.exists()):
-                continue
-            shutil.rmtree(p, ignore_errors=True)
-
-
-def _replace_dir(new: Path, target: Path, marker: str = "estimates.json") -> None:
-    """Move ``new`` to ``target``; an existing target is swapped out, then removed.
-
-    A non-empty ``target`` without ``marker`` (not written by dmixed) is never replaced.
-    """
-    old = None
-    if target.exists():
-        if not (target / marker).exists() and any(target.iterdir()):
-            kind = "results" if marker == "estimates.json" else "statistics"
-            raise FileExistsError(
-                f"{target} exists and is not a dmixed {kind} directory; not replacing it"
-            )
-        old = _sibling(target, "old")
-        os.rename(target, old)
-    os.rename(new, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def load(path):
@@ -251,7 +160,7 @@ def load(path):
     arrays, without the original data.  Profile likelihoods need the statistics and
     are not available on loaded results.
     """
-    from .results import MixedLMResults, ModelNames
+    from ..results.results import MixedLMResults, ModelNames
 
     target = Path(path)
     state = read_versioned_json(
@@ -271,7 +180,7 @@ def load(path):
     )
     res.spec = None
     if m.get("spec") is not None:
-        from .design import ModelSpec
+        from ..design import ModelSpec
 
         res.spec = ModelSpec.from_dict(m["spec"])
     res.use_sqrt = m["use_sqrt"]
@@ -307,11 +216,11 @@ def load(path):
     res._cov = _matrix(e["cov_params"])
     res._a_inv = _matrix(e["a_inv"])
     res._hessian = None
-    from .parametrization import Layout
-    from .results import _boundary_param_mask
+    from ..results.results import boundary_param_mask
+    from ..stats import Layout
 
     widths = tuple(e["vc_slot_widths"])
-    res._boundary_params = _boundary_param_mask(Layout(res.k_re, widths), res.boundary)
+    res._boundary_params = boundary_param_mask(Layout(res.k_re, widths), res.boundary)
     res.group_labels = table["group"].to_numpy()
     res.group_sizes = table["group_size"].to_numpy()
     r = res.k_re + int(sum(widths))

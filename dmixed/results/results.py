@@ -14,11 +14,9 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from .objective import Profile
-
-
-class SingularHessianWarning(UserWarning):
-    """The Hessian at the optimum is singular; a pseudo-inverse was used."""
+from ..errors import SingularHessianWarning
+from ..fit.objective import Profile
+from ..stats import tril_indices
 
 
 @dataclass
@@ -109,7 +107,7 @@ class MixedLMResults:
         self.n_dropped = int(stats.n_dropped)
         self._a_inv = prof.a_inv
         self._hessian = hessian
-        self._boundary_params = _boundary_param_mask(layout, self.boundary)
+        self._boundary_params = boundary_param_mask(layout, self.boundary)
         self._cov = self._covariance(hessian, prof, cov_fe)
         # BLUPs and their conditional covariances: one kernel call, no data pass
         lam = layout.lam(packed, model.use_sqrt)
@@ -399,13 +397,13 @@ class MixedLMResults:
         Each point maximizes over σ² and every other covariance parameter with the
         variance held at ``value`` (on the reported scale); no data pass.
         """
-        from .inference import ProfileLikelihood
+        from ..inference import ProfileLikelihood
 
         return ProfileLikelihood(self, which).curve(values)
 
     def profile_ci(self, alpha: float = 0.05) -> pd.DataFrame:
         """Profile-likelihood intervals for every variance parameter (rows: names)."""
-        from .inference import ProfileLikelihood
+        from ..inference import ProfileLikelihood
 
         rows = {}
         for name in list(self.names.exog_re_names) + list(self.names.vc_names):
@@ -417,7 +415,7 @@ class MixedLMResults:
 
     def compare_lr_test(self, restricted) -> tuple[float, float, int]:
         """Likelihood-ratio test of ``restricted`` (a sub-model) against this fit."""
-        from .inference import compare_lr_test
+        from ..inference import compare_lr_test
 
         return compare_lr_test(restricted, self)
 
@@ -425,7 +423,7 @@ class MixedLMResults:
 
     def save(self, path) -> None:
         """Write a self-describing results directory, atomically (see :func:`dmixed.load`)."""
-        from .io import save_results
+        from ..io import save_results
 
         save_results(self, path)
 
@@ -449,7 +447,7 @@ class MixedLMResults:
         tab[:p, 3] = 2 * special.ndtr(-np.abs(tab[:p, 2]))
         tab[:p, 4] = tab[:p, 0] - z * tab[:p, 1]
         tab[:p, 5] = tab[:p, 0] + z * tab[:p, 1]
-        rows, cols = _tril(self.k_re)
+        rows, cols = tril_indices(self.k_re)
         cov_re = self.cov_re.to_numpy()
         tab[p : p + self.k_re2, 0] = cov_re[rows, cols]
         tab[p + self.k_re2 :, 0] = self.vcomp
@@ -593,10 +591,10 @@ def _predict_dask(results, ddf, include_random: bool, resid: bool = False):
     )
 
 
-def _boundary_param_mask(layout, boundary: list[str]) -> np.ndarray:
+def boundary_param_mask(layout, boundary: list[str]) -> np.ndarray:
     """Which of [vech(Ψ*), τ*] are pinned at zero: a zero variance of random effect i
     pins row and column i of Ψ*; a zero variance component pins its τ*."""
-    rows, cols = _tril(layout.k_re)
+    rows, cols = tril_indices(layout.k_re)
     mask = np.zeros(layout.n_params, dtype=bool)
     for item in boundary:
         kind, idx = item.split(":")
@@ -606,15 +604,6 @@ def _boundary_param_mask(layout, boundary: list[str]) -> np.ndarray:
         else:
             mask[layout.k_re2 + i] = True
     return mask
-
-
-def _tril(q: int) -> tuple[np.ndarray, np.ndarray]:
-    rows, cols = [], []
-    for i in range(q):
-        for j in range(i + 1):
-            rows.append(i)
-            cols.append(j)
-    return np.array(rows, dtype=np.int64), np.array(cols, dtype=np.int64)
 
 
 class Summary:

@@ -11,22 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .kernels import HessianSums, StepSums
+from ..kernels import HessianSums, StepSums
+from ..stats import GlobalStats
 
 _LOG_2PI = float(np.log(2.0 * np.pi))
-
-
-@dataclass(frozen=True)
-class GlobalStats:
-    """Global sufficient statistics: ``xyxy = [X y]'[X y]``, ``n`` rows, ``Σ log w``."""
-
-    xyxy: np.ndarray
-    n: int
-    sum_log_weights: float = 0.0
-
-    @property
-    def k_fe(self) -> int:
-        return self.xyxy.shape[0] - 1
 
 
 @dataclass

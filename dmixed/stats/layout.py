@@ -1,4 +1,10 @@
-"""Covariance parameters: packing, the factor Λ, and the chain rule for the score.
+"""The one owner of dmixed's packed orders: triangle order, covariance parameters, Λ.
+
+- :func:`n_tril` and :func:`tril_indices`: the lower triangle of a ``q × q`` matrix in
+  statsmodels' row-major ``vech_lt`` order, used for the packed parameters, the saved
+  statistics and the results alike.
+- :class:`Layout`: where each covariance parameter lives in the padded random design,
+  their packing, the factor Λ, and the chain rule for the score.
 
 The optimizer sees statsmodels' packed vector (DESIGN.md §1):
 
@@ -13,6 +19,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+
+def n_tril(q: int) -> int:
+    """Entries of the lower triangle of a ``q × q`` matrix: ``q(q+1)/2``."""
+    return q * (q + 1) // 2
+
+
+def tril_indices(q: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column of each lower-triangle entry, row-major: statsmodels' ``vech_lt``
+    order (0,0), (1,0), (1,1), (2,0), … (equal to ``np.tril_indices(q)``)."""
+    rows, cols = np.tril_indices(q)
+    return rows.astype(np.int64), cols.astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -37,7 +55,7 @@ class Layout:
 
     @property
     def k_re2(self) -> int:
-        return self.k_re * (self.k_re + 1) // 2
+        return n_tril(self.k_re)
 
     @property
     def r(self) -> int:
@@ -53,13 +71,8 @@ class Layout:
         return np.repeat(np.arange(self.k_vc), self.vc_widths).astype(np.int64)
 
     def tril(self) -> tuple[np.ndarray, np.ndarray]:
-        """Row-major lower-triangle indices, statsmodels' ``vech_lt`` order."""
-        rows, cols = [], []
-        for i in range(self.k_re):
-            for j in range(i + 1):
-                rows.append(i)
-                cols.append(j)
-        return np.array(rows, dtype=np.int64), np.array(cols, dtype=np.int64)
+        """Row-major lower-triangle indices of Ψ*, statsmodels' ``vech_lt`` order."""
+        return tril_indices(self.k_re)
 
     # -- packing ----------------------------------------------------------------
 

@@ -26,18 +26,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .engines.local import LocalEngine
-from .io import _jsonable
-from .objective import GlobalStats
-from .parametrization import Layout
+from ..errors import CheckpointMismatch
+from ..files import jsonable, read_versioned_json, replace_dir, sibling_path, sweep_stale
+from .layout import Layout
+from .statistics import GlobalStats
 
 FORMAT = "dmixed-statistics"
 FORMAT_VERSION = 1
 _GROUPS_PER_FILE = 1_000_000
-
-
-class CheckpointMismatch(ValueError):
-    """Saved statistics do not belong to this data and model."""
 
 
 @dataclass
@@ -63,19 +59,6 @@ class GroupArrays:
             [np.asarray(t) for t in stats.vc_slot_cols],
             stats.glob,
             stats.layout,
-        )
-
-    def to_statistics(self):
-        from .model import FittedStatistics
-
-        return FittedStatistics(
-            engine=LocalEngine(self.zz, self.zxy),
-            glob=self.glob,
-            layout=self.layout,
-            group_labels=self.labels,
-            group_sizes=self.nobs,
-            vc_slot_cols=self.slot_cols,
-            data_pass_seconds=0.0,
         )
 
 
@@ -157,12 +140,11 @@ def _group_frame(arrays: GroupArrays, lo: int, hi: int) -> pd.DataFrame:
 
 def save_statistics(arrays: GroupArrays, path, manifest: dict) -> None:
     """Write statistics and their manifest to the directory ``path`` atomically."""
-    from .io import _replace_dir, _sibling, _sweep
 
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    _sweep(target)
-    tmp = _sibling(target, "tmp")
+    sweep_stale(target)
+    tmp = sibling_path(target, "tmp")
     (tmp / "groups").mkdir(parents=True)
     try:
         g = len(arrays.labels)
@@ -181,15 +163,14 @@ def save_statistics(arrays: GroupArrays, path, manifest: dict) -> None:
             "sum_log_weights": float(arrays.glob.sum_log_weights),
         }
         with open(tmp / "manifest.json", "w") as fh:
-            json.dump(_jsonable(full), fh, indent=1, allow_nan=False)
-        _replace_dir(tmp, target, marker="manifest.json")
+            json.dump(jsonable(full), fh, indent=1, allow_nan=False)
+        replace_dir(tmp, target, marker="manifest.json", kind="statistics")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
 def read_manifest(path) -> dict:
-    from .io import read_versioned_json
 
     return read_versioned_json(
         Path(path) / "manifest.json", FORMAT, FORMAT_VERSION, "a dmixed statistics directory"

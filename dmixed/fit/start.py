@@ -27,9 +27,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .kernels import MomentSums
-from .objective import GlobalStats
-from .parametrization import Layout
+from ..kernels import MomentSums
+from ..stats import GlobalStats, Layout
 
 #: Relative floor of the starting variances: eigenvalues of Ψ* and τ* below
 #: ``START_FLOOR · max(1, largest estimate)`` are raised to it, so that the start is

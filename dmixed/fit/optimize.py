@@ -18,19 +18,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import optimize
 
-from .kernels import StepSums
-from .objective import GlobalStats, Profile, hessian, loglike, profile, score_matrices
-from .parametrization import Layout
+from ..errors import FitConvergenceWarning
+from ..kernels import StepSums
+from ..stats import GlobalStats, Layout
+from .objective import Profile, hessian, loglike, profile, score_matrices
 
 logger = logging.getLogger("dmixed")
-
-
-class BoundaryWarning(UserWarning):
-    """The optimum has a variance (or a direction of ``cov_re``) at zero."""
-
-
-class FitConvergenceWarning(UserWarning):
-    """The optimizer stopped before the gradient was small."""
 
 
 @dataclass

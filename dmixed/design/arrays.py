@@ -1,0 +1,198 @@
+"""The array half of the design: statsmodels' ``MixedLM(endog, exog, groups, ...)`` inputs.
+
+Arrays (numpy, pandas) become :class:`RowData`, the model matrices of all rows
+in-process, with statsmodels' default names, the missing-value policy applied and
+statsmodels' ``exog_vc`` dict converted to per-row sparse entries.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ..errors import DataError, DroppedRowsWarning
+
+
+@dataclass
+class RowData:
+    """Model matrices for all rows, in-process (DESIGN.md §1 notation)."""
+
+    endog: np.ndarray
+    exog: np.ndarray
+    exog_re: np.ndarray
+    groups: np.ndarray
+    vc_cols: list[np.ndarray] = field(default_factory=list)
+    vc_vals: list[np.ndarray] = field(default_factory=list)
+    weights: np.ndarray | None = None
+    n_dropped: int = 0
+
+
+def as_float_matrix(value, argname: str) -> np.ndarray:
+    """A 2-D float64 array, with an error naming the argument (and column) if not numeric."""
+    if isinstance(value, pd.Series):
+        value = value.to_frame()
+    if isinstance(value, pd.DataFrame):
+        for col in value.columns:
+            if not (
+                pd.api.types.is_numeric_dtype(value[col]) or pd.api.types.is_bool_dtype(value[col])
+            ):
+                raise TypeError(
+                    f"{argname}: column {col!r} has non-numeric dtype {value[col].dtype}; "
+                    "encode it (e.g. with a formula and C(...)) first"
+                )
+        return value.astype("float64").to_numpy(na_value=np.nan)
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{argname} must be numeric: {exc}") from exc
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise DataError(f"{argname} must be 1- or 2-dimensional, got shape {arr.shape}")
+    return arr
+
+
+def column_names(value, default_prefix: str, k: int) -> list[str]:
+    if isinstance(value, pd.DataFrame):
+        return [str(c) for c in value.columns]
+    if isinstance(value, pd.Series) and value.name is not None:
+        return [str(value.name)]
+    return [f"{default_prefix}{j + 1}" for j in range(k)]
+
+
+def exog_names(value, arr: np.ndarray) -> list[str]:
+    """statsmodels' names for numpy exog: 'const' for a constant column, else x1, x2, …."""
+    if isinstance(value, (pd.DataFrame, pd.Series)):
+        return column_names(value, "x", arr.shape[1])
+    names, j = [], 0
+    for col in range(arr.shape[1]):
+        column = arr[:, col]
+        if arr.shape[0] and np.all(column == column[0]) and column[0] != 0:
+            names.append("const")
+        else:
+            j += 1
+            names.append(f"x{j}")
+    return names
+
+
+def _missing_mask(arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, int]]:
+    n = len(next(iter(arrays.values())))
+    bad = np.zeros(n, dtype=bool)
+    counts: dict[str, int] = {}
+    for name, arr in arrays.items():
+        arr = np.asarray(arr)
+        if arr.dtype.kind in "fc":
+            m = ~np.isfinite(arr)
+        else:
+            m = pd.isna(pd.DataFrame(arr.reshape(n, -1))).to_numpy()
+        m = m.reshape(n, -1).any(axis=1)
+        if m.any():
+            counts[name] = int(m.sum())
+            bad |= m
+    return bad, counts
+
+
+def handle_missing(rows: RowData, missing: str) -> RowData:
+    arrays = {
+        "endog": rows.endog,
+        "exog": rows.exog,
+        "exog_re": rows.exog_re,
+        "groups": rows.groups,
+    }
+    for j, vals in enumerate(rows.vc_vals):
+        arrays[f"exog_vc[{j}]"] = vals
+    if rows.weights is not None:
+        arrays["weights"] = rows.weights
+    bad, counts = _missing_mask(arrays)
+    if not bad.any():
+        return rows
+    if missing != "drop":
+        detail = ", ".join(f"{k} ({v} rows)" for k, v in counts.items())
+        raise DataError(
+            f"missing or infinite values in {detail}; pass missing='drop' to drop those rows"
+        )
+    keep = ~bad
+    warnings.warn(
+        f"dropped {int(bad.sum())} rows with missing values", DroppedRowsWarning, stacklevel=3
+    )
+    return RowData(
+        rows.endog[keep],
+        rows.exog[keep],
+        rows.exog_re[keep],
+        rows.groups[keep],
+        [c[keep] for c in rows.vc_cols],
+        [v[keep] for v in rows.vc_vals],
+        None if rows.weights is None else rows.weights[keep],
+        int(bad.sum()),
+    )
+
+
+def convert_exog_vc(exog_vc, groups: np.ndarray, n: int):
+    """statsmodels' ``exog_vc`` (dict or VCSpec) → row-level sparse entries.
+
+    Returns component names (sorted), global column names per component, and per
+    component ``cols``/``vals`` of shape (n, k).  The input is one matrix per group, so
+    this conversion loops over groups once (the input itself is per group).
+    """
+    if exog_vc is None:
+        return [], [], [], []
+    if hasattr(exog_vc, "names") and hasattr(exog_vc, "mats"):
+        group_keys = sorted(pd.unique(pd.Series(groups)))
+        comps = {
+            name: dict(zip(group_keys, mats, strict=False))
+            for name, mats in zip(exog_vc.names, exog_vc.mats, strict=True)
+        }
+        colnames_by = {
+            name: dict(zip(group_keys, cn, strict=False))
+            for name, cn in zip(exog_vc.names, exog_vc.colnames, strict=True)
+        }
+    elif isinstance(exog_vc, dict):
+        comps = exog_vc
+        colnames_by = None
+    else:
+        raise TypeError("exog_vc must be a dict {name: {group: matrix}} or a VCSpec")
+    codes, labels = pd.factorize(pd.Series(groups), sort=True)
+    order = np.argsort(codes, kind="stable")
+    starts = np.searchsorted(codes[order], np.arange(len(labels)))
+    ends = np.searchsorted(codes[order], np.arange(len(labels)), side="right")
+    names, all_colnames, all_cols, all_vals = [], [], [], []
+    for name in sorted(comps):
+        per_group = comps[name]
+        widths = [np.asarray(per_group[g]).shape[1] if g in per_group else 0 for g in labels]
+        k = max(widths) if widths else 0
+        cols = np.full((n, k), -1, dtype=np.int64)
+        vals = np.zeros((n, k))
+        colnames: list[str] = []
+        index: dict[str, int] = {}
+        for gi, g in enumerate(labels):
+            if g not in per_group:
+                continue
+            mat = per_group[g]
+            if isinstance(mat, pd.DataFrame):
+                cnames = [str(c) for c in mat.columns]
+            elif colnames_by is not None:
+                cnames = [str(c) for c in colnames_by[name][g]]
+            else:
+                cnames = [str(j) for j in range(np.asarray(mat).shape[1])]
+            mat = np.asarray(mat, dtype=np.float64)
+            idx = order[starts[gi] : ends[gi]]
+            if mat.shape[0] != idx.size:
+                raise DataError(
+                    f"exog_vc[{name!r}][{g!r}] has {mat.shape[0]} rows; group {g!r} has {idx.size}"
+                )
+            ids = []
+            for c in cnames:
+                if c not in index:
+                    index[c] = len(colnames)
+                    colnames.append(c)
+                ids.append(index[c])
+            cols[idx[:, None], np.arange(mat.shape[1])[None, :]] = np.array(ids)[None, :]
+            vals[idx[:, None], np.arange(mat.shape[1])[None, :]] = mat
+        names.append(str(name))
+        all_colnames.append(colnames)
+        all_cols.append(cols)
+        all_vals.append(vals)
+    return names, all_colnames, all_cols, all_vals

@@ -1,0 +1,1 @@
+"""The Dask engine: one data pass to per-group statistics, kept on the workers."""

@@ -1,0 +1,92 @@
+"""dmixed's errors and warnings: one root of each, grouped by what went wrong.
+
+Every error dmixed raises on purpose derives from :class:`DmixedError`, a ``ValueError``
+subclass, so code written against statsmodels (``except ValueError``) keeps working, and
+``except dmixed.DmixedError`` catches only dmixed's own refusals.  Every warning derives
+from :class:`DmixedWarning` (a ``UserWarning``).  The command line maps these classes to
+its exit codes (:mod:`dmixed.cli`); tests turn ``DmixedWarning`` into an error unless a
+test expects it.
+
+The hierarchy follows formulaic's ``errors.py`` (one root, grouped subclasses)::
+
+    DmixedError (ValueError)
+    ├── SpecError            the model as asked for cannot be built (formula, arguments)
+    │   └── FormulaError     a formula that fails the whitelist or does not parse
+    ├── DataError            the data cannot be fitted as given (missing values, rank,
+    │                        a constant response, a column of the wrong kind)
+    ├── CheckpointError      saved statistics or results that cannot be used
+    │   └── CheckpointMismatch   statistics of other data or of another model
+    └── ClusterConfigError   a cluster configuration that cannot be used
+
+    DmixedWarning (UserWarning)
+    ├── BoundaryWarning        the estimate is on the boundary (a variance at zero)
+    ├── FitConvergenceWarning  the optimizer did not converge
+    ├── SingularHessianWarning the Hessian is singular (a pseudo-inverse was used)
+    └── DroppedRowsWarning     rows with missing values were dropped (missing="drop")
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DmixedError",
+    "SpecError",
+    "FormulaError",
+    "DataError",
+    "CheckpointError",
+    "CheckpointMismatch",
+    "ClusterConfigError",
+    "DmixedWarning",
+    "BoundaryWarning",
+    "FitConvergenceWarning",
+    "SingularHessianWarning",
+    "DroppedRowsWarning",
+]
+
+
+class DmixedError(ValueError):
+    """Root of dmixed's errors (a ``ValueError``, as statsmodels raises for bad input)."""
+
+
+class SpecError(DmixedError):
+    """The model as specified cannot be built: a bad argument, formula or term."""
+
+
+class FormulaError(SpecError):
+    """A formula that does not parse or uses something outside the whitelist."""
+
+
+class DataError(DmixedError):
+    """The data cannot be fitted as given: missing values, a rank-deficient design,
+    a response without residual variation, a column of the wrong kind."""
+
+
+class CheckpointError(DmixedError):
+    """Saved statistics or results that cannot be read or fail their checks."""
+
+
+class CheckpointMismatch(CheckpointError):
+    """Saved statistics do not belong to this data and model."""
+
+
+class ClusterConfigError(DmixedError):
+    """A cluster configuration (file, mapping or address) that cannot be used."""
+
+
+class DmixedWarning(UserWarning):
+    """Root of dmixed's warnings."""
+
+
+class BoundaryWarning(DmixedWarning):
+    """The MLE is on the boundary of the parameter space (a variance estimated at zero)."""
+
+
+class FitConvergenceWarning(DmixedWarning):
+    """The optimizer did not reach the gradient tolerance."""
+
+
+class SingularHessianWarning(DmixedWarning):
+    """The Hessian at the optimum is singular; a pseudo-inverse was used."""
+
+
+class DroppedRowsWarning(DmixedWarning):
+    """Rows with missing values were dropped (``missing="drop"``)."""

@@ -1,0 +1,114 @@
+"""Files dmixed writes: atomic directory replacement and its own versioned JSON.
+
+Shared by the results directory (:mod:`dmixed.io`) and saved statistics
+(:mod:`dmixed.stats.checkpoint`).  A directory is written under a hidden temporary name
+beside its target and renamed into place, so an interrupted writer leaves the previous
+complete directory or none; temporaries of killed writers on this host are swept.
+This module sits at the bottom of the package: it imports nothing of dmixed but errors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from .errors import CheckpointError
+
+__all__ = ["jsonable", "read_versioned_json", "sibling_path", "sweep_stale", "replace_dir"]
+
+
+def jsonable(value):
+    """numpy/pandas → JSON types; NaN and inf → None (strict JSON)."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, (np.floating, float)):
+        v = float(value)
+        return v if np.isfinite(v) else None
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.bool_,)):
+        return bool(value)
+    return value
+
+
+def read_versioned_json(file: Path, fmt: str, version: int, what: str) -> dict:
+    """A JSON file of dmixed's own format ``fmt``, refusing others and newer versions."""
+    if not file.exists():
+        raise FileNotFoundError(f"{file.parent} is not {what} (no {file.name})")
+    with open(file) as fh:
+        state = json.load(fh)
+    if not isinstance(state, dict) or state.get("format") != fmt:
+        raise CheckpointError(f"{file} is not {what}'s {file.name} (format {fmt!r} expected)")
+    if state.get("format_version", 0) > version:
+        raise CheckpointError(
+            f"{file} was written by a newer dmixed (format version {state['format_version']})"
+        )
+    return state
+
+
+def _writer_tag() -> str:
+    """host-pid of this process, in the names of its temporaries."""
+    return f"{socket.gethostname().replace('-', '_')}-{os.getpid()}"
+
+
+def sibling_path(target: Path, kind: str) -> Path:
+    """A hidden temporary beside ``target``: ``.NAME.KIND-HOST-PID-RANDOM``."""
+    return target.parent / f".{target.name}.{kind}-{_writer_tag()}-{uuid.uuid4().hex}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale(target: Path) -> None:
+    """Remove temporaries of ``target`` left by writers on this host that were killed
+    (a ``.old-`` directory is kept while ``target`` is missing: it is then the only
+    copy of the previous result)."""
+    host = socket.gethostname().replace("-", "_")
+    for kind in ("tmp", "old"):
+        prefix = f".{target.name}.{kind}-{host}-"
+        for p in target.parent.iterdir():
+            if not p.name.startswith(prefix):
+                continue
+            try:
+                pid = int(p.name[len(prefix) :].split("-")[0])
+            except ValueError:
+                continue
+            if _alive(pid) or (kind == "old" and not target.exists()):
+                continue
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def replace_dir(new: Path, target: Path, marker: str, kind: str) -> None:
+    """Move ``new`` to ``target``; an existing target is swapped out, then removed.
+
+    A non-empty ``target`` without the file ``marker`` (not a dmixed ``kind`` directory,
+    e.g. ``"results"``) is never replaced: ``FileExistsError``.
+    """
+    old = None
+    if target.exists():
+        if not (target / marker).exists() and any(target.iterdir()):
+            raise FileExistsError(
+                f"{target} exists and is not a dmixed {kind} directory; not replacing it"
+            )
+        old = sibling_path(target, "old")
+        os.rename(target, old)
+    os.rename(new, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,337 @@
+"""Rows → statistics: per-group sufficient statistics from model matrices, in one pass.
+
+Nothing here knows about Dask, pandas or the optimizer.  Every function works on
+stacked per-group arrays (a leading axis of length ``G``, the number of groups in the
+block) and returns contributions that are *sums over groups*, so that an engine can
+evaluate them on any partition of the groups and add the results.
+
+Notation (see DESIGN.md §1–6).  For group ``i`` the padded random design is
+``Z̃_i`` (``n_i × r``; the ``q`` columns of ``exog_re`` followed by the variance
+component slots), the fixed design ``X_i`` (``n_i × p``) and the response ``y_i``.
+The statistics are ``ZZ_i = Z̃_i'Z̃_i`` and ``ZXy_i = Z̃_i'[X_i, y_i]``.  For the
+relative covariance factor ``Λ`` (``B* = ΛΛ'``)::
+
+    K_i = I + Λ' ZZ_i Λ,           log|V*_i| = log|K_i|
+    P_i = Λ K_i⁻¹ Λ'               (V*_i⁻¹ = I − Z̃_i P_i Z̃_i')
+    S_i = Z̃_i'V*_i⁻¹Z̃_i = ZZ_i − ZZ_i P_i ZZ_i
+    H_i = Z̃_i'V*_i⁻¹[X_i, y_i] = ZXy_i − ZZ_i P_i ZXy_i
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# ---------------------------------------------------------------------------
+# Sufficient statistics from rows
+# ---------------------------------------------------------------------------
+
+
+def assign_vc_slots(
+    codes: np.ndarray, cols: np.ndarray, vals: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Give every (group, variance-component column) pair present in a group a slot.
+
+    Within a group, the columns of one variance component that are non-zero on at
+    least one of its rows are numbered ``0, 1, …`` in increasing column order.  All
+    other columns of that component are identically zero in the group and contribute
+    nothing to the likelihood (DESIGN.md §2, padding is exact), so they get no slot.
+
+    Parameters
+    ----------
+    codes : ndarray of int, shape (n,)
+        Group code of every row.
+    cols : ndarray of int, shape (n, k)
+        Global column index of each sparse entry of the row, ``-1`` for none.
+    vals : ndarray of float, shape (n, k)
+        Value of each entry.
+
+    Returns
+    -------
+    pair_keys : ndarray of int64, shape (u,)
+        Sorted keys ``code * ncols + col`` of the pairs present.
+    pair_slots : ndarray of int64, shape (u,)
+        Slot of each pair within its group.
+    width : int
+        The largest number of slots any group needs.
+    """
+    ncols = int(cols.max()) + 1 if cols.size else 0
+    present = (cols >= 0) & (vals != 0)
+    rows = np.broadcast_to(codes[:, None], cols.shape)[present].astype(np.int64)
+    keys = np.unique(rows * max(ncols, 1) + cols[present].astype(np.int64))
+    if keys.size == 0:
+        return keys, keys.copy(), 0
+    group_of_key = keys // max(ncols, 1)
+    # rank within group: position minus position of the group's first key
+    first = np.r_[True, group_of_key[1:] != group_of_key[:-1]]
+    start = np.maximum.accumulate(np.where(first, np.arange(keys.size), 0))
+    slots = np.arange(keys.size) - start
+    return keys, slots.astype(np.int64), int(slots.max()) + 1
+
+
+def lookup_vc_slots(
+    codes: np.ndarray,
+    cols: np.ndarray,
+    vals: np.ndarray,
+    pair_keys: np.ndarray,
+    pair_slots: np.ndarray,
+    ncols: int,
+) -> np.ndarray:
+    """Slot of every sparse entry, ``-1`` where the entry is absent or zero.
+
+    ``pair_keys``/``pair_slots`` come from :func:`assign_vc_slots` (possibly computed on
+    all the data, while ``codes``/``cols`` describe one block of rows).
+    """
+    present = (cols >= 0) & (vals != 0)
+    keys = codes[:, None].astype(np.int64) * max(ncols, 1) + cols.astype(np.int64)
+    pos = np.searchsorted(pair_keys, keys)
+    pos = np.minimum(pos, max(pair_keys.size - 1, 0))
+    found = present & (pair_keys.size > 0)
+    if pair_keys.size:
+        found &= pair_keys[pos] == keys
+    if np.any(present & ~found):
+        raise ValueError("a variance-component entry has no slot: the slot map is incomplete")
+    return np.where(found, pair_slots[pos] if pair_keys.size else -1, -1)
+
+
+def dense_random_design(
+    exog_re: np.ndarray,
+    vc_slots: list[np.ndarray],
+    vc_vals: list[np.ndarray],
+    vc_widths: list[int],
+) -> np.ndarray:
+    """Row-level padded random design ``Z̃`` of width ``r = q + Σ_l m_l``.
+
+    Component ``l`` occupies columns ``q + Σ_{l'<l} m_l'`` onwards; each sparse entry
+    is written into the column of its slot.
+    """
+    n, q = exog_re.shape
+    r = q + int(sum(vc_widths))
+    if r == q:  # no variance components: Z̃ is exog_re (no copy when column-major)
+        return np.asfortranarray(exog_re, dtype=np.float64)
+    zt = np.zeros((r, n)).T  # column-major, as the statistics pass reads it
+    zt[:, :q] = exog_re
+    offset = q
+    rows = np.arange(n)
+    for slots, vals, width in zip(vc_slots, vc_vals, vc_widths, strict=True):
+        for k in range(slots.shape[1]):
+            ok = slots[:, k] >= 0
+            np.add.at(zt, (rows[ok], offset + slots[ok, k]), vals[ok, k])
+        offset += width
+    return zt
+
+
+def _weighted_rows(endog, exog, ztilde, weights):
+    """Columns of ``[X y]`` and ``Z̃`` with every row scaled by ``√w``, ``Σ log w`` and
+    ``[X y]'[X y]`` of the scaled rows.
+
+    With prior weights ``w_j`` (residual variance ``σ²/w_j``) this turns the weighted
+    model into the unweighted one; the likelihood then gains ``½ Σ log w_j``.  Without
+    weights and with a column-major float ``exog`` (as the design builds it) the columns
+    are views: no copy of the rows.
+    """
+    if weights is None and exog.flags.f_contiguous and exog.dtype == np.float64:
+        endog = np.asarray(endog, dtype=np.float64)
+        k = exog.shape[1] + 1
+        gram = np.empty((k, k))
+        gram[:-1, :-1] = exog.T @ exog
+        gram[:-1, -1] = gram[-1, :-1] = exog.T @ endog
+        gram[-1, -1] = endog @ endog
+        xcols = [exog[:, j] for j in range(k - 1)] + [endog]
+        return xcols, np.asfortranarray(ztilde, dtype=np.float64), 0.0, gram
+    n = endog.shape[0]
+    # column-major: the statistics are per-column passes (bincount) over the rows
+    xy = np.empty((exog.shape[1] + 1, n)).T
+    xy[:, :-1] = exog
+    xy[:, -1] = endog
+    zt = np.asfortranarray(ztilde, dtype=np.float64)
+    sum_log_w = 0.0
+    if weights is not None:
+        sw = np.sqrt(weights)
+        xy *= sw[:, None]
+        zt = np.asfortranarray(zt * sw[:, None])
+        sum_log_w = float(np.sum(np.log(weights)))
+    return list(xy.T), zt, sum_log_w, xy.T @ xy
+
+
+def _same_column(a: np.ndarray, b: np.ndarray) -> bool:
+    """Bitwise-equal columns (the same memory, or a cheap look at the first rows before
+    the full compare)."""
+    if (
+        a.shape == b.shape
+        and a.strides == b.strides
+        and a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+    ):
+        return True
+    head = min(a.shape[0], 8)
+    return bool(np.array_equal(a[:head], b[:head]) and np.array_equal(a, b))
+
+
+def _ones_column(a: np.ndarray) -> bool:
+    head = min(a.shape[0], 8)
+    return bool((a[:head] == 1.0).all() and (a == 1.0).all())
+
+
+def product_plan(xcols: list[np.ndarray], zt: np.ndarray) -> tuple[list[tuple], list[int]]:
+    """The distinct per-row products behind the packed statistics of these rows.
+
+    The packed columns (:func:`accumulate_packed`) are ``n``, ``Z̃_a Z̃_b`` (a ≥ b) and
+    ``Z̃_a [X y]_j``.  Random-effect columns are mostly copies of fixed-effect columns
+    (``1 + x`` in both formulas) and the intercept is a column of ones, so many of these
+    sums coincide: for a random intercept and slope with four fixed effects, 14 packed
+    columns need 8 weighted counts and 4 products per row, not 13 of each.  Columns are
+    compared bitwise on these very rows, so the plan is exact for them (and only them).
+    ``xcols`` are the ``k`` columns of ``[X y]``.
+
+    Returns
+    -------
+    terms : list of tuple
+        ``("count",)``, ``("col", u)``, ``("prod", u, v)`` or ``("zero",)``; ``u, v``
+        index the sources ``[xcols..., zt columns...]``.
+    column_term : list of int
+        For every packed column, the index of its term.
+    """
+    k, r = len(xcols), zt.shape[1]
+    canon = list(range(k))  # source id of every xy and zt column after deduplication
+    for a in range(r):
+        same = next((j for j in range(k) if _same_column(zt[:, a], xcols[j])), None)
+        canon.append(k + a if same is None else same)
+    sources = xcols + [zt[:, a] for a in range(r)]
+    ones = {u for u in set(canon) if _ones_column(sources[u])}
+    zeros = {u for u in set(canon) if u >= k and not sources[u].any()}  # VC padding
+
+    def term(u: int, v: int) -> tuple:
+        if u in zeros or v in zeros:
+            return ("zero",)
+        if u in ones and v in ones:
+            return ("count",)
+        if u in ones or v in ones:
+            return ("col", v if u in ones else u)
+        return ("prod", min(u, v), max(u, v))
+
+    wanted = [("count",)]
+    wanted += [term(canon[k + a], canon[k + b]) for a in range(r) for b in range(a + 1)]
+    wanted += [term(canon[k + a], j) for a in range(r) for j in range(k)]
+    terms = list(dict.fromkeys(wanted))
+    index = {t: i for i, t in enumerate(terms)}
+    return terms, [index[t] for t in wanted]
+
+
+#: :func:`accumulate_packed_into` sums over the groups present when the rows are fewer
+#: than the accumulator's groups divided by this: a ``bincount`` over all groups costs
+#: time in the number of groups (9 outputs of that length per partition), which
+#: dominated partitions of a few thousand rows into tables of 10^5–10^6 groups.
+COMPACT_BELOW = 4
+
+
+def accumulate_packed_into(
+    acc: np.ndarray,
+    codes: np.ndarray,
+    endog: np.ndarray,
+    exog: np.ndarray,
+    ztilde: np.ndarray,
+    weights: np.ndarray | None = None,
+) -> dict:
+    """Add these rows' per-group statistics to ``acc`` (column-major packed layout).
+
+    ``acc`` is ``(1 + r(r+1)/2 + r(p+1), G)``: row ``c`` holds packed column ``c`` of
+    :func:`accumulate_packed` for every group, so that partitions can be added into one
+    accumulator without per-partition temporaries of size ``G × width``.  ``codes`` are
+    the rows' group positions in ``0 .. G-1``.  Each distinct sum is one ``bincount``
+    (:func:`product_plan`).  Returns the rows' global sums (see
+    :func:`accumulate_packed`).
+    """
+    codes = np.asarray(codes, dtype=np.int64)
+    xcols, zt, sum_log_w, gram = _weighted_rows(endog, exog, ztilde, weights)
+    k = len(xcols)
+    n_groups = acc.shape[1]
+    target: slice | np.ndarray = slice(None)  # the accumulator's columns the sums go to
+    if codes.size * COMPACT_BELOW < n_groups:
+        # far fewer rows than groups (small partitions into a large table): sum over the
+        # groups present only, so that the cost follows the rows, not the table's width
+        target, codes = np.unique(codes, return_inverse=True)
+        codes = codes.reshape(-1)
+        n_groups = target.size
+
+    def source(u: int) -> np.ndarray:
+        return xcols[u] if u < k else zt[:, u - k]
+
+    terms, column_term = product_plan(xcols, zt)
+    for t, spec in enumerate(terms):
+        kind = spec[0]
+        if kind == "zero":
+            continue
+        if kind == "count":
+            sums = np.bincount(codes, minlength=n_groups)
+        elif kind == "col":
+            sums = np.bincount(codes, weights=source(spec[1]), minlength=n_groups)
+        else:
+            sums = np.bincount(codes, weights=source(spec[1]) * source(spec[2]), minlength=n_groups)
+        for c, tc in enumerate(column_term):
+            if tc == t:
+                acc[c, target] += sums  # target: all columns, or distinct ones
+    return {"xyxy": gram, "n": np.int64(codes.shape[0]), "sum_log_weights": sum_log_w}
+
+
+def packed_width(r: int, k: int) -> int:
+    """Columns of the packed statistics: ``1 + r(r+1)/2 + r·k`` (``k = p + 1``)."""
+    return 1 + r * (r + 1) // 2 + r * k
+
+
+def accumulate_packed(
+    codes: np.ndarray,
+    n_groups: int,
+    endog: np.ndarray,
+    exog: np.ndarray,
+    ztilde: np.ndarray,
+    weights: np.ndarray | None = None,
+) -> tuple[np.ndarray, dict]:
+    """One pass over rows: per-group statistics as one row of numbers per group.
+
+    Returns
+    -------
+    packed : ndarray (G, 1 + r(r+1)/2 + r(p+1))
+        ``[n_i, lower triangle of Z̃_i'Z̃_i (row-major: (0,0), (1,0), (1,1), …),
+        Z̃_i'[X_i y_i] (row-major)]``: the layout in which partial statistics travel and
+        are added by group key (one array, no per-statistic temporaries).
+    glob : dict
+        ``xyxy`` = [X y]'[X y], ``n``, ``sum_log_weights``.
+    """
+    r, k = np.shape(ztilde)[1], np.shape(exog)[1] + 1
+    acc = np.zeros((packed_width(r, k), n_groups))
+    glob = accumulate_packed_into(acc, codes, endog, exog, ztilde, weights)
+    return np.ascontiguousarray(acc.T), glob
+
+
+def unpack_statistics(packed: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(nobs (G,), zz (G, r, r), zxy (G, r, p+1))`` from :func:`accumulate_packed` rows."""
+    g = packed.shape[0]
+    n_zz = r * (r + 1) // 2
+    rows, cols = np.tril_indices(r)
+    zz = np.empty((g, r, r))
+    zz[:, rows, cols] = packed[:, 1 : 1 + n_zz]
+    zz[:, cols, rows] = packed[:, 1 : 1 + n_zz]
+    zxy = packed[:, 1 + n_zz :].reshape(g, r, -1).copy()
+    return np.rint(packed[:, 0]).astype(np.int64), zz, zxy
+
+
+def accumulate_statistics(
+    codes: np.ndarray,
+    n_groups: int,
+    endog: np.ndarray,
+    exog: np.ndarray,
+    ztilde: np.ndarray,
+    weights: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """One pass over rows: per-group and global sufficient statistics (unpacked).
+
+    Returns
+    -------
+    dict with
+        ``zz`` (G, r, r) = Σ_rows z̃ z̃',  ``zxy`` (G, r, p+1) = Σ_rows z̃ [x, y],
+        ``nobs`` (G,), ``xyxy`` (p+1, p+1) = [X y]'[X y],  ``n``,
+        ``sum_log_weights`` (rows scaled by √w first, see :func:`_weighted_rows`).
+    """
+    r = np.asarray(ztilde).shape[1]
+    packed, glob = accumulate_packed(codes, n_groups, endog, exog, ztilde, weights)
+    nobs, zz, zxy = unpack_statistics(packed, r)
+    return {"zz": zz, "zxy": zxy, "nobs": nobs, **glob}

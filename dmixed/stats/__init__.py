@@ -1,0 +1,23 @@
+"""The statistics layer: what one data pass produces, and the conventions it is stored in.
+
+- :mod:`~dmixed.stats.layout`: the one owner of the packed orders (lower triangle,
+  covariance parameters, Λ).
+- :mod:`~dmixed.stats.statistics`: :class:`FittedStatistics` (per-group statistics on an
+  engine, global sums, labels) and the checks made on ``[X y]'[X y]``.
+- :mod:`~dmixed.stats.checkpoint`: saved statistics, merged by group key with new data.
+"""
+
+from .checkpoint import GroupArrays
+from .layout import Layout, n_tril, tril_indices
+from .statistics import FittedStatistics, GlobalStats, check_full_rank, check_response_varies
+
+__all__ = [
+    "FittedStatistics",
+    "GlobalStats",
+    "GroupArrays",
+    "Layout",
+    "check_full_rank",
+    "check_response_varies",
+    "n_tril",
+    "tril_indices",
+]

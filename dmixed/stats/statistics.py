@@ -1,0 +1,100 @@
+"""The per-group sufficient statistics a fit is built from, and their global checks.
+
+:class:`FittedStatistics` is what one data pass produces on any engine (DESIGN.md §2):
+the engine holding the per-group ``Z̃_i'Z̃_i`` and ``Z̃_i'[X_i y_i]``, the global
+:class:`GlobalStats`, the random design's :class:`~dmixed.stats.layout.Layout`, and the
+group labels, sizes and variance-component slot columns.  The rank and response checks
+work on ``[X y]'[X y]`` only, so they cost nothing extra on any engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError
+from .layout import Layout
+
+
+@dataclass(frozen=True)
+class GlobalStats:
+    """Global sufficient statistics: ``xyxy = [X y]'[X y]``, ``n`` rows, ``Σ log w``."""
+
+    xyxy: np.ndarray
+    n: int
+    sum_log_weights: float = 0.0
+
+    @property
+    def k_fe(self) -> int:
+        return self.xyxy.shape[0] - 1
+
+
+@dataclass
+class FittedStatistics:
+    """Everything the optimizer and the results need, built by one data pass.
+
+    Attributes
+    ----------
+    engine : dmixed.engines.Engine
+        Holds the per-group statistics (in-process or on a cluster).
+    glob : GlobalStats
+    layout : Layout
+    group_labels : ndarray (G,)
+        Group keys in sorted order (statsmodels' order).
+    group_sizes : ndarray (G,)
+    vc_slot_cols : list of ndarray (G, m_l)
+        Global column index of each variance-component slot of each group (-1: unused).
+    """
+
+    engine: Any
+    glob: GlobalStats
+    layout: Layout
+    group_labels: np.ndarray
+    group_sizes: np.ndarray
+    vc_slot_cols: list[np.ndarray]
+    data_pass_seconds: float = 0.0
+    n_dropped: int = 0
+
+
+def check_full_rank(xtx: np.ndarray, names: list[str]) -> None:
+    """Refuse a rank-deficient fixed-effects design, naming the columns involved.
+
+    Works on ``X'X`` (p × p), so it costs nothing extra on any engine.  Columns are
+    scaled to unit norm first so that the tolerance does not depend on units.
+    """
+    p = xtx.shape[0]
+    if p == 0:
+        return
+    d = np.sqrt(np.maximum(np.diag(xtx), 0.0))
+    zero = d == 0
+    if zero.any():
+        cols = [names[j] for j in np.flatnonzero(zero)]
+        raise DataError(f"fixed-effects design is rank deficient: column(s) {cols} are all zero")
+    corr = xtx / np.outer(d, d)
+    evals, evecs = np.linalg.eigh(corr)
+    tol = 1e-10 * p
+    null = evals < tol
+    if null.any():
+        involved = np.flatnonzero(np.abs(evecs[:, null]).max(axis=1) > 1e-6)
+        cols = [names[j] for j in involved]
+        raise DataError(
+            "fixed-effects design is rank deficient "
+            f"(rank {p - int(null.sum())} < {p} columns): linearly dependent columns {cols}"
+        )
+
+
+def check_response_varies(xyxy: np.ndarray, name: str) -> None:
+    """Refuse a response that the fixed effects fit exactly (e.g. a constant one).
+
+    From ``[X y]'[X y]``: the OLS residual sum of squares ``y'y − y'X(X'X)⁻¹X'y``.
+    """
+    yy = float(xyxy[-1, -1])
+    xx, xy = xyxy[:-1, :-1], xyxy[:-1, -1]
+    rss = yy - float(xy @ np.linalg.solve(xx, xy)) if xx.size else yy
+    if not rss > 1e-12 * max(yy, np.finfo(float).tiny):
+        raise DataError(
+            f"the response {name!r} is constant or fitted exactly by the fixed effects: "
+            "there is no residual variation to model"
+        )
