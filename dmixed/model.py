@@ -27,7 +27,7 @@ from .engines.local import statistics_from_rows
 from .errors import BoundaryWarning, FitConvergenceWarning
 from .fit.optimize import ProfiledObjective, maximize
 from .fit.start import moment_start
-from .stats import FittedStatistics, Layout, check_full_rank, check_response_varies
+from .stats import FittedStatistics, Layout, check_full_rank, check_response_varies, n_tril
 
 logger = logging.getLogger("dmixed")
 
@@ -249,7 +249,7 @@ class MixedLM:
             raise ValueError("no data: endog has no rows")
         if len(self.exog_names) != p:
             self.exog_names = [f"x{j + 1}" for j in range(p)]
-        k_cov = rows.exog_re.shape[1] * (rows.exog_re.shape[1] + 1) // 2 + len(rows.vc_cols)
+        k_cov = n_tril(rows.exog_re.shape[1]) + len(rows.vc_cols)
         if n <= p + k_cov:
             raise ValueError(
                 f"too few rows: {n} rows for {p} fixed effects and {k_cov} covariance "
@@ -286,7 +286,7 @@ class MixedLM:
 
     @property
     def k_re2(self) -> int:
-        return self.k_re * (self.k_re + 1) // 2
+        return n_tril(self.k_re)
 
     @property
     def nobs(self) -> int:
@@ -480,12 +480,10 @@ class MixedLM:
             layout.k_re > 0 and np.linalg.eigvalsh(psi).min() < 1e-8
         )
         if on_boundary:
-            which = [
-                self.exog_re_names[int(b.split(":")[1])]
-                if b.startswith("re")
-                else self.vc_names[int(b.split(":")[1])]
-                for b in opt.boundary
-            ]
+            which = []
+            for label in opt.boundary:
+                kind, i = layout.parse_boundary_label(label)
+                which.append(self.exog_re_names[i] if kind == "re" else self.vc_names[i])
             detail = f" (zero variance: {', '.join(which)})" if which else ""
             warnings.warn(
                 f"the MLE is on the boundary of the parameter space{detail}",

@@ -265,7 +265,7 @@ def maximize(
     # Newton steps count against maxiter like the quasi-Newton iterations
     x = _newton_polish(obj, x, free, boundary, steps=min(6, max(0, maxiter - len(history))))
     ev = obj.evaluate(x)
-    gnorm = _scaled_grad_norm(ev, free & ~_boundary_mask(obj.layout, boundary, obj.use_sqrt), n)
+    gnorm = _scaled_grad_norm(ev, free & ~obj.layout.boundary_mask(boundary, obj.use_sqrt), n)
     converged = converged or gnorm <= max(gtol, 1e-4)
     record(x[free], "final")
     return OptimizeResult(
@@ -276,24 +276,6 @@ def maximize(
 # ---------------------------------------------------------------------------
 # Boundary handling and Newton polish
 # ---------------------------------------------------------------------------
-
-
-def _boundary_mask(layout: Layout, boundary: list[str], use_sqrt: bool) -> np.ndarray:
-    """Packed entries pinned at zero by :func:`_settle_boundary`.
-
-    A zero variance of random effect i is a zero row i of L (sqrt packing), or a zero
-    row and column i of Ψ* (plain packing).
-    """
-    mask = np.zeros(layout.n_params, dtype=bool)
-    rows, cols = layout.tril()
-    for item in boundary:
-        kind, idx = item.split(":")
-        i = int(idx)
-        if kind == "re":
-            mask[: layout.k_re2] |= (rows == i) if use_sqrt else ((rows == i) | (cols == i))
-        else:
-            mask[layout.k_re2 + i] = True
-    return mask
 
 
 def _settle_boundary(
@@ -314,7 +296,7 @@ def _settle_boundary(
     candidates: list[tuple[str, np.ndarray]] = []
     for i in range(layout.k_re):
         if psi[i, i] < 1e-4:
-            idx = np.flatnonzero(_boundary_mask(layout, [f"re:{i}"], obj.use_sqrt))
+            idx = np.flatnonzero(layout.boundary_mask([f"re:{i}"], obj.use_sqrt))
             if free[idx].all():
                 candidates.append((f"re:{i}", idx))
     for j in range(layout.k_vc):
@@ -330,8 +312,8 @@ def _settle_boundary(
         d_psi, d_tau = score_matrices(
             ev.step, ev.prof, obj.reml, layout.slot_component, layout.k_vc
         )
-        kind, k = label.split(":")
-        slope = d_psi[int(k), int(k)] if kind == "re" else d_tau[int(k)]
+        kind, k = layout.parse_boundary_label(label)
+        slope = d_psi[k, k] if kind == "re" else d_tau[k]
         if slope <= 1e-7 * obj.glob.n:
             x, cur = trial, ev
             boundary.append(label)
@@ -366,7 +348,7 @@ def _newton_polish(
     # constraint in the packed coordinates that the plain-θ Newton step cannot keep.
     if not free.all():
         return x
-    movable = ~_boundary_mask(layout, boundary, use_sqrt=False)
+    movable = ~layout.boundary_mask(boundary, use_sqrt=False)
     if not movable.any():
         return x
     psi, tau = layout.unpack(x, obj.use_sqrt)

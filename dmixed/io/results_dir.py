@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ..files import jsonable, read_versioned_json, replace_dir, sibling_path, sweep_stale
+from ..stats import Layout, n_tril
 
 FORMAT = "dmixed-results"
 FORMAT_VERSION = 1
@@ -199,7 +200,7 @@ def load(path):
     res.n_groups = e["n_groups"]
     res.n_dropped = e["n_dropped"]
     res.k_fe, res.k_re, res.k_vc = e["k_fe"], e["k_re"], e["k_vc"]
-    res.k_re2 = res.k_re * (res.k_re + 1) // 2
+    res.k_re2 = n_tril(res.k_re)
     res.llf = e["llf"]
     res.scale = e["scale"]
     res.param_names = e["param_names"]
@@ -216,11 +217,9 @@ def load(path):
     res._cov = _matrix(e["cov_params"])
     res._a_inv = _matrix(e["a_inv"])
     res._hessian = None
-    from ..results.results import boundary_param_mask
-    from ..stats import Layout
 
     widths = tuple(e["vc_slot_widths"])
-    res._boundary_params = boundary_param_mask(Layout(res.k_re, widths), res.boundary)
+    res._boundary_params = Layout(res.k_re, widths).boundary_mask(res.boundary, use_sqrt=False)
     res.group_labels = table["group"].to_numpy()
     res.group_sizes = table["group_size"].to_numpy()
     r = res.k_re + int(sum(widths))

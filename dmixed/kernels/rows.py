@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..stats.layout import n_tril
+
 # ---------------------------------------------------------------------------
 # Sufficient statistics from rows
 # ---------------------------------------------------------------------------
@@ -274,7 +276,7 @@ def accumulate_packed_into(
 
 def packed_width(r: int, k: int) -> int:
     """Columns of the packed statistics: ``1 + r(r+1)/2 + r·k`` (``k = p + 1``)."""
-    return 1 + r * (r + 1) // 2 + r * k
+    return 1 + n_tril(r) + r * k
 
 
 def accumulate_packed(
@@ -305,7 +307,7 @@ def accumulate_packed(
 def unpack_statistics(packed: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(nobs (G,), zz (G, r, r), zxy (G, r, p+1))`` from :func:`accumulate_packed` rows."""
     g = packed.shape[0]
-    n_zz = r * (r + 1) // 2
+    n_zz = n_tril(r)
     rows, cols = np.tril_indices(r)
     zz = np.empty((g, r, r))
     zz[:, rows, cols] = packed[:, 1 : 1 + n_zz]

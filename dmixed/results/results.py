@@ -107,7 +107,7 @@ class MixedLMResults:
         self.n_dropped = int(stats.n_dropped)
         self._a_inv = prof.a_inv
         self._hessian = hessian
-        self._boundary_params = boundary_param_mask(layout, self.boundary)
+        self._boundary_params = layout.boundary_mask(self.boundary, use_sqrt=False)
         self._cov = self._covariance(hessian, prof, cov_fe)
         # BLUPs and their conditional covariances: one kernel call, no data pass
         lam = layout.lam(packed, model.use_sqrt)
@@ -589,21 +589,6 @@ def _predict_dask(results, ddf, include_random: bool, resid: bool = False):
         resid,
         meta=pd.Series(dtype="float64", name=name),
     )
-
-
-def boundary_param_mask(layout, boundary: list[str]) -> np.ndarray:
-    """Which of [vech(Ψ*), τ*] are pinned at zero: a zero variance of random effect i
-    pins row and column i of Ψ*; a zero variance component pins its τ*."""
-    rows, cols = tril_indices(layout.k_re)
-    mask = np.zeros(layout.n_params, dtype=bool)
-    for item in boundary:
-        kind, idx = item.split(":")
-        i = int(idx)
-        if kind == "re":
-            mask[: layout.k_re2] |= (rows == i) | (cols == i)
-        else:
-            mask[layout.k_re2 + i] = True
-    return mask
 
 
 class Summary:

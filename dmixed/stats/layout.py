@@ -70,6 +70,43 @@ class Layout:
         """Component index of each variance-component slot (length ``r − q``)."""
         return np.repeat(np.arange(self.k_vc), self.vc_widths).astype(np.int64)
 
+    # -- variances at zero ----------------------------------------------------------
+
+    def boundary_labels(self) -> list[str]:
+        """The label of each variance that can be at zero: ``"re:i"`` for random effect
+        ``i`` (the diagonal of Ψ*), ``"vc:l"`` for variance component ``l``.  These are
+        the strings of ``results.boundary`` and of saved results."""
+        return [f"re:{i}" for i in range(self.k_re)] + [f"vc:{j}" for j in range(self.k_vc)]
+
+    def parse_boundary_label(self, label: str) -> tuple[str, int]:
+        """``"re:i"`` → ``("re", i)``, ``"vc:l"`` → ``("vc", l)``; ``ValueError`` for a
+        label that names no variance of this layout (e.g. one edited in a saved file)."""
+        if label not in self.boundary_labels():
+            raise ValueError(
+                f"boundary label {label!r} names no variance of this model "
+                f"(expected one of {self.boundary_labels()})"
+            )
+        kind, index = label.split(":")
+        return kind, int(index)
+
+    def boundary_mask(self, labels: list[str], use_sqrt: bool) -> np.ndarray:
+        """Which packed parameters are pinned at zero by the variances ``labels``.
+
+        A zero variance of random effect ``i`` is a zero row ``i`` of ``L`` (sqrt
+        packing), or a zero row and column ``i`` of Ψ* (plain packing, and the θ =
+        [vech(Ψ*), τ*] coordinates of the Hessian); a zero variance component pins its
+        ``s_l`` (or ``τ*_l``).
+        """
+        mask = np.zeros(self.n_params, dtype=bool)
+        rows, cols = self.tril()
+        for label in labels:
+            kind, i = self.parse_boundary_label(label)
+            if kind == "re":
+                mask[: self.k_re2] |= (rows == i) if use_sqrt else ((rows == i) | (cols == i))
+            else:
+                mask[self.k_re2 + i] = True
+        return mask
+
     def tril(self) -> tuple[np.ndarray, np.ndarray]:
         """Row-major lower-triangle indices of Ψ*, statsmodels' ``vech_lt`` order."""
         return tril_indices(self.k_re)

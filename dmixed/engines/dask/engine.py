@@ -53,7 +53,7 @@ import numpy as np
 import pandas as pd
 
 from ... import kernels
-from ...stats import FittedStatistics, GlobalStats, Layout
+from ...stats import FittedStatistics, GlobalStats, Layout, n_tril
 from ..local import LocalEngine
 
 logger = logging.getLogger("dmixed")
@@ -162,7 +162,7 @@ class _FlatLayout:
 
     @property
     def n_zz(self) -> int:
-        return self.r * (self.r + 1) // 2
+        return n_tril(self.r)
 
     @property
     def n_zxy(self) -> int:
@@ -182,7 +182,7 @@ class _FlatLayout:
         return np.concatenate([head, xyxy])
 
     def empty_global(self, n_dropped: int = 0) -> np.ndarray:
-        out = np.zeros(3 + self.k * (self.k + 1) // 2)
+        out = np.zeros(3 + n_tril(self.k))
         out[2] = n_dropped
         return out
 
