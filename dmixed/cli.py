@@ -18,9 +18,10 @@ import contextlib
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 
-from .errors import ClusterConfigError
+from .errors import DmixedError
 
 logger = logging.getLogger("dmixed")
 
@@ -199,19 +200,32 @@ def _is_read_error(exc: BaseException) -> bool:
     if isinstance(exc, (ConnectionError, TimeoutError)):
         return False
     import pandas as pd
+    import pyarrow
 
-    kinds: tuple = (OSError, pd.errors.ParserError, pd.errors.EmptyDataError)
-    try:
-        import pyarrow
-
-        kinds += (pyarrow.ArrowException,)
-    except ImportError:
-        pass
+    kinds = (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, pyarrow.ArrowException)
     return isinstance(exc, kinds)
 
 
-def _model_errors(exc: Exception) -> JobError:
-    return JobError(str(exc).splitlines()[0] if str(exc) else repr(exc), EXIT_CONFIG)
+@contextlib.contextmanager
+def _job_errors(job: Job, reads_data: bool) -> Iterator[None]:
+    """Exit statuses of what goes wrong while a job builds its statistics and fits.
+
+    Unreadable data (while ``reads_data``) → ``EXIT_DATA``.  dmixed's refusals
+    (:class:`~dmixed.DmixedError`) and the ``KeyError``/``TypeError`` that pandas and
+    formulaic raise for a column missing from, or of the wrong type in, the data →
+    ``EXIT_CONFIG``, first line only.  Anything else propagates to :func:`exit_status`.
+    """
+    try:
+        yield
+    except JobError:
+        raise
+    except Exception as exc:
+        if reads_data and _is_read_error(exc):
+            raise JobError(f"cannot read data {job.data!r}: {exc}", EXIT_DATA) from exc
+        if isinstance(exc, (ValueError, KeyError, TypeError)):
+            message = str(exc).splitlines()[0] if str(exc) else repr(exc)
+            raise JobError(message, EXIT_CONFIG) from exc
+        raise
 
 
 def _save_outputs(job: Job, res) -> None:
@@ -230,72 +244,92 @@ def _save_outputs(job: Job, res) -> None:
 # ---------------------------------------------------------------------------
 
 
-def run_fit(job: Job) -> int:
-    from .cluster import connect
-    from .design import ModelSpec, build_spec
+def _reusable_statistics(job: Job, job_digest: str) -> dict | None:
+    """The manifest of statistics saved by this very job earlier, if any (else None);
+    statistics of other data or another model in ``--stats-dir`` are refused."""
+    from .stats import checkpoint
+
+    if not (job.stats_dir and os.path.exists(os.path.join(job.stats_dir, "manifest.json"))):
+        return None
+    manifest = checkpoint.read_manifest(job.stats_dir)
+    if manifest.get("digest") != job_digest:
+        raise JobError(
+            f"the statistics saved in {job.stats_dir} were built from other data or "
+            "another model (their digest does not match this job); remove that "
+            "directory or choose another --stats-dir"
+        )
+    return manifest
+
+
+def _model_from_saved(job: Job):
+    """The model over the statistics saved in ``--stats-dir`` (no data pass)."""
+    from .design import ModelSpec
     from .engines.local import statistics_from_arrays
     from .model import MixedLM
+    from .stats import checkpoint
+
+    logger.info("reusing saved statistics from %s (no data pass)", job.stats_dir)
+    arrays, manifest = checkpoint.load_statistics(job.stats_dir)
+    spec = ModelSpec.from_dict(manifest["spec"])
+    return MixedLM.from_statistics(statistics_from_arrays(arrays), spec)
+
+
+def _model_from_data(job: Job, ddf, client, job_digest: str, fingerprint: list[dict]):
+    """The model of the data, after its data pass (statistics saved if ``--stats-dir``)."""
+    from .design import build_spec
+    from .model import MixedLM
+    from .stats import checkpoint
+
+    spec = build_spec(
+        ddf,
+        job.formula,
+        job.groups,
+        re_formula=job.re_formula,
+        vc_formula=job.vc_formula,
+        weights=job.weights,
+        missing=job.missing,
+    )
+    model = MixedLM.from_spec(spec, ddf)
+    stats = model.statistics(client=client, progress=not job.quiet)
+    if job.stats_dir:
+        checkpoint.save_statistics(
+            checkpoint.GroupArrays.from_statistics(stats),
+            job.stats_dir,
+            {
+                "digest": job_digest,
+                "spec": spec.to_dict(),
+                "inputs": fingerprint,
+                "job": {"method": job.method},
+            },
+        )
+        logger.info("saved statistics to %s", job.stats_dir)
+    return model
+
+
+def run_fit(job: Job) -> int:
+    """``dmixed fit``: data pass (or saved statistics of the same job), fit, write."""
+    from .cluster import connect
     from .stats import checkpoint
 
     files = input_files(job)
     fingerprint = checkpoint.input_fingerprint(files)
     job_digest = _job_digest(job, fingerprint)
-    reuse = None
-    if job.stats_dir and os.path.exists(os.path.join(job.stats_dir, "manifest.json")):
-        manifest = checkpoint.read_manifest(job.stats_dir)
-        if manifest.get("digest") != job_digest:
-            raise JobError(
-                f"the statistics saved in {job.stats_dir} were built from other data or "
-                "another model (their digest does not match this job); remove that "
-                "directory or choose another --stats-dir"
-            )
-        reuse = manifest
-    ddf = read_data(job, files)[0] if reuse is None else None  # a reuse reads no data
+    reuse = _reusable_statistics(job, job_digest) is not None
+    ddf = None if reuse else read_data(job, files)[0]  # a reuse reads no data
     # a reuse needs no cluster either: the optimization runs on the saved statistics
-    with connect(job.cluster) if reuse is None else contextlib.nullcontext() as client:
-        try:
-            if reuse is not None:
-                logger.info("reusing saved statistics from %s (no data pass)", job.stats_dir)
-                arrays, manifest = checkpoint.load_statistics(job.stats_dir)
-                spec = ModelSpec.from_dict(manifest["spec"])
-                model = MixedLM.from_statistics(statistics_from_arrays(arrays), spec)
-            else:
-                spec = build_spec(
-                    ddf,
-                    job.formula,
-                    job.groups,
-                    re_formula=job.re_formula,
-                    vc_formula=job.vc_formula,
-                    weights=job.weights,
-                    missing=job.missing,
-                )
-                model = MixedLM.from_spec(spec, ddf)
-                stats = model.statistics(client=client, progress=not job.quiet)
-                if job.stats_dir:
-                    checkpoint.save_statistics(
-                        checkpoint.GroupArrays.from_statistics(stats),
-                        job.stats_dir,
-                        {
-                            "digest": job_digest,
-                            "spec": spec.to_dict(),
-                            "inputs": fingerprint,
-                            "job": {"method": job.method},
-                        },
-                    )
-                    logger.info("saved statistics to %s", job.stats_dir)
-            res = model.fit(
-                reml=job.method == "reml",
-                cov_fe=job.cov_fe,
-                maxiter=job.maxiter,
-                progress=not job.quiet,
-                client=client if reuse is None else None,
-            )
-        except Exception as exc:
-            if reuse is None and _is_read_error(exc):
-                raise JobError(f"cannot read data {job.data!r}: {exc}", EXIT_DATA) from exc
-            if isinstance(exc, (ValueError, KeyError, TypeError)):
-                raise _model_errors(exc) from exc
-            raise
+    cluster = contextlib.nullcontext() if reuse else connect(job.cluster)
+    with cluster as client, _job_errors(job, reads_data=not reuse):
+        if reuse:
+            model = _model_from_saved(job)
+        else:
+            model = _model_from_data(job, ddf, client, job_digest, fingerprint)
+        res = model.fit(
+            reml=job.method == "reml",
+            cov_fe=job.cov_fe,
+            maxiter=job.maxiter,
+            progress=not job.quiet,
+            client=client,
+        )
     if job.stats_dir:
         _remember_fit(job.stats_dir, res)
     _save_outputs(job, res)
@@ -343,18 +377,11 @@ def run_update(job: Job) -> int:
         with open(last) as fh:
             start = json.load(fh).get("packed_params")
     method = job.method or manifest.get("job", {}).get("method", "reml")
-    with connect(job.cluster) as client:
-        try:
-            new_model = MixedLM.from_spec(spec, ddf)
-            new = checkpoint.GroupArrays.from_statistics(
-                new_model.statistics(client=client, progress=not job.quiet)
-            )
-        except Exception as exc:
-            if _is_read_error(exc):
-                raise JobError(f"cannot read data {job.data!r}: {exc}", EXIT_DATA) from exc
-            if isinstance(exc, (ValueError, KeyError, TypeError)):
-                raise _model_errors(exc) from exc
-            raise
+    with connect(job.cluster) as client, _job_errors(job, reads_data=True):
+        new_model = MixedLM.from_spec(spec, ddf)
+        new = checkpoint.GroupArrays.from_statistics(
+            new_model.statistics(client=client, progress=not job.quiet)
+        )
     merged = checkpoint.merge(old, new)
     model = MixedLM.from_statistics(statistics_from_arrays(merged), spec)
     if start is not None and len(start) != merged.layout.n_params:
@@ -477,6 +504,24 @@ def _setup_logging(quiet: bool) -> None:
     logger.propagate = False
 
 
+def exit_status(exc: BaseException) -> int:
+    """The documented exit status of an error that ends a command (README "Exit status").
+
+    A :class:`JobError` carries its own status; a lost or unreachable cluster
+    (``ConnectionError``, including distributed's ``CommClosedError`` and timeouts of
+    connecting) → 5; a configuration dmixed refuses (:class:`~dmixed.DmixedError`: a
+    bad job, formula, cluster configuration, or saved statistics) or an input path that
+    does not exist → 2; anything else → 1.
+    """
+    if isinstance(exc, JobError):
+        return exc.status
+    if isinstance(exc, ConnectionError):
+        return EXIT_CLUSTER
+    if isinstance(exc, (DmixedError, FileNotFoundError)):
+        return EXIT_CONFIG
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -485,16 +530,10 @@ def main(argv: list[str] | None = None) -> int:
         job = make_job(args, args.required)
         _setup_logging(job.quiet)
         return args.func(job)
-    except JobError as exc:
-        print(f"dmixed: error: {_one_line(exc)}", file=sys.stderr)
-        return exc.status
-    except ConnectionError as exc:
-        print(f"dmixed: error: {_one_line(exc)}", file=sys.stderr)
-        return EXIT_CLUSTER
-    except Exception as exc:  # anything else: one line, not a traceback
-        status = EXIT_CONFIG if isinstance(exc, (ClusterConfigError, FileNotFoundError)) else 1
-        print(f"dmixed: error: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
-        return status
+    except Exception as exc:  # one line on stderr, never a traceback
+        label = "" if isinstance(exc, (JobError, ConnectionError)) else f"{type(exc).__name__}: "
+        print(f"dmixed: error: {label}{_one_line(exc)}", file=sys.stderr)
+        return exit_status(exc)
 
 
 if __name__ == "__main__":  # pragma: no cover
