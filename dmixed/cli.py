@@ -63,7 +63,14 @@ class Job:
         return [f.name for f in fields(cls)]
 
 
-def _read_job_file(path: str) -> dict:
+def read_job_file(path: str) -> dict:
+    """The options of a YAML job file (safe YAML: it cannot construct objects).
+
+    Raises
+    ------
+    JobError
+        An unreadable file, invalid YAML, not a mapping, or keys that are not options.
+    """
     import yaml
 
     try:
@@ -117,7 +124,7 @@ def _resolve_job_paths(values: dict, base: str) -> None:
 
 def make_job(args: argparse.Namespace, required: tuple[str, ...]) -> Job:
     """Job file values, overridden by the flags given on the command line."""
-    values = _read_job_file(args.job) if getattr(args, "job", None) else {}
+    values = read_job_file(args.job) if getattr(args, "job", None) else {}
     if values:
         _resolve_job_paths(values, os.path.dirname(os.path.abspath(args.job)))
     for key in Job.keys():

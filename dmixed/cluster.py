@@ -25,7 +25,8 @@ from .errors import ClusterConfigError
 logger = logging.getLogger("dmixed")
 
 KINDS = ("local", "address", "scheduler_file", "ssh", "slurm", "pbs", "kubernetes")
-_CONFIG_KEYS = {"kind", "cluster", "client", "scale", "security", "address", "scheduler_file"}
+#: the keys a cluster configuration may have (others are refused)
+CONFIG_KEYS = {"kind", "cluster", "client", "scale", "security", "address", "scheduler_file"}
 DEFAULT_TIMEOUT = "30s"
 
 
@@ -64,10 +65,10 @@ def read_config(cluster: str | os.PathLike | dict | None) -> dict:
                 f"cluster {text!r} is neither a scheduler address (tcp://, tls://), "
                 "a scheduler file (.json) nor a cluster config (.yaml)"
             )
-    unknown = sorted(set(config) - _CONFIG_KEYS)
+    unknown = sorted(set(config) - CONFIG_KEYS)
     if unknown:
         raise ClusterConfigError(
-            f"unknown key(s) {unknown} in cluster config; allowed: {sorted(_CONFIG_KEYS)}"
+            f"unknown key(s) {unknown} in cluster config; allowed: {sorted(CONFIG_KEYS)}"
         )
     kind = config.get("kind")
     if kind not in KINDS:
@@ -86,7 +87,14 @@ def read_config(cluster: str | os.PathLike | dict | None) -> dict:
     return config
 
 
-def _security(config: dict):
+def security_of(config: dict):
+    """distributed's ``Security`` from a config's ``security:`` mapping (None without one).
+
+    Raises
+    ------
+    ClusterConfigError
+        For keys that ``distributed.security.Security`` does not take.
+    """
     sec = config.get("security")
     if not sec:
         return None
@@ -157,7 +165,7 @@ def connect(cluster: str | os.PathLike | dict | None = None) -> Iterator:
 
     config = read_config(cluster)
     client_kwargs = {"timeout": DEFAULT_TIMEOUT, **(config.get("client") or {})}
-    security = _security(config)
+    security = security_of(config)
     if security is not None:
         client_kwargs["security"] = security
     started = _make_cluster(config)

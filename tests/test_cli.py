@@ -915,7 +915,7 @@ def test_example_job_file_documents_every_key_and_parses():
         assert at, f"{key} not in example_job.yaml"
         above = lines[at[0] - 1] if at[0] else ""
         assert above.startswith("#") or " # " in lines[at[0]], f"{key} is not explained"
-    cli._read_job_file(str(path))  # valid YAML, no unknown keys
+    cli.read_job_file(str(path))  # valid YAML, no unknown keys
     args = cli.build_parser().parse_args(["fit", "--job", str(path)])
     job = cli.make_job(args, args.required)  # valid values, required options present
     assert job.vc_formula and job.output and job.cluster and job.method in ("reml", "ml")

@@ -68,13 +68,13 @@ def _accepted_keywords(kind: str) -> set[str] | None:
 def test_shipped_config_parses_with_a_valid_kind(path):
     config = read_config(path)
     assert config["kind"] in KINDS
-    assert set(config) <= cluster._CONFIG_KEYS
+    assert set(config) <= cluster.CONFIG_KEYS
     assert config == yaml.safe_load(path.read_text())  # nothing added or lost
     assert read_config(str(path)) == config  # str and PathLike alike
     # every config sets a client timeout that dask can parse
     assert parse_timedelta(config["client"]["timeout"]) > 0
     if config.get("security"):
-        sec = cluster._security(config)  # valid keyword arguments of Security
+        sec = cluster.security_of(config)  # valid keyword arguments of Security
         assert sec.require_encryption
     if config["kind"] == "address":
         assert config["address"].startswith(("tcp://", "tls://"))

@@ -33,7 +33,8 @@ from .statistics import GlobalStats
 
 FORMAT = "dmixed-statistics"
 FORMAT_VERSION = 1
-_GROUPS_PER_FILE = 1_000_000
+#: groups per Parquet part file of a statistics directory
+GROUPS_PER_FILE = 1_000_000
 
 
 @dataclass
@@ -148,8 +149,8 @@ def save_statistics(arrays: GroupArrays, path, manifest: dict) -> None:
     (tmp / "groups").mkdir(parents=True)
     try:
         g = len(arrays.labels)
-        for i, lo in enumerate(range(0, max(g, 1), _GROUPS_PER_FILE)):
-            frame = _group_frame(arrays, lo, min(lo + _GROUPS_PER_FILE, g))
+        for i, lo in enumerate(range(0, max(g, 1), GROUPS_PER_FILE)):
+            frame = _group_frame(arrays, lo, min(lo + GROUPS_PER_FILE, g))
             frame.to_parquet(tmp / "groups" / f"part-{i:05d}.parquet", index=False)
         full = {
             "format": FORMAT,

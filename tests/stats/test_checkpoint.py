@@ -38,7 +38,7 @@ from dmixed.stats.checkpoint import (
     save_statistics,
 )
 
-from ._synth import make_data
+from .._synth import make_data
 
 FORMULA = "y ~ x1 + x2"
 MODELS = {
@@ -269,7 +269,7 @@ def test_save_load_round_trip(tmp_path, model, str_keys):
 
 
 def test_save_load_over_several_files(tmp_path, monkeypatch):
-    monkeypatch.setattr(checkpoint, "_GROUPS_PER_FILE", 7)
+    monkeypatch.setattr(checkpoint, "GROUPS_PER_FILE", 7)
     df = _frame(10, n_groups=40)
     spec = _spec(df, "slope+vc")
     arrays = _stats(spec, df)
