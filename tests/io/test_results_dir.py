@@ -13,7 +13,7 @@ import pytest
 import dmixed
 from dmixed import MixedLM
 
-from ._synth import design, make_data, vc_dict
+from .._synth import design, make_data, vc_dict
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,7 @@ def test_interrupted_save_leaves_the_previous_result(tmp_path, res, monkeypatch)
     def boom(*args, **kwargs):
         raise KeyboardInterrupt("killed while writing")
 
-    monkeypatch.setattr(io, "_random_effects_table", boom)
+    monkeypatch.setattr(io, "random_effects_table", boom)
     with pytest.raises(KeyboardInterrupt):
         fit.save(tmp_path / "out")
     assert (tmp_path / "out" / "estimates.json").read_text() == before
