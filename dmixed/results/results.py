@@ -21,9 +21,8 @@ from ..errors import SingularHessianWarning
 from ..inference import ProfileLikelihood
 from ..inference import compare_lr_test as _compare_lr_test
 from ..io import ModelNames, ResultsState, load_state, save_state
-from ..stats import tril_indices
 from .prediction import Predictor, is_partitioned, predict_dask, transform_for_prediction
-from .summary import Summary
+from .summary import Summary, coefficient_table
 
 __all__ = ["MixedLMResults", "load"]
 
@@ -140,57 +139,16 @@ class MixedLMResults:
             The Hessian (without the variances at zero) is singular: pseudo-inverse used.
         """
         layout = stats.layout
-        psi, tau = layout.unpack(packed, model.use_sqrt)
-        scale = float(prof.scale)
-        rows, cols = layout.tril()
-        params = np.concatenate([prof.beta, psi[rows, cols], tau])
         boundary = list(optimize_result.boundary)
         cov = _covariance(
             hessian,
-            k=len(params),
+            k=model.k_fe + layout.n_params,
             k_fe=model.k_fe,
             at_zero=layout.boundary_mask(boundary, use_sqrt=False),
-            conditional=scale * prof.a_inv if cov_fe == "conditional" else None,
+            conditional=float(prof.scale) * prof.a_inv if cov_fe == "conditional" else None,
         )
-        # BLUPs and their conditional covariances: one kernel call, no data pass
-        blup, cond = stats.engine.random_effects(layout.lam(packed, model.use_sqrt), prof.w)
-        state = ResultsState(
-            names=ModelNames.from_model(model),
-            spec=getattr(model, "spec", None),
-            use_sqrt=model.use_sqrt,
-            reml=reml,
-            method="REML" if reml else "ML",
-            converged=bool(optimize_result.converged),
-            n_iter=optimize_result.n_iter,
-            n_evals=optimize_result.n_evals,
-            optimizer_methods=optimize_result.methods,
-            history=optimize_result.history,
-            boundary=boundary,
-            fit_seconds=fit_seconds,
-            data_pass_seconds=stats.data_pass_seconds,
-            cov_fe=cov_fe,
-            nobs=int(stats.glob.n),
-            n_groups=int(len(stats.group_labels)),
-            n_dropped=int(stats.n_dropped),
-            k_fe=model.k_fe,
-            k_re=layout.k_re,
-            k_vc=layout.k_vc,
-            llf=float(llf),
-            scale=scale,
-            param_names=model.param_names(),
-            params=params,
-            packed_params=np.asarray(packed),
-            fe_params=np.asarray(prof.beta),
-            cov_re=scale * psi,
-            cov_re_unscaled=psi,
-            vcomp=scale * tau,
-            cov_params=cov,
-            a_inv=prof.a_inv,
-            group_labels=stats.group_labels,
-            group_sizes=stats.group_sizes,
-            blup=blup,
-            blup_cov=cond * scale,
-            vc_slot_cols=stats.vc_slot_cols,
+        state = _record_fit(
+            model, stats, reml, packed, prof, llf, cov, cov_fe, optimize_result, fit_seconds
         )
         return cls(state, model=model)
 
@@ -472,45 +430,11 @@ class MixedLMResults:
 
     def summary_frame(self, alpha: float = 0.05) -> pd.DataFrame:
         """statsmodels' coefficient table: fixed effects with z tests, variances with SEs."""
-        k = len(self.params)
-        tab = np.full((k, 6), np.nan)
-        p = self.k_fe
-        z = special.ndtri(1 - alpha / 2)
-        tab[:p, 0] = self.fe_params
-        tab[:p, 1] = self.bse_fe
-        tab[:p, 2] = tab[:p, 0] / tab[:p, 1]
-        tab[:p, 3] = 2 * special.ndtr(-np.abs(tab[:p, 2]))
-        tab[:p, 4] = tab[:p, 0] - z * tab[:p, 1]
-        tab[:p, 5] = tab[:p, 0] + z * tab[:p, 1]
-        rows, cols = tril_indices(self.k_re)
-        cov_re = self.cov_re.to_numpy()
-        tab[p : p + self.k_re2, 0] = cov_re[rows, cols]
-        tab[p + self.k_re2 :, 0] = self.vcomp
-        tab[p:, 1] = np.sqrt(self.scale) * self.bse.to_numpy()[p:]
-        return pd.DataFrame(
-            tab,
-            index=self.param_names,
-            columns=["Coef.", "Std.Err.", "z", "P>|z|", f"[{alpha / 2}", f"{1 - alpha / 2}]"],
-        )
+        return coefficient_table(self._state, alpha)
 
     def summary(self, alpha: float = 0.05) -> Summary:
         """A statsmodels-style summary (print it, or ``as_text()`` / ``as_html()``)."""
-        sizes = self.group_sizes
-        info = [
-            ("Model:", "MixedLM"),
-            ("Dependent Variable:", self.names.endog_name),
-            ("No. Observations:", str(self.nobs)),
-            ("Method:", self.method),
-            ("No. Groups:", str(self.n_groups)),
-            ("Scale:", f"{self.scale:.4f}"),
-            ("Min. group size:", f"{sizes.min():.0f}" if sizes.size else "0"),
-            ("Log-Likelihood:", f"{self.llf:.4f}"),
-            ("Max. group size:", f"{sizes.max():.0f}" if sizes.size else "0"),
-            ("Converged:", "Yes" if self.converged else "No"),
-            ("Mean group size:", f"{sizes.mean():.1f}" if sizes.size else "0"),
-            ("", ""),
-        ]
-        return Summary("Mixed Linear Model Regression Results", info, self.summary_frame(alpha))
+        return Summary.of(self._state, alpha)
 
     def _repr_html_(self) -> str:
         return self.summary().as_html()
@@ -520,6 +444,56 @@ class MixedLMResults:
             f"<dmixed MixedLMResults: {self.method}, nobs={self.nobs}, groups={self.n_groups}, "
             f"llf={self.llf:.4f}, converged={self.converged}>"
         )
+
+
+def _record_fit(
+    model, stats, reml, packed, prof, llf, cov, cov_fe, optimize_result, fit_seconds
+) -> ResultsState:
+    """The state record of a fit: estimates in statsmodels' coordinates, the BLUPs."""
+    layout = stats.layout
+    psi, tau = layout.unpack(packed, model.use_sqrt)
+    scale = float(prof.scale)
+    rows, cols = layout.tril()
+    # BLUPs and their conditional covariances: one kernel call, no data pass
+    blup, cond = stats.engine.random_effects(layout.lam(packed, model.use_sqrt), prof.w)
+    return ResultsState(
+        names=ModelNames.from_model(model),
+        spec=getattr(model, "spec", None),
+        use_sqrt=model.use_sqrt,
+        reml=reml,
+        method="REML" if reml else "ML",
+        converged=bool(optimize_result.converged),
+        n_iter=optimize_result.n_iter,
+        n_evals=optimize_result.n_evals,
+        optimizer_methods=optimize_result.methods,
+        history=optimize_result.history,
+        boundary=list(optimize_result.boundary),
+        fit_seconds=fit_seconds,
+        data_pass_seconds=stats.data_pass_seconds,
+        cov_fe=cov_fe,
+        nobs=int(stats.glob.n),
+        n_groups=int(len(stats.group_labels)),
+        n_dropped=int(stats.n_dropped),
+        k_fe=model.k_fe,
+        k_re=layout.k_re,
+        k_vc=layout.k_vc,
+        llf=float(llf),
+        scale=scale,
+        param_names=model.param_names(),
+        params=np.concatenate([prof.beta, psi[rows, cols], tau]),
+        packed_params=np.asarray(packed),
+        fe_params=np.asarray(prof.beta),
+        cov_re=scale * psi,
+        cov_re_unscaled=psi,
+        vcomp=scale * tau,
+        cov_params=cov,
+        a_inv=prof.a_inv,
+        group_labels=stats.group_labels,
+        group_sizes=stats.group_sizes,
+        blup=blup,
+        blup_cov=cond * scale,
+        vc_slot_cols=stats.vc_slot_cols,
+    )
 
 
 def _covariance(hessian, *, k: int, k_fe: int, at_zero: np.ndarray, conditional) -> np.ndarray:

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from statsmodels.regression.mixed_linear_model import MixedLM as SmMixedLM
 
-from dmixed import BoundaryWarning, MixedLM
+from dmixed import BoundaryWarning, MixedLM, MixedLMResults
 
 from .._synth import design, make_data, vc_dict
 
@@ -112,3 +112,13 @@ def test_formula_weights_equal_array_weights():
     np.testing.assert_allclose(formula.fe_params, arrays.fe_params, rtol=1e-10)
     with pytest.raises(ValueError, match="'w'"):
         MixedLM.from_formula("y ~ x1", df.assign(w=-df["w"]), groups="g", weights="w")
+
+
+def test_results_are_built_from_their_state_record(vc_fits):
+    _, res, _ = vc_fits
+    back = MixedLMResults.from_state(res.to_state())
+    assert back.to_state() is res.to_state()
+    assert str(back.summary()) == str(res.summary())
+    np.testing.assert_array_equal(back.cov_params(), res.cov_params())
+    np.testing.assert_array_equal(back.random_effects_frame(), res.random_effects_frame())
+    assert back.aic == res.aic or (np.isnan(back.aic) and np.isnan(res.aic))
