@@ -19,9 +19,8 @@ from .errors import (
     SpecError,
 )
 from .inference import compare_lr_test
-from .io import load
 from .model import MixedLM, mixedlm
-from .results import MixedLMResults
+from .results import MixedLMResults, load
 
 __all__ = [
     "MixedLM",

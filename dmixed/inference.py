@@ -16,7 +16,7 @@ coordinate, the random effects are permuted so that i comes first: ``Λ = P L̃`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -25,11 +25,31 @@ from scipy import optimize, special
 from .fit.objective import profile, score_matrices
 from .stats import GlobalStats, Layout
 
+__all__ = ["ProfileProblem", "ProfileLikelihood", "compare_lr_test"]
+
 _LOG_2PI = float(np.log(2.0 * np.pi))
 
 
 @dataclass
-class _ProfileProblem:
+class ProfileProblem:
+    """−ℓ(θ, σ²) with one variance pinned, in the free coordinates of the sqrt packing.
+
+    Parameters
+    ----------
+    engine : dmixed.engines.Engine
+        Holds the fit's statistics (one engine step per evaluation, no data pass).
+    glob : GlobalStats
+    layout : Layout
+    reml : bool
+    kind : {"re", "vc"}
+        A diagonal entry of ``cov_re`` or a variance component.
+    index : int
+        Which one (position in ``exog_re_names`` or ``vc_names``).
+
+    The free vector is ``[packed without the pinned entry, log σ²]`` (see
+    :meth:`unpack_point`).
+    """
+
     engine: object
     glob: GlobalStats
     layout: Layout
@@ -107,8 +127,6 @@ class _ProfileProblem:
 
 def _with_inverse_scale(prof, inv_scale: float):
     """A copy of ``prof`` whose ``fac / Q`` equals ``inv_scale`` (for score_matrices)."""
-    from dataclasses import replace
-
     return replace(prof, fac=inv_scale * prof.q)
 
 
@@ -142,7 +160,7 @@ class ProfileLikelihood:
         stats = model.statistics()
         self.name = which
         self.llf_max = results.llf
-        self.problem = _ProfileProblem(
+        self.problem = ProfileProblem(
             stats.engine, stats.glob, stats.layout, results.reml, kind, index
         )
         # start from the MLE, in the permuted sqrt packing
@@ -150,7 +168,7 @@ class ProfileLikelihood:
         perm = self.problem.perm
         psi_p = psi[np.ix_(perm, perm)]
         packed = stats.layout.pack(psi_p, tau, use_sqrt=True)
-        self._start = np.append(packed[self.problem.free], np.log(results.scale))
+        self.start = np.append(packed[self.problem.free], np.log(results.scale))
 
     def __call__(self, value: float) -> float:
         """max ℓ subject to the variance being ``value`` (≥ 0)."""
@@ -158,7 +176,7 @@ class ProfileLikelihood:
             raise ValueError(f"a variance cannot be negative: {value}")
         res = optimize.minimize(
             self.problem.value_and_grad,
-            self._start,
+            self.start,
             args=(value,),
             jac=True,
             method="L-BFGS-B",

@@ -494,7 +494,7 @@ class MixedLM:
         if not skip_hessian:
             # in θ = [vech(Ψ*), τ*] whatever the packing: the Hessian's basis is ∂B*/∂θ
             hess = obj.hessian_full(opt.packed, ev.prof.beta)
-        return MixedLMResults(
+        return MixedLMResults.from_fit(
             model=self,
             stats=stats,
             reml=bool(reml),

@@ -58,7 +58,7 @@ def test_profile_value_is_a_constrained_maximum(fit):
     from scipy import optimize
 
     out = optimize.minimize(
-        prof.problem.value_and_grad, prof._start, args=(v,), jac=True, method="L-BFGS-B"
+        prof.problem.value_and_grad, prof.start, args=(v,), jac=True, method="L-BFGS-B"
     )
     x_opt = out.x
     for _ in range(20):

@@ -1,5 +1,23 @@
-"""Results saved to disk: the results directory format (JSON estimates, Parquet BLUPs)."""
+"""Results on disk: the state record of fitted results and the results directory format.
 
-from .results_dir import load, save_results
+- :mod:`~dmixed.io.state`: :class:`ResultsState`, every number a results object is
+  built from, and :class:`ModelNames`.
+- :mod:`~dmixed.io.results_dir`: the directory (JSON estimates, Parquet BLUPs, summary
+  text), written atomically; :func:`save_state` / :func:`load_state`.
 
-__all__ = ["load", "save_results"]
+This layer knows nothing of :class:`~dmixed.MixedLMResults`: ``dmixed.load`` (in
+:mod:`dmixed.results`) builds one from :func:`load_state`.
+"""
+
+from .results_dir import FORMAT, FORMAT_VERSION, load_state, random_effects_table, save_state
+from .state import ModelNames, ResultsState
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "ModelNames",
+    "ResultsState",
+    "load_state",
+    "random_effects_table",
+    "save_state",
+]

@@ -1,10 +1,11 @@
-"""Saving and loading fitted results as a self-describing directory.
+"""The results directory: a :class:`~dmixed.io.state.ResultsState` on disk.
 
 Layout of a results directory::
 
     estimates.json       estimates, covariances, fit log, model names/spec, versions
     random_effects.parquet   one row per group: key, size, BLUPs and their conditional
-                             covariances (padded layout, see ``columns`` in the JSON)
+                             covariances (padded slots: ``vc_slot_widths`` in the JSON;
+                             column names from :mod:`dmixed.stats.columns`)
     summary.txt          the printed summary
 
 The directory is written under a temporary name beside the target and renamed into
@@ -19,29 +20,41 @@ import json
 import os
 import platform
 import shutil
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy
 
+from ..design import ModelSpec
+from ..errors import CheckpointError
 from ..files import jsonable, read_versioned_json, replace_dir, sibling_path, sweep_stale
-from ..stats import Layout, n_tril
+from ..stats import columns
+from .state import ModelNames, ResultsState
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "estimates_document",
+    "random_effects_table",
+    "save_state",
+    "load_state",
+]
 
 FORMAT = "dmixed-results"
 FORMAT_VERSION = 1
 
+_RE, _COV, _SIZE = "re", "cov", "group_size"
 
-def _matrix(value) -> np.ndarray:
-    return np.array(
-        [[np.nan if v is None else v for v in row] for row in value], dtype=np.float64
-    ).reshape(len(value), -1 if value else 0)
+
+# ---------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------
 
 
 def _versions() -> dict:
-    from importlib.metadata import version
-
-    import dask
-    import scipy
+    import dask  # imported here only: dmixed itself imports without Dask
 
     return {
         "dmixed": version("dmixed"),
@@ -53,86 +66,99 @@ def _versions() -> dict:
     }
 
 
-def _state(results) -> dict:
-    names = results.names
-    spec = results.spec
-    spec_state = spec.to_dict() if spec is not None and hasattr(spec, "to_dict") else None
+def _model_section(state: ResultsState) -> dict:
+    names = state.names
+    return {
+        "endog_name": names.endog_name,
+        "exog_names": names.exog_names,
+        "exog_re_names": names.exog_re_names,
+        "vc_names": names.vc_names,
+        "vc_column_names": names.vc_column_names,
+        "group_name": names.group_name,
+        "use_sqrt": state.use_sqrt,
+        "spec": state.spec.to_dict() if state.spec is not None else None,
+    }
+
+
+def _fit_section(state: ResultsState) -> dict:
+    return {
+        "method": state.method,
+        "reml": state.reml,
+        "converged": state.converged,
+        "n_iter": state.n_iter,
+        "n_evals": state.n_evals,
+        "optimizer_methods": state.optimizer_methods,
+        "boundary": state.boundary,
+        "fit_seconds": state.fit_seconds,
+        "data_pass_seconds": state.data_pass_seconds,
+        "cov_fe": state.cov_fe,
+        "history": state.history,
+    }
+
+
+def _estimates_section(state: ResultsState) -> dict:
+    names = state.names
+    return {
+        "nobs": state.nobs,
+        "n_groups": state.n_groups,
+        "n_dropped": state.n_dropped,
+        "k_fe": state.k_fe,
+        "k_re": state.k_re,
+        "k_vc": state.k_vc,
+        "llf": state.llf,
+        "aic": state.aic,
+        "bic": state.bic,
+        "scale": state.scale,
+        "param_names": state.param_names,
+        "params": state.params,
+        "packed_params": state.packed_params,
+        "fe_params": dict(zip(names.exog_names, state.fe_params.tolist(), strict=True)),
+        "bse": state.bse,
+        "cov_re": state.cov_re,
+        "cov_re_unscaled": state.cov_re_unscaled,
+        "vcomp": dict(zip(names.vc_names, np.asarray(state.vcomp).tolist(), strict=True)),
+        "cov_params": state.cov_params,
+        "a_inv": state.a_inv,
+        "vc_slot_widths": list(state.vc_slot_widths),
+    }
+
+
+def estimates_document(state: ResultsState) -> dict:
+    """The content of ``estimates.json`` (before conversion to JSON types)."""
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "versions": _versions(),
-        "model": {
-            "endog_name": names.endog_name,
-            "exog_names": names.exog_names,
-            "exog_re_names": names.exog_re_names,
-            "vc_names": names.vc_names,
-            "vc_column_names": names.vc_column_names,
-            "group_name": names.group_name,
-            "use_sqrt": results.use_sqrt,
-            "spec": spec_state,
-        },
-        "fit": {
-            "method": results.method,
-            "reml": results.reml,
-            "converged": results.converged,
-            "n_iter": results.n_iter,
-            "n_evals": results.n_evals,
-            "optimizer_methods": results.optimizer_methods,
-            "boundary": results.boundary,
-            "fit_seconds": results.fit_seconds,
-            "data_pass_seconds": results.data_pass_seconds,
-            "cov_fe": results.cov_fe,
-            "history": results.fit_history,
-        },
-        "estimates": {
-            "nobs": results.nobs,
-            "n_groups": results.n_groups,
-            "n_dropped": results.n_dropped,
-            "k_fe": results.k_fe,
-            "k_re": results.k_re,
-            "k_vc": results.k_vc,
-            "llf": results.llf,
-            "aic": results.aic,
-            "bic": results.bic,
-            "scale": results.scale,
-            "param_names": results.param_names,
-            "params": results.params.to_numpy(),
-            "packed_params": results.packed_params,
-            "fe_params": results.fe_params.to_dict(),
-            "bse": results.bse.to_numpy(),
-            "cov_re": results.cov_re.to_numpy(),
-            "cov_re_unscaled": results.cov_re_unscaled,
-            "vcomp": dict(zip(names.vc_names, np.asarray(results.vcomp).tolist(), strict=True)),
-            "cov_params": results._cov,
-            "a_inv": results._a_inv,
-            "vc_slot_widths": [int(t.shape[1]) for t in results._vc_slot_cols],
-        },
+        "model": _model_section(state),
+        "fit": _fit_section(state),
+        "estimates": _estimates_section(state),
     }
 
 
-def _random_effects_table(results) -> pd.DataFrame:
-    """Padded per-group BLUPs (``re[j]``), conditional covariances (``cov[a,b]``, a ≤ b)
-    and, per variance component, the column index each slot stands for."""
-    g = results.group_labels
+def random_effects_table(state: ResultsState) -> pd.DataFrame:
+    """Padded per-group BLUPs (``re[j]``), conditional covariances (``cov[a,b]``, a ≥ b)
+    and, per variance component, the column index each slot stands for
+    (``vc_column[c][s]``): the content of ``random_effects.parquet``."""
+    g = state.group_labels
     labels = pd.Series(np.asarray(g))
     if labels.dtype == object:
         labels = labels.astype(str) if all(isinstance(v, str) for v in g) else labels
-    cols = {"group": labels.to_numpy(), "group_size": np.asarray(results.group_sizes)}
-    r = results._blup.shape[1]
-    for j in range(r):
-        cols[f"re[{j}]"] = results._blup[:, j]
-    for a in range(r):
-        for b in range(a + 1):
-            cols[f"cov[{a},{b}]"] = results._blup_cov[:, a, b]
-    for comp, table in enumerate(results._vc_slot_cols):
-        for s in range(table.shape[1]):
-            cols[f"vc_column[{comp}][{s}]"] = table[:, s]
+    cols = {columns.GROUP: labels.to_numpy(), _SIZE: np.asarray(state.group_sizes)}
+    columns.put_vector(cols, _RE, state.blup)
+    columns.put_lower_triangle(cols, _COV, state.blup_cov)
+    columns.put_vc_slots(cols, state.vc_slot_cols)
     return pd.DataFrame(cols)
 
 
-def save_results(results, path) -> None:
-    """Write ``results`` to the directory ``path`` atomically (replacing an old one)."""
+def save_state(state: ResultsState, path, summary_text: str) -> None:
+    """Write ``state`` to the directory ``path`` atomically (replacing an old one).
+
+    Raises
+    ------
+    FileExistsError
+        ``path`` exists and is not a results directory (it is never replaced).
+    """
     target = Path(path)
     parent = target.parent if str(target.parent) else Path(".")
     parent.mkdir(parents=True, exist_ok=True)
@@ -141,9 +167,9 @@ def save_results(results, path) -> None:
     tmp.mkdir()
     try:
         with open(tmp / "estimates.json", "w") as fh:
-            json.dump(jsonable(_state(results)), fh, indent=1, allow_nan=False)
-        _random_effects_table(results).to_parquet(tmp / "random_effects.parquet", index=False)
-        (tmp / "summary.txt").write_text(str(results.summary()))
+            json.dump(jsonable(estimates_document(state)), fh, indent=1, allow_nan=False)
+        random_effects_table(state).to_parquet(tmp / "random_effects.parquet", index=False)
+        (tmp / "summary.txt").write_text(summary_text)
         for f in tmp.iterdir():  # data on disk before the rename makes it visible
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
@@ -153,90 +179,116 @@ def save_results(results, path) -> None:
         raise
 
 
-def load(path):
-    """Restore results saved with :meth:`MixedLMResults.save`.
+# ---------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------
 
-    The restored object prints ``summary()``, gives every estimate, covariance and
-    the fit log, the random effects, and predicts on new data (formula models) or new
-    arrays, without the original data.  Profile likelihoods need the statistics and
-    are not available on loaded results.
+
+def _matrix(value) -> np.ndarray:
+    """A JSON matrix (lists of rows, None for NaN) as a float array."""
+    return np.array(
+        [[np.nan if v is None else v for v in row] for row in value], dtype=np.float64
+    ).reshape(len(value), -1 if value else 0)
+
+
+def _names_from(model: dict) -> ModelNames:
+    return ModelNames(
+        endog_name=model["endog_name"],
+        exog_names=model["exog_names"],
+        exog_re_names=model["exog_re_names"],
+        vc_names=model["vc_names"],
+        vc_column_names=model["vc_column_names"],
+        group_name=model["group_name"],
+    )
+
+
+def _state_from(doc: dict, table: pd.DataFrame) -> ResultsState:
+    """The state record of a parsed ``estimates.json`` and ``random_effects.parquet``."""
+    m, f, e = doc["model"], doc["fit"], doc["estimates"]
+    names = _names_from(m)
+    k_re, widths, g = e["k_re"], tuple(e["vc_slot_widths"]), len(table)
+    r = k_re + int(sum(widths))
+    return ResultsState(
+        names=names,
+        spec=ModelSpec.from_dict(m["spec"]) if m.get("spec") is not None else None,
+        use_sqrt=m["use_sqrt"],
+        reml=f["reml"],
+        method=f["method"],
+        converged=f["converged"],
+        n_iter=f["n_iter"],
+        n_evals=f["n_evals"],
+        optimizer_methods=f["optimizer_methods"],
+        history=f["history"],
+        boundary=f["boundary"],
+        fit_seconds=f["fit_seconds"],
+        data_pass_seconds=f["data_pass_seconds"],
+        cov_fe=f["cov_fe"],
+        nobs=e["nobs"],
+        n_groups=e["n_groups"],
+        n_dropped=e["n_dropped"],
+        k_fe=e["k_fe"],
+        k_re=k_re,
+        k_vc=e["k_vc"],
+        llf=e["llf"],
+        scale=e["scale"],
+        param_names=e["param_names"],
+        params=np.asarray(e["params"], dtype=np.float64),
+        packed_params=np.asarray(e["packed_params"], dtype=np.float64),
+        fe_params=np.array([e["fe_params"][x] for x in names.exog_names], dtype=np.float64),
+        cov_re=_matrix(e["cov_re"]).reshape(k_re, k_re),
+        cov_re_unscaled=_matrix(e["cov_re_unscaled"]).reshape(k_re, k_re),
+        vcomp=np.array([e["vcomp"][v] for v in names.vc_names], dtype=np.float64),
+        cov_params=_matrix(e["cov_params"]),
+        a_inv=_matrix(e["a_inv"]),
+        group_labels=table[columns.GROUP].to_numpy(),
+        group_sizes=table[_SIZE].to_numpy(),
+        blup=columns.take_vector(table, _RE, r, g),
+        blup_cov=columns.take_lower_triangle(table, _COV, r, g),
+        vc_slot_cols=columns.take_vc_slots(table, widths, g),
+    )
+
+
+def _check(state: ResultsState, where: Path) -> None:
+    """Refuse a results directory whose parts do not fit together."""
+    k = len(state.param_names)
+    problems = [
+        f"{len(state.params)} params for {k} names" if len(state.params) != k else "",
+        f"cov_params of shape {state.cov_params.shape} for {k} params"
+        if state.cov_params.shape != (k, k)
+        else "",
+        f"{len(state.group_labels)} groups in random_effects.parquet, {state.n_groups} "
+        "in estimates.json"
+        if len(state.group_labels) != state.n_groups
+        else "",
+    ]
+    problems = [p for p in problems if p]
+    if problems:
+        raise CheckpointError(
+            f"{where} is a damaged dmixed results directory: {'; '.join(problems)}"
+        )
+
+
+def load_state(path) -> ResultsState:
+    """Read the state record of a results directory written by :func:`save_state`.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` has no ``estimates.json``.
+    CheckpointError
+        ``estimates.json`` is not dmixed's, is of a newer format, or the directory's
+        parts are missing or do not fit together.
     """
-    from ..results.results import MixedLMResults, ModelNames
-
     target = Path(path)
-    state = read_versioned_json(
+    doc = read_versioned_json(
         target / "estimates.json", FORMAT, FORMAT_VERSION, "a dmixed results directory"
     )
     table = pd.read_parquet(target / "random_effects.parquet")
-    m, f, e = state["model"], state["fit"], state["estimates"]
-    res = MixedLMResults.__new__(MixedLMResults)
-    res.model = None
-    res.names = ModelNames(
-        m["endog_name"],
-        m["exog_names"],
-        m["exog_re_names"],
-        m["vc_names"],
-        m["vc_column_names"],
-        m["group_name"],
-    )
-    res.spec = None
-    if m.get("spec") is not None:
-        from ..design import ModelSpec
-
-        res.spec = ModelSpec.from_dict(m["spec"])
-    res.use_sqrt = m["use_sqrt"]
-    res.reml = f["reml"]
-    res.method = f["method"]
-    res.converged = f["converged"]
-    res.n_iter = f["n_iter"]
-    res.n_evals = f["n_evals"]
-    res.optimizer_methods = f["optimizer_methods"]
-    res.boundary = f["boundary"]
-    res.fit_seconds = f["fit_seconds"]
-    res.data_pass_seconds = f["data_pass_seconds"]
-    res.cov_fe = f["cov_fe"]
-    res.fit_history = f["history"]
-    res.nobs = e["nobs"]
-    res.n_groups = e["n_groups"]
-    res.n_dropped = e["n_dropped"]
-    res.k_fe, res.k_re, res.k_vc = e["k_fe"], e["k_re"], e["k_vc"]
-    res.k_re2 = n_tril(res.k_re)
-    res.llf = e["llf"]
-    res.scale = e["scale"]
-    res.param_names = e["param_names"]
-    res.params = pd.Series(e["params"], index=res.param_names, name="params", dtype=float)
-    res.packed_params = np.asarray(e["packed_params"], dtype=np.float64)
-    res.fe_params = pd.Series(e["fe_params"], name="fe_params", dtype=float)
-    res.cov_re = pd.DataFrame(
-        _matrix(e["cov_re"]).reshape(res.k_re, res.k_re),
-        index=res.names.exog_re_names,
-        columns=res.names.exog_re_names,
-    )
-    res.cov_re_unscaled = _matrix(e["cov_re_unscaled"]).reshape(res.k_re, res.k_re)
-    res.vcomp = np.array([e["vcomp"][v] for v in res.names.vc_names], dtype=np.float64)
-    res._cov = _matrix(e["cov_params"])
-    res._a_inv = _matrix(e["a_inv"])
-    res._hessian = None
-
-    widths = tuple(e["vc_slot_widths"])
-    res._boundary_params = Layout(res.k_re, widths).boundary_mask(res.boundary, use_sqrt=False)
-    res.group_labels = table["group"].to_numpy()
-    res.group_sizes = table["group_size"].to_numpy()
-    r = res.k_re + int(sum(widths))
-    res._blup = (
-        np.column_stack([table[f"re[{j}]"] for j in range(r)]) if r else np.zeros((len(table), 0))
-    )
-    cov = np.zeros((len(table), r, r))
-    for a in range(r):
-        for b in range(a + 1):
-            cov[:, a, b] = cov[:, b, a] = table[f"cov[{a},{b}]"].to_numpy()
-    res._blup_cov = cov
-    res._vc_slot_cols = [
-        np.column_stack([table[f"vc_column[{comp}][{s}]"].to_numpy() for s in range(w)]).astype(
-            np.int64
-        )
-        if w
-        else np.zeros((len(table), 0), dtype=np.int64)
-        for comp, w in enumerate(widths)
-    ]
-    return res
+    try:
+        state = _state_from(doc, table)
+    except (KeyError, ValueError, TypeError) as err:
+        raise CheckpointError(
+            f"{target} is a damaged dmixed results directory: {type(err).__name__}: {err}"
+        ) from err
+    _check(state, target)
+    return state

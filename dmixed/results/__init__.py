@@ -1,5 +1,13 @@
-"""Fitted results: estimates and inference, prediction, the printed summary."""
+"""Fitted results: estimates and inference, prediction, the printed summary.
 
-from .results import MixedLMResults
+- :mod:`~dmixed.results.results`: :class:`MixedLMResults` (estimates, Wald and
+  likelihood inference, BLUPs) and :func:`load`.
+- :mod:`~dmixed.results.prediction`: :class:`Predictor`, in memory and on Dask.
+- :mod:`~dmixed.results.summary`: :class:`Summary`, the printed table.
+"""
 
-__all__ = ["MixedLMResults"]
+from .prediction import Predictor
+from .results import MixedLMResults, load
+from .summary import Summary
+
+__all__ = ["MixedLMResults", "Predictor", "Summary", "load"]

@@ -1,13 +1,16 @@
-"""Results of a MixedLM fit, with statsmodels' names and conventions.
+"""Results of a MixedLM fit, with statsmodels' names and conventions: estimates,
+Wald and likelihood inference, BLUPs.
 
-A results object holds only numbers (estimates, the Hessian, per-group BLUPs), never
-an engine, a client or a future, so it pickles and outlives the cluster it came from.
+A results object holds only numbers (its :class:`~dmixed.io.ResultsState`, plus the
+model when it was fitted in this session), never an engine, a client or a future, so it
+pickles and outlives the cluster it came from.  It is built from a state record in one
+way (:meth:`MixedLMResults.from_state`); :meth:`MixedLMResults.from_fit` computes that
+record from a fit, :func:`load` reads it from a results directory.
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
@@ -15,31 +18,13 @@ import pandas as pd
 from scipy import special
 
 from ..errors import SingularHessianWarning
-from ..fit.objective import Profile
-from ..stats import tril_indices
+from ..inference import ProfileLikelihood
+from ..inference import compare_lr_test as _compare_lr_test
+from ..io import ModelNames, ResultsState, load_state, save_state
+from .prediction import Predictor, is_partitioned, predict_dask, transform_for_prediction
+from .summary import Summary, coefficient_table
 
-
-@dataclass
-class ModelNames:
-    """The names a results object needs from its model (and keeps after saving)."""
-
-    endog_name: str
-    exog_names: list[str]
-    exog_re_names: list[str]
-    vc_names: list[str]
-    vc_column_names: list[list[str]]
-    group_name: str
-
-    @classmethod
-    def from_model(cls, model) -> ModelNames:
-        return cls(
-            str(model.endog_name),
-            [str(x) for x in model.exog_names],
-            [str(x) for x in model.exog_re_names],
-            [str(x) for x in model.vc_names],
-            [[str(c) for c in cols] for cols in model.vc_column_names],
-            str(model.group_name),
-        )
+__all__ = ["MixedLMResults", "load"]
 
 
 class MixedLMResults:
@@ -49,114 +34,125 @@ class MixedLMResults:
     and τ* = vcomp/scale; ``cov_params() = inv(−H)`` with H the Hessian of the
     log-likelihood (σ² profiled, β free) in those coordinates, ``bse_fe`` its β block,
     ``bse_re = sqrt(scale · diag(cov_params())[k_fe:])``.
+
+    Parameters
+    ----------
+    state : ResultsState
+        Every number of the results (see :class:`~dmixed.io.ResultsState`).
+    model : MixedLM, optional
+        The fitted model (None for loaded results): fitted values, residuals and
+        profile likelihoods need its data or statistics.
     """
 
-    def __init__(
-        self,
+    def __init__(self, state: ResultsState, model=None) -> None:
+        self.model = model
+        self._state = state
+        names = state.names
+        self.names = names
+        self.spec = state.spec
+        self.use_sqrt = state.use_sqrt
+        # the optimizer's record
+        self.reml = state.reml
+        self.method = state.method
+        self.converged = state.converged
+        self.n_iter = state.n_iter
+        self.n_evals = state.n_evals
+        self.optimizer_methods = state.optimizer_methods
+        self.fit_history = state.history
+        self.boundary = state.boundary
+        self.fit_seconds = state.fit_seconds
+        self.data_pass_seconds = state.data_pass_seconds
+        self.cov_fe = state.cov_fe
+        # sizes and estimates
+        self.nobs = state.nobs
+        self.n_groups = state.n_groups
+        self.n_dropped = state.n_dropped
+        self.k_fe, self.k_re, self.k_vc = state.k_fe, state.k_re, state.k_vc
+        self.k_re2 = state.k_re2
+        self.llf = state.llf
+        self.scale = state.scale
+        self.param_names = state.param_names
+        self.params = pd.Series(state.params, index=state.param_names, name="params")
+        self.packed_params = state.packed_params
+        self.fe_params = pd.Series(state.fe_params, index=names.exog_names, name="fe_params")
+        self.cov_re = pd.DataFrame(
+            state.cov_re, index=names.exog_re_names, columns=names.exog_re_names
+        )
+        self.cov_re_unscaled = state.cov_re_unscaled
+        self.vcomp = state.vcomp
+        self.group_labels = state.group_labels
+        self.group_sizes = state.group_sizes
+        self._cov = state.cov_params
+        self._a_inv = state.a_inv
+        self._blup = state.blup
+        self._blup_cov = state.blup_cov
+        self._vc_slot_cols = state.vc_slot_cols
+
+    @classmethod
+    def from_state(cls, state: ResultsState, model=None) -> MixedLMResults:
+        """Results built from a state record (e.g. :func:`dmixed.io.load_state`'s)."""
+        return cls(state, model=model)
+
+    def to_state(self) -> ResultsState:
+        """The state record these results were built from (what :meth:`save` writes)."""
+        return self._state
+
+    @classmethod
+    def from_fit(
+        cls,
+        *,
         model,
         stats,
         reml: bool,
         packed: np.ndarray,
-        prof: Profile,
+        prof,
         llf: float,
         hessian: np.ndarray | None,
         cov_fe: str,
         optimize_result,
         fit_seconds: float,
-    ) -> None:
-        self.model = model
-        self.names = ModelNames.from_model(model)
-        self.spec = getattr(model, "spec", None)
+    ) -> MixedLMResults:
+        """Results of a fit: the estimates, their covariance and the BLUPs.
+
+        Parameters
+        ----------
+        model : MixedLM
+        stats : dmixed.stats.FittedStatistics
+            The statistics fitted (their engine computes the BLUPs: no data pass).
+        reml : bool
+        packed : ndarray
+            The covariance parameters at the optimum, in ``model.use_sqrt``'s packing.
+        prof : dmixed.fit.objective.Profile
+            The profiled quantities at the optimum (β̂, σ̂², ``(X'V*⁻¹X)⁻¹``, w).
+        llf : float
+        hessian : ndarray (k, k) or None
+            Hessian of ℓ in ``params``' coordinates (None: no standard errors).
+        cov_fe : {"hessian", "conditional"}
+        optimize_result : OptSummary
+            The optimizer's record (``converged, n_iter, n_evals, methods, history,
+            boundary``).
+        fit_seconds : float
+
+        Warns
+        -----
+        SingularHessianWarning
+            The Hessian (without the variances at zero) is singular: pseudo-inverse used.
+        """
         layout = stats.layout
-        self.reml = reml
-        self.method = "REML" if reml else "ML"
-        self.use_sqrt = model.use_sqrt
-        self.k_fe = model.k_fe
-        self.k_re = layout.k_re
-        self.k_re2 = layout.k_re2
-        self.k_vc = layout.k_vc
-        self.nobs = int(stats.glob.n)
-        self.n_groups = int(len(stats.group_labels))
-        self.group_labels = stats.group_labels
-        self.group_sizes = stats.group_sizes
-        self.packed_params = np.asarray(packed)
-        psi, tau = layout.unpack(packed, model.use_sqrt)
-        self.scale = float(prof.scale)
-        self.cov_re_unscaled = psi
-        names = model.param_names()
-        self.param_names = names
-        self.fe_params = pd.Series(prof.beta, index=self.names.exog_names, name="fe_params")
-        self.cov_re = pd.DataFrame(
-            self.scale * psi, index=self.names.exog_re_names, columns=self.names.exog_re_names
+        boundary = list(optimize_result.boundary)
+        cov = _covariance(
+            hessian,
+            k=model.k_fe + layout.n_params,
+            k_fe=model.k_fe,
+            at_zero=layout.boundary_mask(boundary, use_sqrt=False),
+            conditional=float(prof.scale) * prof.a_inv if cov_fe == "conditional" else None,
         )
-        self.vcomp = self.scale * tau
-        rows, cols = layout.tril()
-        self.params = pd.Series(
-            np.concatenate([prof.beta, psi[rows, cols], tau]), index=names, name="params"
+        state = _record_fit(
+            model, stats, reml, packed, prof, llf, cov, cov_fe, optimize_result, fit_seconds
         )
-        self.llf = float(llf)
-        self.converged = bool(optimize_result.converged)
-        self.n_iter = optimize_result.n_iter
-        self.n_evals = optimize_result.n_evals
-        self.optimizer_methods = optimize_result.methods
-        self.fit_history = optimize_result.history
-        self.boundary = list(optimize_result.boundary)
-        self.fit_seconds = fit_seconds
-        self.data_pass_seconds = stats.data_pass_seconds
-        self.cov_fe = cov_fe
-        self.n_dropped = int(stats.n_dropped)
-        self._a_inv = prof.a_inv
-        self._hessian = hessian
-        self._boundary_params = layout.boundary_mask(self.boundary, use_sqrt=False)
-        self._cov = self._covariance(hessian, prof, cov_fe)
-        # BLUPs and their conditional covariances: one kernel call, no data pass
-        lam = layout.lam(packed, model.use_sqrt)
-        blup, cond = stats.engine.random_effects(lam, prof.w)
-        self._blup = blup
-        self._blup_cov = cond * self.scale
-        self._vc_slot_cols = stats.vc_slot_cols
+        return cls(state, model=model)
 
     # -- covariance of the estimates ---------------------------------------------
-
-    def _covariance(self, hessian, prof: Profile, cov_fe: str) -> np.ndarray:
-        """``inv(−H)``, as statsmodels, also on the boundary when that is a covariance.
-
-        A variance at zero sits at the edge of the parameter space.  statsmodels
-        inverts the whole Hessian there too, and we match it whenever the result is a
-        covariance matrix (positive diagonal).  When it is not, the variances pinned at
-        zero get NaN rows and columns and the other entries come from the sub-Hessian
-        without them (as statsmodels does for parameters held fixed with ``free``).
-        """
-        k = len(self.params)
-        if hessian is None:
-            return np.full((k, k), np.nan)
-        cov = _inverse_or_none(-hessian)
-        if cov is None or np.any(np.diag(cov) <= 0):
-            keep = np.ones(k, dtype=bool)
-            keep[self.k_fe :] = ~self._boundary_params
-            sub = _inverse_or_none(-hessian[np.ix_(keep, keep)])
-            if sub is None:
-                warnings.warn(
-                    "the Hessian is singular at the optimum; using a pseudo-inverse",
-                    SingularHessianWarning,
-                    stacklevel=3,
-                )
-                sub = np.linalg.pinv(-hessian[np.ix_(keep, keep)])
-            cov = np.full((k, k), np.nan)
-            cov[np.ix_(keep, keep)] = sub
-            if np.any(np.diag(sub) <= 0):
-                warnings.warn(
-                    "the Hessian matrix at the estimated parameter values is not negative definite",
-                    UserWarning,
-                    stacklevel=3,
-                )
-        keep = np.isfinite(np.diag(cov))
-        if cov_fe == "conditional":
-            p = self.k_fe
-            cov[:p, :p] = self.scale * prof.a_inv
-            cov[:p, p:] = np.where(keep[p:], 0.0, np.nan)
-            cov[p:, :p] = cov[:p, p:].T
-        return cov
 
     def cov_params(self) -> pd.DataFrame:
         """Covariance of ``params``: ``inv(−H)`` (statsmodels' convention, see class doc)."""
@@ -164,7 +160,7 @@ class MixedLMResults:
 
     @cached_property
     def bse(self) -> pd.Series:
-        return pd.Series(np.sqrt(np.diag(self._cov)), index=self.param_names, name="bse")
+        return pd.Series(self._state.bse, index=self.param_names, name="bse")
 
     @cached_property
     def bse_fe(self) -> pd.Series:
@@ -195,21 +191,17 @@ class MixedLMResults:
 
     @property
     def df_modelwc(self) -> int:
-        return len(self.params) + 1
+        return self._state.df_modelwc
 
     @property
     def aic(self) -> float:
         """``−2(llf − df)`` with df = number of parameters + 1 (σ²); NaN under REML."""
-        if self.reml:
-            return float("nan")
-        return -2.0 * (self.llf - self.df_modelwc)
+        return self._state.aic
 
     @property
     def bic(self) -> float:
         """``−2 llf + log(nobs) df``; NaN under REML (as statsmodels)."""
-        if self.reml:
-            return float("nan")
-        return -2.0 * self.llf + np.log(self.nobs) * self.df_modelwc
+        return self._state.bic
 
     # -- random effects -----------------------------------------------------------
 
@@ -301,8 +293,9 @@ class MixedLMResults:
 
     # -- prediction ----------------------------------------------------------------
 
-    def _predictor(self) -> _Predictor:
-        return _Predictor(
+    def predictor(self) -> Predictor:
+        """What prediction needs from these results (a :class:`Predictor`)."""
+        return Predictor(
             self.fe_params.to_numpy(),
             self.group_labels,
             self._blup,
@@ -310,6 +303,14 @@ class MixedLMResults:
             [len(c) for c in self.names.vc_column_names],
             self.k_re,
         )
+
+    def _fitted_rows(self):
+        """The fitted model's in-memory rows (None for loaded results and Dask fits)."""
+        return None if self.model is None else getattr(self.model, "_rows", None)
+
+    def _fitted_source(self):
+        """The fitted model's Dask DataFrame (None unless a Dask fit of this session)."""
+        return None if self.model is None else getattr(self.model, "_source", None)
 
     def predict(
         self,
@@ -337,6 +338,12 @@ class MixedLMResults:
         Returns
         -------
         ndarray, or a Dask Series for Dask data.
+
+        Raises
+        ------
+        ValueError
+            ``data`` for a model built from arrays; no data for loaded results;
+            ``exog`` of the wrong width; ``include_random`` without ``groups``.
         """
         if data is not None:
             if self.spec is None:
@@ -344,31 +351,16 @@ class MixedLMResults:
                     "predict(data) needs a model built with from_formula; "
                     "pass exog= (and exog_re=, groups=) instead"
                 )
-            if _is_dask(data):
-                return _predict_dask(self, data, include_random)
-            dm = _transform_for_prediction(self.spec, data)
-            return self._predictor().predict(dm, include_random)
+            if is_partitioned(data):
+                return predict_dask(self.predictor(), self.spec, data, include_random)
+            dm = transform_for_prediction(self.spec, data)
+            return self.predictor().predict(dm, include_random)
         if exog is None:
-            if self.model is None or getattr(self.model, "_rows", None) is None:
+            rows = self._fitted_rows()
+            if rows is None:
                 raise ValueError("no data given and the fitted rows are not available")
-            rows = self.model._rows
-            return self._predictor().predict(rows, include_random)
-        x = np.asarray(exog, dtype=np.float64).reshape(len(exog), -1)
-        if x.shape[1] != self.k_fe:
-            raise ValueError(f"exog has {x.shape[1]} columns; the model has {self.k_fe}")
-        fixed = x @ self.fe_params.to_numpy()
-        if not include_random:
-            return fixed
-        if groups is None:
-            raise ValueError("include_random=True needs groups=")
-        if self.k_vc:
-            raise ValueError("include_random with exog= is not available for VC models")
-        z = (
-            np.ones((x.shape[0], 1))
-            if exog_re is None and self.k_re == 1
-            else np.asarray(exog_re, dtype=np.float64).reshape(x.shape[0], -1)
-        )
-        return fixed + self._predictor().random_part(np.asarray(groups), z, [], [])
+            return self.predictor().predict(rows, include_random)
+        return self.predictor().predict_arrays(exog, exog_re, groups, include_random)
 
     @cached_property
     def fittedvalues(self):
@@ -376,18 +368,21 @@ class MixedLMResults:
 
         A lazy Dask Series (same partitions as the input) for Dask fits.
         """
-        if self.model is not None and getattr(self.model, "_source", None) is not None:
-            return _predict_dask(self, self.model._source, True)
+        source = self._fitted_source()
+        if source is not None:
+            return predict_dask(self.predictor(), self.spec, source, True)
         return self.predict(include_random=True)
 
     @cached_property
     def resid(self):
         """``endog − fittedvalues`` (lazy Dask Series for Dask fits)."""
-        if self.model is not None and getattr(self.model, "_source", None) is not None:
-            return _predict_dask(self, self.model._source, True, resid=True)
-        if self.model is None or getattr(self.model, "_rows", None) is None:
+        source = self._fitted_source()
+        if source is not None:
+            return predict_dask(self.predictor(), self.spec, source, True, resid=True)
+        rows = self._fitted_rows()
+        if rows is None:
             raise ValueError("the fitted rows are not available (loaded results)")
-        return self.model._rows.endog - self.fittedvalues
+        return rows.endog - self.fittedvalues
 
     # -- likelihood inference --------------------------------------------------------
 
@@ -397,14 +392,10 @@ class MixedLMResults:
         Each point maximizes over σ² and every other covariance parameter with the
         variance held at ``value`` (on the reported scale); no data pass.
         """
-        from ..inference import ProfileLikelihood
-
         return ProfileLikelihood(self, which).curve(values)
 
     def profile_ci(self, alpha: float = 0.05) -> pd.DataFrame:
         """Profile-likelihood intervals for every variance parameter (rows: names)."""
-        from ..inference import ProfileLikelihood
-
         rows = {}
         for name in list(self.names.exog_re_names) + list(self.names.vc_names):
             prof = ProfileLikelihood(self, name)
@@ -415,17 +406,19 @@ class MixedLMResults:
 
     def compare_lr_test(self, restricted) -> tuple[float, float, int]:
         """Likelihood-ratio test of ``restricted`` (a sub-model) against this fit."""
-        from ..inference import compare_lr_test
-
-        return compare_lr_test(restricted, self)
+        return _compare_lr_test(restricted, self)
 
     # -- saving ------------------------------------------------------------------
 
     def save(self, path) -> None:
-        """Write a self-describing results directory, atomically (see :func:`dmixed.load`)."""
-        from ..io import save_results
+        """Write a self-describing results directory, atomically (see :func:`dmixed.load`).
 
-        save_results(self, path)
+        Raises
+        ------
+        FileExistsError
+            ``path`` exists and is not a results directory (it is never replaced).
+        """
+        save_state(self.to_state(), path, str(self.summary()))
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -437,45 +430,11 @@ class MixedLMResults:
 
     def summary_frame(self, alpha: float = 0.05) -> pd.DataFrame:
         """statsmodels' coefficient table: fixed effects with z tests, variances with SEs."""
-        k = len(self.params)
-        tab = np.full((k, 6), np.nan)
-        p = self.k_fe
-        z = special.ndtri(1 - alpha / 2)
-        tab[:p, 0] = self.fe_params
-        tab[:p, 1] = self.bse_fe
-        tab[:p, 2] = tab[:p, 0] / tab[:p, 1]
-        tab[:p, 3] = 2 * special.ndtr(-np.abs(tab[:p, 2]))
-        tab[:p, 4] = tab[:p, 0] - z * tab[:p, 1]
-        tab[:p, 5] = tab[:p, 0] + z * tab[:p, 1]
-        rows, cols = tril_indices(self.k_re)
-        cov_re = self.cov_re.to_numpy()
-        tab[p : p + self.k_re2, 0] = cov_re[rows, cols]
-        tab[p + self.k_re2 :, 0] = self.vcomp
-        tab[p:, 1] = np.sqrt(self.scale) * self.bse.to_numpy()[p:]
-        return pd.DataFrame(
-            tab,
-            index=self.param_names,
-            columns=["Coef.", "Std.Err.", "z", "P>|z|", f"[{alpha / 2}", f"{1 - alpha / 2}]"],
-        )
+        return coefficient_table(self._state, alpha)
 
     def summary(self, alpha: float = 0.05) -> Summary:
         """A statsmodels-style summary (print it, or ``as_text()`` / ``as_html()``)."""
-        sizes = self.group_sizes
-        info = [
-            ("Model:", "MixedLM"),
-            ("Dependent Variable:", self.names.endog_name),
-            ("No. Observations:", str(self.nobs)),
-            ("Method:", self.method),
-            ("No. Groups:", str(self.n_groups)),
-            ("Scale:", f"{self.scale:.4f}"),
-            ("Min. group size:", f"{sizes.min():.0f}" if sizes.size else "0"),
-            ("Log-Likelihood:", f"{self.llf:.4f}"),
-            ("Max. group size:", f"{sizes.max():.0f}" if sizes.size else "0"),
-            ("Converged:", "Yes" if self.converged else "No"),
-            ("Mean group size:", f"{sizes.mean():.1f}" if sizes.size else "0"),
-            ("", ""),
-        ]
-        return Summary("Mixed Linear Model Regression Results", info, self.summary_frame(alpha))
+        return Summary.of(self._state, alpha)
 
     def _repr_html_(self) -> str:
         return self.summary().as_html()
@@ -487,8 +446,96 @@ class MixedLMResults:
         )
 
 
-def _is_dask(obj) -> bool:
-    return type(obj).__module__.startswith("dask")
+def _record_fit(
+    model, stats, reml, packed, prof, llf, cov, cov_fe, optimize_result, fit_seconds
+) -> ResultsState:
+    """The state record of a fit: estimates in statsmodels' coordinates, the BLUPs."""
+    layout = stats.layout
+    psi, tau = layout.unpack(packed, model.use_sqrt)
+    scale = float(prof.scale)
+    rows, cols = layout.tril()
+    # BLUPs and their conditional covariances: one kernel call, no data pass
+    blup, cond = stats.engine.random_effects(layout.lam(packed, model.use_sqrt), prof.w)
+    return ResultsState(
+        names=ModelNames.from_model(model),
+        spec=getattr(model, "spec", None),
+        use_sqrt=model.use_sqrt,
+        reml=reml,
+        method="REML" if reml else "ML",
+        converged=bool(optimize_result.converged),
+        n_iter=optimize_result.n_iter,
+        n_evals=optimize_result.n_evals,
+        optimizer_methods=optimize_result.methods,
+        history=optimize_result.history,
+        boundary=list(optimize_result.boundary),
+        fit_seconds=fit_seconds,
+        data_pass_seconds=stats.data_pass_seconds,
+        cov_fe=cov_fe,
+        nobs=int(stats.glob.n),
+        n_groups=int(len(stats.group_labels)),
+        n_dropped=int(stats.n_dropped),
+        k_fe=model.k_fe,
+        k_re=layout.k_re,
+        k_vc=layout.k_vc,
+        llf=float(llf),
+        scale=scale,
+        param_names=model.param_names(),
+        params=np.concatenate([prof.beta, psi[rows, cols], tau]),
+        packed_params=np.asarray(packed),
+        fe_params=np.asarray(prof.beta),
+        cov_re=scale * psi,
+        cov_re_unscaled=psi,
+        vcomp=scale * tau,
+        cov_params=cov,
+        a_inv=prof.a_inv,
+        group_labels=stats.group_labels,
+        group_sizes=stats.group_sizes,
+        blup=blup,
+        blup_cov=cond * scale,
+        vc_slot_cols=stats.vc_slot_cols,
+    )
+
+
+def _covariance(hessian, *, k: int, k_fe: int, at_zero: np.ndarray, conditional) -> np.ndarray:
+    """``inv(−H)``, as statsmodels, also on the boundary when that is a covariance.
+
+    A variance at zero (``at_zero``, over the covariance parameters) sits at the edge of
+    the parameter space.  statsmodels inverts the whole Hessian there too, and we match
+    it whenever the result is a covariance matrix (positive diagonal).  When it is not,
+    the variances pinned at zero get NaN rows and columns and the other entries come
+    from the sub-Hessian without them (as statsmodels does for parameters held fixed
+    with ``free``).  ``conditional`` (lme4's ``σ̂²(X'V⁻¹X)⁻¹``, or None) replaces the
+    β block, with β uncorrelated with the covariance parameters.
+    """
+    if hessian is None:
+        return np.full((k, k), np.nan)
+    cov = _inverse_or_none(-hessian)
+    if cov is None or np.any(np.diag(cov) <= 0):
+        keep = np.ones(k, dtype=bool)
+        keep[k_fe:] = ~at_zero
+        sub = _inverse_or_none(-hessian[np.ix_(keep, keep)])
+        if sub is None:
+            warnings.warn(
+                "the Hessian is singular at the optimum; using a pseudo-inverse",
+                SingularHessianWarning,
+                stacklevel=3,
+            )
+            sub = np.linalg.pinv(-hessian[np.ix_(keep, keep)])
+        cov = np.full((k, k), np.nan)
+        cov[np.ix_(keep, keep)] = sub
+        if np.any(np.diag(sub) <= 0):
+            warnings.warn(
+                "the Hessian matrix at the estimated parameter values is not negative definite",
+                UserWarning,
+                stacklevel=3,
+            )
+    keep = np.isfinite(np.diag(cov))
+    if conditional is not None:
+        p = k_fe
+        cov[:p, :p] = conditional
+        cov[:p, p:] = np.where(keep[p:], 0.0, np.nan)
+        cov[p:, :p] = cov[:p, p:].T
+    return cov
 
 
 def _inverse_or_none(mat: np.ndarray) -> np.ndarray | None:
@@ -499,142 +546,19 @@ def _inverse_or_none(mat: np.ndarray) -> np.ndarray | None:
     return inv if np.all(np.isfinite(inv)) else None
 
 
-def _transform_for_prediction(spec, df: pd.DataFrame):
-    """Design matrices of new rows (the response may be absent)."""
-    try:
-        return spec.transform(df, response=False)
-    except TypeError:  # a spec without the prediction mode: the response must be present
-        return spec.transform(df)
+def load(path) -> MixedLMResults:
+    """Restore results saved with :meth:`MixedLMResults.save`.
 
+    The restored object prints ``summary()``, gives every estimate, covariance and
+    the fit log, the random effects, and predicts on new data (formula models) or new
+    arrays, without the original data.  Profile likelihoods need the statistics and
+    are not available on loaded results.
 
-class _Predictor:
-    """What prediction needs from a fit (shipped to Dask workers for lazy predictions)."""
-
-    def __init__(self, fe_params, group_labels, blup, slot_cols, vc_ncols, k_re) -> None:
-        self.fe_params = np.asarray(fe_params)
-        self.group_labels = group_labels
-        self.blup = blup
-        self.slot_cols = slot_cols
-        self.vc_ncols = vc_ncols
-        self.k_re = k_re
-
-    def _slot_lookup(self, comp: int) -> tuple[np.ndarray, np.ndarray, int]:
-        """Sorted keys ``group * ncols + column`` of component ``comp`` and their slots."""
-        table = self.slot_cols[comp]
-        ncols = max(self.vc_ncols[comp], 1)
-        gi, si = np.nonzero(table >= 0)
-        keys = gi.astype(np.int64) * ncols + table[gi, si]
-        order = np.argsort(keys, kind="stable")
-        return keys[order], si[order], ncols
-
-    def random_part(self, groups, exog_re, vc_cols, vc_vals) -> np.ndarray:
-        """``Z̃_row · γ̂_group`` for every row; 0 for groups (and VC columns) not in the fit.
-
-        A group the fit has not seen gets the population prediction (its random
-        effects have mean 0), which is what an unconditional prediction means.
-        """
-        idx = pd.Index(self.group_labels).get_indexer(pd.Index(np.asarray(groups)))
-        seen = idx >= 0
-        out = np.zeros(len(idx))
-        if self.k_re:
-            out[seen] = np.einsum("nj,nj->n", exog_re[seen], self.blup[idx[seen], : self.k_re])
-        offset = self.k_re
-        for comp, (cols, vals) in enumerate(zip(vc_cols, vc_vals, strict=True)):
-            keys, slots, ncols = self._slot_lookup(comp)
-            for k in range(cols.shape[1]):
-                ok = seen & (cols[:, k] >= 0)
-                query = idx[ok].astype(np.int64) * ncols + cols[ok, k]
-                pos = np.minimum(np.searchsorted(keys, query), max(keys.size - 1, 0))
-                found = (keys[pos] == query) if keys.size else np.zeros(query.size, bool)
-                contrib = np.zeros(query.size)
-                contrib[found] = (
-                    vals[ok, k][found] * self.blup[idx[ok][found], offset + slots[pos[found]]]
-                )
-                out[ok] += contrib
-            offset += self.slot_cols[comp].shape[1]
-        return out
-
-    def predict(self, dm, include_random: bool) -> np.ndarray:
-        """``X β̂`` (+ ``Z̃ γ̂`` with ``include_random``) for design matrices ``dm``."""
-        fixed = dm.exog @ self.fe_params
-        if not include_random:
-            return fixed
-        return fixed + self.random_part(dm.groups, dm.exog_re, dm.vc_cols, dm.vc_vals)
-
-
-def _fitted_partition(pdf, spec, predictor: _Predictor, include_random: bool, resid: bool):
-    """One partition's fitted values (or residuals), indexed like the partition."""
-    dm = spec.transform(pdf) if resid else _transform_for_prediction(spec, pdf)
-    if dm.n_dropped:
-        raise ValueError(
-            f"{dm.n_dropped} rows of a partition have missing values: fitted values and "
-            "residuals are only defined for complete rows"
-        )
-    pred = predictor.predict(dm, include_random)
-    values = dm.endog - pred if resid else pred
-    return pd.Series(values, index=pdf.index, name="resid" if resid else "fittedvalues")
-
-
-def _predict_dask(results, ddf, include_random: bool, resid: bool = False):
-    import dask
-
-    # one task holding the predictor: a dependency of every partition, not a literal
-    state = dask.delayed(results._predictor(), pure=True)
-    name = "resid" if resid else "fittedvalues"
-    return ddf.map_partitions(
-        _fitted_partition,
-        results.spec,
-        state,
-        include_random,
-        resid,
-        meta=pd.Series(dtype="float64", name=name),
-    )
-
-
-class Summary:
-    """Text/HTML summary laid out as statsmodels' ``summary2``."""
-
-    def __init__(self, title: str, info: list[tuple[str, str]], table: pd.DataFrame) -> None:
-        self.title = title
-        self.info = info
-        self.table = table
-
-    def _formatted_table(self) -> pd.DataFrame:
-        return self.table.map(lambda v: f"{v:.3f}" if np.isfinite(v) else "")
-
-    def as_text(self) -> str:
-        lines = []
-        for i in range(0, len(self.info), 2):
-            (k1, v1), (k2, v2) = (
-                self.info[i],
-                self.info[i + 1] if i + 1 < len(self.info) else ("", ""),
-            )
-            lines.append(f"{k1:<20}{v1:>14}    {k2:<20}{v2:>14}".rstrip())
-        body = self._formatted_table().to_string()
-        width = max(len(s) for s in lines + body.splitlines())
-        return (
-            "\n".join(
-                [
-                    self.title.center(width).rstrip(),
-                    "=" * width,
-                    *lines,
-                    "-" * width,
-                    body,
-                    "=" * width,
-                ]
-            )
-            + "\n"
-        )
-
-    def as_html(self) -> str:
-        info = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in self.info if k)
-        return (
-            f"<div><h4>{self.title}</h4><table>{info}</table>"
-            f"{self._formatted_table().to_html()}</div>"
-        )
-
-    def __str__(self) -> str:
-        return self.as_text()
-
-    def __repr__(self) -> str:
-        return self.as_text()
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` is not a results directory.
+    dmixed.CheckpointError
+        The directory is not dmixed's, is of a newer format, or is damaged.
+    """
+    return MixedLMResults.from_state(load_state(path))

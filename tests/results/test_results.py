@@ -1,4 +1,4 @@
-"""Results: BLUPs, fitted values, prediction, against statsmodels and by construction."""
+"""Results: estimates, BLUPs and fitted values, against statsmodels and by construction."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from statsmodels.regression.mixed_linear_model import MixedLM as SmMixedLM
 
-from dmixed import BoundaryWarning, MixedLM
+from dmixed import BoundaryWarning, MixedLM, MixedLMResults
 
-from ._synth import design, make_data, vc_dict
+from .._synth import design, make_data, vc_dict
 
 
 @pytest.fixture(scope="module")
@@ -59,20 +59,6 @@ def test_random_effects_frame_is_indexed_by_group(vc_fits):
     assert list(frame.columns) == ["x_re1", "x_re2"]
     key = frame.index[7]
     np.testing.assert_allclose(frame.loc[key].to_numpy(), res.random_effects[key].iloc[:2])
-
-
-def test_predict_fixed_and_with_random_effects():
-    df = make_data(n_groups=30, seed=9)
-    endog, exog, exog_re, groups = design(df)
-    res = MixedLM(endog, exog, groups, exog_re=exog_re).fit()
-    np.testing.assert_allclose(res.predict(exog=exog), exog @ res.fe_params.to_numpy())
-    with_re = res.predict(exog=exog, exog_re=exog_re, groups=groups, include_random=True)
-    np.testing.assert_allclose(with_re, res.fittedvalues, rtol=1e-12)
-    # an unseen group gets the population prediction
-    new = res.predict(exog=exog[:3], exog_re=exog_re[:3], groups=[-1, -2, -3], include_random=True)
-    np.testing.assert_allclose(new, exog[:3] @ res.fe_params.to_numpy())
-    with pytest.raises(ValueError, match="columns"):
-        res.predict(exog=exog[:, :2])
 
 
 def test_blups_are_finite_on_the_boundary():
@@ -126,3 +112,13 @@ def test_formula_weights_equal_array_weights():
     np.testing.assert_allclose(formula.fe_params, arrays.fe_params, rtol=1e-10)
     with pytest.raises(ValueError, match="'w'"):
         MixedLM.from_formula("y ~ x1", df.assign(w=-df["w"]), groups="g", weights="w")
+
+
+def test_results_are_built_from_their_state_record(vc_fits):
+    _, res, _ = vc_fits
+    back = MixedLMResults.from_state(res.to_state())
+    assert back.to_state() is res.to_state()
+    assert str(back.summary()) == str(res.summary())
+    np.testing.assert_array_equal(back.cov_params(), res.cov_params())
+    np.testing.assert_array_equal(back.random_effects_frame(), res.random_effects_frame())
+    assert back.aic == res.aic or (np.isnan(back.aic) and np.isnan(res.aic))

@@ -8,12 +8,14 @@ import pickle
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import dmixed
-from dmixed import MixedLM
+from dmixed import CheckpointError, MixedLM
+from dmixed.io import load_state, save_state
 
-from ._synth import design, make_data, vc_dict
+from .._synth import design, make_data, vc_dict
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +69,7 @@ def test_interrupted_save_leaves_the_previous_result(tmp_path, res, monkeypatch)
     def boom(*args, **kwargs):
         raise KeyboardInterrupt("killed while writing")
 
-    monkeypatch.setattr(io, "_random_effects_table", boom)
+    monkeypatch.setattr(io, "random_effects_table", boom)
     with pytest.raises(KeyboardInterrupt):
         fit.save(tmp_path / "out")
     assert (tmp_path / "out" / "estimates.json").read_text() == before
@@ -120,3 +122,38 @@ def test_formula_results_predict_new_data_after_loading(tmp_path):
     # a fixed-effect level the fit never saw is an error naming the column
     with pytest.raises(ValueError, match="cat"):
         back.predict(new.assign(cat="unknown"))
+
+
+def test_state_round_trip(tmp_path, res):
+    fit, _ = res
+    state = fit.to_state()
+    save_state(state, tmp_path / "s", "text")
+    assert (tmp_path / "s" / "summary.txt").read_text() == "text"
+    back = load_state(tmp_path / "s")
+    assert set(vars(back)) == set(vars(state))
+    for name, value in vars(state).items():
+        if name == "history":
+            assert back.history == json.loads(json.dumps(value))
+        elif name == "vc_slot_cols":
+            for a, b in zip(back.vc_slot_cols, value, strict=True):
+                np.testing.assert_array_equal(a, b)
+        elif isinstance(value, np.ndarray) and name != "blup_cov":
+            np.testing.assert_array_equal(getattr(back, name), value, err_msg=name)
+        elif name != "blup_cov":
+            assert getattr(back, name) == value, name
+    np.testing.assert_allclose(back.blup_cov, state.blup_cov, rtol=1e-14, atol=1e-16)
+
+
+def test_damaged_directory_is_a_checkpoint_error(tmp_path, res):
+    fit, _ = res
+    fit.save(tmp_path / "out")
+    table = tmp_path / "out" / "random_effects.parquet"
+    pd.read_parquet(table).iloc[1:].to_parquet(table, index=False)
+    with pytest.raises(CheckpointError, match="29 groups in random_effects.parquet, 30"):
+        dmixed.load(tmp_path / "out")
+    fit.save(tmp_path / "out")
+    doc = json.loads((tmp_path / "out" / "estimates.json").read_text())
+    del doc["estimates"]["llf"]
+    (tmp_path / "out" / "estimates.json").write_text(json.dumps(doc))
+    with pytest.raises(CheckpointError, match="damaged dmixed results directory: KeyError"):
+        dmixed.load(tmp_path / "out")

@@ -1,0 +1,172 @@
+"""The state record of fitted results: every number a results object is built from.
+
+:class:`ResultsState` is what :class:`~dmixed.MixedLMResults` holds, what a results
+directory stores (:mod:`dmixed.io.results_dir`) and what loading gives back.  It holds
+numbers and names only (no model, engine or data), so it pickles and can be written as
+JSON and Parquet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..stats import n_tril
+
+__all__ = ["ModelNames", "ResultsState"]
+
+
+@dataclass
+class ModelNames:
+    """The names a results object needs from its model (and keeps after saving)."""
+
+    endog_name: str
+    exog_names: list[str]
+    exog_re_names: list[str]
+    vc_names: list[str]
+    vc_column_names: list[list[str]]
+    group_name: str
+
+    @classmethod
+    def from_model(cls, model) -> ModelNames:
+        """The names of a :class:`~dmixed.MixedLM`, as plain strings."""
+        return cls(
+            str(model.endog_name),
+            [str(x) for x in model.exog_names],
+            [str(x) for x in model.exog_re_names],
+            [str(x) for x in model.vc_names],
+            [[str(c) for c in cols] for cols in model.vc_column_names],
+            str(model.group_name),
+        )
+
+
+@dataclass
+class ResultsState:
+    """Everything fitted results consist of.
+
+    With ``p = k_fe``, ``q = k_re``, ``L = k_vc``, ``k = p + q(q+1)/2 + L`` parameters,
+    ``G = n_groups`` and ``r = q + Σ m_l`` random-effect slots per group (``m_l`` the
+    slot width of variance component ``l``).  The attributes come in the groups of a
+    results directory: the model, the fit (the optimizer's record), the estimates
+    (``estimates.json``) and the random effects (``random_effects.parquet``).
+
+    Attributes
+    ----------
+    names : ModelNames
+    spec : dmixed.design.ModelSpec or None
+        The formula spec (None for models built from arrays).
+    use_sqrt : bool
+        Packing of ``packed_params`` (square-root factor of Ψ* or Ψ* itself).
+    reml : bool
+    method : str
+        ``"REML"`` or ``"ML"``.
+    converged : bool
+    n_iter, n_evals : int
+    optimizer_methods : list of str
+        The scipy methods (and Newton steps) used, in order.
+    history : list
+        One entry per iteration (the fit log).
+    boundary : list of str
+        Boundary labels of the variances settled at zero (:meth:`Layout.boundary_labels`).
+    fit_seconds, data_pass_seconds : float
+    cov_fe : str
+        ``"hessian"`` or ``"conditional"``.
+    nobs, n_groups, n_dropped, k_fe, k_re, k_vc : int
+    llf, scale : float
+        Log-likelihood at the estimate and σ̂².
+    param_names : list of str (k,)
+    params : ndarray (k,)
+        ``[β̂, vech_lt(Ψ*), τ*]`` (statsmodels' ``params``).
+    packed_params : ndarray
+        Covariance parameters in the ``use_sqrt`` packing.
+    fe_params : ndarray (p,)
+    cov_re, cov_re_unscaled : ndarray (q, q)
+        ``σ̂² Ψ*`` and ``Ψ*``.
+    vcomp : ndarray (L,)
+        ``σ̂² τ*``.
+    cov_params : ndarray (k, k)
+        ``inv(−H)`` (NaN where undefined, see :meth:`MixedLMResults.cov_params`).
+    a_inv : ndarray (p, p)
+        ``(X'V*⁻¹X)⁻¹``.
+    group_labels, group_sizes : ndarray (G,)
+        Sorted group keys and their numbers of rows.
+    blup : ndarray (G, r)
+        Conditional means of each group's random effects (padded slots).
+    blup_cov : ndarray (G, r, r)
+        Their conditional covariances ``σ̂² Λ K_i⁻¹ Λ'``.
+    vc_slot_cols : list of ndarray (G, m_l)
+        The column of component ``l`` each slot stands for (-1: unused).
+    """
+
+    names: ModelNames
+    spec: Any
+    use_sqrt: bool
+    reml: bool
+    method: str
+    converged: bool
+    n_iter: int
+    n_evals: int
+    optimizer_methods: list[str]
+    history: list
+    boundary: list[str]
+    fit_seconds: float
+    data_pass_seconds: float
+    cov_fe: str
+    nobs: int
+    n_groups: int
+    n_dropped: int
+    k_fe: int
+    k_re: int
+    k_vc: int
+    llf: float
+    scale: float
+    param_names: list[str]
+    params: np.ndarray
+    packed_params: np.ndarray
+    fe_params: np.ndarray
+    cov_re: np.ndarray
+    cov_re_unscaled: np.ndarray
+    vcomp: np.ndarray
+    cov_params: np.ndarray
+    a_inv: np.ndarray
+    group_labels: np.ndarray
+    group_sizes: np.ndarray
+    blup: np.ndarray
+    blup_cov: np.ndarray
+    vc_slot_cols: list[np.ndarray]
+
+    @property
+    def k_re2(self) -> int:
+        """Number of free entries of Ψ*: ``q(q+1)/2``."""
+        return n_tril(self.k_re)
+
+    @property
+    def vc_slot_widths(self) -> tuple[int, ...]:
+        """Slots per group of each variance component (``m_l``)."""
+        return tuple(int(t.shape[1]) for t in self.vc_slot_cols)
+
+    @property
+    def bse(self) -> np.ndarray:
+        """Standard errors in ``params``' coordinates: ``sqrt(diag(cov_params))``."""
+        return np.sqrt(np.diag(self.cov_params))
+
+    @property
+    def df_modelwc(self) -> int:
+        """Parameters counted by the information criteria: ``k + 1`` (σ²)."""
+        return len(self.params) + 1
+
+    @property
+    def aic(self) -> float:
+        """``−2(llf − df)`` with df = :attr:`df_modelwc`; NaN under REML (as statsmodels)."""
+        if self.reml:
+            return float("nan")
+        return -2.0 * (self.llf - self.df_modelwc)
+
+    @property
+    def bic(self) -> float:
+        """``−2 llf + log(nobs) df``; NaN under REML (as statsmodels)."""
+        if self.reml:
+            return float("nan")
+        return -2.0 * self.llf + np.log(self.nobs) * self.df_modelwc

@@ -1,0 +1,150 @@
+"""Predictions from fitted results: ``X β̂`` and ``X β̂ + Z̃ γ̂_group``, in memory or on Dask.
+
+:class:`Predictor` holds only what prediction needs (β̂, the BLUPs and their slot
+layout), so it is small enough to ship to Dask workers as one task; :func:`predict_dask`
+maps it over the partitions of a Dask DataFrame lazily.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["Predictor", "is_partitioned", "transform_for_prediction", "predict_dask"]
+
+
+def is_partitioned(data) -> bool:
+    """Whether ``data`` is a lazily partitioned frame (a Dask DataFrame) to map over."""
+    return hasattr(data, "map_partitions")
+
+
+def transform_for_prediction(spec, df: pd.DataFrame):
+    """Design matrices of new rows (the response may be absent)."""
+    return spec.transform(df, response=False)
+
+
+class Predictor:
+    """What prediction needs from a fit (shipped to Dask workers for lazy predictions).
+
+    Parameters
+    ----------
+    fe_params : array_like (p,)
+        β̂.
+    group_labels : ndarray (G,)
+        The fitted groups, in the order of ``blup``'s rows.
+    blup : ndarray (G, r)
+        Padded BLUPs: ``k_re`` random effects, then each component's slots.
+    slot_cols : list of ndarray (G, m_l)
+        The column of component ``l`` each slot stands for (-1: unused).
+    vc_ncols : list of int
+        Number of columns of each variance component.
+    k_re : int
+    """
+
+    def __init__(self, fe_params, group_labels, blup, slot_cols, vc_ncols, k_re) -> None:
+        self.fe_params = np.asarray(fe_params)
+        self.group_labels = group_labels
+        self.blup = blup
+        self.slot_cols = slot_cols
+        self.vc_ncols = vc_ncols
+        self.k_re = k_re
+
+    def _slot_lookup(self, comp: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """Sorted keys ``group * ncols + column`` of component ``comp`` and their slots."""
+        table = self.slot_cols[comp]
+        ncols = max(self.vc_ncols[comp], 1)
+        gi, si = np.nonzero(table >= 0)
+        keys = gi.astype(np.int64) * ncols + table[gi, si]
+        order = np.argsort(keys, kind="stable")
+        return keys[order], si[order], ncols
+
+    def random_part(self, groups, exog_re, vc_cols, vc_vals) -> np.ndarray:
+        """``Z̃_row · γ̂_group`` for every row; 0 for groups (and VC columns) not in the fit.
+
+        A group the fit has not seen gets the population prediction (its random
+        effects have mean 0), which is what an unconditional prediction means.
+        """
+        idx = pd.Index(self.group_labels).get_indexer(pd.Index(np.asarray(groups)))
+        seen = idx >= 0
+        out = np.zeros(len(idx))
+        if self.k_re:
+            out[seen] = np.einsum("nj,nj->n", exog_re[seen], self.blup[idx[seen], : self.k_re])
+        offset = self.k_re
+        for comp, (cols, vals) in enumerate(zip(vc_cols, vc_vals, strict=True)):
+            keys, slots, ncols = self._slot_lookup(comp)
+            for k in range(cols.shape[1]):
+                ok = seen & (cols[:, k] >= 0)
+                query = idx[ok].astype(np.int64) * ncols + cols[ok, k]
+                pos = np.minimum(np.searchsorted(keys, query), max(keys.size - 1, 0))
+                found = (keys[pos] == query) if keys.size else np.zeros(query.size, bool)
+                contrib = np.zeros(query.size)
+                contrib[found] = (
+                    vals[ok, k][found] * self.blup[idx[ok][found], offset + slots[pos[found]]]
+                )
+                out[ok] += contrib
+            offset += self.slot_cols[comp].shape[1]
+        return out
+
+    def predict(self, dm, include_random: bool) -> np.ndarray:
+        """``X β̂`` (+ ``Z̃ γ̂`` with ``include_random``) for design matrices ``dm``."""
+        fixed = dm.exog @ self.fe_params
+        if not include_random:
+            return fixed
+        return fixed + self.random_part(dm.groups, dm.exog_re, dm.vc_cols, dm.vc_vals)
+
+    def predict_arrays(self, exog, exog_re, groups, include_random: bool) -> np.ndarray:
+        """``X β̂`` (+ ``Z γ̂_group``) for the arrays of new rows of an array-built model.
+
+        Raises
+        ------
+        ValueError
+            ``exog`` has the wrong number of columns; ``include_random`` without
+            ``groups``, or for a model with variance components.
+        """
+        x = np.asarray(exog, dtype=np.float64).reshape(len(exog), -1)
+        if x.shape[1] != len(self.fe_params):
+            raise ValueError(f"exog has {x.shape[1]} columns; the model has {len(self.fe_params)}")
+        fixed = x @ self.fe_params
+        if not include_random:
+            return fixed
+        if groups is None:
+            raise ValueError("include_random=True needs groups=")
+        if self.slot_cols:
+            raise ValueError("include_random with exog= is not available for VC models")
+        z = (
+            np.ones((x.shape[0], 1))
+            if exog_re is None and self.k_re == 1
+            else np.asarray(exog_re, dtype=np.float64).reshape(x.shape[0], -1)
+        )
+        return fixed + self.random_part(np.asarray(groups), z, [], [])
+
+
+def fitted_partition(pdf, spec, predictor: Predictor, include_random: bool, resid: bool):
+    """One partition's fitted values (or residuals), indexed like the partition."""
+    dm = spec.transform(pdf) if resid else transform_for_prediction(spec, pdf)
+    if dm.n_dropped:
+        raise ValueError(
+            f"{dm.n_dropped} rows of a partition have missing values: fitted values and "
+            "residuals are only defined for complete rows"
+        )
+    pred = predictor.predict(dm, include_random)
+    values = dm.endog - pred if resid else pred
+    return pd.Series(values, index=pdf.index, name="resid" if resid else "fittedvalues")
+
+
+def predict_dask(predictor: Predictor, spec, ddf, include_random: bool, resid: bool = False):
+    """Fitted values (or residuals with ``resid``) of a Dask DataFrame: a lazy Dask
+    Series with the partitions of ``ddf``."""
+    import dask  # only here: dmixed imports without Dask
+
+    # one task holding the predictor: a dependency of every partition, not a literal
+    state = dask.delayed(predictor, pure=True)
+    name = "resid" if resid else "fittedvalues"
+    return ddf.map_partitions(
+        fitted_partition,
+        spec,
+        state,
+        include_random,
+        resid,
+        meta=pd.Series(dtype="float64", name=name),
+    )

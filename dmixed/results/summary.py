@@ -1,0 +1,127 @@
+"""The printed summary of fitted results, laid out as statsmodels' ``summary2``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import special
+
+from ..io import ResultsState
+from ..stats import tril_indices
+
+__all__ = ["Summary", "coefficient_table"]
+
+_TITLE = "Mixed Linear Model Regression Results"
+
+
+def coefficient_table(state: ResultsState, alpha: float = 0.05) -> pd.DataFrame:
+    """statsmodels' coefficient table: fixed effects with z tests, variances with SEs.
+
+    One row per parameter (``param_names``); columns ``Coef.``, ``Std.Err.``, ``z``,
+    ``P>|z|`` and the ``1 − alpha`` Wald interval.  Variance rows hold ``cov_re``
+    (lower triangle) and ``vcomp`` on the reported scale, with standard errors
+    ``sqrt(scale) · bse`` and no test.
+    """
+    k = len(state.params)
+    tab = np.full((k, 6), np.nan)
+    p = state.k_fe
+    z = special.ndtri(1 - alpha / 2)
+    tab[:p, 0] = state.fe_params
+    tab[:p, 1] = state.bse[:p]
+    tab[:p, 2] = tab[:p, 0] / tab[:p, 1]
+    tab[:p, 3] = 2 * special.ndtr(-np.abs(tab[:p, 2]))
+    tab[:p, 4] = tab[:p, 0] - z * tab[:p, 1]
+    tab[:p, 5] = tab[:p, 0] + z * tab[:p, 1]
+    rows, cols = tril_indices(state.k_re)
+    tab[p : p + state.k_re2, 0] = np.asarray(state.cov_re)[rows, cols]
+    tab[p + state.k_re2 :, 0] = state.vcomp
+    tab[p:, 1] = np.sqrt(state.scale) * state.bse[p:]
+    return pd.DataFrame(
+        tab,
+        index=state.param_names,
+        columns=["Coef.", "Std.Err.", "z", "P>|z|", f"[{alpha / 2}", f"{1 - alpha / 2}]"],
+    )
+
+
+def _model_info(state: ResultsState) -> list[tuple[str, str]]:
+    """The label/value pairs above the table, two per printed line."""
+    sizes = state.group_sizes
+    return [
+        ("Model:", "MixedLM"),
+        ("Dependent Variable:", state.names.endog_name),
+        ("No. Observations:", str(state.nobs)),
+        ("Method:", state.method),
+        ("No. Groups:", str(state.n_groups)),
+        ("Scale:", f"{state.scale:.4f}"),
+        ("Min. group size:", f"{sizes.min():.0f}" if sizes.size else "0"),
+        ("Log-Likelihood:", f"{state.llf:.4f}"),
+        ("Max. group size:", f"{sizes.max():.0f}" if sizes.size else "0"),
+        ("Converged:", "Yes" if state.converged else "No"),
+        ("Mean group size:", f"{sizes.mean():.1f}" if sizes.size else "0"),
+        ("", ""),
+    ]
+
+
+class Summary:
+    """Text/HTML summary laid out as statsmodels' ``summary2``.
+
+    Parameters
+    ----------
+    title : str
+    info : list of (str, str)
+        Label/value pairs, printed two per line.
+    table : DataFrame
+        The coefficient table (numbers; printed with three decimals, NaN blank).
+    """
+
+    def __init__(self, title: str, info: list[tuple[str, str]], table: pd.DataFrame) -> None:
+        self.title = title
+        self.info = info
+        self.table = table
+
+    @classmethod
+    def of(cls, state: ResultsState, alpha: float = 0.05) -> Summary:
+        """The summary of fitted results (their state record)."""
+        return cls(_TITLE, _model_info(state), coefficient_table(state, alpha))
+
+    def _formatted_table(self) -> pd.DataFrame:
+        return self.table.map(lambda v: f"{v:.3f}" if np.isfinite(v) else "")
+
+    def as_text(self) -> str:
+        """The summary as fixed-width text."""
+        lines = []
+        for i in range(0, len(self.info), 2):
+            (k1, v1), (k2, v2) = (
+                self.info[i],
+                self.info[i + 1] if i + 1 < len(self.info) else ("", ""),
+            )
+            lines.append(f"{k1:<20}{v1:>14}    {k2:<20}{v2:>14}".rstrip())
+        body = self._formatted_table().to_string()
+        width = max(len(s) for s in lines + body.splitlines())
+        return (
+            "\n".join(
+                [
+                    self.title.center(width).rstrip(),
+                    "=" * width,
+                    *lines,
+                    "-" * width,
+                    body,
+                    "=" * width,
+                ]
+            )
+            + "\n"
+        )
+
+    def as_html(self) -> str:
+        """The summary as an HTML fragment (for notebooks)."""
+        info = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in self.info if k)
+        return (
+            f"<div><h4>{self.title}</h4><table>{info}</table>"
+            f"{self._formatted_table().to_html()}</div>"
+        )
+
+    def __str__(self) -> str:
+        return self.as_text()
+
+    def __repr__(self) -> str:
+        return self.as_text()

@@ -1,0 +1,26 @@
+"""The state record: derived quantities."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dmixed import MixedLM
+
+from .._synth import design, make_data
+
+
+@pytest.mark.parametrize("reml", [True, False])
+def test_information_criteria_and_sizes(reml):
+    df = make_data(n_groups=20, seed=2)
+    endog, exog, exog_re, groups = design(df)
+    state = MixedLM(endog, exog, groups, exog_re=exog_re).fit(reml=reml).to_state()
+    k = len(state.params)
+    assert state.df_modelwc == k + 1 == state.k_fe + state.k_re2 + state.k_vc + 1
+    assert state.vc_slot_widths == ()
+    np.testing.assert_array_equal(state.bse, np.sqrt(np.diag(state.cov_params)))
+    if reml:
+        assert np.isnan(state.aic) and np.isnan(state.bic)
+    else:
+        assert state.aic == -2.0 * (state.llf - (k + 1))
+        assert state.bic == -2.0 * state.llf + np.log(state.nobs) * (k + 1)
