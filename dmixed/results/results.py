@@ -526,7 +526,7 @@ def _covariance(hessian, *, k: int, k_fe: int, at_zero: np.ndarray, conditional)
         if np.any(np.diag(sub) <= 0):
             warnings.warn(
                 "the Hessian matrix at the estimated parameter values is not negative definite",
-                UserWarning,
+                SingularHessianWarning,
                 stacklevel=3,
             )
     keep = np.isfinite(np.diag(cov))
