@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from dmixed.design import build_spec
+from dmixed.errors import DataError, FormulaError, SpecError
 
 from .frames import make_df
 
@@ -90,3 +91,19 @@ def test_unseen_level_at_transform_time():
     spec_k = build_spec(df, "y ~ C(k)", groups="g")
     with pytest.raises(ValueError, match=r"column 'k' has levels not seen.*: 9"):
         spec_k.transform(df.assign(k=9))
+
+
+def test_errors_are_grouped_by_what_went_wrong():
+    """Formula refusals are FormulaError, bad arguments SpecError, data problems DataError
+    (all ValueError, as statsmodels raises)."""
+    df = make_df()
+    with pytest.raises(FormulaError, match="stateful transform center"):
+        build_spec(df, "y ~ center(x1)", groups="g")
+    with pytest.raises(SpecError, match="groups must be a column name"):
+        build_spec(df, "y ~ x1", groups=3)
+    with pytest.raises(DataError, match="is constant"):
+        build_spec(df.assign(y=1.0), "y ~ x1", groups="g")
+    spec = build_spec(df, "y ~ x1 + a", groups="g")
+    with pytest.raises(DataError, match="missing values in column 'x1'"):
+        spec.transform(df.assign(x1=np.nan))
+    assert issubclass(FormulaError, SpecError) and issubclass(DataError, ValueError)

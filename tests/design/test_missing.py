@@ -7,6 +7,8 @@ import pandas as pd
 import pytest
 
 from dmixed.design import build_spec
+from dmixed.design.dtypes import CATEGORICAL, NUMERIC
+from dmixed.design.missing import missing_mask, missing_rows
 
 from .frames import make_df
 
@@ -66,3 +68,24 @@ def test_infinite_values():
         build_spec(df, "y ~ x1", groups="g")
     with pytest.raises(ValueError, match="infinite values in column 'x1'"):
         build_spec(df, "y ~ x1", groups="g", missing="drop")
+
+
+def test_missing_mask_is_one_policy_for_every_kind():
+    """Labels: what pandas calls missing; numbers: NaN (pd.NA, Arrow nulls too); ±inf only
+    where the array interface asks for it."""
+    labels = pd.Series(["a", None, np.nan, "b"], dtype=object)
+    np.testing.assert_array_equal(missing_mask(labels, CATEGORICAL), [False, True, True, False])
+    numbers = pd.Series([1.0, np.nan, np.inf, 2.0])
+    np.testing.assert_array_equal(missing_mask(numbers, NUMERIC), [False, True, False, False])
+    np.testing.assert_array_equal(
+        missing_mask(numbers.to_numpy(), NUMERIC, infinite=True), [False, True, True, False]
+    )
+    nullable = pd.Series([1, None, 3], dtype="Int64")
+    np.testing.assert_array_equal(missing_mask(nullable, NUMERIC), [False, True, False])
+    arrow = pd.Series([1.5, None], dtype="float64[pyarrow]")
+    np.testing.assert_array_equal(missing_mask(arrow, NUMERIC), [False, True])
+    keys = np.array([[1, None], [2, 3]], dtype=object)
+    np.testing.assert_array_equal(missing_mask(keys, NUMERIC), [[False, True], [False, False]])
+    bad, counts = missing_rows({"x": np.array([True, False, False]), "z": np.zeros(3, bool)}, 3)
+    np.testing.assert_array_equal(bad, [True, False, False])
+    assert counts == {"x": 1}
