@@ -1,6 +1,15 @@
-"""The design layer: model matrices from formulas (one spec for every partition) or arrays."""
+"""The design layer: model matrices from formulas (one spec for every partition) or arrays.
+
+Modules, bottom to top: ``messages`` (message helpers), ``dtypes`` (column classes and
+kinds), ``missing`` (the missing-value policy), ``levels`` (global levels, codes),
+``formula`` (parsing and the node-by-node whitelist), ``evaluate`` (formulaic's
+evaluation), ``vc`` (sparse variance components), ``scan`` (the whole-data level scan,
+pandas or Dask), ``prepare`` (one partition's columns, normalised), ``matrices`` (model
+matrices of a partition), ``build`` (the steps of ``build_spec``), ``spec``
+(``ModelSpec``, ``build_spec``) and ``arrays`` (statsmodels-style array input).
+"""
 
 from .arrays import RowData
-from .spec import DesignMatrices, ModelSpec, build_spec
+from .spec import DesignMatrices, ModelDimensions, ModelSpec, build_spec
 
-__all__ = ["DesignMatrices", "ModelSpec", "RowData", "build_spec"]
+__all__ = ["DesignMatrices", "ModelDimensions", "ModelSpec", "RowData", "build_spec"]

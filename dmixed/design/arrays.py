@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError, DroppedRowsWarning
+from .dtypes import NUMERIC
+from .missing import missing_mask, missing_rows
 
 
 @dataclass
@@ -78,21 +80,14 @@ def exog_names(value, arr: np.ndarray) -> list[str]:
     return names
 
 
-def _missing_mask(arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, int]]:
+def _rows_missing(arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, int]]:
+    """Rows with a missing (or infinite) value in any array, and the count per array."""
     n = len(next(iter(arrays.values())))
-    bad = np.zeros(n, dtype=bool)
-    counts: dict[str, int] = {}
-    for name, arr in arrays.items():
-        arr = np.asarray(arr)
-        if arr.dtype.kind in "fc":
-            m = ~np.isfinite(arr)
-        else:
-            m = pd.isna(pd.DataFrame(arr.reshape(n, -1))).to_numpy()
-        m = m.reshape(n, -1).any(axis=1)
-        if m.any():
-            counts[name] = int(m.sum())
-            bad |= m
-    return bad, counts
+    masks = {
+        name: missing_mask(np.asarray(arr), NUMERIC, infinite=True).reshape(n, -1).any(axis=1)
+        for name, arr in arrays.items()
+    }
+    return missing_rows(masks, n)
 
 
 def handle_missing(rows: RowData, missing: str) -> RowData:
@@ -106,7 +101,7 @@ def handle_missing(rows: RowData, missing: str) -> RowData:
         arrays[f"exog_vc[{j}]"] = vals
     if rows.weights is not None:
         arrays["weights"] = rows.weights
-    bad, counts = _missing_mask(arrays)
+    bad, counts = _rows_missing(arrays)
     if not bad.any():
         return rows
     if missing != "drop":

@@ -13,10 +13,7 @@ import pytest
 
 from dmixed.design import DesignMatrices, ModelSpec, build_spec
 
-try:
-    from .test_design import make_df, vc_dense
-except ImportError:  # tests/ not a package
-    from test_design import make_df, vc_dense
+from .frames import make_df, vc_dense
 
 
 def partitions(ddf) -> list[pd.DataFrame]:

@@ -1,0 +1,371 @@
+"""The steps of building a model spec from the whole dataset (:func:`~dmixed.design.build_spec`).
+
+1. check the arguments against the data's columns (:func:`check_arguments`);
+2. parse each formula and check it node by node (:func:`parse_formulas`);
+3. decide how each used column is read (:func:`column_kinds`);
+4. scan the data once for the levels of the factor columns (:func:`scan_levels`);
+5. learn formulaic's specs on a prototype frame holding every level
+   (:func:`main_formula_spec`, :func:`re_formula_spec`), and plan the sparse
+   variance components (:func:`plan_variance_components`);
+6. check that the response varies (:func:`check_response_varies`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from ..errors import DataError, FormulaError, SpecError
+from .dtypes import CATEGORICAL, NUMERIC, NUMERIC_LEVELS, column_class, column_kind
+from .evaluate import materialize, model_matrix
+from .formula import (
+    FactorInfo,
+    add_unique,
+    analyze_terms,
+    categorical_factors,
+    check_categorical_sources,
+    check_explicit_levels,
+    parse_formula,
+)
+from .messages import suggest
+from .missing import MISSING_OPTIONS
+from .prepare import normalized_frame, prepare_columns
+from .scan import LevelScan, dask_scan, is_dask, pandas_scan
+from .vc import VCPlan, plan_variance_component
+
+if TYPE_CHECKING:
+    from .spec import ModelSpec
+
+__all__ = [
+    "ParsedFormulas",
+    "check_arguments",
+    "check_response_varies",
+    "column_kinds",
+    "main_formula_spec",
+    "parse_formulas",
+    "plan_variance_components",
+    "re_formula_spec",
+    "scan_levels",
+    "used_columns",
+]
+
+
+def check_arguments(data, groups, weights, vc_formula, missing):
+    """Check the arguments of ``build_spec`` against the data's columns.
+
+    Returns ``(meta, dask_input, vc_formula)``: an empty frame with the data's columns
+    and dtypes, whether the data is a Dask DataFrame, and ``vc_formula`` (None if empty).
+
+    Raises
+    ------
+    SpecError
+        For an unknown ``missing``, a ``groups``/``weights``/``vc_formula`` of the wrong
+        type or naming no column of the data.
+    DataError
+        If ``data`` is not a DataFrame, ``groups``/``weights`` is duplicated in it, or
+        the weights are not numeric.
+    """
+    if missing not in MISSING_OPTIONS:
+        raise SpecError(f'missing must be "raise" or "drop", got {missing!r}')
+    dask_input = is_dask(data)
+    if not dask_input and not isinstance(data, pd.DataFrame):
+        raise DataError(f"data must be a pandas or Dask DataFrame, got {type(data).__name__}")
+    meta = data._meta if dask_input else data
+    all_columns = list(meta.columns)
+    if not isinstance(groups, str):
+        raise SpecError(f"groups must be a column name (str), got {type(groups).__name__}")
+    if groups not in set(all_columns):
+        raise SpecError(
+            f"groups column {groups!r} not found in data" + suggest(groups, all_columns)
+        )
+    dup = duplicated_columns(meta)
+    for c in (groups, weights):
+        if c in dup:
+            raise DataError(f"column {c!r} appears more than once in the data")
+    if weights is not None:
+        _check_weights_argument(meta, weights, all_columns)
+    return meta, dask_input, _checked_vc_formula(vc_formula)
+
+
+def duplicated_columns(meta: pd.DataFrame) -> set:
+    """Column labels that appear more than once (they only matter when used)."""
+    return {c for c, k in Counter(meta.columns).items() if k > 1}
+
+
+def _check_weights_argument(meta: pd.DataFrame, weights, all_columns: list) -> None:
+    if not isinstance(weights, str):
+        raise SpecError(f"weights must be a column name (str), got {type(weights).__name__}")
+    if weights not in set(all_columns):
+        raise SpecError(
+            f"weights column {weights!r} not found in data" + suggest(weights, all_columns)
+        )
+    if column_kind(meta[weights].dtype) != NUMERIC:
+        raise DataError(f"weights column {weights!r} is not numeric (dtype {meta[weights].dtype})")
+
+
+def _checked_vc_formula(vc_formula):
+    if vc_formula is None:
+        return None
+    if not isinstance(vc_formula, dict):
+        raise SpecError(
+            f"vc_formula must be a dict of name -> formula, got {type(vc_formula).__name__}"
+        )
+    for k, v in vc_formula.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise SpecError(f"vc_formula must map names (str) to formulas (str), got {k!r}: {v!r}")
+    return vc_formula or None
+
+
+@dataclass
+class ParsedFormulas:
+    """The terms of each formula and what their factors read.
+
+    ``re_kind``: ``"ones"`` (random intercept), ``"none"`` (no ``exog_re``: no
+    ``re_formula`` with a ``vc_formula``) or ``"formula"``.
+    """
+
+    lhs_terms: list
+    rhs_terms: list
+    lhs: FactorInfo
+    rhs: FactorInfo
+    re_kind: str = "ones"
+    re_terms: list = field(default_factory=list)
+    re: FactorInfo = field(default_factory=FactorInfo)
+    vc_names: list[str] = field(default_factory=list)
+    vc: dict[str, FactorInfo] = field(default_factory=dict)
+
+    def infos(self) -> list[FactorInfo]:
+        return [self.lhs, self.rhs, self.re, *self.vc.values()]
+
+    def formula_columns(self) -> list[str]:
+        """Every column a formula reads, in order of first use."""
+        out: list[str] = []
+        for info in self.infos():
+            for c in info.columns:
+                add_unique(out, c)
+        return out
+
+    def c_columns(self) -> set:
+        """Columns used as ``C(column)`` outside the response."""
+        out = set()
+        for info in [self.rhs, self.re, *self.vc.values()]:
+            out.update(info.c_columns)
+        return out
+
+    def dense_columns(self) -> list[str]:
+        """The columns of the response, fixed- and random-effects formulas."""
+        out = list(self.lhs.columns)
+        for info in (self.rhs, self.re):
+            for c in info.columns:
+                add_unique(out, c)
+        return out
+
+    def response_only(self, groups: str) -> list[str]:
+        """Columns only the response reads (new rows to predict may lack them)."""
+        others = [self.rhs, self.re, *self.vc.values()]
+        return [
+            c for c in self.lhs.columns if all(c not in i.columns for i in others) and c != groups
+        ]
+
+
+def parse_formulas(formula, re_formula, vc_formula, columns: set) -> ParsedFormulas:
+    """Parse and check every formula (:mod:`dmixed.design.formula`); VC names sorted.
+
+    Raises
+    ------
+    FormulaError
+        If a formula does not parse, is refused, or has no response.
+    SpecError
+        If ``re_formula`` is not a string.
+    """
+    lhs_terms, rhs_terms = parse_formula(formula, "formula", lhs=True)
+    parsed = ParsedFormulas(
+        lhs_terms=lhs_terms,
+        rhs_terms=rhs_terms,
+        lhs=analyze_terms(lhs_terms, columns, "formula", formula),
+        rhs=analyze_terms(rhs_terms, columns, "formula", formula),
+    )
+    if not parsed.lhs.columns and not lhs_terms:
+        raise FormulaError(f"formula {formula!r} has no response")
+    if re_formula is not None:
+        if not isinstance(re_formula, str):
+            raise SpecError(f"re_formula must be a string, got {type(re_formula).__name__}")
+        if re_formula.strip() != "1":
+            parsed.re_kind = "formula"
+            _, parsed.re_terms = parse_formula(re_formula, "re_formula", lhs=False)
+            parsed.re = analyze_terms(parsed.re_terms, columns, "re_formula", re_formula)
+    elif vc_formula is not None:
+        parsed.re_kind = "none"
+    parsed.vc_names = sorted(vc_formula) if vc_formula else []
+    for name in parsed.vc_names:
+        role = f"vc_formula[{name!r}]"
+        _, terms = parse_formula(vc_formula[name], role, lhs=False)
+        parsed.vc[name] = analyze_terms(terms, columns, role, vc_formula[name])
+    return parsed
+
+
+def used_columns(formula_columns: list[str], groups: str, weights, meta) -> list[str]:
+    """The formula columns, the groups and the weights; each must appear once in the data."""
+    columns_used = list(formula_columns)
+    add_unique(columns_used, groups)
+    if weights is not None:
+        add_unique(columns_used, weights)
+    dup = duplicated_columns(meta)
+    for c in columns_used:
+        if c in dup:
+            raise DataError(f"column {c!r} appears more than once in the data")
+    return columns_used
+
+
+def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str]):
+    """How each formula column is read: ``(kinds, native)`` (see
+    :mod:`dmixed.design.dtypes`).
+
+    Raises
+    ------
+    DataError
+        For a column of an unsupported dtype, or a response column that is not numeric.
+    """
+    c_columns = parsed.c_columns()
+    kinds: dict[str, str] = {}
+    native: dict[str, str] = {}
+    for c in formula_columns:
+        dt = meta[c].dtype
+        k = column_kind(dt)
+        if k is None:
+            raise DataError(f"column {c!r} has an unsupported dtype ({dt}) for a model formula")
+        if k == NUMERIC and c in c_columns:
+            k = NUMERIC_LEVELS
+            native[c] = column_class(dt)
+        kinds[c] = k
+    for c in parsed.lhs.columns:
+        if kinds[c] == CATEGORICAL:
+            raise DataError(
+                f"response column {c!r} is not numeric (dtype {meta[c].dtype}); "
+                "the response must be numeric"
+            )
+    return kinds, native
+
+
+def scan_levels(data, meta, dask_input, kinds, parsed, formula_columns, columns_used, missing):
+    """The levels of the factor columns and the whole-data row counts (:class:`LevelScan`).
+
+    Raises
+    ------
+    DataError
+        If the data is empty, no row is left after dropping missing values, or a factor
+        column has no non-missing value.
+    """
+    level_cols = [c for c in formula_columns if kinds[c] in (CATEGORICAL, NUMERIC_LEVELS)]
+    if dask_input:
+        resp_col = parsed.lhs.columns[0] if len(parsed.lhs.columns) == 1 else None
+        scan = dask_scan(data, meta, kinds, level_cols, columns_used, missing, resp_col)
+    else:
+        scan = pandas_scan(data, kinds, level_cols, columns_used, missing)
+    if scan.n_total is not None and scan.n_total == 0:
+        raise DataError("data is empty (0 rows)")
+    if scan.n_kept is not None and scan.n_kept == 0:
+        raise DataError(
+            f"no rows left after dropping rows with missing values ({scan.n_total} rows dropped)"
+        )
+    for c in level_cols:
+        if not scan.levels[c]:
+            raise DataError(f"column {c!r} has no non-missing values")
+    return scan
+
+
+def main_formula_spec(formula: str, proto, rhs_terms, kinds: dict, levels: dict):
+    """formulaic's spec of the main formula: ``(spec, endog_name, exog_names)``.
+
+    Raises
+    ------
+    FormulaError
+        If the response is not one numeric column, or a categorical factor is derived
+        from an expression.
+    SpecError
+        If a fixed-effect factor has a single level, or ``levels=`` misses a value.
+    """
+    main_spec = model_matrix(formula, proto, "formula", "numpy").model_spec
+    lhs_names = list(main_spec.lhs.column_names)
+    if len(lhs_names) != 1:
+        raise FormulaError(
+            f"formula {formula!r}: the response must be a single numeric column, got "
+            f"{len(lhs_names)} columns {lhs_names}"
+        )
+    if categorical_factors(main_spec.lhs):
+        raise FormulaError(f"formula {formula!r}: the response is not numeric")
+    exog_names = list(main_spec.rhs.column_names)
+    check_categorical_sources(main_spec.rhs, rhs_terms, kinds, "formula", formula)
+    for expr, cats in categorical_factors(main_spec.rhs):
+        if len(cats) < 2:
+            shown = f" ({cats[0]!r})" if cats else ""
+            raise SpecError(
+                f"formula {formula!r}: the fixed-effect factor {expr!r} has a single "
+                f"level{shown}; a factor needs at least two levels"
+            )
+    check_explicit_levels(main_spec.rhs, kinds, levels, "formula", formula)
+    return main_spec, lhs_names[0], exog_names
+
+
+def re_formula_spec(parsed: ParsedFormulas, re_formula, proto, kinds, levels, groups: str):
+    """formulaic's spec of the random-effects formula (None for ``"ones"``/``"none"``)
+    and the random-effects names (``Intercept`` named after the group column).
+
+    Raises
+    ------
+    FormulaError
+        If the formula yields no columns or derives a categorical from an expression.
+    """
+    if parsed.re_kind == "ones":
+        return None, [groups]
+    if parsed.re_kind == "none":
+        return None, []
+    re_spec = model_matrix(re_formula, proto, "re_formula", "numpy").model_spec
+    check_categorical_sources(re_spec, parsed.re_terms, kinds, "re_formula", re_formula)
+    check_explicit_levels(re_spec, kinds, levels, "re_formula", re_formula)
+    exog_re_names = [x.replace("Intercept", groups) for x in re_spec.column_names]
+    if not exog_re_names:
+        raise FormulaError(f"re_formula {re_formula!r} yields no columns")
+    return re_spec, exog_re_names
+
+
+def plan_variance_components(parsed: ParsedFormulas, vc_formula, levels, kinds, native):
+    """The sparse plan and the column names of each variance component (sorted by name)."""
+    plans: list[VCPlan] = []
+    names: list[list[str]] = []
+    for name in parsed.vc_names:
+        cols = parsed.vc[name].columns
+        plan, column_names = plan_variance_component(
+            name, vc_formula[name], cols, levels, kinds, native
+        )
+        plans.append(plan)
+        names.append(column_names)
+    return plans, names
+
+
+def check_response_varies(spec: ModelSpec, data, scan: LevelScan, dask_input: bool) -> None:
+    """Refuse a constant response (from the whole pandas frame, or the Dask scan's range).
+
+    Raises
+    ------
+    DataError
+        If every finite value of the response is the same.
+    """
+    if not dask_input:
+        prepared = prepare_columns(spec, data)
+        frame = normalized_frame(spec, prepared.columns, len(data) - prepared.n_dropped)
+        endog = materialize(spec.main_spec.lhs, frame, spec.formula)
+        endog = np.asarray(endog, dtype=np.float64).reshape(-1)
+        finite = endog[np.isfinite(endog)]
+        if finite.size and finite.min() == finite.max():
+            raise DataError(
+                f"the response {spec.endog_name!r} is constant (all values {finite[0]!r})"
+            )
+    elif scan.response_range is not None and scan.response_range[0] == scan.response_range[1]:
+        raise DataError(
+            f"the response {spec.endog_name!r} is constant (all values {scan.response_range[0]!r})"
+        )

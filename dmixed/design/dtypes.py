@@ -1,0 +1,162 @@
+"""Column dtypes: what class of values a raw column holds and how the model reads it.
+
+Every column a formula uses gets a *kind* (stored in ``ModelSpec.column_kinds``, and
+saved with it): labels become pandas Categoricals with the global levels, numbers
+become float64 with NaN for missing, numbers used inside ``C()`` keep their native
+values (``int``, ``float`` or ``bool``, stored in ``ModelSpec.native``) and get global
+levels.  Strings of every storage (object, ``str``, ``string[pyarrow]``, Arrow strings
+and dictionaries) are labels: raw strings never reach formulaic (DESIGN.md §10).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..errors import DataError
+from .messages import plural
+
+__all__ = [
+    "CATEGORICAL",
+    "NUMERIC",
+    "NUMERIC_LEVELS",
+    "NUMBER_CLASSES",
+    "column_class",
+    "column_kind",
+    "to_float",
+    "check_finite",
+    "native_dtype",
+    "native_values",
+    "group_keys",
+    "py_scalars",
+]
+
+# Column kinds: how a raw column is normalised before formulaic sees it.
+CATEGORICAL = "categorical"  # labels -> pandas Categorical with the global levels
+NUMERIC = "numeric"  # numbers -> float64 (NaN = missing)
+NUMERIC_LEVELS = "numeric-levels"  # numbers used inside C(): native dtype, global levels
+
+NUMBER_CLASSES = ("int", "float", "bool")
+
+
+def column_class(dtype) -> str:
+    """'categorical', 'arrow-dict', 'string', 'int', 'float', 'bool' or 'other'."""
+    if isinstance(dtype, pd.CategoricalDtype):
+        return "categorical"
+    if isinstance(dtype, pd.ArrowDtype):
+        return _arrow_class(dtype.pyarrow_dtype)
+    if isinstance(dtype, pd.StringDtype):
+        return "string"
+    kind = getattr(dtype, "kind", "O")
+    if kind == "O":
+        return "string"
+    if kind in "iu":
+        return "int"
+    if kind == "f":
+        return "float"
+    if kind == "b":
+        return "bool"
+    return "other"
+
+
+def _arrow_class(t) -> str:
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(t):
+        return "arrow-dict"
+    if (
+        pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+        or (hasattr(pa.types, "is_string_view") and pa.types.is_string_view(t))
+    ):
+        return "string"
+    if pa.types.is_integer(t):
+        return "int"
+    if pa.types.is_floating(t) or pa.types.is_decimal(t):
+        return "float"
+    if pa.types.is_boolean(t):
+        return "bool"
+    return "other"
+
+
+def column_kind(dtype) -> str | None:
+    """:data:`CATEGORICAL` for labels, :data:`NUMERIC` for numbers, None if neither."""
+    cls = column_class(dtype)
+    if cls in ("categorical", "arrow-dict", "string"):
+        return CATEGORICAL
+    if cls in NUMBER_CLASSES:
+        return NUMERIC
+    return None
+
+
+def to_float(s: pd.Series, name: str) -> np.ndarray:
+    """The values of ``s`` as float64, NaN for missing.
+
+    Raises
+    ------
+    DataError
+        If the values are not numbers.
+    """
+    try:
+        return s.to_numpy(dtype=np.float64, na_value=np.nan)
+    except (TypeError, ValueError) as e:
+        raise DataError(f"column {name!r} is not numeric (dtype {s.dtype}): {e}") from None
+
+
+def check_finite(vals: np.ndarray, name: str) -> None:
+    """Refuse infinite values (NaN is missing, not infinite).
+
+    Raises
+    ------
+    DataError
+        If ``vals`` holds ±inf.
+    """
+    inf = np.isinf(vals)
+    if inf.any():
+        raise DataError(f"infinite values in column {name!r} ({plural(int(inf.sum()))})")
+
+
+def native_dtype(native: str):
+    """The numpy dtype of a column class ``"int"``, ``"bool"`` or ``"float"``."""
+    return {"int": np.int64, "bool": bool}.get(native, np.float64)
+
+
+def native_values(s: pd.Series, native: str) -> np.ndarray:
+    """The values of a numeric column used inside ``C()``, in its native dtype."""
+    if native == "int":
+        return s.to_numpy(dtype=np.int64)
+    if native == "bool":
+        return s.to_numpy(dtype=bool)
+    return s.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def group_keys(s: pd.Series) -> np.ndarray:
+    """The group labels of a column as numpy values of the matching type.
+
+    Categoricals give their categories' values; strings give objects; unsigned
+    integers stay unsigned (ids above 2**63 must not wrap to negatives).
+    """
+    dt = s.dtype
+    if isinstance(dt, pd.CategoricalDtype):
+        cats = dt.categories
+        if column_class(cats.dtype) in NUMBER_CLASSES:
+            values = cats.to_numpy()
+        else:
+            values = cats.to_numpy(dtype=object)
+        return values[s.cat.codes.to_numpy()]
+    cls = column_class(dt)
+    if cls in ("string", "arrow-dict"):
+        return s.to_numpy(dtype=object)
+    if cls == "int":
+        unsigned = pd.api.types.is_unsigned_integer_dtype(dt)
+        return s.to_numpy(dtype=np.uint64 if unsigned else np.int64)
+    if cls == "float":
+        return s.to_numpy(dtype=np.float64)
+    if cls == "bool":
+        return s.to_numpy(dtype=bool)
+    return s.to_numpy()
+
+
+def py_scalars(values) -> list:
+    """Python scalars (numpy scalars converted) of an iterable."""
+    return [v.item() if isinstance(v, np.generic) else v for v in values]

@@ -1,0 +1,68 @@
+"""formulaic's evaluation, wrapped: its failures become dmixed's errors, outputs are
+checked finite."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from ..errors import DataError, FormulaError
+from .messages import clean_message, plural
+
+__all__ = ["check_output", "materialize", "model_matrix"]
+
+
+def model_matrix(formula: str, frame: pd.DataFrame, role: str, output: str):
+    """formulaic's model matrix of ``formula`` on ``frame`` (a prototype), with its spec.
+
+    Raises
+    ------
+    FormulaError
+        If formulaic cannot evaluate the formula (its own ``ValueError`` passes as is).
+    """
+    from formulaic import model_matrix as formulaic_model_matrix
+
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            return formulaic_model_matrix(
+                formula, frame, na_action="ignore", output=output, context={}
+            )
+    except ValueError:
+        raise
+    except Exception as e:
+        raise FormulaError(f"cannot evaluate {role} {formula!r}: {clean_message(e)}") from None
+
+
+def materialize(spec, frame: pd.DataFrame, formula: str | None):
+    """A formulaic spec's model matrix on one normalised partition.
+
+    Raises
+    ------
+    FormulaError
+        If formulaic cannot evaluate it.
+    """
+    try:
+        with np.errstate(all="ignore"):
+            return spec.get_model_matrix(frame, context={})
+    except Exception as e:
+        raise FormulaError(f"cannot evaluate formula {formula!r}: {clean_message(e)}") from None
+
+
+def check_output(mat: np.ndarray, names: list[str], what: str) -> None:
+    """Refuse non-finite values in a model matrix, naming the columns that hold them.
+
+    Raises
+    ------
+    DataError
+        If ``mat`` (shape ``(n, len(names))``) holds NaN or ±inf.
+    """
+    if mat.size == 0:
+        return
+    bad = ~np.isfinite(mat)
+    if bad.any():
+        per_col = bad.sum(axis=0)
+        parts = [f"{names[j]!r} ({plural(int(per_col[j]))})" for j in np.flatnonzero(per_col)]
+        raise DataError(f"non-finite values in {what} column(s) " + ", ".join(parts))

@@ -1,0 +1,414 @@
+"""Formulas: parsed by formulaic, then checked node by node before anything is evaluated.
+
+Formulas may come from files (job files, saved results), so every factor expression is
+read as a Python syntax tree and checked against a whitelist before formulaic evaluates
+it: data columns, formulaic's transforms, elementwise numpy functions and a few
+elementwise column methods.  Anything else is refused, in particular calls of unknown
+functions, lambdas and comprehensions, and the transforms that learn from the data they
+are given (``center``, ``scale``, ``standardize``, ``poly``, splines, ``lag``, numpy
+reductions, column methods such as ``.mean()``): on partitions they would learn
+something different each time.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import FormulaError, SpecError
+from .messages import clean_message, suggest
+
+__all__ = [
+    "LEARNING_TRANSFORMS",
+    "CCall",
+    "FactorInfo",
+    "add_unique",
+    "analyze_terms",
+    "c_call",
+    "categorical_factors",
+    "check_categorical_sources",
+    "check_explicit_levels",
+    "check_python_factor",
+    "parse_formula",
+    "transforms",
+]
+
+# Transforms that learn state from the data: evaluated per partition they would
+# learn something different on every partition.
+LEARNING_TRANSFORMS = {
+    "center": "subtracts the mean of the data it is given",
+    "scale": "uses the mean and standard deviation of the data it is given",
+    "standardize": "uses the mean and standard deviation of the data it is given",
+    "poly": "learns its orthogonal basis from the data it is given",
+    "bs": "learns its knots from the data it is given",
+    "cr": "learns its knots from the data it is given",
+    "cs": "learns its knots from the data it is given",
+    "cc": "learns its knots from the data it is given",
+    "lag": "depends on the order of the rows and on partition boundaries",
+}
+# numpy functions that are elementwise but not ufuncs.
+_NUMPY_ELEMENTWISE = {"where", "clip", "round", "around", "nan_to_num"}
+# methods that may be called on a column inside an expression (elementwise).
+_ELEMENTWISE_METHODS = {"clip", "round", "abs", "astype", "pow", "isin"}
+_BUILTINS_OK = {"abs"}
+_NOT_PLAIN = (ast.Lambda, ast.ListComp, ast.DictComp, ast.SetComp, ast.GeneratorExp, ast.NamedExpr)
+
+
+def transforms() -> dict:
+    """formulaic's transforms (the names a formula may call besides numpy)."""
+    from formulaic.transforms import TRANSFORMS
+
+    return TRANSFORMS
+
+
+def add_unique(lst: list, item) -> None:
+    """Append ``item`` unless ``lst`` holds it (an ordered set)."""
+    if item not in lst:
+        lst.append(item)
+
+
+def parse_formula(formula: str, role: str, *, lhs: bool):
+    """Parse with formulaic; returns (lhs terms or None, rhs terms).
+
+    Raises
+    ------
+    SpecError
+        If ``formula`` is not a string.
+    FormulaError
+        If it does not parse, has several parts (``|``), or has (``lhs=False``) or
+        lacks (``lhs=True``) a left-hand side.
+    """
+    from formulaic import Formula
+    from formulaic.parser.types import Term
+
+    if not isinstance(formula, str):
+        raise SpecError(f"{role} must be a string, got {type(formula).__name__}")
+    try:
+        parsed = Formula(formula)
+    except Exception as e:  # formulaic's FormulaParsingError and friends
+        raise FormulaError(f"invalid {role} {formula!r}: {clean_message(e)}") from None
+
+    def terms(part) -> list:
+        out = list(part) if hasattr(part, "__iter__") else None
+        if out is None or not all(isinstance(t, Term) for t in out):
+            raise FormulaError(
+                f"invalid {role} {formula!r}: multi-part formulas ('|') are not supported"
+            )
+        return out
+
+    has_lhs = hasattr(parsed, "lhs")
+    if lhs:
+        if not has_lhs:
+            raise FormulaError(
+                f"invalid {role} {formula!r}: it needs a response, e.g. 'y ~ x1 + x2'"
+            )
+        return terms(parsed.lhs), terms(parsed.rhs)
+    if has_lhs:
+        raise FormulaError(
+            f"invalid {role} {formula!r}: it must be one-sided (no '~' with a left-hand side)"
+        )
+    return None, terms(parsed)
+
+
+def _dotted(node: ast.AST) -> list[str] | None:
+    """``a.b.c`` as ``["a", "b", "c"]``; None if not a chain of names."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+        return parts[::-1]
+    return None
+
+
+@dataclass
+class FactorInfo:
+    """What the factors of a formula read and how (used for checks and C() levels)."""
+
+    columns: list[str] = field(default_factory=list)
+    c_columns: list[str] = field(default_factory=list)  # first argument of C(), a column
+    unknown: list[str] = field(default_factory=list)
+
+
+class _FactorChecker:
+    """The whitelist walk over one factor's syntax tree (see the module docstring).
+
+    Every node is visited; a call is allowed only for a known transform, an
+    elementwise numpy function, an elementwise method of a column or ``abs``.
+    """
+
+    def __init__(self, columns: set, role: str, formula: str, info: FactorInfo, aliases: dict):
+        self.columns = columns
+        self.role = role
+        self.formula = formula
+        self.info = info
+        self.aliases = aliases
+        self.transforms = transforms()
+
+    def name_of(self, n: str) -> str:
+        return self.aliases.get(n, n)
+
+    def refuse(self, what: str, why: str):
+        raise FormulaError(
+            f"{self.role} {self.formula!r}: {what} is not supported: {why}, so it would give "
+            "a different result on every partition; compute it once on the whole data "
+            "and add it as a column"
+        )
+
+    def visit(self, node: ast.AST) -> None:
+        if isinstance(node, ast.Call):
+            self.visit_call(node)
+            return
+        if isinstance(node, ast.Name):
+            self.visit_name(node)
+            return
+        if isinstance(node, ast.Attribute) and self.visit_attribute(node):
+            return
+        if isinstance(node, _NOT_PLAIN):
+            self.refuse(f"the expression {ast.unparse(node)!r}", "it is not a plain expression")
+        for child in ast.iter_child_nodes(node):
+            self.visit(child)
+
+    def visit_call(self, node: ast.Call) -> None:
+        parts = _dotted(node.func)
+        if parts is None:
+            if isinstance(node.func, ast.Attribute):
+                if node.func.attr not in _ELEMENTWISE_METHODS:
+                    self.refuse(f"the method call .{node.func.attr}()", "it may not be elementwise")
+                self.visit(node.func.value)
+            else:
+                self.refuse(f"the call {ast.unparse(node.func)}()", "it is not a known transform")
+        elif not self.check_named_call(node, parts):
+            return  # Q("name"): its argument is a column name, not an expression
+        for a in node.args:
+            self.visit(a)
+        for k in node.keywords:
+            self.visit(k.value)
+
+    def check_named_call(self, node: ast.Call, parts: list[str]) -> bool:
+        """Check a call of a dotted name; False when its arguments are not expressions."""
+        root = self.name_of(parts[0])
+        dotted = ".".join([root, *parts[1:]])
+        if root in self.columns and len(parts) > 1:
+            if parts[-1] not in _ELEMENTWISE_METHODS:
+                self.refuse(f"the method call {dotted}()", "it may not be elementwise")
+            add_unique(self.info.columns, root)
+        elif root in ("np", "numpy") and root in self.transforms:
+            self.check_numpy_call(parts, dotted)
+        elif root in self.transforms:
+            return self.check_transform_call(node, root)
+        elif root in _BUILTINS_OK and len(parts) == 1:
+            pass
+        elif root in self.columns:
+            self.refuse(f"calling column {root!r}", "it is not a function")
+        else:
+            self.info.unknown.append(dotted + "()")
+        return True
+
+    def check_numpy_call(self, parts: list[str], dotted: str) -> None:
+        obj: Any = np
+        for p in parts[1:]:
+            obj = getattr(obj, p, None)
+        if obj is None:
+            self.info.unknown.append(dotted + "()")
+        elif not isinstance(obj, np.ufunc) and parts[-1] not in _NUMPY_ELEMENTWISE:
+            self.refuse(f"{dotted}()", "it is not an elementwise numpy function")
+
+    def check_transform_call(self, node: ast.Call, root: str) -> bool:
+        if root in LEARNING_TRANSFORMS:
+            self.refuse(f"the stateful transform {root}()", LEARNING_TRANSFORMS[root])
+        if root == "Q":
+            if node.args and isinstance(node.args[0], ast.Constant):
+                col = node.args[0].value
+                if col in self.columns:
+                    add_unique(self.info.columns, col)
+                else:
+                    self.info.unknown.append(str(col))
+            return False
+        if root == "C" and node.args:
+            first = node.args[0]
+            if isinstance(first, ast.Name) and self.name_of(first.id) in self.columns:
+                add_unique(self.info.c_columns, self.name_of(first.id))
+        return True
+
+    def visit_name(self, node: ast.Name) -> None:
+        n = self.name_of(node.id)
+        if n in self.columns:
+            add_unique(self.info.columns, n)
+        elif n not in self.transforms and n not in ("True", "False", "None"):
+            self.info.unknown.append(n)
+
+    def visit_attribute(self, node: ast.Attribute) -> bool:
+        """Record ``column.attr`` or ``module.attr``; False if not a dotted name."""
+        parts = _dotted(node)
+        if parts is None:
+            return False
+        root = self.name_of(parts[0])
+        if root in self.columns:
+            add_unique(self.info.columns, root)
+        elif root not in self.transforms:
+            self.info.unknown.append(".".join([root, *parts[1:]]))
+        return True
+
+
+def check_python_factor(expr: str, columns: set, role: str, formula: str, info: FactorInfo):
+    """Check one factor expression against the whitelist, recording what it reads in ``info``.
+
+    Raises
+    ------
+    FormulaError
+        If the expression does not parse or uses something the whitelist refuses.
+    """
+    from formulaic.utils.code import sanitize_variable_names
+
+    aliases: dict[str, str] = {}
+    try:
+        code = ast.parse(sanitize_variable_names(expr, {}, aliases), mode="eval")
+    except SyntaxError as e:
+        raise FormulaError(f"invalid {role} {formula!r}: cannot parse {expr!r}: {e.msg}") from None
+    _FactorChecker(columns, role, formula, info, aliases).visit(code)
+
+
+def analyze_terms(terms, columns: set, role: str, formula: str) -> FactorInfo:
+    """Check every factor of ``terms``; what they read.
+
+    Raises
+    ------
+    FormulaError
+        If a factor is refused (:func:`check_python_factor`), or names unknown columns
+        or functions (the message lists close matches).
+    """
+    from formulaic.parser.types import Factor
+
+    info = FactorInfo()
+    for term in terms:
+        for factor in term.factors:
+            method = factor.eval_method
+            if method is Factor.EvalMethod.LITERAL:
+                continue
+            if method is Factor.EvalMethod.LOOKUP:
+                if factor.expr in columns:
+                    add_unique(info.columns, factor.expr)
+                else:
+                    info.unknown.append(factor.expr)
+                continue
+            check_python_factor(factor.expr, columns, role, formula, info)
+    if info.unknown:
+        raise FormulaError(f"{role} {formula!r}: " + _unknown_names(info.unknown, columns))
+    return info
+
+
+def _unknown_names(unknown: list[str], columns: set) -> str:
+    msgs = []
+    for u in dict.fromkeys(unknown):
+        if u.endswith("()"):
+            close = difflib.get_close_matches(u[:-2], sorted(transforms()), n=3)
+            hint = f"; close matches: {', '.join(close)}" if close else ""
+            msgs.append(f"unknown function {u}" + hint)
+        else:
+            msgs.append(f"unknown column {u!r}" + suggest(u, sorted(columns)))
+    return "; ".join(msgs)
+
+
+@dataclass(frozen=True)
+class CCall:
+    """A ``C(...)`` factor expression.
+
+    ``column``: the first argument when it is a data column, else None; ``levels``: the
+    literal ``levels=`` list, None if absent, ``"?"`` if not a literal; ``extra``:
+    whether arguments other than the data are given.
+    """
+
+    column: str | None
+    levels: Any
+    extra: bool
+
+
+def c_call(expr: str, columns) -> CCall | None:
+    """Describe a ``C(...)`` factor expression, or None if it is not one."""
+    from formulaic.utils.code import sanitize_variable_names
+
+    aliases: dict[str, str] = {}
+    try:
+        node = ast.parse(sanitize_variable_names(expr, {}, aliases), mode="eval").body
+    except SyntaxError:
+        return None
+    if not (isinstance(node, ast.Call) and _dotted(node.func) == ["C"]):
+        return None
+    column = None
+    if node.args and isinstance(node.args[0], ast.Name):
+        name = aliases.get(node.args[0].id, node.args[0].id)
+        if name in columns:
+            column = name
+    levels: Any = None
+    for k in node.keywords:
+        if k.arg == "levels":
+            try:
+                levels = list(ast.literal_eval(k.value))
+            except (ValueError, SyntaxError, TypeError):
+                levels = "?"
+    return CCall(column=column, levels=levels, extra=len(node.args) > 1 or bool(node.keywords))
+
+
+def categorical_factors(spec) -> list[tuple[str, list]]:
+    """The categorical factors of a formulaic model spec, with their categories."""
+    from formulaic.parser.types import Factor
+
+    out = []
+    for expr, (kind, state) in spec.encoder_state.items():
+        if kind is Factor.Kind.CATEGORICAL:
+            out.append((expr, list(state.get("categories", []))))
+    return out
+
+
+def check_categorical_sources(spec, terms, columns: dict, role: str, formula: str) -> None:
+    """Categorical factors must take their levels from a column (or levels=).
+
+    Raises
+    ------
+    FormulaError
+        For a categorical factor derived from an expression without ``levels=``.
+    """
+    from formulaic.parser.types import Factor
+
+    factors = {f.expr: f for t in terms for f in t.factors}
+    for expr, _levels in categorical_factors(spec):
+        factor = factors.get(expr)
+        if factor is None or factor.eval_method is Factor.EvalMethod.LOOKUP:
+            continue
+        call = c_call(expr, columns)
+        if call is not None and (call.column is not None or call.levels is not None):
+            continue
+        raise FormulaError(
+            f"{role} {formula!r}: the categorical factor {expr!r} is derived from an "
+            "expression, so its levels would be learned separately on every partition; "
+            "add it as a column, or pass levels=[...] to C()"
+        )
+
+
+def check_explicit_levels(spec, kinds: dict, levels: dict, role: str, formula: str) -> None:
+    """C(col, levels=[...]) must list every level of col found in the data.
+
+    Raises
+    ------
+    SpecError
+        If the data holds a value of ``col`` that ``levels=`` does not list.
+    """
+    for expr, _cats in categorical_factors(spec):
+        call = c_call(expr, kinds)
+        if call is None or not isinstance(call.levels, list) or call.column is None:
+            continue
+        col = call.column
+        if col in levels:
+            allowed = set(call.levels)
+            extra = [v for v in levels[col] if v not in allowed]
+            if extra:
+                raise SpecError(
+                    f"{role} {formula!r}: column {col!r} has values not listed in "
+                    f"levels= of {expr!r}: {extra[:5]}"
+                )

@@ -1,0 +1,156 @@
+"""Global levels of the columns used as factors, and codes of values in them.
+
+Levels: strings and unknown-category columns use their sorted distinct values;
+categoricals use their declared categories that occur in the data, in declared order.
+Codes are positions in the global levels: -1 for a missing value, -2 for a value not
+among the levels (a partition may hold any subset of the levels).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .dtypes import (
+    CATEGORICAL,
+    NUMBER_CLASSES,
+    NUMERIC,
+    NUMERIC_LEVELS,
+    column_class,
+    column_kind,
+    native_dtype,
+    py_scalars,
+)
+from .missing import missing_mask
+
+__all__ = [
+    "MISSING_CODE",
+    "UNKNOWN_CODE",
+    "level_codes",
+    "unknown_numbers",
+    "sorted_levels",
+    "unique_values",
+    "declared_observed",
+    "prototype",
+]
+
+MISSING_CODE = -1
+UNKNOWN_CODE = -2
+
+
+def level_codes(s: pd.Series, index: pd.Index) -> np.ndarray:
+    """Codes of the values of ``s`` in the global levels ``index``: -1 missing, -2 unknown."""
+    dt = s.dtype
+    cls = column_class(dt)
+    if cls == "categorical":
+        cats = dt.categories
+        raw = s.cat.codes.to_numpy()
+        if len(cats) == len(index) and cats.equals(index):
+            return raw.astype(np.int64, copy=False)
+        return _remap(raw, index.get_indexer(cats.to_numpy(dtype=object)))
+    if cls in ("arrow-dict", "string") and (
+        isinstance(dt, pd.ArrowDtype)
+        or (isinstance(dt, pd.StringDtype) and dt.storage == "pyarrow")
+    ):
+        return _arrow_codes(s, index)
+    if cls in NUMBER_CLASSES:
+        # labels given as numbers (numeric labels, or an all-missing partition)
+        values = s.to_numpy(dtype=object, na_value=None)
+    else:
+        values = s.to_numpy(dtype=object)
+    fc, uniques = pd.factorize(values, use_na_sentinel=True)
+    codes = _remap(fc, index.get_indexer(np.asarray(uniques, dtype=object)))
+    codes[missing_mask(values, CATEGORICAL)] = MISSING_CODE
+    return codes
+
+
+def _remap(raw: np.ndarray, mapping: np.ndarray) -> np.ndarray:
+    """Local codes (-1 missing) -> global codes (-1 missing, -2 unknown)."""
+    raw = np.asarray(raw, dtype=np.int64)
+    if not len(mapping):
+        return np.where(raw >= 0, UNKNOWN_CODE, MISSING_CODE).astype(np.int64)
+    mapping = np.where(mapping >= 0, mapping, UNKNOWN_CODE)
+    return np.where(raw >= 0, mapping[np.maximum(raw, 0)], MISSING_CODE).astype(
+        np.int64, copy=False
+    )
+
+
+def _arrow_codes(s: pd.Series, index: pd.Index) -> np.ndarray:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arr = s.array.__arrow_array__()
+    chunks = arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]
+    out = []
+    for chunk in chunks:
+        if not pa.types.is_dictionary(chunk.type):
+            chunk = chunk.dictionary_encode()
+        mapping = index.get_indexer(np.asarray(chunk.dictionary.to_pylist(), dtype=object))
+        ind = pc.fill_null(chunk.indices, MISSING_CODE).to_numpy(zero_copy_only=False)
+        out.append(_remap(ind, mapping))
+    if not out:
+        return np.empty(0, dtype=np.int64)
+    return np.concatenate(out)
+
+
+def unknown_numbers(vals: np.ndarray, miss: np.ndarray, levels: list) -> np.ndarray:
+    """Non-missing values that are not among the (sorted) numeric levels."""
+    lv = np.asarray(levels, dtype=np.float64)
+    unknown = np.zeros(vals.shape, dtype=bool)
+    ok = ~miss
+    v = vals[ok]
+    if lv.size:
+        pos = np.clip(np.searchsorted(lv, v), 0, lv.size - 1)
+        unknown[ok] = lv[pos] != v
+    else:
+        unknown[ok] = True
+    return unknown
+
+
+def sorted_levels(values) -> list:
+    """Distinct values, sorted (by type name and repr where they do not compare)."""
+    vals = list(dict.fromkeys(values))
+    try:
+        return sorted(vals)
+    except TypeError:
+        return sorted(vals, key=lambda v: (type(v).__name__, repr(v)))
+
+
+def unique_values(s: pd.Series) -> list:
+    """Distinct non-missing values of a column (of a categorical: the categories present)."""
+    kind = CATEGORICAL if column_kind(s.dtype) == CATEGORICAL else NUMERIC
+    s = s[~missing_mask(s, kind)]
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        codes = np.unique(s.cat.codes.to_numpy())
+        return py_scalars(s.dtype.categories[codes[codes >= 0]].tolist())
+    return py_scalars(s.drop_duplicates().tolist())
+
+
+def declared_observed(dtype: pd.CategoricalDtype, observed) -> list:
+    """Declared categories that occur in the data, in declared order."""
+    seen = set(observed)
+    return [v for v in py_scalars(dtype.categories.tolist()) if v in seen]
+
+
+def prototype(cols, kinds: dict, native: dict, levels: dict, size: int | None) -> pd.DataFrame:
+    """A small frame holding every level of every factor column of ``cols``.
+
+    ``size`` rows (None: as many as the most levels, at least 2); numeric columns get
+    non-constant values.  formulaic learns its specs (column names, encodings) from it.
+    """
+    if size is None:
+        factors = [c for c in cols if kinds[c] in (CATEGORICAL, NUMERIC_LEVELS)]
+        size = max([2] + [len(levels[c]) for c in factors])
+    idx = np.arange(size)
+    data = {}
+    for c in cols:
+        kind = kinds[c]
+        if kind == CATEGORICAL:
+            lv = levels[c]
+            data[c] = pd.Categorical.from_codes(idx % len(lv), dtype=pd.CategoricalDtype(lv))
+        elif kind == NUMERIC_LEVELS:
+            lv = np.asarray(levels[c], dtype=native_dtype(native.get(c, "float")))
+            data[c] = lv[idx % len(lv)]
+        else:
+            data[c] = 1.0 + (idx % 7) / 8.0
+    return pd.DataFrame(data, index=pd.RangeIndex(size))

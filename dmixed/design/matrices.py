@@ -1,0 +1,174 @@
+"""The fixed- and random-effects matrices (and the response) of one normalised partition.
+
+When every term of a formula is the intercept, a numeric column or an interaction of
+numeric columns, the matrix is built with numpy (column-major) instead of formulaic,
+which costs several times more on large partitions; anything else (categoricals,
+``I()``, functions) goes through formulaic.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from .dtypes import NUMERIC
+from .evaluate import check_output, materialize
+
+if TYPE_CHECKING:
+    from .spec import ModelSpec
+
+__all__ = [
+    "PlainPlan",
+    "find_plain_plan",
+    "fixed_effects",
+    "main_plain_plans",
+    "plain_matrix",
+    "random_effects",
+    "shared_re_columns",
+]
+
+# Column j of a plain matrix is the product of the columns named in plan[j] (none: ones).
+PlainPlan = list[tuple[str, ...]]
+
+
+def find_plain_plan(spec: ModelSpec, which: str) -> PlainPlan | bool:
+    """The plain plan of ``"rhs"`` (fixed effects), ``"lhs"`` (response) or ``"re"``;
+    False when a term is not a product of numeric columns (``ModelSpec.plain_plan``
+    caches this)."""
+    fspec = spec.re_spec if which == "re" else getattr(spec.main_spec, which, None)
+    if fspec is None:
+        return False
+    plan = []
+    for term in fspec.terms:
+        names = []
+        for factor in term.factors:
+            method = getattr(factor.eval_method, "value", "")
+            if method == "literal" and factor.expr == "1" and len(term.factors) == 1:
+                continue
+            if method != "lookup" or spec.column_kinds.get(factor.expr) != NUMERIC:
+                return False
+            names.append(factor.expr)
+        plan.append(tuple(names))
+    expected = [":".join(names) if names else "Intercept" for names in plan]
+    if expected != list(fspec.column_names):
+        return False  # a term with several columns, or an unexpected order
+    return plan
+
+
+def plain_matrix(
+    plan: PlainPlan, frame: pd.DataFrame, n: int, names: list[str], what: str
+) -> np.ndarray:
+    """Model matrix of a plain plan, shape ``(n, len(plan))``, checked for non-finite values.
+
+    Only product columns are checked: the columns were checked finite (or their rows
+    dropped) when the partition was prepared, so a copy or a column of ones is finite,
+    while a product of finite values can overflow.
+    """
+    # column-major: every column is written (and later read by the kernels'
+    # per-column sums) contiguously
+    out = np.empty((n, len(plan)), order="F")
+    for j, cols in enumerate(plan):
+        if not cols:
+            out[:, j] = 1.0
+            continue
+        np.copyto(out[:, j], frame[cols[0]].to_numpy(dtype=np.float64))
+        for name in cols[1:]:
+            out[:, j] *= frame[name].to_numpy(dtype=np.float64)
+    products = [j for j, cols in enumerate(plan) if len(cols) > 1]
+    if products:
+        check_output(out[:, products], [names[j] for j in products], what)
+    return out
+
+
+def main_plain_plans(spec: ModelSpec):
+    """``(rhs, lhs)`` plain plans when :func:`fixed_effects` builds ``exog`` with numpy
+    (column-major, one column per plan entry), else ``(None, None)``."""
+    rhs, lhs = spec.plain_plan("rhs"), spec.plain_plan("lhs")
+    if rhs is not None and lhs is not None and len(lhs) == 1 and len(rhs) == len(spec.exog_names):
+        return rhs, lhs
+    return None, None
+
+
+def fixed_effects(spec: ModelSpec, frame: pd.DataFrame, n: int, response: bool = True):
+    """``(endog, exog)`` of shapes ``(n,)`` and ``(n, k_fe)``; endog is NaN when
+    ``response`` is False.
+
+    Raises
+    ------
+    DataError
+        If a value is not finite.
+    """
+    p = len(spec.exog_names)
+    if n == 0:
+        return np.empty(0), np.empty((0, p))
+    rhs, lhs = main_plain_plans(spec)
+    if rhs is not None:
+        exog = plain_matrix(rhs, frame, n, spec.exog_names, "fixed-effects design")
+        if not response:
+            return np.full(n, np.nan), exog
+        endog = plain_matrix(lhs, frame, n, [spec.endog_name], "response")[:, 0]
+        return endog, exog
+    if not response:
+        mm = materialize(spec.main_spec.rhs, frame, spec.formula)
+        exog = np.ascontiguousarray(np.asarray(mm, dtype=np.float64).reshape(n, p))
+        check_output(exog, spec.exog_names, "fixed-effects design")
+        return np.full(n, np.nan), exog
+    mm = materialize(spec.main_spec, frame, spec.formula)
+    endog = np.array(np.asarray(mm.lhs, dtype=np.float64).reshape(n, -1)[:, 0])
+    exog = np.ascontiguousarray(np.asarray(mm.rhs, dtype=np.float64).reshape(n, p))
+    check_output(endog[:, None], [spec.endog_name], "response")
+    check_output(exog, spec.exog_names, "fixed-effects design")
+    return endog, exog
+
+
+def shared_re_columns(spec: ModelSpec, exog: np.ndarray) -> np.ndarray | None:
+    """``exog_re`` as a view of ``exog`` when its columns are a run of the fixed-effects
+    columns (``1 + x`` in both formulas), both built with numpy: no copy, and the
+    statistics pass sees the shared columns as one (:func:`kernels.product_plan`)."""
+    rhs, _ = main_plain_plans(spec)
+    if rhs is None or not exog.flags.f_contiguous:
+        return None
+    if spec.re_kind == "ones":
+        plan: PlainPlan | None = [()]
+    else:
+        plan = spec.plain_plan("re")
+    if plan is None:
+        return None
+    q = len(plan)
+    for j in range(len(rhs) - q + 1):
+        if rhs[j : j + q] == plan:
+            return exog[:, j : j + q]
+    return None
+
+
+def random_effects(
+    spec: ModelSpec, frame: pd.DataFrame, n: int, exog: np.ndarray | None = None
+) -> np.ndarray:
+    """``exog_re``, shape ``(n, k_re)``: ones (random intercept), none, or the
+    ``re_formula``'s matrix (a view of ``exog`` where it can be).
+
+    Raises
+    ------
+    DataError
+        If a value is not finite.
+    """
+    if exog is not None and n and spec.re_kind != "none":
+        view = spec.re_columns_of_exog(exog)
+        if view is not None:
+            return view
+    if spec.re_kind == "ones":
+        return np.ones((n, 1))
+    if spec.re_kind == "none":
+        return np.empty((n, 0))
+    q = len(spec.exog_re_names)
+    if n == 0:
+        return np.empty((0, q))
+    plan = spec.plain_plan("re")
+    if plan is not None and len(plan) == q:
+        return plain_matrix(plan, frame, n, spec.exog_re_names, "random-effects design")
+    mm = materialize(spec.re_spec, frame, spec.re_formula)
+    out = np.ascontiguousarray(np.asarray(mm, dtype=np.float64).reshape(n, q))
+    check_output(out, spec.exog_re_names, "random-effects design")
+    return out

@@ -1,0 +1,32 @@
+"""Message helpers shared by the design modules: plain text, counts, close matches."""
+
+from __future__ import annotations
+
+import difflib
+import re
+
+__all__ = ["clean_message", "plural", "suggest"]
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def clean_message(msg: object) -> str:
+    """``str(msg)`` on one line, without formulaic's colour codes and markers."""
+    text = _ANSI.sub("", str(msg)).replace("⧛", "").replace("⧚", "")
+    return " ".join(text.split())
+
+
+def plural(k: int, word: str = "row") -> str:
+    """``"1 row"``, ``"3 rows"``."""
+    return f"{k} {word}" if k == 1 else f"{k} {word}s"
+
+
+def suggest(name: str, candidates) -> str:
+    """A message tail naming the close matches of ``name``, else the candidates."""
+    cands = [str(c) for c in candidates]
+    close = difflib.get_close_matches(str(name), cands, n=3, cutoff=0.5)
+    if close:
+        return "; close matches: " + ", ".join(repr(c) for c in close)
+    shown = ", ".join(repr(c) for c in cands[:20])
+    more = ", ..." if len(cands) > 20 else ""
+    return f"; available columns: {shown}{more}"

@@ -1,0 +1,221 @@
+"""One partition's used columns, checked and normalised, with the missing-value policy
+applied: the step between a raw pandas frame and formulaic (or numpy).
+
+Label columns become codes in the global levels, numbers float64, numbers used inside
+``C()`` their native values; rows with a missing value in a used column are refused
+(``missing="raise"``) or dropped (``missing="drop"``, :mod:`dmixed.design.missing`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import DataError
+from .dtypes import (
+    CATEGORICAL,
+    NUMBER_CLASSES,
+    NUMERIC,
+    NUMERIC_LEVELS,
+    check_finite,
+    column_class,
+    native_values,
+    py_scalars,
+    to_float,
+)
+from .levels import MISSING_CODE, UNKNOWN_CODE, level_codes, unknown_numbers
+from .messages import plural, suggest
+from .missing import missing_mask, missing_rows
+
+if TYPE_CHECKING:
+    from .spec import ModelSpec
+
+__all__ = ["PreparedColumns", "normalized_frame", "prepare_columns"]
+
+
+@dataclass
+class PreparedColumns:
+    """The used columns of one partition, rows with missing values removed.
+
+    ``columns`` maps each formula column to category codes, float64 or native values;
+    ``weights`` is float64 (None without weights or response); ``keep`` is the mask of
+    the rows kept (None when no row is dropped).
+    """
+
+    columns: dict[str, np.ndarray]
+    weights: np.ndarray | None
+    keep: np.ndarray | None
+    n_dropped: int
+
+
+@dataclass
+class _Normalized:
+    """Per-column values before the rows are filtered, with their missing and unknown
+    masks (a numeric column inside ``C()`` keeps its raw series for the native values)."""
+
+    values: dict[str, Any]
+    missing: dict[str, np.ndarray]
+    unknown: dict[str, np.ndarray]
+    weights: np.ndarray | None = None
+
+
+def prepare_columns(spec: ModelSpec, df: pd.DataFrame, response: bool = True) -> PreparedColumns:
+    """Check and normalise the used columns of one frame, dropping rows.
+
+    ``response=False`` (new rows to predict) skips the columns only the response uses
+    and the weights column.
+
+    Raises
+    ------
+    DataError
+        If a used column is absent or duplicated, holds values of the wrong kind,
+        infinite values, missing values (``missing="raise"``), levels not seen when the
+        spec was built, or if a weight is not positive.
+    """
+    used, formula_columns = _columns_needed(spec, df, response)
+    norm = _normalize(spec, df, formula_columns)
+    _add_group_missing(spec, df, norm)
+    if spec.weights_name is not None and response:
+        _add_weights(spec, df, norm)
+    keep, n_dropped = _rows_to_keep(spec, norm, used, len(df))
+    _check_unknown_levels(df, norm, keep)
+    columns = _filter(spec, norm, keep)
+    weights = None
+    if norm.weights is not None:
+        weights = norm.weights if keep is None else norm.weights[keep]
+        weights = _check_weights_positive(spec.weights_name, weights)
+    return PreparedColumns(columns, weights, keep, n_dropped)
+
+
+def _columns_needed(spec: ModelSpec, df: pd.DataFrame, response: bool):
+    """The used columns (and the formula columns among them); all must be present once."""
+    skip: set = set()
+    if not response:
+        skip.update(spec.response_only)
+        if spec.weights_name not in spec.formula_columns + [spec.group_name]:
+            skip.add(spec.weights_name)
+    used = [c for c in spec.columns_used if c not in skip]
+    formula_columns = [c for c in spec.formula_columns if c not in skip]
+    absent = [c for c in used if c not in df.columns]
+    if absent:
+        raise DataError(
+            "column(s) not found in the data: "
+            + ", ".join(repr(c) for c in absent)
+            + suggest(absent[0], df.columns)
+        )
+    for c in used:
+        if isinstance(df[c], pd.DataFrame):
+            raise DataError(f"column {c!r} appears more than once in the data")
+    return used, formula_columns
+
+
+def _normalize(spec: ModelSpec, df: pd.DataFrame, formula_columns: list[str]) -> _Normalized:
+    norm = _Normalized({}, {}, {})
+    for c in formula_columns:
+        kind = spec.column_kinds[c]
+        s = df[c]
+        if kind == CATEGORICAL:
+            codes = level_codes(s, spec.level_index(c))
+            norm.values[c] = codes
+            norm.missing[c] = codes == MISSING_CODE
+            norm.unknown[c] = codes == UNKNOWN_CODE
+            continue
+        vals = to_float(s, c)
+        miss = missing_mask(vals, kind)
+        check_finite(vals, c)
+        norm.missing[c] = miss
+        if kind == NUMERIC_LEVELS:
+            norm.unknown[c] = unknown_numbers(vals, miss, spec.levels[c])
+            norm.values[c] = s
+        else:
+            norm.values[c] = vals
+    return norm
+
+
+def _add_group_missing(spec: ModelSpec, df: pd.DataFrame, norm: _Normalized) -> None:
+    gmiss = missing_mask(df[spec.group_name], CATEGORICAL)
+    if spec.group_name in norm.missing:
+        norm.missing[spec.group_name] = norm.missing[spec.group_name] | gmiss
+    else:
+        norm.missing[spec.group_name] = gmiss
+
+
+def _add_weights(spec: ModelSpec, df: pd.DataFrame, norm: _Normalized) -> None:
+    wname = spec.weights_name
+    w = df[wname]
+    if column_class(w.dtype) not in NUMBER_CLASSES:
+        raise DataError(f"weights column {wname!r} is not numeric (dtype {w.dtype})")
+    wv = to_float(w, wname)
+    wmiss = missing_mask(wv, NUMERIC)
+    check_finite(wv, wname)
+    norm.missing[wname] = norm.missing[wname] | wmiss if wname in norm.missing else wmiss
+    norm.weights = wv
+
+
+def _rows_to_keep(spec: ModelSpec, norm: _Normalized, used: list[str], n: int):
+    """The rows kept (None: all) and how many were dropped; refuses missing values when
+    ``missing="raise"``."""
+    bad_rows, counts = missing_rows(norm.missing, n)
+    bad = [c for c in used if counts.get(c, 0)]
+    if not bad:
+        return None, 0
+    if spec.missing == "raise":
+        raise DataError(
+            "missing values in "
+            + ", ".join(f"column {c!r} ({plural(counts[c])})" for c in bad)
+            + '; pass missing="drop" to drop them'
+        )
+    keep = ~bad_rows
+    return keep, int(n - keep.sum())
+
+
+def _check_unknown_levels(df: pd.DataFrame, norm: _Normalized, keep) -> None:
+    for c, unk in norm.unknown.items():
+        if keep is not None:
+            unk = unk & keep
+        if unk.any():
+            values = df[c].to_numpy(dtype=object)[unk]
+            raise DataError(
+                f"column {c!r} has levels not seen when the model spec was built: "
+                + ", ".join(repr(py_scalars([v])[0]) for v in list(dict.fromkeys(values))[:5])
+            )
+
+
+def _filter(spec: ModelSpec, norm: _Normalized, keep) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for c, a in norm.values.items():
+        if spec.column_kinds[c] == NUMERIC_LEVELS:
+            s = a if keep is None else a[keep]
+            out[c] = native_values(s, spec.native[c])
+        else:
+            out[c] = a if keep is None else a[keep]
+    return out
+
+
+def _check_weights_positive(name: str | None, wv: np.ndarray) -> np.ndarray:
+    nz, neg = int((wv == 0).sum()), int((wv < 0).sum())
+    if nz or neg:
+        parts = [plural(nz, "zero value")] if nz else []
+        parts += [plural(neg, "negative value")] if neg else []
+        raise DataError(
+            f"weights column {name!r} has " + " and ".join(parts) + "; weights must be positive"
+        )
+    return np.ascontiguousarray(wv, dtype=np.float64)
+
+
+def normalized_frame(spec: ModelSpec, columns: dict[str, np.ndarray], n: int) -> pd.DataFrame:
+    """The frame formulaic (or numpy) evaluates: label codes as Categoricals with the
+    global levels, other columns as they are."""
+    data = {}
+    for c in spec.formula_columns:
+        if c not in columns:
+            continue
+        a = columns[c]
+        if spec.column_kinds[c] == CATEGORICAL:
+            data[c] = pd.Categorical.from_codes(a, dtype=spec.categorical_dtype(c), validate=False)
+        else:
+            data[c] = a
+    return pd.DataFrame(data, index=pd.RangeIndex(n), copy=False)

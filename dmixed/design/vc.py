@@ -1,0 +1,297 @@
+"""Variance components: a sparse evaluator over formulaic's term structure.
+
+Each component's design is evaluated with one global plan and returned sparsely: per
+row, the global column indices and the values of its non-zero entries, so that a
+component with 10^5 levels never becomes a dense matrix.  Every categorical factor of a
+VC formula must be coded with one indicator per level (statsmodels evaluates VC formulas
+within groups, where contrast coding would depend on the group).
+
+formulaic gives the terms and their scoping, learned on a tiny prototype (at most 3
+levels per factor); the columns of the full-level design are generated here, one column
+per level combination, the first factor varying fastest (formulaic's order).  The plan
+is checked against formulaic on the tiny prototype before it is used.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ..errors import DataError, FormulaError
+from .dtypes import CATEGORICAL, NUMERIC_LEVELS, native_dtype
+from .evaluate import model_matrix
+from .formula import c_call, transforms
+from .levels import prototype
+from .messages import clean_message, plural
+
+__all__ = [
+    "VCBlock",
+    "VCFactor",
+    "VCPlan",
+    "dense_from_sparse",
+    "eval_vc",
+    "plan_variance_component",
+]
+
+
+@dataclass(frozen=True)
+class VCFactor:
+    """One factor of a VC term.
+
+    ``kind`` is ``"cat"`` (``source`` a column with ``width`` levels; ``how`` its
+    column kind) or ``"num"`` (``source`` an expression, ``width`` 1; ``how`` is
+    ``"lookup"`` for a column, ``"python"`` for an expression).
+    """
+
+    kind: str
+    source: str
+    width: int
+    how: str
+
+
+@dataclass(frozen=True)
+class VCBlock:
+    """The columns of one scoped term: ``offset`` of its first global column, formulaic's
+    ``scale`` and its factors."""
+
+    offset: int
+    scale: float
+    factors: tuple[VCFactor, ...]
+
+
+@dataclass
+class VCPlan:
+    """How to evaluate one VC formula on a partition: its blocks and, for numeric
+    factors inside ``C()``, their levels as arrays of the native dtype."""
+
+    blocks: list[VCBlock]
+    formula: str
+    level_arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _role(name: str) -> str:
+    return f"vc_formula[{name!r}]"
+
+
+def plan_variance_component(
+    name: str, formula: str, cols: list[str], levels: dict, kinds: dict, native: dict
+) -> tuple[VCPlan, list[str]]:
+    """The plan and the global column names of one VC formula.
+
+    Raises
+    ------
+    FormulaError
+        If a factor would be coded with contrasts, is not a column or ``C(column)``, if
+        the plan does not reproduce formulaic on the tiny prototype, or if the formula
+        yields no columns.
+    """
+    tiny_levels = {c: levels[c][:3] for c in cols if c in levels}
+    tiny = prototype(cols, kinds, native, tiny_levels, size=3)
+    tiny_plan, tiny_names, tiny_matrix = _plan(name, formula, tiny_levels, kinds, tiny, native)
+    _self_check(tiny_plan, tiny_names, tiny_matrix, tiny, name, formula)
+    plan, names, _ = _plan(name, formula, levels, kinds, tiny, native)
+    if not names:
+        raise FormulaError(f"{_role(name)} {formula!r} yields no columns")
+    return plan, names
+
+
+def _plan(name: str, formula: str, levels: dict, kinds: dict, proto: pd.DataFrame, native):
+    """Plan of one VC formula: blocks of columns, one per formulaic scoped term; with the
+    column names and formulaic's (sparse) matrix on ``proto``."""
+    mm = model_matrix(formula, proto, _role(name), "sparse")
+    spec = mm.model_spec
+    blocks = []
+    offset = 0
+    names: list[str] = []
+    for structure in spec.structure:
+        for st in structure.scoped_terms:
+            factors = []
+            name_lists = []
+            for sf in st.factors:
+                found = _factor(sf, spec, levels, kinds, name, formula)
+                if found is not None:
+                    factors.append(found[0])
+                    name_lists.append(found[1])
+            width = int(np.prod([f.width for f in factors])) if factors else 1
+            if factors:
+                cols = [":".join(reversed(p)) for p in itertools.product(*reversed(name_lists))]
+            else:
+                cols = ["Intercept"]
+            names.extend(cols)
+            blocks.append(VCBlock(offset, float(st.scale), tuple(factors)))
+            offset += width
+    plan = VCPlan(blocks=blocks, formula=formula)
+    plan.level_arrays = _level_arrays(blocks, levels, native)
+    return plan, names, mm
+
+
+def _factor(sf, spec, levels: dict, kinds: dict, name: str, formula: str):
+    """One scoped factor as a :class:`VCFactor` and its column names; None for a constant."""
+    from formulaic.parser.types import Factor
+
+    role = _role(name)
+    factor = sf.factor.factor
+    expr = factor.expr
+    kind = spec.encoder_state.get(expr, (Factor.Kind.NUMERICAL, {}))[0]
+    if kind is Factor.Kind.CONSTANT:
+        return None
+    if kind is not Factor.Kind.CATEGORICAL:
+        lookup = factor.eval_method is Factor.EvalMethod.LOOKUP
+        return VCFactor("num", expr, 1, "lookup" if lookup else "python"), [expr]
+    if sf.reduced:
+        raise FormulaError(
+            f"{role} {formula!r}: the factor {expr!r} would be coded with "
+            "contrasts (reduced rank); statsmodels evaluates variance-"
+            "component formulas within each group, where such coding "
+            "depends on the group. Write the formula so that every "
+            "factor is coded with one indicator per level: '0 + ...' "
+            "with one factor term or an interaction ('0 + C(a):C(b)'), "
+            "or use one component per factor"
+        )
+    if factor.eval_method is Factor.EvalMethod.LOOKUP:
+        col = expr
+    else:
+        call = c_call(expr, kinds)
+        if call is None or call.column is None or call.extra:
+            raise FormulaError(
+                f"{role} {formula!r}: the categorical factor {expr!r} is "
+                "not supported in a variance-component formula; use a "
+                "column or C(column) without further arguments"
+            )
+        col = call.column
+    lv = levels[col]
+    return VCFactor("cat", col, len(lv), kinds[col]), [f"{expr}[{v}]" for v in lv]
+
+
+def _level_arrays(blocks: list[VCBlock], levels: dict, native: dict) -> dict[str, np.ndarray]:
+    arrays = {}
+    for block in blocks:
+        for f in block.factors:
+            if f.kind == "cat" and f.how == NUMERIC_LEVELS:
+                dtype = native_dtype(native.get(f.source, "float"))
+                arrays[f.source] = np.asarray(levels[f.source], dtype=dtype)
+    return arrays
+
+
+def _self_check(plan: VCPlan, names: list[str], ref, tiny: pd.DataFrame, name, formula) -> None:
+    """The sparse evaluator must reproduce formulaic on the tiny prototype."""
+    ref_names = list(ref.model_spec.column_names)
+    ref_dense = np.asarray(ref.toarray() if hasattr(ref, "toarray") else ref, dtype=np.float64)
+    role = _role(name)
+    if ref_names != names:
+        raise FormulaError(
+            f"{role} {formula!r} is not supported by the sparse variance-component "
+            f"evaluator (columns {ref_names} vs {names})"
+        )
+    cols, vals = eval_vc(plan, tiny, len(tiny), name)
+    mine = dense_from_sparse(cols, vals, len(ref_names))
+    if mine.shape != ref_dense.shape or not np.allclose(mine, ref_dense, equal_nan=True):
+        raise FormulaError(
+            f"{role} {formula!r} is not supported by the sparse variance-component evaluator"
+        )
+
+
+def _numeric_factor(expr: str, how: str, frame: pd.DataFrame, n: int, role: str) -> np.ndarray:
+    """Values of a numeric factor: a column, or an expression (checked by formula.py)."""
+    if how == "lookup":
+        return np.asarray(frame[expr], dtype=np.float64)
+    from formulaic.utils.layered_mapping import LayeredMapping
+    from formulaic.utils.stateful_transforms import stateful_eval
+
+    env = LayeredMapping(LayeredMapping(frame, name="data"), LayeredMapping(transforms()))
+    try:
+        with np.errstate(all="ignore"):
+            value = stateful_eval(expr, env, {}, {}, None)
+    except Exception as e:
+        raise FormulaError(f"cannot evaluate {expr!r} in {role}: {clean_message(e)}") from None
+    value = getattr(value, "__wrapped__", value)
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise FormulaError(f"{role}: {expr!r} does not evaluate to numbers") from None
+    if arr.ndim == 0:
+        arr = np.full(n, float(arr))
+    if arr.shape != (n,):
+        raise FormulaError(f"{role}: {expr!r} must evaluate to one value per row")
+    return arr
+
+
+def _block_entries(block: VCBlock, level_arrays: dict, frame: pd.DataFrame, n: int, role: str):
+    """Each row's global column and value in one block (one entry per row and block)."""
+    col = np.full(n, block.offset, dtype=np.int64)
+    v = np.full(n, block.scale, dtype=np.float64)
+    stride = 1
+    for f in block.factors:
+        if f.kind == "cat":
+            s = frame[f.source]
+            if f.how == CATEGORICAL:
+                codes = s.cat.codes.to_numpy().astype(np.int64, copy=False)
+            else:
+                lv = level_arrays[f.source]
+                codes = np.searchsorted(lv, np.asarray(s, dtype=lv.dtype))
+            col += codes * stride
+        else:
+            v = v * _numeric_factor(f.source, f.how, frame, n, role)
+        stride *= f.width
+    return col, v
+
+
+def eval_vc(plan: VCPlan, frame: pd.DataFrame, n: int, name: str):
+    """One component's design on a normalised partition, sparse.
+
+    Returns
+    -------
+    cols : numpy.ndarray of int64, shape (n, k)
+        Global column index of each row's non-zero entries (-1: no entry), ``k`` the
+        largest number of non-zero entries of a row (0 when no row has one).
+    vals : numpy.ndarray of float64, shape (n, k)
+        Their values (0 where ``cols`` is -1).
+
+    Raises
+    ------
+    DataError
+        If an entry is not finite.
+    """
+    role = _role(name)
+    blocks = plan.blocks
+    if n == 0:
+        return np.empty((0, 0), dtype=np.int64), np.empty((0, 0))
+    idx = np.empty((n, len(blocks)), dtype=np.int64)
+    val = np.empty((n, len(blocks)), dtype=np.float64)
+    for b, block in enumerate(blocks):
+        idx[:, b], val[:, b] = _block_entries(block, plan.level_arrays, frame, n, role)
+    bad = ~np.isfinite(val)
+    if bad.any():
+        raise DataError(f"non-finite values in {role} ({plural(int(bad.any(axis=1).sum()))})")
+    return _nonzero_first(idx, val)
+
+
+def _nonzero_first(idx: np.ndarray, val: np.ndarray):
+    """Each row's non-zero entries first, padded to the widest row with (-1, 0)."""
+    n = idx.shape[0]
+    nz = val != 0
+    counts = nz.sum(axis=1)
+    k = int(counts.max()) if n else 0
+    if idx.shape[1] == 1:
+        if k == 0:
+            return np.empty((n, 0), dtype=np.int64), np.empty((n, 0))
+        cols = np.where(nz, idx, -1)
+        vals = np.where(nz, val, 0.0)
+        return np.ascontiguousarray(cols), np.ascontiguousarray(vals)
+    order = np.argsort(~nz, axis=1, kind="stable")[:, :k]
+    cols = np.take_along_axis(np.where(nz, idx, -1), order, axis=1)
+    vals = np.take_along_axis(np.where(nz, val, 0.0), order, axis=1)
+    return np.ascontiguousarray(cols), np.ascontiguousarray(vals)
+
+
+def dense_from_sparse(cols: np.ndarray, vals: np.ndarray, width: int) -> np.ndarray:
+    """The dense ``(n, width)`` matrix of sparse entries (``cols`` -1: none)."""
+    out = np.zeros((cols.shape[0], width))
+    rows = np.repeat(np.arange(cols.shape[0]), cols.shape[1])
+    c = cols.ravel()
+    ok = c >= 0
+    np.add.at(out, (rows[ok], c[ok]), vals.ravel()[ok])
+    return out

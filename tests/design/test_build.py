@@ -1,0 +1,109 @@
+"""dmixed.design.build: the arguments and whole-data checks of build_spec."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dmixed.design import build_spec
+from dmixed.errors import DataError, FormulaError, SpecError
+
+from .frames import make_df
+
+
+def test_error_groups_column():
+    df = make_df()
+    with pytest.raises(ValueError, match=r"groups column 'gg' not found.*'g'"):
+        build_spec(df, "y ~ x1", groups="gg")
+    with pytest.raises(ValueError, match="groups must be a column name"):
+        build_spec(df, "y ~ x1", groups=df["g"])
+    spec = build_spec(df, "y ~ x1", groups="g")
+    with pytest.raises(ValueError, match=r"not found in the data: 'g'"):
+        spec.transform(df.drop(columns="g"))
+
+
+def test_error_response():
+    df = make_df()
+    with pytest.raises(ValueError, match=r"response column 'a' is not numeric"):
+        build_spec(df, "a ~ x1", groups="g")
+    with pytest.raises(ValueError, match=r"response 'y' is constant"):
+        build_spec(df.assign(y=2.5), "y ~ x1", groups="g")
+    with pytest.raises(ValueError, match=r"needs a response"):
+        build_spec(df, "x1 + x2", groups="g")
+    with pytest.raises(ValueError, match=r"single numeric column"):
+        build_spec(df, "y + x2 ~ x1", groups="g")
+
+
+def test_error_single_level_factor():
+    df = make_df().assign(a="only")
+    with pytest.raises(ValueError, match=r"fixed-effect factor 'a' has a single level \('only'\)"):
+        build_spec(df, "y ~ x1 + a", groups="g")
+    with pytest.raises(ValueError, match=r"factor 'C\(k\)' has a single level \(1\)"):
+        build_spec(make_df().assign(k=1), "y ~ C(k)", groups="g")
+
+
+def test_error_weights():
+    df = make_df()
+    with pytest.raises(ValueError, match=r"weights column 'a' is not numeric"):
+        build_spec(df, "y ~ x1", groups="g", weights="a")
+    with pytest.raises(ValueError, match=r"weights column 'ww' not found.*'w'"):
+        build_spec(df, "y ~ x1", groups="g", weights="ww")
+    bad = df.copy()
+    bad.loc[[0, 1], "w"] = 0.0
+    bad.loc[5, "w"] = -1.0
+    with pytest.raises(
+        ValueError, match=r"weights column 'w' has 2 zero values and 1 negative value"
+    ):
+        build_spec(bad, "y ~ x1", groups="g", weights="w")
+    miss = df.copy()
+    miss.loc[3, "w"] = np.nan
+    with pytest.raises(ValueError, match=r"missing values in column 'w' \(1 row\)"):
+        build_spec(miss, "y ~ x1", groups="g", weights="w")
+    with pytest.raises(ValueError, match=r"infinite values in column 'w'"):
+        build_spec(miss.assign(w=np.inf), "y ~ x1", groups="g", weights="w")
+
+
+def test_error_empty_data():
+    df = make_df()
+    with pytest.raises(ValueError, match=r"data is empty \(0 rows\)"):
+        build_spec(df.iloc[:0], "y ~ x1", groups="g")
+    with pytest.raises(ValueError, match=r"no rows left after dropping"):
+        build_spec(df.assign(x1=np.nan), "y ~ x1", groups="g", missing="drop")
+
+
+def test_error_bad_arguments():
+    df = make_df()
+    with pytest.raises(ValueError, match=r'missing must be "raise" or "drop"'):
+        build_spec(df, "y ~ x1", groups="g", missing="none")
+    with pytest.raises(ValueError, match="pandas or Dask DataFrame"):
+        build_spec(df.to_dict(), "y ~ x1", groups="g")
+
+
+def test_unseen_level_at_transform_time():
+    df = make_df()
+    spec = build_spec(df, "y ~ a", groups="g")
+    new = df.iloc[:10].copy()
+    new.loc[new.index[3], "a"] = "brand-new"
+    with pytest.raises(ValueError, match=r"column 'a' has levels not seen.*'brand-new'"):
+        spec.transform(new)
+    with pytest.raises(ValueError, match=r"column 'a' has levels not seen.*'brand-new'"):
+        spec.transform(new.assign(a=new["a"].astype("string[pyarrow]")))
+    spec_k = build_spec(df, "y ~ C(k)", groups="g")
+    with pytest.raises(ValueError, match=r"column 'k' has levels not seen.*: 9"):
+        spec_k.transform(df.assign(k=9))
+
+
+def test_errors_are_grouped_by_what_went_wrong():
+    """Formula refusals are FormulaError, bad arguments SpecError, data problems DataError
+    (all ValueError, as statsmodels raises)."""
+    df = make_df()
+    with pytest.raises(FormulaError, match="stateful transform center"):
+        build_spec(df, "y ~ center(x1)", groups="g")
+    with pytest.raises(SpecError, match="groups must be a column name"):
+        build_spec(df, "y ~ x1", groups=3)
+    with pytest.raises(DataError, match="is constant"):
+        build_spec(df.assign(y=1.0), "y ~ x1", groups="g")
+    spec = build_spec(df, "y ~ x1 + a", groups="g")
+    with pytest.raises(DataError, match="missing values in column 'x1'"):
+        spec.transform(df.assign(x1=np.nan))
+    assert issubclass(FormulaError, SpecError) and issubclass(DataError, ValueError)

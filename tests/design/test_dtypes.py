@@ -1,0 +1,191 @@
+"""dmixed.design.dtypes: every dtype of labels and numbers, with missing values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dmixed.design import build_spec
+
+from .frames import assert_same
+
+
+def _zoo_base(n=120, seed=2) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "y": rng.normal(size=n),
+            "xi": rng.integers(-3, 4, n).astype(float),
+            "xb": rng.integers(0, 2, n).astype(float),
+            "s": np.array(["p", "q", "r"], dtype=object)[rng.integers(0, 3, n)],
+            "g": rng.integers(0, 8, n),
+            "gs": np.array([f"G{i}" for i in range(8)], dtype=object)[rng.integers(0, 8, n)],
+        }
+    )
+
+
+STRING_DTYPES = {
+    "object": lambda s: s.astype(object),
+    "str": lambda s: s.astype("str"),
+    "string[python]": lambda s: s.astype("string[python]"),
+    "string[pyarrow]": lambda s: s.astype("string[pyarrow]"),
+    "large_string": lambda s: s.astype(pd.ArrowDtype(pa.large_string())),
+    "arrow-dict": lambda s: pd.Series(
+        pa.array([None if pd.isna(v) else v for v in s], type=pa.string()).dictionary_encode(),
+        dtype=pd.ArrowDtype(pa.dictionary(pa.int32(), pa.string())),
+        index=s.index,
+    ),
+    "category": lambda s: s.astype("category"),
+    "category-reversed": lambda s: pd.Series(
+        pd.Categorical(s, categories=sorted(s.dropna().unique())[::-1]), index=s.index
+    ).cat.reorder_categories(sorted(s.dropna().unique())),
+}
+
+
+NUMBER_DTYPES = {
+    "float64": lambda s: s.astype(np.float64),
+    "Float64": lambda s: s.astype("Float64"),
+    "Int64": lambda s: s.astype("Int64"),
+    "int64": lambda s: s.astype(np.int64),
+    "arrow-int": lambda s: s.astype(pd.ArrowDtype(pa.int32())),
+    "arrow-float": lambda s: s.astype(pd.ArrowDtype(pa.float32())),
+}
+
+
+BOOL_DTYPES = {
+    "bool": lambda s: s.astype(bool),
+    "boolean": lambda s: s.astype("boolean"),
+    "arrow-bool": lambda s: s.astype(pd.ArrowDtype(pa.bool_())),
+}
+
+
+@pytest.mark.parametrize("sdt", sorted(STRING_DTYPES))
+@pytest.mark.parametrize("ndt", sorted(NUMBER_DTYPES))
+def test_dtype_zoo(sdt, ndt):
+    base = _zoo_base()
+    formula = "y ~ xi + xb + s + xi:s"
+    kw = dict(groups="g", re_formula="1 + xi", vc_formula={"v": "0 + C(s)", "u": "0 + xb"})
+    ref_spec = build_spec(base, formula, **kw)
+    ref = ref_spec.transform(base)
+    df = base.copy()
+    df["s"] = STRING_DTYPES[sdt](df["s"])
+    df["xi"] = NUMBER_DTYPES[ndt](df["xi"])
+    for bdt in BOOL_DTYPES.values():
+        df["xb"] = bdt(base["xb"])
+        spec = build_spec(df, formula, **kw)
+        assert spec.exog_names == ref_spec.exog_names
+        assert spec.exog_re_names == ref_spec.exog_re_names
+        assert spec.vc_column_names == ref_spec.vc_column_names
+        assert_same(spec.transform(df), ref, spec)
+        # the reference spec applied to the zoo frame gives the same too
+        assert_same(ref_spec.transform(df), ref, spec)
+
+
+@pytest.mark.parametrize("sdt", sorted(STRING_DTYPES))
+def test_string_groups_returned_as_given(sdt):
+    base = _zoo_base()
+    df = base.copy()
+    df["gs"] = STRING_DTYPES[sdt](df["gs"])
+    spec = build_spec(df, "y ~ xi", groups="gs")
+    dm = spec.transform(df)
+    assert dm.groups.dtype == object
+    assert list(dm.groups) == list(base["gs"])
+
+
+def test_numeric_groups_dtypes():
+    base = _zoo_base()
+    for dt in ["Int64", pd.ArrowDtype(pa.int64()), "category"]:
+        df = base.assign(g=base["g"].astype(dt))
+        dm = build_spec(df, "y ~ xi", groups="g").transform(df)
+        assert list(dm.groups) == list(base["g"])
+        assert dm.groups.dtype == np.int64
+
+
+def test_numeric_column_inside_C_keeps_integer_names():
+    base = _zoo_base()
+    base["k"] = np.where(base["xi"] > 0, 3, np.where(base["xi"] < 0, 1, 2))
+    for dt in [np.int64, "Int64", pd.ArrowDtype(pa.int16())]:
+        df = base.assign(k=base["k"].astype(dt))
+        spec = build_spec(df, "y ~ C(k) + xi", groups="g", vc_formula={"kk": "0 + C(k)"})
+        assert spec.exog_names == ["Intercept", "C(k)[T.2]", "C(k)[T.3]", "xi"]
+        assert spec.vc_column_names == [["C(k)[1]", "C(k)[2]", "C(k)[3]"]]
+        dm = spec.transform(df)
+        np.testing.assert_array_equal(dm.exog[:, 2], (base["k"] == 3).to_numpy(dtype=float))
+        np.testing.assert_array_equal(dm.vc_cols[0][:, 0], base["k"].to_numpy() - 1)
+
+
+def test_categorical_unobserved_categories_are_not_levels():
+    base = _zoo_base()
+    df = base.assign(s=pd.Categorical(base["s"], categories=["r", "zz", "q", "p"]))
+    spec = build_spec(df, "y ~ s", groups="g")
+    assert spec.levels["s"] == ["r", "q", "p"]  # declared order, observed only
+    assert spec.exog_names == ["Intercept", "s[T.q]", "s[T.p]"]
+    # a partition declaring the extra category still works
+    dm = spec.transform(df.iloc[:10])
+    assert dm.exog.shape == (10, 3)
+
+
+def test_categorical_declared_order_is_kept():
+    base = _zoo_base()
+    df = base.assign(s=pd.Categorical(base["s"], categories=["r", "q", "p"]))
+    spec = build_spec(df, "y ~ s", groups="g")
+    assert spec.levels["s"] == ["r", "q", "p"]
+    assert spec.exog_names == ["Intercept", "s[T.q]", "s[T.p]"]
+
+
+@st.composite
+def zoo_frames(draw):
+    n = draw(st.integers(8, 40))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    y = rng.normal(size=n)
+    x = rng.integers(-2, 3, n).astype(float)
+    s = np.array(["p", "q", "r"], dtype=object)[rng.integers(0, 3, n)]
+    g = rng.integers(0, 4, n)
+    miss = {c: draw(st.lists(st.booleans(), min_size=n, max_size=n)) for c in ("y", "x", "s")}
+    base = pd.DataFrame({"y": y, "x": x, "s": s, "g": g})
+    base.loc[np.asarray(miss["y"]) & (rng.uniform(size=n) < 0.3), "y"] = np.nan
+    base.loc[np.asarray(miss["x"]) & (rng.uniform(size=n) < 0.3), "x"] = np.nan
+    base.loc[np.asarray(miss["s"]) & (rng.uniform(size=n) < 0.3), "s"] = None
+    sdt = draw(st.sampled_from(sorted(STRING_DTYPES)))
+    ndt = draw(st.sampled_from(["float64", "Float64", "Int64", "arrow-int", "arrow-float"]))
+    variant = base.copy()
+    variant["s"] = STRING_DTYPES[sdt](base["s"])
+    variant["x"] = NUMBER_DTYPES[ndt](base["x"])
+    return base, variant
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(zoo_frames())
+def test_property_dtypes_and_missing(frames):
+    base, variant = frames
+    kw = dict(groups="g", re_formula="1 + x", vc_formula={"v": "0 + C(s)"}, missing="drop")
+    formula = "y ~ x + s"
+    try:
+        ref_spec = build_spec(base, formula, **kw)
+    except ValueError as e:
+        with pytest.raises(ValueError) as exc:
+            build_spec(variant, formula, **kw)
+        assert str(exc.value) == str(e)
+        return
+    spec = build_spec(variant, formula, **kw)
+    assert spec.exog_names == ref_spec.exog_names
+    assert spec.vc_column_names == ref_spec.vc_column_names
+    ref = ref_spec.transform(base)
+    out = spec.transform(variant)
+    assert_same(out, ref, spec)
+    expected_drop = int(base[["y", "x", "s"]].isna().any(axis=1).sum())
+    assert out.n_dropped == expected_drop
+    assert out.endog.shape == (len(base) - expected_drop,)
+    # raise mode: same column counts in the message for both
+    if expected_drop:
+        kw_raise = dict(kw, missing="raise")
+        with pytest.raises(ValueError) as e1:
+            build_spec(base, formula, **kw_raise)
+        with pytest.raises(ValueError) as e2:
+            build_spec(variant, formula, **kw_raise)
+        assert str(e1.value) == str(e2.value)
+        assert str(e1.value).startswith("missing values in column")

@@ -1,0 +1,97 @@
+"""dmixed.design.formula: formulas checked node by node, refusals and their messages."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from dmixed.design import build_spec
+
+from .frames import make_df
+
+
+def test_error_unknown_column_lists_close_matches():
+    df = make_df()
+    with pytest.raises(ValueError, match=r"unknown column 'x3'; close matches: ") as exc:
+        build_spec(df, "y ~ x3", groups="g")
+    assert "'x1'" in str(exc.value) and "'x2'" in str(exc.value)
+    with pytest.raises(ValueError, match=r"re_formula .*unknown column 'xx1'.*'x1'"):
+        build_spec(df, "y ~ x1", groups="g", re_formula="1 + xx1")
+    with pytest.raises(ValueError, match=r"vc_formula\['c'\].*unknown column 'clz'.*'cls'"):
+        build_spec(df, "y ~ x1", groups="g", vc_formula={"c": "0 + C(clz)"})
+    with pytest.raises(ValueError, match=r"unknown function foo\(\)"):
+        build_spec(df, "y ~ foo(x1)", groups="g")
+
+
+def test_error_formula_syntax():
+    df = make_df()
+    with pytest.raises(ValueError, match=r"invalid formula 'y ~ \(x1 \+ x2'"):
+        build_spec(df, "y ~ (x1 + x2", groups="g")
+    with pytest.raises(ValueError, match=r"invalid re_formula '1 \+'"):
+        build_spec(df, "y ~ x1", groups="g", re_formula="1 +")
+    with pytest.raises(ValueError, match=r"invalid vc_formula\['c'\] '0 \+ C\(cls'"):
+        build_spec(df, "y ~ x1", groups="g", vc_formula={"c": "0 + C(cls"})
+    with pytest.raises(ValueError, match="must be one-sided"):
+        build_spec(df, "y ~ x1", groups="g", re_formula="y ~ x1")
+    with pytest.raises(ValueError, match=r"invalid formula 'y ~ x1 \| x2': multi-part"):
+        build_spec(df, "y ~ x1 | x2", groups="g")
+    with pytest.raises(ValueError, match=r"invalid re_formula 'x1 \| x2': multi-part"):
+        build_spec(df, "y ~ x1", groups="g", re_formula="x1 | x2")
+
+
+def test_error_vc_without_columns_or_with_contrasts():
+    df = make_df()
+    with pytest.raises(ValueError, match=r"vc_formula\['c'\] '0' yields no columns"):
+        build_spec(df, "y ~ x1", groups="g", vc_formula={"c": "0"})
+    with pytest.raises(ValueError, match=r"vc_formula\['c'\].*reduced rank.*'0 \+ \.\.\.'"):
+        build_spec(df, "y ~ x1", groups="g", vc_formula={"c": "C(cls)"})
+    with pytest.raises(ValueError, match="vc_formula must be a dict"):
+        build_spec(df, "y ~ x1", groups="g", vc_formula="0 + C(cls)")
+
+
+@pytest.mark.parametrize(
+    "term",
+    [
+        "center(x1)",
+        "scale(x1)",
+        "standardize(x1)",
+        "poly(x1, 2)",
+        "bs(x1, df=3)",
+        "cr(x1, df=3)",
+        "lag(x1)",
+        "np.mean(x1)",
+        "I(x1 - x1.mean())",
+        "x1.cumsum()",
+    ],
+)
+def test_stateful_transforms_refused(term):
+    df = make_df()
+    with pytest.raises(ValueError, match="every partition") as exc:
+        build_spec(df, f"y ~ {term}", groups="g")
+    name = re.match(r"(\w+(\.\w+)?)", term).group(1)
+    assert name.split(".")[-1] in str(exc.value) or "mean" in str(exc.value)
+
+
+def test_derived_categorical_refused_unless_levels_given():
+    df = make_df()
+    with pytest.raises(ValueError, match=r"categorical factor 'C\(x1 > 0\)' is derived"):
+        build_spec(df, "y ~ C(x1 > 0)", groups="g")
+    spec = build_spec(df, "y ~ C(x1 > 0, levels=[False, True])", groups="g")
+    assert spec.exog_names == ["Intercept", "C(x1 > 0, levels=[False, True])[T.True]"]
+    with pytest.raises(ValueError, match=r"values not listed in levels="):
+        build_spec(df, "y ~ C(a, levels=['lo', 'hi'])", groups="g")
+
+
+def test_elementwise_expressions_allowed():
+    df = make_df()
+    spec = build_spec(
+        df,
+        "y ~ I(x1**2) + np.log(x2) + np.exp(x1) + np.where(x1 > 0, 1, 0) + abs(x1) + `x2`:a - 1",
+        groups="g",
+    )
+    dm = spec.transform(df)
+    j = spec.exog_names.index("np.log(x2)")
+    np.testing.assert_allclose(dm.exog[:, j], np.log(df["x2"]))
+    assert "Intercept" not in spec.exog_names

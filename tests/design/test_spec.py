@@ -1,0 +1,235 @@
+"""dmixed.design.spec: the spec against statsmodels, its fields, pickling, partitions."""
+
+from __future__ import annotations
+
+import pickle
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dmixed.design import build_spec
+
+from .frames import assert_same, by_name, make_df, mixedlm, vc_dense
+
+DIETOX_CASES = [
+    ("Weight ~ Time", {}),
+    ("Weight ~ Time", {"re_formula": "1"}),
+    ("Weight ~ Time", {"re_formula": "1 + Time"}),
+    ("Weight ~ Time", {"re_formula": "0 + Time"}),
+    ("Weight ~ Time + C(Evit) + C(Cu) + Time:C(Cu)", {}),
+    ("Weight ~ Time * C(Cu) + I(Time**2) + np.log(Time)", {"re_formula": "1 + I(Time/10)"}),
+    ("Weight ~ C(Cu, Treatment(reference=2)) + Time - 1", {}),
+    ("Weight ~ 0 + C(Evit):C(Cu) + Time", {}),
+    ("np.log(Weight) ~ Time + Feed", {"missing": "drop", "re_formula": "1 + Time"}),
+]
+
+
+@pytest.mark.parametrize(("formula", "kw"), DIETOX_CASES)
+def test_dietox_matches_statsmodels(dietox, formula, kw):
+    spec = build_spec(dietox, formula, groups="Pig", **kw)
+    dm = spec.transform(dietox)
+    mod = mixedlm(formula, dietox, groups="Pig", **kw)
+    assert sorted(spec.exog_names) == sorted(mod.exog_names)
+    np.testing.assert_allclose(dm.exog, by_name(mod.exog, mod.exog_names, spec.exog_names))
+    np.testing.assert_allclose(dm.endog, mod.endog)
+    assert spec.exog_re_names == list(mod.data.exog_re_names)
+    np.testing.assert_allclose(dm.exog_re, mod.exog_re)
+    np.testing.assert_array_equal(dm.groups, mod.groups)
+    # one dense float64 block (column-major on the numeric fast path: the kernels sum
+    # column by column)
+    assert dm.exog.dtype == np.float64
+    assert dm.exog.flags.c_contiguous or dm.exog.flags.f_contiguous
+    assert dm.endog.shape == (mod.nobs,)
+    assert spec.endog_name == mod.endog_names
+    if kw.get("missing") == "drop":
+        assert dm.n_dropped == len(dietox) - mod.nobs > 0
+
+
+@pytest.mark.parametrize(
+    ("re_formula", "vc_formula"),
+    [
+        ("1", {"cask": "0 + C(cask)"}),
+        (None, {"cask": "0 + C(cask)"}),
+        (None, {"cask": "0 + cask"}),
+        ("1", {"cask": "0 + C(cask)", "slope": "0 + C(cask):xs", "lin": "0 + xs"}),
+    ],
+)
+def test_pastes_vc_matches_statsmodels(pastes, re_formula, vc_formula):
+    df = pastes.copy()
+    df["xs"] = np.linspace(-1.0, 2.0, len(df))
+    spec = build_spec(
+        df, "strength ~ 1", groups="batch", re_formula=re_formula, vc_formula=vc_formula
+    )
+    dm = spec.transform(df)
+    mod = mixedlm("strength ~ 1", df, groups="batch", re_formula=re_formula, vc_formula=vc_formula)
+    assert spec.vc_names == list(mod.exog_vc.names) == sorted(vc_formula)
+    assert spec.exog_re_names == list(mod.data.exog_re_names)
+    if re_formula is None:
+        assert dm.exog_re.shape == (len(df), 0)
+    else:
+        np.testing.assert_allclose(dm.exog_re, mod.exog_re)
+    keys = sorted(df["batch"].unique())
+    for l, name in enumerate(spec.vc_names):  # noqa: E741
+        dense = vc_dense(dm, spec, l)
+        assert dm.vc_cols[l].shape[1] == 1  # one non-zero entry per row
+        for gi, key in enumerate(keys):
+            rows = np.flatnonzero(dm.groups == key)
+            sm_mat = np.asarray(mod.exog_vc.mats[l][gi])
+            sm_names = list(mod.exog_vc.colnames[l][gi])
+            ours = by_name(dense[rows], spec.vc_column_names[l], sm_names)
+            np.testing.assert_allclose(ours, sm_mat, err_msg=f"{name} / {key}")
+            # columns of the component not in statsmodels' group design are empty
+            other = [c for c in spec.vc_column_names[l] if c not in sm_names]
+            if other:
+                assert not by_name(dense[rows], spec.vc_column_names[l], other).any()
+
+
+def test_pastes_names_and_levels(pastes):
+    spec = build_spec(pastes, "strength ~ 1", groups="batch", vc_formula={"cask": "0 + C(cask)"})
+    assert spec.vc_column_names == [["C(cask)[a]", "C(cask)[b]", "C(cask)[c]"]]
+    assert spec.exog_re_names == []
+    assert spec.levels["cask"] == ["a", "b", "c"]
+    assert spec.columns_used == ["strength", "cask", "batch"]
+    dm = spec.transform(pastes)
+    assert dm.groups.dtype == object and dm.groups[0] == "A"
+
+
+def test_interface_fields_and_pickle():
+    df = make_df()
+    spec = build_spec(
+        df,
+        "y ~ x1 * a + C(k) + I(x2**2)",
+        groups="g",
+        re_formula="1 + x1",
+        vc_formula={"z": "0 + C(cls)", "b": "0 + b"},
+        weights="w",
+    )
+    assert spec.endog_name == "y"
+    assert spec.exog_names[0] == "Intercept"
+    assert "a[T.lo]" in spec.exog_names and "x1:a[T.lo]" in spec.exog_names
+    assert "C(k)[T.2]" in spec.exog_names and "I(x2 ** 2)" in spec.exog_names
+    assert spec.exog_re_names == ["g", "x1"]
+    assert spec.vc_names == ["b", "z"]  # sorted
+    assert spec.vc_column_names[0] == ["b[u]", "b[v]", "b[w]"]
+    assert len(spec.vc_column_names[1]) == 40
+    assert spec.group_name == "g" and spec.weights_name == "w" and spec.missing == "raise"
+    assert set(spec.columns_used) == {"y", "x1", "a", "k", "x2", "cls", "b", "g", "w"}
+    spec2 = pickle.loads(pickle.dumps(spec))
+    assert spec2 == spec
+    d1, d2 = spec.transform(df), spec2.transform(df)
+    assert_same(d1, d2, spec)
+    np.testing.assert_array_equal(d1.weights, df["w"].to_numpy())
+    np.testing.assert_array_equal(d1.groups, df["g"].to_numpy())
+    assert d1.groups.dtype == np.int64
+    # the spec is frozen
+    with pytest.raises(AttributeError):
+        spec.missing = "drop"  # type: ignore[misc]
+
+
+def test_partition_with_missing_levels_keeps_all_columns():
+    df = make_df(300)
+    spec = build_spec(df, "y ~ a + x1:a + C(k)", groups="g", vc_formula={"c": "0 + C(cls)"})
+    part = df[(df["a"] == "mid") & (df["k"] == 2)]
+    full = spec.transform(df)
+    dm = spec.transform(part)
+    assert dm.exog.shape == (len(part), len(spec.exog_names))
+    mask = ((df["a"] == "mid") & (df["k"] == 2)).to_numpy()
+    np.testing.assert_array_equal(dm.exog, full.exog[mask])
+    np.testing.assert_array_equal(vc_dense(dm, spec, 0), vc_dense(full, spec, 0)[mask])
+    # reordered rows: same rows, same matrices
+    perm = np.random.default_rng(1).permutation(len(df))
+    dmp = spec.transform(df.iloc[perm])
+    np.testing.assert_array_equal(dmp.exog, full.exog[perm])
+
+
+def test_empty_partition():
+    df = make_df()
+    spec = build_spec(
+        df,
+        "y ~ x1 + a",
+        groups="g",
+        re_formula="1 + x1",
+        vc_formula={"c": "0 + C(cls)"},
+        weights="w",
+    )
+    dm = spec.transform(df.iloc[:0])
+    assert dm.exog.shape == (0, len(spec.exog_names))
+    assert dm.exog_re.shape == (0, 2)
+    assert dm.endog.shape == (0,)
+    assert dm.vc_cols[0].shape[0] == 0 and dm.weights.shape == (0,)
+
+
+def test_string_pyarrow_never_reaches_formulaic_as_numbers():
+    df = make_df()
+    df["a"] = df["a"].astype("string[pyarrow]")
+    spec = build_spec(df, "y ~ a", groups="g")
+    assert spec.exog_names == ["Intercept", "a[T.lo]", "a[T.mid]", "a[T.top]"]
+    dm = spec.transform(df)
+    np.testing.assert_array_equal(dm.exog[:, 1], (df["a"] == "lo").to_numpy(dtype=float))
+
+
+def test_transform_speed_pandas():
+    n = 500_000
+    rng = np.random.default_rng(5)
+    df = pd.DataFrame(
+        {
+            "y": rng.normal(size=n),
+            "x1": rng.normal(size=n),
+            "x2": rng.normal(size=n),
+            "a": pd.Series(np.array(list("abcde"), dtype=object)[rng.integers(0, 5, n)]),
+            "g": rng.integers(0, 1000, n),
+        }
+    )
+    spec = build_spec(df, "y ~ x1 + x2 + a", groups="g", re_formula="1 + x1")
+    spec.transform(df)
+    t0 = time.perf_counter()
+    spec.transform(df)
+    assert time.perf_counter() - t0 < 2.0
+
+
+def test_quoted_column_names():
+    df = make_df().rename(columns={"x1": "my x", "a": "the a"})
+    spec = build_spec(
+        df,
+        "y ~ `my x` + I(`my x` * 2) + Q('my x') + `the a`",
+        groups="g",
+        re_formula="0 + `my x`",
+        vc_formula={"v": "0 + C(`the a`)", "u": "0 + `the a`:`my x`"},
+    )
+    assert spec.exog_names[:4] == ["Intercept", "my x", "I(`my x` * 2)", "Q('my x')"]
+    assert spec.exog_re_names == ["my x"]
+    assert spec.vc_column_names[1][0] == "C(`the a`)[hi]"
+    assert spec.vc_column_names[0][0] == "the a[hi]:my x"
+    assert spec.columns_used == ["y", "my x", "the a", "g"]
+    dm = spec.transform(df)
+    np.testing.assert_array_equal(dm.exog[:, 1], df["my x"].to_numpy())
+    np.testing.assert_array_equal(dm.exog[:, 3], df["my x"].to_numpy())
+    np.testing.assert_array_equal(dm.vc_vals[0][:, 0], df["my x"].to_numpy())
+
+
+def test_transform_without_response_for_prediction():
+    df = make_df(60)
+    spec = build_spec(
+        df,
+        "np.log(y + 10) ~ x1 + a",
+        groups="g",
+        re_formula="1 + x1",
+        vc_formula={"c": "0 + C(cls)"},
+        weights="w",
+    )
+    full = spec.transform(df)
+    new = df.drop(columns=["y", "w"])
+    new.loc[3, "x1"] = np.nan  # missing in a used column: still handled (raise)
+    with pytest.raises(ValueError, match=r"missing values in column 'x1' \(1 row\)"):
+        spec.transform(new, response=False)
+    dm = spec.transform(new.dropna(), response=False)
+    keep = new["x1"].notna().to_numpy()
+    assert np.isnan(dm.endog).all() and dm.endog.shape == (keep.sum(),)
+    assert dm.weights is None
+    np.testing.assert_array_equal(dm.exog, full.exog[keep])
+    np.testing.assert_array_equal(dm.exog_re, full.exog_re[keep])
+    np.testing.assert_array_equal(dm.vc_cols[0], full.vc_cols[0][keep])
+    with pytest.raises(ValueError, match=r"not found in the data: 'y', 'w'"):
+        spec.transform(new)

@@ -1,0 +1,78 @@
+"""dmixed.design.vc: sparse variance components."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+
+from dmixed.design import build_spec
+
+from .frames import make_df, vc_dense
+
+
+def test_sparse_vc_many_levels_is_cheap():
+    n, levels = 200_000, 20_000
+    rng = np.random.default_rng(3)
+    df = pd.DataFrame(
+        {
+            "y": rng.normal(size=n),
+            "x": rng.normal(size=n),
+            "school": rng.integers(0, 200, n),
+            "classroom": pd.Series(
+                np.array([f"r{i}" for i in range(levels)], dtype=object)[rng.integers(0, levels, n)]
+            ).astype("string[pyarrow]"),
+        }
+    )
+    t0 = time.perf_counter()
+    spec = build_spec(
+        df,
+        "y ~ x",
+        groups="school",
+        vc_formula={"classroom": "0 + C(classroom)", "slope": "0 + C(classroom):x"},
+    )
+    dm = spec.transform(df)
+    elapsed = time.perf_counter() - t0
+    assert elapsed < 10, elapsed
+    assert [len(c) for c in spec.vc_column_names] == [levels, levels]
+    for l in range(2):  # noqa: E741
+        assert dm.vc_cols[l].shape == (n, 1) and dm.vc_cols[l].dtype == np.int64
+        assert dm.vc_vals[l].shape == (n, 1) and dm.vc_vals[l].dtype == np.float64
+    codes = pd.Index(spec.levels["classroom"]).get_indexer(df["classroom"].to_numpy(object))
+    np.testing.assert_array_equal(dm.vc_cols[0][:, 0], codes)
+    np.testing.assert_array_equal(dm.vc_vals[0][:, 0], 1.0)
+    np.testing.assert_array_equal(dm.vc_vals[1][:, 0], df["x"].to_numpy())
+    assert spec.vc_column_names[0][5] == f"C(classroom)[{spec.levels['classroom'][5]}]"
+
+
+def test_vc_zero_entries_dropped_and_padding():
+    df = make_df(100)
+    df.loc[::3, "x1"] = 0.0
+    spec = build_spec(df, "y ~ 1", groups="g", vc_formula={"v": "0 + C(b) + C(a):x1"})
+    dm = spec.transform(df)
+    assert dm.vc_cols[0].shape == (100, 2)
+    zero_rows = df["x1"].to_numpy() == 0
+    assert (dm.vc_cols[0][zero_rows, 1] == -1).all()
+    assert (dm.vc_vals[0][zero_rows, 1] == 0).all()
+    assert (dm.vc_cols[0][~zero_rows] >= 0).all()
+    assert spec.vc_column_names[0][:3] == ["C(b)[u]", "C(b)[v]", "C(b)[w]"]
+    # a partition where every x1 is zero has only the b indicators
+    dm0 = spec.transform(df[zero_rows])
+    assert dm0.vc_cols[0].shape[1] == 1
+
+
+def test_vc_matches_formulaic_dense():
+    from formulaic import model_matrix
+
+    df = make_df(150)
+    f = "0 + C(a):C(b) + x2 + C(k):x1"
+    spec = build_spec(df, "y ~ 1", groups="g", vc_formula={"v": f})
+    dm = spec.transform(df)
+    prep = df.assign(
+        a=pd.Categorical(df["a"], categories=spec.levels["a"]),
+        b=pd.Categorical(df["b"], categories=spec.levels["b"]),
+    )
+    ref = model_matrix(f, prep, context={})
+    assert list(ref.columns) == spec.vc_column_names[0]
+    np.testing.assert_allclose(vc_dense(dm, spec, 0), ref.to_numpy(dtype=float))
