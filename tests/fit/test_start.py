@@ -11,7 +11,7 @@ import dmixed
 from dmixed import MixedLM, kernels
 from dmixed.fit.start import START_FLOOR, moment_start
 
-from ._synth import make_data
+from .._synth import make_data
 
 SLOPE = {"re_formula": "1 + x1"}
 VC = {"re_formula": "1", "vc_formula": {"s": "0 + C(sub)"}}

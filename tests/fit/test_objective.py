@@ -10,7 +10,7 @@ from dmixed import MixedLM
 from dmixed.fit.objective import loglike_at_beta
 from dmixed.fit.optimize import ProfiledObjective
 
-from ._synth import design, make_data, vc_dict
+from .._synth import design, make_data, vc_dict
 
 _DF = make_data(n_groups=25, max_size=12, vc_sd=0.7, seed=11)
 

@@ -11,8 +11,8 @@ import dmixed
 from dmixed import BoundaryWarning, FitConvergenceWarning, MixedLM
 from dmixed.fit import optimize
 
-from ._synth import make_data
-from .test_model import _dyestuff2_like
+from .._synth import make_data
+from ..test_model import _dyestuff2_like
 
 
 @pytest.fixture
