@@ -27,6 +27,7 @@ from .engines.local import statistics_from_rows
 from .errors import BoundaryWarning, FitConvergenceWarning
 from .fit.optimize import ProfiledObjective, maximize
 from .fit.start import moment_start
+from .fit.summary import DEFAULTS
 from .stats import FittedStatistics, Layout, check_full_rank, check_response_varies, n_tril
 
 logger = logging.getLogger("dmixed")
@@ -457,11 +458,9 @@ class MixedLM:
             methods = ["lbfgs"]
         opt = maximize(
             obj,
-            start_opt,
+            DEFAULTS.start(start_opt, maxiter=maxiter, gtol=gtol),
             free_mask,
             methods,
-            maxiter,
-            gtol,
             progress=progress,
             newton_first=newton_first,
         )

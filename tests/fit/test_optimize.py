@@ -9,7 +9,7 @@ import pytest
 
 import dmixed
 from dmixed import BoundaryWarning, FitConvergenceWarning, MixedLM
-from dmixed.fit import optimize
+from dmixed.fit.summary import DEFAULTS
 
 from .._synth import make_data
 from ..test_model import _dyestuff2_like
@@ -40,7 +40,7 @@ def test_handover_to_newton_changes_nothing(monkeypatch, default_start, model_kw
     finishing gives the optimum BFGS run to the end gives, to 1e-8."""
     df = make_data(n_groups=3000, vc_sd=0.5, seed=8)
     early = _fit(df, **model_kw)
-    monkeypatch.setattr(optimize, "HANDOVER_GTOL", 0.0)
+    monkeypatch.setattr(DEFAULTS, "handover_gtol", 0.0)
     full = _fit(df, **model_kw)
     assert early.converged and full.converged
     assert early.n_evals <= full.n_evals
@@ -56,7 +56,7 @@ def test_handover_stops_bfgs_early(monkeypatch, default_start):
     Newton polish alone reaches the same optimum."""
     df = make_data(n_groups=800, seed=2)
     ref = _fit(df, re_formula="1 + x1")
-    monkeypatch.setattr(optimize, "HANDOVER_GTOL", 1e-3)
+    monkeypatch.setattr(DEFAULTS, "handover_gtol", 1e-3)
     early = _fit(df, re_formula="1 + x1")
     bfgs = [h for h in early.fit_history if h["method"] == "bfgs"]
     assert len(bfgs) < len([h for h in ref.fit_history if h["method"] == "bfgs"])
@@ -69,7 +69,7 @@ def test_no_handover_near_the_boundary(monkeypatch, default_start, seed):
     """A variance heading for zero is left to BFGS and the boundary settling, however
     generous the hand-over threshold: the fit still ends exactly on the boundary."""
     y, g = _dyestuff2_like(seed)
-    monkeypatch.setattr(optimize, "HANDOVER_GTOL", 1.0)  # any gradient would qualify
+    monkeypatch.setattr(DEFAULTS, "handover_gtol", 1.0)  # any gradient would qualify
     # BFGS stops short near the boundary and L-BFGS takes over, as statsmodels does
     with (
         pytest.warns(BoundaryWarning),
