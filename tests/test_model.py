@@ -16,7 +16,7 @@ from dmixed import BoundaryWarning, MixedLM
 from ._synth import design, make_data, vc_dict
 
 
-def _dyestuff2_like(seed: int):
+def dyestuff2_arrays(seed: int):
     """6 batches of 5 with between-batch spread below chance: the REML optimum of the
     batch variance is 0, as for lme4's Dyestuff2."""
     rng = np.random.default_rng(seed)
@@ -29,7 +29,7 @@ def _dyestuff2_like(seed: int):
 @pytest.mark.parametrize("reml", [True, False])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_boundary_fit_ends_at_zero(seed, reml):
-    y, g = _dyestuff2_like(seed)
+    y, g = dyestuff2_arrays(seed)
     with pytest.warns(BoundaryWarning, match="boundary"):
         res = MixedLM(y, np.ones((30, 1)), g).fit(reml=reml)
     assert res.converged
@@ -45,7 +45,7 @@ def test_boundary_fit_ends_at_zero(seed, reml):
 
 
 def test_boundary_optimum_beats_any_interior_point():
-    y, g = _dyestuff2_like(0)
+    y, g = dyestuff2_arrays(0)
     with pytest.warns(BoundaryWarning):
         res = MixedLM(y, np.ones((30, 1)), g).fit()
     model = MixedLM(y, np.ones((30, 1)), g)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from scipy import optimize
 
-from ..errors import FitConvergenceWarning
+from ..errors import FitConvergenceWarning, SpecError
 from ..kernels import StepSums
 from ..stats import GlobalStats, Layout
 from .objective import Profile, hessian, loglike, profile, score_matrices
@@ -29,7 +29,14 @@ from .summary import OptSummary
 
 logger = logging.getLogger("dmixed")
 
-__all__ = ["Evaluation", "ProfiledObjective", "maximize"]
+__all__ = [
+    "DEFAULT_METHODS",
+    "Evaluation",
+    "ProfiledObjective",
+    "choose_methods",
+    "maximize",
+    "parse_free",
+]
 
 
 @dataclass
@@ -113,6 +120,61 @@ def _defined(ev: Evaluation) -> tuple[StepSums, Profile]:
     return ev.step, ev.prof
 
 
+#: statsmodels' default sequence of optimizers.
+DEFAULT_METHODS = ("bfgs", "lbfgs", "cg")
+
+
+def choose_methods(method: str | list[str] | None, opt_sqrt: bool) -> list[str]:
+    """The scipy methods to try: as given, else statsmodels' sequence (L-BFGS alone when
+    the plain packing needs its bounds, ``opt_sqrt`` false).
+
+    Raises
+    ------
+    SpecError
+        ``"newton"`` or ``"ncg"`` (statsmodels' methods that need the Hessian).
+    """
+    if method is None:
+        return list(DEFAULT_METHODS) if opt_sqrt else ["lbfgs"]
+    methods = [method] if isinstance(method, str) else list(method)
+    for m in methods:
+        if m.lower() in ("newton", "ncg"):
+            raise SpecError(f"method {m} not available for MixedLM")
+    return methods
+
+
+def parse_free(free, n_params: int, k_fe: int, use_sqrt: bool) -> np.ndarray:
+    """statsmodels' ``free`` as a mask over the packed covariance parameters (bool, (m,)).
+
+    ``free`` is 1 (estimated) / 0 (held at its start value) per packed covariance
+    parameter, optionally preceded by the ``k_fe`` fixed effects (which must all be 1:
+    they are profiled out), or an object with ``get_packed(use_sqrt, has_fe)``;
+    ``None`` frees every parameter.
+
+    Raises
+    ------
+    SpecError
+        A mask holding a fixed effect, or of another length.
+    """
+    if free is None:
+        return np.ones(n_params, dtype=bool)
+    if hasattr(free, "get_packed"):
+        full = np.asarray(free.get_packed(use_sqrt=use_sqrt, has_fe=True))
+    else:
+        full = np.asarray(free, dtype=np.float64).ravel()
+    if full.size == n_params + k_fe:
+        if np.any(full[:k_fe] == 0):
+            raise SpecError(
+                "free: holding fixed effects fixed is not supported (they are profiled out)"
+            )
+        full = full[k_fe:]
+    if full.size != n_params:
+        raise SpecError(
+            f"free has {full.size} entries; expected {n_params} (covariance "
+            f"parameters) or {n_params + k_fe} (with fixed effects)"
+        )
+    return full != 0
+
+
 #: scipy's names of the quasi-Newton methods.
 _SCIPY_METHODS = {"bfgs": "BFGS", "lbfgs": "L-BFGS-B", "cg": "CG"}
 
@@ -175,6 +237,7 @@ class _Optimization:
         self.free = np.asarray(free, dtype=bool)
         self.n = obj.glob.n
         self.x = np.array(summary.initial, dtype=np.float64)
+        summary.use_sqrt = obj.use_sqrt
         # every step begins at the start: this evaluation is one they would make anyway
         summary.initial_llf = obj.evaluate(self.x).llf
         self.t0 = time.perf_counter()

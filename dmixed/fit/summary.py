@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from ..stats import Layout
+
 __all__ = ["DEFAULTS", "OptSummary"]
 
 
@@ -80,13 +82,15 @@ class OptSummary:
         L-BFGS-B's ``ftol`` (relative reduction of ℓ/n that stops it).
     lbfgs_maxcor : int
         L-BFGS-B's ``maxcor`` (corrections kept for the Hessian approximation).
+    use_sqrt : bool
+        The packing of ``initial`` and ``packed`` (square-root factor, or Ψ* and τ*).
     initial : ndarray (m,)
         Start, packed covariance parameters.
     initial_llf : float
         ℓ at the start.
     packed : ndarray (m,)
-        Final packed covariance parameters (in the model's packing once the model
-        returns it; ``initial`` likewise).
+        Final packed covariance parameters (the optimizer's packing, which the model
+        changes to its own with :meth:`repack`).
     llf : float
         ℓ at ``packed``.
     grad_norm : float
@@ -129,6 +133,7 @@ class OptSummary:
     lbfgs_ftol: float = _setting(1e-15)
     lbfgs_maxcor: int = _setting(20)
     # -- initial and final values ------------------------------------------------------
+    use_sqrt: bool = True
     initial: np.ndarray = field(default_factory=lambda: np.zeros(0))
     initial_llf: float = np.nan
     packed: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -145,6 +150,18 @@ class OptSummary:
     def settings(self) -> dict[str, float | int]:
         """The settings and tolerances, by name."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata}
+
+    def repack(self, layout: Layout, use_sqrt: bool) -> bool:
+        """Pack ``initial`` and ``packed`` as ``use_sqrt`` packs; True when that changed them."""
+        if use_sqrt == self.use_sqrt:
+            return False
+        for name in ("initial", "packed"):
+            value = getattr(self, name)
+            if value.size:
+                psi, tau = layout.unpack(value, self.use_sqrt)
+                setattr(self, name, layout.pack(psi, tau, use_sqrt=use_sqrt))
+        self.use_sqrt = use_sqrt
+        return True
 
     def start(self, initial: np.ndarray, **settings: float | int) -> OptSummary:
         """A fresh record from ``initial`` with these settings, ``settings`` overriding."""

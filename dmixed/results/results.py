@@ -349,9 +349,9 @@ class MixedLMResults:
             dm = _transform_for_prediction(self.spec, data)
             return self._predictor().predict(dm, include_random)
         if exog is None:
-            if self.model is None or getattr(self.model, "_rows", None) is None:
+            if self.model is None or getattr(self.model, "rows", None) is None:
                 raise ValueError("no data given and the fitted rows are not available")
-            rows = self.model._rows
+            rows = self.model.rows
             return self._predictor().predict(rows, include_random)
         x = np.asarray(exog, dtype=np.float64).reshape(len(exog), -1)
         if x.shape[1] != self.k_fe:
@@ -376,18 +376,18 @@ class MixedLMResults:
 
         A lazy Dask Series (same partitions as the input) for Dask fits.
         """
-        if self.model is not None and getattr(self.model, "_source", None) is not None:
-            return _predict_dask(self, self.model._source, True)
+        if self.model is not None and getattr(self.model, "source", None) is not None:
+            return _predict_dask(self, self.model.source, True)
         return self.predict(include_random=True)
 
     @cached_property
     def resid(self):
         """``endog − fittedvalues`` (lazy Dask Series for Dask fits)."""
-        if self.model is not None and getattr(self.model, "_source", None) is not None:
-            return _predict_dask(self, self.model._source, True, resid=True)
-        if self.model is None or getattr(self.model, "_rows", None) is None:
+        if self.model is not None and getattr(self.model, "source", None) is not None:
+            return _predict_dask(self, self.model.source, True, resid=True)
+        if self.model is None or getattr(self.model, "rows", None) is None:
             raise ValueError("the fitted rows are not available (loaded results)")
-        return self.model._rows.endog - self.fittedvalues
+        return self.model.rows.endog - self.fittedvalues
 
     # -- likelihood inference --------------------------------------------------------
 

@@ -12,13 +12,13 @@ from dmixed import BoundaryWarning, FitConvergenceWarning, MixedLM
 from dmixed.fit.summary import DEFAULTS
 
 from .._synth import make_data
-from ..test_model import _dyestuff2_like
+from ..test_model import dyestuff2_arrays
 
 
 @pytest.fixture
 def default_start(monkeypatch):
     """Fits start at Ψ* = I, τ* = 1 (no moment start): the quasi-Newton path."""
-    monkeypatch.setattr(MixedLM, "_moment_start", staticmethod(lambda stats, layout: None))
+    monkeypatch.setattr(MixedLM, "start_from_moments", staticmethod(lambda stats, layout: None))
 
 
 def _fit(df, **model_kw):
@@ -68,7 +68,7 @@ def test_handover_stops_bfgs_early(monkeypatch, default_start):
 def test_no_handover_near_the_boundary(monkeypatch, default_start, seed):
     """A variance heading for zero is left to BFGS and the boundary settling, however
     generous the hand-over threshold: the fit still ends exactly on the boundary."""
-    y, g = _dyestuff2_like(seed)
+    y, g = dyestuff2_arrays(seed)
     monkeypatch.setattr(DEFAULTS, "handover_gtol", 1.0)  # any gradient would qualify
     # BFGS stops short near the boundary and L-BFGS takes over, as statsmodels does
     with (
