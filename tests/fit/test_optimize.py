@@ -9,7 +9,8 @@ import pytest
 
 import dmixed
 from dmixed import BoundaryWarning, FitConvergenceWarning, MixedLM
-from dmixed.fit.summary import DEFAULTS
+from dmixed.fit.optimize import ProfiledObjective, maximize
+from dmixed.fit.summary import DEFAULTS, OptSummary
 
 from .._synth import make_data
 from ..test_model import dyestuff2_arrays
@@ -106,3 +107,41 @@ def test_every_round_trip_is_at_a_new_point(request, start):
         res = model.fit()
     assert len(seen) == res.n_evals
     assert len(set(seen)) == len(seen)
+
+
+def test_opt_summary_records_settings_start_and_outcome():
+    """maximize fills in the record made by DEFAULTS.start: the settings it was given,
+    the start, the final point and the fit log, consistently."""
+    df = make_data(n_groups=200, seed=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = dmixed.mixedlm("y ~ x1 + x2", df, groups="g", re_formula="1 + x1")
+    stats = model.statistics()
+    obj = ProfiledObjective(stats.engine, stats.glob, stats.layout, True, True)
+    start = np.array([1.0, 0.0, 1.0])
+    summary = DEFAULTS.start(start, maxiter=80)
+    assert summary.maxiter == 80 and summary.gtol == DEFAULTS.gtol
+    assert summary.settings() == {**DEFAULTS.settings(), "maxiter": 80}
+    free = np.ones(3, dtype=bool)
+    out = maximize(obj, summary, free, ["bfgs", "lbfgs"])
+    assert summary.n_evals == obj.n_evals  # before the checks below evaluate again
+    assert out is summary and summary.converged
+    assert DEFAULTS.history == [] and DEFAULTS.methods == []  # a fresh record each time
+    np.testing.assert_array_equal(summary.initial, start)
+    assert summary.initial_llf == obj.evaluate(start).llf < summary.llf
+    assert summary.llf == obj.evaluate(summary.packed).llf == summary.history[-1]["llf"]
+    assert summary.n_iter == len(summary.history)
+    assert summary.methods == ["bfgs"] and summary.boundary == []
+    assert summary.grad_norm <= max(summary.gtol, summary.convergence_floor)
+    with pytest.raises(TypeError, match="not settings"):
+        DEFAULTS.start(start, tolerance=1.0)
+
+
+def test_opt_summary_repacks_start_and_optimum():
+    y, g = dyestuff2_arrays(0)
+    layout = MixedLM(y, np.ones((30, 1)), g).statistics().layout
+    summary = OptSummary(initial=np.array([2.0]), packed=np.array([3.0]), use_sqrt=True)
+    assert not summary.repack(layout, use_sqrt=True)
+    assert summary.repack(layout, use_sqrt=False)
+    np.testing.assert_allclose([summary.initial[0], summary.packed[0]], [4.0, 9.0])
+    assert summary.use_sqrt is False
