@@ -28,10 +28,14 @@ class OptSummary:
 
     After MixedModels.jl's ``OptSummary``: the settings and tolerances the optimization
     reads (never literals in the code), its initial and final values, the methods it
-    went through and its log, one entry per iteration.  :func:`maximize` fills in the
-    outcome of a record made with :meth:`start` (the settings of :data:`DEFAULTS`).
-    All ``grad_norm``-like tolerances apply to ``max_j |∂ℓ/∂θ_j| / n`` (ℓ/n, as
-    statsmodels judges convergence).
+    went through and its log, one entry per iteration.
+    :func:`~dmixed.fit.optimize.maximize` fills in the outcome of a record made with
+    :meth:`start` (the settings of :data:`DEFAULTS`).  Gradient tolerances apply to
+    ``max_j |∂ℓ/∂θ_j| / n`` (ℓ/n, as statsmodels judges convergence).
+
+    The attributes come in three groups: settings and tolerances (``maxiter`` to
+    ``lbfgs_maxcor``: :meth:`settings`), initial and final values (``use_sqrt`` to
+    ``boundary``), and the optimizer's path (``methods`` to ``history``).
 
     Attributes
     ----------
