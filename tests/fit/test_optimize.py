@@ -37,7 +37,7 @@ def _fit(df, **model_kw):
     ],
 )
 def test_handover_to_newton_changes_nothing(monkeypatch, default_start, model_kw):
-    """BFGS stopping at a scaled gradient of HANDOVER_GTOL and the Newton polish
+    """BFGS stopping at a scaled gradient of DEFAULTS.handover_gtol and the Newton polish
     finishing gives the optimum BFGS run to the end gives, to 1e-8."""
     df = make_data(n_groups=3000, vc_sd=0.5, seed=8)
     early = _fit(df, **model_kw)
