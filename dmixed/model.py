@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from typing import Any
 
 import numpy as np
 
-from . import kernels
 from .design.arrays import (
     RowData,
     as_float_matrix,
@@ -24,24 +24,15 @@ from .design.arrays import (
     handle_missing,
 )
 from .engines.local import statistics_from_rows
-from .errors import BoundaryWarning, FitConvergenceWarning
-from .fit.optimize import ProfiledObjective, maximize
-from .fit.start import moment_start
+from .errors import BoundaryWarning, DataError, FitConvergenceWarning, SpecError
+from .fit.optimize import ProfiledObjective, choose_methods, maximize, parse_free
+from .fit.start import choose_start, moment_start_packed, start_packed
+from .fit.summary import DEFAULTS, OptSummary
 from .stats import FittedStatistics, Layout, check_full_rank, check_response_varies, n_tril
 
 logger = logging.getLogger("dmixed")
 
 __all__ = ["MixedLM", "mixedlm"]
-
-
-# ---------------------------------------------------------------------------
-# Row-level data and the statistics built from it
-# ---------------------------------------------------------------------------
-
-
-# ---------------------------------------------------------------------------
-# The model
-# ---------------------------------------------------------------------------
 
 
 class MixedLM:
@@ -70,6 +61,31 @@ class MixedLM:
         Prior (precision) weights: the residual variance of row j is ``σ²/w_j`` (as lme4).
     missing : {"raise", "drop"}
         What to do with NaN/inf/missing values in a used column.
+
+    Attributes
+    ----------
+    spec : ModelSpec or None
+        The formula spec (:mod:`dmixed.design`); ``None`` for a model of arrays.
+    rows : RowData or None
+        The model matrices of in-process data; ``None`` for Dask data and for a model
+        built from statistics.
+    source : dask.dataframe.DataFrame or None
+        Dask data (the columns the model uses); ``None`` otherwise.
+    cached_statistics : FittedStatistics or None
+        The statistics of the last data pass (:meth:`statistics`), reused while
+        ``cached_client`` is the client asked for; never pickled.
+    cached_client : distributed.Client or None
+        The client ``cached_statistics`` were built with.
+
+    Raises
+    ------
+    SpecError
+        ``missing`` not one of the values above.
+    DataError
+        Arrays of different lengths, no rows, too few rows, missing values (with
+        ``missing="raise"``), weights that are not positive and finite.
+    TypeError
+        Dask inputs (fitted through :meth:`from_formula`) or non-numeric columns.
     """
 
     def __init__(
@@ -83,48 +99,82 @@ class MixedLM:
         weights=None,
         missing: str = "raise",
     ) -> None:
-        if missing not in ("raise", "drop", "none"):
-            raise ValueError(f"missing must be 'raise' or 'drop', got {missing!r}")
-        self.use_sqrt = bool(use_sqrt)
-        self.missing = missing
-        self._source = None  # set by from_formula for out-of-core (Dask) data
+        if missing not in ("raise", "drop"):
+            raise SpecError(f"missing must be 'raise' or 'drop', got {missing!r}")
         if _is_dask(endog) or _is_dask(exog):
             raise TypeError(
                 "Dask inputs are fitted through MixedLM.from_formula(formula, data=ddf, ...)"
             )
-        self.endog_name = str(getattr(endog, "name", None) or "y")
         y = as_float_matrix(endog, "endog")
         if y.shape[1] != 1:
-            raise ValueError(f"endog must be one column, got shape {y.shape}")
+            raise DataError(f"endog must be one column, got shape {y.shape}")
         x = as_float_matrix(exog, "exog")
         n = y.shape[0]
         if n == 0:
-            raise ValueError("no data: endog has no rows")
-        self.exog_names = exog_names(exog, x)
+            raise DataError("no data: endog has no rows")
         if exog_re is None:
             z = np.ones((n, 1)) if exog_vc is None else np.zeros((n, 0))
-            self.exog_re_names = ["Group"] if exog_vc is None else []
+            re_names = ["Group"] if exog_vc is None else []
         else:
             z = as_float_matrix(exog_re, "exog_re")
-            self.exog_re_names = column_names(exog_re, "x_re", z.shape[1])
+            re_names = column_names(exog_re, "x_re", z.shape[1])
         g = np.asarray(groups)
         if g.ndim != 1:
             g = g.reshape(-1)
         for name, arr in (("exog", x), ("groups", g), ("exog_re", z)):
             if arr.shape[0] != n:
-                raise ValueError(f"{name} has {arr.shape[0]} rows but endog has {n}")
+                raise DataError(f"{name} has {arr.shape[0]} rows but endog has {n}")
         w = None
         if weights is not None:
             w = as_float_matrix(weights, "weights")[:, 0]
             if w.shape[0] != n:
-                raise ValueError(f"weights has {w.shape[0]} rows but endog has {n}")
+                raise DataError(f"weights has {w.shape[0]} rows but endog has {n}")
         vc_names, vc_colnames, vc_cols, vc_vals = convert_exog_vc(exog_vc, g, n)
-        self.vc_names = vc_names
-        self.vc_column_names = vc_colnames
-        self.group_name = "Group"
-        self._rows = RowData(y[:, 0], x, z, g, vc_cols, vc_vals, w)
-        self._rows = handle_missing(self._rows, missing)
-        self._validate_rows()
+        rows = handle_missing(RowData(y[:, 0], x, z, g, vc_cols, vc_vals, w), missing)
+        self._setup(
+            use_sqrt=use_sqrt,
+            missing=missing,
+            spec=None,
+            endog_name=str(getattr(endog, "name", None) or "y"),
+            exog_names=exog_names(exog, x),
+            exog_re_names=re_names,
+            vc_names=vc_names,
+            vc_column_names=vc_colnames,
+            group_name="Group",
+            rows=rows,
+        )
+
+    def _setup(
+        self,
+        *,
+        use_sqrt: bool,
+        missing: str,
+        spec: Any,
+        endog_name: str,
+        exog_names: list[str],
+        exog_re_names: list[str],
+        vc_names: list[str],
+        vc_column_names: list[list[str]],
+        group_name: str,
+        rows: RowData | None = None,
+        source: Any = None,
+    ) -> None:
+        """Set every attribute of a model: the one construction path of all constructors."""
+        self.use_sqrt = bool(use_sqrt)
+        self.missing = missing
+        self.spec = spec
+        self.endog_name = endog_name
+        self.exog_names = list(exog_names)
+        self.exog_re_names = list(exog_re_names)
+        self.vc_names = list(vc_names)
+        self.vc_column_names = [list(c) for c in vc_column_names]
+        self.group_name = group_name
+        self.rows = rows
+        self.source = source
+        self.cached_statistics: FittedStatistics | None = None
+        self.cached_client: Any = None
+        if rows is not None:
+            self._validate_rows(rows)
 
     # -- construction ------------------------------------------------------------
 
@@ -149,22 +199,32 @@ class MixedLM:
         ``re_formula`` the random-effects design (default: random intercept),
         ``vc_formula`` maps a component name to a formula evaluated within each group
         (e.g. ``{"cask": "0 + C(cask)"}``).  ``weights`` names a column of prior weights.
+        ``use_sparse`` is statsmodels' argument, accepted and ignored (the statistics
+        are per group whatever the design's sparsity).
+
+        Raises
+        ------
+        SpecError
+            ``subset`` given (filter the DataFrame first), ``groups`` neither a column
+            name nor one label per row, or a formula that cannot be built
+            (:func:`dmixed.design.build_spec`).
         """
         from .design import build_spec
 
+        del use_sparse  # accepted for statsmodels' signature, ignored
         if subset is not None:
-            raise ValueError("subset is not supported: filter the DataFrame first")
+            raise SpecError("subset is not supported: filter the DataFrame first")
         if not isinstance(groups, str):
             # statsmodels also takes the labels themselves; they are named "Group"
             if _is_dask(data):
                 raise TypeError("with Dask data, groups must be the name of a column")
             labels = np.asarray(groups)
             if labels.shape != (len(data),):
-                raise ValueError(
+                raise SpecError(
                     f"groups has shape {labels.shape}; expected a column name or {len(data)} labels"
                 )
             if "Group" in data.columns:
-                raise ValueError(
+                raise SpecError(
                     "data already has a column 'Group': pass groups='Group' (a column name)"
                 )
             data = data.assign(Group=labels)
@@ -181,19 +241,12 @@ class MixedLM:
         return cls.from_spec(spec, data, use_sqrt=use_sqrt)
 
     @classmethod
-    def _with_spec(cls, spec, use_sqrt: bool) -> MixedLM:
-        """A model whose names come from a formula spec (no data attached yet)."""
-        self = cls.__new__(cls)
-        self.use_sqrt = bool(use_sqrt)
-        self.missing = spec.missing
-        self.spec = spec
-        self.endog_name = spec.endog_name
-        self.exog_names = list(spec.exog_names)
-        self.exog_re_names = list(spec.exog_re_names)
-        self.vc_names = list(spec.vc_names)
-        self.vc_column_names = [list(c) for c in spec.vc_column_names]
-        self.group_name = spec.group_name
-        return self
+    def from_spec(cls, spec, data, use_sqrt: bool = True) -> MixedLM:
+        """A model of ``data`` with an existing spec (same columns, levels and names)."""
+        if _is_dask(data):
+            # read only the columns the model uses (Parquet column pruning)
+            return cls._with_spec(spec, use_sqrt, source=data[list(spec.columns_used)])
+        return cls._with_spec(spec, use_sqrt, rows=_rows_of_frame(spec, data))
 
     @classmethod
     def from_statistics(cls, stats: FittedStatistics, spec, use_sqrt: bool = True) -> MixedLM:
@@ -201,73 +254,65 @@ class MixedLM:
 
         Fitting it needs no data pass; fitted values and residuals are not available
         (the rows are not), prediction on new data is.
+
+        Raises
+        ------
+        SpecError
+            The statistics are of another random-effects structure than ``spec``.
         """
         self = cls._with_spec(spec, use_sqrt)
-        self._source = None
-        self._rows = None
         if stats.layout.k_re != self.k_re or stats.layout.k_vc != self.k_vc:
-            raise ValueError("the statistics do not match the model spec")
-        self._stats_cache = (None, stats)
+            raise SpecError("the statistics do not match the model spec")
+        self.cached_statistics = stats
         return self
 
     @classmethod
-    def from_spec(cls, spec, data, use_sqrt: bool = True) -> MixedLM:
-        """A model of ``data`` with an existing spec (same columns, levels and names)."""
-        self = cls._with_spec(spec, use_sqrt)
-        self._attach_data(data)
+    def _with_spec(
+        cls, spec, use_sqrt: bool, rows: RowData | None = None, source: Any = None
+    ) -> MixedLM:
+        """A model whose names come from a formula spec, with its rows or Dask source."""
+        self = cls.__new__(cls)
+        self._setup(
+            use_sqrt=use_sqrt,
+            missing=spec.missing,
+            spec=spec,
+            endog_name=spec.endog_name,
+            exog_names=spec.exog_names,
+            exog_re_names=spec.exog_re_names,
+            vc_names=spec.vc_names,
+            vc_column_names=spec.vc_column_names,
+            group_name=spec.group_name,
+            rows=rows,
+            source=source,
+        )
         return self
 
-    def _attach_data(self, data) -> None:
-        spec = self.spec
-        if _is_dask(data):
-            # read only the columns the model uses (Parquet column pruning)
-            self._source = data[list(spec.columns_used)]
-            self._rows = None
-            return
-        self._source = None
-        dm = spec.transform(data)
-        self._rows = RowData(
-            dm.endog,
-            dm.exog,
-            dm.exog_re,
-            dm.groups,
-            list(dm.vc_cols),
-            list(dm.vc_vals),
-            dm.weights,
-            dm.n_dropped,
-        )
-        if dm.n_dropped:
-            warnings.warn(
-                f"dropped {dm.n_dropped} rows with missing values", UserWarning, stacklevel=3
-            )
-        self._validate_rows()
-
-    def _validate_rows(self) -> None:
-        rows = self._rows
+    def _validate_rows(self, rows: RowData) -> None:
         n, p = rows.exog.shape
         if n == 0:
-            raise ValueError("no data: endog has no rows")
+            raise DataError("no data: endog has no rows")
         if len(self.exog_names) != p:
             self.exog_names = [f"x{j + 1}" for j in range(p)]
         k_cov = n_tril(rows.exog_re.shape[1]) + len(rows.vc_cols)
         if n <= p + k_cov:
-            raise ValueError(
+            raise DataError(
                 f"too few rows: {n} rows for {p} fixed effects and {k_cov} covariance "
                 "parameters (plus the residual variance)"
             )
         if rows.weights is not None:
             w = rows.weights
             if np.any(~np.isfinite(w)):
-                raise ValueError("weights: missing or infinite values")
+                raise DataError("weights: missing or infinite values")
             if np.any(w <= 0):
-                raise ValueError(
+                raise DataError(
                     f"weights must be positive: {int(np.sum(w <= 0))} rows have weight <= 0"
                 )
 
     def __getstate__(self) -> dict:
         # the cached statistics hold the engine (on a cluster: futures): never pickled
         state = dict(self.__dict__)
-        state.pop("_stats_cache", None)
+        state["cached_statistics"] = None
+        state["cached_client"] = None
         return state
 
     # -- properties --------------------------------------------------------------
@@ -291,8 +336,8 @@ class MixedLM:
     @property
     def nobs(self) -> int:
         """Rows used by the fit (after dropping missing values)."""
-        if self._rows is not None:
-            return len(self._rows.endog)
+        if self.rows is not None:
+            return len(self.rows.endog)
         return int(self.statistics().glob.n)
 
     def param_names(self) -> list[str]:
@@ -316,26 +361,38 @@ class MixedLM:
 
         ``engine`` (Dask data only): ``"auto"`` (default), ``"distributed"`` (keep the
         statistics on the workers) or ``"local"`` (gather them to this process).
+
+        Raises
+        ------
+        DataError
+            A rank-deficient fixed-effects design or a response without variation; or
+            a model built from statistics (no data) asked for them with another client
+            or engine than they were built with.
         """
-        cached = getattr(self, "_stats_cache", None)
-        if cached is not None and cached[0] is client and _engine_alive(cached[1].engine):
-            if engine is None or getattr(cached[1].engine, "name", None) == _engine_name(engine):
-                return cached[1]
-        if self._source is not None:
+        cached = self.cached_statistics
+        if cached is not None and self.cached_client is client and _engine_alive(cached.engine):
+            if engine is None or getattr(cached.engine, "name", None) == _engine_name(engine):
+                return cached
+        if self.source is not None:
             from .engines.dask.engine import statistics_from_dask
 
             stats = statistics_from_dask(
-                self._source, self.spec, client=client, progress=progress, engine=engine
+                self.source, self.spec, client=client, progress=progress, engine=engine
             )
             if stats.n_dropped:
                 warnings.warn(
                     f"dropped {stats.n_dropped} rows with missing values", UserWarning, stacklevel=3
                 )
+        elif self.rows is not None:
+            stats = statistics_from_rows(self.rows)
         else:
-            stats = statistics_from_rows(self._rows)
+            raise DataError(
+                "this model holds statistics but no data (MixedLM.from_statistics): they "
+                "cannot be computed again for another client or engine"
+            )
         check_full_rank(stats.glob.xyxy[:-1, :-1], self.exog_names)
         check_response_varies(stats.glob.xyxy, self.endog_name)
-        self._stats_cache = (client, stats)
+        self.cached_statistics, self.cached_client = stats, client
         return stats
 
     # -- fitting -----------------------------------------------------------------
@@ -364,7 +421,7 @@ class MixedLM:
             Packed covariance parameters (in this model's ``use_sqrt`` packing), with or
             without the fixed effects in front (they are profiled out and ignored), or
             an object with statsmodels' ``get_packed(use_sqrt, has_fe)``.  Default
-            (with every parameter free): moment estimates (:mod:`dmixed.start`, one
+            (with every parameter free): moment estimates (:mod:`dmixed.fit.start`, one
             more round trip after the data pass) or statsmodels' Ψ* = I, τ* = 1,
             whichever has the higher likelihood; from moment estimates the fit takes
             exact Newton steps first and needs the quasi-Newton methods only when those
@@ -377,7 +434,9 @@ class MixedLM:
             Mask over the packed covariance parameters (1 estimated, 0 held at its start
             value), e.g. to fit independent random effects.  A mask that tries to hold
             fixed effects fixed is refused (they are profiled out).
-        maxiter, gtol : optimizer settings (gtol applies to the gradient of ℓ/n).
+        maxiter, gtol : optimizer settings (gtol applies to the gradient of ℓ/n); the
+            other settings and tolerances are those of
+            :data:`dmixed.fit.summary.DEFAULTS`.
         cov_fe : {"hessian", "conditional"}
             Standard errors of the fixed effects from statsmodels' full inverse Hessian
             (default), or lme4's conditional ``σ̂²(X'V⁻¹X)⁻¹``.
@@ -395,12 +454,80 @@ class MixedLM:
         Returns
         -------
         MixedLMResults
+
+        Raises
+        ------
+        SpecError
+            A bad ``cov_fe``, ``method``, ``start_params`` or ``free``, or starting
+            values where the log-likelihood is not finite.
+        DataError
+            See :meth:`statistics`.
+
+        Warns
+        -----
+        FitConvergenceWarning
+            A method did not converge (and the next is tried), or none did.
+        BoundaryWarning
+            The estimate is on the boundary of the parameter space.
         """
         from .results import MixedLMResults
 
         if cov_fe not in ("hessian", "conditional"):
-            raise ValueError(f"cov_fe must be 'hessian' or 'conditional', got {cov_fe!r}")
+            raise SpecError(f"cov_fe must be 'hessian' or 'conditional', got {cov_fe!r}")
         t_start = time.perf_counter()
+        stats = self._data_pass(client, progress, engine)
+        layout = stats.layout
+        start = start_packed(start_params, layout, self.use_sqrt, self.k_fe)
+        free_mask = parse_free(free, layout.n_params, self.k_fe, self.use_sqrt)
+        # The optimizer works on the square-root factor whenever it can: it keeps Ψ*
+        # positive semi-definite without constraints.  With use_sqrt=False that only
+        # changes the packing of start_params/params; a `free` mask in the plain packing
+        # is a constraint on Ψ* itself, so then Ψ* is optimized directly (with bounds).
+        opt_sqrt = self.use_sqrt or bool(free_mask.all())
+        methods = choose_methods(method, opt_sqrt)
+        obj = ProfiledObjective(stats.engine, stats.glob, layout, bool(reml), opt_sqrt)
+        moment = None
+        if start_params is None and free is None:
+            moment = self.start_from_moments(stats, layout)
+        level = logging.INFO if progress else logging.DEBUG
+        start_opt, from_moments = choose_start(obj, start, self.use_sqrt, moment, level)
+        opt = maximize(
+            obj,
+            DEFAULTS.start(start_opt, maxiter=maxiter, gtol=gtol),
+            free_mask,
+            methods,
+            progress=progress,
+            newton_first=from_moments and method is None,
+        )
+        if opt.repack(layout, self.use_sqrt):
+            obj = ProfiledObjective(stats.engine, stats.glob, layout, bool(reml), self.use_sqrt)
+        ev = obj.evaluate(opt.packed)
+        self._warn_convergence(opt)
+        self._warn_boundary(opt, layout)
+        prof = ev.prof
+        if prof is None:
+            raise RuntimeError("internal error: the optimum is outside the parameter space")
+        hess = None
+        if not skip_hessian:
+            # in θ = [vech(Ψ*), τ*] whatever the packing: the Hessian's basis is ∂B*/∂θ
+            hess = obj.hessian_full(opt.packed, prof.beta)
+        return MixedLMResults.from_fit(
+            model=self,
+            stats=stats,
+            reml=bool(reml),
+            packed=opt.packed,
+            prof=prof,
+            llf=ev.llf,
+            hessian=hess,
+            cov_fe=cov_fe,
+            optimize_result=opt,
+            fit_seconds=time.perf_counter() - t_start,
+        )
+
+    # -- the steps of a fit --------------------------------------------------------
+
+    def _data_pass(self, client, progress: bool, engine: str | None) -> FittedStatistics:
+        """The statistics (one data pass unless cached), logged."""
         if progress:
             _ensure_progress_handler()
         stats = self.statistics(client=client, progress=progress, engine=engine)
@@ -414,146 +541,41 @@ class MixedLM:
             len(stats.group_labels),
             stats.data_pass_seconds,
         )
-        start = self._start_packed(start_params, layout)
-        free_mask = self._free_mask(free, layout)
-        if method is None:
-            methods = ["bfgs", "lbfgs", "cg"]
-        elif isinstance(method, str):
-            methods = [method]
-        else:
-            methods = list(method)
-        for m in methods:
-            if m.lower() in ("newton", "ncg"):
-                raise ValueError(f"method {m} not available for MixedLM")
-        # The optimizer works on the square-root factor whenever it can: it keeps Ψ*
-        # positive semi-definite without constraints.  With use_sqrt=False that only
-        # changes the packing of start_params/params; a `free` mask in the plain packing
-        # is a constraint on Ψ* itself, so then Ψ* is optimized directly (with bounds).
-        opt_sqrt = self.use_sqrt or bool(free_mask.all())
-        start_opt = start
-        if opt_sqrt and not self.use_sqrt:
-            start_opt = layout.pack(*layout.unpack(start, False), use_sqrt=True)
-        obj = ProfiledObjective(stats.engine, stats.glob, layout, bool(reml), opt_sqrt)
-        newton_first = False
-        if start_params is None and free is None:
-            moment = self._moment_start(stats, layout)
-            if moment is not None:
-                # keep the default start if it is better: the moment equations ignore
-                # the uncertainty of β̂ and can mislead on small or odd data
-                default_llf = obj.evaluate(start_opt).llf
-                moment_llf = obj.evaluate(moment).llf
-                logger.log(
-                    logging.INFO if progress else logging.DEBUG,
-                    "start: moment estimates llf=%.6f, default llf=%.6f",
-                    moment_llf,
-                    default_llf,
-                )
-                if moment_llf >= default_llf:
-                    start_opt = moment
-                    newton_first = method is None
-        if not np.isfinite(obj.evaluate(start_opt).llf):
-            raise ValueError("the log-likelihood is not finite at the starting values")
-        if not opt_sqrt and method is None:
-            methods = ["lbfgs"]
-        opt = maximize(
-            obj,
-            start_opt,
-            free_mask,
-            methods,
-            maxiter,
-            gtol,
-            progress=progress,
-            newton_first=newton_first,
-        )
-        if opt_sqrt and not self.use_sqrt:
-            opt.packed = layout.pack(*layout.unpack(opt.packed, True), use_sqrt=False)
-            obj = ProfiledObjective(stats.engine, stats.glob, layout, bool(reml), False)
+        return stats
+
+    @staticmethod
+    def _warn_convergence(opt: OptSummary) -> None:
         if not opt.converged:
             warnings.warn(
                 f"the optimizer did not converge: max |gradient of llf/n| = {opt.grad_norm:.3g}",
                 FitConvergenceWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
-        ev = obj.evaluate(opt.packed)
-        psi, tau = layout.unpack(opt.packed, self.use_sqrt)
-        on_boundary = bool(opt.boundary) or (
-            layout.k_re > 0 and np.linalg.eigvalsh(psi).min() < 1e-8
-        )
-        if on_boundary:
-            which = []
-            for label in opt.boundary:
-                kind, i = layout.parse_boundary_label(label)
-                which.append(self.exog_re_names[i] if kind == "re" else self.vc_names[i])
-            detail = f" (zero variance: {', '.join(which)})" if which else ""
-            warnings.warn(
-                f"the MLE is on the boundary of the parameter space{detail}",
-                BoundaryWarning,
-                stacklevel=2,
-            )
-        hess = None
-        if not skip_hessian:
-            # in θ = [vech(Ψ*), τ*] whatever the packing: the Hessian's basis is ∂B*/∂θ
-            hess = obj.hessian_full(opt.packed, ev.prof.beta)
-        return MixedLMResults.from_fit(
-            model=self,
-            stats=stats,
-            reml=bool(reml),
-            packed=opt.packed,
-            prof=ev.prof,
-            llf=ev.llf,
-            hessian=hess,
-            cov_fe=cov_fe,
-            optimize_result=opt,
-            fit_seconds=time.perf_counter() - t_start,
+
+    def _warn_boundary(self, opt: OptSummary, layout: Layout) -> None:
+        """A BoundaryWarning naming the variances settled at zero (or a singular Ψ*)."""
+        psi, _ = layout.unpack(opt.packed, self.use_sqrt)
+        singular = layout.k_re > 0 and np.linalg.eigvalsh(psi).min() < opt.singular_eigenvalue
+        if not (opt.boundary or singular):
+            return
+        which = []
+        for label in opt.boundary:
+            kind, i = layout.parse_boundary_label(label)
+            which.append(self.exog_re_names[i] if kind == "re" else self.vc_names[i])
+        detail = f" (zero variance: {', '.join(which)})" if which else ""
+        warnings.warn(
+            f"the MLE is on the boundary of the parameter space{detail}",
+            BoundaryWarning,
+            stacklevel=3,
         )
 
     @staticmethod
-    def _moment_start(stats: FittedStatistics, layout: Layout) -> np.ndarray | None:
-        """Moment estimates (:func:`dmixed.start.moment_start`) packed for the optimizer
-        (square-root packing), or ``None`` where they are not used: no covariance
-        parameter, a random design wider than ``kernels.MOMENT_MAX_R``, or estimates
-        that say nothing."""
-        if layout.n_params == 0 or layout.r > kernels.MOMENT_MAX_R:
-            return None
-        estimate = moment_start(stats.engine.moments(), stats.glob, layout)
-        if estimate is None:
-            return None
-        return layout.pack(*estimate, use_sqrt=True)
-
-    def _start_packed(self, start_params, layout: Layout) -> np.ndarray:
-        if start_params is None:
-            return layout.pack(np.eye(layout.k_re), np.ones(layout.k_vc), self.use_sqrt)
-        if hasattr(start_params, "get_packed"):
-            return np.asarray(start_params.get_packed(use_sqrt=self.use_sqrt, has_fe=False))
-        arr = np.asarray(start_params, dtype=np.float64).ravel()
-        if arr.size == layout.n_params:
-            return arr.copy()
-        if arr.size == layout.n_params + self.k_fe:
-            return arr[self.k_fe :].copy()
-        raise ValueError(
-            f"start_params has {arr.size} values; expected {layout.n_params} covariance "
-            f"parameters, optionally preceded by {self.k_fe} fixed effects"
-        )
-
-    def _free_mask(self, free, layout: Layout) -> np.ndarray:
-        if free is None:
-            return np.ones(layout.n_params, dtype=bool)
-        if hasattr(free, "get_packed"):
-            full = np.asarray(free.get_packed(use_sqrt=self.use_sqrt, has_fe=True))
-        else:
-            full = np.asarray(free, dtype=np.float64).ravel()
-        if full.size == layout.n_params + self.k_fe:
-            if np.any(full[: self.k_fe] == 0):
-                raise ValueError(
-                    "free: holding fixed effects fixed is not supported (they are profiled out)"
-                )
-            full = full[self.k_fe :]
-        if full.size != layout.n_params:
-            raise ValueError(
-                f"free has {full.size} entries; expected {layout.n_params} (covariance "
-                f"parameters) or {layout.n_params + self.k_fe} (with fixed effects)"
-            )
-        return full != 0
+    def start_from_moments(stats: FittedStatistics, layout: Layout) -> np.ndarray | None:
+        """Moment estimates (:func:`dmixed.fit.start.moment_start`) packed for the
+        optimizer (square-root packing), or ``None`` where they are not used: no
+        covariance parameter, a random design wider than ``kernels.MOMENT_MAX_R``, or
+        estimates that say nothing."""
+        return moment_start_packed(stats.engine.moments, stats.glob, layout)
 
 
 mixedlm = MixedLM.from_formula
@@ -562,6 +584,24 @@ mixedlm = MixedLM.from_formula
 # ---------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------
+
+
+def _rows_of_frame(spec, data) -> RowData:
+    """The model matrices of a pandas DataFrame, by ``spec``."""
+    dm = spec.transform(data)
+    rows = RowData(
+        dm.endog,
+        dm.exog,
+        dm.exog_re,
+        dm.groups,
+        list(dm.vc_cols),
+        list(dm.vc_vals),
+        dm.weights,
+        dm.n_dropped,
+    )
+    if dm.n_dropped:
+        warnings.warn(f"dropped {dm.n_dropped} rows with missing values", UserWarning, stacklevel=3)
+    return rows
 
 
 def _engine_alive(engine) -> bool:

@@ -103,9 +103,7 @@ def test_only_used_columns_are_read(frame, tmp_path):
     ddf = dd.read_parquet(str(tmp_path))
     model = dmixed.mixedlm("y ~ x1", ddf, groups="g")
     reads = [
-        node
-        for node in model._source.optimize().expr.walk()
-        if "ReadParquet" in type(node).__name__
+        node for node in model.source.optimize().expr.walk() if "ReadParquet" in type(node).__name__
     ]
     assert reads and all(sorted(node.columns) == ["g", "x1", "y"] for node in reads)
     with dask.config.set(scheduler="sync"):

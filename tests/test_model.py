@@ -16,7 +16,7 @@ from dmixed import BoundaryWarning, MixedLM
 from ._synth import design, make_data, vc_dict
 
 
-def _dyestuff2_like(seed: int):
+def dyestuff2_arrays(seed: int):
     """6 batches of 5 with between-batch spread below chance: the REML optimum of the
     batch variance is 0, as for lme4's Dyestuff2."""
     rng = np.random.default_rng(seed)
@@ -29,7 +29,7 @@ def _dyestuff2_like(seed: int):
 @pytest.mark.parametrize("reml", [True, False])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_boundary_fit_ends_at_zero(seed, reml):
-    y, g = _dyestuff2_like(seed)
+    y, g = dyestuff2_arrays(seed)
     with pytest.warns(BoundaryWarning, match="boundary"):
         res = MixedLM(y, np.ones((30, 1)), g).fit(reml=reml)
     assert res.converged
@@ -45,7 +45,7 @@ def test_boundary_fit_ends_at_zero(seed, reml):
 
 
 def test_boundary_optimum_beats_any_interior_point():
-    y, g = _dyestuff2_like(0)
+    y, g = dyestuff2_arrays(0)
     with pytest.warns(BoundaryWarning):
         res = MixedLM(y, np.ones((30, 1)), g).fit()
     model = MixedLM(y, np.ones((30, 1)), g)
@@ -272,3 +272,23 @@ def test_progress_logs_one_line_per_iteration(caplog):
     assert len(iterations) == res.n_iter
     assert all("llf=" in line and "|grad|=" in line and "elapsed=" in line for line in iterations)
     assert [h["llf"] for h in res.fit_history][-1] == res.llf
+
+
+def test_every_constructor_gives_the_same_attributes():
+    """Arrays, a formula and saved statistics all go through one construction path."""
+    df = make_data(n_groups=30, seed=2)
+    endog, exog, exog_re, groups = design(df)
+    arrays = MixedLM(endog, exog, groups, exog_re=exog_re)
+    formula = dmixed.mixedlm("y ~ x1 + x2", df, groups="g", re_formula="1 + x1")
+    saved = MixedLM.from_statistics(formula.statistics(), formula.spec)
+    assert set(vars(arrays)) == set(vars(formula)) == set(vars(saved))
+    assert arrays.spec is None and arrays.source is None and arrays.rows is not None
+    assert saved.rows is None and saved.cached_statistics is not None
+    back = pickle.loads(pickle.dumps(formula))
+    assert set(vars(back)) == set(vars(formula)) and back.cached_statistics is None
+
+
+def test_missing_none_is_refused():
+    endog, exog, _, groups = _arrays()
+    with pytest.raises(dmixed.SpecError, match="missing must be 'raise' or 'drop'"):
+        MixedLM(endog, exog, groups, missing="none")

@@ -27,7 +27,6 @@ class Profile:
 
     a: np.ndarray
     b: np.ndarray
-    c: float
     a_inv: np.ndarray
     logdet_a: float
     beta: np.ndarray
@@ -66,7 +65,7 @@ def profile(step: StepSums, glob: GlobalStats, reml: bool) -> Profile:
         logdet_a, a_inv, beta = 0.0, np.zeros((0, 0)), np.zeros(0)
     q = c - float(b @ beta)
     fac = float(glob.n - p) if reml else float(glob.n)
-    return Profile(a, b, c, a_inv, logdet_a, beta, q, fac)
+    return Profile(a, b, a_inv, logdet_a, beta, q, fac)
 
 
 def _constant(fac: float, glob: GlobalStats) -> float:
@@ -83,20 +82,6 @@ def loglike(step: StepSums, prof: Profile, glob: GlobalStats, reml: bool) -> flo
     if not prof.q > 0:
         return -np.inf
     val = -0.5 * step.logdet - 0.5 * prof.fac * np.log(prof.q) + _constant(prof.fac, glob)
-    if reml:
-        val -= 0.5 * prof.logdet_a
-    return float(val)
-
-
-def loglike_at_beta(step: StepSums, beta: np.ndarray, glob: GlobalStats, reml: bool) -> float:
-    """Log-likelihood with σ² profiled out but β given (statsmodels' ``profile_fe=False``)."""
-    prof = profile(step, glob, reml)
-    w = np.append(-np.asarray(beta, dtype=np.float64), 1.0)
-    t = glob.xyxy - step.m
-    qf = float(w @ t @ w)
-    if not qf > 0:
-        return -np.inf
-    val = -0.5 * step.logdet - 0.5 * prof.fac * np.log(qf) + _constant(prof.fac, glob)
     if reml:
         val -= 0.5 * prof.logdet_a
     return float(val)

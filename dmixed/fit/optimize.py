@@ -5,6 +5,8 @@ the profiled log-likelihood at a packed parameter vector; :func:`maximize` runs 
 quasi-Newton methods on it (statsmodels' sequence BFGS → L-BFGS → CG, each from where
 the last stopped), then settles variances that belong on the boundary at exactly zero
 and polishes an interior optimum with a few Newton steps on the exact profiled Hessian.
+It reads its settings and tolerances from an :class:`~dmixed.fit.summary.OptSummary`
+and fills in the outcome there.
 """
 
 from __future__ import annotations
@@ -14,21 +16,35 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy import optimize
 
-from ..errors import FitConvergenceWarning
+from ..errors import FitConvergenceWarning, SpecError
 from ..kernels import StepSums
 from ..stats import GlobalStats, Layout
 from .objective import Profile, hessian, loglike, profile, score_matrices
+from .summary import OptSummary
 
 logger = logging.getLogger("dmixed")
+
+__all__ = [
+    "DEFAULT_METHODS",
+    "Evaluation",
+    "ProfiledObjective",
+    "choose_methods",
+    "maximize",
+    "parse_free",
+]
 
 
 @dataclass
 class Evaluation:
-    """One evaluation of the profiled objective."""
+    """One evaluation of the profiled objective.
+
+    ``step`` and ``prof`` are ``None`` (and ``llf`` is −inf) outside the parameter space.
+    """
 
     packed: np.ndarray
     step: StepSums | None
@@ -51,7 +67,7 @@ class ProfiledObjective:
     selection, the Newton steps and the final checks come back to points seen before.
     """
 
-    engine: object
+    engine: Any
     glob: GlobalStats
     layout: Layout
     reml: bool
@@ -60,6 +76,7 @@ class ProfiledObjective:
     _cache: dict[bytes, Evaluation] = field(default_factory=dict, repr=False)
 
     def evaluate(self, packed: np.ndarray) -> Evaluation:
+        """ℓ and its score at ``packed`` (this objective's packing); cached."""
         packed = np.array(packed, dtype=np.float64)
         key = packed.tobytes()
         hit = self._cache.pop(key, None)
@@ -89,95 +106,192 @@ class ProfiledObjective:
     def hessian_full(self, packed: np.ndarray, beta: np.ndarray | None = None) -> np.ndarray:
         """Hessian in [β, vech(Ψ*), τ*] at β (default β̂) — one more round trip."""
         ev = self.evaluate(packed)
-        beta = ev.prof.beta if beta is None else np.asarray(beta, dtype=np.float64)
+        step, prof = _defined(ev)
+        beta = prof.beta if beta is None else np.asarray(beta, dtype=np.float64)
         lam = self.layout.lam(packed, self.use_sqrt)
         hs = self.engine.hessian(lam, self.layout.basis(), np.append(-beta, 1.0))
-        return hessian(ev.step, hs, beta, self.glob, self.reml)
+        return hessian(step, hs, beta, self.glob, self.reml)
 
 
-@dataclass
-class OptimizeResult:
-    packed: np.ndarray
-    converged: bool
-    n_iter: int
-    n_evals: int
-    methods: list[str]
-    history: list[dict]
-    boundary: list[str]
-    grad_norm: float
+def _defined(ev: Evaluation) -> tuple[StepSums, Profile]:
+    """The sums and profile of an evaluation inside the parameter space."""
+    if ev.step is None or ev.prof is None:
+        raise RuntimeError("internal error: the objective is not defined at this point")
+    return ev.step, ev.prof
 
 
-#: Scaled gradient (max |∂ℓ/∂θ_j| / n) below which BFGS / L-BFGS stop early and leave the
-#: rest to the exact Newton polish, when every parameter is free and the point is well
-#: inside the parameter space.  Below about this size the quasi-Newton line searches
-#: work at the floating-point resolution of ℓ/n on large data: on 10M rows they were
-#: seen spending 40 evaluations on one last iteration before giving up.
-HANDOVER_GTOL = 1e-7
+#: statsmodels' default sequence of optimizers.
+DEFAULT_METHODS = ("bfgs", "lbfgs", "cg")
 
 
-#: Newton steps tried first from a moment start (:mod:`dmixed.start`), before any
-#: quasi-Newton iteration.  From a start that close they usually converge in two to four
-#: (a first slow step is common with several random effects); when they do not, BFGS
-#: carries on from where they stopped.
-NEWTON_FIRST_STEPS = 6
-#: ... and they stop when two in a row shrink the gradient by less than this factor.
-NEWTON_FIRST_CONTRACTION = 0.25
+def choose_methods(method: str | list[str] | None, opt_sqrt: bool) -> list[str]:
+    """The scipy methods to try: as given, else statsmodels' sequence (L-BFGS alone when
+    the plain packing needs its bounds, ``opt_sqrt`` false).
+
+    Raises
+    ------
+    SpecError
+        ``"newton"`` or ``"ncg"`` (statsmodels' methods that need the Hessian).
+    """
+    if method is None:
+        return list(DEFAULT_METHODS) if opt_sqrt else ["lbfgs"]
+    methods = [method] if isinstance(method, str) else list(method)
+    for m in methods:
+        if m.lower() in ("newton", "ncg"):
+            raise SpecError(f"method {m} not available for MixedLM")
+    return methods
 
 
-def _scaled_grad_norm(ev: Evaluation, free: np.ndarray, n: int) -> float:
-    """Max |∂ℓ/∂θ_j| / n over the free parameters: statsmodels judges on ℓ/n too."""
-    g = ev.score[free]
-    return float(np.max(np.abs(g)) / n) if g.size else 0.0
+def parse_free(free, n_params: int, k_fe: int, use_sqrt: bool) -> np.ndarray:
+    """statsmodels' ``free`` as a mask over the packed covariance parameters (bool, (m,)).
+
+    ``free`` is 1 (estimated) / 0 (held at its start value) per packed covariance
+    parameter, optionally preceded by the ``k_fe`` fixed effects (which must all be 1:
+    they are profiled out), or an object with ``get_packed(use_sqrt, has_fe)``;
+    ``None`` frees every parameter.
+
+    Raises
+    ------
+    SpecError
+        A mask holding a fixed effect, or of another length.
+    """
+    if free is None:
+        return np.ones(n_params, dtype=bool)
+    if hasattr(free, "get_packed"):
+        full = np.asarray(free.get_packed(use_sqrt=use_sqrt, has_fe=True))
+    else:
+        full = np.asarray(free, dtype=np.float64).ravel()
+    if full.size == n_params + k_fe:
+        if np.any(full[:k_fe] == 0):
+            raise SpecError(
+                "free: holding fixed effects fixed is not supported (they are profiled out)"
+            )
+        full = full[k_fe:]
+    if full.size != n_params:
+        raise SpecError(
+            f"free has {full.size} entries; expected {n_params} (covariance "
+            f"parameters) or {n_params + k_fe} (with fixed effects)"
+        )
+    return full != 0
+
+
+#: scipy's names of the quasi-Newton methods.
+_SCIPY_METHODS = {"bfgs": "BFGS", "lbfgs": "L-BFGS-B", "cg": "CG"}
 
 
 def maximize(
     obj: ProfiledObjective,
-    start: np.ndarray,
+    summary: OptSummary,
     free: np.ndarray,
     methods: list[str],
-    maxiter: int,
-    gtol: float,
     progress: bool = False,
-    param_names: list[str] | None = None,
     newton_first: bool = False,
-) -> OptimizeResult:
+) -> OptSummary:
     """Maximize the profiled log-likelihood over the free packed parameters.
 
-    ``newton_first``: the start is close to the optimum (a moment estimate), so try
-    :data:`NEWTON_FIRST_STEPS` exact Newton steps before the quasi-Newton methods, and
-    skip those when the steps reach the hand-over gradient (:data:`HANDOVER_GTOL`).
-    """
-    n = obj.glob.n
-    x = np.array(start, dtype=np.float64)
-    free = np.asarray(free, dtype=bool)
-    history: list[dict] = []
-    t0 = time.perf_counter()
-    level = logging.INFO if progress else logging.DEBUG
+    Steps: (1) with ``newton_first`` (the start is a moment estimate, close to the
+    optimum), up to ``summary.newton_first_steps`` exact Newton steps, and no
+    quasi-Newton method when they reach ``summary.handover_gtol``; (2) otherwise the
+    scipy ``methods`` in turn, each from where the last stopped, until one converges
+    (a :class:`~dmixed.errors.FitConvergenceWarning` announces each retry); (3) variances
+    that belong on the boundary settled at exactly zero; (4) a Newton polish of the
+    interior parameters.
 
-    def full(xf: np.ndarray) -> np.ndarray:
-        out = x.copy()
-        out[free] = xf
+    Parameters
+    ----------
+    obj : ProfiledObjective
+        The objective; ``summary.initial`` is in its packing.
+    summary : OptSummary
+        Start and settings (from :meth:`OptSummary.start`); filled in and returned.
+    free : ndarray of bool (m,)
+        Packed parameters that move (the others stay at their start values).
+    methods : list of str
+        ``"bfgs"``, ``"lbfgs"``, ``"cg"`` (or a scipy method name).
+    progress : bool
+        Log each iteration at INFO (else DEBUG) level on logger ``"dmixed"``.
+    newton_first : bool
+        Try Newton steps before the quasi-Newton methods (step 1).
+    """
+    run = _Optimization(obj, summary, free, progress)
+    converged = newton_first and run.run_newton_first()
+    if not converged:
+        converged = run.run_scipy(methods)
+    boundary = run.settle_boundary()
+    # Newton steps count against maxiter like the quasi-Newton iterations
+    run.polish(boundary, summary.polish_steps)
+    return run.finish(boundary, converged)
+
+
+class _Optimization:
+    """The state of one run of :func:`maximize`: the current point and the fit log.
+
+    ``x`` is the current point, packed as ``obj`` packs it; the optimizers see only its
+    free entries (``x[free]``), the others stay at their start values.
+    """
+
+    def __init__(
+        self, obj: ProfiledObjective, summary: OptSummary, free: np.ndarray, progress: bool
+    ) -> None:
+        self.obj = obj
+        self.summary = summary
+        self.free = np.asarray(free, dtype=bool)
+        self.n = obj.glob.n
+        self.x = np.array(summary.initial, dtype=np.float64)
+        summary.use_sqrt = obj.use_sqrt
+        # every step begins at the start: this evaluation is one they would make anyway
+        summary.initial_llf = obj.evaluate(self.x).llf
+        self.t0 = time.perf_counter()
+        self.level = logging.INFO if progress else logging.DEBUG
+        # The Newton polish runs when every parameter is free; it converges
+        # quadratically, so the quasi-Newton method can hand over as soon as the
+        # gradient is small and the point is well inside the parameter space.
+        self.handover = bool(self.free.all())
+
+    # -- the point and its evaluation ------------------------------------------------
+
+    def full(self, xf: np.ndarray) -> np.ndarray:
+        """The packed point whose free entries are ``xf``."""
+        out = self.x.copy()
+        out[self.free] = xf
         return out
 
-    def fun(xf: np.ndarray) -> tuple[float, np.ndarray]:
-        ev = obj.evaluate(full(xf))
+    def negative_scaled(self, xf: np.ndarray) -> tuple[float, np.ndarray]:
+        """−ℓ/n and its gradient in the free entries: what scipy minimizes."""
+        ev = self.obj.evaluate(self.full(xf))
         if not np.isfinite(ev.llf):
             return np.inf, np.zeros(xf.size)
-        return -ev.llf / n, -ev.score[free] / n
+        return -ev.llf / self.n, -ev.score[self.free] / self.n
 
-    def record(xf: np.ndarray, method: str) -> None:
-        ev = obj.evaluate(full(xf))
+    def scaled_grad_norm(self, ev: Evaluation, mask: np.ndarray | None = None) -> float:
+        """Max |∂ℓ/∂θ_j| / n over ``mask`` (default the free parameters)."""
+        g = ev.score[self.free if mask is None else mask]
+        return float(np.max(np.abs(g)) / self.n) if g.size else 0.0
+
+    def interior(self, packed: np.ndarray) -> bool:
+        """Whether every variance is well away from zero (the hand-over may happen)."""
+        s = self.summary
+        psi, tau = self.obj.layout.unpack(packed, self.obj.use_sqrt)
+        return bool(
+            np.diag(psi).min(initial=1.0) > s.interior_variance
+            and np.linalg.eigvalsh(psi).min(initial=1.0) > s.interior_eigenvalue
+            and tau.min(initial=1.0) > s.interior_variance
+        )
+
+    def record(self, xf: np.ndarray, method: str) -> None:
+        """Append an iteration at free entries ``xf`` to the fit log (and log it)."""
+        ev = self.obj.evaluate(self.full(xf))
+        history = self.summary.history
         entry = {
             "iteration": len(history) + 1,
             "method": method,
             "llf": ev.llf,
-            "grad_norm": float(np.linalg.norm(ev.score[free])),
-            "elapsed": time.perf_counter() - t0,
+            "grad_norm": float(np.linalg.norm(ev.score[self.free])),
+            "elapsed": time.perf_counter() - self.t0,
             "params": ev.packed.tolist(),
         }
         history.append(entry)
         logger.log(
-            level,
+            self.level,
             "iteration %d (%s): llf=%.6f |grad|=%.3g elapsed=%.2fs",
             entry["iteration"],
             method,
@@ -186,225 +300,267 @@ def maximize(
             entry["elapsed"],
         )
 
-    def interior(packed: np.ndarray) -> bool:
-        psi, tau = obj.layout.unpack(packed, obj.use_sqrt)
-        return bool(
-            np.diag(psi).min(initial=1.0) > 1e-3
-            and np.linalg.eigvalsh(psi).min(initial=1.0) > 1e-6
-            and tau.min(initial=1.0) > 1e-3
+    def iterations_left(self, steps: int) -> int:
+        """``steps``, cut to what is left of ``maxiter``."""
+        return min(steps, max(0, self.summary.maxiter - len(self.summary.history)))
+
+    # -- the steps ---------------------------------------------------------------------
+
+    def run_newton_first(self) -> bool:
+        """Newton steps from the start; True when they reach the hand-over gradient."""
+        s = self.summary
+        if not (self.handover and self.interior(self.x)):
+            return False
+        self.x = self.newton_steps(
+            self.x,
+            [],
+            steps=self.iterations_left(s.newton_first_steps),
+            on_step=lambda p: self.record(p[self.free], "newton"),
+            contraction=s.newton_first_contraction,
         )
+        ev = self.obj.evaluate(self.x)
+        if self.scaled_grad_norm(ev) <= s.handover_gtol and self.interior(self.x):
+            s.methods.append("newton")
+            return True
+        return False
 
-    # The Newton polish runs when every parameter is free; it converges quadratically,
-    # so the quasi-Newton method can hand over as soon as the gradient is small and the
-    # point is well inside the parameter space (see HANDOVER_GTOL).
-    handover = bool(free.all())
+    def run_scipy(self, methods: list[str]) -> bool:
+        """The scipy methods in turn until one converges; True when one did."""
+        s = self.summary
+        for method in methods:
+            s.methods.append(method)
+            self.minimize(method)
+            ev = self.obj.evaluate(self.x)
+            if np.isfinite(ev.llf) and self.scaled_grad_norm(ev) <= max(
+                s.gtol, s.convergence_floor
+            ):
+                return True
+            if method != methods[-1]:
+                warnings.warn(
+                    f"retrying the optimization with {methods[methods.index(method) + 1]}",
+                    FitConvergenceWarning,
+                    stacklevel=4,  # run_scipy < maximize < its caller (fit) < the user
+                )
+        return False
 
-    def callback(xf: np.ndarray, method: str) -> None:
-        record(xf, method)
-        if handover:
-            ev = obj.evaluate(full(xf))  # the point just recorded: no new evaluation
-            if _scaled_grad_norm(ev, free, n) <= HANDOVER_GTOL and interior(ev.packed):
+    def minimize(self, method: str) -> None:
+        """One scipy method from the current point (stopping early at the hand-over)."""
+        s = self.summary
+        name = _SCIPY_METHODS.get(method.lower(), method)
+        opts: dict[str, Any] = {"maxiter": s.maxiter}
+        if name in ("BFGS", "CG"):
+            opts["gtol"] = s.gtol
+        elif name == "L-BFGS-B":
+            opts.update(gtol=s.gtol, ftol=s.lbfgs_ftol, maxcor=s.lbfgs_maxcor)
+        if not self.free.any():
+            return
+        bounds = self.variance_bounds() if name == "L-BFGS-B" else None
+        res = optimize.minimize(
+            self.negative_scaled,
+            self.x[self.free],
+            jac=True,
+            method=name,
+            bounds=bounds,
+            options=opts,
+            callback=lambda xf: self.callback(xf, method),
+        )
+        self.x = self.full(res.x)
+
+    def variance_bounds(self) -> optimize.Bounds | None:
+        """With the plain packing, variances (diagonal of Ψ*, τ*) cannot be negative."""
+        layout = self.obj.layout
+        if self.obj.use_sqrt:
+            return None
+        lower = np.full(layout.n_params, -np.inf)
+        rows, cols = layout.tril()
+        lower[: layout.k_re2][rows == cols] = 0.0
+        lower[layout.k_re2 :] = 0.0
+        return optimize.Bounds(lower[self.free], np.full(int(self.free.sum()), np.inf))
+
+    def callback(self, xf: np.ndarray, method: str) -> None:
+        """scipy's per-iteration callback: log, and hand over to Newton when it is time."""
+        self.record(xf, method)
+        if self.handover:
+            ev = self.obj.evaluate(self.full(xf))  # the point just recorded: no new evaluation
+            small = self.scaled_grad_norm(ev) <= self.summary.handover_gtol
+            if small and self.interior(ev.packed):
                 raise StopIteration
 
-    used: list[str] = []
-    converged = False
-    if newton_first and handover and interior(x):
-        steps = min(NEWTON_FIRST_STEPS, max(0, maxiter - len(history)))
-        x = _newton_polish(
-            obj,
-            x,
-            free,
-            [],
-            steps=steps,
-            on_step=lambda p: record(p[free], "newton"),
-            contraction=NEWTON_FIRST_CONTRACTION,
-        )
-        ev = obj.evaluate(x)
-        if _scaled_grad_norm(ev, free, n) <= HANDOVER_GTOL and interior(x):
-            used.append("newton")
-            converged = True
-    for method in methods if not converged else []:
-        used.append(method)
-        name = {"bfgs": "BFGS", "lbfgs": "L-BFGS-B", "cg": "CG"}.get(method.lower(), method)
-        opts: dict = {"maxiter": maxiter}
-        if name in ("BFGS", "CG"):
-            opts["gtol"] = gtol
-        elif name == "L-BFGS-B":
-            opts.update(gtol=gtol, ftol=1e-15, maxcor=20)
-        bounds = None
-        if name == "L-BFGS-B" and not obj.use_sqrt:
-            # plain packing: variances (diagonal of Ψ*, τ*) cannot be negative
-            lower = np.full(obj.layout.n_params, -np.inf)
-            rows, cols = obj.layout.tril()
-            lower[: obj.layout.k_re2][rows == cols] = 0.0
-            lower[obj.layout.k_re2 :] = 0.0
-            bounds = optimize.Bounds(lower[free], np.full(int(free.sum()), np.inf))
-        if free.any():
-            res = optimize.minimize(
-                fun,
-                x[free],
-                jac=True,
-                method=name,
-                bounds=bounds,
-                options=opts,
-                callback=lambda xf, _m=method: callback(xf, _m),
-            )
-            x = full(res.x)
-        ev = obj.evaluate(x)
-        if np.isfinite(ev.llf) and _scaled_grad_norm(ev, free, n) <= max(gtol, 1e-4):
-            converged = True
-            break
-        if method != methods[-1]:
-            warnings.warn(
-                f"retrying the optimization with {methods[methods.index(method) + 1]}",
-                FitConvergenceWarning,
-                stacklevel=3,
-            )
+    def polish(self, boundary: list[str], steps: int) -> None:
+        """Newton steps on the parameters not settled at zero.
 
-    x, boundary = _settle_boundary(obj, x, free)
-    # Newton steps count against maxiter like the quasi-Newton iterations
-    x = _newton_polish(obj, x, free, boundary, steps=min(6, max(0, maxiter - len(history))))
-    ev = obj.evaluate(x)
-    gnorm = _scaled_grad_norm(ev, free & ~obj.layout.boundary_mask(boundary, obj.use_sqrt), n)
-    converged = converged or gnorm <= max(gtol, 1e-4)
-    record(x[free], "final")
-    return OptimizeResult(
-        x, bool(converged), len(history), obj.n_evals, used, history, boundary, gnorm
-    )
+        Only when every parameter is free: a fixed packed entry (``free``) is a
+        constraint in the packed coordinates that the plain-θ Newton step cannot keep.
+        """
+        if self.free.all():
+            self.x = self.newton_steps(self.x, boundary, steps=self.iterations_left(steps))
 
+    def finish(self, boundary: list[str], converged: bool) -> OptSummary:
+        """Judge convergence at the final point, log it, and fill in the summary."""
+        s = self.summary
+        obj = self.obj
+        ev = obj.evaluate(self.x)
+        mask = self.free & ~obj.layout.boundary_mask(boundary, obj.use_sqrt)
+        gnorm = self.scaled_grad_norm(ev, mask)
+        converged = converged or gnorm <= max(s.gtol, s.convergence_floor)
+        self.record(self.x[self.free], "final")
+        s.packed = self.x
+        s.llf = ev.llf
+        s.grad_norm = gnorm
+        s.converged = bool(converged)
+        s.boundary = boundary
+        s.n_iter = len(s.history)
+        s.n_evals = obj.n_evals
+        return s
 
-# ---------------------------------------------------------------------------
-# Boundary handling and Newton polish
-# ---------------------------------------------------------------------------
+    # -- boundary settling and Newton steps -------------------------------------------
 
+    def settle_boundary(self) -> list[str]:
+        """Put variances that the optimum drives to zero exactly at zero; their labels.
 
-def _settle_boundary(
-    obj: ProfiledObjective, x: np.ndarray, free: np.ndarray
-) -> tuple[np.ndarray, list[str]]:
-    """Put variances that the optimum drives to zero exactly at zero.
+        A quasi-Newton method only approaches τ* = 0 (or a zero row of L)
+        asymptotically.  A candidate (relative variance below ``boundary_candidate``)
+        is set to zero and kept there when the likelihood does not drop (by more than
+        ``boundary_llf_rtol``) and the one-sided derivative ∂ℓ/∂τ* at zero is at most
+        ``boundary_slope · n``, i.e. the boundary really is the constrained maximum in
+        that direction.
+        """
+        obj, s, layout = self.obj, self.summary, self.obj.layout
+        x = self.x
+        boundary: list[str] = []
+        cur = obj.evaluate(x)
+        psi, tau = layout.unpack(x, obj.use_sqrt)
+        candidates: list[tuple[str, np.ndarray]] = []
+        for i in range(layout.k_re):
+            if psi[i, i] < s.boundary_candidate:
+                idx = np.flatnonzero(layout.boundary_mask([f"re:{i}"], obj.use_sqrt))
+                if self.free[idx].all():
+                    candidates.append((f"re:{i}", idx))
+        for j in range(layout.k_vc):
+            if tau[j] < s.boundary_candidate and self.free[layout.k_re2 + j]:
+                candidates.append((f"vc:{j}", np.array([layout.k_re2 + j])))
+        for label, idx in candidates:
+            trial = x.copy()
+            trial[idx] = 0.0
+            ev = obj.evaluate(trial)
+            if not ev.llf >= cur.llf - s.boundary_llf_rtol * max(1.0, abs(cur.llf)):
+                continue
+            # one-sided derivative in the variance itself, from the unpacked score
+            step, prof = _defined(ev)
+            d_psi, d_tau = score_matrices(step, prof, obj.reml, layout.slot_component, layout.k_vc)
+            kind, k = layout.parse_boundary_label(label)
+            slope = d_psi[k, k] if kind == "re" else d_tau[k]
+            if slope <= s.boundary_slope * obj.glob.n:
+                x, cur = trial, ev
+                boundary.append(label)
+        self.x = x
+        return boundary
 
-    A quasi-Newton method only approaches τ* = 0 (or a zero row of L) asymptotically.
-    A candidate (relative variance below 1e-4) is set to zero and kept there when the
-    likelihood does not drop and the one-sided derivative ∂ℓ/∂τ* at zero is ≤ 0, i.e.
-    the boundary really is the constrained maximum in that direction.
-    """
-    layout = obj.layout
-    boundary: list[str] = []
-    cur = obj.evaluate(x)
-    psi, tau = layout.unpack(x, obj.use_sqrt)
-    rows, cols = layout.tril()
-    candidates: list[tuple[str, np.ndarray]] = []
-    for i in range(layout.k_re):
-        if psi[i, i] < 1e-4:
-            idx = np.flatnonzero(layout.boundary_mask([f"re:{i}"], obj.use_sqrt))
-            if free[idx].all():
-                candidates.append((f"re:{i}", idx))
-    for j in range(layout.k_vc):
-        if tau[j] < 1e-4 and free[layout.k_re2 + j]:
-            candidates.append((f"vc:{j}", np.array([layout.k_re2 + j])))
-    for label, idx in candidates:
-        trial = x.copy()
-        trial[idx] = 0.0
-        ev = obj.evaluate(trial)
-        if not ev.llf >= cur.llf - 1e-9 * max(1.0, abs(cur.llf)):
-            continue
-        # one-sided derivative in the variance itself, from the unpacked score
-        d_psi, d_tau = score_matrices(
-            ev.step, ev.prof, obj.reml, layout.slot_component, layout.k_vc
-        )
-        kind, k = layout.parse_boundary_label(label)
-        slope = d_psi[k, k] if kind == "re" else d_tau[k]
-        if slope <= 1e-7 * obj.glob.n:
-            x, cur = trial, ev
-            boundary.append(label)
-    return x, boundary
+    def newton_steps(
+        self,
+        x: np.ndarray,
+        boundary: list[str],
+        steps: int,
+        on_step: Callable[[np.ndarray], None] | None = None,
+        contraction: float | None = None,
+    ) -> np.ndarray:
+        """Up to ``steps`` Newton steps in θ = [vech(Ψ*), τ*] with the exact profiled Hessian.
 
-
-def _newton_polish(
-    obj: ProfiledObjective,
-    x: np.ndarray,
-    free: np.ndarray,
-    boundary: list[str],
-    steps: int = 6,
-    on_step: Callable[[np.ndarray], None] | None = None,
-    contraction: float | None = None,
-) -> np.ndarray:
-    """A few Newton steps in θ = [vech(Ψ*), τ*] with the exact profiled Hessian.
-
-    The profiled Hessian is the Schur complement H_θθ − H_θβ H_ββ⁻¹ H_βθ of the full
-    Hessian (β̂(θ) is optimal, so this is d²ℓ(β̂(θ), θ)/dθ²).  Only interior free
-    parameters move; a step that leaves the parameter space or lowers ℓ is halved,
-    and the polish stops as soon as it does not help.  ``on_step`` is called with every
-    accepted point (packed as the objective packs it).  With ``contraction``, the steps
-    also stop when two in a row did not shrink the largest gradient entry by at least
-    that factor: Newton's convergence is then linear, not quadratic (typically an optimum
-    on the boundary), and a quasi-Newton method does better.  (One slow step is allowed:
-    from a moment start the first step can be slow before the quadratic phase.)
-    """
-    layout = obj.layout
-    if layout.n_params == 0 or steps <= 0:
-        return x
-    # Only polish when every parameter is free: a fixed packed entry (``free``) is a
-    # constraint in the packed coordinates that the plain-θ Newton step cannot keep.
-    if not free.all():
-        return x
-    movable = ~layout.boundary_mask(boundary, use_sqrt=False)
-    if not movable.any():
-        return x
-    psi, tau = layout.unpack(x, obj.use_sqrt)
-    if np.linalg.eigvalsh(psi).min(initial=1.0) <= 1e-8 and not boundary:
-        return x  # singular Ψ* that is not a settled zero variance: leave as is
-    theta = layout.pack(psi, tau, use_sqrt=False)
-    k = obj.glob.k_fe
-    previous: float | None = None
-    slow = 0  # consecutive steps that shrank the gradient by less than ``contraction``
-    cur_packed = x  # the point θ stands for, packed as the objective packs it
-    moved = False
-    for _ in range(steps):
-        ev = obj.evaluate(cur_packed)
-        d_psi, d_tau = score_matrices(
-            ev.step, ev.prof, obj.reml, layout.slot_component, layout.k_vc
-        )
-        grad = layout.score_packed(d_psi, d_tau, theta, use_sqrt=False)[movable]
-        size = float(np.max(np.abs(grad)))
-        if size <= 1e-10 * obj.glob.n:
-            break
-        if contraction is not None and previous is not None:
-            slow = slow + 1 if size > contraction * previous else 0
-            if slow >= 2:
+        Only the parameters not settled at zero (``boundary``) move; a step that leaves
+        the parameter space or lowers ℓ is halved, and the steps stop as soon as they
+        do not help.  ``on_step`` is called with every accepted point (packed as the
+        objective packs it).  With ``contraction``, the steps also stop when two in a
+        row did not shrink the largest gradient entry by at least that factor: Newton's
+        convergence is then linear, not quadratic (typically an optimum on the
+        boundary), and a quasi-Newton method does better.  (One slow step is allowed:
+        from a moment start the first step can be slow before the quadratic phase.)
+        Returns the last accepted point, or ``x`` when no step was (or ℓ is no better).
+        """
+        obj, s, layout = self.obj, self.summary, self.obj.layout
+        if layout.n_params == 0 or steps <= 0:
+            return x
+        movable = ~layout.boundary_mask(boundary, use_sqrt=False)
+        if not movable.any():
+            return x
+        psi, tau = layout.unpack(x, obj.use_sqrt)
+        if np.linalg.eigvalsh(psi).min(initial=1.0) <= s.singular_eigenvalue and not boundary:
+            return x  # singular Ψ* that is not a settled zero variance: leave as is
+        theta = layout.pack(psi, tau, use_sqrt=False)
+        previous: float | None = None
+        slow = 0  # consecutive steps that shrank the gradient by less than ``contraction``
+        cur_packed = x  # the point θ stands for, packed as the objective packs it
+        moved = False
+        for _ in range(steps):
+            ev = obj.evaluate(cur_packed)
+            step, prof = _defined(ev)
+            d_psi, d_tau = score_matrices(step, prof, obj.reml, layout.slot_component, layout.k_vc)
+            grad = layout.score_packed(d_psi, d_tau, theta, use_sqrt=False)[movable]
+            size = float(np.max(np.abs(grad)))
+            if size <= s.newton_gtol * obj.glob.n:
                 break
-        previous = size
-        h = obj.hessian_full(cur_packed)
+            if contraction is not None and previous is not None:
+                slow = slow + 1 if size > contraction * previous else 0
+                if slow >= 2:
+                    break
+            previous = size
+            delta = self.newton_direction(cur_packed, grad, movable)
+            if delta is None:
+                break
+            accepted = self.line_search(ev, theta, movable, delta)
+            if accepted is None:
+                break
+            theta, cur_packed = accepted
+            moved = True
+            if on_step is not None:
+                on_step(cur_packed)
+        if not moved:
+            return x
+        before = obj.evaluate(x).llf  # both points were evaluated: no round trip here
+        after = obj.evaluate(cur_packed).llf
+        return cur_packed if after >= before - s.newton_llf_rtol * max(1.0, abs(before)) else x
+
+    def newton_direction(
+        self, packed: np.ndarray, grad: np.ndarray, movable: np.ndarray
+    ) -> np.ndarray | None:
+        """The Newton step −H⁻¹g in the movable θ, or ``None`` where ℓ is not locally concave.
+
+        The profiled Hessian is the Schur complement H_θθ − H_θβ H_ββ⁻¹ H_βθ of the full
+        Hessian (β̂(θ) is optimal, so this is d²ℓ(β̂(θ), θ)/dθ²).
+        """
+        k = self.obj.glob.k_fe
+        h = self.obj.hessian_full(packed)
         hbb, hbt, htt = h[:k, :k], h[:k, k:], h[k:, k:]
         prof_h = htt - hbt.T @ np.linalg.solve(hbb, hbt) if k else htt
         sub = prof_h[np.ix_(movable, movable)]
         try:
             delta = -np.linalg.solve(sub, grad)
         except np.linalg.LinAlgError:
-            break
+            return None
         if np.any(np.linalg.eigvalsh(0.5 * (sub + sub.T)) >= 0):
-            break  # not locally concave: leave it to the quasi-Newton result
-        accepted = False
-        for _half in range(20):
+            return None  # not locally concave: leave it to the quasi-Newton result
+        return delta
+
+    def line_search(
+        self, ev: Evaluation, theta: np.ndarray, movable: np.ndarray, delta: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Halve ``delta`` until θ + δ is a valid point where ℓ does not drop.
+
+        Returns that θ and its packed form, or ``None`` after ``newton_halvings`` tries.
+        """
+        obj, s, layout = self.obj, self.summary, self.obj.layout
+        for _half in range(s.newton_halvings):
             trial = theta.copy()
             trial[movable] += delta
             try:
                 trial_packed = layout.pack(*layout.unpack(trial, False), use_sqrt=obj.use_sqrt)
                 layout.lam(trial, use_sqrt=False)
             except np.linalg.LinAlgError:
-                delta /= 2
+                delta = delta / 2
                 continue
             tev = obj.evaluate(trial_packed)
-            if np.isfinite(tev.llf) and tev.llf >= ev.llf - 1e-12 * max(1.0, abs(ev.llf)):
-                theta, cur_packed, accepted, moved = trial, trial_packed, True, True
-                if on_step is not None:
-                    on_step(trial_packed)
-                break
-            delta /= 2
-        if not accepted:
-            break
-    if not moved:
-        return x
-    before = obj.evaluate(x).llf  # both points were evaluated: no round trip here
-    after = obj.evaluate(cur_packed).llf
-    return cur_packed if after >= before - 1e-12 * max(1.0, abs(before)) else x
+            if np.isfinite(tev.llf) and tev.llf >= ev.llf - s.newton_llf_rtol * max(
+                1.0, abs(ev.llf)
+            ):
+                return trial, trial_packed
+            delta = delta / 2
+        return None

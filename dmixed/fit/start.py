@@ -4,7 +4,7 @@ The default start (Ψ* = I, τ* = 1, as in statsmodels) can be far from the opti
 a quasi-Newton method then spends most of its evaluations learning the curvature.
 This module solves the moment equations of the model at the OLS fit (Rao's MINQUE with
 a zero prior covariance, "MIVQUE0"): cheap, consistent, and usually close enough that
-the exact Newton steps of :mod:`dmixed.optimize` converge from it directly.
+the exact Newton steps of :mod:`dmixed.fit.optimize` converge from it directly.
 
 With ``c_i = Z̃_i'(y_i − X_i β̂)`` at the OLS estimate ``β̂`` and ``A_i = Z̃_i'Z̃_i``, the
 model ``Var(y_i) = σ²(I + Z̃_i B* Z̃_i')`` gives, up to terms of relative order p/G from
@@ -21,14 +21,23 @@ in ``(u, σ²)``:
     Σ_k u_k tr(E_k Σ_i A_i)         + σ² (n − p)         = RSS
 
 All sums over groups come from one engine round trip (:class:`dmixed.kernels.MomentSums`).
+The start a user gives (``start_params``) is read here too (:func:`start_packed`).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+
 import numpy as np
 
+from .. import kernels
+from ..errors import SpecError
 from ..kernels import MomentSums
 from ..stats import GlobalStats, Layout
+from .optimize import ProfiledObjective
+
+logger = logging.getLogger("dmixed")
 
 #: Relative floor of the starting variances: eigenvalues of Ψ* and τ* below
 #: ``START_FLOOR · max(1, largest estimate)`` are raised to it, so that the start is
@@ -36,7 +45,9 @@ from ..stats import GlobalStats, Layout
 START_FLOOR = 1e-3
 
 
-def moment_start(mom: MomentSums, glob: GlobalStats, layout: Layout) -> tuple | None:
+def moment_start(
+    mom: MomentSums, glob: GlobalStats, layout: Layout
+) -> tuple[np.ndarray, np.ndarray] | None:
     """Moment estimates ``(Ψ*, τ*)`` (relative to σ²), or ``None`` when they say nothing.
 
     ``None`` when the equations are singular, the residual variance estimate is not
@@ -80,3 +91,87 @@ def moment_start(mom: MomentSums, glob: GlobalStats, layout: Layout) -> tuple | 
         psi = 0.5 * (psi + psi.T)
     tau = np.maximum(tau, floor)
     return psi, tau
+
+
+def moment_start_packed(
+    moments: Callable[[], MomentSums], glob: GlobalStats, layout: Layout
+) -> np.ndarray | None:
+    """:func:`moment_start` packed for the optimizer (square-root packing), or ``None``
+    where it is not used: no covariance parameter, a random design wider than
+    ``kernels.MOMENT_MAX_R``, or estimates that say nothing.  ``moments`` makes the
+    engine round trip (``engine.moments``), called only when the estimates are used."""
+    if layout.n_params == 0 or layout.r > kernels.MOMENT_MAX_R:
+        return None
+    estimate = moment_start(moments(), glob, layout)
+    if estimate is None:
+        return None
+    psi, tau = estimate
+    return layout.pack(psi, tau, use_sqrt=True)
+
+
+def start_packed(start_params, layout: Layout, use_sqrt: bool, k_fe: int) -> np.ndarray:
+    """The start the user gave, packed as ``use_sqrt`` packs (default: statsmodels'
+    Ψ* = I, τ* = 1).
+
+    ``start_params`` is packed covariance parameters, optionally preceded by the
+    ``k_fe`` fixed effects (ignored: they are profiled out), or an object with
+    statsmodels' ``get_packed(use_sqrt, has_fe)``.
+
+    Raises
+    ------
+    SpecError
+        ``start_params`` of another length.
+    """
+    if start_params is None:
+        return layout.pack(np.eye(layout.k_re), np.ones(layout.k_vc), use_sqrt)
+    if hasattr(start_params, "get_packed"):
+        return np.asarray(start_params.get_packed(use_sqrt=use_sqrt, has_fe=False))
+    arr = np.asarray(start_params, dtype=np.float64).ravel()
+    if arr.size == layout.n_params:
+        return arr.copy()
+    if arr.size == layout.n_params + k_fe:
+        return arr[k_fe:].copy()
+    raise SpecError(
+        f"start_params has {arr.size} values; expected {layout.n_params} covariance "
+        f"parameters, optionally preceded by {k_fe} fixed effects"
+    )
+
+
+def choose_start(
+    obj: ProfiledObjective,
+    start: np.ndarray,
+    use_sqrt: bool,
+    moment: np.ndarray | None,
+    level: int = logging.DEBUG,
+) -> tuple[np.ndarray, bool]:
+    """The start in the objective's packing, and whether it is the moment estimate.
+
+    ``start`` (packed as ``use_sqrt`` packs) is repacked for ``obj``.  The moment
+    estimate (square-root packing, as :func:`moment_start_packed` gives it; then ``obj``
+    packs so too) replaces it when its likelihood is at least as high: the moment
+    equations ignore the uncertainty of β̂ and can mislead on small or odd data.  Both
+    likelihoods are logged at ``level``.
+
+    Raises
+    ------
+    SpecError
+        The log-likelihood is not finite at the chosen start.
+    """
+    layout = obj.layout
+    chosen, from_moments = start, False
+    if obj.use_sqrt and not use_sqrt:
+        chosen = layout.pack(*layout.unpack(start, False), use_sqrt=True)
+    if moment is not None:
+        default_llf = obj.evaluate(chosen).llf
+        moment_llf = obj.evaluate(moment).llf
+        logger.log(
+            level,
+            "start: moment estimates llf=%.6f, default llf=%.6f",
+            moment_llf,
+            default_llf,
+        )
+        if moment_llf >= default_llf:
+            chosen, from_moments = moment, True
+    if not np.isfinite(obj.evaluate(chosen).llf):
+        raise SpecError("the log-likelihood is not finite at the starting values")
+    return chosen, from_moments

@@ -306,11 +306,11 @@ class MixedLMResults:
 
     def _fitted_rows(self):
         """The fitted model's in-memory rows (None for loaded results and Dask fits)."""
-        return None if self.model is None else getattr(self.model, "_rows", None)
+        return None if self.model is None else self.model.rows
 
     def _fitted_source(self):
         """The fitted model's Dask DataFrame (None unless a Dask fit of this session)."""
-        return None if self.model is None else getattr(self.model, "_source", None)
+        return None if self.model is None else self.model.source
 
     def predict(
         self,

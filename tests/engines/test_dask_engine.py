@@ -510,13 +510,13 @@ def test_cluster_weights_and_explicit_engine(cluster_client):
         model = dmixed.MixedLM.from_formula(
             FORMULA, data=dd.from_pandas(df, npartitions=4), groups="g", weights="w", **VC
         )
-    stats = statistics_from_dask(model._source, model.spec, client=cluster_client, engine="local")
+    stats = statistics_from_dask(model.source, model.spec, client=cluster_client, engine="local")
     assert isinstance(stats.engine, LocalEngine)
     local_moments = stats.engine.moments()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         stats = statistics_from_dask(
-            model._source, model.spec, client=cluster_client, engine="distributed"
+            model.source, model.spec, client=cluster_client, engine="distributed"
         )
     assert isinstance(stats.engine, DaskEngine)
     moments = stats.engine.moments()  # the moment start's sums, added over the blocks
@@ -524,7 +524,7 @@ def test_cluster_weights_and_explicit_engine(cluster_client):
         np.testing.assert_allclose(
             getattr(moments, name), getattr(local_moments, name), rtol=1e-10, err_msg=name
         )
-    model._stats_cache = (cluster_client, stats)
+    model.cached_statistics, model.cached_client = stats, cluster_client
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = model.fit(client=cluster_client)
@@ -564,7 +564,7 @@ def test_failed_round_trip_is_resubmitted(cluster_client, caplog):
             FORMULA, data=dd.from_pandas(df, npartitions=3), groups="g", **VC
         )
     stats = statistics_from_dask(
-        model._source, model.spec, client=cluster_client, engine="distributed"
+        model.source, model.spec, client=cluster_client, engine="distributed"
     )
     engine = stats.engine
     lam = np.diag(np.linspace(0.5, 1.5, stats.layout.r))
@@ -578,7 +578,7 @@ def test_failed_round_trip_is_resubmitted(cluster_client, caplog):
     # the per-group results come back in sorted group order, as from a LocalEngine
     w = np.r_[-np.ones(3), 1.0]
     blup, cov = engine.random_effects(lam, w)
-    local = statistics_from_dask(model._source, model.spec, client=cluster_client, engine="local")
+    local = statistics_from_dask(model.source, model.spec, client=cluster_client, engine="local")
     ref_blup, ref_cov = local.engine.random_effects(lam, w)
     np.testing.assert_allclose(blup, ref_blup, rtol=1e-10, atol=1e-14)
     np.testing.assert_allclose(cov, ref_cov, rtol=1e-10, atol=1e-14)
@@ -663,9 +663,9 @@ def test_engine_argument_errors():
             FORMULA, data=dd.from_pandas(df, npartitions=2), groups="g"
         )
     with pytest.raises(ValueError, match="needs a distributed Client"):
-        statistics_from_dask(model._source, model.spec, engine="distributed")
+        statistics_from_dask(model.source, model.spec, engine="distributed")
     with pytest.raises(ValueError, match="engine must be"):
-        statistics_from_dask(model._source, model.spec, engine="gpu")
+        statistics_from_dask(model.source, model.spec, engine="gpu")
 
 
 def test_unreachable_scheduler_fails_fast():
@@ -693,7 +693,7 @@ class _KillOnIteration(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if self.killed or not record.getMessage().startswith(f"iteration {self.at} "):
             return
-        engine = self.model._stats_cache[1].engine
+        engine = self.model.cached_statistics.engine
         # A step may have run on the worker without the block (the scheduler copies a
         # small block rather than wait): keep one copy of each, so the kill loses some.
         self.client.replicate(engine.blocks, n=1)

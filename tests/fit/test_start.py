@@ -11,7 +11,7 @@ import dmixed
 from dmixed import MixedLM, kernels
 from dmixed.fit.start import START_FLOOR, moment_start
 
-from ._synth import make_data
+from .._synth import make_data
 
 SLOPE = {"re_formula": "1 + x1"}
 VC = {"re_formula": "1", "vc_formula": {"s": "0 + C(sub)"}}
@@ -85,7 +85,7 @@ def test_the_start_changes_nothing_but_the_cost(monkeypatch, model_kw, reml, wei
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fast = model.fit(reml=reml)
-        monkeypatch.setattr(MixedLM, "_moment_start", staticmethod(lambda stats, layout: None))
+        monkeypatch.setattr(MixedLM, "start_from_moments", staticmethod(lambda stats, layout: None))
         slow = model.fit(reml=reml)
     assert fast.optimizer_methods == ["newton"]
     assert "bfgs" in slow.optimizer_methods
@@ -101,13 +101,13 @@ def test_the_start_changes_nothing_but_the_cost(monkeypatch, model_kw, reml, wei
 
 def test_explicit_start_params_and_free_skip_the_moment_start(monkeypatch):
     calls = []
-    original = MixedLM._moment_start
+    original = MixedLM.start_from_moments
 
     def spy(stats, layout):
         calls.append(1)
         return original(stats, layout)
 
-    monkeypatch.setattr(MixedLM, "_moment_start", staticmethod(spy))
+    monkeypatch.setattr(MixedLM, "start_from_moments", staticmethod(spy))
     df = make_data(n_groups=200, seed=1)
     model = _model(df, SLOPE)
     with warnings.catch_warnings():
@@ -156,7 +156,7 @@ def test_three_correlated_random_effects(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fast = model.fit()
-        monkeypatch.setattr(MixedLM, "_moment_start", staticmethod(lambda stats, layout: None))
+        monkeypatch.setattr(MixedLM, "start_from_moments", staticmethod(lambda stats, layout: None))
         slow = model.fit()
     assert fast.optimizer_methods == ["newton"]
     assert fast.n_evals < slow.n_evals

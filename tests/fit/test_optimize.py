@@ -9,16 +9,17 @@ import pytest
 
 import dmixed
 from dmixed import BoundaryWarning, FitConvergenceWarning, MixedLM
-from dmixed.fit import optimize
+from dmixed.fit.optimize import ProfiledObjective, maximize
+from dmixed.fit.summary import DEFAULTS, OptSummary
 
-from ._synth import make_data
-from .test_model import _dyestuff2_like
+from .._synth import make_data
+from ..test_model import dyestuff2_arrays
 
 
 @pytest.fixture
 def default_start(monkeypatch):
     """Fits start at Ψ* = I, τ* = 1 (no moment start): the quasi-Newton path."""
-    monkeypatch.setattr(MixedLM, "_moment_start", staticmethod(lambda stats, layout: None))
+    monkeypatch.setattr(MixedLM, "start_from_moments", staticmethod(lambda stats, layout: None))
 
 
 def _fit(df, **model_kw):
@@ -36,11 +37,11 @@ def _fit(df, **model_kw):
     ],
 )
 def test_handover_to_newton_changes_nothing(monkeypatch, default_start, model_kw):
-    """BFGS stopping at a scaled gradient of HANDOVER_GTOL and the Newton polish
+    """BFGS stopping at a scaled gradient of DEFAULTS.handover_gtol and the Newton polish
     finishing gives the optimum BFGS run to the end gives, to 1e-8."""
     df = make_data(n_groups=3000, vc_sd=0.5, seed=8)
     early = _fit(df, **model_kw)
-    monkeypatch.setattr(optimize, "HANDOVER_GTOL", 0.0)
+    monkeypatch.setattr(DEFAULTS, "handover_gtol", 0.0)
     full = _fit(df, **model_kw)
     assert early.converged and full.converged
     assert early.n_evals <= full.n_evals
@@ -56,7 +57,7 @@ def test_handover_stops_bfgs_early(monkeypatch, default_start):
     Newton polish alone reaches the same optimum."""
     df = make_data(n_groups=800, seed=2)
     ref = _fit(df, re_formula="1 + x1")
-    monkeypatch.setattr(optimize, "HANDOVER_GTOL", 1e-3)
+    monkeypatch.setattr(DEFAULTS, "handover_gtol", 1e-3)
     early = _fit(df, re_formula="1 + x1")
     bfgs = [h for h in early.fit_history if h["method"] == "bfgs"]
     assert len(bfgs) < len([h for h in ref.fit_history if h["method"] == "bfgs"])
@@ -68,8 +69,8 @@ def test_handover_stops_bfgs_early(monkeypatch, default_start):
 def test_no_handover_near_the_boundary(monkeypatch, default_start, seed):
     """A variance heading for zero is left to BFGS and the boundary settling, however
     generous the hand-over threshold: the fit still ends exactly on the boundary."""
-    y, g = _dyestuff2_like(seed)
-    monkeypatch.setattr(optimize, "HANDOVER_GTOL", 1.0)  # any gradient would qualify
+    y, g = dyestuff2_arrays(seed)
+    monkeypatch.setattr(DEFAULTS, "handover_gtol", 1.0)  # any gradient would qualify
     # BFGS stops short near the boundary and L-BFGS takes over, as statsmodels does
     with (
         pytest.warns(BoundaryWarning),
@@ -106,3 +107,41 @@ def test_every_round_trip_is_at_a_new_point(request, start):
         res = model.fit()
     assert len(seen) == res.n_evals
     assert len(set(seen)) == len(seen)
+
+
+def test_opt_summary_records_settings_start_and_outcome():
+    """maximize fills in the record made by DEFAULTS.start: the settings it was given,
+    the start, the final point and the fit log, consistently."""
+    df = make_data(n_groups=200, seed=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = dmixed.mixedlm("y ~ x1 + x2", df, groups="g", re_formula="1 + x1")
+    stats = model.statistics()
+    obj = ProfiledObjective(stats.engine, stats.glob, stats.layout, True, True)
+    start = np.array([1.0, 0.0, 1.0])
+    summary = DEFAULTS.start(start, maxiter=80)
+    assert summary.maxiter == 80 and summary.gtol == DEFAULTS.gtol
+    assert summary.settings() == {**DEFAULTS.settings(), "maxiter": 80}
+    free = np.ones(3, dtype=bool)
+    out = maximize(obj, summary, free, ["bfgs", "lbfgs"])
+    assert summary.n_evals == obj.n_evals  # before the checks below evaluate again
+    assert out is summary and summary.converged
+    assert DEFAULTS.history == [] and DEFAULTS.methods == []  # a fresh record each time
+    np.testing.assert_array_equal(summary.initial, start)
+    assert summary.initial_llf == obj.evaluate(start).llf < summary.llf
+    assert summary.llf == obj.evaluate(summary.packed).llf == summary.history[-1]["llf"]
+    assert summary.n_iter == len(summary.history)
+    assert summary.methods == ["bfgs"] and summary.boundary == []
+    assert summary.grad_norm <= max(summary.gtol, summary.convergence_floor)
+    with pytest.raises(TypeError, match="not settings"):
+        DEFAULTS.start(start, tolerance=1.0)
+
+
+def test_opt_summary_repacks_start_and_optimum():
+    y, g = dyestuff2_arrays(0)
+    layout = MixedLM(y, np.ones((30, 1)), g).statistics().layout
+    summary = OptSummary(initial=np.array([2.0]), packed=np.array([3.0]), use_sqrt=True)
+    assert not summary.repack(layout, use_sqrt=True)
+    assert summary.repack(layout, use_sqrt=False)
+    np.testing.assert_allclose([summary.initial[0], summary.packed[0]], [4.0, 9.0])
+    assert summary.use_sqrt is False

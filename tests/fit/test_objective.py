@@ -7,10 +7,35 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dmixed import MixedLM
-from dmixed.fit.objective import loglike_at_beta
+from dmixed.fit.objective import profile
 from dmixed.fit.optimize import ProfiledObjective
+from dmixed.kernels import StepSums
+from dmixed.stats import GlobalStats
 
-from ._synth import design, make_data, vc_dict
+from .._synth import design, make_data, vc_dict
+
+
+def loglike_at_beta(step: StepSums, beta: np.ndarray, glob: GlobalStats, reml: bool) -> float:
+    """The reference for the Hessian: ℓ with σ² profiled out but β given (statsmodels'
+    ``profile_fe=False``), straight from the formula
+
+        ℓ(β, θ) = −½ Σ log|K_i| [− ½ log|A| (REML)] − (f/2) log Q(β)
+                  + (f/2)(log f − log 2π − 1) + ½ Σ log w_j,
+
+    ``Q(β) = [−β; 1]' ([X y]'V*⁻¹[X y]) [−β; 1]``, ``f = n`` (ML) or ``n − p`` (REML).
+    """
+    prof = profile(step, glob, reml)
+    w = np.append(-np.asarray(beta, dtype=np.float64), 1.0)
+    qf = float(w @ (glob.xyxy - step.m) @ w)
+    if not qf > 0:
+        return -np.inf
+    f = prof.fac
+    val = -0.5 * step.logdet - 0.5 * f * np.log(qf)
+    val += 0.5 * f * (np.log(f) - np.log(2.0 * np.pi) - 1.0) + 0.5 * glob.sum_log_weights
+    if reml:
+        val -= 0.5 * prof.logdet_a
+    return float(val)
+
 
 _DF = make_data(n_groups=25, max_size=12, vc_sd=0.7, seed=11)
 

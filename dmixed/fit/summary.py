@@ -1,0 +1,184 @@
+"""The record of one optimization: its settings and tolerances, start, outcome and log.
+
+After MixedModels.jl's ``OptSummary`` (``optsummary.jl``): :func:`~dmixed.fit.optimize.maximize`
+reads every tolerance from the record, never from a literal, and fills in the outcome.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..stats import Layout
+
+__all__ = ["DEFAULTS", "OptSummary"]
+
+
+def _setting(default: float | int) -> Any:
+    """A field of :class:`OptSummary` that is a setting or tolerance (read before the run)."""
+    return field(default=default, metadata={"setting": True})
+
+
+@dataclass
+class OptSummary:
+    """Everything about one optimization of the profiled log-likelihood.
+
+    After MixedModels.jl's ``OptSummary``: the settings and tolerances the optimization
+    reads (never literals in the code), its initial and final values, the methods it
+    went through and its log, one entry per iteration.
+    :func:`~dmixed.fit.optimize.maximize` fills in the outcome of a record made with
+    :meth:`start` (the settings of :data:`DEFAULTS`).  Gradient tolerances apply to
+    ``max_j |∂ℓ/∂θ_j| / n`` (ℓ/n, as statsmodels judges convergence).
+
+    The attributes come in three groups: settings and tolerances (``maxiter`` to
+    ``lbfgs_maxcor``: :meth:`settings`), initial and final values (``use_sqrt`` to
+    ``boundary``), and the optimizer's path (``methods`` to ``history``).
+
+    Attributes
+    ----------
+    maxiter : int
+        Iterations allowed, quasi-Newton iterations and Newton steps together.
+    gtol : float
+        Gradient tolerance of the scipy methods (on ℓ/n).
+    convergence_floor : float
+        The fit counts as converged when the scaled gradient is at most
+        ``max(gtol, convergence_floor)`` (a scipy method may stop on its line search
+        just short of ``gtol``).
+    handover_gtol : float
+        Scaled gradient below which BFGS / L-BFGS stop early and leave the rest to the
+        exact Newton polish, when every parameter is free and the point is interior;
+        below about this size the line searches work at the floating-point resolution
+        of ℓ/n on large data.
+    interior_variance : float
+        A point is interior (for the hand-over) when every diagonal entry of Ψ* and
+        every τ* exceeds this ...
+    interior_eigenvalue : float
+        ... and the smallest eigenvalue of Ψ* exceeds this.
+    newton_first_steps : int
+        Newton steps tried first from a moment start (:mod:`dmixed.fit.start`), before
+        any quasi-Newton iteration; from a start that close they usually converge in two
+        to four, and when they do not, BFGS carries on from where they stopped.
+    newton_first_contraction : float
+        ... and they stop when two in a row shrink the gradient by less than this factor
+        (linear convergence: typically an optimum on the boundary).
+    polish_steps : int
+        Newton steps of the final polish.
+    newton_gtol : float
+        Newton steps stop when ``max |∂ℓ/∂θ_j|`` is at most this times n.
+    newton_llf_rtol : float
+        A Newton step (and the polish as a whole) is kept when ℓ drops by at most this
+        relative amount (``· max(1, |ℓ|)``).
+    newton_halvings : int
+        Times a Newton step is halved before the polish gives up.
+    singular_eigenvalue : float
+        Ψ* with its smallest eigenvalue at most this is singular: not polished unless a
+        variance was settled at zero, and reported as a boundary estimate.
+    boundary_candidate : float
+        A relative variance (diagonal of Ψ*, τ*) below this is tried at exactly zero.
+    boundary_llf_rtol : float
+        ... and kept there when ℓ drops by at most this relative amount ...
+    boundary_slope : float
+        ... and the one-sided derivative ∂ℓ/∂(variance) at zero is at most this times n.
+    lbfgs_ftol : float
+        L-BFGS-B's ``ftol`` (relative reduction of ℓ/n that stops it).
+    lbfgs_maxcor : int
+        L-BFGS-B's ``maxcor`` (corrections kept for the Hessian approximation).
+    use_sqrt : bool
+        The packing of ``initial`` and ``packed`` (square-root factor, or Ψ* and τ*).
+    initial : ndarray (m,)
+        Start, packed covariance parameters.
+    initial_llf : float
+        ℓ at the start.
+    packed : ndarray (m,)
+        Final packed covariance parameters (the optimizer's packing, which the model
+        changes to its own with :meth:`repack`).
+    llf : float
+        ℓ at ``packed``.
+    grad_norm : float
+        Final scaled gradient over the free parameters not settled on the boundary.
+    converged : bool
+        Whether ``grad_norm`` reached ``max(gtol, convergence_floor)``.
+    boundary : list of str
+        Variances settled at exactly zero (:meth:`Layout.boundary_labels` labels).
+    methods : list of str
+        Methods that ran, in order (``"newton"`` for converging Newton steps first,
+        then ``"bfgs"``, ``"lbfgs"``, ``"cg"`` as tried).
+    n_iter : int
+        Entries of ``history``.
+    n_evals : int
+        Evaluations of the objective (engine round trips) by the end of the run,
+        including those of the start selection on the same objective.
+    history : list of dict
+        The fit log: per iteration ``iteration``, ``method``, ``llf``, ``grad_norm``
+        (Euclidean, of ℓ), ``elapsed`` (seconds) and ``params`` (packed); the last entry
+        has method ``"final"``.
+    """
+
+    # -- settings and tolerances ---------------------------------------------------
+    maxiter: int = _setting(500)
+    gtol: float = _setting(1e-8)
+    convergence_floor: float = _setting(1e-4)
+    handover_gtol: float = _setting(1e-7)
+    interior_variance: float = _setting(1e-3)
+    interior_eigenvalue: float = _setting(1e-6)
+    newton_first_steps: int = _setting(6)
+    newton_first_contraction: float = _setting(0.25)
+    polish_steps: int = _setting(6)
+    newton_gtol: float = _setting(1e-10)
+    newton_llf_rtol: float = _setting(1e-12)
+    newton_halvings: int = _setting(20)
+    singular_eigenvalue: float = _setting(1e-8)
+    boundary_candidate: float = _setting(1e-4)
+    boundary_llf_rtol: float = _setting(1e-9)
+    boundary_slope: float = _setting(1e-7)
+    lbfgs_ftol: float = _setting(1e-15)
+    lbfgs_maxcor: int = _setting(20)
+    # -- initial and final values ------------------------------------------------------
+    use_sqrt: bool = True
+    initial: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    initial_llf: float = np.nan
+    packed: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    llf: float = np.nan
+    grad_norm: float = np.nan
+    converged: bool = False
+    boundary: list[str] = field(default_factory=list)
+    # -- optimizer and fit log -----------------------------------------------------------
+    methods: list[str] = field(default_factory=list)
+    n_iter: int = 0
+    n_evals: int = 0
+    history: list[dict] = field(default_factory=list)
+
+    def settings(self) -> dict[str, float | int]:
+        """The settings and tolerances, by name."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata}
+
+    def repack(self, layout: Layout, use_sqrt: bool) -> bool:
+        """Pack ``initial`` and ``packed`` as ``use_sqrt`` packs; True when that changed them."""
+        if use_sqrt == self.use_sqrt:
+            return False
+        for name in ("initial", "packed"):
+            value = getattr(self, name)
+            if value.size:
+                psi, tau = layout.unpack(value, self.use_sqrt)
+                setattr(self, name, layout.pack(psi, tau, use_sqrt=use_sqrt))
+        self.use_sqrt = use_sqrt
+        return True
+
+    def start(self, initial: np.ndarray, **settings: float | int) -> OptSummary:
+        """A fresh record from ``initial`` with these settings, ``settings`` overriding."""
+        unknown = set(settings) - set(self.settings())
+        if unknown:
+            raise TypeError(f"not settings of OptSummary: {sorted(unknown)}")
+        record = OptSummary(initial=np.array(initial, dtype=np.float64))
+        for name, value in {**self.settings(), **settings}.items():
+            setattr(record, name, value)
+        return record
+
+
+#: The settings every fit starts from (``DEFAULTS.start(initial, maxiter=..., gtol=...)``);
+#: set a field (``DEFAULTS.handover_gtol = 0.0``) to change it for every later fit.  Its
+#: outcome fields stay empty.
+DEFAULTS = OptSummary()
