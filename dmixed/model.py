@@ -322,7 +322,7 @@ class MixedLM:
             if engine is None or getattr(cached[1].engine, "name", None) == _engine_name(engine):
                 return cached[1]
         if self._source is not None:
-            from .engines.dask.engine import statistics_from_dask
+            from .engines.dask import statistics_from_dask
 
             stats = statistics_from_dask(
                 self._source, self.spec, client=client, progress=progress, engine=engine
