@@ -132,14 +132,16 @@ def task_times(records: list[dict], t0: float) -> dict[str, dict[str, float]]:
 def _floor_chain(pieces, spec=None) -> int:
     """Read a chain's partitions as the fit's data pass does, and (with ``spec``) build
     their design matrices; no statistics.  Runs on a worker."""
-    from dmixed.engines.dask import engine as de
+    from dmixed.engines.dask.partials import partition_rows
+    from dmixed.engines.dask.pieces import compute_piece
+    from dmixed.engines.dask.tuning import tune_malloc
 
-    de._tune_malloc()  # the fit's chains do the same first
+    tune_malloc()  # the fit's chains do the same first
     rows = 0
     for graph, out_key, _ in pieces.items:
-        pdf = de._compute_piece(graph, out_key)
+        pdf = compute_piece(graph, out_key)
         if spec is not None:
-            de._partition_rows(pdf, spec, None)
+            partition_rows(pdf, spec, None)
         rows += len(pdf)
     return rows
 
@@ -148,10 +150,10 @@ def floor(client, ddf, model, repeat: int = 2) -> dict[str, float]:
     """Seconds (the better of ``repeat`` runs) of the fit's own chains doing less: only
     reading their partitions into pandas, then also building the design matrices.  What
     the data pass costs before any statistic is computed, on the same cluster."""
-    from dmixed.engines.dask import engine as de
+    from dmixed.engines.dask.graph import chain_recipes, project_columns
 
     n_chains = int(sum(client.nthreads().values()))
-    chains = de._chain_recipes(de._project(ddf, model.spec), n_chains)
+    chains = chain_recipes(project_columns(ddf, model.spec), n_chains)
     out = {}
     for name, spec in (("read", None), ("read_design", model.spec)):
         runs = []

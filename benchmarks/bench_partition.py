@@ -5,20 +5,20 @@ Run:  python benchmarks/bench_partition.py [--dir /tmp/bdata50] [--parts 10] [--
 
 For the first ``--parts`` partitions of ``dd.read_parquet(--dir)`` (the data of
 ``bench_dask.py``), fitted as ``y ~ x1 + x2 + x3`` with a random intercept and slope on
-x1, it times each stage of a chain (``dmixed.engines.dask._chain_partials``) and prints
+x1, it times each stage of a chain (``dmixed.engines.dask.partials.chain_partials``) and prints
 the medians per partition over ``--repeat`` passes (the first pass, with cold memory, is
 left out when there are several):
 
 - ``read``: the partition computed from its graph piece, as a chain does (Parquet read and
   conversion to pandas), and a plain ``pyarrow.parquet.read_table`` of the same file and
   columns for comparison;
-- ``design``: the model's design matrices (``_partition_rows``);
-- ``sums``: the per-group sums into the chain's accumulator (``_GroupAccumulator.add``);
+- ``design``: the model's design matrices (``partials.partition_rows``);
+- ``sums``: the per-group sums into the chain's accumulator (``combine.GroupAccumulator.add``);
 - minor page faults per partition.
 
 Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``; set it as above to see
 the workers' memory behaviour, and ``--tune-malloc`` to apply what the workers apply
-(``dmixed.engines.dask._tune_malloc``).  Also prints the time to build the chains' graph
+(``dmixed.engines.dask.tuning.tune_malloc``).  Also prints the time to build the chains' graph
 pieces for the whole collection.  Writes the figures as JSON (``--out``).
 """
 
@@ -47,38 +47,43 @@ def main() -> None:
     import pyarrow.parquet as pq
 
     import dmixed
-    from dmixed.engines.dask import engine as de
+    from dmixed.engines.dask.combine import GroupAccumulator
+    from dmixed.engines.dask.graph import chain_recipes, project_columns
+    from dmixed.engines.dask.partials import partition_rows
+    from dmixed.engines.dask.pieces import compute_piece
+    from dmixed.engines.dask.tuning import tune_malloc
+    from dmixed.stats.packed import PackedLayout
 
     if args.tune_malloc:
-        de._tune_malloc()
+        tune_malloc()
     ddf = dd.read_parquet(args.dir)
     model = dmixed.mixedlm("y ~ x1 + x2 + x3", ddf, groups="g", re_formula="1 + x1")
     spec = model.spec
-    projected = de._project(ddf, spec)
+    projected = project_columns(ddf, spec)
     t0 = time.perf_counter()
-    (chain,) = de._chain_recipes(projected, 1)
+    (chain,) = chain_recipes(projected, 1)
     pieces_seconds = time.perf_counter() - t0
     items = chain.items[: args.parts]
     files = sorted(f for f in os.listdir(args.dir) if f.endswith(".parquet"))[: len(items)]
     columns = list(projected.columns)
     key_dtype = np.dtype(projected[spec.group_name].dtype)
-    flat = de._FlatLayout(2, 5)
+    packed = PackedLayout(2, 5)
 
     stages: dict[str, list[float]] = {"read": [], "pyarrow": [], "design": [], "sums": []}
     faults: list[float] = []
     for rep in range(max(1, args.repeat)):
-        acc = de._GroupAccumulator(flat.width, key_dtype)
+        acc = GroupAccumulator(packed.width, key_dtype)
         times: dict[str, list[float]] = {k: [] for k in stages}
         f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         for (graph, out_key, _), name in zip(items, files, strict=True):
             t = time.perf_counter()
-            pdf = de._compute_piece(graph, out_key)
+            pdf = compute_piece(graph, out_key)
             times["read"].append(time.perf_counter() - t)
             t = time.perf_counter()
             pq.read_table(os.path.join(args.dir, name), columns=columns).to_pandas()
             times["pyarrow"].append(time.perf_counter() - t)
             t = time.perf_counter()
-            (dm, keys, ztilde), _ = de._partition_rows(pdf, spec, None)
+            (dm, keys, ztilde), _ = partition_rows(pdf, spec, None)
             times["design"].append(time.perf_counter() - t)
             t = time.perf_counter()
             acc.add(keys.astype(key_dtype, copy=False), dm, ztilde)

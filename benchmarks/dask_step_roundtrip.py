@@ -26,11 +26,11 @@ def _stats(seed: int, g: int, r: int, k: int):
 
 
 def _evaluator(seed: int, g: int, r: int, k: int, tune: bool):
-    from dmixed.engines.dask import engine as dask_engine
+    from dmixed.engines.dask.tuning import tune_malloc
     from dmixed.engines.local import LocalEngine
 
     if tune:
-        dask_engine._tune_malloc()  # as the engine does on its workers
+        tune_malloc()  # as the engine does on its workers
     return LocalEngine(*_stats(seed, g, r, k))
 
 
@@ -57,7 +57,7 @@ def main() -> None:
 
     from distributed import Client, LocalCluster, wait
 
-    from dmixed.engines.dask.engine import DaskEngine
+    from dmixed.engines.dask import DaskEngine
     from dmixed.engines.local import LocalEngine
 
     r, k = args.r, args.p + 1

@@ -374,7 +374,7 @@ class MixedLM:
             if engine is None or getattr(cached.engine, "name", None) == _engine_name(engine):
                 return cached
         if self.source is not None:
-            from .engines.dask.engine import statistics_from_dask
+            from .engines.dask import statistics_from_dask
 
             stats = statistics_from_dask(
                 self.source, self.spec, client=client, progress=progress, engine=engine

@@ -1,19 +1,26 @@
-"""In-process engine: the data pass over in-memory rows, statistics held in this process."""
+"""In-process engine: the data pass over in-memory rows, statistics held in this process.
+
+:class:`LocalEngine` is also what a Dask worker holds for its block of groups, and what
+the Dask engine gathers small statistics into.
+"""
 
 from __future__ import annotations
 
 import time
 
 import numpy as np
-import pandas as pd
 
 from .. import kernels
 from ..design.arrays import RowData
 from ..stats import FittedStatistics, GlobalStats, GroupArrays, Layout
+from ..stats.keys import sorted_codes
+from ..stats.slots import assign_vc_slots, lookup_vc_slots, slot_table
 
 
 class LocalEngine:
     """Evaluate kernel contributions on statistics held in memory.
+
+    An :class:`~dmixed.engines.base.Engine`.
 
     Parameters
     ----------
@@ -55,25 +62,22 @@ class LocalEngine:
 def statistics_from_rows(rows: RowData) -> FittedStatistics:
     """One pass over in-memory rows → per-group statistics on a :class:`LocalEngine`."""
     t0 = time.perf_counter()
-    codes, labels = pd.factorize(pd.Series(rows.groups), sort=True)
-    codes = codes.astype(np.int64)
+    codes, labels = sorted_codes(rows.groups)
     n_groups = len(labels)
     slots, widths, slot_cols = [], [], []
     for cols, vals in zip(rows.vc_cols, rows.vc_vals, strict=True):
         ncols = int(cols.max()) + 1 if cols.size else 0
-        keys, pair_slots, width = kernels.assign_vc_slots(codes, cols, vals)
-        slots.append(kernels.lookup_vc_slots(codes, cols, vals, keys, pair_slots, ncols))
+        keys, pair_slots, width = assign_vc_slots(codes, cols, vals)
+        slots.append(lookup_vc_slots(codes, cols, vals, keys, pair_slots, ncols))
         widths.append(width)
-        table = np.full((n_groups, width), -1, dtype=np.int64)
-        table[keys // max(ncols, 1), pair_slots] = keys % max(ncols, 1)
-        slot_cols.append(table)
+        slot_cols.append(slot_table(keys, pair_slots, max(ncols, 1), width, n_groups))
     ztilde = kernels.dense_random_design(rows.exog_re, slots, rows.vc_vals, widths)
     st = kernels.accumulate_statistics(codes, n_groups, rows.endog, rows.exog, ztilde, rows.weights)
     return FittedStatistics(
         engine=LocalEngine(st["zz"], st["zxy"]),
         glob=GlobalStats(st["xyxy"], int(st["n"]), float(st["sum_log_weights"])),
         layout=Layout(rows.exog_re.shape[1], tuple(widths)),
-        group_labels=np.asarray(labels),
+        group_labels=labels,
         group_sizes=st["nobs"],
         vc_slot_cols=slot_cols,
         data_pass_seconds=time.perf_counter() - t0,

@@ -21,78 +21,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..stats.layout import n_tril
+from ..stats.packed import PackedLayout
+
+# the slot numbering of variance components is a statistics convention (one owner,
+# dmixed.stats.slots); the kernels' namespace keeps offering it with the row kernels
+from ..stats.slots import assign_vc_slots, lookup_vc_slots  # noqa: F401
 
 # ---------------------------------------------------------------------------
 # Sufficient statistics from rows
 # ---------------------------------------------------------------------------
-
-
-def assign_vc_slots(
-    codes: np.ndarray, cols: np.ndarray, vals: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Give every (group, variance-component column) pair present in a group a slot.
-
-    Within a group, the columns of one variance component that are non-zero on at
-    least one of its rows are numbered ``0, 1, …`` in increasing column order.  All
-    other columns of that component are identically zero in the group and contribute
-    nothing to the likelihood (DESIGN.md §2, padding is exact), so they get no slot.
-
-    Parameters
-    ----------
-    codes : ndarray of int, shape (n,)
-        Group code of every row.
-    cols : ndarray of int, shape (n, k)
-        Global column index of each sparse entry of the row, ``-1`` for none.
-    vals : ndarray of float, shape (n, k)
-        Value of each entry.
-
-    Returns
-    -------
-    pair_keys : ndarray of int64, shape (u,)
-        Sorted keys ``code * ncols + col`` of the pairs present.
-    pair_slots : ndarray of int64, shape (u,)
-        Slot of each pair within its group.
-    width : int
-        The largest number of slots any group needs.
-    """
-    ncols = int(cols.max()) + 1 if cols.size else 0
-    present = (cols >= 0) & (vals != 0)
-    rows = np.broadcast_to(codes[:, None], cols.shape)[present].astype(np.int64)
-    keys = np.unique(rows * max(ncols, 1) + cols[present].astype(np.int64))
-    if keys.size == 0:
-        return keys, keys.copy(), 0
-    group_of_key = keys // max(ncols, 1)
-    # rank within group: position minus position of the group's first key
-    first = np.r_[True, group_of_key[1:] != group_of_key[:-1]]
-    start = np.maximum.accumulate(np.where(first, np.arange(keys.size), 0))
-    slots = np.arange(keys.size) - start
-    return keys, slots.astype(np.int64), int(slots.max()) + 1
-
-
-def lookup_vc_slots(
-    codes: np.ndarray,
-    cols: np.ndarray,
-    vals: np.ndarray,
-    pair_keys: np.ndarray,
-    pair_slots: np.ndarray,
-    ncols: int,
-) -> np.ndarray:
-    """Slot of every sparse entry, ``-1`` where the entry is absent or zero.
-
-    ``pair_keys``/``pair_slots`` come from :func:`assign_vc_slots` (possibly computed on
-    all the data, while ``codes``/``cols`` describe one block of rows).
-    """
-    present = (cols >= 0) & (vals != 0)
-    keys = codes[:, None].astype(np.int64) * max(ncols, 1) + cols.astype(np.int64)
-    pos = np.searchsorted(pair_keys, keys)
-    pos = np.minimum(pos, max(pair_keys.size - 1, 0))
-    found = present & (pair_keys.size > 0)
-    if pair_keys.size:
-        found &= pair_keys[pos] == keys
-    if np.any(present & ~found):
-        raise ValueError("a variance-component entry has no slot: the slot map is incomplete")
-    return np.where(found, pair_slots[pos] if pair_keys.size else -1, -1)
 
 
 def dense_random_design(
@@ -210,9 +147,14 @@ def product_plan(xcols: list[np.ndarray], zt: np.ndarray) -> tuple[list[tuple], 
             return ("col", v if u in ones else u)
         return ("prod", min(u, v), max(u, v))
 
-    wanted = [("count",)]
-    wanted += [term(canon[k + a], canon[k + b]) for a in range(r) for b in range(a + 1)]
-    wanted += [term(canon[k + a], j) for a in range(r) for j in range(k)]
+    def packed_term(source: tuple) -> tuple:
+        if source[0] == "n":
+            return ("count",)
+        if source[0] == "zz":
+            return term(canon[k + source[1]], canon[k + source[2]])
+        return term(canon[k + source[1]], source[2])
+
+    wanted = [packed_term(s) for s in PackedLayout(r, k).column_sources()]
     terms = list(dict.fromkeys(wanted))
     index = {t: i for i, t in enumerate(terms)}
     return terms, [index[t] for t in wanted]
@@ -275,8 +217,9 @@ def accumulate_packed_into(
 
 
 def packed_width(r: int, k: int) -> int:
-    """Columns of the packed statistics: ``1 + r(r+1)/2 + r·k`` (``k = p + 1``)."""
-    return 1 + n_tril(r) + r * k
+    """Columns of the packed statistics: ``1 + r(r+1)/2 + r·k`` (``k = p + 1``; see
+    :class:`~dmixed.stats.packed.PackedLayout`)."""
+    return PackedLayout(r, k).width
 
 
 def accumulate_packed(
@@ -293,27 +236,21 @@ def accumulate_packed(
     -------
     packed : ndarray (G, 1 + r(r+1)/2 + r(p+1))
         ``[n_i, lower triangle of Z̃_i'Z̃_i (row-major: (0,0), (1,0), (1,1), …),
-        Z̃_i'[X_i y_i] (row-major)]``: the layout in which partial statistics travel and
-        are added by group key (one array, no per-statistic temporaries).
+        Z̃_i'[X_i y_i] (row-major)]`` (:class:`~dmixed.stats.packed.PackedLayout`): the
+        layout in which partial statistics travel and are added by group key (one array,
+        no per-statistic temporaries).
     glob : dict
         ``xyxy`` = [X y]'[X y], ``n``, ``sum_log_weights``.
     """
-    r, k = np.shape(ztilde)[1], np.shape(exog)[1] + 1
-    acc = np.zeros((packed_width(r, k), n_groups))
+    layout = PackedLayout(np.shape(ztilde)[1], np.shape(exog)[1] + 1)
+    acc = np.zeros((layout.width, n_groups))
     glob = accumulate_packed_into(acc, codes, endog, exog, ztilde, weights)
     return np.ascontiguousarray(acc.T), glob
 
 
 def unpack_statistics(packed: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(nobs (G,), zz (G, r, r), zxy (G, r, p+1))`` from :func:`accumulate_packed` rows."""
-    g = packed.shape[0]
-    n_zz = n_tril(r)
-    rows, cols = np.tril_indices(r)
-    zz = np.empty((g, r, r))
-    zz[:, rows, cols] = packed[:, 1 : 1 + n_zz]
-    zz[:, cols, rows] = packed[:, 1 : 1 + n_zz]
-    zxy = packed[:, 1 + n_zz :].reshape(g, r, -1).copy()
-    return np.rint(packed[:, 0]).astype(np.int64), zz, zxy
+    return PackedLayout.of_width(r, packed.shape[1]).unpack(packed)
 
 
 def accumulate_statistics(

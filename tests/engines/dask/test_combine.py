@@ -1,15 +1,18 @@
-"""The map-side combine of the Dask data pass: group keys → columns of one accumulator."""
+"""Adding partial statistics by group key: the map-side combine of the Dask data pass
+(group keys → columns of one accumulator) and the combine between tasks (no cluster)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dmixed import kernels
 from dmixed.design import DesignMatrices
-from dmixed.engines.dask.engine import _GroupAccumulator
+from dmixed.engines.dask import combine
+from dmixed.engines.dask.combine import GroupAccumulator
 
 
 def _rows(keys: np.ndarray, rng: np.random.Generator) -> tuple[DesignMatrices, np.ndarray]:
@@ -37,7 +40,7 @@ def _expected(keys: np.ndarray, dms: list) -> pd.DataFrame:
     return pd.DataFrame(packed, index=pd.Index(np.asarray(uniq, dtype=keys.dtype)))
 
 
-def _accumulated(acc: _GroupAccumulator, n_buckets: int) -> pd.DataFrame:
+def _accumulated(acc: GroupAccumulator, n_buckets: int) -> pd.DataFrame:
     parts = acc.result(n_buckets)
     keys = np.concatenate([k for k, _ in parts])
     values = np.concatenate([v for _, v in parts])
@@ -80,7 +83,7 @@ def test_accumulator_equals_one_pass_over_all_rows(kind, sizes, n_buckets, seed)
     key_dtype = {"string": object, "unsigned": np.uint64, "small-unsigned": np.uint64}.get(
         kind, np.int64
     )
-    acc = _GroupAccumulator(kernels.packed_width(2, 3), key_dtype)
+    acc = GroupAccumulator(kernels.packed_width(2, 3), key_dtype)
     dms, all_keys = [], []
     for step, n in enumerate(sizes):
         keys = _draw_keys(kind, rng, n, step)
@@ -97,7 +100,7 @@ def test_accumulator_equals_one_pass_over_all_rows(kind, sizes, n_buckets, seed)
 
 def test_dense_integer_keys_use_a_range_and_wide_ones_a_hash_table():
     rng = np.random.default_rng(1)
-    acc = _GroupAccumulator(kernels.packed_width(2, 3), np.int64)
+    acc = GroupAccumulator(kernels.packed_width(2, 3), np.int64)
     keys = rng.integers(10_000, 20_000, 5_000)
     acc.add(keys, *_rows(keys, rng))
     assert acc.ranged  # no hashing for dense integer ids
@@ -108,3 +111,47 @@ def test_dense_integer_keys_use_a_range_and_wide_ones_a_hash_table():
     out = _accumulated(acc, 2)
     assert out.loc[2**45, 0] == 1
     assert out[0].sum() == 5_002
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_combine_by_position_is_the_hash_table_sum(data):
+    """Integer keys that fill their range are added by position in it, with the same
+    sums bit for bit as the hash table (same order of addition); sparse keys, keys near
+    the int64 limits and non-integer keys keep the hash table."""
+    dtype = data.draw(st.sampled_from([np.int64, np.int32, np.uint64, np.uint16]))
+    signed = np.dtype(dtype).kind == "i"
+    lo = data.draw(st.integers(-1000 if signed else 0, 1000))
+    universe = data.draw(st.integers(1, 120))
+    stride = data.draw(st.sampled_from([1, 2, 9]))  # 9: range 9x the keys, hash table
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    parts = []
+    for _ in range(data.draw(st.integers(2, 4))):
+        ids = rng.choice(universe, size=int(rng.integers(0, universe + 1)), replace=False)
+        values = rng.standard_normal((ids.size, 5))
+        values[:, 0] = rng.integers(1, 9, ids.size)  # row counts
+        parts.append(((lo + stride * ids).astype(dtype), values))
+    keys, sums = combine.combine_partials(*parts)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(combine, "DENSE_COMBINE_SPAN", 0)  # the hash table only
+        ref_keys, ref_sums = combine.combine_partials(*parts)
+    assert keys.dtype == ref_keys.dtype == np.dtype(dtype)
+    mine, ref = np.argsort(keys), np.argsort(ref_keys)
+    np.testing.assert_array_equal(keys[mine], ref_keys[ref])
+    np.testing.assert_array_equal(sums[mine], ref_sums[ref])  # bit for bit
+    every = np.concatenate([p[0] for p in parts])
+    np.testing.assert_array_equal(keys[mine], np.unique(every))
+
+
+def test_combine_keeps_the_hash_table_where_positions_do_not_fit():
+    near_limit = [np.array([2**62 - 1, 2**62], dtype=np.int64)]
+    assert combine.dense_key_range(near_limit) is None
+    sparse = [np.arange(10) * 100]
+    assert combine.dense_key_range(sparse) is None
+    assert combine.dense_key_range([np.arange(10) * 4]) == (0, 37)
+    strings = np.array(["a", "b"], dtype=object)
+    assert combine.dense_key_range([strings]) is None
+    keys, sums = combine.combine_partials(
+        (strings, np.array([[1.0, 2.0], [2.0, 5.0]])), (strings[:1], np.array([[3.0, 1.0]]))
+    )
+    assert dict(zip(keys, sums[:, 1], strict=True)) == {"a": 3.0, "b": 5.0}

@@ -26,12 +26,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dmixed
-from dmixed.engines.dask import engine as dask_engine
-from dmixed.engines.dask.engine import DaskEngine, statistics_from_dask
+from dmixed.engines.dask import DaskEngine, evaluator, progress, statistics_from_dask
+from dmixed.engines.dask.graph import chain_recipes, chainable, resident_chains
+from dmixed.engines.dask.pieces import compute_piece, partition_pieces
 from dmixed.engines.local import LocalEngine
 
-from .._dask_processes import scheduler_and_workers
-from .._synth import make_data
+from ..._dask_processes import scheduler_and_workers
+from ..._synth import make_data
 
 FORMULA = "y ~ x1 + x2"
 SLOPE = {"re_formula": "1 + x1"}
@@ -48,7 +49,7 @@ def _keys(g: np.ndarray, kind: str) -> pd.Series:
     """Group keys of one of the kinds users have: int, strings of every dtype, categorical."""
     if kind == "int":
         return pd.Series(g * 7 + 3, dtype=np.int64)
-    if kind == "dense_int":  # ids 0..G-1: partials are added by position (_combine)
+    if kind == "dense_int":  # ids 0..G-1: partials are added by position (combine_partials)
         return pd.Series(g, dtype=np.int64)
     labels = np.array([f"g{v:03d}" if v % 3 else f"G{v}" for v in g], dtype=object)
     if kind == "object":
@@ -92,7 +93,7 @@ def _assert_same(res, ref, rtol: float = RTOL) -> None:
 
 class _Parts:
     """Partition reader for ``dd.from_map``: a collection whose tasks read their own
-    partitions, which the data pass reads in chains (see ``_chain_partials``)."""
+    partitions, which the data pass reads in chains (see ``partials.chain_partials``)."""
 
     def __init__(self, df: pd.DataFrame, nparts: int) -> None:
         self.df = df
@@ -114,7 +115,7 @@ def _ddf(df: pd.DataFrame, nparts: int, source: str = "from_pandas"):
         ddf = dd.from_map(
             _Parts(df, nparts), range(nparts), meta=df.iloc[:0], enforce_metadata=False
         )
-    assert (dask_engine._chain_recipes(ddf, 2) is not None) == (source == "from_map" and nparts > 1)
+    assert (chain_recipes(ddf, 2) is not None) == (source == "from_map" and nparts > 1)
     return ddf
 
 
@@ -234,103 +235,35 @@ def test_which_collections_are_read_in_chains(tmp_path, cluster_client):
     df = _frame()
     df.to_parquet(tmp_path / "data.parquet")
     parquet = dd.read_parquet(tmp_path / "data.parquet").repartition(npartitions=4)
-    assert dask_engine._chainable(dd.read_parquet(tmp_path / "data.parquet"))
+    assert chainable(dd.read_parquet(tmp_path / "data.parquet"))
     derived = dd.read_parquet(tmp_path / "data.parquet")
     derived = derived[derived.x1 > 0].assign(x3=lambda d: d.x1 * 2)
-    assert dask_engine._chainable(derived)  # partition-wise steps are fine
-    assert not dask_engine._chainable(dd.from_pandas(df, npartitions=3))  # in memory
-    assert not dask_engine._chainable(parquet)  # repartition: not partition-wise
+    assert chainable(derived)  # partition-wise steps are fine
+    assert not chainable(dd.from_pandas(df, npartitions=3))  # in memory
+    assert not chainable(parquet)  # repartition: not partition-wise
     centered = dd.read_parquet(tmp_path / "data.parquet")
     centered = centered.assign(x1=centered.x1 - centered.x1.mean())
-    assert not dask_engine._chainable(centered)  # a global mean in every partition
-    assert not dask_engine._chainable(dd.read_parquet(tmp_path / "data.parquet").shuffle("g"))
+    assert not chainable(centered)  # a global mean in every partition
+    assert not chainable(dd.read_parquet(tmp_path / "data.parquet").shuffle("g"))
     persisted = cluster_client.persist(dd.read_parquet(tmp_path / "data.parquet"))
-    assert not dask_engine._chainable(persisted)  # futures: already on the workers
+    assert not chainable(persisted)  # futures: already on the workers
     with dask.config.set({"dmixed.data_pass": "chains"}):
         with pytest.raises(ValueError, match="'chains' needs a collection read partition"):
-            dask_engine._chain_recipes(dd.from_pandas(df, npartitions=3), 2)
+            chain_recipes(dd.from_pandas(df, npartitions=3), 2)
     with dask.config.set({"dmixed.data_pass": "fast"}):
         with pytest.raises(ValueError, match="'dmixed.data_pass' must be"):
-            dask_engine._chain_recipes(dd.from_pandas(df, npartitions=3), 2)
-    chainable = _ddf(df, 4, "from_map")
+            chain_recipes(dd.from_pandas(df, npartitions=3), 2)
+    read_by_tasks = _ddf(df, 4, "from_map")
     with dask.config.set({"dmixed.data_pass": "tree"}):  # chains can be switched off
-        assert dask_engine._chain_recipes(chainable, 2) is None
-
-
-@settings(max_examples=60, deadline=None)
-@given(data=st.data())
-def test_combine_by_position_is_the_hash_table_sum(data):
-    """Integer keys that fill their range are added by position in it, with the same
-    sums bit for bit as the hash table (same order of addition); sparse keys, keys near
-    the int64 limits and non-integer keys keep the hash table."""
-    dtype = data.draw(st.sampled_from([np.int64, np.int32, np.uint64, np.uint16]))
-    signed = np.dtype(dtype).kind == "i"
-    lo = data.draw(st.integers(-1000 if signed else 0, 1000))
-    universe = data.draw(st.integers(1, 120))
-    stride = data.draw(st.sampled_from([1, 2, 9]))  # 9: range 9x the keys, hash table
-    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
-    parts = []
-    for _ in range(data.draw(st.integers(2, 4))):
-        ids = rng.choice(universe, size=int(rng.integers(0, universe + 1)), replace=False)
-        values = rng.standard_normal((ids.size, 5))
-        values[:, 0] = rng.integers(1, 9, ids.size)  # row counts
-        parts.append(((lo + stride * ids).astype(dtype), values))
-    keys, sums = dask_engine._combine(*parts)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(dask_engine, "DENSE_COMBINE_SPAN", 0)  # the hash table only
-        ref_keys, ref_sums = dask_engine._combine(*parts)
-    assert keys.dtype == ref_keys.dtype == np.dtype(dtype)
-    mine, ref = np.argsort(keys), np.argsort(ref_keys)
-    np.testing.assert_array_equal(keys[mine], ref_keys[ref])
-    np.testing.assert_array_equal(sums[mine], ref_sums[ref])  # bit for bit
-    every = np.concatenate([p[0] for p in parts])
-    np.testing.assert_array_equal(keys[mine], np.unique(every))
-
-
-def test_combine_keeps_the_hash_table_where_positions_do_not_fit():
-    near_limit = [np.array([2**62 - 1, 2**62], dtype=np.int64)]
-    assert dask_engine._dense_key_range(near_limit) is None
-    sparse = [np.arange(10) * 100]
-    assert dask_engine._dense_key_range(sparse) is None
-    assert dask_engine._dense_key_range([np.arange(10) * 4]) == (0, 37)
-    strings = np.array(["a", "b"], dtype=object)
-    assert dask_engine._dense_key_range([strings]) is None
-    keys, sums = dask_engine._combine(
-        (strings, np.array([[1.0, 2.0], [2.0, 5.0]])), (strings[:1], np.array([[3.0, 1.0]]))
-    )
-    assert dict(zip(keys, sums[:, 1], strict=True)) == {"a": 3.0, "b": 5.0}
-
-
-@pytest.mark.parametrize("dtype", [np.int64, np.uint64, np.int16, object])
-def test_assemble_sorts_groups_as_statsmodels(dtype):
-    """Blocks' groups in sorted key order (statsmodels' order), whatever the key type;
-    a key in two blocks is an error, not a silently doubled group."""
-    rng = np.random.default_rng(3)
-    ids = rng.permutation(40)
-    keys = (
-        ids.astype(dtype) if dtype is not object else np.array([f"k{i:02d}" for i in ids], object)
-    )
-
-    def block(sel):
-        return dask_engine._Block(keys[sel], ids[sel] + 1, np.eye(2), int(ids[sel].sum()), 0.0)
-
-    asm = dask_engine._assemble([block(slice(0, 15)), block(slice(15, 40))], 2)
-    np.testing.assert_array_equal(asm.group_labels, np.sort(keys))
-    np.testing.assert_array_equal(asm.group_labels[asm.position], keys)
-    np.testing.assert_array_equal(asm.group_sizes[asm.position], ids + 1)
-    assert asm.block_sizes == [15, 25]
-    with pytest.raises(RuntimeError, match="occurs in two combined partitions"):
-        dask_engine._assemble([block(slice(0, 15)), block(slice(10, 40))], 2)
+        assert chain_recipes(read_by_tasks, 2) is None
 
 
 def test_chains_balance_consecutive_partitions():
     df = _frame()
     ddf = dd.from_map(_Parts(df, 7), range(7), meta=df.iloc[:0], enforce_metadata=False)
-    recipes = dask_engine._chain_recipes(ddf, 3)
+    recipes = chain_recipes(ddf, 3)
     assert [len(r) for r in recipes] == [2, 3, 2]
-    rows = [
-        len(dask_engine._compute_piece(graph, out)) for r in recipes for graph, out, _ in r.items
-    ]
+    rows = [len(compute_piece(graph, out)) for r in recipes for graph, out, _ in r.items]
     assert rows == [len(p) for p in _Parts(df, 7).parts]  # every partition once, in order
 
 
@@ -434,7 +367,7 @@ def test_persisted_collections_are_read_where_they_are(
     if steps != "as persisted":
         ddf = persisted[persisted.x9 > 9.0].assign(x2=persisted.x9 - 10.0)
         ref_df = df[df.x9 > 9.0].reset_index(drop=True)
-    chains = dask_engine._resident_chains(ddf, cluster_client, "auto")
+    chains = resident_chains(ddf, cluster_client, "auto")
     assert chains is not None
     assert sorted(len(f) for _, f in chains) != [1] * nparts or nparts <= 2
     assert sum(len(f) for _, f in chains) == nparts
@@ -442,7 +375,7 @@ def test_persisted_collections_are_read_where_they_are(
     # one, as it is for a user whose Client is the default
     with cluster_client.as_current(), get_task_stream(client=cluster_client) as stream:
         m, res = _fit(ddf, model_kw, client=cluster_client)
-    ran = [t for t in stream.data if "_resident_chain_partials" in str(t["key"])]
+    ran = [t for t in stream.data if "resident_chain_partials" in str(t["key"])]
     assert len(ran) == len(chains)
     if model == "slope":  # (with variance components the small slot map moves too)
         for task in ran:  # every chain found its partitions on its own worker
@@ -460,13 +393,13 @@ def test_resident_pieces_are_one_partition_each(cluster_client):
     persisted = cluster_client.persist(dd.from_pandas(df, npartitions=40))
     ddf = persisted[persisted.x1 > -5].assign(x3=persisted.x1 * 2)[["g", "x1", "x3", "y"]]
     leaf_keys = list(persisted.expr.operand("keys"))  # the futures behind the collection
-    pieces = dask_engine._partition_pieces(ddf, leaf_keys)
+    pieces = partition_pieces(ddf, leaf_keys)
     assert [leaf for _, _, leaf in pieces] == leaf_keys
     assert max(len(graph) for graph, _, _ in pieces) <= 4
     for graph, out_key, leaf in pieces:
         frame = dask.local.get_sync({**graph, leaf: df.iloc[:5]}, out_key)
         assert list(frame.columns) == ["g", "x1", "x3", "y"]
-    chains = dask_engine._resident_chains(ddf, cluster_client, "auto")
+    chains = resident_chains(ddf, cluster_client, "auto")
     assert sorted(leaf for p, _ in chains for _, _, leaf in p.items) == sorted(leaf_keys)
     for p, futures in chains:
         assert [f.key for f in futures] == [leaf for _, _, leaf in p.items]
@@ -478,15 +411,15 @@ def test_resident_chains_only_for_persisted_data(tmp_path, cluster_client):
     df = _frame()
     df.to_parquet(tmp_path / "data.parquet")
     on_disk = dd.read_parquet(tmp_path / "data.parquet")
-    assert dask_engine._resident_chains(on_disk, cluster_client, "auto") is None
+    assert resident_chains(on_disk, cluster_client, "auto") is None
     in_memory = dd.from_pandas(df, npartitions=3)
-    assert dask_engine._resident_chains(in_memory, cluster_client, "auto") is None
+    assert resident_chains(in_memory, cluster_client, "auto") is None
     persisted = cluster_client.persist(in_memory)
-    assert dask_engine._resident_chains(persisted, None, "auto") is None  # no cluster
-    assert dask_engine._resident_chains(persisted, cluster_client, "tree") is None
+    assert resident_chains(persisted, None, "auto") is None  # no cluster
+    assert resident_chains(persisted, cluster_client, "tree") is None
     reduced = persisted.assign(x1=persisted.x1 - persisted.x1.mean())
-    assert dask_engine._resident_chains(reduced, cluster_client, "auto") is None
-    assert dask_engine._resident_chains(persisted, cluster_client, "auto") is not None
+    assert resident_chains(reduced, cluster_client, "auto") is None
+    assert resident_chains(persisted, cluster_client, "auto") is not None
     with dask.config.set({"dmixed.data_pass": "chains"}):  # in memory, not persisted
         with pytest.raises(ValueError, match="or persisted on the cluster"):
             _fit(in_memory, SLOPE, client=cluster_client)
@@ -538,7 +471,7 @@ def test_large_arguments_are_sent_as_futures(cluster_client, force_distributed, 
     """Arguments above the size limit (Λ, the Hessian basis, w) reach the workers as
     futures, not as task-graph literals: distributed fails on keyword arguments over
     ~100 kB.  The limit is lowered so that a small model exercises the path."""
-    monkeypatch.setattr(dask_engine, "_SMALL_ARG_BYTES", 8)
+    monkeypatch.setattr(evaluator, "SMALL_ARG_BYTES", 8)
     scattered = []
     real_scatter = cluster_client.scatter
 
@@ -642,7 +575,7 @@ class _SlowParts(_Parts):
 def test_progress_counts_partitions_read(cluster_client, caplog, monkeypatch, data_pass):
     """A data pass of a few long tasks (chains) still shows how far it got: every
     partition read is reported to the driver, which logs the count periodically."""
-    monkeypatch.setattr(dask_engine, "PROGRESS_INTERVAL", 0.3)
+    monkeypatch.setattr(progress, "PROGRESS_INTERVAL", 0.3)
     df = _frame()
     ddf = dd.from_map(_SlowParts(df, 12), range(12), meta=df.iloc[:0], enforce_metadata=False)
     caplog.set_level(logging.INFO, logger="dmixed")
@@ -719,7 +652,7 @@ def test_worker_killed_mid_optimization(tmp_path, persisted):
     with _two_worker_client() as client, dask.config.set({"dmixed.engine": "distributed"}):
         if persisted:
             ddf = client.persist(ddf)
-            assert dask_engine._resident_chains(ddf, client, "auto") is not None
+            assert resident_chains(ddf, client, "auto") is not None
         with warnings.catch_warnings(), client.as_current():
             warnings.simplefilter("ignore")
             model = dmixed.MixedLM.from_formula(FORMULA, data=ddf, groups="g", **SLOPE)

@@ -1,0 +1,65 @@
+"""What an engine is: the members the model, the fit, the results and the checkpoints use.
+
+An engine holds the per-group statistics (``Z̃_i'Z̃_i``, ``Z̃_i'[X_i y_i]``) wherever
+they live and evaluates :mod:`dmixed.kernels` on them.  It moves statistics and
+contributions; it knows no statistics theory.  Two engines satisfy :class:`Engine`:
+:class:`~dmixed.engines.local.LocalEngine` (in this process) and
+:class:`~dmixed.engines.dask.DaskEngine` (on the workers of a Dask cluster).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from ..kernels import HessianSums, MomentSums, StepSums
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """Per-group statistics, and the kernels evaluated on them.
+
+    Sums are over all groups; per-group arrays are in sorted group order (the order of
+    ``FittedStatistics.group_labels``).  Who uses what:
+
+    - ``name``: the model, to reuse cached statistics only on the engine asked for;
+    - ``step``: the optimizer and the profile intervals, once per evaluation;
+    - ``hessian``: the optimizer, at the optimum;
+    - ``moments``: the model, for the moment start;
+    - ``random_effects``: the results (BLUPs);
+    - ``gather``: the checkpoints (saving statistics);
+    - ``close``: whoever drops the statistics (releases them on a cluster).
+
+    A Dask engine also has ``client``, which the model reads (``getattr``, default
+    ``None``) to tell whether cached statistics died with their client.
+    """
+
+    #: ``"local"`` or ``"dask"``.
+    name: str
+
+    def step(self, lam: np.ndarray, q: int) -> StepSums:
+        """Σ over groups of the per-step contributions (DESIGN.md §3–4) for the relative
+        covariance factor ``lam`` (r, r); ``q`` random-effect columns."""
+        ...
+
+    def hessian(self, lam: np.ndarray, basis: np.ndarray, w: np.ndarray) -> HessianSums:
+        """Σ over groups of the Hessian contributions (DESIGN.md §5)."""
+        ...
+
+    def moments(self) -> MomentSums:
+        """Σ over groups of the parameter-free moment sums (starting values)."""
+        ...
+
+    def random_effects(self, lam: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-group BLUPs (G, r) and conditional covariances (G, r, r) relative to σ²
+        (DESIGN.md §6)."""
+        ...
+
+    def gather(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-group ``zz`` (G, r, r) and ``zxy`` (G, r, p+1) in this process."""
+        ...
+
+    def close(self) -> None:
+        """Release the statistics; the engine computes nothing afterwards."""
+        ...

@@ -1,0 +1,155 @@
+"""Blocks: the combined statistics of one bucket of groups, and their assembly on the driver.
+
+Each bucket's sums (:func:`~dmixed.engines.dask.combine.combine_partials`) become a
+:class:`Block` on a worker: ``zz`` and ``zxy`` in plain layout plus the block's labels,
+row counts and share of the global sums.  The driver gathers only the small part of
+every block once (:func:`block_summary`) and puts the groups in sorted key order, the
+order of the in-process path (:func:`assemble_blocks`).  numpy and pandas only.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...stats import GlobalStats
+from ...stats.keys import order_distinct
+from ...stats.packed import PackedLayout
+from ..local import LocalEngine
+
+
+@dataclass
+class Block:
+    """Combined statistics of the groups of one output partition, on a worker.
+
+    ``zz`` (G_b, r, r) and ``zxy`` (G_b, r, p+1) in plain layout; ``labels``, ``nobs``
+    and the block's share of the global sums are what the driver gathers once.
+    """
+
+    labels: np.ndarray
+    nobs: np.ndarray
+    xyxy: np.ndarray
+    n: int
+    sum_log_weights: float
+    n_dropped: int = 0
+    zz: np.ndarray | None = None
+    zxy: np.ndarray | None = None
+
+
+def to_block(
+    combined: tuple[np.ndarray, np.ndarray],
+    packed: PackedLayout,
+    global_sums: np.ndarray | None = None,
+) -> Block:
+    """numpy block of one output partition from its ``(keys, packed rows)``; block 0 also
+    carries the (packed) global sums."""
+    labels, values = combined
+    if global_sums is None:
+        xyxy, n, slw, dropped = np.zeros((packed.k, packed.k)), 0, 0.0, 0
+    else:
+        xyxy, n, slw, dropped = packed.unpack_global(global_sums)
+    return Block(
+        labels=labels,
+        nobs=packed.unpack_nobs(values),
+        xyxy=xyxy,
+        n=n,
+        sum_log_weights=slw,
+        n_dropped=dropped,
+        zz=packed.unpack_zz(values),
+        zxy=packed.unpack_zxy(values),
+    )
+
+
+def block_summary(block: Block) -> Block:
+    """The block without its statistics: what the driver needs once."""
+    return Block(
+        block.labels, block.nobs, block.xyxy, block.n, block.sum_log_weights, block.n_dropped
+    )
+
+
+def block_dense(block: Block) -> tuple[np.ndarray, np.ndarray]:
+    """(zz, zxy) of a block, to gather to the driver."""
+    return block.zz, block.zxy
+
+
+@dataclass
+class Assembly:
+    """Group order and global statistics from the per-block summaries.
+
+    Attributes
+    ----------
+    group_labels, group_sizes : ndarray (G,)
+        Keys in sorted order and their row counts.
+    position : ndarray of int64 (G,)
+        Sorted position of each group, in block-concatenation order.
+    glob : GlobalStats
+        The global sums of all blocks.
+    block_sizes : list of int
+        Groups per block.
+    n_dropped : int
+        Rows dropped (missing values) in all partitions.
+    """
+
+    group_labels: np.ndarray
+    group_sizes: np.ndarray
+    position: np.ndarray
+    glob: GlobalStats
+    block_sizes: list[int]
+    n_dropped: int = 0
+
+
+def assemble_blocks(summaries: list[Block], k: int) -> Assembly:
+    """Sorted group order (statsmodels', as :func:`~dmixed.stats.keys.sorted_codes`) and
+    global sums of the blocks; ``k`` = p + 1.
+
+    Raises
+    ------
+    RuntimeError
+        A group key occurs in two blocks (an internal error).
+    """
+    labels = (
+        np.concatenate([np.asarray(b.labels) for b in summaries])
+        if summaries
+        else np.empty(0, dtype=object)
+    )
+    order = order_distinct(labels)
+    if order.repeated:
+        raise RuntimeError(
+            "internal error: a group key occurs in two combined partitions "
+            "(group keys of different dtypes in different partitions?)"
+        )
+    nobs = np.zeros(len(order.labels), dtype=np.int64)
+    if summaries:
+        nobs[order.position] = np.concatenate([b.nobs for b in summaries])
+    xyxy = functools.reduce(operator.add, (b.xyxy for b in summaries), np.zeros((k, k)))
+    glob = GlobalStats(
+        xyxy,
+        int(sum(b.n for b in summaries)),
+        float(sum(b.sum_log_weights for b in summaries)),
+    )
+    return Assembly(
+        order.labels,
+        nobs,
+        order.position,
+        glob,
+        [len(b.labels) for b in summaries],
+        int(sum(b.n_dropped for b in summaries)),
+    )
+
+
+def reorder(position: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Per-group ``values`` in block-concatenation order → sorted group order."""
+    out = np.empty_like(values)
+    out[position] = values
+    return out
+
+
+def gathered_engine(dense: list, asm: Assembly, packed: PackedLayout) -> LocalEngine:
+    """A :class:`LocalEngine` on gathered ``(zz, zxy)`` pairs of the blocks, groups in
+    sorted order."""
+    zz = np.concatenate([np.zeros((0, packed.r, packed.r))] + [d[0] for d in dense])
+    zxy = np.concatenate([np.zeros((0, packed.r, packed.k))] + [d[1] for d in dense])
+    return LocalEngine(reorder(asm.position, zz), reorder(asm.position, zxy))

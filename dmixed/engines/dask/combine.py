@@ -1,0 +1,254 @@
+"""Adding partial per-group statistics by group key: numpy and pandas only, no Dask.
+
+Partial statistics are packed rows (:class:`~dmixed.stats.packed.PackedLayout`), one per
+group, with the group keys alongside (``(keys, values)``; keys from
+:func:`~dmixed.stats.keys.key_values`).  They are added in two places:
+
+- inside a task, over the partitions it reads one after the other:
+  :class:`GroupAccumulator` (a map-side combine);
+- between tasks, over the partials of all tasks: each partial is split by a hash of the
+  key into buckets (:func:`split_buckets`), and each bucket added up by a tree of
+  :func:`combine_partials`.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+
+import numpy as np
+import pandas as pd
+
+from ... import kernels
+
+#: :func:`combine_partials` adds integer-keyed partials by position in their key range
+#: (no hash table) when that range is at most this many times the number of keys.
+DENSE_COMBINE_SPAN = 4
+
+Partial = tuple[np.ndarray, np.ndarray]  # (keys (G,), packed rows (G, width))
+
+
+# ---------------------------------------------------------------------------
+# Buckets: which output block a group key goes to
+# ---------------------------------------------------------------------------
+
+
+def bucket_of(keys: np.ndarray, n_buckets: int) -> np.ndarray:
+    """Output block of each group key: a hash that is the same in every process."""
+    if n_buckets == 1:
+        return np.zeros(len(keys), dtype=np.int64)
+    hashed = pd.util.hash_array(np.asarray(keys), categorize=False)
+    return (hashed % np.uint64(n_buckets)).astype(np.int64)
+
+
+def bucket_rows(keys: np.ndarray, n_buckets: int) -> list:
+    """Per output block, the positions of the keys that belong to it (hash of the key)."""
+    if n_buckets == 1:
+        return [slice(None)]
+    bucket = bucket_of(keys, n_buckets)
+    return [np.flatnonzero(bucket == b) for b in range(n_buckets)]
+
+
+def split_buckets(keys: np.ndarray, values: np.ndarray, n_buckets: int) -> list[Partial]:
+    """``(keys, values)`` split by output block."""
+    return [(keys[pick], values[pick]) for pick in bucket_rows(keys, n_buckets)]
+
+
+# ---------------------------------------------------------------------------
+# The map-side combine: many partitions into one accumulator
+# ---------------------------------------------------------------------------
+
+
+class GroupAccumulator:
+    """Per-group statistics of many partitions, added up in one growing array.
+
+    The rows of a chain of partitions are added into ``acc`` (column-major
+    :func:`dmixed.kernels.accumulate_packed_into` layout), one column per group seen so
+    far.  Groups get their column in one of two ways:
+
+    * integer keys in a range not much wider than the number of groups: the column is
+      ``key − base`` (no hashing at all; the range grows as keys outside it arrive);
+    * otherwise a hash table: a pandas Index of the keys known so far, whose hash table
+      is built once and kept, plus a small Index of keys added since, merged into the
+      main one when it reaches a quarter of its size (amortized linear time).
+
+    A range is used while it is at most ``max(2**18, 2 · (groups seen + rows of the
+    partition))`` wide, so its memory stays within a small factor of the hash table's, or
+    under 2**18 columns (29 MB for a random slope and 4 fixed effects): small partitions
+    of integer keys over a few hundred thousand groups still get the range.
+
+    Parameters
+    ----------
+    width : int
+        Columns of a packed row (:attr:`~dmixed.stats.packed.PackedLayout.width`).
+    key_dtype : dtype
+        The keys' dtype (:func:`~dmixed.stats.keys.key_dtype`).
+    """
+
+    MIN_RANGE = 1 << 18
+
+    def __init__(self, width: int, key_dtype) -> None:
+        self.width = width
+        self.key_dtype = np.dtype(key_dtype) if key_dtype is not object else np.dtype(object)
+        self.acc = np.zeros((width, 0))
+        self.ranged = self.key_dtype.kind in "iu"
+        self.base = 0
+        self.index = self._new_index(np.empty(0, dtype=self.key_dtype))
+        self.extra = self._new_index(np.empty(0, dtype=self.key_dtype))
+
+    @staticmethod
+    def _new_index(keys: np.ndarray) -> pd.Index:
+        return pd.Index(keys, dtype=object if keys.dtype == object else keys.dtype)
+
+    def _grow(self, size: int, shift: int = 0) -> None:
+        """Make ``acc`` ``size`` columns wide, old column c moving to c + shift."""
+        new = np.zeros((self.width, size))
+        old = self.acc.shape[1]
+        new[:, shift : shift + old] = self.acc
+        self.acc = new
+
+    def _range_columns(self, keys: np.ndarray) -> np.ndarray | None:
+        lo, hi = int(keys.min()), int(keys.max())
+        if hi >= 2**62 or lo < -(2**62):  # keep key − base within int64
+            self._to_hash()
+            return None
+        keys = keys.astype(np.int64, copy=False)
+        cap = self.acc.shape[1]
+        if cap and self.base <= lo and hi < self.base + cap:
+            return keys - self.base
+        new_lo = lo if not cap else min(lo, self.base)
+        new_hi = hi if not cap else max(hi, self.base + cap - 1)
+        span = new_hi - new_lo + 1
+        seen = int(np.count_nonzero(self.acc[0])) if cap else 0
+        if span > max(self.MIN_RANGE, 2 * (seen + keys.size)):
+            self._to_hash()
+            return None
+        # some slack above the first range (keys seldom all show up in the first
+        # partition) and geometric growth after: each growth copies the accumulator
+        if not cap:
+            slack = span // 16
+            new_lo -= slack
+            size = span + 2 * slack
+        else:
+            size = max(span, cap + cap // 4)
+            if new_lo < self.base:  # grow downwards as well
+                new_lo = min(new_lo, new_hi + 1 - size)
+        self._grow(size, shift=self.base - new_lo if cap else 0)
+        self.base = new_lo
+        return keys - self.base
+
+    def _to_hash(self) -> None:
+        """Leave range mode: the groups seen become the hash table's first keys."""
+        seen = np.flatnonzero(self.acc[0])
+        self.index = self._new_index((seen + self.base).astype(self.key_dtype))
+        self.acc = np.ascontiguousarray(self.acc[:, seen])
+        self.ranged = False
+
+    def _hash_columns(self, keys: np.ndarray) -> np.ndarray:
+        n_main = len(self.index)
+        col = self.index.get_indexer(keys)
+        miss = col < 0
+        if miss.any():
+            mk = keys[miss]
+            sub = self.extra.get_indexer(mk) if len(self.extra) else np.full(mk.size, -1)
+            new = sub < 0
+            if new.any():
+                codes, uniq = pd.factorize(mk[new])
+                sub[new] = len(self.extra) + codes
+                fresh = self._new_index(np.asarray(uniq, dtype=self.key_dtype))
+                self.extra = self.extra.append(fresh)
+            col[miss] = n_main + sub
+            n_total = n_main + len(self.extra)
+            if n_total > self.acc.shape[1]:
+                self._grow(max(n_total, self.acc.shape[1] + self.acc.shape[1] // 2))
+            if len(self.extra) > max(1024, n_main // 4):
+                self.index = self.index.append(self.extra)
+                self.extra = self._new_index(np.empty(0, dtype=self.key_dtype))
+        return col
+
+    def add(self, keys: np.ndarray, dm, ztilde: np.ndarray) -> dict:
+        """Add one partition's rows (design matrices ``dm``, padded random design
+        ``ztilde``, group ``keys``); returns their global sums (see
+        :func:`dmixed.kernels.accumulate_packed`)."""
+        col = self._range_columns(keys) if self.ranged else None
+        if col is None:
+            col = self._hash_columns(keys)
+        return kernels.accumulate_packed_into(self.acc, col, dm.endog, dm.exog, ztilde, dm.weights)
+
+    def result(self, n_buckets: int) -> list[Partial]:
+        """``(keys, values)`` of the groups seen, split by output block: one packed row
+        per group (one gather from the accumulator per block)."""
+        if self.ranged:
+            seen = np.flatnonzero(self.acc[0])
+            keys = (seen + self.base).astype(self.key_dtype)
+        else:
+            keys = np.asarray(self.index.append(self.extra), dtype=self.key_dtype)
+            seen = np.arange(keys.size)
+        # gather the groups seen along each accumulator row (contiguous reads), then
+        # transpose: gathering rows of the transposed view reads strided memory
+        return [
+            (keys[pick], np.ascontiguousarray(self.acc[:, seen[pick]].T))
+            for pick in bucket_rows(keys, n_buckets)
+        ]
+
+
+# ---------------------------------------------------------------------------
+# The combine between tasks
+# ---------------------------------------------------------------------------
+
+
+def dense_key_range(keys: list[np.ndarray]) -> tuple[int, int] | None:
+    """``(lowest key, width of the key range)`` when integer keys fill their range densely
+    enough (:data:`DENSE_COMBINE_SPAN`) for :func:`combine_partials` to add by position,
+    else None."""
+    if any(k.dtype.kind not in "iu" for k in keys):
+        return None
+    lo = min(int(k.min()) for k in keys)
+    hi = max(int(k.max()) for k in keys)
+    span = hi - lo + 1
+    if lo < -(2**62) or hi >= 2**62 or span > DENSE_COMBINE_SPAN * sum(k.size for k in keys):
+        return None
+    return lo, span
+
+
+def combine_partials(*parts: Partial) -> Partial:
+    """Add partial statistics by group key (one node of the tree reduction).
+
+    Every part has distinct keys and a positive row count (column 0) for each.  Integer
+    keys that fill their range (the usual case: ids 0..G-1 split into buckets) are added
+    by position in that range, one row per key, in the order of the parts; other keys go
+    through a hash table (``pd.factorize``) and one ``bincount`` per column, which adds
+    in the same order, so both give the same sums bit for bit; by position is faster.
+    """
+    parts = [p for p in parts if len(p[0])] or list(parts[:1])
+    if len(parts) == 1:
+        return parts[0]
+    dense = dense_key_range([p[0] for p in parts])
+    if dense is not None:
+        return _add_by_position(parts, *dense)
+    keys = np.concatenate([p[0] for p in parts])
+    values = np.concatenate([p[1] for p in parts])
+    codes, uniq = pd.factorize(keys)
+    out = np.empty((len(uniq), values.shape[1]))
+    for j in range(values.shape[1]):
+        out[:, j] = np.bincount(codes, weights=values[:, j], minlength=len(uniq))
+    return np.asarray(uniq), out
+
+
+def _add_by_position(parts: list[Partial], lo: int, span: int) -> Partial:
+    """:func:`combine_partials` for integer keys in ``lo .. lo + span - 1``."""
+    offsets = [keys.astype(np.int64, copy=False) - lo for keys, _ in parts]
+    seen = np.zeros(span, dtype=bool)
+    for off in offsets:
+        seen[off] = True
+    row = np.cumsum(seen) - 1  # output row of every key in the range (sorted keys)
+    present = np.flatnonzero(seen)
+    out = np.zeros((present.size, parts[0][1].shape[1]))
+    for off, (_, values) in zip(offsets, parts, strict=True):
+        out[row[off]] += values  # keys are distinct within a part
+    return (present + lo).astype(parts[0][0].dtype), out
+
+
+def sum_vectors(*vectors: np.ndarray) -> np.ndarray:
+    """Σ of packed global sums (one node of their tree reduction)."""
+    return functools.reduce(operator.add, vectors)

@@ -1,0 +1,305 @@
+"""One pass over a Dask DataFrame to per-group statistics (DESIGN.md §2, §8).
+
+:func:`statistics_from_dask` does, in order:
+
+1. resolve where to compute (:func:`resolve_client`: an explicit client, else the
+   current one, else Dask's local scheduler in this process) and where to keep the
+   statistics (:func:`resolve_engine`);
+2. with variance components, a prepass that numbers each group's component columns
+   (:func:`~dmixed.engines.dask.graph.slot_map_graph`);
+3. the data pass: one graph, partials → sums by group key → blocks
+   (:func:`~dmixed.engines.dask.graph.block_graph`), computed once, so the blocks are
+   futures with lineage (a block lost with its worker is recomputed from the data);
+4. the blocks' summaries gathered and put in sorted group order
+   (:func:`~dmixed.engines.dask.blocks.assemble_blocks`), then the statistics either
+   kept on the workers (:class:`~dmixed.engines.dask.evaluator.DaskEngine`) or gathered
+   into a :class:`~dmixed.engines.local.LocalEngine` (:data:`AUTO_LOCAL_MAX_VALUES`).
+
+Without a distributed client the same graph runs on Dask's local scheduler and the
+statistics are gathered into a :class:`~dmixed.engines.local.LocalEngine`.  The library
+never starts a cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+import dask
+
+from ...stats import FittedStatistics, Layout
+from ...stats.keys import key_dtype
+from ...stats.packed import PackedLayout
+from ...stats.slots import SlotMap
+from . import tuning
+from .blocks import Assembly, assemble_blocks, block_dense, block_summary, gathered_engine
+from .evaluator import DaskEngine, make_evaluator
+from .graph import block_graph, project_columns, slot_map_graph
+from .progress import wait_for
+
+logger = logging.getLogger("dmixed")
+
+#: Engine used when ``statistics_from_dask(engine=None)`` and the Dask config key
+#: ``"dmixed.engine"`` is unset: ``"auto"``, ``"distributed"`` or ``"local"``.
+DEFAULT_ENGINE = "auto"
+
+#: ``engine="auto"`` gathers the statistics to the driver and optimizes in-process when
+#: they hold at most this many float64 values (``G · r · (r + p + 1)``, the ``zz`` and
+#: ``zxy`` arrays; 6e6 values = 48 MB, about 430 000 groups of a random-slope model).
+#: A distributed step costs a fixed round trip plus its share of the work, while
+#: gathering copies the statistics to the driver several times over: past about half a
+#: million groups the gather costs more than the round trips (benchmarks/RESULTS.md).
+AUTO_LOCAL_MAX_VALUES = 6_000_000
+
+LOCAL_SCHEDULERS = frozenset(
+    {
+        "sync",
+        "synchronous",
+        "single-threaded",
+        "threads",
+        "threading",
+        "processes",
+        "multiprocessing",
+    }
+)
+
+
+# ---------------------------------------------------------------------------
+# Where to compute, where to keep the statistics
+# ---------------------------------------------------------------------------
+
+
+def resolve_client(client):
+    """Explicit client → the current distributed client → None (in-process)."""
+    if client is not None:
+        return client
+    try:
+        from distributed import default_client
+    except ImportError:  # pragma: no cover
+        return None
+    try:
+        return default_client()
+    except ValueError:  # no client in this process
+        return None
+
+
+def resolve_engine(engine: str | None) -> str:
+    """``engine``, else the Dask config key ``"dmixed.engine"``, else
+    :data:`DEFAULT_ENGINE`, lower-cased.
+
+    Raises
+    ------
+    ValueError
+        Not one of ``"auto"``, ``"distributed"``, ``"local"``.
+    """
+    if engine is None:
+        engine = dask.config.get("dmixed.engine", None) or DEFAULT_ENGINE
+    engine = str(engine).lower()
+    if engine not in ("auto", "distributed", "local"):
+        raise ValueError(f"engine must be 'auto', 'distributed' or 'local', got {engine!r}")
+    return engine
+
+
+def local_scheduler() -> str:
+    """Dask's configured scheduler when it runs in this process, else ``"threads"``."""
+    configured = dask.config.get("scheduler", None)
+    if isinstance(configured, str) and configured in LOCAL_SCHEDULERS:
+        return configured
+    return "threads"
+
+
+def group_key_dtype(ddf, spec):
+    """dtype of the group keys the partitions will yield (best effort, from the
+    collection's metadata; :func:`~dmixed.stats.keys.key_dtype`)."""
+    try:
+        dtype = ddf.dtypes[spec.group_name]
+    except (KeyError, AttributeError):
+        return object
+    return key_dtype(dtype)
+
+
+# ---------------------------------------------------------------------------
+# The steps of one data pass
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Pass:
+    """What every step of one data pass needs."""
+
+    ddf: object
+    spec: object
+    client: object
+    mode: str
+    progress: bool
+    t0: float
+    key_dtype: object
+
+    @property
+    def level(self) -> int:
+        """Log level of the pass's lines: INFO with ``progress``, else DEBUG."""
+        return logging.INFO if self.progress else logging.DEBUG
+
+    @property
+    def n_parts(self) -> int:
+        return self.ddf.npartitions
+
+    @property
+    def where(self) -> str:
+        if self.client is None:
+            return "local scheduler"
+        return f"cluster {self.client.scheduler.address}"
+
+
+def _number_slots(run: _Pass) -> tuple[SlotMap | None, object]:
+    """The VC prepass: ``(slot map, what the data pass's tasks get of it)``."""
+    if not run.spec.vc_names:
+        return None, None
+    logger.log(run.level, "VC prepass: %d partitions on %s", run.n_parts, run.where)
+    graph = slot_map_graph(run.ddf, run.spec, run.key_dtype)
+    if run.client is None:
+        (slot_map,) = dask.compute(graph, scheduler=local_scheduler())
+        slot_arg = slot_map
+    else:
+        slot_future = run.client.compute(graph)
+        wait_for(run.client, [slot_future], run.progress, "VC prepass", run.t0)
+        slot_map = slot_future.result()
+        # the partitions get the slot map as a dependency (a future with lineage),
+        # never as a large literal argument
+        slot_arg = dask.delayed(slot_future)
+    logger.log(
+        run.level,
+        "VC prepass done in %.2fs: slots per component %s",
+        time.perf_counter() - run.t0,
+        list(slot_map.widths),
+    )
+    return slot_map, slot_arg
+
+
+def _count_blocks(run: _Pass) -> int:
+    """One output block per worker thread (per CPU, or partition, in-process)."""
+    if run.client is None:
+        return max(1, min(run.n_parts, os.cpu_count() or 1))
+    return max(1, int(sum(run.client.nthreads().values())))
+
+
+def _gather_in_process(graph: list, packed: PackedLayout):
+    """The graph on Dask's local scheduler; ``(LocalEngine, assembly)``."""
+    blocks = list(dask.compute(*graph, scheduler=local_scheduler()))
+    asm = assemble_blocks(blocks, packed.k)
+    return gathered_engine([(b.zz, b.zxy) for b in blocks], asm, packed), asm
+
+
+def _keeps_on_cluster(run: _Pass, asm: Assembly, packed: PackedLayout) -> bool:
+    if run.mode == "auto":
+        n_values = len(asm.group_labels) * packed.r * (packed.r + packed.k)
+        return n_values > AUTO_LOCAL_MAX_VALUES
+    return run.mode == "distributed"
+
+
+def _compute_on_cluster(run: _Pass, graph: list, packed: PackedLayout, t1: float):
+    """The graph on the cluster; ``(DaskEngine or LocalEngine, assembly)``."""
+    client = run.client
+    futures = client.compute(graph)  # the one data pass
+    wait_for(client, futures, run.progress, "data pass", t1, run.n_parts)
+    summaries = client.gather(client.map(block_summary, futures, pure=False))
+    asm = assemble_blocks(summaries, packed.k)
+    if not _keeps_on_cluster(run, asm, packed):
+        dense = client.gather(client.map(block_dense, futures, pure=False))
+        engine = gathered_engine(dense, asm, packed)
+        logger.log(run.level, "statistics gathered: optimizing in-process")
+    else:
+        keep = [i for i, size in enumerate(asm.block_sizes) if size > 0]
+        evaluators = client.map(
+            make_evaluator,
+            [futures[i] for i in keep],
+            tune_malloc=tuning.TUNE_WORKER_MALLOC,
+            pure=False,
+        )
+        wait_for(client, evaluators)
+        engine = DaskEngine(client, evaluators, [graph[i] for i in keep], asm.position)
+        logger.log(run.level, "statistics kept on the cluster in %d blocks", len(keep))
+    # the plain blocks are released; the scheduler keeps their recipe (lineage)
+    for f in futures:
+        f.release()
+    return engine, asm
+
+
+def statistics_from_dask(ddf, spec, client=None, progress: bool = False, engine=None):
+    """One pass over a Dask DataFrame → :class:`~dmixed.stats.FittedStatistics`.
+
+    Parameters
+    ----------
+    ddf : dask.dataframe.DataFrame
+        The data; a group's rows may be in any partitions, in any order.
+    spec : dmixed.design.ModelSpec
+        Built once from the whole dataset; applied to every partition.
+    client : distributed.Client, optional
+        Where to compute.  Default: the current distributed client, else Dask's local
+        scheduler in this process (the library never starts a cluster).
+    progress : bool
+        Log the data pass at INFO level on logger ``"dmixed"``: start, every 10 s on a
+        cluster, end with timing.  (``distributed.progress`` would draw a bar on stdout,
+        which is no place for a library's progress in batch jobs.)
+    engine : {"auto", "distributed", "local"}, optional
+        With a client: keep the statistics on the workers (``"distributed"``), gather
+        them and optimize in-process (``"local"``), or choose by their size
+        (``"auto"``, see :data:`AUTO_LOCAL_MAX_VALUES`).  Default: the Dask config key
+        ``"dmixed.engine"``, else :data:`DEFAULT_ENGINE`.
+
+    Returns
+    -------
+    FittedStatistics
+        With a :class:`DaskEngine` or a :class:`~dmixed.engines.local.LocalEngine`;
+        groups in sorted key order, as statsmodels.
+
+    Raises
+    ------
+    ValueError
+        An unknown ``engine``; ``engine="distributed"`` without a client; no rows left.
+    """
+    mode = resolve_engine(engine)
+    client = resolve_client(client)
+    if client is None and mode == "distributed":
+        raise ValueError(
+            "engine='distributed' needs a distributed Client (pass client= or create one)"
+        )
+    t0 = time.perf_counter()
+    ddf = project_columns(ddf, spec)
+    run = _Pass(ddf, spec, client, mode, bool(progress), t0, group_key_dtype(ddf, spec))
+    slot_map, slot_arg = _number_slots(run)
+    layout = Layout(len(spec.exog_re_names), () if slot_map is None else tuple(slot_map.widths))
+    packed = PackedLayout(layout.r, len(spec.exog_names) + 1)
+
+    t1 = time.perf_counter()
+    n_blocks = _count_blocks(run)
+    logger.log(
+        run.level, "data pass: %d partitions → %d blocks on %s", run.n_parts, n_blocks, run.where
+    )
+    graph = block_graph(ddf, spec, slot_arg, packed, run.key_dtype, n_blocks, n_blocks, client)
+    if client is None:
+        engine_obj, asm = _gather_in_process(graph, packed)
+    else:
+        engine_obj, asm = _compute_on_cluster(run, graph, packed, t1)
+    if asm.glob.n == 0:
+        engine_obj.close()
+        raise ValueError("no data: the Dask DataFrame has no rows (after dropping missing values)")
+    logger.log(
+        run.level,
+        "data pass done in %.2fs: %d rows, %d groups",
+        time.perf_counter() - t1,
+        asm.glob.n,
+        len(asm.group_labels),
+    )
+    return FittedStatistics(
+        engine=engine_obj,
+        glob=asm.glob,
+        layout=layout,
+        group_labels=asm.group_labels,
+        group_sizes=asm.group_sizes,
+        vc_slot_cols=[] if slot_map is None else slot_map.slot_columns(asm.group_labels),
+        data_pass_seconds=time.perf_counter() - t0,
+        n_dropped=asm.n_dropped,
+    )

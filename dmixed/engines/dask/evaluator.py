@@ -1,0 +1,254 @@
+"""The distributed engine: kernels evaluated where the statistics live, on the workers.
+
+Each block of groups (:class:`~dmixed.engines.dask.blocks.Block`) becomes a
+:class:`~dmixed.engines.local.LocalEngine` on its worker (:func:`make_evaluator`, a task
+with lineage); each optimizer step is then one ``client.map`` over these futures with
+the small matrix ``Λ`` and one ``gather`` of ``B`` small sums: no Dask collection is
+built inside the optimizer loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import logging
+import operator
+
+import numpy as np
+
+from ... import kernels
+from ..local import LocalEngine
+from . import tuning
+from .blocks import Block, reorder
+
+logger = logging.getLogger("dmixed")
+
+#: Arguments above this size are sent to the workers as futures: distributed turns a
+#: keyword argument over ~100 kB of ``client.map`` into a task of its own and fails
+#: (DESIGN.md §10).  Λ is r × r, so this only matters for variance components with
+#: hundreds of slots.
+SMALL_ARG_BYTES = 32_000
+
+try:  # pragma: no cover - distributed is a dependency, but keep the import soft
+    from distributed import KilledWorker as _KilledWorker
+except ImportError:  # pragma: no cover
+    _KilledWorker = RuntimeError
+
+#: Errors after which a step is resubmitted once: a worker died (its tasks were retried
+#: too often, or a connection broke), or futures were cancelled under us.
+RETRY_ERRORS = (
+    _KilledWorker,
+    concurrent.futures.CancelledError,
+    asyncio.CancelledError,
+    OSError,  # includes distributed's CommClosedError
+    TimeoutError,
+)
+
+
+# ---------------------------------------------------------------------------
+# What runs on the workers
+# ---------------------------------------------------------------------------
+
+
+def make_evaluator(block: Block, tune_malloc: bool = False) -> LocalEngine:
+    """The kernels' evaluator of a block, kept on the worker for the optimizer steps.
+
+    A new task (not a mutation of the block) so that it has lineage: if its worker dies
+    the scheduler recomputes it from the block, and the block from the data.
+    """
+    if tune_malloc:
+        tuning.tune_malloc()
+    return LocalEngine(block.zz, block.zxy)
+
+
+def _block_step(ev: LocalEngine, lam: np.ndarray, q: int) -> kernels.StepSums:
+    return ev.step(lam, q)
+
+
+def _block_hessian(
+    ev: LocalEngine, lam: np.ndarray, basis: np.ndarray, w: np.ndarray
+) -> kernels.HessianSums:
+    return ev.hessian(lam, basis, w)
+
+
+def _block_moments(ev: LocalEngine) -> kernels.MomentSums:
+    return ev.moments()
+
+
+def _block_random_effects(ev: LocalEngine, lam: np.ndarray, w: np.ndarray):
+    return ev.random_effects(lam, w)
+
+
+def _block_gather(ev: LocalEngine) -> tuple[np.ndarray, np.ndarray]:
+    return ev.gather()
+
+
+# ---------------------------------------------------------------------------
+# The engine on the driver
+# ---------------------------------------------------------------------------
+
+
+class DaskEngine:
+    """Evaluate the kernels where the statistics live: on the workers of a Dask cluster.
+
+    An :class:`~dmixed.engines.base.Engine`.  Holds one future per block of groups (from
+    a persisted graph, so a block lost with its worker is recomputed from the data).
+    ``step``, ``hessian`` and ``random_effects`` map a kernel over the blocks and return
+    the sum (or the per-group arrays in ``group_labels`` order).  A failed round trip (a
+    worker died, a connection broke) is resubmitted once.  Reaching the scheduler is the
+    client's business: if it goes away, the client retries for its connect timeout
+    (``distributed.comm.timeouts.connect``, or ``Client(timeout=...)``) and closes, and
+    the engine then raises :class:`ConnectionError` (the statistics died with the
+    scheduler; fit again on a new client).
+
+    The engine never travels with a pickled model or results: pickling gives a detached
+    engine that refuses to compute (:class:`RuntimeError`).
+
+    Parameters
+    ----------
+    client : distributed.Client
+        Where the blocks live.
+    evaluators : list of Future
+        One :func:`make_evaluator` future per non-empty block.
+    graph : list of Delayed
+        The delayed block behind each evaluator, to recompute a lost one.
+    position : ndarray of int64 (G,)
+        Sorted position of each group, in block-concatenation order.
+    """
+
+    name = "dask"
+
+    def __init__(self, client, evaluators: list, graph: list, position: np.ndarray) -> None:
+        self._client = client
+        self._blocks = list(evaluators)  # futures of one LocalEngine per block
+        self._graph = list(graph)  # delayed of each block, to resubmit if it errs
+        self._position = position
+        self._detached = False
+
+    # -- plumbing ----------------------------------------------------------------
+
+    @property
+    def client(self):
+        """The client the statistics live on (``None`` once unpickled)."""
+        return self._client
+
+    @property
+    def blocks(self) -> list:
+        """The block futures (one per non-empty combined partition)."""
+        return list(self._blocks)
+
+    def _check(self) -> None:
+        if self._detached:
+            raise RuntimeError(
+                "this Dask engine was unpickled or closed: its statistics are gone; "
+                "build the statistics again (MixedLM.fit on the Dask data)"
+            )
+
+    def _arg(self, value):
+        if isinstance(value, np.ndarray) and value.nbytes > SMALL_ARG_BYTES:
+            return self._client.scatter(value, hash=False)
+        return value
+
+    def _revive(self) -> None:
+        """Resubmit blocks whose futures ended in error or were cancelled."""
+        dead = [i for i, f in enumerate(self._blocks) if f.status in ("error", "cancelled", "lost")]
+        if dead:
+            logger.warning("dmixed: recomputing %d lost statistics block(s)", len(dead))
+            blocks = self._client.compute([self._graph[i] for i in dead])
+            fresh = self._client.map(
+                make_evaluator, blocks, tune_malloc=tuning.TUNE_WORKER_MALLOC, pure=False
+            )
+            for i, f in zip(dead, fresh, strict=True):
+                self._blocks[i] = f
+
+    def _check_client(self, cause: BaseException | None = None) -> None:
+        """Fail at once, and clearly, when the client has lost its scheduler.
+
+        A client whose scheduler went away tries to reconnect for its connect timeout and
+        then closes; the statistics on the cluster are gone with the scheduler, and a new
+        submission to a closed client would wait forever.  Before a round trip only a
+        closed client is refused (one still reconnecting may recover, and the round trip
+        then fails after its timeout if it does not); after a failed round trip any client
+        that is not running is.
+        """
+        status = getattr(self._client, "status", "running")
+        if cause is None and status not in ("closing", "closed"):
+            return
+        if status != "running":
+            raise ConnectionError(
+                f"the Dask client is {status} (scheduler unreachable?): the statistics on "
+                "the cluster are lost; reconnect and fit again"
+            ) from cause
+
+    def _map(self, func, **kwargs) -> list:
+        """``func(block, **kwargs)`` on every block; results in block order."""
+        self._check()
+        self._check_client()
+        for attempt in range(2):
+            args = {name: self._arg(v) for name, v in kwargs.items()}
+            futures = self._client.map(func, self._blocks, pure=False, **args)
+            try:
+                return self._client.gather(futures)
+            except RETRY_ERRORS as exc:
+                self._check_client(exc)
+                if attempt:
+                    raise
+                logger.warning(
+                    "dmixed: %s on the cluster (%s); resubmitting", type(exc).__name__, exc
+                )
+                self._revive()
+            finally:
+                del futures
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- the engine interface ------------------------------------------------------
+
+    def step(self, lam: np.ndarray, q: int) -> kernels.StepSums:
+        """Σ over groups of the per-step contributions (DESIGN.md §3–4)."""
+        return functools.reduce(operator.add, self._map(_block_step, lam=lam, q=q))
+
+    def hessian(self, lam: np.ndarray, basis: np.ndarray, w: np.ndarray) -> kernels.HessianSums:
+        """Σ over groups of the Hessian contributions (DESIGN.md §5)."""
+        parts = self._map(_block_hessian, lam=lam, basis=basis, w=w)
+        return functools.reduce(operator.add, parts)
+
+    def moments(self) -> kernels.MomentSums:
+        """Σ over groups of the parameter-free moment sums (starting values)."""
+        return functools.reduce(operator.add, self._map(_block_moments))
+
+    def random_effects(self, lam: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-group BLUPs and conditional covariances relative to σ² (DESIGN.md §6),
+        in sorted group order."""
+        parts = self._map(_block_random_effects, lam=lam, w=w)
+        r = lam.shape[0]
+        blup = np.concatenate([np.zeros((0, r))] + [b for b, _ in parts])
+        cov = np.concatenate([np.zeros((0, r, r))] + [c for _, c in parts])
+        return reorder(self._position, blup), reorder(self._position, cov)
+
+    def gather(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-group ``zz`` (G, r, r) and ``zxy`` (G, r, p+1) on the driver, in sorted
+        group order (e.g. to save the statistics)."""
+        parts = self._map(_block_gather)
+        zz = np.concatenate([z for z, _ in parts])
+        zxy = np.concatenate([x for _, x in parts])
+        return reorder(self._position, zz), reorder(self._position, zxy)
+
+    def close(self) -> None:
+        """Release the statistics on the cluster."""
+        blocks, self._blocks, self._graph = self._blocks, [], []
+        self._detached = True
+        for f in blocks:
+            f.release()
+
+    # -- pickling: never carry a client or futures -----------------------------------
+
+    def __getstate__(self) -> dict:
+        return {"_position": self._position}
+
+    def __setstate__(self, state: dict) -> None:
+        self._client = None
+        self._blocks = []
+        self._graph = []
+        self._position = state["_position"]
+        self._detached = True

@@ -1,0 +1,277 @@
+"""The data pass's graph, built on dask-expr: partials → sums by group key → blocks.
+
+How the partials are computed depends on the collection (:func:`block_graph`):
+
+- partition-wise over storage (Parquet, CSV, ``from_map``; projections, filters,
+  assignments after): a few tasks each read a run of consecutive partitions themselves
+  (:func:`chain_recipes`, :func:`~dmixed.engines.dask.partials.chain_partials`);
+- partition-wise over one collection persisted on the cluster: per worker, chains over
+  the partitions that worker holds (:func:`resident_chains`);
+- anything else (data in the graph, a shuffle or a reduction inside): one task per
+  partition (:func:`~dmixed.engines.dask.partials.partition_partials`).
+
+The Dask config key ``"dmixed.data_pass"`` (:func:`data_pass_mode`) forces chains
+(``"chains"``, an error where they do not apply) or one task per partition (``"tree"``).
+"""
+
+from __future__ import annotations
+
+import operator
+
+import dask
+import numpy as np
+
+from ...stats.packed import PackedLayout
+from .blocks import to_block
+from .combine import combine_partials, sum_vectors
+from .partials import (
+    build_slot_map,
+    chain_partials,
+    empty_pairs,
+    partition_partials,
+    partition_vc_pairs,
+    resident_chain_partials,
+    vc_ncols,
+)
+from .pieces import Pieces, partition_pieces
+
+#: Leaf expressions that hold their data in the graph (in-memory pandas/numpy data, or
+#: persisted futures): their partitions are not read, and a task cannot compute one.
+IN_MEMORY_LEAVES = frozenset(
+    {"FromPandas", "FromPandasDivisions", "FromGraph", "FromArray", "FromDelayed", "FromDict"}
+)
+
+_CHAINS_REFUSED = (
+    "dmixed.data_pass='chains' needs a collection read partition by partition "
+    "from storage, or persisted on the cluster (no shuffle, not built from "
+    "in-memory data)"
+)
+
+
+def data_pass_mode() -> str:
+    """The Dask config key ``"dmixed.data_pass"``: ``"auto"`` (default), ``"chains"`` or
+    ``"tree"``.
+
+    Raises
+    ------
+    ValueError
+        Any other value.
+    """
+    mode = dask.config.get("dmixed.data_pass", "auto")
+    if mode not in ("auto", "chains", "tree"):
+        raise ValueError(
+            f"dask config 'dmixed.data_pass' must be 'auto', 'chains' or 'tree', got {mode!r}"
+        )
+    return mode
+
+
+def project_columns(ddf, spec):
+    """Only the columns the spec reads (parquet then reads only those)."""
+    cols = list(getattr(spec, "columns_used", None) or [])
+    if spec.group_name not in cols:
+        cols.append(spec.group_name)
+    if all(c in ddf.columns for c in cols) and len(cols) < len(ddf.columns):
+        return ddf[cols]
+    return ddf
+
+
+# ---------------------------------------------------------------------------
+# Which collections can be read in chains
+# ---------------------------------------------------------------------------
+
+
+def partitionwise_leaves(ddf) -> list | None:
+    """The leaves holding their data (:data:`IN_MEMORY_LEAVES`) of a collection whose
+    every other expression is partition-wise (``Blockwise``: reads, projections,
+    filters, assignments, ``map_partitions``); ``None`` when some step is not (a
+    shuffle, a reduction, …)."""
+    try:
+        from dask.dataframe.dask_expr._expr import Blockwise
+    except ImportError:  # pragma: no cover - legacy dask.dataframe
+        return None
+    expr = getattr(ddf, "expr", None)
+    if expr is None:
+        return None
+    leaves = []
+    for node in expr.walk():
+        if type(node).__name__ in IN_MEMORY_LEAVES:
+            leaves.append(node)
+        elif not isinstance(node, Blockwise):
+            return None
+    return leaves
+
+
+def chainable(ddf) -> bool:
+    """Can tasks read this collection's partitions themselves (see :func:`chain_recipes`)?
+
+    Yes when every expression is partition-wise and the leaves read from storage
+    (Parquet, CSV, ``from_map``, …).  Anything with a shuffle or a reduction inside, or
+    data already in memory, is read by Dask's own tasks instead (persisted data: see
+    :func:`resident_chains`).
+    """
+    return partitionwise_leaves(ddf) == []
+
+
+def chain_recipes(
+    ddf, n_chains: int, mode: str | None = None, allow_fallback: bool = False
+) -> list[Pieces] | None:
+    """Consecutive partitions in ``n_chains`` balanced runs; None when the collection is
+    not :func:`chainable`.
+
+    Raises
+    ------
+    ValueError
+        With ``dmixed.data_pass='chains'``, a collection that is not chainable, unless
+        ``allow_fallback`` (another kind of chain may still apply).
+    """
+    mode = data_pass_mode() if mode is None else mode
+    if mode == "tree" or n_chains < 1 or ddf.npartitions <= 1:
+        return None
+    if not chainable(ddf):
+        if mode == "chains" and not allow_fallback:
+            raise ValueError(_CHAINS_REFUSED)
+        return None
+    pieces = partition_pieces(ddf, [])
+    if pieces is None:  # pragma: no cover - a partition-wise graph always splits
+        return None
+    n_chains = min(n_chains, ddf.npartitions)
+    bounds = np.linspace(0, ddf.npartitions, n_chains + 1).round().astype(int)
+    return [Pieces(pieces[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def _persisted_futures(ddf, client) -> tuple[list, list] | None:
+    """``(keys, futures)`` of the one persisted collection (``FromGraph`` of futures of
+    ``client``) that ``ddf`` is partition-wise over, one per partition; else None."""
+    try:
+        from dask.dataframe.dask_expr.io.io import FromGraph
+        from distributed import Future
+    except ImportError:  # pragma: no cover - legacy dask.dataframe
+        return None
+    leaves = partitionwise_leaves(ddf)
+    if not leaves or len(leaves) != 1 or not isinstance(leaves[0], FromGraph):
+        return None
+    if leaves[0].npartitions != ddf.npartitions:
+        return None
+    keys = list(leaves[0].operand("keys"))
+    layer = dict(leaves[0].operand("layer"))
+    futures = [layer.get(k) for k in keys]
+    if not all(isinstance(f, Future) and f.client is client for f in futures):
+        return None
+    return keys, futures
+
+
+def resident_chains(ddf, client, mode: str) -> list[tuple[Pieces, list]] | None:
+    """Chains of persisted partitions, grouped by the worker that holds them.
+
+    For a collection that is partition-wise (``Blockwise``) over one persisted
+    collection (``FromGraph`` of futures all in the cluster's memory): per worker, one
+    chain per worker thread over the partitions that worker holds, as
+    ``(pieces, futures)`` for :func:`~dmixed.engines.dask.partials.resident_chain_partials`.
+    The futures are the chain task's dependencies, so the scheduler runs it where they
+    are and no raw row moves.  ``None`` otherwise (then one task per partition).
+    """
+    if client is None or mode == "tree" or ddf.npartitions <= 1:
+        return None
+    persisted = _persisted_futures(ddf, client)
+    if persisted is None:
+        return None
+    keys, futures = persisted
+    from distributed import wait
+
+    with client.as_current():  # a fresh persist() may still be computing: its
+        wait(futures)  # partitions are needed now anyway, and then we know where they are
+    where = client.who_has(futures)
+    if not all(where.get(k) for k in keys):
+        return None  # not all in memory (an error, or lost since): one task per partition
+    pieces = partition_pieces(ddf, keys)
+    if pieces is None:
+        return None
+    future_of = dict(zip(keys, futures, strict=True))
+    nthreads = client.nthreads()
+    by_worker: dict[str, list[int]] = {}  # partitions (in order) by the worker holding them
+    for i, (_, _, leaf_key) in enumerate(pieces):
+        by_worker.setdefault(sorted(where[leaf_key])[0], []).append(i)
+    chains = []
+    for worker, idx in sorted(by_worker.items()):
+        n = max(1, min(int(nthreads.get(worker, 1)), len(idx)))
+        for run in np.array_split(np.asarray(idx), n):
+            chain = [pieces[i] for i in run]
+            chains.append((Pieces(chain), [future_of[leaf] for _, _, leaf in chain]))
+    return chains
+
+
+# ---------------------------------------------------------------------------
+# The graphs
+# ---------------------------------------------------------------------------
+
+
+def tree(func, items: list, fan_in: int = 8):
+    """Tree reduction of delayed ``items`` with ``func(*children)`` at every node."""
+    node = dask.delayed(func, pure=True)
+    while len(items) > 1:
+        items = [node(*items[i : i + fan_in]) for i in range(0, len(items), fan_in)]
+    return items[0]
+
+
+def slot_map_graph(ddf, spec, key_dtype):
+    """Delayed :class:`~dmixed.stats.slots.SlotMap` from one pass over the data (the VC
+    prepass)."""
+    pairs = ddf.map_partitions(partition_vc_pairs, spec, key_dtype, meta=empty_pairs(key_dtype))
+    # a tree reduction of the distinct pairs, then numbering in one task
+    distinct = pairs.drop_duplicates(split_out=1)
+    (part,) = distinct.to_delayed()
+    return dask.delayed(build_slot_map, pure=True)(part, vc_ncols(spec))
+
+
+def _partial_tasks(ddf, spec, slot_arg, packed, key_dtype, n_blocks, n_chains, client) -> list:
+    """Delayed ``(parts, global_sums)`` of the partials: chains where the collection
+    allows them, else one task per partition (see the module)."""
+    mode = data_pass_mode()
+    recipes = chain_recipes(ddf, n_chains, mode, allow_fallback=client is not None)
+    if recipes is not None:
+        chain = dask.delayed(chain_partials, nout=2, pure=True)
+        return [chain(rec, spec, slot_arg, packed, n_blocks, key_dtype) for rec in recipes]
+    resident = resident_chains(ddf, client, mode)
+    if resident is not None:
+        chain = dask.delayed(resident_chain_partials, nout=2, pure=True)
+        return [
+            chain(pieces, spec, slot_arg, packed, n_blocks, key_dtype, *futures)
+            for pieces, futures in resident
+        ]
+    if mode == "chains":
+        raise ValueError(_CHAINS_REFUSED)
+    part = dask.delayed(partition_partials, nout=2, pure=True)
+    return [part(p, spec, slot_arg, packed, n_blocks) for p in ddf.to_delayed(optimize_graph=True)]
+
+
+def block_graph(
+    ddf,
+    spec,
+    slot_arg,
+    packed: PackedLayout,
+    key_dtype,
+    n_blocks: int,
+    n_chains: int,
+    client=None,
+) -> list:
+    """Delayed blocks: partial statistics → sums by group key → blocks.
+
+    Partial statistics come from ``n_chains`` tasks that each read a run of consecutive
+    partitions themselves (when the collection allows it), else from one task per
+    partition.  Each partial is split by a hash of the group key into ``n_blocks``
+    buckets; each bucket is added up by a tree of numpy reductions (no shuffle of raw
+    rows, and no pandas groupby: the partials of data whose groups are spread over all
+    partitions can outweigh the data, so their combine must be cheap).  Every node is an
+    ordinary task with lineage, so a block lost with a worker is recomputed like any
+    other task.  ``slot_arg`` is the slot map (or a delayed of it, or None).
+    """
+    parts = _partial_tasks(ddf, spec, slot_arg, packed, key_dtype, n_blocks, n_chains, client)
+    global_sums = tree(sum_vectors, [g for _, g in parts])
+    blocks = []
+    for b in range(n_blocks):
+        bucket = [dask.delayed(operator.getitem, pure=True)(pp, b) for pp, _ in parts]
+        combined = tree(combine_partials, bucket)
+        blocks.append(
+            dask.delayed(to_block, pure=True)(combined, packed, global_sums if b == 0 else None)
+        )
+    return blocks

@@ -1,0 +1,207 @@
+"""Partial statistics: what the data pass's tasks compute from pandas partitions.
+
+Each task returns ``(parts, global_sums)``: ``parts[b]`` is ``(keys, values)`` for the
+groups it saw that belong to output block ``b`` (one packed row per group,
+:class:`~dmixed.stats.packed.PackedLayout`), ``global_sums`` its packed
+``[n, Σ log w, n_dropped, [X y]'[X y]]``.  Three kinds of task give the same output:
+
+- :func:`partition_partials`: one partition, from Dask's own task;
+- :func:`chain_partials`: a run of partitions the task reads itself from storage, one
+  after the other, into one :class:`~dmixed.engines.dask.combine.GroupAccumulator`
+  (a map-side combine: one row per group leaves the task, however many of its
+  partitions the group is spread over);
+- :func:`resident_chain_partials`: the same over partitions persisted on the worker.
+
+Variance components need one slot numbering of their columns within each group across
+partitions: :func:`partition_vc_pairs` lists the (group, column) pairs of a partition,
+:func:`build_slot_map` numbers them all (:class:`~dmixed.stats.slots.SlotMap`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ... import kernels
+from ...stats.keys import key_series, key_values
+from ...stats.packed import PackedLayout
+from ...stats.slots import SlotMap, present_pairs
+from .combine import GroupAccumulator, split_buckets
+from .pieces import Pieces, compute_piece
+from .progress import BatchedReport, report_partitions
+from .tuning import tune_worker_malloc
+
+#: Column holding the group key in the frames of variance-component pairs.
+KEY_COLUMN = "__dmixed_group__"
+
+
+# ---------------------------------------------------------------------------
+# One partition's rows
+# ---------------------------------------------------------------------------
+
+
+def partition_rows(pdf: pd.DataFrame, spec, slot_map: SlotMap | None):
+    """``((dm, keys, Z̃), n_dropped)`` of one partition, VC slots applied; ``(None,
+    n_dropped)`` when no row is left.
+
+    ``dm`` are the spec's design matrices of the partition, ``keys`` the rows' group keys
+    (:func:`~dmixed.stats.keys.key_values`), ``Z̃`` the padded random design.
+    """
+    if len(pdf) == 0:
+        return None, 0
+    dm = spec.transform(pdf)
+    if dm.endog.shape[0] == 0:
+        return None, dm.n_dropped
+    keys = key_values(dm.groups)
+    if slot_map is None:
+        slots, widths = [], []
+    else:
+        slots, widths = slot_map.lookup(keys, dm.vc_cols, dm.vc_vals), list(slot_map.widths)
+    ztilde = kernels.dense_random_design(dm.exog_re, slots, dm.vc_vals, widths)
+    return (dm, keys, ztilde), dm.n_dropped
+
+
+def partition_partials(
+    pdf: pd.DataFrame, spec, slot_map: SlotMap | None, packed: PackedLayout, n_buckets: int
+) -> tuple[list, np.ndarray]:
+    """Partial statistics of one partition, split by output block (see the module)."""
+    tune_worker_malloc()
+    rows, n_dropped = partition_rows(pdf, spec, slot_map)
+    if rows is None:
+        empty = (np.empty(0, dtype=object), np.empty((0, packed.width)))
+        report_partitions(0)
+        return [empty] * n_buckets, packed.empty_global(n_dropped)
+    dm, keys, ztilde = rows
+    report_partitions(len(keys))
+    codes, uniq = pd.factorize(keys)
+    values, glob = kernels.accumulate_packed(
+        codes, len(uniq), dm.endog, dm.exog, ztilde, dm.weights
+    )
+    return split_buckets(np.asarray(uniq), values, n_buckets), packed.pack_global(
+        glob, dm.n_dropped
+    )
+
+
+# ---------------------------------------------------------------------------
+# Chains of partitions
+# ---------------------------------------------------------------------------
+
+
+def accumulate_frames(
+    frames, spec, slot_map: SlotMap | None, packed: PackedLayout, n_buckets: int, key_dtype
+) -> tuple[list, np.ndarray]:
+    """Add pandas partitions, one at a time, into one
+    :class:`~dmixed.engines.dask.combine.GroupAccumulator`: the body of
+    :func:`chain_partials` and :func:`resident_chain_partials`."""
+    tune_worker_malloc()
+    acc = GroupAccumulator(packed.width, key_dtype)
+    glob = packed.empty_global()
+    report = BatchedReport()
+    for pdf in frames:
+        rows, n_dropped = partition_rows(pdf, spec, slot_map)
+        if rows is None:
+            glob[2] += n_dropped
+            report.add(0)
+            continue
+        dm, keys, ztilde = rows
+        if keys.dtype != acc.key_dtype:
+            keys = keys.astype(acc.key_dtype)
+        glob += packed.pack_global(acc.add(keys, dm, ztilde), n_dropped)
+        report.add(len(keys))
+    report.flush()
+    return acc.result(n_buckets), glob
+
+
+def chain_partials(
+    pieces: Pieces,
+    spec,
+    slot_map: SlotMap | None,
+    packed: PackedLayout,
+    n_buckets: int,
+    key_dtype,
+) -> tuple[list, np.ndarray]:
+    """Partial statistics of a chain of partitions, read one after the other here.
+
+    Every partition is read, reduced into the chain's accumulator and dropped, so a
+    worker holds one partition plus one row of statistics per group seen.  Same output
+    as :func:`partition_partials`.
+    """
+    return accumulate_frames(
+        (compute_piece(graph, out_key) for graph, out_key, _ in pieces.items),
+        spec,
+        slot_map,
+        packed,
+        n_buckets,
+        key_dtype,
+    )
+
+
+def resident_chain_partials(
+    pieces: Pieces, spec, slot_map, packed: PackedLayout, n_buckets: int, key_dtype, *frames
+) -> tuple[list, np.ndarray]:
+    """:func:`chain_partials` for partitions already in this worker's memory (persisted).
+
+    ``frames`` are the persisted partitions (task dependencies: no copy when they live
+    here); ``pieces[j]`` is ``(graph, out_key, leaf_key)``: the partition-wise steps from
+    persisted partition j to the collection's partition j (projections, filters,
+    assignments, …), culled to that partition, which run here one partition at a time
+    with the persisted frame in place of ``leaf_key``.
+    """
+    frames_in_order = zip(pieces.items, frames, strict=True)
+    partitions = (
+        compute_piece(graph, out_key, frame, leaf_key)
+        for (graph, out_key, leaf_key), frame in frames_in_order
+    )
+    return accumulate_frames(partitions, spec, slot_map, packed, n_buckets, key_dtype)
+
+
+# ---------------------------------------------------------------------------
+# Variance components: the (group, column) pairs present
+# ---------------------------------------------------------------------------
+
+
+def vc_ncols(spec) -> list[int]:
+    """Per variance component, the pair-key multiplier (its number of global columns)."""
+    # any upper bound of the column ids works, the global count is one
+    return [max(len(names), 1) for names in spec.vc_column_names]
+
+
+def empty_pairs(key_dtype) -> pd.DataFrame:
+    """A frame of no (group key, component, column) triples: the meta of
+    :func:`partition_vc_pairs`."""
+    frame = pd.DataFrame({c: np.empty(0, dtype=np.int64) for c in ("comp", "col")})
+    frame.insert(0, KEY_COLUMN, key_series(np.empty(0, dtype=key_dtype), KEY_COLUMN))
+    return frame
+
+
+def partition_vc_pairs(pdf: pd.DataFrame, spec, key_dtype) -> pd.DataFrame:
+    """Distinct (group key, component, column) triples with a non-zero entry."""
+    if len(pdf) == 0:
+        return empty_pairs(key_dtype)
+    dm = spec.transform(pdf)
+    keys = key_values(dm.groups)
+    codes, uniq = pd.factorize(keys)
+    frames = []
+    for comp, (cols, vals, ncols) in enumerate(
+        zip(dm.vc_cols, dm.vc_vals, vc_ncols(spec), strict=True)
+    ):
+        pk = present_pairs(codes, cols, vals, ncols)
+        frames.append(
+            pd.DataFrame(
+                {
+                    KEY_COLUMN: key_series(np.asarray(uniq)[pk // ncols], KEY_COLUMN),
+                    "comp": np.full(pk.size, comp, dtype=np.int64),
+                    "col": pk % ncols,
+                }
+            )
+        )
+    if not frames:
+        return empty_pairs(key_dtype)
+    return pd.concat(frames, ignore_index=True)
+
+
+def build_slot_map(pairs: pd.DataFrame, ncols: list[int]) -> SlotMap:
+    """The :class:`~dmixed.stats.slots.SlotMap` of all distinct pairs of the data."""
+    return SlotMap.from_pairs(
+        pairs[KEY_COLUMN].to_numpy(), pairs["comp"].to_numpy(), pairs["col"].to_numpy(), ncols
+    )

@@ -1,0 +1,103 @@
+"""Group keys: their one dtype per kind, and statsmodels' group order.
+
+Partial statistics are added by group key wherever the rows of a group were read, so a
+key must look the same in every partition and every process: :func:`key_values` gives
+each kind of key one numpy dtype (numbers, booleans and datetimes keep theirs, anything
+else is ``object``), and :func:`key_dtype` says which from a column's declared dtype.
+
+Groups are numbered in sorted key order, as statsmodels does: :func:`sorted_codes` for
+the rows of one process, :func:`order_distinct` for keys that were already summed by
+group (each key once).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+
+
+def key_values(groups) -> np.ndarray:
+    """Group keys as a numpy array with one fixed dtype per key kind.
+
+    Numbers, booleans and datetimes keep their numpy dtype; anything else (strings,
+    mixed) becomes ``object``.  Every partition yields the same dtype, so a key hashes
+    the same way wherever it occurs and its partial statistics meet.
+    """
+    keys = np.asarray(groups)
+    if keys.dtype.kind not in "iufbMm":
+        keys = keys.astype(object)
+    return keys
+
+
+def key_series(keys: np.ndarray, name: str) -> pd.Series:
+    """Keys from :func:`key_values` as a pandas Series of the same dtype."""
+    # dtype=object stops pandas ≥ 3 from inferring its "str" dtype for object arrays
+    dtype = object if keys.dtype == object else keys.dtype
+    return pd.Series(keys, name=name, dtype=dtype)
+
+
+def key_dtype(dtype) -> np.dtype | type:
+    """dtype of the keys :func:`key_values` makes of a column declared as ``dtype``.
+
+    Categoricals count as their categories; pandas' extension integers, floats and
+    booleans as their numpy kind (``int64``, ``uint64``, ``float64``, ``bool``);
+    datetimes and timedeltas keep their dtype; anything else is ``object``.
+    """
+    if isinstance(dtype, pd.CategoricalDtype):
+        dtype = dtype.categories.dtype
+    try:
+        kind = np.dtype(dtype).kind
+    except TypeError:
+        kind = "O"
+        if pd.api.types.is_bool_dtype(dtype):
+            kind = "b"
+        elif pd.api.types.is_integer_dtype(dtype):
+            kind = "i"
+        elif pd.api.types.is_float_dtype(dtype):
+            kind = "f"
+    if kind in "Mm":
+        return np.dtype(dtype)
+    return {"i": np.int64, "u": np.uint64, "f": np.float64, "b": bool}.get(kind, object)
+
+
+def sorted_codes(groups) -> tuple[np.ndarray, np.ndarray]:
+    """Group of every row in sorted key order (statsmodels' order).
+
+    Returns
+    -------
+    codes : ndarray of int64, shape (n,)
+        Position of each row's key in ``labels``.
+    labels : ndarray, shape (G,)
+        The distinct keys, sorted.
+    """
+    codes, labels = pd.factorize(pd.Series(groups), sort=True)
+    return codes.astype(np.int64), np.asarray(labels)
+
+
+class KeyOrder(NamedTuple):
+    """Sorted order of keys that occur once each (see :func:`order_distinct`)."""
+
+    labels: np.ndarray  # the keys, sorted
+    position: np.ndarray  # int64: sorted position of each key, in the order given
+    repeated: bool  # some key occurs more than once (then the order is not defined)
+
+
+def order_distinct(keys: np.ndarray) -> KeyOrder:
+    """The sorted order of distinct keys, the same order as :func:`sorted_codes`.
+
+    Integer keys take one ``argsort`` (distinct keys have one sorted order whatever the
+    sort), other keys a sorted hash table.  A key given twice is reported in
+    :attr:`KeyOrder.repeated`.
+    """
+    if keys.dtype.kind in "iu":
+        order = np.argsort(keys)
+        uniq = keys[order]
+        position = np.empty(keys.size, dtype=np.int64)
+        position[order] = np.arange(keys.size)
+        repeated = bool(uniq.size > 1 and (uniq[1:] == uniq[:-1]).any())
+    else:
+        position, uniq = pd.factorize(pd.Series(keys), sort=True)
+        repeated = len(uniq) != len(keys)
+    return KeyOrder(np.asarray(uniq), position.astype(np.int64), repeated)

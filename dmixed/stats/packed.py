@@ -1,0 +1,138 @@
+"""The packed layout of per-group statistics: one row of numbers per group.
+
+One data pass produces, per group ``i``, the row count ``n_i``, ``Z̃_i'Z̃_i`` (``r × r``,
+symmetric) and ``Z̃_i'[X_i y_i]`` (``r × k``, ``k = p + 1``).  Partial statistics travel
+and are added by group key in one flat row per group::
+
+    [ n_i,  lower triangle of Z̃_i'Z̃_i,  Z̃_i'[X_i y_i] ]
+      1     r(r+1)/2 (tril_indices order)  r·k (row-major)
+
+(for ``r = 2, p = 4``: 14 numbers per group).  The global sums travel as one small
+vector per partition: ``[n, Σ log w, rows dropped, lower triangle of [X y]'[X y]]``.
+:class:`PackedLayout` is the one owner of both orders; the kernels that fill the rows
+(:func:`dmixed.kernels.accumulate_packed_into`) and the engines that add and unpack them
+use it alike.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from .layout import n_tril, tril_indices
+
+
+@dataclass(frozen=True)
+class PackedLayout:
+    """Where each statistic lives in a packed row of per-group statistics.
+
+    Attributes
+    ----------
+    r : int
+        Columns of the padded random design ``Z̃``.
+    k : int
+        Columns of ``[X y]`` (``p + 1``).
+    """
+
+    r: int
+    k: int
+
+    @classmethod
+    def of_width(cls, r: int, width: int) -> PackedLayout:
+        """The layout of packed rows ``width`` wide for ``r`` random-design columns."""
+        return cls(r, (width - 1 - n_tril(r)) // r if r else 0)
+
+    # -- the per-group row ----------------------------------------------------------
+
+    @property
+    def n_zz(self) -> int:
+        """Entries of the lower triangle of ``Z̃'Z̃``: ``r(r+1)/2``."""
+        return n_tril(self.r)
+
+    @property
+    def n_zxy(self) -> int:
+        """Entries of ``Z̃'[X y]``: ``r·k``."""
+        return self.r * self.k
+
+    @property
+    def width(self) -> int:
+        """Columns of a packed row: ``1 + r(r+1)/2 + r·k``."""
+        return 1 + self.n_zz + self.n_zxy
+
+    @functools.cached_property
+    def zz_index(self) -> tuple[np.ndarray, np.ndarray]:
+        """Row and column in ``Z̃'Z̃`` of each packed triangle entry (:func:`tril_indices`)."""
+        return tril_indices(self.r)
+
+    def slices(self) -> tuple[slice, slice]:
+        """The packed columns of the ``Z̃'Z̃`` triangle and of ``Z̃'[X y]``."""
+        a = 1 + self.n_zz
+        return slice(1, a), slice(a, a + self.n_zxy)
+
+    def column_sources(self) -> list[tuple]:
+        """What every packed column sums over the rows, in packed order.
+
+        ``("n",)`` for the row count, ``("zz", a, b)`` for ``Σ z̃_a z̃_b`` (a ≥ b) and
+        ``("zxy", a, j)`` for ``Σ z̃_a [x y]_j``.
+        """
+        rows, cols = self.zz_index
+        out: list[tuple] = [("n",)]
+        out += [("zz", int(a), int(b)) for a, b in zip(rows, cols, strict=True)]
+        out += [("zxy", a, j) for a in range(self.r) for j in range(self.k)]
+        return out
+
+    def unpack_nobs(self, values: np.ndarray) -> np.ndarray:
+        """Row counts (G,) int64 of packed rows (G, width)."""
+        return np.rint(values[:, 0]).astype(np.int64)
+
+    def unpack_zz(self, values: np.ndarray) -> np.ndarray:
+        """``Z̃_i'Z̃_i`` (G, r, r) of packed rows (G, width)."""
+        g = values.shape[0]
+        zz = np.empty((g, self.r, self.r))
+        tri = values[:, self.slices()[0]]
+        zz[:, self.zz_index[0], self.zz_index[1]] = tri
+        zz[:, self.zz_index[1], self.zz_index[0]] = tri
+        return zz
+
+    def unpack_zxy(self, values: np.ndarray) -> np.ndarray:
+        """``Z̃_i'[X_i y_i]`` (G, r, k) of packed rows (G, width): a view into ``values``."""
+        return values[:, self.slices()[1]].reshape(values.shape[0], self.r, self.k)
+
+    def unpack(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(nobs (G,), zz (G, r, r), zxy (G, r, k))`` of packed rows, sharing no memory
+        with ``values``."""
+        return self.unpack_nobs(values), self.unpack_zz(values), self.unpack_zxy(values).copy()
+
+    # -- the global sums ------------------------------------------------------------
+
+    @functools.cached_property
+    def xy_index(self) -> tuple[np.ndarray, np.ndarray]:
+        """Row and column in ``[X y]'[X y]`` of each packed global triangle entry."""
+        return tril_indices(self.k)
+
+    @property
+    def global_width(self) -> int:
+        """Length of the packed global sums: ``3 + k(k+1)/2``."""
+        return 3 + n_tril(self.k)
+
+    def pack_global(self, glob: dict, n_dropped: int = 0) -> np.ndarray:
+        """``[n, Σ log w, n_dropped, lower triangle of [X y]'[X y]]`` of one pass's global
+        sums (the ``dict`` of :func:`dmixed.kernels.accumulate_packed`)."""
+        xyxy = glob["xyxy"][self.xy_index[0], self.xy_index[1]]
+        head = [float(glob["n"]), float(glob["sum_log_weights"]), float(n_dropped)]
+        return np.concatenate([head, xyxy])
+
+    def empty_global(self, n_dropped: int = 0) -> np.ndarray:
+        """Packed global sums of no rows (``n_dropped`` rows dropped)."""
+        out = np.zeros(self.global_width)
+        out[2] = n_dropped
+        return out
+
+    def unpack_global(self, values: np.ndarray) -> tuple[np.ndarray, int, float, int]:
+        """``([X y]'[X y] (k, k), n, Σ log w, n_dropped)`` of packed global sums."""
+        out = np.empty((self.k, self.k))
+        out[self.xy_index[0], self.xy_index[1]] = values[3:]
+        out[self.xy_index[1], self.xy_index[0]] = values[3:]
+        return out, int(np.rint(values[0])), float(values[1]), int(np.rint(values[2]))

@@ -1,0 +1,241 @@
+"""Variance-component slots: which column of a component each group's slot holds.
+
+A variance component ``l`` (``{"cask": "0 + C(cask)"}``) has many global columns, but a
+group only uses the few that are non-zero on its rows.  Within a group, those columns are
+numbered ``0, 1, …`` in increasing column order (:func:`number_pairs`, the one place
+this rule is written); the other columns are identically zero in the group and
+contribute nothing to the likelihood (DESIGN.md §2, padding is exact), so they get no
+slot.  Component ``l`` then takes ``m_l`` columns of the padded random design ``Z̃``,
+``m_l`` being the most slots any group needs.
+
+A (group, column) pair is one int64 key, ``group * ncols + column``: sorted keys list a
+group's columns in increasing order.  The slot table (G, m_l) of global column ids
+(``-1``: unused slot) is what the statistics keep and the checkpoints save
+(:func:`slot_table`).  :func:`assign_vc_slots`/:func:`lookup_vc_slots` number the pairs
+of rows held in one process; :class:`SlotMap` holds a numbering made from the pairs of
+all partitions, by group key, for an engine that reads the rows in pieces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+
+def present_pairs(codes: np.ndarray, cols: np.ndarray, vals: np.ndarray, ncols: int) -> np.ndarray:
+    """Sorted distinct keys ``code * ncols + col`` of the entries that are present.
+
+    Parameters
+    ----------
+    codes : ndarray of int, shape (n,)
+        Group code of every row.
+    cols : ndarray of int, shape (n, k)
+        Global column index of each sparse entry of the row, ``-1`` for none.
+    vals : ndarray of float, shape (n, k)
+        Value of each entry (a zero is no entry).
+    ncols : int
+        The key multiplier: more than the largest column index, at least 1.
+    """
+    present = (cols >= 0) & (vals != 0)
+    rows = np.broadcast_to(codes[:, None], cols.shape)[present].astype(np.int64)
+    return np.unique(rows * ncols + cols[present].astype(np.int64))
+
+
+def number_pairs(pair_keys: np.ndarray, ncols: int) -> tuple[np.ndarray, int]:
+    """Slot of each (group, column) pair: the rank of the column within its group.
+
+    Parameters
+    ----------
+    pair_keys : ndarray of int64, shape (u,)
+        Sorted distinct pair keys ``group * ncols + column``.
+    ncols : int
+        Their multiplier.
+
+    Returns
+    -------
+    pair_slots : ndarray of int64, shape (u,)
+        ``0, 1, …`` within each group, in increasing column order.
+    width : int
+        The largest number of slots any group needs (0 without pairs).
+    """
+    if pair_keys.size == 0:
+        return pair_keys.copy(), 0
+    group_of_key = pair_keys // ncols
+    # rank within group: position minus position of the group's first key
+    first = np.r_[True, group_of_key[1:] != group_of_key[:-1]]
+    start = np.maximum.accumulate(np.where(first, np.arange(pair_keys.size), 0))
+    slots = np.arange(pair_keys.size) - start
+    return slots.astype(np.int64), int(slots.max()) + 1
+
+
+def slot_table(
+    pair_keys: np.ndarray,
+    pair_slots: np.ndarray,
+    ncols: int,
+    width: int,
+    n_groups: int,
+    group_position: np.ndarray | None = None,
+) -> np.ndarray:
+    """(G, width) int64 table of the global column in every slot of every group, ``-1``
+    for an unused slot.
+
+    Row ``g`` is group ``pair_key // ncols``, or ``group_position[pair_key // ncols]``
+    when the pairs number their groups otherwise than the table's rows.
+    """
+    table = np.full((n_groups, width), -1, dtype=np.int64)
+    group = pair_keys // ncols
+    table[group if group_position is None else group_position[group], pair_slots] = (
+        pair_keys % ncols
+    )
+    return table
+
+
+def assign_vc_slots(
+    codes: np.ndarray, cols: np.ndarray, vals: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Give every (group, variance-component column) pair present in a group a slot.
+
+    Within a group, the columns of one variance component that are non-zero on at
+    least one of its rows are numbered ``0, 1, …`` in increasing column order
+    (:func:`number_pairs`).
+
+    Parameters
+    ----------
+    codes : ndarray of int, shape (n,)
+        Group code of every row.
+    cols : ndarray of int, shape (n, k)
+        Global column index of each sparse entry of the row, ``-1`` for none.
+    vals : ndarray of float, shape (n, k)
+        Value of each entry.
+
+    Returns
+    -------
+    pair_keys : ndarray of int64, shape (u,)
+        Sorted keys ``code * ncols + col`` of the pairs present (``ncols`` = the largest
+        column index + 1).
+    pair_slots : ndarray of int64, shape (u,)
+        Slot of each pair within its group.
+    width : int
+        The largest number of slots any group needs.
+    """
+    ncols = int(cols.max()) + 1 if cols.size else 0
+    keys = present_pairs(codes, cols, vals, max(ncols, 1))
+    slots, width = number_pairs(keys, max(ncols, 1))
+    return keys, slots, width
+
+
+def lookup_vc_slots(
+    codes: np.ndarray,
+    cols: np.ndarray,
+    vals: np.ndarray,
+    pair_keys: np.ndarray,
+    pair_slots: np.ndarray,
+    ncols: int,
+) -> np.ndarray:
+    """Slot of every sparse entry, ``-1`` where the entry is absent or zero.
+
+    ``pair_keys``/``pair_slots`` come from :func:`assign_vc_slots` (possibly computed on
+    all the data, while ``codes``/``cols`` describe one block of rows).
+
+    Raises
+    ------
+    ValueError
+        An entry's pair is not among ``pair_keys``.
+    """
+    present = (cols >= 0) & (vals != 0)
+    keys = codes[:, None].astype(np.int64) * max(ncols, 1) + cols.astype(np.int64)
+    pos = np.searchsorted(pair_keys, keys)
+    pos = np.minimum(pos, max(pair_keys.size - 1, 0))
+    found = present & (pair_keys.size > 0)
+    if pair_keys.size:
+        found &= pair_keys[pos] == keys
+    if np.any(present & ~found):
+        raise ValueError("a variance-component entry has no slot: the slot map is incomplete")
+    return np.where(found, pair_slots[pos] if pair_keys.size else -1, -1)
+
+
+@dataclass
+class SlotMap:
+    """Slot of every (group, variance-component column) pair present in the data.
+
+    The numbering of :func:`assign_vc_slots`, made from the pairs of all partitions and
+    kept by group key, so that every partition's rows get the same slots.  Groups are
+    identified by their position in ``groups``; component ``l``'s pairs by
+    ``gid * ncols[l] + col``.
+
+    Attributes
+    ----------
+    groups : pandas.Index
+        Keys of the groups that have at least one variance-component entry.
+    pair_keys, pair_slots : list of ndarray (int64)
+        Per component, the sorted pair keys and their slots.
+    ncols : list of int
+        Per component, the number of global columns (the key multiplier).
+    widths : tuple of int
+        Per component, the largest number of slots any group needs.
+    """
+
+    groups: pd.Index
+    pair_keys: list[np.ndarray]
+    pair_slots: list[np.ndarray]
+    ncols: list[int]
+    widths: tuple[int, ...]
+
+    @classmethod
+    def from_pairs(
+        cls, keys: np.ndarray, comp: np.ndarray, col: np.ndarray, ncols: list[int]
+    ) -> SlotMap:
+        """Number the distinct ``(group key, component, column)`` triples present."""
+        groups = pd.Index(pd.unique(keys))
+        gid = groups.get_indexer(keys).astype(np.int64)
+        col = col.astype(np.int64)
+        all_keys, all_slots, widths = [], [], []
+        for ell, nc in enumerate(ncols):
+            sel = comp == ell
+            pair_keys = np.unique(gid[sel] * nc + col[sel])
+            slots, width = number_pairs(pair_keys, nc)
+            all_keys.append(pair_keys)
+            all_slots.append(slots)
+            widths.append(width)
+        return cls(groups, all_keys, all_slots, list(ncols), tuple(widths))
+
+    def group_ids(self, keys) -> np.ndarray:
+        """Position of each key in :attr:`groups` (−1: the group has no entries)."""
+        # the Index keeps its hash table between calls: on a worker the slot map is one
+        # object shared by all the tasks that use it, so the table is built once
+        return self.groups.get_indexer(keys)
+
+    def lookup(
+        self, keys: np.ndarray, vc_cols: list[np.ndarray], vc_vals: list[np.ndarray]
+    ) -> list[np.ndarray]:
+        """Per component, the slot of every sparse entry of these rows (see
+        :func:`lookup_vc_slots`); ``keys`` are the rows' group keys."""
+        if not vc_cols:
+            return []
+        row_gid = self.group_ids(keys)
+        return [
+            lookup_vc_slots(
+                row_gid, cols, vals, self.pair_keys[ell], self.pair_slots[ell], self.ncols[ell]
+            )
+            for ell, (cols, vals) in enumerate(zip(vc_cols, vc_vals, strict=True))
+        ]
+
+    def slot_columns(self, labels: np.ndarray) -> list[np.ndarray]:
+        """Per component, the (G, m_l) :func:`slot_table` of the groups ``labels``.
+
+        Raises
+        ------
+        RuntimeError
+            A group of the map is not among ``labels`` (an internal error).
+        """
+        pos = pd.Index(labels).get_indexer(self.groups)
+        if self.groups.size and (pos < 0).any():
+            raise RuntimeError("internal error: a group with variance components has no rows")
+        return [
+            slot_table(keys, slots, ncols, width, len(labels), pos)
+            for keys, slots, ncols, width in zip(
+                self.pair_keys, self.pair_slots, self.ncols, self.widths, strict=True
+            )
+        ]

@@ -1,0 +1,29 @@
+"""Group keys: one dtype per kind, and statsmodels' sorted order."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from dmixed.stats.keys import key_dtype, key_values, order_distinct, sorted_codes
+
+
+def test_key_dtypes_per_kind():
+    assert key_values(np.array([1, 2])).dtype == np.int64
+    assert key_values(pd.array(["a", "b"], dtype="string")).dtype == object
+    assert key_dtype(pd.CategoricalDtype(["a", "b"])) is object
+    assert key_dtype(pd.CategoricalDtype([1, 2])) is np.int64
+    assert key_dtype(pd.Int32Dtype()) is np.int64
+    assert key_dtype(pd.BooleanDtype()) is bool
+    assert key_dtype(np.dtype("datetime64[ns]")) == np.dtype("datetime64[ns]")
+
+
+def test_distinct_keys_sort_as_rows_do():
+    for keys in (np.array([5, -3, 9, 0]), np.array(["b", "a", "c"], dtype=object)):
+        codes, labels = sorted_codes(np.concatenate([keys, keys]))
+        order = order_distinct(keys)
+        np.testing.assert_array_equal(order.labels, labels)
+        np.testing.assert_array_equal(order.position, codes[: keys.size])
+        assert not order.repeated
+    assert order_distinct(np.array([1, 2, 1])).repeated
+    assert order_distinct(np.array(["a", "a"], dtype=object)).repeated
