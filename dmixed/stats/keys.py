@@ -98,6 +98,7 @@ def order_distinct(keys: np.ndarray) -> KeyOrder:
         position[order] = np.arange(keys.size)
         repeated = bool(uniq.size > 1 and (uniq[1:] == uniq[:-1]).any())
     else:
-        position, uniq = pd.factorize(pd.Series(keys), sort=True)
+        position, labels = pd.factorize(pd.Series(keys), sort=True)
+        uniq = np.asarray(labels)
         repeated = len(uniq) != len(keys)
-    return KeyOrder(np.asarray(uniq), position.astype(np.int64), repeated)
+    return KeyOrder(uniq, position.astype(np.int64), repeated)
