@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .design import is_dask
 from .design.arrays import (
     RowData,
     as_float_matrix,
@@ -24,7 +25,7 @@ from .design.arrays import (
     handle_missing,
 )
 from .engines.local import statistics_from_rows
-from .errors import BoundaryWarning, DataError, FitConvergenceWarning, SpecError
+from .errors import BoundaryWarning, DataError, DroppedRowsWarning, FitConvergenceWarning, SpecError
 from .fit.optimize import ProfiledObjective, choose_methods, maximize, parse_free
 from .fit.start import choose_start, moment_start_packed, start_packed
 from .fit.summary import DEFAULTS, OptSummary
@@ -101,7 +102,7 @@ class MixedLM:
     ) -> None:
         if missing not in ("raise", "drop"):
             raise SpecError(f"missing must be 'raise' or 'drop', got {missing!r}")
-        if _is_dask(endog) or _is_dask(exog):
+        if is_dask(endog) or is_dask(exog):
             raise TypeError(
                 "Dask inputs are fitted through MixedLM.from_formula(formula, data=ddf, ...)"
             )
@@ -216,7 +217,7 @@ class MixedLM:
             raise SpecError("subset is not supported: filter the DataFrame first")
         if not isinstance(groups, str):
             # statsmodels also takes the labels themselves; they are named "Group"
-            if _is_dask(data):
+            if is_dask(data):
                 raise TypeError("with Dask data, groups must be the name of a column")
             labels = np.asarray(groups)
             if labels.shape != (len(data),):
@@ -243,7 +244,7 @@ class MixedLM:
     @classmethod
     def from_spec(cls, spec, data, use_sqrt: bool = True) -> MixedLM:
         """A model of ``data`` with an existing spec (same columns, levels and names)."""
-        if _is_dask(data):
+        if is_dask(data):
             # read only the columns the model uses (Parquet column pruning)
             return cls._with_spec(spec, use_sqrt, source=data[list(spec.columns_used)])
         return cls._with_spec(spec, use_sqrt, rows=_rows_of_frame(spec, data))
@@ -381,7 +382,9 @@ class MixedLM:
             )
             if stats.n_dropped:
                 warnings.warn(
-                    f"dropped {stats.n_dropped} rows with missing values", UserWarning, stacklevel=3
+                    f"dropped {stats.n_dropped} rows with missing values",
+                    DroppedRowsWarning,
+                    stacklevel=3,
                 )
         elif self.rows is not None:
             stats = statistics_from_rows(self.rows)
@@ -600,7 +603,9 @@ def _rows_of_frame(spec, data) -> RowData:
         dm.n_dropped,
     )
     if dm.n_dropped:
-        warnings.warn(f"dropped {dm.n_dropped} rows with missing values", UserWarning, stacklevel=3)
+        warnings.warn(
+            f"dropped {dm.n_dropped} rows with missing values", DroppedRowsWarning, stacklevel=3
+        )
     return rows
 
 
@@ -612,10 +617,6 @@ def _engine_alive(engine) -> bool:
 
 def _engine_name(engine: str) -> str:
     return {"distributed": "dask", "local": "local"}.get(str(engine).lower(), "")
-
-
-def _is_dask(obj) -> bool:
-    return type(obj).__module__.startswith("dask")
 
 
 def _ensure_progress_handler() -> None:

@@ -686,7 +686,9 @@ def test_update_equals_fit_from_scratch(incremental):
     np.testing.assert_array_equal(upd.group_labels, ref.group_labels)
     np.testing.assert_array_equal(upd.group_sizes, ref.group_sizes)
     k = upd.k_re  # BLUPs of the random intercept and slope (the VC slots may be permuted)
-    np.testing.assert_allclose(upd.to_state().blup[:, :k], ref._blup[:, :k], rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(
+        upd.to_state().blup[:, :k], ref.to_state().blup[:, :k], rtol=1e-6, atol=1e-8
+    )
     manifest = json.loads((d / "S/manifest.json").read_text())
     assert sorted(Path(i["path"]).name for i in manifest["inputs"]) == ["A.parquet", "B.parquet"]
     assert manifest["n_groups"] == 80 and manifest["n"] == upd.nobs

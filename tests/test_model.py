@@ -207,7 +207,7 @@ def test_conditional_fixed_effect_covariance_is_lme4s():
     endog, exog, exog_re, groups = _arrays(40)
     res = MixedLM(endog, exog, groups, exog_re=exog_re).fit(cov_fe="conditional")
     np.testing.assert_allclose(
-        res.cov_params().iloc[:3, :3].to_numpy(), res.scale * res._a_inv, rtol=1e-12
+        res.cov_params().iloc[:3, :3].to_numpy(), res.scale * res.to_state().a_inv, rtol=1e-12
     )
 
 

@@ -10,12 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["Predictor", "is_partitioned", "transform_for_prediction", "predict_dask"]
-
-
-def is_partitioned(data) -> bool:
-    """Whether ``data`` is a lazily partitioned frame (a Dask DataFrame) to map over."""
-    return hasattr(data, "map_partitions")
+__all__ = ["Predictor", "transform_for_prediction", "predict_dask"]
 
 
 def transform_for_prediction(spec, df: pd.DataFrame):

@@ -17,11 +17,12 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
+from ..design import is_dask
 from ..errors import SingularHessianWarning
 from ..inference import ProfileLikelihood
 from ..inference import compare_lr_test as _compare_lr_test
 from ..io import ModelNames, ResultsState, load_state, save_state
-from .prediction import Predictor, is_partitioned, predict_dask, transform_for_prediction
+from .prediction import Predictor, predict_dask, transform_for_prediction
 from .summary import Summary, coefficient_table
 
 __all__ = ["MixedLMResults", "load"]
@@ -351,7 +352,7 @@ class MixedLMResults:
                     "predict(data) needs a model built with from_formula; "
                     "pass exog= (and exog_re=, groups=) instead"
                 )
-            if is_partitioned(data):
+            if is_dask(data):
                 return predict_dask(self.predictor(), self.spec, data, include_random)
             dm = transform_for_prediction(self.spec, data)
             return self.predictor().predict(dm, include_random)
