@@ -28,13 +28,24 @@ import pandas as pd
 
 from ..errors import CheckpointMismatch
 from ..files import jsonable, read_versioned_json, replace_dir, sibling_path, sweep_stale
+from .columns import (
+    GROUP,
+    matrix_column,
+    put_lower_triangle,
+    put_vc_slots,
+    take_lower_triangle,
+    take_vc_slots,
+)
 from .layout import Layout
+from .slots import number_pairs
 from .statistics import GlobalStats
 
 FORMAT = "dmixed-statistics"
 FORMAT_VERSION = 1
 #: groups per Parquet part file of a statistics directory
 GROUPS_PER_FILE = 1_000_000
+#: the column of each group's row count in the part files
+GROUP_SIZE = "n"
 
 
 @dataclass
@@ -121,21 +132,14 @@ def digest(spec_state: dict, inputs: list[dict]) -> str:
 
 
 def _group_frame(arrays: GroupArrays, lo: int, hi: int) -> pd.DataFrame:
-    r = arrays.layout.r
-    k = arrays.zxy.shape[2]
-    cols: dict[str, np.ndarray] = {
-        "group": arrays.labels[lo:hi],
-        "n": arrays.nobs[lo:hi],
-    }
-    for a in range(r):
-        for b in range(a + 1):
-            cols[f"zz[{a},{b}]"] = arrays.zz[lo:hi, a, b]
-    for a in range(r):
-        for j in range(k):
-            cols[f"zxy[{a},{j}]"] = arrays.zxy[lo:hi, a, j]
-    for comp, table in enumerate(arrays.slot_cols):
-        for s in range(table.shape[1]):
-            cols[f"vc_column[{comp}][{s}]"] = table[lo:hi, s]
+    """Groups ``lo:hi`` as one row each: key, size, lower triangle of Z̃'Z̃, Z̃'[X y], slots."""
+    cols: dict[str, np.ndarray] = {GROUP: arrays.labels[lo:hi], GROUP_SIZE: arrays.nobs[lo:hi]}
+    put_lower_triangle(cols, "zz", arrays.zz[lo:hi])
+    zxy = arrays.zxy[lo:hi]
+    for a in range(zxy.shape[1]):
+        for j in range(zxy.shape[2]):
+            cols[matrix_column("zxy", a, j)] = zxy[:, a, j]
+    put_vc_slots(cols, [table[lo:hi] for table in arrays.slot_cols])
     return pd.DataFrame(cols)
 
 
@@ -185,27 +189,25 @@ def load_statistics(path) -> tuple[GroupArrays, dict]:
     frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
     layout = Layout(int(manifest["layout"]["k_re"]), tuple(manifest["layout"]["vc_widths"]))
     r, k, g = layout.r, int(manifest["k"]), len(frame)
-    zz = np.zeros((g, r, r))
-    for a in range(r):
-        for b in range(a + 1):
-            zz[:, a, b] = zz[:, b, a] = frame[f"zz[{a},{b}]"].to_numpy()
+    zz = take_lower_triangle(frame, "zz", r, g)
     zxy = np.zeros((g, r, k))
     for a in range(r):
         for j in range(k):
-            zxy[:, a, j] = frame[f"zxy[{a},{j}]"].to_numpy()
-    slot_cols = [
-        np.column_stack(
-            [frame[f"vc_column[{c}][{s}]"].to_numpy() for s in range(w)] or [np.zeros((g, 0))]
-        ).astype(np.int64)
-        for c, w in enumerate(layout.vc_widths)
-    ]
+            zxy[:, a, j] = frame[matrix_column("zxy", a, j)].to_numpy()
+    slot_cols = take_vc_slots(frame, layout.vc_widths, g)
     glob_stats = GlobalStats(
         np.asarray(manifest["xyxy"], dtype=np.float64).reshape(k, k),
         int(manifest["n"]),
         float(manifest["sum_log_weights"]),
     )
     arrays = GroupArrays(
-        frame["group"].to_numpy(), frame["n"].to_numpy(), zz, zxy, slot_cols, glob_stats, layout
+        frame[GROUP].to_numpy(),
+        frame[GROUP_SIZE].to_numpy(),
+        zz,
+        zxy,
+        slot_cols,
+        glob_stats,
+        layout,
     )
     return arrays, manifest
 
@@ -278,14 +280,9 @@ def _merge_slots(g, gi_old, t_old, gi_new, t_new):
     key_new = gi_new[gn].astype(np.int64) * base + t_new[gn, sn]
     fresh = np.setdiff1d(key_new, key_old)  # sorted: by group, then column
     count_old = np.bincount(gi_old[go], minlength=g)
-    fresh_group = fresh // base
-    first = np.r_[True, fresh_group[1:] != fresh_group[:-1]] if fresh.size else np.zeros(0, bool)
-    start = (
-        np.maximum.accumulate(np.where(first, np.arange(fresh.size), 0))
-        if fresh.size
-        else (np.zeros(0, np.int64))
-    )
-    fresh_slot = count_old[fresh_group] + (np.arange(fresh.size) - start)
+    # columns new to a group follow its old ones, numbered by the one slot rule
+    fresh_rank, _ = number_pairs(fresh, base)
+    fresh_slot = count_old[fresh // base] + fresh_rank
     all_keys = np.concatenate([key_old, fresh])
     all_slots = np.concatenate([so, fresh_slot]).astype(np.int64)
     width = int(all_slots.max()) + 1 if all_slots.size else 0
