@@ -22,12 +22,10 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, special
 
-from .fit.objective import profile, score_matrices
+from .fit.objective import loglike_at_scale, profile, score_matrices
 from .stats import GlobalStats, Layout
 
 __all__ = ["ProfileProblem", "ProfileLikelihood", "compare_lr_test"]
-
-_LOG_2PI = float(np.log(2.0 * np.pi))
 
 
 @dataclass
@@ -95,15 +93,7 @@ class ProfileProblem:
         step = self.engine.step(lam, self.layout.k_re)
         prof = profile(step, self.glob, self.reml)
         fac = prof.fac
-        llf = (
-            -0.5 * step.logdet
-            - 0.5 * fac * np.log(sigma2)
-            - prof.q / (2.0 * sigma2)
-            - 0.5 * fac * _LOG_2PI
-            + 0.5 * self.glob.sum_log_weights
-        )
-        if self.reml:
-            llf -= 0.5 * prof.logdet_a
+        llf = loglike_at_scale(step, prof, self.glob, self.reml, sigma2)
         # ∂ℓ/∂B* at fixed σ²: the profiled score with fac/Q replaced by 1/σ²
         fixed = _with_inverse_scale(prof, 1.0 / sigma2)
         d_psi, d_tau = score_matrices(

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .design import is_dask
+from .design import ModelDimensions, is_dask
 from .design.arrays import (
     RowData,
     as_float_matrix,
@@ -36,7 +36,7 @@ logger = logging.getLogger("dmixed")
 __all__ = ["MixedLM", "mixedlm"]
 
 
-class MixedLM:
+class MixedLM(ModelDimensions):
     """Linear mixed model, statsmodels' ``MixedLM`` parametrization (DESIGN.md §1).
 
     ``y_i = X_i β + Z_i γ_i + Σ_l W_il θ_il + ε_i`` with ``γ_i ~ N(0, Ψ)``,
@@ -317,18 +317,6 @@ class MixedLM:
         return state
 
     # -- properties --------------------------------------------------------------
-
-    @property
-    def k_fe(self) -> int:
-        return len(self.exog_names)
-
-    @property
-    def k_re(self) -> int:
-        return len(self.exog_re_names)
-
-    @property
-    def k_vc(self) -> int:
-        return len(self.vc_names)
 
     @property
     def k_re2(self) -> int:

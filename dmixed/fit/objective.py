@@ -72,6 +72,28 @@ def _constant(fac: float, glob: GlobalStats) -> float:
     return 0.5 * fac * (np.log(fac) - _LOG_2PI - 1.0) + 0.5 * glob.sum_log_weights
 
 
+def loglike_at_scale(
+    step: StepSums, prof: Profile, glob: GlobalStats, reml: bool, scale: float
+) -> float:
+    """The log-likelihood at a given residual variance ``σ² = scale`` (σ² not profiled).
+
+    ℓ(θ, σ²) = −½ Σ log|K_i| − (f/2) log σ² − Q/(2σ²) − (f/2) log 2π + ½ Σ log w_j,
+    minus ½ log|A| for REML (f = n or n − p); :func:`loglike` is its maximum over σ²,
+    at σ̂² = Q/f.  Used by the profile likelihoods of :mod:`dmixed.inference`.
+    """
+    fac = prof.fac
+    llf = (
+        -0.5 * step.logdet
+        - 0.5 * fac * np.log(scale)
+        - prof.q / (2.0 * scale)
+        - 0.5 * fac * _LOG_2PI
+        + 0.5 * glob.sum_log_weights
+    )
+    if reml:
+        llf -= 0.5 * prof.logdet_a
+    return float(llf)
+
+
 def loglike(step: StepSums, prof: Profile, glob: GlobalStats, reml: bool) -> float:
     """Profiled log-likelihood (β and σ² profiled out).
 
