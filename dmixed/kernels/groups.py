@@ -40,8 +40,9 @@ class StatsBlock:
 
     Stored *entry-major*: ``zz[a, b, :]`` and ``zxy[a, j, :]`` are contiguous vectors
     over the groups.  Products of the many tiny per-group matrices then run as a few
-    long vector operations (about 5× faster than batched ``(G, r, r)`` matmuls for
-    r = 2), and the sums over groups become BLAS matrix products.
+    long vector operations (faster than batched ``(G, r, r)`` matmuls: see
+    benchmarks/RESULTS.md, kernel layout), and the sums over groups become BLAS matrix
+    products.
 
     Parameters
     ----------
@@ -57,7 +58,7 @@ class StatsBlock:
         zz = np.asarray(zz, dtype=np.float64)
         zxy = np.asarray(zxy, dtype=np.float64)
         # Each chunk is its own contiguous array: einsum's fast inner loops need
-        # contiguous operands (strided views of one big array ran ~10× slower).
+        # contiguous operands (benchmarks/RESULTS.md: kernel layout).
         self._chunks = [
             (
                 np.ascontiguousarray(np.moveaxis(zz[lo : lo + GROUP_CHUNK], 0, -1)),
@@ -331,7 +332,7 @@ class MomentSums:
     """Sums over groups behind moment estimates of the covariance parameters.
 
     They do not depend on any parameter, so one round trip after the data pass gives
-    them (see :func:`dmixed.start.moment_start`).
+    them (see :func:`dmixed.fit.start.moment_start`).
 
     Attributes
     ----------

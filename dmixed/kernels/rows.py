@@ -23,10 +23,6 @@ import numpy as np
 
 from ..stats.packed import PackedLayout
 
-# the slot numbering of variance components is a statistics convention (one owner,
-# dmixed.stats.slots); the kernels' namespace keeps offering it with the row kernels
-from ..stats.slots import assign_vc_slots, lookup_vc_slots  # noqa: F401
-
 # ---------------------------------------------------------------------------
 # Sufficient statistics from rows
 # ---------------------------------------------------------------------------
@@ -162,8 +158,7 @@ def product_plan(xcols: list[np.ndarray], zt: np.ndarray) -> tuple[list[tuple], 
 
 #: :func:`accumulate_packed_into` sums over the groups present when the rows are fewer
 #: than the accumulator's groups divided by this: a ``bincount`` over all groups costs
-#: time in the number of groups (9 outputs of that length per partition), which
-#: dominated partitions of a few thousand rows into tables of 10^5–10^6 groups.
+#: time in the number of groups, not rows (benchmarks/RESULTS.md, small partitions).
 COMPACT_BELOW = 4
 
 

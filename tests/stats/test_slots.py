@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from dmixed.stats.slots import SlotMap, assign_vc_slots, number_pairs, slot_table
+from dmixed.stats.slots import SlotMap, assign_vc_slots, lookup_vc_slots, number_pairs, slot_table
 
 
 def test_columns_are_numbered_within_their_group_in_increasing_order():
@@ -43,3 +43,13 @@ def test_slot_map_by_key_numbers_as_rows_in_one_process():
     np.testing.assert_array_equal(
         looked[present], slots[np.searchsorted(keys, (codes[:, None] * ncols + cols)[present])]
     )
+
+
+def test_vc_slots_rank_columns_within_group():
+    codes = np.array([0, 0, 0, 1, 1, 2])
+    cols = np.array([[5], [2], [5], [7], [7], [-1]])
+    vals = np.array([[1.0], [1.0], [1.0], [1.0], [1.0], [0.0]])
+    keys, slots, width = assign_vc_slots(codes, cols, vals)
+    assert width == 2
+    looked = lookup_vc_slots(codes, cols, vals, keys, slots, 8)
+    np.testing.assert_array_equal(looked[:, 0], [1, 0, 1, 0, 0, -1])
