@@ -4,43 +4,14 @@ in-process or on Dask.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .errors import (
-    BoundaryWarning,
-    CheckpointError,
-    CheckpointMismatch,
-    ClusterConfigError,
-    DataError,
-    DmixedError,
-    DmixedWarning,
-    DroppedRowsWarning,
-    FitConvergenceWarning,
-    FormulaError,
-    SingularHessianWarning,
-    SpecError,
-)
+from . import errors
+from .errors import *  # noqa: F403 - every class of errors.__all__
 from .inference import compare_lr_test
 from .model import MixedLM, mixedlm
 from .results import MixedLMResults, load
 
-__all__ = [
-    "MixedLM",
-    "MixedLMResults",
-    "mixedlm",
-    "compare_lr_test",
-    "load",
-    "DmixedError",
-    "SpecError",
-    "FormulaError",
-    "DataError",
-    "CheckpointError",
-    "CheckpointMismatch",
-    "ClusterConfigError",
-    "DmixedWarning",
-    "BoundaryWarning",
-    "FitConvergenceWarning",
-    "SingularHessianWarning",
-    "DroppedRowsWarning",
-]
+__all__ = ["MixedLM", "MixedLMResults", "mixedlm", "compare_lr_test", "load"]
+__all__ += errors.__all__
 
 try:
     __version__ = version("dmixed")

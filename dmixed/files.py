@@ -9,18 +9,27 @@ This module sits at the bottom of the package: it imports nothing of dmixed but 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import socket
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from .errors import CheckpointError
 
-__all__ = ["jsonable", "read_versioned_json", "sibling_path", "sweep_stale", "replace_dir"]
+__all__ = [
+    "atomic_directory",
+    "jsonable",
+    "read_versioned_json",
+    "replace_dir",
+    "sibling_path",
+    "sweep_stale",
+]
 
 
 def jsonable(value):
@@ -112,3 +121,31 @@ def replace_dir(new: Path, target: Path, marker: str, kind: str) -> None:
     os.rename(new, target)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_directory(path, marker: str, kind: str) -> Iterator[Path]:
+    """Write the directory ``path`` atomically: the body fills the yielded temporary.
+
+    The temporary is a hidden sibling of ``path`` (temporaries of killed writers on
+    this host are swept first).  When the body succeeds, every file in it is synced to
+    disk and it replaces ``path`` (:func:`replace_dir`, which refuses a directory
+    without ``marker``); when anything fails, ``KeyboardInterrupt`` included, it is
+    removed and ``path`` is left as it was.
+    """
+    target = Path(path)
+    parent = target.parent if str(target.parent) else Path(".")
+    parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale(target)
+    tmp = sibling_path(target, "tmp")
+    tmp.mkdir()
+    try:
+        yield tmp
+        for f in sorted(tmp.rglob("*")):  # data on disk before the rename makes it visible
+            if f.is_file():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+        replace_dir(tmp, target, marker=marker, kind=kind)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

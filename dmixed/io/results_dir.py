@@ -15,11 +15,10 @@ never a partial one.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
-import os
 import platform
-import shutil
 from importlib.metadata import version
 from pathlib import Path
 
@@ -29,7 +28,7 @@ import scipy
 
 from ..design import ModelSpec
 from ..errors import CheckpointError
-from ..files import jsonable, read_versioned_json, replace_dir, sibling_path, sweep_stale
+from ..files import atomic_directory, jsonable, read_versioned_json
 from ..stats import columns
 from .state import ModelNames, ResultsState
 
@@ -67,33 +66,31 @@ def _versions() -> dict:
 
 
 def _model_section(state: ResultsState) -> dict:
-    names = state.names
     return {
-        "endog_name": names.endog_name,
-        "exog_names": names.exog_names,
-        "exog_re_names": names.exog_re_names,
-        "vc_names": names.vc_names,
-        "vc_column_names": names.vc_column_names,
-        "group_name": names.group_name,
+        **dataclasses.asdict(state.names),
         "use_sqrt": state.use_sqrt,
         "spec": state.spec.to_dict() if state.spec is not None else None,
     }
 
 
+#: the ``fit`` section of ``estimates.json``: these attributes of the state, by name
+_FIT_KEYS = (
+    "method",
+    "reml",
+    "converged",
+    "n_iter",
+    "n_evals",
+    "optimizer_methods",
+    "boundary",
+    "fit_seconds",
+    "data_pass_seconds",
+    "cov_fe",
+    "history",
+)
+
+
 def _fit_section(state: ResultsState) -> dict:
-    return {
-        "method": state.method,
-        "reml": state.reml,
-        "converged": state.converged,
-        "n_iter": state.n_iter,
-        "n_evals": state.n_evals,
-        "optimizer_methods": state.optimizer_methods,
-        "boundary": state.boundary,
-        "fit_seconds": state.fit_seconds,
-        "data_pass_seconds": state.data_pass_seconds,
-        "cov_fe": state.cov_fe,
-        "history": state.history,
-    }
+    return {key: getattr(state, key) for key in _FIT_KEYS}
 
 
 def _estimates_section(state: ResultsState) -> dict:
@@ -159,24 +156,11 @@ def save_state(state: ResultsState, path, summary_text: str) -> None:
     FileExistsError
         ``path`` exists and is not a results directory (it is never replaced).
     """
-    target = Path(path)
-    parent = target.parent if str(target.parent) else Path(".")
-    parent.mkdir(parents=True, exist_ok=True)
-    sweep_stale(target)
-    tmp = sibling_path(target, "tmp")
-    tmp.mkdir()
-    try:
+    with atomic_directory(path, marker="estimates.json", kind="results") as tmp:
         with open(tmp / "estimates.json", "w") as fh:
             json.dump(jsonable(estimates_document(state)), fh, indent=1, allow_nan=False)
         random_effects_table(state).to_parquet(tmp / "random_effects.parquet", index=False)
         (tmp / "summary.txt").write_text(summary_text)
-        for f in tmp.iterdir():  # data on disk before the rename makes it visible
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        replace_dir(tmp, target, marker="estimates.json", kind="results")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 # ---------------------------------------------------------------------------

@@ -6,6 +6,11 @@ statistics (one pass over the rows); :mod:`~dmixed.kernels.groups` turns a block
 groups' statistics into contributions (sums over groups) to the log-likelihood, score,
 Hessian, moment start and BLUPs, so an engine can evaluate any split of the groups and
 add the results.
+
+Notation (DESIGN.md §1–6).  For group ``i`` the padded random design is ``Z̃_i``
+(``n_i × r``; the ``q`` columns of ``exog_re`` followed by the variance component
+slots), the fixed design ``X_i`` (``n_i × p``) and the response ``y_i``.  The statistics
+are ``ZZ_i = Z̃_i'Z̃_i`` and ``ZXy_i = Z̃_i'[X_i, y_i]``.
 """
 
 from .groups import (

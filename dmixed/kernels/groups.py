@@ -5,11 +5,8 @@ stacked per-group arrays (a leading axis of length ``G``, the number of groups i
 block) and returns contributions that are *sums over groups*, so that an engine can
 evaluate them on any partition of the groups and add the results.
 
-Notation (see DESIGN.md §1–6).  For group ``i`` the padded random design is
-``Z̃_i`` (``n_i × r``; the ``q`` columns of ``exog_re`` followed by the variance
-component slots), the fixed design ``X_i`` (``n_i × p``) and the response ``y_i``.
-The statistics are ``ZZ_i = Z̃_i'Z̃_i`` and ``ZXy_i = Z̃_i'[X_i, y_i]``.  For the
-relative covariance factor ``Λ`` (``B* = ΛΛ'``)::
+Notation as in :mod:`dmixed.kernels` (DESIGN.md §1–6).  For the relative covariance
+factor ``Λ`` (``B* = ΛΛ'``)::
 
     K_i = I + Λ' ZZ_i Λ,           log|V*_i| = log|K_i|
     P_i = Λ K_i⁻¹ Λ'               (V*_i⁻¹ = I − Z̃_i P_i Z̃_i')

@@ -19,7 +19,6 @@ import glob
 import hashlib
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CheckpointMismatch
-from ..files import jsonable, read_versioned_json, replace_dir, sibling_path, sweep_stale
+from ..files import atomic_directory, jsonable, read_versioned_json
 from .columns import (
     GROUP,
     matrix_column,
@@ -146,12 +145,8 @@ def _group_frame(arrays: GroupArrays, lo: int, hi: int) -> pd.DataFrame:
 def save_statistics(arrays: GroupArrays, path, manifest: dict) -> None:
     """Write statistics and their manifest to the directory ``path`` atomically."""
 
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    sweep_stale(target)
-    tmp = sibling_path(target, "tmp")
-    (tmp / "groups").mkdir(parents=True)
-    try:
+    with atomic_directory(path, marker="manifest.json", kind="statistics") as tmp:
+        (tmp / "groups").mkdir()
         g = len(arrays.labels)
         for i, lo in enumerate(range(0, max(g, 1), GROUPS_PER_FILE)):
             frame = _group_frame(arrays, lo, min(lo + GROUPS_PER_FILE, g))
@@ -169,10 +164,6 @@ def save_statistics(arrays: GroupArrays, path, manifest: dict) -> None:
         }
         with open(tmp / "manifest.json", "w") as fh:
             json.dump(jsonable(full), fh, indent=1, allow_nan=False)
-        replace_dir(tmp, target, marker="manifest.json", kind="statistics")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def read_manifest(path) -> dict:

@@ -14,7 +14,7 @@ This module is the one owner of those names; both tables write and read them thr
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -56,8 +56,9 @@ def put_vector(cols: dict, name: str, values: np.ndarray) -> None:
         cols[vector_column(name, j)] = values[:, j]
 
 
-def take_vector(frame: Mapping, name: str, r: int, n_rows: int) -> np.ndarray:
-    """The (G, r) array stored by :func:`put_vector` (G = ``n_rows``)."""
+def take_vector(frame: Any, name: str, r: int, n_rows: int) -> np.ndarray:
+    """The (G, r) array stored by :func:`put_vector` (G = ``n_rows``); ``frame`` is a
+    DataFrame or a mapping of column name → values."""
     if not r:
         return np.zeros((n_rows, 0))
     return np.column_stack([frame[vector_column(name, j)] for j in range(r)])
@@ -71,7 +72,7 @@ def put_lower_triangle(cols: dict, name: str, mats: np.ndarray) -> None:
             cols[matrix_column(name, a, b)] = mats[:, a, b]
 
 
-def take_lower_triangle(frame: Mapping, name: str, r: int, n_rows: int) -> np.ndarray:
+def take_lower_triangle(frame: Any, name: str, r: int, n_rows: int) -> np.ndarray:
     """The symmetric (G, r, r) array stored by :func:`put_lower_triangle`."""
     out = np.zeros((n_rows, r, r))
     for a in range(r):
@@ -87,7 +88,7 @@ def put_vc_slots(cols: dict, slot_cols: list[np.ndarray]) -> None:
             cols[vc_slot_column(comp, s)] = table[:, s]
 
 
-def take_vc_slots(frame: Mapping, widths, n_rows: int) -> list[np.ndarray]:
+def take_vc_slots(frame: Any, widths, n_rows: int) -> list[np.ndarray]:
     """The slot tables stored by :func:`put_vc_slots`: one int64 (G, m_c) per component."""
     return [
         np.column_stack(

@@ -99,16 +99,8 @@ def assign_vc_slots(
 
     Within a group, the columns of one variance component that are non-zero on at
     least one of its rows are numbered ``0, 1, …`` in increasing column order
-    (:func:`number_pairs`).
-
-    Parameters
-    ----------
-    codes : ndarray of int, shape (n,)
-        Group code of every row.
-    cols : ndarray of int, shape (n, k)
-        Global column index of each sparse entry of the row, ``-1`` for none.
-    vals : ndarray of float, shape (n, k)
-        Value of each entry.
+    (:func:`number_pairs`).  ``codes``, ``cols`` and ``vals`` as in
+    :func:`present_pairs`.
 
     Returns
     -------

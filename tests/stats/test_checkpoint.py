@@ -395,9 +395,10 @@ def test_interrupted_rename_never_exposes_a_partial_directory(
 
 KILLED_WRITER = """
 import os, pickle, sys
+from dmixed import files
 from dmixed.stats import checkpoint
 arrays = pickle.load(open(sys.argv[1], "rb"))
-checkpoint.replace_dir = lambda *args, **kwargs: os._exit(9)  # killed just before the rename
+files.replace_dir = lambda *args, **kwargs: os._exit(9)  # killed just before the rename
 checkpoint.save_statistics(arrays, sys.argv[2], {"digest": "killed"})
 """
 
