@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, special
 
+from .errors import SpecError
 from .fit.objective import loglike_at_scale, profile, score_matrices
 from .stats import GlobalStats, Layout
 
@@ -135,7 +136,7 @@ class ProfileLikelihood:
     def __init__(self, results, which: str) -> None:
         model = results.model
         if model is None:
-            raise ValueError("profile likelihoods need the fitted model's statistics")
+            raise SpecError("profile likelihoods need the fitted model's statistics")
         if which in model.exog_re_names:
             kind, index = "re", model.exog_re_names.index(which)
             self.estimate = float(results.cov_re.iloc[index, index])
@@ -163,7 +164,7 @@ class ProfileLikelihood:
     def __call__(self, value: float) -> float:
         """max ℓ subject to the variance being ``value`` (≥ 0)."""
         if value < 0:
-            raise ValueError(f"a variance cannot be negative: {value}")
+            raise SpecError(f"a variance cannot be negative: {value}")
         res = optimize.minimize(
             self.problem.value_and_grad,
             self.start,
@@ -219,17 +220,17 @@ def compare_lr_test(restricted, full) -> tuple[float, float, int]:
     usual correction).
     """
     if restricted.nobs != full.nobs:
-        raise ValueError(f"the fits use different data: nobs {restricted.nobs} vs {full.nobs}")
+        raise SpecError(f"the fits use different data: nobs {restricted.nobs} vs {full.nobs}")
     if restricted.reml != full.reml:
-        raise ValueError("both fits must use the same method (REML or ML)")
+        raise SpecError("both fits must use the same method (REML or ML)")
     if full.reml and list(restricted.fe_params.index) != list(full.fe_params.index):
-        raise ValueError(
+        raise SpecError(
             "REML likelihoods of models with different fixed effects are not comparable; "
             "refit both with reml=False"
         )
     df = len(full.params) - len(restricted.params)
     if df <= 0:
-        raise ValueError(
+        raise SpecError(
             f"the full model must have more parameters than the restricted one ({df} more)"
         )
     stat = max(2.0 * (full.llf - restricted.llf), 0.0)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..errors import DataError, SpecError
+
 __all__ = ["Predictor", "transform_for_prediction", "predict_dask"]
 
 
@@ -98,14 +100,14 @@ class Predictor:
         """
         x = np.asarray(exog, dtype=np.float64).reshape(len(exog), -1)
         if x.shape[1] != len(self.fe_params):
-            raise ValueError(f"exog has {x.shape[1]} columns; the model has {len(self.fe_params)}")
+            raise DataError(f"exog has {x.shape[1]} columns; the model has {len(self.fe_params)}")
         fixed = x @ self.fe_params
         if not include_random:
             return fixed
         if groups is None:
-            raise ValueError("include_random=True needs groups=")
+            raise SpecError("include_random=True needs groups=")
         if self.slot_cols:
-            raise ValueError("include_random with exog= is not available for VC models")
+            raise SpecError("include_random with exog= is not available for VC models")
         z = (
             np.ones((x.shape[0], 1))
             if exog_re is None and self.k_re == 1
@@ -118,7 +120,7 @@ def fitted_partition(pdf, spec, predictor: Predictor, include_random: bool, resi
     """One partition's fitted values (or residuals), indexed like the partition."""
     dm = spec.transform(pdf) if resid else transform_for_prediction(spec, pdf)
     if dm.n_dropped:
-        raise ValueError(
+        raise DataError(
             f"{dm.n_dropped} rows of a partition have missing values: fitted values and "
             "residuals are only defined for complete rows"
         )

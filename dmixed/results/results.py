@@ -18,7 +18,7 @@ import pandas as pd
 from scipy import special
 
 from ..design import is_dask
-from ..errors import SingularHessianWarning
+from ..errors import SingularHessianWarning, SpecError
 from ..inference import ProfileLikelihood
 from ..inference import compare_lr_test as _compare_lr_test
 from ..io import ModelNames, ResultsState, load_state, save_state
@@ -348,7 +348,7 @@ class MixedLMResults:
         """
         if data is not None:
             if self.spec is None:
-                raise ValueError(
+                raise SpecError(
                     "predict(data) needs a model built with from_formula; "
                     "pass exog= (and exog_re=, groups=) instead"
                 )
@@ -359,7 +359,7 @@ class MixedLMResults:
         if exog is None:
             rows = self._fitted_rows()
             if rows is None:
-                raise ValueError("no data given and the fitted rows are not available")
+                raise SpecError("no data given and the fitted rows are not available")
             return self.predictor().predict(rows, include_random)
         return self.predictor().predict_arrays(exog, exog_re, groups, include_random)
 
@@ -382,7 +382,7 @@ class MixedLMResults:
             return predict_dask(self.predictor(), self.spec, source, True, resid=True)
         rows = self._fitted_rows()
         if rows is None:
-            raise ValueError("the fitted rows are not available (loaded results)")
+            raise SpecError("the fitted rows are not available (loaded results)")
         return rows.endog - self.fittedvalues
 
     # -- likelihood inference --------------------------------------------------------

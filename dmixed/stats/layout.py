@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import DmixedError, SpecError
+
 
 def n_tril(q: int) -> int:
     """Entries of the lower triangle of a ``q × q`` matrix: ``q(q+1)/2``."""
@@ -82,7 +84,7 @@ class Layout:
         """``"re:i"`` → ``("re", i)``, ``"vc:l"`` → ``("vc", l)``; ``ValueError`` for a
         label that names no variance of this layout (e.g. one edited in a saved file)."""
         if label not in self.boundary_labels():
-            raise ValueError(
+            raise SpecError(
                 f"boundary label {label!r} names no variance of this model "
                 f"(expected one of {self.boundary_labels()})"
             )
@@ -117,7 +119,7 @@ class Layout:
         """Return (Ψ*, τ*) from a packed vector."""
         packed = np.asarray(packed, dtype=np.float64)
         if packed.shape != (self.n_params,):
-            raise ValueError(
+            raise DmixedError(
                 f"expected {self.n_params} covariance parameters "
                 f"({self.k_re2} for cov_re, {self.k_vc} variance components), "
                 f"got {packed.shape}"

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import dask
 
+from ...errors import DataError, SpecError
 from ...stats import FittedStatistics, Layout
 from ...stats.keys import key_dtype
 from ...stats.packed import PackedLayout
@@ -98,7 +99,7 @@ def resolve_engine(engine: str | None) -> str:
         engine = dask.config.get("dmixed.engine", None) or DEFAULT_ENGINE
     engine = str(engine).lower()
     if engine not in ("auto", "distributed", "local"):
-        raise ValueError(f"engine must be 'auto', 'distributed' or 'local', got {engine!r}")
+        raise SpecError(f"engine must be 'auto', 'distributed' or 'local', got {engine!r}")
     return engine
 
 
@@ -263,7 +264,7 @@ def statistics_from_dask(ddf, spec, client=None, progress: bool = False, engine=
     mode = resolve_engine(engine)
     client = resolve_client(client)
     if client is None and mode == "distributed":
-        raise ValueError(
+        raise SpecError(
             "engine='distributed' needs a distributed Client (pass client= or create one)"
         )
     t0 = time.perf_counter()
@@ -285,7 +286,7 @@ def statistics_from_dask(ddf, spec, client=None, progress: bool = False, engine=
         engine_obj, asm = _compute_on_cluster(run, graph, packed, t1)
     if asm.glob.n == 0:
         engine_obj.close()
-        raise ValueError("no data: the Dask DataFrame has no rows (after dropping missing values)")
+        raise DataError("no data: the Dask DataFrame has no rows (after dropping missing values)")
     logger.log(
         run.level,
         "data pass done in %.2fs: %d rows, %d groups",

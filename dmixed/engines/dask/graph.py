@@ -21,6 +21,7 @@ import operator
 import dask
 import numpy as np
 
+from ...errors import SpecError
 from ...stats.packed import PackedLayout
 from .blocks import to_block
 from .combine import combine_partials, sum_vectors
@@ -59,7 +60,7 @@ def data_pass_mode() -> str:
     """
     mode = dask.config.get("dmixed.data_pass", "auto")
     if mode not in ("auto", "chains", "tree"):
-        raise ValueError(
+        raise SpecError(
             f"dask config 'dmixed.data_pass' must be 'auto', 'chains' or 'tree', got {mode!r}"
         )
     return mode
@@ -129,7 +130,7 @@ def chain_recipes(
         return None
     if not chainable(ddf):
         if mode == "chains" and not allow_fallback:
-            raise ValueError(_CHAINS_REFUSED)
+            raise SpecError(_CHAINS_REFUSED)
         return None
     pieces = partition_pieces(ddf, [])
     if pieces is None:  # pragma: no cover - a partition-wise graph always splits
@@ -239,7 +240,7 @@ def _partial_tasks(ddf, spec, slot_arg, packed, key_dtype, n_blocks, n_chains, c
             for pieces, futures in resident
         ]
     if mode == "chains":
-        raise ValueError(_CHAINS_REFUSED)
+        raise SpecError(_CHAINS_REFUSED)
     part = dask.delayed(partition_partials, nout=2, pure=True)
     return [part(p, spec, slot_arg, packed, n_blocks) for p in ddf.to_delayed(optimize_graph=True)]
 
