@@ -89,8 +89,12 @@ _FIT_KEYS = (
 )
 
 
+#: added to the ``fit`` section later (format 1 still): absent in older directories
+_OPTIMIZER_KEYS = ("optimizer_settings", "initial_params", "initial_llf", "grad_norm")
+
+
 def _fit_section(state: ResultsState) -> dict:
-    return {key: getattr(state, key) for key in _FIT_KEYS}
+    return {key: getattr(state, key) for key in _FIT_KEYS + _OPTIMIZER_KEYS}
 
 
 def _estimates_section(state: ResultsState) -> dict:
@@ -204,6 +208,12 @@ def _state_from(doc: dict, table: pd.DataFrame) -> ResultsState:
         optimizer_methods=f["optimizer_methods"],
         history=f["history"],
         boundary=f["boundary"],
+        optimizer_settings=dict(f.get("optimizer_settings") or {}),
+        initial_params=(
+            None if f.get("initial_params") is None else np.asarray(f["initial_params"], float)
+        ),
+        initial_llf=np.nan if f.get("initial_llf") is None else float(f["initial_llf"]),
+        grad_norm=np.nan if f.get("grad_norm") is None else float(f["grad_norm"]),
         fit_seconds=f["fit_seconds"],
         data_pass_seconds=f["data_pass_seconds"],
         cov_fe=f["cov_fe"],

@@ -8,11 +8,12 @@ JSON and Parquet.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from ..fit.summary import DEFAULTS, OptSummary
 from ..stats import n_tril
 
 __all__ = ["ModelNames", "ResultsState"]
@@ -98,6 +99,13 @@ class ResultsState:
         Their conditional covariances ``σ̂² Λ K_i⁻¹ Λ'``.
     vc_slot_cols : list of ndarray (G, m_l)
         The column of component ``l`` each slot stands for (-1: unused).
+    optimizer_settings : dict
+        The optimizer's settings and tolerances (:meth:`OptSummary.settings`); empty
+        for results saved before they were recorded.
+    initial_params : ndarray or None
+        The packed covariance parameters the optimizer started from (None: not saved).
+    initial_llf, grad_norm : float
+        ℓ at the start; the final scaled gradient norm (NaN: not saved).
     """
 
     names: ModelNames
@@ -136,6 +144,29 @@ class ResultsState:
     blup: np.ndarray
     blup_cov: np.ndarray
     vc_slot_cols: list[np.ndarray]
+    optimizer_settings: dict = field(default_factory=dict)
+    initial_params: np.ndarray | None = None
+    initial_llf: float = np.nan
+    grad_norm: float = np.nan
+
+    def optimizer(self) -> OptSummary:
+        """The optimizer's record (MixedModels.jl's ``OptSummary``) rebuilt from the state:
+        settings and tolerances, start and final values, methods, the per-iteration log.
+        Settings not recorded (results saved before they were) are the defaults."""
+        initial = np.zeros(0) if self.initial_params is None else self.initial_params
+        record = DEFAULTS.start(initial, **self.optimizer_settings)
+        record.use_sqrt = self.use_sqrt
+        record.initial_llf = self.initial_llf
+        record.packed = np.asarray(self.packed_params)
+        record.llf = self.llf
+        record.grad_norm = self.grad_norm
+        record.converged = self.converged
+        record.boundary = list(self.boundary)
+        record.methods = list(self.optimizer_methods)
+        record.n_iter = self.n_iter
+        record.n_evals = self.n_evals
+        record.history = self.history
+        return record
 
     @property
     def k_re2(self) -> int:

@@ -60,6 +60,9 @@ class MixedLMResults:
         self.n_evals = state.n_evals
         self.optimizer_methods = state.optimizer_methods
         self.fit_history = state.history
+        #: the optimizer's record (:class:`~dmixed.fit.summary.OptSummary`): settings and
+        #: tolerances, start and final values, methods and the per-iteration log
+        self.optimizer = state.optimizer()
         self.boundary = state.boundary
         self.fit_seconds = state.fit_seconds
         self.data_pass_seconds = state.data_pass_seconds
@@ -494,6 +497,10 @@ def _record_fit(
         blup=blup,
         blup_cov=cond * scale,
         vc_slot_cols=stats.vc_slot_cols,
+        optimizer_settings=optimize_result.settings(),
+        initial_params=np.asarray(optimize_result.initial),
+        initial_llf=float(optimize_result.initial_llf),
+        grad_norm=float(optimize_result.grad_norm),
     )
 
 

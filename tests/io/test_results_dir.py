@@ -157,3 +157,35 @@ def test_damaged_directory_is_a_checkpoint_error(tmp_path, res):
     (tmp_path / "out" / "estimates.json").write_text(json.dumps(doc))
     with pytest.raises(CheckpointError, match="damaged dmixed results directory: KeyError"):
         dmixed.load(tmp_path / "out")
+
+
+def test_the_optimizer_record_is_saved_and_older_directories_load(tmp_path, res):
+    """``res.optimizer`` (settings, start, outcome, log) survives saving; a directory
+    written before the record's settings were saved loads with the default settings."""
+    fit, _ = res
+    fit.save(tmp_path / "out")
+    back = dmixed.load(tmp_path / "out").optimizer
+    rec = fit.optimizer
+    assert back.settings() == rec.settings()
+    np.testing.assert_array_equal(back.initial, rec.initial)
+    np.testing.assert_array_equal(back.packed, fit.packed_params)
+    assert (back.initial_llf, back.llf, back.grad_norm) == (
+        rec.initial_llf,
+        fit.llf,
+        rec.grad_norm,
+    )
+    assert (back.methods, back.n_iter, back.n_evals) == (
+        fit.optimizer_methods,
+        fit.n_iter,
+        fit.n_evals,
+    )
+    assert rec.initial_llf <= rec.llf
+    doc_path = tmp_path / "out" / "estimates.json"
+    doc = json.loads(doc_path.read_text())
+    for key in ("optimizer_settings", "initial_params", "initial_llf", "grad_norm"):
+        del doc["fit"][key]
+    doc_path.write_text(json.dumps(doc))
+    old = dmixed.load(tmp_path / "out")
+    assert old.optimizer.settings() == dmixed.fit.summary.DEFAULTS.settings()
+    assert old.optimizer.initial.size == 0 and np.isnan(old.optimizer.initial_llf)
+    assert old.llf == fit.llf
