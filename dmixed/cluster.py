@@ -168,7 +168,13 @@ def connect(cluster: str | os.PathLike | dict | None = None) -> Iterator:
     security = security_of(config)
     if security is not None:
         client_kwargs["security"] = security
-    started = _make_cluster(config)
+    try:
+        started = _make_cluster(config)
+    except (TypeError, RuntimeError) as exc:
+        # a key the cluster class (or, with processes, its workers) does not take
+        raise ClusterConfigError(
+            f"cluster config 'cluster' for kind {config['kind']!r}: {exc}"
+        ) from exc
     try:
         try:
             if started is not None:
@@ -180,6 +186,8 @@ def connect(cluster: str | os.PathLike | dict | None = None) -> Iterator:
                 if not Path(path).exists():
                     raise ClusterConfigError(f"scheduler file {path} does not exist")
                 client = Client(scheduler_file=path, **client_kwargs)
+        except ValueError as exc:  # an address of no known protocol, or bad client options
+            raise ClusterConfigError(f"cluster {cluster!r}: {exc}") from exc
         except (OSError, TimeoutError) as exc:
             where = config.get("address") or config.get("scheduler_file") or config["kind"]
             raise ConnectionError(

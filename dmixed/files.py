@@ -54,8 +54,13 @@ def read_versioned_json(file: Path, fmt: str, version: int, what: str) -> dict:
     """A JSON file of dmixed's own format ``fmt``, refusing others and newer versions."""
     if not file.exists():
         raise FileNotFoundError(f"{file.parent} is not {what} (no {file.name})")
-    with open(file) as fh:
-        state = json.load(fh)
+    try:
+        with open(file) as fh:
+            state = json.load(fh)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(
+            f"{file} is not {what}'s {file.name}: not valid JSON ({exc})"
+        ) from exc
     if not isinstance(state, dict) or state.get("format") != fmt:
         raise CheckpointError(f"{file} is not {what}'s {file.name} (format {fmt!r} expected)")
     if state.get("format_version", 0) > version:

@@ -60,8 +60,10 @@ class MixedLM(ModelDimensions):
         Optimize over ``[vech_lt(L), s]`` (Ψ* = LL', τ* = s²) rather than ``[vech_lt(Ψ*), τ*]``.
     weights : array_like (n,), optional
         Prior (precision) weights: the residual variance of row j is ``σ²/w_j`` (as lme4).
-    missing : {"raise", "drop"}
-        What to do with NaN/inf/missing values in a used column.
+    missing : {"raise", "drop", "none"}
+        What to do with NaN/inf/missing values in a used column.  ``"none"``
+        (statsmodels' default name) is accepted and acts as ``"raise"``: a missing
+        value never reaches the statistics unchecked.
 
     Attributes
     ----------
@@ -100,7 +102,7 @@ class MixedLM(ModelDimensions):
         weights=None,
         missing: str = "raise",
     ) -> None:
-        if missing not in ("raise", "drop"):
+        if missing not in ("raise", "drop", "none"):
             raise SpecError(f"missing must be 'raise' or 'drop', got {missing!r}")
         if is_dask(endog) or is_dask(exog):
             raise TypeError(
@@ -465,6 +467,7 @@ class MixedLM(ModelDimensions):
 
         if cov_fe not in ("hessian", "conditional"):
             raise SpecError(f"cov_fe must be 'hessian' or 'conditional', got {cov_fe!r}")
+        choose_methods(method, opt_sqrt=True)  # a bad method is refused before the data pass
         t_start = time.perf_counter()
         stats = self._data_pass(client, progress, engine)
         layout = stats.layout

@@ -355,3 +355,18 @@ def test_bad_security_keys_are_a_config_error():
     with pytest.raises(ClusterConfigError, match="'security'"):
         with connect(config):
             pass
+
+
+@pytest.mark.parametrize(
+    ("cluster", "match"),
+    [
+        ("foo://127.0.0.1:9", "unknown address scheme 'foo'"),
+        ({"kind": "local", "cluster": {"processes": False, "bogus_key": 3}}, "bogus_key"),
+    ],
+)
+def test_an_unusable_address_or_cluster_key_is_a_config_error(cluster, match):
+    """What the configuration gets wrong is a ClusterConfigError (exit status 2 in the
+    command), not distributed's ValueError or TypeError."""
+    with pytest.raises(ClusterConfigError, match=match):
+        with connect(cluster):
+            pass

@@ -288,7 +288,15 @@ def test_every_constructor_gives_the_same_attributes():
     assert set(vars(back)) == set(vars(formula)) and back.cached_statistics is None
 
 
-def test_missing_none_is_refused():
+def test_missing_none_acts_as_raise():
+    """statsmodels' ``missing="none"`` is accepted (code ported from it passes it) and
+    checks like ``"raise"``: the same fit, and a NaN is refused, never summed."""
     endog, exog, _, groups = _arrays()
-    with pytest.raises(dmixed.SpecError, match="missing must be 'raise' or 'drop'"):
+    none = MixedLM(endog, exog, groups, missing="none").fit()
+    assert none.llf == MixedLM(endog, exog, groups, missing="raise").fit().llf
+    endog = np.array(endog, dtype=float)
+    endog[3] = np.nan
+    with pytest.raises(dmixed.DataError, match="missing or infinite values in endog"):
         MixedLM(endog, exog, groups, missing="none")
+    with pytest.raises(dmixed.SpecError, match="missing must be 'raise' or 'drop'"):
+        MixedLM(endog, exog, groups, missing="nan")

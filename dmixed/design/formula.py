@@ -223,12 +223,22 @@ class _FactorChecker:
         if root in LEARNING_TRANSFORMS:
             self.refuse(f"the stateful transform {root}()", LEARNING_TRANSFORMS[root])
         if root == "Q":
-            if node.args and isinstance(node.args[0], ast.Constant):
-                col = node.args[0].value
-                if col in self.columns:
-                    add_unique(self.info.columns, col)
-                else:
-                    self.info.unknown.append(str(col))
+            # Q("name") quotes one column name; anything more would be evaluated
+            if (
+                len(node.args) != 1
+                or node.keywords
+                or not isinstance(node.args[0], ast.Constant)
+                or not isinstance(node.args[0].value, str)
+            ):
+                raise FormulaError(
+                    f"{self.role} {self.formula!r}: {ast.unparse(node)} is not supported: "
+                    "Q() takes exactly one quoted column name, e.g. Q('my column')"
+                )
+            col = node.args[0].value
+            if col in self.columns:
+                add_unique(self.info.columns, col)
+            else:
+                self.info.unknown.append(str(col))
             return False
         if root == "C" and node.args:
             first = node.args[0]

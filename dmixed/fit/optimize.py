@@ -122,6 +122,11 @@ def _defined(ev: Evaluation) -> tuple[StepSums, Profile]:
 
 #: statsmodels' default sequence of optimizers.
 DEFAULT_METHODS = ("bfgs", "lbfgs", "cg")
+#: the methods ``fit(method=...)`` takes (case-insensitive): statsmodels' short names and
+#: scipy's methods that need no Hessian
+METHODS = frozenset(
+    {"bfgs", "lbfgs", "cg", "l-bfgs-b", "nelder-mead", "powell", "tnc", "slsqp", "trust-constr"}
+)
 
 
 def choose_methods(method: str | list[str] | None, opt_sqrt: bool) -> list[str]:
@@ -131,7 +136,8 @@ def choose_methods(method: str | list[str] | None, opt_sqrt: bool) -> list[str]:
     Raises
     ------
     SpecError
-        ``"newton"`` or ``"ncg"`` (statsmodels' methods that need the Hessian).
+        ``"newton"`` or ``"ncg"`` (statsmodels' methods that need the Hessian), or a
+        name that is not one of :data:`METHODS`.
     """
     if method is None:
         return list(DEFAULT_METHODS) if opt_sqrt else ["lbfgs"]
@@ -139,6 +145,8 @@ def choose_methods(method: str | list[str] | None, opt_sqrt: bool) -> list[str]:
     for m in methods:
         if m.lower() in ("newton", "ncg"):
             raise SpecError(f"method {m} not available for MixedLM")
+        if m.lower() not in METHODS:
+            raise SpecError(f"method {m!r} is not available: use one of {sorted(METHODS)}")
     return methods
 
 

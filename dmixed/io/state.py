@@ -180,8 +180,11 @@ class ResultsState:
 
     @property
     def bse(self) -> np.ndarray:
-        """Standard errors in ``params``' coordinates: ``sqrt(diag(cov_params))``."""
-        return np.sqrt(np.diag(self.cov_params))
+        """Standard errors in ``params``' coordinates: ``sqrt(diag(cov_params))``; NaN
+        where that diagonal is negative (the fit warned: the Hessian is not negative
+        definite there)."""
+        with np.errstate(invalid="ignore"):
+            return np.sqrt(np.diag(self.cov_params))
 
     @property
     def df_modelwc(self) -> int:

@@ -172,9 +172,9 @@ class MixedLMResults:
 
     @cached_property
     def bse_re(self) -> pd.Series:
-        return np.sqrt(self.scale * np.diag(self._cov)[self.k_fe :]) * pd.Series(
-            1.0, index=self.param_names[self.k_fe :]
-        )
+        with np.errstate(invalid="ignore"):  # NaN where the fit warned of the Hessian
+            se = np.sqrt(self.scale * np.diag(self._cov)[self.k_fe :])
+        return se * pd.Series(1.0, index=self.param_names[self.k_fe :])
 
     @cached_property
     def tvalues(self) -> pd.Series:

@@ -95,3 +95,33 @@ def test_elementwise_expressions_allowed():
     j = spec.exog_names.index("np.log(x2)")
     np.testing.assert_allclose(dm.exog[:, j], np.log(df["x2"]))
     assert "Intercept" not in spec.exog_names
+
+
+@pytest.mark.parametrize(
+    "term",
+    [
+        "Q('x1', __import__('os').system('touch {marker}'))",
+        "Q('x1', x=__import__('os').system('touch {marker}'))",
+        "Q(open('{marker}', 'w').name)",
+        "Q(x1)",
+        "Q()",
+    ],
+)
+def test_q_quotes_one_column_name_and_evaluates_nothing(tmp_path, term):
+    """Q() takes one quoted column name: any other argument is refused before anything
+    is evaluated (data is never code: DESIGN.md §12), from every formula role."""
+    from dmixed import FormulaError
+
+    df = make_df()
+    marker = tmp_path / "ran"
+    term = term.format(marker=marker)
+    for kwargs in (
+        {"formula": f"y ~ {term}"},
+        {"formula": "y ~ x1", "re_formula": f"1 + {term}"},
+        {"formula": "y ~ x1", "vc_formula": {"c": f"0 + {term}"}},
+    ):
+        with pytest.raises(FormulaError, match=r"Q\(\) takes exactly one quoted column name"):
+            build_spec(df, groups="g", **kwargs)
+    assert not marker.exists()
+    spec = build_spec(df, "y ~ Q('x1')", groups="g")
+    assert spec.exog_names == ["Intercept", "Q('x1')"]

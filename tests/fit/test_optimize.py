@@ -145,3 +145,11 @@ def test_opt_summary_repacks_start_and_optimum():
     assert summary.repack(layout, use_sqrt=False)
     np.testing.assert_allclose([summary.initial[0], summary.packed[0]], [4.0, 9.0])
     assert summary.use_sqrt is False
+
+
+def test_an_unknown_method_is_refused_before_the_data_pass():
+    """A misspelt ``method`` is a SpecError naming the methods available, not scipy's
+    "Unknown solver" after the data pass."""
+    y, g = dyestuff2_arrays(0)
+    with pytest.raises(dmixed.SpecError, match=r"method 'bfsg' is not available: use one of"):
+        MixedLM(y, np.ones((30, 1)), g).fit(method="bfsg")

@@ -189,3 +189,11 @@ def test_the_optimizer_record_is_saved_and_older_directories_load(tmp_path, res)
     assert old.optimizer.settings() == dmixed.fit.summary.DEFAULTS.settings()
     assert old.optimizer.initial.size == 0 and np.isnan(old.optimizer.initial_llf)
     assert old.llf == fit.llf
+
+
+def test_a_corrupt_estimates_file_is_a_checkpoint_error(tmp_path, res):
+    fit, _ = res
+    fit.save(tmp_path / "out")
+    (tmp_path / "out" / "estimates.json").write_text('{"format": "dmixed-res')
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        dmixed.load(tmp_path / "out")
