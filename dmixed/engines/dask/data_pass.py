@@ -76,10 +76,8 @@ def resolve_client(client):
     """Explicit client → the current distributed client → None (in-process)."""
     if client is not None:
         return client
-    try:
-        from distributed import default_client
-    except ImportError:  # pragma: no cover
-        return None
+    from distributed import default_client
+
     try:
         return default_client()
     except ValueError:  # no client in this process

@@ -16,6 +16,7 @@ import logging
 import operator
 
 import numpy as np
+from distributed import KilledWorker
 
 from ... import kernels
 from ..local import LocalEngine
@@ -30,15 +31,10 @@ logger = logging.getLogger("dmixed")
 #: hundreds of slots.
 SMALL_ARG_BYTES = 32_000
 
-try:  # pragma: no cover - distributed is a dependency, but keep the import soft
-    from distributed import KilledWorker as _KilledWorker
-except ImportError:  # pragma: no cover
-    _KilledWorker = RuntimeError
-
 #: Errors after which a step is resubmitted once: a worker died (its tasks were retried
 #: too often, or a connection broke), or futures were cancelled under us.
 RETRY_ERRORS = (
-    _KilledWorker,
+    KilledWorker,
     concurrent.futures.CancelledError,
     asyncio.CancelledError,
     OSError,  # includes distributed's CommClosedError

@@ -12,7 +12,7 @@ import pytest
 
 import dmixed
 
-from ._synth import make_data
+from ..._synth import make_data
 
 FORMULA = "y ~ x1 + x2 + C(site) + count"
 KW = {"groups": "g", "re_formula": "1 + x1", "vc_formula": {"sub": "0 + C(sub)"}}
