@@ -180,14 +180,19 @@ def _matrix(value) -> np.ndarray:
 
 
 def _names_from(model: dict) -> ModelNames:
-    return ModelNames(
-        endog_name=model["endog_name"],
-        exog_names=model["exog_names"],
-        exog_re_names=model["exog_re_names"],
-        vc_names=model["vc_names"],
-        vc_column_names=model["vc_column_names"],
-        group_name=model["group_name"],
-    )
+    return ModelNames(**{f.name: model[f.name] for f in dataclasses.fields(ModelNames)})
+
+
+def _optimizer_fields(fit: dict) -> dict:
+    """The optimizer's settings and start, added to the fit section later (None or
+    absent in older directories: the defaults, no start)."""
+    initial, initial_llf, grad_norm = (fit.get(k) for k in _OPTIMIZER_KEYS[1:])
+    return {
+        "optimizer_settings": dict(fit.get("optimizer_settings") or {}),
+        "initial_params": None if initial is None else np.asarray(initial, dtype=np.float64),
+        "initial_llf": np.nan if initial_llf is None else float(initial_llf),
+        "grad_norm": np.nan if grad_norm is None else float(grad_norm),
+    }
 
 
 def _state_from(doc: dict, table: pd.DataFrame) -> ResultsState:
@@ -200,23 +205,8 @@ def _state_from(doc: dict, table: pd.DataFrame) -> ResultsState:
         names=names,
         spec=ModelSpec.from_dict(m["spec"]) if m.get("spec") is not None else None,
         use_sqrt=m["use_sqrt"],
-        reml=f["reml"],
-        method=f["method"],
-        converged=f["converged"],
-        n_iter=f["n_iter"],
-        n_evals=f["n_evals"],
-        optimizer_methods=f["optimizer_methods"],
-        history=f["history"],
-        boundary=f["boundary"],
-        optimizer_settings=dict(f.get("optimizer_settings") or {}),
-        initial_params=(
-            None if f.get("initial_params") is None else np.asarray(f["initial_params"], float)
-        ),
-        initial_llf=np.nan if f.get("initial_llf") is None else float(f["initial_llf"]),
-        grad_norm=np.nan if f.get("grad_norm") is None else float(f["grad_norm"]),
-        fit_seconds=f["fit_seconds"],
-        data_pass_seconds=f["data_pass_seconds"],
-        cov_fe=f["cov_fe"],
+        **{key: f[key] for key in _FIT_KEYS},
+        **_optimizer_fields(f),
         nobs=e["nobs"],
         n_groups=e["n_groups"],
         n_dropped=e["n_dropped"],
