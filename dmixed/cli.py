@@ -21,6 +21,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 
+from .design.missing import MISSING_OPTIONS
 from .errors import DmixedError
 
 logger = logging.getLogger("dmixed")
@@ -140,7 +141,7 @@ def make_job(args: argparse.Namespace, required: tuple[str, ...]) -> Job:
         job.method = str(job.method).lower()
         if job.method not in ("reml", "ml"):
             raise JobError(f"method must be 'reml' or 'ml', got {job.method!r}")
-    if job.missing not in ("raise", "drop"):
+    if job.missing not in MISSING_OPTIONS:
         raise JobError(f"missing must be 'raise' or 'drop', got {job.missing!r}")
     if job.format is not None and job.format not in ("parquet", "csv"):
         raise JobError(f"format must be 'parquet' or 'csv', got {job.format!r}")

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .design import ModelDimensions, is_dask
+from .design import ModelDimensions, build_spec, is_dask
 from .design.arrays import (
     RowData,
     as_float_matrix,
@@ -24,12 +24,21 @@ from .design.arrays import (
     exog_names,
     handle_missing,
 )
+from .design.missing import MISSING_OPTIONS
 from .engines.local import statistics_from_rows
 from .errors import BoundaryWarning, DataError, DroppedRowsWarning, FitConvergenceWarning, SpecError
 from .fit.optimize import ProfiledObjective, choose_methods, maximize, parse_free
 from .fit.start import choose_start, moment_start_packed, start_packed
 from .fit.summary import DEFAULTS, OptSummary
-from .stats import FittedStatistics, Layout, check_full_rank, check_response_varies, n_tril
+from .results import MixedLMResults
+from .stats import (
+    FittedStatistics,
+    Layout,
+    check_full_rank,
+    check_response_varies,
+    n_tril,
+    tril_indices,
+)
 
 logger = logging.getLogger("dmixed")
 
@@ -102,7 +111,7 @@ class MixedLM(ModelDimensions):
         weights=None,
         missing: str = "raise",
     ) -> None:
-        if missing not in ("raise", "drop", "none"):
+        if missing not in (*MISSING_OPTIONS, "none"):
             raise SpecError(f"missing must be 'raise' or 'drop', got {missing!r}")
         if is_dask(endog) or is_dask(exog):
             raise TypeError(
@@ -212,8 +221,6 @@ class MixedLM(ModelDimensions):
             name nor one label per row, or a formula that cannot be built
             (:func:`dmixed.design.build_spec`).
         """
-        from .design import build_spec
-
         del use_sparse  # accepted for statsmodels' signature, ignored
         if subset is not None:
             raise SpecError("subset is not supported: filter the DataFrame first")
@@ -335,11 +342,8 @@ class MixedLM(ModelDimensions):
         """statsmodels' parameter names: fixed effects, 'a Var'/'a x b Cov', 'name Var'."""
         names = list(self.exog_names)
         re_names = self.exog_re_names
-        for i in range(len(re_names)):
-            for j in range(i + 1):
-                names.append(
-                    f"{re_names[i]} Var" if i == j else f"{re_names[j]} x {re_names[i]} Cov"
-                )
+        for i, j in zip(*tril_indices(len(re_names)), strict=True):
+            names.append(f"{re_names[i]} Var" if i == j else f"{re_names[j]} x {re_names[i]} Cov")
         names.extend(f"{v} Var" for v in self.vc_names)
         return names
 
@@ -365,6 +369,7 @@ class MixedLM(ModelDimensions):
             if engine is None or getattr(cached.engine, "name", None) == _engine_name(engine):
                 return cached
         if self.source is not None:
+            # imported here: a model of in-memory data never imports Dask
             from .engines.dask import statistics_from_dask
 
             stats = statistics_from_dask(
@@ -463,8 +468,6 @@ class MixedLM(ModelDimensions):
         BoundaryWarning
             The estimate is on the boundary of the parameter space.
         """
-        from .results import MixedLMResults
-
         if cov_fe not in ("hessian", "conditional"):
             raise SpecError(f"cov_fe must be 'hessian' or 'conditional', got {cov_fe!r}")
         choose_methods(method, opt_sqrt=True)  # a bad method is refused before the data pass

@@ -7,7 +7,7 @@
 5. learn formulaic's specs on a prototype frame holding every level
    (:func:`main_formula_spec`, :func:`re_formula_spec`), and plan the sparse
    variance components (:func:`plan_variance_components`);
-6. check that the response varies (:func:`check_response_varies`).
+6. check that the response varies (:func:`check_response_not_constant`).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ParsedFormulas",
     "check_arguments",
-    "check_response_varies",
+    "check_response_not_constant",
     "column_kinds",
     "main_formula_spec",
     "parse_formulas",
@@ -347,7 +347,7 @@ def plan_variance_components(parsed: ParsedFormulas, vc_formula, levels, kinds, 
     return plans, names
 
 
-def check_response_varies(spec: ModelSpec, data, scan: LevelScan, dask_input: bool) -> None:
+def check_response_not_constant(spec: ModelSpec, data, scan: LevelScan, dask_input: bool) -> None:
     """Refuse a constant response (from the whole pandas frame, or the Dask scan's range).
 
     Raises

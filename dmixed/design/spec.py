@@ -36,7 +36,7 @@ import pandas as pd
 from ..errors import CheckpointError
 from .build import (
     check_arguments,
-    check_response_varies,
+    check_response_not_constant,
     column_kinds,
     main_formula_spec,
     parse_formulas,
@@ -350,5 +350,5 @@ def build_spec(
         re_kind=parsed.re_kind,
         vc_plans=vc_plans,
     )
-    check_response_varies(spec, data, scan, dask_input)
+    check_response_not_constant(spec, data, scan, dask_input)
     return spec

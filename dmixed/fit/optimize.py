@@ -125,7 +125,8 @@ DEFAULT_METHODS = ("bfgs", "lbfgs", "cg")
 #: the methods ``fit(method=...)`` takes (case-insensitive): statsmodels' short names and
 #: scipy's methods that need no Hessian
 METHODS = frozenset(
-    {"bfgs", "lbfgs", "cg", "l-bfgs-b", "nelder-mead", "powell", "tnc", "slsqp", "trust-constr"}
+    {"bfgs", "lbfgs", "cg", "l-bfgs-b", "newton-cg", "nelder-mead", "powell", "tnc"}
+    | {"slsqp", "trust-constr", "cobyla", "cobyqa"}
 )
 
 
@@ -438,15 +439,16 @@ class _Optimization:
         boundary: list[str] = []
         cur = obj.evaluate(x)
         psi, tau = layout.unpack(x, obj.use_sqrt)
+        labels = layout.boundary_labels()  # random effects first, then components
         candidates: list[tuple[str, np.ndarray]] = []
         for i in range(layout.k_re):
             if psi[i, i] < s.boundary_candidate:
-                idx = np.flatnonzero(layout.boundary_mask([f"re:{i}"], obj.use_sqrt))
+                idx = np.flatnonzero(layout.boundary_mask([labels[i]], obj.use_sqrt))
                 if self.free[idx].all():
-                    candidates.append((f"re:{i}", idx))
+                    candidates.append((labels[i], idx))
         for j in range(layout.k_vc):
             if tau[j] < s.boundary_candidate and self.free[layout.k_re2 + j]:
-                candidates.append((f"vc:{j}", np.array([layout.k_re2 + j])))
+                candidates.append((labels[layout.k_re + j], np.array([layout.k_re2 + j])))
         for label, idx in candidates:
             trial = x.copy()
             trial[idx] = 0.0

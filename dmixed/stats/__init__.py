@@ -4,6 +4,9 @@
   covariance parameters, Λ).
 - :mod:`~dmixed.stats.statistics`: :class:`FittedStatistics` (per-group statistics on an
   engine, global sums, labels) and the checks made on ``[X y]'[X y]``.
+- :mod:`~dmixed.stats.packed`, :mod:`~dmixed.stats.keys`, :mod:`~dmixed.stats.slots`,
+  :mod:`~dmixed.stats.columns`: the packed per-group rows, group keys, the slot numbering
+  of variance components, and the Parquet column names of per-group tables.
 - :mod:`~dmixed.stats.checkpoint`: saved statistics, merged by group key with new data.
 """
 

@@ -81,10 +81,10 @@ class Layout:
         return [f"re:{i}" for i in range(self.k_re)] + [f"vc:{j}" for j in range(self.k_vc)]
 
     def parse_boundary_label(self, label: str) -> tuple[str, int]:
-        """``"re:i"`` → ``("re", i)``, ``"vc:l"`` → ``("vc", l)``; ``ValueError`` for a
-        label that names no variance of this layout (e.g. one edited in a saved file)."""
+        """``"re:i"`` → ``("re", i)``, ``"vc:l"`` → ``("vc", l)``; a :class:`DmixedError`
+        for a label that names no variance of this layout (e.g. one edited in a saved file)."""
         if label not in self.boundary_labels():
-            raise SpecError(
+            raise DmixedError(
                 f"boundary label {label!r} names no variance of this model "
                 f"(expected one of {self.boundary_labels()})"
             )
@@ -116,10 +116,11 @@ class Layout:
     # -- packing ----------------------------------------------------------------
 
     def unpack(self, packed: np.ndarray, use_sqrt: bool) -> tuple[np.ndarray, np.ndarray]:
-        """Return (Ψ*, τ*) from a packed vector."""
+        """Return (Ψ*, τ*) from a packed vector; :class:`SpecError` for one of another
+        length (e.g. ``start_params``)."""
         packed = np.asarray(packed, dtype=np.float64)
         if packed.shape != (self.n_params,):
-            raise DmixedError(
+            raise SpecError(
                 f"expected {self.n_params} covariance parameters "
                 f"({self.k_re2} for cov_re, {self.k_vc} variance components), "
                 f"got {packed.shape}"

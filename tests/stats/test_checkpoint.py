@@ -1,4 +1,4 @@
-"""Saved statistics (``dmixed/checkpoint.py``): merge by group key, save/load, atomicity.
+"""Saved statistics (``dmixed/stats/checkpoint.py``): merge by group key, save/load, atomicity.
 
 ``merge(stats(A), stats(B))`` must be the statistics of ``A ∪ B`` up to the order of
 each group's variance-component slots (merge keeps the slots a group had and appends

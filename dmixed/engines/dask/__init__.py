@@ -15,7 +15,7 @@
 - :mod:`~dmixed.engines.dask.tuning`: glibc malloc settings of the workers.
 """
 
-from .data_pass import AUTO_LOCAL_MAX_VALUES, DEFAULT_ENGINE, statistics_from_dask
+from .data_pass import AUTO_LOCAL_MAX_VALUES, statistics_from_dask
 from .evaluator import DaskEngine
 
-__all__ = ["AUTO_LOCAL_MAX_VALUES", "DEFAULT_ENGINE", "DaskEngine", "statistics_from_dask"]
+__all__ = ["AUTO_LOCAL_MAX_VALUES", "DaskEngine", "statistics_from_dask"]

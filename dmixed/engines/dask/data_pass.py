@@ -90,7 +90,7 @@ def resolve_engine(engine: str | None) -> str:
 
     Raises
     ------
-    ValueError
+    SpecError
         Not one of ``"auto"``, ``"distributed"``, ``"local"``.
     """
     if engine is None:
