@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError, SpecError
+from ..stats.slots import lookup_vc_slots, table_pairs
 
 __all__ = ["Predictor", "transform_for_prediction", "predict_dask"]
 
@@ -46,15 +47,6 @@ class Predictor:
         self.vc_ncols = vc_ncols
         self.k_re = k_re
 
-    def _slot_lookup(self, comp: int) -> tuple[np.ndarray, np.ndarray, int]:
-        """Sorted keys ``group * ncols + column`` of component ``comp`` and their slots."""
-        table = self.slot_cols[comp]
-        ncols = max(self.vc_ncols[comp], 1)
-        gi, si = np.nonzero(table >= 0)
-        keys = gi.astype(np.int64) * ncols + table[gi, si]
-        order = np.argsort(keys, kind="stable")
-        return keys[order], si[order], ncols
-
     def random_part(self, groups, exog_re, vc_cols, vc_vals) -> np.ndarray:
         """``Z̃_row · γ̂_group`` for every row; 0 for groups (and VC columns) not in the fit.
 
@@ -68,17 +60,14 @@ class Predictor:
             out[seen] = np.einsum("nj,nj->n", exog_re[seen], self.blup[idx[seen], : self.k_re])
         offset = self.k_re
         for comp, (cols, vals) in enumerate(zip(vc_cols, vc_vals, strict=True)):
-            keys, slots, ncols = self._slot_lookup(comp)
+            ncols = max(self.vc_ncols[comp], 1)
+            keys, slots = table_pairs(self.slot_cols[comp], ncols)
+            # rows of unseen groups and columns the group did not have in the fit: no slot
+            rows_cols = np.where(seen[:, None], cols, -1)
+            slot = lookup_vc_slots(idx, rows_cols, vals, keys, slots, ncols, strict=False)
             for k in range(cols.shape[1]):
-                ok = seen & (cols[:, k] >= 0)
-                query = idx[ok].astype(np.int64) * ncols + cols[ok, k]
-                pos = np.minimum(np.searchsorted(keys, query), max(keys.size - 1, 0))
-                found = (keys[pos] == query) if keys.size else np.zeros(query.size, bool)
-                contrib = np.zeros(query.size)
-                contrib[found] = (
-                    vals[ok, k][found] * self.blup[idx[ok][found], offset + slots[pos[found]]]
-                )
-                out[ok] += contrib
+                ok = slot[:, k] >= 0
+                out[ok] += vals[ok, k] * self.blup[idx[ok], offset + slot[ok, k]]
             offset += self.slot_cols[comp].shape[1]
         return out
 

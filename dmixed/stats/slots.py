@@ -92,6 +92,15 @@ def slot_table(
     return table
 
 
+def table_pairs(table: np.ndarray, ncols: int) -> tuple[np.ndarray, np.ndarray]:
+    """The inverse of :func:`slot_table` (rows numbering the groups): the sorted pair keys
+    ``group * ncols + column`` of a (G, width) slot table and the slot of each."""
+    gi, si = np.nonzero(table >= 0)
+    keys = gi.astype(np.int64) * ncols + table[gi, si]
+    order = np.argsort(keys, kind="stable")
+    return keys[order], si[order].astype(np.int64)
+
+
 def assign_vc_slots(
     codes: np.ndarray, cols: np.ndarray, vals: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, int]:
@@ -125,16 +134,19 @@ def lookup_vc_slots(
     pair_keys: np.ndarray,
     pair_slots: np.ndarray,
     ncols: int,
+    strict: bool = True,
 ) -> np.ndarray:
     """Slot of every sparse entry, ``-1`` where the entry is absent or zero.
 
     ``pair_keys``/``pair_slots`` come from :func:`assign_vc_slots` (possibly computed on
-    all the data, while ``codes``/``cols`` describe one block of rows).
+    all the data, while ``codes``/``cols`` describe one block of rows).  With
+    ``strict=False`` an entry whose pair is unknown (a column the group did not have in
+    the fit: prediction) gets ``-1`` too.
 
     Raises
     ------
     ValueError
-        An entry's pair is not among ``pair_keys``.
+        ``strict`` and an entry's pair is not among ``pair_keys``.
     """
     present = (cols >= 0) & (vals != 0)
     keys = codes[:, None].astype(np.int64) * max(ncols, 1) + cols.astype(np.int64)
@@ -143,7 +155,7 @@ def lookup_vc_slots(
     found = present & (pair_keys.size > 0)
     if pair_keys.size:
         found &= pair_keys[pos] == keys
-    if np.any(present & ~found):
+    if strict and np.any(present & ~found):
         raise ValueError("a variance-component entry has no slot: the slot map is incomplete")
     return np.where(found, pair_slots[pos] if pair_keys.size else -1, -1)
 
