@@ -11,6 +11,14 @@ matrices of a partition), ``build`` (the steps of ``build_spec``), ``spec``
 
 from .arrays import RowData
 from .scan import is_dask
-from .spec import DesignMatrices, ModelDimensions, ModelSpec, build_spec
+from .spec import DesignMatrices, ModelDimensions, ModelNames, ModelSpec, build_spec
 
-__all__ = ["DesignMatrices", "ModelDimensions", "ModelSpec", "RowData", "build_spec", "is_dask"]
+__all__ = [
+    "DesignMatrices",
+    "ModelDimensions",
+    "ModelNames",
+    "ModelSpec",
+    "RowData",
+    "build_spec",
+    "is_dask",
+]

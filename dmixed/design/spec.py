@@ -103,7 +103,36 @@ class ModelDimensions:
 
 
 @dataclass(frozen=True)
-class ModelSpec(ModelDimensions):
+class ModelNames(ModelDimensions):
+    """The names of a model's parts: what a spec, a model and fitted results share.
+
+    ``endog_name``; ``exog_names`` (p), ``exog_re_names`` (q), ``vc_names`` (one per
+    variance component) and ``vc_column_names`` (each component's columns);
+    ``group_name``.
+    """
+
+    endog_name: str
+    exog_names: list[str]
+    exog_re_names: list[str]
+    vc_names: list[str]
+    vc_column_names: list[list[str]]
+    group_name: str
+
+    @staticmethod
+    def from_model(model) -> ModelNames:
+        """The names of a model (a :class:`~dmixed.MixedLM` or a spec), as plain strings."""
+        return ModelNames(
+            str(model.endog_name),
+            [str(x) for x in model.exog_names],
+            [str(x) for x in model.exog_re_names],
+            [str(x) for x in model.vc_names],
+            [[str(c) for c in cols] for cols in model.vc_column_names],
+            str(model.group_name),
+        )
+
+
+@dataclass(frozen=True)
+class ModelSpec(ModelNames):
     """Everything needed to build the model matrices of any partition.
 
     Built once from the whole dataset by `build_spec`; picklable (it is shipped
@@ -115,14 +144,9 @@ class ModelSpec(ModelDimensions):
     factor columns, formulaic's specs of the main and random-effects formulas
     (``main_spec``, ``re_spec``; ``re_kind`` is ``"ones"``, ``"none"`` or
     ``"formula"``) and the plans of the variance components (``vc_plans``).
+    The names come first (:class:`ModelNames`).
     """
 
-    endog_name: str
-    exog_names: list[str]
-    exog_re_names: list[str]
-    vc_names: list[str]
-    vc_column_names: list[list[str]]
-    group_name: str
     weights_name: str | None
     missing: str
     columns_used: list[str]

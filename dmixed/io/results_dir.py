@@ -26,11 +26,11 @@ import numpy as np
 import pandas as pd
 import scipy
 
-from ..design import ModelSpec
+from ..design import ModelNames, ModelSpec
 from ..errors import CheckpointError
 from ..files import atomic_directory, jsonable, read_versioned_json
 from ..stats import columns
-from .state import ModelNames, ResultsState
+from .state import ResultsState
 
 __all__ = [
     "FORMAT",

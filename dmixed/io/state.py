@@ -13,34 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from ..design import ModelNames
 from ..fit.summary import DEFAULTS, OptSummary
 from ..stats import n_tril
 
-__all__ = ["ModelNames", "ResultsState"]
-
-
-@dataclass
-class ModelNames:
-    """The names a results object needs from its model (and keeps after saving)."""
-
-    endog_name: str
-    exog_names: list[str]
-    exog_re_names: list[str]
-    vc_names: list[str]
-    vc_column_names: list[list[str]]
-    group_name: str
-
-    @classmethod
-    def from_model(cls, model) -> ModelNames:
-        """The names of a :class:`~dmixed.MixedLM`, as plain strings."""
-        return cls(
-            str(model.endog_name),
-            [str(x) for x in model.exog_names],
-            [str(x) for x in model.exog_re_names],
-            [str(x) for x in model.vc_names],
-            [[str(c) for c in cols] for cols in model.vc_column_names],
-            str(model.group_name),
-        )
+__all__ = ["ResultsState"]
 
 
 @dataclass

@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from ..design import is_dask
+from ..design import ModelNames, is_dask
 from ..errors import SingularHessianWarning, SpecError
 from ..inference import ProfileLikelihood
 from ..inference import compare_lr_test as _compare_lr_test
-from ..io import ModelNames, ResultsState, load_state, save_state
+from ..io import ResultsState, load_state, save_state
 from .prediction import Predictor, predict_dask, transform_for_prediction
 from .summary import Summary, coefficient_table
 
