@@ -57,3 +57,13 @@ def vc_dict(df: pd.DataFrame) -> dict:
         levels = sorted(sub["sub"].unique())
         out[key] = pd.DataFrame({lv: (sub["sub"] == lv).astype(float).to_numpy() for lv in levels})
     return {"sub": out}
+
+
+def dyestuff2_arrays(seed: int):
+    """6 batches of 5 with between-batch spread below chance: the REML optimum of the
+    batch variance is 0, as for lme4's Dyestuff2."""
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(6), 5)
+    y = 5 + 3 * rng.normal(size=30)
+    y = y - (np.bincount(g, y) / 5)[g] + y.mean() + 0.05 * rng.normal(size=6)[g]
+    return y, g

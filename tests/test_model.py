@@ -13,17 +13,7 @@ from scipy import optimize
 import dmixed
 from dmixed import BoundaryWarning, MixedLM
 
-from ._synth import design, make_data, vc_dict
-
-
-def dyestuff2_arrays(seed: int):
-    """6 batches of 5 with between-batch spread below chance: the REML optimum of the
-    batch variance is 0, as for lme4's Dyestuff2."""
-    rng = np.random.default_rng(seed)
-    g = np.repeat(np.arange(6), 5)
-    y = 5 + 3 * rng.normal(size=30)
-    y = y - (np.bincount(g, y) / 5)[g] + y.mean() + 0.05 * rng.normal(size=6)[g]
-    return y, g
+from ._synth import design, dyestuff2_arrays, make_data, vc_dict
 
 
 @pytest.mark.parametrize("reml", [True, False])

@@ -12,8 +12,7 @@ from dmixed import BoundaryWarning, FitConvergenceWarning, MixedLM
 from dmixed.fit.optimize import ProfiledObjective, maximize
 from dmixed.fit.summary import DEFAULTS, OptSummary
 
-from .._synth import make_data
-from ..test_model import dyestuff2_arrays
+from .._synth import dyestuff2_arrays, make_data
 
 
 @pytest.fixture
