@@ -388,7 +388,7 @@ def run_update(job: Job) -> int:
     with connect(job.cluster) as client, _job_errors(job, reads_data=True):
         new_model = MixedLM.from_spec(spec, ddf)
         new = checkpoint.GroupArrays.from_statistics(
-            new_model.statistics(client=client, progress=not job.quiet)
+            new_model.statistics(client=client, progress=not job.quiet, standardization=old.columns)
         )
     merged = checkpoint.merge(old, new)
     model = MixedLM.from_statistics(statistics_from_arrays(merged), spec)

@@ -23,6 +23,7 @@ import pandas as pd
 from scipy import optimize, special
 
 from .errors import SpecError
+from .fit.coordinates import Coordinates
 from .fit.objective import loglike_at_scale, profile, score_matrices
 from .stats import GlobalStats, Layout
 
@@ -46,7 +47,8 @@ class ProfileProblem:
         Which one (position in ``exog_re_names`` or ``vc_names``).
 
     The free vector is ``[packed without the pinned entry, log σ²]`` (see
-    :meth:`unpack_point`).
+    :meth:`unpack_point`), in the model's own coordinates; ``coords`` maps them to the
+    statistics' (:mod:`dmixed.fit.coordinates`; default: the same).
     """
 
     engine: object
@@ -55,6 +57,7 @@ class ProfileProblem:
     reml: bool
     kind: str  # "re" or "vc"
     index: int
+    coords: Coordinates | None = None
 
     def __post_init__(self) -> None:
         q = self.layout.k_re
@@ -91,17 +94,28 @@ class ProfileProblem:
         """−ℓ(θ, σ²) and its gradient in the free coordinates."""
         packed, sigma2 = self.unpack_point(x, value)
         lam = self._lam(packed)
-        step = self.engine.step(lam, self.layout.k_re)
+        coords = self.coords
+        re_map = None if coords is None else coords.re_map
+        q = self.layout.k_re
+        lam_std = lam.copy()
+        if re_map is not None:
+            lam_std[:q, :q] = re_map @ lam[:q, :q]
+        # σ² and ℓ in the statistics' coordinates, ℓ mapped back (a constant shift)
+        sigma2_std = sigma2 if coords is None else sigma2 / coords.columns.y_scale**2
+        step = self.engine.step(lam_std, q)
         prof = profile(step, self.glob, self.reml)
         fac = prof.fac
-        llf = loglike_at_scale(step, prof, self.glob, self.reml, sigma2)
+        llf = loglike_at_scale(step, prof, self.glob, self.reml, sigma2_std)
+        if coords is not None:
+            llf = coords.llf(llf, self.glob.n, self.reml)
         # ∂ℓ/∂B* at fixed σ²: the profiled score with fac/Q replaced by 1/σ²
-        fixed = _with_inverse_scale(prof, 1.0 / sigma2)
+        fixed = _with_inverse_scale(prof, 1.0 / sigma2_std)
         d_psi, d_tau = score_matrices(
             step, fixed, self.reml, self.layout.slot_component, self.layout.k_vc
         )
+        if re_map is not None:
+            d_psi = re_map.T @ d_psi @ re_map
         grad = np.zeros(self.layout.n_params)
-        q = self.layout.k_re
         if q:
             pmat = np.eye(q)[self.perm]
             d_til = pmat @ d_psi @ pmat.T  # D in the permuted coordinates
@@ -109,7 +123,7 @@ class ProfileProblem:
             g_l = 2.0 * d_til @ ltil
             grad[: self.layout.k_re2] = g_l[self.rows, self.cols]
         grad[self.layout.k_re2 :] = 2.0 * packed[self.layout.k_re2 :] * d_tau
-        d_t = -0.5 * fac + prof.q / (2.0 * sigma2)
+        d_t = -0.5 * fac + prof.q / (2.0 * sigma2_std)
         # the pinned coordinate moves with σ²: c = sqrt(v) e^{−t/2}, dc/dt = −c/2
         d_t += grad[self.pinned] * (-0.5 * packed[self.pinned])
         g = np.append(grad[self.free], d_t)
@@ -152,7 +166,13 @@ class ProfileLikelihood:
         self.name = which
         self.llf_max = results.llf
         self.problem = ProfileProblem(
-            stats.engine, stats.glob, stats.layout, results.reml, kind, index
+            stats.engine,
+            stats.glob,
+            stats.layout,
+            results.reml,
+            kind,
+            index,
+            Coordinates.model(stats.columns, stats.layout),
         )
         # start from the MLE, in the permuted sqrt packing
         psi, tau = stats.layout.unpack(results.packed_params, results.use_sqrt)

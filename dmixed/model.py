@@ -27,6 +27,7 @@ from .design.arrays import (
 from .design.missing import MISSING_OPTIONS
 from .engines.local import statistics_from_rows
 from .errors import BoundaryWarning, DataError, DroppedRowsWarning, FitConvergenceWarning, SpecError
+from .fit.coordinates import Coordinates
 from .fit.optimize import ProfiledObjective, choose_methods, maximize, parse_free
 from .fit.start import choose_start, moment_start_packed, start_packed
 from .fit.summary import DEFAULTS, OptSummary
@@ -34,6 +35,7 @@ from .results import MixedLMResults
 from .stats import (
     FittedStatistics,
     Layout,
+    Standardization,
     check_full_rank,
     check_response_varies,
     n_tril,
@@ -350,12 +352,20 @@ class MixedLM(ModelDimensions):
     # -- statistics --------------------------------------------------------------
 
     def statistics(
-        self, client=None, progress: bool = False, engine: str | None = None
+        self,
+        client=None,
+        progress: bool = False,
+        engine: str | None = None,
+        standardization: Standardization | None = None,
     ) -> FittedStatistics:
         """The per-group sufficient statistics (one data pass; cached on the model).
 
         ``engine`` (Dask data only): ``"auto"`` (default), ``"distributed"`` (keep the
         statistics on the workers) or ``"local"`` (gather them to this process).
+        ``standardization``: the map of the columns the statistics are accumulated in
+        (:mod:`dmixed.stats.standardize`); default chosen from the first rows.  Give the
+        map of saved statistics to compute statistics that add to them
+        (``GroupArrays.standardization``).
 
         Raises
         ------
@@ -365,6 +375,9 @@ class MixedLM(ModelDimensions):
             or engine than they were built with.
         """
         cached = self.cached_statistics
+        if standardization is not None and cached is not None:
+            if cached.columns != standardization:
+                cached = None
         if cached is not None and self.cached_client is client and _engine_alive(cached.engine):
             if engine is None or getattr(cached.engine, "name", None) == _engine_name(engine):
                 return cached
@@ -373,7 +386,12 @@ class MixedLM(ModelDimensions):
             from .engines.dask import statistics_from_dask
 
             stats = statistics_from_dask(
-                self.source, self.spec, client=client, progress=progress, engine=engine
+                self.source,
+                self.spec,
+                client=client,
+                progress=progress,
+                engine=engine,
+                standardization=standardization,
             )
             if stats.n_dropped:
                 warnings.warn(
@@ -382,7 +400,9 @@ class MixedLM(ModelDimensions):
                     stacklevel=3,
                 )
         elif self.rows is not None:
-            stats = statistics_from_rows(self.rows)
+            spec = getattr(self, "spec", None)
+            intercepts = None if spec is None else spec.intercept_columns()
+            stats = statistics_from_rows(self.rows, standardization, intercepts)
         else:
             raise DataError(
                 "this model holds statistics but no data (MixedLM.from_statistics): they "
@@ -474,15 +494,20 @@ class MixedLM(ModelDimensions):
         t_start = time.perf_counter()
         stats = self._data_pass(client, progress, engine)
         layout = stats.layout
-        start = start_packed(start_params, layout, self.use_sqrt, self.k_fe)
         free_mask = parse_free(free, layout.n_params, self.k_fe, self.use_sqrt)
+        # the optimizer works in the statistics' (standardized) coordinates, scale free;
+        # a `free` mask constrains the model's own Ψ*, so then in the scaled ones only
+        coords = Coordinates.for_fit(stats.columns, layout, bool(free_mask.all()))
+        start = start_packed(start_params, layout, self.use_sqrt, self.k_fe)
+        if start_params is not None:
+            start = coords.to_opt(start, self.use_sqrt)
         # The optimizer works on the square-root factor whenever it can: it keeps Ψ*
         # positive semi-definite without constraints.  With use_sqrt=False that only
         # changes the packing of start_params/params; a `free` mask in the plain packing
         # is a constraint on Ψ* itself, so then Ψ* is optimized directly (with bounds).
         opt_sqrt = self.use_sqrt or bool(free_mask.all())
         methods = choose_methods(method, opt_sqrt)
-        obj = ProfiledObjective(stats.engine, stats.glob, layout, bool(reml), opt_sqrt)
+        obj = self._objective(stats, coords, reml, opt_sqrt)
         moment = None
         if start_params is None and free is None:
             moment = self.start_from_moments(stats, layout)
@@ -497,7 +522,7 @@ class MixedLM(ModelDimensions):
             newton_first=from_moments and method is None,
         )
         if opt.repack(layout, self.use_sqrt):
-            obj = ProfiledObjective(stats.engine, stats.glob, layout, bool(reml), self.use_sqrt)
+            obj = self._objective(stats, coords, reml, self.use_sqrt)
         ev = obj.evaluate(opt.packed)
         self._warn_convergence(opt)
         self._warn_boundary(opt, layout)
@@ -519,6 +544,13 @@ class MixedLM(ModelDimensions):
             cov_fe=cov_fe,
             optimize_result=opt,
             fit_seconds=time.perf_counter() - t_start,
+            coords=coords,
+        )
+
+    @staticmethod
+    def _objective(stats, coords: Coordinates, reml, use_sqrt: bool) -> ProfiledObjective:
+        return ProfiledObjective(
+            stats.engine, stats.glob, stats.layout, bool(reml), use_sqrt, re_map=coords.re_map
         )
 
     # -- the steps of a fit --------------------------------------------------------

@@ -200,6 +200,16 @@ class ModelSpec(ModelNames):
         return shared_re_columns(self, exog)
 
     # -- JSON round trip (saved results predict without the original data) ----
+    def intercept_columns(self) -> tuple[int, int]:
+        """The columns of ``exog`` and ``exog_re`` that are the formulas' intercepts
+        (−1: none): where the statistics' column map may shift the other columns
+        (:mod:`dmixed.stats.standardize`)."""
+        x = self.exog_names.index("Intercept") if "Intercept" in self.exog_names else -1
+        if self.re_kind == "ones":
+            return x, 0
+        names = list(getattr(self.re_spec, "column_names", []) or [])
+        return x, names.index("Intercept") if "Intercept" in names else -1
+
     def to_dict(self) -> dict:
         """What is needed to rebuild this spec, as JSON-serializable values.
 

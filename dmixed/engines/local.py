@@ -15,6 +15,7 @@ from ..design.arrays import RowData
 from ..stats import FittedStatistics, GlobalStats, GroupArrays, Layout
 from ..stats.keys import sorted_codes
 from ..stats.slots import assign_vc_slots, lookup_vc_slots, slot_table
+from ..stats.standardize import Standardization
 
 
 class LocalEngine:
@@ -59,8 +60,18 @@ class LocalEngine:
         """Nothing to release in-process."""
 
 
-def statistics_from_rows(rows: RowData) -> FittedStatistics:
-    """One pass over in-memory rows → per-group statistics on a :class:`LocalEngine`."""
+def statistics_from_rows(
+    rows: RowData,
+    standardization: Standardization | None = None,
+    intercepts: tuple[int, int] | None = None,
+) -> FittedStatistics:
+    """One pass over in-memory rows → per-group statistics on a :class:`LocalEngine`.
+
+    ``standardization``: the columns' map (default: chosen from the first rows,
+    :meth:`~dmixed.stats.standardize.Standardization.choose`); statistics to be added to
+    saved ones may use the saved map (or are converted when added).  ``intercepts``:
+    the intercept columns of ``exog`` and ``exog_re`` (default: found in the rows).
+    """
     t0 = time.perf_counter()
     codes, labels = sorted_codes(rows.groups)
     n_groups = len(labels)
@@ -72,7 +83,12 @@ def statistics_from_rows(rows: RowData) -> FittedStatistics:
         widths.append(width)
         slot_cols.append(slot_table(keys, pair_slots, max(ncols, 1), width, n_groups))
     ztilde = kernels.dense_random_design(rows.exog_re, slots, rows.vc_vals, widths)
-    st = kernels.accumulate_statistics(codes, n_groups, rows.endog, rows.exog, ztilde, rows.weights)
+    std = standardization
+    if std is None:
+        std = Standardization.choose(rows.endog, rows.exog, rows.exog_re, intercepts)
+    st = kernels.accumulate_statistics(
+        codes, n_groups, rows.endog, rows.exog, ztilde, rows.weights, std
+    )
     return FittedStatistics(
         engine=LocalEngine(st["zz"], st["zxy"]),
         glob=GlobalStats(st["xyxy"], int(st["n"]), float(st["sum_log_weights"])),
@@ -82,6 +98,7 @@ def statistics_from_rows(rows: RowData) -> FittedStatistics:
         vc_slot_cols=slot_cols,
         data_pass_seconds=time.perf_counter() - t0,
         n_dropped=rows.n_dropped,
+        standardization=std,
     )
 
 
@@ -95,4 +112,5 @@ def statistics_from_arrays(arrays: GroupArrays) -> FittedStatistics:
         group_sizes=arrays.nobs,
         vc_slot_cols=arrays.slot_cols,
         data_pass_seconds=0.0,
+        standardization=arrays.standardization,
     )

@@ -24,6 +24,7 @@ from scipy import optimize
 from ..errors import FitConvergenceWarning, SpecError
 from ..kernels import StepSums
 from ..stats import GlobalStats, Layout
+from ..stats.standardize import psi_map_matrix
 from .objective import Profile, hessian, loglike, profile, score_matrices
 from .summary import OptSummary
 
@@ -62,7 +63,10 @@ class ProfiledObjective:
     """The profiled log-likelihood as a function of the packed covariance parameters.
 
     Every evaluation is one call of ``engine.step`` (one round trip on a cluster) and
-    gives both the value and the analytic score.  The last :data:`_CACHED_EVALUATIONS`
+    gives both the value and the analytic score.  The statistics (and so ``β̂``, ``σ̂²``
+    and ℓ) are in the statistics' coordinates; the packed parameters are the optimizer's,
+    ``Λ̃ = C Λ`` on the ``exog_re`` block with ``C = re_map`` (``None``: the identity;
+    :mod:`dmixed.fit.coordinates`).  The last :data:`_CACHED_EVALUATIONS`
     evaluations are kept: scipy asks for the two at the same point, and the start
     selection, the Newton steps and the final checks come back to points seen before.
     """
@@ -72,6 +76,7 @@ class ProfiledObjective:
     layout: Layout
     reml: bool
     use_sqrt: bool
+    re_map: np.ndarray | None = None
     n_evals: int = 0
     _cache: dict[bytes, Evaluation] = field(default_factory=dict, repr=False)
 
@@ -84,7 +89,7 @@ class ProfiledObjective:
             self._cache[key] = hit  # most recently used last
             return hit
         try:
-            lam = self.layout.lam(packed, self.use_sqrt)
+            lam = self.lam(packed)
         except np.linalg.LinAlgError:
             # outside the parameter space (indefinite Ψ* or negative τ* when
             # use_sqrt=False): the likelihood is not defined there
@@ -93,24 +98,49 @@ class ProfiledObjective:
         self.n_evals += 1
         prof = profile(step, self.glob, self.reml)
         llf = loglike(step, prof, self.glob, self.reml)
-        d_psi, d_tau = score_matrices(
-            step, prof, self.reml, self.layout.slot_component, self.layout.k_vc
-        )
-        score = self.layout.score_packed(d_psi, d_tau, packed, self.use_sqrt)
-        ev = Evaluation(packed, step, prof, llf, score)
+        ev = Evaluation(packed, step, prof, llf, np.zeros_like(packed))
+        d_psi, d_tau = self.score_parts(ev)
+        ev.score = self.layout.score_packed(d_psi, d_tau, packed, self.use_sqrt)
         self._cache[key] = ev
         if len(self._cache) > _CACHED_EVALUATIONS:
             del self._cache[next(iter(self._cache))]
         return ev
 
+    def lam(self, packed: np.ndarray) -> np.ndarray:
+        """Λ̃ in the statistics' coordinates for the optimizer's ``packed``."""
+        lam = self.layout.lam(packed, self.use_sqrt)
+        if self.re_map is not None:
+            q = self.layout.k_re
+            lam[:q, :q] = self.re_map @ lam[:q, :q]
+        return lam
+
+    def score_parts(self, ev: Evaluation) -> tuple[np.ndarray, np.ndarray]:
+        """``(∂ℓ/∂Ψ, ∂ℓ/∂τ*)`` in the optimizer's coordinates (see
+        :func:`~dmixed.fit.objective.score_matrices`): ``C' D̃ C`` for Ψ."""
+        step, prof = _defined(ev)
+        d_psi, d_tau = score_matrices(
+            step, prof, self.reml, self.layout.slot_component, self.layout.k_vc
+        )
+        if self.re_map is not None:
+            d_psi = self.re_map.T @ d_psi @ self.re_map
+        return d_psi, d_tau
+
     def hessian_full(self, packed: np.ndarray, beta: np.ndarray | None = None) -> np.ndarray:
-        """Hessian in [β, vech(Ψ*), τ*] at β (default β̂) — one more round trip."""
+        """Hessian in [β̃, vech(Ψ), τ*] (the optimizer's Ψ) at β̃ (default β̂) — one more
+        round trip."""
         ev = self.evaluate(packed)
         step, prof = _defined(ev)
         beta = prof.beta if beta is None else np.asarray(beta, dtype=np.float64)
-        lam = self.layout.lam(packed, self.use_sqrt)
+        lam = self.lam(packed)
         hs = self.engine.hessian(lam, self.layout.basis(), np.append(-beta, 1.0))
-        return hessian(step, hs, beta, self.glob, self.reml)
+        hess = hessian(step, hs, beta, self.glob, self.reml)
+        if self.re_map is None:
+            return hess
+        p = beta.size
+        jac = np.eye(hess.shape[0])
+        jac[p:, p:] = psi_map_matrix(self.re_map, self.layout.k_vc)
+        out = jac.T @ hess @ jac
+        return 0.5 * (out + out.T)
 
 
 def _defined(ev: Evaluation) -> tuple[StepSums, Profile]:
@@ -456,8 +486,7 @@ class _Optimization:
             if not ev.llf >= cur.llf - s.boundary_llf_rtol * max(1.0, abs(cur.llf)):
                 continue
             # one-sided derivative in the variance itself, from the unpacked score
-            step, prof = _defined(ev)
-            d_psi, d_tau = score_matrices(step, prof, obj.reml, layout.slot_component, layout.k_vc)
+            d_psi, d_tau = obj.score_parts(ev)
             kind, k = layout.parse_boundary_label(label)
             slope = d_psi[k, k] if kind == "re" else d_tau[k]
             if slope <= s.boundary_slope * obj.glob.n:
@@ -502,8 +531,7 @@ class _Optimization:
         moved = False
         for _ in range(steps):
             ev = obj.evaluate(cur_packed)
-            step, prof = _defined(ev)
-            d_psi, d_tau = score_matrices(step, prof, obj.reml, layout.slot_component, layout.k_vc)
+            d_psi, d_tau = obj.score_parts(ev)
             grad = layout.score_packed(d_psi, d_tau, theta, use_sqrt=False)[movable]
             size = float(np.max(np.abs(grad)))
             if size <= s.newton_gtol * obj.glob.n:

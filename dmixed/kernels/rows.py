@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..stats.packed import PackedLayout
+from ..stats.standardize import Standardization
 
 # ---------------------------------------------------------------------------
 # Sufficient statistics from rows
@@ -44,37 +45,64 @@ def dense_random_design(
     return zt
 
 
-def _weighted_rows(endog, exog, ztilde, weights):
-    """Columns of ``[X y]`` and ``Z̃`` with every row scaled by ``√w``, ``Σ log w`` and
-    ``[X y]'[X y]`` of the scaled rows.
+def _weighted_rows(endog, exog, ztilde, weights, std: Standardization | None = None):
+    """Columns of ``[X y]`` and of ``Z̃`` in the statistics' coordinates, every row scaled
+    by ``√w``; ``Σ log w`` and ``[X y]'[X y]`` of those rows.
 
-    With prior weights ``w_j`` (residual variance ``σ²/w_j``) this turns the weighted
-    model into the unweighted one; the likelihood then gains ``½ Σ log w_j``.  Without
-    weights and with a column-major float ``exog`` (as the design builds it) the columns
-    are views: no copy of the rows.
+    ``std`` maps each column to ``(v − c)/s`` first (:mod:`dmixed.stats.standardize`); a
+    ``Z̃`` column equal to an ``X`` column with the same map is that very array, so the
+    product plan sees it as one.  With prior weights ``w_j`` (residual variance
+    ``σ²/w_j``) the rows are then scaled by ``√w``, turning the weighted model into the
+    unweighted one; the likelihood gains ``½ Σ log w_j``.  Without a map, without weights
+    and with a column-major float ``exog`` (as the design builds it) the columns are
+    views: no copy of the rows.
     """
-    if weights is None and exog.flags.f_contiguous and exog.dtype == np.float64:
-        endog = np.asarray(endog, dtype=np.float64)
-        k = exog.shape[1] + 1
-        gram = np.empty((k, k))
+    exog = np.asarray(exog, dtype=np.float64)
+    ztilde = np.asarray(ztilde, dtype=np.float64)
+    endog = np.asarray(endog, dtype=np.float64)
+    n, p = exog.shape
+    r = ztilde.shape[1]
+    if std is not None and std.is_identity():
+        std = None
+    if std is None and weights is None and exog.flags.f_contiguous:
+        gram = np.empty((p + 1, p + 1))
         gram[:-1, :-1] = exog.T @ exog
         gram[:-1, -1] = gram[-1, :-1] = exog.T @ endog
         gram[-1, -1] = endog @ endog
-        xcols = [exog[:, j] for j in range(k - 1)] + [endog]
-        return xcols, np.asfortranarray(ztilde, dtype=np.float64), 0.0, gram
-    n = endog.shape[0]
+        xcols = [exog[:, j] for j in range(p)] + [endog]
+        return xcols, [ztilde[:, a] for a in range(r)], 0.0, gram
     # column-major: the statistics are per-column passes (bincount) over the rows
-    xy = np.empty((exog.shape[1] + 1, n)).T
-    xy[:, :-1] = exog
-    xy[:, -1] = endog
-    zt = np.asfortranarray(ztilde, dtype=np.float64)
+    xy = np.empty((p + 1, n)).T
+    shared: dict[int, int] = {}  # Z̃ column → the [X y] column it is a copy of
+    if std is None:
+        xy[:, :-1] = exog
+        xy[:, -1] = endog
+    else:
+        q = std.k_re
+        std.check_intercepts(exog, ztilde[:, :q])
+        for j in range(p):
+            std.x_column_into(exog[:, j], j, xy[:, j])
+        std.y_column_into(endog, xy[:, -1])
+        for a in range(q):
+            for j in range(p):
+                if std.same_map(j, a) and _same_column(ztilde[:, a], exog[:, j]):
+                    shared[a] = j
+                    break
     sum_log_w = 0.0
+    sw = None
     if weights is not None:
         sw = np.sqrt(weights)
         xy *= sw[:, None]
-        zt = np.asfortranarray(zt * sw[:, None])
         sum_log_w = float(np.sum(np.log(weights)))
-    return list(xy.T), zt, sum_log_w, xy.T @ xy
+    xcols = [xy[:, j] for j in range(p + 1)]
+    zcols = []
+    for a in range(r):
+        if a in shared:
+            zcols.append(xcols[shared[a]])
+            continue
+        col = ztilde[:, a] if std is None or a >= std.k_re else std.z_column(ztilde, a)
+        zcols.append(col if sw is None else col * sw)
+    return xcols, zcols, sum_log_w, xy.T @ xy
 
 
 def _same_column(a: np.ndarray, b: np.ndarray) -> bool:
@@ -95,7 +123,7 @@ def _ones_column(a: np.ndarray) -> bool:
     return bool((a[:head] == 1.0).all() and (a == 1.0).all())
 
 
-def product_plan(xcols: list[np.ndarray], zt: np.ndarray) -> tuple[list[tuple], list[int]]:
+def product_plan(xcols: list[np.ndarray], zcols: list[np.ndarray]) -> tuple[list[tuple], list[int]]:
     """The distinct per-row products behind the packed statistics of these rows.
 
     The packed columns (:func:`accumulate_packed`) are ``n``, ``Z̃_a Z̃_b`` (a ≥ b) and
@@ -110,16 +138,18 @@ def product_plan(xcols: list[np.ndarray], zt: np.ndarray) -> tuple[list[tuple], 
     -------
     terms : list of tuple
         ``("count",)``, ``("col", u)``, ``("prod", u, v)`` or ``("zero",)``; ``u, v``
-        index the sources ``[xcols..., zt columns...]``.
+        index the sources ``[xcols..., zcols...]``.
     column_term : list of int
         For every packed column, the index of its term.
     """
-    k, r = len(xcols), zt.shape[1]
-    canon = list(range(k))  # source id of every xy and zt column after deduplication
+    if isinstance(zcols, np.ndarray):
+        zcols = [zcols[:, a] for a in range(zcols.shape[1])]
+    k, r = len(xcols), len(zcols)
+    canon = list(range(k))  # source id of every xy and Z̃ column after deduplication
     for a in range(r):
-        same = next((j for j in range(k) if _same_column(zt[:, a], xcols[j])), None)
+        same = next((j for j in range(k) if _same_column(zcols[a], xcols[j])), None)
         canon.append(k + a if same is None else same)
-    sources = xcols + [zt[:, a] for a in range(r)]
+    sources = xcols + list(zcols)
     ones = {u for u in set(canon) if _ones_column(sources[u])}
     zeros = {u for u in set(canon) if u >= k and not sources[u].any()}  # VC padding
 
@@ -158,6 +188,7 @@ def accumulate_packed_into(
     exog: np.ndarray,
     ztilde: np.ndarray,
     weights: np.ndarray | None = None,
+    std: Standardization | None = None,
 ) -> dict:
     """Add these rows' per-group statistics to ``acc`` (column-major packed layout).
 
@@ -165,11 +196,12 @@ def accumulate_packed_into(
     :func:`accumulate_packed` for every group, so that partitions can be added into one
     accumulator without per-partition temporaries of size ``G × width``.  ``codes`` are
     the rows' group positions in ``0 .. G-1``.  Each distinct sum is one ``bincount``
-    (:func:`product_plan`).  Returns the rows' global sums (see
+    (:func:`product_plan`).  ``std``: the columns' map (:mod:`dmixed.stats.standardize`;
+    ``None``: raw columns).  Returns the rows' global sums (see
     :func:`accumulate_packed`).
     """
     codes = np.asarray(codes, dtype=np.int64)
-    xcols, zt, sum_log_w, gram = _weighted_rows(endog, exog, ztilde, weights)
+    xcols, zcols, sum_log_w, gram = _weighted_rows(endog, exog, ztilde, weights, std)
     k = len(xcols)
     n_groups = acc.shape[1]
     target: slice | np.ndarray = slice(None)  # the accumulator's columns the sums go to
@@ -181,9 +213,9 @@ def accumulate_packed_into(
         n_groups = target.size
 
     def source(u: int) -> np.ndarray:
-        return xcols[u] if u < k else zt[:, u - k]
+        return xcols[u] if u < k else zcols[u - k]
 
-    terms, column_term = product_plan(xcols, zt)
+    terms, column_term = product_plan(xcols, zcols)
     for t, spec in enumerate(terms):
         kind = spec[0]
         if kind == "zero":
@@ -213,6 +245,7 @@ def accumulate_packed(
     exog: np.ndarray,
     ztilde: np.ndarray,
     weights: np.ndarray | None = None,
+    std: Standardization | None = None,
 ) -> tuple[np.ndarray, dict]:
     """One pass over rows: per-group statistics as one row of numbers per group.
 
@@ -228,7 +261,7 @@ def accumulate_packed(
     """
     layout = PackedLayout(np.shape(ztilde)[1], np.shape(exog)[1] + 1)
     acc = np.zeros((layout.width, n_groups))
-    glob = accumulate_packed_into(acc, codes, endog, exog, ztilde, weights)
+    glob = accumulate_packed_into(acc, codes, endog, exog, ztilde, weights, std)
     return np.ascontiguousarray(acc.T), glob
 
 
@@ -244,6 +277,7 @@ def accumulate_statistics(
     exog: np.ndarray,
     ztilde: np.ndarray,
     weights: np.ndarray | None = None,
+    std: Standardization | None = None,
 ) -> dict[str, np.ndarray]:
     """One pass over rows: per-group and global sufficient statistics (unpacked).
 
@@ -255,6 +289,6 @@ def accumulate_statistics(
         ``sum_log_weights`` (rows scaled by √w first, see :func:`_weighted_rows`).
     """
     r = np.asarray(ztilde).shape[1]
-    packed, glob = accumulate_packed(codes, n_groups, endog, exog, ztilde, weights)
+    packed, glob = accumulate_packed(codes, n_groups, endog, exog, ztilde, weights, std)
     nobs, zz, zxy = unpack_statistics(packed, r)
     return {"zz": zz, "zxy": zxy, "nobs": nobs, **glob}

@@ -19,6 +19,7 @@ from scipy import special
 
 from ..design import ModelNames, is_dask
 from ..errors import SingularHessianWarning, SpecError
+from ..fit.coordinates import Coordinates
 from ..inference import ProfileLikelihood
 from ..inference import compare_lr_test as _compare_lr_test
 from ..io import ResultsState, load_state, save_state
@@ -115,8 +116,13 @@ class MixedLMResults:
         cov_fe: str,
         optimize_result,
         fit_seconds: float,
+        coords: Coordinates | None = None,
     ) -> MixedLMResults:
         """Results of a fit: the estimates, their covariance and the BLUPs.
+
+        Everything the optimizer gives is in its own coordinates and the statistics'
+        (``coords``, :mod:`dmixed.fit.coordinates`); the record holds the model's own
+        (statsmodels') values, mapped back exactly.
 
         Parameters
         ----------
@@ -125,17 +131,22 @@ class MixedLMResults:
             The statistics fitted (their engine computes the BLUPs: no data pass).
         reml : bool
         packed : ndarray
-            The covariance parameters at the optimum, in ``model.use_sqrt``'s packing.
+            The covariance parameters at the optimum, in ``model.use_sqrt``'s packing
+            (the optimizer's coordinates).
         prof : dmixed.fit.objective.Profile
-            The profiled quantities at the optimum (β̂, σ̂², ``(X'V*⁻¹X)⁻¹``, w).
+            The profiled quantities at the optimum (β̂, σ̂², ``(X'V*⁻¹X)⁻¹``, w), in the
+            statistics' coordinates.
         llf : float
+            ℓ in the statistics' coordinates.
         hessian : ndarray (k, k) or None
-            Hessian of ℓ in ``params``' coordinates (None: no standard errors).
+            Hessian of ℓ in ``[β̃, θ_o]`` (None: no standard errors).
         cov_fe : {"hessian", "conditional"}
         optimize_result : OptSummary
             The optimizer's record (``converged, n_iter, n_evals, methods, history,
             boundary``).
         fit_seconds : float
+        coords : Coordinates, optional
+            Default: the statistics' coordinates are the model's own.
 
         Warns
         -----
@@ -143,6 +154,8 @@ class MixedLMResults:
             The Hessian (without the variances at zero) is singular: pseudo-inverse used.
         """
         layout = stats.layout
+        if coords is None:
+            coords = Coordinates.model(stats.columns, layout)
         boundary = list(optimize_result.boundary)
         cov = _covariance(
             hessian,
@@ -152,7 +165,14 @@ class MixedLMResults:
             conditional=float(prof.scale) * prof.a_inv if cov_fe == "conditional" else None,
         )
         state = _record_fit(
-            model, stats, reml, packed, prof, llf, cov, cov_fe, optimize_result, fit_seconds
+            model,
+            stats,
+            reml,
+            (packed, prof, llf, cov),
+            cov_fe,
+            optimize_result,
+            fit_seconds,
+            coords,
         )
         return cls(state, model=model)
 
@@ -451,55 +471,74 @@ class MixedLMResults:
 
 
 def _record_fit(
-    model, stats, reml, packed, prof, llf, cov, cov_fe, optimize_result, fit_seconds
+    model, stats, reml, estimate, cov_fe, optimize_result, fit_seconds, coords: Coordinates
 ) -> ResultsState:
-    """The state record of a fit: estimates in statsmodels' coordinates, the BLUPs."""
+    """The state record of a fit: estimates in statsmodels' coordinates, the BLUPs.
+
+    ``estimate`` is ``(packed, prof, llf, cov)`` in the optimizer's and the statistics'
+    coordinates, mapped back here by ``coords``.
+    """
+    packed, prof, llf_std, cov_opt = estimate
     layout = stats.layout
-    psi, tau = layout.unpack(packed, model.use_sqrt)
-    scale = float(prof.scale)
+    use_sqrt = model.use_sqrt
+    n = int(stats.glob.n)
+    psi_opt, tau = layout.unpack(packed, use_sqrt)
+    psi = coords.psi(psi_opt)
+    scale = coords.scale(prof.scale)
+    beta = coords.beta(prof.beta)
     rows, cols = layout.tril()
     # BLUPs and their conditional covariances: one kernel call, no data pass
-    blup, cond = stats.engine.random_effects(layout.lam(packed, model.use_sqrt), prof.w)
+    blup, cond = coords.blups(*stats.engine.random_effects(coords.lam(packed, use_sqrt), prof.w))
+    history = [
+        {
+            **entry,
+            "llf": coords.llf(entry["llf"], n, reml),
+            "params": coords.from_opt(
+                np.asarray(entry["params"]), optimize_result.use_sqrt
+            ).tolist(),
+        }
+        for entry in optimize_result.history
+    ]
     return ResultsState(
         names=ModelNames.from_model(model),
         spec=getattr(model, "spec", None),
-        use_sqrt=model.use_sqrt,
+        use_sqrt=use_sqrt,
         reml=reml,
         method="REML" if reml else "ML",
         converged=bool(optimize_result.converged),
         n_iter=optimize_result.n_iter,
         n_evals=optimize_result.n_evals,
         optimizer_methods=optimize_result.methods,
-        history=optimize_result.history,
+        history=history,
         boundary=list(optimize_result.boundary),
         fit_seconds=fit_seconds,
         data_pass_seconds=stats.data_pass_seconds,
         cov_fe=cov_fe,
-        nobs=int(stats.glob.n),
+        nobs=n,
         n_groups=int(len(stats.group_labels)),
         n_dropped=int(stats.n_dropped),
         k_fe=model.k_fe,
         k_re=layout.k_re,
         k_vc=layout.k_vc,
-        llf=float(llf),
+        llf=coords.llf(llf_std, n, reml),
         scale=scale,
         param_names=model.param_names(),
-        params=np.concatenate([prof.beta, psi[rows, cols], tau]),
-        packed_params=np.asarray(packed),
-        fe_params=np.asarray(prof.beta),
+        params=np.concatenate([beta, psi[rows, cols], tau]),
+        packed_params=coords.from_opt(packed, use_sqrt),
+        fe_params=beta,
         cov_re=scale * psi,
         cov_re_unscaled=psi,
         vcomp=scale * tau,
-        cov_params=cov,
-        a_inv=prof.a_inv,
+        cov_params=coords.covariance(cov_opt),
+        a_inv=coords.a_inv(prof.a_inv),
         group_labels=stats.group_labels,
         group_sizes=stats.group_sizes,
         blup=blup,
         blup_cov=cond * scale,
         vc_slot_cols=stats.vc_slot_cols,
         optimizer_settings=optimize_result.settings(),
-        initial_params=np.asarray(optimize_result.initial),
-        initial_llf=float(optimize_result.initial_llf),
+        initial_params=coords.from_opt(np.asarray(optimize_result.initial), use_sqrt),
+        initial_llf=coords.llf(optimize_result.initial_llf, n, reml),
         grad_norm=float(optimize_result.grad_norm),
     )
 

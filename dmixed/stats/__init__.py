@@ -7,11 +7,14 @@
 - :mod:`~dmixed.stats.packed`, :mod:`~dmixed.stats.keys`, :mod:`~dmixed.stats.slots`,
   :mod:`~dmixed.stats.columns`: the packed per-group rows, group keys, the slot numbering
   of variance components, and the Parquet column names of per-group tables.
+- :mod:`~dmixed.stats.standardize`: the shifted and scaled columns the statistics are
+  accumulated in, and the exact map of the estimates back to the model's own.
 - :mod:`~dmixed.stats.checkpoint`: saved statistics, merged by group key with new data.
 """
 
 from .checkpoint import GroupArrays
 from .layout import Layout, n_tril, tril_indices
+from .standardize import Standardization
 from .statistics import FittedStatistics, GlobalStats, check_full_rank, check_response_varies
 
 __all__ = [
@@ -19,6 +22,7 @@ __all__ = [
     "GlobalStats",
     "GroupArrays",
     "Layout",
+    "Standardization",
     "check_full_rank",
     "check_response_varies",
     "n_tril",

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import CheckpointMismatch
+from ..errors import CheckpointError, CheckpointMismatch
 from ..files import atomic_directory, jsonable, read_versioned_json
 from .columns import (
     GROUP,
@@ -37,10 +37,14 @@ from .columns import (
 )
 from .layout import Layout
 from .slots import number_pairs
+from .standardize import Standardization
 from .statistics import GlobalStats
 
 FORMAT = "dmixed-statistics"
-FORMAT_VERSION = 1
+#: 2: the statistics are of standardized columns (:mod:`dmixed.stats.standardize`),
+#: whose map the manifest holds; version 1 held raw cross-products, which lose digits,
+#: and is refused with a message to rebuild.
+FORMAT_VERSION = 2
 #: groups per Parquet part file of a statistics directory
 GROUPS_PER_FILE = 1_000_000
 #: the column of each group's row count in the part files
@@ -58,6 +62,29 @@ class GroupArrays:
     slot_cols: list[np.ndarray]  # per VC component (G, m_l): global column id, -1 unused
     glob: GlobalStats
     layout: Layout
+    standardization: Standardization | None = None  # None: raw columns
+
+    @property
+    def columns(self) -> Standardization:
+        """The columns' map the statistics are in (identity for raw columns)."""
+        if self.standardization is not None:
+            return self.standardization
+        return Standardization.identity(self.glob.k_fe, self.layout.k_re)
+
+    def converted_to(self, target: Standardization) -> GroupArrays:
+        """These statistics in ``target``'s column map (exact: see
+        :meth:`~dmixed.stats.standardize.Standardization.conversion_to`)."""
+        if self.columns == target:
+            return self
+        m_x, m_zq = self.columns.conversion_to(target)
+        m_z = np.eye(self.layout.r)
+        m_z[: m_zq.shape[0], : m_zq.shape[0]] = m_zq
+        zz = np.einsum("ca,gcd,db->gab", m_z, self.zz, m_z)
+        zxy = np.einsum("ca,gcj,jk->gak", m_z, self.zxy, m_x)
+        glob = GlobalStats(m_x.T @ self.glob.xyxy @ m_x, self.glob.n, self.glob.sum_log_weights)
+        return GroupArrays(
+            self.labels, self.nobs, zz, zxy, self.slot_cols, glob, self.layout, target
+        )
 
     @classmethod
     def from_statistics(cls, stats) -> GroupArrays:
@@ -70,6 +97,7 @@ class GroupArrays:
             [np.asarray(t) for t in stats.vc_slot_cols],
             stats.glob,
             stats.layout,
+            stats.standardization,
         )
 
 
@@ -161,16 +189,31 @@ def save_statistics(arrays: GroupArrays, path, manifest: dict) -> None:
             "xyxy": arrays.glob.xyxy,
             "n": int(arrays.glob.n),
             "sum_log_weights": float(arrays.glob.sum_log_weights),
+            "standardization": arrays.columns.to_json(),
         }
         with open(tmp / "manifest.json", "w") as fh:
             json.dump(jsonable(full), fh, indent=1, allow_nan=False)
 
 
 def read_manifest(path) -> dict:
+    """The manifest of a statistics directory.
 
-    return read_versioned_json(
+    Raises
+    ------
+    CheckpointError
+        Not a statistics directory, a newer format, or statistics written before
+        format version 2 (raw cross-products: rebuild them).
+    """
+    manifest = read_versioned_json(
         Path(path) / "manifest.json", FORMAT, FORMAT_VERSION, "a dmixed statistics directory"
     )
+    if manifest.get("format_version", 0) < FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} holds statistics of format version {manifest.get('format_version')}, "
+            "raw cross-products that lose digits on columns with a large offset: rebuild "
+            "them from the data (`dmixed fit` with a new statistics directory)"
+        )
+    return manifest
 
 
 def load_statistics(path) -> tuple[GroupArrays, dict]:
@@ -199,6 +242,7 @@ def load_statistics(path) -> tuple[GroupArrays, dict]:
         slot_cols,
         glob_stats,
         layout,
+        Standardization.from_json(manifest["standardization"], k - 1, layout.k_re),
     )
     return arrays, manifest
 
@@ -214,10 +258,12 @@ def merge(old: GroupArrays, new: GroupArrays) -> GroupArrays:
     Groups are the union of both (sorted).  A variance-component column that a group
     already had keeps its slot; columns new to a group get the next free slots, so the
     padded layout may widen.  Every group's block is then re-embedded into the merged
-    layout and the blocks are added.
+    layout and the blocks are added.  The new statistics are first converted to the
+    old ones' column map.
     """
     if old.layout.k_re != new.layout.k_re or old.zxy.shape[2] != new.zxy.shape[2]:
         raise CheckpointMismatch("the saved statistics are of a different model")
+    new = new.converted_to(old.columns)  # each batch chose its own map: add in the old
     labels = pd.Index(old.labels).union(pd.Index(new.labels))
     labels = labels.sort_values()
     gi_old = labels.get_indexer(pd.Index(old.labels))
@@ -255,7 +301,9 @@ def merge(old: GroupArrays, new: GroupArrays) -> GroupArrays:
         old.glob.n + new.glob.n,
         old.glob.sum_log_weights + new.glob.sum_log_weights,
     )
-    return GroupArrays(labels.to_numpy(), nobs, zz, zxy, merged_tables, glob_stats, layout)
+    return GroupArrays(
+        labels.to_numpy(), nobs, zz, zxy, merged_tables, glob_stats, layout, old.standardization
+    )
 
 
 def _merge_slots(g, gi_old, t_old, gi_new, t_new):

@@ -105,6 +105,41 @@ class PackedLayout:
         with ``values``."""
         return self.unpack_nobs(values), self.unpack_zz(values), self.unpack_zxy(values).copy()
 
+    def pack(self, nobs: np.ndarray, zz: np.ndarray, zxy: np.ndarray) -> np.ndarray:
+        """Packed rows (G, width) of ``nobs`` (G,), ``zz`` (G, r, r), ``zxy`` (G, r, k):
+        the inverse of :meth:`unpack`."""
+        g = zz.shape[0]
+        out = np.empty((g, self.width))
+        out[:, 0] = nobs
+        out[:, self.slices()[0]] = zz[:, self.zz_index[0], self.zz_index[1]]
+        out[:, self.slices()[1]] = zxy.reshape(g, self.n_zxy)
+        return out
+
+    def conversion(self, m_z: np.ndarray, m_x: np.ndarray) -> np.ndarray:
+        """``W`` (width × width) with ``rows @ W`` the packed rows of ``Z̃ M_z`` and
+        ``[X̃ ỹ] M_x`` when ``rows`` are those of ``Z̃`` and ``[X̃ ỹ]``: ``Z̃'Z̃ → M_z'
+        Z̃'Z̃ M_z``, ``Z̃'[X̃ ỹ] → M_z' Z̃'[X̃ ỹ] M_x``, row counts unchanged.  The map
+        is linear in the packed row, so ``W`` is the map of the identity's rows.
+        """
+        basis = np.eye(self.width)
+        nobs = basis[:, 0]
+        zz = self.unpack_zz(basis)
+        zxy = self.unpack_zxy(basis)
+        zz = np.einsum("ca,gcd,db->gab", m_z, zz, m_z)
+        zxy = np.einsum("ca,gcj,jk->gak", m_z, zxy, m_x)
+        return self.pack(nobs, zz, zxy)
+
+    def global_conversion(self, m_x: np.ndarray) -> np.ndarray:
+        """``W`` with ``glob @ W`` the packed global sums of ``[X̃ ỹ] M_x``
+        (``[X y]'[X y] → M_x' [X y]'[X y] M_x``; counts unchanged)."""
+        w = np.eye(self.global_width)
+        rows, cols = self.xy_index
+        for s in range(3, self.global_width):
+            e = np.zeros((self.k, self.k))
+            e[rows[s - 3], cols[s - 3]] = e[cols[s - 3], rows[s - 3]] = 1.0
+            w[s, 3:] = (m_x.T @ e @ m_x)[rows, cols]
+        return w
+
     # -- the global sums ------------------------------------------------------------
 
     @functools.cached_property

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import DataError
 from .layout import Layout
+from .standardize import Standardization
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,9 @@ class FittedStatistics:
     group_sizes : ndarray (G,)
     vc_slot_cols : list of ndarray (G, m_l)
         Global column index of each variance-component slot of each group (-1: unused).
+    standardization : Standardization or None
+        The map of the columns the statistics were accumulated in (None: raw columns);
+        see :attr:`columns`.
     """
 
     engine: Any
@@ -56,6 +60,14 @@ class FittedStatistics:
     vc_slot_cols: list[np.ndarray]
     data_pass_seconds: float = 0.0
     n_dropped: int = 0
+    standardization: Standardization | None = None
+
+    @property
+    def columns(self) -> Standardization:
+        """The columns' map (:mod:`dmixed.stats.standardize`; identity for raw columns)."""
+        if self.standardization is not None:
+            return self.standardization
+        return Standardization.identity(self.glob.k_fe, self.layout.k_re)
 
 
 def check_full_rank(xtx: np.ndarray, names: list[str]) -> None:

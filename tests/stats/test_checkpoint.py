@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dmixed import CheckpointMismatch
+from dmixed import CheckpointError, CheckpointMismatch
 from dmixed.design import build_spec
 from dmixed.engines.local import LocalEngine, statistics_from_arrays
 from dmixed.fit.optimize import ProfiledObjective
@@ -79,10 +79,14 @@ def _spec(df: pd.DataFrame, model: str):
     return build_spec(df, FORMULA, "g", **MODELS[model])
 
 
-def _stats(spec, frame: pd.DataFrame) -> GroupArrays:
+def _stats(spec, frame: pd.DataFrame, like: GroupArrays | None = None) -> GroupArrays:
+    """Statistics of ``frame``; in the columns' map of ``like`` when given (statistics
+    to be merged must share it, as ``dmixed update`` does with the saved map)."""
+    std = None if like is None else like.columns
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return GroupArrays.from_statistics(MixedLM.from_spec(spec, frame).statistics())
+        model = MixedLM.from_spec(spec, frame)
+        return GroupArrays.from_statistics(model.statistics(standardization=std))
 
 
 def _canonical(arrays: GroupArrays, i: int) -> tuple[list, np.ndarray, np.ndarray]:
@@ -111,7 +115,9 @@ def assert_same_statistics(got: GroupArrays, want: GroupArrays, rtol: float = 1e
     np.testing.assert_array_equal(got.nobs, want.nobs)
     assert got.layout.k_re == want.layout.k_re and got.layout.k_vc == want.layout.k_vc
     assert got.glob.n == want.glob.n
-    np.testing.assert_allclose(got.glob.xyxy, want.glob.xyxy, rtol=rtol, atol=0)
+    # centred columns: entries near zero are compared on the matrix's own scale
+    xy_scale = np.abs(want.glob.xyxy).max(initial=1.0)
+    np.testing.assert_allclose(got.glob.xyxy, want.glob.xyxy, rtol=0, atol=rtol * xy_scale)
     np.testing.assert_allclose(got.glob.sum_log_weights, want.glob.sum_log_weights, rtol=rtol)
     for i in range(len(want.labels)):
         k_got, zz_got, zxy_got = _canonical(got, i)
@@ -147,8 +153,8 @@ def test_merge_of_two_halves_equals_the_statistics_of_the_whole(model, seed):
     df = _frame(seed, str_keys=seed % 2 == 0)
     a, b = _split(df, seed)
     spec = _spec(df, model)
-    merged = merge(_stats(spec, a), _stats(spec, b))
     whole = _stats(spec, df)
+    merged = merge(_stats(spec, a, whole), _stats(spec, b, whole))
     assert_same_statistics(merged, whole)
     # same likelihood and score at fixed parameters, REML and ML
     rng = np.random.default_rng(seed)
@@ -166,7 +172,8 @@ def test_the_split_exercises_new_groups_and_new_vc_columns_of_old_groups():
     df = _frame(1)
     a, b = _split(df, 1)
     spec = _spec(df, "slope+vc")
-    sa, sb = _stats(spec, a), _stats(spec, b)
+    sa = _stats(spec, a)
+    sb = _stats(spec, b, sa)
     assert set(sb.labels) - set(sa.labels) and set(sa.labels) - set(sb.labels)
     shared = sorted(set(sa.labels) & set(sb.labels))
     assert shared
@@ -190,8 +197,9 @@ def test_fits_from_merged_and_from_whole_statistics_agree(model):
     df = _frame(5)
     a, b = _split(df, 5)
     spec = _spec(df, model)
-    res_m = _fit(merge(_stats(spec, a), _stats(spec, b)), spec)
-    res_w = _fit(_stats(spec, df), spec)
+    whole = _stats(spec, df)
+    res_m = _fit(merge(_stats(spec, a, whole), _stats(spec, b, whole)), spec)
+    res_w = _fit(whole, spec)
     assert res_m.converged and res_w.converged
     assert res_m.llf == pytest.approx(res_w.llf, rel=1e-10)
     np.testing.assert_allclose(res_m.fe_params, res_w.fe_params, rtol=1e-7)
@@ -203,8 +211,8 @@ def test_merge_is_symmetric_and_associative():
     rng = np.random.default_rng(6)
     part = rng.integers(0, 3, len(df))
     spec = _spec(df, "slope+vc")
-    p0, p1, p2 = (_stats(spec, df[part == k].reset_index(drop=True)) for k in range(3))
     whole = _stats(spec, df)
+    p0, p1, p2 = (_stats(spec, df[part == k].reset_index(drop=True), whole) for k in range(3))
     assert_same_statistics(merge(p1, p0), merge(p0, p1))
     assert_same_statistics(merge(merge(p0, p1), p2), whole)
     assert_same_statistics(merge(p2, merge(p1, p0)), whole)
@@ -215,9 +223,10 @@ def test_merge_of_disjoint_groups_concatenates_them():
     spec = _spec(df, "slope+vc")
     a = df[df["g"] < 20].reset_index(drop=True)
     b = df[df["g"] >= 20].reset_index(drop=True)
-    merged = merge(_stats(spec, b), _stats(spec, a))
+    whole = _stats(spec, df)
+    merged = merge(_stats(spec, b, whole), _stats(spec, a, whole))
     assert list(merged.labels) == sorted(df["g"].unique())
-    assert_same_statistics(merged, _stats(spec, df))
+    assert_same_statistics(merged, whole)
 
 
 def test_merge_refuses_statistics_of_another_model():
@@ -229,6 +238,25 @@ def test_merge_refuses_statistics_of_another_model():
     other_fe = _stats(build_spec(df, "y ~ x1", "g", **MODELS["slope+vc"]), df)
     with pytest.raises(CheckpointMismatch):
         merge(slope, other_fe)
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_merge_converts_statistics_in_another_columns_map(model):
+    df = _frame(9)
+    a, b = _split(df, 9)
+    spec = _spec(df, model)
+    whole = _stats(spec, df)
+    sa, sb = _stats(spec, a), _stats(spec, b)
+    assert sa.columns != sb.columns  # each chose its own shifts from its first rows
+    merged = merge(sa, sb)
+    assert merged.columns == sa.columns
+    assert_same_statistics(merged, _stats(spec, df, sa), rtol=1e-11)
+    packed = np.random.default_rng(9).uniform(0.2, 1.5, whole.layout.n_params)
+    # the same likelihood up to the maps' Jacobian: compare fits instead
+    res_m, res_w = _fit(merged, spec), _fit(whole, spec)
+    assert res_m.llf == pytest.approx(res_w.llf, rel=1e-10)
+    np.testing.assert_allclose(res_m.fe_params, res_w.fe_params, rtol=1e-7)
+    del packed
 
 
 # --------------------------------------------------------------------------------------
@@ -284,10 +312,25 @@ def test_merged_statistics_round_trip(tmp_path):
     df = _frame(11)
     a, b = _split(df, 11)
     spec = _spec(df, "slope+vc")
-    merged = merge(_stats(spec, a), _stats(spec, b))
+    sa = _stats(spec, a)
+    merged = merge(sa, _stats(spec, b, sa))
     save_statistics(merged, tmp_path / "s", {})
     back, _ = load_statistics(tmp_path / "s")
     _assert_round_trip(merged, back)
+    assert back.columns == merged.columns == sa.columns
+    assert not back.columns.is_identity()  # shifted and scaled: the map was saved
+
+
+def test_statistics_of_format_version_1_are_refused_with_a_rebuild_message(tmp_path):
+    df = _frame(12)
+    spec = _spec(df, "intercept")
+    save_statistics(_stats(spec, df), tmp_path / "s", {})
+    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    manifest["format_version"] = 1
+    del manifest["standardization"]
+    (tmp_path / "s" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match="format version 1.*rebuild"):
+        load_statistics(tmp_path / "s")
 
 
 def test_read_manifest_refuses_what_is_not_a_statistics_directory(tmp_path):

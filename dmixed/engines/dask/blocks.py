@@ -18,6 +18,7 @@ import numpy as np
 from ...stats import GlobalStats
 from ...stats.keys import order_distinct
 from ...stats.packed import PackedLayout
+from ...stats.standardize import Standardization
 from ..local import LocalEngine
 
 
@@ -37,15 +38,18 @@ class Block:
     n_dropped: int = 0
     zz: np.ndarray | None = None
     zxy: np.ndarray | None = None
+    standardization: Standardization | None = None
 
 
 def to_block(
     combined: tuple[np.ndarray, np.ndarray],
     packed: PackedLayout,
     global_sums: np.ndarray | None = None,
+    standardization: Standardization | None = None,
 ) -> Block:
     """numpy block of one output partition from its ``(keys, packed rows)``; block 0 also
-    carries the (packed) global sums."""
+    carries the (packed) global sums.  ``standardization``: the columns' map the
+    statistics are in."""
     labels, values = combined
     if global_sums is None:
         xyxy, n, slw, dropped = np.zeros((packed.k, packed.k)), 0, 0.0, 0
@@ -60,13 +64,20 @@ def to_block(
         n_dropped=dropped,
         zz=packed.unpack_zz(values),
         zxy=packed.unpack_zxy(values),
+        standardization=standardization,
     )
 
 
 def block_summary(block: Block) -> Block:
     """The block without its statistics: what the driver needs once."""
     return Block(
-        block.labels, block.nobs, block.xyxy, block.n, block.sum_log_weights, block.n_dropped
+        block.labels,
+        block.nobs,
+        block.xyxy,
+        block.n,
+        block.sum_log_weights,
+        block.n_dropped,
+        standardization=block.standardization,
     )
 
 
@@ -99,6 +110,7 @@ class Assembly:
     glob: GlobalStats
     block_sizes: list[int]
     n_dropped: int = 0
+    standardization: Standardization | None = None
 
 
 def assemble_blocks(summaries: list[Block], k: int) -> Assembly:
@@ -137,6 +149,7 @@ def assemble_blocks(summaries: list[Block], k: int) -> Assembly:
         glob,
         [len(b.labels) for b in summaries],
         int(sum(b.n_dropped for b in summaries)),
+        summaries[0].standardization if summaries else None,
     )
 
 

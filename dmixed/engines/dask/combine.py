@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 
 from ... import kernels
+from ...stats.packed import PackedLayout
+from ...stats.standardize import Standardization
 
 #: :func:`combine_partials` adds integer-keyed partials by position in their key range
 #: (no hash table) when that range is at most this many times the number of keys.
@@ -166,14 +168,17 @@ class GroupAccumulator:
                 self.extra = self._new_index(np.empty(0, dtype=self.key_dtype))
         return col
 
-    def add(self, keys: np.ndarray, dm, ztilde: np.ndarray) -> dict:
+    def add(self, keys: np.ndarray, dm, ztilde: np.ndarray, std=None) -> dict:
         """Add one partition's rows (design matrices ``dm``, padded random design
-        ``ztilde``, group ``keys``); returns their global sums (see
+        ``ztilde``, group ``keys``), their columns mapped by ``std``
+        (:mod:`dmixed.stats.standardize`); returns their global sums (see
         :func:`dmixed.kernels.accumulate_packed`)."""
         col = self._range_columns(keys) if self.ranged else None
         if col is None:
             col = self._hash_columns(keys)
-        return kernels.accumulate_packed_into(self.acc, col, dm.endog, dm.exog, ztilde, dm.weights)
+        return kernels.accumulate_packed_into(
+            self.acc, col, dm.endog, dm.exog, ztilde, dm.weights, std
+        )
 
     def result(self, n_buckets: int) -> list[Partial]:
         """``(keys, values)`` of the groups seen, split by output block: one packed row
@@ -252,3 +257,52 @@ def _add_by_position(parts: list[Partial], lo: int, span: int) -> Partial:
 def sum_vectors(*vectors: np.ndarray) -> np.ndarray:
     """Σ of packed global sums (one node of their tree reduction)."""
     return functools.reduce(operator.add, vectors)
+
+
+# ---------------------------------------------------------------------------
+# Partials in different column maps
+# ---------------------------------------------------------------------------
+
+
+def first_map(p: int, q: int, *maps: Standardization | None) -> Standardization:
+    """The map every partial is converted to: that of the first task with rows (the
+    identity when none has any)."""
+    return next((m for m in maps if m is not None), Standardization.identity(p, q))
+
+
+def _conversions(
+    std: Standardization | None, target: Standardization, packed: PackedLayout
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(W, W_global)`` taking packed rows in ``std`` to ``target``; None when no
+    conversion is needed."""
+    if std is None or std == target:
+        return None
+    m_x, m_zq = std.conversion_to(target)
+    m_z = np.eye(packed.r)
+    m_z[: m_zq.shape[0], : m_zq.shape[0]] = m_zq
+    return packed.conversion(m_z, m_x), packed.global_conversion(m_x)
+
+
+def combine_converted(
+    target: Standardization, packed: PackedLayout, *pairs: tuple[Partial, Standardization | None]
+) -> Partial:
+    """:func:`combine_partials` of partials each in its own column map (``(partial,
+    map)`` pairs), every one first converted to ``target``'s
+    (:meth:`~dmixed.stats.standardize.Standardization.conversion_to`: exact, since a
+    map is affine in the columns and the intercept carries the shifts)."""
+    parts = []
+    for (keys, values), std in pairs:
+        conv = _conversions(std, target, packed) if len(keys) else None
+        parts.append((keys, values if conv is None else values @ conv[0]))
+    return combine_partials(*parts)
+
+
+def sum_converted(
+    target: Standardization, packed: PackedLayout, *pairs: tuple[np.ndarray, Standardization | None]
+) -> np.ndarray:
+    """:func:`sum_vectors` of packed global sums each in its own column map."""
+    out = []
+    for glob, std in pairs:
+        conv = _conversions(std, target, packed)
+        out.append(glob if conv is None else glob @ conv[1])
+    return sum_vectors(*out)

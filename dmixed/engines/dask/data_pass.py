@@ -34,6 +34,7 @@ from ...stats import FittedStatistics, Layout
 from ...stats.keys import key_dtype
 from ...stats.packed import PackedLayout
 from ...stats.slots import SlotMap
+from ...stats.standardize import Standardization
 from . import tuning
 from .blocks import Assembly, assemble_blocks, block_dense, block_summary, gathered_engine
 from .evaluator import DaskEngine, make_evaluator
@@ -53,6 +54,7 @@ DEFAULT_ENGINE = "auto"
 #: gathering copies the statistics to the driver several times over: past about half a
 #: million groups the gather costs more than the round trips (benchmarks/RESULTS.md).
 AUTO_LOCAL_MAX_VALUES = 6_000_000
+
 
 LOCAL_SCHEDULERS = frozenset(
     {
@@ -226,7 +228,14 @@ def _compute_on_cluster(run: _Pass, graph: list, packed: PackedLayout, t1: float
     return engine, asm
 
 
-def statistics_from_dask(ddf, spec, client=None, progress: bool = False, engine=None):
+def statistics_from_dask(
+    ddf,
+    spec,
+    client=None,
+    progress: bool = False,
+    engine=None,
+    standardization: Standardization | None = None,
+):
     """One pass over a Dask DataFrame → :class:`~dmixed.stats.FittedStatistics`.
 
     Parameters
@@ -247,6 +256,10 @@ def statistics_from_dask(ddf, spec, client=None, progress: bool = False, engine=
         them and optimize in-process (``"local"``), or choose by their size
         (``"auto"``, see :data:`AUTO_LOCAL_MAX_VALUES`).  Default: the Dask config key
         ``"dmixed.engine"``, else :data:`DEFAULT_ENGINE`.
+    standardization : Standardization, optional
+        The columns' map (:mod:`dmixed.stats.standardize`).  Default: each task chooses
+        one from its first rows and the first tree level converts them all to that of
+        the first task with rows (exactly: no read ahead of the pass).
 
     Returns
     -------
@@ -277,7 +290,9 @@ def statistics_from_dask(ddf, spec, client=None, progress: bool = False, engine=
     logger.log(
         run.level, "data pass: %d partitions → %d blocks on %s", run.n_parts, n_blocks, run.where
     )
-    graph = block_graph(ddf, spec, slot_arg, packed, run.key_dtype, n_blocks, n_blocks, client)
+    graph = block_graph(
+        ddf, spec, slot_arg, packed, run.key_dtype, n_blocks, n_blocks, client, standardization
+    )
     if client is None:
         engine_obj, asm = _gather_in_process(graph, packed)
     else:
@@ -301,4 +316,5 @@ def statistics_from_dask(ddf, spec, client=None, progress: bool = False, engine=
         vc_slot_cols=[] if slot_map is None else slot_map.slot_columns(asm.group_labels),
         data_pass_seconds=time.perf_counter() - t0,
         n_dropped=asm.n_dropped,
+        standardization=asm.standardization,
     )

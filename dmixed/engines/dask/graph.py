@@ -24,7 +24,13 @@ import numpy as np
 from ...errors import SpecError
 from ...stats.packed import PackedLayout
 from .blocks import to_block
-from .combine import combine_partials, sum_vectors
+from .combine import (
+    combine_converted,
+    combine_partials,
+    first_map,
+    sum_converted,
+    sum_vectors,
+)
 from .partials import (
     build_slot_map,
     chain_partials,
@@ -224,25 +230,27 @@ def slot_map_graph(ddf, spec, key_dtype):
     return dask.delayed(build_slot_map, pure=True)(part, vc_ncols(spec))
 
 
-def _partial_tasks(ddf, spec, slot_arg, packed, key_dtype, n_blocks, n_chains, client) -> list:
-    """Delayed ``(parts, global_sums)`` of the partials: chains where the collection
-    allows them, else one task per partition (see the module)."""
+def _partial_tasks(ddf, spec, slot_arg, packed, key_dtype, n_blocks, n_chains, client, std) -> list:
+    """Delayed ``(parts, global_sums, column map)`` of the partials: chains where the
+    collection allows them, else one task per partition (see the module)."""
     mode = data_pass_mode()
     recipes = chain_recipes(ddf, n_chains, mode, allow_fallback=client is not None)
     if recipes is not None:
-        chain = dask.delayed(chain_partials, nout=2, pure=True)
-        return [chain(rec, spec, slot_arg, packed, n_blocks, key_dtype) for rec in recipes]
+        chain = dask.delayed(chain_partials, nout=3, pure=True)
+        return [chain(rec, spec, slot_arg, packed, n_blocks, key_dtype, std) for rec in recipes]
     resident = resident_chains(ddf, client, mode)
     if resident is not None:
-        chain = dask.delayed(resident_chain_partials, nout=2, pure=True)
+        chain = dask.delayed(resident_chain_partials, nout=3, pure=True)
         return [
-            chain(pieces, spec, slot_arg, packed, n_blocks, key_dtype, *futures)
+            chain(pieces, spec, slot_arg, packed, n_blocks, key_dtype, std, *futures)
             for pieces, futures in resident
         ]
     if mode == "chains":
         raise SpecError(_CHAINS_REFUSED)
-    part = dask.delayed(partition_partials, nout=2, pure=True)
-    return [part(p, spec, slot_arg, packed, n_blocks) for p in ddf.to_delayed(optimize_graph=True)]
+    part = dask.delayed(partition_partials, nout=3, pure=True)
+    return [
+        part(p, spec, slot_arg, packed, n_blocks, std) for p in ddf.to_delayed(optimize_graph=True)
+    ]
 
 
 def block_graph(
@@ -254,6 +262,7 @@ def block_graph(
     n_blocks: int,
     n_chains: int,
     client=None,
+    std=None,
 ) -> list:
     """Delayed blocks: partial statistics → sums by group key → blocks.
 
@@ -264,15 +273,34 @@ def block_graph(
     rows, and no pandas groupby: the partials of data whose groups are spread over all
     partitions can outweigh the data, so their combine must be cheap).  Every node is an
     ordinary task with lineage, so a block lost with a worker is recomputed like any
-    other task.  ``slot_arg`` is the slot map (or a delayed of it, or None).
+    other task.  ``slot_arg`` is the slot map (or a delayed of it, or None); ``std`` the
+    columns' map every partition's rows are accumulated in.
     """
-    parts = _partial_tasks(ddf, spec, slot_arg, packed, key_dtype, n_blocks, n_chains, client)
-    global_sums = tree(sum_vectors, [g for _, g in parts])
+    parts = _partial_tasks(ddf, spec, slot_arg, packed, key_dtype, n_blocks, n_chains, client, std)
+    # every task chose its own column map from its first rows (no read ahead of the
+    # pass); the first tree level converts them all to the first task's map
+    maps = [m for _, _, m in parts]
+    target = std
+    if target is None:
+        p, q = len(spec.exog_names), len(spec.exog_re_names)
+        target = dask.delayed(first_map, pure=True)(p, q, *maps)
+    globs = [g for _, g, _ in parts]
+    global_sums = _converted_tree(sum_converted, sum_vectors, globs, maps, target, packed)
     blocks = []
     for b in range(n_blocks):
-        bucket = [dask.delayed(operator.getitem, pure=True)(pp, b) for pp, _ in parts]
-        combined = tree(combine_partials, bucket)
-        blocks.append(
-            dask.delayed(to_block, pure=True)(combined, packed, global_sums if b == 0 else None)
+        bucket = [dask.delayed(operator.getitem, pure=True)(pp, b) for pp, _, _ in parts]
+        combined = _converted_tree(
+            combine_converted, combine_partials, bucket, maps, target, packed
         )
+        first = global_sums if b == 0 else None
+        blocks.append(dask.delayed(to_block, pure=True)(combined, packed, first, target))
     return blocks
+
+
+def _converted_tree(leaf, node, items: list, maps: list, target, packed, fan_in: int = 8):
+    """Tree reduction whose first level (``leaf``) converts each item from its map to
+    ``target``'s; the levels above (``node``) add items already in it."""
+    first = dask.delayed(leaf, pure=True)
+    pairs = list(zip(items, maps, strict=True))
+    level = [first(target, packed, *pairs[i : i + fan_in]) for i in range(0, len(pairs), fan_in)]
+    return tree(node, level, fan_in)

@@ -26,6 +26,7 @@ from ... import kernels
 from ...stats.keys import key_series, key_values
 from ...stats.packed import PackedLayout
 from ...stats.slots import SlotMap, present_pairs
+from ...stats.standardize import Standardization
 from .combine import GroupAccumulator, split_buckets
 from .pieces import Pieces, compute_piece
 from .progress import BatchedReport, report_partitions
@@ -61,25 +62,39 @@ def partition_rows(pdf: pd.DataFrame, spec, slot_map: SlotMap | None):
     return (dm, keys, ztilde), dm.n_dropped
 
 
+def partition_standardization(dm, spec) -> Standardization:
+    """The columns' map chosen from these rows (the design matrices ``dm`` of the first
+    partition of a task with rows); see
+    :meth:`~dmixed.stats.standardize.Standardization.choose`."""
+    return Standardization.choose(dm.endog, dm.exog, dm.exog_re, spec.intercept_columns())
+
+
 def partition_partials(
-    pdf: pd.DataFrame, spec, slot_map: SlotMap | None, packed: PackedLayout, n_buckets: int
-) -> tuple[list, np.ndarray]:
-    """Partial statistics of one partition, split by output block (see the module)."""
+    pdf: pd.DataFrame,
+    spec,
+    slot_map: SlotMap | None,
+    packed: PackedLayout,
+    n_buckets: int,
+    std: Standardization | None = None,
+) -> tuple[list, np.ndarray, Standardization | None]:
+    """Partial statistics of one partition, split by output block (see the module), and
+    the columns' map they are in (``std``, else chosen from these rows; None: no rows)."""
     tune_worker_malloc()
     rows, n_dropped = partition_rows(pdf, spec, slot_map)
     if rows is None:
         empty = (np.empty(0, dtype=object), np.empty((0, packed.width)))
         report_partitions(0)
-        return [empty] * n_buckets, packed.empty_global(n_dropped)
+        return [empty] * n_buckets, packed.empty_global(n_dropped), std
     dm, keys, ztilde = rows
+    if std is None:
+        std = partition_standardization(dm, spec)
     report_partitions(len(keys))
     codes, uniq = pd.factorize(keys)
     values, glob = kernels.accumulate_packed(
-        codes, len(uniq), dm.endog, dm.exog, ztilde, dm.weights
+        codes, len(uniq), dm.endog, dm.exog, ztilde, dm.weights, std
     )
-    return split_buckets(np.asarray(uniq), values, n_buckets), packed.pack_global(
-        glob, dm.n_dropped
-    )
+    parts = split_buckets(np.asarray(uniq), values, n_buckets)
+    return parts, packed.pack_global(glob, dm.n_dropped), std
 
 
 # ---------------------------------------------------------------------------
@@ -88,8 +103,14 @@ def partition_partials(
 
 
 def accumulate_frames(
-    frames, spec, slot_map: SlotMap | None, packed: PackedLayout, n_buckets: int, key_dtype
-) -> tuple[list, np.ndarray]:
+    frames,
+    spec,
+    slot_map: SlotMap | None,
+    packed: PackedLayout,
+    n_buckets: int,
+    key_dtype,
+    std: Standardization | None = None,
+) -> tuple[list, np.ndarray, Standardization | None]:
     """Add pandas partitions, one at a time, into one
     :class:`~dmixed.engines.dask.combine.GroupAccumulator`: the body of
     :func:`chain_partials` and :func:`resident_chain_partials`."""
@@ -104,12 +125,14 @@ def accumulate_frames(
             report.add(0)
             continue
         dm, keys, ztilde = rows
+        if std is None:  # one map for the whole chain, from its first rows
+            std = partition_standardization(dm, spec)
         if keys.dtype != acc.key_dtype:
             keys = keys.astype(acc.key_dtype)
-        glob += packed.pack_global(acc.add(keys, dm, ztilde), n_dropped)
+        glob += packed.pack_global(acc.add(keys, dm, ztilde, std), n_dropped)
         report.add(len(keys))
     report.flush()
-    return acc.result(n_buckets), glob
+    return acc.result(n_buckets), glob, std
 
 
 def chain_partials(
@@ -119,7 +142,8 @@ def chain_partials(
     packed: PackedLayout,
     n_buckets: int,
     key_dtype,
-) -> tuple[list, np.ndarray]:
+    std: Standardization | None = None,
+) -> tuple[list, np.ndarray, Standardization | None]:
     """Partial statistics of a chain of partitions, read one after the other here.
 
     Every partition is read, reduced into the chain's accumulator and dropped, so a
@@ -133,12 +157,20 @@ def chain_partials(
         packed,
         n_buckets,
         key_dtype,
+        std,
     )
 
 
 def resident_chain_partials(
-    pieces: Pieces, spec, slot_map, packed: PackedLayout, n_buckets: int, key_dtype, *frames
-) -> tuple[list, np.ndarray]:
+    pieces: Pieces,
+    spec,
+    slot_map,
+    packed: PackedLayout,
+    n_buckets: int,
+    key_dtype,
+    std: Standardization | None,
+    *frames,
+) -> tuple[list, np.ndarray, Standardization | None]:
     """:func:`chain_partials` for partitions already in this worker's memory (persisted).
 
     ``frames`` are the persisted partitions (task dependencies: no copy when they live
@@ -152,7 +184,7 @@ def resident_chain_partials(
         compute_piece(graph, out_key, frame, leaf_key)
         for (graph, out_key, leaf_key), frame in frames_in_order
     )
-    return accumulate_frames(partitions, spec, slot_map, packed, n_buckets, key_dtype)
+    return accumulate_frames(partitions, spec, slot_map, packed, n_buckets, key_dtype, std)
 
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,152 @@
+"""The three coordinate systems of a fit, and the exact maps between them.
+
+- the model's own (statsmodels'): ``β``, ``Ψ*``, ``τ*``, ``σ²``, ``ℓ``; what users give
+  (``start_params``) and get (results);
+- the statistics' (:mod:`dmixed.stats.standardize`): every column shifted and scaled,
+  ``Ψ̃* = A Ψ* A'``; the kernels only ever see these;
+- the optimizer's: ``Ψ_o = A_o Ψ* A_o'``.  With every parameter free ``A_o = A``: the
+  optimizer works in the statistics' coordinates, where the problem is scale free.  A
+  ``free`` mask is a zero pattern (or held values) in the model's ``Ψ*``, which the
+  shift part of ``A`` does not keep, so then ``A_o = S_z`` (the scales only, which keep
+  it) and the objective maps ``Λ̃ = C Λ_o`` with ``C = A A_o⁻¹``.
+
+``β`` and ``σ²`` are profiled out and live in the statistics' coordinates throughout the
+optimization; they and ``ℓ`` are mapped back once, at the end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..stats import Layout
+from ..stats.standardize import Standardization, psi_map_matrix
+
+
+@dataclass(frozen=True)
+class Coordinates:
+    """The maps of one fit (see the module).
+
+    Attributes
+    ----------
+    columns : Standardization
+        The statistics' column map.
+    a_opt : ndarray (q, q)
+        ``A_o``: ``Ψ_o = A_o Ψ* A_o'``.
+    layout : Layout
+    """
+
+    columns: Standardization
+    a_opt: np.ndarray
+    layout: Layout
+
+    @classmethod
+    def for_fit(cls, columns: Standardization, layout: Layout, all_free: bool) -> Coordinates:
+        """The optimizer in the statistics' coordinates when ``all_free``, else in the
+        scaled (not shifted) ones."""
+        a_opt = columns.re_matrix() if all_free else columns.re_scale_matrix()
+        return cls(columns, a_opt, layout)
+
+    @classmethod
+    def model(cls, columns: Standardization, layout: Layout) -> Coordinates:
+        """The optimizer's coordinates are the model's own (``A_o = I``)."""
+        return cls(columns, np.eye(layout.k_re), layout)
+
+    # -- Ψ between the systems ---------------------------------------------------------
+
+    @property
+    def re_map(self) -> np.ndarray | None:
+        """``C = A A_o⁻¹`` (q × q) with ``Λ̃ = C Λ_o``; ``None`` when ``C = I``."""
+        c = self.columns.re_matrix() @ np.linalg.inv(self.a_opt)
+        return None if np.array_equal(c, np.eye(c.shape[0])) else c
+
+    def to_opt(self, packed: np.ndarray, use_sqrt: bool) -> np.ndarray:
+        """Packed parameters of the model → the optimizer's (same packing).
+
+        With a diagonal ``A_o`` and the square-root packing, ``L_o = A_o L`` entry by
+        entry, so that a held (``free`` = 0) entry of ``L`` stays where it is.
+        """
+        return self._map(packed, use_sqrt, self.a_opt)
+
+    def from_opt(self, packed: np.ndarray, use_sqrt: bool) -> np.ndarray:
+        """Packed parameters of the optimizer → the model's (same packing)."""
+        return self._map(packed, use_sqrt, np.linalg.inv(self.a_opt))
+
+    def _map(self, packed: np.ndarray, use_sqrt: bool, a: np.ndarray) -> np.ndarray:
+        layout = self.layout
+        packed = np.asarray(packed, dtype=np.float64)
+        if layout.k_re == 0 or np.array_equal(a, np.eye(layout.k_re)):
+            return packed.copy()
+        if use_sqrt and np.array_equal(a, np.diag(np.diag(a))):
+            rows, cols = layout.tril()
+            out = packed.copy()
+            out[: layout.k_re2] = packed[: layout.k_re2] * np.diag(a)[rows]
+            return out
+        psi, tau = layout.unpack(packed, use_sqrt)
+        out_psi = a @ psi @ a.T
+        return layout.pack(0.5 * (out_psi + out_psi.T), tau, use_sqrt)
+
+    def lam(self, packed_opt: np.ndarray, use_sqrt: bool) -> np.ndarray:
+        """Λ̃ (the statistics' coordinates) at the optimizer's ``packed_opt``."""
+        lam = self.layout.lam(packed_opt, use_sqrt)
+        c = self.re_map
+        if c is not None:
+            q = self.layout.k_re
+            lam[:q, :q] = c @ lam[:q, :q]
+        return lam
+
+    # -- the estimates -----------------------------------------------------------------
+
+    def psi(self, psi_opt: np.ndarray) -> np.ndarray:
+        """``Ψ* = A_o⁻¹ Ψ_o A_o⁻ᵀ``."""
+        inv = np.linalg.inv(self.a_opt)
+        out = inv @ psi_opt @ inv.T
+        return 0.5 * (out + out.T)
+
+    def beta(self, beta_std: np.ndarray) -> np.ndarray:
+        return self.columns.beta_from_std(beta_std)
+
+    def scale(self, scale_std: float) -> float:
+        return float(scale_std) * self.columns.y_scale**2
+
+    def llf(self, llf_std: float, n: int, reml: bool) -> float:
+        return float(llf_std) + self.columns.llf_offset(n, reml)
+
+    def a_inv(self, a_inv_std: np.ndarray) -> np.ndarray:
+        return self.columns.a_inv_from_std(a_inv_std)
+
+    def blups(self, blup: np.ndarray, cond: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.columns.blups_from_std(blup, cond)
+
+    def jacobian(self) -> np.ndarray:
+        """``J = ∂[β̃, θ_o] / ∂[β, θ] = blockdiag(T / s_y, M(A_o))`` (a constant: every
+        map is affine)."""
+        cols = self.columns
+        p = cols.k_fe
+        m = psi_map_matrix(self.a_opt, self.layout.k_vc)
+        jac = np.zeros((p + m.shape[0], p + m.shape[0]))
+        jac[:p, :p] = cols.fe_matrix() / cols.y_scale
+        jac[p:, p:] = m
+        return jac
+
+    def covariance(self, cov_opt: np.ndarray) -> np.ndarray:
+        """The covariance of ``[β, θ]`` from that of ``[β̃, θ_o]``: ``J⁻¹ C J⁻ᵀ``.
+
+        An undefined (NaN) entry makes every entry it enters undefined, and no other.
+        """
+        inv = np.linalg.inv(self.jacobian())
+        undefined = np.isnan(cov_opt)
+        out = inv @ np.where(undefined, 0.0, cov_opt) @ inv.T
+        if undefined.any():
+            reach = np.abs(inv) > 0
+            out[(reach.astype(float) @ undefined @ reach.T.astype(float)) > 0] = np.nan
+        return 0.5 * (out + out.T)
+
+    def hessian(self, hess: np.ndarray) -> np.ndarray:
+        """The Hessian in ``[β, θ]`` from the one in ``[β̃, θ_o]`` (as
+        :meth:`~dmixed.fit.optimize.ProfiledObjective.hessian_full` gives it):
+        ``J' H J`` (:meth:`jacobian`)."""
+        jac = self.jacobian()
+        out = jac.T @ hess @ jac
+        return 0.5 * (out + out.T)

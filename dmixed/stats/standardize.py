@@ -1,0 +1,429 @@
+"""The coordinates the statistics are accumulated in, and the exact map back.
+
+Raw cross-products of real columns lose the digits the likelihood needs: with
+timestamps near 1.7e9 and a spread of days, ``Σ x²`` and ``(Σ x)²/n`` agree in their
+first ten digits, and the residual quadratic form and the GLS solve subtract such
+numbers (DESIGN.md §2).  So every column ``v`` of ``X``, ``y`` and the ``exog_re`` part
+of ``Z̃`` is mapped, row by row before any sum, to ``(v − c)/s``: a shift ``c`` near the
+data (the mean of the first rows seen) and a power-of-two scale ``s`` near its spread
+(dividing by ``2^k`` is exact).  The map is chosen once, before the data pass, and kept
+with the statistics: saved statistics, merged partitions and ``update`` batches all use
+the same one, so the statistics stay plain sums.
+
+A shift is a reparametrization of the model only when the design holds a column of ones
+(its *intercept*), so ``X`` and ``y`` are shifted only when ``X`` has one and ``Z`` only
+when ``Z`` has one; scales always are.  With ``e_0`` the intercept column (its own shift
+0 and scale 1)::
+
+    X = X̃ T,   T = S_x + e_0 c_x'          y = s_y ỹ + c_y 1
+    Z = Z̃ A,   A = S_z + e_0 c_z'
+
+The fit in the new coordinates gives ``β̃, Ψ̃*, τ̃*, σ̃²`` and the likelihood ``ℓ̃``;
+the model's own estimates are exactly::
+
+    β  = T⁻¹ (s_y β̃ + c_y e_0)      Ψ* = A⁻¹ Ψ̃* A⁻ᵀ      τ* = τ̃*      σ² = s_y² σ̃²
+    ℓ  = ℓ̃ − f log s_y − [REML] log|det T|        (f = n for ML, n − p for REML)
+
+(``b = s_y A⁻¹ b̃`` for the random effects; the profile-scale Ψ* does not see ``s_y``.)
+Variance-component columns are not transformed (their variance is shared by all the
+columns of a component, which a per-column map would break).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import CheckpointError, DataError
+from .layout import tril_indices
+
+#: Rows (from the start of the data) the shifts and scales are chosen from.
+SAMPLE_ROWS = 65536
+
+
+def _power_of_two(value: float) -> float:
+    """The power of two nearest ``value`` (> 0) in the log scale; 1 for 0 or non-finite."""
+    if not (np.isfinite(value) and value > 0):
+        return 1.0
+    return float(2.0 ** np.round(np.log2(value)))
+
+
+def _ones_column(matrix: np.ndarray) -> int:
+    """Index of the first column that is exactly 1 in every row given, else −1."""
+    if matrix.shape[0] == 0:
+        return -1
+    for j in range(matrix.shape[1]):
+        if np.all(matrix[:, j] == 1.0):
+            return j
+    return -1
+
+
+def _choose_columns(
+    matrix: np.ndarray, intercept: int, shift: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Shift (the mean, when ``shift``) and power-of-two scale (the spread about the
+    shift) of each column of the sample ``matrix``; the intercept column keeps (0, 1)."""
+    k = matrix.shape[1]
+    c = np.zeros(k)
+    s = np.ones(k)
+    for j in range(k):
+        if j == intercept:
+            continue
+        col = matrix[:, j]
+        col = col[np.isfinite(col)]
+        if col.size == 0:
+            continue
+        if shift:
+            c[j] = float(np.mean(col))
+        spread = float(np.sqrt(np.mean((col - c[j]) ** 2)))
+        if spread == 0.0:  # constant in the sample: scale by its size instead
+            spread = float(np.max(np.abs(col)))
+        s[j] = _power_of_two(spread)
+    return c, s
+
+
+def _map_into(values: np.ndarray, shift: float, scale: float, out: np.ndarray) -> None:
+    np.subtract(values, shift, out=out)
+    if scale != 1.0:
+        out *= 1.0 / scale  # a power of two: exact
+
+
+@dataclass(frozen=True)
+class Standardization:
+    """Shifts and scales of the columns of ``X``, ``y`` and ``Z`` (see the module).
+
+    Attributes
+    ----------
+    x_shift, x_scale : ndarray (p,)
+        ``c_x`` and ``s_x`` (0 and 1 for the intercept, and shifts 0 without one).
+    y_shift, y_scale : float
+    z_shift, z_scale : ndarray (q,)
+        For the ``exog_re`` columns of ``Z̃``.
+    x_intercept, z_intercept : int
+        The column of ones of ``X`` / ``Z`` (−1: none, and then no shifts there).
+    """
+
+    x_shift: np.ndarray
+    x_scale: np.ndarray
+    y_shift: float
+    y_scale: float
+    z_shift: np.ndarray
+    z_scale: np.ndarray
+    x_intercept: int
+    z_intercept: int
+
+    # -- construction ------------------------------------------------------------------
+
+    @classmethod
+    def identity(cls, p: int, q: int) -> Standardization:
+        """No shift, no scale: the raw columns (what statistics saved before had)."""
+        return cls(np.zeros(p), np.ones(p), 0.0, 1.0, np.zeros(q), np.ones(q), -1, -1)
+
+    @classmethod
+    def choose(
+        cls,
+        endog: np.ndarray,
+        exog: np.ndarray,
+        exog_re: np.ndarray,
+        intercepts: tuple[int, int] | None = None,
+    ) -> Standardization:
+        """The map for data whose first rows are these (at most :data:`SAMPLE_ROWS` used).
+
+        Parameters
+        ----------
+        endog : ndarray (n,)
+        exog : ndarray (n, p)
+        exog_re : ndarray (n, q)
+        intercepts : (int, int), optional
+            The intercept columns of ``exog`` and ``exog_re`` (−1: none), e.g. from the
+            formula; default: the first column that is 1 in every row given (all rows
+            are checked, not only the sample).
+        """
+        m = SAMPLE_ROWS
+        x = np.asarray(exog, dtype=np.float64)[:m]
+        y = np.asarray(endog, dtype=np.float64)[:m].reshape(-1, 1)
+        z = np.asarray(exog_re, dtype=np.float64)[:m]
+        if intercepts is None:
+            xi, zi = _ones_column(np.asarray(exog)), _ones_column(np.asarray(exog_re))
+        else:
+            xi, zi = intercepts
+        cx, sx = _choose_columns(x, xi, shift=xi >= 0)
+        cy, sy = _choose_columns(y, -1, shift=xi >= 0)
+        cz, sz = _choose_columns(z, zi, shift=zi >= 0)
+        return cls(cx, sx, float(cy[0]), float(sy[0]), cz, sz, xi, zi)
+
+    @property
+    def k_fe(self) -> int:
+        return self.x_shift.shape[0]
+
+    @property
+    def k_re(self) -> int:
+        return self.z_shift.shape[0]
+
+    def is_identity(self) -> bool:
+        return bool(
+            not self.x_shift.any()
+            and (self.x_scale == 1).all()
+            and self.y_shift == 0
+            and self.y_scale == 1
+            and not self.z_shift.any()
+            and (self.z_scale == 1).all()
+        )
+
+    # -- the rows ----------------------------------------------------------------------
+
+    def check_intercepts(self, exog: np.ndarray, exog_re: np.ndarray) -> None:
+        """Refuse rows where a column taken for the intercept is not 1.
+
+        The shifts are chosen from the first rows; a column that was all ones there
+        but is not in later rows would make them wrong.
+
+        Raises
+        ------
+        DataError
+        """
+        for name, mat, j in (
+            ("exog", exog, self.x_intercept),
+            ("exog_re", exog_re, self.z_intercept),
+        ):
+            if j >= 0 and not np.all(mat[:, j] == 1.0):
+                raise DataError(
+                    f"column {j} of {name} was 1 in every one of the first rows (an "
+                    "intercept) but is not 1 in later rows: put the rows in another order "
+                    "or drop the column"
+                )
+
+    @staticmethod
+    def _column(values: np.ndarray, shift: float, scale: float) -> np.ndarray:
+        if shift == 0.0 and scale == 1.0:
+            return values
+        out = values - shift if shift != 0.0 else values.copy()
+        if scale != 1.0:
+            out *= 1.0 / scale  # a power of two: exact
+        return out
+
+    def y_column(self, endog: np.ndarray) -> np.ndarray:
+        """``(y − c_y)/s_y`` (the input itself when both are trivial)."""
+        return self._column(np.asarray(endog, dtype=np.float64), self.y_shift, self.y_scale)
+
+    def x_column(self, exog: np.ndarray, j: int) -> np.ndarray:
+        """Column ``j`` of ``X̃``."""
+        return self._column(exog[:, j], float(self.x_shift[j]), float(self.x_scale[j]))
+
+    def z_column(self, exog_re: np.ndarray, a: int) -> np.ndarray:
+        """Column ``a`` of the ``exog_re`` part of ``Z̃``."""
+        return self._column(exog_re[:, a], float(self.z_shift[a]), float(self.z_scale[a]))
+
+    def x_column_into(self, values: np.ndarray, j: int, out: np.ndarray) -> None:
+        """Write column ``j`` of ``X̃`` (from the raw column ``values``) into ``out``."""
+        _map_into(values, float(self.x_shift[j]), float(self.x_scale[j]), out)
+
+    def y_column_into(self, endog: np.ndarray, out: np.ndarray) -> None:
+        """Write ``(y − c_y)/s_y`` into ``out``."""
+        _map_into(endog, self.y_shift, self.y_scale, out)
+
+    def conversion_to(self, target: Standardization) -> tuple[np.ndarray, np.ndarray]:
+        """``(M_x (k × k), M_z (q × q))`` taking columns in this map to ``target``'s:
+        ``[X̃ ỹ]_target = [X̃ ỹ] M_x`` and ``Z̃_target = Z̃ M_z``.
+
+        Column ``v`` becomes ``a ṽ + b·1`` with ``a = s/s_t`` (a power of two) and
+        ``b = (c − c_t)/s_t``; the ones come from the intercept column, which both maps
+        must share (:class:`CheckpointError` otherwise).
+        """
+        if (self.x_intercept, self.z_intercept) != (target.x_intercept, target.z_intercept):
+            raise CheckpointError(
+                "statistics whose column maps have different intercept columns cannot be "
+                f"added (exog: {self.x_intercept} vs {target.x_intercept}, exog_re: "
+                f"{self.z_intercept} vs {target.z_intercept})"
+            )
+        cx = np.append(self.x_shift, self.y_shift)
+        sx = np.append(self.x_scale, self.y_scale)
+        tcx = np.append(target.x_shift, target.y_shift)
+        tsx = np.append(target.x_scale, target.y_scale)
+        m_x = _affine(sx / tsx, (cx - tcx) / tsx, self.x_intercept)
+        m_z = _affine(
+            self.z_scale / target.z_scale,
+            (self.z_shift - target.z_shift) / target.z_scale,
+            self.z_intercept,
+        )
+        return m_x, m_z
+
+    def same_map(self, x_j: int, z_a: int) -> bool:
+        """Whether X column ``x_j`` and Z column ``z_a`` are mapped alike (a Z column
+        equal to an X column then gives the same transformed column)."""
+        return bool(
+            self.x_shift[x_j] == self.z_shift[z_a] and self.x_scale[x_j] == self.z_scale[z_a]
+        )
+
+    # -- the map of the estimates ------------------------------------------------------
+
+    def fe_matrix(self) -> np.ndarray:
+        """``T`` (p × p) with ``X = X̃ T``."""
+        t = np.diag(self.x_scale)
+        if self.x_intercept >= 0:
+            t[self.x_intercept, :] += self.x_shift
+        return t
+
+    def re_matrix(self) -> np.ndarray:
+        """``A`` (q × q) with ``Z = Z̃ A``: ``Ψ̃* = A Ψ* A'``."""
+        a = np.diag(self.z_scale)
+        if self.z_intercept >= 0:
+            a[self.z_intercept, :] += self.z_shift
+        return a
+
+    def re_scale_matrix(self) -> np.ndarray:
+        """``S_z`` (q × q): the scale part of :meth:`re_matrix`, which keeps any zero
+        pattern of Ψ* (the shift part does not)."""
+        return np.diag(self.z_scale)
+
+    def beta_from_std(self, beta_std: np.ndarray) -> np.ndarray:
+        """``β = T⁻¹ (s_y β̃ + c_y e_0)``."""
+        rhs = self.y_scale * np.asarray(beta_std, dtype=np.float64)
+        if self.x_intercept >= 0:
+            rhs = rhs.copy()
+            rhs[self.x_intercept] += self.y_shift
+        return np.linalg.solve(self.fe_matrix(), rhs) if rhs.size else rhs
+
+    def beta_to_std(self, beta: np.ndarray) -> np.ndarray:
+        """``β̃ = (T β − c_y e_0) / s_y``."""
+        out = self.fe_matrix() @ np.asarray(beta, dtype=np.float64)
+        if self.x_intercept >= 0:
+            out[self.x_intercept] -= self.y_shift
+        return out / self.y_scale
+
+    def psi_from_std(self, psi_std: np.ndarray) -> np.ndarray:
+        """``Ψ* = A⁻¹ Ψ̃* A⁻ᵀ``."""
+        a_inv = np.linalg.inv(self.re_matrix())
+        out = a_inv @ psi_std @ a_inv.T
+        return 0.5 * (out + out.T)
+
+    def psi_to_std(self, psi: np.ndarray) -> np.ndarray:
+        """``Ψ̃* = A Ψ* A'``."""
+        a = self.re_matrix()
+        out = a @ psi @ a.T
+        return 0.5 * (out + out.T)
+
+    def llf_offset(self, n: int, reml: bool) -> float:
+        """``ℓ − ℓ̃ = −f log s_y − [REML] log|det T|`` (``f = n`` or ``n − p``)."""
+        p = self.k_fe
+        fac = n - p if reml else n
+        out = -fac * np.log(self.y_scale)
+        if reml:
+            out -= float(np.sum(np.log(self.x_scale)))
+        return float(out)
+
+    def a_inv_from_std(self, a_inv_std: np.ndarray) -> np.ndarray:
+        """``(X'V*⁻¹X)⁻¹ = T⁻¹ (X̃'V*⁻¹X̃)⁻¹ T⁻ᵀ``."""
+        if a_inv_std.size == 0:
+            return a_inv_std
+        t_inv = np.linalg.inv(self.fe_matrix())
+        out = t_inv @ a_inv_std @ t_inv.T
+        return 0.5 * (out + out.T)
+
+    def theta_matrix(self, k_vc: int) -> np.ndarray:
+        """``M`` with ``θ̃ = M θ`` for ``θ = [vech_lt(Ψ*), τ*]`` (the Hessian's
+        coordinates: an off-diagonal entry stands for both (a, b) and (b, a))."""
+        return psi_map_matrix(self.re_matrix(), k_vc)
+
+    def hessian_from_std(self, hess_std: np.ndarray, k_vc: int) -> np.ndarray:
+        """The Hessian in ``[β, θ]`` from the one in ``[β̃, θ̃]``: ``J' H̃ J`` with
+        ``J = blockdiag(T / s_y, M)`` (ℓ − ℓ̃ is a constant)."""
+        p = self.k_fe
+        m = self.theta_matrix(k_vc)
+        jac = np.zeros((p + m.shape[0], p + m.shape[0]))
+        jac[:p, :p] = self.fe_matrix() / self.y_scale
+        jac[p:, p:] = m
+        out = jac.T @ hess_std @ jac
+        return 0.5 * (out + out.T)
+
+    def blups_from_std(self, blup: np.ndarray, cond: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """BLUPs ``b = s_y A⁻¹ b̃`` (G, r) and their covariances relative to σ²,
+        ``A⁻¹ C̃ A⁻ᵀ`` (G, r, r); variance-component slots only take ``s_y``."""
+        q = self.k_re
+        r = blup.shape[1]
+        inv = np.eye(r)
+        inv[:q, :q] = np.linalg.inv(self.re_matrix())
+        b = self.y_scale * (blup @ inv.T)
+        c = np.einsum("ab,gbc,dc->gad", inv, cond, inv)
+        return b, c
+
+    # -- saved form ----------------------------------------------------------------------
+
+    def to_json(self) -> dict:
+        return {
+            "x_shift": self.x_shift.tolist(),
+            "x_scale": self.x_scale.tolist(),
+            "y_shift": self.y_shift,
+            "y_scale": self.y_scale,
+            "z_shift": self.z_shift.tolist(),
+            "z_scale": self.z_scale.tolist(),
+            "x_intercept": self.x_intercept,
+            "z_intercept": self.z_intercept,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict, p: int, q: int) -> Standardization:
+        """The map saved by :meth:`to_json`, checked against ``p`` and ``q``.
+
+        Raises
+        ------
+        CheckpointError
+            A missing or malformed entry.
+        """
+        try:
+            out = cls(
+                np.asarray(data["x_shift"], dtype=np.float64).reshape(p),
+                np.asarray(data["x_scale"], dtype=np.float64).reshape(p),
+                float(data["y_shift"]),
+                float(data["y_scale"]),
+                np.asarray(data["z_shift"], dtype=np.float64).reshape(q),
+                np.asarray(data["z_scale"], dtype=np.float64).reshape(q),
+                int(data["x_intercept"]),
+                int(data["z_intercept"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"malformed column standardization: {exc}") from exc
+        scales = np.concatenate([out.x_scale, out.z_scale, [out.y_scale]])
+        if not (np.all(np.isfinite(scales)) and np.all(scales > 0)):
+            raise CheckpointError("malformed column standardization: scales must be positive")
+        return out
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Standardization):
+            return NotImplemented
+        return self.to_json() == other.to_json()
+
+    def __hash__(self) -> int:
+        return hash(repr(self.to_json()))
+
+
+def _affine(a: np.ndarray, b: np.ndarray, intercept: int) -> np.ndarray:
+    """``M`` with ``(V M)_j = a_j V_j + b_j V_intercept``."""
+    m = np.diag(a)
+    if intercept >= 0:
+        b = b.copy()
+        b[intercept] = 0.0
+        m[intercept, :] += b
+    elif np.any(b != 0):
+        raise CheckpointError("shifted columns without an intercept column")
+    return m
+
+
+def psi_map_matrix(a: np.ndarray, k_vc: int) -> np.ndarray:
+    """``M`` with ``vech_lt(A Ψ A') = M vech_lt(Ψ)`` (then the ``τ`` entries unchanged).
+
+    ``vech_lt`` in the Hessian's convention: an off-diagonal entry ``θ_j`` stands for
+    both ``Ψ_ab`` and ``Ψ_ba``, so column ``j`` is ``vech_lt(A E_j A')`` with
+    ``E_j = e_a e_b' + e_b e_a'`` (``e_a e_a'`` on the diagonal).
+    """
+    q = a.shape[0]
+    rows, cols = tril_indices(q)
+    m = rows.size
+    out = np.eye(m + k_vc)
+    for j, (ra, cb) in enumerate(zip(rows, cols, strict=True)):
+        e = np.zeros((q, q))
+        e[ra, cb] = 1.0
+        e[cb, ra] = 1.0
+        out[:m, j] = (a @ e @ a.T)[rows, cols]
+    return out
