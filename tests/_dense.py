@@ -16,7 +16,7 @@ effect with variance ``τ_l²``).  V is block diagonal by group.
 - REML: ℓ_ML − ½ log|X'V⁻¹X| + (p/2) log 2π
 
 (the constants of statsmodels' ``MixedLM.loglike`` and of lme4's ``logLik``; checked
-against both in ``tests/test_dense.py``).
+against both in ``tests/fit/test_dense_likelihood.py``).
 
 Two exact routes to the same numbers:
 
@@ -72,7 +72,7 @@ def _mat(a: np.ndarray) -> mpmath.matrix:
 
 def _psd_factor(b: mpmath.matrix) -> mpmath.matrix:
     """F with F F' = b for a symmetric positive semi-definite b (eigenvalues below zero
-    from rounding are set to zero)."""
+    from the float64 rounding of b's entries, |λ| ≤ 1e-12 |b|, are set to zero)."""
     k = b.rows
     if k == 0:
         return mpmath.matrix(0, 0)
@@ -81,7 +81,7 @@ def _psd_factor(b: mpmath.matrix) -> mpmath.matrix:
     for j in range(k):
         lam = evals[j]
         if lam < 0:
-            if lam < -(mpmath.mpf(10) ** (-DIGITS // 2)) * (1 + mpmath.mnorm(b, 1)):
+            if lam < -mpmath.mpf(1e-12) * mpmath.mnorm(b, 1):
                 raise ValueError(f"covariance matrix is not positive semi-definite: {lam}")
             lam = mpmath.mpf(0)
         root = mpmath.sqrt(lam)
