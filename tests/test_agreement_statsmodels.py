@@ -15,7 +15,9 @@ only asserts that dmixed's llf is not below statsmodels'.
 
 Independently of the optimizer, dmixed's llf is checked against statsmodels' own
 ``loglike`` evaluated at dmixed's estimates (away from the boundary, where statsmodels'
-likelihood code needs an inverse of the random-effects covariance).
+likelihood code needs an inverse of the random-effects covariance), and every dmixed fit
+against the high-precision reference of ``tests/_dense.py`` (its llf is the likelihood at
+its estimates, its fixed effects the GLS estimate there, and it is a local maximum).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from statsmodels.regression.mixed_linear_model import MixedLM as SmMixedLM
 from statsmodels.regression.mixed_linear_model import MixedLMParams
 
 import dmixed
+
+from ._dense import assert_fit_is_consistent
 
 # --------------------------------------------------------------------------------------
 # Parameters and tolerances
@@ -75,6 +79,16 @@ def _cached(key, fn):
     if key not in _CACHE:
         _CACHE[key] = fn()
     return _CACHE[key]
+
+
+_CONSISTENT: set[int] = set()
+
+
+def assert_consistent(dm_res) -> None:
+    """:func:`assert_fit_is_consistent` once per results object (the fits are cached)."""
+    if id(dm_res) not in _CONSISTENT:
+        assert_fit_is_consistent(dm_res)
+        _CONSISTENT.add(id(dm_res))
 
 
 # --------------------------------------------------------------------------------------
@@ -187,6 +201,7 @@ def assert_matches_statsmodels(dm_res, sm_res, reml: bool) -> bool:
     Returns True if the parameter-level comparison ran (statsmodels reliable), False if only
     llf dominance was checked."""
     _assert_finite_results(dm_res)
+    assert_consistent(dm_res)
     assert dm_res.method == ("REML" if reml else "ML")
     sm_llf = float(sm_res.llf)
     dm_llf = float(dm_res.llf)
@@ -285,6 +300,7 @@ def test_lme_vs_lme4(k, irf, reml, lme_data, r_results):
     ref = r_results("reml" if reml else "ml", irf, k)
     res, _ = _lme_fits(data, irf, reml)
     _assert_finite_results(res)
+    assert_consistent(res)
 
     assert_close(
         _arr(res.fe_params),
@@ -406,6 +422,7 @@ def test_dietox_random_slope_reaches_lme4_optimum(dietox, reml):
     optimizers fail); lme4 reaches -2215.753 (ML) / -2217.047 (REML)."""
     dm_res, sm_res = _dietox_fits(dietox, "1 + Time", reml)
     _assert_finite_results(dm_res)
+    assert_consistent(dm_res)
     fe, bse_fe, scale, cov_re, llf = DIETOX_R[("1 + Time", reml)]
 
     assert abs(float(dm_res.llf) - llf) < 3e-3, f"llf {float(dm_res.llf)!r} vs lme4 {llf}"
@@ -635,6 +652,7 @@ def test_boundary_dyestuff2_like(dyestuff2_like, reml):
         res = model.fit(reml=reml)
 
     _assert_finite_results(res)
+    assert_consistent(res)
     assert res.converged
     scale = float(res.scale)
     cov = _arr(res.cov_re)

@@ -1,0 +1,199 @@
+"""Invariance of the fit to every column's offset and scale (issue 13), as property tests.
+
+A transformed fit, mapped back by the exact transformation, must equal the fit of the
+original data (to ~1e-8 relative, in the reference's own units).  The maps:
+
+- response shifted, ``y' = y + a``: intercept + a; nothing else moves (the llf neither).
+- response scaled, ``y' = k y``: β·k, Ψ·k², τ²·k², σ²·k²; the llf moves by the Jacobian,
+  ML ``−n log|k|``, REML ``−(n − p) log|k|``.
+- covariate ``x1' = a + b x1`` (in X, and in the random design Z for the slope models):
+  ``X' = X A_x`` with ``A_x`` the identity but for column x1 = (a, b) on the rows of
+  (Intercept, x1), so β' = A_x⁻¹β (β1' = β1/b, β0' = β0 − aβ1/b); ``Z' = Z A`` with
+  ``A = [[1, a], [0, b]]``, so γ' = A⁻¹γ and Ψ' = A⁻¹ Ψ A⁻ᵀ, i.e. Ψ = A Ψ' A' (``Z =
+  Z' A⁻¹``).  ML llf unchanged; REML llf − log|b| (−½ log|X'V⁻¹X| has |det A_x|² = b²).
+
+These wait for the standardized statistics and are marked xfail until then.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+import dmixed
+
+from ._synth import make_data
+
+WAITS = pytest.mark.xfail(strict=False, reason="issue 13: waits for standardized statistics")
+RTOL = 1e-8
+#: no shrinking (an xfail example would be shrunk at length) and no example database
+QUICK = dict(
+    deadline=None,
+    database=None,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+#: model name -> (formula, re_formula, vc_formula, weights)
+MODELS = {
+    "intercept": ("y ~ x1 + x2", None, None, None),
+    "slope": ("y ~ x1 + x2", "1 + x1", None, None),
+    "vc": ("y ~ x1 + x2", "1", {"sub": "0 + C(sub)"}, None),
+    "weights": ("y ~ x1 + x2", None, None, "w"),
+}
+
+
+@functools.cache
+def _data(seed: int) -> pd.DataFrame:
+    return make_data(n_groups=30, min_size=2, max_size=10, vc_sd=0.6, seed=seed)
+
+
+def _fit(df, model: str, reml: bool, dask: bool = False):
+    formula, re_formula, vc_formula, weights = MODELS[model]
+    if dask:
+        import dask.dataframe as dd
+
+        df = dd.from_pandas(df, npartitions=3)
+    mod = dmixed.MixedLM.from_formula(
+        formula, df, groups="g", re_formula=re_formula, vc_formula=vc_formula, weights=weights
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dmixed.DmixedWarning)
+        if dask:
+            import dask
+
+            with dask.config.set(scheduler="synchronous"):
+                return mod.fit(reml=reml)
+        return mod.fit(reml=reml)
+
+
+@functools.cache
+def _reference(seed: int, model: str, reml: bool):
+    return _fit(_data(seed), model, reml)
+
+
+def _bse(res) -> np.ndarray:
+    """The unit of β's tolerance: standard errors (σ where they are not finite)."""
+    bse = np.asarray(res.bse_fe, dtype=float)
+    return np.where(np.isfinite(bse), bse, np.sqrt(float(res.scale)))
+
+
+def _assert_mapped(res, ref, beta, cov_re, vcomp, scale, llf):
+    """``res`` equals the reference mapped by the exact transformation (the arguments:
+    what ``res`` should report), in the reference's units."""
+    d = np.sqrt(np.clip(np.diag(np.asarray(cov_re)), 0, None))
+    checks = [
+        ("fe_params", res.fe_params, beta, RTOL * 1e2 * _bse(res)),
+        ("cov_re", res.cov_re, cov_re, RTOL * (np.outer(d, d) + scale)),
+        ("vcomp", res.vcomp, vcomp, RTOL * scale),
+        ("scale", res.scale, scale, 0.0),
+        ("llf", res.llf, llf, RTOL * max(1.0, abs(llf))),
+    ]
+    for what, got, want, atol in checks:
+        got, want = np.asarray(got, float), np.asarray(want, float)
+        tol = atol + RTOL * np.abs(want)
+        assert np.all(np.abs(got - want) <= tol), f"{what}: {got!r} != {want!r} (tol {tol!r})"
+
+
+MODEL = st.sampled_from(sorted(MODELS))
+SEED = st.integers(0, 3)
+EXPONENT = st.floats(-8, 8)
+
+
+@WAITS
+@settings(max_examples=12, **QUICK)
+@given(model=MODEL, reml=st.booleans(), seed=SEED, log_k=st.floats(0, 6), sign=st.booleans())
+def test_response_shift(model, reml, seed, log_k, sign):
+    df = _data(seed)
+    ref = _reference(seed, model, reml)
+    a = (1 if sign else -1) * 10.0**log_k * float(df["y"].std())
+    res = _fit(df.assign(y=df["y"] + a), model, reml)
+    beta = np.asarray(ref.fe_params, float) + np.r_[a, np.zeros(ref.k_fe - 1)]
+    _assert_mapped(res, ref, beta, ref.cov_re, ref.vcomp, ref.scale, ref.llf)
+
+
+@WAITS
+@settings(max_examples=12, **QUICK)
+@given(model=MODEL, reml=st.booleans(), seed=SEED, log_k=EXPONENT)
+def test_response_scale(model, reml, seed, log_k):
+    df = _data(seed)
+    ref = _reference(seed, model, reml)
+    k = 10.0**log_k
+    res = _fit(df.assign(y=df["y"] * k), model, reml)
+    f = ref.nobs - ref.k_fe if reml else ref.nobs
+    _assert_mapped(
+        res,
+        ref,
+        np.asarray(ref.fe_params) * k,
+        np.asarray(ref.cov_re) * k**2,
+        np.asarray(ref.vcomp) * k**2,
+        ref.scale * k**2,
+        ref.llf - f * np.log(k),
+    )
+
+
+def _covariate_map(ref, a: float, b: float):
+    """(β', Ψ', llf') of the fit with x1' = a + b·x1 (module docstring)."""
+    beta = np.asarray(ref.fe_params, float).copy()
+    beta[0] -= a * beta[1] / b
+    beta[1] /= b
+    cov = np.asarray(ref.cov_re, float)
+    if cov.shape == (2, 2):  # random intercept and slope on x1
+        a_inv = np.linalg.inv(np.array([[1.0, a], [0.0, b]]))
+        cov = a_inv @ cov @ a_inv.T
+    llf = ref.llf - (np.log(abs(b)) if ref.reml else 0.0)
+    return beta, cov, llf
+
+
+@WAITS
+@settings(max_examples=12, **QUICK)
+@given(
+    model=st.sampled_from(["slope", "intercept"]),
+    reml=st.booleans(),
+    seed=SEED,
+    log_a=st.floats(-2, 6),
+    log_b=EXPONENT,
+)
+def test_covariate_shift_and_scale(model, reml, seed, log_a, log_b):
+    df = _data(seed)
+    ref = _reference(seed, model, reml)
+    b = 10.0**log_b
+    a = 10.0**log_a * b  # an offset of up to 1e6 of the new column's spread
+    res = _fit(df.assign(x1=a + b * df["x1"]), model, reml)
+    beta, cov, llf = _covariate_map(ref, a, b)
+    _assert_mapped(res, ref, beta, cov, ref.vcomp, ref.scale, llf)
+
+
+@WAITS
+@settings(max_examples=3, **QUICK)
+@given(reml=st.booleans(), log_k=st.floats(2, 6))
+def test_dask_response_shift_and_covariate_scale(reml, log_k):
+    """The same maps through the Dask engine (3 partitions, synchronous scheduler)."""
+    df = _data(0)
+    ref = _reference(0, "slope", reml)
+    k = 10.0**log_k
+    res = _fit(df.assign(y=df["y"] + k, x1=k * df["x1"]), "slope", reml, dask=True)
+    beta, cov, llf = _covariate_map(ref, 0.0, k)
+    beta[0] += k
+    _assert_mapped(res, ref, beta, cov, ref.vcomp, ref.scale, llf)
+
+
+def test_maps_hold_for_small_transformations():
+    """The maps themselves (not xfail): mild shifts and scales pass today."""
+    df = _data(0)
+    ref = _reference(0, "slope", True)
+    k = 2.0  # a power of two: the scaled data are exact
+    res = _fit(df.assign(y=df["y"] * k, x1=df["x1"] * k), "slope", True)
+    beta, cov, llf = _covariate_map(ref, 0.0, k)
+    f = ref.nobs - ref.k_fe
+    rel = 1e-5  # two optimizer runs from different starting points
+    np.testing.assert_allclose(np.asarray(res.fe_params), beta * k, rtol=rel, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(res.cov_re), cov * k**2, rtol=rel, atol=1e-6)
+    assert res.scale == pytest.approx(ref.scale * k**2, rel=rel)
+    assert res.llf == pytest.approx(llf - f * np.log(k), abs=1e-6)
