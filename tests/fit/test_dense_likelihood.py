@@ -12,6 +12,7 @@ from statsmodels.regression.mixed_linear_model import MixedLM as SmMixedLM
 from statsmodels.regression.mixed_linear_model import MixedLMParams
 
 from dmixed import MixedLM
+from dmixed.fit.coordinates import Coordinates
 from dmixed.fit.optimize import ProfiledObjective
 
 from .._dense import DenseModel, dense_model_of
@@ -60,11 +61,13 @@ def _points(q: int, k_vc: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]
 @pytest.mark.parametrize("reml", REML)
 @pytest.mark.parametrize("case", list(CASES))
 def test_objective_matches_dense_reference(case, reml):
-    """ℓ, β̂ and σ̂² of dmixed's ProfiledObjective equal the reference's to ~1e-10."""
+    """ℓ, β̂ and σ̂² of dmixed's ProfiledObjective equal the reference's to ~1e-10
+    (the objective in the model's own coordinates: its statistics' map undone)."""
     model = _model(case)
     stats = model.statistics()
     layout = stats.layout
-    obj = ProfiledObjective(stats.engine, stats.glob, layout, reml, True)
+    coords = Coordinates.model(stats.columns, layout)
+    obj = ProfiledObjective(stats.engine, stats.glob, layout, reml, True, coords.re_map)
     dm = dense_model_of(model)
     for lmat, svals in _points(layout.k_re, layout.k_vc, seed=len(case) + reml):
         rows, cols = layout.tril()
@@ -73,10 +76,12 @@ def test_objective_matches_dense_reference(case, reml):
         psi, tau = lmat @ lmat.T, svals**2
         llf, beta, scale = dm.profiled_loglike(psi, tau, reml)
         _, _, se = dm.evaluate(beta, psi * scale, tau * scale, scale, reml)
-        assert ev.llf == pytest.approx(llf, rel=1e-11, abs=1e-9), (psi, tau)
+        got_llf = coords.llf(ev.llf, stats.glob.n, reml)
+        assert got_llf == pytest.approx(llf, rel=1e-11, abs=1e-9), (psi, tau)
         assert ev.prof is not None
-        np.testing.assert_allclose(ev.prof.beta, beta, rtol=1e-10, atol=1e-9 * se.max())
-        assert ev.prof.scale == pytest.approx(scale, rel=1e-10)
+        got_beta = coords.beta(ev.prof.beta)
+        np.testing.assert_allclose(got_beta, beta, rtol=1e-10, atol=1e-9 * se.max())
+        assert coords.scale(ev.prof.scale) == pytest.approx(scale, rel=1e-10)
 
 
 @pytest.mark.parametrize("reml", REML)
