@@ -176,7 +176,7 @@ def choose_start(
     if not np.isfinite(obj.evaluate(chosen).llf):
         raise SpecError(
             f"the fit cannot start: the log-likelihood cannot be evaluated at the starting "
-            f"covariance parameters {np.round(chosen, 6).tolist()} (X'V⁻¹X is not positive "
+            f"covariance parameters {np.round(chosen, 6).tolist()} (X'V^-1 X is not positive "
             "definite in floating point, or a value is not finite); check start_params if "
             "given, else rescale or centre the columns whose values are large next to their "
             "spread"
