@@ -14,11 +14,18 @@ import numpy as np
 
 from ..errors import SingularHessianWarning
 
-__all__ = ["HESSIAN_SINGULAR_RTOL", "covariance_of_estimates"]
+__all__ = ["FE_INFLATION_BOUNDS", "covariance_of_estimates", "fe_block_defined"]
 
 
 def covariance_of_estimates(
-    hessian, *, k: int, k_fe: int, at_zero: np.ndarray, conditional: np.ndarray, cov_fe: str
+    hessian,
+    *,
+    k: int,
+    k_fe: int,
+    at_zero: np.ndarray,
+    conditional: np.ndarray,
+    cov_fe: str,
+    identifiable: bool = True,
 ) -> np.ndarray:
     """``inv(−H)``, as statsmodels, also on the boundary when that is a covariance.
 
@@ -31,10 +38,11 @@ def covariance_of_estimates(
 
     The β block is ``conditional`` (lme4's ``σ̂²(X'V⁻¹X)⁻¹``) with ``cov_fe=
     "conditional"`` (β then uncorrelated with θ), and also, whatever ``cov_fe`` says,
-    where −H is singular or not positive definite in θ given β (its Schur complement,
-    judged scaled to unit diagonal against :data:`HESSIAN_SINGULAR_RTOL`; e.g. an
-    unidentifiable model fitted with ``check_nobs="ignore"``): the full inverse's β
-    block is then rounding noise divided by zero, and β's covariances with θ are NaN.
+    where the Hessian says nothing about β: a model that is not ``identifiable``
+    (fitted with ``check_nobs="ignore"``), or a Hessian singular or not negative
+    definite in a direction involving β (:func:`fe_block_defined`).  The full inverse's
+    β block is then rounding noise divided by (almost) zero, and β's covariances with
+    θ are NaN.
 
     Parameters
     ----------
@@ -48,6 +56,8 @@ def covariance_of_estimates(
     conditional : ndarray (k_fe, k_fe)
         ``σ̂²(X'V⁻¹X)⁻¹``.
     cov_fe : {"hessian", "conditional"}
+    identifiable : bool
+        False for a model that :func:`dmixed.stats.check_identifiable` refuses.
 
     Returns
     -------
@@ -65,21 +75,22 @@ def covariance_of_estimates(
     keep[k_fe:] = ~at_zero
     p = k_fe
     finite = bool(np.all(np.isfinite(hessian)))
-    defined = finite and _fe_block_defined(-hessian[np.ix_(keep, keep)], p)
-    if not defined:
-        detail = (
-            ": the standard errors of the fixed effects are the conditional sigma^2 (X'V^-1 X)^-1"
-            if p
-            else ""
+    defined = identifiable and finite and fe_block_defined(-hessian[np.ix_(keep, keep)], p)
+    if not defined and p:
+        why = (
+            "the Hessian is singular or not negative definite in a direction involving the "
+            "fixed effects"
+            if identifiable
+            else "the model is not identifiable (fitted with check_nobs='ignore')"
         )
         warnings.warn(
-            "the Hessian is singular or not negative definite in the covariance parameters "
-            f"at the optimum (is the model identifiable?){detail}",
+            f"{why}: the standard errors of the fixed effects are the conditional "
+            "sigma^2 (X'V^-1 X)^-1",
             SingularHessianWarning,
             stacklevel=3,
         )
     with warnings.catch_warnings():
-        if not defined:  # said above, in one warning
+        if not defined and p:  # said above, in one warning
             warnings.simplefilter("ignore", SingularHessianWarning)
         cov = _full_inverse(hessian, keep) if finite else np.full((k, k), np.nan)
     has_se = np.isfinite(np.diag(cov))
@@ -115,33 +126,46 @@ def _full_inverse(hessian: np.ndarray, keep: np.ndarray) -> np.ndarray:
     return cov
 
 
-#: An eigenvalue of the covariance parameters' information given β (scaled to unit
-#: diagonal) at most this is zero: the Hessian is singular there.
-HESSIAN_SINGULAR_RTOL = 1e-10
+#: Bounds on the eigenvalues of ``C⁻¹Δ`` (:func:`fe_block_defined`): below the first
+#: the full inverse gives β a smaller variance than its conditional one (impossible at a
+#: maximum), above the second it is dominated by a (numerically) flat direction.
+FE_INFLATION_BOUNDS = (-1e-6, 1e8)
 
 
-def _fe_block_defined(info: np.ndarray, p: int) -> bool:
+def fe_block_defined(info: np.ndarray, p: int) -> bool:
     """Whether the β block of ``inv(info)`` (``info = −H``, β first) means anything.
 
-    ``−H_ββ = A/σ̂²`` is positive definite (its Cholesky gave β̂), so ``info`` is
-    positive definite exactly when the Schur complement
-    ``S = info_θθ − info_θβ info_ββ⁻¹ info_βθ`` is; where S has a zero or negative
-    eigenvalue, the β block of the inverse is rounding noise divided by it (the
-    coupling of β with that direction cannot be told from zero).  S is judged scaled to
-    unit diagonal, so that units do not matter.
+    With ``C = info_ββ⁻¹`` (``σ̂²A⁻¹``: positive definite, its Cholesky gave β̂) and the
+    Schur complement ``S = info_θθ − info_θβ C info_βθ``, the β block is
+    ``C + Δ``, ``Δ = C info_βθ S⁻¹ info_θβ C``.  It is taken as meaningful when S is
+    invertible and the eigenvalues of ``C⁻¹Δ`` (the relative inflation of β's variance
+    by the uncertainty of θ) lie within :data:`FE_INFLATION_BOUNDS`.  Those eigenvalues
+    do not change under any linear reparametrization of β or of θ, so neither units
+    nor offsets of the columns (which mix the entries of Ψ) move the decision, as a
+    threshold on S itself would.  A direction of S that does not involve β
+    (``info_βθ v = 0``) does not matter.
     """
-    if info.shape[0] == p:
+    if info.shape[0] == p or p == 0:
         return True
     ibb, ibt, itt = info[:p, :p], info[:p, p:], info[p:, p:]
     try:
-        schur = itt - ibt.T @ np.linalg.solve(ibb, ibt) if p else itt
+        chol = np.linalg.cholesky(0.5 * (ibb + ibb.T))
+        half = np.linalg.solve(chol, ibt)  # L⁻¹ info_βθ, with C = L⁻ᵀL⁻¹
+        schur = itt - half.T @ half
+        schur = 0.5 * (schur + schur.T)
+        # C⁻¹Δ is similar to L⁻¹ info_βθ S⁻¹ info_θβ L⁻ᵀ (symmetric)
+        try:  # S positive definite: computed as a Gram matrix, never below zero
+            w = np.linalg.solve(np.linalg.cholesky(schur), half.T)
+            rel = w.T @ w
+        except np.linalg.LinAlgError:  # S indefinite or singular in floating point
+            rel = half @ np.linalg.solve(schur, half.T)
     except np.linalg.LinAlgError:
         return False
-    d = np.diag(schur)
-    if not (np.all(np.isfinite(schur)) and np.all(d > 0)):
+    if not np.all(np.isfinite(rel)):
         return False
-    scaled = schur / np.sqrt(np.outer(d, d))
-    return bool(np.linalg.eigvalsh(0.5 * (scaled + scaled.T)).min() > HESSIAN_SINGULAR_RTOL)
+    low, high = FE_INFLATION_BOUNDS
+    eig = np.linalg.eigvalsh(0.5 * (rel + rel.T))
+    return bool(eig.min() >= low and eig.max() <= high)
 
 
 def _inverse_or_none(mat: np.ndarray) -> np.ndarray | None:

@@ -17,10 +17,11 @@ import pandas as pd
 from scipy import special
 
 from ..design import ModelNames, is_dask
-from ..errors import SpecError
+from ..errors import DataError, SpecError
 from ..inference import ProfileLikelihood
 from ..inference import compare_lr_test as _compare_lr_test
 from ..io import ResultsState, load_state, save_state
+from ..stats import check_identifiable
 from .covariance import covariance_of_estimates
 from .prediction import Predictor, predict_dask, transform_for_prediction
 from .summary import Summary, coefficient_table
@@ -154,6 +155,7 @@ class MixedLMResults:
             at_zero=layout.boundary_mask(boundary, use_sqrt=False),
             conditional=float(prof.scale) * prof.a_inv,
             cov_fe=cov_fe,
+            identifiable=_identifiable(stats, model),
         )
         state = _record_fit(
             model, stats, reml, packed, prof, llf, cov, cov_fe, optimize_result, fit_seconds
@@ -506,6 +508,15 @@ def _record_fit(
         initial_llf=float(optimize_result.initial_llf),
         grad_norm=float(optimize_result.grad_norm),
     )
+
+
+def _identifiable(stats, model) -> bool:
+    """Whether the model passes lme4's checks (else it was fitted with check_nobs="ignore")."""
+    try:
+        check_identifiable(stats, model.group_name, model.vc_names)
+    except DataError:
+        return False
+    return True
 
 
 def load(path) -> MixedLMResults:
