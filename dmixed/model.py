@@ -457,8 +457,8 @@ class MixedLM(ModelDimensions):
             identifiable (one group; every group of one row; no more rows than random
             effects), decided from the group sizes before the optimizer starts
             (:func:`dmixed.stats.check_identifiable`).  ``"ignore"`` fits anyway; the
-            fixed effects' standard errors then come from ``σ̂²(X'V⁻¹X)⁻¹`` wherever the
-            Hessian is singular (with a ``SingularHessianWarning``).
+            fixed effects' standard errors are then lme4's ``σ̂²(X'V⁻¹X)⁻¹`` (the
+            Hessian says nothing about β), with a ``SingularHessianWarning``.
 
         Returns
         -------
