@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, fields
 
 from .design.missing import MISSING_OPTIONS
 from .errors import DmixedError
+from .stats import CHECK_NOBS_OPTIONS
 
 logger = logging.getLogger("dmixed")
 
@@ -55,6 +56,7 @@ class Job:
     stats_dir: str | None = None
     allow_nonconverged: bool = False
     cov_fe: str = "hessian"
+    check_nobs: str = "raise"
     maxiter: int = 500
     storage_options: dict = field(default_factory=dict)
     quiet: bool = False
@@ -143,6 +145,8 @@ def make_job(args: argparse.Namespace, required: tuple[str, ...]) -> Job:
             raise JobError(f"method must be 'reml' or 'ml', got {job.method!r}")
     if job.missing not in MISSING_OPTIONS:
         raise JobError(f"missing must be 'raise' or 'drop', got {job.missing!r}")
+    if job.check_nobs not in CHECK_NOBS_OPTIONS:
+        raise JobError(f"check_nobs must be 'raise' or 'ignore', got {job.check_nobs!r}")
     if job.format is not None and job.format not in ("parquet", "csv"):
         raise JobError(f"format must be 'parquet' or 'csv', got {job.format!r}")
     if job.vc_formula is not None and not isinstance(job.vc_formula, dict):
@@ -334,6 +338,7 @@ def run_fit(job: Job) -> int:
         res = model.fit(
             reml=job.method == "reml",
             cov_fe=job.cov_fe,
+            check_nobs=job.check_nobs,
             maxiter=job.maxiter,
             progress=not job.quiet,
             client=client,
@@ -398,6 +403,7 @@ def run_update(job: Job) -> int:
         reml=method == "reml",
         start_params=start,
         cov_fe=job.cov_fe,
+        check_nobs=job.check_nobs,
         maxiter=job.maxiter,
         progress=not job.quiet,
     )
@@ -452,6 +458,13 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         choices=("hessian", "conditional"),
         help="fixed-effect covariance: statsmodels' inverse Hessian (default) or lme4's "
         "conditional sigma^2 (X'V^-1X)^-1",
+    )
+    p.add_argument(
+        "--check-nobs",
+        dest="check_nobs",
+        choices=CHECK_NOBS_OPTIONS,
+        help="refuse (raise, default) or fit anyway (ignore) a model whose random effects are "
+        "not identifiable: one group, every group of one row, no more rows than random effects",
     )
     p.add_argument("--maxiter", type=int, help="optimizer iterations (default 500)")
     p.add_argument("--quiet", action="store_true", default=None, help="no progress on stderr")

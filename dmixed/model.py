@@ -33,10 +33,12 @@ from .fit.start import choose_start, moment_start_packed, start_packed
 from .fit.summary import DEFAULTS, OptSummary
 from .results import MixedLMResults
 from .stats import (
+    CHECK_NOBS_OPTIONS,
     FittedStatistics,
     Layout,
     Standardization,
     check_full_rank,
+    check_identifiable,
     check_response_varies,
     n_tril,
     tril_indices,
@@ -428,6 +430,7 @@ class MixedLM(ModelDimensions):
         progress: bool = False,
         client=None,
         engine: str | None = None,
+        check_nobs: str = "raise",
     ):
         """Fit by maximizing the (restricted) profiled log-likelihood.
 
@@ -468,6 +471,14 @@ class MixedLM(ModelDimensions):
         engine : {"auto", "distributed", "local"}, optional
             For Dask data: where the statistics stay during the optimization (see
             :meth:`statistics`).
+        check_nobs : {"raise", "ignore"}
+            ``"raise"`` (default, as lme4's ``check.nlev.gtr.1``, ``check.nobs.vs.nlev``
+            and ``check.nobs.vs.nRE``): refuse a model whose random effects are not
+            identifiable (one group; every group of one row; no more rows than random
+            effects), decided from the group sizes before the optimizer starts
+            (:func:`dmixed.stats.check_identifiable`).  ``"ignore"`` fits anyway; the
+            fixed effects' standard errors are then lme4's ``σ̂²(X'V⁻¹X)⁻¹`` (the
+            Hessian says nothing about β), with a ``SingularHessianWarning``.
 
         Returns
         -------
@@ -476,10 +487,10 @@ class MixedLM(ModelDimensions):
         Raises
         ------
         SpecError
-            A bad ``cov_fe``, ``method``, ``start_params`` or ``free``, or starting
-            values where the log-likelihood is not finite.
+            A bad ``cov_fe``, ``method``, ``start_params``, ``free`` or ``check_nobs``,
+            or starting values where the log-likelihood is not finite.
         DataError
-            See :meth:`statistics`.
+            See :meth:`statistics`; an unidentifiable model (``check_nobs``).
 
         Warns
         -----
@@ -490,9 +501,13 @@ class MixedLM(ModelDimensions):
         """
         if cov_fe not in ("hessian", "conditional"):
             raise SpecError(f"cov_fe must be 'hessian' or 'conditional', got {cov_fe!r}")
+        if check_nobs not in CHECK_NOBS_OPTIONS:
+            raise SpecError(f"check_nobs must be 'raise' or 'ignore', got {check_nobs!r}")
         choose_methods(method, opt_sqrt=True)  # a bad method is refused before the data pass
         t_start = time.perf_counter()
         stats = self._data_pass(client, progress, engine)
+        if check_nobs == "raise":
+            check_identifiable(stats, self.group_name, self.vc_names)
         layout = stats.layout
         free_mask = parse_free(free, layout.n_params, self.k_fe, self.use_sqrt)
         # the optimizer works in the statistics' (standardized) coordinates, scale free;

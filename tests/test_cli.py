@@ -301,6 +301,7 @@ def _bad_cases(d: Path, data, scheduler) -> dict[str, list[str]]:
         "unknown_key.yaml": "data: A.parquet\nformla: y ~ x1\n",
         "invalid.yaml": "formula: [y ~ x1\ngroups: g\n",
         "method.yaml": "method: bayes\n",
+        "check_nobs.yaml": "check_nobs: maybe\n",
         "list.yaml": "- data: a.parquet\n",
         "vc.yaml": "vc_formula: 0 + C(sub)\n",
         "unreachable.yaml": "kind: address\naddress: tcp://127.0.0.1:1\nclient:\n  timeout: 2s\n",
@@ -321,6 +322,8 @@ def _bad_cases(d: Path, data, scheduler) -> dict[str, list[str]]:
         "bad_method_in_job": [*fit, "--job", "method.yaml"],
         "vc_formula_not_a_mapping": [*fit, "--job", "vc.yaml"],
         "bad_method_flag": [*fit, "--method", "bayes"],
+        "bad_check_nobs_in_job": [*fit, "--job", "check_nobs.yaml"],
+        "bad_check_nobs_flag": [*fit, "--check-nobs", "maybe"],
         "bad_vc_flag": [*fit, "--vc", "0 + C(sub)"],
         "missing_required": ["fit", "--data", str(data.A), "--formula", FORMULA, "--output", "o"],
         "unknown_column": [
@@ -381,6 +384,8 @@ BAD = {
     "bad_method_in_job": (2, ["method must be 'reml' or 'ml', got 'bayes'"]),
     "vc_formula_not_a_mapping": (2, ["vc_formula must be a mapping"]),
     "bad_method_flag": (2, ["argument --method: invalid choice: 'bayes'"]),
+    "bad_check_nobs_in_job": (2, ["check_nobs must be 'raise' or 'ignore', got 'maybe'"]),
+    "bad_check_nobs_flag": (2, ["argument --check-nobs: invalid choice: 'maybe'"]),
     "bad_vc_flag": (2, ["--vc expects NAME=FORMULA, got '0 + C(sub)'"]),
     "missing_required": (2, ["missing required option(s): --groups"]),
     "unknown_column": (2, ["unknown column 'xx2'", "close matches", "'x2'"]),
@@ -398,6 +403,8 @@ BAD = {
     ),
     "slurm_without_dask_jobqueue": (2, ["'slurm'", "dask-jobqueue", "not installed"]),
 }
+# argparse's usage errors: its own format (usage line, then the error)
+ARGPARSE_ERRORS = {"bad_method_flag", "bad_check_nobs_flag"}
 # run as `python -m dmixed` (one per exit status, and --help); the others through
 # cli.main in this process: same code path, without the imports of a new interpreter
 AS_PROCESS = {"unknown_job_key", "garbage_parquet", "unreachable_scheduler", "help_fit"}
@@ -438,7 +445,7 @@ def test_bad_configuration_exit_status_and_message(bad_runs, case):
     )
     for needle in needles:
         assert needle in proc.stderr, f"{needle!r} not in {proc.stderr!r}"
-    if case != "bad_method_flag":  # argparse's own usage error
+    if case not in ARGPARSE_ERRORS:  # argparse's own usage error
         assert any(line.startswith("dmixed: error: ") for line in proc.stderr.splitlines())
     assert proc.stdout == ""  # no results path
     assert not (bad_runs["_dir"] / "o").exists()
@@ -446,7 +453,7 @@ def test_bad_configuration_exit_status_and_message(bad_runs, case):
         assert seconds < 30, f"took {seconds:.1f}s with a 2 s client timeout"
 
 
-@pytest.mark.parametrize("case", sorted(set(BAD) - {"bad_method_flag"}))
+@pytest.mark.parametrize("case", sorted(set(BAD) - ARGPARSE_ERRORS))
 def test_errors_are_one_line_on_stderr(bad_runs, case):
     """cli.py: "Errors are one line on stderr" (batch logs, cron mail)."""
     if case not in bad_runs:
@@ -479,6 +486,7 @@ def test_help_lists_every_option(bad_runs):
         "--stats-dir",
         "--allow-nonconverged",
         "--cov-fe",
+        "--check-nobs",
         "--maxiter",
         "--quiet",
         "--formula",
@@ -523,6 +531,30 @@ def test_not_converged_exits_4_without_output_unless_allowed(data, scheduler, tm
     res = dmixed.load(tmp_path / "out")
     assert not res.converged
     assert "Converged: No" in " ".join((tmp_path / "out/summary.txt").read_text().split())
+
+
+def test_unidentifiable_model_is_refused_unless_check_nobs_ignore(scheduler, tmp_path):
+    """Every group of one row: exit 2 naming the check and the way out; with
+    ``--check-nobs ignore`` it is fitted, the fixed effects' standard errors from
+    sigma^2 (X'V^-1 X)^-1 (the Hessian is singular there), with a warning."""
+    df = make_data(n_groups=300, seed=3)
+    df = df.assign(g=np.arange(len(df)))  # every row its own group
+    df.to_parquet(tmp_path / "ones.parquet", index=False)
+    common = ["fit", "--data", "ones.parquet", "--formula", FORMULA, "--groups", "g"]
+    common += ["--quiet", "--cluster", scheduler.file, "--output", "o"]
+    proc = run_in_process(*common, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "every group of 'g' has one row" in proc.stderr
+    assert "--check-nobs ignore" in proc.stderr
+    assert not (tmp_path / "o").exists()
+    with pytest.warns(dmixed.SingularHessianWarning, match="conditional"):
+        proc = run_in_process(
+            *common, "--check-nobs", "ignore", "--allow-nonconverged", cwd=tmp_path
+        )
+    assert proc.returncode == 0, proc.stderr
+    res = dmixed.load(tmp_path / "o")
+    conditional = np.sqrt(res.scale * np.diag(res.to_state().a_inv))
+    np.testing.assert_allclose(res.bse_fe, conditional, rtol=1e-12)
 
 
 # --------------------------------------------------------------------------------------

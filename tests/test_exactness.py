@@ -2,8 +2,8 @@
 
 Each right answer is exact: a fit of the same data shifted or rescaled (mapped back by
 the exact transformation), a closed form, or the independent high-precision reference of
-``tests/_dense.py``.  Those still marked xfail wait for what issue 13 has left: exact
-per-group (within-group) statistics, and the refusal of unidentifiable models.
+``tests/_dense.py``.  The one still marked xfail waits for what issue 13 has left:
+exact within-group statistics.
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ from ._dense import DenseModel, assert_fit_is_consistent, dense_model_of
 WAITS = pytest.mark.xfail(strict=True, reason="issue 13: not done yet (see the module)")
 
 
-def _fit(df, formula="y ~ x", re_formula=None, reml=True, **kw):
+def _fit(df, formula="y ~ x", re_formula=None, reml=True, check_nobs="raise", **kw):
     """A quiet dmixed fit (boundary and convergence warnings are part of what is tested
     through the numbers, not here)."""
     model = dmixed.MixedLM.from_formula(formula, df, groups="g", re_formula=re_formula, **kw)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dmixed.DmixedWarning)
-        return model.fit(reml=reml)
+        return model.fit(reml=reml, check_nobs=check_nobs)
 
 
 def _close(actual, desired, rtol, atol=0.0, what=""):
@@ -175,7 +175,9 @@ def test_unidentified_residual_variance_reports_its_own_likelihood(seed):
     identified (a ridge).  The reported llf is the likelihood at the reported estimates,
     β the GLS estimate there, and the llf reaches the maximum (not above it)."""
     df = _two_rows_data(seed)
-    res = _fit(df, "y ~ 1", re_formula="1 + t")
+    with pytest.raises(dmixed.DataError, match="check.nobs.vs.nRE"):
+        _fit(df, "y ~ 1", re_formula="1 + t")  # refused by default, as lme4 does
+    res = _fit(df, "y ~ 1", re_formula="1 + t", check_nobs="ignore")
     assert_fit_is_consistent(res, rtol=1e-9, local_max=False)
     dm = dense_model_of(res.model)
     ref = dm.loglike(res.fe_params, res.cov_re, res.vcomp, res.scale, True)
@@ -200,7 +202,6 @@ def test_bivariate_reml_max_is_statsmodels_or_better():
 # -- (5) models the data cannot identify -------------------------------------------------
 
 
-@WAITS
 def test_single_group_is_refused():
     rng = np.random.default_rng(135)
     df = pd.DataFrame({"y": rng.normal(size=40), "x": rng.normal(size=40), "g": 0})
@@ -208,7 +209,6 @@ def test_single_group_is_refused():
         _fit(df)
 
 
-@WAITS
 def test_groups_of_one_row_are_refused():
     rng = np.random.default_rng(136)
     df = pd.DataFrame({"y": rng.normal(size=520), "x": rng.normal(size=520)})

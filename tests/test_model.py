@@ -290,3 +290,60 @@ def test_missing_none_acts_as_raise():
         MixedLM(endog, exog, groups, missing="none")
     with pytest.raises(dmixed.SpecError, match="missing must be 'raise' or 'drop'"):
         MixedLM(endog, exog, groups, missing="nan")
+
+
+def _unidentifiable(kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """y, exog (intercept and a covariate), groups: one group of 40 rows, or 520 groups of
+    one row each (the cases of issue 13)."""
+    n = 40 if kind == "single" else 520
+    rng = np.random.default_rng(13)
+    x = rng.normal(size=n)
+    y = 3.0 + 0.5 * x + rng.normal(size=n)
+    groups = np.zeros(n) if kind == "single" else np.arange(n)
+    return y, np.column_stack([np.ones(n), x]), groups
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [("single", "a single group"), ("ones", "every group of 'Group' has one row")],
+)
+def test_unidentifiable_models_are_refused_before_the_optimizer(kind, reason):
+    y, x, g = _unidentifiable(kind)
+    model = MixedLM(y, x, g)
+    with pytest.raises(dmixed.DataError, match=reason) as info:
+        model.fit()
+    assert 'check_nobs="ignore"' in str(info.value)
+    assert "lme4" in str(info.value)
+
+
+@pytest.mark.parametrize("kind", ["single", "ones"])
+@pytest.mark.parametrize("reml", [True, False])
+def test_fitting_anyway_takes_no_fixed_effect_se_from_a_singular_hessian(kind, reml):
+    """check_nobs="ignore": the fit runs, and the fixed effects' SEs are the conditional
+    σ̂²(X'V⁻¹X)⁻¹, said in one warning: the Hessian of an unidentifiable model says
+    nothing about β (issue 13: intercept SEs of 0.00035 and 0.017 from its inverse,
+    instead of about 0.75 and 0.06)."""
+    y, x, g = _unidentifiable(kind)
+    model = MixedLM(y, x, g)
+    with pytest.warns(dmixed.DmixedWarning) as caught:
+        res = model.fit(reml=reml, check_nobs="ignore")
+        conditional = model.fit(reml=reml, check_nobs="ignore", cov_fe="conditional")
+    expected = np.sqrt(np.diag(res.scale * res.to_state().a_inv))
+    np.testing.assert_allclose(conditional.bse_fe, expected, rtol=1e-12)
+    np.testing.assert_allclose(res.bse_fe, expected, rtol=1e-12)
+    assert np.all(np.isfinite(res.bse_fe)) and np.all(res.bse_fe > 0)
+    assert np.isnan(res.cov_params().iloc[:2, 2:].to_numpy()).all()
+    singular = [w for w in caught if w.category is dmixed.SingularHessianWarning]
+    assert len(singular) == 2  # one per fit
+    assert "not identifiable" in str(singular[0].message)
+    assert "conditional" in str(singular[0].message)
+    others = {w.category for w in caught} - {dmixed.SingularHessianWarning}
+    assert others <= {BoundaryWarning}  # ML on one group: the variance settles at zero
+
+
+def test_a_bad_check_nobs_is_refused_before_the_data_pass():
+    y, x, g = _unidentifiable("single")
+    model = MixedLM(y, x, g)
+    with pytest.raises(dmixed.SpecError, match="check_nobs must be 'raise' or 'ignore', got 'no'"):
+        model.fit(check_nobs="no")
+    assert model.cached_statistics is None

@@ -94,13 +94,20 @@ class ProfiledObjective:
             # outside the parameter space (indefinite Ψ* or negative τ* when
             # use_sqrt=False): the likelihood is not defined there
             return Evaluation(packed, None, None, -np.inf, np.zeros_like(packed))
-        step = self.engine.step(lam, self.layout.k_re)
         self.n_evals += 1
-        prof = profile(step, self.glob, self.reml)
-        llf = loglike(step, prof, self.glob, self.reml)
-        ev = Evaluation(packed, step, prof, llf, np.zeros_like(packed))
-        d_psi, d_tau = self.score_parts(ev)
-        ev.score = self.layout.score_packed(d_psi, d_tau, packed, self.use_sqrt)
+        try:
+            step = self.engine.step(lam, self.layout.k_re)
+            prof = profile(step, self.glob, self.reml)
+            llf = loglike(step, prof, self.glob, self.reml)
+            ev = Evaluation(packed, step, prof, llf, np.zeros_like(packed))
+            d_psi, d_tau = self.score_parts(ev)
+            ev.score = self.layout.score_packed(d_psi, d_tau, packed, self.use_sqrt)
+        except np.linalg.LinAlgError:
+            # X'V*⁻¹X (or a K_i) not positive definite in floating point: a rejected
+            # step, as outside the parameter space (never an error for the user)
+            return Evaluation(packed, None, None, -np.inf, np.zeros_like(packed))
+        if not (np.isfinite(llf) and np.all(np.isfinite(ev.score))):
+            return Evaluation(packed, None, None, -np.inf, np.zeros_like(packed))
         self._cache[key] = ev
         if len(self._cache) > _CACHED_EVALUATIONS:
             del self._cache[next(iter(self._cache))]
@@ -127,13 +134,23 @@ class ProfiledObjective:
 
     def hessian_full(self, packed: np.ndarray, beta: np.ndarray | None = None) -> np.ndarray:
         """Hessian in [β̃, vech(Ψ), τ*] (the optimizer's Ψ) at β̃ (default β̂) — one more
-        round trip."""
+        round trip.
+
+        All NaN where it cannot be computed in floating point (a factorization fails or
+        an entry is not finite): callers treat that as "no curvature information".
+        """
         ev = self.evaluate(packed)
         step, prof = _defined(ev)
         beta = prof.beta if beta is None else np.asarray(beta, dtype=np.float64)
         lam = self.lam(packed)
-        hs = self.engine.hessian(lam, self.layout.basis(), np.append(-beta, 1.0))
-        hess = hessian(step, hs, beta, self.glob, self.reml)
+        try:
+            hs = self.engine.hessian(lam, self.layout.basis(), np.append(-beta, 1.0))
+            hess = hessian(step, hs, beta, self.glob, self.reml)
+        except np.linalg.LinAlgError:
+            hess = None
+        if hess is None or not np.all(np.isfinite(hess)):
+            k = beta.size + self.layout.n_params
+            return np.full((k, k), np.nan)
         if self.re_map is None:
             return hess
         p = beta.size
@@ -567,15 +584,19 @@ class _Optimization:
         """
         k = self.obj.glob.k_fe
         h = self.obj.hessian_full(packed)
+        if not np.all(np.isfinite(h)):
+            return None  # no curvature information at this point
         hbb, hbt, htt = h[:k, :k], h[:k, k:], h[k:, k:]
-        prof_h = htt - hbt.T @ np.linalg.solve(hbb, hbt) if k else htt
-        sub = prof_h[np.ix_(movable, movable)]
         try:
+            prof_h = htt - hbt.T @ np.linalg.solve(hbb, hbt) if k else htt
+            sub = prof_h[np.ix_(movable, movable)]
             delta = -np.linalg.solve(sub, grad)
+            if not np.all(np.isfinite(delta)):
+                return None
+            if np.any(np.linalg.eigvalsh(0.5 * (sub + sub.T)) >= 0):
+                return None  # not locally concave: leave it to the quasi-Newton result
         except np.linalg.LinAlgError:
             return None
-        if np.any(np.linalg.eigvalsh(0.5 * (sub + sub.T)) >= 0):
-            return None  # not locally concave: leave it to the quasi-Newton result
         return delta
 
     def line_search(

@@ -155,7 +155,8 @@ def choose_start(
     Raises
     ------
     SpecError
-        The log-likelihood is not finite at the chosen start.
+        The log-likelihood cannot be evaluated at the chosen start (a factorization
+        fails or a value is not finite there); the message says so and what to check.
     """
     layout = obj.layout
     chosen, from_moments = start, False
@@ -173,5 +174,11 @@ def choose_start(
         if moment_llf >= default_llf:
             chosen, from_moments = moment, True
     if not np.isfinite(obj.evaluate(chosen).llf):
-        raise SpecError("the log-likelihood is not finite at the starting values")
+        raise SpecError(
+            f"the fit cannot start: the log-likelihood cannot be evaluated at the starting "
+            f"covariance parameters {np.round(chosen, 6).tolist()} (X'V^-1 X is not positive "
+            "definite in floating point, or a value is not finite); check start_params if "
+            "given, else rescale or centre the columns whose values are large next to their "
+            "spread"
+        )
     return chosen, from_moments

@@ -2,6 +2,7 @@
 
 - :mod:`~dmixed.results.results`: :class:`MixedLMResults` (estimates, Wald and
   likelihood inference, BLUPs) and :func:`load`.
+- :mod:`~dmixed.results.covariance`: the covariance of the estimates from the Hessian.
 - :mod:`~dmixed.results.prediction`: :class:`Predictor`, in memory and on Dask.
 - :mod:`~dmixed.results.summary`: :class:`Summary`, the printed table.
 """

@@ -10,7 +10,6 @@ record from a fit, :func:`load` reads it from a results directory.
 
 from __future__ import annotations
 
-import warnings
 from functools import cached_property
 
 import numpy as np
@@ -18,11 +17,13 @@ import pandas as pd
 from scipy import special
 
 from ..design import ModelNames, is_dask
-from ..errors import SingularHessianWarning, SpecError
+from ..errors import DataError, SpecError
 from ..fit.coordinates import Coordinates
 from ..inference import ProfileLikelihood
 from ..inference import compare_lr_test as _compare_lr_test
 from ..io import ResultsState, load_state, save_state
+from ..stats import check_identifiable
+from .covariance import covariance_of_estimates
 from .prediction import Predictor, predict_dask, transform_for_prediction
 from .summary import Summary, coefficient_table
 
@@ -151,18 +152,23 @@ class MixedLMResults:
         Warns
         -----
         SingularHessianWarning
-            The Hessian (without the variances at zero) is singular: pseudo-inverse used.
+            The Hessian (without the variances at zero) is singular: pseudo-inverse used;
+            or it is singular (or not negative definite) in the covariance parameters
+            given β, so that the fixed effects' standard errors are the conditional
+            ``σ̂²(X'V⁻¹X)⁻¹`` whatever ``cov_fe`` says.
         """
         layout = stats.layout
         if coords is None:
             coords = Coordinates.model(stats.columns, layout)
         boundary = list(optimize_result.boundary)
-        cov = _covariance(
+        cov = covariance_of_estimates(
             hessian,
             k=model.k_fe + layout.n_params,
             k_fe=model.k_fe,
             at_zero=layout.boundary_mask(boundary, use_sqrt=False),
-            conditional=float(prof.scale) * prof.a_inv if cov_fe == "conditional" else None,
+            conditional=float(prof.scale) * prof.a_inv,
+            cov_fe=cov_fe,
+            identifiable=_identifiable(stats, model),
         )
         state = _record_fit(
             model,
@@ -543,54 +549,13 @@ def _record_fit(
     )
 
 
-def _covariance(hessian, *, k: int, k_fe: int, at_zero: np.ndarray, conditional) -> np.ndarray:
-    """``inv(−H)``, as statsmodels, also on the boundary when that is a covariance.
-
-    A variance at zero (``at_zero``, over the covariance parameters) sits at the edge of
-    the parameter space.  statsmodels inverts the whole Hessian there too, and we match
-    it whenever the result is a covariance matrix (positive diagonal).  When it is not,
-    the variances pinned at zero get NaN rows and columns and the other entries come
-    from the sub-Hessian without them (as statsmodels does for parameters held fixed
-    with ``free``).  ``conditional`` (lme4's ``σ̂²(X'V⁻¹X)⁻¹``, or None) replaces the
-    β block, with β uncorrelated with the covariance parameters.
-    """
-    if hessian is None:
-        return np.full((k, k), np.nan)
-    cov = _inverse_or_none(-hessian)
-    if cov is None or np.any(np.diag(cov) <= 0):
-        keep = np.ones(k, dtype=bool)
-        keep[k_fe:] = ~at_zero
-        sub = _inverse_or_none(-hessian[np.ix_(keep, keep)])
-        if sub is None:
-            warnings.warn(
-                "the Hessian is singular at the optimum; using a pseudo-inverse",
-                SingularHessianWarning,
-                stacklevel=3,
-            )
-            sub = np.linalg.pinv(-hessian[np.ix_(keep, keep)])
-        cov = np.full((k, k), np.nan)
-        cov[np.ix_(keep, keep)] = sub
-        if np.any(np.diag(sub) <= 0):
-            warnings.warn(
-                "the Hessian matrix at the estimated parameter values is not negative definite",
-                SingularHessianWarning,
-                stacklevel=3,
-            )
-    keep = np.isfinite(np.diag(cov))
-    if conditional is not None:
-        p = k_fe
-        cov[:p, :p] = conditional
-        cov[:p, p:] = np.where(keep[p:], 0.0, np.nan)
-        cov[p:, :p] = cov[:p, p:].T
-    return cov
-
-
-def _inverse_or_none(mat: np.ndarray) -> np.ndarray | None:
+def _identifiable(stats, model) -> bool:
+    """Whether the model passes lme4's checks (else it was fitted with check_nobs="ignore")."""
     try:
-        inv = np.linalg.inv(mat)
-    except np.linalg.LinAlgError:
-        return None
-    return inv if np.all(np.isfinite(inv)) else None
+        check_identifiable(stats, model.group_name, model.vc_names)
+    except DataError:
+        return False
+    return True
 
 
 def load(path) -> MixedLMResults:

@@ -15,15 +15,24 @@
 from .checkpoint import GroupArrays
 from .layout import Layout, n_tril, tril_indices
 from .standardize import Standardization
-from .statistics import FittedStatistics, GlobalStats, check_full_rank, check_response_varies
+from .statistics import (
+    CHECK_NOBS_OPTIONS,
+    FittedStatistics,
+    GlobalStats,
+    check_full_rank,
+    check_identifiable,
+    check_response_varies,
+)
 
 __all__ = [
+    "CHECK_NOBS_OPTIONS",
     "FittedStatistics",
     "GlobalStats",
     "GroupArrays",
     "Layout",
     "Standardization",
     "check_full_rank",
+    "check_identifiable",
     "check_response_varies",
     "n_tril",
     "tril_indices",

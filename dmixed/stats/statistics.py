@@ -110,3 +110,67 @@ def check_response_varies(xyxy: np.ndarray, name: str) -> None:
             f"the response {name!r} is constant or fitted exactly by the fixed effects: "
             "there is no residual variation to model"
         )
+
+
+#: The values of ``MixedLM.fit(check_nobs=...)``: refuse an unidentifiable model, or fit.
+CHECK_NOBS_OPTIONS = ("raise", "ignore")
+
+
+def check_identifiable(stats: FittedStatistics, group_name: str, vc_names: list[str]) -> None:
+    """Refuse a model whose random effects cannot be told apart from the rest.
+
+    lme4's default checks (``lmerControl``), decided from the group sizes and the
+    variance-component slots alone (no data pass):
+
+    - ``check.nlev.gtr.1``: a random effect needs more than one group;
+    - ``check.nobs.vs.nlev``: some group must have more than one row (else each random
+      effect is confounded with its row's residual);
+    - ``check.nobs.vs.nRE``: more rows than random effects in each term, as lme4 counts
+      them per term: ``n > q G`` for ``exog_re`` (G groups) and ``n > Σ_i c_il`` for each
+      variance component l (``c_il`` the columns of l that group ``i`` uses).
+
+    The first two concern ``exog_re`` (``q > 0``): with variance components only, one
+    group holding all rows is statsmodels' way to fit crossed effects.
+
+    Parameters
+    ----------
+    stats : FittedStatistics
+    group_name : str
+        The grouping column, named in the messages.
+    vc_names : list of str
+        The variance components' names (one per ``stats.vc_slot_cols``).
+
+    Raises
+    ------
+    DataError
+        Naming the check that failed and the counts; ``fit(check_nobs="ignore")`` fits
+        anyway.
+    """
+    q = stats.layout.k_re
+    n = int(stats.glob.n)
+    n_groups = len(stats.group_sizes)
+    anyway = 'pass check_nobs="ignore" (command line: --check-nobs ignore) to fit anyway'
+    if q and n_groups <= 1:
+        raise DataError(
+            f"a single group ({group_name!r} has one level): the random-effects "
+            "covariance cannot be estimated from one group, it is confounded with the fixed "
+            f"effects (lme4: grouping factors must have > 1 sampled level); {anyway}"
+        )
+    if q and n <= n_groups:
+        raise DataError(
+            f"every group of {group_name!r} has one row ({n} rows, {n_groups} groups): the "
+            "random effects are confounded with the residual (lme4: the number of levels "
+            f"of each grouping factor must be < the number of observations); {anyway}"
+        )
+    terms = [(f"the random effects of {group_name!r}", q * n_groups)]
+    terms += [
+        (f"variance component {name!r}", int(np.count_nonzero(np.asarray(t) >= 0)))
+        for name, t in zip(vc_names, stats.vc_slot_cols, strict=True)
+    ]
+    for term, n_re in terms:
+        if n_re and n <= n_re:
+            raise DataError(
+                f"number of observations ({n}) <= number of random effects ({n_re}) of "
+                f"{term}: the random-effects parameters and the residual "
+                f"variance are probably unidentifiable (lme4's check.nobs.vs.nRE); {anyway}"
+            )

@@ -5,12 +5,16 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import dmixed
 from dmixed import BoundaryWarning, FitConvergenceWarning, MixedLM
 from dmixed.fit.optimize import ProfiledObjective, maximize
+from dmixed.fit.start import choose_start
 from dmixed.fit.summary import DEFAULTS, OptSummary
+from dmixed.kernels import StepSums
+from dmixed.stats import GlobalStats, Layout
 
 from .._synth import dyestuff2_arrays, make_data
 
@@ -152,3 +156,83 @@ def test_an_unknown_method_is_refused_before_the_data_pass():
     y, g = dyestuff2_arrays(0)
     with pytest.raises(dmixed.SpecError, match=r"method 'bfsg' is not available: use one of"):
         MixedLM(y, np.ones((30, 1)), g).fit(method="bfsg")
+
+
+class _StubEngine:
+    """An engine whose step sums are given (random intercept, one fixed effect), and
+    whose Hessian round trip fails as a factorization does in floating point."""
+
+    def __init__(self, logdet: float, m: np.ndarray) -> None:
+        self.sums = StepSums(
+            logdet=logdet,
+            m=np.asarray(m, dtype=np.float64),
+            s=np.eye(1),
+            t_re=np.zeros((1, 1, 2, 2)),
+            t_vc=np.zeros((0, 2, 2)),
+        )
+
+    def step(self, lam, k_re):
+        return self.sums
+
+    def hessian(self, lam, basis, w):
+        raise np.linalg.LinAlgError("Matrix is not positive definite")
+
+
+def _stub_objective(logdet: float, m) -> ProfiledObjective:
+    glob = GlobalStats(xyxy=np.array([[10.0, 1.0], [1.0, 5.0]]), n=10)
+    return ProfiledObjective(
+        engine=_StubEngine(logdet, m), glob=glob, layout=Layout(1, ()), reml=True, use_sqrt=True
+    )
+
+
+@pytest.mark.parametrize(
+    ("logdet", "m"),
+    [
+        (0.0, [[20.0, 0.0], [0.0, 0.0]]),  # X'V*⁻¹X = 10 − 20 < 0: its Cholesky fails
+        (np.nan, [[1.0, 0.0], [0.0, 1.0]]),  # a sum that is not finite
+        (0.0, [[1.0, 0.0], [0.0, 6.0]]),  # residual quadratic form Q < 0
+    ],
+)
+def test_evaluate_rejects_a_point_where_the_profile_fails(logdet, m):
+    """Where the GLS factorization fails or a value is not finite, evaluate gives a
+    rejected step (ℓ = −inf, zero score, no profile) instead of raising."""
+    obj = _stub_objective(logdet, m)
+    ev = obj.evaluate(np.array([1.0]))
+    assert ev.llf == -np.inf and ev.prof is None and ev.step is None
+    np.testing.assert_array_equal(ev.score, [0.0])
+    assert obj.n_evals == 1
+
+
+def test_hessian_full_is_nan_where_a_factorization_fails():
+    """A Hessian round trip that fails gives NaN (no curvature), not numpy's error."""
+    obj = _stub_objective(0.0, [[1.0, 0.0], [0.0, 1.0]])
+    assert np.isfinite(obj.evaluate(np.array([1.0])).llf)
+    h = obj.hessian_full(np.array([1.0]))
+    assert h.shape == (2, 2) and np.isnan(h).all()
+
+
+def test_a_fit_that_cannot_start_says_so():
+    """ℓ not defined at any start: a SpecError in words, not numpy's LinAlgError."""
+    obj = _stub_objective(0.0, [[20.0, 0.0], [0.0, 0.0]])
+    with pytest.raises(dmixed.SpecError, match="the fit cannot start"):
+        choose_start(obj, np.array([1.0]), use_sqrt=True, moment=np.array([0.5]))
+
+
+@pytest.mark.filterwarnings("ignore::dmixed.errors.FitConvergenceWarning")
+@pytest.mark.filterwarnings("ignore::dmixed.errors.SingularHessianWarning")
+@pytest.mark.filterwarnings("ignore::dmixed.errors.BoundaryWarning")
+def test_a_covariate_in_the_millions_raises_no_linalg_error():
+    """x = 1e6 · U(1, 10) with a random slope on it (REML): trial points where X'V*⁻¹X is
+    not positive definite in floating point are rejected steps, so the fit ends with
+    finite estimates instead of numpy's "Matrix is not positive definite" (it may warn
+    that it did not converge: those warnings are let through in this test only)."""
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(40), 10)
+    xs = rng.uniform(1.0, 10.0, g.size)
+    y = 1.0 + 0.5 * xs + rng.normal(size=40)[g] + 0.3 * rng.normal(size=40)[g] * xs
+    y = y + rng.normal(size=g.size)
+    df = pd.DataFrame({"y": y, "x": 1e6 * xs, "g": g})
+    model = MixedLM.from_formula("y ~ x", df, groups="g", re_formula="1 + x")
+    res = model.fit()
+    assert np.isfinite(res.llf) and res.llf >= res.to_state().initial_llf
+    assert np.all(np.isfinite(res.fe_params))

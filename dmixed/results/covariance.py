@@ -1,0 +1,176 @@
+"""The covariance of the estimates from the Hessian at the optimum (DESIGN.md §5).
+
+statsmodels reports ``cov_params() = inv(−H)`` with H the Hessian of ℓ(β, θ) (σ²
+profiled) in ``[β, vech(Ψ*), τ*]``; lme4 reports ``σ̂²(X'V⁻¹X)⁻¹`` for the fixed effects.
+:func:`covariance_of_estimates` gives the first by default and the second on request,
+and falls back to the second, with a warning, where the Hessian says nothing about β.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from ..errors import SingularHessianWarning
+
+__all__ = ["FE_INFLATION_BOUNDS", "covariance_of_estimates", "fe_block_defined"]
+
+
+def covariance_of_estimates(
+    hessian,
+    *,
+    k: int,
+    k_fe: int,
+    at_zero: np.ndarray,
+    conditional: np.ndarray,
+    cov_fe: str,
+    identifiable: bool = True,
+) -> np.ndarray:
+    """``inv(−H)``, as statsmodels, also on the boundary when that is a covariance.
+
+    A variance at zero (``at_zero``) sits at the edge of the parameter space.
+    statsmodels inverts the whole Hessian there too, and we match it whenever the
+    result is a covariance matrix (positive diagonal).  When it is not, the variances
+    pinned at zero get NaN rows and columns and the other entries come from the
+    sub-Hessian without them (as statsmodels does for parameters held fixed with
+    ``free``).
+
+    The β block is ``conditional`` (lme4's ``σ̂²(X'V⁻¹X)⁻¹``) with ``cov_fe=
+    "conditional"`` (β then uncorrelated with θ), and also, whatever ``cov_fe`` says,
+    where the Hessian says nothing about β: a model that is not ``identifiable``
+    (fitted with ``check_nobs="ignore"``), or a Hessian singular or not negative
+    definite in a direction involving β (:func:`fe_block_defined`).  The full inverse's
+    β block is then rounding noise divided by (almost) zero, and β's covariances with
+    θ are NaN.
+
+    Parameters
+    ----------
+    hessian : ndarray (k, k) or None
+        Hessian of ℓ in ``[β, vech(Ψ*), τ*]``; None (not computed) gives all NaN, and a
+        Hessian with non-finite entries (it could not be computed) conditional β only.
+    k, k_fe : int
+        Number of parameters, of fixed effects (the first ``k_fe``).
+    at_zero : ndarray of bool (k − k_fe,)
+        Covariance parameters settled at zero.
+    conditional : ndarray (k_fe, k_fe)
+        ``σ̂²(X'V⁻¹X)⁻¹``.
+    cov_fe : {"hessian", "conditional"}
+    identifiable : bool
+        False for a model that :func:`dmixed.stats.check_identifiable` refuses.
+
+    Returns
+    -------
+    ndarray (k, k)
+
+    Warns
+    -----
+    SingularHessianWarning
+        Once: the Hessian is singular or not negative definite in θ (conditional β
+        used); or a pseudo-inverse was used, or its inverse is not a covariance.
+    """
+    if hessian is None:
+        return np.full((k, k), np.nan)
+    keep = np.ones(k, dtype=bool)
+    keep[k_fe:] = ~at_zero
+    p = k_fe
+    finite = bool(np.all(np.isfinite(hessian)))
+    defined = identifiable and finite and fe_block_defined(-hessian[np.ix_(keep, keep)], p)
+    if not defined and p:
+        why = (
+            "the Hessian is singular or not negative definite in a direction involving the "
+            "fixed effects"
+            if identifiable
+            else "the model is not identifiable (fitted with check_nobs='ignore')"
+        )
+        warnings.warn(
+            f"{why}: the standard errors of the fixed effects are the conditional "
+            "sigma^2 (X'V^-1 X)^-1",
+            SingularHessianWarning,
+            stacklevel=3,
+        )
+    with warnings.catch_warnings():
+        if not defined and p:  # said above, in one warning
+            warnings.simplefilter("ignore", SingularHessianWarning)
+        cov = _full_inverse(hessian, keep) if finite else np.full((k, k), np.nan)
+    has_se = np.isfinite(np.diag(cov))
+    if cov_fe == "conditional" or not defined:
+        cov[:p, :p] = conditional
+        cov[:p, p:] = np.where(has_se[p:] & defined, 0.0, np.nan)
+        cov[p:, :p] = cov[:p, p:].T
+    return cov
+
+
+def _full_inverse(hessian: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """``inv(−H)``, or that of the sub-Hessian ``keep`` (NaN elsewhere); see
+    :func:`covariance_of_estimates`."""
+    k = hessian.shape[0]
+    cov = _inverse_or_none(-hessian)
+    if cov is None or np.any(np.diag(cov) <= 0):
+        sub = _inverse_or_none(-hessian[np.ix_(keep, keep)])
+        if sub is None:
+            warnings.warn(
+                "the Hessian is singular at the optimum; using a pseudo-inverse",
+                SingularHessianWarning,
+                stacklevel=4,
+            )
+            sub = np.linalg.pinv(-hessian[np.ix_(keep, keep)])
+        cov = np.full((k, k), np.nan)
+        cov[np.ix_(keep, keep)] = sub
+        if np.any(np.diag(sub) <= 0):
+            warnings.warn(
+                "the Hessian matrix at the estimated parameter values is not negative definite",
+                SingularHessianWarning,
+                stacklevel=4,
+            )
+    return cov
+
+
+#: Bounds on the eigenvalues of ``C⁻¹Δ`` (:func:`fe_block_defined`): below the first
+#: the full inverse gives β a smaller variance than its conditional one (impossible at a
+#: maximum), above the second it is dominated by a (numerically) flat direction.
+FE_INFLATION_BOUNDS = (-1e-6, 1e8)
+
+
+def fe_block_defined(info: np.ndarray, p: int) -> bool:
+    """Whether the β block of ``inv(info)`` (``info = −H``, β first) means anything.
+
+    With ``C = info_ββ⁻¹`` (``σ̂²A⁻¹``: positive definite, its Cholesky gave β̂) and the
+    Schur complement ``S = info_θθ − info_θβ C info_βθ``, the β block is
+    ``C + Δ``, ``Δ = C info_βθ S⁻¹ info_θβ C``.  It is taken as meaningful when S is
+    invertible and the eigenvalues of ``C⁻¹Δ`` (the relative inflation of β's variance
+    by the uncertainty of θ) lie within :data:`FE_INFLATION_BOUNDS`.  Those eigenvalues
+    do not change under any linear reparametrization of β or of θ, so neither units
+    nor offsets of the columns (which mix the entries of Ψ) move the decision, as a
+    threshold on S itself would.  A direction of S that does not involve β
+    (``info_βθ v = 0``) does not matter.
+    """
+    if info.shape[0] == p or p == 0:
+        return True
+    ibb, ibt, itt = info[:p, :p], info[:p, p:], info[p:, p:]
+    try:
+        chol = np.linalg.cholesky(0.5 * (ibb + ibb.T))
+        half = np.linalg.solve(chol, ibt)  # L⁻¹ info_βθ, with C = L⁻ᵀL⁻¹
+        schur = itt - half.T @ half
+        schur = 0.5 * (schur + schur.T)
+        # C⁻¹Δ is similar to L⁻¹ info_βθ S⁻¹ info_θβ L⁻ᵀ (symmetric)
+        try:  # S positive definite: computed as a Gram matrix, never below zero
+            w = np.linalg.solve(np.linalg.cholesky(schur), half.T)
+            rel = w.T @ w
+        except np.linalg.LinAlgError:  # S indefinite or singular in floating point
+            rel = half @ np.linalg.solve(schur, half.T)
+    except np.linalg.LinAlgError:
+        return False
+    if not np.all(np.isfinite(rel)):
+        return False
+    low, high = FE_INFLATION_BOUNDS
+    eig = np.linalg.eigvalsh(0.5 * (rel + rel.T))
+    return bool(eig.min() >= low and eig.max() <= high)
+
+
+def _inverse_or_none(mat: np.ndarray) -> np.ndarray | None:
+    try:
+        inv = np.linalg.inv(mat)
+    except np.linalg.LinAlgError:
+        return None
+    return inv if np.all(np.isfinite(inv)) else None

@@ -1,0 +1,134 @@
+"""The covariance of the estimates from the Hessian: statsmodels' inv(−H), and lme4's
+conditional σ̂²(X'V⁻¹X)⁻¹ for β where the Hessian says nothing about β."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from dmixed import SingularHessianWarning
+from dmixed.results.covariance import covariance_of_estimates
+
+# β = (intercept, slope), θ = one variance: a regular (negative definite) Hessian
+REGULAR = np.array([[-1.1, 0.16, 0.3], [0.16, -24.0, 0.5], [0.3, 0.5, -2.0]])
+# the single-group REML fit of issue 13: ℓ flat in the variance, coupling at rounding level
+SINGULAR = np.array(
+    [[-1.1059, 0.16141, -1.5e-14], [0.16141, -24.465, 2.2e-15], [-1.5e-14, 2.2e-15, 0.0]]
+)
+CONDITIONAL = np.array([[0.9051, 0.006], [0.006, 0.0409]])
+
+
+def _cov(hessian, cov_fe="hessian", at_zero=(False,)):
+    return covariance_of_estimates(
+        hessian,
+        k=3,
+        k_fe=2,
+        at_zero=np.array(at_zero),
+        conditional=CONDITIONAL,
+        cov_fe=cov_fe,
+    )
+
+
+def test_a_regular_hessian_gives_statsmodels_inverse():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cov = _cov(REGULAR)
+    np.testing.assert_allclose(cov, np.linalg.inv(-REGULAR), rtol=1e-14)
+
+
+@pytest.mark.parametrize("scale", [1e-12, 1.0, 1e12])
+def test_the_decision_does_not_depend_on_units(scale):
+    """θ in other units (H → D H D): still regular, still statsmodels' inverse."""
+    d = np.diag([1.0, 1.0, scale])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cov = _cov(d @ REGULAR @ d)
+    np.testing.assert_allclose(cov[:2, :2], np.linalg.inv(-REGULAR)[:2, :2], rtol=1e-9)
+
+
+def test_the_decision_does_not_depend_on_offsets_either():
+    """A column offset mixes the entries of Ψ (θ → Tθ, T far from diagonal and ill
+    conditioned): a regular Hessian stays regular, β's block stays statsmodels'."""
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(5, 5))
+    regular = -(a @ a.T + 0.5 * np.eye(5))  # β = first 2, θ = last 3
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    t = np.eye(5)
+    t[2:, 2:] = q @ np.diag([1.0, 1e-3, 1e3]) @ q.T  # condition 1e6: of the Hessian ~1e13
+    moved = t.T @ regular @ t
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cov = covariance_of_estimates(
+            moved,
+            k=5,
+            k_fe=2,
+            at_zero=np.zeros(3, dtype=bool),
+            conditional=np.eye(2),
+            cov_fe="hessian",
+        )
+    # the same block, to what a condition number of 1e12 leaves of the inverse
+    np.testing.assert_allclose(cov[:2, :2], np.linalg.inv(-regular)[:2, :2], rtol=1e-4)
+
+
+def test_an_unidentifiable_model_gets_conditional_beta_whatever_its_hessian():
+    with pytest.warns(SingularHessianWarning, match="not identifiable") as caught:
+        cov = covariance_of_estimates(
+            REGULAR,
+            k=3,
+            k_fe=2,
+            at_zero=np.array([False]),
+            conditional=CONDITIONAL,
+            cov_fe="hessian",
+            identifiable=False,
+        )
+    assert len(caught) == 1
+    np.testing.assert_array_equal(cov[:2, :2], CONDITIONAL)
+    assert np.isnan(cov[:2, 2]).all()
+
+
+def test_conditional_on_request_leaves_beta_uncorrelated_with_theta():
+    cov = _cov(REGULAR, cov_fe="conditional")
+    np.testing.assert_array_equal(cov[:2, :2], CONDITIONAL)
+    np.testing.assert_array_equal(cov[:2, 2], [0.0, 0.0])
+
+
+@pytest.mark.parametrize("cov_fe", ["hessian", "conditional"])
+def test_a_singular_hessian_gives_conditional_beta_and_one_warning(cov_fe):
+    """The full inverse's β block is rounding noise divided by zero here (0.03 for an SE
+    of 0.95): the β block is the conditional one, its covariances with θ unknown."""
+    inverse_beta = np.linalg.inv(-SINGULAR)[0, 0]
+    assert abs(inverse_beta - CONDITIONAL[0, 0]) > 0.5  # what statsmodels' rule gives
+    with pytest.warns(SingularHessianWarning, match="conditional") as caught:
+        cov = _cov(SINGULAR, cov_fe)
+    assert len(caught) == 1
+    np.testing.assert_array_equal(cov[:2, :2], CONDITIONAL)
+    assert np.isnan(cov[:2, 2]).all() and np.isnan(cov[2, :2]).all()
+
+
+def test_an_indefinite_hessian_gives_conditional_beta():
+    indefinite = REGULAR.copy()
+    indefinite[2, 2] = 2.0  # a minimum in θ, not a maximum
+    with pytest.warns(SingularHessianWarning, match="direction involving the fixed") as caught:
+        cov = _cov(indefinite)
+    assert len(caught) == 1
+    np.testing.assert_array_equal(cov[:2, :2], CONDITIONAL)
+
+
+def test_a_variance_at_zero_is_left_out_of_the_decision():
+    """On the boundary the Hessian may be anything in the zero variance's direction:
+    β's block comes from the rest, as before (no warning)."""
+    at_zero = REGULAR.copy()
+    at_zero[2, 2] = 5.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cov = _cov(at_zero, at_zero=(True,))
+    np.testing.assert_allclose(cov[:2, :2], np.linalg.inv(-at_zero[:2, :2]), rtol=1e-14)
+
+
+def test_a_hessian_that_could_not_be_computed_gives_conditional_beta():
+    with pytest.warns(SingularHessianWarning, match="conditional"):
+        cov = _cov(np.full((3, 3), np.nan))
+    np.testing.assert_array_equal(cov[:2, :2], CONDITIONAL)
+    assert np.isnan(cov[2:, :]).all()
