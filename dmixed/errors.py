@@ -40,6 +40,7 @@ __all__ = [
     "FitConvergenceWarning",
     "SingularHessianWarning",
     "DroppedRowsWarning",
+    "PrecisionWarning",
 ]
 
 
@@ -90,3 +91,9 @@ class SingularHessianWarning(DmixedWarning):
 
 class DroppedRowsWarning(DmixedWarning):
     """Rows with missing values were dropped (``missing="drop"``)."""
+
+
+class PrecisionWarning(DmixedWarning):
+    """The statistics resolve the residual variance only coarsely: σ̂² is so small next
+    to the spread of the response that float64 sums carry a visible relative error
+    (:func:`dmixed.fit.objective.resolution`)."""

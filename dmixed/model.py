@@ -26,8 +26,16 @@ from .design.arrays import (
 )
 from .design.missing import MISSING_OPTIONS
 from .engines.local import statistics_from_rows
-from .errors import BoundaryWarning, DataError, DroppedRowsWarning, FitConvergenceWarning, SpecError
+from .errors import (
+    BoundaryWarning,
+    DataError,
+    DroppedRowsWarning,
+    FitConvergenceWarning,
+    PrecisionWarning,
+    SpecError,
+)
 from .fit.coordinates import Coordinates
+from .fit.objective import resolution
 from .fit.optimize import ProfiledObjective, choose_methods, maximize, parse_free
 from .fit.start import choose_start, moment_start_packed, start_packed
 from .fit.summary import DEFAULTS, OptSummary
@@ -540,6 +548,7 @@ class MixedLM(ModelDimensions):
             obj = self._objective(stats, coords, reml, self.use_sqrt)
         ev = obj.evaluate(opt.packed)
         self._warn_convergence(opt)
+        _warn_precision(ev.prof, stats.glob)
         self._warn_boundary(opt, layout)
         prof = ev.prof
         if prof is None:
@@ -648,6 +657,24 @@ def _rows_of_frame(spec, data) -> RowData:
             f"dropped {dm.n_dropped} rows with missing values", DroppedRowsWarning, stacklevel=3
         )
     return rows
+
+
+#: :class:`PrecisionWarning` when σ̂²'s relative rounding error may exceed this.
+PRECISION_WARN_ABOVE = 1e-6
+
+
+def _warn_precision(prof, glob) -> None:
+    if prof is None:
+        return
+    rel = resolution(prof, glob)
+    if rel > PRECISION_WARN_ABOVE:
+        warnings.warn(
+            f"the residual variance is resolved only to about {rel:.0e} relative: it is "
+            "tiny next to the spread of the response, and the float64 statistics carry "
+            "rounding of that size (σ̂², the variances and the llf may be off by it)",
+            PrecisionWarning,
+            stacklevel=3,
+        )
 
 
 def _engine_alive(engine) -> bool:

@@ -68,6 +68,24 @@ def profile(step: StepSums, glob: GlobalStats, reml: bool) -> Profile:
     return Profile(a, b, a_inv, logdet_a, beta, q, fac)
 
 
+def resolution(prof: Profile, glob: GlobalStats) -> float:
+    """A bound on the relative rounding error of ``Q`` (and so of ``σ̂²``).
+
+    ``Q = w'([X y]'[X y] − Σ_i m_i)w`` with ``w = [−β̂; 1]`` subtracts numbers of the
+    size of ``|w|'|[X y]'[X y]||w|``, each summed over rows and groups in float64 with
+    a relative error of a few ε: what is left is known to about that size times ε,
+    divided by ``Q``.  Near zero for ordinary data (Q is a fair share of the total);
+    large when the residual variance is many orders of magnitude below the spread of the
+    response *within* the model's random effects' reach (DESIGN.md §2: per-group
+    centring, not yet done, removes this).
+    """
+    if not prof.q > 0:
+        return np.inf
+    w = np.abs(prof.w)
+    size = float(w @ np.abs(glob.xyxy) @ w)
+    return 16.0 * np.finfo(float).eps * size / prof.q
+
+
 def _constant(fac: float, glob: GlobalStats) -> float:
     return 0.5 * fac * (np.log(fac) - _LOG_2PI - 1.0) + 0.5 * glob.sum_log_weights
 

@@ -79,6 +79,7 @@ class ProfiledObjective:
     re_map: np.ndarray | None = None
     n_evals: int = 0
     _cache: dict[bytes, Evaluation] = field(default_factory=dict, repr=False)
+    _last_hessian: tuple[bytes, np.ndarray] | None = field(default=None, repr=False)
 
     def evaluate(self, packed: np.ndarray) -> Evaluation:
         """ℓ and its score at ``packed`` (this objective's packing); cached."""
@@ -133,6 +134,18 @@ class ProfiledObjective:
         return d_psi, d_tau
 
     def hessian_full(self, packed: np.ndarray, beta: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`_hessian_full`, kept for the last point (the Newton polish ends where
+        the standard errors are computed)."""
+        if beta is None:
+            beta = _defined(self.evaluate(packed))[1].beta
+        key = np.asarray(packed, dtype=np.float64).tobytes() + np.asarray(beta).tobytes()
+        if self._last_hessian is not None and self._last_hessian[0] == key:
+            return self._last_hessian[1].copy()
+        out = self._hessian_full(packed, beta)
+        self._last_hessian = (key, out)
+        return out.copy()
+
+    def _hessian_full(self, packed: np.ndarray, beta: np.ndarray | None = None) -> np.ndarray:
         """Hessian in [β̃, vech(Ψ), τ*] (the optimizer's Ψ) at β̃ (default β̂) — one more
         round trip.
 
@@ -560,6 +573,11 @@ class _Optimization:
             previous = size
             delta = self.newton_direction(cur_packed, grad, movable)
             if delta is None:
+                break
+            # the Newton decrement g'(−H)⁻¹g/2: the rise of ℓ a full step promises,
+            # whatever the scale of the parameters (a gradient test is not: far out on
+            # a flat variance the gradient is tiny while ℓ still has a visible rise)
+            if 0.5 * float(grad @ delta) <= s.newton_decrement * obj.glob.n:
                 break
             accepted = self.line_search(ev, theta, movable, delta)
             if accepted is None:

@@ -67,7 +67,14 @@ class OptSummary:
     polish_steps : int
         Newton steps of the final polish.
     newton_gtol : float
-        Newton steps stop when ``max |∂ℓ/∂θ_j|`` is at most this times n.
+        Newton steps stop without computing the Hessian when ``max |∂ℓ/∂θ_j|`` is at
+        most this times n (0: always judge by ``newton_decrement``, which does not
+        depend on the scale of the parameters).
+    newton_decrement : float
+        ... and stop when the Newton decrement ``g'(−H)⁻¹g / 2`` (the rise of ℓ a full
+        step promises) is at most this times n: parameters then sit within about
+        ``√(2·newton_decrement)`` of the optimum relative to their standard errors' scale,
+        whatever their units.
     newton_llf_rtol : float
         A Newton step (and the polish as a whole) is kept when ℓ drops by at most this
         relative amount (``· max(1, |ℓ|)``).
@@ -127,7 +134,8 @@ class OptSummary:
     newton_first_steps: int = _setting(6)
     newton_first_contraction: float = _setting(0.25)
     polish_steps: int = _setting(6)
-    newton_gtol: float = _setting(1e-10)
+    newton_gtol: float = _setting(0.0)
+    newton_decrement: float = _setting(1e-18)
     newton_llf_rtol: float = _setting(1e-12)
     newton_halvings: int = _setting(20)
     singular_eigenvalue: float = _setting(1e-8)
