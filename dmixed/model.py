@@ -548,7 +548,7 @@ class MixedLM(ModelDimensions):
             obj = self._objective(stats, coords, reml, self.use_sqrt)
         ev = obj.evaluate(opt.packed)
         self._warn_convergence(opt)
-        _warn_precision(ev.prof, stats.glob)
+        _warn_precision(ev, stats.glob)
         self._warn_boundary(opt, layout)
         prof = ev.prof
         if prof is None:
@@ -663,10 +663,10 @@ def _rows_of_frame(spec, data) -> RowData:
 PRECISION_WARN_ABOVE = 1e-6
 
 
-def _warn_precision(prof, glob) -> None:
-    if prof is None:
+def _warn_precision(ev, glob) -> None:
+    if ev.prof is None or ev.step is None:
         return
-    rel = resolution(prof, glob)
+    rel = resolution(ev.step, ev.prof, glob)
     if rel > PRECISION_WARN_ABOVE:
         warnings.warn(
             f"the residual variance is resolved only to about {rel:.0e} relative: it is "

@@ -91,7 +91,7 @@ def statistics_from_rows(
     )
     return FittedStatistics(
         engine=LocalEngine(st["zz"], st["zxy"]),
-        glob=GlobalStats(st["xyxy"], int(st["n"]), float(st["sum_log_weights"])),
+        glob=GlobalStats(st["xyxy"], int(st["n"]), float(st["sum_log_weights"]), st.get("within")),
         layout=Layout(rows.exog_re.shape[1], tuple(widths)),
         group_labels=labels,
         group_sizes=st["nobs"],

@@ -43,14 +43,28 @@ class Profile:
         return np.append(-self.beta, 1.0)
 
 
+def residual_cross_products(step: StepSums, glob: GlobalStats) -> np.ndarray:
+    """``[X y]'V*⁻¹[X y]`` (k × k).
+
+    With one random-design column and the within-group cross-products at hand, as
+    ``within + Σ_i F_i'F_i / (U_i (1 + λ²U_i))``: a sum of positive parts, exact
+    however small the residual variance is next to the groups' spread.  Otherwise
+    ``[X y]'[X y] − Σ_i m_i``, which loses the digits that the two have in common.
+    """
+    if glob.within is not None and step.s.shape[0] == 1:
+        t = glob.within + step.between
+    else:
+        t = glob.xyxy - step.m
+    return 0.5 * (t + t.T)
+
+
 def profile(step: StepSums, glob: GlobalStats, reml: bool) -> Profile:
     """GLS fixed effects and residual quadratic form from the step sums.
 
     ``[X y]'V*⁻¹[X y] = [X y]'[X y] − Σ_i ZXy_i' P_i ZXy_i``; one small Cholesky of
     its ``X`` block gives β̂, ``log|A|`` and ``A⁻¹``.
     """
-    t = glob.xyxy - step.m
-    t = 0.5 * (t + t.T)
+    t = residual_cross_products(step, glob)
     p = glob.k_fe
     a = t[:p, :p]
     b = t[:p, p]
@@ -68,7 +82,7 @@ def profile(step: StepSums, glob: GlobalStats, reml: bool) -> Profile:
     return Profile(a, b, a_inv, logdet_a, beta, q, fac)
 
 
-def resolution(prof: Profile, glob: GlobalStats) -> float:
+def resolution(step: StepSums, prof: Profile, glob: GlobalStats) -> float:
     """A bound on the relative rounding error of ``Q`` (and so of ``σ̂²``).
 
     ``Q = w'([X y]'[X y] − Σ_i m_i)w`` with ``w = [−β̂; 1]`` subtracts numbers of the
@@ -76,13 +90,18 @@ def resolution(prof: Profile, glob: GlobalStats) -> float:
     a relative error of a few ε: what is left is known to about that size times ε,
     divided by ``Q``.  Near zero for ordinary data (Q is a fair share of the total);
     large when the residual variance is many orders of magnitude below the spread of the
-    response *within* the model's random effects' reach (DESIGN.md §2: per-group
-    centring, not yet done, removes this).
+    response within the random effects' reach.  Where ``Q`` comes as a sum of positive
+    parts (:func:`residual_cross_products`: one random-design column with the
+    within-group cross-products) the parts are what is summed, and the bound is a few ε.
     """
     if not prof.q > 0:
         return np.inf
     w = np.abs(prof.w)
-    size = float(w @ np.abs(glob.xyxy) @ w)
+    if glob.within is not None and step.s.shape[0] == 1:
+        parts = np.abs(glob.within) + np.abs(step.between)
+    else:
+        parts = np.abs(glob.xyxy) + np.abs(step.m)
+    size = float(w @ parts @ w)
     return 16.0 * np.finfo(float).eps * size / prof.q
 
 
@@ -178,7 +197,7 @@ def hessian(
     prof = profile(step, glob, reml)
     beta = np.asarray(beta, dtype=np.float64)
     w = np.append(-beta, 1.0)
-    t = glob.xyxy - step.m
+    t = residual_cross_products(step, glob)
     qf = float(w @ t @ w)
     fac = prof.fac
     a = prof.a

@@ -117,6 +117,10 @@ class StepSums:
         Σ_i H_i[a,:] ⊗ H_i[b,:] over the ``exog_re`` coordinates a, b.
     t_vc : ndarray (r-q, p+1, p+1)
         Σ_i H_i[a,:] ⊗ H_i[a,:] over each variance-component slot a.
+    between : ndarray (p+1, p+1)
+        For ``r = 1``: Σ_i F_i'F_i / (U_i (1 + λ² U_i)) = Σ_i (F_i'F_i/U_i − m_i), what
+        ``[X y]'V*⁻¹[X y]`` adds to the within-group cross-products
+        (:attr:`~dmixed.stats.GlobalStats.within`), in closed form; zeros for ``r ≠ 1``.
     """
 
     logdet: float
@@ -124,6 +128,7 @@ class StepSums:
     s: np.ndarray
     t_re: np.ndarray
     t_vc: np.ndarray
+    between: np.ndarray
 
     def __add__(self, other: StepSums) -> StepSums:
         return StepSums(*(getattr(self, f) + getattr(other, f) for f in self.__dataclass_fields__))
@@ -178,8 +183,16 @@ def _factor(zz: np.ndarray, lam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _conditional(zz: np.ndarray, zxy: np.ndarray, lam: np.ndarray):
-    """Entry-major ``P``, ``log|K|``, ``S`` and ``H`` of a chunk (module docstring)."""
+    """Entry-major ``P``, ``log|K|``, ``S`` and ``H`` of a chunk (module docstring).
+
+    For ``r = 1`` in closed form without subtraction: ``S = U/(1 + λ²U)`` and
+    ``H = F/(1 + λ²U)`` (``U = ZZ``, ``F = ZXy``), exact however large ``λ²U`` (the
+    general ``ZZ − ZZ·P·ZZ`` loses the digits of ``1/(1 + λ²U)``).
+    """
     p_mat, logdet = _factor(zz, lam)
+    if zz.shape[0] == 1:
+        kk = 1.0 + lam[0, 0] ** 2 * zz[0, 0]
+        return p_mat, logdet, zz / kk, zxy / kk
     zzp = _mm(zz, p_mat)  # ZZ_i P_i
     s = zz - _mm(zzp, zz)
     h = zxy - _mm(zzp, zxy)
@@ -203,7 +216,12 @@ def step_contributions(block, lam: np.ndarray, q: int, zxy=None) -> StepSums:
     r = lam.shape[0]
     k = block.k
     total = StepSums(
-        0.0, np.zeros((k, k)), np.zeros((r, r)), np.zeros((q, q, k, k)), np.zeros((r - q, k, k))
+        0.0,
+        np.zeros((k, k)),
+        np.zeros((r, r)),
+        np.zeros((q, q, k, k)),
+        np.zeros((r - q, k, k)),
+        np.zeros((k, k)),
     )
     for zzc, zxyc in block.chunks():
         p_mat, logdet, s, h = _conditional(zzc, zxyc, lam)
@@ -217,8 +235,23 @@ def step_contributions(block, lam: np.ndarray, q: int, zxy=None) -> StepSums:
             s.sum(axis=2),
             np.tensordot(hr, hr, axes=(2, 2)).transpose(0, 2, 1, 3),
             np.matmul(hv, hv.transpose(0, 2, 1)),
+            _between(zzc, zxyc, lam),
         )
     return total
+
+
+def _between(zz: np.ndarray, zxy: np.ndarray, lam: np.ndarray) -> np.ndarray:
+    """Σ_i F_i'F_i / (U_i (1 + λ²U_i)) over a chunk for ``r = 1`` (groups with U_i = 0
+    have F_i = 0 and add nothing); zeros otherwise."""
+    k = zxy.shape[1]
+    if zz.shape[0] != 1:
+        return np.zeros((k, k))
+    u = zz[0, 0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        c = np.where(u > 0, 1.0 / (u * (1.0 + lam[0, 0] ** 2 * u)), 0.0)
+    f = zxy[0]  # (k, G)
+    out = (f * c) @ f.T
+    return 0.5 * (out + out.T)
 
 
 # ---------------------------------------------------------------------------

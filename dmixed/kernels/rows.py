@@ -215,6 +215,11 @@ def accumulate_packed_into(
     def source(u: int) -> np.ndarray:
         return xcols[u] if u < k else zcols[u - k]
 
+    within = None
+    e = -1 if std is None else std.z_intercept
+    if e >= 0:
+        layout = PackedLayout(len(zcols), k)
+        within = _within_into(acc, target, codes, n_groups, xcols, zcols[e], e, layout)
     terms, column_term = product_plan(xcols, zcols)
     for t, spec in enumerate(terms):
         kind = spec[0]
@@ -229,7 +234,50 @@ def accumulate_packed_into(
         for c, tc in enumerate(column_term):
             if tc == t:
                 acc[c, target] += sums  # target: all columns, or distinct ones
-    return {"xyxy": gram, "n": np.int64(codes.shape[0]), "sum_log_weights": sum_log_w}
+    return {
+        "xyxy": gram,
+        "n": np.int64(codes.shape[0]),
+        "sum_log_weights": sum_log_w,
+        "within": within,
+    }
+
+
+def _within_into(
+    acc, target, codes, n_groups, xcols, z_e, e: int, layout: PackedLayout
+) -> np.ndarray:
+    """Within-group cross-products of these rows' ``[X y]`` about each group's own
+    (weighted) mean, plus Chan's correction for the groups ``acc`` already holds.
+
+    ``z_e`` is the random design's intercept column (√w with weights): the group mean
+    is ``c_g = Σ z_e d / Σ z_e²`` and the residual ``d − z_e c_g``.  Summed about the
+    group's own mean, nothing of the size of the mean itself is ever subtracted
+    (DESIGN.md §2: per-group centring); adding a partition to rows of the same group
+    seen before adds ``U_a U_b/(U_a + U_b) (c_a − c_b)(c_a − c_b)'`` (Chan, Golub and
+    LeVeque 1983), so the result is that of all the rows at once.
+    """
+    k = len(xcols)
+    u = np.bincount(codes, weights=z_e * z_e, minlength=n_groups)
+    f = np.empty((k, n_groups))
+    for j in range(k):
+        f[j] = np.bincount(codes, weights=z_e * xcols[j], minlength=n_groups)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        c = np.where(u > 0, f / u, 0.0)  # (k, G): the groups' means
+    resid = np.empty((k, codes.size)).T
+    for j in range(k):
+        np.subtract(xcols[j], z_e * c[j][codes], out=resid[:, j])
+    within = resid.T @ resid
+    # Chan's correction against what the accumulator already holds for these groups
+    ee = 1 + int(np.flatnonzero((layout.zz_index[0] == e) & (layout.zz_index[1] == e))[0])
+    fe = 1 + layout.n_zz + e * k
+    u_old = acc[ee, target]
+    seen = u_old > 0
+    if np.any(seen):
+        f_old = acc[fe : fe + k, target][:, seen]
+        uo, un = u_old[seen], u[seen]
+        delta = f_old / uo - c[:, seen]
+        wgt = uo * un / (uo + un)
+        within = within + (delta * wgt) @ delta.T
+    return 0.5 * (within + within.T)
 
 
 def packed_width(r: int, k: int) -> int:

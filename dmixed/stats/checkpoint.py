@@ -81,7 +81,13 @@ class GroupArrays:
         m_z[: m_zq.shape[0], : m_zq.shape[0]] = m_zq
         zz = np.einsum("ca,gcd,db->gab", m_z, self.zz, m_z)
         zxy = np.einsum("ca,gcj,jk->gak", m_z, self.zxy, m_x)
-        glob = GlobalStats(m_x.T @ self.glob.xyxy @ m_x, self.glob.n, self.glob.sum_log_weights)
+        within = self.glob.within
+        glob = GlobalStats(
+            m_x.T @ self.glob.xyxy @ m_x,
+            self.glob.n,
+            self.glob.sum_log_weights,
+            None if within is None else m_x.T @ within @ m_x,
+        )
         return GroupArrays(
             self.labels, self.nobs, zz, zxy, self.slot_cols, glob, self.layout, target
         )
@@ -190,6 +196,7 @@ def save_statistics(arrays: GroupArrays, path, manifest: dict) -> None:
             "n": int(arrays.glob.n),
             "sum_log_weights": float(arrays.glob.sum_log_weights),
             "standardization": arrays.columns.to_json(),
+            "within": arrays.glob.within,
         }
         with open(tmp / "manifest.json", "w") as fh:
             json.dump(jsonable(full), fh, indent=1, allow_nan=False)
@@ -229,10 +236,12 @@ def load_statistics(path) -> tuple[GroupArrays, dict]:
         for j in range(k):
             zxy[:, a, j] = frame[matrix_column("zxy", a, j)].to_numpy()
     slot_cols = take_vc_slots(frame, layout.vc_widths, g)
+    within = manifest.get("within")
     glob_stats = GlobalStats(
         np.asarray(manifest["xyxy"], dtype=np.float64).reshape(k, k),
         int(manifest["n"]),
         float(manifest["sum_log_weights"]),
+        None if within is None else np.asarray(within, dtype=np.float64).reshape(k, k),
     )
     arrays = GroupArrays(
         frame[GROUP].to_numpy(),
@@ -300,10 +309,30 @@ def merge(old: GroupArrays, new: GroupArrays) -> GroupArrays:
         old.glob.xyxy + new.glob.xyxy,
         old.glob.n + new.glob.n,
         old.glob.sum_log_weights + new.glob.sum_log_weights,
+        _merged_within(old, new, gi_old, gi_new),
     )
     return GroupArrays(
         labels.to_numpy(), nobs, zz, zxy, merged_tables, glob_stats, layout, old.standardization
     )
+
+
+def _merged_within(old: GroupArrays, new: GroupArrays, gi_old, gi_new) -> np.ndarray | None:
+    """Within-group cross-products of old + new rows: their sum plus Chan's correction
+    ``U_a U_b/(U_a + U_b)(c_a − c_b)(c_a − c_b)'`` for every group in both (``U`` the
+    group's weight on its intercept column, ``c`` its mean)."""
+    if old.glob.within is None or new.glob.within is None:
+        return None
+    e = old.columns.z_intercept
+    out = old.glob.within + new.glob.within
+    shared, io, jn = np.intersect1d(gi_old, gi_new, return_indices=True)
+    if e < 0 or shared.size == 0:
+        return out
+    uo, un = old.zz[io, e, e], new.zz[jn, e, e]
+    ok = (uo > 0) & (un > 0)
+    delta = old.zxy[io, e][ok] / uo[ok, None] - new.zxy[jn, e][ok] / un[ok, None]
+    wgt = uo[ok] * un[ok] / (uo[ok] + un[ok])
+    corr = (delta * wgt[:, None]).T @ delta
+    return out + 0.5 * (corr + corr.T)
 
 
 def _merge_slots(g, gi_old, t_old, gi_new, t_new):

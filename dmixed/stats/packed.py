@@ -134,10 +134,12 @@ class PackedLayout:
         (``[X y]'[X y] → M_x' [X y]'[X y] M_x``; counts unchanged)."""
         w = np.eye(self.global_width)
         rows, cols = self.xy_index
-        for s in range(3, self.global_width):
-            e = np.zeros((self.k, self.k))
-            e[rows[s - 3], cols[s - 3]] = e[cols[s - 3], rows[s - 3]] = 1.0
-            w[s, 3:] = (m_x.T @ e @ m_x)[rows, cols]
+        m = rows.size
+        for start in (3, 3 + m):  # [X y]'[X y], then the within-group sums
+            for i in range(m):
+                e = np.zeros((self.k, self.k))
+                e[rows[i], cols[i]] = e[cols[i], rows[i]] = 1.0
+                w[start + i, start : start + m] = (m_x.T @ e @ m_x)[rows, cols]
         return w
 
     # -- the global sums ------------------------------------------------------------
@@ -149,15 +151,20 @@ class PackedLayout:
 
     @property
     def global_width(self) -> int:
-        """Length of the packed global sums: ``3 + k(k+1)/2``."""
-        return 3 + n_tril(self.k)
+        """Length of the packed global sums: ``3 + k(k+1)`` (two triangles)."""
+        return 3 + 2 * n_tril(self.k)
 
     def pack_global(self, glob: dict, n_dropped: int = 0) -> np.ndarray:
-        """``[n, Σ log w, n_dropped, lower triangle of [X y]'[X y]]`` of one pass's global
-        sums (the ``dict`` of :func:`dmixed.kernels.accumulate_packed`)."""
-        xyxy = glob["xyxy"][self.xy_index[0], self.xy_index[1]]
+        """``[n, Σ log w, n_dropped, lower triangle of [X y]'[X y], lower triangle of the
+        within-group cross-products]`` of one pass's global sums (the ``dict`` of
+        :func:`dmixed.kernels.accumulate_packed`); NaN for the latter where there are
+        none (no intercept column in the random design), so that sums stay NaN."""
+        rows, cols = self.xy_index
+        xyxy = glob["xyxy"][rows, cols]
+        within = glob.get("within")
+        tri = np.full(rows.size, np.nan) if within is None else within[rows, cols]
         head = [float(glob["n"]), float(glob["sum_log_weights"]), float(n_dropped)]
-        return np.concatenate([head, xyxy])
+        return np.concatenate([head, xyxy, tri])
 
     def empty_global(self, n_dropped: int = 0) -> np.ndarray:
         """Packed global sums of no rows (``n_dropped`` rows dropped)."""
@@ -167,7 +174,21 @@ class PackedLayout:
 
     def unpack_global(self, values: np.ndarray) -> tuple[np.ndarray, int, float, int]:
         """``([X y]'[X y] (k, k), n, Σ log w, n_dropped)`` of packed global sums."""
+        m = n_tril(self.k)
+        return (
+            self._symmetric(values[3 : 3 + m]),
+            int(np.rint(values[0])),
+            float(values[1]),
+            int(np.rint(values[2])),
+        )
+
+    def unpack_within(self, values: np.ndarray) -> np.ndarray | None:
+        """The within-group cross-products (k, k) of packed global sums (None: none)."""
+        tri = values[3 + n_tril(self.k) :]
+        return None if np.isnan(tri).any() else self._symmetric(tri)
+
+    def _symmetric(self, tri: np.ndarray) -> np.ndarray:
         out = np.empty((self.k, self.k))
-        out[self.xy_index[0], self.xy_index[1]] = values[3:]
-        out[self.xy_index[1], self.xy_index[0]] = values[3:]
-        return out, int(np.rint(values[0])), float(values[1]), int(np.rint(values[2]))
+        out[self.xy_index[0], self.xy_index[1]] = tri
+        out[self.xy_index[1], self.xy_index[0]] = tri
+        return out

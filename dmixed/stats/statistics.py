@@ -21,11 +21,20 @@ from .standardize import Standardization
 
 @dataclass(frozen=True)
 class GlobalStats:
-    """Global sufficient statistics: ``xyxy = [X y]'[X y]``, ``n`` rows, ``Σ log w``."""
+    """Global sufficient statistics: ``xyxy = [X y]'[X y]``, ``n`` rows, ``Σ log w``.
+
+    ``within`` (k × k, or None): Σ over groups of the cross-products of ``[X y]`` about
+    each group's own (weighted) mean, i.e. ``[X y]'(I − P_1)[X y]`` with ``P_1`` the
+    projection on each group's intercept column; accumulated about the group means
+    themselves (:func:`dmixed.kernels.accumulate_packed_into`), so it carries none of
+    the rounding of ``xyxy − Σ n_i d̄_i d̄_i'``.  None where the random design has no
+    intercept column.
+    """
 
     xyxy: np.ndarray
     n: int
     sum_log_weights: float = 0.0
+    within: np.ndarray | None = None
 
     @property
     def k_fe(self) -> int:

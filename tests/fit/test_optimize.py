@@ -169,6 +169,7 @@ class _StubEngine:
             s=np.eye(1),
             t_re=np.zeros((1, 1, 2, 2)),
             t_vc=np.zeros((0, 2, 2)),
+            between=np.zeros((2, 2)),
         )
 
     def step(self, lam, k_re):

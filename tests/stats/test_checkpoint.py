@@ -119,6 +119,10 @@ def assert_same_statistics(got: GroupArrays, want: GroupArrays, rtol: float = 1e
     xy_scale = np.abs(want.glob.xyxy).max(initial=1.0)
     np.testing.assert_allclose(got.glob.xyxy, want.glob.xyxy, rtol=0, atol=rtol * xy_scale)
     np.testing.assert_allclose(got.glob.sum_log_weights, want.glob.sum_log_weights, rtol=rtol)
+    assert (got.glob.within is None) == (want.glob.within is None)
+    if want.glob.within is not None:  # the within-group sums merged exactly (Chan)
+        w_scale = np.abs(want.glob.within).max(initial=1.0)
+        np.testing.assert_allclose(got.glob.within, want.glob.within, rtol=0, atol=rtol * w_scale)
     for i in range(len(want.labels)):
         k_got, zz_got, zxy_got = _canonical(got, i)
         k_want, zz_want, zxy_want = _canonical(want, i)

@@ -39,6 +39,7 @@ class Block:
     zz: np.ndarray | None = None
     zxy: np.ndarray | None = None
     standardization: Standardization | None = None
+    within: np.ndarray | None = None
 
 
 def to_block(
@@ -50,11 +51,15 @@ def to_block(
     """numpy block of one output partition from its ``(keys, packed rows)``; block 0 also
     carries the (packed) global sums.  ``standardization``: the columns' map the
     statistics are in."""
-    labels, values = combined
+    labels, values = combined[0], combined[1]
+    correction = combined[2] if len(combined) > 2 else None
+    within = None if correction is None else np.array(correction)
     if global_sums is None:
         xyxy, n, slw, dropped = np.zeros((packed.k, packed.k)), 0, 0.0, 0
     else:
         xyxy, n, slw, dropped = packed.unpack_global(global_sums)
+        total = packed.unpack_within(global_sums)
+        within = None if total is None else total + (0.0 if within is None else within)
     return Block(
         labels=labels,
         nobs=packed.unpack_nobs(values),
@@ -65,6 +70,7 @@ def to_block(
         zz=packed.unpack_zz(values),
         zxy=packed.unpack_zxy(values),
         standardization=standardization,
+        within=within,
     )
 
 
@@ -78,6 +84,7 @@ def block_summary(block: Block) -> Block:
         block.sum_log_weights,
         block.n_dropped,
         standardization=block.standardization,
+        within=block.within,
     )
 
 
@@ -137,10 +144,18 @@ def assemble_blocks(summaries: list[Block], k: int) -> Assembly:
     if summaries:
         nobs[order.position] = np.concatenate([b.nobs for b in summaries])
     xyxy = functools.reduce(operator.add, (b.xyxy for b in summaries), np.zeros((k, k)))
+    # block 0 holds the global within-group sums; the others their combines' corrections
+    has_within = bool(summaries) and summaries[0].within is not None
+    within = (
+        functools.reduce(operator.add, (b.within for b in summaries if b.within is not None))
+        if has_within
+        else None
+    )
     glob = GlobalStats(
         xyxy,
         int(sum(b.n for b in summaries)),
         float(sum(b.sum_log_weights for b in summaries)),
+        within,
     )
     return Assembly(
         order.labels,

@@ -285,8 +285,8 @@ def _conversions(
 
 def combine_converted(
     target: Standardization, packed: PackedLayout, *pairs: tuple[Partial, Standardization | None]
-) -> Partial:
-    """:func:`combine_partials` of partials each in its own column map (``(partial,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`combine_exact` of partials each in its own column map (``(partial,
     map)`` pairs), every one first converted to ``target``'s
     (:meth:`~dmixed.stats.standardize.Standardization.conversion_to`: exact, since a
     map is affine in the columns and the intercept carries the shifts)."""
@@ -294,7 +294,54 @@ def combine_converted(
     for (keys, values), std in pairs:
         conv = _conversions(std, target, packed) if len(keys) else None
         parts.append((keys, values if conv is None else values @ conv[0]))
-    return combine_partials(*parts)
+    return combine_exact(target, packed, *parts)
+
+
+def combine_exact(
+    target: Standardization, packed: PackedLayout, *parts
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`combine_partials`, and the within-group sums' correction of the groups
+    that several parts hold: ``(keys, values, correction)``.
+
+    A part may carry a correction already (a third entry, from a lower level).  Each
+    part's groups were summed about their own means; adding parts of one group adds
+    ``Σ_p U_p (c_p − c)(c_p − c)'`` to the within-group cross-products (``U_p`` the
+    part's weight on the intercept column, ``c_p`` its mean, ``c`` the combined mean;
+    Chan, Golub and LeVeque 1983).
+    """
+    k = packed.k
+    corr = np.zeros((k, k))
+    for part in parts:
+        if len(part) > 2 and part[2] is not None:
+            corr = corr + part[2]
+    plain = [(part[0], part[1]) for part in parts]
+    keys, values = combine_partials(*plain)
+    e = target.z_intercept
+    rows = sum(len(p[0]) for p in plain)
+    if e >= 0 and rows > len(keys):  # some group is in more than one part
+        corr = corr + _chan_correction(plain, keys, values, packed, e)
+    return keys, values, corr
+
+
+def _chan_correction(parts, keys, values, packed: PackedLayout, e: int) -> np.ndarray:
+    """``Σ_p Σ_g U_pg (c_pg − c_g)(c_pg − c_g)'`` over the parts' rows (module doc)."""
+    rows, cols = packed.zz_index
+    ee = 1 + int(np.flatnonzero((rows == e) & (cols == e))[0])
+    fe = slice(1 + packed.n_zz + e * packed.k, 1 + packed.n_zz + (e + 1) * packed.k)
+    index = pd.Index(keys)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = np.where(values[:, ee, None] > 0, values[:, fe] / values[:, ee, None], 0.0)
+    out = np.zeros((packed.k, packed.k))
+    for part_keys, part_values in parts:
+        if not len(part_keys):
+            continue
+        pos = index.get_indexer(part_keys)
+        u = part_values[:, ee]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            c = np.where(u[:, None] > 0, part_values[:, fe] / u[:, None], 0.0)
+        delta = c - mean[pos]
+        out += (delta * u[:, None]).T @ delta
+    return 0.5 * (out + out.T)
 
 
 def sum_converted(

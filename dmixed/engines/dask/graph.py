@@ -26,7 +26,7 @@ from ...stats.packed import PackedLayout
 from .blocks import to_block
 from .combine import (
     combine_converted,
-    combine_partials,
+    combine_exact,
     first_map,
     sum_converted,
     sum_vectors,
@@ -285,13 +285,11 @@ def block_graph(
         p, q = len(spec.exog_names), len(spec.exog_re_names)
         target = dask.delayed(first_map, pure=True)(p, q, *maps)
     globs = [g for _, g, _ in parts]
-    global_sums = _converted_tree(sum_converted, sum_vectors, globs, maps, target, packed)
+    global_sums = _converted_tree(sum_converted, _sum_node, globs, maps, target, packed)
     blocks = []
     for b in range(n_blocks):
         bucket = [dask.delayed(operator.getitem, pure=True)(pp, b) for pp, _, _ in parts]
-        combined = _converted_tree(
-            combine_converted, combine_partials, bucket, maps, target, packed
-        )
+        combined = _converted_tree(combine_converted, combine_exact, bucket, maps, target, packed)
         first = global_sums if b == 0 else None
         blocks.append(dask.delayed(to_block, pure=True)(combined, packed, first, target))
     return blocks
@@ -299,8 +297,19 @@ def block_graph(
 
 def _converted_tree(leaf, node, items: list, maps: list, target, packed, fan_in: int = 8):
     """Tree reduction whose first level (``leaf``) converts each item from its map to
-    ``target``'s; the levels above (``node``) add items already in it."""
+    ``target``'s; the levels above (``node(target, packed, *children)``) add items
+    already in it."""
     first = dask.delayed(leaf, pure=True)
+    upper = dask.delayed(node, pure=True)
     pairs = list(zip(items, maps, strict=True))
     level = [first(target, packed, *pairs[i : i + fan_in]) for i in range(0, len(pairs), fan_in)]
-    return tree(node, level, fan_in)
+    while len(level) > 1:
+        level = [
+            upper(target, packed, *level[i : i + fan_in]) for i in range(0, len(level), fan_in)
+        ]
+    return level[0]
+
+
+def _sum_node(target, packed, *vectors):
+    """An upper node of the global sums' tree (already in ``target``'s map)."""
+    return sum_vectors(*vectors)
