@@ -35,7 +35,7 @@ from .errors import (
     SpecError,
 )
 from .fit.coordinates import Coordinates
-from .fit.objective import resolution
+from .fit.objective import RESOLUTION_LIMIT, resolution
 from .fit.optimize import ProfiledObjective, choose_methods, maximize, parse_free
 from .fit.start import choose_start, moment_start_packed, start_packed
 from .fit.summary import DEFAULTS, OptSummary
@@ -659,8 +659,9 @@ def _rows_of_frame(spec, data) -> RowData:
     return rows
 
 
-#: :class:`PrecisionWarning` when σ̂²'s relative rounding error may exceed this.
-PRECISION_WARN_ABOVE = 1e-6
+#: :class:`PrecisionWarning` when σ̂²'s relative rounding error may exceed this (the
+#: optimizer itself rejects points ten times worse: the optimum may lie beyond them).
+PRECISION_WARN_ABOVE = RESOLUTION_LIMIT / 10
 
 
 def _warn_precision(ev, glob) -> None:
@@ -671,7 +672,9 @@ def _warn_precision(ev, glob) -> None:
         warnings.warn(
             f"the residual variance is resolved only to about {rel:.0e} relative: it is "
             "tiny next to the spread of the response, and the float64 statistics carry "
-            "rounding of that size (σ̂², the variances and the llf may be off by it)",
+            "rounding of that size; the optimizer does not go where it is worse than "
+            f"{RESOLUTION_LIMIT:.0e}, and the optimum may lie beyond (σ̂², the variances "
+            "and the llf may be off by about that much)",
             PrecisionWarning,
             stacklevel=3,
         )

@@ -82,6 +82,11 @@ def profile(step: StepSums, glob: GlobalStats, reml: bool) -> Profile:
     return Profile(a, b, a_inv, logdet_a, beta, q, fac)
 
 
+#: The optimizer rejects a point where :func:`resolution` exceeds this (ℓ would be off
+#: by up to (f/2)·resolution there: rounding, not data).
+RESOLUTION_LIMIT = 1e-8
+
+
 def resolution(step: StepSums, prof: Profile, glob: GlobalStats) -> float:
     """A bound on the relative rounding error of ``Q`` (and so of ``σ̂²``).
 

@@ -25,7 +25,15 @@ from ..errors import FitConvergenceWarning, SpecError
 from ..kernels import StepSums
 from ..stats import GlobalStats, Layout
 from ..stats.standardize import psi_map_matrix
-from .objective import Profile, hessian, loglike, profile, score_matrices
+from .objective import (
+    RESOLUTION_LIMIT,
+    Profile,
+    hessian,
+    loglike,
+    profile,
+    resolution,
+    score_matrices,
+)
 from .summary import OptSummary
 
 logger = logging.getLogger("dmixed")
@@ -108,6 +116,10 @@ class ProfiledObjective:
             # step, as outside the parameter space (never an error for the user)
             return Evaluation(packed, None, None, -np.inf, np.zeros_like(packed))
         if not (np.isfinite(llf) and np.all(np.isfinite(ev.score))):
+            return Evaluation(packed, None, None, -np.inf, np.zeros_like(packed))
+        if resolution(step, prof, self.glob) > RESOLUTION_LIMIT:
+            # the float64 sums cannot resolve Q here: ℓ would be noise (a spurious
+            # maximum far out on a ridge); a rejected step, as outside the space
             return Evaluation(packed, None, None, -np.inf, np.zeros_like(packed))
         self._cache[key] = ev
         if len(self._cache) > _CACHED_EVALUATIONS:

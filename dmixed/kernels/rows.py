@@ -46,48 +46,42 @@ def dense_random_design(
 
 
 def _weighted_rows(endog, exog, ztilde, weights, std: Standardization | None = None):
-    """Columns of ``[X y]`` and of ``Z̃`` in the statistics' coordinates, every row scaled
+    """Columns of ``[X y]`` and of ``Z̃`` shifted by the columns' map, every row scaled
     by ``√w``; ``Σ log w`` and ``[X y]'[X y]`` of those rows.
 
-    ``std`` maps each column to ``(v − c)/s`` first (:mod:`dmixed.stats.standardize`); a
-    ``Z̃`` column equal to an ``X`` column with the same map is that very array, so the
+    Only the map's shifts touch the rows (a column with shift 0 is not copied); its
+    scales are powers of two and are applied to the sums instead
+    (:func:`_column_scales`), which is exact and costs nothing per row.  A ``Z̃``
+    column equal to an ``X`` column with the same map is that very array, so the
     product plan sees it as one.  With prior weights ``w_j`` (residual variance
     ``σ²/w_j``) the rows are then scaled by ``√w``, turning the weighted model into the
-    unweighted one; the likelihood gains ``½ Σ log w_j``.  Without a map, without weights
-    and with a column-major float ``exog`` (as the design builds it) the columns are
-    views: no copy of the rows.
+    unweighted one; the likelihood gains ``½ Σ log w_j``.  Without shifts, without
+    weights and with a column-major float ``exog`` (as the design builds it) the
+    columns are views: no copy of the rows.
     """
     exog = np.asarray(exog, dtype=np.float64)
     ztilde = np.asarray(ztilde, dtype=np.float64)
     endog = np.asarray(endog, dtype=np.float64)
     n, p = exog.shape
     r = ztilde.shape[1]
-    if std is not None and std.is_identity():
-        std = None
-    if std is None and weights is None and exog.flags.f_contiguous:
+    shifts = None if std is None else np.append(std.x_shift, std.y_shift)
+    if std is not None:
+        std.check_intercepts(exog, ztilde[:, : std.k_re])
+    shifted = shifts is not None and bool(np.any(shifts != 0))
+    if not shifted and weights is None and exog.flags.f_contiguous:
         gram = np.empty((p + 1, p + 1))
         gram[:-1, :-1] = exog.T @ exog
         gram[:-1, -1] = gram[-1, :-1] = exog.T @ endog
         gram[-1, -1] = endog @ endog
         xcols = [exog[:, j] for j in range(p)] + [endog]
-        return xcols, [ztilde[:, a] for a in range(r)], 0.0, gram
+        zcols = [_shifted(ztilde[:, a], std, a) for a in range(r)]
+        return xcols, _share(zcols, xcols, ztilde, exog, std), 0.0, gram
     # column-major: the statistics are per-column passes (bincount) over the rows
     xy = np.empty((p + 1, n)).T
-    shared: dict[int, int] = {}  # Z̃ column → the [X y] column it is a copy of
-    if std is None:
-        xy[:, :-1] = exog
-        xy[:, -1] = endog
-    else:
-        q = std.k_re
-        std.check_intercepts(exog, ztilde[:, :q])
-        for j in range(p):
-            std.x_column_into(exog[:, j], j, xy[:, j])
-        std.y_column_into(endog, xy[:, -1])
-        for a in range(q):
-            for j in range(p):
-                if std.same_map(j, a) and _same_column(ztilde[:, a], exog[:, j]):
-                    shared[a] = j
-                    break
+    xy[:, :-1] = exog
+    xy[:, -1] = endog
+    if shifted:
+        xy -= shifts
     sum_log_w = 0.0
     sw = None
     if weights is not None:
@@ -95,14 +89,44 @@ def _weighted_rows(endog, exog, ztilde, weights, std: Standardization | None = N
         xy *= sw[:, None]
         sum_log_w = float(np.sum(np.log(weights)))
     xcols = [xy[:, j] for j in range(p + 1)]
-    zcols = []
-    for a in range(r):
-        if a in shared:
-            zcols.append(xcols[shared[a]])
-            continue
-        col = ztilde[:, a] if std is None or a >= std.k_re else std.z_column(ztilde, a)
-        zcols.append(col if sw is None else col * sw)
-    return xcols, zcols, sum_log_w, xy.T @ xy
+    zcols = [_shifted(ztilde[:, a], std, a) for a in range(r)]
+    if sw is not None:
+        zcols = [c * sw for c in zcols]
+    return xcols, _share(zcols, xcols, ztilde, exog, std), sum_log_w, xy.T @ xy
+
+
+def _shifted(col: np.ndarray, std: Standardization | None, a: int) -> np.ndarray:
+    """Column ``a`` of ``Z̃`` less its shift (the column itself when none)."""
+    if std is None or a >= std.k_re or std.z_shift[a] == 0:
+        return col
+    return col - std.z_shift[a]
+
+
+def _share(zcols, xcols, ztilde, exog, std: Standardization | None) -> list:
+    """``zcols`` with every ``exog_re`` column that equals an ``exog`` column under the
+    same map replaced by that ``xcols`` array (one source for the product plan)."""
+    if std is None:
+        return zcols
+    out = list(zcols)
+    for a in range(std.k_re):
+        for j in range(std.k_fe):
+            if std.same_map(j, a) and _same_column(ztilde[:, a], exog[:, j]):
+                out[a] = xcols[j]
+                break
+    return out
+
+
+def _column_scales(std: Standardization | None, layout: PackedLayout) -> np.ndarray | None:
+    """The factor of every packed column, ``1/(s_a s_b)``: the map's scales applied to
+    the sums (exact: powers of two); None when all are 1."""
+    if std is None:
+        return None
+    sz = np.ones(layout.r)
+    sz[: std.k_re] = std.z_scale
+    sx = np.append(std.x_scale, std.y_scale)
+    rows, cols = layout.zz_index
+    out = np.concatenate([[1.0], 1.0 / (sz[rows] * sz[cols]), (1.0 / np.outer(sz, sx)).ravel()])
+    return None if np.all(out == 1.0) else out
 
 
 def _same_column(a: np.ndarray, b: np.ndarray) -> bool:
@@ -203,6 +227,7 @@ def accumulate_packed_into(
     codes = np.asarray(codes, dtype=np.int64)
     xcols, zcols, sum_log_w, gram = _weighted_rows(endog, exog, ztilde, weights, std)
     k = len(xcols)
+    layout = PackedLayout(len(zcols), k)
     n_groups = acc.shape[1]
     target: slice | np.ndarray = slice(None)  # the accumulator's columns the sums go to
     if codes.size * COMPACT_BELOW < n_groups:
@@ -211,29 +236,40 @@ def accumulate_packed_into(
         target, codes = np.unique(codes, return_inverse=True)
         codes = codes.reshape(-1)
         n_groups = target.size
+    scales = _column_scales(std, layout)
+    # the within-group sums are wanted where the profile uses them: one random-design
+    # column, the intercept (fit.objective.residual_cross_products)
+    within_at = -1 if std is None or layout.r != 1 else std.z_intercept
+    kept = _Within(acc, target, layout) if within_at == 0 else None
 
     def source(u: int) -> np.ndarray:
         return xcols[u] if u < k else zcols[u - k]
 
-    within = None
-    e = -1 if std is None else std.z_intercept
-    if e >= 0:
-        layout = PackedLayout(len(zcols), k)
-        within = _within_into(acc, target, codes, n_groups, xcols, zcols[e], e, layout)
     terms, column_term = product_plan(xcols, zcols)
     for t, spec in enumerate(terms):
         kind = spec[0]
         if kind == "zero":
             continue
+        sums: np.ndarray
         if kind == "count":
-            sums = np.bincount(codes, minlength=n_groups)
+            sums = np.bincount(codes, minlength=n_groups).astype(np.float64)
         elif kind == "col":
-            sums = np.bincount(codes, weights=source(spec[1]), minlength=n_groups)
+            sums = np.asarray(np.bincount(codes, weights=source(spec[1]), minlength=n_groups))
         else:
-            sums = np.bincount(codes, weights=source(spec[1]) * source(spec[2]), minlength=n_groups)
+            weights_uv = source(spec[1]) * source(spec[2])
+            sums = np.asarray(np.bincount(codes, weights=weights_uv, minlength=n_groups))
         for c, tc in enumerate(column_term):
             if tc == t:
-                acc[c, target] += sums  # target: all columns, or distinct ones
+                col = sums if scales is None or scales[c] == 1.0 else sums * scales[c]
+                if kept is not None:
+                    kept.take(c, col)
+                acc[c, target] += col  # target: all columns, or distinct ones
+    sx = None if std is None else np.append(std.x_scale, std.y_scale)
+    if sx is not None and np.any(sx != 1.0):
+        gram = gram / np.outer(sx, sx)
+    within = None
+    if kept is not None:
+        within = kept.within(codes, xcols, zcols[0], sx)
     return {
         "xyxy": gram,
         "n": np.int64(codes.shape[0]),
@@ -242,42 +278,53 @@ def accumulate_packed_into(
     }
 
 
-def _within_into(
-    acc, target, codes, n_groups, xcols, z_e, e: int, layout: PackedLayout
-) -> np.ndarray:
-    """Within-group cross-products of these rows' ``[X y]`` about each group's own
-    (weighted) mean, plus Chan's correction for the groups ``acc`` already holds.
+class _Within:
+    """The within-group cross-products of one call of :func:`accumulate_packed_into`
+    (one random-design column, the intercept: ``r = 1``).
 
-    ``z_e`` is the random design's intercept column (√w with weights): the group mean
-    is ``c_g = Σ z_e d / Σ z_e²`` and the residual ``d − z_e c_g``.  Summed about the
-    group's own mean, nothing of the size of the mean itself is ever subtracted
-    (DESIGN.md §2: per-group centring); adding a partition to rows of the same group
-    seen before adds ``U_a U_b/(U_a + U_b) (c_a − c_b)(c_a − c_b)'`` (Chan, Golub and
-    LeVeque 1983), so the result is that of all the rows at once.
+    ``[X y]`` is summed about each group's own (weighted) mean: the intercept column is
+    ``z = √w`` (1 without weights), the group's mean ``c_g = Σ z d / Σ z²`` and the
+    residual ``d − z c_g``, so nothing of the size of the mean itself is subtracted
+    (DESIGN.md §2: per-group centring).  Rows of a group the accumulator already holds
+    add ``U_a U_b/(U_a + U_b) (c_a − c_b)(c_a − c_b)'`` (Chan, Golub and LeVeque 1983):
+    the result is that of all the rows at once.  ``take`` keeps the call's own sums of
+    ``z²`` and ``z d`` (packed columns 1 and 2…) as the main loop makes them; the
+    accumulator's earlier values are read first.
     """
-    k = len(xcols)
-    u = np.bincount(codes, weights=z_e * z_e, minlength=n_groups)
-    f = np.empty((k, n_groups))
-    for j in range(k):
-        f[j] = np.bincount(codes, weights=z_e * xcols[j], minlength=n_groups)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        c = np.where(u > 0, f / u, 0.0)  # (k, G): the groups' means
-    resid = np.empty((k, codes.size)).T
-    for j in range(k):
-        np.subtract(xcols[j], z_e * c[j][codes], out=resid[:, j])
-    within = resid.T @ resid
-    # Chan's correction against what the accumulator already holds for these groups
-    ee = 1 + int(np.flatnonzero((layout.zz_index[0] == e) & (layout.zz_index[1] == e))[0])
-    fe = 1 + layout.n_zz + e * k
-    u_old = acc[ee, target]
-    seen = u_old > 0
-    if np.any(seen):
-        f_old = acc[fe : fe + k, target][:, seen]
-        uo, un = u_old[seen], u[seen]
-        delta = f_old / uo - c[:, seen]
-        wgt = uo * un / (uo + un)
-        within = within + (delta * wgt) @ delta.T
-    return 0.5 * (within + within.T)
+
+    def __init__(self, acc: np.ndarray, target, layout: PackedLayout) -> None:
+        self.k = layout.k
+        self.first_f = 1 + layout.n_zz  # packed column of Σ z d_0 (r = 1)
+        self.u_old = np.array(acc[1, target], dtype=np.float64)
+        self.f_old = np.array(acc[self.first_f : self.first_f + self.k, target])
+        self.u: np.ndarray | None = None
+        self.f = np.zeros_like(self.f_old)
+
+    def take(self, c: int, sums: np.ndarray) -> None:
+        if c == 1:
+            self.u = sums
+        elif self.first_f <= c < self.first_f + self.k:
+            self.f[c - self.first_f] = sums
+
+    def within(self, codes, xcols, z, sx) -> np.ndarray:
+        u = self.u
+        if u is None:  # pragma: no cover - r = 1 always has its Σ z²
+            raise RuntimeError("internal error: no intercept sums")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            c = np.where(u > 0, self.f / u, 0.0)  # (k, G): means, in scaled units
+        scale = np.ones(self.k) if sx is None else sx
+        unweighted = bool(_ones_column(z))
+        resid = np.empty((self.k, codes.size)).T
+        for j in range(self.k):
+            centre = (c[j] * scale[j])[codes]  # the mean in the rows' own units
+            np.subtract(xcols[j], centre if unweighted else z * centre, out=resid[:, j])
+        within = resid.T @ resid / np.outer(scale, scale)
+        seen = self.u_old > 0
+        if np.any(seen):
+            uo, un = self.u_old[seen], u[seen]
+            delta = self.f_old[:, seen] / uo - c[:, seen]
+            within = within + (delta * (uo * un / (uo + un))) @ delta.T
+        return 0.5 * (within + within.T)
 
 
 def packed_width(r: int, k: int) -> int:

@@ -4,11 +4,12 @@ Raw cross-products of real columns lose the digits the likelihood needs: with
 timestamps near 1.7e9 and a spread of days, ``Σ x²`` and ``(Σ x)²/n`` agree in their
 first ten digits, and the residual quadratic form and the GLS solve subtract such
 numbers (DESIGN.md §2).  So every column ``v`` of ``X``, ``y`` and the ``exog_re`` part
-of ``Z̃`` is mapped, row by row before any sum, to ``(v − c)/s``: a shift ``c`` near the
-data (the mean of the first rows seen) and a power-of-two scale ``s`` near its spread
-(dividing by ``2^k`` is exact).  The map is chosen once, before the data pass, and kept
-with the statistics: saved statistics, merged partitions and ``update`` batches all use
-the same one, so the statistics stay plain sums.
+of ``Z̃`` is mapped to ``(v − c)/s``: a shift ``c`` near the data (the mean of the first
+rows a task reads, where that is more than :data:`SHIFT_ABOVE` spreads from zero; else 0),
+taken off every row before any sum, and a power-of-two scale ``s`` near its spread,
+applied to the sums (exact: dividing by ``2^k`` loses nothing).  The map is kept with the
+statistics; statistics in different maps (Dask tasks, ``update`` batches) are converted
+exactly when added (:meth:`Standardization.conversion_to`), so they stay plain sums.
 
 A shift is a reparametrization of the model only when the design holds a column of ones
 (its *intercept*), so ``X`` and ``y`` are shifted only when ``X`` has one and ``Z`` only
@@ -59,11 +60,18 @@ def _ones_column(matrix: np.ndarray) -> int:
     return -1
 
 
+#: A column is shifted when its mean is more than this many spreads from zero: below
+#: that its cross-products lose at most a few bits (about (mean/spread)² ε), and a
+#: column left as it is costs nothing per row.
+SHIFT_ABOVE = 8.0
+
+
 def _choose_columns(
     matrix: np.ndarray, intercept: int, shift: bool
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Shift (the mean, when ``shift``) and power-of-two scale (the spread about the
-    shift) of each column of the sample ``matrix``; the intercept column keeps (0, 1)."""
+    """Shift (the mean, when ``shift`` and it is more than :data:`SHIFT_ABOVE` spreads
+    from zero) and power-of-two scale (the spread about the shift) of each column of
+    the sample ``matrix``; the intercept column keeps (0, 1)."""
     k = matrix.shape[1]
     c = np.zeros(k)
     s = np.ones(k)
@@ -74,19 +82,15 @@ def _choose_columns(
         col = col[np.isfinite(col)]
         if col.size == 0:
             continue
-        if shift:
-            c[j] = float(np.mean(col))
+        mean = float(np.mean(col))
+        sd = float(np.sqrt(np.mean((col - mean) ** 2)))
+        if shift and abs(mean) > SHIFT_ABOVE * sd:
+            c[j] = mean
         spread = float(np.sqrt(np.mean((col - c[j]) ** 2)))
         if spread == 0.0:  # constant in the sample: scale by its size instead
             spread = float(np.max(np.abs(col)))
         s[j] = _power_of_two(spread)
     return c, s
-
-
-def _map_into(values: np.ndarray, shift: float, scale: float, out: np.ndarray) -> None:
-    np.subtract(values, shift, out=out)
-    if scale != 1.0:
-        out *= 1.0 / scale  # a power of two: exact
 
 
 @dataclass(frozen=True)
@@ -193,35 +197,6 @@ class Standardization:
                     "intercept) but is not 1 in later rows: put the rows in another order "
                     "or drop the column"
                 )
-
-    @staticmethod
-    def _column(values: np.ndarray, shift: float, scale: float) -> np.ndarray:
-        if shift == 0.0 and scale == 1.0:
-            return values
-        out = values - shift if shift != 0.0 else values.copy()
-        if scale != 1.0:
-            out *= 1.0 / scale  # a power of two: exact
-        return out
-
-    def y_column(self, endog: np.ndarray) -> np.ndarray:
-        """``(y − c_y)/s_y`` (the input itself when both are trivial)."""
-        return self._column(np.asarray(endog, dtype=np.float64), self.y_shift, self.y_scale)
-
-    def x_column(self, exog: np.ndarray, j: int) -> np.ndarray:
-        """Column ``j`` of ``X̃``."""
-        return self._column(exog[:, j], float(self.x_shift[j]), float(self.x_scale[j]))
-
-    def z_column(self, exog_re: np.ndarray, a: int) -> np.ndarray:
-        """Column ``a`` of the ``exog_re`` part of ``Z̃``."""
-        return self._column(exog_re[:, a], float(self.z_shift[a]), float(self.z_scale[a]))
-
-    def x_column_into(self, values: np.ndarray, j: int, out: np.ndarray) -> None:
-        """Write column ``j`` of ``X̃`` (from the raw column ``values``) into ``out``."""
-        _map_into(values, float(self.x_shift[j]), float(self.x_scale[j]), out)
-
-    def y_column_into(self, endog: np.ndarray, out: np.ndarray) -> None:
-        """Write ``(y − c_y)/s_y`` into ``out``."""
-        _map_into(endog, self.y_shift, self.y_scale, out)
 
     def conversion_to(self, target: Standardization) -> tuple[np.ndarray, np.ndarray]:
         """``(M_x (k × k), M_z (q × q))`` taking columns in this map to ``target``'s:

@@ -351,5 +351,10 @@ def sum_converted(
     out = []
     for glob, std in pairs:
         conv = _conversions(std, target, packed)
-        out.append(glob if conv is None else glob @ conv[1])
+        if conv is not None:
+            # NaN marks "no within-group sums": keep it out of the product
+            absent = np.isnan(glob)
+            glob = np.where(absent, 0.0, glob) @ conv[1]
+            glob[absent] = np.nan
+        out.append(glob)
     return sum_vectors(*out)
