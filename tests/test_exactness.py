@@ -238,3 +238,22 @@ def test_groups_of_one_row_are_refused():
     df["g"] = np.arange(520)
     with pytest.raises((dmixed.DataError, dmixed.SpecError), match="group"):
         _fit(df)
+
+
+# -- the checks are scale-free ------------------------------------------------------------
+
+
+def test_a_timestamp_covariate_is_not_rank_deficient_and_a_large_response_varies():
+    """A covariate of sd 1 at 1.7e9 (next to the intercept) and a response of sd 1e-3
+    at 1e8: neither the rank check nor the constant-response check may refuse them."""
+    rng = np.random.default_rng(140)
+    g = np.repeat(np.arange(40), 6)
+    t = 1.7e9 + rng.normal(size=g.size)
+    y = 1e8 + 1e-3 * (0.5 * (t - 1.7e9) + rng.normal(size=40)[g] + rng.normal(size=g.size))
+    df = pd.DataFrame({"y": y, "t": t, "g": g})
+    res = _fit(df, "y ~ t")
+    ref = _fit(df.assign(y=(df["y"] - 1e8) * 1e3, t=df["t"] - 1.7e9), "y ~ t")
+    _close(res.fe_params.iloc[1] * 1e3, ref.fe_params.iloc[1], 1e-6, what="slope")
+    _close(res.scale * 1e6, ref.scale, 1e-6, what="σ²")
+    with pytest.raises(dmixed.DataError, match="rank deficient"):
+        _fit(df.assign(t2=2.0 * df["t"] + 3.0), "y ~ t + t2")

@@ -247,3 +247,19 @@ def test_maps_hold_for_small_transformations():
     np.testing.assert_allclose(np.asarray(res.cov_re), cov * k**2, rtol=rel, atol=1e-6)
     assert res.scale == pytest.approx(ref.scale * k**2, rel=rel)
     assert res.llf == pytest.approx(llf - f * np.log(k), abs=1e-6)
+
+
+@pytest.mark.parametrize("reml", [True, False])
+def test_standard_errors_map_back(reml):
+    """The Hessian is mapped back too: y' = c + k·y and x1' = a + b·x1 give the slope's
+    standard error × k/b and x2's × k; with a random intercept only, ``bse_re`` × k
+    (statsmodels' ``sqrt(scale · cov_params)`` of the profile-scale variance)."""
+    df = _data(0)
+    a, b, c, k = 1.7e9, 1e3, 1e6, 1e-2
+    moved = df.assign(x1=a + b * df["x1"], y=c + k * df["y"])
+    for model in ("slope", "intercept"):
+        ref = _reference(0, model, reml)
+        res = _fit(moved, model, reml)
+        want = np.asarray(ref.bse_fe) * np.array([np.nan, k / b, k])
+        np.testing.assert_allclose(np.asarray(res.bse_fe)[1:], want[1:], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(res.bse_re), np.asarray(ref.bse_re) * k, rtol=1e-6)

@@ -142,11 +142,3 @@ class Coordinates:
             reach = np.abs(inv) > 0
             out[(reach.astype(float) @ undefined @ reach.T.astype(float)) > 0] = np.nan
         return 0.5 * (out + out.T)
-
-    def hessian(self, hess: np.ndarray) -> np.ndarray:
-        """The Hessian in ``[β, θ]`` from the one in ``[β̃, θ_o]`` (as
-        :meth:`~dmixed.fit.optimize.ProfiledObjective.hessian_full` gives it):
-        ``J' H J`` (:meth:`jacobian`)."""
-        jac = self.jacobian()
-        out = jac.T @ hess @ jac
-        return 0.5 * (out + out.T)

@@ -260,25 +260,6 @@ class Standardization:
             rhs[self.x_intercept] += self.y_shift
         return np.linalg.solve(self.fe_matrix(), rhs) if rhs.size else rhs
 
-    def beta_to_std(self, beta: np.ndarray) -> np.ndarray:
-        """``β̃ = (T β − c_y e_0) / s_y``."""
-        out = self.fe_matrix() @ np.asarray(beta, dtype=np.float64)
-        if self.x_intercept >= 0:
-            out[self.x_intercept] -= self.y_shift
-        return out / self.y_scale
-
-    def psi_from_std(self, psi_std: np.ndarray) -> np.ndarray:
-        """``Ψ* = A⁻¹ Ψ̃* A⁻ᵀ``."""
-        a_inv = np.linalg.inv(self.re_matrix())
-        out = a_inv @ psi_std @ a_inv.T
-        return 0.5 * (out + out.T)
-
-    def psi_to_std(self, psi: np.ndarray) -> np.ndarray:
-        """``Ψ̃* = A Ψ* A'``."""
-        a = self.re_matrix()
-        out = a @ psi @ a.T
-        return 0.5 * (out + out.T)
-
     def llf_offset(self, n: int, reml: bool) -> float:
         """``ℓ − ℓ̃ = −f log s_y − [REML] log|det T|`` (``f = n`` or ``n − p``)."""
         p = self.k_fe
@@ -296,32 +277,20 @@ class Standardization:
         out = t_inv @ a_inv_std @ t_inv.T
         return 0.5 * (out + out.T)
 
-    def theta_matrix(self, k_vc: int) -> np.ndarray:
-        """``M`` with ``θ̃ = M θ`` for ``θ = [vech_lt(Ψ*), τ*]`` (the Hessian's
-        coordinates: an off-diagonal entry stands for both (a, b) and (b, a))."""
-        return psi_map_matrix(self.re_matrix(), k_vc)
-
-    def hessian_from_std(self, hess_std: np.ndarray, k_vc: int) -> np.ndarray:
-        """The Hessian in ``[β, θ]`` from the one in ``[β̃, θ̃]``: ``J' H̃ J`` with
-        ``J = blockdiag(T / s_y, M)`` (ℓ − ℓ̃ is a constant)."""
-        p = self.k_fe
-        m = self.theta_matrix(k_vc)
-        jac = np.zeros((p + m.shape[0], p + m.shape[0]))
-        jac[:p, :p] = self.fe_matrix() / self.y_scale
-        jac[p:, p:] = m
-        out = jac.T @ hess_std @ jac
-        return 0.5 * (out + out.T)
-
     def blups_from_std(self, blup: np.ndarray, cond: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """BLUPs ``b = s_y A⁻¹ b̃`` (G, r) and their covariances relative to σ²,
         ``A⁻¹ C̃ A⁻ᵀ`` (G, r, r); variance-component slots only take ``s_y``."""
         q = self.k_re
-        r = blup.shape[1]
-        inv = np.eye(r)
-        inv[:q, :q] = np.linalg.inv(self.re_matrix())
-        b = self.y_scale * (blup @ inv.T)
-        c = np.einsum("ab,gbc,dc->gad", inv, cond, inv)
-        return b, c
+        a = self.re_matrix()
+        if np.array_equal(a, np.eye(q)):
+            return (blup if self.y_scale == 1.0 else self.y_scale * blup), cond
+        inv = np.linalg.inv(a)
+        b = np.array(blup, dtype=np.float64)
+        b[:, :q] = blup[:, :q] @ inv.T
+        c = np.array(cond, dtype=np.float64)
+        c[:, :q, :] = np.matmul(inv, cond[:, :q, :])  # rows of the exog_re block
+        c[:, :, :q] = np.matmul(c[:, :, :q], inv.T)  # then its columns
+        return self.y_scale * b, c
 
     # -- saved form ----------------------------------------------------------------------
 

@@ -318,7 +318,8 @@ def combine_exact(
     keys, values = combine_partials(*plain)
     e = target.z_intercept
     rows = sum(len(p[0]) for p in plain)
-    if e >= 0 and rows > len(keys):  # some group is in more than one part
+    # within-group sums exist where the profile uses them: one column, the intercept
+    if packed.r == 1 and e == 0 and rows > len(keys):  # a group in more than one part
         corr = corr + _chan_correction(plain, keys, values, packed, e)
     return keys, values, corr
 

@@ -1,0 +1,86 @@
+"""The model's, the statistics' and the optimizer's coordinates (dmixed.fit.coordinates)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dmixed.fit.coordinates import Coordinates
+from dmixed.stats import Layout
+from dmixed.stats.standardize import Standardization
+
+
+def _columns(shift: float = 1.7e9, scale: float = 2.0**16) -> Standardization:
+    """A timestamp-like covariate (in X and Z) and a revenue-like response."""
+    return Standardization(
+        x_shift=np.array([0.0, shift, 0.0]),
+        x_scale=np.array([1.0, scale, 0.5]),
+        y_shift=1e6,
+        y_scale=4.0,
+        z_shift=np.array([0.0, shift]),
+        z_scale=np.array([1.0, scale]),
+        x_intercept=0,
+        z_intercept=0,
+    )
+
+
+@pytest.mark.parametrize("all_free", [True, False])
+@pytest.mark.parametrize("use_sqrt", [True, False])
+def test_to_opt_and_from_opt_are_inverse(all_free, use_sqrt):
+    """A round trip through the optimizer's coordinates (a moderate map: with a shift
+    of 1.7e9 the model's own Ψ* is itself that ill-conditioned, see the invariance
+    tests, which compare in the statistics' units)."""
+    layout = Layout(2, (1,))
+    coords = Coordinates.for_fit(_columns(shift=40.0, scale=4.0), layout, all_free)
+    rng = np.random.default_rng(0)
+    lmat = np.tril(rng.normal(size=(2, 2)))
+    lmat[np.diag_indices(2)] = np.abs(lmat[np.diag_indices(2)])
+    packed = layout.pack(lmat @ lmat.T, np.array([0.7]), use_sqrt)
+    back = coords.from_opt(coords.to_opt(packed, use_sqrt), use_sqrt)
+    np.testing.assert_allclose(back, packed, rtol=1e-9, atol=1e-12)
+
+
+def test_a_free_mask_keeps_its_zero_pattern_in_the_optimizer():
+    """With a mask the optimizer's Ψ is the model's scaled only: a zero stays zero."""
+    layout = Layout(2, ())
+    coords = Coordinates.for_fit(_columns(), layout, all_free=False)
+    packed = np.array([1.0, 0.0, 3e-5])  # L with L[1, 0] = 0: independent effects
+    opt = coords.to_opt(packed, use_sqrt=True)
+    assert opt[1] == 0.0
+    assert coords.re_map is not None  # the shift is applied in the objective instead
+
+
+def test_the_statistics_map_is_the_model_one_with_all_free():
+    layout = Layout(2, ())
+    cols = _columns(shift=40.0, scale=4.0)
+    coords = Coordinates.for_fit(cols, layout, all_free=True)
+    assert coords.re_map is None  # the optimizer works in the statistics' coordinates
+    psi_opt = np.array([[2.0, 0.3], [0.3, 0.5]])
+    a = cols.re_matrix()
+    np.testing.assert_allclose(a @ coords.psi(psi_opt) @ a.T, psi_opt, rtol=1e-10)
+
+
+def test_covariance_map_keeps_undefined_entries_apart():
+    layout = Layout(1, ())
+    cols = Standardization(
+        np.array([0.0, 5.0]), np.array([1.0, 2.0]), 0.0, 1.0, np.zeros(1), np.ones(1), 0, 0
+    )
+    coords = Coordinates.for_fit(cols, layout, all_free=True)
+    cov = np.diag([1.0, 2.0, 3.0])
+    cov[2, 2] = np.nan  # the variance's own entry undefined (e.g. on the boundary)
+    out = coords.covariance(cov)
+    assert np.isnan(out[2, 2])
+    assert np.all(np.isfinite(out[:2, :2]))  # β's block does not involve it
+    jac = coords.jacobian()
+    finite = np.linalg.inv(jac) @ np.diag([1.0, 2.0, 0.0]) @ np.linalg.inv(jac).T
+    np.testing.assert_allclose(out[:2, :2], finite[:2, :2])
+
+
+def test_llf_offset_is_the_jacobian():
+    """ML: −n log s_y; REML: −(n − p) log s_y − Σ log s_x."""
+    layout = Layout(2, ())
+    coords = Coordinates.model(_columns(), layout)
+    n, p = 1000, 3
+    assert coords.llf(0.0, n, reml=False) == pytest.approx(-n * np.log(4.0))
+    want = -(n - p) * np.log(4.0) - np.log(2.0**16) - np.log(0.5)
+    assert coords.llf(0.0, n, reml=True) == pytest.approx(want)

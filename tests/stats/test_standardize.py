@@ -1,0 +1,105 @@
+"""The columns' map of the statistics (dmixed.stats.standardize)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dmixed import kernels
+from dmixed.errors import CheckpointError, DataError
+from dmixed.stats.packed import PackedLayout
+from dmixed.stats.standardize import SHIFT_ABOVE, Standardization
+
+
+def _rows(seed: int, n: int = 400, offset: float = 0.0, scale: float = 1.0):
+    rng = np.random.default_rng(seed)
+    x1 = offset + scale * rng.normal(size=n)
+    exog = np.column_stack([np.ones(n), x1, rng.normal(size=n)])
+    endog = 1e6 + rng.normal(size=n) * 3.0
+    exog_re = exog[:, :2]
+    codes = rng.integers(0, 25, n)
+    return codes, endog, exog, exog_re
+
+
+def test_choose_shifts_only_far_columns_and_scales_by_powers_of_two():
+    _, endog, exog, exog_re = _rows(0, offset=1.7e9, scale=86400.0)
+    std = Standardization.choose(endog, exog, exog_re)
+    assert (std.x_intercept, std.z_intercept) == (0, 0)
+    assert std.x_shift[0] == 0.0 and std.x_scale[0] == 1.0  # the intercept stays
+    assert std.x_shift[1] == pytest.approx(1.7e9, rel=1e-4)  # a timestamp: shifted
+    assert std.x_shift[2] == 0.0  # mean within SHIFT_ABOVE spreads of zero: left alone
+    assert std.y_shift == pytest.approx(1e6, rel=1e-4)
+    for s in (*std.x_scale, std.y_scale, *std.z_scale):
+        assert np.log2(s) == np.round(np.log2(s))  # exact to divide by
+    assert std.x_scale[1] == 2.0**16  # 86400 s ≈ 2^16.4
+    assert std.same_map(1, 1) and std.z_shift[1] == std.x_shift[1]
+
+
+def test_no_intercept_means_no_shifts():
+    _, endog, exog, exog_re = _rows(1, offset=1e6)
+    std = Standardization.choose(endog, exog[:, 1:], exog_re[:, 1:])
+    assert (std.x_intercept, std.z_intercept) == (-1, -1)
+    assert not std.x_shift.any() and std.y_shift == 0.0 and not std.z_shift.any()
+    assert std.x_scale[0] == 2.0**20  # scaled by its size about zero
+
+
+def test_a_column_of_ones_only_in_the_first_rows_is_refused():
+    _, endog, exog, exog_re = _rows(2)
+    std = Standardization.choose(endog[:10], exog[:10], exog_re[:10], intercepts=(0, 0))
+    bad = exog.copy()
+    bad[50, 0] = 0.0
+    with pytest.raises(DataError, match="column 0 of exog was 1"):
+        std.check_intercepts(bad, exog_re)
+
+
+def test_json_round_trip_and_malformed_maps():
+    _, endog, exog, exog_re = _rows(3, offset=5e3)
+    std = Standardization.choose(endog, exog, exog_re)
+    assert Standardization.from_json(std.to_json(), 3, 2) == std
+    with pytest.raises(CheckpointError, match="malformed"):
+        Standardization.from_json({**std.to_json(), "y_scale": -1.0}, 3, 2)
+    with pytest.raises(CheckpointError, match="malformed"):
+        Standardization.from_json({"x_shift": [0.0]}, 3, 2)
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(
+    seed=st.integers(0, 1000),
+    offset=st.sampled_from([0.0, 1e3, 1e6, 1.7e9]),
+    log_scale=st.floats(-6, 6),
+)
+def test_statistics_in_one_map_convert_exactly_to_another(seed, offset, log_scale):
+    """Accumulating rows in map A and converting to map B equals accumulating in B
+    (to the rounding of sums of numbers of B's size)."""
+    codes, endog, exog, exog_re = _rows(seed, offset=offset, scale=10.0**log_scale)
+    a = Standardization.choose(endog[:40], exog[:40], exog_re[:40], intercepts=(0, 0))
+    b = Standardization.choose(endog[200:], exog[200:], exog_re[200:], intercepts=(0, 0))
+    packed_a, glob_a = kernels.accumulate_packed(codes, 25, endog, exog, exog_re, None, a)
+    packed_b, glob_b = kernels.accumulate_packed(codes, 25, endog, exog, exog_re, None, b)
+    layout = PackedLayout(2, 4)
+    m_x, m_z = a.conversion_to(b)
+    converted = packed_a @ layout.conversion(m_z, m_x)
+    size = np.abs(packed_b).max()
+    np.testing.assert_allclose(converted, packed_b, rtol=0, atol=1e-11 * size)
+    xyxy = m_x.T @ glob_a["xyxy"] @ m_x
+    np.testing.assert_allclose(xyxy, glob_b["xyxy"], rtol=0, atol=1e-11 * np.abs(xyxy).max())
+
+
+def test_maps_with_different_intercepts_do_not_convert():
+    _, endog, exog, exog_re = _rows(4)
+    a = Standardization.choose(endog, exog, exog_re, intercepts=(0, 0))
+    b = Standardization.choose(endog, exog, exog_re, intercepts=(-1, 0))
+    with pytest.raises(CheckpointError, match="different intercept columns"):
+        a.conversion_to(b)
+
+
+def test_shift_threshold_is_in_spreads():
+    rng = np.random.default_rng(5)
+    n = 1000
+    near = (SHIFT_ABOVE - 1) + rng.normal(size=n)
+    far = (SHIFT_ABOVE + 2) + rng.normal(size=n)
+    exog = np.column_stack([np.ones(n), near, far])
+    std = Standardization.choose(rng.normal(size=n), exog, exog[:, :1])
+    assert std.x_shift[1] == 0.0 and std.x_shift[2] != 0.0
