@@ -659,9 +659,10 @@ def _rows_of_frame(spec, data) -> RowData:
     return rows
 
 
-#: :class:`PrecisionWarning` when σ̂²'s relative rounding error may exceed this (the
-#: optimizer itself rejects points ten times worse: the optimum may lie beyond them).
-PRECISION_WARN_ABOVE = RESOLUTION_LIMIT / 10
+#: :class:`PrecisionWarning` when σ̂²'s relative rounding error may exceed this (ℓ is
+#: then off by about f/2 times it; the optimizer itself rejects points where it exceeds
+#: ``RESOLUTION_LIMIT``, and the optimum may lie beyond them).
+PRECISION_WARN_ABOVE = 1e-7
 
 
 def _warn_precision(ev, glob) -> None:

@@ -82,18 +82,20 @@ def profile(step: StepSums, glob: GlobalStats, reml: bool) -> Profile:
     return Profile(a, b, a_inv, logdet_a, beta, q, fac)
 
 
-#: The optimizer rejects a point where :func:`resolution` exceeds this (ℓ would be off
-#: by up to (f/2)·resolution there: rounding, not data).
-RESOLUTION_LIMIT = 1e-8
+#: The optimizer rejects a point where :func:`resolution` exceeds this: ℓ is off by
+#: about (f/2)·resolution there, rounding rather than data, and far out on a ridge that
+#: noise makes spurious maxima (σ̂² → 0 with an llf above the true maximum).
+RESOLUTION_LIMIT = 1e-5
 
 
 def resolution(step: StepSums, prof: Profile, glob: GlobalStats) -> float:
-    """A bound on the relative rounding error of ``Q`` (and so of ``σ̂²``).
+    """The relative rounding error of ``Q`` (and so of ``σ̂²``), to its order.
 
     ``Q = w'([X y]'[X y] − Σ_i m_i)w`` with ``w = [−β̂; 1]`` subtracts numbers of the
     size of ``|w|'|[X y]'[X y]||w|``, each summed over rows and groups in float64 with
-    a relative error of a few ε: what is left is known to about that size times ε,
-    divided by ``Q``.  Near zero for ordinary data (Q is a fair share of the total);
+    a relative error of about ε: what is left is known to about that size times ε,
+    divided by ``Q`` (a typical error, not a worst case: the tests check it against
+    extended-precision evaluations).  Near zero for ordinary data (Q is a fair share of the total);
     large when the residual variance is many orders of magnitude below the spread of the
     response within the random effects' reach.  Where ``Q`` comes as a sum of positive
     parts (:func:`residual_cross_products`: one random-design column with the
@@ -107,7 +109,7 @@ def resolution(step: StepSums, prof: Profile, glob: GlobalStats) -> float:
     else:
         parts = np.abs(glob.xyxy) + np.abs(step.m)
     size = float(w @ parts @ w)
-    return 16.0 * np.finfo(float).eps * size / prof.q
+    return float(np.finfo(float).eps) * size / prof.q
 
 
 def _constant(fac: float, glob: GlobalStats) -> float:

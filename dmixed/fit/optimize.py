@@ -573,6 +573,8 @@ class _Optimization:
         moved = False
         for _ in range(steps):
             ev = obj.evaluate(cur_packed)
+            if ev.step is None:  # a rejected point (not finite, or not resolved)
+                break
             d_psi, d_tau = obj.score_parts(ev)
             grad = layout.score_packed(d_psi, d_tau, theta, use_sqrt=False)[movable]
             size = float(np.max(np.abs(grad)))

@@ -65,8 +65,6 @@ def _weighted_rows(endog, exog, ztilde, weights, std: Standardization | None = N
     n, p = exog.shape
     r = ztilde.shape[1]
     shifts = None if std is None else np.append(std.x_shift, std.y_shift)
-    if std is not None:
-        std.check_intercepts(exog, ztilde[:, : std.k_re])
     shifted = shifts is not None and bool(np.any(shifts != 0))
     if not shifted and weights is None and exog.flags.f_contiguous:
         gram = np.empty((p + 1, p + 1))

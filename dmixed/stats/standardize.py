@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import CheckpointError, DataError
+from ..errors import CheckpointError
 from .layout import tril_indices
 
 #: Rows (from the start of the data) the shifts and scales are chosen from.
@@ -140,9 +140,10 @@ class Standardization:
         exog : ndarray (n, p)
         exog_re : ndarray (n, q)
         intercepts : (int, int), optional
-            The intercept columns of ``exog`` and ``exog_re`` (−1: none), e.g. from the
-            formula; default: the first column that is 1 in every row given (all rows
-            are checked, not only the sample).
+            The intercept columns of ``exog`` and ``exog_re`` (−1: none), from the
+            formula (formulaic's intercept is 1 in every row of every partition);
+            default: the first column that is 1 in every row given (all rows are
+            checked, not only the sample: the caller gives all the rows it has).
         """
         m = SAMPLE_ROWS
         x = np.asarray(exog, dtype=np.float64)[:m]
@@ -176,27 +177,6 @@ class Standardization:
         )
 
     # -- the rows ----------------------------------------------------------------------
-
-    def check_intercepts(self, exog: np.ndarray, exog_re: np.ndarray) -> None:
-        """Refuse rows where a column taken for the intercept is not 1.
-
-        The shifts are chosen from the first rows; a column that was all ones there
-        but is not in later rows would make them wrong.
-
-        Raises
-        ------
-        DataError
-        """
-        for name, mat, j in (
-            ("exog", exog, self.x_intercept),
-            ("exog_re", exog_re, self.z_intercept),
-        ):
-            if j >= 0 and not np.all(mat[:, j] == 1.0):
-                raise DataError(
-                    f"column {j} of {name} was 1 in every one of the first rows (an "
-                    "intercept) but is not 1 in later rows: put the rows in another order "
-                    "or drop the column"
-                )
 
     def conversion_to(self, target: Standardization) -> tuple[np.ndarray, np.ndarray]:
         """``(M_x (k × k), M_z (q × q))`` taking columns in this map to ``target``'s:

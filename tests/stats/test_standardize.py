@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dmixed import kernels
-from dmixed.errors import CheckpointError, DataError
+from dmixed.errors import CheckpointError
 from dmixed.stats.packed import PackedLayout
 from dmixed.stats.standardize import SHIFT_ABOVE, Standardization
 
@@ -45,13 +45,14 @@ def test_no_intercept_means_no_shifts():
     assert std.x_scale[0] == 2.0**20  # scaled by its size about zero
 
 
-def test_a_column_of_ones_only_in_the_first_rows_is_refused():
-    _, endog, exog, exog_re = _rows(2)
-    std = Standardization.choose(endog[:10], exog[:10], exog_re[:10], intercepts=(0, 0))
-    bad = exog.copy()
-    bad[50, 0] = 0.0
-    with pytest.raises(DataError, match="column 0 of exog was 1"):
-        std.check_intercepts(bad, exog_re)
+def test_a_column_of_ones_only_in_the_first_rows_is_no_intercept():
+    """Without the formula's word for it, the intercept is a column of ones in every
+    row given, not only in the sample the shifts come from."""
+    _, endog, exog, exog_re = _rows(2, offset=1e6)
+    exog = exog.copy()
+    exog[-1, 0] = 0.0  # ones in the first rows only
+    std = Standardization.choose(endog, exog, exog_re[:, 1:])
+    assert std.x_intercept == -1 and not std.x_shift.any()
 
 
 def test_json_round_trip_and_malformed_maps():
