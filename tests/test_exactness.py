@@ -257,3 +257,53 @@ def test_a_timestamp_covariate_is_not_rank_deficient_and_a_large_response_varies
     _close(res.scale * 1e6, ref.scale, 1e-6, what="σ²")
     with pytest.raises(dmixed.DataError, match="rank deficient"):
         _fit(df.assign(t2=2.0 * df["t"] + 3.0), "y ~ t + t2")
+
+
+@pytest.mark.parametrize("residual_sd", [1.0, 0.3])
+def test_random_slopes_a_thousand_times_the_residual_reach_the_maximum(residual_sd):
+    """Groups' intercepts and slopes of sd 1e3 over a residual sd of 1 or 0.3: the fit
+    is the likelihood at its estimates and at least statsmodels' maximum (a tester's
+    case: an over-cautious precision limit once stopped it short, converged=True)."""
+    from statsmodels.regression.mixed_linear_model import MixedLM as SmMixedLM
+
+    rng = np.random.default_rng(4)
+    g = np.repeat(np.arange(40), 15)
+    x1, x2 = rng.normal(size=g.size), rng.normal(size=g.size)
+    b0, b1 = rng.normal(size=40)[g] * 1e3, rng.normal(size=40)[g] * 1e3
+    y = 1 + x1 + b0 + b1 * x1 + residual_sd * rng.normal(size=g.size)
+    df = pd.DataFrame({"y": y, "x1": x1, "x2": x2, "g": g})
+    model = dmixed.MixedLM.from_formula("y ~ x1 + x2", df, groups="g", re_formula="1 + x1")
+    res = model.fit()
+    assert res.converged
+    assert_fit_is_consistent(res, rtol=1e-9, local_max=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sm = SmMixedLM.from_formula("y ~ x1 + x2", df, groups="g", re_formula="1 + x1").fit()
+    assert res.llf >= float(sm.llf) - 1e-6
+
+
+@pytest.mark.parametrize(("column", "factor"), [("x1", 1e-150), ("x1", 1e300), ("y", 1e-300)])
+def test_columns_near_the_ends_of_float64_fit_exactly(column, factor):
+    """Columns in units near 1e±150..300: their products would leave float64's range,
+    so the map scales those rows up front (still exactly); the fit is the reference's,
+    mapped back."""
+    rng = np.random.default_rng(150)
+    g = np.repeat(np.arange(30), 8)
+    x1 = rng.normal(size=g.size)
+    y = 1 + 0.5 * x1 + rng.normal(size=30)[g] + rng.normal(size=g.size)
+    df = pd.DataFrame({"y": y, "x1": x1, "g": g})
+    ref = _fit(df, "y ~ x1")
+    res = _fit(df.assign(**{column: df[column] * factor}), "y ~ x1")
+    k = factor if column == "y" else 1.0
+    slope = ref.fe_params.iloc[1] * (k if column == "y" else 1.0 / factor)
+    _close(res.fe_params.iloc[1], slope, 1e-7, what="slope")
+    _close(res.scale, ref.scale * k**2, 1e-7, what="σ²")
+
+
+def test_estimates_beyond_float64_in_the_data_units_are_a_clear_error():
+    rng = np.random.default_rng(151)
+    g = np.repeat(np.arange(30), 8)
+    df = pd.DataFrame({"y": rng.normal(size=g.size) * 1e300, "g": g})
+    df["x"] = rng.normal(size=g.size)
+    with pytest.raises(dmixed.DataError, match="beyond float64's range"):
+        _fit(df)

@@ -108,7 +108,7 @@ class Coordinates:
         return self.columns.beta_from_std(beta_std)
 
     def scale(self, scale_std: float) -> float:
-        return float(scale_std) * self.columns.y_scale**2
+        return float(np.float64(scale_std) * np.float64(self.columns.y_scale) ** 2)
 
     def llf(self, llf_std: float, n: int, reml: bool) -> float:
         return float(llf_std) + self.columns.llf_offset(n, reml)
@@ -137,7 +137,8 @@ class Coordinates:
         """
         inv = np.linalg.inv(self.jacobian())
         undefined = np.isnan(cov_opt)
-        out = inv @ np.where(undefined, 0.0, cov_opt) @ inv.T
+        with np.errstate(over="ignore", invalid="ignore"):  # inf where units near 1e±300
+            out = inv @ np.where(undefined, 0.0, cov_opt) @ inv.T
         if undefined.any():
             reach = np.abs(inv) > 0
             out[(reach.astype(float) @ undefined @ reach.T.astype(float)) > 0] = np.nan

@@ -114,6 +114,44 @@ def _share(zcols, xcols, ztilde, exog, std: Standardization | None) -> list:
     return out
 
 
+#: Columns whose scale is beyond 2^±this are scaled row by row (their products would
+#: leave float64's range before the sums are scaled).
+EXTREME_SCALE_LOG2 = 400
+
+
+def _tame(endog, exog, ztilde, std: Standardization | None):
+    """The rows and map with every column of extreme scale divided by it up front.
+
+    ``(v − c)/s = (v/s − c/s)/1``: the same statistics, with the power of two moved
+    from the sums to the rows where the products of such columns would overflow or
+    underflow (values beyond about 1e±150)."""
+    if std is None:
+        return endog, exog, ztilde, std
+    sx = np.append(std.x_scale, std.y_scale)
+    wild_x = np.abs(np.log2(sx)) > EXTREME_SCALE_LOG2
+    wild_z = np.abs(np.log2(std.z_scale)) > EXTREME_SCALE_LOG2
+    if not (wild_x.any() or wild_z.any()):
+        return endog, exog, ztilde, std
+    p, q = std.k_fe, std.k_re
+    div_x = np.where(wild_x, sx, 1.0)
+    div_z = np.where(wild_z, std.z_scale, 1.0)
+    exog = np.asfortranarray(np.asarray(exog, dtype=np.float64) / div_x[:p])
+    endog = np.asarray(endog, dtype=np.float64) / div_x[p]
+    ztilde = np.array(ztilde, dtype=np.float64, order="F")
+    ztilde[:, :q] /= div_z
+    tamed = Standardization(
+        std.x_shift / div_x[:p],
+        std.x_scale / div_x[:p],
+        std.y_shift / div_x[p],
+        std.y_scale / div_x[p],
+        std.z_shift / div_z,
+        std.z_scale / div_z,
+        std.x_intercept,
+        std.z_intercept,
+    )
+    return endog, exog, ztilde, tamed
+
+
 def _column_scales(std: Standardization | None, layout: PackedLayout) -> np.ndarray | None:
     """The factor of every packed column, ``1/(s_a s_b)``: the map's scales applied to
     the sums (exact: powers of two); None when all are 1."""
@@ -223,6 +261,7 @@ def accumulate_packed_into(
     :func:`accumulate_packed`).
     """
     codes = np.asarray(codes, dtype=np.int64)
+    endog, exog, ztilde, std = _tame(endog, exog, ztilde, std)
     xcols, zcols, sum_log_w, gram = _weighted_rows(endog, exog, ztilde, weights, std)
     k = len(xcols)
     layout = PackedLayout(len(zcols), k)

@@ -476,6 +476,31 @@ class MixedLMResults:
         )
 
 
+def _mapped_back(coords: Coordinates, psi_opt, prof) -> tuple[np.ndarray, float, np.ndarray]:
+    """``(Ψ*, σ², β)`` in the data's own units.
+
+    Raises
+    ------
+    DataError
+        They are beyond float64's range there (columns in units near 1e±300): the fit
+        itself is fine, its numbers cannot be written in those units.
+    """
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            psi = coords.psi(psi_opt)
+            beta = coords.beta(prof.beta)
+            scale = coords.scale(prof.scale)
+    except (OverflowError, np.linalg.LinAlgError):
+        psi = np.full_like(psi_opt, np.inf)
+        beta, scale = np.full_like(prof.beta, np.inf), np.inf
+    if not (np.all(np.isfinite(psi)) and np.all(np.isfinite(beta)) and np.isfinite(scale)):
+        raise DataError(
+            "the estimates are beyond float64's range in the data's own units (a column "
+            "whose values are near 1e±300?): rescale that column (e.g. to other units)"
+        )
+    return psi, scale, beta
+
+
 def _record_fit(
     model, stats, reml, estimate, cov_fe, optimize_result, fit_seconds, coords: Coordinates
 ) -> ResultsState:
@@ -489,9 +514,7 @@ def _record_fit(
     use_sqrt = model.use_sqrt
     n = int(stats.glob.n)
     psi_opt, tau = layout.unpack(packed, use_sqrt)
-    psi = coords.psi(psi_opt)
-    scale = coords.scale(prof.scale)
-    beta = coords.beta(prof.beta)
+    psi, scale, beta = _mapped_back(coords, psi_opt, prof)
     rows, cols = layout.tril()
     # BLUPs and their conditional covariances: one kernel call, no data pass
     blup, cond = coords.blups(*stats.engine.random_effects(coords.lam(packed, use_sqrt), prof.w))

@@ -82,13 +82,17 @@ def _choose_columns(
         col = col[np.isfinite(col)]
         if col.size == 0:
             continue
-        mean = float(np.mean(col))
-        sd = float(np.sqrt(np.mean((col - mean) ** 2)))
+        size = float(np.max(np.abs(col)))
+        if size == 0.0:
+            continue
+        unit = col / size  # squares of columns near 1e±300 would leave float64's range
+        mean = float(np.mean(unit))
+        sd = float(np.sqrt(np.mean((unit - mean) ** 2)))
         if shift and abs(mean) > SHIFT_ABOVE * sd:
-            c[j] = mean
-        spread = float(np.sqrt(np.mean((col - c[j]) ** 2)))
+            c[j] = mean * size
+        spread = float(np.sqrt(np.mean((unit - c[j] / size) ** 2))) * size
         if spread == 0.0:  # constant in the sample: scale by its size instead
-            spread = float(np.max(np.abs(col)))
+            spread = size
         s[j] = _power_of_two(spread)
     return c, s
 
@@ -349,5 +353,6 @@ def psi_map_matrix(a: np.ndarray, k_vc: int) -> np.ndarray:
         e = np.zeros((q, q))
         e[ra, cb] = 1.0
         e[cb, ra] = 1.0
-        out[:m, j] = (a @ e @ a.T)[rows, cols]
+        with np.errstate(over="ignore", invalid="ignore"):  # inf for units near 1e±300
+            out[:m, j] = (a @ e @ a.T)[rows, cols]
     return out
