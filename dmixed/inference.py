@@ -100,6 +100,10 @@ class ProfileProblem:
         lam_std = lam.copy()
         if re_map is not None:
             lam_std[:q, :q] = re_map @ lam[:q, :q]
+        vc_map = None if coords is None else coords.vc_map
+        if vc_map is not None:  # a component's columns in the statistics are v / s_l
+            idx = np.arange(q, self.layout.r)
+            lam_std[idx, idx] *= vc_map[self.layout.slot_component]
         # σ² and ℓ in the statistics' coordinates, ℓ mapped back (a constant shift)
         sigma2_std = sigma2 if coords is None else sigma2 / coords.columns.y_scale**2
         step = self.engine.step(lam_std, q)
@@ -115,6 +119,8 @@ class ProfileProblem:
         )
         if re_map is not None:
             d_psi = re_map.T @ d_psi @ re_map
+        if vc_map is not None:  # τ̃ = f² τ: ∂ℓ/∂τ = f² ∂ℓ/∂τ̃
+            d_tau = d_tau * vc_map**2
         grad = np.zeros(self.layout.n_params)
         if q:
             pmat = np.eye(q)[self.perm]

@@ -85,9 +85,9 @@ def statistics_from_rows(
     ztilde = kernels.dense_random_design(rows.exog_re, slots, rows.vc_vals, widths)
     std = standardization
     if std is None:
-        std = Standardization.choose(rows.endog, rows.exog, rows.exog_re, intercepts)
+        std = Standardization.choose(rows.endog, rows.exog, rows.exog_re, intercepts, rows.vc_vals)
     st = kernels.accumulate_statistics(
-        codes, n_groups, rows.endog, rows.exog, ztilde, rows.weights, std
+        codes, n_groups, rows.endog, rows.exog, ztilde, rows.weights, std, widths
     )
     return FittedStatistics(
         engine=LocalEngine(st["zz"], st["zxy"]),

@@ -8,7 +8,9 @@
   optimizer works in the statistics' coordinates, where the problem is scale free.  A
   ``free`` mask is a zero pattern (or held values) in the model's ``Ψ*``, which the
   shift part of ``A`` does not keep, so then ``A_o = S_z`` (the scales only, which keep
-  it) and the objective maps ``Λ̃ = C Λ_o`` with ``C = A A_o⁻¹``.
+  it) and the objective maps ``Λ̃ = C Λ_o`` with ``C = A A_o⁻¹``.  A variance
+  component is always in the statistics' coordinates, ``τ_o = τ̃* = s_l² τ*`` (its
+  scale keeps a held value held).
 
 ``β`` and ``σ²`` are profiled out and live in the statistics' coordinates throughout the
 optimization; they and ``ℓ`` are mapped back once, at the end.
@@ -40,18 +42,27 @@ class Coordinates:
     columns: Standardization
     a_opt: np.ndarray
     layout: Layout
+    tau_opt: np.ndarray  # c_l with τ_o = c_l τ*_l
 
     @classmethod
     def for_fit(cls, columns: Standardization, layout: Layout, all_free: bool) -> Coordinates:
         """The optimizer in the statistics' coordinates when ``all_free``, else in the
-        scaled (not shifted) ones."""
+        scaled (not shifted) ones; the variance components always in the statistics'
+        (a scale keeps a held value held)."""
         a_opt = columns.re_matrix() if all_free else columns.re_scale_matrix()
-        return cls(columns, a_opt, layout)
+        return cls(columns, a_opt, layout, columns.vc_scales(layout.k_vc) ** 2)
 
     @classmethod
     def model(cls, columns: Standardization, layout: Layout) -> Coordinates:
-        """The optimizer's coordinates are the model's own (``A_o = I``)."""
-        return cls(columns, np.eye(layout.k_re), layout)
+        """The optimizer's coordinates are the model's own (``A_o = I``, ``c = 1``)."""
+        return cls(columns, np.eye(layout.k_re), layout, np.ones(layout.k_vc))
+
+    @property
+    def vc_map(self) -> np.ndarray | None:
+        """Per component, the factor on its ``s`` entries of Λ from the optimizer's
+        coordinates to the statistics' (``s_l / √c_l``); None when all are 1."""
+        f = self.columns.vc_scales(self.layout.k_vc) / np.sqrt(self.tau_opt)
+        return None if np.all(f == 1.0) else f
 
     # -- Ψ between the systems ---------------------------------------------------------
 
@@ -67,23 +78,25 @@ class Coordinates:
         With a diagonal ``A_o`` and the square-root packing, ``L_o = A_o L`` entry by
         entry, so that a held (``free`` = 0) entry of ``L`` stays where it is.
         """
-        return self._map(packed, use_sqrt, self.a_opt)
+        return self._map(packed, use_sqrt, self.a_opt, self.tau_opt)
 
     def from_opt(self, packed: np.ndarray, use_sqrt: bool) -> np.ndarray:
         """Packed parameters of the optimizer → the model's (same packing)."""
-        return self._map(packed, use_sqrt, np.linalg.inv(self.a_opt))
+        return self._map(packed, use_sqrt, np.linalg.inv(self.a_opt), 1.0 / self.tau_opt)
 
-    def _map(self, packed: np.ndarray, use_sqrt: bool, a: np.ndarray) -> np.ndarray:
+    def _map(self, packed: np.ndarray, use_sqrt: bool, a: np.ndarray, c: np.ndarray) -> np.ndarray:
+        """Ψ → a Ψ a', τ → c τ (packed as ``use_sqrt`` packs, both ways)."""
         layout = self.layout
-        packed = np.asarray(packed, dtype=np.float64)
+        out = np.asarray(packed, dtype=np.float64).copy()
+        k2 = layout.k_re2
+        out[k2:] = out[k2:] * (np.sqrt(c) if use_sqrt else c)
         if layout.k_re == 0 or np.array_equal(a, np.eye(layout.k_re)):
-            return packed.copy()
-        if use_sqrt and np.array_equal(a, np.diag(np.diag(a))):
-            rows, cols = layout.tril()
-            out = packed.copy()
-            out[: layout.k_re2] = packed[: layout.k_re2] * np.diag(a)[rows]
             return out
-        psi, tau = layout.unpack(packed, use_sqrt)
+        if use_sqrt and np.array_equal(a, np.diag(np.diag(a))):
+            rows, _ = layout.tril()
+            out[:k2] = out[:k2] * np.diag(a)[rows]
+            return out
+        psi, tau = layout.unpack(out, use_sqrt)
         out_psi = a @ psi @ a.T
         return layout.pack(0.5 * (out_psi + out_psi.T), tau, use_sqrt)
 
@@ -91,9 +104,13 @@ class Coordinates:
         """Λ̃ (the statistics' coordinates) at the optimizer's ``packed_opt``."""
         lam = self.layout.lam(packed_opt, use_sqrt)
         c = self.re_map
+        q = self.layout.k_re
         if c is not None:
-            q = self.layout.k_re
             lam[:q, :q] = c @ lam[:q, :q]
+        f = self.vc_map
+        if f is not None:
+            idx = np.arange(q, self.layout.r)
+            lam[idx, idx] *= f[self.layout.slot_component]
         return lam
 
     # -- the estimates -----------------------------------------------------------------
@@ -103,6 +120,10 @@ class Coordinates:
         inv = np.linalg.inv(self.a_opt)
         out = inv @ psi_opt @ inv.T
         return 0.5 * (out + out.T)
+
+    def tau(self, tau_opt: np.ndarray) -> np.ndarray:
+        """``τ* = τ_o / c``."""
+        return np.asarray(tau_opt, dtype=np.float64) / self.tau_opt
 
     def beta(self, beta_std: np.ndarray) -> np.ndarray:
         return self.columns.beta_from_std(beta_std)
@@ -117,7 +138,7 @@ class Coordinates:
         return self.columns.a_inv_from_std(a_inv_std)
 
     def blups(self, blup: np.ndarray, cond: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self.columns.blups_from_std(blup, cond)
+        return self.columns.blups_from_std(blup, cond, self.layout.vc_widths)
 
     def jacobian(self) -> np.ndarray:
         """``J = ∂[β̃, θ_o] / ∂[β, θ] = blockdiag(T / s_y, M(A_o))`` (a constant: every
@@ -125,6 +146,8 @@ class Coordinates:
         cols = self.columns
         p = cols.k_fe
         m = psi_map_matrix(self.a_opt, self.layout.k_vc)
+        k2 = self.layout.k_re2
+        m[k2:, k2:] = np.diag(self.tau_opt)
         jac = np.zeros((p + m.shape[0], p + m.shape[0]))
         jac[:p, :p] = cols.fe_matrix() / cols.y_scale
         jac[p:, p:] = m

@@ -148,17 +148,21 @@ def _tame(endog, exog, ztilde, std: Standardization | None):
         std.z_scale / div_z,
         std.x_intercept,
         std.z_intercept,
+        std.vc_scale,
     )
     return endog, exog, ztilde, tamed
 
 
-def _column_scales(std: Standardization | None, layout: PackedLayout) -> np.ndarray | None:
+def _column_scales(
+    std: Standardization | None, layout: PackedLayout, vc_widths=()
+) -> np.ndarray | None:
     """The factor of every packed column, ``1/(s_a s_b)``: the map's scales applied to
     the sums (exact: powers of two); None when all are 1."""
     if std is None:
         return None
     sz = np.ones(layout.r)
     sz[: std.k_re] = std.z_scale
+    sz[std.k_re :] = std.slot_scales(vc_widths)
     sx = np.append(std.x_scale, std.y_scale)
     rows, cols = layout.zz_index
     out = np.concatenate([[1.0], 1.0 / (sz[rows] * sz[cols]), (1.0 / np.outer(sz, sx)).ravel()])
@@ -249,6 +253,7 @@ def accumulate_packed_into(
     ztilde: np.ndarray,
     weights: np.ndarray | None = None,
     std: Standardization | None = None,
+    vc_widths=(),
 ) -> dict:
     """Add these rows' per-group statistics to ``acc`` (column-major packed layout).
 
@@ -257,7 +262,8 @@ def accumulate_packed_into(
     accumulator without per-partition temporaries of size ``G × width``.  ``codes`` are
     the rows' group positions in ``0 .. G-1``.  Each distinct sum is one ``bincount``
     (:func:`product_plan`).  ``std``: the columns' map (:mod:`dmixed.stats.standardize`;
-    ``None``: raw columns).  Returns the rows' global sums (see
+    ``None``: raw columns); ``vc_widths``: the slots of each variance component (whose
+    columns take its scale).  Returns the rows' global sums (see
     :func:`accumulate_packed`).
     """
     codes = np.asarray(codes, dtype=np.int64)
@@ -273,7 +279,7 @@ def accumulate_packed_into(
         target, codes = np.unique(codes, return_inverse=True)
         codes = codes.reshape(-1)
         n_groups = target.size
-    scales = _column_scales(std, layout)
+    scales = _column_scales(std, layout, vc_widths)
     # the within-group sums are wanted where the profile uses them: one random-design
     # column, the intercept (fit.objective.residual_cross_products)
     within_at = -1 if std is None or layout.r != 1 else std.z_intercept
@@ -378,6 +384,7 @@ def accumulate_packed(
     ztilde: np.ndarray,
     weights: np.ndarray | None = None,
     std: Standardization | None = None,
+    vc_widths=(),
 ) -> tuple[np.ndarray, dict]:
     """One pass over rows: per-group statistics as one row of numbers per group.
 
@@ -393,7 +400,7 @@ def accumulate_packed(
     """
     layout = PackedLayout(np.shape(ztilde)[1], np.shape(exog)[1] + 1)
     acc = np.zeros((layout.width, n_groups))
-    glob = accumulate_packed_into(acc, codes, endog, exog, ztilde, weights, std)
+    glob = accumulate_packed_into(acc, codes, endog, exog, ztilde, weights, std, vc_widths)
     return np.ascontiguousarray(acc.T), glob
 
 
@@ -410,6 +417,7 @@ def accumulate_statistics(
     ztilde: np.ndarray,
     weights: np.ndarray | None = None,
     std: Standardization | None = None,
+    vc_widths=(),
 ) -> dict[str, np.ndarray]:
     """One pass over rows: per-group and global sufficient statistics (unpacked).
 
@@ -421,6 +429,6 @@ def accumulate_statistics(
         ``sum_log_weights`` (rows scaled by √w first, see :func:`_weighted_rows`).
     """
     r = np.asarray(ztilde).shape[1]
-    packed, glob = accumulate_packed(codes, n_groups, endog, exog, ztilde, weights, std)
+    packed, glob = accumulate_packed(codes, n_groups, endog, exog, ztilde, weights, std, vc_widths)
     nobs, zz, zxy = unpack_statistics(packed, r)
     return {"zz": zz, "zxy": zxy, "nobs": nobs, **glob}

@@ -513,7 +513,8 @@ def _record_fit(
     layout = stats.layout
     use_sqrt = model.use_sqrt
     n = int(stats.glob.n)
-    psi_opt, tau = layout.unpack(packed, use_sqrt)
+    psi_opt, tau_opt = layout.unpack(packed, use_sqrt)
+    tau = coords.tau(tau_opt)
     psi, scale, beta = _mapped_back(coords, psi_opt, prof)
     rows, cols = layout.tril()
     # BLUPs and their conditional covariances: one kernel call, no data pass

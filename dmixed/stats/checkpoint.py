@@ -76,9 +76,7 @@ class GroupArrays:
         :meth:`~dmixed.stats.standardize.Standardization.conversion_to`)."""
         if self.columns == target:
             return self
-        m_x, m_zq = self.columns.conversion_to(target)
-        m_z = np.eye(self.layout.r)
-        m_z[: m_zq.shape[0], : m_zq.shape[0]] = m_zq
+        m_x, m_z = self.columns.conversion_to(target, self.layout.vc_widths)
         zz = np.einsum("ca,gcd,db->gab", m_z, self.zz, m_z)
         zxy = np.einsum("ca,gcj,jk->gak", m_z, self.zxy, m_x)
         within = self.glob.within

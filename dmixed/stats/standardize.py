@@ -26,13 +26,13 @@ the model's own estimates are exactly::
     ℓ  = ℓ̃ − f log s_y − [REML] log|det T|        (f = n for ML, n − p for REML)
 
 (``b = s_y A⁻¹ b̃`` for the random effects; the profile-scale Ψ* does not see ``s_y``.)
-Variance-component columns are not transformed (their variance is shared by all the
-columns of a component, which a per-column map would break).
+A variance component's columns share one scale and no shift (their variance is shared
+by all of them): ``τ* = τ̃* / s_l²``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -64,6 +64,16 @@ def _ones_column(matrix: np.ndarray) -> int:
 #: that its cross-products lose at most a few bits (about (mean/spread)² ε), and a
 #: column left as it is costs nothing per row.
 SHIFT_ABOVE = 8.0
+
+
+def _vc_scale(values: np.ndarray) -> float:
+    """The power of two nearest the root mean square of the non-zero finite entries."""
+    v = np.asarray(values, dtype=np.float64).ravel()[: SAMPLE_ROWS * 8]
+    v = v[np.isfinite(v) & (v != 0)]
+    if v.size == 0:
+        return 1.0
+    size = float(np.max(np.abs(v)))
+    return _power_of_two(size * float(np.sqrt(np.mean((v / size) ** 2))))
 
 
 def _choose_columns(
@@ -110,6 +120,10 @@ class Standardization:
         For the ``exog_re`` columns of ``Z̃``.
     x_intercept, z_intercept : int
         The column of ones of ``X`` / ``Z`` (−1: none, and then no shifts there).
+    vc_scale : ndarray (d,)
+        One power-of-two scale per variance component, shared by all its columns (its
+        variance is shared too): the columns become ``v / s_l``, so ``τ̃*_l = s_l² τ*_l``
+        and a random effect ``b = b̃ / s_l``.  Empty: no components (all 1).
     """
 
     x_shift: np.ndarray
@@ -120,6 +134,7 @@ class Standardization:
     z_scale: np.ndarray
     x_intercept: int
     z_intercept: int
+    vc_scale: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     # -- construction ------------------------------------------------------------------
 
@@ -128,6 +143,15 @@ class Standardization:
         """No shift, no scale: the raw columns (what statistics saved before had)."""
         return cls(np.zeros(p), np.ones(p), 0.0, 1.0, np.zeros(q), np.ones(q), -1, -1)
 
+    def vc_scales(self, k_vc: int) -> np.ndarray:
+        """``s_l`` of each of ``k_vc`` components (ones where none were chosen)."""
+        return self.vc_scale if self.vc_scale.size == k_vc else np.ones(k_vc)
+
+    def slot_scales(self, vc_widths) -> np.ndarray:
+        """The scale of every variance-component slot (each its component's)."""
+        widths = np.asarray(vc_widths, dtype=np.int64)
+        return np.repeat(self.vc_scales(widths.size), widths)
+
     @classmethod
     def choose(
         cls,
@@ -135,6 +159,7 @@ class Standardization:
         exog: np.ndarray,
         exog_re: np.ndarray,
         intercepts: tuple[int, int] | None = None,
+        vc_vals: list[np.ndarray] | None = None,
     ) -> Standardization:
         """The map for data whose first rows are these (at most :data:`SAMPLE_ROWS` used).
 
@@ -148,6 +173,9 @@ class Standardization:
             formula (formulaic's intercept is 1 in every row of every partition);
             default: the first column that is 1 in every row given (all rows are
             checked, not only the sample: the caller gives all the rows it has).
+        vc_vals : list of ndarray, optional
+            Per variance component, its values (any shape; zeros are no entry): the
+            component's scale is the power of two nearest their root mean square.
         """
         m = SAMPLE_ROWS
         x = np.asarray(exog, dtype=np.float64)[:m]
@@ -160,7 +188,8 @@ class Standardization:
         cx, sx = _choose_columns(x, xi, shift=xi >= 0)
         cy, sy = _choose_columns(y, -1, shift=xi >= 0)
         cz, sz = _choose_columns(z, zi, shift=zi >= 0)
-        return cls(cx, sx, float(cy[0]), float(sy[0]), cz, sz, xi, zi)
+        vc = np.array([_vc_scale(v) for v in (vc_vals or [])], dtype=np.float64)
+        return cls(cx, sx, float(cy[0]), float(sy[0]), cz, sz, xi, zi, vc)
 
     @property
     def k_fe(self) -> int:
@@ -178,13 +207,15 @@ class Standardization:
             and self.y_scale == 1
             and not self.z_shift.any()
             and (self.z_scale == 1).all()
+            and (self.vc_scale == 1).all()
         )
 
     # -- the rows ----------------------------------------------------------------------
 
-    def conversion_to(self, target: Standardization) -> tuple[np.ndarray, np.ndarray]:
-        """``(M_x (k × k), M_z (q × q))`` taking columns in this map to ``target``'s:
-        ``[X̃ ỹ]_target = [X̃ ỹ] M_x`` and ``Z̃_target = Z̃ M_z``.
+    def conversion_to(self, target: Standardization, vc_widths=()) -> tuple[np.ndarray, np.ndarray]:
+        """``(M_x (k × k), M_z (r × r))`` taking columns in this map to ``target``'s:
+        ``[X̃ ỹ]_target = [X̃ ỹ] M_x`` and ``Z̃_target = Z̃ M_z`` (``vc_widths``: the
+        slots of each variance component, whose columns take its scale's ratio).
 
         Column ``v`` becomes ``a ṽ + b·1`` with ``a = s/s_t`` (a power of two) and
         ``b = (c − c_t)/s_t``; the ones come from the intercept column, which both maps
@@ -201,11 +232,16 @@ class Standardization:
         tcx = np.append(target.x_shift, target.y_shift)
         tsx = np.append(target.x_scale, target.y_scale)
         m_x = _affine(sx / tsx, (cx - tcx) / tsx, self.x_intercept)
-        m_z = _affine(
+        m_zq = _affine(
             self.z_scale / target.z_scale,
             (self.z_shift - target.z_shift) / target.z_scale,
             self.z_intercept,
         )
+        ratio = self.slot_scales(vc_widths) / target.slot_scales(vc_widths)
+        q = m_zq.shape[0]
+        m_z = np.eye(q + ratio.size)
+        m_z[:q, :q] = m_zq
+        m_z[q:, q:] = np.diag(ratio)
         return m_x, m_z
 
     def same_map(self, x_j: int, z_a: int) -> bool:
@@ -261,19 +297,25 @@ class Standardization:
         out = t_inv @ a_inv_std @ t_inv.T
         return 0.5 * (out + out.T)
 
-    def blups_from_std(self, blup: np.ndarray, cond: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def blups_from_std(
+        self, blup: np.ndarray, cond: np.ndarray, vc_widths=()
+    ) -> tuple[np.ndarray, np.ndarray]:
         """BLUPs ``b = s_y A⁻¹ b̃`` (G, r) and their covariances relative to σ²,
-        ``A⁻¹ C̃ A⁻ᵀ`` (G, r, r); variance-component slots only take ``s_y``."""
+        ``A⁻¹ C̃ A⁻ᵀ`` (G, r, r); a variance-component slot's ``b = s_y b̃ / s_l``."""
         q = self.k_re
         a = self.re_matrix()
-        if np.array_equal(a, np.eye(q)):
+        slots = self.slot_scales(vc_widths)
+        if np.array_equal(a, np.eye(q)) and np.all(slots == 1.0):
             return (blup if self.y_scale == 1.0 else self.y_scale * blup), cond
         inv = np.linalg.inv(a)
         b = np.array(blup, dtype=np.float64)
         b[:, :q] = blup[:, :q] @ inv.T
+        b[:, q:] = blup[:, q:] / slots
         c = np.array(cond, dtype=np.float64)
         c[:, :q, :] = np.matmul(inv, cond[:, :q, :])  # rows of the exog_re block
         c[:, :, :q] = np.matmul(c[:, :, :q], inv.T)  # then its columns
+        c[:, q:, :] /= slots[:, None]
+        c[:, :, q:] /= slots
         return self.y_scale * b, c
 
     # -- saved form ----------------------------------------------------------------------
@@ -288,6 +330,7 @@ class Standardization:
             "z_scale": self.z_scale.tolist(),
             "x_intercept": self.x_intercept,
             "z_intercept": self.z_intercept,
+            "vc_scale": self.vc_scale.tolist(),
         }
 
     @classmethod
@@ -309,10 +352,11 @@ class Standardization:
                 np.asarray(data["z_scale"], dtype=np.float64).reshape(q),
                 int(data["x_intercept"]),
                 int(data["z_intercept"]),
+                np.asarray(data.get("vc_scale", []), dtype=np.float64).reshape(-1),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"malformed column standardization: {exc}") from exc
-        scales = np.concatenate([out.x_scale, out.z_scale, [out.y_scale]])
+        scales = np.concatenate([out.x_scale, out.z_scale, [out.y_scale], out.vc_scale])
         if not (np.all(np.isfinite(scales)) and np.all(scales > 0)):
             raise CheckpointError("malformed column standardization: scales must be positive")
         return out

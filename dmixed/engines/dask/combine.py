@@ -168,7 +168,7 @@ class GroupAccumulator:
                 self.extra = self._new_index(np.empty(0, dtype=self.key_dtype))
         return col
 
-    def add(self, keys: np.ndarray, dm, ztilde: np.ndarray, std=None) -> dict:
+    def add(self, keys: np.ndarray, dm, ztilde: np.ndarray, std=None, vc_widths=()) -> dict:
         """Add one partition's rows (design matrices ``dm``, padded random design
         ``ztilde``, group ``keys``), their columns mapped by ``std``
         (:mod:`dmixed.stats.standardize`); returns their global sums (see
@@ -177,7 +177,7 @@ class GroupAccumulator:
         if col is None:
             col = self._hash_columns(keys)
         return kernels.accumulate_packed_into(
-            self.acc, col, dm.endog, dm.exog, ztilde, dm.weights, std
+            self.acc, col, dm.endog, dm.exog, ztilde, dm.weights, std, vc_widths
         )
 
     def result(self, n_buckets: int) -> list[Partial]:
@@ -271,20 +271,21 @@ def first_map(p: int, q: int, *maps: Standardization | None) -> Standardization:
 
 
 def _conversions(
-    std: Standardization | None, target: Standardization, packed: PackedLayout
+    std: Standardization | None, target: Standardization, packed: PackedLayout, vc_widths=()
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """``(W, W_global)`` taking packed rows in ``std`` to ``target``; None when no
     conversion is needed."""
     if std is None or std == target:
         return None
-    m_x, m_zq = std.conversion_to(target)
-    m_z = np.eye(packed.r)
-    m_z[: m_zq.shape[0], : m_zq.shape[0]] = m_zq
+    m_x, m_z = std.conversion_to(target, vc_widths)
     return packed.conversion(m_z, m_x), packed.global_conversion(m_x)
 
 
 def combine_converted(
-    target: Standardization, packed: PackedLayout, *pairs: tuple[Partial, Standardization | None]
+    target: Standardization,
+    packed: PackedLayout,
+    vc_widths: tuple,
+    *pairs: tuple[Partial, Standardization | None],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`combine_exact` of partials each in its own column map (``(partial,
     map)`` pairs), every one first converted to ``target``'s
@@ -292,13 +293,13 @@ def combine_converted(
     map is affine in the columns and the intercept carries the shifts)."""
     parts = []
     for (keys, values), std in pairs:
-        conv = _conversions(std, target, packed) if len(keys) else None
+        conv = _conversions(std, target, packed, vc_widths) if len(keys) else None
         parts.append((keys, values if conv is None else values @ conv[0]))
-    return combine_exact(target, packed, *parts)
+    return combine_exact(target, packed, vc_widths, *parts)
 
 
 def combine_exact(
-    target: Standardization, packed: PackedLayout, *parts
+    target: Standardization, packed: PackedLayout, vc_widths: tuple, *parts
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`combine_partials`, and the within-group sums' correction of the groups
     that several parts hold: ``(keys, values, correction)``.
@@ -346,12 +347,15 @@ def _chan_correction(parts, keys, values, packed: PackedLayout, e: int) -> np.nd
 
 
 def sum_converted(
-    target: Standardization, packed: PackedLayout, *pairs: tuple[np.ndarray, Standardization | None]
+    target: Standardization,
+    packed: PackedLayout,
+    vc_widths: tuple,
+    *pairs: tuple[np.ndarray, Standardization | None],
 ) -> np.ndarray:
     """:func:`sum_vectors` of packed global sums each in its own column map."""
     out = []
     for glob, std in pairs:
-        conv = _conversions(std, target, packed)
+        conv = _conversions(std, target, packed, vc_widths)
         if conv is not None:
             # NaN marks "no within-group sums": keep it out of the product
             absent = np.isnan(glob)

@@ -291,7 +291,16 @@ def statistics_from_dask(
         run.level, "data pass: %d partitions → %d blocks on %s", run.n_parts, n_blocks, run.where
     )
     graph = block_graph(
-        ddf, spec, slot_arg, packed, run.key_dtype, n_blocks, n_blocks, client, standardization
+        ddf,
+        spec,
+        slot_arg,
+        packed,
+        run.key_dtype,
+        n_blocks,
+        n_blocks,
+        client,
+        standardization,
+        layout.vc_widths,
     )
     if client is None:
         engine_obj, asm = _gather_in_process(graph, packed)

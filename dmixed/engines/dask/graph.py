@@ -263,6 +263,7 @@ def block_graph(
     n_chains: int,
     client=None,
     std=None,
+    vc_widths: tuple = (),
 ) -> list:
     """Delayed blocks: partial statistics → sums by group key → blocks.
 
@@ -285,31 +286,31 @@ def block_graph(
         p, q = len(spec.exog_names), len(spec.exog_re_names)
         target = dask.delayed(first_map, pure=True)(p, q, *maps)
     globs = [g for _, g, _ in parts]
-    global_sums = _converted_tree(sum_converted, _sum_node, globs, maps, target, packed)
+    # the variance components' slots (their columns take the component's scale)
+    conv = (target, packed, tuple(int(w) for w in vc_widths))
+    global_sums = _converted_tree(sum_converted, _sum_node, globs, maps, conv)
     blocks = []
     for b in range(n_blocks):
         bucket = [dask.delayed(operator.getitem, pure=True)(pp, b) for pp, _, _ in parts]
-        combined = _converted_tree(combine_converted, combine_exact, bucket, maps, target, packed)
+        combined = _converted_tree(combine_converted, combine_exact, bucket, maps, conv)
         first = global_sums if b == 0 else None
         blocks.append(dask.delayed(to_block, pure=True)(combined, packed, first, target))
     return blocks
 
 
-def _converted_tree(leaf, node, items: list, maps: list, target, packed, fan_in: int = 8):
+def _converted_tree(leaf, node, items: list, maps: list, conv: tuple, fan_in: int = 8):
     """Tree reduction whose first level (``leaf``) converts each item from its map to
-    ``target``'s; the levels above (``node(target, packed, *children)``) add items
-    already in it."""
+    the target's (``conv = (target, packed, vc_widths)``); the levels above
+    (``node(*conv, *children)``) add items already in it."""
     first = dask.delayed(leaf, pure=True)
     upper = dask.delayed(node, pure=True)
     pairs = list(zip(items, maps, strict=True))
-    level = [first(target, packed, *pairs[i : i + fan_in]) for i in range(0, len(pairs), fan_in)]
+    level = [first(*conv, *pairs[i : i + fan_in]) for i in range(0, len(pairs), fan_in)]
     while len(level) > 1:
-        level = [
-            upper(target, packed, *level[i : i + fan_in]) for i in range(0, len(level), fan_in)
-        ]
+        level = [upper(*conv, *level[i : i + fan_in]) for i in range(0, len(level), fan_in)]
     return level[0]
 
 
-def _sum_node(target, packed, *vectors):
+def _sum_node(target, packed, vc_widths, *vectors):
     """An upper node of the global sums' tree (already in ``target``'s map)."""
     return sum_vectors(*vectors)

@@ -66,7 +66,9 @@ def partition_standardization(dm, spec) -> Standardization:
     """The columns' map chosen from these rows (the design matrices ``dm`` of the first
     partition of a task with rows); see
     :meth:`~dmixed.stats.standardize.Standardization.choose`."""
-    return Standardization.choose(dm.endog, dm.exog, dm.exog_re, spec.intercept_columns())
+    return Standardization.choose(
+        dm.endog, dm.exog, dm.exog_re, spec.intercept_columns(), dm.vc_vals
+    )
 
 
 def partition_partials(
@@ -90,8 +92,9 @@ def partition_partials(
         std = partition_standardization(dm, spec)
     report_partitions(len(keys))
     codes, uniq = pd.factorize(keys)
+    widths = () if slot_map is None else slot_map.widths
     values, glob = kernels.accumulate_packed(
-        codes, len(uniq), dm.endog, dm.exog, ztilde, dm.weights, std
+        codes, len(uniq), dm.endog, dm.exog, ztilde, dm.weights, std, widths
     )
     parts = split_buckets(np.asarray(uniq), values, n_buckets)
     return parts, packed.pack_global(glob, dm.n_dropped), std
@@ -129,7 +132,8 @@ def accumulate_frames(
             std = partition_standardization(dm, spec)
         if keys.dtype != acc.key_dtype:
             keys = keys.astype(acc.key_dtype)
-        glob += packed.pack_global(acc.add(keys, dm, ztilde, std), n_dropped)
+        widths = () if slot_map is None else slot_map.widths
+        glob += packed.pack_global(acc.add(keys, dm, ztilde, std, widths), n_dropped)
         report.add(len(keys))
     report.flush()
     return acc.result(n_buckets), glob, std
