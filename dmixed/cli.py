@@ -379,9 +379,10 @@ def run_update(job: Job) -> int:
     done = {i["path"] for i in manifest.get("inputs", [])}
     again = [i["path"] for i in new_inputs if i["path"] in done]
     if again:
+        more = f" and {len(again) - 3} more" if len(again) > 3 else ""
         raise JobError(
-            f"input(s) already included in the statistics of {job.stats_dir}: {again[:3]}; "
-            "adding them again would count their rows twice"
+            f"{len(again)} input(s) already included in the statistics of {job.stats_dir}: "
+            f"{again[:3]}{more}; adding them again would count their rows twice"
         )
     old, _ = checkpoint.load_statistics(job.stats_dir)
     start = None
