@@ -13,7 +13,8 @@ left out when there are several):
   conversion to pandas), and a plain ``pyarrow.parquet.read_table`` of the same file and
   columns for comparison;
 - ``design``: the model's design matrices (``partials.partition_rows``);
-- ``sums``: the per-group sums into the chain's accumulator (``combine.GroupAccumulator.add``);
+- ``sums``: the per-group sums into the chain's accumulator (``combine.GroupAccumulator.add``)
+  in the chain's column map (chosen from its first partition, included);
 - minor page faults per partition.
 
 Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``; set it as above to see
@@ -49,7 +50,7 @@ def main() -> None:
     import dmixed
     from dmixed.engines.dask.combine import GroupAccumulator
     from dmixed.engines.dask.graph import chain_recipes, project_columns
-    from dmixed.engines.dask.partials import partition_rows
+    from dmixed.engines.dask.partials import partition_rows, partition_standardization
     from dmixed.engines.dask.pieces import compute_piece
     from dmixed.engines.dask.tuning import tune_malloc
     from dmixed.stats.packed import PackedLayout
@@ -73,6 +74,7 @@ def main() -> None:
     faults: list[float] = []
     for rep in range(max(1, args.repeat)):
         acc = GroupAccumulator(packed.width, key_dtype)
+        std = None  # the chain's column map, chosen from its first partition (timed in sums)
         times: dict[str, list[float]] = {k: [] for k in stages}
         f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         for (graph, out_key, _), name in zip(items, files, strict=True):
@@ -86,7 +88,9 @@ def main() -> None:
             (dm, keys, ztilde), _ = partition_rows(pdf, spec, None)
             times["design"].append(time.perf_counter() - t)
             t = time.perf_counter()
-            acc.add(keys.astype(key_dtype, copy=False), dm, ztilde)
+            if std is None:
+                std = partition_standardization(dm, spec)
+            acc.add(keys.astype(key_dtype, copy=False), dm, ztilde, std)
             times["sums"].append(time.perf_counter() - t)
         pass_faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / len(items)
         if rep == 0 and args.repeat > 1:
