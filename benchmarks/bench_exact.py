@@ -59,6 +59,7 @@ def statsmodels_llf(df: pd.DataFrame, res) -> tuple[float, float]:
         warnings.simplefilter("ignore")
         sm = MixedLM.from_formula("y ~ x1", df, groups="g", re_formula="1 + x1")
         sm.reml = True
+        sm.fe_pen = sm.cov_pen = None  # what MixedLM.fit sets before loglike runs
         params = MixedLMParams.from_components(
             np.asarray(res.fe_params), cov_re=np.asarray(res.cov_re) / res.scale
         )

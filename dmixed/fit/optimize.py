@@ -609,7 +609,8 @@ class _Optimization:
     def newton_direction(
         self, packed: np.ndarray, grad: np.ndarray, movable: np.ndarray
     ) -> np.ndarray | None:
-        """The Newton step −H⁻¹g in the movable θ, or ``None`` where ℓ is not locally concave.
+        """The Newton step −H⁻¹g in the movable θ (modified where ℓ is not locally
+        concave: every curvature taken as negative), or ``None`` without a Hessian.
 
         The profiled Hessian is the Schur complement H_θθ − H_θβ H_ββ⁻¹ H_βθ of the full
         Hessian (β̂(θ) is optimal, so this is d²ℓ(β̂(θ), θ)/dθ²).
@@ -622,14 +623,21 @@ class _Optimization:
         try:
             prof_h = htt - hbt.T @ np.linalg.solve(hbb, hbt) if k else htt
             sub = prof_h[np.ix_(movable, movable)]
-            delta = -np.linalg.solve(sub, grad)
-            if not np.all(np.isfinite(delta)):
-                return None
-            if np.any(np.linalg.eigvalsh(0.5 * (sub + sub.T)) >= 0):
-                return None  # not locally concave: leave it to the quasi-Newton result
+            evals, evecs = np.linalg.eigh(0.5 * (sub + sub.T))
         except np.linalg.LinAlgError:
             return None
-        return delta
+        if not (np.all(np.isfinite(evals)) and evals.size):
+            return None
+        # where ℓ is not locally concave, the modified Newton step: every curvature
+        # taken as negative, of at least a small share of the largest (an ascent
+        # direction whatever the Hessian; the line search then sizes it)
+        floor = 1e-10 * float(np.max(np.abs(evals)))
+        if floor == 0.0:
+            return None
+        curv = np.minimum(evals, -floor)
+        curv = np.where(evals > -floor, -np.maximum(np.abs(evals), floor), curv)
+        delta = evecs @ ((evecs.T @ grad) / -curv)
+        return delta if np.all(np.isfinite(delta)) else None
 
     def line_search(
         self, ev: Evaluation, theta: np.ndarray, movable: np.ndarray, delta: np.ndarray
