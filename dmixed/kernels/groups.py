@@ -190,13 +190,12 @@ def _conditional(zz: np.ndarray, zxy: np.ndarray, lam: np.ndarray):
     general ``ZZ − ZZ·P·ZZ`` loses the digits of ``1/(1 + λ²U)``); for ``r = 2`` see
     :func:`_conditional_2`.
     """
+    if zz.shape[0] == 2:
+        return _conditional_2(zz, zxy, lam)
     p_mat, logdet = _factor(zz, lam)
     if zz.shape[0] == 1:
         kk = 1.0 + lam[0, 0] ** 2 * zz[0, 0]
         return p_mat, logdet, zz / kk, zxy / kk
-    if zz.shape[0] == 2:
-        logdet, s, h = _conditional_2(zz, zxy, lam)
-        return p_mat, logdet, s, h
     zzp = _mm(zz, p_mat)  # ZZ_i P_i
     s = zz - _mm(zzp, zz)
     h = zxy - _mm(zzp, zxy)
@@ -204,14 +203,15 @@ def _conditional(zz: np.ndarray, zxy: np.ndarray, lam: np.ndarray):
 
 
 def _conditional_2(zz: np.ndarray, zxy: np.ndarray, lam: np.ndarray):
-    """``log|K|``, ``S`` and ``H`` for ``r = 2`` in closed form, without the
+    """``P``, ``log|K|``, ``S`` and ``H`` for ``r = 2`` in closed form, without the
     cancellation of ``ZZ − ZZ·P·ZZ`` when ``B = ΛΛ'`` is large next to ``U⁻¹``.
 
-    ``S = (I + UB)⁻¹U`` and ``H = (I + UB)⁻¹F`` (push-through), and for 2 × 2 matrices
-    ``adj(I + UB) = I + adj(B) adj(U)`` and ``det(I + UB) = 1 + tr(BU) + det(B) det(U)``,
-    so that::
+    ``P = (I + BU)⁻¹B``, ``S = (I + UB)⁻¹U`` and ``H = (I + UB)⁻¹F`` (push-through), and
+    for 2 × 2 matrices ``adj(I + UB) = I + adj(B) adj(U)``, ``adj(B) B = det(B) I`` and
+    ``det(I + UB) = 1 + tr(BU) + det(B) det(U)``, so that::
 
-        S = (U + det(U) adj(B)) / d,   H = (F + adj(B) adj(U) F) / d,   log|K| = log d
+        P = (B + det(B) adj(U)) / d,   S = (U + det(U) adj(B)) / d,
+        H = (F + adj(B) adj(U) F) / d,   log|K| = log d
 
     with ``d = 1 + tr(BU) + det(B) det(U)``: sums of non-negative terms where the
     general form subtracts numbers of the size of ``U`` to leave ``1/B``.
@@ -221,17 +221,25 @@ def _conditional_2(zz: np.ndarray, zxy: np.ndarray, lam: np.ndarray):
     u00, u01, u11 = zz[0, 0], zz[0, 1], zz[1, 1]
     det_u = np.maximum(u00 * u11 - u01 * u01, 0.0)
     d = 1.0 + b[0, 0] * u00 + 2.0 * b[0, 1] * u01 + b[1, 1] * u11 + det_b * det_u
+    inv_d = 1.0 / d
+    p_mat = np.empty_like(zz)
+    p_mat[0, 0] = (b[0, 0] + det_b * u11) * inv_d
+    p_mat[1, 1] = (b[1, 1] + det_b * u00) * inv_d
+    p_mat[0, 1] = p_mat[1, 0] = (b[0, 1] - det_b * u01) * inv_d
     s = np.empty_like(zz)
-    s[0, 0] = (u00 + det_u * b[1, 1]) / d
-    s[1, 1] = (u11 + det_u * b[0, 0]) / d
-    s[0, 1] = s[1, 0] = (u01 - det_u * b[0, 1]) / d
-    f0, f1 = zxy[0], zxy[1]  # (k, G)
-    g0 = u11 * f0 - u01 * f1  # adj(U) F
-    g1 = u00 * f1 - u01 * f0
-    h = np.empty_like(zxy)
-    h[0] = (f0 + b[1, 1] * g0 - b[0, 1] * g1) / d
-    h[1] = (f1 + b[0, 0] * g1 - b[0, 1] * g0) / d
-    return np.log(d), s, h
+    s[0, 0] = (u00 + det_u * b[1, 1]) * inv_d
+    s[1, 1] = (u11 + det_u * b[0, 0]) * inv_d
+    s[0, 1] = s[1, 0] = (u01 - det_u * b[0, 1]) * inv_d
+    # M = adj(B) adj(U) per group (2 × 2 × G), then H = (F + M F) / d in one product
+    m = np.empty_like(zz)
+    m[0, 0] = b[1, 1] * u11 + b[0, 1] * u01
+    m[0, 1] = -(b[1, 1] * u01 + b[0, 1] * u00)
+    m[1, 0] = -(b[0, 1] * u11 + b[0, 0] * u01)
+    m[1, 1] = b[0, 1] * u01 + b[0, 0] * u00
+    h = _mm(m, zxy)
+    h += zxy
+    h *= inv_d
+    return p_mat, np.log(d), s, h
 
 
 def step_contributions(block, lam: np.ndarray, q: int, zxy=None) -> StepSums:
