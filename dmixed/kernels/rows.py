@@ -107,6 +107,9 @@ def _share(zcols, xcols, ztilde, exog, std: Standardization | None) -> list:
         return zcols
     out = list(zcols)
     for a in range(std.k_re):
+        if a == std.z_intercept and std.x_intercept >= 0:
+            out[a] = xcols[std.x_intercept]  # both all ones (the map's own finding)
+            continue
         for j in range(std.k_fe):
             if std.same_map(j, a) and _same_column(ztilde[:, a], exog[:, j]):
                 out[a] = xcols[j]
