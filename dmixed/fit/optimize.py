@@ -484,6 +484,13 @@ class _Optimization:
         mask = self.free & ~obj.layout.boundary_mask(boundary, obj.use_sqrt)
         gnorm = self.scaled_grad_norm(ev, mask)
         converged = converged or gnorm <= max(s.gtol, s.convergence_floor)
+        if converged and not self.free.all() and mask.any():
+            # no Newton polish ran (a mask): the gradient depends on the units of the free
+            # parameters; ∂ℓ/∂log|x| = x ∂ℓ/∂x does not (far out on a variance whose
+            # start is off by its units, ∂ℓ/∂x is tiny while ℓ still rises)
+            log_grad = float(np.max(np.abs(ev.score[mask] * self.x[mask]))) / self.n
+            gnorm = max(gnorm, log_grad)
+            converged = gnorm <= max(s.gtol, s.convergence_floor)
         self.record(self.x[self.free], "final")
         s.packed = self.x
         s.llf = ev.llf
@@ -634,8 +641,7 @@ class _Optimization:
         floor = 1e-10 * float(np.max(np.abs(evals)))
         if floor == 0.0:
             return None
-        curv = np.minimum(evals, -floor)
-        curv = np.where(evals > -floor, -np.maximum(np.abs(evals), floor), curv)
+        curv = np.where(evals < 0.0, evals, -np.maximum(evals, floor))
         delta = evecs @ ((evecs.T @ grad) / -curv)
         return delta if np.all(np.isfinite(delta)) else None
 
