@@ -96,14 +96,9 @@ class ProfileProblem:
         lam = self._lam(packed)
         coords = self.coords
         re_map = None if coords is None else coords.re_map
-        q = self.layout.k_re
-        lam_std = lam.copy()
-        if re_map is not None:
-            lam_std[:q, :q] = re_map @ lam[:q, :q]
         vc_map = None if coords is None else coords.vc_map
-        if vc_map is not None:  # a component's columns in the statistics are v / s_l
-            idx = np.arange(q, self.layout.r)
-            lam_std[idx, idx] *= vc_map[self.layout.slot_component]
+        q = self.layout.k_re
+        lam_std = lam if coords is None else coords.to_statistics(lam)
         # σ² and ℓ in the statistics' coordinates, ℓ mapped back (a constant shift)
         sigma2_std = sigma2 if coords is None else sigma2 / coords.columns.y_scale**2
         step = self.engine.step(lam_std, q)

@@ -102,16 +102,11 @@ class Coordinates:
 
     def lam(self, packed_opt: np.ndarray, use_sqrt: bool) -> np.ndarray:
         """Λ̃ (the statistics' coordinates) at the optimizer's ``packed_opt``."""
-        lam = self.layout.lam(packed_opt, use_sqrt)
-        c = self.re_map
-        q = self.layout.k_re
-        if c is not None:
-            lam[:q, :q] = c @ lam[:q, :q]
-        f = self.vc_map
-        if f is not None:
-            idx = np.arange(q, self.layout.r)
-            lam[idx, idx] *= f[self.layout.slot_component]
-        return lam
+        return self.to_statistics(self.layout.lam(packed_opt, use_sqrt))
+
+    def to_statistics(self, lam: np.ndarray) -> np.ndarray:
+        """Λ of the optimizer's coordinates → Λ̃ (:func:`lam_in_statistics`)."""
+        return lam_in_statistics(lam, self.layout, self.re_map, self.vc_map)
 
     # -- the estimates -----------------------------------------------------------------
 
@@ -166,3 +161,24 @@ class Coordinates:
             reach = np.abs(inv) > 0
             out[(reach.astype(float) @ undefined @ reach.T.astype(float)) > 0] = np.nan
         return 0.5 * (out + out.T)
+
+
+def lam_in_statistics(
+    lam: np.ndarray,
+    layout: Layout,
+    re_map: np.ndarray | None = None,
+    vc_map: np.ndarray | None = None,
+) -> np.ndarray:
+    """``Λ̃``: the ``exog_re`` block ``C Λ`` (``C = re_map``) and each variance
+    component's entries times its factor (``vc_map``); ``lam`` itself when both are
+    ``None`` (then no copy)."""
+    if re_map is None and vc_map is None:
+        return lam
+    out = np.array(lam, dtype=np.float64)
+    q = layout.k_re
+    if re_map is not None:
+        out[:q, :q] = re_map @ lam[:q, :q]
+    if vc_map is not None:  # a component's columns in the statistics are v / s_l
+        idx = np.arange(q, layout.r)
+        out[idx, idx] *= vc_map[layout.slot_component]
+    return out

@@ -25,6 +25,7 @@ from ..errors import FitConvergenceWarning, SpecError
 from ..kernels import StepSums
 from ..stats import GlobalStats, Layout
 from ..stats.standardize import psi_map_matrix
+from .coordinates import lam_in_statistics
 from .objective import (
     RESOLUTION_LIMIT,
     Profile,
@@ -128,11 +129,7 @@ class ProfiledObjective:
 
     def lam(self, packed: np.ndarray) -> np.ndarray:
         """Λ̃ in the statistics' coordinates for the optimizer's ``packed``."""
-        lam = self.layout.lam(packed, self.use_sqrt)
-        if self.re_map is not None:
-            q = self.layout.k_re
-            lam[:q, :q] = self.re_map @ lam[:q, :q]
-        return lam
+        return lam_in_statistics(self.layout.lam(packed, self.use_sqrt), self.layout, self.re_map)
 
     def score_parts(self, ev: Evaluation) -> tuple[np.ndarray, np.ndarray]:
         """``(∂ℓ/∂Ψ, ∂ℓ/∂τ*)`` in the optimizer's coordinates (see

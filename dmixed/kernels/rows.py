@@ -12,6 +12,7 @@ import numpy as np
 
 from ..stats.packed import PackedLayout
 from ..stats.standardize import Standardization
+from ..stats.statistics import chan_correction
 
 # ---------------------------------------------------------------------------
 # Sufficient statistics from rows
@@ -365,12 +366,8 @@ class _Within:
             centre = (c[j] * scale[j])[codes]  # the mean in the rows' own units
             np.subtract(xcols[j], centre if unweighted else z * centre, out=resid[:, j])
         within = resid.T @ resid / np.outer(scale, scale)
-        seen = self.u_old > 0
-        if np.any(seen):
-            uo, un = self.u_old[seen], u[seen]
-            delta = self.f_old[:, seen] / uo - c[:, seen]
-            within = within + (delta * (uo * un / (uo + un))) @ delta.T
-        return 0.5 * (within + within.T)
+        within = 0.5 * (within + within.T)
+        return within + chan_correction(self.u_old, self.f_old.T, u, self.f.T)
 
 
 def packed_width(r: int, k: int) -> int:

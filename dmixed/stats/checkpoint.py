@@ -38,7 +38,7 @@ from .columns import (
 from .layout import Layout
 from .slots import number_pairs
 from .standardize import Standardization
-from .statistics import GlobalStats
+from .statistics import GlobalStats, chan_correction
 
 FORMAT = "dmixed-statistics"
 #: 2: the statistics are of standardized columns (:mod:`dmixed.stats.standardize`),
@@ -325,12 +325,7 @@ def _merged_within(old: GroupArrays, new: GroupArrays, gi_old, gi_new) -> np.nda
     shared, io, jn = np.intersect1d(gi_old, gi_new, return_indices=True)
     if e < 0 or shared.size == 0:
         return out
-    uo, un = old.zz[io, e, e], new.zz[jn, e, e]
-    ok = (uo > 0) & (un > 0)
-    delta = old.zxy[io, e][ok] / uo[ok, None] - new.zxy[jn, e][ok] / un[ok, None]
-    wgt = uo[ok] * un[ok] / (uo[ok] + un[ok])
-    corr = (delta * wgt[:, None]).T @ delta
-    return out + 0.5 * (corr + corr.T)
+    return out + chan_correction(old.zz[io, e, e], old.zxy[io, e], new.zz[jn, e, e], new.zxy[jn, e])
 
 
 def _merge_slots(g, gi_old, t_old, gi_new, t_new):

@@ -183,3 +183,18 @@ def check_identifiable(stats: FittedStatistics, group_name: str, vc_names: list[
                 f"{term}: the random-effects parameters and the residual "
                 f"variance are probably unidentifiable (lme4's check.nobs.vs.nRE); {anyway}"
             )
+
+
+def chan_correction(u_a: np.ndarray, f_a: np.ndarray, u_b: np.ndarray, f_b: np.ndarray):
+    """What adding two parts of the same groups adds to their within-group
+    cross-products: ``Σ_g U_a U_b/(U_a + U_b) (c_a − c_b)(c_a − c_b)'`` (k × k).
+
+    ``U`` (G,) is each part's weight on the group's intercept column and ``F`` (G, k)
+    its sums ``Σ z d``, so ``c = F/U`` is the part's mean; groups empty in either part
+    add nothing (Chan, Golub and LeVeque 1983, pairwise).
+    """
+    ok = (u_a > 0) & (u_b > 0)
+    ua, ub = u_a[ok], u_b[ok]
+    delta = f_a[ok] / ua[:, None] - f_b[ok] / ub[:, None]
+    out = (delta * (ua * ub / (ua + ub))[:, None]).T @ delta
+    return 0.5 * (out + out.T)
