@@ -22,7 +22,10 @@ The hierarchy follows formulaic's ``errors.py`` (one root, grouped subclasses)::
     ├── BoundaryWarning        the estimate is on the boundary (a variance at zero)
     ├── FitConvergenceWarning  the optimizer did not converge
     ├── SingularHessianWarning the Hessian is singular (a pseudo-inverse was used)
-    └── DroppedRowsWarning     rows with missing values were dropped (missing="drop")
+    ├── DroppedRowsWarning     rows with missing values were dropped (missing="drop")
+    ├── PrecisionWarning       the statistics resolve the residual variance coarsely
+    └── NumericFactorWarning   a column of numbers (a categorical of numbers, numbers
+                               written as text) is used as a factor in a plain term
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ __all__ = [
     "SingularHessianWarning",
     "DroppedRowsWarning",
     "PrecisionWarning",
+    "NumericFactorWarning",
 ]
 
 
@@ -97,3 +101,9 @@ class PrecisionWarning(DmixedWarning):
     """The statistics resolve the residual variance only coarsely: σ̂² is so small next
     to the spread of the response that float64 sums carry a visible relative error
     (:func:`dmixed.fit.objective.resolution`)."""
+
+
+class NumericFactorWarning(DmixedWarning):
+    """A plain term reads a column whose values are numbers but whose dtype makes it a
+    factor (a categorical of numbers, such as a hive partition key, or numbers written
+    as text); ``C(column)`` says a factor is meant and silences this warning."""

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -19,8 +20,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError, FormulaError, SpecError
-from .dtypes import CATEGORICAL, NUMERIC, NUMERIC_LEVELS, column_class, column_kind
+from ..errors import DataError, FormulaError, NumericFactorWarning, SpecError
+from .dtypes import (
+    CATEGORICAL,
+    NUMERIC,
+    NUMERIC_LEVELS,
+    column_kind,
+    native_class,
+    object_class,
+)
 from .evaluate import materialize, model_matrix
 from .formula import (
     FactorInfo,
@@ -34,7 +42,7 @@ from .formula import (
 from .messages import suggest
 from .missing import MISSING_OPTIONS
 from .prepare import normalized_frame, prepare_columns
-from .scan import LevelScan, dask_scan, is_dask, pandas_scan
+from .scan import LevelScan, ScanPlan, dask_scan, is_dask, object_columns, pandas_scan
 from .vc import VCPlan, plan_variance_component
 
 if TYPE_CHECKING:
@@ -156,6 +164,13 @@ class ParsedFormulas:
             out.update(info.c_columns)
         return out
 
+    def plain_columns(self) -> set:
+        """Columns read as they are by a term (``x``, ``Q('x')``) outside the response."""
+        out = set()
+        for info in [self.rhs, self.re, *self.vc.values()]:
+            out.update(info.plain_columns)
+        return out
+
     def dense_columns(self) -> list[str]:
         """The columns of the response, fixed- and random-effects formulas."""
         out = list(self.lhs.columns)
@@ -222,13 +237,14 @@ def used_columns(formula_columns: list[str], groups: str, weights, meta) -> list
 
 
 def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str]):
-    """How each formula column is read: ``(kinds, native)`` (see
-    :mod:`dmixed.design.dtypes`).
+    """How each formula column is read, from its dtype: ``(kinds, native)`` (see
+    :mod:`dmixed.design.dtypes`).  ``object`` columns are labels until the scan has seen
+    their values (:func:`scan_levels`).
 
     Raises
     ------
     DataError
-        For a column of an unsupported dtype, or a response column that is not numeric.
+        For a column of an unsupported dtype.
     """
     c_columns = parsed.c_columns()
     kinds: dict[str, str] = {}
@@ -240,42 +256,122 @@ def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str]):
             raise DataError(f"column {c!r} has an unsupported dtype ({dt}) for a model formula")
         if k == NUMERIC and c in c_columns:
             k = NUMERIC_LEVELS
-            native[c] = column_class(dt)
+            native[c] = native_class(dt)
         kinds[c] = k
+    return kinds, native
+
+
+def _check_response_numeric(meta, parsed: ParsedFormulas, kinds: dict) -> None:
     for c in parsed.lhs.columns:
         if kinds[c] == CATEGORICAL:
             raise DataError(
                 f"response column {c!r} is not numeric (dtype {meta[c].dtype}); "
                 "the response must be numeric"
             )
-    return kinds, native
 
 
-def scan_levels(data, meta, dask_input, kinds, parsed, formula_columns, columns_used, missing):
+def scan_levels(data, meta, dask_input, kinds, native, parsed, columns_used, missing):
     """The levels of the factor columns and the whole-data row counts (:class:`LevelScan`).
+
+    ``object`` columns are read by the Python types of their values: ``kinds``,
+    ``native`` and the levels are updated for those holding numbers or booleans
+    (:func:`~dmixed.design.dtypes.object_class`).  A plain term that reads a column of
+    numbers as a factor raises :class:`~dmixed.errors.NumericFactorWarning`.
 
     Raises
     ------
     DataError
-        If the data is empty, no row is left after dropping missing values, or a factor
-        column has no non-missing value.
+        If the data is empty, no row is left after dropping missing values, a factor
+        column has no non-missing value, an ``object`` column mixes kinds of values, or
+        the response is not numeric.
     """
-    level_cols = [c for c in formula_columns if kinds[c] in (CATEGORICAL, NUMERIC_LEVELS)]
+    plan = ScanPlan(
+        level_cols=[
+            c for c in parsed.formula_columns() if kinds[c] in (CATEGORICAL, NUMERIC_LEVELS)
+        ],
+        object_cols=object_columns(meta, columns_used),
+        c_columns=parsed.c_columns(),
+        columns_used=columns_used,
+        missing=missing,
+    )
     if dask_input:
-        resp_col = parsed.lhs.columns[0] if len(parsed.lhs.columns) == 1 else None
-        scan = dask_scan(data, meta, kinds, level_cols, columns_used, missing, resp_col)
+        plan.resp_col = parsed.lhs.columns[0] if len(parsed.lhs.columns) == 1 else None
+        scan = dask_scan(data, meta, kinds, plan)
     else:
-        scan = pandas_scan(data, kinds, level_cols, columns_used, missing)
+        scan = pandas_scan(data, kinds, plan)
     if scan.n_total is not None and scan.n_total == 0:
         raise DataError("data is empty (0 rows)")
     if scan.n_kept is not None and scan.n_kept == 0:
         raise DataError(
             f"no rows left after dropping rows with missing values ({scan.n_total} rows dropped)"
         )
-    for c in level_cols:
-        if not scan.levels[c]:
+    _read_object_columns(scan, kinds, native, plan.c_columns)
+    _check_response_numeric(meta, parsed, kinds)
+    for c in plan.level_cols:
+        if kinds[c] != NUMERIC and not scan.levels[c]:
             raise DataError(f"column {c!r} has no non-missing values")
+    _warn_numeric_factors(parsed, kinds, scan.levels, meta)
     return scan
+
+
+def _read_object_columns(scan: LevelScan, kinds: dict, native: dict, c_columns: set) -> None:
+    """Numbers and booleans held in ``object`` columns are read as numbers (inside
+    ``C()``: as numeric levels); text stays labels; mixed kinds are refused."""
+    for c, types in scan.types.items():
+        cls = object_class(types, c)
+        if c not in kinds or cls in (None, "string"):
+            continue
+        if c not in c_columns:
+            kinds[c] = NUMERIC
+            scan.levels.pop(c, None)
+            continue
+        kinds[c] = NUMERIC_LEVELS
+        native[c] = cls
+        convert = {"int": int, "bool": bool}.get(cls, float)
+        scan.levels[c] = sorted({convert(v) for v in scan.levels[c]})
+
+
+def _looks_numeric(levels: list) -> str | None:
+    """``"numbers"`` if every level is a number, ``"text"`` if every level is text
+    that reads as a finite number, else None."""
+    if not levels:
+        return None
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in levels):
+        return "numbers"
+    if not all(isinstance(v, str) for v in levels):
+        return None
+    try:
+        values = np.array([float(v) for v in levels])
+    except ValueError:
+        return None
+    return "text" if np.isfinite(values).all() else None
+
+
+def _warn_numeric_factors(parsed: ParsedFormulas, kinds: dict, levels: dict, meta) -> None:
+    """Say when a plain term makes a factor of a column of numbers, and how to choose."""
+    for c in sorted(parsed.plain_columns()):
+        if kinds.get(c) != CATEGORICAL:
+            continue
+        looks = _looks_numeric(levels[c])
+        if looks is None:
+            continue
+        shown = ", ".join(repr(v) for v in levels[c][:5]) + (", ..." if len(levels[c]) > 5 else "")
+        what = (
+            f"is a categorical of numbers ({shown})"
+            if looks == "numbers"
+            else f"holds numbers written as text ({shown}; dtype {meta[c].dtype})"
+        )
+        order = "numeric" if looks == "numbers" else "text"
+        warnings.warn(
+            f"column {c!r} {what}: it is used as a factor, with levels in {order} order "
+            f"(reference level {levels[c][0]!r}). Write C({c}) to use it as a factor "
+            f"without this warning, or convert the column to numbers to use its values "
+            f"(e.g. df[{c!r}] = df[{c!r}].astype(float); Dask's from_pandas turns object "
+            "columns, Decimal among them, into text unless dask's "
+            '"dataframe.convert-string" option is False)',
+            NumericFactorWarning,
+            stacklevel=4,
+        )
 
 
 def main_formula_spec(formula: str, proto, rhs_terms, kinds: dict, levels: dict):

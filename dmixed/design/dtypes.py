@@ -25,8 +25,11 @@ __all__ = [
     "column_kind",
     "to_float",
     "check_finite",
+    "native_class",
     "native_dtype",
     "native_values",
+    "object_types",
+    "object_class",
     "group_keys",
     "py_scalars",
 ]
@@ -116,18 +119,97 @@ def check_finite(vals: np.ndarray, name: str) -> None:
         raise DataError(f"infinite values in column {name!r} ({plural(int(inf.sum()))})")
 
 
+def native_class(dtype) -> str:
+    """How a numeric column's values are kept inside ``C()``: ``"int"``, ``"uint"``
+    (unsigned integers, whose values may pass 2**63), ``"float"`` or ``"bool"``."""
+    cls = column_class(dtype)
+    if cls == "int" and pd.api.types.is_unsigned_integer_dtype(dtype):
+        return "uint"
+    return cls
+
+
 def native_dtype(native: str):
-    """The numpy dtype of a column class ``"int"``, ``"bool"`` or ``"float"``."""
-    return {"int": np.int64, "bool": bool}.get(native, np.float64)
+    """The numpy dtype of a native class (:func:`native_class`)."""
+    return {"int": np.int64, "uint": np.uint64, "bool": bool}.get(native, np.float64)
 
 
 def native_values(s: pd.Series, native: str) -> np.ndarray:
-    """The values of a numeric column used inside ``C()``, in its native dtype."""
-    if native == "int":
-        return s.to_numpy(dtype=np.int64)
-    if native == "bool":
-        return s.to_numpy(dtype=bool)
+    """The values of a numeric column used inside ``C()``, in its native dtype
+    (no missing values: the caller has dropped them)."""
+    if native in ("int", "uint", "bool"):
+        return s.to_numpy(dtype=native_dtype(native))
     return s.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+# pandas' inferred kind of an object column -> the Python types it stands for
+_INFERRED = {
+    "string": {"str"},
+    "integer": {"int"},
+    "floating": {"float"},
+    "mixed-integer-float": {"int", "float"},
+    "decimal": {"Decimal"},
+    "boolean": {"bool"},
+    "empty": set(),
+}
+_NUMBER_TYPES = {"int", "float", "Decimal"}
+
+
+def _type_name(v) -> str:
+    if isinstance(v, (bool, np.bool_)):
+        return "bool"
+    if isinstance(v, (int, np.integer)):
+        return "int"
+    if isinstance(v, (float, np.floating)):
+        return "float"
+    if isinstance(v, str):
+        return "str"
+    return type(v).__name__
+
+
+def object_types(s: pd.Series) -> set[str]:
+    """The Python types of the non-missing values of an ``object`` column.
+
+    Names are ``"str"``, ``"int"``, ``"float"``, ``"bool"``, ``"Decimal"`` (numpy
+    scalars count as their Python type) or the type's own name.  pandas' ``infer_dtype``
+    answers for one-type columns; only a column of several types is walked value by
+    value.  The answer for a whole column is the union of the answers for any split of
+    its rows, so partitions can be asked one by one.
+    """
+    inferred = pd.api.types.infer_dtype(s, skipna=True)
+    known = _INFERRED.get(inferred)
+    if known is not None:
+        return set(known)
+    values = s.to_numpy(dtype=object)
+    values = values[~np.asarray(pd.isna(values), dtype=bool)]
+    return {_type_name(v) for v in values}
+
+
+def object_class(types: set[str], name: str) -> str | None:
+    """How an ``object`` column holding values of ``types`` is read.
+
+    Returns ``"string"`` (labels: text, or one other type such as dates), ``"float"``
+    (numbers: ``int``, ``float``, ``Decimal``), ``"int"`` (integers only), ``"bool"``,
+    or None when every value is missing.
+
+    Raises
+    ------
+    DataError
+        If the values are of several kinds (text and numbers, booleans and numbers...):
+        such a column would be read differently by different engines.
+    """
+    if not types:
+        return None
+    if types <= _NUMBER_TYPES:
+        return "int" if types == {"int"} else "float"
+    if len(types) == 1:
+        return "bool" if types == {"bool"} else "string"
+    shown = ", ".join(sorted(types))
+    raise DataError(
+        f"column {name!r} holds values of several Python types ({shown}), which dmixed "
+        "will not guess how to read (5 and '5' are one group as text and two as "
+        f"objects); convert it to one type first, e.g. df[{name!r}].astype(str) for labels "
+        f"or pd.to_numeric(df[{name!r}]) for numbers"
+    )
 
 
 def group_keys(s: pd.Series) -> np.ndarray:

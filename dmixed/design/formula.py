@@ -132,6 +132,7 @@ class FactorInfo:
 
     columns: list[str] = field(default_factory=list)
     c_columns: list[str] = field(default_factory=list)  # first argument of C(), a column
+    plain_columns: list[str] = field(default_factory=list)  # a factor that is a column
     unknown: list[str] = field(default_factory=list)
 
 
@@ -149,6 +150,7 @@ class _FactorChecker:
         self.info = info
         self.aliases = aliases
         self.transforms = transforms()
+        self.root: ast.AST | None = None  # the factor's whole expression
 
     def name_of(self, n: str) -> str:
         return self.aliases.get(n, n)
@@ -237,6 +239,8 @@ class _FactorChecker:
             col = node.args[0].value
             if col in self.columns:
                 add_unique(self.info.columns, col)
+                if node is self.root:
+                    add_unique(self.info.plain_columns, col)
             else:
                 self.info.unknown.append(str(col))
             return False
@@ -281,7 +285,9 @@ def check_python_factor(expr: str, columns: set, role: str, formula: str, info: 
         code = ast.parse(sanitize_variable_names(expr, {}, aliases), mode="eval")
     except SyntaxError as e:
         raise FormulaError(f"invalid {role} {formula!r}: cannot parse {expr!r}: {e.msg}") from None
-    _FactorChecker(columns, role, formula, info, aliases).visit(code)
+    checker = _FactorChecker(columns, role, formula, info, aliases)
+    checker.root = code.body
+    checker.visit(code)
 
 
 def analyze_terms(terms, columns: set, role: str, formula: str) -> FactorInfo:
@@ -304,6 +310,7 @@ def analyze_terms(terms, columns: set, role: str, formula: str) -> FactorInfo:
             if method is Factor.EvalMethod.LOOKUP:
                 if factor.expr in columns:
                     add_unique(info.columns, factor.expr)
+                    add_unique(info.plain_columns, factor.expr)
                 else:
                     info.unknown.append(factor.expr)
                 continue
@@ -365,6 +372,24 @@ def c_call(expr: str, columns) -> CCall | None:
     return CCall(column=column, levels=levels, extra=len(node.args) > 1 or bool(node.keywords))
 
 
+def quoted_column(expr: str, columns) -> str | None:
+    """The column ``Q('name')`` reads (a column, as a plain name is), else None."""
+    try:
+        node = ast.parse(expr, mode="eval").body
+    except SyntaxError:
+        return None
+    if (
+        isinstance(node, ast.Call)
+        and _dotted(node.func) == ["Q"]
+        and len(node.args) == 1
+        and not node.keywords
+        and isinstance(node.args[0], ast.Constant)
+        and node.args[0].value in columns
+    ):
+        return node.args[0].value
+    return None
+
+
 def categorical_factors(spec) -> list[tuple[str, list]]:
     """The categorical factors of a formulaic model spec, with their categories."""
     from formulaic.parser.types import Factor
@@ -390,6 +415,8 @@ def check_categorical_sources(spec, terms, columns: dict, role: str, formula: st
     for expr, _levels in categorical_factors(spec):
         factor = factors.get(expr)
         if factor is None or factor.eval_method is Factor.EvalMethod.LOOKUP:
+            continue
+        if quoted_column(expr, columns) is not None:
             continue
         call = c_call(expr, columns)
         if call is not None and (call.column is not None or call.levels is not None):

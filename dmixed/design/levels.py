@@ -1,7 +1,9 @@
 """Global levels of the columns used as factors, and codes of values in them.
 
 Levels: strings and unknown-category columns use their sorted distinct values;
-categoricals use their declared categories that occur in the data, in declared order.
+categoricals use their declared categories that occur in the data, in declared order,
+except unordered categoricals of numbers, whose levels are sorted as numbers
+(:func:`categorical_levels`).
 Codes are positions in the global levels: -1 for a missing value, -2 for a value not
 among the levels (a partition may hold any subset of the levels).
 """
@@ -19,6 +21,7 @@ from .dtypes import (
     column_class,
     column_kind,
     native_dtype,
+    native_values,
     py_scalars,
 )
 from .missing import missing_mask
@@ -27,7 +30,8 @@ __all__ = [
     "MISSING_CODE",
     "UNKNOWN_CODE",
     "level_codes",
-    "unknown_numbers",
+    "unknown_levels",
+    "categorical_levels",
     "sorted_levels",
     "unique_values",
     "declared_observed",
@@ -93,17 +97,14 @@ def _arrow_codes(s: pd.Series, index: pd.Index) -> np.ndarray:
     return np.concatenate(out)
 
 
-def unknown_numbers(vals: np.ndarray, miss: np.ndarray, levels: list) -> np.ndarray:
-    """Non-missing values that are not among the (sorted) numeric levels."""
-    lv = np.asarray(levels, dtype=np.float64)
-    unknown = np.zeros(vals.shape, dtype=bool)
+def unknown_levels(s: pd.Series, miss: np.ndarray, levels: list, native: str) -> np.ndarray:
+    """Non-missing values of a numeric column used inside ``C()`` that are not among its
+    levels, compared exactly in the column's native dtype (integers past 2**53 differ
+    where their float64 values do not)."""
     ok = ~miss
-    v = vals[ok]
-    if lv.size:
-        pos = np.clip(np.searchsorted(lv, v), 0, lv.size - 1)
-        unknown[ok] = lv[pos] != v
-    else:
-        unknown[ok] = True
+    unknown = np.zeros(len(s), dtype=bool)
+    values = native_values(s[ok], native)
+    unknown[ok] = ~np.isin(values, np.asarray(levels, dtype=native_dtype(native)))
     return unknown
 
 
@@ -124,6 +125,19 @@ def unique_values(s: pd.Series) -> list:
         codes = np.unique(s.cat.codes.to_numpy())
         return py_scalars(s.dtype.categories[codes[codes >= 0]].tolist())
     return py_scalars(s.drop_duplicates().tolist())
+
+
+def categorical_levels(dtype: pd.CategoricalDtype, observed) -> list:
+    """The levels of a categorical column holding the ``observed`` categories.
+
+    Declared categories that occur, in declared order; for an unordered categorical of
+    numbers, the observed numbers sorted, so that every reader of the same data gives
+    the same levels (``pd.read_parquet`` declares hive partition keys in text order,
+    ``dd.read_parquet`` in numeric order).
+    """
+    if not dtype.ordered and column_class(dtype.categories.dtype) in NUMBER_CLASSES:
+        return sorted_levels(observed)
+    return declared_observed(dtype, observed)
 
 
 def declared_observed(dtype: pd.CategoricalDtype, observed) -> list:

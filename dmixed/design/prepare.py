@@ -26,7 +26,7 @@ from .dtypes import (
     py_scalars,
     to_float,
 )
-from .levels import MISSING_CODE, UNKNOWN_CODE, level_codes, unknown_numbers
+from .levels import MISSING_CODE, UNKNOWN_CODE, level_codes, unknown_levels
 from .messages import plural, suggest
 from .missing import missing_mask, missing_rows
 
@@ -128,7 +128,7 @@ def _normalize(spec: ModelSpec, df: pd.DataFrame, formula_columns: list[str]) ->
         check_finite(vals, c)
         norm.missing[c] = miss
         if kind == NUMERIC_LEVELS:
-            norm.unknown[c] = unknown_numbers(vals, miss, spec.levels[c])
+            norm.unknown[c] = unknown_levels(s, miss, spec.levels[c], spec.native[c])
             norm.values[c] = s
         else:
             norm.values[c] = vals

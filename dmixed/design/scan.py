@@ -16,23 +16,54 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .dtypes import CATEGORICAL, py_scalars, to_float
-from .levels import declared_observed, sorted_levels, unique_values
+from .dtypes import CATEGORICAL, object_types, py_scalars, to_float
+from .levels import categorical_levels, sorted_levels, unique_values
 from .missing import rows_with_missing
 
-__all__ = ["LevelScan", "PartitionSummary", "dask_scan", "is_dask", "pandas_scan"]
+__all__ = [
+    "LevelScan",
+    "PartitionSummary",
+    "ScanPlan",
+    "dask_scan",
+    "is_dask",
+    "object_columns",
+    "pandas_scan",
+]
+
+
+@dataclass
+class ScanPlan:
+    """What the scan reads: ``level_cols`` (factor columns, whose distinct values are
+    the levels), ``object_cols`` (used columns of ``object`` dtype, whose Python types
+    decide how they are read, :func:`~dmixed.design.dtypes.object_types`),
+    ``c_columns`` (columns inside ``C()``: an object column of numbers needs its levels
+    only there), ``columns_used`` and ``missing`` (with ``"drop"`` the scan sees the rows
+    kept), ``resp_col`` (the response, for its range; None: not read)."""
+
+    level_cols: list[str]
+    object_cols: list[str]
+    c_columns: set
+    columns_used: list[str]
+    missing: str
+    resp_col: str | None = None
+
+    @property
+    def drop(self) -> bool:
+        return self.missing == "drop"
 
 
 @dataclass
 class LevelScan:
-    """What the scan found: ``levels`` of each factor column; ``n_total`` rows and
-    ``n_kept`` after dropping missing values, and the response's finite
-    ``response_range`` (each None when the scan did not read the data)."""
+    """What the scan found: ``levels`` of each factor column; ``types`` of each object
+    column; ``n_total`` rows and ``n_kept`` after dropping missing values, and the
+    response's finite ``response_range`` (each None when the scan did not read the
+    data)."""
 
     levels: dict[str, list]
     n_total: int | None = None
     n_kept: int | None = None
     response_range: tuple[float, float] | None = None
+    types: dict[str, set] = field(default_factory=dict)
 
 
 @dataclass
@@ -43,6 +74,7 @@ class PartitionSummary:
     n_kept: int
     levels: dict[str, list] = field(default_factory=dict)
     range: tuple[float, float] | None = None
+    types: dict[str, set] = field(default_factory=dict)
 
 
 def is_dask(obj) -> bool:
@@ -54,39 +86,53 @@ def is_dask(obj) -> bool:
     return (type(obj).__module__ or "").startswith("dask")
 
 
-def pandas_scan(df: pd.DataFrame, kinds: dict, level_cols, columns_used, missing: str):
-    """Levels and row counts of a pandas frame (:class:`LevelScan`, no response range)."""
-    n_total = len(df)
-    keep = None
-    if missing == "drop" and n_total:
-        any_missing = rows_with_missing(df, kinds, columns_used)
+def object_columns(frame: pd.DataFrame, columns) -> list[str]:
+    """The columns of ``columns`` whose dtype is ``object`` (in ``frame`` or a meta)."""
+    return [c for c in columns if frame[c].dtype == object]
+
+
+def _kept_rows(pdf: pd.DataFrame, kinds, plan: ScanPlan) -> pd.DataFrame:
+    if plan.drop and len(pdf):
+        any_missing = rows_with_missing(pdf, kinds, plan.columns_used)
         if any_missing.any():
-            keep = ~any_missing
-    n_kept = n_total if keep is None else int(keep.sum())
+            return pdf[~any_missing]
+    return pdf
+
+
+def _distinct(s: pd.Series, types: set | None, c: str, plan: ScanPlan) -> list:
+    """Distinct values of a factor column; none for an object column of numbers used
+    outside ``C()`` (it will be read as numbers: its values are not levels)."""
+    if types is not None and types <= {"int", "float", "Decimal"} and c not in plan.c_columns:
+        return []
+    return unique_values(s)
+
+
+def pandas_scan(df: pd.DataFrame, kinds: dict, plan: ScanPlan) -> LevelScan:
+    """Levels, object types and row counts of a pandas frame (no response range)."""
+    kept = _kept_rows(df, kinds, plan)
+    types = {c: object_types(kept[c]) for c in plan.object_cols}
     levels = {}
-    for c in level_cols:
-        s = df[c] if keep is None else df[c][keep]
-        observed = unique_values(s)
+    for c in plan.level_cols:
+        s = kept[c]
+        observed = _distinct(s, types.get(c), c, plan)
         if kinds[c] == CATEGORICAL and isinstance(s.dtype, pd.CategoricalDtype):
-            levels[c] = declared_observed(s.dtype, observed)
+            levels[c] = categorical_levels(s.dtype, observed)
         else:
             levels[c] = sorted_levels(observed)
-    return LevelScan(levels, n_total, n_kept, None)
+    return LevelScan(levels, len(df), len(kept), None, types)
 
 
-def summarize_partition(pdf, kinds, level_cols, columns_used, drop, resp_col) -> PartitionSummary:
-    """Row counts, distinct values of ``level_cols`` and the response's range of one
-    partition (rows with missing values dropped first when ``drop``)."""
+def summarize_partition(pdf, kinds, plan: ScanPlan, to_scan) -> PartitionSummary:
+    """Row counts, object types, distinct values of ``to_scan`` and the response's range
+    of one partition (rows with missing values dropped first with ``missing="drop"``)."""
     n = len(pdf)
-    if drop and n:
-        any_missing = rows_with_missing(pdf, kinds, columns_used)
-        if any_missing.any():
-            pdf = pdf[~any_missing]
+    pdf = _kept_rows(pdf, kinds, plan)
     out = PartitionSummary(n=n, n_kept=len(pdf))
-    for c in level_cols:
-        out.levels[c] = unique_values(pdf[c])
-    if resp_col is not None and len(pdf):
-        v = to_float(pdf[resp_col], resp_col)
+    out.types = {c: object_types(pdf[c]) for c in plan.object_cols}
+    for c in to_scan:
+        out.levels[c] = _distinct(pdf[c], out.types.get(c), c, plan)
+    if plan.resp_col is not None and len(pdf):
+        v = to_float(pdf[plan.resp_col], plan.resp_col)
         v = v[np.isfinite(v)]
         if v.size:
             out.range = (float(v.min()), float(v.max()))
@@ -110,30 +156,30 @@ def _declared_categories(ddf, meta, kinds, level_cols) -> dict[str, pd.Categoric
     return declared
 
 
-def dask_scan(ddf, meta, kinds, level_cols, columns_used, missing, resp_col) -> LevelScan:
-    """Levels, row counts and response range of a Dask frame, in at most one compute."""
+def dask_scan(ddf, meta, kinds, plan: ScanPlan) -> LevelScan:
+    """Levels, object types, row counts and response range of a Dask frame, in at most
+    one compute."""
     import dask
 
-    drop = missing == "drop"
-    declared = _declared_categories(ddf, meta, kinds, level_cols)
+    declared = _declared_categories(ddf, meta, kinds, plan.level_cols)
     levels: dict[str, list] = {}
     to_scan = []
-    for c in level_cols:
-        if c in declared and not drop:
-            levels[c] = py_scalars(declared[c].categories.tolist())
+    for c in plan.level_cols:
+        if c in declared and not plan.drop:
+            levels[c] = categorical_levels(declared[c], py_scalars(declared[c].categories))
         else:
             # levels not declared; or, with drop, the observed ones (the pass reads every
             # used column anyway)
             to_scan.append(c)
-    if not to_scan and not drop:
+    if not to_scan and not plan.drop and not plan.object_cols:
         # nothing to learn before the data pass: no extra read (the data pass itself
         # finds empty data and a constant response, from the statistics)
         return LevelScan(levels)
-    also = ([resp_col] if resp_col is not None else []) + (list(columns_used) if drop else [])
+    also = [plan.resp_col] if plan.resp_col is not None else []
+    also += plan.object_cols + (list(plan.columns_used) if plan.drop else [])
     read = list(dict.fromkeys([*to_scan, *also]))
     summarize = dask.delayed(summarize_partition)
-    used = columns_used if drop else []
-    tasks = [summarize(p, kinds, to_scan, used, drop, resp_col) for p in ddf[read].to_delayed()]
+    tasks = [summarize(p, kinds, plan, to_scan) for p in ddf[read].to_delayed()]
     return _combine(dask.compute(*tasks), levels, to_scan, declared)
 
 
@@ -143,11 +189,15 @@ def _combine(results, levels: dict, to_scan, declared) -> LevelScan:
     for c in to_scan:
         vals = itertools.chain.from_iterable(r.levels[c] for r in results)
         if c in declared:
-            levels[c] = declared_observed(declared[c], vals)
+            levels[c] = categorical_levels(declared[c], vals)
         else:
             levels[c] = sorted_levels(vals)
+    types: dict[str, set] = {}
+    for r in results:
+        for c, t in r.types.items():
+            types.setdefault(c, set()).update(t)
     ranges = [r.range for r in results if r.range is not None]
     resp_range = None
     if ranges:
         resp_range = (min(r[0] for r in ranges), max(r[1] for r in ranges))
-    return LevelScan(levels, n_total, n_kept, resp_range)
+    return LevelScan(levels, n_total, n_kept, resp_range, types)

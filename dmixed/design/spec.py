@@ -351,9 +351,7 @@ def build_spec(
     formula_columns = parsed.formula_columns()
     columns_used = used_columns(formula_columns, groups, weights, meta)
     kinds, native = column_kinds(meta, parsed, formula_columns)
-    scan = scan_levels(
-        data, meta, dask_input, kinds, parsed, formula_columns, columns_used, missing
-    )
+    scan = scan_levels(data, meta, dask_input, kinds, native, parsed, columns_used, missing)
     levels = scan.levels
     proto = prototype(parsed.dense_columns(), kinds, native, levels, size=None)
     main_spec, endog_name, exog_names = main_formula_spec(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
+from decimal import Decimal
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -10,6 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dmixed.design import build_spec
+from dmixed.design.dtypes import object_class, object_types
+from dmixed.errors import DataError, NumericFactorWarning
 
 from .frames import assert_same
 
@@ -189,3 +194,130 @@ def test_property_dtypes_and_missing(frames):
             build_spec(variant, formula, **kw_raise)
         assert str(e1.value) == str(e2.value)
         assert str(e1.value).startswith("missing values in column")
+
+
+# -- one reading of a column whatever the engine (issue: same data, same model) --------
+
+
+def _obj(values) -> pd.Series:
+    return pd.Series(values, dtype=object)
+
+
+@pytest.mark.parametrize(
+    "values, types, cls",
+    [
+        (["a", None, "b"], {"str"}, "string"),
+        ([1, np.nan, 3.5], {"int", "float"}, "float"),
+        ([np.int64(1), 2], {"int"}, "int"),
+        ([Decimal("9.99"), None, Decimal("NaN")], {"Decimal"}, "float"),
+        ([Decimal("1.5"), 2], {"Decimal", "int"}, "float"),
+        ([True, False, None], {"bool"}, "bool"),
+        ([pd.Timestamp(0), pd.Timestamp(1)], {"Timestamp"}, "string"),
+        ([None, np.nan], set(), None),
+    ],
+)
+def test_object_columns_are_read_by_the_types_of_their_values(values, types, cls):
+    assert object_types(_obj(values)) == types
+    assert object_class(types, "c") == cls
+
+
+@pytest.mark.parametrize(
+    "values, shown",
+    [([5, "5"], "int, str"), ([True, 1], "bool, int"), (["a", 1.5, b"x"], "bytes, float, str")],
+)
+def test_object_columns_of_several_kinds_are_refused(values, shown):
+    types = object_types(_obj(values))
+    with pytest.raises(
+        DataError, match=rf"column 'c' holds values of several Python types \({shown}\)"
+    ):
+        object_class(types, "c")
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.none(), st.integers(-5, 5), st.floats(-2, 2), st.text(max_size=2), st.booleans()
+        ),
+        min_size=1,
+        max_size=30,
+    ),
+    st.lists(st.integers(0, 30), max_size=4),
+)
+def test_object_types_of_a_column_are_the_union_over_any_split(values, cuts):
+    s = _obj(values)
+    bounds = [0, *sorted(cuts), len(values)]
+    parts = [s.iloc[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    assert set().union(*(object_types(p) for p in parts)) == object_types(s)
+
+
+def test_object_numbers_are_numbers_and_inside_C_numeric_levels():
+    base = _zoo_base()
+    prices = [Decimal("9.99"), Decimal("14.99"), Decimal("19.99"), Decimal("24.99")]
+    df = base.assign(p=_obj([prices[i % 4] for i in range(len(base))]))
+    spec = build_spec(df, "y ~ p", groups="g")
+    assert spec.exog_names == ["Intercept", "p"]
+    np.testing.assert_array_equal(spec.transform(df).exog[:, 1], df["p"].astype(float))
+    spec = build_spec(df, "y ~ C(p)", groups="g")
+    assert spec.exog_names == ["Intercept", "C(p)[T.14.99]", "C(p)[T.19.99]", "C(p)[T.24.99]"]
+    # an object response of numbers is a numeric response
+    df = base.assign(y=_obj(list(base["y"])))
+    assert build_spec(df, "y ~ xi", groups="g").endog_name == "y"
+
+
+def test_object_groups_mixing_5_and_text_5_are_refused():
+    base = _zoo_base()
+    df = base.assign(g=_obj([v if i % 2 else str(v) for i, v in enumerate(base["g"])]))
+    with pytest.raises(DataError, match=r"column 'g' holds values of several Python types"):
+        build_spec(df, "y ~ xi", groups="g")
+
+
+def test_unordered_categorical_of_numbers_has_numeric_levels_and_warns_in_a_plain_term():
+    base = _zoo_base()
+    dose = np.array([5, 15, 25, 35])[np.arange(len(base)) % 4]
+    text_order = pd.CategoricalDtype([15, 25, 35, 5])  # as pd.read_parquet declares hive keys
+    df = base.assign(dose=pd.Series(dose).astype(text_order))
+    with pytest.warns(NumericFactorWarning, match=r"column 'dose' is a categorical of numbers"):
+        spec = build_spec(df, "y ~ dose", groups="g")
+    assert spec.levels["dose"] == [5, 15, 25, 35]
+    assert spec.exog_names == ["Intercept", "dose[T.15]", "dose[T.25]", "dose[T.35]"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        spec = build_spec(df, "y ~ C(dose)", groups="g")
+    assert spec.exog_names[1] == "C(dose)[T.15]"
+    ordered = pd.CategoricalDtype([15, 25, 35, 5], ordered=True)
+    with pytest.warns(NumericFactorWarning):
+        spec = build_spec(df.assign(dose=df["dose"].astype(ordered)), "y ~ Q('dose')", groups="g")
+    assert spec.levels["dose"] == [15, 25, 35, 5]  # an ordered categorical keeps its order
+
+
+def test_numbers_written_as_text_in_a_plain_term_warn():
+    base = _zoo_base()
+    df = base.assign(p=base["xi"].map(lambda v: f"{v:.2f}").astype("str"))
+    with pytest.warns(NumericFactorWarning, match=r"column 'p' holds numbers written as text"):
+        spec = build_spec(df, "y ~ p", groups="g")
+    assert spec.levels["p"] == sorted(spec.levels["p"])  # text order, as statsmodels
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_spec(df, "y ~ C(p)", groups="g")
+        build_spec(df.assign(p=base["s"]), "y ~ p", groups="g")  # labels: no warning
+
+
+@pytest.mark.parametrize("dt", [np.uint64, "UInt64", pd.ArrowDtype(pa.uint64())])
+def test_integer_levels_past_2_63_are_exact(dt):
+    base = _zoo_base()
+    big = np.array([2**63, 2**63 + 1, 2**64 - 1], dtype=np.uint64)
+    df = base.assign(h=pd.Series(big[np.arange(len(base)) % 3]).astype(dt))
+    spec = build_spec(df, "y ~ C(h)", groups="g", vc_formula={"v": "0 + C(h)"})
+    assert spec.exog_names == [
+        "Intercept",
+        "C(h)[T.9223372036854775809]",
+        "C(h)[T.18446744073709551615]",
+    ]
+    dm = spec.transform(df)
+    np.testing.assert_array_equal(dm.exog[:, 1], (np.arange(len(base)) % 3 == 1).astype(float))
+    np.testing.assert_array_equal(dm.vc_cols[0][:, 0], np.arange(len(base)) % 3)
+    # 2**63 + 2 has the float64 value of a level, but is not one
+    new = df.iloc[:3].assign(h=pd.Series(np.array([2**63 + 2] * 3, dtype=np.uint64)).astype(dt))
+    with pytest.raises(DataError, match="levels not seen"):
+        spec.transform(new)
