@@ -1,11 +1,14 @@
 """The one look at the whole data that a spec needs: the global levels of the factor
-columns, the row counts and the response's range.
+columns, the Python types held by ``object`` columns, the row counts and the response's
+range.
 
 On pandas the frame is at hand.  On Dask one ``dask.compute`` reads the categorical and
 string columns whose levels are not known (all used columns with ``missing="drop"``,
-because levels must come from the rows kept), plus the response column for the empty /
-constant-response checks; a column with known categories uses its declared categories
-as they are when ``missing="raise"``, since its data is not read.
+because levels must come from the rows kept), the ``object`` columns (their types decide
+how they are read, the same whatever the partitioning: each partition reports the set of
+types it holds), plus the response column for the empty / constant-response checks; a
+column with known categories uses its declared categories as they are when
+``missing="raise"``, since its data is not read.
 """
 
 from __future__ import annotations
