@@ -55,7 +55,19 @@ _NUMPY_ELEMENTWISE = {"where", "clip", "round", "around", "nan_to_num"}
 # methods that may be called on a column inside an expression (elementwise).
 _ELEMENTWISE_METHODS = {"clip", "round", "abs", "astype", "pow", "isin"}
 _BUILTINS_OK = {"abs"}
-_NOT_PLAIN = (ast.Lambda, ast.ListComp, ast.DictComp, ast.SetComp, ast.GeneratorExp, ast.NamedExpr)
+_NOT_PLAIN = (
+    ast.Lambda,
+    ast.ListComp,
+    ast.DictComp,
+    ast.SetComp,
+    ast.GeneratorExp,
+    ast.NamedExpr,
+    ast.Subscript,  # reads rows by position (or an object's internals)
+    ast.Starred,
+    ast.Await,
+    ast.Yield,
+    ast.YieldFrom,
+)
 
 
 def transforms() -> dict:
@@ -163,6 +175,7 @@ class _FactorChecker:
         )
 
     def visit(self, node: ast.AST) -> None:
+        self.check_attribute(node)
         if isinstance(node, ast.Call):
             self.visit_call(node)
             return
@@ -176,7 +189,18 @@ class _FactorChecker:
         for child in ast.iter_child_nodes(node):
             self.visit(child)
 
+    def check_attribute(self, node: ast.AST) -> None:
+        """Refuse private and special attributes anywhere in an attribute chain."""
+        while isinstance(node, ast.Attribute):
+            if node.attr.startswith("_"):
+                raise FormulaError(
+                    f"{self.role} {self.formula!r}: the attribute .{node.attr} is not allowed: "
+                    "private and special attributes reach past what a formula may read"
+                )
+            node = node.value
+
     def visit_call(self, node: ast.Call) -> None:
+        self.check_attribute(node.func)
         parts = _dotted(node.func)
         if parts is None:
             if isinstance(node.func, ast.Attribute):

@@ -125,3 +125,43 @@ def test_q_quotes_one_column_name_and_evaluates_nothing(tmp_path, term):
     assert not marker.exists()
     spec = build_spec(df, "y ~ Q('x1')", groups="g")
     assert spec.exog_names == ["Intercept", "Q('x1')"]
+
+
+# every payload class is refused before anything is evaluated (DESIGN.md §12)
+PAYLOADS = [
+    "__import__('os').system('touch {marker}')",
+    "open('{marker}', 'w')",
+    "np.where(x1 > 0, x1, 0).__class__",
+    "x1.__class__.__init__",
+    "np._core.umath.add(x1, x1)",
+    "x1.pow.__self__",
+    "np.__dict__['load']('{marker}')",
+    "(lambda: 1)()",
+    "[open('{marker}', 'w') for _ in [0]]",
+    "x1[0]",
+    "np.where(*[x1 > 0, x1, 0])",
+    "(m := open('{marker}', 'w'))",
+    "np.vectorize(open)(x1)",
+    "x1.astype(str).map(open)",
+    "x1.pipe(open)",
+    "getattr(np, 'load')('{marker}')",
+    "C(x1, levels=open('{marker}', 'w'))",
+]
+
+
+@pytest.mark.parametrize("payload", PAYLOADS)
+def test_payloads_are_refused_from_every_formula_role(tmp_path, payload):
+    from dmixed import FormulaError
+
+    df = make_df()
+    marker = tmp_path / "ran"
+    term = payload.format(marker=marker)
+    for kwargs in (
+        {"formula": f"y ~ {term}"},
+        {"formula": f"np.log(x2) + {term} ~ x1"},
+        {"formula": "y ~ x1", "re_formula": f"1 + {term}"},
+        {"formula": "y ~ x1", "vc_formula": {"c": f"0 + {term}"}},
+    ):
+        with pytest.raises(FormulaError):
+            build_spec(df, groups="g", **kwargs)
+    assert not marker.exists()
