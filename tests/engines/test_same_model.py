@@ -319,10 +319,22 @@ def _object_numbers(tmp_path):
     return frame, random_parts(frame, 25, convert_string=False)
 
 
-def _object_int_groups(tmp_path):
-    frame = base_frame(seed=26)
-    frame["g"] = pd.Series([int(v[1:]) for v in frame["g"]], dtype=object)
-    return frame, random_parts(frame, 26, convert_string=False)
+def _object_number_groups(numbers):
+    """Groups of Python and numpy numbers in an object column (group i: numbers[i])."""
+
+    def make(tmp_path):
+        frame = base_frame(seed=26)
+        frame["g"] = pd.Series([numbers[int(v[1:])] for v in frame["g"]], dtype=object)
+        return frame, random_parts(frame, 26, convert_string=False)
+
+    return make
+
+
+MIXED_NUMBERS = [
+    f(v)
+    for v in range(16)
+    for f in [(int, float, np.int64, np.float32, lambda u: decimal.Decimal(f"{u}.25"))[v % 5]]
+]
 
 
 DOSE = [5, 15, 25, 35]
@@ -397,7 +409,8 @@ CASES = {
         levels={"dose": [35, 5, 25, 15]},
     ),
     "object-numbers-as-term": Case(_object_numbers, "y ~ x + m", names=("Intercept", "x", "m")),
-    "object-int-groups": Case(_object_int_groups),
+    "object-int-groups": Case(_object_number_groups(list(range(100, 116)))),
+    "object-mixed-number-groups": Case(_object_number_groups(MIXED_NUMBERS)),
     "numeric-text-as-term": Case(
         _numeric_text,
         "y ~ x + lvl",
