@@ -106,17 +106,6 @@ def pick(values, dtype=None):
     return make
 
 
-def group_keys(make_key):
-    """Groups ``g`` replaced by ``make_key(i)`` of the base frame's group number i."""
-
-    def build(tmp_path):
-        frame = base_frame(seed=3)
-        frame["g"] = [make_key(int(v[1:])) for v in frame["g"]]
-        return frame
-
-    return build
-
-
 # --------------------------------------------------------------------------------------
 # the cases
 # --------------------------------------------------------------------------------------
@@ -137,12 +126,11 @@ class Case:
     levels: dict = field(default_factory=dict)
 
 
-def from_frame(build, to_dask=random_parts):
-    """A case maker from a frame builder and how the user made a Dask collection of it."""
+def from_frame(frame: pd.DataFrame, seed: int = 7):
+    """A case maker: the frame, and ``dd.from_pandas`` of its shuffled rows."""
 
     def make(tmp_path):
-        frame = build(tmp_path) if callable(build) else build
-        return frame, to_dask(frame, 7)
+        return frame, random_parts(frame, seed)
 
     return make
 
@@ -343,7 +331,10 @@ DROP = {**SLOPE, "missing": "drop"}
 
 CASES = {
     # -- round 1: what held ------------------------------------------------------------
-    "from_pandas-random-npartitions": Case(from_frame(base_frame(seed=0))),
+    **{
+        f"from_pandas-random-npartitions-{seed}": Case(from_frame(base_frame(seed=0), seed))
+        for seed in (0, 1, 2)
+    },
     "unknown-categoricals": Case(_unknown_categoricals),
     "categories-differ-per-partition": Case(_categories_per_partition),
     "string[pyarrow]": Case(_arrow_strings("string[pyarrow]")),
