@@ -53,6 +53,7 @@ __all__ = [
     "check_arguments",
     "check_response_not_constant",
     "column_kinds",
+    "group_native",
     "main_formula_spec",
     "parse_formulas",
     "plan_variance_components",
@@ -329,6 +330,14 @@ def _read_object_columns(scan: LevelScan, kinds: dict, native: dict, c_columns: 
         native[c] = cls
         convert = {"int": int, "bool": bool}.get(cls, float)
         scan.levels[c] = sorted({convert(v) for v in scan.levels[c]})
+
+
+def group_native(scan: LevelScan, groups: str) -> str | None:
+    """How the keys of an ``object`` group column of numbers or booleans are converted
+    (``"int"``, ``"float"``, ``"bool"``; None: kept as they are)."""
+    types = scan.types.get(groups)
+    cls = object_class(types, groups) if types is not None else None
+    return cls if cls in ("int", "float", "bool") else None
 
 
 def _looks_numeric(levels: list) -> str | None:

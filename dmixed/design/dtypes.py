@@ -212,13 +212,18 @@ def object_class(types: set[str], name: str) -> str | None:
     )
 
 
-def group_keys(s: pd.Series) -> np.ndarray:
+def group_keys(s: pd.Series, native: str | None = None) -> np.ndarray:
     """The group labels of a column as numpy values of the matching type.
 
     Categoricals give their categories' values; strings give objects; unsigned
-    integers stay unsigned (ids above 2**63 must not wrap to negatives).
+    integers stay unsigned (ids above 2**63 must not wrap to negatives).  ``native``
+    (``"int"``, ``"float"``, ``"bool"``) converts an ``object`` column of numbers or
+    booleans (:func:`object_class`), so that ``5`` and ``np.int64(5)`` are one group and
+    keys of mixed number types sort.
     """
     dt = s.dtype
+    if native is not None and pd.api.types.is_object_dtype(dt):
+        return s.to_numpy(dtype=native_dtype(native))
     if isinstance(dt, pd.CategoricalDtype):
         cats = dt.categories
         if column_class(cats.dtype) in NUMBER_CLASSES:

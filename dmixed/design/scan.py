@@ -78,6 +78,7 @@ class PartitionSummary:
     levels: dict[str, list] = field(default_factory=dict)
     range: tuple[float, float] | None = None
     types: dict[str, set] = field(default_factory=dict)
+    categories: dict[str, list] = field(default_factory=dict)
 
 
 def is_dask(obj) -> bool:
@@ -134,6 +135,8 @@ def summarize_partition(pdf, kinds, plan: ScanPlan, to_scan) -> PartitionSummary
     out.types = {c: object_types(pdf[c]) for c in plan.object_cols}
     for c in to_scan:
         out.levels[c] = _distinct(pdf[c], out.types.get(c), c, plan)
+        if isinstance(pdf[c].dtype, pd.CategoricalDtype):
+            out.categories[c] = py_scalars(pdf[c].dtype.categories)
     if plan.resp_col is not None and len(pdf):
         v = to_float(pdf[plan.resp_col], plan.resp_col)
         v = v[np.isfinite(v)]
@@ -183,16 +186,29 @@ def dask_scan(ddf, meta, kinds, plan: ScanPlan) -> LevelScan:
     read = list(dict.fromkeys([*to_scan, *also]))
     summarize = dask.delayed(summarize_partition)
     tasks = [summarize(p, kinds, plan, to_scan) for p in ddf[read].to_delayed()]
-    return _combine(dask.compute(*tasks), levels, to_scan, declared)
+    return _combine(dask.compute(*tasks), levels, to_scan, declared, meta)
 
 
-def _combine(results, levels: dict, to_scan, declared) -> LevelScan:
+def _partition_categories(results, c: str, meta) -> pd.CategoricalDtype | None:
+    """The categories the partitions declare, merged in order of first appearance (as
+    ``pd.read_parquet`` unifies the dictionaries of the files it reads), where the
+    collection declares none of its own (Arrow dictionaries: one per file)."""
+    if not isinstance(meta[c].dtype, pd.CategoricalDtype):
+        return None
+    if not all(c in r.categories for r in results if r.n):
+        return None
+    merged = dict.fromkeys(itertools.chain.from_iterable(r.categories.get(c, []) for r in results))
+    return pd.CategoricalDtype(list(merged), ordered=meta[c].dtype.ordered)
+
+
+def _combine(results, levels: dict, to_scan, declared, meta) -> LevelScan:
     n_total = sum(r.n for r in results)
     n_kept = sum(r.n_kept for r in results)
     for c in to_scan:
         vals = itertools.chain.from_iterable(r.levels[c] for r in results)
-        if c in declared:
-            levels[c] = categorical_levels(declared[c], vals)
+        dtype = declared[c] if c in declared else _partition_categories(results, c, meta)
+        if dtype is not None:
+            levels[c] = categorical_levels(dtype, vals)
         else:
             levels[c] = sorted_levels(vals)
     types: dict[str, set] = {}

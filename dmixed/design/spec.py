@@ -26,6 +26,7 @@ Levels come from the whole data (:mod:`dmixed.design.levels`,
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +39,7 @@ from .build import (
     check_arguments,
     check_response_not_constant,
     column_kinds,
+    group_native,
     main_formula_spec,
     parse_formulas,
     plan_variance_components,
@@ -162,6 +164,7 @@ class ModelSpec(ModelNames):
     re_spec: Any = field(default=None, repr=False, compare=False)
     re_kind: str = field(default="ones", repr=False)
     vc_plans: list[VCPlan] = field(default_factory=list, repr=False, compare=False)
+    group_native: str | None = field(default=None, repr=False)
 
     # -- pickling: drop per-process caches -----------------------------------
     def __getstate__(self) -> dict:
@@ -226,6 +229,7 @@ class ModelSpec(ModelNames):
             "missing": self.missing,
             "column_kinds": dict(self.column_kinds),
             "native": dict(self.native),
+            "group_native": self.group_native,
             "levels": {c: py_scalars(list(v)) for c, v in self.levels.items()},
             "exog_names": list(self.exog_names),
             "exog_re_names": list(self.exog_re_names),
@@ -263,7 +267,7 @@ class ModelSpec(ModelNames):
                     f"the saved model spec does not rebuild to the same {key}: "
                     f"{getattr(spec, key)} != {state[key]}"
                 )
-        return spec
+        return dataclasses.replace(spec, group_native=state.get("group_native"))
 
     # -- per-partition application -------------------------------------------
     def transform(self, df: pd.DataFrame, *, response: bool = True) -> DesignMatrices:
@@ -305,7 +309,7 @@ class ModelSpec(ModelNames):
             exog_re=exog_re,
             vc_cols=vc_cols,
             vc_vals=vc_vals,
-            groups=group_keys(groups),
+            groups=group_keys(groups, self.group_native),
             weights=prepared.weights,
             n_dropped=prepared.n_dropped,
         )
@@ -381,6 +385,7 @@ def build_spec(
         re_spec=re_spec,
         re_kind=parsed.re_kind,
         vc_plans=vc_plans,
+        group_native=group_native(scan, groups),
     )
     check_response_not_constant(spec, data, scan, dask_input)
     return spec

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import dask
 
+from ...design.dtypes import native_dtype
 from ...errors import DataError, SpecError
 from ...stats import FittedStatistics, Layout
 from ...stats.keys import key_dtype
@@ -114,6 +115,8 @@ def local_scheduler() -> str:
 def group_key_dtype(ddf, spec):
     """dtype of the group keys the partitions will yield (best effort, from the
     collection's metadata; :func:`~dmixed.stats.keys.key_dtype`)."""
+    if spec.group_native is not None:
+        return key_dtype(native_dtype(spec.group_native))
     try:
         dtype = ddf.dtypes[spec.group_name]
     except (KeyError, AttributeError):
