@@ -105,7 +105,7 @@ def test_dask_strings_become_arrow_and_still_work():
     parts = partitions(ddf)
     for p in parts:
         dm = spec.transform(p)
-        np.testing.assert_array_equal(dm.exog[:, 1], (p["a"] == "mid").to_numpy(dtype=float))
+        np.testing.assert_array_equal(dm.exog[:, 1], (p["a"] == "lo").to_numpy(dtype=float))
 
 
 def test_dask_known_and_unknown_categories():
