@@ -19,6 +19,7 @@ import pandas as pd
 from .dtypes import CATEGORICAL, py_scalars, to_float
 from .levels import declared_observed, sorted_levels, unique_values
 from .missing import rows_with_missing
+from .partitions import check_persisted, select_columns
 
 __all__ = ["LevelScan", "PartitionSummary", "dask_scan", "is_dask", "pandas_scan"]
 
@@ -114,6 +115,7 @@ def dask_scan(ddf, meta, kinds, level_cols, columns_used, missing, resp_col) -> 
     """Levels, row counts and response range of a Dask frame, in at most one compute."""
     import dask
 
+    check_persisted(ddf)
     drop = missing == "drop"
     declared = _declared_categories(ddf, meta, kinds, level_cols)
     levels: dict[str, list] = {}
@@ -133,7 +135,8 @@ def dask_scan(ddf, meta, kinds, level_cols, columns_used, missing, resp_col) -> 
     read = list(dict.fromkeys([*to_scan, *also]))
     summarize = dask.delayed(summarize_partition)
     used = columns_used if drop else []
-    tasks = [summarize(p, kinds, to_scan, used, drop, resp_col) for p in ddf[read].to_delayed()]
+    parts = select_columns(ddf, read).to_delayed()
+    tasks = [summarize(p, kinds, to_scan, used, drop, resp_col) for p in parts]
     return _combine(dask.compute(*tasks), levels, to_scan, declared)
 
 
