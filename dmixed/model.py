@@ -25,6 +25,7 @@ from .design.arrays import (
     handle_missing,
 )
 from .design.missing import MISSING_OPTIONS
+from .design.partitions import select_columns
 from .engines.local import statistics_from_rows
 from .errors import (
     BoundaryWarning,
@@ -266,8 +267,10 @@ class MixedLM(ModelDimensions):
     def from_spec(cls, spec, data, use_sqrt: bool = True) -> MixedLM:
         """A model of ``data`` with an existing spec (same columns, levels and names)."""
         if is_dask(data):
-            # read only the columns the model uses (Parquet column pruning)
-            return cls._with_spec(spec, use_sqrt, source=data[list(spec.columns_used)])
+            # read only the columns the model uses (Parquet column pruning); partitions
+            # that Dask does not check are checked for them
+            source = select_columns(data, list(spec.columns_used))
+            return cls._with_spec(spec, use_sqrt, source=source)
         return cls._with_spec(spec, use_sqrt, rows=_rows_of_frame(spec, data))
 
     @classmethod

@@ -33,7 +33,15 @@ from .missing import missing_mask, missing_rows
 if TYPE_CHECKING:
     from .spec import ModelSpec
 
-__all__ = ["PreparedColumns", "normalized_frame", "prepare_columns"]
+__all__ = [
+    "PreparedColumns",
+    "is_missing_values_error",
+    "missing_counts",
+    "missing_values_error",
+    "needed_columns",
+    "normalized_frame",
+    "prepare_columns",
+]
 
 
 @dataclass
@@ -90,15 +98,21 @@ def prepare_columns(spec: ModelSpec, df: pd.DataFrame, response: bool = True) ->
     return PreparedColumns(columns, weights, keep, n_dropped)
 
 
-def _columns_needed(spec: ModelSpec, df: pd.DataFrame, response: bool):
-    """The used columns (and the formula columns among them); all must be present once."""
+def needed_columns(spec: ModelSpec, response: bool = True) -> list[str]:
+    """The columns a frame must have: the spec's used columns; with ``response=False``
+    (new rows to predict) without those only the response uses, nor the weights."""
     skip: set = set()
     if not response:
         skip.update(spec.response_only)
         if spec.weights_name not in spec.formula_columns + [spec.group_name]:
             skip.add(spec.weights_name)
-    used = [c for c in spec.columns_used if c not in skip]
-    formula_columns = [c for c in spec.formula_columns if c not in skip]
+    return [c for c in spec.columns_used if c not in skip]
+
+
+def _columns_needed(spec: ModelSpec, df: pd.DataFrame, response: bool):
+    """The used columns (and the formula columns among them); all must be present once."""
+    used = needed_columns(spec, response)
+    formula_columns = [c for c in spec.formula_columns if c in used]
     absent = [c for c in used if c not in df.columns]
     if absent:
         raise DataError(
@@ -163,11 +177,7 @@ def _rows_to_keep(spec: ModelSpec, norm: _Normalized, used: list[str], n: int):
     if not bad:
         return None, 0
     if spec.missing == "raise":
-        raise DataError(
-            "missing values in "
-            + ", ".join(f"column {c!r} ({plural(counts[c])})" for c in bad)
-            + '; pass missing="drop" to drop them'
-        )
+        raise missing_values_error({c: counts[c] for c in bad})
     keep = ~bad_rows
     return keep, int(n - keep.sum())
 
@@ -219,3 +229,44 @@ def normalized_frame(spec: ModelSpec, columns: dict[str, np.ndarray], n: int) ->
         else:
             data[c] = a
     return pd.DataFrame(data, index=pd.RangeIndex(n), copy=False)
+
+
+# ---------------------------------------------------------------------------
+# Missing values counted over partitions (the Dask engine's data-wide message)
+# ---------------------------------------------------------------------------
+
+_MISSING_PREFIX = "missing values in "
+
+
+def missing_values_error(counts: dict) -> DataError:
+    """The error ``missing="raise"`` raises for ``{column: rows missing}`` (columns with
+    missing rows, in the spec's order of used columns)."""
+    return DataError(
+        _MISSING_PREFIX
+        + ", ".join(f"column {c!r} ({plural(k)})" for c, k in counts.items())
+        + '; pass missing="drop" to drop them'
+    )
+
+
+def is_missing_values_error(err: BaseException) -> bool:
+    """Whether ``err`` is :func:`missing_values_error`'s (also after a trip through a
+    Dask worker, which re-raises a copy)."""
+    return isinstance(err, DataError) and str(err).startswith(_MISSING_PREFIX)
+
+
+def missing_counts(spec: ModelSpec, df: pd.DataFrame, response: bool = True) -> dict:
+    """``{column: rows missing}`` for every used column of one frame (zeros included, in
+    the spec's order): what ``missing="raise"`` counts, for adding over partitions.
+
+    Raises
+    ------
+    DataError
+        As :func:`prepare_columns`, for anything it refuses before missing values.
+    """
+    used, formula_columns = _columns_needed(spec, df, response)
+    norm = _normalize(spec, df, formula_columns)
+    _add_group_missing(spec, df, norm)
+    if spec.weights_name is not None and response:
+        _add_weights(spec, df, norm)
+    _, counts = missing_rows(norm.missing, len(df))
+    return {c: counts.get(c, 0) for c in used}

@@ -22,6 +22,7 @@ import pandas as pd
 from .dtypes import CATEGORICAL, object_types, py_scalars, to_float
 from .levels import categorical_levels, sorted_levels, unique_values
 from .missing import rows_with_missing
+from .partitions import check_persisted, select_columns
 
 __all__ = [
     "LevelScan",
@@ -167,6 +168,7 @@ def dask_scan(ddf, meta, kinds, plan: ScanPlan) -> LevelScan:
     one compute."""
     import dask
 
+    check_persisted(ddf)
     declared = _declared_categories(ddf, meta, kinds, plan.level_cols)
     levels: dict[str, list] = {}
     to_scan = []
@@ -185,7 +187,8 @@ def dask_scan(ddf, meta, kinds, plan: ScanPlan) -> LevelScan:
     also += plan.object_cols + (list(plan.columns_used) if plan.drop else [])
     read = list(dict.fromkeys([*to_scan, *also]))
     summarize = dask.delayed(summarize_partition)
-    tasks = [summarize(p, kinds, plan, to_scan) for p in ddf[read].to_delayed()]
+    parts = select_columns(ddf, read).to_delayed()
+    tasks = [summarize(p, kinds, plan, to_scan) for p in parts]
     return _combine(dask.compute(*tasks), levels, to_scan, declared, meta)
 
 

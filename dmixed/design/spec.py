@@ -77,6 +77,8 @@ class DesignMatrices:
     groups: np.ndarray
     weights: np.ndarray | None
     n_dropped: int
+    #: the rows of the frame kept (None: all; ``missing="drop"``)
+    keep: np.ndarray | None = None
 
     @property
     def nobs(self) -> int:
@@ -312,6 +314,7 @@ class ModelSpec(ModelNames):
             groups=group_keys(groups, self.group_native),
             weights=prepared.weights,
             n_dropped=prepared.n_dropped,
+            keep=prepared.keep,
         )
 
 

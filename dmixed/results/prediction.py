@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..design.partitions import check_persisted, select_columns
+from ..design.prepare import needed_columns
 from ..errors import DataError, SpecError
 from ..stats.slots import lookup_vc_slots, table_pairs
 
@@ -105,32 +107,64 @@ class Predictor:
         return fixed + self.random_part(np.asarray(groups), z, [], [])
 
 
-def fitted_partition(pdf, spec, predictor: Predictor, include_random: bool, resid: bool):
-    """One partition's fitted values (or residuals), indexed like the partition."""
-    dm = spec.transform(pdf) if resid else transform_for_prediction(spec, pdf)
-    if dm.n_dropped:
-        raise DataError(
-            f"{dm.n_dropped} rows of a partition have missing values: fitted values and "
-            "residuals are only defined for complete rows"
-        )
+def fitted_partition(pdf, spec, predictor: Predictor, include_random: bool, what: str):
+    """One partition's predictions, fitted values or residuals (``what``, see
+    :func:`predict_dask`) at the rows kept, indexed like them in ``pdf``."""
+    name = "resid" if what == "resid" else "fittedvalues"
+    if len(pdf) == 0:
+        return pd.Series([], index=pdf.index, dtype="float64", name=name)
+    dm = transform_for_prediction(spec, pdf) if what == "predict" else spec.transform(pdf)
+    index = pdf.index if dm.keep is None else pdf.index[dm.keep]
     pred = predictor.predict(dm, include_random)
-    values = dm.endog - pred if resid else pred
-    return pd.Series(values, index=pdf.index, name="resid" if resid else "fittedvalues")
+    values = dm.endog - pred if what == "resid" else pred
+    return pd.Series(values, index=index, name=name)
 
 
-def predict_dask(predictor: Predictor, spec, ddf, include_random: bool, resid: bool = False):
-    """Fitted values (or residuals with ``resid``) of a Dask DataFrame: a lazy Dask
-    Series with the partitions of ``ddf``."""
+def predict_dask(predictor: Predictor, spec, ddf, include_random: bool, what: str = "predict"):
+    """Predictions, fitted values or residuals of a Dask DataFrame: a lazy Dask Series
+    with the partitions of ``ddf``.
+
+    Parameters
+    ----------
+    predictor : Predictor
+    spec : dmixed.design.ModelSpec
+    ddf : dask.dataframe.DataFrame
+        New rows (``what="predict"``: the response need not be there) or the fitted
+        ones.
+    include_random : bool
+        Add ``Z̃ γ̂_group`` to ``X β̂``.
+    what : {"predict", "fittedvalues", "resid"}
+        ``"resid"`` gives ``y − fitted``.
+
+    Returns
+    -------
+    dask.dataframe.Series
+        float64, named ``"resid"`` or ``"fittedvalues"``.  Rows with a missing value in a
+        column the model uses (``"predict"``: the response and weights aside) are left
+        out with ``missing="drop"``, as the in-process fit leaves them out: the Series
+        holds the kept rows, with their index in ``ddf``.
+
+    Raises
+    ------
+    DataError
+        Now: a used column is not in ``ddf``; the persisted data of ``ddf`` are gone.
+        When computed: a partition lacks a used column (named with its number); missing
+        values with ``missing="raise"``.
+    """
     import dask  # only here: dmixed imports without Dask
 
+    if what not in ("predict", "fittedvalues", "resid"):
+        raise SpecError(f"what must be 'predict', 'fittedvalues' or 'resid', got {what!r}")
+    check_persisted(ddf)
+    data = select_columns(ddf, needed_columns(spec, response=what != "predict"))
     # one task holding the predictor: a dependency of every partition, not a literal
     state = dask.delayed(predictor, pure=True)
-    name = "resid" if resid else "fittedvalues"
-    return ddf.map_partitions(
+    name = "resid" if what == "resid" else "fittedvalues"
+    return data.map_partitions(
         fitted_partition,
         spec,
         state,
         include_random,
-        resid,
+        what,
         meta=pd.Series(dtype="float64", name=name),
     )

@@ -367,13 +367,16 @@ class MixedLMResults:
 
         Returns
         -------
-        ndarray, or a Dask Series for Dask data.
+        ndarray, or a lazy Dask Series for Dask data.  ``missing="drop"`` leaves out the
+        rows with a missing value in a used column (the response aside); the Dask Series
+        keeps the other rows' index.
 
         Raises
         ------
         ValueError
             ``data`` for a model built from arrays; no data for loaded results;
-            ``exog`` of the wrong width; ``include_random`` without ``groups``.
+            ``exog`` of the wrong width; ``include_random`` without ``groups``; Dask data
+            that cannot be read (:func:`~dmixed.results.prediction.predict_dask`).
         """
         if data is not None:
             if self.spec is None:
@@ -392,23 +395,32 @@ class MixedLMResults:
             return self.predictor().predict(rows, include_random)
         return self.predictor().predict_arrays(exog, exog_re, groups, include_random)
 
-    @cached_property
+    @property
     def fittedvalues(self):
-        """Fitted values including the predicted random effects (as statsmodels).
-
-        A lazy Dask Series (same partitions as the input) for Dask fits.
+        """Fitted values including the predicted random effects (as statsmodels), at the
+        fit's rows (``missing="drop"``: the kept rows).  For Dask fits a lazy Series that,
+        computed, holds the kept rows with their index; built at each access, so a
+        persisted input whose data are gone is refused (DataError) here.
         """
         source = self._fitted_source()
         if source is not None:
-            return predict_dask(self.predictor(), self.spec, source, True)
-        return self.predict(include_random=True)
+            return predict_dask(self.predictor(), self.spec, source, True, "fittedvalues")
+        return self._fitted_in_memory
 
     @cached_property
+    def _fitted_in_memory(self):
+        return self.predict(include_random=True)
+
+    @property
     def resid(self):
-        """``endog − fittedvalues`` (lazy Dask Series for Dask fits)."""
+        """``endog − fittedvalues`` at the same rows (see :attr:`fittedvalues`)."""
         source = self._fitted_source()
         if source is not None:
-            return predict_dask(self.predictor(), self.spec, source, True, resid=True)
+            return predict_dask(self.predictor(), self.spec, source, True, "resid")
+        return self._resid_in_memory
+
+    @cached_property
+    def _resid_in_memory(self):
         rows = self._fitted_rows()
         if rows is None:
             raise SpecError("the fitted rows are not available (loaded results)")
@@ -452,7 +464,7 @@ class MixedLMResults:
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        for key in ("fittedvalues", "resid"):
+        for key in ("_fitted_in_memory", "_resid_in_memory"):
             state.pop(key, None)  # lazy Dask collections or large arrays: recomputed
         return state
 

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 import dask
 
 from ...design.dtypes import native_dtype
+from ...design.partitions import check_persisted
+from ...design.prepare import is_missing_values_error
 from ...errors import DataError, SpecError
 from ...stats import FittedStatistics, Layout
 from ...stats.keys import key_dtype
@@ -38,6 +40,7 @@ from ...stats.slots import SlotMap
 from ...stats.standardize import Standardization
 from . import tuning
 from .blocks import Assembly, assemble_blocks, block_dense, block_summary, gathered_engine
+from .checks import missing_values_total
 from .evaluator import DaskEngine, make_evaluator
 from .graph import block_graph, project_columns, slot_map_graph
 from .progress import wait_for
@@ -272,8 +275,13 @@ def statistics_from_dask(
 
     Raises
     ------
-    ValueError
-        An unknown ``engine``; ``engine="distributed"`` without a client; no rows left.
+    SpecError
+        An unknown ``engine``; ``engine="distributed"`` without a client.
+    DataError
+        No rows left; missing values with ``missing="raise"`` (counted over the whole
+        data: on this error path only, one more read of the partitions); a partition
+        that lacks a used column (named with its number); a persisted collection whose
+        data were released (``client.restart()``, ``client.cancel``).
     """
     mode = resolve_engine(engine)
     client = resolve_client(client)
@@ -282,8 +290,21 @@ def statistics_from_dask(
             "engine='distributed' needs a distributed Client (pass client= or create one)"
         )
     t0 = time.perf_counter()
+    check_persisted(ddf)
     ddf = project_columns(ddf, spec)
     run = _Pass(ddf, spec, client, mode, bool(progress), t0, group_key_dtype(ddf, spec))
+    try:
+        return _data_pass(run, standardization)
+    except DataError as err:
+        if not is_missing_values_error(err):
+            raise
+        # the error path only: one more read, for counts over all partitions
+        raise missing_values_total(ddf, spec, client, local_scheduler(), err) from None
+
+
+def _data_pass(run: _Pass, standardization: Standardization | None) -> FittedStatistics:
+    """The body of :func:`statistics_from_dask` (see the module's steps 2-4)."""
+    ddf, spec, client = run.ddf, run.spec, run.client
     slot_map, slot_arg = _number_slots(run)
     layout = Layout(len(spec.exog_re_names), () if slot_map is None else tuple(slot_map.widths))
     packed = PackedLayout(layout.r, len(spec.exog_names) + 1)
@@ -326,7 +347,7 @@ def statistics_from_dask(
         group_labels=asm.group_labels,
         group_sizes=asm.group_sizes,
         vc_slot_cols=[] if slot_map is None else slot_map.slot_columns(asm.group_labels),
-        data_pass_seconds=time.perf_counter() - t0,
+        data_pass_seconds=time.perf_counter() - run.t0,
         n_dropped=asm.n_dropped,
         standardization=asm.standardization,
     )

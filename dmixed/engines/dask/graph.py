@@ -21,6 +21,7 @@ import operator
 import dask
 import numpy as np
 
+from ...design.partitions import select_columns
 from ...errors import SpecError
 from ...stats.packed import PackedLayout
 from .blocks import to_block
@@ -73,13 +74,13 @@ def data_pass_mode() -> str:
 
 
 def project_columns(ddf, spec):
-    """Only the columns the spec reads (parquet then reads only those)."""
+    """Only the columns the spec reads (parquet then reads only those), each partition
+    checked where Dask does not guarantee its columns
+    (:func:`~dmixed.design.partitions.select_columns`)."""
     cols = list(getattr(spec, "columns_used", None) or [])
     if spec.group_name not in cols:
         cols.append(spec.group_name)
-    if all(c in ddf.columns for c in cols) and len(cols) < len(ddf.columns):
-        return ddf[cols]
-    return ddf
+    return select_columns(ddf, cols)
 
 
 # ---------------------------------------------------------------------------

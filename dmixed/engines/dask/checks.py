@@ -1,0 +1,36 @@
+"""Errors of the data pass worded for the whole data, not the partition that raised.
+
+A task of the data pass stops at the first partition with missing values
+(``missing="raise"``), with that partition's counts.  On that error path only,
+:func:`missing_values_total` reads every partition once more and counts the missing
+rows of each used column, so the message is the in-process one for the same data.
+"""
+
+from __future__ import annotations
+
+import dask
+
+from ...design.prepare import missing_counts, missing_values_error, needed_columns
+from ...errors import DataError
+
+
+def partition_missing_counts(pdf, spec) -> dict:
+    """``{column: rows missing}`` of one partition (empty for no rows)."""
+    if len(pdf) == 0:
+        return {}
+    return missing_counts(spec, pdf)
+
+
+def missing_values_total(ddf, spec, client, scheduler: str, err: DataError) -> DataError:
+    """The missing-value error of the whole collection (every used column's count, added
+    over the partitions), from one more read of ``ddf``: on ``client`` when given, else
+    with Dask's local ``scheduler``; ``err`` (one partition's) if none is found now."""
+    count = dask.delayed(partition_missing_counts, pure=True)
+    tasks = [count(part, spec) for part in ddf.to_delayed(optimize_graph=True)]
+    if client is None:
+        counts = dask.compute(*tasks, scheduler=scheduler)
+    else:
+        counts = client.gather(client.compute(tasks))
+    totals = {c: sum(k.get(c, 0) for k in counts) for c in needed_columns(spec)}
+    found = {c: k for c, k in totals.items() if k}
+    return missing_values_error(found) if found else err

@@ -1,0 +1,37 @@
+"""Partition checks: a partition without a used column, an empty one without columns,
+and the projection Dask's readers take themselves."""
+
+from __future__ import annotations
+
+import dask
+import dask.dataframe as dd
+import pandas as pd
+import pytest
+
+from dmixed.design.partitions import checked_partition, lost_futures, select_columns
+from dmixed.errors import DataError
+
+
+def test_checked_partition():
+    pdf = pd.DataFrame({"y": [1.0, 2.0], "g": [1, 2], "x": [0.5, 0.1]})
+    pd.testing.assert_frame_equal(checked_partition(pdf, ["g", "y"]), pdf[["g", "y"]])
+    empty = checked_partition(pd.DataFrame(), ["g", "y"], {"number": 4})
+    assert list(empty.columns) == ["g", "y"] and len(empty) == 0
+    with pytest.raises(DataError, match=r"partition 4 of the Dask .* no column\(s\) 'f'"):
+        checked_partition(pdf, ["y", "f"], {"number": 4})
+    with pytest.raises(DataError, match=r"^a partition .*'f'"):
+        checked_partition(pdf.iloc[:0], ["y", "f"])  # rows or columns: not empty
+
+
+def test_select_columns_where_dask_does_not_check(tmp_path):
+    pdf = pd.DataFrame({"y": [1.0, 2.0, 3.0], "g": [1, 2, 2], "x": [0.5, 0.1, 0.2]})
+    pdf.to_parquet(tmp_path / "d.parquet")
+    on_disk = select_columns(dd.read_parquet(tmp_path / "d.parquet"), ["y", "g"])
+    assert type(on_disk.expr).__name__ == "Projection"  # taken by the reader
+    delayed = dd.from_delayed([dask.delayed(pdf)], meta=pdf.iloc[:0], verify_meta=False)
+    checked = select_columns(delayed, ["y", "g"])
+    assert type(checked.expr).__name__ == "MapPartitions"
+    pd.testing.assert_frame_equal(checked.compute(scheduler="sync"), pdf[["y", "g"]])
+    with pytest.raises(DataError, match="column.*not found.*'z'"):
+        select_columns(delayed, ["y", "z"])
+    assert lost_futures(delayed) == []

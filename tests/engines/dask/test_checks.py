@@ -1,0 +1,176 @@
+"""Partitions as Dask users really have them: missing values counted over the whole
+data, partitions that lack a column or have none, persisted data that are gone."""
+
+from __future__ import annotations
+
+import dask
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import pytest
+from distributed import Client, LocalCluster, futures_of
+
+import dmixed
+from dmixed.errors import DataError
+
+from ..._synth import make_data
+
+
+@pytest.fixture(scope="module")
+def frame() -> pd.DataFrame:
+    df = make_data(n_groups=30, max_size=12, seed=5)
+    df["f"] = np.random.default_rng(5).normal(size=len(df))
+    df["site"] = np.array(["n", "s", "e"])[np.arange(len(df)) % 3]
+    return df
+
+
+def _message(excinfo) -> str:
+    return str(excinfo.value)
+
+
+@pytest.mark.parametrize(
+    ("vc", "source", "where"),
+    [(False, "from_pandas", "sync"), (True, "from_pandas", "sync"), (False, "from_map", "sync")]
+    + [(False, "from_pandas", "cluster")],
+)
+def test_missing_values_message_counts_the_whole_data(frame, vc, source, where, request):
+    """missing="raise": the Dask fit's message counts every partition's missing rows,
+    word for word the in-process message (the pass raised in one partition)."""
+    df = frame.copy()
+    df.loc[df.index[::11], "x2"] = np.nan
+    df.loc[df.index[3::29], "g"] = np.nan
+    kw = {"vc_formula": {"sub": "0 + C(sub)"}} if vc else {}
+    with pytest.raises(DataError) as in_process:
+        dmixed.mixedlm("y ~ x1 + x2", df, groups="g", **kw).fit()
+    assert "(16 rows)" in _message(in_process)
+    ddf = _collection(df, 4, source)
+    if where == "cluster":
+        kw["client"] = request.getfixturevalue("client")
+    with dask.config.set(scheduler="sync"), pytest.raises(DataError) as on_dask:
+        fit_kw = {"client": kw.pop("client")} if "client" in kw else {}
+        dmixed.mixedlm("y ~ x1 + x2", ddf, groups="g", **kw).fit(**fit_kw)
+    assert _message(on_dask) == _message(in_process)
+
+
+def _from_parts(parts: list[pd.DataFrame], meta: pd.DataFrame, source: str = "from_delayed"):
+    """A collection whose partitions Dask does not check against its columns: in
+    memory (one task per partition in the data pass) or read by a function (chains)."""
+    if source == "from_delayed":
+        return dd.from_delayed([dask.delayed(p) for p in parts], meta=meta, verify_meta=False)
+    return dd.from_map(_Read(parts), range(len(parts)), meta=meta, enforce_metadata=False)
+
+
+class _Read:
+    """Partition reader for ``dd.from_map`` (the data pass reads these in chains)."""
+
+    def __init__(self, parts: list[pd.DataFrame]) -> None:
+        self.parts = parts
+
+    def __call__(self, i: int) -> pd.DataFrame:
+        return self.parts[i]
+
+
+def _collection(df: pd.DataFrame, nparts: int, source: str):
+    if source == "from_pandas":
+        return dd.from_pandas(df, npartitions=nparts)
+    parts = [df.iloc[i] for i in np.array_split(np.arange(len(df)), nparts)]
+    return _from_parts(parts, df.iloc[:0], source)
+
+
+@pytest.mark.parametrize(
+    ("formula", "source"),
+    [
+        ("y ~ x1 + f", "from_delayed"),
+        ("y ~ x1 + f + C(site)", "from_delayed"),
+        ("y ~ x1 + f", "from_map"),
+    ],
+)
+def test_partition_without_a_model_column(frame, formula, source):
+    """A partition lacking 'f' is named (column and partition), in the level scan
+    (C(site) is scanned) and in the data pass, and for predictions."""
+    parts = [frame.iloc[:60], frame.iloc[60:120].drop(columns="f"), frame.iloc[120:]]
+    ddf = _from_parts(parts, frame.iloc[:0], source)
+    with dask.config.set(scheduler="sync"):
+        with pytest.raises(DataError, match=r"partition 1 .*no column\(s\) 'f'"):
+            dmixed.mixedlm(formula, ddf, groups="g").fit()
+        whole = dd.from_pandas(frame, npartitions=2)
+        res = dmixed.mixedlm(formula, whole, groups="g").fit()
+        with pytest.raises(DataError, match=r"partition 1 .*no column\(s\) 'f'"):
+            res.predict(ddf).compute()
+
+
+def test_empty_partition_without_columns_contributes_nothing(frame):
+    parts = [frame.iloc[:70], pd.DataFrame(), frame.iloc[70:]]
+    ddf = _from_parts(parts, frame.iloc[:0])
+    assert len(ddf.compute()) == len(frame)  # Dask's own compute accepts it
+    ref = dmixed.mixedlm("y ~ x1 + f + C(site)", frame, groups="g").fit()
+    with dask.config.set(scheduler="sync"):
+        res = dmixed.mixedlm("y ~ x1 + f + C(site)", ddf, groups="g").fit()
+        fitted = res.fittedvalues.compute()
+        pred = res.predict(ddf).compute()
+    assert res.llf == pytest.approx(ref.llf, rel=1e-10)
+    np.testing.assert_allclose(fitted.to_numpy(), ref.fittedvalues, rtol=1e-8)
+    pd.testing.assert_index_equal(fitted.index, frame.index)
+    np.testing.assert_allclose(pred.to_numpy(), ref.predict(frame), rtol=1e-8)
+
+
+@pytest.fixture(scope="module")
+def client():
+    """Threads in this process: enough for futures to be released."""
+    with (
+        LocalCluster(
+            n_workers=1,
+            threads_per_worker=2,
+            processes=False,
+            dashboard_address="127.0.0.1:0",
+        ) as cluster,
+        Client(cluster, set_as_default=False) as c,
+    ):
+        yield c
+
+
+def test_persisted_data_released_are_refused(frame, client):
+    """After client.cancel(futures_of(p)) Dask refuses p too ("lost dependencies"): the
+    fit, and fittedvalues/predict of a fit made before, say the data are gone."""
+    with client.as_current():
+        p = client.persist(dd.from_pandas(frame, npartitions=3))
+        res = dmixed.mixedlm("y ~ x1", p, groups="g").fit()
+        client.cancel(futures_of(p))
+        gone = r"persisted data of this Dask DataFrame are gone.*persist the source"
+        with pytest.raises(DataError, match=gone):
+            dmixed.mixedlm("y ~ x1", p, groups="g").fit()
+        with pytest.raises(DataError, match=gone):
+            res.fittedvalues.compute()
+        with pytest.raises(DataError, match=gone):
+            res.resid.compute()
+        with pytest.raises(DataError, match=gone):
+            res.predict(p).compute()
+        # persisted again, it fits (other keys: the client may still hold the
+        # cancelled state of the old ones for a moment)
+        again = client.persist(dd.from_pandas(frame, npartitions=4))
+        llf = dmixed.mixedlm("y ~ x1", again, groups="g").fit().llf
+    assert llf == pytest.approx(res.llf, rel=1e-10)
+
+
+def test_persisted_data_gone_after_a_restart(frame):
+    """client.restart() (workers with a nanny) releases every future: the fit and the
+    fitted values of a fit made before are refused with the same advice."""
+    with (
+        LocalCluster(
+            n_workers=1,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+        ) as cluster,
+        Client(cluster, set_as_default=False) as c,
+        c.as_current(),
+    ):
+        p = c.persist(dd.from_pandas(frame, npartitions=2))
+        res = dmixed.mixedlm("y ~ x1", p, groups="g").fit()
+        c.restart()
+        gone = r"persisted data of this Dask DataFrame are gone"
+        with pytest.raises(DataError, match=gone):
+            dmixed.mixedlm("y ~ x1", p, groups="g").fit()
+        with pytest.raises(DataError, match=gone):
+            res.fittedvalues.compute()
