@@ -16,7 +16,10 @@ The hierarchy follows formulaic's ``errors.py`` (one root, grouped subclasses)::
     │                        a constant response, a column of the wrong kind)
     ├── CheckpointError      saved statistics or results that cannot be used
     │   └── CheckpointMismatch   statistics of other data or of another model
-    └── ClusterConfigError   a cluster configuration that cannot be used
+    ├── ClusterConfigError   a cluster configuration that cannot be used
+    └── ClusterError         the cluster cannot run the work
+        ├── NoWorkersError   no worker for longer than the configured wait
+        └── WorkersDiedError workers died running it (at their memory limit, say)
 
     DmixedWarning (UserWarning)
     ├── BoundaryWarning        the estimate is on the boundary (a variance at zero)
@@ -38,6 +41,9 @@ __all__ = [
     "CheckpointError",
     "CheckpointMismatch",
     "ClusterConfigError",
+    "ClusterError",
+    "NoWorkersError",
+    "WorkersDiedError",
     "DmixedWarning",
     "BoundaryWarning",
     "FitConvergenceWarning",
@@ -75,6 +81,18 @@ class CheckpointMismatch(CheckpointError):
 
 class ClusterConfigError(DmixedError):
     """A cluster configuration (file, mapping or address) that cannot be used."""
+
+
+class ClusterError(DmixedError):
+    """The Dask cluster cannot run the work (the command line exits 5)."""
+
+
+class NoWorkersError(ClusterError):
+    """The scheduler has had no worker for longer than ``dmixed.no-workers-timeout``."""
+
+
+class WorkersDiedError(ClusterError):
+    """The workers running a task died; the message says if at their memory limit."""
 
 
 class DmixedWarning(UserWarning):

@@ -12,6 +12,7 @@ import dask
 
 from ...design.prepare import missing_counts, missing_values_error, needed_columns
 from ...errors import DataError
+from .progress import gather
 
 
 def partition_missing_counts(pdf, spec) -> dict:
@@ -30,7 +31,7 @@ def missing_values_total(ddf, spec, client, scheduler: str, err: DataError) -> D
     if client is None:
         counts = dask.compute(*tasks, scheduler=scheduler)
     else:
-        counts = client.gather(client.compute(tasks))
+        counts = gather(client, client.compute(tasks), "counting missing values")
     totals = {c: sum(k.get(c, 0) for k in counts) for c in needed_columns(spec)}
     found = {c: k for c, k in totals.items() if k}
     return missing_values_error(found) if found else err

@@ -43,7 +43,7 @@ from .blocks import Assembly, assemble_blocks, block_dense, block_summary, gathe
 from .checks import missing_values_total
 from .evaluator import DaskEngine, make_evaluator
 from .graph import block_graph, project_columns, slot_map_graph
-from .progress import wait_for
+from .progress import gather, wait_for
 
 logger = logging.getLogger("dmixed")
 
@@ -172,7 +172,7 @@ def _number_slots(run: _Pass) -> tuple[SlotMap | None, object]:
     else:
         slot_future = run.client.compute(graph)
         wait_for(run.client, [slot_future], run.progress, "VC prepass", run.t0)
-        slot_map = slot_future.result()
+        (slot_map,) = gather(run.client, [slot_future], "the VC prepass")
         # the partitions get the slot map as a dependency (a future with lineage),
         # never as a large literal argument
         slot_arg = dask.delayed(slot_future)
@@ -211,10 +211,10 @@ def _compute_on_cluster(run: _Pass, graph: list, packed: PackedLayout, t1: float
     client = run.client
     futures = client.compute(graph)  # the one data pass
     wait_for(client, futures, run.progress, "data pass", t1, run.n_parts)
-    summaries = client.gather(client.map(block_summary, futures, pure=False))
+    summaries = gather(client, client.map(block_summary, futures, pure=False), "the data pass")
     asm = assemble_blocks(summaries, packed.k)
     if not _keeps_on_cluster(run, asm, packed):
-        dense = client.gather(client.map(block_dense, futures, pure=False))
+        dense = gather(client, client.map(block_dense, futures, pure=False), "the data pass")
         engine = gathered_engine(dense, asm, packed)
         logger.log(run.level, "statistics gathered: optimizing in-process")
     else:
@@ -225,7 +225,7 @@ def _compute_on_cluster(run: _Pass, graph: list, packed: PackedLayout, t1: float
             tune_malloc=tuning.TUNE_WORKER_MALLOC,
             pure=False,
         )
-        wait_for(client, evaluators)
+        wait_for(client, evaluators, what="the data pass")
         engine = DaskEngine(client, evaluators, [graph[i] for i in keep], asm.position)
         logger.log(run.level, "statistics kept on the cluster in %d blocks", len(keep))
     # the plain blocks are released; the scheduler keeps their recipe (lineage)

@@ -14,6 +14,7 @@ import concurrent.futures
 import functools
 import logging
 import operator
+import time
 
 import numpy as np
 from distributed import KilledWorker
@@ -22,6 +23,7 @@ from ... import kernels
 from ..local import LocalEngine
 from . import tuning
 from .blocks import Block, reorder
+from .progress import died_error, memory_limits, wait_for
 
 logger = logging.getLogger("dmixed")
 
@@ -184,10 +186,15 @@ class DaskEngine:
         for attempt in range(2):
             args = {name: self._arg(v) for name, v in kwargs.items()}
             futures = self._client.map(func, self._blocks, pure=False, **args)
+            started, limits = time.time(), memory_limits(self._client)
             try:
+                wait_for(self._client, futures, what="an optimizer step")
                 return self._client.gather(futures)
             except RETRY_ERRORS as exc:
                 self._check_client(exc)
+                if attempt and isinstance(exc, KilledWorker):
+                    step = "an optimizer step"
+                    raise died_error(self._client, started, step, exc, limits) from exc
                 if attempt:
                     raise
                 logger.warning(

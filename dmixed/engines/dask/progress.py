@@ -1,15 +1,27 @@
-"""Progress of a data pass: events from the chains on the workers, lines on the driver.
+"""Waiting for the cluster: progress lines, and waits that end.
 
 A data pass made of a few long tasks (chains of partitions) would show nothing for
 minutes; each chain reports the partitions it has read as ``distributed`` structured
 events (:func:`report_partitions`), and the driver, waiting for the blocks
 (:func:`wait_for`), counts them and logs a line every :data:`PROGRESS_INTERVAL` seconds.
+
+Every wait of the driver on the cluster is bounded: a scheduler with no worker for the
+Dask config ``dmixed.no-workers-timeout`` (default ``"2 minutes"``) ends the wait with
+:class:`~dmixed.errors.NoWorkersError`; work whose workers died is reported with what
+the nannies said, so a worker killed at its memory limit is named as such, with the
+limit (:func:`gather`).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import weakref
+
+import dask
+from dask.utils import format_bytes, parse_timedelta
+
+from ...errors import NoWorkersError, WorkersDiedError
 
 logger = logging.getLogger("dmixed")
 
@@ -81,6 +93,56 @@ def _subscribe(client, counter: _PartitionCount) -> bool:
         return False
 
 
+#: Seconds between the driver's looks at the scheduler's workers while it waits.
+WORKER_CHECK_INTERVAL = 1.0
+#: The Dask config key of how long a wait goes on with no worker at all.
+NO_WORKERS_TIMEOUT_KEY = "dmixed.no-workers-timeout"
+NO_WORKERS_TIMEOUT_DEFAULT = "2 minutes"
+
+
+def no_workers_timeout() -> float:
+    """Seconds a wait goes on while the scheduler has no worker (Dask config
+    ``dmixed.no-workers-timeout``, default 2 minutes)."""
+    value = dask.config.get(NO_WORKERS_TIMEOUT_KEY, NO_WORKERS_TIMEOUT_DEFAULT)
+    return float(parse_timedelta(value, default="s"))
+
+
+def _n_workers(client) -> int | None:
+    try:
+        return len(client.scheduler_info().get("workers", {}))
+    except Exception:  # noqa: BLE001 - a client that cannot tell: do not judge
+        return None
+
+
+class _WorkerWatch:
+    """Ends a wait once the scheduler has had no worker for :func:`no_workers_timeout`."""
+
+    def __init__(self, client, what: str) -> None:
+        self.client = client
+        self.what = what or "the fit"
+        self.limit = no_workers_timeout()
+        self.since: float | None = None
+
+    def check(self) -> None:
+        _note_limits(self.client)
+        n = _n_workers(self.client)
+        if n is None or n > 0:
+            self.since = None
+            return
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+            logger.warning("dmixed: the Dask scheduler has no workers; waiting for some")
+        elif now - self.since >= self.limit:
+            address = getattr(self.client.scheduler, "address", "?")
+            raise NoWorkersError(
+                f"{self.what}: the Dask scheduler at {address} has had no workers for "
+                f"{self.limit:.0f}s, so nothing can run; start workers (or check why they "
+                f"exited) and run again. The Dask config {NO_WORKERS_TIMEOUT_KEY!r} sets "
+                "how long to wait"
+            )
+
+
 def wait_for(
     client, futures, progress: bool = False, what: str = "", t0: float = 0.0, n_parts: int = 0
 ) -> None:
@@ -89,18 +151,30 @@ def wait_for(
     With ``progress``, log every :data:`PROGRESS_INTERVAL` seconds the futures done and,
     for a data pass of ``n_parts`` partitions, the partitions read so far.  Errors
     surface at the following gather.
+
+    Raises
+    ------
+    NoWorkersError
+        The scheduler has had no worker for :func:`no_workers_timeout` seconds.
     """
     from distributed import wait
 
     read = _PartitionCount()
     subscribed = bool(progress and n_parts) and _subscribe(client, read)
+    watch = _WorkerWatch(client, what)
+    _note_limits(client)
+    last_line = time.monotonic()
     try:
         with client.as_current():  # distributed.wait() works on the current client
             while True:
                 try:
-                    wait(futures, timeout=PROGRESS_INTERVAL if progress else None)
+                    wait(futures, timeout=WORKER_CHECK_INTERVAL)
                     return
                 except TimeoutError:
+                    watch.check()
+                    if not progress or time.monotonic() - last_line < PROGRESS_INTERVAL:
+                        continue
+                    last_line = time.monotonic()
                     done = sum(f.status == "finished" for f in futures)
                     parts = (
                         f"{read.partitions}/{n_parts} partitions read ({read.rows:,} rows), "
@@ -118,3 +192,83 @@ def wait_for(
     finally:
         if subscribed:
             client.unsubscribe_topic(PROGRESS_TOPIC)
+
+
+def _memory_restarts(client, since: float) -> list[dict]:
+    """The nannies' reports of workers restarted at their memory limit since ``since``
+    (wall-clock seconds)."""
+    try:
+        events = client.get_events("worker-restart-memory")
+    except Exception:  # noqa: BLE001 - no report: say what we know
+        return []
+    return [msg for stamp, msg in events if stamp >= since and isinstance(msg, dict)]
+
+
+def gather(client, futures, what: str = ""):
+    """``client.gather(futures)`` after a bounded :func:`wait_for`.
+
+    Raises
+    ------
+    NoWorkersError
+        The scheduler has had no worker for :func:`no_workers_timeout` seconds.
+    WorkersDiedError
+        The workers running a task died (``distributed``'s ``KilledWorker``); the message
+        says when the nannies restarted them at their memory limit, and the limit.
+    """
+    from distributed.scheduler import KilledWorker
+
+    started = time.time()
+    limits = memory_limits(client)  # while the workers are there to ask
+    wait_for(client, futures, what=what)
+    try:
+        return client.gather(futures)
+    except KilledWorker as exc:
+        raise died_error(client, started, what, exc, limits) from exc
+
+
+#: the workers' memory limits each client last reported (a killed worker is gone from
+#: the scheduler's list by the time its work fails)
+_LIMITS_SEEN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _note_limits(client) -> None:
+    try:
+        workers = client.scheduler_info().get("workers", {}).values()
+        limits = sorted({int(w.get("memory_limit") or 0) for w in workers} - {0})
+    except Exception:  # noqa: BLE001 - a client that cannot tell
+        return
+    if limits:
+        _LIMITS_SEEN[client] = limits
+
+
+def memory_limits(client) -> str:
+    """The workers' memory limits, as the scheduler knows them or last knew them during
+    a wait (for a message)."""
+    _note_limits(client)
+    limits = _LIMITS_SEEN.get(client)
+    if not limits:
+        return "the limit the nanny enforces"
+    return " / ".join(format_bytes(v) for v in limits) + " per worker"
+
+
+def died_error(
+    client, started: float, what: str, exc: BaseException, limits: str | None = None
+) -> WorkersDiedError:
+    """The error for work whose workers died (``exc``: distributed's ``KilledWorker``),
+    naming the memory limit when the nannies restarted workers at it since ``started``
+    (wall-clock seconds)."""
+    restarts = _memory_restarts(client, started - 1.0)
+    what = what or "the fit"
+    if restarts:
+        rss = max(int(r.get("rss") or 0) for r in restarts)
+        limit = limits or memory_limits(client)
+        return WorkersDiedError(
+            f"{what}: {len(restarts)} Dask worker(s) were killed at their memory limit "
+            f"({limit}; a worker reached {format_bytes(rss)}) and the work could not "
+            "finish; give each worker more memory (cluster config 'memory_limit'), fewer "
+            "threads per worker, or smaller partitions"
+        )
+    return WorkersDiedError(
+        f"{what}: the Dask workers running it died ({exc}); their logs say why "
+        "(client.get_worker_logs(), or the cluster's job logs)"
+    )
