@@ -3,12 +3,16 @@
     dmixed fit    --data 'data/*.parquet' --formula 'y ~ x1 + x2' --groups g --output out/
     dmixed fit    --job job.yaml
     dmixed update --stats-dir stats/ --data 'new/*.parquet' --output out/
+    dmixed show   out/
 
-Exit status: 0 success; 2 bad configuration (flags, job file, formula against the
-data's columns, saved statistics that do not match); 3 data that cannot be read;
+Exit status (:data:`EXIT_STATUSES`): 0 success; 1 a bug in dmixed (nothing else);
+2 bad configuration (flags, job file, cluster config, formula against the data's columns,
+an output directory dmixed did not write, saved statistics of other data or another
+model); 3 data that cannot be read (input files, damaged saved statistics or results);
 4 the fit did not converge (unless ``--allow-nonconverged``); 5 the cluster cannot be
-reached.  Errors are one line on stderr; progress goes to stderr, the path of the
-written results to stdout.
+reached; 130 interrupted.  Problems are one line each on stderr (``dmixed: error: ...``,
+dmixed's warnings ``dmixed: warning: ...``), never a traceback; progress goes to stderr,
+the path of the written results to stdout.
 """
 
 from __future__ import annotations
@@ -17,144 +21,42 @@ import argparse
 import contextlib
 import logging
 import os
+import re
 import sys
+import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
 
-from .design.missing import MISSING_OPTIONS
-from .errors import DmixedError
-from .stats import CHECK_NOBS_OPTIONS
+from .cluster import read_config
+from .errors import CheckpointError, CheckpointMismatch, DmixedError, DmixedWarning
+from .job import (
+    EXIT_BUG,
+    EXIT_CLUSTER,
+    EXIT_CONFIG,
+    EXIT_DATA,
+    EXIT_INTERRUPTED,
+    EXIT_NOT_CONVERGED,
+    EXIT_OK,
+    EXIT_STATUSES,
+    Job,
+    JobError,
+    build_parser,
+    job_from,
+    parse_vc,
+    read_job_file,
+)
+
+__all__ = ["EXIT_STATUSES", "Job", "JobError", "build_parser", "main", "make_job", "read_job_file"]
 
 logger = logging.getLogger("dmixed")
 
-EXIT_OK, EXIT_CONFIG, EXIT_DATA, EXIT_NOT_CONVERGED, EXIT_CLUSTER = 0, 2, 3, 4, 5
-
-
-class JobError(Exception):
-    """A job that cannot run, with its exit status."""
-
-    def __init__(self, message: str, status: int = EXIT_CONFIG) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-@dataclass
-class Job:
-    """Everything a fit job needs; the keys of a YAML job file are these names."""
-
-    data: str | list[str] | None = None
-    format: str | None = None
-    formula: str | None = None
-    groups: str | None = None
-    re_formula: str | None = None
-    vc_formula: dict[str, str] | None = None
-    weights: str | None = None
-    method: str = "reml"
-    missing: str = "raise"
-    output: str | None = None
-    cluster: str | dict | None = None
-    stats_dir: str | None = None
-    allow_nonconverged: bool = False
-    cov_fe: str = "hessian"
-    check_nobs: str = "raise"
-    maxiter: int = 500
-    storage_options: dict = field(default_factory=dict)
-    quiet: bool = False
-
-    @classmethod
-    def keys(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
-
-
-def read_job_file(path: str) -> dict:
-    """The options of a YAML job file (safe YAML: it cannot construct objects).
-
-    Raises
-    ------
-    JobError
-        An unreadable file, invalid YAML, not a mapping, or keys that are not options.
-    """
-    import yaml
-
-    try:
-        with open(path) as fh:
-            data = yaml.safe_load(fh)  # safe: a job file cannot construct objects
-    except OSError as exc:
-        raise JobError(f"cannot read job file {path}: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise JobError(f"job file {path} is not valid YAML: {exc}") from exc
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise JobError(f"job file {path} must be a mapping of option: value")
-    unknown = sorted(set(data) - set(Job.keys()))
-    if unknown:
-        raise JobError(f"unknown key(s) in job file {path}: {unknown}; allowed: {Job.keys()}")
-    return data
-
-
-def _parse_vc(items: list[str] | None) -> dict[str, str] | None:
-    if not items:
-        return None
-    out = {}
-    for item in items:
-        name, sep, formula = item.partition("=")
-        if not sep or not name.strip() or not formula.strip():
-            raise JobError(f"--vc expects NAME=FORMULA, got {item!r}")
-        out[name.strip()] = formula.strip()
-    return out
-
-
-_PATH_KEYS = ("data", "output", "stats_dir", "cluster")
-
-
-def _resolve_job_paths(values: dict, base: str) -> None:
-    """Relative paths in a job file are relative to the job file (not to the directory
-    the job happens to be started from, which for cron is the home directory)."""
-
-    def resolve(path):
-        if not isinstance(path, str) or "://" in path or os.path.isabs(path):
-            return path
-        if path in ("local",):
-            return path
-        return os.path.join(base, path)
-
-    for key in _PATH_KEYS:
-        if key in values:
-            v = values[key]
-            values[key] = [resolve(x) for x in v] if isinstance(v, list) else resolve(v)
-
 
 def make_job(args: argparse.Namespace, required: tuple[str, ...]) -> Job:
-    """Job file values, overridden by the flags given on the command line."""
+    """Job file values, overridden by the flags given on the command line, all checked
+    by :class:`~dmixed.job.Job` before any data is read."""
     values = read_job_file(args.job) if getattr(args, "job", None) else {}
-    if values:
-        _resolve_job_paths(values, os.path.dirname(os.path.abspath(args.job)))
-    for key in Job.keys():
-        flag = getattr(args, key, None)
-        if key == "vc_formula":
-            flag = _parse_vc(getattr(args, "vc", None))
-        if flag is not None and flag is not False:
-            values[key] = flag
-    job = Job(**values)
-    if getattr(args, "command", None) == "update" and "method" not in values:
-        job.method = None  # default: the method of the saved fit
-    else:
-        job.method = str(job.method).lower()
-        if job.method not in ("reml", "ml"):
-            raise JobError(f"method must be 'reml' or 'ml', got {job.method!r}")
-    if job.missing not in MISSING_OPTIONS:
-        raise JobError(f"missing must be 'raise' or 'drop', got {job.missing!r}")
-    if job.check_nobs not in CHECK_NOBS_OPTIONS:
-        raise JobError(f"check_nobs must be 'raise' or 'ignore', got {job.check_nobs!r}")
-    if job.format is not None and job.format not in ("parquet", "csv"):
-        raise JobError(f"format must be 'parquet' or 'csv', got {job.format!r}")
-    if job.vc_formula is not None and not isinstance(job.vc_formula, dict):
-        raise JobError("vc_formula must be a mapping of name: formula")
-    missing = [k for k in required if not getattr(job, k)]
-    if missing:
-        raise JobError(f"missing required option(s): {', '.join('--' + k for k in missing)}")
-    return job
+    flags = {key: getattr(args, key, None) for key in Job.keys()}
+    flags["vc_formula"] = parse_vc(getattr(args, "vc", None))
+    return job_from(values, flags, required, getattr(args, "command", None))
 
 
 # ---------------------------------------------------------------------------
@@ -189,7 +91,8 @@ def read_data(job: Job, files: list[str] | None = None):
             return dd.read_csv(files, storage_options=job.storage_options or None), files
         return dd.read_parquet(files, storage_options=job.storage_options or None), files
     except Exception as exc:  # pyarrow/fsspec raise many types for unreadable input
-        raise JobError(f"cannot read {fmt} data {job.data!r}: {exc}", EXIT_DATA) from exc
+        message = f"cannot read {fmt} data {job.data!r}: {_read_error_message(exc)}"
+        raise JobError(message, EXIT_DATA) from exc
 
 
 _MODEL_KEYS = ("formula", "groups", "re_formula", "vc_formula", "weights", "missing")
@@ -204,7 +107,10 @@ def _model_digest(model: dict, inputs: list[dict]) -> str:
 
 
 def _job_digest(job: Job, fingerprint: list[dict]) -> str:
-    return _model_digest(vars(job), fingerprint)
+    return _model_digest(job.model_dump(), fingerprint)
+
+
+_CSV_DTYPES = "Mismatched dtypes found in `pd.read_csv`"
 
 
 def _is_read_error(exc: BaseException) -> bool:
@@ -215,7 +121,29 @@ def _is_read_error(exc: BaseException) -> bool:
     import pyarrow
 
     kinds = (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, pyarrow.ArrowException)
-    return isinstance(exc, kinds)
+    return isinstance(exc, kinds) or str(exc).startswith(_CSV_DTYPES)
+
+
+def _read_error_message(exc: BaseException) -> str:
+    """A reader's error in one line that keeps what it says of columns and lines (dask's
+    CSV type mismatch is a table: each column, the type found and the one expected)."""
+    text = str(exc)
+    if not text.startswith(_CSV_DTYPES):
+        return _one_line(text) or repr(exc)
+    rows = re.findall(r"^\|\s*(.+?)\s*\|\s*(.+?)\s*\|\s*(.+?)\s*\|$", text, re.M)[1:]
+    failed = dict(re.findall(r"^- (.+)\n\s+(.+)$", text, re.M))
+    parts = [
+        f"column {col!r} holds {found} values where its first rows gave {expected}"
+        + (f" ({failed[col]})" if col in failed else "")
+        for col, found, expected in rows
+    ]
+    return "; ".join(parts) + "; every value of a column must be of one type"
+
+
+def _cli_words(message: str) -> str:
+    """A library message in the command line's words (``missing="drop"`` is the flag
+    ``--missing drop``, or ``missing: drop`` in a job file)."""
+    return re.sub(r"""missing=["']drop["']""", "--missing drop (job file: missing: drop)", message)
 
 
 @contextlib.contextmanager
@@ -225,7 +153,7 @@ def _job_errors(job: Job, reads_data: bool) -> Iterator[None]:
     Unreadable data (while ``reads_data``) → ``EXIT_DATA``.  dmixed's refusals
     (:class:`~dmixed.DmixedError`) and the ``KeyError``/``TypeError`` that pandas and
     formulaic raise for a column missing from, or of the wrong type in, the data →
-    ``EXIT_CONFIG``, first line only.  Anything else propagates to :func:`exit_status`.
+    ``EXIT_CONFIG``, in the command line's words.  Anything else propagates to :func:`exit_status`.
     """
     try:
         yield
@@ -233,9 +161,12 @@ def _job_errors(job: Job, reads_data: bool) -> Iterator[None]:
         raise
     except Exception as exc:
         if reads_data and _is_read_error(exc):
-            raise JobError(f"cannot read data {job.data!r}: {exc}", EXIT_DATA) from exc
+            message = f"cannot read data {job.data!r}: {_read_error_message(exc)}"
+            raise JobError(message, EXIT_DATA) from exc
+        if isinstance(exc, CheckpointError):
+            raise
         if isinstance(exc, (ValueError, KeyError, TypeError)):
-            message = str(exc).splitlines()[0] if str(exc) else repr(exc)
+            message = _cli_words(_one_line(exc)) if str(exc) else repr(exc)
             raise JobError(message, EXIT_CONFIG) from exc
         raise
 
@@ -318,18 +249,54 @@ def _model_from_data(job: Job, ddf, client, job_digest: str, fingerprint: list[d
     return model
 
 
+def _refuse_foreign(path: str | None, marker: str, kind: str, flag: str) -> None:
+    """Refuse, before any work, a target directory that dmixed would not replace or
+    could not create."""
+    if not path:
+        return
+    if not os.path.lexists(path):
+        above = os.path.dirname(os.path.abspath(path))
+        while not os.path.exists(above):
+            above = os.path.dirname(above)
+        if not os.path.isdir(above) or not os.access(above, os.W_OK | os.X_OK):
+            raise JobError(f"{flag} {path} cannot be created: {above} is not a writable directory")
+        return
+    if not os.path.isdir(path):
+        raise JobError(f"{flag} {path} exists and is not a directory; choose another {flag}")
+    if not os.path.exists(os.path.join(path, marker)) and os.listdir(path):
+        raise JobError(
+            f"{flag} {path} exists and is not a dmixed {kind} directory (no {marker}); "
+            f"dmixed never replaces it: choose another {flag} or empty that directory"
+        )
+
+
+def _check_targets(job: Job) -> None:
+    _refuse_foreign(job.output, "estimates.json", "results", "--output")
+    _refuse_foreign(job.stats_dir, "manifest.json", "statistics", "--stats-dir")
+
+
+def _cluster_of(job: Job):
+    """The job's cluster; a local cluster started for a ``--quiet`` job keeps its
+    workers' logs (a worker's traceback of a data error) off stderr."""
+    config = read_config(job.cluster)
+    if job.quiet and config["kind"] == "local":
+        config["cluster"] = {"silence_logs": logging.CRITICAL, **(config.get("cluster") or {})}
+    return config
+
+
 def run_fit(job: Job) -> int:
     """``dmixed fit``: data pass (or saved statistics of the same job), fit, write."""
     from .cluster import connect
     from .stats import checkpoint
 
+    _check_targets(job)
     files = input_files(job)
     fingerprint = checkpoint.input_fingerprint(files)
     job_digest = _job_digest(job, fingerprint)
     reuse = _reusable_statistics(job, job_digest) is not None
     ddf = None if reuse else read_data(job, files)[0]  # a reuse reads no data
     # a reuse needs no cluster either: the optimization runs on the saved statistics
-    cluster = contextlib.nullcontext() if reuse else connect(job.cluster)
+    cluster = contextlib.nullcontext() if reuse else connect(_cluster_of(job))
     with cluster as client, _job_errors(job, reads_data=not reuse):
         if reuse:
             model = _model_from_saved(job)
@@ -363,15 +330,33 @@ def _remember_fit(stats_dir: str, res) -> None:
     os.replace(tmp, path)
 
 
-def run_update(job: Job) -> int:
+def _last_fit(stats_dir: str) -> list | None:
+    """The estimates of the last fit on these statistics (a warm start), if recorded."""
     import json
 
+    path = os.path.join(stats_dir, "last_fit.json")
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as fh:
+            start = json.load(fh).get("packed_params")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise CheckpointError(
+            f"{path} is damaged ({type(exc).__name__}: {exc}); remove it (the next update "
+            "then starts from moment estimates)"
+        ) from exc
+    return start
+
+
+def run_update(job: Job) -> int:
+    """``dmixed update``: statistics of the new files added to the saved ones, refit."""
     from .cluster import connect
     from .design import ModelSpec
     from .engines.local import statistics_from_arrays
     from .model import MixedLM
     from .stats import checkpoint
 
+    _check_targets(job)
     manifest = checkpoint.read_manifest(job.stats_dir)
     spec = ModelSpec.from_dict(manifest["spec"])
     ddf, files = read_data(job)
@@ -385,13 +370,9 @@ def run_update(job: Job) -> int:
             f"{again[:3]}{more}; adding them again would count their rows twice"
         )
     old, _ = checkpoint.load_statistics(job.stats_dir)
-    start = None
-    last = os.path.join(job.stats_dir, "last_fit.json")
-    if os.path.exists(last):
-        with open(last) as fh:
-            start = json.load(fh).get("packed_params")
+    start = _last_fit(job.stats_dir)
     method = job.method or manifest.get("job", {}).get("method", "reml")
-    with connect(job.cluster) as client, _job_errors(job, reads_data=True):
+    with connect(_cluster_of(job)) as client, _job_errors(job, reads_data=True):
         new_model = MixedLM.from_spec(spec, ddf)
         new = checkpoint.GroupArrays.from_statistics(
             new_model.statistics(client=client, progress=not job.quiet, standardization=old.columns)
@@ -429,88 +410,12 @@ def run_update(job: Job) -> int:
 # ---------------------------------------------------------------------------
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--job", metavar="FILE", help="YAML job file; flags override its keys")
-    p.add_argument(
-        "--data",
-        metavar="PATH",
-        nargs="+",
-        help="input: Parquet or CSV file(s), glob(s), a directory, or fsspec URL(s)",
-    )
-    p.add_argument("--format", choices=("parquet", "csv"), help="input format (default: by suffix)")
-    p.add_argument("--output", metavar="DIR", help="results directory (written atomically)")
-    p.add_argument(
-        "--cluster",
-        metavar="SPEC",
-        help="scheduler address (tcp://, tls://), scheduler file (.json) or cluster config "
-        "(.yaml, see cluster_configs/); default: a local cluster on this machine",
-    )
-    p.add_argument("--stats-dir", dest="stats_dir", metavar="DIR", help="saved statistics")
-    p.add_argument(
-        "--allow-nonconverged",
-        dest="allow_nonconverged",
-        action="store_true",
-        default=None,
-        help="write results and exit 0 even if the optimizer did not converge",
-    )
-    p.add_argument(
-        "--cov-fe",
-        dest="cov_fe",
-        choices=("hessian", "conditional"),
-        help="fixed-effect covariance: statsmodels' inverse Hessian (default) or lme4's "
-        "conditional sigma^2 (X'V^-1X)^-1",
-    )
-    p.add_argument(
-        "--check-nobs",
-        dest="check_nobs",
-        choices=CHECK_NOBS_OPTIONS,
-        help="refuse (raise, default) or fit anyway (ignore) a model whose random effects are "
-        "not identifiable: one group, every group of one row, no more rows than random effects",
-    )
-    p.add_argument("--maxiter", type=int, help="optimizer iterations (default 500)")
-    p.add_argument("--quiet", action="store_true", default=None, help="no progress on stderr")
+def run_show(path: str) -> int:
+    """``dmixed show DIR``: the saved summary of a results directory, on stdout."""
+    from .results import load
 
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="dmixed",
-        description="Fit linear mixed models (statsmodels' MixedLM) on Dask, as batch jobs.",
-        epilog="Exit status: 0 ok, 2 bad configuration, 3 unreadable data, "
-        "4 not converged, 5 cluster unreachable.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    fit = sub.add_parser(
-        "fit",
-        help="fit a model to data",
-        description="Fit a model to Parquet/CSV data and write a results directory "
-        "(estimates.json, random_effects.parquet, summary.txt). "
-        "YAML job keys: " + ", ".join(Job.keys()) + ".",
-    )
-    _add_common(fit)
-    fit.add_argument("--formula", help="fixed part, e.g. 'y ~ x1 + C(site)'")
-    fit.add_argument("--groups", help="grouping column")
-    fit.add_argument("--re-formula", dest="re_formula", help="random part (default: '1')")
-    fit.add_argument(
-        "--vc",
-        action="append",
-        metavar="NAME=FORMULA",
-        help="variance component, e.g. 'class=0 + C(class)' (repeatable)",
-    )
-    fit.add_argument("--weights", help="column of prior (precision) weights")
-    fit.add_argument("--method", choices=("reml", "ml"), help="REML (default) or ML")
-    fit.add_argument("--missing", choices=("raise", "drop"), help="rows with missing values")
-    fit.set_defaults(func=run_fit, required=("data", "formula", "groups", "output"))
-    update = sub.add_parser(
-        "update",
-        help="add new data to saved statistics and refit",
-        description="Add the statistics of new rows to those saved in --stats-dir "
-        "(without reading the old rows), refit warm-started from the last estimates, "
-        "and write the results and the updated statistics.",
-    )
-    _add_common(update)
-    update.add_argument("--method", choices=("reml", "ml"), help="default: as the saved fit")
-    update.set_defaults(func=run_update, required=("data", "output", "stats_dir"))
-    return parser
+    print(load(path).summary())
+    return EXIT_OK
 
 
 def _one_line(exc) -> str:
@@ -527,34 +432,74 @@ def _setup_logging(quiet: bool) -> None:
 
 
 def exit_status(exc: BaseException) -> int:
-    """The documented exit status of an error that ends a command (README "Exit status").
+    """The documented exit status of an error that ends a command (:data:`EXIT_STATUSES`).
 
     A :class:`JobError` carries its own status; a lost or unreachable cluster
     (``ConnectionError``, including distributed's ``CommClosedError`` and timeouts of
-    connecting) → 5; a configuration dmixed refuses (:class:`~dmixed.DmixedError`: a
-    bad job, formula, cluster configuration, or saved statistics) or an input path that
-    does not exist → 2; anything else → 1.
+    connecting) → 5; saved statistics or results that cannot be read
+    (:class:`~dmixed.CheckpointError`) → 3, but statistics of other data or another model
+    (:class:`~dmixed.CheckpointMismatch`) → 2; any other refusal of dmixed
+    (:class:`~dmixed.DmixedError`: a bad job, formula, cluster configuration) or a path
+    that cannot be used (``OSError``: absent, not writable, a directory dmixed would not
+    replace) → 2; anything else is a bug in dmixed → 1.
     """
     if isinstance(exc, JobError):
         return exc.status
     if isinstance(exc, ConnectionError):
         return EXIT_CLUSTER
-    if isinstance(exc, (DmixedError, FileNotFoundError)):
+    if isinstance(exc, CheckpointError) and not isinstance(exc, CheckpointMismatch):
+        return EXIT_DATA
+    if isinstance(exc, (DmixedError, OSError)):  # OSError: a path that cannot be used
         return EXIT_CONFIG
-    return 1
+    return EXIT_BUG
+
+
+def _error_lines(exc: Exception) -> list[str]:
+    """The lines ``main`` prints for an error: one per problem."""
+    if isinstance(exc, JobError):
+        return [_one_line(line) for line in str(exc).splitlines() if line.strip()]
+    if isinstance(exc, ConnectionError):
+        return [_one_line(exc)]
+    if exit_status(exc) == EXIT_BUG:
+        return [f"a bug in dmixed (please report it): {type(exc).__name__}: {_one_line(exc)}"]
+    return [f"{type(exc).__name__}: {_cli_words(_one_line(exc))}"]
+
+
+@contextlib.contextmanager
+def warnings_as_lines(quiet: bool) -> Iterator[None]:
+    """Warnings as one line each on stderr: dmixed's always (``dmixed: warning: ...``),
+    those of the libraries underneath unless ``quiet``; no file and line of the code."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        ours = issubclass(category, DmixedWarning)
+        if ours or not quiet:
+            label = "" if ours else f"{category.__name__}: "
+            print(f"dmixed: warning: {label}{_one_line(message)}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``dmixed`` command; returns its exit status (:data:`EXIT_STATUSES`)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    _setup_logging(bool(args.quiet))
+    quiet = bool(args.quiet)
+    _setup_logging(quiet)
     try:
-        job = make_job(args, args.required)
-        _setup_logging(job.quiet)
-        return args.func(job)
-    except Exception as exc:  # one line on stderr, never a traceback
-        label = "" if isinstance(exc, (JobError, ConnectionError)) else f"{type(exc).__name__}: "
-        print(f"dmixed: error: {label}{_one_line(exc)}", file=sys.stderr)
+        with warnings_as_lines(quiet):
+            if args.command == "show":
+                return run_show(args.dir)
+            job = make_job(args, args.required)
+            _setup_logging(job.quiet)
+            return run_fit(job) if args.command == "fit" else run_update(job)
+    except KeyboardInterrupt:
+        print("dmixed: error: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # one line per problem on stderr, never a traceback
+        for line in _error_lines(exc):
+            print(f"dmixed: error: {line}", file=sys.stderr)
         return exit_status(exc)
 
 

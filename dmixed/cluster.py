@@ -15,6 +15,7 @@ given).  The command line does, through :func:`connect`, from one of:
 from __future__ import annotations
 
 import contextlib
+import difflib
 import logging
 import os
 from collections.abc import Iterator
@@ -27,6 +28,41 @@ logger = logging.getLogger("dmixed")
 KINDS = ("local", "address", "scheduler_file", "ssh", "slurm", "pbs", "kubernetes")
 #: the keys a cluster configuration may have (others are refused)
 CONFIG_KEYS = {"kind", "cluster", "client", "scale", "security", "address", "scheduler_file"}
+_JOBQUEUE_KEYS = {
+    "queue", "account", "cores", "processes", "memory", "walltime", "job_name",
+    "job_extra_directives", "interface", "local_directory", "log_directory", "death_timeout",
+}  # fmt: skip
+#: the documented keys of each kind's ``cluster:`` mapping (keyword arguments of its
+#: cluster class).  Others are refused: some run code on every worker (distributed's
+#: ``preload``, a ``worker_class``, dask-jobqueue's ``job_script_prologue`` and
+#: ``worker_extra_args``), which a configuration read from a file must never do.
+CLUSTER_KEYS = {
+    "local": {
+        "n_workers", "threads_per_worker", "processes", "memory_limit", "host", "protocol",
+        "interface", "scheduler_port", "dashboard_address", "local_directory", "silence_logs",
+    },
+    "ssh": {"hosts", "connect_options", "worker_options", "scheduler_options", "remote_python"},
+    "slurm": _JOBQUEUE_KEYS,
+    "pbs": _JOBQUEUE_KEYS | {"resource_spec"},
+    "kubernetes": {"name", "namespace", "image", "n_workers", "resources", "env"},
+    "address": set(),
+    "scheduler_file": set(),
+}  # fmt: skip
+#: the documented keys of the mappings inside an ``ssh`` kind's ``cluster:``
+SSH_OPTION_KEYS = {
+    "worker_options": {"nthreads", "n_workers", "memory_limit", "local_directory"},
+    "scheduler_options": {"port", "dashboard_address"},
+    "connect_options": {"known_hosts", "username", "port", "client_keys"},
+}
+#: the documented keys of ``client:`` (distributed.Client) and ``security:``
+#: (distributed.security.Security)
+CLIENT_KEYS = {"timeout", "heartbeat_interval", "name", "direct_to_workers", "connection_limit"}
+SECURITY_KEYS = {
+    "require_encryption", "tls_ca_file", "tls_client_cert", "tls_client_key", "tls_ciphers",
+    "tls_min_version", "tls_max_version",
+}  # fmt: skip
+#: ``security:`` settings that name files (they must exist)
+SECURITY_FILES = ("tls_ca_file", "tls_client_cert", "tls_client_key")
 DEFAULT_TIMEOUT = "30s"
 
 
@@ -53,10 +89,10 @@ def read_config(cluster: str | os.PathLike | dict | None) -> dict:
         config = dict(cluster)
     else:
         text = str(cluster)
-        if "://" in text:
-            return {"kind": "address", "address": text}
         path = Path(text)
-        if path.suffix in (".yaml", ".yml"):
+        if "://" in text:
+            config = {"kind": "address", "address": text}
+        elif path.suffix in (".yaml", ".yml"):
             config = _load_yaml(path)
         elif path.suffix == ".json":
             return {"kind": "scheduler_file", "scheduler_file": str(path)}
@@ -76,6 +112,7 @@ def read_config(cluster: str | os.PathLike | dict | None) -> dict:
     for key in ("cluster", "client", "security"):
         if key in config and not isinstance(config[key], (dict, type(None))):
             raise ClusterConfigError(f"cluster config '{key}' must be a mapping")
+    _check_documented_keys(config, kind)
     scale = config.get("scale")
     if scale is not None and (isinstance(scale, bool) or not isinstance(scale, int) or scale < 1):
         raise ClusterConfigError(f"cluster config 'scale' must be a number of jobs, got {scale!r}")
@@ -84,7 +121,67 @@ def read_config(cluster: str | os.PathLike | dict | None) -> dict:
             raise ClusterConfigError(
                 f"cluster config of kind {kind!r} needs '{needed}' (e.g. {needed}: {example})"
             )
+    address = str(config.get("address") or "")
+    if address.startswith("tls://") and not config.get("security"):
+        raise ClusterConfigError(
+            f"the scheduler address {address} needs TLS certificates: give a cluster config "
+            "(.yaml) with a 'security:' mapping (tls_ca_file, tls_client_cert, "
+            "tls_client_key; see cluster_configs/tls.yaml) instead of the bare address"
+        )
     return config
+
+
+def _refuse_unknown(given, allowed: set[str], where: str) -> None:
+    unknown = sorted(set(given) - allowed)
+    if not unknown:
+        return
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+        hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    raise ClusterConfigError(
+        f"cluster config {where}: undocumented key(s) {', '.join(hints)}; allowed: "
+        f"{sorted(allowed)}"
+    )
+
+
+def _line_breaks(value) -> bool:
+    if isinstance(value, str):
+        return "\n" in value or "\r" in value
+    if isinstance(value, dict):
+        return any(_line_breaks(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_line_breaks(v) for v in value)
+    return False
+
+
+def _check_documented_keys(config: dict, kind: str) -> None:
+    """Refuse keys of ``cluster:``, ``client:`` and ``security:`` that are not documented
+    (:data:`CLUSTER_KEYS`, :data:`CLIENT_KEYS`, :data:`SECURITY_KEYS`)."""
+    cluster = config.get("cluster") or {}
+    _refuse_unknown(cluster, CLUSTER_KEYS[kind], f"'cluster' of kind {kind!r}")
+    if kind == "ssh":
+        for key, allowed in SSH_OPTION_KEYS.items():
+            if cluster.get(key) is not None and not isinstance(cluster[key], dict):
+                raise ClusterConfigError(f"cluster config 'cluster.{key}' must be a mapping")
+            _refuse_unknown(cluster.get(key) or {}, allowed, f"'cluster.{key}'")
+    env = cluster.get("env") if kind == "kubernetes" else None
+    if env is not None:
+        if not isinstance(env, dict):
+            raise ClusterConfigError("cluster config 'cluster.env' must be a mapping")
+        bad = sorted(k for k in env if str(k).upper().startswith(("DASK_", "PYTHON")))
+        if bad:
+            raise ClusterConfigError(
+                f"cluster config 'cluster.env': {bad} refused (Dask and Python settings in "
+                "the environment can load code into every worker)"
+            )
+    if _line_breaks(cluster):
+        raise ClusterConfigError(
+            "cluster config 'cluster': a value with a line break (it would add lines to "
+            "the batch script that starts the workers)"
+        )
+    _refuse_unknown(config.get("client") or {}, CLIENT_KEYS, "'client'")
+    _refuse_unknown(config.get("security") or {}, SECURITY_KEYS, "'security'")
 
 
 def security_of(config: dict):
@@ -93,11 +190,17 @@ def security_of(config: dict):
     Raises
     ------
     ClusterConfigError
-        For keys that ``distributed.security.Security`` does not take.
+        For keys that ``distributed.security.Security`` does not take, and certificate
+        or key files that do not exist.
     """
     sec = config.get("security")
     if not sec:
         return None
+    for key in SECURITY_FILES:
+        if sec.get(key) and not Path(sec[key]).is_file():
+            raise ClusterConfigError(
+                f"cluster config 'security': {key} {sec[key]} does not exist or is not a file"
+            )
     from distributed.security import Security
 
     try:
@@ -186,7 +289,8 @@ def connect(cluster: str | os.PathLike | dict | None = None) -> Iterator:
                 if not Path(path).exists():
                     raise ClusterConfigError(f"scheduler file {path} does not exist")
                 client = Client(scheduler_file=path, **client_kwargs)
-        except ValueError as exc:  # an address of no known protocol, or bad client options
+        except (ValueError, TypeError) as exc:  # unknown protocol, bad options, TLS without
+            # certificates (a scheduler file naming a tls:// address)
             raise ClusterConfigError(f"cluster {cluster!r}: {exc}") from exc
         except (OSError, TimeoutError) as exc:
             where = config.get("address") or config.get("scheduler_file") or config["kind"]

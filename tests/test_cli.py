@@ -22,6 +22,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import fcntl
+import importlib.metadata
 import importlib.util
 import io
 import json
@@ -273,17 +274,24 @@ def _corrupt_data_pages(frame: pd.DataFrame, path: Path) -> None:
     pq.read_schema(path)  # the footer still reads
 
 
-def run_in_process(*args, cwd) -> SimpleNamespace:
+def run_in_process(*args, cwd, warns: bool = False) -> SimpleNamespace:
     """``cli.main(ARGS)`` in this process with ``cwd`` as working directory: the same
     exit status, stdout and stderr as the command, without 2 s of imports per run.
-    Restores the working directory and the "dmixed" logger that ``main`` reconfigures."""
+    Restores the working directory and the "dmixed" logger that ``main`` reconfigures.
+    With ``warns``, dmixed's warnings are expected (the command prints them on stderr,
+    where the caller looks for them); otherwise they are errors, as in every test."""
     log = logging.getLogger("dmixed")
     saved = log.handlers[:], log.level, log.propagate
     out, err = io.StringIO(), io.StringIO()
     here = os.getcwd()
     try:
         os.chdir(cwd)
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(contextlib.redirect_stdout(out))
+            stack.enter_context(contextlib.redirect_stderr(err))
+            if warns:
+                stack.enter_context(warnings.catch_warnings())
+                warnings.simplefilter("always", dmixed.DmixedWarning)
             try:
                 code = cli.main([str(a) for a in args])
             except SystemExit as exc:  # argparse: --help, usage errors
@@ -308,10 +316,32 @@ def _bad_cases(d: Path, data, scheduler) -> dict[str, list[str]]:
         "bad_kind.yaml": "kind: kubernetess\n",
         "bad_keys.yaml": "kind: local\nclients: {timeout: 1s}\n",
         "slurm.yaml": "kind: slurm\ncluster:\n  cores: 1\n  memory: 1GB\n",
+        # issue 15: strings are not booleans, text is not a number, a range is a range
+        "typed.yaml": f"data: {data.A}\nformula: {FORMULA}\ngroups: g\noutput: o\n"
+        'quiet: "no"\nallow_nonconverged: "false"\n',
+        # checked before any data is read: the data file does not exist (else exit 3)
+        "maxiter.yaml": "data: absent.parquet\nformula: y ~ x1\ngroups: g\noutput: o\n"
+        "maxiter: abc\n",
+        "preload.yaml": "cluster:\n  kind: local\n  cluster:\n    n_workers: 1\n"
+        "    preload: [evil.py]\n",
+        "tls_files.yaml": "kind: address\naddress: tls://127.0.0.1:1\nsecurity:\n"
+        "  tls_ca_file: nope-ca.pem\n  tls_client_cert: nope.pem\n  tls_client_key: nope.pem\n"
+        "client: {timeout: 2s}\n",
     }
     for name, text in files.items():
         (d / name).write_text(text)
     (d / "garbage.parquet").write_bytes(np.random.default_rng(0).bytes(5000))
+    (d / "foreign").mkdir()
+    (d / "foreign/precious.txt").write_text("not written by dmixed")
+    (d / "truncated").mkdir()
+    (d / "truncated/manifest.json").write_text('{"format": "dmixed-statistics", "form')
+    csv = data.full.head(400).copy()
+    csv["x2"] = csv["x2"].astype(object)
+    csv.loc[390, "x2"] = "oops"  # past the rows dask infers the types from
+    csv.to_csv(d / "late_text.csv", index=False)
+    holes = data.frame_a.copy()
+    holes.loc[[3, 7], "x1"] = np.nan
+    holes.to_parquet(d / "holes.parquet", index=False)
     _corrupt_data_pages(data.full, d / "pages.parquet")
     fit = ["fit", "--data", str(data.A), *MODEL, "--output", "o", "--quiet"]
     cases = {
@@ -367,6 +397,25 @@ def _bad_cases(d: Path, data, scheduler) -> dict[str, list[str]]:
             "--output",
             "o",
         ],
+        "strings_as_booleans": ["fit", "--job", "typed.yaml"],
+        "maxiter_text_in_job": ["fit", "--job", "maxiter.yaml"],
+        "maxiter_negative_flag": [*fit, "--maxiter", "-5"],
+        "cluster_preload_in_job": [*fit, "--job", "preload.yaml"],
+        "tls_without_certificates": [*fit, "--cluster", "tls://127.0.0.1:1"],
+        "tls_certificate_missing": [*fit, "--cluster", "tls_files.yaml"],
+        # the output check comes first: garbage.parquet would be exit 3
+        "output_not_written_by_dmixed": ["fit", "--data", "garbage.parquet", *MODEL]
+        + ["--output", "foreign"],
+        "output_under_a_file": ["fit", "--data", "garbage.parquet", *MODEL]
+        + ["--output", "garbage.parquet/o"],
+        "update_without_stats_dir": ["update", "--data", str(data.B), "--output", "o"],
+        "truncated_manifest": ["update", "--stats-dir", "truncated", "--data", str(data.B)]
+        + ["--output", "o"],
+        "csv_column_of_two_types": ["fit", "--data", "late_text.csv", *MODEL, "--output", "o"]
+        + ["--quiet", "--cluster", scheduler.file],
+        "missing_values_in_words_of_the_cli": ["fit", "--data", "holes.parquet", *MODEL]
+        + ["--output", "o", "--quiet", "--cluster", scheduler.file],
+        "show_no_results": ["show", "absent"],
         "help_fit": ["fit", "--help"],
         "help_update": ["update", "--help"],
     }
@@ -377,14 +426,17 @@ def _bad_cases(d: Path, data, scheduler) -> dict[str, list[str]]:
 
 # name -> (exit status, substrings of stderr)
 BAD = {
-    "unknown_job_key": (2, ["unknown key(s) in job file unknown_key.yaml", "'formla'", "allowed"]),
+    "unknown_job_key": (
+        2,
+        ["job file unknown_key.yaml: unknown key 'formla'", "did you mean 'formula'", "allowed"],
+    ),
     "invalid_yaml": (2, ["invalid.yaml is not valid YAML"]),
     "job_not_a_mapping": (2, ["list.yaml must be a mapping of option: value"]),
     "job_file_missing": (2, ["cannot read job file absent.yaml"]),
-    "bad_method_in_job": (2, ["method must be 'reml' or 'ml', got 'bayes'"]),
-    "vc_formula_not_a_mapping": (2, ["vc_formula must be a mapping"]),
+    "bad_method_in_job": (2, ["method.yaml: key 'method': got 'bayes'", "reml or ml"]),
+    "vc_formula_not_a_mapping": (2, ["key 'vc_formula'", "a mapping of name: formula"]),
     "bad_method_flag": (2, ["argument --method: invalid choice: 'bayes'"]),
-    "bad_check_nobs_in_job": (2, ["check_nobs must be 'raise' or 'ignore', got 'maybe'"]),
+    "bad_check_nobs_in_job": (2, ["key 'check_nobs': got 'maybe'", "raise or ignore"]),
     "bad_check_nobs_flag": (2, ["argument --check-nobs: invalid choice: 'maybe'"]),
     "bad_vc_flag": (2, ["--vc expects NAME=FORMULA, got '0 + C(sub)'"]),
     "missing_required": (2, ["missing required option(s): --groups"]),
@@ -402,7 +454,38 @@ BAD = {
         ["none is not a dmixed statistics directory (no manifest.json)"],
     ),
     "slurm_without_dask_jobqueue": (2, ["'slurm'", "dask-jobqueue", "not installed"]),
+    # issue 15
+    "strings_as_booleans": (
+        2,
+        [
+            "job file typed.yaml: key 'quiet': got 'no' (text); allowed: true or false",
+            "key 'allow_nonconverged': got 'false' (text)",
+        ],
+    ),
+    "maxiter_text_in_job": (2, ["maxiter.yaml: key 'maxiter': got 'abc'", "from 1 to"]),
+    "maxiter_negative_flag": (2, ["--maxiter: got -5 (an integer); allowed: a whole number"]),
+    "cluster_preload_in_job": (2, ["preload.yaml: key 'cluster'", "undocumented", "'preload'"]),
+    "tls_without_certificates": (2, ["--cluster", "tls://127.0.0.1:1 needs TLS certificates"]),
+    "tls_certificate_missing": (2, ["'security': tls_ca_file nope-ca.pem does not exist"]),
+    "output_not_written_by_dmixed": (
+        2,
+        ["--output foreign exists and is not a dmixed results directory", "choose another"],
+    ),
+    "output_under_a_file": (2, ["--output garbage.parquet/o cannot be created"]),
+    "update_without_stats_dir": (2, ["missing required option(s): --stats-dir"]),
+    "truncated_manifest": (3, ["truncated/manifest.json", "not valid JSON"]),
+    "csv_column_of_two_types": (
+        3,
+        ["late_text.csv", "column 'x2' holds str values", "float64", "'oops'"],
+    ),
+    "missing_values_in_words_of_the_cli": (
+        2,
+        ["missing values in column 'x1' (2 rows)", "--missing drop"],
+    ),
+    "show_no_results": (2, ["absent is not a dmixed results directory"]),
 }
+# problems reported one line each (several lines for several problems)
+SEVERAL_PROBLEMS = {"strings_as_booleans": 2}
 # argparse's usage errors: its own format (usage line, then the error)
 ARGPARSE_ERRORS = {"bad_method_flag", "bad_check_nobs_flag"}
 # run as `python -m dmixed` (one per exit status, and --help); the others through
@@ -449,6 +532,7 @@ def test_bad_configuration_exit_status_and_message(bad_runs, case):
         assert any(line.startswith("dmixed: error: ") for line in proc.stderr.splitlines())
     assert proc.stdout == ""  # no results path
     assert not (bad_runs["_dir"] / "o").exists()
+    assert "--stats_dir" not in proc.stderr and 'missing="drop"' not in proc.stderr
     if case == "unreachable_scheduler":
         assert seconds < 30, f"took {seconds:.1f}s with a 2 s client timeout"
 
@@ -460,7 +544,8 @@ def test_errors_are_one_line_on_stderr(bad_runs, case):
         pytest.skip("dask-jobqueue is installed")
     proc, _ = bad_runs[case]
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("dmixed: error: "), (
+    n = SEVERAL_PROBLEMS.get(case, 1)
+    assert len(lines) == n and all(line.startswith("dmixed: error: ") for line in lines), (
         f"dmixed bug: the error of case {case} is {len(lines)} lines:\n{proc.stderr}"
     )
 
@@ -547,11 +632,14 @@ def test_unidentifiable_model_is_refused_unless_check_nobs_ignore(scheduler, tmp
     assert "every group of 'g' has one row" in proc.stderr
     assert "--check-nobs ignore" in proc.stderr
     assert not (tmp_path / "o").exists()
-    with pytest.warns(dmixed.SingularHessianWarning, match="conditional"):
-        proc = run_in_process(
-            *common, "--check-nobs", "ignore", "--allow-nonconverged", cwd=tmp_path
-        )
+    proc = run_in_process(
+        *common, "--check-nobs", "ignore", "--allow-nonconverged", cwd=tmp_path, warns=True
+    )
     assert proc.returncode == 0, proc.stderr
+    # the warning as one line of the command's own, not Python's "file:line: Category"
+    warned = [line for line in proc.stderr.splitlines() if "conditional" in line]
+    assert warned and all(line.startswith("dmixed: warning: ") for line in warned), proc.stderr
+    assert "SingularHessianWarning" not in proc.stderr and ".py:" not in proc.stderr
     res = dmixed.load(tmp_path / "o")
     conditional = np.sqrt(res.scale * np.diag(res.to_state().a_inv))
     np.testing.assert_allclose(res.bse_fe, conditional, rtol=1e-12)
@@ -1122,7 +1210,7 @@ def test_relative_paths_in_a_job_file_are_relative_to_the_job_file(tmp_path, mon
                 "groups": "g",
                 "output": "out",
                 "stats_dir": "stats",
-                "cluster": "../cluster.yaml",
+                "cluster": "../scheduler.json",
             }
         )
     )
@@ -1131,5 +1219,145 @@ def test_relative_paths_in_a_job_file_are_relative_to_the_job_file(tmp_path, mon
     job = make_job(args, args.required)
     assert job.data == [str(jobs / "in/a.parquet"), "/abs/b.parquet", "s3://bucket/c.parquet"]
     assert job.output == str(jobs / "out")
-    assert job.cluster == str(jobs / "../cluster.yaml")
+    assert job.cluster == str(jobs / "../scheduler.json")
     assert job.stats_dir == "mine"  # a flag stays relative to where the command runs
+
+
+def test_relative_paths_in_a_job_files_cluster_mapping(tmp_path, monkeypatch):
+    """The files a job's ``cluster:`` mapping names are relative to the job file too."""
+    from dmixed.cli import build_parser, make_job
+
+    jobs = tmp_path / "jobs"
+    (jobs / "tls").mkdir(parents=True)
+    for name in ("ca.pem", "client.pem", "client-key.pem"):
+        (jobs / "tls" / name).write_text("")
+    cluster = {
+        "kind": "address",
+        "address": "tls://10.0.0.5:8786",
+        "security": {
+            "tls_ca_file": "tls/ca.pem",
+            "tls_client_cert": "tls/client.pem",
+            "tls_client_key": "tls/client-key.pem",
+            "require_encryption": True,
+        },
+    }
+    (jobs / "job.yaml").write_text(yaml.safe_dump({"cluster": cluster}))
+    monkeypatch.chdir(tmp_path)
+    args = build_parser().parse_args(["fit", "--job", "jobs/job.yaml"])
+    job = make_job(args, ())
+    security = job.cluster["security"]
+    assert security["tls_ca_file"] == str(jobs / "tls/ca.pem")
+    assert security["tls_client_key"] == str(jobs / "tls/client-key.pem")
+    assert security["require_encryption"] is True
+
+
+# --------------------------------------------------------------------------------------
+# messages a batch user can act on (issue 15), --version, show
+# --------------------------------------------------------------------------------------
+
+
+def test_quiet_data_error_on_worker_processes_is_one_line(data, tmp_path):
+    """A data error raised on a worker of the embedded cluster: one line, no worker
+    traceback ("Compute Failed ... Traceback"), with --quiet."""
+    holes = data.frame_a.copy()
+    holes.loc[5, "x1"] = np.nan
+    holes.to_parquet(tmp_path / "holes.parquet", index=False)
+    job = {"cluster": {"kind": "local", "cluster": {"n_workers": 1, "processes": True}}}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+    proc = run(
+        "fit", "--job", "job.yaml", "--data", "holes.parquet", *MODEL, "--output", "o", "--quiet",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines == [
+        "dmixed: error: missing values in column 'x1' (1 row); pass --missing drop "
+        "(job file: missing: drop) to drop them"
+    ], proc.stderr
+
+
+def test_dropped_rows_warning_is_one_clean_line(data, scheduler, tmp_path):
+    holes = data.frame_a.copy()
+    holes.loc[[2, 4], "x2"] = np.nan
+    holes.to_parquet(tmp_path / "holes.parquet", index=False)
+    proc = run_in_process(
+        "fit", "--data", "holes.parquet", *MODEL, "--missing", "drop", "--output", "o",
+        "--quiet", "--cluster", scheduler.file, cwd=tmp_path, warns=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines() == ["dmixed: warning: dropped 2 rows with missing values"]
+    assert dmixed.load(tmp_path / "o").nobs == len(holes) - 2
+
+
+def test_damaged_warm_start_of_update_is_exit_3_naming_the_file(incremental, tmp_path):
+    shutil.copytree(incremental.dir / "S", tmp_path / "S")
+    last = tmp_path / "S/last_fit.json"
+    last.write_text(last.read_text()[:20])
+    extra = pd.read_parquet(incremental.dir / "B.parquet").head(40).assign(g=lambda f: f.g + 1000)
+    extra.to_parquet(tmp_path / "C.parquet", index=False)
+    proc = run_in_process(
+        "update", "--stats-dir", "S", "--data", "C.parquet", "--output", "U", "--quiet",
+        *incremental.cluster, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    assert "S/last_fit.json is damaged" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.splitlines()) == 1 and not (tmp_path / "U").exists()
+
+
+def test_version():
+    proc = run_in_process("--version", cwd=REPO)
+    assert proc.returncode == 0
+    assert proc.stdout.strip() == f"dmixed {importlib.metadata.version('dmixed')}"
+
+
+def test_show_prints_the_saved_summary(ab_result):
+    proc = run_in_process("show", ab_result.out, cwd=ab_result.dir)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == str(dmixed.load(ab_result.out).summary()) + "\n"
+    assert "Mixed Linear Model Regression Results" in proc.stdout
+
+
+def test_show_of_a_damaged_results_directory_is_exit_3(ab_result, tmp_path):
+    shutil.copytree(ab_result.out, tmp_path / "out")
+    estimates = tmp_path / "out/estimates.json"
+    estimates.write_text(estimates.read_text()[:100])
+    proc = run_in_process("show", "out", cwd=tmp_path)
+    assert proc.returncode == 3, proc.stderr
+    assert "out/estimates.json" in proc.stderr and "not valid JSON" in proc.stderr
+
+
+def test_every_exit_status_is_documented_in_help_and_readme():
+    statuses = cli.EXIT_STATUSES
+    assert {0, 1, 2, 3, 4, 5} <= set(statuses)
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if a.choices and "fit" in a.choices).choices
+    readme = " ".join((REPO / "README.md").read_text().split())
+    for help_text in (parser.format_help(), *(c.format_help() for c in commands.values())):
+        text = "".join(help_text.split())  # argparse wraps lines, also at hyphens
+        for code, meaning in statuses.items():
+            assert "".join(f"{code} {meaning}".split()) in text, (code, help_text)
+    for code in statuses:
+        assert re.search(rf"\b{code} [a-z(]", readme.split("Exit status")[-1]), code
+    assert "dmixed show" in readme and "dmixed --version" in readme
+
+
+def test_library_warnings_are_one_line_and_hidden_under_quiet(capsys):
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        with cli.warnings_as_lines(quiet=True):
+            warnings.warn("a pandas detail\nover two lines", FutureWarning, stacklevel=1)
+            warnings.warn("dropped 3 rows", dmixed.DroppedRowsWarning, stacklevel=1)
+        with cli.warnings_as_lines(quiet=False):
+            warnings.warn("a pandas detail\nover two lines", FutureWarning, stacklevel=1)
+    assert capsys.readouterr().err.splitlines() == [
+        "dmixed: warning: dropped 3 rows",
+        "dmixed: warning: FutureWarning: a pandas detail over two lines",
+    ]
+
+
+def test_job_choices_are_the_librarys_options():
+    from dmixed.design.missing import MISSING_OPTIONS
+    from dmixed.stats import CHECK_NOBS_OPTIONS
+
+    assert set(cli.Job.choices("missing")) == set(MISSING_OPTIONS)
+    assert set(cli.Job.choices("check_nobs")) == set(CHECK_NOBS_OPTIONS)

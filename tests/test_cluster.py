@@ -65,7 +65,7 @@ def _accepted_keywords(kind: str) -> set[str] | None:
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
-def test_shipped_config_parses_with_a_valid_kind(path):
+def test_shipped_config_parses_with_a_valid_kind(path, tmp_path):
     config = read_config(path)
     assert config["kind"] in KINDS
     assert set(config) <= cluster.CONFIG_KEYS
@@ -74,7 +74,12 @@ def test_shipped_config_parses_with_a_valid_kind(path):
     # every config sets a client timeout that dask can parse
     assert parse_timedelta(config["client"]["timeout"]) > 0
     if config.get("security"):
-        sec = cluster.security_of(config)  # valid keyword arguments of Security
+        with pytest.raises(ClusterConfigError, match="tls_ca_file .* does not exist"):
+            cluster.security_of(config)  # the example's paths are not on this machine
+        for key in cluster.SECURITY_FILES:  # with files there: valid arguments of Security
+            (tmp_path / key).write_text("")
+            config["security"][key] = str(tmp_path / key)
+        sec = cluster.security_of(config)
         assert sec.require_encryption
     if config["kind"] == "address":
         assert config["address"].startswith(("tcp://", "tls://"))
@@ -103,10 +108,6 @@ def test_local_config_documents_loopback_only_and_no_dashboard():
         (None, {"kind": "local"}),
         ("local", {"kind": "local"}),
         ("tcp://10.0.0.5:8786", {"kind": "address", "address": "tcp://10.0.0.5:8786"}),
-        (
-            "tls://sched.example.org:8786",
-            {"kind": "address", "address": "tls://sched.example.org:8786"},
-        ),
         ("scheduler.json", {"kind": "scheduler_file", "scheduler_file": "scheduler.json"}),
         (
             "/shared/dask/s.json",
@@ -369,4 +370,76 @@ def test_an_unusable_address_or_cluster_key_is_a_config_error(cluster, match):
     command), not distributed's ValueError or TypeError."""
     with pytest.raises(ClusterConfigError, match=match):
         with connect(cluster):
+            pass
+
+
+# --------------------------------------------------------------------------------------
+# documented keys only (issue 15: a configuration read from a file runs no code)
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "config, match",
+    [
+        ({"kind": "local", "cluster": {"preload": ["evil.py"]}}, r"'preload'"),
+        ({"kind": "local", "cluster": {"worker_class": "evil.Worker"}}, r"'worker_class'"),
+        ({"kind": "local", "cluster": {"n_worker": 2}}, r"did you mean 'n_workers'"),
+        ({"kind": "local", "cluster": {"worker_kwargs": {"preload": "x"}}}, "'worker_kwargs'"),
+        ({"kind": "slurm", "cluster": {"job_script_prologue": ["curl x | sh"]}}, "prologue"),
+        ({"kind": "slurm", "cluster": {"worker_extra_args": ["--preload", "x"]}}, "extra_args"),
+        (
+            {"kind": "slurm", "cluster": {"job_extra_directives": ["--exclusive\ncurl x | sh"]}},
+            "line break",
+        ),
+        ({"kind": "ssh", "cluster": {"worker_options": {"preload": "x"}}}, r"'preload'"),
+        ({"kind": "ssh", "cluster": {"worker_options": "x"}}, "must be a mapping"),
+        (
+            {"kind": "kubernetes", "cluster": {"env": {"DASK_DISTRIBUTED__WORKER__PRELOAD": "x"}}},
+            "DASK_DISTRIBUTED__WORKER__PRELOAD",
+        ),
+        ({"kind": "address", "address": "tcp://h:1", "cluster": {"n_workers": 1}}, "'cluster'"),
+        (
+            {"kind": "address", "address": "tcp://h:1", "client": {"serializers": ["pickle"]}},
+            "'serializers'",
+        ),
+        (
+            {"kind": "address", "address": "tcp://h:1", "security": {"extra_conn_args": {}}},
+            "'extra_conn_args'",
+        ),
+    ],
+)
+def test_undocumented_keys_are_refused(config, match):
+    with pytest.raises(ClusterConfigError, match=match):
+        read_config(config)
+
+
+@pytest.mark.parametrize("kind", ["local", "ssh"])
+def test_documented_keys_are_keywords_of_the_cluster_class(kind):
+    accepted = _accepted_keywords(kind)
+    assert cluster.CLUSTER_KEYS[kind] <= accepted
+
+
+def test_documented_client_and_security_keys_are_keywords():
+    from distributed import Client
+    from distributed.security import Security
+
+    assert cluster.CLIENT_KEYS <= set(inspect.signature(Client).parameters)
+    assert cluster.SECURITY_KEYS <= set(Security.__slots__)
+
+
+def test_tls_address_without_certificates_is_refused():
+    with pytest.raises(ClusterConfigError, match="needs TLS certificates.*tls.yaml"):
+        read_config("tls://sched.example.org:8786")
+
+
+def test_missing_certificate_file_is_a_config_error_naming_it(tmp_path):
+    (tmp_path / "ca.pem").write_text("")
+    config = {
+        "kind": "address",
+        "address": UNREACHABLE.replace("tcp", "tls"),
+        "security": {"tls_ca_file": str(tmp_path / "ca.pem"), "tls_client_cert": "gone.pem"},
+        "client": {"timeout": "1s"},
+    }
+    with pytest.raises(ClusterConfigError, match="tls_client_cert gone.pem does not exist"):
+        with connect(config):
             pass

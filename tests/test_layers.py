@@ -31,9 +31,10 @@ LAYERS = {
     "results": 8,
     "model": 9,
     "cluster": 10,
-    "cli": 11,
-    "__init__": 12,
-    "__main__": 13,
+    "job": 11,
+    "cli": 12,
+    "__init__": 13,
+    "__main__": 14,
 }
 
 

@@ -8,8 +8,9 @@ dmixed's exit status decides what Airflow does:
 
 - 0: success; the results directory's path is the task's XCom value;
 - 5 (cluster unreachable): a transient failure, retried (``retries`` below);
-- 2 (bad configuration), 3 (unreadable data), 4 (not converged): failed at once,
-  no retries — running the same job again would fail the same way.
+- 1 (a bug in dmixed), 2 (bad configuration), 3 (unreadable data), 4 (not
+  converged): failed at once, no retries — running the same job again would fail the
+  same way.
 
 ``max_active_runs=1`` keeps two runs of the DAG from writing the same output at the
 same time.  Without Airflow installed this module defines no DAG (``dag`` is None), so

@@ -8,8 +8,8 @@
 #   (the lock is released by the kernel when that run ends, even if it is killed).
 # - Runs from the job file's directory, so relative paths in the job file (data,
 #   output, stats_dir) do not depend on cron's working directory ($HOME).
-# - Exits with dmixed's status: 0 ok, 2 bad configuration, 3 unreadable data,
-#   4 not converged, 5 cluster unreachable.
+# - Exits with dmixed's status: 0 ok, 1 a bug in dmixed, 2 bad configuration,
+#   3 unreadable data, 4 not converged, 5 cluster unreachable (`dmixed --help`).
 #
 # Environment: DMIXED_BIN (default: dmixed on PATH; cron's PATH is minimal, so set
 # PATH in the crontab or give an absolute path), DMIXED_LOCK_DIR (default

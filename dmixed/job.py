@@ -1,0 +1,444 @@
+"""What a batch job asks for: the options of ``dmixed fit``/``update``, typed.
+
+One model, :class:`Job` (pydantic, strict), holds the rules of every option — its type,
+its range, its allowed names — for both ways of giving it: a YAML job file
+(:func:`read_job_file`) and the command-line flags (:func:`job_from`, which the flags'
+parser in :mod:`dmixed.cli` also reads its choices from).  Everything is checked before
+any data is read:
+
+- booleans only as YAML booleans (``quiet: "no"`` is text, refused, not true);
+- integers only as integers, within range (``maxiter: abc``, ``maxiter: -5``);
+- enumerations by their names (``method: reml``; case does not matter);
+- unknown keys refused, with the close matches (``formla`` → ``formula``);
+- the ``cluster:`` mapping only with the keys :func:`dmixed.cluster.read_config`
+  documents (distributed's ``preload``, which runs a file in every worker, is refused).
+
+Every refusal is a :class:`JobError` (exit status 2) naming the file or the flag, the
+key, the value given and what is allowed, one line per problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+import typing
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+)
+
+from .cluster import read_config
+
+EXIT_OK, EXIT_CONFIG, EXIT_DATA, EXIT_NOT_CONVERGED, EXIT_CLUSTER = 0, 2, 3, 4, 5
+EXIT_BUG, EXIT_INTERRUPTED = 1, 130
+#: every exit status of the command and what it means (``dmixed --help``, README)
+EXIT_STATUSES = {
+    EXIT_OK: "success",
+    EXIT_BUG: "a bug in dmixed (please report it)",
+    EXIT_CONFIG: "bad configuration: flags, job file, cluster config, formula, an output "
+    "directory dmixed did not write or cannot write, saved statistics of other data or "
+    "another model",
+    EXIT_DATA: "data that cannot be read: input files, damaged saved statistics or results",
+    EXIT_NOT_CONVERGED: "the fit did not converge (unless --allow-nonconverged)",
+    EXIT_CLUSTER: "the cluster cannot be reached",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+}
+
+
+#: the most optimizer iterations a job may ask for
+MAXITER_LIMIT = 1_000_000
+
+__all__ = [
+    "EXIT_OK",
+    "EXIT_CONFIG",
+    "EXIT_DATA",
+    "EXIT_NOT_CONVERGED",
+    "EXIT_CLUSTER",
+    "EXIT_BUG",
+    "EXIT_INTERRUPTED",
+    "EXIT_STATUSES",
+    "build_parser",
+    "Job",
+    "JobError",
+    "job_from",
+    "parse_vc",
+    "read_job_file",
+]
+
+
+class JobError(Exception):
+    """A job that cannot run, with its exit status (one line of the message per problem)."""
+
+    def __init__(self, message: str, status: int = EXIT_CONFIG) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+Text = Annotated[StrictStr, Field(min_length=1)]
+
+
+def _field(default, allowed: str):
+    """A field whose ``description`` says what is allowed (used in every refusal)."""
+    return Field(default, description=allowed)
+
+
+class Job(BaseModel):
+    """Everything a fit job needs; the keys of a YAML job file are these names."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    data: Text | list[Text] | None = _field(None, "a path, glob or URL, or a list of them")
+    format: Literal["parquet", "csv"] | None = _field(None, "parquet or csv")
+    formula: Text | None = _field(None, "a formula as text, e.g. 'y ~ x1 + x2'")
+    groups: Text | None = _field(None, "a column name as text (quote a number)")
+    re_formula: Text | None = _field(None, "a formula as text, e.g. '1 + x1'")
+    vc_formula: dict[Text, Text] | None = _field(None, "a mapping of name: formula (text)")
+    weights: Text | None = _field(None, "a column name as text")
+    method: Literal["reml", "ml"] | None = _field("reml", "reml or ml")
+    missing: Literal["raise", "drop"] = _field("raise", "raise or drop")
+    output: Text | None = _field(None, "a directory path")
+    cluster: Text | dict[str, Any] | None = _field(
+        None,
+        "a scheduler address, a scheduler file (.json), a cluster config (.yaml) "
+        "or a cluster mapping (see cluster_configs/)",
+    )
+    stats_dir: Text | None = _field(None, "a directory path")
+    allow_nonconverged: StrictBool = _field(False, "true or false (a YAML boolean, unquoted)")
+    cov_fe: Literal["hessian", "conditional"] = _field("hessian", "hessian or conditional")
+    check_nobs: Literal["raise", "ignore"] = _field("raise", "raise or ignore")
+    maxiter: Annotated[StrictInt, Field(ge=1, le=MAXITER_LIMIT)] = _field(
+        500, f"a whole number from 1 to {MAXITER_LIMIT}"
+    )
+    storage_options: dict[str, Any] = _field({}, "a mapping of fsspec options")
+    quiet: StrictBool = _field(False, "true or false (a YAML boolean, unquoted)")
+
+    @field_validator("format", "method", "missing", "cov_fe", "check_nobs", mode="before")
+    @classmethod
+    def _name_in_any_case(cls, value):
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("cluster")
+    @classmethod
+    def _documented_cluster(cls, value):
+        read_config(value)  # ClusterConfigError (a ValueError): an unusable cluster
+        return value
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        """The options, in their documented order (the keys of a job file)."""
+        return list(cls.model_fields)
+
+    @classmethod
+    def choices(cls, key: str) -> tuple[str, ...]:
+        """The allowed names of an enumerated option (for the flags' parser)."""
+        annotation = cls.model_fields[key].annotation
+        for part in (annotation, *typing.get_args(annotation)):
+            if typing.get_origin(part) is Literal:
+                return typing.get_args(part)
+        raise KeyError(f"{key} is not an enumeration")
+
+
+# ---------------------------------------------------------------------------
+# refusals
+# ---------------------------------------------------------------------------
+
+
+def _kind(value) -> str:
+    """What a YAML value is, in the words of the job file."""
+    if isinstance(value, bool):
+        return "a boolean"
+    names = {str: "text", int: "an integer", float: "a number", list: "a list", dict: "a mapping"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def _problems(exc: ValidationError, given: dict, name_of) -> list[str]:
+    """One line per refused key: the key (as ``name_of`` spells it), the value given,
+    what is allowed; unknown keys with their close matches."""
+    lines, seen = [], set()
+    for err in exc.errors():
+        key = str(err["loc"][0]) if err["loc"] else ""
+        if key in seen:
+            continue  # a union gives one error per member: one line per key
+        seen.add(key)
+        if err["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(key, Job.keys(), n=3)
+            hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+            lines.append(f"unknown key {key!r}{hint}; allowed keys: {', '.join(Job.keys())}")
+            continue
+        value = given.get(key)
+        if err["type"] == "value_error":
+            reason = str(err.get("ctx", {}).get("error", err["msg"]))
+            lines.append(f"{name_of(key)}: {reason}")
+            continue
+        allowed = Job.model_fields[key].description
+        lines.append(f"{name_of(key)}: got {value!r} ({_kind(value)}); allowed: {allowed}")
+    return lines
+
+
+def _validated(values: dict, where: str, name_of) -> Job:
+    try:
+        return Job.model_validate(values)
+    except ValidationError as exc:
+        lines = _problems(exc, values, name_of)
+        raise JobError("\n".join(f"{where}{line}" for line in lines)) from None
+
+
+def flag_name(key: str) -> str:
+    """The command-line flag of a job key (``stats_dir`` → ``--stats-dir``)."""
+    return "--vc" if key == "vc_formula" else "--" + key.replace("_", "-")
+
+
+# ---------------------------------------------------------------------------
+# job files and flags
+# ---------------------------------------------------------------------------
+
+_PATH_KEYS = ("data", "output", "stats_dir", "cluster")
+#: paths inside a job's ``cluster:`` mapping (top level, and under ``security:``)
+_CLUSTER_PATH_KEYS = ("scheduler_file",)
+
+
+def _resolve_paths(values: dict, base: str) -> None:
+    """Relative paths in a job file are relative to the job file (not to the directory
+    the job happens to be started from, which for cron is the home directory)."""
+
+    def resolve(path):
+        if not isinstance(path, str) or "://" in path or os.path.isabs(path):
+            return path
+        if path == "local" or not path:
+            return path
+        return os.path.join(base, path)
+
+    for key in _PATH_KEYS:
+        if key not in values:
+            continue
+        v = values[key]
+        if isinstance(v, list):
+            values[key] = [resolve(x) for x in v]
+        elif isinstance(v, dict):  # a cluster mapping: its file settings
+            values[key] = v = dict(v)
+            for sub in _CLUSTER_PATH_KEYS:
+                if sub in v:
+                    v[sub] = resolve(v[sub])
+            if isinstance(v.get("security"), dict):
+                v["security"] = {
+                    k: resolve(x)
+                    if k.startswith("tls_") and k.endswith(("_file", "_cert", "_key"))
+                    else x
+                    for k, x in v["security"].items()
+                }
+        else:
+            values[key] = resolve(v)
+
+
+def read_job_file(path: str) -> dict:
+    """The options of a YAML job file, checked, relative paths resolved against the
+    file's directory (safe YAML: a job file cannot construct objects).
+
+    Returns
+    -------
+    dict
+        The keys the file sets (no defaults added).
+
+    Raises
+    ------
+    JobError
+        An unreadable file, invalid YAML, not a mapping, unknown keys or values of the
+        wrong type or range (one line per problem, naming the file and the key).
+    """
+    import yaml
+
+    try:
+        with open(path) as fh:
+            data = yaml.safe_load(fh)  # safe: a job file cannot construct objects
+    except OSError as exc:
+        raise JobError(f"cannot read job file {path}: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise JobError(f"job file {path} is not valid YAML: {' '.join(str(exc).split())}") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise JobError(f"job file {path} must be a mapping of option: value")
+    data = {str(k): v for k, v in data.items()}
+    _resolve_paths(data, os.path.dirname(os.path.abspath(path)))
+    _validated(data, f"job file {path}: ", lambda key: f"key {key!r}")
+    return data
+
+
+def parse_vc(items: list[str] | None) -> dict[str, str] | None:
+    """``--vc NAME=FORMULA`` (repeated) as the ``vc_formula`` mapping."""
+    if not items:
+        return None
+    out = {}
+    for item in items:
+        name, sep, formula = item.partition("=")
+        if not sep or not name.strip() or not formula.strip():
+            raise JobError(f"--vc expects NAME=FORMULA, got {item!r}")
+        out[name.strip()] = formula.strip()
+    return out
+
+
+def job_from(
+    file_values: dict, flags: dict, required: tuple[str, ...], command: str | None = None
+) -> Job:
+    """The job of a job file's values overridden by the flags given (``None`` values and
+    ``False`` switches count as not given), every value checked by :class:`Job`.
+
+    Raises
+    ------
+    JobError
+        A flag of the wrong type or range (naming the flag), or a required option that
+        neither gives.
+    """
+    given = {k: v for k, v in flags.items() if v is not None and v is not False}
+    _validated(given, "", flag_name)
+    values = {**file_values, **given}
+    job = _validated(values, "", flag_name)
+    if command == "update" and "method" not in values:
+        job.method = None  # default: the method of the saved fit
+    missing = [k for k in required if not getattr(job, k)]
+    if missing:
+        raise JobError(
+            "missing required option(s): "
+            + ", ".join(f"{flag_name(k)} (job key {k})" for k in missing)
+        )
+    return job
+
+
+# ---------------------------------------------------------------------------
+# the command line's flags
+# ---------------------------------------------------------------------------
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--job", metavar="FILE", help="YAML job file; flags override its keys")
+    p.add_argument(
+        "--data",
+        metavar="PATH",
+        nargs="+",
+        help="input: Parquet or CSV file(s), glob(s), a directory, or fsspec URL(s)",
+    )
+    p.add_argument(
+        "--format", choices=Job.choices("format"), help="input format (default: by suffix)"
+    )
+    p.add_argument("--output", metavar="DIR", help="results directory (written atomically)")
+    p.add_argument(
+        "--cluster",
+        metavar="SPEC",
+        help="scheduler address (tcp://, tls:// needs a config with certificates), scheduler "
+        "file (.json) or cluster config (.yaml, see cluster_configs/); default: a local "
+        "cluster on this machine",
+    )
+    p.add_argument("--stats-dir", dest="stats_dir", metavar="DIR", help="saved statistics")
+    p.add_argument(
+        "--allow-nonconverged",
+        dest="allow_nonconverged",
+        action="store_true",
+        default=None,
+        help="write results and exit 0 even if the optimizer did not converge",
+    )
+    p.add_argument(
+        "--cov-fe",
+        dest="cov_fe",
+        choices=Job.choices("cov_fe"),
+        help="fixed-effect covariance: statsmodels' inverse Hessian (default) or lme4's "
+        "conditional sigma^2 (X'V^-1X)^-1",
+    )
+    p.add_argument(
+        "--check-nobs",
+        dest="check_nobs",
+        choices=Job.choices("check_nobs"),
+        help="refuse (raise, default) or fit anyway (ignore) a model whose random effects are "
+        "not identifiable: one group, every group of one row, no more rows than random effects",
+    )
+    p.add_argument(
+        "--maxiter",
+        type=int,
+        help=f"optimizer iterations, {Job.model_fields['maxiter'].description} (default 500)",
+    )
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        default=None,
+        help="no progress on stderr: only problems, one line each",
+    )
+
+
+def _epilog() -> str:
+    return "Exit status: " + "; ".join(f"{k} {v}" for k, v in EXIT_STATUSES.items()) + "."
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("dmixed")
+    except PackageNotFoundError:  # pragma: no cover - a source tree not installed
+        return "unknown (not installed)"
+
+
+def _add_fit(sub) -> None:
+    fit = sub.add_parser(
+        "fit",
+        help="fit a model to data",
+        description="Fit a model to Parquet/CSV data and write a results directory "
+        "(estimates.json, random_effects.parquet, summary.txt). "
+        "YAML job keys: " + ", ".join(Job.keys()) + ".",
+        epilog=_epilog(),
+    )
+    _add_common(fit)
+    fit.add_argument("--formula", help="fixed part, e.g. 'y ~ x1 + C(site)'")
+    fit.add_argument("--groups", help="grouping column")
+    fit.add_argument("--re-formula", dest="re_formula", help="random part (default: '1')")
+    fit.add_argument(
+        "--vc",
+        action="append",
+        metavar="NAME=FORMULA",
+        help="variance component, e.g. 'class=0 + C(class)' (repeatable)",
+    )
+    fit.add_argument("--weights", help="column of prior (precision) weights")
+    fit.add_argument("--method", choices=Job.choices("method"), help="REML (default) or ML")
+    fit.add_argument("--missing", choices=Job.choices("missing"), help="rows with missing values")
+    fit.set_defaults(required=("data", "formula", "groups", "output"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of the ``dmixed`` command (its choices and ranges are :class:`Job`'s)."""
+    parser = argparse.ArgumentParser(
+        prog="dmixed",
+        description="Fit linear mixed models (statsmodels' MixedLM) on Dask, as batch jobs.",
+        epilog=_epilog(),
+    )
+    parser.add_argument("--version", action="version", version=f"dmixed {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_fit(sub)
+    update = sub.add_parser(
+        "update",
+        help="add new data to saved statistics and refit",
+        description="Add the statistics of new rows to those saved in --stats-dir "
+        "(without reading the old rows), refit warm-started from the last estimates, "
+        "and write the results and the updated statistics.",
+        epilog=_epilog(),
+    )
+    _add_common(update)
+    update.add_argument("--method", choices=Job.choices("method"), help="default: as the saved fit")
+    update.set_defaults(required=("data", "output", "stats_dir"))
+    show = sub.add_parser(
+        "show",
+        help="print the summary of a saved results directory",
+        description="Print the summary of a results directory written by `dmixed fit` or "
+        "`dmixed update` (or MixedLMResults.save).",
+        epilog=_epilog(),
+    )
+    show.add_argument("dir", metavar="DIR", help="results directory")
+    show.add_argument("--quiet", action="store_true", default=None, help=argparse.SUPPRESS)
+    show.set_defaults(required=())
+    return parser

@@ -1,0 +1,105 @@
+"""Typed job options (``dmixed/job.py``): one pydantic model for job files and flags.
+
+Every option is checked before any data is read: booleans only as YAML booleans,
+integers only as integers in range, enumerations by their names, unknown keys refused
+with their close matches; each problem one line naming the file or the flag.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from dmixed.job import MAXITER_LIMIT, Job, JobError, build_parser, job_from, read_job_file
+
+
+def _job_file(tmp_path, text: str) -> str:
+    path = tmp_path / "job.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "line, needles",
+    [
+        ('quiet: "no"', ["key 'quiet': got 'no' (text)", "true or false"]),
+        ("quiet: no", []),  # YAML 1.1: unquoted no is a boolean
+        ('allow_nonconverged: "false"', ["key 'allow_nonconverged': got 'false' (text)"]),
+        ("allow_nonconverged: 1", ["got 1 (an integer)", "true or false"]),
+        ("maxiter: abc", ["key 'maxiter': got 'abc' (text)", f"from 1 to {MAXITER_LIMIT}"]),
+        ("maxiter: -5", ["got -5 (an integer)", "a whole number from 1"]),
+        ("maxiter: 0", ["got 0"]),
+        ("maxiter: 2.5", ["got 2.5 (a number)"]),
+        ("maxiter: true", ["got True (a boolean)"]),
+        (f"maxiter: {MAXITER_LIMIT + 1}", [f"got {MAXITER_LIMIT + 1}"]),
+        ("maxiter: 1000", []),
+        ("method: bayes", ["key 'method': got 'bayes'", "reml or ml"]),
+        ("method: ML", []),
+        ("missing: skip", ["raise or drop"]),
+        ("cov_fe: sandwich", ["hessian or conditional"]),
+        ("format: feather", ["parquet or csv"]),
+        ("groups: 2020", ["got 2020 (an integer)", "quote a number"]),
+        ("data: [a.parquet, 5]", ["key 'data'", "a list of them"]),
+        ("vc_formula: {cls: 5}", ["key 'vc_formula'", "mapping of name: formula"]),
+        ("formula: ''", ["key 'formula': got ''"]),
+        ("formla: y ~ x", ["unknown key 'formla' (did you mean 'formula'", "allowed keys: data"]),
+        ("maxiters: 5", ["did you mean 'maxiter'"]),
+        ("cluster: {kind: local, cluster: {preload: [x.py]}}", ["undocumented", "'preload'"]),
+        ("cluster: {kind: local, clients: {}}", ["key 'cluster'", "['clients']"]),
+    ],
+)
+def test_job_file_values_are_checked_by_type(tmp_path, line, needles):
+    path = _job_file(tmp_path, line + "\n")
+    if not needles:
+        read_job_file(path)
+        return
+    with pytest.raises(JobError) as info:
+        read_job_file(path)
+    message = str(info.value)
+    assert info.value.status == 2
+    assert message.startswith(f"job file {path}: ")
+    for needle in needles:
+        assert needle in message, message
+    assert len(message.splitlines()) == 1
+
+
+def test_several_problems_one_line_each(tmp_path):
+    path = _job_file(tmp_path, 'quiet: "no"\nmaxiter: abc\nmethd: ml\n')
+    with pytest.raises(JobError) as info:
+        read_job_file(path)
+    lines = str(info.value).splitlines()
+    assert len(lines) == 3 and all(line.startswith(f"job file {path}: ") for line in lines)
+
+
+@pytest.mark.parametrize(
+    "flags, needle",
+    [
+        (["--maxiter", "-5"], "--maxiter: got -5 (an integer); allowed: a whole number from 1"),
+        (["--maxiter", "0"], "--maxiter: got 0"),
+        (["--vc", "a=0 + C(a)", "--groups", ""], "--groups: got ''"),
+    ],
+)
+def test_flags_follow_the_same_rules(flags, needle):
+    args = build_parser().parse_args(["fit", *flags])
+    values = {k: getattr(args, k, None) for k in Job.keys()}
+    with pytest.raises(JobError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+        job_from({}, values, ())
+
+
+def test_flags_override_a_checked_job_file(tmp_path):
+    path = _job_file(tmp_path, "maxiter: 10\nmethod: ML\nquiet: true\n")
+    job = job_from(read_job_file(path), {"maxiter": 20, "quiet": None}, ())
+    assert (job.maxiter, job.method, job.quiet) == (20, "ml", True)
+
+
+def test_missing_required_options_name_flag_and_key():
+    with pytest.raises(JobError, match=r"--stats-dir \(job key stats_dir\)"):
+        job_from({}, {}, ("stats_dir",))
+
+
+def test_flag_choices_come_from_the_model():
+    parser = build_parser()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["fit", "--method", "bayes"])
+    assert Job.choices("method") == ("reml", "ml")
+    with pytest.raises(KeyError):
+        Job.choices("maxiter")
