@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import logging
 import os
 import sys
@@ -318,6 +319,24 @@ def _model_from_data(job: Job, ddf, client, job_digest: str, fingerprint: list[d
     return model
 
 
+def _under_stats_lock(command):
+    """Run ``command(job)`` holding the lock of ``job.stats_dir`` (when given), from the
+    first read of the saved statistics to the last write: concurrent jobs on one
+    statistics directory run one after another (README "Saved statistics")."""
+
+    @functools.wraps(command)
+    def locked(job: Job) -> int:
+        if not job.stats_dir:
+            return command(job)
+        from .stats.checkpoint import statistics_lock
+
+        with statistics_lock(job.stats_dir):
+            return command(job)
+
+    return locked
+
+
+@_under_stats_lock
 def run_fit(job: Job) -> int:
     """``dmixed fit``: data pass (or saved statistics of the same job), fit, write."""
     from .cluster import connect
@@ -363,6 +382,7 @@ def _remember_fit(stats_dir: str, res) -> None:
     os.replace(tmp, path)
 
 
+@_under_stats_lock
 def run_update(job: Job) -> int:
     import json
 
