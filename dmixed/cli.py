@@ -343,7 +343,7 @@ def run_fit(job: Job) -> int:
     from .stats import checkpoint
 
     files = input_files(job)
-    fingerprint = checkpoint.input_fingerprint(files)
+    fingerprint = checkpoint.input_fingerprint(files, job.storage_options)
     job_digest = _job_digest(job, fingerprint)
     reuse = _reusable_statistics(job, job_digest) is not None
     ddf = None if reuse else read_data(job, files)[0]  # a reuse reads no data
@@ -395,7 +395,7 @@ def run_update(job: Job) -> int:
     manifest = checkpoint.read_manifest(job.stats_dir)
     spec = ModelSpec.from_dict(manifest["spec"])
     ddf, files = read_data(job)
-    new_inputs = checkpoint.input_fingerprint(files)
+    new_inputs = checkpoint.input_fingerprint(files, job.storage_options)
     done = {i["path"] for i in manifest.get("inputs", [])}
     again = [i["path"] for i in new_inputs if i["path"] in done]
     if again:

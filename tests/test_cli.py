@@ -597,24 +597,38 @@ def test_rerun_reuses_saved_statistics(checkpointed):
     assert_same_fit(dmixed.load(d / "out2"), dmixed.load(d / "out1"), rtol=1e-12)
 
 
-def test_rerun_does_not_read_the_data(checkpointed):
-    """A rerun that reuses the statistics must not open the data files: replace one with
-    garbage of the same size and time stamp (what the fingerprint sees is unchanged)."""
+def test_rerun_does_not_read_the_data(checkpointed, monkeypatch):
+    """A rerun that reuses the statistics must not read the data (its fingerprint reads
+    only each Parquet file's footer)."""
+
+    def no_data_pass(*args, **kwargs):
+        raise AssertionError("dmixed bug: a rerun with reusable statistics reads the data")
+
+    monkeypatch.setattr(cli, "read_data", no_data_pass)
+    d = checkpointed.dir
+    proc = run_in_process(*checkpointed.args, "--stats-dir", "stats", "--output", "out3", cwd=d)
+    assert proc.returncode == 0, proc.stderr
+    assert "reusing saved statistics" in proc.stderr
+
+
+def test_input_rewritten_with_the_same_size_and_mtime_is_refused(checkpointed):
+    """An input replaced by other bytes of the same size, its time stamp set back
+    (``os.utime``, ``cp -p``, ``rsync -t``): the saved statistics are not of it."""
     d = checkpointed.dir
     path = d / "A.parquet"
     original, st = path.read_bytes(), path.stat()
+    before = (d / "stats/manifest.json").read_bytes()
     try:
         path.write_bytes(b"\0" * st.st_size)
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-        proc = run_in_process(*checkpointed.args, "--stats-dir", "stats", "--output", "out3", cwd=d)
+        proc = run_in_process(*checkpointed.args, "--stats-dir", "stats", "--output", "out4", cwd=d)
     finally:
         path.write_bytes(original)
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert proc.returncode == 0, (
-        "dmixed bug: with reusable statistics, run_fit still calls read_data(), which opens "
-        f"every Parquet footer before deciding to reuse; exit {proc.returncode}:\n{proc.stderr}"
-    )
-    assert "reusing saved statistics" in proc.stderr
+    assert proc.returncode == 2, proc.stderr
+    assert "digest does not match" in proc.stderr
+    assert not (d / "out4").exists()
+    assert (d / "stats/manifest.json").read_bytes() == before
 
 
 def _damage_statistics(stats: Path, damage: str) -> str:

@@ -49,6 +49,7 @@ from .columns import (
     take_lower_triangle,
     take_vc_slots,
 )
+from .inputs import local_identity, remote_identity
 from .layout import Layout
 from .slots import number_pairs
 from .standardize import Standardization
@@ -131,20 +132,43 @@ class GroupArrays:
 # ---------------------------------------------------------------------------
 
 
-def input_fingerprint(paths: list[str]) -> list[dict]:
-    """(path, size, modification time) of every input file, sorted.
+def input_fingerprint(paths: list[str], storage_options: dict | None = None) -> list[dict]:
+    """Path, size, modification time and content identity of every input, sorted.
 
-    Size and modification time, not a content hash: hashing would cost the data pass
-    a checkpoint exists to avoid.  A file rewritten in place with the same size and
-    time stamp is not detected; remote URLs are identified by name only.
+    The content identity (:mod:`dmixed.stats.inputs`) is the sha256 of a Parquet file's
+    footer, of a small other file's bytes, or of what a store reports for a URL (ETag,
+    checksums, version): a file rewritten with the same size and time stamp is seen,
+    without the whole read of the data a checkpoint exists to avoid.  A URL whose
+    store's package is not installed is identified by its name (its reader says what
+    is missing).
+
+    Raises
+    ------
+    FileNotFoundError
+        A URL that matches nothing.
     """
-    out = []
+    out: list[dict] = []
     for p in sorted(paths):
+        if "://" in p:
+            try:
+                content = remote_identity(p, storage_options)
+            except ImportError:
+                content = None
+            out.append({"path": p, "size": None, "mtime_ns": None, "content": content})
+            continue
         try:
             st = os.stat(p)
-            out.append({"path": os.path.abspath(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+            content = local_identity(p, st.st_size)
+            out.append(
+                {
+                    "path": os.path.abspath(p),
+                    "size": st.st_size,
+                    "mtime_ns": st.st_mtime_ns,
+                    "content": content,
+                }
+            )
         except OSError:
-            out.append({"path": p, "size": None, "mtime_ns": None})
+            out.append({"path": p, "size": None, "mtime_ns": None, "content": None})
     return out
 
 

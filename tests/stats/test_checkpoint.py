@@ -620,11 +620,29 @@ def test_digest_follows_model_and_input_files(tmp_path):
     a.write_bytes(b"12345")  # another size
     os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert digest(model, input_fingerprint([str(a), str(b)])) != base
+    a.write_bytes(b"1234")  # the same size and time stamp, another content
+    os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert digest(model, input_fingerprint([str(a), str(b)])) == base
+    a.write_bytes(b"1235")
+    os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert digest(model, input_fingerprint([str(a), str(b)])) != base
+
+
+def test_fingerprint_of_a_url_whose_store_is_not_installed_is_its_name(tmp_path, monkeypatch):
+    """The reader then says which package is missing."""
+
+    def not_installed(url, storage_options=None):
+        raise ImportError("Install s3fs to access S3")
+
+    monkeypatch.setattr(checkpoint, "remote_identity", not_installed)
+    a = tmp_path / "a.parquet"
+    a.write_bytes(b"1234")
     fp = input_fingerprint([str(a), "s3://bucket/x.parquet"])
     assert fp[0]["path"] == str(a) and fp[1] == {
         "path": "s3://bucket/x.parquet",
         "size": None,
         "mtime_ns": None,
+        "content": None,
     }
 
 
