@@ -322,7 +322,7 @@ def _model_from_data(job: Job, ddf, client, job_digest: str, fingerprint: list[d
 def _under_stats_lock(command):
     """Run ``command(job)`` holding the lock of ``job.stats_dir`` (when given), from the
     first read of the saved statistics to the last write: concurrent jobs on one
-    statistics directory run one after another (README "Saved statistics")."""
+    statistics directory run one after another (README, "Batch jobs")."""
 
     @functools.wraps(command)
     def locked(job: Job) -> int:
