@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -27,7 +28,13 @@ import warnings
 from collections.abc import Iterator
 
 from .cluster import read_config
-from .errors import CheckpointError, CheckpointMismatch, DmixedError, DmixedWarning
+from .errors import (
+    CheckpointError,
+    CheckpointMismatch,
+    ClusterError,
+    DmixedError,
+    DmixedWarning,
+)
 from .job import (
     EXIT_BUG,
     EXIT_CLUSTER,
@@ -163,7 +170,7 @@ def _job_errors(job: Job, reads_data: bool) -> Iterator[None]:
         if reads_data and _is_read_error(exc):
             message = f"cannot read data {job.data!r}: {_read_error_message(exc)}"
             raise JobError(message, EXIT_DATA) from exc
-        if isinstance(exc, CheckpointError):
+        if isinstance(exc, (CheckpointError, ClusterError)):
             raise
         if isinstance(exc, (ValueError, KeyError, TypeError)):
             message = _cli_words(_one_line(exc)) if str(exc) else repr(exc)
@@ -284,6 +291,24 @@ def _cluster_of(job: Job):
     return config
 
 
+def _under_stats_lock(command):
+    """Run ``command(job)`` holding the lock of ``job.stats_dir`` (when given), from the
+    first read of the saved statistics to the last write: concurrent jobs on one
+    statistics directory run one after another (README, "Batch jobs")."""
+
+    @functools.wraps(command)
+    def locked(job: Job) -> int:
+        if not job.stats_dir:
+            return command(job)
+        from .stats.checkpoint import statistics_lock
+
+        with statistics_lock(job.stats_dir):
+            return command(job)
+
+    return locked
+
+
+@_under_stats_lock
 def run_fit(job: Job) -> int:
     """``dmixed fit``: data pass (or saved statistics of the same job), fit, write."""
     from .cluster import connect
@@ -291,7 +316,7 @@ def run_fit(job: Job) -> int:
 
     _check_targets(job)
     files = input_files(job)
-    fingerprint = checkpoint.input_fingerprint(files)
+    fingerprint = checkpoint.input_fingerprint(files, job.storage_options)
     job_digest = _job_digest(job, fingerprint)
     reuse = _reusable_statistics(job, job_digest) is not None
     ddf = None if reuse else read_data(job, files)[0]  # a reuse reads no data
@@ -332,6 +357,8 @@ def _remember_fit(stats_dir: str, res) -> None:
 
 def _last_fit(stats_dir: str) -> list | None:
     """The estimates of the last fit on these statistics (a warm start), if recorded."""
+@_under_stats_lock
+def run_update(job: Job) -> int:
     import json
 
     path = os.path.join(stats_dir, "last_fit.json")
@@ -360,7 +387,7 @@ def run_update(job: Job) -> int:
     manifest = checkpoint.read_manifest(job.stats_dir)
     spec = ModelSpec.from_dict(manifest["spec"])
     ddf, files = read_data(job)
-    new_inputs = checkpoint.input_fingerprint(files)
+    new_inputs = checkpoint.input_fingerprint(files, job.storage_options)
     done = {i["path"] for i in manifest.get("inputs", [])}
     again = [i["path"] for i in new_inputs if i["path"] in done]
     if again:
@@ -436,7 +463,8 @@ def exit_status(exc: BaseException) -> int:
 
     A :class:`JobError` carries its own status; a lost or unreachable cluster
     (``ConnectionError``, including distributed's ``CommClosedError`` and timeouts of
-    connecting) → 5; saved statistics or results that cannot be read
+    connecting) or one that cannot run the work (:class:`~dmixed.errors.ClusterError`: no
+    workers, workers killed at their memory limit) → 5; saved statistics or results that cannot be read
     (:class:`~dmixed.CheckpointError`) → 3, but statistics of other data or another model
     (:class:`~dmixed.CheckpointMismatch`) → 2; any other refusal of dmixed
     (:class:`~dmixed.DmixedError`: a bad job, formula, cluster configuration) or a path
@@ -445,7 +473,7 @@ def exit_status(exc: BaseException) -> int:
     """
     if isinstance(exc, JobError):
         return exc.status
-    if isinstance(exc, ConnectionError):
+    if isinstance(exc, (ConnectionError, ClusterError)):
         return EXIT_CLUSTER
     if isinstance(exc, CheckpointError) and not isinstance(exc, CheckpointMismatch):
         return EXIT_DATA

@@ -10,7 +10,9 @@ This module sits at the bottom of the package: it imports nothing of dmixed but 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import logging
 import os
 import shutil
 import socket
@@ -19,17 +21,25 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock, Timeout
 
 from .errors import CheckpointError
 
 __all__ = [
+    "LOCK_TIMEOUT_S",
     "atomic_directory",
+    "directory_lock",
+    "file_sha256",
+    "json_sha256",
     "jsonable",
+    "lock_path",
     "read_versioned_json",
     "replace_dir",
     "sibling_path",
     "sweep_stale",
 ]
+
+logger = logging.getLogger("dmixed")
 
 
 def jsonable(value):
@@ -154,3 +164,100 @@ def atomic_directory(path, marker: str, kind: str) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# ---------------------------------------------------------------------------
+# Digests
+# ---------------------------------------------------------------------------
+
+
+def json_sha256(document: dict) -> str:
+    """sha256 of a JSON document in canonical form (sorted keys, no spaces, strict
+    JSON); the same for the document as written and as read back (floats round-trip)."""
+    blob = json.dumps(document, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def file_sha256(file: Path) -> str:
+    """sha256 of the bytes of ``file`` (hex), read in blocks of 8 MiB."""
+    digest = hashlib.sha256()
+    with open(file, "rb") as fh:
+        while block := fh.read(8 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------
+# Lock of a directory shared by jobs
+# ---------------------------------------------------------------------------
+
+#: how long a job waits for another job's lock on a directory (seconds); the
+#: environment variable ``DMIXED_LOCK_TIMEOUT`` overrides it
+LOCK_TIMEOUT_S = 3600.0
+
+
+def lock_path(target: Path) -> Path:
+    """The lock file of the directory ``target``: ``.NAME.lock`` beside it (not inside:
+    the directory itself is replaced by a rename when it is written)."""
+    target = Path(target).resolve()
+    return target.parent / f".{target.name}.lock"
+
+
+def _lock_timeout(timeout: float | None) -> float:
+    if timeout is not None:
+        return timeout
+    value = os.environ.get("DMIXED_LOCK_TIMEOUT", "")
+    try:
+        return float(value) if value else LOCK_TIMEOUT_S
+    except ValueError:
+        raise CheckpointError(
+            f"DMIXED_LOCK_TIMEOUT must be a number of seconds, got {value!r}"
+        ) from None
+
+
+@contextlib.contextmanager
+def directory_lock(path, kind: str, timeout: float | None = None) -> Iterator[Path]:
+    """Hold the lock of the directory ``path`` (:func:`lock_path`) for the body.
+
+    An exclusive lock (``flock`` through the filelock library): jobs that change one
+    directory run one after another, whatever the order they started in; the lock is
+    released when the body ends or the process dies (no stale lock to remove).  A job
+    that finds the lock held says so and waits up to ``timeout`` seconds (default
+    :data:`LOCK_TIMEOUT_S`, or ``DMIXED_LOCK_TIMEOUT``).  The lock file stays (empty).
+
+    Raises
+    ------
+    CheckpointError
+        The lock was not free within ``timeout``, or the lock file cannot be created.
+    """
+    file = lock_path(Path(path))
+    wait = _lock_timeout(timeout)
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(file))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            logger.warning(
+                "waiting for %s: another dmixed job is changing the %s directory %s "
+                "(waiting up to %g s)",
+                file,
+                kind,
+                path,
+                wait,
+            )
+            lock.acquire(timeout=wait)
+    except Timeout:
+        raise CheckpointError(
+            f"the lock {file} of the {kind} directory {path} was still held by another "
+            f"dmixed job after {wait:g} s; run this job when that one has finished "
+            "(or raise DMIXED_LOCK_TIMEOUT)"
+        ) from None
+    except OSError as exc:
+        raise CheckpointError(
+            f"cannot create the lock {file} of the {kind} directory {path}: {exc}"
+        ) from exc
+    try:
+        yield file
+    finally:
+        lock.release()

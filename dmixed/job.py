@@ -49,7 +49,8 @@ EXIT_STATUSES = {
     "another model",
     EXIT_DATA: "data that cannot be read: input files, damaged saved statistics or results",
     EXIT_NOT_CONVERGED: "the fit did not converge (unless --allow-nonconverged)",
-    EXIT_CLUSTER: "the cluster cannot be reached",
+    EXIT_CLUSTER: "the cluster cannot be reached or cannot run the work (no workers for "
+    "the Dask config dmixed.no-workers-timeout, workers killed at their memory limit)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
 }
 

@@ -50,6 +50,7 @@ import yaml
 
 import dmixed
 from dmixed import cli
+from dmixed.files import directory_lock
 
 from ._dask_processes import scheduler_and_workers
 from ._synth import make_data
@@ -671,7 +672,7 @@ def test_stats_dir_first_run_saves_statistics(checkpointed):
     assert manifest["format"] == "dmixed-statistics"
     assert [i["path"] for i in manifest["inputs"]] == [str(d / "A.parquet"), str(d / "B.parquet")]
     assert manifest["n_groups"] == 80 and len(manifest["digest"]) == 64
-    assert hidden_leftovers(d, "stats") == []
+    assert hidden_leftovers(d, "stats") == [".stats.lock"]  # the lock stays, empty
 
 
 def test_rerun_reuses_saved_statistics(checkpointed):
@@ -684,24 +685,89 @@ def test_rerun_reuses_saved_statistics(checkpointed):
     assert_same_fit(dmixed.load(d / "out2"), dmixed.load(d / "out1"), rtol=1e-12)
 
 
-def test_rerun_does_not_read_the_data(checkpointed):
-    """A rerun that reuses the statistics must not open the data files: replace one with
-    garbage of the same size and time stamp (what the fingerprint sees is unchanged)."""
+def test_rerun_does_not_read_the_data(checkpointed, monkeypatch):
+    """A rerun that reuses the statistics must not read the data (its fingerprint reads
+    only each Parquet file's footer)."""
+
+    def no_data_pass(*args, **kwargs):
+        raise AssertionError("dmixed bug: a rerun with reusable statistics reads the data")
+
+    monkeypatch.setattr(cli, "read_data", no_data_pass)
+    d = checkpointed.dir
+    proc = run_in_process(*checkpointed.args, "--stats-dir", "stats", "--output", "out3", cwd=d)
+    assert proc.returncode == 0, proc.stderr
+    assert "reusing saved statistics" in proc.stderr
+
+
+def test_input_rewritten_with_the_same_size_and_mtime_is_refused(checkpointed):
+    """An input replaced by other bytes of the same size, its time stamp set back
+    (``os.utime``, ``cp -p``, ``rsync -t``): the saved statistics are not of it."""
     d = checkpointed.dir
     path = d / "A.parquet"
     original, st = path.read_bytes(), path.stat()
+    before = (d / "stats/manifest.json").read_bytes()
     try:
         path.write_bytes(b"\0" * st.st_size)
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-        proc = run_in_process(*checkpointed.args, "--stats-dir", "stats", "--output", "out3", cwd=d)
+        proc = run_in_process(*checkpointed.args, "--stats-dir", "stats", "--output", "out4", cwd=d)
     finally:
         path.write_bytes(original)
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert proc.returncode == 0, (
-        "dmixed bug: with reusable statistics, run_fit still calls read_data(), which opens "
-        f"every Parquet footer before deciding to reuse; exit {proc.returncode}:\n{proc.stderr}"
+    assert proc.returncode == 2, proc.stderr
+    assert "digest does not match" in proc.stderr
+    assert not (d / "out4").exists()
+    assert (d / "stats/manifest.json").read_bytes() == before
+
+
+def _damage_statistics(stats: Path, damage: str) -> str:
+    """Damage a copy of a statistics directory; the name of the file the error names."""
+    if damage == "half the rows of a part":
+        part = stats / "groups/part-00000.parquet"
+        frame = pd.read_parquet(part)
+        frame.iloc[: len(frame) // 2].to_parquet(part, index=False)
+        return "part-00000.parquet"
+    if damage == "a part deleted":
+        (stats / "groups/part-00000.parquet").unlink()
+        return "part-00000.parquet"
+    manifest = stats / "manifest.json"
+    if damage == "manifest truncated":
+        manifest.write_bytes(manifest.read_bytes()[:200])
+    else:  # "rows in manifest"
+        doc = json.loads(manifest.read_text())
+        doc["n"] += 100
+        manifest.write_text(json.dumps(doc, indent=1))
+    return "manifest.json"
+
+
+DAMAGES = ["half the rows of a part", "a part deleted", "manifest truncated", "rows in manifest"]
+
+
+@pytest.mark.parametrize("command", ["fit", "update"])
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_damaged_statistics_are_refused_naming_the_file(checkpointed, tmp_path, command, damage):
+    """A rerun (fit) and an update refuse damaged statistics with exit 2 or 3 and one
+    line naming the file; before, a changed row count or half a part file gave exit 0
+    and wrong estimates, a deleted part "No objects to concatenate"."""
+    d = checkpointed.dir
+    stats = tmp_path / "stats"
+    shutil.copytree(d / "stats", stats)
+    named = _damage_statistics(stats, damage)
+    if command == "fit":  # the same inputs (their absolute paths are in the digest)
+        args = [d / a if a.endswith(".parquet") else a for a in checkpointed.args]
+        args += ["--stats-dir", "stats", "--output", "out"]
+    else:
+        new = make_data(n_groups=5, seed=31, intercept_sd=30.0, slope_sd=0.7, vc_sd=0.8)
+        new.assign(g=new["g"] + 2000).to_parquet(tmp_path / "C.parquet", index=False)
+        cluster = checkpointed.args[checkpointed.args.index("--cluster") :][:2]
+        args = ["update", "--stats-dir", "stats", "--data", "C.parquet", "--output", "out"]
+        args += cluster
+    proc = run_in_process(*args, cwd=tmp_path)
+    assert proc.returncode in (2, 3), (
+        f"dmixed bug: damaged statistics ({damage}) exit {proc.returncode}:\n{proc.stderr}"
     )
-    assert "reusing saved statistics" in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert named in lines[-1] and "statistics" in lines[-1], proc.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def _without_vc(args: list[str]) -> list[str]:
@@ -875,6 +941,63 @@ def test_fit_of_all_data_after_update_reuses_the_statistics(incremental):
         f"statistics never match a fit job; exit {proc.returncode}:\n{proc.stderr}"
     )
     assert_same_fit(dmixed.load(d / "F2"), dmixed.load(d / "F"))
+
+
+def _read_until(stream, needle: str) -> str:
+    """Lines of ``stream`` up to the first containing ``needle`` (or to its end)."""
+    seen = []
+    for line in iter(stream.readline, ""):
+        seen.append(line)
+        if needle in line:
+            break
+    return "".join(seen)
+
+
+def test_concurrent_updates_of_one_stats_dir_lose_nothing(data, scheduler, tmp_path):
+    """Three ``dmixed update`` runs on one --stats-dir at once, each with new rows: all
+    three inputs end up in the statistics and in the last results (before: every run
+    exited 0 and only one input was kept).  The test holds the directory's lock until
+    all three wait for it, so they certainly overlap; they then run one after another."""
+    cluster = ["--cluster", scheduler.file]
+    shutil.copy2(data.A, tmp_path / "A.parquet")
+    ok(run("fit", "--data", "A.parquet", *MODEL, *VC, *cluster, "--stats-dir", "S", "--output",
+           "FA", cwd=tmp_path))  # fmt: skip
+    rows = {"A.parquet": len(data.frame_a)}
+    groups = set(data.frame_a["g"])
+    for i in (1, 2, 3):
+        new = make_data(n_groups=6, seed=40 + i, intercept_sd=30.0, slope_sd=0.7, vc_sd=0.8)
+        new = pd.concat([new.assign(g=new["g"] + 1000 * i), data.frame_b.iloc[i::7]])
+        new.to_parquet(tmp_path / f"C{i}.parquet", index=False)
+        rows[f"C{i}.parquet"] = len(new)
+        groups |= set(new["g"])
+    procs = []
+    with directory_lock(tmp_path / "S", kind="statistics", timeout=60):
+        for i in (1, 2, 3):
+            args = ["update", "--stats-dir", "S", "--data", f"C{i}.parquet", "--output", f"U{i}"]
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "dmixed", *args, *cluster],
+                    cwd=tmp_path,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+            )
+        waited = [_read_until(p.stderr, "waiting for") for p in procs]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, before, (_, err) in zip(procs, waited, outs, strict=True):
+        assert p.returncode == 0, f"exit {p.returncode}\n{before}{err}"
+        assert f"waiting for {tmp_path / '.S.lock'}" in before, before
+    manifest = json.loads((tmp_path / "S/manifest.json").read_text())
+    assert sorted(Path(i["path"]).name for i in manifest["inputs"]) == sorted(rows), (
+        "dmixed bug: concurrent updates lost inputs"
+    )
+    assert manifest["n"] == sum(rows.values())
+    results = sorted((dmixed.load(tmp_path / f"U{i}") for i in (1, 2, 3)), key=lambda r: r.nobs)
+    nobs = [r.nobs for r in results]
+    assert len(set(nobs)) == 3, f"dmixed bug: two updates read the same statistics: {nobs}"
+    last = results[-1]  # the last update's results hold every input
+    assert (last.nobs, last.n_groups) == (sum(rows.values()), len(groups))
 
 
 # --------------------------------------------------------------------------------------

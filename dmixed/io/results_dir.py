@@ -10,13 +10,16 @@ Layout of a results directory::
 
 The directory is written under a temporary name beside the target and renamed into
 place, so an interrupted save leaves either the previous complete directory or none,
-never a partial one.
+never a partial one.  ``estimates.json`` records the sha256 of
+``random_effects.parquet`` (``files``); loading verifies it (when recorded: directories
+written before it was are read unverified) and the shapes of every array.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 import json
 import platform
 from importlib.metadata import version
@@ -24,11 +27,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import scipy
 
 from ..design import ModelNames, ModelSpec
 from ..errors import CheckpointError
-from ..files import atomic_directory, jsonable, read_versioned_json
+from ..files import atomic_directory, file_sha256, jsonable, read_versioned_json
 from ..stats import columns
 from .state import ResultsState
 
@@ -45,6 +49,7 @@ FORMAT = "dmixed-results"
 FORMAT_VERSION = 1
 
 _RE, _COV, _SIZE = "re", "cov", "group_size"
+_TABLE = "random_effects.parquet"
 
 
 # ---------------------------------------------------------------------------
@@ -161,9 +166,11 @@ def save_state(state: ResultsState, path, summary_text: str) -> None:
         ``path`` exists and is not a results directory (it is never replaced).
     """
     with atomic_directory(path, marker="estimates.json", kind="results") as tmp:
+        random_effects_table(state).to_parquet(tmp / _TABLE, index=False)
+        doc = estimates_document(state)
+        doc["files"] = {_TABLE: {"sha256": file_sha256(tmp / _TABLE)}}
         with open(tmp / "estimates.json", "w") as fh:
-            json.dump(jsonable(estimates_document(state)), fh, indent=1, allow_nan=False)
-        random_effects_table(state).to_parquet(tmp / "random_effects.parquet", index=False)
+            json.dump(jsonable(doc), fh, indent=1, allow_nan=False)
         (tmp / "summary.txt").write_text(summary_text)
 
 
@@ -232,24 +239,71 @@ def _state_from(doc: dict, table: pd.DataFrame) -> ResultsState:
     )
 
 
+def _shape_problems(state: ResultsState) -> list[str]:
+    """What does not fit together in a state record: every array's shape against the
+    model's dimensions (p, q, L, k = p + q(q+1)/2 + L, G, r = q + Σ m_l)."""
+    p, q, n_vc, g = state.k_fe, state.k_re, state.k_vc, state.n_groups
+    k = p + state.k_re2 + n_vc
+    r = q + int(sum(state.vc_slot_widths))
+    names = state.names
+    shapes = {
+        "param_names": ((len(state.param_names),), (k,)),
+        "params": (np.shape(state.params), (k,)),
+        "fe_params": (np.shape(state.fe_params), (p,)),
+        "exog_names": ((len(names.exog_names),), (p,)),
+        "exog_re_names": ((len(names.exog_re_names),), (q,)),
+        "vc_names": ((len(names.vc_names),), (n_vc,)),
+        "vcomp": (np.shape(state.vcomp), (n_vc,)),
+        "vc_slot_widths": ((len(state.vc_slot_cols),), (n_vc,)),
+        "cov_re": (np.shape(state.cov_re), (q, q)),
+        "cov_re_unscaled": (np.shape(state.cov_re_unscaled), (q, q)),
+        "cov_params": (np.shape(state.cov_params), (k, k)),
+        "a_inv": (np.shape(state.a_inv), (p, p)),
+        "packed_params": (np.shape(state.packed_params), (state.k_re2 + n_vc,)),
+        "group labels": ((len(state.group_labels),), (g,)),
+        "group sizes": ((len(state.group_sizes),), (g,)),
+        "BLUPs": (np.shape(state.blup), (g, r)),
+        "BLUP covariances": (np.shape(state.blup_cov), (g, r, r)),
+    }
+    problems = [
+        f"{name} of shape {got}, {want} expected"
+        for name, (got, want) in shapes.items()
+        if tuple(got) != tuple(want)
+    ]
+    if len(state.group_labels) != g:  # the message the tests and users know
+        problems.append(
+            f"{len(state.group_labels)} groups in random_effects.parquet, {g} in estimates.json"
+        )
+    sizes = np.asarray(state.group_sizes)
+    if sizes.shape == (g,) and (int(sizes.sum()) != state.nobs or np.any(sizes < 0)):
+        problems.append(f"group sizes summing to {int(sizes.sum())}, nobs {state.nobs}")
+    return problems
+
+
 def _check(state: ResultsState, where: Path) -> None:
     """Refuse a results directory whose parts do not fit together."""
-    k = len(state.param_names)
-    problems = [
-        f"{len(state.params)} params for {k} names" if len(state.params) != k else "",
-        f"cov_params of shape {state.cov_params.shape} for {k} params"
-        if state.cov_params.shape != (k, k)
-        else "",
-        f"{len(state.group_labels)} groups in random_effects.parquet, {state.n_groups} "
-        "in estimates.json"
-        if len(state.group_labels) != state.n_groups
-        else "",
-    ]
-    problems = [p for p in problems if p]
+    problems = _shape_problems(state)
     if problems:
         raise CheckpointError(
             f"{where} is a damaged dmixed results directory: {'; '.join(problems)}"
         )
+
+
+def _read_table(target: Path, doc: dict) -> tuple[pd.DataFrame, str | None]:
+    """``random_effects.parquet`` (read once, from a memory map) and the sha256 its
+    ``estimates.json`` records for it, if the directory's differs (else None)."""
+    file = target / _TABLE
+    try:
+        with pa.memory_map(str(file)) as source:
+            data = source.read_buffer()
+            sha256 = hashlib.sha256(data).hexdigest()
+            table = pd.read_parquet(pa.BufferReader(data))
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise CheckpointError(f"{file} cannot be read as Parquet: {exc}") from exc
+    recorded = (doc.get("files") or {}).get(_TABLE)
+    if recorded is None:  # written before the digests were recorded
+        return table, None
+    return table, None if recorded.get("sha256") == sha256 else sha256
 
 
 def load_state(path) -> ResultsState:
@@ -260,14 +314,15 @@ def load_state(path) -> ResultsState:
     FileNotFoundError
         ``path`` has no ``estimates.json``.
     CheckpointError
-        ``estimates.json`` is not dmixed's, is of a newer format, or the directory's
-        parts are missing or do not fit together.
+        Naming the file: ``estimates.json`` is not dmixed's, is of a newer format;
+        ``random_effects.parquet`` is missing, unreadable or not the file saved with
+        it (sha256); or the arrays' shapes do not fit the model.
     """
     target = Path(path)
     doc = read_versioned_json(
         target / "estimates.json", FORMAT, FORMAT_VERSION, "a dmixed results directory"
     )
-    table = pd.read_parquet(target / "random_effects.parquet")
+    table, changed = _read_table(target, doc)
     try:
         state = _state_from(doc, table)
     except (KeyError, ValueError, TypeError) as err:
@@ -275,4 +330,9 @@ def load_state(path) -> ResultsState:
             f"{target} is a damaged dmixed results directory: {type(err).__name__}: {err}"
         ) from err
     _check(state, target)
+    if changed is not None:
+        raise CheckpointError(
+            f"{target / _TABLE} was changed or damaged after dmixed wrote it (its sha256 "
+            f"does not match the one in {target / 'estimates.json'})"
+        )
     return state

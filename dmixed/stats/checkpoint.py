@@ -6,11 +6,16 @@ by group key: a model can be refitted on old + new data while reading only the n
 
 Layout of a statistics directory::
 
-    manifest.json          format, digest, model spec, inputs, layout, global sums
+    manifest.json          format, digest, model spec, inputs, layout, global sums, the
+                           part files (groups, rows, bytes, sha256) and its own sha256
     groups/part-NNNNN.parquet   one row per group: key, size, lower triangle of Z̃'Z̃,
                            Z̃'[X y], and the column each variance-component slot holds
 
-Written under a temporary name and renamed into place (never left half-written).
+Written under a temporary name and renamed into place (never left half-written), and
+verified when read (:func:`load_statistics`): the manifest's own sha256, every part
+file's sha256, and invariants (groups and rows per part and in all, unique group keys,
+the sums of the per-group blocks against ``[X y]'[X y]``).  Jobs that change a
+statistics directory hold its lock (:func:`statistics_lock`).
 """
 
 from __future__ import annotations
@@ -19,14 +24,23 @@ import glob
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from ..errors import CheckpointError, CheckpointMismatch
-from ..files import atomic_directory, jsonable, read_versioned_json
+from ..files import (
+    atomic_directory,
+    directory_lock,
+    file_sha256,
+    json_sha256,
+    jsonable,
+    read_versioned_json,
+)
 from .columns import (
     GROUP,
     matrix_column,
@@ -35,16 +49,24 @@ from .columns import (
     take_lower_triangle,
     take_vc_slots,
 )
+from .inputs import local_identity, remote_identity
 from .layout import Layout
 from .slots import number_pairs
 from .standardize import Standardization
 from .statistics import GlobalStats, chan_correction
 
 FORMAT = "dmixed-statistics"
-#: 2: the statistics are of standardized columns (:mod:`dmixed.stats.standardize`),
-#: whose map the manifest holds; version 1 held raw cross-products, which lose digits,
-#: and is refused with a message to rebuild.
-FORMAT_VERSION = 2
+#: 3: the manifest lists every part file with its sha256 and holds its own sha256
+#: (:data:`MANIFEST_SHA256`); version 2 had no checksums and is refused with a message
+#: to rebuild.  2: the statistics are of standardized columns
+#: (:mod:`dmixed.stats.standardize`), whose map the manifest holds; version 1 held raw
+#: cross-products, which lose digits, and is refused with a message to rebuild.
+FORMAT_VERSION = 3
+#: the manifest's key of the sha256 of the rest of the manifest (:func:`manifest_sha256`)
+MANIFEST_SHA256 = "manifest_sha256"
+#: relative tolerance of the check of the per-group sums against ``[X y]'[X y]`` (on the
+#: scale sqrt(Σw · Σw v²) of each entry; summation errors are ~1e-12 of it even for 1e9 rows)
+SUMS_RTOL = 1e-6
 #: groups per Parquet part file of a statistics directory
 GROUPS_PER_FILE = 1_000_000
 #: the column of each group's row count in the part files
@@ -110,20 +132,43 @@ class GroupArrays:
 # ---------------------------------------------------------------------------
 
 
-def input_fingerprint(paths: list[str]) -> list[dict]:
-    """(path, size, modification time) of every input file, sorted.
+def input_fingerprint(paths: list[str], storage_options: dict | None = None) -> list[dict]:
+    """Path, size, modification time and content identity of every input, sorted.
 
-    Size and modification time, not a content hash: hashing would cost the data pass
-    a checkpoint exists to avoid.  A file rewritten in place with the same size and
-    time stamp is not detected; remote URLs are identified by name only.
+    The content identity (:mod:`dmixed.stats.inputs`) is the sha256 of a Parquet file's
+    footer, of a small other file's bytes, or of what a store reports for a URL (ETag,
+    checksums, version): a file rewritten with the same size and time stamp is seen,
+    without the whole read of the data a checkpoint exists to avoid.  A URL whose
+    store's package is not installed is identified by its name (its reader says what
+    is missing).
+
+    Raises
+    ------
+    FileNotFoundError
+        A URL that matches nothing.
     """
-    out = []
+    out: list[dict] = []
     for p in sorted(paths):
+        if "://" in p:
+            try:
+                content = remote_identity(p, storage_options)
+            except ImportError:
+                content = None
+            out.append({"path": p, "size": None, "mtime_ns": None, "content": content})
+            continue
         try:
             st = os.stat(p)
-            out.append({"path": os.path.abspath(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+            content = local_identity(p, st.st_size)
+            out.append(
+                {
+                    "path": os.path.abspath(p),
+                    "size": st.st_size,
+                    "mtime_ns": st.st_mtime_ns,
+                    "content": content,
+                }
+            )
         except OSError:
-            out.append({"path": p, "size": None, "mtime_ns": None})
+            out.append({"path": p, "size": None, "mtime_ns": None, "content": None})
     return out
 
 
@@ -175,14 +220,30 @@ def _group_frame(arrays: GroupArrays, lo: int, hi: int) -> pd.DataFrame:
 
 
 def save_statistics(arrays: GroupArrays, path, manifest: dict) -> None:
-    """Write statistics and their manifest to the directory ``path`` atomically."""
+    """Write statistics and their manifest to the directory ``path`` atomically.
+
+    The manifest records every part file (groups, rows, bytes, sha256) and its own
+    sha256 (:func:`manifest_sha256`), which :func:`load_statistics` verifies.  Callers
+    that read, merge and write back a directory hold :func:`statistics_lock`.
+    """
 
     with atomic_directory(path, marker="manifest.json", kind="statistics") as tmp:
         (tmp / "groups").mkdir()
         g = len(arrays.labels)
+        parts = []
         for i, lo in enumerate(range(0, max(g, 1), GROUPS_PER_FILE)):
             frame = _group_frame(arrays, lo, min(lo + GROUPS_PER_FILE, g))
-            frame.to_parquet(tmp / "groups" / f"part-{i:05d}.parquet", index=False)
+            name = f"groups/part-{i:05d}.parquet"
+            frame.to_parquet(tmp / name, index=False)
+            parts.append(
+                {
+                    "file": name,
+                    "groups": len(frame),
+                    "n": int(frame[GROUP_SIZE].sum()),
+                    "bytes": (tmp / name).stat().st_size,
+                    "sha256": file_sha256(tmp / name),
+                }
+            )
         full = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -195,37 +256,206 @@ def save_statistics(arrays: GroupArrays, path, manifest: dict) -> None:
             "sum_log_weights": float(arrays.glob.sum_log_weights),
             "standardization": arrays.columns.to_json(),
             "within": arrays.glob.within,
+            "parts": parts,
         }
+        full = jsonable(full)
+        full[MANIFEST_SHA256] = manifest_sha256(full)
         with open(tmp / "manifest.json", "w") as fh:
-            json.dump(jsonable(full), fh, indent=1, allow_nan=False)
+            json.dump(full, fh, indent=1, allow_nan=False)
 
 
-def read_manifest(path) -> dict:
-    """The manifest of a statistics directory.
+def manifest_sha256(manifest: dict) -> str:
+    """sha256 of a manifest without its :data:`MANIFEST_SHA256` key (canonical JSON):
+    what :func:`save_statistics` records and :func:`read_manifest` verifies."""
+    return json_sha256({k: v for k, v in manifest.items() if k != MANIFEST_SHA256})
+
+
+def statistics_lock(path, timeout: float | None = None):
+    """Context manager holding the lock of the statistics directory ``path``.
+
+    Jobs that read a statistics directory and write it back (``dmixed fit
+    --stats-dir``, ``dmixed update``) hold it from their first read to their last
+    write, so concurrent jobs on one directory run one after another and none loses
+    another's update.  A job waits for the lock up to ``timeout`` seconds (default
+    :data:`dmixed.files.LOCK_TIMEOUT_S`, or the environment variable
+    ``DMIXED_LOCK_TIMEOUT``); see :func:`dmixed.files.directory_lock`.
 
     Raises
     ------
     CheckpointError
-        Not a statistics directory, a newer format, or statistics written before
-        format version 2 (raw cross-products: rebuild them).
+        The lock stayed held by another job for ``timeout`` seconds, or cannot be created.
     """
-    manifest = read_versioned_json(
-        Path(path) / "manifest.json", FORMAT, FORMAT_VERSION, "a dmixed statistics directory"
-    )
-    if manifest.get("format_version", 0) < FORMAT_VERSION:
+    return directory_lock(path, kind="statistics", timeout=timeout)
+
+
+def read_manifest(path) -> dict:
+    """The manifest of a statistics directory, verified against its own sha256.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` has no ``manifest.json``.
+    CheckpointError
+        Not valid JSON, not a statistics manifest, a newer format, statistics written
+        before format version 3 (rebuild them), or a manifest changed after it was
+        written (its sha256 does not match).
+    """
+    file = Path(path) / "manifest.json"
+    manifest = read_versioned_json(file, FORMAT, FORMAT_VERSION, "a dmixed statistics directory")
+    version = manifest.get("format_version", 0)
+    if version < 2:
         raise CheckpointError(
-            f"{path} holds statistics of format version {manifest.get('format_version')}, "
+            f"{path} holds statistics of format version {version}, "
             "raw cross-products that lose digits on columns with a large offset: rebuild "
             "them from the data (`dmixed fit` with a new statistics directory)"
+        )
+    if version < FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} holds statistics of format version {version}, written without "
+            "checksums of their files, which this dmixed verifies: rebuild them from the "
+            "data (`dmixed fit` with a new statistics directory)"
+        )
+    try:
+        intact = manifest.get(MANIFEST_SHA256) == manifest_sha256(manifest)
+    except (TypeError, ValueError):  # not strict JSON (NaN) after an edit
+        intact = False
+    if not intact:
+        raise CheckpointError(
+            f"{file} was changed after dmixed wrote it (its {MANIFEST_SHA256} does not "
+            "match its content): the statistics cannot be trusted; rebuild them from the "
+            "data (`dmixed fit` with a new statistics directory)"
         )
     return manifest
 
 
+_PART_NAME = re.compile(r"groups/part-\d{5}\.parquet")
+
+
+def _part_files(root: Path, manifest: dict) -> list[dict]:
+    """The manifest's part entries, after checking that the directory holds exactly
+    those part files."""
+    parts = manifest.get("parts")
+    if not isinstance(parts, list) or not parts:
+        raise CheckpointError(f"{root / 'manifest.json'} lists no part files")
+    listed = [str(p.get("file")) if isinstance(p, dict) else "" for p in parts]
+    bad = [f for f in listed if not _PART_NAME.fullmatch(f)]
+    if bad:
+        raise CheckpointError(f"{root / 'manifest.json'} lists part files {bad[:3]}")
+    on_disk = {f"groups/{f.name}" for f in (root / "groups").glob("part-*.parquet")}
+    missing = [f for f in listed if f not in on_disk]
+    if missing:
+        raise CheckpointError(
+            f"{root / missing[0]} is missing ({len(missing)} of the {len(listed)} part "
+            f"files listed in {root / 'manifest.json'}): the statistics directory is "
+            "incomplete; rebuild it from the data"
+        )
+    extra = sorted(on_disk - set(listed))
+    if extra:
+        raise CheckpointError(
+            f"{root / extra[0]} is not one of the part files listed in "
+            f"{root / 'manifest.json'}: the statistics directory was changed after "
+            "dmixed wrote it; rebuild it from the data"
+        )
+    return parts
+
+
+def _read_part(root: Path, part: dict) -> pd.DataFrame:
+    """One part file, read once from a memory map: its rows checked against the
+    manifest's entry, then its sha256."""
+    file = root / part["file"]
+    try:
+        with pa.memory_map(str(file)) as source:
+            data = source.read_buffer()
+            sha256 = hashlib.sha256(data).hexdigest()
+            frame = pd.read_parquet(pa.BufferReader(data))
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise CheckpointError(
+            f"{file} cannot be read as Parquet ({exc}): rebuild the statistics from the data"
+        ) from exc
+    manifest = root / "manifest.json"
+    if len(frame) != part["groups"]:
+        raise CheckpointError(
+            f"{file} holds {len(frame)} groups, {manifest} says {part['groups']}: the "
+            "file was changed after dmixed wrote it; rebuild the statistics from the data"
+        )
+    if GROUP_SIZE not in frame or int(frame[GROUP_SIZE].sum()) != part["n"]:
+        rows = int(frame[GROUP_SIZE].sum()) if GROUP_SIZE in frame else "no"
+        raise CheckpointError(
+            f"{file} holds {rows} rows in its groups' counts, {manifest} says "
+            f"{part['n']}: rebuild the statistics from the data"
+        )
+    if sha256 != part["sha256"]:
+        raise CheckpointError(
+            f"{file} was changed or damaged after dmixed wrote it (its sha256 does not "
+            f"match {manifest}): rebuild the statistics from the data"
+        )
+    return frame
+
+
+def _check_sums(arrays: GroupArrays, where: Path) -> None:
+    """Refuse statistics whose groups do not add up to the manifest's totals: Σ n_i = n,
+    unique keys, and (with an intercept in both ``X`` and ``Z``, columns of ones in
+    every standardization) Σ_i Z̃_i'[X y] on the intercept row = the intercept row of
+    ``[X y]'[X y]`` (the sums of weights and of weighted columns)."""
+    problems = []
+    if int(arrays.nobs.sum()) != arrays.glob.n or np.any(arrays.nobs < 0):
+        problems.append(
+            f"the groups' counts sum to {int(arrays.nobs.sum())} rows, the manifest says "
+            f"{arrays.glob.n}"
+        )
+    if not pd.Index(arrays.labels).is_unique:
+        problems.append("a group key appears more than once")
+    e, xi = arrays.columns.z_intercept, arrays.columns.x_intercept
+    if e >= 0 and xi >= 0 and len(arrays.labels):
+        xyxy = arrays.glob.xyxy
+        sums = arrays.zxy[:, e, :].sum(axis=0)
+        sums[xi] = arrays.zz[:, e, e].sum()  # the sum of weights, as summed per group
+        scale = np.sqrt(np.abs(xyxy[xi, xi] * np.diag(xyxy)))
+        off = np.abs(sums - xyxy[xi]) > SUMS_RTOL * np.maximum(scale, np.finfo(float).tiny)
+        if np.any(off):
+            problems.append(
+                "the per-group cross-products do not add up to [X y]'[X y] (columns "
+                f"{np.flatnonzero(off).tolist()} of its intercept row)"
+            )
+    if problems:
+        raise CheckpointError(
+            f"{where} holds damaged statistics: {'; '.join(problems)}; rebuild them from the data"
+        )
+
+
 def load_statistics(path) -> tuple[GroupArrays, dict]:
-    """Read statistics saved by :func:`save_statistics`."""
+    """Read statistics saved by :func:`save_statistics`, verified.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` has no ``manifest.json``.
+    CheckpointError
+        Naming the file: the manifest fails :func:`read_manifest`; a part file is
+        missing, extra, unreadable, holds other groups or rows than the manifest says,
+        or its sha256 differs; or the groups do not add up to the manifest's totals.
+    """
     manifest = read_manifest(path)
-    files = sorted((Path(path) / "groups").glob("part-*.parquet"))
-    frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    root = Path(path)
+    frames = [_read_part(root, part) for part in _part_files(root, manifest)]
+    frame = pd.concat(frames, ignore_index=True)
+    try:
+        arrays = _arrays_from(frame, manifest)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise CheckpointError(
+            f"{root} holds damaged statistics: {type(exc).__name__}: {exc}"
+        ) from exc
+    if len(arrays.labels) != manifest["n_groups"]:
+        raise CheckpointError(
+            f"{root} holds {len(arrays.labels)} groups in its part files, its manifest "
+            f"says {manifest['n_groups']}: rebuild the statistics from the data"
+        )
+    _check_sums(arrays, root)
+    return arrays, manifest
+
+
+def _arrays_from(frame: pd.DataFrame, manifest: dict) -> GroupArrays:
+    """The statistics of the part files' rows and the manifest's global sums."""
     layout = Layout(int(manifest["layout"]["k_re"]), tuple(manifest["layout"]["vc_widths"]))
     r, k, g = layout.r, int(manifest["k"]), len(frame)
     zz = take_lower_triangle(frame, "zz", r, g)
@@ -241,7 +471,7 @@ def load_statistics(path) -> tuple[GroupArrays, dict]:
         float(manifest["sum_log_weights"]),
         None if within is None else np.asarray(within, dtype=np.float64).reshape(k, k),
     )
-    arrays = GroupArrays(
+    return GroupArrays(
         frame[GROUP].to_numpy(),
         frame[GROUP_SIZE].to_numpy(),
         zz,
@@ -251,7 +481,6 @@ def load_statistics(path) -> tuple[GroupArrays, dict]:
         layout,
         Standardization.from_json(manifest["standardization"], k - 1, layout.k_re),
     )
-    return arrays, manifest
 
 
 # ---------------------------------------------------------------------------

@@ -197,3 +197,68 @@ def test_a_corrupt_estimates_file_is_a_checkpoint_error(tmp_path, res):
     (tmp_path / "out" / "estimates.json").write_text('{"format": "dmixed-res')
     with pytest.raises(CheckpointError, match="not valid JSON"):
         dmixed.load(tmp_path / "out")
+
+
+def _edit_estimates(out: Path, change) -> None:
+    doc = json.loads((out / "estimates.json").read_text())
+    change(doc)
+    (out / "estimates.json").write_text(json.dumps(doc))
+
+
+def _drop_last(key: str):
+    return lambda doc: doc["estimates"].update({key: doc["estimates"][key][:-1]})
+
+
+WRONG_SHAPES = {
+    # name: (edit of estimates.json, what the error must say)
+    "params": (_drop_last("params"), r"params of shape \(6,\), \(7,\) expected"),
+    "param_names": (_drop_last("param_names"), r"param_names of shape \(6,\), \(7,\)"),
+    "cov_params": (_drop_last("cov_params"), r"cov_params of shape \(6, 7\), \(7, 7\)"),
+    "a_inv": (_drop_last("a_inv"), r"a_inv of shape \(2, 3\), \(3, 3\)"),
+    "packed_params": (_drop_last("packed_params"), r"packed_params of shape \(3,\), \(4,\)"),
+    "exog_names": (
+        lambda doc: doc["model"].update(exog_names=doc["model"]["exog_names"][:-1]),
+        r"fe_params of shape \(2,\), \(3,\) expected",
+    ),
+    "nobs": (
+        lambda doc: doc["estimates"].update(nobs=doc["estimates"]["nobs"] + 1),
+        "group sizes summing to",
+    ),
+    "vc_slot_widths": (
+        lambda doc: doc["estimates"].update(vc_slot_widths=[9]),
+        "damaged dmixed results directory: KeyError",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(WRONG_SHAPES))
+def test_results_with_wrong_shapes_are_refused_on_load(tmp_path, res, case):
+    """``dmixed.load`` used to accept these and fail later, in ``summary()``."""
+    fit, _ = res
+    fit.save(tmp_path / "out")
+    change, message = WRONG_SHAPES[case]
+    _edit_estimates(tmp_path / "out", change)
+    with pytest.raises(CheckpointError, match=message):
+        dmixed.load(tmp_path / "out")
+
+
+def test_a_changed_random_effects_file_is_refused_by_its_sha256(tmp_path, res):
+    fit, _ = res
+    fit.save(tmp_path / "out")
+    doc = json.loads((tmp_path / "out/estimates.json").read_text())
+    assert len(doc["files"]["random_effects.parquet"]["sha256"]) == 64
+    table = tmp_path / "out/random_effects.parquet"
+    frame = pd.read_parquet(table)
+    frame.assign(**{"re[0]": 2 * frame["re[0]"]}).to_parquet(table, index=False)
+    with pytest.raises(CheckpointError, match="random_effects.parquet was changed or damaged"):
+        dmixed.load(tmp_path / "out")
+    table.unlink()
+    with pytest.raises(CheckpointError, match="random_effects.parquet cannot be read"):
+        dmixed.load(tmp_path / "out")
+
+
+def test_results_saved_before_digests_were_recorded_still_load(tmp_path, res):
+    fit, _ = res
+    fit.save(tmp_path / "out")
+    _edit_estimates(tmp_path / "out", lambda doc: doc.pop("files"))
+    assert dmixed.load(tmp_path / "out").llf == fit.llf

@@ -9,6 +9,7 @@ fixed parameters, and by fitting.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -355,6 +356,127 @@ def test_read_manifest_refuses_what_is_not_a_statistics_directory(tmp_path):
 
 
 # --------------------------------------------------------------------------------------
+# damaged or edited directories: refused naming the file
+# --------------------------------------------------------------------------------------
+
+
+def _edit_manifest(d: Path, change, reseal: bool = False) -> None:
+    manifest = json.loads((d / "manifest.json").read_text())
+    change(manifest)
+    if reseal:  # an edit that also rewrites the manifest's own sha256
+        manifest[checkpoint.MANIFEST_SHA256] = checkpoint.manifest_sha256(manifest)
+    (d / "manifest.json").write_text(json.dumps(manifest, indent=1))
+
+
+def _edit_part(d: Path, i: int, change) -> None:
+    file = d / f"groups/part-{i:05d}.parquet"
+    change(pd.read_parquet(file)).to_parquet(file, index=False)
+
+
+def _scale_zz(frame: pd.DataFrame) -> pd.DataFrame:
+    cols = [c for c in frame.columns if c.startswith("zz[")]
+    return frame.assign(**{c: 2 * frame[c] for c in cols})
+
+
+def _scale_xyxy(m: dict) -> None:
+    m["xyxy"] = [[2 * v for v in row] for row in m["xyxy"]]
+
+
+def _truncate(file: Path) -> None:
+    file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
+
+
+def _format_2(m: dict) -> None:
+    m["format_version"] = 2
+    del m["parts"], m[checkpoint.MANIFEST_SHA256]
+
+
+DAMAGE = {
+    # name: (damage, what the error must say)
+    "rows in manifest": (
+        lambda d: _edit_manifest(d, lambda m: m.update(n=m["n"] + 10)),
+        "manifest.json was changed after dmixed wrote it",
+    ),
+    "rows in manifest, resealed": (
+        lambda d: _edit_manifest(d, lambda m: m.update(n=m["n"] + 10), reseal=True),
+        "stats holds damaged statistics: the groups' counts sum to \\d+ rows, the manifest "
+        "says \\d+",
+    ),
+    "cross-products scaled": (
+        lambda d: _edit_manifest(d, _scale_xyxy),
+        "manifest.json was changed after dmixed wrote it",
+    ),
+    "cross-products scaled, resealed": (
+        lambda d: _edit_manifest(d, _scale_xyxy, reseal=True),
+        "per-group cross-products do not add up to \\[X y\\]'\\[X y\\]",
+    ),
+    "half the rows of a part": (
+        lambda d: _edit_part(d, 0, lambda f: f.iloc[: len(f) // 2]),
+        "part-00000.parquet holds 3 groups, .*manifest.json says 7",
+    ),
+    "a part's blocks scaled": (
+        lambda d: _edit_part(d, 1, _scale_zz),
+        "part-00001.parquet was changed or damaged after dmixed wrote it \\(its sha256",
+    ),
+    "a part deleted": (
+        lambda d: (d / "groups/part-00002.parquet").unlink(),
+        "part-00002.parquet is missing \\(1 of the 6 part files",
+    ),
+    "a part added": (
+        lambda d: (d / "groups/part-00009.parquet").write_bytes(
+            (d / "groups/part-00001.parquet").read_bytes()
+        ),
+        "part-00009.parquet is not one of the part files listed",
+    ),
+    "a part truncated": (
+        lambda d: _truncate(d / "groups/part-00003.parquet"),
+        "part-00003.parquet cannot be read as Parquet",
+    ),
+    "manifest truncated": (
+        lambda d: _truncate(d / "manifest.json"),
+        "manifest.json is not a dmixed statistics directory's manifest.json: not valid JSON",
+    ),
+    "format version 2": (
+        lambda d: _edit_manifest(d, _format_2),
+        "format version 2, written without checksums.*rebuild",
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_damaged_statistics_are_refused_naming_the_file(tmp_path, monkeypatch, damage):
+    """Every edit or damage a rerun or ``dmixed update`` used to accept (a changed row
+    count, scaled cross-products, a part with half its rows: exit 0, wrong estimates)
+    or failed on obscurely (a deleted part: "No objects to concatenate")."""
+    monkeypatch.setattr(checkpoint, "GROUPS_PER_FILE", 7)
+    df = _frame(10, n_groups=40)
+    spec = _spec(df, "slope+vc")
+    d = tmp_path / "stats"
+    save_statistics(_stats(spec, df), d, {"spec": spec.to_dict()})
+    load_statistics(d)  # intact
+    change, message = DAMAGE[damage]
+    change(d)
+    with pytest.raises(CheckpointError, match=message):
+        load_statistics(d)
+
+
+def test_the_manifest_records_every_part_and_its_own_sha256(tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoint, "GROUPS_PER_FILE", 16)
+    df = _frame(10, n_groups=40)
+    arrays = _stats(_spec(df, "intercept"), df)
+    save_statistics(arrays, tmp_path / "s", {})
+    manifest = read_manifest(tmp_path / "s")
+    assert manifest["format_version"] == checkpoint.FORMAT_VERSION == 3
+    assert [p["groups"] for p in manifest["parts"]] == [16, 16, 8]
+    assert sum(p["n"] for p in manifest["parts"]) == manifest["n"] == len(df)
+    for p in manifest["parts"]:
+        data = (tmp_path / "s" / p["file"]).read_bytes()
+        assert p["bytes"] == len(data)
+        assert p["sha256"] == hashlib.sha256(data).hexdigest()
+    assert manifest[checkpoint.MANIFEST_SHA256] == checkpoint.manifest_sha256(manifest)
+
+
+# --------------------------------------------------------------------------------------
 # atomic replace
 # --------------------------------------------------------------------------------------
 
@@ -498,11 +620,29 @@ def test_digest_follows_model_and_input_files(tmp_path):
     a.write_bytes(b"12345")  # another size
     os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert digest(model, input_fingerprint([str(a), str(b)])) != base
+    a.write_bytes(b"1234")  # the same size and time stamp, another content
+    os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert digest(model, input_fingerprint([str(a), str(b)])) == base
+    a.write_bytes(b"1235")
+    os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert digest(model, input_fingerprint([str(a), str(b)])) != base
+
+
+def test_fingerprint_of_a_url_whose_store_is_not_installed_is_its_name(tmp_path, monkeypatch):
+    """The reader then says which package is missing."""
+
+    def not_installed(url, storage_options=None):
+        raise ImportError("Install s3fs to access S3")
+
+    monkeypatch.setattr(checkpoint, "remote_identity", not_installed)
+    a = tmp_path / "a.parquet"
+    a.write_bytes(b"1234")
     fp = input_fingerprint([str(a), "s3://bucket/x.parquet"])
     assert fp[0]["path"] == str(a) and fp[1] == {
         "path": "s3://bucket/x.parquet",
         "size": None,
         "mtime_ns": None,
+        "content": None,
     }
 
 

@@ -1,0 +1,115 @@
+"""Content identity of inputs (``dmixed/stats/inputs.py``): a rewrite is seen even with
+the same size and time stamp, for Parquet (its footer), other files (their bytes or
+ends) and fsspec URLs (what the store reports)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import fsspec
+import numpy as np
+import pandas as pd
+import pytest
+
+from dmixed.stats import inputs
+from dmixed.stats.checkpoint import input_fingerprint
+from dmixed.stats.inputs import local_identity, remote_identity
+
+
+def _rewrite_keeping_size_and_mtime(path: Path, write) -> None:
+    """``write(path)``, then the old time stamp back (``os.utime``, as ``cp -p`` or
+    ``rsync -t`` would); the size must be unchanged for the test to mean anything."""
+    st = path.stat()
+    write(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+
+
+def _frame(seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"g": np.arange(200) % 7, "x": rng.normal(size=200)})
+
+
+def test_a_parquet_file_rewritten_with_the_same_size_and_mtime_is_seen(tmp_path):
+    path = tmp_path / "a.parquet"
+    _frame(1).to_parquet(path, index=False, compression=None)
+    before = input_fingerprint([str(path)])
+    assert before[0]["content"].startswith("parquet-footer-sha256:")
+    # other values of the same fixed-width, uncompressed columns: the same size
+    _rewrite_keeping_size_and_mtime(
+        path, lambda p: _frame(2).to_parquet(p, index=False, compression=None)
+    )
+    after = input_fingerprint([str(path)])
+    assert (after[0]["size"], after[0]["mtime_ns"]) == (before[0]["size"], before[0]["mtime_ns"])
+    assert after != before
+    assert input_fingerprint([str(path)]) == after  # and stable
+
+
+def test_parquet_identity_reads_only_the_footer(tmp_path, monkeypatch):
+    path = tmp_path / "a.parquet"
+    _frame(1).to_parquet(path, index=False)
+    monkeypatch.setattr(inputs, "HASH_WHOLE_FILE_BYTES", 0)
+    raw = bytearray(path.read_bytes())
+    raw[8] ^= 0xFF  # inside the first data page: the footer is the same
+    path.write_bytes(bytes(raw))
+    footer_only = local_identity(str(path), path.stat().st_size)
+    _frame(1).to_parquet(path, index=False)
+    assert local_identity(str(path), path.stat().st_size) == footer_only
+
+
+def test_a_csv_file_rewritten_with_the_same_size_and_mtime_is_seen(tmp_path):
+    path = tmp_path / "a.csv"
+    path.write_text("g,x\n1,0.5\n2,0.25\n")
+    before = input_fingerprint([str(path)])
+    assert before[0]["content"].startswith("sha256:")
+    _rewrite_keeping_size_and_mtime(path, lambda p: p.write_text("g,x\n1,0.5\n2,0.75\n"))
+    assert input_fingerprint([str(path)]) != before
+
+
+def test_a_large_other_file_is_identified_by_its_ends(tmp_path, monkeypatch):
+    monkeypatch.setattr(inputs, "HASH_WHOLE_FILE_BYTES", 1000)
+    monkeypatch.setattr(inputs, "EDGE_BYTES", 100)
+    path = tmp_path / "big.csv"
+    path.write_bytes(b"a" * 5000)
+    first = local_identity(str(path), 5000)
+    assert first.startswith("edges-sha256:")
+    path.write_bytes(b"a" * 4999 + b"b")  # the last byte
+    assert local_identity(str(path), 5000) != first
+    path.write_bytes(b"a" * 2500 + b"b" + b"a" * 2499)  # the middle: not seen (documented)
+    assert local_identity(str(path), 5000) == first
+
+
+@pytest.fixture
+def memory_store():
+    fs = fsspec.filesystem("memory")
+    root = "/dmixed-test-inputs"
+    yield fs, root
+    if fs.exists(root):
+        fs.rm(root, recursive=True)
+
+
+def test_a_url_is_identified_by_what_its_store_reports(memory_store):
+    fs, root = memory_store
+    fs.pipe(f"{root}/a.parquet", b"1234")
+    fs.pipe(f"{root}/b.parquet", b"5678")
+    one = remote_identity(f"memory://{root}/a.parquet")
+    both = remote_identity(f"memory://{root}/*.parquet")
+    assert one.startswith("store-sha256:") and both != one
+    assert remote_identity(f"memory://{root}") == both  # the directory: the same objects
+    assert remote_identity(f"memory://{root}/*.parquet") == both  # stable
+    fs.pipe(f"{root}/b.parquet", b"5679")  # rewritten: the store's record changes
+    assert remote_identity(f"memory://{root}/*.parquet") != both
+    fs.pipe(f"{root}/c.parquet", b"0")  # one more object behind the glob
+    assert remote_identity(f"memory://{root}/*.parquet") != both
+    fp = input_fingerprint([f"memory://{root}/a.parquet"])
+    assert fp[0]["path"] == f"memory://{root}/a.parquet" and fp[0]["content"] == one
+
+
+def test_a_url_that_matches_nothing_is_refused(memory_store):
+    fs, root = memory_store
+    fs.mkdir(root)
+    with pytest.raises(FileNotFoundError, match="no input file matches"):
+        remote_identity(f"memory://{root}/*.parquet")
+    with pytest.raises(FileNotFoundError):
+        remote_identity(f"memory://{root}/absent.parquet")

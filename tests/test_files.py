@@ -1,0 +1,106 @@
+"""Files dmixed writes (``dmixed/files.py``): digests and the lock of a shared directory.
+
+The atomic replacement of directories is tested through its users
+(``tests/stats/test_checkpoint.py``, ``tests/io/test_results_dir.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from dmixed import CheckpointError
+from dmixed.files import directory_lock, file_sha256, json_sha256, lock_path
+
+HOLDER = """
+import sys, time
+from dmixed.files import directory_lock
+with directory_lock(sys.argv[1], kind="statistics"):
+    print("held", flush=True)
+    sys.stdin.read()  # until the test closes stdin (or kills this process)
+"""
+
+
+def test_json_sha256_is_the_same_for_the_document_read_back(tmp_path):
+    doc = {"b": [0.1, 1e-300, -0.0, 3], "a": {"z": None, "y": "é"}, "n": 2**62}
+    (tmp_path / "d.json").write_text(json.dumps(doc, indent=1))
+    assert json_sha256(json.loads((tmp_path / "d.json").read_text())) == json_sha256(doc)
+    assert json_sha256({**doc, "n": 2**62 + 1}) != json_sha256(doc)
+
+
+def test_file_sha256_reads_in_blocks(tmp_path):
+    data = bytes(range(256)) * 70_000  # more than one 8 MiB block would be 2**23
+    (tmp_path / "f").write_bytes(data)
+    assert file_sha256(tmp_path / "f") == hashlib.sha256(data).hexdigest()
+
+
+def test_lock_file_is_beside_the_directory_whatever_the_path_spelling(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    assert lock_path("stats") == lock_path(tmp_path / "stats/") == tmp_path / ".stats.lock"
+    assert lock_path("sub/../stats") == tmp_path / ".stats.lock"
+
+
+def test_a_held_lock_makes_another_job_wait_then_refuse_naming_the_lock(tmp_path):
+    """A second holder waits for the first; after the bounded wait it refuses with the
+    lock's path.  The lock goes with its holder's process (no stale lock)."""
+    target = tmp_path / "stats"
+    with subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(target)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as holder:
+        try:
+            assert holder.stdout.readline().strip() == "held"
+            with pytest.raises(CheckpointError, match=r"\.stats\.lock .*still held.*after 0.2 s"):
+                with directory_lock(target, kind="statistics", timeout=0.2):
+                    pytest.fail("dmixed bug: two holders of one directory lock")
+        finally:
+            holder.kill()  # SIGKILL: the lock must go with the process
+            holder.wait(timeout=60)
+    with directory_lock(target, kind="statistics", timeout=60) as file:
+        assert file == tmp_path / ".stats.lock"
+
+
+def test_threads_holding_one_lock_run_one_after_another(tmp_path):
+    inside, overlaps, done = [], [], []
+
+    def job(i):
+        with directory_lock(tmp_path / "stats", kind="statistics", timeout=120):
+            inside.append(i)
+            overlaps.append(len(inside))
+            threading.Event().wait(0.05)
+            inside.remove(i)
+            done.append(i)
+
+    threads = [threading.Thread(target=job, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert sorted(done) == [0, 1, 2, 3] and overlaps == [1, 1, 1, 1]
+
+
+def test_lock_timeout_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("DMIXED_LOCK_TIMEOUT", "soon")
+    with pytest.raises(CheckpointError, match="DMIXED_LOCK_TIMEOUT must be a number"):
+        with directory_lock(tmp_path / "stats", kind="statistics"):
+            pass
+    monkeypatch.setenv("DMIXED_LOCK_TIMEOUT", "0.1")
+    with directory_lock(tmp_path / "stats", kind="statistics"):
+        with pytest.raises(CheckpointError, match="after 0.1 s"):
+            with directory_lock(tmp_path / "stats", kind="statistics"):
+                pass
+
+
+def test_a_lock_that_cannot_be_created_is_a_checkpoint_error(tmp_path):
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(CheckpointError, match="cannot create the lock"):
+        with directory_lock(tmp_path / "file" / "stats", kind="statistics", timeout=1):
+            pass
