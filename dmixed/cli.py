@@ -357,8 +357,6 @@ def _remember_fit(stats_dir: str, res) -> None:
 
 def _last_fit(stats_dir: str) -> list | None:
     """The estimates of the last fit on these statistics (a warm start), if recorded."""
-@_under_stats_lock
-def run_update(job: Job) -> int:
     import json
 
     path = os.path.join(stats_dir, "last_fit.json")
@@ -375,6 +373,7 @@ def run_update(job: Job) -> int:
     return start
 
 
+@_under_stats_lock
 def run_update(job: Job) -> int:
     """``dmixed update``: statistics of the new files added to the saved ones, refit."""
     from .cluster import connect
@@ -464,9 +463,9 @@ def exit_status(exc: BaseException) -> int:
     A :class:`JobError` carries its own status; a lost or unreachable cluster
     (``ConnectionError``, including distributed's ``CommClosedError`` and timeouts of
     connecting) or one that cannot run the work (:class:`~dmixed.errors.ClusterError`: no
-    workers, workers killed at their memory limit) → 5; saved statistics or results that cannot be read
-    (:class:`~dmixed.CheckpointError`) → 3, but statistics of other data or another model
-    (:class:`~dmixed.CheckpointMismatch`) → 2; any other refusal of dmixed
+    workers, workers killed at their memory limit) → 5; saved statistics or results that
+    cannot be read (:class:`~dmixed.CheckpointError`) → 3, but statistics of other data
+    or another model (:class:`~dmixed.CheckpointMismatch`) → 2; any other refusal of dmixed
     (:class:`~dmixed.DmixedError`: a bad job, formula, cluster configuration) or a path
     that cannot be used (``OSError``: absent, not writable, a directory dmixed would not
     replace) → 2; anything else is a bug in dmixed → 1.
