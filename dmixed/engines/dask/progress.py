@@ -164,11 +164,12 @@ def wait_for(
     watch = _WorkerWatch(client, what)
     _note_limits(client)
     last_line = time.monotonic()
+    tick = min(WORKER_CHECK_INTERVAL, PROGRESS_INTERVAL) if progress else WORKER_CHECK_INTERVAL
     try:
         with client.as_current():  # distributed.wait() works on the current client
             while True:
                 try:
-                    wait(futures, timeout=WORKER_CHECK_INTERVAL)
+                    wait(futures, timeout=tick)
                     return
                 except TimeoutError:
                     watch.check()

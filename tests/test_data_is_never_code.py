@@ -1,0 +1,132 @@
+"""Nothing read from a file, a job, saved results or statistics, or the command line is
+ever code (DESIGN.md §12): every formula is checked node by node before anything is
+evaluated, whatever its source, and a payload that would run code is refused with
+nothing run."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+import dmixed
+from dmixed import cli
+from dmixed.stats import checkpoint
+
+from ._synth import make_data
+
+#: one payload of each class the whitelist must stop ({m}: a file the payload creates)
+PAYLOADS = {
+    "Q-extra-argument": "Q('x1', __import__('os').system('touch {m}'))",
+    "builtin-call": "np.log(x2) + open('{m}', 'w')",
+    "dunder-chain": "x1.__class__.__init__.__globals__['os'].system('touch {m}')",
+    "lambda": "(lambda: open('{m}', 'w'))()",
+    "comprehension": "[open('{m}', 'w') for _ in [0]]",
+    "subscript-call": "np.__dict__['load']('{m}')",
+    "keyword-argument": "C(x1, levels=open('{m}', 'w'))",
+}
+LOCAL_THREADS = {"kind": "local", "cluster": {"processes": False, "n_workers": 1}}
+
+
+def _main(args, cwd) -> int:
+    """``dmixed ARGS`` in this process (stdout/stderr captured), its exit status."""
+    log = logging.getLogger("dmixed")
+    saved = log.handlers[:], log.level, log.propagate
+    here = os.getcwd()
+    try:
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            return cli.main([str(a) for a in args])
+    finally:
+        os.chdir(here)
+        log.handlers[:] = saved[0]
+        log.level, log.propagate = saved[1], saved[2]
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """Data, a results directory and a statistics directory of a fit of it."""
+    d = tmp_path_factory.mktemp("never-code")
+    df = make_data(n_groups=30, seed=5)
+    df.to_parquet(d / "A.parquet", index=False)
+    df.to_parquet(d / "B.parquet", index=False)
+    (d / "cluster.yaml").write_text(yaml.safe_dump(LOCAL_THREADS))
+    args = ["fit", "--data", "A.parquet", "--formula", "y ~ x1", "--groups", "g"]
+    args += ["--cluster", "cluster.yaml", "--output", "res", "--stats-dir", "stats", "--quiet"]
+    assert _main(args, d) == 0
+    return d
+
+
+def _marker(tmp_path: Path, name: str) -> Path:
+    return tmp_path / f"ran-{name}"
+
+
+@pytest.mark.parametrize("name", sorted(PAYLOADS))
+def test_command_line_and_job_file_formulas_run_nothing(saved, tmp_path, name):
+    m = _marker(tmp_path, name)
+    term = PAYLOADS[name].format(m=m)
+    base = ["fit", "--data", saved / "A.parquet", "--groups", "g", "--quiet"]
+    base += ["--cluster", saved / "cluster.yaml", "--output", tmp_path / "out"]
+    for extra in (
+        ["--formula", f"y ~ {term}"],
+        ["--formula", "y ~ x1", "--re-formula", f"1 + {term}"],
+        ["--formula", "y ~ x1", "--vc", f"c=0 + {term}"],
+    ):
+        assert _main(base + extra, tmp_path) == 2
+    for job in (
+        {"formula": f"y ~ {term}"},
+        {"formula": "y ~ x1", "re_formula": f"1 + {term}"},
+        {"formula": "y ~ x1", "vc_formula": {"c": f"0 + {term}"}},
+    ):
+        job.update(data=str(saved / "A.parquet"), groups="g", output=str(tmp_path / "out"))
+        job.update(cluster=str(saved / "cluster.yaml"), quiet=True)
+        (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+        assert _main(["fit", "--job", "job.yaml"], tmp_path) == 2
+    assert not m.exists()
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name", sorted(PAYLOADS))
+def test_saved_results_with_an_edited_formula_run_nothing(saved, tmp_path, name):
+    import shutil
+
+    m = _marker(tmp_path, name)
+    res = tmp_path / "res"
+    shutil.copytree(saved / "res", res)
+    path = res / "estimates.json"
+    state = json.loads(path.read_text())
+    text = json.dumps(state).replace('"y ~ x1"', json.dumps("y ~ " + PAYLOADS[name].format(m=m)))
+    assert text != json.dumps(state)
+    path.write_text(text)
+    with pytest.raises(dmixed.DmixedError):
+        dmixed.load(res)
+    assert _main(["show", res], tmp_path) in (2, 3)
+    assert not m.exists()
+
+
+@pytest.mark.parametrize("name", sorted(PAYLOADS))
+def test_saved_statistics_with_an_edited_formula_run_nothing(saved, tmp_path, name):
+    """The manifest is re-sealed (its own sha256 recomputed), so the formula itself, not
+    the checksum, is what is refused."""
+    import shutil
+
+    m = _marker(tmp_path, name)
+    stats = tmp_path / "stats"
+    shutil.copytree(saved / "stats", stats)
+    path = stats / "manifest.json"
+    manifest = json.loads(path.read_text())
+    text = json.dumps(manifest).replace('"y ~ x1"', json.dumps("y ~ " + PAYLOADS[name].format(m=m)))
+    assert text != json.dumps(manifest)
+    manifest = json.loads(text)
+    manifest[checkpoint.MANIFEST_SHA256] = checkpoint.manifest_sha256(manifest)
+    path.write_text(json.dumps(manifest))
+    args = ["update", "--stats-dir", stats, "--data", saved / "B.parquet", "--quiet"]
+    args += ["--cluster", saved / "cluster.yaml", "--output", tmp_path / "out"]
+    assert _main(args, tmp_path) in (2, 3)
+    assert not m.exists()
