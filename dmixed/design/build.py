@@ -327,9 +327,21 @@ def _read_object_columns(scan: LevelScan, kinds: dict, native: dict, c_columns: 
             scan.levels.pop(c, None)
             continue
         kinds[c] = NUMERIC_LEVELS
-        native[c] = cls
         convert = {"int": int, "bool": bool}.get(cls, float)
         scan.levels[c] = sorted({convert(v) for v in scan.levels[c]})
+        native[c] = _integer_native(scan.levels[c], c) if cls == "int" else cls
+
+
+def _integer_native(values: list, name: str) -> str:
+    """``"int"`` (int64) or ``"uint"`` (uint64) for Python integers; refuses wider ones."""
+    if not values or -(2**63) <= min(values) and max(values) < 2**63:
+        return "int"
+    if min(values) >= 0 and max(values) < 2**64:
+        return "uint"
+    raise DataError(
+        f"column {name!r} holds integers outside the 64-bit range "
+        f"({min(values)} .. {max(values)}); convert it to text to use them as labels"
+    )
 
 
 def group_native(scan: LevelScan, groups: str) -> str | None:
@@ -371,6 +383,8 @@ def _warn_numeric_factors(parsed: ParsedFormulas, kinds: dict, levels: dict, met
             else f"holds numbers written as text ({shown}; dtype {meta[c].dtype})"
         )
         order = "numeric" if looks == "numbers" else "text"
+        if levels[c] != sorted(levels[c]):
+            order = "declared"  # an ordered categorical, or text categories
         warnings.warn(
             f"column {c!r} {what}: it is used as a factor, with levels in {order} order "
             f"(reference level {levels[c][0]!r}). Write C({c}) to use it as a factor "

@@ -104,6 +104,11 @@ def to_float(s: pd.Series, name: str) -> np.ndarray:
         return s.to_numpy(dtype=np.float64, na_value=np.nan)
     except (TypeError, ValueError) as e:
         raise DataError(f"column {name!r} is not numeric (dtype {s.dtype}): {e}") from None
+    except ArithmeticError:  # decimal's InvalidOperation: a signalling NaN
+        raise DataError(
+            f"column {name!r} holds a value that does not convert to a float (a Decimal "
+            "signalling NaN, 'sNaN'?)"
+        ) from None
 
 
 def check_finite(vals: np.ndarray, name: str) -> None:
@@ -223,7 +228,13 @@ def group_keys(s: pd.Series, native: str | None = None) -> np.ndarray:
     """
     dt = s.dtype
     if native is not None and pd.api.types.is_object_dtype(dt):
-        return s.to_numpy(dtype=native_dtype(native))
+        try:
+            return s.to_numpy(dtype=native_dtype(native))
+        except OverflowError:
+            raise DataError(
+                f"group column {s.name!r} holds integers outside the int64 range as Python "
+                f"objects; convert it first, e.g. df[{s.name!r}].astype('uint64')"
+            ) from None
     if isinstance(dt, pd.CategoricalDtype):
         cats = dt.categories
         if column_class(cats.dtype) in NUMBER_CLASSES:

@@ -2,13 +2,12 @@
 columns, the Python types held by ``object`` columns, the row counts and the response's
 range.
 
-On pandas the frame is at hand.  On Dask one ``dask.compute`` reads the categorical and
-string columns whose levels are not known (all used columns with ``missing="drop"``,
-because levels must come from the rows kept), the ``object`` columns (their types decide
-how they are read, the same whatever the partitioning: each partition reports the set of
-types it holds), plus the response column for the empty / constant-response checks; a
-column with known categories uses its declared categories as they are when
-``missing="raise"``, since its data is not read.
+On pandas the frame is at hand.  On Dask one ``dask.compute`` reads the factor columns
+(categoricals too: their levels are the declared categories that occur, as in process;
+all used columns with ``missing="drop"``, because levels must come from the rows kept),
+the ``object`` columns (their types decide how they are read, the same whatever the
+partitioning: each partition reports the set of types it holds), plus the response
+column for the empty / constant-response checks.
 """
 
 from __future__ import annotations
@@ -171,14 +170,9 @@ def dask_scan(ddf, meta, kinds, plan: ScanPlan) -> LevelScan:
     check_persisted(ddf)
     declared = _declared_categories(ddf, meta, kinds, plan.level_cols)
     levels: dict[str, list] = {}
-    to_scan = []
-    for c in plan.level_cols:
-        if c in declared and not plan.drop:
-            levels[c] = categorical_levels(declared[c], py_scalars(declared[c].categories))
-        else:
-            # levels not declared; or, with drop, the observed ones (the pass reads every
-            # used column anyway)
-            to_scan.append(c)
+    # every factor column is read, declared categories too: the levels are the categories
+    # that occur, as in process (a filtered hive dataset declares keys it no longer holds)
+    to_scan = list(plan.level_cols)
     if not to_scan and not plan.drop and not plan.object_cols:
         # nothing to learn before the data pass: no extra read (the data pass itself
         # finds empty data and a constant response, from the statistics)

@@ -321,3 +321,34 @@ def test_integer_levels_past_2_63_are_exact(dt):
     new = df.iloc[:3].assign(h=pd.Series(np.array([2**63 + 2] * 3, dtype=np.uint64)).astype(dt))
     with pytest.raises(DataError, match="levels not seen"):
         spec.transform(new)
+
+
+def test_object_integers_past_int64_and_decimal_snan():
+    base = _zoo_base()
+    i = np.arange(len(base)) % 3
+    big = [2**64 - 1, 2**63, 0]
+    df = base.assign(h=_obj([big[k] for k in i]))
+    spec = build_spec(df, "y ~ C(h)", groups="g")
+    assert spec.exog_names == ["Intercept", f"C(h)[T.{2**63}]", f"C(h)[T.{2**64 - 1}]"]
+    with pytest.raises(DataError, match=r"column 'h' holds integers outside the 64-bit range"):
+        build_spec(df.assign(h=_obj([[2**64 - 1, -1, 3][k] for k in i])), "y ~ C(h)", groups="g")
+    with pytest.raises(DataError, match=r"group column 'h' holds integers outside the int64"):
+        build_spec(df, "y ~ xi", groups="h").transform(df)
+    snan = _obj([Decimal("sNaN")] + [Decimal(1)] * (len(base) - 1))
+    with pytest.raises(DataError, match=r"column 'p' holds a value that does not convert"):
+        build_spec(base.assign(p=snan), "y ~ p", groups="g")
+
+
+def test_numeric_factor_warning_names_a_declared_order():
+    base = _zoo_base()
+    dose = pd.Series(np.array([10, 9, 2])[np.arange(len(base)) % 3])
+    df = base.assign(d=dose.astype(pd.CategoricalDtype([10, 9, 2], ordered=True)))
+    with pytest.warns(
+        NumericFactorWarning, match=r"levels in declared order \(reference level 10\)"
+    ):
+        build_spec(df, "y ~ d", groups="g")
+    df = base.assign(d=dose.astype(str).astype(pd.CategoricalDtype(["9", "10", "2"])))
+    with pytest.warns(
+        NumericFactorWarning, match=r"levels in declared order \(reference level '9'\)"
+    ):
+        build_spec(df, "y ~ d", groups="g")

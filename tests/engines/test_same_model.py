@@ -180,6 +180,13 @@ def _hive_int_groups(tmp_path):
     return hive(frame, tmp_path, "g")
 
 
+def _hive_dose_filtered(tmp_path):
+    """Both readers with filters=: the collection still declares the key it filtered out."""
+    frame = frame_with(seed=8, dose=pick([5, 15, 25, 35], np.int64))
+    pq.write_to_dataset(pa.Table.from_pandas(frame, preserve_index=False), tmp_path, ["dose"])
+    return both_readers(tmp_path, filters=[("dose", "!=", 5)])
+
+
 def _hive_dose(tmp_path):
     frame = frame_with(seed=8, dose=pick([5, 15, 25, 35], np.int64))
     return hive(frame, tmp_path, "dose")
@@ -380,6 +387,12 @@ CASES = {
         warn=("NumericFactorWarning",),
         names=("dose[T.15]", "dose[T.25]", "dose[T.35]"),
         levels={"dose": DOSE},
+    ),
+    "hive-int-key-filtered": Case(
+        _hive_dose_filtered,
+        "y ~ x + C(dose)",
+        names=("C(dose)[T.25]", "C(dose)[T.35]"),
+        levels={"dose": [15, 25, 35]},
     ),
     "hive-int-key-in-C": Case(
         _hive_dose,
