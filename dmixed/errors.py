@@ -27,8 +27,10 @@ The hierarchy follows formulaic's ``errors.py`` (one root, grouped subclasses)::
     ├── SingularHessianWarning the Hessian is singular (a pseudo-inverse was used)
     ├── DroppedRowsWarning     rows with missing values were dropped (missing="drop")
     ├── PrecisionWarning       the statistics resolve the residual variance coarsely
-    └── NumericFactorWarning   a column of numbers (a categorical of numbers, numbers
-                               written as text) is used as a factor in a plain term
+    ├── NumericFactorWarning   a column of numbers (a categorical of numbers, numbers
+    │                          written as text) is used as a factor in a plain term
+    └── TextConversionWarning  Dask's from_pandas turned an object column of numbers
+                               (Decimal, say) into text
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ __all__ = [
     "DroppedRowsWarning",
     "PrecisionWarning",
     "NumericFactorWarning",
+    "TextConversionWarning",
 ]
 
 
@@ -125,3 +128,9 @@ class NumericFactorWarning(DmixedWarning):
     """A plain term reads a column whose values are numbers but whose dtype makes it a
     factor (a categorical of numbers, such as a hive partition key, or numbers written
     as text); ``C(column)`` says a factor is meant and silences this warning."""
+
+
+class TextConversionWarning(DmixedWarning):
+    """``dd.from_pandas`` turned an ``object`` column that holds numbers or booleans
+    into text (Dask's ``dataframe.convert-string``), so the Dask collection holds labels
+    where the pandas frame held values: the model reads what the collection holds."""

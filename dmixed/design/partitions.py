@@ -10,17 +10,29 @@ compute it ("lost dependencies").
 
 - :func:`select_columns`: the used columns of a collection, every partition checked by
   :func:`checked_partition` unless Dask's reader itself reads only those columns;
-- :func:`check_persisted`: refuse a collection whose persisted data are gone.
+- :func:`check_persisted`: refuse a collection whose persisted data are gone;
+- :func:`check_text_conversion`: apply the rules for ``object`` columns to a pandas frame
+  that ``dd.from_pandas`` turned into text (Dask's ``dataframe.convert-string``).
 """
 
 from __future__ import annotations
 
+import warnings
+
 import pandas as pd
 
-from ..errors import DataError
+from ..errors import DataError, TextConversionWarning
+from .dtypes import column_class, object_class, object_types
 from .messages import suggest
 
-__all__ = ["check_persisted", "checked_partition", "lost_futures", "select_columns"]
+__all__ = [
+    "missing_column_error",
+    "check_persisted",
+    "check_text_conversion",
+    "checked_partition",
+    "lost_futures",
+    "select_columns",
+]
 
 
 def checked_partition(pdf, columns: list, partition_info=None) -> pd.DataFrame:
@@ -139,3 +151,74 @@ def check_persisted(ddf) -> None:
             "released, e.g. by client.restart() or client.cancel()): Dask cannot recompute "
             "them from a persisted collection; persist the source collection again"
         )
+
+
+def _converted_columns(ddf, columns) -> dict:
+    """``{column: the pandas frame's object column}`` for the ``columns`` that
+    ``dd.from_pandas`` turned into text and that no later step of ``ddf`` rewrote."""
+    expr = getattr(ddf, "expr", None)
+    if expr is None:
+        return {}
+    nodes = list(expr.walk())
+    rewritten = set()
+    for node in nodes:
+        if type(node).__name__ == "Assign":
+            rewritten.update(v for v in node.operands if isinstance(v, str))
+    out = {}
+    for node in nodes:
+        if type(node).__name__ != "FromPandas" or not node.operand("pyarrow_strings_enabled"):
+            continue
+        frame = node.operand("frame")
+        frame = getattr(frame, "_data", frame)  # dask-expr wraps the pandas frame
+        if not isinstance(frame, pd.DataFrame):
+            continue
+        for c in columns:
+            if c in rewritten or c not in getattr(frame, "columns", ()) or c in out:
+                continue
+            if frame[c].dtype == object and column_class(ddf._meta[c].dtype) == "string":
+                out[c] = frame[c]
+    return out
+
+
+def check_text_conversion(ddf, columns) -> None:
+    """The rules for ``object`` columns (:func:`~dmixed.design.dtypes.object_class`),
+    applied to the pandas frame of a ``dd.from_pandas`` collection whose object columns
+    Dask turned into text: values of several kinds are refused as in process (``5`` and
+    ``'5'`` would be one group as text); numbers, booleans and other non-text values
+    raise :class:`~dmixed.errors.TextConversionWarning`, since the collection now holds
+    their text.
+
+    Raises
+    ------
+    DataError
+        A used column of the pandas frame mixes kinds of values.
+    """
+    for c, original in _converted_columns(ddf, columns).items():
+        types = object_types(original)
+        object_class(types, c)  # refuses mixed kinds, with the in-process message
+        if not types or types == {"str"}:
+            continue
+        warnings.warn(
+            f"Dask's from_pandas turned the object column {c!r} ({', '.join(sorted(types))} "
+            "values) into text, so this fit reads it as labels, where a fit of the pandas "
+            "frame reads the values; to read the values, convert the column before "
+            f"dd.from_pandas (e.g. df[{c!r}].astype(float)) or call "
+            "dask.config.set({'dataframe.convert-string': False}) first",
+            TextConversionWarning,
+            stacklevel=5,
+        )
+
+
+def missing_column_error(exc: BaseException, partition=None) -> DataError | None:
+    """The :class:`~dmixed.errors.DataError` for pandas' ``KeyError: "['f'] not in
+    index"`` raised inside Dask's reader when a file of a dataset lacks a column the
+    model uses (Dask checks only the first file's schema); None for another error."""
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else ""
+    if "not in index" not in text:
+        return None
+    where = "a partition" if partition is None else f"partition {partition}"
+    return DataError(
+        f"{where} of the data has no column(s) {text.split(' not in index')[0]}: a file "
+        "of the dataset lacks a column the model uses (Dask takes the columns from the "
+        "first file); add the column to every file, or leave those files out"
+    )

@@ -21,7 +21,12 @@ import pandas as pd
 from .dtypes import CATEGORICAL, object_types, py_scalars, to_float
 from .levels import categorical_levels, sorted_levels, unique_values
 from .missing import rows_with_missing
-from .partitions import check_persisted, select_columns
+from .partitions import (
+    check_persisted,
+    check_text_conversion,
+    missing_column_error,
+    select_columns,
+)
 
 __all__ = [
     "LevelScan",
@@ -168,6 +173,7 @@ def dask_scan(ddf, meta, kinds, plan: ScanPlan) -> LevelScan:
     import dask
 
     check_persisted(ddf)
+    check_text_conversion(ddf, plan.columns_used)
     declared = _declared_categories(ddf, meta, kinds, plan.level_cols)
     levels: dict[str, list] = {}
     # every factor column is read, declared categories too: the levels are the categories
@@ -183,7 +189,14 @@ def dask_scan(ddf, meta, kinds, plan: ScanPlan) -> LevelScan:
     summarize = dask.delayed(summarize_partition)
     parts = select_columns(ddf, read).to_delayed()
     tasks = [summarize(p, kinds, plan, to_scan) for p in parts]
-    return _combine(dask.compute(*tasks), levels, to_scan, declared, meta)
+    try:
+        results = dask.compute(*tasks)
+    except KeyError as exc:
+        err = missing_column_error(exc)
+        if err is None:
+            raise
+        raise err from None
+    return _combine(results, levels, to_scan, declared, meta)
 
 
 def _partition_categories(results, c: str, meta) -> pd.CategoricalDtype | None:

@@ -495,15 +495,38 @@ def test_same_model_on_both_engines(case: Case, tmp_path):
 def test_decimal_as_text_on_dask_warns():
     """With Dask's default ``dataframe.convert-string``, ``dd.from_pandas`` turns Decimal
     objects into text: the Dask fit sees numeric-looking text (a factor, levels sorted
-    as text, with a warning); the in-process fit sees numbers."""
+    as text), and says so twice: Dask made text of the pandas frame's values
+    (TextConversionWarning), and a plain term makes a factor of numbers; the in-process
+    fit sees numbers."""
     frame, _ = _decimal_prices(None)
     with dask.config.set({"dataframe.convert-string": True}):
         ddf = dd.from_pandas(frame, npartitions=3)
     local = fit(frame, "y ~ x + price", **SLOPE)
-    remote = fit(ddf, "y ~ x + price", (dmixed.errors.NumericFactorWarning,), **SLOPE)
+    warns = (dmixed.errors.NumericFactorWarning, dmixed.errors.TextConversionWarning)
+    remote = fit(ddf, "y ~ x + price", warns, **SLOPE)
     assert list(local.result.fe_params.index) == ["Intercept", "x", "price"]
     assert list(remote.spec.levels["price"]) == ["14.99", "19.99", "24.99", "9.99"]
     assert any("C(price)" in m and "astype" in m for m in remote.warnings), remote.warnings
+    assert any("convert-string" in m and "Decimal" in m for m in remote.warnings)
+    # inside C() the factor is asked for, but the values still became text: still said
+    fit(ddf, "y ~ x + C(price)", (dmixed.errors.TextConversionWarning,), **SLOPE)
+
+
+@pytest.mark.parametrize("convert", [True, False])
+def test_mixed_kinds_are_refused_on_dask_whatever_the_string_conversion(convert):
+    """5 and '5' in an object column: Dask's from_pandas (with its default string
+    conversion) makes one text of both; dmixed reads the pandas frame it was given and
+    refuses as in process, with the same message."""
+    frame = base_frame(seed=31)
+    frame["g"] = pd.Series(
+        [v if i % 2 else str(v) for i, v in enumerate(frame["g"].str[1:].astype(int))],
+        dtype=object,
+    )
+    with dask.config.set({"dataframe.convert-string": convert}):
+        ddf = dd.from_pandas(frame, npartitions=3)
+    local, remote = fit(frame, "y ~ x", groups="g"), fit(ddf, "y ~ x", groups="g")
+    assert local.error and "several Python types (int, str)" in local.error
+    assert remote.error == local.error
 
 
 # --------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import dask
 
 from ...design.dtypes import native_dtype
-from ...design.partitions import check_persisted
+from ...design.partitions import check_persisted, missing_column_error
 from ...design.prepare import is_missing_values_error
 from ...errors import DataError, SpecError
 from ...stats import FittedStatistics, Layout
@@ -295,6 +295,11 @@ def statistics_from_dask(
     run = _Pass(ddf, spec, client, mode, bool(progress), t0, group_key_dtype(ddf, spec))
     try:
         return _data_pass(run, standardization)
+    except KeyError as exc:
+        err = missing_column_error(exc)
+        if err is None:
+            raise
+        raise err from None
     except DataError as err:
         if not is_missing_values_error(err):
             raise

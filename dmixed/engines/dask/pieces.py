@@ -17,6 +17,8 @@ from dask.core import get_dependencies
 from dask.local import get_sync
 from distributed import Future
 
+from ...design.partitions import missing_column_error
+
 #: Optimizing Dask expressions is not thread-safe on Python 3.11:
 #: ``functools.cached_property`` holds one lock per property for all instances, and two
 #: threads optimizing at once were seen to deadlock.  The driver optimizes a collection
@@ -52,7 +54,14 @@ def compute_piece(graph: dict, out_key, frame=None, leaf_key=None) -> pd.DataFra
     place of ``leaf_key`` for a piece over a persisted partition)."""
     if leaf_key is not None:
         graph = {**graph, leaf_key: frame}
-    return get_sync(graph, out_key)
+    try:
+        return get_sync(graph, out_key)
+    except KeyError as exc:
+        number = out_key[-1] if isinstance(out_key, tuple) else None
+        err = missing_column_error(exc, number)
+        if err is None:
+            raise
+        raise err from None
 
 
 def partition_pieces(ddf, leaf_keys: list) -> list[Piece] | None:

@@ -174,3 +174,17 @@ def test_persisted_data_gone_after_a_restart(frame):
             dmixed.mixedlm("y ~ x1", p, groups="g").fit()
         with pytest.raises(DataError, match=gone):
             res.fittedvalues.compute()
+
+
+@pytest.mark.parametrize("data_pass", ["chains", "tree"])
+@pytest.mark.parametrize("missing", ["raise", "drop"])
+def test_a_parquet_file_lacking_a_model_column_is_named(tmp_path, data_pass, missing):
+    """Dask takes a dataset's columns from its first file; a later file without 'f'
+    fails inside Dask's reader with pandas' KeyError, which dmixed words."""
+    rng = np.random.default_rng(0)
+    a = pd.DataFrame({"y": rng.normal(size=60), "x": rng.normal(size=60), "g": np.arange(60) % 6})
+    a.assign(f=rng.normal(size=60)).to_parquet(tmp_path / "a.parquet", index=False)
+    a.to_parquet(tmp_path / "b.parquet", index=False)
+    config = {"dmixed.data_pass": data_pass, "scheduler": "sync"}
+    with dask.config.set(config), pytest.raises(DataError, match=r"no column\(s\) \['f'\]"):
+        dmixed.mixedlm("y ~ x + f", dd.read_parquet(tmp_path), groups="g", missing=missing).fit()
