@@ -3,7 +3,9 @@
 The library itself never starts a cluster (``fit(client=...)`` uses what it is
 given).  The command line does, through :func:`connect`, from one of:
 
-- nothing: an embedded ``LocalCluster`` on this machine, listening on 127.0.0.1 only;
+- nothing: an embedded ``LocalCluster`` on this machine, listening on 127.0.0.1 only, over
+  TLS with credentials made for the run (:func:`run_credentials`): only this process can
+  connect to it;
 - a scheduler address (``tcp://host:8786``, ``tls://host:8786``);
 - a scheduler file written by ``dask scheduler --scheduler-file``;
 - a YAML cluster configuration (see ``cluster_configs/``) whose ``kind`` is one of
@@ -221,6 +223,17 @@ def _optional(module: str, package: str, kind: str):
         ) from exc
 
 
+def run_credentials():
+    """TLS credentials made for one run of the embedded cluster (distributed's
+    ``Security.temporary()``: a self-signed certificate and key held in this process's
+    memory and handed to the workers it starts).  The scheduler and workers accept only
+    peers that hold them, so no other process, of this user or another, can connect to
+    the cluster or submit work to it."""
+    from distributed.security import Security
+
+    return Security.temporary()
+
+
 def _make_cluster(config: dict):
     """Start the cluster a config describes (None for address / scheduler-file kinds)."""
     kind = config["kind"]
@@ -232,12 +245,18 @@ def _make_cluster(config: dict):
             "n_workers": min(os.cpu_count() or 1, 4),
             "threads_per_worker": 1,
             "processes": True,
-            # only this machine may connect; no dashboard unless asked for
             "host": "127.0.0.1",
-            "dashboard_address": None,
         }
+        if kwargs.get("dashboard_address") is None:
+            # no dashboard; the scheduler's HTTP routes on a free loopback port (its
+            # default, 8787, may be taken by another cluster)
+            kwargs.pop("dashboard_address", None)
+            defaults["dashboard_address"] = "127.0.0.1:0"
+            defaults["scheduler_kwargs"] = {"dashboard": False}
         defaults.update(kwargs)
-        if not defaults["processes"]:
+        if "protocol" not in kwargs and "security" not in kwargs:
+            defaults.update(protocol="tls://", security=run_credentials())
+        elif not defaults["processes"]:
             # threads only: the default transport (inproc://) takes no host
             defaults.setdefault("protocol", "tcp://")
         return LocalCluster(**defaults)

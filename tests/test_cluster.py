@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -91,10 +92,13 @@ def test_shipped_config_parses_with_a_valid_kind(path, tmp_path):
         assert not unknown, f"{path.name}: not keyword arguments of the cluster class: {unknown}"
 
 
-def test_local_config_documents_loopback_only_and_no_dashboard():
+def test_local_config_documents_loopback_only_tls_and_no_dashboard():
     config = read_config(REPO / "cluster_configs/local.yaml")
     assert config["cluster"]["host"] == "127.0.0.1"
-    assert config["cluster"]["dashboard_address"] is None
+    # no protocol, security or dashboard given: TLS with run credentials, no dashboard
+    assert not {"protocol", "security", "dashboard_address"} & set(config["cluster"])
+    text = (REPO / "cluster_configs/local.yaml").read_text()
+    assert "TLS" in text and "no other process" in text
 
 
 # --------------------------------------------------------------------------------------
@@ -443,3 +447,30 @@ def test_missing_certificate_file_is_a_config_error_naming_it(tmp_path):
     with pytest.raises(ClusterConfigError, match="tls_client_cert gone.pem does not exist"):
         with connect(config):
             pass
+
+
+def test_embedded_cluster_admits_only_the_process_that_started_it(caplog):
+    """TLS with credentials made for the run: a client without them, or with other
+    credentials, cannot connect; the HTTP routes take a free loopback port, so a taken
+    8787 gives no warning."""
+    import socket
+
+    from distributed import Client
+    from distributed.security import Security
+
+    taken = socket.socket()
+    try:
+        taken.bind(("127.0.0.1", 8787))
+        taken.listen()
+    except OSError:
+        pass  # someone holds it already: as good for this test
+    config = {"kind": "local", "cluster": {"processes": False, "n_workers": 1}}
+    with caplog.at_level(logging.WARNING), connect(config) as client:
+        address = client.scheduler.address
+        assert address.startswith("tls://127.0.0.1:")
+        assert client.submit(abs, -3).result() == 3
+        for security in (None, Security.temporary()):
+            with pytest.raises((OSError, TypeError)):
+                Client(address, timeout="2s", security=security)
+    taken.close()
+    assert not [r for r in caplog.records if "already in use" in r.getMessage()]
