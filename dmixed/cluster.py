@@ -68,6 +68,28 @@ SECURITY_FILES = ("tls_ca_file", "tls_client_cert", "tls_client_key")
 DEFAULT_TIMEOUT = "30s"
 
 
+def _relative_to(base: str, path):
+    """``path`` joined to ``base`` when it is a relative file path (not a URL)."""
+    if not isinstance(path, str) or not path or "://" in path or os.path.isabs(path):
+        return path
+    return os.path.join(base, path)
+
+
+def resolve_config_paths(config: dict, base: str) -> dict:
+    """A cluster mapping with its file settings (``scheduler_file``, the certificate
+    files under ``security:``) relative to ``base``, the directory of the file it was
+    read from (a job file, a cluster config), not to the working directory."""
+    config = dict(config)
+    if "scheduler_file" in config:
+        config["scheduler_file"] = _relative_to(base, config["scheduler_file"])
+    if isinstance(config.get("security"), dict):
+        config["security"] = {
+            k: _relative_to(base, v) if k in SECURITY_FILES else v
+            for k, v in config["security"].items()
+        }
+    return config
+
+
 def _load_yaml(path: Path) -> dict:
     import yaml
 
@@ -80,7 +102,7 @@ def _load_yaml(path: Path) -> dict:
         raise ClusterConfigError(f"cluster config {path} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ClusterConfigError(f"cluster config {path} must be a mapping with a 'kind' key")
-    return data
+    return resolve_config_paths(data, os.path.dirname(os.path.abspath(path)))
 
 
 def read_config(cluster: str | os.PathLike | dict | None) -> dict:

@@ -36,7 +36,7 @@ from pydantic import (
     field_validator,
 )
 
-from .cluster import read_config
+from .cluster import read_config, resolve_config_paths
 
 EXIT_OK, EXIT_CONFIG, EXIT_DATA, EXIT_NOT_CONVERGED, EXIT_CLUSTER = 0, 2, 3, 4, 5
 EXIT_BUG, EXIT_INTERRUPTED = 1, 130
@@ -203,8 +203,6 @@ def flag_name(key: str) -> str:
 # ---------------------------------------------------------------------------
 
 _PATH_KEYS = ("data", "output", "stats_dir", "cluster")
-#: paths inside a job's ``cluster:`` mapping (top level, and under ``security:``)
-_CLUSTER_PATH_KEYS = ("scheduler_file",)
 
 
 def _resolve_paths(values: dict, base: str) -> None:
@@ -225,17 +223,7 @@ def _resolve_paths(values: dict, base: str) -> None:
         if isinstance(v, list):
             values[key] = [resolve(x) for x in v]
         elif isinstance(v, dict):  # a cluster mapping: its file settings
-            values[key] = v = dict(v)
-            for sub in _CLUSTER_PATH_KEYS:
-                if sub in v:
-                    v[sub] = resolve(v[sub])
-            if isinstance(v.get("security"), dict):
-                v["security"] = {
-                    k: resolve(x)
-                    if k.startswith("tls_") and k.endswith(("_file", "_cert", "_key"))
-                    else x
-                    for k, x in v["security"].items()
-                }
+            values[key] = resolve_config_paths(v, base)
         else:
             values[key] = resolve(v)
 

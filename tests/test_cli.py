@@ -167,7 +167,7 @@ def test_fit_end_to_end_on_the_embedded_local_cluster(data, tmp_path):
     proc = ok(run("fit", "--data", data.A, data.B, *MODEL, "--output", "out", cwd=tmp_path))
     # stdout: the path of the results, nothing else; progress on stderr
     assert proc.stdout.splitlines() == [str(tmp_path / "out")]
-    assert "(local)" in proc.stderr and "connected to tcp://127.0.0.1:" in proc.stderr
+    assert "(local)" in proc.stderr and "connected to tls://127.0.0.1:" in proc.stderr
     assert DATA_PASS_LINE.search(proc.stderr)
     assert "iteration 1 (" in proc.stderr and "(final)" in proc.stderr
     assert result_dirs(tmp_path / "out") == RESULT_FILES

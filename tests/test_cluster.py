@@ -485,3 +485,12 @@ def test_embedded_cluster_admits_only_the_process_that_started_it(caplog):
     taken.close()
     assert [line.split()[0] for line in out if line] == ["refused", "refused"], out
     assert not [r for r in caplog.records if "already in use" in r.getMessage()]
+
+
+def test_file_settings_of_a_cluster_config_are_relative_to_it(tmp_path, monkeypatch):
+    (tmp_path / "conf").mkdir()
+    path = tmp_path / "conf" / "c.yaml"
+    path.write_text(yaml.safe_dump({"kind": "scheduler_file", "scheduler_file": "s.json"}))
+    monkeypatch.chdir(tmp_path)
+    assert read_config(str(path))["scheduler_file"] == str(tmp_path / "conf" / "s.json")
+    assert read_config("conf/c.yaml")["scheduler_file"] == str(tmp_path / "conf" / "s.json")
