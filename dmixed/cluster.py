@@ -298,6 +298,42 @@ def _make_cluster(config: dict):
     return None
 
 
+_CLIENT_CONFIG_KEYS = ("scheduler", "shuffle")
+
+
+def _client_config() -> dict:
+    import dask
+
+    return {k: dask.config.get(k, None) for k in _CLIENT_CONFIG_KEYS}
+
+
+def _restore_client_config(saved: dict) -> None:
+    """Undo what a Client that failed to start left in Dask's config (it makes itself
+    the default scheduler before it connects)."""
+    import dask
+
+    for key, value in saved.items():
+        if value is None:
+            dask.config.config.pop(key, None)
+        else:
+            dask.config.set({key: value})
+
+
+def _new_client(Client, started, config: dict, client_kwargs: dict, saved: dict):  # noqa: N803
+    try:
+        if started is not None:
+            return Client(started, **client_kwargs)
+        if config["kind"] == "address":
+            return Client(config["address"], **client_kwargs)
+        path = config["scheduler_file"]
+        if not Path(path).exists():
+            raise ClusterConfigError(f"scheduler file {path} does not exist")
+        return Client(scheduler_file=path, **client_kwargs)
+    except BaseException:
+        _restore_client_config(saved)
+        raise
+
+
 @contextlib.contextmanager
 def connect(cluster: str | os.PathLike | dict | None = None) -> Iterator:
     """A ``distributed.Client`` for the named cluster; closes what it started.
@@ -319,17 +355,10 @@ def connect(cluster: str | os.PathLike | dict | None = None) -> Iterator:
         raise ClusterConfigError(
             f"cluster config 'cluster' for kind {config['kind']!r}: {exc}"
         ) from exc
+    saved = _client_config()
     try:
         try:
-            if started is not None:
-                client = Client(started, **client_kwargs)
-            elif config["kind"] == "address":
-                client = Client(config["address"], **client_kwargs)
-            else:
-                path = config["scheduler_file"]
-                if not Path(path).exists():
-                    raise ClusterConfigError(f"scheduler file {path} does not exist")
-                client = Client(scheduler_file=path, **client_kwargs)
+            client = _new_client(Client, started, config, client_kwargs, saved)
         except (ValueError, TypeError) as exc:  # unknown protocol, bad options, TLS without
             # certificates (a scheduler file naming a tls:// address)
             raise ClusterConfigError(f"cluster {cluster!r}: {exc}") from exc

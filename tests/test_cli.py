@@ -467,7 +467,8 @@ BAD = {
     "maxiter_negative_flag": (2, ["--maxiter: got -5 (an integer); allowed: a whole number"]),
     "cluster_preload_in_job": (2, ["preload.yaml: key 'cluster'", "undocumented", "'preload'"]),
     "tls_without_certificates": (2, ["--cluster", "tls://127.0.0.1:1 needs TLS certificates"]),
-    "tls_certificate_missing": (2, ["'security': tls_ca_file nope-ca.pem does not exist"]),
+    # the certificate path is relative to the config file, and shown resolved
+    "tls_certificate_missing": (2, ["'security': tls_ca_file", "nope-ca.pem does not exist"]),
     "output_not_written_by_dmixed": (
         2,
         ["--output foreign exists and is not a dmixed results directory", "choose another"],

@@ -371,10 +371,15 @@ def test_bad_security_keys_are_a_config_error():
 )
 def test_an_unusable_address_or_cluster_key_is_a_config_error(cluster, match):
     """What the configuration gets wrong is a ClusterConfigError (exit status 2 in the
-    command), not distributed's ValueError or TypeError."""
+    command), not distributed's ValueError or TypeError; and a Client that failed to
+    start leaves Dask's scheduler setting as it was."""
+    import dask
+
+    before = dask.config.get("scheduler", None)
     with pytest.raises(ClusterConfigError, match=match):
         with connect(cluster):
             pass
+    assert dask.config.get("scheduler", None) == before
 
 
 # --------------------------------------------------------------------------------------
