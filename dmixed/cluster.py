@@ -373,6 +373,8 @@ def connect(cluster: str | os.PathLike | dict | None = None) -> Iterator:
             yield client
         finally:
             client.close()
+            # a close that times out leaves the client as Dask's scheduler
+            _restore_client_config(saved)
     finally:
         if started is not None:
             started.close()

@@ -275,20 +275,19 @@ def test_a_variance_component_on_a_covariate_in_any_units(s, dask):
     vc = {"sub": "0 + C(sub):x1"}
 
     def fit(frame):
+        import dask as dask_mod
+
         mod_df = frame
         if dask:
             import dask.dataframe as dd
 
             mod_df = dd.from_pandas(frame, npartitions=3)
-        mod = dmixed.MixedLM.from_formula(
-            "y ~ x1 + x2", mod_df, groups="g", re_formula="1", vc_formula=vc
-        )
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), dask_mod.config.set(scheduler="synchronous"):
             warnings.simplefilter("ignore", dmixed.DmixedWarning)
-            import dask as dask_mod
-
-            with dask_mod.config.set(scheduler="synchronous"):
-                return mod.fit(reml=False)
+            mod = dmixed.MixedLM.from_formula(
+                "y ~ x1 + x2", mod_df, groups="g", re_formula="1", vc_formula=vc
+            )
+            return mod.fit(reml=False)
 
     ref = fit(df)
     res = fit(df.assign(x1=s * df["x1"]))
