@@ -20,12 +20,12 @@ import numpy as np
 ENV_VAR = "DMIXED_KERNELS"
 #: with numba not loaded yet, blocks of at least this many groups (by ``r``; the last
 #: entry for any larger ``r``) load it.  Importing numba and loading the cached kernels
-#: costs about 0.4 s once per process; a fit evaluates the step about 5 times, and the
-#: compiled step saves about 20, 40 and 450 ns per group and evaluation at r = 1, 2, 3
+#: costs about 0.37 s once per process; a fit evaluates the step about 5 times, and the
+#: compiled step saves about 12, 36 and 530 ns per group and evaluation at r = 1, 2, 3
 #: (benchmarks/RESULTS.md, seventh session), so a first fit repays the load from about
-#: these sizes.  Once numba is loaded, the compiled kernels are used at every size
+#: these sizes on.  Once numba is loaded, the compiled kernels are used at every size
 #: (faster from 10 groups on).
-MIN_GROUPS_COLD = (4_000_000, 2_000_000, 200_000)
+MIN_GROUPS_COLD = (6_000_000, 2_000_000, 150_000)
 
 _CHOICES = ("auto", "numpy", "numba")
 
