@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import compiled
+
 # Groups are processed in chunks of this many, to bound the size of the
 # (G, m, r, r)-shaped temporaries of the Hessian and keep them cache friendly.
 GROUP_CHUNK = 16384
@@ -254,10 +256,22 @@ def step_contributions(block, lam: np.ndarray, q: int, zxy=None) -> StepSums:
         diagonal on the variance-component slots).
     q : int
         Number of ``exog_re`` coordinates.
+
+    Evaluated by the compiled kernels or by numpy, as
+    :func:`dmixed.kernels.compiled.backend` picks for the block's size (the
+    ``DMIXED_KERNELS`` environment variable forces one); both compute the same
+    per-group formulas.
+
+    Raises
+    ------
+    ValueError
+        ``DMIXED_KERNELS`` names no implementation, or numba when it is not installed.
     """
     block = _as_block(block, zxy)
     r = lam.shape[0]
     k = block.k
+    if compiled.backend(block.n_groups, r) == "numba":
+        return StepSums(*compiled.step_sums(block.chunks(), lam, q, k))
     total = StepSums(
         0.0,
         np.zeros((k, k)),

@@ -1,0 +1,172 @@
+"""The compiled (numba) step kernels against the numpy reference, and the switch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+import dmixed
+from dmixed import kernels
+from dmixed.kernels import compiled
+
+from .._synth import make_data
+
+pytest.importorskip("numba")
+
+QUICK = dict(
+    deadline=None,
+    database=None,
+    derandomize=True,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+RTOL = 1e-12
+
+
+def _statistics(rng, n_groups: int, r: int, k: int, one_row: float):
+    """Per-group ``zz`` (G, r, r), ``zxy`` (G, r, k) of groups of 1–6 rows (a share
+    ``one_row`` of them with one row: rank-one ``zz``); some groups miss the last
+    column (a zero slot, as a variance component's padding)."""
+    rows = np.where(rng.random(n_groups) < one_row, 1, rng.integers(2, 7, n_groups))
+    zz = np.zeros((n_groups, r, r))
+    zxy = np.zeros((n_groups, r, k))
+    for i, n_i in enumerate(rows):
+        z = rng.normal(size=(n_i, r))
+        if r > 1 and rng.random() < 0.2:
+            z[:, -1] = 0.0
+        xy = rng.normal(size=(n_i, k))
+        zz[i] = z.T @ z
+        zxy[i] = z.T @ xy
+    return zz, zxy
+
+
+def _lam(rng, r: int, q: int, log_cond: float) -> np.ndarray:
+    """A Λ of condition about ``10**log_cond``: lower triangular on the ``exog_re``
+    block, diagonal on the variance-component slots."""
+    lam = np.tril(rng.normal(size=(r, r)))
+    lam[np.diag_indices(r)] = 10.0 ** rng.uniform(-log_cond / 2, log_cond / 2, r)
+    lam[q:, :] = 0.0
+    lam[q:, q:] = np.diag(10.0 ** rng.uniform(-log_cond / 2, log_cond / 2, r - q))
+    return lam
+
+
+def _both(monkeypatch, block, lam, q):
+    out = {}
+    for which in ("numpy", "numba"):
+        monkeypatch.setenv(compiled.ENV_VAR, which)
+        out[which] = kernels.step_contributions(block, lam, q)
+    return out["numpy"], out["numba"]
+
+
+def _assert_close(ref, got, rtol):
+    """Each field to ``rtol`` relative to the field's largest entry (the sums over groups
+    of the off-diagonal entries may cancel, so entry-wise relative error is not the
+    measure; the fit uses each field as a whole)."""
+    for name in ref.__dataclass_fields__:
+        a, b = np.asarray(getattr(ref, name)), np.asarray(getattr(got, name))
+        assert a.shape == b.shape, name
+        scale = np.max(np.abs(a), initial=0.0)
+        assert np.all(np.abs(a - b) <= rtol * scale), (name, np.max(np.abs(a - b)) / scale)
+
+
+@settings(max_examples=40, **QUICK)
+@given(
+    r=st.sampled_from([1, 2, 3, 5]),
+    q_share=st.floats(0, 1),
+    seed=st.integers(0, 2**16),
+    log_cond=st.floats(0, 8),
+    one_row=st.sampled_from([0.0, 0.3, 1.0]),
+    n_groups=st.sampled_from([1, 7, 300, 700]),
+)
+def test_compiled_step_matches_numpy(monkeypatch, r, q_share, seed, log_cond, one_row, n_groups):
+    """Every field of the step sums, over several chunks and runs, ill-conditioned Λ,
+    groups of one row, variance-component slots (q < r)."""
+    monkeypatch.setattr(kernels.groups, "GROUP_CHUNK", 293)
+    rng = np.random.default_rng(seed)
+    q = int(round(q_share * r))
+    zz, zxy = _statistics(rng, n_groups, r, 4, one_row)
+    lam = _lam(rng, r, q, log_cond if r <= 2 else min(log_cond, 2.0))
+    ref, got = _both(monkeypatch, kernels.StatsBlock(zz, zxy), lam, q)
+    _assert_close(ref, got, RTOL)
+
+
+@pytest.mark.parametrize("r", [3, 5])
+def test_compiled_general_r_ill_conditioned(monkeypatch, r):
+    """For r > 2 both paths form ``S = ZZ − ZZ·P·ZZ`` from a factor of ``K`` (numpy by
+    LU, the compiled one by Cholesky): they agree to about ``eps · cond(K)``, the
+    accuracy of either."""
+    rng = np.random.default_rng(r)
+    zz, zxy = _statistics(rng, 200, r, 4, 0.3)
+    lam = _lam(rng, r, r, 8.0)
+    ref, got = _both(monkeypatch, kernels.StatsBlock(zz, zxy), lam, r)
+    _assert_close(ref, got, 1e-6)
+
+
+def test_singular_lambda_and_empty_block(monkeypatch):
+    """Λ = 0 (boundary): K = I; an empty block sums to zeros, as numpy."""
+    rng = np.random.default_rng(0)
+    for r in (1, 2, 3):
+        zz, zxy = _statistics(rng, 9, r, 3, 0.5)
+        ref, got = _both(monkeypatch, kernels.StatsBlock(zz, zxy), np.zeros((r, r)), r)
+        assert got.logdet == 0.0 and np.all(got.m == 0)
+        _assert_close(ref, got, RTOL)
+        empty = kernels.StatsBlock(np.zeros((0, r, r)), np.zeros((0, r, 3)))
+        ref, got = _both(monkeypatch, empty, np.eye(r), r)
+        _assert_close(ref, got, 0.0)
+
+
+MODELS = {
+    "intercept": ("y ~ x1 + x2", None, None),
+    "slope": ("y ~ x1 + x2", "1 + x1", None),
+    "vc": ("y ~ x1 + x2", "1", {"sub": "0 + C(sub)"}),
+}
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+@pytest.mark.parametrize("reml", [True, False])
+def test_fit_agrees_through_both_paths(monkeypatch, model, reml):
+    """The whole fit through numpy and through the compiled kernels: llf, fe_params,
+    cov_re (and the variance components) to 1e-10."""
+    formula, re_formula, vc_formula = MODELS[model]
+    df = make_data(n_groups=80, min_size=1, max_size=12, vc_sd=0.6, seed=3)
+    fits = {}
+    for which in ("numpy", "numba"):
+        monkeypatch.setenv(compiled.ENV_VAR, which)
+        mod = dmixed.MixedLM.from_formula(
+            formula, df, groups="g", re_formula=re_formula, vc_formula=vc_formula
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", dmixed.DmixedWarning)
+            fits[which] = mod.fit(reml=reml)
+    ref, got = fits["numpy"], fits["numba"]
+    assert got.llf == pytest.approx(ref.llf, rel=1e-10)
+    for name in ("fe_params", "cov_re", "vcomp"):
+        a, b = np.asarray(getattr(ref, name), float), np.asarray(getattr(got, name), float)
+        np.testing.assert_allclose(
+            b, a, rtol=1e-10, atol=1e-10 * max(1.0, np.abs(a).max(initial=0.0))
+        )
+
+
+def test_backend_choice(monkeypatch):
+    monkeypatch.setenv(compiled.ENV_VAR, "numpy")
+    assert compiled.backend(10**8, 2) == "numpy"
+    monkeypatch.setenv(compiled.ENV_VAR, "NUMBA")
+    assert compiled.backend(1, 2) == "numba"
+    monkeypatch.setenv(compiled.ENV_VAR, "fast")
+    with pytest.raises(ValueError, match="DMIXED_KERNELS"):
+        compiled.backend(1, 2)
+    monkeypatch.delenv(compiled.ENV_VAR)
+    monkeypatch.setattr(compiled, "numba_available", lambda: False)
+    monkeypatch.delitem(sys.modules, "numba", raising=False)
+    assert compiled.backend(10**8, 3) == "numpy"
+
+
+def test_import_does_not_load_numba():
+    code = "import sys, dmixed; assert 'numba' not in sys.modules, 'numba imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
