@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import optimize
 
 from ..errors import FitConvergenceWarning, SpecError
 from ..kernels import StepSums
@@ -433,6 +432,8 @@ class _Optimization:
         if not self.free.any():
             return
         bounds = self.variance_bounds() if name == "L-BFGS-B" else None
+        from scipy import optimize  # here: a fit that converges by Newton steps never needs it
+
         res = optimize.minimize(
             self.negative_scaled,
             self.x[self.free],
@@ -444,7 +445,7 @@ class _Optimization:
         )
         self.x = self.full(res.x)
 
-    def variance_bounds(self) -> optimize.Bounds | None:
+    def variance_bounds(self) -> Any:
         """With the plain packing, variances (diagonal of Ψ*, τ*) cannot be negative."""
         layout = self.obj.layout
         if self.obj.use_sqrt:
@@ -453,7 +454,9 @@ class _Optimization:
         rows, cols = layout.tril()
         lower[: layout.k_re2][rows == cols] = 0.0
         lower[layout.k_re2 :] = 0.0
-        return optimize.Bounds(lower[self.free], np.full(int(self.free.sum()), np.inf))
+        from scipy.optimize import Bounds
+
+        return Bounds(lower[self.free], np.full(int(self.free.sum()), np.inf))
 
     def callback(self, xf: np.ndarray, method: str) -> None:
         """scipy's per-iteration callback: log, and hand over to Newton when it is time."""
