@@ -95,6 +95,7 @@ def _dense_integer_codes(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray] | No
     span = int(hi) - int(lo)  # Python integers: no overflow for any int64/uint64 range
     if span > DENSE_RANGE_PER_ROW * keys.size + 1024:
         return None
+    base: np.generic
     if keys.dtype.kind == "u":
         offsets = (keys - lo).astype(np.intp)  # keys ≥ lo: no wrap
         base = np.uint64(lo)
