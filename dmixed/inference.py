@@ -20,7 +20,6 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, special
 
 from .errors import SpecError
 from .fit.coordinates import Coordinates
@@ -184,6 +183,8 @@ class ProfileLikelihood:
 
     def __call__(self, value: float) -> float:
         """max ℓ subject to the variance being ``value`` (≥ 0)."""
+        from scipy import optimize  # here: dmixed imports without scipy
+
         if value < 0:
             raise SpecError(f"a variance cannot be negative: {value}")
         res = optimize.minimize(
@@ -208,6 +209,8 @@ class ProfileLikelihood:
         The lower end is 0 when the profile at v = 0 is still inside (as for a
         variance whose estimate is at or near the boundary).
         """
+        from scipy import optimize, special
+
         crit = special.chdtri(1, alpha)  # χ²₁ quantile at 1 − α
         est = max(self.estimate, 0.0)
 
@@ -240,6 +243,8 @@ def compare_lr_test(restricted, full) -> tuple[float, float, int]:
     (the exact reference is a χ² mixture; halving the p-value for one variance is the
     usual correction).
     """
+    from scipy import special
+
     if restricted.nobs != full.nobs:
         raise SpecError(f"the fits use different data: nobs {restricted.nobs} vs {full.nobs}")
     if restricted.reml != full.reml:

@@ -170,3 +170,18 @@ def _all_files() -> list[Path]:
 def test_no_private_name_of_another_module(path):
     found = _private_uses(path)
     assert not found, "\n".join(found)
+
+
+def test_import_leaves_heavy_dependencies_for_later():
+    """``import dmixed`` (the in-process path's first cost in a fresh process) imports
+    neither scipy, Dask, distributed nor numba: each is imported where it is used."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, dmixed; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} "
+        "& {'scipy', 'dask', 'distributed', 'numba'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

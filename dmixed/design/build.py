@@ -476,8 +476,12 @@ def check_response_not_constant(spec: ModelSpec, data, scan: LevelScan, dask_inp
     """
     if not dask_input:
         prepared = prepare_columns(spec, data)
-        frame = normalized_frame(spec, prepared.columns, len(data) - prepared.n_dropped)
-        endog = materialize(spec.main_spec.lhs, frame, spec.formula)
+        plan = spec.plain_plan("lhs")
+        if plan is not None and len(plan) == 1 and len(plan[0]) == 1:
+            endog = prepared.columns[plan[0][0]]  # a numeric column: no formulaic
+        else:
+            frame = normalized_frame(spec, prepared.columns, len(data) - prepared.n_dropped)
+            endog = materialize(spec.main_spec.lhs, frame, spec.formula)
         endog = np.asarray(endog, dtype=np.float64).reshape(-1)
         finite = endog[np.isfinite(endog)]
         if finite.size and finite.min() == finite.max():

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import optimize
 
 from ..errors import FitConvergenceWarning, SpecError
 from ..kernels import StepSums
@@ -395,6 +394,7 @@ class _Optimization:
             steps=self.iterations_left(s.newton_first_steps),
             on_step=lambda p: self.record(p[self.free], "newton"),
             contraction=s.newton_first_contraction,
+            secant=self.n >= s.newton_secant_rows,
         )
         ev = self.obj.evaluate(self.x)
         if self.scaled_grad_norm(ev) <= s.handover_gtol and self.interior(self.x):
@@ -433,6 +433,8 @@ class _Optimization:
         if not self.free.any():
             return
         bounds = self.variance_bounds() if name == "L-BFGS-B" else None
+        from scipy import optimize  # here: a fit that converges by Newton steps never needs it
+
         res = optimize.minimize(
             self.negative_scaled,
             self.x[self.free],
@@ -444,7 +446,7 @@ class _Optimization:
         )
         self.x = self.full(res.x)
 
-    def variance_bounds(self) -> optimize.Bounds | None:
+    def variance_bounds(self) -> Any:
         """With the plain packing, variances (diagonal of Ψ*, τ*) cannot be negative."""
         layout = self.obj.layout
         if self.obj.use_sqrt:
@@ -453,7 +455,9 @@ class _Optimization:
         rows, cols = layout.tril()
         lower[: layout.k_re2][rows == cols] = 0.0
         lower[layout.k_re2 :] = 0.0
-        return optimize.Bounds(lower[self.free], np.full(int(self.free.sum()), np.inf))
+        from scipy.optimize import Bounds
+
+        return Bounds(lower[self.free], np.full(int(self.free.sum()), np.inf))
 
     def callback(self, xf: np.ndarray, method: str) -> None:
         """scipy's per-iteration callback: log, and hand over to Newton when it is time."""
@@ -548,6 +552,7 @@ class _Optimization:
         steps: int,
         on_step: Callable[[np.ndarray], None] | None = None,
         contraction: float | None = None,
+        secant: bool = False,
     ) -> np.ndarray:
         """Up to ``steps`` Newton steps in θ = [vech(Ψ*), τ*] with the exact profiled Hessian.
 
@@ -559,6 +564,11 @@ class _Optimization:
         convergence is then linear, not quadratic (typically an optimum on the
         boundary), and a quasi-Newton method does better.  (One slow step is allowed:
         from a moment start the first step can be slow before the quadratic phase.)
+        With ``secant``, a step after one that shrank the gradient by at least
+        ``contraction`` updates the last Hessian from the change of the gradient (BFGS;
+        the profiled Hessian is negative definite near the optimum) instead of a Hessian
+        round trip; the first step, and any after a slow one, take the exact Hessian.
+        The polish that follows judges the optimum by the exact Hessian there.
         Returns the last accepted point, or ``x`` when no step was (or ℓ is no better).
         """
         obj, s, layout = self.obj, self.summary, self.obj.layout
@@ -575,6 +585,8 @@ class _Optimization:
         slow = 0  # consecutive steps that shrank the gradient by less than ``contraction``
         cur_packed = x  # the point θ stands for, packed as the objective packs it
         moved = False
+        curvature: np.ndarray | None = None  # profiled Hessian in the movable θ
+        last: tuple[np.ndarray, np.ndarray] | None = None  # θ and gradient of that step
         for _ in range(steps):
             ev = obj.evaluate(cur_packed)
             if ev.step is None:  # a rejected point (not finite, or not resolved)
@@ -589,9 +601,16 @@ class _Optimization:
                 if slow >= 2:
                     break
             previous = size
-            delta = self.newton_direction(cur_packed, grad, movable)
+            if secant and not slow and curvature is not None and last is not None:
+                curvature = secant_update(curvature, theta[movable] - last[0], grad - last[1])
+            else:
+                curvature = None
+            if curvature is None:
+                curvature = self.profiled_hessian(cur_packed, movable)
+            delta = None if curvature is None else modified_newton_step(curvature, grad)
             if delta is None:
                 break
+            last = (theta[movable].copy(), grad)
             # the Newton decrement g'(−H)⁻¹g/2: the rise of ℓ a full step promises,
             # whatever the scale of the parameters (a gradient test is not: far out on
             # a flat variance the gradient is tiny while ℓ still has a visible rise)
@@ -610,11 +629,9 @@ class _Optimization:
         after = obj.evaluate(cur_packed).llf
         return cur_packed if after >= before - s.newton_llf_rtol * max(1.0, abs(before)) else x
 
-    def newton_direction(
-        self, packed: np.ndarray, grad: np.ndarray, movable: np.ndarray
-    ) -> np.ndarray | None:
-        """The Newton step −H⁻¹g in the movable θ (modified where ℓ is not locally
-        concave: every curvature taken as negative), or ``None`` without a Hessian.
+    def profiled_hessian(self, packed: np.ndarray, movable: np.ndarray) -> np.ndarray | None:
+        """The profiled Hessian in the movable θ (one Hessian round trip), or ``None``
+        where it cannot be computed.
 
         The profiled Hessian is the Schur complement H_θθ − H_θβ H_ββ⁻¹ H_βθ of the full
         Hessian (β̂(θ) is optimal, so this is d²ℓ(β̂(θ), θ)/dθ²).
@@ -626,21 +643,10 @@ class _Optimization:
         hbb, hbt, htt = h[:k, :k], h[:k, k:], h[k:, k:]
         try:
             prof_h = htt - hbt.T @ np.linalg.solve(hbb, hbt) if k else htt
-            sub = prof_h[np.ix_(movable, movable)]
-            evals, evecs = np.linalg.eigh(0.5 * (sub + sub.T))
         except np.linalg.LinAlgError:
             return None
-        if not (np.all(np.isfinite(evals)) and evals.size):
-            return None
-        # where ℓ is not locally concave, the modified Newton step: every curvature
-        # taken as negative, of at least a small share of the largest (an ascent
-        # direction whatever the Hessian; the line search then sizes it)
-        floor = 1e-10 * float(np.max(np.abs(evals)))
-        if floor == 0.0:
-            return None
-        curv = np.where(evals < 0.0, evals, -np.maximum(evals, floor))
-        delta = evecs @ ((evecs.T @ grad) / -curv)
-        return delta if np.all(np.isfinite(delta)) else None
+        sub = prof_h[np.ix_(movable, movable)]
+        return 0.5 * (sub + sub.T)
 
     def line_search(
         self, ev: Evaluation, theta: np.ndarray, movable: np.ndarray, delta: np.ndarray
@@ -666,3 +672,38 @@ class _Optimization:
                 return trial, trial_packed
             delta = delta / 2
         return None
+
+
+def modified_newton_step(hess: np.ndarray, grad: np.ndarray) -> np.ndarray | None:
+    """The Newton step −H⁻¹g for ℓ's symmetric Hessian ``hess``, modified where ℓ is not
+    locally concave: every curvature taken as negative, of at least a small share of the
+    largest (an ascent direction whatever the Hessian; the line search then sizes it).
+    ``None`` when no step can be made."""
+    try:
+        evals, evecs = np.linalg.eigh(hess)
+    except np.linalg.LinAlgError:
+        return None
+    if not (np.all(np.isfinite(evals)) and evals.size):
+        return None
+    floor = 1e-10 * float(np.max(np.abs(evals)))
+    if floor == 0.0:
+        return None
+    curv = np.where(evals < 0.0, evals, -np.maximum(evals, floor))
+    delta = evecs @ ((evecs.T @ grad) / -curv)
+    return delta if np.all(np.isfinite(delta)) else None
+
+
+def secant_update(hess: np.ndarray, step: np.ndarray, change: np.ndarray) -> np.ndarray | None:
+    """BFGS update of a negative definite Hessian of ℓ after a ``step`` that changed the
+    gradient by ``change``; ``None`` when the pair shows no negative curvature along the
+    step (then the exact Hessian is wanted)."""
+    b = -hess  # positive definite
+    y = -change
+    sy = float(step @ y)
+    bs = b @ step
+    sbs = float(step @ bs)
+    if not (sy > 1e-12 * float(np.linalg.norm(step) * np.linalg.norm(y)) and sbs > 0.0):
+        return None
+    out = b - np.outer(bs, bs) / sbs + np.outer(y, y) / sy
+    out = -0.5 * (out + out.T)
+    return out if np.all(np.isfinite(out)) else None

@@ -64,6 +64,12 @@ class OptSummary:
     newton_first_contraction : float
         ... and they stop when two in a row shrink the gradient by less than this factor
         (linear convergence: typically an optimum on the boundary).
+    newton_secant_rows : int
+        On statistics of at least this many rows, a first Newton step that shrank the
+        gradient by ``newton_first_contraction`` is followed by steps that update its
+        Hessian from the change of the gradient (BFGS) instead of computing it again:
+        there a Hessian costs several evaluations (benchmarks/RESULTS.md, seventh
+        session); the polish still takes the exact Hessian at the optimum.
     polish_steps : int
         Newton steps of the final polish.
     newton_gtol : float
@@ -133,6 +139,7 @@ class OptSummary:
     interior_eigenvalue: float = _setting(1e-6)
     newton_first_steps: int = _setting(6)
     newton_first_contraction: float = _setting(0.25)
+    newton_secant_rows: int = _setting(100_000)
     polish_steps: int = _setting(6)
     newton_gtol: float = _setting(0.0)
     newton_decrement: float = _setting(1e-18)

@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import scipy
 
 from ..design import ModelNames, ModelSpec
 from ..errors import CheckpointError
@@ -64,7 +63,7 @@ def _versions() -> dict:
         "dmixed": version("dmixed"),
         "python": platform.python_version(),
         "numpy": np.__version__,
-        "scipy": scipy.__version__,
+        "scipy": version("scipy"),
         "pandas": pd.__version__,
         "dask": dask.__version__,
     }

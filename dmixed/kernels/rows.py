@@ -8,6 +8,10 @@ statistics of any split of the rows add up to those of the whole.
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import sys
+
 import numpy as np
 
 from ..stats.packed import PackedLayout
@@ -258,6 +262,7 @@ def accumulate_packed_into(
     weights: np.ndarray | None = None,
     std: Standardization | None = None,
     vc_widths=(),
+    compiled: bool | None = None,
 ) -> dict:
     """Add these rows' per-group statistics to ``acc`` (column-major packed layout).
 
@@ -267,7 +272,9 @@ def accumulate_packed_into(
     the rows' group positions in ``0 .. G-1``.  Each distinct sum is one ``bincount``
     (:func:`product_plan`).  ``std``: the columns' map (:mod:`dmixed.stats.standardize`;
     ``None``: raw columns); ``vc_widths``: the slots of each variance component (whose
-    columns take its scale).  Returns the rows' global sums (see
+    columns take its scale).  ``compiled``: the sums in one compiled pass over the rows
+    (:mod:`dmixed.kernels.rows_jit`, the same numbers bit for bit) or by the numpy
+    reference; default :func:`use_compiled`.  Returns the rows' global sums (see
     :func:`accumulate_packed`).
     """
     codes = np.asarray(codes, dtype=np.int64)
@@ -289,22 +296,11 @@ def accumulate_packed_into(
     within_at = -1 if std is None or layout.r != 1 else std.z_intercept
     kept = _Within(acc, target, layout) if within_at == 0 else None
 
-    def source(u: int) -> np.ndarray:
-        return xcols[u] if u < k else zcols[u - k]
-
     terms, column_term = product_plan(xcols, zcols)
-    for t, spec in enumerate(terms):
-        kind = spec[0]
-        if kind == "zero":
+    all_sums = _term_sums(codes, xcols + list(zcols), terms, n_groups, compiled)
+    for t, sums in enumerate(all_sums):
+        if sums is None:
             continue
-        sums: np.ndarray
-        if kind == "count":
-            sums = np.bincount(codes, minlength=n_groups).astype(np.float64)
-        elif kind == "col":
-            sums = np.asarray(np.bincount(codes, weights=source(spec[1]), minlength=n_groups))
-        else:
-            weights_uv = source(spec[1]) * source(spec[2])
-            sums = np.asarray(np.bincount(codes, weights=weights_uv, minlength=n_groups))
         for c, tc in enumerate(column_term):
             if tc == t:
                 col = sums if scales is None or scales[c] == 1.0 else sums * scales[c]
@@ -323,6 +319,67 @@ def accumulate_packed_into(
         "sum_log_weights": sum_log_w,
         "within": within,
     }
+
+
+#: environment variable choosing the kernels' implementation: ``numpy``, ``numba`` or
+#: ``auto`` (default)
+KERNELS_ENV = "DMIXED_KERNELS"
+#: with numba not imported yet, the compiled pass is used from this many rows: importing
+#: numba and loading the cached kernel costs about 0.2 s once per process, which the
+#: pass repays within a few fits of this size (benchmarks/RESULTS.md, seventh session)
+COMPILED_MIN_ROWS_COLD = 500_000
+#: with numba already imported, from this many rows
+COMPILED_MIN_ROWS_LOADED = 10_000
+
+
+def use_compiled(n_rows: int) -> bool:
+    """Whether the per-row pass over ``n_rows`` rows runs compiled (numba) or in numpy.
+
+    ``DMIXED_KERNELS=numpy`` or ``=numba`` forces one; otherwise the compiled pass when
+    numba can be imported and the rows are many enough
+    (:data:`COMPILED_MIN_ROWS_COLD`, or :data:`COMPILED_MIN_ROWS_LOADED` once numba is
+    imported).
+
+    Raises
+    ------
+    ValueError
+        ``DMIXED_KERNELS`` set to anything else.
+    """
+    choice = os.environ.get(KERNELS_ENV, "auto").strip().lower() or "auto"
+    if choice not in ("auto", "numpy", "numba"):
+        raise ValueError(
+            f"environment variable {KERNELS_ENV} must be 'auto', 'numpy' or 'numba', got {choice!r}"
+        )
+    if choice != "auto":
+        return choice == "numba"
+    if "numba" in sys.modules:
+        return n_rows >= COMPILED_MIN_ROWS_LOADED
+    return n_rows >= COMPILED_MIN_ROWS_COLD and importlib.util.find_spec("numba") is not None
+
+
+def _term_sums(codes, sources, terms, n_groups: int, compiled: bool | None) -> list:
+    """The per-group sum of every term of a :func:`product_plan` (None for ``zero``)."""
+    live = [t for t in terms if t[0] != "zero"]
+    if compiled is None:
+        compiled = use_compiled(codes.size)
+    if compiled and live:
+        from .rows_jit import term_sums  # numba: imported on first use only
+
+        sums = iter(term_sums(codes, sources, live, n_groups))
+        return [None if t[0] == "zero" else next(sums) for t in terms]
+    out: list[np.ndarray | None] = []
+    for spec in terms:
+        kind = spec[0]
+        if kind == "zero":
+            out.append(None)
+        elif kind == "count":
+            out.append(np.bincount(codes, minlength=n_groups).astype(np.float64))
+        elif kind == "col":
+            out.append(np.asarray(np.bincount(codes, weights=sources[spec[1]], minlength=n_groups)))
+        else:
+            weights_uv = sources[spec[1]] * sources[spec[2]]
+            out.append(np.asarray(np.bincount(codes, weights=weights_uv, minlength=n_groups)))
+    return out
 
 
 class _Within:

@@ -14,7 +14,6 @@ from functools import cached_property
 
 import numpy as np
 import pandas as pd
-from scipy import special
 
 from ..design import ModelNames, is_dask
 from ..errors import DataError, SpecError
@@ -209,10 +208,14 @@ class MixedLMResults:
     @cached_property
     def pvalues(self) -> pd.Series:
         """Two-sided p-values from the normal distribution (as statsmodels' MixedLM)."""
+        from scipy import special  # here: importing scipy costs more than most fits
+
         return pd.Series(2 * special.ndtr(-np.abs(self.tvalues)), index=self.param_names)
 
     def conf_int(self, alpha: float = 0.05) -> pd.DataFrame:
         """Wald intervals ``params ± z_{1−α/2} · bse``."""
+        from scipy import special
+
         z = special.ndtri(1 - alpha / 2)
         return pd.DataFrame(
             {0: self.params - z * self.bse, 1: self.params + z * self.bse},

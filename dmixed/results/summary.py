@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import special
 
 from ..io import ResultsState
 from ..stats import tril_indices
@@ -25,6 +24,8 @@ def coefficient_table(state: ResultsState, alpha: float = 0.05) -> pd.DataFrame:
     k = len(state.params)
     tab = np.full((k, 6), np.nan)
     p = state.k_fe
+    from scipy import special  # here: dmixed imports without scipy
+
     z = special.ndtri(1 - alpha / 2)
     tab[:p, 0] = state.fe_params
     tab[:p, 1] = state.bse[:p]

@@ -72,8 +72,44 @@ def sorted_codes(groups) -> tuple[np.ndarray, np.ndarray]:
     labels : ndarray, shape (G,)
         The distinct keys, sorted.
     """
+    keys = groups if isinstance(groups, np.ndarray) else None
+    if keys is not None and keys.dtype.kind in "iu" and keys.ndim == 1 and keys.size:
+        dense = _dense_integer_codes(keys)
+        if dense is not None:
+            return dense
     codes, labels = pd.factorize(pd.Series(groups), sort=True)
     return codes.astype(np.int64), np.asarray(labels)
+
+
+#: :func:`sorted_codes` numbers integer keys through a table over their range when the
+#: range is at most this many times the number of rows (else by hashing, as pandas does).
+DENSE_RANGE_PER_ROW = 2
+
+
+def _dense_integer_codes(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`sorted_codes` of integer keys whose range is small next to their number
+    (ids 0 … G−1, in any order): one table of the keys present over the range, its
+    running count, and one lookup per row (a few times faster than sorting a hash
+    table).  None when the range is too wide."""
+    lo, hi = keys.min(), keys.max()
+    span = int(hi) - int(lo)  # Python integers: no overflow for any int64/uint64 range
+    if span > DENSE_RANGE_PER_ROW * keys.size + 1024:
+        return None
+    base: np.generic
+    if keys.dtype.kind == "u":
+        offsets = (keys - lo).astype(np.intp)  # keys ≥ lo: no wrap
+        base = np.uint64(lo)
+    else:
+        offsets = keys.astype(np.int64, copy=False)
+        if lo != 0:
+            offsets = offsets - int(lo)  # within [0, span]
+        base = np.int64(lo)
+    present = np.zeros(span + 1, dtype=bool)
+    present[offsets] = True
+    position = np.cumsum(present, dtype=np.int64) - 1
+    offsets_present = np.flatnonzero(present).astype(base.dtype)
+    labels = (offsets_present + base).astype(keys.dtype)
+    return position[offsets], labels
 
 
 class KeyOrder(NamedTuple):

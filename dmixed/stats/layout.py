@@ -16,6 +16,7 @@ The optimizer sees statsmodels' packed vector (DESIGN.md §1):
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,11 +29,17 @@ def n_tril(q: int) -> int:
     return q * (q + 1) // 2
 
 
+@functools.lru_cache(maxsize=64)
 def tril_indices(q: int) -> tuple[np.ndarray, np.ndarray]:
     """Row and column of each lower-triangle entry, row-major: statsmodels' ``vech_lt``
-    order (0,0), (1,0), (1,1), (2,0), … (equal to ``np.tril_indices(q)``)."""
+    order (0,0), (1,0), (1,1), (2,0), … (equal to ``np.tril_indices(q)``).
+
+    Read-only arrays, made once per ``q`` (a fit asks for them dozens of times)."""
     rows, cols = np.tril_indices(q)
-    return rows.astype(np.int64), cols.astype(np.int64)
+    rows, cols = rows.astype(np.int64), cols.astype(np.int64)
+    rows.flags.writeable = False
+    cols.flags.writeable = False
+    return rows, cols
 
 
 @dataclass(frozen=True)

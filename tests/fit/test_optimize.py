@@ -55,6 +55,41 @@ def test_handover_to_newton_changes_nothing(monkeypatch, default_start, model_kw
         )
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("re_formula", ["1 + x1", "1"])
+def test_secant_newton_steps_reach_the_same_optimum(monkeypatch, seed, re_formula):
+    """Newton steps that update the Hessian from the gradient (BFGS, as on large data:
+    DEFAULTS.newton_secant_rows) reach the optimum the exact Newton steps reach, with
+    no more Hessian round trips: both stop where the exact Newton decrement is below
+    DEFAULTS.newton_decrement · n (within about 3e-8 standard errors of the optimum
+    here), and the standard errors come from the exact Hessian there."""
+    from dmixed.engines.local import LocalEngine
+
+    hessians = []
+    exact_hessian = LocalEngine.hessian
+
+    def counted(self, *args):
+        hessians.append(1)
+        return exact_hessian(self, *args)
+
+    monkeypatch.setattr(LocalEngine, "hessian", counted)
+    df = make_data(n_groups=400, seed=seed)
+    fits = {}
+    for secant_rows in (0, 10**12):
+        monkeypatch.setattr(DEFAULTS, "newton_secant_rows", secant_rows)
+        hessians.clear()
+        fits[secant_rows] = (_fit(df, re_formula=re_formula), len(hessians))
+    (secant, n_secant), (exact, n_exact) = fits[0], fits[10**12]
+    assert secant.converged and exact.converged
+    assert secant.optimizer_methods == exact.optimizer_methods == ["newton"]
+    assert n_secant <= n_exact
+    assert secant.llf == pytest.approx(exact.llf, rel=1e-12)
+    for name in ("fe_params", "cov_re", "scale", "bse"):
+        np.testing.assert_allclose(
+            getattr(secant, name), getattr(exact, name), rtol=1e-7, atol=1e-9, err_msg=name
+        )
+
+
 def test_handover_stops_bfgs_early(monkeypatch, default_start):
     """With a generous hand-over threshold BFGS stops after its first iterations and the
     Newton polish alone reaches the same optimum."""

@@ -132,3 +132,59 @@ def test_few_rows_into_many_groups_sum_the_same(monkeypatch, weighted):
     glob_d = kernels.accumulate_packed_into(dense, codes, y, x, z, w)
     np.testing.assert_array_equal(compact, dense)
     np.testing.assert_array_equal(glob_c["xyxy"], glob_d["xyxy"])
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n_rows=st.integers(1, 400),
+    n_groups=st.integers(1, 60),
+    z_cols=st.sampled_from([("ones",), ("ones", "x1"), ("x1", "new"), ("ones", "x1", "zero")]),
+    weighted=st.booleans(),
+    shifted=st.booleans(),
+    sparse_rows=st.booleans(),
+)
+def test_compiled_pass_equals_numpy_reference(
+    seed, n_rows, n_groups, z_cols, weighted, shifted, sparse_rows
+):
+    """The compiled per-row pass (numba) gives the numpy reference's statistics bit for
+    bit: shared, constant and zero columns, prior weights, shifted columns (with the
+    within-group sums of a random intercept) and few rows into many groups."""
+    from dmixed.stats.standardize import Standardization
+
+    rng = np.random.default_rng(seed)
+    if sparse_rows:
+        n_groups *= 50  # fewer rows than groups / COMPACT_BELOW: the groups present
+    codes = rng.integers(0, n_groups, n_rows)
+    offset = 1e6 if shifted else 0.0
+    x = np.asfortranarray(np.column_stack([np.ones(n_rows), rng.normal(size=(n_rows, 2))]))
+    x[:, 1:] += offset
+    y = rng.normal(size=n_rows) + offset
+    source = {"ones": x[:, 0], "x1": x[:, 1], "new": rng.normal(size=n_rows)}
+    source["zero"] = np.zeros(n_rows)
+    z = np.column_stack([source[c] for c in z_cols])
+    w = rng.uniform(0.2, 3.0, n_rows) if weighted else None
+    std = Standardization.choose(y, x, z) if shifted else None
+    width = kernels.packed_width(z.shape[1], 4)
+    start = rng.normal(size=(width, n_groups))
+    out = {}
+    for compiled in (False, True):
+        acc = start.copy()
+        glob = kernels.accumulate_packed_into(acc, codes, y, x, z, w, std, compiled=compiled)
+        out[compiled] = acc, glob
+    np.testing.assert_array_equal(out[True][0], out[False][0])
+    for key in ("xyxy", "n", "sum_log_weights", "within"):
+        np.testing.assert_array_equal(out[True][1][key], out[False][1][key])
+
+
+def test_kernels_environment_variable(monkeypatch):
+    """DMIXED_KERNELS forces the implementation; another value is refused by name."""
+    from dmixed.kernels.rows import use_compiled
+
+    monkeypatch.setenv("DMIXED_KERNELS", "numpy")
+    assert not use_compiled(10**9)
+    monkeypatch.setenv("DMIXED_KERNELS", "numba")
+    assert use_compiled(1)
+    monkeypatch.setenv("DMIXED_KERNELS", "fast")
+    with pytest.raises(ValueError, match="DMIXED_KERNELS"):
+        use_compiled(1)

@@ -27,3 +27,26 @@ def test_distinct_keys_sort_as_rows_do():
         assert not order.repeated
     assert order_distinct(np.array([1, 2, 1])).repeated
     assert order_distinct(np.array(["a", "a"], dtype=object)).repeated
+
+
+def test_integer_keys_numbered_as_pandas_does():
+    """The table over a small range of integer keys (sorted_codes' fast path) gives
+    pandas' sorted factorization, for every integer dtype and at the dtype's limits."""
+    rng = np.random.default_rng(0)
+    cases = [
+        rng.integers(0, 50, 300),
+        rng.integers(-20, 20, 300).astype(np.int8),
+        np.array([-128, 127, 0, 127], dtype=np.int8),
+        np.array([2**64 - 1, 2**64 - 3, 2**64 - 1], dtype=np.uint64),
+        np.array([-(2**63), -(2**63) + 5, -(2**63)], dtype=np.int64),
+        np.array([2**63 - 1, 2**63 - 2], dtype=np.int64),
+        np.array([7], dtype=np.uint16),
+        np.array([0, 10**12, 5]),  # a wide range: the hashing path
+    ]
+    for keys in cases:
+        codes, labels = sorted_codes(keys)
+        ref_codes, ref_labels = pd.factorize(pd.Series(keys), sort=True)
+        np.testing.assert_array_equal(codes, ref_codes)
+        assert codes.dtype == np.int64
+        np.testing.assert_array_equal(labels, np.asarray(ref_labels))
+        assert labels.dtype == np.asarray(ref_labels).dtype, keys.dtype

@@ -1,0 +1,66 @@
+"""A/B of two dmixed checkouts against mixedlm-rs in one process, interleaved.
+
+Run:  python benchmarks/bench_ab.py BASE_DIR [--repeats 7]
+
+``BASE_DIR`` holds an older copy of the package renamed ``dmixed_base`` (e.g.
+``git archive <commit> dmixed | tar -x -C BASE_DIR && mv BASE_DIR/dmixed
+BASE_DIR/dmixed_base``; the in-process path imports its own modules relatively).  At 2k,
+20k, 200k and 2M rows (groups of 10, ``y ~ x1 + x2``, random intercept and slope, REML,
+standard errors read) the base, this checkout and mixedlm-rs fit in turn, warm; prints
+the medians and each version's ratio to mixedlm-rs measured in the same rounds, so a
+change is judged against a peer that shared the machine's load with it.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import argparse  # noqa: E402
+import importlib  # noqa: E402
+import sys  # noqa: E402
+
+from bench_core import FORMULA, RE_FORMULA, frame, interleaved, make, rs_formula  # noqa: E402
+
+import dmixed  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("base_dir")
+    ap.add_argument("--repeats", type=int, default=7)
+    args = ap.parse_args()
+    sys.path.insert(0, args.base_dir)
+    base = importlib.import_module("dmixed_base")
+
+    def fit(mod, df):
+        res = mod.MixedLM.from_formula(FORMULA, df, groups="g", re_formula=RE_FORMULA).fit()
+        res.bse  # noqa: B018
+        return res
+
+    print(f"base {base.__file__}\nnew  {dmixed.__file__}")
+    print(f"{'rows':>9} {'base ms':>9} {'new ms':>9} {'rs ms':>9} {'base x':>7} {'new x':>7}")
+    for n_groups in (200, 2_000, 20_000, 200_000):
+        y, x, _, g = make(n_groups, seed=1)
+        df = frame(y, x, g)
+        assert abs(fit(base, df).llf - fit(dmixed, df).llf) <= 1e-9 * abs(fit(base, df).llf)
+        reps = args.repeats if n_groups < 200_000 else max(3, args.repeats - 2)
+        t = interleaved(
+            {
+                "base": lambda df=df: fit(base, df),
+                "new": lambda df=df: fit(dmixed, df),
+                "rs": lambda df=df: rs_formula(df),
+            },
+            reps,
+        )
+        med = {k: v["median"] for k, v in t.items()}
+        print(
+            f"{10 * n_groups:>9} {1e3 * med['base']:9.1f} {1e3 * med['new']:9.1f} "
+            f"{1e3 * med['rs']:9.1f} {med['rs'] / med['base']:7.2f} {med['rs'] / med['new']:7.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
