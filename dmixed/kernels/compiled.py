@@ -1,8 +1,11 @@
-"""Which implementation evaluates the per-group sums, and the call into the compiled one.
+"""Which implementation runs the kernels, and the call into the compiled one.
 
-The numpy kernels of :mod:`~dmixed.kernels.groups` are the reference; the numba kernels
-of :mod:`~dmixed.kernels.jit` compute the same sums in one pass per group.
-:func:`backend` is the one place that chooses between them.  numba is imported (and the
+The numpy kernels of :mod:`~dmixed.kernels.groups` and :mod:`~dmixed.kernels.rows` are
+the reference; the numba kernels of :mod:`~dmixed.kernels.jit` (per group) and
+:mod:`~dmixed.kernels.rows_jit` (per row) compute the same sums in one pass.  This
+module is the one place that chooses between them: :func:`backend` for the per-group
+sums, :func:`rows_compiled` for the per-row pass, both through :func:`forced` (the
+``DMIXED_KERNELS`` environment variable).  numba is imported (and the
 kernels compiled, or loaded from the on-disk cache) on the first call that picks it,
 never by ``import dmixed``.
 """
@@ -27,12 +30,56 @@ ENV_VAR = "DMIXED_KERNELS"
 #: (faster from 10 groups on).
 MIN_GROUPS_COLD = (6_000_000, 2_000_000, 150_000)
 
+#: the per-row pass, with numba not loaded yet, from this many rows: loading numba and
+#: the cached kernel costs about 0.2 s once per process, which the pass repays within a
+#: few fits of this size (benchmarks/RESULTS.md, seventh session)
+ROWS_MIN_COLD = 500_000
+#: the per-row pass, with numba already loaded, from this many rows
+ROWS_MIN_LOADED = 10_000
+
 _CHOICES = ("auto", "numpy", "numba")
 
 
 def numba_available() -> bool:
     """Whether numba can be imported (without importing it)."""
     return importlib.util.find_spec("numba") is not None
+
+
+def forced() -> str:
+    """``"numpy"`` or ``"numba"`` when ``DMIXED_KERNELS`` forces one, else ``"auto"``.
+
+    Raises
+    ------
+    ValueError
+        ``DMIXED_KERNELS`` is set to anything else, or to ``numba`` when numba cannot
+        be imported.
+    """
+    choice = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
+    if choice not in _CHOICES:
+        raise ValueError(
+            f"environment variable {ENV_VAR} must be one of {_CHOICES}, got {choice!r}"
+        )
+    if choice == "numba" and not numba_available():
+        raise ValueError(f"{ENV_VAR}=numba but numba cannot be imported")
+    return choice
+
+
+def rows_compiled(n_rows: int) -> bool:
+    """Whether the per-row pass over ``n_rows`` rows runs compiled: when forced, or
+    when numba is importable and the rows are many enough (:data:`ROWS_MIN_COLD`, or
+    :data:`ROWS_MIN_LOADED` once numba is loaded).
+
+    Raises
+    ------
+    ValueError
+        As :func:`forced`.
+    """
+    choice = forced()
+    if choice != "auto":
+        return choice == "numba"
+    if "numba" in sys.modules:
+        return n_rows >= ROWS_MIN_LOADED
+    return n_rows >= ROWS_MIN_COLD and numba_available()
 
 
 def backend(n_groups: int, r: int) -> str:
@@ -49,17 +96,9 @@ def backend(n_groups: int, r: int) -> str:
         ``DMIXED_KERNELS`` is set to anything else, or to ``numba`` when numba cannot
         be imported.
     """
-    choice = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
-    if choice not in _CHOICES:
-        raise ValueError(
-            f"environment variable {ENV_VAR} must be one of {_CHOICES}, got {choice!r}"
-        )
-    if choice == "numpy":
-        return "numpy"
-    if choice == "numba":
-        if not numba_available():
-            raise ValueError(f"{ENV_VAR}=numba but numba cannot be imported")
-        return "numba"
+    choice = forced()
+    if choice != "auto":
+        return choice
     if "numba" in sys.modules:
         return "numba"
     cold = MIN_GROUPS_COLD[min(max(r, 1), len(MIN_GROUPS_COLD)) - 1]

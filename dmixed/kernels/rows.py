@@ -8,15 +8,12 @@ statistics of any split of the rows add up to those of the whole.
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import sys
-
 import numpy as np
 
 from ..stats.packed import PackedLayout
 from ..stats.standardize import Standardization
 from ..stats.statistics import chan_correction
+from .compiled import rows_compiled
 
 # ---------------------------------------------------------------------------
 # Sufficient statistics from rows
@@ -274,8 +271,8 @@ def accumulate_packed_into(
     ``None``: raw columns); ``vc_widths``: the slots of each variance component (whose
     columns take its scale).  ``compiled``: the sums in one compiled pass over the rows
     (:mod:`dmixed.kernels.rows_jit`, the same numbers bit for bit) or by the numpy
-    reference; default :func:`use_compiled`.  Returns the rows' global sums (see
-    :func:`accumulate_packed`).
+    reference; default :func:`dmixed.kernels.compiled.rows_compiled`.  Returns the rows'
+    global sums (see :func:`accumulate_packed`).
     """
     codes = np.asarray(codes, dtype=np.int64)
     endog, exog, ztilde, std = _tame(endog, exog, ztilde, std)
@@ -321,47 +318,11 @@ def accumulate_packed_into(
     }
 
 
-#: environment variable choosing the kernels' implementation: ``numpy``, ``numba`` or
-#: ``auto`` (default)
-KERNELS_ENV = "DMIXED_KERNELS"
-#: with numba not imported yet, the compiled pass is used from this many rows: importing
-#: numba and loading the cached kernel costs about 0.2 s once per process, which the
-#: pass repays within a few fits of this size (benchmarks/RESULTS.md, seventh session)
-COMPILED_MIN_ROWS_COLD = 500_000
-#: with numba already imported, from this many rows
-COMPILED_MIN_ROWS_LOADED = 10_000
-
-
-def use_compiled(n_rows: int) -> bool:
-    """Whether the per-row pass over ``n_rows`` rows runs compiled (numba) or in numpy.
-
-    ``DMIXED_KERNELS=numpy`` or ``=numba`` forces one; otherwise the compiled pass when
-    numba can be imported and the rows are many enough
-    (:data:`COMPILED_MIN_ROWS_COLD`, or :data:`COMPILED_MIN_ROWS_LOADED` once numba is
-    imported).
-
-    Raises
-    ------
-    ValueError
-        ``DMIXED_KERNELS`` set to anything else.
-    """
-    choice = os.environ.get(KERNELS_ENV, "auto").strip().lower() or "auto"
-    if choice not in ("auto", "numpy", "numba"):
-        raise ValueError(
-            f"environment variable {KERNELS_ENV} must be 'auto', 'numpy' or 'numba', got {choice!r}"
-        )
-    if choice != "auto":
-        return choice == "numba"
-    if "numba" in sys.modules:
-        return n_rows >= COMPILED_MIN_ROWS_LOADED
-    return n_rows >= COMPILED_MIN_ROWS_COLD and importlib.util.find_spec("numba") is not None
-
-
 def _term_sums(codes, sources, terms, n_groups: int, compiled: bool | None) -> list:
     """The per-group sum of every term of a :func:`product_plan` (None for ``zero``)."""
     live = [t for t in terms if t[0] != "zero"]
     if compiled is None:
-        compiled = use_compiled(codes.size)
+        compiled = rows_compiled(codes.size)
     if compiled and live:
         from .rows_jit import term_sums  # numba: imported on first use only
 

@@ -179,12 +179,12 @@ def test_compiled_pass_equals_numpy_reference(
 
 def test_kernels_environment_variable(monkeypatch):
     """DMIXED_KERNELS forces the implementation; another value is refused by name."""
-    from dmixed.kernels.rows import use_compiled
+    from dmixed.kernels.compiled import rows_compiled
 
     monkeypatch.setenv("DMIXED_KERNELS", "numpy")
-    assert not use_compiled(10**9)
+    assert not rows_compiled(10**9)
     monkeypatch.setenv("DMIXED_KERNELS", "numba")
-    assert use_compiled(1)
+    assert rows_compiled(1)
     monkeypatch.setenv("DMIXED_KERNELS", "fast")
     with pytest.raises(ValueError, match="DMIXED_KERNELS"):
-        use_compiled(1)
+        rows_compiled(1)
