@@ -26,6 +26,7 @@ from .design.arrays import (
 )
 from .design.missing import MISSING_OPTIONS
 from .design.partitions import select_columns
+from .engines.base import ENGINE_CHOICES
 from .engines.local import statistics_from_rows
 from .errors import (
     BoundaryWarning,
@@ -413,6 +414,7 @@ class MixedLM(ModelDimensions):
                     stacklevel=3,
                 )
         elif self.rows is not None:
+            _check_in_memory_engine(engine)
             spec = getattr(self, "spec", None)
             intercepts = None if spec is None else spec.intercept_columns()
             stats = statistics_from_rows(self.rows, standardization, intercepts)
@@ -688,6 +690,18 @@ def _engine_alive(engine) -> bool:
     """A cached Dask engine whose client has closed holds nothing any more."""
     client = getattr(engine, "client", None)
     return client is None or getattr(client, "status", "running") not in ("closing", "closed")
+
+
+def _check_in_memory_engine(engine) -> None:
+    """In-memory data is fitted in this process: ``engine`` may only say so."""
+    if engine is None or str(engine).lower() in ("auto", "local"):
+        return
+    if str(engine).lower() in ENGINE_CHOICES:
+        raise SpecError(
+            f"engine={engine!r} needs Dask data (the statistics of in-memory data stay in "
+            "this process); use engine='local' or 'auto', or pass a Dask DataFrame"
+        )
+    raise SpecError(f"engine must be one of {ENGINE_CHOICES}, got {engine!r}")
 
 
 def _engine_name(engine: str) -> str:

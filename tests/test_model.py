@@ -347,3 +347,13 @@ def test_a_bad_check_nobs_is_refused_before_the_data_pass():
     with pytest.raises(dmixed.SpecError, match="check_nobs must be 'raise' or 'ignore', got 'no'"):
         model.fit(check_nobs="no")
     assert model.cached_statistics is None
+
+
+def test_an_engine_in_memory_data_cannot_use_is_refused():
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"y": rng.normal(size=60), "x": rng.normal(size=60), "g": np.arange(60) % 6})
+    model = dmixed.mixedlm("y ~ x", df, groups="g")
+    with pytest.raises(dmixed.SpecError, match=r"engine must be one of .* got 'foo'"):
+        model.fit(engine="foo")
+    with pytest.raises(dmixed.SpecError, match=r"engine='distributed' needs Dask data"):
+        model.fit(engine="distributed")

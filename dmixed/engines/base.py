@@ -15,6 +15,10 @@ import numpy as np
 
 from ..kernels import HessianSums, MomentSums, StepSums
 
+#: the ``engine=`` a fit may ask for: ``"auto"`` (the default), ``"distributed"`` (Dask
+#: data only: the statistics stay on the workers) or ``"local"`` (in this process)
+ENGINE_CHOICES = ("auto", "distributed", "local")
+
 
 @runtime_checkable
 class Engine(Protocol):

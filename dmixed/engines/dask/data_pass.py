@@ -38,6 +38,7 @@ from ...stats.keys import key_dtype
 from ...stats.packed import PackedLayout
 from ...stats.slots import SlotMap
 from ...stats.standardize import Standardization
+from ..base import ENGINE_CHOICES
 from . import tuning
 from .blocks import Assembly, assemble_blocks, block_dense, block_summary, gathered_engine
 from .checks import missing_values_total
@@ -102,7 +103,7 @@ def resolve_engine(engine: str | None) -> str:
     if engine is None:
         engine = dask.config.get("dmixed.engine", None) or DEFAULT_ENGINE
     engine = str(engine).lower()
-    if engine not in ("auto", "distributed", "local"):
+    if engine not in ENGINE_CHOICES:
         raise SpecError(f"engine must be 'auto', 'distributed' or 'local', got {engine!r}")
     return engine
 
