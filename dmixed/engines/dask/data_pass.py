@@ -80,8 +80,20 @@ LOCAL_SCHEDULERS = frozenset(
 
 
 def resolve_client(client):
-    """Explicit client → the current distributed client → None (in-process)."""
+    """Explicit client → the current distributed client → None (in-process).
+
+    Raises
+    ------
+    ConnectionError
+        The client given is closed (or closing): it can run nothing.
+    """
     if client is not None:
+        status = getattr(client, "status", "running")
+        if status in ("closing", "closed"):
+            raise ConnectionError(
+                f"the Dask client given is {status}: it can run nothing; pass an open "
+                "client (or none, to fit with Dask's local scheduler)"
+            )
         return client
     from distributed import default_client
 

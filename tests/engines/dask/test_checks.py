@@ -188,3 +188,12 @@ def test_a_parquet_file_lacking_a_model_column_is_named(tmp_path, data_pass, mis
     config = {"dmixed.data_pass": data_pass, "scheduler": "sync"}
     with dask.config.set(config), pytest.raises(DataError, match=r"no column\(s\) \['f'\]"):
         dmixed.mixedlm("y ~ x + f", dd.read_parquet(tmp_path), groups="g", missing=missing).fit()
+
+
+def test_a_closed_client_is_refused_by_name():
+    ddf = dd.from_pandas(make_data(n_groups=10, seed=2), npartitions=2)
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
+        client = Client(cluster)
+        client.close()
+        with pytest.raises(ConnectionError, match="the Dask client given is closed"):
+            dmixed.mixedlm("y ~ x1", ddf, groups="g").fit(client=client)
