@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import functools
 import logging
+import math
 import os
 import re
 import sys
@@ -365,12 +366,15 @@ def _last_fit(stats_dir: str) -> list | None:
     try:
         with open(path) as fh:
             start = json.load(fh).get("packed_params")
-    except (OSError, ValueError, AttributeError) as exc:
+        values = [float(v) for v in start]
+        if not all(math.isfinite(v) and abs(v) < 1e150 for v in values):
+            raise ValueError("packed_params must be finite numbers of a sensible size")
+    except (OSError, ValueError, AttributeError, TypeError) as exc:
         raise CheckpointError(
             f"{path} is damaged ({type(exc).__name__}: {exc}); remove it (the next update "
             "then starts from moment estimates)"
         ) from exc
-    return start
+    return values
 
 
 @_under_stats_lock

@@ -142,13 +142,16 @@ def replace_dir(new: Path, target: Path, marker: str, kind: str) -> None:
 def atomic_directory(path, marker: str, kind: str) -> Iterator[Path]:
     """Write the directory ``path`` atomically: the body fills the yielded temporary.
 
-    The temporary is a hidden sibling of ``path`` (temporaries of killed writers on
-    this host are swept first).  When the body succeeds, every file in it is synced to
+    The temporary is a hidden sibling of ``path`` (of the directory it names, when
+    ``path`` is a symbolic link; temporaries of killed writers on this host are swept
+    first).  When the body succeeds, every file in it is synced to
     disk and it replaces ``path`` (:func:`replace_dir`, which refuses a directory
     without ``marker``); when anything fails, ``KeyboardInterrupt`` included, it is
     removed and ``path`` is left as it was.
     """
-    target = Path(path)
+    # a symbolic link is written through, to the directory it names (which its lock,
+    # lock_path, also resolves to): renaming over the link would replace the link
+    target = Path(path).resolve()
     parent = target.parent if str(target.parent) else Path(".")
     parent.mkdir(parents=True, exist_ok=True)
     sweep_stale(target)

@@ -250,6 +250,10 @@ def read_job_file(path: str) -> dict:
             data = yaml.safe_load(fh)  # safe: a job file cannot construct objects
     except OSError as exc:
         raise JobError(f"cannot read job file {path}: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise JobError(
+            f"job file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from exc
     except yaml.YAMLError as exc:
         raise JobError(f"job file {path} is not valid YAML: {' '.join(str(exc).split())}") from exc
     if data is None:

@@ -1485,3 +1485,43 @@ def test_job_choices_are_the_librarys_options():
 
     assert set(cli.Job.choices("missing")) == set(MISSING_OPTIONS)
     assert set(cli.Job.choices("check_nobs")) == set(CHECK_NOBS_OPTIONS)
+
+
+def _update_args(checkpointed, tmp_path, stats: str, seed: int = 41) -> list:
+    new = make_data(n_groups=5, seed=seed, intercept_sd=30.0, slope_sd=0.7, vc_sd=0.8)
+    new.assign(g=new["g"] + 3000 + seed).to_parquet(tmp_path / f"N{seed}.parquet", index=False)
+    cluster = checkpointed.args[checkpointed.args.index("--cluster") :][:2]
+    return ["update", "--stats-dir", stats, "--data", f"N{seed}.parquet", *cluster]
+
+
+def test_a_statistics_directory_named_by_a_symbolic_link_is_written_through_it(
+    checkpointed, tmp_path
+):
+    """The link is not replaced by a new directory (an update through it was lost for
+    the directory it names, and the link became a directory of its own)."""
+    shutil.copytree(checkpointed.dir / "stats", tmp_path / "real")
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    args = _update_args(checkpointed, tmp_path, "link")
+    proc = run_in_process(*args, "--output", "out", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "link").is_symlink()
+    manifest = json.loads((tmp_path / "real" / "manifest.json").read_text())
+    assert any("N41.parquet" in json.dumps(i) for i in manifest["inputs"])
+    assert not [p for p in os.listdir(tmp_path) if ".old-" in p or ".tmp-" in p]
+
+
+def test_a_damaged_warm_start_is_named(checkpointed, tmp_path):
+    shutil.copytree(checkpointed.dir / "stats", tmp_path / "stats")
+    for bad in ('{"packed_params": "x"}', '{"packed_params": [1e308]}', "[1, 2]"):
+        (tmp_path / "stats" / "last_fit.json").write_text(bad)
+        args = [*_update_args(checkpointed, tmp_path, "stats"), "--output", "out"]
+        proc = run_in_process(*args, cwd=tmp_path)
+        assert proc.returncode == 3, proc.stderr
+        assert "last_fit.json is damaged" in proc.stderr
+
+
+def test_a_job_file_that_is_not_text_is_named(tmp_path):
+    (tmp_path / "bin.yaml").write_bytes(b"\xff\xfe\x00formula")
+    proc = run_in_process("fit", "--job", "bin.yaml", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "bin.yaml is not UTF-8 text" in proc.stderr

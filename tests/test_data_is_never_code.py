@@ -130,3 +130,14 @@ def test_saved_statistics_with_an_edited_formula_run_nothing(saved, tmp_path, na
     args += ["--cluster", saved / "cluster.yaml", "--output", tmp_path / "out"]
     assert _main(args, tmp_path) in (2, 3)
     assert not m.exists()
+
+
+def test_a_hanging_formula_in_saved_results_is_refused_without_evaluating(saved, tmp_path):
+    import shutil
+
+    res = tmp_path / "res"
+    shutil.copytree(saved / "res", res)
+    path = res / "estimates.json"
+    path.write_text(path.read_text().replace('"y ~ x1"', '"y ~ x1 + I(9**9**9**9)"'))
+    with pytest.raises(dmixed.DmixedError):
+        dmixed.load(res)

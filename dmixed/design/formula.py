@@ -55,6 +55,8 @@ _NUMPY_ELEMENTWISE = {"where", "clip", "round", "around", "nan_to_num"}
 # methods that may be called on a column inside an expression (elementwise).
 _ELEMENTWISE_METHODS = {"clip", "round", "abs", "astype", "pow", "isin"}
 _BUILTINS_OK = {"abs"}
+#: the largest constant exponent a formula may write (``x ** 3``, ``I(2 ** 10)``)
+MAX_EXPONENT = 1024
 _NOT_PLAIN = (
     ast.Lambda,
     ast.ListComp,
@@ -126,6 +128,18 @@ def parse_formula(formula: str, role: str, *, lhs: bool):
     return None, terms(parsed)
 
 
+def _number(node: ast.AST) -> bool:
+    """A number written out, possibly signed (``3``, ``-0.5``)."""
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        node = node.operand
+    return isinstance(node, ast.Constant) and isinstance(node.value, (int, float))
+
+
+def _reads_a_name(node: ast.AST) -> bool:
+    """Whether an expression reads any name (a column, a module): not a constant."""
+    return any(isinstance(n, ast.Name) for n in ast.walk(node))
+
+
 def _dotted(node: ast.AST) -> list[str] | None:
     """``a.b.c`` as ``["a", "b", "c"]``; None if not a chain of names."""
     parts = []
@@ -186,8 +200,42 @@ class _FactorChecker:
             return
         if isinstance(node, _NOT_PLAIN):
             self.refuse(f"the expression {ast.unparse(node)!r}", "it is not a plain expression")
+        if isinstance(node, ast.BinOp):
+            self.check_bounded(node)
         for child in ast.iter_child_nodes(node):
             self.visit(child)
+
+    def check_bounded(self, node: ast.BinOp) -> None:
+        """Refuse arithmetic that Python would evaluate without bound on constants
+        (``9**9**9**9``, ``'a' * 10**9``): an exponent that reads no column must be a
+        number written out, at most :data:`MAX_EXPONENT` in size, and text or sequences
+        take no part in arithmetic."""
+        text = (ast.Constant, ast.List, ast.Tuple, ast.JoinedStr)
+        for side in (node.left, node.right):
+            if isinstance(side, text) and not (
+                isinstance(side, ast.Constant) and isinstance(side.value, (int, float))
+            ):
+                raise FormulaError(
+                    f"{self.role} {self.formula!r}: {ast.unparse(node)!r} is not allowed: "
+                    "text and sequences take no part in a formula's arithmetic"
+                )
+        if not isinstance(node.op, ast.Pow):
+            return
+        if not _reads_a_name(node.left) and not _number(node.left):
+            raise FormulaError(
+                f"{self.role} {self.formula!r}: the power {ast.unparse(node)!r} is not "
+                "allowed: a power of a constant must raise a number written out"
+            )
+        if _reads_a_name(node.right):
+            return
+        exponent = node.right
+        if isinstance(exponent, ast.UnaryOp) and isinstance(exponent.op, (ast.USub, ast.UAdd)):
+            exponent = exponent.operand
+        if not (_number(exponent) and abs(exponent.value) <= MAX_EXPONENT):
+            raise FormulaError(
+                f"{self.role} {self.formula!r}: the power {ast.unparse(node)!r} is not "
+                f"allowed: a constant exponent must be a number of at most {MAX_EXPONENT}"
+            )
 
     def check_attribute(self, node: ast.AST) -> None:
         """Refuse private and special attributes anywhere in an attribute chain."""

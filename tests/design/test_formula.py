@@ -146,6 +146,12 @@ PAYLOADS = [
     "x1.pipe(open)",
     "getattr(np, 'load')('{marker}')",
     "C(x1, levels=open('{marker}', 'w'))",
+    # arithmetic Python would evaluate without bound (a hang, or gigabytes)
+    "I(9**9**9**9)",
+    "I(((9**999)**999)**999)",
+    "I(x1 ** 2**2000)",
+    "I('a' * 10**9)",
+    "I([0] * 10**9)",
 ]
 
 
