@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from filelock import FileLock, Timeout
 
 from .errors import CheckpointError
@@ -188,6 +189,27 @@ def file_sha256(file: Path) -> str:
         while block := fh.read(8 << 20):
             digest.update(block)
     return digest.hexdigest()
+
+
+def read_parquet_sha256(file: Path, what: str = "") -> tuple[pd.DataFrame, str]:
+    """A Parquet file read once, from a memory map, with the sha256 of its bytes (hex):
+    the bytes hashed are the bytes parsed.
+
+    Raises
+    ------
+    CheckpointError
+        The file cannot be read as Parquet (named, with ``what`` appended: advice).
+    """
+    import pyarrow as pa
+
+    try:
+        with pa.memory_map(str(file)) as source:
+            data = source.read_buffer()
+            sha256 = hashlib.sha256(data).hexdigest()
+            frame = pd.read_parquet(pa.BufferReader(data))
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise CheckpointError(f"{file} cannot be read as Parquet ({exc}){what}") from exc
+    return frame, sha256
 
 
 # ---------------------------------------------------------------------------

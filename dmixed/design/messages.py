@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import re
 
-__all__ = ["clean_message", "plural", "suggest"]
+__all__ = ["check_present", "clean_message", "plural", "suggest"]
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -30,3 +30,24 @@ def suggest(name: str, candidates) -> str:
     shown = ", ".join(repr(c) for c in cands[:20])
     more = ", ..." if len(cands) > 20 else ""
     return f"; available columns: {shown}{more}"
+
+
+def check_present(wanted, available) -> None:
+    """Refuse ``wanted`` columns that are not among ``available``, naming them and the
+    close matches.
+
+    Raises
+    ------
+    DataError
+        Some of ``wanted`` are absent.
+    """
+    from ..errors import DataError
+
+    present = set(available)
+    absent = [c for c in wanted if c not in present]
+    if absent:
+        raise DataError(
+            "column(s) not found in the data: "
+            + ", ".join(repr(c) for c in absent)
+            + suggest(absent[0], available)
+        )

@@ -23,7 +23,7 @@ import pandas as pd
 
 from ..errors import DataError, TextConversionWarning
 from .dtypes import column_class, object_class, object_types
-from .messages import suggest
+from .messages import check_present, suggest
 
 __all__ = [
     "missing_column_error",
@@ -93,13 +93,7 @@ def select_columns(ddf, columns: list):
         lacks one of them.
     """
     columns = list(columns)
-    absent = [c for c in columns if c not in ddf.columns]
-    if absent:
-        raise DataError(
-            "column(s) not found in the data: "
-            + ", ".join(repr(c) for c in absent)
-            + suggest(absent[0], ddf.columns)
-        )
+    check_present(columns, ddf.columns)
     expr = getattr(ddf, "expr", None)
     projected = ddf if columns == list(ddf.columns) else ddf[columns]
     if expr is not None and _projections(projected.expr.simplify()) <= _projections(

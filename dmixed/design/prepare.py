@@ -27,7 +27,7 @@ from .dtypes import (
     to_float,
 )
 from .levels import MISSING_CODE, UNKNOWN_CODE, level_codes, unknown_levels
-from .messages import plural, suggest
+from .messages import check_present, plural
 from .missing import missing_mask, missing_rows
 
 if TYPE_CHECKING:
@@ -113,13 +113,7 @@ def _columns_needed(spec: ModelSpec, df: pd.DataFrame, response: bool):
     """The used columns (and the formula columns among them); all must be present once."""
     used = needed_columns(spec, response)
     formula_columns = [c for c in spec.formula_columns if c in used]
-    absent = [c for c in used if c not in df.columns]
-    if absent:
-        raise DataError(
-            "column(s) not found in the data: "
-            + ", ".join(repr(c) for c in absent)
-            + suggest(absent[0], df.columns)
-        )
+    check_present(used, df.columns)
     for c in used:
         if isinstance(df[c], pd.DataFrame):
             raise DataError(f"column {c!r} appears more than once in the data")

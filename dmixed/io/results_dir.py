@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import hashlib
 import json
 import platform
 from importlib.metadata import version
@@ -27,11 +26,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from ..design import ModelNames, ModelSpec
 from ..errors import CheckpointError
-from ..files import atomic_directory, file_sha256, jsonable, read_versioned_json
+from ..files import (
+    atomic_directory,
+    file_sha256,
+    jsonable,
+    read_parquet_sha256,
+    read_versioned_json,
+)
 from ..stats import columns
 from .state import ResultsState
 
@@ -291,14 +295,7 @@ def _check(state: ResultsState, where: Path) -> None:
 def _read_table(target: Path, doc: dict) -> tuple[pd.DataFrame, str | None]:
     """``random_effects.parquet`` (read once, from a memory map) and the sha256 its
     ``estimates.json`` records for it, if the directory's differs (else None)."""
-    file = target / _TABLE
-    try:
-        with pa.memory_map(str(file)) as source:
-            data = source.read_buffer()
-            sha256 = hashlib.sha256(data).hexdigest()
-            table = pd.read_parquet(pa.BufferReader(data))
-    except (OSError, ValueError, pa.ArrowException) as exc:
-        raise CheckpointError(f"{file} cannot be read as Parquet: {exc}") from exc
+    table, sha256 = read_parquet_sha256(target / _TABLE)
     recorded = (doc.get("files") or {}).get(_TABLE)
     if recorded is None:  # written before the digests were recorded
         return table, None

@@ -30,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from ..errors import CheckpointError, CheckpointMismatch
 from ..files import (
@@ -39,6 +38,7 @@ from ..files import (
     file_sha256,
     json_sha256,
     jsonable,
+    read_parquet_sha256,
     read_versioned_json,
 )
 from .columns import (
@@ -363,15 +363,7 @@ def _read_part(root: Path, part: dict) -> pd.DataFrame:
     """One part file, read once from a memory map: its rows checked against the
     manifest's entry, then its sha256."""
     file = root / part["file"]
-    try:
-        with pa.memory_map(str(file)) as source:
-            data = source.read_buffer()
-            sha256 = hashlib.sha256(data).hexdigest()
-            frame = pd.read_parquet(pa.BufferReader(data))
-    except (OSError, ValueError, pa.ArrowException) as exc:
-        raise CheckpointError(
-            f"{file} cannot be read as Parquet ({exc}): rebuild the statistics from the data"
-        ) from exc
+    frame, sha256 = read_parquet_sha256(file, ": rebuild the statistics from the data")
     manifest = root / "manifest.json"
     if len(frame) != part["groups"]:
         raise CheckpointError(
