@@ -283,9 +283,35 @@ def _shape_problems(state: ResultsState) -> list[str]:
     return problems
 
 
+def _value_problems(state: ResultsState) -> list[str]:
+    """Values a fit cannot have written: a scale that is not a positive number, an llf
+    that is not a number, estimates that are not finite numbers, negative variances."""
+    problems = []
+    for name in ("scale", "llf"):
+        value = getattr(state, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            problems.append(f"{name} is {value!r}, not a number")
+        elif not np.isfinite(value) or (name == "scale" and value <= 0):
+            problems.append(f"{name} is {value!r}")
+    for name in ("params", "fe_params", "vcomp", "cov_re"):
+        try:
+            values = np.asarray(getattr(state, name), dtype=np.float64)
+        except (TypeError, ValueError):
+            problems.append(f"{name} holds values that are not numbers")
+            continue
+        if not np.isfinite(values).all():
+            problems.append(f"{name} holds values that are not finite")
+        elif name == "vcomp" and (values < 0).any():
+            problems.append("vcomp holds a negative variance")
+        elif name == "cov_re" and values.ndim == 2 and (np.diag(values) < 0).any():
+            problems.append("cov_re holds a negative variance")
+    return problems
+
+
 def _check(state: ResultsState, where: Path) -> None:
-    """Refuse a results directory whose parts do not fit together."""
-    problems = _shape_problems(state)
+    """Refuse a results directory whose parts do not fit together, or whose values no
+    fit can have written."""
+    problems = _shape_problems(state) or _value_problems(state)
     if problems:
         raise CheckpointError(
             f"{where} is a damaged dmixed results directory: {'; '.join(problems)}"

@@ -231,6 +231,30 @@ WRONG_SHAPES = {
 }
 
 
+def _set(key: str, value):
+    return lambda doc: doc["estimates"].update({key: value})
+
+
+WRONG_VALUES = {
+    "scale-text": (_set("scale", "abc"), "scale is 'abc', not a number"),
+    "scale-null": (_set("scale", None), "scale is None, not a number"),
+    "scale-negative": (_set("scale", -5.0), "scale is -5.0"),
+    "llf-text": (_set("llf", "x"), "llf is 'x', not a number"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(WRONG_VALUES))
+def test_results_with_values_no_fit_writes_are_refused_on_load(tmp_path, res, case):
+    """A tester's edits of estimates.json that loaded (a negative scale) or failed
+    later with exit 1 (a scale of text)."""
+    fit, _ = res
+    fit.save(tmp_path / "out")
+    change, message = WRONG_VALUES[case]
+    _edit_estimates(tmp_path / "out", change)
+    with pytest.raises(CheckpointError, match=message):
+        dmixed.load(tmp_path / "out")
+
+
 @pytest.mark.parametrize("case", sorted(WRONG_SHAPES))
 def test_results_with_wrong_shapes_are_refused_on_load(tmp_path, res, case):
     """``dmixed.load`` used to accept these and fail later, in ``summary()``."""
