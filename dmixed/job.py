@@ -320,7 +320,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         help="input: Parquet or CSV file(s), glob(s), a directory, or fsspec URL(s)",
     )
     p.add_argument(
-        "--format", choices=Job.choices("format"), help="input format (default: by suffix)"
+        "--format",
+        type=str.lower,
+        choices=Job.choices("format"),
+        help="input format (default: by suffix)",
     )
     p.add_argument("--output", metavar="DIR", help="results directory (written atomically)")
     p.add_argument(
@@ -341,6 +344,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--cov-fe",
         dest="cov_fe",
+        type=str.lower,
         choices=Job.choices("cov_fe"),
         help="fixed-effect covariance: statsmodels' inverse Hessian (default) or lme4's "
         "conditional sigma^2 (X'V^-1X)^-1",
@@ -348,6 +352,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--check-nobs",
         dest="check_nobs",
+        type=str.lower,
         choices=Job.choices("check_nobs"),
         help="refuse (raise, default) or fit anyway (ignore) a model whose random effects are "
         "not identifiable: one group, every group of one row, no more rows than random effects",
@@ -398,8 +403,12 @@ def _add_fit(sub) -> None:
         help="variance component, e.g. 'class=0 + C(class)' (repeatable)",
     )
     fit.add_argument("--weights", help="column of prior (precision) weights")
-    fit.add_argument("--method", choices=Job.choices("method"), help="REML (default) or ML")
-    fit.add_argument("--missing", choices=Job.choices("missing"), help="rows with missing values")
+    fit.add_argument(
+        "--method", type=str.lower, choices=Job.choices("method"), help="REML (default) or ML"
+    )
+    fit.add_argument(
+        "--missing", type=str.lower, choices=Job.choices("missing"), help="rows with missing values"
+    )
     fit.set_defaults(required=("data", "formula", "groups", "output"))
 
 
@@ -422,7 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_epilog(),
     )
     _add_common(update)
-    update.add_argument("--method", choices=Job.choices("method"), help="default: as the saved fit")
+    update.add_argument(
+        "--method", type=str.lower, choices=Job.choices("method"), help="default: as the saved fit"
+    )
     update.set_defaults(required=("data", "output", "stats_dir"))
     show = sub.add_parser(
         "show",

@@ -103,3 +103,11 @@ def test_flag_choices_come_from_the_model():
     assert Job.choices("method") == ("reml", "ml")
     with pytest.raises(KeyError):
         Job.choices("maxiter")
+
+
+def test_flags_take_enumerations_in_any_case_as_job_files_do():
+    """One rule for both: ``method: REML`` in a job file and ``--method REML``."""
+    from dmixed.job import build_parser
+
+    args = build_parser().parse_args(["fit", "--method", "ML", "--missing", "Drop"])
+    assert (args.method, args.missing) == ("ml", "drop")
