@@ -4,6 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from hypothesis import HealthCheck, Phase
+
+#: settings of the property tests whose examples are fits: no shrinking (each example
+#: costs fits) and no example database; derandomized so that CI runs the same examples
+#: every time
+QUICK = dict(
+    deadline=None,
+    database=None,
+    derandomize=True,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 
 
 def make_data(

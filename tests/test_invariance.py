@@ -26,23 +26,14 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dmixed
 
-from ._synth import make_data
+from ._synth import QUICK, make_data
 
 RTOL = 1e-8
-#: no shrinking (each example is a few fits) and no example database; derandomized so
-#: that CI runs the same examples every time
-QUICK = dict(
-    deadline=None,
-    database=None,
-    derandomize=True,
-    phases=[Phase.explicit, Phase.generate],
-    suppress_health_check=[HealthCheck.too_slow],
-)
 
 #: model name -> (formula, re_formula, vc_formula, weights)
 MODELS = {

@@ -21,20 +21,11 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from .._synth import QUICK
 from .same_model import assert_same_model, assert_same_refusal, fit_recording
-
-#: no shrinking (each example is two fits) and no example database; derandomized so
-#: that CI runs the same examples every time
-QUICK = dict(
-    deadline=None,
-    database=None,
-    derandomize=True,
-    phases=[Phase.explicit, Phase.generate],
-    suppress_health_check=[HealthCheck.too_slow],
-)
 
 N_ROWS = 160
 N_GROUPS = 8

@@ -8,24 +8,17 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dmixed
 from dmixed import kernels
 from dmixed.kernels import compiled
 
-from .._synth import make_data
+from .._synth import QUICK, make_data
 
 pytest.importorskip("numba")
 
-QUICK = dict(
-    deadline=None,
-    database=None,
-    derandomize=True,
-    phases=[Phase.explicit, Phase.generate],
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
 RTOL = 1e-12
 
 
