@@ -54,6 +54,7 @@ __all__ = [
     "PrecisionWarning",
     "NumericFactorWarning",
     "TextConversionWarning",
+    "UnseenGroupsWarning",
 ]
 
 
@@ -134,3 +135,8 @@ class TextConversionWarning(DmixedWarning):
     """``dd.from_pandas`` turned an ``object`` column that holds numbers or booleans
     into text (Dask's ``dataframe.convert-string``), so the Dask collection holds labels
     where the pandas frame held values: the model reads what the collection holds."""
+
+
+class UnseenGroupsWarning(DmixedWarning):
+    """Rows to predict with ``include_random=True`` belong to groups the fit did not
+    see; they get the population prediction ``X β̂`` (``new_groups="population"``)."""

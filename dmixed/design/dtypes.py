@@ -31,6 +31,8 @@ __all__ = [
     "object_types",
     "object_class",
     "group_keys",
+    "key_class",
+    "comparable_keys",
     "py_scalars",
 ]
 
@@ -253,6 +255,72 @@ def group_keys(s: pd.Series, native: str | None = None) -> np.ndarray:
     if cls == "bool":
         return s.to_numpy(dtype=bool)
     return s.to_numpy()
+
+
+#: What group keys of each value class compare with (:func:`key_class`).
+_KEY_CLASSES = {"int": "number", "float": "number", "bool": "bool", "string": "label"}
+
+
+def key_class(keys: np.ndarray, name: str) -> str | None:
+    """How group keys compare under the column rules: ``"number"`` (integers, floats
+    and Decimals compare by value, so ``5``, ``5.0`` and ``np.int64(5)`` are one key),
+    ``"bool"``, ``"label"`` (text, or one other type such as dates), or None when there
+    is no key.
+
+    ``keys`` is what :func:`group_keys` gives; an ``object`` array is classed by the
+    Python types of its values (:func:`object_class`, which raises
+    :class:`~dmixed.errors.DataError` naming ``name`` for values of several kinds).
+    """
+    kind = keys.dtype.kind
+    if kind in "iuf":
+        return "number"
+    if kind == "b":
+        return "bool"
+    cls = object_class(object_types(pd.Series(keys, dtype=object)), name)
+    return None if cls is None else _KEY_CLASSES[cls]
+
+
+def comparable_keys(keys: np.ndarray, fitted: np.ndarray, name: str) -> np.ndarray:
+    """``keys`` in a form that compares with the ``fitted`` keys by identity, as the fit
+    read them: numbers as numbers (``'0'`` never finds the group fitted as ``0``).
+
+    Parameters
+    ----------
+    keys : ndarray (n,)
+        New rows' group keys (:func:`group_keys` of their column).
+    fitted : ndarray (G,)
+        The fitted groups' keys.
+    name : str
+        The group column (or argument), for messages.
+
+    Raises
+    ------
+    DataError
+        If the keys are of another class than the fitted ones (text for groups fitted
+        as numbers, numbers for groups fitted as text, ...): under the column rules
+        they are other groups, and a silent population prediction would follow.
+    """
+    want = key_class(fitted, "fitted groups")
+    have = key_class(keys, name)
+    if have is None or want is None or have == want:
+        if have == "number" and keys.dtype == object:
+            whole = all(isinstance(v, (int, np.integer)) for v in keys if not pd.isna(v))
+            return keys.astype(np.int64 if whole else np.float64)
+        return keys
+    example = py_scalars([next((v for v in keys if not pd.isna(v)), None), fitted[0]])
+    shown = {"number": "numeric", "label": "text", "bool": "boolean"}
+    convert = {
+        "number": f"pd.to_numeric(data[{name!r}])",
+        "label": f"data[{name!r}].astype(str)",
+        "bool": f"data[{name!r}].astype(bool)",
+    }[want]
+    raise DataError(
+        f"group column {name!r} holds {shown[have]} keys (such as {example[0]!r}) but the "
+        f"model was fitted with {shown[want]} keys (such as {example[1]!r}); they are "
+        "other groups under "
+        f"dmixed's column rules, so no row would find its group: convert them first, "
+        f"e.g. {convert}"
+    )
 
 
 def py_scalars(values) -> list:

@@ -7,20 +7,43 @@ maps it over the partitions of a Dask DataFrame lazily.
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
+
 import numpy as np
 import pandas as pd
 
+from ..design.dtypes import comparable_keys
 from ..design.partitions import check_persisted, select_columns
 from ..design.prepare import needed_columns
-from ..errors import DataError, SpecError
+from ..errors import DataError, SpecError, UnseenGroupsWarning
 from ..stats.slots import lookup_vc_slots, table_pairs
 
-__all__ = ["Predictor", "transform_for_prediction", "predict_dask"]
+__all__ = [
+    "NEW_GROUPS",
+    "Predictor",
+    "check_new_groups",
+    "transform_for_prediction",
+    "predict_frame",
+    "predict_dask",
+]
+
+#: What ``include_random=True`` gives rows of groups the fit did not see.
+NEW_GROUPS = ("population", "nan", "error")
+
+
+def check_new_groups(new_groups: str) -> None:
+    """Refuse a ``new_groups`` that is not one of :data:`NEW_GROUPS`."""
+    if new_groups not in NEW_GROUPS:
+        shown = ", ".join(repr(v) for v in NEW_GROUPS)
+        raise SpecError(f"new_groups must be one of {shown}, got {new_groups!r}")
 
 
 def transform_for_prediction(spec, df: pd.DataFrame):
-    """Design matrices of new rows (the response may be absent)."""
-    return spec.transform(df, response=False)
+    """Design matrices of the rows of ``df`` that can be predicted: the response may be
+    absent, and rows with a missing value in a column the prediction uses are left out
+    whatever the fit's ``missing`` (their prediction is NaN; ``keep`` marks the others)."""
+    return dataclasses.replace(spec, missing="drop").transform(df, response=False)
 
 
 class Predictor:
@@ -49,13 +72,45 @@ class Predictor:
         self.vc_ncols = vc_ncols
         self.k_re = k_re
 
-    def random_part(self, groups, exog_re, vc_cols, vc_vals) -> np.ndarray:
-        """``Z̃_row · γ̂_group`` for every row; 0 for groups (and VC columns) not in the fit.
+    def positions(self, groups, name: str, new_groups: str = "population") -> np.ndarray:
+        """Row of each key in the fitted groups, -1 for a group the fit did not see.
 
-        A group the fit has not seen gets the population prediction (its random
-        effects have mean 0), which is what an unconditional prediction means.
+        Keys match by the identity rule of the fit (:func:`~dmixed.design.dtypes.
+        comparable_keys`: ``5`` and ``5.0`` are one group, ``'5'`` is refused for groups
+        fitted as numbers).  Unseen groups warn (``new_groups="population"``), or raise
+        (``"error"``); ``"nan"`` is left to the caller.
+
+        Raises
+        ------
+        DataError
+            Keys of another class than the fitted ones; unseen groups with
+            ``new_groups="error"``.
         """
-        idx = pd.Index(self.group_labels).get_indexer(pd.Index(np.asarray(groups)))
+        keys = comparable_keys(np.asarray(groups), np.asarray(self.group_labels), name)
+        idx = pd.Index(self.group_labels).get_indexer(pd.Index(keys))
+        unseen = idx < 0
+        if unseen.any() and new_groups != "nan":
+            shown = ", ".join(repr(v) for v in pd.unique(keys[unseen])[:5].tolist())
+            n_groups = len(pd.unique(keys[unseen]))
+            what = (
+                f"{int(unseen.sum())} of {len(idx)} rows belong to {n_groups} group(s) "
+                f"of {name!r} the fit did not see ({shown}"
+                f"{', ...' if n_groups > 5 else ''})"
+            )
+            if new_groups == "error":
+                raise DataError(f"{what}; new_groups='error' refuses them")
+            warnings.warn(
+                f"{what}: they get the population prediction X·fe_params; pass "
+                "new_groups='nan' or 'error' to have NaN or an error instead",
+                UnseenGroupsWarning,
+                stacklevel=4,
+            )
+        return idx
+
+    def random_part(self, idx: np.ndarray, exog_re, vc_cols, vc_vals) -> np.ndarray:
+        """``Z̃_row · γ̂_group`` for every row, given each row's fitted group (``idx`` from
+        :meth:`positions`); 0 for groups (and VC columns) not in the fit, whose random
+        effects have mean 0 (the population prediction)."""
         seen = idx >= 0
         out = np.zeros(len(idx))
         if self.k_re:
@@ -73,14 +128,23 @@ class Predictor:
             offset += self.slot_cols[comp].shape[1]
         return out
 
-    def predict(self, dm, include_random: bool) -> np.ndarray:
-        """``X β̂`` (+ ``Z̃ γ̂`` with ``include_random``) for design matrices ``dm``."""
+    def predict(
+        self, dm, include_random: bool, name: str = "groups", new_groups: str = "population"
+    ) -> np.ndarray:
+        """``X β̂`` (+ ``Z̃ γ̂`` with ``include_random``) for design matrices ``dm``
+        (``name``: the group column; ``new_groups``: see :meth:`positions`)."""
         fixed = dm.exog @ self.fe_params
         if not include_random:
             return fixed
-        return fixed + self.random_part(dm.groups, dm.exog_re, dm.vc_cols, dm.vc_vals)
+        idx = self.positions(dm.groups, name, new_groups)
+        out = fixed + self.random_part(idx, dm.exog_re, dm.vc_cols, dm.vc_vals)
+        if new_groups == "nan":
+            out[idx < 0] = np.nan
+        return out
 
-    def predict_arrays(self, exog, exog_re, groups, include_random: bool) -> np.ndarray:
+    def predict_arrays(
+        self, exog, exog_re, groups, include_random: bool, new_groups: str = "population"
+    ) -> np.ndarray:
         """``X β̂`` (+ ``Z γ̂_group``) for the arrays of new rows of an array-built model.
 
         Raises
@@ -104,23 +168,54 @@ class Predictor:
             if exog_re is None and self.k_re == 1
             else np.asarray(exog_re, dtype=np.float64).reshape(x.shape[0], -1)
         )
-        return fixed + self.random_part(np.asarray(groups), z, [], [])
+        idx = self.positions(np.asarray(groups), "groups", new_groups)
+        out = fixed + self.random_part(idx, z, [], [])
+        if new_groups == "nan":
+            out[idx < 0] = np.nan
+        return out
 
 
-def fitted_partition(pdf, spec, predictor: Predictor, include_random: bool, what: str):
-    """One partition's predictions, fitted values or residuals (``what``, see
-    :func:`predict_dask`) at the rows kept, indexed like them in ``pdf``."""
+def predict_frame(
+    predictor: Predictor, spec, df: pd.DataFrame, include_random: bool, new_groups: str
+) -> pd.Series:
+    """Predictions for every row of a pandas frame, indexed like it: NaN where a column
+    the prediction uses is missing (and, with ``new_groups="nan"``, for unseen groups)."""
+    out = np.full(len(df), np.nan)
+    if len(df):
+        dm = transform_for_prediction(spec, df)
+        values = predictor.predict(dm, include_random, spec.group_name, new_groups)
+        if dm.keep is None:
+            out[:] = values
+        else:
+            out[dm.keep] = values
+    return pd.Series(out, index=df.index)
+
+
+def fitted_partition(
+    pdf, spec, predictor: Predictor, include_random: bool, what: str, new_groups: str
+):
+    """One partition's predictions (every row), or fitted values or residuals (the rows
+    kept), indexed like them in ``pdf`` (``what``: see :func:`predict_dask`)."""
     name = "resid" if what == "resid" else "fittedvalues"
+    if what == "predict":
+        return predict_frame(predictor, spec, pdf, include_random, new_groups).rename(name)
     if len(pdf) == 0:
         return pd.Series([], index=pdf.index, dtype="float64", name=name)
-    dm = transform_for_prediction(spec, pdf) if what == "predict" else spec.transform(pdf)
+    dm = spec.transform(pdf)
     index = pdf.index if dm.keep is None else pdf.index[dm.keep]
-    pred = predictor.predict(dm, include_random)
+    pred = predictor.predict(dm, include_random, spec.group_name)
     values = dm.endog - pred if what == "resid" else pred
     return pd.Series(values, index=index, name=name)
 
 
-def predict_dask(predictor: Predictor, spec, ddf, include_random: bool, what: str = "predict"):
+def predict_dask(
+    predictor: Predictor,
+    spec,
+    ddf,
+    include_random: bool,
+    what: str = "predict",
+    new_groups: str = "population",
+):
     """Predictions, fitted values or residuals of a Dask DataFrame: a lazy Dask Series
     with the partitions of ``ddf``.
 
@@ -135,26 +230,33 @@ def predict_dask(predictor: Predictor, spec, ddf, include_random: bool, what: st
         Add ``Z̃ γ̂_group`` to ``X β̂``.
     what : {"predict", "fittedvalues", "resid"}
         ``"resid"`` gives ``y − fitted``.
+    new_groups : {"population", "nan", "error"}
+        ``"predict"`` with ``include_random``: what rows of unseen groups get
+        (:meth:`Predictor.positions`; the warning of ``"population"`` is raised where the
+        partition is computed).
 
     Returns
     -------
     dask.dataframe.Series
-        float64, named ``"resid"`` or ``"fittedvalues"``.  Rows with a missing value in a
-        column the model uses (``"predict"``: the response and weights aside) are left
-        out with ``missing="drop"``, as the in-process fit leaves them out: the Series
-        holds the kept rows, with their index in ``ddf``.
+        float64, named ``"resid"`` or ``"fittedvalues"``.  ``"predict"``: every row of
+        ``ddf``, NaN where a column the prediction uses is missing.  Fitted values and
+        residuals: rows with a missing value in a column the model uses are left out
+        with ``missing="drop"``, as the in-process fit leaves them out: the Series holds
+        the kept rows, with their index in ``ddf``.
 
     Raises
     ------
     DataError
         Now: a used column is not in ``ddf``; the persisted data of ``ddf`` are gone.
         When computed: a partition lacks a used column (named with its number); missing
-        values with ``missing="raise"``.
+        values with ``missing="raise"`` (fitted values and residuals); group keys of
+        another class than the fitted ones; unseen groups with ``new_groups="error"``.
     """
     import dask  # only here: dmixed imports without Dask
 
     if what not in ("predict", "fittedvalues", "resid"):
         raise SpecError(f"what must be 'predict', 'fittedvalues' or 'resid', got {what!r}")
+    check_new_groups(new_groups)
     check_persisted(ddf)
     data = select_columns(ddf, needed_columns(spec, response=what != "predict"))
     # one task holding the predictor: a dependency of every partition, not a literal
@@ -166,5 +268,6 @@ def predict_dask(predictor: Predictor, spec, ddf, include_random: bool, what: st
         state,
         include_random,
         what,
+        new_groups,
         meta=pd.Series(dtype="float64", name=name),
     )

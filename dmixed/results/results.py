@@ -23,7 +23,7 @@ from ..inference import compare_lr_test as _compare_lr_test
 from ..io import ResultsState, load_state, save_state
 from ..stats import check_identifiable
 from .covariance import covariance_of_estimates
-from .prediction import Predictor, predict_dask, transform_for_prediction
+from .prediction import Predictor, check_new_groups, predict_dask, predict_frame
 from .summary import Summary, coefficient_table
 
 __all__ = ["MixedLMResults", "load"]
@@ -353,34 +353,49 @@ class MixedLMResults:
         exog=None,
         exog_re=None,
         groups=None,
+        new_groups: str = "population",
     ):
         """Predicted means for new (or the fitted) data.
 
         Parameters
         ----------
         data : pandas or Dask DataFrame, optional
-            New data with the columns the formula uses (formula models).  A Dask
-            DataFrame gives a lazy Dask Series with its partitioning.
+            New data with the columns the formula uses (formula models); the response
+            and weights need not be there.  A Dask DataFrame gives a lazy Dask Series
+            with its partitioning.
         include_random : bool
             False (default, as statsmodels): the fixed part ``X β̂``.  True: add the
-            group's BLUPs, ``X β̂ + Z̃ γ̂_group``; a group not seen in the fit gets the
-            population prediction ``X β̂`` (its random effects have mean zero).
+            group's BLUPs, ``X β̂ + Z̃ γ̂_group`` (lme4's ``predict`` with
+            ``re.form = NULL``).  Group keys find their group by the rule the fit read
+            them with: ``5`` and ``5.0`` are one group; text keys for groups fitted as
+            numbers (or the other way round) are an error, never a silent population
+            prediction.
         exog, exog_re, groups : array_like, optional
             For models built from arrays: the designs and group labels of new rows.
+        new_groups : {"population", "nan", "error"}
+            With ``include_random``, what rows of groups the fit did not see get:
+            the population prediction ``X β̂`` (their random effects have mean zero;
+            an :class:`~dmixed.errors.UnseenGroupsWarning` counts them), NaN, or a
+            :class:`~dmixed.errors.DataError` naming them (lme4's
+            ``allow.new.levels = FALSE``).
 
         Returns
         -------
-        ndarray, or a lazy Dask Series for Dask data.  ``missing="drop"`` leaves out the
-        rows with a missing value in a used column (the response aside); the Dask Series
-        keeps the other rows' index.
+        pandas.Series (n,) for a pandas ``data``: every row, indexed like ``data``, NaN
+        where a column the prediction uses is missing (as statsmodels' ``predict``); a
+        lazy Dask Series for Dask data (the same, partition by partition); an ndarray
+        for arrays, and for the fitted rows (``missing="drop"``: the kept rows).
 
         Raises
         ------
         ValueError
             ``data`` for a model built from arrays; no data for loaded results;
-            ``exog`` of the wrong width; ``include_random`` without ``groups``; Dask data
-            that cannot be read (:func:`~dmixed.results.prediction.predict_dask`).
+            ``exog`` of the wrong width; ``include_random`` without ``groups``; group
+            keys of another class than the fitted ones; unseen groups with
+            ``new_groups="error"``; a ``new_groups`` not listed; Dask data that cannot
+            be read (:func:`~dmixed.results.prediction.predict_dask`).
         """
+        check_new_groups(new_groups)
         if data is not None:
             if self.spec is None:
                 raise SpecError(
@@ -388,15 +403,16 @@ class MixedLMResults:
                     "pass exog= (and exog_re=, groups=) instead"
                 )
             if is_dask(data):
-                return predict_dask(self.predictor(), self.spec, data, include_random)
-            dm = transform_for_prediction(self.spec, data)
-            return self.predictor().predict(dm, include_random)
+                return predict_dask(
+                    self.predictor(), self.spec, data, include_random, new_groups=new_groups
+                )
+            return predict_frame(self.predictor(), self.spec, data, include_random, new_groups)
         if exog is None:
             rows = self._fitted_rows()
             if rows is None:
                 raise SpecError("no data given and the fitted rows are not available")
             return self.predictor().predict(rows, include_random)
-        return self.predictor().predict_arrays(exog, exog_re, groups, include_random)
+        return self.predictor().predict_arrays(exog, exog_re, groups, include_random, new_groups)
 
     @property
     def fittedvalues(self):

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from dmixed import MixedLM, mixedlm
-from dmixed.errors import DroppedRowsWarning
+from dmixed.errors import DataError, DroppedRowsWarning, SpecError, UnseenGroupsWarning
 
 from .._synth import design, make_data
 
@@ -21,9 +21,16 @@ def test_predict_fixed_and_with_random_effects():
     np.testing.assert_allclose(res.predict(exog=exog), exog @ res.fe_params.to_numpy())
     with_re = res.predict(exog=exog, exog_re=exog_re, groups=groups, include_random=True)
     np.testing.assert_allclose(with_re, res.fittedvalues, rtol=1e-12)
-    # an unseen group gets the population prediction
-    new = res.predict(exog=exog[:3], exog_re=exog_re[:3], groups=[-1, -2, -3], include_random=True)
+    # an unseen group gets the population prediction, with a warning that counts them
+    unseen = {"exog": exog[:3], "exog_re": exog_re[:3], "groups": [-1, -2, -3]}
+    with pytest.warns(UnseenGroupsWarning, match=r"3 of 3 rows belong to 3 group\(s\)"):
+        new = res.predict(**unseen, include_random=True)
     np.testing.assert_allclose(new, exog[:3] @ res.fe_params.to_numpy())
+    assert np.isnan(res.predict(**unseen, include_random=True, new_groups="nan")).all()
+    with pytest.raises(DataError, match=r"\(-1, -2, -3\); new_groups='error'"):
+        res.predict(**unseen, include_random=True, new_groups="error")
+    with pytest.raises(DataError, match="'groups' holds text keys .* numeric keys"):
+        res.predict(exog=exog[:3], exog_re=exog_re[:3], groups=["0", "1", "2"], include_random=True)
     with pytest.raises(ValueError, match="columns"):
         res.predict(exog=exog[:, :2])
 
@@ -55,7 +62,92 @@ def test_dask_fitted_values_of_a_drop_fit_are_the_kept_rows():
     np.testing.assert_allclose(fitted.to_numpy(), ref.fittedvalues, rtol=1e-8)
     pd.testing.assert_index_equal(resid.index, kept)
     np.testing.assert_allclose(resid.to_numpy(), ref.resid, rtol=1e-7, atol=1e-10)
-    # new rows: only the response is not needed, so rows missing only y are predicted
-    pred_kept = df.dropna(subset=["x2"]).index
-    pd.testing.assert_index_equal(pred.index, pred_kept)
-    np.testing.assert_allclose(pred.to_numpy(), ref.predict(df, include_random=True), rtol=1e-8)
+    # new rows: every row, NaN where x2 is missing (the response is not needed)
+    pd.testing.assert_index_equal(pred.index, df.index)
+    expected = ref.predict(df, include_random=True)
+    pd.testing.assert_index_equal(expected.index, df.index)
+    np.testing.assert_array_equal(np.isnan(pred.to_numpy()), df.x2.isna().to_numpy())
+    np.testing.assert_allclose(pred.to_numpy(), expected.to_numpy(), rtol=1e-8)
+
+
+@pytest.fixture(scope="module")
+def int_fit():
+    """A fit with integer group keys 0..9 (issue: '0' used to find no group, silently)."""
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(10), 20)
+    df = pd.DataFrame({"g": g, "x": rng.normal(size=200)})
+    df["y"] = 1 + df.x + rng.normal(size=10)[g] + rng.normal(size=200)
+    return mixedlm("y ~ x", df, groups="g").fit()
+
+
+def _new(keys, x=(0.5, -0.3)) -> pd.DataFrame:
+    return pd.DataFrame({"g": keys, "x": list(x)}, index=[7, 3])
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        [0, 1],
+        [0.0, 1.0],
+        np.array([0, 1], dtype=np.uint8),
+        np.array([0, 1], dtype=object),
+        pd.Categorical([0, 1]),
+        pd.array([0, 1], dtype="Int64"),
+    ],
+    ids=["int", "float", "uint8", "object-ints", "categorical", "nullable"],
+)
+def test_keys_find_their_group_by_value(int_fit, keys):
+    """Numbers of any storage find the groups fitted as numbers (the fit's own rule)."""
+    pred = int_fit.predict(_new(keys), include_random=True)
+    blup = int_fit.random_effects_frame().to_numpy()[:2, 0]
+    fixed = int_fit.predict(_new([0, 1]))
+    np.testing.assert_allclose(pred.to_numpy(), fixed.to_numpy() + blup, rtol=1e-12)
+    assert list(pred.index) == [7, 3]
+
+
+@pytest.mark.parametrize(
+    "keys, have",
+    [(["0", "1"], "text"), ([True, False], "boolean"), (pd.Categorical(["0", "1"]), "text")],
+)
+def test_keys_of_another_class_are_refused(int_fit, keys, have):
+    """'0' is not the group fitted as 0: an error naming the column, never a silent
+    population prediction."""
+    with pytest.raises(DataError, match=rf"'g' holds {have} keys .* fitted with numeric keys"):
+        int_fit.predict(_new(keys), include_random=True)
+    # the fixed part does not look at the keys' class
+    assert int_fit.predict(_new(keys)).notna().all()
+
+
+def test_text_keys_are_refused_as_numbers():
+    df = make_data(n_groups=12, seed=4)
+    df["g"] = "s" + df.g.astype(str)
+    res = mixedlm("y ~ x1", df, groups="g").fit()
+    new = df.iloc[:4].assign(g=[0, 1, 2, 3])
+    with pytest.raises(DataError, match="numeric keys .* text keys .*astype\\(str\\)"):
+        res.predict(new, include_random=True)
+
+
+@pytest.mark.parametrize("engine", ["pandas", "dask"])
+def test_unseen_groups_and_missing_covariates(int_fit, engine):
+    """Every row comes back, indexed like the input: NaN for a missing covariate, and
+    for unseen groups the population value (warned), NaN, or an error."""
+    new = pd.DataFrame({"g": [0, 11, 1, 12], "x": [0.5, 1.0, np.nan, 2.0]}, index=[2, 5, 8, 9])
+    fixed = int_fit.fe_params["Intercept"] + int_fit.fe_params["x"] * new.x.to_numpy()
+    blup0 = int_fit.random_effects_frame().to_numpy()[0, 0]
+
+    def run(**kw):
+        data = new if engine == "pandas" else dd.from_pandas(new, npartitions=2)
+        out = int_fit.predict(data, include_random=True, **kw)
+        with dask.config.set(scheduler="sync"):
+            return out if engine == "pandas" else out.compute()
+
+    with pytest.warns(UnseenGroupsWarning, match="belong to .*group\\(s\\) of 'g'"):
+        pop = run()
+    assert list(pop.index) == [2, 5, 8, 9]
+    np.testing.assert_allclose(pop.to_numpy(), [fixed[0] + blup0, fixed[1], np.nan, fixed[3]])
+    nan = run(new_groups="nan")
+    np.testing.assert_allclose(nan.to_numpy(), [fixed[0] + blup0, np.nan, np.nan, np.nan])
+    with pytest.raises(DataError, match="new_groups='error' refuses them"):
+        run(new_groups="error")
+    with pytest.raises(SpecError, match="new_groups must be one of"):
+        int_fit.predict(new, include_random=True, new_groups="drop")
