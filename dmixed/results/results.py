@@ -23,6 +23,7 @@ from ..inference import compare_lr_test as _compare_lr_test
 from ..io import ResultsState, load_state, save_state
 from ..stats import check_identifiable
 from .covariance import covariance_of_estimates
+from .plots import caterpillar, residual_plot
 from .prediction import Predictor, check_new_groups, predict_dask, predict_frame
 from .summary import Summary, coefficient_table
 
@@ -276,6 +277,27 @@ class MixedLMResults:
                 self._blup_cov[gi][np.ix_(pos, pos)], index=names, columns=names
             )
         return out
+
+    def random_effects_var(self) -> pd.DataFrame:
+        """Conditional variances of the ``exog_re`` random effects: the diagonals of
+        :attr:`random_effects_cov` (``σ̂² Λ K_i⁻¹ Λ'``) as one DataFrame (G, k_re), indexed
+        and with columns as :meth:`random_effects_frame` (lme4's ``condVar``)."""
+        diag = np.diagonal(self._blup_cov, axis1=1, axis2=2)[:, : self.k_re]
+        return pd.DataFrame(
+            diag,
+            index=pd.Index(self.group_labels, name=self.names.group_name),
+            columns=self.names.exog_re_names,
+        )
+
+    def plot_random_effects(self, term=None, alpha: float = 0.05, ax=None, max_groups=None):
+        """Caterpillar plot of the BLUPs with intervals
+        (:func:`dmixed.results.plots.caterpillar`; needs matplotlib)."""
+        return caterpillar(self, term=term, alpha=alpha, ax=ax, max_groups=max_groups)
+
+    def plot_residuals(self, ax=None, max_points=None, seed: int = 0):
+        """Residuals against fitted values (:func:`dmixed.results.plots.residual_plot`;
+        needs matplotlib)."""
+        return residual_plot(self, ax=ax, max_points=max_points, seed=seed)
 
     def random_effects_frame(self, vc: bool = False, dask: bool = False, npartitions=None):
         """BLUPs as one DataFrame (for many groups, instead of the dict).
