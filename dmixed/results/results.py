@@ -26,6 +26,7 @@ from .covariance import covariance_of_estimates
 from .plots import caterpillar, residual_plot
 from .prediction import Predictor, check_new_groups, predict_dask, predict_frame
 from .summary import Summary, coefficient_table
+from .varcorr import varcorr_frame
 
 __all__ = ["MixedLMResults", "load"]
 
@@ -510,6 +511,12 @@ class MixedLMResults:
         return state
 
     # -- display -----------------------------------------------------------------
+
+    def varcorr(self) -> pd.DataFrame:
+        """Variances, standard deviations and correlations of the random effects, and
+        σ̂, as lme4's ``as.data.frame(VarCorr(fit))`` (columns ``grp``, ``var1``,
+        ``var2``, ``vcov``, ``sdcor``; :func:`dmixed.results.varcorr.varcorr_frame`)."""
+        return varcorr_frame(self._state)
 
     def summary_frame(self, alpha: float = 0.05) -> pd.DataFrame:
         """statsmodels' coefficient table: fixed effects with z tests, variances with SEs."""

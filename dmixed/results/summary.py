@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import html
+
 import numpy as np
 import pandas as pd
 
 from ..io import ResultsState
 from ..stats import tril_indices
+from .varcorr import varcorr_text
 
 __all__ = ["Summary", "coefficient_table"]
 
@@ -73,17 +76,24 @@ class Summary:
         Label/value pairs, printed two per line.
     table : DataFrame
         The coefficient table (numbers; printed with three decimals, NaN blank).
+    random : str
+        The random effects' variances, standard deviations and correlations, and σ̂,
+        laid out as lme4's ``VarCorr`` (:func:`~dmixed.results.varcorr.varcorr_text`);
+        printed below the table.
     """
 
-    def __init__(self, title: str, info: list[tuple[str, str]], table: pd.DataFrame) -> None:
+    def __init__(
+        self, title: str, info: list[tuple[str, str]], table: pd.DataFrame, random: str = ""
+    ) -> None:
         self.title = title
         self.info = info
         self.table = table
+        self.random = random
 
     @classmethod
     def of(cls, state: ResultsState, alpha: float = 0.05) -> Summary:
         """The summary of fitted results (their state record)."""
-        return cls(_TITLE, _model_info(state), coefficient_table(state, alpha))
+        return cls(_TITLE, _model_info(state), coefficient_table(state, alpha), varcorr_text(state))
 
     def _formatted_table(self) -> pd.DataFrame:
         return self.table.map(lambda v: f"{v:.3f}" if np.isfinite(v) else "")
@@ -98,27 +108,21 @@ class Summary:
             )
             lines.append(f"{k1:<20}{v1:>14}    {k2:<20}{v2:>14}".rstrip())
         body = self._formatted_table().to_string()
-        width = max(len(s) for s in lines + body.splitlines())
-        return (
-            "\n".join(
-                [
-                    self.title.center(width).rstrip(),
-                    "=" * width,
-                    *lines,
-                    "-" * width,
-                    body,
-                    "=" * width,
-                ]
-            )
-            + "\n"
-        )
+        random = ["Random effects:", *self.random.splitlines()] if self.random else []
+        width = max(len(s) for s in lines + body.splitlines() + random)
+        blocks = [self.title.center(width).rstrip(), "=" * width, *lines, "-" * width, body]
+        if random:
+            blocks += ["-" * width, *random]
+        return "\n".join([*blocks, "=" * width]) + "\n"
 
     def as_html(self) -> str:
         """The summary as an HTML fragment (for notebooks)."""
         info = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in self.info if k)
         return (
             f"<div><h4>{self.title}</h4><table>{info}</table>"
-            f"{self._formatted_table().to_html()}</div>"
+            f"{self._formatted_table().to_html()}"
+            + (f"<pre>Random effects:\n{html.escape(self.random)}</pre>" if self.random else "")
+            + "</div>"
         )
 
     def __str__(self) -> str:

@@ -1,0 +1,83 @@
+"""Variances, standard deviations and correlations of the random effects (lme4's
+``VarCorr``), from a results state record."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..io import ResultsState
+
+__all__ = ["VARCORR_COLUMNS", "varcorr_frame", "varcorr_text"]
+
+#: Columns of :func:`varcorr_frame`, as lme4's ``as.data.frame(VarCorr(fit))``.
+VARCORR_COLUMNS = ["grp", "var1", "var2", "vcov", "sdcor"]
+
+
+def varcorr_frame(state: ResultsState) -> pd.DataFrame:
+    """The random-effects covariance as lme4's ``as.data.frame(VarCorr(fit))``.
+
+    One row per variance (``var2`` missing: ``vcov`` the variance, ``sdcor`` its
+    square root), then one per covariance of ``exog_re`` (``vcov`` the covariance,
+    ``sdcor`` the correlation ``Ψ_jk / sqrt(Ψ_jj Ψ_kk)``, NaN where a variance is 0),
+    then one per variance component (``grp`` its name), then the residual
+    (``grp = "Residual"``, ``vcov = σ̂²``, ``sdcor = σ̂``).  Variances are on the data's
+    scale (``cov_re`` and ``vcomp`` as reported, not relative to σ̂²).
+
+    Returns
+    -------
+    DataFrame (k_re + k_re(k_re−1)/2 + k_vc + 1, 5)
+        Columns :data:`VARCORR_COLUMNS`.
+    """
+    names = list(state.names.exog_re_names)
+    group = state.names.group_name
+    cov = np.asarray(state.cov_re, dtype=np.float64).reshape(len(names), len(names))
+    sd = np.sqrt(np.clip(np.diag(cov), 0.0, None))
+    rows = [(group, n, None, cov[j, j], sd[j]) for j, n in enumerate(names)]
+    for j in range(len(names)):
+        for k in range(j + 1, len(names)):
+            denom = sd[j] * sd[k]
+            corr = cov[k, j] / denom if denom > 0 else np.nan
+            rows.append((group, names[j], names[k], cov[k, j], corr))
+    for name, var in zip(state.names.vc_names, np.asarray(state.vcomp), strict=True):
+        rows.append((name, None, None, float(var), float(np.sqrt(max(var, 0.0)))))
+    rows.append(("Residual", None, None, state.scale, float(np.sqrt(state.scale))))
+    frame = pd.DataFrame(rows, columns=VARCORR_COLUMNS)
+    frame[["vcov", "sdcor"]] = frame[["vcov", "sdcor"]].astype(np.float64)
+    return frame
+
+
+def varcorr_text(state: ResultsState) -> str:
+    """lme4's printed ``VarCorr`` block: Groups, Name, Variance, Std.Dev. and the
+    correlations of each group's random effects (lower triangle)."""
+    names = list(state.names.exog_re_names)
+    frame = varcorr_frame(state)
+    variances = frame[frame["var2"].isna()]
+    corr = frame[frame["var2"].notna()]
+    table = []
+    for i, row in enumerate(variances.itertuples(index=False)):
+        first = i == 0 or row.grp != variances["grp"].iloc[i - 1]
+        cells = [
+            row.grp if first else "",
+            "" if pd.isna(row.var1) else str(row.var1),
+            f"{row.vcov:.4g}",
+            f"{row.sdcor:.4g}",
+        ]
+        if row.grp == state.names.group_name and row.var1 in names:
+            j = names.index(row.var1)
+            cells += [
+                f"{corr[(corr.var1 == names[k]) & (corr.var2 == row.var1)].sdcor.iloc[0]:.2f}"
+                for k in range(j)
+            ]
+        table.append(cells)
+    header = ["Groups", "Name", "Variance", "Std.Dev.", *(["Corr"] if len(names) > 1 else [])]
+    width = max(len(r) for r in [*table, header])
+    cols = [[r[c] if c < len(r) else "" for r in [header, *table]] for c in range(width)]
+    sizes = [max(len(v) for v in col) for col in cols]
+    lines = []
+    for r in [header, *table]:
+        cells = [(r[c] if c < len(r) else "") for c in range(width)]
+        left = [cells[0].ljust(sizes[0]), cells[1].ljust(sizes[1])]
+        right = [cells[c].rjust(sizes[c]) for c in range(2, width)]
+        lines.append(" ".join(left + right).rstrip())
+    return "\n".join(lines)

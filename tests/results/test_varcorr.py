@@ -1,0 +1,74 @@
+"""lme4's VarCorr: variances, standard deviations, correlations and σ̂."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import dmixed
+from dmixed.results.varcorr import VARCORR_COLUMNS, varcorr_frame
+
+from .._synth import make_data
+
+
+@pytest.fixture(scope="module")
+def fit():
+    df = make_data(n_groups=40, vc_sd=0.5, seed=11)
+    df["x3"] = np.random.default_rng(2).normal(size=len(df))
+    df["y"] += df.x3 * np.random.default_rng(3).normal(size=40)[df.g.to_numpy()]
+    return dmixed.mixedlm(
+        "y ~ x1", df, groups="g", re_formula="1 + x1 + x3", vc_formula={"sub": "0 + C(sub)"}
+    ).fit()
+
+
+def test_varcorr_frame_is_lme4s_layout(fit):
+    vc = fit.varcorr()
+    assert list(vc.columns) == VARCORR_COLUMNS
+    names = list(fit.names.exog_re_names)
+    cov = fit.cov_re.to_numpy()
+    k = len(names)
+    # variances first, then covariances (lower triangle by column), then components, σ
+    assert len(vc) == k + k * (k - 1) // 2 + fit.k_vc + 1
+    var = vc.iloc[:k]
+    np.testing.assert_allclose(var.vcov, np.diag(cov))
+    np.testing.assert_allclose(var.sdcor, np.sqrt(np.diag(cov)))
+    assert var.var2.isna().all() and list(var.var1) == names
+    pairs = vc.iloc[k : k + k * (k - 1) // 2]
+    for row in pairs.itertuples():
+        j, m = names.index(row.var1), names.index(row.var2)
+        assert row.vcov == pytest.approx(cov[m, j])
+        assert row.sdcor == pytest.approx(cov[m, j] / np.sqrt(cov[j, j] * cov[m, m]))
+        assert -1 <= row.sdcor <= 1
+    comp = vc.iloc[-1 - fit.k_vc : -1]
+    assert list(comp.grp) == list(fit.names.vc_names)
+    np.testing.assert_allclose(comp.vcov, fit.vcomp)
+    last = vc.iloc[-1]
+    assert last.grp == "Residual" and pd.isna(last.var1)
+    assert last.vcov == pytest.approx(fit.scale) and last.sdcor == pytest.approx(np.sqrt(fit.scale))
+
+
+def test_summary_prints_sds_and_correlations(fit):
+    text = str(fit.summary())
+    block = text.split("Random effects:\n")[1].splitlines()
+    assert block[0].split() == ["Groups", "Name", "Variance", "Std.Dev.", "Corr"]
+    vc = fit.varcorr()
+    corr_x1 = vc[(vc.var1 == "g") & (vc.var2 == "x1")].sdcor.iloc[0]
+    x1_line = next(line for line in block if line.split()[0] == "x1")
+    assert x1_line.split()[-1] == f"{corr_x1:.2f}"
+    resid = next(line for line in block if line.startswith("Residual"))
+    assert resid.split()[-1] == f"{np.sqrt(fit.scale):.4g}"
+    assert "<pre>Random effects:" in fit.summary().as_html()
+
+
+def test_zero_variance_has_no_correlation(fit):
+    cov = np.diag([1.0, 0.0, 0.25])
+    cov[2, 0] = cov[0, 2] = 0.1
+    state = dataclasses.replace(fit.to_state(), cov_re=cov)
+    vc = varcorr_frame(state)
+    assert vc.sdcor.iloc[1] == 0
+    assert np.isnan(vc.sdcor.iloc[3])  # (g, x1): x1's variance is 0
+    assert vc.sdcor.iloc[4] == pytest.approx(0.1 / 0.5)  # (g, x3)
+    assert np.isnan(vc.sdcor.iloc[5])  # (x1, x3)
