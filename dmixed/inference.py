@@ -16,6 +16,7 @@ coordinate, the random effects are permuted so that i comes first: ``Λ = P L̃`
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -26,7 +27,12 @@ from .fit.coordinates import Coordinates
 from .fit.objective import loglike_at_scale, profile, score_matrices
 from .stats import GlobalStats, Layout
 
-__all__ = ["ProfileProblem", "ProfileLikelihood", "compare_lr_test"]
+__all__ = ["ANOVA_COLUMNS", "ProfileProblem", "ProfileLikelihood", "anova", "compare_lr_test"]
+
+logger = logging.getLogger("dmixed")
+
+#: Columns of :func:`anova`'s table, as lme4's ``anova`` of merMod fits.
+ANOVA_COLUMNS = ["npar", "AIC", "BIC", "logLik", "deviance", "Chisq", "Df", "Pr(>Chisq)"]
 
 
 @dataclass
@@ -261,3 +267,101 @@ def compare_lr_test(restricted, full) -> tuple[float, float, int]:
         )
     stat = max(2.0 * (full.llf - restricted.llf), 0.0)
     return float(stat), float(special.chdtrc(df, stat)), int(df)  # χ²_df tail
+
+
+def anova(*fits, names=None, refit: bool = True) -> pd.DataFrame:
+    """Likelihood-ratio tests of nested fits of the same data, as lme4's ``anova``.
+
+    The fits are sorted by their number of parameters ``npar`` (fixed effects,
+    covariance parameters and σ, as lme4 counts them), and each is tested against the
+    one before it: ``Chisq = max(0, 2(ℓ_k − ℓ_{k−1}))`` on ``Df = npar_k − npar_{k−1}``
+    degrees of freedom, ``Pr(>Chisq)`` its upper χ² tail (NaN where ``Df ≤ 0``).
+    ``AIC = −2ℓ + 2 npar``, ``BIC = −2ℓ + npar · log(nobs)``, ``deviance = −2ℓ``.
+    As lme4, REML fits are refitted by maximum likelihood first (``refit=True``; from
+    the statistics the model already holds: no data pass), since REML likelihoods of
+    different mean structures are not comparable.  A variance restricted to zero sits
+    on the boundary, where the χ² reference is conservative.
+
+    Parameters
+    ----------
+    *fits : MixedLMResults
+        Two or more fits of the same rows.
+    names : list of str, optional
+        Row labels, in the order of ``fits`` (default ``"model1"``, ``"model2"``, ...).
+    refit : bool
+        Refit REML fits by ML (lme4's default); False compares them as they are, which
+        needs the same fixed effects in every fit.
+
+    Returns
+    -------
+    DataFrame (len(fits), 8)
+        Columns :data:`ANOVA_COLUMNS`, rows in increasing ``npar``.
+
+    Raises
+    ------
+    SpecError
+        Fewer than two fits; fits of different data (``nobs``); ``names`` of the wrong
+        length; a REML fit to refit whose model is not at hand (loaded results); REML
+        fits with different fixed effects and ``refit=False``; ML and REML mixed with
+        ``refit=False``.
+    """
+    from scipy import special
+
+    if len(fits) < 2:
+        raise SpecError(f"anova compares two or more fits, got {len(fits)}")
+    labels = [f"model{i + 1}" for i in range(len(fits))] if names is None else list(names)
+    if len(labels) != len(fits):
+        raise SpecError(f"names has {len(labels)} entries for {len(fits)} fits")
+    nobs = {f.nobs for f in fits}
+    if len(nobs) > 1:
+        raise SpecError(f"the fits use different data: nobs {sorted(nobs)}")
+    fits = tuple(_by_ml(f, label) if refit else f for f, label in zip(fits, labels, strict=True))
+    if not refit:
+        _check_comparable(fits)
+    n = fits[0].nobs
+    npar = np.array([len(f.params) + 1 for f in fits])
+    llf = np.array([f.llf for f in fits], dtype=np.float64)
+    order = np.argsort(npar, kind="stable")
+    npar, llf = npar[order], llf[order]
+    chisq = np.r_[np.nan, np.maximum(2.0 * np.diff(llf), 0.0)]
+    df = np.r_[np.nan, np.diff(npar)].astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        p = np.where(df > 0, special.chdtrc(np.where(df > 0, df, 1.0), chisq), np.nan)
+    table = pd.DataFrame(
+        {
+            "npar": npar,
+            "AIC": -2.0 * llf + 2.0 * npar,
+            "BIC": -2.0 * llf + npar * np.log(n),
+            "logLik": llf,
+            "deviance": -2.0 * llf,
+            "Chisq": chisq,
+            "Df": df,
+            "Pr(>Chisq)": p,
+        },
+        index=pd.Index([labels[i] for i in order]),
+    )
+    return table
+
+
+def _by_ml(fit, label: str):
+    """``fit`` itself if by ML, else refitted by ML from its model's statistics."""
+    if not fit.reml:
+        return fit
+    if fit.model is None:
+        raise SpecError(
+            f"{label} was fitted by REML and its model is not at hand (loaded results) to "
+            "refit it by ML: pass ML fits, or refit=False for fits with the same fixed effects"
+        )
+    logger.info("refitting %s with ML (instead of REML)", label)
+    return fit.model.fit(reml=False)
+
+
+def _check_comparable(fits) -> None:
+    methods = {f.reml for f in fits}
+    if len(methods) > 1:
+        raise SpecError("with refit=False every fit must use the same method (REML or ML)")
+    if fits[0].reml and len({tuple(f.fe_params.index) for f in fits}) > 1:
+        raise SpecError(
+            "REML likelihoods of models with different fixed effects are not comparable; "
+            "use refit=True (lme4's default) or fit them with reml=False"
+        )

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import statsmodels.api as sm
+from scipy import stats
 from scipy import stats as sps
 
-from dmixed import MixedLM, compare_lr_test
+import dmixed
+from dmixed import MixedLM, anova, compare_lr_test
+from dmixed.errors import SpecError
+from dmixed.inference import ANOVA_COLUMNS
 
 from ._synth import design, make_data, vc_dict
 
@@ -89,3 +94,59 @@ def test_lr_test_refuses_incomparable_fits(fit):
         compare_lr_test(small, big)
     with pytest.raises(ValueError, match="more parameters"):
         compare_lr_test(res, res)
+
+
+def _anova_fits():
+    df = make_data(n_groups=40, seed=31)
+    return df, [
+        MixedLM.from_formula("y ~ x1", df, groups="g"),
+        MixedLM.from_formula("y ~ x1 + x2", df, groups="g", re_formula="1 + x1"),
+        MixedLM.from_formula("y ~ 1", df, groups="g"),
+    ]
+
+
+def test_anova_is_lme4s_table():
+    """REML fits are refitted by ML (as lme4), sorted by npar, each tested against the
+    one before; the numbers are statsmodels' ML likelihoods."""
+    df, models = _anova_fits()
+    table = anova(*[m.fit() for m in models], names=["m1", "m2", "m0"])
+    assert list(table.columns) == ANOVA_COLUMNS
+    assert list(table.index) == ["m0", "m1", "m2"]
+    assert list(table.npar) == [3, 4, 7]  # fixed effects + covariance parameters + σ
+    ref = [
+        sm.MixedLM.from_formula("y ~ 1", df, groups="g").fit(reml=False).llf,
+        sm.MixedLM.from_formula("y ~ x1", df, groups="g").fit(reml=False).llf,
+        sm.MixedLM.from_formula("y ~ x1 + x2", df, groups="g", re_formula="1 + x1")
+        .fit(reml=False)
+        .llf,
+    ]
+    np.testing.assert_allclose(table.logLik, ref, rtol=1e-7)
+    np.testing.assert_allclose(table.deviance, -2 * table.logLik)
+    np.testing.assert_allclose(table.AIC, -2 * table.logLik + 2 * table.npar)
+    np.testing.assert_allclose(table.BIC, -2 * table.logLik + table.npar * np.log(len(df)))
+    chisq = 2 * np.diff(table.logLik.to_numpy())
+    np.testing.assert_allclose(table.Chisq.iloc[1:], np.maximum(chisq, 0))
+    np.testing.assert_allclose(table.Df.iloc[1:], [1, 3])
+    np.testing.assert_allclose(
+        table["Pr(>Chisq)"].iloc[1:], stats.chi2.sf(table.Chisq.iloc[1:], [1, 3])
+    )
+    assert table.iloc[0][["Chisq", "Df", "Pr(>Chisq)"]].isna().all()
+
+
+def test_anova_refusals(tmp_path):
+    _, models = _anova_fits()
+    a, b = models[0].fit(), models[1].fit()
+    with pytest.raises(SpecError, match="two or more fits"):
+        anova(a)
+    with pytest.raises(SpecError, match="names has 1 entries for 2 fits"):
+        anova(a, b, names=["x"])
+    with pytest.raises(SpecError, match="different fixed effects are not comparable"):
+        anova(a, b, refit=False)
+    a.save(tmp_path / "a")
+    with pytest.raises(SpecError, match="model1 was fitted by REML .*loaded results"):
+        anova(dmixed.load(tmp_path / "a"), b)
+    # ML fits, loaded or not, need no refit
+    ml = models[0].fit(reml=False)
+    ml.save(tmp_path / "ml")
+    table = anova(dmixed.load(tmp_path / "ml"), models[1].fit(reml=False))
+    assert table.logLik.iloc[0] == pytest.approx(ml.llf)

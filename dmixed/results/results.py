@@ -22,6 +22,7 @@ from ..inference import ProfileLikelihood
 from ..inference import compare_lr_test as _compare_lr_test
 from ..io import ResultsState, load_state, save_state
 from ..stats import check_identifiable
+from .contrasts import t_test, wald_test
 from .covariance import covariance_of_estimates
 from .plots import caterpillar, residual_plot
 from .prediction import Predictor, check_new_groups, predict_dask, predict_frame
@@ -487,6 +488,54 @@ class MixedLMResults:
         return pd.DataFrame.from_dict(
             rows, orient="index", columns=["estimate", f"{alpha / 2}", f"{1 - alpha / 2}"]
         )
+
+    def t_test(self, r_matrix, use_t: bool | None = None):
+        """Wald tests of each row of ``R β = q`` on the fixed effects (statsmodels'
+        ``MixedLMResults.t_test``: normal reference unless ``use_t``).
+
+        Parameters
+        ----------
+        r_matrix : array_like (m, k_fe), ``(R, q)``, or str
+            ``R`` (then ``q = 0``), or text over the fixed effects' names such as
+            ``"x1 = 0, x2 = 2 * x1"`` (formulaic's ``LinearConstraints`` grammar).
+        use_t : bool, optional
+            t on ``nobs − k_fe`` degrees of freedom instead of the normal.
+
+        Returns
+        -------
+        dmixed.results.contrasts.ContrastResults
+            ``effect``, ``sd``, ``tvalue``, ``pvalue``, ``conf_int()``,
+            ``summary_frame()``.
+
+        Raises
+        ------
+        SpecError
+            ``R`` without ``k_fe`` columns; text that does not parse over the names.
+        """
+        return t_test(
+            self.fe_params.to_numpy(),
+            self._fe_cov(),
+            r_matrix,
+            list(self.fe_params.index),
+            use_t,
+            self.nobs - self.k_fe,
+        )
+
+    def wald_test(self, r_matrix, use_f: bool = False):
+        """The joint Wald test of ``R β = q`` on the fixed effects: χ² on ``rank(R)``
+        degrees of freedom, or F with ``use_f`` (statsmodels' ``wald_test``; ``r_matrix``
+        as :meth:`t_test`)."""
+        return wald_test(
+            self.fe_params.to_numpy(),
+            self._fe_cov(),
+            r_matrix,
+            list(self.fe_params.index),
+            use_f,
+            self.nobs - self.k_fe,
+        )
+
+    def _fe_cov(self) -> np.ndarray:
+        return self.cov_params().to_numpy()[: self.k_fe, : self.k_fe]
 
     def compare_lr_test(self, restricted) -> tuple[float, float, int]:
         """Likelihood-ratio test of ``restricted`` (a sub-model) against this fit."""

@@ -1,0 +1,90 @@
+"""t_test and wald_test on the fixed effects, against statsmodels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import statsmodels.api as sm
+
+import dmixed
+from dmixed.errors import SpecError
+
+from .._synth import make_data
+
+
+@pytest.fixture(scope="module")
+def fits():
+    df = make_data(n_groups=40, seed=21)
+    df["x3"] = np.random.default_rng(4).normal(size=len(df))
+    ours = dmixed.mixedlm("y ~ x1 + x2 + x3", df, groups="g").fit()
+    theirs = sm.MixedLM.from_formula("y ~ x1 + x2 + x3", df, groups="g").fit()
+    assert ours.llf == pytest.approx(theirs.llf, rel=1e-8)
+    return ours, theirs
+
+
+def test_t_test_of_a_matrix_is_statsmodels(fits):
+    ours, theirs = fits
+    r = np.array([[0.0, 1.0, 0.0, 0.0], [0.0, 1.0, -1.0, 0.5], [1.0, 0.0, 0.0, 0.0]])
+    a, b = ours.t_test(r), theirs.t_test(r)
+    np.testing.assert_allclose(a.effect, b.effect, rtol=1e-5)
+    np.testing.assert_allclose(a.sd, b.sd, rtol=1e-4)
+    np.testing.assert_allclose(a.tvalue, b.tvalue, rtol=1e-4)
+    # statsmodels stops its optimizer ~1e-4 short: tail areas far out differ by more
+    np.testing.assert_allclose(a.pvalue, b.pvalue, rtol=1e-2, atol=1e-300)
+    np.testing.assert_allclose(a.conf_int(0.1), b.conf_int(0.1), rtol=1e-4)
+    # the identity reproduces the coefficient table (statsmodels' own test)
+    eye = ours.t_test(np.eye(ours.k_fe))
+    np.testing.assert_allclose(eye.effect, ours.fe_params)
+    np.testing.assert_allclose(eye.sd, ours.bse_fe)
+    assert list(eye.summary_frame().columns[:4]) == ["coef", "std err", "z", "P>|z|"]
+
+
+def test_t_test_with_t_reference(fits):
+    ours, theirs = fits
+    r = np.eye(ours.k_fe)[1:2]
+    a, b = ours.t_test(r, use_t=True), theirs.t_test(r, use_t=True)
+    assert a.distribution == "t" and a.df_denom == ours.nobs - ours.k_fe
+    np.testing.assert_allclose(a.pvalue, b.pvalue, rtol=1e-3)
+
+
+def test_text_hypotheses(fits):
+    ours, _ = fits
+    beta = ours.fe_params
+    res = ours.t_test("x1 = 1, x2 = 2 * x1")
+    np.testing.assert_allclose(res.effect, [beta.x1 - 1, beta.x2 - 2 * beta.x1])
+    same = ours.t_test((np.array([[0, 1, 0, 0], [0, -2, 1, 0]]), [1, 0]))
+    np.testing.assert_allclose(res.effect, same.effect)
+    np.testing.assert_allclose(res.sd, same.sd)
+
+
+def test_wald_test_is_statsmodels(fits):
+    ours, theirs = fits
+    r = np.eye(ours.k_fe)[1:3]
+    joint = ours.wald_test((r, [0.5, 0.0]))
+    padded = np.c_[r, np.zeros((2, len(theirs.params) - ours.k_fe))]
+    ref = theirs.wald_test((padded, [0.5, 0.0]), use_f=False, scalar=True)
+    assert joint.distribution == "chi2" and joint.df_num == 2
+    assert joint.statistic == pytest.approx(float(ref.statistic), rel=1e-4)
+    assert joint.pvalue == pytest.approx(float(ref.pvalue), rel=1e-3)
+    f = ours.wald_test("x1 = 0.5, x2 = 0", use_f=True)
+    assert f.statistic == pytest.approx(joint.statistic / 2, rel=1e-12)
+    assert f.distribution == "F" and f.df_denom == ours.nobs - ours.k_fe
+
+
+@pytest.mark.parametrize(
+    "hyp, match",
+    [
+        (np.eye(5), "should have 4 columns"),
+        ((np.eye(4), [1.0, 2.0]), "q has 2 values for 4 rows"),
+        ("x9 = 0", "cannot read the hypothesis 'x9 = 0'"),
+        ("__import__('os') = 0", "cannot read the hypothesis"),
+    ],
+)
+def test_bad_hypotheses_are_refused(fits, hyp, match):
+    with pytest.raises(SpecError, match=match):
+        fits[0].t_test(hyp)
+
+
+def test_dependent_rows_are_refused_by_the_joint_test(fits):
+    with pytest.raises(SpecError, match="linearly dependent"):
+        fits[0].wald_test(np.array([[0, 1, 0, 0], [0, 2, 0, 0]]))
