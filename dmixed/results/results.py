@@ -22,6 +22,7 @@ from ..inference import ProfileLikelihood
 from ..inference import compare_lr_test as _compare_lr_test
 from ..io import ResultsState, load_state, save_state
 from ..stats import check_identifiable
+from .by_group import ByGroup
 from .contrasts import t_test, wald_test
 from .covariance import covariance_of_estimates
 from .plots import caterpillar, residual_plot
@@ -260,25 +261,28 @@ class MixedLMResults:
     def random_effects(self) -> dict:
         """Conditional means (BLUPs) of each group's random effects: ``B* u_i``.
 
-        A dict group → Series, as statsmodels; see :meth:`random_effects_frame` for one
-        DataFrame.  Finite on the boundary (computed in Λ-form).
+        A dict group → Series, as statsmodels; each group's Series is made when it is
+        first looked up (:class:`~dmixed.results.by_group.ByGroup`), so the dict of
+        millions of groups is at hand at once.  See :meth:`random_effects_frame` for
+        one DataFrame.  Finite on the boundary (computed in Λ-form).
         """
-        out = {}
-        for gi, label in enumerate(self.group_labels):
+
+        def make(gi: int) -> pd.Series:
             names, pos = self._re_names(gi)
-            out[label] = pd.Series(self._blup[gi, pos], index=names)
-        return out
+            return pd.Series(self._blup[gi, pos], index=names)
+
+        return ByGroup(self.group_labels, make)
 
     @cached_property
     def random_effects_cov(self) -> dict:
-        """Conditional covariance of each group's random effects: ``σ̂² Λ K_i⁻¹ Λ'``."""
-        out = {}
-        for gi, label in enumerate(self.group_labels):
+        """Conditional covariance of each group's random effects: ``σ̂² Λ K_i⁻¹ Λ'``
+        (a dict group → DataFrame, made on first lookup as :attr:`random_effects`)."""
+
+        def make(gi: int) -> pd.DataFrame:
             names, pos = self._re_names(gi)
-            out[label] = pd.DataFrame(
-                self._blup_cov[gi][np.ix_(pos, pos)], index=names, columns=names
-            )
-        return out
+            return pd.DataFrame(self._blup_cov[gi][np.ix_(pos, pos)], index=names, columns=names)
+
+        return ByGroup(self.group_labels, make)
 
     def random_effects_var(self) -> pd.DataFrame:
         """Conditional variances of the ``exog_re`` random effects: the diagonals of
@@ -555,7 +559,12 @@ class MixedLMResults:
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        for key in ("_fitted_in_memory", "_resid_in_memory"):
+        for key in (
+            "_fitted_in_memory",
+            "_resid_in_memory",
+            "random_effects",
+            "random_effects_cov",
+        ):
             state.pop(key, None)  # lazy Dask collections or large arrays: recomputed
         return state
 
