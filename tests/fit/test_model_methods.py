@@ -308,3 +308,27 @@ def test_dask_statistics_are_computed_once_and_reused():
         res = model.fit()
         model.loglike(res.packed_params)
     assert reader.reads == nparts  # the fit and the calls after it reused the statistics
+
+
+def test_boundary_values_are_the_limits():
+    """At τ* = 0 statsmodels divides by zero; dmixed's value is the limit (statsmodels at
+    τ* = 1e-10 as the reference), and at a singular Ψ* the limit of nearby points."""
+    ref, ours = _models("vc", True, True)
+    beta, lmat, _ = next(_points(ours, 1, seed=9))
+    tau = np.zeros(1)
+    sm_pa, pa = _both(beta, lmat, tau)
+    sm_pa.vcomp = np.array([1e-10])
+    np.testing.assert_allclose(ours.loglike(pa), ref.loglike(sm_pa), rtol=1e-8)
+    _close(ours.score_full(pa, True)[1], ref.score_full(sm_pa, True)[1], 1e-6)
+    hess, sing = ours.hessian(pa)
+    assert sing and np.all(np.isfinite(hess))
+    _, ours_slope = _models("slope", False, True)
+    beta, lmat, _ = next(_points(ours_slope, 1, seed=9))
+    lmat[1, 1] = 0.0  # Ψ* of rank one: the slope is a multiple of the intercept
+    near = lmat.copy()
+    near[1, 1] = 1e-7
+    on, off = (_both(beta, m, np.zeros(0), packed=True) for m in (lmat, near))
+    np.testing.assert_allclose(ours_slope.loglike(on), ours_slope.loglike(off), rtol=1e-10)
+    _close(ours_slope.score(on)[:2], ours_slope.score(off)[:2], 1e-6)
+    fe, sing = ours_slope.get_fe_params(lmat @ lmat.T, np.zeros(0))
+    assert sing and np.all(np.isfinite(fe))
