@@ -6,7 +6,8 @@ from the model's per-group statistics (:class:`dmixed.fit.likelihood.Likelihood`
 first call makes the data pass (or reuses the fit's statistics), every later call
 reuses them.  Parameters are on statsmodels' scale: ``cov_re`` = Ψ* = Ψ/σ²,
 ``vcomp`` = τ* = τ²/σ², σ² profiled out; with ``profile_fe`` β is replaced by its GLS
-estimate.  ``params`` is a :class:`~dmixed.fit.params.MixedLMParams` or a packed vector
+estimate.  ``params`` is a :class:`~dmixed.fit.params.MixedLMParams` (or statsmodels' own,
+or any object with ``fe_params``, ``cov_re`` and ``vcomp``) or a packed vector
 in the model's ``use_sqrt`` packing (covariance parameters only, except for
 :meth:`~LikelihoodMethods.hessian`, whose vector starts with β as statsmodels').
 
@@ -248,6 +249,11 @@ class LikelihoodMethods:
     def _resolve(self, params, has_fe: bool, lik: Likelihood):
         """``(MixedLMParams, Λ or None outside the space, sqrt-packed covariance vector)``."""
         k = (self.k_fe, self.k_re, self.k_vc)
+        if not isinstance(params, MixedLMParams) and hasattr(params, "cov_re"):
+            # statsmodels' own MixedLMParams (code ported with its import kept)
+            params = MixedLMParams.from_components(
+                getattr(params, "fe_params", None), params.cov_re, vcomp=params.vcomp
+            )
         if isinstance(params, MixedLMParams):
             pa = params
             pa.check_dimensions(*k)

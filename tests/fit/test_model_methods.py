@@ -332,3 +332,12 @@ def test_boundary_values_are_the_limits():
     _close(ours_slope.score(on)[:2], ours_slope.score(off)[:2], 1e-6)
     fe, sing = ours_slope.get_fe_params(lmat @ lmat.T, np.zeros(0))
     assert sing and np.all(np.isfinite(fe))
+
+
+def test_statsmodels_own_params_objects_are_accepted():
+    """Code ported with ``from statsmodels...import MixedLMParams`` kept still runs."""
+    _, ours = _models("vc", True, True)
+    beta, lmat, tau = next(_points(ours, 1, seed=2))
+    sm_pa, pa = _both(beta, lmat, tau)
+    assert ours.loglike(sm_pa, profile_fe=False) == ours.loglike(pa, profile_fe=False)
+    np.testing.assert_array_equal(ours.hessian(sm_pa)[0], ours.hessian(pa)[0])
