@@ -7,10 +7,18 @@ from importlib.metadata import PackageNotFoundError, version
 from . import errors
 from .errors import *  # noqa: F403 - every class of errors.__all__
 from .inference import anova, compare_lr_test
-from .model import MixedLM, mixedlm
+from .model import MixedLM, MixedLMParams, mixedlm
 from .results import MixedLMResults, load
 
-__all__ = ["MixedLM", "MixedLMResults", "mixedlm", "anova", "compare_lr_test", "load"]
+__all__ = [
+    "MixedLM",
+    "MixedLMParams",
+    "MixedLMResults",
+    "mixedlm",
+    "anova",
+    "compare_lr_test",
+    "load",
+]
 __all__ += errors.__all__
 
 try:

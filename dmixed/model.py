@@ -37,8 +37,10 @@ from .errors import (
     SpecError,
 )
 from .fit.coordinates import Coordinates
+from .fit.model_methods import LikelihoodMethods
 from .fit.objective import RESOLUTION_LIMIT, resolution
 from .fit.optimize import ProfiledObjective, choose_methods, maximize, parse_free
+from .fit.params import MixedLMParams
 from .fit.start import choose_start, moment_start_packed, start_packed
 from .fit.summary import DEFAULTS, OptSummary
 from .results import MixedLMResults
@@ -56,10 +58,10 @@ from .stats import (
 
 logger = logging.getLogger("dmixed")
 
-__all__ = ["MixedLM", "mixedlm"]
+__all__ = ["MixedLM", "MixedLMParams", "mixedlm"]
 
 
-class MixedLM(ModelDimensions):
+class MixedLM(LikelihoodMethods, ModelDimensions):
     """Linear mixed model, statsmodels' ``MixedLM`` parametrization (DESIGN.md §1).
 
     ``y_i = X_i β + Z_i γ_i + Σ_l W_il θ_il + ε_i`` with ``γ_i ~ N(0, Ψ)``,
@@ -518,6 +520,7 @@ class MixedLM(ModelDimensions):
             raise SpecError(f"check_nobs must be 'raise' or 'ignore', got {check_nobs!r}")
         choose_methods(method, opt_sqrt=True)  # a bad method is refused before the data pass
         t_start = time.perf_counter()
+        self.reml = bool(reml)  # the criterion of loglike/score/hessian, as statsmodels
         stats = self._data_pass(client, progress, engine)
         if check_nobs == "raise":
             check_identifiable(stats, self.group_name, self.vc_names)

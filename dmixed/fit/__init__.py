@@ -5,4 +5,9 @@
 - :mod:`~dmixed.fit.optimize`: Newton steps, the scipy loop, boundary handling, polish.
 - :mod:`~dmixed.fit.summary`: :class:`OptSummary`, the record of one optimization
   (settings and tolerances, start, outcome, fit log).
+- :mod:`~dmixed.fit.params`: :class:`MixedLMParams`, statsmodels' parameter point and packings.
+- :mod:`~dmixed.fit.likelihood`: ℓ, score and Hessian at any point in the model's own
+  coordinates; :mod:`~dmixed.fit.model_methods`: statsmodels' model API on them
+  (``MixedLM.loglike``, ``score``, ``score_full``, ``score_sqrt``, ``hessian``,
+  ``get_fe_params``).
 """

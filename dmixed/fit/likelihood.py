@@ -1,0 +1,160 @@
+"""ℓ(β, θ), its score and its Hessian at any parameter point, on the model's own scale.
+
+The fit evaluates the objective in the statistics' coordinates (:mod:`dmixed.fit.
+coordinates`) and maps only the estimates back.  Here a user's point ``(β, Ψ*, τ*)``
+(statsmodels' scale: Ψ* = Ψ/σ², τ* = τ²/σ², σ² profiled) is mapped into those
+coordinates exactly,
+
+    β̃ = (T β − c_y e_0) / s_y,    Λ̃ = blockdiag(A L, s_l s_l-slots),    ℓ = ℓ̃ + off
+
+(``off = −f log s_y − [REML] log|det T|``; :mod:`dmixed.stats.standardize`), the kernels
+give the sums there, and the derivatives come back through the Jacobian
+``J = ∂[β̃, θ̃]/∂[β, θ]`` (constant: every map is affine in ``[β, vech(Ψ*), τ*]``):
+gradients as ``J'g̃``, the Hessian as ``J'H̃J``.  One engine step per value and score
+(one more for the Hessian); no data pass.
+
+Formulas: DESIGN.md §3–5; with β given rather than profiled, ``Q(β) = w'[X y]'V*⁻¹[X y]w``
+with ``w = [−β; 1]`` replaces ``Q(β̂)`` in ℓ and in the score, and
+``∂ℓ/∂β = f X'V*⁻¹(y − Xβ) / Q(β)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from ..kernels import StepSums
+from ..stats import GlobalStats, Layout, Standardization
+from .coordinates import Coordinates
+from .objective import Profile, hessian, loglike, profile, residual_cross_products, score_matrices
+
+__all__ = ["Likelihood", "Point", "SINGULAR_TOL"]
+
+#: statsmodels' tolerance: Ψ* with an eigenvalue, or a τ*, below it is "singular".
+SINGULAR_TOL = 1e-10
+
+
+@dataclass(frozen=True)
+class Point:
+    """One parameter point in the model's coordinates.
+
+    Attributes
+    ----------
+    lam : ndarray (r, r)
+        ``Λ = blockdiag(L, s_1 I, …)`` with ``Ψ* = L L'``, ``τ*_l = s_l²`` (the statistics'
+        layout: ``r = q + Σ_l m_l``).
+    beta : ndarray (p,) or None
+        β; ``None``: β profiled (its GLS estimate at Λ).
+    """
+
+    lam: np.ndarray
+    beta: np.ndarray | None = None
+
+
+@dataclass
+class Likelihood:
+    """ℓ, score and Hessian of a model at points given in its own coordinates.
+
+    Parameters
+    ----------
+    engine : dmixed.engines.Engine
+        Holds the per-group statistics (``step``, ``hessian``).
+    glob : GlobalStats
+    layout : Layout
+    columns : Standardization
+        The statistics' column map.
+    reml : bool
+    """
+
+    engine: Any
+    glob: GlobalStats
+    layout: Layout
+    columns: Standardization
+    reml: bool
+
+    def __post_init__(self) -> None:
+        lay = self.layout
+        self.to_statistics = Coordinates.model(self.columns, lay)  # Λ → Λ̃, ℓ̃ → ℓ
+        self.jacobian = Coordinates.for_fit(self.columns, lay, True).jacobian()
+
+    # -- evaluation in the statistics' coordinates ------------------------------------
+
+    def evaluate(self, point: Point) -> tuple[StepSums, Profile]:
+        """The step sums at ``point.lam`` and the profile at ``point.beta``.
+
+        The profile's ``beta`` is β̃ (the given β mapped, or the GLS estimate) and its
+        ``q`` is ``Q̃(β̃)``: every formula of :mod:`dmixed.fit.objective` then holds at
+        that β.  Raises ``np.linalg.LinAlgError`` where ``X'V*⁻¹X`` is not positive
+        definite in floating point.
+        """
+        lam_std = self.to_statistics.to_statistics(point.lam)
+        step = self.engine.step(lam_std, self.layout.k_re)
+        prof = profile(step, self.glob, self.reml)
+        if point.beta is None:
+            return step, prof
+        beta_std = self.beta_to_std(point.beta)
+        w = np.append(-beta_std, 1.0)
+        q = float(w @ residual_cross_products(step, self.glob) @ w)
+        return step, replace(prof, beta=beta_std, q=q)
+
+    def beta_to_std(self, beta: np.ndarray) -> np.ndarray:
+        """``β̃ = (T β − c_y e_0) / s_y``, the inverse of ``beta_from_std``."""
+        cols = self.columns
+        out = cols.fe_matrix() @ np.asarray(beta, dtype=np.float64)
+        if cols.x_intercept >= 0:
+            out[cols.x_intercept] -= cols.y_shift
+        return out / cols.y_scale
+
+    # -- the model's quantities ---------------------------------------------------------
+
+    def loglike(self, point: Point) -> float:
+        """ℓ at ``point`` (σ² profiled; β given or profiled).
+
+        ``ℓ = −½ Σ log|K_i| [− ½ log|A|] − (f/2) log Q(β) + (f/2)(log f − log 2π − 1)``;
+        ``−inf`` where ``Q ≤ 0`` or ``A`` is not positive definite.
+        """
+        try:
+            step, prof = self.evaluate(point)
+        except np.linalg.LinAlgError:
+            return -np.inf
+        llf = loglike(step, prof, self.glob, self.reml)
+        return self.to_statistics.llf(llf, self.glob.n, self.reml)
+
+    def fe_params(self, lam: np.ndarray) -> np.ndarray:
+        """The GLS estimate ``β̂ = (X'V*⁻¹X)⁻¹ X'V*⁻¹y`` (p,) at ``lam``."""
+        _, prof = self.evaluate(Point(lam))
+        return self.columns.beta_from_std(prof.beta)
+
+    def score_parts(self, point: Point) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The score at ``point`` as ``(∂ℓ/∂β (p,), D (q, q), ∂ℓ/∂τ* (d,))``.
+
+        ``D`` is symmetric with ``dℓ = Σ_ab D_ab dΨ*_ab`` (entries treated as free):
+        ``D = A' D̃ A``; ``∂ℓ/∂τ*_l = s_l² ∂ℓ/∂τ̃_l``; ``∂ℓ/∂β = T' ∂ℓ/∂β̃ / s_y`` with
+        ``∂ℓ/∂β̃ = f (b̃ − Ãβ̃) / Q̃`` (zero at the GLS estimate).
+        """
+        step, prof = self.evaluate(point)
+        lay = self.layout
+        d_psi, d_tau = score_matrices(step, prof, self.reml, lay.slot_component, lay.k_vc)
+        a = self.columns.re_matrix()
+        d_psi = a.T @ d_psi @ a
+        d_tau = d_tau * self.columns.vc_scales(lay.k_vc) ** 2
+        g_std = prof.fac * (prof.b - prof.a @ prof.beta) / prof.q
+        g_fe = self.columns.fe_matrix().T @ g_std / self.columns.y_scale
+        return g_fe, 0.5 * (d_psi + d_psi.T), d_tau
+
+    def hessian(self, point: Point) -> np.ndarray:
+        """Hessian of ℓ(β, θ) (σ² profiled, β free) in ``[β, vech_lt(Ψ*), τ*]``.
+
+        An off-diagonal ``vech_lt`` entry stands for both ``Ψ*_ab`` and ``Ψ*_ba``
+        (statsmodels' convention).  ``H = J' H̃ J`` with ``H̃`` from
+        :func:`dmixed.fit.objective.hessian` at β̃ (the given β, or β̂).  Raises
+        ``np.linalg.LinAlgError`` where a factorization fails.
+        """
+        step, prof = self.evaluate(point)
+        lam_std = self.to_statistics.to_statistics(point.lam)
+        hs = self.engine.hessian(lam_std, self.layout.basis(), prof.w)
+        h_std = hessian(step, hs, prof.beta, self.glob, self.reml)
+        out = self.jacobian.T @ h_std @ self.jacobian
+        return 0.5 * (out + out.T)

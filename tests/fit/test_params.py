@@ -1,0 +1,97 @@
+"""``MixedLMParams``: statsmodels' packings, round trips, and the same vectors as
+statsmodels' own class."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import statsmodels.regression.mixed_linear_model as smlm
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import dmixed
+from dmixed import MixedLMParams
+from dmixed.errors import SpecError
+
+from .._synth import QUICK
+
+FINITE = st.floats(-10.0, 10.0, allow_nan=False)
+
+
+@st.composite
+def points(draw):
+    """A random point: β, a lower-triangular L with a positive diagonal, τ* ≥ 0."""
+    k_fe = draw(st.integers(0, 3))
+    k_re = draw(st.integers(0, 3))
+    k_vc = draw(st.integers(0, 3))
+    beta = np.array(draw(st.lists(FINITE, min_size=k_fe, max_size=k_fe)))
+    lmat = np.zeros((k_re, k_re))
+    rows, cols = np.tril_indices(k_re)
+    for i, j in zip(rows, cols, strict=True):
+        lmat[i, j] = draw(st.floats(0.1, 3.0) if i == j else FINITE)
+    tau = np.array(draw(st.lists(st.floats(0.0, 5.0), min_size=k_vc, max_size=k_vc)))
+    return beta, lmat, tau
+
+
+@settings(max_examples=60, **QUICK)
+@given(points(), st.booleans(), st.booleans())
+def test_packing_round_trips_and_matches_statsmodels(point, use_sqrt, has_fe):
+    beta, lmat, tau = point
+    pa = MixedLMParams.from_components(beta, cov_re_sqrt=lmat, vcomp=tau)
+    assert (pa.k_fe, pa.k_re, pa.k_vc) == (beta.size, lmat.shape[0], tau.size)
+    assert pa.k_tot == pa.k_fe + pa.k_re * (pa.k_re + 1) // 2 + pa.k_vc
+    packed = pa.get_packed(use_sqrt=use_sqrt, has_fe=has_fe)
+    assert packed.shape == (pa.k_tot if has_fe else pa.k_tot - pa.k_fe,)
+    back = MixedLMParams.from_packed(packed, pa.k_fe, pa.k_re, use_sqrt, has_fe)
+    np.testing.assert_allclose(back.cov_re, pa.cov_re, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(back.vcomp, pa.vcomp, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(back.fe_params, beta if has_fe else np.zeros(beta.size))
+    np.testing.assert_allclose(
+        back.get_packed(use_sqrt, has_fe), packed, rtol=1e-9, atol=1e-9
+    )  # the factor is the Cholesky factor: unique for a positive diagonal
+    np.testing.assert_allclose(pa.cov_re_sqrt, lmat, rtol=1e-9, atol=1e-9)
+    # statsmodels' own class gives the same vectors and the same points
+    ref = smlm.MixedLMParams.from_components(beta, cov_re_sqrt=lmat, vcomp=tau)
+    np.testing.assert_allclose(packed, ref.get_packed(use_sqrt, has_fe), rtol=1e-12, atol=1e-12)
+    ref_back = smlm.MixedLMParams.from_packed(packed, pa.k_fe, pa.k_re, use_sqrt, has_fe)
+    np.testing.assert_allclose(back.cov_re, ref_back.cov_re, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(back.vcomp, ref_back.vcomp, rtol=1e-12, atol=1e-12)
+
+
+def test_copy_is_independent():
+    pa = MixedLMParams.from_components(np.ones(2), np.eye(2), vcomp=np.ones(1))
+    dup = pa.copy()
+    dup.fe_params[0] = 5.0
+    dup.cov_re[0, 0] = 5.0
+    dup.vcomp[0] = 5.0
+    assert pa.fe_params[0] == 1.0 and pa.cov_re[0, 0] == 1.0 and pa.vcomp[0] == 1.0
+    assert (dup.k_fe, dup.k_re, dup.k_vc, dup.k_tot) == (2, 2, 1, 6)
+
+
+def test_exported_as_statsmodels_exports_it():
+    """``from dmixed.model import MixedLM, MixedLMParams`` mirrors
+    ``statsmodels.regression.mixed_linear_model``; the package root has it too."""
+    from dmixed.model import MixedLMParams as from_model
+
+    assert from_model is dmixed.MixedLMParams is MixedLMParams
+
+
+def test_singular_cov_re_keeps_its_covariances():
+    """statsmodels falls back to ``diag(√diag(cov_re))`` for a singular ``cov_re``
+    (dropping the covariance); here the factor still gives ``cov_re`` back."""
+    cov = np.array([[1.0, 2.0], [2.0, 4.0]])  # rank one
+    pa = MixedLMParams.from_components(cov_re=cov)
+    lmat = pa.cov_re_sqrt
+    np.testing.assert_allclose(lmat @ lmat.T, cov, atol=1e-12)
+    assert np.allclose(lmat, np.tril(lmat))
+
+
+def test_bad_input_is_refused():
+    with pytest.raises(SpecError, match="at least 3"):
+        MixedLMParams.from_packed(np.ones(2), 0, 2, True, False)
+    with pytest.raises(SpecError, match="one-dimensional"):
+        MixedLMParams.from_packed(np.ones((2, 2)), 0, 1, True, False)
+    with pytest.raises(SpecError, match="square"):
+        MixedLMParams.from_components(cov_re=np.ones((2, 3)))
+    with pytest.raises(SpecError, match="negative"):
+        MixedLMParams.from_components(vcomp=np.array([-1.0])).get_packed(use_sqrt=True)
