@@ -18,6 +18,7 @@ import pandas as pd
 from ..design import ModelNames, is_dask
 from ..errors import DataError, SpecError
 from ..fit.coordinates import Coordinates
+from ..fit.params import MixedLMParams
 from ..inference import ProfileLikelihood
 from ..inference import compare_lr_test as _compare_lr_test
 from ..io import ResultsState, load_state, save_state
@@ -283,6 +284,17 @@ class MixedLMResults:
             return pd.DataFrame(self._blup_cov[gi][np.ix_(pos, pos)], index=names, columns=names)
 
         return ByGroup(self.group_labels, make)
+
+    @property
+    def params_object(self) -> MixedLMParams:
+        """The estimates as statsmodels' :class:`~dmixed.MixedLMParams`: β̂, and Ψ* and τ*
+        relative to σ̂² (``cov_re / scale``, ``vcomp / scale``), the point the model's
+        ``loglike`` takes (``model.loglike(res.params_object) == res.llf``)."""
+        return MixedLMParams.from_components(
+            fe_params=self.fe_params.to_numpy(),
+            cov_re=np.asarray(self.cov_re_unscaled, dtype=np.float64),
+            vcomp=np.asarray(self.vcomp, dtype=np.float64) / self.scale,
+        )
 
     def random_effects_var(self) -> pd.DataFrame:
         """Conditional variances of the ``exog_re`` random effects: the diagonals of

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from statsmodels.regression.mixed_linear_model import MixedLM as SmMixedLM
 
-from dmixed import BoundaryWarning, MixedLM, MixedLMResults
+from dmixed import BoundaryWarning, MixedLM, MixedLMResults, mixedlm
 
 from .._synth import design, make_data, vc_dict
 
@@ -122,3 +122,16 @@ def test_results_are_built_from_their_state_record(vc_fits):
     np.testing.assert_array_equal(back.cov_params(), res.cov_params())
     np.testing.assert_array_equal(back.random_effects_frame(), res.random_effects_frame())
     assert back.aic == res.aic or (np.isnan(back.aic) and np.isnan(res.aic))
+
+
+@pytest.mark.parametrize("reml", [True, False])
+def test_params_object_is_the_point_of_llf(reml):
+    """statsmodels' ``model.loglike(result.params_object)`` (its test_dietox) is llf."""
+    df = make_data(n_groups=30, vc_sd=0.5, seed=3)
+    model = mixedlm("y ~ x1", df, groups="g", re_formula="1 + x1", vc_formula={"sub": "0 + C(sub)"})
+    res = model.fit(reml=reml)
+    point = res.params_object
+    assert model.loglike(point) == pytest.approx(res.llf, rel=1e-12)
+    np.testing.assert_allclose(point.cov_re * res.scale, res.cov_re, rtol=1e-12)
+    np.testing.assert_allclose(point.vcomp * res.scale, res.vcomp, rtol=1e-12)
+    np.testing.assert_array_equal(point.fe_params, res.fe_params)
