@@ -37,7 +37,9 @@ def find_plain_plan(spec: ModelSpec, which: str) -> PlainPlan | bool:
     """The plain plan of ``"rhs"`` (fixed effects), ``"lhs"`` (response) or ``"re"``;
     False when a term is not a product of numeric columns (``ModelSpec.plain_plan``
     caches this)."""
-    fspec = spec.re_spec if which == "re" else getattr(spec.main_spec, which, None)
+    fspec = spec.formulaic_spec("re") if which == "re" else None
+    if which != "re":
+        fspec = getattr(spec.formulaic_spec("main"), which, None)
     if fspec is None:
         return False
     plan = []
@@ -111,11 +113,11 @@ def fixed_effects(spec: ModelSpec, frame: pd.DataFrame, n: int, response: bool =
         endog = plain_matrix(lhs, frame, n, [spec.endog_name], "response")[:, 0]
         return endog, exog
     if not response:
-        mm = materialize(spec.main_spec.rhs, frame, spec.formula)
+        mm = materialize(spec.formulaic_spec("main").rhs, frame, spec.formula)
         exog = np.ascontiguousarray(np.asarray(mm, dtype=np.float64).reshape(n, p))
         check_output(exog, spec.exog_names, "fixed-effects design")
         return np.full(n, np.nan), exog
-    mm = materialize(spec.main_spec, frame, spec.formula)
+    mm = materialize(spec.formulaic_spec("main"), frame, spec.formula)
     endog = np.array(np.asarray(mm.lhs, dtype=np.float64).reshape(n, -1)[:, 0])
     exog = np.ascontiguousarray(np.asarray(mm.rhs, dtype=np.float64).reshape(n, p))
     check_output(endog[:, None], [spec.endog_name], "response")
@@ -168,7 +170,7 @@ def random_effects(
     plan = spec.plain_plan("re")
     if plan is not None and len(plan) == q:
         return plain_matrix(plan, frame, n, spec.exog_re_names, "random-effects design")
-    mm = materialize(spec.re_spec, frame, spec.re_formula)
+    mm = materialize(spec.formulaic_spec("re"), frame, spec.re_formula)
     out = np.ascontiguousarray(np.asarray(mm, dtype=np.float64).reshape(n, q))
     check_output(out, spec.exog_re_names, "random-effects design")
     return out
