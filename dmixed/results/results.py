@@ -77,12 +77,7 @@ class MixedLMResults:
         self.llf = state.llf
         self.scale = state.scale
         self.param_names = state.param_names
-        self.params = pd.Series(state.params, index=state.param_names, name="params")
         self.packed_params = state.packed_params
-        self.fe_params = pd.Series(state.fe_params, index=names.exog_names, name="fe_params")
-        self.cov_re = pd.DataFrame(
-            state.cov_re, index=names.exog_re_names, columns=names.exog_re_names
-        )
         self.cov_re_unscaled = state.cov_re_unscaled
         self.vcomp = state.vcomp
         self.group_labels = state.group_labels
@@ -181,6 +176,29 @@ class MixedLMResults:
         )
         return cls(state, model=model)
 
+    # -- estimates as pandas objects (made on first use: a fit that reads a few
+    # -- numbers does not pay for pandas' indexes) ------------------------------
+
+    @cached_property
+    def _param_index(self) -> pd.Index:
+        return pd.Index(self.param_names)
+
+    @cached_property
+    def params(self) -> pd.Series:
+        """``[fe_params, vech_lt(Ψ*), τ*]`` by parameter name (see the class doc)."""
+        return pd.Series(self._state.params, index=self._param_index, name="params")
+
+    @cached_property
+    def fe_params(self) -> pd.Series:
+        """The fixed effects β̂, by ``exog_names``."""
+        return pd.Series(self._state.fe_params, index=self.names.exog_names, name="fe_params")
+
+    @cached_property
+    def cov_re(self) -> pd.DataFrame:
+        """The random effects' covariance σ̂²Ψ̂*, by ``exog_re_names``."""
+        names = self.names.exog_re_names
+        return pd.DataFrame(self._state.cov_re, index=names, columns=names)
+
     # -- covariance of the estimates ---------------------------------------------
 
     def cov_params(self) -> pd.DataFrame:
@@ -189,7 +207,7 @@ class MixedLMResults:
 
     @cached_property
     def bse(self) -> pd.Series:
-        return pd.Series(self._state.bse, index=self.param_names, name="bse")
+        return pd.Series(self._state.bse, index=self._param_index, name="bse")
 
     @cached_property
     def bse_fe(self) -> pd.Series:
