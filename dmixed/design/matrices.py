@@ -24,6 +24,7 @@ __all__ = [
     "find_plain_plan",
     "fixed_effects",
     "main_plain_plans",
+    "needs_frame",
     "plain_matrix",
     "random_effects",
     "shared_re_columns",
@@ -59,10 +60,11 @@ def find_plain_plan(spec: ModelSpec, which: str) -> PlainPlan | bool:
     return plan
 
 
-def plain_matrix(
-    plan: PlainPlan, frame: pd.DataFrame, n: int, names: list[str], what: str
-) -> np.ndarray:
+def plain_matrix(plan: PlainPlan, frame, n: int, names: list[str], what: str) -> np.ndarray:
     """Model matrix of a plain plan, shape ``(n, len(plan))``, checked for non-finite values.
+
+    ``frame``: the normalised partition, a DataFrame or a mapping of column name to its
+    float values (:func:`needs_frame`).
 
     Only product columns are checked: the columns were checked finite (or their rows
     dropped) when the partition was prepared, so a copy or a column of ones is finite,
@@ -75,9 +77,9 @@ def plain_matrix(
         if not cols:
             out[:, j] = 1.0
             continue
-        np.copyto(out[:, j], frame[cols[0]].to_numpy(dtype=np.float64))
+        np.copyto(out[:, j], np.asarray(frame[cols[0]], dtype=np.float64))
         for name in cols[1:]:
-            out[:, j] *= frame[name].to_numpy(dtype=np.float64)
+            out[:, j] *= np.asarray(frame[name], dtype=np.float64)
     products = [j for j, cols in enumerate(plan) if len(cols) > 1]
     if products:
         check_output(out[:, products], [names[j] for j in products], what)
@@ -91,6 +93,19 @@ def main_plain_plans(spec: ModelSpec):
     if rhs is not None and lhs is not None and len(lhs) == 1 and len(rhs) == len(spec.exog_names):
         return rhs, lhs
     return None, None
+
+
+def needs_frame(spec: ModelSpec) -> bool:
+    """Whether :func:`fixed_effects`, :func:`random_effects` or a variance component
+    reads the partition as a DataFrame (formulaic); False when every matrix is a plain
+    plan, which reads the normalised columns as they are."""
+    rhs, _ = main_plain_plans(spec)
+    if rhs is None or spec.vc_names:
+        return True
+    if spec.re_kind != "formula":
+        return False
+    plan = spec.plain_plan("re")
+    return plan is None or len(plan) != len(spec.exog_re_names)
 
 
 def fixed_effects(spec: ModelSpec, frame: pd.DataFrame, n: int, response: bool = True):

@@ -49,7 +49,14 @@ from .build import (
 )
 from .dtypes import group_keys, py_scalars
 from .levels import prototype
-from .matrices import PlainPlan, find_plain_plan, fixed_effects, random_effects, shared_re_columns
+from .matrices import (
+    PlainPlan,
+    find_plain_plan,
+    fixed_effects,
+    needs_frame,
+    random_effects,
+    shared_re_columns,
+)
 from .prepare import normalized_frame, prepare_columns
 from .vc import VCPlan, eval_vc
 
@@ -311,7 +318,9 @@ class ModelSpec(ModelNames):
             raise TypeError(f"transform expects a pandas DataFrame, got {type(df).__name__}")
         prepared = prepare_columns(self, df, response)
         n = len(df) - prepared.n_dropped
-        frame = normalized_frame(self, prepared.columns, n)
+        frame = (
+            normalized_frame(self, prepared.columns, n) if needs_frame(self) else prepared.columns
+        )
         endog, exog = fixed_effects(self, frame, n, response)
         exog_re = random_effects(self, frame, n, exog)
         vc_cols, vc_vals = [], []
