@@ -60,6 +60,8 @@ class Evaluation:
     prof: Profile | None
     llf: float
     score: np.ndarray
+    #: ``(∂ℓ/∂Ψ, ∂ℓ/∂τ*)`` once computed (:meth:`ProfiledObjective.score_parts`)
+    parts: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
 
 #: Evaluations a :class:`ProfiledObjective` keeps (each is a few small matrices).
@@ -88,6 +90,14 @@ class ProfiledObjective:
     n_evals: int = 0
     _cache: dict[bytes, Evaluation] = field(default_factory=dict, repr=False)
     _last_hessian: tuple[bytes, np.ndarray] | None = field(default=None, repr=False)
+    # per-fit constants of the layout (each Hessian round trip sends the basis)
+    _basis: np.ndarray | None = field(default=None, init=False, repr=False)
+    _slot_component: np.ndarray | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._basis = self.layout.basis()
+        self._basis.flags.writeable = False
+        self._slot_component = self.layout.slot_component
 
     def evaluate(self, packed: np.ndarray) -> Evaluation:
         """ℓ and its score at ``packed`` (this objective's packing); cached."""
@@ -133,12 +143,13 @@ class ProfiledObjective:
     def score_parts(self, ev: Evaluation) -> tuple[np.ndarray, np.ndarray]:
         """``(∂ℓ/∂Ψ, ∂ℓ/∂τ*)`` in the optimizer's coordinates (see
         :func:`~dmixed.fit.objective.score_matrices`): ``C' D̃ C`` for Ψ."""
+        if ev.parts is not None:
+            return ev.parts
         step, prof = _defined(ev)
-        d_psi, d_tau = score_matrices(
-            step, prof, self.reml, self.layout.slot_component, self.layout.k_vc
-        )
+        d_psi, d_tau = score_matrices(step, prof, self.reml, self._slot_component, self.layout.k_vc)
         if self.re_map is not None:
             d_psi = self.re_map.T @ d_psi @ self.re_map
+        ev.parts = (d_psi, d_tau)
         return d_psi, d_tau
 
     def hessian_full(self, packed: np.ndarray, beta: np.ndarray | None = None) -> np.ndarray:
@@ -165,8 +176,8 @@ class ProfiledObjective:
         beta = prof.beta if beta is None else np.asarray(beta, dtype=np.float64)
         lam = self.lam(packed)
         try:
-            hs = self.engine.hessian(lam, self.layout.basis(), np.append(-beta, 1.0))
-            hess = hessian(step, hs, beta, self.glob, self.reml)
+            hs = self.engine.hessian(lam, self._basis, np.append(-beta, 1.0))
+            hess = hessian(step, hs, beta, self.glob, self.reml, prof=prof)
         except np.linalg.LinAlgError:
             hess = None
         if hess is None or not np.all(np.isfinite(hess)):
