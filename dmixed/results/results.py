@@ -552,15 +552,12 @@ def _record_fit(
     rows, cols = layout.tril()
     # BLUPs and their conditional covariances: one kernel call, no data pass
     blup, cond = coords.blups(*stats.engine.random_effects(coords.lam(packed, use_sqrt), prof.w))
+    entries = optimize_result.history
+    llfs = coords.llf_all([e["llf"] for e in entries], n, reml)
+    params = coords.from_opt_all([e["params"] for e in entries], optimize_result.use_sqrt)
     history = [
-        {
-            **entry,
-            "llf": coords.llf(entry["llf"], n, reml),
-            "params": coords.from_opt(
-                np.asarray(entry["params"]), optimize_result.use_sqrt
-            ).tolist(),
-        }
-        for entry in optimize_result.history
+        {**entry, "llf": llf, "params": p.tolist()}
+        for entry, llf, p in zip(entries, llfs, params, strict=True)
     ]
     return ResultsState(
         names=ModelNames.from_model(model),
