@@ -62,6 +62,8 @@ class Evaluation:
     score: np.ndarray
     #: ``(∂ℓ/∂Ψ, ∂ℓ/∂τ*)`` once computed (:meth:`ProfiledObjective.score_parts`)
     parts: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    #: Λ̃ at ``packed`` (what ``engine.step`` was given)
+    lam: np.ndarray | None = field(default=None, repr=False)
 
 
 #: Evaluations a :class:`ProfiledObjective` keeps (each is a few small matrices).
@@ -114,11 +116,12 @@ class ProfiledObjective:
             # use_sqrt=False): the likelihood is not defined there
             return Evaluation(packed, None, None, -np.inf, np.zeros_like(packed))
         self.n_evals += 1
+        lam.flags.writeable = False  # kept with the evaluation for its Hessian
         try:
             step = self.engine.step(lam, self.layout.k_re)
             prof = profile(step, self.glob, self.reml)
             llf = loglike(step, prof, self.glob, self.reml)
-            ev = Evaluation(packed, step, prof, llf, np.zeros_like(packed))
+            ev = Evaluation(packed, step, prof, llf, np.zeros_like(packed), lam=lam)
             d_psi, d_tau = self.score_parts(ev)
             ev.score = self.layout.score_packed(d_psi, d_tau, packed, self.use_sqrt)
         except np.linalg.LinAlgError:
@@ -174,7 +177,7 @@ class ProfiledObjective:
         ev = self.evaluate(packed)
         step, prof = _defined(ev)
         beta = prof.beta if beta is None else np.asarray(beta, dtype=np.float64)
-        lam = self.lam(packed)
+        lam = ev.lam if ev.lam is not None else self.lam(packed)
         try:
             hs = self.engine.hessian(lam, self._basis, np.append(-beta, 1.0))
             hess = hessian(step, hs, beta, self.glob, self.reml, prof=prof)
