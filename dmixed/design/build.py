@@ -556,8 +556,12 @@ def plan_variance_components(parsed: ParsedFormulas, vc_formula, levels, kinds, 
     return plans, names
 
 
-def check_response_not_constant(spec: ModelSpec, data, scan: LevelScan, dask_input: bool) -> None:
+def check_response_not_constant(spec: ModelSpec, data, scan: LevelScan, dask_input: bool):
     """Refuse a constant response (from the whole pandas frame, or the Dask scan's range).
+
+    Returns the prepared columns of the pandas frame
+    (:func:`~dmixed.design.prepare.prepare_columns`; None for Dask data), which
+    :meth:`ModelSpec.transform` can take instead of preparing them again.
 
     Raises
     ------
@@ -578,7 +582,9 @@ def check_response_not_constant(spec: ModelSpec, data, scan: LevelScan, dask_inp
             raise DataError(
                 f"the response {spec.endog_name!r} is constant (all values {finite[0]!r})"
             )
-    elif scan.response_range is not None and scan.response_range[0] == scan.response_range[1]:
+        return prepared
+    if scan.response_range is not None and scan.response_range[0] == scan.response_range[1]:
         raise DataError(
             f"the response {spec.endog_name!r} is constant (all values {scan.response_range[0]!r})"
         )
+    return None

@@ -57,10 +57,10 @@ from .matrices import (
     random_effects,
     shared_re_columns,
 )
-from .prepare import normalized_frame, prepare_columns
+from .prepare import PreparedColumns, normalized_frame, prepare_columns
 from .vc import VCPlan, eval_vc
 
-__all__ = ["DesignMatrices", "ModelDimensions", "ModelSpec", "build_spec"]
+__all__ = ["DesignMatrices", "ModelDimensions", "ModelSpec", "build_spec", "build_spec_prepared"]
 
 
 @dataclass
@@ -296,13 +296,16 @@ class ModelSpec(ModelNames):
         return dataclasses.replace(spec, group_native=state.get("group_native"))
 
     # -- per-partition application -------------------------------------------
-    def transform(self, df: pd.DataFrame, *, response: bool = True) -> DesignMatrices:
+    def transform(
+        self, df: pd.DataFrame, *, response: bool = True, prepared: PreparedColumns | None = None
+    ) -> DesignMatrices:
         """Apply the spec to one pandas partition (any row order, any subset of levels).
 
         ``response=False`` is for new rows to predict: the columns only the
         response uses and the weights column may then be absent; ``endog`` is
         NaN and ``weights`` None, and neither takes part in missing-value
-        handling.
+        handling.  ``prepared``: :func:`~dmixed.design.prepare.prepare_columns` of this
+        very ``df`` (with ``response``) when the caller has it (:func:`build_spec_prepared`).
 
         Raises
         ------
@@ -316,7 +319,8 @@ class ModelSpec(ModelNames):
         """
         if not isinstance(df, pd.DataFrame):
             raise TypeError(f"transform expects a pandas DataFrame, got {type(df).__name__}")
-        prepared = prepare_columns(self, df, response)
+        if prepared is None:
+            prepared = prepare_columns(self, df, response)
         n = len(df) - prepared.n_dropped
         frame = (
             normalized_frame(self, prepared.columns, n) if needs_frame(self) else prepared.columns
@@ -353,7 +357,30 @@ def build_spec(
     weights: str | None = None,
     missing: str = "raise",
 ) -> ModelSpec:
-    """Build the model spec once from the whole dataset.
+    """Build the model spec once from the whole dataset (see :func:`build_spec_prepared`)."""
+    return build_spec_prepared(
+        data,
+        formula,
+        groups,
+        re_formula=re_formula,
+        vc_formula=vc_formula,
+        weights=weights,
+        missing=missing,
+    )[0]
+
+
+def build_spec_prepared(
+    data,
+    formula: str,
+    groups: str,
+    re_formula: str | None = None,
+    vc_formula: dict[str, str] | None = None,
+    weights: str | None = None,
+    missing: str = "raise",
+) -> tuple[ModelSpec, PreparedColumns | None]:
+    """Build the model spec once from the whole dataset; with the prepared columns of a
+    pandas ``data`` (None for Dask), which ``spec.transform(data, prepared=...)`` takes
+    instead of preparing them a second time.
 
     Parameters follow statsmodels' ``MixedLM.from_formula``: ``formula`` is
     ``"response ~ fixed effects"``, ``groups`` the name of the grouping column,
@@ -413,5 +440,4 @@ def build_spec(
         group_native=group_native(scan, groups),
         plain_plans=specs.plain_plans,
     )
-    check_response_not_constant(spec, data, scan, dask_input)
-    return spec
+    return spec, check_response_not_constant(spec, data, scan, dask_input)
