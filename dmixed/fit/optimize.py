@@ -659,7 +659,7 @@ class _Optimization:
             prof_h = htt - hbt.T @ np.linalg.solve(hbb, hbt) if k else htt
         except np.linalg.LinAlgError:
             return None
-        sub = prof_h[np.ix_(movable, movable)]
+        sub = prof_h if movable.all() else prof_h[np.ix_(movable, movable)]
         return 0.5 * (sub + sub.T)
 
     def line_search(

@@ -18,6 +18,7 @@ import pandas as pd
 from ..design import ModelNames, is_dask
 from ..errors import DataError, SpecError
 from ..fit.coordinates import Coordinates
+from ..fit.summary import OptSummary
 from ..inference import ProfileLikelihood
 from ..inference import compare_lr_test as _compare_lr_test
 from ..io import ResultsState, load_state, save_state
@@ -61,9 +62,6 @@ class MixedLMResults:
         self.n_evals = state.n_evals
         self.optimizer_methods = state.optimizer_methods
         self.fit_history = state.history
-        #: the optimizer's record (:class:`~dmixed.fit.summary.OptSummary`): settings and
-        #: tolerances, start and final values, methods and the per-iteration log
-        self.optimizer = state.optimizer()
         self.boundary = state.boundary
         self.fit_seconds = state.fit_seconds
         self.data_pass_seconds = state.data_pass_seconds
@@ -178,6 +176,12 @@ class MixedLMResults:
 
     # -- estimates as pandas objects (made on first use: a fit that reads a few
     # -- numbers does not pay for pandas' indexes) ------------------------------
+
+    @cached_property
+    def optimizer(self) -> OptSummary:
+        """The optimizer's record: settings and tolerances, start and final values,
+        methods and the per-iteration log (made on first use)."""
+        return self._state.optimizer()
 
     @cached_property
     def _param_index(self) -> pd.Index:
