@@ -93,8 +93,8 @@ class ProfiledObjective:
     _cache: dict[bytes, Evaluation] = field(default_factory=dict, repr=False)
     _last_hessian: tuple[bytes, np.ndarray] | None = field(default=None, repr=False)
     # per-fit constants of the layout (each Hessian round trip sends the basis)
-    _basis: np.ndarray | None = field(default=None, init=False, repr=False)
-    _slot_component: np.ndarray | None = field(default=None, init=False, repr=False)
+    _basis: np.ndarray = field(init=False, repr=False)
+    _slot_component: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._basis = self.layout.basis()
