@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .design import ModelDimensions, build_spec, is_dask
+from .design import ModelDimensions, build_spec_prepared, is_dask
 from .design.arrays import (
     RowData,
     as_float_matrix,
@@ -255,7 +255,7 @@ class MixedLM(LikelihoodMethods, ModelDimensions):
                 )
             data = data.assign(Group=labels)
             groups = "Group"
-        spec = build_spec(
+        spec, prepared = build_spec_prepared(
             data,
             formula,
             groups,
@@ -264,6 +264,8 @@ class MixedLM(LikelihoodMethods, ModelDimensions):
             weights=weights,
             missing=missing,
         )
+        if prepared is not None:  # pandas data, prepared once for the spec's checks
+            return cls._with_spec(spec, use_sqrt, rows=_rows_of_frame(spec, data, prepared))
         return cls.from_spec(spec, data, use_sqrt=use_sqrt)
 
     @classmethod
@@ -647,9 +649,10 @@ mixedlm = MixedLM.from_formula
 # ---------------------------------------------------------------------------
 
 
-def _rows_of_frame(spec, data) -> RowData:
-    """The model matrices of a pandas DataFrame, by ``spec``."""
-    dm = spec.transform(data)
+def _rows_of_frame(spec, data, prepared=None) -> RowData:
+    """The model matrices of a pandas DataFrame, by ``spec`` (``prepared``: its columns
+    prepared already, :func:`dmixed.design.build_spec_prepared`)."""
+    dm = spec.transform(data, prepared=prepared)
     rows = RowData(
         dm.endog,
         dm.exog,

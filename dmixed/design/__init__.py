@@ -11,7 +11,14 @@ matrices of a partition), ``build`` (the steps of ``build_spec``), ``spec``
 
 from .arrays import RowData
 from .scan import is_dask
-from .spec import DesignMatrices, ModelDimensions, ModelNames, ModelSpec, build_spec
+from .spec import (
+    DesignMatrices,
+    ModelDimensions,
+    ModelNames,
+    ModelSpec,
+    build_spec,
+    build_spec_prepared,
+)
 
 __all__ = [
     "DesignMatrices",
@@ -20,5 +27,6 @@ __all__ = [
     "ModelSpec",
     "RowData",
     "build_spec",
+    "build_spec_prepared",
     "is_dask",
 ]

@@ -39,8 +39,10 @@ from .formula import (
     check_explicit_levels,
     parse_formula,
 )
+from .levels import prototype
 from .messages import suggest
 from .missing import MISSING_OPTIONS
+from .plain import PlainFormula, read_plain
 from .prepare import normalized_frame, prepare_columns
 from .scan import LevelScan, ScanPlan, dask_scan, is_dask, object_columns, pandas_scan
 from .vc import VCPlan, plan_variance_component
@@ -52,8 +54,11 @@ __all__ = [
     "ParsedFormulas",
     "check_arguments",
     "check_response_not_constant",
+    "FormulaSpecs",
     "column_kinds",
+    "formula_specs",
     "group_native",
+    "lazy_formulaic_spec",
     "main_formula_spec",
     "parse_formulas",
     "plan_variance_components",
@@ -146,6 +151,8 @@ class ParsedFormulas:
     re: FactorInfo = field(default_factory=FactorInfo)
     vc_names: list[str] = field(default_factory=list)
     vc: dict[str, FactorInfo] = field(default_factory=dict)
+    #: ``"main"``/``"re"``: the formula read without formulaic (:mod:`dmixed.design.plain`)
+    plain: dict[str, PlainFormula] = field(default_factory=dict)
 
     def infos(self) -> list[FactorInfo]:
         return [self.lhs, self.rhs, self.re, *self.vc.values()]
@@ -198,22 +205,32 @@ def parse_formulas(formula, re_formula, vc_formula, columns: set) -> ParsedFormu
     SpecError
         If ``re_formula`` is not a string.
     """
-    lhs_terms, rhs_terms = parse_formula(formula, "formula", lhs=True)
-    parsed = ParsedFormulas(
-        lhs_terms=lhs_terms,
-        rhs_terms=rhs_terms,
-        lhs=analyze_terms(lhs_terms, columns, "formula", formula),
-        rhs=analyze_terms(rhs_terms, columns, "formula", formula),
-    )
-    if not parsed.lhs.columns and not lhs_terms:
-        raise FormulaError(f"formula {formula!r} has no response")
+    main = read_plain(formula, columns, lhs=True)
+    if main is not None:
+        parsed = ParsedFormulas([], [], _plain_info([main.response]), _plain_info(main.columns))
+        parsed.plain["main"] = main
+    else:
+        lhs_terms, rhs_terms = parse_formula(formula, "formula", lhs=True)
+        parsed = ParsedFormulas(
+            lhs_terms=lhs_terms,
+            rhs_terms=rhs_terms,
+            lhs=analyze_terms(lhs_terms, columns, "formula", formula),
+            rhs=analyze_terms(rhs_terms, columns, "formula", formula),
+        )
+        if not parsed.lhs.columns and not lhs_terms:
+            raise FormulaError(f"formula {formula!r} has no response")
     if re_formula is not None:
         if not isinstance(re_formula, str):
             raise SpecError(f"re_formula must be a string, got {type(re_formula).__name__}")
         if re_formula.strip() != "1":
             parsed.re_kind = "formula"
-            _, parsed.re_terms = parse_formula(re_formula, "re_formula", lhs=False)
-            parsed.re = analyze_terms(parsed.re_terms, columns, "re_formula", re_formula)
+            re_plain = read_plain(re_formula, columns, lhs=False)
+            if re_plain is not None:
+                parsed.plain["re"] = re_plain
+                parsed.re = _plain_info(re_plain.columns)
+            else:
+                _, parsed.re_terms = parse_formula(re_formula, "re_formula", lhs=False)
+                parsed.re = analyze_terms(parsed.re_terms, columns, "re_formula", re_formula)
     elif vc_formula is not None:
         parsed.re_kind = "none"
     parsed.vc_names = sorted(vc_formula) if vc_formula else []
@@ -222,6 +239,12 @@ def parse_formulas(formula, re_formula, vc_formula, columns: set) -> ParsedFormu
         _, terms = parse_formula(vc_formula[name], role, lhs=False)
         parsed.vc[name] = analyze_terms(terms, columns, role, vc_formula[name])
     return parsed
+
+
+def _plain_info(columns) -> FactorInfo:
+    """What :func:`~dmixed.design.formula.analyze_terms` finds in terms that are plain
+    column names (:mod:`dmixed.design.plain`): each is a column read as it is."""
+    return FactorInfo(columns=list(columns), plain_columns=list(columns))
 
 
 def used_columns(formula_columns: list[str], groups: str, weights, meta) -> list[str]:
@@ -452,6 +475,73 @@ def re_formula_spec(parsed: ParsedFormulas, re_formula, proto, kinds, levels, gr
     return re_spec, exog_re_names
 
 
+@dataclass
+class FormulaSpecs:
+    """The names of the main and random-effects formulas and how their matrices are
+    built: formulaic's specs (None where a formula is plain), and the plain plans
+    (``"lhs"``, ``"rhs"``, ``"re"``) of the formulas read without formulaic."""
+
+    endog_name: str
+    exog_names: list[str]
+    exog_re_names: list[str]
+    main_spec: object = None
+    re_spec: object = None
+    plain_plans: dict = field(default_factory=dict)
+
+
+def _usable_plain(parsed: ParsedFormulas, kinds: dict, which: str) -> PlainFormula | None:
+    """The plain reading of a formula when every column it reads is numeric."""
+    plain = parsed.plain.get(which)
+    if plain is None:
+        return None
+    cols = [*plain.columns, *([plain.response] if plain.response is not None else [])]
+    return plain if all(kinds[c] == NUMERIC for c in cols) else None
+
+
+def formula_specs(parsed, formula, re_formula, kinds, native, levels, groups) -> FormulaSpecs:
+    """The specs of the main and random-effects formulas: plain formulas of numeric
+    columns (:mod:`dmixed.design.plain`) without formulaic, the others by formulaic on
+    a prototype frame holding every level (:func:`main_formula_spec`,
+    :func:`re_formula_spec`).
+
+    Raises
+    ------
+    FormulaError, SpecError
+        As :func:`main_formula_spec` and :func:`re_formula_spec`.
+    """
+    main = _usable_plain(parsed, kinds, "main")
+    re_plain = _usable_plain(parsed, kinds, "re") if parsed.re_kind == "formula" else None
+    proto = None
+    if main is None or (parsed.re_kind == "formula" and re_plain is None):
+        proto = prototype(parsed.dense_columns(), kinds, native, levels, size=None)
+    if main is not None:
+        out = FormulaSpecs(main.response, main.names(), [])
+        out.plain_plans.update(lhs=[(main.response,)], rhs=main.plan())
+    else:
+        main_spec, endog_name, exog_names = main_formula_spec(
+            formula, proto, parsed.rhs_terms, kinds, levels
+        )
+        out = FormulaSpecs(endog_name, exog_names, [], main_spec=main_spec)
+    if re_plain is not None:
+        out.exog_re_names = [x.replace("Intercept", groups) for x in re_plain.names()]
+        out.plain_plans["re"] = re_plain.plan()
+    else:
+        out.re_spec, out.exog_re_names = re_formula_spec(
+            parsed, re_formula, proto, kinds, levels, groups
+        )
+    return out
+
+
+def lazy_formulaic_spec(spec: ModelSpec, which: str):
+    """formulaic's spec of the main (``"main"``) or random-effects (``"re"``) formula of
+    a spec built without it (:func:`formula_specs`), learned on a prototype frame."""
+    cols = [c for c in spec.formula_columns if c in spec.column_kinds]
+    proto = prototype(cols, spec.column_kinds, spec.native, spec.levels, size=None)
+    if which == "main":
+        return model_matrix(spec.formula, proto, "formula", "numpy").model_spec
+    return model_matrix(spec.re_formula, proto, "re_formula", "numpy").model_spec
+
+
 def plan_variance_components(parsed: ParsedFormulas, vc_formula, levels, kinds, native):
     """The sparse plan and the column names of each variance component (sorted by name)."""
     plans: list[VCPlan] = []
@@ -466,8 +556,12 @@ def plan_variance_components(parsed: ParsedFormulas, vc_formula, levels, kinds, 
     return plans, names
 
 
-def check_response_not_constant(spec: ModelSpec, data, scan: LevelScan, dask_input: bool) -> None:
+def check_response_not_constant(spec: ModelSpec, data, scan: LevelScan, dask_input: bool):
     """Refuse a constant response (from the whole pandas frame, or the Dask scan's range).
+
+    Returns the prepared columns of the pandas frame
+    (:func:`~dmixed.design.prepare.prepare_columns`; None for Dask data), which
+    :meth:`ModelSpec.transform` can take instead of preparing them again.
 
     Raises
     ------
@@ -481,14 +575,16 @@ def check_response_not_constant(spec: ModelSpec, data, scan: LevelScan, dask_inp
             endog = prepared.columns[plan[0][0]]  # a numeric column: no formulaic
         else:
             frame = normalized_frame(spec, prepared.columns, len(data) - prepared.n_dropped)
-            endog = materialize(spec.main_spec.lhs, frame, spec.formula)
+            endog = materialize(spec.formulaic_spec("main").lhs, frame, spec.formula)
         endog = np.asarray(endog, dtype=np.float64).reshape(-1)
         finite = endog[np.isfinite(endog)]
         if finite.size and finite.min() == finite.max():
             raise DataError(
                 f"the response {spec.endog_name!r} is constant (all values {finite[0]!r})"
             )
-    elif scan.response_range is not None and scan.response_range[0] == scan.response_range[1]:
+        return prepared
+    if scan.response_range is not None and scan.response_range[0] == scan.response_range[1]:
         raise DataError(
             f"the response {spec.endog_name!r} is constant (all values {scan.response_range[0]!r})"
         )
+    return None

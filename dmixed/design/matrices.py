@@ -24,6 +24,7 @@ __all__ = [
     "find_plain_plan",
     "fixed_effects",
     "main_plain_plans",
+    "needs_frame",
     "plain_matrix",
     "random_effects",
     "shared_re_columns",
@@ -37,7 +38,9 @@ def find_plain_plan(spec: ModelSpec, which: str) -> PlainPlan | bool:
     """The plain plan of ``"rhs"`` (fixed effects), ``"lhs"`` (response) or ``"re"``;
     False when a term is not a product of numeric columns (``ModelSpec.plain_plan``
     caches this)."""
-    fspec = spec.re_spec if which == "re" else getattr(spec.main_spec, which, None)
+    fspec = spec.formulaic_spec("re") if which == "re" else None
+    if which != "re":
+        fspec = getattr(spec.formulaic_spec("main"), which, None)
     if fspec is None:
         return False
     plan = []
@@ -57,10 +60,11 @@ def find_plain_plan(spec: ModelSpec, which: str) -> PlainPlan | bool:
     return plan
 
 
-def plain_matrix(
-    plan: PlainPlan, frame: pd.DataFrame, n: int, names: list[str], what: str
-) -> np.ndarray:
+def plain_matrix(plan: PlainPlan, frame, n: int, names: list[str], what: str) -> np.ndarray:
     """Model matrix of a plain plan, shape ``(n, len(plan))``, checked for non-finite values.
+
+    ``frame``: the normalised partition, a DataFrame or a mapping of column name to its
+    float values (:func:`needs_frame`).
 
     Only product columns are checked: the columns were checked finite (or their rows
     dropped) when the partition was prepared, so a copy or a column of ones is finite,
@@ -73,9 +77,9 @@ def plain_matrix(
         if not cols:
             out[:, j] = 1.0
             continue
-        np.copyto(out[:, j], frame[cols[0]].to_numpy(dtype=np.float64))
+        np.copyto(out[:, j], np.asarray(frame[cols[0]], dtype=np.float64))
         for name in cols[1:]:
-            out[:, j] *= frame[name].to_numpy(dtype=np.float64)
+            out[:, j] *= np.asarray(frame[name], dtype=np.float64)
     products = [j for j, cols in enumerate(plan) if len(cols) > 1]
     if products:
         check_output(out[:, products], [names[j] for j in products], what)
@@ -89,6 +93,19 @@ def main_plain_plans(spec: ModelSpec):
     if rhs is not None and lhs is not None and len(lhs) == 1 and len(rhs) == len(spec.exog_names):
         return rhs, lhs
     return None, None
+
+
+def needs_frame(spec: ModelSpec) -> bool:
+    """Whether :func:`fixed_effects`, :func:`random_effects` or a variance component
+    reads the partition as a DataFrame (formulaic); False when every matrix is a plain
+    plan, which reads the normalised columns as they are."""
+    rhs, _ = main_plain_plans(spec)
+    if rhs is None or spec.vc_names:
+        return True
+    if spec.re_kind != "formula":
+        return False
+    plan = spec.plain_plan("re")
+    return plan is None or len(plan) != len(spec.exog_re_names)
 
 
 def fixed_effects(spec: ModelSpec, frame: pd.DataFrame, n: int, response: bool = True):
@@ -111,11 +128,11 @@ def fixed_effects(spec: ModelSpec, frame: pd.DataFrame, n: int, response: bool =
         endog = plain_matrix(lhs, frame, n, [spec.endog_name], "response")[:, 0]
         return endog, exog
     if not response:
-        mm = materialize(spec.main_spec.rhs, frame, spec.formula)
+        mm = materialize(spec.formulaic_spec("main").rhs, frame, spec.formula)
         exog = np.ascontiguousarray(np.asarray(mm, dtype=np.float64).reshape(n, p))
         check_output(exog, spec.exog_names, "fixed-effects design")
         return np.full(n, np.nan), exog
-    mm = materialize(spec.main_spec, frame, spec.formula)
+    mm = materialize(spec.formulaic_spec("main"), frame, spec.formula)
     endog = np.array(np.asarray(mm.lhs, dtype=np.float64).reshape(n, -1)[:, 0])
     exog = np.ascontiguousarray(np.asarray(mm.rhs, dtype=np.float64).reshape(n, p))
     check_output(endog[:, None], [spec.endog_name], "response")
@@ -168,7 +185,7 @@ def random_effects(
     plan = spec.plain_plan("re")
     if plan is not None and len(plan) == q:
         return plain_matrix(plan, frame, n, spec.exog_re_names, "random-effects design")
-    mm = materialize(spec.re_spec, frame, spec.re_formula)
+    mm = materialize(spec.formulaic_spec("re"), frame, spec.re_formula)
     out = np.ascontiguousarray(np.asarray(mm, dtype=np.float64).reshape(n, q))
     check_output(out, spec.exog_re_names, "random-effects design")
     return out

@@ -114,6 +114,8 @@ def _columns_needed(spec: ModelSpec, df: pd.DataFrame, response: bool):
     used = needed_columns(spec, response)
     formula_columns = [c for c in spec.formula_columns if c in used]
     check_present(used, df.columns)
+    if df.columns.is_unique:
+        return used, formula_columns
     for c in used:
         if isinstance(df[c], pd.DataFrame):
             raise DataError(f"column {c!r} appears more than once in the data")

@@ -39,21 +39,28 @@ from .build import (
     check_arguments,
     check_response_not_constant,
     column_kinds,
+    formula_specs,
     group_native,
-    main_formula_spec,
+    lazy_formulaic_spec,
     parse_formulas,
     plan_variance_components,
-    re_formula_spec,
     scan_levels,
     used_columns,
 )
 from .dtypes import group_keys, py_scalars
 from .levels import prototype
-from .matrices import PlainPlan, find_plain_plan, fixed_effects, random_effects, shared_re_columns
-from .prepare import normalized_frame, prepare_columns
+from .matrices import (
+    PlainPlan,
+    find_plain_plan,
+    fixed_effects,
+    needs_frame,
+    random_effects,
+    shared_re_columns,
+)
+from .prepare import PreparedColumns, normalized_frame, prepare_columns
 from .vc import VCPlan, eval_vc
 
-__all__ = ["DesignMatrices", "ModelDimensions", "ModelSpec", "build_spec"]
+__all__ = ["DesignMatrices", "ModelDimensions", "ModelSpec", "build_spec", "build_spec_prepared"]
 
 
 @dataclass
@@ -167,6 +174,8 @@ class ModelSpec(ModelNames):
     re_kind: str = field(default="ones", repr=False)
     vc_plans: list[VCPlan] = field(default_factory=list, repr=False, compare=False)
     group_native: str | None = field(default=None, repr=False)
+    #: the plain plans of formulas read without formulaic (``"lhs"``, ``"rhs"``, ``"re"``)
+    plain_plans: dict[str, PlainPlan] = field(default_factory=dict, repr=False, compare=False)
 
     # -- pickling: drop per-process caches -----------------------------------
     def __getstate__(self) -> dict:
@@ -196,8 +205,20 @@ class ModelSpec(ModelNames):
     def plain_plan(self, which: str) -> PlainPlan | None:
         """The numpy plan of ``"rhs"``, ``"lhs"`` or ``"re"`` (cached), None when
         formulaic builds that matrix (:func:`dmixed.design.matrices.find_plain_plan`)."""
+        if which in self.plain_plans:
+            return self.plain_plans[which] or None
         plan = self._cached("plain:" + which, lambda: find_plain_plan(self, which))
         return plan or None
+
+    def formulaic_spec(self, which: str) -> Any:
+        """formulaic's spec of the main (``"main"``) or random-effects (``"re"``)
+        formula; learned on first use (cached) when the formula was read without it
+        (:mod:`dmixed.design.plain`); None for a random-effects design that is not a
+        formula."""
+        have = self.main_spec if which == "main" else self.re_spec
+        if have is not None or (which == "re" and self.re_kind != "formula"):
+            return have
+        return self._cached("formulaic:" + which, lambda: lazy_formulaic_spec(self, which))
 
     def re_columns_of_exog(self, exog: np.ndarray) -> np.ndarray | None:
         """``exog_re`` as a view of ``exog`` where it can be
@@ -212,7 +233,10 @@ class ModelSpec(ModelNames):
         x = self.exog_names.index("Intercept") if "Intercept" in self.exog_names else -1
         if self.re_kind == "ones":
             return x, 0
-        names = list(getattr(self.re_spec, "column_names", []) or [])
+        plan = self.plain_plans.get("re")
+        if plan is not None:
+            return x, plan.index(()) if () in plan else -1
+        names = list(getattr(self.formulaic_spec("re"), "column_names", []) or [])
         return x, names.index("Intercept") if "Intercept" in names else -1
 
     def to_dict(self) -> dict:
@@ -272,13 +296,16 @@ class ModelSpec(ModelNames):
         return dataclasses.replace(spec, group_native=state.get("group_native"))
 
     # -- per-partition application -------------------------------------------
-    def transform(self, df: pd.DataFrame, *, response: bool = True) -> DesignMatrices:
+    def transform(
+        self, df: pd.DataFrame, *, response: bool = True, prepared: PreparedColumns | None = None
+    ) -> DesignMatrices:
         """Apply the spec to one pandas partition (any row order, any subset of levels).
 
         ``response=False`` is for new rows to predict: the columns only the
         response uses and the weights column may then be absent; ``endog`` is
         NaN and ``weights`` None, and neither takes part in missing-value
-        handling.
+        handling.  ``prepared``: :func:`~dmixed.design.prepare.prepare_columns` of this
+        very ``df`` (with ``response``) when the caller has it (:func:`build_spec_prepared`).
 
         Raises
         ------
@@ -292,9 +319,12 @@ class ModelSpec(ModelNames):
         """
         if not isinstance(df, pd.DataFrame):
             raise TypeError(f"transform expects a pandas DataFrame, got {type(df).__name__}")
-        prepared = prepare_columns(self, df, response)
+        if prepared is None:
+            prepared = prepare_columns(self, df, response)
         n = len(df) - prepared.n_dropped
-        frame = normalized_frame(self, prepared.columns, n)
+        frame = (
+            normalized_frame(self, prepared.columns, n) if needs_frame(self) else prepared.columns
+        )
         endog, exog = fixed_effects(self, frame, n, response)
         exog_re = random_effects(self, frame, n, exog)
         vc_cols, vc_vals = [], []
@@ -327,7 +357,30 @@ def build_spec(
     weights: str | None = None,
     missing: str = "raise",
 ) -> ModelSpec:
-    """Build the model spec once from the whole dataset.
+    """Build the model spec once from the whole dataset (see :func:`build_spec_prepared`)."""
+    return build_spec_prepared(
+        data,
+        formula,
+        groups,
+        re_formula=re_formula,
+        vc_formula=vc_formula,
+        weights=weights,
+        missing=missing,
+    )[0]
+
+
+def build_spec_prepared(
+    data,
+    formula: str,
+    groups: str,
+    re_formula: str | None = None,
+    vc_formula: dict[str, str] | None = None,
+    weights: str | None = None,
+    missing: str = "raise",
+) -> tuple[ModelSpec, PreparedColumns | None]:
+    """Build the model spec once from the whole dataset; with the prepared columns of a
+    pandas ``data`` (None for Dask), which ``spec.transform(data, prepared=...)`` takes
+    instead of preparing them a second time.
 
     Parameters follow statsmodels' ``MixedLM.from_formula``: ``formula`` is
     ``"response ~ fixed effects"``, ``groups`` the name of the grouping column,
@@ -360,16 +413,12 @@ def build_spec(
     kinds, native = column_kinds(meta, parsed, formula_columns)
     scan = scan_levels(data, meta, dask_input, kinds, native, parsed, columns_used, missing)
     levels = scan.levels
-    proto = prototype(parsed.dense_columns(), kinds, native, levels, size=None)
-    main_spec, endog_name, exog_names = main_formula_spec(
-        formula, proto, parsed.rhs_terms, kinds, levels
-    )
-    re_spec, exog_re_names = re_formula_spec(parsed, re_formula, proto, kinds, levels, groups)
+    specs = formula_specs(parsed, formula, re_formula, kinds, native, levels, groups)
     vc_plans, vc_column_names = plan_variance_components(parsed, vc_formula, levels, kinds, native)
     spec = ModelSpec(
-        endog_name=endog_name,
-        exog_names=exog_names,
-        exog_re_names=exog_re_names,
+        endog_name=specs.endog_name,
+        exog_names=specs.exog_names,
+        exog_re_names=specs.exog_re_names,
         vc_names=parsed.vc_names,
         vc_column_names=vc_column_names,
         group_name=groups,
@@ -384,11 +433,11 @@ def build_spec(
         native=native,
         formula_columns=formula_columns,
         response_only=parsed.response_only(groups),
-        main_spec=main_spec,
-        re_spec=re_spec,
+        main_spec=specs.main_spec,
+        re_spec=specs.re_spec,
         re_kind=parsed.re_kind,
         vc_plans=vc_plans,
         group_native=group_native(scan, groups),
+        plain_plans=specs.plain_plans,
     )
-    check_response_not_constant(spec, data, scan, dask_input)
-    return spec
+    return spec, check_response_not_constant(spec, data, scan, dask_input)

@@ -84,6 +84,11 @@ class Coordinates:
         """Packed parameters of the optimizer → the model's (same packing)."""
         return self._map(packed, use_sqrt, np.linalg.inv(self.a_opt), 1.0 / self.tau_opt)
 
+    def from_opt_all(self, rows, use_sqrt: bool) -> list[np.ndarray]:
+        """:meth:`from_opt` of each packed vector of ``rows`` (the map made once)."""
+        inv, c = np.linalg.inv(self.a_opt), 1.0 / self.tau_opt
+        return [self._map(p, use_sqrt, inv, c) for p in rows]
+
     def _map(self, packed: np.ndarray, use_sqrt: bool, a: np.ndarray, c: np.ndarray) -> np.ndarray:
         """Ψ → a Ψ a', τ → c τ (packed as ``use_sqrt`` packs, both ways)."""
         layout = self.layout
@@ -128,6 +133,11 @@ class Coordinates:
 
     def llf(self, llf_std: float, n: int, reml: bool) -> float:
         return float(llf_std) + self.columns.llf_offset(n, reml)
+
+    def llf_all(self, values, n: int, reml: bool) -> list[float]:
+        """:meth:`llf` of each of ``values`` (the offset computed once)."""
+        offset = self.columns.llf_offset(n, reml)
+        return [float(v) + offset for v in values]
 
     def a_inv(self, a_inv_std: np.ndarray) -> np.ndarray:
         return self.columns.a_inv_from_std(a_inv_std)

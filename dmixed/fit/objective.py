@@ -189,8 +189,11 @@ def hessian(
     beta: np.ndarray,
     glob: GlobalStats,
     reml: bool,
+    prof: Profile | None = None,
 ) -> np.ndarray:
     """Hessian of ℓ(β, θ) (σ² profiled, β free) in [β, vech_lt(Ψ*), τ*].
+
+    ``prof``: :func:`profile` of ``step`` when the caller has it (else computed here).
 
     With ``Q(β, θ) = Σ r_i'V*_i⁻¹r_i`` and ``ℓ = −½Σlog|V*_i| [−½log|A|] − (fac/2) log Q``::
 
@@ -201,7 +204,8 @@ def hessian(
     and ``∂²(−(fac/2) log Q) = −(fac/2)(Q_ab/Q − Q_a Q_b/Q²)``.  This is the matrix whose
     negative inverse statsmodels reports as ``cov_params()``.
     """
-    prof = profile(step, glob, reml)
+    if prof is None:
+        prof = profile(step, glob, reml)
     beta = np.asarray(beta, dtype=np.float64)
     w = np.append(-beta, 1.0)
     t = residual_cross_products(step, glob)

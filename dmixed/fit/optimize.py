@@ -60,6 +60,10 @@ class Evaluation:
     prof: Profile | None
     llf: float
     score: np.ndarray
+    #: ``(∂ℓ/∂Ψ, ∂ℓ/∂τ*)`` once computed (:meth:`ProfiledObjective.score_parts`)
+    parts: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    #: Λ̃ at ``packed`` (what ``engine.step`` was given)
+    lam: np.ndarray | None = field(default=None, repr=False)
 
 
 #: Evaluations a :class:`ProfiledObjective` keeps (each is a few small matrices).
@@ -88,6 +92,14 @@ class ProfiledObjective:
     n_evals: int = 0
     _cache: dict[bytes, Evaluation] = field(default_factory=dict, repr=False)
     _last_hessian: tuple[bytes, np.ndarray] | None = field(default=None, repr=False)
+    # per-fit constants of the layout (each Hessian round trip sends the basis)
+    _basis: np.ndarray = field(init=False, repr=False)
+    _slot_component: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._basis = self.layout.basis()
+        self._basis.flags.writeable = False
+        self._slot_component = self.layout.slot_component
 
     def evaluate(self, packed: np.ndarray) -> Evaluation:
         """ℓ and its score at ``packed`` (this objective's packing); cached."""
@@ -104,11 +116,12 @@ class ProfiledObjective:
             # use_sqrt=False): the likelihood is not defined there
             return Evaluation(packed, None, None, -np.inf, np.zeros_like(packed))
         self.n_evals += 1
+        lam.flags.writeable = False  # kept with the evaluation for its Hessian
         try:
             step = self.engine.step(lam, self.layout.k_re)
             prof = profile(step, self.glob, self.reml)
             llf = loglike(step, prof, self.glob, self.reml)
-            ev = Evaluation(packed, step, prof, llf, np.zeros_like(packed))
+            ev = Evaluation(packed, step, prof, llf, np.zeros_like(packed), lam=lam)
             d_psi, d_tau = self.score_parts(ev)
             ev.score = self.layout.score_packed(d_psi, d_tau, packed, self.use_sqrt)
         except np.linalg.LinAlgError:
@@ -133,12 +146,13 @@ class ProfiledObjective:
     def score_parts(self, ev: Evaluation) -> tuple[np.ndarray, np.ndarray]:
         """``(∂ℓ/∂Ψ, ∂ℓ/∂τ*)`` in the optimizer's coordinates (see
         :func:`~dmixed.fit.objective.score_matrices`): ``C' D̃ C`` for Ψ."""
+        if ev.parts is not None:
+            return ev.parts
         step, prof = _defined(ev)
-        d_psi, d_tau = score_matrices(
-            step, prof, self.reml, self.layout.slot_component, self.layout.k_vc
-        )
+        d_psi, d_tau = score_matrices(step, prof, self.reml, self._slot_component, self.layout.k_vc)
         if self.re_map is not None:
             d_psi = self.re_map.T @ d_psi @ self.re_map
+        ev.parts = (d_psi, d_tau)
         return d_psi, d_tau
 
     def hessian_full(self, packed: np.ndarray, beta: np.ndarray | None = None) -> np.ndarray:
@@ -163,10 +177,10 @@ class ProfiledObjective:
         ev = self.evaluate(packed)
         step, prof = _defined(ev)
         beta = prof.beta if beta is None else np.asarray(beta, dtype=np.float64)
-        lam = self.lam(packed)
+        lam = ev.lam if ev.lam is not None else self.lam(packed)
         try:
-            hs = self.engine.hessian(lam, self.layout.basis(), np.append(-beta, 1.0))
-            hess = hessian(step, hs, beta, self.glob, self.reml)
+            hs = self.engine.hessian(lam, self._basis, np.append(-beta, 1.0))
+            hess = hessian(step, hs, beta, self.glob, self.reml, prof=prof)
         except np.linalg.LinAlgError:
             hess = None
         if hess is None or not np.all(np.isfinite(hess)):
@@ -645,7 +659,7 @@ class _Optimization:
             prof_h = htt - hbt.T @ np.linalg.solve(hbb, hbt) if k else htt
         except np.linalg.LinAlgError:
             return None
-        sub = prof_h[np.ix_(movable, movable)]
+        sub = prof_h if movable.all() else prof_h[np.ix_(movable, movable)]
         return 0.5 * (sub + sub.T)
 
     def line_search(

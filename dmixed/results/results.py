@@ -19,6 +19,7 @@ from ..design import ModelNames, is_dask
 from ..errors import DataError, SpecError
 from ..fit.coordinates import Coordinates
 from ..fit.params import MixedLMParams
+from ..fit.summary import OptSummary
 from ..inference import ProfileLikelihood
 from ..inference import compare_lr_test as _compare_lr_test
 from ..io import ResultsState, load_state, save_state
@@ -66,9 +67,6 @@ class MixedLMResults:
         self.n_evals = state.n_evals
         self.optimizer_methods = state.optimizer_methods
         self.fit_history = state.history
-        #: the optimizer's record (:class:`~dmixed.fit.summary.OptSummary`): settings and
-        #: tolerances, start and final values, methods and the per-iteration log
-        self.optimizer = state.optimizer()
         self.boundary = state.boundary
         self.fit_seconds = state.fit_seconds
         self.data_pass_seconds = state.data_pass_seconds
@@ -82,12 +80,7 @@ class MixedLMResults:
         self.llf = state.llf
         self.scale = state.scale
         self.param_names = state.param_names
-        self.params = pd.Series(state.params, index=state.param_names, name="params")
         self.packed_params = state.packed_params
-        self.fe_params = pd.Series(state.fe_params, index=names.exog_names, name="fe_params")
-        self.cov_re = pd.DataFrame(
-            state.cov_re, index=names.exog_re_names, columns=names.exog_re_names
-        )
         self.cov_re_unscaled = state.cov_re_unscaled
         self.vcomp = state.vcomp
         self.group_labels = state.group_labels
@@ -186,6 +179,35 @@ class MixedLMResults:
         )
         return cls(state, model=model)
 
+    # -- estimates as pandas objects (made on first use: a fit that reads a few
+    # -- numbers does not pay for pandas' indexes) ------------------------------
+
+    @cached_property
+    def optimizer(self) -> OptSummary:
+        """The optimizer's record: settings and tolerances, start and final values,
+        methods and the per-iteration log (made on first use)."""
+        return self._state.optimizer()
+
+    @cached_property
+    def _param_index(self) -> pd.Index:
+        return pd.Index(self.param_names)
+
+    @cached_property
+    def params(self) -> pd.Series:
+        """``[fe_params, vech_lt(Ψ*), τ*]`` by parameter name (see the class doc)."""
+        return pd.Series(self._state.params, index=self._param_index, name="params")
+
+    @cached_property
+    def fe_params(self) -> pd.Series:
+        """The fixed effects β̂, by ``exog_names``."""
+        return pd.Series(self._state.fe_params, index=self.names.exog_names, name="fe_params")
+
+    @cached_property
+    def cov_re(self) -> pd.DataFrame:
+        """The random effects' covariance σ̂²Ψ̂*, by ``exog_re_names``."""
+        names = self.names.exog_re_names
+        return pd.DataFrame(self._state.cov_re, index=names, columns=names)
+
     # -- covariance of the estimates ---------------------------------------------
 
     def cov_params(self) -> pd.DataFrame:
@@ -194,7 +216,7 @@ class MixedLMResults:
 
     @cached_property
     def bse(self) -> pd.Series:
-        return pd.Series(self._state.bse, index=self.param_names, name="bse")
+        return pd.Series(self._state.bse, index=self._param_index, name="bse")
 
     @cached_property
     def bse_fe(self) -> pd.Series:
@@ -649,15 +671,12 @@ def _record_fit(
     rows, cols = layout.tril()
     # BLUPs and their conditional covariances: one kernel call, no data pass
     blup, cond = coords.blups(*stats.engine.random_effects(coords.lam(packed, use_sqrt), prof.w))
+    entries = optimize_result.history
+    llfs = coords.llf_all([e["llf"] for e in entries], n, reml)
+    params = coords.from_opt_all([e["params"] for e in entries], optimize_result.use_sqrt)
     history = [
-        {
-            **entry,
-            "llf": coords.llf(entry["llf"], n, reml),
-            "params": coords.from_opt(
-                np.asarray(entry["params"]), optimize_result.use_sqrt
-            ).tolist(),
-        }
-        for entry in optimize_result.history
+        {**entry, "llf": llf, "params": p.tolist()}
+        for entry, llf, p in zip(entries, llfs, params, strict=True)
     ]
     return ResultsState(
         names=ModelNames.from_model(model),
