@@ -465,9 +465,12 @@ class MixedLM(LikelihoodMethods, ModelDimensions):
             exact Newton steps first and needs the quasi-Newton methods only when those
             do not converge quadratically.
         method : str or list of str, optional
-            scipy methods tried in turn, each from where the last stopped; default
-            ``["bfgs", "lbfgs", "cg"]`` as statsmodels.  Given explicitly, no Newton
-            steps come first.
+            Optimizers tried in turn, each from where the last stopped; default
+            ``["bfgs", "lbfgs", "cg"]`` as statsmodels.  statsmodels' names
+            (``"nm"`` Nelder–Mead, ``"powell"``, ``"bfgs"``, ``"lbfgs"``, ``"cg"``,
+            ``"ncg"`` Newton-CG), scipy's method names, and ``"newton"``: exact Newton
+            steps with the profiled Hessian (every parameter free).  Given explicitly,
+            no Newton steps come first.
         free : array_like, optional
             Mask over the packed covariance parameters (1 estimated, 0 held at its start
             value), e.g. to fit independent random effects.  A mask that tries to hold

@@ -110,7 +110,7 @@ def test_mismatched_lengths_and_bad_arguments():
     with pytest.raises(ValueError, match="start_params has 5 values"):
         model.fit(start_params=np.ones(5))
     with pytest.raises(ValueError, match="not available"):
-        model.fit(method="newton")
+        model.fit(method="newtn")
     with pytest.raises(ValueError, match="cov_fe"):
         model.fit(cov_fe="robust")
 

@@ -204,31 +204,37 @@ def _defined(ev: Evaluation) -> tuple[StepSums, Profile]:
 
 #: statsmodels' default sequence of optimizers.
 DEFAULT_METHODS = ("bfgs", "lbfgs", "cg")
-#: the methods ``fit(method=...)`` takes (case-insensitive): statsmodels' short names and
-#: scipy's methods that need no Hessian
+#: the methods ``fit(method=...)`` takes (case-insensitive): statsmodels' short names
+#: (``"nm"``, ``"powell"``, ``"bfgs"``, ``"lbfgs"``, ``"cg"``, ``"ncg"``, ``"newton"``)
+#: and scipy's methods that need no Hessian
 METHODS = frozenset(
-    {"bfgs", "lbfgs", "cg", "l-bfgs-b", "newton-cg", "nelder-mead", "powell", "tnc"}
-    | {"slsqp", "trust-constr", "cobyla", "cobyqa"}
+    {"bfgs", "lbfgs", "cg", "nm", "ncg", "newton", "l-bfgs-b", "newton-cg", "nelder-mead"}
+    | {"powell", "tnc", "slsqp", "trust-constr", "cobyla", "cobyqa"}
 )
+#: scipy methods that use no gradient (scipy warns when given one)
+_GRADIENT_FREE = frozenset({"Nelder-Mead", "Powell", "COBYLA", "COBYQA"})
 
 
 def choose_methods(method: str | list[str] | None, opt_sqrt: bool) -> list[str]:
     """The scipy methods to try: as given, else statsmodels' sequence (L-BFGS alone when
     the plain packing needs its bounds, ``opt_sqrt`` false).
 
+    ``"newton"`` is exact Newton steps with the profiled Hessian (statsmodels refuses
+    it for MixedLM, having no such Hessian); ``"nm"`` is Nelder–Mead and ``"ncg"``
+    scipy's Newton-CG, as statsmodels names them.
+
     Raises
     ------
     SpecError
-        ``"newton"`` or ``"ncg"`` (statsmodels' methods that need the Hessian), or a
-        name that is not one of :data:`METHODS`.
+        A name that is not one of :data:`METHODS`, or not text.
     """
     if method is None:
         return list(DEFAULT_METHODS) if opt_sqrt else ["lbfgs"]
     methods = [method] if isinstance(method, str) else list(method)
+    if not methods:
+        raise SpecError("method is an empty list: name at least one optimizer")
     for m in methods:
-        if m.lower() in ("newton", "ncg"):
-            raise SpecError(f"method {m} not available for MixedLM")
-        if m.lower() not in METHODS:
+        if not isinstance(m, str) or m.lower() not in METHODS:
             raise SpecError(f"method {m!r} is not available: use one of {sorted(METHODS)}")
     return methods
 
@@ -267,7 +273,19 @@ def parse_free(free, n_params: int, k_fe: int, use_sqrt: bool) -> np.ndarray:
 
 
 #: scipy's names of the quasi-Newton methods.
-_SCIPY_METHODS = {"bfgs": "BFGS", "lbfgs": "L-BFGS-B", "cg": "CG"}
+_SCIPY_METHODS = {
+    "bfgs": "BFGS",
+    "lbfgs": "L-BFGS-B",
+    "l-bfgs-b": "L-BFGS-B",
+    "cg": "CG",
+    "nm": "Nelder-Mead",
+    "nelder-mead": "Nelder-Mead",
+    "powell": "Powell",
+    "ncg": "Newton-CG",
+    "newton-cg": "Newton-CG",
+    "cobyla": "COBYLA",
+    "cobyqa": "COBYQA",
+}
 
 
 def maximize(
@@ -421,7 +439,10 @@ class _Optimization:
         s = self.summary
         for method in methods:
             s.methods.append(method)
-            self.minimize(method)
+            if method.lower() == "newton":
+                self.run_newton()
+            else:
+                self.minimize(method)
             ev = self.obj.evaluate(self.x)
             if np.isfinite(ev.llf) and self.scaled_grad_norm(ev) <= max(
                 s.gtol, s.convergence_floor
@@ -434,6 +455,18 @@ class _Optimization:
                     stacklevel=4,  # run_scipy < maximize < its caller (fit) < the user
                 )
         return False
+
+    def run_newton(self) -> None:
+        """``method="newton"``: exact Newton steps from the current point, up to what is
+        left of ``maxiter`` (they stop where they stop helping; all parameters free)."""
+        if not self.free.all():
+            raise SpecError("method='newton' moves every parameter: it cannot be used with free=")
+        self.x = self.newton_steps(
+            self.x,
+            [],
+            steps=self.iterations_left(self.summary.maxiter),
+            on_step=lambda p: self.record(p[self.free], "newton"),
+        )
 
     def minimize(self, method: str) -> None:
         """One scipy method from the current point (stopping early at the hand-over)."""
@@ -449,10 +482,11 @@ class _Optimization:
         bounds = self.variance_bounds() if name == "L-BFGS-B" else None
         from scipy import optimize  # here: a fit that converges by Newton steps never needs it
 
+        gradient_free = name in _GRADIENT_FREE
         res = optimize.minimize(
-            self.negative_scaled,
+            (lambda xf: self.negative_scaled(xf)[0]) if gradient_free else self.negative_scaled,
             self.x[self.free],
-            jac=True,
+            jac=None if gradient_free else True,
             method=name,
             bounds=bounds,
             options=opts,

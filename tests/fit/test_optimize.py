@@ -294,3 +294,31 @@ def test_a_masked_fit_started_far_off_in_its_units_is_not_converged():
         free=[1, 0, 1], start_params=[1.0, 0.0, 1e-12], method="lbfgs"
     )
     assert ok.converged and ok.llf > res.llf + 10
+
+
+@pytest.mark.parametrize(
+    "method", ["nm", "powell", "newton", "ncg", "cg", "lbfgs", ["nm", "bfgs"], "Nelder-Mead"]
+)
+def test_statsmodels_method_names(method):
+    """statsmodels' optimizer names (and lists of them) reach the same optimum; the
+    gradient-free ones get no gradient (scipy would warn), "newton" is exact Newton."""
+    df = make_data(n_groups=30, seed=3)
+    model = dmixed.mixedlm("y ~ x1", df, groups="g", re_formula="1 + x1")
+    ref = model.fit()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scipy's "does not use gradient information" too
+        res = model.fit(method=method)
+    assert res.converged
+    assert res.llf == pytest.approx(ref.llf, rel=1e-10)
+    np.testing.assert_allclose(res.cov_re, ref.cov_re, rtol=1e-5)
+    first = method if isinstance(method, str) else method[0]
+    assert res.optimizer_methods[0] == first
+
+
+def test_newton_needs_every_parameter_free():
+    df = make_data(n_groups=30, seed=3)
+    model = dmixed.mixedlm("y ~ x1", df, groups="g", re_formula="1 + x1")
+    with pytest.raises(dmixed.SpecError, match="method='newton' moves every parameter"):
+        model.fit(method="newton", free=[1, 0, 1])
+    with pytest.raises(dmixed.SpecError, match="empty list"):
+        model.fit(method=[])
