@@ -42,7 +42,7 @@ from .partials import (
     vc_ncols,
 )
 from .pieces import Pieces, partition_pieces
-from .routing import exchange_summary, reduce_routed
+from .routing import exchange_mode, exchange_summary, reduce_routed
 
 #: Leaf expressions that hold their data in the graph (in-memory pandas/numpy data, or
 #: persisted futures): their partitions are not read, and a task cannot compute one.
@@ -236,15 +236,19 @@ def _partial_tasks(ddf, spec, slot_arg, packed, key_dtype, n_blocks, n_chains, c
     """Delayed ``(parts, global_sums, column map)`` of the partials: chains where the
     collection allows them, else one task per partition (see the module)."""
     mode = data_pass_mode()
+    exchange = exchange_mode()  # read here: the workers do not see the driver's config
     recipes = chain_recipes(ddf, n_chains, mode, allow_fallback=client is not None)
     if recipes is not None:
         chain = dask.delayed(chain_partials, nout=5, pure=True)
-        return [chain(rec, spec, slot_arg, packed, n_blocks, key_dtype, std) for rec in recipes]
+        return [
+            chain(rec, spec, slot_arg, packed, n_blocks, key_dtype, std, exchange)
+            for rec in recipes
+        ]
     resident = resident_chains(ddf, client, mode)
     if resident is not None:
         chain = dask.delayed(resident_chain_partials, nout=5, pure=True)
         return [
-            chain(pieces, spec, slot_arg, packed, n_blocks, key_dtype, std, *futures)
+            chain(pieces, spec, slot_arg, packed, n_blocks, key_dtype, std, exchange, *futures)
             for pieces, futures in resident
         ]
     if mode == "chains":

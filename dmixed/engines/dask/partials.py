@@ -35,7 +35,7 @@ from ...stats.standardize import Standardization
 from .combine import GroupAccumulator, split_buckets
 from .pieces import Pieces, compute_piece
 from .progress import BatchedReport, report_partitions
-from .routing import Router, exchange_mode, exchange_report
+from .routing import Router, exchange_report
 from .tuning import tune_worker_malloc
 
 #: Column holding the group key in the frames of variance-component pairs.
@@ -123,13 +123,14 @@ def accumulate_frames(
     n_buckets: int,
     key_dtype,
     std: Standardization | None = None,
+    exchange: str = "auto",
 ) -> tuple:
     """Add pandas partitions, one at a time, into one
     :class:`~dmixed.engines.dask.combine.GroupAccumulator`: the body of
     :func:`chain_partials` and :func:`resident_chain_partials`."""
     tune_worker_malloc()
     acc = GroupAccumulator(packed.width, key_dtype)
-    router = Router(exchange_mode(), packed.width)
+    router = Router(exchange, packed.width)
     glob = packed.empty_global()
     report = BatchedReport()
     widths = () if slot_map is None else slot_map.widths
@@ -165,6 +166,7 @@ def chain_partials(
     n_buckets: int,
     key_dtype,
     std: Standardization | None = None,
+    exchange: str = "auto",
 ) -> tuple:
     """Partial statistics of a chain of partitions, read one after the other here.
 
@@ -180,6 +182,7 @@ def chain_partials(
         n_buckets,
         key_dtype,
         std,
+        exchange,
     )
 
 
@@ -191,6 +194,7 @@ def resident_chain_partials(
     n_buckets: int,
     key_dtype,
     std: Standardization | None,
+    exchange: str,
     *frames,
 ) -> tuple:
     """:func:`chain_partials` for partitions already in this worker's memory (persisted).
@@ -206,7 +210,9 @@ def resident_chain_partials(
         compute_piece(graph, out_key, frame, leaf_key)
         for (graph, out_key, leaf_key), frame in frames_in_order
     )
-    return accumulate_frames(partitions, spec, slot_map, packed, n_buckets, key_dtype, std)
+    return accumulate_frames(
+        partitions, spec, slot_map, packed, n_buckets, key_dtype, std, exchange
+    )
 
 
 # ---------------------------------------------------------------------------

@@ -33,11 +33,10 @@ import dask
 import numpy as np
 import pandas as pd
 
-from ... import kernels
 from ...errors import SpecError
 from ...stats.packed import PackedLayout
 from ...stats.standardize import Standardization
-from .combine import Partial, bucket_of
+from .combine import GroupAccumulator, Partial, bucket_of
 
 #: Estimated bytes of one key of object dtype (strings) once pickled.
 OBJECT_KEY_BYTES = 24
@@ -343,31 +342,18 @@ def reduce_routed(
     kernel: ``(partial, packed global sums, map)``, as a chain's output.
 
     ``routed`` are the chains' lists of :class:`RoutedRows` for this bucket (or None);
-    all rows are accumulated in the map of the first piece.
+    all rows are added into one :class:`~dmixed.engines.dask.combine.GroupAccumulator`
+    in the map of the first piece, as a chain adds its partitions.
     """
     pieces = [p for chain in routed if chain is not None for p in chain if p.keys.size]
     if not pieces:
         empty = (np.empty(0, dtype=key_dtype), np.empty((0, packed.width)))
         return empty, packed.empty_global(), None
-    keys = np.concatenate([p.keys for p in pieces])
-    codes, uniq = pd.factorize(keys)
-    acc = np.zeros((packed.width, len(uniq)))
+    acc = GroupAccumulator(packed.width, key_dtype)
     glob = packed.empty_global()
     std = pieces[0].std
-    start = 0
     for piece in pieces:
-        stop = start + piece.keys.size
-        sums = kernels.accumulate_packed_into(
-            acc,
-            codes[start:stop],
-            piece.endog,
-            piece.exog,
-            piece.ztilde,
-            piece.weights,
-            std,
-            vc_widths,
-        )
+        sums = acc.add(piece.keys, piece, piece.ztilde, std, vc_widths)
         glob += packed.pack_global(sums)
-        start = stop
-    labels = np.asarray(uniq, dtype=keys.dtype)
-    return (labels, np.ascontiguousarray(acc.T)), glob, std
+    (partial,) = acc.result(1)
+    return partial, glob, std

@@ -67,10 +67,9 @@ def _blocks(ddf, model_kw: dict, n_chains: int, n_blocks: int = 2, exchange: str
         spec = dmixed.MixedLM.from_formula(FORMULA, data=ddf, groups="g", **model_kw).spec
     ddf = project_columns(ddf, spec)
     packed = PackedLayout(len(spec.exog_re_names), len(spec.exog_names) + 1)
-    graph = block_graph(
-        ddf, spec, None, packed, group_key_dtype(ddf, spec), n_blocks, n_chains, None
-    )
     with dask.config.set({"dmixed.exchange": exchange, "scheduler": "sync"}):
+        key_dtype = group_key_dtype(ddf, spec)
+        graph = block_graph(ddf, spec, None, packed, key_dtype, n_blocks, n_chains, None)
         blocks = list(dask.compute(*graph))
     asm = assemble_blocks(blocks, packed.k)
     zz = reorder(asm.position, np.concatenate([b.zz for b in blocks]))
