@@ -37,12 +37,14 @@ ROWS_MIN_COLD = 500_000
 #: the per-row pass, with numba already loaded, from this many rows
 ROWS_MIN_LOADED = 10_000
 #: the per-row pass runs compiled only while its table of sums (groups × terms × 8
-#: bytes) is at most this large: past it the compiled pass's one table leaves the cache
-#: and each row's terms cost a cache miss, while numpy's one ``bincount`` per term works
-#: on tables a term-count times smaller (1.25M rows into 1M groups: 118-132 ms numpy
-#: against 290-370 ms compiled; 2M rows into 50k groups 77 against 161 ms; into 10k
-#: groups 71 against 59 ms; benchmarks/RESULTS.md, eighth session)
-ROWS_MAX_TABLE_BYTES = 2 << 20
+#: bytes) is at most this large, about half a last-level cache: past it the compiled
+#: pass's one table leaves the cache and each row costs a miss, while numpy's one
+#: ``bincount`` per term works on tables a term-count times smaller.  1.25M rows into
+#: 1M groups (a 64 MB table): 118-132 ms numpy against 290-370 ms compiled
+#: (benchmarks/RESULTS.md, eighth session).  Under load, with the cache shared, numpy
+#: won from 50k groups on; on a quiet machine the compiled pass won at 200k groups (a
+#: 12.8 MB table, seventh session), so the limit keeps that size compiled.
+ROWS_MAX_TABLE_BYTES = 16 << 20
 
 _CHOICES = ("auto", "numpy", "numba")
 
