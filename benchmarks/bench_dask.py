@@ -74,6 +74,20 @@ def generate(directory: str, rows: int, groups: int, files: int, seed: int = 0) 
     print(f"generated {rows:,} rows in {files} files in {time.perf_counter() - t0:.1f} s")
 
 
+def local_cluster(n_workers: int, memory_limit: str):
+    """A LocalCluster of ``n_workers`` single-threaded worker processes on loopback."""
+    from distributed import LocalCluster
+
+    return LocalCluster(
+        n_workers=n_workers,
+        threads_per_worker=1,
+        processes=True,
+        memory_limit=memory_limit,
+        host="127.0.0.1",
+        dashboard_address=None,
+    )
+
+
 class PeakRSS:
     """Samples the resident memory of this process and its descendants."""
 
@@ -205,7 +219,7 @@ def main() -> None:
 
     import dask
     import dask.dataframe as dd
-    from distributed import Client, LocalCluster, get_task_stream
+    from distributed import Client, get_task_stream
 
     import dmixed
 
@@ -230,14 +244,7 @@ def main() -> None:
     scans_before = [run_scan() for _ in range(2)]
     with (
         PeakRSS() as rss,
-        LocalCluster(
-            n_workers=args.workers,
-            threads_per_worker=1,
-            processes=True,
-            memory_limit=args.memory_limit,
-            host="127.0.0.1",
-            dashboard_address=None,
-        ) as cluster,
+        local_cluster(args.workers, args.memory_limit) as cluster,
         Client(cluster) as client,
     ):
         fits = []

@@ -36,6 +36,15 @@ MIN_GROUPS_COLD = (6_000_000, 2_000_000, 150_000)
 ROWS_MIN_COLD = 500_000
 #: the per-row pass, with numba already loaded, from this many rows
 ROWS_MIN_LOADED = 10_000
+#: the per-row pass runs compiled only while its table of sums (groups × terms × 8
+#: bytes) is at most this large, about half a last-level cache: past it the compiled
+#: pass's one table leaves the cache and each row costs a miss, while numpy's one
+#: ``bincount`` per term works on tables a term-count times smaller.  1.25M rows into
+#: 1M groups (a 64 MB table): 118-132 ms numpy against 290-370 ms compiled
+#: (benchmarks/RESULTS.md, eighth session).  Under load, with the cache shared, numpy
+#: won from 50k groups on; on a quiet machine the compiled pass won at 200k groups (a
+#: 12.8 MB table, seventh session), so the limit keeps that size compiled.
+ROWS_MAX_TABLE_BYTES = 16 << 20
 
 _CHOICES = ("auto", "numpy", "numba")
 
@@ -64,10 +73,11 @@ def forced() -> str:
     return choice
 
 
-def rows_compiled(n_rows: int) -> bool:
+def rows_compiled(n_rows: int, table_bytes: int = 0) -> bool:
     """Whether the per-row pass over ``n_rows`` rows runs compiled: when forced, or
-    when numba is importable and the rows are many enough (:data:`ROWS_MIN_COLD`, or
-    :data:`ROWS_MIN_LOADED` once numba is loaded).
+    when numba is importable, the rows are many enough (:data:`ROWS_MIN_COLD`, or
+    :data:`ROWS_MIN_LOADED` once numba is loaded) and the table of sums
+    (``table_bytes``) small enough (:data:`ROWS_MAX_TABLE_BYTES`).
 
     Raises
     ------
@@ -77,6 +87,8 @@ def rows_compiled(n_rows: int) -> bool:
     choice = forced()
     if choice != "auto":
         return choice == "numba"
+    if table_bytes > ROWS_MAX_TABLE_BYTES:
+        return False
     if "numba" in sys.modules:
         return n_rows >= ROWS_MIN_LOADED
     return n_rows >= ROWS_MIN_COLD and numba_available()

@@ -322,7 +322,7 @@ def _term_sums(codes, sources, terms, n_groups: int, compiled: bool | None) -> l
     """The per-group sum of every term of a :func:`product_plan` (None for ``zero``)."""
     live = [t for t in terms if t[0] != "zero"]
     if compiled is None:
-        compiled = rows_compiled(codes.size)
+        compiled = rows_compiled(codes.size, n_groups * len(live) * 8)
     if compiled and live:
         from .rows_jit import term_sums  # numba: imported on first use only
 

@@ -163,3 +163,14 @@ def test_backend_choice(monkeypatch):
 def test_import_does_not_load_numba():
     code = "import sys, dmixed; assert 'numba' not in sys.modules, 'numba imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_rows_pass_leaves_large_tables_to_numpy(monkeypatch):
+    """The compiled per-row pass only while its table of sums stays within the limit
+    (past it numpy's per-term bincounts are faster); forcing still wins."""
+    from dmixed.kernels.compiled import ROWS_MAX_TABLE_BYTES, rows_compiled
+
+    monkeypatch.setenv("DMIXED_KERNELS", "auto")
+    assert not rows_compiled(10**7, ROWS_MAX_TABLE_BYTES + 1)
+    monkeypatch.setenv("DMIXED_KERNELS", "numba")
+    assert rows_compiled(10**7, ROWS_MAX_TABLE_BYTES + 1)

@@ -40,6 +40,7 @@ class Block:
     zxy: np.ndarray | None = None
     standardization: Standardization | None = None
     within: np.ndarray | None = None
+    exchange: dict | None = None
 
 
 def to_block(
@@ -47,10 +48,12 @@ def to_block(
     packed: PackedLayout,
     global_sums: np.ndarray | None = None,
     standardization: Standardization | None = None,
+    exchange: dict | None = None,
 ) -> Block:
     """numpy block of one output partition from its ``(keys, packed rows)``; block 0 also
-    carries the (packed) global sums.  ``standardization``: the columns' map the
-    statistics are in."""
+    carries the (packed) global sums and what the tasks sent to the bucket nodes
+    (``exchange``, :func:`~dmixed.engines.dask.routing.exchange_summary`).
+    ``standardization``: the columns' map the statistics are in."""
     labels, values = combined[0], combined[1]
     correction = combined[2] if len(combined) > 2 else None
     within = None if correction is None else np.array(correction)
@@ -71,6 +74,7 @@ def to_block(
         zxy=packed.unpack_zxy(values),
         standardization=standardization,
         within=within,
+        exchange=exchange,
     )
 
 
@@ -85,6 +89,7 @@ def block_summary(block: Block) -> Block:
         block.n_dropped,
         standardization=block.standardization,
         within=block.within,
+        exchange=block.exchange,
     )
 
 
@@ -109,6 +114,9 @@ class Assembly:
         Groups per block.
     n_dropped : int
         Rows dropped (missing values) in all partitions.
+    exchange : dict or None
+        What the data pass's tasks sent to the bucket nodes
+        (:func:`~dmixed.engines.dask.routing.exchange_summary`).
     """
 
     group_labels: np.ndarray
@@ -118,6 +126,7 @@ class Assembly:
     block_sizes: list[int]
     n_dropped: int = 0
     standardization: Standardization | None = None
+    exchange: dict | None = None
 
 
 def assemble_blocks(summaries: list[Block], k: int) -> Assembly:
@@ -165,6 +174,7 @@ def assemble_blocks(summaries: list[Block], k: int) -> Assembly:
         [len(b.labels) for b in summaries],
         int(sum(b.n_dropped for b in summaries)),
         summaries[0].standardization if summaries else None,
+        summaries[0].exchange if summaries else None,
     )
 
 

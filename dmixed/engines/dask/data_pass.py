@@ -358,6 +358,13 @@ def _data_pass(run: _Pass, standardization: Standardization | None) -> FittedSta
         asm.glob.n,
         len(asm.group_labels),
     )
+    if asm.exchange is not None:
+        logger.info(
+            "exchange: %d task(s) routed rows, %d sent partials; %.1f MB to the bucket nodes",
+            asm.exchange["rows"],
+            asm.exchange["partials"],
+            asm.exchange["bytes"] / 1e6,
+        )
     return FittedStatistics(
         engine=engine_obj,
         glob=asm.glob,

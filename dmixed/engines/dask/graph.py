@@ -42,6 +42,7 @@ from .partials import (
     vc_ncols,
 )
 from .pieces import Pieces, partition_pieces
+from .routing import exchange_mode, exchange_summary, reduce_routed
 
 #: Leaf expressions that hold their data in the graph (in-memory pandas/numpy data, or
 #: persisted futures): their partitions are not read, and a task cannot compute one.
@@ -235,20 +236,24 @@ def _partial_tasks(ddf, spec, slot_arg, packed, key_dtype, n_blocks, n_chains, c
     """Delayed ``(parts, global_sums, column map)`` of the partials: chains where the
     collection allows them, else one task per partition (see the module)."""
     mode = data_pass_mode()
+    exchange = exchange_mode()  # read here: the workers do not see the driver's config
     recipes = chain_recipes(ddf, n_chains, mode, allow_fallback=client is not None)
     if recipes is not None:
-        chain = dask.delayed(chain_partials, nout=3, pure=True)
-        return [chain(rec, spec, slot_arg, packed, n_blocks, key_dtype, std) for rec in recipes]
+        chain = dask.delayed(chain_partials, nout=5, pure=True)
+        return [
+            chain(rec, spec, slot_arg, packed, n_blocks, key_dtype, std, exchange)
+            for rec in recipes
+        ]
     resident = resident_chains(ddf, client, mode)
     if resident is not None:
-        chain = dask.delayed(resident_chain_partials, nout=3, pure=True)
+        chain = dask.delayed(resident_chain_partials, nout=5, pure=True)
         return [
-            chain(pieces, spec, slot_arg, packed, n_blocks, key_dtype, std, *futures)
+            chain(pieces, spec, slot_arg, packed, n_blocks, key_dtype, std, exchange, *futures)
             for pieces, futures in resident
         ]
     if mode == "chains":
         raise SpecError(_CHAINS_REFUSED)
-    part = dask.delayed(partition_partials, nout=3, pure=True)
+    part = dask.delayed(partition_partials, nout=5, pure=True)
     return [
         part(p, spec, slot_arg, packed, n_blocks, std) for p in ddf.to_delayed(optimize_graph=True)
     ]
@@ -273,29 +278,44 @@ def block_graph(
     partition.  Each partial is split by a hash of the group key into ``n_blocks``
     buckets; each bucket is added up by a tree of numpy reductions (no shuffle of raw
     rows, and no pandas groupby: the partials of data whose groups are spread over all
-    partitions can outweigh the data, so their combine must be cheap).  Every node is an
+    partitions can outweigh the data, so their combine must be cheap).  A task may
+    route its rows to the bucket instead of its partial, whichever is fewer bytes
+    (:mod:`~dmixed.engines.dask.routing`): the bucket's owner reduces them and its
+    partial joins the tree.  Every node is an
     ordinary task with lineage, so a block lost with a worker is recomputed like any
     other task.  ``slot_arg`` is the slot map (or a delayed of it, or None); ``std`` the
     columns' map every partition's rows are accumulated in.
     """
-    parts = _partial_tasks(ddf, spec, slot_arg, packed, key_dtype, n_blocks, n_chains, client, std)
+    tasks = _partial_tasks(ddf, spec, slot_arg, packed, key_dtype, n_blocks, n_chains, client, std)
     # every task chose its own column map from its first rows (no read ahead of the
     # pass); the first tree level converts them all to the first task's map
-    maps = [m for _, _, m in parts]
+    maps = [t[2] for t in tasks]
     target = std
     if target is None:
         p, q = len(spec.exog_names), len(spec.exog_re_names)
         target = dask.delayed(first_map, pure=True)(p, q, *maps)
-    globs = [g for _, g, _ in parts]
     # the variance components' slots (their columns take the component's scale)
-    conv = (target, packed, tuple(int(w) for w in vc_widths))
-    global_sums = _converted_tree(sum_converted, _sum_node, globs, maps, conv)
+    widths = tuple(int(w) for w in vc_widths)
+    conv = (target, packed, widths)
+    getitem = dask.delayed(operator.getitem, pure=True)
+    # per bucket, the owner of the rows the tasks routed there (routing.py)
+    owner = dask.delayed(reduce_routed, nout=3, pure=True)
+    owners = [
+        owner(packed, key_dtype, widths, *[getitem(t[3], b) for t in tasks])
+        for b in range(n_blocks)
+    ]
+    globs = [t[1] for t in tasks] + [o[1] for o in owners]
+    global_maps = maps + [o[2] for o in owners]
+    global_sums = _converted_tree(sum_converted, _sum_node, globs, global_maps, conv)
+    exchange = dask.delayed(exchange_summary, pure=True)(*[t[4] for t in tasks])
     blocks = []
     for b in range(n_blocks):
-        bucket = [dask.delayed(operator.getitem, pure=True)(pp, b) for pp, _, _ in parts]
-        combined = _converted_tree(combine_converted, combine_exact, bucket, maps, conv)
-        first = global_sums if b == 0 else None
-        blocks.append(dask.delayed(to_block, pure=True)(combined, packed, first, target))
+        bucket = [getitem(t[0], b) for t in tasks] + [owners[b][0]]
+        combined = _converted_tree(
+            combine_converted, combine_exact, bucket, maps + [owners[b][2]], conv
+        )
+        extra = (global_sums, target, exchange) if b == 0 else (None, target)
+        blocks.append(dask.delayed(to_block, pure=True)(combined, packed, *extra))
     return blocks
 
 

@@ -1,9 +1,14 @@
 """Partial statistics: what the data pass's tasks compute from pandas partitions.
 
-Each task returns ``(parts, global_sums)``: ``parts[b]`` is ``(keys, values)`` for the
-groups it saw that belong to output block ``b`` (one packed row per group,
-:class:`~dmixed.stats.packed.PackedLayout`), ``global_sums`` its packed
-``[n, Σ log w, n_dropped, [X y]'[X y]]``.  Three kinds of task give the same output:
+Each task returns ``(parts, global_sums, map, routed, report)``: ``parts[b]`` is
+``(keys, values)`` for the groups it saw that belong to output block ``b`` (one packed
+row per group, :class:`~dmixed.stats.packed.PackedLayout`), ``global_sums`` its packed
+``[n, Σ log w, n_dropped, [X y]'[X y]]``, ``map`` the columns' map they are in,
+``routed[b]`` the rows it routed to block ``b`` instead (a list of
+:class:`~dmixed.engines.dask.routing.RoutedRows`, or None; see
+:mod:`~dmixed.engines.dask.routing`) and ``report`` what it sends
+(:func:`~dmixed.engines.dask.routing.exchange_report`).  Three kinds of task give the
+same output:
 
 - :func:`partition_partials`: one partition, from Dask's own task;
 - :func:`chain_partials`: a run of partitions the task reads itself from storage, one
@@ -30,6 +35,7 @@ from ...stats.standardize import Standardization
 from .combine import GroupAccumulator, split_buckets
 from .pieces import Pieces, compute_piece
 from .progress import BatchedReport, report_partitions
+from .routing import Router, exchange_report
 from .tuning import tune_worker_malloc
 
 #: Column holding the group key in the frames of variance-component pairs.
@@ -78,15 +84,17 @@ def partition_partials(
     packed: PackedLayout,
     n_buckets: int,
     std: Standardization | None = None,
-) -> tuple[list, np.ndarray, Standardization | None]:
+) -> tuple:
     """Partial statistics of one partition, split by output block (see the module), and
     the columns' map they are in (``std``, else chosen from these rows; None: no rows)."""
     tune_worker_malloc()
     rows, n_dropped = partition_rows(pdf, spec, slot_map)
     if rows is None:
-        empty = (np.empty(0, dtype=object), np.empty((0, packed.width)))
+        empty = [(np.empty(0, dtype=object), np.empty((0, packed.width)))] * n_buckets
         report_partitions(0)
-        return [empty] * n_buckets, packed.empty_global(n_dropped), std
+        routed = [None] * n_buckets
+        glob_packed = packed.empty_global(n_dropped)
+        return empty, glob_packed, std, routed, exchange_report(empty, routed)
     dm, keys, ztilde = rows
     if std is None:
         std = partition_standardization(dm, spec)
@@ -97,7 +105,9 @@ def partition_partials(
         codes, len(uniq), dm.endog, dm.exog, ztilde, dm.weights, std, widths
     )
     parts = split_buckets(np.asarray(uniq), values, n_buckets)
-    return parts, packed.pack_global(glob, dm.n_dropped), std
+    routed = [None] * n_buckets
+    glob_packed = packed.pack_global(glob, dm.n_dropped)
+    return parts, glob_packed, std, routed, exchange_report(parts, routed)
 
 
 # ---------------------------------------------------------------------------
@@ -113,18 +123,21 @@ def accumulate_frames(
     n_buckets: int,
     key_dtype,
     std: Standardization | None = None,
-) -> tuple[list, np.ndarray, Standardization | None]:
+    exchange: str = "auto",
+) -> tuple:
     """Add pandas partitions, one at a time, into one
     :class:`~dmixed.engines.dask.combine.GroupAccumulator`: the body of
     :func:`chain_partials` and :func:`resident_chain_partials`."""
     tune_worker_malloc()
     acc = GroupAccumulator(packed.width, key_dtype)
+    router = Router(exchange, packed.width)
     glob = packed.empty_global()
     report = BatchedReport()
+    widths = () if slot_map is None else slot_map.widths
     for pdf in frames:
         rows, n_dropped = partition_rows(pdf, spec, slot_map)
+        glob[2] += n_dropped
         if rows is None:
-            glob[2] += n_dropped
             report.add(0)
             continue
         dm, keys, ztilde = rows
@@ -132,11 +145,17 @@ def accumulate_frames(
             std = partition_standardization(dm, spec)
         if keys.dtype != acc.key_dtype:
             keys = keys.astype(acc.key_dtype)
-        widths = () if slot_map is None else slot_map.widths
-        glob += packed.pack_global(acc.add(keys, dm, ztilde, std, widths), n_dropped)
+        if router.take(keys, dm, ztilde, std):
+            # a partial is now fewer bytes than the rows: add the buffered rows here
+            for buffered in router.switch():
+                sums = acc.add(buffered.keys, buffered, buffered.ztilde, std, widths)
+                glob += packed.pack_global(sums)
+        else:
+            glob += packed.pack_global(acc.add(keys, dm, ztilde, std, widths))
         report.add(len(keys))
     report.flush()
-    return acc.result(n_buckets), glob, std
+    parts, routed = acc.result(n_buckets), router.result(n_buckets)
+    return parts, glob, std, routed, exchange_report(parts, routed)
 
 
 def chain_partials(
@@ -147,7 +166,8 @@ def chain_partials(
     n_buckets: int,
     key_dtype,
     std: Standardization | None = None,
-) -> tuple[list, np.ndarray, Standardization | None]:
+    exchange: str = "auto",
+) -> tuple:
     """Partial statistics of a chain of partitions, read one after the other here.
 
     Every partition is read, reduced into the chain's accumulator and dropped, so a
@@ -162,6 +182,7 @@ def chain_partials(
         n_buckets,
         key_dtype,
         std,
+        exchange,
     )
 
 
@@ -173,8 +194,9 @@ def resident_chain_partials(
     n_buckets: int,
     key_dtype,
     std: Standardization | None,
+    exchange: str,
     *frames,
-) -> tuple[list, np.ndarray, Standardization | None]:
+) -> tuple:
     """:func:`chain_partials` for partitions already in this worker's memory (persisted).
 
     ``frames`` are the persisted partitions (task dependencies: no copy when they live
@@ -188,7 +210,9 @@ def resident_chain_partials(
         compute_piece(graph, out_key, frame, leaf_key)
         for (graph, out_key, leaf_key), frame in frames_in_order
     )
-    return accumulate_frames(partitions, spec, slot_map, packed, n_buckets, key_dtype, std)
+    return accumulate_frames(
+        partitions, spec, slot_map, packed, n_buckets, key_dtype, std, exchange
+    )
 
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,229 @@
+"""Scaling of an out-of-core fit with the number of Dask workers: fit ÷ scan, same threads.
+
+Run:  python benchmarks/bench_scaling.py [--rows 100_000_000] [--groups 200000,2000000]
+                                         [--files 128] [--workers 1,2,4,8,16]
+                                         [--exchange auto] [--repeat 5] [--dir /tmp/scaling]
+
+On a many-core machine the default is the series of issue 16 (1–16 workers); on 2 cores
+use ``--rows 5000000 --files 16 --workers 1,2``.  For every number of groups:
+
+1. generates the data once per size (``--files`` Parquet files, each row's group drawn
+   at random, so every group's rows are spread over all files; random intercept and
+   slope on x1, 3 fixed effects), with a process pool;
+2. for every ``W`` in ``--workers``: a LocalCluster of ``W`` single-threaded worker
+   processes; one untimed fit (warm-up), then ``--repeat`` rounds of, interleaved, a
+   pyarrow scan of the same columns with ``W`` threads (in a child process) and the fit
+   (``dmixed.mixedlm("y ~ x1 + x2 + x3", dd.read_parquet(dir), groups="g",
+   re_formula="1 + x1").fit(client=...)``, REML, standard errors included) under each
+   exchange of ``--exchange`` (Dask config ``dmixed.exchange``);
+3. records per ``W`` and exchange the median, min and max of the fit, of the scan and of
+   their ratio, the data pass, the bytes the data pass's tasks sent to the bucket nodes
+   (from the engine's ``exchange:`` log line) and the efficiency against 1 worker
+   (``fit(1) / (W · fit(W))``, medians).
+
+Writes the JSON (``--out``) after every step, so a cut-off run keeps what it measured.
+BLAS is pinned to one thread in this process and the workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from multiprocessing import Pool
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import numpy as np  # noqa: E402
+from bench_dask import local_cluster  # noqa: E402
+
+COLUMNS = ["g", "x1", "x2", "x3", "y"]
+
+
+def _gen_file(job: tuple) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    directory, i, n, groups = job
+    rng = np.random.default_rng(1000 + i)
+    b = np.random.default_rng(0).normal(size=(groups, 2)) * [1.0, 0.5]
+    g = rng.integers(0, groups, n)
+    x = rng.normal(size=(n, 3))
+    y = 1.0 + x @ [2.0, 3.0, -1.0] + b[g, 0] + b[g, 1] * x[:, 0] + rng.normal(size=n)
+    table = pa.table({"g": g, "x1": x[:, 0], "x2": x[:, 1], "x3": x[:, 2], "y": y})
+    pq.write_table(table, os.path.join(directory, f"part-{i:04d}.parquet"), row_group_size=1 << 20)
+
+
+def generate(directory: str, rows: int, groups: int, files: int) -> float:
+    """The data set (kept when its parameters match); seconds spent."""
+    marker = os.path.join(directory, "_params.json")
+    params = {"rows": rows, "groups": groups, "files": files}
+    if os.path.exists(marker):
+        with open(marker) as fh:
+            if json.load(fh) == params:
+                return 0.0
+    os.makedirs(directory, exist_ok=True)
+    for f in os.listdir(directory):
+        os.remove(os.path.join(directory, f))
+    t0 = time.perf_counter()
+    per_file = rows // files
+    jobs = [
+        (directory, i, per_file if i < files - 1 else rows - per_file * (files - 1), groups)
+        for i in range(files)
+    ]
+    with Pool(min(files, os.cpu_count() or 1)) as pool:
+        pool.map(_gen_file, jobs)
+    with open(marker, "w") as fh:
+        json.dump(params, fh)
+    return time.perf_counter() - t0
+
+
+def scan(directory: str, threads: int) -> float:
+    """Seconds of a pyarrow scan of the columns with ``threads`` threads (child process)."""
+    code = (
+        "import time, pyarrow as pa, pyarrow.dataset as ds\n"
+        f"pa.set_cpu_count({threads}); pa.set_io_thread_count({threads})\n"
+        "t = time.perf_counter()\n"
+        f"ds.dataset({directory!r}, format='parquet').to_table(columns={COLUMNS!r})\n"
+        "print(time.perf_counter() - t)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.split()[0])
+
+
+class ExchangeLog(logging.Handler):
+    """Keeps the figures of the engine's last ``exchange:`` log line."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.last: dict | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if str(record.msg).startswith("exchange:"):
+            rows, partials, mb = record.args
+            self.last = {"tasks_routing_rows": rows, "tasks_sending_partials": partials}
+            self.last["bytes"] = int(round(mb * 1e6))
+
+
+def fit_once(directory: str, client, exchange: str, log: ExchangeLog) -> dict:
+    import dask
+    import dask.dataframe as dd
+
+    import dmixed
+
+    t0 = time.perf_counter()
+    with dask.config.set({"dmixed.exchange": exchange}):
+        model = dmixed.mixedlm(
+            "y ~ x1 + x2 + x3", dd.read_parquet(directory), groups="g", re_formula="1 + x1"
+        )
+        res = model.fit(client=client)
+    return {
+        "seconds": time.perf_counter() - t0,
+        "data_pass": res.data_pass_seconds,
+        "llf": res.llf,
+        "exchange": log.last,
+    }
+
+
+def _stats(values: list[float]) -> dict:
+    return {"median": float(np.median(values)), "min": min(values), "max": max(values)}
+
+
+def series(args, directory: str, groups: int, report: dict, save) -> None:
+    from distributed import Client
+
+    log = ExchangeLog()
+    logging.getLogger("dmixed").addHandler(log)
+    logging.getLogger("dmixed").setLevel(logging.INFO)
+    base: dict[str, float] = {}
+    for workers in args.workers:
+        with local_cluster(workers, args.memory_limit) as cluster, Client(cluster) as client:
+            fit_once(directory, client, args.exchange[0], log)  # warm-up, not timed
+            runs: dict[str, list[dict]] = {e: [] for e in args.exchange}
+            scans: list[float] = []
+            for _ in range(args.repeat):
+                for exchange in args.exchange:
+                    scans.append(scan(directory, workers))
+                    runs[exchange].append(fit_once(directory, client, exchange, log))
+        for exchange, fits in runs.items():
+            fit = [f["seconds"] for f in fits]
+            median = float(np.median(fit))
+            base.setdefault(exchange, median * workers)  # the first W of the series
+            entry = {
+                "groups": groups,
+                "workers": workers,
+                "exchange": exchange,
+                "fit_seconds": _stats(fit),
+                "scan_seconds": _stats(scans),
+                "fit_over_scan": _stats([f / s for f, s in zip(fit, scans, strict=False)]),
+                "data_pass_seconds": _stats([f["data_pass"] for f in fits]),
+                "exchanged": fits[-1]["exchange"],
+                "efficiency_vs_first": base[exchange] / workers / median,
+                "llf": fits[-1]["llf"],
+            }
+            report["series"].append(entry)
+            save()
+            print(
+                f"{groups:>9,} groups  W={workers:2d} {exchange:8s} fit {median:6.2f} s "
+                f"scan {entry['scan_seconds']['median']:5.2f} s  fit/scan "
+                f"{entry['fit_over_scan']['median']:5.2f} "
+                f"({entry['fit_over_scan']['min']:.2f}-{entry['fit_over_scan']['max']:.2f})  "
+                f"eff {entry['efficiency_vs_first']:.2f}  exchanged {entry['exchanged']}",
+                flush=True,
+            )
+    logging.getLogger("dmixed").removeHandler(log)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=100_000_000)
+    ap.add_argument("--groups", default="200000,2000000")
+    ap.add_argument("--files", type=int, default=128)
+    ap.add_argument("--workers", default="1,2,4,8,16")
+    ap.add_argument("--exchange", default="auto", help="comma-separated: auto, partials, rows")
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--memory-limit", default="7GiB", help="per worker")
+    ap.add_argument("--dir", default="/tmp/scaling")
+    ap.add_argument("--out", default="benchmarks/out/scaling.json")
+    args = ap.parse_args()
+    args.workers = [int(w) for w in args.workers.split(",")]
+    args.exchange = args.exchange.split(",")
+
+    import dask
+    import distributed
+    import pyarrow
+
+    report = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "argv": sys.argv[1:],
+        "cpus": os.cpu_count(),
+        "versions": {
+            "python": sys.version.split()[0],
+            "numpy": np.__version__,
+            "pyarrow": pyarrow.__version__,
+            "dask": dask.__version__,
+            "distributed": distributed.__version__,
+        },
+        "series": [],
+    }
+
+    def save() -> None:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as fh:
+            json.dump(report, fh, indent=1)
+
+    for groups in [int(g) for g in args.groups.split(",")]:
+        directory = os.path.join(args.dir, f"g{groups}")
+        seconds = generate(directory, args.rows, groups, args.files)
+        print(f"data: {args.rows:,} rows, {groups:,} groups, {args.files} files ({seconds:.1f} s)")
+        series(args, directory, groups, report, save)
+
+
+if __name__ == "__main__":
+    main()

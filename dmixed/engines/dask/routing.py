@@ -1,0 +1,359 @@
+"""The exchange between the data pass's tasks: per-group partials, or the rows themselves.
+
+Every chain of partitions ends holding rows of groups that other chains hold too, and
+each bucket of groups (:func:`~dmixed.engines.dask.combine.bucket_of`) is added up by
+one node.  A chain can send that node either
+
+- its **partial**: one packed row per group it saw (``groups × (key + 8·width)``
+  bytes); with every group spread over all files each chain sees nearly every group,
+  so the partials of ``C`` chains weigh ``C × G`` rows and grow with the chains;
+- its **rows**, routed: the design rows of the bucket's groups in compact form
+  (:class:`RoutedRows`: the key and the distinct non-constant columns, ``rows × (key +
+  8·columns)`` bytes), which the bucket's owner reduces with the same per-row kernel
+  (:func:`reduce_routed`).  All chains' rows together are the data once, whatever the
+  number of chains.
+
+A chain starts by routing (buffering its rows in compact form, counting the distinct
+groups it has seen) and switches to partials, adding the buffered rows into its
+accumulator, as soon as its partial would be fewer bytes than its rows
+(:class:`Router`).  So each chain sends ``min(rows, partial)`` bytes, about, and all
+chains together never more than the data's compact rows: the bytes that cross stop
+growing with the chains once rows are the cheaper form.  Both forms are exact: the
+owner accumulates rows in the standardized form like any chain, and partials in
+different maps or centres are added as before
+(:func:`~dmixed.engines.dask.combine.combine_converted`).  The Dask config key
+``"dmixed.exchange"`` forces one form (``"partials"``, ``"rows"``; default ``"auto"``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import dask
+import numpy as np
+import pandas as pd
+
+from ...errors import SpecError
+from ...stats.packed import PackedLayout
+from ...stats.standardize import Standardization
+from .combine import GroupAccumulator, Partial, bucket_of
+
+#: Estimated bytes of one key of object dtype (strings) once pickled.
+OBJECT_KEY_BYTES = 24
+#: Integer keys in ``0 .. 2**BITMAP_BITS - 1`` are counted in a bitmap, others in a set.
+BITMAP_BITS = 28
+
+EXCHANGE_CHOICES = ("auto", "partials", "rows")
+
+
+def exchange_mode() -> str:
+    """The Dask config key ``"dmixed.exchange"``: ``"auto"`` (default), ``"partials"``
+    or ``"rows"``.
+
+    Raises
+    ------
+    SpecError
+        Any other value.
+    """
+    mode = str(dask.config.get("dmixed.exchange", "auto")).lower()
+    if mode not in EXCHANGE_CHOICES:
+        raise SpecError(f"dask config 'dmixed.exchange' must be one of {EXCHANGE_CHOICES}")
+    return mode
+
+
+def key_bytes(keys: np.ndarray) -> int:
+    """Bytes of these keys as sent (object keys: :data:`OBJECT_KEY_BYTES` each)."""
+    return keys.size * (OBJECT_KEY_BYTES if keys.dtype == object else keys.dtype.itemsize)
+
+
+def partial_bytes(part: Partial) -> int:
+    """Bytes of a partial ``(keys, packed rows)`` as sent."""
+    return key_bytes(part[0]) + int(part[1].nbytes)
+
+
+# ---------------------------------------------------------------------------
+# Rows in compact form
+# ---------------------------------------------------------------------------
+
+
+def _is_ones(col: np.ndarray) -> bool:
+    return bool(col.size and col[0] == 1.0 and (col == 1.0).all())
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    """Bitwise-equal columns (the same memory, or equal values)."""
+    if (
+        a.strides == b.strides
+        and a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+    ):
+        return True
+    return bool(a.size and a[0] == b[0] and np.array_equal(a, b))
+
+
+@dataclass
+class RoutedRows:
+    """Design rows of some groups in compact form: what a chain routes to the owner of
+    a bucket instead of its partial.
+
+    ``cols`` (n, m) column-major holds the distinct columns of ``[X y]`` and ``Z̃``
+    that are not all ones; ``x_src`` (p,), ``y_src`` and ``z_src`` (r,) give, for each
+    column of ``exog``, ``endog`` and ``Z̃``, its column in ``cols`` or −1 (all ones).
+    ``std`` is the sending chain's columns' map (the owner may use any map: the rows
+    are raw).
+    """
+
+    keys: np.ndarray
+    cols: np.ndarray
+    x_src: np.ndarray
+    y_src: int
+    z_src: np.ndarray
+    weights: np.ndarray | None = None
+    std: Standardization | None = None
+
+    @classmethod
+    def compact(cls, keys, dm, ztilde: np.ndarray, std=None) -> RoutedRows:
+        """The rows of design matrices ``dm`` (``endog``, ``exog``, ``weights``) and
+        padded random design ``ztilde``, with group ``keys``."""
+        distinct: list[np.ndarray] = []
+
+        def source(col: np.ndarray) -> int:
+            if _is_ones(col):
+                return -1
+            for i, seen in enumerate(distinct):
+                if _same(col, seen):
+                    return i
+            distinct.append(col)
+            return len(distinct) - 1
+
+        exog = np.asarray(dm.exog, dtype=np.float64)
+        x_src = np.array([source(exog[:, j]) for j in range(exog.shape[1])], dtype=np.int64)
+        y_src = source(np.asarray(dm.endog, dtype=np.float64))
+        z = np.asarray(ztilde, dtype=np.float64)
+        z_src = np.array([source(z[:, a]) for a in range(z.shape[1])], dtype=np.int64)
+        cols = np.empty((len(distinct), keys.size)).T
+        for i, col in enumerate(distinct):
+            cols[:, i] = col
+        w = None if dm.weights is None else np.asarray(dm.weights, dtype=np.float64)
+        return cls(np.asarray(keys), cols, x_src, int(y_src), z_src, w, std)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of these rows as sent."""
+        extra = 0 if self.weights is None else self.weights.nbytes
+        return key_bytes(self.keys) + int(self.cols.nbytes) + extra
+
+    def _column(self, src: int) -> np.ndarray:
+        return np.ones(self.keys.size) if src < 0 else self.cols[:, src]
+
+    @property
+    def endog(self) -> np.ndarray:
+        return self._column(self.y_src)
+
+    def _matrix(self, srcs: np.ndarray) -> np.ndarray:
+        out = np.empty((srcs.size, self.keys.size)).T  # column-major, as the design
+        for j, src in enumerate(srcs):
+            out[:, j] = 1.0 if src < 0 else self.cols[:, src]
+        return out
+
+    @property
+    def exog(self) -> np.ndarray:
+        return self._matrix(self.x_src)
+
+    @property
+    def ztilde(self) -> np.ndarray:
+        return self._matrix(self.z_src)
+
+    def take(self, pick) -> RoutedRows:
+        """The rows at ``pick`` (a slice or positions)."""
+        w = None if self.weights is None else self.weights[pick]
+        keys = self.keys[pick]
+        cols = np.empty((self.cols.shape[1], keys.size)).T
+        for i in range(cols.shape[1]):
+            cols[:, i] = self.cols[pick, i]
+        return RoutedRows(keys, cols, self.x_src, self.y_src, self.z_src, w, self.std)
+
+    @classmethod
+    def concat(cls, pieces: list[RoutedRows]) -> RoutedRows:
+        """Pieces with the same column sources, one after the other."""
+        first = pieces[0]
+        if len(pieces) == 1:
+            return first
+        cols = np.empty((first.cols.shape[1], sum(p.keys.size for p in pieces))).T
+        np.concatenate([p.cols for p in pieces], axis=0, out=cols)
+        w = None if first.weights is None else np.concatenate([p.weights for p in pieces])
+        keys = np.concatenate([p.keys for p in pieces])
+        return cls(keys, cols, first.x_src, first.y_src, first.z_src, w, first.std)
+
+    def same_sources(self, other: RoutedRows) -> bool:
+        return (
+            np.array_equal(self.x_src, other.x_src)
+            and self.y_src == other.y_src
+            and np.array_equal(self.z_src, other.z_src)
+            and (self.weights is None) == (other.weights is None)
+        )
+
+
+def split_routed(pieces: list[RoutedRows], n_buckets: int) -> list[RoutedRows | None]:
+    """Buffered pieces → one :class:`RoutedRows` per bucket (None: no rows there)."""
+    runs: list[list[RoutedRows]] = [[]]
+    for piece in pieces:  # pieces whose columns repeat differently are kept apart
+        if runs[-1] and not runs[-1][0].same_sources(piece):
+            runs.append([])
+        runs[-1].append(piece)
+    out: list[list[RoutedRows]] = [[] for _ in range(n_buckets)]
+    for run in runs:
+        if not run:
+            continue
+        rows = RoutedRows.concat(run)
+        if n_buckets == 1:
+            out[0].append(rows)
+            continue
+        bucket = bucket_of(rows.keys, n_buckets)
+        order = np.argsort(bucket.astype(np.int16), kind="stable")  # a radix sort
+        bounds = np.searchsorted(bucket[order], np.arange(n_buckets + 1))
+        for b in range(n_buckets):
+            if bounds[b + 1] > bounds[b]:
+                out[b].append(rows.take(order[bounds[b] : bounds[b + 1]]))
+    return [bucket_pieces or None for bucket_pieces in out]
+
+
+# ---------------------------------------------------------------------------
+# One chain's choice
+# ---------------------------------------------------------------------------
+
+
+class DistinctKeys:
+    """How many distinct keys were added (a bitmap for small non-negative integers, a
+    set otherwise)."""
+
+    def __init__(self) -> None:
+        self.bitmap = np.zeros(0, dtype=bool)
+        self.other: set | None = None
+
+    def add(self, keys: np.ndarray) -> None:
+        if not keys.size:
+            return
+        if self.other is None and keys.dtype.kind in "iu":
+            lo, hi = int(keys.min()), int(keys.max())
+            if lo >= 0 and hi < 2**BITMAP_BITS:
+                if hi >= self.bitmap.size:
+                    grown = np.zeros(max(hi + 1, self.bitmap.size * 5 // 4), dtype=bool)
+                    grown[: self.bitmap.size] = self.bitmap
+                    self.bitmap = grown
+                self.bitmap[keys] = True
+                return
+        if self.other is None:
+            self.other = set(np.flatnonzero(self.bitmap).tolist())
+        self.other.update(pd.unique(keys).tolist())
+
+    @property
+    def count(self) -> int:
+        return int(np.count_nonzero(self.bitmap)) if self.other is None else len(self.other)
+
+
+@dataclass
+class Router:
+    """One chain's exchange (module doc): route rows until a partial is fewer bytes.
+
+    Parameters
+    ----------
+    mode : {"auto", "partials", "rows"}
+        :func:`exchange_mode`.
+    width : int
+        Columns of a packed row.
+    """
+
+    mode: str
+    width: int
+    buffer: list = field(default_factory=list)
+    rows_bytes: int = 0
+    seen: DistinctKeys = field(default_factory=DistinctKeys)
+    key_size: int = 8
+
+    def __post_init__(self) -> None:
+        self.routing = self.mode != "partials"
+
+    def take(self, keys: np.ndarray, dm, ztilde: np.ndarray, std) -> bool:
+        """Buffer these rows when routing (True), else leave them to the caller."""
+        if not self.routing:
+            return False
+        rows = RoutedRows.compact(keys, dm, ztilde, std)
+        self.buffer.append(rows)
+        self.rows_bytes += rows.nbytes
+        self.seen.add(rows.keys)
+        self.key_size = OBJECT_KEY_BYTES if keys.dtype == object else keys.dtype.itemsize
+        return True
+
+    @property
+    def partial_estimate(self) -> int:
+        """Bytes of the partial of the groups seen so far."""
+        return self.seen.count * (self.key_size + 8 * self.width)
+
+    def switch(self) -> list[RoutedRows]:
+        """The buffered rows to accumulate here when a partial is now the cheaper form
+        (and stop routing); else an empty list."""
+        if not self.routing or self.mode == "rows":
+            return []
+        if self.partial_estimate >= self.rows_bytes:
+            return []
+        self.routing = False
+        buffered, self.buffer = self.buffer, []
+        return buffered
+
+    def result(self, n_buckets: int) -> list[RoutedRows | None]:
+        """The rows routed to each bucket (None everywhere when not routing)."""
+        if not self.routing or not self.buffer:
+            return [None] * n_buckets
+        return split_routed(self.buffer, n_buckets)
+
+
+def exchange_report(parts: list, routed: list) -> dict:
+    """What one task sends to the bucket nodes: ``{"form": "rows" | "partials",
+    "bytes": [per bucket]}``."""
+    sizes = []
+    for part, rows in zip(parts, routed, strict=True):
+        size = partial_bytes(part)
+        if rows is not None:
+            size += sum(piece.nbytes for piece in rows)
+        sizes.append(size)
+    form = "rows" if any(rows is not None for rows in routed) else "partials"
+    return {"form": form, "bytes": sizes}
+
+
+def exchange_summary(*reports: dict) -> dict:
+    """The reports of all tasks: ``{"bytes": total, "rows": tasks that routed rows,
+    "partials": tasks that sent partials}``."""
+    return {
+        "bytes": int(sum(sum(r["bytes"]) for r in reports)),
+        "rows": sum(r["form"] == "rows" for r in reports),
+        "partials": sum(r["form"] == "partials" for r in reports),
+    }
+
+
+# ---------------------------------------------------------------------------
+# The owner of a bucket
+# ---------------------------------------------------------------------------
+
+
+def reduce_routed(
+    packed: PackedLayout, key_dtype, vc_widths: tuple, *routed
+) -> tuple[Partial, np.ndarray, Standardization | None]:
+    """The rows every chain routed to one bucket, reduced to a partial with the per-row
+    kernel: ``(partial, packed global sums, map)``, as a chain's output.
+
+    ``routed`` are the chains' lists of :class:`RoutedRows` for this bucket (or None);
+    all rows are added into one :class:`~dmixed.engines.dask.combine.GroupAccumulator`
+    in the map of the first piece, as a chain adds its partitions.
+    """
+    pieces = [p for chain in routed if chain is not None for p in chain if p.keys.size]
+    if not pieces:
+        empty = (np.empty(0, dtype=key_dtype), np.empty((0, packed.width)))
+        return empty, packed.empty_global(), None
+    acc = GroupAccumulator(packed.width, key_dtype)
+    glob = packed.empty_global()
+    std = pieces[0].std
+    for piece in pieces:
+        sums = acc.add(piece.keys, piece, piece.ztilde, std, vc_widths)
+        glob += packed.pack_global(sums)
+    (partial,) = acc.result(1)
+    return partial, glob, std

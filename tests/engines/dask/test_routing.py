@@ -1,0 +1,191 @@
+"""The exchange between the data pass's tasks: partials or routed rows, picked by bytes.
+
+With every group's rows spread over all partitions, the bytes the tasks send to the
+bucket nodes must not grow with the number of tasks (chains) past the data's own compact
+rows, and the statistics must not depend on the routing.
+"""
+
+from __future__ import annotations
+
+import warnings
+from types import SimpleNamespace
+
+import dask
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import pytest
+
+import dmixed
+from dmixed.engines.dask.blocks import assemble_blocks, reorder
+from dmixed.engines.dask.data_pass import group_key_dtype
+from dmixed.engines.dask.graph import block_graph, project_columns
+from dmixed.engines.dask.routing import (
+    DistinctKeys,
+    RoutedRows,
+    Router,
+    exchange_mode,
+    split_routed,
+)
+from dmixed.errors import SpecError
+from dmixed.stats.packed import PackedLayout
+
+FORMULA = "y ~ x1 + x2"
+SLOPE = {"re_formula": "1 + x1"}
+INTERCEPT = {"re_formula": "1"}
+
+
+class _Parts:
+    """``dd.from_map`` reader: partition i is every nparts-th row from i (groups spread
+    over all partitions)."""
+
+    def __init__(self, df: pd.DataFrame, nparts: int) -> None:
+        self.df, self.nparts = df, nparts
+
+    def __call__(self, i: int) -> pd.DataFrame:
+        return self.df.iloc[i :: self.nparts].reset_index(drop=True)
+
+
+def _frame(n_groups: int, rows_per_group: int, seed: int = 3) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    g = rng.permutation(np.repeat(np.arange(n_groups), rows_per_group))
+    n = g.size
+    x1, x2 = rng.normal(size=n), rng.normal(size=n)
+    b0, b1 = rng.normal(size=n_groups), 0.5 * rng.normal(size=n_groups)
+    y = 1.0 + 0.5 * x1 - 0.25 * x2 + b0[g] + b1[g] * x1 + rng.normal(size=n)
+    return pd.DataFrame({"y": y, "x1": x1, "x2": x2, "g": g.astype(np.int64)})
+
+
+def _ddf(df: pd.DataFrame, nparts: int):
+    return dd.from_map(_Parts(df, nparts), range(nparts), meta=df.iloc[:0], enforce_metadata=False)
+
+
+def _blocks(ddf, model_kw: dict, n_chains: int, n_blocks: int = 2, exchange: str = "auto"):
+    """``(assembly, (zz, zxy) in sorted group order)`` of the data pass with ``n_chains`` chains."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        spec = dmixed.MixedLM.from_formula(FORMULA, data=ddf, groups="g", **model_kw).spec
+    ddf = project_columns(ddf, spec)
+    packed = PackedLayout(len(spec.exog_re_names), len(spec.exog_names) + 1)
+    with dask.config.set({"dmixed.exchange": exchange, "scheduler": "sync"}):
+        key_dtype = group_key_dtype(ddf, spec)
+        graph = block_graph(ddf, spec, None, packed, key_dtype, n_blocks, n_chains, None)
+        blocks = list(dask.compute(*graph))
+    asm = assemble_blocks(blocks, packed.k)
+    zz = reorder(asm.position, np.concatenate([b.zz for b in blocks]))
+    zxy = reorder(asm.position, np.concatenate([b.zxy for b in blocks]))
+    return asm, (zz, zxy)
+
+
+def _compact_bytes(df: pd.DataFrame) -> int:
+    """The rows as routed: the key and the columns y, x1, x2 (the intercept is ones)."""
+    return len(df) * 8 * 4
+
+
+@pytest.mark.parametrize("rows_per_group", [2, 12])
+def test_bytes_do_not_grow_with_the_chains(rows_per_group):
+    df = _frame(400, rows_per_group)
+    ddf = _ddf(df, 8)
+    sent = {}
+    for chains in (1, 2, 4):
+        asm, _ = _blocks(ddf, SLOPE, chains)
+        sent[chains] = asm.exchange["bytes"]
+        assert asm.exchange["rows"] + asm.exchange["partials"] == chains
+    partials_only = {c: _blocks(ddf, SLOPE, c, exchange="partials")[0] for c in (1, 4)}
+    partials_only = {c: a.exchange["bytes"] for c, a in partials_only.items()}
+    width = PackedLayout(2, 4).width
+    if rows_per_group == 2:
+        # rows are the cheaper form from the start: the data once, whatever the chains
+        assert sent[1] == sent[2] == sent[4] == _compact_bytes(df)
+    else:
+        # one chain sends its partial (400 groups); more chains send rows once partials
+        # would outweigh them: never more than the data's compact rows
+        assert sent[1] == 400 * (8 + 8 * width)
+        assert max(sent.values()) <= _compact_bytes(df)
+    # partials alone grow as chains × groups
+    assert partials_only[4] > 1.5 * partials_only[1]
+    assert sent[4] < partials_only[4]
+
+
+@pytest.mark.parametrize("model_kw", [SLOPE, INTERCEPT])
+@pytest.mark.parametrize("rows_per_group", [2, 12])
+def test_statistics_do_not_depend_on_the_routing(model_kw, rows_per_group):
+    """Every exchange and number of chains: the same statistics to 1e-10 (the columns'
+    map is the first partition's in every case)."""
+    df = _frame(300, rows_per_group, seed=5)
+    ddf = _ddf(df, 8)
+    ref_asm, ref = _blocks(ddf, model_kw, 1, exchange="partials")
+    for exchange in ("auto", "rows", "partials"):
+        for chains in (1, 2, 4):
+            asm, eng = _blocks(ddf, model_kw, chains, n_blocks=3, exchange=exchange)
+            np.testing.assert_array_equal(asm.group_labels, ref_asm.group_labels)
+            np.testing.assert_array_equal(asm.group_sizes, ref_asm.group_sizes)
+            for got, want in zip(eng, ref, strict=True):
+                np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10 * abs(want).max())
+            np.testing.assert_allclose(asm.glob.xyxy, ref_asm.glob.xyxy, rtol=1e-10)
+            assert asm.glob.n == ref_asm.glob.n
+            if ref_asm.glob.within is None:
+                assert asm.glob.within is None
+            else:
+                np.testing.assert_allclose(asm.glob.within, ref_asm.glob.within, rtol=1e-10)
+
+
+@pytest.mark.parametrize("nparts", [3, 8])
+def test_fits_do_not_depend_on_the_routing(nparts):
+    df = _frame(200, 3, seed=9)
+    fits = {}
+    for exchange in ("rows", "partials", "auto"):
+        with dask.config.set({"dmixed.exchange": exchange}), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = dmixed.MixedLM.from_formula(
+                FORMULA, data=_ddf(df, nparts), groups="g", weights=None, **SLOPE
+            )
+            fits[exchange] = model.fit()
+    ref = fits["partials"]
+    for res in fits.values():
+        np.testing.assert_allclose(res.fe_params, ref.fe_params, rtol=1e-10)
+        np.testing.assert_allclose(res.cov_re, ref.cov_re, rtol=1e-10)
+        np.testing.assert_allclose(res.scale, ref.scale, rtol=1e-10)
+        np.testing.assert_allclose(res.llf, ref.llf, rtol=1e-10)
+
+
+def test_routed_rows_keep_the_design():
+    rng = np.random.default_rng(1)
+    n = 50
+    x1, y, w = rng.normal(size=n), rng.normal(size=n), rng.uniform(1, 2, n)
+    exog = np.asfortranarray(np.column_stack([np.ones(n), x1, rng.normal(size=n)]))
+    dm = SimpleNamespace(endog=y, exog=exog, exog_re=exog[:, :2], weights=w)
+    keys = rng.integers(0, 9, n)
+    rows = RoutedRows.compact(keys, dm, dm.exog_re, None)
+    assert rows.cols.shape == (n, 3)  # x1, x2, y: the intercept and Z̃ are not copied
+    np.testing.assert_array_equal(rows.exog, exog)
+    np.testing.assert_array_equal(rows.ztilde, exog[:, :2])
+    np.testing.assert_array_equal(rows.endog, y)
+    assert rows.nbytes == n * 8 * 5
+    pieces = split_routed([rows, rows.take(slice(0, 10))], 3)
+    got = np.concatenate([p.keys for bucket in pieces if bucket for p in bucket])
+    np.testing.assert_array_equal(np.sort(got), np.sort(np.concatenate([keys, keys[:10]])))
+
+
+@pytest.mark.parametrize(
+    "keys", [np.array([3, 5, 3, 2**40]), np.array(["a", "b", "a"], dtype=object)]
+)
+def test_distinct_keys_are_counted(keys):
+    seen = DistinctKeys()
+    seen.add(keys[:2])
+    seen.add(keys)
+    assert seen.count == len(set(keys.tolist()))
+
+
+def test_router_switches_once_partials_are_cheaper():
+    router = Router("auto", width=12)
+    dm = SimpleNamespace(endog=np.zeros(100), exog=np.ones((100, 1)), weights=None)
+    assert router.take(np.zeros(100, dtype=np.int64), dm, np.ones((100, 1)), None)
+    assert len(router.switch()) == 1 and not router.routing
+    assert not router.take(np.zeros(100, dtype=np.int64), dm, np.ones((100, 1)), None)
+
+
+def test_exchange_mode_is_checked():
+    with dask.config.set({"dmixed.exchange": "shuffle"}):
+        with pytest.raises(SpecError, match="exchange"):
+            exchange_mode()
