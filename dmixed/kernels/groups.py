@@ -66,6 +66,20 @@ class StatsBlock:
             for lo in range(0, max(zz.shape[0], 1), GROUP_CHUNK)
         ]
 
+    @classmethod
+    def from_entry_major(cls, zz: np.ndarray, zxy: np.ndarray) -> StatsBlock:
+        """The block of entry-major ``zz`` (r, r, G) and ``zxy`` (r, p+1, G) (views
+        allowed: each chunk is copied once), without the per-group layout's transposes."""
+        block = cls.__new__(cls)
+        block._chunks = [
+            (
+                np.ascontiguousarray(zz[..., lo : lo + GROUP_CHUNK], dtype=np.float64),
+                np.ascontiguousarray(zxy[..., lo : lo + GROUP_CHUNK], dtype=np.float64),
+            )
+            for lo in range(0, max(zz.shape[-1], 1), GROUP_CHUNK)
+        ]
+        return block
+
     @property
     def n_groups(self) -> int:
         return sum(c[0].shape[-1] for c in self._chunks)
