@@ -127,11 +127,14 @@ def _upper_to_full(a: np.ndarray) -> np.ndarray:
     return np.where(upper, a, np.swapaxes(a, -1, -2))
 
 
-def _lam_forms(lam: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """``Λ`` (contiguous), ``B = ΛΛ'`` and ``det(B)`` (used for ``r = 2`` only)."""
+def _lam_forms(lam: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """The compiled kernels' ``kind`` (an empty array of ``min(r, 3)`` dimensions: which
+    closed form; see :mod:`~dmixed.kernels.jit`), ``Λ`` (contiguous), ``B = ΛΛ'`` and
+    ``det(B)`` (used for ``r = 2`` only)."""
     lam = np.ascontiguousarray(lam, dtype=np.float64)
-    det_b = float(np.linalg.det(lam)) ** 2 if lam.shape[0] == 2 else 0.0
-    return lam, lam @ lam.T, det_b
+    r = lam.shape[0]
+    det_b = float(np.linalg.det(lam)) ** 2 if r == 2 else 0.0
+    return np.empty((0,) * min(max(r, 1), 3)), lam, lam @ lam.T, det_b
 
 
 def step_sums(chunks, lam: np.ndarray, q: int, k: int):
@@ -156,7 +159,7 @@ def step_sums(chunks, lam: np.ndarray, q: int, k: int):
     """
     from . import jit  # numba loads here, on first use
 
-    lam, b, det_b = _lam_forms(lam)
+    kind, lam, b, det_b = _lam_forms(lam)
     r = lam.shape[0]
     logdet = 0.0
     m = np.zeros((k, k))
@@ -169,7 +172,7 @@ def step_sums(chunks, lam: np.ndarray, q: int, k: int):
         if g == 0 or r == 0:
             continue
         dets = np.empty((1 if r <= 2 else r, g))
-        jit.step(zz, zxy, lam, b, det_b, q, dets, m, s, t, tre, between)
+        jit.step(kind, zz, zxy, lam, b, det_b, q, dets, m, s, t, tre, between)
         logdet += float(np.log(dets).sum()) * (2.0 if r > 2 else 1.0)
     for a in range(q):
         tre[a, a] = _upper_to_full(tre[a, a])
@@ -211,12 +214,12 @@ def hessian_sums(chunks, lam: np.ndarray, basis: np.ndarray, w: np.ndarray, outs
     """
     from . import jit  # numba loads here, on first use
 
-    lam, b, det_b = _lam_forms(lam)
+    kind, lam, b, det_b = _lam_forms(lam)
     basis = np.ascontiguousarray(basis, dtype=np.float64)
     w = np.ascontiguousarray(w, dtype=np.float64)
     m = basis.shape[0]
     for zz, zxy in chunks:
-        jit.hessian(zz, zxy, lam, b, det_b, basis, w, outs)
+        jit.hessian(kind, zz, zxy, lam, b, det_b, basis, w, outs)
     tr_ss, u_s_u, u_e_u, g_e_u, a_j, half = outs
     for j in range(m):  # the kernel sums the upper triangles (j ≤ k, and x ≤ y in a_j)
         a_j[j] = _upper_to_full(a_j[j])
@@ -238,13 +241,13 @@ def random_effects(chunks, lam: np.ndarray, w: np.ndarray, n_groups: int):
     ``lam`` and ``w`` as :func:`hessian_sums`)."""
     from . import jit  # numba loads here, on first use
 
-    lam, b, det_b = _lam_forms(lam)
+    kind, lam, b, det_b = _lam_forms(lam)
     w = np.ascontiguousarray(w, dtype=np.float64)
     r = lam.shape[0]
     blup = np.empty((n_groups, r))
     cov = np.empty((n_groups, r, r))
     lo = 0
     for zz, zxy in chunks:
-        jit.random_effects(zz, zxy, lam, b, det_b, w, lo, blup, cov)
+        jit.random_effects(kind, zz, zxy, lam, b, det_b, w, lo, blup, cov)
         lo += zz.shape[-1]
     return blup, cov

@@ -20,7 +20,8 @@ BLAS builds).
 
 The entry points take one entry-major chunk (``zz`` (r, r, G), ``zxy`` (r, k, G), the
 layout of :class:`~dmixed.kernels.groups.StatsBlock`), ``Λ``, ``B = ΛΛ'`` and
-``det(B)``.  :func:`step` writes ``K``'s determinant factors to ``dets`` (``det K_i``
+``det(B)``, after ``kind`` (:func:`_conditional`).
+:func:`step` writes ``K``'s determinant factors to ``dets`` (``det K_i``
 for ``r ≤ 2``; the diagonal of ``L_i`` otherwise: the caller takes the logarithms,
 vectorized by numpy) and *adds* its sums into ``out_m`` (k, k), ``out_s`` (r, r),
 ``out_t`` (r, k, k) (``Σ H[a,:] ⊗ H[a,:]`` for the variance-component slots ``a ≥ q``),
@@ -275,13 +276,14 @@ def _conditional_general(zz, zxy, n, lam, dv, sq, rect):  # pragma: no cover
 
 
 @_exact
-def _conditional(zz, zxy, n, lam, b, det_b, dv, sq, rect):  # pragma: no cover
+def _conditional(kind, zz, zxy, n, lam, b, det_b, dv, sq, rect):  # pragma: no cover
     """The run's ``P`` (``sq[0]``), ``S`` (``sq[1]``), ``H`` (``rect[0]``), ``P ZXy``
-    (``rect[1]``) and determinant values (``dv``), by ``r``."""
-    r = lam.shape[0]
-    if r == 1:
+    (``rect[1]``) and determinant values (``dv``), by ``r``: ``kind`` is an empty array
+    of ``min(r, 3)`` dimensions, so that numba compiles only the branch of its ``ndim``
+    (a constant of the signature: each r's code is compiled and cached on its own)."""
+    if kind.ndim == 1:
         _conditional_r1(zz, zxy, n, b[0, 0], dv, sq, rect)
-    elif r == 2:
+    elif kind.ndim == 2:
         _conditional_r2(zz, zxy, n, b, det_b, dv, sq, rect)
     else:
         _conditional_general(zz, zxy, n, lam, dv, sq, rect)
@@ -289,7 +291,7 @@ def _conditional(zz, zxy, n, lam, b, det_b, dv, sq, rect):  # pragma: no cover
 
 @_exact
 def step(  # pragma: no cover
-    zz, zxy, lam, b, det_b, q, dets, out_m, out_s, out_t, out_tre, out_between
+    kind, zz, zxy, lam, b, det_b, q, dets, out_m, out_s, out_t, out_tre, out_between
 ):
     """The step sums of one chunk (module docstring); ``dets`` (1 or r, G): ``det K_i``
     for ``r ≤ 2``, else the diagonal of ``L_i``.  For ``r = 1`` also ``between``, with
@@ -300,11 +302,11 @@ def step(  # pragma: no cover
     for lo in range(0, g, RUN):
         n = min(RUN, g - lo)
         _load(zz, zxy, lo, n, zz_run, zxy_run)
-        _conditional(zz_run, zxy_run, n, lam, b, det_b, dv, sq, rect)
+        _conditional(kind, zz_run, zxy_run, n, lam, b, det_b, dv, sq, rect)
         for a in range(nd):
             dets[a, lo : lo + n] = dv[a, :n]
         _run_sums(zxy_run, n, rect[0], rect[1], sq[1], q, out_m, out_s, out_t, out_tre)
-        if r == 1:
+        if kind.ndim == 1:
             u, kk, c, fc = zz_run[0, 0], dv[0], sq[2, 0, 0], rect[0, 0]
             for i in range(n):
                 c[i] = 1.0 / (u[i] * kk[i]) if u[i] > 0 else 0.0
@@ -401,7 +403,7 @@ def _hessian_run_sums(h, u, eu, seu, se, eg, seg, n, outs):  # pragma: no cover
 
 
 @_exact
-def hessian(zz, zxy, lam, b, det_b, basis, w, outs):  # pragma: no cover
+def hessian(kind, zz, zxy, lam, b, det_b, basis, w, outs):  # pragma: no cover
     """Add one chunk's Hessian sums to ``outs`` (:func:`_hessian_run_sums`)."""
     r, k, g = zxy.shape
     m, p = basis.shape[0], k - 1
@@ -415,14 +417,14 @@ def hessian(zz, zxy, lam, b, det_b, basis, w, outs):  # pragma: no cover
     for lo in range(0, g, RUN):
         n = min(RUN, g - lo)
         _load(zz, zxy, lo, n, zz_run, zxy_run)
-        _conditional(zz_run, zxy_run, n, lam, b, det_b, dv, sq, rect)
+        _conditional(kind, zz_run, zxy_run, n, lam, b, det_b, dv, sq, rect)
         _residual_side(rect[0], w, n, u)
         _hessian_values(sq[1], rect[0], u, basis, n, eu, seu, se, eg, seg)
         _hessian_run_sums(rect[0], u, eu, seu, se, eg, seg, n, outs)
 
 
 @_exact
-def random_effects(zz, zxy, lam, b, det_b, w, lo_out, blup, cov):  # pragma: no cover
+def random_effects(kind, zz, zxy, lam, b, det_b, w, lo_out, blup, cov):  # pragma: no cover
     """One chunk's BLUPs ``B u_i`` and ``P_i`` into rows ``lo_out …`` of ``blup`` (G, r)
     and ``cov`` (G, r, r)."""
     r, k, g = zxy.shape
@@ -432,7 +434,7 @@ def random_effects(zz, zxy, lam, b, det_b, w, lo_out, blup, cov):  # pragma: no 
     for lo in range(0, g, RUN):
         n = min(RUN, g - lo)
         _load(zz, zxy, lo, n, zz_run, zxy_run)
-        _conditional(zz_run, zxy_run, n, lam, b, det_b, dv, sq, rect)
+        _conditional(kind, zz_run, zxy_run, n, lam, b, det_b, dv, sq, rect)
         _residual_side(rect[0], w, n, u)
         for i in range(n):
             row = lo_out + lo + i
