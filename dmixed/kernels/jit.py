@@ -6,7 +6,7 @@ This module imports numba at its top: only :mod:`dmixed.kernels.compiled` import
 on first use, so ``import dmixed`` never loads numba.  The functions compile on their
 first call and keep the machine code on disk (``cache=True``).
 
-Groups are taken in runs of :data:`RUN`, copied to contiguous run buffers.  For each
+Groups are taken in runs of :data:`RUN` (for r > 2 copied to contiguous run buffers).  For each
 run, the per-group values (``P_i``, ``S_i``, ``H_i``, ``P_i ZXy_i``: :func:`_conditional`)
 are written to small buffers by loops whose innermost index runs over the groups, so
 that they compile to vector instructions, with the formulas and the order of operations
@@ -60,15 +60,15 @@ def _dot(u, v, n):  # pragma: no cover
 
 
 @_sums
-def _run_sums(zxy, n, h, pz, s, q, out_m, out_s, out_t, out_tre):  # pragma: no cover
-    """Add the sums over the run's ``n`` groups of ``ZXy'·(P ZXy)``, ``S`` and ``H ⊗ H``
-    to the outputs (``zxy``: the run's copy of the statistics)."""
+def _run_sums(zxy, lo, n, h, pz, s, q, out_m, out_s, out_t, out_tre):  # pragma: no cover
+    """Add the sums over the run of groups ``lo … lo + n − 1`` of ``ZXy'·(P ZXy)``, ``S``
+    and ``H ⊗ H`` to the outputs (``zxy``: the chunk, or the run's copy with ``lo = 0``)."""
     r, k = h.shape[0], h.shape[1]
     for x in range(k):
         for y in range(x, k):
             acc = 0.0
             for a in range(r):
-                acc += _dot(zxy[a, x], pz[a, y], n)
+                acc += _dot(zxy[a, x, lo : lo + n], pz[a, y], n)
             out_m[x, y] += acc
     for a in range(r):
         for c in range(a, r):
@@ -193,26 +193,26 @@ def _load(zz, zxy, lo, n, zz_run, zxy_run):  # pragma: no cover
 
 
 @_exact
-def _conditional_r1(zz, zxy, n, lam2, dv, sq, rect):  # pragma: no cover
+def _conditional_r1(zz, zxy, lo, n, lam2, dv, sq, rect):  # pragma: no cover
     """``r = 1``: ``K = 1 + λ²U`` (to ``dv[0]``), ``P = λ²/K``, ``S = U/K``, ``H = F/K``."""
-    u, kk, p, s = zz[0, 0], dv[0], sq[0, 0, 0], sq[1, 0, 0]
+    u, kk, p, s = zz[0, 0, lo : lo + n], dv[0], sq[0, 0, 0], sq[1, 0, 0]
     for i in range(n):
         kk[i] = 1.0 + lam2 * u[i]
         p[i] = lam2 / kk[i]
         s[i] = u[i] / kk[i]
     for j in range(zxy.shape[1]):
-        f, h_j, pz_j = zxy[0, j], rect[0, 0, j], rect[1, 0, j]
+        f, h_j, pz_j = zxy[0, j, lo : lo + n], rect[0, 0, j], rect[1, 0, j]
         for i in range(n):
             h_j[i] = f[i] / kk[i]
             pz_j[i] = p[i] * f[i]
 
 
 @_exact
-def _conditional_r2(zz, zxy, n, b, det_b, dv, sq, rect):  # pragma: no cover
+def _conditional_r2(zz, zxy, lo, n, b, det_b, dv, sq, rect):  # pragma: no cover
     """``r = 2`` in the closed form of :func:`dmixed.kernels.groups._conditional_2`
     (``d`` to ``dv[0]``, ``1/d`` to ``dv[1]``, ``adj(B) adj(U)`` to ``sq[2]``)."""
     b00, b01, b11 = b[0, 0], b[0, 1], b[1, 1]
-    u00, u01, u11 = zz[0, 0], zz[0, 1], zz[1, 1]
+    u00, u01, u11 = zz[0, 0, lo : lo + n], zz[0, 1, lo : lo + n], zz[1, 1, lo : lo + n]
     d, inv = dv[0], dv[1]
     pm, s, mm = sq[0], sq[1], sq[2]
     s00, s01, s11 = s[0, 0], s[0, 1], s[1, 1]
@@ -238,7 +238,7 @@ def _conditional_r2(zz, zxy, n, b, det_b, dv, sq, rect):  # pragma: no cover
     for a in range(2):
         ma0, ma1, pa0, pa1 = mm[a, 0], mm[a, 1], pm[a, 0], pm[a, 1]
         for j in range(zxy.shape[1]):
-            f0, f1, fa = zxy[0, j], zxy[1, j], zxy[a, j]
+            f0, f1, fa = zxy[0, j, lo : lo + n], zxy[1, j, lo : lo + n], zxy[a, j, lo : lo + n]
             h_aj, pz_aj = rect[0, a, j], rect[1, a, j]
             for i in range(n):
                 h_aj[i] = (ma0[i] * f0[i] + ma1[i] * f1[i] + fa[i]) * inv[i]
@@ -276,17 +276,22 @@ def _conditional_general(zz, zxy, n, lam, dv, sq, rect):  # pragma: no cover
 
 
 @_exact
-def _conditional(kind, zz, zxy, n, lam, b, det_b, dv, sq, rect):  # pragma: no cover
+def _conditional(  # pragma: no cover
+    kind, zz, zxy, lo, n, lam, b, det_b, dv, sq, rect, zz_run, zxy_run
+):
     """The run's ``P`` (``sq[0]``), ``S`` (``sq[1]``), ``H`` (``rect[0]``), ``P ZXy``
     (``rect[1]``) and determinant values (``dv``), by ``r``: ``kind`` is an empty array
     of ``min(r, 3)`` dimensions, so that numba compiles only the branch of its ``ndim``
-    (a constant of the signature: each r's code is compiled and cached on its own)."""
+    (a constant of the signature: each r's code is compiled and cached on its own).
+    The closed forms read the chunk's groups ``lo … lo + n − 1`` where they lie; the
+    general form first copies them to ``zz_run`` and ``zxy_run``."""
     if kind.ndim == 1:
-        _conditional_r1(zz, zxy, n, b[0, 0], dv, sq, rect)
+        _conditional_r1(zz, zxy, lo, n, b[0, 0], dv, sq, rect)
     elif kind.ndim == 2:
-        _conditional_r2(zz, zxy, n, b, det_b, dv, sq, rect)
+        _conditional_r2(zz, zxy, lo, n, b, det_b, dv, sq, rect)
     else:
-        _conditional_general(zz, zxy, n, lam, dv, sq, rect)
+        _load(zz, zxy, lo, n, zz_run, zxy_run)
+        _conditional_general(zz_run, zxy_run, n, lam, dv, sq, rect)
 
 
 @_exact
@@ -301,22 +306,24 @@ def step(  # pragma: no cover
     nd = dets.shape[0]
     for lo in range(0, g, RUN):
         n = min(RUN, g - lo)
-        _load(zz, zxy, lo, n, zz_run, zxy_run)
-        _conditional(kind, zz_run, zxy_run, n, lam, b, det_b, dv, sq, rect)
+        _conditional(kind, zz, zxy, lo, n, lam, b, det_b, dv, sq, rect, zz_run, zxy_run)
         for a in range(nd):
             dets[a, lo : lo + n] = dv[a, :n]
-        _run_sums(zxy_run, n, rect[0], rect[1], sq[1], q, out_m, out_s, out_t, out_tre)
+        if kind.ndim <= 2:
+            _run_sums(zxy, lo, n, rect[0], rect[1], sq[1], q, out_m, out_s, out_t, out_tre)
+        else:
+            _run_sums(zxy_run, 0, n, rect[0], rect[1], sq[1], q, out_m, out_s, out_t, out_tre)
         if kind.ndim == 1:
-            u, kk, c, fc = zz_run[0, 0], dv[0], sq[2, 0, 0], rect[0, 0]
+            u, kk, c, fc = zz[0, 0, lo : lo + n], dv[0], sq[2, 0, 0], rect[0, 0]
             for i in range(n):
                 c[i] = 1.0 / (u[i] * kk[i]) if u[i] > 0 else 0.0
             for j in range(k):
-                f, fc_j = zxy_run[0, j], fc[j]
+                f, fc_j = zxy[0, j, lo : lo + n], fc[j]
                 for i in range(n):
                     fc_j[i] = f[i] * c[i]
             for x in range(k):
                 for y in range(x, k):
-                    out_between[x, y] += _dot(fc[x], zxy_run[0, y], n)
+                    out_between[x, y] += _dot(fc[x], zxy[0, y, lo : lo + n], n)
 
 
 @_exact
@@ -416,8 +423,7 @@ def hessian(kind, zz, zxy, lam, b, det_b, basis, w, outs):  # pragma: no cover
     seg = np.empty((m, r, p, RUN))
     for lo in range(0, g, RUN):
         n = min(RUN, g - lo)
-        _load(zz, zxy, lo, n, zz_run, zxy_run)
-        _conditional(kind, zz_run, zxy_run, n, lam, b, det_b, dv, sq, rect)
+        _conditional(kind, zz, zxy, lo, n, lam, b, det_b, dv, sq, rect, zz_run, zxy_run)
         _residual_side(rect[0], w, n, u)
         _hessian_values(sq[1], rect[0], u, basis, n, eu, seu, se, eg, seg)
         _hessian_run_sums(rect[0], u, eu, seu, se, eg, seg, n, outs)
@@ -433,8 +439,7 @@ def random_effects(kind, zz, zxy, lam, b, det_b, w, lo_out, blup, cov):  # pragm
     pm = sq[0]
     for lo in range(0, g, RUN):
         n = min(RUN, g - lo)
-        _load(zz, zxy, lo, n, zz_run, zxy_run)
-        _conditional(kind, zz_run, zxy_run, n, lam, b, det_b, dv, sq, rect)
+        _conditional(kind, zz, zxy, lo, n, lam, b, det_b, dv, sq, rect, zz_run, zxy_run)
         _residual_side(rect[0], w, n, u)
         for i in range(n):
             row = lo_out + lo + i
