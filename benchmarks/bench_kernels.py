@@ -1,15 +1,19 @@
-"""Per-group step evaluation: numpy kernels against the compiled (numba) ones.
+"""Per-group kernels: numpy against the compiled (numba) ones.
 
 Run:  python benchmarks/bench_kernels.py [--sizes 20000 200000 2000000] [--rs 1 2 3]
+                                         [--kernels step hessian blups]
                                          [--repeat 7] [--json out.json]
 
-For each number of groups and each ``r`` (random-effects dimension, all of them
-``exog_re``; ``p + 1 = 4``): one evaluation of ``kernels.step_contributions`` on the
-same statistics by the two implementations (``DMIXED_KERNELS=numpy`` / ``numba``),
-warm (one untimed call each), interleaved (numpy, numba, numpy, ...), median with
-min/max, BLAS on one thread.  Then, each in a fresh process: the compile cost (first
-call with an empty numba cache directory, then with the cache filled by that run),
-``import dmixed`` alone and ``import dmixed`` followed by ``import numba``.
+For each kernel (``step``: ``kernels.step_contributions``, the optimizer's per-step
+sums; ``hessian``: ``kernels.hessian_contributions`` for the ``r(r+1)/2`` parameters of
+an unstructured ``Ψ``; ``blups``: ``kernels.random_effects_block``), each number of
+groups and each ``r`` (random-effects dimension, all of them ``exog_re``; ``p + 1 =
+4``): one call on the same statistics by the two implementations
+(``DMIXED_KERNELS=numpy`` / ``numba``), warm (one untimed call each), interleaved
+(numpy, numba, numpy, ...), median with min/max, BLAS on one thread.  Then, each in a
+fresh process: the compile cost (first call of each kernel and ``r`` with an empty numba
+cache directory, then with the cache filled by that run), ``import dmixed`` alone and
+``import dmixed`` followed by ``import numba``.
 """
 
 from __future__ import annotations
@@ -51,25 +55,45 @@ def make_block(n_groups: int, r: int, seed: int = 0) -> tuple[kernels.StatsBlock
     return kernels.StatsBlock(zz, zxy), lam
 
 
-def time_step(block, lam, which: str) -> float:
+def unstructured_basis(r: int) -> np.ndarray:
+    """``E_j`` (m, r, r) of the ``r(r+1)/2`` entries of an unstructured ``Ψ``."""
+    basis = np.zeros((r * (r + 1) // 2, r, r))
+    for j, (a, c) in enumerate(zip(*np.tril_indices(r), strict=True)):
+        basis[j, a, c] = basis[j, c, a] = 1.0
+    return basis
+
+
+def call(kernel: str, block, lam) -> None:
+    """One call of ``kernel`` (``step``, ``hessian`` or ``blups``) on ``block``."""
+    r = lam.shape[0]
+    w = np.r_[np.linspace(-1.0, 1.0, K - 1), 1.0]
+    if kernel == "step":
+        kernels.step_contributions(block, lam, r)
+    elif kernel == "hessian":
+        kernels.hessian_contributions(block, lam, unstructured_basis(r), w)
+    else:
+        kernels.random_effects_block(block, lam, w)
+
+
+def time_call(kernel: str, block, lam, which: str) -> float:
     os.environ["DMIXED_KERNELS"] = which
     t0 = time.perf_counter()
-    kernels.step_contributions(block, lam, lam.shape[0])
+    call(kernel, block, lam)
     return time.perf_counter() - t0
 
 
-def evaluations(sizes, rs, repeat: int) -> list[dict]:
+def evaluations(kernel: str, sizes, rs, repeat: int) -> list[dict]:
     rows = []
     for n_groups in sizes:
         for r in rs:
             block, lam = make_block(n_groups, r)
             for which in ("numpy", "numba"):  # warm
-                time_step(block, lam, which)
+                time_call(kernel, block, lam, which)
             times: dict[str, list[float]] = {"numpy": [], "numba": []}
             for _ in range(repeat):
                 for which in ("numpy", "numba"):
-                    times[which].append(time_step(block, lam, which))
-            row = {"groups": n_groups, "r": r}
+                    times[which].append(time_call(kernel, block, lam, which))
+            row = {"kernel": kernel, "groups": n_groups, "r": r}
             for which, ts in times.items():
                 row[which] = {
                     "median_ms": 1e3 * statistics.median(ts),
@@ -79,7 +103,7 @@ def evaluations(sizes, rs, repeat: int) -> list[dict]:
             row["speedup"] = row["numpy"]["median_ms"] / row["numba"]["median_ms"]
             rows.append(row)
             print(
-                f"G={n_groups:>8} r={r}: numpy {row['numpy']['median_ms']:9.2f} ms "
+                f"{kernel:>7} G={n_groups:>8} r={r}: numpy {row['numpy']['median_ms']:9.2f} ms "
                 f"[{row['numpy']['min_ms']:.2f}, {row['numpy']['max_ms']:.2f}]  "
                 f"numba {row['numba']['median_ms']:8.2f} ms "
                 f"[{row['numba']['min_ms']:.2f}, {row['numba']['max_ms']:.2f}]  "
@@ -92,15 +116,15 @@ def evaluations(sizes, rs, repeat: int) -> list[dict]:
 _FIRST_CALL = """
 import os, time, sys
 sys.path.insert(0, {bench!r})
-from bench_kernels import make_block
-from dmixed import kernels
+from bench_kernels import call, make_block
 os.environ["DMIXED_KERNELS"] = "numba"
 out = []
 for r in (1, 2, 3):
     block, lam = make_block(1000, r)
-    t0 = time.perf_counter()
-    kernels.step_contributions(block, lam, r)
-    out.append(time.perf_counter() - t0)
+    for kernel in ("step", "hessian", "blups"):
+        t0 = time.perf_counter()
+        call(kernel, block, lam)
+        out.append(time.perf_counter() - t0)
 print(*out)
 """
 
@@ -113,7 +137,8 @@ def _run(code: str, env: dict) -> list[float]:
 
 
 def first_calls(repeat: int) -> dict:
-    """First call per r (numba import + compile or cache load), in fresh processes."""
+    """First call of each kernel (step, hessian, blups) per r = 1, 2, 3 (numba import +
+    compile or cache load), in fresh processes: 9 figures, r-major."""
     bench = os.path.dirname(os.path.abspath(__file__))
     code = _FIRST_CALL.format(bench=bench)
     out: dict[str, list[list[float]]] = {"cold_cache": [], "warm_cache": []}
@@ -123,7 +148,7 @@ def first_calls(repeat: int) -> dict:
             out["cold_cache"].append(_run(code, env))
             out["warm_cache"].append(_run(code, env))
     return {
-        key: [statistics.median(run[i] for run in runs) for i in range(3)]
+        key: [statistics.median(run[i] for run in runs) for i in range(9)]
         for key, runs in out.items()
     }
 
@@ -147,12 +172,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[20_000, 200_000, 2_000_000])
     ap.add_argument("--rs", type=int, nargs="+", default=[1, 2, 3])
+    ap.add_argument("--kernels", nargs="+", default=["step", "hessian", "blups"])
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
-    report: dict = {"evaluations": evaluations(args.sizes, args.rs, args.repeat)}
+    report: dict = {
+        "evaluations": [
+            row
+            for kernel in args.kernels
+            for row in evaluations(kernel, args.sizes, args.rs, args.repeat)
+        ]
+    }
     report["first_call_s"] = first_calls(max(3, args.repeat // 2))
-    print("first call (s, r = 1, 2, 3):", report["first_call_s"])
+    print("first call (s; step, hessian, blups at r = 1, then r = 2, r = 3):")
+    print(report["first_call_s"])
     report["import"] = import_times(args.repeat)
     print("import:", report["import"])
     if args.json:

@@ -14,6 +14,7 @@ from .. import kernels
 from ..design.arrays import RowData
 from ..stats import FittedStatistics, GlobalStats, GroupArrays, Layout
 from ..stats.keys import sorted_codes
+from ..stats.packed import PackedLayout
 from ..stats.slots import assign_vc_slots, lookup_vc_slots, slot_table
 from ..stats.standardize import Standardization
 
@@ -35,6 +36,19 @@ class LocalEngine:
 
     def __init__(self, zz: np.ndarray, zxy: np.ndarray) -> None:
         self.block = kernels.StatsBlock(zz, zxy)
+
+    @classmethod
+    def of_packed_columns(cls, acc: np.ndarray, layout: PackedLayout) -> LocalEngine:
+        """The engine of column-major packed statistics ``acc`` (width, G) (the layout
+        of :func:`dmixed.kernels.accumulate_packed_into`), read entry-major as they lie."""
+        r, g = layout.r, acc.shape[1]
+        zz = np.empty((r, r, g))
+        for row, (a, b) in enumerate(zip(*layout.zz_index, strict=True)):
+            zz[a, b] = zz[b, a] = acc[layout.slices()[0].start + row]
+        zxy = acc[layout.slices()[1]].reshape(r, layout.k, g)
+        engine = cls.__new__(cls)
+        engine.block = kernels.StatsBlock.from_entry_major(zz, zxy)
+        return engine
 
     def step(self, lam: np.ndarray, q: int) -> kernels.StepSums:
         """Σ over groups of the per-step contributions (DESIGN.md §3–4)."""
@@ -86,15 +100,17 @@ def statistics_from_rows(
     std = standardization
     if std is None:
         std = Standardization.choose(rows.endog, rows.exog, rows.exog_re, intercepts, rows.vc_vals)
-    st = kernels.accumulate_statistics(
-        codes, n_groups, rows.endog, rows.exog, ztilde, rows.weights, std, widths
+    packed = PackedLayout(ztilde.shape[1], rows.exog.shape[1] + 1)
+    acc = np.zeros((packed.width, n_groups))  # column-major: entry-major per group
+    st = kernels.accumulate_packed_into(
+        acc, codes, rows.endog, rows.exog, ztilde, rows.weights, std, widths
     )
     return FittedStatistics(
-        engine=LocalEngine(st["zz"], st["zxy"]),
+        engine=LocalEngine.of_packed_columns(acc, packed),
         glob=GlobalStats(st["xyxy"], int(st["n"]), float(st["sum_log_weights"]), st.get("within")),
         layout=Layout(rows.exog_re.shape[1], tuple(widths)),
         group_labels=labels,
-        group_sizes=st["nobs"],
+        group_sizes=packed.unpack_nobs(acc.T),
         vc_slot_cols=slot_cols,
         data_pass_seconds=time.perf_counter() - t0,
         n_dropped=rows.n_dropped,

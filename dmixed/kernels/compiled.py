@@ -4,8 +4,8 @@ The numpy kernels of :mod:`~dmixed.kernels.groups` and :mod:`~dmixed.kernels.row
 the reference; the numba kernels of :mod:`~dmixed.kernels.jit` (per group) and
 :mod:`~dmixed.kernels.rows_jit` (per row) compute the same sums in one pass.  This
 module is the one place that chooses between them: :func:`backend` for the per-group
-sums, :func:`rows_compiled` for the per-row pass, both through :func:`forced` (the
-``DMIXED_KERNELS`` environment variable).  numba is imported (and the
+sums (step, Hessian, BLUPs), :func:`rows_compiled` for the per-row pass, both through
+:func:`forced` (the ``DMIXED_KERNELS`` environment variable).  numba is imported (and the
 kernels compiled, or loaded from the on-disk cache) on the first call that picks it,
 never by ``import dmixed``.
 """
@@ -21,14 +21,21 @@ import numpy as np
 #: the environment variable that forces an implementation: ``numpy``, ``numba`` or
 #: ``auto`` (the default)
 ENV_VAR = "DMIXED_KERNELS"
-#: with numba not loaded yet, blocks of at least this many groups (by ``r``; the last
-#: entry for any larger ``r``) load it.  Importing numba and loading the cached kernels
-#: costs about 0.37 s once per process; a fit evaluates the step about 5 times, and the
-#: compiled step saves about 12, 36 and 530 ns per group and evaluation at r = 1, 2, 3
-#: (benchmarks/RESULTS.md, seventh session), so a first fit repays the load from about
-#: these sizes on.  Once numba is loaded, the compiled kernels are used at every size
-#: (faster from 10 groups on).
-MIN_GROUPS_COLD = (6_000_000, 2_000_000, 150_000)
+#: what the compiled kernels save against numpy, in ns per group and call, by kernel
+#: and ``r`` (1, 2, ≥ 3; benchmarks/bench_kernels.py, benchmarks/RESULTS.md eighth
+#: session: the medians at 200k groups, rounded down)
+SAVED_NS = {"step": (12, 36, 530), "hessian": (6, 120, 800), "blups": (0, 18, 500)}
+#: calls of each kernel in a typical fit: about 5 evaluations, 2 Hessians (Newton
+#: steps with BFGS updates, and the standard errors), one set of BLUPs
+FIT_CALLS = {"step": 5, "hessian": 2, "blups": 1}
+#: importing numba and loading the cached kernels, once per process (ns; about 0.4 s,
+#: benchmarks/RESULTS.md)
+LOAD_NS = 400e6
+#: the estimated time the numpy kernels have cost this process beyond the compiled
+#: ones (ns): once it reaches :data:`LOAD_NS`, numba is loaded (rent until buying
+#: would have been cheaper: a process never pays more than about twice the best
+#: choice made in hindsight)
+LEDGER = {"owed_ns": 0.0}
 
 #: the per-row pass, with numba not loaded yet, from this many rows: loading numba and
 #: the cached kernel costs about 0.2 s once per process, which the pass repays within a
@@ -94,13 +101,18 @@ def rows_compiled(n_rows: int, table_bytes: int = 0) -> bool:
     return n_rows >= ROWS_MIN_COLD and numba_available()
 
 
-def backend(n_groups: int, r: int) -> str:
-    """``"numba"`` or ``"numpy"``: the implementation for a block of ``n_groups`` groups
-    with ``r`` random-effect coordinates.
+def backend(n_groups: int, r: int, kernel: str = "step") -> str:
+    """``"numba"`` or ``"numpy"``: the implementation of ``kernel`` (``"step"``,
+    ``"hessian"`` or ``"blups"``) for a block of ``n_groups`` groups with ``r``
+    random-effect coordinates.
 
     ``DMIXED_KERNELS=numpy`` or ``=numba`` forces one; ``auto`` (or unset) picks numba
-    when it is importable and either already loaded in this process or the block is
-    large enough to repay loading it (:data:`MIN_GROUPS_COLD`).
+    when it is importable and either already loaded in this process, or one fit of
+    this size saves more than loading it costs (:data:`SAVED_NS`, :data:`FIT_CALLS`,
+    :data:`LOAD_NS`: from about 5.6M, 900k and 85k groups at r = 1, 2, ≥ 3), or the
+    numpy kernels have by now cost the process more than loading it would have
+    (:data:`LEDGER`: repeated fits of a smaller size switch after some fits, the first
+    fit of a fresh process does not pay the load).
 
     Raises
     ------
@@ -113,14 +125,28 @@ def backend(n_groups: int, r: int) -> str:
         return choice
     if "numba" in sys.modules:
         return "numba"
-    cold = MIN_GROUPS_COLD[min(max(r, 1), len(MIN_GROUPS_COLD)) - 1]
-    return "numba" if n_groups >= cold and numba_available() else "numpy"
+    if not numba_available():
+        return "numpy"
+    i = min(max(r, 1), 3) - 1
+    per_fit = n_groups * sum(calls * SAVED_NS[k][i] for k, calls in FIT_CALLS.items())
+    LEDGER["owed_ns"] += n_groups * SAVED_NS[kernel][i]
+    return "numba" if max(per_fit, LEDGER["owed_ns"]) >= LOAD_NS else "numpy"
 
 
 def _upper_to_full(a: np.ndarray) -> np.ndarray:
     """Mirror the upper triangle of the last two axes onto the lower one."""
     upper = np.triu(np.ones(a.shape[-2:], dtype=bool))
     return np.where(upper, a, np.swapaxes(a, -1, -2))
+
+
+def _lam_forms(lam: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """The compiled kernels' ``kind`` (an empty array of ``min(r, 3)`` dimensions: which
+    closed form; see :mod:`~dmixed.kernels.jit`), ``Λ`` (contiguous), ``B = ΛΛ'`` and
+    ``det(B)`` (used for ``r = 2`` only)."""
+    lam = np.ascontiguousarray(lam, dtype=np.float64)
+    r = lam.shape[0]
+    det_b = float(np.linalg.det(lam)) ** 2 if r == 2 else 0.0
+    return np.empty((0,) * min(max(r, 1), 3)), lam, lam @ lam.T, det_b
 
 
 def step_sums(chunks, lam: np.ndarray, q: int, k: int):
@@ -145,7 +171,7 @@ def step_sums(chunks, lam: np.ndarray, q: int, k: int):
     """
     from . import jit  # numba loads here, on first use
 
-    lam = np.ascontiguousarray(lam, dtype=np.float64)
+    kind, lam, b, det_b = _lam_forms(lam)
     r = lam.shape[0]
     logdet = 0.0
     m = np.zeros((k, k))
@@ -153,21 +179,12 @@ def step_sums(chunks, lam: np.ndarray, q: int, k: int):
     t = np.zeros((r, k, k))
     tre = np.zeros((q, q, k, k))
     between = np.zeros((k, k))
-    b = lam @ lam.T
-    det_b = float(np.linalg.det(lam)) ** 2 if r == 2 else 0.0
     for zz, zxy in chunks:
         g = zz.shape[-1]
         if g == 0 or r == 0:
             continue
-        if r == 1:
-            dets = np.empty(g)
-            jit.step_r1(zz, zxy, b[0, 0], q, dets, m, s, t, tre, between)
-        elif r == 2:
-            dets = np.empty(g)
-            jit.step_r2(zz, zxy, b, det_b, q, dets, m, s, t, tre)
-        else:
-            dets = np.empty((r, g))
-            jit.step_general(zz, zxy, lam, q, dets, m, s, t, tre)
+        dets = np.empty((1 if r <= 2 else r, g))
+        jit.step(kind, zz, zxy, lam, b, det_b, q, dets, m, s, t, tre, between)
         logdet += float(np.log(dets).sum()) * (2.0 if r > 2 else 1.0)
     for a in range(q):
         tre[a, a] = _upper_to_full(tre[a, a])
@@ -181,3 +198,68 @@ def step_sums(chunks, lam: np.ndarray, q: int, k: int):
         _upper_to_full(t[q:]),
         _upper_to_full(between),
     )
+
+
+def hessian_sums(chunks, lam: np.ndarray, basis: np.ndarray, w: np.ndarray, outs: tuple):
+    """The Hessian sums over entry-major chunks, by the compiled kernels.
+
+    Parameters
+    ----------
+    chunks : iterable of (ndarray (r, r, G_c), ndarray (r, k, G_c))
+        :meth:`dmixed.kernels.StatsBlock.chunks`.
+    lam : ndarray (r, r)
+        Λ.
+    basis : ndarray (m, r, r)
+        ``E_j``, the derivatives of ``B*`` (symmetric).
+    w : ndarray (k,)
+        ``[−β; 1]``.
+    outs : tuple of ndarray
+        Zeros shaped as the fields of :class:`~dmixed.kernels.HessianSums` (m = the
+        number of ``E_j``, p = k − 1): (m, m), (m, m), (m,), (m, p), (m, p, p),
+        (m, m, p, p); the sums are added into them.
+
+    Returns
+    -------
+    tuple
+        ``(tr_ss, u_s_u, u_e_u, g_e_u, a_j, a_jk)`` as the fields of
+        :class:`~dmixed.kernels.HessianSums`.
+    """
+    from . import jit  # numba loads here, on first use
+
+    kind, lam, b, det_b = _lam_forms(lam)
+    basis = np.ascontiguousarray(basis, dtype=np.float64)
+    w = np.ascontiguousarray(w, dtype=np.float64)
+    m = basis.shape[0]
+    for zz, zxy in chunks:
+        jit.hessian(kind, zz, zxy, lam, b, det_b, basis, w, outs)
+    tr_ss, u_s_u, u_e_u, g_e_u, a_j, half = outs
+    for j in range(m):  # the kernel sums the upper triangles (j ≤ k, and x ≤ y in a_j)
+        a_j[j] = _upper_to_full(a_j[j])
+        for j2 in range(j):
+            half[j, j2] = half[j2, j].T
+    return (
+        _upper_to_full(tr_ss),
+        _upper_to_full(u_s_u),
+        u_e_u,
+        g_e_u,
+        a_j,
+        half + half.transpose(1, 0, 3, 2),
+    )
+
+
+def random_effects(chunks, lam: np.ndarray, w: np.ndarray, n_groups: int):
+    """BLUPs ``B u_i`` (n_groups, r) and conditional covariances ``P_i``
+    (n_groups, r, r) over entry-major chunks, by the compiled kernels (``chunks``,
+    ``lam`` and ``w`` as :func:`hessian_sums`)."""
+    from . import jit  # numba loads here, on first use
+
+    kind, lam, b, det_b = _lam_forms(lam)
+    w = np.ascontiguousarray(w, dtype=np.float64)
+    r = lam.shape[0]
+    blup = np.empty((n_groups, r))
+    cov = np.empty((n_groups, r, r))
+    lo = 0
+    for zz, zxy in chunks:
+        jit.random_effects(kind, zz, zxy, lam, b, det_b, w, lo, blup, cov)
+        lo += zz.shape[-1]
+    return blup, cov

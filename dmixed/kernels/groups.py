@@ -66,6 +66,20 @@ class StatsBlock:
             for lo in range(0, max(zz.shape[0], 1), GROUP_CHUNK)
         ]
 
+    @classmethod
+    def from_entry_major(cls, zz: np.ndarray, zxy: np.ndarray) -> StatsBlock:
+        """The block of entry-major ``zz`` (r, r, G) and ``zxy`` (r, p+1, G) (views
+        allowed: each chunk is copied once), without the per-group layout's transposes."""
+        block = cls.__new__(cls)
+        block._chunks = [
+            (
+                np.ascontiguousarray(zz[..., lo : lo + GROUP_CHUNK], dtype=np.float64),
+                np.ascontiguousarray(zxy[..., lo : lo + GROUP_CHUNK], dtype=np.float64),
+            )
+            for lo in range(0, max(zz.shape[-1], 1), GROUP_CHUNK)
+        ]
+        return block
+
     @property
     def n_groups(self) -> int:
         return sum(c[0].shape[-1] for c in self._chunks)
@@ -357,6 +371,8 @@ def hessian_contributions(
         ``E_j``: derivative of ``B*`` with respect to each covariance parameter.
     w : ndarray (p+1,)
         ``[−β; 1]``.
+
+    Evaluated by the compiled kernels or by numpy as :func:`step_contributions`.
     """
     block = _as_block(block, zxy)
     m = basis.shape[0]
@@ -369,6 +385,9 @@ def hessian_contributions(
         np.zeros((m, p, p)),
         np.zeros((m, m, p, p)),
     )
+    if lam.shape[0] and compiled.backend(block.n_groups, lam.shape[0], "hessian") == "numba":
+        fields = tuple(getattr(out, f) for f in out.__dataclass_fields__)
+        return HessianSums(*compiled.hessian_sums(block.chunks(), lam, basis, w, fields))
     r = basis.shape[1]
     for zzc, zxyc in block.chunks():
         _, _, s, h = _conditional(zzc, zxyc, lam)
@@ -485,10 +504,14 @@ def random_effects_block(
     -------
     blup : ndarray (G, r)
     cond_cov : ndarray (G, r, r)   (multiply by the scale σ̂²)
+
+    Evaluated by the compiled kernels or by numpy as :func:`step_contributions`.
     """
     block = _as_block(block, zxy)
     bstar = lam @ lam.T
     r = lam.shape[0]
+    if r and compiled.backend(block.n_groups, r, "blups") == "numba":
+        return compiled.random_effects(block.chunks(), lam, w, block.n_groups)
     blups = [np.zeros((0, r))]
     covs = [np.zeros((0, r, r))]
     for zzc, zxyc in block.chunks():

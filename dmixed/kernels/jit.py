@@ -1,29 +1,34 @@
-"""Compiled (numba) per-group kernels: the step sums of :mod:`~dmixed.kernels.groups`
-in one pass over the groups, without ``(r, r, G)`` temporaries.
+"""Compiled (numba) per-group kernels: the step, Hessian and BLUP sums of
+:mod:`~dmixed.kernels.groups` in one pass over the groups, without ``(r, r, G)``
+temporaries.
 
-This module imports numba at its top: only :func:`dmixed.kernels.compiled.step_sums`
-imports it, on first use, so ``import dmixed`` never loads numba.  The functions
-compile on their first call and keep the machine code on disk (``cache=True``).
+This module imports numba at its top: only :mod:`dmixed.kernels.compiled` imports it,
+on first use, so ``import dmixed`` never loads numba.  The functions compile on their
+first call and keep the machine code on disk (``cache=True``).
 
-Groups are taken in runs of :data:`RUN`.  For each run, the per-group values
-(``P_i``, ``S_i``, ``H_i``, ``P_i ZXy_i``) are written to small buffers by loops whose
-innermost index runs over the groups, so that they compile to vector instructions,
-with the formulas and the order of operations of
-:func:`dmixed.kernels.groups._conditional`: ``r = 1`` and ``r = 2`` in the closed forms
-without subtraction (per group, bit for bit the numpy path's values), larger ``r``
-through a dense Cholesky factor ``K_i = L L'`` (``P_i = W W'`` with ``W = Λ L⁻ᵀ``) and
-the general ``S = ZZ − ZZ·P·ZZ``.  The run's sums over groups are then dot products
-over the run, compiled with reassociation allowed (vectorized sums; only the order of
-the additions over groups differs from numpy's, as it does between BLAS builds).
+Groups are taken in runs of :data:`RUN` (for r > 2 copied to contiguous run buffers).  For each
+run, the per-group values (``P_i``, ``S_i``, ``H_i``, ``P_i ZXy_i``: :func:`_conditional`)
+are written to small buffers by loops whose innermost index runs over the groups, so
+that they compile to vector instructions, with the formulas and the order of operations
+of :func:`dmixed.kernels.groups._conditional`: ``r = 1`` and ``r = 2`` in the closed
+forms without subtraction (per group, bit for bit the numpy path's values), larger
+``r`` through a dense Cholesky factor ``K_i = L L'`` (``P_i = W W'`` with
+``W = Λ L⁻ᵀ``) and the general ``S = ZZ − ZZ·P·ZZ``.  The run's sums over groups are
+then dot products over the run, compiled with reassociation allowed (vectorized sums;
+only the order of the additions over groups differs from numpy's, as it does between
+BLAS builds).
 
-Every entry point takes one entry-major chunk (``zz`` (r, r, G), ``zxy`` (r, k, G), the
-layout of :class:`~dmixed.kernels.groups.StatsBlock`), writes ``K``'s determinant
-factors to ``dets`` (``det K_i`` (G,) for ``r ≤ 2``; the diagonal of ``L_i``, (r, G),
-otherwise: the caller takes the logarithms, vectorized by numpy) and *adds* its sums
-into ``out_m`` (k, k), ``out_s`` (r, r), ``out_t`` (r, k, k) (``Σ H[a,:] ⊗ H[a,:]`` for
-the variance-component slots ``a ≥ q``), ``out_tre`` (q, q, k, k) (``Σ H[a,:] ⊗ H[c,:]``,
-``a ≤ c < q``) and ``out_between`` (k, k); of the symmetric ones only the upper
-triangles (the caller mirrors them).
+The entry points take one entry-major chunk (``zz`` (r, r, G), ``zxy`` (r, k, G), the
+layout of :class:`~dmixed.kernels.groups.StatsBlock`), ``Λ``, ``B = ΛΛ'`` and
+``det(B)``, after ``kind`` (:func:`_conditional`).
+:func:`step` writes ``K``'s determinant factors to ``dets`` (``det K_i``
+for ``r ≤ 2``; the diagonal of ``L_i`` otherwise: the caller takes the logarithms,
+vectorized by numpy) and *adds* its sums into ``out_m`` (k, k), ``out_s`` (r, r),
+``out_t`` (r, k, k) (``Σ H[a,:] ⊗ H[a,:]`` for the variance-component slots ``a ≥ q``),
+``out_tre`` (q, q, k, k) (``Σ H[a,:] ⊗ H[c,:]``, ``a ≤ c < q``) and ``out_between``
+(k, k); of the symmetric ones only the upper triangles (the caller mirrors them).
+:func:`hessian` adds the Hessian sums, :func:`random_effects` writes the BLUPs and
+conditional covariances.
 
 The inner loops index one-dimensional views with the loop counter itself: an offset
 index (``x[a, j, lo + i]``) keeps numba's negative-index check in the loop and LLVM
@@ -57,8 +62,7 @@ def _dot(u, v, n):  # pragma: no cover
 @_sums
 def _run_sums(zxy, lo, n, h, pz, s, q, out_m, out_s, out_t, out_tre):  # pragma: no cover
     """Add the sums over the run of groups ``lo … lo + n − 1`` of ``ZXy'·(P ZXy)``, ``S``
-    and ``H ⊗ H`` to the outputs (``zxy``: the chunk, C-contiguous, so that its
-    ``[a, x, lo : lo + n]`` are contiguous vectors)."""
+    and ``H ⊗ H`` to the outputs (``zxy``: the chunk, or the run's copy with ``lo = 0``)."""
     r, k = h.shape[0], h.shape[1]
     for x in range(k):
         for y in range(x, k):
@@ -82,85 +86,6 @@ def _run_sums(zxy, lo, n, h, pz, s, q, out_m, out_s, out_t, out_tre):  # pragma:
         for x in range(k):
             for y in range(x, k):
                 out_t[a, x, y] += _dot(h[a, x], h[a, y], n)
-
-
-@_exact
-def step_r1(zz, zxy, lam2, q, dets, out_m, out_s, out_t, out_tre, out_between):  # pragma: no cover
-    """``r = 1``: ``K = 1 + λ²U``, ``P = λ²/K``, ``S = U/K``, ``H = F/K`` and
-    ``between`` with ``c = 1/(U K)`` (0 where U = 0)."""
-    k, g = zxy.shape[1], zxy.shape[2]
-    h = np.empty((1, k, RUN))
-    pz = np.empty((1, k, RUN))
-    s = np.empty((1, 1, RUN))
-    fc = np.empty((k, RUN))
-    p = np.empty(RUN)
-    c = np.empty(RUN)
-    for lo in range(0, g, RUN):
-        n = min(RUN, g - lo)
-        u = zz[0, 0, lo : lo + n]
-        kk = dets[lo : lo + n]
-        s_run = s[0, 0]
-        for i in range(n):
-            kk[i] = 1.0 + lam2 * u[i]
-            p[i] = lam2 / kk[i]
-            s_run[i] = u[i] / kk[i]
-            c[i] = 1.0 / (u[i] * kk[i]) if u[i] > 0 else 0.0
-        for j in range(k):
-            f = zxy[0, j, lo : lo + n]
-            h_j, pz_j, fc_j = h[0, j], pz[0, j], fc[j]
-            for i in range(n):
-                h_j[i] = f[i] / kk[i]
-                pz_j[i] = p[i] * f[i]
-                fc_j[i] = f[i] * c[i]
-        _run_sums(zxy, lo, n, h, pz, s, q, out_m, out_s, out_t, out_tre)
-        for x in range(k):
-            for y in range(x, k):
-                out_between[x, y] += _dot(fc[x], zxy[0, y, lo : lo + n], n)
-
-
-@_exact
-def step_r2(zz, zxy, b, det_b, q, dets, out_m, out_s, out_t, out_tre):  # pragma: no cover
-    """``r = 2`` in the closed form of :func:`dmixed.kernels.groups._conditional_2`."""
-    k, g = zxy.shape[1], zxy.shape[2]
-    b00, b01, b11 = b[0, 0], b[0, 1], b[1, 1]
-    h = np.empty((2, k, RUN))
-    pz = np.empty((2, k, RUN))
-    s = np.empty((2, 2, RUN))
-    pm = np.empty((2, 2, RUN))
-    mm = np.empty((2, 2, RUN))
-    inv = np.empty(RUN)
-    for lo in range(0, g, RUN):
-        n = min(RUN, g - lo)
-        u00, u01, u11 = zz[0, 0, lo : lo + n], zz[0, 1, lo : lo + n], zz[1, 1, lo : lo + n]
-        d = dets[lo : lo + n]
-        s00, s01, s11 = s[0, 0], s[0, 1], s[1, 1]
-        p00, p01, p10, p11 = pm[0, 0], pm[0, 1], pm[1, 0], pm[1, 1]
-        m00, m01, m10, m11 = mm[0, 0], mm[0, 1], mm[1, 0], mm[1, 1]
-        for i in range(n):
-            det_u = max(u00[i] * u11[i] - u01[i] * u01[i], 0.0)
-            d[i] = 1.0 + b00 * u00[i] + 2.0 * b01 * u01[i] + b11 * u11[i] + det_b * det_u
-            inv_d = 1.0 / d[i]
-            inv[i] = inv_d
-            p00[i] = (b00 + det_b * u11[i]) * inv_d
-            p11[i] = (b11 + det_b * u00[i]) * inv_d
-            p01[i] = (b01 - det_b * u01[i]) * inv_d
-            p10[i] = p01[i]
-            s00[i] = (u00[i] + det_u * b11) * inv_d
-            s11[i] = (u11[i] + det_u * b00) * inv_d
-            s01[i] = (u01[i] - det_u * b01) * inv_d
-            m00[i] = b11 * u11[i] + b01 * u01[i]
-            m01[i] = -(b11 * u01[i] + b01 * u00[i])
-            m10[i] = -(b01 * u11[i] + b00 * u01[i])
-            m11[i] = b01 * u01[i] + b00 * u00[i]
-        for a in range(2):
-            ma0, ma1, pa0, pa1 = mm[a, 0], mm[a, 1], pm[a, 0], pm[a, 1]
-            for j in range(k):
-                f0, f1, fa = zxy[0, j, lo : lo + n], zxy[1, j, lo : lo + n], zxy[a, j, lo : lo + n]
-                h_aj, pz_aj = h[a, j], pz[a, j]
-                for i in range(n):
-                    h_aj[i] = (ma0[i] * f0[i] + ma1[i] * f1[i] + fa[i]) * inv[i]
-                    pz_aj[i] = pa0[i] * f0[i] + pa1[i] * f1[i]
-        _run_sums(zxy, lo, n, h, pz, s, q, out_m, out_s, out_t, out_tre)
 
 
 @_exact
@@ -229,50 +154,299 @@ def _matmul_run(x, y, out, n):  # pragma: no cover
 
 
 @_exact
-def step_general(zz, zxy, lam, q, dets, out_m, out_s, out_t, out_tre):  # pragma: no cover
-    """Any ``r``: ``P = WW'``, ``S = ZZ − (ZZ P) ZZ``, ``H = ZXy − (ZZ P) ZXy``."""
+def _axpy(out, x, c, n):  # pragma: no cover
+    """``out_i += c x_i`` for ``i < n``."""
+    for i in range(n):
+        out[i] += c * x[i]
+
+
+@_exact
+def _mul_acc(out, x, y, n):  # pragma: no cover
+    """``out_i += x_i y_i`` for ``i < n``."""
+    for i in range(n):
+        out[i] += x[i] * y[i]
+
+
+@_exact
+def _buffers(r, k):  # pragma: no cover
+    """A run's buffers: ``zz`` (r, r, RUN) and ``zxy`` (r, k, RUN) copies of the
+    statistics, the determinant values ``dv`` (max(r, 2), RUN), ``sq`` (6, r, r, RUN)
+    (``P``, ``S`` and four work matrices) and ``rect`` (2, r, k, RUN) (``H``, ``P ZXy``)."""
+    return (
+        np.empty((r, r, RUN)),
+        np.empty((r, k, RUN)),
+        np.empty((max(r, 2), RUN)),
+        np.empty((6, r, r, RUN)),
+        np.empty((2, r, k, RUN)),
+    )
+
+
+@_exact
+def _load(zz, zxy, lo, n, zz_run, zxy_run):  # pragma: no cover
+    """Copy groups ``lo … lo + n − 1`` of the chunk to the contiguous run buffers."""
+    r, k = zxy.shape[0], zxy.shape[1]
+    for a in range(r):
+        for c in range(r):
+            zz_run[a, c, :n] = zz[a, c, lo : lo + n]
+        for j in range(k):
+            zxy_run[a, j, :n] = zxy[a, j, lo : lo + n]
+
+
+@_exact
+def _conditional_r1(zz, zxy, lo, n, lam2, dv, sq, rect):  # pragma: no cover
+    """``r = 1``: ``K = 1 + λ²U`` (to ``dv[0]``), ``P = λ²/K``, ``S = U/K``, ``H = F/K``."""
+    u, kk, p, s = zz[0, 0, lo : lo + n], dv[0], sq[0, 0, 0], sq[1, 0, 0]
+    for i in range(n):
+        kk[i] = 1.0 + lam2 * u[i]
+        p[i] = lam2 / kk[i]
+        s[i] = u[i] / kk[i]
+    for j in range(zxy.shape[1]):
+        f, h_j, pz_j = zxy[0, j, lo : lo + n], rect[0, 0, j], rect[1, 0, j]
+        for i in range(n):
+            h_j[i] = f[i] / kk[i]
+            pz_j[i] = p[i] * f[i]
+
+
+@_exact
+def _conditional_r2(zz, zxy, lo, n, b, det_b, dv, sq, rect):  # pragma: no cover
+    """``r = 2`` in the closed form of :func:`dmixed.kernels.groups._conditional_2`
+    (``d`` to ``dv[0]``, ``1/d`` to ``dv[1]``, ``adj(B) adj(U)`` to ``sq[2]``)."""
+    b00, b01, b11 = b[0, 0], b[0, 1], b[1, 1]
+    u00, u01, u11 = zz[0, 0, lo : lo + n], zz[0, 1, lo : lo + n], zz[1, 1, lo : lo + n]
+    d, inv = dv[0], dv[1]
+    pm, s, mm = sq[0], sq[1], sq[2]
+    s00, s01, s11 = s[0, 0], s[0, 1], s[1, 1]
+    p00, p01, p10, p11 = pm[0, 0], pm[0, 1], pm[1, 0], pm[1, 1]
+    m00, m01, m10, m11 = mm[0, 0], mm[0, 1], mm[1, 0], mm[1, 1]
+    for i in range(n):
+        det_u = max(u00[i] * u11[i] - u01[i] * u01[i], 0.0)
+        d[i] = 1.0 + b00 * u00[i] + 2.0 * b01 * u01[i] + b11 * u11[i] + det_b * det_u
+        inv_d = 1.0 / d[i]
+        inv[i] = inv_d
+        p00[i] = (b00 + det_b * u11[i]) * inv_d
+        p11[i] = (b11 + det_b * u00[i]) * inv_d
+        p01[i] = (b01 - det_b * u01[i]) * inv_d
+        p10[i] = p01[i]
+        s00[i] = (u00[i] + det_u * b11) * inv_d
+        s11[i] = (u11[i] + det_u * b00) * inv_d
+        s01[i] = (u01[i] - det_u * b01) * inv_d
+        m00[i] = b11 * u11[i] + b01 * u01[i]
+        m01[i] = -(b11 * u01[i] + b01 * u00[i])
+        m10[i] = -(b01 * u11[i] + b00 * u01[i])
+        m11[i] = b01 * u01[i] + b00 * u00[i]
+    s[1, 0, :n] = s01[:n]
+    for a in range(2):
+        ma0, ma1, pa0, pa1 = mm[a, 0], mm[a, 1], pm[a, 0], pm[a, 1]
+        for j in range(zxy.shape[1]):
+            f0, f1, fa = zxy[0, j, lo : lo + n], zxy[1, j, lo : lo + n], zxy[a, j, lo : lo + n]
+            h_aj, pz_aj = rect[0, a, j], rect[1, a, j]
+            for i in range(n):
+                h_aj[i] = (ma0[i] * f0[i] + ma1[i] * f1[i] + fa[i]) * inv[i]
+                pz_aj[i] = pa0[i] * f0[i] + pa1[i] * f1[i]
+
+
+@_exact
+def _conditional_general(zz, zxy, n, lam, dv, sq, rect):  # pragma: no cover
+    """Any ``r``: ``P = WW'``, ``S = ZZ − (ZZ P) ZZ``, ``H = ZXy − (ZZ P) ZXy``
+    (the diagonal of ``L`` to ``dv``)."""
+    r, k = zxy.shape[0], zxy.shape[1]
+    pm, s, tmp, chol, w, zzp = sq[0], sq[1], sq[2], sq[3], sq[4], sq[5]
+    h, pz = rect[0], rect[1]
+    _factor_run(zz, n, lam, tmp, chol, w, dv)
+    for a in range(r):  # P = W W'
+        for c in range(a + 1):
+            out = pm[a, c]
+            out[:n] = 0.0
+            for e in range(r):
+                _mul_acc(out, w[a, e], w[c, e], n)
+            pm[c, a, :n] = out[:n]
+    _matmul_run(zz, pm, zzp, n)
+    _matmul_run(zzp, zz, s, n)
+    _matmul_run(zzp, zxy, h, n)
+    _matmul_run(pm, zxy, pz, n)
+    for a in range(r):
+        for c in range(r):
+            x, out = zz[a, c], s[a, c]
+            for i in range(n):
+                out[i] = x[i] - out[i]
+        for j in range(k):
+            x, out = zxy[a, j], h[a, j]
+            for i in range(n):
+                out[i] = x[i] - out[i]
+
+
+@_exact
+def _conditional(  # pragma: no cover
+    kind, zz, zxy, lo, n, lam, b, det_b, dv, sq, rect, zz_run, zxy_run
+):
+    """The run's ``P`` (``sq[0]``), ``S`` (``sq[1]``), ``H`` (``rect[0]``), ``P ZXy``
+    (``rect[1]``) and determinant values (``dv``), by ``r``: ``kind`` is an empty array
+    of ``min(r, 3)`` dimensions, so that numba compiles only the branch of its ``ndim``
+    (a constant of the signature: each r's code is compiled and cached on its own).
+    The closed forms read the chunk's groups ``lo … lo + n − 1`` where they lie; the
+    general form first copies them to ``zz_run`` and ``zxy_run``."""
+    if kind.ndim == 1:
+        _conditional_r1(zz, zxy, lo, n, b[0, 0], dv, sq, rect)
+    elif kind.ndim == 2:
+        _conditional_r2(zz, zxy, lo, n, b, det_b, dv, sq, rect)
+    else:
+        _load(zz, zxy, lo, n, zz_run, zxy_run)
+        _conditional_general(zz_run, zxy_run, n, lam, dv, sq, rect)
+
+
+@_exact
+def step(  # pragma: no cover
+    kind, zz, zxy, lam, b, det_b, q, dets, out_m, out_s, out_t, out_tre, out_between
+):
+    """The step sums of one chunk (module docstring); ``dets`` (1 or r, G): ``det K_i``
+    for ``r ≤ 2``, else the diagonal of ``L_i``.  For ``r = 1`` also ``between``, with
+    ``c = 1/(U K)`` (0 where U = 0)."""
     r, k, g = zxy.shape
-    tmp = np.empty((r, r, RUN))
-    chol = np.empty((r, r, RUN))
-    w = np.empty((r, r, RUN))
-    pm = np.empty((r, r, RUN))
-    zzp = np.empty((r, r, RUN))
-    s = np.empty((r, r, RUN))
-    h = np.empty((r, k, RUN))
-    pz = np.empty((r, k, RUN))
-    zz_run = np.empty((r, r, RUN))  # contiguous copies of the run's statistics
-    zxy_run = np.empty((r, k, RUN))
-    d_run = np.empty((r, RUN))
+    zz_run, zxy_run, dv, sq, rect = _buffers(r, k)
+    nd = dets.shape[0]
     for lo in range(0, g, RUN):
         n = min(RUN, g - lo)
-        for a in range(r):
-            for c in range(r):
-                zz_run[a, c, :n] = zz[a, c, lo : lo + n]
+        _conditional(kind, zz, zxy, lo, n, lam, b, det_b, dv, sq, rect, zz_run, zxy_run)
+        for a in range(nd):
+            dets[a, lo : lo + n] = dv[a, :n]
+        if kind.ndim <= 2:
+            _run_sums(zxy, lo, n, rect[0], rect[1], sq[1], q, out_m, out_s, out_t, out_tre)
+        else:
+            _run_sums(zxy_run, 0, n, rect[0], rect[1], sq[1], q, out_m, out_s, out_t, out_tre)
+        if kind.ndim == 1:
+            u, kk, c, fc = zz[0, 0, lo : lo + n], dv[0], sq[2, 0, 0], rect[0, 0]
+            for i in range(n):
+                c[i] = 1.0 / (u[i] * kk[i]) if u[i] > 0 else 0.0
             for j in range(k):
-                zxy_run[a, j, :n] = zxy[a, j, lo : lo + n]
-        _factor_run(zz_run, n, lam, tmp, chol, w, d_run)
-        for c in range(r):
-            dets[c, lo : lo + n] = d_run[c, :n]
-        for a in range(r):  # P = W W'
-            for c in range(a + 1):
-                out = pm[a, c]
-                out[:n] = 0.0
-                for e in range(r):
-                    x, y = w[a, e], w[c, e]
-                    for i in range(n):
-                        out[i] += x[i] * y[i]
-                pm[c, a, :n] = out[:n]
-        _matmul_run(zz_run, pm, zzp, n)
-        _matmul_run(zzp, zz_run, s, n)
-        _matmul_run(zzp, zxy_run, h, n)
-        _matmul_run(pm, zxy_run, pz, n)
+                f, fc_j = zxy[0, j, lo : lo + n], fc[j]
+                for i in range(n):
+                    fc_j[i] = f[i] * c[i]
+            for x in range(k):
+                for y in range(x, k):
+                    out_between[x, y] += _dot(fc[x], zxy[0, y, lo : lo + n], n)
+
+
+@_exact
+def _residual_side(h, w, n, u):  # pragma: no cover
+    """``u_i = H_i w`` for the run."""
+    for a in range(h.shape[0]):
+        ua = u[a]
+        ua[:n] = 0.0
+        for j in range(h.shape[1]):
+            _axpy(ua, h[a, j], w[j], n)
+
+
+@_exact
+def _hessian_values(s, h, u, basis, n, eu, seu, se, eg, seg):  # pragma: no cover
+    """``E_j u``, ``S E_j u``, ``S E_j``, ``E_j G`` and ``S E_j G`` for the run (``G``: the
+    first ``p`` columns of ``H``; the zero entries of ``E_j`` are skipped)."""
+    m, r, p = basis.shape[0], basis.shape[1], eg.shape[2]
+    for j in range(m):
+        e = basis[j]
         for a in range(r):
+            eu[j, a, :n] = 0.0
+            for x in range(p):
+                eg[j, a, x, :n] = 0.0
             for c in range(r):
-                x, out = zz_run[a, c], s[a, c]
-                for i in range(n):
-                    out[i] = x[i] - out[i]
-            for j in range(k):
-                x, out = zxy_run[a, j], h[a, j]
-                for i in range(n):
-                    out[i] = x[i] - out[i]
-        _run_sums(zxy_run, 0, n, h, pz, s, q, out_m, out_s, out_t, out_tre)
+                se[j, a, c, :n] = 0.0
+                if e[a, c] != 0.0:
+                    _axpy(eu[j, a], u[c], e[a, c], n)
+                    for x in range(p):
+                        _axpy(eg[j, a, x], h[c, x], e[a, c], n)
+            for c in range(r):
+                for bb in range(r):
+                    if e[bb, c] != 0.0:
+                        _axpy(se[j, a, c], s[a, bb], e[bb, c], n)
+        for a in range(r):
+            seu[j, a, :n] = 0.0
+            for x in range(p):
+                seg[j, a, x, :n] = 0.0
+            for bb in range(r):
+                _mul_acc(seu[j, a], s[a, bb], eu[j, bb], n)
+                for x in range(p):
+                    _mul_acc(seg[j, a, x], s[a, bb], eg[j, bb, x], n)
+
+
+@_sums
+def _hessian_run_sums(h, u, eu, seu, se, eg, seg, n, outs):  # pragma: no cover
+    """Add the run's sums to ``outs`` = (tr_ss, u_s_u, u_e_u, g_e_u, a_j, half) (the
+    fields of :class:`~dmixed.kernels.HessianSums`, ``half`` = ``Σ G'E_j S E_k G``
+    before symmetrizing).  The symmetric ones (``tr_ss``, ``u_s_u``, and ``half`` under
+    ``(j, k, x, y) → (k, j, y, x)``, as ``E_j`` and ``S`` are symmetric) only for
+    ``k ≥ j``, and ``a_j`` only for ``y ≥ x``: the caller mirrors them."""
+    tr_ss, u_s_u, u_e_u, g_e_u, a_j, half = outs
+    m, r, p = eg.shape[0], eg.shape[1], eg.shape[2]
+    for j in range(m):
+        for j2 in range(j, m):
+            acc = 0.0
+            for a in range(r):
+                for c in range(r):
+                    acc += _dot(se[j, a, c], se[j2, c, a], n)
+            tr_ss[j, j2] += acc
+            acc = 0.0
+            for a in range(r):
+                acc += _dot(eu[j, a], seu[j2, a], n)
+            u_s_u[j, j2] += acc
+            for x in range(p):
+                for y in range(p):
+                    acc = 0.0
+                    for a in range(r):
+                        acc += _dot(eg[j, a, x], seg[j2, a, y], n)
+                    half[j, j2, x, y] += acc
+        acc = 0.0
+        for a in range(r):
+            acc += _dot(eu[j, a], u[a], n)
+        u_e_u[j] += acc
+        for x in range(p):
+            acc = 0.0
+            for a in range(r):
+                acc += _dot(eu[j, a], h[a, x], n)
+            g_e_u[j, x] += acc
+            for y in range(x, p):
+                acc = 0.0
+                for a in range(r):
+                    acc += _dot(h[a, x], eg[j, a, y], n)
+                a_j[j, x, y] += acc
+
+
+@_exact
+def hessian(kind, zz, zxy, lam, b, det_b, basis, w, outs):  # pragma: no cover
+    """Add one chunk's Hessian sums to ``outs`` (:func:`_hessian_run_sums`)."""
+    r, k, g = zxy.shape
+    m, p = basis.shape[0], k - 1
+    zz_run, zxy_run, dv, sq, rect = _buffers(r, k)
+    u = np.empty((r, RUN))
+    eu = np.empty((m, r, RUN))
+    seu = np.empty((m, r, RUN))
+    se = np.empty((m, r, r, RUN))
+    eg = np.empty((m, r, p, RUN))
+    seg = np.empty((m, r, p, RUN))
+    for lo in range(0, g, RUN):
+        n = min(RUN, g - lo)
+        _conditional(kind, zz, zxy, lo, n, lam, b, det_b, dv, sq, rect, zz_run, zxy_run)
+        _residual_side(rect[0], w, n, u)
+        _hessian_values(sq[1], rect[0], u, basis, n, eu, seu, se, eg, seg)
+        _hessian_run_sums(rect[0], u, eu, seu, se, eg, seg, n, outs)
+
+
+@_exact
+def random_effects(kind, zz, zxy, lam, b, det_b, w, lo_out, blup, cov):  # pragma: no cover
+    """One chunk's BLUPs ``B u_i`` and ``P_i`` into rows ``lo_out …`` of ``blup`` (G, r)
+    and ``cov`` (G, r, r)."""
+    r, k, g = zxy.shape
+    zz_run, zxy_run, dv, sq, rect = _buffers(r, k)
+    u = np.empty((r, RUN))
+    pm = sq[0]
+    for lo in range(0, g, RUN):
+        n = min(RUN, g - lo)
+        _conditional(kind, zz, zxy, lo, n, lam, b, det_b, dv, sq, rect, zz_run, zxy_run)
+        _residual_side(rect[0], w, n, u)
+        for i in range(n):
+            row = lo_out + lo + i
+            for a in range(r):
+                acc = 0.0
+                for c in range(r):
+                    acc += b[a, c] * u[c, i]
+                blup[row, a] = acc
+                for c in range(r):
+                    cov[row, a, c] = pm[a, c, i]

@@ -49,18 +49,34 @@ def _lam(rng, r: int, q: int, log_cond: float) -> np.ndarray:
     return lam
 
 
-def _both(monkeypatch, block, lam, q):
+def _both(monkeypatch, block, lam, q, kernel=None):
+    """The step sums (or ``kernel(block, lam)``) through numpy and through numba."""
     out = {}
     for which in ("numpy", "numba"):
         monkeypatch.setenv(compiled.ENV_VAR, which)
-        out[which] = kernels.step_contributions(block, lam, q)
+        out[which] = kernel(block, lam) if kernel else kernels.step_contributions(block, lam, q)
     return out["numpy"], out["numba"]
 
 
+def _basis(r: int, q: int) -> np.ndarray:
+    """``E_j`` (m, r, r): the ``q(q+1)/2`` entries of an unstructured ``Ψ`` on the
+    ``exog_re`` block, then variance components over the slots ``q … r − 1`` (slots
+    alternating between two components, so that one ``E_j`` has several entries)."""
+    out = []
+    for a, c in zip(*np.tril_indices(q), strict=True):
+        e = np.zeros((r, r))
+        e[a, c] = e[c, a] = 1.0
+        out.append(e)
+    for comp in range(min(2, r - q)):
+        out.append(np.diag([1.0 if a >= q and (a - q) % 2 == comp else 0.0 for a in range(r)]))
+    return np.array(out).reshape(-1, r, r)
+
+
 def _assert_close(ref, got, rtol):
-    """Each field to ``rtol`` relative to the field's largest entry (the sums over groups
-    of the off-diagonal entries may cancel, so entry-wise relative error is not the
-    measure; the fit uses each field as a whole)."""
+    """Each field (of a :class:`~dmixed.kernels.StepSums` or
+    :class:`~dmixed.kernels.HessianSums`) to ``rtol`` relative to the field's largest
+    entry (the sums over groups of the off-diagonal entries may cancel, so entry-wise
+    relative error is not the measure; the fit uses each field as a whole)."""
     for name in ref.__dataclass_fields__:
         a, b = np.asarray(getattr(ref, name)), np.asarray(getattr(got, name))
         assert a.shape == b.shape, name
@@ -68,15 +84,21 @@ def _assert_close(ref, got, rtol):
         assert np.all(np.abs(a - b) <= rtol * scale), (name, np.max(np.abs(a - b)) / scale)
 
 
+def _cases(rs):
+    """Blocks of 1–700 groups, r in ``rs``, any share of variance-component slots, Λ of
+    condition up to 1e8, none, some or all groups with one row."""
+    return given(
+        r=st.sampled_from(rs),
+        q_share=st.floats(0, 1),
+        seed=st.integers(0, 2**16),
+        log_cond=st.floats(0, 8),
+        one_row=st.sampled_from([0.0, 0.3, 1.0]),
+        n_groups=st.sampled_from([1, 7, 300, 700]),
+    )
+
+
 @settings(max_examples=40, **QUICK)
-@given(
-    r=st.sampled_from([1, 2, 3, 5]),
-    q_share=st.floats(0, 1),
-    seed=st.integers(0, 2**16),
-    log_cond=st.floats(0, 8),
-    one_row=st.sampled_from([0.0, 0.3, 1.0]),
-    n_groups=st.sampled_from([1, 7, 300, 700]),
-)
+@_cases([1, 2, 3, 5])
 def test_compiled_step_matches_numpy(monkeypatch, r, q_share, seed, log_cond, one_row, n_groups):
     """Every field of the step sums, over several chunks and runs, ill-conditioned Λ,
     groups of one row, variance-component slots (q < r)."""
@@ -87,6 +109,33 @@ def test_compiled_step_matches_numpy(monkeypatch, r, q_share, seed, log_cond, on
     lam = _lam(rng, r, q, log_cond if r <= 2 else min(log_cond, 2.0))
     ref, got = _both(monkeypatch, kernels.StatsBlock(zz, zxy), lam, q)
     _assert_close(ref, got, RTOL)
+
+
+@settings(max_examples=40, **QUICK)
+@_cases([1, 2, 3, 4])
+def test_compiled_hessian_and_blups_match_numpy(
+    monkeypatch, r, q_share, seed, log_cond, one_row, n_groups
+):
+    """Every field of the Hessian sums, and the BLUPs and conditional covariances, over
+    several chunks and runs: ill-conditioned Λ, groups of one row, variance-component
+    slots (q < r, components spanning several slots)."""
+    monkeypatch.setattr(kernels.groups, "GROUP_CHUNK", 293)
+    rng = np.random.default_rng(seed)
+    q = int(round(q_share * r))
+    zz, zxy = _statistics(rng, n_groups, r, 4, one_row)
+    lam = _lam(rng, r, q, log_cond if r <= 2 else min(log_cond, 2.0))
+    basis, w = _basis(r, q), np.r_[rng.normal(size=3), 1.0]
+    block = kernels.StatsBlock(zz, zxy)
+    ref, got = _both(
+        monkeypatch, block, lam, q, lambda b, lam: kernels.hessian_contributions(b, lam, basis, w)
+    )
+    _assert_close(ref, got, RTOL)
+    ref, got = _both(
+        monkeypatch, block, lam, q, lambda b, lam: kernels.random_effects_block(b, lam, w)
+    )
+    for a, b in zip(ref, got, strict=True):  # BLUPs (G, r), covariances (G, r, r)
+        assert a.shape == b.shape
+        assert np.all(np.abs(a - b) <= RTOL * np.max(np.abs(a), initial=0.0))
 
 
 @pytest.mark.parametrize("r", [3, 5])
@@ -158,6 +207,25 @@ def test_backend_choice(monkeypatch):
     monkeypatch.setattr(compiled, "numba_available", lambda: False)
     monkeypatch.delitem(sys.modules, "numba", raising=False)
     assert compiled.backend(10**8, 3) == "numpy"
+
+
+def test_backend_loads_numba_when_it_pays(monkeypatch):
+    """numba not loaded: a fit large enough to repay the load picks it at once; smaller
+    fits stay in numpy until the estimated cost of numpy reaches the load."""
+    monkeypatch.delenv(compiled.ENV_VAR, raising=False)
+    monkeypatch.setattr(compiled, "numba_available", lambda: True)
+    monkeypatch.delitem(sys.modules, "numba", raising=False)
+    monkeypatch.setitem(compiled.LEDGER, "owed_ns", 0.0)
+    assert compiled.backend(10**6, 2) == "numba"  # one fit repays the load
+    monkeypatch.setitem(compiled.LEDGER, "owed_ns", 0.0)
+    assert compiled.backend(10**5, 3, "hessian") == "numba"
+    monkeypatch.setitem(compiled.LEDGER, "owed_ns", 0.0)
+    picks = []
+    for _ in range(100):  # fits of 20k groups, r = 2: 5 steps, 2 Hessians, BLUPs
+        for kernel, calls in compiled.FIT_CALLS.items():
+            picks += [compiled.backend(20_000, 2, kernel) for _ in range(calls)]
+    first = picks.index("numba")
+    assert 8 * 10 <= first < 8 * 100 and set(picks[first:]) == {"numba"}
 
 
 def test_import_does_not_load_numba():
