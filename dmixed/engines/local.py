@@ -12,10 +12,12 @@ import numpy as np
 
 from .. import kernels
 from ..design.arrays import RowData
+from ..kernels.vc_blocks import one_entry_per_row, ragged_statistics
 from ..stats import FittedStatistics, GlobalStats, GroupArrays, Layout
 from ..stats.keys import sorted_codes
 from ..stats.slots import assign_vc_slots, lookup_vc_slots, slot_table
 from ..stats.standardize import Standardization
+from .vc_local import StructuredVCEngine, structured_vc, worth_structure
 
 
 class LocalEngine:
@@ -60,6 +62,16 @@ class LocalEngine:
         """Nothing to release in-process."""
 
 
+def local_engine(zz: np.ndarray, zxy: np.ndarray, layout: Layout):
+    """The in-process engine for these statistics: a
+    :class:`~dmixed.engines.vc_local.StructuredVCEngine` where the variance components
+    have its structure (:func:`~dmixed.engines.vc_local.structured_vc`), else a
+    :class:`LocalEngine`."""
+    if structured_vc(zz, layout):
+        return StructuredVCEngine.from_dense(zz, zxy, layout)
+    return LocalEngine(zz, zxy)
+
+
 def statistics_from_rows(
     rows: RowData,
     standardization: Standardization | None = None,
@@ -82,17 +94,35 @@ def statistics_from_rows(
         slots.append(lookup_vc_slots(codes, cols, vals, keys, pair_slots, ncols))
         widths.append(width)
         slot_cols.append(slot_table(keys, pair_slots, max(ncols, 1), width, n_groups))
-    ztilde = kernels.dense_random_design(rows.exog_re, slots, rows.vc_vals, widths)
+    layout = Layout(rows.exog_re.shape[1], tuple(widths))
     std = standardization
     if std is None:
         std = Standardization.choose(rows.endog, rows.exog, rows.exog_re, intercepts, rows.vc_vals)
-    st = kernels.accumulate_statistics(
-        codes, n_groups, rows.endog, rows.exog, ztilde, rows.weights, std, widths
-    )
+    if worth_structure(layout) and one_entry_per_row(slots):
+        # variance components structured: no padded design, time linear in the levels
+        ragged, st = ragged_statistics(
+            codes,
+            n_groups,
+            rows.endog,
+            rows.exog,
+            rows.exog_re,
+            slots,
+            rows.vc_vals,
+            widths,
+            rows.weights,
+            std,
+        )
+        engine = StructuredVCEngine(ragged)
+    else:
+        ztilde = kernels.dense_random_design(rows.exog_re, slots, rows.vc_vals, widths)
+        st = kernels.accumulate_statistics(
+            codes, n_groups, rows.endog, rows.exog, ztilde, rows.weights, std, widths
+        )
+        engine = local_engine(st["zz"], st["zxy"], layout)
     return FittedStatistics(
-        engine=LocalEngine(st["zz"], st["zxy"]),
+        engine=engine,
         glob=GlobalStats(st["xyxy"], int(st["n"]), float(st["sum_log_weights"]), st.get("within")),
-        layout=Layout(rows.exog_re.shape[1], tuple(widths)),
+        layout=layout,
         group_labels=labels,
         group_sizes=st["nobs"],
         vc_slot_cols=slot_cols,
@@ -105,7 +135,7 @@ def statistics_from_rows(
 def statistics_from_arrays(arrays: GroupArrays) -> FittedStatistics:
     """Per-group statistics gathered on the driver (saved, or merged) on a :class:`LocalEngine`."""
     return FittedStatistics(
-        engine=LocalEngine(arrays.zz, arrays.zxy),
+        engine=local_engine(arrays.zz, arrays.zxy, arrays.layout),
         glob=arrays.glob,
         layout=arrays.layout,
         group_labels=arrays.labels,
