@@ -135,7 +135,7 @@ def statistics_from_rows(
 def statistics_from_arrays(arrays: GroupArrays) -> FittedStatistics:
     """Per-group statistics gathered on the driver (saved, or merged) on a :class:`LocalEngine`."""
     return FittedStatistics(
-        engine=local_engine(arrays.zz, arrays.zxy, arrays.layout),
+        engine=LocalEngine(arrays.zz, arrays.zxy),
         glob=arrays.glob,
         layout=arrays.layout,
         group_labels=arrays.labels,

@@ -106,7 +106,8 @@ def test_kernels_agree_with_dense(case):
         _close(got.t_re, ref.t_re)
         _close(got.t_vc, _per_component(ref.t_vc, layout))
     w = rng.standard_normal(zxy.shape[2])
-    for b, c in zip(groups.random_effects_block(zz, lam, w, zxy), rv.random_effects(lam1, w)):
+    ref_re = groups.random_effects_block(zz, lam, w, zxy)
+    for b, c in zip(ref_re, rv.random_effects(lam1, w), strict=True):
         _close(c, b)
     ref_h = groups.hessian_contributions(zz, lam, layout.basis(), w, zxy)
     for got_h in (rv.hessian(lam1, one.basis(), w), rv.hessian(lam, layout.basis(), w)):
@@ -133,8 +134,9 @@ def test_moment_equations_agree_with_dense(case):
     cc1 = np.einsum("axby,x,y->ab", got.zxy_zxy, w, w)
     _close(np.einsum("jab,ba->j", basis1, cc1), np.einsum("jab,ba->j", basis, cc))
     xyxy = np.eye(zxy.shape[2]) * 100.0
-    est, est1 = moment_start(ref, GlobalStats(xyxy, 500), layout), moment_start(
-        got, GlobalStats(xyxy, 500), one
+    est, est1 = (
+        moment_start(ref, GlobalStats(xyxy, 500), layout),
+        moment_start(got, GlobalStats(xyxy, 500), one),
     )
     assert (est is None) == (est1 is None)
 
