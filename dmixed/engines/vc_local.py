@@ -69,13 +69,17 @@ class StructuredVCEngine:
 
 def worth_structure(layout: Layout) -> bool:
     """Whether :class:`StructuredVCEngine` saves work on this layout: some component
-    wider than one slot, and more than one random-design column in all."""
-    return (
-        layout.k_vc > 0 and layout.r > layout.k_re + layout.k_vc and layout.k_re + layout.k_vc >= 2
-    )
+    wider than one slot."""
+    return layout.k_vc > 0 and layout.r > layout.k_re + layout.k_vc
 
 
 def structured_vc(zz: np.ndarray, layout: Layout) -> bool:
     """Whether :class:`StructuredVCEngine` applies to these padded statistics
-    (:func:`worth_structure`, and every group's variance-component block diagonal)."""
-    return worth_structure(layout) and diagonal_vc_block(zz, layout.k_re)
+    (:func:`worth_structure`, every group's variance-component block diagonal, and more
+    than one random-design column in all: with one, the objective reads the dense
+    pass's within-group sums, which the one-slot sums do not match)."""
+    return (
+        worth_structure(layout)
+        and layout.k_re + layout.k_vc >= 2
+        and diagonal_vc_block(zz, layout.k_re)
+    )

@@ -39,6 +39,17 @@ def test_indicator_component_fits_structured_as_dense():
     )
 
 
+def test_component_without_exog_re_fits_structured_as_dense():
+    """statsmodels' ``vc_formula`` without ``re_formula``: no random intercept (q = 0)."""
+    data = make_data(n_groups=30, vc_sd=0.8, n_sub=4, seed=5)
+    stats, res, ref = _fit_both(data)
+    assert isinstance(stats.engine, StructuredVCEngine) and stats.layout.k_re == 0
+    assert stats.glob.within is None
+    np.testing.assert_allclose(res.llf, ref.llf, rtol=1e-9)
+    np.testing.assert_allclose(res.params, ref.params, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(res.bse, ref.bse, rtol=1e-4)
+
+
 def test_component_wider_than_one_entry_per_row_stays_dense():
     data = make_data(n_groups=20, vc_sd=0.5, n_sub=3, seed=3)
     model = dmixed.MixedLM.from_formula(
