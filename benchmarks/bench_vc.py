@@ -115,7 +115,7 @@ data, formula, kw = pickle.load(open(sys.argv[1], "rb"))
 t = time.perf_counter()
 res = smf.mixedlm(formula, data, **kw).fit(reml=True)
 print(json.dumps({"seconds": time.perf_counter() - t, "llf": float(res.llf),
-                  "fe": [float(v) for v in res.fe_params],
+                  "fe": {k: float(v) for k, v in res.fe_params.items()},
                   "vc": [float(v) for v in res.vcomp]}))
 """
 
@@ -167,7 +167,8 @@ def main() -> None:
             sm_s, d_fe, d_vc, dllf = f"> {args.sm_timeout:.0f}", "—", "—", "—"
         else:
             se = res.bse_fe.to_numpy()
-            fe_gap = np.abs(res.fe_params.to_numpy() - np.asarray(sm["fe"])) / se
+            ref_fe = np.array([sm["fe"][name] for name in res.fe_params.index])  # by name
+            fe_gap = np.abs(res.fe_params.to_numpy() - ref_fe) / se
             vc_ref = np.asarray(sm["vc"])
             d_fe = f"{float(np.max(fe_gap)):.1e}"
             d_vc = f"{float(np.max(np.abs(res.vcomp - vc_ref) / np.abs(vc_ref))):.1e}"

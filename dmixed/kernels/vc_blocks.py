@@ -309,18 +309,27 @@ class RaggedVC:
     # -- the kernels ----------------------------------------------------------------
 
     def step(self, lam: np.ndarray) -> StepSums:
-        """Contributions to ℓ and its score (``StepSums`` with one slot per component)."""
+        """Contributions to ℓ and its score: ``StepSums`` with one slot per component
+        for a factor of width ``q + d``; for one of the padded width, per padded slot as
+        :func:`~dmixed.kernels.step_contributions` gives them (only the ``exog_re`` block
+        and the diagonal of ``s`` are filled: all that the objective reads)."""
         el = self.eliminate(lam)
-        q, k, d = self.q, self.k, self.n_comp
+        q, k = self.q, self.k
+        per_slot = lam.shape[0] != q + self.n_comp
+        n_vc = self.r - q if per_slot else self.n_comp
+        index = self.pos - q if per_slot else self.comp
         m = el.m2 + np.einsum("gax,gab,gby->xy", el.f1_t, el.p1, el.f1_t)
-        s = np.zeros((q + d, q + d))
+        s = np.zeros((q + n_vc, q + n_vc))
         s[:q, :q] = el.s11.sum(axis=0)
-        idx = q + np.arange(d)
-        s[idx, idx] = np.bincount(self.comp, weights=el.s_diag, minlength=d)
-        t_vc = np.zeros((d, k, k))
-        for ell in range(d):
-            hl = el.h[self.comp == ell]
-            t_vc[ell] = hl.T @ hl
+        idx = q + np.arange(n_vc)
+        s[idx, idx] = np.bincount(index, weights=el.s_diag, minlength=n_vc)
+        t_vc = np.zeros((n_vc, k, k))
+        if per_slot:
+            np.add.at(t_vc, index, el.h[:, :, None] * el.h[:, None, :])
+        else:
+            for ell in range(n_vc):
+                hl = el.h[index == ell]
+                t_vc[ell] = hl.T @ hl
         return StepSums(
             el.logdet,
             0.5 * (m + m.T),
