@@ -174,11 +174,11 @@ class ProfileLikelihood:
         self.problem = ProfileProblem(
             stats.engine,
             stats.glob,
-            stats.layout,
+            stats.fit_layout,
             results.reml,
             kind,
             index,
-            Coordinates.model(stats.columns, stats.layout),
+            Coordinates.model(stats.columns, stats.fit_layout),
         )
         # start from the MLE, in the permuted sqrt packing
         psi, tau = stats.layout.unpack(results.packed_params, results.use_sqrt)

@@ -546,7 +546,7 @@ class MixedLM(LikelihoodMethods, ModelDimensions):
         obj = self._objective(stats, coords, reml, opt_sqrt)
         moment = None
         if start_params is None and free is None:
-            moment = self.start_from_moments(stats, layout)
+            moment = self.start_from_moments(stats, stats.fit_layout)
         level = logging.INFO if progress else logging.DEBUG
         start_opt, from_moments = choose_start(obj, start, self.use_sqrt, moment, level)
         opt = maximize(
@@ -587,7 +587,7 @@ class MixedLM(LikelihoodMethods, ModelDimensions):
     @staticmethod
     def _objective(stats, coords: Coordinates, reml, use_sqrt: bool) -> ProfiledObjective:
         return ProfiledObjective(
-            stats.engine, stats.glob, stats.layout, bool(reml), use_sqrt, re_map=coords.re_map
+            stats.engine, stats.glob, stats.fit_layout, bool(reml), use_sqrt, re_map=coords.re_map
         )
 
     # -- the steps of a fit --------------------------------------------------------

@@ -12,11 +12,13 @@ import numpy as np
 
 from .. import kernels
 from ..design.arrays import RowData
+from ..kernels.vc_blocks import one_entry_per_row, ragged_statistics
 from ..stats import FittedStatistics, GlobalStats, GroupArrays, Layout
 from ..stats.keys import sorted_codes
 from ..stats.packed import PackedLayout
 from ..stats.slots import assign_vc_slots, lookup_vc_slots, slot_table
 from ..stats.standardize import Standardization
+from .vc_local import StructuredVCEngine, structured_vc, worth_structure
 
 
 class LocalEngine:
@@ -74,6 +76,16 @@ class LocalEngine:
         """Nothing to release in-process."""
 
 
+def local_engine(zz: np.ndarray, zxy: np.ndarray, layout: Layout):
+    """The in-process engine for these statistics: a
+    :class:`~dmixed.engines.vc_local.StructuredVCEngine` where the variance components
+    have its structure (:func:`~dmixed.engines.vc_local.structured_vc`), else a
+    :class:`LocalEngine`."""
+    if structured_vc(zz, layout):
+        return StructuredVCEngine.from_dense(zz, zxy, layout)
+    return LocalEngine(zz, zxy)
+
+
 def statistics_from_rows(
     rows: RowData,
     standardization: Standardization | None = None,
@@ -96,21 +108,43 @@ def statistics_from_rows(
         slots.append(lookup_vc_slots(codes, cols, vals, keys, pair_slots, ncols))
         widths.append(width)
         slot_cols.append(slot_table(keys, pair_slots, max(ncols, 1), width, n_groups))
-    ztilde = kernels.dense_random_design(rows.exog_re, slots, rows.vc_vals, widths)
+    layout = Layout(rows.exog_re.shape[1], tuple(widths))
     std = standardization
     if std is None:
         std = Standardization.choose(rows.endog, rows.exog, rows.exog_re, intercepts, rows.vc_vals)
-    packed = PackedLayout(ztilde.shape[1], rows.exog.shape[1] + 1)
-    acc = np.zeros((packed.width, n_groups))  # column-major: entry-major per group
-    st = kernels.accumulate_packed_into(
-        acc, codes, rows.endog, rows.exog, ztilde, rows.weights, std, widths
-    )
+    if worth_structure(layout) and one_entry_per_row(slots):
+        # variance components structured: no padded design, time linear in the levels
+        ragged, st = ragged_statistics(
+            codes,
+            n_groups,
+            rows.endog,
+            rows.exog,
+            rows.exog_re,
+            slots,
+            rows.vc_vals,
+            widths,
+            rows.weights,
+            std,
+        )
+        engine = StructuredVCEngine(ragged)
+        group_sizes = st["nobs"]
+    else:
+        ztilde = kernels.dense_random_design(rows.exog_re, slots, rows.vc_vals, widths)
+        packed = PackedLayout(ztilde.shape[1], rows.exog.shape[1] + 1)
+        acc = np.zeros((packed.width, n_groups))  # column-major: entry-major per group
+        st = kernels.accumulate_packed_into(
+            acc, codes, rows.endog, rows.exog, ztilde, rows.weights, std, widths
+        )
+        engine = LocalEngine.of_packed_columns(acc, packed)
+        group_sizes = packed.unpack_nobs(acc.T)
+        if worth_structure(layout):  # components the rows did not show structured
+            engine = local_engine(*engine.gather(), layout)
     return FittedStatistics(
-        engine=LocalEngine.of_packed_columns(acc, packed),
+        engine=engine,
         glob=GlobalStats(st["xyxy"], int(st["n"]), float(st["sum_log_weights"]), st.get("within")),
-        layout=Layout(rows.exog_re.shape[1], tuple(widths)),
+        layout=layout,
         group_labels=labels,
-        group_sizes=packed.unpack_nobs(acc.T),
+        group_sizes=group_sizes,
         vc_slot_cols=slot_cols,
         data_pass_seconds=time.perf_counter() - t0,
         n_dropped=rows.n_dropped,

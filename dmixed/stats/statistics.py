@@ -72,6 +72,15 @@ class FittedStatistics:
     standardization: Standardization | None = None
 
     @property
+    def fit_layout(self) -> Layout:
+        """The layout the optimizer works in: :attr:`layout`, or one slot per variance
+        component where the engine holds the components structured (its sums then come
+        per component: ``engine.collapsed_vc``).  Same parameters, same packing."""
+        if getattr(self.engine, "collapsed_vc", False):
+            return Layout(self.layout.k_re, (1,) * self.layout.k_vc)
+        return self.layout
+
+    @property
     def columns(self) -> Standardization:
         """The columns' map (:mod:`dmixed.stats.standardize`; identity for raw columns)."""
         if self.standardization is not None:

@@ -25,7 +25,8 @@ def _model(df, model_kw, weights=None):
 
 def _moment_estimate(model):
     stats = model.statistics()
-    return moment_start(stats.engine.moments(), stats.glob, stats.layout)
+    # the moment sums come in the engine's coordinates: the layout the optimizer uses
+    return moment_start(stats.engine.moments(), stats.glob, stats.fit_layout)
 
 
 @pytest.mark.parametrize(
