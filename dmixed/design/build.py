@@ -187,6 +187,11 @@ class ParsedFormulas:
                 add_unique(out, c)
         return out
 
+    def fixed_columns(self) -> list[str]:
+        """Columns the fixed-effects formula's right-hand side reads (``X β̂`` of new
+        rows needs only them)."""
+        return list(self.rhs.columns)
+
     def response_only(self, groups: str) -> list[str]:
         """Columns only the response reads (new rows to predict may lack them)."""
         others = [self.rhs, self.re, *self.vc.values()]

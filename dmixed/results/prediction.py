@@ -39,11 +39,14 @@ def check_new_groups(new_groups: str) -> None:
         raise SpecError(f"new_groups must be one of {shown}, got {new_groups!r}")
 
 
-def transform_for_prediction(spec, df: pd.DataFrame):
+def transform_for_prediction(spec, df: pd.DataFrame, include_random: bool = True):
     """Design matrices of the rows of ``df`` that can be predicted: the response may be
     absent, and rows with a missing value in a column the prediction uses are left out
-    whatever the fit's ``missing`` (their prediction is NaN; ``keep`` marks the others)."""
-    return dataclasses.replace(spec, missing="drop").transform(df, response=False)
+    whatever the fit's ``missing`` (their prediction is NaN; ``keep`` marks the others).
+    Without ``include_random`` only the fixed-effects formula's columns are used (the
+    group column and the random part's may be absent), as statsmodels' ``predict``."""
+    spec = dataclasses.replace(spec, missing="drop")
+    return spec.transform(df, response=False, random=include_random)
 
 
 class Predictor:
@@ -182,7 +185,7 @@ def predict_frame(
     the prediction uses is missing (and, with ``new_groups="nan"``, for unseen groups)."""
     out = np.full(len(df), np.nan)
     if len(df):
-        dm = transform_for_prediction(spec, df)
+        dm = transform_for_prediction(spec, df, include_random)
         values = predictor.predict(dm, include_random, spec.group_name, new_groups)
         if dm.keep is None:
             out[:] = values
@@ -258,7 +261,10 @@ def predict_dask(
         raise SpecError(f"what must be 'predict', 'fittedvalues' or 'resid', got {what!r}")
     check_new_groups(new_groups)
     check_persisted(ddf)
-    data = select_columns(ddf, needed_columns(spec, response=what != "predict"))
+    predicting = what == "predict"
+    data = select_columns(
+        ddf, needed_columns(spec, response=not predicting, random=include_random or not predicting)
+    )
     # one task holding the predictor: a dependency of every partition, not a literal
     state = dask.delayed(predictor, pure=True)
     name = "resid" if what == "resid" else "fittedvalues"

@@ -151,3 +151,25 @@ def test_unseen_groups_and_missing_covariates(int_fit, engine):
         run(new_groups="error")
     with pytest.raises(SpecError, match="new_groups must be one of"):
         int_fit.predict(new, include_random=True, new_groups="drop")
+
+
+@pytest.mark.parametrize("engine", ["pandas", "dask"])
+def test_fixed_part_reads_only_the_fixed_effects_columns(engine):
+    """``predict(data)`` is ``X β̂`` (statsmodels): the group column and the columns only
+    the random part reads may be absent, and a missing value there leaves the
+    prediction as it is (it used to need them, and gave NaN for a missing group key)."""
+    df = make_data(n_groups=20, seed=12)
+    res = mixedlm(
+        "y ~ x1", df, groups="g", re_formula="1 + x2", vc_formula={"s": "0 + C(sub)"}
+    ).fit()
+    expected = res.fe_params["Intercept"] + res.fe_params["x1"] * df["x1"].to_numpy()[:6]
+    holes = df.iloc[:6].assign(g=df["g"].iloc[:6].astype(float))
+    holes.loc[holes.index[1], "g"] = np.nan
+    holes.loc[holes.index[2], ["x2", "sub"]] = np.nan
+    for new in (df[["x1"]].iloc[:6], holes):
+        data = dd.from_pandas(new, npartitions=2) if engine == "dask" else new
+        out = res.predict(data)
+        out = out.compute() if engine == "dask" else out
+        np.testing.assert_allclose(out.to_numpy(), expected, rtol=1e-13)
+    with pytest.raises(DataError, match="not found in the data: 'x2', 'sub', 'g'"):
+        res.predict(df[["x1"]], include_random=True)
