@@ -30,6 +30,9 @@ class RowData:
     vc_vals: list[np.ndarray] = field(default_factory=list)
     weights: np.ndarray | None = None
     n_dropped: int = 0
+    #: the pandas index of the rows (a formula fit of a pandas frame: the rows kept);
+    #: fitted values and residuals are Series on it, as statsmodels'
+    index: pd.Index | None = None
 
 
 def as_float_matrix(value, argname: str) -> np.ndarray:
