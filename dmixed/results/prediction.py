@@ -199,9 +199,9 @@ def fitted_partition(
 ):
     """One partition's predictions (every row), or fitted values or residuals (the rows
     kept), indexed like them in ``pdf`` (``what``: see :func:`predict_dask`)."""
-    name = "resid" if what == "resid" else "fittedvalues"
     if what == "predict":
-        return predict_frame(predictor, spec, pdf, include_random, new_groups).rename(name)
+        return predict_frame(predictor, spec, pdf, include_random, new_groups)
+    name = "resid" if what == "resid" else "fittedvalues"
     if len(pdf) == 0:
         return pd.Series([], index=pdf.index, dtype="float64", name=name)
     dm = spec.transform(pdf)
@@ -241,7 +241,8 @@ def predict_dask(
     Returns
     -------
     dask.dataframe.Series
-        float64, named ``"resid"`` or ``"fittedvalues"``.  ``"predict"``: every row of
+        float64, named ``"resid"`` or ``"fittedvalues"`` (``"predict"``: unnamed, as
+        the pandas prediction and statsmodels').  ``"predict"``: every row of
         ``ddf``, NaN where a column the prediction uses is missing.  Fitted values and
         residuals: rows with a missing value in a column the model uses are left out
         with ``missing="drop"``, as the in-process fit leaves them out: the Series holds
@@ -267,7 +268,7 @@ def predict_dask(
     )
     # one task holding the predictor: a dependency of every partition, not a literal
     state = dask.delayed(predictor, pure=True)
-    name = "resid" if what == "resid" else "fittedvalues"
+    name = None if what == "predict" else what
     return data.map_partitions(
         fitted_partition,
         spec,

@@ -173,3 +173,13 @@ def test_fixed_part_reads_only_the_fixed_effects_columns(engine):
         np.testing.assert_allclose(out.to_numpy(), expected, rtol=1e-13)
     with pytest.raises(DataError, match="not found in the data: 'x2', 'sub', 'g'"):
         res.predict(df[["x1"]], include_random=True)
+
+
+def test_dask_prediction_is_the_pandas_series():
+    """The same Series, name included (it was named 'fittedvalues' on Dask only)."""
+    df = make_data(n_groups=12, seed=13)
+    res = mixedlm("y ~ x1", df, groups="g").fit()
+    for include_random in (False, True):
+        expected = res.predict(df, include_random=include_random)
+        got = res.predict(dd.from_pandas(df, npartitions=3), include_random=include_random)
+        pd.testing.assert_series_equal(got.compute(), expected)
