@@ -183,3 +183,11 @@ def test_dask_prediction_is_the_pandas_series():
         expected = res.predict(df, include_random=include_random)
         got = res.predict(dd.from_pandas(df, npartitions=3), include_random=include_random)
         pd.testing.assert_series_equal(got.compute(), expected)
+
+
+def test_text_for_a_numeric_covariate_is_refused():
+    """'3' for a column fitted as numbers is refused as for group keys (it was parsed)."""
+    df = make_data(n_groups=12, seed=14)
+    res = mixedlm("y ~ x1", df, groups="g").fit()
+    with pytest.raises(DataError, match="column 'x1' holds text"):
+        res.predict(df.iloc[:3].assign(x1=["1", "2", "3"]))
