@@ -154,7 +154,9 @@ class Predictor:
         ------
         ValueError
             ``exog`` has the wrong number of columns; ``include_random`` without
-            ``groups``, or for a model with variance components.
+            ``groups``, or for a model with variance components; ``exog_re`` (needed
+            unless the model's only random effect is an intercept) or ``groups`` not of
+            ``exog``'s rows, ``exog_re`` not of ``k_re`` columns.
         """
         x = np.asarray(exog, dtype=np.float64).reshape(len(exog), -1)
         if x.shape[1] != len(self.fe_params):
@@ -166,12 +168,17 @@ class Predictor:
             raise SpecError("include_random=True needs groups=")
         if self.slot_cols:
             raise SpecError("include_random with exog= is not available for VC models")
-        z = (
-            np.ones((x.shape[0], 1))
-            if exog_re is None and self.k_re == 1
-            else np.asarray(exog_re, dtype=np.float64).reshape(x.shape[0], -1)
-        )
-        idx = self.positions(np.asarray(groups), "groups", new_groups)
+        n = x.shape[0]
+        if exog_re is None and self.k_re != 1:
+            raise SpecError(f"include_random=True needs exog_re= with {self.k_re} columns")
+        z = np.ones((n, 1)) if exog_re is None else np.asarray(exog_re, dtype=np.float64)
+        z = z.reshape(-1, 1) if z.ndim == 1 else z
+        if z.shape != (n, self.k_re):
+            raise DataError(f"exog_re has shape {z.shape}; expected ({n}, {self.k_re})")
+        keys = np.asarray(groups)
+        if keys.shape != (n,):
+            raise DataError(f"groups has shape {keys.shape}; expected ({n},), one per row")
+        idx = self.positions(keys, "groups", new_groups)
         out = fixed + self.random_part(idx, z, [], [])
         if new_groups == "nan":
             out[idx < 0] = np.nan

@@ -191,3 +191,24 @@ def test_text_for_a_numeric_covariate_is_refused():
     res = mixedlm("y ~ x1", df, groups="g").fit()
     with pytest.raises(DataError, match="column 'x1' holds text"):
         res.predict(df.iloc[:3].assign(x1=["1", "2", "3"]))
+
+
+def test_array_designs_of_the_wrong_shape_are_named():
+    """They used to fail in numpy (reshape, broadcast, boolean index) without a name."""
+    df = make_data(n_groups=12, seed=15)
+    endog, exog, exog_re, groups = design(df)
+    res = MixedLM(endog, exog, groups, exog_re=exog_re).fit()
+    x, z, g = exog[:3], exog_re[:3], groups[:3]
+    with pytest.raises(SpecError, match="needs exog_re= with 2 columns"):
+        res.predict(exog=x, groups=g, include_random=True)
+    with pytest.raises(DataError, match=r"exog_re has shape \(3, 3\); expected \(3, 2\)"):
+        res.predict(exog=x, exog_re=exog[:3], groups=g, include_random=True)
+    with pytest.raises(DataError, match=r"exog_re has shape \(2, 2\); expected \(3, 2\)"):
+        res.predict(exog=x, exog_re=z[:2], groups=g, include_random=True)
+    with pytest.raises(DataError, match=r"groups has shape \(2,\); expected \(3,\)"):
+        res.predict(exog=x, exog_re=z, groups=g[:2], include_random=True)
+    np.testing.assert_allclose(
+        res.predict(exog=x, exog_re=z, groups=list(g), include_random=True),
+        res.fittedvalues[:3],
+        rtol=1e-12,
+    )
