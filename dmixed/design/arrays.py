@@ -36,10 +36,17 @@ class RowData:
 
 
 def as_float_matrix(value, argname: str) -> np.ndarray:
-    """A 2-D float64 array, with an error naming the argument (and column) if not numeric."""
+    """A 2-D float64 array, with an error naming the argument (and column) if not numeric,
+    or if a DataFrame has two columns of one name (DataError)."""
     if isinstance(value, pd.Series):
         value = value.to_frame()
     if isinstance(value, pd.DataFrame):
+        if not value.columns.is_unique:
+            dup = value.columns[value.columns.duplicated()].unique().tolist()
+            raise DataError(
+                f"{argname} has more than one column named {dup[0]!r}: the parameters "
+                "are read by name, so each column needs its own"
+            )
         for col in value.columns:
             if not (
                 pd.api.types.is_numeric_dtype(value[col]) or pd.api.types.is_bool_dtype(value[col])
