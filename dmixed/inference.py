@@ -300,15 +300,20 @@ def anova(*fits, names=None, refit: bool = True) -> pd.DataFrame:
     Raises
     ------
     SpecError
-        Fewer than two fits; fits of different data (``nobs``); ``names`` of the wrong
-        length; a REML fit to refit whose model is not at hand (loaded results); REML
-        fits with different fixed effects and ``refit=False``; ML and REML mixed with
-        ``refit=False``.
+        Fewer than two fits; an argument that is not fitted results; fits of different
+        data (``nobs``); ``names`` of the wrong length; a REML fit to refit whose model
+        is not at hand (loaded results); REML fits with different fixed effects and
+        ``refit=False``; ML and REML mixed with ``refit=False``.
     """
     from scipy import special
 
     if len(fits) < 2:
         raise SpecError(f"anova compares two or more fits, got {len(fits)}")
+    for i, f in enumerate(fits):
+        if not all(hasattr(f, a) for a in ("nobs", "llf", "params", "reml")):
+            raise SpecError(
+                f"anova compares fitted results; argument {i + 1} is a {type(f).__name__}"
+            )
     labels = [f"model{i + 1}" for i in range(len(fits))] if names is None else list(names)
     if len(labels) != len(fits):
         raise SpecError(f"names has {len(labels)} entries for {len(fits)} fits")
@@ -353,7 +358,12 @@ def _by_ml(fit, label: str):
             "refit it by ML: pass ML fits, or refit=False for fits with the same fixed effects"
         )
     logger.info("refitting %s with ML (instead of REML)", label)
-    return fit.model.fit(reml=False)
+    model = fit.model
+    criterion = model.reml  # a fit sets the model's criterion; this one is anova's own
+    try:
+        return model.fit(reml=False)
+    finally:
+        model.reml = criterion
 
 
 def _check_comparable(fits) -> None:

@@ -665,6 +665,7 @@ def _rows_of_frame(spec, data, prepared=None) -> RowData:
         list(dm.vc_vals),
         dm.weights,
         dm.n_dropped,
+        data.index if dm.keep is None else data.index[dm.keep],
     )
     if dm.n_dropped:
         warnings.warn(

@@ -150,3 +150,19 @@ def test_anova_refusals(tmp_path):
     ml.save(tmp_path / "ml")
     table = anova(dmixed.load(tmp_path / "ml"), models[1].fit(reml=False))
     assert table.logLik.iloc[0] == pytest.approx(ml.llf)
+
+
+def test_anova_refit_leaves_the_models_criterion():
+    """The ML refit of a REML fit is anova's own: the model's loglike stays REML."""
+    _, models = _anova_fits()
+    fits = [m.fit() for m in models[:2]]
+    before = models[1].loglike(fits[1].params_object)
+    anova(*fits)
+    assert models[1].reml
+    assert models[1].loglike(fits[1].params_object) == before == pytest.approx(fits[1].llf)
+
+
+def test_anova_refuses_what_is_not_a_fit():
+    _, models = _anova_fits()
+    with pytest.raises(SpecError, match="argument 2 is a str"):
+        anova(models[0].fit(reml=False), "model2")

@@ -30,13 +30,23 @@ class RowData:
     vc_vals: list[np.ndarray] = field(default_factory=list)
     weights: np.ndarray | None = None
     n_dropped: int = 0
+    #: the pandas index of the rows (a formula fit of a pandas frame: the rows kept);
+    #: fitted values and residuals are Series on it, as statsmodels'
+    index: pd.Index | None = None
 
 
 def as_float_matrix(value, argname: str) -> np.ndarray:
-    """A 2-D float64 array, with an error naming the argument (and column) if not numeric."""
+    """A 2-D float64 array, with an error naming the argument (and column) if not numeric,
+    or if a DataFrame has two columns of one name (DataError)."""
     if isinstance(value, pd.Series):
         value = value.to_frame()
     if isinstance(value, pd.DataFrame):
+        if not value.columns.is_unique:
+            dup = value.columns[value.columns.duplicated()].unique().tolist()
+            raise DataError(
+                f"{argname} has more than one column named {dup[0]!r}: the parameters "
+                "are read by name, so each column needs its own"
+            )
         for col in value.columns:
             if not (
                 pd.api.types.is_numeric_dtype(value[col]) or pd.api.types.is_bool_dtype(value[col])

@@ -187,6 +187,11 @@ class ParsedFormulas:
                 add_unique(out, c)
         return out
 
+    def fixed_columns(self) -> list[str]:
+        """Columns the fixed-effects formula's right-hand side reads (``X β̂`` of new
+        rows needs only them)."""
+        return list(self.rhs.columns)
+
     def response_only(self, groups: str) -> list[str]:
         """Columns only the response reads (new rows to predict may lack them)."""
         others = [self.rhs, self.re, *self.vc.values()]
@@ -507,7 +512,8 @@ def formula_specs(parsed, formula, re_formula, kinds, native, levels, groups) ->
     Raises
     ------
     FormulaError, SpecError
-        As :func:`main_formula_spec` and :func:`re_formula_spec`.
+        As :func:`main_formula_spec` and :func:`re_formula_spec`; two columns of the
+        fixed- or random-effects design under one name.
     """
     main = _usable_plain(parsed, kinds, "main")
     re_plain = _usable_plain(parsed, kinds, "re") if parsed.re_kind == "formula" else None
@@ -529,7 +535,23 @@ def formula_specs(parsed, formula, re_formula, kinds, native, levels, groups) ->
         out.re_spec, out.exog_re_names = re_formula_spec(
             parsed, re_formula, proto, kinds, levels, groups
         )
+    _check_unique_names(out.exog_names, "fixed effects", "formula", formula)
+    _check_unique_names(out.exog_re_names, "random effects", "re_formula", re_formula)
     return out
+
+
+def _check_unique_names(names: list[str], what: str, arg: str, formula) -> None:
+    """Refuse two columns of one design under one name (a data column named
+    ``Intercept`` beside the intercept; in ``re_formula`` the intercept takes the group
+    column's name): parameters, tests and results are read by name."""
+    seen: set = set()
+    dup = [n for n in names if n in seen or seen.add(n)]
+    if dup:
+        raise FormulaError(
+            f"{arg} {formula!r}: two {what} are named {dup[0]!r} (the intercept is named "
+            "'Intercept', in re_formula after the group column): rename the data column "
+            "or leave the intercept out (0 + ...)"
+        )
 
 
 def lazy_formulaic_spec(spec: ModelSpec, which: str):

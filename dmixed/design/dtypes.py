@@ -100,8 +100,17 @@ def to_float(s: pd.Series, name: str) -> np.ndarray:
     Raises
     ------
     DataError
-        If the values are not numbers.
+        If the values are not numbers: text among them too, even text that reads as a
+        number (``'3'``; numpy would parse it), since text is a factor under dmixed's
+        column rules (new rows to predict, a partition unlike the collection's meta).
     """
+    if _holds_text(s):
+        shown = next(v for v in s.to_numpy(dtype=object) if isinstance(v, (str, bytes)))
+        raise DataError(
+            f"column {name!r} holds text (such as {shown!r}) where the model reads numbers; "
+            f"text is a factor under dmixed's column rules: convert it first, e.g. "
+            f"pd.to_numeric(data[{name!r}])"
+        )
     try:
         return s.to_numpy(dtype=np.float64, na_value=np.nan)
     except (TypeError, ValueError) as e:
@@ -111,6 +120,19 @@ def to_float(s: pd.Series, name: str) -> np.ndarray:
             f"column {name!r} holds a value that does not convert to a float (a Decimal "
             "signalling NaN, 'sNaN'?)"
         ) from None
+
+
+def _holds_text(s: pd.Series) -> bool:
+    """Whether ``s`` holds a ``str`` or ``bytes`` value (a text dtype, or an ``object``
+    column with one among its values)."""
+    if s.dtype != object:
+        return pd.api.types.is_string_dtype(s.dtype) and not isinstance(
+            s.dtype, pd.CategoricalDtype
+        )
+    kind = pd.api.types.infer_dtype(s, skipna=True)
+    if kind in ("string", "bytes"):
+        return True
+    return kind.startswith("mixed") and any(isinstance(v, (str, bytes)) for v in s.to_numpy())
 
 
 def check_finite(vals: np.ndarray, name: str) -> None:

@@ -70,11 +70,14 @@ class _Normalized:
     weights: np.ndarray | None = None
 
 
-def prepare_columns(spec: ModelSpec, df: pd.DataFrame, response: bool = True) -> PreparedColumns:
+def prepare_columns(
+    spec: ModelSpec, df: pd.DataFrame, response: bool = True, random: bool = True
+) -> PreparedColumns:
     """Check and normalise the used columns of one frame, dropping rows.
 
     ``response=False`` (new rows to predict) skips the columns only the response uses
-    and the weights column.
+    and the weights column; ``random=False`` as well (the fixed part of new rows) reads
+    only the columns of the fixed-effects formula (:func:`needed_columns`).
 
     Raises
     ------
@@ -83,9 +86,10 @@ def prepare_columns(spec: ModelSpec, df: pd.DataFrame, response: bool = True) ->
         infinite values, missing values (``missing="raise"``), levels not seen when the
         spec was built, or if a weight is not positive.
     """
-    used, formula_columns = _columns_needed(spec, df, response)
+    used, formula_columns = _columns_needed(spec, df, response, random)
     norm = _normalize(spec, df, formula_columns)
-    _add_group_missing(spec, df, norm)
+    if spec.group_name in used:
+        _add_group_missing(spec, df, norm)
     if spec.weights_name is not None and response:
         _add_weights(spec, df, norm)
     keep, n_dropped = _rows_to_keep(spec, norm, used, len(df))
@@ -98,9 +102,14 @@ def prepare_columns(spec: ModelSpec, df: pd.DataFrame, response: bool = True) ->
     return PreparedColumns(columns, weights, keep, n_dropped)
 
 
-def needed_columns(spec: ModelSpec, response: bool = True) -> list[str]:
+def needed_columns(spec: ModelSpec, response: bool = True, random: bool = True) -> list[str]:
     """The columns a frame must have: the spec's used columns; with ``response=False``
-    (new rows to predict) without those only the response uses, nor the weights."""
+    (new rows to predict) without those only the response uses, nor the weights; with
+    ``random=False`` too (the fixed part ``X β̂`` of new rows, as statsmodels' predict)
+    only those of the fixed-effects formula (all used ones for a spec that has not
+    recorded them)."""
+    if not (random or response) and spec.fixed_columns is not None:
+        return [c for c in spec.columns_used if c in spec.fixed_columns]
     skip: set = set()
     if not response:
         skip.update(spec.response_only)
@@ -109,9 +118,9 @@ def needed_columns(spec: ModelSpec, response: bool = True) -> list[str]:
     return [c for c in spec.columns_used if c not in skip]
 
 
-def _columns_needed(spec: ModelSpec, df: pd.DataFrame, response: bool):
+def _columns_needed(spec: ModelSpec, df: pd.DataFrame, response: bool, random: bool = True):
     """The used columns (and the formula columns among them); all must be present once."""
-    used = needed_columns(spec, response)
+    used = needed_columns(spec, response, random)
     formula_columns = [c for c in spec.formula_columns if c in used]
     check_present(used, df.columns)
     if df.columns.is_unique:

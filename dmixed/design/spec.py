@@ -169,6 +169,8 @@ class ModelSpec(ModelNames):
     native: dict[str, str] = field(default_factory=dict, repr=False)
     formula_columns: list[str] = field(default_factory=list, repr=False)
     response_only: list[str] = field(default_factory=list, repr=False)
+    #: the columns the fixed-effects formula reads (None: not recorded, all used ones)
+    fixed_columns: list[str] | None = field(default=None, repr=False)
     main_spec: Any = field(default=None, repr=False, compare=False)
     re_spec: Any = field(default=None, repr=False, compare=False)
     re_kind: str = field(default="ones", repr=False)
@@ -297,7 +299,12 @@ class ModelSpec(ModelNames):
 
     # -- per-partition application -------------------------------------------
     def transform(
-        self, df: pd.DataFrame, *, response: bool = True, prepared: PreparedColumns | None = None
+        self,
+        df: pd.DataFrame,
+        *,
+        response: bool = True,
+        prepared: PreparedColumns | None = None,
+        random: bool = True,
     ) -> DesignMatrices:
         """Apply the spec to one pandas partition (any row order, any subset of levels).
 
@@ -306,6 +313,10 @@ class ModelSpec(ModelNames):
         NaN and ``weights`` None, and neither takes part in missing-value
         handling.  ``prepared``: :func:`~dmixed.design.prepare.prepare_columns` of this
         very ``df`` (with ``response``) when the caller has it (:func:`build_spec_prepared`).
+        ``random=False`` (with ``response=False``: the fixed part ``X β̂`` of new rows)
+        reads only the columns of the fixed-effects formula: the group column and the
+        columns only the random part uses may be absent or missing; ``exog_re`` and
+        the variance components are then empty and ``groups`` is None.
 
         Raises
         ------
@@ -320,12 +331,24 @@ class ModelSpec(ModelNames):
         if not isinstance(df, pd.DataFrame):
             raise TypeError(f"transform expects a pandas DataFrame, got {type(df).__name__}")
         if prepared is None:
-            prepared = prepare_columns(self, df, response)
+            prepared = prepare_columns(self, df, response, random)
         n = len(df) - prepared.n_dropped
         frame = (
             normalized_frame(self, prepared.columns, n) if needs_frame(self) else prepared.columns
         )
         endog, exog = fixed_effects(self, frame, n, response)
+        if not random:
+            return DesignMatrices(
+                endog,
+                exog,
+                np.empty((n, 0)),
+                [],
+                [],
+                None,
+                None,
+                prepared.n_dropped,
+                prepared.keep,
+            )
         exog_re = random_effects(self, frame, n, exog)
         vc_cols, vc_vals = [], []
         for name, plan in zip(self.vc_names, self.vc_plans, strict=True):
@@ -433,6 +456,7 @@ def build_spec_prepared(
         native=native,
         formula_columns=formula_columns,
         response_only=parsed.response_only(groups),
+        fixed_columns=parsed.fixed_columns(),
         main_spec=specs.main_spec,
         re_spec=specs.re_spec,
         re_kind=parsed.re_kind,

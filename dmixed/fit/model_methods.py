@@ -79,7 +79,8 @@ class LikelihoodMethods:
         Raises
         ------
         SpecError
-            ``params`` of other dimensions than the model.
+            ``params`` of other dimensions than the model, non-finite, or with an
+            asymmetric ``cov_re``.
 
         Notes
         -----
@@ -268,6 +269,7 @@ class LikelihoodMethods:
                     f"{head} fixed effects, {n_tril(k[1])} for cov_re, {k[2]} vcomp"
                 )
             pa = MixedLMParams.from_packed(packed, k[0], k[1], self.use_sqrt, has_fe)
+            pa.check_dimensions(*k)
             packed = packed[head:]
             use_sqrt = self.use_sqrt
         try:

@@ -211,7 +211,9 @@ class MixedLMParams:
         return np.concatenate([*parts, cov, tail])
 
     def check_dimensions(self, k_fe: int, k_re: int, k_vc: int) -> None:
-        """Raise :class:`SpecError` unless the point has these dimensions (a model's)."""
+        """Raise :class:`SpecError` unless the point has these dimensions (a model's),
+        finite values and a symmetric ``cov_re`` (to 1e-10 of its largest entry: an
+        asymmetric one has no meaning, and the likelihood would read one triangle)."""
         have = (self.k_fe, self.k_re, self.k_vc)
         if have != (k_fe, k_re, k_vc) or np.shape(self.fe_params) != (k_fe,):
             raise SpecError(
@@ -223,6 +225,15 @@ class MixedLMParams:
                 f"params has cov_re of shape {np.shape(self.cov_re)} and vcomp of shape "
                 f"{np.shape(self.vcomp)}; the model needs {(k_re, k_re)} and {(k_vc,)}"
             )
+        parts = {"fe_params": self.fe_params, "cov_re": self.cov_re, "vcomp": self.vcomp}
+        for name, value in parts.items():
+            if not np.all(np.isfinite(value)):
+                raise SpecError(
+                    f"params has non-finite values in {name}: {np.asarray(value).tolist()}"
+                )
+        cov = np.asarray(self.cov_re, dtype=np.float64)
+        if k_re and np.abs(cov - cov.T).max() > 1e-10 * np.abs(cov).max():
+            raise SpecError(f"params has a cov_re that is not symmetric: {cov.tolist()}")
 
 
 def _vector(value, name: str) -> np.ndarray:

@@ -92,16 +92,31 @@ class ContrastResults:
 def hypothesis(r_matrix, names: list[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """``(R, q, labels)`` of a hypothesis on the fixed effects named ``names``.
 
+    A list (or tuple) of texts is one hypothesis of all their constraints (patsy's
+    ``linear_constraint``, which statsmodels uses).
+
     Raises
     ------
     SpecError
-        ``R`` without ``len(names)`` columns; ``q`` of the wrong length; text that
-        formulaic cannot parse or that names something other than a fixed effect.
+        ``R`` without ``len(names)`` columns; ``q`` of the wrong length; a pair of
+        a text and ``q`` (the text holds its values); text that formulaic cannot parse
+        or that names something other than a fixed effect.
     """
     k = len(names)
     q = None
+    if (
+        isinstance(r_matrix, (list, tuple))
+        and r_matrix
+        and all(isinstance(c, str) for c in r_matrix)
+    ):
+        r_matrix = ", ".join(r_matrix)
     if isinstance(r_matrix, tuple) and len(r_matrix) == 2:
         r_matrix, q = r_matrix
+        if isinstance(r_matrix, str):
+            raise SpecError(
+                f"a text hypothesis holds its own values: write {r_matrix!r} with "
+                f"'= value' instead of the pair (text, {q!r})"
+            )
     if isinstance(r_matrix, str):
         from formulaic.utils.constraints import LinearConstraints
 

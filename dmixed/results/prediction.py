@@ -39,11 +39,14 @@ def check_new_groups(new_groups: str) -> None:
         raise SpecError(f"new_groups must be one of {shown}, got {new_groups!r}")
 
 
-def transform_for_prediction(spec, df: pd.DataFrame):
+def transform_for_prediction(spec, df: pd.DataFrame, include_random: bool = True):
     """Design matrices of the rows of ``df`` that can be predicted: the response may be
     absent, and rows with a missing value in a column the prediction uses are left out
-    whatever the fit's ``missing`` (their prediction is NaN; ``keep`` marks the others)."""
-    return dataclasses.replace(spec, missing="drop").transform(df, response=False)
+    whatever the fit's ``missing`` (their prediction is NaN; ``keep`` marks the others).
+    Without ``include_random`` only the fixed-effects formula's columns are used (the
+    group column and the random part's may be absent), as statsmodels' ``predict``."""
+    spec = dataclasses.replace(spec, missing="drop")
+    return spec.transform(df, response=False, random=include_random)
 
 
 class Predictor:
@@ -151,7 +154,9 @@ class Predictor:
         ------
         ValueError
             ``exog`` has the wrong number of columns; ``include_random`` without
-            ``groups``, or for a model with variance components.
+            ``groups``, or for a model with variance components; ``exog_re`` (needed
+            unless the model's only random effect is an intercept) or ``groups`` not of
+            ``exog``'s rows, ``exog_re`` not of ``k_re`` columns.
         """
         x = np.asarray(exog, dtype=np.float64).reshape(len(exog), -1)
         if x.shape[1] != len(self.fe_params):
@@ -163,12 +168,17 @@ class Predictor:
             raise SpecError("include_random=True needs groups=")
         if self.slot_cols:
             raise SpecError("include_random with exog= is not available for VC models")
-        z = (
-            np.ones((x.shape[0], 1))
-            if exog_re is None and self.k_re == 1
-            else np.asarray(exog_re, dtype=np.float64).reshape(x.shape[0], -1)
-        )
-        idx = self.positions(np.asarray(groups), "groups", new_groups)
+        n = x.shape[0]
+        if exog_re is None and self.k_re != 1:
+            raise SpecError(f"include_random=True needs exog_re= with {self.k_re} columns")
+        z = np.ones((n, 1)) if exog_re is None else np.asarray(exog_re, dtype=np.float64)
+        z = z.reshape(-1, 1) if z.ndim == 1 else z
+        if z.shape != (n, self.k_re):
+            raise DataError(f"exog_re has shape {z.shape}; expected ({n}, {self.k_re})")
+        keys = np.asarray(groups)
+        if keys.shape != (n,):
+            raise DataError(f"groups has shape {keys.shape}; expected ({n},), one per row")
+        idx = self.positions(keys, "groups", new_groups)
         out = fixed + self.random_part(idx, z, [], [])
         if new_groups == "nan":
             out[idx < 0] = np.nan
@@ -182,7 +192,7 @@ def predict_frame(
     the prediction uses is missing (and, with ``new_groups="nan"``, for unseen groups)."""
     out = np.full(len(df), np.nan)
     if len(df):
-        dm = transform_for_prediction(spec, df)
+        dm = transform_for_prediction(spec, df, include_random)
         values = predictor.predict(dm, include_random, spec.group_name, new_groups)
         if dm.keep is None:
             out[:] = values
@@ -196,9 +206,9 @@ def fitted_partition(
 ):
     """One partition's predictions (every row), or fitted values or residuals (the rows
     kept), indexed like them in ``pdf`` (``what``: see :func:`predict_dask`)."""
-    name = "resid" if what == "resid" else "fittedvalues"
     if what == "predict":
-        return predict_frame(predictor, spec, pdf, include_random, new_groups).rename(name)
+        return predict_frame(predictor, spec, pdf, include_random, new_groups)
+    name = "resid" if what == "resid" else "fittedvalues"
     if len(pdf) == 0:
         return pd.Series([], index=pdf.index, dtype="float64", name=name)
     dm = spec.transform(pdf)
@@ -238,7 +248,8 @@ def predict_dask(
     Returns
     -------
     dask.dataframe.Series
-        float64, named ``"resid"`` or ``"fittedvalues"``.  ``"predict"``: every row of
+        float64, named ``"resid"`` or ``"fittedvalues"`` (``"predict"``: unnamed, as
+        the pandas prediction and statsmodels').  ``"predict"``: every row of
         ``ddf``, NaN where a column the prediction uses is missing.  Fitted values and
         residuals: rows with a missing value in a column the model uses are left out
         with ``missing="drop"``, as the in-process fit leaves them out: the Series holds
@@ -258,10 +269,13 @@ def predict_dask(
         raise SpecError(f"what must be 'predict', 'fittedvalues' or 'resid', got {what!r}")
     check_new_groups(new_groups)
     check_persisted(ddf)
-    data = select_columns(ddf, needed_columns(spec, response=what != "predict"))
+    predicting = what == "predict"
+    data = select_columns(
+        ddf, needed_columns(spec, response=not predicting, random=include_random or not predicting)
+    )
     # one task holding the predictor: a dependency of every partition, not a literal
     state = dask.delayed(predictor, pure=True)
-    name = "resid" if what == "resid" else "fittedvalues"
+    name = None if what == "predict" else what
     return data.map_partitions(
         fitted_partition,
         spec,

@@ -479,9 +479,11 @@ class MixedLMResults:
     @property
     def fittedvalues(self):
         """Fitted values including the predicted random effects (as statsmodels), at the
-        fit's rows (``missing="drop"``: the kept rows).  For Dask fits a lazy Series that,
-        computed, holds the kept rows with their index; built at each access, so a
-        persisted input whose data are gone is refused (DataError) here.
+        fit's rows (``missing="drop"``: the kept rows): a Series on their index for a
+        model built from a pandas frame (as statsmodels' formula fits), an ndarray for
+        arrays.  For Dask fits a lazy Series that, computed, holds the kept rows with
+        their index; built at each access, so a persisted input whose data are gone is
+        refused (DataError) here.
         """
         source = self._fitted_source()
         if source is not None:
@@ -490,7 +492,13 @@ class MixedLMResults:
 
     @cached_property
     def _fitted_in_memory(self):
-        return self.predict(include_random=True)
+        return self._on_rows(self.predict(include_random=True), "fittedvalues")
+
+    def _on_rows(self, values: np.ndarray, name: str):
+        """``values`` of the fitted rows as a Series on their index (statsmodels'
+        formula fits) when the model was built from a pandas frame, else as they are."""
+        index = getattr(self._fitted_rows(), "index", None)
+        return values if index is None else pd.Series(values, index=index, name=name)
 
     @property
     def resid(self):
@@ -505,7 +513,7 @@ class MixedLMResults:
         rows = self._fitted_rows()
         if rows is None:
             raise SpecError("the fitted rows are not available (loaded results)")
-        return rows.endog - self.fittedvalues
+        return self._on_rows(rows.endog - np.asarray(self.fittedvalues), "resid")
 
     # -- likelihood inference --------------------------------------------------------
 

@@ -44,6 +44,8 @@ def varcorr_frame(state: ResultsState) -> pd.DataFrame:
     rows.append(("Residual", None, None, state.scale, float(np.sqrt(state.scale))))
     frame = pd.DataFrame(rows, columns=VARCORR_COLUMNS)
     frame[["vcov", "sdcor"]] = frame[["vcov", "sdcor"]].astype(np.float64)
+    for c in ("var1", "var2"):  # lme4's NA: NaN in every row, whatever pandas inferred
+        frame[c] = frame[c].astype(object).where(frame[c].notna(), np.nan)
     return frame
 
 

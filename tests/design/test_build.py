@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from dmixed.design import build_spec
@@ -107,3 +108,23 @@ def test_errors_are_grouped_by_what_went_wrong():
     with pytest.raises(DataError, match="missing values in column 'x1'"):
         spec.transform(df.assign(x1=np.nan))
     assert issubclass(FormulaError, SpecError) and issubclass(DataError, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("formula", "re_formula", "match"),
+    [
+        ("y ~ x1 + `Intercept`", None, "formula .*two fixed effects are named 'Intercept'"),
+        ("y ~ x1", "1 + `Intercept`", "re_formula .*two random effects are named 'g'"),
+        ("y ~ x1", "1 + g", "re_formula '1 \\+ g': two random effects are named 'g'"),
+    ],
+)
+def test_two_columns_of_one_name_are_refused(formula, re_formula, match):
+    """A data column named 'Intercept' beside the intercept gave two fixed effects of
+    one name, and t_test('Intercept = 0') tested the data column's."""
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(
+        {"y": rng.normal(size=30), "x1": rng.normal(size=30), "Intercept": rng.normal(size=30)}
+    )
+    df["g"] = np.arange(30) % 5
+    with pytest.raises(FormulaError, match=match):
+        build_spec(df, formula, "g", re_formula=re_formula)

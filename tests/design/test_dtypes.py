@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dmixed.design import build_spec
-from dmixed.design.dtypes import object_class, object_types
+from dmixed.design.dtypes import object_class, object_types, to_float
 from dmixed.errors import DataError, NumericFactorWarning
 
 from .frames import assert_same
@@ -352,3 +352,30 @@ def test_numeric_factor_warning_names_a_declared_order():
         NumericFactorWarning, match=r"levels in declared order \(reference level '9'\)"
     ):
         build_spec(df, "y ~ d", groups="g")
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pd.Series(["1", "2.5"]),
+        pd.Series(["1", None], dtype="string"),
+        pd.Series([1, 2.0, "3"], dtype=object),
+        pd.Series([Decimal("1"), b"2"], dtype=object),
+    ],
+)
+def test_text_where_numbers_are_read_is_refused(values):
+    """numpy parses '3' as 3.0: text read as numbers (new rows to predict, a partition
+    unlike its collection's meta) used to pass silently, where text is a factor."""
+    with pytest.raises(DataError, match="column 'x' holds text .* pd.to_numeric"):
+        to_float(values, "x")
+
+
+def test_numbers_of_any_storage_still_convert():
+    cases = [
+        (pd.Series([1, 2.5, None], dtype=object), [1.0, 2.5, np.nan]),
+        (pd.Series([Decimal("1"), 2.5], dtype=object), [1.0, 2.5]),
+        (pd.Series([1, None], dtype="Int64"), [1.0, np.nan]),
+        (pd.Series(pd.Categorical([1.0, 2.0])), [1.0, 2.0]),
+    ]
+    for values, expected in cases:
+        np.testing.assert_array_equal(to_float(values, "x"), expected)

@@ -255,6 +255,20 @@ def test_bad_parameters_are_refused_or_outside_the_space():
         ours.get_fe_params(np.array([[1.0, 2.0], [2.0, 1.0]]), np.zeros(0))
 
 
+def test_asymmetric_or_non_finite_points_are_refused():
+    """An asymmetric cov_re used to give a likelihood read from one triangle (two
+    values for the two triangles), and NaN a likelihood of −inf with numpy warnings."""
+    _, ours = _models("slope", True, False)
+    upper = np.array([[1.0, 0.5], [0.0, 1.0]])
+    for cov in (upper, upper.T):
+        with pytest.raises(SpecError, match="cov_re that is not symmetric"):
+            ours.loglike(MixedLMParams.from_components(np.zeros(3), cov))
+    with pytest.raises(SpecError, match="non-finite values in cov_re"):
+        ours.loglike(np.array([np.nan, 0.0, 1.0]))
+    with pytest.raises(SpecError, match="non-finite values in fe_params"):
+        ours.score_full(MixedLMParams.from_components([np.inf, 0, 0], np.eye(2)), calc_fe=True)
+
+
 # --------------------------------------------------------------------------------------
 # Dask data: one data pass, whatever is asked afterwards
 # --------------------------------------------------------------------------------------

@@ -88,3 +88,18 @@ def test_bad_hypotheses_are_refused(fits, hyp, match):
 def test_dependent_rows_are_refused_by_the_joint_test(fits):
     with pytest.raises(SpecError, match="linearly dependent"):
         fits[0].wald_test(np.array([[0, 1, 0, 0], [0, 2, 0, 0]]))
+
+
+def test_a_list_of_texts_is_one_hypothesis_of_them_all(fits):
+    """A tuple of two texts was read as (R, q): the second constraint silently dropped;
+    (text, q) silently tested the text's own value."""
+    ours, _ = fits
+    whole = ours.t_test("x1 = 1, x2 = 2 * x1")
+    for parts in (["x1 = 1", "x2 = 2 * x1"], ("x1 = 1", "x2 = 2 * x1")):
+        res = ours.t_test(parts)
+        np.testing.assert_allclose(res.effect, whole.effect)
+        assert res.names == whole.names
+    joint = ours.wald_test(("x1 = 1", "x2 = 0"))
+    assert joint.df_num == 2
+    with pytest.raises(SpecError, match="text hypothesis holds its own values"):
+        ours.t_test(("x1", 0.5))

@@ -151,3 +151,64 @@ def test_unseen_groups_and_missing_covariates(int_fit, engine):
         run(new_groups="error")
     with pytest.raises(SpecError, match="new_groups must be one of"):
         int_fit.predict(new, include_random=True, new_groups="drop")
+
+
+@pytest.mark.parametrize("engine", ["pandas", "dask"])
+def test_fixed_part_reads_only_the_fixed_effects_columns(engine):
+    """``predict(data)`` is ``X β̂`` (statsmodels): the group column and the columns only
+    the random part reads may be absent, and a missing value there leaves the
+    prediction as it is (it used to need them, and gave NaN for a missing group key)."""
+    df = make_data(n_groups=20, seed=12)
+    res = mixedlm(
+        "y ~ x1", df, groups="g", re_formula="1 + x2", vc_formula={"s": "0 + C(sub)"}
+    ).fit()
+    expected = res.fe_params["Intercept"] + res.fe_params["x1"] * df["x1"].to_numpy()[:6]
+    holes = df.iloc[:6].assign(g=df["g"].iloc[:6].astype(float))
+    holes.loc[holes.index[1], "g"] = np.nan
+    holes.loc[holes.index[2], ["x2", "sub"]] = np.nan
+    for new in (df[["x1"]].iloc[:6], holes):
+        data = dd.from_pandas(new, npartitions=2) if engine == "dask" else new
+        out = res.predict(data)
+        out = out.compute() if engine == "dask" else out
+        np.testing.assert_allclose(out.to_numpy(), expected, rtol=1e-13)
+    with pytest.raises(DataError, match="not found in the data: 'x2', 'sub', 'g'"):
+        res.predict(df[["x1"]], include_random=True)
+
+
+def test_dask_prediction_is_the_pandas_series():
+    """The same Series, name included (it was named 'fittedvalues' on Dask only)."""
+    df = make_data(n_groups=12, seed=13)
+    res = mixedlm("y ~ x1", df, groups="g").fit()
+    for include_random in (False, True):
+        expected = res.predict(df, include_random=include_random)
+        got = res.predict(dd.from_pandas(df, npartitions=3), include_random=include_random)
+        pd.testing.assert_series_equal(got.compute(), expected)
+
+
+def test_text_for_a_numeric_covariate_is_refused():
+    """'3' for a column fitted as numbers is refused as for group keys (it was parsed)."""
+    df = make_data(n_groups=12, seed=14)
+    res = mixedlm("y ~ x1", df, groups="g").fit()
+    with pytest.raises(DataError, match="column 'x1' holds text"):
+        res.predict(df.iloc[:3].assign(x1=["1", "2", "3"]))
+
+
+def test_array_designs_of_the_wrong_shape_are_named():
+    """They used to fail in numpy (reshape, broadcast, boolean index) without a name."""
+    df = make_data(n_groups=12, seed=15)
+    endog, exog, exog_re, groups = design(df)
+    res = MixedLM(endog, exog, groups, exog_re=exog_re).fit()
+    x, z, g = exog[:3], exog_re[:3], groups[:3]
+    with pytest.raises(SpecError, match="needs exog_re= with 2 columns"):
+        res.predict(exog=x, groups=g, include_random=True)
+    with pytest.raises(DataError, match=r"exog_re has shape \(3, 3\); expected \(3, 2\)"):
+        res.predict(exog=x, exog_re=exog[:3], groups=g, include_random=True)
+    with pytest.raises(DataError, match=r"exog_re has shape \(2, 2\); expected \(3, 2\)"):
+        res.predict(exog=x, exog_re=z[:2], groups=g, include_random=True)
+    with pytest.raises(DataError, match=r"groups has shape \(2,\); expected \(3,\)"):
+        res.predict(exog=x, exog_re=z, groups=g[:2], include_random=True)
+    np.testing.assert_allclose(
+        res.predict(exog=x, exog_re=z, groups=list(g), include_random=True),
+        res.fittedvalues[:3],
+        rtol=1e-12,
+    )

@@ -10,6 +10,7 @@ import pytest
 from statsmodels.regression.mixed_linear_model import MixedLM as SmMixedLM
 
 from dmixed import BoundaryWarning, MixedLM, MixedLMResults, mixedlm
+from dmixed.errors import DroppedRowsWarning
 
 from .._synth import design, make_data, vc_dict
 
@@ -135,3 +136,23 @@ def test_params_object_is_the_point_of_llf(reml):
     np.testing.assert_allclose(point.cov_re * res.scale, res.cov_re, rtol=1e-12)
     np.testing.assert_allclose(point.vcomp * res.scale, res.vcomp, rtol=1e-12)
     np.testing.assert_array_equal(point.fe_params, res.fe_params)
+
+
+def test_fitted_values_and_residuals_are_series_on_the_kept_rows():
+    """As statsmodels' formula fits: Series indexed like the frame's rows the fit used
+    (``missing="drop"``: the kept ones), so they align with the frame; arrays stay
+    arrays."""
+    df = make_data(n_groups=15, seed=41)
+    df.index = df.index * 3 + 7
+    df.loc[df.index[[2, 5]], "x1"] = np.nan
+    with pytest.warns(DroppedRowsWarning):
+        res = MixedLM.from_formula("y ~ x1", df, groups="g", missing="drop").fit()
+    kept = df.dropna(subset=["x1"]).index
+    for what in ("fittedvalues", "resid"):
+        series = getattr(res, what)
+        assert isinstance(series, pd.Series) and series.name == what
+        pd.testing.assert_index_equal(series.index, kept)
+    np.testing.assert_allclose(res.fittedvalues + res.resid, df.loc[kept, "y"], rtol=1e-12)
+    endog, exog, exog_re, groups = design(df.loc[kept], slope=False)
+    arrays = MixedLM(endog, exog, groups, exog_re=exog_re).fit()
+    assert isinstance(arrays.fittedvalues, np.ndarray) and isinstance(arrays.resid, np.ndarray)

@@ -72,3 +72,13 @@ def test_zero_variance_has_no_correlation(fit):
     assert np.isnan(vc.sdcor.iloc[3])  # (g, x1): x1's variance is 0
     assert vc.sdcor.iloc[4] == pytest.approx(0.1 / 0.5)  # (g, x3)
     assert np.isnan(vc.sdcor.iloc[5])  # (x1, x3)
+
+
+def test_missing_names_are_nan_in_every_row():
+    """lme4's NA: ``var1``/``var2`` held None in some frames and NaN in others,
+    depending on what pandas inferred for the column."""
+    df = make_data(n_groups=15, vc_sd=0.8, seed=23)
+    res = dmixed.mixedlm("y ~ x1", df, groups="g", vc_formula={"sub": "0 + C(sub)"}).fit()
+    frame = res.varcorr()
+    for c in ("var1", "var2"):
+        assert frame[c].isna().all() and not any(v is None for v in frame[c])

@@ -1,0 +1,28 @@
+"""dmixed.design.arrays: statsmodels' array inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dmixed import MixedLM
+from dmixed.design.arrays import as_float_matrix
+from dmixed.errors import DataError
+
+
+def test_two_columns_of_one_name_are_refused():
+    """They failed with an AttributeError ('DataFrame' object has no attribute 'dtype')."""
+    frame = pd.DataFrame(np.ones((4, 3)), columns=["a", "b", "b"])
+    with pytest.raises(DataError, match="exog has more than one column named 'b'"):
+        as_float_matrix(frame, "exog")
+    rng = np.random.default_rng(1)
+    z = pd.DataFrame(np.ones((20, 2)), columns=["i", "i"])
+    with pytest.raises(DataError, match="exog_re has more than one column named 'i'"):
+        MixedLM(rng.normal(size=20), np.ones((20, 1)), np.arange(20) % 4, exog_re=z)
+
+
+def test_frames_give_their_values_and_series_one_column():
+    frame = pd.DataFrame({"a": [1, 2], "b": [0.5, 1.0], "c": [True, False]})
+    np.testing.assert_array_equal(as_float_matrix(frame, "exog"), [[1, 0.5, 1], [2, 1, 0]])
+    assert as_float_matrix(pd.Series([1.0, 2.0]), "exog").shape == (2, 1)
