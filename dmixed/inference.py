@@ -159,7 +159,7 @@ class ProfileLikelihood:
             raise SpecError("profile likelihoods need the fitted model's statistics")
         if which in model.exog_re_names:
             kind, index = "re", model.exog_re_names.index(which)
-            self.estimate = float(results.cov_re.iloc[index, index])
+            self.estimate = float(np.asarray(results.cov_re)[index, index])
         elif which in model.vc_names:
             kind, index = "vc", model.vc_names.index(which)
             self.estimate = float(results.vcomp[index])
@@ -255,7 +255,7 @@ def compare_lr_test(restricted, full) -> tuple[float, float, int]:
         raise SpecError(f"the fits use different data: nobs {restricted.nobs} vs {full.nobs}")
     if restricted.reml != full.reml:
         raise SpecError("both fits must use the same method (REML or ML)")
-    if full.reml and list(restricted.fe_params.index) != list(full.fe_params.index):
+    if full.reml and list(restricted.names.exog_names) != list(full.names.exog_names):
         raise SpecError(
             "REML likelihoods of models with different fixed effects are not comparable; "
             "refit both with reml=False"
@@ -370,7 +370,7 @@ def _check_comparable(fits) -> None:
     methods = {f.reml for f in fits}
     if len(methods) > 1:
         raise SpecError("with refit=False every fit must use the same method (REML or ML)")
-    if fits[0].reml and len({tuple(f.fe_params.index) for f in fits}) > 1:
+    if fits[0].reml and len({tuple(f.names.exog_names) for f in fits}) > 1:
         raise SpecError(
             "REML likelihoods of models with different fixed effects are not comparable; "
             "use refit=True (lme4's default) or fit them with reml=False"

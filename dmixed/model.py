@@ -23,8 +23,10 @@ from .design.arrays import (
     convert_exog_vc,
     exog_names,
     handle_missing,
+    pandas_index,
 )
 from .design.missing import MISSING_OPTIONS
+from .design.model_data import ModelData
 from .design.partitions import select_columns
 from .engines.base import ENGINE_CHOICES
 from .engines.local import statistics_from_rows
@@ -61,7 +63,7 @@ logger = logging.getLogger("dmixed")
 __all__ = ["MixedLM", "MixedLMParams", "mixedlm"]
 
 
-class MixedLM(LikelihoodMethods, ModelDimensions):
+class MixedLM(LikelihoodMethods, ModelDimensions, ModelData):
     """Linear mixed model, statsmodels' ``MixedLM`` parametrization (DESIGN.md §1).
 
     ``y_i = X_i β + Z_i γ_i + Σ_l W_il θ_il + ε_i`` with ``γ_i ~ N(0, Ψ)``,
@@ -104,6 +106,9 @@ class MixedLM(LikelihoodMethods, ModelDimensions):
         ``cached_client`` is the client asked for; never pickled.
     cached_client : distributed.Client or None
         The client ``cached_statistics`` were built with.
+    pandas_output : bool
+        Whether results come as pandas objects (a formula, or a pandas ``endog`` or
+        ``exog``) or as ndarrays (arrays in, arrays out, as statsmodels).
 
     Raises
     ------
@@ -158,7 +163,9 @@ class MixedLM(LikelihoodMethods, ModelDimensions):
             if w.shape[0] != n:
                 raise DataError(f"weights has {w.shape[0]} rows but endog has {n}")
         vc_names, vc_colnames, vc_cols, vc_vals = convert_exog_vc(exog_vc, g, n)
-        rows = handle_missing(RowData(y[:, 0], x, z, g, vc_cols, vc_vals, w), missing)
+        index = pandas_index(endog, exog)
+        rows = RowData(y[:, 0], x, z, g, vc_cols, vc_vals, w, index=index)
+        rows = handle_missing(rows, missing)
         self._setup(
             use_sqrt=use_sqrt,
             missing=missing,
@@ -201,6 +208,8 @@ class MixedLM(LikelihoodMethods, ModelDimensions):
         self.source = source
         self.cached_statistics: FittedStatistics | None = None
         self.cached_client: Any = None
+        # statsmodels' rule: arrays in, arrays out; pandas (or a formula) in, pandas out
+        self.pandas_output = spec is not None or (rows is not None and rows.index is not None)
         if rows is not None:
             self._validate_rows(rows)
 
@@ -448,6 +457,7 @@ class MixedLM(LikelihoodMethods, ModelDimensions):
         client=None,
         engine: str | None = None,
         check_nobs: str = "raise",
+        full_output: bool = False,
     ):
         """Fit by maximizing the (restricted) profiled log-likelihood.
 
@@ -499,6 +509,9 @@ class MixedLM(LikelihoodMethods, ModelDimensions):
             (:func:`dmixed.stats.check_identifiable`).  ``"ignore"`` fits anyway; the
             fixed effects' standard errors are then lme4's ``σ̂²(X'V⁻¹X)⁻¹`` (the
             Hessian says nothing about β), with a ``SingularHessianWarning``.
+        full_output : bool
+            statsmodels' switch for recording the optimizer's path; accepted and
+            ignored: the path is always recorded (``fit_history``, alias ``hist``).
 
         Returns
         -------
@@ -521,6 +534,7 @@ class MixedLM(LikelihoodMethods, ModelDimensions):
         """
         if cov_fe not in ("hessian", "conditional"):
             raise SpecError(f"cov_fe must be 'hessian' or 'conditional', got {cov_fe!r}")
+        del full_output  # statsmodels' argument; the history is always kept
         if check_nobs not in CHECK_NOBS_OPTIONS:
             raise SpecError(f"check_nobs must be 'raise' or 'ignore', got {check_nobs!r}")
         choose_methods(method, opt_sqrt=True)  # a bad method is refused before the data pass

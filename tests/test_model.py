@@ -23,11 +23,11 @@ def test_boundary_fit_ends_at_zero(seed, reml):
     with pytest.warns(BoundaryWarning, match="boundary"):
         res = MixedLM(y, np.ones((30, 1)), g).fit(reml=reml)
     assert res.converged
-    assert abs(res.cov_re.iloc[0, 0]) <= 1e-8 * res.scale
+    assert abs(res.cov_re[0, 0]) <= 1e-8 * res.scale
     assert np.isfinite(res.llf)
     # fixed effect is the grand mean (GLS with V ∝ I), never a silent zero
-    assert res.fe_params.iloc[0] == pytest.approx(y.mean(), rel=1e-10)
-    assert np.isfinite(res.bse_fe.iloc[0]) and res.bse_fe.iloc[0] > 0
+    assert res.fe_params[0] == pytest.approx(y.mean(), rel=1e-10)
+    assert np.isfinite(res.bse_fe[0]) and res.bse_fe[0] > 0
     # with the variance at 0 the model is OLS: scale is RSS / fac
     fac = 29 if reml else 30
     assert res.scale == pytest.approx(np.sum((y - y.mean()) ** 2) / fac, rel=1e-8)
@@ -186,7 +186,7 @@ def test_free_mask_fits_independent_random_effects():
     endog, exog, exog_re, groups = _arrays(40)
     model = MixedLM(endog, exog, groups, exog_re=exog_re)
     res = model.fit(start_params=[1.0, 0.0, 1.0], free=[1, 0, 1])
-    assert res.cov_re.iloc[1, 0] == 0.0
+    assert res.cov_re[1, 0] == 0.0
     full = model.fit()
     assert res.llf <= full.llf + 1e-9
     with pytest.raises(ValueError, match="holding fixed effects"):
@@ -197,7 +197,7 @@ def test_conditional_fixed_effect_covariance_is_lme4s():
     endog, exog, exog_re, groups = _arrays(40)
     res = MixedLM(endog, exog, groups, exog_re=exog_re).fit(cov_fe="conditional")
     np.testing.assert_allclose(
-        res.cov_params().iloc[:3, :3].to_numpy(), res.scale * res.to_state().a_inv, rtol=1e-12
+        res.cov_params()[:3, :3], res.scale * res.to_state().a_inv, rtol=1e-12
     )
 
 
@@ -232,7 +232,8 @@ def test_results_pickle_and_hold_no_engine():
 def test_names_follow_statsmodels():
     endog, exog, exog_re, groups = _arrays()
     res = MixedLM(endog, exog, groups, exog_re=exog_re).fit()
-    assert list(res.params.index) == [
+    assert isinstance(res.params, np.ndarray)  # arrays in, arrays out (as statsmodels)
+    assert res.param_names == [
         "const",
         "x1",
         "x2",
@@ -332,7 +333,7 @@ def test_fitting_anyway_takes_no_fixed_effect_se_from_a_singular_hessian(kind, r
     np.testing.assert_allclose(conditional.bse_fe, expected, rtol=1e-12)
     np.testing.assert_allclose(res.bse_fe, expected, rtol=1e-12)
     assert np.all(np.isfinite(res.bse_fe)) and np.all(res.bse_fe > 0)
-    assert np.isnan(res.cov_params().iloc[:2, 2:].to_numpy()).all()
+    assert np.isnan(res.cov_params()[:2, 2:]).all()
     singular = [w for w in caught if w.category is dmixed.SingularHessianWarning]
     assert len(singular) == 2  # one per fit
     assert "not identifiable" in str(singular[0].message)

@@ -30,9 +30,18 @@ class RowData:
     vc_vals: list[np.ndarray] = field(default_factory=list)
     weights: np.ndarray | None = None
     n_dropped: int = 0
-    #: the pandas index of the rows (a formula fit of a pandas frame: the rows kept);
-    #: fitted values and residuals are Series on it, as statsmodels'
+    #: the pandas index of the rows (kept rows only) for pandas input; None for arrays
     index: pd.Index | None = None
+
+
+def pandas_index(*values) -> pd.Index | None:
+    """The index of the first pandas Series or DataFrame among ``values`` (statsmodels
+    labels a model's rows by its pandas ``endog`` or, failing that, ``exog``); None if
+    none is pandas."""
+    for value in values:
+        if isinstance(value, (pd.Series, pd.DataFrame)):
+            return value.index
+    return None
 
 
 def as_float_matrix(value, argname: str) -> np.ndarray:
@@ -132,6 +141,7 @@ def handle_missing(rows: RowData, missing: str) -> RowData:
         [v[keep] for v in rows.vc_vals],
         None if rows.weights is None else rows.weights[keep],
         int(bad.sum()),
+        None if rows.index is None else rows.index[keep],
     )
 
 

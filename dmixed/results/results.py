@@ -81,7 +81,6 @@ class MixedLMResults:
         self.scale = state.scale
         self.param_names = state.param_names
         self.packed_params = state.packed_params
-        self.cov_re_unscaled = state.cov_re_unscaled
         self.vcomp = state.vcomp
         self.group_labels = state.group_labels
         self.group_sizes = state.group_sizes
@@ -192,62 +191,90 @@ class MixedLMResults:
     def _param_index(self) -> pd.Index:
         return pd.Index(self.param_names)
 
-    @cached_property
-    def params(self) -> pd.Series:
-        """``[fe_params, vech_lt(Ψ*), τ*]`` by parameter name (see the class doc)."""
-        return pd.Series(self._state.params, index=self._param_index, name="params")
+    def _shaped(self, named):
+        """``named`` (a Series or DataFrame by parameter name) as the user's input calls
+        for: pandas for a formula or pandas input (and loaded results), its values for
+        a model of ndarrays (statsmodels' rule: arrays in, arrays out)."""
+        return named if self.pandas_output else named.to_numpy()
+
+    @property
+    def pandas_output(self) -> bool:
+        """Whether estimates, fitted values and residuals are pandas objects (see
+        :attr:`dmixed.MixedLM.pandas_output`; True for loaded results)."""
+        return getattr(self.model, "pandas_output", True)
 
     @cached_property
-    def fe_params(self) -> pd.Series:
+    def params(self) -> pd.Series | np.ndarray:
+        """``[fe_params, vech_lt(Ψ*), τ*]`` by parameter name (see the class doc); an
+        ndarray for a model of ndarrays, as every estimate below."""
+        return self._shaped(pd.Series(self._state.params, index=self._param_index, name="params"))
+
+    @cached_property
+    def fe_params(self) -> pd.Series | np.ndarray:
         """The fixed effects β̂, by ``exog_names``."""
-        return pd.Series(self._state.fe_params, index=self.names.exog_names, name="fe_params")
+        fe = pd.Series(self._state.fe_params, index=self.names.exog_names, name="fe_params")
+        return self._shaped(fe)
 
     @cached_property
-    def cov_re(self) -> pd.DataFrame:
+    def cov_re(self) -> pd.DataFrame | np.ndarray:
         """The random effects' covariance σ̂²Ψ̂*, by ``exog_re_names``."""
         names = self.names.exog_re_names
-        return pd.DataFrame(self._state.cov_re, index=names, columns=names)
+        return self._shaped(pd.DataFrame(self._state.cov_re, index=names, columns=names))
+
+    @cached_property
+    def cov_re_unscaled(self) -> pd.DataFrame | np.ndarray:
+        """Ψ̂* = ``cov_re / scale``, by ``exog_re_names`` (as :attr:`cov_re`)."""
+        names = self.names.exog_re_names
+        unscaled = pd.DataFrame(self._state.cov_re_unscaled, index=names, columns=names)
+        return self._shaped(unscaled)
 
     # -- covariance of the estimates ---------------------------------------------
 
-    def cov_params(self) -> pd.DataFrame:
+    def cov_params(self) -> pd.DataFrame | np.ndarray:
         """Covariance of ``params``: ``inv(−H)`` (statsmodels' convention, see class doc)."""
-        return pd.DataFrame(self._cov, index=self.param_names, columns=self.param_names)
+        names = self.param_names
+        return self._shaped(pd.DataFrame(self._cov, index=names, columns=names))
 
     @cached_property
-    def bse(self) -> pd.Series:
-        return pd.Series(self._state.bse, index=self._param_index, name="bse")
+    def bse(self) -> pd.Series | np.ndarray:
+        return self._shaped(pd.Series(self._state.bse, index=self._param_index, name="bse"))
 
     @cached_property
-    def bse_fe(self) -> pd.Series:
-        return self.bse.iloc[: self.k_fe]
+    def bse_fe(self) -> pd.Series | np.ndarray:
+        k = self.k_fe
+        return self._shaped(pd.Series(self._state.bse[:k], index=self._param_index[:k], name="bse"))
 
     @cached_property
-    def bse_re(self) -> pd.Series:
+    def bse_re(self) -> pd.Series | np.ndarray:
         with np.errstate(invalid="ignore"):  # NaN where the fit warned of the Hessian
             se = np.sqrt(self.scale * np.diag(self._cov)[self.k_fe :])
-        return se * pd.Series(1.0, index=self.param_names[self.k_fe :])
+        return self._shaped(pd.Series(se, index=self.param_names[self.k_fe :]))
 
     @cached_property
-    def tvalues(self) -> pd.Series:
+    def tvalues(self) -> pd.Series | np.ndarray:
         return self.params / self.bse
 
     @cached_property
-    def pvalues(self) -> pd.Series:
+    def pvalues(self) -> pd.Series | np.ndarray:
         """Two-sided p-values from the normal distribution (as statsmodels' MixedLM)."""
         from scipy import special  # here: importing scipy costs more than most fits
 
-        return pd.Series(2 * special.ndtr(-np.abs(self.tvalues)), index=self.param_names)
+        p = 2 * special.ndtr(-np.abs(np.asarray(self.tvalues)))
+        return self._shaped(pd.Series(p, index=self.param_names))
 
-    def conf_int(self, alpha: float = 0.05) -> pd.DataFrame:
+    def conf_int(self, alpha: float = 0.05) -> pd.DataFrame | np.ndarray:
         """Wald intervals ``params ± z_{1−α/2} · bse``."""
         from scipy import special
 
         z = special.ndtri(1 - alpha / 2)
-        return pd.DataFrame(
-            {0: self.params - z * self.bse, 1: self.params + z * self.bse},
-            index=self.param_names,
-        )
+        est, se = np.asarray(self.params), np.asarray(self.bse)
+        ci = pd.DataFrame({0: est - z * se, 1: est + z * se}, index=self.param_names)
+        return self._shaped(ci)
+
+    @property
+    def hist(self) -> list[dict]:
+        """The optimizer's per-iteration record (``fit_history``; statsmodels' name)."""
+        return self.fit_history
 
     @property
     def df_modelwc(self) -> int:
@@ -313,7 +340,7 @@ class MixedLMResults:
         relative to σ̂² (``cov_re / scale``, ``vcomp / scale``), the point the model's
         ``loglike`` takes (``model.loglike(res.params_object) == res.llf``)."""
         return MixedLMParams.from_components(
-            fe_params=self.fe_params.to_numpy(),
+            fe_params=np.asarray(self._state.fe_params, dtype=np.float64),
             cov_re=np.asarray(self.cov_re_unscaled, dtype=np.float64),
             vcomp=np.asarray(self.vcomp, dtype=np.float64) / self.scale,
         )
@@ -391,7 +418,7 @@ class MixedLMResults:
     def predictor(self) -> Predictor:
         """What prediction needs from these results (a :class:`Predictor`)."""
         return Predictor(
-            self.fe_params.to_numpy(),
+            np.asarray(self._state.fe_params, dtype=np.float64),
             self.group_labels,
             self._blup,
             self._vc_slot_cols,
@@ -492,13 +519,15 @@ class MixedLMResults:
 
     @cached_property
     def _fitted_in_memory(self):
-        return self._on_rows(self.predict(include_random=True), "fittedvalues")
+        return self._by_row(self.predict(include_random=True))
 
-    def _on_rows(self, values: np.ndarray, name: str):
-        """``values`` of the fitted rows as a Series on their index (statsmodels'
-        formula fits) when the model was built from a pandas frame, else as they are."""
-        index = getattr(self._fitted_rows(), "index", None)
-        return values if index is None else pd.Series(values, index=index, name=name)
+    def _by_row(self, values: np.ndarray):
+        """Values of the fitted rows as a Series indexed like the input's kept rows
+        (pandas or formula input, as statsmodels), or the ndarray itself (arrays)."""
+        rows = self._fitted_rows()
+        if rows is None or rows.index is None:
+            return values
+        return pd.Series(values, index=rows.index)
 
     @property
     def resid(self):
@@ -513,7 +542,7 @@ class MixedLMResults:
         rows = self._fitted_rows()
         if rows is None:
             raise SpecError("the fitted rows are not available (loaded results)")
-        return self._on_rows(rows.endog - np.asarray(self.fittedvalues), "resid")
+        return self._by_row(rows.endog - np.asarray(self.fittedvalues))
 
     # -- likelihood inference --------------------------------------------------------
 
@@ -559,10 +588,10 @@ class MixedLMResults:
             ``R`` without ``k_fe`` columns; text that does not parse over the names.
         """
         return t_test(
-            self.fe_params.to_numpy(),
+            np.asarray(self._state.fe_params, dtype=np.float64),
             self._fe_cov(),
             r_matrix,
-            list(self.fe_params.index),
+            list(self.names.exog_names),
             use_t,
             self.nobs - self.k_fe,
         )
@@ -572,16 +601,16 @@ class MixedLMResults:
         degrees of freedom, or F with ``use_f`` (statsmodels' ``wald_test``; ``r_matrix``
         as :meth:`t_test`)."""
         return wald_test(
-            self.fe_params.to_numpy(),
+            np.asarray(self._state.fe_params, dtype=np.float64),
             self._fe_cov(),
             r_matrix,
-            list(self.fe_params.index),
+            list(self.names.exog_names),
             use_f,
             self.nobs - self.k_fe,
         )
 
     def _fe_cov(self) -> np.ndarray:
-        return self.cov_params().to_numpy()[: self.k_fe, : self.k_fe]
+        return np.asarray(self._cov)[: self.k_fe, : self.k_fe]
 
     def compare_lr_test(self, restricted) -> tuple[float, float, int]:
         """Likelihood-ratio test of ``restricted`` (a sub-model) against this fit."""
@@ -622,9 +651,21 @@ class MixedLMResults:
         """statsmodels' coefficient table: fixed effects with z tests, variances with SEs."""
         return coefficient_table(self._state, alpha)
 
-    def summary(self, alpha: float = 0.05) -> Summary:
-        """A statsmodels-style summary (print it, or ``as_text()`` / ``as_html()``)."""
-        return Summary.of(self._state, alpha)
+    def summary(
+        self,
+        alpha: float = 0.05,
+        *,
+        yname: str | None = None,
+        xname_fe: list[str] | None = None,
+        xname_re: list[str] | None = None,
+        title: str | None = None,
+    ) -> Summary:
+        """A statsmodels-style summary (print it, or ``as_text()`` / ``as_html()``;
+        ``tables`` as statsmodels').  ``yname``, ``xname_fe``, ``xname_re`` and ``title``
+        replace the default names and title (:meth:`Summary.of`)."""
+        return Summary.of(
+            self._state, alpha, yname=yname, xname_fe=xname_fe, xname_re=xname_re, title=title
+        )
 
     def _repr_html_(self) -> str:
         return self.summary().as_html()

@@ -7,6 +7,7 @@ import html
 import numpy as np
 import pandas as pd
 
+from ..errors import SpecError
 from ..io import ResultsState
 from ..stats import tril_indices
 from .varcorr import varcorr_text
@@ -91,9 +92,49 @@ class Summary:
         self.random = random
 
     @classmethod
-    def of(cls, state: ResultsState, alpha: float = 0.05) -> Summary:
-        """The summary of fitted results (their state record)."""
-        return cls(_TITLE, _model_info(state), coefficient_table(state, alpha), varcorr_text(state))
+    def of(
+        cls,
+        state: ResultsState,
+        alpha: float = 0.05,
+        *,
+        yname: str | None = None,
+        xname_fe: list[str] | None = None,
+        xname_re: list[str] | None = None,
+        title: str | None = None,
+    ) -> Summary:
+        """The summary of fitted results (their state record).
+
+        ``yname``, ``xname_fe`` (k_fe names), ``xname_re`` (one name per covariance
+        parameter) and ``title`` replace the defaults, as statsmodels' ``summary``.
+
+        Raises
+        ------
+        SpecError
+            ``xname_fe`` or ``xname_re`` of the wrong length.
+        """
+        table = coefficient_table(state, alpha)
+        names = list(table.index)
+        p = state.k_fe
+        for given, part, label in (
+            (xname_fe, slice(0, p), "xname_fe"),
+            (xname_re, slice(p, None), "xname_re"),
+        ):
+            if given is not None:
+                if len(given) != len(names[part]):
+                    raise SpecError(f"{label} should be a list of length {len(names[part])}")
+                names[part] = list(given)
+        table.index = names
+        info = _model_info(state)
+        if yname is not None:
+            info[1] = (info[1][0], str(yname))
+        return cls(title or _TITLE, info, table, varcorr_text(state))
+
+    @property
+    def tables(self) -> list[pd.DataFrame]:
+        """statsmodels' ``Summary.tables``: the model information (label, value) and
+        the coefficient table as printed (text, indexed by parameter name)."""
+        info = pd.DataFrame([pair for pair in self.info if pair[0]])
+        return [info, self._formatted_table()]
 
     def _formatted_table(self) -> pd.DataFrame:
         return self.table.map(lambda v: f"{v:.3f}" if np.isfinite(v) else "")

@@ -116,8 +116,8 @@ def test_no_handover_near_the_boundary(monkeypatch, default_start, seed):
     ):
         res = MixedLM(y, np.ones((30, 1)), g).fit()
     assert res.converged
-    assert res.cov_re.iloc[0, 0] == 0.0
-    assert res.fe_params.iloc[0] == pytest.approx(y.mean(), rel=1e-10)
+    assert res.cov_re[0, 0] == 0.0
+    assert res.fe_params[0] == pytest.approx(y.mean(), rel=1e-10)
 
 
 @pytest.mark.parametrize("start", ["moment", "default"])

@@ -18,14 +18,14 @@ def test_predict_fixed_and_with_random_effects():
     df = make_data(n_groups=30, seed=9)
     endog, exog, exog_re, groups = design(df)
     res = MixedLM(endog, exog, groups, exog_re=exog_re).fit()
-    np.testing.assert_allclose(res.predict(exog=exog), exog @ res.fe_params.to_numpy())
+    np.testing.assert_allclose(res.predict(exog=exog), exog @ res.fe_params)
     with_re = res.predict(exog=exog, exog_re=exog_re, groups=groups, include_random=True)
     np.testing.assert_allclose(with_re, res.fittedvalues, rtol=1e-12)
     # an unseen group gets the population prediction, with a warning that counts them
     unseen = {"exog": exog[:3], "exog_re": exog_re[:3], "groups": [-1, -2, -3]}
     with pytest.warns(UnseenGroupsWarning, match=r"3 of 3 rows belong to 3 group\(s\)"):
         new = res.predict(**unseen, include_random=True)
-    np.testing.assert_allclose(new, exog[:3] @ res.fe_params.to_numpy())
+    np.testing.assert_allclose(new, exog[:3] @ res.fe_params)
     assert np.isnan(res.predict(**unseen, include_random=True, new_groups="nan")).all()
     with pytest.raises(DataError, match=r"\(-1, -2, -3\); new_groups='error'"):
         res.predict(**unseen, include_random=True, new_groups="error")

@@ -9,8 +9,7 @@ import pandas as pd
 import pytest
 from statsmodels.regression.mixed_linear_model import MixedLM as SmMixedLM
 
-from dmixed import BoundaryWarning, MixedLM, MixedLMResults, mixedlm
-from dmixed.errors import DroppedRowsWarning
+from dmixed import BoundaryWarning, DroppedRowsWarning, MixedLM, MixedLMResults, mixedlm
 
 from .._synth import design, make_data, vc_dict
 
@@ -80,10 +79,10 @@ def test_blups_minimize_the_penalized_least_squares_criterion():
     df = make_data(n_groups=10, seed=13)
     endog, exog, exog_re, groups = design(df)
     res = MixedLM(endog, exog, groups, exog_re=exog_re).fit()
-    psi_inv = np.linalg.inv(res.cov_re.to_numpy())
+    psi_inv = np.linalg.inv(res.cov_re)
     for key in list(res.random_effects)[:5]:
         i = groups == key
-        r = endog[i] - exog[i] @ res.fe_params.to_numpy()
+        r = endog[i] - exog[i] @ res.fe_params
         z = exog_re[i]
         direct = np.linalg.solve(z.T @ z + res.scale * psi_inv, z.T @ r)
         np.testing.assert_allclose(res.random_effects[key].to_numpy(), direct, rtol=1e-8)
@@ -150,9 +149,39 @@ def test_fitted_values_and_residuals_are_series_on_the_kept_rows():
     kept = df.dropna(subset=["x1"]).index
     for what in ("fittedvalues", "resid"):
         series = getattr(res, what)
-        assert isinstance(series, pd.Series) and series.name == what
+        assert isinstance(series, pd.Series) and series.name is None  # as statsmodels
         pd.testing.assert_index_equal(series.index, kept)
     np.testing.assert_allclose(res.fittedvalues + res.resid, df.loc[kept, "y"], rtol=1e-12)
     endog, exog, exog_re, groups = design(df.loc[kept], slope=False)
     arrays = MixedLM(endog, exog, groups, exog_re=exog_re).fit()
     assert isinstance(arrays.fittedvalues, np.ndarray) and isinstance(arrays.resid, np.ndarray)
+
+
+ESTIMATES = ("params", "bse", "fe_params", "bse_fe", "bse_re", "cov_re", "tvalues", "pvalues")
+
+
+def test_arrays_in_arrays_out_pandas_in_pandas_out():
+    """statsmodels' rule for every estimate: ndarrays for a model of ndarrays; Series and
+    DataFrames by name for pandas or formula input, fitted values and residuals indexed
+    like the input's kept rows."""
+    df = make_data(n_groups=12, seed=5)
+    df.index = np.arange(len(df)) * 3 + 7
+    endog, exog, exog_re, groups = design(df)
+    arrays = MixedLM(endog, exog, groups, exog_re=exog_re).fit()
+    for name in ESTIMATES:
+        assert isinstance(getattr(arrays, name), np.ndarray), name
+    for value in (arrays.cov_params(), arrays.conf_int(), arrays.fittedvalues, arrays.resid):
+        assert isinstance(value, np.ndarray)
+    frame = MixedLM(df["y"], pd.DataFrame(exog, index=df.index), groups, exog_re=exog_re).fit()
+    np.testing.assert_allclose(frame.params.to_numpy(), arrays.params, rtol=1e-12)
+    pd.testing.assert_index_equal(frame.fittedvalues.index, df.index)
+    df.loc[df.index[4], "x1"] = np.nan
+    with pytest.warns(DroppedRowsWarning):
+        res = mixedlm("y ~ x1", df, groups="g", missing="drop").fit()
+    for name in ESTIMATES:
+        assert isinstance(getattr(res, name), (pd.Series, pd.DataFrame)), name
+    kept = df.index.delete(4)
+    for value in (res.fittedvalues, res.resid):
+        assert isinstance(value, pd.Series)
+        pd.testing.assert_index_equal(value.index, kept)
+    np.testing.assert_allclose(res.fittedvalues + res.resid, df["y"].drop(df.index[4]))

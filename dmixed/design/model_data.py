@@ -1,0 +1,139 @@
+"""statsmodels' data attributes of a model: ``endog``, ``exog``, ``exog_re``, ``groups``,
+``group_labels``, ``data`` and ``predict(params, exog)``.
+
+They read the model's in-memory rows (:class:`~dmixed.design.arrays.RowData`, after
+missing-value handling: the kept rows); a model of Dask data or of statistics has no
+rows in memory and says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..errors import SpecError
+from .arrays import RowData
+
+__all__ = ["ModelData", "DataNames"]
+
+
+@dataclass(frozen=True)
+class DataNames:
+    """The names statsmodels keeps on ``model.data``.
+
+    ``ynames`` (the response), ``xnames`` (the fixed effects), ``exog_re_names``,
+    ``exog_re_names_full`` (the random-effects covariance parameters, ``'a Var'`` and
+    ``'a x b Cov'``), ``param_names`` (every parameter, as ``results.params``) and
+    ``row_labels`` (the pandas index of the kept rows; None for arrays).
+    """
+
+    ynames: str
+    xnames: list[str]
+    exog_re_names: list[str]
+    exog_re_names_full: list[str]
+    param_names: list[str]
+    row_labels: pd.Index | None
+
+
+class ModelData:
+    """Mixin: statsmodels' data attributes over ``rows`` (the class provides ``rows``,
+    ``endog_name``, ``exog_names``, ``exog_re_names``, ``k_fe`` and ``param_names()``)."""
+
+    rows: RowData | None
+    endog_name: str
+    exog_names: list[str]
+    exog_re_names: list[str]
+    k_fe: int
+    param_names: Callable[[], list[str]]
+
+    def _rows_in_memory(self) -> RowData:
+        if self.rows is None:
+            raise SpecError(
+                "the model's rows are not in memory (Dask data, or a model built from "
+                "statistics): endog, exog, exog_re and groups are not available"
+            )
+        return self.rows
+
+    @property
+    def endog(self) -> np.ndarray:
+        """The response of the kept rows, (n,)."""
+        return self._rows_in_memory().endog
+
+    @property
+    def exog(self) -> np.ndarray:
+        """The fixed-effects design of the kept rows, (n, k_fe)."""
+        return self._rows_in_memory().exog
+
+    @property
+    def exog_re(self) -> np.ndarray:
+        """The random-effects design of the kept rows, (n, k_re)."""
+        return self._rows_in_memory().exog_re
+
+    @property
+    def groups(self) -> np.ndarray:
+        """The group label of each kept row, (n,)."""
+        return self._rows_in_memory().groups
+
+    @property
+    def group_labels(self) -> list:
+        """The distinct group labels, sorted (statsmodels' order of the groups)."""
+        return np.unique(self._rows_in_memory().groups).tolist()
+
+    @property
+    def endog_names(self) -> str:
+        """The response's name (statsmodels' ``endog_names``)."""
+        return self.endog_name
+
+    @property
+    def row_indices(self) -> dict:
+        """Group label → positions of its kept rows (statsmodels' ``row_indices``)."""
+        groups = self._rows_in_memory().groups
+        labels, inverse = np.unique(groups, return_inverse=True)
+        order = np.argsort(inverse, kind="stable")
+        bounds = np.cumsum(np.bincount(inverse, minlength=len(labels)))[:-1]
+        parts = np.split(order, bounds)
+        return dict(zip(labels.tolist(), parts, strict=True))
+
+    @property
+    def data(self) -> DataNames:
+        """statsmodels' ``model.data`` names (:class:`DataNames`)."""
+        names = self.param_names()
+        k_re2 = len(self.exog_re_names) * (len(self.exog_re_names) + 1) // 2
+        return DataNames(
+            ynames=self.endog_name,
+            xnames=list(self.exog_names),
+            exog_re_names=list(self.exog_re_names),
+            exog_re_names_full=names[self.k_fe : self.k_fe + k_re2],
+            param_names=names,
+            row_labels=None if self.rows is None else self.rows.index,
+        )
+
+    def predict(self, params, exog=None) -> np.ndarray:
+        """The fixed part ``exog @ β`` (statsmodels' ``MixedLM.predict``).
+
+        Parameters
+        ----------
+        params : MixedLMParams or array_like
+            A point with ``fe_params``, or a vector whose first ``k_fe`` entries are β
+            (``results.params``).
+        exog : array_like (m, k_fe), optional
+            The design to predict for; default the model's own ``exog``.
+
+        Returns
+        -------
+        ndarray (m,)
+
+        Raises
+        ------
+        SpecError
+            ``exog`` without ``k_fe`` columns, or no ``exog`` for a model without rows.
+        """
+        fe = getattr(params, "fe_params", None)
+        beta = np.asarray(params if fe is None else fe, dtype=np.float64)[: self.k_fe]
+        x = self.exog if exog is None else np.asarray(exog, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self.k_fe:
+            raise SpecError(f"exog has shape {x.shape}; expected (m, {self.k_fe})")
+        return x @ beta
