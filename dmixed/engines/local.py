@@ -153,9 +153,11 @@ def statistics_from_rows(
 
 
 def statistics_from_arrays(arrays: GroupArrays) -> FittedStatistics:
-    """Per-group statistics gathered on the driver (saved, or merged) on a :class:`LocalEngine`."""
+    """Per-group statistics gathered on the driver (saved, or merged) on the in-process
+    engine (:func:`local_engine`): variance components structured where they can be, as
+    in the fit that saved them, so that a rerun from saved statistics equals it."""
     return FittedStatistics(
-        engine=LocalEngine(arrays.zz, arrays.zxy),
+        engine=local_engine(arrays.zz, arrays.zxy, arrays.layout),
         glob=arrays.glob,
         layout=arrays.layout,
         group_labels=arrays.labels,
