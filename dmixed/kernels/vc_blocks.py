@@ -71,6 +71,7 @@ def ragged_statistics(
     vc_widths,
     weights: np.ndarray | None = None,
     std: Standardization | None = None,
+    vc_cells: list | None = None,
 ) -> tuple[RaggedVC, dict]:
     """The statistics of rows with one variance-component entry at most
     (:func:`one_entry_per_row`), ragged, without forming the padded design.
@@ -80,6 +81,12 @@ def ragged_statistics(
     its rows grouped by (group, slot) cell with the design ``[Z, v]`` (``v`` the entry):
     its last column gives the cell's ``d``, ``b`` and ``F2`` row, in the same columns'
     map as the dense pass.
+
+    ``vc_cells``: per component, the numbering of the cells already made
+    (:func:`~dmixed.stats.slots.number_vc_entries`): ``(entry_pair, pair_group,
+    pair_slot)``, the cell of every entry (``-1``: none; ``vc_slots`` ``>= 0`` exactly
+    there) and each cell's group and slot, cells in (group, slot) order.  Without it the
+    cells are found by sorting the entries' keys.
 
     Returns
     -------
@@ -100,9 +107,13 @@ def ragged_statistics(
         row, col = np.nonzero(slots >= 0)
         if row.size == 0:
             continue
-        pos = offsets[ell] + slots[row, col]
-        keys = codes[row].astype(np.int64) * r + pos
-        cells, cell_of_row = np.unique(keys, return_inverse=True)
+        if vc_cells is None:
+            keys = codes[row].astype(np.int64) * r + offsets[ell] + slots[row, col]
+            cells, cell_of_row = np.unique(keys, return_inverse=True)
+        else:
+            entry_pair, pair_group, pair_slot = vc_cells[ell]
+            cell_of_row = entry_pair[row, col]
+            cells = pair_group * r + offsets[ell] + pair_slot
         design = np.empty((q + 1, row.size)).T
         design[:, :q] = exog_re[row]
         design[:, q] = vals[row, col]
