@@ -114,17 +114,19 @@ def ragged_statistics(
             entry_pair, pair_group, pair_slot = vc_cells[ell]
             cell_of_row = entry_pair[row, col]
             cells = pair_group * r + offsets[ell] + pair_slot
+        # an entry in every row (one at most each): the rows as they are, not copied
+        take = slice(None) if row.size == codes.size else row
         design = np.empty((q + 1, row.size)).T
-        design[:, :q] = exog_re[row]
+        design[:, :q] = exog_re[take]
         design[:, q] = vals[row, col]
         cell_std = None if std is None else _one_component(std, ell)
         st = accumulate_statistics(
             cell_of_row.astype(np.int64),
             cells.size,
-            endog[row],
-            exog[row],
+            endog[take],
+            exog[take],
             design,
-            None if weights is None else weights[row],
+            None if weights is None else weights[take],
             cell_std,
             (1,),
         )
@@ -223,8 +225,9 @@ class RaggedVC:
         )
         zz = np.concatenate([np.zeros((0, q + 1, q + 1))] + [p[1] for p in parts])
         zxy = np.concatenate([np.zeros((0, q + 1, base["zxy"].shape[2]))] + [p[2] for p in parts])
-        order = np.argsort(keys, kind="stable")
-        keys, comp, zz, zxy = keys[order], comp[order], zz[order], zxy[order]
+        if len(parts) > 1:  # each component's cells are sorted already
+            order = np.argsort(keys, kind="stable")
+            keys, comp, zz, zxy = keys[order], comp[order], zz[order], zxy[order]
         return cls(
             a=np.ascontiguousarray(base["zz"]),
             f1=np.ascontiguousarray(base["zxy"]),
