@@ -11,7 +11,7 @@ of the Dask DataFrame of every ``--parts`` and of the pandas DataFrame.  With
 (``statistics_from_rows``) and of the design (``from_formula``) of the model with the
 component and without it (``re_formula="1"`` only).  ``--base DIR``:
 a directory holding the base's ``dmixed`` package (``git archive REV dmixed | tar -x -C
-DIR``), put first on ``PYTHONPATH``.  Prints, per case and side, the median (min–max) of
+DIR``), put first on ``PYTHONPATH``; ``--also NAME=DIR`` adds more such trees.  Prints, per case and side, the median (min–max) of
 the rounds, the evaluations and optimizer methods, and the llf difference between sides.
 BLAS is pinned to one thread.
 """
@@ -101,8 +101,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--parts", type=int, nargs="+", default=[2, 4])
     ap.add_argument("--data-pass", action="store_true")
+    ap.add_argument("--also", nargs="*", default=[], metavar="NAME=DIR", help="more trees")
     args = ap.parse_args()
     sides = {"new": None} | ({"base": args.base} if args.base else {})
+    sides |= dict(item.split("=", 1) for item in args.also)
     runs: dict = {side: [] for side in sides}
     for _ in range(args.rounds):
         for side, tree in sides.items():
