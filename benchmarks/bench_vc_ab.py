@@ -11,8 +11,9 @@ of the Dask DataFrame of every ``--parts`` and of the pandas DataFrame.  With
 (``statistics_from_rows``) and of the design (``from_formula``) of the model with the
 component and without it (``re_formula="1"`` only).  ``--base DIR``:
 a directory holding the base's ``dmixed`` package (``git archive REV dmixed | tar -x -C
-DIR``), put first on ``PYTHONPATH``; ``--also NAME=DIR`` adds more such trees.  Prints, per case and side, the median (min–max) of
-the rounds, the evaluations and optimizer methods, and the llf difference between sides.
+DIR``), put first on ``PYTHONPATH``; ``--also NAME=DIR`` adds more such trees.  Prints,
+per case and side, the median (min–max) of the rounds, the evaluations and optimizer
+methods, and the llf difference between sides.
 BLAS is pinned to one thread.
 """
 
