@@ -118,7 +118,7 @@ def main() -> None:
             last = runs[side][-1][case]
             gap = last["llf"] - runs["new"][-1][case]["llf"]
             print(
-                f"| {case} | {side} | {np.median(times):.3f} ({min(times):.3f}–{max(times):.3f})"
+                f"| {case} | {side} | {np.median(times):.4f} ({min(times):.4f}–{max(times):.4f})"
                 f" | {last['evals']} | {'+'.join(last['methods'])} | {gap:.1e} |"
             )
 
