@@ -90,18 +90,20 @@ def plan_variance_component(
     """
     tiny_levels = {c: levels[c][:3] for c in cols if c in levels}
     tiny = prototype(cols, kinds, native, tiny_levels, size=3)
-    tiny_plan, tiny_names, tiny_matrix = _plan(name, formula, tiny_levels, kinds, tiny, native)
-    _self_check(tiny_plan, tiny_names, tiny_matrix, tiny, name, formula)
-    plan, names, _ = _plan(name, formula, levels, kinds, tiny, native)
+    # formulaic once, on the tiny prototype: its spec gives both plans
+    mm = model_matrix(formula, tiny, _role(name), "sparse")
+    tiny_plan, tiny_names = _plan(name, formula, tiny_levels, kinds, mm, native)
+    _self_check(tiny_plan, tiny_names, mm, tiny, name, formula)
+    plan, names = _plan(name, formula, levels, kinds, mm, native)
     if not names:
         raise FormulaError(f"{_role(name)} {formula!r} yields no columns")
     return plan, names
 
 
-def _plan(name: str, formula: str, levels: dict, kinds: dict, proto: pd.DataFrame, native):
-    """Plan of one VC formula: blocks of columns, one per formulaic scoped term; with the
-    column names and formulaic's (sparse) matrix on ``proto``."""
-    mm = model_matrix(formula, proto, _role(name), "sparse")
+def _plan(name: str, formula: str, levels: dict, kinds: dict, mm, native):
+    """Plan of one VC formula with these ``levels``: blocks of columns, one per formulaic
+    scoped term of ``mm`` (formulaic's matrix of the formula on a prototype); with the
+    column names."""
     spec = mm.model_spec
     blocks = []
     offset = 0
@@ -125,7 +127,7 @@ def _plan(name: str, formula: str, levels: dict, kinds: dict, proto: pd.DataFram
             offset += width
     plan = VCPlan(blocks=blocks, formula=formula)
     plan.level_arrays = _level_arrays(blocks, levels, native)
-    return plan, names, mm
+    return plan, names
 
 
 def _factor(sf, spec, levels: dict, kinds: dict, name: str, formula: str):

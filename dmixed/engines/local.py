@@ -16,7 +16,7 @@ from ..kernels.vc_blocks import one_entry_per_row, ragged_statistics
 from ..stats import FittedStatistics, GlobalStats, GroupArrays, Layout
 from ..stats.keys import sorted_codes
 from ..stats.packed import PackedLayout
-from ..stats.slots import assign_vc_slots, lookup_vc_slots, slot_table
+from ..stats.slots import number_vc_entries, slot_table
 from ..stats.standardize import Standardization
 from .vc_local import StructuredVCEngine, structured_vc, worth_structure
 
@@ -101,13 +101,17 @@ def statistics_from_rows(
     t0 = time.perf_counter()
     codes, labels = sorted_codes(rows.groups)
     n_groups = len(labels)
-    slots, widths, slot_cols = [], [], []
+    slots, widths, slot_cols, cells = [], [], [], []
     for cols, vals in zip(rows.vc_cols, rows.vc_vals, strict=True):
-        ncols = int(cols.max()) + 1 if cols.size else 0
-        keys, pair_slots, width = assign_vc_slots(codes, cols, vals)
-        slots.append(lookup_vc_slots(codes, cols, vals, keys, pair_slots, ncols))
+        ncols = max(int(cols.max()) + 1 if cols.size else 0, 1)
+        keys, pair_slots, width, entry_pair = number_vc_entries(codes, cols, vals, n_groups)
+        entry_slots = np.full(entry_pair.shape, -1, dtype=np.int64)
+        found = entry_pair >= 0
+        entry_slots[found] = pair_slots[entry_pair[found]]
+        slots.append(entry_slots)
         widths.append(width)
-        slot_cols.append(slot_table(keys, pair_slots, max(ncols, 1), width, n_groups))
+        slot_cols.append(slot_table(keys, pair_slots, ncols, width, n_groups))
+        cells.append((entry_pair, keys // ncols, pair_slots))
     layout = Layout(rows.exog_re.shape[1], tuple(widths))
     std = standardization
     if std is None:
@@ -125,6 +129,7 @@ def statistics_from_rows(
             widths,
             rows.weights,
             std,
+            cells,
         )
         engine = StructuredVCEngine(ragged)
         group_sizes = st["nobs"]
@@ -153,9 +158,11 @@ def statistics_from_rows(
 
 
 def statistics_from_arrays(arrays: GroupArrays) -> FittedStatistics:
-    """Per-group statistics gathered on the driver (saved, or merged) on a :class:`LocalEngine`."""
+    """Per-group statistics gathered on the driver (saved, or merged) on the in-process
+    engine (:func:`local_engine`): variance components structured where they can be, as
+    in the fit that saved them, so that a rerun from saved statistics equals it."""
     return FittedStatistics(
-        engine=LocalEngine(arrays.zz, arrays.zxy),
+        engine=local_engine(arrays.zz, arrays.zxy, arrays.layout),
         glob=arrays.glob,
         layout=arrays.layout,
         group_labels=arrays.labels,

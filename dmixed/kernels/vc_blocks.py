@@ -71,6 +71,7 @@ def ragged_statistics(
     vc_widths,
     weights: np.ndarray | None = None,
     std: Standardization | None = None,
+    vc_cells: list | None = None,
 ) -> tuple[RaggedVC, dict]:
     """The statistics of rows with one variance-component entry at most
     (:func:`one_entry_per_row`), ragged, without forming the padded design.
@@ -80,6 +81,12 @@ def ragged_statistics(
     its rows grouped by (group, slot) cell with the design ``[Z, v]`` (``v`` the entry):
     its last column gives the cell's ``d``, ``b`` and ``F2`` row, in the same columns'
     map as the dense pass.
+
+    ``vc_cells``: per component, the numbering of the cells already made
+    (:func:`~dmixed.stats.slots.number_vc_entries`): ``(entry_pair, pair_group,
+    pair_slot)``, the cell of every entry (``-1``: none; ``vc_slots`` ``>= 0`` exactly
+    there) and each cell's group and slot, cells in (group, slot) order.  Without it the
+    cells are found by sorting the entries' keys.
 
     Returns
     -------
@@ -100,20 +107,26 @@ def ragged_statistics(
         row, col = np.nonzero(slots >= 0)
         if row.size == 0:
             continue
-        pos = offsets[ell] + slots[row, col]
-        keys = codes[row].astype(np.int64) * r + pos
-        cells, cell_of_row = np.unique(keys, return_inverse=True)
+        if vc_cells is None:
+            keys = codes[row].astype(np.int64) * r + offsets[ell] + slots[row, col]
+            cells, cell_of_row = np.unique(keys, return_inverse=True)
+        else:
+            entry_pair, pair_group, pair_slot = vc_cells[ell]
+            cell_of_row = entry_pair[row, col]
+            cells = pair_group * r + offsets[ell] + pair_slot
+        # an entry in every row (one at most each): the rows as they are, not copied
+        take = slice(None) if row.size == codes.size else row
         design = np.empty((q + 1, row.size)).T
-        design[:, :q] = exog_re[row]
+        design[:, :q] = exog_re[take]
         design[:, q] = vals[row, col]
         cell_std = None if std is None else _one_component(std, ell)
         st = accumulate_statistics(
             cell_of_row.astype(np.int64),
             cells.size,
-            endog[row],
-            exog[row],
+            endog[take],
+            exog[take],
             design,
-            None if weights is None else weights[row],
+            None if weights is None else weights[take],
             cell_std,
             (1,),
         )
@@ -212,8 +225,9 @@ class RaggedVC:
         )
         zz = np.concatenate([np.zeros((0, q + 1, q + 1))] + [p[1] for p in parts])
         zxy = np.concatenate([np.zeros((0, q + 1, base["zxy"].shape[2]))] + [p[2] for p in parts])
-        order = np.argsort(keys, kind="stable")
-        keys, comp, zz, zxy = keys[order], comp[order], zz[order], zxy[order]
+        if len(parts) > 1:  # each component's cells are sorted already
+            order = np.argsort(keys, kind="stable")
+            keys, comp, zz, zxy = keys[order], comp[order], zz[order], zxy[order]
         return cls(
             a=np.ascontiguousarray(base["zz"]),
             f1=np.ascontiguousarray(base["zxy"]),

@@ -127,6 +127,44 @@ def assign_vc_slots(
     return keys, slots, width
 
 
+def number_vc_entries(
+    codes: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_groups: int
+) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+    """:func:`assign_vc_slots` and the pair of every entry, in one numbering of the rows
+    held in this process (what :func:`lookup_vc_slots` would find, without a search).
+
+    ``codes`` (n,) number the groups ``0 … n_groups-1``; ``cols``, ``vals`` as in
+    :func:`present_pairs`.  Where the keys ``code * ncols + col`` span at most a few
+    times the entries, the pairs are found by marking the keys seen (no sort);
+    otherwise by :func:`numpy.unique`.
+
+    Returns
+    -------
+    pair_keys, pair_slots, width
+        As :func:`assign_vc_slots`.
+    entry_pair : ndarray of int64, shape (n, k)
+        Index in ``pair_keys`` of every entry, ``-1`` where it is absent or zero (its
+        slot is ``pair_slots[entry_pair]``).
+    """
+    ncols = max(int(cols.max()) + 1 if cols.size else 0, 1)
+    present = (cols >= 0) & (vals != 0)
+    rows = np.broadcast_to(codes[:, None], cols.shape)[present].astype(np.int64)
+    keys = rows * ncols + cols[present].astype(np.int64)
+    span = max(int(n_groups), 1) * ncols
+    if span <= 4 * keys.size + (1 << 20):
+        seen = np.zeros(span, dtype=bool)
+        seen[keys] = True
+        pair_keys = np.flatnonzero(seen).astype(np.int64)
+        index = np.cumsum(seen, dtype=np.int64) - 1
+        inverse = index[keys]
+    else:
+        pair_keys, inverse = np.unique(keys, return_inverse=True)
+    entry_pair = np.full(cols.shape, -1, dtype=np.int64)
+    entry_pair[present] = inverse
+    slots, width = number_pairs(pair_keys, ncols)
+    return pair_keys, slots, width, entry_pair
+
+
 def lookup_vc_slots(
     codes: np.ndarray,
     cols: np.ndarray,

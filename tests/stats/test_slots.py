@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
-from dmixed.stats.slots import SlotMap, assign_vc_slots, lookup_vc_slots, number_pairs, slot_table
+from dmixed.stats.slots import (
+    SlotMap,
+    assign_vc_slots,
+    lookup_vc_slots,
+    number_pairs,
+    number_vc_entries,
+    slot_table,
+)
 
 
 def test_columns_are_numbered_within_their_group_in_increasing_order():
@@ -53,3 +61,35 @@ def test_vc_slots_rank_columns_within_group():
     assert width == 2
     looked = lookup_vc_slots(codes, cols, vals, keys, slots, 8)
     np.testing.assert_array_equal(looked[:, 0], [1, 0, 1, 0, 0, -1])
+
+
+@pytest.mark.parametrize("n_groups", [5, 300_000])  # keys marked, or sorted (a wide span)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_entries_numbered_in_one_pass_as_assigned_and_looked_up(n_groups, seed):
+    """``number_vc_entries`` gives the pairs, slots and width of ``assign_vc_slots`` and
+    every entry's slot as ``lookup_vc_slots`` (absent and zero entries: none)."""
+    rng = np.random.default_rng(seed)
+    n, k, ncols = 400, 2, 40
+    codes = rng.integers(0, n_groups, n)
+    cols = rng.integers(-1, ncols, (n, k))
+    vals = np.where(rng.random((n, k)) < 0.1, 0.0, rng.standard_normal((n, k)))
+    keys, slots, width = assign_vc_slots(codes, cols, vals)
+    got_keys, got_slots, got_width, entry_pair = number_vc_entries(codes, cols, vals, n_groups)
+    np.testing.assert_array_equal(got_keys, keys)
+    np.testing.assert_array_equal(got_slots, slots)
+    assert got_width == width
+    ncols_used = int(cols.max()) + 1
+    want = lookup_vc_slots(codes, cols, vals, keys, slots, ncols_used)
+    np.testing.assert_array_equal(np.where(entry_pair >= 0, slots[entry_pair], -1), want)
+    present = entry_pair >= 0
+    np.testing.assert_array_equal(
+        keys[entry_pair[present]], (codes[:, None] * ncols_used + cols)[present]
+    )
+
+
+def test_entries_of_no_rows_are_numbered_empty():
+    empty = np.zeros((0, 1), dtype=np.int64)
+    keys, slots, width, entry_pair = number_vc_entries(
+        np.zeros(0, dtype=np.int64), empty, empty.astype(float), 0
+    )
+    assert keys.size == slots.size == entry_pair.size == width == 0

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...stats import GlobalStats
+from ...stats import GlobalStats, Layout
 from ...stats.keys import order_distinct
 from ...stats.packed import PackedLayout
 from ...stats.standardize import Standardization
-from ..local import LocalEngine
+from ..local import local_engine
 
 
 @dataclass
@@ -185,9 +185,12 @@ def reorder(position: np.ndarray, values: np.ndarray) -> np.ndarray:
     return out
 
 
-def gathered_engine(dense: list, asm: Assembly, packed: PackedLayout) -> LocalEngine:
-    """A :class:`LocalEngine` on gathered ``(zz, zxy)`` pairs of the blocks, groups in
-    sorted order."""
-    zz = np.concatenate([np.zeros((0, packed.r, packed.r))] + [d[0] for d in dense])
-    zxy = np.concatenate([np.zeros((0, packed.r, packed.k))] + [d[1] for d in dense])
-    return LocalEngine(reorder(asm.position, zz), reorder(asm.position, zxy))
+def gathered_engine(dense: list, asm: Assembly, layout: Layout):
+    """The in-process engine (:func:`~dmixed.engines.local.local_engine`: structured
+    variance components where they apply, as for in-memory rows) on gathered
+    ``(zz, zxy)`` pairs of the blocks, groups in sorted order."""
+    r = layout.r
+    k = asm.glob.xyxy.shape[0]
+    zz = np.concatenate([np.zeros((0, r, r))] + [d[0] for d in dense])
+    zxy = np.concatenate([np.zeros((0, r, k))] + [d[1] for d in dense])
+    return local_engine(reorder(asm.position, zz), reorder(asm.position, zxy), layout)

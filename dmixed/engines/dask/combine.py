@@ -19,7 +19,7 @@ import operator
 import numpy as np
 import pandas as pd
 
-from ... import kernels
+from ...kernels.vc_packed import accumulate_padded_into
 from ...stats.packed import PackedLayout
 from ...stats.standardize import Standardization
 
@@ -176,7 +176,8 @@ class GroupAccumulator:
         col = self._range_columns(keys) if self.ranged else None
         if col is None:
             col = self._hash_columns(keys)
-        return kernels.accumulate_packed_into(
+        # variance components of one entry per row: summed without the padded products
+        return accumulate_padded_into(
             self.acc, col, dm.endog, dm.exog, ztilde, dm.weights, std, vc_widths
         )
 

@@ -13,11 +13,13 @@
 4. the blocks' summaries gathered and put in sorted group order
    (:func:`~dmixed.engines.dask.blocks.assemble_blocks`), then the statistics either
    kept on the workers (:class:`~dmixed.engines.dask.evaluator.DaskEngine`) or gathered
-   into a :class:`~dmixed.engines.local.LocalEngine` (:data:`AUTO_LOCAL_MAX_VALUES`).
+   into the in-process engine (:data:`AUTO_LOCAL_MAX_VALUES`;
+   :func:`~dmixed.engines.local.local_engine`: variance components structured where
+   they can be, as for in-memory rows).
 
 Without a distributed client the same graph runs on Dask's local scheduler and the
-statistics are gathered into a :class:`~dmixed.engines.local.LocalEngine`.  The library
-never starts a cluster.
+statistics are gathered into the in-process engine.  The library never starts a
+cluster.
 """
 
 from __future__ import annotations
@@ -205,11 +207,11 @@ def _count_blocks(run: _Pass) -> int:
     return max(1, int(sum(run.client.nthreads().values())))
 
 
-def _gather_in_process(graph: list, packed: PackedLayout):
-    """The graph on Dask's local scheduler; ``(LocalEngine, assembly)``."""
+def _gather_in_process(graph: list, packed: PackedLayout, layout: Layout):
+    """The graph on Dask's local scheduler; ``(in-process engine, assembly)``."""
     blocks = list(dask.compute(*graph, scheduler=local_scheduler()))
     asm = assemble_blocks(blocks, packed.k)
-    return gathered_engine([(b.zz, b.zxy) for b in blocks], asm, packed), asm
+    return gathered_engine([(b.zz, b.zxy) for b in blocks], asm, layout), asm
 
 
 def _keeps_on_cluster(run: _Pass, asm: Assembly, packed: PackedLayout) -> bool:
@@ -219,8 +221,8 @@ def _keeps_on_cluster(run: _Pass, asm: Assembly, packed: PackedLayout) -> bool:
     return run.mode == "distributed"
 
 
-def _compute_on_cluster(run: _Pass, graph: list, packed: PackedLayout, t1: float):
-    """The graph on the cluster; ``(DaskEngine or LocalEngine, assembly)``."""
+def _compute_on_cluster(run: _Pass, graph: list, packed: PackedLayout, layout: Layout, t1: float):
+    """The graph on the cluster; ``(DaskEngine or in-process engine, assembly)``."""
     client = run.client
     futures = client.compute(graph)  # the one data pass
     wait_for(client, futures, run.progress, "data pass", t1, run.n_parts)
@@ -228,7 +230,7 @@ def _compute_on_cluster(run: _Pass, graph: list, packed: PackedLayout, t1: float
     asm = assemble_blocks(summaries, packed.k)
     if not _keeps_on_cluster(run, asm, packed):
         dense = gather(client, client.map(block_dense, futures, pure=False), "the data pass")
-        engine = gathered_engine(dense, asm, packed)
+        engine = gathered_engine(dense, asm, layout)
         logger.log(run.level, "statistics gathered: optimizing in-process")
     else:
         keep = [i for i, size in enumerate(asm.block_sizes) if size > 0]
@@ -283,7 +285,8 @@ def statistics_from_dask(
     Returns
     -------
     FittedStatistics
-        With a :class:`DaskEngine` or a :class:`~dmixed.engines.local.LocalEngine`;
+        With a :class:`DaskEngine` or the in-process engine
+        (:func:`~dmixed.engines.local.local_engine`);
         groups in sorted key order, as statsmodels.
 
     Raises
@@ -345,9 +348,9 @@ def _data_pass(run: _Pass, standardization: Standardization | None) -> FittedSta
         layout.vc_widths,
     )
     if client is None:
-        engine_obj, asm = _gather_in_process(graph, packed)
+        engine_obj, asm = _gather_in_process(graph, packed, layout)
     else:
-        engine_obj, asm = _compute_on_cluster(run, graph, packed, t1)
+        engine_obj, asm = _compute_on_cluster(run, graph, packed, layout, t1)
     if asm.glob.n == 0:
         engine_obj.close()
         raise DataError("no data: the Dask DataFrame has no rows (after dropping missing values)")

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from ... import kernels
+from ...kernels.vc_packed import accumulate_padded_into
 from ...stats.keys import key_series, key_values
 from ...stats.packed import PackedLayout
 from ...stats.slots import SlotMap, present_pairs
@@ -101,9 +102,9 @@ def partition_partials(
     report_partitions(len(keys))
     codes, uniq = pd.factorize(keys)
     widths = () if slot_map is None else slot_map.widths
-    values, glob = kernels.accumulate_packed(
-        codes, len(uniq), dm.endog, dm.exog, ztilde, dm.weights, std, widths
-    )
+    acc = np.zeros((packed.width, len(uniq)))
+    glob = accumulate_padded_into(acc, codes, dm.endog, dm.exog, ztilde, dm.weights, std, widths)
+    values = np.ascontiguousarray(acc.T)
     parts = split_buckets(np.asarray(uniq), values, n_buckets)
     routed = [None] * n_buckets
     glob_packed = packed.pack_global(glob, dm.n_dropped)
