@@ -359,6 +359,18 @@ class HessianSums:
             *(getattr(self, f) + getattr(other, f) for f in self.__dataclass_fields__)
         )
 
+    @classmethod
+    def zeros(cls, m: int, p: int) -> HessianSums:
+        """Sums over no groups, for ``m`` covariance parameters and ``p`` fixed effects."""
+        return cls(
+            np.zeros((m, m)),
+            np.zeros((m, m)),
+            np.zeros(m),
+            np.zeros((m, p)),
+            np.zeros((m, p, p)),
+            np.zeros((m, m, p, p)),
+        )
+
 
 def hessian_contributions(
     block, lam: np.ndarray, basis: np.ndarray, w: np.ndarray, zxy=None
@@ -377,14 +389,7 @@ def hessian_contributions(
     block = _as_block(block, zxy)
     m = basis.shape[0]
     p = block.k - 1
-    out = HessianSums(
-        np.zeros((m, m)),
-        np.zeros((m, m)),
-        np.zeros(m),
-        np.zeros((m, p)),
-        np.zeros((m, p, p)),
-        np.zeros((m, m, p, p)),
-    )
+    out = HessianSums.zeros(m, p)
     if lam.shape[0] and compiled.backend(block.n_groups, lam.shape[0], "hessian") == "numba":
         fields = tuple(getattr(out, f) for f in out.__dataclass_fields__)
         return HessianSums(*compiled.hessian_sums(block.chunks(), lam, basis, w, fields))

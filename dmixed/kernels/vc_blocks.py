@@ -468,14 +468,7 @@ def _hessian(rv: RaggedVC, el: _Eliminated, basis: np.ndarray, w: np.ndarray) ->
         np.concatenate([e_psi[j] @ g1, cells.tau_sum(cells.big_gamma, e_tau[j])], 1)
         for j in range(m)
     ]
-    out = HessianSums(
-        np.zeros((m, m)),
-        np.zeros((m, m)),
-        np.zeros(m),
-        np.zeros((m, p)),
-        np.zeros((m, p, p)),
-        np.zeros((m, m, p, p)),
-    )
+    out = HessianSums.zeros(m, p)
     for j in range(m):
         eu_j = u1 @ e_psi[j].T  # (G, q): E_j u1
         out.u_e_u[j] = np.einsum("ga,ga->", u1, eu_j) + e_tau[j] @ cells.nu
