@@ -25,6 +25,8 @@ __all__ = [
     "check_new_groups",
     "transform_for_prediction",
     "predict_frame",
+    "NewRows",
+    "on_frame_rows",
     "predict_dask",
 ]
 
@@ -110,6 +112,24 @@ class Predictor:
             )
         return idx
 
+    def vc_slots(self, idx: np.ndarray, vc_cols, vc_vals) -> list[tuple[int, np.ndarray]]:
+        """Per variance component: its first position among the padded random effects
+        (after the ``k_re`` ones) and the slot of each row's entries (n, k_l), -1 where
+        the row's group is unseen (``idx`` < 0), the entry absent or zero, or of a column
+        the group did not have in the fit."""
+        seen = idx >= 0
+        out = []
+        offset = self.k_re
+        for comp, (cols, vals) in enumerate(zip(vc_cols, vc_vals, strict=True)):
+            ncols = max(self.vc_ncols[comp], 1)
+            keys, slots = table_pairs(self.slot_cols[comp], ncols)
+            # rows of unseen groups and columns the group did not have in the fit: no slot
+            rows_cols = np.where(seen[:, None], cols, -1)
+            slot = lookup_vc_slots(idx, rows_cols, vals, keys, slots, ncols, strict=False)
+            out.append((offset, slot))
+            offset += self.slot_cols[comp].shape[1]
+        return out
+
     def random_part(self, idx: np.ndarray, exog_re, vc_cols, vc_vals) -> np.ndarray:
         """``Z̃_row · γ̂_group`` for every row, given each row's fitted group (``idx`` from
         :meth:`positions`); 0 for groups (and VC columns) not in the fit, whose random
@@ -118,17 +138,10 @@ class Predictor:
         out = np.zeros(len(idx))
         if self.k_re:
             out[seen] = np.einsum("nj,nj->n", exog_re[seen], self.blup[idx[seen], : self.k_re])
-        offset = self.k_re
-        for comp, (cols, vals) in enumerate(zip(vc_cols, vc_vals, strict=True)):
-            ncols = max(self.vc_ncols[comp], 1)
-            keys, slots = table_pairs(self.slot_cols[comp], ncols)
-            # rows of unseen groups and columns the group did not have in the fit: no slot
-            rows_cols = np.where(seen[:, None], cols, -1)
-            slot = lookup_vc_slots(idx, rows_cols, vals, keys, slots, ncols, strict=False)
-            for k in range(cols.shape[1]):
+        for (offset, slot), vals in zip(self.vc_slots(idx, vc_cols, vc_vals), vc_vals, strict=True):
+            for k in range(slot.shape[1]):
                 ok = slot[:, k] >= 0
                 out[ok] += vals[ok, k] * self.blup[idx[ok], offset + slot[ok, k]]
-            offset += self.slot_cols[comp].shape[1]
         return out
 
     def predict(
@@ -148,7 +161,14 @@ class Predictor:
     def predict_arrays(
         self, exog, exog_re, groups, include_random: bool, new_groups: str = "population"
     ) -> np.ndarray:
-        """``X β̂`` (+ ``Z γ̂_group``) for the arrays of new rows of an array-built model.
+        """``X β̂`` (+ ``Z γ̂_group``) for the arrays of new rows of an array-built model
+        (checked by :meth:`array_rows`)."""
+        rows = self.array_rows(exog, exog_re, groups, include_random)
+        return self.predict(rows, include_random, "groups", new_groups)
+
+    def array_rows(self, exog, exog_re, groups, include_random: bool) -> NewRows:
+        """The new rows of an array-built model, checked (``exog_re`` and ``groups`` are
+        read only with ``include_random``).
 
         Raises
         ------
@@ -161,14 +181,13 @@ class Predictor:
         x = np.asarray(exog, dtype=np.float64).reshape(len(exog), -1)
         if x.shape[1] != len(self.fe_params):
             raise DataError(f"exog has {x.shape[1]} columns; the model has {len(self.fe_params)}")
-        fixed = x @ self.fe_params
+        n = x.shape[0]
         if not include_random:
-            return fixed
+            return NewRows(x, np.zeros((n, 0)), np.zeros(n))
         if groups is None:
             raise SpecError("include_random=True needs groups=")
         if self.slot_cols:
             raise SpecError("include_random with exog= is not available for VC models")
-        n = x.shape[0]
         if exog_re is None and self.k_re != 1:
             raise SpecError(f"include_random=True needs exog_re= with {self.k_re} columns")
         z = np.ones((n, 1)) if exog_re is None else np.asarray(exog_re, dtype=np.float64)
@@ -178,11 +197,34 @@ class Predictor:
         keys = np.asarray(groups)
         if keys.shape != (n,):
             raise DataError(f"groups has shape {keys.shape}; expected ({n},), one per row")
-        idx = self.positions(keys, "groups", new_groups)
-        out = fixed + self.random_part(idx, z, [], [])
-        if new_groups == "nan":
-            out[idx < 0] = np.nan
-        return out
+        return NewRows(x, z, keys)
+
+
+@dataclasses.dataclass
+class NewRows:
+    """The designs of new rows given as arrays (the members of
+    :class:`~dmixed.design.spec.DesignMatrices` prediction reads)."""
+
+    exog: np.ndarray
+    exog_re: np.ndarray
+    groups: np.ndarray
+    vc_cols: list = dataclasses.field(default_factory=list)
+    vc_vals: list = dataclasses.field(default_factory=list)
+
+
+def on_frame_rows(spec, df: pd.DataFrame, include_random: bool, compute, width: int):
+    """``compute(dm)`` (n_kept, width) for the rows of ``df`` that can be predicted
+    (:func:`transform_for_prediction`), as an array (len(df), width) with NaN rows
+    where a column the prediction uses is missing."""
+    out = np.full((len(df), width), np.nan)
+    if len(df):
+        dm = transform_for_prediction(spec, df, include_random)
+        values = np.asarray(compute(dm)).reshape(-1, width)
+        if dm.keep is None:
+            out[:] = values
+        else:
+            out[dm.keep] = values
+    return out
 
 
 def predict_frame(
@@ -190,15 +232,11 @@ def predict_frame(
 ) -> pd.Series:
     """Predictions for every row of a pandas frame, indexed like it: NaN where a column
     the prediction uses is missing (and, with ``new_groups="nan"``, for unseen groups)."""
-    out = np.full(len(df), np.nan)
-    if len(df):
-        dm = transform_for_prediction(spec, df, include_random)
-        values = predictor.predict(dm, include_random, spec.group_name, new_groups)
-        if dm.keep is None:
-            out[:] = values
-        else:
-            out[dm.keep] = values
-    return pd.Series(out, index=df.index)
+
+    def compute(dm):
+        return predictor.predict(dm, include_random, spec.group_name, new_groups)
+
+    return pd.Series(on_frame_rows(spec, df, include_random, compute, 1)[:, 0], index=df.index)
 
 
 def fitted_partition(

@@ -29,6 +29,7 @@ from .contrasts import t_test, wald_test
 from .covariance import covariance_of_estimates
 from .plots import caterpillar, residual_plot
 from .prediction import Predictor, check_new_groups, predict_dask, predict_frame
+from .prediction_error import get_prediction as _get_prediction
 from .summary import Summary, coefficient_table
 from .varcorr import varcorr_frame
 
@@ -502,6 +503,10 @@ class MixedLMResults:
                 raise SpecError("no data given and the fitted rows are not available")
             return self.predictor().predict(rows, include_random)
         return self.predictor().predict_arrays(exog, exog_re, groups, include_random, new_groups)
+
+    #: Predictions with standard errors and intervals, as statsmodels'
+    #: ``get_prediction`` (:func:`dmixed.results.prediction_error.get_prediction`).
+    get_prediction = _get_prediction
 
     @property
     def fittedvalues(self):

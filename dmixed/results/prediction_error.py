@@ -1,0 +1,423 @@
+"""Prediction standard errors and intervals (``results.get_prediction``).
+
+For a row with fixed design ``x`` (p) and random design ``z`` of a fitted group i, the
+conditional prediction ``x'β̂ + z'b̂_i`` estimates ``x'β + z'b_i`` with the prediction
+error variance ``[x; z]' C [x; z]``, where ``C`` is σ² times the inverse of Henderson's
+(1975) mixed-model-equations matrix ``[[X'R⁻¹X, X'R⁻¹Z], [Z'R⁻¹X, Z'R⁻¹Z + G⁻¹]]``.
+Its blocks of group i are, with ``M_i = Λ K_i⁻¹ Λ'`` the conditional covariance of
+``b_i`` relative to σ² (finite on the boundary, where G⁻¹ is not) and
+``H_i = M_i Z̃_i'X_i`` (r × p, the derivative of ``−b̂_i`` with respect to β̂)::
+
+    C_ββ = cov(β̂)         C_βb_i = −cov(β̂) H_i'         C_b_i b_i = σ² M_i + H_i cov(β̂) H_i'
+
+so that the variance is ``w' cov(β̂) w + σ² z'M_i z`` with ``w = x − H_i'z``: one p-vector
+per row from per-group statistics the fit keeps (``Z̃_i'X_i``), in O(groups) once and
+O(rows) after.  ``cov(β̂)`` is the fit's (``cov_fe``): Henderson's ``σ̂²(X'V⁻¹X)⁻¹`` with
+``cov_fe="conditional"``; statsmodels' Hessian-based block otherwise, which adds the
+uncertainty of the covariance parameters to β̂'s.  The covariance parameters themselves
+are taken as known (as Henderson's, lme4's ``condVar`` and MixedModels.jl's do).
+
+Random effects the fit did not see (a new group, or a variance-component column a
+fitted group did not have) are predicted by their mean, zero: the "mean" then targets
+the prediction's mean over them, and their variance ``z'Ψ̂z`` (``Ψ̂ = cov_re``, each
+component's ``vcomp`` on its columns) enters the observation interval only.  The
+observation interval adds σ̂² (a new row of weight 1) to the variance of the mean.  With
+``include_random=False`` the prediction is ``x'β̂`` with variance ``x' cov(β̂) x`` and the
+observation interval adds σ̂² only: the random effects are not sampled (merTools'
+``predictInterval(which = "fixed")``); use ``include_random=True`` for intervals that
+include a new group's random effects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+
+from ..design import is_dask
+from ..design.partitions import check_persisted, select_columns
+from ..design.prepare import needed_columns
+from ..errors import DataError, SpecError
+from .prediction import Predictor, check_new_groups, on_frame_rows
+
+__all__ = ["PredictionResults", "PredictionVariance", "conditional_cross", "get_prediction"]
+
+#: the columns of :meth:`PredictionVariance.moments`' frames
+MOMENTS = ("mean", "var_mean", "var_obs")
+#: statsmodels' ``PredictionResults.summary_frame`` columns
+SUMMARY = ("mean", "mean_se", "mean_ci_lower", "mean_ci_upper", "obs_ci_lower", "obs_ci_upper")
+
+
+@dataclasses.dataclass
+class PredictionVariance:
+    """What prediction variances need from a fit (shipped to Dask workers as one task).
+
+    Attributes
+    ----------
+    predictor : Predictor
+        β̂, the BLUPs and their slots (the predictions themselves).
+    cov_fe : ndarray (p, p)
+        cov(β̂) (the β block of ``cov_params()``).
+    scale : float
+        σ̂².
+    cov_re : ndarray (q, q)
+        Ψ̂ (``cov_re``, on the reported scale).
+    vcomp : ndarray (k_vc,)
+        The variance components' variances.
+    blup_cov : ndarray (G, r, r) or None
+        σ̂² M_i, the BLUPs' conditional covariances (``include_random`` only).
+    cross : ndarray (G, r, p) or None
+        ``H_i = M_i Z̃_i'X_i`` (:func:`conditional_cross`; ``include_random`` only).
+    """
+
+    predictor: Predictor
+    cov_fe: np.ndarray
+    scale: float
+    cov_re: np.ndarray
+    vcomp: np.ndarray
+    blup_cov: np.ndarray | None = None
+    cross: np.ndarray | None = None
+
+    def moments(self, rows, include_random: bool, name: str, new_groups: str) -> np.ndarray:
+        """``[mean, var_mean, var_obs]`` (n, 3) of the prediction of each row of ``rows``
+        (anything with ``exog``, ``exog_re``, ``groups``, ``vc_cols``, ``vc_vals``: design
+        matrices, :class:`~dmixed.results.prediction.NewRows`); ``name`` and
+        ``new_groups`` as :meth:`Predictor.positions`."""
+        x = rows.exog
+        fixed_var = quadratic(x, self.cov_fe)
+        mean = x @ self.predictor.fe_params
+        if not include_random:
+            return np.column_stack([mean, fixed_var, fixed_var + self.scale])
+        idx = self.predictor.positions(rows.groups, name, new_groups)
+        seen = idx >= 0
+        mean = mean + self.predictor.random_part(idx, rows.exog_re, rows.vc_cols, rows.vc_vals)
+        slots = self.predictor.vc_slots(idx, rows.vc_cols, rows.vc_vals)
+        var_mean = fixed_var
+        if seen.any():
+            pos, val = slot_design(self.predictor.k_re, rows.exog_re[seen], slots, seen, rows)
+            var_mean[seen] = self.conditional_variance(x[seen], idx[seen], pos, val)
+        var_obs = var_mean + self.unseen_variance(seen, rows, slots) + self.scale
+        out = np.column_stack([mean, var_mean, var_obs])
+        if new_groups == "nan":
+            out[~seen] = np.nan
+        return out
+
+    def conditional_variance(self, x, gi, pos, val) -> np.ndarray:
+        """``w' cov(β̂) w + z' σ̂²M_i z`` with ``w = x − H_i'z`` for rows of fitted groups
+        ``gi``, their random design given sparsely by padded positions ``pos`` and values
+        ``val`` (n, m) (see the module)."""
+        if self.cross is None or self.blup_cov is None:
+            raise SpecError("include_random=True needs the BLUPs' cross terms (conditional_cross)")
+        hz = np.einsum("na,naj->nj", val, self.cross[gi[:, None], pos])
+        cond = self.blup_cov[gi[:, None, None], pos[:, :, None], pos[:, None, :]]
+        return quadratic(x - hz, self.cov_fe) + np.einsum("na,nab,nb->n", val, cond, val)
+
+    def unseen_variance(self, seen, rows, slots) -> np.ndarray:
+        """The variance of the random effects the fit did not see, for each row:
+        ``z'Ψ̂z`` for rows of unseen groups, and ``vcomp_l (Σ v)²`` per column of
+        component l without a slot (entries of one column added first)."""
+        out = np.zeros(len(seen))
+        if (~seen).any() and self.cov_re.size:
+            out[~seen] = quadratic(rows.exog_re[~seen], self.cov_re)
+        for comp, ((_, slot), cols, vals) in enumerate(
+            zip(slots, rows.vc_cols, rows.vc_vals, strict=True)
+        ):
+            new = (cols >= 0) & (vals != 0) & (slot < 0)
+            v = np.where(new, vals, 0.0)
+            same = cols[:, :, None] == cols[:, None, :]
+            out += self.vcomp[comp] * np.einsum("na,nb,nab->n", v, v, same)
+        return out
+
+
+def quadratic(x: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """``x_n' cov x_n`` for each row of ``x`` (n, k)."""
+    return np.einsum("nj,jk,nk->n", x, cov, x)
+
+
+def slot_design(k_re: int, exog_re, slots, seen, rows) -> tuple[np.ndarray, np.ndarray]:
+    """The random design of rows of fitted groups (``seen``) as padded positions and
+    values (n_seen, m): the ``k_re`` columns, then each component's entries at their
+    slots (:meth:`Predictor.vc_slots`); entries without a slot get value 0 at position 0."""
+    n = exog_re.shape[0]
+    pos = [np.broadcast_to(np.arange(k_re), (n, k_re))]
+    val = [exog_re]
+    for (offset, slot), vals in zip(slots, rows.vc_vals, strict=True):
+        ok = slot[seen] >= 0
+        pos.append(np.where(ok, offset + slot[seen], 0))
+        val.append(np.where(ok, vals[seen], 0.0))
+    return np.concatenate(pos, axis=1).astype(np.int64), np.concatenate(val, axis=1)
+
+
+def conditional_cross(state, stats) -> np.ndarray:
+    """``H_i = M_i Z̃_i'X_i`` (G, r, p) in the model's coordinates.
+
+    ``Z̃_i'X_i`` comes from the statistics (``engine.gather()``, in the statistics'
+    coordinates ``Z̃ = Z Ã⁻¹``, ``X̃ = X T⁻¹``: mapped back as ``Ã' Z̃'X̃ T``, with
+    ``Ã = blockdiag(A, s_l I)``, :mod:`dmixed.stats.standardize`); ``M_i`` is the
+    results' ``blup_cov / scale``.
+
+    Parameters
+    ----------
+    state : dmixed.io.ResultsState
+    stats : dmixed.stats.FittedStatistics
+        The statistics the results were fitted from (same groups, same order).
+
+    Raises
+    ------
+    SpecError
+        The statistics are of other groups or another random design than the results.
+    """
+    _, zxy = stats.engine.gather()
+    cols = stats.columns
+    q, p = state.k_re, state.k_fe
+    zx = np.array(zxy[:, :, :p], dtype=np.float64)
+    if zx.shape[:2] != state.blup_cov.shape[:2]:
+        raise SpecError("the statistics are not those of these results (groups or columns)")
+    zx[:, :q] = np.einsum("ba,gbj->gaj", cols.re_matrix(), zx[:, :q])
+    zx[:, q:] *= cols.slot_scales(stats.layout.vc_widths)[None, :, None]
+    return (state.blup_cov / state.scale) @ (zx @ cols.fe_matrix())
+
+
+class PredictionResults:
+    """Predictions with standard errors and intervals, as statsmodels' ``PredictionResults``
+    (``statsmodels.regression._prediction``): normal intervals, as MixedLM's Wald tests.
+
+    Series and frames are indexed like the input rows for pandas (and formula) input,
+    lazy Dask objects of the same partitions for Dask input, ndarrays for arrays.
+
+    Parameters
+    ----------
+    moments : pandas.DataFrame or dask.dataframe.DataFrame
+        Columns ``mean``, ``var_mean``, ``var_obs`` (see :func:`get_prediction`).
+    pandas : bool
+        Give pandas (or Dask) objects; False: ndarrays.
+    alpha : float
+        The default level of :meth:`conf_int` and :meth:`summary_frame`.
+    """
+
+    def __init__(self, moments, pandas: bool, alpha: float = 0.05) -> None:
+        self.moments = moments
+        self.pandas = pandas
+        self.alpha = check_alpha(alpha)
+
+    def _out(self, value):
+        return value if self.pandas else value.to_numpy()
+
+    @property
+    def predicted(self):
+        """The predictions (n,): ``x'β̂`` (+ ``z'b̂``)."""
+        return self._out(self.moments["mean"].rename(None))
+
+    predicted_mean = predicted
+
+    @property
+    def var_pred_mean(self):
+        """The variance of each prediction's error (n,)."""
+        return self._out(self.moments["var_mean"].rename(None))
+
+    @property
+    def se_mean(self):
+        """Standard errors of the predictions (n,)."""
+        return self._out(np.sqrt(self.moments["var_mean"]).rename(None))
+
+    se = se_mean
+
+    @property
+    def se_obs(self):
+        """Standard errors of a new observation's prediction (n,)."""
+        return self._out(np.sqrt(self.moments["var_obs"]).rename(None))
+
+    def conf_int(self, obs: bool = False, alpha: float | None = None):
+        """Intervals ``mean ± z_{1−α/2} se`` (statsmodels' signature): of the mean, or
+        with ``obs`` of a new observation; columns ``lower``, ``upper`` (n, 2)."""
+        which = "obs" if obs else "mean"
+        return self._frame(which, self.alpha if alpha is None else alpha)
+
+    def summary_frame(self, alpha: float | None = None):
+        """statsmodels' table: ``mean``, ``mean_se``, ``mean_ci_lower``, ``mean_ci_upper``,
+        ``obs_ci_lower``, ``obs_ci_upper`` (a DataFrame also for array input, indexed
+        0..n-1 then, as statsmodels')."""
+        frame = self._frame("summary", self.alpha if alpha is None else alpha)
+        return frame if self.pandas or is_dask(frame) else frame.reset_index(drop=True)
+
+    def _frame(self, which: str, alpha: float):
+        alpha = check_alpha(alpha)
+        if is_dask(self.moments):
+            meta = interval_frame(self.moments._meta, which, alpha)
+            return self.moments.map_partitions(interval_frame, which, alpha, meta=meta)
+        out = interval_frame(self.moments, which, alpha)
+        return out if which == "summary" else self._out(out)
+
+
+def check_alpha(alpha) -> float:
+    """``alpha`` as a float in (0, 1), else SpecError."""
+    try:
+        value = float(alpha)
+    except (TypeError, ValueError):
+        value = np.nan
+    if not 0.0 < value < 1.0:
+        raise SpecError(f"alpha must be a number in (0, 1), got {alpha!r}")
+    return value
+
+
+def interval_frame(moments: pd.DataFrame, which: str, alpha: float) -> pd.DataFrame:
+    """Normal intervals from a moments frame: ``which="mean"`` or ``"obs"`` (columns
+    ``lower``, ``upper``), or ``"summary"`` (:data:`SUMMARY`)."""
+    from scipy import special  # here: importing scipy costs more than most fits
+
+    z = special.ndtri(1.0 - alpha / 2.0)
+    mean = moments["mean"].to_numpy()
+    se = {k: np.sqrt(moments[f"var_{k}"].to_numpy()) for k in ("mean", "obs")}
+    if which != "summary":
+        pair = {"lower": mean - z * se[which], "upper": mean + z * se[which]}
+        return pd.DataFrame(pair, index=moments.index)
+    values = [mean, se["mean"], mean - z * se["mean"], mean + z * se["mean"]]
+    values += [mean - z * se["obs"], mean + z * se["obs"]]
+    return pd.DataFrame(dict(zip(SUMMARY, values, strict=True)), index=moments.index)
+
+
+def moments_frame(df, variance, spec, include_random: bool, new_groups: str) -> pd.DataFrame:
+    """:meth:`PredictionVariance.moments` of every row of a pandas frame, indexed like it:
+    NaN where a column the prediction uses is missing."""
+
+    def compute(dm):
+        return variance.moments(dm, include_random, spec.group_name, new_groups)
+
+    values = on_frame_rows(spec, df, include_random, compute, len(MOMENTS))
+    return pd.DataFrame(values, index=df.index, columns=list(MOMENTS))
+
+
+def moments_dask(variance, spec, ddf, include_random: bool, new_groups: str):
+    """:func:`moments_frame` over the partitions of a Dask DataFrame, lazily (the
+    variance object one task, a dependency of every partition)."""
+    import dask  # only here: dmixed imports without Dask
+
+    check_persisted(ddf)
+    data = select_columns(ddf, needed_columns(spec, response=False, random=include_random))
+    state = dask.delayed(variance, pure=True)
+    meta = pd.DataFrame({k: pd.Series(dtype="float64") for k in MOMENTS})
+    return data.map_partitions(moments_frame, state, spec, include_random, new_groups, meta=meta)
+
+
+def prediction_variance(results, include_random: bool) -> PredictionVariance:
+    """The :class:`PredictionVariance` of fitted results; with ``include_random`` the
+    BLUPs' cross terms from the fit's statistics (cached on the model: no data pass).
+
+    Raises
+    ------
+    SpecError
+        ``include_random`` for results without their model (loaded results).
+    """
+    state = results.to_state()
+    p = state.k_fe
+    blup_cov = cross = None
+    if include_random:
+        model = results.model
+        if model is None:
+            raise SpecError(
+                "get_prediction(include_random=True) needs the fit's per-group statistics "
+                "(Z'X of each group), which loaded results do not have; "
+                "include_random=False needs none"
+            )
+        stats = model.statistics(client=getattr(model, "cached_client", None))
+        cross = conditional_cross(state, stats)
+        blup_cov = state.blup_cov
+    return PredictionVariance(
+        results.predictor(),
+        np.asarray(state.cov_params, dtype=np.float64)[:p, :p],
+        float(state.scale),
+        np.asarray(state.cov_re, dtype=np.float64),
+        np.asarray(state.vcomp, dtype=np.float64).reshape(-1),
+        blup_cov,
+        cross,
+    )
+
+
+def get_prediction(
+    results,
+    data=None,
+    include_random: bool = False,
+    alpha: float = 0.05,
+    *,
+    exog=None,
+    exog_re=None,
+    groups=None,
+    new_groups: str = "population",
+) -> PredictionResults:
+    """Predictions with standard errors and intervals: statsmodels' ``get_prediction``,
+    with the conditional part from Henderson's (1975) mixed-model equations (see the
+    module for the formulas).
+
+    Parameters
+    ----------
+    results : MixedLMResults
+        (``self`` of :meth:`dmixed.MixedLMResults.get_prediction`.)
+    data : pandas or Dask DataFrame, optional
+        New rows, as :meth:`~dmixed.MixedLMResults.predict` (formula models).  None:
+        ``exog`` (arrays), or the fitted rows.
+    include_random : bool
+        False: ``x'β̂``, variance ``x' cov(β̂) x``.  True: ``x'β̂ + z'b̂_i``, variance
+        ``[x; z]' C [x; z]`` (C from Henderson's equations; needs the fit's per-group
+        statistics, so not on loaded results).
+    alpha : float
+        The default level of ``conf_int`` and ``summary_frame`` (normal intervals).
+    exog, exog_re, groups : array_like, optional
+        New rows of a model built from arrays, as for ``predict``.
+    new_groups : {"population", "nan", "error"}
+        As for ``predict``: rows of unseen groups get ``x'β̂`` with the fixed part's
+        standard error (and their random effects' variance ``z'Ψ̂z`` in the observation
+        interval), NaN, or an error.
+
+    Returns
+    -------
+    PredictionResults
+        ``predicted_mean``, ``se_mean``, ``se_obs``, ``conf_int(obs, alpha)``,
+        ``summary_frame(alpha)``, for the rows ``predict`` gives: every row of a pandas
+        ``data`` (NaN where a column the prediction uses is missing, or for unseen
+        groups with ``new_groups="nan"``), indexed like it; lazily for Dask data; the
+        given arrays' rows (ndarrays); the fitted (kept) rows without data.
+
+    Raises
+    ------
+    SpecError
+        ``data`` for a model built from arrays; no data where the fitted rows are not
+        available (loaded results, Dask fits); ``include_random`` on loaded results;
+        ``alpha`` not in (0, 1); a ``new_groups`` not listed.
+    DataError
+        ``data`` not a pandas or Dask DataFrame, or as
+        :meth:`~dmixed.MixedLMResults.predict` (unseen groups with
+        ``new_groups="error"``, keys of another class than the fitted ones, ...).
+    """
+    check_new_groups(new_groups)
+    check_alpha(alpha)
+    spec = results.spec
+    if data is not None:
+        if spec is None:
+            raise SpecError(
+                "get_prediction(data) needs a model built with from_formula; "
+                "pass exog= (and exog_re=, groups=) instead"
+            )
+        if not (isinstance(data, pd.DataFrame) or is_dask(data)):
+            raise DataError(f"data must be a pandas or Dask DataFrame, got {type(data).__name__}")
+        variance = prediction_variance(results, include_random)
+        if is_dask(data):
+            moments = moments_dask(variance, spec, data, include_random, new_groups)
+        else:
+            moments = moments_frame(data, variance, spec, include_random, new_groups)
+        return PredictionResults(moments, True, alpha)
+    if exog is None:
+        rows = getattr(results.model, "rows", None)
+        if rows is None:
+            raise SpecError(
+                "no data given and the fitted rows are not available (loaded results or "
+                "a Dask fit): pass data="
+            )
+        name, index = results.names.group_name, rows.index
+    else:
+        rows = results.predictor().array_rows(exog, exog_re, groups, include_random)
+        name, index = "groups", None
+    variance = prediction_variance(results, include_random)
+    values = variance.moments(rows, include_random, name, new_groups)
+    moments = pd.DataFrame(values, index=index, columns=list(MOMENTS))
+    return PredictionResults(moments, index is not None, alpha)
