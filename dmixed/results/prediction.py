@@ -137,7 +137,8 @@ class Predictor:
         seen = idx >= 0
         out = np.zeros(len(idx))
         if self.k_re:
-            out[seen] = np.einsum("nj,nj->n", exog_re[seen], self.blup[idx[seen], : self.k_re])
+            sel = slice(None) if seen.all() else seen  # no copies when all are seen
+            out[sel] = np.einsum("nj,nj->n", exog_re[sel], self.blup[idx[sel], : self.k_re])
         for (offset, slot), vals in zip(self.vc_slots(idx, vc_cols, vc_vals), vc_vals, strict=True):
             for k in range(slot.shape[1]):
                 ok = slot[:, k] >= 0
@@ -216,14 +217,14 @@ def on_frame_rows(spec, df: pd.DataFrame, include_random: bool, compute, width: 
     """``compute(dm)`` (n_kept, width) for the rows of ``df`` that can be predicted
     (:func:`transform_for_prediction`), as an array (len(df), width) with NaN rows
     where a column the prediction uses is missing."""
+    if len(df) == 0:
+        return np.full((0, width), np.nan)
+    dm = transform_for_prediction(spec, df, include_random)
+    values = np.asarray(compute(dm)).reshape(-1, width)
+    if dm.keep is None:  # every row kept: the computed values themselves
+        return values
     out = np.full((len(df), width), np.nan)
-    if len(df):
-        dm = transform_for_prediction(spec, df, include_random)
-        values = np.asarray(compute(dm)).reshape(-1, width)
-        if dm.keep is None:
-            out[:] = values
-        else:
-            out[dm.keep] = values
+    out[dm.keep] = values
     return out
 
 

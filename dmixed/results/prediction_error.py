@@ -95,8 +95,9 @@ class PredictionVariance:
         slots = self.predictor.vc_slots(idx, rows.vc_cols, rows.vc_vals)
         var_mean = fixed_var
         if seen.any():
-            pos, val = slot_design(self.predictor.k_re, rows.exog_re[seen], slots, seen, rows)
-            var_mean[seen] = self.conditional_variance(x[seen], idx[seen], pos, val)
+            sel = slice(None) if seen.all() else seen  # no copies when all are seen
+            pos, val = slot_design(self.predictor.k_re, rows.exog_re[sel], slots, sel, rows)
+            var_mean[sel] = self.conditional_variance(x[sel], idx[sel], pos, val)
         var_obs = var_mean + self.unseen_variance(seen, rows, slots) + self.scale
         out = np.column_stack([mean, var_mean, var_obs])
         if new_groups == "nan":
@@ -109,9 +110,12 @@ class PredictionVariance:
         ``val`` (n, m) (see the module)."""
         if self.cross is None or self.blup_cov is None:
             raise SpecError("include_random=True needs the BLUPs' cross terms (conditional_cross)")
-        hz = np.einsum("na,naj->nj", val, self.cross[gi[:, None], pos])
-        cond = self.blup_cov[gi[:, None, None], pos[:, :, None], pos[:, None, :]]
-        return quadratic(x - hz, self.cov_fe) + np.einsum("na,nab,nb->n", val, cond, val)
+        r = self.blup_cov.shape[1]
+        at = gi[:, None] * r + pos  # (n, m): row of the group's slot in (G·r, ·)
+        cross = self.cross.reshape(-1, self.cross.shape[2])[at]  # (n, m, p)
+        cond = self.blup_cov.reshape(-1)[at[:, :, None] * r + pos[:, None, :]]  # (n, m, m)
+        w = x - np.einsum("na,naj->nj", val, cross)
+        return quadratic(w, self.cov_fe) + quadratic_rows(val, cond)
 
     def unseen_variance(self, seen, rows, slots) -> np.ndarray:
         """The variance of the random effects the fit did not see, for each row:
@@ -135,8 +139,14 @@ def quadratic(x: np.ndarray, cov: np.ndarray) -> np.ndarray:
     return np.einsum("nj,jk,nk->n", x, cov, x)
 
 
+def quadratic_rows(v: np.ndarray, covs: np.ndarray) -> np.ndarray:
+    """``v_n' covs_n v_n`` for each row of ``v`` (n, m) and matrix of ``covs`` (n, m, m)."""
+    return np.einsum("na,nab,nb->n", v, covs, v)
+
+
 def slot_design(k_re: int, exog_re, slots, seen, rows) -> tuple[np.ndarray, np.ndarray]:
-    """The random design of rows of fitted groups (``seen``) as padded positions and
+    """The random design of rows of fitted groups (``seen``: a mask or a slice) as padded
+    positions and
     values (n_seen, m): the ``k_re`` columns, then each component's entries at their
     slots (:meth:`Predictor.vc_slots`); entries without a slot get value 0 at position 0."""
     n = exog_re.shape[0]
