@@ -111,9 +111,12 @@ class PredictionVariance:
         if self.cross is None or self.blup_cov is None:
             raise SpecError("include_random=True needs the BLUPs' cross terms (conditional_cross)")
         r = self.blup_cov.shape[1]
-        at = gi[:, None] * r + pos  # (n, m): row of the group's slot in (G·r, ·)
-        cross = self.cross.reshape(-1, self.cross.shape[2])[at]  # (n, m, p)
-        cond = self.blup_cov.reshape(-1)[at[:, :, None] * r + pos[:, None, :]]  # (n, m, m)
+        if pos.shape[1] == r and not self.predictor.slot_cols:  # every slot, in order
+            cross, cond = self.cross.take(gi, axis=0), self.blup_cov.take(gi, axis=0)
+        else:
+            at = gi[:, None] * r + pos  # (n, m): row of the group's slot in (G·r, ·)
+            cross = self.cross.reshape(-1, self.cross.shape[2])[at]  # (n, m, p)
+            cond = self.blup_cov.reshape(-1)[at[:, :, None] * r + pos[:, None, :]]  # (n, m, m)
         w = x - np.einsum("na,naj->nj", val, cross)
         return quadratic(w, self.cov_fe) + quadratic_rows(val, cond)
 

@@ -18,14 +18,16 @@ from .._synth import design, make_data
 FORMULA = dict(groups="g", re_formula="1 + x1", vc_formula={"sub": "0 + C(sub)"})
 
 
-def _vc_fit(offset: float = 0.0, weights: bool = False, cov_fe: str = "conditional"):
+def _vc_fit(offset: float = 0.0, weights: bool = False, cov_fe: str = "conditional", vc=True):
     """A random slope and a nested variance component; ``offset`` moves x1 far from zero
     (the statistics are then shifted: the map back is exercised)."""
     df = make_data(n_groups=12, max_size=15, vc_sd=0.7, seed=0)
     df["x1"] = df["x1"] + offset
     df["y"] = df["y"] + 0.5 * offset
     kw = dict(weights="w") if weights else {}
-    res = mixedlm("y ~ x1 + x2", df, **FORMULA, **kw).fit(cov_fe=cov_fe)
+    if not vc:
+        kw["vc_formula"] = None
+    res = mixedlm("y ~ x1 + x2", df, **{**FORMULA, **kw}).fit(cov_fe=cov_fe)
     return df, res
 
 
@@ -34,7 +36,8 @@ def _henderson(df: pd.DataFrame, res, weights: bool, new: pd.DataFrame):
     ``C = σ̂² [[X'WX, X'WZ], [Z'WX, Z'WZ + σ̂² G⁻¹]]⁻¹`` built from the full design, and
     its version with the fit's cov(β̂) in place of Henderson's β block."""
     keys = sorted(df["g"].unique())
-    pairs = sorted({(g, s) for g, s in zip(df["g"], df["sub"], strict=True)})
+    vc = len(np.asarray(res.vcomp)) > 0
+    pairs = sorted({(g, s) for g, s in zip(df["g"], df["sub"], strict=True)}) if vc else []
 
     def full(frame):
         x = np.column_stack([np.ones(len(frame)), frame["x1"], frame["x2"]])
@@ -42,12 +45,13 @@ def _henderson(df: pd.DataFrame, res, weights: bool, new: pd.DataFrame):
         for row, (g, s, x1) in enumerate(zip(frame["g"], frame["sub"], frame["x1"], strict=True)):
             gi = keys.index(g)
             z[row, 2 * gi : 2 * gi + 2] = (1.0, x1)
-            z[row, 2 * len(keys) + pairs.index((g, s))] = 1.0
+            if vc:
+                z[row, 2 * len(keys) + pairs.index((g, s))] = 1.0
         return x, z
 
     x, z = full(df)
     w = df["w"].to_numpy() if weights else np.ones(len(df))
-    scale, psi, tau = res.scale, np.asarray(res.cov_re), float(np.asarray(res.vcomp)[0])
+    scale, psi, tau = res.scale, np.asarray(res.cov_re), float(np.sum(res.vcomp))
     g_mat = np.zeros((z.shape[1], z.shape[1]))
     for gi in range(len(keys)):
         g_mat[2 * gi : 2 * gi + 2, 2 * gi : 2 * gi + 2] = psi
@@ -69,19 +73,21 @@ def _henderson(df: pd.DataFrame, res, weights: bool, new: pd.DataFrame):
 
 
 @pytest.mark.parametrize(
-    ("offset", "weights"), [(0.0, False), (0.0, True), (200.0, False)], ids=["plain", "w", "shift"]
+    ("offset", "weights", "vc"),
+    [(0.0, False, True), (0.0, True, True), (200.0, False, True), (0.0, True, False)],
+    ids=["plain", "w", "shift", "no-vc"],
 )
-def test_conditional_variance_is_hendersons(offset, weights):
+def test_conditional_variance_is_hendersons(offset, weights, vc):
     """The conditional prediction error variance equals ``[x; z]' C [x; z]`` from the
     inverse of Henderson's matrix, built densely, to 1e-8 (and with the default,
     Hessian-based cov(β̂), the same formula with it in place of C_ββ)."""
-    df, res = _vc_fit(offset, weights)
+    df, res = _vc_fit(offset, weights, vc=vc)
     rows = df.iloc[::3]
     henderson, _ = _henderson(df, res, weights, rows)
     got = res.get_prediction(rows, include_random=True)
     np.testing.assert_allclose(np.asarray(got.var_pred_mean), henderson, rtol=1e-8)
     np.testing.assert_allclose(np.asarray(got.predicted_mean), res.predict(rows, True), rtol=1e-13)
-    _, hess = _vc_fit(offset, weights, cov_fe="hessian")
+    _, hess = _vc_fit(offset, weights, cov_fe="hessian", vc=vc)
     _, with_hessian = _henderson(df, hess, weights, rows)
     got = hess.get_prediction(rows, include_random=True)
     np.testing.assert_allclose(np.asarray(got.var_pred_mean), with_hessian, rtol=1e-8)
