@@ -4,6 +4,8 @@
   likelihood inference, BLUPs) and :func:`load`.
 - :mod:`~dmixed.results.covariance`: the covariance of the estimates from the Hessian.
 - :mod:`~dmixed.results.prediction`: :class:`Predictor`, in memory and on Dask.
+- :mod:`~dmixed.results.prediction_error`: ``get_prediction``'s standard errors and
+  intervals.
 - :mod:`~dmixed.results.summary`: :class:`Summary`, the printed table.
 """
 
