@@ -11,9 +11,9 @@ import pytest
 from scipy import special
 
 from dmixed import MixedLM, load, mixedlm
-from dmixed.errors import DataError, SpecError, UnseenGroupsWarning
+from dmixed.errors import BoundaryWarning, DataError, SpecError, UnseenGroupsWarning
 
-from .._synth import design, make_data
+from .._synth import design, dyestuff2_arrays, make_data
 
 FORMULA = dict(groups="g", re_formula="1 + x1", vc_formula={"sub": "0 + C(sub)"})
 
@@ -282,3 +282,16 @@ def test_a_dask_fit_gives_the_in_process_standard_errors(vc_fit):
     pd.testing.assert_frame_equal(got, ref, rtol=1e-6)
     with pytest.raises(SpecError, match="pass data="):
         fit.get_prediction(include_random=True)
+
+
+def test_a_variance_at_zero_leaves_the_fixed_part():
+    """On the boundary (Ψ̂ = 0, where G⁻¹ of Henderson's matrix does not exist) the
+    conditional covariance is 0, b̂ = 0 and the prediction error is the fixed part's."""
+    y, g = dyestuff2_arrays(0)
+    with pytest.warns(BoundaryWarning):
+        res = MixedLM(y, np.ones((30, 1)), g).fit()
+    assert res.cov_re[0, 0] == 0.0
+    pred = res.get_prediction(exog=np.ones((6, 1)), groups=np.arange(6), include_random=True)
+    fixed = res.get_prediction(exog=np.ones((6, 1)))
+    np.testing.assert_allclose(pred.se_mean, fixed.se_mean, rtol=1e-12)
+    np.testing.assert_allclose(pred.se_obs, fixed.se_obs, rtol=1e-12)
