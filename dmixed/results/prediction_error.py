@@ -251,8 +251,7 @@ class PredictionResults:
         """statsmodels' table: ``mean``, ``mean_se``, ``mean_ci_lower``, ``mean_ci_upper``,
         ``obs_ci_lower``, ``obs_ci_upper`` (a DataFrame also for array input, indexed
         0..n-1 then, as statsmodels')."""
-        frame = self._frame("summary", self.alpha if alpha is None else alpha)
-        return frame if self.pandas or is_dask(frame) else frame.reset_index(drop=True)
+        return self._frame("summary", self.alpha if alpha is None else alpha)
 
     def _frame(self, which: str, alpha: float):
         alpha = check_alpha(alpha)
