@@ -2,8 +2,9 @@
 
 For a row with fixed design ``x`` (p) and random design ``z`` of a fitted group i, the
 conditional prediction ``x'β̂ + z'b̂_i`` estimates ``x'β + z'b_i`` with the prediction
-error variance ``[x; z]' C [x; z]``, where ``C`` is σ² times the inverse of Henderson's
-(1975) mixed-model-equations matrix ``[[X'R⁻¹X, X'R⁻¹Z], [Z'R⁻¹X, Z'R⁻¹Z + G⁻¹]]``.
+error variance ``[x; z]' C [x; z]``, where ``C`` is the inverse of Henderson's (1975)
+mixed-model-equations matrix ``[[X'R⁻¹X, X'R⁻¹Z], [Z'R⁻¹X, Z'R⁻¹Z + G⁻¹]]`` (``R = σ²W⁻¹``,
+W the prior weights; ``G`` the random effects' covariance).
 Its blocks of group i are, with ``M_i = Λ K_i⁻¹ Λ'`` the conditional covariance of
 ``b_i`` relative to σ² (finite on the boundary, where G⁻¹ is not) and
 ``H_i = M_i Z̃_i'X_i`` (r × p, the derivative of ``−b̂_i`` with respect to β̂)::
