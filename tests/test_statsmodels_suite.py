@@ -91,10 +91,6 @@ GAPS: dict[str, str] = {
         "profile_re(re_ix, vtype, num_low, dist_low, num_high, dist_high) with "
         "statsmodels' signature and return value"
     ),
-    "TestMixedLM.test_vcomp_2": (
-        "a formula calling a function of the caller's scope (times_two(x1)), which "
-        "statsmodels evaluates in the caller's environment"
-    ),
     "test_get_distribution": "model.get_distribution (simulating from the fitted model)",
 }
 

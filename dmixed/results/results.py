@@ -621,6 +621,9 @@ class MixedLMResults:
     def save(self, path) -> None:
         """Write a self-describing results directory, atomically (see :func:`dmixed.load`).
 
+        A formula that calls functions of the caller's code is saved with their names
+        marked, never their code: :func:`dmixed.load` then needs them (``eval_env``).
+
         Raises
         ------
         FileExistsError
@@ -780,8 +783,13 @@ def _identifiable(stats, model) -> bool:
     return True
 
 
-def load(path) -> MixedLMResults:
+def load(path, eval_env=None) -> MixedLMResults:
     """Restore results saved with :meth:`MixedLMResults.save`.
+
+    ``eval_env``: for a model whose formula called functions of the code that fitted
+    it (``MixedLM.from_formula``'s ``eval_env``), a mapping of those names to the
+    functions; the results directory lists their names, never their code, and
+    loading it without them is refused.
 
     The restored object prints ``summary()``, gives every estimate, covariance and
     the fit log, the random effects, and predicts on new data (formula models) or new
@@ -793,6 +801,7 @@ def load(path) -> MixedLMResults:
     FileNotFoundError
         ``path`` is not a results directory.
     dmixed.CheckpointError
-        The directory is not dmixed's, is of a newer format, or is damaged.
+        The directory is not dmixed's, is of a newer format, or is damaged; or its
+        formula uses functions ``eval_env`` does not give.
     """
-    return MixedLMResults.from_state(load_state(path))
+    return MixedLMResults.from_state(load_state(path, eval_env))
