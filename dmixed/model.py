@@ -598,7 +598,7 @@ class MixedLM(LikelihoodMethods, ModelDimensions, ModelData):
         if not skip_hessian:
             # in θ = [vech(Ψ*), τ*] whatever the packing: the Hessian's basis is ∂B*/∂θ
             hess = obj.hessian_full(opt.packed, prof.beta)
-        return MixedLMResults.from_fit(
+        res = MixedLMResults.from_fit(
             model=self,
             stats=stats,
             reml=bool(reml),
@@ -611,6 +611,13 @@ class MixedLM(LikelihoodMethods, ModelDimensions, ModelData):
             fit_seconds=time.perf_counter() - t_start,
             coords=coords,
         )
+        res.fit_options = dict(
+            start_params=start_params, method=method, free=free, maxiter=maxiter, gtol=gtol
+        )
+        res.fit_options.update(
+            cov_fe=cov_fe, skip_hessian=skip_hessian, engine=engine, check_nobs=check_nobs
+        )
+        return res
 
     @staticmethod
     def _objective(stats, coords: Coordinates, reml, use_sqrt: bool) -> ProfiledObjective:

@@ -71,6 +71,10 @@ class MixedLMResults:
         self.fit_seconds = state.fit_seconds
         self.data_pass_seconds = state.data_pass_seconds
         self.cov_fe = state.cov_fe
+        #: the keyword arguments of the fit besides ``reml`` and where it ran
+        #: (``free``, ``start_params``, ``method``, ...): a refit by ML keeps them
+        #: (:func:`dmixed.anova`); empty for loaded results
+        self.fit_options: dict = {}
         # sizes and estimates
         self.nobs = state.nobs
         self.n_groups = state.n_groups
