@@ -244,11 +244,11 @@ def compare_lr_test(restricted, full) -> tuple[float, float, int]:
 
     Returns ``(lr_stat, p_value, df_diff)`` with ``lr_stat = 2(llf_full − llf_restricted)``
     referred to χ² with ``df_diff`` degrees of freedom (the difference in the number of
-    parameters).  Under REML the two fits must have the same fixed effects (REML
-    likelihoods of different mean structures are not comparable).  When the
-    restriction sets a variance to zero (a boundary), the χ² reference is conservative
-    (the exact reference is a χ² mixture; halving the p-value for one variance is the
-    usual correction).
+    parameters estimated: those a fit held by ``free`` are not counted).  Under REML
+    the two fits must have the same fixed effects (REML likelihoods of different mean
+    structures are not comparable).  When the restriction sets a variance to zero (a
+    boundary), the χ² reference is conservative (the exact reference is a χ² mixture;
+    halving the p-value for one variance is the usual correction).
     """
     from scipy import special
 
@@ -261,7 +261,7 @@ def compare_lr_test(restricted, full) -> tuple[float, float, int]:
             "REML likelihoods of models with different fixed effects are not comparable; "
             "refit both with reml=False"
         )
-    df = len(full.params) - len(restricted.params)
+    df = len(full.params) - _n_held(full) - (len(restricted.params) - _n_held(restricted))
     if df <= 0:
         raise SpecError(
             f"the full model must have more parameters than the restricted one ({df} more)"

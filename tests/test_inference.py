@@ -183,3 +183,5 @@ def test_anova_refit_keeps_the_fit_options():
     assert table.logLik["b"] < table.logLik["b_cov"]  # the constraint held in the refit
     assert list(table.npar.loc[["s", "b", "b_cov"]]) == [5, 6, 7]
     np.testing.assert_allclose(table.Df.loc[["b", "b_cov"]], [1, 1])
+    _, _, df = compare_lr_test(big.fit(**opts), big.fit())  # independent vs correlated
+    assert df == 1
