@@ -447,8 +447,8 @@ class MixedLM(LikelihoodMethods, ModelDimensions, ModelData):
             stats = statistics_from_rows(self.rows, standardization, intercepts)
         else:
             raise DataError(
-                "this model holds statistics but no data (MixedLM.from_statistics): they "
-                "cannot be computed again for another client or engine"
+                "this model holds statistics but no data (MixedLM.from_statistics, or "
+                "remove_data()): they cannot be computed again for another client or engine"
             )
         check_full_rank(stats.glob.xyxy[:-1, :-1], self.exog_names)
         check_response_varies(stats.glob.xyxy, self.endog_name)

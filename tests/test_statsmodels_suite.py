@@ -70,7 +70,8 @@ SKIPPED = {
     ),
     "test_summary_after_remove_data": (
         "asserts an instance of statsmodels' own Summary class (statsmodels is not a "
-        "runtime dependency of dmixed); results.remove_data is not provided either"
+        "runtime dependency of dmixed); dmixed's remove_data is tested in "
+        "tests/design/test_model_data.py"
     ),
     "TestMixedLM.test_compare_numdiff[False-False-False]": (
         "the reference is a finite difference of the log-likelihood, which at this step "

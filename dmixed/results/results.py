@@ -503,7 +503,10 @@ class MixedLMResults:
         if exog is None:
             rows = self._fitted_rows()
             if rows is None:
-                raise SpecError("no data given and the fitted rows are not available")
+                raise SpecError(
+                    "no data given and the fitted rows are not available (loaded "
+                    "results, or remove_data())"
+                )
             return self.predictor().predict(rows, include_random)
         return self.predictor().predict_arrays(exog, exog_re, groups, include_random, new_groups)
 
@@ -545,7 +548,7 @@ class MixedLMResults:
     def _resid_in_memory(self):
         rows = self._fitted_rows()
         if rows is None:
-            raise SpecError("the fitted rows are not available (loaded results)")
+            raise SpecError("the fitted rows are not available (loaded results, or remove_data())")
         return self._by_row(rows.endog - np.asarray(self.fittedvalues))
 
     # -- likelihood inference --------------------------------------------------------
@@ -619,6 +622,19 @@ class MixedLMResults:
     def compare_lr_test(self, restricted) -> tuple[float, float, int]:
         """Likelihood-ratio test of ``restricted`` (a sub-model) against this fit."""
         return _compare_lr_test(restricted, self)
+
+    def remove_data(self) -> None:
+        """Drop the data held by these results and their model (statsmodels'
+        ``remove_data``), e.g. before pickling: the model's rows or Dask collection
+        (:meth:`dmixed.design.model_data.ModelData.remove_data`) and the fitted values
+        and residuals computed from them.  Estimates, standard errors, covariances,
+        random effects, ``summary()`` and prediction on new data stay; ``fittedvalues``,
+        ``resid``, ``predict()`` of the fitted rows and the model's ``endog``/``exog``
+        then raise SpecError."""
+        for key in ("_fitted_in_memory", "_resid_in_memory"):
+            self.__dict__.pop(key, None)
+        if self.model is not None:
+            self.model.remove_data()
 
     # -- saving ------------------------------------------------------------------
 
