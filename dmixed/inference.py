@@ -366,8 +366,11 @@ def _by_ml(fit, label: str):
     # the fit's own options (free, start_params, method, ...), on the client whose
     # statistics the model holds; anova reads the likelihood only
     options = {**getattr(fit, "fit_options", {}), "skip_hessian": True}
+    client = model.cached_client
+    if getattr(client, "status", "running") in ("closing", "closed"):
+        client = None  # its statistics are gone with it: a new data pass, as a fit does
     try:
-        return model.fit(reml=False, client=model.cached_client, **options)
+        return model.fit(reml=False, client=client, **options)
     finally:
         model.reml = criterion
 

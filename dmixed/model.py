@@ -247,7 +247,9 @@ class MixedLM(LikelihoodMethods, ModelDimensions, ModelData):
         ``from_formula``, ``k`` that many frames further out, a mapping in that mapping,
         ``-1`` nowhere (formulaic's transforms and numpy only, as for formulas from files
         and the command line).  Such functions are called on each partition and on new
-        rows to predict: they must work row by row (:mod:`dmixed.design.scope`).
+        rows to predict: they must work row by row (:mod:`dmixed.design.scope`).  As in
+        statsmodels, a formula then runs what it names there: give a formula that comes
+        from elsewhere (a user, a file) with ``eval_env=-1``.
 
         Raises
         ------

@@ -185,3 +185,22 @@ def test_anova_refit_keeps_the_fit_options():
     np.testing.assert_allclose(table.Df.loc[["b", "b_cov"]], [1, 1])
     _, _, df = compare_lr_test(big.fit(**opts), big.fit())  # independent vs correlated
     assert df == 1
+
+
+def test_anova_refit_of_dask_fits_reads_no_partition():
+    """The ML refits use the statistics the models hold: no partition is read again."""
+    dd = pytest.importorskip("dask.dataframe")
+    import dask
+
+    from .fit.test_model_methods import CountingReader
+
+    df = make_data(n_groups=30, seed=8)[["y", "x1", "x2", "g"]]
+    reader = CountingReader(df, 3)
+    ddf = dd.from_map(reader, range(3), meta=df.iloc[:0], enforce_metadata=False)
+    with dask.config.set(scheduler="sync"):
+        fits = [dmixed.mixedlm(f, ddf, groups="g").fit() for f in ("y ~ x1", "y ~ x1 + x2")]
+        reads = reader.reads
+        table = anova(*fits)
+    assert reader.reads == reads
+    ml = [dmixed.mixedlm(f, df, groups="g").fit(reml=False).llf for f in ("y ~ x1", "y ~ x1 + x2")]
+    np.testing.assert_allclose(table.logLik, ml, rtol=1e-9)

@@ -5,7 +5,9 @@ call only what the whitelist of :mod:`dmixed.design.formula` allows (formulaic's
 transforms, elementwise numpy functions, ``abs``).  In the Python API
 (:meth:`dmixed.MixedLM.from_formula`, :func:`dmixed.mixedlm`) a formula may also use
 functions of the caller's own scope, as statsmodels allows (its ``eval_env``): that is
-the user's code in the user's process (DESIGN.md §12).  This module owns that switch:
+the user's code in the user's process (DESIGN.md §12); a formula that is not the
+user's own (read from a request or a file) is given with ``eval_env=-1``, which looks
+nothing up.  This module owns that switch:
 the API captures an :class:`Environment` (:func:`capture`) and passes it to
 :func:`dmixed.design.build_spec`; every other entry passes none, and then nothing of
 any scope is looked up.
