@@ -25,6 +25,7 @@ import pandas as pd
 from .errors import SpecError
 from .fit.coordinates import Coordinates
 from .fit.objective import loglike_at_scale, profile, score_matrices
+from .fit.optimize import parse_free
 from .stats import GlobalStats, Layout
 
 __all__ = ["ANOVA_COLUMNS", "ProfileProblem", "ProfileLikelihood", "anova", "compare_lr_test"]
@@ -243,11 +244,11 @@ def compare_lr_test(restricted, full) -> tuple[float, float, int]:
 
     Returns ``(lr_stat, p_value, df_diff)`` with ``lr_stat = 2(llf_full − llf_restricted)``
     referred to χ² with ``df_diff`` degrees of freedom (the difference in the number of
-    parameters).  Under REML the two fits must have the same fixed effects (REML
-    likelihoods of different mean structures are not comparable).  When the
-    restriction sets a variance to zero (a boundary), the χ² reference is conservative
-    (the exact reference is a χ² mixture; halving the p-value for one variance is the
-    usual correction).
+    parameters estimated: those a fit held by ``free`` are not counted).  Under REML
+    the two fits must have the same fixed effects (REML likelihoods of different mean
+    structures are not comparable).  When the restriction sets a variance to zero (a
+    boundary), the χ² reference is conservative (the exact reference is a χ² mixture;
+    halving the p-value for one variance is the usual correction).
     """
     from scipy import special
 
@@ -260,7 +261,7 @@ def compare_lr_test(restricted, full) -> tuple[float, float, int]:
             "REML likelihoods of models with different fixed effects are not comparable; "
             "refit both with reml=False"
         )
-    df = len(full.params) - len(restricted.params)
+    df = len(full.params) - _n_held(full) - (len(restricted.params) - _n_held(restricted))
     if df <= 0:
         raise SpecError(
             f"the full model must have more parameters than the restricted one ({df} more)"
@@ -278,8 +279,10 @@ def anova(*fits, names=None, refit: bool = True) -> pd.DataFrame:
     degrees of freedom, ``Pr(>Chisq)`` its upper χ² tail (NaN where ``Df ≤ 0``).
     ``AIC = −2ℓ + 2 npar``, ``BIC = −2ℓ + npar · log(nobs)``, ``deviance = −2ℓ``.
     As lme4, REML fits are refitted by maximum likelihood first (``refit=True``; from
-    the statistics the model already holds: no data pass), since REML likelihoods of
-    different mean structures are not comparable.  A variance restricted to zero sits
+    the statistics the model already holds: no data pass, with the fit's own options:
+    ``free``, ``start_params``, ``method``, ...), since REML likelihoods of different
+    mean structures are not comparable.  A covariance parameter held fixed by ``free``
+    is not counted in ``npar``.  A variance restricted to zero sits
     on the boundary, where the χ² reference is conservative.
 
     Parameters
@@ -324,7 +327,7 @@ def anova(*fits, names=None, refit: bool = True) -> pd.DataFrame:
     if not refit:
         _check_comparable(fits)
     n = fits[0].nobs
-    npar = np.array([len(f.params) + 1 for f in fits])
+    npar = np.array([len(f.params) + 1 - _n_held(f) for f in fits])
     llf = np.array([f.llf for f in fits], dtype=np.float64)
     order = np.argsort(npar, kind="stable")
     npar, llf = npar[order], llf[order]
@@ -360,10 +363,25 @@ def _by_ml(fit, label: str):
     logger.info("refitting %s with ML (instead of REML)", label)
     model = fit.model
     criterion = model.reml  # a fit sets the model's criterion; this one is anova's own
+    # the fit's own options (free, start_params, method, ...), on the client whose
+    # statistics the model holds; anova reads the likelihood only
+    options = {**getattr(fit, "fit_options", {}), "skip_hessian": True}
+    client = model.cached_client
+    if getattr(client, "status", "running") in ("closing", "closed"):
+        client = None  # its statistics are gone with it: a new data pass, as a fit does
     try:
-        return model.fit(reml=False)
+        return model.fit(reml=False, client=client, **options)
     finally:
         model.reml = criterion
+
+
+def _n_held(fit) -> int:
+    """The covariance parameters a fit held at their start (``free`` zeros)."""
+    free = getattr(fit, "fit_options", {}).get("free")
+    if free is None:
+        return 0
+    n_cov = len(fit.params) - fit.k_fe
+    return int(np.sum(~parse_free(free, n_cov, fit.k_fe, fit.use_sqrt)))
 
 
 def _check_comparable(fits) -> None:

@@ -8,6 +8,7 @@ the data.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 import warnings
@@ -28,6 +29,7 @@ from .design.arrays import (
 from .design.missing import MISSING_OPTIONS
 from .design.model_data import ModelData
 from .design.partitions import select_columns
+from .design.scope import capture
 from .engines.base import ENGINE_CHOICES
 from .engines.local import statistics_from_rows
 from .errors import (
@@ -229,6 +231,7 @@ class MixedLM(LikelihoodMethods, ModelDimensions, ModelData):
         groups: str,
         weights: str | None = None,
         use_sqrt: bool = True,
+        eval_env=None,
     ) -> MixedLM:
         """Create a model from a formula and a pandas (or Dask) DataFrame.
 
@@ -238,6 +241,15 @@ class MixedLM(LikelihoodMethods, ModelDimensions, ModelData):
         (e.g. ``{"cask": "0 + C(cask)"}``).  ``weights`` names a column of prior weights.
         ``use_sparse`` is statsmodels' argument, accepted and ignored (the statistics
         are per group whatever the design's sparsity).
+
+        A formula may call functions of the caller's own code, as statsmodels'
+        ``eval_env``: None (default) or 0 looks names up in the scope that calls
+        ``from_formula``, ``k`` that many frames further out, a mapping in that mapping,
+        ``-1`` nowhere (formulaic's transforms and numpy only, as for formulas from files
+        and the command line).  Such functions are called on each partition and on new
+        rows to predict: they must work row by row (:mod:`dmixed.design.scope`).  As in
+        statsmodels, a formula then runs what it names there: give a formula that comes
+        from elsewhere (a user, a file) with ``eval_env=-1``.
 
         Raises
         ------
@@ -264,6 +276,9 @@ class MixedLM(LikelihoodMethods, ModelDimensions, ModelData):
                 )
             data = data.assign(Group=labels)
             groups = "Group"
+        frame = inspect.currentframe()
+        env = capture(eval_env, frame.f_back if frame is not None else None)
+        del frame
         spec, prepared = build_spec_prepared(
             data,
             formula,
@@ -272,6 +287,7 @@ class MixedLM(LikelihoodMethods, ModelDimensions, ModelData):
             vc_formula=vc_formula,
             weights=weights,
             missing=missing,
+            env=env,
         )
         if prepared is not None:  # pandas data, prepared once for the spec's checks
             return cls._with_spec(spec, use_sqrt, rows=_rows_of_frame(spec, data, prepared))
@@ -433,8 +449,8 @@ class MixedLM(LikelihoodMethods, ModelDimensions, ModelData):
             stats = statistics_from_rows(self.rows, standardization, intercepts)
         else:
             raise DataError(
-                "this model holds statistics but no data (MixedLM.from_statistics): they "
-                "cannot be computed again for another client or engine"
+                "this model holds statistics but no data (MixedLM.from_statistics, or "
+                "remove_data()): they cannot be computed again for another client or engine"
             )
         check_full_rank(stats.glob.xyxy[:-1, :-1], self.exog_names)
         check_response_varies(stats.glob.xyxy, self.endog_name)
@@ -584,7 +600,7 @@ class MixedLM(LikelihoodMethods, ModelDimensions, ModelData):
         if not skip_hessian:
             # in θ = [vech(Ψ*), τ*] whatever the packing: the Hessian's basis is ∂B*/∂θ
             hess = obj.hessian_full(opt.packed, prof.beta)
-        return MixedLMResults.from_fit(
+        res = MixedLMResults.from_fit(
             model=self,
             stats=stats,
             reml=bool(reml),
@@ -597,6 +613,13 @@ class MixedLM(LikelihoodMethods, ModelDimensions, ModelData):
             fit_seconds=time.perf_counter() - t_start,
             coords=coords,
         )
+        res.fit_options = dict(
+            start_params=start_params, method=method, free=free, maxiter=maxiter, gtol=gtol
+        )
+        res.fit_options.update(
+            cov_fe=cov_fe, skip_hessian=skip_hessian, engine=engine, check_nobs=check_nobs
+        )
+        return res
 
     @staticmethod
     def _objective(stats, coords: Coordinates, reml, use_sqrt: bool) -> ProfiledObjective:

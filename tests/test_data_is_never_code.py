@@ -36,17 +36,7 @@ LOCAL_THREADS = {"kind": "local", "cluster": {"processes": False, "n_workers": 1
 
 def _main(args, cwd) -> int:
     """``dmixed ARGS`` in this process (stdout/stderr captured), its exit status."""
-    log = logging.getLogger("dmixed")
-    saved = log.handlers[:], log.level, log.propagate
-    here = os.getcwd()
-    try:
-        os.chdir(cwd)
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            return cli.main([str(a) for a in args])
-    finally:
-        os.chdir(here)
-        log.handlers[:] = saved[0]
-        log.level, log.propagate = saved[1], saved[2]
+    return _main_stderr(args, cwd)[0]
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +51,53 @@ def saved(tmp_path_factory):
     args += ["--cluster", "cluster.yaml", "--output", "res", "--stats-dir", "stats", "--quiet"]
     assert _main(args, d) == 0
     return d
+
+
+def _main_stderr(args, cwd) -> tuple[int, str]:
+    """``dmixed ARGS`` in this process: its exit status and what it printed on stderr."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = _main_quiet_stdout(args, cwd)
+    return code, err.getvalue()
+
+
+def _main_quiet_stdout(args, cwd) -> int:
+    log = logging.getLogger("dmixed")
+    saved = log.handlers[:], log.level, log.propagate
+    here = os.getcwd()
+    try:
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(io.StringIO()):
+            return cli.main([str(a) for a in args])
+    finally:
+        os.chdir(here)
+        log.handlers[:] = saved[0]
+        log.level, log.propagate = saved[1], saved[2]
+
+
+def times_two(x):
+    """A function of this module's scope (the scope that runs the command line here): a
+    formula from the command line or a job file may still not call it."""
+    return 2 * x
+
+
+@pytest.mark.parametrize("term", ["times_two(x1)", "round(x1)", "print(x1)"])
+def test_functions_of_the_callers_scope_or_builtins_are_refused_from_files(saved, tmp_path, term):
+    """The Python API finds functions in the caller's scope (tests/design/test_scope.py);
+    a formula of the command line or a job file never does, even when run in a process
+    that has the function, and says why."""
+    base = ["fit", "--data", saved / "A.parquet", "--groups", "g", "--quiet"]
+    base += ["--cluster", saved / "cluster.yaml", "--output", tmp_path / "out"]
+    job = {"formula": f"y ~ {term}", "data": str(saved / "A.parquet"), "groups": "g"}
+    job.update(output=str(tmp_path / "out"), cluster=str(saved / "cluster.yaml"), quiet=True)
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+    name = term.split("(")[0]
+    for args in (base + ["--formula", f"y ~ {term}"], ["fit", "--job", "job.yaml"]):
+        code, err = _main_stderr(args, tmp_path)
+        assert code == 2
+        assert f"unknown function {name}()" in err
+        assert "never from a file, a job, saved results or the command line" in err
+    assert not (tmp_path / "out").exists()
 
 
 def _marker(tmp_path: Path, name: str) -> Path:
@@ -141,3 +178,25 @@ def test_a_hanging_formula_in_saved_results_is_refused_without_evaluating(saved,
     path.write_text(path.read_text().replace('"y ~ x1"', '"y ~ x1 + I(9**9**9**9)"'))
     with pytest.raises(dmixed.DmixedError):
         dmixed.load(res)
+
+
+def test_saved_results_marking_names_of_code_load_only_with_them_given(saved, tmp_path):
+    """A results directory may list names of the code that fitted it (never the code):
+    an edited list reaches nothing unless the user passes exactly those names."""
+    import shutil
+
+    m = _marker(tmp_path, "marked")
+    res = tmp_path / "res"
+    shutil.copytree(saved / "res", res)
+    path = res / "estimates.json"
+    state = json.loads(path.read_text())
+    state["model"]["spec"]["caller_names"] = ["os"]
+    state["model"]["spec"]["formula"] = f"y ~ x1 + os.system('touch {m}')"
+    path.write_text(json.dumps(state))
+    with pytest.raises(dmixed.CheckpointError, match="code is never read from a file"):
+        dmixed.load(res)
+    with pytest.raises(dmixed.CheckpointError, match=r"lacks \['os'\]"):
+        dmixed.load(res, eval_env={"times_two": times_two})
+    code, err = _main_stderr(["show", res], tmp_path)
+    assert code in (2, 3) and "code is never read from a file" in err
+    assert not m.exists()

@@ -166,3 +166,41 @@ def test_anova_refuses_what_is_not_a_fit():
     _, models = _anova_fits()
     with pytest.raises(SpecError, match="argument 2 is a str"):
         anova(models[0].fit(reml=False), "model2")
+
+
+def test_anova_refit_keeps_the_fit_options():
+    """A REML fit with a covariance held fixed (``free``: independent random effects)
+    is refitted by ML with it held still; the held parameter is not counted."""
+    df = make_data(n_groups=40, seed=31)
+    opts = dict(free=[1, 0, 1], start_params=[1.0, 0.0, 1.0])
+    small, big = (
+        MixedLM.from_formula(f, df, groups="g", re_formula="1 + x1")
+        for f in ("y ~ x1", "y ~ x1 + x2")
+    )
+    table = anova(small.fit(**opts), big.fit(**opts), big.fit(), names=["s", "b", "b_cov"])
+    ml = [m.fit(reml=False, **opts).llf for m in (small, big)] + [big.fit(reml=False).llf]
+    np.testing.assert_allclose(table.logLik.loc[["s", "b", "b_cov"]], ml, rtol=1e-9)
+    assert table.logLik["b"] < table.logLik["b_cov"]  # the constraint held in the refit
+    assert list(table.npar.loc[["s", "b", "b_cov"]]) == [5, 6, 7]
+    np.testing.assert_allclose(table.Df.loc[["b", "b_cov"]], [1, 1])
+    _, _, df = compare_lr_test(big.fit(**opts), big.fit())  # independent vs correlated
+    assert df == 1
+
+
+def test_anova_refit_of_dask_fits_reads_no_partition():
+    """The ML refits use the statistics the models hold: no partition is read again."""
+    dd = pytest.importorskip("dask.dataframe")
+    import dask
+
+    from .fit.test_model_methods import CountingReader
+
+    df = make_data(n_groups=30, seed=8)[["y", "x1", "x2", "g"]]
+    reader = CountingReader(df, 3)
+    ddf = dd.from_map(reader, range(3), meta=df.iloc[:0], enforce_metadata=False)
+    with dask.config.set(scheduler="sync"):
+        fits = [dmixed.mixedlm(f, ddf, groups="g").fit() for f in ("y ~ x1", "y ~ x1 + x2")]
+        reads = reader.reads
+        table = anova(*fits)
+    assert reader.reads == reads
+    ml = [dmixed.mixedlm(f, df, groups="g").fit(reml=False).llf for f in ("y ~ x1", "y ~ x1 + x2")]
+    np.testing.assert_allclose(table.logLik, ml, rtol=1e-9)

@@ -70,7 +70,8 @@ SKIPPED = {
     ),
     "test_summary_after_remove_data": (
         "asserts an instance of statsmodels' own Summary class (statsmodels is not a "
-        "runtime dependency of dmixed); results.remove_data is not provided either"
+        "runtime dependency of dmixed); dmixed's remove_data is tested in "
+        "tests/design/test_model_data.py"
     ),
     "TestMixedLM.test_compare_numdiff[False-False-False]": (
         "the reference is a finite difference of the log-likelihood, which at this step "
@@ -90,10 +91,6 @@ GAPS: dict[str, str] = {
     "test_profile_re_likelihood_peaks_at_mle": (
         "profile_re(re_ix, vtype, num_low, dist_low, num_high, dist_high) with "
         "statsmodels' signature and return value"
-    ),
-    "TestMixedLM.test_vcomp_2": (
-        "a formula calling a function of the caller's scope (times_two(x1)), which "
-        "statsmodels evaluates in the caller's environment"
     ),
     "test_get_distribution": "model.get_distribution (simulating from the fitted model)",
 }

@@ -157,13 +157,17 @@ class ParsedFormulas:
     def infos(self) -> list[FactorInfo]:
         return [self.lhs, self.rhs, self.re, *self.vc.values()]
 
-    def formula_columns(self) -> list[str]:
-        """Every column a formula reads, in order of first use."""
+    def collected(self, what: str) -> list[str]:
+        """``FactorInfo.<what>`` of every formula, in order of first use."""
         out: list[str] = []
         for info in self.infos():
-            for c in info.columns:
+            for c in getattr(info, what):
                 add_unique(out, c)
         return out
+
+    def formula_columns(self) -> list[str]:
+        """Every column a formula reads, in order of first use."""
+        return self.collected("columns")
 
     def c_columns(self) -> set:
         """Columns used as ``C(column)`` outside the response."""
@@ -192,6 +196,10 @@ class ParsedFormulas:
         rows needs only them)."""
         return list(self.rhs.columns)
 
+    def caller_names(self) -> list[str]:
+        """The names of the caller's scope any formula uses (:mod:`dmixed.design.scope`)."""
+        return self.collected("caller")
+
     def response_only(self, groups: str) -> list[str]:
         """Columns only the response reads (new rows to predict may lack them)."""
         others = [self.rhs, self.re, *self.vc.values()]
@@ -200,8 +208,9 @@ class ParsedFormulas:
         ]
 
 
-def parse_formulas(formula, re_formula, vc_formula, columns: set) -> ParsedFormulas:
+def parse_formulas(formula, re_formula, vc_formula, columns: set, env=None) -> ParsedFormulas:
     """Parse and check every formula (:mod:`dmixed.design.formula`); VC names sorted.
+    ``env``: the caller's scope (Python API only; :mod:`dmixed.design.scope`).
 
     Raises
     ------
@@ -219,8 +228,8 @@ def parse_formulas(formula, re_formula, vc_formula, columns: set) -> ParsedFormu
         parsed = ParsedFormulas(
             lhs_terms=lhs_terms,
             rhs_terms=rhs_terms,
-            lhs=analyze_terms(lhs_terms, columns, "formula", formula),
-            rhs=analyze_terms(rhs_terms, columns, "formula", formula),
+            lhs=analyze_terms(lhs_terms, columns, "formula", formula, env),
+            rhs=analyze_terms(rhs_terms, columns, "formula", formula, env),
         )
         if not parsed.lhs.columns and not lhs_terms:
             raise FormulaError(f"formula {formula!r} has no response")
@@ -235,14 +244,14 @@ def parse_formulas(formula, re_formula, vc_formula, columns: set) -> ParsedFormu
                 parsed.re = _plain_info(re_plain.columns)
             else:
                 _, parsed.re_terms = parse_formula(re_formula, "re_formula", lhs=False)
-                parsed.re = analyze_terms(parsed.re_terms, columns, "re_formula", re_formula)
+                parsed.re = analyze_terms(parsed.re_terms, columns, "re_formula", re_formula, env)
     elif vc_formula is not None:
         parsed.re_kind = "none"
     parsed.vc_names = sorted(vc_formula) if vc_formula else []
     for name in parsed.vc_names:
         role = f"vc_formula[{name!r}]"
         _, terms = parse_formula(vc_formula[name], role, lhs=False)
-        parsed.vc[name] = analyze_terms(terms, columns, role, vc_formula[name])
+        parsed.vc[name] = analyze_terms(terms, columns, role, vc_formula[name], env)
     return parsed
 
 
@@ -425,8 +434,9 @@ def _warn_numeric_factors(parsed: ParsedFormulas, kinds: dict, levels: dict, met
         )
 
 
-def main_formula_spec(formula: str, proto, rhs_terms, kinds: dict, levels: dict):
-    """formulaic's spec of the main formula: ``(spec, endog_name, exog_names)``.
+def main_formula_spec(formula: str, proto, rhs_terms, kinds: dict, levels: dict, context=None):
+    """formulaic's spec of the main formula: ``(spec, endog_name, exog_names)``
+    (``context``: the caller's names, :class:`~dmixed.design.scope.CallerNames`).
 
     Raises
     ------
@@ -436,7 +446,7 @@ def main_formula_spec(formula: str, proto, rhs_terms, kinds: dict, levels: dict)
     SpecError
         If a fixed-effect factor has a single level, or ``levels=`` misses a value.
     """
-    main_spec = model_matrix(formula, proto, "formula", "numpy").model_spec
+    main_spec = model_matrix(formula, proto, "formula", "numpy", context).model_spec
     lhs_names = list(main_spec.lhs.column_names)
     if len(lhs_names) != 1:
         raise FormulaError(
@@ -458,7 +468,9 @@ def main_formula_spec(formula: str, proto, rhs_terms, kinds: dict, levels: dict)
     return main_spec, lhs_names[0], exog_names
 
 
-def re_formula_spec(parsed: ParsedFormulas, re_formula, proto, kinds, levels, groups: str):
+def re_formula_spec(
+    parsed: ParsedFormulas, re_formula, proto, kinds, levels, groups: str, context=None
+):
     """formulaic's spec of the random-effects formula (None for ``"ones"``/``"none"``)
     and the random-effects names (``Intercept`` named after the group column).
 
@@ -471,7 +483,7 @@ def re_formula_spec(parsed: ParsedFormulas, re_formula, proto, kinds, levels, gr
         return None, [groups]
     if parsed.re_kind == "none":
         return None, []
-    re_spec = model_matrix(re_formula, proto, "re_formula", "numpy").model_spec
+    re_spec = model_matrix(re_formula, proto, "re_formula", "numpy", context).model_spec
     check_categorical_sources(re_spec, parsed.re_terms, kinds, "re_formula", re_formula)
     check_explicit_levels(re_spec, kinds, levels, "re_formula", re_formula)
     exog_re_names = [x.replace("Intercept", groups) for x in re_spec.column_names]
@@ -503,11 +515,14 @@ def _usable_plain(parsed: ParsedFormulas, kinds: dict, which: str) -> PlainFormu
     return plain if all(kinds[c] == NUMERIC for c in cols) else None
 
 
-def formula_specs(parsed, formula, re_formula, kinds, native, levels, groups) -> FormulaSpecs:
+def formula_specs(
+    parsed, formula, re_formula, kinds, native, levels, groups, context=None
+) -> FormulaSpecs:
     """The specs of the main and random-effects formulas: plain formulas of numeric
     columns (:mod:`dmixed.design.plain`) without formulaic, the others by formulaic on
     a prototype frame holding every level (:func:`main_formula_spec`,
-    :func:`re_formula_spec`).
+    :func:`re_formula_spec`; ``context``: the caller's names, which a plain formula
+    never uses).
 
     Raises
     ------
@@ -525,7 +540,7 @@ def formula_specs(parsed, formula, re_formula, kinds, native, levels, groups) ->
         out.plain_plans.update(lhs=[(main.response,)], rhs=main.plan())
     else:
         main_spec, endog_name, exog_names = main_formula_spec(
-            formula, proto, parsed.rhs_terms, kinds, levels
+            formula, proto, parsed.rhs_terms, kinds, levels, context
         )
         out = FormulaSpecs(endog_name, exog_names, [], main_spec=main_spec)
     if re_plain is not None:
@@ -533,7 +548,7 @@ def formula_specs(parsed, formula, re_formula, kinds, native, levels, groups) ->
         out.plain_plans["re"] = re_plain.plan()
     else:
         out.re_spec, out.exog_re_names = re_formula_spec(
-            parsed, re_formula, proto, kinds, levels, groups
+            parsed, re_formula, proto, kinds, levels, groups, context
         )
     _check_unique_names(out.exog_names, "fixed effects", "formula", formula)
     _check_unique_names(out.exog_re_names, "random effects", "re_formula", re_formula)
@@ -560,18 +575,21 @@ def lazy_formulaic_spec(spec: ModelSpec, which: str):
     cols = [c for c in spec.formula_columns if c in spec.column_kinds]
     proto = prototype(cols, spec.column_kinds, spec.native, spec.levels, size=None)
     if which == "main":
-        return model_matrix(spec.formula, proto, "formula", "numpy").model_spec
-    return model_matrix(spec.re_formula, proto, "re_formula", "numpy").model_spec
+        return model_matrix(spec.formula, proto, "formula", "numpy", spec.context).model_spec
+    return model_matrix(spec.re_formula, proto, "re_formula", "numpy", spec.context).model_spec
 
 
-def plan_variance_components(parsed: ParsedFormulas, vc_formula, levels, kinds, native):
-    """The sparse plan and the column names of each variance component (sorted by name)."""
+def plan_variance_components(
+    parsed: ParsedFormulas, vc_formula, levels, kinds, native, context=None
+):
+    """The sparse plan and the column names of each variance component (sorted by name;
+    ``context``: the caller's names)."""
     plans: list[VCPlan] = []
     names: list[list[str]] = []
     for name in parsed.vc_names:
         cols = parsed.vc[name].columns
         plan, column_names = plan_variance_component(
-            name, vc_formula[name], cols, levels, kinds, native
+            name, vc_formula[name], cols, levels, kinds, native, context
         )
         plans.append(plan)
         names.append(column_names)
@@ -597,7 +615,7 @@ def check_response_not_constant(spec: ModelSpec, data, scan: LevelScan, dask_inp
             endog = prepared.columns[plan[0][0]]  # a numeric column: no formulaic
         else:
             frame = normalized_frame(spec, prepared.columns, len(data) - prepared.n_dropped)
-            endog = materialize(spec.formulaic_spec("main").lhs, frame, spec.formula)
+            endog = materialize(spec.formulaic_spec("main").lhs, frame, spec.formula, spec.context)
         endog = np.asarray(endog, dtype=np.float64).reshape(-1)
         finite = endog[np.isfinite(endog)]
         if finite.size and finite.min() == finite.max():

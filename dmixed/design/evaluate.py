@@ -14,8 +14,11 @@ from .messages import clean_message, plural
 __all__ = ["check_output", "materialize", "model_matrix"]
 
 
-def model_matrix(formula: str, frame: pd.DataFrame, role: str, output: str):
+def model_matrix(formula: str, frame: pd.DataFrame, role: str, output: str, context=None):
     """formulaic's model matrix of ``formula`` on ``frame`` (a prototype), with its spec.
+
+    ``context``: the names of the caller's code the formula uses
+    (:class:`~dmixed.design.scope.CallerNames`; None: none).
 
     Raises
     ------
@@ -28,7 +31,7 @@ def model_matrix(formula: str, frame: pd.DataFrame, role: str, output: str):
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")
             return formulaic_model_matrix(
-                formula, frame, na_action="ignore", output=output, context={}
+                formula, frame, na_action="ignore", output=output, context=context or {}
             )
     except ValueError:
         raise
@@ -36,8 +39,9 @@ def model_matrix(formula: str, frame: pd.DataFrame, role: str, output: str):
         raise FormulaError(f"cannot evaluate {role} {formula!r}: {clean_message(e)}") from None
 
 
-def materialize(spec, frame: pd.DataFrame, formula: str | None):
-    """A formulaic spec's model matrix on one normalised partition.
+def materialize(spec, frame: pd.DataFrame, formula: str | None, context=None):
+    """A formulaic spec's model matrix on one normalised partition (``context`` as
+    :func:`model_matrix`'s).
 
     Raises
     ------
@@ -46,7 +50,7 @@ def materialize(spec, frame: pd.DataFrame, formula: str | None):
     """
     try:
         with np.errstate(all="ignore"):
-            return spec.get_model_matrix(frame, context={})
+            return spec.get_model_matrix(frame, context=context or {})
     except Exception as e:
         raise FormulaError(f"cannot evaluate formula {formula!r}: {clean_message(e)}") from None
 

@@ -160,6 +160,8 @@ class FactorInfo:
     c_columns: list[str] = field(default_factory=list)  # first argument of C(), a column
     plain_columns: list[str] = field(default_factory=list)  # a factor that is a column
     unknown: list[str] = field(default_factory=list)
+    #: names of the caller's scope the factors use (:mod:`dmixed.design.scope`)
+    caller: list[str] = field(default_factory=list)
 
 
 class _FactorChecker:
@@ -362,8 +364,12 @@ def check_python_factor(expr: str, columns: set, role: str, formula: str, info: 
     checker.visit(code)
 
 
-def analyze_terms(terms, columns: set, role: str, formula: str) -> FactorInfo:
+def analyze_terms(terms, columns: set, role: str, formula: str, env=None) -> FactorInfo:
     """Check every factor of ``terms``; what they read.
+
+    ``env``: the caller's :class:`~dmixed.design.scope.Environment` (Python API only;
+    None everywhere else), where names that are neither columns nor transforms are
+    looked up (recorded in ``FactorInfo.caller``).
 
     Raises
     ------
@@ -387,20 +393,52 @@ def analyze_terms(terms, columns: set, role: str, formula: str) -> FactorInfo:
                     info.unknown.append(factor.expr)
                 continue
             check_python_factor(factor.expr, columns, role, formula, info)
+    if env is not None:
+        where = f"{role} {formula!r}"
+        info.unknown = [u for u in info.unknown if not _from_caller(u, env, info, where)]
     if info.unknown:
-        raise FormulaError(f"{role} {formula!r}: " + _unknown_names(info.unknown, columns))
+        raise FormulaError(f"{role} {formula!r}: " + _unknown_names(info.unknown, columns, env))
     return info
 
 
-def _unknown_names(unknown: list[str], columns: set) -> str:
+def _from_caller(unknown: str, env, info: FactorInfo, where: str) -> bool:
+    """Whether an unknown name (``f()``, ``mod.f()``, ``k``) is the caller's: its root
+    found in ``env`` (recorded in ``info.caller``)."""
+    root = unknown.removesuffix("()").split(".")[0]
+    if root in transforms() or root not in env:
+        return False
+    env.resolve([root], where)  # refuses data (an array, a Series)
+    add_unique(info.caller, root)
+    return True
+
+
+#: why a function is unknown, when no caller's scope is looked up
+_ONLY_WHITELIST = (
+    "a formula calls formulaic's transforms, elementwise numpy functions and abs(); "
+    "functions of your own code only through the Python API (MixedLM.from_formula / "
+    "mixedlm find them in the caller's scope), never from a file, a job, saved results "
+    "or the command line"
+)
+
+
+def _unknown_names(unknown: list[str], columns: set, env=None) -> str:
     msgs = []
+    functions = False
     for u in dict.fromkeys(unknown):
         if u.endswith("()"):
+            functions = True
             close = difflib.get_close_matches(u[:-2], sorted(transforms()), n=3)
             hint = f"; close matches: {', '.join(close)}" if close else ""
             msgs.append(f"unknown function {u}" + hint)
         else:
             msgs.append(f"unknown column {u!r}" + suggest(u, sorted(columns)))
+    if functions:
+        msgs.append(
+            _ONLY_WHITELIST
+            if env is None
+            else "a function must be a transform, an elementwise numpy function or a name "
+            "of the caller's scope (eval_env)"
+        )
     return "; ".join(msgs)
 
 

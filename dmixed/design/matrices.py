@@ -128,11 +128,11 @@ def fixed_effects(spec: ModelSpec, frame: pd.DataFrame, n: int, response: bool =
         endog = plain_matrix(lhs, frame, n, [spec.endog_name], "response")[:, 0]
         return endog, exog
     if not response:
-        mm = materialize(spec.formulaic_spec("main").rhs, frame, spec.formula)
+        mm = materialize(spec.formulaic_spec("main").rhs, frame, spec.formula, spec.context)
         exog = np.ascontiguousarray(np.asarray(mm, dtype=np.float64).reshape(n, p))
         check_output(exog, spec.exog_names, "fixed-effects design")
         return np.full(n, np.nan), exog
-    mm = materialize(spec.formulaic_spec("main"), frame, spec.formula)
+    mm = materialize(spec.formulaic_spec("main"), frame, spec.formula, spec.context)
     endog = np.array(np.asarray(mm.lhs, dtype=np.float64).reshape(n, -1)[:, 0])
     exog = np.ascontiguousarray(np.asarray(mm.rhs, dtype=np.float64).reshape(n, p))
     check_output(endog[:, None], [spec.endog_name], "response")
@@ -185,7 +185,7 @@ def random_effects(
     plan = spec.plain_plan("re")
     if plan is not None and len(plan) == q:
         return plain_matrix(plan, frame, n, spec.exog_re_names, "random-effects design")
-    mm = materialize(spec.formulaic_spec("re"), frame, spec.re_formula)
+    mm = materialize(spec.formulaic_spec("re"), frame, spec.re_formula, spec.context)
     out = np.ascontiguousarray(np.asarray(mm, dtype=np.float64).reshape(n, q))
     check_output(out, spec.exog_re_names, "random-effects design")
     return out

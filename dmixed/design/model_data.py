@@ -3,13 +3,15 @@
 
 They read the model's in-memory rows (:class:`~dmixed.design.arrays.RowData`, after
 missing-value handling: the kept rows); a model of Dask data or of statistics has no
-rows in memory and says so.
+rows in memory and says so, as does a model whose data were removed
+(:meth:`ModelData.remove_data`, statsmodels' ``remove_data``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -43,17 +45,36 @@ class ModelData:
     ``endog_name``, ``exog_names``, ``exog_re_names``, ``k_fe`` and ``param_names()``)."""
 
     rows: RowData | None
+    source: Any
     endog_name: str
     exog_names: list[str]
     exog_re_names: list[str]
     k_fe: int
     param_names: Callable[[], list[str]]
 
+    #: whether :meth:`remove_data` dropped the model's data
+    data_removed: bool = False
+
+    def remove_data(self) -> None:
+        """Drop the model's data (statsmodels' ``remove_data``): the in-memory rows and
+        the Dask collection.  The names, the formula spec (prediction on new data) and
+        the per-group statistics of the last data pass (in this process only; they are
+        never pickled) stay, so fitting again from them, likelihoods, profiles and
+        :func:`dmixed.anova` refits still work; what needs the rows raises SpecError."""
+        self.rows = None
+        self.source = None
+        self.data_removed = True
+
     def _rows_in_memory(self) -> RowData:
         if self.rows is None:
+            why = (
+                "its data were removed (remove_data())"
+                if self.data_removed
+                else "Dask data, or a model built from statistics"
+            )
             raise SpecError(
-                "the model's rows are not in memory (Dask data, or a model built from "
-                "statistics): endog, exog, exog_re and groups are not available"
+                f"the model's rows are not in memory ({why}): endog, exog, exog_re and "
+                "groups are not available"
             )
         return self.rows
 

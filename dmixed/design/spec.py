@@ -27,7 +27,7 @@ Levels come from the whole data (:mod:`dmixed.design.levels`,
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +58,7 @@ from .matrices import (
     shared_re_columns,
 )
 from .prepare import PreparedColumns, normalized_frame, prepare_columns
+from .scope import CallerNames, Environment, caller_names_shippable, saved_environment
 from .vc import VCPlan, eval_vc
 
 __all__ = ["DesignMatrices", "ModelDimensions", "ModelSpec", "build_spec", "build_spec_prepared"]
@@ -178,6 +179,9 @@ class ModelSpec(ModelNames):
     group_native: str | None = field(default=None, repr=False)
     #: the plain plans of formulas read without formulaic (``"lhs"``, ``"rhs"``, ``"re"``)
     plain_plans: dict[str, PlainPlan] = field(default_factory=dict, repr=False, compare=False)
+    #: the names of the caller's code the formulas use (Python API only; None: none;
+    #: :mod:`dmixed.design.scope`)
+    caller_names: CallerNames | None = field(default=None, repr=False, compare=False)
 
     # -- pickling: drop per-process caches -----------------------------------
     def __getstate__(self) -> dict:
@@ -193,6 +197,12 @@ class ModelSpec(ModelNames):
             value = make()
             object.__setattr__(self, name, value)
         return value
+
+    @property
+    def context(self) -> Mapping[str, Any]:
+        """formulaic's evaluation context: the caller's names (empty for a spec built
+        from a file, a job or the command line)."""
+        return self.caller_names or {}
 
     def categorical_dtype(self, col: str) -> pd.CategoricalDtype:
         """The pandas dtype of a label column: its global levels (cached)."""
@@ -246,9 +256,13 @@ class ModelSpec(ModelNames):
 
         The formulas, the role of every column, how each column is normalised and
         the global levels of the categorical ones.  :meth:`from_dict` rebuilds the
-        formulaic specs from a prototype frame holding exactly those levels.
+        formulaic specs from a prototype frame holding exactly those levels.  Formulas
+        that use names of the caller's code are saved with those names listed
+        (``caller_names``), never their code: :meth:`from_dict` needs them given.
         """
+        marked = {"caller_names": sorted(self.caller_names)} if self.caller_names else {}
         return {
+            **marked,
             "formula": self.formula,
             "re_formula": self.re_formula,
             "vc_formula": self.vc_formula,
@@ -265,14 +279,19 @@ class ModelSpec(ModelNames):
         }
 
     @classmethod
-    def from_dict(cls, state: dict) -> ModelSpec:
+    def from_dict(cls, state: dict, eval_env: Mapping[str, Any] | None = None) -> ModelSpec:
         """Rebuild a spec saved with :meth:`to_dict` (no data needed).
+
+        ``eval_env``: the functions a spec saved with ``caller_names`` uses, by name (only
+        those names are taken from it; :func:`dmixed.design.scope.saved_environment`).
 
         Raises
         ------
         CheckpointError
-            If the saved spec does not rebuild to the same column names.
+            If the saved spec does not rebuild to the same column names, or lists
+            names of the caller's code that ``eval_env`` does not give.
         """
+        env = saved_environment(state.get("caller_names"), eval_env)
         kinds = state["column_kinds"]
         levels = state["levels"]
         proto = prototype(list(kinds), kinds, state["native"], levels, size=None)
@@ -288,6 +307,7 @@ class ModelSpec(ModelNames):
             vc_formula=state["vc_formula"],
             weights=state["weights"],
             missing=state["missing"],
+            env=env,
         )
         for key in ("exog_names", "exog_re_names", "vc_column_names"):
             if [list(x) if isinstance(x, list) else x for x in getattr(spec, key)] != state[key]:
@@ -352,7 +372,7 @@ class ModelSpec(ModelNames):
         exog_re = random_effects(self, frame, n, exog)
         vc_cols, vc_vals = [], []
         for name, plan in zip(self.vc_names, self.vc_plans, strict=True):
-            c, v = eval_vc(plan, frame, n, name)
+            c, v = eval_vc(plan, frame, n, name, self.caller_names)
             vc_cols.append(c)
             vc_vals.append(v)
         groups = df[self.group_name]
@@ -379,6 +399,7 @@ def build_spec(
     vc_formula: dict[str, str] | None = None,
     weights: str | None = None,
     missing: str = "raise",
+    env: Environment | None = None,
 ) -> ModelSpec:
     """Build the model spec once from the whole dataset (see :func:`build_spec_prepared`)."""
     return build_spec_prepared(
@@ -389,6 +410,7 @@ def build_spec(
         vc_formula=vc_formula,
         weights=weights,
         missing=missing,
+        env=env,
     )[0]
 
 
@@ -400,6 +422,7 @@ def build_spec_prepared(
     vc_formula: dict[str, str] | None = None,
     weights: str | None = None,
     missing: str = "raise",
+    env: Environment | None = None,
 ) -> tuple[ModelSpec, PreparedColumns | None]:
     """Build the model spec once from the whole dataset; with the prepared columns of a
     pandas ``data`` (None for Dask), which ``spec.transform(data, prepared=...)`` takes
@@ -410,7 +433,10 @@ def build_spec_prepared(
     ``re_formula`` the random-effects formula (default: random intercept),
     ``vc_formula`` maps variance-component names to formulas evaluated within
     groups (e.g. ``{"cask": "0 + C(cask)"}``), ``weights`` names a column of
-    positive weights, ``missing`` is ``"raise"`` or ``"drop"``.
+    positive weights, ``missing`` is ``"raise"`` or ``"drop"``.  ``env``: the caller's
+    scope, where names the whitelist does not know are looked up; the Python API's
+    switch (:mod:`dmixed.design.scope`), None for every formula from a file, a job,
+    saved results or the command line.
 
     ``data`` is a pandas DataFrame or a Dask DataFrame.  For Dask, the meta
     gives the dtypes, and one ``dask.compute`` reads the categorical/string
@@ -430,14 +456,19 @@ def build_spec_prepared(
         kind, a constant response.
     """
     meta, dask_input, vc_formula = check_arguments(data, groups, weights, vc_formula, missing)
-    parsed = parse_formulas(formula, re_formula, vc_formula, set(meta.columns))
+    parsed = parse_formulas(formula, re_formula, vc_formula, set(meta.columns), env)
+    caller = env.resolve(parsed.caller_names(), "formula") if parsed.caller_names() else None
+    if dask_input:
+        caller_names_shippable(caller)  # the spec goes to the workers
     formula_columns = parsed.formula_columns()
     columns_used = used_columns(formula_columns, groups, weights, meta)
     kinds, native = column_kinds(meta, parsed, formula_columns)
     scan = scan_levels(data, meta, dask_input, kinds, native, parsed, columns_used, missing)
     levels = scan.levels
-    specs = formula_specs(parsed, formula, re_formula, kinds, native, levels, groups)
-    vc_plans, vc_column_names = plan_variance_components(parsed, vc_formula, levels, kinds, native)
+    specs = formula_specs(parsed, formula, re_formula, kinds, native, levels, groups, caller)
+    vc_plans, vc_column_names = plan_variance_components(
+        parsed, vc_formula, levels, kinds, native, caller
+    )
     spec = ModelSpec(
         endog_name=specs.endog_name,
         exog_names=specs.exog_names,
@@ -463,5 +494,6 @@ def build_spec_prepared(
         vc_plans=vc_plans,
         group_native=group_native(scan, groups),
         plain_plans=specs.plain_plans,
+        caller_names=caller,
     )
     return spec, check_response_not_constant(spec, data, scan, dask_input)

@@ -77,9 +77,10 @@ def _role(name: str) -> str:
 
 
 def plan_variance_component(
-    name: str, formula: str, cols: list[str], levels: dict, kinds: dict, native: dict
+    name: str, formula: str, cols: list[str], levels: dict, kinds: dict, native: dict, context=None
 ) -> tuple[VCPlan, list[str]]:
-    """The plan and the global column names of one VC formula.
+    """The plan and the global column names of one VC formula (``context``: the names of
+    the caller's code it uses, :class:`~dmixed.design.scope.CallerNames`).
 
     Raises
     ------
@@ -91,9 +92,9 @@ def plan_variance_component(
     tiny_levels = {c: levels[c][:3] for c in cols if c in levels}
     tiny = prototype(cols, kinds, native, tiny_levels, size=3)
     # formulaic once, on the tiny prototype: its spec gives both plans
-    mm = model_matrix(formula, tiny, _role(name), "sparse")
+    mm = model_matrix(formula, tiny, _role(name), "sparse", context)
     tiny_plan, tiny_names = _plan(name, formula, tiny_levels, kinds, mm, native)
-    _self_check(tiny_plan, tiny_names, mm, tiny, name, formula)
+    _self_check(tiny_plan, tiny_names, mm, tiny, name, formula, context)
     plan, names = _plan(name, formula, levels, kinds, mm, native)
     if not names:
         raise FormulaError(f"{_role(name)} {formula!r} yields no columns")
@@ -178,7 +179,9 @@ def _level_arrays(blocks: list[VCBlock], levels: dict, native: dict) -> dict[str
     return arrays
 
 
-def _self_check(plan: VCPlan, names: list[str], ref, tiny: pd.DataFrame, name, formula) -> None:
+def _self_check(
+    plan: VCPlan, names: list[str], ref, tiny: pd.DataFrame, name, formula, context
+) -> None:
     """The sparse evaluator must reproduce formulaic on the tiny prototype."""
     ref_names = list(ref.model_spec.column_names)
     ref_dense = np.asarray(ref.toarray() if hasattr(ref, "toarray") else ref, dtype=np.float64)
@@ -188,7 +191,7 @@ def _self_check(plan: VCPlan, names: list[str], ref, tiny: pd.DataFrame, name, f
             f"{role} {formula!r} is not supported by the sparse variance-component "
             f"evaluator (columns {ref_names} vs {names})"
         )
-    cols, vals = eval_vc(plan, tiny, len(tiny), name)
+    cols, vals = eval_vc(plan, tiny, len(tiny), name, context)
     mine = dense_from_sparse(cols, vals, len(ref_names))
     if mine.shape != ref_dense.shape or not np.allclose(mine, ref_dense, equal_nan=True):
         raise FormulaError(
@@ -196,14 +199,21 @@ def _self_check(plan: VCPlan, names: list[str], ref, tiny: pd.DataFrame, name, f
         )
 
 
-def _numeric_factor(expr: str, how: str, frame: pd.DataFrame, n: int, role: str) -> np.ndarray:
-    """Values of a numeric factor: a column, or an expression (checked by formula.py)."""
+def _numeric_factor(
+    expr: str, how: str, frame: pd.DataFrame, n: int, role: str, context
+) -> np.ndarray:
+    """Values of a numeric factor: a column, or an expression (checked by formula.py),
+    evaluated as formulaic does: the data, then ``context``, then the transforms."""
     if how == "lookup":
         return np.asarray(frame[expr], dtype=np.float64)
     from formulaic.utils.layered_mapping import LayeredMapping
     from formulaic.utils.stateful_transforms import stateful_eval
 
-    env = LayeredMapping(LayeredMapping(frame, name="data"), LayeredMapping(transforms()))
+    env = LayeredMapping(
+        LayeredMapping(frame, name="data"),
+        LayeredMapping(context or {}, name="context"),
+        LayeredMapping(transforms(), name="transforms"),
+    )
     try:
         with np.errstate(all="ignore"):
             value = stateful_eval(expr, env, {}, {}, None)
@@ -221,7 +231,9 @@ def _numeric_factor(expr: str, how: str, frame: pd.DataFrame, n: int, role: str)
     return arr
 
 
-def _block_entries(block: VCBlock, level_arrays: dict, frame: pd.DataFrame, n: int, role: str):
+def _block_entries(
+    block: VCBlock, level_arrays: dict, frame: pd.DataFrame, n: int, role: str, context
+):
     """Each row's global column and value in one block (one entry per row and block)."""
     col = np.full(n, block.offset, dtype=np.int64)
     v = np.full(n, block.scale, dtype=np.float64)
@@ -236,13 +248,14 @@ def _block_entries(block: VCBlock, level_arrays: dict, frame: pd.DataFrame, n: i
                 codes = np.searchsorted(lv, np.asarray(s, dtype=lv.dtype))
             col += codes * stride
         else:
-            v = v * _numeric_factor(f.source, f.how, frame, n, role)
+            v = v * _numeric_factor(f.source, f.how, frame, n, role, context)
         stride *= f.width
     return col, v
 
 
-def eval_vc(plan: VCPlan, frame: pd.DataFrame, n: int, name: str):
-    """One component's design on a normalised partition, sparse.
+def eval_vc(plan: VCPlan, frame: pd.DataFrame, n: int, name: str, context=None):
+    """One component's design on a normalised partition, sparse (``context``: the names
+    of the caller's code the formula uses).
 
     Returns
     -------
@@ -264,7 +277,7 @@ def eval_vc(plan: VCPlan, frame: pd.DataFrame, n: int, name: str):
     idx = np.empty((n, len(blocks)), dtype=np.int64)
     val = np.empty((n, len(blocks)), dtype=np.float64)
     for b, block in enumerate(blocks):
-        idx[:, b], val[:, b] = _block_entries(block, plan.level_arrays, frame, n, role)
+        idx[:, b], val[:, b] = _block_entries(block, plan.level_arrays, frame, n, role, context)
     bad = ~np.isfinite(val)
     if bad.any():
         raise DataError(f"non-finite values in {role} ({plural(int(bad.any(axis=1).sum()))})")

@@ -205,15 +205,16 @@ def _optimizer_fields(fit: dict) -> dict:
     }
 
 
-def _state_from(doc: dict, table: pd.DataFrame) -> ResultsState:
-    """The state record of a parsed ``estimates.json`` and ``random_effects.parquet``."""
+def _state_from(doc: dict, table: pd.DataFrame, eval_env=None) -> ResultsState:
+    """The state record of a parsed ``estimates.json`` and ``random_effects.parquet``
+    (``eval_env``: as :func:`load_state`'s)."""
     m, f, e = doc["model"], doc["fit"], doc["estimates"]
     names = _names_from(m)
     k_re, widths, g = e["k_re"], tuple(e["vc_slot_widths"]), len(table)
     r = k_re + int(sum(widths))
     return ResultsState(
         names=names,
-        spec=ModelSpec.from_dict(m["spec"]) if m.get("spec") is not None else None,
+        spec=ModelSpec.from_dict(m["spec"], eval_env) if m.get("spec") is not None else None,
         use_sqrt=m["use_sqrt"],
         **{key: f[key] for key in _FIT_KEYS},
         **_optimizer_fields(f),
@@ -328,8 +329,12 @@ def _read_table(target: Path, doc: dict) -> tuple[pd.DataFrame, str | None]:
     return table, None if recorded.get("sha256") == sha256 else sha256
 
 
-def load_state(path) -> ResultsState:
+def load_state(path, eval_env=None) -> ResultsState:
     """Read the state record of a results directory written by :func:`save_state`.
+
+    ``eval_env``: a mapping giving the functions of the code that fitted a model whose
+    formula uses them (the saved spec lists their names, never their code;
+    :meth:`dmixed.design.ModelSpec.from_dict`).
 
     Raises
     ------
@@ -338,7 +343,8 @@ def load_state(path) -> ResultsState:
     CheckpointError
         Naming the file: ``estimates.json`` is not dmixed's, is of a newer format;
         ``random_effects.parquet`` is missing, unreadable or not the file saved with
-        it (sha256); or the arrays' shapes do not fit the model.
+        it (sha256); or the arrays' shapes do not fit the model; or the formula uses
+        functions of the code that fitted it and ``eval_env`` does not give them.
     """
     target = Path(path)
     doc = read_versioned_json(
@@ -346,7 +352,9 @@ def load_state(path) -> ResultsState:
     )
     table, changed = _read_table(target, doc)
     try:
-        state = _state_from(doc, table)
+        state = _state_from(doc, table, eval_env)
+    except CheckpointError:
+        raise
     except (KeyError, ValueError, TypeError) as err:
         raise CheckpointError(
             f"{target} is a damaged dmixed results directory: {type(err).__name__}: {err}"

@@ -72,6 +72,10 @@ class MixedLMResults:
         self.fit_seconds = state.fit_seconds
         self.data_pass_seconds = state.data_pass_seconds
         self.cov_fe = state.cov_fe
+        #: the keyword arguments of the fit besides ``reml`` and where it ran
+        #: (``free``, ``start_params``, ``method``, ...): a refit by ML keeps them
+        #: (:func:`dmixed.anova`); empty for loaded results
+        self.fit_options: dict = {}
         # sizes and estimates
         self.nobs = state.nobs
         self.n_groups = state.n_groups
@@ -500,7 +504,10 @@ class MixedLMResults:
         if exog is None:
             rows = self._fitted_rows()
             if rows is None:
-                raise SpecError("no data given and the fitted rows are not available")
+                raise SpecError(
+                    "no data given and the fitted rows are not available (loaded "
+                    "results, or remove_data())"
+                )
             return self.predictor().predict(rows, include_random)
         return self.predictor().predict_arrays(exog, exog_re, groups, include_random, new_groups)
 
@@ -546,7 +553,7 @@ class MixedLMResults:
     def _resid_in_memory(self):
         rows = self._fitted_rows()
         if rows is None:
-            raise SpecError("the fitted rows are not available (loaded results)")
+            raise SpecError("the fitted rows are not available (loaded results, or remove_data())")
         return self._by_row(rows.endog - np.asarray(self.fittedvalues))
 
     # -- likelihood inference --------------------------------------------------------
@@ -621,10 +628,26 @@ class MixedLMResults:
         """Likelihood-ratio test of ``restricted`` (a sub-model) against this fit."""
         return _compare_lr_test(restricted, self)
 
+    def remove_data(self) -> None:
+        """Drop the data held by these results and their model (statsmodels'
+        ``remove_data``), e.g. before pickling: the model's rows or Dask collection
+        (:meth:`dmixed.design.model_data.ModelData.remove_data`) and the fitted values
+        and residuals computed from them.  Estimates, standard errors, covariances,
+        random effects, ``summary()`` and prediction on new data stay; ``fittedvalues``,
+        ``resid``, ``predict()`` of the fitted rows and the model's ``endog``/``exog``
+        then raise SpecError."""
+        for key in ("_fitted_in_memory", "_resid_in_memory"):
+            self.__dict__.pop(key, None)
+        if self.model is not None:
+            self.model.remove_data()
+
     # -- saving ------------------------------------------------------------------
 
     def save(self, path) -> None:
         """Write a self-describing results directory, atomically (see :func:`dmixed.load`).
+
+        A formula that calls functions of the caller's code is saved with their names
+        marked, never their code: :func:`dmixed.load` then needs them (``eval_env``).
 
         Raises
         ------
@@ -785,8 +808,13 @@ def _identifiable(stats, model) -> bool:
     return True
 
 
-def load(path) -> MixedLMResults:
+def load(path, eval_env=None) -> MixedLMResults:
     """Restore results saved with :meth:`MixedLMResults.save`.
+
+    ``eval_env``: for a model whose formula called functions of the code that fitted
+    it (``MixedLM.from_formula``'s ``eval_env``), a mapping of those names to the
+    functions; the results directory lists their names, never their code, and
+    loading it without them is refused.
 
     The restored object prints ``summary()``, gives every estimate, covariance and
     the fit log, the random effects, and predicts on new data (formula models) or new
@@ -798,6 +826,7 @@ def load(path) -> MixedLMResults:
     FileNotFoundError
         ``path`` is not a results directory.
     dmixed.CheckpointError
-        The directory is not dmixed's, is of a newer format, or is damaged.
+        The directory is not dmixed's, is of a newer format, or is damaged; or its
+        formula uses functions ``eval_env`` does not give.
     """
-    return MixedLMResults.from_state(load_state(path))
+    return MixedLMResults.from_state(load_state(path, eval_env))

@@ -48,3 +48,65 @@ def test_a_model_without_rows_says_so():
     stats_model = MixedLM.from_statistics(res.model.statistics(), res.model.spec)
     with pytest.raises(SpecError, match="not in memory"):
         _ = stats_model.exog
+
+
+# --------------------------------------------------------------------------------------
+# remove_data (statsmodels'): the data go, the estimates and the summary stay
+# --------------------------------------------------------------------------------------
+
+
+def test_remove_data_keeps_the_estimates_and_drops_the_rows():
+    import pickle
+
+    import dmixed
+
+    df = make_data(n_groups=30, seed=4)
+    model = mixedlm("y ~ x1 + x2", df, groups="g", re_formula="1 + x1")
+    res = model.fit()
+    kept = {
+        "summary": str(res.summary()),
+        "params": res.params.copy(),
+        "bse": res.bse.copy(),
+        "cov": res.cov_params().copy(),
+        "re": res.random_effects_frame().copy(),
+    }
+    assert len(res.fittedvalues) == len(df)  # computed (cached) before removal
+    size = len(pickle.dumps(res))
+    res.remove_data()
+    assert model.rows is None and model.data_removed
+    assert str(res.summary()) == kept["summary"]
+    pd.testing.assert_series_equal(res.params, kept["params"])
+    pd.testing.assert_series_equal(res.bse, kept["bse"])
+    pd.testing.assert_frame_equal(res.cov_params(), kept["cov"])
+    pd.testing.assert_frame_equal(res.random_effects_frame(), kept["re"])
+    new = df.iloc[:10]
+    assert np.isfinite(res.predict(new, include_random=True)).all()  # the spec stays
+    for needs_rows in (
+        lambda: res.fittedvalues,
+        lambda: res.resid,
+        lambda: res.predict(),
+        lambda: model.endog,
+        lambda: model.exog,
+    ):
+        with pytest.raises(SpecError, match=r"remove_data\(\)"):
+            needs_rows()
+    assert len(pickle.dumps(res)) < size / 2
+    # the statistics of the data pass stay in this process: an ML refit needs no data
+    other = mixedlm("y ~ x1", df, groups="g", re_formula="1 + x1").fit()
+    table = dmixed.anova(other, res)
+    ml = mixedlm("y ~ x1 + x2", df, groups="g", re_formula="1 + x1").fit(reml=False)
+    assert table.logLik.iloc[1] == pytest.approx(ml.llf, rel=1e-9)
+
+
+def test_remove_data_of_a_dask_fit_drops_the_collection():
+    dd = pytest.importorskip("dask.dataframe")
+    import dask
+
+    df = make_data(n_groups=20, seed=6)
+    with dask.config.set(scheduler="sync"):
+        res = mixedlm("y ~ x1", dd.from_pandas(df, npartitions=2), groups="g").fit()
+    res.remove_data()
+    assert res.model.source is None
+    with pytest.raises(SpecError, match=r"remove_data\(\)"):
+        res.fittedvalues  # noqa: B018 - the property raises
+    assert np.isfinite(res.bse).all()
