@@ -46,6 +46,7 @@ from .fit.params import MixedLMParams
 from .fit.start import choose_start, moment_start_packed, start_packed
 from .fit.summary import DEFAULTS, OptSummary
 from .results import MixedLMResults
+from .results.simulate import RowDistribution, row_distribution
 from .stats import (
     CHECK_NOBS_OPTIONS,
     FittedStatistics,
@@ -597,6 +598,13 @@ class MixedLM(LikelihoodMethods, ModelDimensions, ModelData):
             fit_seconds=time.perf_counter() - t_start,
             coords=coords,
         )
+
+    def get_distribution(self, params, scale: float, exog=None) -> RowDistribution:
+        """statsmodels' ``MixedLM.get_distribution``: the response's distribution on
+        the model's rows at ``params`` (``[fe_params, vech_lt(Ψ*), τ*]``, the covariance
+        parameters divided by ``scale``), whose ``rvs(n, rng)`` draws it.  See
+        :func:`dmixed.results.simulate.row_distribution`."""
+        return row_distribution(self, params, scale, exog)
 
     @staticmethod
     def _objective(stats, coords: Coordinates, reml, use_sqrt: bool) -> ProfiledObjective:

@@ -95,7 +95,6 @@ GAPS: dict[str, str] = {
         "a formula calling a function of the caller's scope (times_two(x1)), which "
         "statsmodels evaluates in the caller's environment"
     ),
-    "test_get_distribution": "model.get_distribution (simulating from the fitted model)",
 }
 
 
