@@ -11,20 +11,29 @@ a replicate costs an optimizer run over the groups, whatever the number of rows.
 from __future__ import annotations
 
 import copy
+import json
 import logging
+import os
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..engines.local import statistics_from_arrays
-from ..errors import DmixedError, DmixedWarning, SpecError
+from ..errors import CheckpointError, DmixedError, DmixedWarning, SpecError
+from ..files import jsonable, sibling_path
 from ..stats import GroupArrays, tril_indices
 from ..stats.draw import ResponseSampler
 from .simulate import StandardizedFit, as_rng, check_nsim, draw_effects
 
-__all__ = ["BootstrapResults", "parametric_bootstrap"]
+__all__ = ["BOOTSTRAP_FILE", "BootstrapResults", "parametric_bootstrap"]
+
+#: the replicate table's file name in a results directory (``dmixed bootstrap``)
+BOOTSTRAP_FILE = "bootstrap.parquet"
+#: the Parquet metadata key of the table's description (format, estimate, method)
+METADATA_KEY = b"dmixed.bootstrap"
 
 logger = logging.getLogger("dmixed")
 
@@ -95,6 +104,57 @@ class BootstrapResults:
     def bse(self) -> pd.Series:
         """The replicates' standard deviation of each column (bootstrap standard errors)."""
         return self.values.std(ddof=1)
+
+    def save(self, path) -> None:
+        """Write the replicate table to the Parquet file ``path`` atomically (a hidden
+        temporary beside it, synced, then renamed over it), with the estimate, the
+        method and the timings in its metadata (read back by :meth:`load`)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        target = Path(path).resolve()
+        table = pa.Table.from_pandas(self.replicates, preserve_index=False)
+        meta = {
+            "format": "dmixed-bootstrap",
+            "format_version": 1,
+            "reml": self.reml,
+            "estimate": dict(self.estimate.items()),
+            "seconds": self.seconds,
+            "replicate_seconds": self.replicate_seconds,
+        }
+        blob = json.dumps(jsonable(meta), allow_nan=True).encode()
+        table = table.replace_schema_metadata({**table.schema.metadata, METADATA_KEY: blob})
+        tmp = sibling_path(target, "tmp")
+        try:
+            pq.write_table(table, tmp)
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    @classmethod
+    def load(cls, path) -> BootstrapResults:
+        """A replicate table written by :meth:`save`.
+
+        Raises
+        ------
+        CheckpointError
+            Not a dmixed replicate table (no such metadata), or unreadable.
+        """
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(path)
+            meta = json.loads((table.schema.metadata or {})[METADATA_KEY])
+            replicates = table.to_pandas()
+            estimate = pd.Series(meta["estimate"], dtype=np.float64)
+            seconds = np.asarray(meta["replicate_seconds"], dtype=np.float64)
+            return cls(replicates, estimate, bool(meta["reml"]), float(meta["seconds"]), seconds)
+        except (OSError, KeyError, ValueError, TypeError) as exc:
+            raise CheckpointError(
+                f"{path} is not a readable dmixed bootstrap table: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def __repr__(self) -> str:
         ok = int(self.replicates["converged"].sum())

@@ -151,4 +151,4 @@ def test_replicates_from_statistics_have_the_distribution_of_refits_to_rows():
 
 @pytest.mark.slow
 def test_replicates_from_statistics_have_the_distribution_of_refits_to_rows_large():
-    _compare(n_replicates=600, n_groups=60, seed=21)
+    _compare(n_replicates=400, n_groups=60, seed=21)
