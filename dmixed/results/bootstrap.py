@@ -24,6 +24,7 @@ import pandas as pd
 from ..engines.local import statistics_from_arrays
 from ..errors import CheckpointError, DmixedError, DmixedWarning, SpecError
 from ..files import jsonable, sibling_path
+from ..fit.summary import ensure_progress_handler
 from ..stats import GroupArrays, tril_indices
 from ..stats.draw import ResponseSampler
 from .simulate import StandardizedFit, as_rng, check_nsim, draw_effects
@@ -226,6 +227,8 @@ def parametric_bootstrap(
     arrays = GroupArrays.from_statistics(stats)  # from the workers for Dask: no data read
     sampler = ResponseSampler(arrays)
     fit_std = StandardizedFit.of(results, arrays.columns, arrays.layout)
+    if progress:
+        ensure_progress_handler()
     level = logging.INFO if progress else logging.DEBUG
     g = len(arrays.labels)
     rows, seconds = [], np.zeros(n)

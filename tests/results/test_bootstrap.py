@@ -15,6 +15,8 @@
 from __future__ import annotations
 
 import copy
+import logging
+import os
 import warnings
 from dataclasses import replace
 
@@ -27,7 +29,8 @@ from scipy import stats as sps
 
 from dmixed import MixedLM, mixedlm
 from dmixed.engines.local import statistics_from_arrays
-from dmixed.errors import DmixedWarning, SpecError
+from dmixed.errors import CheckpointError, DmixedWarning, SpecError
+from dmixed.results.bootstrap import BootstrapResults
 from dmixed.stats import GroupArrays
 
 from .._synth import CountingReader, make_data
@@ -67,6 +70,31 @@ def test_table_and_percentile_intervals(vc_fit):
         boot.conf_int(1.5)
     with pytest.raises(SpecError, match="n must be a positive integer"):
         vc_fit.bootstrap(0)
+
+
+def test_progress_save_and_load(vc_fit, tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="dmixed"):
+        boot = vc_fit.bootstrap(2, seed=1, progress=True)
+    assert [r.getMessage().split(" in ")[0] for r in caplog.records] == [
+        "bootstrap: replicate 1/2",
+        "bootstrap: replicate 2/2",
+    ]
+    assert boot.replicate_seconds.shape == (2,) and boot.seconds >= boot.replicate_seconds.sum()
+    boot.save(tmp_path / "b.parquet")
+    back = BootstrapResults.load(tmp_path / "b.parquet")
+    pd.testing.assert_frame_equal(back.replicates, boot.replicates)
+    pd.testing.assert_series_equal(back.estimate, boot.estimate)
+    assert back.reml == boot.reml and np.array_equal(back.replicate_seconds, boot.replicate_seconds)
+    assert os.listdir(tmp_path) == ["b.parquet"]  # no temporary left
+    vc_fit.model.cached_statistics, saved = None, vc_fit.model.cached_statistics
+    try:
+        with pytest.raises(SpecError, match="statistics"):
+            vc_fit.bootstrap(1)
+    finally:
+        vc_fit.model.cached_statistics = saved
+    pd.DataFrame({"a": [1.0]}).to_parquet(tmp_path / "other.parquet")
+    with pytest.raises(CheckpointError, match="not a readable dmixed bootstrap table"):
+        BootstrapResults.load(tmp_path / "other.parquet")
 
 
 def test_a_model_of_statistics_alone_bootstraps_as_the_model_of_its_rows(vc_fit):
