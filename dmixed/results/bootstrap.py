@@ -192,8 +192,10 @@ def parametric_bootstrap(
     Parameters
     ----------
     results : MixedLMResults
-        A fit of this session (its model holds the statistics: in-process, on Dask
-        workers, or loaded from a statistics directory).
+        A fit of this session (its model holds the statistics: in-process, loaded from
+        a statistics directory, or on Dask workers, gathered once to this process where
+        the replicates run).  Each replicate is refitted with the default optimizer
+        settings (as lme4's ``refit``) and the fit's criterion (REML or ML).
     n : int
         Replicates.
     seed : int, numpy Generator or None
@@ -231,6 +233,8 @@ def parametric_bootstrap(
         ensure_progress_handler()
     level = logging.INFO if progress else logging.DEBUG
     g = len(arrays.labels)
+    columns = [*table_columns(results), *SUMMARY_COLUMNS[:-1]]
+    width = len(columns)
     rows, seconds = [], np.zeros(n)
     for k in range(n):
         t_rep = time.perf_counter()
@@ -238,13 +242,11 @@ def parametric_bootstrap(
         if not use_re:
             effects = fit_std.sigma * draw_effects(rng, fit_std.lam, g, arrays.slot_cols)
         drawn = sampler.draw(rng, fit_std.beta, effects, fit_std.sigma)
-        rows.append(_refit(model, drawn, results.reml, arrays.layout.k_re))
+        row = _refit(model, drawn, results.reml, arrays.layout.k_re)
+        rows.append(row if row is not None else [np.nan] * width + [False])
         seconds[k] = time.perf_counter() - t_rep
         logger.log(level, "bootstrap: replicate %d/%d in %.2fs", k + 1, n, seconds[k])
-    columns = table_columns(results)
-    table = pd.DataFrame(
-        [r[:-1] for r in rows], columns=[*columns, *SUMMARY_COLUMNS[:-1]], dtype=np.float64
-    )
+    table = pd.DataFrame([r[:-1] for r in rows], columns=columns, dtype=np.float64)
     table["converged"] = np.array([r[-1] for r in rows], dtype=bool)
     estimate = pd.Series(
         estimate_row(results.to_state(), arrays.layout.k_re), index=table.columns[:-1]
@@ -253,9 +255,10 @@ def parametric_bootstrap(
     return BootstrapResults(table, estimate, bool(results.reml), total, seconds)
 
 
-def _refit(model, drawn: GroupArrays, reml: bool, q: int) -> list:
-    """One replicate's row: the model refitted to drawn statistics (its twin over them:
-    the same names and options, no rows), or NaN and not converged if the refit fails."""
+def _refit(model, drawn: GroupArrays, reml: bool, q: int) -> list | None:
+    """One replicate's row (:func:`estimate_row` and ``converged``): the model refitted
+    to drawn statistics (its twin over them: the same names, no rows); None if the
+    refit fails."""
     twin = copy.copy(model)
     twin.rows = None
     twin.source = None
@@ -266,11 +269,5 @@ def _refit(model, drawn: GroupArrays, reml: bool, q: int) -> list:
             fit = twin.fit(reml=reml, skip_hessian=True, check_nobs="ignore")
     except (DmixedError, np.linalg.LinAlgError) as exc:
         logger.debug("bootstrap: a replicate's refit failed: %s", exc)
-        width = len(estimate_row_template(model))
-        return [np.nan] * width + [False]
+        return None
     return [*estimate_row(fit.to_state(), q), bool(fit.converged)]
-
-
-def estimate_row_template(model) -> list[str]:
-    """Names of a row's entries before ``converged`` (to size a failed replicate's row)."""
-    return [*model.exog_names, *model.param_names()[model.k_fe :], *SUMMARY_COLUMNS[:-1]]

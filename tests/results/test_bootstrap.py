@@ -180,3 +180,22 @@ def test_replicates_from_statistics_have_the_distribution_of_refits_to_rows():
 @pytest.mark.slow
 def test_replicates_from_statistics_have_the_distribution_of_refits_to_rows_large():
     _compare(n_replicates=400, n_groups=60, seed=21)
+
+
+def test_a_failed_refit_is_a_row_of_nan_not_converged(vc_fit, monkeypatch):
+    from dmixed.errors import DataError
+
+    calls = []
+    fit = MixedLM.fit
+
+    def second_fails(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise DataError("a refit that fails")
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(MixedLM, "fit", second_fails)
+    table = vc_fit.bootstrap(3, seed=5).replicates
+    assert table["converged"].tolist() == [True, False, True]
+    assert table.iloc[1].drop("converged").isna().all()
+    assert table.iloc[[0, 2]].drop(columns="converged").notna().all().all()
