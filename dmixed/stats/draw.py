@@ -171,17 +171,20 @@ class ResponseSampler:
         zxy = arrays.zxy.copy()
         zxy[:, :, p] = zy
         within = None
-        if self.within is not None:
-            within = self._drawn_within(beta, b, u, xe, ee)
+        if self.within is not None and arrays.glob.within is not None:
+            within = self._drawn_within(self.within, arrays.glob.within, beta, b, u, xe, ee)
         glob = GlobalStats(xyxy, arrays.glob.n, arrays.glob.sum_log_weights, within)
         return replace(arrays, zxy=zxy, glob=glob)
 
-    def _drawn_within(self, beta, b, u, xe, ee) -> np.ndarray:
-        """``[X y*]'(I − P_1)[X y*]``, each group's part formed before the sums."""
-        wp, arrays = self.within, self.arrays
-        p, e = arrays.glob.k_fe, self.within.e
+    def _drawn_within(
+        self, wp: _Within, fitted: np.ndarray, beta, b, u, xe, ee: float
+    ) -> np.ndarray:
+        """``[X y*]'(I − P_1)[X y*]`` (``fitted``: the fit's within-group sums, whose
+        ``X`` block stays), each group's part formed before the sums."""
+        arrays = self.arrays
+        p, e = arrays.glob.k_fe, wp.e
         zz, gx = arrays.zz, arrays.zxy[:, :, :p]
-        within = arrays.glob.within.copy()
+        within = fitted.copy()
         wxx = within[:p, :p]
         ue = u[:, e] / zz[:, e, e]
         x_zb = np.einsum("gaj,ga->j", wp.xwz, b)  # X'(I − P_1)Z̃b*
