@@ -3,6 +3,7 @@
     dmixed fit    --data 'data/*.parquet' --formula 'y ~ x1 + x2' --groups g --output out/
     dmixed fit    --job job.yaml
     dmixed update --stats-dir stats/ --data 'new/*.parquet' --output out/
+    dmixed bootstrap --stats-dir stats/ --replicates 200 --seed 1 --output out/
     dmixed show   out/
 
 Exit status (:data:`EXIT_STATUSES`): 0 success; 1 a bug in dmixed (nothing else);
@@ -435,6 +436,35 @@ def run_update(job: Job) -> int:
     return EXIT_OK
 
 
+@_under_stats_lock
+def run_bootstrap(job: Job) -> int:
+    """``dmixed bootstrap``: fit the saved statistics, bootstrap them (no data read),
+    write the results and, in them, the replicate table (``bootstrap.parquet``)."""
+    from .results.bootstrap import BOOTSTRAP_FILE
+    from .stats import checkpoint
+
+    _check_targets(job)
+    manifest = checkpoint.read_manifest(job.stats_dir)
+    method = job.method or manifest.get("job", {}).get("method", "reml")
+    with _job_errors(job, reads_data=False):
+        model = _model_from_saved(job)
+        res = model.fit(
+            reml=method == "reml",
+            cov_fe=job.cov_fe,
+            check_nobs=job.check_nobs,
+            maxiter=job.maxiter,
+            progress=not job.quiet,
+        )
+    _save_outputs(job, res)
+    boot = res.bootstrap(job.replicates, seed=job.seed, progress=not job.quiet)
+    boot.save(os.path.join(job.output, BOOTSTRAP_FILE))
+    converged = int(boot.replicates["converged"].sum())
+    logger.info(
+        "bootstrap: %d replicates (%d converged) in %.1fs", len(boot), converged, boot.seconds
+    )
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------------------
 # argument parsing
 # ---------------------------------------------------------------------------
@@ -524,7 +554,8 @@ def main(argv: list[str] | None = None) -> int:
                 return run_show(args.dir)
             job = make_job(args, args.required)
             _setup_logging(job.quiet)
-            return run_fit(job) if args.command == "fit" else run_update(job)
+            commands = {"fit": run_fit, "update": run_update, "bootstrap": run_bootstrap}
+            return commands[args.command](job)
     except KeyboardInterrupt:
         print("dmixed: error: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

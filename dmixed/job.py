@@ -57,6 +57,8 @@ EXIT_STATUSES = {
 
 #: the most optimizer iterations a job may ask for
 MAXITER_LIMIT = 1_000_000
+#: the most bootstrap replicates a job may ask for
+REPLICATES_LIMIT = 1_000_000
 
 __all__ = [
     "EXIT_OK",
@@ -120,6 +122,12 @@ class Job(BaseModel):
         500, f"a whole number from 1 to {MAXITER_LIMIT}"
     )
     storage_options: dict[str, Any] = _field({}, "a mapping of fsspec options")
+    replicates: Annotated[StrictInt, Field(ge=1, le=REPLICATES_LIMIT)] | None = _field(
+        None, f"a whole number from 1 to {REPLICATES_LIMIT} (dmixed bootstrap)"
+    )
+    seed: Annotated[StrictInt, Field(ge=0)] | None = _field(
+        None, "a whole number >= 0 (dmixed bootstrap; default: fresh entropy)"
+    )
     quiet: StrictBool = _field(False, "true or false (a YAML boolean, unquoted)")
 
     @field_validator("format", "method", "missing", "cov_fe", "check_nobs", mode="before")
@@ -295,7 +303,7 @@ def job_from(
     _validated(given, "", flag_name)
     values = {**file_values, **given}
     job = _validated(values, "", flag_name)
-    if command == "update" and "method" not in values:
+    if command in ("update", "bootstrap") and "method" not in values:
         job.method = None  # default: the method of the saved fit
     missing = [k for k in required if not getattr(job, k)]
     if missing:
@@ -383,6 +391,28 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+def _add_bootstrap(sub) -> None:
+    boot = sub.add_parser(
+        "bootstrap",
+        help="parametric bootstrap of saved statistics (no data read)",
+        description="Fit the statistics saved in --stats-dir, refit the model to "
+        "--replicates responses drawn from that fit (from the statistics alone: no data "
+        "is read), and write the results directory and its replicate table "
+        "(bootstrap.parquet in it: one row per replicate, written atomically).",
+        epilog=_epilog(),
+    )
+    boot.add_argument("--job", metavar="FILE", help="YAML job file; flags override its keys")
+    boot.add_argument("--stats-dir", dest="stats_dir", metavar="DIR", help="saved statistics")
+    boot.add_argument("--output", metavar="DIR", help="results directory (written atomically)")
+    boot.add_argument("--replicates", type=int, help="number of bootstrap replicates")
+    boot.add_argument("--seed", type=int, help="seed of the draws (default: fresh entropy)")
+    boot.add_argument(
+        "--method", type=str.lower, choices=Job.choices("method"), help="default: as the saved fit"
+    )
+    boot.add_argument("--quiet", action="store_true", default=None, help="no progress on stderr")
+    boot.set_defaults(required=("stats_dir", "output", "replicates"))
+
+
 def _add_fit(sub) -> None:
     fit = sub.add_parser(
         "fit",
@@ -435,6 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--method", type=str.lower, choices=Job.choices("method"), help="default: as the saved fit"
     )
     update.set_defaults(required=("data", "output", "stats_dir"))
+    _add_bootstrap(sub)
     show = sub.add_parser(
         "show",
         help="print the summary of a saved results directory",

@@ -46,8 +46,9 @@ from .fit.objective import RESOLUTION_LIMIT, resolution
 from .fit.optimize import ProfiledObjective, choose_methods, maximize, parse_free
 from .fit.params import MixedLMParams
 from .fit.start import choose_start, moment_start_packed, start_packed
-from .fit.summary import DEFAULTS, OptSummary
+from .fit.summary import DEFAULTS, OptSummary, ensure_progress_handler
 from .results import MixedLMResults
+from .results.simulate import RowDistribution, row_distribution
 from .stats import (
     CHECK_NOBS_OPTIONS,
     FittedStatistics,
@@ -621,6 +622,13 @@ class MixedLM(LikelihoodMethods, ModelDimensions, ModelData):
         )
         return res
 
+    def get_distribution(self, params, scale: float, exog=None) -> RowDistribution:
+        """statsmodels' ``MixedLM.get_distribution``: the response's distribution on
+        the model's rows at ``params`` (``[fe_params, vech_lt(Ψ*), τ*]``, the covariance
+        parameters divided by ``scale``), whose ``rvs(n, rng)`` draws it.  See
+        :func:`dmixed.results.simulate.row_distribution`."""
+        return row_distribution(self, params, scale, exog)
+
     @staticmethod
     def _objective(stats, coords: Coordinates, reml, use_sqrt: bool) -> ProfiledObjective:
         return ProfiledObjective(
@@ -632,7 +640,7 @@ class MixedLM(LikelihoodMethods, ModelDimensions, ModelData):
     def _data_pass(self, client, progress: bool, engine: str | None) -> FittedStatistics:
         """The statistics (one data pass unless cached), logged."""
         if progress:
-            _ensure_progress_handler()
+            ensure_progress_handler()
         stats = self.statistics(client=client, progress=progress, engine=engine)
         layout = stats.layout
         if layout.k_re != self.k_re or layout.k_vc != self.k_vc:
@@ -753,13 +761,3 @@ def _check_in_memory_engine(engine) -> None:
 
 def _engine_name(engine: str) -> str:
     return {"distributed": "dask", "local": "local"}.get(str(engine).lower(), "")
-
-
-def _ensure_progress_handler() -> None:
-    """Make INFO records of logger 'dmixed' visible when progress=True was asked for."""
-    if not logger.handlers and not logging.getLogger().handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("dmixed: %(message)s"))
-        logger.addHandler(handler)
-    if logger.level == logging.NOTSET or logger.level > logging.INFO:
-        logger.setLevel(logging.INFO)

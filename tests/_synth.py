@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 from hypothesis import HealthCheck, Phase
@@ -79,3 +81,27 @@ def dyestuff2_arrays(seed: int):
     y = 5 + 3 * rng.normal(size=30)
     y = y - (np.bincount(g, y) / 5)[g] + y.mean() + 0.05 * rng.normal(size=6)[g]
     return y, g
+
+
+class CountingReader:
+    """Partition reader for ``dd.from_map`` that appends a line to a file per read."""
+
+    def __init__(self, df: pd.DataFrame, nparts: int, path: str) -> None:
+        self.parts = np.array_split(np.arange(len(df)), nparts)
+        self.df = df
+        self.path = path
+
+    def __call__(self, i: int) -> pd.DataFrame:
+        with open(self.path, "a") as fh:
+            fh.write(f"{i}\n")
+        return self.df.iloc[self.parts[i]].reset_index(drop=True)
+
+    def reads(self) -> int:
+        if not os.path.exists(self.path):
+            return 0
+        with open(self.path) as fh:
+            return sum(1 for _ in fh)
+
+    def reset(self) -> None:
+        if os.path.exists(self.path):
+            os.remove(self.path)

@@ -1525,3 +1525,39 @@ def test_a_job_file_that_is_not_text_is_named(tmp_path):
     proc = run_in_process("fit", "--job", "bin.yaml", cwd=tmp_path)
     assert proc.returncode == 2
     assert "bin.yaml is not UTF-8 text" in proc.stderr
+
+
+# --------------------------------------------------------------------------------------
+# dmixed bootstrap
+# --------------------------------------------------------------------------------------
+
+
+def test_bootstrap_of_saved_statistics_reads_no_data(checkpointed, monkeypatch):
+    """``dmixed bootstrap``: the fit of the saved statistics and its replicate table
+    (``bootstrap.parquet`` in the results), the replicates of the Python API's
+    ``bootstrap`` with the same seed, without reading the data."""
+    from dmixed.engines.local import statistics_from_arrays
+    from dmixed.results.bootstrap import BOOTSTRAP_FILE, BootstrapResults
+    from dmixed.stats import checkpoint
+
+    def no_data_pass(*args, **kwargs):
+        raise AssertionError("dmixed bug: a bootstrap reads the data")
+
+    monkeypatch.setattr(cli, "read_data", no_data_pass)
+    d = checkpointed.dir
+    args = ["bootstrap", "--stats-dir", "stats", "--replicates", "4", "--seed", "3"]
+    proc = run_in_process(*args, "--output", "boot", cwd=d)
+    assert proc.returncode == 0, proc.stderr
+    assert "bootstrap: 4 replicates (4 converged)" in proc.stderr
+    assert sorted(os.listdir(d / "boot")) == sorted([*os.listdir(d / "out1"), BOOTSTRAP_FILE])
+    assert hidden_leftovers(d / "boot", BOOTSTRAP_FILE) == []
+    assert_same_fit(dmixed.load(d / "boot"), dmixed.load(d / "out1"), rtol=1e-10)
+    table = BootstrapResults.load(d / "boot" / BOOTSTRAP_FILE)
+    arrays, manifest = checkpoint.load_statistics(d / "stats")
+    spec = dmixed.design.ModelSpec.from_dict(manifest["spec"])
+    model = dmixed.MixedLM.from_statistics(statistics_from_arrays(arrays), spec)
+    ref = model.fit().bootstrap(4, seed=3)
+    pd.testing.assert_frame_equal(table.replicates, ref.replicates, rtol=1e-9)
+    pd.testing.assert_series_equal(table.estimate, ref.estimate, rtol=1e-9)
+    missing = run_in_process("bootstrap", "--stats-dir", "stats", "--output", "b2", cwd=d)
+    assert missing.returncode == 2 and "--replicates" in missing.stderr

@@ -92,7 +92,6 @@ GAPS: dict[str, str] = {
         "profile_re(re_ix, vtype, num_low, dist_low, num_high, dist_high) with "
         "statsmodels' signature and return value"
     ),
-    "test_get_distribution": "model.get_distribution (simulating from the fitted model)",
 }
 
 

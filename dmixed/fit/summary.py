@@ -7,6 +7,7 @@ reads every tolerance from the record, never from a literal, and fills in the ou
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +15,7 @@ import numpy as np
 
 from ..stats import Layout
 
-__all__ = ["DEFAULTS", "OptSummary"]
+__all__ = ["DEFAULTS", "OptSummary", "ensure_progress_handler"]
 
 
 def _setting(default: float | int) -> Any:
@@ -197,3 +198,15 @@ class OptSummary:
 #: set a field (``DEFAULTS.handover_gtol = 0.0``) to change it for every later fit.  Its
 #: outcome fields stay empty.
 DEFAULTS = OptSummary()
+
+
+def ensure_progress_handler() -> None:
+    """Make INFO records of logger 'dmixed' visible when progress=True was asked for
+    (a handler on stderr unless logging is configured already)."""
+    logger = logging.getLogger("dmixed")
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("dmixed: %(message)s"))
+        logger.addHandler(handler)
+    if logger.level == logging.NOTSET or logger.level > logging.INFO:
+        logger.setLevel(logging.INFO)

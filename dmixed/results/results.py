@@ -24,12 +24,14 @@ from ..inference import ProfileLikelihood
 from ..inference import compare_lr_test as _compare_lr_test
 from ..io import ResultsState, load_state, save_state
 from ..stats import check_identifiable
+from .bootstrap import BootstrapResults, parametric_bootstrap
 from .by_group import ByGroup
 from .contrasts import t_test, wald_test
 from .covariance import covariance_of_estimates
 from .plots import caterpillar, residual_plot
 from .prediction import Predictor, check_new_groups, predict_dask, predict_frame
 from .prediction_error import get_prediction as _get_prediction
+from .simulate import simulate_fitted
 from .summary import Summary, coefficient_table
 from .varcorr import varcorr_frame
 
@@ -555,6 +557,25 @@ class MixedLMResults:
         if rows is None:
             raise SpecError("the fitted rows are not available (loaded results, or remove_data())")
         return self._by_row(rows.endog - np.asarray(self.fittedvalues))
+
+    # -- simulation and the parametric bootstrap --------------------------------------
+
+    def simulate(self, nsim: int = 1, seed=None, use_re: bool = False):
+        """Responses drawn from the fitted model on the fitted rows, as lme4's
+        ``simulate``: ``y* = Xβ̂ + Z̃b* + e*`` with ``e*_j ~ N(0, σ̂²/w_j)`` and the random
+        effects redrawn, ``b*_i ~ N(0, σ̂²B̂*)`` (``use_re=True``: the BLUPs, lme4's
+        ``use.u = TRUE``).  See :func:`dmixed.results.simulate.simulate_fitted`.
+        """
+        return simulate_fitted(self, nsim, seed, use_re)
+
+    def bootstrap(
+        self, n: int, seed=None, progress: bool = False, use_re: bool = False
+    ) -> BootstrapResults:
+        """Parametric bootstrap from the statistics alone (lme4's ``bootMer``): ``n``
+        refits to responses drawn from the fit, with no data pass.  See
+        :func:`dmixed.results.bootstrap.parametric_bootstrap`.
+        """
+        return parametric_bootstrap(self, n, seed=seed, progress=progress, use_re=use_re)
 
     # -- likelihood inference --------------------------------------------------------
 

@@ -33,7 +33,7 @@ from dmixed.engines.local import LocalEngine
 from dmixed.engines.vc_local import StructuredVCEngine
 
 from ..._dask_processes import scheduler_and_workers
-from ..._synth import make_data
+from ..._synth import CountingReader, make_data
 
 FORMULA = "y ~ x1 + x2"
 SLOPE = {"re_formula": "1 + x1"}
@@ -274,37 +274,13 @@ def test_chains_balance_consecutive_partitions():
 # --------------------------------------------------------------------------------------
 
 
-class _CountingReader:
-    """Partition reader for ``dd.from_map`` that appends a line to a file per read."""
-
-    def __init__(self, df: pd.DataFrame, nparts: int, path: str) -> None:
-        self.parts = np.array_split(np.arange(len(df)), nparts)
-        self.df = df
-        self.path = path
-
-    def __call__(self, i: int) -> pd.DataFrame:
-        with open(self.path, "a") as fh:
-            fh.write(f"{i}\n")
-        return self.df.iloc[self.parts[i]].reset_index(drop=True)
-
-    def reads(self) -> int:
-        if not os.path.exists(self.path):
-            return 0
-        with open(self.path) as fh:
-            return sum(1 for _ in fh)
-
-    def reset(self) -> None:
-        if os.path.exists(self.path):
-            os.remove(self.path)
-
-
 @pytest.mark.parametrize("model", ["slope", "vc"])
 @pytest.mark.parametrize("where", ["in-process", "cluster"])
 def test_one_data_pass(tmp_path, model, where, request):
     model_kw = SLOPE if model == "slope" else VC
     df = _frame(key="str")
     nparts = 6
-    reader = _CountingReader(df, nparts, str(tmp_path / "reads.txt"))
+    reader = CountingReader(df, nparts, str(tmp_path / "reads.txt"))
     ddf = dd.from_map(reader, range(nparts), meta=df.iloc[:0], enforce_metadata=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -648,7 +624,7 @@ def test_worker_killed_mid_optimization(tmp_path, persisted):
     df = _frame(n_groups=120, key="int")
     ref = _reference(df, SLOPE, "kill")
     nparts = 4
-    reader = _CountingReader(df, nparts, str(tmp_path / "reads.txt"))
+    reader = CountingReader(df, nparts, str(tmp_path / "reads.txt"))
     ddf = dd.from_map(reader, range(nparts), meta=df.iloc[:0], enforce_metadata=False)
     logger = logging.getLogger("dmixed")
     old_level = logger.level

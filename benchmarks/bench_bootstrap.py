@@ -1,0 +1,110 @@
+"""Parametric bootstrap: time per replicate from the statistics, against one full fit and
+against a replicate that redraws the rows and refits them (mixedlm-rs).
+
+Run:  python benchmarks/bench_bootstrap.py [--groups 1000000] [--size 5] [--repeats 5]
+      [--replicates 20] [--rs-groups 200000]
+
+Model: ``y ~ x1 + x2``, random intercept and slope on x1 (``bench_core.make``), REML.
+Three jobs, interleaved (one round = one of each), warm, ``--repeats`` rounds:
+
+- ``full fit``: dmixed from the arrays (data pass + fit + standard errors);
+- ``bootstrap(1)``: one dmixed replicate with its set-up (gathering the statistics and
+  the per-group eigendecompositions, made once per bootstrap);
+- ``rs replicate``: what a bootstrap of rows costs with mixedlm-rs (its ``bootstrap``
+  raises NotImplementedError in the installed release): draw ``y*`` on the rows
+  (numpy) and refit with ``model.with_endog(y*).fit()``, mixedlm-rs's path meant for
+  parametric bootstraps (the prepared design is shared), at ``--rs-groups`` groups.
+
+Then ``bootstrap(--replicates)`` once: the set-up and the median/min/max of its
+per-replicate times (``BootstrapResults.replicate_seconds``).  mixedlm-rs runs at
+``--rs-groups`` (default the same size) and its per-replicate time is also quoted per
+group, to compare sizes.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import argparse  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+
+import numpy as np  # noqa: E402
+from bench_core import interleaved, make  # noqa: E402
+
+import dmixed  # noqa: E402
+
+
+def rs_replicate(rs_model, rs_fit, x, z, g, rng) -> None:
+    """One mixedlm-rs replicate: y* drawn on the rows from its fit, refitted."""
+    n_groups = int(g.max()) + 1
+    cov = np.asarray(rs_fit.cov_re)
+    b = rng.standard_normal((n_groups, cov.shape[0])) @ np.linalg.cholesky(cov).T
+    y = x @ np.asarray(rs_fit.fe_params) + np.einsum("nj,nj->n", z, b[g])
+    y += np.sqrt(rs_fit.scale) * rng.standard_normal(len(y))
+    rs_model.with_endog(y).fit()
+
+
+def stats(t: dict) -> str:
+    return f"{t['median']:.3f} s ({t['min']:.3f}-{t['max']:.3f}, n={t['n']})"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--groups", type=int, default=1_000_000)
+    ap.add_argument("--size", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--replicates", type=int, default=20)
+    ap.add_argument("--rs-groups", type=int, default=None)
+    args = ap.parse_args()
+    import mixedlm_rs
+
+    y, x, z, g = make(args.groups, size=args.size, seed=1)
+    rs_groups = args.rs_groups or args.groups
+    ry, rx, rz, rg = make(rs_groups, size=args.size, seed=2)
+    rs_model = mixedlm_rs.MixedLM(ry, rx, rg, exog_re=rz)
+    rs_fit = rs_model.fit()
+    rng = np.random.default_rng(3)
+    print(f"{args.groups} groups of {args.size} rows (mixedlm-rs: {rs_groups} groups)")
+
+    def full_fit():
+        res = dmixed.MixedLM(y, x, g, exog_re=z).fit()
+        res.bse  # noqa: B018
+        return res
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dmixed.DmixedWarning)
+        fit = full_fit()
+        seeds = iter(range(10**6))
+        times = interleaved(
+            {
+                "full fit": full_fit,
+                "bootstrap(1)": lambda: fit.bootstrap(1, seed=next(seeds)),
+                "rs replicate": lambda: rs_replicate(rs_model, rs_fit, rx, rz, rg, rng),
+            },
+            args.repeats,
+        )
+        boot = fit.bootstrap(args.replicates, seed=7)
+    for name, t in times.items():
+        print(f"{name:>14}: {stats(t)}")
+    per = boot.replicate_seconds
+    setup = boot.seconds - per.sum()
+    print(
+        f"bootstrap({args.replicates}): {boot.seconds:.2f} s, set-up {setup:.2f} s, per "
+        f"replicate median {np.median(per):.3f} s ({per.min():.3f}-{per.max():.3f}); "
+        f"{int(boot.replicates['converged'].sum())} converged"
+    )
+    full, rs = times["full fit"]["median"], times["rs replicate"]["median"]
+    print(f"full fit / replicate: {full / np.median(per):.1f}")
+    print(
+        f"rs replicate per group / dmixed replicate per group: "
+        f"{(rs / rs_groups) / (np.median(per) / args.groups):.1f}"
+    )
+    print(f"done {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,339 @@
+"""Responses drawn from a fitted model: on its rows (lme4's ``simulate``), and the
+fitted parameters in the statistics' columns for draws made from the statistics alone
+(:mod:`dmixed.stats.draw`).
+
+A draw is ``y* = Xβ̂ + Z̃b* + e*`` with ``e*_j ~ N(0, σ̂²/w_j)`` (``w`` the prior weights)
+and either ``b*_i ~ N(0, σ̂² B̂*)`` redrawn for every group (lme4's default,
+``use.u = FALSE``) or ``b*_i`` the BLUPs (``use_re=True``, lme4's ``use.u = TRUE``:
+conditional on the fitted random effects).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+
+from ..design.partitions import check_persisted, select_columns
+from ..design.prepare import needed_columns
+from ..errors import SpecError
+from ..fit.coordinates import Coordinates
+from ..fit.params import MixedLMParams
+from ..stats import Layout, Standardization
+from .prediction import Predictor
+
+__all__ = [
+    "RowDistribution",
+    "StandardizedFit",
+    "as_rng",
+    "draw_effects",
+    "row_distribution",
+    "simulate_fitted",
+    "simulate_dask",
+    "simulate_rows",
+    "simulated_partition",
+    "simulation_frame",
+]
+
+
+def as_rng(seed):
+    """A random generator: ``seed`` itself if it is one (a numpy ``Generator``, or a
+    legacy ``RandomState`` as statsmodels accepts), else ``numpy.random.default_rng(seed)``."""
+    if isinstance(seed, (np.random.Generator, np.random.RandomState)):
+        return seed
+    return np.random.default_rng(seed)
+
+
+def draw_effects(rng, lam: np.ndarray, n_groups: int, slot_cols) -> np.ndarray:
+    """Random effects ``b_i = Λ z_i`` of every group (G, r), drawn in statsmodels' order
+    (``_mixedlm_distribution.rvs``): the ``exog_re`` effects of all groups (G × q,
+    row-major), then for each variance component the slots each group uses, group by
+    group; unused slots get 0.
+
+    ``lam`` (r × r): a factor of the effects' covariance in the padded layout
+    (:meth:`Layout.lam`: the ``exog_re`` block, then one diagonal entry per slot);
+    ``slot_cols``: per component, the column each group's slot holds (G, m_l; −1 unused).
+    """
+    q = lam.shape[0] - sum(t.shape[1] for t in slot_cols)
+    out = np.zeros((n_groups, lam.shape[0]))
+    out[:, :q] = rng.standard_normal((n_groups, q)) @ lam[:q, :q].T
+    offset = q
+    for table in slot_cols:
+        used = np.asarray(table) >= 0
+        block = np.zeros(used.shape)
+        block[used] = rng.standard_normal(int(used.sum()))
+        width = used.shape[1]
+        out[:, offset : offset + width] = block * np.diag(lam)[offset : offset + width]
+        offset += width
+    return out
+
+
+def absolute_factor(layout: Layout, cov_re: np.ndarray, vcomp: np.ndarray) -> np.ndarray:
+    """Λ with ``Λ Λ' = blockdiag(cov_re, vcomp_l I, …)`` (zero variances allowed)."""
+    packed = layout.pack(np.asarray(cov_re, dtype=np.float64), np.asarray(vcomp), use_sqrt=False)
+    return layout.lam(packed, use_sqrt=False)
+
+
+def simulate_rows(predictor: Predictor, rows, effects, scale: float, rng, nsim: int):
+    """Draws of the response on the rows ``rows`` (RowData-like: ``exog``, ``exog_re``,
+    ``groups``, ``vc_cols``, ``vc_vals``, ``weights``): (n, nsim).
+
+    ``effects``: per draw, the random effects (G, r) in the predictor's groups
+    (:func:`draw_effects`), or None for the predictor's own BLUPs (``use_re=True``);
+    then ``e*_j ~ N(0, scale/w_j)`` row by row.
+    """
+    n = rows.exog.shape[0]
+    out = np.empty((n, nsim))
+    sd = np.sqrt(scale) if rows.weights is None else np.sqrt(scale / rows.weights)
+    fixed = rows.exog @ predictor.fe_params
+    idx = predictor.positions(rows.groups, "groups")
+    for k in range(nsim):
+        drawn = predictor
+        if effects is not None:
+            drawn = Predictor(
+                predictor.fe_params,
+                predictor.group_labels,
+                effects[k],
+                predictor.slot_cols,
+                predictor.vc_ncols,
+                predictor.k_re,
+            )
+        random = drawn.random_part(idx, rows.exog_re, rows.vc_cols, rows.vc_vals)
+        out[:, k] = fixed + random + sd * rng.standard_normal(n)
+    return out
+
+
+def simulated_partition(pdf, spec, state, scale, base_seed, nsim, partition_info=None):
+    """One partition's draws (:func:`simulate_dask`), the kept rows indexed like ``pdf``;
+    its noise from the seed ``[base_seed, partition number]``."""
+    predictor, effects = state
+    number = 0 if partition_info is None else int(partition_info["number"])
+    rng = np.random.default_rng([base_seed, number])
+    names = [f"sim_{k + 1}" for k in range(nsim)]
+    if len(pdf) == 0:
+        values, index = np.zeros((0, nsim)), pdf.index
+    else:
+        dm = spec.transform(pdf)
+        index = pdf.index if dm.keep is None else pdf.index[dm.keep]
+        values = simulate_rows(predictor, dm, effects, scale, rng, nsim)
+    if nsim == 1:
+        return pd.Series(values[:, 0], index=index, name=names[0])
+    return pd.DataFrame(values, index=index, columns=names)
+
+
+def simulate_dask(predictor: Predictor, spec, ddf, effects, scale: float, rng, nsim: int):
+    """Lazy draws on the rows of a Dask fit: a Dask Series (``nsim = 1``, ``sim_1``) or
+    DataFrame (``sim_1 …``) with ``ddf``'s partitions and the kept rows' index.  The
+    random effects are drawn here (``effects``, shared by every partition); each
+    partition's noise comes from its own seed (the partition's number and one drawn
+    here), so a computed result is reproducible whatever the scheduler."""
+    import dask  # only here: dmixed imports without Dask
+
+    check_persisted(ddf)
+    data = select_columns(ddf, needed_columns(spec, response=True, random=True))
+    state = dask.delayed((predictor, effects), pure=True, traverse=False)
+    base_seed = int(rng.integers(2**62))
+    names = [f"sim_{k + 1}" for k in range(nsim)]
+    meta = (
+        pd.Series(dtype="float64", name=names[0])
+        if nsim == 1
+        else pd.DataFrame({c: pd.Series(dtype="float64") for c in names})
+    )
+    return data.map_partitions(simulated_partition, spec, state, scale, base_seed, nsim, meta=meta)
+
+
+def simulation_frame(values: np.ndarray, index, pandas_output: bool):
+    """lme4's shape of draws: ``sim_1 … sim_nsim`` columns indexed like the fitted
+    rows (pandas input), a Series for one draw; an ndarray (n,) or (n, nsim) else."""
+    nsim = values.shape[1]
+    if not pandas_output:
+        return values[:, 0] if nsim == 1 else values
+    names = [f"sim_{k + 1}" for k in range(nsim)]
+    index = pd.RangeIndex(values.shape[0]) if index is None else index
+    if nsim == 1:
+        return pd.Series(values[:, 0], index=index, name=names[0])
+    return pd.DataFrame(values, index=index, columns=names)
+
+
+def check_nsim(nsim, what: str = "nsim") -> int:
+    """``nsim`` as a positive int (SpecError otherwise)."""
+    if isinstance(nsim, bool) or not isinstance(nsim, (int, np.integer)) or nsim < 1:
+        raise SpecError(f"{what} must be a positive integer, got {nsim!r}")
+    return int(nsim)
+
+
+@dataclass(frozen=True)
+class StandardizedFit:
+    """A fit's estimates in the statistics' columns (:mod:`dmixed.stats.standardize`):
+    ``β̃`` (p,), ``Λ̃`` (r × r) with ``σ̃² Λ̃Λ̃' = Cov(b̃)``, ``σ̃``, and the BLUPs ``b̃``
+    (G, r): what :class:`dmixed.stats.draw.ResponseSampler` draws with."""
+
+    beta: np.ndarray
+    lam: np.ndarray
+    sigma: float
+    blups: np.ndarray
+
+    @classmethod
+    def of(cls, results, columns: Standardization, layout: Layout) -> StandardizedFit:
+        """From fitted results (the model's own coordinates), by the exact column map:
+        ``β̃ = (Tβ − c_y e_0)/s_y``, ``Ψ̃* = AΨ*A'``, ``τ̃* = s_l² τ*``, ``σ̃ = σ/s_y``,
+        ``b̃ = A b / s_y`` (a component's slot: ``s_l b / s_y``)."""
+        s_y = columns.y_scale
+        state = results.to_state()
+        beta = columns.fe_matrix() @ np.asarray(state.fe_params, dtype=np.float64)
+        if columns.x_intercept >= 0:
+            beta[columns.x_intercept] -= columns.y_shift
+        coords = Coordinates.for_fit(columns, layout, all_free=True)
+        packed = coords.to_opt(results.packed_params, results.use_sqrt)
+        lam = layout.lam(packed, results.use_sqrt)
+        q = layout.k_re
+        blup = np.array(state.blup, dtype=np.float64)
+        blup[:, :q] = blup[:, :q] @ columns.re_matrix().T
+        blup[:, q:] *= columns.slot_scales(layout.vc_widths)
+        return cls(beta / s_y, lam, float(np.sqrt(results.scale)) / s_y, blup / s_y)
+
+
+def simulate_fitted(results, nsim: int = 1, seed=None, use_re: bool = False):
+    """``nsim`` responses drawn from the fitted model on the fitted rows.
+
+    ``y* = Xβ̂ + Z̃b* + e*``, ``e*_j ~ N(0, σ̂²/w_j)``; ``b*_i ~ N(0, blockdiag(cov_re,
+    vcomp_l I))`` redrawn for every group and draw (lme4's ``simulate``), or the BLUPs
+    with ``use_re=True`` (``use.u = TRUE``).  Rows dropped by ``missing="drop"`` are not
+    drawn.
+
+    Parameters
+    ----------
+    results : MixedLMResults
+        A fit of this session (its model's rows are needed).
+    nsim : int
+    seed : int, numpy Generator or None
+        ``numpy.random.default_rng(seed)``.
+    use_re : bool
+
+    Returns
+    -------
+    pandas.Series (nsim = 1) or DataFrame (n, nsim) with columns ``sim_1 …`` indexed
+    like the fitted rows (pandas or formula input); ndarray (n,) or (n, nsim) for
+    arrays; for a Dask fit the same as a lazy Dask Series or DataFrame
+    (:func:`simulate_dask`).
+
+    Raises
+    ------
+    SpecError
+        ``nsim`` not a positive integer; no rows at hand (loaded results, a model built
+        from statistics).
+    """
+    nsim = check_nsim(nsim)
+    model = results.model
+    source = None if model is None else model.source
+    rows = None if model is None else model.rows
+    if rows is None and source is None:
+        raise SpecError(
+            "simulate() draws on the fitted rows, which these results do not have (loaded "
+            "results, or a model built from statistics); bootstrap() needs only statistics"
+        )
+    rng = as_rng(seed)
+    predictor = results.predictor()
+    effects = None
+    if not use_re:
+        layout = Layout(results.k_re, tuple(t.shape[1] for t in predictor.slot_cols))
+        state = results.to_state()
+        lam = absolute_factor(layout, state.cov_re, state.vcomp)
+        n_groups = len(predictor.group_labels)
+        effects = [draw_effects(rng, lam, n_groups, predictor.slot_cols) for _ in range(nsim)]
+    if source is not None:
+        return simulate_dask(predictor, model.spec, source, effects, results.scale, rng, nsim)
+    values = simulate_rows(predictor, rows, effects, results.scale, rng, nsim)
+    return simulation_frame(values, rows.index, results.pandas_output)
+
+
+class RowDistribution:
+    """The distribution of a model's response on its rows at given parameters, with
+    statsmodels' ``_mixedlm_distribution`` interface (``MixedLM.get_distribution``):
+    :meth:`rvs` draws ``y* = Xβ + Z̃b* + e*`` with ``b*_i ~ N(0, blockdiag(cov_re,
+    vcomp_l I))`` and ``e*_j ~ N(0, scale/w_j)`` (statsmodels has no weights).
+
+    Parameters
+    ----------
+    predictor : Predictor
+        ``β`` (``fe_params``), the groups and the variance-component slots of the rows.
+    rows : RowData-like
+        The rows (``exog`` may be another fixed-effects design of the same rows).
+    cov_re : ndarray (q, q)
+    vcomp : ndarray (d,)
+    scale : float
+    """
+
+    def __init__(self, predictor: Predictor, rows, cov_re, vcomp, scale: float) -> None:
+        self.predictor = predictor
+        self.rows = rows
+        layout = Layout(predictor.k_re, tuple(t.shape[1] for t in predictor.slot_cols))
+        self.lam = absolute_factor(layout, cov_re, vcomp)
+        self.fe_params = predictor.fe_params
+        self.cov_re = np.asarray(cov_re, dtype=np.float64)
+        self.vcomp = np.asarray(vcomp, dtype=np.float64)
+        self.scale = float(scale)
+
+    def rvs(self, n=None, rng=None) -> np.ndarray:
+        """One draw of the response (n,): ``n`` is ignored, as statsmodels' (its
+        interface); ``rng`` a seed, ``Generator`` or ``RandomState``."""
+        del n
+        rng = as_rng(rng)
+        n_groups = len(self.predictor.group_labels)
+        effects = [draw_effects(rng, self.lam, n_groups, self.predictor.slot_cols)]
+        return simulate_rows(self.predictor, self.rows, effects, self.scale, rng, 1)[:, 0]
+
+
+def row_distribution(model, params, scale: float, exog=None) -> RowDistribution:
+    """statsmodels' ``MixedLM.get_distribution(params, scale, exog)`` for a dmixed model.
+
+    Parameters
+    ----------
+    model : MixedLM
+        A model of in-memory rows (its statistics give the groups and the
+        variance-component slots: one data pass unless cached).
+    params : array_like
+        ``[fe_params, vech_lt(Ψ*), τ*]``: statsmodels' packing ``has_fe=True,
+        use_sqrt=False`` with the covariance parameters divided by ``scale``.
+    scale : float
+        The residual variance σ².
+    exog : array_like (n, p), optional
+        Another fixed-effects design of the same rows (default the model's).
+
+    Returns
+    -------
+    RowDistribution
+
+    Raises
+    ------
+    SpecError
+        A model without rows (Dask data, or built from statistics); ``exog`` of
+        another shape; a negative ``scale``.
+    """
+    if model.rows is None:
+        raise SpecError(
+            "get_distribution draws on the model's rows, which a model of Dask data or "
+            "of statistics does not hold in memory"
+        )
+    if not float(scale) >= 0:
+        raise SpecError(f"scale must be a non-negative variance, got {scale!r}")
+    point = MixedLMParams.from_packed(params, model.k_fe, model.k_re, False, True)
+    rows = model.rows
+    if exog is not None:
+        x = np.asarray(exog, dtype=np.float64).reshape(rows.exog.shape[0], -1)
+        if x.shape != rows.exog.shape:
+            raise SpecError(f"exog has shape {x.shape}; the model's rows are {rows.exog.shape}")
+        rows = replace(rows, exog=x)
+    stats = model.statistics()
+    predictor = Predictor(
+        point.fe_params,
+        stats.group_labels,
+        np.zeros((len(stats.group_labels), stats.layout.r)),
+        stats.vc_slot_cols,
+        [len(c) for c in model.vc_column_names],
+        model.k_re,
+    )
+    return RowDistribution(
+        predictor, rows, scale * point.cov_re, scale * np.asarray(point.vcomp), scale
+    )

@@ -1,0 +1,201 @@
+"""Parametric bootstrap from the statistics alone (``dmixed/results/bootstrap.py``).
+
+- The table: one row per replicate, named columns, percentile intervals, seeds.
+- No data pass: a model holding only statistics bootstraps exactly as the model of the
+  rows it came from, and a Dask fit's bootstrap reads no partition.
+- The distribution (issue goal 3): replicates refitted to statistics drawn without the
+  rows have the distribution of replicates refitted to responses simulated on the rows
+  (:meth:`MixedLMResults.simulate`), for REML and ML, with weights, on a model with a
+  random slope and a variance component: for each estimate and the llf, means (Welch z),
+  variances (Brown–Forsythe) and whole distributions (two-sample Kolmogorov–Smirnov),
+  seeded, each test at level α/(number of tests) so that a correct sampler fails the
+  whole check with probability at most α = 0.01 (Bonferroni).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import warnings
+from dataclasses import replace
+
+import dask
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from dmixed import MixedLM, mixedlm
+from dmixed.engines.local import statistics_from_arrays
+from dmixed.errors import CheckpointError, DmixedWarning, SpecError
+from dmixed.results.bootstrap import BootstrapResults
+from dmixed.stats import GroupArrays
+
+from .._synth import CountingReader, make_data
+
+VC = dict(re_formula="1 + x1", vc_formula={"sub": "0 + C(sub)"}, weights="w")
+FORMULA = "y ~ x1 + x2"
+#: probability that a correct sampler fails the distribution check (all its tests)
+ALPHA = 0.01
+
+
+def _frame(n_groups: int = 30, seed: int = 5) -> pd.DataFrame:
+    return make_data(n_groups=n_groups, max_size=14, vc_sd=0.7, seed=seed)
+
+
+@pytest.fixture(scope="module")
+def vc_fit():
+    return mixedlm(FORMULA, _frame(), groups="g", **VC).fit()
+
+
+def test_table_and_percentile_intervals(vc_fit):
+    boot = vc_fit.bootstrap(12, seed=3)
+    table = boot.replicates
+    names = [*vc_fit.fe_params.index, "g Var", "g x x1 Cov", "x1 Var", "sub Var"]
+    assert list(table.columns) == [*names, "scale", "llf", "converged"]
+    assert len(boot) == 12 and table["converged"].dtype == bool and table["converged"].all()
+    assert list(boot.estimate.index) == [*names, "scale", "llf"]
+    np.testing.assert_allclose(boot.estimate[names[:3]], vc_fit.fe_params, rtol=1e-12)
+    assert boot.estimate["x1 Var"] == pytest.approx(vc_fit.cov_re.loc["x1", "x1"], rel=1e-12)
+    assert boot.estimate["sub Var"] == pytest.approx(vc_fit.vcomp[0], rel=1e-12)
+    ci = boot.conf_int(0.2)
+    assert list(ci.columns) == [0, 1] and list(ci.index) == [*names, "scale", "llf"]
+    np.testing.assert_allclose(ci[0], table[ci.index].quantile(0.1), rtol=1e-12)
+    assert (ci[0] <= ci[1]).all()
+    pd.testing.assert_frame_equal(table, vc_fit.bootstrap(12, seed=3).replicates)
+    assert not table.equals(vc_fit.bootstrap(12, seed=4).replicates)
+    with pytest.raises(SpecError, match="alpha"):
+        boot.conf_int(1.5)
+    with pytest.raises(SpecError, match="n must be a positive integer"):
+        vc_fit.bootstrap(0)
+
+
+def test_progress_save_and_load(vc_fit, tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="dmixed"):
+        boot = vc_fit.bootstrap(2, seed=1, progress=True)
+    assert [r.getMessage().split(" in ")[0] for r in caplog.records] == [
+        "bootstrap: replicate 1/2",
+        "bootstrap: replicate 2/2",
+    ]
+    assert boot.replicate_seconds.shape == (2,) and boot.seconds >= boot.replicate_seconds.sum()
+    boot.save(tmp_path / "b.parquet")
+    back = BootstrapResults.load(tmp_path / "b.parquet")
+    pd.testing.assert_frame_equal(back.replicates, boot.replicates)
+    pd.testing.assert_series_equal(back.estimate, boot.estimate)
+    assert back.reml == boot.reml and np.array_equal(back.replicate_seconds, boot.replicate_seconds)
+    assert os.listdir(tmp_path) == ["b.parquet"]  # no temporary left
+    vc_fit.model.cached_statistics, saved = None, vc_fit.model.cached_statistics
+    try:
+        with pytest.raises(SpecError, match="statistics"):
+            vc_fit.bootstrap(1)
+    finally:
+        vc_fit.model.cached_statistics = saved
+    pd.DataFrame({"a": [1.0]}).to_parquet(tmp_path / "other.parquet")
+    with pytest.raises(CheckpointError, match="not a readable dmixed bootstrap table"):
+        BootstrapResults.load(tmp_path / "other.parquet")
+
+
+def test_a_model_of_statistics_alone_bootstraps_as_the_model_of_its_rows(vc_fit):
+    """Same statistics, same seed: the same replicates, with no rows at hand."""
+    model = vc_fit.model
+    arrays = GroupArrays.from_statistics(model.statistics())
+    alone = MixedLM.from_statistics(statistics_from_arrays(arrays), model.spec)
+    assert alone.rows is None and alone.source is None
+    res = alone.fit()
+    for use_re in (False, True):
+        ref = vc_fit.bootstrap(5, seed=8, use_re=use_re).replicates
+        got = res.bootstrap(5, seed=8, use_re=use_re).replicates
+        pd.testing.assert_frame_equal(got, ref, rtol=1e-7)
+
+
+def test_a_dask_fit_bootstraps_without_reading_a_partition(tmp_path, vc_fit):
+    df = _frame()
+    reader = CountingReader(df, 4, str(tmp_path / "reads.txt"))
+    ddf = dd.from_map(reader, range(4), meta=df.iloc[:0], enforce_metadata=False)
+    with dask.config.set(scheduler="sync"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DmixedWarning)
+        res = mixedlm(FORMULA, ddf, groups="g", **VC).fit()
+        before = reader.reads()
+        boot = res.bootstrap(4, seed=2)
+    assert before > 0 and reader.reads() == before
+    assert boot.replicates["converged"].all()
+    # the same statistics as the in-process fit: the same replicates
+    ref = vc_fit.bootstrap(4, seed=2).replicates
+    pd.testing.assert_frame_equal(boot.replicates, ref, rtol=1e-6)
+
+
+# --------------------------------------------------------------------------------------
+# the distribution of the replicates (goal 3)
+# --------------------------------------------------------------------------------------
+
+
+def _refit_rows(model, y: np.ndarray, reml: bool) -> list:
+    """The model refitted to response ``y`` on its own rows (a data pass over them)."""
+    twin = copy.copy(model)
+    twin.rows = replace(model.rows, endog=y)
+    twin.cached_statistics = twin.cached_client = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DmixedWarning)
+        fit = twin.fit(reml=reml, skip_hessian=True)
+    q = np.tril_indices(fit.k_re)
+    cov = np.asarray(fit.cov_re)
+    return [*np.asarray(fit.fe_params), *cov[q], *fit.vcomp, fit.scale, fit.llf]
+
+
+def _tests(a: pd.DataFrame, b: pd.DataFrame) -> dict[str, float]:
+    """p-values of the three two-sample tests of every column."""
+    out = {}
+    for col in a.columns:
+        x, y = a[col].to_numpy(), b[col].to_numpy()
+        se = np.sqrt(x.var(ddof=1) / x.size + y.var(ddof=1) / y.size)
+        out[f"{col}: mean"] = float(2 * sps.norm.sf(abs(x.mean() - y.mean()) / se))
+        out[f"{col}: variance"] = float(sps.levene(x, y, center="median").pvalue)
+        out[f"{col}: KS"] = float(sps.ks_2samp(x, y).pvalue)
+    return out
+
+
+def _compare(n_replicates: int, n_groups: int, seed: int) -> None:
+    df = _frame(n_groups, seed)
+    model = mixedlm(FORMULA, df, groups="g", **VC)
+    pvalues = {}
+    for reml in (True, False):
+        fit = model.fit(reml=reml)
+        drawn = fit.bootstrap(n_replicates, seed=seed + 1).values
+        sims = fit.simulate(n_replicates, seed=seed + 2)
+        rows = [_refit_rows(model, sims[c].to_numpy(), reml) for c in sims.columns]
+        simulated = pd.DataFrame(rows, columns=drawn.columns)
+        for key, p in _tests(drawn, simulated).items():
+            pvalues[f"{'REML' if reml else 'ML'} {key}"] = p
+    level = ALPHA / len(pvalues)
+    failed = {k: p for k, p in pvalues.items() if not p > level}
+    assert not failed, f"at level {level:.2g}: {failed}"
+
+
+def test_replicates_from_statistics_have_the_distribution_of_refits_to_rows():
+    _compare(n_replicates=50, n_groups=25, seed=11)
+
+
+@pytest.mark.slow
+def test_replicates_from_statistics_have_the_distribution_of_refits_to_rows_large():
+    _compare(n_replicates=400, n_groups=60, seed=21)
+
+
+def test_a_failed_refit_is_a_row_of_nan_not_converged(vc_fit, monkeypatch):
+    from dmixed.errors import DataError
+
+    calls = []
+    fit = MixedLM.fit
+
+    def second_fails(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise DataError("a refit that fails")
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(MixedLM, "fit", second_fails)
+    table = vc_fit.bootstrap(3, seed=5).replicates
+    assert table["converged"].tolist() == [True, False, True]
+    assert table.iloc[1].drop("converged").isna().all()
+    assert table.iloc[[0, 2]].drop(columns="converged").notna().all().all()

@@ -1,0 +1,107 @@
+"""Statistics of drawn responses (``dmixed/stats/draw.py``).
+
+Two checks, one per part of the draw: with no residual noise (σ̃ = 0) the drawn
+statistics are exactly those of the rows ``y = Xβ + Z̃b`` (computed by a data pass over
+those rows, in the same column map); with only noise (β = 0, b = 0) the response's
+statistics ``W'e*`` and ``e*'e*`` have the moments of ``e* ~ N(0, σ² I)``:
+``E[W'e*] = 0``, ``Cov(W'e*) = σ²W'W``, ``E[e*'e*] = nσ²``, ``Var(e*'e*) = 2nσ⁴``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+import dmixed
+from dmixed.engines.local import statistics_from_rows
+from dmixed.results import Predictor
+from dmixed.stats import GroupArrays
+from dmixed.stats.draw import ResponseSampler
+
+from .._synth import make_data
+
+MODELS = {
+    # random slope, an indicator component and a numeric one (dense vc block), weighted
+    "slope+vc": dict(
+        re_formula="1 + x1", vc_formula={"sub": "0 + C(sub)", "num": "0 + x2"}, weights="w"
+    ),
+    # random intercept: the within-group sums are kept and must be drawn too
+    "intercept": dict(weights="w"),
+}
+
+
+def _model(name: str, n_groups: int = 25, seed: int = 3):
+    # groups of 1 row: Z̃_i'Z̃_i of rank 1 with a random slope
+    df = make_data(n_groups=n_groups, min_size=1, max_size=12, vc_sd=0.5, seed=seed)
+    return dmixed.mixedlm("y ~ x1 + x2", df, groups="g", **MODELS[name])
+
+
+def _arrays(model) -> GroupArrays:
+    return GroupArrays.from_statistics(model.statistics())
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_noise_free_draw_is_the_statistics_of_the_rows(name):
+    model = _model(name)
+    arrays = _arrays(model)
+    rng = np.random.default_rng(0)
+    p, r = arrays.glob.k_fe, arrays.layout.r
+    beta_std = rng.normal(size=p)
+    b_std = rng.normal(size=(len(arrays.labels), r)) * 3.0
+    drawn = ResponseSampler(arrays).draw(rng, beta_std, b_std, 0.0)
+    # the same response on the rows, in the model's own units
+    cols = arrays.columns
+    beta = cols.beta_from_std(beta_std)
+    cond = np.zeros((len(arrays.labels), r, r))
+    blup, _ = cols.blups_from_std(b_std, cond, arrays.layout.vc_widths)
+    ncols = [len(c) for c in model.vc_column_names]
+    pred = Predictor(beta, arrays.labels, blup, arrays.slot_cols, ncols, model.k_re)
+    rows = replace(model.rows, endog=pred.predict(model.rows, include_random=True))
+    direct = GroupArrays.from_statistics(statistics_from_rows(rows, cols, (0, 0)))
+    size = np.sqrt(np.abs(np.diag(direct.glob.xyxy)))
+    np.testing.assert_allclose(drawn.zxy, direct.zxy, rtol=1e-10, atol=1e-10 * size.max())
+    outer = np.outer(size, size)
+    assert np.max(np.abs(drawn.glob.xyxy - direct.glob.xyxy) / outer) < 1e-10
+    assert (drawn.glob.within is None) == (direct.glob.within is None)
+    if direct.glob.within is not None:
+        wsize = np.sqrt(np.abs(np.diag(direct.glob.within)))
+        wsize = np.where(wsize > 0, wsize, wsize.max())  # the intercept's row is zero
+        err = np.abs(drawn.glob.within - direct.glob.within) / np.outer(wsize, wsize)
+        assert np.max(err) < 1e-10
+    np.testing.assert_array_equal(drawn.zz, arrays.zz)  # the design's statistics stay
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_noise_has_the_moments_of_iid_normal_rows(name):
+    model = _model(name, n_groups=8)
+    arrays = _arrays(model)
+    sampler = ResponseSampler(arrays)
+    rng = np.random.default_rng(1)
+    p, g, r = arrays.glob.k_fe, len(arrays.labels), arrays.layout.r
+    sigma, n_draws, n = 1.5, 4000, arrays.glob.n
+    we, ee, wyy = [], [], []
+    for _ in range(n_draws):
+        d = sampler.draw(rng, np.zeros(p), np.zeros((g, r)), sigma)
+        we.append(np.concatenate([d.zxy[:, :, p].ravel(), d.glob.xyxy[:p, p]]))
+        ee.append(d.glob.xyxy[p, p])
+        if d.glob.within is not None:
+            wyy.append(d.glob.within[p, p])
+    we, ee = np.array(we), np.array(ee)
+    # W'W in the same order: blocks D_i, C_i, X'X (zero between groups)
+    gram = np.zeros((g * r + p, g * r + p))
+    for i in range(g):
+        gram[i * r : (i + 1) * r, i * r : (i + 1) * r] = arrays.zz[i]
+        gram[i * r : (i + 1) * r, g * r :] = arrays.zxy[i, :, :p]
+    gram[g * r :, g * r :] = arrays.glob.xyxy[:p, :p]
+    gram = np.triu(gram) + np.triu(gram, 1).T
+    cov = sigma**2 * gram
+    emp = we.T @ we / n_draws  # the mean is known to be 0
+    se = np.sqrt((np.outer(np.diag(cov), np.diag(cov)) + cov**2) / n_draws)
+    assert np.max(np.abs(emp - cov) / np.maximum(se, 1e-300)) < 5.5
+    assert abs(ee.mean() - n * sigma**2) < 5 * np.sqrt(2 * n * sigma**4 / n_draws)
+    assert abs(ee.var() / (2 * n * sigma**4) - 1) < 5 * np.sqrt(8 / n_draws)  # χ²'s 4th moment
+    if wyy:  # e*'(I − P_1)e* ~ σ² χ²(n − G)
+        df = n - g
+        assert abs(np.mean(wyy) - df * sigma**2) < 5 * np.sqrt(2 * df * sigma**4 / n_draws)
