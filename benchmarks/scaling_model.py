@@ -17,7 +17,8 @@ of ``--rows`` rows on ``W`` single-threaded workers of an otherwise idle machine
 - ``X(G)``: what does not shrink with ``W``: each chain takes its partial of all the
   groups it saw from its table (``--extract-ns`` a group) and each bucket's owner adds
   one row per group of its bucket from every chain (``W × G / W`` rows, ``--combine-ns``
-  a group); with every group's rows in every file, both are ``∝ G`` whatever ``W``;
+  a group); with every group's rows in every file, both are ``∝ G`` whatever ``W``
+  (``C``, measured at 1–2 workers, holds them once too: a small overcount there);
 - ``O``: the workers' CPU seconds of the optimization (per-group kernels), divided
   among the workers;
 - ``n · L(W)``: ``n`` round trips (:data:`ROUND_TRIPS`) of latency
