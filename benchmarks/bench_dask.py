@@ -21,11 +21,14 @@ Run:  python benchmarks/bench_dask.py [--rows 50_000_000] [--groups 1_000_000]
    of these; the ratio of these floors to the scan says what part of the goal is left
    for them.
 
-Prints the wall times (whole fit, data pass, per optimizer step), the ratio of the
-whole fit to the scan, the tasks of the better fit by kind (from distributed's task
-stream: the chains, the combine, the optimizer's steps and Hessians), and the peak
-resident memory of every process (driver, scheduler, workers, nannies; sampled every
-0.1 s), and writes them as JSON (``--out``).
+Prints the wall times (whole fit, data pass, per optimizer step), the CPU seconds of the
+driver and of the workers in the data pass and in the optimization (``client.run`` at
+the fit's start, at the engine's ``data pass done`` log line and at its end), the ratio
+of the whole fit to the scan, the tasks of the better fit by kind (from distributed's
+task stream: the chains, the combine, the optimizer's steps and Hessians), and the peak
+resident memory of every process, twice: sampled every 0.1 s (driver, scheduler,
+workers, nannies) and the kernel's exact peak (``ru_maxrss``) of the driver and of every
+worker; writes them as JSON (``--out``).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -120,6 +124,47 @@ class PeakRSS:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def _own_usage() -> tuple[float, int]:
+    """``(CPU seconds, peak resident bytes)`` of this process so far (all its threads;
+    ``ru_maxrss`` is the kernel's exact peak, in KiB on Linux)."""
+    import resource
+
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return use.ru_utime + use.ru_stime, use.ru_maxrss * 1024
+
+
+class PhaseCPU(logging.Handler):
+    """CPU seconds of the driver and of every worker over one fit, split at the
+    engine's ``data pass done`` log line (data pass / optimization and standard errors).
+
+    The split is read where the driver logs the end of the data pass (after the blocks
+    are built and gathered), by ``client.run`` on every worker: CPU time, unlike wall
+    time, counts only what these processes ran, which the other load on the machine
+    distorts less.
+    """
+
+    def __init__(self, client) -> None:
+        super().__init__(logging.DEBUG)
+        self.client = client
+        self.marks: list[tuple[float, float]] = []  # (driver, workers) CPU seconds
+
+    def mark(self) -> None:
+        workers = self.client.run(_own_usage)
+        self.marks.append((_own_usage()[0], sum(cpu for cpu, _ in workers.values())))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if str(record.msg).startswith("data pass done"):
+            self.mark()
+
+    def phases(self) -> dict[str, dict[str, float]]:
+        """``{"data_pass": {"driver": s, "workers": s}, "optimization": {...}}``."""
+        (d0, w0), (d1, w1), (d2, w2) = self.marks[-3:]
+        return {
+            "data_pass": {"driver": d1 - d0, "workers": w1 - w0},
+            "optimization": {"driver": d2 - d1, "workers": w2 - w1},
+        }
 
 
 def task_times(records: list[dict], t0: float) -> dict[str, dict[str, float]]:
@@ -254,20 +299,32 @@ def main() -> None:
 
             persisted = client.persist(dd.read_parquet(args.dir))
             wait(persisted)
+        cpu = PhaseCPU(client)
+        dmixed_log = logging.getLogger("dmixed")
+        dmixed_log.addHandler(cpu)
+        dmixed_log.setLevel(logging.DEBUG)
         for _ in range(max(1, args.repeat)):
             ddf = dd.read_parquet(args.dir) if persisted is None else persisted
+            cpu.mark()
             t0, wall0 = time.perf_counter(), time.time()
             model = dmixed.mixedlm("y ~ x1 + x2 + x3", ddf, groups="g", re_formula="1 + x1")
             spec_seconds = time.perf_counter() - t0
             with dask.config.set({"dmixed.engine": args.engine}), get_task_stream(client) as ts:
                 res = model.fit(client=client)
+            wall = time.perf_counter() - t0
+            cpu.mark()
             tasks = task_times(ts.data, wall0)
-            fits.append((time.perf_counter() - t0, spec_seconds, res, model, tasks))
+            fits.append((wall, spec_seconds, res, model, tasks, cpu.phases()))
             print(
                 f"  fit {fits[-1][0]:.2f} s (data pass {res.data_pass_seconds:.2f} s, "
-                f"{res.n_evals} evaluations)"
+                f"{res.n_evals} evaluations); CPU s driver / workers: data pass "
+                f"{fits[-1][5]['data_pass']['driver']:.2f} / "
+                f"{fits[-1][5]['data_pass']['workers']:.2f}, optimization "
+                f"{fits[-1][5]['optimization']['driver']:.2f} / "
+                f"{fits[-1][5]['optimization']['workers']:.2f}"
             )
-        fit, spec_seconds, res, model, tasks = min(fits, key=lambda f: f[0])
+        dmixed_log.removeHandler(cpu)
+        fit, spec_seconds, res, model, tasks, _ = min(fits, key=lambda f: f[0])
         stats = model.statistics(client=client)
         lam = stats.layout.lam(res.packed_params, True)
         steps = []
@@ -277,6 +334,8 @@ def main() -> None:
             steps.append(time.perf_counter() - t1)
         engine = type(stats.engine).__name__
         floors = floor(client, dd.read_parquet(args.dir), model) if args.floor else None
+        worker_peaks = {w: usage[1] for w, usage in client.run(_own_usage).items()}
+    driver_peak = _own_usage()[1]
     scans_after = [run_scan() for _ in range(2)]
     scans = [t for t, _ in scans_before + scans_after]
     scan_rows = scans_before[0][1]
@@ -301,6 +360,7 @@ def main() -> None:
         "scan_runs_seconds": scans,
         "fit_seconds": fit,
         "fit_runs_seconds": [f[0] for f in fits],
+        "fit_runs_cpu_seconds": [f[5] for f in fits],
         "data_pass_runs_seconds": [f[2].data_pass_seconds for f in fits],
         "spec_seconds": spec_seconds,
         "data_pass_seconds": res.data_pass_seconds,
@@ -314,6 +374,7 @@ def main() -> None:
         "floor_seconds": floors,
         "task_times": tasks,
         "peak_rss_bytes": [{"process": n, "bytes": b} for n, b in peaks],
+        "max_rss_bytes": {"driver": driver_peak, "workers": worker_peaks},
     }
     print(
         f"fit (spec + data pass + optimization + SEs): {fit:.2f} s "
@@ -339,9 +400,14 @@ def main() -> None:
             f"= {floors['read'] / scan:.2f} x the scan; reading and building the design "
             f"matrices {floors['read_design']:.2f} s = {floors['read_design'] / scan:.2f} x"
         )
-    print("peak RSS per process:")
+    print("peak RSS per process (sampled every 0.1 s):")
     for name, b in peaks:
         print(f"  {b / 2**30:6.2f} GiB  {name}")
+    print(
+        f"peak RSS (the kernel's ru_maxrss): driver {driver_peak / 2**30:.2f} GiB; workers "
+        + ", ".join(f"{b / 2**30:.2f}" for b in worker_peaks.values())
+        + " GiB"
+    )
     write_report(args.out, report)
 
 

@@ -5,9 +5,10 @@ Run:  python benchmarks/bench_partition.py [--dir /tmp/bdata50] [--parts 10] [--
 
 For the first ``--parts`` partitions of ``dd.read_parquet(--dir)`` (the data of
 ``bench_dask.py``), fitted as ``y ~ x1 + x2 + x3`` with a random intercept and slope on
-x1, it times each stage of a chain (``dmixed.engines.dask.partials.chain_partials``) and prints
-the medians per partition over ``--repeat`` passes (the first pass, with cold memory, is
-left out when there are several):
+x1, it times each stage of a chain (``dmixed.engines.dask.partials.chain_partials``), wall
+and CPU time of the process (all its threads), and prints the medians per partition
+over ``--repeat`` passes (the first pass, with cold memory, is left out when there are
+several):
 
 - ``read``: the partition computed from its graph piece, as a chain does (Parquet read and
   conversion to pandas), and a plain ``pyarrow.parquet.read_table`` of the same file and
@@ -15,7 +16,8 @@ left out when there are several):
 - ``design``: the model's design matrices (``partials.partition_rows``);
 - ``sums``: the per-group sums into the chain's accumulator (``combine.GroupAccumulator.add``)
   in the chain's column map (chosen from its first partition, included);
-- minor page faults per partition.
+- minor page faults per partition;
+- once per pass, the chain's partial taken from its accumulator (``result``).
 
 Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``; set it as above to see
 the workers' memory behaviour, and ``--tune-malloc`` to apply what the workers apply
@@ -71,42 +73,71 @@ def main() -> None:
     packed = PackedLayout(2, 5)
 
     stages: dict[str, list[float]] = {"read": [], "pyarrow": [], "design": [], "sums": []}
+    cpu: dict[str, list[float]] = {k: [] for k in stages}
     faults: list[float] = []
+    extract: list[tuple[float, float]] = []
     for rep in range(max(1, args.repeat)):
         acc = GroupAccumulator(packed.width, key_dtype)
         std = None  # the chain's column map, chosen from its first partition (timed in sums)
         times: dict[str, list[float]] = {k: [] for k in stages}
+        cpus: dict[str, list[float]] = {k: [] for k in stages}
         f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         for (graph, out_key, _), name in zip(items, files, strict=True):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             pdf = compute_piece(graph, out_key)
             times["read"].append(time.perf_counter() - t)
-            t = time.perf_counter()
+            cpus["read"].append(time.process_time() - c)
+            t, c = time.perf_counter(), time.process_time()
             pq.read_table(os.path.join(args.dir, name), columns=columns).to_pandas()
             times["pyarrow"].append(time.perf_counter() - t)
-            t = time.perf_counter()
+            cpus["pyarrow"].append(time.process_time() - c)
+            t, c = time.perf_counter(), time.process_time()
             (dm, keys, ztilde), _ = partition_rows(pdf, spec, None)
             times["design"].append(time.perf_counter() - t)
-            t = time.perf_counter()
+            cpus["design"].append(time.process_time() - c)
+            t, c = time.perf_counter(), time.process_time()
             if std is None:
                 std = partition_standardization(dm, spec)
             acc.add(keys.astype(key_dtype, copy=False), dm, ztilde, std)
             times["sums"].append(time.perf_counter() - t)
+            cpus["sums"].append(time.process_time() - c)
         pass_faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / len(items)
+        t, c = time.perf_counter(), time.process_time()
+        acc.result(2)  # the chain's partial, split for two buckets (once per chain)
+        extract.append((time.perf_counter() - t, time.process_time() - c))
         if rep == 0 and args.repeat > 1:
             continue  # cold memory: every first pass is slower on this kind of machine
         for k in stages:
             stages[k].extend(times[k])
+            cpu[k].extend(cpus[k])
         faults.append(pass_faults)
 
     medians = {k: float(np.median(v)) * 1000 for k, v in stages.items()}
+    cpu_medians = {k: float(np.median(v)) * 1000 for k, v in cpu.items()}
     rows = len(pdf)
-    print(f"{len(items)} partitions of {rows:,} rows from {args.dir}; medians per partition:")
-    print(f"  read through Dask (graph piece)  {medians['read']:7.1f} ms")
-    print(f"  pyarrow read_table + to_pandas   {medians['pyarrow']:7.1f} ms")
-    print(f"  design matrices                  {medians['design']:7.1f} ms")
-    print(f"  per-group sums                   {medians['sums']:7.1f} ms")
-    print(f"  minor page faults                {np.median(faults):9.0f}")
+    ns = 1e6 / rows  # ms per partition -> ns per row
+    print(
+        f"{len(items)} partitions of {rows:,} rows from {args.dir}; medians per partition, "
+        "wall and CPU of this process (all its threads), and CPU per row:"
+    )
+    labels = {
+        "read": "read through Dask (graph piece)",
+        "pyarrow": "pyarrow read_table + to_pandas",
+        "design": "design matrices",
+        "sums": "per-group sums",
+    }
+    for k, label in labels.items():
+        print(
+            f"  {label:33s} {medians[k]:7.1f} ms  CPU {cpu_medians[k]:7.1f} ms "
+            f"({cpu_medians[k] * ns:5.1f} ns a row)"
+        )
+    print(f"  minor page faults                 {np.median(faults):9.0f}")
+    groups_seen = int(np.count_nonzero(acc.acc[0]))
+    result_ms = [1e3 * float(np.median([e[i] for e in extract])) for i in (0, 1)]
+    print(
+        f"the chain's partial of {groups_seen:,} groups (once per chain): "
+        f"{result_ms[0]:.1f} ms, CPU {result_ms[1]:.1f} ms"
+    )
     print(f"graph pieces for all {projected.npartitions} partitions: {pieces_seconds:.3f} s")
     report = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -116,6 +147,9 @@ def main() -> None:
         "malloc_trim_threshold_env": os.environ.get("MALLOC_TRIM_THRESHOLD_"),
         "tune_malloc": bool(args.tune_malloc),
         "median_ms": medians,
+        "median_cpu_ms": cpu_medians,
+        "groups_seen": groups_seen,
+        "partial_ms": result_ms,
         "minor_faults_per_partition": float(np.median(faults)),
         "pieces_seconds": pieces_seconds,
         "npartitions": int(projected.npartitions),

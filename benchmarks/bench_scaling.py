@@ -18,8 +18,13 @@ use ``--rows 5000000 --files 16 --workers 1,2``.  For every number of groups:
    exchange of ``--exchange`` (Dask config ``dmixed.exchange``);
 3. records per ``W`` and exchange the median, min and max of the fit, of the scan and of
    their ratio, the data pass, the bytes the data pass's tasks sent to the bucket nodes
-   (from the engine's ``exchange:`` log line) and the efficiency against 1 worker
-   (``fit(1) / (W · fit(W))``, medians).
+   (from the engine's ``exchange:`` log line), the efficiency against 1 worker
+   (``fit(1) / (W · fit(W))``, medians), the fits' tasks by kind (median compute seconds
+   summed over the workers, and when the last one ended), the CPU seconds of the driver
+   and of the workers in the data pass and in the optimization (medians; see
+   ``bench_dask.PhaseCPU``) and one optimizer step at the
+   optimum timed on the driver against its longest block (the difference: the round
+   trip's latency), the parts of the scaling model in ``RESULTS.md``.
 
 Writes the JSON (``--out``) after every step, so a cut-off run keeps what it measured.
 BLAS is pinned to one thread in this process and the workers.
@@ -41,7 +46,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"
 
 import numpy as np  # noqa: E402
-from bench_dask import local_cluster  # noqa: E402
+from bench_dask import PhaseCPU, local_cluster, task_times  # noqa: E402
 
 COLUMNS = ["g", "x1", "x2", "x3", "y"]
 
@@ -111,24 +116,83 @@ class ExchangeLog(logging.Handler):
             self.last["bytes"] = int(round(mb * 1e6))
 
 
-def fit_once(directory: str, client, exchange: str, log: ExchangeLog) -> dict:
+def fit_once(directory: str, client, exchange: str, log: ExchangeLog, cpu=None) -> dict:
     import dask
     import dask.dataframe as dd
+    from distributed import get_task_stream
 
     import dmixed
 
-    t0 = time.perf_counter()
-    with dask.config.set({"dmixed.exchange": exchange}):
+    if cpu is not None:
+        cpu.mark()
+    t0, wall0 = time.perf_counter(), time.time()
+    with dask.config.set({"dmixed.exchange": exchange}), get_task_stream(client) as ts:
         model = dmixed.mixedlm(
             "y ~ x1 + x2 + x3", dd.read_parquet(directory), groups="g", re_formula="1 + x1"
         )
         res = model.fit(client=client)
+    seconds = time.perf_counter() - t0
+    if cpu is not None:
+        cpu.mark()
     return {
-        "seconds": time.perf_counter() - t0,
+        "cpu": None if cpu is None else cpu.phases(),
+        "seconds": seconds,
         "data_pass": res.data_pass_seconds,
         "llf": res.llf,
+        "n_evals": res.n_evals,
         "exchange": log.last,
+        "tasks": task_times(ts.data, wall0),
+        "model": model,
+        "res": res,
     }
+
+
+def step_round_trip(client, fit: dict, repeat: int = 5) -> dict:
+    """One optimizer step at the fit's optimum, ``repeat`` times: the driver's wall time
+    (median) and the longest block's compute (from the task stream); their difference
+    is the round trip's latency (scheduling, transfer, the driver's sum)."""
+    from distributed import get_task_stream
+
+    stats = fit["model"].statistics(client=client)
+    lam = stats.layout.lam(fit["res"].packed_params, True)
+    walls, longest = [], []
+    for _ in range(repeat):
+        t0, wall0 = time.perf_counter(), time.time()
+        with get_task_stream(client) as ts:
+            stats.engine.step(lam, stats.layout.k_re)
+        walls.append(time.perf_counter() - t0)
+        spans = [
+            s["stop"] - s["start"]
+            for r in ts.data
+            for s in r["startstops"]
+            if s["action"] == "compute" and s["start"] >= wall0
+        ]
+        longest.append(max(spans, default=0.0))
+    wall, block = float(np.median(walls)), float(np.median(longest))
+    engine = type(stats.engine).__name__
+    if engine != "DaskEngine":  # gathered: the step runs in this process, no round trip
+        block = wall
+    return {
+        "engine": engine,
+        "step_seconds": wall,
+        "block_seconds": block,
+        "latency_seconds": wall - block,
+    }
+
+
+def _task_medians(fits: list[dict]) -> dict:
+    """Per kind of task, the median over the fits of its compute seconds (summed over
+    the workers) and of its span's end (seconds from the fit's start)."""
+    kinds = sorted({k for f in fits for k in f["tasks"]})
+    out = {}
+    for k in kinds:
+        found = [f["tasks"][k] for f in fits if k in f["tasks"]]
+        out[k] = {
+            "count": found[0]["count"],
+            "seconds": float(np.median([t["seconds"] for t in found])),
+            "last_end": float(np.median([t["last_end"] for t in found])),
+        }
+    return out
 
 
 def _stats(values: list[float]) -> dict:
@@ -145,12 +209,17 @@ def series(args, directory: str, groups: int, report: dict, save) -> None:
     for workers in args.workers:
         with local_cluster(workers, args.memory_limit) as cluster, Client(cluster) as client:
             fit_once(directory, client, args.exchange[0], log)  # warm-up, not timed
+            cpu = PhaseCPU(client)
+            logging.getLogger("dmixed").addHandler(cpu)
+            logging.getLogger("dmixed").setLevel(logging.DEBUG)
             runs: dict[str, list[dict]] = {e: [] for e in args.exchange}
             scans: list[float] = []
             for _ in range(args.repeat):
                 for exchange in args.exchange:
                     scans.append(scan(directory, workers))
-                    runs[exchange].append(fit_once(directory, client, exchange, log))
+                    runs[exchange].append(fit_once(directory, client, exchange, log, cpu))
+            logging.getLogger("dmixed").removeHandler(cpu)
+            trip = step_round_trip(client, runs[args.exchange[-1]][-1])
         for exchange, fits in runs.items():
             fit = [f["seconds"] for f in fits]
             median = float(np.median(fit))
@@ -166,6 +235,16 @@ def series(args, directory: str, groups: int, report: dict, save) -> None:
                 "exchanged": fits[-1]["exchange"],
                 "efficiency_vs_first": base[exchange] / workers / median,
                 "llf": fits[-1]["llf"],
+                "n_evals": fits[-1]["n_evals"],
+                "tasks": _task_medians(fits),
+                "cpu_seconds": {
+                    phase: {
+                        who: float(np.median([f["cpu"][phase][who] for f in fits]))
+                        for who in ("driver", "workers")
+                    }
+                    for phase in ("data_pass", "optimization")
+                },
+                "step": trip,
             }
             report["series"].append(entry)
             save()
@@ -175,6 +254,25 @@ def series(args, directory: str, groups: int, report: dict, save) -> None:
                 f"{entry['fit_over_scan']['median']:5.2f} "
                 f"({entry['fit_over_scan']['min']:.2f}-{entry['fit_over_scan']['max']:.2f})  "
                 f"eff {entry['efficiency_vs_first']:.2f}  exchanged {entry['exchanged']}",
+                flush=True,
+            )
+            cpu_s = entry["cpu_seconds"]
+            print(
+                f"    CPU s (median) driver / workers: data pass "
+                f"{cpu_s['data_pass']['driver']:.2f} / {cpu_s['data_pass']['workers']:.2f}, "
+                f"optimization {cpu_s['optimization']['driver']:.2f} / "
+                f"{cpu_s['optimization']['workers']:.2f}",
+                flush=True,
+            )
+            print(
+                f"    one step ({trip['engine']}) {1e3 * trip['step_seconds']:.1f} ms (longest "
+                f"block "
+                f"{1e3 * trip['block_seconds']:.1f} ms); tasks (median compute s, end s): "
+                + ", ".join(
+                    f"{k} {t['count']}x {t['seconds']:.2f} @{t['last_end']:.2f}"
+                    for k, t in entry["tasks"].items()
+                    if t["seconds"] >= 0.01
+                ),
                 flush=True,
             )
     logging.getLogger("dmixed").removeHandler(log)

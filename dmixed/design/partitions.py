@@ -78,7 +78,8 @@ def _projections(expr) -> int:
 
 
 def select_columns(ddf, columns: list):
-    """The ``columns`` of a Dask DataFrame, each partition checked when it is computed.
+    """The ``columns`` of a Dask DataFrame, in the collection's order, each partition
+    checked when it is computed.
 
     Where Dask's reader takes the projection itself (Parquet, CSV, ``from_pandas``: every
     partition has the collection's columns), ``ddf[columns]``, so that only those columns
@@ -94,6 +95,11 @@ def select_columns(ddf, columns: list):
     """
     columns = list(columns)
     check_present(columns, ddf.columns)
+    # in the collection's order: a reader absorbs a projection only in its own order,
+    # and reordering a partition's columns copies them (40 MB per million rows of a
+    # 5-column float frame; benchmarks/RESULTS.md, ninth session)
+    wanted = set(columns)
+    columns = [c for c in ddf.columns if c in wanted]
     expr = getattr(ddf, "expr", None)
     projected = ddf if columns == list(ddf.columns) else ddf[columns]
     if expr is not None and _projections(projected.expr.simplify()) <= _projections(

@@ -35,3 +35,20 @@ def test_select_columns_where_dask_does_not_check(tmp_path):
     with pytest.raises(DataError, match="column.*not found.*'z'"):
         select_columns(delayed, ["y", "z"])
     assert lost_futures(delayed) == []
+
+
+def test_select_columns_in_the_collections_order(tmp_path):
+    # asked out of the file's order, the columns come in the collection's order: the
+    # reader takes the projection itself and no partition's columns are reordered
+    # (a reorder copies every column of a partition)
+    pdf = pd.DataFrame({"g": [1, 2, 2], "x": [0.5, 0.1, 0.2], "y": [1.0, 2.0, 3.0]})
+    pdf.to_parquet(tmp_path / "d.parquet")
+    selected = select_columns(dd.read_parquet(tmp_path / "d.parquet"), ["y", "g"])
+    assert list(selected.columns) == ["g", "y"]
+    assert type(selected.expr.simplify()).__name__.startswith("ReadParquet")
+    pd.testing.assert_frame_equal(
+        selected.compute(scheduler="sync").reset_index(drop=True), pdf[["g", "y"]]
+    )
+    every = select_columns(dd.read_parquet(tmp_path / "d.parquet"), ["y", "x", "g"])
+    assert list(every.columns) == ["g", "x", "y"]
+    assert type(every.expr.simplify()).__name__.startswith("ReadParquet")

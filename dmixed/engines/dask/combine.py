@@ -70,6 +70,10 @@ class GroupAccumulator:
 
     * integer keys in a range not much wider than the number of groups: the column is
       ``key − base`` (no hashing at all; the range grows as keys outside it arrive);
+    * integer keys spread thinly over their range (a bucket's share of ids, or the first
+      partition of many more groups than rows): a lookup array over the range gives
+      each key its column, and the columns are the groups seen, in order of arrival
+      (one gather a row, where a hash table costs tens of ns a row);
     * otherwise a hash table: a pandas Index of the keys known so far, whose hash table
       is built once and kept, plus a small Index of keys added since, merged into the
       main one when it reaches a quarter of its size (amortized linear time).
@@ -77,7 +81,10 @@ class GroupAccumulator:
     A range is used while it is at most ``max(2**18, 2 · (groups seen + rows of the
     partition))`` wide, so its memory stays within a small factor of the hash table's, or
     under 2**18 columns (29 MB for a random slope and 4 fixed effects): small partitions
-    of integer keys over a few hundred thousand groups still get the range.
+    of integer keys over a few hundred thousand groups still get the range.  A lookup
+    is used while its range is at most ``max(2**18, LOOKUP_SPAN · (groups seen + rows of
+    the partition))`` wide (4 bytes a key of the range: at most 128 bytes a group seen,
+    about the accumulator's own 8 bytes × width of a random slope's statistics).
 
     Parameters
     ----------
@@ -88,6 +95,7 @@ class GroupAccumulator:
     """
 
     MIN_RANGE = 1 << 18
+    LOOKUP_SPAN = 32
 
     def __init__(self, width: int, key_dtype) -> None:
         self.width = width
@@ -95,6 +103,8 @@ class GroupAccumulator:
         self.acc = np.zeros((width, 0))
         self.ranged = self.key_dtype.kind in "iu"
         self.base = 0
+        self.lookup: np.ndarray | None = None  # column of key − base, or −1
+        self.looked_up = np.empty(0, dtype=np.int64)  # the keys of the columns, in order
         self.index = self._new_index(np.empty(0, dtype=self.key_dtype))
         self.extra = self._new_index(np.empty(0, dtype=self.key_dtype))
 
@@ -123,7 +133,7 @@ class GroupAccumulator:
         span = new_hi - new_lo + 1
         seen = int(np.count_nonzero(self.acc[0])) if cap else 0
         if span > max(self.MIN_RANGE, 2 * (seen + keys.size)):
-            self._to_hash()
+            self._to_lookup()
             return None
         # some slack above the first range (keys seldom all show up in the first
         # partition) and geometric growth after: each growth copies the accumulator
@@ -140,11 +150,58 @@ class GroupAccumulator:
         return keys - self.base
 
     def _to_hash(self) -> None:
-        """Leave range mode: the groups seen become the hash table's first keys."""
-        seen = np.flatnonzero(self.acc[0])
-        self.index = self._new_index((seen + self.base).astype(self.key_dtype))
-        self.acc = np.ascontiguousarray(self.acc[:, seen])
+        """Leave range (or lookup) mode: the groups seen become the hash table's first
+        keys."""
+        if self.lookup is not None:
+            seen_keys = self.looked_up
+            self.acc = np.ascontiguousarray(self.acc[:, : seen_keys.size])
+        else:
+            seen = np.flatnonzero(self.acc[0])
+            seen_keys = seen + self.base
+            self.acc = np.ascontiguousarray(self.acc[:, seen])
+        self.index = self._new_index(seen_keys.astype(self.key_dtype))
         self.ranged = False
+        self.lookup = None
+
+    def _to_lookup(self) -> None:
+        """Leave range mode for a lookup: the groups seen keep their sums, in key order."""
+        seen = np.flatnonzero(self.acc[0]) if self.acc.shape[1] else np.empty(0, np.int64)
+        self.looked_up = (seen + self.base).astype(np.int64)
+        self.acc = np.ascontiguousarray(self.acc[:, seen])
+        self.lookup = np.empty(0, dtype=np.int32)
+        self.ranged = False
+
+    def _lookup_columns(self, keys: np.ndarray) -> np.ndarray | None:
+        """Columns of ``keys`` through the lookup (new keys get new columns, in key
+        order); None (and the hash table from now on) when its range would be too
+        wide."""
+        lo, hi = int(keys.min()), int(keys.max())
+        known = self.looked_up
+        if known.size:
+            lo, hi = min(lo, int(known.min())), max(hi, int(known.max()))
+        span = hi - lo + 1
+        limit = max(self.MIN_RANGE, self.LOOKUP_SPAN * (known.size + keys.size))
+        if hi >= 2**62 or lo < -(2**62) or span > min(limit, 2**31 - 1):
+            self._to_hash()
+            return None
+        lookup = self.lookup
+        if lookup is None or lo < self.base or hi >= self.base + lookup.size:
+            lookup = np.full(span + span // 8, -1, dtype=np.int32)  # some slack above
+            lookup[known - lo] = np.arange(known.size, dtype=np.int32)
+            self.lookup, self.base = lookup, lo
+        offsets = keys.astype(np.int64, copy=False) - self.base
+        col = lookup[offsets]
+        new = col < 0
+        if new.any():
+            lookup[offsets[new]] = -2  # marked, then read back in key order
+            fresh = np.flatnonzero(lookup == -2)
+            lookup[fresh] = np.arange(known.size, known.size + fresh.size, dtype=np.int32)
+            self.looked_up = np.concatenate([known, fresh + self.base])
+            if self.looked_up.size > self.acc.shape[1]:
+                cap = self.acc.shape[1]
+                self._grow(max(self.looked_up.size, cap + cap // 2))
+            col = lookup[offsets]
+        return col.astype(np.int64)
 
     def _hash_columns(self, keys: np.ndarray) -> np.ndarray:
         n_main = len(self.index)
@@ -174,6 +231,8 @@ class GroupAccumulator:
         (:mod:`dmixed.stats.standardize`); returns their global sums (see
         :func:`dmixed.kernels.accumulate_packed`)."""
         col = self._range_columns(keys) if self.ranged else None
+        if col is None and self.lookup is not None:
+            col = self._lookup_columns(keys)
         if col is None:
             col = self._hash_columns(keys)
         # variance components of one entry per row: summed without the padded products
@@ -187,6 +246,9 @@ class GroupAccumulator:
         if self.ranged:
             seen = np.flatnonzero(self.acc[0])
             keys = (seen + self.base).astype(self.key_dtype)
+        elif self.lookup is not None:
+            keys = self.looked_up.astype(self.key_dtype)
+            seen = np.arange(keys.size)
         else:
             keys = np.asarray(self.index.append(self.extra), dtype=self.key_dtype)
             seen = np.arange(keys.size)

@@ -48,6 +48,21 @@ def _accumulated(acc: GroupAccumulator, n_buckets: int) -> pd.DataFrame:
     return pd.DataFrame(values, index=pd.Index(keys))
 
 
+def _assert_one_pass(acc: GroupAccumulator, batches: list, rng, n_buckets: int) -> None:
+    """Add the batches of keys (with random rows) into ``acc``; its partial equals the
+    statistics of all rows at once."""
+    dms = []
+    for keys in batches:
+        dm, zt = _rows(keys, rng)
+        acc.add(keys, dm, zt)
+        dms.append(dm)
+    got = _accumulated(acc, n_buckets)
+    want = _expected(np.concatenate(batches), dms)
+    got = got.loc[want.index]
+    assert len(got) == len(want)
+    np.testing.assert_allclose(got.to_numpy(), want.to_numpy(), rtol=1e-12, atol=1e-12)
+
+
 KEYS = st.sampled_from(
     ["dense", "offset", "negative", "sparse", "string", "jumps", "unsigned", "small-unsigned"]
 )
@@ -84,18 +99,8 @@ def test_accumulator_equals_one_pass_over_all_rows(kind, sizes, n_buckets, seed)
         kind, np.int64
     )
     acc = GroupAccumulator(kernels.packed_width(2, 3), key_dtype)
-    dms, all_keys = [], []
-    for step, n in enumerate(sizes):
-        keys = _draw_keys(kind, rng, n, step)
-        dm, zt = _rows(keys, rng)
-        acc.add(keys, dm, zt)
-        dms.append(dm)
-        all_keys.append(keys)
-    got = _accumulated(acc, n_buckets)
-    want = _expected(np.concatenate(all_keys), dms)
-    got = got.loc[want.index]
-    assert len(got) == len(want)
-    np.testing.assert_allclose(got.to_numpy(), want.to_numpy(), rtol=1e-12, atol=1e-12)
+    batches = [_draw_keys(kind, rng, n, step) for step, n in enumerate(sizes)]
+    _assert_one_pass(acc, batches, rng, n_buckets)
 
 
 def test_dense_integer_keys_use_a_range_and_wide_ones_a_hash_table():
@@ -111,6 +116,47 @@ def test_dense_integer_keys_use_a_range_and_wide_ones_a_hash_table():
     out = _accumulated(acc, 2)
     assert out.loc[2**45, 0] == 1
     assert out[0].sum() == 5_002
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    stride=st.sampled_from([3, 16, 101]),
+    sizes=st.lists(st.integers(1, 80), min_size=1, max_size=6),
+    n_buckets=st.integers(1, 4),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_thin_integer_keys_through_the_lookup_equal_one_pass(stride, sizes, n_buckets, seed):
+    # keys that fill 1/stride of their range (a bucket's share of ids): the lookup
+    # (MIN_RANGE lowered so that these few keys leave the range), some partitions
+    # reaching below and above the keys seen so far, the last one far away (hash table)
+    rng = np.random.default_rng(seed)
+    acc = GroupAccumulator(kernels.packed_width(2, 3), np.int64)
+    acc.MIN_RANGE = 16
+    batches = []
+    for step, n in enumerate(sizes):
+        shift = 0 if step < len(sizes) - 1 or step == 0 else 10**12
+        batches.append(rng.integers(-5, 40, n) * stride + 7 * step + shift)
+    _assert_one_pass(acc, batches, rng, n_buckets)
+
+
+def test_thin_integer_keys_use_a_lookup_as_wide_as_the_groups():
+    rng = np.random.default_rng(2)
+    acc = GroupAccumulator(kernels.packed_width(2, 3), np.int64)
+    keys = rng.integers(0, 40_000, 30_000) * 16 + 3  # one bucket of 16: 640k ids wide
+    acc.add(keys, *_rows(keys, rng))
+    assert acc.lookup is not None and not acc.ranged
+    assert acc.acc.shape[1] == np.unique(keys).size  # the groups seen, not the range
+    more = rng.integers(0, 40_000, 30_000) * 16 + 3
+    acc.add(more, *_rows(more, rng))
+    assert acc.lookup is not None
+    out = _accumulated(acc, 3)
+    assert set(out.index) == set(np.concatenate([keys, more]).tolist())
+    assert out[0].sum() == 60_000
+    far = np.array([2**45])
+    acc.add(far, *_rows(far, rng))  # a lookup up to 2**45 would not fit: hash table
+    assert acc.lookup is None and not acc.ranged
+    out = _accumulated(acc, 2)
+    assert out.loc[2**45, 0] == 1 and out[0].sum() == 60_001
 
 
 @settings(max_examples=60, deadline=None)
