@@ -83,14 +83,6 @@ SKIPPED = {
 
 #: test -> the dmixed API gap it fails on (xfail, strict)
 GAPS: dict[str, str] = {
-    "TestMixedLM.test_profile_inference": (
-        "profile_re(re_ix, vtype, num_low, dist_low, num_high, dist_high) with "
-        "statsmodels' signature and return value"
-    ),
-    "test_profile_re_likelihood_peaks_at_mle": (
-        "profile_re(re_ix, vtype, num_low, dist_low, num_high, dist_high) with "
-        "statsmodels' signature and return value"
-    ),
     "TestMixedLM.test_vcomp_2": (
         "a formula calling a function of the caller's scope (times_two(x1)), which "
         "statsmodels evaluates in the caller's environment"
