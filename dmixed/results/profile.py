@@ -119,13 +119,17 @@ class ProfileIntervals:
         self.exact_hessians = _hessian_is_cheap(sdcor, best.z)
 
     def _boundary(self, z: np.ndarray) -> np.ndarray:
-        """Coordinates held where they are: SDs estimated at 0 and their correlations."""
+        """Coordinates held where they are: SDs estimated at 0 with their correlations,
+        and correlations estimated at ±1 (set to exactly ±1 when within 1e-7)."""
         sd = self.sdcor
         hold = np.zeros(z.size, dtype=bool)
-        zero = [k for k in range(sd.n_cov) if sd.kinds[k] != "cor" and z[k] == 0.0]
-        for k in zero:
-            hold |= self._correlations_of(k)
-            hold[k] = True
+        for k in range(sd.n_cov):
+            if sd.kinds[k] != "cor" and z[k] == 0.0:
+                hold |= self._correlations_of(k)
+                hold[k] = True
+            elif sd.kinds[k] == "cor" and abs(z[k]) > 1.0 - 1e-7:
+                z[k] = math.copysign(1.0, z[k])
+                hold[k] = True
         return hold
 
     def _correlations_of(self, k: int) -> np.ndarray:
@@ -137,6 +141,14 @@ class ProfileIntervals:
                 out[i] = True
         return out
 
+    def _correlations_of_held(self) -> np.ndarray:
+        """The correlations involving an SD held at 0."""
+        out = np.zeros(self.hold.size, dtype=bool)
+        for k in np.flatnonzero(self.hold[: self.sdcor.n_cov]):
+            if self.sdcor.kinds[k] != "cor":
+                out |= self._correlations_of(k)
+        return out
+
     # -- one profile point ----------------------------------------------------------
 
     def zeta(self, k: int, x: float, near: SdCorPoint) -> tuple[float, float, SdCorPoint]:
@@ -145,13 +157,17 @@ class ProfileIntervals:
         from the tangent at ``near`` (a profile point already computed)."""
         sd = self.sdcor
         hold = self.hold.copy()
-        if x == 0.0 and sd.kinds[k] != "beta" and sd.kinds[k] != "cor":
-            hold |= self._correlations_of(k)
+        if sd.kinds[k] in ("sd", "vc"):
+            cors = self._correlations_of(k)
+            if x == 0.0:
+                hold |= cors
+            elif self.hold[k]:  # profiled off the boundary: its correlations move too
+                hold &= ~(cors & ~self._correlations_of_held())
         z0 = _tangent_start(near, k, x, ~hold, sd.n_c)
         if not sd.feasible(z0):
             z0 = near.z.copy()
             z0[k] = x
-        start_hess = None if self.exact_hessians else near.hess
+        start_hess = None if self.exact_hessians or self.hold[k] else near.hess
         pt, converged = sd.maximize(z0, pinned=k, hold=hold, hess=start_hess)
         if not converged:
             pt = self._retry(near, k, x, hold)
@@ -161,25 +177,40 @@ class ProfileIntervals:
         return zeta, slope, pt
 
     def _retry(self, near: SdCorPoint, k: int, x: float, hold: np.ndarray) -> SdCorPoint:
-        """A maximization from ``near`` itself (no tangent), else a bounded quasi-Newton
-        one; NaN ℓ when both fail."""
-        z0 = near.z.copy()
-        z0[k] = x
-        pt, converged = self.sdcor.maximize(z0, pinned=k, hold=hold, max_iter=200)
-        if converged:
-            return pt
+        """Bounded quasi-Newton maximizations (where Newton's steps stalled on a bound:
+        another SD at 0, a correlation at ±1) from ``near`` and from the estimates,
+        the higher kept (a bound can hold a local maximum); NaN ℓ if both fail."""
+        best = SdCorPoint(near.z, -np.inf)
+        for start in (near.z, self.estimate):
+            z0 = start.copy()
+            z0[k] = x
+            pt, converged = self.sdcor.maximize_bounded(z0, pinned=k, hold=hold)
+            if converged and pt.llf > best.llf:
+                best = pt
+        if np.isfinite(best.llf):
+            return best
         logger.warning("profile of %s at %.6g did not converge", self.names[k], x)
-        return SdCorPoint(pt.z, np.nan)
+        return SdCorPoint(best.z, np.nan)
 
     # -- endpoints ----------------------------------------------------------------------
 
     def interval(self, k: int, level: float = 0.95) -> tuple[float, float]:
-        """The profile interval of parameter ``k`` (position in :attr:`names`)."""
+        """The profile interval of parameter ``k`` (position in :attr:`names`).
+
+        A parameter estimated on its bound (an SD at 0, a correlation at ±1) has that
+        bound as one limit; a correlation of an SD estimated at 0 is not identified
+        (NaN, NaN).
+        """
         crit = _normal_quantile((1.0 + _check_level(level)) / 2.0)
+        x_hat = self.estimate[k]
         if self.hold[k]:
-            if self.sdcor.kinds[k] == "cor":
+            if self.sdcor.kinds[k] != "cor":
+                return 0.0, self.endpoint(k, crit)
+            if self._correlations_of_held()[k]:
                 return np.nan, np.nan
-            return 0.0, self.endpoint(k, crit)
+            if x_hat < 0:
+                return -1.0, self.endpoint(k, crit)
+            return self.endpoint(k, -crit), 1.0
         return self.endpoint(k, -crit), self.endpoint(k, crit)
 
     def endpoint(self, k: int, target: float) -> float:
@@ -196,9 +227,7 @@ class ProfileIntervals:
         x_hat = self.estimate[k]
         inside = (fwd(x_hat), -target, self.best)  # (t, ζ − target, profile point)
         outside = None
-        se_t = self.se[k] * _slope(kind, x_hat)
-        width = abs(target) * se_t if np.isfinite(se_t) and se_t > 0 else 0.5
-        t = fwd(x_hat) + side * width
+        t_ref, t = self._first_step(k, target, fwd)
         for _ in range(MAX_STEPS):
             x = inv(t)
             at_bound = _beyond(x, bound, side, x_hat)
@@ -217,8 +246,25 @@ class ProfileIntervals:
                 inside = (t, f, pt)
             else:
                 outside = (t, f, pt)
-            t = _next_t(t, f, slope * _dx_dt(kind, x), fwd(x_hat), inside, outside, fwd, inv)
+            t = _next_t(t, f, slope * _dx_dt(kind, x), t_ref, inside, outside, fwd, inv)
         return np.nan
+
+    def _first_step(self, k: int, target: float, fwd) -> tuple[float, float]:
+        """``(t_ref, t)``: the first point in ``t``, the Wald endpoint (or a point 1/10
+        of the way in from a bound, for an estimate on it), and the reference that
+        bounds the outward steps (the estimate's ``t``, or one unit behind)."""
+        kind, x_hat = self.sdcor.kinds[k], self.estimate[k]
+        side = 1.0 if target > 0 else -1.0
+        t_hat = fwd(x_hat)
+        if np.isfinite(t_hat):
+            se_t = self.se[k] * _slope(kind, x_hat)
+            width = abs(target) * se_t if np.isfinite(se_t) and se_t > 0 else 0.5
+            return t_hat, t_hat + side * width
+        if kind == "cor":
+            t = fwd(x_hat + side * 0.1)
+        else:  # an SD at 0: start at a tenth of σ̂
+            t = fwd(0.1 * self.estimate[self.sdcor.sigma_ix])
+        return t - side, t
 
     # -- the table ----------------------------------------------------------------------
 
@@ -509,25 +555,19 @@ def _closer(t: float, a, b) -> bool:
 
 def _next_t(t, f, slope_t, t_hat, inside, outside, fwd, inv) -> float:
     """Newton's step ``t − f/(dζ/dt)``; without a bracket (then it is outward) at most
-    8 times the distance from the estimate ``t_hat``; with one, inside it (else the
-    regula falsi point, in ``x`` when the outside point is a bound)."""
+    8 times the distance from ``t_hat``; with one, inside it (else the regula falsi
+    point, or bisection in ``x`` when one end is a bound, at an infinite ``t``)."""
     newton = t - f / slope_t if slope_t > 0 and np.isfinite(slope_t) else np.nan
     if outside is None:
         span = t - t_hat
         lo, hi = sorted((t, t + 8.0 * span))
         return float(np.clip(newton, lo, hi)) if np.isfinite(newton) else t + 2.0 * span
     (ta, fa, _), (tb, fb, _) = inside, outside
-    if np.isfinite(tb):
-        lo, hi = sorted((ta, tb))
-        if np.isfinite(newton) and lo < newton < hi:
-            return float(newton)
+    if np.isfinite(newton) and min(ta, tb) < newton < max(ta, tb):
+        return float(newton)
+    if np.isfinite(ta) and np.isfinite(tb):
         return ta - fa * (tb - ta) / (fb - fa)
-    xa, xb = inv(ta), inv(tb)
-    x_new = inv(newton) if np.isfinite(newton) else np.nan
-    lo, hi = sorted((xa, xb))
-    if not (lo < x_new < hi):
-        x_new = 0.5 * (xa + xb)
-    return fwd(x_new)
+    return fwd(0.5 * (inv(ta) + inv(tb)))  # a bound at one end: bisection in x
 
 
 def _tangent_start(near: SdCorPoint, k: int, x: float, free: np.ndarray, n_c: int) -> np.ndarray:

@@ -297,6 +297,44 @@ class SdCorLikelihood:
             pt = trial
         return pt, False
 
+    def maximize_bounded(
+        self, z0: np.ndarray, pinned: int | None = None, hold: np.ndarray | None = None
+    ) -> tuple[SdCorPoint, bool]:
+        """max ℓ as :meth:`maximize`, by L-BFGS-B within the bounds (SDs ≥ 0,
+        correlations in [−1, 1]): for profiles whose maximum is on a bound, where
+        Newton's steps stall.  The point comes with its gradient and exact Hessian."""
+        from scipy import optimize  # noqa: PLC0415  (dmixed imports without scipy)
+
+        free = np.zeros(self.n_c + self.p, dtype=bool)
+        free[: self.n_c] = True
+        if hold is not None:
+            free &= ~hold
+        if pinned is not None:
+            free[pinned] = False
+        pinned_fe = pinned - self.n_c if pinned is not None and pinned >= self.n_c else None
+        kinds = self.kinds[free[: self.n_c + self.p]]
+        bounds = [(-1.0, 1.0) if kind == "cor" else (0.0, None) for kind in kinds]
+        z = np.array(z0, dtype=np.float64)
+
+        def negative(x):
+            z[free] = x
+            pt = self.evaluate(z, pinned_fe, order=1)
+            if not np.isfinite(pt.llf):
+                return np.inf, np.zeros(x.size)
+            return -pt.llf, -pt.grad[free]
+
+        res = optimize.minimize(
+            negative,
+            z[free],
+            jac=True,
+            method="L-BFGS-B",
+            bounds=bounds,
+            options={"maxiter": 1000, "ftol": 1e-15, "gtol": 1e-10},
+        )
+        z[free] = res.x
+        pt = self.evaluate(z, pinned_fe)
+        return pt, bool(np.isfinite(pt.llf))
+
     def _line_search(self, pt: SdCorPoint, free, delta, pinned_fe) -> SdCorPoint | None:
         """The step, halved until ℓ does not fall (the gradient where accepted)."""
         t = 1.0
