@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 
 import numpy as np
 import pandas as pd
@@ -46,7 +45,7 @@ logger = logging.getLogger("dmixed")
 
 #: |ζ − target| below which the endpoint is the Newton point ``x − (ζ − target)/ζ'``
 #: without a further profile (its error is of the order of this squared)
-ZETA_TOL = 1e-5
+ZETA_TOL = 1e-3
 #: profile points per endpoint before giving up (NaN)
 MAX_STEPS = 60
 
@@ -106,7 +105,7 @@ class ProfileIntervals:
             scale,
         )
         self.hold = self._boundary(z0)
-        best, converged = sdcor.maximize(z0, hold=self.hold)
+        best, converged = sdcor.maximize(z0, hold=self.hold, decrement=1e-12)
         if not converged:
             raise SpecError(
                 "the ML estimates could not be found from the fit's: profile-likelihood "
@@ -116,7 +115,7 @@ class ProfileIntervals:
         self.estimate = best.z
         self.llf = best.llf
         self.se = _standard_errors(best.hess, ~self.hold)
-        self.exact_hessians = _hessian_is_cheap(sdcor, best.z)
+        self.exact_hessians = _hessian_is_cheap(sdcor)
 
     def _boundary(self, z: np.ndarray) -> np.ndarray:
         """Coordinates held where they are: SDs estimated at 0 with their correlations,
@@ -125,28 +124,19 @@ class ProfileIntervals:
         hold = np.zeros(z.size, dtype=bool)
         for k in range(sd.n_cov):
             if sd.kinds[k] != "cor" and z[k] == 0.0:
-                hold |= self._correlations_of(k)
+                hold |= self.sdcor.correlations_of(k)
                 hold[k] = True
             elif sd.kinds[k] == "cor" and abs(z[k]) > 1.0 - 1e-7:
                 z[k] = math.copysign(1.0, z[k])
                 hold[k] = True
         return hold
 
-    def _correlations_of(self, k: int) -> np.ndarray:
-        """The correlations involving the SD at ``z[k]`` (none for a component)."""
-        sd = self.sdcor
-        out = np.zeros(sd.n_c + sd.p, dtype=bool)
-        for (a, b), i in sd.pos.items():
-            if a != b and k in (sd.pos[a, a], sd.pos[b, b]):
-                out[i] = True
-        return out
-
     def _correlations_of_held(self) -> np.ndarray:
         """The correlations involving an SD held at 0."""
         out = np.zeros(self.hold.size, dtype=bool)
         for k in np.flatnonzero(self.hold[: self.sdcor.n_cov]):
             if self.sdcor.kinds[k] != "cor":
-                out |= self._correlations_of(k)
+                out |= self.sdcor.correlations_of(k)
         return out
 
     # -- one profile point ----------------------------------------------------------
@@ -158,7 +148,7 @@ class ProfileIntervals:
         sd = self.sdcor
         hold = self.hold.copy()
         if sd.kinds[k] in ("sd", "vc"):
-            cors = self._correlations_of(k)
+            cors = self.sdcor.correlations_of(k)
             if x == 0.0:
                 hold |= cors
             elif self.hold[k]:  # profiled off the boundary: its correlations move too
@@ -168,13 +158,27 @@ class ProfileIntervals:
             z0 = near.z.copy()
             z0[k] = x
         start_hess = None if self.exact_hessians or self.hold[k] else near.hess
-        pt, converged = sd.maximize(z0, pinned=k, hold=hold, hess=start_hess)
+        pt, converged = sd.maximize(z0, pinned=k, hold=hold, hess=start_hess, decrement=1e-6)
         if not converged:
             pt = self._retry(near, k, x, hold)
+        elif self._on_bound(pt, hold):
+            # a bound can hold a local maximum that the warm start walked into: the
+            # maximum from the estimates too, the higher kept
+            z1 = self.estimate.copy()
+            z1[k] = x
+            other, ok = sd.maximize(z1, pinned=k, hold=hold, decrement=1e-6)
+            if ok and other.llf > pt.llf:
+                pt = other
         dev = max(2.0 * (self.llf - pt.llf), 0.0)
         zeta = math.copysign(math.sqrt(dev), x - self.estimate[k])
         slope = -pt.grad[k] / zeta if zeta != 0.0 and pt.grad is not None else np.nan
         return zeta, slope, pt
+
+    def _on_bound(self, pt: SdCorPoint, hold: np.ndarray) -> bool:
+        """Whether a coordinate not held is on its bound (an SD at 0, a correlation at
+        ±1) at the profile point."""
+        sd = self.sdcor
+        return bool(np.any(~hold & ((pt.z <= sd.lower) | (pt.z >= sd.upper))))
 
     def _retry(self, near: SdCorPoint, k: int, x: float, hold: np.ndarray) -> SdCorPoint:
         """Bounded quasi-Newton maximizations (where Newton's steps stalled on a bound:
@@ -474,16 +478,12 @@ def _normal_quantile(p: float) -> float:
     return float(special.ndtri(p))
 
 
-def _hessian_is_cheap(sdcor: SdCorLikelihood, z: np.ndarray) -> bool:
-    """Whether the Hessian pass costs less than 60 % more than the step alone (then
-    every profile point takes exact Newton steps, which are fewer; else quasi-Newton
-    ones, each a step).  Timed once at the estimates."""
-    t0 = time.perf_counter()
-    sdcor.evaluate(z, order=1)
-    t1 = time.perf_counter()
-    sdcor.evaluate(z, order=2)
-    t2 = time.perf_counter()
-    return (t2 - t1) < 1.6 * (t1 - t0)
+def _hessian_is_cheap(sdcor: SdCorLikelihood) -> bool:
+    """Whether profile points take exact Newton steps (fewer, each a step and a Hessian
+    pass) rather than quasi-Newton ones (each a step): where the Hessian pass costs
+    about a step, without variance components and with Ψ of at most 3 × 3 (with a
+    component it cost 13 steps in benchmarks/bench_profile.py's model)."""
+    return sdcor.k_vc == 0 and sdcor.layout.n_params <= 6
 
 
 def _standard_errors(hess: np.ndarray, free: np.ndarray) -> np.ndarray:

@@ -97,6 +97,10 @@ class SdCorLikelihood:
         self.jac = k  # ∂[β̃, θ̃, s̃]/∂[β, θ, s]
         self.basis = lay.basis()
         self.n_evals = 0  # evaluations so far (each one engine step, most a Hessian pass)
+        sds = np.isin(self.kinds, ("sd", "vc"))
+        cors = self.kinds == "cor"
+        self.lower = np.where(sds, 0.0, np.where(cors, -1.0, -np.inf))
+        self.upper = np.where(cors, 1.0, np.inf)
 
     def _monomials(self) -> list[dict[int, int]]:
         """Exponents over ``c`` of each of ``[vech_lt(Ψ*), τ*, s]``."""
@@ -276,26 +280,78 @@ class SdCorLikelihood:
             return pt, False
         if hess is not None:
             pt.hess = hess
+        active = np.zeros_like(free)  # coordinates stopped on a bound
         for _ in range(max_iter):
-            g = pt.grad[free]
-            delta = _newton_step(pt.hess[np.ix_(free, free)], g)
+            movable = free & ~active
+            g = pt.grad[movable]
+            delta = _newton_step(pt.hess[np.ix_(movable, movable)], g)
             if delta is None:
                 return pt, False
             dec = float(g @ delta)
             if dec < decrement:
+                released = self._pulled_inward(pt, active)
+                if released.any():
+                    active &= ~released
+                    continue
                 z = pt.z.copy()
-                z[free] += delta
-                grad = pt.grad + pt.hess[:, free] @ delta
+                z[movable] += delta
+                grad = pt.grad + pt.hess[:, movable] @ delta
                 return SdCorPoint(z, pt.llf + 0.5 * max(dec, 0.0), grad, pt.hess), True
-            trial = self._line_search(pt, free, delta, pinned_fe)
+            step = np.zeros(pt.z.size)
+            step[movable] = delta
+            trial, hit = self._step(pt, step, pinned_fe)
             if trial is None:
                 return pt, False
+            active |= hit
             if trial.hess is None:
                 trial.hess = secant_update(pt.hess, trial.z - pt.z, trial.grad - pt.grad)
                 if trial.hess is None:
                     trial = self.evaluate(trial.z, pinned_fe)
             pt = trial
         return pt, False
+
+    def correlations_of(self, k: int) -> np.ndarray:
+        """Mask of the correlations involving the SD at ``z[k]`` (none for a component)."""
+        out = np.zeros(self.n_c + self.p, dtype=bool)
+        for (a, b), i in self.pos.items():
+            if a != b and k in (self.pos[a, a], self.pos[b, b]):
+                out[i] = True
+        return out
+
+    def _step(self, pt: SdCorPoint, step: np.ndarray, pinned_fe):
+        """The Newton ``step``, cut at the first bound it crosses (an SD at 0, a
+        correlation at ±1: that coordinate set on it and returned in the mask ``hit``,
+        with the correlations of an SD stopped at 0), halved until ℓ does not fall."""
+        lower, upper = self.lower, self.upper
+        with np.errstate(divide="ignore", invalid="ignore"):
+            frac = np.where(
+                step < 0, (lower - pt.z) / step, np.where(step > 0, (upper - pt.z) / step, np.inf)
+            )
+        first = float(np.min(frac, initial=np.inf))
+        hit = np.zeros(step.size, dtype=bool)
+        if first < 1.0:
+            hit = frac <= first * (1 + 1e-12)
+            for k in np.flatnonzero(hit & (self.kinds != "cor")):
+                hit |= self.correlations_of(k)
+            z = pt.z + first * step
+            z[hit & (step < 0)] = lower[hit & (step < 0)]
+            z[hit & (step > 0)] = upper[hit & (step > 0)]
+            trial = self.evaluate(z, pinned_fe, order=1)
+            if trial.llf >= pt.llf - 1e-12 * abs(pt.llf):
+                return trial, hit
+            step = first * step
+        return self._line_search(pt, step, pinned_fe), np.zeros(step.size, dtype=bool)
+
+    def _pulled_inward(self, pt: SdCorPoint, active: np.ndarray) -> np.ndarray:
+        """The coordinates on a bound whose gradient points into the space (released,
+        with the correlations of a released SD)."""
+        tol = 1e-8 * max(1.0, abs(pt.llf))
+        at_lower = active & (pt.z <= self.lower) & (pt.grad > tol)
+        at_upper = active & (pt.z >= self.upper) & (pt.grad < -tol)
+        out = at_lower | at_upper
+        for k in np.flatnonzero(out & (self.kinds != "cor")):
+            out |= self.correlations_of(k) & active
+        return out
 
     def maximize_bounded(
         self, z0: np.ndarray, pinned: int | None = None, hold: np.ndarray | None = None
@@ -335,14 +391,12 @@ class SdCorLikelihood:
         pt = self.evaluate(z, pinned_fe)
         return pt, bool(np.isfinite(pt.llf))
 
-    def _line_search(self, pt: SdCorPoint, free, delta, pinned_fe) -> SdCorPoint | None:
+    def _line_search(self, pt: SdCorPoint, step: np.ndarray, pinned_fe) -> SdCorPoint | None:
         """The step, halved until ℓ does not fall (the gradient where accepted)."""
         t = 1.0
         floor = pt.llf - 1e-12 * abs(pt.llf)
         for i in range(40):
-            z = pt.z.copy()
-            z[free] += t * delta
-            trial = self.evaluate(z, pinned_fe, order=1 if i == 0 else 0)
+            trial = self.evaluate(pt.z + t * step, pinned_fe, order=1 if i == 0 else 0)
             if trial.llf >= floor:
                 return trial if i == 0 else self.evaluate(trial.z, pinned_fe, order=1)
             t *= 0.5
