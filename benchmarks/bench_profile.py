@@ -15,6 +15,12 @@ the optimization alone), ``confint`` = ``res.confint()`` (every interval: SDs,
 correlations, σ, β).  Warm (one untimed round), median (min–max) of ``--repeats``,
 BLAS on one thread.  ``--old`` also times, once, the variance-only intervals of the
 previous implementation (``dmixed.inference.ProfileLikelihood.interval`` per variance).
+
+For instruction counts:  ``valgrind --tool=callgrind python benchmarks/bench_profile.py
+--only CASE MODE N`` runs one warm fit and confint of case CASE (0, 1, 2: the order
+above), then N fresh fits, each followed by a confint when MODE is ``confint``; the
+difference between N = 0 and N = 3 runs, ÷ 3, is a fit (MODE ``fit``) or a fit and a
+confint.
 """
 
 from __future__ import annotations
@@ -67,6 +73,16 @@ def one_round(formula, data, kw) -> dict:
     return {"fit": t1 - t0, "refit": t2 - t1, "confint": t3 - t2}
 
 
+def only(case: str, mode: str, n: str) -> None:
+    formula, data, kw = list(cases().values())[int(case)]
+    res = dmixed.MixedLM.from_formula(formula, data, **kw).fit()
+    res.confint()  # warm
+    for _ in range(int(n)):
+        res = dmixed.MixedLM.from_formula(formula, data, **kw).fit()
+        if mode == "confint":
+            res.confint()
+
+
 def summary(values) -> str:
     v = np.asarray(values) * 1000
     return f"{np.median(v):.1f} ({v.min():.1f}–{v.max():.1f})"
@@ -76,7 +92,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--old", action="store_true")
+    ap.add_argument("--only", nargs=3, metavar=("CASE", "MODE", "N"))
     args = ap.parse_args()
+    if args.only:
+        only(*args.only)
+        return
     print("| case | fit ms | refit ms | confint ms | confint ÷ fit | confint ÷ refit |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, (formula, data, kw) in cases().items():

@@ -281,8 +281,10 @@ class ProfileIntervals:
 
 
 def select_parameters(names: list[str], kinds, parm) -> list[str]:
-    """lme4's ``parm``: None (all), ``"theta_"`` (covariance parameters and σ),
-    ``"beta_"`` (fixed effects), names, or integer positions."""
+    """The rows lme4's ``parm`` asks for, in its order, without repeats: None (all),
+    ``"theta_"`` (covariance parameters and σ), ``"beta_"`` (fixed effects), names, or
+    integer positions (0-based), alone or in a list.  :class:`SpecError` for anything
+    else."""
     if parm is None:
         return list(names)
     items = [parm] if isinstance(parm, str | int | np.integer) else list(parm)
@@ -304,8 +306,31 @@ def select_parameters(names: list[str], kinds, parm) -> list[str]:
 
 
 def confint_frame(results, method: str = "profile", level: float = 0.95, parm=None):
-    """lme4's ``confint.merMod`` for a dmixed fit (see
-    :meth:`~dmixed.results.results.MixedLMResults.confint`)."""
+    """lme4's ``confint.merMod(fit, parm, level, method)`` for a dmixed fit.
+
+    Parameters
+    ----------
+    results : MixedLMResults
+    method : {"profile", "Wald"}
+        ``"profile"``: the profile-likelihood limits of :class:`ProfileIntervals` (ML
+        deviance, from the statistics: no data pass); ``"Wald"``: ``β̂ ± z·se(β̂)`` with
+        ``z = Φ⁻¹((1 + level)/2)`` and the fit's standard errors, NaN for the
+        covariance parameters and σ (as lme4).
+    level : float in (0, 1)
+    parm : see :func:`select_parameters`
+
+    Returns
+    -------
+    DataFrame (len(parm), 2)
+        Rows lme4's names (:func:`~dmixed.results.sdcor.sdcor_names`), columns
+        :func:`percent_labels`.
+
+    Raises
+    ------
+    SpecError
+        An unknown ``method`` or ``parm``, ``level`` outside (0, 1), or (profile)
+        results without their model's statistics.
+    """
     method_l = str(method).lower()
     if method_l == "profile":
         return ProfileIntervals(results).frame(parm, level)
