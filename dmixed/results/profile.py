@@ -107,10 +107,13 @@ class ProfileIntervals:
         self.hold = self._boundary(z0)
         best, converged = sdcor.maximize(z0, hold=self.hold, decrement=1e-12)
         if not converged:
-            raise SpecError(
-                "the ML estimates could not be found from the fit's: profile-likelihood "
-                "intervals need an interior ML optimum"
-            )
+            best, converged = sdcor.maximize_bounded(z0, hold=self.hold)
+        if not converged:
+            raise SpecError("the ML estimates could not be found from the fit's")
+        hold = self._boundary(best.z)  # the ML optimum may be on a bound the fit was not
+        if (hold != self.hold).any():
+            self.hold = hold
+            best, _ = sdcor.maximize(best.z, hold=hold, decrement=1e-12)
         self.best = best
         self.estimate = best.z
         self.llf = best.llf
@@ -146,13 +149,9 @@ class ProfileIntervals:
         the other coordinates are at their maximum) and the profile point, maximizing
         from the tangent at ``near`` (a profile point already computed)."""
         sd = self.sdcor
-        hold = self.hold.copy()
-        if sd.kinds[k] in ("sd", "vc"):
-            cors = self.sdcor.correlations_of(k)
-            if x == 0.0:
-                hold |= cors
-            elif self.hold[k]:  # profiled off the boundary: its correlations move too
-                hold &= ~(cors & ~self._correlations_of_held())
+        hold = np.zeros(self.hold.size, dtype=bool)  # the other parameters all move
+        if x == 0.0 and sd.kinds[k] in ("sd", "vc"):
+            hold |= sd.correlations_of(k)  # not identified: kept where they are
         z0 = _tangent_start(near, k, x, ~hold, sd.n_c)
         if not sd.feasible(z0):
             z0 = near.z.copy()
@@ -161,7 +160,7 @@ class ProfileIntervals:
         pt, converged = sd.maximize(z0, pinned=k, hold=hold, hess=start_hess, decrement=1e-6)
         if not converged:
             pt = self._retry(near, k, x, hold)
-        elif self._on_bound(pt, hold):
+        elif self._on_bound(pt, hold | self.hold):
             # a bound can hold a local maximum that the warm start walked into: the
             # maximum from the estimates too, the higher kept
             z1 = self.estimate.copy()
@@ -175,8 +174,8 @@ class ProfileIntervals:
         return zeta, slope, pt
 
     def _on_bound(self, pt: SdCorPoint, hold: np.ndarray) -> bool:
-        """Whether a coordinate not held is on its bound (an SD at 0, a correlation at
-        ±1) at the profile point."""
+        """Whether a coordinate not in ``hold`` (nor on a bound at the estimates) is on
+        its bound (an SD at 0, a correlation at ±1) at the profile point."""
         sd = self.sdcor
         return bool(np.any(~hold & ((pt.z <= sd.lower) | (pt.z >= sd.upper))))
 

@@ -293,8 +293,13 @@ class SdCorLikelihood:
                 if released.any():
                     active &= ~released
                     continue
+                off = self._off_zero(pt, free, pinned_fe)
+                if off is not None:  # an SD at 0 was a saddle, not a maximum
+                    pt, active = off, active & (off.z > self.lower)
+                    continue
                 z = pt.z.copy()
                 z[movable] += delta
+                z = np.clip(z, self.lower, self.upper)
                 grad = pt.grad + pt.hess[:, movable] @ delta
                 return SdCorPoint(z, pt.llf + 0.5 * max(dec, 0.0), grad, pt.hess), True
             step = np.zeros(pt.z.size)
@@ -341,6 +346,19 @@ class SdCorLikelihood:
                 return trial, hit
             step = first * step
         return self._line_search(pt, step, pinned_fe), np.zeros(step.size, dtype=bool)
+
+    def _off_zero(self, pt: SdCorPoint, free: np.ndarray, pinned_fe) -> SdCorPoint | None:
+        """The point with the free SDs at 0 moved to 1 % of σ, if ℓ is higher there.
+
+        ℓ is even in a lone SD (Ψ* holds its square), so its gradient is 0 at 0 and a
+        Newton step cannot leave 0 even where 0 is a minimum along it."""
+        zero = free & np.isin(self.kinds, ("sd", "vc")) & (pt.z == 0.0)
+        if not zero.any():
+            return None
+        z = pt.z.copy()
+        z[zero] = 0.01 * z[self.sigma_ix]
+        trial = self.evaluate(z, pinned_fe)
+        return trial if trial.llf > pt.llf else None
 
     def _pulled_inward(self, pt: SdCorPoint, active: np.ndarray) -> np.ndarray:
         """The coordinates on a bound whose gradient points into the space (released,

@@ -322,3 +322,56 @@ def test_endpoints_are_the_brute_force_crossings(seed, n_groups, size):
             width = 1e-3 * max(abs(x_e), prof.se[k])
             x_bf = optimize.brentq(excess, x_e - width, x_e + width, xtol=1e-12)
             assert x_e == pytest.approx(x_bf, rel=1e-4, abs=1e-6), (name, j)
+
+
+def test_estimate_on_the_bound_brute_force():
+    """An SD estimated at 0 (REML interior, ML at 0): the other parameters' profiles let
+    it leave 0 (where 0 is a saddle of the profile, not its maximum); every limit is
+    the brute-force crossing (one-way model: ℓ is even in the SD, so it is free in the
+    brute force)."""
+    rng = np.random.default_rng(27)
+    g = np.repeat(np.arange(6), 5)
+    y = 5 + 0.45 * rng.normal(size=6)[g] + 1.5 * rng.normal(size=30)
+    ml = dmixed.MixedLM(y, np.ones((30, 1)), g)
+    with pytest.warns(BoundaryWarning):
+        res = ml.fit(reml=False)
+    assert res.cov_re[0, 0] == 0.0
+    reml = dmixed.MixedLM(y, np.ones((30, 1)), g).fit()
+    assert reml.cov_re[0, 0] > 0
+    ci = res.confint()
+    np.testing.assert_allclose(reml.confint().to_numpy(), ci.to_numpy(), rtol=1e-8)
+    yy = y.reshape(6, 5)
+
+    def loglike(sd, sigma, mu):
+        cov = sigma**2 * np.eye(5) + sd**2
+        r = yy - mu
+        quad = np.einsum("gi,ij,gj->", r, np.linalg.inv(cov), r)
+        return -3 * np.linalg.slogdet(cov)[1] - 0.5 * quad - 15 * np.log(2 * np.pi)
+
+    def best(k=None, x=None):
+        def negative(u):
+            z = [u[0], np.exp(u[1]), u[2]]
+            if k is not None:
+                z[k] = x
+            return -loglike(*z)
+
+        start = [0.3, np.log(1.3), 4.7]
+        out = optimize.minimize(
+            negative,
+            start,
+            method="Nelder-Mead",
+            options=dict(xatol=1e-10, fatol=1e-13, maxiter=20000),
+        )
+        return -out.fun
+
+    top = best()
+    assert top == pytest.approx(res.llf, abs=1e-8)
+    crit = stats.norm.ppf(0.975)
+    for k, name in enumerate([".sig01", ".sigma", "const"]):
+        for j, target in enumerate((-crit, crit)):
+            x_e = ci.loc[name].iloc[j]
+            zeta = np.sign(x_e - ci.loc[name].mean()) * np.sqrt(2 * (top - best(k, x_e)))
+            if x_e == 0.0:
+                assert abs(zeta) < crit
+            else:
+                assert zeta == pytest.approx(target, abs=1e-5), (name, j)
