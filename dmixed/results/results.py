@@ -28,7 +28,8 @@ from .contrasts import t_test, wald_test
 from .covariance import covariance_of_estimates
 from .plots import caterpillar, residual_plot
 from .prediction import Predictor, check_new_groups, predict_dask, predict_frame
-from .profile import confint_frame, profile_re, variance_intervals
+from .profile import confint_frame, variance_intervals
+from .profile_re import profile_re
 from .summary import Summary, coefficient_table
 from .varcorr import varcorr_frame
 
@@ -548,7 +549,7 @@ class MixedLMResults:
 
     def profile_re(self, re_ix, vtype, num_low=5, dist_low=1.0, num_high=5, dist_high=1.0):
         """statsmodels' ``profile_re``: the log-likelihood with one relative variance held
-        on a grid around its estimate (:func:`dmixed.results.profile.profile_re`)."""
+        on a grid around its estimate (:func:`dmixed.results.profile_re.profile_re`)."""
         return profile_re(self, re_ix, vtype, num_low, dist_low, num_high, dist_high)
 
     def confint(self, parm=None, level: float = 0.95, method: str = "profile") -> pd.DataFrame:
