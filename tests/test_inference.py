@@ -32,7 +32,7 @@ def test_profile_peaks_at_the_mle_and_interval_contains_it(fit, which):
     prof = ProfileLikelihood(res, which)
     est = prof.estimate
     assert prof(est) == pytest.approx(res.llf, abs=1e-7)
-    curve = res.profile_re(which, [0.7 * est, 0.9 * est, est, 1.1 * est, 1.4 * est])
+    curve = prof.curve([0.7 * est, 0.9 * est, est, 1.1 * est, 1.4 * est])
     assert curve["llf"].idxmax() == 2
     assert np.all(curve["deviance"] >= -1e-7)
     lo, hi = prof.interval(0.05)

@@ -83,16 +83,7 @@ SKIPPED = {
 }
 
 #: test -> the dmixed API gap it fails on (xfail, strict)
-GAPS: dict[str, str] = {
-    "TestMixedLM.test_profile_inference": (
-        "profile_re(re_ix, vtype, num_low, dist_low, num_high, dist_high) with "
-        "statsmodels' signature and return value"
-    ),
-    "test_profile_re_likelihood_peaks_at_mle": (
-        "profile_re(re_ix, vtype, num_low, dist_low, num_high, dist_high) with "
-        "statsmodels' signature and return value"
-    ),
-}
+GAPS: dict[str, str] = {}
 
 
 def _keys(item) -> list[str]:

@@ -20,7 +20,6 @@ from ..errors import DataError, SpecError
 from ..fit.coordinates import Coordinates
 from ..fit.params import MixedLMParams
 from ..fit.summary import OptSummary
-from ..inference import ProfileLikelihood
 from ..inference import compare_lr_test as _compare_lr_test
 from ..io import ResultsState, load_state, save_state
 from ..stats import check_identifiable
@@ -31,6 +30,8 @@ from .covariance import covariance_of_estimates
 from .plots import caterpillar, residual_plot
 from .prediction import Predictor, check_new_groups, predict_dask, predict_frame
 from .prediction_error import get_prediction as _get_prediction
+from .profile import confint_frame, variance_intervals
+from .profile_re import profile_re
 from .simulate import simulate_fitted
 from .summary import Summary, coefficient_table
 from .varcorr import varcorr_frame
@@ -579,23 +580,29 @@ class MixedLMResults:
 
     # -- likelihood inference --------------------------------------------------------
 
-    def profile_re(self, which: str, values) -> pd.DataFrame:
-        """Profile log-likelihood of a variance (``cov_re`` diagonal or ``vcomp``).
+    def profile_re(self, re_ix, vtype, num_low=5, dist_low=1.0, num_high=5, dist_high=1.0):
+        """statsmodels' ``profile_re``: the log-likelihood with one relative variance held
+        on a grid around its estimate (:func:`dmixed.results.profile_re.profile_re`)."""
+        return profile_re(self, re_ix, vtype, num_low, dist_low, num_high, dist_high)
 
-        Each point maximizes over σ² and every other covariance parameter with the
-        variance held at ``value`` (on the reported scale); no data pass.
+    def confint(self, parm=None, level: float = 0.95, method: str = "profile") -> pd.DataFrame:
+        """lme4's ``confint``: profile-likelihood (or Wald) intervals in lme4's names.
+
+        Rows ``.sig01``, … (the SDs and correlations of the random effects, then the
+        variance components' SDs), ``.sigma``, then the fixed effects; columns as lme4's
+        (``"2.5 %"``, ``"97.5 %"``).  ``method="profile"`` profiles the ML deviance from
+        the statistics (no data pass; a REML fit is refitted by ML first, as lme4);
+        ``"Wald"`` gives ``β̂ ± z·se`` and NaN for the covariance parameters.  ``parm``:
+        names, positions, ``"theta_"`` or ``"beta_"``.  See
+        :mod:`dmixed.results.profile`.
         """
-        return ProfileLikelihood(self, which).curve(values)
+        return confint_frame(self, method, level, parm)
 
     def profile_ci(self, alpha: float = 0.05) -> pd.DataFrame:
-        """Profile-likelihood intervals for every variance parameter (rows: names)."""
-        rows = {}
-        for name in list(self.names.exog_re_names) + list(self.names.vc_names):
-            prof = ProfileLikelihood(self, name)
-            rows[name] = (prof.estimate, *prof.interval(alpha))
-        return pd.DataFrame.from_dict(
-            rows, orient="index", columns=["estimate", f"{alpha / 2}", f"{1 - alpha / 2}"]
-        )
+        """Profile-likelihood intervals for every variance (``cov_re`` diagonal, then
+        ``vcomp``): the squares of :meth:`confint`'s SD intervals (the ML profile, as
+        lme4's), with the fit's estimates; rows the variances' names."""
+        return variance_intervals(self, alpha)
 
     def t_test(self, r_matrix, use_t: bool | None = None):
         """Wald tests of each row of ``R β = q`` on the fixed effects (statsmodels'

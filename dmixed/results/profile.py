@@ -1,0 +1,484 @@
+"""Profile-likelihood confidence intervals as lme4's ``confint(method = "profile")``, from
+the statistics a fit already holds (statsmodels' ``profile_re``: :mod:`.profile_re`).
+
+lme4 (``profile.merMod``, ``devfun2``) profiles the ML deviance (a REML fit is refitted
+by ML first) in the parametrization of :mod:`dmixed.results.sdcor`: the SDs and
+correlations of the random effects (``.sig01``, …), σ (``.sigma``) and β.  For each
+parameter ``x`` of ``z``::
+
+    ζ(x) = sign(x − x̂) √(2(ℓ̂ − max_{z: z_k = x} ℓ(z))),
+
+and the interval at ``level`` is where ζ crosses ``∓Φ⁻¹((1 + level)/2)``.  lme4 samples ζ
+on a grid and interpolates a spline; here each endpoint is a root of ζ found by a
+safeguarded secant (Illinois) in a coordinate where ζ is nearly linear (log SD, log σ,
+atanh ρ, β), started from the Wald endpoint, and each ζ(x) is a Newton maximization
+warm-started on the tangent of the profile trace (``dz/dx = −H_FF⁻¹H_Fk`` at the nearest
+point already computed).  An SD whose profile stays inside the cut-off down to 0 has
+lower limit 0, a correlation that stays inside up to ±1 has limit ±1 (as lme4).  Every
+evaluation is one engine step and one Hessian pass on the statistics: no data pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import pandas as pd
+
+from ..errors import SpecError
+from ..fit.likelihood import Likelihood
+from .sdcor import SdCorLikelihood, SdCorPoint, sdcor_names
+
+__all__ = [
+    "ProfileIntervals",
+    "confint_frame",
+    "percent_labels",
+    "select_parameters",
+    "variance_intervals",
+]
+
+logger = logging.getLogger("dmixed")
+
+#: |ζ − target| below which the endpoint is the Newton point ``x − (ζ − target)/ζ'``
+#: without a further profile (its error is of the order of this squared)
+ZETA_TOL = 1e-3
+#: profile points per endpoint before giving up (NaN)
+MAX_STEPS = 60
+
+
+def percent_labels(level: float) -> list[str]:
+    """lme4's column names (``format.perc``): ``["2.5 %", "97.5 %"]`` for 0.95."""
+    a = (1.0 - level) / 2.0
+    return [f"{100 * a:.3g} %", f"{100 * (1 - a):.3g} %"]
+
+
+def _check_level(level: float) -> float:
+    level = float(level)
+    if not 0.0 < level < 1.0:
+        raise SpecError(f"level must be between 0 and 1, got {level}")
+    return level
+
+
+class ProfileIntervals:
+    """The profile likelihood of every parameter of a fit in lme4's parametrization.
+
+    Parameters
+    ----------
+    results : MixedLMResults
+        A fit made in this session (its model's statistics are reused; no data pass).
+
+    Attributes
+    ----------
+    names : list of str
+        lme4's names: ``.sig01`` …, ``.sigma``, then the fixed effects.
+    estimate : ndarray
+        The ML estimates in that order (for a REML fit, those of the ML refit).
+    llf : float
+        The ML log-likelihood at the estimates.
+
+    Raises
+    ------
+    SpecError
+        Results without their model (loaded from disk).
+    """
+
+    def __init__(self, results) -> None:
+        model = results.model
+        if model is None:
+            raise SpecError(
+                "profile-likelihood intervals need the fitted model's statistics "
+                "(results loaded from disk have none: refit the model)"
+            )
+        stats = model.statistics(client=model.cached_client)
+        lik = Likelihood(stats.engine, stats.glob, stats.layout, stats.columns, False)
+        self.sdcor = sdcor = SdCorLikelihood(lik, results.names)
+        self.names = sdcor.names
+        scale = float(results.scale)
+        z0 = sdcor.from_model(
+            np.asarray(results.fe_params, dtype=np.float64),
+            np.asarray(results.cov_re, dtype=np.float64) / scale,
+            np.asarray(results.vcomp, dtype=np.float64) / scale,
+            scale,
+        )
+        self.hold = self._boundary(z0)
+        best, converged = sdcor.maximize(z0, hold=self.hold, decrement=1e-12)
+        if not converged:
+            best, converged = sdcor.maximize_bounded(z0, hold=self.hold)
+        if not converged:
+            raise SpecError("the ML estimates could not be found from the fit's")
+        hold = self._boundary(best.z)  # the ML optimum may be on a bound the fit was not
+        if (hold != self.hold).any():
+            self.hold = hold
+            best, _ = sdcor.maximize(best.z, hold=hold, decrement=1e-12)
+        self.best = best
+        self.estimate = best.z
+        self.llf = best.llf
+        self.se = _standard_errors(best.hess, ~self.hold)
+        self.exact_hessians = _hessian_is_cheap(sdcor)
+
+    def _boundary(self, z: np.ndarray) -> np.ndarray:
+        """Coordinates held where they are: SDs estimated at 0 with their correlations,
+        and correlations estimated at ±1 (set to exactly ±1 when within 1e-7)."""
+        sd = self.sdcor
+        hold = np.zeros(z.size, dtype=bool)
+        for k in range(sd.n_cov):
+            if sd.kinds[k] != "cor" and z[k] == 0.0:
+                hold |= self.sdcor.correlations_of(k)
+                hold[k] = True
+            elif sd.kinds[k] == "cor" and abs(z[k]) > 1.0 - 1e-7:
+                z[k] = math.copysign(1.0, z[k])
+                hold[k] = True
+        return hold
+
+    def _correlations_of_held(self) -> np.ndarray:
+        """The correlations involving an SD held at 0."""
+        out = np.zeros(self.hold.size, dtype=bool)
+        for k in np.flatnonzero(self.hold[: self.sdcor.n_cov]):
+            if self.sdcor.kinds[k] != "cor":
+                out |= self.sdcor.correlations_of(k)
+        return out
+
+    # -- one profile point ----------------------------------------------------------
+
+    def zeta(self, k: int, x: float, near: SdCorPoint) -> tuple[float, float, SdCorPoint]:
+        """ζ at ``z_k = x``, its slope ``dζ/dx = −(∂ℓ/∂z_k)/ζ`` (the envelope theorem:
+        the other coordinates are at their maximum) and the profile point, maximizing
+        from the tangent at ``near`` (a profile point already computed)."""
+        sd = self.sdcor
+        hold = np.zeros(self.hold.size, dtype=bool)  # the other parameters all move
+        if x == 0.0 and sd.kinds[k] in ("sd", "vc"):
+            hold |= sd.correlations_of(k)  # not identified: kept where they are
+        z0 = _tangent_start(near, k, x, ~hold, sd.n_c)
+        if not sd.feasible(z0):
+            z0 = near.z.copy()
+            z0[k] = x
+        start_hess = None if self.exact_hessians or self.hold[k] else near.hess
+        pt, converged = sd.maximize(z0, pinned=k, hold=hold, hess=start_hess, decrement=1e-6)
+        if not converged:
+            pt = self._retry(near, k, x, hold)
+        elif self._on_bound(pt, hold | self.hold):
+            # a bound can hold a local maximum that the warm start walked into: the
+            # maximum from the estimates too, the higher kept
+            z1 = self.estimate.copy()
+            z1[k] = x
+            other, ok = sd.maximize(z1, pinned=k, hold=hold, decrement=1e-6)
+            if ok and other.llf > pt.llf:
+                pt = other
+        dev = max(2.0 * (self.llf - pt.llf), 0.0)
+        zeta = math.copysign(math.sqrt(dev), x - self.estimate[k])
+        slope = -pt.grad[k] / zeta if zeta != 0.0 and pt.grad is not None else np.nan
+        return zeta, slope, pt
+
+    def _on_bound(self, pt: SdCorPoint, hold: np.ndarray) -> bool:
+        """Whether a coordinate not in ``hold`` (nor on a bound at the estimates) is on
+        its bound (an SD at 0, a correlation at ±1) at the profile point."""
+        sd = self.sdcor
+        return bool(np.any(~hold & ((pt.z <= sd.lower) | (pt.z >= sd.upper))))
+
+    def _retry(self, near: SdCorPoint, k: int, x: float, hold: np.ndarray) -> SdCorPoint:
+        """Bounded quasi-Newton maximizations (where Newton's steps stalled on a bound:
+        another SD at 0, a correlation at ±1) from ``near`` and from the estimates,
+        the higher kept (a bound can hold a local maximum); NaN ℓ if both fail."""
+        best = SdCorPoint(near.z, -np.inf)
+        for start in (near.z, self.estimate):
+            z0 = start.copy()
+            z0[k] = x
+            pt, converged = self.sdcor.maximize_bounded(z0, pinned=k, hold=hold)
+            if converged and pt.llf > best.llf:
+                best = pt
+        if np.isfinite(best.llf):
+            return best
+        logger.warning("profile of %s at %.6g did not converge", self.names[k], x)
+        return SdCorPoint(best.z, np.nan)
+
+    # -- endpoints ----------------------------------------------------------------------
+
+    def interval(self, k: int, level: float = 0.95) -> tuple[float, float]:
+        """The profile interval of parameter ``k`` (position in :attr:`names`).
+
+        A parameter estimated on its bound (an SD at 0, a correlation at ±1) has that
+        bound as one limit; a correlation of an SD estimated at 0 is not identified
+        (NaN, NaN).
+        """
+        crit = _normal_quantile((1.0 + _check_level(level)) / 2.0)
+        x_hat = self.estimate[k]
+        if self.hold[k]:
+            if self.sdcor.kinds[k] != "cor":
+                return 0.0, self.endpoint(k, crit)
+            if self._correlations_of_held()[k]:
+                return np.nan, np.nan
+            if x_hat < 0:
+                return -1.0, self.endpoint(k, crit)
+            return self.endpoint(k, -crit), 1.0
+        return self.endpoint(k, -crit), self.endpoint(k, crit)
+
+    def endpoint(self, k: int, target: float) -> float:
+        """The ``x`` where ζ(x) = ``target`` (its sign chooses the side), or the bound
+        of ``x``'s range when ζ stays inside the cut-off up to it.
+
+        Newton's method on ζ(t) = target in ``t`` (:func:`_transform`) from the Wald
+        endpoint, with the exact slope; once a point beyond the cut-off is known, a step
+        leaving the bracket is replaced by the secant (regula falsi) inside it.
+        """
+        kind = self.sdcor.kinds[k]
+        side = 1.0 if target > 0 else -1.0
+        fwd, inv, bound = _transform(kind, side)
+        x_hat = self.estimate[k]
+        inside = (fwd(x_hat), -target, self.best)  # (t, ζ − target, profile point)
+        outside = None
+        t_ref, t = self._first_step(k, target, fwd)
+        for _ in range(MAX_STEPS):
+            x = inv(t)
+            at_bound = _beyond(x, bound, side, x_hat)
+            if at_bound:
+                x, t = float(bound), fwd(bound)
+            near = inside[2] if outside is None or _closer(t, inside, outside) else outside[2]
+            zeta, slope, pt = self.zeta(k, x, near)
+            f = zeta - target
+            if not np.isfinite(f):
+                return np.nan
+            if abs(f) < ZETA_TOL:
+                return float(x - f / slope) if np.isfinite(slope) and slope > 0 else float(x)
+            if side * f < 0:
+                if at_bound:
+                    return float(bound)
+                inside = (t, f, pt)
+            else:
+                outside = (t, f, pt)
+            t = _next_t(t, f, slope * _dx_dt(kind, x), t_ref, inside, outside, fwd, inv)
+        return np.nan
+
+    def _first_step(self, k: int, target: float, fwd) -> tuple[float, float]:
+        """``(t_ref, t)``: the first point in ``t``, the Wald endpoint (or a point 1/10
+        of the way in from a bound, for an estimate on it), and the reference that
+        bounds the outward steps (the estimate's ``t``, or one unit behind)."""
+        kind, x_hat = self.sdcor.kinds[k], self.estimate[k]
+        side = 1.0 if target > 0 else -1.0
+        t_hat = fwd(x_hat)
+        if np.isfinite(t_hat):
+            se_t = self.se[k] * _slope(kind, x_hat)
+            width = abs(target) * se_t if np.isfinite(se_t) and se_t > 0 else 0.5
+            return t_hat, t_hat + side * width
+        if kind == "cor":
+            t = fwd(x_hat + side * 0.1)
+        else:  # an SD at 0: start at a tenth of σ̂
+            t = fwd(0.1 * self.estimate[self.sdcor.sigma_ix])
+        return t - side, t
+
+    # -- the table ----------------------------------------------------------------------
+
+    def frame(self, parm=None, level: float = 0.95) -> pd.DataFrame:
+        """lme4's ``confint(fit, parm, level, method = "profile")``: rows named as
+        :attr:`names` (those of ``parm``), columns :func:`percent_labels`."""
+        rows = select_parameters(self.names, self.sdcor.kinds, parm)
+        values = [self.interval(self.names.index(name), level) for name in rows]
+        return pd.DataFrame(values, index=pd.Index(rows), columns=percent_labels(level))
+
+
+def select_parameters(names: list[str], kinds, parm) -> list[str]:
+    """The rows lme4's ``parm`` asks for, in its order, without repeats: None (all),
+    ``"theta_"`` (covariance parameters and σ), ``"beta_"`` (fixed effects), names, or
+    integer positions (0-based), alone or in a list.  :class:`SpecError` for anything
+    else."""
+    if parm is None:
+        return list(names)
+    items = [parm] if isinstance(parm, str | int | np.integer) else list(parm)
+    out = []
+    for item in items:
+        if isinstance(item, int | np.integer):
+            if not 0 <= int(item) < len(names):
+                raise SpecError(f"parm position {item} is not among 0..{len(names) - 1}")
+            out.append(names[int(item)])
+        elif item == "theta_":
+            out += [n for n, kind in zip(names, kinds, strict=True) if kind != "beta"]
+        elif item == "beta_":
+            out += [n for n, kind in zip(names, kinds, strict=True) if kind == "beta"]
+        elif item in names:
+            out.append(item)
+        else:
+            raise SpecError(f"parm {item!r} is not one of {names} (or 'theta_', 'beta_')")
+    return list(dict.fromkeys(out))
+
+
+def confint_frame(results, method: str = "profile", level: float = 0.95, parm=None):
+    """lme4's ``confint.merMod(fit, parm, level, method)`` for a dmixed fit.
+
+    Parameters
+    ----------
+    results : MixedLMResults
+    method : {"profile", "Wald"}
+        ``"profile"``: the profile-likelihood limits of :class:`ProfileIntervals` (ML
+        deviance, from the statistics: no data pass); ``"Wald"``: ``β̂ ± z·se(β̂)`` with
+        ``z = Φ⁻¹((1 + level)/2)`` and the fit's standard errors, NaN for the
+        covariance parameters and σ (as lme4).
+    level : float in (0, 1)
+    parm : see :func:`select_parameters`
+
+    Returns
+    -------
+    DataFrame (len(parm), 2)
+        Rows lme4's names (:func:`~dmixed.results.sdcor.sdcor_names`), columns
+        :func:`percent_labels`.
+
+    Raises
+    ------
+    SpecError
+        An unknown ``method`` or ``parm``, ``level`` outside (0, 1), or (profile)
+        results without their model's statistics.
+    """
+    method_l = str(method).lower()
+    if method_l == "profile":
+        return ProfileIntervals(results).frame(parm, level)
+    if method_l != "wald":
+        raise SpecError(f"method must be 'profile' or 'Wald', got {method!r}")
+    names, kinds = sdcor_names(results.names)
+    rows = select_parameters(names, kinds, parm)
+    crit = _normal_quantile((1.0 + _check_level(level)) / 2.0)
+    fe = pd.Series(np.asarray(results.fe_params, dtype=np.float64), index=names[-results.k_fe :])
+    se = pd.Series(np.asarray(results.bse_fe, dtype=np.float64), index=fe.index)
+    values = [
+        (fe[n] - crit * se[n], fe[n] + crit * se[n]) if n in fe.index else (np.nan, np.nan)
+        for n in rows
+    ]
+    return pd.DataFrame(values, index=pd.Index(rows), columns=percent_labels(level))
+
+
+def variance_intervals(results, alpha: float = 0.05) -> pd.DataFrame:
+    """Profile intervals of the variances (``cov_re`` diagonal, then ``vcomp``): the
+    squares of the SD intervals of :class:`ProfileIntervals` at level ``1 − alpha``.
+
+    Returns
+    -------
+    DataFrame (k_re + k_vc, 3)
+        Columns ``estimate`` (the fit's), ``str(alpha/2)``, ``str(1 − alpha/2)``;
+        rows the random effects' and components' names.
+    """
+    prof = ProfileIntervals(results)
+    sds = [k for k, kind in enumerate(prof.sdcor.kinds) if kind in ("sd", "vc")]
+    table = np.array([prof.interval(k, 1.0 - alpha) for k in sds]).reshape(-1, 2) ** 2
+    names = list(results.names.exog_re_names) + list(results.names.vc_names)
+    estimate = np.concatenate([np.diag(np.asarray(results.cov_re)), np.asarray(results.vcomp)])
+    return pd.DataFrame(
+        {"estimate": estimate, f"{alpha / 2}": table[:, 0], f"{1 - alpha / 2}": table[:, 1]},
+        index=pd.Index(names),
+    )
+
+
+# -- helpers -------------------------------------------------------------------------
+
+
+def _normal_quantile(p: float) -> float:
+    from scipy import special  # noqa: PLC0415  (dmixed imports without scipy)
+
+    return float(special.ndtri(p))
+
+
+def _hessian_is_cheap(sdcor: SdCorLikelihood) -> bool:
+    """Whether profile points take exact Newton steps (fewer, each a step and a Hessian
+    pass) rather than quasi-Newton ones (each a step): where the Hessian pass costs
+    about a step, without variance components and with Ψ of at most 3 × 3 (with a
+    component it cost 13 steps in benchmarks/bench_profile.py's model)."""
+    return sdcor.k_vc == 0 and sdcor.layout.n_params <= 6
+
+
+def _standard_errors(hess: np.ndarray, free: np.ndarray) -> np.ndarray:
+    """``sqrt(diag((−H)⁻¹))`` over the ``free`` coordinates (NaN elsewhere or where
+    −H is not positive definite)."""
+    out = np.full(hess.shape[0], np.nan)
+    try:
+        cov = np.linalg.inv(-hess[np.ix_(free, free)])
+    except np.linalg.LinAlgError:
+        return out
+    diag = np.diag(cov)
+    out[free] = np.where(diag > 0, np.sqrt(np.abs(diag)), np.nan)
+    return out
+
+
+def _transform(kind: str, side: float):
+    """``t(x)``, ``x(t)`` and the bound of ``x`` on this side (ζ is near-linear in t)."""
+    if kind in ("sd", "vc", "sigma"):
+        bound = 0.0 if side < 0 else np.inf
+        return _safe_log, np.exp, bound
+    if kind == "cor":
+        return _safe_atanh, np.tanh, float(side)
+    return (lambda x: x), (lambda t: t), side * np.inf
+
+
+def _safe_log(x: float) -> float:
+    return math.log(x) if x > 0 else -np.inf
+
+
+def _safe_atanh(x: float) -> float:
+    if abs(x) >= 1.0:
+        return math.copysign(np.inf, x)
+    return math.atanh(x)
+
+
+def _slope(kind: str, x: float) -> float:
+    """``dt/dx`` at ``x``."""
+    if kind in ("sd", "vc", "sigma"):
+        return 1.0 / x if x > 0 else np.nan
+    if kind == "cor":
+        return 1.0 / (1.0 - x * x) if abs(x) < 1 else np.nan
+    return 1.0
+
+
+def _beyond(x: float, bound: float, side: float, x_hat: float) -> bool:
+    """Whether ``x`` is at (or numerically indistinguishable from) the finite bound."""
+    if not np.isfinite(bound):
+        return False
+    if bound == 0.0:
+        return x <= 1e-8 * abs(x_hat)
+    return side * (x - bound) >= -1e-12
+
+
+def _dx_dt(kind: str, x: float) -> float:
+    if kind in ("sd", "vc", "sigma"):
+        return x
+    if kind == "cor":
+        return 1.0 - x * x
+    return 1.0
+
+
+def _closer(t: float, a, b) -> bool:
+    """Whether ``t`` is nearer to point ``a`` than to ``b`` (an infinite ``t``: nearer
+    to the outer one)."""
+    if not np.isfinite(t) or not np.isfinite(b[0]):
+        return not np.isfinite(b[0]) and np.isfinite(t)
+    return abs(t - a[0]) <= abs(t - b[0])
+
+
+def _next_t(t, f, slope_t, t_hat, inside, outside, fwd, inv) -> float:
+    """Newton's step ``t − f/(dζ/dt)``; without a bracket (then it is outward) at most
+    8 times the distance from ``t_hat``; with one, inside it (else the regula falsi
+    point, or bisection in ``x`` when one end is a bound, at an infinite ``t``)."""
+    newton = t - f / slope_t if slope_t > 0 and np.isfinite(slope_t) else np.nan
+    if outside is None:
+        span = t - t_hat
+        lo, hi = sorted((t, t + 8.0 * span))
+        return float(np.clip(newton, lo, hi)) if np.isfinite(newton) else t + 2.0 * span
+    (ta, fa, _), (tb, fb, _) = inside, outside
+    if np.isfinite(newton) and min(ta, tb) < newton < max(ta, tb):
+        return float(newton)
+    if np.isfinite(ta) and np.isfinite(tb):
+        return ta - fa * (tb - ta) / (fb - fa)
+    return fwd(0.5 * (inv(ta) + inv(tb)))  # a bound at one end: bisection in x
+
+
+def _tangent_start(near: SdCorPoint, k: int, x: float, free: np.ndarray, n_c: int) -> np.ndarray:
+    """``near.z`` moved along the profile trace to ``z_k = x``: the free coordinates
+    by ``−H_FF⁻¹ H_Fk (x − z_k)`` (β included in the solve, then set by the GLS)."""
+    z = near.z.copy()
+    free = free.copy()
+    free[k] = False
+    dx = x - z[k]
+    z[k] = x
+    if near.hess is None or not free.any():
+        return z
+    try:
+        slope = -np.linalg.solve(near.hess[np.ix_(free, free)], near.hess[free, k])
+    except np.linalg.LinAlgError:
+        return z
+    z[free] += slope * dx
+    return z

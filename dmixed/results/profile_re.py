@@ -1,0 +1,140 @@
+"""statsmodels' ``MixedLMResults.profile_re``: the log-likelihood with one relative
+variance held on a grid, from the statistics a fit already holds (no data pass).
+
+statsmodels refits the model at each grid value with ``free`` holding that element of
+``cov_re`` (its random effects permuted so that it comes first) or of ``vcomp``, every
+other covariance parameter free and β, σ² profiled; here the same maximum is found by
+L-BFGS-B over the square-root packing on the fit's statistics.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import SpecError
+from ..fit.coordinates import Coordinates
+from ..fit.optimize import ProfiledObjective
+
+__all__ = ["profile_re"]
+
+
+def profile_re(results, re_ix, vtype, num_low=5, dist_low=1.0, num_high=5, dist_high=1.0):
+    """statsmodels' ``MixedLMResults.profile_re``: the profile of one relative variance.
+
+    ``Ψ*_jj`` (``vtype="re"``, ``j = re_ix``, an index or a name of ``exog_re``) or
+    ``τ*_l`` (``vtype="vc"``, ``re_ix`` the component's name) is held at each of
+    ``linspace(low, v̂*, num_low + 1)`` and ``linspace(v̂*, high, num_high + 1)[1:]`` with
+    ``low = (v̂ − dist_low)/σ̂²``, ``high = (v̂ + dist_high)/σ̂²`` (``v̂`` the variance on
+    the data's scale), every other covariance parameter free, β and σ² profiled, by the
+    fit's criterion (REML or ML), as statsmodels' refits with ``free``.
+
+    Returns
+    -------
+    ndarray (num_low + num_high + 1, 2)
+        Column 0: the held value times that refit's σ̂² (statsmodels' column); column 1:
+        the refit's log-likelihood.
+
+    Raises
+    ------
+    SpecError (a ValueError)
+        ``vtype`` not ``"re"`` or ``"vc"``; an unknown ``re_ix``; ``dist_low`` reaching
+        a negative variance; results without their model.
+    """
+    if vtype not in ("re", "vc"):
+        raise SpecError(f"vtype must be 're' or 'vc', got {vtype!r}")
+    model = results.model
+    if model is None:
+        raise SpecError("profile_re needs the fitted model's statistics (not loaded results)")
+    names = results.names
+    index = _profile_index(names, re_ix, vtype)
+    scale = float(results.scale)
+    if vtype == "re":
+        v_hat = float(np.asarray(results.cov_re)[index, index])
+    else:
+        v_hat = float(np.asarray(results.vcomp)[index])
+    low, high = (v_hat - dist_low) / scale, (v_hat + dist_high) / scale
+    if low <= 0:
+        raise SpecError(
+            "dist_low is too large and would result in a negative variance. Try a smaller value."
+        )
+    ru0 = v_hat / scale
+    values = np.concatenate(
+        [np.linspace(low, ru0, num_low + 1), np.linspace(ru0, high, num_high + 1)[1:]]
+    )
+    prof = _RelativeProfile(results, vtype, index)
+    return np.array([prof(v) for v in values])
+
+
+def _profile_index(names, re_ix, vtype: str) -> int:
+    pool = list(names.exog_re_names if vtype == "re" else names.vc_names)
+    if vtype == "re" and isinstance(re_ix, int | np.integer) and 0 <= int(re_ix) < len(pool):
+        return int(re_ix)
+    if re_ix in pool:
+        return pool.index(re_ix)
+    what = "random effect" if vtype == "re" else "variance component"
+    raise SpecError(f"re_ix {re_ix!r} is not a {what} of the model: {pool}")
+
+
+class _RelativeProfile:
+    """max ℓ (fit's criterion, σ² profiled) with one ``Ψ*_jj`` or ``τ*_l`` held: the
+    random effects permuted so that j comes first (``Λ = P'L̃``, ``Ψ*_jj = L̃_00²``),
+    the others free in the square-root packing, from the fit's estimates."""
+
+    def __init__(self, results, vtype: str, index: int) -> None:
+        stats = results.model.statistics(client=results.model.cached_client)
+        layout = stats.fit_layout
+        q = layout.k_re
+        perm = np.arange(q)
+        if vtype == "re":
+            perm[[0, index]] = perm[[index, 0]]
+        coords = Coordinates.model(stats.columns, layout)
+        base = coords.re_map if coords.re_map is not None else np.eye(q)
+        self.objective = ProfiledObjective(
+            stats.engine,
+            stats.glob,
+            layout,
+            bool(results.reml),
+            True,
+            re_map=base @ np.eye(q)[perm].T,
+        )
+        self.vc_scale = stats.columns.vc_scales(layout.k_vc)
+        self.coords, self.n, self.reml = coords, stats.glob.n, bool(results.reml)
+        psi = np.asarray(results.cov_re, dtype=np.float64) / results.scale
+        tau = np.asarray(results.vcomp, dtype=np.float64) / results.scale * self.vc_scale**2
+        self.start = self._sqrt_start(layout, psi[np.ix_(perm, perm)], tau)
+        self.pinned = 0 if vtype == "re" else layout.k_re2 + index
+        self.factor = 1.0 if vtype == "re" else float(self.vc_scale[index])
+
+    @staticmethod
+    def _sqrt_start(layout, psi: np.ndarray, tau: np.ndarray) -> np.ndarray:
+        lam = layout.lam(layout.pack(psi, tau, use_sqrt=False), use_sqrt=False)
+        rows, cols = layout.tril()
+        return np.concatenate([lam[rows, cols], np.sqrt(tau)])
+
+    def __call__(self, value: float) -> tuple[float, float]:
+        from scipy import optimize  # noqa: PLC0415  (dmixed imports without scipy)
+
+        free = np.ones(self.start.size, dtype=bool)
+        free[self.pinned] = False
+        held = np.sqrt(value) * self.factor
+        full = self.start.copy()
+        full[self.pinned] = held
+
+        def negative(x):
+            full[free] = x
+            ev = self.objective.evaluate(full)
+            if not np.isfinite(ev.llf):
+                return np.inf, np.zeros(x.size)
+            return -ev.llf, -ev.score[free]
+
+        res = optimize.minimize(
+            negative,
+            self.start[free],
+            jac=True,
+            method="L-BFGS-B",
+            options={"maxiter": 500, "gtol": 1e-10, "ftol": 1e-15},
+        )
+        full[free] = res.x
+        ev = self.objective.evaluate(full)
+        llf = self.coords.llf(ev.llf, self.n, self.reml)
+        return value * self.coords.scale(ev.prof.scale), llf
