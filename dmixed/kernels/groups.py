@@ -21,12 +21,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import compiled
+from .hessian_moments import HessianMoments
 
 # Groups are processed in chunks of this many, to bound the size of the
 # (G, m, r, r)-shaped temporaries of the Hessian and keep them cache friendly.
 GROUP_CHUNK = 16384
 # Up to this r, Λ'ZΛ is one (Λ⊗Λ) matrix product (r⁴ entries: 4096 at r = 8).
 _KRON_MAX_R = 8
+#: Up to this r, the numpy Hessian sums are contractions of a few moments over groups
+#: (:mod:`~dmixed.kernels.hessian_moments`: r⁴(p+1)² numbers, against the per-group
+#: products of the general form below); 0 runs the general form for every r.
+HESSIAN_MOMENTS_MAX_R = 3
 
 
 # ---------------------------------------------------------------------------
@@ -384,7 +389,9 @@ def hessian_contributions(
     w : ndarray (p+1,)
         ``[−β; 1]``.
 
-    Evaluated by the compiled kernels or by numpy as :func:`step_contributions`.
+    Evaluated by the compiled kernels or by numpy as :func:`step_contributions`; in
+    numpy up to ``r =`` :data:`HESSIAN_MOMENTS_MAX_R` from moments over the groups
+    (:class:`~dmixed.kernels.hessian_moments.HessianMoments`), else per group.
     """
     block = _as_block(block, zxy)
     m = basis.shape[0]
@@ -394,6 +401,12 @@ def hessian_contributions(
         fields = tuple(getattr(out, f) for f in out.__dataclass_fields__)
         return HessianSums(*compiled.hessian_sums(block.chunks(), lam, basis, w, fields))
     r = basis.shape[1]
+    if 0 < r <= HESSIAN_MOMENTS_MAX_R:
+        moments = HessianMoments(r, p + 1)
+        for zzc, zxyc in block.chunks():
+            _, _, s, h = _conditional(zzc, zxyc, lam)
+            moments.add(s, h, w)
+        return HessianSums(*moments.contract(basis))
     for zzc, zxyc in block.chunks():
         _, _, s, h = _conditional(zzc, zxyc, lam)
         g = s.shape[-1]
