@@ -291,28 +291,22 @@ def step_contributions(block, lam: np.ndarray, q: int, zxy=None) -> StepSums:
     k = block.k
     if compiled.backend(block.n_groups, r) == "numba":
         return StepSums(*compiled.step_sums(block.chunks(), lam, q, k))
-    total = StepSums(
-        0.0,
-        np.zeros((k, k)),
-        np.zeros((r, r)),
-        np.zeros((q, q, k, k)),
-        np.zeros((r - q, k, k)),
-        np.zeros((k, k)),
-    )
+    total = None
     for zzc, zxyc in block.chunks():
         p_mat, logdet, s, h = _conditional(zzc, zxyc, lam)
         pz = _mm(p_mat, zxyc)
         m = sum(zxyc[a] @ pz[a].T for a in range(r)) if r else np.zeros((k, k))
-        hr = h[:q]
+        hr = h[:q].reshape(q * k, h.shape[-1])  # a view: rows (a, x)
         hv = h[q:]
-        total = total + StepSums(
+        part = StepSums(
             float(logdet.sum()),
             0.5 * (m + m.T),
             s.sum(axis=2),
-            np.tensordot(hr, hr, axes=(2, 2)).transpose(0, 2, 1, 3),
+            (hr @ hr.T).reshape(q, k, q, k).transpose(0, 2, 1, 3),
             np.matmul(hv, hv.transpose(0, 2, 1)),
             _between(zzc, zxyc, lam),
         )
+        total = part if total is None else total + part  # a block has at least one chunk
     return total
 
 
