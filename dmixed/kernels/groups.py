@@ -291,23 +291,29 @@ def step_contributions(block, lam: np.ndarray, q: int, zxy=None) -> StepSums:
     k = block.k
     if compiled.backend(block.n_groups, r) == "numba":
         return StepSums(*compiled.step_sums(block.chunks(), lam, q, k))
-    total = None
-    for zzc, zxyc in block.chunks():
-        p_mat, logdet, s, h = _conditional(zzc, zxyc, lam)
-        pz = _mm(p_mat, zxyc)
-        m = sum(zxyc[a] @ pz[a].T for a in range(r)) if r else np.zeros((k, k))
-        hr = h[:q].reshape(q * k, h.shape[-1])  # a view: rows (a, x)
-        hv = h[q:]
-        part = StepSums(
-            float(logdet.sum()),
-            0.5 * (m + m.T),
-            s.sum(axis=2),
-            (hr @ hr.T).reshape(q, k, q, k).transpose(0, 2, 1, 3),
-            np.matmul(hv, hv.transpose(0, 2, 1)),
-            _between(zzc, zxyc, lam),
-        )
-        total = part if total is None else total + part  # a block has at least one chunk
+    parts = (_step_part(zzc, zxyc, lam, q) for zzc, zxyc in block.chunks())
+    total = next(parts)  # a block has at least one chunk (of no groups when empty)
+    for part in parts:
+        total = total + part
     return total
+
+
+def _step_part(zzc: np.ndarray, zxyc: np.ndarray, lam: np.ndarray, q: int) -> StepSums:
+    """:func:`step_contributions` of one entry-major chunk, in numpy."""
+    r, k = lam.shape[0], zxyc.shape[1]
+    p_mat, logdet, s, h = _conditional(zzc, zxyc, lam)
+    pz = _mm(p_mat, zxyc)
+    m = sum(zxyc[a] @ pz[a].T for a in range(r)) if r else np.zeros((k, k))
+    hr = h[:q].reshape(q * k, h.shape[-1])  # a view: rows (a, x)
+    hv = h[q:]
+    return StepSums(
+        float(logdet.sum()),
+        0.5 * (m + m.T),
+        s.sum(axis=2),
+        (hr @ hr.T).reshape(q, k, q, k).transpose(0, 2, 1, 3),
+        np.matmul(hv, hv.transpose(0, 2, 1)),
+        _between(zzc, zxyc, lam),
+    )
 
 
 def _between(zz: np.ndarray, zxy: np.ndarray, lam: np.ndarray) -> np.ndarray:

@@ -20,11 +20,16 @@ each one BLAS product whose inner dimension runs over the groups; then ::
 per-group products of ``E_j`` with ``S_i`` and ``G_i`` (``(m, r, r, G)`` and
 ``(r, m, p, G)`` temporaries, seven einsums per chunk) this touches ``r (p+1) r(r+1)/2``
 numbers per group once, and its few temporaries do not grow with the number of
-parameters ``m``: at 20k groups and r = 2 the sums take 1.7 ms against 11.7 ms
-(benchmarks/RESULTS.md, ninth session).  The ``r⁴ (p+1)²`` entries of ``C`` make it
-the form for small ``r`` only (:data:`dmixed.kernels.groups.HESSIAN_MOMENTS_MAX_R`).
+parameters ``m`` (nor do its page faults): at 2k–20k groups and r = 2 the sums take
+1/6–1/7 of the per-group form's time (benchmarks/RESULTS.md, ninth session).  The
+``r⁴ (p+1)²`` entries of ``C`` make it the form for small ``r`` only
+(:data:`dmixed.kernels.groups.HESSIAN_MOMENTS_MAX_R`).
 The same sums in another order: they agree with the per-group form to rounding
 (tests/kernels/test_hessian_moments.py, 1e-12 of each field's largest entry).
+
+Source: the sums are DESIGN.md §5's (the Hessian of the profiled likelihood in
+``[β, vech(Ψ*), τ*]``, :func:`dmixed.fit.objective.hessian`); the moment form is this
+module's.
 """
 
 from __future__ import annotations
