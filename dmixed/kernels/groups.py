@@ -21,12 +21,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import compiled
+from .hessian_moments import HessianMoments
 
 # Groups are processed in chunks of this many, to bound the size of the
 # (G, m, r, r)-shaped temporaries of the Hessian and keep them cache friendly.
 GROUP_CHUNK = 16384
 # Up to this r, Λ'ZΛ is one (Λ⊗Λ) matrix product (r⁴ entries: 4096 at r = 8).
 _KRON_MAX_R = 8
+#: Up to this r, the numpy Hessian sums are contractions of a few moments over groups
+#: (:mod:`~dmixed.kernels.hessian_moments`: r⁴(p+1)² numbers, against the per-group
+#: products of the general form below); 0 runs the general form for every r.
+HESSIAN_MOMENTS_MAX_R = 3
 
 
 # ---------------------------------------------------------------------------
@@ -286,29 +291,29 @@ def step_contributions(block, lam: np.ndarray, q: int, zxy=None) -> StepSums:
     k = block.k
     if compiled.backend(block.n_groups, r) == "numba":
         return StepSums(*compiled.step_sums(block.chunks(), lam, q, k))
-    total = StepSums(
-        0.0,
-        np.zeros((k, k)),
-        np.zeros((r, r)),
-        np.zeros((q, q, k, k)),
-        np.zeros((r - q, k, k)),
-        np.zeros((k, k)),
-    )
-    for zzc, zxyc in block.chunks():
-        p_mat, logdet, s, h = _conditional(zzc, zxyc, lam)
-        pz = _mm(p_mat, zxyc)
-        m = sum(zxyc[a] @ pz[a].T for a in range(r)) if r else np.zeros((k, k))
-        hr = h[:q]
-        hv = h[q:]
-        total = total + StepSums(
-            float(logdet.sum()),
-            0.5 * (m + m.T),
-            s.sum(axis=2),
-            np.tensordot(hr, hr, axes=(2, 2)).transpose(0, 2, 1, 3),
-            np.matmul(hv, hv.transpose(0, 2, 1)),
-            _between(zzc, zxyc, lam),
-        )
+    parts = (_step_part(zzc, zxyc, lam, q) for zzc, zxyc in block.chunks())
+    total = next(parts)  # a block has at least one chunk (of no groups when empty)
+    for part in parts:
+        total = total + part
     return total
+
+
+def _step_part(zzc: np.ndarray, zxyc: np.ndarray, lam: np.ndarray, q: int) -> StepSums:
+    """:func:`step_contributions` of one entry-major chunk, in numpy."""
+    r, k = lam.shape[0], zxyc.shape[1]
+    p_mat, logdet, s, h = _conditional(zzc, zxyc, lam)
+    pz = _mm(p_mat, zxyc)
+    m = sum(zxyc[a] @ pz[a].T for a in range(r)) if r else np.zeros((k, k))
+    hr = h[:q].reshape(q * k, h.shape[-1])  # a view: rows (a, x)
+    hv = h[q:]
+    return StepSums(
+        float(logdet.sum()),
+        0.5 * (m + m.T),
+        s.sum(axis=2),
+        (hr @ hr.T).reshape(q, k, q, k).transpose(0, 2, 1, 3),
+        np.matmul(hv, hv.transpose(0, 2, 1)),
+        _between(zzc, zxyc, lam),
+    )
 
 
 def _between(zz: np.ndarray, zxy: np.ndarray, lam: np.ndarray) -> np.ndarray:
@@ -384,7 +389,9 @@ def hessian_contributions(
     w : ndarray (p+1,)
         ``[−β; 1]``.
 
-    Evaluated by the compiled kernels or by numpy as :func:`step_contributions`.
+    Evaluated by the compiled kernels or by numpy as :func:`step_contributions`; in
+    numpy up to ``r =`` :data:`HESSIAN_MOMENTS_MAX_R` from moments over the groups
+    (:class:`~dmixed.kernels.hessian_moments.HessianMoments`), else per group.
     """
     block = _as_block(block, zxy)
     m = basis.shape[0]
@@ -394,6 +401,12 @@ def hessian_contributions(
         fields = tuple(getattr(out, f) for f in out.__dataclass_fields__)
         return HessianSums(*compiled.hessian_sums(block.chunks(), lam, basis, w, fields))
     r = basis.shape[1]
+    if 0 < r <= HESSIAN_MOMENTS_MAX_R:
+        moments = HessianMoments(r, p + 1)
+        for zzc, zxyc in block.chunks():
+            _, _, s, h = _conditional(zzc, zxyc, lam)
+            moments.add(s, h, w)
+        return HessianSums(*moments.contract(basis))
     for zzc, zxyc in block.chunks():
         _, _, s, h = _conditional(zzc, zxyc, lam)
         g = s.shape[-1]

@@ -1,0 +1,122 @@
+"""The Hessian sums from a few moments over groups, contracted with ``E_j`` once.
+
+Every field of :class:`~dmixed.kernels.HessianSums` is linear in each ``E_j``, so it is
+a contraction of the basis with a sum over groups of products of the per-group ``S_i``
+(r × r, symmetric), ``G_i`` (the first p columns of ``H_i``) and ``u_i = H_i w``.  With
+``v_i = [G_i, u_i]`` (r × (p+1)) three sums hold them all::
+
+    A[ab, cd]       = Σ_i S_i,ab S_i,cd                  (b ≤ a, d ≤ c)
+    V[ax, by]       = Σ_i v_i,ax v_i,by
+    C[ax, bc, dy]   = Σ_i v_i,ax S_i,bc v_i,dy           (c ≤ b)
+
+each one BLAS product whose inner dimension runs over the groups; then ::
+
+    tr_ss[j,k] = Σ A[ab,cd] E_j[b,c] E_k[d,a]     u_s_u[j,k] = Σ C[a u, bc, d u] E_j[a,b] E_k[c,d]
+    u_e_u[j]   = Σ V[a u, b u] E_j[a,b]           g_e_u[j,x] = Σ V[a x, b u] E_j[a,b]
+    a_j[j,x,y] = Σ V[a x, b y] E_j[a,b]           a_jk[j,k,x,y] = h[j,k,x,y] + h[k,j,y,x],
+                                                  h[j,k,x,y] = Σ C[a x, bc, d y] E_j[a,b] E_k[c,d]
+
+(u the column of ``u`` in ``v``).  Against :func:`dmixed.kernels.hessian_contributions`'
+per-group products of ``E_j`` with ``S_i`` and ``G_i`` (``(m, r, r, G)`` and
+``(r, m, p, G)`` temporaries, seven einsums per chunk) this touches ``r (p+1) r(r+1)/2``
+numbers per group once, and its few temporaries do not grow with the number of
+parameters ``m`` (nor do its page faults): at 2k–20k groups and r = 2 the sums take
+1/6–1/7 of the per-group form's time (benchmarks/RESULTS.md, ninth session).  The
+``r⁴ (p+1)²`` entries of ``C`` make it the form for small ``r`` only
+(:data:`dmixed.kernels.groups.HESSIAN_MOMENTS_MAX_R`).
+The same sums in another order: they agree with the per-group form to rounding
+(tests/kernels/test_hessian_moments.py, 1e-12 of each field's largest entry).
+
+Source: the sums are DESIGN.md §5's (the Hessian of the profiled likelihood in
+``[β, vech(Ψ*), τ*]``, :func:`dmixed.fit.objective.hessian`); the moment form is this
+module's.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from ..stats import tril_indices
+
+__all__ = ["HessianMoments"]
+
+
+@functools.lru_cache(maxsize=16)
+def _gathers(r: int, k: int) -> tuple[np.ndarray, ...]:
+    """Where each entry of the contractions' operands lies in the stored sums (made once
+    per ``r`` and ``k``: a fit asks for the Hessian sums several times).
+
+    Returns the gathers that read ``A`` as ``[(b,c), (d,a)]`` (two (r², r²) index
+    arrays) and ``C`` as ``[(a,b), (c,d), (x,y)]`` (two (r², r², k²) index arrays);
+    ``(b, c)`` and ``(c, b)`` read the same stored entry (``S`` is symmetric)."""
+    rows, cols = tril_indices(r)
+    pair = np.empty((r, r), dtype=np.intp)
+    pair[rows, cols] = pair[cols, rows] = np.arange(rows.size)
+    a, b, c, d = np.indices((r, r, r, r))
+    a_rows = pair[a, b].transpose(1, 2, 3, 0).reshape(r * r, r * r)
+    a_cols = pair[c, d].transpose(1, 2, 3, 0).reshape(r * r, r * r)
+    a, b, c, d, x, y = np.indices((r, r, r, r, k, k))
+    c_rows = ((a * k + x) * rows.size + pair[b, c]).reshape(r * r, r * r, k * k)
+    c_cols = (d * k + y).reshape(r * r, r * r, k * k)
+    out = (a_rows, a_cols, c_rows, c_cols)
+    for arr in out:
+        arr.flags.writeable = False
+    return out
+
+
+class HessianMoments:
+    """The sums ``A``, ``V`` and ``C`` (module docstring) over chunks of groups.
+
+    Parameters
+    ----------
+    r : int
+        Random-effect coordinates per group.
+    k : int
+        ``p + 1``: columns of ``[X y]``.
+    """
+
+    def __init__(self, r: int, k: int) -> None:
+        self.r, self.k = r, k
+        self.rows, self.cols = tril_indices(r)
+        n_pair = self.rows.size
+        self.a = np.zeros((n_pair, n_pair))
+        self.v = np.zeros((r * k, r * k))
+        self.c = np.zeros((r * k * n_pair, r * k))
+
+    def add(self, s: np.ndarray, h: np.ndarray, w: np.ndarray) -> None:
+        """Add a chunk's groups: ``s`` (r, r, G) entry-major ``S_i``, ``h`` (r, p+1, G)
+        entry-major ``H_i`` (overwritten: its last column becomes ``u_i = H_i w``) and
+        ``w`` (p+1,) ``[−β; 1]``."""
+        g = s.shape[-1]
+        h[:, -1] = np.einsum("ajg,j->ag", h, w)
+        v = h.reshape(self.r * self.k, g)
+        s_pairs = s[self.rows, self.cols]  # (pairs, G)
+        self.a += s_pairs @ s_pairs.T
+        self.v += v @ v.T
+        self.c += (v[:, None, :] * s_pairs[None]).reshape(self.c.shape[0], g) @ v.T
+
+    def contract(self, basis: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The fields of :class:`~dmixed.kernels.HessianSums` for ``basis`` (m, r, r),
+        the ``E_j`` (symmetric): ``(tr_ss, u_s_u, u_e_u, g_e_u, a_j, a_jk)``."""
+        r, k = self.r, self.k
+        p = k - 1
+        m = basis.shape[0]
+        a_rows, a_cols, c_rows, c_cols = _gathers(r, k)
+        e = basis.reshape(m, r * r)  # E_j[a, b] at column a r + b
+        tr_ss = e @ self.a[a_rows, a_cols] @ e.T
+        v = self.v.reshape(r, k, r, k).transpose(0, 2, 1, 3).reshape(r * r, k * k)
+        ev = (e @ v).reshape(m, k, k)  # Σ_ab E_j[a,b] V[a x, b y]
+        # Σ_abcd E_j[a,b] E_k[c,d] C[a x, bc, d y]: (j, k, x, y)
+        ec = e @ (e @ self.c[c_rows, c_cols].reshape(r * r, -1)).reshape(m, r * r, k * k)
+        ec = ec.reshape(m, m, k, k)
+        half = ec[:, :, :p, :p]
+        return (
+            tr_ss,
+            np.ascontiguousarray(ec[:, :, p, p]),
+            np.ascontiguousarray(ev[:, p, p]),
+            np.ascontiguousarray(ev[:, :p, p]),
+            np.ascontiguousarray(ev[:, :p, :p]),
+            half + half.transpose(1, 0, 3, 2),
+        )

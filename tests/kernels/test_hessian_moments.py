@@ -1,0 +1,74 @@
+"""The Hessian sums from moments over groups against the per-group numpy form."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dmixed import kernels
+from dmixed.kernels import compiled, groups
+from dmixed.kernels.hessian_moments import HessianMoments
+from dmixed.stats import Layout
+
+from .._synth import QUICK
+
+RTOL = 1e-12
+
+
+def _hessian(block, lam, basis, w, moments_max_r: int, monkeypatch):
+    """The numpy Hessian sums, by moments (``moments_max_r`` ≥ r) or per group (0)."""
+    monkeypatch.setenv(compiled.ENV_VAR, "numpy")
+    monkeypatch.setattr(groups, "HESSIAN_MOMENTS_MAX_R", moments_max_r)
+    return kernels.hessian_contributions(block, lam, basis, w)
+
+
+@settings(max_examples=60, **QUICK)
+@given(
+    shape=st.sampled_from(
+        [(1, ()), (2, ()), (3, ()), (1, (1,)), (1, (2,)), (2, (1,)), (1, (1, 1))]
+    ),
+    seed=st.integers(0, 2**16),
+    log_cond=st.floats(0, 8),
+    one_row=st.sampled_from([0.0, 0.3, 1.0]),
+    n_groups=st.sampled_from([1, 7, 300, 700]),
+)
+def test_moments_match_the_per_group_form(monkeypatch, shape, seed, log_cond, one_row, n_groups):
+    """Every field, to 1e-12 of its largest entry: r = 1–3 (random slopes, variance
+    component slots, components spanning two slots), several chunks, groups of one
+    row (rank-one ``S``), zero slots, Λ of condition up to 1e8 (1e2 past r = 2)."""
+    q, widths = shape
+    lay = Layout(q, widths)
+    r = lay.r
+    monkeypatch.setattr(groups, "GROUP_CHUNK", 293)
+    rng = np.random.default_rng(seed)
+    sizes = np.where(rng.random(n_groups) < one_row, 1, rng.integers(2, 7, n_groups))
+    zz, zxy = np.zeros((n_groups, r, r)), np.zeros((n_groups, r, 4))
+    for i, n_i in enumerate(sizes):
+        z = rng.normal(size=(n_i, r))
+        if r > 1 and rng.random() < 0.2:
+            z[:, -1] = 0.0  # a zero slot
+        zz[i], zxy[i] = z.T @ z, z.T @ rng.normal(size=(n_i, 4))
+    cond = log_cond if r <= 2 else min(log_cond, 2.0)
+    lam = np.tril(rng.normal(size=(r, r)))
+    lam[np.diag_indices(r)] = 10.0 ** rng.uniform(-cond / 2, cond / 2, r)
+    lam[q:, :q] = 0.0
+    lam[q:, q:] = np.diag(np.diag(lam[q:, q:]))
+    block, basis, w = kernels.StatsBlock(zz, zxy), lay.basis(), np.r_[rng.normal(size=3), 1.0]
+    ref = _hessian(block, lam, basis, w, 0, monkeypatch)
+    got = _hessian(block, lam, basis, w, r, monkeypatch)
+    for name in ref.__dataclass_fields__:
+        a, b = getattr(ref, name), getattr(got, name)
+        assert a.shape == b.shape, name
+        scale = np.max(np.abs(a), initial=0.0)
+        assert np.all(np.abs(a - b) <= RTOL * scale), (name, np.max(np.abs(a - b)) / scale)
+
+
+def test_moments_of_no_group_are_zero():
+    """A chunk of no groups adds nothing; the contraction of zero moments is zero."""
+    moments = HessianMoments(2, 4)
+    moments.add(np.zeros((2, 2, 0)), np.zeros((2, 4, 0)), np.r_[0.5, -1.0, 2.0, 1.0])
+    fields = moments.contract(Layout(2, ()).basis())
+    shapes = [(3, 3), (3, 3), (3,), (3, 3), (3, 3, 3), (3, 3, 3, 3)]
+    assert [f.shape for f in fields] == shapes
+    assert all(not np.any(f) for f in fields)
