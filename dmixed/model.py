@@ -417,6 +417,8 @@ class MixedLM(LikelihoodMethods, ModelDimensions, ModelData):
             A rank-deficient fixed-effects design or a response without variation; or
             a model built from statistics (no data) asked for them with another client
             or engine than they were built with.
+        SpecError
+            Neither rows nor statistics: a model unpickled after ``remove_data()``.
         """
         cached = self.cached_statistics
         if standardization is not None and cached is not None:
@@ -448,6 +450,12 @@ class MixedLM(LikelihoodMethods, ModelDimensions, ModelData):
             spec = getattr(self, "spec", None)
             intercepts = None if spec is None else spec.intercept_columns()
             stats = statistics_from_rows(self.rows, standardization, intercepts)
+        elif cached is None:
+            raise SpecError(
+                "this model holds neither its rows nor their statistics: its data were "
+                "removed (remove_data()) and a pickled model does not carry the statistics; "
+                "refit from the data"
+            )
         else:
             raise DataError(
                 "this model holds statistics but no data (MixedLM.from_statistics, or "

@@ -358,3 +358,21 @@ def test_an_engine_in_memory_data_cannot_use_is_refused():
         model.fit(engine="foo")
     with pytest.raises(dmixed.SpecError, match=r"engine='distributed' needs Dask data"):
         model.fit(engine="distributed")
+
+
+def test_a_pickled_model_without_its_data_says_what_it_lacks():
+    """After remove_data() a pickle carries neither the rows nor the statistics (which
+    may hold a cluster's futures): what needs them says so, not that statistics it
+    does not hold were built for another client."""
+    df = make_data(n_groups=20, seed=3)
+    res = dmixed.mixedlm("y ~ x1", df, groups="g").fit()
+    res.remove_data()
+    back = pickle.loads(pickle.dumps(res))
+    for needs_statistics in (
+        lambda: back.model.nobs,
+        lambda: back.profile_ci(),
+        lambda: dmixed.anova(back, dmixed.mixedlm("y ~ 1", df, groups="g").fit()),
+    ):
+        with pytest.raises(dmixed.SpecError, match=r"neither its rows nor .*remove_data\(\)"):
+            needs_statistics()
+    np.testing.assert_allclose(back.predict(df.iloc[:5]), res.predict(df.iloc[:5]))

@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError, FormulaError
+from ..errors import DataError, DmixedError, FormulaError
 from .messages import clean_message, plural
 
 __all__ = ["check_output", "materialize", "model_matrix"]
@@ -23,7 +23,9 @@ def model_matrix(formula: str, frame: pd.DataFrame, role: str, output: str, cont
     Raises
     ------
     FormulaError
-        If formulaic cannot evaluate the formula (its own ``ValueError`` passes as is).
+        If formulaic cannot evaluate the formula, e.g. a term of one value rather than
+        one per row (``I(3)``, a caller's function that reduces its column); dmixed's
+        own errors pass as they are.
     """
     from formulaic import model_matrix as formulaic_model_matrix
 
@@ -33,10 +35,13 @@ def model_matrix(formula: str, frame: pd.DataFrame, role: str, output: str, cont
             return formulaic_model_matrix(
                 formula, frame, na_action="ignore", output=output, context=context or {}
             )
-    except ValueError:
+    except DmixedError:
         raise
     except Exception as e:
-        raise FormulaError(f"cannot evaluate {role} {formula!r}: {clean_message(e)}") from None
+        why = clean_message(e)
+        if "same shape" in why:
+            why += " (a term gives one value, not one per row?)"
+        raise FormulaError(f"cannot evaluate {role} {formula!r}: {why}") from None
 
 
 def materialize(spec, frame: pd.DataFrame, formula: str | None, context=None):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import difflib
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -162,6 +163,8 @@ class FactorInfo:
     unknown: list[str] = field(default_factory=list)
     #: names of the caller's scope the factors use (:mod:`dmixed.design.scope`)
     caller: list[str] = field(default_factory=list)
+    #: formulaic's transform names the factors use (``np`` included)
+    transforms: list[str] = field(default_factory=list)
 
 
 class _FactorChecker:
@@ -275,8 +278,10 @@ class _FactorChecker:
                 self.refuse(f"the method call {dotted}()", "it may not be elementwise")
             add_unique(self.info.columns, root)
         elif root in ("np", "numpy") and root in self.transforms:
+            add_unique(self.info.transforms, root)
             self.check_numpy_call(parts, dotted)
         elif root in self.transforms:
+            add_unique(self.info.transforms, root)
             return self.check_transform_call(node, root)
         elif root in _BUILTINS_OK and len(parts) == 1:
             pass
@@ -328,7 +333,9 @@ class _FactorChecker:
         n = self.name_of(node.id)
         if n in self.columns:
             add_unique(self.info.columns, n)
-        elif n not in self.transforms and n not in ("True", "False", "None"):
+        elif n in self.transforms:
+            add_unique(self.info.transforms, n)
+        elif n not in ("True", "False", "None"):
             self.info.unknown.append(n)
 
     def visit_attribute(self, node: ast.Attribute) -> bool:
@@ -339,7 +346,9 @@ class _FactorChecker:
         root = self.name_of(parts[0])
         if root in self.columns:
             add_unique(self.info.columns, root)
-        elif root not in self.transforms:
+        elif root in self.transforms:
+            add_unique(self.info.transforms, root)
+        else:
             self.info.unknown.append(".".join([root, *parts[1:]]))
         return True
 
@@ -395,10 +404,30 @@ def analyze_terms(terms, columns: set, role: str, formula: str, env=None) -> Fac
             check_python_factor(factor.expr, columns, role, formula, info)
     if env is not None:
         where = f"{role} {formula!r}"
+        _refuse_shadowed_transforms(info.transforms, env, where)
         info.unknown = [u for u in info.unknown if not _from_caller(u, env, info, where)]
     if info.unknown:
         raise FormulaError(f"{role} {formula!r}: " + _unknown_names(info.unknown, columns, env))
     return info
+
+
+def _refuse_shadowed_transforms(names: list[str], env, where: str) -> None:
+    """Refuse (FormulaError) a transform name that the caller's scope binds to another
+    function or module: statsmodels would call the caller's (patsy's builtins come
+    after the caller's scope), formulaic's is what the whitelist allows; neither may
+    be chosen silently.  A non-callable value of that name (a constant ``C = 3``) is
+    no conflict."""
+    for name in names:
+        if name not in env:
+            continue
+        value = env.lookup(name)
+        if value is transforms()[name] or not (callable(value) or isinstance(value, ModuleType)):
+            continue
+        raise FormulaError(
+            f"{where}: {name} is formulaic's transform, but the caller's scope binds "
+            f"{name!r} to another {type(value).__name__} ({value!r:.60}), which statsmodels "
+            "would call instead; rename yours (or pass eval_env=-1 for formulaic's)"
+        )
 
 
 def _from_caller(unknown: str, env, info: FactorInfo, where: str) -> bool:

@@ -17,7 +17,7 @@ transform) are looked up, once, when the spec is built: they become the spec's
 :class:`CallerNames`, given to formulaic as its evaluation context on every partition
 and on new rows to predict.  The rest of the whitelist still holds for such formulas
 (no lambdas, subscripts, private attributes, transforms that learn from the data).
-A name must be a function (any callable), a module, or a number or text; data (arrays,
+A name must be a function (any callable), a module, or a real number or text; data (arrays,
 Series) is read from the data's columns only, since it could not follow the rows of a
 partition or of new data.  The functions are called on each partition and on new rows
 separately, so they must work row by row (as ``np.log``), not learn from the rows they
@@ -66,7 +66,7 @@ class Environment:
         raise KeyError(name)
 
     def resolve(self, names: Iterable[str], where: str) -> CallerNames:
-        """The values of ``names`` (each checked: a function, a module, a number or text).
+        """The values of ``names`` (each checked: a function, a module, a real number or text).
 
         Raises
         ------
@@ -88,7 +88,7 @@ class Environment:
 
 
 def _allowed_value(value: Any) -> bool:
-    return isinstance(value, (types.ModuleType, str, numbers.Number)) or callable(value)
+    return isinstance(value, (types.ModuleType, str, numbers.Real)) or callable(value)
 
 
 def capture(eval_env, frame: types.FrameType | None) -> Environment | None:

@@ -17,6 +17,9 @@ O(rows) after.  ``cov(β̂)`` is the fit's (``cov_fe``): Henderson's ``σ̂²(X'
 ``cov_fe="conditional"``; statsmodels' Hessian-based block otherwise, which adds the
 uncertainty of the covariance parameters to β̂'s.  The covariance parameters themselves
 are taken as known (as Henderson's, lme4's ``condVar`` and MixedModels.jl's do).
+The conditional part is computed in the statistics' coordinates (columns shifted near
+the data and scaled, :mod:`dmixed.stats.standardize`): in the model's own, ``w`` and
+``z'M_i z`` of a column far from zero (timestamps near 1.7e9) cancel all their digits.
 
 Random effects the fit did not see (a new group, or a variance-component column a
 fitted group did not have) are predicted by their mean, zero: the "mean" then targets
@@ -40,6 +43,7 @@ from ..design import is_dask
 from ..design.partitions import check_persisted, select_columns
 from ..design.prepare import needed_columns
 from ..errors import DataError, SpecError
+from ..stats.standardize import Standardization
 from .prediction import Predictor, check_new_groups, on_frame_rows
 
 __all__ = ["PredictionResults", "PredictionVariance", "conditional_cross", "get_prediction"]
@@ -70,6 +74,15 @@ class PredictionVariance:
         σ̂² M_i, the BLUPs' conditional covariances (``include_random`` only).
     cross : ndarray (G, r, p) or None
         ``H_i = M_i Z̃_i'X_i`` (:func:`conditional_cross`; ``include_random`` only).
+    columns : Standardization or None
+        The statistics' column map: when given, ``cov_fe``, ``cov_re``, ``blup_cov``
+        and ``cross`` are in its coordinates (``T cov(β̂) T'``, ``A Ψ̂ A'``,
+        ``Ã σ̂²M_i Ã'``, ``Ã H_i T⁻¹``... as :func:`in_statistics` maps them) and each
+        row's ``x``, ``z`` is mapped to ``x T⁻¹``, ``z Ã⁻¹`` before the quadratic forms:
+        with columns far from zero (timestamps near 1.7e9) the forms in the raw
+        coordinates cancel all their digits.
+    vc_scale : ndarray (k_vc,) or None
+        ``s_l`` of each variance component (with ``columns``).
     """
 
     predictor: Predictor
@@ -79,15 +92,17 @@ class PredictionVariance:
     vcomp: np.ndarray
     blup_cov: np.ndarray | None = None
     cross: np.ndarray | None = None
+    columns: Standardization | None = None
+    vc_scale: np.ndarray | None = None
 
     def moments(self, rows, include_random: bool, name: str, new_groups: str) -> np.ndarray:
         """``[mean, var_mean, var_obs]`` (n, 3) of the prediction of each row of ``rows``
         (anything with ``exog``, ``exog_re``, ``groups``, ``vc_cols``, ``vc_vals``: design
         matrices, :class:`~dmixed.results.prediction.NewRows`); ``name`` and
         ``new_groups`` as :meth:`Predictor.positions`."""
-        x = rows.exog
+        mean = rows.exog @ self.predictor.fe_params
+        x, z = self.standard_rows(rows)
         fixed_var = quadratic(x, self.cov_fe)
-        mean = x @ self.predictor.fe_params
         if not include_random:
             return np.column_stack([mean, fixed_var, fixed_var + self.scale])
         idx = self.predictor.positions(rows.groups, name, new_groups)
@@ -97,9 +112,9 @@ class PredictionVariance:
         var_mean = fixed_var
         if seen.any():
             sel = slice(None) if seen.all() else seen  # no copies when all are seen
-            pos, val = slot_design(self.predictor.k_re, rows.exog_re[sel], slots, sel, rows)
+            pos, val = slot_design(self.predictor.k_re, z[sel], slots, sel, rows, self.vc_scale)
             var_mean[sel] = self.conditional_variance(x[sel], idx[sel], pos, val)
-        var_obs = var_mean + self.unseen_variance(seen, rows, slots) + self.scale
+        var_obs = var_mean + self.unseen_variance(seen, z, rows, slots) + self.scale
         out = np.column_stack([mean, var_mean, var_obs])
         if new_groups == "nan":
             out[~seen] = np.nan
@@ -121,13 +136,25 @@ class PredictionVariance:
         w = x - np.einsum("na,naj->nj", val, cross)
         return quadratic(w, self.cov_fe) + quadratic_rows(val, cond)
 
-    def unseen_variance(self, seen, rows, slots) -> np.ndarray:
+    def standard_rows(self, rows) -> tuple[np.ndarray, np.ndarray]:
+        """The rows' ``x`` and ``exog_re`` part of ``z`` in the coordinates of
+        ``cov_fe`` and ``cov_re``: ``x T⁻¹ = (x − x_0 c_x)/s_x`` column by column
+        (``x_0`` the intercept column; exact up to one rounding), ``z A⁻¹`` alike."""
+        cols = self.columns
+        if cols is None:
+            return rows.exog, rows.exog_re
+        x = to_statistics(rows.exog, cols.x_shift, cols.x_scale, cols.x_intercept)
+        z = to_statistics(rows.exog_re, cols.z_shift, cols.z_scale, cols.z_intercept)
+        return x, z
+
+    def unseen_variance(self, seen, exog_re, rows, slots) -> np.ndarray:
         """The variance of the random effects the fit did not see, for each row:
-        ``z'Ψ̂z`` for rows of unseen groups, and ``vcomp_l (Σ v)²`` per column of
-        component l without a slot (entries of one column added first)."""
+        ``z'Ψ̂z`` for rows of unseen groups (``exog_re``: their ``z`` in ``cov_re``'s
+        coordinates), and ``vcomp_l (Σ v)²`` per column of component l without a slot
+        (entries of one column added first)."""
         out = np.zeros(len(seen))
         if (~seen).any() and self.cov_re.size:
-            out[~seen] = quadratic(rows.exog_re[~seen], self.cov_re)
+            out[~seen] = quadratic(exog_re[~seen], self.cov_re)
         for comp, ((_, slot), cols, vals) in enumerate(
             zip(slots, rows.vc_cols, rows.vc_vals, strict=True)
         ):
@@ -148,28 +175,52 @@ def quadratic_rows(v: np.ndarray, covs: np.ndarray) -> np.ndarray:
     return np.einsum("na,nab,nb->n", v, covs, v)
 
 
-def slot_design(k_re: int, exog_re, slots, seen, rows) -> tuple[np.ndarray, np.ndarray]:
+def to_statistics(values: np.ndarray, shift, scale, intercept: int) -> np.ndarray:
+    """Rows ``v`` (n, k) of a design mapped by :class:`~dmixed.stats.standardize.
+    Standardization`'s ``V = Ṽ (S + e_0 c')``: ``ṽ_j = (v_j − v_0 c_j)/s_j``, with
+    ``v_0`` the intercept column (``intercept`` < 0: no shifts)."""
+    if intercept < 0:
+        return values / scale
+    return (values - values[:, intercept : intercept + 1] * shift) / scale
+
+
+def slot_design(
+    k_re: int, exog_re, slots, seen, rows, vc_scale=None
+) -> tuple[np.ndarray, np.ndarray]:
     """The random design of rows of fitted groups (``seen``: a mask or a slice) as padded
-    positions and
-    values (n_seen, m): the ``k_re`` columns, then each component's entries at their
-    slots (:meth:`Predictor.vc_slots`); entries without a slot get value 0 at position 0."""
+    positions and values (n_seen, m): the ``k_re`` columns, then each component's entries
+    at their slots (:meth:`Predictor.vc_slots`), divided by the component's scale
+    (``vc_scale`` (k_vc,), powers of two; None: 1); entries without a slot get value 0 at
+    position 0."""
     n = exog_re.shape[0]
     pos = [np.broadcast_to(np.arange(k_re), (n, k_re))]
     val = [exog_re]
-    for (offset, slot), vals in zip(slots, rows.vc_vals, strict=True):
+    for comp, ((offset, slot), vals) in enumerate(zip(slots, rows.vc_vals, strict=True)):
         ok = slot[seen] >= 0
+        vals = vals[seen] if vc_scale is None else vals[seen] / vc_scale[comp]
         pos.append(np.where(ok, offset + slot[seen], 0))
-        val.append(np.where(ok, vals[seen], 0.0))
+        val.append(np.where(ok, vals, 0.0))
     return np.concatenate(pos, axis=1).astype(np.int64), np.concatenate(val, axis=1)
 
 
-def conditional_cross(state, stats) -> np.ndarray:
-    """``H_i = M_i Z̃_i'X_i`` (G, r, p) in the model's coordinates.
+def statistics_map(cols, vc_widths) -> np.ndarray:
+    """``Ã = blockdiag(A, diag(s_slot))`` (r × r) with ``Z = Z̃ Ã`` (the random design,
+    variance-component slots included; :mod:`dmixed.stats.standardize`)."""
+    q = cols.k_re
+    scales = cols.slot_scales(vc_widths)
+    out = np.zeros((q + scales.size, q + scales.size))
+    out[:q, :q] = cols.re_matrix()
+    out[q:, q:] = np.diag(scales)
+    return out
 
-    ``Z̃_i'X_i`` comes from the statistics (``engine.gather()``, in the statistics'
-    coordinates ``Z̃ = Z Ã⁻¹``, ``X̃ = X T⁻¹``: mapped back as ``Ã' Z̃'X̃ T``, with
-    ``Ã = blockdiag(A, s_l I)``, :mod:`dmixed.stats.standardize`); ``M_i`` is the
-    results' ``blup_cov / scale``.
+
+def conditional_cross(state, stats) -> tuple[np.ndarray, np.ndarray]:
+    """``M̃_i = Ã M_i Ã'`` (G, r, r) and ``H̃_i = M̃_i Z̃_i'X̃_i`` (G, r, p) in the
+    statistics' coordinates (``Z = Z̃ Ã``, ``X = X̃ T``, :func:`statistics_map`), where
+    the row's ``w̃ = x̃ − H̃_i'z̃ = (x − H_i'z) T⁻¹`` keeps its digits.
+
+    ``Z̃_i'X̃_i`` comes from the statistics (``engine.gather()``); ``M_i`` is the
+    results' ``blup_cov / scale`` (the model's coordinates).
 
     Parameters
     ----------
@@ -183,14 +234,13 @@ def conditional_cross(state, stats) -> np.ndarray:
         The statistics are of other groups or another random design than the results.
     """
     _, zxy = stats.engine.gather()
-    cols = stats.columns
-    q, p = state.k_re, state.k_fe
+    p = state.k_fe
     zx = np.array(zxy[:, :, :p], dtype=np.float64)
     if zx.shape[:2] != state.blup_cov.shape[:2]:
         raise SpecError("the statistics are not those of these results (groups or columns)")
-    zx[:, :q] = np.einsum("ba,gbj->gaj", cols.re_matrix(), zx[:, :q])
-    zx[:, q:] *= cols.slot_scales(stats.layout.vc_widths)[None, :, None]
-    return (state.blup_cov / state.scale) @ (zx @ cols.fe_matrix())
+    a = statistics_map(stats.columns, stats.layout.vc_widths)
+    m = np.matmul(np.matmul(a, state.blup_cov / state.scale), a.T)
+    return m, m @ zx
 
 
 class PredictionResults:
@@ -324,7 +374,9 @@ def prediction_variance(results, include_random: bool) -> PredictionVariance:
     """
     state = results.to_state()
     p = state.k_fe
-    blup_cov = cross = None
+    cov_fe = np.asarray(state.cov_params, dtype=np.float64)[:p, :p]
+    cov_re = np.asarray(state.cov_re, dtype=np.float64)
+    blup_cov = cross = columns = vc_scale = None
     if include_random:
         model = results.model
         if model is None:
@@ -334,16 +386,22 @@ def prediction_variance(results, include_random: bool) -> PredictionVariance:
                 "include_random=False needs none"
             )
         stats = model.statistics(client=getattr(model, "cached_client", None))
-        cross = conditional_cross(state, stats)
-        blup_cov = state.blup_cov
+        blup_cov, cross = conditional_cross(state, stats)
+        blup_cov = blup_cov * state.scale
+        columns = stats.columns
+        vc_scale = columns.vc_scales(stats.layout.k_vc)
+        t, a = columns.fe_matrix(), columns.re_matrix()
+        cov_fe, cov_re = t @ cov_fe @ t.T, a @ cov_re @ a.T
     return PredictionVariance(
         results.predictor(),
-        np.asarray(state.cov_params, dtype=np.float64)[:p, :p],
+        cov_fe,
         float(state.scale),
-        np.asarray(state.cov_re, dtype=np.float64),
+        cov_re,
         np.asarray(state.vcomp, dtype=np.float64).reshape(-1),
         blup_cov,
         cross,
+        columns,
+        vc_scale,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import types
 
 import numpy as np
 import pytest
@@ -171,3 +172,30 @@ def test_payloads_are_refused_from_every_formula_role(tmp_path, payload):
         with pytest.raises(FormulaError):
             build_spec(df, groups="g", **kwargs)
     assert not marker.exists()
+
+
+def test_a_callers_function_named_as_a_transform_is_refused_not_replaced():
+    """statsmodels calls the caller's own ``log`` (patsy's builtins come after the
+    caller's scope): a formula of the Python API whose transform name the caller binds to
+    another function is refused, never silently evaluated with formulaic's; the same
+    object (``from numpy import log``, ``import numpy as np``) and non-functions (a
+    constant named ``C``) are no conflict."""
+    from dmixed.design.scope import Environment
+
+    df = make_df()
+
+    def log(v):
+        return v * 0.0 + 42.0
+
+    for env, formula in (
+        ({"log": log}, "y ~ log(x1 + 10)"),
+        ({"exp": log}, "y ~ I(exp(x1) + 1)"),
+        ({"np": types.ModuleType("jax.numpy")}, "y ~ np.log(x1 + 10)"),
+        ({"C": log}, "y ~ x1 + C(a)"),
+    ):
+        with pytest.raises(ValueError, match=r"the caller's scope binds .* to another"):
+            build_spec(df, formula, groups="g", env=Environment([env]))
+    formula = "y ~ log(x1 + 10) + np.exp(x2) + C(a)"
+    for env in ({"log": np.log, "np": np, "C": 3.0}, {}):
+        spec = build_spec(df, formula, groups="g", env=Environment([env]))
+        assert not spec.caller_names

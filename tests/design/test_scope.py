@@ -228,3 +228,14 @@ def test_a_worker_process_gets_a_local_function(frame):
         res = model.fit(client=client)
     ref = dmixed.mixedlm("y ~ times_two(x1) + x2", frame, groups="g").fit()
     np.testing.assert_allclose(res.params, ref.params, rtol=1e-8)
+
+
+def test_a_complex_constant_of_the_caller_is_refused(frame):
+    """A complex number would enter the design with its imaginary part silently dropped
+    (numpy's cast to float64): refused when the spec is built, as data is."""
+    k = 1 + 2j  # noqa: F841 - the formula reads it
+    with pytest.raises(dmixed.FormulaError, match="'k' of the caller's scope is a complex"):
+        dmixed.mixedlm("y ~ I(k * x1)", frame, groups="g")
+    half = 0.5  # noqa: F841 - a real number is a constant
+    model = dmixed.mixedlm("y ~ I(half * x1)", frame, groups="g")
+    np.testing.assert_allclose(model.exog[:, 1], 0.5 * frame["x1"].to_numpy())

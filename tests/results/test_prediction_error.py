@@ -3,6 +3,8 @@ built densely, by simulation, and the shapes of what comes back."""
 
 from __future__ import annotations
 
+import warnings
+
 import dask
 import dask.dataframe as dd
 import numpy as np
@@ -97,6 +99,31 @@ def test_conditional_variance_is_hendersons(offset, weights, vc):
     cov = np.asarray(hess.cov_params())[:3, :3]
     np.testing.assert_allclose(fixed.se_mean, np.sqrt(np.einsum("na,ab,nb->n", x, cov, x)))
     np.testing.assert_allclose(fixed.se_obs**2, fixed.se_mean**2 + hess.scale, rtol=1e-12)
+
+
+@pytest.mark.parametrize("vc", [False, True], ids=["slope", "slope+vc"])
+def test_timestamps_give_the_centred_data_standard_errors(vc):
+    """x1 as timestamps near 1.7e9 with a spread of an hour: the standard errors are
+    those of the same fit on x1 centred (the model is invariant to the shift), for rows
+    of fitted and of new groups, to the fits' own agreement (the raw coordinates lose
+    ~(1.7e9/4096)² ε; the conditional part was once off by half)."""
+    df = make_data(n_groups=10, max_size=12, vc_sd=0.7, seed=5)
+    df["x1"] = 3600.0 * df["x1"]
+    kw = dict(groups="g", re_formula="1 + x1", vc_formula={"sub": "0 + C(sub)"} if vc else None)
+    stamped = df.assign(x1=df["x1"] + 1.7e9)
+    centred = mixedlm("y ~ x1 + x2", df, **kw).fit(cov_fe="conditional")
+    shifted = mixedlm("y ~ x1 + x2", stamped, **kw).fit(cov_fe="conditional")
+    rows = [df.iloc[:12], df.iloc[:3].assign(g=999)]
+    for include_random in (False, True):
+        for new in rows:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UnseenGroupsWarning)
+                ref = centred.get_prediction(new, include_random=include_random)
+                got = shifted.get_prediction(
+                    new.assign(x1=new["x1"] + 1.7e9), include_random=include_random
+                )
+            np.testing.assert_allclose(got.se_mean, ref.se_mean, rtol=1e-4)
+            np.testing.assert_allclose(got.se_obs, ref.se_obs, rtol=1e-4)
 
 
 def test_unseen_groups_and_levels_enter_the_observation_interval():
