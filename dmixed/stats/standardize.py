@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import CheckpointError
+from .blup_cov import RaggedCov
 from .layout import tril_indices
 
 #: Rows (from the start of the data) the shifts and scales are chosen from.
@@ -301,7 +302,8 @@ class Standardization:
         self, blup: np.ndarray, cond: np.ndarray, vc_widths=()
     ) -> tuple[np.ndarray, np.ndarray]:
         """BLUPs ``b = s_y A⁻¹ b̃`` (G, r) and their covariances relative to σ²,
-        ``A⁻¹ C̃ A⁻ᵀ`` (G, r, r); a variance-component slot's ``b = s_y b̃ / s_l``."""
+        ``A⁻¹ C̃ A⁻ᵀ`` (G, r, r, or a :class:`~dmixed.stats.blup_cov.RaggedCov`); a
+        variance-component slot's ``b = s_y b̃ / s_l``."""
         q = self.k_re
         a = self.re_matrix()
         slots = self.slot_scales(vc_widths)
@@ -311,6 +313,8 @@ class Standardization:
         b = np.array(blup, dtype=np.float64)
         b[:, :q] = blup[:, :q] @ inv.T
         b[:, q:] = blup[:, q:] / slots
+        if isinstance(cond, RaggedCov):  # variance components held structured
+            return self.y_scale * b, cond.transformed(inv, slots)
         c = np.array(cond, dtype=np.float64)
         c[:, :q, :] = np.matmul(inv, cond[:, :q, :])  # rows of the exog_re block
         c[:, :, :q] = np.matmul(c[:, :, :q], inv.T)  # then its columns

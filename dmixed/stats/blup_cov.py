@@ -1,0 +1,179 @@
+"""Conditional covariances of the BLUPs with the variance-component slots kept ragged.
+
+Where the variance components are held structured (:mod:`dmixed.kernels.vc_blocks`),
+each group's ``P_i = Λ K_i⁻¹ Λ'`` over its random design ``[exog_re, slots]`` is a
+rank-``q`` matrix plus a diagonal::
+
+    P_i = W_i W_i' + diag(δ_i),   W_i = [[R_i], [w_a]_a],   δ_i = [0, …, 0, δ_a …]
+
+with ``R_i R_i' = P1_i`` (q × q) on ``exog_re``, one row ``w_a`` (q,) and one entry
+``δ_a`` per slot the group uses, and ``w_a = 0``, ``δ_a = τ*_l`` (the prior) on a slot
+it does not use.  :class:`RaggedCov` keeps ``R_i`` and the used slots' ``w_a``, ``δ_a``:
+``O(G q² + J q)`` values instead of the padded ``G r²``, and gives a group's block, the
+``exog_re`` variances or the padded array on demand.  Functions :func:`cov_block` and
+:func:`cov_diagonal` read either form (a padded ndarray (G, r, r) as well).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+__all__ = ["RaggedCov", "cov_block", "cov_diagonal"]
+
+
+@dataclass
+class RaggedCov:
+    """Per-group conditional covariances ``W_i W_i' + diag(δ_i)`` (module docstring).
+
+    Attributes
+    ----------
+    root : ndarray (G, q, q)
+        ``R_i``, the ``exog_re`` rows of ``W_i``.
+    group, pos : ndarray (J,) int64
+        Each used slot's group and column in the padded design (sorted by group, then
+        column).
+    w : ndarray (J, q)
+        The slot's row of ``W_i``.
+    delta : ndarray (J,)
+        The slot's diagonal term.
+    prior : ndarray (r − q,)
+        The variance of each padded slot in a group that does not use it.
+    """
+
+    root: np.ndarray
+    group: np.ndarray
+    pos: np.ndarray
+    w: np.ndarray
+    delta: np.ndarray
+    prior: np.ndarray
+
+    @property
+    def q(self) -> int:
+        return self.root.shape[1]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """The padded array's shape (G, r, r)."""
+        r = self.q + self.prior.size
+        return (self.root.shape[0], r, r)
+
+    # -- arithmetic on the whole ---------------------------------------------------
+
+    def __mul__(self, factor: float) -> RaggedCov:
+        """The covariances times a positive scalar (σ̂²)."""
+        root = np.sqrt(factor)
+        return replace(
+            self,
+            root=self.root * root,
+            w=self.w * root,
+            delta=self.delta * factor,
+            prior=self.prior * factor,
+        )
+
+    __rmul__ = __mul__
+
+    def transformed(self, inv: np.ndarray, slot_scales: np.ndarray) -> RaggedCov:
+        """``T P_i T'`` for ``T = blockdiag(inv, diag(1/slot_scales))`` (the map of
+        :meth:`~dmixed.stats.Standardization.blups_from_std`)."""
+        s = slot_scales[self.pos - self.q]
+        return replace(
+            self,
+            root=np.matmul(inv, self.root),
+            w=self.w / s[:, None],
+            delta=self.delta / s**2,
+            prior=self.prior / slot_scales**2,
+        )
+
+    # -- reading -------------------------------------------------------------------
+
+    def _rows(self, gi: int) -> slice:
+        lo, hi = np.searchsorted(self.group, [gi, gi + 1])
+        return slice(int(lo), int(hi))
+
+    def block(self, gi: int, pos) -> np.ndarray:
+        """Group ``gi``'s covariance between the padded columns ``pos`` (n × n)."""
+        pos = np.asarray(pos, dtype=np.int64)
+        q = self.q
+        rows = self._rows(gi)
+        used = self.pos[rows]
+        fac = np.zeros((pos.size, q))
+        diag = np.zeros(pos.size)
+        on_re = pos < q
+        fac[on_re] = self.root[gi][pos[on_re]]
+        slot = ~on_re
+        at = np.searchsorted(used, pos[slot])
+        at = np.minimum(at, max(used.size - 1, 0))
+        found = used[at] == pos[slot] if used.size else np.zeros(at.size, dtype=bool)
+        idx = np.flatnonzero(slot)
+        fac[idx[found]] = self.w[rows][at[found]]
+        diag[idx[found]] = self.delta[rows][at[found]]
+        diag[idx[~found]] = self.prior[pos[slot][~found] - q]
+        out = fac @ fac.T
+        out[np.diag_indices(pos.size)] += diag
+        return out
+
+    def re_diagonal(self) -> np.ndarray:
+        """The ``exog_re`` variances (G, q): the diagonals of ``R_i R_i'``."""
+        return np.einsum("gab,gab->ga", self.root, self.root)
+
+    def slot_variances(self) -> np.ndarray:
+        """The used slots' variances (J,): ``|w_a|² + δ_a``."""
+        return np.einsum("ja,ja->j", self.w, self.w) + self.delta
+
+    def dense(self) -> np.ndarray:
+        """The padded array (G, r, r) (as the dense engine gives it)."""
+        g, r, _ = self.shape
+        q = self.q
+        fac = np.zeros((g, r, q))
+        fac[:, :q] = self.root
+        fac[self.group, self.pos] = self.w
+        out = np.matmul(fac, np.swapaxes(fac, 1, 2))
+        diag = np.zeros((g, r))
+        diag[:, q:] = self.prior
+        diag[self.group, self.pos] = self.delta
+        idx = np.arange(r)
+        out[:, idx, idx] += diag
+        return out
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self.dense()
+        return out if dtype is None else out.astype(dtype)
+
+    # -- assembling ----------------------------------------------------------------
+
+    @classmethod
+    def concatenate(cls, parts: list[RaggedCov], position: np.ndarray) -> RaggedCov:
+        """Blocks of groups as one, groups in sorted order: block ``b``'s group ``i``
+        goes to ``position[offset_b + i]``."""
+        starts = np.cumsum([0] + [p.root.shape[0] for p in parts])[:-1]
+        group = position[np.concatenate([p.group + s for p, s in zip(parts, starts, strict=True)])]
+        r = parts[0].shape[1]
+        order = np.argsort(group * r + np.concatenate([p.pos for p in parts]), kind="stable")
+        root = np.concatenate([p.root for p in parts])
+        sorted_root = np.empty_like(root)
+        sorted_root[position] = root
+        return cls(
+            root=sorted_root,
+            group=group[order],
+            pos=np.concatenate([p.pos for p in parts])[order],
+            w=np.concatenate([p.w for p in parts])[order],
+            delta=np.concatenate([p.delta for p in parts])[order],
+            prior=parts[0].prior,
+        )
+
+
+def cov_block(cov, gi: int, pos) -> np.ndarray:
+    """Group ``gi``'s covariance between the padded columns ``pos``, from a
+    :class:`RaggedCov` or a padded ndarray (G, r, r)."""
+    if isinstance(cov, RaggedCov):
+        return cov.block(gi, pos)
+    return np.asarray(cov[gi])[np.ix_(pos, pos)]
+
+
+def cov_diagonal(cov, k: int) -> np.ndarray:
+    """The variances of the first ``k`` padded columns (G, k), from either form."""
+    if isinstance(cov, RaggedCov):
+        return cov.re_diagonal()[:, :k]
+    return np.diagonal(cov, axis1=1, axis2=2)[:, :k]
