@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-__all__ = ["RaggedCov", "cov_block", "cov_diagonal"]
+__all__ = ["RaggedCov", "cov_block", "cov_diagonal", "slots_in_sorted_order"]
 
 
 @dataclass
@@ -147,21 +147,37 @@ class RaggedCov:
     def concatenate(cls, parts: list[RaggedCov], position: np.ndarray) -> RaggedCov:
         """Blocks of groups as one, groups in sorted order: block ``b``'s group ``i``
         goes to ``position[offset_b + i]``."""
-        starts = np.cumsum([0] + [p.root.shape[0] for p in parts])[:-1]
-        group = position[np.concatenate([p.group + s for p, s in zip(parts, starts, strict=True)])]
-        r = parts[0].shape[1]
-        order = np.argsort(group * r + np.concatenate([p.pos for p in parts]), kind="stable")
+        group, order = slots_in_sorted_order(
+            [p.group for p in parts],
+            [p.root.shape[0] for p in parts],
+            [p.pos for p in parts],
+            position,
+            parts[0].shape[1],
+        )
         root = np.concatenate([p.root for p in parts])
         sorted_root = np.empty_like(root)
         sorted_root[position] = root
         return cls(
             root=sorted_root,
-            group=group[order],
+            group=group,
             pos=np.concatenate([p.pos for p in parts])[order],
             w=np.concatenate([p.w for p in parts])[order],
             delta=np.concatenate([p.delta for p in parts])[order],
             prior=parts[0].prior,
         )
+
+
+def slots_in_sorted_order(
+    groups: list[np.ndarray], n_groups: list[int], pos: list[np.ndarray], position, r: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-slot arrays of blocks of groups, put together: block ``b`` has ``n_groups[b]``
+    groups, its slots' groups ``groups[b]`` and padded columns ``pos[b]``, and its group
+    ``i`` goes to ``position[offset_b + i]``.  Returns each slot's group in sorted order
+    and the order that sorts the concatenated slots by (group, column)."""
+    starts = np.cumsum([0] + list(n_groups))[:-1]
+    group = position[np.concatenate([g + s for g, s in zip(groups, starts, strict=True)])]
+    order = np.argsort(group * r + np.concatenate(pos), kind="stable")
+    return group[order], order
 
 
 def cov_block(cov, gi: int, pos) -> np.ndarray:

@@ -16,6 +16,7 @@ import numpy as np
 
 from ...kernels.vc_blocks import RaggedVC, diagonal_vc_block
 from ...stats import Layout
+from ...stats.blup_cov import slots_in_sorted_order
 from ..vc_local import StructuredVCEngine, structured_layout
 from .blocks import Block, reorder
 from .progress import gather
@@ -74,10 +75,13 @@ def concatenate_ragged(parts: list[RaggedVC], position: np.ndarray) -> RaggedVC:
     """Blocks' ragged statistics as one, groups in sorted order: block ``b``'s group
     ``i`` goes to ``position[offset_b + i]``, the slots sorted by (group, column)."""
     first = parts[0]
-    starts = np.cumsum([0] + [p.n_groups for p in parts])[:-1]
-    block_group = np.concatenate([p.group + s for p, s in zip(parts, starts, strict=True)])
-    group = position[block_group]
-    order = np.argsort(group * first.r + np.concatenate([p.pos for p in parts]), kind="stable")
+    group, order = slots_in_sorted_order(
+        [p.group for p in parts],
+        [p.n_groups for p in parts],
+        [p.pos for p in parts],
+        position,
+        first.r,
+    )
 
     def groups(name: str) -> np.ndarray:
         return reorder(position, np.concatenate([getattr(p, name) for p in parts]))
@@ -88,7 +92,7 @@ def concatenate_ragged(parts: list[RaggedVC], position: np.ndarray) -> RaggedVC:
     return RaggedVC(
         a=groups("a"),
         f1=groups("f1"),
-        group=group[order],
+        group=group,
         comp=slots("comp"),
         pos=slots("pos"),
         d=slots("d"),
