@@ -14,7 +14,7 @@ import numpy as np
 from .. import kernels
 from ..kernels.vc_blocks import RaggedVC, diagonal_vc_block
 from ..stats import Layout
-from ..stats.blup_cov import RaggedCov
+from ..stats.blup_cov import RaggedBlup, RaggedCov
 
 
 class StructuredVCEngine:
@@ -54,9 +54,9 @@ class StructuredVCEngine:
         """The moment sums, one slot per variance component."""
         return self.ragged.moments()
 
-    def random_effects(self, lam: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, RaggedCov]:
-        """Per-group BLUPs (G, r), padded as the dense design, and conditional
-        covariances relative to σ², ragged (:class:`~dmixed.stats.blup_cov.RaggedCov`)."""
+    def random_effects(self, lam: np.ndarray, w: np.ndarray) -> tuple[RaggedBlup, RaggedCov]:
+        """Per-group BLUPs and conditional covariances relative to σ², ragged
+        (:class:`~dmixed.stats.blup_cov.RaggedBlup`, ``RaggedCov``)."""
         return self.ragged.random_effects(lam, w)
 
     def gather(self) -> tuple[np.ndarray, np.ndarray]:

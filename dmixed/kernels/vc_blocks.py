@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..stats.blup_cov import RaggedCov
+from ..stats.blup_cov import RaggedBlup, RaggedCov
 from ..stats.standardize import Standardization
 from .groups import HessianSums, MomentSums, StepSums
 from .rows import accumulate_statistics
@@ -354,19 +354,18 @@ class RaggedVC:
             np.zeros((k, k)),
         )
 
-    def random_effects(self, lam: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, RaggedCov]:
-        """BLUPs (G, r), padded as the dense design, and their conditional covariances
-        relative to σ², ragged (:class:`~dmixed.stats.blup_cov.RaggedCov`):
+    def random_effects(self, lam: np.ndarray, w: np.ndarray) -> tuple[RaggedBlup, RaggedCov]:
+        """BLUPs and their conditional covariances relative to σ², ragged
+        (:class:`~dmixed.stats.blup_cov.RaggedBlup`, :class:`~dmixed.stats.blup_cov.RaggedCov`,
+        read as the dense design's (G, r) and (G, r, r)):
         ``P = Λ K⁻¹ Λ'`` is ``P1 = R R'`` on ``exog_re``, ``−c_a P1 b_a`` against slot
         ``a`` and ``diag(c) + (c b)' P1 (c b)`` on the slots, so ``W`` has the rows
         ``R`` and ``w_a = −c_a R' b_a``, and ``δ_a = c_a``; a slot the group does not use
         keeps its prior variance ``τ*_l`` (as ``K_aa = 1``)."""
         el = self.eliminate(lam)
-        q, r, g = self.q, self.r, self.n_groups
+        q, r = self.q, self.r
         psi = el.lmat @ el.lmat.T
-        blup = np.zeros((g, r))
-        blup[:, :q] = (el.h1 @ w) @ psi.T
-        blup[self.group, self.pos] = el.tau * (el.h @ w)
+        blup = RaggedBlup((el.h1 @ w) @ psi.T, self.group, self.pos, el.tau * (el.h @ w), r)
         root = _root_q(el.a_t, el.lmat)
         w_slots = -el.c[:, None] * np.einsum("jab,ja->jb", root[self.group], self.b)
         slot_comp = np.searchsorted(self.offsets, np.arange(q, r), side="right") - 1

@@ -1,4 +1,6 @@
-"""Conditional covariances of the BLUPs with the variance-component slots kept ragged.
+"""BLUPs and their conditional covariances with the variance-component slots ragged.
+
+:class:`RaggedBlup` keeps each group's ``exog_re`` BLUPs and one value per slot it uses.
 
 Where the variance components are held structured (:mod:`dmixed.kernels.vc_blocks`),
 each group's ``P_i = Λ K_i⁻¹ Λ'`` over its random design ``[exog_re, slots]`` is a
@@ -20,7 +22,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-__all__ = ["RaggedCov", "cov_block", "cov_diagonal", "slots_in_sorted_order"]
+__all__ = ["RaggedBlup", "RaggedCov", "cov_block", "cov_diagonal", "slots_in_sorted_order"]
 
 
 @dataclass
@@ -164,6 +166,96 @@ class RaggedCov:
             w=np.concatenate([p.w for p in parts])[order],
             delta=np.concatenate([p.delta for p in parts])[order],
             prior=parts[0].prior,
+        )
+
+
+@dataclass
+class RaggedBlup:
+    """Per-group BLUPs with the variance-component slots ragged: ``re`` (G, q) on
+    ``exog_re`` and one ``value`` per used slot (``group``, ``pos`` as in
+    :class:`RaggedCov`); a slot a group does not use has BLUP 0.
+
+    Reads as the padded array (G, r): ``blup[rows, cols]`` with numpy's indexing rules for
+    an int, a slice or an integer array on each axis (no boolean masks, no ``...``), and
+    ``np.asarray(blup)``.
+    """
+
+    re: np.ndarray
+    group: np.ndarray
+    pos: np.ndarray
+    value: np.ndarray
+    r: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.re.shape[0], self.r)
+
+    def transformed(self, inv: np.ndarray, slot_scales: np.ndarray, y_scale: float) -> RaggedBlup:
+        """``y_scale · blockdiag(inv, diag(1/slot_scales)) b`` per group (the map of
+        :meth:`~dmixed.stats.Standardization.blups_from_std`)."""
+        q = self.re.shape[1]
+        return replace(
+            self,
+            re=y_scale * (self.re @ inv.T),
+            value=y_scale * self.value / slot_scales[self.pos - q],
+        )
+
+    def __getitem__(self, key) -> np.ndarray:
+        rows, cols = key
+        g, q = self.re.shape
+        if isinstance(cols, slice):
+            start, stop, step = cols.indices(self.r)
+            if step == 1 and stop <= q:
+                return self.re[rows, start:stop]
+            c_idx = np.arange(start, stop, step)
+        else:
+            c_idx = np.asarray(cols, dtype=np.int64)
+        r_idx = np.arange(g)[rows] if isinstance(rows, slice) else np.asarray(rows)
+        outer = (isinstance(rows, slice) and c_idx.ndim) or (isinstance(cols, slice) and r_idx.ndim)
+        if outer:
+            r_idx = r_idx[:, None]
+        r_idx, c_idx = np.broadcast_arrays(r_idx, c_idx)
+        out = np.zeros(r_idx.shape)
+        on_re = c_idx < q
+        out[on_re] = self.re[r_idx[on_re], c_idx[on_re]]
+        keys = self.group * self.r + self.pos  # sorted
+        want = r_idx[~on_re] * self.r + c_idx[~on_re]
+        at = np.minimum(np.searchsorted(keys, want), max(keys.size - 1, 0))
+        found = keys[at] == want if keys.size else np.zeros(want.shape, dtype=bool)
+        out[~on_re] = np.where(found, self.value[at] if keys.size else 0.0, 0.0)
+        return out
+
+    def dense(self) -> np.ndarray:
+        """The padded array (G, r)."""
+        out = np.zeros(self.shape)
+        out[:, : self.re.shape[1]] = self.re
+        out[self.group, self.pos] = self.value
+        return out
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self.dense()
+        return out if dtype is None else out.astype(dtype)
+
+    @classmethod
+    def concatenate(cls, parts: list[RaggedBlup], position: np.ndarray) -> RaggedBlup:
+        """Blocks of groups as one, groups in sorted order (as
+        :meth:`RaggedCov.concatenate`)."""
+        group, order = slots_in_sorted_order(
+            [p.group for p in parts],
+            [p.re.shape[0] for p in parts],
+            [p.pos for p in parts],
+            position,
+            parts[0].r,
+        )
+        re = np.concatenate([p.re for p in parts])
+        sorted_re = np.empty_like(re)
+        sorted_re[position] = re
+        return cls(
+            re=sorted_re,
+            group=group,
+            pos=np.concatenate([p.pos for p in parts])[order],
+            value=np.concatenate([p.value for p in parts])[order],
+            r=parts[0].r,
         )
 
 

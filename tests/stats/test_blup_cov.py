@@ -10,7 +10,7 @@ import pytest
 import dmixed
 from dmixed.engines.local import LocalEngine
 from dmixed.engines.vc_local import StructuredVCEngine
-from dmixed.stats.blup_cov import RaggedCov, cov_block, cov_diagonal
+from dmixed.stats.blup_cov import RaggedBlup, RaggedCov, cov_block, cov_diagonal
 from tests._synth import make_data
 
 FORMULA = "y ~ x1 + x2"
@@ -45,6 +45,7 @@ def test_ragged_covariances_read_as_the_padded_ones(re_formula, seed):
     blup, cov = stats.engine.random_effects(lam1, w)
     ref_blup, ref = dense.random_effects(lam, w)
     assert isinstance(cov, RaggedCov) and cov.shape == ref.shape
+    assert isinstance(blup, RaggedBlup) and blup.shape == ref_blup.shape
     _close(blup, ref_blup)
     _close(cov.dense(), ref)
     q, r = cov.q, ref.shape[1]
@@ -69,18 +70,46 @@ def test_ragged_covariances_read_as_the_padded_ones(re_formula, seed):
     _close(cov.transformed(inv, scales).dense(), t @ ref @ t.T)
 
 
+def test_ragged_blups_index_as_the_padded_array():
+    """Every way the results and the predictions index the BLUPs (numpy's rules)."""
+    stats, dense, lam, lam1, w = _structured("1 + x1", 5)
+    blup, _ = stats.engine.random_effects(lam1, w)
+    ref = np.asarray(blup)  # the padded array, the dense kernel's to 1e-10
+    _close(ref, dense.random_effects(lam, w)[0])
+    g, r = ref.shape
+    rng = np.random.default_rng(5)
+    rows, cols = rng.integers(0, g, 30), rng.integers(0, r, 30)
+    keys = [
+        (slice(None), slice(0, 2)),  # the exog_re block
+        (slice(None), slice(None)),
+        (slice(None), 4),
+        (3, slice(None)),
+        (3, np.array([0, 2, 5, r - 1])),
+        (rows, slice(0, 1)),
+        (rows, cols),  # elementwise
+        (rows[:5], slice(2, None)),
+        (slice(2, 9), np.array([1, 3])),
+    ]
+    for key in keys:
+        got = blup[key]
+        assert np.shape(got) == np.shape(ref[key]), key
+        _close(got, ref[key], rtol=0)
+
+
 def test_concatenated_blocks_are_the_whole_in_sorted_order():
     stats, _, _, lam1, w = _structured("1 + x1", 4)
     zz, zxy = stats.engine.gather()
-    _, whole = stats.engine.random_effects(lam1, w)
+    whole_b, whole = stats.engine.random_effects(lam1, w)
     perm = np.random.default_rng(0).permutation(zz.shape[0])
     cuts = np.split(perm, [4, 4, 11])  # one empty block
     parts = [
-        StructuredVCEngine.from_dense(zz[c], zxy[c], stats.layout).random_effects(lam1, w)[1]
+        StructuredVCEngine.from_dense(zz[c], zxy[c], stats.layout).random_effects(lam1, w)
         for c in cuts
     ]
-    got = RaggedCov.concatenate(parts, np.concatenate(cuts))
+    got = RaggedCov.concatenate([c for _, c in parts], np.concatenate(cuts))
     _close(got.dense(), whole.dense(), rtol=0)
+    got_b = RaggedBlup.concatenate([b for b, _ in parts], np.concatenate(cuts))
+    _close(got_b, whole_b, rtol=0)
 
 
 def test_results_read_the_ragged_covariances(tmp_path):

@@ -22,7 +22,7 @@ from distributed import KilledWorker
 
 from ... import kernels
 from ...stats import Layout
-from ...stats.blup_cov import RaggedCov
+from ...stats.blup_cov import RaggedBlup, RaggedCov
 from ..local import LocalEngine
 from ..vc_local import StructuredVCEngine
 from . import tuning
@@ -263,9 +263,10 @@ class DaskEngine:
         parts = self._map(_block_random_effects, lam=lam, w=w)
         # padded to the design's width r (Λ is narrower when the components are
         # structured); there is one block at least
-        blup = reorder(self._position, np.concatenate([b for b, _ in parts]))
-        if self.collapsed_vc:  # ragged covariances (RaggedCov)
+        if self.collapsed_vc:  # ragged (RaggedBlup, RaggedCov)
+            blup = RaggedBlup.concatenate([b for b, _ in parts], self._position)
             return blup, RaggedCov.concatenate([c for _, c in parts], self._position)
+        blup = reorder(self._position, np.concatenate([b for b, _ in parts]))
         return blup, reorder(self._position, np.concatenate([c for _, c in parts]))
 
     def gather(self) -> tuple[np.ndarray, np.ndarray]:
