@@ -700,6 +700,27 @@ def test_rerun_does_not_read_the_data(checkpointed, monkeypatch):
     assert "reusing saved statistics" in proc.stderr
 
 
+def test_rerun_of_statistics_kept_on_the_cluster_equals_the_first_fit(
+    data, scheduler, tmp_path, monkeypatch
+):
+    """A first fit whose statistics stayed on the workers holds the variance component
+    structured there, as saved statistics are when read back: the rerun equals it, to
+    the order the blocks' sums are added in (the estimates to 1e-10; the standard
+    errors, through the inverse Hessian, to 1e-9)."""
+    for f in (data.A, data.B):
+        shutil.copy2(f, tmp_path / f.name)
+    monkeypatch.setenv("DASK_DMIXED__ENGINE", "distributed")
+    args = ["fit", "--data", "A.parquet", "B.parquet", *MODEL, *VC, "--cluster", scheduler.file]
+    first = ok(run(*args, "--stats-dir", "stats", "--output", "out1", cwd=tmp_path))
+    assert "statistics kept on the cluster" in first.stderr
+    proc = ok(run(*args, "--stats-dir", "stats", "--output", "out2", cwd=tmp_path))
+    assert "reusing saved statistics from stats (no data pass)" in proc.stderr
+    rerun, res = dmixed.load(tmp_path / "out2"), dmixed.load(tmp_path / "out1")
+    assert_same_fit(rerun, res, rtol=1e-9)
+    np.testing.assert_allclose(rerun.params, res.params, rtol=1e-10)
+    np.testing.assert_allclose(rerun.llf, res.llf, rtol=1e-12)
+
+
 def test_input_rewritten_with_the_same_size_and_mtime_is_refused(checkpointed):
     """An input replaced by other bytes of the same size, its time stamp set back
     (``os.utime``, ``cp -p``, ``rsync -t``): the saved statistics are not of it."""

@@ -57,7 +57,9 @@ class Engine(Protocol):
 
     def random_effects(self, lam: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-group BLUPs (G, r) and conditional covariances (G, r, r) relative to σ²
-        (DESIGN.md §6)."""
+        (DESIGN.md §6); both ragged (:class:`~dmixed.stats.blup_cov.RaggedBlup`,
+        ``RaggedCov``: read as those arrays) where the variance components are held
+        structured."""
         ...
 
     def gather(self) -> tuple[np.ndarray, np.ndarray]:

@@ -14,6 +14,7 @@ import numpy as np
 from .. import kernels
 from ..kernels.vc_blocks import RaggedVC, diagonal_vc_block
 from ..stats import Layout
+from ..stats.blup_cov import RaggedBlup, RaggedCov
 
 
 class StructuredVCEngine:
@@ -53,9 +54,9 @@ class StructuredVCEngine:
         """The moment sums, one slot per variance component."""
         return self.ragged.moments()
 
-    def random_effects(self, lam: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per-group BLUPs (G, r) and conditional covariances (G, r, r) relative to σ²,
-        padded as the dense design."""
+    def random_effects(self, lam: np.ndarray, w: np.ndarray) -> tuple[RaggedBlup, RaggedCov]:
+        """Per-group BLUPs and conditional covariances relative to σ², ragged
+        (:class:`~dmixed.stats.blup_cov.RaggedBlup`, ``RaggedCov``)."""
         return self.ragged.random_effects(lam, w)
 
     def gather(self) -> tuple[np.ndarray, np.ndarray]:
@@ -73,13 +74,15 @@ def worth_structure(layout: Layout) -> bool:
     return layout.k_vc > 0 and layout.r > layout.k_re + layout.k_vc
 
 
+def structured_layout(layout: Layout) -> bool:
+    """Whether :class:`StructuredVCEngine` may hold statistics of this layout:
+    :func:`worth_structure`, and more than one random-design column in all (with one,
+    the objective reads the dense pass's within-group sums, which the one-slot sums do
+    not match)."""
+    return worth_structure(layout) and layout.k_re + layout.k_vc >= 2
+
+
 def structured_vc(zz: np.ndarray, layout: Layout) -> bool:
     """Whether :class:`StructuredVCEngine` applies to these padded statistics
-    (:func:`worth_structure`, every group's variance-component block diagonal, and more
-    than one random-design column in all: with one, the objective reads the dense
-    pass's within-group sums, which the one-slot sums do not match)."""
-    return (
-        worth_structure(layout)
-        and layout.k_re + layout.k_vc >= 2
-        and diagonal_vc_block(zz, layout.k_re)
-    )
+    (:func:`structured_layout`, and every group's variance-component block diagonal)."""
+    return structured_layout(layout) and diagonal_vc_block(zz, layout.k_re)

@@ -105,9 +105,14 @@ class Coordinates:
         out_psi = a @ psi @ a.T
         return layout.pack(0.5 * (out_psi + out_psi.T), tau, use_sqrt)
 
-    def lam(self, packed_opt: np.ndarray, use_sqrt: bool) -> np.ndarray:
-        """Λ̃ (the statistics' coordinates) at the optimizer's ``packed_opt``."""
-        return self.to_statistics(self.layout.lam(packed_opt, use_sqrt))
+    def lam(
+        self, packed_opt: np.ndarray, use_sqrt: bool, layout: Layout | None = None
+    ) -> np.ndarray:
+        """Λ̃ (the statistics' coordinates) at the optimizer's ``packed_opt``, of the
+        width of ``layout`` (default: :attr:`layout`; ``FittedStatistics.fit_layout``
+        gives the factor of one slot per variance component, r × r no more)."""
+        layout = self.layout if layout is None else layout
+        return lam_in_statistics(layout.lam(packed_opt, use_sqrt), layout, self.re_map, self.vc_map)
 
     def to_statistics(self, lam: np.ndarray) -> np.ndarray:
         """Λ of the optimizer's coordinates → Λ̃ (:func:`lam_in_statistics`)."""

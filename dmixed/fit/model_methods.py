@@ -55,7 +55,9 @@ class LikelihoodMethods:
         (the cached ones when there are: no data pass after the first)."""
         client = self.cached_client if self.cached_statistics is not None else None
         stats = self.statistics(client=client)
-        return Likelihood(stats.engine, stats.glob, stats.layout, stats.columns, bool(self.reml))
+        # one slot per variance component where the engine holds them structured
+        layout = stats.fit_layout
+        return Likelihood(stats.engine, stats.glob, layout, stats.columns, bool(self.reml))
 
     # -- statsmodels' methods ------------------------------------------------------
 

@@ -154,8 +154,8 @@ def random_effects_table(state: ResultsState) -> pd.DataFrame:
     if labels.dtype == object:
         labels = labels.astype(str) if all(isinstance(v, str) for v in g) else labels
     cols = {columns.GROUP: labels.to_numpy(), _SIZE: np.asarray(state.group_sizes)}
-    columns.put_vector(cols, _RE, state.blup)
-    columns.put_lower_triangle(cols, _COV, state.blup_cov)
+    columns.put_vector(cols, _RE, np.asarray(state.blup))  # padded
+    columns.put_lower_triangle(cols, _COV, np.asarray(state.blup_cov))  # padded
     columns.put_vc_slots(cols, state.vc_slot_cols)
     return pd.DataFrame(cols)
 

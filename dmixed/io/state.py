@@ -70,10 +70,13 @@ class ResultsState:
         ``(X'V*⁻¹X)⁻¹``.
     group_labels, group_sizes : ndarray (G,)
         Sorted group keys and their numbers of rows.
-    blup : ndarray (G, r)
-        Conditional means of each group's random effects (padded slots).
-    blup_cov : ndarray (G, r, r)
-        Their conditional covariances ``σ̂² Λ K_i⁻¹ Λ'``.
+    blup : ndarray (G, r) or RaggedBlup
+        Conditional means of each group's random effects (padded slots; ragged,
+        :class:`~dmixed.stats.blup_cov.RaggedBlup`, as ``blup_cov``).
+    blup_cov : ndarray (G, r, r) or RaggedCov
+        Their conditional covariances ``σ̂² Λ K_i⁻¹ Λ'`` (ragged,
+        :class:`~dmixed.stats.blup_cov.RaggedCov`, after a fit with the variance
+        components held structured; padded when read back from a directory).
     vc_slot_cols : list of ndarray (G, m_l)
         The column of component ``l`` each slot stands for (-1: unused).
     optimizer_settings : dict
@@ -118,8 +121,8 @@ class ResultsState:
     a_inv: np.ndarray
     group_labels: np.ndarray
     group_sizes: np.ndarray
-    blup: np.ndarray
-    blup_cov: np.ndarray
+    blup: Any  # ndarray (G, r) or RaggedBlup
+    blup_cov: Any  # ndarray (G, r, r) or RaggedCov
     vc_slot_cols: list[np.ndarray]
     optimizer_settings: dict = field(default_factory=dict)
     initial_params: np.ndarray | None = None

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..stats.blup_cov import RaggedBlup, RaggedCov
 from ..stats.standardize import Standardization
 from .groups import HessianSums, MomentSums, StepSums
 from .rows import accumulate_statistics
@@ -353,33 +354,23 @@ class RaggedVC:
             np.zeros((k, k)),
         )
 
-    def random_effects(self, lam: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """BLUPs (G, r) and conditional covariances relative to σ² (G, r, r), padded as
-        the dense design: ``P = Λ K⁻¹ Λ'`` is ``P1`` on ``exog_re``, ``−c_a P1 b_a``
-        against slot ``a`` and ``diag(c) + (c b)' P1 (c b)`` on the slots."""
+    def random_effects(self, lam: np.ndarray, w: np.ndarray) -> tuple[RaggedBlup, RaggedCov]:
+        """BLUPs and their conditional covariances relative to σ², ragged
+        (:class:`~dmixed.stats.blup_cov.RaggedBlup`, :class:`~dmixed.stats.blup_cov.RaggedCov`,
+        read as the dense design's (G, r) and (G, r, r)):
+        ``P = Λ K⁻¹ Λ'`` is ``P1 = R R'`` on ``exog_re``, ``−c_a P1 b_a`` against slot
+        ``a`` and ``diag(c) + (c b)' P1 (c b)`` on the slots, so ``W`` has the rows
+        ``R`` and ``w_a = −c_a R' b_a``, and ``δ_a = c_a``; a slot the group does not use
+        keeps its prior variance ``τ*_l`` (as ``K_aa = 1``)."""
         el = self.eliminate(lam)
-        q, r, g = self.q, self.r, self.n_groups
+        q, r = self.q, self.r
         psi = el.lmat @ el.lmat.T
-        blup = np.zeros((g, r))
-        blup[:, :q] = (el.h1 @ w) @ psi.T
-        blup[self.group, self.pos] = el.tau * (el.h @ w)
-        cov = np.zeros((g, r, r))
-        cov[:, :q, :q] = el.p1
-        cross = -el.c[:, None] * el.pb  # (J, q)
-        cov[self.group, :q, self.pos] = cross
-        cov[self.group, self.pos, :q] = cross
-        cb = np.zeros((g, r, q))
-        cb[self.group, self.pos] = el.c[:, None] * self.b
-        cov[:, q:, q:] += np.einsum("gaq,gqs,gbs->gab", cb[:, q:], el.p1, cb[:, q:])
-        cov[self.group, self.pos, self.pos] += el.c
-        # a slot the group does not use keeps its prior variance τ*_l (as K_aa = 1)
-        unused = np.ones((g, r), dtype=bool)
-        unused[:, :q] = False
-        unused[self.group, self.pos] = False
-        gi, ai = np.nonzero(unused)
-        slot_comp = np.searchsorted(self.offsets, ai, side="right") - 1
+        blup = RaggedBlup((el.h1 @ w) @ psi.T, self.group, self.pos, el.tau * (el.h @ w), r)
+        root = _root_q(el.a_t, el.lmat)
+        w_slots = -el.c[:, None] * np.einsum("jab,ja->jb", root[self.group], self.b)
+        slot_comp = np.searchsorted(self.offsets, np.arange(q, r), side="right") - 1
         s = np.diagonal(lam)[self.columns(lam.shape[0])]
-        cov[gi, ai, ai] = s[slot_comp] ** 2
+        cov = RaggedCov(root, self.group, self.pos, w_slots, el.c.copy(), s[slot_comp] ** 2)
         return blup, cov
 
     def moments(self) -> MomentSums:
@@ -444,6 +435,16 @@ def _factor_q(a_t: np.ndarray, lmat: np.ndarray) -> tuple[np.ndarray, np.ndarray
     chol = np.linalg.cholesky(kmat)
     logdet = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
     return lmat @ np.linalg.inv(kmat) @ lmat.T, logdet
+
+
+def _root_q(a_t: np.ndarray, lmat: np.ndarray) -> np.ndarray:
+    """``R`` (G, q, q) with ``R R' = P1 = L K1⁻¹ L'``: ``L C⁻ᵀ`` for ``K1 = C C'``."""
+    g, q = a_t.shape[:2]
+    if q == 0:
+        return np.zeros((g, 0, 0))
+    kmat = lmat.T @ a_t @ lmat + np.eye(q)
+    chol = np.linalg.cholesky(kmat)
+    return lmat @ np.swapaxes(np.linalg.inv(chol), 1, 2)
 
 
 def _hessian(rv: RaggedVC, el: _Eliminated, basis: np.ndarray, w: np.ndarray) -> HessianSums:

@@ -23,6 +23,7 @@ from ..fit.summary import OptSummary
 from ..inference import compare_lr_test as _compare_lr_test
 from ..io import ResultsState, load_state, save_state
 from ..stats import check_identifiable
+from ..stats.blup_cov import cov_block, cov_diagonal
 from .bootstrap import BootstrapResults, parametric_bootstrap
 from .by_group import ByGroup
 from .contrasts import t_test, wald_test
@@ -338,7 +339,8 @@ class MixedLMResults:
 
         def make(gi: int) -> pd.DataFrame:
             names, pos = self._re_names(gi)
-            return pd.DataFrame(self._blup_cov[gi][np.ix_(pos, pos)], index=names, columns=names)
+            block = cov_block(self._blup_cov, gi, pos)  # a new array: not copied again
+            return pd.DataFrame(block, index=names, columns=names, copy=False)
 
         return ByGroup(self.group_labels, make)
 
@@ -357,7 +359,7 @@ class MixedLMResults:
         """Conditional variances of the ``exog_re`` random effects: the diagonals of
         :attr:`random_effects_cov` (``σ̂² Λ K_i⁻¹ Λ'``) as one DataFrame (G, k_re), indexed
         and with columns as :meth:`random_effects_frame` (lme4's ``condVar``)."""
-        diag = np.diagonal(self._blup_cov, axis1=1, axis2=2)[:, : self.k_re]
+        diag = cov_diagonal(self._blup_cov, self.k_re)
         return pd.DataFrame(
             diag,
             index=pd.Index(self.group_labels, name=self.names.group_name),
@@ -775,7 +777,8 @@ def _record_fit(
     psi, scale, beta = _mapped_back(coords, psi_opt, prof)
     rows, cols = layout.tril()
     # BLUPs and their conditional covariances: one kernel call, no data pass
-    blup, cond = coords.blups(*stats.engine.random_effects(coords.lam(packed, use_sqrt), prof.w))
+    lam = coords.lam(packed, use_sqrt, stats.fit_layout)
+    blup, cond = coords.blups(*stats.engine.random_effects(lam, prof.w))
     entries = optimize_result.history
     llfs = coords.llf_all([e["llf"] for e in entries], n, reml)
     params = coords.from_opt_all([e["params"] for e in entries], optimize_result.use_sqrt)

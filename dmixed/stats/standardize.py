@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import CheckpointError
+from .blup_cov import RaggedBlup
 from .layout import tril_indices
 
 #: Rows (from the start of the data) the shifts and scales are chosen from.
@@ -301,10 +302,15 @@ class Standardization:
         self, blup: np.ndarray, cond: np.ndarray, vc_widths=()
     ) -> tuple[np.ndarray, np.ndarray]:
         """BLUPs ``b = s_y A⁻¹ b̃`` (G, r) and their covariances relative to σ²,
-        ``A⁻¹ C̃ A⁻ᵀ`` (G, r, r); a variance-component slot's ``b = s_y b̃ / s_l``."""
+        ``A⁻¹ C̃ A⁻ᵀ`` (G, r, r), padded arrays or both ragged
+        (:class:`~dmixed.stats.blup_cov.RaggedBlup`, ``RaggedCov``); a
+        variance-component slot's ``b = s_y b̃ / s_l``."""
         q = self.k_re
         a = self.re_matrix()
         slots = self.slot_scales(vc_widths)
+        if isinstance(blup, RaggedBlup):  # variance components held structured
+            inv = np.linalg.inv(a)
+            return blup.transformed(inv, slots, self.y_scale), cond.transformed(inv, slots)
         if np.array_equal(a, np.eye(q)) and np.all(slots == 1.0):
             return (blup if self.y_scale == 1.0 else self.y_scale * blup), cond
         inv = np.linalg.inv(a)

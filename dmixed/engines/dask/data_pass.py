@@ -47,6 +47,7 @@ from .checks import missing_values_total
 from .evaluator import DaskEngine, make_evaluator
 from .graph import block_graph, project_columns, slot_map_graph
 from .progress import gather, wait_for
+from .structured import gather_structured, ragged_values, structured_slots
 
 logger = logging.getLogger("dmixed")
 
@@ -56,7 +57,9 @@ DEFAULT_ENGINE = "auto"
 
 #: ``engine="auto"`` gathers the statistics to the driver and optimizes in-process when
 #: they hold at most this many float64 values (``G · r · (r + p + 1)``, the ``zz`` and
-#: ``zxy`` arrays; 6e6 values = 48 MB, about 430 000 groups of a random-slope model).
+#: ``zxy`` arrays, or the ragged count of variance components held structured,
+#: :func:`~dmixed.engines.dask.structured.ragged_values`; 6e6 values = 48 MB, about
+#: 430 000 groups of a random-slope model).
 #: A distributed step costs a fixed round trip plus its share of the work, while
 #: gathering copies the statistics to the driver several times over: past about half a
 #: million groups the gather costs more than the round trips (benchmarks/RESULTS.md).
@@ -214,9 +217,17 @@ def _gather_in_process(graph: list, packed: PackedLayout, layout: Layout):
     return gathered_engine([(b.zz, b.zxy) for b in blocks], asm, layout), asm
 
 
-def _keeps_on_cluster(run: _Pass, asm: Assembly, packed: PackedLayout) -> bool:
+def _keeps_on_cluster(
+    run: _Pass, asm: Assembly, packed: PackedLayout, layout: Layout, n_slots: int | None
+) -> bool:
+    """``n_slots``: the slots used when the variance components are held structured
+    (their ragged size is counted), else None (the padded size)."""
     if run.mode == "auto":
-        n_values = len(asm.group_labels) * packed.r * (packed.r + packed.k)
+        n_groups = len(asm.group_labels)
+        if n_slots is None:
+            n_values = n_groups * packed.r * (packed.r + packed.k)
+        else:
+            n_values = ragged_values(n_groups, layout.k_re, packed.k, n_slots)
         return n_values > AUTO_LOCAL_MAX_VALUES
     return run.mode == "distributed"
 
@@ -228,9 +239,14 @@ def _compute_on_cluster(run: _Pass, graph: list, packed: PackedLayout, layout: L
     wait_for(client, futures, run.progress, "data pass", t1, run.n_parts)
     summaries = gather(client, client.map(block_summary, futures, pure=False), "the data pass")
     asm = assemble_blocks(summaries, packed.k)
-    if not _keeps_on_cluster(run, asm, packed):
-        dense = gather(client, client.map(block_dense, futures, pure=False), "the data pass")
-        engine = gathered_engine(dense, asm, layout)
+    n_slots = structured_slots(client, futures, layout)  # None: the padded blocks
+    structured = None if n_slots is None else layout
+    if not _keeps_on_cluster(run, asm, packed, layout, n_slots):
+        if structured is not None:
+            engine = gather_structured(client, futures, layout, asm.position)
+        else:
+            dense = gather(client, client.map(block_dense, futures, pure=False), "the data pass")
+            engine = gathered_engine(dense, asm, layout)
         logger.log(run.level, "statistics gathered: optimizing in-process")
     else:
         keep = [i for i, size in enumerate(asm.block_sizes) if size > 0]
@@ -238,10 +254,11 @@ def _compute_on_cluster(run: _Pass, graph: list, packed: PackedLayout, layout: L
             make_evaluator,
             [futures[i] for i in keep],
             tune_malloc=tuning.TUNE_WORKER_MALLOC,
+            layout=structured,
             pure=False,
         )
         wait_for(client, evaluators, what="the data pass")
-        engine = DaskEngine(client, evaluators, [graph[i] for i in keep], asm.position)
+        engine = DaskEngine(client, evaluators, [graph[i] for i in keep], asm.position, structured)
         logger.log(run.level, "statistics kept on the cluster in %d blocks", len(keep))
     # the plain blocks are released; the scheduler keeps their recipe (lineage)
     for f in futures:

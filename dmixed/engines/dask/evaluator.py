@@ -1,10 +1,11 @@
 """The distributed engine: kernels evaluated where the statistics live, on the workers.
 
 Each block of groups (:class:`~dmixed.engines.dask.blocks.Block`) becomes a
-:class:`~dmixed.engines.local.LocalEngine` on its worker (:func:`make_evaluator`, a task
-with lineage); each optimizer step is then one ``client.map`` over these futures with
-the small matrix ``Λ`` and one ``gather`` of ``B`` small sums: no Dask collection is
-built inside the optimizer loop.
+:class:`~dmixed.engines.local.LocalEngine` on its worker, or a
+:class:`~dmixed.engines.vc_local.StructuredVCEngine` where the variance components are
+held structured (:func:`make_evaluator`, a task with lineage); each optimizer step is
+then one ``client.map`` over these futures with the small matrix ``Λ`` and one
+``gather`` of ``B`` small sums: no Dask collection is built inside the optimizer loop.
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ import numpy as np
 from distributed import KilledWorker
 
 from ... import kernels
+from ...stats import Layout
+from ...stats.blup_cov import RaggedBlup, RaggedCov
 from ..local import LocalEngine
+from ..vc_local import StructuredVCEngine
 from . import tuning
 from .blocks import Block, reorder
 from .progress import died_error, memory_limits, wait_for
@@ -49,36 +53,47 @@ RETRY_ERRORS = (
 # ---------------------------------------------------------------------------
 
 
-def make_evaluator(block: Block, tune_malloc: bool = False) -> LocalEngine:
+#: What a worker holds for a block: padded statistics, or variance components structured.
+Evaluator = LocalEngine | StructuredVCEngine
+
+
+def make_evaluator(
+    block: Block, tune_malloc: bool = False, layout: Layout | None = None
+) -> Evaluator:
     """The kernels' evaluator of a block, kept on the worker for the optimizer steps.
 
     A new task (not a mutation of the block) so that it has lineage: if its worker dies
-    the scheduler recomputes it from the block, and the block from the data.
+    the scheduler recomputes it from the block, and the block from the data.  With
+    ``layout``, the variance components held structured (ragged, one slot per component
+    in the sums: every block's variance-component block must be diagonal,
+    :func:`~dmixed.engines.dask.structured.structured_slots`).
     """
     if tune_malloc:
         tuning.tune_malloc()
+    if layout is not None:
+        return StructuredVCEngine.from_dense(block.zz, block.zxy, layout)
     return LocalEngine(block.zz, block.zxy)
 
 
-def _block_step(ev: LocalEngine, lam: np.ndarray, q: int) -> kernels.StepSums:
+def _block_step(ev: Evaluator, lam: np.ndarray, q: int) -> kernels.StepSums:
     return ev.step(lam, q)
 
 
 def _block_hessian(
-    ev: LocalEngine, lam: np.ndarray, basis: np.ndarray, w: np.ndarray
+    ev: Evaluator, lam: np.ndarray, basis: np.ndarray, w: np.ndarray
 ) -> kernels.HessianSums:
     return ev.hessian(lam, basis, w)
 
 
-def _block_moments(ev: LocalEngine) -> kernels.MomentSums:
+def _block_moments(ev: Evaluator) -> kernels.MomentSums:
     return ev.moments()
 
 
-def _block_random_effects(ev: LocalEngine, lam: np.ndarray, w: np.ndarray):
+def _block_random_effects(ev: Evaluator, lam: np.ndarray, w: np.ndarray):
     return ev.random_effects(lam, w)
 
 
-def _block_gather(ev: LocalEngine) -> tuple[np.ndarray, np.ndarray]:
+def _block_gather(ev: Evaluator) -> tuple[np.ndarray, np.ndarray]:
     return ev.gather()
 
 
@@ -113,16 +128,34 @@ class DaskEngine:
         The delayed block behind each evaluator, to recompute a lost one.
     position : ndarray of int64 (G,)
         Sorted position of each group, in block-concatenation order.
+    layout : Layout, optional
+        Given when the evaluators hold the variance components structured
+        (:func:`make_evaluator`): the sums then come with one slot per component
+        (:attr:`collapsed_vc`).
     """
 
     name = "dask"
 
-    def __init__(self, client, evaluators: list, graph: list, position: np.ndarray) -> None:
+    def __init__(
+        self,
+        client,
+        evaluators: list,
+        graph: list,
+        position: np.ndarray,
+        layout: Layout | None = None,
+    ) -> None:
         self._client = client
-        self._blocks = list(evaluators)  # futures of one LocalEngine per block
+        self._blocks = list(evaluators)  # futures of one evaluator per block
         self._graph = list(graph)  # delayed of each block, to resubmit if it errs
         self._position = position
+        self._layout = layout
         self._detached = False
+
+    @property
+    def collapsed_vc(self) -> bool:
+        """Whether the sums come with one slot per variance component
+        (``FittedStatistics.fit_layout``)."""
+        return self._layout is not None
 
     # -- plumbing ----------------------------------------------------------------
 
@@ -155,7 +188,11 @@ class DaskEngine:
             logger.warning("dmixed: recomputing %d lost statistics block(s)", len(dead))
             blocks = self._client.compute([self._graph[i] for i in dead])
             fresh = self._client.map(
-                make_evaluator, blocks, tune_malloc=tuning.TUNE_WORKER_MALLOC, pure=False
+                make_evaluator,
+                blocks,
+                tune_malloc=tuning.TUNE_WORKER_MALLOC,
+                layout=self._layout,
+                pure=False,
             )
             for i, f in zip(dead, fresh, strict=True):
                 self._blocks[i] = f
@@ -224,10 +261,13 @@ class DaskEngine:
         """Per-group BLUPs and conditional covariances relative to σ² (DESIGN.md §6),
         in sorted group order."""
         parts = self._map(_block_random_effects, lam=lam, w=w)
-        r = lam.shape[0]
-        blup = np.concatenate([np.zeros((0, r))] + [b for b, _ in parts])
-        cov = np.concatenate([np.zeros((0, r, r))] + [c for _, c in parts])
-        return reorder(self._position, blup), reorder(self._position, cov)
+        # padded to the design's width r (Λ is narrower when the components are
+        # structured); there is one block at least
+        if self.collapsed_vc:  # ragged (RaggedBlup, RaggedCov)
+            blup = RaggedBlup.concatenate([b for b, _ in parts], self._position)
+            return blup, RaggedCov.concatenate([c for _, c in parts], self._position)
+        blup = reorder(self._position, np.concatenate([b for b, _ in parts]))
+        return blup, reorder(self._position, np.concatenate([c for _, c in parts]))
 
     def gather(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-group ``zz`` (G, r, r) and ``zxy`` (G, r, p+1) on the driver, in sorted
@@ -247,11 +287,12 @@ class DaskEngine:
     # -- pickling: never carry a client or futures -----------------------------------
 
     def __getstate__(self) -> dict:
-        return {"_position": self._position}
+        return {"_position": self._position, "_layout": self._layout}
 
     def __setstate__(self, state: dict) -> None:
         self._client = None
         self._blocks = []
         self._graph = []
         self._position = state["_position"]
+        self._layout = state.get("_layout")
         self._detached = True

@@ -45,6 +45,9 @@ BITMAP_BITS = 28
 
 EXCHANGE_CHOICES = ("auto", "partials", "rows")
 
+#: The fields of :class:`RoutedRows` that carry variance components one entry per row.
+VC_FIELDS = ("vc_pos", "vc_val")
+
 
 def exchange_mode() -> str:
     """The Dask config key ``"dmixed.exchange"``: ``"auto"`` (default), ``"partials"``
@@ -96,10 +99,15 @@ class RoutedRows:
     a bucket instead of its partial.
 
     ``cols`` (n, m) column-major holds the distinct columns of ``[X y]`` and ``Z̃``
-    that are not all ones; ``x_src`` (p,), ``y_src`` and ``z_src`` (r,) give, for each
+    that are not all ones; ``x_src`` (p,), ``y_src`` and ``z_src`` give, for each
     column of ``exog``, ``endog`` and ``Z̃``, its column in ``cols`` or −1 (all ones).
     ``std`` is the sending chain's columns' map (the owner may use any map: the rows
     are raw).
+
+    Variance components with one entry per row at most (``0 + C(level)``) travel as
+    each row's padded column and value (``vc_pos`` (n,), −1 for none, and ``vc_val``),
+    not as the padded design's ``r − q`` columns: ``z_src`` then covers the ``exog_re``
+    columns only and ``z_width`` is ``r``.
     """
 
     keys: np.ndarray
@@ -109,11 +117,14 @@ class RoutedRows:
     z_src: np.ndarray
     weights: np.ndarray | None = None
     std: Standardization | None = None
+    vc_pos: np.ndarray | None = None
+    vc_val: np.ndarray | None = None
+    z_width: int = 0
 
     @classmethod
     def compact(cls, keys, dm, ztilde: np.ndarray, std=None) -> RoutedRows:
-        """The rows of design matrices ``dm`` (``endog``, ``exog``, ``weights``) and
-        padded random design ``ztilde``, with group ``keys``."""
+        """The rows of design matrices ``dm`` (``endog``, ``exog``, ``exog_re``,
+        ``weights``) and padded random design ``ztilde``, with group ``keys``."""
         distinct: list[np.ndarray] = []
 
         def source(col: np.ndarray) -> int:
@@ -129,17 +140,24 @@ class RoutedRows:
         x_src = np.array([source(exog[:, j]) for j in range(exog.shape[1])], dtype=np.int64)
         y_src = source(np.asarray(dm.endog, dtype=np.float64))
         z = np.asarray(ztilde, dtype=np.float64)
+        q = np.shape(getattr(dm, "exog_re", ztilde))[1]  # none: no variance components
+        vc_pos, vc_val = one_entry_per_row(z[:, q:], q)
+        if vc_pos is not None:
+            z = z[:, :q]
         z_src = np.array([source(z[:, a]) for a in range(z.shape[1])], dtype=np.int64)
         cols = np.empty((len(distinct), keys.size)).T
         for i, col in enumerate(distinct):
             cols[:, i] = col
         w = None if dm.weights is None else np.asarray(dm.weights, dtype=np.float64)
-        return cls(np.asarray(keys), cols, x_src, int(y_src), z_src, w, std)
+        width = np.shape(ztilde)[1]
+        return cls(np.asarray(keys), cols, x_src, int(y_src), z_src, w, std, vc_pos, vc_val, width)
 
     @property
     def nbytes(self) -> int:
         """Bytes of these rows as sent."""
         extra = 0 if self.weights is None else self.weights.nbytes
+        if self.vc_pos is not None:
+            extra += self.vc_pos.nbytes + self.vc_val.nbytes
         return key_bytes(self.keys) + int(self.cols.nbytes) + extra
 
     def _column(self, src: int) -> np.ndarray:
@@ -161,7 +179,15 @@ class RoutedRows:
 
     @property
     def ztilde(self) -> np.ndarray:
-        return self._matrix(self.z_src)
+        """The padded random design (n, r), column-major."""
+        if self.vc_pos is None:
+            return self._matrix(self.z_src)
+        q = self.z_src.size
+        out = np.zeros((self.z_width, self.keys.size)).T
+        out[:, :q] = self._matrix(self.z_src)
+        rows = np.flatnonzero(self.vc_pos >= 0)
+        out[rows, self.vc_pos[rows]] = self.vc_val[rows]
+        return out
 
     def take(self, pick) -> RoutedRows:
         """The rows at ``pick`` (a slice or positions)."""
@@ -170,7 +196,10 @@ class RoutedRows:
         cols = np.empty((self.cols.shape[1], keys.size)).T
         for i in range(cols.shape[1]):
             cols[:, i] = self.cols[pick, i]
-        return RoutedRows(keys, cols, self.x_src, self.y_src, self.z_src, w, self.std)
+        vc = (None, None) if self.vc_pos is None else (self.vc_pos[pick], self.vc_val[pick])
+        return RoutedRows(
+            keys, cols, self.x_src, self.y_src, self.z_src, w, self.std, *vc, self.z_width
+        )
 
     @classmethod
     def concat(cls, pieces: list[RoutedRows]) -> RoutedRows:
@@ -182,7 +211,14 @@ class RoutedRows:
         np.concatenate([p.cols for p in pieces], axis=0, out=cols)
         w = None if first.weights is None else np.concatenate([p.weights for p in pieces])
         keys = np.concatenate([p.keys for p in pieces])
-        return cls(keys, cols, first.x_src, first.y_src, first.z_src, w, first.std)
+        vc = (None, None)
+        if first.vc_pos is not None:
+            vc = tuple(
+                np.concatenate([getattr(p, f) for p in pieces]) for f in ("vc_pos", "vc_val")
+            )
+        return cls(
+            keys, cols, first.x_src, first.y_src, first.z_src, w, first.std, *vc, first.z_width
+        )
 
     def same_sources(self, other: RoutedRows) -> bool:
         return (
@@ -190,7 +226,24 @@ class RoutedRows:
             and self.y_src == other.y_src
             and np.array_equal(self.z_src, other.z_src)
             and (self.weights is None) == (other.weights is None)
+            and (self.vc_pos is None) == (other.vc_pos is None)
+            and self.z_width == other.z_width
         )
+
+
+def one_entry_per_row(vc: np.ndarray, q: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The variance-component columns ``vc`` (n, r − q) of a padded design as each row's
+    padded column (``q + j``, −1 for none) and value, where no row has two non-zero
+    entries; ``(None, None)`` otherwise (or without such columns)."""
+    if vc.shape[1] == 0:
+        return None, None
+    nonzero = vc != 0
+    if not (nonzero.sum(axis=1) <= 1).all():
+        return None, None
+    has = nonzero.any(axis=1)
+    col = nonzero.argmax(axis=1)
+    val = np.where(has, vc[np.arange(vc.shape[0]), col], 0.0)
+    return np.where(has, q + col, -1).astype(np.int64), val
 
 
 def split_routed(pieces: list[RoutedRows], n_buckets: int) -> list[RoutedRows | None]:

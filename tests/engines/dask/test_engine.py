@@ -423,13 +423,13 @@ def test_cluster_weights_and_explicit_engine(cluster_client):
         )
     stats = statistics_from_dask(model.source, model.spec, client=cluster_client, engine="local")
     assert isinstance(stats.engine, StructuredVCEngine)  # gathered: as in-process
-    local_moments = LocalEngine(*stats.engine.gather()).moments()  # the padded sums
+    local_moments = stats.engine.moments()  # one slot per component
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         stats = statistics_from_dask(
             model.source, model.spec, client=cluster_client, engine="distributed"
         )
-    assert isinstance(stats.engine, DaskEngine)
+    assert isinstance(stats.engine, DaskEngine) and stats.engine.collapsed_vc
     moments = stats.engine.moments()  # the moment start's sums, added over the blocks
     for name in ("zz", "zz_zz", "zxy_zxy", "n_groups"):
         np.testing.assert_allclose(
@@ -478,7 +478,11 @@ def test_failed_round_trip_is_resubmitted(cluster_client, caplog):
         model.source, model.spec, client=cluster_client, engine="distributed"
     )
     engine = stats.engine
-    lam = np.diag(np.linspace(0.5, 1.5, stats.layout.r))
+    # one variance per component (the structured blocks' sums come per component),
+    # and its padded twin for the dense reference below
+    q, widths = stats.layout.k_re, stats.layout.vc_widths
+    diag = np.linspace(0.5, 1.5, stats.fit_layout.r)
+    lam, padded = np.diag(diag), np.diag(np.r_[diag[:q], np.repeat(diag[q:], widths)])
     before = engine.step(lam, stats.layout.k_re)
     cluster_client.cancel(engine.blocks[:1])
     caplog.set_level(logging.WARNING, logger="dmixed")
@@ -490,8 +494,8 @@ def test_failed_round_trip_is_resubmitted(cluster_client, caplog):
     w = np.r_[-np.ones(3), 1.0]
     blup, cov = engine.random_effects(lam, w)
     local = statistics_from_dask(model.source, model.spec, client=cluster_client, engine="local")
-    dense = LocalEngine(*local.engine.gather())  # Λ here is not one variance per component
-    ref_blup, ref_cov = dense.random_effects(lam, w)
+    dense = LocalEngine(*local.engine.gather())
+    ref_blup, ref_cov = dense.random_effects(padded, w)
     np.testing.assert_allclose(blup, ref_blup, rtol=1e-10, atol=1e-14)
     np.testing.assert_allclose(cov, ref_cov, rtol=1e-10, atol=1e-14)
     for mine, ref in zip(engine.gather(), local.engine.gather(), strict=True):

@@ -189,3 +189,42 @@ def test_exchange_mode_is_checked():
     with dask.config.set({"dmixed.exchange": "shuffle"}):
         with pytest.raises(SpecError, match="exchange"):
             exchange_mode()
+
+
+def test_routed_rows_send_variance_components_as_slots():
+    """One variance-component entry per row: the rows carry its padded column and
+    value, not the padded design's columns; the owner reads the same design back."""
+    rng = np.random.default_rng(2)
+    n, width = 60, 40
+    y, x1 = rng.normal(size=n), rng.normal(size=n)
+    exog = np.asfortranarray(np.column_stack([np.ones(n), x1]))
+    ztilde = np.zeros((width + 1, n)).T
+    ztilde[:, 0] = 1.0
+    slot = rng.integers(-1, width, n)  # -1: a row without the component
+    ztilde[np.flatnonzero(slot >= 0), 1 + slot[slot >= 0]] = rng.uniform(0.5, 2, n)[slot >= 0]
+    dm = SimpleNamespace(endog=y, exog=exog, exog_re=exog[:, :1], weights=None)
+    keys = rng.integers(0, 7, n)
+    rows = RoutedRows.compact(keys, dm, ztilde, None)
+    assert rows.cols.shape == (n, 2)  # x1, y
+    assert rows.nbytes == n * 8 * 5  # keys, x1, y, the slot and its value
+    np.testing.assert_array_equal(rows.ztilde, ztilde)
+    both = RoutedRows.concat([rows, rows.take(slice(5, 20))])
+    np.testing.assert_array_equal(both.ztilde, np.concatenate([ztilde, ztilde[5:20]]))
+    ztilde[0, 1:3] = 1.0  # two entries in a row: the padded columns as they are
+    assert RoutedRows.compact(keys, dm, ztilde, None).vc_pos is None
+
+
+def test_variance_component_fits_do_not_depend_on_the_routing():
+    df = _frame(60, 8, seed=4)
+    df["sub"] = np.random.default_rng(4).integers(0, 5, len(df))
+    fits = {}
+    for exchange in ("rows", "partials"):
+        with dask.config.set({"dmixed.exchange": exchange}), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = dmixed.MixedLM.from_formula(
+                FORMULA, data=_ddf(df, 4), groups="g", vc_formula={"s": "0 + C(sub)"}, **INTERCEPT
+            )
+            fits[exchange] = model.fit()
+    ref = fits["partials"]
+    np.testing.assert_allclose(fits["rows"].params, ref.params, rtol=1e-10)
+    np.testing.assert_allclose(fits["rows"].llf, ref.llf, rtol=1e-10)

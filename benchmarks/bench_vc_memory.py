@@ -1,0 +1,89 @@
+"""Peak memory of a fit with many levels per group, one fresh process per fit.
+
+    python benchmarks/bench_vc_memory.py --trees base=/tmp/base new=. --groups 2 \\
+        --levels 10000 --repeats 3
+
+Each run is a new Python process that imports dmixed from the tree given, builds
+``bench_vc.synthetic(groups, levels, 3)`` and fits ``y ~ x`` with a random intercept and
+``vc_formula={"c": "0 + C(level)"}`` (REML), then reads one group's
+``random_effects_cov``.  It prints the process's peak resident memory (``ru_maxrss``)
+before the fit, after it, and after that lookup, and the fit's time; the trees run in
+turn (A, B, A, B, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+CHILD = """
+import json, resource, sys, time
+sys.path.insert(0, sys.argv[1])
+sys.path.insert(0, sys.argv[2])
+import dmixed
+from bench_vc import synthetic
+data = synthetic(int(sys.argv[3]), int(sys.argv[4]))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t = time.perf_counter()
+res = dmixed.MixedLM.from_formula(
+    "y ~ x", data=data, groups="g", re_formula="1", vc_formula={"c": "0 + C(level)"}
+).fit(reml=True)
+seconds = time.perf_counter() - t
+fitted = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+cov = res.random_effects_cov[res.group_labels[0]]
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"before_mb": before / 1024, "fit_mb": fitted / 1024, "peak_mb": peak / 1024,
+                  "seconds": seconds,
+                  "llf": res.llf, "cov_shape": list(cov.shape), "evals": res.n_evals}))
+"""
+
+
+def run_one(tree: str, groups: int, levels: int) -> dict:
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, os.path.abspath(tree), here, str(groups), str(levels)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trees", nargs="+", default=["new=."], help="NAME=PATH ...")
+    parser.add_argument("--groups", type=int, default=2)
+    parser.add_argument("--levels", type=int, default=10_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    trees = dict(t.split("=", 1) for t in args.trees)
+    runs: dict[str, list[dict]] = {name: [] for name in trees}
+    for _ in range(args.repeats):
+        for name, path in trees.items():
+            runs[name].append(run_one(path, args.groups, args.levels))
+    print(f"{args.groups} groups x {args.levels} levels x 3 rows, {args.repeats} processes each")
+    print(
+        "| tree | peak RSS MB after the fit (min-max) | after one group's random_effects_cov "
+        "| before the fit | fit s (min-max) | evals | llf |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, rs in runs.items():
+        fit = [r["fit_mb"] for r in rs]
+        secs = [r["seconds"] for r in rs]
+        print(
+            f"| {name} | {statistics.median(fit):.0f} ({min(fit):.0f}-{max(fit):.0f}) "
+            f"| {statistics.median(r['peak_mb'] for r in rs):.0f} "
+            f"| {statistics.median(r['before_mb'] for r in rs):.0f} "
+            f"| {statistics.median(secs):.2f} ({min(secs):.2f}-{max(secs):.2f}) "
+            f"| {rs[0]['evals']} | {rs[0]['llf']:.10f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""Variance components held structured on a cluster (:mod:`dmixed.kernels.vc_blocks`).
+
+The data pass leaves every block of groups padded (``zz`` G_b × r × r).  Where the
+layout allows the structured engine (:func:`~dmixed.engines.vc_local.structured_layout`)
+and every block's variance-component block is diagonal (:func:`block_structure`, one
+small round trip), the blocks are read into their ragged form on the workers: kept
+there as :class:`~dmixed.engines.vc_local.StructuredVCEngine` evaluators (the
+distributed engine), or gathered ragged into one in this process
+(:func:`gather_structured`).  Either way the fit runs with one slot per component, as in
+process, and the auto rule counts the ragged values (:func:`ragged_values`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...kernels.vc_blocks import RaggedVC, diagonal_vc_block
+from ...stats import Layout
+from ...stats.blup_cov import slots_in_sorted_order
+from ..vc_local import StructuredVCEngine, structured_layout
+from .blocks import Block, reorder
+from .progress import gather
+
+
+def block_structure(block: Block, q: int) -> tuple[bool, int]:
+    """Whether the block's variance-component block is diagonal in every group, and how
+    many slots its groups use (non-zero diagonal entries): runs on a worker."""
+    zz = block.zz
+    if zz is None or zz.shape[0] == 0:
+        return True, 0
+    used = int(np.count_nonzero(np.diagonal(zz[:, q:, q:], axis1=1, axis2=2)))
+    return diagonal_vc_block(zz, q), used
+
+
+def block_ragged(block: Block, layout: Layout) -> RaggedVC:
+    """The ragged statistics of a block whose variance-component block is diagonal
+    (:func:`block_structure`): runs on a worker."""
+    return RaggedVC.from_dense(block.zz, block.zxy, layout.k_re, layout.slot_component)
+
+
+def structured_slots(client, futures: list, layout: Layout) -> int | None:
+    """The slots used in all blocks when every block can be held structured, else None
+    (the layout does not allow it, or some group's components overlap)."""
+    if not structured_layout(layout):
+        return None
+    parts = gather(
+        client,
+        client.map(block_structure, futures, q=layout.k_re, pure=False),
+        "the variance components' structure",
+    )
+    if not all(diagonal for diagonal, _ in parts):
+        return None
+    return int(sum(used for _, used in parts))
+
+
+def ragged_values(n_groups: int, q: int, k: int, n_slots: int) -> int:
+    """float64 values of ragged statistics: ``G q (q + k)`` of ``exog_re`` and
+    ``J (1 + q + k)`` for the ``J`` slots used (``d``, ``b``, ``F2``); ``k = p + 1``."""
+    return n_groups * q * (q + k) + n_slots * (1 + q + k)
+
+
+def gather_structured(
+    client, futures: list, layout: Layout, position: np.ndarray
+) -> StructuredVCEngine:
+    """The blocks read ragged on the workers and gathered into one structured engine,
+    groups in sorted order (``position``: each group's sorted position, in
+    block-concatenation order)."""
+    parts = gather(
+        client, client.map(block_ragged, futures, layout=layout, pure=False), "the data pass"
+    )
+    return StructuredVCEngine(concatenate_ragged(parts, position))
+
+
+def concatenate_ragged(parts: list[RaggedVC], position: np.ndarray) -> RaggedVC:
+    """Blocks' ragged statistics as one, groups in sorted order: block ``b``'s group
+    ``i`` goes to ``position[offset_b + i]``, the slots sorted by (group, column)."""
+    first = parts[0]
+    group, order = slots_in_sorted_order(
+        [p.group for p in parts],
+        [p.n_groups for p in parts],
+        [p.pos for p in parts],
+        position,
+        first.r,
+    )
+
+    def groups(name: str) -> np.ndarray:
+        return reorder(position, np.concatenate([getattr(p, name) for p in parts]))
+
+    def slots(name: str) -> np.ndarray:
+        return np.ascontiguousarray(np.concatenate([getattr(p, name) for p in parts])[order])
+
+    return RaggedVC(
+        a=groups("a"),
+        f1=groups("f1"),
+        group=group,
+        comp=slots("comp"),
+        pos=slots("pos"),
+        d=slots("d"),
+        b=slots("b"),
+        f2=slots("f2"),
+        offsets=first.offsets,
+        r=first.r,
+    )
