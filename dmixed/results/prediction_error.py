@@ -239,7 +239,9 @@ def conditional_cross(state, stats) -> tuple[np.ndarray, np.ndarray]:
     if zx.shape[:2] != state.blup_cov.shape[:2]:
         raise SpecError("the statistics are not those of these results (groups or columns)")
     a = statistics_map(stats.columns, stats.layout.vc_widths)
-    m = np.matmul(np.matmul(a, state.blup_cov / state.scale), a.T)
+    # the padded (G, r, r) form: a ragged RaggedCov of structured components is expanded
+    cov = np.asarray(state.blup_cov, dtype=np.float64)
+    m = np.matmul(np.matmul(a, cov / state.scale), a.T)
     return m, m @ zx
 
 
