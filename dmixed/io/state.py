@@ -17,7 +17,16 @@ from ..design import ModelNames
 from ..fit.summary import DEFAULTS, OptSummary
 from ..stats import n_tril
 
-__all__ = ["ResultsState"]
+__all__ = ["MEMORY_ONLY", "ResultsState"]
+
+
+#: Fields of :class:`ResultsState` held in memory only (not saved): None after a load.
+MEMORY_ONLY: tuple[str, ...] = (
+    "cov_fe_statistics",
+    "statistics_columns",
+    "blup_cov_statistics",
+    "cov_re_statistics",
+)
 
 
 @dataclass
@@ -86,6 +95,20 @@ class ResultsState:
         The packed covariance parameters the optimizer started from (None: not saved).
     initial_llf, grad_norm : float
         ℓ at the start; the final scaled gradient norm (NaN: not saved).
+    cov_fe_statistics : ndarray (p, p) or None
+        ``T cov(β̂) T'``: cov(β̂) in the statistics' coordinates (``X = X̃ T``,
+        :mod:`dmixed.stats.standardize`), taken from the optimizer's covariance before
+        any mapping, for prediction variances (``x T⁻¹`` keeps its digits where the
+        raw ``x' cov(β̂) x`` cancels them, e.g. columns near 1.7e9).  Held in memory
+        only: None for loaded results.
+    statistics_columns : Standardization or None
+        The statistics' column map of that ``T`` (None for loaded results).
+    cov_re_statistics : ndarray (q, q) or None
+        ``A Ψ̂ A'`` (``cov_re`` in the statistics' coordinates), for the same reason.
+    blup_cov_statistics : ndarray (G, r, r), RaggedCov or None
+        ``Ã M_i Ã'``: the BLUPs' conditional covariances relative to σ² in the
+        statistics' coordinates (``Z = Z̃ Ã``), as the kernels gave them, for the same
+        reason (None for loaded results).
     """
 
     names: ModelNames
@@ -128,6 +151,10 @@ class ResultsState:
     initial_params: np.ndarray | None = None
     initial_llf: float = np.nan
     grad_norm: float = np.nan
+    cov_fe_statistics: np.ndarray | None = None
+    statistics_columns: Any = None
+    blup_cov_statistics: Any = None
+    cov_re_statistics: np.ndarray | None = None
 
     def optimizer(self) -> OptSummary:
         """The optimizer's record (MixedModels.jl's ``OptSummary``) rebuilt from the state:

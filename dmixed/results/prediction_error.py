@@ -144,7 +144,9 @@ class PredictionVariance:
         if cols is None:
             return rows.exog, rows.exog_re
         x = to_statistics(rows.exog, cols.x_shift, cols.x_scale, cols.x_intercept)
-        z = to_statistics(rows.exog_re, cols.z_shift, cols.z_scale, cols.z_intercept)
+        z = rows.exog_re
+        if z.shape[1]:  # fixed-only rows carry no random design
+            z = to_statistics(z, cols.z_shift, cols.z_scale, cols.z_intercept)
         return x, z
 
     def unseen_variance(self, seen, exog_re, rows, slots) -> np.ndarray:
@@ -219,8 +221,9 @@ def conditional_cross(state, stats) -> tuple[np.ndarray, np.ndarray]:
     statistics' coordinates (``Z = Z̃ Ã``, ``X = X̃ T``, :func:`statistics_map`), where
     the row's ``w̃ = x̃ − H̃_i'z̃ = (x − H_i'z) T⁻¹`` keeps its digits.
 
-    ``Z̃_i'X̃_i`` comes from the statistics (``engine.gather()``); ``M_i`` is the
-    results' ``blup_cov / scale`` (the model's coordinates).
+    ``Z̃_i'X̃_i`` comes from the statistics (``engine.gather()``); ``M̃_i`` is the
+    results' ``blup_cov_statistics`` as the kernels gave it (or, for results without it,
+    ``Ã (blup_cov / scale) Ã'``, which loses digits where a column is far from zero).
 
     Parameters
     ----------
@@ -239,9 +242,11 @@ def conditional_cross(state, stats) -> tuple[np.ndarray, np.ndarray]:
     if zx.shape[:2] != state.blup_cov.shape[:2]:
         raise SpecError("the statistics are not those of these results (groups or columns)")
     a = statistics_map(stats.columns, stats.layout.vc_widths)
-    # the padded (G, r, r) form: a ragged RaggedCov of structured components is expanded
-    cov = np.asarray(state.blup_cov, dtype=np.float64)
-    m = np.matmul(np.matmul(a, cov / state.scale), a.T)
+    if state.blup_cov_statistics is not None:  # as the kernels gave it: all its digits
+        m = np.array(state.blup_cov_statistics, dtype=np.float64)
+    else:  # the padded (G, r, r) form (a RaggedCov is expanded)
+        cov = np.asarray(state.blup_cov, dtype=np.float64)
+        m = np.matmul(np.matmul(a, cov / state.scale), a.T)
     return m, m @ zx
 
 
@@ -394,6 +399,11 @@ def prediction_variance(results, include_random: bool) -> PredictionVariance:
         vc_scale = columns.vc_scales(stats.layout.k_vc)
         t, a = columns.fe_matrix(), columns.re_matrix()
         cov_fe, cov_re = t @ cov_fe @ t.T, a @ cov_re @ a.T
+    if state.statistics_columns is not None and state.cov_re_statistics is not None:
+        # computed in the statistics' coordinates: T cov(β̂) T' from cov_params has lost
+        # its digits where a column is far from zero (timestamps near 1.7e9)
+        columns = state.statistics_columns if columns is None else columns
+        cov_fe, cov_re = state.cov_fe_statistics, state.cov_re_statistics
     return PredictionVariance(
         results.predictor(),
         cov_fe,

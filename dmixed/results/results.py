@@ -778,7 +778,8 @@ def _record_fit(
     rows, cols = layout.tril()
     # BLUPs and their conditional covariances: one kernel call, no data pass
     lam = coords.lam(packed, use_sqrt, stats.fit_layout)
-    blup, cond = coords.blups(*stats.engine.random_effects(lam, prof.w))
+    blup_std, cond_std = stats.engine.random_effects(lam, prof.w)
+    blup, cond = coords.blups(blup_std, cond_std)
     entries = optimize_result.history
     llfs = coords.llf_all([e["llf"] for e in entries], n, reml)
     params = coords.from_opt_all([e["params"] for e in entries], optimize_result.use_sqrt)
@@ -827,7 +828,25 @@ def _record_fit(
         initial_params=coords.from_opt(np.asarray(optimize_result.initial), use_sqrt),
         initial_llf=coords.llf(optimize_result.initial_llf, n, reml),
         grad_norm=float(optimize_result.grad_norm),
+        cov_fe_statistics=_cov_fe_statistics(coords, cov_opt, model.k_fe),
+        cov_re_statistics=_cov_re_statistics(coords, psi_opt, scale),
+        statistics_columns=coords.columns,
+        blup_cov_statistics=cond_std,
     )
+
+
+def _cov_re_statistics(coords: Coordinates, psi_opt: np.ndarray, scale: float) -> np.ndarray:
+    """``A Ψ̂ A' = σ̂² C Ψ_o C'`` (``C = A A_o⁻¹``): Ψ̂ in the statistics' coordinates
+    from the optimizer's, not through the model's (which may have lost its digits)."""
+    c = coords.re_map
+    out = psi_opt if c is None else c @ psi_opt @ c.T
+    return scale * 0.5 * (out + out.T)
+
+
+def _cov_fe_statistics(coords: Coordinates, cov_opt: np.ndarray, p: int) -> np.ndarray:
+    """``T cov(β̂) T' = s_y² cov(β̃)``: the optimizer's β̃ = Tβ/s_y block, unmapped."""
+    cov = np.asarray(cov_opt, dtype=np.float64)[:p, :p] * float(coords.columns.y_scale) ** 2
+    return 0.5 * (cov + cov.T)
 
 
 def _identifiable(stats, model) -> bool:

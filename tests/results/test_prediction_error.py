@@ -101,14 +101,16 @@ def test_conditional_variance_is_hendersons(offset, weights, vc):
     np.testing.assert_allclose(fixed.se_obs**2, fixed.se_mean**2 + hess.scale, rtol=1e-12)
 
 
+@pytest.mark.parametrize("spread", [3600.0, 1.0], ids=["hour", "second"])
 @pytest.mark.parametrize("vc", [False, True], ids=["slope", "slope+vc"])
-def test_timestamps_give_the_centred_data_standard_errors(vc):
-    """x1 as timestamps near 1.7e9 with a spread of an hour: the standard errors are
-    those of the same fit on x1 centred (the model is invariant to the shift), for rows
-    of fitted and of new groups, to the fits' own agreement (the raw coordinates lose
-    ~(1.7e9/4096)² ε; the conditional part was once off by half)."""
+def test_timestamps_give_the_centred_data_standard_errors(vc, spread):
+    """x1 as timestamps near 1.7e9 with a spread of an hour or a second: the standard
+    errors are those of the same fit on x1 centred (the model is invariant to the shift),
+    for rows of fitted and of new groups, to the fits' own agreement.  In the raw
+    coordinates ``x' cov(β̂) x`` loses ~(1.7e9/spread)² ε: the conditional part was once
+    off by half at an hour, and both parts NaN at a second (negative forms)."""
     df = make_data(n_groups=10, max_size=12, vc_sd=0.7, seed=5)
-    df["x1"] = 3600.0 * df["x1"]
+    df["x1"] = spread * df["x1"]
     kw = dict(groups="g", re_formula="1 + x1", vc_formula={"sub": "0 + C(sub)"} if vc else None)
     stamped = df.assign(x1=df["x1"] + 1.7e9)
     centred = mixedlm("y ~ x1 + x2", df, **kw).fit(cov_fe="conditional")
@@ -122,8 +124,8 @@ def test_timestamps_give_the_centred_data_standard_errors(vc):
                 got = shifted.get_prediction(
                     new.assign(x1=new["x1"] + 1.7e9), include_random=include_random
                 )
-            np.testing.assert_allclose(got.se_mean, ref.se_mean, rtol=1e-4)
-            np.testing.assert_allclose(got.se_obs, ref.se_obs, rtol=1e-4)
+            np.testing.assert_allclose(got.se_mean, ref.se_mean, rtol=1e-6)
+            np.testing.assert_allclose(got.se_obs, ref.se_obs, rtol=1e-6)
 
 
 def test_unseen_groups_and_levels_enter_the_observation_interval():
