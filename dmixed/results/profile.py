@@ -29,6 +29,7 @@ import pandas as pd
 from ..errors import SpecError
 from ..fit.likelihood import Likelihood
 from .sdcor import SdCorLikelihood, SdCorPoint, sdcor_names
+from .varcorr import term_levels
 
 __all__ = [
     "ProfileIntervals",
@@ -92,7 +93,7 @@ class ProfileIntervals:
             )
         stats = model.statistics(client=model.cached_client)
         lik = Likelihood(stats.engine, stats.glob, stats.layout, stats.columns, False)
-        self.sdcor = sdcor = SdCorLikelihood(lik, results.names)
+        self.sdcor = sdcor = SdCorLikelihood(lik, results.names, term_levels(results.to_state()))
         self.names = sdcor.names
         scale = float(results.scale)
         z0 = sdcor.from_model(
@@ -281,19 +282,22 @@ def select_parameters(names: list[str], kinds, parm) -> list[str]:
     ``"theta_"`` (covariance parameters and σ), ``"beta_"`` (fixed effects), names, or
     integer positions (0-based), alone or in a list.  :class:`SpecError` for anything
     else."""
+    theta = sorted(n for n, kind in zip(names, kinds, strict=True) if kind != "beta")
+    beta = [n for n, kind in zip(names, kinds, strict=True) if kind == "beta"]
+    ordered = theta + beta  # lme4's rows: .sig01, …, .sigma (sorts last), then β
     if parm is None:
-        return list(names)
+        return ordered
     items = [parm] if isinstance(parm, str | int | np.integer) else list(parm)
     out = []
     for item in items:
         if isinstance(item, int | np.integer):
             if not 0 <= int(item) < len(names):
                 raise SpecError(f"parm position {item} is not among 0..{len(names) - 1}")
-            out.append(names[int(item)])
+            out.append(ordered[int(item)])
         elif item == "theta_":
-            out += [n for n, kind in zip(names, kinds, strict=True) if kind != "beta"]
+            out += theta
         elif item == "beta_":
-            out += [n for n, kind in zip(names, kinds, strict=True) if kind == "beta"]
+            out += beta
         elif item in names:
             out.append(item)
         else:
@@ -332,7 +336,7 @@ def confint_frame(results, method: str = "profile", level: float = 0.95, parm=No
         return ProfileIntervals(results).frame(parm, level)
     if method_l != "wald":
         raise SpecError(f"method must be 'profile' or 'Wald', got {method!r}")
-    names, kinds = sdcor_names(results.names)
+    names, kinds = sdcor_names(results.names, term_levels(results.to_state()))
     rows = select_parameters(names, kinds, parm)
     crit = _normal_quantile((1.0 + _check_level(level)) / 2.0)
     fe = pd.Series(np.asarray(results.fe_params, dtype=np.float64), index=names[-results.k_fe :])

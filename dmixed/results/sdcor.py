@@ -37,19 +37,33 @@ from ..design import ModelNames
 from ..fit.likelihood import Likelihood
 from ..fit.objective import loglike_at_scale, profile
 from ..fit.optimize import modified_newton_step, secant_update
+from .varcorr import term_order
 
 __all__ = ["SdCorLikelihood", "SdCorPoint", "sdcor_names"]
 
 
-def sdcor_names(names: ModelNames) -> tuple[list[str], list[str]]:
+def sdcor_names(names: ModelNames, levels=None) -> tuple[list[str], list[str]]:
     """lme4's names (``.sig01``, …, ``.sigma``, the fixed effects) and each one's kind
-    (``"sd"``, ``"cor"``, ``"vc"``, ``"sigma"``, ``"beta"``), in lme4's order: the SDs
-    and correlations of ``Ψ`` by columns of its lower triangle (``(0,0), (1,0), …,
-    (q−1,0), (1,1), …``), then the variance components' SDs, σ, β."""
+    (``"sd"``, ``"cor"``, ``"vc"``, ``"sigma"``, ``"beta"``), in this module's order of
+    the parameters: the SDs and correlations of ``Ψ`` by columns of its lower triangle
+    (``(0,0), (1,0), …, (q−1,0), (1,1), …``), then the variance components' SDs, σ, β.
+
+    The ``.sigNN`` numbers follow lme4's order of the random-effects terms (the
+    groups' term, then each variance component as lme4's ``(1 | group:level)``), by
+    decreasing number of levels (:func:`~dmixed.results.varcorr.term_order`;
+    ``levels`` as it takes them, None: the terms in this module's order).  Sorting the
+    ``.sig`` names gives lme4's rows.
+    """
     q = len(names.exog_re_names)
+    k_vc = len(names.vc_names)
     kinds = ["sd" if a == b else "cor" for b in range(q) for a in range(b, q)]
-    kinds += ["vc"] * len(names.vc_names) + ["sigma"]
-    labels = [f".sig{i + 1:02d}" for i in range(len(kinds) - 1)] + [".sigma"]
+    kinds += ["vc"] * k_vc + ["sigma"]
+    term = [0] * (len(kinds) - 1 - k_vc) + list(range(1, k_vc + 1))  # entry -> its term
+    order = term_order(levels, q, k_vc)
+    rank = {t: i for i, t in enumerate(order)}
+    sorted_entries = sorted(range(len(term)), key=lambda e: (rank[term[e]], e))
+    number = {e: i + 1 for i, e in enumerate(sorted_entries)}
+    labels = [f".sig{number[e]:02d}" for e in range(len(term))] + [".sigma"]
     return labels + list(names.exog_names), kinds + ["beta"] * len(names.exog_names)
 
 
@@ -71,12 +85,15 @@ class SdCorLikelihood:
     likelihood : Likelihood
         The model's likelihood over its statistics (its ``reml`` is ignored: ML).
     names : ModelNames
+    levels : sequence of int, optional
+        Levels of each random-effects term, for lme4's ``.sig`` numbering
+        (:func:`sdcor_names`).
     """
 
-    def __init__(self, likelihood: Likelihood, names: ModelNames) -> None:
+    def __init__(self, likelihood: Likelihood, names: ModelNames, levels=None) -> None:
         self.lik = replace(likelihood, reml=False)
         self.layout = lay = likelihood.layout
-        self.names, self.kinds = sdcor_names(names)
+        self.names, self.kinds = sdcor_names(names, levels)
         self.kinds = np.array(self.kinds)
         q, p = lay.k_re, likelihood.glob.k_fe
         self.q, self.p, self.k_vc = q, p, lay.k_vc

@@ -8,10 +8,31 @@ import pandas as pd
 
 from ..io import ResultsState
 
-__all__ = ["VARCORR_COLUMNS", "varcorr_frame", "varcorr_text"]
+__all__ = ["VARCORR_COLUMNS", "term_levels", "term_order", "varcorr_frame", "varcorr_text"]
 
 #: Columns of :func:`varcorr_frame`, as lme4's ``as.data.frame(VarCorr(fit))``.
 VARCORR_COLUMNS = ["grp", "var1", "var2", "vcov", "sdcor"]
+
+
+def term_levels(state: ResultsState) -> list[int]:
+    """The number of levels of each random-effects term of a fit, as lme4 counts them:
+    the groups, then each variance component's (group, level) pairs with rows (the
+    component is lme4's ``(1 | group:level)``)."""
+    slots = state.vc_slot_cols
+    return [int(state.n_groups)] + [int(np.count_nonzero(np.asarray(t) >= 0)) for t in slots]
+
+
+def term_order(levels, k_re: int, k_vc: int) -> list[int]:
+    """lme4's order of the random-effects terms present (0: the groups' term, present
+    when ``k_re`` > 0; ``l`` + 1: variance component ``l``): ``mkReTrms`` sorts them by
+    decreasing number of levels, ``rev(order(nl))``, when they are not so already.
+    ``levels`` (k_vc + 1 entries, :func:`term_levels`); None: this order kept."""
+    order = ([0] if k_re else []) + list(range(1, k_vc + 1))
+    if levels is not None:
+        nl = np.asarray([levels[t] for t in order], dtype=np.int64)
+        if np.any(np.diff(nl) > 0):
+            order = [order[i] for i in np.argsort(nl, kind="stable")[::-1]]
+    return order
 
 
 def varcorr_frame(state: ResultsState) -> pd.DataFrame:
@@ -20,7 +41,8 @@ def varcorr_frame(state: ResultsState) -> pd.DataFrame:
     One row per variance (``var2`` missing: ``vcov`` the variance, ``sdcor`` its
     square root), then one per covariance of ``exog_re`` (``vcov`` the covariance,
     ``sdcor`` the correlation ``Ψ_jk / sqrt(Ψ_jj Ψ_kk)``, NaN where a variance is 0),
-    then one per variance component (``grp`` its name), then the residual
+    then one per variance component (``grp`` its name), the terms in lme4's order
+    (:func:`term_order`: by decreasing number of levels), then the residual
     (``grp = "Residual"``, ``vcov = σ̂²``, ``sdcor = σ̂``).  Variances are on the data's
     scale (``cov_re`` and ``vcomp`` as reported, not relative to σ̂²).
 
@@ -33,14 +55,16 @@ def varcorr_frame(state: ResultsState) -> pd.DataFrame:
     group = state.names.group_name
     cov = np.asarray(state.cov_re, dtype=np.float64).reshape(len(names), len(names))
     sd = np.sqrt(np.clip(np.diag(cov), 0.0, None))
-    rows = [(group, n, None, cov[j, j], sd[j]) for j, n in enumerate(names)]
+    terms = [[(group, n, None, cov[j, j], sd[j]) for j, n in enumerate(names)]]
     for j in range(len(names)):
         for k in range(j + 1, len(names)):
             denom = sd[j] * sd[k]
             corr = cov[k, j] / denom if denom > 0 else np.nan
-            rows.append((group, names[j], names[k], cov[k, j], corr))
+            terms[0].append((group, names[j], names[k], cov[k, j], corr))
     for name, var in zip(state.names.vc_names, np.asarray(state.vcomp), strict=True):
-        rows.append((name, None, None, float(var), float(np.sqrt(max(var, 0.0)))))
+        terms.append([(name, None, None, float(var), float(np.sqrt(max(var, 0.0))))])
+    order = term_order(term_levels(state), len(names), len(terms) - 1)
+    rows = [row for t in order for row in terms[t]]
     rows.append(("Residual", None, None, state.scale, float(np.sqrt(state.scale))))
     frame = pd.DataFrame(rows, columns=VARCORR_COLUMNS)
     frame[["vcov", "sdcor"]] = frame[["vcov", "sdcor"]].astype(np.float64)

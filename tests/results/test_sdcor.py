@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+
 import numpy as np
 import pytest
 
@@ -67,3 +69,27 @@ def test_outside_the_space_is_minus_infinity(model):
     assert sd.evaluate(z, order=0).llf == -np.inf
     z = np.array([0.9, 1.2, 0.0, 0.5, 0.0, 0.4, 0.6, 1.1, 0.8])  # |ρ| > 1
     assert sd.evaluate(z).llf == -np.inf
+
+
+@pytest.mark.parametrize(
+    ("levels", "expected"),
+    [
+        (None, [".sig01", ".sig02", ".sig03", ".sig04", ".sig05"]),
+        # lme4's star: (1 | sch:id) has more levels than sch's term, so comes first
+        ([79, 11106, 5], [".sig02", ".sig03", ".sig04", ".sig01", ".sig05"]),
+        # already in decreasing order: kept
+        ([100, 50, 50], [".sig01", ".sig02", ".sig03", ".sig04", ".sig05"]),
+        # rev(order(nl)): ties reversed with the rest when a sort is needed
+        ([10, 10, 20], [".sig03", ".sig04", ".sig05", ".sig02", ".sig01"]),
+    ],
+)
+def test_sig_numbers_follow_lme4s_order_of_terms(levels, expected):
+    """``mkReTrms`` sorts the terms by decreasing number of levels (``rev(order(nl))``,
+    only when they are not already so); the ``.sig`` numbers follow."""
+    names = types.SimpleNamespace(
+        exog_names=["Intercept"], exog_re_names=["Intercept", "x1"], vc_names=["a", "b"]
+    )
+    labels, kinds = sdcor_names(names, levels)
+    assert labels[:5] == expected
+    assert kinds[:5] == ["sd", "cor", "sd", "vc", "vc"]
+    assert labels[5:] == [".sigma", "Intercept"]

@@ -30,19 +30,23 @@ def test_varcorr_frame_is_lme4s_layout(fit):
     names = list(fit.names.exog_re_names)
     cov = fit.cov_re.to_numpy()
     k = len(names)
-    # variances first, then covariances (lower triangle by column), then components, σ
+    # the terms in lme4's order (decreasing levels: the component's (g, sub) pairs
+    # outnumber the groups); within g's, variances then covariances (lower triangle by
+    # column); σ last
     assert len(vc) == k + k * (k - 1) // 2 + fit.k_vc + 1
-    var = vc.iloc[:k]
+    assert list(vc.grp) == ["sub"] + ["g"] * (k + k * (k - 1) // 2) + ["Residual"]
+    g_rows = vc[vc.grp == "g"]
+    var = g_rows.iloc[:k]
     np.testing.assert_allclose(var.vcov, np.diag(cov))
     np.testing.assert_allclose(var.sdcor, np.sqrt(np.diag(cov)))
     assert var.var2.isna().all() and list(var.var1) == names
-    pairs = vc.iloc[k : k + k * (k - 1) // 2]
+    pairs = g_rows.iloc[k:]
     for row in pairs.itertuples():
         j, m = names.index(row.var1), names.index(row.var2)
         assert row.vcov == pytest.approx(cov[m, j])
         assert row.sdcor == pytest.approx(cov[m, j] / np.sqrt(cov[j, j] * cov[m, m]))
         assert -1 <= row.sdcor <= 1
-    comp = vc.iloc[-1 - fit.k_vc : -1]
+    comp = vc[vc.grp.isin(fit.names.vc_names)]
     assert list(comp.grp) == list(fit.names.vc_names)
     np.testing.assert_allclose(comp.vcov, fit.vcomp)
     last = vc.iloc[-1]
@@ -68,6 +72,7 @@ def test_zero_variance_has_no_correlation(fit):
     cov[2, 0] = cov[0, 2] = 0.1
     state = dataclasses.replace(fit.to_state(), cov_re=cov)
     vc = varcorr_frame(state)
+    vc = vc[vc.grp == "g"]
     assert vc.sdcor.iloc[1] == 0
     assert np.isnan(vc.sdcor.iloc[3])  # (g, x1): x1's variance is 0
     assert vc.sdcor.iloc[4] == pytest.approx(0.1 / 0.5)  # (g, x3)
