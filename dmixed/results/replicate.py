@@ -1,0 +1,160 @@
+"""One parametric-bootstrap replicate: draw the statistics of a new response and refit
+them, keeping only what the replicate table needs.
+
+A replicate's refit is the ordinary fit from statistics (:meth:`MixedLM.fit`: the same
+objective, optimizer and settings, every parameter free, in the statistics' coordinates)
+less what a replicate does not use: no Hessian and standard errors, no BLUPs, no results
+object, no optimizer path mapped back.  It starts where the full fit of the drawn
+statistics would have the better start: the bootstrapped fit's own estimate (the
+replicate's optimum is within sampling error of it) against the replicate's moment
+estimate, whichever has the higher likelihood (:func:`dmixed.fit.start.choose_start`),
+and it takes exact Newton steps from there.  So its estimates are those of a full refit
+(to the optimizer's tolerance) at a fraction of its cost.
+
+:class:`ReplicateFitter` holds everything a replicate needs and nothing tied to this
+process (no model, no client): it is pickled once to Dask workers, where
+:meth:`ReplicateFitter.run` draws and refits a batch of replicates in-process.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..engines.local import statistics_from_arrays
+from ..errors import DmixedError, DmixedWarning
+from ..fit.coordinates import Coordinates
+from ..fit.optimize import ProfiledObjective, choose_methods, maximize
+from ..fit.start import choose_start, moment_start_packed
+from ..fit.summary import DEFAULTS
+from ..stats import GroupArrays, tril_indices
+from ..stats.draw import ResponseSampler
+from .simulate import StandardizedFit, draw_effects
+
+__all__ = ["ReplicateFitter", "replicate_rngs"]
+
+logger = logging.getLogger("dmixed")
+
+
+def replicate_rngs(seed, n: int) -> list[np.random.Generator]:
+    """One independent generator per replicate (numpy's ``spawn``), so that a replicate's
+    draw does not depend on where, or after which others, it runs.
+
+    ``seed``: an int, None, a ``numpy.random.SeedSequence``, a ``Generator`` (its
+    children: the generator advances) or a legacy ``RandomState`` (one integer drawn
+    from it seeds the children)."""
+    if isinstance(seed, np.random.RandomState):
+        seed = int(seed.randint(0, 2**31 - 1))
+    if isinstance(seed, np.random.Generator):
+        return seed.spawn(n)
+    if not isinstance(seed, np.random.SeedSequence):
+        seed = np.random.SeedSequence(seed)
+    return [np.random.default_rng(s) for s in seed.spawn(n)]
+
+
+@dataclass(frozen=True)
+class ReplicateFitter:
+    """Draws and refits replicates of one fit (see the module).
+
+    Attributes
+    ----------
+    sampler : ResponseSampler
+        The fit's statistics and their draw.
+    fit_std : StandardizedFit
+        The fit's estimates in the statistics' columns (what is drawn from).
+    start : ndarray (m,)
+        The fit's covariance parameters packed as the replicate's optimizer packs them
+        (square root, the statistics' coordinates).
+    reml : bool
+    use_re : bool
+        Draw conditional on the BLUPs rather than redraw the random effects.
+    """
+
+    sampler: ResponseSampler
+    fit_std: StandardizedFit
+    start: np.ndarray
+    reml: bool
+    use_re: bool = False
+
+    @classmethod
+    def of(cls, results, arrays: GroupArrays, use_re: bool = False) -> ReplicateFitter:
+        """The fitter of ``results`` over its statistics ``arrays`` (their own columns)."""
+        layout = arrays.layout
+        fit_std = StandardizedFit.of(results, arrays.columns, layout)
+        coords = Coordinates.for_fit(arrays.columns, layout, all_free=True)
+        start = coords.to_opt(results.packed_params, results.use_sqrt)
+        if not results.use_sqrt:
+            start = layout.pack(*layout.unpack(start, False), use_sqrt=True)
+        return cls(ResponseSampler(arrays), fit_std, start, bool(results.reml), bool(use_re))
+
+    @property
+    def width(self) -> int:
+        """Entries of a replicate's row before ``converged``: fixed effects, ``cov_re``'s
+        lower triangle, ``vcomp``, scale, llf."""
+        layout = self.sampler.arrays.layout
+        return self.sampler.arrays.glob.k_fe + layout.n_params + 2
+
+    def draw(self, rng: np.random.Generator) -> GroupArrays:
+        """The statistics of one response drawn from the fit."""
+        fit, arrays = self.fit_std, self.sampler.arrays
+        effects = fit.blups
+        if not self.use_re:
+            effects = fit.sigma * draw_effects(rng, fit.lam, len(arrays.labels), arrays.slot_cols)
+        return self.sampler.draw(rng, fit.beta, effects, fit.sigma)
+
+    def refit(self, drawn: GroupArrays) -> list:
+        """The row of the fit of ``drawn`` (``width`` estimates in the model's own
+        coordinates, then ``converged``); NaNs and False when the refit fails."""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DmixedWarning)
+                return self.fit_drawn(drawn)
+        except (DmixedError, np.linalg.LinAlgError) as exc:
+            logger.debug("bootstrap: a replicate's refit failed: %s", exc)
+            return [np.nan] * self.width + [False]
+
+    def fit_drawn(self, drawn: GroupArrays) -> list:
+        """:meth:`refit` without its safety net (errors propagate)."""
+        stats = statistics_from_arrays(drawn)
+        layout, reml = stats.layout, self.reml
+        coords = Coordinates.for_fit(stats.columns, layout, all_free=True)
+        obj = ProfiledObjective(
+            stats.engine, stats.glob, stats.fit_layout, reml, True, re_map=coords.re_map
+        )
+        moment = moment_start_packed(stats.engine.moments, stats.glob, stats.fit_layout)
+        start, _ = choose_start(obj, self.start, True, moment)
+        opt = maximize(
+            obj,
+            DEFAULTS.start(start),
+            np.ones(layout.n_params, dtype=bool),
+            choose_methods(None, True),
+            newton_first=True,
+        )
+        ev = obj.evaluate(opt.packed)
+        if ev.prof is None:
+            return [np.nan] * self.width + [False]
+        psi_opt, tau_opt = layout.unpack(opt.packed, opt.use_sqrt)
+        scale = coords.scale(ev.prof.scale)
+        rows, cols = tril_indices(layout.k_re)
+        return [
+            *coords.beta(ev.prof.beta),
+            *(scale * coords.psi(psi_opt))[rows, cols],
+            *(scale * coords.tau(tau_opt)),
+            scale,
+            coords.llf(ev.llf, int(stats.glob.n), reml),
+            bool(opt.converged),
+        ]
+
+    def run(self, rngs) -> tuple[list[list], list[float]]:
+        """Draw and refit one replicate per generator of ``rngs``: their rows and wall
+        times (seconds each)."""
+        rows, seconds = [], []
+        for rng in rngs:
+            t0 = time.perf_counter()
+            rows.append(self.refit(self.draw(rng)))
+            seconds.append(time.perf_counter() - t0)
+        return rows, seconds
