@@ -4,12 +4,11 @@ them, keeping only what the replicate table needs.
 A replicate's refit is the ordinary fit from statistics (:meth:`MixedLM.fit`: the same
 objective, optimizer and settings, every parameter free, in the statistics' coordinates)
 less what a replicate does not use: no Hessian and standard errors, no BLUPs, no results
-object, no optimizer path mapped back.  It starts where the full fit of the drawn
-statistics would have the better start: the bootstrapped fit's own estimate (the
-replicate's optimum is within sampling error of it) against the replicate's moment
-estimate, whichever has the higher likelihood (:func:`dmixed.fit.start.choose_start`),
-and it takes exact Newton steps from there.  So its estimates are those of a full refit
-(to the optimizer's tolerance) at a fraction of its cost.
+object, no optimizer path mapped back.  It starts at the bootstrapped fit's own
+estimate (the replicate's optimum is within sampling error of it; a fit on the boundary
+starts its replicates as a full fit starts, see :attr:`ReplicateFitter.moment_start`)
+and takes exact Newton steps from there.  So its
+estimates are those of a full refit (to the optimizer's tolerance), with less work.
 
 :class:`ReplicateFitter` holds everything a replicate needs and nothing tied to this
 process (no model, no client): it is pickled once to Dask workers, where
@@ -29,7 +28,7 @@ from ..engines.local import statistics_from_arrays
 from ..errors import DmixedError, DmixedWarning
 from ..fit.coordinates import Coordinates
 from ..fit.optimize import ProfiledObjective, choose_methods, maximize
-from ..fit.start import choose_start, moment_start_packed
+from ..fit.start import choose_start, moment_start_packed, start_packed
 from ..fit.summary import DEFAULTS
 from ..stats import GroupArrays, tril_indices
 from ..stats.draw import ResponseSampler
@@ -67,11 +66,20 @@ class ReplicateFitter:
     fit_std : StandardizedFit
         The fit's estimates in the statistics' columns (what is drawn from).
     start : ndarray (m,)
-        The fit's covariance parameters packed as the replicate's optimizer packs them
-        (square root, the statistics' coordinates).
+        Where a replicate's optimizer starts, packed as it packs (square root, the
+        statistics' coordinates): the fit's covariance parameters, or for a fit on the
+        boundary the full fit's default start.
     reml : bool
     use_re : bool
         Draw conditional on the BLUPs rather than redraw the random effects.
+    moment_start : bool
+        Also try each replicate's moment estimate as its start (the better of the two
+        is taken).  :meth:`of` sets it only for a fit on the boundary (a singular
+        ``Ψ*`` or a zero ``τ*``), whose replicates then start as a full fit does:
+        the square-root packing's gradient in a zero direction vanishes, so a start
+        at such an estimate could not leave it.  From an interior estimate the moment
+        equations would cost a pass over the groups and a likelihood evaluation for no
+        fewer Newton steps.
     """
 
     sampler: ResponseSampler
@@ -79,6 +87,7 @@ class ReplicateFitter:
     start: np.ndarray
     reml: bool
     use_re: bool = False
+    moment_start: bool = True
 
     @classmethod
     def of(cls, results, arrays: GroupArrays, use_re: bool = False) -> ReplicateFitter:
@@ -89,7 +98,12 @@ class ReplicateFitter:
         start = coords.to_opt(results.packed_params, results.use_sqrt)
         if not results.use_sqrt:
             start = layout.pack(*layout.unpack(start, False), use_sqrt=True)
-        return cls(ResponseSampler(arrays), fit_std, start, bool(results.reml), bool(use_re))
+        psi, tau = layout.unpack(start, True)
+        interior = (psi.size == 0 or np.linalg.eigvalsh(psi).min() > 0) and np.all(tau > 0)
+        if not interior:  # the full fit's own candidates (statsmodels' Ψ* = I, τ* = 1)
+            start = start_packed(None, layout, True, 0)
+        sampler = ResponseSampler(arrays)
+        return cls(sampler, fit_std, start, bool(results.reml), bool(use_re), not interior)
 
     @property
     def width(self) -> int:
@@ -125,14 +139,16 @@ class ReplicateFitter:
         obj = ProfiledObjective(
             stats.engine, stats.glob, stats.fit_layout, reml, True, re_map=coords.re_map
         )
-        moment = moment_start_packed(stats.engine.moments, stats.glob, stats.fit_layout)
-        start, _ = choose_start(obj, self.start, True, moment)
+        moment = None
+        if self.moment_start:
+            moment = moment_start_packed(stats.engine.moments, stats.glob, stats.fit_layout)
+        start, from_moments = choose_start(obj, self.start, True, moment)
         opt = maximize(
             obj,
             DEFAULTS.start(start),
             np.ones(layout.n_params, dtype=bool),
             choose_methods(None, True),
-            newton_first=True,
+            newton_first=from_moments or not self.moment_start,  # as a full fit
         )
         ev = obj.evaluate(opt.packed)
         if ev.prof is None:

@@ -49,8 +49,30 @@ def test_the_lean_refit_gives_the_full_fit_of_the_drawn_statistics(reml):
             warnings.simplefilter("ignore", DmixedWarning)
             full = model.fit(reml=reml, skip_hessian=True, check_nobs="ignore")
         ref = np.array(estimate_row(full.to_state(), arrays.layout.k_re))
-        assert row[-1] is True and full.converged
+        assert row[-1] is True and full.converged and not fitter.moment_start
         np.testing.assert_allclose(row[:-1], ref, rtol=1e-8, atol=1e-8)
+
+
+def test_a_fit_on_the_boundary_also_tries_the_moment_start(dyestuff2_like):
+    """The estimate's batch variance is 0, where the square-root packing cannot move:
+    the replicates still reach the full fit's estimates."""
+    with pytest.warns(DmixedWarning, match="boundary"):
+        fit = mixedlm("Yield ~ 1", dyestuff2_like, groups="Batch").fit()
+    arrays = GroupArrays.from_statistics(fit.model.statistics())
+    fitter = ReplicateFitter.of(fit, arrays)
+    assert fitter.moment_start
+    positive = 0
+    for rng in replicate_rngs(3, 8):
+        drawn = fitter.draw(rng)
+        row = fitter.refit(drawn)
+        model = MixedLM.from_statistics(statistics_from_arrays(drawn), fit.model.spec)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DmixedWarning)
+            full = model.fit(skip_hessian=True)
+        ref = estimate_row(full.to_state(), arrays.layout.k_re)
+        np.testing.assert_allclose(row[:-1], ref, rtol=1e-8, atol=1e-8)
+        positive += ref[1] > 0
+    assert positive > 0  # some replicates leave the boundary
 
 
 def test_replicate_generators_are_reproducible_and_independent():
