@@ -4,11 +4,12 @@ them, keeping only what the replicate table needs.
 A replicate's refit is the ordinary fit from statistics (:meth:`MixedLM.fit`: the same
 objective, optimizer and settings, every parameter free, in the statistics' coordinates)
 less what a replicate does not use: no Hessian and standard errors, no BLUPs, no results
-object, no optimizer path mapped back.  It starts at the bootstrapped fit's own
-estimate (the replicate's optimum is within sampling error of it; a fit on the boundary
-starts its replicates as a full fit starts, see :attr:`ReplicateFitter.moment_start`)
-and takes exact Newton steps from there.  So its
-estimates are those of a full refit (to the optimizer's tolerance), with less work.
+object, no optimizer path mapped back.  It starts at the bootstrapped fit's own estimate
+(the replicate's optimum is within sampling error of it), so it needs no moment
+equations, and when the Newton steps from there reach the optimum it skips the final
+polish (:meth:`ReplicateFitter.optimize`); a fit on the boundary starts its replicates
+as a full fit starts (:attr:`ReplicateFitter.moment_start`).  So its estimates are those
+of a full refit (to the optimizer's tolerance), with less work.
 
 :class:`ReplicateFitter` holds everything a replicate needs and nothing tied to this
 process (no model, no client): it is pickled once to Dask workers, where
@@ -143,13 +144,7 @@ class ReplicateFitter:
         if self.moment_start:
             moment = moment_start_packed(stats.engine.moments, stats.glob, stats.fit_layout)
         start, from_moments = choose_start(obj, self.start, True, moment)
-        opt = maximize(
-            obj,
-            DEFAULTS.start(start),
-            np.ones(layout.n_params, dtype=bool),
-            choose_methods(None, True),
-            newton_first=from_moments or not self.moment_start,  # as a full fit
-        )
+        opt = self.optimize(obj, start, newton_first=from_moments)
         ev = obj.evaluate(opt.packed)
         if ev.prof is None:
             return [np.nan] * self.width + [False]
@@ -164,6 +159,26 @@ class ReplicateFitter:
             coords.llf(ev.llf, int(stats.glob.n), reml),
             bool(opt.converged),
         ]
+
+    def optimize(self, obj: ProfiledObjective, start: np.ndarray, newton_first: bool):
+        """The optimizer's run (:func:`dmixed.fit.optimize.maximize`, every parameter
+        free, the default methods and settings) from ``start``.
+
+        From the fit's interior estimate: exact Newton steps, and when they reach the
+        optimum in the interior (gradient within ``gtol``) no final polish, the exact
+        Hessian a full fit takes there to confirm it (a third of a replicate's refit);
+        otherwise (quasi-Newton methods were needed, a variance settled at zero) the
+        run is finished as a full fit's, from where it stopped.  A fit on the boundary
+        (:attr:`moment_start`): as a full fit, Newton steps first when ``newton_first``
+        (the start is the moment estimate)."""
+        free = np.ones(obj.layout.n_params, dtype=bool)
+        methods = choose_methods(None, True)
+        if self.moment_start:
+            return maximize(obj, DEFAULTS.start(start), free, methods, newton_first=newton_first)
+        opt = maximize(obj, DEFAULTS.start(start, polish_steps=0), free, methods, newton_first=True)
+        if opt.methods == ["newton"] and not opt.boundary and opt.grad_norm <= opt.gtol:
+            return opt
+        return maximize(obj, DEFAULTS.start(opt.packed), free, methods, newton_first=True)
 
     def run(self, rngs) -> tuple[list[list], list[float]]:
         """Draw and refit one replicate per generator of ``rngs``: their rows and wall

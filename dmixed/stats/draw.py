@@ -109,6 +109,7 @@ class ResponseSampler:
         p = arrays.glob.k_fe
         zz, gx = arrays.zz, arrays.zxy[:, :, :p]
         xx = arrays.glob.xyxy[:p, :p]
+        self.gx = np.ascontiguousarray(gx)  # C_i = Z̃_i'X_i, contiguous: one BLAS product
         self.root, h_inv, keep = _psd_root(zz, RANK_RTOL)
         self.keep = keep.astype(np.float64)
         # H_i'C_i with H_i = V_i E_i^{+1/2}: x's mean is Σ_i (H_i'C_i)' z_i, S = X'X − Σ its squares
@@ -155,9 +156,8 @@ class ResponseSampler:
         GroupArrays
             The design's statistics unchanged, the response's drawn.
         """
-        arrays, p = self.arrays, self.arrays.glob.k_fe
-        zz, gx = arrays.zz, arrays.zxy[:, :, :p]
-        xx = arrays.glob.xyxy[:p, :p]
+        arrays, p, gx = self.arrays, self.arrays.glob.k_fe, self.gx
+        zz, xx = arrays.zz, arrays.glob.xyxy[:p, :p]
         z = rng.standard_normal(zz.shape[:2]) * self.keep
         zeta = rng.standard_normal(p) * self.s_keep
         chi2 = float(rng.chisquare(self.df_resid)) if self.df_resid > 0 else 0.0
@@ -168,7 +168,7 @@ class ResponseSampler:
         db = np.einsum("gab,gb->ga", zz, b)
         cb = _group_sum(b, gx)  # Σ_i C_i'b_i
         xb = xx @ beta
-        zy = np.einsum("gaj,j->ga", gx, beta) + db + u
+        zy = (gx.reshape(-1, p) @ beta).reshape(db.shape) + db + u
         mm = float(beta @ xb) + 2.0 * float(beta @ cb) + float(np.vdot(b, db))
         me = float(beta @ xe) + float(np.vdot(b, u))
         xyxy = arrays.glob.xyxy.copy()
