@@ -19,7 +19,11 @@ Four jobs, interleaved (one round = one of each), warm, ``--repeats`` rounds:
   parametric bootstraps (the prepared design is shared), at ``--rs-groups`` groups.
 
 Then ``bootstrap(--replicates)`` once: the set-up and the median/min/max of its
-per-replicate times (``BootstrapResults.replicate_seconds``).  mixedlm-rs runs at
+per-replicate times (``BootstrapResults.replicate_seconds``).  With ``--dask-workers
+N``: the same model fitted on a local cluster of ``N`` single-threaded worker processes
+(``engine="distributed"``: the statistics stay on the workers) and bootstrapped there
+(the replicates run on the workers), against the same bootstrap run in this process
+from the same statistics (a model over the gathered statistics), interleaved.  mixedlm-rs runs at
 ``--rs-groups`` (default the same size) and its per-replicate time is also quoted per
 group, to compare sizes.
 """
@@ -63,6 +67,35 @@ def full_refit(fit, fitter: ReplicateFitter, rng) -> None:
     twin.fit(reml=fit.reml, skip_hessian=True, check_nobs="ignore")
 
 
+def dask_run(y, x, g, workers: int, replicates: int, repeats: int) -> None:
+    """``bootstrap(replicates)`` on the workers of a local cluster against the driver."""
+    import dask.dataframe as dd
+    from bench_core import FORMULA, RE_FORMULA, frame
+    from distributed import Client, LocalCluster
+
+    ddf = dd.from_pandas(frame(y, x, g), npartitions=4 * workers)
+    with (
+        LocalCluster(n_workers=workers, threads_per_worker=1, processes=True) as cluster,
+        Client(cluster) as client,
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("ignore", dmixed.DmixedWarning)
+        model = dmixed.MixedLM.from_formula(FORMULA, ddf, groups="g", re_formula=RE_FORMULA)
+        fit = model.fit(client=client, engine="distributed")
+        stats_ = statistics_from_arrays(GroupArrays.from_statistics(fit.model.statistics()))
+        local = dmixed.MixedLM.from_statistics(stats_, fit.model.spec).fit()
+        times = interleaved(
+            {
+                "workers": lambda: fit.bootstrap(replicates, seed=1),
+                "driver": lambda: local.bootstrap(replicates, seed=1),
+            },
+            repeats,
+        )
+    for name, t in times.items():
+        print(f"bootstrap({replicates}) on the {name} ({workers} workers): {stats(t)}")
+    print(f"driver / workers: {times['driver']['median'] / times['workers']['median']:.2f}")
+
+
 def stats(t: dict) -> str:
     return f"{t['median']:.3f} s ({t['min']:.3f}-{t['max']:.3f}, n={t['n']})"
 
@@ -74,6 +107,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--replicates", type=int, default=20)
     ap.add_argument("--rs-groups", type=int, default=None)
+    ap.add_argument("--dask-workers", type=int, default=0)
     args = ap.parse_args()
     import mixedlm_rs
 
@@ -123,6 +157,8 @@ def main() -> None:
         f"rs replicate per group / dmixed replicate per group: "
         f"{(rs / rs_groups) / (np.median(per) / args.groups):.1f}"
     )
+    if args.dask_workers:
+        dask_run(y, x, g, args.dask_workers, args.replicates, args.repeats)
     print(f"done {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
 
 

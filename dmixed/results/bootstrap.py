@@ -24,8 +24,8 @@ import pandas as pd
 from ..errors import CheckpointError, SpecError
 from ..files import jsonable, sibling_path
 from ..fit.summary import ensure_progress_handler
-from ..stats import GroupArrays, tril_indices
-from .replicate import ReplicateFitter, replicate_rngs
+from ..stats import GroupArrays
+from .replicate import ReplicateFitter, estimate_row, replicate_rngs
 from .simulate import check_nsim
 
 __all__ = ["BOOTSTRAP_FILE", "BootstrapResults", "parametric_bootstrap"]
@@ -168,19 +168,6 @@ def table_columns(results) -> list[str]:
     """The replicate table's parameter columns (see :class:`BootstrapResults`)."""
     names = results.names
     return [*names.exog_names, *results.param_names[results.k_fe :]]
-
-
-def estimate_row(state, layout_q: int) -> list[float]:
-    """Fixed effects, ``cov_re``'s lower triangle, ``vcomp``, scale, llf of a fit's state."""
-    rows, cols = tril_indices(layout_q)
-    cov = np.asarray(state.cov_re, dtype=np.float64)
-    return [
-        *np.asarray(state.fe_params, dtype=np.float64),
-        *cov[rows, cols],
-        *np.asarray(state.vcomp, dtype=np.float64),
-        float(state.scale),
-        float(state.llf),
-    ]
 
 
 def parametric_bootstrap(

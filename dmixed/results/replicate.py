@@ -22,6 +22,7 @@ import logging
 import time
 import warnings
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -35,9 +36,33 @@ from ..stats import GroupArrays, tril_indices
 from ..stats.draw import ResponseSampler
 from .simulate import StandardizedFit, draw_effects
 
-__all__ = ["ReplicateFitter", "replicate_rngs"]
+__all__ = ["Estimate", "ReplicateFitter", "estimate_row", "replicate_rngs"]
 
 logger = logging.getLogger("dmixed")
+
+
+class Estimate(NamedTuple):
+    """A fit's estimates in the model's own coordinates (what a replicate keeps)."""
+
+    fe_params: np.ndarray
+    cov_re: np.ndarray
+    vcomp: np.ndarray
+    scale: float
+    llf: float
+
+
+def estimate_row(state, layout_q: int) -> list[float]:
+    """Fixed effects, ``cov_re``'s lower triangle, ``vcomp``, scale, llf of a fit's state
+    (or :class:`Estimate`): a row of the replicate table."""
+    rows, cols = tril_indices(layout_q)
+    cov = np.asarray(state.cov_re, dtype=np.float64)
+    return [
+        *np.asarray(state.fe_params, dtype=np.float64),
+        *cov[rows, cols],
+        *np.asarray(state.vcomp, dtype=np.float64),
+        float(state.scale),
+        float(state.llf),
+    ]
 
 
 def replicate_rngs(seed, n: int) -> list[np.random.Generator]:
@@ -150,15 +175,14 @@ class ReplicateFitter:
             return [np.nan] * self.width + [False]
         psi_opt, tau_opt = layout.unpack(opt.packed, opt.use_sqrt)
         scale = coords.scale(ev.prof.scale)
-        rows, cols = tril_indices(layout.k_re)
-        return [
-            *coords.beta(ev.prof.beta),
-            *(scale * coords.psi(psi_opt))[rows, cols],
-            *(scale * coords.tau(tau_opt)),
+        estimate = Estimate(
+            coords.beta(ev.prof.beta),
+            scale * coords.psi(psi_opt),
+            scale * coords.tau(tau_opt),
             scale,
             coords.llf(ev.llf, int(stats.glob.n), reml),
-            bool(opt.converged),
-        ]
+        )
+        return [*estimate_row(estimate, layout.k_re), bool(opt.converged)]
 
     def optimize(self, obj: ProfiledObjective, start: np.ndarray, newton_first: bool):
         """The optimizer's run (:func:`dmixed.fit.optimize.maximize`, every parameter

@@ -22,8 +22,7 @@ import pytest
 from dmixed import MixedLM, mixedlm
 from dmixed.engines.local import statistics_from_arrays
 from dmixed.errors import DmixedWarning
-from dmixed.results.bootstrap import estimate_row
-from dmixed.results.replicate import ReplicateFitter, replicate_rngs
+from dmixed.results.replicate import ReplicateFitter, estimate_row, replicate_rngs
 from dmixed.stats import GroupArrays
 
 from .._synth import CountingReader, make_data
