@@ -169,4 +169,6 @@ def test_replicates_of_cluster_held_statistics_run_on_the_workers(tmp_path, clie
     arrays = GroupArrays.from_statistics(res.model.cached_statistics)
     rows, _ = ReplicateFitter.of(res, arrays).run(replicate_rngs(9, 7))
     driver = pd.DataFrame([r[:-1] for r in rows], columns=boot.replicates.columns[:-1])
-    pd.testing.assert_frame_equal(boot.replicates.drop(columns="converged"), driver)
+    pd.testing.assert_frame_equal(
+        boot.replicates.drop(columns="converged"), driver, check_exact=True
+    )
