@@ -3,31 +3,30 @@
 
 Each replicate draws the statistics of a new response ``y* = Xβ̂ + Z̃b* + e*`` from the
 fit (:class:`dmixed.stats.draw.ResponseSampler`: the design's statistics stay, the
-response's are drawn in O(groups), see its derivation) and refits the model to them with
-the same fitting code as any fit from statistics.  The rows are never read again:
-a replicate costs an optimizer run over the groups, whatever the number of rows.
+response's are drawn in O(groups), see its derivation) and refits them with the fitting
+code of any fit from statistics, less what a replicate does not use
+(:mod:`dmixed.results.replicate`).  The rows are never read again: a replicate costs an
+optimizer run over the groups, whatever the number of rows.  Statistics held on a Dask
+cluster are bootstrapped on its workers.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..engines.local import statistics_from_arrays
-from ..errors import CheckpointError, DmixedError, DmixedWarning, SpecError
+from ..errors import CheckpointError, SpecError
 from ..files import jsonable, sibling_path
 from ..fit.summary import ensure_progress_handler
-from ..stats import GroupArrays, tril_indices
-from ..stats.draw import ResponseSampler
-from .simulate import StandardizedFit, as_rng, check_nsim, draw_effects
+from ..stats import GroupArrays
+from .replicate import ReplicateFitter, estimate_row, replicate_rngs
+from .simulate import check_nsim
 
 __all__ = ["BOOTSTRAP_FILE", "BootstrapResults", "parametric_bootstrap"]
 
@@ -171,35 +170,31 @@ def table_columns(results) -> list[str]:
     return [*names.exog_names, *results.param_names[results.k_fe :]]
 
 
-def estimate_row(state, layout_q: int) -> list[float]:
-    """Fixed effects, ``cov_re``'s lower triangle, ``vcomp``, scale, llf of a fit's state."""
-    rows, cols = tril_indices(layout_q)
-    cov = np.asarray(state.cov_re, dtype=np.float64)
-    return [
-        *np.asarray(state.fe_params, dtype=np.float64),
-        *cov[rows, cols],
-        *np.asarray(state.vcomp, dtype=np.float64),
-        float(state.scale),
-        float(state.llf),
-    ]
-
-
 def parametric_bootstrap(
     results, n: int, seed=None, progress: bool = False, use_re: bool = False
 ) -> BootstrapResults:
     """Refit ``results``' model to ``n`` responses drawn from it, from its statistics.
 
+    Each replicate draws the statistics of a response from the fit and refits them
+    (:class:`dmixed.results.replicate.ReplicateFitter`: the ordinary fit from statistics,
+    started at the fit's estimate or the replicate's moment estimate, whichever has the
+    higher likelihood, with exact Newton steps; no standard errors).  Replicate ``k``
+    draws from its own generator (the ``k``-th child of ``seed``, numpy's ``spawn``), so
+    the table does not depend on where the replicates run.
+
     Parameters
     ----------
     results : MixedLMResults
         A fit of this session (its model holds the statistics: in-process, loaded from
-        a statistics directory, or on Dask workers, gathered once to this process where
-        the replicates run).  Each replicate is refitted with the default optimizer
-        settings (as lme4's ``refit``) and the fit's criterion (REML or ML).
+        a statistics directory, or on Dask workers).  Statistics held on a Dask cluster
+        (``engine="distributed"``) are gathered once (no data read), shipped once to
+        every worker, and the replicates run there in batches (``client.map``); other
+        fits run them in this process.  Each replicate is refitted with the default
+        optimizer settings (as lme4's ``refit``) and the fit's criterion (REML or ML).
     n : int
         Replicates.
-    seed : int, numpy Generator or None
-        The draws' seed (``numpy.random.default_rng(seed)``).
+    seed : int, numpy Generator, SeedSequence or None
+        The draws' seed (:func:`dmixed.results.replicate.replicate_rngs`).
     progress : bool
         Log one line per replicate at INFO level on logger ``"dmixed"``.
     use_re : bool
@@ -225,49 +220,48 @@ def parametric_bootstrap(
             "model built from saved statistics); loaded results do not hold them"
         )
     t0 = time.perf_counter()
-    rng = as_rng(seed)
+    rngs = replicate_rngs(seed, n)
     arrays = GroupArrays.from_statistics(stats)  # from the workers for Dask: no data read
-    sampler = ResponseSampler(arrays)
-    fit_std = StandardizedFit.of(results, arrays.columns, arrays.layout)
+    fitter = ReplicateFitter.of(results, arrays, use_re)
     if progress:
         ensure_progress_handler()
     level = logging.INFO if progress else logging.DEBUG
-    g = len(arrays.labels)
+    client = getattr(stats.engine, "client", None)
+    batches = run_on_cluster(client, fitter, rngs) if client is not None else None
+    if batches is None:
+        batches = (fitter.run([rng]) for rng in rngs)
+    rows, seconds = [], []
+    for batch_rows, batch_seconds in batches:
+        for row, sec in zip(batch_rows, batch_seconds, strict=True):
+            rows.append(row)
+            seconds.append(sec)
+            logger.log(level, "bootstrap: replicate %d/%d in %.2fs", len(rows), n, sec)
     columns = [*table_columns(results), *SUMMARY_COLUMNS[:-1]]
-    width = len(columns)
-    rows, seconds = [], np.zeros(n)
-    for k in range(n):
-        t_rep = time.perf_counter()
-        effects = fit_std.blups
-        if not use_re:
-            effects = fit_std.sigma * draw_effects(rng, fit_std.lam, g, arrays.slot_cols)
-        drawn = sampler.draw(rng, fit_std.beta, effects, fit_std.sigma)
-        row = _refit(model, drawn, results.reml, arrays.layout.k_re)
-        rows.append(row if row is not None else [np.nan] * width + [False])
-        seconds[k] = time.perf_counter() - t_rep
-        logger.log(level, "bootstrap: replicate %d/%d in %.2fs", k + 1, n, seconds[k])
     table = pd.DataFrame([r[:-1] for r in rows], columns=columns, dtype=np.float64)
     table["converged"] = np.array([r[-1] for r in rows], dtype=bool)
     estimate = pd.Series(
         estimate_row(results.to_state(), arrays.layout.k_re), index=table.columns[:-1]
     )
     total = time.perf_counter() - t0
-    return BootstrapResults(table, estimate, bool(results.reml), total, seconds)
+    return BootstrapResults(table, estimate, bool(results.reml), total, np.asarray(seconds))
 
 
-def _refit(model, drawn: GroupArrays, reml: bool, q: int) -> list | None:
-    """One replicate's row (:func:`estimate_row` and ``converged``): the model refitted
-    to drawn statistics (its twin over them: the same names, no rows); None if the
-    refit fails."""
-    twin = copy.copy(model)
-    twin.rows = None
-    twin.source = None
-    twin.cached_statistics, twin.cached_client = statistics_from_arrays(drawn), None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DmixedWarning)
-            fit = twin.fit(reml=reml, skip_hessian=True, check_nobs="ignore")
-    except (DmixedError, np.linalg.LinAlgError) as exc:
-        logger.debug("bootstrap: a replicate's refit failed: %s", exc)
+def run_on_cluster(client, fitter: ReplicateFitter, rngs: list, per_thread: int = 2):
+    """Replicates on the workers of ``client``: ``fitter`` shipped once to every worker
+    (``scatter(broadcast=True)``), then one task per batch of generators
+    (``client.map``; about ``per_thread`` batches per worker thread).  Yields each
+    batch's ``(rows, seconds)``, in the order of ``rngs``; None when the client has no
+    worker thread."""
+    threads = sum(client.nthreads().values())
+    if threads == 0:
         return None
-    return [*estimate_row(fit.to_state(), q), bool(fit.converged)]
+    size = max(1, -(-len(rngs) // (per_thread * threads)))
+    chunks = [rngs[i : i + size] for i in range(0, len(rngs), size)]
+    shipped = client.scatter(fitter, broadcast=True, hash=False)
+    futures = client.map(run_batch, [shipped] * len(chunks), chunks, pure=False)
+    return (f.result() for f in futures)
+
+
+def run_batch(fitter: ReplicateFitter, rngs: list) -> tuple[list, list]:
+    """A task on a worker: :meth:`ReplicateFitter.run` of one batch."""
+    return fitter.run(rngs)

@@ -57,6 +57,12 @@ from .statistics import GlobalStats
 RANK_RTOL = 1e-10
 
 
+def _group_sum(v: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """``Σ_i m_i'v_i`` for ``v`` (G, a) and ``m`` (G, a, j): one BLAS product (an
+    ``einsum`` over the groups is ~50× slower)."""
+    return np.tensordot(v, m, axes=([0, 1], [0, 1]))
+
+
 @dataclass(frozen=True)
 class _Within:
     """The within-group parts of one group's design (intercept column ``e``):
@@ -103,6 +109,7 @@ class ResponseSampler:
         p = arrays.glob.k_fe
         zz, gx = arrays.zz, arrays.zxy[:, :, :p]
         xx = arrays.glob.xyxy[:p, :p]
+        self.gx = np.ascontiguousarray(gx)  # C_i = Z̃_i'X_i, contiguous: one BLAS product
         self.root, h_inv, keep = _psd_root(zz, RANK_RTOL)
         self.keep = keep.astype(np.float64)
         # H_i'C_i with H_i = V_i E_i^{+1/2}: x's mean is Σ_i (H_i'C_i)' z_i, S = X'X − Σ its squares
@@ -149,22 +156,21 @@ class ResponseSampler:
         GroupArrays
             The design's statistics unchanged, the response's drawn.
         """
-        arrays, p = self.arrays, self.arrays.glob.k_fe
-        zz, gx = arrays.zz, arrays.zxy[:, :, :p]
-        xx = arrays.glob.xyxy[:p, :p]
+        arrays, p, gx = self.arrays, self.arrays.glob.k_fe, self.gx
+        zz, xx = arrays.zz, arrays.glob.xyxy[:p, :p]
         z = rng.standard_normal(zz.shape[:2]) * self.keep
         zeta = rng.standard_normal(p) * self.s_keep
         chi2 = float(rng.chisquare(self.df_resid)) if self.df_resid > 0 else 0.0
         u = sigma * np.einsum("gab,gb->ga", self.root, z)  # Z̃_i'e*
-        xe = sigma * (np.einsum("gia,gi->a", self.hc, z) + self.s_root @ zeta)  # X'e*
-        ee = sigma**2 * (float(np.einsum("gi,gi->", z, z)) + float(zeta @ zeta) + chi2)
+        xe = sigma * (_group_sum(z, self.hc) + self.s_root @ zeta)  # X'e*
+        ee = sigma**2 * (float(np.vdot(z, z)) + float(zeta @ zeta) + chi2)
         b = np.asarray(effects, dtype=np.float64)
         db = np.einsum("gab,gb->ga", zz, b)
-        cb = np.einsum("gaj,ga->j", gx, b)  # Σ_i C_i'b_i
+        cb = _group_sum(b, gx)  # Σ_i C_i'b_i
         xb = xx @ beta
-        zy = np.einsum("gaj,j->ga", gx, beta) + db + u
-        mm = float(beta @ xb) + 2.0 * float(beta @ cb) + float(np.einsum("ga,ga->", b, db))
-        me = float(beta @ xe) + float(np.einsum("ga,ga->", b, u))
+        zy = (gx.reshape(-1, p) @ beta).reshape(db.shape) + db + u
+        mm = float(beta @ xb) + 2.0 * float(beta @ cb) + float(np.vdot(b, db))
+        me = float(beta @ xe) + float(np.vdot(b, u))
         xyxy = arrays.glob.xyxy.copy()
         xyxy[:p, p] = xyxy[p, :p] = xb + cb + xe
         xyxy[p, p] = mm + 2.0 * me + ee
@@ -187,10 +193,10 @@ class ResponseSampler:
         within = fitted.copy()
         wxx = within[:p, :p]
         ue = u[:, e] / zz[:, e, e]
-        x_zb = np.einsum("gaj,ga->j", wp.xwz, b)  # X'(I − P_1)Z̃b*
-        x_e = xe - np.einsum("gj,g->j", gx[:, e, :], ue)  # X'(I − P_1)e*
-        b_zb = float(np.einsum("ga,gab,gb->", b, wp.dw, b))
-        b_e = float(np.einsum("ga,ga->", b, u - wp.ratio * u[:, e, None]))
+        x_zb = _group_sum(b, wp.xwz)  # X'(I − P_1)Z̃b*
+        x_e = xe - ue @ gx[:, e, :]  # X'(I − P_1)e*
+        b_zb = float(np.vdot(b, np.einsum("gab,gb->ga", wp.dw, b)))
+        b_e = float(np.vdot(b, u - wp.ratio * u[:, e, None]))
         e_e = ee - float(ue @ u[:, e])
         within[:p, p] = within[p, :p] = wxx @ beta + x_zb + x_e
         within[p, p] = float(beta @ wxx @ beta) + 2.0 * float(beta @ (x_zb + x_e))
