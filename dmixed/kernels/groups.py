@@ -125,7 +125,7 @@ class StatsBlock:
         :data:`KEPT_CONDITIONALS_BYTES`, and given again for the same ``Λ`` bit for bit:
         the Hessian and the BLUPs are asked for where the last step was evaluated.
         """
-        key = lam.dtype.str.encode() + bytes(lam.shape) + lam.tobytes()
+        key = f"{lam.dtype.str}{lam.shape}".encode() + lam.tobytes()
         if self._kept is not None and self._kept[0] == key:
             return iter(self._kept[1])
         r, k = lam.shape[0], self.k
