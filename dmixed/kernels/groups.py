@@ -60,7 +60,7 @@ class StatsBlock:
         ``Z̃_i'[X_i, y_i]`` per group.
     """
 
-    __slots__ = ("_chunks", "_kept")
+    __slots__ = ("_chunks", "_keep", "_kept")
 
     def __init__(self, zz: np.ndarray, zxy: np.ndarray) -> None:
         zz = np.asarray(zz, dtype=np.float64)
@@ -74,6 +74,7 @@ class StatsBlock:
             )
             for lo in range(0, max(zz.shape[0], 1), GROUP_CHUNK)
         ]
+        self._keep = False
         self._kept: tuple[bytes, list] | None = None
 
     @classmethod
@@ -88,7 +89,7 @@ class StatsBlock:
             )
             for lo in range(0, max(zz.shape[-1], 1), GROUP_CHUNK)
         ]
-        block._kept = None
+        block._keep, block._kept = False, None
         return block
 
     @property
@@ -115,21 +116,29 @@ class StatsBlock:
 
     def __setstate__(self, state) -> None:
         self._chunks = state
-        self._kept = None
+        self._keep, self._kept = False, None
+
+    def keep_conditionals(self) -> StatsBlock:
+        """Keep the last step's per-group values from now on (:meth:`conditionals`);
+        ``self``.  For an in-process engine: a block on a cluster worker does not keep
+        them (its memory is the worker's budget)."""
+        self._keep = True
+        return self
 
     def conditionals(self, lam: np.ndarray):
         """Per chunk ``(zz, zxy, (P, log|K|, S, H))`` at ``lam`` (:func:`_conditional`,
         entry-major).
 
-        The values of the last call are kept (read-only) when they take at most
-        :data:`KEPT_CONDITIONALS_BYTES`, and given again for the same ``Λ`` bit for bit:
-        the Hessian and the BLUPs are asked for where the last step was evaluated.
+        After :meth:`keep_conditionals`, the values of the last call are kept
+        (read-only) when they take at most :data:`KEPT_CONDITIONALS_BYTES`, and given
+        again for the same ``Λ`` bit for bit: the Hessian and the BLUPs are asked for
+        where the last step was evaluated.
         """
         key = f"{lam.dtype.str}{lam.shape}".encode() + lam.tobytes()
         if self._kept is not None and self._kept[0] == key:
             return iter(self._kept[1])
         r, k = lam.shape[0], self.k
-        if 8 * self.n_groups * (2 * r * r + 1 + r * k) > KEPT_CONDITIONALS_BYTES:
+        if not self._keep or 8 * self.n_groups * (2 * r * r + 1 + r * k) > KEPT_CONDITIONALS_BYTES:
             self._kept = None
             return ((zzc, zxyc, _conditional(zzc, zxyc, lam)) for zzc, zxyc in self._chunks)
         out = [(zzc, zxyc, _conditional(zzc, zxyc, lam)) for zzc, zxyc in self._chunks]

@@ -159,7 +159,7 @@ def test_kept_conditionals_give_the_same_sums(monkeypatch, r, kept_bytes):
     other = lam * 1.5
     basis = Layout(r, ()).basis()
     w = np.array([-0.3, 0.2, -0.1, 1.0])
-    used = kernels.StatsBlock(zz, zxy)
+    used = kernels.StatsBlock(zz, zxy).keep_conditionals()
     kernels.step_contributions(used, other, r)
     step = kernels.step_contributions(used, lam, r)
     hess = kernels.hessian_contributions(used, lam, basis, w)
@@ -189,7 +189,7 @@ def test_kept_conditionals_of_a_wide_layout(monkeypatch):
     zz = np.zeros((3, r, r))
     zz[:, np.arange(r), np.arange(r)] = np.arange(1.0, 4.0)[:, None]
     zxy = np.random.default_rng(1).normal(size=(3, r, 3))
-    block = kernels.StatsBlock(zz, zxy)
+    block = kernels.StatsBlock(zz, zxy).keep_conditionals()
     lam = 0.5 * np.eye(r)
     first = kernels.step_contributions(block, lam, 0)
     second = kernels.step_contributions(block, lam, 0)
