@@ -49,7 +49,7 @@ class LocalEngine:
             zz[a, b] = zz[b, a] = acc[layout.slices()[0].start + row]
         zxy = acc[layout.slices()[1]].reshape(r, layout.k, g)
         engine = cls.__new__(cls)
-        engine.block = kernels.StatsBlock.from_entry_major(zz, zxy)
+        engine.block = kernels.StatsBlock.from_entry_major(zz, zxy).keep_conditionals()
         return engine
 
     def step(self, lam: np.ndarray, q: int) -> kernels.StepSums:
@@ -83,7 +83,9 @@ def local_engine(zz: np.ndarray, zxy: np.ndarray, layout: Layout):
     :class:`LocalEngine`."""
     if structured_vc(zz, layout):
         return StructuredVCEngine.from_dense(zz, zxy, layout)
-    return LocalEngine(zz, zxy)
+    engine = LocalEngine(zz, zxy)
+    engine.block.keep_conditionals()  # in process: the Hessian reuses the step's values
+    return engine
 
 
 def statistics_from_rows(

@@ -7,6 +7,7 @@ does not care where the statistics live.  Formulas: DESIGN.md §3–5.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,10 +38,12 @@ class Profile:
     def scale(self) -> float:
         return self.q / self.fac
 
-    @property
+    @functools.cached_property
     def w(self) -> np.ndarray:
-        """``[−β̂; 1]``: ``u_i = H_i w`` is Z̃_i'V*_i⁻¹(y_i − X_i β̂)."""
-        return np.append(-self.beta, 1.0)
+        """``[−β̂; 1]``: ``u_i = H_i w`` is Z̃_i'V*_i⁻¹(y_i − X_i β̂) (read-only, made once)."""
+        out = np.append(-self.beta, 1.0)
+        out.flags.writeable = False
+        return out
 
 
 def residual_cross_products(step: StepSums, glob: GlobalStats) -> np.ndarray:
@@ -71,7 +74,7 @@ def profile(step: StepSums, glob: GlobalStats, reml: bool) -> Profile:
     c = float(t[p, p])
     if p:
         chol = np.linalg.cholesky(a)
-        logdet_a = 2.0 * float(np.sum(np.log(np.diag(chol))))
+        logdet_a = 2.0 * float(np.log(chol.diagonal()).sum())
         chol_inv = np.linalg.inv(chol)
         a_inv = chol_inv.T @ chol_inv
         beta = a_inv @ b
@@ -174,10 +177,13 @@ def score_matrices(
     ratio = prof.fac / (2.0 * prof.q)
     u_re = np.einsum("i,abij,j->ab", w, step.t_re, w)
     d_psi = -0.5 * step.s[:q, :q] + ratio * u_re
+    if reml and p:
+        d_psi = d_psi + 0.5 * np.einsum("ij,abji->ab", prof.a_inv, step.t_re[:, :, :p, :p])
+    if not step.t_vc.shape[0]:  # no variance-component slot
+        return 0.5 * (d_psi + d_psi.T), np.zeros(k_vc)
     u_vc = np.einsum("i,aij,j->a", w, step.t_vc, w)
     d_slot = -0.5 * np.diagonal(step.s)[q:] + ratio * u_vc
     if reml and p:
-        d_psi = d_psi + 0.5 * np.einsum("ij,abji->ab", prof.a_inv, step.t_re[:, :, :p, :p])
         d_slot = d_slot + 0.5 * np.einsum("ij,aji->a", prof.a_inv, step.t_vc[:, :p, :p])
     d_tau = np.bincount(slot_component, weights=d_slot, minlength=k_vc)
     return 0.5 * (d_psi + d_psi.T), d_tau

@@ -179,7 +179,8 @@ class ProfiledObjective:
         beta = prof.beta if beta is None else np.asarray(beta, dtype=np.float64)
         lam = ev.lam if ev.lam is not None else self.lam(packed)
         try:
-            hs = self.engine.hessian(lam, self._basis, np.append(-beta, 1.0))
+            w = prof.w if beta is prof.beta else np.append(-beta, 1.0)
+            hs = self.engine.hessian(lam, self._basis, w)
             hess = hessian(step, hs, beta, self.glob, self.reml, prof=prof)
         except np.linalg.LinAlgError:
             hess = None

@@ -32,6 +32,10 @@ _KRON_MAX_R = 8
 #: (:mod:`~dmixed.kernels.hessian_moments`: r⁴(p+1)² numbers, against the per-group
 #: products of the general form below); 0 runs the general form for every r.
 HESSIAN_MOMENTS_MAX_R = 3
+#: A block keeps the per-group values of its last step (``P``, ``log|K|``, ``S``, ``H``)
+#: for the Hessian and the BLUPs at the same ``Λ`` (the optimizer asks for the Hessian
+#: at the point it just evaluated) when they take at most this many bytes.
+KEPT_CONDITIONALS_BYTES = 32 * 2**20
 
 
 # ---------------------------------------------------------------------------
@@ -56,7 +60,7 @@ class StatsBlock:
         ``Z̃_i'[X_i, y_i]`` per group.
     """
 
-    __slots__ = ("_chunks",)
+    __slots__ = ("_chunks", "_keep", "_kept")
 
     def __init__(self, zz: np.ndarray, zxy: np.ndarray) -> None:
         zz = np.asarray(zz, dtype=np.float64)
@@ -70,6 +74,8 @@ class StatsBlock:
             )
             for lo in range(0, max(zz.shape[0], 1), GROUP_CHUNK)
         ]
+        self._keep = False
+        self._kept: tuple[bytes, list] | None = None
 
     @classmethod
     def from_entry_major(cls, zz: np.ndarray, zxy: np.ndarray) -> StatsBlock:
@@ -83,6 +89,7 @@ class StatsBlock:
             )
             for lo in range(0, max(zz.shape[-1], 1), GROUP_CHUNK)
         ]
+        block._keep, block._kept = False, None
         return block
 
     @property
@@ -109,6 +116,38 @@ class StatsBlock:
 
     def __setstate__(self, state) -> None:
         self._chunks = state
+        self._keep, self._kept = False, None
+
+    def keep_conditionals(self) -> StatsBlock:
+        """Keep the last step's per-group values from now on (:meth:`conditionals`);
+        ``self``.  For an in-process engine: a block on a cluster worker does not keep
+        them (its memory is the worker's budget)."""
+        self._keep = True
+        return self
+
+    def conditionals(self, lam: np.ndarray):
+        """Per chunk ``(zz, zxy, (P, log|K|, S, H))`` at ``lam`` (:func:`_conditional`,
+        entry-major).
+
+        After :meth:`keep_conditionals`, the values of the last call are kept
+        (read-only) when they take at most :data:`KEPT_CONDITIONALS_BYTES`, and given
+        again for the same ``Λ`` bit for bit: the Hessian and the BLUPs are asked for
+        where the last step was evaluated.
+        """
+        key = f"{lam.dtype.str}{lam.shape}".encode() + lam.tobytes()
+        if self._kept is not None and self._kept[0] == key:
+            return iter(self._kept[1])
+        r, k = lam.shape[0], self.k
+        if not self._keep or 8 * self.n_groups * (2 * r * r + 1 + r * k) > KEPT_CONDITIONALS_BYTES:
+            self._kept = None
+            return ((zzc, zxyc, _conditional(zzc, zxyc, lam)) for zzc, zxyc in self._chunks)
+        out = [(zzc, zxyc, _conditional(zzc, zxyc, lam)) for zzc, zxyc in self._chunks]
+        for *_, cond in out:
+            for arr in cond:
+                if isinstance(arr, np.ndarray):
+                    arr.flags.writeable = False
+        self._kept = (key, out)
+        return iter(out)
 
 
 def _as_block(block, zxy=None) -> StatsBlock:
@@ -291,17 +330,18 @@ def step_contributions(block, lam: np.ndarray, q: int, zxy=None) -> StepSums:
     k = block.k
     if compiled.backend(block.n_groups, r) == "numba":
         return StepSums(*compiled.step_sums(block.chunks(), lam, q, k))
-    parts = (_step_part(zzc, zxyc, lam, q) for zzc, zxyc in block.chunks())
+    parts = (_step_part(zzc, zxyc, cond, lam, q) for zzc, zxyc, cond in block.conditionals(lam))
     total = next(parts)  # a block has at least one chunk (of no groups when empty)
     for part in parts:
         total = total + part
     return total
 
 
-def _step_part(zzc: np.ndarray, zxyc: np.ndarray, lam: np.ndarray, q: int) -> StepSums:
-    """:func:`step_contributions` of one entry-major chunk, in numpy."""
+def _step_part(zzc: np.ndarray, zxyc: np.ndarray, cond, lam: np.ndarray, q: int) -> StepSums:
+    """:func:`step_contributions` of one entry-major chunk, in numpy, from its
+    :func:`_conditional` values ``cond``."""
     r, k = lam.shape[0], zxyc.shape[1]
-    p_mat, logdet, s, h = _conditional(zzc, zxyc, lam)
+    p_mat, logdet, s, h = cond
     pz = _mm(p_mat, zxyc)
     m = sum(zxyc[a] @ pz[a].T for a in range(r)) if r else np.zeros((k, k))
     hr = h[:q].reshape(q * k, h.shape[-1])  # a view: rows (a, x)
@@ -403,12 +443,10 @@ def hessian_contributions(
     r = basis.shape[1]
     if 0 < r <= HESSIAN_MOMENTS_MAX_R:
         moments = HessianMoments(r, p + 1)
-        for zzc, zxyc in block.chunks():
-            _, _, s, h = _conditional(zzc, zxyc, lam)
-            moments.add(s, h, w)
+        for _, _, (_, _, s, h) in block.conditionals(lam):
+            moments.add(s, np.array(h), w)  # add overwrites its H
         return HessianSums(*moments.contract(basis))
-    for zzc, zxyc in block.chunks():
-        _, _, s, h = _conditional(zzc, zxyc, lam)
+    for _, _, (_, _, s, h) in block.conditionals(lam):
         g = s.shape[-1]
         u = np.einsum("ajg,j->ag", h, w)  # (r, G)
         gm = h[:, :p]  # (r, p, G)
@@ -532,8 +570,7 @@ def random_effects_block(
         return compiled.random_effects(block.chunks(), lam, w, block.n_groups)
     blups = [np.zeros((0, r))]
     covs = [np.zeros((0, r, r))]
-    for zzc, zxyc in block.chunks():
-        p_mat, _, _, h = _conditional(zzc, zxyc, lam)
+    for _, _, (p_mat, _, _, h) in block.conditionals(lam):
         blups.append((bstar @ np.einsum("ajg,j->ag", h, w)).T)
         covs.append(np.moveaxis(p_mat, -1, 0))
     return np.concatenate(blups), np.concatenate(covs)

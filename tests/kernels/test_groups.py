@@ -141,3 +141,59 @@ def test_moment_sums_match_their_definitions(monkeypatch, r):
     halves = kernels.moment_contributions(kernels.StatsBlock(zz[:6], zxy[:6]))
     halves = halves + kernels.moment_contributions(kernels.StatsBlock(zz[6:], zxy[6:]))
     np.testing.assert_allclose(halves.zz_zz, got.zz_zz, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("r", [1, 2, 3, 5])
+@pytest.mark.parametrize("kept_bytes", [0, kernels.groups.KEPT_CONDITIONALS_BYTES])
+def test_kept_conditionals_give_the_same_sums(monkeypatch, r, kept_bytes):
+    """The Hessian and BLUPs after a step at the same Λ (reusing the step's per-group
+    values) equal those of a fresh block bit for bit, and a step at another Λ is not
+    served the kept values."""
+    monkeypatch.setenv("DMIXED_KERNELS", "numpy")
+    monkeypatch.setattr(kernels.groups, "KEPT_CONDITIONALS_BYTES", kept_bytes)
+    rng = np.random.default_rng(10 + r)
+    zz = rng.normal(size=(30, r, r + 2))
+    zz = np.einsum("gab,gcb->gac", zz, zz)
+    zxy = rng.normal(size=(30, r, 4))
+    lam = np.tril(rng.normal(size=(r, r)))
+    other = lam * 1.5
+    basis = Layout(r, ()).basis()
+    w = np.array([-0.3, 0.2, -0.1, 1.0])
+    used = kernels.StatsBlock(zz, zxy).keep_conditionals()
+    kernels.step_contributions(used, other, r)
+    step = kernels.step_contributions(used, lam, r)
+    hess = kernels.hessian_contributions(used, lam, basis, w)
+    blups = kernels.random_effects_block(used, lam, w)
+    again = kernels.step_contributions(used, other, r)
+
+    def fresh():
+        return kernels.StatsBlock(zz, zxy)
+
+    pairs = [
+        (step, kernels.step_contributions(fresh(), lam, r)),
+        (hess, kernels.hessian_contributions(fresh(), lam, basis, w)),
+        (again, kernels.step_contributions(fresh(), other, r)),
+    ]
+    for got, want in pairs:
+        for f in got.__dataclass_fields__:
+            np.testing.assert_array_equal(getattr(got, f), getattr(want, f))
+    for got, want in zip(blups, kernels.random_effects_block(fresh(), lam, w), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_kept_conditionals_of_a_wide_layout(monkeypatch):
+    """A random design wider than 255 columns (many variance-component slots) is keyed
+    and served like any other: the second step at the same Λ equals the first."""
+    monkeypatch.setenv("DMIXED_KERNELS", "numpy")
+    r = 300
+    zz = np.zeros((3, r, r))
+    zz[:, np.arange(r), np.arange(r)] = np.arange(1.0, 4.0)[:, None]
+    zxy = np.random.default_rng(1).normal(size=(3, r, 3))
+    block = kernels.StatsBlock(zz, zxy).keep_conditionals()
+    lam = 0.5 * np.eye(r)
+    first = kernels.step_contributions(block, lam, 0)
+    second = kernels.step_contributions(block, lam, 0)
+    assert (
+        first.logdet == second.logdet == pytest.approx(r * np.log(np.arange(1.25, 2.0, 0.25)).sum())
+    )
+    np.testing.assert_array_equal(first.m, second.m)
