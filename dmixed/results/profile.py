@@ -49,9 +49,22 @@ MAX_STEPS = 60
 
 
 def percent_labels(level: float) -> list[str]:
-    """lme4's column names (``format.perc``): ``["2.5 %", "97.5 %"]`` for 0.95."""
+    """lme4's column names (``format.perc``): ``["2.5 %", "97.5 %"]`` for 0.95.
+
+    As R's ``format(100 * probs, digits=3)``: each percentage to 3 significant digits,
+    both with the decimals the one needing most has (``["0.05 %", "99.95 %"]`` for 0.999,
+    not ``"100 %"``)."""
     a = (1.0 - level) / 2.0
-    return [f"{100 * a:.3g} %", f"{100 * (1 - a):.3g} %"]
+    percents = [100 * a, 100 * (1 - a)]
+    decimals = max(_r_decimals(p, 3) for p in percents)
+    return [f"{p:.{decimals}f} %" for p in percents]
+
+
+def _r_decimals(value: float, digits: int) -> int:
+    """The decimals R shows ``value`` with at ``digits`` significant digits (trailing
+    zeros dropped), capped at 15."""
+    rounded = float(f"{value:.{digits}g}")
+    return next((d for d in range(16) if round(rounded, d) == rounded), 15)
 
 
 def _check_level(level: float) -> float:
