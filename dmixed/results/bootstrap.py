@@ -101,8 +101,10 @@ class BootstrapResults:
         upper = vals.quantile(1.0 - alpha / 2.0)
         return pd.DataFrame({0: lower, 1: upper})
 
+    @property
     def bse(self) -> pd.Series:
-        """The replicates' standard deviation of each column (bootstrap standard errors)."""
+        """The replicates' standard deviation of each column (bootstrap standard errors),
+        an attribute as :attr:`MixedLMResults.bse` is."""
         return self.values.std(ddof=1)
 
     def save(self, path) -> None:

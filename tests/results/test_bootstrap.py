@@ -73,6 +73,13 @@ def test_table_and_percentile_intervals(vc_fit):
         vc_fit.bootstrap(0)
 
 
+def test_bse_is_an_attribute_as_the_fits(vc_fit):
+    # boot.bse["x1"] as res.bse["x1"]: a Series, not a method to call
+    boot = vc_fit.bootstrap(5, seed=2)
+    assert isinstance(boot.bse, pd.Series)
+    pd.testing.assert_series_equal(boot.bse, boot.values.std(ddof=1))
+
+
 def test_progress_save_and_load(vc_fit, tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="dmixed"):
         boot = vc_fit.bootstrap(2, seed=1, progress=True)
