@@ -300,10 +300,15 @@ def select_parameters(names: list[str], kinds, parm) -> list[str]:
     ordered = theta + beta  # lme4's rows: .sig01, …, .sigma (sorts last), then β
     if parm is None:
         return ordered
-    items = [parm] if isinstance(parm, str | int | np.integer) else list(parm)
+    try:
+        items = [parm] if isinstance(parm, str | int | np.integer) else list(parm)
+    except TypeError:
+        raise SpecError(
+            f"parm must be None, a name, a position or a list of them, got {parm!r}"
+        ) from None
     out = []
     for item in items:
-        if isinstance(item, int | np.integer):
+        if isinstance(item, int | np.integer) and not isinstance(item, bool):
             if not 0 <= int(item) < len(names):
                 raise SpecError(f"parm position {item} is not among 0..{len(names) - 1}")
             out.append(ordered[int(item)])

@@ -118,6 +118,8 @@ def test_percent_labels_share_rs_decimals(level, labels):
     [
         (dict(parm="nope"), "parm 'nope' is not one of"),
         (dict(parm=9), "parm position 9"),
+        (dict(parm=0.0), "parm must be None, a name, a position"),
+        (dict(parm=True), "parm True is not one of"),
         (dict(level=1.5), "level must be between 0 and 1"),
         (dict(method="boot"), "method must be 'profile' or 'Wald'"),
     ],
