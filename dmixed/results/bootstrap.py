@@ -110,7 +110,8 @@ class BootstrapResults:
     def save(self, path) -> None:
         """Write the replicate table to the Parquet file ``path`` atomically (a hidden
         temporary beside it, synced, then renamed over it), with the estimate, the
-        method and the timings in its metadata (read back by :meth:`load`)."""
+        method and the timings in its metadata (read back by :meth:`load`); missing
+        parent directories are made."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -126,6 +127,7 @@ class BootstrapResults:
         }
         blob = json.dumps(jsonable(meta), allow_nan=True).encode()
         table = table.replace_schema_metadata({**table.schema.metadata, METADATA_KEY: blob})
+        target.parent.mkdir(parents=True, exist_ok=True)  # as MixedLMResults.save
         tmp = sibling_path(target, "tmp")
         try:
             pq.write_table(table, tmp)
