@@ -101,14 +101,17 @@ class BootstrapResults:
         upper = vals.quantile(1.0 - alpha / 2.0)
         return pd.DataFrame({0: lower, 1: upper})
 
+    @property
     def bse(self) -> pd.Series:
-        """The replicates' standard deviation of each column (bootstrap standard errors)."""
+        """The replicates' standard deviation of each column (bootstrap standard errors),
+        an attribute as :attr:`MixedLMResults.bse` is."""
         return self.values.std(ddof=1)
 
     def save(self, path) -> None:
         """Write the replicate table to the Parquet file ``path`` atomically (a hidden
         temporary beside it, synced, then renamed over it), with the estimate, the
-        method and the timings in its metadata (read back by :meth:`load`)."""
+        method and the timings in its metadata (read back by :meth:`load`); missing
+        parent directories are made."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -124,6 +127,7 @@ class BootstrapResults:
         }
         blob = json.dumps(jsonable(meta), allow_nan=True).encode()
         table = table.replace_schema_metadata({**table.schema.metadata, METADATA_KEY: blob})
+        target.parent.mkdir(parents=True, exist_ok=True)  # as MixedLMResults.save
         tmp = sibling_path(target, "tmp")
         try:
             pq.write_table(table, tmp)

@@ -49,9 +49,22 @@ MAX_STEPS = 60
 
 
 def percent_labels(level: float) -> list[str]:
-    """lme4's column names (``format.perc``): ``["2.5 %", "97.5 %"]`` for 0.95."""
+    """lme4's column names (``format.perc``): ``["2.5 %", "97.5 %"]`` for 0.95.
+
+    As R's ``format(100 * probs, digits=3)``: each percentage to 3 significant digits,
+    both with the decimals the one needing most has (``["0.05 %", "99.95 %"]`` for 0.999,
+    not ``"100 %"``)."""
     a = (1.0 - level) / 2.0
-    return [f"{100 * a:.3g} %", f"{100 * (1 - a):.3g} %"]
+    percents = [100 * a, 100 * (1 - a)]
+    decimals = max(_r_decimals(p, 3) for p in percents)
+    return [f"{p:.{decimals}f} %" for p in percents]
+
+
+def _r_decimals(value: float, digits: int) -> int:
+    """The decimals R shows ``value`` with at ``digits`` significant digits (trailing
+    zeros dropped), capped at 15."""
+    rounded = float(f"{value:.{digits}g}")
+    return next((d for d in range(16) if round(rounded, d) == rounded), 15)
 
 
 def _check_level(level: float) -> float:
@@ -287,10 +300,15 @@ def select_parameters(names: list[str], kinds, parm) -> list[str]:
     ordered = theta + beta  # lme4's rows: .sig01, …, .sigma (sorts last), then β
     if parm is None:
         return ordered
-    items = [parm] if isinstance(parm, str | int | np.integer) else list(parm)
+    try:
+        items = [parm] if isinstance(parm, str | int | np.integer) else list(parm)
+    except TypeError:
+        raise SpecError(
+            f"parm must be None, a name, a position or a list of them, got {parm!r}"
+        ) from None
     out = []
     for item in items:
-        if isinstance(item, int | np.integer):
+        if isinstance(item, int | np.integer) and not isinstance(item, bool):
             if not 0 <= int(item) < len(names):
                 raise SpecError(f"parm position {item} is not among 0..{len(names) - 1}")
             out.append(ordered[int(item)])

@@ -73,6 +73,22 @@ def test_table_and_percentile_intervals(vc_fit):
         vc_fit.bootstrap(0)
 
 
+def test_bse_is_an_attribute_as_the_fits(vc_fit):
+    # boot.bse["x1"] as res.bse["x1"]: a Series, not a method to call
+    boot = vc_fit.bootstrap(5, seed=2)
+    assert isinstance(boot.bse, pd.Series)
+    pd.testing.assert_series_equal(boot.bse, boot.values.std(ddof=1))
+
+
+def test_save_makes_the_parent_directories(vc_fit, tmp_path):
+    # as res.save("out/"): a path in a directory not yet made is written, not an
+    # OSError naming the hidden temporary
+    boot = vc_fit.bootstrap(2, seed=1)
+    path = tmp_path / "new" / "dir" / "boot.parquet"
+    boot.save(path)
+    pd.testing.assert_frame_equal(BootstrapResults.load(path).replicates, boot.replicates)
+
+
 def test_progress_save_and_load(vc_fit, tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="dmixed"):
         boot = vc_fit.bootstrap(2, seed=1, progress=True)

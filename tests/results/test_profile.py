@@ -99,10 +99,27 @@ def test_parm_and_level(sleepstudy):
 
 
 @pytest.mark.parametrize(
+    ("level", "labels"),
+    [
+        (0.95, ["2.5 %", "97.5 %"]),
+        (0.5, ["25 %", "75 %"]),
+        (0.999, ["0.05 %", "99.95 %"]),
+        (0.9999, ["0.005 %", "99.995 %"]),
+    ],
+)
+def test_percent_labels_share_rs_decimals(level, labels):
+    # R's format(100 * probs, digits = 3) gives both the decimals the lower one needs:
+    # a 99.9 % interval's upper column is "99.95 %", never "100 %"
+    assert percent_labels(level) == labels
+
+
+@pytest.mark.parametrize(
     "kwargs, message",
     [
         (dict(parm="nope"), "parm 'nope' is not one of"),
         (dict(parm=9), "parm position 9"),
+        (dict(parm=0.0), "parm must be None, a name, a position"),
+        (dict(parm=True), "parm True is not one of"),
         (dict(level=1.5), "level must be between 0 and 1"),
         (dict(method="boot"), "method must be 'profile' or 'Wald'"),
     ],
