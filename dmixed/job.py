@@ -37,6 +37,7 @@ from pydantic import (
 )
 
 from .cluster import read_config, resolve_config_paths
+from .results.bootstrap import REPLICATES_LIMIT
 
 EXIT_OK, EXIT_CONFIG, EXIT_DATA, EXIT_NOT_CONVERGED, EXIT_CLUSTER = 0, 2, 3, 4, 5
 EXIT_BUG, EXIT_INTERRUPTED = 1, 130
@@ -57,8 +58,6 @@ EXIT_STATUSES = {
 
 #: the most optimizer iterations a job may ask for
 MAXITER_LIMIT = 1_000_000
-#: the most bootstrap replicates a job may ask for
-REPLICATES_LIMIT = 1_000_000
 
 __all__ = [
     "EXIT_OK",

@@ -28,7 +28,11 @@ from ..stats import GroupArrays
 from .replicate import ReplicateFitter, estimate_row, replicate_rngs
 from .simulate import check_nsim
 
-__all__ = ["BOOTSTRAP_FILE", "BootstrapResults", "parametric_bootstrap"]
+__all__ = ["BOOTSTRAP_FILE", "REPLICATES_LIMIT", "BootstrapResults", "parametric_bootstrap"]
+
+#: The most replicates one bootstrap runs (its generators and rows are held in memory,
+#: ~2 KB a replicate before any runs): more is refused, in the API and the CLI alike.
+REPLICATES_LIMIT = 1_000_000
 
 #: the replicate table's file name in a results directory (``dmixed bootstrap``)
 BOOTSTRAP_FILE = "bootstrap.parquet"
@@ -212,10 +216,15 @@ def parametric_bootstrap(
     Raises
     ------
     SpecError
-        ``n`` not a positive integer; results without their model's statistics
-        (loaded results).
+        ``n`` not a positive integer or over :data:`REPLICATES_LIMIT`; results without
+        their model's statistics (loaded results).
     """
     n = check_nsim(n, "n")
+    if n > REPLICATES_LIMIT:
+        raise SpecError(
+            f"n must be at most {REPLICATES_LIMIT} replicates, got {n}: run several "
+            "bootstraps with different seeds and concatenate their replicates"
+        )
     model = results.model
     stats = None if model is None else model.cached_statistics
     if stats is None:

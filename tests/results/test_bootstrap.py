@@ -71,6 +71,9 @@ def test_table_and_percentile_intervals(vc_fit):
         boot.conf_int(1.5)
     with pytest.raises(SpecError, match="n must be a positive integer"):
         vc_fit.bootstrap(0)
+    # refused before any generator is made (10**12 of them would exhaust the memory)
+    with pytest.raises(SpecError, match="n must be at most 1000000"):
+        vc_fit.bootstrap(10**12, seed=1)
 
 
 def test_bse_is_an_attribute_as_the_fits(vc_fit):
