@@ -236,7 +236,9 @@ def parse_formulas(formula, re_formula, vc_formula, columns: set, env=None) -> P
     if re_formula is not None:
         if not isinstance(re_formula, str):
             raise SpecError(f"re_formula must be a string, got {type(re_formula).__name__}")
-        if re_formula.strip() != "1":
+        if re_formula.replace(" ", "") in ("0", "-1", "1-1") and vc_formula:
+            parsed.re_kind = "none"  # statsmodels' re_formula="0": variance components only
+        elif re_formula.strip() != "1":
             parsed.re_kind = "formula"
             re_plain = read_plain(re_formula, columns, lhs=False)
             if re_plain is not None:

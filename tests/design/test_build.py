@@ -128,3 +128,17 @@ def test_two_columns_of_one_name_are_refused(formula, re_formula, match):
     df["g"] = np.arange(30) % 5
     with pytest.raises(FormulaError, match=match):
         build_spec(df, formula, "g", re_formula=re_formula)
+
+
+@pytest.mark.parametrize("re_formula", ["0", "-1", " 1 - 1 "])
+def test_re_formula_zero_with_components_is_components_only(re_formula):
+    """statsmodels' ``re_formula="0"`` with ``vc_formula``: no ``exog_re`` columns, the
+    model of ``vc_formula`` alone; without components it is no random effect at all."""
+    df = make_df()
+    vc = {"c": "0 + C(cls)"}
+    spec = build_spec(df, "y ~ x1", groups="g", re_formula=re_formula, vc_formula=vc)
+    alone = build_spec(df, "y ~ x1", groups="g", vc_formula=vc)
+    assert spec.re_kind == alone.re_kind == "none"
+    assert list(spec.exog_re_names) == list(alone.exog_re_names) == []
+    with pytest.raises(FormulaError, match="yields no columns"):
+        build_spec(df, "y ~ x1", groups="g", re_formula=re_formula)
