@@ -649,16 +649,18 @@ class MixedLM(LikelihoodMethods, ModelDimensions, ModelData):
         """The statistics (one data pass unless cached), logged."""
         if progress:
             ensure_progress_handler()
+        reused = self.cached_statistics is not None
         stats = self.statistics(client=client, progress=progress, engine=engine)
         layout = stats.layout
         if layout.k_re != self.k_re or layout.k_vc != self.k_vc:
             raise RuntimeError("internal error: statistics layout does not match the model")
         logger.log(
             logging.INFO if progress else logging.DEBUG,
-            "data pass: %d rows, %d groups in %.2fs",
-            stats.glob.n,
-            len(stats.group_labels),
-            stats.data_pass_seconds,
+            "statistics reused (no data pass): %d rows, %d groups"
+            if reused
+            else "data pass: %d rows, %d groups in %.2fs",
+            *(stats.glob.n, len(stats.group_labels)),
+            *(() if reused else (stats.data_pass_seconds,)),
         )
         return stats
 

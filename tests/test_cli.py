@@ -63,8 +63,8 @@ VC = ["--vc", "sub=0 + C(sub)"]
 RTOL = 1e-8
 COMPARED = ("fe_params", "cov_re", "vcomp", "scale", "llf", "bse")
 RESULT_FILES = ["estimates.json", "random_effects.parquet", "summary.txt"]
-# the Dask engine's data-pass line; model.fit logs "data pass: N rows ..." even when
-# the statistics come from a checkpoint, so that line is not evidence of a data pass
+# the Dask engine's data-pass line (model.fit's "data pass: N rows ..." is logged for an
+# in-process pass too; reused statistics log "statistics reused (no data pass)")
 DATA_PASS_LINE = re.compile(r"data pass: \d+ partitions")
 
 
@@ -680,6 +680,8 @@ def test_rerun_reuses_saved_statistics(checkpointed):
     d = checkpointed.dir
     proc = ok(run(*checkpointed.args, "--stats-dir", "stats", "--output", "out2", cwd=d))
     assert "reusing saved statistics from stats (no data pass)" in proc.stderr
+    assert "statistics reused (no data pass)" in proc.stderr
+    assert "data pass: " not in proc.stderr.split("reusing saved statistics")[1]
     assert not DATA_PASS_LINE.search(proc.stderr), proc.stderr
     assert "VC prepass" not in proc.stderr
     assert "connected to" not in proc.stderr  # no cluster is started for a reuse

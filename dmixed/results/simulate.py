@@ -222,7 +222,7 @@ def simulate_fitted(results, nsim: int = 1, seed=None, use_re: bool = False):
     ------
     SpecError
         ``nsim`` not a positive integer; no rows at hand (loaded results, a model built
-        from statistics).
+        from statistics, or after ``remove_data()``).
     """
     nsim = check_nsim(nsim)
     model = results.model
@@ -231,7 +231,8 @@ def simulate_fitted(results, nsim: int = 1, seed=None, use_re: bool = False):
     if rows is None and source is None:
         raise SpecError(
             "simulate() draws on the fitted rows, which these results do not have (loaded "
-            "results, or a model built from statistics); bootstrap() needs only statistics"
+            "results, a model built from statistics, or after remove_data()); bootstrap() "
+            "needs only statistics"
         )
     rng = as_rng(seed)
     predictor = results.predictor()
