@@ -25,8 +25,19 @@ import numpy as np
 __all__ = ["RaggedBlup", "RaggedCov", "cov_block", "cov_diagonal", "slots_in_sorted_order"]
 
 
+class Padded:
+    """Ragged per-group values that numpy reads as their padded array (``dense()``)."""
+
+    def dense(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self.dense()
+        return out if dtype is None else out.astype(dtype)
+
+
 @dataclass
-class RaggedCov:
+class RaggedCov(Padded):
     """Per-group conditional covariances ``W_i W_i' + diag(δ_i)`` (module docstring).
 
     Attributes
@@ -139,10 +150,6 @@ class RaggedCov:
         out[:, idx, idx] += diag
         return out
 
-    def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        out = self.dense()
-        return out if dtype is None else out.astype(dtype)
-
     # -- assembling ----------------------------------------------------------------
 
     @classmethod
@@ -170,7 +177,7 @@ class RaggedCov:
 
 
 @dataclass
-class RaggedBlup:
+class RaggedBlup(Padded):
     """Per-group BLUPs with the variance-component slots ragged: ``re`` (G, q) on
     ``exog_re`` and one ``value`` per used slot (``group``, ``pos`` as in
     :class:`RaggedCov`); a slot a group does not use has BLUP 0.
@@ -231,10 +238,6 @@ class RaggedBlup:
         out[:, : self.re.shape[1]] = self.re
         out[self.group, self.pos] = self.value
         return out
-
-    def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        out = self.dense()
-        return out if dtype is None else out.astype(dtype)
 
     @classmethod
     def concatenate(cls, parts: list[RaggedBlup], position: np.ndarray) -> RaggedBlup:
