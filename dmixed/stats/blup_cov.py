@@ -25,6 +25,13 @@ import numpy as np
 __all__ = ["RaggedBlup", "RaggedCov", "cov_block", "cov_diagonal", "slots_in_sorted_order"]
 
 
+def placed(rows: np.ndarray, position: np.ndarray) -> np.ndarray:
+    """``rows`` (blocks' groups, concatenated) moved to ``position`` (sorted group order)."""
+    out = np.empty_like(rows)
+    out[position] = rows
+    return out
+
+
 class Padded:
     """Ragged per-group values that numpy reads as their padded array (``dense()``)."""
 
@@ -163,11 +170,8 @@ class RaggedCov(Padded):
             position,
             parts[0].shape[1],
         )
-        root = np.concatenate([p.root for p in parts])
-        sorted_root = np.empty_like(root)
-        sorted_root[position] = root
         return cls(
-            root=sorted_root,
+            root=placed(np.concatenate([p.root for p in parts]), position),
             group=group,
             pos=np.concatenate([p.pos for p in parts])[order],
             w=np.concatenate([p.w for p in parts])[order],
@@ -250,11 +254,8 @@ class RaggedBlup(Padded):
             position,
             parts[0].r,
         )
-        re = np.concatenate([p.re for p in parts])
-        sorted_re = np.empty_like(re)
-        sorted_re[position] = re
         return cls(
-            re=sorted_re,
+            re=placed(np.concatenate([p.re for p in parts]), position),
             group=group,
             pos=np.concatenate([p.pos for p in parts])[order],
             value=np.concatenate([p.value for p in parts])[order],
