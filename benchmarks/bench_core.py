@@ -21,8 +21,11 @@ the figures compare algorithms, not thread counts.  Parts:
    per optimizer step (engine round trip), and evaluation counts.
 
 mixedlm-rs and statsmodels are benchmark dependencies (the ``bench`` extra), never
-dmixed's.  lme4 is not run (this benchmark does not call R).  Prints tables and writes
-the figures as JSON (``--out``).
+dmixed's.  lme4 runs in part 1 when ``Rscript`` with lme4 is installed
+(``benchmarks/_lme4.py``: one warm R process, ``lmer(y ~ x1 + x2 + (1 + x1 | g))``, each
+fit timed inside R so the pipe to R is not counted), interleaved with the others; its
+``llf`` and fixed effects are checked against dmixed's like the other peers'.  Prints
+tables and writes the figures as JSON (``--out``).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ import warnings  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from _lme4 import Lme4  # noqa: E402
 from _report import write_report  # noqa: E402
 
 import dmixed  # noqa: E402
@@ -125,22 +129,37 @@ def agreement(ref, other) -> dict:
 
 
 def interleaved(funcs: dict, repeats: int) -> dict:
-    """Warm (one untimed call each), then ``repeats`` rounds of one call each in turn."""
+    """Warm (one untimed call each), then ``repeats`` rounds of one call each in turn.
+    A call that returns a dict with ``seconds`` (lme4, timed inside R) is counted by it."""
     for f in funcs.values():
         f()
     times: dict[str, list[float]] = {k: [] for k in funcs}
     for _ in range(repeats):
         for k, f in funcs.items():
             t0 = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t0)
+            out = f()
+            wall = time.perf_counter() - t0
+            inner = out.get("seconds") if isinstance(out, dict) else None
+            times[k].append(wall if inner is None else float(inner))
     return {
         k: {"median": float(np.median(v)), "min": min(v), "max": max(v), "n": len(v)}
         for k, v in times.items()
     }
 
 
-def peer_run(n_groups: int, repeats: int, with_sm: bool) -> dict:
+LME4_FORMULA = "y ~ x1 + x2 + (1 + x1 | g)"
+
+
+def lme4_agreement(ref, fit: dict) -> dict:
+    """llf and fixed effects of an lme4 fit (``_lme4.Lme4.fit``) against dmixed's."""
+    fe = np.asarray(ref.fe_params, dtype=float)
+    return {
+        "llf": abs(ref.llf - fit["llf"]) / abs(ref.llf),
+        "fe_params": float(np.max(np.abs(fe - np.asarray(fit["fe"]))) / np.max(np.abs(fe))),
+    }
+
+
+def peer_run(n_groups: int, repeats: int, with_sm: bool, r: Lme4 | None = None) -> dict:
     y, x, z, g = make(n_groups, seed=1)
     df = frame(y, x, g)
     ref = dmixed_formula(df)
@@ -151,6 +170,10 @@ def peer_run(n_groups: int, repeats: int, with_sm: bool) -> dict:
     if with_sm:
         checks["statsmodels"] = agreement(ref, sm_formula(df))
         funcs["statsmodels"] = lambda: sm_formula(df)
+    if r is not None:
+        r.load("core", df, factors=["g"])
+        checks["lme4"] = lme4_agreement(ref, r.fit("core", LME4_FORMULA))
+        funcs["lme4"] = lambda: r.fit("core", LME4_FORMULA)
     for name, d in checks.items():
         if not max(d.values()) <= AGREE_RTOL:
             # reported, not refused (statsmodels stops a little short of the optimum)
@@ -174,6 +197,11 @@ def peer_run(n_groups: int, repeats: int, with_sm: bool) -> dict:
         "arrays": arrays,
         "ratio_formula": formula["mixedlm-rs"]["median"] / formula["dmixed"]["median"],
         "ratio_arrays": arrays["mixedlm-rs"]["median"] / arrays["dmixed"]["median"],
+        **(
+            {"ratio_lme4": formula["lme4"]["median"] / formula["dmixed"]["median"]}
+            if "lme4" in formula
+            else {}
+        ),
     }
 
 
@@ -183,11 +211,12 @@ def print_peer(row: dict) -> None:
 
     for path in ("formula", "arrays"):
         times = row[path]
-        sm = times.get("statsmodels")
+        sm, lme = times.get("statsmodels"), times.get("lme4")
         print(
             f"{row['rows']:>9} {path:>8} {cell(times['dmixed']):>26} "
             f"{cell(times['mixedlm-rs']):>26} {row['ratio_' + path]:6.2f}x"
             + (f"   statsmodels {1e3 * sm['median']:.0f} ms" if sm else "")
+            + (f"   lme4 {cell(lme)} = {row['ratio_lme4']:.1f}x" if lme else "")
         )
 
 
@@ -291,12 +320,19 @@ def main() -> None:
     print("warm, interleaved; median (min-max) ms; ratio = mixedlm-rs / dmixed")
     print(f"{'rows':>9} {'input':>8} {'dmixed':>26} {'mixedlm-rs':>26} {'ratio':>7}")
     report["peers"] = []
-    for n_groups in sizes:
-        # statsmodels at the small sizes only (seconds per fit beyond)
-        reps = repeats if n_groups < 200_000 else max(3, repeats - 2)
-        row = peer_run(n_groups, reps, with_sm=n_groups <= (200 if args.quick else 2_000))
-        report["peers"].append(row)
-        print_peer(row)
+    r = Lme4() if Lme4.available() else None
+    report["lme4"] = "run" if r is not None else "not installed (Rscript with lme4)"
+    try:
+        for n_groups in sizes:
+            # statsmodels at the small sizes only (seconds per fit beyond)
+            reps = repeats if n_groups < 200_000 else max(3, repeats - 2)
+            small = n_groups <= (200 if args.quick else 2_000)
+            row = peer_run(n_groups, reps, with_sm=small, r=r)
+            report["peers"].append(row)
+            print_peer(row)
+    finally:
+        if r is not None:
+            r.close()
 
     print("\nfirst fit in a fresh process (import dmixed + formula fit) against a warm fit")
     report["fresh"] = []
