@@ -20,6 +20,9 @@ same output:
 Variance components need one slot numbering of their columns within each group across
 partitions: :func:`partition_vc_pairs` lists the (group, column) pairs of a partition,
 :func:`build_slot_map` numbers them all (:class:`~dmixed.stats.slots.SlotMap`).
+With a :class:`~dmixed.engines.dask.ragged.RaggedPacked` layout the tasks sum the
+components ragged instead (:func:`accumulate_ragged`): ``parts[b]`` are then block
+``b``'s tables of groups and cells, and no rows are routed.
 """
 
 from __future__ import annotations
