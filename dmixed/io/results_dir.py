@@ -6,6 +6,10 @@ Layout of a results directory::
     random_effects.parquet   one row per group: key, size, BLUPs and their conditional
                              covariances (padded slots: ``vc_slot_widths`` in the JSON;
                              column names from :mod:`dmixed.stats.columns`)
+    random_effects_slots.parquet   format 2, variance components held structured: the
+                             BLUPs and covariances ragged, one row per slot
+                             (:mod:`dmixed.io.ragged_re`; the first table then holds
+                             only their ``exog_re`` part)
     summary.txt          the printed summary
 
 The directory is written under a temporary name beside the target and renamed into
@@ -37,6 +41,15 @@ from ..files import (
     read_versioned_json,
 )
 from ..stats import columns
+from .ragged_re import (
+    RAGGED_FORM,
+    SLOTS_TABLE,
+    component_prior,
+    is_ragged,
+    ragged_group_columns,
+    ragged_random_effects,
+    slots_table,
+)
 from .state import ResultsState
 
 __all__ = [
@@ -49,7 +62,10 @@ __all__ = [
 ]
 
 FORMAT = "dmixed-results"
-FORMAT_VERSION = 1
+#: The newest format read (and written for ragged random effects); directories with
+#: padded random effects are written as format 1, which older versions read.
+FORMAT_VERSION = 2
+PADDED_FORMAT_VERSION = 1
 
 _RE, _COV, _SIZE = "re", "cov", "group_size"
 _TABLE = "random_effects.parquet"
@@ -129,14 +145,23 @@ def _estimates_section(state: ResultsState) -> dict:
         "cov_params": state.cov_params,
         "a_inv": state.a_inv,
         "vc_slot_widths": list(state.vc_slot_widths),
+        **_ragged_section(state),
     }
+
+
+def _ragged_section(state: ResultsState) -> dict:
+    """The form of the random effects and, ragged, each component's prior variance."""
+    if not is_ragged(state):
+        return {}
+    prior = component_prior(state.blup_cov, state.vc_slot_widths)
+    return {"random_effects_form": RAGGED_FORM, "blup_cov_prior": prior}
 
 
 def estimates_document(state: ResultsState) -> dict:
     """The content of ``estimates.json`` (before conversion to JSON types)."""
     return {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": FORMAT_VERSION if is_ragged(state) else PADDED_FORMAT_VERSION,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "versions": _versions(),
         "model": _model_section(state),
@@ -148,12 +173,16 @@ def estimates_document(state: ResultsState) -> dict:
 def random_effects_table(state: ResultsState) -> pd.DataFrame:
     """Padded per-group BLUPs (``re[j]``), conditional covariances (``cov[a,b]``, a ≥ b)
     and, per variance component, the column index each slot stands for
-    (``vc_column[c][s]``): the content of ``random_effects.parquet``."""
+    (``vc_column[c][s]``): the content of ``random_effects.parquet``; for ragged random
+    effects, their per-group part only (:mod:`dmixed.io.ragged_re`)."""
     g = state.group_labels
     labels = pd.Series(np.asarray(g))
     if labels.dtype == object:
         labels = labels.astype(str) if all(isinstance(v, str) for v in g) else labels
     cols = {columns.GROUP: labels.to_numpy(), _SIZE: np.asarray(state.group_sizes)}
+    if is_ragged(state):  # the slots go to their own table (:mod:`dmixed.io.ragged_re`)
+        ragged_group_columns(state, cols)
+        return pd.DataFrame(cols)
     columns.put_vector(cols, _RE, np.asarray(state.blup))  # padded
     columns.put_lower_triangle(cols, _COV, np.asarray(state.blup_cov))  # padded
     columns.put_vc_slots(cols, state.vc_slot_cols)
@@ -172,6 +201,9 @@ def save_state(state: ResultsState, path, summary_text: str) -> None:
         random_effects_table(state).to_parquet(tmp / _TABLE, index=False)
         doc = estimates_document(state)
         doc["files"] = {_TABLE: {"sha256": file_sha256(tmp / _TABLE)}}
+        if is_ragged(state):
+            slots_table(state).to_parquet(tmp / SLOTS_TABLE, index=False)
+            doc["files"][SLOTS_TABLE] = {"sha256": file_sha256(tmp / SLOTS_TABLE)}
         with open(tmp / "estimates.json", "w") as fh:
             json.dump(jsonable(doc), fh, indent=1, allow_nan=False)
         (tmp / "summary.txt").write_text(summary_text)
@@ -205,13 +237,36 @@ def _optimizer_fields(fit: dict) -> dict:
     }
 
 
-def _state_from(doc: dict, table: pd.DataFrame, eval_env=None) -> ResultsState:
+def _random_effects(e: dict, table: pd.DataFrame, slots: pd.DataFrame | None) -> dict:
+    """``blup``, ``blup_cov`` and ``vc_slot_cols`` of the tables: ragged (format 2,
+    ``slots`` the per-slot table) or padded."""
+    k_re, widths, g = e["k_re"], tuple(e["vc_slot_widths"]), len(table)
+    if e.get("random_effects_form") == RAGGED_FORM:
+        if slots is None:
+            raise ValueError(f"ragged random effects without {SLOTS_TABLE}")
+        if g != e["n_groups"]:  # before the slots are placed in the groups
+            raise ValueError(f"{g} groups in {_TABLE}, {e['n_groups']} in estimates.json")
+        blup, cov, slot_cols = ragged_random_effects(
+            table, slots, k_re, widths, e["blup_cov_prior"]
+        )
+        return {"blup": blup, "blup_cov": cov, "vc_slot_cols": slot_cols}
+    r = k_re + int(sum(widths))
+    return {
+        "blup": columns.take_vector(table, _RE, r, g),
+        "blup_cov": columns.take_lower_triangle(table, _COV, r, g),
+        "vc_slot_cols": columns.take_vc_slots(table, widths, g),
+    }
+
+
+def _state_from(
+    doc: dict, table: pd.DataFrame, eval_env=None, slots: pd.DataFrame | None = None
+) -> ResultsState:
     """The state record of a parsed ``estimates.json`` and ``random_effects.parquet``
-    (``eval_env``: as :func:`load_state`'s)."""
+    (``eval_env``: as :func:`load_state`'s; ``slots``: the per-slot table of ragged
+    random effects)."""
     m, f, e = doc["model"], doc["fit"], doc["estimates"]
     names = _names_from(m)
-    k_re, widths, g = e["k_re"], tuple(e["vc_slot_widths"]), len(table)
-    r = k_re + int(sum(widths))
+    k_re = e["k_re"]
     return ResultsState(
         names=names,
         spec=ModelSpec.from_dict(m["spec"], eval_env) if m.get("spec") is not None else None,
@@ -237,9 +292,7 @@ def _state_from(doc: dict, table: pd.DataFrame, eval_env=None) -> ResultsState:
         a_inv=_matrix(e["a_inv"]),
         group_labels=table[columns.GROUP].to_numpy(),
         group_sizes=table[_SIZE].to_numpy(),
-        blup=columns.take_vector(table, _RE, r, g),
-        blup_cov=columns.take_lower_triangle(table, _COV, r, g),
-        vc_slot_cols=columns.take_vc_slots(table, widths, g),
+        **_random_effects(e, table, slots),
     )
 
 
@@ -319,11 +372,12 @@ def _check(state: ResultsState, where: Path) -> None:
         )
 
 
-def _read_table(target: Path, doc: dict) -> tuple[pd.DataFrame, str | None]:
-    """``random_effects.parquet`` (read once, from a memory map) and the sha256 its
-    ``estimates.json`` records for it, if the directory's differs (else None)."""
-    table, sha256 = read_parquet_sha256(target / _TABLE)
-    recorded = (doc.get("files") or {}).get(_TABLE)
+def _read_table(target: Path, doc: dict, name: str = _TABLE) -> tuple[pd.DataFrame, str | None]:
+    """``random_effects.parquet`` (or the table ``name``; read once, from a memory map)
+    and the sha256 its ``estimates.json`` records for it, if the directory's differs
+    (else None)."""
+    table, sha256 = read_parquet_sha256(target / name)
+    recorded = (doc.get("files") or {}).get(name)
     if recorded is None:  # written before the digests were recorded
         return table, None
     return table, None if recorded.get("sha256") == sha256 else sha256
@@ -351,8 +405,14 @@ def load_state(path, eval_env=None) -> ResultsState:
         target / "estimates.json", FORMAT, FORMAT_VERSION, "a dmixed results directory"
     )
     table, changed = _read_table(target, doc)
+    changed_file = None if changed is None else _TABLE
+    slots = None
+    if (doc.get("estimates") or {}).get("random_effects_form") == RAGGED_FORM:
+        slots, slots_changed = _read_table(target, doc, SLOTS_TABLE)
+        if changed_file is None and slots_changed is not None:
+            changed_file = SLOTS_TABLE
     try:
-        state = _state_from(doc, table, eval_env)
+        state = _state_from(doc, table, eval_env, slots)
     except CheckpointError:
         raise
     except (KeyError, ValueError, TypeError) as err:
@@ -360,9 +420,9 @@ def load_state(path, eval_env=None) -> ResultsState:
             f"{target} is a damaged dmixed results directory: {type(err).__name__}: {err}"
         ) from err
     _check(state, target)
-    if changed is not None:
+    if changed_file is not None:
         raise CheckpointError(
-            f"{target / _TABLE} was changed or damaged after dmixed wrote it (its sha256 "
+            f"{target / changed_file} was changed or damaged after dmixed wrote it (its sha256 "
             f"does not match the one in {target / 'estimates.json'})"
         )
     return state

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...kernels.vc_blocks import RaggedVC
 from ...stats import GlobalStats, Layout
 from ...stats.keys import order_distinct
 from ...stats.packed import PackedLayout
@@ -26,8 +27,10 @@ from ..local import local_engine
 class Block:
     """Combined statistics of the groups of one output partition, on a worker.
 
-    ``zz`` (G_b, r, r) and ``zxy`` (G_b, r, p+1) in plain layout; ``labels``, ``nobs``
-    and the block's share of the global sums are what the driver gathers once.
+    ``zz`` (G_b, r, r) and ``zxy`` (G_b, r, p+1) in plain layout, or ``ragged`` (a
+    :class:`~dmixed.kernels.vc_blocks.RaggedVC`, variance components summed ragged by the
+    data pass, :mod:`~dmixed.engines.dask.ragged`); ``labels``, ``nobs`` and the block's
+    share of the global sums are what the driver gathers once.
     """
 
     labels: np.ndarray
@@ -41,6 +44,7 @@ class Block:
     standardization: Standardization | None = None
     within: np.ndarray | None = None
     exchange: dict | None = None
+    ragged: RaggedVC | None = None
 
 
 def to_block(
@@ -94,7 +98,9 @@ def block_summary(block: Block) -> Block:
 
 
 def block_dense(block: Block) -> tuple[np.ndarray, np.ndarray]:
-    """(zz, zxy) of a block, to gather to the driver."""
+    """(zz, zxy) of a block, to gather to the driver (padded from a ragged block)."""
+    if block.ragged is not None:
+        return block.ragged.dense()
     return block.zz, block.zxy
 
 

@@ -6,7 +6,10 @@
    current one, else Dask's local scheduler in this process) and where to keep the
    statistics (:func:`resolve_engine`);
 2. with variance components, a prepass that numbers each group's component columns
-   (:func:`~dmixed.engines.dask.graph.slot_map_graph`);
+   and says whether a row has two entries
+   (:func:`~dmixed.engines.dask.graph.slot_map_graph`); where none has and the layout
+   allows the structured engine, the pass sums them ragged (:func:`pass_layout`,
+   :mod:`~dmixed.engines.dask.ragged`: no padded design, no ``r × r`` block);
 3. the data pass: one graph, partials → sums by group key → blocks
    (:func:`~dmixed.engines.dask.graph.block_graph`), computed once, so the blocks are
    futures with lineage (a block lost with its worker is recomputed from the data);
@@ -41,13 +44,15 @@ from ...stats.packed import PackedLayout
 from ...stats.slots import SlotMap
 from ...stats.standardize import Standardization
 from ..base import ENGINE_CHOICES
+from ..vc_local import StructuredVCEngine, structured_layout
 from . import tuning
 from .blocks import Assembly, assemble_blocks, block_dense, block_summary, gathered_engine
 from .checks import missing_values_total
 from .evaluator import DaskEngine, make_evaluator
 from .graph import block_graph, project_columns, slot_map_graph
 from .progress import gather, wait_for
-from .structured import gather_structured, ragged_values, structured_slots
+from .ragged import RaggedPacked
+from .structured import concatenate_ragged, gather_structured, ragged_values, structured_slots
 
 logger = logging.getLogger("dmixed")
 
@@ -178,19 +183,20 @@ class _Pass:
         return f"cluster {self.client.scheduler.address}"
 
 
-def _number_slots(run: _Pass) -> tuple[SlotMap | None, object]:
-    """The VC prepass: ``(slot map, what the data pass's tasks get of it)``."""
+def _number_slots(run: _Pass) -> tuple[SlotMap | None, object, bool]:
+    """The VC prepass: ``(slot map, what the data pass's tasks get of it, whether some
+    row has two variance-component entries)``."""
     if not run.spec.vc_names:
-        return None, None
+        return None, None, False
     logger.log(run.level, "VC prepass: %d partitions on %s", run.n_parts, run.where)
-    graph = slot_map_graph(run.ddf, run.spec, run.key_dtype)
+    slot_graph, overlap_graph = slot_map_graph(run.ddf, run.spec, run.key_dtype)
     if run.client is None:
-        (slot_map,) = dask.compute(graph, scheduler=local_scheduler())
+        slot_map, overlap = dask.compute(slot_graph, overlap_graph, scheduler=local_scheduler())
         slot_arg = slot_map
     else:
-        slot_future = run.client.compute(graph)
+        slot_future, overlap_future = run.client.compute([slot_graph, overlap_graph])
         wait_for(run.client, [slot_future], run.progress, "VC prepass", run.t0)
-        (slot_map,) = gather(run.client, [slot_future], "the VC prepass")
+        slot_map, overlap = gather(run.client, [slot_future, overlap_future], "the VC prepass")
         # the partitions get the slot map as a dependency (a future with lineage),
         # never as a large literal argument
         slot_arg = dask.delayed(slot_future)
@@ -200,7 +206,16 @@ def _number_slots(run: _Pass) -> tuple[SlotMap | None, object]:
         time.perf_counter() - run.t0,
         list(slot_map.widths),
     )
-    return slot_map, slot_arg
+    return slot_map, slot_arg, overlap
+
+
+def pass_layout(layout: Layout, k: int, overlap: bool) -> PackedLayout | RaggedPacked:
+    """The partials' layout: ragged (:mod:`~dmixed.engines.dask.ragged`) where the
+    structured engine applies (:func:`~dmixed.engines.vc_local.structured_layout`) and no
+    row has two variance-component entries, else padded packed rows."""
+    if structured_layout(layout) and not overlap:
+        return RaggedPacked(layout.k_re, k, tuple(int(w) for w in layout.vc_widths))
+    return PackedLayout(layout.r, k)
 
 
 def _count_blocks(run: _Pass) -> int:
@@ -210,10 +225,13 @@ def _count_blocks(run: _Pass) -> int:
     return max(1, int(sum(run.client.nthreads().values())))
 
 
-def _gather_in_process(graph: list, packed: PackedLayout, layout: Layout):
+def _gather_in_process(graph: list, packed: PackedLayout | RaggedPacked, layout: Layout):
     """The graph on Dask's local scheduler; ``(in-process engine, assembly)``."""
     blocks = list(dask.compute(*graph, scheduler=local_scheduler()))
     asm = assemble_blocks(blocks, packed.k)
+    if isinstance(packed, RaggedPacked):
+        ragged = concatenate_ragged([b.ragged for b in blocks], asm.position)
+        return StructuredVCEngine(ragged), asm
     return gathered_engine([(b.zz, b.zxy) for b in blocks], asm, layout), asm
 
 
@@ -343,9 +361,9 @@ def statistics_from_dask(
 def _data_pass(run: _Pass, standardization: Standardization | None) -> FittedStatistics:
     """The body of :func:`statistics_from_dask` (see the module's steps 2-4)."""
     ddf, spec, client = run.ddf, run.spec, run.client
-    slot_map, slot_arg = _number_slots(run)
+    slot_map, slot_arg, overlap = _number_slots(run)
     layout = Layout(len(spec.exog_re_names), () if slot_map is None else tuple(slot_map.widths))
-    packed = PackedLayout(layout.r, len(spec.exog_names) + 1)
+    packed = pass_layout(layout, len(spec.exog_names) + 1, overlap)
 
     t1 = time.perf_counter()
     n_blocks = _count_blocks(run)

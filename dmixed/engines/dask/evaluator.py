@@ -70,6 +70,8 @@ def make_evaluator(
     """
     if tune_malloc:
         tuning.tune_malloc()
+    if block.ragged is not None:
+        return StructuredVCEngine(block.ragged)
     if layout is not None:
         return StructuredVCEngine.from_dense(block.zz, block.zxy, layout)
     return LocalEngine(block.zz, block.zxy)

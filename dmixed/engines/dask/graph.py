@@ -33,7 +33,7 @@ from .combine import (
     sum_vectors,
 )
 from .partials import (
-    build_slot_map,
+    build_slot_plan,
     chain_partials,
     empty_pairs,
     partition_partials,
@@ -42,6 +42,7 @@ from .partials import (
     vc_ncols,
 )
 from .pieces import Pieces, partition_pieces
+from .ragged import RaggedPacked, combine_tables_converted, combine_tables_node, to_ragged_block
 from .routing import exchange_mode, exchange_summary, reduce_routed
 
 #: Leaf expressions that hold their data in the graph (in-memory pandas/numpy data, or
@@ -223,13 +224,13 @@ def tree(func, items: list, fan_in: int = 8):
 
 
 def slot_map_graph(ddf, spec, key_dtype):
-    """Delayed :class:`~dmixed.stats.slots.SlotMap` from one pass over the data (the VC
-    prepass)."""
+    """Delayed ``(SlotMap, overlap)`` from one pass over the data (the VC prepass,
+    :func:`~dmixed.engines.dask.partials.build_slot_plan`)."""
     pairs = ddf.map_partitions(partition_vc_pairs, spec, key_dtype, meta=empty_pairs(key_dtype))
     # a tree reduction of the distinct pairs, then numbering in one task
     distinct = pairs.drop_duplicates(split_out=1)
     (part,) = distinct.to_delayed()
-    return dask.delayed(build_slot_map, pure=True)(part, vc_ncols(spec))
+    return dask.delayed(build_slot_plan, nout=2, pure=True)(part, vc_ncols(spec))
 
 
 def _partial_tasks(ddf, spec, slot_arg, packed, key_dtype, n_blocks, n_chains, client, std) -> list:
@@ -287,13 +288,12 @@ def block_graph(
     columns' map every partition's rows are accumulated in.
     """
     tasks = _partial_tasks(ddf, spec, slot_arg, packed, key_dtype, n_blocks, n_chains, client, std)
+    if isinstance(packed, RaggedPacked):
+        return _ragged_blocks(tasks, spec, slot_arg, packed, n_blocks, std)
     # every task chose its own column map from its first rows (no read ahead of the
     # pass); the first tree level converts them all to the first task's map
     maps = [t[2] for t in tasks]
-    target = std
-    if target is None:
-        p, q = len(spec.exog_names), len(spec.exog_re_names)
-        target = dask.delayed(first_map, pure=True)(p, q, *maps)
+    target = _target_map(spec, maps, std)
     # the variance components' slots (their columns take the component's scale)
     widths = tuple(int(w) for w in vc_widths)
     conv = (target, packed, widths)
@@ -319,9 +319,41 @@ def block_graph(
     return blocks
 
 
+def _target_map(spec, maps: list, std):
+    """The columns' map all partials are converted to: ``std``, else (delayed) the first
+    task's with rows."""
+    if std is not None:
+        return std
+    p, q = len(spec.exog_names), len(spec.exog_re_names)
+    return dask.delayed(first_map, pure=True)(p, q, *maps)
+
+
+def _ragged_blocks(tasks: list, spec, slot_arg, rp: RaggedPacked, n_blocks: int, std) -> list:
+    """:func:`block_graph`'s blocks from ragged partials
+    (:mod:`~dmixed.engines.dask.ragged`): each bucket's tables added by key, no rows
+    routed."""
+    maps = [t[2] for t in tasks]
+    target = _target_map(spec, maps, std)
+    getitem = dask.delayed(operator.getitem, pure=True)
+    global_sums = _converted_tree(
+        sum_converted, _sum_node, [t[1] for t in tasks], maps, (target, rp.group, ())
+    )
+    exchange = dask.delayed(exchange_summary, pure=True)(*[t[4] for t in tasks])
+    blocks = []
+    for b in range(n_blocks):
+        bucket = [getitem(t[0], b) for t in tasks]
+        combined = _converted_tree(
+            combine_tables_converted, combine_tables_node, bucket, maps, (target, rp)
+        )
+        extra = (global_sums, target, exchange) if b == 0 else (None, target)
+        blocks.append(dask.delayed(to_ragged_block, pure=True)(combined, rp, slot_arg, *extra))
+    return blocks
+
+
 def _converted_tree(leaf, node, items: list, maps: list, conv: tuple, fan_in: int = 8):
     """Tree reduction whose first level (``leaf``) converts each item from its map to
-    the target's (``conv = (target, packed, vc_widths)``); the levels above
+    the target's (``conv = (target, packed, vc_widths)``, or ``(target, RaggedPacked)``
+    for ragged tables); the levels above
     (``node(*conv, *children)``) add items already in it."""
     first = dask.delayed(leaf, pure=True)
     upper = dask.delayed(node, pure=True)

@@ -20,6 +20,9 @@ same output:
 Variance components need one slot numbering of their columns within each group across
 partitions: :func:`partition_vc_pairs` lists the (group, column) pairs of a partition,
 :func:`build_slot_map` numbers them all (:class:`~dmixed.stats.slots.SlotMap`).
+With a :class:`~dmixed.engines.dask.ragged.RaggedPacked` layout the tasks sum the
+components ragged instead (:func:`accumulate_ragged`): ``parts[b]`` are then block
+``b``'s tables of groups and cells, and no rows are routed.
 """
 
 from __future__ import annotations
@@ -36,11 +39,15 @@ from ...stats.standardize import Standardization
 from .combine import GroupAccumulator, split_buckets
 from .pieces import Pieces, compute_piece
 from .progress import BatchedReport, report_partitions
+from .ragged import RaggedAccumulator, RaggedPacked, ragged_rows, rows_overlap, tables_bytes
 from .routing import Router, exchange_report
 from .tuning import tune_worker_malloc
 
 #: Column holding the group key in the frames of variance-component pairs.
 KEY_COLUMN = "__dmixed_group__"
+#: The component (and column) of the mark :func:`partition_vc_pairs` adds when a row of
+#: its partition has two variance-component entries.
+OVERLAP = -1
 
 
 # ---------------------------------------------------------------------------
@@ -48,12 +55,13 @@ KEY_COLUMN = "__dmixed_group__"
 # ---------------------------------------------------------------------------
 
 
-def partition_rows(pdf: pd.DataFrame, spec, slot_map: SlotMap | None):
+def partition_rows(pdf: pd.DataFrame, spec, slot_map: SlotMap | None, padded: bool = True):
     """``((dm, keys, Z̃), n_dropped)`` of one partition, VC slots applied; ``(None,
     n_dropped)`` when no row is left.
 
     ``dm`` are the spec's design matrices of the partition, ``keys`` the rows' group keys
-    (:func:`~dmixed.stats.keys.key_values`), ``Z̃`` the padded random design.
+    (:func:`~dmixed.stats.keys.key_values`), ``Z̃`` the padded random design (None when
+    not ``padded``: the ragged pass, :mod:`~dmixed.engines.dask.ragged`).
     """
     if len(pdf) == 0:
         return None, 0
@@ -61,6 +69,8 @@ def partition_rows(pdf: pd.DataFrame, spec, slot_map: SlotMap | None):
     if dm.endog.shape[0] == 0:
         return None, dm.n_dropped
     keys = key_values(dm.groups)
+    if not padded:
+        return (dm, keys, None), dm.n_dropped
     if slot_map is None:
         slots, widths = [], []
     else:
@@ -87,8 +97,12 @@ def partition_partials(
     std: Standardization | None = None,
 ) -> tuple:
     """Partial statistics of one partition, split by output block (see the module), and
-    the columns' map they are in (``std``, else chosen from these rows; None: no rows)."""
+    the columns' map they are in (``std``, else chosen from these rows; None: no rows).
+    With ``packed`` a :class:`~dmixed.engines.dask.ragged.RaggedPacked`, the ragged
+    tables per block instead of packed rows."""
     tune_worker_malloc()
+    if isinstance(packed, RaggedPacked):
+        return accumulate_ragged([pdf], spec, slot_map, packed, n_buckets, None, std)
     rows, n_dropped = partition_rows(pdf, spec, slot_map)
     if rows is None:
         empty = [(np.empty(0, dtype=object), np.empty((0, packed.width)))] * n_buckets
@@ -116,6 +130,23 @@ def partition_partials(
 # ---------------------------------------------------------------------------
 
 
+def read_frames(frames, spec, slot_map, glob: np.ndarray, report, std, padded: bool = True):
+    """The partitions of a chain with rows left, one at a time: yields ``(dm, keys, Z̃,
+    std)`` (:func:`partition_rows`; ``std`` the chain's map, chosen from its first rows
+    when not given); counts the dropped rows into the packed global sums ``glob`` and
+    the partitions without rows into ``report``."""
+    for pdf in frames:
+        rows, n_dropped = partition_rows(pdf, spec, slot_map, padded)
+        glob[2] += n_dropped
+        if rows is None:
+            report.add(0)
+            continue
+        dm, keys, ztilde = rows
+        if std is None:  # one map for the whole chain, from its first rows
+            std = partition_standardization(dm, spec)
+        yield dm, keys, ztilde, std
+
+
 def accumulate_frames(
     frames,
     spec,
@@ -128,22 +159,18 @@ def accumulate_frames(
 ) -> tuple:
     """Add pandas partitions, one at a time, into one
     :class:`~dmixed.engines.dask.combine.GroupAccumulator`: the body of
-    :func:`chain_partials` and :func:`resident_chain_partials`."""
+    :func:`chain_partials` and :func:`resident_chain_partials` (:func:`accumulate_ragged`
+    for a :class:`~dmixed.engines.dask.ragged.RaggedPacked` layout)."""
     tune_worker_malloc()
+    if isinstance(packed, RaggedPacked):
+        return accumulate_ragged(frames, spec, slot_map, packed, n_buckets, key_dtype, std)
     acc = GroupAccumulator(packed.width, key_dtype)
     router = Router(exchange, packed.width)
     glob = packed.empty_global()
     report = BatchedReport()
     widths = () if slot_map is None else slot_map.widths
-    for pdf in frames:
-        rows, n_dropped = partition_rows(pdf, spec, slot_map)
-        glob[2] += n_dropped
-        if rows is None:
-            report.add(0)
-            continue
-        dm, keys, ztilde = rows
-        if std is None:  # one map for the whole chain, from its first rows
-            std = partition_standardization(dm, spec)
+    for dm, keys, ztilde, chosen in read_frames(frames, spec, slot_map, glob, report, std):
+        std = chosen
         if keys.dtype != acc.key_dtype:
             keys = keys.astype(acc.key_dtype)
         if router.take(keys, dm, ztilde, std):
@@ -157,6 +184,33 @@ def accumulate_frames(
     report.flush()
     parts, routed = acc.result(n_buckets), router.result(n_buckets)
     return parts, glob, std, routed, exchange_report(parts, routed)
+
+
+def accumulate_ragged(
+    frames, spec, slot_map: SlotMap, rp: RaggedPacked, n_buckets: int, key_dtype, std=None
+) -> tuple:
+    """:func:`accumulate_frames` summing the variance components ragged
+    (:mod:`~dmixed.engines.dask.ragged`): ``parts[b]`` are block ``b``'s tables; no rows
+    are routed.  ``key_dtype`` None: the keys' own (one partition)."""
+    acc = None
+    glob = rp.group.empty_global()
+    report = BatchedReport()
+    for dm, keys, _, chosen in read_frames(frames, spec, slot_map, glob, report, std, False):
+        std = chosen
+        parts, sums = ragged_rows(dm, keys, slot_map, rp, std, n_buckets)
+        glob += rp.group.pack_global(sums)
+        if acc is None:
+            acc = RaggedAccumulator(rp, n_buckets, keys.dtype if key_dtype is None else key_dtype)
+        acc.add(parts)
+        report.add(len(keys))
+    report.flush()
+    if acc is None:
+        dtype = object if key_dtype is None else key_dtype
+        parts = [rp.empty(dtype)] * n_buckets
+    else:
+        parts = acc.result()
+    report_sent = {"form": "partials", "bytes": [tables_bytes(t) for t in parts]}
+    return parts, glob, std, [None] * n_buckets, report_sent
 
 
 def chain_partials(
@@ -236,7 +290,8 @@ def empty_pairs(key_dtype) -> pd.DataFrame:
 
 
 def partition_vc_pairs(pdf: pd.DataFrame, spec, key_dtype) -> pd.DataFrame:
-    """Distinct (group key, component, column) triples with a non-zero entry."""
+    """Distinct (group key, component, column) triples with a non-zero entry, and one
+    triple of component :data:`OVERLAP` when some row has two entries."""
     if len(pdf) == 0:
         return empty_pairs(key_dtype)
     dm = spec.transform(pdf)
@@ -256,6 +311,16 @@ def partition_vc_pairs(pdf: pd.DataFrame, spec, key_dtype) -> pd.DataFrame:
                 }
             )
         )
+    if rows_overlap(dm.vc_cols, dm.vc_vals):  # a row with two entries: marked, comp −1
+        frames.append(
+            pd.DataFrame(
+                {
+                    KEY_COLUMN: key_series(np.asarray(uniq)[:1], KEY_COLUMN),
+                    "comp": np.full(1, OVERLAP, dtype=np.int64),
+                    "col": np.full(1, OVERLAP, dtype=np.int64),
+                }
+            )
+        )
     if not frames:
         return empty_pairs(key_dtype)
     return pd.concat(frames, ignore_index=True)
@@ -263,6 +328,14 @@ def partition_vc_pairs(pdf: pd.DataFrame, spec, key_dtype) -> pd.DataFrame:
 
 def build_slot_map(pairs: pd.DataFrame, ncols: list[int]) -> SlotMap:
     """The :class:`~dmixed.stats.slots.SlotMap` of all distinct pairs of the data."""
+    pairs = pairs[pairs["comp"].to_numpy() != OVERLAP]
     return SlotMap.from_pairs(
         pairs[KEY_COLUMN].to_numpy(), pairs["comp"].to_numpy(), pairs["col"].to_numpy(), ncols
     )
+
+
+def build_slot_plan(pairs: pd.DataFrame, ncols: list[int]) -> tuple[SlotMap, bool]:
+    """:func:`build_slot_map` and whether some row has two variance-component entries
+    (:func:`partition_vc_pairs` marks it): then the pass keeps the padded design."""
+    overlap = bool((pairs["comp"].to_numpy() == OVERLAP).any())
+    return build_slot_map(pairs, ncols), overlap

@@ -1,6 +1,7 @@
 """Variance components held structured on a cluster (:mod:`dmixed.kernels.vc_blocks`).
 
-The data pass leaves every block of groups padded (``zz`` G_b × r × r).  Where the
+The data pass leaves every block of groups padded (``zz`` G_b × r × r), or ragged
+already (``Block.ragged``, :mod:`~dmixed.engines.dask.ragged`).  Where the
 layout allows the structured engine (:func:`~dmixed.engines.vc_local.structured_layout`)
 and every block's variance-component block is diagonal (:func:`block_structure`, one
 small round trip), the blocks are read into their ragged form on the workers: kept
@@ -25,6 +26,8 @@ from .progress import gather
 def block_structure(block: Block, q: int) -> tuple[bool, int]:
     """Whether the block's variance-component block is diagonal in every group, and how
     many slots its groups use (non-zero diagonal entries): runs on a worker."""
+    if block.ragged is not None:  # summed ragged by the data pass
+        return True, int(block.ragged.d.size)
     zz = block.zz
     if zz is None or zz.shape[0] == 0:
         return True, 0
@@ -35,6 +38,8 @@ def block_structure(block: Block, q: int) -> tuple[bool, int]:
 def block_ragged(block: Block, layout: Layout) -> RaggedVC:
     """The ragged statistics of a block whose variance-component block is diagonal
     (:func:`block_structure`): runs on a worker."""
+    if block.ragged is not None:
+        return block.ragged
     return RaggedVC.from_dense(block.zz, block.zxy, layout.k_re, layout.slot_component)
 
 
