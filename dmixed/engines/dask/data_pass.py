@@ -44,7 +44,7 @@ from ...stats.packed import PackedLayout
 from ...stats.slots import SlotMap
 from ...stats.standardize import Standardization
 from ..base import ENGINE_CHOICES
-from ..vc_local import StructuredVCEngine, structured_layout
+from ..vc_local import StructuredVCEngine, worth_structure
 from . import tuning
 from .blocks import Assembly, assemble_blocks, block_dense, block_summary, gathered_engine
 from .checks import missing_values_total
@@ -211,9 +211,11 @@ def _number_slots(run: _Pass) -> tuple[SlotMap | None, object, bool]:
 
 def pass_layout(layout: Layout, k: int, overlap: bool) -> PackedLayout | RaggedPacked:
     """The partials' layout: ragged (:mod:`~dmixed.engines.dask.ragged`) where the
-    structured engine applies (:func:`~dmixed.engines.vc_local.structured_layout`) and no
-    row has two variance-component entries, else padded packed rows."""
-    if structured_layout(layout) and not overlap:
+    structured engine saves work (:func:`~dmixed.engines.vc_local.worth_structure`; with
+    one random-design column in all too, as in process: the ragged pass holds no
+    within-group sums for the profile to read) and no row has two variance-component
+    entries, else padded packed rows."""
+    if worth_structure(layout) and not overlap:
         return RaggedPacked(layout.k_re, k, tuple(int(w) for w in layout.vc_widths))
     return PackedLayout(layout.r, k)
 
@@ -257,7 +259,8 @@ def _compute_on_cluster(run: _Pass, graph: list, packed: PackedLayout, layout: L
     wait_for(client, futures, run.progress, "data pass", t1, run.n_parts)
     summaries = gather(client, client.map(block_summary, futures, pure=False), "the data pass")
     asm = assemble_blocks(summaries, packed.k)
-    n_slots = structured_slots(client, futures, layout)  # None: the padded blocks
+    # None: the padded blocks
+    n_slots = structured_slots(client, futures, layout, isinstance(packed, RaggedPacked))
     structured = None if n_slots is None else layout
     if not _keeps_on_cluster(run, asm, packed, layout, n_slots):
         if structured is not None:

@@ -2,7 +2,7 @@
 
 Where no row has two variance-component entries (the VC prepass says so,
 :func:`slot_plan`) and the layout allows the structured engine
-(:func:`~dmixed.engines.vc_local.structured_layout`), every partition is summed as the
+(:func:`~dmixed.engines.dask.data_pass.pass_layout`), every partition is summed as the
 in-process pass sums its rows (:func:`~dmixed.kernels.vc_blocks.ragged_statistics`),
 and its partial is kept in two kinds of keyed table instead of one padded packed row per
 group (:class:`RaggedPacked`):

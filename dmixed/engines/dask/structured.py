@@ -18,7 +18,7 @@ import numpy as np
 from ...kernels.vc_blocks import RaggedVC, diagonal_vc_block
 from ...stats import Layout
 from ...stats.blup_cov import slots_in_sorted_order
-from ..vc_local import StructuredVCEngine, structured_layout
+from ..vc_local import StructuredVCEngine, structured_layout, worth_structure
 from .blocks import Block, reorder
 from .progress import gather
 
@@ -43,10 +43,13 @@ def block_ragged(block: Block, layout: Layout) -> RaggedVC:
     return RaggedVC.from_dense(block.zz, block.zxy, layout.k_re, layout.slot_component)
 
 
-def structured_slots(client, futures: list, layout: Layout) -> int | None:
+def structured_slots(client, futures: list, layout: Layout, ragged: bool = False) -> int | None:
     """The slots used in all blocks when every block can be held structured, else None
-    (the layout does not allow it, or some group's components overlap)."""
-    if not structured_layout(layout):
+    (the layout does not allow it, or some group's components overlap).  ``ragged``: the
+    blocks come from the ragged pass, which holds no within-group sums, so one
+    random-design column in all (:func:`~dmixed.engines.vc_local.structured_layout`'s
+    exclusion) is structured too."""
+    if not (worth_structure(layout) if ragged else structured_layout(layout)):
         return None
     parts = gather(
         client,

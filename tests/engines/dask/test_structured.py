@@ -140,3 +140,24 @@ def test_concatenate_ragged_puts_groups_in_sorted_order():
     want = stats.engine.ragged
     for field in dataclasses.fields(RaggedVC):
         np.testing.assert_array_equal(getattr(got, field.name), getattr(want, field.name))
+
+
+@pytest.mark.parametrize("engine", ["local", "distributed"])
+def test_components_only_model_is_ragged_on_dask(client, data, engine):
+    """One component and no ``exog_re`` (``re_formula="0"``, statsmodels' reading of a
+    nested model without a group intercept): one random-design column in all, summed
+    ragged on Dask as in process (the padded pass would need an ``r × r`` block per
+    group), gathered or kept on the workers, the in-process fit to 1e-10."""
+    kw = {"groups": "g", "re_formula": "0", "vc_formula": {"sub": "0 + C(sub)"}}
+    ref = dmixed.MixedLM.from_formula(FORMULA, data=data, **kw).fit()
+    ddf = dd.from_pandas(data, npartitions=3)
+    with dask.config.set({"dmixed.engine": engine}):
+        model = dmixed.MixedLM.from_formula(FORMULA, data=ddf, **kw)
+        stats = model.statistics(client=client)
+        assert stats.engine.collapsed_vc and stats.fit_layout.vc_widths == (1,)
+        res = model.fit(client=client)
+    for name in ("params", "bse", "fe_params", "vcomp"):
+        np.testing.assert_allclose(getattr(res, name), getattr(ref, name), rtol=1e-10)
+    np.testing.assert_allclose([res.llf, res.scale], [ref.llf, ref.scale], rtol=1e-10)
+    frame, want = res.random_effects_frame(vc=True), ref.random_effects_frame(vc=True)
+    np.testing.assert_allclose(frame["value"], want["value"], rtol=1e-8, atol=1e-12)
