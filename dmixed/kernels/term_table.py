@@ -1,0 +1,88 @@
+"""A chain's per-group sums kept as a row-major table of its product plan's terms.
+
+:func:`~dmixed.kernels.rows.accumulate_packed_into` adds every call's sums into the
+column-major packed accumulator: one ``bincount`` per distinct term, each over a table
+of all groups, which misses the cache on every row once the groups are many (9 passes
+for a random slope).  :class:`TermTable` instead adds the rows of many calls into one
+table ``(groups, terms)``, row-major, by a kernel compiled for the plan
+(:mod:`~dmixed.kernels.term_jit`): one cache line a row.  The table is expanded into the
+packed accumulator (the plan's columns, times the map's scales) only when the
+accumulator needs its values: :meth:`TermTable.flush`.
+
+The sums are those of the numpy reference to rounding (goal: 1e-12 relative): each
+group's rows are added in row order, but over all calls at once instead of call by call.
+The reference stays for variance components, the within-group sums (one random-design
+column, the intercept) and whenever the compiled pass is not picked
+(:func:`~dmixed.kernels.compiled.rows_compiled`, ``DMIXED_KERNELS``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..stats.standardize import Standardization
+from .compiled import rows_compiled
+from .rows import prepare_rows, wants_within
+
+
+class TermTable:
+    """Per-group sums of many calls for one packed accumulator (see the module).
+
+    The table's row ``g`` belongs to the accumulator's column ``g``; whoever moves the
+    accumulator's columns (grows, reorders, reads them) calls :meth:`flush` first.
+    """
+
+    def __init__(self) -> None:
+        self.table: np.ndarray | None = None  # (groups, live terms)
+        self.plan: tuple | None = None  # (kernel terms, packed column → table column, scales)
+
+    def applies(self, n_rows: int, r: int, std: Standardization | None, vc_widths) -> bool:
+        """Whether :meth:`add` sums these rows (else the caller runs the reference,
+        after :meth:`flush`)."""
+        if len(vc_widths) or wants_within(std, r):
+            return False
+        return rows_compiled(n_rows)
+
+    def add(self, acc, codes, endog, exog, ztilde, weights=None, std=None, vc_widths=()) -> dict:
+        """Add these rows' per-group sums (into the table; ``acc`` as
+        :func:`~dmixed.kernels.rows.accumulate_packed_into`, whose global sums this
+        returns).  Only where :meth:`applies`."""
+        from .term_jit import term_kernel  # numba: imported on first use only
+
+        rows = prepare_rows(endog, exog, ztilde, weights, std, vc_widths)
+        live = [t for t in rows.terms if t[0] != "zero"]
+        used = sorted({u for t in live for u in t[1:]})
+        slot = {u: i for i, u in enumerate(used)}
+        kernel_terms = tuple((t[0], *[slot[u] for u in t[1:]]) for t in live)
+        place = {t: i for i, t in enumerate(live)}
+        packed_to_table = tuple(
+            place.get(rows.terms[t], -1) for t in rows.column_term
+        )  # −1: a zero term
+        scales = None if rows.scales is None else tuple(rows.scales.tolist())
+        plan = (kernel_terms, packed_to_table, scales)
+        if plan != self.plan or self.table is None or self.table.shape[0] != acc.shape[1]:
+            self.flush(acc)
+            self.plan = plan
+            self.table = np.zeros((acc.shape[1], max(len(live), 1)))
+        sources = [np.ascontiguousarray(rows.sources[u], dtype=np.float64) for u in used]
+        codes = np.ascontiguousarray(codes, dtype=np.int64)
+        if codes.size:
+            term_kernel(kernel_terms)(codes, self.table, *sources)
+        return rows.global_sums(codes.size)
+
+    def flush(self, acc: np.ndarray) -> None:
+        """Add the table into ``acc`` (packed, column-major) and empty it."""
+        if self.table is None or self.plan is None:
+            return
+        _, packed_to_table, scales = self.plan
+        by_term = np.ascontiguousarray(self.table.T)  # one pass, then contiguous rows
+        n = by_term.shape[1]
+        for c, t in enumerate(packed_to_table):
+            if t < 0:
+                continue
+            if scales is None or scales[c] == 1.0:
+                acc[c, :n] += by_term[t]
+            else:
+                acc[c, :n] += by_term[t] * scales[c]
+        self.table = None
+        self.plan = None
