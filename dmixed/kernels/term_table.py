@@ -33,8 +33,9 @@ class TermTable:
     """
 
     def __init__(self) -> None:
-        self.table: np.ndarray | None = None  # (groups, live terms)
+        self.table: np.ndarray | None = None  # (groups, live terms + 1 of zeros)
         self.plan: tuple | None = None  # (kernel terms, packed column → table column, scales)
+        self.flushed = False  # some sums went into an accumulator already
 
     def applies(self, n_rows: int, r: int, std: Standardization | None, vc_widths) -> bool:
         """Whether :meth:`add` sums these rows (else the caller runs the reference,
@@ -63,17 +64,40 @@ class TermTable:
         if plan != self.plan or self.table is None or self.table.shape[0] != acc.shape[1]:
             self.flush(acc)
             self.plan = plan
-            self.table = np.zeros((acc.shape[1], max(len(live), 1)))
+            self.table = np.zeros((acc.shape[1], len(live) + 1))  # the last: zeros
         sources = [np.ascontiguousarray(rows.sources[u], dtype=np.float64) for u in used]
         codes = np.ascontiguousarray(codes, dtype=np.int64)
         if codes.size:
             term_kernel(kernel_terms)(codes, self.table, *sources)
         return rows.global_sums(codes.size)
 
-    def flush(self, acc: np.ndarray) -> None:
-        """Add the table into ``acc`` (packed, column-major) and empty it."""
+    @property
+    def pending(self) -> bool:
+        """Whether the table holds sums not yet in the accumulator."""
+        return self.table is not None
+
+    def counts(self) -> np.ndarray:
+        """Every table row's count of rows (packed column 0, ``n``); only while
+        :attr:`pending`."""
+        return self.table[:, self.plan[1][0]]
+
+    def packed_rows(self, rows: np.ndarray) -> np.ndarray:
+        """The packed statistics of table rows ``rows``, shape ``(len(rows), width)``
+        (what :meth:`flush` would add to those accumulator columns, transposed; one
+        gather, without the column-major accumulator).  Only while :attr:`pending`."""
+        _, packed_to_table, scales = self.plan
+        zero = self.table.shape[1] - 1  # the table's last column stays zero
+        cols = np.array([zero if t < 0 else t for t in packed_to_table], dtype=np.int64)
+        out = self.table[rows].take(cols, axis=1)
+        if scales is not None:
+            out *= np.asarray(scales)
+        return out
+
+    def flush(self, acc: np.ndarray) -> bool:
+        """Add the table into ``acc`` (packed, column-major) and empty it; whether it
+        held anything (then :attr:`flushed`)."""
         if self.table is None or self.plan is None:
-            return
+            return False
         _, packed_to_table, scales = self.plan
         by_term = np.ascontiguousarray(self.table.T)  # one pass, then contiguous rows
         n = by_term.shape[1]
@@ -86,3 +110,5 @@ class TermTable:
                 acc[c, :n] += by_term[t] * scales[c]
         self.table = None
         self.plan = None
+        self.flushed = True
+        return True

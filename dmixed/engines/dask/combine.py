@@ -109,8 +109,9 @@ class GroupAccumulator:
         self.index = self._new_index(np.empty(0, dtype=self.key_dtype))
         self.extra = self._new_index(np.empty(0, dtype=self.key_dtype))
         # the compiled pass's sums not yet in ``acc`` (flushed before ``acc`` is read,
-        # grown or reordered)
+        # grown or reordered); ``written``: the reference added sums into ``acc``
         self.terms = TermTable()
+        self.written = False
 
     @staticmethod
     def _new_index(keys: np.ndarray) -> pd.Index:
@@ -118,11 +119,15 @@ class GroupAccumulator:
 
     def _grow(self, size: int, shift: int = 0) -> None:
         """Make ``acc`` ``size`` columns wide, old column c moving to c + shift."""
-        self.terms.flush(self.acc)
+        self._flush()
         new = np.zeros((self.width, size))
         old = self.acc.shape[1]
         new[:, shift : shift + old] = self.acc
         self.acc = new
+
+    def _flush(self) -> None:
+        """The compiled table's sums into ``acc`` (see :class:`TermTable`)."""
+        self.terms.flush(self.acc)
 
     def _range_columns(self, keys: np.ndarray) -> np.ndarray | None:
         lo, hi = int(keys.min()), int(keys.max())
@@ -133,7 +138,7 @@ class GroupAccumulator:
         cap = self.acc.shape[1]
         if cap and self.base <= lo and hi < self.base + cap:
             return keys - self.base
-        self.terms.flush(self.acc)  # the groups seen are counted from acc[0]
+        self._flush()  # the groups seen are counted from acc[0]
         new_lo = lo if not cap else min(lo, self.base)
         new_hi = hi if not cap else max(hi, self.base + cap - 1)
         span = new_hi - new_lo + 1
@@ -158,7 +163,7 @@ class GroupAccumulator:
     def _to_hash(self) -> None:
         """Leave range (or lookup) mode: the groups seen become the hash table's first
         keys."""
-        self.terms.flush(self.acc)
+        self._flush()
         if self.lookup is not None:
             seen_keys = self.looked_up
             self.acc = np.ascontiguousarray(self.acc[:, : seen_keys.size])
@@ -172,7 +177,7 @@ class GroupAccumulator:
 
     def _to_lookup(self) -> None:
         """Leave range mode for a lookup: the groups seen keep their sums, in key order."""
-        self.terms.flush(self.acc)
+        self._flush()
         seen = np.flatnonzero(self.acc[0]) if self.acc.shape[1] else np.empty(0, np.int64)
         self.looked_up = (seen + self.base).astype(np.int64)
         self.acc = np.ascontiguousarray(self.acc[:, seen])
@@ -246,7 +251,8 @@ class GroupAccumulator:
         if self.terms.applies(col.size, ztilde.shape[1], std, vc_widths):
             # one compiled pass into the chain's row-major table of the plan's terms
             return self.terms.add(self.acc, col, dm.endog, dm.exog, ztilde, dm.weights, std)
-        self.terms.flush(self.acc)
+        self._flush()
+        self.written = True
         # variance components of one entry per row: summed without the padded products
         return accumulate_padded_into(
             self.acc, col, dm.endog, dm.exog, ztilde, dm.weights, std, vc_widths
@@ -254,10 +260,14 @@ class GroupAccumulator:
 
     def result(self, n_buckets: int) -> list[Partial]:
         """``(keys, values)`` of the groups seen, split by output block: one packed row
-        per group (one gather from the accumulator per block)."""
-        self.terms.flush(self.acc)
+        per group (one gather from the accumulator per block, or from the compiled
+        table when it holds all the sums)."""
+        # all the sums in the table: the partial from it, never from ``acc``
+        direct = self.terms.pending and not (self.written or self.terms.flushed)
+        if not direct:
+            self._flush()
         if self.ranged:
-            seen = np.flatnonzero(self.acc[0])
+            seen = np.flatnonzero(self.terms.counts() if direct else self.acc[0])
             keys = (seen + self.base).astype(self.key_dtype)
         elif self.lookup is not None:
             keys = self.looked_up.astype(self.key_dtype)
@@ -265,6 +275,11 @@ class GroupAccumulator:
         else:
             keys = np.asarray(self.index.append(self.extra), dtype=self.key_dtype)
             seen = np.arange(keys.size)
+        if direct:
+            return [
+                (keys[pick], self.terms.packed_rows(seen[pick]))
+                for pick in bucket_rows(keys, n_buckets)
+            ]
         # gather the groups seen along each accumulator row (contiguous reads), then
         # transpose: gathering rows of the transposed view reads strided memory
         return [
