@@ -3,14 +3,15 @@
 Run:  python benchmarks/bench_row_kernel.py [--rows 1250000] [--groups 1000000]
                                             [--parts 4] [--repeat 5]
 
-1. Per-group sums of ``--parts`` partitions of ``--rows`` rows (random intercept and
-   slope on x1, ``y ~ x1 + x2 + x3``, standardized columns, groups drawn at random) into
-   one accumulator of ``--groups`` groups, CPU time of this process: the numpy
-   reference (``kernels.accumulate_packed_into``, one ``bincount`` per term) and the
-   compiled table (``kernels.term_table.TermTable``: one pass per partition, then the
-   table added into the accumulator once), interleaved, warm (one untimed round), medians
-   with min and max over ``--repeat`` rounds.  The largest difference between the two
-   relative to the sums' magnitudes is printed too.
+1. A chain: ``--parts`` partitions of ``--rows`` rows (random intercept and slope on x1,
+   ``y ~ x1 + x2 + x3``, standardized columns, groups drawn at random) added into one
+   ``GroupAccumulator`` of ``--groups`` groups, then its partial in 2 buckets; CPU time
+   of this process, with the numpy reference (``DMIXED_KERNELS=numpy``: one ``bincount``
+   per term into the column-major accumulator) and the compiled table
+   (``DMIXED_KERNELS=numba``: ``kernels.term_table.TermTable``), interleaved, warm (one
+   untimed round), medians with min and max over ``--repeat`` rounds.  The largest
+   difference between the two partials relative to each column's largest sum is
+   printed too.
 2. In fresh processes: the import of the generated kernel's module (numba), the first
    call with an empty disk cache (generate + compile) and with the cache filled (load),
    and ``import dmixed`` (which must not import numba).
@@ -56,20 +57,18 @@ def _data(rows: int, groups: int, seed: int):
     return codes, y, exog, z, Standardization.choose(y, exog, z, (0, 0), [])
 
 
-def _numpy(acc, parts, std):
+def _chain(parts, std, kernels_env: str) -> list:
+    """A chain's accumulator over ``parts``, then its partial in 2 buckets."""
+    from types import SimpleNamespace
+
     from dmixed import kernels
+    from dmixed.engines.dask.combine import GroupAccumulator
 
+    os.environ["DMIXED_KERNELS"] = kernels_env
+    acc = GroupAccumulator(kernels.packed_width(2, 5), np.int64)
     for codes, y, exog, z in parts:
-        kernels.accumulate_packed_into(acc, codes, y, exog, z, None, std, compiled=False)
-
-
-def _compiled(acc, parts, std):
-    from dmixed.kernels.term_table import TermTable
-
-    table = TermTable()
-    for codes, y, exog, z in parts:
-        table.add(acc, codes, y, exog, z, None, std)
-    table.flush(acc)
+        acc.add(codes, SimpleNamespace(endog=y, exog=exog, weights=None), z, std)
+    return acc.result(2)
 
 
 def _fresh_process() -> dict:
@@ -100,25 +99,21 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--out", default="benchmarks/out/row_kernel.json")
     args = ap.parse_args()
-    from dmixed import kernels
-
     data = [_data(args.rows, args.groups, seed) for seed in range(args.parts)]
     std = data[0][4]
     parts = [d[:4] for d in data]
-    width = kernels.packed_width(2, 5)
-    times: dict[str, list[float]] = {"numpy": [], "compiled": []}
-    accs = {}
+    times: dict[str, list[float]] = {"numpy": [], "numba": []}
+    out = {}
     for round_ in range(args.repeat + 1):  # the first round is not counted (warm-up)
-        for name, run in (("numpy", _numpy), ("compiled", _compiled)):
-            acc = np.zeros((width, args.groups))
-            acc[:] = 0.0  # touched: the table's first-touch faults are not the sums'
+        for name in times:
             t0 = time.process_time()
-            run(acc, parts, std)
+            out[name] = _chain(parts, std, name)
             if round_:
                 times[name].append(time.process_time() - t0)
-            accs[name] = acc
-    scale = np.abs(accs["numpy"]).max(axis=1, keepdims=True) + 1e-300
-    max_rel = float(np.max(np.abs(accs["compiled"] - accs["numpy"]) / scale))
+    want = np.concatenate([v for _, v in out["numpy"]])
+    got = np.concatenate([v for _, v in out["numba"]])
+    scale = np.abs(want).max(axis=0) + 1e-300
+    max_rel = float(np.max(np.abs(got - want) / scale))
     rows = args.rows * args.parts
     report = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -134,7 +129,7 @@ def main() -> None:
             f"  {name:9s} {1e3 * med:7.1f} ms ({min(ts) * 1e3:.1f}-{max(ts) * 1e3:.1f}) "
             f"= {1e9 * med / rows:5.1f} ns a row"
         )
-    print(f"  numpy / compiled: {report['numpy']['median_s'] / report['compiled']['median_s']:.2f}")
+    print(f"  numpy / compiled: {report['numpy']['median_s'] / report['numba']['median_s']:.2f}")
     print(f"  largest difference / the column's largest sum: {max_rel:.1e}")
     report["fresh"] = _fresh_process()
     for key, value in report["fresh"].items():

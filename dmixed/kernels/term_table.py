@@ -45,10 +45,40 @@ class TermTable:
         return rows_compiled(n_rows)
 
     def add(self, acc, codes, endog, exog, ztilde, weights=None, std=None, vc_widths=()) -> dict:
-        """Add these rows' per-group sums (into the table; ``acc`` as
-        :func:`~dmixed.kernels.rows.accumulate_packed_into`, whose global sums this
-        returns).  Only where :meth:`applies`."""
+        """Add these rows' per-group sums into the table (only where :meth:`applies`).
+
+        For every term ``t`` of the rows' :func:`~dmixed.kernels.rows.product_plan` and
+        row ``i`` of group ``g = codes[i]``: ``table[g, t] += 1``, ``s_u[i]`` or
+        ``s_u[i] s_v[i]``, with ``s`` the rows' columns shifted by the map ``std`` and
+        scaled by ``√w`` (:func:`~dmixed.kernels.rows.prepare_rows`); the map's scales
+        are applied at :meth:`flush` / :meth:`packed_rows`.  A call whose plan (or
+        accumulator width) differs from the table's first flushes the table into ``acc``.
+
+        Parameters
+        ----------
+        acc : ndarray (width, G)
+            The packed accumulator the table belongs to (column-major,
+            :func:`~dmixed.kernels.rows.accumulate_packed_into`).
+        codes : ndarray of int (n,)
+            Each row's column of ``acc``, ``0 … G−1``.
+        endog, exog, ztilde, weights, std, vc_widths
+            As :func:`~dmixed.kernels.rows.accumulate_packed_into`.
+
+        Returns
+        -------
+        dict
+            The rows' global sums, as :func:`~dmixed.kernels.rows.accumulate_packed_into`.
+
+        Raises
+        ------
+        ValueError
+            A code outside ``0 … G−1`` (the compiled kernel does not check its indices).
+        """
         from .term_jit import term_kernel  # numba: imported on first use only
+
+        codes = np.ascontiguousarray(codes, dtype=np.int64)
+        if codes.size and (codes.min() < 0 or codes.max() >= acc.shape[1]):
+            raise ValueError(f"codes must be in 0 … {acc.shape[1] - 1} (the accumulator's columns)")
 
         rows = prepare_rows(endog, exog, ztilde, weights, std, vc_widths)
         live = [t for t in rows.terms if t[0] != "zero"]
@@ -66,7 +96,6 @@ class TermTable:
             self.plan = plan
             self.table = np.zeros((acc.shape[1], len(live) + 1))  # the last: zeros
         sources = [np.ascontiguousarray(rows.sources[u], dtype=np.float64) for u in used]
-        codes = np.ascontiguousarray(codes, dtype=np.int64)
         if codes.size:
             term_kernel(kernel_terms)(codes, self.table, *sources)
         return rows.global_sums(codes.size)

@@ -117,3 +117,12 @@ def test_reference_kept_for_components_within_sums_and_numpy(monkeypatch):
     assert table.applies(10**6, 2, std, ())
     monkeypatch.setenv("DMIXED_KERNELS", "numpy")
     assert not table.applies(10**6, 2, std, ())
+
+
+def test_codes_outside_the_accumulator_are_refused(compiled_rows):
+    rng = np.random.default_rng(5)
+    codes, y, exog, ztilde, _, std = _data(rng, 20, 5, 2, 2, 0.0, False)
+    codes[0] = 4
+    acc = np.zeros((kernels.packed_width(2, 3), 4))
+    with pytest.raises(ValueError, match="codes must be in 0 … 3"):
+        TermTable().add(acc, codes, y, exog, ztilde, std=std)
