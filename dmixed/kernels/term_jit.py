@@ -24,7 +24,7 @@ import os
 import sys
 import tempfile
 
-import numba  # noqa: F401  (the generated modules import it; loaded here, on first use)
+import numba
 
 #: changes whenever the generated source changes (old modules are then left unused)
 KERNEL_VERSION = 1
@@ -100,6 +100,17 @@ def term_kernel(terms: tuple):
     spec.loader.exec_module(module)
     kernel = _LOADED[terms] = module.accumulate
     return kernel
+
+
+@numba.njit(cache=True, nogil=True)
+def expand_rows(table, rows, cols, scales, out):  # pragma: no cover - compiled
+    """``out[i, c] = table[rows[i], cols[c]] · scales[c]``: packed rows from a table of
+    terms in one pass (:meth:`~dmixed.kernels.term_table.TermTable.packed_rows`)."""
+    for i in range(rows.size):
+        src = table[rows[i]]
+        dst = out[i]
+        for c in range(cols.size):
+            dst[c] = src[cols[c]] * scales[c]
 
 
 def _same_text(path: str, text: str) -> bool:

@@ -114,12 +114,15 @@ class TermTable:
         """The packed statistics of table rows ``rows``, shape ``(len(rows), width)``
         (what :meth:`flush` would add to those accumulator columns, transposed; one
         gather, without the column-major accumulator).  Only while :attr:`pending`."""
+        from .term_jit import expand_rows
+
         _, packed_to_table, scales = self.plan
         zero = self.table.shape[1] - 1  # the table's last column stays zero
         cols = np.array([zero if t < 0 else t for t in packed_to_table], dtype=np.int64)
-        out = self.table[rows].take(cols, axis=1)
-        if scales is not None:
-            out *= np.asarray(scales)
+        factors = np.ones(cols.size) if scales is None else np.asarray(scales)
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        out = np.empty((rows.size, cols.size))
+        expand_rows(self.table, rows, cols, factors, out)
         return out
 
     def flush(self, acc: np.ndarray) -> bool:
