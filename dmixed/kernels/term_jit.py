@@ -94,6 +94,8 @@ def term_kernel(terms: tuple):
             fh.write(source)
         os.replace(tmp, path)  # atomic: concurrent processes write the same text
     spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:  # pragma: no cover - a .py path always loads
+        raise ImportError(f"cannot load the generated kernel {path}")
     module = importlib.util.module_from_spec(spec)
     # numba's cache finds the module's globals by its name when it loads the code
     sys.modules[name] = module

@@ -105,10 +105,17 @@ class TermTable:
         """Whether the table holds sums not yet in the accumulator."""
         return self.table is not None
 
+    def _held(self) -> tuple[np.ndarray, tuple]:
+        """``(table, plan)`` while :attr:`pending`."""
+        if self.table is None or self.plan is None:
+            raise RuntimeError("internal error: the table of terms holds no sums")
+        return self.table, self.plan
+
     def counts(self) -> np.ndarray:
         """Every table row's count of rows (packed column 0, ``n``); only while
         :attr:`pending`."""
-        return self.table[:, self.plan[1][0]]
+        table, plan = self._held()
+        return table[:, int(plan[1][0])]
 
     def packed_rows(self, rows: np.ndarray) -> np.ndarray:
         """The packed statistics of table rows ``rows``, shape ``(len(rows), width)``
@@ -116,13 +123,13 @@ class TermTable:
         gather, without the column-major accumulator).  Only while :attr:`pending`."""
         from .term_jit import expand_rows
 
-        _, packed_to_table, scales = self.plan
-        zero = self.table.shape[1] - 1  # the table's last column stays zero
+        table, (_, packed_to_table, scales) = self._held()
+        zero = table.shape[1] - 1  # the table's last column stays zero
         cols = np.array([zero if t < 0 else t for t in packed_to_table], dtype=np.int64)
         factors = np.ones(cols.size) if scales is None else np.asarray(scales)
         rows = np.ascontiguousarray(rows, dtype=np.int64)
         out = np.empty((rows.size, cols.size))
-        expand_rows(self.table, rows, cols, factors, out)
+        expand_rows(table, rows, cols, factors, out)
         return out
 
     def flush(self, acc: np.ndarray) -> bool:
