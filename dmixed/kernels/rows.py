@@ -8,6 +8,8 @@ statistics of any split of the rows add up to those of the whole.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..stats.packed import PackedLayout
@@ -275,10 +277,8 @@ def accumulate_packed_into(
     global sums (see :func:`accumulate_packed`).
     """
     codes = np.asarray(codes, dtype=np.int64)
-    endog, exog, ztilde, std = _tame(endog, exog, ztilde, std)
-    xcols, zcols, sum_log_w, gram = _weighted_rows(endog, exog, ztilde, weights, std)
-    k = len(xcols)
-    layout = PackedLayout(len(zcols), k)
+    rows = prepare_rows(endog, exog, ztilde, weights, std, vc_widths)
+    layout, xcols, zcols = rows.layout, rows.xcols, rows.zcols
     n_groups = acc.shape[1]
     target: slice | np.ndarray = slice(None)  # the accumulator's columns the sums go to
     if codes.size * COMPACT_BELOW < n_groups:
@@ -287,35 +287,93 @@ def accumulate_packed_into(
         target, codes = np.unique(codes, return_inverse=True)
         codes = codes.reshape(-1)
         n_groups = target.size
-    scales = _column_scales(std, layout, vc_widths)
-    # the within-group sums are wanted where the profile uses them: one random-design
-    # column, the intercept (fit.objective.residual_cross_products)
-    within_at = -1 if std is None or layout.r != 1 else std.z_intercept
-    kept = _Within(acc, target, layout) if within_at == 0 else None
-
-    terms, column_term = product_plan(xcols, zcols)
-    all_sums = _term_sums(codes, xcols + list(zcols), terms, n_groups, compiled)
+    scales = rows.scales
+    kept = _Within(acc, target, layout) if rows.within_wanted else None
+    all_sums = _term_sums(codes, rows.sources, rows.terms, n_groups, compiled)
     for t, sums in enumerate(all_sums):
         if sums is None:
             continue
-        for c, tc in enumerate(column_term):
+        for c, tc in enumerate(rows.column_term):
             if tc == t:
                 col = sums if scales is None or scales[c] == 1.0 else sums * scales[c]
                 if kept is not None:
                     kept.take(c, col)
                 acc[c, target] += col  # target: all columns, or distinct ones
+    within = None
+    if kept is not None:
+        within = kept.within(codes, xcols, zcols[0], rows.sx)
+    return rows.global_sums(codes.shape[0], within)
+
+
+@dataclass
+class PreparedRows:
+    """Rows ready for the per-group sums (:func:`prepare_rows`).
+
+    ``xcols`` (the ``k`` columns of ``[X y]``) and ``zcols`` (the ``r`` of ``Z̃``) are
+    shifted by the columns' map and scaled by ``√w``; ``terms`` and ``column_term`` their
+    :func:`product_plan`; ``scales`` the factor of every packed column
+    (:func:`_column_scales`, None: all 1); ``gram`` ``[X y]'[X y]`` in the map's units;
+    ``within_wanted``: the within-group sums are due (one random-design column, the
+    intercept; see :class:`_Within`).
+    """
+
+    xcols: list
+    zcols: list
+    layout: PackedLayout
+    std: Standardization | None
+    terms: list
+    column_term: list
+    scales: np.ndarray | None
+    gram: np.ndarray
+    sum_log_w: float
+    sx: np.ndarray | None
+    within_wanted: bool
+
+    @property
+    def sources(self) -> list:
+        """The columns the terms index: ``[xcols..., zcols...]``."""
+        return self.xcols + list(self.zcols)
+
+    def global_sums(self, n: int, within=None) -> dict:
+        """The rows' global sums, as :func:`accumulate_packed_into` returns them."""
+        return {
+            "xyxy": self.gram,
+            "n": np.int64(n),
+            "sum_log_weights": self.sum_log_w,
+            "within": within,
+        }
+
+
+def prepare_rows(endog, exog, ztilde, weights=None, std=None, vc_widths=()) -> PreparedRows:
+    """The columns, product plan, scales and global sums of these rows: everything of
+    :func:`accumulate_packed_into` but the per-group sums (arguments as there)."""
+    endog, exog, ztilde, std = _tame(endog, exog, ztilde, std)
+    xcols, zcols, sum_log_w, gram = _weighted_rows(endog, exog, ztilde, weights, std)
+    layout = PackedLayout(len(zcols), len(xcols))
     sx = None if std is None else np.append(std.x_scale, std.y_scale)
     if sx is not None and np.any(sx != 1.0):
         gram = gram / np.outer(sx, sx)
-    within = None
-    if kept is not None:
-        within = kept.within(codes, xcols, zcols[0], sx)
-    return {
-        "xyxy": gram,
-        "n": np.int64(codes.shape[0]),
-        "sum_log_weights": sum_log_w,
-        "within": within,
-    }
+    terms, column_term = product_plan(xcols, zcols)
+    return PreparedRows(
+        xcols,
+        zcols,
+        layout,
+        std,
+        terms,
+        column_term,
+        _column_scales(std, layout, vc_widths),
+        gram,
+        sum_log_w,
+        sx,
+        wants_within(std, layout.r),
+    )
+
+
+def wants_within(std: Standardization | None, r: int) -> bool:
+    """Whether rows of ``r`` random-design columns in the map ``std`` get within-group
+    sums: where the profile uses them, one random-design column, the intercept
+    (``fit.objective.residual_cross_products``; :class:`_Within`)."""
+    return std is not None and r == 1 and std.z_intercept == 0
 
 
 def _term_sums(codes, sources, terms, n_groups: int, compiled: bool | None) -> list:

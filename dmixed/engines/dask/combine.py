@@ -19,6 +19,7 @@ import operator
 import numpy as np
 import pandas as pd
 
+from ...kernels.term_table import TermTable
 from ...kernels.vc_packed import accumulate_padded_into
 from ...stats.packed import PackedLayout
 from ...stats.standardize import Standardization
@@ -107,6 +108,10 @@ class GroupAccumulator:
         self.looked_up = np.empty(0, dtype=np.int64)  # the keys of the columns, in order
         self.index = self._new_index(np.empty(0, dtype=self.key_dtype))
         self.extra = self._new_index(np.empty(0, dtype=self.key_dtype))
+        # the compiled pass's sums not yet in ``acc`` (flushed before ``acc`` is read,
+        # grown or reordered); ``written``: the reference added sums into ``acc``
+        self.terms = TermTable()
+        self.written = False
 
     @staticmethod
     def _new_index(keys: np.ndarray) -> pd.Index:
@@ -114,10 +119,15 @@ class GroupAccumulator:
 
     def _grow(self, size: int, shift: int = 0) -> None:
         """Make ``acc`` ``size`` columns wide, old column c moving to c + shift."""
+        self._flush()
         new = np.zeros((self.width, size))
         old = self.acc.shape[1]
         new[:, shift : shift + old] = self.acc
         self.acc = new
+
+    def _flush(self) -> None:
+        """The compiled table's sums into ``acc`` (see :class:`TermTable`)."""
+        self.terms.flush(self.acc)
 
     def _range_columns(self, keys: np.ndarray) -> np.ndarray | None:
         lo, hi = int(keys.min()), int(keys.max())
@@ -128,6 +138,7 @@ class GroupAccumulator:
         cap = self.acc.shape[1]
         if cap and self.base <= lo and hi < self.base + cap:
             return keys - self.base
+        self._flush()  # the groups seen are counted from acc[0]
         new_lo = lo if not cap else min(lo, self.base)
         new_hi = hi if not cap else max(hi, self.base + cap - 1)
         span = new_hi - new_lo + 1
@@ -152,6 +163,7 @@ class GroupAccumulator:
     def _to_hash(self) -> None:
         """Leave range (or lookup) mode: the groups seen become the hash table's first
         keys."""
+        self._flush()
         if self.lookup is not None:
             seen_keys = self.looked_up
             self.acc = np.ascontiguousarray(self.acc[:, : seen_keys.size])
@@ -165,6 +177,7 @@ class GroupAccumulator:
 
     def _to_lookup(self) -> None:
         """Leave range mode for a lookup: the groups seen keep their sums, in key order."""
+        self._flush()
         seen = np.flatnonzero(self.acc[0]) if self.acc.shape[1] else np.empty(0, np.int64)
         self.looked_up = (seen + self.base).astype(np.int64)
         self.acc = np.ascontiguousarray(self.acc[:, seen])
@@ -235,6 +248,11 @@ class GroupAccumulator:
             col = self._lookup_columns(keys)
         if col is None:
             col = self._hash_columns(keys)
+        if self.terms.applies(col.size, ztilde.shape[1], std, vc_widths):
+            # one compiled pass into the chain's row-major table of the plan's terms
+            return self.terms.add(self.acc, col, dm.endog, dm.exog, ztilde, dm.weights, std)
+        self._flush()
+        self.written = True
         # variance components of one entry per row: summed without the padded products
         return accumulate_padded_into(
             self.acc, col, dm.endog, dm.exog, ztilde, dm.weights, std, vc_widths
@@ -242,9 +260,14 @@ class GroupAccumulator:
 
     def result(self, n_buckets: int) -> list[Partial]:
         """``(keys, values)`` of the groups seen, split by output block: one packed row
-        per group (one gather from the accumulator per block)."""
+        per group (one gather from the accumulator per block, or from the compiled
+        table when it holds all the sums)."""
+        # all the sums in the table: the partial from it, never from ``acc``
+        direct = self.terms.pending and not (self.written or self.terms.flushed)
+        if not direct:
+            self._flush()
         if self.ranged:
-            seen = np.flatnonzero(self.acc[0])
+            seen = np.flatnonzero(self.terms.counts() if direct else self.acc[0])
             keys = (seen + self.base).astype(self.key_dtype)
         elif self.lookup is not None:
             keys = self.looked_up.astype(self.key_dtype)
@@ -252,6 +275,11 @@ class GroupAccumulator:
         else:
             keys = np.asarray(self.index.append(self.extra), dtype=self.key_dtype)
             seen = np.arange(keys.size)
+        if direct:
+            return [
+                (keys[pick], self.terms.packed_rows(seen[pick]))
+                for pick in bucket_rows(keys, n_buckets)
+            ]
         # gather the groups seen along each accumulator row (contiguous reads), then
         # transpose: gathering rows of the transposed view reads strided memory
         return [

@@ -103,6 +103,48 @@ def test_accumulator_equals_one_pass_over_all_rows(kind, sizes, n_buckets, seed)
     _assert_one_pass(acc, batches, rng, n_buckets)
 
 
+@settings(max_examples=30, deadline=None)
+@given(
+    kind=KEYS,
+    sizes=st.lists(st.integers(1, 80), min_size=1, max_size=6),
+    n_buckets=st.integers(1, 4),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_accumulator_with_the_compiled_table_equals_one_pass(kind, sizes, n_buckets, seed):
+    # the rows go to the compiled table of terms, flushed into the accumulator whenever
+    # its columns move (growth, range → lookup → hash table) and at the result
+    rng = np.random.default_rng(seed)
+    key_dtype = {"string": object, "unsigned": np.uint64, "small-unsigned": np.uint64}.get(
+        kind, np.int64
+    )
+    acc = GroupAccumulator(kernels.packed_width(2, 3), key_dtype)
+    acc.MIN_RANGE = 16
+    batches = [_draw_keys(kind, rng, n, step) for step, n in enumerate(sizes)]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DMIXED_KERNELS", "numba")
+        _assert_one_pass(acc, batches, rng, n_buckets)
+
+
+def test_accumulator_after_a_plan_change_in_the_compiled_table(monkeypatch):
+    # the first batch's slope is all ones (another product plan): its sums go into the
+    # accumulator at the change, and the partial is taken from both
+    monkeypatch.setenv("DMIXED_KERNELS", "numba")
+    rng = np.random.default_rng(4)
+    acc = GroupAccumulator(kernels.packed_width(2, 3), np.int64)
+    batches = [rng.integers(0, 30, 50), rng.integers(0, 30, 60)]
+    dms = []
+    for step, keys in enumerate(batches):
+        dm, zt = _rows(keys, rng)
+        if step == 0:
+            dm.exog[:, 1] = zt[:, 1] = 1.0
+        acc.add(keys, dm, zt)
+        dms.append(dm)
+    assert acc.terms.flushed
+    got = _accumulated(acc, 2)
+    want = _expected(np.concatenate(batches), dms)
+    np.testing.assert_allclose(got.loc[want.index].to_numpy(), want.to_numpy(), rtol=1e-12)
+
+
 def test_dense_integer_keys_use_a_range_and_wide_ones_a_hash_table():
     rng = np.random.default_rng(1)
     acc = GroupAccumulator(kernels.packed_width(2, 3), np.int64)

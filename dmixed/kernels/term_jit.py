@@ -1,0 +1,123 @@
+"""Compiled per-row sums of one product plan, generated for that plan.
+
+:func:`term_kernel` writes, for the terms of a
+:func:`~dmixed.kernels.rows.product_plan`, a small Python module whose one function adds
+every row's terms into a row-major table of groups (``table[g, t] += term_t(row)``),
+each term written out (``1``, ``s_u[i]`` or ``s_u[i] * s_v[i]``), and compiles it with
+numba (``cache=True``: the machine code is kept on disk next to the generated module and
+loaded by later processes).  With the terms fixed when the kernel is compiled, a row's
+updates are independent stores into one cache line of the table; read from arrays of
+term kinds at run time they are not, and the pass is 3× slower (benchmarks/RESULTS.md,
+ninth session).
+
+This module imports numba at its top; :mod:`~dmixed.kernels.term_table` imports it only
+when it first runs a compiled pass, never ``import dmixed``.  The generated modules
+live in :func:`cache_directory`, named by a digest of the plan and of this module's
+:data:`KERNEL_VERSION`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+import tempfile
+
+import numba
+
+#: changes whenever the generated source changes (old modules are then left unused)
+KERNEL_VERSION = 1
+#: environment variable naming the directory of the generated modules
+CACHE_ENV = "DMIXED_KERNEL_CACHE"
+
+_LOADED: dict[tuple, object] = {}
+
+
+def cache_directory() -> str:
+    """Where the generated modules (and numba's cache of them) are kept:
+    ``$DMIXED_KERNEL_CACHE``, else ``~/.cache/dmixed/kernels``, else (not writable) a
+    directory of this user under the system's temporary directory."""
+    wanted = os.environ.get(CACHE_ENV) or os.path.join(
+        os.path.expanduser("~"), ".cache", "dmixed", "kernels"
+    )
+    for path in (wanted, os.path.join(tempfile.gettempdir(), f"dmixed-kernels-{os.getuid()}")):
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(path, os.W_OK):
+            return path
+    raise OSError(f"no writable directory for compiled kernels (tried {wanted})")
+
+
+def kernel_source(terms: tuple) -> str:
+    """The generated module's source for ``terms`` (``("count",)``, ``("col", s)``,
+    ``("prod", s, t)``, with ``s, t`` indexing the kernel's source arguments)."""
+    n_src = 1 + max((u for term in terms for u in term[1:]), default=-1)
+    args = ", ".join(["codes", "table"] + [f"s{u}" for u in range(n_src)])
+    lines = [
+        "import numba",
+        "",
+        "",
+        "@numba.njit(cache=True, nogil=True, error_model='numpy')",
+        f"def accumulate({args}):  # pragma: no cover - compiled",
+        "    for i in range(codes.size):",
+        "        row = table[codes[i]]",
+    ]
+    lines += [f"        v{u} = s{u}[i]" for u in range(n_src)]
+    for t, term in enumerate(terms):
+        if term[0] == "count":
+            value = "1.0"
+        elif term[0] == "col":
+            value = f"v{term[1]}"
+        else:
+            value = f"v{term[1]} * v{term[2]}"
+        lines.append(f"        row[{t}] += {value}")
+    return "\n".join(lines) + "\n"
+
+
+def term_kernel(terms: tuple):
+    """The compiled ``accumulate(codes, table, s0, s1, …)`` of ``terms`` (generated and
+    imported once per process; compiled on its first call, or loaded from numba's
+    cache)."""
+    kernel = _LOADED.get(terms)
+    if kernel is not None:
+        return kernel
+    source = kernel_source(terms)
+    digest = hashlib.sha256(f"{KERNEL_VERSION}\n{source}".encode()).hexdigest()[:20]
+    name = f"dmixed_terms_{digest}"
+    path = os.path.join(cache_directory(), name + ".py")
+    if not _same_text(path, source):  # unchanged files keep numba's cache valid
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(source)
+        os.replace(tmp, path)  # atomic: concurrent processes write the same text
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:  # pragma: no cover - a .py path always loads
+        raise ImportError(f"cannot load the generated kernel {path}")
+    module = importlib.util.module_from_spec(spec)
+    # numba's cache finds the module's globals by its name when it loads the code
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    kernel = _LOADED[terms] = module.accumulate
+    return kernel
+
+
+@numba.njit(cache=True, nogil=True)
+def expand_rows(table, rows, cols, scales, out):  # pragma: no cover - compiled
+    """``out[i, c] = table[rows[i], cols[c]] · scales[c]``: packed rows from a table of
+    terms in one pass (:meth:`~dmixed.kernels.term_table.TermTable.packed_rows`)."""
+    for i in range(rows.size):
+        src = table[rows[i]]
+        dst = out[i]
+        for c in range(cols.size):
+            dst[c] = src[cols[c]] * scales[c]
+
+
+def _same_text(path: str, text: str) -> bool:
+    try:
+        with open(path) as fh:
+            return fh.read() == text
+    except OSError:
+        return False

@@ -1,0 +1,153 @@
+"""A chain's per-group sums kept as a row-major table of its product plan's terms.
+
+:func:`~dmixed.kernels.rows.accumulate_packed_into` adds every call's sums into the
+column-major packed accumulator: one ``bincount`` per distinct term, each over a table
+of all groups, which misses the cache on every row once the groups are many (9 passes
+for a random slope).  :class:`TermTable` instead adds the rows of many calls into one
+table ``(groups, terms)``, row-major, by a kernel compiled for the plan
+(:mod:`~dmixed.kernels.term_jit`): one cache line a row.  The table is expanded into the
+packed accumulator (the plan's columns, times the map's scales) only when the
+accumulator needs its values: :meth:`TermTable.flush`.
+
+The sums are those of the numpy reference to rounding (goal: 1e-12 relative): each
+group's rows are added in row order, but over all calls at once instead of call by call.
+The reference stays for variance components, the within-group sums (one random-design
+column, the intercept) and whenever the compiled pass is not picked
+(:func:`~dmixed.kernels.compiled.rows_compiled`, ``DMIXED_KERNELS``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..stats.standardize import Standardization
+from .compiled import rows_compiled
+from .rows import prepare_rows, wants_within
+
+
+class TermTable:
+    """Per-group sums of many calls for one packed accumulator (see the module).
+
+    The table's row ``g`` belongs to the accumulator's column ``g``; whoever moves the
+    accumulator's columns (grows, reorders, reads them) calls :meth:`flush` first.
+    """
+
+    def __init__(self) -> None:
+        self.table: np.ndarray | None = None  # (groups, live terms + 1 of zeros)
+        self.plan: tuple | None = None  # (kernel terms, packed column → table column, scales)
+        self.flushed = False  # some sums went into an accumulator already
+
+    def applies(self, n_rows: int, r: int, std: Standardization | None, vc_widths) -> bool:
+        """Whether :meth:`add` sums these rows (else the caller runs the reference,
+        after :meth:`flush`)."""
+        if len(vc_widths) or wants_within(std, r):
+            return False
+        return rows_compiled(n_rows)
+
+    def add(self, acc, codes, endog, exog, ztilde, weights=None, std=None, vc_widths=()) -> dict:
+        """Add these rows' per-group sums into the table (only where :meth:`applies`).
+
+        For every term ``t`` of the rows' :func:`~dmixed.kernels.rows.product_plan` and
+        row ``i`` of group ``g = codes[i]``: ``table[g, t] += 1``, ``s_u[i]`` or
+        ``s_u[i] s_v[i]``, with ``s`` the rows' columns shifted by the map ``std`` and
+        scaled by ``√w`` (:func:`~dmixed.kernels.rows.prepare_rows`); the map's scales
+        are applied at :meth:`flush` / :meth:`packed_rows`.  A call whose plan (or
+        accumulator width) differs from the table's first flushes the table into ``acc``.
+
+        Parameters
+        ----------
+        acc : ndarray (width, G)
+            The packed accumulator the table belongs to (column-major,
+            :func:`~dmixed.kernels.rows.accumulate_packed_into`).
+        codes : ndarray of int (n,)
+            Each row's column of ``acc``, ``0 … G−1``.
+        endog, exog, ztilde, weights, std, vc_widths
+            As :func:`~dmixed.kernels.rows.accumulate_packed_into`.
+
+        Returns
+        -------
+        dict
+            The rows' global sums, as :func:`~dmixed.kernels.rows.accumulate_packed_into`.
+
+        Raises
+        ------
+        ValueError
+            A code outside ``0 … G−1`` (the compiled kernel does not check its indices).
+        """
+        from .term_jit import term_kernel  # numba: imported on first use only
+
+        codes = np.ascontiguousarray(codes, dtype=np.int64)
+        if codes.size and (codes.min() < 0 or codes.max() >= acc.shape[1]):
+            raise ValueError(f"codes must be in 0 … {acc.shape[1] - 1} (the accumulator's columns)")
+
+        rows = prepare_rows(endog, exog, ztilde, weights, std, vc_widths)
+        live = [t for t in rows.terms if t[0] != "zero"]
+        used = sorted({u for t in live for u in t[1:]})
+        slot = {u: i for i, u in enumerate(used)}
+        kernel_terms = tuple((t[0], *[slot[u] for u in t[1:]]) for t in live)
+        place = {t: i for i, t in enumerate(live)}
+        packed_to_table = tuple(
+            place.get(rows.terms[t], -1) for t in rows.column_term
+        )  # −1: a zero term
+        scales = None if rows.scales is None else tuple(rows.scales.tolist())
+        plan = (kernel_terms, packed_to_table, scales)
+        if plan != self.plan or self.table is None or self.table.shape[0] != acc.shape[1]:
+            self.flush(acc)
+            self.plan = plan
+            self.table = np.zeros((acc.shape[1], len(live) + 1))  # the last: zeros
+        sources = [np.ascontiguousarray(rows.sources[u], dtype=np.float64) for u in used]
+        if codes.size:
+            term_kernel(kernel_terms)(codes, self.table, *sources)
+        return rows.global_sums(codes.size)
+
+    @property
+    def pending(self) -> bool:
+        """Whether the table holds sums not yet in the accumulator."""
+        return self.table is not None
+
+    def _held(self) -> tuple[np.ndarray, tuple]:
+        """``(table, plan)`` while :attr:`pending`."""
+        if self.table is None or self.plan is None:
+            raise RuntimeError("internal error: the table of terms holds no sums")
+        return self.table, self.plan
+
+    def counts(self) -> np.ndarray:
+        """Every table row's count of rows (packed column 0, ``n``); only while
+        :attr:`pending`."""
+        table, plan = self._held()
+        return table[:, int(plan[1][0])]
+
+    def packed_rows(self, rows: np.ndarray) -> np.ndarray:
+        """The packed statistics of table rows ``rows``, shape ``(len(rows), width)``
+        (what :meth:`flush` would add to those accumulator columns, transposed; one
+        gather, without the column-major accumulator).  Only while :attr:`pending`."""
+        from .term_jit import expand_rows
+
+        table, (_, packed_to_table, scales) = self._held()
+        zero = table.shape[1] - 1  # the table's last column stays zero
+        cols = np.array([zero if t < 0 else t for t in packed_to_table], dtype=np.int64)
+        factors = np.ones(cols.size) if scales is None else np.asarray(scales)
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        out = np.empty((rows.size, cols.size))
+        expand_rows(table, rows, cols, factors, out)
+        return out
+
+    def flush(self, acc: np.ndarray) -> bool:
+        """Add the table into ``acc`` (packed, column-major) and empty it; whether it
+        held anything (then :attr:`flushed`)."""
+        if self.table is None or self.plan is None:
+            return False
+        _, packed_to_table, scales = self.plan
+        by_term = np.ascontiguousarray(self.table.T)  # one pass, then contiguous rows
+        n = by_term.shape[1]
+        for c, t in enumerate(packed_to_table):
+            if t < 0:
+                continue
+            if scales is None or scales[c] == 1.0:
+                acc[c, :n] += by_term[t]
+            else:
+                acc[c, :n] += by_term[t] * scales[c]
+        self.table = None
+        self.plan = None
+        self.flushed = True
+        return True

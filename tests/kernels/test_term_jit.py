@@ -1,0 +1,50 @@
+"""The kernels generated per product plan."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from dmixed.kernels import term_jit
+
+TERMS = (("count",), ("col", 0), ("prod", 0, 1), ("prod", 1, 1))
+
+
+def test_generated_kernel_adds_every_term_into_its_row(tmp_path, monkeypatch):
+    monkeypatch.setenv(term_jit.CACHE_ENV, str(tmp_path))
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 7, 500)
+    u, v = rng.normal(size=(2, 500))
+    table = np.full((7, 4), 2.0)  # added into, not overwritten
+    term_jit.term_kernel(TERMS)(codes, table, u, v)
+    for t, w in enumerate([np.ones(500), u, u * v, v * v]):
+        np.testing.assert_allclose(table[:, t], 2.0 + np.bincount(codes, w, 7), rtol=1e-13)
+    assert term_jit.term_kernel(TERMS) is term_jit.term_kernel(TERMS)  # once a process
+    (module,) = [f for f in os.listdir(tmp_path) if f.endswith(".py")]
+    with open(tmp_path / module) as fh:
+        assert fh.read() == term_jit.kernel_source(TERMS)
+
+
+def test_kernel_source_writes_each_term_out():
+    source = term_jit.kernel_source(TERMS)
+    assert "row[0] += 1.0" in source and "row[2] += v0 * v1" in source
+    assert "cache=True" in source
+
+
+def test_a_fresh_process_loads_the_kernel_from_the_disk_cache(tmp_path):
+    code = (
+        "import numpy as np\n"
+        "from dmixed.kernels import term_jit\n"
+        "k = term_jit.term_kernel((('count',), ('col', 0)))\n"
+        "k(np.zeros(3, dtype=np.int64), np.zeros((1, 2)), np.ones(3))\n"
+        "print(sum(k.stats.cache_hits.values()))\n"
+    )
+    env = {**os.environ, term_jit.CACHE_ENV: str(tmp_path)}
+    first = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    second = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    assert first.stdout.strip() == "0"  # compiled
+    assert second.stdout.strip() == "1"  # loaded from the disk cache

@@ -1,0 +1,128 @@
+"""The chain's compiled table of terms against the numpy reference (to 1e-12 relative),
+whatever the split of the rows into calls."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dmixed import kernels
+from dmixed.kernels.rows import prepare_rows
+from dmixed.kernels.term_table import TermTable
+from dmixed.stats.standardize import Standardization
+
+
+def _data(rng, n: int, n_groups: int, p: int, r: int, offset: float, weighted: bool):
+    """Rows of ``p`` fixed effects (intercept first), ``Z̃`` the first ``r`` of them
+    (the intercept and slopes, as a random slope model), shifted by ``offset``."""
+    x = np.column_stack([np.ones(n)] + [offset + rng.normal(size=n) for _ in range(p - 1)])
+    exog = np.asfortranarray(x)
+    y = offset + rng.normal(size=n)
+    ztilde = np.asfortranarray(x[:, :r])
+    codes = rng.integers(0, n_groups, n)
+    weights = rng.uniform(0.5, 2.0, n) if weighted else None
+    std = Standardization.choose(y, exog, ztilde, (0, 0), [])
+    return codes, y, exog, ztilde, weights, std
+
+
+def _abs_scale(codes, n_groups, y, exog, ztilde, weights, std) -> np.ndarray:
+    """Per packed column and group, the sum of the terms' magnitudes: the scale that
+    rounding errors of the sums are relative to."""
+    rows = prepare_rows(y, exog, ztilde, weights, std)
+    out = np.zeros((rows.layout.width, n_groups))
+    src = [np.abs(s) for s in rows.sources]
+    for c, t in enumerate(rows.column_term):
+        term = rows.terms[t]
+        if term[0] in ("count", "zero"):
+            w = np.full(codes.size, 1.0 if term[0] == "count" else 0.0)
+        else:  # ("col", u) or ("prod", u, v): |u| or |u v|
+            w = src[term[1]] * (src[term[2]] if term[0] == "prod" else 1.0)
+        scale = 1.0 if rows.scales is None else rows.scales[c]
+        out[c] = np.bincount(codes, weights=w, minlength=n_groups) * scale
+    return out
+
+
+@pytest.fixture
+def compiled_rows(monkeypatch):
+    monkeypatch.setenv("DMIXED_KERNELS", "numba")
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 400),
+    n_groups=st.integers(1, 50),
+    p=st.integers(2, 4),
+    r=st.integers(2, 3),
+    offset=st.sampled_from([0.0, 3.0, 1e6]),
+    weighted=st.booleans(),
+    cuts=st.lists(st.floats(0, 1), max_size=5),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_table_equals_the_numpy_reference_whatever_the_split(
+    n, n_groups, p, r, offset, weighted, cuts, seed
+):
+    r = min(r, p)
+    rng = np.random.default_rng(seed)
+    codes, y, exog, ztilde, weights, std = _data(rng, n, n_groups, p, r, offset, weighted)
+    width = kernels.packed_width(r, p + 1)
+    want = np.zeros((width, n_groups))
+    want_glob = kernels.accumulate_packed_into(
+        want, codes, y, exog, ztilde, weights, std, compiled=False
+    )
+    got = np.zeros((width, n_groups))
+    table = TermTable()
+    bounds = sorted({0, n, *(int(c * n) for c in cuts)})
+    gram = np.zeros_like(want_glob["xyxy"])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DMIXED_KERNELS", "numba")
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+            w = None if weights is None else weights[a:b]
+            args = (y[a:b], exog[a:b], ztilde[a:b], w, std)
+            assert table.applies(b - a, r, std, ())
+            gram += table.add(got, codes[a:b], *args)["xyxy"]
+    table.flush(got)
+    scale = _abs_scale(codes, n_groups, y, exog, ztilde, weights, std)
+    assert np.all(np.abs(got - want) <= 1e-12 * scale)
+    np.testing.assert_allclose(gram, want_glob["xyxy"], rtol=1e-12, atol=1e-12 * n)
+
+
+def test_plan_change_and_growth_flush_the_table(compiled_rows):
+    """A call whose plan differs (a column all ones here) or whose accumulator is wider
+    first adds the table's sums into the accumulator."""
+    rng = np.random.default_rng(3)
+    codes, y, exog, ztilde, _, std = _data(rng, 300, 20, 3, 2, 5.0, False)
+    ones = exog.copy(order="F")
+    ones[:100, 2] = 1.0  # the plan of these rows has a column of ones
+    want = np.zeros((kernels.packed_width(2, 4), 30))
+    kernels.accumulate_packed_into(want[:, :20], codes, y, ones, ztilde, std=std, compiled=False)
+    got = np.zeros_like(want)
+    table = TermTable()
+    table.add(got[:, :20], codes[:100], y[:100], ones[:100], ztilde[:100], std=std)
+    table.add(got[:, :20], codes[100:200], y[100:200], ones[100:200], ztilde[100:200], std=std)
+    assert np.any(got != 0)  # the first plan's sums were flushed at the change
+    table.add(got, codes[200:], y[200:], ones[200:], ztilde[200:], std=std)  # wider
+    table.flush(got)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-9)
+
+
+def test_reference_kept_for_components_within_sums_and_numpy(monkeypatch):
+    std = Standardization.identity(2, 1)
+    table = TermTable()
+    monkeypatch.setenv("DMIXED_KERNELS", "numba")
+    assert not table.applies(10**6, 3, None, (2,))  # variance components
+    within = Standardization.choose(np.ones(4), np.ones((4, 2)), np.ones((4, 1)), (0, 0), [])
+    assert not table.applies(10**6, 1, within, ())  # the intercept's within-group sums
+    assert table.applies(10**6, 2, std, ())
+    monkeypatch.setenv("DMIXED_KERNELS", "numpy")
+    assert not table.applies(10**6, 2, std, ())
+
+
+def test_codes_outside_the_accumulator_are_refused(compiled_rows):
+    rng = np.random.default_rng(5)
+    codes, y, exog, ztilde, _, std = _data(rng, 20, 5, 2, 2, 0.0, False)
+    codes[0] = 4
+    acc = np.zeros((kernels.packed_width(2, 3), 4))
+    with pytest.raises(ValueError, match="codes must be in 0 … 3"):
+        TermTable().add(acc, codes, y, exog, ztilde, std=std)
