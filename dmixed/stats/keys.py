@@ -123,10 +123,15 @@ class KeyOrder(NamedTuple):
 def order_distinct(keys: np.ndarray) -> KeyOrder:
     """The sorted order of distinct keys, the same order as :func:`sorted_codes`.
 
-    Integer keys take one ``argsort`` (distinct keys have one sorted order whatever the
-    sort), other keys a sorted hash table.  A key given twice is reported in
-    :attr:`KeyOrder.repeated`.
+    Integer keys whose range is small next to their number take one table over the
+    range (as :func:`sorted_codes`: no sort), other integer keys one ``argsort``
+    (distinct keys have one sorted order whatever the sort), other keys a sorted hash
+    table.  A key given twice is reported in :attr:`KeyOrder.repeated`.
     """
+    dense = _dense_integer_codes(keys) if keys.dtype.kind in "iu" and keys.size else None
+    if dense is not None:
+        position, uniq = dense
+        return KeyOrder(uniq, position.astype(np.int64, copy=False), len(uniq) != len(keys))
     if keys.dtype.kind in "iu":
         order = np.argsort(keys)
         uniq = keys[order]

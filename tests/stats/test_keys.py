@@ -29,6 +29,27 @@ def test_distinct_keys_sort_as_rows_do():
     assert order_distinct(np.array(["a", "a"], dtype=object)).repeated
 
 
+def test_integer_keys_ordered_by_table_or_sort_alike():
+    """Integer keys over a small range are ordered through a table (no sort), wider ones
+    by ``argsort``: the same sorted labels and positions as a sort, repeats reported."""
+    rng = np.random.default_rng(1)
+    cases = [
+        rng.permutation(1000)[:700],  # a dense range with gaps: the table
+        (rng.permutation(200) - 100).astype(np.int8),  # ... negative keys, int8
+        np.array([2**64 - 1, 2**64 - 5, 2**64 - 2], dtype=np.uint64),
+        rng.choice(2**40, 500, replace=False),  # a wide range: the sort
+    ]
+    for keys in cases:
+        order = order_distinct(keys)
+        np.testing.assert_array_equal(order.labels, np.sort(keys))
+        assert order.labels.dtype == keys.dtype
+        np.testing.assert_array_equal(order.labels[order.position], keys)
+        assert order.position.dtype == np.int64 and not order.repeated
+        assert order_distinct(np.concatenate([keys, keys[:1]])).repeated
+    empty = order_distinct(np.array([], dtype=np.int64))
+    assert empty.labels.size == 0 and not empty.repeated
+
+
 def test_integer_keys_numbered_as_pandas_does():
     """The table over a small range of integer keys (sorted_codes' fast path) gives
     pandas' sorted factorization, for every integer dtype and at the dtype's limits."""

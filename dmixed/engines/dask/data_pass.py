@@ -45,10 +45,9 @@ from ...stats.slots import SlotMap
 from ...stats.standardize import Standardization
 from ..base import ENGINE_CHOICES
 from ..vc_local import StructuredVCEngine, worth_structure
-from . import tuning
 from .blocks import Assembly, assemble_blocks, block_dense, block_summary, gathered_engine
 from .checks import missing_values_total
-from .evaluator import DaskEngine, make_evaluator
+from .evaluator import DaskEngine, start_evaluators
 from .graph import block_graph, project_columns, slot_map_graph
 from .progress import gather, wait_for
 from .ragged import RaggedPacked
@@ -271,15 +270,11 @@ def _compute_on_cluster(run: _Pass, graph: list, packed: PackedLayout, layout: L
         logger.log(run.level, "statistics gathered: optimizing in-process")
     else:
         keep = [i for i, size in enumerate(asm.block_sizes) if size > 0]
-        evaluators = client.map(
-            make_evaluator,
-            [futures[i] for i in keep],
-            tune_malloc=tuning.TUNE_WORKER_MALLOC,
-            layout=structured,
-            pure=False,
+        evaluators, moments = start_evaluators(
+            client, [futures[i] for i in keep], structured, packed.r
         )
-        wait_for(client, evaluators, what="the data pass")
-        engine = DaskEngine(client, evaluators, [graph[i] for i in keep], asm.position, structured)
+        kept = [graph[i] for i in keep]
+        engine = DaskEngine(client, evaluators, kept, asm.position, structured, moments)
         logger.log(run.level, "statistics kept on the cluster in %d blocks", len(keep))
     # the plain blocks are released; the scheduler keeps their recipe (lineage)
     for f in futures:

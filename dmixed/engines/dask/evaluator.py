@@ -27,7 +27,7 @@ from ..local import LocalEngine
 from ..vc_local import StructuredVCEngine
 from . import tuning
 from .blocks import Block, reorder
-from .progress import died_error, memory_limits, wait_for
+from .progress import died_error, gather, memory_limits, wait_for
 
 logger = logging.getLogger("dmixed")
 
@@ -99,6 +99,33 @@ def _block_gather(ev: Evaluator) -> tuple[np.ndarray, np.ndarray]:
     return ev.gather()
 
 
+def start_evaluators(
+    client, blocks: list, layout: Layout | None, r: int
+) -> tuple[list, kernels.MomentSums | None]:
+    """One :func:`make_evaluator` task per block future, waited for; ``(evaluator
+    futures, moment sums)``.
+
+    With ``r ≤ kernels.MOMENT_MAX_R`` (the padded design's width: the starting values use
+    the moments then, :func:`~dmixed.fit.start.moment_start_packed`), each evaluator's
+    parameter-free moment sums are computed as soon as it is made and gathered in the
+    same wait: the optimizer's first round trip rides on the data pass's last one.
+    Otherwise the moment sums are ``None`` (a round trip when asked for).
+    """
+    evaluators = client.map(
+        make_evaluator,
+        blocks,
+        tune_malloc=tuning.TUNE_WORKER_MALLOC,
+        layout=layout,
+        pure=False,
+    )
+    if r > kernels.MOMENT_MAX_R:
+        wait_for(client, evaluators, what="the data pass")
+        return evaluators, None
+    moments = client.map(_block_moments, evaluators, pure=False)
+    sums = gather(client, moments, "the data pass")
+    return evaluators, functools.reduce(operator.add, sums)
+
+
 # ---------------------------------------------------------------------------
 # The engine on the driver
 # ---------------------------------------------------------------------------
@@ -145,12 +172,14 @@ class DaskEngine:
         graph: list,
         position: np.ndarray,
         layout: Layout | None = None,
+        moments: kernels.MomentSums | None = None,
     ) -> None:
         self._client = client
         self._blocks = list(evaluators)  # futures of one evaluator per block
         self._graph = list(graph)  # delayed of each block, to resubmit if it errs
         self._position = position
         self._layout = layout
+        self._moments = moments  # summed with the evaluators (start_evaluators), or None
         self._detached = False
 
     @property
@@ -256,8 +285,12 @@ class DaskEngine:
         return functools.reduce(operator.add, parts)
 
     def moments(self) -> kernels.MomentSums:
-        """Σ over groups of the parameter-free moment sums (starting values)."""
-        return functools.reduce(operator.add, self._map(_block_moments))
+        """Σ over groups of the parameter-free moment sums (starting values): those
+        summed with the evaluators (:func:`start_evaluators`), else one round trip."""
+        self._check()
+        if self._moments is None:
+            self._moments = functools.reduce(operator.add, self._map(_block_moments))
+        return self._moments
 
     def random_effects(self, lam: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-group BLUPs and conditional covariances relative to σ² (DESIGN.md §6),
@@ -297,4 +330,5 @@ class DaskEngine:
         self._graph = []
         self._position = state["_position"]
         self._layout = state.get("_layout")
+        self._moments = None
         self._detached = True

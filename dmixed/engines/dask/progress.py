@@ -15,6 +15,7 @@ limit (:func:`gather`).
 from __future__ import annotations
 
 import logging
+import math
 import time
 import weakref
 
@@ -228,12 +229,20 @@ def gather(client, futures, what: str = ""):
 
 
 #: the workers' memory limits each client last reported (a killed worker is gone from
-#: the scheduler's list by the time its work fails)
+#: the scheduler's list by the time its work fails), with when they were asked for
 _LIMITS_SEEN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_LIMITS_ASKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _note_limits(client) -> None:
+    """Ask the scheduler for the workers' memory limits, at most once every
+    :data:`WORKER_CHECK_INTERVAL` seconds per client (each ask is a round trip to the
+    scheduler, and an optimizer step waits several times a second)."""
+    now = time.monotonic()
+    if now - _LIMITS_ASKED.get(client, -math.inf) < WORKER_CHECK_INTERVAL:
+        return
     try:
+        _LIMITS_ASKED[client] = now
         workers = client.scheduler_info().get("workers", {}).values()
         limits = sorted({int(w.get("memory_limit") or 0) for w in workers} - {0})
     except Exception:  # noqa: BLE001 - a client that cannot tell

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dmixed.engines.dask.blocks import Block, assemble_blocks
+from dmixed.engines.dask.blocks import Block, assemble_blocks, reorder
 
 
 @pytest.mark.parametrize("dtype", [np.int64, np.uint64, np.int16, object])
@@ -28,3 +28,19 @@ def test_assemble_sorts_groups_as_statsmodels(dtype):
     assert asm.block_sizes == [15, 25]
     with pytest.raises(RuntimeError, match="occurs in two combined partitions"):
         assemble_blocks([block(slice(0, 15)), block(slice(10, 40))], 2)
+
+
+@pytest.mark.parametrize("shape", [(), (3,), (2, 2), (2, 5)])
+def test_reorder_puts_every_group_at_its_position(shape):
+    """``reorder`` is ``out[position] = values``, value for value (signed zeros too)."""
+    rng = np.random.default_rng(5)
+    for n in (0, 1, 257):
+        position = rng.permutation(n).astype(np.int64)
+        values = rng.standard_normal((n, *shape))
+        values.flat[::7] = -0.0
+        expected = np.empty_like(values)
+        expected[position] = values
+        out = reorder(position, values)
+        assert out.shape == values.shape and out.dtype == values.dtype
+        np.testing.assert_array_equal(out, expected)
+        np.testing.assert_array_equal(np.signbit(out), np.signbit(expected))
