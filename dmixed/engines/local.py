@@ -16,7 +16,7 @@ from ..kernels.vc_blocks import one_entry_per_row, ragged_statistics
 from ..stats import FittedStatistics, GlobalStats, GroupArrays, Layout
 from ..stats.keys import sorted_codes
 from ..stats.packed import PackedLayout
-from ..stats.slots import number_vc_entries, slot_table
+from ..stats.slots import number_vc_cells
 from ..stats.standardize import Standardization
 from .vc_local import StructuredVCEngine, structured_vc, worth_structure
 
@@ -105,15 +105,11 @@ def statistics_from_rows(
     n_groups = len(labels)
     slots, widths, slot_cols, cells = [], [], [], []
     for cols, vals in zip(rows.vc_cols, rows.vc_vals, strict=True):
-        ncols = max(int(cols.max()) + 1 if cols.size else 0, 1)
-        keys, pair_slots, width, entry_pair = number_vc_entries(codes, cols, vals, n_groups)
-        entry_slots = np.full(entry_pair.shape, -1, dtype=np.int64)
-        found = entry_pair >= 0
-        entry_slots[found] = pair_slots[entry_pair[found]]
-        slots.append(entry_slots)
-        widths.append(width)
-        slot_cols.append(slot_table(keys, pair_slots, ncols, width, n_groups))
-        cells.append((entry_pair, keys // ncols, pair_slots))
+        num = number_vc_cells(codes, cols, vals, n_groups)
+        slots.append(num.entry_slots())
+        widths.append(num.width)
+        slot_cols.append(num.table(n_groups))
+        cells.append((num.entry_pair, num.pair_group, num.pair_slots))
     layout = Layout(rows.exog_re.shape[1], tuple(widths))
     std = standardization
     if std is None:
