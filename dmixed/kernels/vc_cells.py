@@ -41,8 +41,8 @@ def _columns(endog, exog, exog_re, v, weights, std: Standardization | None):
     xy = [exog[:, j] for j in range(exog.shape[1])] + [endog]
     if std is not None:
         shifts = np.append(std.x_shift, std.y_shift)
-        if np.any(shifts != 0):
-            xy = [col - shift for col, shift in zip(xy, shifts, strict=True)]
+        if np.any(shifts != 0):  # (x − 0 is x: only the shifted columns are copied)
+            xy = [col if s == 0 else col - s for col, s in zip(xy, shifts, strict=True)]
     z = [exog_re[:, a] for a in range(exog_re.shape[1])]
     if std is not None:
         z = [col if s == 0 else col - s for col, s in zip(z, std.z_shift, strict=True)]

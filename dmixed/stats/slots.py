@@ -195,15 +195,42 @@ class VCNumbering:
         return table
 
 
+#: the pairs are numbered by column (:func:`_nested_pairs`) first where the span of the
+#: keys ``group * ncols + col`` is more than this many times the entries and columns
+NESTED_ABOVE = 8
+
+
+def _nested_pairs(rows: np.ndarray, cols: np.ndarray, ncols: int):
+    """Where every column has entries in one group only (a component nested in the
+    groups: students within schools), the sorted pair keys and every entry's pair from a
+    table by column, in time linear in the entries and columns (not in groups × columns);
+    None where a column has entries in two groups.  ``rows``, ``cols``: each entry's
+    group and column (int64)."""
+    group_of_col = np.full(ncols, -1, dtype=np.int64)
+    group_of_col[cols] = rows
+    if not np.array_equal(group_of_col[cols], rows):
+        return None
+    used = np.flatnonzero(group_of_col >= 0)
+    groups = group_of_col[used]
+    small = np.uint16 if groups.size and int(groups.max()) < 1 << 16 else np.int64
+    order = np.argsort(groups.astype(small, copy=False), kind="stable")  # by group, then col
+    used = used[order]
+    pair_of_col = np.empty(ncols, dtype=np.int64)  # read only where written
+    pair_of_col[used] = np.arange(used.size)
+    return groups[order] * ncols + used, pair_of_col[cols]
+
+
 def number_vc_cells(
     codes: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_groups: int
 ) -> VCNumbering:
     """Number one component's (group, column) pairs and find every entry's pair, in time
-    linear in the entries where the keys ``code * ncols + col`` span at most a few times
-    the entries (plus 2^20): the keys seen are marked in a bitmap and listed in order,
-    and each entry's pair read back from the list's positions written at those keys (no
-    sort, no pass over the span but the one listing it); otherwise
-    :func:`numpy.unique`.  The pairs and slots are those of :func:`assign_vc_slots`.
+    linear in the entries: for a component nested in the groups whose keys ``code *
+    ncols + col`` span far more than the entries, by column (:func:`_nested_pairs`);
+    else, where the keys span at most a few times the entries (plus 2^20), the keys seen
+    are marked in a bitmap and listed in order, and each entry's pair read back from the
+    list's positions written at those keys (no sort, no pass over the span but the one
+    listing it); otherwise :func:`numpy.unique`.  The pairs and slots are those of
+    :func:`assign_vc_slots`.
 
     Parameters
     ----------
@@ -219,15 +246,21 @@ def number_vc_cells(
     # every entry present (one indicator per row, say): no masks, no masked copies
     everywhere = cols.size > 0 and int(cols.min()) >= 0 and np.count_nonzero(vals) == vals.size
     if everywhere:
-        keys = np.multiply(codes[:, None], ncols, dtype=np.int64)
-        keys += cols
-        keys = keys.reshape(-1)
+        rows = np.broadcast_to(codes[:, None], cols.shape).reshape(-1)
+        entry_cols = cols.reshape(-1).astype(np.int64, copy=False)
     else:
         present = (cols >= 0) & (vals != 0)
         rows = np.broadcast_to(codes[:, None], cols.shape)[present]
-        keys = rows * ncols + cols[present].astype(np.int64)
+        entry_cols = cols[present].astype(np.int64)
+    keys = rows * ncols
+    keys += entry_cols
     span = max(int(n_groups), 1) * ncols
-    if span <= 4 * keys.size + (1 << 20):
+    nested = None
+    if span > NESTED_ABOVE * (keys.size + ncols) and ncols <= 4 * keys.size + (1 << 20):
+        nested = _nested_pairs(rows, entry_cols, ncols)
+    if nested is not None:
+        pair_keys, inverse = nested
+    elif span <= 4 * keys.size + (1 << 20):
         seen = np.zeros(span, dtype=bool)
         seen[keys] = True
         pair_keys = np.flatnonzero(seen).astype(np.int64, copy=False)

@@ -88,17 +88,21 @@ def test_entries_numbered_in_one_pass_as_assigned_and_looked_up(n_groups, seed):
     )
 
 
-@pytest.mark.parametrize("n_groups", [5, 300_000])
+@pytest.mark.parametrize("n_groups", [5, 300_000])  # keys marked, or sorted / by column
 @pytest.mark.parametrize("complete", [False, True])  # absent/zero entries, or none
+@pytest.mark.parametrize("nested", [False, True])  # each column in one group, or many
 @pytest.mark.parametrize("seed", [0, 1])
-def test_cells_numbered_as_assigned_with_their_table_and_slots(n_groups, complete, seed):
+def test_cells_numbered_as_assigned_with_their_table_and_slots(n_groups, complete, nested, seed):
     """``number_vc_cells``: the pairs of ``assign_vc_slots``, each pair's group and
     column, the ``slot_table`` and every entry's slot as ``lookup_vc_slots``."""
     rng = np.random.default_rng(seed)
     n, ncols = 500, 60
     k = 1 if complete else 2
-    codes = rng.integers(0, n_groups, n)
     cols = rng.integers(0 if complete else -1, ncols, (n, k))
+    codes = rng.integers(0, n_groups, n)
+    if nested:  # the group is a function of the (first) column: students in schools
+        codes = rng.integers(0, n_groups, ncols)[np.maximum(cols[:, 0], 0)]
+        cols[:, 1:] = np.where(cols[:, 1:] >= 0, cols[:, :1], -1)
     vals = rng.standard_normal((n, k))
     if not complete:
         vals[rng.random((n, k)) < 0.1] = 0.0
