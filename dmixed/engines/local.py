@@ -103,18 +103,20 @@ def statistics_from_rows(
     t0 = time.perf_counter()
     codes, labels = sorted_codes(rows.groups)
     n_groups = len(labels)
-    slots, widths, slot_cols, cells = [], [], [], []
-    for cols, vals in zip(rows.vc_cols, rows.vc_vals, strict=True):
-        num = number_vc_cells(codes, cols, vals, n_groups)
-        slots.append(num.entry_slots())
-        widths.append(num.width)
-        slot_cols.append(num.table(n_groups))
-        cells.append((num.entry_pair, num.pair_group, num.pair_slots))
+    nums = [
+        number_vc_cells(codes, cols, vals, n_groups)
+        for cols, vals in zip(rows.vc_cols, rows.vc_vals, strict=True)
+    ]
+    widths = [num.width for num in nums]
+    slot_cols = [num.table(n_groups) for num in nums]
+    # where each row's entries are (>= 0): all that the structured pass reads of slots
+    entries = [num.entry_pair for num in nums]
+    cells = [(num.entry_pair, num.pair_group, num.pair_slots) for num in nums]
     layout = Layout(rows.exog_re.shape[1], tuple(widths))
     std = standardization
     if std is None:
         std = Standardization.choose(rows.endog, rows.exog, rows.exog_re, intercepts, rows.vc_vals)
-    if worth_structure(layout) and one_entry_per_row(slots):
+    if worth_structure(layout) and one_entry_per_row(entries):
         # variance components structured: no padded design, time linear in the levels
         ragged, st = ragged_statistics(
             codes,
@@ -122,7 +124,7 @@ def statistics_from_rows(
             rows.endog,
             rows.exog,
             rows.exog_re,
-            slots,
+            entries,
             rows.vc_vals,
             widths,
             rows.weights,
@@ -132,6 +134,7 @@ def statistics_from_rows(
         engine = StructuredVCEngine(ragged)
         group_sizes = st["nobs"]
     else:
+        slots = [num.entry_slots() for num in nums]
         ztilde = kernels.dense_random_design(rows.exog_re, slots, rows.vc_vals, widths)
         packed = PackedLayout(ztilde.shape[1], rows.exog.shape[1] + 1)
         acc = np.zeros((packed.width, n_groups))  # column-major: entry-major per group

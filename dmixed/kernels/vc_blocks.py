@@ -54,8 +54,8 @@ def diagonal_vc_block(zz: np.ndarray, q: int) -> bool:
 
 def one_entry_per_row(vc_slots: list[np.ndarray]) -> bool:
     """Whether no row has an entry in two variance-component columns (``vc_slots``: per
-    component, each row's slots, ``-1`` for none): then every group's
-    variance-component block is diagonal."""
+    component, each row's slots, or any index ``>= 0`` where an entry is, ``-1`` for
+    none): then every group's variance-component block is diagonal."""
     if not vc_slots:
         return False
     if len(vc_slots) == 1 and vc_slots[0].shape[1] <= 1:  # one entry per row at most
@@ -81,16 +81,17 @@ def ragged_statistics(
     (:func:`one_entry_per_row`), ragged, without forming the padded design.
 
     One pass over the rows with ``Z = exog_re`` (what a model without variance components
-    accumulates: ``A_i``, ``F1_i``, the global sums), and per component one pass over
-    its rows grouped by (group, slot) cell with the design ``[Z, v]`` (``v`` the entry):
-    its last column gives the cell's ``d``, ``b`` and ``F2`` row, in the same columns'
-    map as the dense pass.
+    accumulates: ``A_i``, ``F1_i``, the global sums), and per component the sums of its
+    rows' entry ``v`` by (group, slot) cell (:func:`~dmixed.kernels.vc_cells.cell_sums`:
+    the cell's ``d``, ``b`` and ``F2`` row, those of the dense pass over the design
+    ``[Z, v]`` bit for bit, in the same columns' map).
 
     ``vc_cells``: per component, the numbering of the cells already made
-    (:func:`~dmixed.stats.slots.number_vc_entries`): ``(entry_pair, pair_group,
+    (:func:`~dmixed.stats.slots.number_vc_cells`): ``(entry_pair, pair_group,
     pair_slot)``, the cell of every entry (``-1``: none; ``vc_slots`` ``>= 0`` exactly
-    there) and each cell's group and slot, cells in (group, slot) order.  Without it the
-    cells are found by sorting the entries' keys.
+    there) and each cell's group and slot, cells in (group, slot) order.  With it only
+    where ``vc_slots`` is ``>= 0`` is read (``entry_pair`` may stand for it).  Without
+    it the cells are found by sorting the entries' keys.
 
     Returns
     -------
