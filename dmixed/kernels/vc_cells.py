@@ -69,6 +69,7 @@ class _Sums:
 
     def _bincount(self, key, weights) -> np.ndarray:
         if key not in self.cache:
+            out: np.ndarray
             if weights is None:
                 out = np.bincount(self.cell, minlength=self.n_cells).astype(np.float64)
             else:
