@@ -69,9 +69,13 @@ def _weighted_rows(endog, exog, ztilde, weights, std: Standardization | None = N
     shifts = None if std is None else np.append(std.x_shift, std.y_shift)
     shifted = shifts is not None and bool(np.any(shifts != 0))
     if not shifted and weights is None and exog.flags.f_contiguous:
+        gram = np.empty((p + 1, p + 1))
+        gram[:-1, :-1] = exog.T @ exog
+        gram[:-1, -1] = gram[-1, :-1] = exog.T @ endog
+        gram[-1, -1] = endog @ endog
         xcols = [exog[:, j] for j in range(p)] + [endog]
         zcols = [_shifted(ztilde[:, a], std, a) for a in range(r)]
-        return xcols, _share(zcols, xcols, ztilde, exog, std), 0.0, _gram(xcols)
+        return xcols, _share(zcols, xcols, ztilde, exog, std), 0.0, gram
     # column-major: the statistics are per-column passes (bincount) over the rows
     xy = np.empty((p + 1, n)).T
     xy[:, :-1] = exog
@@ -88,19 +92,7 @@ def _weighted_rows(endog, exog, ztilde, weights, std: Standardization | None = N
     zcols = [_shifted(ztilde[:, a], std, a) for a in range(r)]
     if sw is not None:
         zcols = [c * sw for c in zcols]
-    return xcols, _share(zcols, xcols, ztilde, exog, std), sum_log_w, _gram(xcols)
-
-
-def _gram(cols: list[np.ndarray]) -> np.ndarray:
-    """``[X y]'[X y]`` of the columns ``cols``: one dot product per pair (BLAS's matrix
-    product of an n × (p+1) matrix with itself packs both operands, several times
-    slower at p + 1 = 4: benchmarks/RESULTS.md, tenth session)."""
-    k = len(cols)
-    gram = np.empty((k, k))
-    for a in range(k):
-        for b in range(a + 1):
-            gram[a, b] = gram[b, a] = cols[a] @ cols[b]
-    return gram
+    return xcols, _share(zcols, xcols, ztilde, exog, std), sum_log_w, xy.T @ xy
 
 
 def _shifted(col: np.ndarray, std: Standardization | None, a: int) -> np.ndarray:
