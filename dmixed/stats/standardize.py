@@ -70,6 +70,10 @@ SHIFT_ABOVE = 8.0
 def _vc_scale(values: np.ndarray) -> float:
     """The power of two nearest the root mean square of the non-zero finite entries."""
     v = np.asarray(values, dtype=np.float64).ravel()[: SAMPLE_ROWS * 8]
+    if v.size and v.min() == v.max() and v[0] != 0 and np.isfinite(v[0]):
+        # one value throughout (an indicator component): its magnitude is the root mean
+        # square, with the same rounding as below, without the masked copy and squares
+        return _power_of_two(abs(float(v[0])))
     v = v[np.isfinite(v) & (v != 0)]
     if v.size == 0:
         return 1.0

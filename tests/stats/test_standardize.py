@@ -148,3 +148,37 @@ def test_each_column_map_is_the_defined_one(seed, log_scale, ratio, kind):
     shift, scale = _defined_map(col)
     assert std.x_shift[1] == shift
     assert std.x_scale[1] == scale
+
+
+def _defined_vc_scale(values: np.ndarray) -> float:
+    """A component's scale by its definition: the power of two nearest the root mean
+    square of the non-zero finite entries (1 when there are none)."""
+    v = values[np.isfinite(values) & (values != 0)]
+    if v.size == 0:
+        return 1.0
+    size = float(np.max(np.abs(v)))
+    return float(2.0 ** np.round(np.log2(size * np.sqrt(np.mean((v / size) ** 2)))))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**31),
+    log_scale=st.integers(-1000, 1000),
+    kind=st.sampled_from(["one value", "negative value", "with zeros", "normal", "nan", "inf"]),
+)
+def test_each_component_scale_is_the_defined_one(seed, log_scale, kind):
+    # an indicator component (one value throughout) takes a shortcut: the same scale
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 300))
+    value = 2.0 ** (log_scale / 3.0) * float(rng.uniform(0.5, 2.0))
+    vals = np.full((n, 1), value) if kind != "normal" else rng.normal(size=(n, 1)) * value
+    if kind == "negative value":
+        vals = -vals
+    elif kind == "with zeros":
+        vals[rng.integers(0, n)] = 0.0
+    elif kind in ("nan", "inf"):
+        vals[rng.integers(0, n)] = np.nan if kind == "nan" else np.inf
+    std = Standardization.choose(
+        rng.normal(size=n), np.ones((n, 1)), np.ones((n, 1)), vc_vals=[vals]
+    )
+    assert std.vc_scale[0] == _defined_vc_scale(vals.ravel())
