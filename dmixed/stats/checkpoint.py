@@ -58,7 +58,7 @@ from .columns import (
     take_lower_triangle,
     take_vc_slots,
 )
-from .group_arrays import GroupArrays
+from .group_arrays import GroupArrays, no_padding
 from .inputs import local_identity, remote_identity
 from .layout import Layout
 from .standardize import Standardization
@@ -467,7 +467,7 @@ def _arrays_from(frame: pd.DataFrame, manifest: dict, slots, root: Path) -> Grou
         if len(slots) != manifest["n_slots"]:
             raise ValueError(f"{len(slots)} slots in the slot files, n_slots {manifest['n_slots']}")
         ragged, slot_cols = ragged_from_slots(slots, zz, zxy, layout.vc_widths, root)
-        zz = zxy = None
+        zz, zxy = no_padding(g, k)
     within = manifest.get("within")
     glob_stats = GlobalStats(
         np.asarray(manifest["xyxy"], dtype=np.float64).reshape(k, k),

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CheckpointMismatch
-from .group_arrays import GroupArrays
+from .group_arrays import GroupArrays, no_padding
 from .layout import Layout
 from .ragged_stats import merge_ragged
 from .slots import number_pairs
@@ -56,10 +56,11 @@ def merge(old: GroupArrays, new: GroupArrays) -> GroupArrays:
         old.glob.sum_log_weights + new.glob.sum_log_weights,
         _merged_within(old, new, gi_old, gi_new),
     )
+    zz, zxy = no_padding(g, old.k)
     out = GroupArrays(
-        labels.to_numpy(), nobs, None, None, tables, glob_stats, layout, old.standardization
+        labels.to_numpy(), nobs, zz, zxy, tables, glob_stats, layout, old.standardization
     )
-    if old.ragged is not None:
+    if old.ragged is not None and new.ragged is not None:
         out.ragged = merge_ragged(
             old.ragged, new.ragged, out.labels, gi_old, gi_new, maps, layout.vc_widths
         )

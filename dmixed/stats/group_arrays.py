@@ -16,13 +16,13 @@ from .statistics import GlobalStats
 @dataclass
 class GroupArrays:
     """Per-group statistics gathered on the driver, in sorted group order: padded
-    (``zz``, ``zxy``) or, for variance components held structured, ragged (``ragged``,
-    and then ``zz`` and ``zxy`` are None)."""
+    (``zz``, ``zxy``) or, for variance components held structured, ragged (``ragged``;
+    ``zz`` and ``zxy`` are then of width 0, :func:`no_padding`)."""
 
     labels: np.ndarray
     nobs: np.ndarray
-    zz: np.ndarray | None  # (G, r, r); None when ragged
-    zxy: np.ndarray | None  # (G, r, p+1); None when ragged
+    zz: np.ndarray  # (G, r, r); (G, 0, 0) when ragged
+    zxy: np.ndarray  # (G, r, p+1); (G, 0, p+1) when ragged
     slot_cols: list[np.ndarray]  # per VC component (G, m_l): global column id, -1 unused
     glob: GlobalStats
     layout: Layout
@@ -39,7 +39,7 @@ class GroupArrays:
     @property
     def k(self) -> int:
         """Columns of ``[X y]``."""
-        return self.ragged.k if self.ragged is not None else self.zxy.shape[2]
+        return self.zxy.shape[2]
 
     def exog_re_part(self) -> tuple[np.ndarray, np.ndarray]:
         """``Z_i'Z_i`` (G, q, q) and ``Z_i'[X_i y_i]`` (G, q, k) of the ``exog_re``
@@ -66,7 +66,8 @@ class GroupArrays:
             return None
         q = self.layout.k_re
         ragged = RaggedArrays.from_dense(self.zz, self.zxy, q, self.layout.slot_component)
-        return replace(self, zz=None, zxy=None, ragged=ragged)
+        zz, zxy = no_padding(len(self.labels), self.k)
+        return replace(self, zz=zz, zxy=zxy, ragged=ragged)
 
     def converted_to(self, target: Standardization) -> GroupArrays:
         """These statistics in ``target``'s column map (exact: see
@@ -99,16 +100,26 @@ class GroupArrays:
         with ``ragged`` ragged where the engine holds the variance components
         structured (its ``collapsed_vc`` and ``gather_ragged``)."""
         engine = stats.engine
-        common = dict(
-            labels=np.asarray(stats.group_labels),
-            nobs=np.asarray(stats.group_sizes),
-            slot_cols=[np.asarray(t) for t in stats.vc_slot_cols],
-            glob=stats.glob,
-            layout=stats.layout,
-            standardization=stats.standardization,
-        )
+        held = None
         if ragged and getattr(engine, "collapsed_vc", False) and hasattr(engine, "gather_ragged"):
             held = RaggedArrays.of(engine.gather_ragged())
-            return cls(zz=None, zxy=None, ragged=held, **common)
-        zz, zxy = engine.gather()
-        return cls(zz=zz, zxy=zxy, **common)
+            zz, zxy = no_padding(held.n_groups, held.k)
+        else:
+            zz, zxy = engine.gather()
+        return cls(
+            np.asarray(stats.group_labels),
+            np.asarray(stats.group_sizes),
+            zz,
+            zxy,
+            [np.asarray(t) for t in stats.vc_slot_cols],
+            stats.glob,
+            stats.layout,
+            stats.standardization,
+            held,
+        )
+
+
+def no_padding(n_groups: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``zz`` (G, 0, 0) and ``zxy`` (G, 0, k) of :class:`GroupArrays` held ragged: no
+    padded statistics."""
+    return np.zeros((n_groups, 0, 0)), np.zeros((n_groups, 0, k))
