@@ -245,7 +245,7 @@ def _model_from_data(job: Job, ddf, client, job_digest: str, fingerprint: list[d
     stats = model.statistics(client=client, progress=not job.quiet)
     if job.stats_dir:
         checkpoint.save_statistics(
-            checkpoint.GroupArrays.from_statistics(stats),
+            checkpoint.GroupArrays.from_statistics(stats, ragged=True),
             job.stats_dir,
             {
                 "digest": job_digest,
@@ -406,7 +406,10 @@ def run_update(job: Job) -> int:
     with connect(_cluster_of(job)) as client, _job_errors(job, reads_data=True):
         new_model = MixedLM.from_spec(spec, ddf)
         new = checkpoint.GroupArrays.from_statistics(
-            new_model.statistics(client=client, progress=not job.quiet, standardization=old.columns)
+            new_model.statistics(
+                client=client, progress=not job.quiet, standardization=old.columns
+            ),
+            ragged=True,
         )
     merged = checkpoint.merge(old, new)
     model = MixedLM.from_statistics(statistics_from_arrays(merged), spec)

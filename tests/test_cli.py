@@ -667,9 +667,13 @@ def test_stats_dir_first_run_saves_statistics(checkpointed):
     d = checkpointed.dir
     assert "saved statistics to stats" in checkpointed.first.stderr
     assert DATA_PASS_LINE.search(checkpointed.first.stderr)
-    assert sorted(os.listdir(d / "stats")) == ["groups", "last_fit.json", "manifest.json"]
-    assert os.listdir(d / "stats/groups") == ["part-00000.parquet"]
     manifest = json.loads((d / "stats/manifest.json").read_text())
+    # the variance component is held structured: saved ragged, with its slot files
+    assert manifest["storage"] == "ragged" and manifest["format_version"] == 4
+    listing = ["groups", "last_fit.json", "manifest.json", "slots"]
+    assert sorted(os.listdir(d / "stats")) == listing
+    assert os.listdir(d / "stats/groups") == ["part-00000.parquet"]
+    assert os.listdir(d / "stats/slots") == ["part-00000.parquet"]
     assert manifest["format"] == "dmixed-statistics"
     assert [i["path"] for i in manifest["inputs"]] == [str(d / "A.parquet"), str(d / "B.parquet")]
     assert manifest["n_groups"] == 80 and len(manifest["digest"]) == 64

@@ -245,12 +245,35 @@ def _block_entries(
                 codes = s.cat.codes.to_numpy().astype(np.int64, copy=False)
             else:
                 lv = level_arrays[f.source]
-                codes = np.searchsorted(lv, np.asarray(s, dtype=lv.dtype))
+                codes = _level_codes(lv, np.asarray(s, dtype=lv.dtype))
             col += codes * stride
         else:
             v = v * _numeric_factor(f.source, f.how, frame, n, role, context)
         stride *= f.width
     return col, v
+
+
+#: integer levels are looked up in a table (not searched) when their range spans at
+#: most this many times the rows, plus :data:`LOOKUP_SLACK`
+LOOKUP_PER_ROW = 4
+LOOKUP_SLACK = 1 << 16
+
+
+def _level_codes(levels: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Position of every value among the sorted ``levels`` (``searchsorted``'s answer):
+    for integer levels of a narrow range, one look-up table indexed by value (time
+    linear in the rows), where every value is a level; otherwise a binary search."""
+    if levels.dtype.kind == "i" and levels.size and values.size:
+        low, high = int(levels[0]), int(levels[-1])
+        if high - low < LOOKUP_PER_ROW * values.size + LOOKUP_SLACK:
+            v_low, v_high = int(values.min()), int(values.max())
+            if low <= v_low and v_high <= high:
+                table = np.full(high - low + 1, -1, dtype=np.int64)
+                table[levels.astype(np.int64) - low] = np.arange(levels.size)
+                codes = table[values.astype(np.int64) - low]
+                if codes.min() >= 0:
+                    return codes
+    return np.searchsorted(levels, values)
 
 
 def eval_vc(plan: VCPlan, frame: pd.DataFrame, n: int, name: str, context=None):
@@ -287,6 +310,8 @@ def eval_vc(plan: VCPlan, frame: pd.DataFrame, n: int, name: str, context=None):
 def _nonzero_first(idx: np.ndarray, val: np.ndarray):
     """Each row's non-zero entries first, padded to the widest row with (-1, 0)."""
     n = idx.shape[0]
+    if idx.shape[1] == 1 and np.count_nonzero(val) == n:
+        return idx, val  # every row has its one entry: the arrays as they are
     nz = val != 0
     counts = nz.sum(axis=1)
     k = int(counts.max()) if n else 0

@@ -16,7 +16,7 @@ from ..kernels.vc_blocks import one_entry_per_row, ragged_statistics
 from ..stats import FittedStatistics, GlobalStats, GroupArrays, Layout
 from ..stats.keys import sorted_codes
 from ..stats.packed import PackedLayout
-from ..stats.slots import number_vc_entries, slot_table
+from ..stats.slots import number_vc_cells
 from ..stats.standardize import Standardization
 from .vc_local import StructuredVCEngine, structured_vc, worth_structure
 
@@ -103,22 +103,20 @@ def statistics_from_rows(
     t0 = time.perf_counter()
     codes, labels = sorted_codes(rows.groups)
     n_groups = len(labels)
-    slots, widths, slot_cols, cells = [], [], [], []
-    for cols, vals in zip(rows.vc_cols, rows.vc_vals, strict=True):
-        ncols = max(int(cols.max()) + 1 if cols.size else 0, 1)
-        keys, pair_slots, width, entry_pair = number_vc_entries(codes, cols, vals, n_groups)
-        entry_slots = np.full(entry_pair.shape, -1, dtype=np.int64)
-        found = entry_pair >= 0
-        entry_slots[found] = pair_slots[entry_pair[found]]
-        slots.append(entry_slots)
-        widths.append(width)
-        slot_cols.append(slot_table(keys, pair_slots, ncols, width, n_groups))
-        cells.append((entry_pair, keys // ncols, pair_slots))
+    nums = [
+        number_vc_cells(codes, cols, vals, n_groups)
+        for cols, vals in zip(rows.vc_cols, rows.vc_vals, strict=True)
+    ]
+    widths = [num.width for num in nums]
+    slot_cols = [num.table(n_groups) for num in nums]
+    # where each row's entries are (>= 0): all that the structured pass reads of slots
+    entries = [num.entry_pair for num in nums]
+    cells = [(num.entry_pair, num.pair_group, num.pair_slots) for num in nums]
     layout = Layout(rows.exog_re.shape[1], tuple(widths))
     std = standardization
     if std is None:
         std = Standardization.choose(rows.endog, rows.exog, rows.exog_re, intercepts, rows.vc_vals)
-    if worth_structure(layout) and one_entry_per_row(slots):
+    if worth_structure(layout) and one_entry_per_row(entries):
         # variance components structured: no padded design, time linear in the levels
         ragged, st = ragged_statistics(
             codes,
@@ -126,7 +124,7 @@ def statistics_from_rows(
             rows.endog,
             rows.exog,
             rows.exog_re,
-            slots,
+            entries,
             rows.vc_vals,
             widths,
             rows.weights,
@@ -136,6 +134,7 @@ def statistics_from_rows(
         engine = StructuredVCEngine(ragged)
         group_sizes = st["nobs"]
     else:
+        slots = [num.entry_slots() for num in nums]
         ztilde = kernels.dense_random_design(rows.exog_re, slots, rows.vc_vals, widths)
         packed = PackedLayout(ztilde.shape[1], rows.exog.shape[1] + 1)
         acc = np.zeros((packed.width, n_groups))  # column-major: entry-major per group
@@ -163,8 +162,12 @@ def statistics_from_arrays(arrays: GroupArrays) -> FittedStatistics:
     """Per-group statistics gathered on the driver (saved, or merged) on the in-process
     engine (:func:`local_engine`): variance components structured where they can be, as
     in the fit that saved them, so that a rerun from saved statistics equals it."""
+    if arrays.ragged is not None:  # saved ragged: held structured again
+        engine = StructuredVCEngine.of_arrays(arrays.ragged)
+    else:
+        engine = local_engine(arrays.zz, arrays.zxy, arrays.layout)
     return FittedStatistics(
-        engine=local_engine(arrays.zz, arrays.zxy, arrays.layout),
+        engine=engine,
         glob=arrays.glob,
         layout=arrays.layout,
         group_labels=arrays.labels,

@@ -15,6 +15,7 @@ from .. import kernels
 from ..kernels.vc_blocks import RaggedVC, diagonal_vc_block
 from ..stats import Layout
 from ..stats.blup_cov import RaggedBlup, RaggedCov
+from ..stats.ragged_stats import RaggedArrays
 
 
 class StructuredVCEngine:
@@ -59,10 +60,19 @@ class StructuredVCEngine:
         (:class:`~dmixed.stats.blup_cov.RaggedBlup`, ``RaggedCov``)."""
         return self.ragged.random_effects(lam, w)
 
+    @classmethod
+    def of_arrays(cls, arrays: RaggedArrays) -> StructuredVCEngine:
+        """On ragged statistics gathered on the driver (saved or merged)."""
+        return cls(RaggedVC(**arrays.as_dict()))
+
     def gather(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-group ``zz`` (G, r, r) and ``zxy`` (G, r, p+1), in group order (padded:
-        for the checkpoints)."""
+        G r² values; the saved statistics take :meth:`gather_ragged`)."""
         return self.ragged.dense()
+
+    def gather_ragged(self) -> RaggedVC:
+        """The statistics held ragged, in group order (for the saved statistics)."""
+        return self.ragged
 
     def close(self) -> None:
         """Nothing to release in-process."""

@@ -24,8 +24,10 @@ import numpy as np
 ENV_VAR = "DMIXED_KERNELS"
 #: what the compiled kernels save against numpy, in ns per group and call, by kernel
 #: and ``r`` (1, 2, ≥ 3; benchmarks/bench_kernels.py, benchmarks/RESULTS.md eighth
-#: session: the medians at 200k groups, rounded down)
-SAVED_NS = {"step": (12, 36, 530), "hessian": (6, 120, 800), "blups": (0, 18, 500)}
+#: session: the medians at 200k groups, rounded down).  The Hessian's against numpy's
+#: moment form on the step's kept values, as a fit calls it (RESULTS.md, tenth session:
+#: nothing saved at r ≤ 2)
+SAVED_NS = {"step": (12, 36, 530), "hessian": (0, 0, 550), "blups": (0, 18, 500)}
 #: calls of each kernel in a typical fit: about 5 evaluations, 2 Hessians (Newton
 #: steps with BFGS updates, and the standard errors), one set of BLUPs
 FIT_CALLS = {"step": 5, "hessian": 2, "blups": 1}
@@ -112,7 +114,7 @@ def backend(n_groups: int, r: int, kernel: str = "step") -> str:
     ``DMIXED_KERNELS=numpy`` or ``=numba`` forces one; ``auto`` (or unset) picks numba
     when it is importable and either already loaded in this process, or one fit of
     this size saves more than loading it costs (:data:`SAVED_NS`, :data:`FIT_CALLS`,
-    :data:`LOAD_NS`: from about 5.6M, 900k and 85k groups at r = 1, 2, ≥ 3), or the
+    :data:`LOAD_NS`: from about 6.7M, 2M and 94k groups at r = 1, 2, ≥ 3), or the
     numpy kernels have by now cost the process more than loading it would have
     (:data:`LEDGER`: repeated fits of a smaller size switch after some fits, the first
     fit of a fresh process does not pay the load).

@@ -195,8 +195,18 @@ class StepSums:
 
 
 def _mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-group product of entry-major matrices: (r, s, G) × (s, t, G) → (r, t, G)."""
-    return np.einsum("acg,cbg->abg", a, b)
+    """Per-group product of entry-major matrices: (r, s, G) × (s, t, G) → (r, t, G).
+
+    ``Σ_c a[:, c] b[c]`` term by term in the order of ``c``, as
+    ``np.einsum("acg,cbg->abg", a, b)`` sums (the same numbers), in long vector
+    operations over the groups (einsum's loop is about twice as slow at s = 2).
+    """
+    out = a[:, :1] * b[:1]
+    if a.shape[1] > 1:
+        term = np.empty_like(out)
+        for c in range(1, a.shape[1]):
+            out += np.multiply(a[:, c : c + 1], b[c : c + 1], out=term)
+    return out
 
 
 def _factor(zz: np.ndarray, lam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -278,28 +288,59 @@ def _conditional_2(zz: np.ndarray, zxy: np.ndarray, lam: np.ndarray):
     """
     b = lam @ lam.T
     det_b = float(np.linalg.det(lam)) ** 2
+    b00, b01, b11 = b[0, 0], b[0, 1], b[1, 1]
     u00, u01, u11 = zz[0, 0], zz[0, 1], zz[1, 1]
-    det_u = np.maximum(u00 * u11 - u01 * u01, 0.0)
-    d = 1.0 + b[0, 0] * u00 + 2.0 * b[0, 1] * u01 + b[1, 1] * u11 + det_b * det_u
-    inv_d = 1.0 / d
+    # every line below is the formula above, written in place (the same operations in
+    # the same order: the same numbers with a few buffers instead of ~30 temporaries)
+    tmp = np.empty_like(u00)
+    det_u = u00 * u11
+    det_u -= np.multiply(u01, u01, out=tmp)
+    np.maximum(det_u, 0.0, out=det_u)
+    d = b00 * u00  # d = 1 + b00 u00 + 2 b01 u01 + b11 u11 + det(B) det(U)
+    d += 1.0
+    d += np.multiply(2.0 * b01, u01, out=tmp)
+    d += np.multiply(b11, u11, out=tmp)
+    d += np.multiply(det_b, det_u, out=tmp)
+    inv_d = np.divide(1.0, d)
     p_mat = np.empty_like(zz)
-    p_mat[0, 0] = (b[0, 0] + det_b * u11) * inv_d
-    p_mat[1, 1] = (b[1, 1] + det_b * u00) * inv_d
-    p_mat[0, 1] = p_mat[1, 0] = (b[0, 1] - det_b * u01) * inv_d
+    _scaled_sum(b00, det_b, u11, inv_d, p_mat[0, 0])  # (b00 + det(B) u11) / d
+    _scaled_sum(b11, det_b, u00, inv_d, p_mat[1, 1])
+    _scaled_sum(b01, det_b, u01, inv_d, p_mat[0, 1], subtract=True)
+    p_mat[1, 0] = p_mat[0, 1]
     s = np.empty_like(zz)
-    s[0, 0] = (u00 + det_u * b[1, 1]) * inv_d
-    s[1, 1] = (u11 + det_u * b[0, 0]) * inv_d
-    s[0, 1] = s[1, 0] = (u01 - det_u * b[0, 1]) * inv_d
+    _scaled_sum(u00, b11, det_u, inv_d, s[0, 0])  # (u00 + det(U) b11) / d
+    _scaled_sum(u11, b00, det_u, inv_d, s[1, 1])
+    _scaled_sum(u01, b01, det_u, inv_d, s[0, 1], subtract=True)
+    s[1, 0] = s[0, 1]
     # M = adj(B) adj(U) per group (2 × 2 × G), then H = (F + M F) / d in one product
     m = np.empty_like(zz)
-    m[0, 0] = b[1, 1] * u11 + b[0, 1] * u01
-    m[0, 1] = -(b[1, 1] * u01 + b[0, 1] * u00)
-    m[1, 0] = -(b[0, 1] * u11 + b[0, 0] * u01)
-    m[1, 1] = b[0, 1] * u01 + b[0, 0] * u00
+    np.multiply(b11, u11, out=m[0, 0])
+    m[0, 0] += np.multiply(b01, u01, out=tmp)
+    np.multiply(b11, u01, out=m[0, 1])
+    m[0, 1] += np.multiply(b01, u00, out=tmp)
+    np.negative(m[0, 1], out=m[0, 1])
+    np.multiply(b01, u11, out=m[1, 0])
+    m[1, 0] += np.multiply(b00, u01, out=tmp)
+    np.negative(m[1, 0], out=m[1, 0])
+    np.multiply(b01, u01, out=m[1, 1])
+    m[1, 1] += np.multiply(b00, u00, out=tmp)
     h = _mm(m, zxy)
     h += zxy
     h *= inv_d
     return p_mat, np.log(d), s, h
+
+
+def _scaled_sum(
+    first, factor: float, second: np.ndarray, inv_d: np.ndarray, out: np.ndarray, subtract=False
+) -> None:
+    """``out = (first ± factor·second) · inv_d`` in place (``−`` with ``subtract``), as
+    numpy evaluates that expression; ``first`` a scalar or an array."""
+    np.multiply(factor, second, out=out)
+    if subtract:
+        np.subtract(first, out, out=out)
+    else:
+        out += first
+    out *= inv_d
 
 
 def step_contributions(block, lam: np.ndarray, q: int, zxy=None) -> StepSums:

@@ -387,6 +387,7 @@ def _term_sums(codes, sources, terms, n_groups: int, compiled: bool | None) -> l
         sums = iter(term_sums(codes, sources, live, n_groups))
         return [None if t[0] == "zero" else next(sums) for t in terms]
     out: list[np.ndarray | None] = []
+    product = None  # one buffer for every product of two columns (no fresh pages each)
     for spec in terms:
         kind = spec[0]
         if kind == "zero":
@@ -396,8 +397,10 @@ def _term_sums(codes, sources, terms, n_groups: int, compiled: bool | None) -> l
         elif kind == "col":
             out.append(np.asarray(np.bincount(codes, weights=sources[spec[1]], minlength=n_groups)))
         else:
-            weights_uv = sources[spec[1]] * sources[spec[2]]
-            out.append(np.asarray(np.bincount(codes, weights=weights_uv, minlength=n_groups)))
+            if product is None:
+                product = np.empty(codes.shape[0])
+            np.multiply(sources[spec[1]], sources[spec[2]], out=product)
+            out.append(np.asarray(np.bincount(codes, weights=product, minlength=n_groups)))
     return out
 
 

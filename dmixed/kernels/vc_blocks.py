@@ -37,6 +37,7 @@ from ..stats.blup_cov import RaggedBlup, RaggedCov
 from ..stats.standardize import Standardization
 from .groups import HessianSums, MomentSums, StepSums
 from .rows import accumulate_statistics
+from .vc_cells import cell_sums
 
 __all__ = ["RaggedVC", "diagonal_vc_block", "one_entry_per_row", "ragged_statistics"]
 
@@ -53,10 +54,12 @@ def diagonal_vc_block(zz: np.ndarray, q: int) -> bool:
 
 def one_entry_per_row(vc_slots: list[np.ndarray]) -> bool:
     """Whether no row has an entry in two variance-component columns (``vc_slots``: per
-    component, each row's slots, ``-1`` for none): then every group's
-    variance-component block is diagonal."""
+    component, each row's slots, or any index ``>= 0`` where an entry is, ``-1`` for
+    none): then every group's variance-component block is diagonal."""
     if not vc_slots:
         return False
+    if len(vc_slots) == 1 and vc_slots[0].shape[1] <= 1:  # one entry per row at most
+        return True
     count = sum((slots >= 0).sum(axis=1) for slots in vc_slots)
     return bool(np.all(count <= 1))
 
@@ -78,16 +81,17 @@ def ragged_statistics(
     (:func:`one_entry_per_row`), ragged, without forming the padded design.
 
     One pass over the rows with ``Z = exog_re`` (what a model without variance components
-    accumulates: ``A_i``, ``F1_i``, the global sums), and per component one pass over
-    its rows grouped by (group, slot) cell with the design ``[Z, v]`` (``v`` the entry):
-    its last column gives the cell's ``d``, ``b`` and ``F2`` row, in the same columns'
-    map as the dense pass.
+    accumulates: ``A_i``, ``F1_i``, the global sums), and per component the sums of its
+    rows' entry ``v`` by (group, slot) cell (:func:`~dmixed.kernels.vc_cells.cell_sums`:
+    the cell's ``d``, ``b`` and ``F2`` row, those of the dense pass over the design
+    ``[Z, v]`` bit for bit, in the same columns' map).
 
     ``vc_cells``: per component, the numbering of the cells already made
-    (:func:`~dmixed.stats.slots.number_vc_entries`): ``(entry_pair, pair_group,
+    (:func:`~dmixed.stats.slots.number_vc_cells`): ``(entry_pair, pair_group,
     pair_slot)``, the cell of every entry (``-1``: none; ``vc_slots`` ``>= 0`` exactly
-    there) and each cell's group and slot, cells in (group, slot) order.  Without it the
-    cells are found by sorting the entries' keys.
+    there) and each cell's group and slot, cells in (group, slot) order.  With it only
+    where ``vc_slots`` is ``>= 0`` is read (``entry_pair`` may stand for it).  Without
+    it the cells are found by sorting the entries' keys.
 
     Returns
     -------
@@ -105,34 +109,51 @@ def ragged_statistics(
         base["zxy"] = np.zeros((n_groups, 0, exog.shape[1] + 1))
     parts = []
     for ell, (slots, vals) in enumerate(zip(vc_slots, vc_vals, strict=True)):
-        row, col = np.nonzero(slots >= 0)
-        if row.size == 0:
+        take, pick = _component_entries(slots)
+        if pick(slots).size == 0:
             continue
         if vc_cells is None:
-            keys = codes[row].astype(np.int64) * r + offsets[ell] + slots[row, col]
+            keys = codes[take].astype(np.int64) * r + offsets[ell] + pick(slots)
             cells, cell_of_row = np.unique(keys, return_inverse=True)
+            cell_group, cell_pos = np.divmod(cells, r)
         else:
-            entry_pair, pair_group, pair_slot = vc_cells[ell]
-            cell_of_row = entry_pair[row, col]
-            cells = pair_group * r + offsets[ell] + pair_slot
-        # an entry in every row (one at most each): the rows as they are, not copied
-        take = slice(None) if row.size == codes.size else row
-        design = np.empty((q + 1, row.size)).T
-        design[:, :q] = exog_re[take]
-        design[:, q] = vals[row, col]
+            entry_pair, cell_group, pair_slot = vc_cells[ell]
+            cell_of_row = pick(entry_pair)
+            cell_pos = offsets[ell] + pair_slot
         cell_std = None if std is None else _one_component(std, ell)
-        st = accumulate_statistics(
-            cell_of_row.astype(np.int64),
-            cells.size,
-            endog[take],
-            exog[take],
-            design,
-            None if weights is None else weights[take],
-            cell_std,
-            (1,),
-        )
-        parts.append((cells, st["zz"], st["zxy"], ell))
+        rows = (endog[take], exog[take], exog_re[take], pick(vals))
+        w = None if weights is None else weights[take]
+        cell = np.asarray(cell_of_row, dtype=np.int64).reshape(-1)
+        sums = cell_sums(cell, cell_pos.size, *rows, w, cell_std)
+        if sums is None:  # a scale of the map is extreme: the dense pass divides first
+            sums = _cell_sums_dense(cell, cell_pos.size, *rows, w, cell_std)
+        parts.append((cell_group, cell_pos, *sums, ell))
     return RaggedVC.from_cells(base, parts, q, r, offsets), base
+
+
+def _component_entries(slots: np.ndarray):
+    """The rows of one component's entries (rows with one entry at most, in row order)
+    and how to read each entry from an (n, k) array: ``(take, pick)``, ``take`` a slice
+    of all rows where every row has an entry (the rows as they are, not copied)."""
+    if slots.shape[1] == 1:
+        if slots.size and slots.min() >= 0:
+            return slice(None), lambda a: a[:, 0]
+        row = np.flatnonzero(slots[:, 0] >= 0)
+        return row, lambda a: a[row, 0]
+    row, col = np.nonzero(slots >= 0)
+    take = slice(None) if row.size == slots.shape[0] else row
+    return take, lambda a: a[row, col]
+
+
+def _cell_sums_dense(cell, n_cells, endog, exog, exog_re, v, weights, std):
+    """:func:`~dmixed.kernels.vc_cells.cell_sums` by the dense pass over the design
+    ``[exog_re, v]`` (every product of its columns): ``(d, b, f2)``."""
+    q = exog_re.shape[1]
+    design = np.empty((q + 1, v.size)).T
+    design[:, :q] = exog_re
+    design[:, q] = v
+    st = accumulate_statistics(cell, n_cells, endog, exog, design, weights, std, (1,))
+    return st["zz"][:, q, q].copy(), st["zz"][:, :q, q], st["zxy"][:, q, :]
 
 
 def _one_component(std: Standardization, ell: int) -> Standardization:
@@ -219,25 +240,33 @@ class RaggedVC:
     @classmethod
     def from_cells(cls, base: dict, parts: list, q: int, r: int, offsets) -> RaggedVC:
         """From :func:`ragged_statistics`' passes: ``base`` (``zz``, ``zxy`` of
-        ``exog_re``) and per component ``(cell keys group·r + column, zz, zxy, l)``."""
-        keys = np.concatenate([np.zeros(0, dtype=np.int64)] + [p[0] for p in parts])
-        comp = np.concatenate(
-            [np.zeros(0, dtype=np.int64)] + [np.full(p[0].size, p[3]) for p in parts]
-        )
-        zz = np.concatenate([np.zeros((0, q + 1, q + 1))] + [p[1] for p in parts])
-        zxy = np.concatenate([np.zeros((0, q + 1, base["zxy"].shape[2]))] + [p[2] for p in parts])
-        if len(parts) > 1:  # each component's cells are sorted already
-            order = np.argsort(keys, kind="stable")
-            keys, comp, zz, zxy = keys[order], comp[order], zz[order], zxy[order]
+        ``exog_re``) and per component ``(group, column, d, b, f2, l)`` of its cells
+        (sorted by group and column)."""
+        if len(parts) == 1:
+            group, pos, d, b, f2, ell = parts[0]
+            comp = np.full(group.size, ell, dtype=np.int64)
+        else:
+            k = base["zxy"].shape[2]
+            empty = (np.zeros(0, dtype=np.int64),) * 2 + (np.zeros(0), np.zeros((0, q)))
+            joined = [
+                np.concatenate([e] + [p[i] for p in parts])
+                for i, e in enumerate(empty + (np.zeros((0, k)),))
+            ]
+            comp = np.concatenate(
+                [np.zeros(0, dtype=np.int64)] + [np.full(p[0].size, p[5]) for p in parts]
+            )
+            order = np.argsort(joined[0] * r + joined[1], kind="stable")
+            group, pos, d, b, f2 = (a[order] for a in joined)
+            comp = comp[order]
         return cls(
             a=np.ascontiguousarray(base["zz"]),
             f1=np.ascontiguousarray(base["zxy"]),
-            group=keys // r,
-            comp=comp.astype(np.int64),
-            pos=keys % r,
-            d=zz[:, q, q].copy(),
-            b=np.ascontiguousarray(zz[:, :q, q]),
-            f2=np.ascontiguousarray(zxy[:, q, :]),
+            group=np.asarray(group, dtype=np.int64),
+            comp=comp,
+            pos=np.asarray(pos, dtype=np.int64),
+            d=d,
+            b=np.ascontiguousarray(b),
+            f2=np.ascontiguousarray(f2),
             offsets=np.asarray(offsets, dtype=np.int64),
             r=r,
         )

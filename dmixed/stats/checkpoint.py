@@ -10,6 +10,14 @@ Layout of a statistics directory::
                            part files (groups, rows, bytes, sha256) and its own sha256
     groups/part-NNNNN.parquet   one row per group: key, size, lower triangle of Z̃'Z̃,
                            Z̃'[X y], and the column each variance-component slot holds
+                           (held ragged, format 4: of the ``exog_re`` columns only)
+    slots/part-NNNNN.parquet    held ragged (format 4) only: one row per slot a group
+                           has (:mod:`dmixed.stats.checkpoint_slots`)
+
+Statistics whose engine holds the variance components structured are saved ragged
+(format version 4, ``"storage": "ragged"``): G q (q + k) values for the groups and
+1 + q + k per used slot, never the padded G × r × r.  Other statistics are saved padded
+as format version 3, which older versions read; both load.
 
 Written under a temporary name and renamed into place (never left half-written), and
 verified when read (:func:`load_statistics`): the manifest's own sha256, every part
@@ -25,13 +33,12 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..errors import CheckpointError, CheckpointMismatch
+from ..errors import CheckpointError
 from ..files import (
     atomic_directory,
     directory_lock,
@@ -41,6 +48,8 @@ from ..files import (
     read_parquet_sha256,
     read_versioned_json,
 )
+from .checkpoint_merge import merge as merge  # re-exported: checkpoint.merge
+from .checkpoint_slots import ragged_from_slots, slot_frame, slot_rows
 from .columns import (
     GROUP,
     matrix_column,
@@ -49,11 +58,11 @@ from .columns import (
     take_lower_triangle,
     take_vc_slots,
 )
+from .group_arrays import GroupArrays, no_padding
 from .inputs import local_identity, remote_identity
 from .layout import Layout
-from .slots import number_pairs
 from .standardize import Standardization
-from .statistics import GlobalStats, chan_correction
+from .statistics import GlobalStats
 
 FORMAT = "dmixed-statistics"
 #: 3: the manifest lists every part file with its sha256 and holds its own sha256
@@ -61,7 +70,13 @@ FORMAT = "dmixed-statistics"
 #: to rebuild.  2: the statistics are of standardized columns
 #: (:mod:`dmixed.stats.standardize`), whose map the manifest holds; version 1 held raw
 #: cross-products, which lose digits, and is refused with a message to rebuild.
-FORMAT_VERSION = 3
+#: 4: statistics held ragged (:data:`RAGGED`), with slot files; padded statistics are
+#: still written as version 3.
+FORMAT_VERSION = 4
+#: the version padded statistics are written as (what older versions read)
+PADDED_FORMAT_VERSION = 3
+#: the manifest's ``storage`` of statistics saved ragged
+RAGGED = "ragged"
 #: the manifest's key of the sha256 of the rest of the manifest (:func:`manifest_sha256`)
 MANIFEST_SHA256 = "manifest_sha256"
 #: relative tolerance of the check of the per-group sums against ``[X y]'[X y]`` (on the
@@ -71,61 +86,6 @@ SUMS_RTOL = 1e-6
 GROUPS_PER_FILE = 1_000_000
 #: the column of each group's row count in the part files
 GROUP_SIZE = "n"
-
-
-@dataclass
-class GroupArrays:
-    """Per-group statistics gathered on the driver, in sorted group order."""
-
-    labels: np.ndarray
-    nobs: np.ndarray
-    zz: np.ndarray  # (G, r, r)
-    zxy: np.ndarray  # (G, r, p+1)
-    slot_cols: list[np.ndarray]  # per VC component (G, m_l): global column id, -1 unused
-    glob: GlobalStats
-    layout: Layout
-    standardization: Standardization | None = None  # None: raw columns
-
-    @property
-    def columns(self) -> Standardization:
-        """The columns' map the statistics are in (identity for raw columns)."""
-        if self.standardization is not None:
-            return self.standardization
-        return Standardization.identity(self.glob.k_fe, self.layout.k_re)
-
-    def converted_to(self, target: Standardization) -> GroupArrays:
-        """These statistics in ``target``'s column map (exact: see
-        :meth:`~dmixed.stats.standardize.Standardization.conversion_to`)."""
-        if self.columns == target:
-            return self
-        m_x, m_z = self.columns.conversion_to(target, self.layout.vc_widths)
-        zz = np.einsum("ca,gcd,db->gab", m_z, self.zz, m_z)
-        zxy = np.einsum("ca,gcj,jk->gak", m_z, self.zxy, m_x)
-        within = self.glob.within
-        glob = GlobalStats(
-            m_x.T @ self.glob.xyxy @ m_x,
-            self.glob.n,
-            self.glob.sum_log_weights,
-            None if within is None else m_x.T @ within @ m_x,
-        )
-        return GroupArrays(
-            self.labels, self.nobs, zz, zxy, self.slot_cols, glob, self.layout, target
-        )
-
-    @classmethod
-    def from_statistics(cls, stats) -> GroupArrays:
-        zz, zxy = stats.engine.gather()
-        return cls(
-            np.asarray(stats.group_labels),
-            np.asarray(stats.group_sizes),
-            zz,
-            zxy,
-            [np.asarray(t) for t in stats.vc_slot_cols],
-            stats.glob,
-            stats.layout,
-            stats.standardization,
-        )
-
 
 # ---------------------------------------------------------------------------
 # Digest of inputs and model
@@ -208,48 +168,82 @@ def digest(spec_state: dict, inputs: list[dict]) -> str:
 
 
 def _group_frame(arrays: GroupArrays, lo: int, hi: int) -> pd.DataFrame:
-    """Groups ``lo:hi`` as one row each: key, size, lower triangle of Z̃'Z̃, Z̃'[X y], slots."""
+    """Groups ``lo:hi`` as one row each: key, size, lower triangle of Z̃'Z̃, Z̃'[X y], slots
+    (held ragged: of the ``exog_re`` columns, and no slots)."""
     cols: dict[str, np.ndarray] = {GROUP: arrays.labels[lo:hi], GROUP_SIZE: arrays.nobs[lo:hi]}
-    put_lower_triangle(cols, "zz", arrays.zz[lo:hi])
-    zxy = arrays.zxy[lo:hi]
+    if arrays.ragged is not None:
+        zz, zxy = arrays.exog_re_part()
+    else:
+        zz, zxy = arrays.zz, arrays.zxy
+    put_lower_triangle(cols, "zz", zz[lo:hi])
+    zxy = zxy[lo:hi]
     for a in range(zxy.shape[1]):
         for j in range(zxy.shape[2]):
             cols[matrix_column("zxy", a, j)] = zxy[:, a, j]
-    put_vc_slots(cols, [table[lo:hi] for table in arrays.slot_cols])
+    if arrays.ragged is None:
+        put_vc_slots(cols, [table[lo:hi] for table in arrays.slot_cols])
     return pd.DataFrame(cols)
+
+
+def _write_parts(tmp: Path, folder: str, rows: int, frame_of, what: str) -> list[dict]:
+    """``frame_of(lo, hi)`` for every :data:`GROUPS_PER_FILE` rows, written as
+    ``folder/part-NNNNN.parquet``: the manifest's entries (rows as ``what``, bytes,
+    sha256, and the groups' rows for the group files)."""
+    (tmp / folder).mkdir()
+    parts = []
+    for i, lo in enumerate(range(0, max(rows, 1), GROUPS_PER_FILE)):
+        frame = frame_of(lo, min(lo + GROUPS_PER_FILE, rows))
+        name = f"{folder}/part-{i:05d}.parquet"
+        frame.to_parquet(tmp / name, index=False)
+        entry = {"file": name, what: len(frame)}
+        if GROUP_SIZE in frame:
+            entry["n"] = int(frame[GROUP_SIZE].sum())
+        entry.update(bytes=(tmp / name).stat().st_size, sha256=file_sha256(tmp / name))
+        parts.append(entry)
+    return parts
 
 
 def save_statistics(arrays: GroupArrays, path, manifest: dict) -> None:
     """Write statistics and their manifest to the directory ``path`` atomically.
 
-    The manifest records every part file (groups, rows, bytes, sha256) and its own
-    sha256 (:func:`manifest_sha256`), which :func:`load_statistics` verifies.  Callers
-    that read, merge and write back a directory hold :func:`statistics_lock`.
-    """
+    Padded statistics are written as format version :data:`PADDED_FORMAT_VERSION`;
+    ragged ones (``arrays.ragged``) as :data:`FORMAT_VERSION` with slot files.  The
+    manifest records every part file (rows, bytes, sha256) and its own sha256
+    (:func:`manifest_sha256`), which :func:`load_statistics` verifies.  Callers that
+    read, merge and write back a directory hold :func:`statistics_lock`.
 
+    Raises
+    ------
+    ValueError
+        Ragged statistics of another width than their layout, or holding a slot that
+        the slot tables do not.
+    """
+    g = len(arrays.labels)
+    ragged = arrays.ragged
+    if ragged is not None and ragged.r != arrays.layout.r:
+        raise ValueError(f"ragged statistics of width {ragged.r}, layout {arrays.layout.r}")
     with atomic_directory(path, marker="manifest.json", kind="statistics") as tmp:
-        (tmp / "groups").mkdir()
-        g = len(arrays.labels)
-        parts = []
-        for i, lo in enumerate(range(0, max(g, 1), GROUPS_PER_FILE)):
-            frame = _group_frame(arrays, lo, min(lo + GROUPS_PER_FILE, g))
-            name = f"groups/part-{i:05d}.parquet"
-            frame.to_parquet(tmp / name, index=False)
-            parts.append(
-                {
-                    "file": name,
-                    "groups": len(frame),
-                    "n": int(frame[GROUP_SIZE].sum()),
-                    "bytes": (tmp / name).stat().st_size,
-                    "sha256": file_sha256(tmp / name),
-                }
-            )
+        parts = _write_parts(
+            tmp, "groups", g, lambda lo, hi: _group_frame(arrays, lo, hi), "groups"
+        )
+        full = {"format": FORMAT, "format_version": PADDED_FORMAT_VERSION}
+        if ragged is not None:
+            rows = slot_rows(ragged, arrays.slot_cols)
+            n_slots = len(rows["group"])
+            full = {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "storage": RAGGED,
+                "n_slots": n_slots,
+                "slot_parts": _write_parts(
+                    tmp, "slots", n_slots, lambda lo, hi: slot_frame(rows, lo, hi), "slots"
+                ),
+            }
         full = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
+            **full,
             **manifest,
             "layout": {"k_re": arrays.layout.k_re, "vc_widths": list(arrays.layout.vc_widths)},
-            "k": int(arrays.zxy.shape[2]),
+            "k": int(arrays.k),
             "n_groups": int(g),
             "xyxy": arrays.glob.xyxy,
             "n": int(arrays.glob.n),
@@ -309,7 +303,7 @@ def read_manifest(path) -> dict:
             "raw cross-products that lose digits on columns with a large offset: rebuild "
             "them from the data (`dmixed fit` with a new statistics directory)"
         )
-    if version < FORMAT_VERSION:
+    if version < PADDED_FORMAT_VERSION:
         raise CheckpointError(
             f"{path} holds statistics of format version {version}, written without "
             "checksums of their files, which this dmixed verifies: rebuild them from the "
@@ -325,23 +319,27 @@ def read_manifest(path) -> dict:
             "match its content): the statistics cannot be trusted; rebuild them from the "
             "data (`dmixed fit` with a new statistics directory)"
         )
+    if (manifest.get("storage") == RAGGED) != (version >= FORMAT_VERSION):
+        raise CheckpointError(
+            f"{file} says format version {version} with storage "
+            f"{manifest.get('storage')!r}: version {FORMAT_VERSION} holds statistics "
+            f"{RAGGED!r}, version {PADDED_FORMAT_VERSION} padded; rebuild them from the data"
+        )
     return manifest
 
 
-_PART_NAME = re.compile(r"groups/part-\d{5}\.parquet")
-
-
-def _part_files(root: Path, manifest: dict) -> list[dict]:
-    """The manifest's part entries, after checking that the directory holds exactly
-    those part files."""
-    parts = manifest.get("parts")
+def _part_files(root: Path, manifest: dict, key: str = "parts", folder: str = "groups") -> list:
+    """The manifest's part entries under ``key`` (files ``folder/part-NNNNN.parquet``),
+    after checking that the directory holds exactly those part files."""
+    parts = manifest.get(key)
     if not isinstance(parts, list) or not parts:
-        raise CheckpointError(f"{root / 'manifest.json'} lists no part files")
+        raise CheckpointError(f"{root / 'manifest.json'} lists no {folder} part files")
     listed = [str(p.get("file")) if isinstance(p, dict) else "" for p in parts]
-    bad = [f for f in listed if not _PART_NAME.fullmatch(f)]
+    pattern = re.compile(rf"{folder}/part-\d{{5}}\.parquet")
+    bad = [f for f in listed if not pattern.fullmatch(f)]
     if bad:
         raise CheckpointError(f"{root / 'manifest.json'} lists part files {bad[:3]}")
-    on_disk = {f"groups/{f.name}" for f in (root / "groups").glob("part-*.parquet")}
+    on_disk = {f"{folder}/{f.name}" for f in (root / folder).glob("part-*.parquet")}
     missing = [f for f in listed if f not in on_disk]
     if missing:
         raise CheckpointError(
@@ -359,18 +357,18 @@ def _part_files(root: Path, manifest: dict) -> list[dict]:
     return parts
 
 
-def _read_part(root: Path, part: dict) -> pd.DataFrame:
-    """One part file, read once from a memory map: its rows checked against the
-    manifest's entry, then its sha256."""
+def _read_part(root: Path, part: dict, what: str = "groups") -> pd.DataFrame:
+    """One part file, read once from a memory map: its rows (``what``: groups or
+    slots) checked against the manifest's entry, then its sha256."""
     file = root / part["file"]
     frame, sha256 = read_parquet_sha256(file, ": rebuild the statistics from the data")
     manifest = root / "manifest.json"
-    if len(frame) != part["groups"]:
+    if len(frame) != part.get(what):
         raise CheckpointError(
-            f"{file} holds {len(frame)} groups, {manifest} says {part['groups']}: the "
+            f"{file} holds {len(frame)} {what}, {manifest} says {part.get(what)}: the "
             "file was changed after dmixed wrote it; rebuild the statistics from the data"
         )
-    if GROUP_SIZE not in frame or int(frame[GROUP_SIZE].sum()) != part["n"]:
+    if what == "groups" and (GROUP_SIZE not in frame or int(frame[GROUP_SIZE].sum()) != part["n"]):
         rows = int(frame[GROUP_SIZE].sum()) if GROUP_SIZE in frame else "no"
         raise CheckpointError(
             f"{file} holds {rows} rows in its groups' counts, {manifest} says "
@@ -400,8 +398,9 @@ def _check_sums(arrays: GroupArrays, where: Path) -> None:
     e, xi = arrays.columns.z_intercept, arrays.columns.x_intercept
     if e >= 0 and xi >= 0 and len(arrays.labels):
         xyxy = arrays.glob.xyxy
-        sums = arrays.zxy[:, e, :].sum(axis=0)
-        sums[xi] = arrays.zz[:, e, e].sum()  # the sum of weights, as summed per group
+        zz, zxy = arrays.exog_re_part()
+        sums = zxy[:, e, :].sum(axis=0)
+        sums[xi] = zz[:, e, e].sum()  # the sum of weights, as summed per group
         scale = np.sqrt(np.abs(xyxy[xi, xi] * np.diag(xyxy)))
         off = np.abs(sums - xyxy[xi]) > SUMS_RTOL * np.maximum(scale, np.finfo(float).tiny)
         if np.any(off):
@@ -431,8 +430,12 @@ def load_statistics(path) -> tuple[GroupArrays, dict]:
     root = Path(path)
     frames = [_read_part(root, part) for part in _part_files(root, manifest)]
     frame = pd.concat(frames, ignore_index=True)
+    slots = None
+    if manifest.get("storage") == RAGGED:
+        parts = _part_files(root, manifest, "slot_parts", "slots")
+        slots = pd.concat([_read_part(root, p, "slots") for p in parts], ignore_index=True)
     try:
-        arrays = _arrays_from(frame, manifest)
+        arrays = _arrays_from(frame, manifest, slots, root)
     except (KeyError, ValueError, TypeError) as exc:
         raise CheckpointError(
             f"{root} holds damaged statistics: {type(exc).__name__}: {exc}"
@@ -446,16 +449,25 @@ def load_statistics(path) -> tuple[GroupArrays, dict]:
     return arrays, manifest
 
 
-def _arrays_from(frame: pd.DataFrame, manifest: dict) -> GroupArrays:
-    """The statistics of the part files' rows and the manifest's global sums."""
+def _arrays_from(frame: pd.DataFrame, manifest: dict, slots, root: Path) -> GroupArrays:
+    """The statistics of the part files' rows (``slots``: the slot files' rows of
+    statistics held ragged, else None) and the manifest's global sums."""
     layout = Layout(int(manifest["layout"]["k_re"]), tuple(manifest["layout"]["vc_widths"]))
-    r, k, g = layout.r, int(manifest["k"]), len(frame)
+    k, g = int(manifest["k"]), len(frame)
+    r = layout.r if slots is None else layout.k_re
     zz = take_lower_triangle(frame, "zz", r, g)
     zxy = np.zeros((g, r, k))
     for a in range(r):
         for j in range(k):
             zxy[:, a, j] = frame[matrix_column("zxy", a, j)].to_numpy()
-    slot_cols = take_vc_slots(frame, layout.vc_widths, g)
+    ragged = None
+    if slots is None:
+        slot_cols = take_vc_slots(frame, layout.vc_widths, g)
+    else:
+        if len(slots) != manifest["n_slots"]:
+            raise ValueError(f"{len(slots)} slots in the slot files, n_slots {manifest['n_slots']}")
+        ragged, slot_cols = ragged_from_slots(slots, zz, zxy, layout.vc_widths, root)
+        zz, zxy = no_padding(g, k)
     within = manifest.get("within")
     glob_stats = GlobalStats(
         np.asarray(manifest["xyxy"], dtype=np.float64).reshape(k, k),
@@ -472,116 +484,5 @@ def _arrays_from(frame: pd.DataFrame, manifest: dict) -> GroupArrays:
         glob_stats,
         layout,
         Standardization.from_json(manifest["standardization"], k - 1, layout.k_re),
+        ragged,
     )
-
-
-# ---------------------------------------------------------------------------
-# Adding statistics of new rows
-# ---------------------------------------------------------------------------
-
-
-def merge(old: GroupArrays, new: GroupArrays) -> GroupArrays:
-    """Statistics of old rows + statistics of new rows, added by group key.
-
-    Groups are the union of both (sorted).  A variance-component column that a group
-    already had keeps its slot; columns new to a group get the next free slots, so the
-    padded layout may widen.  Every group's block is then re-embedded into the merged
-    layout and the blocks are added.  The new statistics are first converted to the
-    old ones' column map.
-    """
-    if old.layout.k_re != new.layout.k_re or old.zxy.shape[2] != new.zxy.shape[2]:
-        raise CheckpointMismatch("the saved statistics are of a different model")
-    new = new.converted_to(old.columns)  # each batch chose its own map: add in the old
-    labels = pd.Index(old.labels).union(pd.Index(new.labels))
-    labels = labels.sort_values()
-    gi_old = labels.get_indexer(pd.Index(old.labels))
-    gi_new = labels.get_indexer(pd.Index(new.labels))
-    g = len(labels)
-    q = old.layout.k_re
-    widths: list[int] = []
-    old_maps = [np.arange(q)[None, :].repeat(len(gi_old), 0)]
-    new_maps = [np.arange(q)[None, :].repeat(len(gi_new), 0)]
-    merged_tables = []
-    offset = q
-    for comp in range(old.layout.k_vc):
-        t_old, t_new = old.slot_cols[comp], new.slot_cols[comp]
-        table, m_old, m_new = _merge_slots(g, gi_old, t_old, gi_new, t_new)
-        merged_tables.append(table)
-        widths.append(table.shape[1])
-        old_maps.append(offset + m_old)
-        new_maps.append(offset + m_new)
-        offset += table.shape[1]
-    layout = Layout(q, tuple(widths))
-    r = layout.r
-    k = old.zxy.shape[2]
-    zz = np.zeros((g, r, r))
-    zxy = np.zeros((g, r, k))
-    for src, gi, maps in ((old, gi_old, old_maps), (new, gi_new, new_maps)):
-        idx = np.concatenate(maps, axis=1)  # (G_src, r_src): merged coordinate of each slot
-        rows = gi[:, None, None]
-        np.add.at(zz, (rows, idx[:, :, None], idx[:, None, :]), src.zz)
-        np.add.at(zxy, (gi[:, None], idx), src.zxy)
-    nobs = np.zeros(g, dtype=np.int64)
-    np.add.at(nobs, gi_old, old.nobs)
-    np.add.at(nobs, gi_new, new.nobs)
-    glob_stats = GlobalStats(
-        old.glob.xyxy + new.glob.xyxy,
-        old.glob.n + new.glob.n,
-        old.glob.sum_log_weights + new.glob.sum_log_weights,
-        _merged_within(old, new, gi_old, gi_new),
-    )
-    return GroupArrays(
-        labels.to_numpy(), nobs, zz, zxy, merged_tables, glob_stats, layout, old.standardization
-    )
-
-
-def _merged_within(old: GroupArrays, new: GroupArrays, gi_old, gi_new) -> np.ndarray | None:
-    """Within-group cross-products of old + new rows: their sum plus Chan's correction
-    ``U_a U_b/(U_a + U_b)(c_a − c_b)(c_a − c_b)'`` for every group in both (``U`` the
-    group's weight on its intercept column, ``c`` its mean)."""
-    if old.glob.within is None or new.glob.within is None:
-        return None
-    e = old.columns.z_intercept
-    out = old.glob.within + new.glob.within
-    shared, io, jn = np.intersect1d(gi_old, gi_new, return_indices=True)
-    if e < 0 or shared.size == 0:
-        return out
-    return out + chan_correction(old.zz[io, e, e], old.zxy[io, e], new.zz[jn, e, e], new.zxy[jn, e])
-
-
-def _merge_slots(g, gi_old, t_old, gi_new, t_new):
-    """Merged slot table of one component and where each old/new slot goes in it.
-
-    Unused slots (column -1) map to a harmless coordinate: their statistics are zero.
-    """
-    ncols = int(max(t_old.max(initial=-1), t_new.max(initial=-1))) + 1
-    base = max(ncols, 1)
-    go, so = np.nonzero(t_old >= 0)
-    key_old = gi_old[go].astype(np.int64) * base + t_old[go, so]
-    gn, sn = np.nonzero(t_new >= 0)
-    key_new = gi_new[gn].astype(np.int64) * base + t_new[gn, sn]
-    fresh = np.setdiff1d(key_new, key_old)  # sorted: by group, then column
-    count_old = np.bincount(gi_old[go], minlength=g)
-    # columns new to a group follow its old ones, numbered by the one slot rule
-    fresh_rank, _ = number_pairs(fresh, base)
-    fresh_slot = count_old[fresh // base] + fresh_rank
-    all_keys = np.concatenate([key_old, fresh])
-    all_slots = np.concatenate([so, fresh_slot]).astype(np.int64)
-    width = int(all_slots.max()) + 1 if all_slots.size else 0
-    table = np.full((g, width), -1, dtype=np.int64)
-    table[all_keys // base, all_slots] = all_keys % base
-    order = np.argsort(all_keys)
-    sorted_keys, sorted_slots = all_keys[order], all_slots[order]
-    m_old = np.zeros(t_old.shape, dtype=np.int64)
-    m_old[go, so] = so  # old slots keep their place
-    unused_old = t_old < 0
-    m_old[unused_old] = np.broadcast_to(np.arange(t_old.shape[1]), t_old.shape)[unused_old]
-    m_new = np.zeros(t_new.shape, dtype=np.int64)
-    pos = np.searchsorted(sorted_keys, key_new)
-    m_new[gn, sn] = sorted_slots[pos]
-    # unused new slots: any coordinate inside the width (their statistics are zero)
-    m_new[t_new < 0] = 0
-    if width == 0:
-        m_old[:] = 0
-        m_new[:] = 0
-    return table, np.minimum(m_old, max(width - 1, 0)), m_new

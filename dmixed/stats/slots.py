@@ -62,12 +62,17 @@ def number_pairs(pair_keys: np.ndarray, ncols: int) -> tuple[np.ndarray, int]:
     """
     if pair_keys.size == 0:
         return pair_keys.copy(), 0
-    group_of_key = pair_keys // ncols
-    # rank within group: position minus position of the group's first key
-    first = np.r_[True, group_of_key[1:] != group_of_key[:-1]]
-    start = np.maximum.accumulate(np.where(first, np.arange(pair_keys.size), 0))
-    slots = np.arange(pair_keys.size) - start
-    return slots.astype(np.int64), int(slots.max()) + 1
+    return _rank_in_group(pair_keys // ncols)
+
+
+def _rank_in_group(pair_group: np.ndarray) -> tuple[np.ndarray, int]:
+    """Each pair's position among its group's pairs (``pair_group`` sorted, int64) and
+    the most pairs of any group: the slot rule of :func:`number_pairs`."""
+    if pair_group.size == 0:
+        return np.zeros(0, dtype=np.int64), 0
+    first = np.flatnonzero(np.r_[True, pair_group[1:] != pair_group[:-1]])
+    runs = np.diff(np.append(first, pair_group.size))
+    return np.arange(pair_group.size) - np.repeat(first, runs), int(runs.max())
 
 
 def slot_table(
@@ -134,9 +139,7 @@ def number_vc_entries(
     held in this process (what :func:`lookup_vc_slots` would find, without a search).
 
     ``codes`` (n,) number the groups ``0 … n_groups-1``; ``cols``, ``vals`` as in
-    :func:`present_pairs`.  Where the keys ``code * ncols + col`` span at most a few
-    times the entries, the pairs are found by marking the keys seen (no sort);
-    otherwise by :func:`numpy.unique`.
+    :func:`present_pairs`.  See :func:`number_vc_cells`, which this returns in part.
 
     Returns
     -------
@@ -146,23 +149,134 @@ def number_vc_entries(
         Index in ``pair_keys`` of every entry, ``-1`` where it is absent or zero (its
         slot is ``pair_slots[entry_pair]``).
     """
+    num = number_vc_cells(codes, cols, vals, n_groups)
+    return num.pair_keys, num.pair_slots, num.width, num.entry_pair
+
+
+@dataclass
+class VCNumbering:
+    """One variance component's (group, column) pairs in the rows held in this process,
+    numbered (:func:`number_vc_cells`): the pairs sorted by key ``group * ncols +
+    column``, each pair's slot (:func:`number_pairs`' rule) and every entry's pair.
+
+    Attributes
+    ----------
+    pair_keys, pair_group, pair_col, pair_slots : ndarray of int64, shape (u,)
+        Each pair's key, group, column and slot within its group.
+    width : int
+        The largest number of slots any group needs (0 without pairs).
+    entry_pair : ndarray of int64, shape (n, k)
+        Index of every entry's pair, ``-1`` where the entry is absent or zero.
+    complete : bool
+        Whether every entry is present (no ``-1`` in ``entry_pair``).
+    """
+
+    pair_keys: np.ndarray
+    pair_group: np.ndarray
+    pair_col: np.ndarray
+    pair_slots: np.ndarray
+    width: int
+    entry_pair: np.ndarray
+    complete: bool = False
+
+    def entry_slots(self) -> np.ndarray:
+        """(n, k) slot of every entry, ``-1`` where there is none."""
+        if self.complete:
+            return self.pair_slots[self.entry_pair]
+        out = np.full(self.entry_pair.shape, -1, dtype=np.int64)
+        found = self.entry_pair >= 0
+        out[found] = self.pair_slots[self.entry_pair[found]]
+        return out
+
+    def table(self, n_groups: int) -> np.ndarray:
+        """The (n_groups, width) :func:`slot_table` of these pairs."""
+        table = np.full((n_groups, self.width), -1, dtype=np.int64)
+        table[self.pair_group, self.pair_slots] = self.pair_col
+        return table
+
+
+#: the pairs are numbered by column (:func:`_nested_pairs`) first where the span of the
+#: keys ``group * ncols + col`` is more than this many times the entries and columns
+NESTED_ABOVE = 8
+
+
+def _nested_pairs(rows: np.ndarray, cols: np.ndarray, ncols: int):
+    """Where every column has entries in one group only (a component nested in the
+    groups: students within schools), the sorted pair keys and every entry's pair from a
+    table by column, in time linear in the entries and columns (not in groups × columns);
+    None where a column has entries in two groups.  ``rows``, ``cols``: each entry's
+    group and column (int64)."""
+    group_of_col = np.full(ncols, -1, dtype=np.int64)
+    group_of_col[cols] = rows
+    if not np.array_equal(group_of_col[cols], rows):
+        return None
+    used = np.flatnonzero(group_of_col >= 0)
+    groups = group_of_col[used]
+    small = np.uint16 if groups.size and int(groups.max()) < 1 << 16 else np.int64
+    order = np.argsort(groups.astype(small, copy=False), kind="stable")  # by group, then col
+    used = used[order]
+    pair_of_col = np.empty(ncols, dtype=np.int64)  # read only where written
+    pair_of_col[used] = np.arange(used.size)
+    return groups[order] * ncols + used, pair_of_col[cols]
+
+
+def number_vc_cells(
+    codes: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_groups: int
+) -> VCNumbering:
+    """Number one component's (group, column) pairs and find every entry's pair, in time
+    linear in the entries: for a component nested in the groups whose keys ``code *
+    ncols + col`` span far more than the entries, by column (:func:`_nested_pairs`);
+    else, where the keys span at most a few times the entries (plus 2^20), the keys seen
+    are marked in a bitmap and listed in order, and each entry's pair read back from the
+    list's positions written at those keys (no sort, no pass over the span but the one
+    listing it); otherwise :func:`numpy.unique`.  The pairs and slots are those of
+    :func:`assign_vc_slots`.
+
+    Parameters
+    ----------
+    codes : ndarray of int, shape (n,)
+        Group of every row, ``0 … n_groups-1``.
+    cols, vals : ndarray, shape (n, k)
+        As :func:`present_pairs`.
+    n_groups : int
+        The number of groups.
+    """
     ncols = max(int(cols.max()) + 1 if cols.size else 0, 1)
-    present = (cols >= 0) & (vals != 0)
-    rows = np.broadcast_to(codes[:, None], cols.shape)[present].astype(np.int64)
-    keys = rows * ncols + cols[present].astype(np.int64)
+    codes = np.asarray(codes, dtype=np.int64)
+    # every entry present (one indicator per row, say): no masks, no masked copies
+    everywhere = cols.size > 0 and int(cols.min()) >= 0 and np.count_nonzero(vals) == vals.size
+    if everywhere:
+        rows = np.broadcast_to(codes[:, None], cols.shape).reshape(-1)
+        entry_cols = cols.reshape(-1).astype(np.int64, copy=False)
+    else:
+        present = (cols >= 0) & (vals != 0)
+        rows = np.broadcast_to(codes[:, None], cols.shape)[present]
+        entry_cols = cols[present].astype(np.int64)
+    keys = rows * ncols
+    keys += entry_cols
     span = max(int(n_groups), 1) * ncols
-    if span <= 4 * keys.size + (1 << 20):
+    nested = None
+    if span > NESTED_ABOVE * (keys.size + ncols) and ncols <= 4 * keys.size + (1 << 20):
+        nested = _nested_pairs(rows, entry_cols, ncols)
+    if nested is not None:
+        pair_keys, inverse = nested
+    elif span <= 4 * keys.size + (1 << 20):
         seen = np.zeros(span, dtype=bool)
         seen[keys] = True
-        pair_keys = np.flatnonzero(seen).astype(np.int64)
-        index = np.cumsum(seen, dtype=np.int64) - 1
+        pair_keys = np.flatnonzero(seen).astype(np.int64, copy=False)
+        index = np.empty(span, dtype=np.int64)  # read only where written
+        index[pair_keys] = np.arange(pair_keys.size)
         inverse = index[keys]
     else:
         pair_keys, inverse = np.unique(keys, return_inverse=True)
-    entry_pair = np.full(cols.shape, -1, dtype=np.int64)
-    entry_pair[present] = inverse
-    slots, width = number_pairs(pair_keys, ncols)
-    return pair_keys, slots, width, entry_pair
+    if everywhere:
+        entry_pair = inverse.reshape(cols.shape)
+    else:
+        entry_pair = np.full(cols.shape, -1, dtype=np.int64)
+        entry_pair[present] = inverse
+    pair_group, pair_col = np.divmod(pair_keys, ncols)
+    slots, width = _rank_in_group(pair_group)
+    return VCNumbering(pair_keys, pair_group, pair_col, slots, width, entry_pair, everywhere)
 
 
 def lookup_vc_slots(

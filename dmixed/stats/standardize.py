@@ -70,6 +70,10 @@ SHIFT_ABOVE = 8.0
 def _vc_scale(values: np.ndarray) -> float:
     """The power of two nearest the root mean square of the non-zero finite entries."""
     v = np.asarray(values, dtype=np.float64).ravel()[: SAMPLE_ROWS * 8]
+    if v.size and v.min() == v.max() and v[0] != 0 and np.isfinite(v[0]):
+        # one value throughout (an indicator component): its magnitude is the root mean
+        # square, with the same rounding as below, without the masked copy and squares
+        return _power_of_two(abs(float(v[0])))
     v = v[np.isfinite(v) & (v != 0)]
     if v.size == 0:
         return 1.0
@@ -90,22 +94,44 @@ def _choose_columns(
         if j == intercept:
             continue
         col = matrix[:, j]
-        col = col[np.isfinite(col)]
-        if col.size == 0:
-            continue
-        size = float(np.max(np.abs(col)))
+        size = float(np.max(np.abs(col))) if col.size else 0.0
+        if not np.isfinite(size):  # NaN or ±inf in the sample: the finite entries only
+            col = col[np.isfinite(col)]
+            size = float(np.max(np.abs(col))) if col.size else 0.0
         if size == 0.0:
             continue
-        unit = col / size  # squares of columns near 1e±300 would leave float64's range
-        mean = float(np.mean(unit))
-        sd = float(np.sqrt(np.mean((unit - mean) ** 2)))
-        if shift and abs(mean) > SHIFT_ABOVE * sd:
-            c[j] = mean * size
-        spread = float(np.sqrt(np.mean((unit - c[j] / size) ** 2))) * size
-        if spread == 0.0:  # constant in the sample: scale by its size instead
-            spread = size
-        s[j] = _power_of_two(spread)
+        c[j], s[j] = _shift_and_scale(col, size, shift)
     return c, s
+
+
+def _shift_and_scale(col: np.ndarray, size: float, shift: bool) -> tuple[float, float]:
+    """:func:`_choose_columns` for one column of finite values, ``size = max |col|``.
+
+    ``unit = col/size`` (squares of columns near 1e±300 would leave float64's range);
+    the spread about zero, ``√mean(unit²)``, decides the shift test ``|mean| > 8·sd``
+    through ``sd² = mean(unit²) − mean²`` wherever that is far from the threshold, and
+    through ``mean((unit − mean)²)`` near it: the same decision, and the same numbers,
+    as computing both in full.
+    """
+    unit = col / size
+    mean = float(np.mean(unit))
+    square = np.multiply(unit, unit)
+    about_zero = float(np.mean(square))  # the spread about 0, squared (in units)
+    shifted = False
+    if shift:
+        margin = abs(mean) - SHIFT_ABOVE * float(np.sqrt(max(about_zero - mean * mean, 0.0)))
+        if abs(margin) <= 1e-6 * max(abs(mean), 1e-300):  # near the threshold: in full
+            sd = float(np.sqrt(np.mean(np.square(np.subtract(unit, mean, out=square)))))
+            shifted = abs(mean) > SHIFT_ABOVE * sd
+        else:
+            shifted = margin > 0.0
+    centre = mean * size if shifted else 0.0
+    if shifted:
+        about_zero = float(np.mean(np.square(np.subtract(unit, centre / size, out=square))))
+    spread = float(np.sqrt(about_zero)) * size
+    if spread == 0.0:  # constant in the sample: scale by its size instead
+        spread = size
+    return centre, _power_of_two(spread)
 
 
 @dataclass(frozen=True)

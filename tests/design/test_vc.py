@@ -76,3 +76,21 @@ def test_vc_matches_formulaic_dense():
     ref = model_matrix(f, prep, context={})
     assert list(ref.columns) == spec.vc_column_names[0]
     np.testing.assert_allclose(vc_dense(dm, spec, 0), ref.to_numpy(dtype=float))
+
+
+def test_integer_levels_are_numbered_as_the_sorted_levels():
+    """Integer levels in ``C()`` number as their position among the sorted levels, both
+    where a look-up table by value is used (a narrow range) and where the range is too
+    wide for one (a binary search); a partition holding only some levels too."""
+    rng = np.random.default_rng(5)
+    n = 3000
+    for ids in (rng.integers(-50, 400, n), rng.choice([-(2**40), 7, 2**41, 2**50], n)):
+        df = pd.DataFrame({"y": rng.normal(size=n), "g": rng.integers(0, 9, n), "id": ids})
+        spec = build_spec(df, "y ~ 1", groups="g", vc_formula={"id": "0 + C(id)"})
+        levels = np.asarray(spec.levels["id"])
+        np.testing.assert_array_equal(levels, np.unique(ids))
+        for part in (df, df[df["id"] > np.median(ids)]):
+            dm = spec.transform(part)
+            want = np.searchsorted(levels, part["id"].to_numpy())
+            np.testing.assert_array_equal(dm.vc_cols[0][:, 0], want)
+            np.testing.assert_array_equal(dm.vc_vals[0][:, 0], 1.0)

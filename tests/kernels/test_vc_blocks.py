@@ -20,7 +20,7 @@ from dmixed.kernels.vc_blocks import (
     ragged_statistics,
 )
 from dmixed.stats import GlobalStats, Layout
-from dmixed.stats.slots import assign_vc_slots, lookup_vc_slots
+from dmixed.stats.slots import assign_vc_slots, lookup_vc_slots, number_vc_cells
 from dmixed.stats.standardize import Standardization
 from tests._synth import QUICK
 
@@ -162,6 +162,26 @@ def test_ragged_pass_equals_dense_pass(case, weighted):
     _close(got_zz, zz, 1e-12)
     _close(got_zxy, zxy, 1e-12)
     assert base["n"] == codes.size
+
+
+@settings(max_examples=10, **QUICK)
+@given(designs, st.booleans())
+def test_ragged_pass_with_the_numbering_made_equals_it_sorted(case, weighted):
+    """The cells taken from the data pass's numbering (``number_vc_cells``) give the
+    statistics of the cells found by sorting, bit for bit."""
+    seed, q, widths, continuous = case
+    codes, g, endog, exog, exog_re, vc_cols, vc_vals = _rows(seed, q, widths, continuous=continuous)
+    weights = np.random.default_rng(seed).uniform(0.5, 2.0, codes.size) if weighted else None
+    std = Standardization.choose(endog, exog, exog_re, None, vc_vals)
+    nums = [number_vc_cells(codes, c, v, g) for c, v in zip(vc_cols, vc_vals, strict=True)]
+    slots = [num.entry_slots() for num in nums]
+    widths = [num.width for num in nums]
+    cells = [(num.entry_pair, num.pair_group, num.pair_slots) for num in nums]
+    args = (codes, g, endog, exog, exog_re, slots, vc_vals, widths, weights, std)
+    sorted_, _ = ragged_statistics(*args)
+    numbered, _ = ragged_statistics(*args, cells)
+    for name in ("a", "f1", "group", "comp", "pos", "d", "b", "f2"):
+        np.testing.assert_array_equal(getattr(numbered, name), getattr(sorted_, name))
 
 
 def test_overlapping_components_are_not_structured():

@@ -11,6 +11,7 @@ from dmixed.stats.slots import (
     assign_vc_slots,
     lookup_vc_slots,
     number_pairs,
+    number_vc_cells,
     number_vc_entries,
     slot_table,
 )
@@ -84,6 +85,39 @@ def test_entries_numbered_in_one_pass_as_assigned_and_looked_up(n_groups, seed):
     present = entry_pair >= 0
     np.testing.assert_array_equal(
         keys[entry_pair[present]], (codes[:, None] * ncols_used + cols)[present]
+    )
+
+
+@pytest.mark.parametrize("n_groups", [5, 300_000])  # keys marked, or sorted / by column
+@pytest.mark.parametrize("complete", [False, True])  # absent/zero entries, or none
+@pytest.mark.parametrize("nested", [False, True])  # each column in one group, or many
+@pytest.mark.parametrize("seed", [0, 1])
+def test_cells_numbered_as_assigned_with_their_table_and_slots(n_groups, complete, nested, seed):
+    """``number_vc_cells``: the pairs of ``assign_vc_slots``, each pair's group and
+    column, the ``slot_table`` and every entry's slot as ``lookup_vc_slots``."""
+    rng = np.random.default_rng(seed)
+    n, ncols = 500, 60
+    k = 1 if complete else 2
+    cols = rng.integers(0 if complete else -1, ncols, (n, k))
+    codes = rng.integers(0, n_groups, n)
+    if nested:  # the group is a function of the (first) column: students in schools
+        codes = rng.integers(0, n_groups, ncols)[np.maximum(cols[:, 0], 0)]
+        cols[:, 1:] = np.where(cols[:, 1:] >= 0, cols[:, :1], -1)
+    vals = rng.standard_normal((n, k))
+    if not complete:
+        vals[rng.random((n, k)) < 0.1] = 0.0
+    keys, slots, width = assign_vc_slots(codes, cols, vals)
+    num = number_vc_cells(codes, cols, vals, n_groups)
+    assert num.complete == complete
+    np.testing.assert_array_equal(num.pair_keys, keys)
+    np.testing.assert_array_equal(num.pair_slots, slots)
+    assert num.width == width
+    ncols_used = int(cols.max()) + 1
+    np.testing.assert_array_equal(num.pair_group * ncols_used + num.pair_col, keys)
+    want = lookup_vc_slots(codes, cols, vals, keys, slots, ncols_used)
+    np.testing.assert_array_equal(num.entry_slots(), want)
+    np.testing.assert_array_equal(
+        num.table(n_groups), slot_table(keys, slots, ncols_used, width, n_groups)
     )
 
 

@@ -104,3 +104,81 @@ def test_shift_threshold_is_in_spreads():
     exog = np.column_stack([np.ones(n), near, far])
     std = Standardization.choose(rng.normal(size=n), exog, exog[:, :1])
     assert std.x_shift[1] == 0.0 and std.x_shift[2] != 0.0
+
+
+def _defined_map(col: np.ndarray) -> tuple[float, float]:
+    """The shift and scale of one column as the module docstring defines them, in
+    full: the finite values, ``unit = col/max|col|``, shifted when
+    ``|mean(unit)| > SHIFT_ABOVE·sd(unit)``, the power of two nearest the spread about
+    the shift."""
+    col = col[np.isfinite(col)]
+    size = float(np.max(np.abs(col))) if col.size else 0.0
+    if size == 0.0:
+        return 0.0, 1.0
+    unit = col / size
+    mean = float(np.mean(unit))
+    sd = float(np.sqrt(np.mean((unit - mean) ** 2)))
+    shift = mean * size if abs(mean) > SHIFT_ABOVE * sd else 0.0
+    spread = float(np.sqrt(np.mean((unit - shift / size) ** 2))) * size
+    return shift, 2.0 ** np.round(np.log2(spread if spread > 0 else size))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**31),
+    log_scale=st.integers(-30, 30),
+    ratio=st.sampled_from([0.0, 1.0, SHIFT_ABOVE - 1e-9, SHIFT_ABOVE, SHIFT_ABOVE + 1e-9, 1e6]),
+    kind=st.sampled_from(["normal", "constant", "nan", "inf"]),
+)
+def test_each_column_map_is_the_defined_one(seed, log_scale, ratio, kind):
+    # columns whose mean sits at, just below and just above SHIFT_ABOVE spreads from
+    # zero: the quick shift test decides as the full definition does, with equal numbers
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 300))
+    z = rng.normal(size=n)
+    z = (z - z.mean()) / (z.std() or 1.0)
+    col = (ratio + z) * 2.0**log_scale
+    if kind == "constant":
+        col[:] = col[0]
+    elif kind in ("nan", "inf"):
+        col[rng.integers(0, n)] = np.nan if kind == "nan" else -np.inf
+    std = Standardization.choose(
+        rng.normal(size=n), np.column_stack([np.ones(n), col]), np.ones((n, 1))
+    )
+    shift, scale = _defined_map(col)
+    assert std.x_shift[1] == shift
+    assert std.x_scale[1] == scale
+
+
+def _defined_vc_scale(values: np.ndarray) -> float:
+    """A component's scale by its definition: the power of two nearest the root mean
+    square of the non-zero finite entries (1 when there are none)."""
+    v = values[np.isfinite(values) & (values != 0)]
+    if v.size == 0:
+        return 1.0
+    size = float(np.max(np.abs(v)))
+    return float(2.0 ** np.round(np.log2(size * np.sqrt(np.mean((v / size) ** 2)))))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**31),
+    log_scale=st.integers(-1000, 1000),
+    kind=st.sampled_from(["one value", "negative value", "with zeros", "normal", "nan", "inf"]),
+)
+def test_each_component_scale_is_the_defined_one(seed, log_scale, kind):
+    # an indicator component (one value throughout) takes a shortcut: the same scale
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 300))
+    value = 2.0 ** (log_scale / 3.0) * float(rng.uniform(0.5, 2.0))
+    vals = np.full((n, 1), value) if kind != "normal" else rng.normal(size=(n, 1)) * value
+    if kind == "negative value":
+        vals = -vals
+    elif kind == "with zeros":
+        vals[rng.integers(0, n)] = 0.0
+    elif kind in ("nan", "inf"):
+        vals[rng.integers(0, n)] = np.nan if kind == "nan" else np.inf
+    std = Standardization.choose(
+        rng.normal(size=n), np.ones((n, 1)), np.ones((n, 1)), vc_vals=[vals]
+    )
+    assert std.vc_scale[0] == _defined_vc_scale(vals.ravel())

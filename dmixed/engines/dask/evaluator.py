@@ -28,6 +28,7 @@ from ..vc_local import StructuredVCEngine
 from . import tuning
 from .blocks import Block, reorder
 from .progress import died_error, gather, memory_limits, wait_for
+from .structured import concatenate_ragged
 
 logger = logging.getLogger("dmixed")
 
@@ -97,6 +98,10 @@ def _block_random_effects(ev: Evaluator, lam: np.ndarray, w: np.ndarray):
 
 def _block_gather(ev: Evaluator) -> tuple[np.ndarray, np.ndarray]:
     return ev.gather()
+
+
+def _block_gather_ragged(ev: StructuredVCEngine):
+    return ev.gather_ragged()
 
 
 def start_evaluators(
@@ -311,6 +316,12 @@ class DaskEngine:
         zz = np.concatenate([z for z, _ in parts])
         zxy = np.concatenate([x for _, x in parts])
         return reorder(self._position, zz), reorder(self._position, zxy)
+
+    def gather_ragged(self):
+        """The statistics held structured on the workers (:attr:`collapsed_vc`), ragged
+        on the driver in sorted group order (``kernels.vc_blocks.RaggedVC``): never
+        padded (for the saved statistics)."""
+        return concatenate_ragged(self._map(_block_gather_ragged), self._position)
 
     def close(self) -> None:
         """Release the statistics on the cluster."""

