@@ -331,6 +331,11 @@ def _shape_problems(state: ResultsState) -> list[str]:
         problems.append(
             f"{len(state.group_labels)} groups in random_effects.parquet, {g} in estimates.json"
         )
+    for comp, (table, names_c) in enumerate(
+        zip(state.vc_slot_cols, names.vc_column_names, strict=False)
+    ):
+        if table.size and (table.min() < -1 or table.max() >= len(names_c)):
+            problems.append(f"a slot of variance component {comp} outside its columns")
     sizes = np.asarray(state.group_sizes)
     if sizes.shape == (g,) and (int(sizes.sum()) != state.nobs or np.any(sizes < 0)):
         problems.append(f"group sizes summing to {int(sizes.sum())}, nobs {state.nobs}")

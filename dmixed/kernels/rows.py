@@ -290,15 +290,17 @@ def accumulate_packed_into(
     scales = rows.scales
     kept = _Within(acc, target, layout) if rows.within_wanted else None
     all_sums = _term_sums(codes, rows.sources, rows.terms, n_groups, compiled)
+    columns_of: list[list[int]] = [[] for _ in all_sums]  # a term's packed columns, in order
+    for c, tc in enumerate(rows.column_term):
+        columns_of[tc].append(c)
     for t, sums in enumerate(all_sums):
         if sums is None:
             continue
-        for c, tc in enumerate(rows.column_term):
-            if tc == t:
-                col = sums if scales is None or scales[c] == 1.0 else sums * scales[c]
-                if kept is not None:
-                    kept.take(c, col)
-                acc[c, target] += col  # target: all columns, or distinct ones
+        for c in columns_of[t]:
+            col = sums if scales is None or scales[c] == 1.0 else sums * scales[c]
+            if kept is not None:
+                kept.take(c, col)
+            acc[c, target] += col  # target: all columns, or distinct ones
     within = None
     if kept is not None:
         within = kept.within(codes, xcols, zcols[0], rows.sx)

@@ -18,9 +18,11 @@ live in :func:`cache_directory`, named by a digest of the plan and of this modul
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import importlib.util
 import os
+import pickle
 import sys
 import tempfile
 
@@ -100,6 +102,7 @@ def term_kernel(terms: tuple):
     # numba's cache finds the module's globals by its name when it loads the code
     sys.modules[name] = module
     spec.loader.exec_module(module)
+    _drop_unreadable_cache(os.path.dirname(path), name)  # the code unpickles by module name
     kernel = _LOADED[terms] = module.accumulate
     return kernel
 
@@ -113,6 +116,27 @@ def expand_rows(table, rows, cols, scales, out):  # pragma: no cover - compiled
         dst = out[i]
         for c in range(cols.size):
             dst[c] = src[cols[c]] * scales[c]
+
+
+def _drop_unreadable_cache(directory: str, name: str) -> None:
+    """Remove numba's cached index and code of module ``name`` when a file of it does not
+    unpickle (cut short by a full disk or a killed process, or edited): numba raises on
+    such a file at the kernel's first call instead of compiling again.  Its index is a
+    pickled version followed by a pickle, each code file one pickle
+    (``numba.core.caching.IndexDataCacheFile``)."""
+    files = glob.glob(os.path.join(directory, "__pycache__", glob.escape(name) + ".*.nb[ic]"))
+    try:
+        for file in files:
+            with open(file, "rb") as fh:
+                if file.endswith(".nbi"):
+                    pickle.load(fh)
+                pickle.loads(fh.read())
+    except Exception:  # noqa: BLE001 - any unreadable file: compile again
+        for file in files:
+            try:
+                os.remove(file)
+            except FileNotFoundError:  # another process removed it first
+                pass
 
 
 def _same_text(path: str, text: str) -> bool:

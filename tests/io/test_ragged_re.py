@@ -113,3 +113,20 @@ def test_blups_and_covariances_on_other_slots_are_refused(fit):
     other = RaggedBlup(blup.re, blup.group[1:], blup.pos[1:], blup.value[1:], blup.r)
     with pytest.raises(ValueError, match="different slots"):
         slots_table(dataclasses.replace(state, blup=other))
+
+
+@pytest.mark.parametrize("ragged", [True, False])
+def test_a_slot_naming_no_column_of_its_component_is_refused(tmp_path, fit, ragged):
+    """A slot table entry past the component's columns (a directory edited and its
+    sha256 recomputed) is refused when read, not an IndexError on first use."""
+    state = fit.to_state()
+    if not ragged:
+        state = dataclasses.replace(
+            state, blup=np.asarray(state.blup), blup_cov=np.asarray(state.blup_cov)
+        )
+    n_cols = len(state.names.vc_column_names[0])
+    slot_cols = [t.copy() for t in state.vc_slot_cols]
+    slot_cols[0][0, 0] = n_cols
+    save_state(dataclasses.replace(state, vc_slot_cols=slot_cols), tmp_path / "s", "text")
+    with pytest.raises(CheckpointError, match="variance component"):
+        load_state(tmp_path / "s")

@@ -48,3 +48,27 @@ def test_a_fresh_process_loads_the_kernel_from_the_disk_cache(tmp_path):
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
     assert first.stdout.strip() == "0"  # compiled
     assert second.stdout.strip() == "1"  # loaded from the disk cache
+
+
+def test_a_damaged_disk_cache_is_compiled_again(tmp_path):
+    """numba's index and data files of a generated kernel cut short (a full disk, a
+    killed process): the next process compiles the kernel again instead of failing
+    in numba's unpickling."""
+    code = (
+        "import numpy as np\n"
+        "from dmixed.kernels import term_jit\n"
+        "k = term_jit.term_kernel((('count',), ('col', 0)))\n"
+        "t = np.zeros((1, 2))\n"
+        "k(np.zeros(3, dtype=np.int64), t, np.ones(3))\n"
+        "print(t.tolist())\n"
+    )
+    env = {**os.environ, term_jit.CACHE_ENV: str(tmp_path)}
+    first = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    cached = [p for p in (tmp_path / "__pycache__").iterdir() if p.suffix in (".nbi", ".nbc")]
+    assert {p.suffix for p in cached} == {".nbi", ".nbc"}
+    for path in cached:
+        path.write_bytes(path.read_bytes()[:20])
+    again = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == first.stdout.strip() == "[[3.0, 3.0]]"
