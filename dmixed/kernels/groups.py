@@ -194,13 +194,24 @@ class StepSums:
         return StepSums(*(getattr(self, f) + getattr(other, f) for f in self.__dataclass_fields__))
 
 
+#: inner widths above which :func:`_mm` hands the products to BLAS (wide padded groups:
+#: crossed variance components); at or below it, vector sums over the groups
+MM_BLAS_ABOVE = 16
+
+
 def _mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per-group product of entry-major matrices: (r, s, G) × (s, t, G) → (r, t, G).
 
     ``Σ_c a[:, c] b[c]`` term by term in the order of ``c``, as
     ``np.einsum("acg,cbg->abg", a, b)`` sums (the same numbers), in long vector
-    operations over the groups (einsum's loop is about twice as slow at s = 2).
+    operations over the groups (einsum's loop is about twice as slow at s = 2).  Above
+    :data:`MM_BLAS_ABOVE` the ``s`` terms are summed by a batched BLAS product instead
+    (its own order of addition): ``s`` vector passes over (r, t, G) cost ``s`` times
+    the output's memory traffic, which a few wide groups cannot amortize.
     """
+    if a.shape[1] > MM_BLAS_ABOVE:
+        prod = np.matmul(a.transpose(2, 0, 1), b.transpose(2, 0, 1))  # (G, r, t)
+        return np.ascontiguousarray(prod.transpose(1, 2, 0))
     out = a[:, :1] * b[:1]
     if a.shape[1] > 1:
         term = np.empty_like(out)

@@ -26,7 +26,7 @@ def _dense_reference(codes, y, x, z, lam):
     return logdet, m, s_sum
 
 
-@pytest.mark.parametrize("r", [1, 2, 3, 4, 10])
+@pytest.mark.parametrize("r", [1, 2, 3, 4, 10, 17, 40])  # > 16: batched BLAS products
 def test_step_matches_dense_linear_algebra(r):
     rng = np.random.default_rng(r)
     n_groups = 17
@@ -76,7 +76,7 @@ def test_padding_slots_is_exact():
     np.testing.assert_allclose(padded.m, plain.m, rtol=1e-13)
 
 
-@pytest.mark.parametrize(("q", "widths"), [(1, ()), (2, ()), (2, (1,)), (3, (2, 1))])
+@pytest.mark.parametrize(("q", "widths"), [(1, ()), (2, ()), (2, (1,)), (3, (2, 1)), (2, (20,))])
 def test_hessian_sums_match_their_definitions(monkeypatch, q, widths):
     """Each Hessian sum against its per-group definition (HessianSums' docstring), over
     several chunks of groups."""
