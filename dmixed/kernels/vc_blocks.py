@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..stats.blup_cov import RaggedBlup, RaggedCov
+from ..stats.ragged_stats import RaggedArrays
 from ..stats.standardize import Standardization
 from .groups import HessianSums, MomentSums, StepSums
 from .rows import accumulate_statistics
@@ -217,25 +218,9 @@ class RaggedVC:
     @classmethod
     def from_dense(cls, zz: np.ndarray, zxy: np.ndarray, q: int, slot_component) -> RaggedVC:
         """The ragged form of dense statistics (``diagonal_vc_block(zz, q)`` must hold):
-        a slot is used where its diagonal entry is not zero."""
-        slot_component = np.asarray(slot_component, dtype=np.int64)
-        diag = np.diagonal(zz[:, q:, q:], axis1=1, axis2=2)
-        gi, si = np.nonzero(diag)
-        pos = si + q
-        n_comp = int(slot_component.max()) + 1 if slot_component.size else 0
-        offsets = q + np.searchsorted(slot_component, np.arange(n_comp))
-        return cls(
-            a=np.ascontiguousarray(zz[:, :q, :q]),
-            f1=np.ascontiguousarray(zxy[:, :q, :]),
-            group=gi.astype(np.int64),
-            comp=slot_component[si],
-            pos=pos.astype(np.int64),
-            d=diag[gi, si].copy(),
-            b=zz[gi, :q, pos].reshape(gi.size, q),
-            f2=zxy[gi, pos, :],
-            offsets=offsets.astype(np.int64),
-            r=zz.shape[1],
-        )
+        a slot is used where its diagonal entry is not zero
+        (:meth:`~dmixed.stats.ragged_stats.RaggedArrays.from_dense`, the one owner)."""
+        return cls(**RaggedArrays.from_dense(zz, zxy, q, slot_component).as_dict())
 
     @classmethod
     def from_cells(cls, base: dict, parts: list, q: int, r: int, offsets) -> RaggedVC:
@@ -272,17 +257,9 @@ class RaggedVC:
         )
 
     def dense(self) -> tuple[np.ndarray, np.ndarray]:
-        """The padded statistics ``zz`` (G, r, r) and ``zxy`` (G, r, k)."""
-        g, q, r = self.n_groups, self.q, self.r
-        zz = np.zeros((g, r, r))
-        zxy = np.zeros((g, r, self.k))
-        zz[:, :q, :q] = self.a
-        zxy[:, :q] = self.f1
-        zz[self.group, :q, self.pos] = self.b
-        zz[self.group, self.pos, :q] = self.b
-        zz[self.group, self.pos, self.pos] = self.d
-        zxy[self.group, self.pos] = self.f2
-        return zz, zxy
+        """The padded statistics ``zz`` (G, r, r) and ``zxy`` (G, r, k)
+        (:meth:`~dmixed.stats.ragged_stats.RaggedArrays.dense`)."""
+        return RaggedArrays.of(self).dense()
 
     # -- sizes ----------------------------------------------------------------------
 
