@@ -181,46 +181,15 @@ def _runs(keys: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @dataclass
-class RaggedVC:
-    """Per-group statistics with a diagonal variance-component block, slots ragged.
+class RaggedVC(RaggedArrays):
+    """Per-group statistics with a diagonal variance-component block, slots ragged, with
+    the kernels that evaluate them.
 
-    Attributes
-    ----------
-    a : ndarray (G, q, q)
-        ``Z_i'Z_i`` of the ``exog_re`` columns.
-    f1 : ndarray (G, q, k)
-        ``Z_i'[X_i y_i]``.
-    group, comp, pos : ndarray (J,) int64
-        Each used slot's group, component and column in the padded random design.
-    d : ndarray (J,)
-        The slot's diagonal entry of ``Z̃_i'Z̃_i``.
-    b : ndarray (J, q)
-        Its border (the slot's column against ``exog_re``).
-    f2 : ndarray (J, k)
-        Its row of ``Z̃_i'[X_i y_i]``.
-    offsets : ndarray (d,) int64
-        First padded column of each component.
-    r : int
-        Width of the padded random design.
+    The arrays, their shapes and meaning, and the conversions from and to the padded
+    statistics (``from_dense``, ``dense``) are :class:`~dmixed.stats.ragged_stats.RaggedArrays`'
+    (the stats layer saves and merges them); this class adds the likelihood, score,
+    Hessian, moments and random effects over them.
     """
-
-    a: np.ndarray
-    f1: np.ndarray
-    group: np.ndarray
-    comp: np.ndarray
-    pos: np.ndarray
-    d: np.ndarray
-    b: np.ndarray
-    f2: np.ndarray
-    offsets: np.ndarray
-    r: int
-
-    @classmethod
-    def from_dense(cls, zz: np.ndarray, zxy: np.ndarray, q: int, slot_component) -> RaggedVC:
-        """The ragged form of dense statistics (``diagonal_vc_block(zz, q)`` must hold):
-        a slot is used where its diagonal entry is not zero
-        (:meth:`~dmixed.stats.ragged_stats.RaggedArrays.from_dense`, the one owner)."""
-        return cls(**RaggedArrays.from_dense(zz, zxy, q, slot_component).as_dict())
 
     @classmethod
     def from_cells(cls, base: dict, parts: list, q: int, r: int, offsets) -> RaggedVC:
@@ -256,24 +225,7 @@ class RaggedVC:
             r=r,
         )
 
-    def dense(self) -> tuple[np.ndarray, np.ndarray]:
-        """The padded statistics ``zz`` (G, r, r) and ``zxy`` (G, r, k)
-        (:meth:`~dmixed.stats.ragged_stats.RaggedArrays.dense`)."""
-        return RaggedArrays.of(self).dense()
-
     # -- sizes ----------------------------------------------------------------------
-
-    @property
-    def q(self) -> int:
-        return self.a.shape[1]
-
-    @property
-    def k(self) -> int:
-        return self.f1.shape[2]
-
-    @property
-    def n_groups(self) -> int:
-        return self.a.shape[0]
 
     @property
     def n_comp(self) -> int:
