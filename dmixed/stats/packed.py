@@ -119,15 +119,20 @@ class PackedLayout:
         """``W`` (width × width) with ``rows @ W`` the packed rows of ``Z̃ M_z`` and
         ``[X̃ ỹ] M_x`` when ``rows`` are those of ``Z̃`` and ``[X̃ ỹ]``: ``Z̃'Z̃ → M_z'
         Z̃'Z̃ M_z``, ``Z̃'[X̃ ỹ] → M_z' Z̃'[X̃ ỹ] M_x``, row counts unchanged.  The map
-        is linear in the packed row, so ``W`` is the map of the identity's rows.
+        is linear in the packed row and block diagonal: the triangle's entry ``(i, j)``
+        (``A = E_ij + E_ji``) goes to ``(a, b)`` with ``M_ia M_jb + M_ja M_ib`` (once when
+        ``i = j``), and ``Z̃'[X̃ ỹ]``'s entry ``(i, j)`` with ``M_z,ia M_x,jc`` (a
+        Kronecker product): O(width²), where mapping the identity's rows costs
+        O(width · r³).
         """
-        basis = np.eye(self.width)
-        nobs = basis[:, 0]
-        zz = self.unpack_zz(basis)
-        zxy = self.unpack_zxy(basis)
-        zz = np.einsum("ca,gcd,db->gab", m_z, zz, m_z)
-        zxy = np.einsum("ca,gcj,jk->gak", m_z, zxy, m_x)
-        return self.pack(nobs, zz, zxy)
+        w = np.zeros((self.width, self.width))
+        w[0, 0] = 1.0
+        tri, cross = self.slices()
+        i, j = self.zz_index
+        w[tri, tri] = m_z[i][:, i] * m_z[j][:, j]
+        w[tri, tri] += np.where((i != j)[:, None], m_z[j][:, i] * m_z[i][:, j], 0.0)
+        w[cross, cross] = np.kron(m_z, m_x)
+        return w
 
     def global_conversion(self, m_x: np.ndarray) -> np.ndarray:
         """``W`` with ``glob @ W`` the packed global sums of ``[X̃ ỹ] M_x``

@@ -151,6 +151,11 @@ class Standardization:
         One power-of-two scale per variance component, shared by all its columns (its
         variance is shared too): the columns become ``v / s_l``, so ``τ̃*_l = s_l² τ*_l``
         and a random effect ``b = b̃ / s_l``.  Empty: no components (all 1).
+    sample_rows : int
+        The rows the map was chosen from (at most :data:`SAMPLE_ROWS`; 0: not chosen
+        from rows).  Not part of the map (ignored by ``==``): partials chosen apart are
+        converted to the map chosen from the most rows (a map chosen from a handful of
+        rows is exact too, but scales the optimizer's coordinates poorly).
     """
 
     x_shift: np.ndarray
@@ -162,6 +167,7 @@ class Standardization:
     x_intercept: int
     z_intercept: int
     vc_scale: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    sample_rows: int = field(default=0, compare=False)
 
     # -- construction ------------------------------------------------------------------
 
@@ -216,7 +222,7 @@ class Standardization:
         cy, sy = _choose_columns(y, -1, shift=xi >= 0)
         cz, sz = _choose_columns(z, zi, shift=zi >= 0)
         vc = np.array([_vc_scale(v) for v in (vc_vals or [])], dtype=np.float64)
-        return cls(cx, sx, float(cy[0]), float(sy[0]), cz, sz, xi, zi, vc)
+        return cls(cx, sx, float(cy[0]), float(sy[0]), cz, sz, xi, zi, vc, int(y.shape[0]))
 
     @property
     def k_fe(self) -> int:

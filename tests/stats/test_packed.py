@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dmixed import kernels
 from dmixed.stats import tril_indices
@@ -39,3 +41,36 @@ def test_packed_rows_round_trip_to_the_plain_statistics():
     np.testing.assert_array_equal(back, glob["xyxy"])
     assert (n_rows, slw, dropped) == (n, 0.0, 4)
     assert layout.empty_global(2).shape == (layout.global_width,)
+
+
+@settings(max_examples=25, deadline=None)
+@given(r=st.integers(1, 9), k=st.integers(1, 4), seed=st.integers(0, 2**16))
+def test_conversion_maps_rows_of_the_converted_columns(r, k, seed):
+    """``rows @ W`` are the packed rows of ``Z M_z`` and ``[X y] M_x`` (any square maps,
+    not only the shift-and-scale ones): ``W`` as the definition gives it, to rounding."""
+    rng = np.random.default_rng(seed)
+    layout = PackedLayout(r, k)
+    m_z, m_x = rng.normal(size=(r, r)), rng.normal(size=(k, k))
+    z, xy = rng.normal(size=(3, 7, r)), rng.normal(size=(3, 7, k))
+
+    def rows(z, xy):
+        zz = np.einsum("gna,gnb->gab", z, z)
+        return layout.pack(np.full(3, 7.0), zz, np.einsum("gna,gnk->gak", z, xy))
+
+    want = rows(z @ m_z, xy @ m_x)
+    got = rows(z, xy) @ layout.conversion(m_z, m_x)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * np.abs(want).max())
+
+
+def test_conversion_of_a_wide_design_is_block_diagonal():
+    """r = 56 (two crossed components of 30 and 25 levels and an intercept): ``W`` built
+    in closed form (O(width²)), not by mapping the identity's rows (O(width · r⁴) by an
+    einsum: minutes); checked on its block structure and one entry."""
+    layout = PackedLayout(56, 4)
+    m_z = np.eye(56)
+    m_z[0, 1:] = 0.5  # a shift of every column by half the intercept
+    w = layout.conversion(m_z, np.eye(4))
+    tri, cross = layout.slices()
+    assert w.shape == (layout.width, layout.width) and w[0, 0] == 1.0
+    assert not w[0, 1:].any() and not w[tri, cross].any() and not w[cross, tri].any()
+    np.testing.assert_array_equal(w[cross, cross], np.kron(m_z, np.eye(4)))

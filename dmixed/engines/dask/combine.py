@@ -355,10 +355,17 @@ def sum_vectors(*vectors: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------
 
 
-def first_map(p: int, q: int, *maps: Standardization | None) -> Standardization:
-    """The map every partial is converted to: that of the first task with rows (the
-    identity when none has any)."""
-    return next((m for m in maps if m is not None), Standardization.identity(p, q))
+def target_map(p: int, q: int, *maps: Standardization | None) -> Standardization:
+    """The map every partial is converted to: the one chosen from the most rows (the
+    first such task's: the same whatever order the tasks finish in; the identity when
+    no task has rows).  Not simply the first task's: a first partition of one row gives
+    a map whose scales are its values, and the optimizer's coordinates then differ by
+    orders of magnitude from the in-process fit's (same optimum, worse conditioning)."""
+    chosen = [m for m in maps if m is not None]
+    if not chosen:
+        return Standardization.identity(p, q)
+    most = max(m.sample_rows for m in chosen)
+    return next(m for m in chosen if m.sample_rows == most)
 
 
 def _conversions(

@@ -312,8 +312,8 @@ def statistics_from_dask(
         ``"dmixed.engine"``, else :data:`DEFAULT_ENGINE`.
     standardization : Standardization, optional
         The columns' map (:mod:`dmixed.stats.standardize`).  Default: each task chooses
-        one from its first rows and the first tree level converts them all to that of
-        the first task with rows (exactly: no read ahead of the pass).
+        one from its first rows and the first tree level converts them all to the one
+        chosen from the most rows (exactly: no read ahead of the pass).
 
     Returns
     -------

@@ -28,9 +28,9 @@ from .blocks import to_block
 from .combine import (
     combine_converted,
     combine_exact,
-    first_map,
     sum_converted,
     sum_vectors,
+    target_map,
 )
 from .partials import (
     build_slot_plan,
@@ -291,7 +291,7 @@ def block_graph(
     if isinstance(packed, RaggedPacked):
         return _ragged_blocks(tasks, spec, slot_arg, packed, n_blocks, std)
     # every task chose its own column map from its first rows (no read ahead of the
-    # pass); the first tree level converts them all to the first task's map
+    # pass); the first tree level converts them all to the one chosen from most rows
     maps = [t[2] for t in tasks]
     target = _target_map(spec, maps, std)
     # the variance components' slots (their columns take the component's scale)
@@ -320,12 +320,12 @@ def block_graph(
 
 
 def _target_map(spec, maps: list, std):
-    """The columns' map all partials are converted to: ``std``, else (delayed) the first
-    task's with rows."""
+    """The columns' map all partials are converted to: ``std``, else (delayed) the one
+    chosen from the most rows (:func:`~dmixed.engines.dask.combine.target_map`)."""
     if std is not None:
         return std
     p, q = len(spec.exog_names), len(spec.exog_re_names)
-    return dask.delayed(first_map, pure=True)(p, q, *maps)
+    return dask.delayed(target_map, pure=True)(p, q, *maps)
 
 
 def _ragged_blocks(tasks: list, spec, slot_arg, rp: RaggedPacked, n_blocks: int, std) -> list:

@@ -243,3 +243,22 @@ def test_combine_keeps_the_hash_table_where_positions_do_not_fit():
         (strings, np.array([[1.0, 2.0], [2.0, 5.0]])), (strings[:1], np.array([[3.0, 1.0]]))
     )
     assert dict(zip(keys, sums[:, 1], strict=True)) == {"a": 3.0, "b": 5.0}
+
+
+def test_target_map_is_the_one_chosen_from_most_rows():
+    """Partials are converted to the map chosen from the most rows (the first such
+    task's, whatever order the tasks finished in), not to a first task's map chosen from
+    a partition of one row; the identity when no task had rows."""
+    from dmixed.stats.standardize import Standardization
+
+    rng = np.random.default_rng(3)
+    x = np.column_stack([np.ones(500), rng.normal(5000.0, 300.0, 500)])
+    y, z = rng.normal(size=500), x[:, :1]
+    one, few, many, many2 = (
+        Standardization.choose(y[:n], x[:n], z[:n], (0, 0)) for n in (1, 20, 500, 500)
+    )
+    assert (one.sample_rows, few.sample_rows, many.sample_rows) == (1, 20, 500)
+    assert one.x_scale[1] != many.x_scale[1]  # the one-row map scales by the value
+    assert combine.target_map(2, 1, None, one, few, many) is many
+    assert combine.target_map(2, 1, many2, None, many) is many2  # ties: the first
+    assert combine.target_map(2, 1, None, None) == Standardization.identity(2, 1)
