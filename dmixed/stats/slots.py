@@ -190,9 +190,13 @@ class VCNumbering:
 
     def table(self, n_groups: int) -> np.ndarray:
         """The (n_groups, width) :func:`slot_table` of these pairs."""
-        table = np.full((n_groups, self.width), -1, dtype=np.int64)
-        table[self.pair_group, self.pair_slots] = self.pair_col
-        return table
+        if self.pair_col.size == n_groups * self.width:  # every group uses every slot
+            return self.pair_col.reshape(n_groups, self.width).copy()
+        table = np.full(n_groups * self.width, -1, dtype=np.int64)
+        flat = self.pair_group * self.width
+        flat += self.pair_slots
+        table[flat] = self.pair_col  # (a flat index: numpy's one-dimensional path)
+        return table.reshape(n_groups, self.width)
 
 
 #: the pairs are numbered by column (:func:`_nested_pairs`) first where the span of the
@@ -244,7 +248,7 @@ def number_vc_cells(
     ncols = max(int(cols.max()) + 1 if cols.size else 0, 1)
     codes = np.asarray(codes, dtype=np.int64)
     # every entry present (one indicator per row, say): no masks, no masked copies
-    everywhere = cols.size > 0 and int(cols.min()) >= 0 and np.count_nonzero(vals) == vals.size
+    everywhere = cols.size > 0 and int(cols.min()) >= 0 and _no_zero(vals)
     if everywhere:
         rows = np.broadcast_to(codes[:, None], cols.shape).reshape(-1)
         entry_cols = cols.reshape(-1).astype(np.int64, copy=False)
@@ -274,9 +278,18 @@ def number_vc_cells(
     else:
         entry_pair = np.full(cols.shape, -1, dtype=np.int64)
         entry_pair[present] = inverse
-    pair_group, pair_col = np.divmod(pair_keys, ncols)
+    pair_group = pair_keys // ncols  # (a division by one number: numpy's fast path)
+    pair_col = pair_keys - pair_group * ncols
     slots, width = _rank_in_group(pair_group)
     return VCNumbering(pair_keys, pair_group, pair_col, slots, width, entry_pair, everywhere)
+
+
+def _no_zero(vals: np.ndarray) -> bool:
+    """Whether no value is zero: by the extremes where they have one sign (two SIMD
+    reductions, the indicator's case), else by counting."""
+    if vals.dtype.kind == "f" and (vals.min() > 0 or vals.max() < 0):
+        return True
+    return bool(np.count_nonzero(vals) == vals.size)
 
 
 def lookup_vc_slots(
