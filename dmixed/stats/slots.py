@@ -206,10 +206,10 @@ NESTED_ABOVE = 8
 
 def _nested_pairs(rows: np.ndarray, cols: np.ndarray, ncols: int):
     """Where every column has entries in one group only (a component nested in the
-    groups: students within schools), the sorted pair keys and every entry's pair from a
-    table by column, in time linear in the entries and columns (not in groups × columns);
-    None where a column has entries in two groups.  ``rows``, ``cols``: each entry's
-    group and column (int64)."""
+    groups: students within schools), the pairs sorted by key (each one's group and
+    column) and every entry's pair, from a table by column, in time linear in the
+    entries and columns (not in groups × columns); None where a column has entries in
+    two groups.  ``rows``, ``cols``: each entry's group and column (int64)."""
     group_of_col = np.full(ncols, -1, dtype=np.int64)
     group_of_col[cols] = rows
     if not np.array_equal(group_of_col[cols], rows):
@@ -221,7 +221,7 @@ def _nested_pairs(rows: np.ndarray, cols: np.ndarray, ncols: int):
     used = used[order]
     pair_of_col = np.empty(ncols, dtype=np.int64)  # read only where written
     pair_of_col[used] = np.arange(used.size)
-    return groups[order] * ncols + used, pair_of_col[cols]
+    return groups[order], used, pair_of_col[cols]
 
 
 def number_vc_cells(
@@ -256,30 +256,33 @@ def number_vc_cells(
         present = (cols >= 0) & (vals != 0)
         rows = np.broadcast_to(codes[:, None], cols.shape)[present]
         entry_cols = cols[present].astype(np.int64)
-    keys = rows * ncols
-    keys += entry_cols
     span = max(int(n_groups), 1) * ncols
     nested = None
-    if span > NESTED_ABOVE * (keys.size + ncols) and ncols <= 4 * keys.size + (1 << 20):
+    if span > NESTED_ABOVE * (rows.size + ncols) and ncols <= 4 * rows.size + (1 << 20):
         nested = _nested_pairs(rows, entry_cols, ncols)
-    if nested is not None:
-        pair_keys, inverse = nested
-    elif span <= 4 * keys.size + (1 << 20):
-        seen = np.zeros(span, dtype=bool)
-        seen[keys] = True
-        pair_keys = np.flatnonzero(seen).astype(np.int64, copy=False)
-        index = np.empty(span, dtype=np.int64)  # read only where written
-        index[pair_keys] = np.arange(pair_keys.size)
-        inverse = index[keys]
+    if nested is not None:  # (no keys of the entries, no division of the pairs')
+        pair_group, pair_col, inverse = nested
+        pair_keys = pair_group * ncols
+        pair_keys += pair_col
     else:
-        pair_keys, inverse = np.unique(keys, return_inverse=True)
+        keys = rows * ncols
+        keys += entry_cols
+        if span <= 4 * keys.size + (1 << 20):
+            seen = np.zeros(span, dtype=bool)
+            seen[keys] = True
+            pair_keys = np.flatnonzero(seen).astype(np.int64, copy=False)
+            index = np.empty(span, dtype=np.int64)  # read only where written
+            index[pair_keys] = np.arange(pair_keys.size)
+            inverse = index[keys]
+        else:
+            pair_keys, inverse = np.unique(keys, return_inverse=True)
+        pair_group = pair_keys // ncols  # (a division by one number: numpy's fast path)
+        pair_col = pair_keys - pair_group * ncols
     if everywhere:
         entry_pair = inverse.reshape(cols.shape)
     else:
         entry_pair = np.full(cols.shape, -1, dtype=np.int64)
         entry_pair[present] = inverse
-    pair_group = pair_keys // ncols  # (a division by one number: numpy's fast path)
-    pair_col = pair_keys - pair_group * ncols
     slots, width = _rank_in_group(pair_group)
     return VCNumbering(pair_keys, pair_group, pair_col, slots, width, entry_pair, everywhere)
 
