@@ -15,6 +15,7 @@ is checked against formulaic on the tiny prototype before it is used.
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -89,6 +90,9 @@ def plan_variance_component(
         the plan does not reproduce formulaic on the tiny prototype, or if the formula
         yields no columns.
     """
+    plain = _plain_indicator(formula, cols, levels, kinds, native, context)
+    if plain is not None:  # one indicator per level of one column: no formulaic
+        return plain
     tiny_levels = {c: levels[c][:3] for c in cols if c in levels}
     tiny = prototype(cols, kinds, native, tiny_levels, size=3)
     # formulaic once, on the tiny prototype: its spec gives both plans
@@ -166,7 +170,36 @@ def _factor(sf, spec, levels: dict, kinds: dict, name: str, formula: str):
             )
         col = call.column
     lv = levels[col]
-    return VCFactor("cat", col, len(lv), kinds[col]), [f"{expr}[{v}]" for v in lv]
+    return VCFactor("cat", col, len(lv), kinds[col]), _level_names(expr, lv)
+
+
+def _level_names(expr: str, levels) -> list[str]:
+    """The column names of a categorical factor ``expr`` (formulaic's: ``C(x)[a]``)."""
+    return [f"{expr}[{v}]" for v in levels]
+
+
+#: ``0 + C(col)`` or ``0 + col``: the formulas :func:`_plain_indicator` plans
+_PLAIN = re.compile(r"\s*0\s*\+\s*(C\()?([A-Za-z_][A-Za-z_0-9]*)(?(1)\))\s*")
+
+
+def _plain_indicator(formula: str, cols, levels: dict, kinds: dict, native: dict, context):
+    """The plan and names of ``0 + C(col)`` (a categorical or number column) or
+    ``0 + col`` (a categorical column): one block of one factor, one indicator per
+    level, named as formulaic names them (:func:`_level_names`), without formulaic's
+    pass over a prototype; None for any other formula, or where ``C`` could be another
+    name (a column, or one of the caller's names: ``context``)."""
+    match = _PLAIN.fullmatch(formula)
+    if match is None or "C" in kinds or (context is not None and "C" in context):
+        return None
+    call, col = match.group(1) is not None, match.group(2)
+    wanted = (CATEGORICAL, NUMERIC_LEVELS) if call else (CATEGORICAL,)
+    if col not in cols or col not in levels or kinds.get(col) not in wanted:
+        return None
+    expr = f"C({col})" if call else col
+    block = VCBlock(0, 1.0, (VCFactor("cat", col, len(levels[col]), kinds[col]),))
+    plan = VCPlan(blocks=[block], formula=formula)
+    plan.level_arrays = _level_arrays([block], levels, native)
+    return plan, _level_names(expr, levels[col])
 
 
 def _level_arrays(blocks: list[VCBlock], levels: dict, native: dict) -> dict[str, np.ndarray]:

@@ -262,6 +262,7 @@ def accumulate_packed_into(
     std: Standardization | None = None,
     vc_widths=(),
     compiled: bool | None = None,
+    sums=None,
 ) -> dict:
     """Add these rows' per-group statistics to ``acc`` (column-major packed layout).
 
@@ -289,7 +290,7 @@ def accumulate_packed_into(
         n_groups = target.size
     scales = rows.scales
     kept = _Within(acc, target, layout) if rows.within_wanted else None
-    all_sums = _term_sums(codes, rows.sources, rows.terms, n_groups, compiled)
+    all_sums = (sums or plan_sums)(codes, rows.sources, rows.terms, n_groups, compiled)
     columns_of: list[list[int]] = [[] for _ in all_sums]  # a term's packed columns, in order
     for c, tc in enumerate(rows.column_term):
         columns_of[tc].append(c)
@@ -378,8 +379,12 @@ def wants_within(std: Standardization | None, r: int) -> bool:
     return std is not None and r == 1 and std.z_intercept == 0
 
 
-def _term_sums(codes, sources, terms, n_groups: int, compiled: bool | None) -> list:
-    """The per-group sum of every term of a :func:`product_plan` (None for ``zero``)."""
+def plan_sums(codes, sources, terms, n_groups: int, compiled: bool | None) -> list:
+    """The per-group sum of every term of a :func:`product_plan` (None for ``zero``):
+    one ``bincount`` per term over the rows in row order, or the compiled pass
+    (``compiled`` None: :func:`~dmixed.kernels.compiled.rows_compiled` decides), the
+    same numbers bit for bit.  ``codes`` (n,) int64 in ``0 … n_groups−1``; ``sources``
+    the columns the terms index."""
     live = [t for t in terms if t[0] != "zero"]
     if compiled is None:
         compiled = rows_compiled(codes.size, n_groups * len(live) * 8)
@@ -466,8 +471,10 @@ def accumulate_packed(
     weights: np.ndarray | None = None,
     std: Standardization | None = None,
     vc_widths=(),
+    sums=None,
 ) -> tuple[np.ndarray, dict]:
-    """One pass over rows: per-group statistics as one row of numbers per group.
+    """One pass over rows: per-group statistics as one row of numbers per group
+    (``sums``: as :func:`accumulate_packed_into`'s).
 
     Returns
     -------
@@ -481,7 +488,9 @@ def accumulate_packed(
     """
     layout = PackedLayout(np.shape(ztilde)[1], np.shape(exog)[1] + 1)
     acc = np.zeros((layout.width, n_groups))
-    glob = accumulate_packed_into(acc, codes, endog, exog, ztilde, weights, std, vc_widths)
+    glob = accumulate_packed_into(
+        acc, codes, endog, exog, ztilde, weights, std, vc_widths, sums=sums
+    )
     return np.ascontiguousarray(acc.T), glob
 
 
@@ -499,8 +508,10 @@ def accumulate_statistics(
     weights: np.ndarray | None = None,
     std: Standardization | None = None,
     vc_widths=(),
+    sums=None,
 ) -> dict[str, np.ndarray]:
-    """One pass over rows: per-group and global sufficient statistics (unpacked).
+    """One pass over rows: per-group and global sufficient statistics (unpacked;
+    ``sums``: as :func:`accumulate_packed_into`'s).
 
     Returns
     -------
@@ -510,6 +521,8 @@ def accumulate_statistics(
         ``sum_log_weights`` (rows scaled by √w first, see :func:`_weighted_rows`).
     """
     r = np.asarray(ztilde).shape[1]
-    packed, glob = accumulate_packed(codes, n_groups, endog, exog, ztilde, weights, std, vc_widths)
+    packed, glob = accumulate_packed(
+        codes, n_groups, endog, exog, ztilde, weights, std, vc_widths, sums
+    )
     nobs, zz, zxy = unpack_statistics(packed, r)
     return {"zz": zz, "zxy": zxy, "nobs": nobs, **glob}

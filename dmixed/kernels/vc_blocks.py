@@ -38,7 +38,7 @@ from ..stats.ragged_stats import RaggedArrays
 from ..stats.standardize import Standardization
 from .groups import HessianSums, MomentSums, StepSums
 from .rows import accumulate_statistics
-from .vc_cells import cell_sums
+from .vc_cells import cell_sums, whole_component_pass
 
 __all__ = ["RaggedVC", "diagonal_vc_block", "one_entry_per_row", "ragged_statistics"]
 
@@ -105,6 +105,11 @@ def ragged_statistics(
     widths = np.asarray(vc_widths, dtype=np.int64)
     offsets = q + np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.int64)
     r = q + int(widths.sum())
+    whole = whole_component_pass(
+        codes, n_groups, endog, exog, exog_re, vc_slots, vc_vals, weights, std, vc_cells, q
+    )
+    if whole is not None:  # one entry on every row: groups and cells in one pass
+        return RaggedVC.from_cells(whole[0], [whole[1]], q, r, offsets), whole[0]
     base = accumulate_statistics(codes, n_groups, endog, exog, exog_re, weights, std)
     if q == 0:  # no exog_re: the packed rows say nothing of [X y]'s width
         base["zxy"] = np.zeros((n_groups, 0, exog.shape[1] + 1))

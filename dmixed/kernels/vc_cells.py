@@ -13,16 +13,22 @@ sums).  :func:`cell_sums` forms exactly these ``1 + q + k`` sums, one ``bincount
 products, added in the same (row) order and scaled by the same powers of two, so the
 numbers are that pass's bit for bit, without its ``Z'Z``, ``Z'[X y]``, ``[X y]'[X y]``
 of every cell and without unpacking.
+
+Where every row has exactly one entry of the component (its cells partition the rows,
+each cell inside one group), :func:`cells_and_groups` takes the group statistics and
+the cells' sums in one pass over the rows: every term of both is summed per cell, and
+the groups' sums are the sums of their cells.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ..stats.packed import PackedLayout
 from ..stats.standardize import Standardization
-from .rows import EXTREME_SCALE_LOG2
+from .rows import EXTREME_SCALE_LOG2, accumulate_statistics, plan_sums, product_plan
 
-__all__ = ["cell_sums"]
+__all__ = ["cell_sums", "cells_and_groups", "whole_component_pass"]
 
 
 def _tame_needed(std: Standardization | None) -> bool:
@@ -139,19 +145,176 @@ def cell_sums(
         b[:, a] = sums.against(col)
     for m, col in enumerate(xy):
         f2[:, m] = sums.against(col)
+    if std is not None:
+        _scale_cells(d, b, f2, std)
+    return d, b, f2
+
+
+def _scale_cells(d: np.ndarray, b: np.ndarray, f2: np.ndarray, std: Standardization) -> None:
+    """The map's scales applied to the cells' sums in place (:func:`_cell_factors`)."""
+    f_d, f_b, f_f2 = _cell_factors(std, b.shape[1], f2.shape[1])
+    _scale(d, f_d)
+    for a in range(b.shape[1]):
+        _scale(b[:, a], f_b[a])
+    for m in range(f2.shape[1]):
+        _scale(f2[:, m], f_f2[m])
+
+
+def _cell_factors(std: Standardization | None, q: int, k: int):
+    """The factors of the cells' sums in the map ``std`` (powers of two: exact):
+    ``1/s_v²`` for ``d``, ``1/(s_v s_a)`` for ``b[:, a]``, ``1/(s_v s_m)`` for
+    ``f2[:, m]`` (all 1 without a map)."""
     if std is None:
-        return d, b, f2
+        return 1.0, np.ones(q), np.ones(k)
     s_v = std.slot_scales((1,))[0]
     sx = np.append(std.x_scale, std.y_scale)
-    _scale(d, 1.0 / (s_v * s_v))
-    for a in range(len(z)):
-        _scale(b[:, a], 1.0 / (s_v * std.z_scale[a]))
-    for m in range(len(xy)):
-        _scale(f2[:, m], 1.0 / (s_v * sx[m]))
-    return d, b, f2
+    return 1.0 / (s_v * s_v), 1.0 / (s_v * std.z_scale), 1.0 / (s_v * sx)
 
 
 def _scale(col: np.ndarray, factor: float) -> None:
     """``col *= factor`` in place where the factor is not 1 (a power of two: exact)."""
     if factor != 1.0:
         col *= factor
+
+
+def cells_and_groups(
+    codes: np.ndarray,
+    n_groups: int,
+    cell: np.ndarray,
+    cell_group: np.ndarray,
+    endog: np.ndarray,
+    exog: np.ndarray,
+    exog_re: np.ndarray,
+    v: np.ndarray,
+    weights: np.ndarray | None,
+    std: Standardization | None,
+    compiled: bool | None = None,
+) -> tuple[dict, tuple[np.ndarray, np.ndarray, np.ndarray]] | None:
+    """The group statistics of ``Z = exog_re`` and the cells' ``(d, b, f2)`` of one
+    component whose every row has exactly one entry, in one pass over the rows.
+
+    Each term of the product plan of ``[Z, v]`` (:func:`~dmixed.kernels.rows.product_plan`:
+    the products of ``Z``'s columns and those with ``v``, shared ones summed once) is
+    summed per cell over the rows (:func:`~dmixed.kernels.rows.plan_sums`, in row
+    order: the cells' sums are :func:`cell_sums`' bit for bit); a group's terms are
+    the sums of its cells' (``J`` values, not ``n`` rows: the same sums as a pass by
+    group, added in another order, so equal to rounding, ~1e-16 relative).  The rest
+    (shifts, weights, scales, within-group sums, ``[X y]'[X y]``) is
+    :func:`~dmixed.kernels.accumulate_statistics`'.
+
+    Parameters
+    ----------
+    codes : ndarray of int64 (n,)
+        Each row's group ``0 … n_groups−1`` (every group has a row).
+    cell : ndarray of int64 (n,)
+        Each row's cell ``0 … J−1``.
+    cell_group : ndarray of int64 (J,)
+        Each cell's group.
+    endog, exog, exog_re, v, weights, std
+        As :func:`cell_sums` (``v`` (n,) non-zero entries).
+    compiled : bool or None
+        The per-cell sums compiled or by numpy (None: chosen by size).
+
+    Returns
+    -------
+    (glob, (d, b, f2)): ``glob`` as :func:`~dmixed.kernels.accumulate_statistics`
+    returns it (``zz``, ``zxy``, ``nobs``, ``xyxy``, ``n``, ``sum_log_weights``,
+    ``within``), ``d`` (J,), ``b`` (J, q), ``f2`` (J, k); or None where a scale of
+    ``std`` is extreme (see :func:`cell_sums`).
+    """
+    if _tame_needed(std):
+        return None
+    cell = np.asarray(cell, dtype=np.int64)
+    k, q = exog.shape[1] + 1, exog_re.shape[1]
+    n_cells = cell_group.size
+    add_up = _adder(cell_group, n_groups)
+    kept: dict = {}
+
+    def by_cells(group_codes, sources, terms, n, compiled_):
+        if n != n_groups:  # pragma: no cover - every group has a row: never compacted
+            raise RuntimeError("internal error: the groups were compacted")
+        v_col = np.asarray(v, dtype=np.float64)
+        if weights is not None:
+            v_col = v_col * np.sqrt(weights)
+        union, column_term = product_plan(sources[:k], sources[k:] + [v_col])
+        per_cell = plan_sums(cell, sources + [v_col], union, n_cells, compiled_)
+        kept["cells"] = column_term, per_cell
+        index = {t: i for i, t in enumerate(union)}
+        return [None if t[0] == "zero" else add_up(per_cell[index[t]]) for t in terms]
+
+    glob = accumulate_statistics(codes, n_groups, endog, exog, exog_re, weights, std, (), by_cells)
+    if q == 0:  # no exog_re: the packed rows say nothing of [X y]'s width
+        glob["zxy"] = np.zeros((n_groups, 0, k))
+    column_term, per_cell = kept["cells"]
+    return glob, _cell_columns(column_term, per_cell, q, k, n_cells, std)
+
+
+def _adder(cell_group: np.ndarray, n_groups: int):
+    """What adds up per-cell sums (J,) per group (G,), the cells sorted by group: one
+    ``reduceat`` over each group's run of cells where every group has a cell (a
+    contiguous sum; a ``bincount`` scatters), else a ``bincount``."""
+    change = np.empty(cell_group.size, dtype=bool)  # where a group's run of cells starts
+    change[:1] = True
+    np.not_equal(cell_group[1:], cell_group[:-1], out=change[1:])
+    first = np.flatnonzero(change)
+    if first.size == n_groups and (n_groups == 0 or cell_group[-1] == n_groups - 1):
+        return lambda sums: np.add.reduceat(sums, first) if sums.size else np.zeros(0)
+    return lambda sums: np.bincount(cell_group, weights=sums, minlength=n_groups)
+
+
+def _cell_columns(column_term, per_cell, q: int, k: int, n_cells: int, std):
+    """``(d, b, f2)`` of the cells from the per-cell sums of the plan of ``[Z, v]``
+    (``column_term``: each packed column's term), scaled as :func:`cell_sums` does."""
+    where = {s: c for c, s in enumerate(PackedLayout(q + 1, k).column_sources())}
+    f_d, f_b, f_f2 = _cell_factors(std, q, k)
+
+    def column(source) -> np.ndarray:
+        sums = per_cell[column_term[where[source]]]
+        return np.zeros(n_cells) if sums is None else sums
+
+    d = column(("zz", q, q))
+    d = d * f_d if f_d != 1.0 else d  # (the sums are this call's own: no copy needed)
+    b = np.empty((n_cells, q))  # row-major, as the ragged statistics keep them
+    f2 = np.empty((n_cells, k))
+    for a in range(q):
+        np.multiply(column(("zz", q, a)), f_b[a], out=b[:, a])
+    for m in range(k):
+        np.multiply(column(("zxy", q, m)), f_f2[m], out=f2[:, m])
+    return d, b, f2
+
+
+def whole_component_pass(
+    codes, n_groups, endog, exog, exog_re, vc_slots, vc_vals, weights, std, vc_cells, offset
+):
+    """:func:`cells_and_groups` where it applies: one component (``vc_slots``,
+    ``vc_vals``, ``vc_cells`` lists of one, as
+    :func:`~dmixed.kernels.vc_blocks.ragged_statistics` takes them) whose every row has
+    exactly one entry, its cells numbered.
+
+    Returns
+    -------
+    ``(glob, (group, column, d, b, f2, 0))``: the group statistics and the component's
+    cells as :meth:`~dmixed.kernels.vc_blocks.RaggedVC.from_cells` takes them
+    (``column``: ``offset`` + the cell's slot); None where it does not apply.
+    """
+    if vc_cells is None or len(vc_slots) != 1 or vc_slots[0].ndim != 2:
+        return None
+    entry_pair, cell_group, pair_slot = vc_cells[0]
+    if entry_pair.shape[1] != 1 or not entry_pair.size or entry_pair.min() < 0:
+        return None
+    out = cells_and_groups(
+        codes,
+        n_groups,
+        entry_pair[:, 0],
+        cell_group,
+        endog,
+        exog,
+        exog_re,
+        vc_vals[0][:, 0],
+        weights,
+        std,
+    )
+    if out is None:
+        return None
+    glob, (d, b, f2) = out
+    return glob, (cell_group, offset + pair_slot, d, b, f2, 0)

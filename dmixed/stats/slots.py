@@ -190,9 +190,13 @@ class VCNumbering:
 
     def table(self, n_groups: int) -> np.ndarray:
         """The (n_groups, width) :func:`slot_table` of these pairs."""
-        table = np.full((n_groups, self.width), -1, dtype=np.int64)
-        table[self.pair_group, self.pair_slots] = self.pair_col
-        return table
+        if self.pair_col.size == n_groups * self.width:  # every group uses every slot
+            return self.pair_col.reshape(n_groups, self.width).copy()
+        table = np.full(n_groups * self.width, -1, dtype=np.int64)
+        flat = self.pair_group * self.width
+        flat += self.pair_slots
+        table[flat] = self.pair_col  # (a flat index: numpy's one-dimensional path)
+        return table.reshape(n_groups, self.width)
 
 
 #: the pairs are numbered by column (:func:`_nested_pairs`) first where the span of the
@@ -202,10 +206,10 @@ NESTED_ABOVE = 8
 
 def _nested_pairs(rows: np.ndarray, cols: np.ndarray, ncols: int):
     """Where every column has entries in one group only (a component nested in the
-    groups: students within schools), the sorted pair keys and every entry's pair from a
-    table by column, in time linear in the entries and columns (not in groups × columns);
-    None where a column has entries in two groups.  ``rows``, ``cols``: each entry's
-    group and column (int64)."""
+    groups: students within schools), the pairs sorted by key (each one's group and
+    column) and every entry's pair, from a table by column, in time linear in the
+    entries and columns (not in groups × columns); None where a column has entries in
+    two groups.  ``rows``, ``cols``: each entry's group and column (int64)."""
     group_of_col = np.full(ncols, -1, dtype=np.int64)
     group_of_col[cols] = rows
     if not np.array_equal(group_of_col[cols], rows):
@@ -217,7 +221,7 @@ def _nested_pairs(rows: np.ndarray, cols: np.ndarray, ncols: int):
     used = used[order]
     pair_of_col = np.empty(ncols, dtype=np.int64)  # read only where written
     pair_of_col[used] = np.arange(used.size)
-    return groups[order] * ncols + used, pair_of_col[cols]
+    return groups[order], used, pair_of_col[cols]
 
 
 def number_vc_cells(
@@ -244,7 +248,7 @@ def number_vc_cells(
     ncols = max(int(cols.max()) + 1 if cols.size else 0, 1)
     codes = np.asarray(codes, dtype=np.int64)
     # every entry present (one indicator per row, say): no masks, no masked copies
-    everywhere = cols.size > 0 and int(cols.min()) >= 0 and np.count_nonzero(vals) == vals.size
+    everywhere = cols.size > 0 and int(cols.min()) >= 0 and _no_zero(vals)
     if everywhere:
         rows = np.broadcast_to(codes[:, None], cols.shape).reshape(-1)
         entry_cols = cols.reshape(-1).astype(np.int64, copy=False)
@@ -252,31 +256,43 @@ def number_vc_cells(
         present = (cols >= 0) & (vals != 0)
         rows = np.broadcast_to(codes[:, None], cols.shape)[present]
         entry_cols = cols[present].astype(np.int64)
-    keys = rows * ncols
-    keys += entry_cols
     span = max(int(n_groups), 1) * ncols
     nested = None
-    if span > NESTED_ABOVE * (keys.size + ncols) and ncols <= 4 * keys.size + (1 << 20):
+    if span > NESTED_ABOVE * (rows.size + ncols) and ncols <= 4 * rows.size + (1 << 20):
         nested = _nested_pairs(rows, entry_cols, ncols)
-    if nested is not None:
-        pair_keys, inverse = nested
-    elif span <= 4 * keys.size + (1 << 20):
-        seen = np.zeros(span, dtype=bool)
-        seen[keys] = True
-        pair_keys = np.flatnonzero(seen).astype(np.int64, copy=False)
-        index = np.empty(span, dtype=np.int64)  # read only where written
-        index[pair_keys] = np.arange(pair_keys.size)
-        inverse = index[keys]
+    if nested is not None:  # (no keys of the entries, no division of the pairs')
+        pair_group, pair_col, inverse = nested
+        pair_keys = pair_group * ncols
+        pair_keys += pair_col
     else:
-        pair_keys, inverse = np.unique(keys, return_inverse=True)
+        keys = rows * ncols
+        keys += entry_cols
+        if span <= 4 * keys.size + (1 << 20):
+            seen = np.zeros(span, dtype=bool)
+            seen[keys] = True
+            pair_keys = np.flatnonzero(seen).astype(np.int64, copy=False)
+            index = np.empty(span, dtype=np.int64)  # read only where written
+            index[pair_keys] = np.arange(pair_keys.size)
+            inverse = index[keys]
+        else:
+            pair_keys, inverse = np.unique(keys, return_inverse=True)
+        pair_group = pair_keys // ncols  # (a division by one number: numpy's fast path)
+        pair_col = pair_keys - pair_group * ncols
     if everywhere:
         entry_pair = inverse.reshape(cols.shape)
     else:
         entry_pair = np.full(cols.shape, -1, dtype=np.int64)
         entry_pair[present] = inverse
-    pair_group, pair_col = np.divmod(pair_keys, ncols)
     slots, width = _rank_in_group(pair_group)
     return VCNumbering(pair_keys, pair_group, pair_col, slots, width, entry_pair, everywhere)
+
+
+def _no_zero(vals: np.ndarray) -> bool:
+    """Whether no value is zero: by the extremes where they have one sign (two SIMD
+    reductions, the indicator's case), else by counting."""
+    if vals.dtype.kind == "f" and (vals.min() > 0 or vals.max() < 0):
+        return True
+    return bool(np.count_nonzero(vals) == vals.size)
 
 
 def lookup_vc_slots(

@@ -94,3 +94,39 @@ def test_integer_levels_are_numbered_as_the_sorted_levels():
             want = np.searchsorted(levels, part["id"].to_numpy())
             np.testing.assert_array_equal(dm.vc_cols[0][:, 0], want)
             np.testing.assert_array_equal(dm.vc_vals[0][:, 0], 1.0)
+
+
+def test_plain_indicator_is_planned_as_formulaic_plans_it():
+    """``0 + C(col)`` and ``0 + col`` (planned without formulaic) give the names, plan
+    and entries of the same components written otherwise (``C(col) - 1``: formulaic's
+    plan), for string, integer, categorical and boolean columns; also formulaic's
+    column names on the data."""
+    from formulaic import model_matrix
+
+    rng = np.random.default_rng(8)
+    n = 120
+    df = pd.DataFrame(
+        {
+            "y": rng.normal(size=n),
+            "g": rng.integers(0, 5, n),
+            "s": np.array(["b", "a", "c d", "é"], dtype=object)[rng.integers(0, 4, n)],
+            "i": rng.integers(-3, 40, n),
+            "k": pd.Categorical(rng.choice(["x", "z", "y"], n), categories=["z", "y", "x"]),
+            "t": rng.integers(0, 2, n).astype(bool),
+        }
+    )
+    cases = [("0 + C(s)", "C(s) - 1"), ("0+C(i)", "C(i) - 1"), ("0 + k", "k - 1")]
+    cases += [("0 + C(k)", "C(k) - 1"), ("0 + s", "s - 1"), ("0 + C(t)", "C(t) - 1")]
+    for plain, other in cases:
+        spec, ref = (
+            build_spec(df, "y ~ 1", groups="g", vc_formula={"v": f}) for f in (plain, other)
+        )
+        assert spec.vc_column_names == ref.vc_column_names
+        assert spec.vc_plans[0].blocks == ref.vc_plans[0].blocks
+        got, want = spec.transform(df), ref.transform(df)
+        np.testing.assert_array_equal(got.vc_cols[0], want.vc_cols[0])
+        np.testing.assert_array_equal(got.vc_vals[0], want.vc_vals[0])
+        col = plain.split("+")[1].strip().removeprefix("C(").removesuffix(")")
+        prep = df.assign(**{col: pd.Categorical(df[col], categories=spec.levels[col])})
+        names = list(model_matrix(plain, prep, context={}).columns)
+        assert names == spec.vc_column_names[0]

@@ -5,11 +5,14 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dmixed.kernels import accumulate_statistics
-from dmixed.kernels.vc_cells import cell_sums
+from dmixed.kernels.vc_blocks import ragged_statistics
+from dmixed.kernels.vc_cells import cell_sums, cells_and_groups
+from dmixed.stats.slots import number_vc_cells
 from dmixed.stats.standardize import Standardization
 from tests._synth import QUICK
 
@@ -39,8 +42,8 @@ def _dense(cell, n_cells, endog, exog, exog_re, v, weights, std):
     return st_["zz"][:, q, q], st_["zz"][:, :q, q], st_["zxy"][:, q, :]
 
 
-@settings(max_examples=25, **QUICK)
-@given(
+#: seed, q, indicator entries, shifted columns, weights, map ("none" or "chosen")
+CASES = (
     st.integers(0, 10**6),
     st.integers(0, 3),
     st.booleans(),
@@ -48,6 +51,10 @@ def _dense(cell, n_cells, endog, exog, exog_re, v, weights, std):
     st.booleans(),
     st.sampled_from(["none", "chosen"]),
 )
+
+
+@settings(max_examples=25, **QUICK)
+@given(*CASES)
 def test_cell_sums_are_the_dense_pass_bit_for_bit(seed, q, indicator, shifted, weighted, which):
     """``d``, ``b``, ``f2`` equal the dense pass's entries of ``[Z, v]``'s statistics
     exactly: the same products, added in row order, scaled by the same powers of two."""
@@ -71,3 +78,103 @@ def test_extreme_scales_are_left_to_the_dense_pass():
     assert cell_sums(cell, n_cells, endog * 1e140, exog, exog_re, v, None, std) is None
     tame = dataclasses.replace(std, y_scale=1.0)
     assert cell_sums(cell, n_cells, endog, exog, exog_re, v, None, tame) is not None
+
+
+def _whole(seed: int, q: int, indicator: bool, shifted: bool):
+    """Rows of 5 groups, each row in one cell (a level of its group): the cells
+    partition the rows, numbered in (group, level) order; some groups have one cell."""
+    rng = np.random.default_rng(seed)
+    _, _, endog, exog, exog_re, v = _cells(seed, q, indicator, shifted)
+    n, n_groups = endog.size, 5
+    codes = rng.integers(0, n_groups, n)
+    codes[:n_groups] = np.arange(n_groups)  # every group has a row
+    levels = np.where(codes == 0, 0, rng.integers(0, 4, n))
+    keys = codes * 4 + levels
+    pairs, cell = np.unique(keys, return_inverse=True)
+    return codes, n_groups, cell.reshape(-1), pairs // 4, endog, exog, exog_re, v
+
+
+def _close(a, b, rtol=1e-12):
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    scale = max(float(np.abs(b).max()) if b.size else 0.0, 1e-300)
+    assert a.shape == b.shape
+    assert np.abs(a - b).max(initial=0.0) <= rtol * scale
+
+
+@settings(max_examples=25, **QUICK)
+@given(*CASES)
+def test_groups_and_cells_in_one_pass_are_the_two_passes(
+    seed, q, indicator, shifted, weighted, which
+):
+    """The one pass gives the cells' sums of :func:`cell_sums` bit for bit and the
+    groups' statistics of the pass by group to rounding (1e-12 relative: the groups'
+    sums are added up from their cells')."""
+    codes, g, cell, cell_group, endog, exog, exog_re, v = _whole(seed, q, indicator, shifted)
+    weights = np.random.default_rng(seed).uniform(0.5, 2.0, codes.size) if weighted else None
+    std = None
+    if which == "chosen":
+        std = Standardization.choose(endog, exog, exog_re, None, [v[:, None]])
+    got = cells_and_groups(codes, g, cell, cell_group, endog, exog, exog_re, v, weights, std)
+    assert got is not None
+    glob, sums = got
+    want = cell_sums(cell, cell_group.size, endog, exog, exog_re, v, weights, std)
+    for mine, ref in zip(sums, want, strict=True):
+        np.testing.assert_array_equal(mine, ref)
+    ref = accumulate_statistics(codes, g, endog, exog, exog_re, weights, std)
+    if q == 0:  # no exog_re: (G, 0, k), where the pass by group says (G, 0, 0)
+        ref["zxy"] = np.zeros((g, 0, exog.shape[1] + 1))
+    for name in ("zz", "zxy"):
+        _close(glob[name], ref[name])
+    for name in ("nobs", "xyxy", "n", "sum_log_weights"):
+        np.testing.assert_array_equal(glob[name], ref[name])
+    assert (glob["within"] is None) == (ref["within"] is None)
+    if ref["within"] is not None:
+        _close(glob["within"], ref["within"])
+
+
+@settings(max_examples=4, **QUICK)
+@given(st.integers(0, 10**6), st.integers(1, 2), st.booleans())
+def test_groups_and_cells_compiled_are_numpy_s(seed, q, weighted):
+    """The compiled per-cell sums give the numpy reference's numbers (1e-12)."""
+    pytest.importorskip("numba")
+    codes, g, cell, cell_group, endog, exog, exog_re, v = _whole(seed, q, False, True)
+    weights = np.random.default_rng(seed).uniform(0.5, 2.0, codes.size) if weighted else None
+    std = Standardization.choose(endog, exog, exog_re, None, [v[:, None]])
+    args = (codes, g, cell, cell_group, endog, exog, exog_re, v, weights, std)
+    (glob_n, sums_n), (glob_c, sums_c) = (
+        cells_and_groups(*args, compiled=c) for c in (False, True)
+    )
+    for mine, ref in zip(sums_c, sums_n, strict=True):
+        _close(mine, ref)
+    for name in ("zz", "zxy", "xyxy"):
+        _close(glob_c[name], glob_n[name])
+
+
+def test_groups_and_cells_leave_extreme_scales_to_the_dense_pass():
+    codes, g, cell, cell_group, endog, exog, exog_re, v = _whole(0, 1, True, False)
+    std = Standardization.choose(endog * 1e140, exog, exog_re, None, [v[:, None]])
+    args = (codes, g, cell, cell_group, endog * 1e140, exog, exog_re, v, None, std)
+    assert cells_and_groups(*args) is None
+
+
+@settings(max_examples=15, **QUICK)
+@given(st.integers(0, 10**6), st.integers(0, 2), st.booleans(), st.booleans())
+def test_ragged_statistics_of_a_whole_component_are_the_two_passes(seed, q, indicator, weighted):
+    """Every row with its one entry: :func:`ragged_statistics` with the numbering made
+    (one pass) equals it with the cells found by sorting (two passes): the cells bit for
+    bit, the groups' ``A``, ``F1`` to 1e-12."""
+    codes, g, _, _, endog, exog, exog_re, v = _whole(seed, q, indicator, True)
+    rng = np.random.default_rng(seed)
+    cols = (codes * 4 + np.where(codes == 0, 0, rng.integers(0, 4, codes.size)))[:, None]
+    vals = v[:, None]
+    weights = rng.uniform(0.5, 2.0, codes.size) if weighted else None
+    std = Standardization.choose(endog, exog, exog_re, None, [vals])
+    num = number_vc_cells(codes, cols, vals, g)
+    args = (codes, g, endog, exog, exog_re, [num.entry_slots()], [vals], [num.width], weights, std)
+    two, base_two = ragged_statistics(*args)
+    one, base_one = ragged_statistics(*args, [(num.entry_pair, num.pair_group, num.pair_slots)])
+    for name in ("group", "comp", "pos", "d", "b", "f2", "offsets"):
+        np.testing.assert_array_equal(getattr(one, name), getattr(two, name))
+    _close(one.a, two.a)
+    _close(one.f1, two.f1)
+    np.testing.assert_array_equal(base_one["xyxy"], base_two["xyxy"])
