@@ -1,0 +1,507 @@
+"""Crossed variance components: one diagonal block eliminated, a ragged dense border.
+
+Where two components' entries share rows (crossed within a group: ``C(a)`` and ``C(b)``
+with ``a`` and ``b`` crossed, or continuous ``exog_vc`` columns), ``Z̃_i'Z̃_i`` is not
+diagonal on the components, but the block of an indicator component whose columns hit
+disjoint rows still is (its level counts; several such components if no row has an entry
+in two of them).  Those slots are the *diagonal* ``D_i`` (``m_i`` used slots); every
+other column of the group (the ``q`` columns of ``exog_re`` and the used slots of the
+other components) forms the group's *border* of width ``w_i``::
+
+    Z̃_i'Z̃_i = [[A_i, B_i], [B_i', diag(d_i)]]     (A_i: w_i × w_i, B_i: w_i × m_i)
+
+With ``Λ_i = blockdiag(Λb_i, diag(s))`` (``Λb_i = blockdiag(L, s_l I)`` on the border,
+``τ_a = s_a²`` on the diagonal slots) the algebra of :mod:`dmixed.kernels.vc_blocks`
+holds with ``q`` replaced by ``w_i`` and ``L`` by ``Λb_i``::
+
+    c_a = τ_a/(1 + τ_a d_a),  Ã = A − B diag(c) B',  F̃1 = F1 − B diag(c) F2,
+    K1 = I + Λb'ÃΛb,  P1 = Λb K1⁻¹ Λb',  log|K| = Σ_a log(1 + τ_a d_a) + log|K1|
+
+and ``S = Δ + W C W'`` (``Δ = blockdiag(Ã, diag(g d))``, ``W = blockdiag(I, diag(g)B')``,
+``C = [[−ÃP1Ã, I − ÃP1], [I − P1Ã, −P1]]``, ``g_a = 1/(1 + τ_a d_a)``), so ℓ, the score,
+the Hessian and the BLUPs cost ``O(m_i w_i² + w_i³)`` per group instead of
+``O(r_max³)``.  Groups are held in buckets of equal border width (each group its own
+width, no padding to the widest); within a bucket the per-group matrices are stacked.
+
+Sums are returned as :mod:`dmixed.kernels.groups` returns them, for a factor Λ of the
+padded width ``r`` or of the one-slot-per-component width ``q + d`` (then ``StepSums.s``
+is ``(q + d) × (q + d)`` with the ``exog_re`` block and the diagonal filled, and
+``t_vc`` one entry per component).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .groups import HessianSums, MomentSums, StepSums
+from .vc_blocks import c_matrix, group_runs, segment_sum
+
+__all__ = ["BorderBucket", "CrossedVC", "diagonal_components"]
+
+#: border widths up to which the per-group sums over slots are stacked ``(J, w, w)``
+#: products; above, one BLAS product per group
+STACKED_MAX_W = 24
+
+
+def diagonal_components(zz: np.ndarray, q: int, slot_component: np.ndarray) -> list[int]:
+    """Components whose slots may form the diagonal block of every group's ``Z̃_i'Z̃_i``
+    (G, r, r) (:func:`choose_diagonal`, from the padded blocks)."""
+    slot_component = np.asarray(slot_component, dtype=np.int64)
+    n_comp = int(slot_component.max()) + 1 if slot_component.size else 0
+    widths = np.bincount(slot_component, minlength=n_comp)
+    offsets = q + np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.int64)
+    span = [slice(offsets[c], offsets[c] + widths[c]) for c in range(n_comp)]
+    overlap = np.zeros((n_comp, n_comp), dtype=bool)
+    for c in range(n_comp):
+        block = zz[:, span[c], span[c]]
+        on_diagonal = np.count_nonzero(np.diagonal(block, axis1=1, axis2=2))
+        overlap[c, c] = np.count_nonzero(block) != on_diagonal
+        for o in range(c):
+            overlap[c, o] = overlap[o, c] = bool(np.any(zz[:, span[c], span[o]]))
+    return choose_diagonal(widths, overlap)
+
+
+def choose_diagonal(widths: np.ndarray, overlap: np.ndarray) -> list[int]:
+    """The components whose slots form the diagonal block: each with no two entries in
+    one row of a group (``overlap[l, l]`` false), no two of them sharing a row
+    (``overlap[l, l']`` false), chosen greedily widest first (most slots: the most work
+    saved); sorted, empty when none qualifies.
+
+    Parameters
+    ----------
+    widths : ndarray (d,)
+        Slots of each component.
+    overlap : ndarray of bool (d, d)
+        Whether some row has entries in two slots of components ``l`` and ``l'``.
+    """
+    chosen: list[int] = []
+    for ell in np.argsort(-np.asarray(widths), kind="stable"):
+        if not overlap[ell, ell] and not any(overlap[ell, o] for o in chosen):
+            chosen.append(int(ell))
+    return sorted(chosen)
+
+
+@dataclass
+class BorderBucket:
+    """The groups of one border width ``w``, stacked.
+
+    Attributes
+    ----------
+    groups : ndarray (G_w,) int64
+        Positions of these groups among all groups.
+    a : ndarray (G_w, w, w)
+        ``A_i``: the border's block of ``Z̃_i'Z̃_i``.
+    f1 : ndarray (G_w, w, k)
+        The border's rows of ``Z̃_i'[X_i y_i]``.
+    bpos : ndarray (G_w, w) int64
+        Padded column of each border column (``0..q-1`` first, then the group's used
+        slots of the other components in order).
+    group, pos : ndarray (J,) int64
+        Each used diagonal slot's group (its index in this bucket) and padded column,
+        sorted by (group, column).
+    d : ndarray (J,)
+        The diagonal slot's entry of ``Z̃_i'Z̃_i``.
+    b : ndarray (J, w)
+        Its column against the border (against ``exog_re``, and the co-occurrence sums
+        with the other components' slots).
+    f2 : ndarray (J, k)
+        Its row of ``Z̃_i'[X_i y_i]``.
+    """
+
+    groups: np.ndarray
+    a: np.ndarray
+    f1: np.ndarray
+    bpos: np.ndarray
+    group: np.ndarray
+    pos: np.ndarray
+    d: np.ndarray
+    b: np.ndarray
+    f2: np.ndarray
+
+    @property
+    def n_groups(self) -> int:
+        return self.a.shape[0]
+
+    def runs(self) -> tuple[np.ndarray, np.ndarray]:
+        """First diagonal slot and number of them of each group of the bucket."""
+        return group_runs(self.group, self.n_groups)
+
+    def factors(self, lam: np.ndarray, col: np.ndarray, q: int):
+        """``Λb_i`` (G_w, w, w) and each diagonal slot's ``τ`` (J,) of a factor ``lam``
+        whose column of padded column ``c`` is ``col[c]``."""
+        diag = np.diagonal(lam)
+        g, w = self.bpos.shape
+        out = np.zeros((g, w, w))
+        out[:, :q, :q] = lam[:q, :q]
+        idx = np.arange(q, w)
+        out[:, idx, idx] = diag[col[self.bpos[:, q:]]]
+        return out, diag[col[self.pos]] ** 2
+
+    def seg_outer(self, weights: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """``Σ_a weights_a x_a y_a'`` over each group's diagonal slots (G_w, x, y)."""
+        starts, counts = self.runs()
+        if x.shape[1] <= STACKED_MAX_W:
+            prod = (weights[:, None, None] * x[:, :, None]) * y[:, None, :]
+            return segment_sum(prod, starts, counts)
+        out = np.zeros((self.n_groups, x.shape[1], y.shape[1]))
+        for gi in np.flatnonzero(counts):
+            sl = slice(starts[gi], starts[gi] + counts[gi])
+            out[gi] = (x[sl].T * weights[sl]) @ y[sl]
+        return out
+
+    def rows_times(self, rows: np.ndarray, mats: np.ndarray) -> np.ndarray:
+        """``rows_a @ mats[group_a]`` for each diagonal slot (J, x)."""
+        if mats.shape[1] <= STACKED_MAX_W:
+            return np.einsum("ja,jax->jx", rows, mats[self.group])
+        starts, counts = self.runs()
+        out = np.zeros((rows.shape[0], mats.shape[2]))
+        for gi in np.flatnonzero(counts):
+            sl = slice(starts[gi], starts[gi] + counts[gi])
+            out[sl] = rows[sl] @ mats[gi]
+        return out
+
+
+@dataclass
+class _Eliminated:
+    """A bucket's diagonal slots eliminated at one Λ (module docstring)."""
+
+    lamb: np.ndarray
+    tau: np.ndarray
+    gw: np.ndarray
+    c: np.ndarray
+    a_t: np.ndarray
+    f1_t: np.ndarray
+    p1: np.ndarray
+    ap: np.ndarray
+    s11: np.ndarray
+    h1: np.ndarray
+    pb: np.ndarray
+    h: np.ndarray
+    s_diag: np.ndarray
+    logdet: float
+    m: np.ndarray
+
+
+def _eliminate(bk: BorderBucket, lam: np.ndarray, col: np.ndarray, q: int) -> _Eliminated:
+    lamb, tau = bk.factors(lam, col, q)
+    e = 1.0 + tau * bk.d
+    gw = 1.0 / e
+    c = tau * gw
+    a_t = bk.a - bk.seg_outer(c, bk.b, bk.b)
+    f1_t = bk.f1 - bk.seg_outer(c, bk.b, bk.f2)
+    p1, logdet1 = _factor(a_t, lamb)
+    ap = a_t @ p1
+    s11 = a_t - ap @ a_t
+    h1 = f1_t - ap @ f1_t
+    pb = bk.rows_times(bk.b, p1)
+    h = gw[:, None] * (bk.f2 - bk.rows_times(pb, f1_t))
+    s_diag = gw * bk.d - gw**2 * np.einsum("ja,ja->j", bk.b, pb)
+    m = (bk.f2 * c[:, None]).T @ bk.f2 + np.einsum("gax,gab,gby->xy", f1_t, p1, f1_t)
+    logdet = float(np.log(e).sum() + logdet1.sum())
+    return _Eliminated(lamb, tau, gw, c, a_t, f1_t, p1, ap, s11, h1, pb, h, s_diag, logdet, m)
+
+
+def _factor(a_t: np.ndarray, lamb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``P1 = Λb K1⁻¹ Λb'`` (G, w, w) and ``log|K1|`` (G,) for ``K1 = I + Λb'ÃΛb``."""
+    g, w = a_t.shape[:2]
+    if w == 0:
+        return np.zeros((g, 0, 0)), np.zeros(g)
+    lt = np.swapaxes(lamb, 1, 2)
+    kmat = lt @ a_t @ lamb + np.eye(w)
+    chol = np.linalg.cholesky(kmat)
+    logdet = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
+    return lamb @ np.linalg.inv(kmat) @ lt, logdet
+
+
+@dataclass
+class CrossedVC:
+    """Per-group statistics with one diagonal block of variance-component slots and a
+    dense border of varying width, in buckets of equal border width, with the kernels
+    that evaluate them (module docstring).
+
+    Attributes
+    ----------
+    buckets : list of BorderBucket
+    q, k, r, n_groups : int
+        ``exog_re`` columns, columns of ``[X y]``, padded random-design width, groups.
+    slot_component : ndarray (r - q,) int64
+        Component of each padded slot.
+    diag_comps : tuple of int
+        The components whose slots are the diagonal block.
+    """
+
+    buckets: list
+    q: int
+    k: int
+    r: int
+    n_groups: int
+    slot_component: np.ndarray
+    diag_comps: tuple
+
+    @property
+    def n_comp(self) -> int:
+        return int(self.slot_component.max()) + 1 if self.slot_component.size else 0
+
+    @classmethod
+    def from_dense(cls, zz, zxy, q: int, slot_component, diag_comps) -> CrossedVC:
+        """From padded statistics ``zz`` (G, r, r), ``zxy`` (G, r, k): a slot is used
+        where its diagonal entry is not zero; ``diag_comps`` from
+        :func:`diagonal_components`."""
+        slot_component = np.asarray(slot_component, dtype=np.int64)
+        g, r = zz.shape[:2]
+        used = np.diagonal(zz[:, q:, q:], axis1=1, axis2=2) != 0  # (G, r - q)
+        on_diag = np.isin(slot_component, np.asarray(diag_comps, dtype=np.int64))
+        border = used & ~on_diag
+        widths = q + border.sum(axis=1)
+        buckets = []
+        for w in np.unique(widths):
+            gi = np.flatnonzero(widths == w)
+            _, slot = np.nonzero(border[gi])
+            bpos = np.concatenate(
+                [np.broadcast_to(np.arange(q), (gi.size, q)), (slot + q).reshape(gi.size, -1)],
+                axis=1,
+            ).astype(np.int64)
+            gl, dslot = np.nonzero(used[gi] & on_diag)
+            pos = (dslot + q).astype(np.int64)
+            gg = gi[gl]
+            buckets.append(
+                BorderBucket(
+                    groups=gi.astype(np.int64),
+                    a=zz[gi[:, None, None], bpos[:, :, None], bpos[:, None, :]],
+                    f1=zxy[gi[:, None], bpos],
+                    bpos=bpos,
+                    group=gl.astype(np.int64),
+                    pos=pos,
+                    d=zz[gg, pos, pos],
+                    b=zz[gg[:, None], bpos[gl], pos[:, None]].reshape(gl.size, int(w)),
+                    f2=zxy[gg, pos],
+                )
+            )
+        return cls(buckets, q, zxy.shape[2], r, g, slot_component, tuple(diag_comps))
+
+    def dense(self) -> tuple[np.ndarray, np.ndarray]:
+        """The padded statistics ``zz`` (G, r, r) and ``zxy`` (G, r, k)."""
+        zz = np.zeros((self.n_groups, self.r, self.r))
+        zxy = np.zeros((self.n_groups, self.r, self.k))
+        for bk in self.buckets:
+            gi, bpos = bk.groups, bk.bpos
+            zz[gi[:, None, None], bpos[:, :, None], bpos[:, None, :]] = bk.a
+            zxy[gi[:, None], bpos] = bk.f1
+            gg = gi[bk.group]
+            zz[gg[:, None], bpos[bk.group], bk.pos[:, None]] = bk.b
+            zz[gg[:, None], bk.pos[:, None], bpos[bk.group]] = bk.b
+            zz[gg, bk.pos, bk.pos] = bk.d
+            zxy[gg, bk.pos] = bk.f2
+        return zz, zxy
+
+    def columns(self, width: int) -> np.ndarray:
+        """The column of a factor (or ``E_j``) of this ``width`` that each padded
+        column maps to: itself, or ``q + l`` for the slots of component ``l``."""
+        q = self.q
+        if width == self.r:
+            return np.arange(self.r)
+        if width != q + self.n_comp:
+            raise ValueError(f"a factor of width {width} for a design of width {self.r}")
+        return np.concatenate([np.arange(q), q + self.slot_component])
+
+    # -- the kernels ----------------------------------------------------------------
+
+    def step(self, lam: np.ndarray) -> StepSums:
+        """Contributions to ℓ and its score (only the ``exog_re`` block and the
+        diagonal of ``s`` are filled: all that the objective reads)."""
+        q, k, width = self.q, self.k, lam.shape[0]
+        col = self.columns(width)
+        n_vc = width - q
+        s = np.zeros((width, width))
+        s_vc = np.zeros(n_vc)
+        t_re = np.zeros((q, q, k, k))
+        t_vc = np.zeros((n_vc, k, k))
+        logdet, m = 0.0, np.zeros((k, k))
+        for bk in self.buckets:
+            el = _eliminate(bk, lam, col, q)
+            logdet += el.logdet
+            m += el.m
+            s[:q, :q] += el.s11[:, :q, :q].sum(axis=0)
+            t_re += np.einsum("gax,gby->abxy", el.h1[:, :q], el.h1[:, :q])
+            idx_b = col[bk.bpos[:, q:]].reshape(-1) - q
+            idx_d = col[bk.pos] - q
+            s_vc += np.bincount(
+                idx_b, np.diagonal(el.s11, axis1=1, axis2=2)[:, q:].reshape(-1), n_vc
+            )
+            s_vc += np.bincount(idx_d, el.s_diag, n_vc)
+            t_vc += _outer_by(idx_b, el.h1[:, q:].reshape(-1, k), n_vc)
+            t_vc += _outer_by(idx_d, el.h, n_vc)
+        idx = q + np.arange(n_vc)
+        s[idx, idx] = s_vc
+        return StepSums(logdet, 0.5 * (m + m.T), s, t_re, t_vc, np.zeros((k, k)))
+
+    def random_effects(self, lam: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """BLUPs (G, r) and their conditional covariances relative to σ² (G, r, r),
+        padded as :func:`~dmixed.kernels.random_effects_block` gives them:
+        ``P = Λ K⁻¹ Λ'`` is ``P1`` on the border, ``−c_a P1 b_a`` between the border
+        and slot ``a``, ``diag(c) + (c B')' P1 (c B')`` on the diagonal slots; a slot a
+        group does not use keeps its prior variance."""
+        q, r = self.q, self.r
+        col = self.columns(lam.shape[0])
+        diag = np.diagonal(lam)
+        prior = diag[col] ** 2
+        blup = np.zeros((self.n_groups, r))
+        cov = np.zeros((self.n_groups, r, r))
+        cov[:, np.arange(q, r), np.arange(q, r)] = prior[q:]
+        psi = lam[:q, :q] @ lam[:q, :q].T
+        for bk in self.buckets:
+            el = _eliminate(bk, lam, col, q)
+            gi, bpos = bk.groups, bk.bpos
+            u1 = el.h1 @ w
+            bstar_u = np.concatenate([u1[:, :q] @ psi.T, prior[bpos[:, q:]] * u1[:, q:]], axis=1)
+            blup[gi[:, None], bpos] = bstar_u
+            gg = gi[bk.group]
+            blup[gg, bk.pos] = el.tau * (el.h @ w)
+            cov[gi[:, None, None], bpos[:, :, None], bpos[:, None, :]] = el.p1
+            cross = -el.c[:, None] * el.pb
+            cov[gg[:, None], bpos[bk.group], bk.pos[:, None]] = cross
+            cov[gg[:, None], bk.pos[:, None], bpos[bk.group]] = cross
+            starts, counts = bk.runs()
+            for gl in np.flatnonzero(counts):
+                sl = slice(starts[gl], starts[gl] + counts[gl])
+                cb = el.c[sl, None] * bk.b[sl]
+                block = cb @ el.p1[gl] @ cb.T
+                block[np.diag_indices_from(block)] += el.c[sl]
+                cov[gi[gl], bk.pos[sl, None], bk.pos[None, sl]] = block
+        return blup, cov
+
+    def moments(self) -> MomentSums:
+        """The moment sums in the one-slot-per-component coordinates (the entries that
+        :func:`dmixed.fit.start.moment_start` reads against that basis)."""
+        q, k, d = self.q, self.k, self.n_comp
+        rr = q + d
+        col = self.columns(rr)
+        zz = np.zeros((rr, rr))
+        z4 = np.zeros((rr, rr, rr, rr))
+        zxy4 = np.zeros((rr, k, rr, k))
+        cross = np.zeros((d, d))
+        for bk in self.buckets:
+            a_q, f_q = bk.a[:, :q, :q], bk.f1[:, :q]
+            zz[:q, :q] += a_q.sum(axis=0)
+            z4[:q, :q, :q, :q] += np.einsum("gbc,gda->bcda", a_q, a_q)
+            zxy4[:q, :, :q, :] += np.einsum("gax,gby->axby", f_q, f_q)
+            # every slot (border and diagonal): its diagonal, its row against exog_re
+            # and against the other slots, its row of Z'[X y]
+            idx_b = col[bk.bpos[:, q:]] - q  # (G_w, n_b)
+            idx_d = col[bk.pos] - q
+            n_b = idx_b.size
+            slot_idx = np.concatenate([idx_b.reshape(-1), idx_d])
+            dia = np.concatenate([np.diagonal(bk.a, axis1=1, axis2=2)[:, q:].reshape(-1), bk.d])
+            row_q = np.concatenate([bk.a[:, q:, :q].reshape(n_b, q), bk.b[:, :q]])
+            f = np.concatenate([bk.f1[:, q:].reshape(n_b, k), bk.f2])
+            zz[q + np.arange(d), q + np.arange(d)] += np.bincount(slot_idx, dia, d)
+            for ell in range(d):
+                sel = slot_idx == ell
+                j = q + ell
+                zz[j, :q] += row_q[sel].sum(axis=0)
+                bb = row_q[sel].T @ row_q[sel]
+                z4[j, :q, :q, j] += bb
+                z4[:q, j, j, :q] += bb
+                zxy4[j, :, j, :] += f[sel].T @ f[sel]
+            # Σ ZZ[s, t]² over pairs of slots of components (l, l')
+            bb2 = bk.a[:, q:, q:] ** 2
+            np.add.at(cross, (idx_b[:, :, None], idx_b[:, None, :]), bb2)
+            bd2 = bk.b[:, q:] ** 2  # (J, n_b)
+            pair = (idx_d[:, None], idx_b[bk.group])
+            np.add.at(cross, pair, bd2)
+            np.add.at(cross, pair[::-1], bd2)
+            np.add.at(cross, (idx_d, idx_d), bk.d**2)
+        zz[:q, q:] = zz[q:, :q].T
+        j = q + np.arange(d)
+        z4[j[:, None], j[None, :], j[None, :], j[:, None]] += cross
+        return MomentSums(zz, z4, zxy4, self.n_groups)
+
+    def hessian(self, lam: np.ndarray, basis: np.ndarray, w: np.ndarray) -> HessianSums:
+        """Contributions to the Hessian sums (:class:`~dmixed.kernels.HessianSums`)."""
+        col = self.columns(lam.shape[0])
+        out = HessianSums.zeros(basis.shape[0], self.k - 1)
+        for bk in self.buckets:
+            el = _eliminate(bk, lam, col, self.q)
+            out = out + _bucket_hessian(bk, el, basis, col, w, self.q)
+        return out
+
+
+def _outer_by(index: np.ndarray, h: np.ndarray, n: int) -> np.ndarray:
+    """``Σ_{a: index_a = l} h_a h_a'`` for each ``l < n`` (n, k, k)."""
+    k = h.shape[1]
+    out = np.zeros((n, k, k))
+    if index.size == 0:
+        return out
+    for ell in np.unique(index):
+        hl = h[index == ell]
+        out[ell] = hl.T @ hl
+    return out
+
+
+def _bucket_hessian(bk: BorderBucket, el: _Eliminated, basis, col, wv, q: int) -> HessianSums:
+    """The Hessian sums of one bucket through ``S = Δ + W C W'`` (module docstring):
+    per group ``2w × 2w`` products, no ``r × r`` matrix.  ``E_j`` is ``Eb_j`` on the
+    border (per group: the ``exog_re`` block and the border slots' components) and
+    ``ed_j`` on the diagonal slots."""
+    m, p = basis.shape[0], wv.size - 1
+    g, w = bk.bpos.shape
+    eb = np.zeros((m, g, w, w))
+    eb[:, :, :q, :q] = basis[:, None, :q, :q]
+    cb = col[bk.bpos[:, q:]]
+    idx = np.arange(q, w)
+    eb[:, :, idx, idx] = basis[:, cb, cb]
+    ed = basis[:, col[bk.pos], col[bk.pos]]  # (m, J)
+    u1, g1 = el.h1 @ wv, el.h1[:, :, :p]
+    u2, g2 = el.h @ wv, el.h[:, :p]
+    gw, b = el.gw, bk.b
+    gd = gw * bk.d
+    starts, counts = bk.runs()
+    c = c_matrix(el)
+    a_t = el.a_t
+    eu = np.einsum("jgab,gb->jga", eb, u1)
+    eg = eb @ g1[None]
+    cw, wu, wg = [], [], []
+    for j in range(m):
+        has = bool(ed[j].any())
+        om = np.zeros((g, 2 * w, 2 * w))
+        om[:, :w, :w] = eb[j]
+        gam = np.zeros((g, w))
+        big = np.zeros((g, w, p))
+        if has:
+            om[:, w:, w:] = bk.seg_outer(ed[j] * gw**2, b, b)
+            gam = segment_sum((ed[j] * gw * u2)[:, None] * b, starts, counts)
+            big = bk.seg_outer(ed[j] * gw, b, g2)
+        cw.append(c @ om)  # C Ω_j
+        wu.append(np.concatenate([eu[j], gam], axis=1))  # W'E_j u
+        wg.append(np.concatenate([eg[j], big], axis=1))  # W'E_j G
+    out = HessianSums.zeros(m, p)
+    for j in range(m):
+        out.u_e_u[j] = np.einsum("ga,ga->", u1, eu[j]) + ed[j] @ u2**2
+        out.g_e_u[j] = np.einsum("gap,ga->p", g1, eu[j]) + g2.T @ (ed[j] * u2)
+        out.a_j[j] = np.einsum("gap,gaz->pz", g1, eg[j]) + (g2 * ed[j][:, None]).T @ g2
+        a_e = a_t @ eb[j]
+        for kk in range(m):
+            ee = ed[j] * ed[kk]
+            phi = np.zeros((g, 2 * w, 2 * w))
+            phi[:, :w, :w] = eb[kk] @ a_e
+            if ee.any():
+                phi[:, w:, w:] = bk.seg_outer(ee * gw**2 * gd, b, b)
+            out.tr_ss[j, kk] = (
+                np.einsum("gab,gba->", a_e, a_t @ eb[kk])
+                + ee @ gd**2
+                + 2.0 * np.einsum("gab,gba->", c, phi)
+                + np.einsum("gab,gba->", cw[j], cw[kk])
+            )
+            out.u_s_u[j, kk] = (
+                np.einsum("ga,gab,gb->", eu[j], a_t, eu[kk])
+                + ee @ (gd * u2**2)
+                + np.einsum("ga,gab,gb->", wu[j], c, wu[kk])
+            )
+            out.a_jk[j, kk] = 2.0 * (
+                np.einsum("gap,gab,gbz->pz", eg[j], a_t, eg[kk])
+                + (g2 * (ee * gd)[:, None]).T @ g2
+                + np.einsum("gap,gab,gbz->pz", wg[j], c, wg[kk])
+            )
+    return out
