@@ -363,13 +363,10 @@ class CrossedVC:
             cross = -el.c[:, None] * el.pb
             cov[gg[:, None], bpos[bk.group], bk.pos[:, None]] = cross
             cov[gg[:, None], bk.pos[:, None], bpos[bk.group]] = cross
-            starts, counts = bk.runs()
-            for gl in np.flatnonzero(counts):
-                sl = slice(starts[gl], starts[gl] + counts[gl])
-                cb = el.c[sl, None] * bk.b[sl]
-                block = cb @ el.p1[gl] @ cb.T
-                block[np.diag_indices_from(block)] += el.c[sl]
-                cov[gi[gl], bk.pos[sl, None], bk.pos[None, sl]] = block
+            i, j = _pairs_within_groups(bk)  # c_i c_j b_i'P1 b_j (+ c_i where i = j)
+            value = el.c[i] * el.c[j] * np.einsum("na,na->n", el.pb[i], bk.b[j])
+            value[i == j] += el.c[i[i == j]]
+            cov[gg[i], bk.pos[i], bk.pos[j]] = value
         return blup, cov
 
     def moments(self) -> MomentSums:
@@ -428,6 +425,15 @@ class CrossedVC:
         return out
 
 
+def _pairs_within_groups(bk: BorderBucket) -> tuple[np.ndarray, np.ndarray]:
+    """Every ordered pair ``(i, j)`` of diagonal slots of one group (Σ m_i² pairs)."""
+    starts, counts = bk.runs()
+    cnt = counts[bk.group]
+    i = np.repeat(np.arange(bk.group.size), cnt)
+    rank = np.arange(i.size) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+    return i, starts[bk.group[i]] + rank
+
+
 def _outer_by(index: np.ndarray, h: np.ndarray, n: int) -> np.ndarray:
     """``Σ_{a: index_a = l} h_a h_a'`` for each ``l < n`` (n, k, k)."""
     k = h.shape[1]
@@ -444,7 +450,8 @@ def _bucket_hessian(bk: BorderBucket, el: _Eliminated, basis, col, wv, q: int) -
     """The Hessian sums of one bucket through ``S = Δ + W C W'`` (module docstring):
     per group ``2w × 2w`` products, no ``r × r`` matrix.  ``E_j`` is ``Eb_j`` on the
     border (per group: the ``exog_re`` block and the border slots' components) and
-    ``ed_j`` on the diagonal slots."""
+    ``ed_j`` on the diagonal slots; every pair ``(j, k)`` is one contraction over the
+    groups (or the slots) of per-``j`` arrays."""
     m, p = basis.shape[0], wv.size - 1
     g, w = bk.bpos.shape
     eb = np.zeros((m, g, w, w))
@@ -455,53 +462,63 @@ def _bucket_hessian(bk: BorderBucket, el: _Eliminated, basis, col, wv, q: int) -
     ed = basis[:, col[bk.pos], col[bk.pos]]  # (m, J)
     u1, g1 = el.h1 @ wv, el.h1[:, :, :p]
     u2, g2 = el.h @ wv, el.h[:, :p]
-    gw, b = el.gw, bk.b
+    gw, b, a_t = el.gw, bk.b, el.a_t
     gd = gw * bk.d
-    starts, counts = bk.runs()
     c = c_matrix(el)
-    a_t = el.a_t
-    eu = np.einsum("jgab,gb->jga", eb, u1)
-    eg = eb @ g1[None]
-    cw, wu, wg = [], [], []
-    for j in range(m):
-        has = bool(ed[j].any())
-        om = np.zeros((g, 2 * w, 2 * w))
-        om[:, :w, :w] = eb[j]
-        gam = np.zeros((g, w))
-        big = np.zeros((g, w, p))
-        if has:
-            om[:, w:, w:] = bk.seg_outer(ed[j] * gw**2, b, b)
-            gam = segment_sum((ed[j] * gw * u2)[:, None] * b, starts, counts)
-            big = bk.seg_outer(ed[j] * gw, b, g2)
-        cw.append(c @ om)  # C Ω_j
-        wu.append(np.concatenate([eu[j], gam], axis=1))  # W'E_j u
-        wg.append(np.concatenate([eg[j], big], axis=1))  # W'E_j G
-    out = HessianSums.zeros(m, p)
-    for j in range(m):
-        out.u_e_u[j] = np.einsum("ga,ga->", u1, eu[j]) + ed[j] @ u2**2
-        out.g_e_u[j] = np.einsum("gap,ga->p", g1, eu[j]) + g2.T @ (ed[j] * u2)
-        out.a_j[j] = np.einsum("gap,gaz->pz", g1, eg[j]) + (g2 * ed[j][:, None]).T @ g2
-        a_e = a_t @ eb[j]
-        for kk in range(m):
-            ee = ed[j] * ed[kk]
-            phi = np.zeros((g, 2 * w, 2 * w))
-            phi[:, :w, :w] = eb[kk] @ a_e
-            if ee.any():
-                phi[:, w:, w:] = bk.seg_outer(ee * gw**2 * gd, b, b)
-            out.tr_ss[j, kk] = (
-                np.einsum("gab,gba->", a_e, a_t @ eb[kk])
-                + ee @ gd**2
-                + 2.0 * np.einsum("gab,gba->", c, phi)
-                + np.einsum("gab,gba->", cw[j], cw[kk])
-            )
-            out.u_s_u[j, kk] = (
-                np.einsum("ga,gab,gb->", eu[j], a_t, eu[kk])
-                + ee @ (gd * u2**2)
-                + np.einsum("ga,gab,gb->", wu[j], c, wu[kk])
-            )
-            out.a_jk[j, kk] = 2.0 * (
-                np.einsum("gap,gab,gbz->pz", eg[j], a_t, eg[kk])
-                + (g2 * (ee * gd)[:, None]).T @ g2
-                + np.einsum("gap,gab,gbz->pz", wg[j], c, wg[kk])
-            )
+    eu = np.einsum("jgab,gb->jga", eb, u1)  # E_j u on the border
+    eg = eb @ g1  # E_j G on the border (m, G, w, p)
+    om = np.zeros((m, g, 2 * w, 2 * w))  # Ω_j = W'E_jW
+    om[:, :, :w, :w] = eb
+    wu = np.zeros((m, g, 2 * w))  # W'E_j u
+    wu[:, :, :w] = eu
+    wg = np.zeros((m, g, 2 * w, p))  # W'E_j G
+    wg[:, :, :w] = eg
+    starts, counts = bk.runs()
+    for j in np.flatnonzero(ed.any(axis=1)):
+        om[j, :, w:, w:] = bk.seg_outer(ed[j] * gw**2, b, b)
+        wu[j, :, w:] = segment_sum((ed[j] * gw * u2)[:, None] * b, starts, counts)
+        wg[j, :, w:] = bk.seg_outer(ed[j] * gw, b, g2)
+    ae = a_t @ eb  # Ã E_j
+    cw = c @ om  # C Ω_j
+    c_eb = c[:, :w, :w] @ eb  # C11 E_k
+    kappa = gw**2 * gd * np.einsum("ja,ja->j", bk.rows_times(b, c[:, w:, w:]), b)
+    g2g2 = (g2[:, :, None] * g2[:, None, :]).reshape(-1, p * p)  # (J, p²)
+    ee = ed[:, None, :] * ed[None, :, :]  # (m, m, J)
+    out = HessianSums(
+        _trace_pairs(ae, ae) + ee @ gd**2 + 2.0 * _trace_pairs(ae, c_eb) + _trace_pairs(cw, cw),
+        _dot_pairs(eu, np.einsum("gab,kgb->kga", a_t, eu))
+        + ee @ (gd * u2**2)
+        + _dot_pairs(wu, np.einsum("gab,kgb->kga", c, wu)),
+        np.einsum("ga,jga->j", u1, eu) + ed @ u2**2,
+        np.einsum("gap,jga->jp", g1, eu) + (ed * u2) @ g2,
+        np.einsum("gap,jgaz->jpz", g1, eg) + (ed @ g2g2).reshape(m, p, p),
+        2.0
+        * (
+            _gram_pairs(eg, a_t @ eg)
+            + (ee @ (gd[:, None] * g2g2)).reshape(m, m, p, p)
+            + _gram_pairs(wg, c @ wg)
+        ),
+    )
+    # the pairs' cross term 2 tr(C Φ_jk) on the slots: Σ_a ed_j ed_k κ_a
+    out.tr_ss += 2.0 * (ee @ kappa)
     return out
+
+
+def _trace_pairs(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``Σ_g tr(x_j[g] y_k[g])`` for every pair (m, m): x, y (m, G, a, b) and (m, G, b, a)."""
+    m = x.shape[0]
+    return x.reshape(m, -1) @ np.swapaxes(y, -1, -2).reshape(m, -1).T
+
+
+def _dot_pairs(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``Σ_g x_j[g]·y_k[g]`` for every pair (m, m): x, y (m, G, a)."""
+    m = x.shape[0]
+    return x.reshape(m, -1) @ y.reshape(m, -1).T
+
+
+def _gram_pairs(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``Σ_g x_j[g]' y_k[g]`` for every pair (m, m, p, p): x, y (m, G, a, p)."""
+    m, p = x.shape[0], x.shape[-1]
+    xt = np.moveaxis(x, -1, 1).reshape(m * p, -1)  # rows (j, p), columns (g, a)
+    yt = np.moveaxis(y, -1, 1).reshape(m * p, -1)
+    return (xt @ yt.T).reshape(m, p, m, p).transpose(0, 2, 1, 3)
