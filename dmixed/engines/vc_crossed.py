@@ -19,6 +19,8 @@ from ..design.arrays import RowData
 from ..kernels.vc_border import CrossedVC, diagonal_components
 from ..kernels.vc_border_pass import border_statistics
 from ..stats import Layout
+from ..stats.blup_cov import RaggedBlup
+from ..stats.border_cov import BorderCov
 from ..stats.standardize import Standardization
 from .vc_local import structured_layout
 
@@ -30,9 +32,9 @@ class CrossedVCEngine:
     variance component (``collapsed_vc``: the optimizer works in
     ``FittedStatistics.fit_layout``, with the moment start and Newton steps), and every
     method accepts a factor Λ (and basis ``E_j``) of that width or of the padded
-    design's.  The BLUPs and their covariances come padded ((G, r), (G, r, r)), as the
-    dense engine gives them; the statistics are gathered padded too (saved statistics
-    are held crossed again on load, :func:`dmixed.engines.local.local_engine`).
+    design's.  The BLUPs and their covariances come unpadded (read as the dense
+    engine's (G, r) and (G, r, r)); the statistics are gathered padded (saved
+    statistics are held crossed again on load, :func:`dmixed.engines.local.local_engine`).
 
     Parameters
     ----------
@@ -67,8 +69,10 @@ class CrossedVCEngine:
         """The moment sums, one slot per variance component."""
         return self.crossed.moments()
 
-    def random_effects(self, lam: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per-group BLUPs (G, r) and conditional covariances relative to σ² (G, r, r)."""
+    def random_effects(self, lam: np.ndarray, w: np.ndarray) -> tuple[RaggedBlup, BorderCov]:
+        """Per-group BLUPs and conditional covariances relative to σ², unpadded
+        (:class:`~dmixed.stats.blup_cov.RaggedBlup`,
+        :class:`~dmixed.stats.border_cov.BorderCov`: read as (G, r) and (G, r, r))."""
         return self.crossed.random_effects(lam, w)
 
     def gather(self) -> tuple[np.ndarray, np.ndarray]:

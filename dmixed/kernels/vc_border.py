@@ -35,6 +35,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..stats.blup_cov import RaggedBlup
+from ..stats.border_cov import BorderCov, CovBucket
 from .groups import HessianSums, MomentSums, StepSums
 from .vc_blocks import c_matrix, group_runs, segment_sum
 
@@ -203,6 +205,15 @@ def _eliminate(bk: BorderBucket, lam: np.ndarray, col: np.ndarray, q: int) -> _E
     return _Eliminated(lamb, tau, gw, c, a_t, f1_t, p1, ap, s11, h1, pb, h, s_diag, logdet, m)
 
 
+def _root(a_t: np.ndarray, lamb: np.ndarray) -> np.ndarray:
+    """``R`` (G, w, w) with ``R R' = P1 = Λb K1⁻¹ Λb'``: ``Λb C⁻ᵀ`` for ``K1 = C C'``."""
+    g, w = a_t.shape[:2]
+    if w == 0:
+        return np.zeros((g, 0, 0))
+    kmat = np.swapaxes(lamb, 1, 2) @ a_t @ lamb + np.eye(w)
+    return lamb @ np.swapaxes(np.linalg.inv(np.linalg.cholesky(kmat)), 1, 2)
+
+
 def _factor(a_t: np.ndarray, lamb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``P1 = Λb K1⁻¹ Λb'`` (G, w, w) and ``log|K1|`` (G,) for ``K1 = I + Λb'ÃΛb``."""
     g, w = a_t.shape[:2]
@@ -337,37 +348,37 @@ class CrossedVC:
         s[idx, idx] = s_vc
         return StepSums(logdet, 0.5 * (m + m.T), s, t_re, t_vc, np.zeros((k, k)))
 
-    def random_effects(self, lam: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """BLUPs (G, r) and their conditional covariances relative to σ² (G, r, r),
-        padded as :func:`~dmixed.kernels.random_effects_block` gives them:
-        ``P = Λ K⁻¹ Λ'`` is ``P1`` on the border, ``−c_a P1 b_a`` between the border
-        and slot ``a``, ``diag(c) + (c B')' P1 (c B')`` on the diagonal slots; a slot a
-        group does not use keeps its prior variance."""
-        q, r = self.q, self.r
+    def random_effects(self, lam: np.ndarray, w: np.ndarray) -> tuple[RaggedBlup, BorderCov]:
+        """BLUPs and their conditional covariances relative to σ², unpadded
+        (:class:`~dmixed.stats.blup_cov.RaggedBlup`,
+        :class:`~dmixed.stats.border_cov.BorderCov`, read as the dense design's (G, r)
+        and (G, r, r)): ``P = Λ K⁻¹ Λ'`` is ``P1 = R R'`` on the border, ``−c_a P1 b_a``
+        between the border and slot ``a``, ``diag(c) + (c B')' P1 (c B')`` on the
+        diagonal slots, so ``W`` has the rows ``R`` and ``w_a = −c_a R' b_a``, and
+        ``δ_a = c_a``; a slot a group does not use keeps its prior variance."""
+        q = self.q
         col = self.columns(lam.shape[0])
-        diag = np.diagonal(lam)
-        prior = diag[col] ** 2
-        blup = np.zeros((self.n_groups, r))
-        cov = np.zeros((self.n_groups, r, r))
-        cov[:, np.arange(q, r), np.arange(q, r)] = prior[q:]
+        prior = np.diagonal(lam)[col] ** 2
         psi = lam[:q, :q] @ lam[:q, :q].T
+        re = np.zeros((self.n_groups, q))
+        slot_group, slot_pos, slot_value, cov_buckets = [], [], [], []
         for bk in self.buckets:
             el = _eliminate(bk, lam, col, q)
-            gi, bpos = bk.groups, bk.bpos
             u1 = el.h1 @ w
-            bstar_u = np.concatenate([u1[:, :q] @ psi.T, prior[bpos[:, q:]] * u1[:, q:]], axis=1)
-            blup[gi[:, None], bpos] = bstar_u
-            gg = gi[bk.group]
-            blup[gg, bk.pos] = el.tau * (el.h @ w)
-            cov[gi[:, None, None], bpos[:, :, None], bpos[:, None, :]] = el.p1
-            cross = -el.c[:, None] * el.pb
-            cov[gg[:, None], bpos[bk.group], bk.pos[:, None]] = cross
-            cov[gg[:, None], bk.pos[:, None], bpos[bk.group]] = cross
-            i, j = _pairs_within_groups(bk)  # c_i c_j b_i'P1 b_j (+ c_i where i = j)
-            value = el.c[i] * el.c[j] * np.einsum("na,na->n", el.pb[i], bk.b[j])
-            value[i == j] += el.c[i[i == j]]
-            cov[gg[i], bk.pos[i], bk.pos[j]] = value
-        return blup, cov
+            re[bk.groups] = u1[:, :q] @ psi.T
+            slot_group += [np.repeat(bk.groups, bk.bpos.shape[1] - q), bk.groups[bk.group]]
+            slot_pos += [bk.bpos[:, q:].reshape(-1), bk.pos]
+            slot_value += [(prior[bk.bpos[:, q:]] * u1[:, q:]).reshape(-1), el.tau * (el.h @ w)]
+            root = _root(el.a_t, el.lamb)
+            w_rows = -el.c[:, None] * bk.rows_times(bk.b, root)
+            cov_buckets.append(
+                CovBucket(bk.groups, root, bk.bpos, bk.group, bk.pos, w_rows, el.c.copy())
+            )
+        group, pos = np.concatenate(slot_group), np.concatenate(slot_pos)
+        order = np.argsort(group * self.r + pos, kind="stable")
+        value = np.concatenate(slot_value)[order]
+        blup = RaggedBlup(re, group[order], pos[order], value, self.r)
+        return blup, BorderCov(cov_buckets, q, self.n_groups, prior[q:])
 
     def moments(self) -> MomentSums:
         """The moment sums in the one-slot-per-component coordinates (the entries that
@@ -423,15 +434,6 @@ class CrossedVC:
             el = _eliminate(bk, lam, col, self.q)
             out = out + _bucket_hessian(bk, el, basis, col, w, self.q)
         return out
-
-
-def _pairs_within_groups(bk: BorderBucket) -> tuple[np.ndarray, np.ndarray]:
-    """Every ordered pair ``(i, j)`` of diagonal slots of one group (Σ m_i² pairs)."""
-    starts, counts = bk.runs()
-    cnt = counts[bk.group]
-    i = np.repeat(np.arange(bk.group.size), cnt)
-    rank = np.arange(i.size) - np.repeat(np.cumsum(cnt) - cnt, cnt)
-    return i, starts[bk.group[i]] + rank
 
 
 def _outer_by(index: np.ndarray, h: np.ndarray, n: int) -> np.ndarray:

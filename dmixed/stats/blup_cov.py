@@ -278,14 +278,15 @@ def slots_in_sorted_order(
 
 def cov_block(cov, gi: int, pos) -> np.ndarray:
     """Group ``gi``'s covariance between the padded columns ``pos``, from a
-    :class:`RaggedCov` or a padded ndarray (G, r, r)."""
-    if isinstance(cov, RaggedCov):
+    :class:`RaggedCov` (or another unpadded form with ``block``: ``border_cov.BorderCov``)
+    or a padded ndarray (G, r, r)."""
+    if isinstance(cov, Padded):
         return cov.block(gi, pos)
     return np.asarray(cov[gi])[np.ix_(pos, pos)]
 
 
 def cov_diagonal(cov, k: int) -> np.ndarray:
     """The variances of the first ``k`` padded columns (G, k), from either form."""
-    if isinstance(cov, RaggedCov):
+    if isinstance(cov, Padded):
         return cov.re_diagonal()[:, :k]
     return np.diagonal(cov, axis1=1, axis2=2)[:, :k]
