@@ -426,7 +426,7 @@ def _hessian(rv: RaggedVC, el: _Eliminated, basis: np.ndarray, w: np.ndarray) ->
     u2 = el.h @ w  # (J,)
     g2 = el.h[:, :p]  # (J, p)
     cells = _Cells(rv, el, u2, g2)
-    c = c_matrix(el)
+    c = c_matrix(el.a_t, el.ap, el.p1)
     omega = [cells.omega(e_psi[j], e_tau[j]) for j in range(m)]
     wu = [
         np.concatenate([u1 @ e_psi[j].T, cells.tau_sum(cells.gamma, e_tau[j])], 1) for j in range(m)
@@ -471,15 +471,15 @@ def _hessian(rv: RaggedVC, el: _Eliminated, basis: np.ndarray, w: np.ndarray) ->
     return out
 
 
-def c_matrix(el: _Eliminated) -> np.ndarray:
-    """``C = [[−ÃP1Ã, I − ÃP1], [I − P1Ã, −P1]]`` (G, 2q, 2q) of an eliminated problem
-    (any object with ``a_t``, ``ap = ÃP1`` and ``p1``, each (G, q, q))."""
-    g, q = el.a_t.shape[:2]
+def c_matrix(a_t: np.ndarray, ap: np.ndarray, p1: np.ndarray) -> np.ndarray:
+    """``C = [[−ÃP1Ã, I − ÃP1], [I − P1Ã, −P1]]`` (G, 2q, 2q) of an eliminated problem:
+    ``Ã``, ``ÃP1`` and ``P1``, each (G, q, q)."""
+    g, q = a_t.shape[:2]
     c = np.empty((g, 2 * q, 2 * q))
-    c[:, :q, :q] = -el.ap @ el.a_t
-    c[:, :q, q:] = np.eye(q) - el.ap
-    c[:, q:, :q] = np.eye(q) - np.swapaxes(el.ap, 1, 2)
-    c[:, q:, q:] = -el.p1
+    c[:, :q, :q] = -ap @ a_t
+    c[:, :q, q:] = np.eye(q) - ap
+    c[:, q:, :q] = np.eye(q) - np.swapaxes(ap, 1, 2)
+    c[:, q:, q:] = -p1
     return c
 
 

@@ -422,8 +422,8 @@ class CrossedVC:
             np.add.at(cross, pair[::-1], bd2)
             np.add.at(cross, (idx_d, idx_d), bk.d**2)
         zz[:q, q:] = zz[q:, :q].T
-        j = q + np.arange(d)
-        z4[j[:, None], j[None, :], j[None, :], j[:, None]] += cross
+        vc = q + np.arange(d)
+        z4[vc[:, None], vc[None, :], vc[None, :], vc[:, None]] += cross
         return MomentSums(zz, z4, zxy4, self.n_groups)
 
     def hessian(self, lam: np.ndarray, basis: np.ndarray, w: np.ndarray) -> HessianSums:
@@ -466,7 +466,7 @@ def _bucket_hessian(bk: BorderBucket, el: _Eliminated, basis, col, wv, q: int) -
     u2, g2 = el.h @ wv, el.h[:, :p]
     gw, b, a_t = el.gw, bk.b, el.a_t
     gd = gw * bk.d
-    c = c_matrix(el)
+    c = c_matrix(el.a_t, el.ap, el.p1)
     eu = np.einsum("jgab,gb->jga", eb, u1)  # E_j u on the border
     eg = eb @ g1  # E_j G on the border (m, G, w, p)
     om = np.zeros((m, g, 2 * w, 2 * w))  # Ω_j = W'E_jW

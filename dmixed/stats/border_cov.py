@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .blup_cov import Padded
+from .blup_cov import UnpaddedCov
 
 __all__ = ["BorderCov", "CovBucket"]
 
@@ -63,7 +63,7 @@ class CovBucket:
 
 
 @dataclass
-class BorderCov(Padded):
+class BorderCov(UnpaddedCov):
     """Per-group conditional covariances ``W_i W_i' + diag(δ_i)`` (module docstring).
 
     Attributes
