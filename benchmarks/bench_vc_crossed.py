@@ -7,7 +7,9 @@ Models (``y ~ x``, groups ``g``, ``re_formula="1"``, ``vc_formula={"a": "0 + C(a
 ``b``, one row per cell; lme4's ``y ~ x + (1 | g) + (1 | g:a) + (1 | g:b)``):
 
 - balanced: ``G`` groups × ``A`` levels of ``a`` × 5 levels of ``b``;
-- unbalanced: one group with ``A`` levels of ``a``, the others ``A / 10``.
+- unbalanced: one group with ``A`` levels of ``a``, the others ``A / 10``;
+- many small groups: 20,000 groups × 5 levels of ``a`` × 3 of ``b``, a random 80 % of
+  the cells (groups of several border widths).
 
 In one process, warm (one untimed fit of each), whole fits (``from_formula`` + ``fit``,
 REML) interleaved: crossed (this tree), dense (the same tree with the crossed engine
@@ -137,6 +139,9 @@ def main() -> None:
         "balanced 60 × 200 × 5": crossed(60, 200),
         "balanced 60 × 50 × 5": crossed(60, 50),
         "unbalanced 60 groups, one × 200 × 5, 59 × 20 × 5": crossed(60, 200, wide=True),
+        "many groups: 20,000 × 5 × 3, 80 % of the cells": crossed(20000, 5, 3)
+        .sample(frac=0.8, random_state=1)
+        .reset_index(drop=True),
     }
     r = None if args.no_lme4 or not Lme4.available() else Lme4()
     print(

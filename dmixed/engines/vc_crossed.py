@@ -83,12 +83,26 @@ class CrossedVCEngine:
         """Nothing to release in-process."""
 
 
+#: Up to this padded random-design width the dense engine is kept for components that
+#: share rows: its kernels (compiled for many groups) are as fast there
+#: (benchmarks/RESULTS.md, eleventh session: 20,000 groups at r = 9, dense 1.0–1.8 s
+#: against 2.3–2.8 s crossed); above it the padding costs r³ per group.
+CROSSED_MIN_R = 16
+
+
+def worth_crossing(layout: Layout) -> bool:
+    """Whether :class:`CrossedVCEngine` may hold and is worth holding statistics of this
+    layout: :func:`~dmixed.engines.vc_local.structured_layout` and a padded width above
+    :data:`CROSSED_MIN_R`."""
+    return structured_layout(layout) and layout.r > CROSSED_MIN_R
+
+
 def crossed_vc(zz: np.ndarray, layout: Layout) -> list[int]:
     """The components that form the diagonal block of :class:`CrossedVCEngine` for these
     padded statistics (G, r, r) (:func:`~dmixed.kernels.vc_border.diagonal_components`),
-    or ``[]`` where it does not apply: the layout is not worth structuring
-    (:func:`~dmixed.engines.vc_local.structured_layout`) or no component qualifies."""
-    if not structured_layout(layout):
+    or ``[]`` where it does not apply: the layout is not worth it (:func:`worth_crossing`)
+    or no component qualifies."""
+    if not worth_crossing(layout):
         return []
     return diagonal_components(zz, layout.k_re, layout.slot_component)
 
@@ -105,7 +119,7 @@ def crossed_statistics(
     (:func:`~dmixed.kernels.vc_border_pass.border_statistics`: no padded design), and
     its global sums; None where :class:`CrossedVCEngine` does not apply (the caller
     takes the dense pass)."""
-    if not structured_layout(layout):
+    if not worth_crossing(layout):
         return None
     out = border_statistics(
         codes, n_groups, rows.endog, rows.exog, rows.exog_re, nums, rows.vc_vals, rows.weights, std

@@ -31,7 +31,7 @@ is ``(q + d) × (q + d)`` with the ``exog_re`` block and the diagonal filled, an
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -121,14 +121,18 @@ class BorderBucket:
     d: np.ndarray
     b: np.ndarray
     f2: np.ndarray
+    _runs: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def n_groups(self) -> int:
         return self.a.shape[0]
 
     def runs(self) -> tuple[np.ndarray, np.ndarray]:
-        """First diagonal slot and number of them of each group of the bucket."""
-        return group_runs(self.group, self.n_groups)
+        """First diagonal slot and number of them of each group of the bucket (found
+        once)."""
+        if self._runs is None:
+            self._runs = group_runs(self.group, self.n_groups)
+        return self._runs
 
     def factors(self, lam: np.ndarray, col: np.ndarray, q: int):
         """``Λb_i`` (G_w, w, w) and each diagonal slot's ``τ`` (J,) of a factor ``lam``
@@ -200,7 +204,9 @@ def _eliminate(bk: BorderBucket, lam: np.ndarray, col: np.ndarray, q: int) -> _E
     pb = bk.rows_times(bk.b, p1)
     h = gw[:, None] * (bk.f2 - bk.rows_times(pb, f1_t))
     s_diag = gw * bk.d - gw**2 * np.einsum("ja,ja->j", bk.b, pb)
-    m = (bk.f2 * c[:, None]).T @ bk.f2 + np.einsum("gax,gab,gby->xy", f1_t, p1, f1_t)
+    k = f1_t.shape[2]
+    pf = (p1 @ f1_t).reshape(-1, k)
+    m = (bk.f2 * c[:, None]).T @ bk.f2 + f1_t.reshape(-1, k).T @ pf
     logdet = float(np.log(e).sum() + logdet1.sum())
     return _Eliminated(lamb, tau, gw, c, a_t, f1_t, p1, ap, s11, h1, pb, h, s_diag, logdet, m)
 
@@ -335,7 +341,8 @@ class CrossedVC:
             logdet += el.logdet
             m += el.m
             s[:q, :q] += el.s11[:, :q, :q].sum(axis=0)
-            t_re += np.einsum("gax,gby->abxy", el.h1[:, :q], el.h1[:, :q])
+            hq = el.h1[:, :q].reshape(bk.n_groups, q * k)
+            t_re += (hq.T @ hq).reshape(q, k, q, k).transpose(0, 2, 1, 3)
             idx_b = col[bk.bpos[:, q:]].reshape(-1) - q
             idx_d = col[bk.pos] - q
             s_vc += np.bincount(

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 import dmixed
-from dmixed.engines.local import LocalEngine, statistics_from_arrays
-from dmixed.engines.vc_crossed import CrossedVCEngine
+from dmixed.engines.local import LocalEngine, local_engine, statistics_from_arrays
+from dmixed.engines.vc_crossed import CROSSED_MIN_R, CrossedVCEngine
 from dmixed.stats.checkpoint import GroupArrays
 
 FORMULA = "y ~ x"
@@ -130,3 +130,16 @@ def test_dask_gathered_statistics_fit_crossed_as_in_process():
     got = model.fit()
     np.testing.assert_allclose(got.llf, res.llf, rtol=1e-10)
     np.testing.assert_allclose(got.params, res.params, rtol=1e-7, atol=1e-9)
+
+
+def test_narrow_crossed_designs_stay_dense():
+    """At a padded width up to ``CROSSED_MIN_R`` the dense engine is kept."""
+    data = crossed_data(seed=6, wide_group=False)
+    model = dmixed.MixedLM.from_formula(
+        FORMULA, data=data, groups="g", vc_formula=CROSSED, re_formula="1"
+    )
+    stats = model.statistics()
+    assert stats.layout.r <= CROSSED_MIN_R
+    assert isinstance(stats.engine, LocalEngine)
+    padded = dataclasses.replace(stats, engine=local_engine(*stats.engine.gather(), stats.layout))
+    assert isinstance(padded.engine, LocalEngine)
