@@ -18,6 +18,7 @@ from ..stats.keys import sorted_codes
 from ..stats.packed import PackedLayout
 from ..stats.slots import number_vc_cells
 from ..stats.standardize import Standardization
+from .vc_crossed import CrossedVCEngine, crossed_statistics, crossed_vc
 from .vc_local import StructuredVCEngine, structured_vc, worth_structure
 
 
@@ -79,10 +80,15 @@ class LocalEngine:
 def local_engine(zz: np.ndarray, zxy: np.ndarray, layout: Layout):
     """The in-process engine for these statistics: a
     :class:`~dmixed.engines.vc_local.StructuredVCEngine` where the variance components
-    have its structure (:func:`~dmixed.engines.vc_local.structured_vc`), else a
-    :class:`LocalEngine`."""
+    have its structure (:func:`~dmixed.engines.vc_local.structured_vc`), a
+    :class:`~dmixed.engines.vc_crossed.CrossedVCEngine` where they share rows but one
+    of them is an indicator component (:func:`~dmixed.engines.vc_crossed.crossed_vc`),
+    else a :class:`LocalEngine`."""
     if structured_vc(zz, layout):
         return StructuredVCEngine.from_dense(zz, zxy, layout)
+    diag_comps = crossed_vc(zz, layout)
+    if diag_comps:
+        return CrossedVCEngine.from_dense(zz, zxy, layout, diag_comps)
     engine = LocalEngine(zz, zxy)
     engine.block.keep_conditionals()  # in process: the Hessian reuses the step's values
     return engine
@@ -132,6 +138,11 @@ def statistics_from_rows(
             cells,
         )
         engine = StructuredVCEngine(ragged)
+        group_sizes = st["nobs"]
+    elif worth_structure(layout) and (
+        crossed := crossed_statistics(rows, codes, n_groups, nums, layout, std)
+    ):
+        engine, st = crossed  # components sharing rows: one block diagonal, no padding
         group_sizes = st["nobs"]
     else:
         slots = [num.entry_slots() for num in nums]

@@ -40,7 +40,15 @@ from .groups import HessianSums, MomentSums, StepSums
 from .rows import accumulate_statistics
 from .vc_cells import cell_sums, whole_component_pass
 
-__all__ = ["RaggedVC", "diagonal_vc_block", "one_entry_per_row", "ragged_statistics"]
+__all__ = [
+    "RaggedVC",
+    "c_matrix",
+    "diagonal_vc_block",
+    "group_runs",
+    "one_entry_per_row",
+    "ragged_statistics",
+    "segment_sum",
+]
 
 
 def diagonal_vc_block(zz: np.ndarray, q: int) -> bool:
@@ -168,7 +176,7 @@ def _one_component(std: Standardization, ell: int) -> Standardization:
     return dataclasses.replace(std, vc_scale=scales[ell : ell + 1])
 
 
-def _segment_sum(values: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+def segment_sum(values: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """Sums of consecutive runs of ``values`` (J, ...): run ``s`` starts at ``starts[s]``
     and holds ``counts[s]`` entries (zero for an empty run)."""
     out = np.zeros((starts.size,) + values.shape[1:])
@@ -178,7 +186,7 @@ def _segment_sum(values: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> 
     return out
 
 
-def _runs(keys: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+def group_runs(keys: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """First position and length of the run of each key ``0..n-1`` in sorted ``keys``."""
     starts = np.searchsorted(keys, np.arange(n))
     counts = np.bincount(keys, minlength=n) if keys.size else np.zeros(n, dtype=np.int64)
@@ -237,11 +245,11 @@ class RaggedVC(RaggedArrays):
         return self.offsets.size
 
     def _group_runs(self):
-        return _runs(self.group, self.n_groups)
+        return group_runs(self.group, self.n_groups)
 
     def cell_runs(self):
         """Runs of (group, component) cells: the slots are sorted by them."""
-        return _runs(self.group * self.n_comp + self.comp, self.n_groups * self.n_comp)
+        return group_runs(self.group * self.n_comp + self.comp, self.n_groups * self.n_comp)
 
     # -- parameters -----------------------------------------------------------------
 
@@ -271,8 +279,8 @@ class RaggedVC(RaggedArrays):
         c = tau * gw
         starts, counts = self._group_runs()
         cb = c[:, None] * self.b
-        a_t = self.a - _segment_sum(cb[:, :, None] * self.b[:, None, :], starts, counts)
-        f1_t = self.f1 - _segment_sum(cb[:, :, None] * self.f2[:, None, :], starts, counts)
+        a_t = self.a - segment_sum(cb[:, :, None] * self.b[:, None, :], starts, counts)
+        f1_t = self.f1 - segment_sum(cb[:, :, None] * self.f2[:, None, :], starts, counts)
         m2 = (self.f2 * c[:, None]).T @ self.f2
         p1, logdet1 = _factor_q(a_t, lmat)
         ap = a_t @ p1
@@ -423,7 +431,7 @@ def _hessian(rv: RaggedVC, el: _Eliminated, basis: np.ndarray, w: np.ndarray) ->
     u2 = el.h @ w  # (J,)
     g2 = el.h[:, :p]  # (J, p)
     cells = _Cells(rv, el, u2, g2)
-    c = _c_matrix(el)
+    c = c_matrix(el.a_t, el.ap, el.p1)
     omega = [cells.omega(e_psi[j], e_tau[j]) for j in range(m)]
     wu = [
         np.concatenate([u1 @ e_psi[j].T, cells.tau_sum(cells.gamma, e_tau[j])], 1) for j in range(m)
@@ -468,14 +476,15 @@ def _hessian(rv: RaggedVC, el: _Eliminated, basis: np.ndarray, w: np.ndarray) ->
     return out
 
 
-def _c_matrix(el: _Eliminated) -> np.ndarray:
-    """``C = [[−ÃP1Ã, I − ÃP1], [I − P1Ã, −P1]]`` (G, 2q, 2q)."""
-    g, q = el.a_t.shape[:2]
+def c_matrix(a_t: np.ndarray, ap: np.ndarray, p1: np.ndarray) -> np.ndarray:
+    """``C = [[−ÃP1Ã, I − ÃP1], [I − P1Ã, −P1]]`` (G, 2q, 2q) of an eliminated problem:
+    ``Ã``, ``ÃP1`` and ``P1``, each (G, q, q)."""
+    g, q = a_t.shape[:2]
     c = np.empty((g, 2 * q, 2 * q))
-    c[:, :q, :q] = -el.ap @ el.a_t
-    c[:, :q, q:] = np.eye(q) - el.ap
-    c[:, q:, :q] = np.eye(q) - np.swapaxes(el.ap, 1, 2)
-    c[:, q:, q:] = -el.p1
+    c[:, :q, :q] = -ap @ a_t
+    c[:, :q, q:] = np.eye(q) - ap
+    c[:, q:, :q] = np.eye(q) - np.swapaxes(ap, 1, 2)
+    c[:, q:, q:] = -p1
     return c
 
 
@@ -489,7 +498,7 @@ class _Cells:
         gd = gw * dd
 
         def cell(values):
-            out = _segment_sum(values, starts, counts)
+            out = segment_sum(values, starts, counts)
             return out.reshape((g, d) + values.shape[1:])
 
         self.mm = cell((gw**2)[:, None, None] * b[:, :, None] * b[:, None, :])  # (G, d, q, q)

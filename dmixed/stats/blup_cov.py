@@ -22,7 +22,14 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-__all__ = ["RaggedBlup", "RaggedCov", "cov_block", "cov_diagonal", "slots_in_sorted_order"]
+__all__ = [
+    "RaggedBlup",
+    "RaggedCov",
+    "UnpaddedCov",
+    "cov_block",
+    "cov_diagonal",
+    "slots_in_sorted_order",
+]
 
 
 def placed(rows: np.ndarray, position: np.ndarray) -> np.ndarray:
@@ -43,8 +50,22 @@ class Padded:
         return out if dtype is None else out.astype(dtype)
 
 
+class UnpaddedCov(Padded):
+    """Conditional covariances held unpadded: a group's block and the ``exog_re``
+    variances read without forming the padded array (:class:`RaggedCov`,
+    ``border_cov.BorderCov``)."""
+
+    def block(self, gi: int, pos) -> np.ndarray:
+        """Group ``gi``'s covariance between the padded columns ``pos`` (n × n)."""
+        raise NotImplementedError
+
+    def re_diagonal(self) -> np.ndarray:
+        """The ``exog_re`` variances (G, q)."""
+        raise NotImplementedError
+
+
 @dataclass
-class RaggedCov(Padded):
+class RaggedCov(UnpaddedCov):
     """Per-group conditional covariances ``W_i W_i' + diag(δ_i)`` (module docstring).
 
     Attributes
@@ -278,14 +299,15 @@ def slots_in_sorted_order(
 
 def cov_block(cov, gi: int, pos) -> np.ndarray:
     """Group ``gi``'s covariance between the padded columns ``pos``, from a
-    :class:`RaggedCov` or a padded ndarray (G, r, r)."""
-    if isinstance(cov, RaggedCov):
+    :class:`RaggedCov` (or another unpadded form with ``block``: ``border_cov.BorderCov``)
+    or a padded ndarray (G, r, r)."""
+    if isinstance(cov, UnpaddedCov):
         return cov.block(gi, pos)
     return np.asarray(cov[gi])[np.ix_(pos, pos)]
 
 
 def cov_diagonal(cov, k: int) -> np.ndarray:
     """The variances of the first ``k`` padded columns (G, k), from either form."""
-    if isinstance(cov, RaggedCov):
+    if isinstance(cov, UnpaddedCov):
         return cov.re_diagonal()[:, :k]
     return np.diagonal(cov, axis1=1, axis2=2)[:, :k]

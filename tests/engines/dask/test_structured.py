@@ -13,7 +13,7 @@ from distributed import Client, LocalCluster
 import dmixed
 from dmixed.engines.dask import DaskEngine, data_pass
 from dmixed.engines.dask.structured import concatenate_ragged, ragged_values
-from dmixed.engines.local import statistics_from_arrays
+from dmixed.engines.local import LocalEngine, statistics_from_arrays
 from dmixed.engines.vc_local import StructuredVCEngine
 from dmixed.kernels.vc_blocks import RaggedVC
 from dmixed.stats.checkpoint import GroupArrays
@@ -95,9 +95,14 @@ def test_gathered_from_a_cluster_ragged(client, data):
 
 
 def test_overlapping_components_stay_dense_on_the_cluster(client, data):
-    """Two components in one row: the blocks stay padded, the sums per slot."""
+    """Two components in one row: the blocks stay padded, the sums per slot (in process
+    they are held crossed, tests/engines/test_vc_crossed.py: the reference here is the
+    in-process dense engine, the same optimizer path)."""
     kw = dict(KW, vc_formula={"sub": "0 + C(sub)", "sub_x": "0 + C(sub):x2"})
-    ref = dmixed.MixedLM.from_formula(FORMULA, data=data, **kw).fit()
+    local = dmixed.MixedLM.from_formula(FORMULA, data=data, **kw)
+    stats = local.statistics()
+    dense = dataclasses.replace(stats, engine=LocalEngine(*stats.engine.gather()))
+    ref = dmixed.MixedLM.from_statistics(dense, local.spec).fit()
     ddf = dd.from_pandas(data, npartitions=2)
     with dask.config.set({"dmixed.engine": "distributed"}):
         model = dmixed.MixedLM.from_formula(FORMULA, data=ddf, **kw)
