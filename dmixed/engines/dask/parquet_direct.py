@@ -146,11 +146,11 @@ def read_columns(read: tuple) -> dict[str, np.ndarray] | None:
 
     path, row_groups, pairs = read
     names = [name for name, _ in pairs]
-    file = pq.ParquetFile(path)
-    if row_groups is None:
-        table = file.read(columns=names, use_threads=False)
-    else:
-        table = file.read_row_groups(list(row_groups), columns=names, use_threads=False)
+    with pq.ParquetFile(path) as file:
+        if row_groups is None:
+            table = file.read(columns=names, use_threads=False)
+        else:
+            table = file.read_row_groups(list(row_groups), columns=names, use_threads=False)
     out = {}
     for name, dtype in pairs:
         column = table.column(name)
