@@ -198,8 +198,8 @@ def accumulate_frames(
             keys = keys.astype(acc.key_dtype)
         if router.take(keys, dm, ztilde, std):
             # a partial is now fewer bytes than the rows: add the buffered rows here
-            for buffered in router.switch():
-                sums = acc.add(buffered.keys, buffered, buffered.ztilde, std, widths)
+            for pending in router.switch():
+                sums = acc.add(pending.keys, pending.dm, pending.ztilde, std, widths)
                 glob += packed.pack_global(sums)
         else:
             glob += packed.pack_global(acc.add(keys, dm, ztilde, std, widths))
