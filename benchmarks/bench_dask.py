@@ -16,8 +16,9 @@ Run:  python benchmarks/bench_dask.py [--rows 50_000_000] [--groups 1_000_000]
    With ``--persist`` the collection is persisted on the workers first (not timed) and
    the fits read it from worker memory.
 4. With ``--floor``, the fit's own chains of partitions (same cluster, same tasks) run
-   twice more doing less: only reading their partitions into pandas, then also building
-   the design matrices.  The statistics, their combine and the optimization come on top
+   twice more doing less: only reading their partitions (as the chains read them:
+   straight to numpy where they read Parquet directly, else into pandas), then also
+   building the design matrices.  The statistics, their combine and the optimization come on top
    of these; the ratio of these floors to the scan says what part of the goal is left
    for them.
 

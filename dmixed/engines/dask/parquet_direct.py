@@ -140,13 +140,16 @@ def parquet_reads(pieces: Pieces, spec) -> ParquetReads | None:
 
 def read_columns(read: tuple) -> dict[str, np.ndarray] | None:
     """The columns of one :class:`ParquetReads` item as numpy arrays, read with pyarrow
-    on this thread; None when the file's columns are not of the expected Arrow types or
-    hold nulls (Dask's frame would then differ: the caller computes the piece)."""
+    on this thread; None when the file lacks one of them, or they are not of the
+    expected Arrow types or hold nulls (Dask's frame would then differ, or Dask raises:
+    the caller computes the piece)."""
     import pyarrow.parquet as pq
 
     path, row_groups, pairs = read
     names = [name for name, _ in pairs]
     with pq.ParquetFile(path) as file:
+        if not set(names) <= set(file.schema_arrow.names):
+            return None  # Dask's reader raises (a file lacking a column), worded by dmixed
         if row_groups is None:
             table = file.read(columns=names, use_threads=False)
         else:

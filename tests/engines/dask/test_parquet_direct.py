@@ -155,3 +155,18 @@ def test_fit_does_not_depend_on_the_split(tmp_path, n_files, monkeypatch):
     np.testing.assert_allclose(res.params, ref.params, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(res.bse, ref.bse, rtol=1e-8)
     assert res.llf == pytest.approx(ref.llf, rel=1e-12)
+
+
+def test_file_lacking_a_column_is_left_to_dask(tmp_path):
+    """Dask takes the columns from the first file; a later file without one is read by
+    Dask's reader, whose error dmixed words (tests/engines/dask/test_checks.py)."""
+    df = _frame()
+    _write(df, tmp_path / "d", 2)
+    pq.write_table(
+        pa.Table.from_pandas(df.drop(columns="x2"), preserve_index=False),
+        tmp_path / "d" / "part-001.parquet",
+    )
+    spec, recipe = _chain(dd.read_parquet(tmp_path / "d"))
+    reads = parquet_reads(recipe, spec)
+    assert read_columns(reads.items[0]) is not None
+    assert read_columns(reads.items[1]) is None
