@@ -16,8 +16,9 @@ Run:  python benchmarks/bench_dask.py [--rows 50_000_000] [--groups 1_000_000]
    With ``--persist`` the collection is persisted on the workers first (not timed) and
    the fits read it from worker memory.
 4. With ``--floor``, the fit's own chains of partitions (same cluster, same tasks) run
-   twice more doing less: only reading their partitions into pandas, then also building
-   the design matrices.  The statistics, their combine and the optimization come on top
+   twice more doing less: only reading their partitions (as the chains read them:
+   straight to numpy where they read Parquet directly, else into pandas), then also
+   building the design matrices.  The statistics, their combine and the optimization come on top
    of these; the ratio of these floors to the scan says what part of the goal is left
    for them.
 
@@ -188,20 +189,19 @@ def task_times(records: list[dict], t0: float) -> dict[str, dict[str, float]]:
     return out
 
 
-def _floor_chain(pieces, spec=None) -> int:
-    """Read a chain's partitions as the fit's data pass does, and (with ``spec``) build
-    their design matrices; no statistics.  Runs on a worker."""
-    from dmixed.engines.dask.partials import partition_rows
-    from dmixed.engines.dask.pieces import compute_piece
+def _floor_chain(pieces, reads, spec=None) -> int:
+    """Read a chain's partitions as the fit's data pass does (straight to numpy where
+    it reads Parquet directly), and (with ``spec``) build their design matrices; no
+    statistics.  Runs on a worker."""
+    from dmixed.engines.dask.partials import chain_frames, partition_rows
     from dmixed.engines.dask.tuning import tune_malloc
 
     tune_malloc()  # the fit's chains do the same first
     rows = 0
-    for graph, out_key, _ in pieces.items:
-        pdf = compute_piece(graph, out_key)
+    for frame in chain_frames(pieces, reads):
         if spec is not None:
-            partition_rows(pdf, spec, None)
-        rows += len(pdf)
+            partition_rows(frame, spec, None)
+        rows += len(next(iter(frame.values()))) if isinstance(frame, dict) else len(frame)
     return rows
 
 
@@ -209,16 +209,24 @@ def floor(client, ddf, model, repeat: int = 2) -> dict[str, float]:
     """Seconds (the better of ``repeat`` runs) of the fit's own chains doing less: only
     reading their partitions into pandas, then also building the design matrices.  What
     the data pass costs before any statistic is computed, on the same cluster."""
+    from dmixed.design.columnar import columns_design_applies
     from dmixed.engines.dask.graph import chain_recipes, project_columns
+    from dmixed.engines.dask.parquet_direct import parquet_reads
 
     n_chains = int(sum(client.nthreads().values()))
     chains = chain_recipes(project_columns(ddf, model.spec), n_chains)
+    direct = columns_design_applies(model.spec)  # as the data pass's graph decides
+    reads = [parquet_reads(c, model.spec) if direct else None for c in chains]
     out = {}
     for name, spec in (("read", None), ("read_design", model.spec)):
         runs = []
         for _ in range(repeat):
             t0 = time.perf_counter()
-            client.gather([client.submit(_floor_chain, c, spec, pure=False) for c in chains])
+            tasks = [
+                client.submit(_floor_chain, c, r, spec, pure=False)
+                for c, r in zip(chains, reads, strict=True)
+            ]
+            client.gather(tasks)
             runs.append(time.perf_counter() - t0)
         out[name] = min(runs)
     return out

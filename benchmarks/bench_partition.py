@@ -13,7 +13,11 @@ several):
 - ``read``: the partition computed from its graph piece, as a chain does (Parquet read and
   conversion to pandas), and a plain ``pyarrow.parquet.read_table`` of the same file and
   columns for comparison;
-- ``design``: the model's design matrices (``partials.partition_rows``);
+- ``direct``: the partition's columns read with pyarrow straight to numpy, as a chain
+  does for plain Parquet reads (``parquet_direct.read_columns``);
+- ``design``: the model's design matrices (``partials.partition_rows``: from the numpy
+  columns where ``design.columnar.columns_design`` applies), and ``transform``: the
+  same matrices through ``ModelSpec.transform`` (the pandas frame's checks), as before;
 - ``sums``: the per-group sums into the chain's accumulator (``combine.GroupAccumulator.add``)
   in the chain's column map (chosen from its first partition, included);
 - minor page faults per partition;
@@ -52,6 +56,7 @@ def main() -> None:
     import dmixed
     from dmixed.engines.dask.combine import GroupAccumulator
     from dmixed.engines.dask.graph import chain_recipes, project_columns
+    from dmixed.engines.dask.parquet_direct import parquet_reads, read_columns
     from dmixed.engines.dask.partials import partition_rows, partition_standardization
     from dmixed.engines.dask.pieces import compute_piece
     from dmixed.engines.dask.tuning import tune_malloc
@@ -67,12 +72,16 @@ def main() -> None:
     (chain,) = chain_recipes(projected, 1)
     pieces_seconds = time.perf_counter() - t0
     items = chain.items[: args.parts]
+    reads = parquet_reads(chain, spec)
+    direct = (reads.items if reads is not None else [None] * len(chain))[: args.parts]
     files = sorted(f for f in os.listdir(args.dir) if f.endswith(".parquet"))[: len(items)]
     columns = list(projected.columns)
     key_dtype = np.dtype(projected[spec.group_name].dtype)
     packed = PackedLayout(2, 5)
 
-    stages: dict[str, list[float]] = {"read": [], "pyarrow": [], "design": [], "sums": []}
+    stages: dict[str, list[float]] = {
+        k: [] for k in ("read", "pyarrow", "direct", "design", "transform", "sums")
+    }
     cpu: dict[str, list[float]] = {k: [] for k in stages}
     faults: list[float] = []
     extract: list[tuple[float, float]] = []
@@ -82,7 +91,7 @@ def main() -> None:
         times: dict[str, list[float]] = {k: [] for k in stages}
         cpus: dict[str, list[float]] = {k: [] for k in stages}
         f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        for (graph, out_key, _), name in zip(items, files, strict=True):
+        for (graph, out_key, _), name, read in zip(items, files, direct, strict=True):
             t, c = time.perf_counter(), time.process_time()
             pdf = compute_piece(graph, out_key)
             times["read"].append(time.perf_counter() - t)
@@ -91,10 +100,20 @@ def main() -> None:
             pq.read_table(os.path.join(args.dir, name), columns=columns).to_pandas()
             times["pyarrow"].append(time.perf_counter() - t)
             cpus["pyarrow"].append(time.process_time() - c)
+            source = pdf
+            if read is not None:
+                t, c = time.perf_counter(), time.process_time()
+                source = read_columns(read)
+                times["direct"].append(time.perf_counter() - t)
+                cpus["direct"].append(time.process_time() - c)
             t, c = time.perf_counter(), time.process_time()
-            (dm, keys, ztilde), _ = partition_rows(pdf, spec, None)
+            (dm, keys, ztilde), _ = partition_rows(source, spec, None)
             times["design"].append(time.perf_counter() - t)
             cpus["design"].append(time.process_time() - c)
+            t, c = time.perf_counter(), time.process_time()
+            spec.transform(pdf)
+            times["transform"].append(time.perf_counter() - t)
+            cpus["transform"].append(time.process_time() - c)
             t, c = time.perf_counter(), time.process_time()
             if std is None:
                 std = partition_standardization(dm, spec)
@@ -112,8 +131,8 @@ def main() -> None:
             cpu[k].extend(cpus[k])
         faults.append(pass_faults)
 
-    medians = {k: float(np.median(v)) * 1000 for k, v in stages.items()}
-    cpu_medians = {k: float(np.median(v)) * 1000 for k, v in cpu.items()}
+    medians = {k: float(np.median(v)) * 1000 for k, v in stages.items() if v}
+    cpu_medians = {k: float(np.median(v)) * 1000 for k, v in cpu.items() if v}
     rows = len(pdf)
     ns = 1e6 / rows  # ms per partition -> ns per row
     print(
@@ -123,10 +142,14 @@ def main() -> None:
     labels = {
         "read": "read through Dask (graph piece)",
         "pyarrow": "pyarrow read_table + to_pandas",
-        "design": "design matrices",
+        "direct": "read straight to numpy (chains)",
+        "design": "design matrices (chains)",
+        "transform": "design via transform (before)",
         "sums": "per-group sums",
     }
     for k, label in labels.items():
+        if k not in medians:
+            continue
         print(
             f"  {label:33s} {medians[k]:7.1f} ms  CPU {cpu_medians[k]:7.1f} ms "
             f"({cpu_medians[k] * ns:5.1f} ns a row)"

@@ -115,10 +115,38 @@ class ProfiledObjective:
             # outside the parameter space (indefinite Ψ* or negative τ* when
             # use_sqrt=False): the likelihood is not defined there
             return Evaluation(packed, None, None, -np.inf, np.zeros_like(packed))
+        return self._evaluated(packed, key, lam, None)
+
+    def prefetch(self, points: list[np.ndarray]) -> None:
+        """Evaluate the ``points`` not cached yet in one engine round trip, where the
+        engine maps several Λ at once (``engine.steps``: a Dask cluster); else nothing
+        (:meth:`evaluate` computes them one by one).  The same evaluations either way."""
+        steps = getattr(self.engine, "steps", None)
+        todo = {}
+        for point in points:
+            packed = np.array(point, dtype=np.float64)
+            if packed.tobytes() not in self._cache:
+                try:
+                    todo[packed.tobytes()] = (packed, self.lam(packed))
+                except np.linalg.LinAlgError:
+                    continue  # outside the parameter space: evaluate says so
+        if steps is None or len(todo) < 2:
+            return
+        try:
+            sums = steps([lam for _, lam in todo.values()], self.layout.k_re)
+        except np.linalg.LinAlgError:
+            return  # evaluate finds which point fails
+        for (key, (packed, lam)), step in zip(todo.items(), sums, strict=True):
+            self._evaluated(packed, key, lam, step)
+
+    def _evaluated(self, packed, key: bytes, lam: np.ndarray, step) -> Evaluation:
+        """:meth:`evaluate` at ``packed`` from its Λ (and the engine's sums ``step``,
+        None: computed here)."""
         self.n_evals += 1
         lam.flags.writeable = False  # kept with the evaluation for its Hessian
         try:
-            step = self.engine.step(lam, self.layout.k_re)
+            if step is None:
+                step = self.engine.step(lam, self.layout.k_re)
             prof = profile(step, self.glob, self.reml)
             llf = loglike(step, prof, self.glob, self.reml)
             ev = Evaluation(packed, step, prof, llf, np.zeros_like(packed), lam=lam)

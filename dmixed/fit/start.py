@@ -163,6 +163,7 @@ def choose_start(
     if obj.use_sqrt and not use_sqrt:
         chosen = layout.pack(*layout.unpack(start, False), use_sqrt=True)
     if moment is not None:
+        obj.prefetch([chosen, moment])  # one round trip on a cluster
         default_llf = obj.evaluate(chosen).llf
         moment_llf = obj.evaluate(moment).llf
         logger.log(

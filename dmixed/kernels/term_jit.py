@@ -118,6 +118,17 @@ def expand_rows(table, rows, cols, scales, out):  # pragma: no cover - compiled
             dst[c] = src[cols[c]] * scales[c]
 
 
+@numba.njit(cache=True, nogil=True)
+def add_rows(out, rows, values):  # pragma: no cover - compiled
+    """``out[rows[i]] += values[i]`` row by row (distinct ``rows``): the combine's adds
+    by position (:func:`~dmixed.kernels.term_table.add_rows_into`)."""
+    for i in range(rows.size):
+        dst = out[rows[i]]
+        src = values[i]
+        for c in range(src.size):
+            dst[c] += src[c]
+
+
 def _drop_unreadable_cache(directory: str, name: str) -> None:
     """Remove numba's cached index and code of module ``name`` when a file of it does not
     unpickle (cut short by a full disk or a killed process, or edited): numba raises on

@@ -322,3 +322,29 @@ def test_newton_needs_every_parameter_free():
         model.fit(method="newton", free=[1, 0, 1])
     with pytest.raises(dmixed.SpecError, match="empty list"):
         model.fit(method=[])
+
+
+def test_prefetch_evaluates_the_two_starts_in_one_round_trip():
+    """An engine that maps several Λ at once (``steps``, a Dask cluster's) gets the
+    moment and default starts in one call; the fit is the same bit for bit."""
+    df = make_data(n_groups=300, seed=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plain = dmixed.mixedlm("y ~ x1 + x2", df, groups="g", re_formula="1 + x1")
+        ref = plain.fit()
+        model = dmixed.mixedlm("y ~ x1 + x2", df, groups="g", re_formula="1 + x1")
+    engine = model.statistics().engine
+    calls = []
+
+    def steps(lams, q):
+        calls.append(len(lams))
+        return [engine.step(lam, q) for lam in lams]
+
+    engine.steps = steps
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = model.fit()
+    assert calls == [2]
+    assert res.llf == ref.llf and res.n_evals == ref.n_evals
+    np.testing.assert_array_equal(res.params, ref.params)
+    np.testing.assert_array_equal(res.bse, ref.bse)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from dmixed import kernels
 from dmixed.kernels.rows import prepare_rows
-from dmixed.kernels.term_table import TermTable
+from dmixed.kernels.term_table import TermTable, add_rows_into
 from dmixed.stats.standardize import Standardization
 
 
@@ -126,3 +126,26 @@ def test_codes_outside_the_accumulator_are_refused(compiled_rows):
     acc = np.zeros((kernels.packed_width(2, 3), 4))
     with pytest.raises(ValueError, match="codes must be in 0 … 3"):
         TermTable().add(acc, codes, y, exog, ztilde, std=std)
+
+
+@pytest.mark.parametrize("mode", ["numpy", "numba"])
+def test_add_rows_into_is_numpys_fancy_add(mode, monkeypatch):
+    """The combine's adds by position: the same sums bit for bit, compiled or not."""
+    monkeypatch.setenv("DMIXED_KERNELS", mode)
+    rng = np.random.default_rng(4)
+    base = rng.normal(size=(50, 6)) * 10.0 ** rng.integers(-8, 8, (50, 6))
+    base[3] = -0.0
+    rows = rng.permutation(50)[:30]
+    values = rng.normal(size=(30, 6)) * 10.0 ** rng.integers(-8, 8, (30, 6))
+    out = base.copy()
+    add_rows_into(out, rows, values)
+    expected = base.copy()
+    expected[rows] += values
+    np.testing.assert_array_equal(out, expected)
+    assert np.array_equal(np.signbit(out), np.signbit(expected))
+    add_rows_into(out, rows[:0], values[:0])  # nothing to add
+    np.testing.assert_array_equal(out, expected)
+    with pytest.raises(ValueError, match="rows must be in"):
+        add_rows_into(out, np.array([50]), values[:1])
+    with pytest.raises(ValueError, match="values of shape"):
+        add_rows_into(out, rows, values[:, :5])

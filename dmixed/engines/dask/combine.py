@@ -19,7 +19,7 @@ import operator
 import numpy as np
 import pandas as pd
 
-from ...kernels.term_table import TermTable
+from ...kernels.term_table import TermTable, add_rows_into
 from ...kernels.vc_packed import accumulate_padded_into
 from ...stats.packed import PackedLayout
 from ...stats.standardize import Standardization
@@ -341,7 +341,7 @@ def _add_by_position(parts: list[Partial], lo: int, span: int) -> Partial:
     present = np.flatnonzero(seen)
     out = np.zeros((present.size, parts[0][1].shape[1]))
     for off, (_, values) in zip(offsets, parts, strict=True):
-        out[row[off]] += values  # keys are distinct within a part
+        add_rows_into(out, row[off], values)  # keys are distinct within a part
     return (present + lo).astype(parts[0][0].dtype), out
 
 

@@ -82,6 +82,10 @@ def _block_step(ev: Evaluator, lam: np.ndarray, q: int) -> kernels.StepSums:
     return ev.step(lam, q)
 
 
+def _block_steps(ev: Evaluator, lams: list, q: int) -> list:
+    return [ev.step(lam, q) for lam in lams]
+
+
 def _block_hessian(
     ev: Evaluator, lam: np.ndarray, basis: np.ndarray, w: np.ndarray
 ) -> kernels.HessianSums:
@@ -283,6 +287,12 @@ class DaskEngine:
     def step(self, lam: np.ndarray, q: int) -> kernels.StepSums:
         """Σ over groups of the per-step contributions (DESIGN.md §3–4)."""
         return functools.reduce(operator.add, self._map(_block_step, lam=lam, q=q))
+
+    def steps(self, lams: list[np.ndarray], q: int) -> list[kernels.StepSums]:
+        """:meth:`step` at each of ``lams``, in one round trip (the optimizer's starts):
+        the same sums, added over the blocks in the same order."""
+        parts = self._map(_block_steps, lams=list(lams), q=q)
+        return [functools.reduce(operator.add, [p[i] for p in parts]) for i in range(len(lams))]
 
     def hessian(self, lam: np.ndarray, basis: np.ndarray, w: np.ndarray) -> kernels.HessianSums:
         """Σ over groups of the Hessian contributions (DESIGN.md §5)."""

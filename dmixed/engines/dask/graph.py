@@ -21,6 +21,7 @@ import operator
 import dask
 import numpy as np
 
+from ...design.columnar import columns_design_applies
 from ...design.partitions import select_columns
 from ...errors import SpecError
 from ...stats.packed import PackedLayout
@@ -32,6 +33,7 @@ from .combine import (
     sum_vectors,
     target_map,
 )
+from .parquet_direct import parquet_reads
 from .partials import (
     build_slot_plan,
     chain_partials,
@@ -241,8 +243,19 @@ def _partial_tasks(ddf, spec, slot_arg, packed, key_dtype, n_blocks, n_chains, c
     recipes = chain_recipes(ddf, n_chains, mode, allow_fallback=client is not None)
     if recipes is not None:
         chain = dask.delayed(chain_partials, nout=5, pure=True)
+        direct = columns_design_applies(spec)  # else the design needs pandas frames
         return [
-            chain(rec, spec, slot_arg, packed, n_blocks, key_dtype, std, exchange)
+            chain(
+                rec,
+                spec,
+                slot_arg,
+                packed,
+                n_blocks,
+                key_dtype,
+                std,
+                exchange,
+                parquet_reads(rec, spec) if direct else None,
+            )
             for rec in recipes
         ]
     resident = resident_chains(ddf, client, mode)

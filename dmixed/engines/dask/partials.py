@@ -31,12 +31,19 @@ import numpy as np
 import pandas as pd
 
 from ... import kernels
+from ...design.columnar import (
+    columns_design,
+    columns_design_applies,
+    design_columns,
+    frame_columns,
+)
 from ...kernels.vc_packed import accumulate_padded_into
 from ...stats.keys import key_series, key_values
 from ...stats.packed import PackedLayout
 from ...stats.slots import SlotMap, present_pairs
 from ...stats.standardize import Standardization
 from .combine import GroupAccumulator, split_buckets
+from .parquet_direct import ParquetReads, read_columns
 from .pieces import Pieces, compute_piece
 from .progress import BatchedReport, report_partitions
 from .ragged import RaggedAccumulator, RaggedPacked, ragged_rows, rows_overlap, tables_bytes
@@ -63,9 +70,9 @@ def partition_rows(pdf: pd.DataFrame, spec, slot_map: SlotMap | None, padded: bo
     (:func:`~dmixed.stats.keys.key_values`), ``Z̃`` the padded random design (None when
     not ``padded``: the ragged pass, :mod:`~dmixed.engines.dask.ragged`).
     """
-    if len(pdf) == 0:
+    dm = partition_design(pdf, spec)
+    if dm is None:
         return None, 0
-    dm = spec.transform(pdf)
     if dm.endog.shape[0] == 0:
         return None, dm.n_dropped
     keys = key_values(dm.groups)
@@ -77,6 +84,22 @@ def partition_rows(pdf: pd.DataFrame, spec, slot_map: SlotMap | None, padded: bo
         slots, widths = slot_map.lookup(keys, dm.vc_cols, dm.vc_vals), list(slot_map.widths)
     ztilde = kernels.dense_random_design(dm.exog_re, slots, dm.vc_vals, widths)
     return (dm, keys, ztilde), dm.n_dropped
+
+
+def partition_design(pdf, spec):
+    """The spec's design matrices of one partition (None: no rows), given as a pandas
+    frame or as numpy columns (:func:`~dmixed.engines.dask.parquet_direct.read_columns`):
+    from the columns where :func:`~dmixed.design.columnar.columns_design` builds them
+    (the same matrices, without the frame's checks), else ``spec.transform``."""
+    dm = None
+    if columns_design_applies(spec):
+        columns = pdf if isinstance(pdf, dict) else frame_columns(pdf, design_columns(spec))
+        dm = None if columns is None else columns_design(spec, columns)
+    if dm is not None:
+        return dm
+    if isinstance(pdf, dict):
+        pdf = pd.DataFrame(pdf)
+    return spec.transform(pdf) if len(pdf) else None
 
 
 def partition_standardization(dm, spec) -> Standardization:
@@ -175,8 +198,8 @@ def accumulate_frames(
             keys = keys.astype(acc.key_dtype)
         if router.take(keys, dm, ztilde, std):
             # a partial is now fewer bytes than the rows: add the buffered rows here
-            for buffered in router.switch():
-                sums = acc.add(buffered.keys, buffered, buffered.ztilde, std, widths)
+            for pending in router.switch():
+                sums = acc.add(pending.keys, pending.dm, pending.ztilde, std, widths)
                 glob += packed.pack_global(sums)
         else:
             glob += packed.pack_global(acc.add(keys, dm, ztilde, std, widths))
@@ -222,15 +245,17 @@ def chain_partials(
     key_dtype,
     std: Standardization | None = None,
     exchange: str = "auto",
+    reads: ParquetReads | None = None,
 ) -> tuple:
     """Partial statistics of a chain of partitions, read one after the other here.
 
     Every partition is read, reduced into the chain's accumulator and dropped, so a
     worker holds one partition plus one row of statistics per group seen.  Same output
-    as :func:`partition_partials`.
+    as :func:`partition_partials`.  ``reads``: the partitions read as numpy columns
+    (:mod:`~dmixed.engines.dask.parquet_direct`), where they can be.
     """
     return accumulate_frames(
-        (compute_piece(graph, out_key) for graph, out_key, _ in pieces.items),
+        chain_frames(pieces, reads),
         spec,
         slot_map,
         packed,
@@ -239,6 +264,17 @@ def chain_partials(
         std,
         exchange,
     )
+
+
+def chain_frames(pieces: Pieces, reads: ParquetReads | None = None):
+    """A chain's partitions, one at a time: numpy columns where ``reads`` gives a plain
+    Parquet read of the partition and the file matches it
+    (:func:`~dmixed.engines.dask.parquet_direct.read_columns`), else the pandas frame
+    its piece computes."""
+    direct = [None] * len(pieces) if reads is None else reads.items
+    for (graph, out_key, _), read in zip(pieces.items, direct, strict=True):
+        columns = None if read is None else read_columns(read)
+        yield compute_piece(graph, out_key) if columns is None else columns
 
 
 def resident_chain_partials(

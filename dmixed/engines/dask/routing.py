@@ -125,6 +125,26 @@ class RoutedRows:
     def compact(cls, keys, dm, ztilde: np.ndarray, std=None) -> RoutedRows:
         """The rows of design matrices ``dm`` (``endog``, ``exog``, ``exog_re``,
         ``weights``) and padded random design ``ztilde``, with group ``keys``."""
+        distinct, x_src, y_src, z_src, vc_pos, vc_val = cls._sources(dm, ztilde)
+        cols = np.empty((len(distinct), keys.size)).T
+        for i, col in enumerate(distinct):
+            cols[:, i] = col
+        w = None if dm.weights is None else np.asarray(dm.weights, dtype=np.float64)
+        width = np.shape(ztilde)[1]
+        return cls(np.asarray(keys), cols, x_src, int(y_src), z_src, w, std, vc_pos, vc_val, width)
+
+    @classmethod
+    def sent_bytes(cls, keys, dm, ztilde: np.ndarray) -> int:
+        """:attr:`nbytes` of :meth:`compact` of these rows, without compacting them."""
+        distinct, *_, vc_pos, vc_val = cls._sources(dm, ztilde)
+        extra = 0 if dm.weights is None else 8 * keys.size
+        if vc_pos is not None:
+            extra += vc_pos.nbytes + vc_val.nbytes
+        return key_bytes(np.asarray(keys)) + 8 * keys.size * len(distinct) + extra
+
+    @staticmethod
+    def _sources(dm, ztilde: np.ndarray) -> tuple:
+        """``(distinct columns, x_src, y_src, z_src, vc_pos, vc_val)`` of :meth:`compact`."""
         distinct: list[np.ndarray] = []
 
         def source(col: np.ndarray) -> int:
@@ -145,12 +165,7 @@ class RoutedRows:
         if vc_pos is not None:
             z = z[:, :q]
         z_src = np.array([source(z[:, a]) for a in range(z.shape[1])], dtype=np.int64)
-        cols = np.empty((len(distinct), keys.size)).T
-        for i, col in enumerate(distinct):
-            cols[:, i] = col
-        w = None if dm.weights is None else np.asarray(dm.weights, dtype=np.float64)
-        width = np.shape(ztilde)[1]
-        return cls(np.asarray(keys), cols, x_src, int(y_src), z_src, w, std, vc_pos, vc_val, width)
+        return distinct, x_src, y_src, z_src, vc_pos, vc_val
 
     @property
     def nbytes(self) -> int:
@@ -305,6 +320,18 @@ class DistinctKeys:
 
 
 @dataclass
+class PendingRows:
+    """Rows a chain routes, held as the design gave them: compacted
+    (:meth:`RoutedRows.compact`) only when they are sent, and added to the chain's own
+    accumulator as they are when it switches to a partial (no copy either way)."""
+
+    keys: np.ndarray
+    dm: object
+    ztilde: np.ndarray
+    std: Standardization | None
+
+
+@dataclass
 class Router:
     """One chain's exchange (module doc): route rows until a partial is fewer bytes.
 
@@ -330,10 +357,9 @@ class Router:
         """Buffer these rows when routing (True), else leave them to the caller."""
         if not self.routing:
             return False
-        rows = RoutedRows.compact(keys, dm, ztilde, std)
-        self.buffer.append(rows)
-        self.rows_bytes += rows.nbytes
-        self.seen.add(rows.keys)
+        self.buffer.append(PendingRows(keys, dm, ztilde, std))
+        self.rows_bytes += RoutedRows.sent_bytes(keys, dm, ztilde)
+        self.seen.add(np.asarray(keys))
         self.key_size = OBJECT_KEY_BYTES if keys.dtype == object else keys.dtype.itemsize
         return True
 
@@ -342,7 +368,7 @@ class Router:
         """Bytes of the partial of the groups seen so far."""
         return self.seen.count * (self.key_size + 8 * self.width)
 
-    def switch(self) -> list[RoutedRows]:
+    def switch(self) -> list[PendingRows]:
         """The buffered rows to accumulate here when a partial is now the cheaper form
         (and stop routing); else an empty list."""
         if not self.routing or self.mode == "rows":
@@ -357,7 +383,11 @@ class Router:
         """The rows routed to each bucket (None everywhere when not routing)."""
         if not self.routing or not self.buffer:
             return [None] * n_buckets
-        return split_routed(self.buffer, n_buckets)
+        compacted = []
+        while self.buffer:  # each one's design rows released once compacted
+            rows = self.buffer.pop(0)
+            compacted.append(RoutedRows.compact(rows.keys, rows.dm, rows.ztilde, rows.std))
+        return split_routed(compacted, n_buckets)
 
 
 def exchange_report(parts: list, routed: list) -> dict:

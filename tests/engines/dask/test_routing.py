@@ -19,7 +19,8 @@ import pytest
 import dmixed
 from dmixed.engines.dask.blocks import assemble_blocks, reorder
 from dmixed.engines.dask.data_pass import group_key_dtype
-from dmixed.engines.dask.graph import block_graph, project_columns
+from dmixed.engines.dask.graph import block_graph, chain_recipes, project_columns
+from dmixed.engines.dask.partials import chain_partials
 from dmixed.engines.dask.routing import (
     DistinctKeys,
     RoutedRows,
@@ -162,6 +163,7 @@ def test_routed_rows_keep_the_design():
     np.testing.assert_array_equal(rows.ztilde, exog[:, :2])
     np.testing.assert_array_equal(rows.endog, y)
     assert rows.nbytes == n * 8 * 5
+    assert RoutedRows.sent_bytes(keys, dm, dm.exog_re) == rows.nbytes  # without copying
     pieces = split_routed([rows, rows.take(slice(0, 10))], 3)
     got = np.concatenate([p.keys for bucket in pieces if bucket for p in bucket])
     np.testing.assert_array_equal(np.sort(got), np.sort(np.concatenate([keys, keys[:10]])))
@@ -180,9 +182,42 @@ def test_distinct_keys_are_counted(keys):
 def test_router_switches_once_partials_are_cheaper():
     router = Router("auto", width=12)
     dm = SimpleNamespace(endog=np.zeros(100), exog=np.ones((100, 1)), weights=None)
-    assert router.take(np.zeros(100, dtype=np.int64), dm, np.ones((100, 1)), None)
-    assert len(router.switch()) == 1 and not router.routing
-    assert not router.take(np.zeros(100, dtype=np.int64), dm, np.ones((100, 1)), None)
+    keys = np.zeros(100, dtype=np.int64)
+    assert router.take(keys, dm, np.ones((100, 1)), None)
+    (pending,) = router.switch()
+    assert not router.routing
+    assert pending.dm is dm and pending.keys is keys  # the rows as given: no copy
+    assert not router.take(keys, dm, np.ones((100, 1)), None)
+
+
+def test_a_chain_that_switches_sums_its_rows_as_a_chain_of_partials(monkeypatch):
+    """The rows buffered before the switch are added as the design gave them: the
+    chain's partial is that of a chain that never routed, bit for bit."""
+    df = _frame(300, 12, seed=5)
+    ddf = _ddf(df, 6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        spec = dmixed.MixedLM.from_formula(FORMULA, data=ddf, groups="g", **SLOPE).spec
+    (recipe,) = chain_recipes(project_columns(ddf, spec), 1)
+    packed = PackedLayout(2, 4)
+    switched = []
+    switch = Router.switch
+
+    def recorded(router):
+        switched.append(switch(router))
+        return switched[-1]
+
+    monkeypatch.setattr(Router, "switch", recorded)
+    out = {
+        mode: chain_partials(recipe, spec, None, packed, 2, np.dtype(np.int64), None, mode)
+        for mode in ("auto", "partials")
+    }
+    assert out["auto"][4]["form"] == "partials"
+    assert max(len(rows) for rows in switched) >= 1  # it routed rows, then switched
+    np.testing.assert_array_equal(out["auto"][1], out["partials"][1])
+    for part_a, part_p in zip(out["auto"][0], out["partials"][0], strict=True):
+        np.testing.assert_array_equal(part_a[0], part_p[0])
+        np.testing.assert_array_equal(part_a[1], part_p[1])
 
 
 def test_exchange_mode_is_checked():
@@ -207,6 +242,7 @@ def test_routed_rows_send_variance_components_as_slots():
     rows = RoutedRows.compact(keys, dm, ztilde, None)
     assert rows.cols.shape == (n, 2)  # x1, y
     assert rows.nbytes == n * 8 * 5  # keys, x1, y, the slot and its value
+    assert RoutedRows.sent_bytes(keys, dm, ztilde) == rows.nbytes
     np.testing.assert_array_equal(rows.ztilde, ztilde)
     both = RoutedRows.concat([rows, rows.take(slice(5, 20))])
     np.testing.assert_array_equal(both.ztilde, np.concatenate([ztilde, ztilde[5:20]]))

@@ -1,0 +1,163 @@
+"""Parquet partitions read by a chain with pyarrow, straight to numpy columns.
+
+A chain (:func:`~dmixed.engines.dask.partials.chain_partials`) computes each partition
+from its graph piece: for ``dd.read_parquet`` that is Dask's reader, which opens the
+file through fsspec, reads it with pyarrow and converts the table to a pandas frame
+(≈ 47 ms CPU a 1.25M-row partition of 5 columns, against ≈ 39 ms for
+``pyarrow.parquet.ParquetFile.read`` and the columns to numpy; benchmarks/RESULTS.md).
+When the model's design is built from numpy columns anyway
+(:func:`~dmixed.design.columnar.columns_design_applies`), the chain reads such a
+partition itself: :func:`parquet_reads` recognizes, on the driver, pieces that are one
+task of Dask's Parquet reader over a local file with nothing else asked of it (no
+filter, no hive partition, no index, no categories, no dtype backend, numeric columns),
+and :func:`read_columns` reads one on the worker.  The values are those Dask's frame
+would hold (float64 and int64 columns without nulls: the same numbers); a file whose
+schema or nulls differ from that returns None and the chain computes the piece as
+before.  Dask's reader is recognized by its classes
+(``dask.dataframe.io.parquet``'s ``ParquetFunctionWrapper`` and
+``ArrowDatasetEngine``): any other version or shape of task is simply not recognized.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...design.columnar import design_columns
+from .pieces import Pieces
+
+__all__ = ["ParquetReads", "parquet_reads", "read_columns"]
+
+#: The numpy dtypes read directly, with the Arrow type each must have in the file.
+_ARROW_TYPES = {"float64": "double", "int64": "int64"}
+#: Options of Dask's reader (``common_kwargs``) that change nothing for such a read.
+_PLAIN_OPTIONS = {
+    "partitions": ([], (), None),
+    "categories": (None, [], ()),
+    "filters": (None,),
+    "dtype_backend": (None,),
+    "read": ({}, {"open_file_options": {}}),
+}
+_IGNORED_OPTIONS = {"schema", "dataset", "convert_string"}
+
+
+class ParquetReads:
+    """Per partition of a chain, ``(path, row_groups, columns)`` of its Parquet read
+    (``row_groups`` None: the whole file; ``columns``: ``(name, numpy dtype)`` pairs),
+    or None where the chain computes the piece.  Opaque to Dask (no traversal of its
+    tuples), like :class:`~dmixed.engines.dask.pieces.Pieces`."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: list) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __dask_tokenize__(self):
+        return ("dmixed-parquet-reads", repr(self.items))
+
+
+def _reader_classes():
+    try:
+        from dask.dataframe.io.parquet.arrow import ArrowDatasetEngine
+        from dask.dataframe.io.parquet.core import ParquetFunctionWrapper
+        from fsspec.implementations.local import LocalFileSystem
+    except ImportError:  # pragma: no cover - another dask or fsspec
+        return None
+    return ParquetFunctionWrapper, ArrowDatasetEngine, LocalFileSystem
+
+
+def _plain_options(options: dict) -> bool:
+    for key, value in options.items():
+        if key in _IGNORED_OPTIONS:
+            continue
+        if key not in _PLAIN_OPTIONS or not any(value == ok for ok in _PLAIN_OPTIONS[key]):
+            return False
+    dataset = options.get("dataset") or {}
+    fmt = dataset.get("format")
+    read_options = getattr(fmt, "read_options", None)
+    return set(dataset) <= {"partitioning", "format"} and not getattr(
+        read_options, "dictionary_columns", None
+    )
+
+
+def _piece_read(piece, names: list[str], classes) -> tuple | None:
+    """``(path, row_groups, columns)`` of one piece that is a plain Parquet read of
+    (at least) the columns ``names``, else None."""
+    wrapper_cls, engine_cls, local_fs = classes
+    graph, out_key, leaf_key = piece
+    if leaf_key is not None or len(graph) != 1 or out_key not in graph:
+        return None
+    task = graph[out_key]
+    wrapper = getattr(task, "func", None)
+    args = getattr(task, "args", None)
+    if type(wrapper) is not wrapper_cls or getattr(task, "kwargs", None) or not args:
+        return None
+    part = args[0]
+    if len(args) != 1 or not isinstance(part, dict) or set(part) - {"piece", "kwargs"}:
+        return None
+    if part.get("kwargs") or not isinstance(part.get("piece"), tuple):
+        return None
+    path, row_groups, partition_keys = (tuple(part["piece"]) + (None, None))[:3]
+    if (
+        not isinstance(path, str)
+        or partition_keys
+        or wrapper.engine is not engine_cls
+        or type(wrapper.fs) is not local_fs
+        or wrapper.index
+        or wrapper.dtype_backend is not None
+        or not _plain_options(dict(wrapper.common_kwargs))
+    ):
+        return None
+    if row_groups is not None and not all(isinstance(r, int) for r in row_groups):
+        return None
+    columns = list(wrapper.columns or [])
+    dtypes = wrapper.meta.dtypes
+    if not set(names) <= set(columns):
+        return None
+    pairs = []
+    for name in names:
+        dtype = dtypes[name]
+        if not isinstance(dtype, np.dtype) or dtype.name not in _ARROW_TYPES:
+            return None
+        pairs.append((name, dtype.name))
+    rgs = None if row_groups is None else tuple(int(r) for r in row_groups)
+    return path, rgs, tuple(pairs)
+
+
+def parquet_reads(pieces: Pieces, spec) -> ParquetReads | None:
+    """The chain's partitions as plain Parquet reads of the spec's columns
+    (:func:`~dmixed.design.columnar.design_columns`), where they are; None when none
+    is (the chain then computes every piece)."""
+    classes = _reader_classes()
+    if classes is None:  # pragma: no cover - another dask or fsspec
+        return None
+    names = design_columns(spec)
+    items = [_piece_read(piece, names, classes) for piece in pieces.items]
+    return ParquetReads(items) if any(item is not None for item in items) else None
+
+
+def read_columns(read: tuple) -> dict[str, np.ndarray] | None:
+    """The columns of one :class:`ParquetReads` item as numpy arrays, read with pyarrow
+    on this thread; None when the file lacks one of them, or they are not of the
+    expected Arrow types or hold nulls (Dask's frame would then differ, or Dask raises:
+    the caller computes the piece)."""
+    import pyarrow.parquet as pq
+
+    path, row_groups, pairs = read
+    names = [name for name, _ in pairs]
+    with pq.ParquetFile(path) as file:
+        if not set(names) <= set(file.schema_arrow.names):
+            return None  # Dask's reader raises (a file lacking a column), worded by dmixed
+        if row_groups is None:
+            table = file.read(columns=names, use_threads=False)
+        else:
+            table = file.read_row_groups(list(row_groups), columns=names, use_threads=False)
+    out = {}
+    for name, dtype in pairs:
+        column = table.column(name)
+        if str(column.type) != _ARROW_TYPES[dtype] or column.null_count:
+            return None
+        out[name] = column.to_numpy()
+    return out

@@ -1,0 +1,110 @@
+"""dmixed.design.columnar: the design matrices of plain numeric formulas from numpy
+columns are ``ModelSpec.transform``'s, bit for bit; anything the frame's rules would
+change is left to ``transform``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dmixed.design import build_spec
+from dmixed.design.columnar import (
+    columns_design,
+    columns_design_applies,
+    design_columns,
+    frame_columns,
+)
+
+
+def _frame(n: int = 60, seed: int = 5) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "y": rng.normal(size=n) + 1e6,
+            "x1": rng.normal(size=n),
+            "x2": rng.integers(-5, 5, n),
+            "x3": rng.normal(size=n).astype(np.float32),
+            "xb": rng.integers(0, 2, n).astype(bool),
+            "a": np.array(["lo", "hi"], dtype=object)[rng.integers(0, 2, n)],
+            "w": rng.uniform(1, 2, n),
+            "g": rng.integers(0, 7, n),
+        }
+    )
+
+
+PLAIN = [
+    ("y ~ x1 + x2 + x3", "1 + x1"),
+    ("y ~ x1", None),
+    ("y ~ 0 + x1 + x2", "0 + x2"),
+    ("y ~ x1 + x2", "1 + x3"),
+    ("y ~ x1 + x1:x2", "1 + x1"),
+]
+
+
+def _same(a, b) -> None:
+    for name in ("endog", "exog", "exog_re", "groups"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert x.dtype == y.dtype and x.shape == y.shape, name
+        np.testing.assert_array_equal(x, y, err_msg=name)  # bit for bit
+    assert a.weights is None and b.weights is None
+    assert (a.n_dropped, a.keep, a.vc_cols, a.vc_vals) == (0, None, [], [])
+    assert b.n_dropped == 0 and b.keep is None
+
+
+@pytest.mark.parametrize(("formula", "re_formula"), PLAIN)
+@pytest.mark.parametrize("group_dtype", [np.int64, np.int32, np.uint64])
+def test_same_matrices_as_transform(formula, re_formula, group_dtype):
+    df = _frame()
+    df["g"] = df["g"].astype(group_dtype)
+    spec = build_spec(df, formula, "g", re_formula=re_formula)
+    assert columns_design_applies(spec)
+    columns = frame_columns(df, design_columns(spec))
+    assert columns is not None
+    _same(columns_design(spec, columns), spec.transform(df))
+    # the same from copies (as read from a file), and from no rows
+    _same(columns_design(spec, {k: np.array(v) for k, v in columns.items()}), spec.transform(df))
+    empty = columns_design(spec, {k: v[:0] for k, v in columns.items()})
+    assert empty.endog.shape == (0,) and empty.exog.shape[0] == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        (lambda d: d.assign(x1=d["x1"].where(d.index != 3)), "NaN: transform drops or raises"),
+        (lambda d: d.assign(x2=np.where(d.index == 3, np.inf, d["x2"])), "inf: refused"),
+        (lambda d: d.assign(g=d["g"].astype(float)), "float group keys"),
+        (lambda d: d.assign(g=d["g"].astype(str).astype(object)), "label keys"),
+        (lambda d: d.assign(x1=d["xb"]), "booleans"),
+        (lambda d: d.drop(columns="x2"), "a column absent"),
+    ],
+)
+def test_left_to_transform(change, why):
+    spec = build_spec(_frame(), "y ~ x1 + x2", "g", re_formula="1 + x1")
+    df = change(_frame())
+    columns = {c: df[c].to_numpy() for c in design_columns(spec) if c in df.columns}
+    assert columns_design(spec, columns) is None, why
+
+
+def test_frame_columns_only_numpy_columns():
+    df = _frame()
+    assert frame_columns(df, ["y", "g"]) is not None
+    assert frame_columns(df, ["y", "nope"]) is None
+    assert frame_columns(df.assign(y=pd.array(df["y"], dtype="Float64")), ["y"]) is None
+    twice = pd.concat([df[["y"]], df[["y"]]], axis=1)
+    assert frame_columns(twice, ["y"]) is None
+
+
+@pytest.mark.parametrize(
+    ("formula", "kw"),
+    [
+        ("y ~ x1 + C(a)", {}),
+        ("y ~ x1 + a", {}),
+        ("y ~ x1", {"weights": "w"}),
+        ("y ~ x1", {"vc_formula": {"a": "0 + C(a)"}}),
+        ("y ~ np.log(w)", {}),
+    ],
+)
+def test_applies_only_to_plain_numeric_formulas(formula, kw):
+    spec = build_spec(_frame(), formula, "g", **kw)
+    assert not columns_design_applies(spec)

@@ -1,0 +1,172 @@
+"""dmixed.engines.dask.parquet_direct: chains read plain Parquet partitions with pyarrow
+straight to numpy, and the statistics are those of Dask's pandas frames bit for bit."""
+
+from __future__ import annotations
+
+import dask
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import dmixed
+import dmixed.engines.dask.graph as graph_module
+from dmixed.engines.dask.graph import chain_recipes, project_columns
+from dmixed.engines.dask.parquet_direct import parquet_reads, read_columns
+from dmixed.engines.dask.partials import chain_partials
+from dmixed.engines.dask.pieces import compute_piece
+from dmixed.stats.packed import PackedLayout
+
+FORMULA = "y ~ x1 + x2"
+RE = "1 + x1"
+
+
+def _frame(n: int = 1200, groups: int = 90, seed: int = 3) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    g = rng.integers(0, groups, n)
+    x1, x2 = rng.normal(size=n), rng.normal(size=n) + 50.0
+    b = rng.normal(size=(groups, 2))
+    y = 1e3 + 2 * x1 - x2 + b[g, 0] + b[g, 1] * x1 + rng.normal(size=n)
+    return pd.DataFrame({"g": g, "x1": x1, "x2": x2, "y": y, "s": np.array(["a", "b"])[g % 2]})
+
+
+def _write(df: pd.DataFrame, path, n_files: int, row_group_size: int = 100) -> None:
+    path.mkdir(exist_ok=True)
+    for i, rows in enumerate(np.array_split(np.arange(len(df)), n_files)):
+        table = pa.Table.from_pandas(df.iloc[rows], preserve_index=False)
+        pq.write_table(table, path / f"part-{i:03d}.parquet", row_group_size=row_group_size)
+
+
+def _chain(ddf):
+    spec = dmixed.mixedlm(FORMULA, ddf, groups="g", re_formula=RE).spec
+    (recipe,) = chain_recipes(project_columns(ddf, spec), 1)
+    return spec, recipe
+
+
+@pytest.mark.parametrize("split_row_groups", [False, True])
+def test_reads_are_the_frames_columns(tmp_path, split_row_groups):
+    _write(_frame(), tmp_path / "d", 3)
+    ddf = dd.read_parquet(tmp_path / "d", split_row_groups=split_row_groups)
+    spec, recipe = _chain(ddf)
+    reads = parquet_reads(recipe, spec)
+    assert reads is not None and all(item is not None for item in reads.items)
+    for item, (graph, out_key, _) in zip(reads.items, recipe.items, strict=True):
+        frame = compute_piece(graph, out_key)
+        columns = read_columns(item)
+        assert set(columns) == {"g", "x1", "x2", "y"}
+        for name, values in columns.items():
+            expected = frame[name].to_numpy()
+            assert values.dtype == expected.dtype
+            np.testing.assert_array_equal(values, expected)
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        {"filters": [("x1", ">", 0)]},
+        {"index": "g"},
+        {"dtype_backend": "pyarrow"},
+        {"dtype_backend": "numpy_nullable"},
+    ],
+)
+def test_not_plain_reads_are_computed_by_dask(tmp_path, how):
+    _write(_frame(), tmp_path / "d", 3)
+    ddf = dd.read_parquet(tmp_path / "d", **how)
+    if "index" in how:
+        ddf = ddf.reset_index()
+    spec, recipe = _chain(ddf)
+    assert parquet_reads(recipe, spec) is None
+
+
+def test_hive_partitions_and_float32_are_computed_by_dask(tmp_path):
+    df = _frame()
+    df.to_parquet(tmp_path / "hive", partition_cols=["s"])
+    spec, recipe = _chain(dd.read_parquet(tmp_path / "hive"))
+    assert parquet_reads(recipe, spec) is None
+    _write(df.assign(x2=df["x2"].astype(np.float32)), tmp_path / "f32", 2)
+    spec, recipe = _chain(dd.read_parquet(tmp_path / "f32"))
+    assert parquet_reads(recipe, spec) is None
+
+
+def _partials(recipe, spec, reads):
+    packed = PackedLayout(2, 4)  # r = 2; [X y]: Intercept, x1, x2, y
+    return chain_partials(
+        recipe, spec, None, packed, 2, np.dtype(np.int64), None, "partials", reads
+    )
+
+
+def _assert_identical(a, b) -> None:
+    (parts_a, glob_a, std_a, _, _), (parts_b, glob_b, std_b, _, _) = a, b
+    assert std_a == std_b
+    np.testing.assert_array_equal(glob_a, glob_b)
+    for (keys_a, values_a), (keys_b, values_b) in zip(parts_a, parts_b, strict=True):
+        np.testing.assert_array_equal(keys_a, keys_b)
+        np.testing.assert_array_equal(values_a, values_b)
+
+
+@pytest.mark.parametrize("n_files", [1, 2, 5])
+def test_statistics_bit_for_bit(tmp_path, n_files):
+    """The chain's partial from the direct reads is the one from Dask's frames (one
+    file: a partition per row group)."""
+    _write(_frame(), tmp_path / "d", n_files)
+    spec, recipe = _chain(dd.read_parquet(tmp_path / "d", split_row_groups=n_files == 1))
+    reads = parquet_reads(recipe, spec)
+    assert reads is not None
+    _assert_identical(_partials(recipe, spec, reads), _partials(recipe, spec, None))
+
+
+def test_file_unlike_the_schema_falls_back(tmp_path):
+    """A file with nulls where the collection's meta says float64: its frame (NaN, rows
+    dropped by the missing-value policy) is computed by Dask."""
+    df = _frame()
+    _write(df, tmp_path / "d", 3)
+    part = df.iloc[np.array_split(np.arange(len(df)), 3)[1]]
+    x1 = pa.array(part["x1"].to_numpy(), mask=np.arange(len(part)) % 9 == 0)
+    table = pa.Table.from_pandas(part, preserve_index=False).set_column(1, "x1", x1)
+    pq.write_table(table, tmp_path / "d" / "part-001.parquet")
+    ddf = dd.read_parquet(tmp_path / "d")
+    spec = dmixed.mixedlm(FORMULA, ddf, groups="g", re_formula=RE, missing="drop").spec
+    (recipe,) = chain_recipes(project_columns(ddf, spec), 1)
+    reads = parquet_reads(recipe, spec)
+    assert read_columns(reads.items[1]) is None and read_columns(reads.items[0]) is not None
+    _assert_identical(_partials(recipe, spec, reads), _partials(recipe, spec, None))
+
+
+def _fit(data, **kw):
+    return dmixed.mixedlm(FORMULA, data, groups="g", re_formula=RE, **kw).fit()
+
+
+@pytest.mark.parametrize("n_files", [1, 2, 5])
+def test_fit_does_not_depend_on_the_split(tmp_path, n_files, monkeypatch):
+    """The fit from Parquet files read directly is the fit of Dask's frames (identical)
+    and of the pandas frame (to 1e-10), however the rows are split into files."""
+    df = _frame()
+    _write(df, tmp_path / "d", n_files)
+    with dask.config.set(scheduler="sync"):
+        res = _fit(dd.read_parquet(tmp_path / "d"))
+        monkeypatch.setattr(graph_module, "parquet_reads", lambda recipe, spec: None)
+        through_frames = _fit(dd.read_parquet(tmp_path / "d"))
+    assert res.llf == through_frames.llf
+    np.testing.assert_array_equal(res.params, through_frames.params)
+    np.testing.assert_array_equal(res.bse, through_frames.bse)
+    ref = _fit(df.drop(columns="s"))
+    np.testing.assert_allclose(res.params, ref.params, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(res.bse, ref.bse, rtol=1e-8)
+    assert res.llf == pytest.approx(ref.llf, rel=1e-12)
+
+
+def test_file_lacking_a_column_is_left_to_dask(tmp_path):
+    """Dask takes the columns from the first file; a later file without one is read by
+    Dask's reader, whose error dmixed words (tests/engines/dask/test_checks.py)."""
+    df = _frame()
+    _write(df, tmp_path / "d", 2)
+    pq.write_table(
+        pa.Table.from_pandas(df.drop(columns="x2"), preserve_index=False),
+        tmp_path / "d" / "part-001.parquet",
+    )
+    spec, recipe = _chain(dd.read_parquet(tmp_path / "d"))
+    reads = parquet_reads(recipe, spec)
+    assert read_columns(reads.items[0]) is not None
+    assert read_columns(reads.items[1]) is None
