@@ -89,7 +89,10 @@ LOCAL_SCHEDULERS = frozenset(
 
 
 def resolve_client(client):
-    """Explicit client → the current distributed client → None (in-process).
+    """Explicit client → the current distributed client, when it is running → None
+    (in-process).  A default client that is not running is passed over: a ``Client``
+    whose construction failed (an unknown address scheme, say) stays distributed's
+    default, "connecting" for ever, and would fail every later fit of the process.
 
     Raises
     ------
@@ -107,9 +110,10 @@ def resolve_client(client):
     from distributed import default_client
 
     try:
-        return default_client()
+        current = default_client()
     except ValueError:  # no client in this process
         return None
+    return current if getattr(current, "status", "running") == "running" else None
 
 
 def resolve_engine(engine: str | None) -> str:

@@ -687,3 +687,19 @@ def test_subprocess_scheduler_and_workers(tmp_path):
             assert time.perf_counter() - t0 < 60
         finally:
             client.close()
+
+
+def test_a_client_that_failed_to_start_is_not_used():
+    """A ``Client`` whose construction failed stays distributed's default client
+    ("connecting"): fits that follow in the process run in-process, not on it."""
+    from dmixed.engines.dask.data_pass import resolve_client
+
+    with pytest.raises(ValueError, match="unknown address scheme"):
+        Client("foo://127.0.0.1:9", timeout=1)
+    assert resolve_client(None) is None
+    df = make_data(n_groups=12, seed=4)
+    ddf = dd.from_pandas(df, npartitions=2)
+    with dask.config.set(scheduler="sync"):
+        res = dmixed.mixedlm("y ~ x1", ddf, groups="g").fit()
+    ref = dmixed.mixedlm("y ~ x1", df, groups="g").fit()
+    np.testing.assert_allclose(res.params, ref.params, rtol=1e-9)
