@@ -12,7 +12,6 @@ import numpy as np
 
 from .. import kernels
 from ..design.arrays import RowData
-from ..kernels.buffers import in_group_buffers
 from ..kernels.vc_blocks import one_entry_per_row, ragged_statistics
 from ..stats import FittedStatistics, GlobalStats, GroupArrays, Layout
 from ..stats.keys import sorted_codes
@@ -55,13 +54,11 @@ class LocalEngine:
 
     def step(self, lam: np.ndarray, q: int) -> kernels.StepSums:
         """Σ over groups of the per-step contributions (DESIGN.md §3–4)."""
-        block = self.block
-        return in_group_buffers(block.n_groups, kernels.step_contributions, block, lam, q)
+        return kernels.step_contributions(self.block, lam, q)
 
     def hessian(self, lam: np.ndarray, basis: np.ndarray, w: np.ndarray) -> kernels.HessianSums:
         """Σ over groups of the Hessian contributions (DESIGN.md §5)."""
-        block = self.block
-        return in_group_buffers(block.n_groups, kernels.hessian_contributions, block, lam, basis, w)
+        return kernels.hessian_contributions(self.block, lam, basis, w)
 
     def moments(self) -> kernels.MomentSums:
         """Σ over groups of the parameter-free moment sums (starting values)."""
@@ -69,8 +66,7 @@ class LocalEngine:
 
     def random_effects(self, lam: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-group BLUPs and conditional covariances relative to σ² (DESIGN.md §6)."""
-        block = self.block
-        return in_group_buffers(block.n_groups, kernels.random_effects_block, block, lam, w)
+        return kernels.random_effects_block(self.block, lam, w)
 
     def gather(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-group ``zz`` (G, r, r) and ``zxy`` (G, r, p+1), in group order."""
