@@ -130,12 +130,21 @@ def agreement(ref, other) -> dict:
 
 def interleaved(funcs: dict, repeats: int) -> dict:
     """Warm (one untimed call each), then ``repeats`` rounds of one call each in turn.
-    A call that returns a dict with ``seconds`` (lme4, timed inside R) is counted by it."""
+    A call that returns a dict with ``seconds`` (lme4, timed inside R) is counted by it.
+
+    Each round takes the peers in a random order (seeded: the same rounds every run),
+    so each peer follows each other one about equally often: a fit right after
+    statsmodels' (hundreds of ms of Python) finds the caches cold and took 0.7-0.9 ms more
+    at 2k rows than after any other peer (RESULTS.md, eleventh session), which a fixed
+    order charged to whichever peer came after statsmodels every time."""
     for f in funcs.values():
         f()
     times: dict[str, list[float]] = {k: [] for k in funcs}
+    order = list(funcs.items())
+    rng = np.random.default_rng(0)
     for _ in range(repeats):
-        for k, f in funcs.items():
+        for j in rng.permutation(len(order)):
+            k, f = order[j]
             t0 = time.perf_counter()
             out = f()
             wall = time.perf_counter() - t0
