@@ -424,7 +424,12 @@ def _add_fit(sub) -> None:
     _add_common(fit)
     fit.add_argument("--formula", help="fixed part, e.g. 'y ~ x1 + C(site)'")
     fit.add_argument("--groups", help="grouping column")
-    fit.add_argument("--re-formula", dest="re_formula", help="random part (default: '1')")
+    fit.add_argument(
+        "--re-formula",
+        dest="re_formula",
+        help="random part within each group (default: '1', a random intercept, without "
+        "--vc; with --vc none, as statsmodels: give '1' for both)",
+    )
     fit.add_argument(
         "--vc",
         action="append",

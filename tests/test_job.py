@@ -111,3 +111,11 @@ def test_flags_take_enumerations_in_any_case_as_job_files_do():
 
     args = build_parser().parse_args(["fit", "--method", "ML", "--missing", "Drop"])
     assert (args.method, args.missing) == ("ml", "drop")
+
+
+def test_re_formula_help_says_what_runs_with_vc(capsys):
+    """The help said the default was '1'; with --vc the fit has no group intercept."""
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["fit", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "default: '1', a random intercept, without --vc; with --vc none" in text
