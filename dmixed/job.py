@@ -36,7 +36,7 @@ from pydantic import (
     field_validator,
 )
 
-from .cluster import read_config, resolve_config_paths
+from .cluster import read_config, resolve_config_paths, safe_load_yaml
 from .results.bootstrap import REPLICATES_LIMIT
 
 EXIT_OK, EXIT_CONFIG, EXIT_DATA, EXIT_NOT_CONVERGED, EXIT_CLUSTER = 0, 2, 3, 4, 5
@@ -254,7 +254,7 @@ def read_job_file(path: str) -> dict:
 
     try:
         with open(path) as fh:
-            data = yaml.safe_load(fh)  # safe: a job file cannot construct objects
+            data = safe_load_yaml(fh)  # safe: a job file cannot construct objects
     except OSError as exc:
         raise JobError(f"cannot read job file {path}: {exc}") from exc
     except UnicodeDecodeError as exc:
@@ -274,15 +274,26 @@ def read_job_file(path: str) -> dict:
 
 
 def parse_vc(items: list[str] | None) -> dict[str, str] | None:
-    """``--vc NAME=FORMULA`` (repeated) as the ``vc_formula`` mapping."""
+    """``--vc NAME=FORMULA`` (repeated) as the ``vc_formula`` mapping.
+
+    Raises
+    ------
+    JobError
+        An item without ``=``, a name or a formula, or a name given twice.
+    """
     if not items:
         return None
     out = {}
     for item in items:
-        name, sep, formula = item.partition("=")
-        if not sep or not name.strip() or not formula.strip():
+        name, sep, formula = (part.strip() for part in item.partition("="))
+        if not sep or not name or not formula:
             raise JobError(f"--vc expects NAME=FORMULA, got {item!r}")
-        out[name.strip()] = formula.strip()
+        if name in out:
+            raise JobError(
+                f"--vc defines the variance component {name!r} twice "
+                f"({out[name]!r} and {formula!r}): give each a name of its own"
+            )
+        out[name] = formula
     return out
 
 
