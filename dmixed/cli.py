@@ -378,6 +378,23 @@ def _last_fit(stats_dir: str) -> list | None:
     return values
 
 
+def _refuse_included(included: list[dict], new_inputs: list[dict], stats_dir) -> None:
+    """Refuse inputs already in the statistics: by path, or by content under another
+    name (a copy of an included file; :func:`dmixed.stats.inputs.same_content`)."""
+    from .stats.inputs import same_content
+
+    done = {i["path"] for i in included}
+    again = [i["path"] for i in new_inputs if i["path"] in done]
+    copies = same_content([i for i in new_inputs if i["path"] not in done], included)
+    again += [f"{path} (the content of {earlier})" for path, earlier in copies]
+    if again:
+        more = f" and {len(again) - 3} more" if len(again) > 3 else ""
+        raise JobError(
+            f"{len(again)} input(s) already included in the statistics of {stats_dir}: "
+            f"{', '.join(again[:3])}{more}; adding them again would count their rows twice"
+        )
+
+
 @_under_stats_lock
 def run_update(job: Job) -> int:
     """``dmixed update``: statistics of the new files added to the saved ones, refit."""
@@ -392,14 +409,7 @@ def run_update(job: Job) -> int:
     spec = ModelSpec.from_dict(manifest["spec"])
     ddf, files = read_data(job)
     new_inputs = checkpoint.input_fingerprint(files, job.storage_options)
-    done = {i["path"] for i in manifest.get("inputs", [])}
-    again = [i["path"] for i in new_inputs if i["path"] in done]
-    if again:
-        more = f" and {len(again) - 3} more" if len(again) > 3 else ""
-        raise JobError(
-            f"{len(again)} input(s) already included in the statistics of {job.stats_dir}: "
-            f"{again[:3]}{more}; adding them again would count their rows twice"
-        )
+    _refuse_included(manifest.get("inputs", []), new_inputs, job.stats_dir)
     old, _ = checkpoint.load_statistics(job.stats_dir)
     start = _last_fit(job.stats_dir)
     method = job.method or manifest.get("job", {}).get("method", "reml")

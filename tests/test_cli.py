@@ -929,6 +929,19 @@ def test_second_update_with_the_same_data_is_refused(incremental):
     assert (d / "U/estimates.json").read_bytes() == u_before
 
 
+def test_update_with_a_copy_of_an_included_file_is_refused(incremental, tmp_path):
+    """A byte-identical copy under another name was accepted, its rows counted twice."""
+    d = incremental.dir
+    before = (d / "S/manifest.json").read_bytes()
+    copy = tmp_path / "copy_of_B.parquet"
+    shutil.copy(d / "B.parquet", copy)
+    args = ("update", "--stats-dir", "S", "--data", str(copy), "--output", "U2")
+    proc = run_in_process(*args, *incremental.cluster, cwd=d)
+    assert proc.returncode == 2, proc.stderr
+    assert f"{copy} (the content of {d / 'B.parquet'})" in proc.stderr
+    assert (d / "S/manifest.json").read_bytes() == before and not (d / "U2").exists()
+
+
 def test_update_takes_the_method_from_its_job_file(incremental, data):
     """``dmixed update --job J`` with ``method: ml`` in J must fit by ML; main() resets
     the method to "as the saved fit" whenever --method is not on the command line."""
