@@ -85,16 +85,30 @@ def input_files(job: Job) -> list[str]:
     return files
 
 
+def _input_format(job: Job, files: list[str]) -> str:
+    """``--format``, or by default the one of the first file's suffix."""
+    if job.format is not None:
+        return job.format
+    first = files[0].lower() if files else ""
+    return "csv" if first.endswith((".csv", ".csv.gz", ".tsv")) else "parquet"
+
+
+def _files_named(job: Job, message: str) -> str:
+    """The files of a multi-file input that a column problem (the column quoted in
+    ``message``) comes from, as ``"; in FILE: ..."`` (empty when none is found)."""
+    from .design.file_schemas import files_in_message
+
+    files = input_files(job)
+    return files_in_message(files, _input_format(job, files), message, job.storage_options)
+
+
 def read_data(job: Job, files: list[str] | None = None):
     """A lazy Dask DataFrame over the job's Parquet or CSV input."""
     import dask.dataframe as dd
 
     if files is None:
         files = input_files(job)
-    fmt = job.format
-    if fmt is None:
-        first = files[0].lower() if files else ""
-        fmt = "csv" if first.endswith((".csv", ".csv.gz", ".tsv")) else "parquet"
+    fmt = _input_format(job, files)
     try:
         if fmt == "csv":
             return dd.read_csv(files, storage_options=job.storage_options or None), files
@@ -159,7 +173,9 @@ def _cli_words(message: str) -> str:
 def _job_errors(job: Job, reads_data: bool) -> Iterator[None]:
     """Exit statuses of what goes wrong while a job builds its statistics and fits.
 
-    Unreadable data (while ``reads_data``) → ``EXIT_DATA``.  dmixed's refusals
+    Unreadable data (while ``reads_data``) → ``EXIT_DATA``, and so is a column problem
+    that comes from some files of a multi-file input (a file lacking a column, or
+    holding text where the others hold numbers), naming them.  dmixed's refusals
     (:class:`~dmixed.DmixedError`) and the ``KeyError``/``TypeError`` that pandas and
     formulaic raise for a column missing from, or of the wrong type in, the data →
     ``EXIT_CONFIG``, in the command line's words.  Anything else propagates to :func:`exit_status`.
@@ -171,12 +187,13 @@ def _job_errors(job: Job, reads_data: bool) -> Iterator[None]:
     except Exception as exc:
         if reads_data and _is_read_error(exc):
             message = f"cannot read data {job.data!r}: {_read_error_message(exc)}"
-            raise JobError(message, EXIT_DATA) from exc
+            raise JobError(message + _files_named(job, message), EXIT_DATA) from exc
         if isinstance(exc, (CheckpointError, ClusterError)):
             raise
         if isinstance(exc, (ValueError, KeyError, TypeError)):
             message = _cli_words(_one_line(exc)) if str(exc) else repr(exc)
-            raise JobError(message, EXIT_CONFIG) from exc
+            named = _files_named(job, message) if reads_data else ""
+            raise JobError(message + named, EXIT_DATA if named else EXIT_CONFIG) from exc
         raise
 
 

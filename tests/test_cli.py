@@ -1453,6 +1453,25 @@ def test_dropped_rows_warning_is_one_clean_line(data, scheduler, tmp_path):
     assert dmixed.load(tmp_path / "o").nobs == len(holes) - 2
 
 
+@pytest.mark.parametrize("bad", ["text", "no column"])
+def test_a_bad_file_of_several_is_exit_3_naming_it_no_lock_left(data, scheduler, tmp_path, bad):
+    """One file holding text where the others hold numbers, or lacking a column: the
+    message named the column only, the exit status was 2 and ``.S.lock`` stayed beside
+    a statistics directory never written."""
+    (tmp_path / "in").mkdir()
+    shutil.copy(data.A, tmp_path / "in/a.parquet")
+    frame = data.frame_b.astype({"y": str}) if bad == "text" else data.frame_b.drop(columns="x2")
+    frame.to_parquet(tmp_path / "in/b.parquet", index=False)
+    proc = run_in_process(
+        "fit", "--data", "in", *MODEL, "--output", "o", "--stats-dir", "S", "--quiet",
+        "--cluster", scheduler.file, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    column = "'y' holds text" if bad == "text" else "no column 'x2'"
+    assert f"in {os.path.join('in', 'b.parquet')}: " in proc.stderr and column in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
 def test_damaged_warm_start_of_update_is_exit_3_naming_the_file(incremental, tmp_path):
     shutil.copytree(incremental.dir / "S", tmp_path / "S")
     last = tmp_path / "S/last_fit.json"
