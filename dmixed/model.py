@@ -642,7 +642,13 @@ class MixedLM(LikelihoodMethods, ModelDimensions, ModelData):
     @staticmethod
     def _objective(stats, coords: Coordinates, reml, use_sqrt: bool) -> ProfiledObjective:
         return ProfiledObjective(
-            stats.engine, stats.glob, stats.fit_layout, bool(reml), use_sqrt, re_map=coords.re_map
+            stats.engine,
+            stats.glob,
+            stats.fit_layout,
+            bool(reml),
+            use_sqrt,
+            re_map=coords.re_map,
+            llf_offset=coords.llf(0.0, stats.glob.n, bool(reml)),
         )
 
     # -- the steps of a fit --------------------------------------------------------
