@@ -161,7 +161,8 @@ class MixedLMResults:
             The Hessian (without the variances at zero) is singular: pseudo-inverse used;
             or it is singular (or not negative definite) in the covariance parameters
             given β, so that the fixed effects' standard errors are the conditional
-            ``σ̂²(X'V⁻¹X)⁻¹`` whatever ``cov_fe`` says.
+            ``σ̂²(X'V⁻¹X)⁻¹`` whatever ``cov_fe`` says; or some covariance parameters are
+            not identified (:func:`dmixed.results.identification.warn_unidentified`).
         """
         layout = stats.layout
         if coords is None:
