@@ -34,6 +34,7 @@ from .errors import (
     CheckpointError,
     CheckpointMismatch,
     ClusterError,
+    DataError,
     DmixedError,
     DmixedWarning,
 )
@@ -192,7 +193,8 @@ def _job_errors(job: Job, reads_data: bool) -> Iterator[None]:
             raise
         if isinstance(exc, (ValueError, KeyError, TypeError)):
             message = _cli_words(_one_line(exc)) if str(exc) else repr(exc)
-            named = _files_named(job, message) if reads_data else ""
+            about_data = reads_data and isinstance(exc, (DataError, KeyError))
+            named = _files_named(job, message) if about_data else ""
             raise JobError(message + named, EXIT_DATA if named else EXIT_CONFIG) from exc
         raise
 
@@ -396,8 +398,7 @@ def _last_fit(stats_dir: str) -> list | None:
 
 
 def _refuse_included(included: list[dict], new_inputs: list[dict], stats_dir) -> None:
-    """Refuse inputs already in the statistics: by path, or by content under another
-    name (a copy of an included file; :func:`dmixed.stats.inputs.same_content`)."""
+    """Refuse inputs already in the statistics, by path or by content (a copy)."""
     from .stats.inputs import same_content
 
     done = {i["path"] for i in included}
