@@ -34,6 +34,7 @@ from .errors import (
     CheckpointError,
     CheckpointMismatch,
     ClusterError,
+    DataError,
     DmixedError,
     DmixedWarning,
 )
@@ -85,16 +86,30 @@ def input_files(job: Job) -> list[str]:
     return files
 
 
+def _input_format(job: Job, files: list[str]) -> str:
+    """``--format``, or by default the one of the first file's suffix."""
+    if job.format is not None:
+        return job.format
+    first = files[0].lower() if files else ""
+    return "csv" if first.endswith((".csv", ".csv.gz", ".tsv")) else "parquet"
+
+
+def _files_named(job: Job, message: str) -> str:
+    """The files of a multi-file input that a column problem (the column quoted in
+    ``message``) comes from, as ``"; in FILE: ..."`` (empty when none is found)."""
+    from .design.file_schemas import files_in_message
+
+    files = input_files(job)
+    return files_in_message(files, _input_format(job, files), message, job.storage_options)
+
+
 def read_data(job: Job, files: list[str] | None = None):
     """A lazy Dask DataFrame over the job's Parquet or CSV input."""
     import dask.dataframe as dd
 
     if files is None:
         files = input_files(job)
-    fmt = job.format
-    if fmt is None:
-        first = files[0].lower() if files else ""
-        fmt = "csv" if first.endswith((".csv", ".csv.gz", ".tsv")) else "parquet"
+    fmt = _input_format(job, files)
     try:
         if fmt == "csv":
             return dd.read_csv(files, storage_options=job.storage_options or None), files
@@ -159,7 +174,9 @@ def _cli_words(message: str) -> str:
 def _job_errors(job: Job, reads_data: bool) -> Iterator[None]:
     """Exit statuses of what goes wrong while a job builds its statistics and fits.
 
-    Unreadable data (while ``reads_data``) → ``EXIT_DATA``.  dmixed's refusals
+    Unreadable data (while ``reads_data``) → ``EXIT_DATA``, and so is a column problem
+    that comes from some files of a multi-file input (a file lacking a column, or
+    holding text where the others hold numbers), naming them.  dmixed's refusals
     (:class:`~dmixed.DmixedError`) and the ``KeyError``/``TypeError`` that pandas and
     formulaic raise for a column missing from, or of the wrong type in, the data →
     ``EXIT_CONFIG``, in the command line's words.  Anything else propagates to :func:`exit_status`.
@@ -171,12 +188,14 @@ def _job_errors(job: Job, reads_data: bool) -> Iterator[None]:
     except Exception as exc:
         if reads_data and _is_read_error(exc):
             message = f"cannot read data {job.data!r}: {_read_error_message(exc)}"
-            raise JobError(message, EXIT_DATA) from exc
+            raise JobError(message + _files_named(job, message), EXIT_DATA) from exc
         if isinstance(exc, (CheckpointError, ClusterError)):
             raise
         if isinstance(exc, (ValueError, KeyError, TypeError)):
             message = _cli_words(_one_line(exc)) if str(exc) else repr(exc)
-            raise JobError(message, EXIT_CONFIG) from exc
+            about_data = reads_data and isinstance(exc, (DataError, KeyError))
+            named = _files_named(job, message) if about_data else ""
+            raise JobError(message + named, EXIT_DATA if named else EXIT_CONFIG) from exc
         raise
 
 
@@ -378,6 +397,22 @@ def _last_fit(stats_dir: str) -> list | None:
     return values
 
 
+def _refuse_included(included: list[dict], new_inputs: list[dict], stats_dir) -> None:
+    """Refuse inputs already in the statistics, by path or by content (a copy)."""
+    from .stats.inputs import same_content
+
+    done = {i["path"] for i in included}
+    again = [i["path"] for i in new_inputs if i["path"] in done]
+    copies = same_content([i for i in new_inputs if i["path"] not in done], included)
+    again += [f"{path} (the content of {earlier})" for path, earlier in copies]
+    if again:
+        more = f" and {len(again) - 3} more" if len(again) > 3 else ""
+        raise JobError(
+            f"{len(again)} input(s) already included in the statistics of {stats_dir}: "
+            f"{', '.join(again[:3])}{more}; adding them again would count their rows twice"
+        )
+
+
 @_under_stats_lock
 def run_update(job: Job) -> int:
     """``dmixed update``: statistics of the new files added to the saved ones, refit."""
@@ -392,14 +427,7 @@ def run_update(job: Job) -> int:
     spec = ModelSpec.from_dict(manifest["spec"])
     ddf, files = read_data(job)
     new_inputs = checkpoint.input_fingerprint(files, job.storage_options)
-    done = {i["path"] for i in manifest.get("inputs", [])}
-    again = [i["path"] for i in new_inputs if i["path"] in done]
-    if again:
-        more = f" and {len(again) - 3} more" if len(again) > 3 else ""
-        raise JobError(
-            f"{len(again)} input(s) already included in the statistics of {job.stats_dir}: "
-            f"{again[:3]}{more}; adding them again would count their rows twice"
-        )
+    _refuse_included(manifest.get("inputs", []), new_inputs, job.stats_dir)
     old, _ = checkpoint.load_statistics(job.stats_dir)
     start = _last_fit(job.stats_dir)
     method = job.method or manifest.get("job", {}).get("method", "reml")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import logging
 import os
 from collections.abc import Iterator
@@ -90,12 +91,58 @@ def resolve_config_paths(config: dict, base: str) -> dict:
     return config
 
 
+@functools.cache
+def _unique_key_loader():
+    """yaml's SafeLoader refusing a key given twice in one mapping (built on first use,
+    so that importing dmixed does not import yaml)."""
+    import yaml
+
+    class UniqueKeySafeLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value if isinstance(node, yaml.MappingNode) else ():
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # ``<<: *base`` then a key of base: an override, not a repeat
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping",
+                        node.start_mark,
+                        f"found key {key!r} twice (only the last would count)",
+                        key_node.start_mark,
+                    )
+                with contextlib.suppress(TypeError):  # unhashable: SafeLoader refuses it
+                    seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeySafeLoader
+
+
+def safe_load_yaml(stream):
+    """``yaml.safe_load`` that refuses a key given twice in one mapping.
+
+    PyYAML keeps the last of repeated keys without a word (``{a: 1, a: 2}`` is
+    ``{a: 2}``); a job or cluster file with a key twice is refused instead.  Safe as
+    ``yaml.safe_load``: the loader is a subclass of ``yaml.SafeLoader`` (plain YAML
+    types only, no objects constructed).
+
+    Raises
+    ------
+    yaml.YAMLError
+        Invalid YAML, or a key repeated in one mapping (a ``ConstructorError`` naming
+        the key and its line).
+    """
+    import yaml
+
+    return yaml.load(stream, Loader=_unique_key_loader())  # noqa: S506 (a SafeLoader)
+
+
 def _load_yaml(path: Path) -> dict:
     import yaml
 
     try:
         with open(path) as fh:
-            data = yaml.safe_load(fh)
+            data = safe_load_yaml(fh)
     except OSError as exc:
         raise ClusterConfigError(f"cannot read cluster config {path}: {exc}") from exc
     except yaml.YAMLError as exc:

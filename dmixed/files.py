@@ -248,7 +248,9 @@ def directory_lock(path, kind: str, timeout: float | None = None) -> Iterator[Pa
     directory run one after another, whatever the order they started in; the lock is
     released when the body ends or the process dies (no stale lock to remove).  A job
     that finds the lock held says so and waits up to ``timeout`` seconds (default
-    :data:`LOCK_TIMEOUT_S`, or ``DMIXED_LOCK_TIMEOUT``).  The lock file stays (empty).
+    :data:`LOCK_TIMEOUT_S`, or ``DMIXED_LOCK_TIMEOUT``).  The lock file stays (empty)
+    beside the directory; it is removed when the body ends without the directory (a
+    job that failed before writing it).
 
     Raises
     ------
@@ -285,4 +287,11 @@ def directory_lock(path, kind: str, timeout: float | None = None) -> Iterator[Pa
     try:
         yield file
     finally:
+        if not Path(path).exists():
+            # a job that failed before writing the directory leaves no lock file beside
+            # nothing.  Removed while held: a waiter that then gets the lock of the
+            # unlinked file discards it and opens the path afresh (filelock >= 3.20.4
+            # checks st_nlink), so two jobs never hold locks of two files of one name
+            with contextlib.suppress(OSError):
+                file.unlink()
         lock.release()

@@ -36,7 +36,7 @@ from pydantic import (
     field_validator,
 )
 
-from .cluster import read_config, resolve_config_paths
+from .cluster import read_config, resolve_config_paths, safe_load_yaml
 from .results.bootstrap import REPLICATES_LIMIT
 
 EXIT_OK, EXIT_CONFIG, EXIT_DATA, EXIT_NOT_CONVERGED, EXIT_CLUSTER = 0, 2, 3, 4, 5
@@ -254,7 +254,7 @@ def read_job_file(path: str) -> dict:
 
     try:
         with open(path) as fh:
-            data = yaml.safe_load(fh)  # safe: a job file cannot construct objects
+            data = safe_load_yaml(fh)  # safe: a job file cannot construct objects
     except OSError as exc:
         raise JobError(f"cannot read job file {path}: {exc}") from exc
     except UnicodeDecodeError as exc:
@@ -274,15 +274,26 @@ def read_job_file(path: str) -> dict:
 
 
 def parse_vc(items: list[str] | None) -> dict[str, str] | None:
-    """``--vc NAME=FORMULA`` (repeated) as the ``vc_formula`` mapping."""
+    """``--vc NAME=FORMULA`` (repeated) as the ``vc_formula`` mapping.
+
+    Raises
+    ------
+    JobError
+        An item without ``=``, a name or a formula, or a name given twice.
+    """
     if not items:
         return None
     out = {}
     for item in items:
-        name, sep, formula = item.partition("=")
-        if not sep or not name.strip() or not formula.strip():
+        name, sep, formula = (part.strip() for part in item.partition("="))
+        if not sep or not name or not formula:
             raise JobError(f"--vc expects NAME=FORMULA, got {item!r}")
-        out[name.strip()] = formula.strip()
+        if name in out:
+            raise JobError(
+                f"--vc defines the variance component {name!r} twice "
+                f"({out[name]!r} and {formula!r}): give each a name of its own"
+            )
+        out[name] = formula
     return out
 
 
@@ -424,7 +435,12 @@ def _add_fit(sub) -> None:
     _add_common(fit)
     fit.add_argument("--formula", help="fixed part, e.g. 'y ~ x1 + C(site)'")
     fit.add_argument("--groups", help="grouping column")
-    fit.add_argument("--re-formula", dest="re_formula", help="random part (default: '1')")
+    fit.add_argument(
+        "--re-formula",
+        dest="re_formula",
+        help="random part within each group (default: '1', a random intercept, without "
+        "--vc; with --vc none, as statsmodels: give '1' for both)",
+    )
     fit.add_argument(
         "--vc",
         action="append",

@@ -81,7 +81,8 @@ class MixedLM(LikelihoodMethods, ModelDimensions, ModelData):
     groups : array_like (n,)
         Group labels (any hashable values; groups are reported in sorted order).
     exog_re : array_like (n, q), optional
-        Random-effects design; default a random intercept (``q = 1``).
+        Random-effects design; default a random intercept (``q = 1``) without
+        ``exog_vc``, none (``q = 0``) with it, as statsmodels.
     exog_vc : dict, optional
         Variance components in statsmodels' dict form
         ``{name: {group: matrix (n_group × m)}}``, matrix rows in the order in which the
@@ -237,7 +238,8 @@ class MixedLM(LikelihoodMethods, ModelDimensions, ModelData):
         """Create a model from a formula and a pandas (or Dask) DataFrame.
 
         As ``statsmodels.formula.api.mixedlm``: ``groups`` names the grouping column,
-        ``re_formula`` the random-effects design (default: random intercept),
+        ``re_formula`` the random-effects design (default: a random intercept without
+        ``vc_formula``, none with it, as statsmodels),
         ``vc_formula`` maps a component name to a formula evaluated within each group
         (e.g. ``{"cask": "0 + C(cask)"}``).  ``weights`` names a column of prior weights.
         ``use_sparse`` is statsmodels' argument, accepted and ignored (the statistics
@@ -640,7 +642,13 @@ class MixedLM(LikelihoodMethods, ModelDimensions, ModelData):
     @staticmethod
     def _objective(stats, coords: Coordinates, reml, use_sqrt: bool) -> ProfiledObjective:
         return ProfiledObjective(
-            stats.engine, stats.glob, stats.fit_layout, bool(reml), use_sqrt, re_map=coords.re_map
+            stats.engine,
+            stats.glob,
+            stats.fit_layout,
+            bool(reml),
+            use_sqrt,
+            re_map=coords.re_map,
+            llf_offset=coords.llf(0.0, stats.glob.n, bool(reml)),
         )
 
     # -- the steps of a fit --------------------------------------------------------

@@ -929,6 +929,19 @@ def test_second_update_with_the_same_data_is_refused(incremental):
     assert (d / "U/estimates.json").read_bytes() == u_before
 
 
+def test_update_with_a_copy_of_an_included_file_is_refused(incremental, tmp_path):
+    """A byte-identical copy under another name was accepted, its rows counted twice."""
+    d = incremental.dir
+    before = (d / "S/manifest.json").read_bytes()
+    copy = tmp_path / "copy_of_B.parquet"
+    shutil.copy(d / "B.parquet", copy)
+    args = ("update", "--stats-dir", "S", "--data", str(copy), "--output", "U2")
+    proc = run_in_process(*args, *incremental.cluster, cwd=d)
+    assert proc.returncode == 2, proc.stderr
+    assert f"{copy} (the content of {d / 'B.parquet'})" in proc.stderr
+    assert (d / "S/manifest.json").read_bytes() == before and not (d / "U2").exists()
+
+
 def test_update_takes_the_method_from_its_job_file(incremental, data):
     """``dmixed update --job J`` with ``method: ml`` in J must fit by ML; main() resets
     the method to "as the saved fit" whenever --method is not on the command line."""
@@ -1438,6 +1451,25 @@ def test_dropped_rows_warning_is_one_clean_line(data, scheduler, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.splitlines() == ["dmixed: warning: dropped 2 rows with missing values"]
     assert dmixed.load(tmp_path / "o").nobs == len(holes) - 2
+
+
+@pytest.mark.parametrize("bad", ["text", "no column"])
+def test_a_bad_file_of_several_is_exit_3_naming_it_no_lock_left(data, scheduler, tmp_path, bad):
+    """One file holding text where the others hold numbers, or lacking a column: the
+    message named the column only, the exit status was 2 and ``.S.lock`` stayed beside
+    a statistics directory never written."""
+    (tmp_path / "in").mkdir()
+    shutil.copy(data.A, tmp_path / "in/a.parquet")
+    frame = data.frame_b.astype({"y": str}) if bad == "text" else data.frame_b.drop(columns="x2")
+    frame.to_parquet(tmp_path / "in/b.parquet", index=False)
+    proc = run_in_process(
+        "fit", "--data", "in", *MODEL, "--output", "o", "--stats-dir", "S", "--quiet",
+        "--cluster", scheduler.file, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    column = "'y' holds text" if bad == "text" else "no column 'x2'"
+    assert f"in {os.path.join('in', 'b.parquet')}: " in proc.stderr and column in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
 
 
 def test_damaged_warm_start_of_update_is_exit_3_naming_the_file(incremental, tmp_path):

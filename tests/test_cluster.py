@@ -65,6 +65,27 @@ def _accepted_keywords(kind: str) -> set[str] | None:
     return set(inspect.signature(cls).parameters) | {"kwargs"}
 
 
+def test_safe_load_yaml_refuses_a_key_given_twice():
+    """PyYAML keeps the last of repeated keys without a word; safe_load_yaml refuses."""
+    text = "kind: local\nclient: {timeout: 5s, timeout: 9s}\n"
+    assert yaml.safe_load(text) == {"kind": "local", "client": {"timeout": "9s"}}
+    with pytest.raises(yaml.YAMLError, match="found key 'timeout' twice"):
+        cluster.safe_load_yaml(text)
+    with pytest.raises(yaml.YAMLError, match="found key 'kind' twice"):
+        cluster.safe_load_yaml("kind: local\nkind: ssh\n")
+    merged = "base: &b {a: 1, b: 2}\nover: {<<: *b, b: 3}\n"  # an override, not a repeat
+    assert cluster.safe_load_yaml(merged) == yaml.safe_load(merged)
+    with pytest.raises(yaml.YAMLError, match="could not determine a constructor"):
+        cluster.safe_load_yaml("!!python/object/apply:os.system [echo]\n")  # still safe
+
+
+def test_cluster_config_with_a_key_twice_is_refused(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("kind: local\nkind: ssh\n")
+    with pytest.raises(ClusterConfigError, match="found key 'kind' twice"):
+        read_config(path)
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_shipped_config_parses_with_a_valid_kind(path, tmp_path):
     config = read_config(path)

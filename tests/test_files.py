@@ -104,3 +104,18 @@ def test_a_lock_that_cannot_be_created_is_a_checkpoint_error(tmp_path):
     with pytest.raises(CheckpointError, match="cannot create the lock"):
         with directory_lock(tmp_path / "file" / "stats", kind="statistics", timeout=1):
             pass
+
+
+def test_a_lock_beside_a_directory_never_written_is_removed(tmp_path):
+    """A job that failed before writing its statistics left ``.stats.lock`` beside
+    nothing; the lock of a directory that exists stays (waiters share its file).  That
+    jobs still run one after another when each removes the file it holds is
+    test_threads_holding_one_lock_run_one_after_another (its directory is never written)."""
+    with pytest.raises(RuntimeError, match="the data pass failed"):
+        with directory_lock(tmp_path / "stats", kind="statistics") as file:
+            assert file.exists()
+            raise RuntimeError("the data pass failed")
+    assert not file.exists()
+    with directory_lock(tmp_path / "stats", kind="statistics") as file:
+        (tmp_path / "stats").mkdir()
+    assert file.exists()

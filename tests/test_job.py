@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import pytest
 
-from dmixed.job import MAXITER_LIMIT, Job, JobError, build_parser, job_from, read_job_file
+from dmixed.job import (
+    MAXITER_LIMIT,
+    Job,
+    JobError,
+    build_parser,
+    job_from,
+    parse_vc,
+    read_job_file,
+)
 
 
 def _job_file(tmp_path, text: str) -> str:
@@ -111,3 +119,32 @@ def test_flags_take_enumerations_in_any_case_as_job_files_do():
 
     args = build_parser().parse_args(["fit", "--method", "ML", "--missing", "Drop"])
     assert (args.method, args.missing) == ("ml", "drop")
+
+
+def test_re_formula_help_says_what_runs_with_vc(capsys):
+    """The help said the default was '1'; with --vc the fit has no group intercept."""
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["fit", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "default: '1', a random intercept, without --vc; with --vc none" in text
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("formula: y ~ x\ngroups: g\nformula: y ~ x + z\n", "formula"),
+        ("vc_formula:\n  a: 0 + C(c)\n  a: 0 + z\n", "a"),
+    ],
+)
+def test_a_key_given_twice_in_a_job_file_is_refused(tmp_path, text, key):
+    """YAML kept the last of them without a word (one component dropped, say)."""
+    with pytest.raises(JobError, match=f"found key '{key}' twice") as info:
+        read_job_file(_job_file(tmp_path, text))
+    assert info.value.status == 2
+
+
+def test_a_variance_component_named_twice_by_flags_is_refused():
+    assert parse_vc(["a=0 + C(c)", " b = 0 + z"]) == {"a": "0 + C(c)", "b": "0 + z"}
+    with pytest.raises(JobError, match="variance component 'a' twice") as info:
+        parse_vc(["a=0 + C(c)", "a = 0 + z"])
+    assert info.value.status == 2

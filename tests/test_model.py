@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 import warnings
 
 import numpy as np
@@ -263,6 +264,12 @@ def test_progress_logs_one_line_per_iteration(caplog):
     assert len(iterations) == res.n_iter
     assert all("llf=" in line and "|grad|=" in line and "elapsed=" in line for line in iterations)
     assert [h["llf"] for h in res.fit_history][-1] == res.llf
+    # the llf logged is the fit's (the data's units), not the standardized statistics'
+    logged = [float(re.search(r"llf=(\S+)", line).group(1)) for line in iterations]
+    np.testing.assert_allclose(logged, [h["llf"] for h in res.fit_history], rtol=0, atol=1e-6)
+    start = next(line for line in lines if line.startswith("start: moment estimates"))
+    both = [float(v) for v in re.findall(r"llf=(\S+?),?(?: |$)", start)]
+    assert max(both) == pytest.approx(res.optimizer.initial_llf, abs=1e-6)
 
 
 def test_every_constructor_gives_the_same_attributes():

@@ -8,6 +8,7 @@ statsmodels' ``exog_vc`` dict converted to per-row sparse entries.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -145,6 +146,35 @@ def handle_missing(rows: RowData, missing: str) -> RowData:
     )
 
 
+def _check_vc_keys(name, per_group, labels) -> None:
+    """Refuse a component of ``exog_vc`` that is empty or has keys naming no group.
+
+    statsmodels refuses both (it indexes the dict by every group label); silently
+    skipping them fitted a model without the component.
+
+    Raises
+    ------
+    DataError
+        ``per_group`` is empty, or some of its keys equal no label of ``groups``
+        (integer groups with string keys, say); up to five such keys are named.
+    """
+    if not isinstance(per_group, Mapping) or not per_group:
+        raise DataError(
+            f"exog_vc[{name!r}] has no matrices: it must be a non-empty dict "
+            "{group label: matrix} (statsmodels' exog_vc)"
+        )
+    known = set(labels)
+    unmatched = [k for k in per_group if k not in known]
+    if unmatched:
+        shown = ", ".join(repr(k) for k in unmatched[:5])
+        more = f" and {len(unmatched) - 5} more" if len(unmatched) > 5 else ""
+        raise DataError(
+            f"exog_vc[{name!r}] has {len(unmatched)} key(s) matching no group label: "
+            f"{shown}{more} (the keys must be the labels of groups, "
+            f"such as {labels[:1].tolist()})"
+        )
+
+
 def convert_exog_vc(exog_vc, groups: np.ndarray, n: int):
     """statsmodels' ``exog_vc`` (dict or VCSpec) → row-level sparse entries.
 
@@ -176,6 +206,7 @@ def convert_exog_vc(exog_vc, groups: np.ndarray, n: int):
     names, all_colnames, all_cols, all_vals = [], [], [], []
     for name in sorted(comps):
         per_group = comps[name]
+        _check_vc_keys(name, per_group, labels)
         widths = [np.asarray(per_group[g]).shape[1] if g in per_group else 0 for g in labels]
         k = max(widths) if widths else 0
         cols = np.full((n, k), -1, dtype=np.int64)

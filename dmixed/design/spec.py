@@ -430,7 +430,8 @@ def build_spec_prepared(
 
     Parameters follow statsmodels' ``MixedLM.from_formula``: ``formula`` is
     ``"response ~ fixed effects"``, ``groups`` the name of the grouping column,
-    ``re_formula`` the random-effects formula (default: random intercept),
+    ``re_formula`` the random-effects formula (default: random intercept without
+    ``vc_formula``, none with it),
     ``vc_formula`` maps variance-component names to formulas evaluated within
     groups (e.g. ``{"cask": "0 + C(cask)"}``), ``weights`` names a column of
     positive weights, ``missing`` is ``"raise"`` or ``"drop"``.  ``env``: the caller's

@@ -89,6 +89,9 @@ class ProfiledObjective:
     reml: bool
     use_sqrt: bool
     re_map: np.ndarray | None = None
+    #: ℓ in the data's units minus ℓ in the statistics' (``Coordinates.llf`` of 0): what
+    #: the fit's log adds to the values it prints (the values kept stay as computed)
+    llf_offset: float = 0.0
     n_evals: int = 0
     _cache: dict[bytes, Evaluation] = field(default_factory=dict, repr=False)
     _last_hessian: tuple[bytes, np.ndarray] | None = field(default=None, repr=False)
@@ -433,7 +436,7 @@ class _Optimization:
             "iteration %d (%s): llf=%.6f |grad|=%.3g elapsed=%.2fs",
             entry["iteration"],
             method,
-            entry["llf"],
+            entry["llf"] + self.obj.llf_offset,
             entry["grad_norm"],
             entry["elapsed"],
         )

@@ -169,8 +169,8 @@ def choose_start(
         logger.log(
             level,
             "start: moment estimates llf=%.6f, default llf=%.6f",
-            moment_llf,
-            default_llf,
+            moment_llf + obj.llf_offset,
+            default_llf + obj.llf_offset,
         )
         if moment_llf >= default_llf:
             chosen, from_moments = moment, True

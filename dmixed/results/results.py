@@ -28,6 +28,7 @@ from .bootstrap import BootstrapResults, parametric_bootstrap
 from .by_group import ByGroup
 from .contrasts import t_test, wald_test
 from .covariance import covariance_of_estimates
+from .identification import warn_unidentified
 from .plots import caterpillar, residual_plot
 from .prediction import Predictor, check_new_groups, predict_dask, predict_frame
 from .prediction_error import get_prediction as _get_prediction
@@ -160,7 +161,8 @@ class MixedLMResults:
             The Hessian (without the variances at zero) is singular: pseudo-inverse used;
             or it is singular (or not negative definite) in the covariance parameters
             given β, so that the fixed effects' standard errors are the conditional
-            ``σ̂²(X'V⁻¹X)⁻¹`` whatever ``cov_fe`` says.
+            ``σ̂²(X'V⁻¹X)⁻¹`` whatever ``cov_fe`` says; or some covariance parameters are
+            not identified (:func:`dmixed.results.identification.warn_unidentified`).
         """
         layout = stats.layout
         if coords is None:
@@ -185,7 +187,15 @@ class MixedLMResults:
             fit_seconds,
             coords,
         )
-        return cls(state, model=model)
+        res = cls(state, model=model)
+        if _identifiable(stats, model):  # else the fixed effects' warning says so
+            warn_unidentified(
+                hessian,
+                model.k_fe,
+                layout.boundary_mask(boundary, use_sqrt=False),
+                lambda: res.param_names[model.k_fe :],
+            )
+        return res
 
     # -- estimates as pandas objects (made on first use: a fit that reads a few
     # -- numbers does not pay for pandas' indexes) ------------------------------

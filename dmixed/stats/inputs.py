@@ -18,10 +18,18 @@ avoids:
 
 from __future__ import annotations
 
+import filecmp
 import hashlib
 import json
+import os
 
-__all__ = ["EDGE_BYTES", "HASH_WHOLE_FILE_BYTES", "local_identity", "remote_identity"]
+__all__ = [
+    "EDGE_BYTES",
+    "HASH_WHOLE_FILE_BYTES",
+    "local_identity",
+    "remote_identity",
+    "same_content",
+]
 
 #: local non-Parquet files up to this size are identified by the sha256 of their bytes
 HASH_WHOLE_FILE_BYTES = 64 << 20
@@ -112,3 +120,47 @@ def remote_identity(url: str, storage_options: dict | None = None) -> str:
     objects = [{"name": name, **_object_identity(fs.info(name))} for name in names]
     blob = json.dumps(objects, sort_keys=True)
     return "store-sha256:" + hashlib.sha256(blob.encode()).hexdigest()
+
+
+def same_content(inputs: list[dict], included: list[dict]) -> list[tuple[str, str]]:
+    """Pairs ``(path, earlier path)``: an input of ``inputs`` whose content is that of an
+    input of ``included`` or of an earlier one of ``inputs`` under another name.
+
+    ``inputs`` and ``included`` are records of
+    :func:`dmixed.stats.checkpoint.input_fingerprint` (``path``, ``size``, ``content``).
+    Equal local identities (``KIND:SHA256``, see the module's docstring) and sizes are
+    confirmed byte by byte where the identity covers part of the file (a Parquet footer,
+    a large file's ends: two files of other rows may share a footer without column
+    statistics), so such a copy is seen only while both files are there; a URL's
+    identity includes the objects' names, so copies at other URLs are not seen.
+
+    Returns
+    -------
+    list of (str, str)
+        One pair per repeated input, in the order of ``inputs``.
+    """
+    seen: dict[tuple, str] = {}
+    for rec in included:
+        if rec.get("content"):
+            seen.setdefault((rec["content"], rec.get("size")), rec["path"])
+    pairs = []
+    for rec in inputs:
+        if not rec.get("content"):
+            continue
+        key = (rec["content"], rec.get("size"))
+        earlier = seen.get(key)
+        if earlier is not None and earlier != rec["path"] and _same_bytes(rec, earlier):
+            pairs.append((rec["path"], earlier))
+        seen.setdefault(key, rec["path"])
+    return pairs
+
+
+def _same_bytes(rec: dict, earlier: str) -> bool:
+    """Whether an input whose identity equals that of ``earlier`` has its bytes: true for
+    a whole-file hash or a URL, compared for a partial identity (false if a file is gone:
+    refusing on a footer alone could refuse other data)."""
+    if rec["content"].startswith(("sha256:", "store-sha256:")):
+        return True
+    if not (os.path.isfile(rec["path"]) and os.path.isfile(earlier)):
+        return False
+    return filecmp.cmp(rec["path"], earlier, shallow=False)

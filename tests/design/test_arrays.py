@@ -26,3 +26,22 @@ def test_frames_give_their_values_and_series_one_column():
     frame = pd.DataFrame({"a": [1, 2], "b": [0.5, 1.0], "c": [True, False]})
     np.testing.assert_array_equal(as_float_matrix(frame, "exog"), [[1, 0.5, 1], [2, 1, 0]])
     assert as_float_matrix(pd.Series([1.0, 2.0]), "exog").shape == (2, 1)
+
+
+def _vc_model(exog_vc):
+    rng = np.random.default_rng(2)
+    groups = np.repeat(np.arange(6), 5)
+    return MixedLM(rng.normal(size=30), np.ones((30, 1)), groups, exog_vc=exog_vc)
+
+
+def test_exog_vc_keys_that_match_no_group_are_refused():
+    """String keys for integer groups, an unknown group, an empty component: statsmodels
+    refuses them; they were skipped, fitting a model without the component."""
+    mats = {g: np.ones((5, 1)) for g in range(6)}
+    _vc_model({"a": mats})  # the keys are the labels: accepted
+    with pytest.raises(DataError, match=r"exog_vc\['a'\] has 6 key\(s\) matching no group.*'0'"):
+        _vc_model({"a": {str(g): m for g, m in mats.items()}})
+    with pytest.raises(DataError, match=r"exog_vc\['b'\] has 1 key\(s\).*12345"):
+        _vc_model({"a": mats, "b": {**mats, 12345: np.ones((5, 1))}})
+    with pytest.raises(DataError, match=r"exog_vc\['a'\] has no matrices"):
+        _vc_model({"a": {}})

@@ -5,16 +5,19 @@ ends) and fsspec URLs (what the store reports)."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import fsspec
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from dmixed.stats import inputs
 from dmixed.stats.checkpoint import input_fingerprint
-from dmixed.stats.inputs import local_identity, remote_identity
+from dmixed.stats.inputs import local_identity, remote_identity, same_content
 
 
 def _rewrite_keeping_size_and_mtime(path: Path, write) -> None:
@@ -113,3 +116,28 @@ def test_a_url_that_matches_nothing_is_refused(memory_store):
         remote_identity(f"memory://{root}/*.parquet")
     with pytest.raises(FileNotFoundError):
         remote_identity(f"memory://{root}/absent.parquet")
+
+
+def test_same_content_sees_copies_under_other_names_not_other_rows_of_one_footer(tmp_path):
+    """A copy of an included file counted its rows twice; two Parquet files of other
+    values share a footer without column statistics, so a footer alone is not enough."""
+    for name, values in (("a", [1.0, 2.0]), ("b", [3.0, 4.0])):
+        table = pa.table({"y": values})
+        pq.write_table(
+            table, tmp_path / f"{name}.parquet", compression="none", write_statistics=False
+        )
+    shutil.copy(tmp_path / "a.parquet", tmp_path / "a_copy.parquet")
+    (tmp_path / "c.csv").write_text("y\n1\n")
+    shutil.copy(tmp_path / "c.csv", tmp_path / "c_copy.csv")
+    files = sorted(map(str, tmp_path.iterdir()))
+    recs = {Path(r["path"]).name: r for r in input_fingerprint(files)}
+    assert recs["a.parquet"]["content"] == recs["b.parquet"]["content"]  # one footer
+    pairs = same_content([recs["b.parquet"], recs["a_copy.parquet"]], [recs["a.parquet"]])
+    assert pairs == [(recs["a_copy.parquet"]["path"], recs["a.parquet"]["path"])]
+    # within the new inputs, and a whole-file hash needs no second read
+    pairs = same_content([recs["c.csv"], recs["c_copy.csv"]], [])
+    assert pairs == [(recs["c_copy.csv"]["path"], recs["c.csv"]["path"])]
+    # the included file gone: a footer cannot tell a copy from other rows
+    (tmp_path / "a.parquet").unlink()
+    assert same_content([recs["a_copy.parquet"]], [recs["a.parquet"]]) == []
+    assert same_content([recs["a.parquet"]], [recs["a.parquet"]]) == []  # the same path

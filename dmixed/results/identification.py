@@ -1,0 +1,108 @@
+"""Covariance parameters the data do not identify, from the Hessian at the optimum.
+
+Two variance components of identical columns, or a component equal to the group's
+random intercept, share their variance in any proportion at the same likelihood: the
+Hessian of ℓ in the covariance parameters (β profiled) is singular along that trade.
+statsmodels does not fit such models at all (its Hessian cannot be inverted); dmixed
+fits them (ℓ and the other estimates are right) but the split, its standard errors
+and profile intervals mean nothing, so the fit warns, naming the parameters.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from ..errors import SingularHessianWarning
+
+__all__ = ["FLAT_EIGENVALUE", "unidentified_parameters", "warn_unidentified"]
+
+#: an eigenvalue of the profiled information in the covariance parameters, scaled to
+#: unit diagonal (a correlation-like matrix: its eigenvalues sum to its size), at most
+#: this is a flat direction (an exact trade is ~1e-12 in floating point; a weakly
+#: identified pair, a few levels only, stays well above)
+FLAT_EIGENVALUE = 1e-7
+
+
+def unidentified_parameters(hessian, k_fe: int, at_zero: np.ndarray) -> np.ndarray:
+    """Indices (among the covariance parameters) of those in a flat direction.
+
+    With ``I = −H`` over the covariance parameters not at zero,
+    ``S = I_θθ − I_θβ I_ββ⁻¹ I_βθ`` (β profiled) and ``R = D^{-1/2} S D^{-1/2}``,
+    ``D = diag(S)``: a parameter is unidentified when its entry of S is zero, or when
+    it carries more than a tenth of an eigenvector of R whose eigenvalue is at most
+    :data:`FLAT_EIGENVALUE` in size (invariant to the units of each parameter).  An
+    exact trade is flat in any coordinates; a nearly flat one depends on them, so the
+    Hessian should be the fit's, in the statistics' (standardized) coordinates, where
+    an offset of a column (x = 200 ± 1 under a random slope) does not make the
+    intercept's and the slope's variances nearly collinear.  There each variance
+    component's parameter is its own variance rescaled, and the ``exog_re`` block's
+    entries are those of the standardized columns' Ψ.
+
+    Parameters
+    ----------
+    hessian : ndarray (k, k) or None
+        Hessian of ℓ, β first (None, or non-finite entries: nothing is said).
+    k_fe : int
+    at_zero : ndarray of bool (k − k_fe,)
+        Covariance parameters at zero (left out: their edge is not a trade).
+
+    Returns
+    -------
+    ndarray of int
+        Sorted indices into the covariance parameters.
+    """
+    none = np.zeros(0, dtype=np.int64)
+    if hessian is None or not np.all(np.isfinite(hessian)):
+        return none
+    h = np.asarray(hessian, dtype=np.float64)
+    info = -0.5 * (h + h.T)
+    theta = np.flatnonzero(~np.asarray(at_zero, dtype=bool))
+    cols = k_fe + theta
+    s = info[np.ix_(cols, cols)]
+    if k_fe:
+        try:
+            s = s - info[np.ix_(cols, range(k_fe))] @ np.linalg.solve(
+                info[:k_fe, :k_fe], info[np.ix_(range(k_fe), cols)]
+            )
+        except np.linalg.LinAlgError:
+            return none  # the fixed effects' block: their own warning says so
+    d = np.sqrt(np.abs(np.diag(s)))
+    if not d.size or not np.all(np.isfinite(s)):
+        return none
+    zero = d <= 1e-12 * d.max(initial=0.0)
+    scale = np.where(zero, 1.0, d)
+    r = s / np.outer(scale, scale)
+    r[zero, :] = r[:, zero] = 0.0
+    r[zero, zero] = 1.0  # counted already: no flat direction of their own
+    w, v = np.linalg.eigh(0.5 * (r + r.T))
+    flat = np.abs(w) <= FLAT_EIGENVALUE
+    involved = zero | np.any(np.abs(v[:, flat]) > 0.1, axis=1)
+    return np.sort(theta[involved])
+
+
+def warn_unidentified(hessian, k_fe: int, at_zero: np.ndarray, names) -> None:
+    """Warn naming the covariance parameters :func:`unidentified_parameters` finds.
+
+    ``names`` gives the covariance parameters' names (in the Hessian's order, after the
+    fixed effects), called only when there is something to say.
+
+    Warns
+    -----
+    SingularHessianWarning
+        Some covariance parameters are not identified.
+    """
+    idx = unidentified_parameters(hessian, k_fe, at_zero)
+    if not idx.size:
+        return
+    shown = ", ".join(repr(str(n)) for n in np.asarray(list(names()), dtype=object)[idx])
+    warnings.warn(
+        f"the Hessian is singular in the covariance parameters {shown}: the data do not "
+        "identify them (variance components of the same columns, or one equal to the "
+        "group's random effects, trade their variances at the same likelihood), so their "
+        "split, standard errors and intervals mean nothing; drop or merge them "
+        "(statsmodels does not fit such a model)",
+        SingularHessianWarning,
+        stacklevel=4,
+    )

@@ -1,0 +1,53 @@
+"""dmixed.design.file_schemas: the files of a multi-file input a column problem is in."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from dmixed.design.file_schemas import (
+    file_columns,
+    files_in_message,
+    files_unlike_others,
+    quoted_names,
+)
+
+
+def _frame(n: int = 6) -> pd.DataFrame:
+    return pd.DataFrame({"g": np.arange(n) % 2, "y": np.linspace(0, 1, n), "h": 1})
+
+
+def test_parquet_files_lacking_a_column_or_holding_text_are_named(tmp_path):
+    files = [str(tmp_path / f"{k}.parquet") for k in "abcd"]
+    _frame().to_parquet(files[0], index=False)
+    _frame().drop(columns="h").to_parquet(files[1], index=False)
+    _frame().astype({"y": str}).to_parquet(files[2], index=False)
+    _frame().to_parquet(files[3], index=False)
+    lines = files_unlike_others(files, "parquet", ["y", "h", "not a column"])
+    assert len(lines) == 2
+    assert lines[0].startswith(f"{files[2]}: column 'y' holds text (")
+    assert lines[0].endswith("where the other files hold numbers")
+    assert lines[1] == f"{files[1]}: no column 'h'"
+    assert files_unlike_others(files[:1] + files[3:], "parquet", ["y", "h"]) == []
+    text = files_in_message(files, "parquet", "a partition has no column(s) ['h']", shown=1)
+    assert text == f"; in {files[1]}: no column 'h'"
+    assert files_in_message(files[1:2], "parquet", "no column(s) ['h']") == ""
+
+
+def test_csv_files_are_read_by_their_header_and_first_rows(tmp_path):
+    files = [str(tmp_path / f"{k}.csv") for k in "ab"]
+    _frame().to_csv(files[0], index=False)
+    _frame().assign(y="text").drop(columns="h").to_csv(files[1], index=False)
+    assert set(file_columns(files[1], "csv")) == {"g", "y"}
+    lines = files_unlike_others(files, "csv", ["y", "h"])
+    # two files: the first one's kind is the usual one
+    assert len(lines) == 2 and lines[1] == f"{files[1]}: no column 'h'"
+    assert lines[0].startswith(f"{files[1]}: column 'y' holds text (")
+    assert lines[0].endswith("where the other files hold numbers")
+    unreadable = str(tmp_path / "missing.csv")
+    assert files_unlike_others([unreadable, *files[:1]], "csv", ["y"]) == []
+
+
+def test_quoted_names_in_order_once_each():
+    message = "column 'y' holds text (such as '3.4') ... pd.to_numeric(data['y']); no ['h']"
+    assert quoted_names(message) == ["y", "3.4", "h"]
