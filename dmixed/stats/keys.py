@@ -17,6 +17,8 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from ..errors import DataError
+
 
 def key_values(groups) -> np.ndarray:
     """Group keys as a numpy array with one fixed dtype per key kind.
@@ -60,6 +62,36 @@ def key_dtype(dtype) -> np.dtype | type:
     if kind in "Mm":
         return np.dtype(dtype)
     return {"i": np.int64, "u": np.uint64, "f": np.float64, "b": bool}.get(kind, object)
+
+
+def conform_keys(keys: np.ndarray, dtype, column: str) -> np.ndarray:
+    """``keys`` (from :func:`key_values`) in ``dtype``, the keys' dtype of the whole
+    collection (:func:`key_dtype` of its declared column), where the two are of one kind.
+
+    Numbers of another numeric dtype are cast (an int64 partition of a float64 column).
+    Text where the collection declares numbers, or numbers where it declares text, is
+    refused: cast, ``"3"`` would silently become the group ``3``, and kept apart, the
+    same group would be split in two (as in process, where a column of both kinds is
+    refused).
+
+    Raises
+    ------
+    DataError
+        The keys are text and ``dtype`` numeric, or the other way round.
+    """
+    want = np.dtype(dtype) if dtype is not object else np.dtype(object)
+    if keys.dtype == want:
+        return keys
+    if (keys.dtype.kind == "O") != (want.kind == "O"):
+        found = "text" if keys.dtype.kind == "O" else f"numbers ({keys.dtype})"
+        declared = "text" if want.kind == "O" else f"numbers ({want})"
+        raise DataError(
+            f"the group column {column!r} holds {found} in a partition where the "
+            f"collection holds {declared} (as its first partition or its metadata "
+            "declares): one group key of two types would be two groups, or two groups "
+            "one; give the column one type in every file"
+        )
+    return keys.astype(want)
 
 
 def sorted_codes(groups) -> tuple[np.ndarray, np.ndarray]:

@@ -134,18 +134,23 @@ class PackedLayout:
         w[cross, cross] = np.kron(m_z, m_x)
         return w
 
-    def global_conversion(self, m_x: np.ndarray) -> np.ndarray:
-        """``W`` with ``glob @ W`` the packed global sums of ``[X̃ ỹ] M_x``
-        (``[X y]'[X y] → M_x' [X y]'[X y] M_x``; counts unchanged)."""
-        w = np.eye(self.global_width)
+    def convert_global(self, values: np.ndarray, m_x: np.ndarray) -> np.ndarray:
+        """Packed global sums (``global_width``,) of ``[X̃ ỹ] M_x`` from those of
+        ``[X̃ ỹ]``: ``[X y]'[X y] → M_x' [X y]'[X y] M_x`` and the same for the
+        within-group sums (NaN, "none", stays NaN); counts unchanged.  O(k³): a
+        ``global_width²`` matrix would be O(k⁴) in time and memory (850 MB at 100
+        fixed effects).
+        """
+        out = values.copy()
         rows, cols = self.xy_index
         m = rows.size
         for start in (3, 3 + m):  # [X y]'[X y], then the within-group sums
-            for i in range(m):
-                e = np.zeros((self.k, self.k))
-                e[rows[i], cols[i]] = e[cols[i], rows[i]] = 1.0
-                w[start + i, start : start + m] = (m_x.T @ e @ m_x)[rows, cols]
-        return w
+            tri = values[start : start + m]
+            if np.isnan(tri).any():
+                continue
+            s = self._symmetric(tri)
+            out[start : start + m] = (m_x.T @ s @ m_x)[rows, cols]
+        return out
 
     # -- the global sums ------------------------------------------------------------
 

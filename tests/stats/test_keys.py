@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
-from dmixed.stats.keys import key_dtype, key_values, order_distinct, sorted_codes
+from dmixed.errors import DataError
+from dmixed.stats.keys import conform_keys, key_dtype, key_values, order_distinct, sorted_codes
 
 
 def test_key_dtypes_per_kind():
@@ -71,3 +73,18 @@ def test_integer_keys_numbered_as_pandas_does():
         assert codes.dtype == np.int64
         np.testing.assert_array_equal(labels, np.asarray(ref_labels))
         assert labels.dtype == np.asarray(ref_labels).dtype, keys.dtype
+
+
+def test_conform_keys_casts_numbers_and_refuses_another_kind():
+    """Numbers of another numeric dtype are cast; text where the collection holds
+    numbers, or numbers where it holds text, is refused naming the column."""
+    ints = key_values(np.array([3, 1, 3]))
+    out = conform_keys(ints, np.float64, "g")
+    assert out.dtype == np.float64 and out.tolist() == [3.0, 1.0, 3.0]
+    assert conform_keys(ints, np.int64, "g") is ints
+    text = key_values(np.array(["3", "1"]))
+    assert conform_keys(text, object, "g") is text
+    with pytest.raises(DataError, match=r"'g' holds text .* holds numbers \(int64\)"):
+        conform_keys(text, np.int64, "g")
+    with pytest.raises(DataError, match=r"'g' holds numbers \(int64\) .* holds text"):
+        conform_keys(ints, object, "g")

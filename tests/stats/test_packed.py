@@ -74,3 +74,24 @@ def test_conversion_of_a_wide_design_is_block_diagonal():
     assert w.shape == (layout.width, layout.width) and w[0, 0] == 1.0
     assert not w[0, 1:].any() and not w[tri, cross].any() and not w[cross, tri].any()
     np.testing.assert_array_equal(w[cross, cross], np.kron(m_z, np.eye(4)))
+
+
+@settings(max_examples=20, deadline=None)
+@given(k=st.integers(1, 12), within=st.booleans(), seed=st.integers(0, 2**16))
+def test_convert_global_maps_the_sums_of_the_converted_columns(k, within, seed):
+    """``convert_global`` gives the packed global sums of ``[X y] M_x`` (and of the
+    within-group sums), counts unchanged; absent within-group sums stay absent."""
+    rng = np.random.default_rng(seed)
+    layout = PackedLayout(1, k)
+    xy, m_x = rng.normal(size=(9, k)), rng.normal(size=(k, k))
+
+    def glob(xy):
+        sums = {"n": 9, "sum_log_weights": 0.5, "xyxy": xy.T @ xy}
+        if within:
+            sums["within"] = 2.0 * xy.T @ xy
+        return layout.pack_global(sums, n_dropped=2)
+
+    want, got = glob(xy @ m_x), layout.convert_global(glob(xy), m_x)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    ok = ~np.isnan(want)
+    np.testing.assert_allclose(got[ok], want[ok], rtol=0, atol=1e-12 * np.abs(want[ok]).max())

@@ -369,14 +369,13 @@ def target_map(p: int, q: int, *maps: Standardization | None) -> Standardization
 
 
 def _conversions(
-    std: Standardization | None, target: Standardization, packed: PackedLayout, vc_widths=()
+    std: Standardization | None, target: Standardization, vc_widths=()
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(W, W_global)`` taking packed rows in ``std`` to ``target``; None when no
+    """``(M_x, M_z)`` taking columns in ``std`` to ``target``'s; None when no
     conversion is needed."""
     if std is None or std == target:
         return None
-    m_x, m_z = std.conversion_to(target, vc_widths)
-    return packed.conversion(m_z, m_x), packed.global_conversion(m_x)
+    return std.conversion_to(target, vc_widths)
 
 
 def combine_converted(
@@ -391,8 +390,10 @@ def combine_converted(
     map is affine in the columns and the intercept carries the shifts)."""
     parts = []
     for (keys, values), std in pairs:
-        conv = _conversions(std, target, packed, vc_widths) if len(keys) else None
-        parts.append((keys, values if conv is None else values @ conv[0]))
+        conv = _conversions(std, target, vc_widths) if len(keys) else None
+        if conv is not None:
+            values = values @ packed.conversion(conv[1], conv[0])
+        parts.append((keys, values))
     return combine_exact(target, packed, vc_widths, *parts)
 
 
@@ -453,11 +454,6 @@ def sum_converted(
     """:func:`sum_vectors` of packed global sums each in its own column map."""
     out = []
     for glob, std in pairs:
-        conv = _conversions(std, target, packed, vc_widths)
-        if conv is not None:
-            # NaN marks "no within-group sums": keep it out of the product
-            absent = np.isnan(glob)
-            glob = np.where(absent, 0.0, glob) @ conv[1]
-            glob[absent] = np.nan
-        out.append(glob)
+        conv = _conversions(std, target, vc_widths)
+        out.append(glob if conv is None else packed.convert_global(glob, conv[0]))
     return sum_vectors(*out)

@@ -38,7 +38,7 @@ from ...design.columnar import (
     frame_columns,
 )
 from ...kernels.vc_packed import accumulate_padded_into
-from ...stats.keys import key_series, key_values
+from ...stats.keys import conform_keys, key_series, key_values
 from ...stats.packed import PackedLayout
 from ...stats.slots import SlotMap, present_pairs
 from ...stats.standardize import Standardization
@@ -194,8 +194,7 @@ def accumulate_frames(
     widths = () if slot_map is None else slot_map.widths
     for dm, keys, ztilde, chosen in read_frames(frames, spec, slot_map, glob, report, std):
         std = chosen
-        if keys.dtype != acc.key_dtype:
-            keys = keys.astype(acc.key_dtype)
+        keys = conform_keys(keys, acc.key_dtype, spec.group_name)
         if router.take(keys, dm, ztilde, std):
             # a partial is now fewer bytes than the rows: add the buffered rows here
             for pending in router.switch():
@@ -220,6 +219,8 @@ def accumulate_ragged(
     report = BatchedReport()
     for dm, keys, _, chosen in read_frames(frames, spec, slot_map, glob, report, std, False):
         std = chosen
+        if key_dtype is not None:
+            keys = conform_keys(keys, key_dtype, spec.group_name)
         parts, sums = ragged_rows(dm, keys, slot_map, rp, std, n_buckets)
         glob += rp.group.pack_global(sums)
         if acc is None:

@@ -197,3 +197,23 @@ def test_a_closed_client_is_refused_by_name():
         client.close()
         with pytest.raises(ConnectionError, match="the Dask client given is closed"):
             dmixed.mixedlm("y ~ x1", ddf, groups="g").fit(client=client)
+
+
+@pytest.mark.parametrize("text_first", [True, False])
+@pytest.mark.parametrize("vc", [False, True])
+def test_group_keys_of_two_kinds_across_partitions_are_refused(text_first, vc):
+    """A partition whose group keys are text where the others' are numbers (or the
+    other way round): refused, not fitted as other groups ("3" and 3 merged by a cast,
+    or kept apart as two groups)."""
+    df = make_data(n_groups=12, seed=6, n_sub=3) if vc else make_data(n_groups=12, seed=6)
+    parts = [df.iloc[i::3].reset_index(drop=True) for i in range(3)]
+    odd = 0 if text_first else 2
+    parts[odd] = parts[odd].assign(g=parts[odd]["g"].astype(str))
+
+    def read(i):
+        return parts[i]
+
+    ddf = dd.from_map(read, range(3), meta=parts[0].iloc[:0], enforce_metadata=False)
+    kw = {"vc_formula": {"sub": "0 + C(sub)"}, "re_formula": "1"} if vc else {}
+    with dask.config.set(scheduler="sync"), pytest.raises(DataError, match="group column 'g'"):
+        dmixed.mixedlm("y ~ x1", ddf, groups="g", **kw).fit()
