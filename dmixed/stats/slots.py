@@ -233,7 +233,9 @@ def number_vc_cells(
     else, where the keys span at most a few times the entries (plus 2^20), the keys seen
     are marked in a bitmap and listed in order, and each entry's pair read back from the
     list's positions written at those keys (no sort, no pass over the span but the one
-    listing it); otherwise :func:`numpy.unique`.  The pairs and slots are those of
+    listing it) — or, where every key is seen (every group has every column, a balanced
+    crossed design), each entry's pair is its key (:func:`_full_grid`: no listing, no
+    read back); otherwise :func:`numpy.unique`.  The pairs and slots are those of
     :func:`assign_vc_slots`.
 
     Parameters
@@ -252,6 +254,7 @@ def number_vc_cells(
     if everywhere:
         rows = np.broadcast_to(codes[:, None], cols.shape).reshape(-1)
         entry_cols = cols.reshape(-1).astype(np.int64, copy=False)
+        present = None
     else:
         present = (cols >= 0) & (vals != 0)
         rows = np.broadcast_to(codes[:, None], cols.shape)[present]
@@ -270,6 +273,9 @@ def number_vc_cells(
         if span <= 4 * keys.size + (1 << 20):
             seen = np.zeros(span, dtype=bool)
             seen[keys] = True
+            if seen.all():  # every group has every column: the pairs are the keys
+                entry_pair = keys.reshape(cols.shape) if everywhere else None
+                return _full_grid(n_groups, ncols, keys, entry_pair, present)
             pair_keys = np.flatnonzero(seen).astype(np.int64, copy=False)
             index = np.empty(span, dtype=np.int64)  # read only where written
             index[pair_keys] = np.arange(pair_keys.size)
@@ -285,6 +291,22 @@ def number_vc_cells(
         entry_pair[present] = inverse
     slots, width = _rank_in_group(pair_group)
     return VCNumbering(pair_keys, pair_group, pair_col, slots, width, entry_pair, everywhere)
+
+
+def _full_grid(n_groups: int, ncols: int, keys, entry_pair, present) -> VCNumbering:
+    """The numbering where every group has an entry in every column (a balanced crossed
+    design): pair ``j`` is key ``j`` (all ``n_groups * ncols`` keys, in order), every
+    entry's pair its key (``entry_pair`` if given, else scattered by ``present``) and
+    every pair's slot its column, as :func:`number_pairs` would give them."""
+    pair_keys = np.arange(n_groups * ncols, dtype=np.int64)
+    pair_group = np.repeat(np.arange(n_groups, dtype=np.int64), ncols)
+    pair_col = np.tile(np.arange(ncols, dtype=np.int64), n_groups)
+    complete = entry_pair is not None
+    if not complete:
+        entry_pair = np.full(present.shape, -1, dtype=np.int64)
+        entry_pair[present] = keys
+    slots = pair_col.copy()
+    return VCNumbering(pair_keys, pair_group, pair_col, slots, ncols, entry_pair, complete)
 
 
 def _no_zero(vals: np.ndarray) -> bool:
