@@ -209,19 +209,29 @@ def _nested_pairs(rows: np.ndarray, cols: np.ndarray, ncols: int):
     groups: students within schools), the pairs sorted by key (each one's group and
     column) and every entry's pair, from a table by column, in time linear in the
     entries and columns (not in groups × columns); None where a column has entries in
-    two groups.  ``rows``, ``cols``: each entry's group and column (int64)."""
+    two groups.  ``rows``, ``cols``: each entry's group and column (int64).
+
+    Each column's group is written at the column (the last entry's); each used column's
+    pair and group are then packed in one number, ``pair << bits | group``, read back at
+    every entry once: its pair, and the check that its column's group is its own."""
     group_of_col = np.full(ncols, -1, dtype=np.int64)
     group_of_col[cols] = rows
-    if not np.array_equal(group_of_col[cols], rows):
-        return None
     used = np.flatnonzero(group_of_col >= 0)
     groups = group_of_col[used]
-    small = np.uint16 if groups.size and int(groups.max()) < 1 << 16 else np.int64
+    top = int(groups.max()) if groups.size else 0
+    small = np.uint16 if top < 1 << 16 else np.int64
     order = np.argsort(groups.astype(small, copy=False), kind="stable")  # by group, then col
     used = used[order]
-    pair_of_col = np.empty(ncols, dtype=np.int64)  # read only where written
-    pair_of_col[used] = np.arange(used.size)
-    return groups[order], used, pair_of_col[cols]
+    bits = max(top.bit_length(), 1)
+    packed = np.empty(ncols, dtype=np.int64)  # read only where written (the used columns)
+    packed[used] = np.arange(used.size) << bits
+    packed |= group_of_col  # (where unused: never read)
+    found = packed[cols]
+    pair = found >> bits
+    found &= (1 << bits) - 1  # the column's group (< 2**bits; rows' groups are >= 0)
+    if not np.array_equal(found, rows):
+        return None
+    return groups[order], used, pair
 
 
 def number_vc_cells(
