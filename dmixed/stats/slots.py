@@ -209,19 +209,29 @@ def _nested_pairs(rows: np.ndarray, cols: np.ndarray, ncols: int):
     groups: students within schools), the pairs sorted by key (each one's group and
     column) and every entry's pair, from a table by column, in time linear in the
     entries and columns (not in groups × columns); None where a column has entries in
-    two groups.  ``rows``, ``cols``: each entry's group and column (int64)."""
+    two groups.  ``rows``, ``cols``: each entry's group and column (int64).
+
+    Each column's group is written at the column (the last entry's); each used column's
+    pair and group are then packed in one number, ``pair << bits | group``, read back at
+    every entry once: its pair, and the check that its column's group is its own."""
     group_of_col = np.full(ncols, -1, dtype=np.int64)
     group_of_col[cols] = rows
-    if not np.array_equal(group_of_col[cols], rows):
-        return None
     used = np.flatnonzero(group_of_col >= 0)
     groups = group_of_col[used]
-    small = np.uint16 if groups.size and int(groups.max()) < 1 << 16 else np.int64
+    top = int(groups.max()) if groups.size else 0
+    small = np.uint16 if top < 1 << 16 else np.int64
     order = np.argsort(groups.astype(small, copy=False), kind="stable")  # by group, then col
     used = used[order]
-    pair_of_col = np.empty(ncols, dtype=np.int64)  # read only where written
-    pair_of_col[used] = np.arange(used.size)
-    return groups[order], used, pair_of_col[cols]
+    bits = max(top.bit_length(), 1)
+    packed = np.empty(ncols, dtype=np.int64)  # read only where written (the used columns)
+    packed[used] = np.arange(used.size) << bits
+    packed |= group_of_col  # (where unused: never read)
+    found = packed[cols]
+    pair = found >> bits
+    found &= (1 << bits) - 1  # the column's group (< 2**bits; rows' groups are >= 0)
+    if not np.array_equal(found, rows):
+        return None
+    return groups[order], used, pair
 
 
 def number_vc_cells(
@@ -233,7 +243,9 @@ def number_vc_cells(
     else, where the keys span at most a few times the entries (plus 2^20), the keys seen
     are marked in a bitmap and listed in order, and each entry's pair read back from the
     list's positions written at those keys (no sort, no pass over the span but the one
-    listing it); otherwise :func:`numpy.unique`.  The pairs and slots are those of
+    listing it) — or, where every key is seen (every group has every column, a balanced
+    crossed design), each entry's pair is its key (:func:`_full_grid`: no listing, no
+    read back); otherwise :func:`numpy.unique`.  The pairs and slots are those of
     :func:`assign_vc_slots`.
 
     Parameters
@@ -252,6 +264,7 @@ def number_vc_cells(
     if everywhere:
         rows = np.broadcast_to(codes[:, None], cols.shape).reshape(-1)
         entry_cols = cols.reshape(-1).astype(np.int64, copy=False)
+        present = None
     else:
         present = (cols >= 0) & (vals != 0)
         rows = np.broadcast_to(codes[:, None], cols.shape)[present]
@@ -270,6 +283,9 @@ def number_vc_cells(
         if span <= 4 * keys.size + (1 << 20):
             seen = np.zeros(span, dtype=bool)
             seen[keys] = True
+            if seen.all():  # every group has every column: the pairs are the keys
+                entry_pair = keys.reshape(cols.shape) if everywhere else None
+                return _full_grid(n_groups, ncols, keys, entry_pair, present)
             pair_keys = np.flatnonzero(seen).astype(np.int64, copy=False)
             index = np.empty(span, dtype=np.int64)  # read only where written
             index[pair_keys] = np.arange(pair_keys.size)
@@ -285,6 +301,22 @@ def number_vc_cells(
         entry_pair[present] = inverse
     slots, width = _rank_in_group(pair_group)
     return VCNumbering(pair_keys, pair_group, pair_col, slots, width, entry_pair, everywhere)
+
+
+def _full_grid(n_groups: int, ncols: int, keys, entry_pair, present) -> VCNumbering:
+    """The numbering where every group has an entry in every column (a balanced crossed
+    design): pair ``j`` is key ``j`` (all ``n_groups * ncols`` keys, in order), every
+    entry's pair its key (``entry_pair`` if given, else scattered by ``present``) and
+    every pair's slot its column, as :func:`number_pairs` would give them."""
+    pair_keys = np.arange(n_groups * ncols, dtype=np.int64)
+    pair_group = np.repeat(np.arange(n_groups, dtype=np.int64), ncols)
+    pair_col = np.tile(np.arange(ncols, dtype=np.int64), n_groups)
+    complete = entry_pair is not None
+    if not complete:
+        entry_pair = np.full(present.shape, -1, dtype=np.int64)
+        entry_pair[present] = keys
+    slots = pair_col.copy()
+    return VCNumbering(pair_keys, pair_group, pair_col, slots, ncols, entry_pair, complete)
 
 
 def _no_zero(vals: np.ndarray) -> bool:

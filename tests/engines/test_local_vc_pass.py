@@ -16,15 +16,18 @@ from dmixed.engines.local import statistics_from_rows
 from dmixed.errors import DroppedRowsWarning
 from dmixed.kernels import accumulate_statistics, dense_random_design
 from dmixed.stats.keys import sorted_codes
-from dmixed.stats.slots import number_vc_cells
+from dmixed.stats.slots import assign_vc_slots, lookup_vc_slots, slot_table
 from tests._synth import QUICK
 
 
-def _frame(seed: int, kind: str, nested: bool, missing: bool) -> pd.DataFrame:
+def _frame(seed: int, kind: str, nested: bool, missing: bool, balanced=False) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     n, n_groups = 150, 7
     g = rng.integers(0, n_groups, n)
     level = rng.integers(0, 5, n) + (10 * g if nested else 0)
+    if balanced:  # every group has every level (rows in any order): a full grid of pairs
+        grid = rng.permutation(n)[: n_groups * 5]
+        g[grid], level[grid] = np.divmod(np.arange(n_groups * 5), 5)
     other = rng.integers(0, 3, n)
     frame = pd.DataFrame(
         {
@@ -48,12 +51,12 @@ def _frame(seed: int, kind: str, nested: bool, missing: bool) -> pd.DataFrame:
 
 def _dense_reference(rows, std):
     codes, labels = sorted_codes(rows.groups)
-    nums = [
-        number_vc_cells(codes, cols, vals, len(labels))
-        for cols, vals in zip(rows.vc_cols, rows.vc_vals, strict=True)
-    ]
-    widths = [num.width for num in nums]
-    slots = [num.entry_slots() for num in nums]
+    widths, slots = [], []
+    for cols, vals in zip(rows.vc_cols, rows.vc_vals, strict=True):  # sorted keys, searched
+        keys, pair_slots, width = assign_vc_slots(codes, cols, vals)
+        ncols = int(cols.max()) + 1 if cols.size else 0
+        widths.append(width)
+        slots.append(lookup_vc_slots(codes, cols, vals, keys, pair_slots, ncols))
     zt = dense_random_design(rows.exog_re, slots, rows.vc_vals, widths)
     st_ = accumulate_statistics(
         codes, len(labels), rows.endog, rows.exog, zt, rows.weights, std, widths
@@ -83,11 +86,14 @@ COMPONENTS = {
     st.booleans(),
     st.sampled_from(sorted(COMPONENTS)),
     st.sampled_from(["1", "1 + x", "0"]),
+    st.booleans(),
 )
-def test_data_pass_equals_the_dense_pass(seed, kind, nested, missing, which, re_formula):
+def test_data_pass_equals_the_dense_pass(seed, kind, nested, missing, which, re_formula, full):
     """Every statistic of the pass (structured or dense, one pass or two) equals the
-    dense padded pass over the same rows to 1e-12 relative."""
-    frame = _frame(seed, kind, nested, missing)
+    dense padded pass over the same rows (its slots by sorted keys, searched) to 1e-12
+    relative, and the slot tables are those keys'; ``full``: every group has every
+    level, where not nested."""
+    frame = _frame(seed, kind, nested, missing, balanced=full and not nested)
     kw = {} if re_formula == "0" else {"re_formula": re_formula}
     uses_lev = missing and "lev" in " ".join(COMPONENTS[which].values())
     dropped = pytest.warns(DroppedRowsWarning) if uses_lev else contextlib.nullcontext()
@@ -105,3 +111,12 @@ def test_data_pass_equals_the_dense_pass(seed, kind, nested, missing, which, re_
     got_zz, got_zxy = stats.engine.gather()
     _close(got_zz, zz)
     _close(got_zxy, zxy)
+    codes, labels = sorted_codes(model.rows.groups)
+    for cols, vals, table in zip(
+        model.rows.vc_cols, model.rows.vc_vals, stats.vc_slot_cols, strict=True
+    ):
+        keys, pair_slots, width = assign_vc_slots(codes, cols, vals)
+        ncols = max(int(cols.max()) + 1 if cols.size else 0, 1)
+        np.testing.assert_array_equal(
+            table, slot_table(keys, pair_slots, ncols, width, len(labels))
+        )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dmixed.stats.slots import (
     SlotMap,
@@ -15,6 +17,7 @@ from dmixed.stats.slots import (
     number_vc_entries,
     slot_table,
 )
+from tests._synth import QUICK
 
 
 def test_columns_are_numbered_within_their_group_in_increasing_order():
@@ -127,3 +130,40 @@ def test_entries_of_no_rows_are_numbered_empty():
         np.zeros(0, dtype=np.int64), empty, empty.astype(float), 0
     )
     assert keys.size == slots.size == entry_pair.size == width == 0
+
+
+@settings(max_examples=40, **QUICK)
+@given(
+    st.integers(1, 6),
+    st.integers(1, 8),
+    st.integers(0, 30),
+    st.booleans(),
+    st.integers(0, 10**6),
+)
+def test_full_grid_numbered_as_assigned(n_groups, ncols, extra, second, seed):
+    """Every group with an entry in every column (a balanced crossed design, the rows in
+    any order, repeated, a second column of entries partly absent or zero):
+    ``number_vc_cells`` gives the pairs, groups, columns, slots, width, table and every
+    entry's slot of ``assign_vc_slots`` / ``lookup_vc_slots`` / ``slot_table``."""
+    rng = np.random.default_rng(seed)
+    grid = np.arange(n_groups * ncols)
+    pick = np.r_[grid, rng.integers(0, grid.size, extra)]
+    pick = pick[rng.permutation(pick.size)]
+    codes, cols = pick // ncols, (pick % ncols)[:, None]
+    vals = rng.uniform(0.5, 2.0, cols.shape)
+    if second:  # absent (-1) or zero entries: not every entry present
+        more = np.where(rng.random(pick.size) < 0.5, rng.integers(0, ncols, pick.size), -1)
+        cols = np.c_[cols, more]
+        vals = np.c_[vals, np.where((more >= 0) & (rng.random(pick.size) < 0.8), 1.0, 0.0)]
+    keys, slots, width = assign_vc_slots(codes, cols, vals)
+    num = number_vc_cells(codes, cols, vals, n_groups)
+    assert num.complete == (not second)
+    np.testing.assert_array_equal(num.pair_keys, keys)
+    np.testing.assert_array_equal(num.pair_slots, slots)
+    np.testing.assert_array_equal(num.pair_group * ncols + num.pair_col, keys)
+    assert num.width == width == ncols
+    want = lookup_vc_slots(codes, cols, vals, keys, slots, ncols)
+    np.testing.assert_array_equal(num.entry_slots(), want)
+    np.testing.assert_array_equal(
+        num.table(n_groups), slot_table(keys, slots, ncols, width, n_groups)
+    )
