@@ -21,7 +21,7 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pytest
-from distributed import Client, Future, LocalCluster
+from distributed import Client, Future, LocalCluster, default_client
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -696,10 +696,16 @@ def test_a_client_that_failed_to_start_is_not_used():
 
     with pytest.raises(ValueError, match="unknown address scheme"):
         Client("foo://127.0.0.1:9", timeout=1)
-    assert resolve_client(None) is None
-    df = make_data(n_groups=12, seed=4)
-    ddf = dd.from_pandas(df, npartitions=2)
-    with dask.config.set(scheduler="sync"):
-        res = dmixed.mixedlm("y ~ x1", ddf, groups="g").fit()
+    try:
+        assert resolve_client(None) is None
+        df = make_data(n_groups=12, seed=4)
+        ddf = dd.from_pandas(df, npartitions=2)
+        with dask.config.set(scheduler="sync"):
+            res = dmixed.mixedlm("y ~ x1", ddf, groups="g").fit()
+    finally:
+        # the failed client set Dask's scheduler to "dask.distributed" and stays the
+        # default client until closed: closing it restores both for the other tests
+        default_client().close()
+    assert dask.config.get("scheduler", None) != "dask.distributed"
     ref = dmixed.mixedlm("y ~ x1", df, groups="g").fit()
     np.testing.assert_allclose(res.params, ref.params, rtol=1e-9)
