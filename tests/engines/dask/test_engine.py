@@ -691,21 +691,22 @@ def test_subprocess_scheduler_and_workers(tmp_path):
 
 def test_a_client_that_failed_to_start_is_not_used():
     """A ``Client`` whose construction failed stays distributed's default client
-    ("connecting"): fits that follow in the process run in-process, not on it."""
+    ("connecting") until it is collected: fits that follow in the process run
+    in-process, not on it."""
     from dmixed.engines.dask.data_pass import resolve_client
 
-    with pytest.raises(ValueError, match="unknown address scheme"):
-        Client("foo://127.0.0.1:9", timeout=1)
-    try:
-        assert resolve_client(None) is None
-        df = make_data(n_groups=12, seed=4)
-        ddf = dd.from_pandas(df, npartitions=2)
-        with dask.config.set(scheduler="sync"):
-            res = dmixed.mixedlm("y ~ x1", ddf, groups="g").fit()
-    finally:
-        # the failed client set Dask's scheduler to "dask.distributed" and stays the
-        # default client until closed: closing it restores both for the other tests
-        default_client().close()
-    assert dask.config.get("scheduler", None) != "dask.distributed"
+    # the failed client sets Dask's scheduler to "dask.distributed" and never resets
+    # it (only ``close`` does): the outer ``config.set`` restores it for later tests
+    with dask.config.set(scheduler="sync"):
+        try:
+            with pytest.raises(ValueError, match="unknown address scheme"):
+                Client("foo://127.0.0.1:9", timeout=1)
+            assert resolve_client(None) is None
+            df = make_data(n_groups=12, seed=4)
+            res = dmixed.mixedlm("y ~ x1", dd.from_pandas(df, npartitions=2), groups="g").fit()
+        finally:
+            with contextlib.suppress(ValueError):  # collected already: none to close
+                default_client().close()
     ref = dmixed.mixedlm("y ~ x1", df, groups="g").fit()
     np.testing.assert_allclose(res.params, ref.params, rtol=1e-9)
+    assert dask.config.get("scheduler", None) != "dask.distributed"
