@@ -23,6 +23,7 @@ from dmixed.stats import GlobalStats, Layout
 from dmixed.stats.slots import assign_vc_slots, lookup_vc_slots, number_vc_cells
 from dmixed.stats.standardize import Standardization
 from tests._synth import QUICK
+from tests._vc_compare import close, per_component
 
 
 def _rows(seed: int, q: int, widths: tuple, n_groups: int = 6, continuous: bool = False):
@@ -65,16 +66,6 @@ def _dense(rows, weights=None, std=None):
     return st_["zz"], st_["zxy"], Layout(exog_re.shape[1], tuple(widths)), slots
 
 
-def _close(a, b, rtol=1e-10):
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    scale = max(float(np.abs(b).max()) if b.size else 0.0, 1e-300)
-    assert np.abs(a - b).max(initial=0.0) <= rtol * scale
-
-
-def _per_component(values, layout: Layout):
-    return np.stack([values[layout.slot_component == c].sum(axis=0) for c in range(layout.k_vc)])
-
-
 designs = st.tuples(
     st.integers(0, 10**6),  # seed
     st.integers(0, 3),  # q
@@ -100,23 +91,23 @@ def test_kernels_agree_with_dense(case):
     ref = groups.step_contributions(zz, lam, q, zxy)
     for got, per_slot in ((rv.step(lam), layout.r == q + layout.k_vc), (rv.step(lam1), True)):
         assert abs(got.logdet - ref.logdet) <= 1e-10 * max(abs(ref.logdet), 1.0)
-        _close(got.m, ref.m)
-        _close(got.s[:q, :q], ref.s[:q, :q])
-        _close(got.t_re, ref.t_re)
+        close(got.m, ref.m)
+        close(got.s[:q, :q], ref.s[:q, :q])
+        close(got.t_re, ref.t_re)
         if per_slot:  # one slot per component
-            _close(np.diagonal(got.s)[q:], _per_component(np.diagonal(ref.s)[q:], layout))
-            _close(got.t_vc, _per_component(ref.t_vc, layout))
+            close(np.diagonal(got.s)[q:], per_component(np.diagonal(ref.s)[q:], layout))
+            close(got.t_vc, per_component(ref.t_vc, layout))
         else:  # the padded slots, as the dense kernels give them
-            _close(np.diagonal(got.s), np.diagonal(ref.s))
-            _close(got.t_vc, ref.t_vc)
+            close(np.diagonal(got.s), np.diagonal(ref.s))
+            close(got.t_vc, ref.t_vc)
     w = rng.standard_normal(zxy.shape[2])
     ref_re = groups.random_effects_block(zz, lam, w, zxy)
     for b, c in zip(ref_re, rv.random_effects(lam1, w), strict=True):
-        _close(c, b)
+        close(c, b)
     ref_h = groups.hessian_contributions(zz, lam, layout.basis(), w, zxy)
     for got_h in (rv.hessian(lam1, one.basis(), w), rv.hessian(lam, layout.basis(), w)):
         for name in ref_h.__dataclass_fields__:
-            _close(getattr(got_h, name), getattr(ref_h, name))
+            close(getattr(got_h, name), getattr(ref_h, name))
 
 
 @settings(max_examples=15, **QUICK)
@@ -131,12 +122,12 @@ def test_moment_equations_agree_with_dense(case):
     ref, got = groups.moment_contributions(zz, zxy), rv.moments()
     basis, basis1 = layout.basis(), one.basis()
     gram = np.einsum("jab,kcd,bcda->jk", basis, basis, ref.zz_zz)
-    _close(np.einsum("jab,kcd,bcda->jk", basis1, basis1, got.zz_zz), gram)
-    _close(np.einsum("jab,ba->j", basis1, got.zz), np.einsum("jab,ba->j", basis, ref.zz))
+    close(np.einsum("jab,kcd,bcda->jk", basis1, basis1, got.zz_zz), gram)
+    close(np.einsum("jab,ba->j", basis1, got.zz), np.einsum("jab,ba->j", basis, ref.zz))
     w = np.random.default_rng(seed).standard_normal(zxy.shape[2])
     cc = np.einsum("axby,x,y->ab", ref.zxy_zxy, w, w)
     cc1 = np.einsum("axby,x,y->ab", got.zxy_zxy, w, w)
-    _close(np.einsum("jab,ba->j", basis1, cc1), np.einsum("jab,ba->j", basis, cc))
+    close(np.einsum("jab,ba->j", basis1, cc1), np.einsum("jab,ba->j", basis, cc))
     xyxy = np.eye(zxy.shape[2]) * 100.0
     est, est1 = (
         moment_start(ref, GlobalStats(xyxy, 500), layout),
@@ -159,8 +150,8 @@ def test_ragged_pass_equals_dense_pass(case, weighted):
         codes, g, endog, exog, exog_re, slots, vc_vals, layout.vc_widths, weights, std
     )
     got_zz, got_zxy = rv.dense()
-    _close(got_zz, zz, 1e-12)
-    _close(got_zxy, zxy, 1e-12)
+    close(got_zz, zz, 1e-12)
+    close(got_zxy, zxy, 1e-12)
     assert base["n"] == codes.size
 
 

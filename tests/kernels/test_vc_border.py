@@ -19,6 +19,7 @@ from dmixed.kernels.vc_border import CrossedVC, choose_diagonal, diagonal_compon
 from dmixed.stats import GlobalStats, Layout
 from dmixed.stats.slots import number_vc_cells
 from tests._synth import QUICK
+from tests._vc_compare import close, per_component
 
 #: kinds of component: an indicator, continuous entries, two continuous entries per row
 KINDS = ("ind", "cont", "multi")
@@ -63,16 +64,6 @@ def dense_statistics(rows, weights=None, std=None):
     zt = dense_random_design(exog_re, slots, vc_vals, widths)
     out = accumulate_statistics(codes, g, endog, exog, zt, weights, std, widths)
     return out["zz"], out["zxy"], Layout(exog_re.shape[1], tuple(widths))
-
-
-def close(a, b, rtol=1e-10):
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    scale = max(float(np.abs(b).max()) if b.size else 0.0, 1e-300)
-    assert np.abs(a - b).max(initial=0.0) <= rtol * scale
-
-
-def per_component(values, layout: Layout):
-    return np.stack([values[layout.slot_component == c].sum(axis=0) for c in range(layout.k_vc)])
 
 
 designs = st.tuples(
