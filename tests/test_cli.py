@@ -1453,20 +1453,33 @@ def test_dropped_rows_warning_is_one_clean_line(data, scheduler, tmp_path):
     assert dmixed.load(tmp_path / "o").nobs == len(holes) - 2
 
 
-@pytest.mark.parametrize("bad", ["text", "no column"])
+@pytest.mark.parametrize("bad", ["text", "no column", "text first"])
 def test_a_bad_file_of_several_is_exit_3_naming_it_no_lock_left(data, scheduler, tmp_path, bad):
     """One file holding text where the others hold numbers, or lacking a column: the
     message named the column only, the exit status was 2 and ``.S.lock`` stayed beside
-    a statistics directory never written."""
+    a statistics directory never written.  Text in the first file (whose types Dask
+    takes) and numbers in the others was fitted as a factor, silently."""
     (tmp_path / "in").mkdir()
     shutil.copy(data.A, tmp_path / "in/a.parquet")
-    frame = data.frame_b.astype({"y": str}) if bad == "text" else data.frame_b.drop(columns="x2")
+    frame = {
+        "text": data.frame_b.astype({"y": str}),
+        "no column": data.frame_b.drop(columns="x2"),
+        "text first": data.frame_b.astype({"x2": str}),
+    }[bad]
     frame.to_parquet(tmp_path / "in/b.parquet", index=False)
+    if bad == "text first":
+        os.rename(tmp_path / "in/b.parquet", tmp_path / "in/0.parquet")
     proc = run_in_process(
         "fit", "--data", "in", *MODEL, "--output", "o", "--stats-dir", "S", "--quiet",
         "--cluster", scheduler.file, cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 3, proc.stderr
+    if bad == "text first":
+        other = os.path.join("in", "a.parquet")
+        assert f"(file {os.path.abspath(os.path.join(tmp_path, other))})" in proc.stderr
+        assert "column 'x2' holds numbers (float64) where the model reads text" in proc.stderr
+        assert f"in {other}: column 'x2' holds numbers" in proc.stderr  # a tie: the first's
+        return
     column = "'y' holds text" if bad == "text" else "no column 'x2'"
     assert f"in {os.path.join('in', 'b.parquet')}: " in proc.stderr and column in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]

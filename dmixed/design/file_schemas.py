@@ -2,10 +2,11 @@
 
 Dask takes a dataset's columns and their types from its first file and checks no other
 file against them: a file that lacks a column, or holds text where the others hold
-numbers, fails inside the data pass, in a partition whose file the error cannot name.
-:func:`files_unlike_others` names it afterwards from what each file declares (a Parquet
-file's schema, one read of its footer; a CSV file's header and the types of its first
-rows), for the command line's message (it knows the files; the library does not).
+numbers, fails inside the data pass, in one partition (the library names it, and its
+file where Dask's Parquet reader reads it: :mod:`dmixed.design.origin`).
+:func:`files_unlike_others` lists every such file afterwards from what each file
+declares (a Parquet file's schema, one read of its footer; a CSV file's header and the
+types of its first rows), for the command line's message (it knows the files).
 """
 
 from __future__ import annotations

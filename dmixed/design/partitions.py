@@ -12,7 +12,9 @@ compute it ("lost dependencies").
   :func:`checked_partition` unless Dask's reader itself reads only those columns;
 - :func:`check_persisted`: refuse a collection whose persisted data are gone;
 - :func:`check_text_conversion`: apply the rules for ``object`` columns to a pandas frame
-  that ``dd.from_pandas`` turned into text (Dask's ``dataframe.convert-string``).
+  that ``dd.from_pandas`` turned into text (Dask's ``dataframe.convert-string``);
+- :func:`check_column_kinds`: refuse a partition whose column holds another kind of
+  values (text, numbers) than the collection declares (a file unlike the first).
 """
 
 from __future__ import annotations
@@ -22,11 +24,14 @@ import warnings
 import pandas as pd
 
 from ..errors import DataError, TextConversionWarning
-from .dtypes import column_class, object_class, object_types
+from .dtypes import CATEGORICAL, NUMERIC, column_class, column_kind, object_class, object_types
+from .file_schemas import quoted_names
 from .messages import check_present, suggest
+from .origin import in_partition
 
 __all__ = [
     "missing_column_error",
+    "check_column_kinds",
     "check_persisted",
     "check_text_conversion",
     "checked_partition",
@@ -64,13 +69,13 @@ def checked_partition(pdf, columns: list, partition_info=None) -> pd.DataFrame:
     if len(pdf) == 0 and len(pdf.columns) == 0:
         return pd.DataFrame(index=pdf.index, columns=columns)
     number = None if partition_info is None else partition_info.get("number")
-    where = "a partition" if number is None else f"partition {number}"
-    raise DataError(
-        f"{where} of the Dask DataFrame has no column(s) "
+    err = DataError(
+        "it has no column(s) "
         + ", ".join(repr(c) for c in absent)
         + suggest(absent[0], pdf.columns)
         + "; Dask does not check partitions against the collection's columns"
     )
+    raise in_partition(err, number)
 
 
 def _projections(expr) -> int:
@@ -212,13 +217,61 @@ def check_text_conversion(ddf, columns) -> None:
 def missing_column_error(exc: BaseException, partition=None) -> DataError | None:
     """The :class:`~dmixed.errors.DataError` for pandas' ``KeyError: "['f'] not in
     index"`` raised inside Dask's reader when a file of a dataset lacks a column the
-    model uses (Dask checks only the first file's schema); None for another error."""
+    model uses (Dask checks only the first file's schema); None for another error.  Its
+    ``absent`` attribute lists the columns (:func:`~dmixed.design.origin.located` finds
+    the file by them when the partition is not known)."""
     text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else ""
     if "not in index" not in text:
         return None
-    where = "a partition" if partition is None else f"partition {partition}"
-    return DataError(
-        f"{where} of the data has no column(s) {text.split(' not in index')[0]}: a file "
-        "of the dataset lacks a column the model uses (Dask takes the columns from the "
-        "first file); add the column to every file, or leave those files out"
+    names = text.split(" not in index")[0]
+    err = DataError(
+        f"it has no column(s) {names}: a file of the dataset lacks a column the model uses "
+        "(Dask takes the columns from the first file); add the column to every file, or "
+        "leave those files out"
     )
+    err.absent = quoted_names(names)
+    return in_partition(err, partition)
+
+
+_KIND_WORDS = {CATEGORICAL: "text", NUMERIC: "numbers"}
+
+
+def check_column_kinds(pdf: pd.DataFrame, kinds: dict) -> None:
+    """Refuse a partition column that holds another kind of values than the model reads.
+
+    Dask takes a collection's column types from its first partition (a dataset's first
+    file) and checks no other partition against them: a column of text in one file and
+    numbers in another would be read as labels in some partitions and numbers (or other
+    labels, ``0`` and ``'0'``) in others, silently.  Types of one kind (int32 and
+    int64, integers and floats; string, large string and dictionary) are alike; a
+    column of another kind whose values are all missing is let through, as is a
+    column of Python objects (its values are checked where they are read).
+
+    Parameters
+    ----------
+    pdf : pandas.DataFrame
+        One computed partition (columns it lacks are skipped: refused elsewhere).
+    kinds : dict
+        ``{column: kind}`` of the model (:data:`~dmixed.design.dtypes.CATEGORICAL`:
+        text; numeric kinds: numbers), from the collection's declared types.
+
+    Raises
+    ------
+    DataError
+        Naming the column, the partition's type and the kind the model reads; its
+        ``column`` attribute is the column (:func:`~dmixed.design.origin.located` adds
+        the collection's type and its file).
+    """
+    for c, kind in kinds.items():
+        if c not in pdf.columns or pdf[c].dtype == object:  # objects: read by value
+            continue
+        found = column_kind(pdf[c].dtype)
+        expected = CATEGORICAL if kind == CATEGORICAL else NUMERIC
+        if found is None or found == expected or pdf[c].isna().all():
+            continue
+        err = DataError(
+            f"column {c!r} holds {_KIND_WORDS[found]} ({pdf[c].dtype}) where the model "
+            f"reads {_KIND_WORDS[expected]}"
+        )
+        err.column = c
+        raise err

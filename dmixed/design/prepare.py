@@ -255,8 +255,10 @@ def missing_values_error(counts: dict) -> DataError:
 
 def is_missing_values_error(err: BaseException) -> bool:
     """Whether ``err`` is :func:`missing_values_error`'s (also after a trip through a
-    Dask worker, which re-raises a copy)."""
-    return isinstance(err, DataError) and str(err).startswith(_MISSING_PREFIX)
+    Dask worker, which re-raises a copy; and when worded for the partition it was raised
+    in, :func:`~dmixed.design.origin.in_partition`, whose ``detail`` it is then)."""
+    text = getattr(err, "detail", None) or str(err)
+    return isinstance(err, DataError) and text.startswith(_MISSING_PREFIX)
 
 
 def missing_counts(spec: ModelSpec, df: pd.DataFrame, response: bool = True) -> dict:

@@ -18,10 +18,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ..errors import DataError
 from .dtypes import CATEGORICAL, object_types, py_scalars, to_float
 from .levels import categorical_levels, sorted_levels, unique_values
 from .missing import rows_with_missing
+from .origin import in_partition, located
 from .partitions import (
+    check_column_kinds,
     check_persisted,
     check_text_conversion,
     missing_column_error,
@@ -131,9 +134,26 @@ def pandas_scan(df: pd.DataFrame, kinds: dict, plan: ScanPlan) -> LevelScan:
     return LevelScan(levels, len(df), len(kept), None, types)
 
 
-def summarize_partition(pdf, kinds, plan: ScanPlan, to_scan) -> PartitionSummary:
+def summarize_partition(pdf, kinds, plan: ScanPlan, to_scan, number=None) -> PartitionSummary:
     """Row counts, object types, distinct values of ``to_scan`` and the response's range
-    of one partition (rows with missing values dropped first with ``missing="drop"``)."""
+    of one partition (rows with missing values dropped first with ``missing="drop"``),
+    partition ``number``: its columns checked against the kinds the collection declares
+    (:func:`~dmixed.design.partitions.check_column_kinds`); a
+    :class:`~dmixed.errors.DataError` names the partition."""
+    try:
+        return _summary(pdf, kinds, plan, to_scan)
+    except KeyError as exc:
+        err = missing_column_error(exc, number)
+        if err is None:
+            raise
+        raise err from None
+    except DataError as err:
+        raise in_partition(err, number) from None
+
+
+def _summary(pdf, kinds, plan: ScanPlan, to_scan) -> PartitionSummary:
+    declared = {c: kinds[c] for c in pdf.columns if c in kinds and c not in plan.object_cols}
+    check_column_kinds(pdf, declared)
     n = len(pdf)
     pdf = _kept_rows(pdf, kinds, plan)
     out = PartitionSummary(n=n, n_kept=len(pdf))
@@ -188,14 +208,16 @@ def dask_scan(ddf, meta, kinds, plan: ScanPlan) -> LevelScan:
     read = list(dict.fromkeys([*to_scan, *also]))
     summarize = dask.delayed(summarize_partition)
     parts = select_columns(ddf, read).to_delayed()
-    tasks = [summarize(p, kinds, plan, to_scan) for p in parts]
+    tasks = [summarize(p, kinds, plan, to_scan, i) for i, p in enumerate(parts)]
     try:
         results = dask.compute(*tasks)
     except KeyError as exc:
         err = missing_column_error(exc)
         if err is None:
             raise
-        raise err from None
+        raise located(err, ddf) from None
+    except DataError as err:
+        raise located(err, ddf) from None
     return _combine(results, levels, to_scan, declared, meta)
 
 

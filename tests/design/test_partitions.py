@@ -5,10 +5,17 @@ from __future__ import annotations
 
 import dask
 import dask.dataframe as dd
+import numpy as np
 import pandas as pd
 import pytest
 
-from dmixed.design.partitions import checked_partition, lost_futures, select_columns
+from dmixed.design.dtypes import CATEGORICAL, NUMERIC, NUMERIC_LEVELS
+from dmixed.design.partitions import (
+    check_column_kinds,
+    checked_partition,
+    lost_futures,
+    select_columns,
+)
 from dmixed.errors import DataError
 
 
@@ -21,6 +28,33 @@ def test_checked_partition():
         checked_partition(pdf, ["y", "f"], {"number": 4})
     with pytest.raises(DataError, match=r"^a partition .*'f'"):
         checked_partition(pdf.iloc[:0], ["y", "f"])  # rows or columns: not empty
+
+
+def test_column_kinds_of_a_partition():
+    """Text where the model reads numbers, or numbers where it reads text (a file unlike
+    the first), is refused naming the column and the type; types of one kind, columns
+    all missing and object columns pass."""
+    pdf = pd.DataFrame(
+        {
+            "x": np.array([1, 2], dtype=np.int32),  # the model read float64
+            "f": pd.array(["a", "b"], dtype="string[pyarrow]"),
+            "c": pd.Categorical(["u", "v"]),
+            "n": [np.nan, np.nan],  # all missing in this file
+            "o": np.array([1, "a"], dtype=object),
+            "s": np.array([0.5, 2.0]),
+        }
+    )
+    kinds = {"x": NUMERIC, "f": CATEGORICAL, "c": CATEGORICAL, "n": CATEGORICAL, "o": NUMERIC}
+    check_column_kinds(pdf, {**kinds, "absent": NUMERIC})
+    with pytest.raises(
+        DataError, match=r"^column 'f' holds text \(string\) where the model reads numbers$"
+    ) as exc:
+        check_column_kinds(pdf, {"f": NUMERIC_LEVELS})
+    assert exc.value.column == "f"
+    with pytest.raises(
+        DataError, match=r"column 's' holds numbers \(float64\) where the model reads text"
+    ):
+        check_column_kinds(pdf, {"s": CATEGORICAL})
 
 
 def test_select_columns_where_dask_does_not_check(tmp_path):

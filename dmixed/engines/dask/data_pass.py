@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import dask
 
 from ...design.dtypes import native_dtype
+from ...design.origin import located
 from ...design.partitions import check_persisted, missing_column_error
 from ...design.prepare import is_missing_values_error
 from ...errors import DataError, SpecError
@@ -352,10 +353,10 @@ def statistics_from_dask(
         err = missing_column_error(exc)
         if err is None:
             raise
-        raise err from None
+        raise located(err, ddf) from None
     except DataError as err:
         if not is_missing_values_error(err):
-            raise
+            raise located(err, ddf) from None
         # the error path only: one more read, for counts over all partitions
         raise missing_values_total(ddf, spec, client, local_scheduler(), err) from None
 

@@ -228,7 +228,9 @@ def tree(func, items: list, fan_in: int = 8):
 def slot_map_graph(ddf, spec, key_dtype):
     """Delayed ``(SlotMap, overlap)`` from one pass over the data (the VC prepass,
     :func:`~dmixed.engines.dask.partials.build_slot_plan`)."""
-    pairs = ddf.map_partitions(partition_vc_pairs, spec, key_dtype, meta=empty_pairs(key_dtype))
+    pairs = ddf.map_partitions(
+        partition_vc_pairs, spec, key_dtype, partition_info=True, meta=empty_pairs(key_dtype)
+    )
     # a tree reduction of the distinct pairs, then numbering in one task
     distinct = pairs.drop_duplicates(split_out=1)
     (part,) = distinct.to_delayed()
@@ -269,7 +271,8 @@ def _partial_tasks(ddf, spec, slot_arg, packed, key_dtype, n_blocks, n_chains, c
         raise SpecError(_CHAINS_REFUSED)
     part = dask.delayed(partition_partials, nout=5, pure=True)
     return [
-        part(p, spec, slot_arg, packed, n_blocks, std) for p in ddf.to_delayed(optimize_graph=True)
+        part(p, spec, slot_arg, packed, n_blocks, std, i)
+        for i, p in enumerate(ddf.to_delayed(optimize_graph=True))
     ]
 
 

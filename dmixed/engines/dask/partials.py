@@ -37,6 +37,9 @@ from ...design.columnar import (
     design_columns,
     frame_columns,
 )
+from ...design.origin import in_partition, piece_file
+from ...design.partitions import check_column_kinds
+from ...errors import DataError
 from ...kernels.vc_packed import accumulate_padded_into
 from ...stats.keys import conform_keys, key_series, key_values
 from ...stats.packed import PackedLayout
@@ -90,7 +93,11 @@ def partition_design(pdf, spec):
     """The spec's design matrices of one partition (None: no rows), given as a pandas
     frame or as numpy columns (:func:`~dmixed.engines.dask.parquet_direct.read_columns`):
     from the columns where :func:`~dmixed.design.columnar.columns_design` builds them
-    (the same matrices, without the frame's checks), else ``spec.transform``."""
+    (the same matrices, without the frame's checks), else ``spec.transform``.  A frame's
+    columns are first checked against the kinds the spec reads
+    (:func:`~dmixed.design.partitions.check_column_kinds`)."""
+    if isinstance(pdf, pd.DataFrame):
+        check_column_kinds(pdf, spec.column_kinds)
     dm = None
     if columns_design_applies(spec):
         columns = pdf if isinstance(pdf, dict) else frame_columns(pdf, design_columns(spec))
@@ -118,11 +125,20 @@ def partition_partials(
     packed: PackedLayout,
     n_buckets: int,
     std: Standardization | None = None,
+    number: int | None = None,
 ) -> tuple:
     """Partial statistics of one partition, split by output block (see the module), and
     the columns' map they are in (``std``, else chosen from these rows; None: no rows).
     With ``packed`` a :class:`~dmixed.engines.dask.ragged.RaggedPacked`, the ragged
-    tables per block instead of packed rows."""
+    tables per block instead of packed rows.  A :class:`~dmixed.errors.DataError` names
+    the partition, ``number``."""
+    try:
+        return _partition_partials(pdf, spec, slot_map, packed, n_buckets, std)
+    except DataError as err:
+        raise in_partition(err, number) from None
+
+
+def _partition_partials(pdf, spec, slot_map, packed, n_buckets: int, std) -> tuple:
     tune_worker_malloc()
     if isinstance(packed, RaggedPacked):
         return accumulate_ragged([pdf], spec, slot_map, packed, n_buckets, None, std)
@@ -192,17 +208,20 @@ def accumulate_frames(
     glob = packed.empty_global()
     report = BatchedReport()
     widths = () if slot_map is None else slot_map.widths
-    for dm, keys, ztilde, chosen in read_frames(frames, spec, slot_map, glob, report, std):
-        std = chosen
-        keys = conform_keys(keys, acc.key_dtype, spec.group_name)
-        if router.take(keys, dm, ztilde, std):
-            # a partial is now fewer bytes than the rows: add the buffered rows here
-            for pending in router.switch():
-                sums = acc.add(pending.keys, pending.dm, pending.ztilde, std, widths)
-                glob += packed.pack_global(sums)
-        else:
-            glob += packed.pack_global(acc.add(keys, dm, ztilde, std, widths))
-        report.add(len(keys))
+    try:
+        for dm, keys, ztilde, chosen in read_frames(frames, spec, slot_map, glob, report, std):
+            std = chosen
+            keys = conform_keys(keys, acc.key_dtype, spec.group_name)
+            if router.take(keys, dm, ztilde, std):
+                # a partial is now fewer bytes than the rows: add the buffered rows here
+                for pending in router.switch():
+                    sums = acc.add(pending.keys, pending.dm, pending.ztilde, std, widths)
+                    glob += packed.pack_global(sums)
+            else:
+                glob += packed.pack_global(acc.add(keys, dm, ztilde, std, widths))
+            report.add(len(keys))
+    except DataError as err:
+        raise _where(frames, err) from None
     report.flush()
     parts, routed = acc.result(n_buckets), router.result(n_buckets)
     return parts, glob, std, routed, exchange_report(parts, routed)
@@ -217,16 +236,20 @@ def accumulate_ragged(
     acc = None
     glob = rp.group.empty_global()
     report = BatchedReport()
-    for dm, keys, _, chosen in read_frames(frames, spec, slot_map, glob, report, std, False):
-        std = chosen
-        if key_dtype is not None:
-            keys = conform_keys(keys, key_dtype, spec.group_name)
-        parts, sums = ragged_rows(dm, keys, slot_map, rp, std, n_buckets)
-        glob += rp.group.pack_global(sums)
-        if acc is None:
-            acc = RaggedAccumulator(rp, n_buckets, keys.dtype if key_dtype is None else key_dtype)
-        acc.add(parts)
-        report.add(len(keys))
+    try:
+        for dm, keys, _, chosen in read_frames(frames, spec, slot_map, glob, report, std, False):
+            std = chosen
+            if key_dtype is not None:
+                keys = conform_keys(keys, key_dtype, spec.group_name)
+            parts, sums = ragged_rows(dm, keys, slot_map, rp, std, n_buckets)
+            glob += rp.group.pack_global(sums)
+            if acc is None:
+                dtype = keys.dtype if key_dtype is None else key_dtype
+                acc = RaggedAccumulator(rp, n_buckets, dtype)
+            acc.add(parts)
+            report.add(len(keys))
+    except DataError as err:
+        raise _where(frames, err) from None
     report.flush()
     if acc is None:
         dtype = object if key_dtype is None else key_dtype
@@ -267,15 +290,48 @@ def chain_partials(
     )
 
 
-def chain_frames(pieces: Pieces, reads: ParquetReads | None = None):
-    """A chain's partitions, one at a time: numpy columns where ``reads`` gives a plain
-    Parquet read of the partition and the file matches it
+class ChainFrames:
+    """A chain's partitions, one at a time (an iterable): numpy columns where ``reads``
+    gives a plain Parquet read of the partition and the file matches it
     (:func:`~dmixed.engines.dask.parquet_direct.read_columns`), else the pandas frame
-    its piece computes."""
-    direct = [None] * len(pieces) if reads is None else reads.items
-    for (graph, out_key, _), read in zip(pieces.items, direct, strict=True):
-        columns = None if read is None else read_columns(read)
-        yield compute_piece(graph, out_key) if columns is None else columns
+    its piece computes (from ``frames``, the persisted partitions, where given).
+    :meth:`located` words an error for the partition last yielded."""
+
+    def __init__(self, pieces: Pieces, reads: ParquetReads | None = None, frames=None) -> None:
+        self.pieces = pieces
+        self.reads = [None] * len(pieces) if reads is None else reads.items
+        self.frames = frames
+        self.current = None
+
+    def __iter__(self):
+        frames = [None] * len(self.pieces) if self.frames is None else self.frames
+        for piece, read, frame in zip(self.pieces.items, self.reads, frames, strict=True):
+            self.current = piece, read
+            graph, out_key, leaf_key = piece
+            if self.frames is not None:
+                yield compute_piece(graph, out_key, frame, leaf_key)
+                continue
+            columns = None if read is None else read_columns(read)
+            yield compute_piece(graph, out_key) if columns is None else columns
+
+    def located(self, err: DataError) -> DataError:
+        """``err`` naming the partition last yielded and, where Dask's Parquet reader
+        reads it, its file (:func:`~dmixed.design.origin.in_partition`)."""
+        if self.current is None:
+            return err
+        (graph, out_key, _), read = self.current
+        number = out_key[-1] if isinstance(out_key, tuple) else None
+        file = read[0] if read is not None else piece_file(graph)
+        return in_partition(err, number, file)
+
+
+def _where(frames, err: DataError) -> DataError:
+    return frames.located(err) if isinstance(frames, ChainFrames) else err
+
+
+def chain_frames(pieces: Pieces, reads: ParquetReads | None = None) -> ChainFrames:
+    """A chain's partitions, one at a time (:class:`ChainFrames`)."""
+    return ChainFrames(pieces, reads)
 
 
 def resident_chain_partials(
@@ -297,11 +353,7 @@ def resident_chain_partials(
     assignments, …), culled to that partition, which run here one partition at a time
     with the persisted frame in place of ``leaf_key``.
     """
-    frames_in_order = zip(pieces.items, frames, strict=True)
-    partitions = (
-        compute_piece(graph, out_key, frame, leaf_key)
-        for (graph, out_key, leaf_key), frame in frames_in_order
-    )
+    partitions = ChainFrames(pieces, frames=frames)
     return accumulate_frames(
         partitions, spec, slot_map, packed, n_buckets, key_dtype, std, exchange
     )
@@ -326,11 +378,21 @@ def empty_pairs(key_dtype) -> pd.DataFrame:
     return frame
 
 
-def partition_vc_pairs(pdf: pd.DataFrame, spec, key_dtype) -> pd.DataFrame:
+def partition_vc_pairs(pdf: pd.DataFrame, spec, key_dtype, partition_info=None) -> pd.DataFrame:
     """Distinct (group key, component, column) triples with a non-zero entry, and one
-    triple of component :data:`OVERLAP` when some row has two entries."""
+    triple of component :data:`OVERLAP` when some row has two entries.  A
+    :class:`~dmixed.errors.DataError` names the partition (Dask's ``partition_info``)."""
+    try:
+        return _vc_pairs(pdf, spec, key_dtype)
+    except DataError as err:
+        number = None if partition_info is None else partition_info.get("number")
+        raise in_partition(err, number) from None
+
+
+def _vc_pairs(pdf: pd.DataFrame, spec, key_dtype) -> pd.DataFrame:
     if len(pdf) == 0:
         return empty_pairs(key_dtype)
+    check_column_kinds(pdf, spec.column_kinds)
     dm = spec.transform(pdf)
     keys = key_values(dm.groups)
     codes, uniq = pd.factorize(keys)

@@ -186,8 +186,73 @@ def test_a_parquet_file_lacking_a_model_column_is_named(tmp_path, data_pass, mis
     a.assign(f=rng.normal(size=60)).to_parquet(tmp_path / "a.parquet", index=False)
     a.to_parquet(tmp_path / "b.parquet", index=False)
     config = {"dmixed.data_pass": data_pass, "scheduler": "sync"}
-    with dask.config.set(config), pytest.raises(DataError, match=r"no column\(s\) \['f'\]"):
+    b = tmp_path / "b.parquet"
+    named = rf"partition 1 of the Dask DataFrame \(file {b}\): .*no column\(s\) \['f'\]"
+    with dask.config.set(config), pytest.raises(DataError, match=named):
         dmixed.mixedlm("y ~ x + f", dd.read_parquet(tmp_path), groups="g", missing=missing).fit()
+
+
+def _files_of_two_kinds(tmp_path, odd: int, column: str) -> tuple[list, pd.DataFrame]:
+    """Three Parquet files of one model; ``column`` is text in file ``odd`` only."""
+    df = make_data(n_groups=24, seed=8)
+    df["site"] = np.arange(len(df)) % 3
+    files, parts = [], []
+    for i, rows in enumerate(np.array_split(np.arange(len(df)), 3)):
+        part = df.iloc[rows]
+        if i == odd:
+            part = part.astype({column: str})
+        files.append(str(tmp_path / f"p{i}.parquet"))
+        part.to_parquet(files[-1], index=False)
+        parts.append(part)
+    return files, df
+
+
+@pytest.mark.parametrize(("odd", "column"), [(0, "site"), (2, "site"), (1, "x1")])
+@pytest.mark.parametrize("where", ["sync", "cluster"])
+def test_a_column_of_text_in_one_file_and_numbers_in_the_others(
+    tmp_path, odd, column, where, request
+):
+    """Dask takes the types from the first file: text there and numbers in the others
+    was read as a factor silently (its levels '0' and 0 both); numbers there and text in
+    another failed naming neither file nor type.  Now a DataError names the column, the
+    file of the partition, the first file and both types."""
+    files, _ = _files_of_two_kinds(tmp_path, odd, column)
+    kw = {"client": request.getfixturevalue("client")} if where == "cluster" else {}
+    ddf = dd.read_parquet(files)
+    with dask.config.set(scheduler="sync"), pytest.raises(DataError) as exc:
+        dmixed.mixedlm(f"y ~ x1 + {column}", ddf, groups="g").fit(**kw)
+    text, numbers = ("string", "int64") if column == "site" else ("string", "float64")
+    message = _message(exc)
+    # a numbers file after a text first one (either), or the text one
+    starts = [f"partition {i} of the Dask DataFrame (file {files[i]}): " for i in (1, 2)]
+    assert message.startswith(tuple(starts) if odd == 0 else starts[odd - 1])
+    assert f"column {column!r} holds " in message and files[0] in message
+    assert (f"({text})" in message and f"declares {numbers}" in message) or (
+        f"({numbers})" in message and f"declares {text}" in message
+    )
+
+
+@pytest.mark.parametrize("where", ["sync", "cluster"])
+def test_types_of_one_kind_across_files_fit_as_one_frame(tmp_path, where, request):
+    """int32 in one file and int64 in another, integers where the others hold floats:
+    the same numbers, the fit of the concatenated frame."""
+    df = make_data(n_groups=24, seed=9)
+    df["site"] = np.arange(len(df)) % 3
+    df["x1"] = np.round(df["x1"] * 4)  # whole numbers: exact as integers
+    files = []
+    for i, rows in enumerate(np.array_split(np.arange(len(df)), 3)):
+        part = df.iloc[rows]
+        if i == 1:
+            part = part.astype({"g": np.int32, "x1": np.int64, "site": np.int32})
+        files.append(str(tmp_path / f"p{i}.parquet"))
+        part.to_parquet(files[-1], index=False)
+    formula = "y ~ x1 + C(site)"
+    ref = dmixed.mixedlm(formula, df, groups="g").fit()
+    kw = {"client": request.getfixturevalue("client")} if where == "cluster" else {}
+    with dask.config.set(scheduler="sync"):
+        res = dmixed.mixedlm(formula, dd.read_parquet(files), groups="g").fit(**kw)
+    assert res.llf == pytest.approx(ref.llf, rel=1e-10)
+    np.testing.assert_allclose(res.fe_params.to_numpy(), ref.fe_params.to_numpy(), rtol=1e-7)
 
 
 def test_a_closed_client_is_refused_by_name():

@@ -1,0 +1,170 @@
+"""Which partition, and which file, a data error of a Dask DataFrame comes from.
+
+An error raised while a task reads or converts one partition (a column missing from
+it, text where the model reads numbers, group keys of another kind) knows the
+partition's number where the task was given it; the file behind the partition is known
+from the collection's graph where Dask's own Parquet reader reads it
+(``dd.read_parquet``: one task per file or run of row groups).
+
+- :func:`in_partition`: a :class:`~dmixed.errors.DataError` worded for the partition
+  (and file) it was raised in; it keeps them as attributes, which survive the trip
+  from a worker;
+- :func:`reader_file`, :func:`piece_file`: the Parquet file a task (or the tasks of one
+  partition) reads, on the worker;
+- :func:`partition_files`, :func:`located`: on the driver, after the error, the file of
+  every partition, and the error with its file (and, for a column of the wrong kind,
+  the collection's type of that column and the first file, where Dask took it from).
+"""
+
+from __future__ import annotations
+
+from ..errors import DataError
+from .file_schemas import file_columns
+
+__all__ = ["in_partition", "located", "partition_files", "piece_file", "reader_file"]
+
+#: Attributes an error of a partition carries (pickled with it from a worker).
+_ATTRIBUTES = ("detail", "partition", "file", "column", "absent")
+#: How deep :func:`reader_file` looks into fused tasks (subgraphs inside a task).
+_MAX_DEPTH = 8
+
+
+def in_partition(err: DataError, number: int | None, file: str | None = None) -> DataError:
+    """``err`` worded for the partition it was raised in:
+    ``"partition 3 of the Dask DataFrame (file /data/c.parquet): <message>"``.
+
+    A partition or file ``err`` already names is kept (the innermost caller knows
+    best); ``number`` None words it ``"a partition of the Dask DataFrame: ..."``.  The
+    result carries ``detail`` (the message without the partition), ``partition``,
+    ``file`` and ``column`` (a column of the wrong kind, else None) as attributes.
+
+    Returns
+    -------
+    DataError
+        ``err`` itself when it already names all that is given, else a new one.
+    """
+    detail = getattr(err, "detail", None) or str(err)
+    old_number, old_file = getattr(err, "partition", None), getattr(err, "file", None)
+    number = old_number if old_number is not None else number
+    file = old_file or file
+    if getattr(err, "detail", None) and (number, file) == (old_number, old_file):
+        return err
+    where = "a partition" if number is None else f"partition {number}"
+    where += " of the Dask DataFrame" + (f" (file {file})" if file else "")
+    out = DataError(f"{where}: {detail}")
+    values = {"detail": detail, "partition": number, "file": file}
+    for name in _ATTRIBUTES:
+        setattr(out, name, values.get(name, getattr(err, name, None)))
+    return out
+
+
+def _wrapper_class():
+    try:
+        from dask.dataframe.io.parquet.core import ParquetFunctionWrapper
+    except ImportError:  # pragma: no cover - another dask
+        return None
+    return ParquetFunctionWrapper
+
+
+def reader_file(task, depth: int = 0) -> str | None:
+    """The file a task of Dask's Parquet reader (``dd.read_parquet``) reads, looking
+    into fused tasks (a read fused with the steps after it); None for any other task."""
+    wrapper = _wrapper_class()
+    func, args = getattr(task, "func", None), getattr(task, "args", None) or ()
+    if wrapper is not None and isinstance(func, wrapper):
+        part = args[0] if args else None
+        piece = part.get("piece") if isinstance(part, dict) else None
+        if isinstance(piece, tuple) and piece and isinstance(piece[0], str):
+            return piece[0]
+        return None
+    if depth >= _MAX_DEPTH:
+        return None
+    for arg in args:
+        inner = arg.values() if isinstance(arg, dict) else (arg,)
+        for child in inner:
+            if hasattr(child, "func"):
+                path = reader_file(child, depth + 1)
+                if path is not None:
+                    return path
+    return None
+
+
+def piece_file(graph: dict) -> str | None:
+    """The Parquet file the tasks of one partition (a graph piece) read, if any."""
+    return next((p for p in map(reader_file, graph.values()) if p is not None), None)
+
+
+def partition_files(ddf) -> list[str | None]:
+    """Per partition of a Dask DataFrame, the Parquet file Dask's reader reads it from
+    (None for a partition not read by it); empty when the graph cannot be walked.
+    Optimizes and walks the whole graph: for error messages only."""
+    from dask.core import get_dependencies
+
+    try:
+        opt = ddf.optimize()
+        graph = dict(opt.__dask_graph__())
+        keys = list(opt.__dask_keys__())
+    except Exception:  # noqa: BLE001 (an error path: any failure means "not known")
+        return []
+    files = []
+    for key in keys:
+        todo, seen, found = [key], set(), None
+        while todo and found is None:
+            k = todo.pop()
+            if k in seen or k not in graph:
+                continue
+            seen.add(k)
+            found = reader_file(graph[k])
+            todo.extend(get_dependencies(graph, k))
+        files.append(found)
+    return files
+
+
+def located(err: DataError, ddf) -> DataError:
+    """``err``, raised in a partition of ``ddf``, with the Parquet file of that
+    partition; for a column of the wrong kind, also the collection's type of that
+    column and the file Dask took it from (its first).  A partition lacking columns
+    (``absent``) raised inside Dask's reader, which knows no partition number: the
+    first Parquet file whose schema lacks them, and its partition.  Else ``err``
+    unchanged."""
+    number = getattr(err, "partition", None)
+    if number is None:
+        return _lacking(err, ddf)
+    files = partition_files(ddf)
+    file = getattr(err, "file", None)
+    if file is None and 0 <= number < len(files):
+        file = files[number]
+    out = in_partition(err, number, file)
+    column = getattr(err, "column", None)
+    if column is None or column not in ddf.columns:
+        return out
+    first = files[0] if files and files[0] not in (None, file) else None
+    source = (
+        f", the type in {first} (Dask takes every column's type from the first file and "
+        "checks no other): give the column one kind of values in every file"
+        if first
+        else " (Dask takes every column's type from the first partition and checks no other)"
+    )
+    located_err = DataError(f"{out}; the Dask DataFrame declares {ddf[column].dtype}{source}")
+    for name in _ATTRIBUTES:
+        setattr(located_err, name, getattr(out, name, None))
+    return located_err
+
+
+def _lacking(err: DataError, ddf) -> DataError:
+    """``err`` of columns ``absent`` from some partition, with the first partition whose
+    Parquet file's schema (its footer: one small read per file, on this error path
+    only) lacks them; ``err`` when none is found."""
+    absent = getattr(err, "absent", None)
+    if not absent:
+        return err
+    for number, file in enumerate(partition_files(ddf)):
+        if file is None:
+            continue
+        try:
+            names = file_columns(file, "parquet")
+        except Exception:  # noqa: BLE001 (pyarrow, fsspec raise many types; remote files)
+            continue
+        if not set(absent) <= set(names):
+            return in_partition(err, number, file)
+    return err

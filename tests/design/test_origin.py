@@ -1,0 +1,71 @@
+"""dmixed.design.origin: the partition and the file a data error comes from."""
+
+from __future__ import annotations
+
+import pickle
+
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+
+from dmixed.design.origin import in_partition, located, partition_files, piece_file
+from dmixed.errors import DataError
+
+
+def _files(tmp_path, n: int = 3) -> list[str]:
+    files = []
+    for i in range(n):
+        path = str(tmp_path / f"p{i}.parquet")
+        pd.DataFrame({"g": np.arange(4) + 4 * i, "y": np.linspace(0, 1, 4)}).to_parquet(path)
+        files.append(path)
+    return files
+
+
+def test_in_partition_words_the_partition_once_and_keeps_what_it_names():
+    err = in_partition(DataError("column 'y' holds text"), 3)
+    assert str(err) == "partition 3 of the Dask DataFrame: column 'y' holds text"
+    again = in_partition(err, 5, "/d/c.parquet")  # the partition named first is kept
+    assert str(again) == (
+        "partition 3 of the Dask DataFrame (file /d/c.parquet): column 'y' holds text"
+    )
+    assert in_partition(again, 3, "/d/other.parquet") is again
+    unknown = in_partition(DataError("it has no column(s) 'f'"), None)
+    assert str(unknown) == "a partition of the Dask DataFrame: it has no column(s) 'f'"
+
+
+def test_the_partition_and_column_survive_pickling():
+    raw = DataError("column 'y' holds numbers (int64) where the model reads text")
+    raw.column = "y"
+    err = pickle.loads(pickle.dumps(in_partition(raw, 2)))
+    assert (err.partition, err.file, err.column) == (2, None, "y")
+    assert err.detail == str(raw)
+
+
+def test_files_of_parquet_partitions_through_fused_steps(tmp_path):
+    files = _files(tmp_path)
+    ddf = dd.read_parquet(files)
+    assert partition_files(ddf) == files
+    assert partition_files(ddf.assign(z=ddf.y * 2)[["z", "g"]]) == files
+    assert partition_files(ddf[ddf.y > 0.5]) == files
+    opt = ddf.optimize()
+    graph = dict(opt.__dask_graph__())
+    assert piece_file({k: graph[k] for k in opt.__dask_keys__()[1:2]}) == files[1]
+    memory = dd.from_pandas(pd.DataFrame({"y": np.arange(6.0)}), npartitions=2)
+    assert partition_files(memory) == [None, None]
+
+
+def test_located_names_the_file_and_where_a_type_came_from(tmp_path):
+    files = _files(tmp_path)
+    ddf = dd.read_parquet(files)
+    raw = DataError("column 'y' holds text (string) where the model reads numbers")
+    raw.column = "y"
+    err = located(in_partition(raw, 2), ddf)
+    assert str(err).startswith(f"partition 2 of the Dask DataFrame (file {files[2]}): column 'y'")
+    assert f"declares float64, the type in {files[0]}" in str(err)
+    plain = located(in_partition(DataError("it has no column(s) 'f'"), 1), ddf)
+    assert (
+        str(plain)
+        == f"partition 1 of the Dask DataFrame (file {files[1]}): it has no column(s) 'f'"
+    )
+    nowhere = DataError("no data")
+    assert located(nowhere, ddf) is nowhere
