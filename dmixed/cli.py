@@ -418,6 +418,7 @@ def run_update(job: Job) -> int:
     """``dmixed update``: statistics of the new files added to the saved ones, refit."""
     from .cluster import connect
     from .design import ModelSpec
+    from .design.new_levels import grown_spec
     from .engines.local import statistics_from_arrays
     from .model import MixedLM
     from .stats import checkpoint
@@ -432,6 +433,7 @@ def run_update(job: Job) -> int:
     start = _last_fit(job.stats_dir)
     method = job.method or manifest.get("job", {}).get("method", "reml")
     with connect(_cluster_of(job)) as client, _job_errors(job, reads_data=True):
+        spec, column_maps = grown_spec(spec, ddf)  # new levels of nested components
         new_model = MixedLM.from_spec(spec, ddf)
         new = checkpoint.GroupArrays.from_statistics(
             new_model.statistics(
@@ -439,6 +441,8 @@ def run_update(job: Job) -> int:
             ),
             ragged=True,
         )
+    if column_maps is not None:
+        old = old.renumbered(column_maps)
     merged = checkpoint.merge(old, new)
     model = MixedLM.from_statistics(statistics_from_arrays(merged), spec)
     if start is not None and len(start) != merged.layout.n_params:
@@ -458,7 +462,7 @@ def run_update(job: Job) -> int:
         job.stats_dir,
         {
             "digest": _model_digest(manifest["spec"], inputs),
-            "spec": manifest["spec"],
+            "spec": spec.to_dict(),
             "inputs": inputs,
             "job": {"method": method},
         },

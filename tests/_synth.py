@@ -105,3 +105,18 @@ class CountingReader:
     def reset(self) -> None:
         if os.path.exists(self.path):
             os.remove(self.path)
+
+
+def make_nested_ids(groups, ids=range(3), seed: int = 0, size: int = 5) -> pd.DataFrame:
+    """Rows of ``groups`` (``g``), each with its own nested ids ``"gg-s"`` (``id``, ``size``
+    rows each; the levels of a nested variance component ``0 + C(id)``): ``y = 1 + 2x +``
+    a group effect ``+`` an id effect (SD 0.7) ``+`` noise."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for g in groups:
+        effect = rng.normal()
+        for s in ids:
+            x = rng.normal(size=size)
+            y = 1 + 2 * x + effect + 0.7 * rng.normal() + rng.normal(size=size)
+            parts.append(pd.DataFrame({"g": g, "id": f"{g:02d}-{s}", "x": x, "y": y}))
+    return pd.concat(parts, ignore_index=True)

@@ -53,7 +53,7 @@ from dmixed import cli
 from dmixed.files import directory_lock
 
 from ._dask_processes import scheduler_and_workers
-from ._synth import make_data
+from ._synth import make_data, make_nested_ids
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
@@ -940,6 +940,31 @@ def test_update_with_a_copy_of_an_included_file_is_refused(incremental, tmp_path
     assert proc.returncode == 2, proc.stderr
     assert f"{copy} (the content of {d / 'B.parquet'})" in proc.stderr
     assert (d / "S/manifest.json").read_bytes() == before and not (d / "U2").exists()
+
+
+def test_update_takes_new_nested_levels_of_new_and_old_groups(scheduler, tmp_path):
+    """New groups bring their own levels of a nested component (and an old group one
+    never seen): refused ("levels not seen when the model spec was built"); now the
+    fit of all rows, and the saved spec is that fit's."""
+    make_nested_ids(range(20), size=6).to_parquet(tmp_path / "A.parquet", index=False)
+    new = [
+        make_nested_ids(range(20, 30), seed=1, size=6),  # new groups, their own ids
+        make_nested_ids([3], ids=[7], seed=2, size=6),  # an old group, an id never seen
+    ]
+    pd.concat(new, ignore_index=True).to_parquet(tmp_path / "B.parquet", index=False)
+    model = ["--formula", "y ~ x", "--groups", "g", "--re-formula", "1", "--vc", "id=0 + C(id)"]
+    common = [*model, "--cluster", scheduler.file, "--quiet"]
+    fit_a = ("fit", "--data", "A.parquet", *common, "--stats-dir", "S", "--output", "FA")
+    ok(run_in_process(*fit_a, cwd=tmp_path))
+    update = ("update", "--stats-dir", "S", "--data", "B.parquet", "--output", "U")
+    ok(run_in_process(*update, "--cluster", scheduler.file, "--quiet", cwd=tmp_path))
+    scratch = ("fit", "--data", "A.parquet", "B.parquet", *common, "--output", "F")
+    ok(run_in_process(*scratch, cwd=tmp_path))
+    upd, ref = dmixed.load(tmp_path / "U"), dmixed.load(tmp_path / "F")
+    assert upd.converged and ref.converged and upd.n_groups == 30
+    assert_same_fit(upd, ref)
+    saved = json.loads((tmp_path / "S/manifest.json").read_text())["spec"]
+    assert "03-7" in saved["levels"]["id"] and "29-2" in saved["levels"]["id"]
 
 
 def test_update_takes_the_method_from_its_job_file(incremental, data):

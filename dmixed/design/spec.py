@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, DataError
 from .build import (
     check_arguments,
     check_response_not_constant,
@@ -291,31 +291,41 @@ class ModelSpec(ModelNames):
             If the saved spec does not rebuild to the same column names, or lists
             names of the caller's code that ``eval_env`` does not give.
         """
-        env = saved_environment(state.get("caller_names"), eval_env)
-        kinds = state["column_kinds"]
-        levels = state["levels"]
-        proto = prototype(list(kinds), kinds, state["native"], levels, size=None)
-        size = len(proto)
-        proto[state["groups"]] = np.arange(size) % 2
-        if state["weights"] is not None:
-            proto[state["weights"]] = 1.0
-        spec = build_spec(
-            proto,
-            state["formula"],
-            state["groups"],
-            re_formula=state["re_formula"],
-            vc_formula=state["vc_formula"],
-            weights=state["weights"],
-            missing=state["missing"],
-            env=env,
-        )
+        spec = _rebuilt(state, eval_env)
         for key in ("exog_names", "exog_re_names", "vc_column_names"):
             if [list(x) if isinstance(x, list) else x for x in getattr(spec, key)] != state[key]:
                 raise CheckpointError(
                     f"the saved model spec does not rebuild to the same {key}: "
                     f"{getattr(spec, key)} != {state[key]}"
                 )
-        return dataclasses.replace(spec, group_native=state.get("group_native"))
+        return spec
+
+    def with_levels(
+        self, levels: Mapping[str, list], eval_env: Mapping[str, Any] | None = None
+    ) -> ModelSpec:
+        """This spec with other global ``levels`` of some factor columns read only by
+        variance components (``dmixed update``: new groups bring their own nested
+        levels); the variance components' columns are those of the new levels.
+
+        Raises
+        ------
+        DataError
+            The new levels would change the fixed or random effects' columns (a column
+            of the fixed-effects or ``re_formula`` formula: its levels are those the
+            model was fitted with).
+        """
+        state = self.to_dict()
+        state["levels"] = {**state["levels"], **{c: py_scalars(list(v)) for c, v in levels.items()}}
+        spec = _rebuilt(state, eval_env)
+        for key in ("exog_names", "exog_re_names"):
+            if list(getattr(spec, key)) != list(getattr(self, key)):
+                changed = ", ".join(repr(c) for c in levels)
+                raise DataError(
+                    f"new levels of column(s) {changed} would change the model's {key} "
+                    f"(from {list(getattr(self, key))} to {list(getattr(spec, key))}): only "
+                    "the levels of columns read by variance components alone can grow"
+                )
+        return spec
 
     # -- per-partition application -------------------------------------------
     def transform(
@@ -389,6 +399,28 @@ class ModelSpec(ModelNames):
             n_dropped=prepared.n_dropped,
             keep=prepared.keep,
         )
+
+
+def _rebuilt(state: dict, eval_env: Mapping[str, Any] | None) -> ModelSpec:
+    """The spec of a :meth:`ModelSpec.to_dict` state, built on a prototype frame
+    holding exactly its levels (no check of its names)."""
+    env = saved_environment(state.get("caller_names"), eval_env)
+    kinds = state["column_kinds"]
+    proto = prototype(list(kinds), kinds, state["native"], state["levels"], size=None)
+    proto[state["groups"]] = np.arange(len(proto)) % 2
+    if state["weights"] is not None:
+        proto[state["weights"]] = 1.0
+    spec = build_spec(
+        proto,
+        state["formula"],
+        state["groups"],
+        re_formula=state["re_formula"],
+        vc_formula=state["vc_formula"],
+        weights=state["weights"],
+        missing=state["missing"],
+        env=env,
+    )
+    return dataclasses.replace(spec, group_native=state.get("group_native"))
 
 
 def build_spec(

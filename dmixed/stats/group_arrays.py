@@ -95,6 +95,32 @@ class GroupArrays:
             out.zxy = m_z.T @ self.zxy @ m_x
         return out
 
+    def renumbered(self, column_maps: list[np.ndarray]) -> GroupArrays:
+        """These statistics with every variance-component column index ``j`` of
+        component ``l`` replaced by ``column_maps[l][j]`` (the model's columns of a
+        component renumbered, ``dmixed update`` growing its levels: see
+        :func:`~dmixed.design.new_levels.grown_spec`).  Each map must keep the order of
+        a group's columns (its slots stay in column order).
+
+        Raises
+        ------
+        ValueError
+            A map of the wrong number of components, one that leaves out a column in
+            use (index −1) or does not keep the columns' order.
+        """
+        if len(column_maps) != len(self.slot_cols):
+            raise ValueError(
+                f"{len(column_maps)} column maps for {len(self.slot_cols)} variance components"
+            )
+        tables = []
+        for table, cmap in zip(self.slot_cols, column_maps, strict=True):
+            cmap = np.asarray(cmap, dtype=np.int64)
+            used = table >= 0
+            if np.any(cmap < 0) or np.any(np.diff(cmap) <= 0):
+                raise ValueError("a column map must keep every column, in order")
+            tables.append(np.where(used, cmap[np.where(used, table, 0)], -1))
+        return replace(self, slot_cols=tables)
+
     @classmethod
     def from_statistics(cls, stats, ragged: bool = False) -> GroupArrays:
         """The statistics of a ``FittedStatistics``, gathered from its engine: padded, or
