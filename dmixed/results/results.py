@@ -15,25 +15,23 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from ..design import ModelNames, is_dask
-from ..errors import DataError, SpecError
 from ..fit.coordinates import Coordinates
 from ..fit.params import MixedLMParams
 from ..fit.summary import OptSummary
 from ..inference import compare_lr_test as _compare_lr_test
 from ..io import ResultsState, load_state, save_state
-from ..stats import check_identifiable
 from ..stats.blup_cov import cov_block, cov_diagonal
 from .bootstrap import BootstrapResults, parametric_bootstrap
 from .by_group import ByGroup
 from .contrasts import t_test, wald_test
-from .covariance import covariance_of_estimates
+from .fit_record import fit_state, identifiable
+from .fitted import FittedValues
 from .identification import warn_unidentified
 from .plots import caterpillar, residual_plot
-from .prediction import Predictor, check_new_groups, predict_dask, predict_frame
-from .prediction_error import get_prediction as _get_prediction
+from .prediction import Predictor
 from .profile import confint_frame, variance_intervals
 from .profile_re import profile_re
+from .re_frames import blup_frame, effect_names
 from .simulate import simulate_fitted
 from .summary import Summary, coefficient_table
 from .varcorr import varcorr_frame
@@ -41,7 +39,7 @@ from .varcorr import varcorr_frame
 __all__ = ["MixedLMResults", "load"]
 
 
-class MixedLMResults:
+class MixedLMResults(FittedValues):
     """Estimates and inference for a fitted :class:`~dmixed.MixedLM`.
 
     ``params`` follows statsmodels: ``[fe_params, vech_lt(Ψ*), τ*]`` with Ψ* = cov_re/scale
@@ -168,27 +166,12 @@ class MixedLMResults:
         if coords is None:
             coords = Coordinates.model(stats.columns, layout)
         boundary = list(optimize_result.boundary)
-        cov = covariance_of_estimates(
-            hessian,
-            k=model.k_fe + layout.n_params,
-            k_fe=model.k_fe,
-            at_zero=layout.boundary_mask(boundary, use_sqrt=False),
-            conditional=float(prof.scale) * prof.a_inv,
-            cov_fe=cov_fe,
-            identifiable=_identifiable(stats, model),
-        )
-        state = _record_fit(
-            model,
-            stats,
-            reml,
-            (packed, prof, llf, cov),
-            cov_fe,
-            optimize_result,
-            fit_seconds,
-            coords,
+        estimate = (packed, prof, llf, hessian)
+        state = fit_state(
+            model, stats, reml, estimate, cov_fe, optimize_result, fit_seconds, coords
         )
         res = cls(state, model=model)
-        if _identifiable(stats, model):  # else the fixed effects' warning says so
+        if identifiable(stats, model):  # else the fixed effects' warning says so
             warn_unidentified(
                 hessian,
                 model.k_fe,
@@ -313,18 +296,7 @@ class MixedLMResults:
 
     def _re_names(self, gi: int) -> tuple[list[str], np.ndarray]:
         """Names of group gi's random effects and their padded slot positions."""
-        names = list(self.names.exog_re_names)
-        pos = list(range(self.k_re))
-        offset = self.k_re
-        for comp, table in enumerate(self._vc_slot_cols):
-            colnames = self.names.vc_column_names[comp]
-            vname = self.names.vc_names[comp]
-            for s, col in enumerate(table[gi]):
-                if col >= 0:
-                    names.append(f"{vname}[{colnames[col]}]")
-                    pos.append(offset + s)
-            offset += table.shape[1]
-        return names, np.array(pos, dtype=np.int64)
+        return effect_names(self.names, self.k_re, self._vc_slot_cols, gi)
 
     @cached_property
     def random_effects(self) -> dict:
@@ -398,40 +370,10 @@ class MixedLMResults:
         dask : bool
             Return a Dask DataFrame (``npartitions`` defaults to one per million rows).
         """
-        if not vc:
-            frame = pd.DataFrame(
-                self._blup[:, : self.k_re],
-                index=pd.Index(self.group_labels, name=self.names.group_name),
-                columns=self.names.exog_re_names,
-            )
-        else:
-            pieces = []
-            offset = self.k_re
-            for comp, table in enumerate(self._vc_slot_cols):
-                gi, si = np.nonzero(table >= 0)
-                colnames = np.asarray(self.names.vc_column_names[comp], dtype=object)
-                pieces.append(
-                    pd.DataFrame(
-                        {
-                            "group": self.group_labels[gi],
-                            "component": self.names.vc_names[comp],
-                            "column": colnames[table[gi, si]],
-                            "value": self._blup[gi, offset + si],
-                        }
-                    )
-                )
-                offset += table.shape[1]
-            frame = (
-                pd.concat(pieces, ignore_index=True)
-                if pieces
-                else pd.DataFrame(columns=["group", "component", "column", "value"])
-            )
-        if dask:
-            import dask.dataframe as dd
-
-            parts = npartitions or max(1, len(frame) // 1_000_000)
-            return dd.from_pandas(frame, npartitions=parts)
-        return frame
+        return blup_frame(
+            self.names, self.group_labels, self._blup, self._vc_slot_cols, self.k_re, vc, dask,
+            npartitions,
+        )  # fmt: skip
 
     # -- prediction ----------------------------------------------------------------
 
@@ -445,131 +387,6 @@ class MixedLMResults:
             [len(c) for c in self.names.vc_column_names],
             self.k_re,
         )
-
-    def _fitted_rows(self):
-        """The fitted model's in-memory rows (None for loaded results and Dask fits)."""
-        return None if self.model is None else self.model.rows
-
-    def _fitted_source(self):
-        """The fitted model's Dask DataFrame (None unless a Dask fit of this session)."""
-        return None if self.model is None else self.model.source
-
-    def predict(
-        self,
-        data=None,
-        include_random: bool = False,
-        *,
-        exog=None,
-        exog_re=None,
-        groups=None,
-        new_groups: str = "population",
-    ):
-        """Predicted means for new (or the fitted) data.
-
-        Parameters
-        ----------
-        data : pandas or Dask DataFrame, optional
-            New data with the columns the formula uses (formula models); the response
-            and weights need not be there.  A Dask DataFrame gives a lazy Dask Series
-            with its partitioning.
-        include_random : bool
-            False (default, as statsmodels): the fixed part ``X β̂``.  True: add the
-            group's BLUPs, ``X β̂ + Z̃ γ̂_group`` (lme4's ``predict`` with
-            ``re.form = NULL``).  Group keys find their group by the rule the fit read
-            them with: ``5`` and ``5.0`` are one group; text keys for groups fitted as
-            numbers (or the other way round) are an error, never a silent population
-            prediction.
-        exog, exog_re, groups : array_like, optional
-            For models built from arrays: the designs and group labels of new rows.
-        new_groups : {"population", "nan", "error"}
-            With ``include_random``, what rows of groups the fit did not see get:
-            the population prediction ``X β̂`` (their random effects have mean zero;
-            an :class:`~dmixed.errors.UnseenGroupsWarning` counts them), NaN, or a
-            :class:`~dmixed.errors.DataError` naming them (lme4's
-            ``allow.new.levels = FALSE``).
-
-        Returns
-        -------
-        pandas.Series (n,) for a pandas ``data``: every row, indexed like ``data``, NaN
-        where a column the prediction uses is missing (as statsmodels' ``predict``); a
-        lazy Dask Series for Dask data (the same, partition by partition); an ndarray
-        for arrays, and for the fitted rows (``missing="drop"``: the kept rows).
-
-        Raises
-        ------
-        ValueError
-            ``data`` for a model built from arrays; no data for loaded results;
-            ``exog`` of the wrong width; ``include_random`` without ``groups``; group
-            keys of another class than the fitted ones; unseen groups with
-            ``new_groups="error"``; a ``new_groups`` not listed; Dask data that cannot
-            be read (:func:`~dmixed.results.prediction.predict_dask`).
-        """
-        check_new_groups(new_groups)
-        if data is not None:
-            if self.spec is None:
-                raise SpecError(
-                    "predict(data) needs a model built with from_formula; "
-                    "pass exog= (and exog_re=, groups=) instead"
-                )
-            if is_dask(data):
-                return predict_dask(
-                    self.predictor(), self.spec, data, include_random, new_groups=new_groups
-                )
-            return predict_frame(self.predictor(), self.spec, data, include_random, new_groups)
-        if exog is None:
-            rows = self._fitted_rows()
-            if rows is None:
-                raise SpecError(
-                    "no data given and the fitted rows are not available (loaded "
-                    "results, or remove_data())"
-                )
-            return self.predictor().predict(rows, include_random)
-        return self.predictor().predict_arrays(exog, exog_re, groups, include_random, new_groups)
-
-    #: Predictions with standard errors and intervals, as statsmodels'
-    #: ``get_prediction`` (:func:`dmixed.results.prediction_error.get_prediction`).
-    get_prediction = _get_prediction
-
-    @property
-    def fittedvalues(self):
-        """Fitted values including the predicted random effects (as statsmodels), at the
-        fit's rows (``missing="drop"``: the kept rows): a Series on their index for a
-        model built from a pandas frame (as statsmodels' formula fits), an ndarray for
-        arrays.  For Dask fits a lazy Series that, computed, holds the kept rows with
-        their index; built at each access, so a persisted input whose data are gone is
-        refused (DataError) here.
-        """
-        source = self._fitted_source()
-        if source is not None:
-            return predict_dask(self.predictor(), self.spec, source, True, "fittedvalues")
-        return self._fitted_in_memory
-
-    @cached_property
-    def _fitted_in_memory(self):
-        return self._by_row(self.predict(include_random=True))
-
-    def _by_row(self, values: np.ndarray):
-        """Values of the fitted rows as a Series indexed like the input's kept rows
-        (pandas or formula input, as statsmodels), or the ndarray itself (arrays)."""
-        rows = self._fitted_rows()
-        if rows is None or rows.index is None:
-            return values
-        return pd.Series(values, index=rows.index)
-
-    @property
-    def resid(self):
-        """``endog − fittedvalues`` at the same rows (see :attr:`fittedvalues`)."""
-        source = self._fitted_source()
-        if source is not None:
-            return predict_dask(self.predictor(), self.spec, source, True, "resid")
-        return self._resid_in_memory
-
-    @cached_property
-    def _resid_in_memory(self):
-        rows = self._fitted_rows()
-        if rows is None:
-            raise SpecError("the fitted rows are not available (loaded results, or remove_data())")
-        return self._by_row(rows.endog - np.asarray(self.fittedvalues))
 
     # -- simulation and the parametric bootstrap --------------------------------------
 
@@ -668,19 +485,6 @@ class MixedLMResults:
         """Likelihood-ratio test of ``restricted`` (a sub-model) against this fit."""
         return _compare_lr_test(restricted, self)
 
-    def remove_data(self) -> None:
-        """Drop the data held by these results and their model (statsmodels'
-        ``remove_data``), e.g. before pickling: the model's rows or Dask collection
-        (:meth:`dmixed.design.model_data.ModelData.remove_data`) and the fitted values
-        and residuals computed from them.  Estimates, standard errors, covariances,
-        random effects, ``summary()`` and prediction on new data stay; ``fittedvalues``,
-        ``resid``, ``predict()`` of the fitted rows and the model's ``endog``/``exog``
-        then raise SpecError."""
-        for key in ("_fitted_in_memory", "_resid_in_memory"):
-            self.__dict__.pop(key, None)
-        if self.model is not None:
-            self.model.remove_data()
-
     # -- saving ------------------------------------------------------------------
 
     def save(self, path) -> None:
@@ -743,129 +547,6 @@ class MixedLMResults:
             f"<dmixed MixedLMResults: {self.method}, nobs={self.nobs}, groups={self.n_groups}, "
             f"llf={self.llf:.4f}, converged={self.converged}>"
         )
-
-
-def _mapped_back(coords: Coordinates, psi_opt, prof) -> tuple[np.ndarray, float, np.ndarray]:
-    """``(Ψ*, σ², β)`` in the data's own units.
-
-    Raises
-    ------
-    DataError
-        They are beyond float64's range there (columns in units near 1e±300): the fit
-        itself is fine, its numbers cannot be written in those units.
-    """
-    try:
-        with np.errstate(over="ignore", invalid="ignore"):
-            psi = coords.psi(psi_opt)
-            beta = coords.beta(prof.beta)
-            scale = coords.scale(prof.scale)
-    except (OverflowError, np.linalg.LinAlgError):
-        psi = np.full_like(psi_opt, np.inf)
-        beta, scale = np.full_like(prof.beta, np.inf), np.inf
-    if not (np.all(np.isfinite(psi)) and np.all(np.isfinite(beta)) and np.isfinite(scale)):
-        raise DataError(
-            "the estimates are beyond float64's range in the data's own units (a column "
-            "whose values are near 1e±300?): rescale that column (e.g. to other units)"
-        )
-    return psi, scale, beta
-
-
-def _record_fit(
-    model, stats, reml, estimate, cov_fe, optimize_result, fit_seconds, coords: Coordinates
-) -> ResultsState:
-    """The state record of a fit: estimates in statsmodels' coordinates, the BLUPs.
-
-    ``estimate`` is ``(packed, prof, llf, cov)`` in the optimizer's and the statistics'
-    coordinates, mapped back here by ``coords``.
-    """
-    packed, prof, llf_std, cov_opt = estimate
-    layout = stats.layout
-    use_sqrt = model.use_sqrt
-    n = int(stats.glob.n)
-    psi_opt, tau_opt = layout.unpack(packed, use_sqrt)
-    tau = coords.tau(tau_opt)
-    psi, scale, beta = _mapped_back(coords, psi_opt, prof)
-    rows, cols = layout.tril()
-    # BLUPs and their conditional covariances: one kernel call, no data pass
-    lam = coords.lam(packed, use_sqrt, stats.fit_layout)
-    blup_std, cond_std = stats.engine.random_effects(lam, prof.w)
-    blup, cond = coords.blups(blup_std, cond_std)
-    entries = optimize_result.history
-    llfs = coords.llf_all([e["llf"] for e in entries], n, reml)
-    params = coords.from_opt_all([e["params"] for e in entries], optimize_result.use_sqrt)
-    history = [
-        {**entry, "llf": llf, "params": p.tolist()}
-        for entry, llf, p in zip(entries, llfs, params, strict=True)
-    ]
-    return ResultsState(
-        names=ModelNames.from_model(model),
-        spec=getattr(model, "spec", None),
-        use_sqrt=use_sqrt,
-        reml=reml,
-        method="REML" if reml else "ML",
-        converged=bool(optimize_result.converged),
-        n_iter=optimize_result.n_iter,
-        n_evals=optimize_result.n_evals,
-        optimizer_methods=optimize_result.methods,
-        history=history,
-        boundary=list(optimize_result.boundary),
-        fit_seconds=fit_seconds,
-        data_pass_seconds=stats.data_pass_seconds,
-        cov_fe=cov_fe,
-        nobs=n,
-        n_groups=int(len(stats.group_labels)),
-        n_dropped=int(stats.n_dropped),
-        k_fe=model.k_fe,
-        k_re=layout.k_re,
-        k_vc=layout.k_vc,
-        llf=coords.llf(llf_std, n, reml),
-        scale=scale,
-        param_names=model.param_names(),
-        params=np.concatenate([beta, psi[rows, cols], tau]),
-        packed_params=coords.from_opt(packed, use_sqrt),
-        fe_params=beta,
-        cov_re=scale * psi,
-        cov_re_unscaled=psi,
-        vcomp=scale * tau,
-        cov_params=coords.covariance(cov_opt),
-        a_inv=coords.a_inv(prof.a_inv),
-        group_labels=stats.group_labels,
-        group_sizes=stats.group_sizes,
-        blup=blup,
-        blup_cov=cond * scale,
-        vc_slot_cols=stats.vc_slot_cols,
-        optimizer_settings=optimize_result.settings(),
-        initial_params=coords.from_opt(np.asarray(optimize_result.initial), use_sqrt),
-        initial_llf=coords.llf(optimize_result.initial_llf, n, reml),
-        grad_norm=float(optimize_result.grad_norm),
-        cov_fe_statistics=_cov_fe_statistics(coords, cov_opt, model.k_fe),
-        cov_re_statistics=_cov_re_statistics(coords, psi_opt, scale),
-        statistics_columns=coords.columns,
-        blup_cov_statistics=cond_std,
-    )
-
-
-def _cov_re_statistics(coords: Coordinates, psi_opt: np.ndarray, scale: float) -> np.ndarray:
-    """``A Ψ̂ A' = σ̂² C Ψ_o C'`` (``C = A A_o⁻¹``): Ψ̂ in the statistics' coordinates
-    from the optimizer's, not through the model's (which may have lost its digits)."""
-    c = coords.re_map
-    out = psi_opt if c is None else c @ psi_opt @ c.T
-    return scale * 0.5 * (out + out.T)
-
-
-def _cov_fe_statistics(coords: Coordinates, cov_opt: np.ndarray, p: int) -> np.ndarray:
-    """``T cov(β̂) T' = s_y² cov(β̃)``: the optimizer's β̃ = Tβ/s_y block, unmapped."""
-    cov = np.asarray(cov_opt, dtype=np.float64)[:p, :p] * float(coords.columns.y_scale) ** 2
-    return 0.5 * (cov + cov.T)
-
-
-def _identifiable(stats, model) -> bool:
-    """Whether the model passes lme4's checks (else it was fitted with check_nobs="ignore")."""
-    try:
-        check_identifiable(stats, model.group_name, model.vc_names)
-    except DataError:
-        return False
-    return True
 
 
 def load(path, eval_env=None) -> MixedLMResults:

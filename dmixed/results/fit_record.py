@@ -1,0 +1,179 @@
+"""The state record of a fit: the estimates, their covariance and the BLUPs mapped back
+from the optimizer's and the statistics' coordinates to the model's own
+(:mod:`dmixed.fit.coordinates`), for :meth:`MixedLMResults.from_fit
+<dmixed.results.results.MixedLMResults.from_fit>`."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..design import ModelNames
+from ..errors import DataError
+from ..fit.coordinates import Coordinates
+from ..io import ResultsState
+from ..stats import check_identifiable
+from .covariance import covariance_of_estimates
+
+__all__ = [
+    "cov_fe_statistics",
+    "cov_re_statistics",
+    "fit_state",
+    "identifiable",
+    "mapped_back",
+    "record_fit",
+]
+
+
+def fit_state(
+    model, stats, reml, estimate, cov_fe, optimize_result, fit_seconds, coords: Coordinates
+) -> ResultsState:
+    """The state record of a fit (:meth:`MixedLMResults.from_fit
+    <dmixed.results.results.MixedLMResults.from_fit>`): the covariance of the estimates
+    (:func:`~dmixed.results.covariance.covariance_of_estimates`) and :func:`record_fit`.
+    ``estimate`` is ``(packed, prof, llf, hessian)`` in the optimizer's and the
+    statistics' coordinates."""
+    packed, prof, llf, hessian = estimate
+    layout = stats.layout
+    boundary = list(optimize_result.boundary)
+    cov = covariance_of_estimates(
+        hessian,
+        k=model.k_fe + layout.n_params,
+        k_fe=model.k_fe,
+        at_zero=layout.boundary_mask(boundary, use_sqrt=False),
+        conditional=float(prof.scale) * prof.a_inv,
+        cov_fe=cov_fe,
+        identifiable=identifiable(stats, model),
+    )
+    return record_fit(
+        model,
+        stats,
+        reml,
+        (packed, prof, llf, cov),
+        cov_fe,
+        optimize_result,
+        fit_seconds,
+        coords,
+    )
+
+
+def mapped_back(coords: Coordinates, psi_opt, prof) -> tuple[np.ndarray, float, np.ndarray]:
+    """``(Ψ*, σ², β)`` in the data's own units.
+
+    Raises
+    ------
+    DataError
+        They are beyond float64's range there (columns in units near 1e±300): the fit
+        itself is fine, its numbers cannot be written in those units.
+    """
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            psi = coords.psi(psi_opt)
+            beta = coords.beta(prof.beta)
+            scale = coords.scale(prof.scale)
+    except (OverflowError, np.linalg.LinAlgError):
+        psi = np.full_like(psi_opt, np.inf)
+        beta, scale = np.full_like(prof.beta, np.inf), np.inf
+    if not (np.all(np.isfinite(psi)) and np.all(np.isfinite(beta)) and np.isfinite(scale)):
+        raise DataError(
+            "the estimates are beyond float64's range in the data's own units (a column "
+            "whose values are near 1e±300?): rescale that column (e.g. to other units)"
+        )
+    return psi, scale, beta
+
+
+def record_fit(
+    model, stats, reml, estimate, cov_fe, optimize_result, fit_seconds, coords: Coordinates
+) -> ResultsState:
+    """The state record of a fit: estimates in statsmodels' coordinates, the BLUPs.
+
+    ``estimate`` is ``(packed, prof, llf, cov)`` in the optimizer's and the statistics'
+    coordinates, mapped back here by ``coords``.
+    """
+    packed, prof, llf_std, cov_opt = estimate
+    layout = stats.layout
+    use_sqrt = model.use_sqrt
+    n = int(stats.glob.n)
+    psi_opt, tau_opt = layout.unpack(packed, use_sqrt)
+    tau = coords.tau(tau_opt)
+    psi, scale, beta = mapped_back(coords, psi_opt, prof)
+    rows, cols = layout.tril()
+    # BLUPs and their conditional covariances: one kernel call, no data pass
+    lam = coords.lam(packed, use_sqrt, stats.fit_layout)
+    blup_std, cond_std = stats.engine.random_effects(lam, prof.w)
+    blup, cond = coords.blups(blup_std, cond_std)
+    entries = optimize_result.history
+    llfs = coords.llf_all([e["llf"] for e in entries], n, reml)
+    params = coords.from_opt_all([e["params"] for e in entries], optimize_result.use_sqrt)
+    history = [
+        {**entry, "llf": llf, "params": p.tolist()}
+        for entry, llf, p in zip(entries, llfs, params, strict=True)
+    ]
+    return ResultsState(
+        names=ModelNames.from_model(model),
+        spec=getattr(model, "spec", None),
+        use_sqrt=use_sqrt,
+        reml=reml,
+        method="REML" if reml else "ML",
+        converged=bool(optimize_result.converged),
+        n_iter=optimize_result.n_iter,
+        n_evals=optimize_result.n_evals,
+        optimizer_methods=optimize_result.methods,
+        history=history,
+        boundary=list(optimize_result.boundary),
+        fit_seconds=fit_seconds,
+        data_pass_seconds=stats.data_pass_seconds,
+        cov_fe=cov_fe,
+        nobs=n,
+        n_groups=int(len(stats.group_labels)),
+        n_dropped=int(stats.n_dropped),
+        k_fe=model.k_fe,
+        k_re=layout.k_re,
+        k_vc=layout.k_vc,
+        llf=coords.llf(llf_std, n, reml),
+        scale=scale,
+        param_names=model.param_names(),
+        params=np.concatenate([beta, psi[rows, cols], tau]),
+        packed_params=coords.from_opt(packed, use_sqrt),
+        fe_params=beta,
+        cov_re=scale * psi,
+        cov_re_unscaled=psi,
+        vcomp=scale * tau,
+        cov_params=coords.covariance(cov_opt),
+        a_inv=coords.a_inv(prof.a_inv),
+        group_labels=stats.group_labels,
+        group_sizes=stats.group_sizes,
+        blup=blup,
+        blup_cov=cond * scale,
+        vc_slot_cols=stats.vc_slot_cols,
+        optimizer_settings=optimize_result.settings(),
+        initial_params=coords.from_opt(np.asarray(optimize_result.initial), use_sqrt),
+        initial_llf=coords.llf(optimize_result.initial_llf, n, reml),
+        grad_norm=float(optimize_result.grad_norm),
+        cov_fe_statistics=cov_fe_statistics(coords, cov_opt, model.k_fe),
+        cov_re_statistics=cov_re_statistics(coords, psi_opt, scale),
+        statistics_columns=coords.columns,
+        blup_cov_statistics=cond_std,
+    )
+
+
+def cov_re_statistics(coords: Coordinates, psi_opt: np.ndarray, scale: float) -> np.ndarray:
+    """``A Ψ̂ A' = σ̂² C Ψ_o C'`` (``C = A A_o⁻¹``): Ψ̂ in the statistics' coordinates
+    from the optimizer's, not through the model's (which may have lost its digits)."""
+    c = coords.re_map
+    out = psi_opt if c is None else c @ psi_opt @ c.T
+    return scale * 0.5 * (out + out.T)
+
+
+def cov_fe_statistics(coords: Coordinates, cov_opt: np.ndarray, p: int) -> np.ndarray:
+    """``T cov(β̂) T' = s_y² cov(β̃)``: the optimizer's β̃ = Tβ/s_y block, unmapped."""
+    cov = np.asarray(cov_opt, dtype=np.float64)[:p, :p] * float(coords.columns.y_scale) ** 2
+    return 0.5 * (cov + cov.T)
+
+
+def identifiable(stats, model) -> bool:
+    """Whether the model passes lme4's checks (else it was fitted with check_nobs="ignore")."""
+    try:
+        check_identifiable(stats, model.group_name, model.vc_names)
+    except DataError:
+        return False
+    return True
