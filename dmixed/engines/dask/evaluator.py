@@ -22,8 +22,9 @@ from distributed import KilledWorker
 
 from ... import kernels
 from ...stats import Layout
-from ...stats.blup_cov import RaggedBlup, RaggedCov
+from ...stats.blup_cov import RaggedBlup
 from ..local import LocalEngine
+from ..vc_crossed import CrossedVCEngine
 from ..vc_local import StructuredVCEngine
 from . import tuning
 from .blocks import Block, reorder
@@ -54,8 +55,9 @@ RETRY_ERRORS = (
 # ---------------------------------------------------------------------------
 
 
-#: What a worker holds for a block: padded statistics, or variance components structured.
-Evaluator = LocalEngine | StructuredVCEngine
+#: What a worker holds for a block: padded statistics, or variance components structured
+#: (ragged, or crossed).
+Evaluator = LocalEngine | StructuredVCEngine | CrossedVCEngine
 
 
 def make_evaluator(
@@ -73,6 +75,8 @@ def make_evaluator(
         tuning.tune_malloc()
     if block.ragged is not None:
         return StructuredVCEngine(block.ragged)
+    if block.crossed is not None:
+        return CrossedVCEngine(block.crossed)
     if layout is not None:
         return StructuredVCEngine.from_dense(block.zz, block.zxy, layout)
     return LocalEngine(block.zz, block.zxy)
@@ -313,9 +317,9 @@ class DaskEngine:
         parts = self._map(_block_random_effects, lam=lam, w=w)
         # padded to the design's width r (Λ is narrower when the components are
         # structured); there is one block at least
-        if self.collapsed_vc:  # ragged (RaggedBlup, RaggedCov)
+        if self.collapsed_vc:  # ragged (RaggedBlup; RaggedCov, or BorderCov when crossed)
             blup = RaggedBlup.concatenate([b for b, _ in parts], self._position)
-            return blup, RaggedCov.concatenate([c for _, c in parts], self._position)
+            return blup, type(parts[0][1]).concatenate([c for _, c in parts], self._position)
         blup = reorder(self._position, np.concatenate([b for b, _ in parts]))
         return blup, reorder(self._position, np.concatenate([c for _, c in parts]))
 
