@@ -21,6 +21,7 @@ import numpy as np
 from distributed import KilledWorker
 
 from ... import kernels
+from ...kernels.vc_border import CrossedVC
 from ...stats import Layout
 from ...stats.blup_cov import RaggedBlup
 from ..local import LocalEngine
@@ -333,9 +334,13 @@ class DaskEngine:
 
     def gather_ragged(self):
         """The statistics held structured on the workers (:attr:`collapsed_vc`), ragged
-        on the driver in sorted group order (``kernels.vc_blocks.RaggedVC``): never
-        padded (for the saved statistics)."""
-        return concatenate_ragged(self._map(_block_gather_ragged), self._position)
+        on the driver in sorted group order (``kernels.vc_blocks.RaggedVC``, or
+        ``kernels.vc_border.CrossedVC`` where the components share rows): never padded
+        (for the saved statistics)."""
+        parts = self._map(_block_gather_ragged)
+        if isinstance(parts[0], CrossedVC):
+            return CrossedVC.concatenate(parts, self._position)
+        return concatenate_ragged(parts, self._position)
 
     def close(self) -> None:
         """Release the statistics on the cluster."""

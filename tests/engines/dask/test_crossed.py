@@ -17,8 +17,10 @@ from dmixed.engines.dask import DaskEngine, data_pass
 from dmixed.engines.dask.crossed import REPEATED, RowOverlap, overlap_marks, read_overlap
 from dmixed.engines.dask.graph import block_graph, slot_map_graph
 from dmixed.engines.dask.ragged import RaggedPacked
+from dmixed.engines.local import statistics_from_arrays
 from dmixed.engines.vc_crossed import CrossedVCEngine
 from dmixed.stats import Layout
+from dmixed.stats.checkpoint import GroupArrays, load_statistics, save_statistics
 from tests.engines.test_vc_crossed import CROSSED, crossed_data
 
 FORMULA = "y ~ x"
@@ -199,3 +201,24 @@ def test_repeated_slot_keeps_the_padded_pass():
     layout = Layout(1, (30, 5))
     overlap = RowOverlap(np.ones((2, 2), dtype=bool), repeated=True)
     assert not isinstance(data_pass.pass_layout(layout, 2, overlap, None), RaggedPacked)
+
+
+@pytest.mark.parametrize("engine", ["distributed", "local"])
+def test_saved_from_a_cluster_crossed(tmp_path, client, data, engine):
+    """Statistics kept on the workers (gathered crossed block by block) or gathered:
+    saved crossed (format 5, never padded), loaded back, the same fit."""
+    kw = CASES["crossed"]
+    ddf = dd.from_pandas(data, npartitions=3)
+    with dask.config.set({"dmixed.engine": engine}):
+        model = dmixed.MixedLM.from_formula(FORMULA, data=ddf, **kw)
+        stats = model.statistics(client=client)
+        res = model.fit(client=client)
+        arrays = GroupArrays.from_statistics(stats, ragged=True)
+    assert arrays.cross is not None and arrays.zz.size == 0
+    save_statistics(arrays, tmp_path / "s", {})
+    back, manifest = load_statistics(tmp_path / "s")
+    assert manifest["storage"] == "crossed"
+    refit = dmixed.MixedLM.from_statistics(statistics_from_arrays(back), model.spec).fit()
+    for name in ("params", "bse", "vcomp"):
+        np.testing.assert_allclose(getattr(refit, name), getattr(res, name), rtol=1e-10)
+    np.testing.assert_allclose(refit.llf, res.llf, rtol=1e-12)
