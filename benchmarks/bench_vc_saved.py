@@ -17,6 +17,8 @@ from them.  ``--padded``: gather padded (``ragged=False``, the former path).
 ``--model crossed`` / ``crossed-wide``: the crossed models of ``bench_vc_memory.py``
 (``bench_vc_crossed.crossed``, ``vc_formula={"a": "0 + C(a)", "b": "0 + C(b)"}``),
 saved crossed (format 5), or padded with ``--padded`` (format 3, the former path).
+Also the results directory's bytes and save time (``save_state``: unpadded, format 2
+or 3; padded, format 1, with ``--padded``).
 """
 
 from __future__ import annotations
@@ -77,6 +79,19 @@ out["refit_mb"] = rss()
 out["llf"] = res.llf
 out["llf_rel_diff"] = abs(refit.llf - res.llf) / abs(res.llf)
 out["params_max_rel_diff"] = float(abs((refit.params - res.params) / res.params).max())
+# the results directory: unpadded (format 2 or 3), or padded with --padded (format 1)
+import dataclasses
+import numpy as np
+from dmixed.io import save_state
+state = res.to_state()
+if not ragged:
+    state = dataclasses.replace(
+        state, blup=np.asarray(state.blup), blup_cov=np.asarray(state.blup_cov)
+    )
+t = time.perf_counter()
+save_state(state, d.parent / "results", "")
+out["results_save_s"] = time.perf_counter() - t
+out["results_bytes"] = sum(f.stat().st_size for f in (d.parent / "results").iterdir())
 shutil.rmtree(d.parent)
 print(json.dumps(out))
 """

@@ -37,8 +37,8 @@ import numpy as np
 
 from ..stats.blup_cov import RaggedBlup
 from ..stats.border_cov import BorderCov, CovBucket, concatenate_buckets
-from ..stats.crossed_stats import CrossSums
-from ..stats.ragged_stats import RaggedArrays, layout_offsets
+from ..stats.crossed_stats import CrossSums, buckets_to_slots
+from ..stats.ragged_stats import RaggedArrays
 from .groups import HessianSums, MomentSums, StepSums
 from .vc_blocks import c_matrix, group_runs, segment_sum
 
@@ -328,48 +328,10 @@ class CrossedVC:
 
     def to_slots(self) -> tuple[RaggedArrays, CrossSums]:
         """The statistics as every used slot's ragged entry and the co-occurrence sums
-        (what saved statistics hold, :mod:`dmixed.stats.crossed_stats`): the non-zero
-        entries between slots (a co-occurrence summing to exactly zero is not kept)."""
-        q, k, g = self.q, self.k, self.n_groups
-        a, f1 = np.zeros((g, q, q)), np.zeros((g, q, k))
-        none = np.zeros(0, dtype=np.int64)
-        # (group, pos, d, b, f2) of the slots; (group, s, t, value) of the co-occurrences
-        slots = [(none, none, np.zeros(0), np.zeros((0, q)), np.zeros((0, k)))]
-        cross = [(none, none, none, np.zeros(0))]
-        for bk in self.buckets:
-            gi = bk.groups
-            a[gi], f1[gi] = bk.a[:, :q, :q], bk.f1[:, :q]
-            rows, cols = np.nonzero(np.ones(bk.bpos[:, q:].shape, dtype=bool))
-            cols = cols + q
-            slots.append(
-                (gi[rows], bk.bpos[rows, cols], bk.a[rows, cols, cols])
-                + (bk.a[rows, cols, :q], bk.f1[rows, cols])
-            )
-            slots.append((gi[bk.group], bk.pos, bk.d, bk.b[:, :q], bk.f2))
-            gb, i, j = np.nonzero(np.triu(bk.a[:, q:, q:], k=1))
-            cross.append((gi[gb], bk.bpos[gb, i + q], bk.bpos[gb, j + q], bk.a[gb, i + q, j + q]))
-            jd, jb = np.nonzero(bk.b[:, q:])
-            gd = bk.group[jd]
-            cross.append((gi[gd], bk.pos[jd], bk.bpos[gd, jb + q], bk.b[jd, jb + q]))
-        group, pos, d, b, f2 = (np.concatenate(x) for x in zip(*slots, strict=True))
-        order = np.lexsort((pos, group))
-        offsets = layout_offsets(q, np.bincount(self.slot_component, minlength=self.n_comp))
-        ragged = RaggedArrays(
-            a,
-            f1,
-            group[order],
-            self.slot_component[pos[order] - q],
-            pos[order],
-            d[order],
-            b[order],
-            f2[order],
-            offsets,
-            self.r,
+        (what saved statistics hold: :func:`~dmixed.stats.crossed_stats.buckets_to_slots`)."""
+        return buckets_to_slots(
+            self.buckets, self.q, self.k, self.n_groups, self.r, self.slot_component
         )
-        cg, cs, ct, cv = (np.concatenate(x) for x in zip(*cross, strict=True))
-        lo, hi = np.minimum(cs, ct), np.maximum(cs, ct)
-        order = np.lexsort((hi, lo, cg))
-        return ragged, CrossSums(cg[order], lo[order], hi[order], cv[order])
 
     def dense(self) -> tuple[np.ndarray, np.ndarray]:
         """The padded statistics ``zz`` (G, r, r) and ``zxy`` (G, r, k)."""

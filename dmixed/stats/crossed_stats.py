@@ -21,7 +21,14 @@ import numpy as np
 
 from .ragged_stats import RaggedArrays, layout_offsets, merged_columns
 
-__all__ = ["CrossSums", "cross_from_dense", "merge_cross", "overlap", "slot_index"]
+__all__ = [
+    "CrossSums",
+    "buckets_to_slots",
+    "cross_from_dense",
+    "merge_cross",
+    "overlap",
+    "slot_index",
+]
 
 
 @dataclass
@@ -127,3 +134,45 @@ def merge_cross(old, new, gi_old, gi_new, pair, widths) -> CrossSums:
     cells, where = np.unique(np.concatenate(keys), return_inverse=True)
     value = np.bincount(where.reshape(-1), np.concatenate(values), cells.size)
     return CrossSums(cells // (r * r), (cells // r) % r, cells % r, value)
+
+
+def buckets_to_slots(
+    buckets: list, q: int, k: int, n_groups: int, r: int, slot_component: np.ndarray
+) -> tuple[RaggedArrays, CrossSums]:
+    """Crossed statistics (the buckets of ``kernels.vc_border.CrossedVC``: per group
+    ``a`` (w × w), ``f1``, ``bpos``; per diagonal slot ``group``, ``pos``, ``d``, ``b``
+    (w,), ``f2``) as every used slot's ragged entry and the co-occurrence sums: the
+    non-zero entries between slots (a co-occurrence summing to exactly zero is not
+    kept: the buckets do not tell it from none)."""
+    a, f1 = np.zeros((n_groups, q, q)), np.zeros((n_groups, q, k))
+    none = np.zeros(0, dtype=np.int64)
+    # (group, pos, d, b, f2) of the slots; (group, s, t, value) of the co-occurrences
+    slots = [(none, none, np.zeros(0), np.zeros((0, q)), np.zeros((0, k)))]
+    cross = [(none, none, none, np.zeros(0))]
+    for bk in buckets:
+        gi = bk.groups
+        a[gi], f1[gi] = bk.a[:, :q, :q], bk.f1[:, :q]
+        rows, cols = np.nonzero(np.ones(bk.bpos[:, q:].shape, dtype=bool))
+        cols = cols + q  # the border slots (after exog_re's q columns)
+        slots.append(
+            (gi[rows], bk.bpos[rows, cols], bk.a[rows, cols, cols])
+            + (bk.a[rows, cols, :q], bk.f1[rows, cols])
+        )
+        slots.append((gi[bk.group], bk.pos, bk.d, bk.b[:, :q], bk.f2))
+        gb, i, j = np.nonzero(np.triu(bk.a[:, q:, q:], k=1))
+        cross.append((gi[gb], bk.bpos[gb, i + q], bk.bpos[gb, j + q], bk.a[gb, i + q, j + q]))
+        jd, jb = np.nonzero(bk.b[:, q:])
+        gd = bk.group[jd]
+        cross.append((gi[gd], bk.pos[jd], bk.bpos[gd, jb + q], bk.b[jd, jb + q]))
+    group, pos, d, b, f2 = (np.concatenate(x) for x in zip(*slots, strict=True))
+    order = np.lexsort((pos, group))
+    slot_component = np.asarray(slot_component, dtype=np.int64)
+    offsets = layout_offsets(q, np.bincount(slot_component))
+    comp = slot_component[pos[order] - q]
+    ragged = RaggedArrays(
+        a, f1, group[order], comp, pos[order], d[order], b[order], f2[order], offsets, r
+    )
+    cg, cs, ct, cv = (np.concatenate(x) for x in zip(*cross, strict=True))
+    lo, hi = np.minimum(cs, ct), np.maximum(cs, ct)
+    order = np.lexsort((hi, lo, cg))
+    return ragged, CrossSums(cg[order], lo[order], hi[order], cv[order])

@@ -6,10 +6,12 @@
    current one, else Dask's local scheduler in this process) and where to keep the
    statistics (:func:`resolve_engine`);
 2. with variance components, a prepass that numbers each group's component columns
-   and says whether a row has two entries
+   and says which components have entries in one row
    (:func:`~dmixed.engines.dask.graph.slot_map_graph`); where none has and the layout
    allows the structured engine, the pass sums them ragged (:func:`pass_layout`,
-   :mod:`~dmixed.engines.dask.ragged`: no padded design, no ``r × r`` block);
+   :mod:`~dmixed.engines.dask.ragged`: no padded design, no ``r × r`` block); where
+   components share rows and one can be the diagonal block, ragged with their
+   co-occurrence sums (:mod:`~dmixed.engines.dask.crossed`, held crossed);
 3. the data pass: one graph, partials → sums by group key → blocks
    (:func:`~dmixed.engines.dask.graph.block_graph`), computed once, so the blocks are
    futures with lineage (a block lost with its worker is recomputed from the data);

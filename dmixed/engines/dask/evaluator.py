@@ -3,7 +3,8 @@
 Each block of groups (:class:`~dmixed.engines.dask.blocks.Block`) becomes a
 :class:`~dmixed.engines.local.LocalEngine` on its worker, or a
 :class:`~dmixed.engines.vc_local.StructuredVCEngine` where the variance components are
-held structured (:func:`make_evaluator`, a task with lineage); each optimizer step is
+held structured, or a :class:`~dmixed.engines.vc_crossed.CrossedVCEngine` where they
+share rows (:func:`make_evaluator`, a task with lineage); each optimizer step is
 then one ``client.map`` over these futures with the small matrix ``Λ`` and one
 ``gather`` of ``B`` small sums: no Dask collection is built inside the optimizer loop.
 """
