@@ -489,6 +489,8 @@ def _cross_from(frame: pd.DataFrame, arrays: GroupArrays, manifest: dict, root: 
         )
     layout = arrays.layout
     cross = cross_from_frame(frame, len(arrays.labels), layout.k_re, layout.r, root)
+    if arrays.ragged is None:
+        raise ValueError("co-occurrences without the slots' statistics")
     slot_index(arrays.ragged, cross.group, cross.s)
     slot_index(arrays.ragged, cross.group, cross.t)
     return cross
