@@ -173,7 +173,9 @@ def statistics_from_arrays(arrays: GroupArrays) -> FittedStatistics:
     """Per-group statistics gathered on the driver (saved, or merged) on the in-process
     engine (:func:`local_engine`): variance components structured where they can be, as
     in the fit that saved them, so that a rerun from saved statistics equals it."""
-    if arrays.ragged is not None:  # saved ragged: held structured again
+    if arrays.cross is not None:  # saved crossed: held crossed again
+        engine = CrossedVCEngine.of_arrays(arrays.ragged, arrays.cross)
+    elif arrays.ragged is not None:  # saved ragged: held structured again
         engine = StructuredVCEngine.of_arrays(arrays.ragged)
     else:
         engine = local_engine(arrays.zz, arrays.zxy, arrays.layout)

@@ -16,11 +16,13 @@ import numpy as np
 
 from .. import kernels
 from ..design.arrays import RowData
-from ..kernels.vc_border import CrossedVC, diagonal_components
-from ..kernels.vc_border_pass import border_statistics
+from ..kernels.vc_border import CrossedVC, choose_diagonal, diagonal_components
+from ..kernels.vc_border_pass import border_statistics, crossed_from_slots
 from ..stats import Layout
 from ..stats.blup_cov import RaggedBlup
 from ..stats.border_cov import BorderCov
+from ..stats.crossed_stats import CrossSums, overlap, slot_index
+from ..stats.ragged_stats import RaggedArrays
 from ..stats.standardize import Standardization
 from .vc_local import structured_layout
 
@@ -33,8 +35,9 @@ class CrossedVCEngine:
     ``FittedStatistics.fit_layout``, with the moment start and Newton steps), and every
     method accepts a factor Λ (and basis ``E_j``) of that width or of the padded
     design's.  The BLUPs and their covariances come unpadded (read as the dense
-    engine's (G, r) and (G, r, r)); the statistics are gathered padded (saved
-    statistics are held crossed again on load, :func:`dmixed.engines.local.local_engine`).
+    engine's (G, r) and (G, r, r)); the statistics are gathered padded (:meth:`gather`)
+    or crossed (:meth:`gather_ragged`, for the saved statistics, which are held crossed
+    again on load: :meth:`of_arrays`).
 
     Parameters
     ----------
@@ -78,6 +81,35 @@ class CrossedVCEngine:
     def gather(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-group ``zz`` (G, r, r) and ``zxy`` (G, r, p+1), in group order."""
         return self.crossed.dense()
+
+    def gather_ragged(self) -> CrossedVC:
+        """The statistics held crossed, never padded (for the saved statistics:
+        :meth:`~dmixed.kernels.vc_border.CrossedVC.to_slots`)."""
+        return self.crossed
+
+    @classmethod
+    def of_arrays(cls, ragged: RaggedArrays, cross: CrossSums) -> CrossedVCEngine:
+        """The engine of saved crossed statistics: every used slot's ragged entry and the
+        co-occurrence sums, the diagonal components chosen from them as in the data pass
+        (:func:`~dmixed.kernels.vc_border.choose_diagonal`).
+
+        Raises
+        ------
+        ValueError
+            No component can be the diagonal block, or a co-occurrence of a slot that
+            ``ragged`` does not hold.
+        """
+        widths = np.diff(np.append(ragged.offsets, ragged.r))
+        diag_comps = choose_diagonal(widths, overlap(cross, ragged.offsets, widths.size))
+        if not diag_comps:
+            raise ValueError("crossed statistics with no component for the diagonal block")
+        local = (
+            slot_index(ragged, cross.group, cross.s),
+            slot_index(ragged, cross.group, cross.t),
+            cross.value,
+        )
+        slot_component = np.repeat(np.arange(widths.size), widths)
+        return cls(crossed_from_slots(ragged, local, slot_component, diag_comps))
 
     def close(self) -> None:
         """Nothing to release in-process."""

@@ -33,6 +33,7 @@ __all__ = [
     "is_ragged",
     "ragged_group_columns",
     "ragged_random_effects",
+    "slot_tables",
     "slots_table",
 ]
 
@@ -146,9 +147,21 @@ def ragged_random_effects(
     prior_slots = np.repeat(np.asarray(prior, dtype=np.float64), widths)
     delta = slots["delta"].to_numpy()[used]
     cov = RaggedCov(root, group[used], pos[used], w[used], delta, prior_slots)
+    vc_column = slots["vc_column"].to_numpy().astype(np.int64)
+    return blup, cov, slot_tables(group, pos, vc_column, q, widths, g)
+
+
+def slot_tables(group, pos, vc_column, q: int, widths, g: int) -> list[np.ndarray]:
+    """The slot tables (G, m_c) of the per-slot table's ``group``, ``pos`` and
+    ``vc_column``.
+
+    Raises
+    ------
+    ValueError
+        A component whose widest group has fewer slots than its width.
+    """
     offsets = _offsets(q, widths)
     comp = np.searchsorted(offsets, pos, side="right") - 1
-    vc_column = slots["vc_column"].to_numpy().astype(np.int64)
     tables = []
     for c, width in enumerate(widths):
         out = np.full((g, width), -1, dtype=np.int64)
@@ -157,4 +170,4 @@ def ragged_random_effects(
         if width and not (out[:, -1] >= 0).any():  # the widest group sets the width
             raise ValueError(f"component {c}'s slots are fewer than its width {width}")
         tables.append(out)
-    return blup, cov, tables
+    return tables

@@ -9,7 +9,9 @@ Layout of a results directory::
     random_effects_slots.parquet   format 2, variance components held structured: the
                              BLUPs and covariances ragged, one row per slot
                              (:mod:`dmixed.io.ragged_re`; the first table then holds
-                             only their ``exog_re`` part)
+                             only their ``exog_re`` part); format 3, crossed
+                             components: the slots (:mod:`dmixed.io.border_re`)
+    random_effects_cov.parquet     format 3 only: the covariances' factors, unpadded
     summary.txt          the printed summary
 
 The directory is written under a temporary name beside the target and renamed into
@@ -41,6 +43,7 @@ from ..files import (
     read_versioned_json,
 )
 from ..stats import columns
+from .border_re import COV_TABLE, CROSSED_FORM, crossed_random_effects, crossed_tables, is_crossed
 from .ragged_re import (
     RAGGED_FORM,
     SLOTS_TABLE,
@@ -62,9 +65,11 @@ __all__ = [
 ]
 
 FORMAT = "dmixed-results"
-#: The newest format read (and written for ragged random effects); directories with
-#: padded random effects are written as format 1, which older versions read.
-FORMAT_VERSION = 2
+#: The newest format read (and written for crossed random effects); directories with
+#: ragged random effects are written as format 2, padded ones as format 1, which older
+#: versions read.
+FORMAT_VERSION = 3
+RAGGED_FORMAT_VERSION = 2
 PADDED_FORMAT_VERSION = 1
 
 _RE, _COV, _SIZE = "re", "cov", "group_size"
@@ -151,17 +156,22 @@ def _estimates_section(state: ResultsState) -> dict:
 
 def _ragged_section(state: ResultsState) -> dict:
     """The form of the random effects and, ragged, each component's prior variance."""
-    if not is_ragged(state):
+    if not (is_ragged(state) or is_crossed(state)):
         return {}
     prior = component_prior(state.blup_cov, state.vc_slot_widths)
-    return {"random_effects_form": RAGGED_FORM, "blup_cov_prior": prior}
+    form = CROSSED_FORM if is_crossed(state) else RAGGED_FORM
+    return {"random_effects_form": form, "blup_cov_prior": prior}
 
 
 def estimates_document(state: ResultsState) -> dict:
     """The content of ``estimates.json`` (before conversion to JSON types)."""
     return {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION if is_ragged(state) else PADDED_FORMAT_VERSION,
+        "format_version": FORMAT_VERSION
+        if is_crossed(state)
+        else RAGGED_FORMAT_VERSION
+        if is_ragged(state)
+        else PADDED_FORMAT_VERSION,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "versions": _versions(),
         "model": _model_section(state),
@@ -183,6 +193,9 @@ def random_effects_table(state: ResultsState) -> pd.DataFrame:
     if is_ragged(state):  # the slots go to their own table (:mod:`dmixed.io.ragged_re`)
         ragged_group_columns(state, cols)
         return pd.DataFrame(cols)
+    if is_crossed(state):  # the slots and factors too (:mod:`dmixed.io.border_re`)
+        columns.put_vector(cols, _RE, state.blup.re)
+        return pd.DataFrame(cols)
     columns.put_vector(cols, _RE, np.asarray(state.blup))  # padded
     columns.put_lower_triangle(cols, _COV, np.asarray(state.blup_cov))  # padded
     columns.put_vc_slots(cols, state.vc_slot_cols)
@@ -201,9 +214,14 @@ def save_state(state: ResultsState, path, summary_text: str) -> None:
         random_effects_table(state).to_parquet(tmp / _TABLE, index=False)
         doc = estimates_document(state)
         doc["files"] = {_TABLE: {"sha256": file_sha256(tmp / _TABLE)}}
+        extra = {}
         if is_ragged(state):
-            slots_table(state).to_parquet(tmp / SLOTS_TABLE, index=False)
-            doc["files"][SLOTS_TABLE] = {"sha256": file_sha256(tmp / SLOTS_TABLE)}
+            extra = {SLOTS_TABLE: slots_table(state)}
+        elif is_crossed(state):
+            extra = dict(zip((SLOTS_TABLE, COV_TABLE), crossed_tables(state), strict=True))
+        for name, frame in extra.items():
+            frame.to_parquet(tmp / name, index=False)
+            doc["files"][name] = {"sha256": file_sha256(tmp / name)}
         with open(tmp / "estimates.json", "w") as fh:
             json.dump(jsonable(doc), fh, indent=1, allow_nan=False)
         (tmp / "summary.txt").write_text(summary_text)
@@ -237,19 +255,23 @@ def _optimizer_fields(fit: dict) -> dict:
     }
 
 
-def _random_effects(e: dict, table: pd.DataFrame, slots: pd.DataFrame | None) -> dict:
+def _random_effects(e: dict, table: pd.DataFrame, slots: pd.DataFrame | None, cov=None) -> dict:
     """``blup``, ``blup_cov`` and ``vc_slot_cols`` of the tables: ragged (format 2,
-    ``slots`` the per-slot table) or padded."""
+    ``slots`` the per-slot table), crossed (format 3, and ``cov`` the factors' table) or
+    padded."""
     k_re, widths, g = e["k_re"], tuple(e["vc_slot_widths"]), len(table)
-    if e.get("random_effects_form") == RAGGED_FORM:
-        if slots is None:
-            raise ValueError(f"ragged random effects without {SLOTS_TABLE}")
+    form = e.get("random_effects_form")
+    if form in (RAGGED_FORM, CROSSED_FORM):
+        if slots is None or (form == CROSSED_FORM and cov is None):
+            raise ValueError(f"{form} random effects without their tables")
         if g != e["n_groups"]:  # before the slots are placed in the groups
             raise ValueError(f"{g} groups in {_TABLE}, {e['n_groups']} in estimates.json")
-        blup, cov, slot_cols = ragged_random_effects(
-            table, slots, k_re, widths, e["blup_cov_prior"]
-        )
-        return {"blup": blup, "blup_cov": cov, "vc_slot_cols": slot_cols}
+        prior = e["blup_cov_prior"]
+        if form == CROSSED_FORM:
+            out = crossed_random_effects(table, slots, cov, k_re, widths, prior)
+        else:
+            out = ragged_random_effects(table, slots, k_re, widths, prior)
+        return dict(zip(("blup", "blup_cov", "vc_slot_cols"), out, strict=True))
     r = k_re + int(sum(widths))
     return {
         "blup": columns.take_vector(table, _RE, r, g),
@@ -259,11 +281,11 @@ def _random_effects(e: dict, table: pd.DataFrame, slots: pd.DataFrame | None) ->
 
 
 def _state_from(
-    doc: dict, table: pd.DataFrame, eval_env=None, slots: pd.DataFrame | None = None
+    doc: dict, table: pd.DataFrame, eval_env=None, slots: pd.DataFrame | None = None, cov=None
 ) -> ResultsState:
     """The state record of a parsed ``estimates.json`` and ``random_effects.parquet``
-    (``eval_env``: as :func:`load_state`'s; ``slots``: the per-slot table of ragged
-    random effects)."""
+    (``eval_env``: as :func:`load_state`'s; ``slots``: the per-slot table of ragged or
+    crossed random effects, ``cov`` the factors' table of crossed ones)."""
     m, f, e = doc["model"], doc["fit"], doc["estimates"]
     names = _names_from(m)
     k_re = e["k_re"]
@@ -292,7 +314,7 @@ def _state_from(
         a_inv=_matrix(e["a_inv"]),
         group_labels=table[columns.GROUP].to_numpy(),
         group_sizes=table[_SIZE].to_numpy(),
-        **_random_effects(e, table, slots),
+        **_random_effects(e, table, slots, cov),
     )
 
 
@@ -411,13 +433,15 @@ def load_state(path, eval_env=None) -> ResultsState:
     )
     table, changed = _read_table(target, doc)
     changed_file = None if changed is None else _TABLE
-    slots = None
-    if (doc.get("estimates") or {}).get("random_effects_form") == RAGGED_FORM:
-        slots, slots_changed = _read_table(target, doc, SLOTS_TABLE)
-        if changed_file is None and slots_changed is not None:
-            changed_file = SLOTS_TABLE
+    extra = {}
+    form = (doc.get("estimates") or {}).get("random_effects_form")
+    names = {RAGGED_FORM: (SLOTS_TABLE,), CROSSED_FORM: (SLOTS_TABLE, COV_TABLE)}
+    for name in names.get(form, ()):
+        extra[name], extra_changed = _read_table(target, doc, name)
+        if changed_file is None and extra_changed is not None:
+            changed_file = name
     try:
-        state = _state_from(doc, table, eval_env, slots)
+        state = _state_from(doc, table, eval_env, extra.get(SLOTS_TABLE), extra.get(COV_TABLE))
     except CheckpointError:
         raise
     except (KeyError, ValueError, TypeError) as err:

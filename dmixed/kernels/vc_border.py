@@ -36,7 +36,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..stats.blup_cov import RaggedBlup
-from ..stats.border_cov import BorderCov, CovBucket
+from ..stats.border_cov import BorderCov, CovBucket, concatenate_buckets
+from ..stats.crossed_stats import CrossSums, buckets_to_slots
+from ..stats.ragged_stats import RaggedArrays
 from .groups import HessianSums, MomentSums, StepSums
 from .vc_blocks import c_matrix, group_runs, segment_sum
 
@@ -297,6 +299,39 @@ class CrossedVC:
                 )
             )
         return cls(buckets, q, zxy.shape[2], r, g, slot_component, tuple(diag_comps))
+
+    @classmethod
+    def concatenate(cls, parts: list[CrossedVC], position: np.ndarray) -> CrossedVC:
+        """Blocks of groups (one diagonal choice) as one, groups in sorted order: block
+        ``b``'s group ``i`` goes to ``position[offset_b + i]``
+        (:func:`~dmixed.stats.border_cov.concatenate_buckets`)."""
+        first = parts[0]
+        buckets = concatenate_buckets(
+            [p.buckets for p in parts],
+            [p.n_groups for p in parts],
+            position,
+            ("a", "f1", "bpos"),
+            ("d", "b", "f2"),
+        )
+        n_groups = int(sum(p.n_groups for p in parts))
+        return cls(
+            buckets, first.q, first.k, first.r, n_groups, first.slot_component, first.diag_comps
+        )
+
+    @property
+    def n_values(self) -> int:
+        """float64 values held: per group ``w_i (w_i + k)``, per diagonal slot
+        ``1 + w_i + k``."""
+        return int(
+            sum(bk.a.size + bk.f1.size + bk.d.size + bk.b.size + bk.f2.size for bk in self.buckets)
+        )
+
+    def to_slots(self) -> tuple[RaggedArrays, CrossSums]:
+        """The statistics as every used slot's ragged entry and the co-occurrence sums
+        (what saved statistics hold: :func:`~dmixed.stats.crossed_stats.buckets_to_slots`)."""
+        return buckets_to_slots(
+            self.buckets, self.q, self.k, self.n_groups, self.r, self.slot_component
+        )
 
     def dense(self) -> tuple[np.ndarray, np.ndarray]:
         """The padded statistics ``zz`` (G, r, r) and ``zxy`` (G, r, k)."""

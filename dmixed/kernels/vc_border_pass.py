@@ -19,7 +19,7 @@ from ..stats.standardize import Standardization
 from .vc_blocks import ragged_statistics
 from .vc_border import BorderBucket, CrossedVC, choose_diagonal
 
-__all__ = ["border_statistics", "crossed_from_slots"]
+__all__ = ["border_statistics", "cooccurrence_sums", "crossed_from_slots"]
 
 
 def border_statistics(
@@ -105,21 +105,40 @@ def _cooccurrence(rv, nums, vc_vals, weights, std):
             )
             cols_j.append(j)
             cols_v.append(np.where(found, vals[:, c], 0.0) / scales[ell])
-    s_all, t_all, v_all = [np.zeros(0, dtype=np.int64)] * 2 + [np.zeros(0)]
-    parts = [(s_all, t_all, v_all)]
-    for c1 in range(len(cols_j)):
-        for c2 in range(c1 + 1, len(cols_j)):
-            both = np.flatnonzero((cols_j[c1] >= 0) & (cols_j[c2] >= 0))
-            prod = cols_v[c1][both] * cols_v[c2][both]
+    return cooccurrence_sums(cols_j, cols_v, weights, rv.group.size)
+
+
+def cooccurrence_sums(
+    ids: list[np.ndarray], vals: list[np.ndarray], weights: np.ndarray | None, n_ids: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The co-occurrence sums of entries sharing rows: ``(s, t, Σ w v_s v_t)`` for each
+    pair of slots ``s < t`` with entries in one row, sorted by ``(s, t)``.
+
+    Parameters
+    ----------
+    ids : list of ndarray (n,) int64
+        Per entry column (of every component), each row's slot (``0 … n_ids-1``; ``-1``:
+        no entry).
+    vals : list of ndarray (n,)
+        The entries (already divided by their component's scale).
+    weights : ndarray (n,) or None
+    n_ids : int
+        The number of slots (``n_ids²`` must fit in int64).
+    """
+    parts = [(np.zeros(0, dtype=np.int64),) * 2 + (np.zeros(0),)]
+    for c1 in range(len(ids)):
+        for c2 in range(c1 + 1, len(ids)):
+            both = np.flatnonzero((ids[c1] >= 0) & (ids[c2] >= 0))
+            prod = vals[c1][both] * vals[c2][both]
             if weights is not None:
                 prod = prod * weights[both]
-            j1, j2 = cols_j[c1][both], cols_j[c2][both]
+            j1, j2 = ids[c1][both], ids[c2][both]
             parts.append((np.minimum(j1, j2), np.maximum(j1, j2), prod))
     s_all, t_all, v_all = (np.concatenate(x) for x in zip(*parts, strict=True))
-    n_slots = rv.group.size
-    pairs, where = np.unique(s_all * n_slots + t_all, return_inverse=True)
+    n = max(int(n_ids), 1)
+    pairs, where = np.unique(s_all * n + t_all, return_inverse=True)
     sums = np.bincount(where.reshape(-1), weights=v_all, minlength=pairs.size)
-    return pairs // max(n_slots, 1), pairs % max(n_slots, 1), sums
+    return pairs // n, pairs % n, sums
 
 
 def crossed_from_slots(rv, cross, slot_component, diag_comps) -> CrossedVC:

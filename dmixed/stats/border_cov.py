@@ -22,7 +22,49 @@ import numpy as np
 
 from .blup_cov import UnpaddedCov
 
-__all__ = ["BorderCov", "CovBucket"]
+__all__ = ["BorderCov", "CovBucket", "concatenate_buckets"]
+
+
+def concatenate_buckets(
+    parts: list[list], n_groups: list[int], position: np.ndarray, per_group, per_slot
+) -> list:
+    """Buckets of equal border width of several blocks of groups as one list, groups in
+    sorted order: block ``b`` (``n_groups[b]`` groups, its buckets ``parts[b]``) has its
+    group ``i`` at ``position[offset_b + i]``.
+
+    Each bucket is a dataclass with ``groups`` (its groups' positions, ascending),
+    ``bpos`` (G_w, w), the per-group arrays named ``per_group`` (first axis: its
+    groups) and per diagonal slot ``group`` (index into the bucket), ``pos`` and the
+    arrays named ``per_slot``; the buckets of one width are joined, their groups
+    ascending and their slots sorted by (group, column) (:class:`CovBucket`,
+    ``kernels.vc_border.BorderBucket``).
+    """
+    starts = np.cumsum([0, *n_groups])[:-1]
+    by_width: dict[int, list] = {}
+    for start, buckets in zip(starts, parts, strict=True):
+        for bk in buckets:
+            by_width.setdefault(bk.bpos.shape[1], []).append((int(start), bk))
+    out = []
+    for w in sorted(by_width):
+        items = by_width[w]
+        groups = np.concatenate([position[start + bk.groups] for start, bk in items])
+        order = np.argsort(groups, kind="stable")
+        rank = np.empty_like(order)
+        rank[order] = np.arange(order.size)
+        firsts = np.cumsum([0] + [bk.groups.size for _, bk in items])[:-1]
+        group = np.concatenate(
+            [rank[first + bk.group] for first, (_, bk) in zip(firsts, items, strict=True)]
+        )
+        pos = np.concatenate([bk.pos for _, bk in items])
+        slots = np.lexsort((pos, group))
+        fields = {"groups": groups[order].astype(np.int64), "group": group[slots]}
+        fields["pos"] = pos[slots]
+        for name in per_group:
+            fields[name] = np.concatenate([getattr(bk, name) for _, bk in items])[order]
+        for name in per_slot:
+            fields[name] = np.concatenate([getattr(bk, name) for _, bk in items])[slots]
+        out.append(replace(items[0][1], **fields))
+    return out
 
 
 @dataclass
@@ -86,6 +128,20 @@ class BorderCov(UnpaddedCov):
         """The padded array's shape (G, r, r)."""
         r = self.q + self.prior.size
         return (self.n_groups, r, r)
+
+    @classmethod
+    def concatenate(cls, parts: list[BorderCov], position: np.ndarray) -> BorderCov:
+        """Blocks of groups as one, groups in sorted order (as
+        :meth:`~dmixed.stats.blup_cov.RaggedCov.concatenate`; :func:`concatenate_buckets`)."""
+        buckets = concatenate_buckets(
+            [p.buckets for p in parts],
+            [p.n_groups for p in parts],
+            position,
+            ("root", "bpos"),
+            ("w", "delta"),
+        )
+        n_groups = int(sum(p.n_groups for p in parts))
+        return cls(buckets, parts[0].q, n_groups, parts[0].prior)
 
     def __mul__(self, factor: float) -> BorderCov:
         """The covariances times a positive scalar (σ̂²)."""

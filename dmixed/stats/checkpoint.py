@@ -11,13 +11,17 @@ Layout of a statistics directory::
     groups/part-NNNNN.parquet   one row per group: key, size, lower triangle of Z̃'Z̃,
                            Z̃'[X y], and the column each variance-component slot holds
                            (held ragged, format 4: of the ``exog_re`` columns only)
-    slots/part-NNNNN.parquet    held ragged (format 4) only: one row per slot a group
+    slots/part-NNNNN.parquet    held ragged (format 4, 5) only: one row per slot a group
                            has (:mod:`dmixed.stats.checkpoint_slots`)
+    cross/part-NNNNN.parquet    held crossed (format 5) only: one row per co-occurring
+                           pair of slots of a group (:mod:`dmixed.stats.crossed_stats`)
 
 Statistics whose engine holds the variance components structured are saved ragged
 (format version 4, ``"storage": "ragged"``): G q (q + k) values for the groups and
-1 + q + k per used slot, never the padded G × r × r.  Other statistics are saved padded
-as format version 3, which older versions read; both load.
+1 + q + k per used slot, never the padded G × r × r; those held crossed (components
+sharing rows, format version 5, ``"storage": "crossed"``) also one row per co-occurring
+pair of slots.  Other statistics are saved padded as format version 3, which older
+versions read; all load.
 
 Written under a temporary name and renamed into place (never left half-written), and
 verified when read (:func:`load_statistics`): the manifest's own sha256, every part
@@ -49,7 +53,13 @@ from ..files import (
     read_versioned_json,
 )
 from .checkpoint_merge import merge as merge  # re-exported: checkpoint.merge
-from .checkpoint_slots import ragged_from_slots, slot_frame, slot_rows
+from .checkpoint_slots import (
+    cross_columns,
+    cross_from_frame,
+    ragged_from_slots,
+    slot_frame,
+    slot_rows,
+)
 from .columns import (
     GROUP,
     matrix_column,
@@ -58,6 +68,7 @@ from .columns import (
     take_lower_triangle,
     take_vc_slots,
 )
+from .crossed_stats import slot_index
 from .group_arrays import GroupArrays, no_padding
 from .inputs import local_identity, remote_identity
 from .layout import Layout
@@ -71,12 +82,19 @@ FORMAT = "dmixed-statistics"
 #: (:mod:`dmixed.stats.standardize`), whose map the manifest holds; version 1 held raw
 #: cross-products, which lose digits, and is refused with a message to rebuild.
 #: 4: statistics held ragged (:data:`RAGGED`), with slot files; padded statistics are
-#: still written as version 3.
-FORMAT_VERSION = 4
+#: still written as version 3.  5: statistics held crossed (:data:`CROSSED`), with slot
+#: and co-occurrence files; ragged ones are still written as version 4.
+FORMAT_VERSION = 5
 #: the version padded statistics are written as (what older versions read)
 PADDED_FORMAT_VERSION = 3
+#: the version ragged statistics are written as
+RAGGED_FORMAT_VERSION = 4
 #: the manifest's ``storage`` of statistics saved ragged
 RAGGED = "ragged"
+#: the manifest's ``storage`` of statistics saved crossed
+CROSSED = "crossed"
+#: the storage each format version holds
+STORAGE = {PADDED_FORMAT_VERSION: None, RAGGED_FORMAT_VERSION: RAGGED, FORMAT_VERSION: CROSSED}
 #: the manifest's key of the sha256 of the rest of the manifest (:func:`manifest_sha256`)
 MANIFEST_SHA256 = "manifest_sha256"
 #: relative tolerance of the check of the per-group sums against ``[X y]'[X y]`` (on the
@@ -232,13 +250,20 @@ def save_statistics(arrays: GroupArrays, path, manifest: dict) -> None:
             n_slots = len(rows["group"])
             full = {
                 "format": FORMAT,
-                "format_version": FORMAT_VERSION,
+                "format_version": RAGGED_FORMAT_VERSION,
                 "storage": RAGGED,
                 "n_slots": n_slots,
                 "slot_parts": _write_parts(
                     tmp, "slots", n_slots, lambda lo, hi: slot_frame(rows, lo, hi), "slots"
                 ),
             }
+        if arrays.cross is not None:
+            cross = cross_columns(arrays.cross)
+            full.update(format_version=FORMAT_VERSION, storage=CROSSED)
+            full["n_cross"] = arrays.cross.size
+            full["cross_parts"] = _write_parts(
+                tmp, "cross", arrays.cross.size, lambda lo, hi: slot_frame(cross, lo, hi), "rows"
+            )
         full = {
             **full,
             **manifest,
@@ -319,11 +344,12 @@ def read_manifest(path) -> dict:
             "match its content): the statistics cannot be trusted; rebuild them from the "
             "data (`dmixed fit` with a new statistics directory)"
         )
-    if (manifest.get("storage") == RAGGED) != (version >= FORMAT_VERSION):
+    if manifest.get("storage") != STORAGE.get(version):
         raise CheckpointError(
             f"{file} says format version {version} with storage "
             f"{manifest.get('storage')!r}: version {FORMAT_VERSION} holds statistics "
-            f"{RAGGED!r}, version {PADDED_FORMAT_VERSION} padded; rebuild them from the data"
+            f"{CROSSED!r}, {RAGGED_FORMAT_VERSION} {RAGGED!r}, {PADDED_FORMAT_VERSION} "
+            "padded; rebuild them from the data"
         )
     return manifest
 
@@ -430,12 +456,17 @@ def load_statistics(path) -> tuple[GroupArrays, dict]:
     root = Path(path)
     frames = [_read_part(root, part) for part in _part_files(root, manifest)]
     frame = pd.concat(frames, ignore_index=True)
-    slots = None
-    if manifest.get("storage") == RAGGED:
+    slots = cross = None
+    if manifest.get("storage") in (RAGGED, CROSSED):
         parts = _part_files(root, manifest, "slot_parts", "slots")
         slots = pd.concat([_read_part(root, p, "slots") for p in parts], ignore_index=True)
+    if manifest.get("storage") == CROSSED:
+        parts = _part_files(root, manifest, "cross_parts", "cross")
+        cross = pd.concat([_read_part(root, p, "rows") for p in parts], ignore_index=True)
     try:
         arrays = _arrays_from(frame, manifest, slots, root)
+        if cross is not None:
+            arrays.cross = _cross_from(cross, arrays, manifest, root)
     except (KeyError, ValueError, TypeError) as exc:
         raise CheckpointError(
             f"{root} holds damaged statistics: {type(exc).__name__}: {exc}"
@@ -447,6 +478,22 @@ def load_statistics(path) -> tuple[GroupArrays, dict]:
         )
     _check_sums(arrays, root)
     return arrays, manifest
+
+
+def _cross_from(frame: pd.DataFrame, arrays: GroupArrays, manifest: dict, root: Path):
+    """The co-occurrence sums of the co-occurrence files' rows, checked against the
+    manifest's count and the slots held."""
+    if len(frame) != manifest["n_cross"]:
+        raise ValueError(
+            f"{len(frame)} co-occurrences in their files, n_cross {manifest['n_cross']}"
+        )
+    layout = arrays.layout
+    cross = cross_from_frame(frame, len(arrays.labels), layout.k_re, layout.r, root)
+    if arrays.ragged is None:
+        raise ValueError("co-occurrences without the slots' statistics")
+    slot_index(arrays.ragged, cross.group, cross.s)
+    slot_index(arrays.ragged, cross.group, cross.t)
+    return cross
 
 
 def _arrays_from(frame: pd.DataFrame, manifest: dict, slots, root: Path) -> GroupArrays:

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CheckpointMismatch
+from .crossed_stats import merge_cross
 from .group_arrays import GroupArrays, no_padding
 from .layout import Layout
 from .ragged_stats import merge_ragged
@@ -22,9 +23,11 @@ def merge(old: GroupArrays, new: GroupArrays) -> GroupArrays:
     padded layout may widen.  Padded statistics: every group's block is re-embedded into
     the merged layout and the blocks are added.  Ragged ones (both ragged, or one padded
     whose variance-component blocks are diagonal) are added slot by slot
-    (:func:`~dmixed.stats.ragged_stats.merge_ragged`) and stay ragged; ragged and padded
-    statistics whose components overlap are added padded.  The new statistics are first
-    converted to the old ones' column map.
+    (:func:`~dmixed.stats.ragged_stats.merge_ragged`) and stay ragged; crossed ones (one
+    side held crossed, the other made so) slot by slot and co-occurrence by
+    co-occurrence (:func:`~dmixed.stats.crossed_stats.merge_cross`), and stay crossed;
+    ragged and padded statistics whose components overlap are added padded.  The new
+    statistics are first converted to the old ones' column map.
 
     Raises
     ------
@@ -64,14 +67,19 @@ def merge(old: GroupArrays, new: GroupArrays) -> GroupArrays:
         out.ragged = merge_ragged(
             old.ragged, new.ragged, out.labels, gi_old, gi_new, maps, layout.vc_widths
         )
+        if old.cross is not None:
+            out.cross = merge_cross(old, new, gi_old, gi_new, maps, layout.vc_widths)
     else:
         out.zz, out.zxy = _merged_padded(old, new, gi_old, gi_new, maps, layout, out.labels)
     return out
 
 
 def _same_storage(old: GroupArrays, new: GroupArrays) -> tuple[GroupArrays, GroupArrays]:
-    """Both ragged or both padded: a padded one made ragged where its components do
-    not overlap (:meth:`GroupArrays.as_ragged`), else the ragged one padded."""
+    """Both crossed where one is (:meth:`GroupArrays.as_crossed`), else both ragged or
+    both padded: a padded one made ragged where its components do not overlap
+    (:meth:`GroupArrays.as_ragged`), else the ragged one padded."""
+    if old.cross is not None or new.cross is not None:
+        return old.as_crossed(), new.as_crossed()
     if (old.ragged is None) == (new.ragged is None):
         return old, new
     old_r, new_r = old.as_ragged(), new.as_ragged()

@@ -1,5 +1,7 @@
 """The slot files of saved statistics held ragged (:mod:`dmixed.stats.checkpoint`, format
-version 4): one row per variance-component slot a group has, never a padded G × r × r.
+version 4, and 5 for crossed components): one row per variance-component slot a group
+has, never a padded G × r × r; held crossed, also the co-occurrence files, one row per
+co-occurring pair of slots of a group (:func:`cross_columns`, :func:`cross_from_frame`).
 
 Each row holds the slot's group (its position among the sorted groups), component,
 column of the padded random design (``pos``), column of its component (``column``,
@@ -16,6 +18,7 @@ import pandas as pd
 
 from ..errors import CheckpointError
 from .columns import put_vector, take_vector
+from .crossed_stats import CrossSums
 from .ragged_stats import RaggedArrays, layout_offsets, slot_columns
 
 #: the slot files' columns of integers, in this order
@@ -117,3 +120,33 @@ def ragged_from_slots(
         r=r,
     )
     return ragged, tables
+
+
+def cross_columns(cross: CrossSums) -> dict[str, np.ndarray]:
+    """The co-occurrence files' columns: ``group``, ``s``, ``t`` (padded columns,
+    ``s < t``) and ``value``, sorted by (group, s, t)."""
+    return {"group": cross.group, "s": cross.s, "t": cross.t, "value": cross.value}
+
+
+def cross_from_frame(frame: pd.DataFrame, n_groups: int, q: int, r: int, where) -> CrossSums:
+    """The co-occurrence sums of the co-occurrence files' rows (all parts in order).
+
+    Raises
+    ------
+    CheckpointError
+        Naming ``where``: a row's group or columns out of range (``s < t`` within the
+        variance-component columns ``q … r-1``), or rows not strictly sorted.
+    """
+    group, s, t = (frame[name].to_numpy().astype(np.int64) for name in ("group", "s", "t"))
+    problems = []
+    if group.size and (group.min() < 0 or group.max() >= n_groups):
+        problems.append(f"a co-occurrence's group is outside 0..{n_groups - 1}")
+    if np.any((s < q) | (s >= t) | (t >= r)):
+        problems.append(f"a co-occurrence's columns are not s < t within {q}..{r - 1}")
+    elif np.any(np.diff((group * r + s) * r + t) <= 0):
+        problems.append("the co-occurrences are not sorted by (group, s, t) without repeats")
+    if problems:
+        raise CheckpointError(
+            f"{where} holds damaged statistics: {'; '.join(problems)}; rebuild them from the data"
+        )
+    return CrossSums(group, s, t, frame["value"].to_numpy(dtype=np.float64))

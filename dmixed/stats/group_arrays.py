@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from .crossed_stats import CrossSums, cross_from_dense
 from .layout import Layout
 from .ragged_stats import RaggedArrays, diagonal_block
 from .standardize import Standardization
@@ -17,7 +18,9 @@ from .statistics import GlobalStats
 class GroupArrays:
     """Per-group statistics gathered on the driver, in sorted group order: padded
     (``zz``, ``zxy``) or, for variance components held structured, ragged (``ragged``;
-    ``zz`` and ``zxy`` are then of width 0, :func:`no_padding`)."""
+    ``zz`` and ``zxy`` are then of width 0, :func:`no_padding`), with the co-occurrence
+    sums ``cross`` where the components share rows (held crossed:
+    :mod:`dmixed.stats.crossed_stats`; ``ragged`` then holds every used slot)."""
 
     labels: np.ndarray
     nobs: np.ndarray
@@ -28,6 +31,7 @@ class GroupArrays:
     layout: Layout
     standardization: Standardization | None = None  # None: raw columns
     ragged: RaggedArrays | None = None  # the statistics held ragged instead of zz, zxy
+    cross: CrossSums | None = None  # with ragged: the co-occurrences of crossed components
 
     @property
     def columns(self) -> Standardization:
@@ -55,19 +59,34 @@ class GroupArrays:
         if self.ragged is None:
             return self
         zz, zxy = self.ragged.dense()
-        return replace(self, zz=zz, zxy=zxy, ragged=None)
+        if self.cross is not None:
+            self.cross.add_into(zz)
+        return replace(self, zz=zz, zxy=zxy, ragged=None, cross=None)
 
     def as_ragged(self) -> GroupArrays | None:
         """These statistics ragged, or None where some group's variance-component block
         is not diagonal (components that overlap)."""
         if self.ragged is not None:
-            return self
+            return self if self.cross is None else None
         if not diagonal_block(self.zz, self.layout.k_re):
             return None
         q = self.layout.k_re
         ragged = RaggedArrays.from_dense(self.zz, self.zxy, q, self.layout.slot_component)
         zz, zxy = no_padding(len(self.labels), self.k)
         return replace(self, zz=zz, zxy=zxy, ragged=ragged)
+
+    def as_crossed(self) -> GroupArrays:
+        """These statistics held crossed: every used slot ragged and the co-occurrence
+        sums (none where the components do not share rows)."""
+        if self.cross is not None:
+            return self
+        if self.ragged is not None:
+            return replace(self, cross=CrossSums.empty())
+        q = self.layout.k_re
+        ragged = RaggedArrays.from_dense(self.zz, self.zxy, q, self.layout.slot_component)
+        zz, zxy = no_padding(len(self.labels), self.k)
+        cross = cross_from_dense(self.zz, q)
+        return replace(self, zz=zz, zxy=zxy, ragged=ragged, cross=cross)
 
     def converted_to(self, target: Standardization) -> GroupArrays:
         """These statistics in ``target``'s column map (exact: see
@@ -89,6 +108,8 @@ class GroupArrays:
         if self.ragged is not None:
             q = self.layout.k_re
             out.ragged = self.ragged.converted(m_z[:q, :q], np.diag(m_z)[q:], m_x)
+            if self.cross is not None:
+                out.cross = self.cross.converted(np.diag(m_z)[q:], self.ragged.offsets)
         else:
             # batched products, O(G r³): one einsum over both factors is O(G r⁴)
             out.zz = m_z.T @ self.zz @ m_z
@@ -125,11 +146,15 @@ class GroupArrays:
     def from_statistics(cls, stats, ragged: bool = False) -> GroupArrays:
         """The statistics of a ``FittedStatistics``, gathered from its engine: padded, or
         with ``ragged`` ragged where the engine holds the variance components
-        structured (its ``collapsed_vc`` and ``gather_ragged``)."""
+        structured (its ``collapsed_vc`` and ``gather_ragged``; crossed ones with their
+        co-occurrence sums, ``to_slots``)."""
         engine = stats.engine
-        held = None
+        held = cross = None
         if ragged and getattr(engine, "collapsed_vc", False) and hasattr(engine, "gather_ragged"):
-            held = RaggedArrays.of(engine.gather_ragged())
+            held = engine.gather_ragged()
+            if hasattr(held, "to_slots"):  # held crossed
+                held, cross = held.to_slots()
+            held = RaggedArrays.of(held)
             zz, zxy = no_padding(held.n_groups, held.k)
         else:
             zz, zxy = engine.gather()
@@ -143,6 +168,7 @@ class GroupArrays:
             stats.layout,
             stats.standardization,
             held,
+            cross,
         )
 
 

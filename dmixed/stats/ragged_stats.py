@@ -161,6 +161,22 @@ def layout_offsets(q: int, widths) -> np.ndarray:
     return (q + np.concatenate([[0], np.cumsum(widths, dtype=np.int64)])[:-1]).astype(np.int64)
 
 
+def merged_columns(
+    group: np.ndarray, pos: np.ndarray, gi: np.ndarray, offsets, pair, which: int, merged, r
+) -> np.ndarray:
+    """Keys ``group · r + column`` in merged statistics of the slots ``(group, pos)`` of
+    one side (``which``: 0 old, 1 new) of :func:`dmixed.stats.checkpoint.merge`: the
+    merged group ``gi[group]`` and column ``merged[l] + pair[l][which][group, slot]``
+    (``pair``: per component the merged slot of every slot; ``offsets`` / ``merged``:
+    the first column of each component before / after; ``r`` the merged width)."""
+    comp = np.searchsorted(offsets, pos, side="right") - 1
+    slot = np.zeros(pos.size, dtype=np.int64)
+    for c, maps in enumerate(pair):
+        sel = comp == c
+        slot[sel] = maps[which][group[sel], pos[sel] - offsets[c]]
+    return gi[group].astype(np.int64) * r + merged[comp] + slot
+
+
 def merge_ragged(old, new, labels: np.ndarray, gi_old, gi_new, maps, widths) -> RaggedArrays:
     """Ragged statistics of old + new rows (both :class:`RaggedArrays` in one column
     map) on the union of their groups.
@@ -186,12 +202,7 @@ def merge_ragged(old, new, labels: np.ndarray, gi_old, gi_new, maps, widths) -> 
     r = q + int(sum(widths))
     keys, comps = [], []
     for src, gi, which in ((old, gi_old, 0), (new, gi_new, 1)):
-        group = gi[src.group]
-        slot = np.zeros(src.group.size, dtype=np.int64)
-        for c, pair in enumerate(maps):
-            sel = src.comp == c
-            slot[sel] = pair[which][src.group[sel], src.pos[sel] - src.offsets[c]]
-        keys.append(group * r + offsets[src.comp] + slot)
+        keys.append(merged_columns(src.group, src.pos, gi, src.offsets, maps, which, offsets, r))
         comps.append(src.comp)
     cells, where = np.unique(np.concatenate(keys), return_inverse=True)
     n = cells.size

@@ -86,3 +86,32 @@ def test_results_read_the_border_covariances(tmp_path):
     want = padded.get_prediction(data.head(30)).summary_frame()
     close(got.to_numpy(), want.to_numpy(), rtol=1e-10)
     assert np.all(np.isfinite(got.to_numpy()))
+
+
+def test_blocks_of_groups_concatenate_in_sorted_order():
+    """Crossed statistics and covariances of blocks of groups in any order (one block
+    empty) put together: those of all groups, bucket by bucket."""
+    stats, _, _, lam1, w = _crossed("1", 4)
+    crossed = stats.engine.crossed
+    zz, zxy = crossed.dense()
+    perm = np.random.default_rng(0).permutation(zz.shape[0])
+    cuts = np.split(perm, [4, 4, 9])
+    make = [
+        type(crossed).from_dense(
+            zz[c], zxy[c], crossed.q, crossed.slot_component, crossed.diag_comps
+        )
+        for c in cuts
+    ]
+    got = type(crossed).concatenate(make, np.concatenate(cuts))
+    assert [b.a.shape[1] for b in got.buckets] == [b.a.shape[1] for b in crossed.buckets]
+    for mine, want in zip(got.buckets, crossed.buckets, strict=True):
+        for field in dataclasses.fields(want):
+            if field.init:
+                np.testing.assert_array_equal(
+                    getattr(mine, field.name), getattr(want, field.name), err_msg=field.name
+                )
+    covs = [part.random_effects(lam1, w)[1] for part in make if part.n_groups]
+    joined = BorderCov.concatenate(covs, np.concatenate(cuts))  # (the empty block: none)
+    np.testing.assert_allclose(
+        joined.dense(), crossed.random_effects(lam1, w)[1].dense(), rtol=1e-12, atol=1e-15
+    )

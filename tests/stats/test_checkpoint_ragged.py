@@ -80,7 +80,7 @@ def test_ragged_round_trip_is_exact_and_refits_the_same(tmp_path, kw):
     assert arrays.zz.size == 0 and arrays.ragged is not None
     save_statistics(arrays, tmp_path / "s", {"spec": model.spec.to_dict()})
     back, manifest = load_statistics(tmp_path / "s")
-    assert manifest["format_version"] == checkpoint.FORMAT_VERSION == 4
+    assert manifest["format_version"] == checkpoint.RAGGED_FORMAT_VERSION == 4
     assert manifest["storage"] == checkpoint.RAGGED
     assert manifest["n_slots"] == back.ragged.d.size  # every slot is held here
     assert not any(c.startswith("vc_column") for c in pd.read_parquet(tmp_path / "s/groups"))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...kernels.vc_blocks import RaggedVC
+from ...kernels.vc_border import CrossedVC
 from ...stats import GlobalStats, Layout
 from ...stats.keys import order_distinct
 from ...stats.packed import PackedLayout
@@ -29,7 +30,9 @@ class Block:
 
     ``zz`` (G_b, r, r) and ``zxy`` (G_b, r, p+1) in plain layout, or ``ragged`` (a
     :class:`~dmixed.kernels.vc_blocks.RaggedVC`, variance components summed ragged by the
-    data pass, :mod:`~dmixed.engines.dask.ragged`); ``labels``, ``nobs`` and the block's
+    data pass, :mod:`~dmixed.engines.dask.ragged`), or ``crossed`` (a
+    :class:`~dmixed.kernels.vc_border.CrossedVC`, components sharing rows,
+    :mod:`~dmixed.engines.dask.crossed`); ``labels``, ``nobs`` and the block's
     share of the global sums are what the driver gathers once.
     """
 
@@ -45,6 +48,7 @@ class Block:
     within: np.ndarray | None = None
     exchange: dict | None = None
     ragged: RaggedVC | None = None
+    crossed: CrossedVC | None = None
 
 
 def to_block(
@@ -101,6 +105,8 @@ def block_dense(block: Block) -> tuple[np.ndarray, np.ndarray]:
     """(zz, zxy) of a block, to gather to the driver (padded from a ragged block)."""
     if block.ragged is not None:
         return block.ragged.dense()
+    if block.crossed is not None:
+        return block.crossed.dense()
     return block.zz, block.zxy
 
 

@@ -6,10 +6,12 @@
    current one, else Dask's local scheduler in this process) and where to keep the
    statistics (:func:`resolve_engine`);
 2. with variance components, a prepass that numbers each group's component columns
-   and says whether a row has two entries
+   and says which components have entries in one row
    (:func:`~dmixed.engines.dask.graph.slot_map_graph`); where none has and the layout
    allows the structured engine, the pass sums them ragged (:func:`pass_layout`,
-   :mod:`~dmixed.engines.dask.ragged`: no padded design, no ``r × r`` block);
+   :mod:`~dmixed.engines.dask.ragged`: no padded design, no ``r × r`` block); where
+   components share rows and one can be the diagonal block, ragged with their
+   co-occurrence sums (:mod:`~dmixed.engines.dask.crossed`, held crossed);
 3. the data pass: one graph, partials → sums by group key → blocks
    (:func:`~dmixed.engines.dask.graph.block_graph`), computed once, so the blocks are
    futures with lineage (a block lost with its worker is recomputed from the data);
@@ -33,18 +35,21 @@ import time
 from dataclasses import dataclass
 
 import dask
+import numpy as np
 
 from ...design.dtypes import native_dtype
 from ...design.origin import located
 from ...design.partitions import check_persisted, missing_column_error
 from ...design.prepare import is_missing_values_error
 from ...errors import DataError, SpecError
+from ...kernels.vc_border import CrossedVC, choose_diagonal
 from ...stats import FittedStatistics, Layout
 from ...stats.keys import key_dtype
 from ...stats.packed import PackedLayout
 from ...stats.slots import SlotMap
 from ...stats.standardize import Standardization
 from ..base import ENGINE_CHOICES
+from ..vc_crossed import CrossedVCEngine, worth_crossing
 from ..vc_local import StructuredVCEngine, worth_structure
 from .blocks import Assembly, assemble_blocks, block_dense, block_summary, gathered_engine
 from .checks import missing_values_total
@@ -52,7 +57,14 @@ from .evaluator import DaskEngine, start_evaluators
 from .graph import block_graph, project_columns, slot_map_graph
 from .progress import gather, wait_for
 from .ragged import RaggedPacked
-from .structured import concatenate_ragged, gather_structured, ragged_values, structured_slots
+from .structured import (
+    concatenate_ragged,
+    crossed_values,
+    gather_crossed,
+    gather_structured,
+    ragged_values,
+    structured_slots,
+)
 
 logger = logging.getLogger("dmixed")
 
@@ -213,14 +225,26 @@ def _number_slots(run: _Pass) -> tuple[SlotMap | None, object, bool]:
     return slot_map, slot_arg, overlap
 
 
-def pass_layout(layout: Layout, k: int, overlap: bool) -> PackedLayout | RaggedPacked:
+def pass_layout(
+    layout: Layout, k: int, overlap, slot_map: SlotMap | None = None
+) -> PackedLayout | RaggedPacked:
     """The partials' layout: ragged (:mod:`~dmixed.engines.dask.ragged`) where the
     structured engine saves work (:func:`~dmixed.engines.vc_local.worth_structure`; with
     one random-design column in all too, as in process: the ragged pass holds no
     within-group sums for the profile to read) and no row has two variance-component
-    entries, else padded packed rows."""
+    entries; ragged with co-occurrence sums (:mod:`~dmixed.engines.dask.crossed`) where
+    components share rows and the in-process pass would hold them crossed
+    (:func:`~dmixed.engines.vc_crossed.worth_crossing`, a diagonal component,
+    ``overlap`` a :class:`~dmixed.engines.dask.crossed.RowOverlap`); else padded packed
+    rows."""
+    widths = tuple(int(w) for w in layout.vc_widths)
     if worth_structure(layout) and not overlap:
-        return RaggedPacked(layout.k_re, k, tuple(int(w) for w in layout.vc_widths))
+        return RaggedPacked(layout.k_re, k, widths)
+    if overlap and not overlap.repeated and slot_map is not None and worth_crossing(layout):
+        diagonal = choose_diagonal(np.asarray(widths), overlap.pairs)
+        if diagonal:
+            counts = tuple(int(keys.size) for keys in slot_map.pair_keys)
+            return RaggedPacked(layout.k_re, k, widths, tuple(diagonal), counts)
     return PackedLayout(layout.r, k)
 
 
@@ -235,25 +259,36 @@ def _gather_in_process(graph: list, packed: PackedLayout | RaggedPacked, layout:
     """The graph on Dask's local scheduler; ``(in-process engine, assembly)``."""
     blocks = list(dask.compute(*graph, scheduler=local_scheduler()))
     asm = assemble_blocks(blocks, packed.k)
+    if isinstance(packed, RaggedPacked) and packed.crossed:
+        crossed = CrossedVC.concatenate([b.crossed for b in blocks], asm.position)
+        return CrossedVCEngine(crossed), asm
     if isinstance(packed, RaggedPacked):
         ragged = concatenate_ragged([b.ragged for b in blocks], asm.position)
         return StructuredVCEngine(ragged), asm
     return gathered_engine([(b.zz, b.zxy) for b in blocks], asm, layout), asm
 
 
-def _keeps_on_cluster(
-    run: _Pass, asm: Assembly, packed: PackedLayout, layout: Layout, n_slots: int | None
-) -> bool:
-    """``n_slots``: the slots used when the variance components are held structured
-    (their ragged size is counted), else None (the padded size)."""
+def _keeps_on_cluster(run: _Pass, asm: Assembly, packed: PackedLayout, n_values) -> bool:
+    """``n_values``: the float64 values of the statistics held structured (ragged or
+    crossed), else None (the padded size is counted)."""
     if run.mode == "auto":
-        n_groups = len(asm.group_labels)
-        if n_slots is None:
-            n_values = n_groups * packed.r * (packed.r + packed.k)
-        else:
-            n_values = ragged_values(n_groups, layout.k_re, packed.k, n_slots)
+        if n_values is None:
+            n_values = len(asm.group_labels) * packed.r * (packed.r + packed.k)
         return n_values > AUTO_LOCAL_MAX_VALUES
     return run.mode == "distributed"
+
+
+def _structure_on_cluster(run: _Pass, futures: list, packed, layout: Layout, asm: Assembly):
+    """``(layout or None, values held)``: the layout where the blocks are held
+    structured (ragged or crossed: the sums with one slot per component) and their
+    float64 values, else ``(None, None)`` (padded blocks)."""
+    client = run.client
+    if isinstance(packed, RaggedPacked) and packed.crossed:
+        return layout, crossed_values(client, futures)
+    n_slots = structured_slots(client, futures, layout, isinstance(packed, RaggedPacked))
+    if n_slots is None:
+        return None, None
+    return layout, ragged_values(len(asm.group_labels), layout.k_re, packed.k, n_slots)
 
 
 def _compute_on_cluster(run: _Pass, graph: list, packed: PackedLayout, layout: Layout, t1: float):
@@ -263,11 +298,11 @@ def _compute_on_cluster(run: _Pass, graph: list, packed: PackedLayout, layout: L
     wait_for(client, futures, run.progress, "data pass", t1, run.n_parts)
     summaries = gather(client, client.map(block_summary, futures, pure=False), "the data pass")
     asm = assemble_blocks(summaries, packed.k)
-    # None: the padded blocks
-    n_slots = structured_slots(client, futures, layout, isinstance(packed, RaggedPacked))
-    structured = None if n_slots is None else layout
-    if not _keeps_on_cluster(run, asm, packed, layout, n_slots):
-        if structured is not None:
+    structured, n_values = _structure_on_cluster(run, futures, packed, layout, asm)
+    if not _keeps_on_cluster(run, asm, packed, n_values):
+        if isinstance(packed, RaggedPacked) and packed.crossed:
+            engine = gather_crossed(client, futures, asm.position)
+        elif structured is not None:
             engine = gather_structured(client, futures, layout, asm.position)
         else:
             dense = gather(client, client.map(block_dense, futures, pure=False), "the data pass")
@@ -366,7 +401,7 @@ def _data_pass(run: _Pass, standardization: Standardization | None) -> FittedSta
     ddf, spec, client = run.ddf, run.spec, run.client
     slot_map, slot_arg, overlap = _number_slots(run)
     layout = Layout(len(spec.exog_re_names), () if slot_map is None else tuple(slot_map.widths))
-    packed = pass_layout(layout, len(spec.exog_names) + 1, overlap)
+    packed = pass_layout(layout, len(spec.exog_names) + 1, overlap, slot_map)
 
     t1 = time.perf_counter()
     n_blocks = _count_blocks(run)

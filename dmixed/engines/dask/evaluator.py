@@ -3,7 +3,8 @@
 Each block of groups (:class:`~dmixed.engines.dask.blocks.Block`) becomes a
 :class:`~dmixed.engines.local.LocalEngine` on its worker, or a
 :class:`~dmixed.engines.vc_local.StructuredVCEngine` where the variance components are
-held structured (:func:`make_evaluator`, a task with lineage); each optimizer step is
+held structured, or a :class:`~dmixed.engines.vc_crossed.CrossedVCEngine` where they
+share rows (:func:`make_evaluator`, a task with lineage); each optimizer step is
 then one ``client.map`` over these futures with the small matrix ``Λ`` and one
 ``gather`` of ``B`` small sums: no Dask collection is built inside the optimizer loop.
 """
@@ -21,9 +22,11 @@ import numpy as np
 from distributed import KilledWorker
 
 from ... import kernels
+from ...kernels.vc_border import CrossedVC
 from ...stats import Layout
-from ...stats.blup_cov import RaggedBlup, RaggedCov
+from ...stats.blup_cov import RaggedBlup
 from ..local import LocalEngine
+from ..vc_crossed import CrossedVCEngine
 from ..vc_local import StructuredVCEngine
 from . import tuning
 from .blocks import Block, reorder
@@ -54,8 +57,9 @@ RETRY_ERRORS = (
 # ---------------------------------------------------------------------------
 
 
-#: What a worker holds for a block: padded statistics, or variance components structured.
-Evaluator = LocalEngine | StructuredVCEngine
+#: What a worker holds for a block: padded statistics, or variance components structured
+#: (ragged, or crossed).
+Evaluator = LocalEngine | StructuredVCEngine | CrossedVCEngine
 
 
 def make_evaluator(
@@ -73,6 +77,8 @@ def make_evaluator(
         tuning.tune_malloc()
     if block.ragged is not None:
         return StructuredVCEngine(block.ragged)
+    if block.crossed is not None:
+        return CrossedVCEngine(block.crossed)
     if layout is not None:
         return StructuredVCEngine.from_dense(block.zz, block.zxy, layout)
     return LocalEngine(block.zz, block.zxy)
@@ -313,9 +319,9 @@ class DaskEngine:
         parts = self._map(_block_random_effects, lam=lam, w=w)
         # padded to the design's width r (Λ is narrower when the components are
         # structured); there is one block at least
-        if self.collapsed_vc:  # ragged (RaggedBlup, RaggedCov)
+        if self.collapsed_vc:  # ragged (RaggedBlup; RaggedCov, or BorderCov when crossed)
             blup = RaggedBlup.concatenate([b for b, _ in parts], self._position)
-            return blup, RaggedCov.concatenate([c for _, c in parts], self._position)
+            return blup, type(parts[0][1]).concatenate([c for _, c in parts], self._position)
         blup = reorder(self._position, np.concatenate([b for b, _ in parts]))
         return blup, reorder(self._position, np.concatenate([c for _, c in parts]))
 
@@ -329,9 +335,13 @@ class DaskEngine:
 
     def gather_ragged(self):
         """The statistics held structured on the workers (:attr:`collapsed_vc`), ragged
-        on the driver in sorted group order (``kernels.vc_blocks.RaggedVC``): never
-        padded (for the saved statistics)."""
-        return concatenate_ragged(self._map(_block_gather_ragged), self._position)
+        on the driver in sorted group order (``kernels.vc_blocks.RaggedVC``, or
+        ``kernels.vc_border.CrossedVC`` where the components share rows): never padded
+        (for the saved statistics)."""
+        parts = self._map(_block_gather_ragged)
+        if isinstance(parts[0], CrossedVC):
+            return CrossedVC.concatenate(parts, self._position)
+        return concatenate_ragged(parts, self._position)
 
     def close(self) -> None:
         """Release the statistics on the cluster."""

@@ -46,17 +46,19 @@ from ...stats.packed import PackedLayout
 from ...stats.slots import SlotMap, present_pairs
 from ...stats.standardize import Standardization
 from .combine import GroupAccumulator, split_buckets
+from .crossed import RowOverlap, overlap_marks, read_overlap
 from .parquet_direct import ParquetReads, read_columns
 from .pieces import Pieces, compute_piece
 from .progress import BatchedReport, report_partitions
-from .ragged import RaggedAccumulator, RaggedPacked, ragged_rows, rows_overlap, tables_bytes
+from .ragged import RaggedAccumulator, RaggedPacked, ragged_rows, tables_bytes
 from .routing import Router, exchange_report
 from .tuning import tune_worker_malloc
 
 #: Column holding the group key in the frames of variance-component pairs.
 KEY_COLUMN = "__dmixed_group__"
-#: The component (and column) of the mark :func:`partition_vc_pairs` adds when a row of
-#: its partition has two variance-component entries.
+#: The component of the marks :func:`partition_vc_pairs` adds when a row of its
+#: partition has two variance-component entries (the column says which components,
+#: :func:`~dmixed.engines.dask.crossed.overlap_marks`).
 OVERLAP = -1
 
 
@@ -379,8 +381,9 @@ def empty_pairs(key_dtype) -> pd.DataFrame:
 
 
 def partition_vc_pairs(pdf: pd.DataFrame, spec, key_dtype, partition_info=None) -> pd.DataFrame:
-    """Distinct (group key, component, column) triples with a non-zero entry, and one
-    triple of component :data:`OVERLAP` when some row has two entries.  A
+    """Distinct (group key, component, column) triples with a non-zero entry, and
+    triples of component :data:`OVERLAP` where rows have two entries (column:
+    :func:`~dmixed.engines.dask.crossed.overlap_marks`).  A
     :class:`~dmixed.errors.DataError` names the partition (Dask's ``partition_info``)."""
     try:
         return _vc_pairs(pdf, spec, key_dtype)
@@ -410,13 +413,14 @@ def _vc_pairs(pdf: pd.DataFrame, spec, key_dtype) -> pd.DataFrame:
                 }
             )
         )
-    if rows_overlap(dm.vc_cols, dm.vc_vals):  # a row with two entries: marked, comp −1
+    marks = overlap_marks(dm.vc_cols, dm.vc_vals)
+    if marks:  # rows with two entries: which components, marked as component −1
         frames.append(
             pd.DataFrame(
                 {
-                    KEY_COLUMN: key_series(np.asarray(uniq)[:1], KEY_COLUMN),
-                    "comp": np.full(1, OVERLAP, dtype=np.int64),
-                    "col": np.full(1, OVERLAP, dtype=np.int64),
+                    KEY_COLUMN: key_series(np.asarray(uniq)[np.zeros(len(marks), int)], KEY_COLUMN),
+                    "comp": np.full(len(marks), OVERLAP, dtype=np.int64),
+                    "col": np.asarray(marks, dtype=np.int64),
                 }
             )
         )
@@ -433,8 +437,8 @@ def build_slot_map(pairs: pd.DataFrame, ncols: list[int]) -> SlotMap:
     )
 
 
-def build_slot_plan(pairs: pd.DataFrame, ncols: list[int]) -> tuple[SlotMap, bool]:
-    """:func:`build_slot_map` and whether some row has two variance-component entries
-    (:func:`partition_vc_pairs` marks it): then the pass keeps the padded design."""
-    overlap = bool((pairs["comp"].to_numpy() == OVERLAP).any())
-    return build_slot_map(pairs, ncols), overlap
+def build_slot_plan(pairs: pd.DataFrame, ncols: list[int]) -> tuple[SlotMap, RowOverlap]:
+    """:func:`build_slot_map` and which variance components have entries in one row
+    (:func:`partition_vc_pairs` marks them; false: no row has two entries)."""
+    marks = pairs["col"].to_numpy()[pairs["comp"].to_numpy() == OVERLAP]
+    return build_slot_map(pairs, ncols), read_overlap(marks, len(ncols))

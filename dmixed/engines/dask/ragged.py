@@ -39,6 +39,7 @@ from ...stats.slots import SlotMap
 from ...stats.standardize import Standardization
 from .blocks import Block, to_block
 from .combine import bucket_of, combine_converted, combine_partials
+from .crossed import convert_cross, cross_rows, crossed_block
 from .routing import partial_bytes
 
 #: Pending partials of a bucket a chain adds up at once (a bound on what it holds).
@@ -50,11 +51,21 @@ Table = tuple[np.ndarray, np.ndarray]  # (keys, packed rows)
 @dataclass(frozen=True)
 class RaggedPacked:
     """The layout of ragged partials: ``q`` columns of ``exog_re``, ``k = p + 1``, the
-    components' slot counts ``widths`` (``Layout.vc_widths``)."""
+    components' slot counts ``widths`` (``Layout.vc_widths``).  Components sharing rows
+    (:mod:`~dmixed.engines.dask.crossed`): ``diagonal`` the components whose slots form
+    the diagonal block, ``pair_counts`` each component's pairs in the slot map; the
+    partials then carry one more table, the co-occurrence sums."""
 
     q: int
     k: int
     widths: tuple[int, ...]
+    diagonal: tuple[int, ...] = ()
+    pair_counts: tuple[int, ...] = ()
+
+    @property
+    def crossed(self) -> bool:
+        """Whether the components share rows (held as ``CrossedVC``)."""
+        return bool(self.diagonal)
 
     @property
     def r(self) -> int:
@@ -80,7 +91,8 @@ class RaggedPacked:
         """A bucket's tables of no groups."""
         groups = (np.empty(0, dtype=key_dtype), np.empty((0, self.group.width)))
         cells = [(np.empty(0, dtype=np.int64), np.empty((0, self.cell.width)))] * len(self.widths)
-        return (groups, *cells)
+        cross = [(np.empty(0, dtype=np.int64), np.empty((0, 1)))] if self.crossed else []
+        return (groups, *cells, *cross)
 
 
 def rows_overlap(vc_cols: list[np.ndarray], vc_vals: list[np.ndarray]) -> bool:
@@ -132,6 +144,12 @@ def ragged_rows(dm, keys: np.ndarray, slot_map: SlotMap, rp: RaggedPacked, std, 
         pair_keys, ncols = slot_map.pair_keys[ell], slot_map.ncols[ell]
         index = np.searchsorted(pair_keys, g * ncols) + (rv.pos[sel] - rp.offsets[ell])
         cells.append((index.astype(np.int64), cell_rows(rp, rv, sel), bucket[rv.group[sel]]))
+    if rp.crossed:  # the co-occurrence sums: one more table
+        cells.append(
+            cross_rows(
+                keys, bucket[codes], slots, dm.vc_vals, dm.weights, std, slot_map, rp.pair_counts
+            )
+        )
     parts = []
     for b in range(n_buckets):
         pick = bucket == b
@@ -184,6 +202,9 @@ def combine_tables_converted(
         cell_pairs = [(t[1 + ell], component_map(m, ell, n_comp)) for t, m in pairs]
         keys, values, _ = combine_converted(cell_target, rp.cell, (1,), *cell_pairs)
         out.append((keys, values))
+    if rp.crossed:
+        cross = [convert_cross(t[-1][:2], m, target, rp.pair_counts) for t, m in pairs]
+        out.append(combine_partials(*cross))
     return tuple(out)
 
 
@@ -241,7 +262,8 @@ def to_ragged_block(
     block = to_block(groups, rp.group, global_sums, standardization, exchange)
     labels = pd.Index(groups[0])
     parts = []
-    for ell, (index, values) in enumerate(t[:2] for t in combined[1:]):
+    cell_tables = combined[1 : 1 + len(rp.widths)]
+    for ell, (index, values) in enumerate(t[:2] for t in cell_tables):
         gid = slot_map.pair_keys[ell][index] // slot_map.ncols[ell]
         where = labels.get_indexer(slot_map.groups[gid]) if index.size else index
         if np.any(where < 0):
@@ -254,4 +276,9 @@ def to_ragged_block(
         parts.append((key // rp.r, key % rp.r, zz[:, q, q].copy(), zz[:, :q, q], zxy[:, q], ell))
     base = {"zz": block.zz, "zxy": np.ascontiguousarray(block.zxy)}
     ragged = RaggedVC.from_cells(base, parts, rp.q, rp.r, rp.offsets)
+    if rp.crossed:
+        crossed = crossed_block(
+            ragged, groups[0], combined[-1][:2], slot_map, rp.pair_counts, rp.diagonal
+        )
+        return dataclasses.replace(block, zz=None, zxy=None, within=None, crossed=crossed)
     return dataclasses.replace(block, zz=None, zxy=None, within=None, ragged=ragged)

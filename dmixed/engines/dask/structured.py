@@ -16,8 +16,10 @@ from __future__ import annotations
 import numpy as np
 
 from ...kernels.vc_blocks import RaggedVC, diagonal_vc_block
+from ...kernels.vc_border import CrossedVC
 from ...stats import Layout
 from ...stats.blup_cov import slots_in_sorted_order
+from ..vc_crossed import CrossedVCEngine
 from ..vc_local import StructuredVCEngine, structured_layout, worth_structure
 from .blocks import Block, reorder
 from .progress import gather
@@ -77,6 +79,30 @@ def gather_structured(
         client, client.map(block_ragged, futures, layout=layout, pure=False), "the data pass"
     )
     return StructuredVCEngine(concatenate_ragged(parts, position))
+
+
+def block_values(block: Block) -> int:
+    """float64 values of a block held crossed (:attr:`CrossedVC.n_values`): runs on a
+    worker."""
+    return 0 if block.crossed is None else block.crossed.n_values
+
+
+def crossed_values(client, futures: list) -> int:
+    """float64 values of the blocks held crossed (the auto rule's count)."""
+    sizes = gather(client, client.map(block_values, futures, pure=False), "the data pass")
+    return int(sum(sizes))
+
+
+def block_crossed(block: Block) -> CrossedVC:
+    """The crossed statistics of a block (to gather)."""
+    return block.crossed
+
+
+def gather_crossed(client, futures: list, position: np.ndarray) -> CrossedVCEngine:
+    """The blocks' crossed statistics gathered into one in-process engine, groups in
+    sorted order (``position`` as :func:`gather_structured`)."""
+    parts = gather(client, client.map(block_crossed, futures, pure=False), "the data pass")
+    return CrossedVCEngine(CrossedVC.concatenate(parts, position))
 
 
 def concatenate_ragged(parts: list[RaggedVC], position: np.ndarray) -> RaggedVC:
