@@ -45,13 +45,19 @@ from ...stats.slots import SlotMap
 from ...stats.standardize import Standardization
 from ..base import ENGINE_CHOICES
 from ..vc_local import StructuredVCEngine, worth_structure
-from .blocks import Assembly, assemble_blocks, block_dense, block_summary, gathered_engine
+from .blocks import assemble_blocks, block_dense, block_groups, block_summary, gathered_engine
 from .checks import missing_values_total
-from .evaluator import DaskEngine, start_evaluators
+from .evaluator import DaskEngine, collect_evaluators, start_evaluators, submit_evaluators
 from .graph import block_graph, project_columns, slot_map_graph
 from .progress import gather, wait_for
 from .ragged import RaggedPacked
-from .structured import concatenate_ragged, gather_structured, ragged_values, structured_slots
+from .structured import (
+    concatenate_ragged,
+    gather_structured,
+    ragged_values,
+    structure_possible,
+    structured_slots,
+)
 
 logger = logging.getLogger("dmixed")
 
@@ -241,12 +247,12 @@ def _gather_in_process(graph: list, packed: PackedLayout | RaggedPacked, layout:
 
 
 def _keeps_on_cluster(
-    run: _Pass, asm: Assembly, packed: PackedLayout, layout: Layout, n_slots: int | None
+    run: _Pass, n_groups: int, packed: PackedLayout, layout: Layout, n_slots: int | None
 ) -> bool:
-    """``n_slots``: the slots used when the variance components are held structured
-    (their ragged size is counted), else None (the padded size)."""
+    """Whether the statistics of ``n_groups`` groups stay on the workers.  ``n_slots``:
+    the slots used when the variance components are held structured (their ragged size
+    is counted), else None (the padded size)."""
     if run.mode == "auto":
-        n_groups = len(asm.group_labels)
         if n_slots is None:
             n_values = n_groups * packed.r * (packed.r + packed.k)
         else:
@@ -255,31 +261,69 @@ def _keeps_on_cluster(
     return run.mode == "distributed"
 
 
+def _early_evaluators(run: _Pass, futures: list, packed, layout: Layout):
+    """``(kept blocks, evaluator futures, moment futures)`` started before the blocks'
+    summaries are gathered and assembled, where the blocks' sizes alone decide that the
+    statistics stay on the workers (padded blocks: no structure to ask the blocks
+    about); else None.  The summaries (labels and counts of every group) then cross to
+    the driver and are assembled while the workers make the evaluators."""
+    if run.mode == "local" or structure_possible(layout, isinstance(packed, RaggedPacked)):
+        return None
+    client = run.client
+    sizes = gather(client, client.map(block_groups, futures, pure=False), "the data pass")
+    if not _keeps_on_cluster(run, int(sum(sizes)), packed, layout, None):
+        return None
+    keep = [i for i, size in enumerate(sizes) if size > 0]
+    return keep, *submit_evaluators(client, [futures[i] for i in keep], None, packed.r)
+
+
+def _why(run: _Pass, n_groups: int) -> str:
+    """Why the statistics stay on the workers or come to the driver, for the log."""
+    if run.mode != "auto":
+        return f"{n_groups} groups; engine {run.mode!r}"
+    return f"{n_groups} groups; the rule: on the workers above {AUTO_LOCAL_MAX_VALUES} values"
+
+
 def _compute_on_cluster(run: _Pass, graph: list, packed: PackedLayout, layout: Layout, t1: float):
     """The graph on the cluster; ``(DaskEngine or in-process engine, assembly)``."""
     client = run.client
     futures = client.compute(graph)  # the one data pass
     wait_for(client, futures, run.progress, "data pass", t1, run.n_parts)
-    summaries = gather(client, client.map(block_summary, futures, pure=False), "the data pass")
-    asm = assemble_blocks(summaries, packed.k)
-    # None: the padded blocks
-    n_slots = structured_slots(client, futures, layout, isinstance(packed, RaggedPacked))
-    structured = None if n_slots is None else layout
-    if not _keeps_on_cluster(run, asm, packed, layout, n_slots):
+    summary_futures = client.map(block_summary, futures, pure=False)
+    early = _early_evaluators(run, futures, packed, layout)
+    asm = assemble_blocks(gather(client, summary_futures, "the data pass"), packed.k)
+    n_groups = len(asm.group_labels)
+    if early is not None:
+        keep, evaluators, moments = early
+        evaluators, moments = collect_evaluators(client, evaluators, moments)
+        structured = None
+    else:
+        # None: the padded blocks
+        n_slots = structured_slots(client, futures, layout, isinstance(packed, RaggedPacked))
+        structured = None if n_slots is None else layout
+        keep = None
+        if _keeps_on_cluster(run, n_groups, packed, layout, n_slots):
+            keep = [i for i, size in enumerate(asm.block_sizes) if size > 0]
+            evaluators, moments = start_evaluators(
+                client, [futures[i] for i in keep], structured, packed.r
+            )
+    if keep is None:
         if structured is not None:
             engine = gather_structured(client, futures, layout, asm.position)
         else:
             dense = gather(client, client.map(block_dense, futures, pure=False), "the data pass")
             engine = gathered_engine(dense, asm, layout)
-        logger.log(run.level, "statistics gathered: optimizing in-process")
+        why = _why(run, n_groups)
+        logger.log(run.level, "statistics gathered (%s): optimizing in-process", why)
     else:
-        keep = [i for i, size in enumerate(asm.block_sizes) if size > 0]
-        evaluators, moments = start_evaluators(
-            client, [futures[i] for i in keep], structured, packed.r
-        )
         kept = [graph[i] for i in keep]
         engine = DaskEngine(client, evaluators, kept, asm.position, structured, moments)
-        logger.log(run.level, "statistics kept on the cluster in %d blocks", len(keep))
+        logger.log(
+            run.level,
+            "statistics kept on the cluster in %d blocks (%s)",
+            len(keep),
+            _why(run, n_groups),
+        )
     # the plain blocks are released; the scheduler keeps their recipe (lineage)
     for f in futures:
         f.release()
@@ -400,10 +444,12 @@ def _data_pass(run: _Pass, standardization: Standardization | None) -> FittedSta
     )
     if asm.exchange is not None:
         logger.info(
-            "exchange: %d task(s) routed rows, %d sent partials; %.1f MB to the bucket nodes",
+            "exchange: %d task(s) routed rows, %d sent partials; %.1f MB to the bucket "
+            "nodes (each task sends the fewer bytes: %s)",
             asm.exchange["rows"],
             asm.exchange["partials"],
             asm.exchange["bytes"] / 1e6,
+            asm.exchange.get("why", ""),
         )
     return FittedStatistics(
         engine=engine_obj,

@@ -112,14 +112,21 @@ def start_evaluators(
     client, blocks: list, layout: Layout | None, r: int
 ) -> tuple[list, kernels.MomentSums | None]:
     """One :func:`make_evaluator` task per block future, waited for; ``(evaluator
-    futures, moment sums)``.
-
-    With ``r ≤ kernels.MOMENT_MAX_R`` (the padded design's width: the starting values use
-    the moments then, :func:`~dmixed.fit.start.moment_start_packed`), each evaluator's
-    parameter-free moment sums are computed as soon as it is made and gathered in the
-    same wait: the optimizer's first round trip rides on the data pass's last one.
-    Otherwise the moment sums are ``None`` (a round trip when asked for).
+    futures, moment sums)``: :func:`submit_evaluators` then :func:`collect_evaluators`.
     """
+    return collect_evaluators(client, *submit_evaluators(client, blocks, layout, r))
+
+
+def submit_evaluators(
+    client, blocks: list, layout: Layout | None, r: int
+) -> tuple[list, list | None]:
+    """One :func:`make_evaluator` task per block future, and with ``r ≤
+    kernels.MOMENT_MAX_R`` (the padded design's width: the starting values use the
+    moments then, :func:`~dmixed.fit.start.moment_start_packed`) each evaluator's
+    parameter-free moment sums mapped over them as soon as it is made: ``(evaluator
+    futures, moment futures or None)``, not waited for, so that the driver's own work
+    (the blocks' assembly) runs meanwhile and the optimizer's first round trip rides on
+    the data pass's last one."""
     evaluators = client.map(
         make_evaluator,
         blocks,
@@ -128,9 +135,19 @@ def start_evaluators(
         pure=False,
     )
     if r > kernels.MOMENT_MAX_R:
+        return evaluators, None
+    return evaluators, client.map(_block_moments, evaluators, pure=False)
+
+
+def collect_evaluators(
+    client, evaluators: list, moments: list | None
+) -> tuple[list, kernels.MomentSums | None]:
+    """What :func:`submit_evaluators` started, waited for: ``(evaluator futures, moment
+    sums)``; the moment sums are ``None`` when none were mapped (a round trip when
+    asked for)."""
+    if moments is None:
         wait_for(client, evaluators, what="the data pass")
         return evaluators, None
-    moments = client.map(_block_moments, evaluators, pure=False)
     sums = gather(client, moments, "the data pass")
     return evaluators, functools.reduce(operator.add, sums)
 
