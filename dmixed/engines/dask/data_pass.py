@@ -271,8 +271,8 @@ def _early_evaluators(run: _Pass, futures: list, packed, layout: Layout):
         return None
     client = run.client
     sizes = gather(client, client.map(block_groups, futures, pure=False), "the data pass")
-    if not _keeps_on_cluster(run, int(sum(sizes)), packed, layout, None):
-        return None
+    if not any(sizes) or not _keeps_on_cluster(run, int(sum(sizes)), packed, layout, None):
+        return None  # no rows (an error, after the assembly) or gathered: as before
     keep = [i for i, size in enumerate(sizes) if size > 0]
     return keep, *submit_evaluators(client, [futures[i] for i in keep], None, packed.r)
 
