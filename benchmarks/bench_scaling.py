@@ -111,9 +111,10 @@ class ExchangeLog(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         if str(record.msg).startswith("exchange:"):
-            rows, partials, mb = record.args
+            rows, partials, mb = record.args[:3]
             self.last = {"tasks_routing_rows": rows, "tasks_sending_partials": partials}
             self.last["bytes"] = int(round(mb * 1e6))
+            self.last["why"] = record.args[3] if len(record.args) > 3 else ""
 
 
 def fit_once(directory: str, client, exchange: str, log: ExchangeLog, cpu=None) -> dict:

@@ -33,7 +33,14 @@ was (it holds no per-row work).  The prediction is optimistic: no idle worker, m
 bandwidth per worker as on 2 cores.  Prints, per number of groups and ``W``, the parts,
 the fit, the scan, fit ÷ scan, the efficiency against 1 worker
 (``T(1) / (W · T(W))``), the largest part, and the bytes sent to the bucket nodes by the
-exchange each chain would pick (``min(rows · 40, W · G · 120)``).
+exchange each chain would pick (``min(rows · 40, W · G · 120)``: never more than the
+data's compact rows, so not ``∝ W × G``; each chain logs its pick and the two sizes it
+compared, the engine's ``exchange:`` line).
+
+Constants measured on 2 cores (benchmarks/RESULTS.md, twelfth session): a chain's
+partial ≈ 200 ns a group of CPU (its expansion into packed rows, the buckets' hash; 47–234
+ms a million groups, one process), the owner's combine by position ≈ 25 ns a group and
+partial (21 ms a bucket of 459k groups from two partials, eleventh session).
 """
 
 from __future__ import annotations
@@ -44,9 +51,10 @@ import json
 #: Bytes a row sends when routed, and a group when in a partial (``y ~ x1 + x2 + x3``
 #: with a random intercept and slope on x1: routing.py).
 ROW_BYTES, GROUP_BYTES = 40, 120
-#: Round trips of one fit whose statistics stay on the workers: the blocks' summaries
-#: and evaluators, the moments, 5 evaluations, 2 Hessians, the random effects.
-ROUND_TRIPS = 11
+#: Round trips of one fit whose statistics stay on the workers: the blocks' sizes and
+#: their summaries (the evaluators and their moments made meanwhile), the moments'
+#: gather, the starts (one), 3 steps, 2 Hessians, the random effects.
+ROUND_TRIPS = 10
 
 
 def constants(entries: dict[int, dict], rows: int, groups: int, args) -> dict:
@@ -84,8 +92,8 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=100_000_000, help="rows to predict for")
     ap.add_argument("--workers", default="1,2,4,8,16")
     ap.add_argument("--scan-ns", type=float, default=36.0, help="scan CPU ns a row")
-    ap.add_argument("--extract-ns", type=float, default=70.0, help="a chain's partial, a group")
-    ap.add_argument("--combine-ns", type=float, default=70.0, help="an owner's combine, a group")
+    ap.add_argument("--extract-ns", type=float, default=200.0, help="a chain's partial, a group")
+    ap.add_argument("--combine-ns", type=float, default=25.0, help="an owner's combine, a group")
     ap.add_argument(
         "--cpu-from",
         type=int,

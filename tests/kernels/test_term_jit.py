@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from dmixed.kernels import term_jit
 
@@ -32,6 +33,26 @@ def test_kernel_source_writes_each_term_out():
     source = term_jit.kernel_source(TERMS)
     assert "row[0] += 1.0" in source and "row[2] += v0 * v1" in source
     assert "cache=True" in source
+    assert f"prefetch_row(table, codes[i + {term_jit.PREFETCH_DISTANCE}])" in source
+
+
+AHEAD = term_jit.PREFETCH_DISTANCE
+
+
+@pytest.mark.parametrize("n", [0, 1, AHEAD, 3 * AHEAD + 1])
+def test_prefetching_changes_no_sum(n, tmp_path, monkeypatch):
+    """The rows' prefetch (rows ahead of the loop, none past the last) leaves every sum
+    as the plain loop makes it: each group's rows added in row order, bit for bit."""
+    monkeypatch.setenv(term_jit.CACHE_ENV, str(tmp_path))
+    rng = np.random.default_rng(n)
+    codes = rng.integers(0, 5, n)
+    u, v = rng.normal(size=(2, n)) * 1e3
+    table = np.zeros((5, 4))
+    term_jit.term_kernel(TERMS)(codes, table, u, v)
+    expected = np.zeros((5, 4))
+    for i in range(n):  # the loop without prefetching, in row order
+        expected[codes[i]] += [1.0, u[i], u[i] * v[i], v[i] * v[i]]
+    assert np.array_equal(table, expected)
 
 
 def test_a_fresh_process_loads_the_kernel_from_the_disk_cache(tmp_path):

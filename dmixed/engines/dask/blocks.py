@@ -101,6 +101,12 @@ def block_summary(block: Block) -> Block:
     )
 
 
+def block_groups(block: Block) -> int:
+    """The block's number of groups: what the driver needs to decide where the
+    statistics stay before it gathers the summaries (a few bytes a block)."""
+    return len(block.labels)
+
+
 def block_dense(block: Block) -> tuple[np.ndarray, np.ndarray]:
     """(zz, zxy) of a block, to gather to the driver (padded from a ragged block)."""
     if block.ragged is not None:

@@ -51,9 +51,9 @@ from ...stats.standardize import Standardization
 from ..base import ENGINE_CHOICES
 from ..vc_crossed import CrossedVCEngine, worth_crossing
 from ..vc_local import StructuredVCEngine, worth_structure
-from .blocks import Assembly, assemble_blocks, block_dense, block_summary, gathered_engine
+from .blocks import assemble_blocks, block_dense, block_groups, block_summary, gathered_engine
 from .checks import missing_values_total
-from .evaluator import DaskEngine, start_evaluators
+from .evaluator import DaskEngine, collect_evaluators, start_evaluators, submit_evaluators
 from .graph import block_graph, project_columns, slot_map_graph
 from .progress import gather, wait_for
 from .ragged import RaggedPacked
@@ -63,6 +63,7 @@ from .structured import (
     gather_crossed,
     gather_structured,
     ragged_values,
+    structure_possible,
     structured_slots,
 )
 
@@ -268,27 +269,57 @@ def _gather_in_process(graph: list, packed: PackedLayout | RaggedPacked, layout:
     return gathered_engine([(b.zz, b.zxy) for b in blocks], asm, layout), asm
 
 
-def _keeps_on_cluster(run: _Pass, asm: Assembly, packed: PackedLayout, n_values) -> bool:
-    """``n_values``: the float64 values of the statistics held structured (ragged or
-    crossed), else None (the padded size is counted)."""
+def _keeps_on_cluster(run: _Pass, n_groups: int, packed: PackedLayout, n_values) -> bool:
+    """Whether the statistics of ``n_groups`` groups stay on the workers.  ``n_values``:
+    the float64 values of the statistics held structured (ragged or crossed), else None
+    (the padded size is counted)."""
     if run.mode == "auto":
         if n_values is None:
-            n_values = len(asm.group_labels) * packed.r * (packed.r + packed.k)
+            n_values = n_groups * packed.r * (packed.r + packed.k)
         return n_values > AUTO_LOCAL_MAX_VALUES
     return run.mode == "distributed"
 
 
-def _structure_on_cluster(run: _Pass, futures: list, packed, layout: Layout, asm: Assembly):
+def _crossed(packed) -> bool:
+    """Whether the blocks come from the crossed pass (co-occurrence sums)."""
+    return isinstance(packed, RaggedPacked) and packed.crossed
+
+
+def _structure_on_cluster(run: _Pass, futures: list, packed, layout: Layout, n_groups: int):
     """``(layout or None, values held)``: the layout where the blocks are held
     structured (ragged or crossed: the sums with one slot per component) and their
     float64 values, else ``(None, None)`` (padded blocks)."""
     client = run.client
-    if isinstance(packed, RaggedPacked) and packed.crossed:
+    if _crossed(packed):
         return layout, crossed_values(client, futures)
     n_slots = structured_slots(client, futures, layout, isinstance(packed, RaggedPacked))
     if n_slots is None:
         return None, None
-    return layout, ragged_values(len(asm.group_labels), layout.k_re, packed.k, n_slots)
+    return layout, ragged_values(n_groups, layout.k_re, packed.k, n_slots)
+
+
+def _early_evaluators(run: _Pass, futures: list, packed, layout: Layout):
+    """``(kept blocks, evaluator futures, moment futures)`` started before the blocks'
+    summaries are gathered and assembled, where the blocks' sizes alone decide that the
+    statistics stay on the workers (padded blocks: no structure to ask the blocks
+    about); else None.  The summaries (labels and counts of every group) then cross to
+    the driver and are assembled while the workers make the evaluators."""
+    ragged = isinstance(packed, RaggedPacked)
+    if run.mode == "local" or _crossed(packed) or structure_possible(layout, ragged):
+        return None
+    client = run.client
+    sizes = gather(client, client.map(block_groups, futures, pure=False), "the data pass")
+    if not any(sizes) or not _keeps_on_cluster(run, int(sum(sizes)), packed, None):
+        return None  # no rows (an error, after the assembly) or gathered: as before
+    keep = [i for i, size in enumerate(sizes) if size > 0]
+    return keep, *submit_evaluators(client, [futures[i] for i in keep], None, packed.r)
+
+
+def _why(run: _Pass, n_groups: int) -> str:
+    """Why the statistics stay on the workers or come to the driver, for the log."""
+    if run.mode != "auto":
+        return f"{n_groups} groups; engine {run.mode!r}"
+    return f"{n_groups} groups; the rule: on the workers above {AUTO_LOCAL_MAX_VALUES} values"
 
 
 def _compute_on_cluster(run: _Pass, graph: list, packed: PackedLayout, layout: Layout, t1: float):
@@ -296,26 +327,41 @@ def _compute_on_cluster(run: _Pass, graph: list, packed: PackedLayout, layout: L
     client = run.client
     futures = client.compute(graph)  # the one data pass
     wait_for(client, futures, run.progress, "data pass", t1, run.n_parts)
-    summaries = gather(client, client.map(block_summary, futures, pure=False), "the data pass")
-    asm = assemble_blocks(summaries, packed.k)
-    structured, n_values = _structure_on_cluster(run, futures, packed, layout, asm)
-    if not _keeps_on_cluster(run, asm, packed, n_values):
-        if isinstance(packed, RaggedPacked) and packed.crossed:
+    summary_futures = client.map(block_summary, futures, pure=False)
+    early = _early_evaluators(run, futures, packed, layout)
+    asm = assemble_blocks(gather(client, summary_futures, "the data pass"), packed.k)
+    n_groups = len(asm.group_labels)
+    if early is not None:
+        keep, evaluators, moments = early
+        evaluators, moments = collect_evaluators(client, evaluators, moments)
+        structured = None
+    else:
+        structured, n_values = _structure_on_cluster(run, futures, packed, layout, n_groups)
+        keep = None
+        if _keeps_on_cluster(run, n_groups, packed, n_values):
+            keep = [i for i, size in enumerate(asm.block_sizes) if size > 0]
+            evaluators, moments = start_evaluators(
+                client, [futures[i] for i in keep], structured, packed.r
+            )
+    if keep is None:
+        if _crossed(packed):
             engine = gather_crossed(client, futures, asm.position)
         elif structured is not None:
             engine = gather_structured(client, futures, layout, asm.position)
         else:
             dense = gather(client, client.map(block_dense, futures, pure=False), "the data pass")
             engine = gathered_engine(dense, asm, layout)
-        logger.log(run.level, "statistics gathered: optimizing in-process")
+        why = _why(run, n_groups)
+        logger.log(run.level, "statistics gathered (%s): optimizing in-process", why)
     else:
-        keep = [i for i, size in enumerate(asm.block_sizes) if size > 0]
-        evaluators, moments = start_evaluators(
-            client, [futures[i] for i in keep], structured, packed.r
-        )
         kept = [graph[i] for i in keep]
         engine = DaskEngine(client, evaluators, kept, asm.position, structured, moments)
-        logger.log(run.level, "statistics kept on the cluster in %d blocks", len(keep))
+        logger.log(
+            run.level,
+            "statistics kept on the cluster in %d blocks (%s)",
+            len(keep),
+            _why(run, n_groups),
+        )
     # the plain blocks are released; the scheduler keeps their recipe (lineage)
     for f in futures:
         f.release()
@@ -436,10 +482,12 @@ def _data_pass(run: _Pass, standardization: Standardization | None) -> FittedSta
     )
     if asm.exchange is not None:
         logger.info(
-            "exchange: %d task(s) routed rows, %d sent partials; %.1f MB to the bucket nodes",
+            "exchange: %d task(s) routed rows, %d sent partials; %.1f MB to the bucket "
+            "nodes (each task sends the fewer bytes: %s)",
             asm.exchange["rows"],
             asm.exchange["partials"],
             asm.exchange["bytes"] / 1e6,
+            asm.exchange.get("why", ""),
         )
     return FittedStatistics(
         engine=engine_obj,

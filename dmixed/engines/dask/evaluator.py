@@ -118,13 +118,35 @@ def start_evaluators(
     client, blocks: list, layout: Layout | None, r: int
 ) -> tuple[list, kernels.MomentSums | None]:
     """One :func:`make_evaluator` task per block future, waited for; ``(evaluator
-    futures, moment sums)``.
+    futures, moment sums)``: :func:`submit_evaluators` then :func:`collect_evaluators`.
+    """
+    return collect_evaluators(client, *submit_evaluators(client, blocks, layout, r))
 
-    With ``r ≤ kernels.MOMENT_MAX_R`` (the padded design's width: the starting values use
-    the moments then, :func:`~dmixed.fit.start.moment_start_packed`), each evaluator's
-    parameter-free moment sums are computed as soon as it is made and gathered in the
-    same wait: the optimizer's first round trip rides on the data pass's last one.
-    Otherwise the moment sums are ``None`` (a round trip when asked for).
+
+def submit_evaluators(
+    client, blocks: list, layout: Layout | None, r: int
+) -> tuple[list, list | None]:
+    """One :func:`make_evaluator` task per block future, and with ``r ≤
+    kernels.MOMENT_MAX_R`` (the padded design's width: the starting values use the
+    moments then, :func:`~dmixed.fit.start.moment_start_packed`) each evaluator's
+    parameter-free moment sums mapped over them as soon as it is made, not waited for:
+    the driver's own work (the blocks' assembly) runs meanwhile and the optimizer's first
+    round trip rides on the data pass's last one.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    blocks : list of Future
+        The data pass's :class:`~dmixed.engines.dask.blocks.Block` futures (non-empty).
+    layout : Layout or None
+        Hold the variance components structured (:func:`make_evaluator`), or None.
+    r : int
+        Width of the padded random design.
+
+    Returns
+    -------
+    (list of Future, list of Future or None)
+        The evaluators, and their moment sums (``kernels.MomentSums`` each) or None.
     """
     evaluators = client.map(
         make_evaluator,
@@ -134,9 +156,25 @@ def start_evaluators(
         pure=False,
     )
     if r > kernels.MOMENT_MAX_R:
+        return evaluators, None
+    return evaluators, client.map(_block_moments, evaluators, pure=False)
+
+
+def collect_evaluators(
+    client, evaluators: list, moments: list | None
+) -> tuple[list, kernels.MomentSums | None]:
+    """What :func:`submit_evaluators` started, waited for: ``(evaluator futures, moment
+    sums)``; the moment sums (added over the blocks in block order) are ``None`` when
+    none were mapped (a round trip when asked for).
+
+    Raises
+    ------
+    WorkersDiedError, NoWorkersError
+        As :func:`~dmixed.engines.dask.progress.gather`.
+    """
+    if moments is None:
         wait_for(client, evaluators, what="the data pass")
         return evaluators, None
-    moments = client.map(_block_moments, evaluators, pure=False)
     sums = gather(client, moments, "the data pass")
     return evaluators, functools.reduce(operator.add, sums)
 

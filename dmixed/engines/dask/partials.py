@@ -226,7 +226,7 @@ def accumulate_frames(
         raise _where(frames, err) from None
     report.flush()
     parts, routed = acc.result(n_buckets), router.result(n_buckets)
-    return parts, glob, std, routed, exchange_report(parts, routed)
+    return parts, glob, std, routed, exchange_report(parts, routed, router.reason())
 
 
 def accumulate_ragged(
@@ -258,7 +258,11 @@ def accumulate_ragged(
         parts = [rp.empty(dtype)] * n_buckets
     else:
         parts = acc.result()
-    report_sent = {"form": "partials", "bytes": [tables_bytes(t) for t in parts]}
+    report_sent = {
+        "form": "partials",
+        "bytes": [tables_bytes(t) for t in parts],
+        "why": "components summed ragged are sent as partials",
+    }
     return parts, glob, std, [None] * n_buckets, report_sent
 
 

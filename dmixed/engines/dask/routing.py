@@ -349,9 +349,26 @@ class Router:
     rows_bytes: int = 0
     seen: DistinctKeys = field(default_factory=DistinctKeys)
     key_size: int = 8
+    #: ``(rows' bytes, partial's bytes)`` when the chain switched to its partial
+    switched: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         self.routing = self.mode != "partials"
+
+    def reason(self) -> str:
+        """Why the chain sends what it sends, for the engine's log."""
+        if self.mode != "auto":
+            return f"dmixed.exchange={self.mode!r}"
+        if self.switched is not None:
+            rows, partial = self.switched
+            return (
+                f"partial ({partial / 1e6:.0f} MB) fewer bytes than the rows "
+                f"({rows / 1e6:.0f} MB and growing)"
+            )
+        return (
+            f"rows ({self.rows_bytes / 1e6:.0f} MB) fewer bytes than a partial "
+            f"({self.partial_estimate / 1e6:.0f} MB)"
+        )
 
     def take(self, keys: np.ndarray, dm, ztilde: np.ndarray, std) -> bool:
         """Buffer these rows when routing (True), else leave them to the caller."""
@@ -376,6 +393,7 @@ class Router:
         if self.partial_estimate >= self.rows_bytes:
             return []
         self.routing = False
+        self.switched = (self.rows_bytes, self.partial_estimate)
         buffered, self.buffer = self.buffer, []
         return buffered
 
@@ -390,9 +408,9 @@ class Router:
         return split_routed(compacted, n_buckets)
 
 
-def exchange_report(parts: list, routed: list) -> dict:
+def exchange_report(parts: list, routed: list, why: str = "") -> dict:
     """What one task sends to the bucket nodes: ``{"form": "rows" | "partials",
-    "bytes": [per bucket]}``."""
+    "bytes": [per bucket], "why": why}`` (``why``: :meth:`Router.reason`, or empty)."""
     sizes = []
     for part, rows in zip(parts, routed, strict=True):
         size = partial_bytes(part)
@@ -400,16 +418,21 @@ def exchange_report(parts: list, routed: list) -> dict:
             size += sum(piece.nbytes for piece in rows)
         sizes.append(size)
     form = "rows" if any(rows is not None for rows in routed) else "partials"
-    return {"form": form, "bytes": sizes}
+    return {"form": form, "bytes": sizes, "why": why}
 
 
 def exchange_summary(*reports: dict) -> dict:
     """The reports of all tasks: ``{"bytes": total, "rows": tasks that routed rows,
-    "partials": tasks that sent partials}``."""
+    "partials": tasks that sent partials, "why": the first task's reason of each form}``."""
+    why = {}
+    for r in reports:
+        if r.get("why"):
+            why.setdefault(r["form"], f"{r['form']}: {r['why']}")
     return {
         "bytes": int(sum(sum(r["bytes"]) for r in reports)),
         "rows": sum(r["form"] == "rows" for r in reports),
         "partials": sum(r["form"] == "partials" for r in reports),
+        "why": "; ".join(why.values()) or "one task a partition: partials",
     }
 
 

@@ -45,13 +45,20 @@ def block_ragged(block: Block, layout: Layout) -> RaggedVC:
     return RaggedVC.from_dense(block.zz, block.zxy, layout.k_re, layout.slot_component)
 
 
+def structure_possible(layout: Layout, ragged: bool = False) -> bool:
+    """Whether blocks of this layout may be held structured (then
+    :func:`structured_slots` asks the blocks, a round trip; else it answers None at
+    once).  ``ragged``: the blocks come from the ragged pass, which holds no
+    within-group sums, so one random-design column in all
+    (:func:`~dmixed.engines.vc_local.structured_layout`'s exclusion) is structured too."""
+    return worth_structure(layout) if ragged else structured_layout(layout)
+
+
 def structured_slots(client, futures: list, layout: Layout, ragged: bool = False) -> int | None:
     """The slots used in all blocks when every block can be held structured, else None
-    (the layout does not allow it, or some group's components overlap).  ``ragged``: the
-    blocks come from the ragged pass, which holds no within-group sums, so one
-    random-design column in all (:func:`~dmixed.engines.vc_local.structured_layout`'s
-    exclusion) is structured too."""
-    if not (worth_structure(layout) if ragged else structured_layout(layout)):
+    (the layout does not allow it (:func:`structure_possible`), or some group's
+    components overlap)."""
+    if not structure_possible(layout, ragged):
         return None
     parts = gather(
         client,

@@ -87,10 +87,10 @@ def _compact_bytes(df: pd.DataFrame) -> int:
 def test_bytes_do_not_grow_with_the_chains(rows_per_group):
     df = _frame(400, rows_per_group)
     ddf = _ddf(df, 8)
-    sent = {}
+    sent, why = {}, {}
     for chains in (1, 2, 4):
         asm, _ = _blocks(ddf, SLOPE, chains)
-        sent[chains] = asm.exchange["bytes"]
+        sent[chains], why[chains] = asm.exchange["bytes"], asm.exchange["why"]
         assert asm.exchange["rows"] + asm.exchange["partials"] == chains
     partials_only = {c: _blocks(ddf, SLOPE, c, exchange="partials")[0] for c in (1, 4)}
     partials_only = {c: a.exchange["bytes"] for c, a in partials_only.items()}
@@ -98,10 +98,12 @@ def test_bytes_do_not_grow_with_the_chains(rows_per_group):
     if rows_per_group == 2:
         # rows are the cheaper form from the start: the data once, whatever the chains
         assert sent[1] == sent[2] == sent[4] == _compact_bytes(df)
+        assert why[4].startswith("rows: rows (") and "fewer bytes than a partial" in why[4]
     else:
         # one chain sends its partial (400 groups); more chains send rows once partials
         # would outweigh them: never more than the data's compact rows
         assert sent[1] == 400 * (8 + 8 * width)
+        assert why[1].startswith("partials: partial (") and "fewer bytes than the rows" in why[1]
         assert max(sent.values()) <= _compact_bytes(df)
     # partials alone grow as chains × groups
     assert partials_only[4] > 1.5 * partials_only[1]

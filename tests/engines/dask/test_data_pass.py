@@ -1,0 +1,82 @@
+"""dmixed.engines.dask.data_pass: where the statistics stay, said in the log, and the
+evaluators started before the blocks' summaries are assembled."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import dask.dataframe as dd
+import numpy as np
+import pytest
+from distributed import Client, LocalCluster
+
+import dmixed
+from dmixed.engines.dask.combine import bucket_of
+from dmixed.engines.dask.data_pass import AUTO_LOCAL_MAX_VALUES, statistics_from_dask
+from dmixed.engines.dask.evaluator import DaskEngine
+
+from ..._synth import make_data
+
+
+@pytest.fixture(scope="module")
+def client():
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster, set_as_default=False) as c,
+    ):
+        yield c
+
+
+def _one_bucket_frame():
+    """Groups whose keys all hash to bucket 0 of 2: the data pass's block 1 is empty."""
+    df = make_data(n_groups=150, seed=3)
+    candidates = np.arange(2000)
+    keys = candidates[bucket_of(candidates, 2) == 0][:150]
+    return df.assign(g=keys[df["g"].to_numpy()])
+
+
+def _sums_equal(got, ref):
+    assert vars(ref)
+    for name in vars(ref):
+        np.testing.assert_allclose(
+            np.asarray(getattr(got, name), dtype=float),
+            np.asarray(getattr(ref, name), dtype=float),
+            rtol=1e-10,
+            atol=1e-12,
+            err_msg=name,
+        )
+
+
+def test_kept_statistics_with_an_empty_block_equal_the_in_process_ones(client, caplog):
+    df = _one_bucket_frame()
+    model = dmixed.mixedlm(
+        "y ~ x1 + x2", dd.from_pandas(df, npartitions=3), groups="g", re_formula="1 + x1"
+    )
+    with caplog.at_level(logging.DEBUG, logger="dmixed"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        stats = statistics_from_dask(model.source, model.spec, client=client, engine="distributed")
+    assert isinstance(stats.engine, DaskEngine)
+    assert "kept on the cluster in 1 blocks (150 groups; engine 'distributed')" in caplog.text
+    local = dmixed.mixedlm("y ~ x1 + x2", df, groups="g", re_formula="1 + x1").statistics()
+    np.testing.assert_array_equal(stats.group_labels, local.group_labels)
+    np.testing.assert_array_equal(stats.group_sizes, local.group_sizes)
+    # the moments summed as the evaluators were made, before the summaries were assembled
+    _sums_equal(stats.engine.moments(), local.engine.moments())
+    lam = stats.layout.lam(np.array([0.8, 0.1, 0.4]), True)
+    _sums_equal(stats.engine.step(lam, stats.layout.k_re), local.engine.step(lam, 2))
+    stats.engine.close()
+
+
+def test_small_statistics_are_gathered_and_the_log_says_why(client, caplog):
+    df = make_data(n_groups=40, seed=4)
+    model = dmixed.mixedlm("y ~ x1", dd.from_pandas(df, npartitions=2), groups="g")
+    with caplog.at_level(logging.DEBUG, logger="dmixed"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        stats = statistics_from_dask(model.source, model.spec, client=client, engine="auto")
+    assert not isinstance(stats.engine, DaskEngine)
+    assert f"40 groups; the rule: on the workers above {AUTO_LOCAL_MAX_VALUES} values" in (
+        caplog.text
+    )
