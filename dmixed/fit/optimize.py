@@ -389,6 +389,8 @@ class _Optimization:
         self.handover = bool(self.free.all())
         #: the last :meth:`profiled_hessian` (its point and movable mask, and the value)
         self.last_curvature: tuple[bytes, np.ndarray | None] | None = None
+        #: the last :meth:`newton_direction` (curvature, gradient, step)
+        self.last_direction: tuple | None = None
 
     # -- the point and its evaluation ------------------------------------------------
 
@@ -689,7 +691,7 @@ class _Optimization:
                 curvature = None
             if curvature is None:
                 curvature = self.profiled_hessian(cur_packed, movable)
-            delta = None if curvature is None else modified_newton_step(curvature, grad)
+            delta = None if curvature is None else self.newton_direction(curvature, grad)
             if delta is None:
                 break
             last = (theta[movable].copy(), grad)
@@ -735,6 +737,16 @@ class _Optimization:
                 pass
         self.last_curvature = (key, out)
         return out
+
+    def newton_direction(self, curvature: np.ndarray, grad: np.ndarray) -> np.ndarray | None:
+        """:func:`modified_newton_step`, kept for the last curvature and gradient (the
+        polish starts where the Newton steps ended, with the same of both)."""
+        last = self.last_direction
+        if last is not None and last[0] is curvature and np.array_equal(last[1], grad):
+            return last[2]
+        delta = modified_newton_step(curvature, grad)
+        self.last_direction = (curvature, grad, delta)
+        return delta
 
     def line_search(
         self, ev: Evaluation, theta: np.ndarray, movable: np.ndarray, delta: np.ndarray
