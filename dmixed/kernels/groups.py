@@ -431,11 +431,15 @@ def value_contributions(block: StatsBlock, lam: np.ndarray, q: int) -> StepSums:
     if compiled.backend(block.n_groups, r) == "numba":
         return step_contributions(block, lam, q)
     nan = (np.full((r, r), np.nan), np.full((q, q, k, k), np.nan), np.full((r - q, k, k), np.nan))
-    total = None
-    for zzc, zxyc in block.chunks():
+
+    def part(zzc: np.ndarray, zxyc: np.ndarray) -> StepSums:
         p_mat, logdet, _, _ = _conditional(zzc, zxyc, lam, value_only=True)
-        part = StepSums(float(logdet.sum()), _m_sum(zxyc, p_mat), *nan, _between(zzc, zxyc, lam))
-        total = part if total is None else total + part
+        return StepSums(float(logdet.sum()), _m_sum(zxyc, p_mat), *nan, _between(zzc, zxyc, lam))
+
+    parts = (part(zzc, zxyc) for zzc, zxyc in block.chunks())
+    total = next(parts)  # a block has at least one chunk (of no groups when empty)
+    for more in parts:
+        total = total + more
     return total
 
 
