@@ -36,7 +36,11 @@ class Engine(Protocol):
     - ``close``: whoever drops the statistics (releases them on a cluster).
 
     A Dask engine also has ``client``, which the model reads (``getattr``, default
-    ``None``) to tell whether cached statistics died with their client.
+    ``None``) to tell whether cached statistics died with their client, and ``steps``
+    (several Λ in one round trip: the start selection's prefetch).  The in-process
+    engine also has ``value(lam, q)``: the sums of ``step`` that ℓ alone needs (the
+    start selection's default point, :func:`dmixed.fit.start.start_value`).  Both are
+    optional (read with ``getattr``).
     """
 
     #: ``"local"`` or ``"dask"``.

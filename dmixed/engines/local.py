@@ -57,6 +57,10 @@ class LocalEngine:
         """Σ over groups of the per-step contributions (DESIGN.md §3–4)."""
         return kernels.step_contributions(self.block, lam, q)
 
+    def value(self, lam: np.ndarray, q: int) -> kernels.StepSums:
+        """The sums of :meth:`step` that ℓ alone needs (the score's are NaN)."""
+        return kernels.value_contributions(self.block, lam, q)
+
     def hessian(self, lam: np.ndarray, basis: np.ndarray, w: np.ndarray) -> kernels.HessianSums:
         """Σ over groups of the Hessian contributions (DESIGN.md §5)."""
         return kernels.hessian_contributions(self.block, lam, basis, w)

@@ -387,6 +387,10 @@ class _Optimization:
         # quadratically, so the quasi-Newton method can hand over as soon as the
         # gradient is small and the point is well inside the parameter space.
         self.handover = bool(self.free.all())
+        #: the last :meth:`profiled_hessian` (its point and movable mask, and the value)
+        self.last_curvature: tuple[bytes, np.ndarray | None] | None = None
+        #: the last :meth:`newton_direction` (curvature, gradient, step)
+        self.last_direction: tuple | None = None
 
     # -- the point and its evaluation ------------------------------------------------
 
@@ -687,7 +691,7 @@ class _Optimization:
                 curvature = None
             if curvature is None:
                 curvature = self.profiled_hessian(cur_packed, movable)
-            delta = None if curvature is None else modified_newton_step(curvature, grad)
+            delta = None if curvature is None else self.newton_direction(curvature, grad)
             if delta is None:
                 break
             last = (theta[movable].copy(), grad)
@@ -716,17 +720,33 @@ class _Optimization:
         The profiled Hessian is the Schur complement H_θθ − H_θβ H_ββ⁻¹ H_βθ of the full
         Hessian (β̂(θ) is optimal, so this is d²ℓ(β̂(θ), θ)/dθ²).
         """
+        key = np.asarray(packed, dtype=np.float64).tobytes() + movable.tobytes()
+        if self.last_curvature is not None and self.last_curvature[0] == key:
+            return self.last_curvature[1]  # the polish starts where the Newton steps ended
         k = self.obj.glob.k_fe
         h = self.obj.hessian_full(packed)
-        if not np.all(np.isfinite(h)):
-            return None  # no curvature information at this point
-        hbb, hbt, htt = h[:k, :k], h[:k, k:], h[k:, k:]
-        try:
-            prof_h = htt - hbt.T @ np.linalg.solve(hbb, hbt) if k else htt
-        except np.linalg.LinAlgError:
-            return None
-        sub = prof_h if movable.all() else prof_h[np.ix_(movable, movable)]
-        return 0.5 * (sub + sub.T)
+        out = None
+        if np.all(np.isfinite(h)):  # else no curvature information at this point
+            hbb, hbt, htt = h[:k, :k], h[:k, k:], h[k:, k:]
+            try:
+                prof_h = htt - hbt.T @ np.linalg.solve(hbb, hbt) if k else htt
+                sub = prof_h if movable.all() else prof_h[np.ix_(movable, movable)]
+                out = 0.5 * (sub + sub.T)
+                out.flags.writeable = False
+            except np.linalg.LinAlgError:
+                pass
+        self.last_curvature = (key, out)
+        return out
+
+    def newton_direction(self, curvature: np.ndarray, grad: np.ndarray) -> np.ndarray | None:
+        """:func:`modified_newton_step`, kept for the last curvature and gradient (the
+        polish starts where the Newton steps ended, with the same of both)."""
+        last = self.last_direction
+        if last is not None and last[0] is curvature and np.array_equal(last[1], grad):
+            return last[2]
+        delta = modified_newton_step(curvature, grad)
+        self.last_direction = (curvature, grad, delta)
+        return delta
 
     def line_search(
         self, ev: Evaluation, theta: np.ndarray, movable: np.ndarray, delta: np.ndarray
@@ -740,8 +760,7 @@ class _Optimization:
             trial = theta.copy()
             trial[movable] += delta
             try:
-                trial_packed = layout.pack(*layout.unpack(trial, False), use_sqrt=obj.use_sqrt)
-                layout.lam(trial, use_sqrt=False)
+                trial_packed = layout.pack_theta(trial, obj.use_sqrt)
             except np.linalg.LinAlgError:
                 delta = delta / 2
                 continue

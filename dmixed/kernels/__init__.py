@@ -23,6 +23,7 @@ from .groups import (
     moment_contributions,
     random_effects_block,
     step_contributions,
+    value_contributions,
 )
 from .rows import (
     COMPACT_BELOW,
@@ -46,6 +47,7 @@ __all__ = [
     "moment_contributions",
     "random_effects_block",
     "step_contributions",
+    "value_contributions",
     "accumulate_packed",
     "accumulate_packed_into",
     "accumulate_statistics",

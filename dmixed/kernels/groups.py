@@ -263,8 +263,9 @@ def _factor(zz: np.ndarray, lam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return p_mat, logdet
 
 
-def _conditional(zz: np.ndarray, zxy: np.ndarray, lam: np.ndarray):
-    """Entry-major ``P``, ``log|K|``, ``S`` and ``H`` of a chunk (module docstring).
+def _conditional(zz: np.ndarray, zxy: np.ndarray, lam: np.ndarray, value_only: bool = False):
+    """Entry-major ``P``, ``log|K|``, ``S`` and ``H`` of a chunk (module docstring);
+    ``S`` and ``H`` ``None`` with ``value_only`` (what ℓ alone needs).
 
     For ``r = 1`` in closed form without subtraction: ``S = U/(1 + λ²U)`` and
     ``H = F/(1 + λ²U)`` (``U = ZZ``, ``F = ZXy``), exact however large ``λ²U`` (the
@@ -272,8 +273,10 @@ def _conditional(zz: np.ndarray, zxy: np.ndarray, lam: np.ndarray):
     :func:`_conditional_2`.
     """
     if zz.shape[0] == 2:
-        return _conditional_2(zz, zxy, lam)
+        return _conditional_2(zz, zxy, lam, value_only)
     p_mat, logdet = _factor(zz, lam)
+    if value_only:
+        return p_mat, logdet, None, None
     if zz.shape[0] == 1:
         kk = 1.0 + lam[0, 0] ** 2 * zz[0, 0]
         return p_mat, logdet, zz / kk, zxy / kk
@@ -283,9 +286,10 @@ def _conditional(zz: np.ndarray, zxy: np.ndarray, lam: np.ndarray):
     return p_mat, logdet, s, h
 
 
-def _conditional_2(zz: np.ndarray, zxy: np.ndarray, lam: np.ndarray):
+def _conditional_2(zz: np.ndarray, zxy: np.ndarray, lam: np.ndarray, value_only: bool = False):
     """``P``, ``log|K|``, ``S`` and ``H`` for ``r = 2`` in closed form, without the
-    cancellation of ``ZZ − ZZ·P·ZZ`` when ``B = ΛΛ'`` is large next to ``U⁻¹``.
+    cancellation of ``ZZ − ZZ·P·ZZ`` when ``B = ΛΛ'`` is large next to ``U⁻¹``
+    (``S`` and ``H`` ``None`` with ``value_only``).
 
     ``P = (I + BU)⁻¹B``, ``S = (I + UB)⁻¹U`` and ``H = (I + UB)⁻¹F`` (push-through), and
     for 2 × 2 matrices ``adj(I + UB) = I + adj(B) adj(U)``, ``adj(B) B = det(B) I`` and
@@ -318,6 +322,8 @@ def _conditional_2(zz: np.ndarray, zxy: np.ndarray, lam: np.ndarray):
     _scaled_sum(b11, det_b, u00, inv_d, p_mat[1, 1])
     _scaled_sum(b01, det_b, u01, inv_d, p_mat[0, 1], subtract=True)
     p_mat[1, 0] = p_mat[0, 1]
+    if value_only:
+        return p_mat, np.log(d), None, None
     s = np.empty_like(zz)
     _scaled_sum(u00, b11, det_u, inv_d, s[0, 0])  # (u00 + det(U) b11) / d
     _scaled_sum(u11, b00, det_u, inv_d, s[1, 1])
@@ -392,20 +398,49 @@ def step_contributions(block, lam: np.ndarray, q: int, zxy=None) -> StepSums:
 def _step_part(zzc: np.ndarray, zxyc: np.ndarray, cond, lam: np.ndarray, q: int) -> StepSums:
     """:func:`step_contributions` of one entry-major chunk, in numpy, from its
     :func:`_conditional` values ``cond``."""
-    r, k = lam.shape[0], zxyc.shape[1]
+    k = zxyc.shape[1]
     p_mat, logdet, s, h = cond
-    pz = _mm(p_mat, zxyc)
-    m = sum(zxyc[a] @ pz[a].T for a in range(r)) if r else np.zeros((k, k))
     hr = h[:q].reshape(q * k, h.shape[-1])  # a view: rows (a, x)
     hv = h[q:]
     return StepSums(
         float(logdet.sum()),
-        0.5 * (m + m.T),
+        _m_sum(zxyc, p_mat),
         s.sum(axis=2),
         (hr @ hr.T).reshape(q, k, q, k).transpose(0, 2, 1, 3),
         np.matmul(hv, hv.transpose(0, 2, 1)),
         _between(zzc, zxyc, lam),
     )
+
+
+def _m_sum(zxy: np.ndarray, p_mat: np.ndarray) -> np.ndarray:
+    """``Σ_i ZXy_i' P_i ZXy_i`` over a chunk (symmetrized)."""
+    r, k = p_mat.shape[0], zxy.shape[1]
+    pz = _mm(p_mat, zxy)
+    m = sum(zxy[a] @ pz[a].T for a in range(r)) if r else np.zeros((k, k))
+    return 0.5 * (m + m.T)
+
+
+def value_contributions(block: StatsBlock, lam: np.ndarray, q: int) -> StepSums:
+    """The sums of :func:`step_contributions` that ℓ alone needs, the same numbers bit
+    for bit: ``logdet``, ``m`` and ``between``; the score's ``s``, ``t_re`` and ``t_vc``
+    are NaN (not computed: about half of a step's work at ``r = 2``).  For a value that
+    no score follows (the start selection's default point).  The compiled kernels, when
+    :func:`~dmixed.kernels.compiled.backend` picks them, compute the whole step.
+    """
+    r, k = lam.shape[0], block.k
+    if compiled.backend(block.n_groups, r) == "numba":
+        return step_contributions(block, lam, q)
+    nan = (np.full((r, r), np.nan), np.full((q, q, k, k), np.nan), np.full((r - q, k, k), np.nan))
+
+    def part(zzc: np.ndarray, zxyc: np.ndarray) -> StepSums:
+        p_mat, logdet, _, _ = _conditional(zzc, zxyc, lam, value_only=True)
+        return StepSums(float(logdet.sum()), _m_sum(zxyc, p_mat), *nan, _between(zzc, zxyc, lam))
+
+    parts = (part(zzc, zxyc) for zzc, zxyc in block.chunks())
+    total = next(parts)  # a block has at least one chunk (of no groups when empty)
+    for more in parts:
+        total = total + more
+    return total
 
 
 def _between(zz: np.ndarray, zxy: np.ndarray, lam: np.ndarray) -> np.ndarray:

@@ -62,22 +62,27 @@ class Layout:
     def k_vc(self) -> int:
         return len(self.vc_widths)
 
-    @property
+    # The derived sizes and indices are cached on the (frozen) instance: the optimizer
+    # asks for them dozens of times per fit.
+
+    @functools.cached_property
     def k_re2(self) -> int:
         return n_tril(self.k_re)
 
-    @property
+    @functools.cached_property
     def r(self) -> int:
         return self.k_re + int(sum(self.vc_widths))
 
-    @property
+    @functools.cached_property
     def n_params(self) -> int:
         return self.k_re2 + self.k_vc
 
-    @property
+    @functools.cached_property
     def slot_component(self) -> np.ndarray:
-        """Component index of each variance-component slot (length ``r − q``)."""
-        return np.repeat(np.arange(self.k_vc), self.vc_widths).astype(np.int64)
+        """Component index of each variance-component slot (length ``r − q``; read-only)."""
+        out = np.repeat(np.arange(self.k_vc), self.vc_widths).astype(np.int64)
+        out.flags.writeable = False
+        return out
 
     # -- variances at zero ----------------------------------------------------------
 
@@ -149,6 +154,23 @@ class Layout:
             factor = _psd_factor(cov_re)
             return np.concatenate([factor[rows, cols], np.sqrt(np.maximum(vcomp, 0.0))])
         return np.concatenate([cov_re[rows, cols], vcomp])
+
+    def pack_theta(self, theta: np.ndarray, use_sqrt: bool) -> np.ndarray:
+        """The packing ``use_sqrt`` of ``θ = [vech_lt(Ψ*), τ*]`` (the plain packing):
+        ``pack(*unpack(θ, False), use_sqrt)``, the same numbers.
+
+        Raises ``np.linalg.LinAlgError`` where ``θ`` is outside the parameter space (an
+        indefinite Ψ* or a negative τ*), as :meth:`lam` of ``θ`` does: one factor of Ψ*
+        serves both the check and the square-root packing.
+        """
+        psi, tau = self.unpack(theta, use_sqrt=False)
+        if np.any(tau < 0):
+            raise np.linalg.LinAlgError("negative variance component")
+        factor = _psd_factor(psi, strict=True)
+        rows, cols = self.tril()
+        if use_sqrt:
+            return np.concatenate([factor[rows, cols], np.sqrt(np.maximum(tau, 0.0))])
+        return np.concatenate([psi[rows, cols], tau])
 
     def lam(self, packed: np.ndarray, use_sqrt: bool) -> np.ndarray:
         """The relative covariance factor Λ = blockdiag(L, s_1 I, …, s_d I).

@@ -122,9 +122,10 @@ def test_no_handover_near_the_boundary(monkeypatch, default_start, seed):
 
 @pytest.mark.parametrize("start", ["moment", "default"])
 def test_every_round_trip_is_at_a_new_point(request, start):
-    """Each engine step of a fit evaluates a point not evaluated before (the start
-    selection, Newton steps and final checks reuse cached evaluations), and the fit
-    reports them all in n_evals."""
+    """Each engine round trip of a fit (a step, or the start selection's value alone at
+    the default point) evaluates a point not evaluated before (the start selection,
+    Newton steps and final checks reuse cached evaluations), and the fit reports them
+    all in n_evals."""
     if start == "default":
         request.getfixturevalue("default_start")
     df = make_data(n_groups=500, seed=6)
@@ -133,13 +134,16 @@ def test_every_round_trip_is_at_a_new_point(request, start):
         model = dmixed.mixedlm("y ~ x1 + x2", df, groups="g", re_formula="1 + x1")
     engine = model.statistics().engine
     seen = []
-    original = engine.step
 
-    def step(lam, q):
-        seen.append(np.asarray(lam).tobytes())
-        return original(lam, q)
+    def counted(original):
+        def call(lam, q):
+            seen.append(np.asarray(lam).tobytes())
+            return original(lam, q)
 
-    engine.step = step
+        return call
+
+    engine.step = counted(engine.step)
+    engine.value = counted(engine.value)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = model.fit()

@@ -9,7 +9,8 @@ import pytest
 
 import dmixed
 from dmixed import MixedLM, kernels
-from dmixed.fit.start import START_FLOOR, moment_start
+from dmixed.fit.optimize import ProfiledObjective
+from dmixed.fit.start import START_FLOOR, moment_start, start_value
 
 from .._synth import make_data
 
@@ -164,3 +165,26 @@ def test_three_correlated_random_effects(monkeypatch):
     assert fast.llf == pytest.approx(slow.llf, rel=1e-12)
     np.testing.assert_allclose(fast.cov_re, slow.cov_re, rtol=1e-8, atol=1e-12)
     np.testing.assert_allclose(fast.fe_params, slow.fe_params, rtol=1e-8)
+
+
+@pytest.mark.parametrize("reml", [True, False])
+@pytest.mark.parametrize("use_sqrt", [True, False])
+def test_start_value_is_the_evaluation_s_llf(reml, use_sqrt):
+    """ℓ alone (the in-process engine's value round trip) is the full evaluation's ℓ bit
+    for bit, −inf where that is (outside the parameter space), counted as an evaluation
+    and not cached."""
+    df = make_data(n_groups=40, seed=11)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        stats = dmixed.mixedlm("y ~ x1 + x2", df, groups="g", re_formula="1 + x1").statistics()
+    rng = np.random.default_rng(3)
+    points = [rng.normal(size=3) for _ in range(6)] + [np.array([1.0, 0.0, 1.0])]
+    if not use_sqrt:
+        points.append(np.array([-1.0, 0.0, 1.0]))  # Ψ* indefinite: outside the space
+    for packed in points:
+        obj = ProfiledObjective(stats.engine, stats.glob, stats.layout, reml, use_sqrt)
+        got = start_value(obj, packed)
+        first = obj.n_evals
+        want = obj.evaluate(packed).llf
+        assert got == want
+        assert obj.n_evals == 2 * first  # counted as evaluate counts; not cached

@@ -143,6 +143,16 @@ def test_moment_sums_match_their_definitions(monkeypatch, r):
     np.testing.assert_allclose(halves.zz_zz, got.zz_zz, rtol=1e-12, atol=1e-12)
 
 
+def _random_statistics(r: int, seed: int):
+    """Per-group ``zz`` (30, r, r) (positive semi-definite), ``zxy`` (30, r, 4) and a
+    random lower-triangular Λ."""
+    rng = np.random.default_rng(seed)
+    zz = rng.normal(size=(30, r, r + 2))
+    zz = np.einsum("gab,gcb->gac", zz, zz)
+    zxy = rng.normal(size=(30, r, 4))
+    return zz, zxy, np.tril(rng.normal(size=(r, r)))
+
+
 @pytest.mark.parametrize("r", [1, 2, 3, 5])
 @pytest.mark.parametrize("kept_bytes", [0, kernels.groups.KEPT_CONDITIONALS_BYTES])
 def test_kept_conditionals_give_the_same_sums(monkeypatch, r, kept_bytes):
@@ -151,11 +161,7 @@ def test_kept_conditionals_give_the_same_sums(monkeypatch, r, kept_bytes):
     served the kept values."""
     monkeypatch.setenv("DMIXED_KERNELS", "numpy")
     monkeypatch.setattr(kernels.groups, "KEPT_CONDITIONALS_BYTES", kept_bytes)
-    rng = np.random.default_rng(10 + r)
-    zz = rng.normal(size=(30, r, r + 2))
-    zz = np.einsum("gab,gcb->gac", zz, zz)
-    zxy = rng.normal(size=(30, r, 4))
-    lam = np.tril(rng.normal(size=(r, r)))
+    zz, zxy, lam = _random_statistics(r, seed=10 + r)
     other = lam * 1.5
     basis = Layout(r, ()).basis()
     w = np.array([-0.3, 0.2, -0.1, 1.0])
@@ -197,3 +203,22 @@ def test_kept_conditionals_of_a_wide_layout(monkeypatch):
         first.logdet == second.logdet == pytest.approx(r * np.log(np.arange(1.25, 2.0, 0.25)).sum())
     )
     np.testing.assert_array_equal(first.m, second.m)
+
+
+@pytest.mark.parametrize("r", [1, 2, 3])
+@pytest.mark.parametrize("chunk", [7, 16384])
+def test_value_is_the_step_s_value_bit_for_bit(monkeypatch, r, chunk):
+    """The sums that ℓ needs (log|K|, m, between) equal the whole step's bit for bit, in
+    one chunk or several; the score's sums are NaN, not zeros that could pass for them."""
+    monkeypatch.setenv("DMIXED_KERNELS", "numpy")
+    monkeypatch.setattr(kernels.groups, "GROUP_CHUNK", chunk)
+    zz, zxy, lam = _random_statistics(r, seed=20 + r)
+    block = kernels.StatsBlock(zz, zxy)
+    value = kernels.value_contributions(block, lam, r)
+    step = kernels.step_contributions(block, lam, r)
+    assert value.logdet == step.logdet
+    np.testing.assert_array_equal(value.m, step.m)
+    np.testing.assert_array_equal(value.between, step.between)
+    for name in ("s", "t_re", "t_vc"):
+        got = getattr(value, name)
+        assert got.shape == getattr(step, name).shape and np.all(np.isnan(got))

@@ -1,0 +1,46 @@
+"""The packed orders' owner: the packing of the plain θ checked against the parameter
+space (:meth:`dmixed.stats.Layout.pack_theta`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dmixed.stats import Layout
+
+_LAYOUTS = [Layout(1, ()), Layout(2, ()), Layout(3, (2, 1)), Layout(0, (1,))]
+
+
+@pytest.mark.parametrize("layout", _LAYOUTS)
+@pytest.mark.parametrize("use_sqrt", [True, False])
+def test_pack_theta_is_pack_of_unpack_and_checks_as_lam(layout, use_sqrt):
+    """Inside the parameter space: ``pack(*unpack(θ, False), use_sqrt)`` bit for bit
+    (also on the boundary, a zero variance); outside it (an indefinite Ψ* or a negative
+    τ*): ``LinAlgError``, where ``lam(θ, use_sqrt=False)`` raises."""
+    rng = np.random.default_rng(layout.n_params)
+    for trial in range(40):
+        lmat = np.tril(rng.normal(size=(layout.k_re, layout.k_re)))
+        if trial % 4 == 1 and layout.k_re:
+            lmat[-1] = 0.0  # a zero variance: Ψ* singular
+        psi = lmat @ lmat.T
+        if trial % 4 == 2 and layout.k_re:
+            psi[0, 0] = -0.5  # indefinite
+        tau = rng.uniform(0.0, 2.0, layout.k_vc) - (0.5 if trial % 4 == 3 else 0.0)
+        theta = layout.pack(psi, tau, use_sqrt=False)
+        try:
+            layout.lam(theta, use_sqrt=False)
+        except np.linalg.LinAlgError:
+            with pytest.raises(np.linalg.LinAlgError):
+                layout.pack_theta(theta, use_sqrt)
+            continue
+        want = layout.pack(*layout.unpack(theta, False), use_sqrt=use_sqrt)
+        np.testing.assert_array_equal(layout.pack_theta(theta, use_sqrt), want)
+
+
+def test_cached_sizes_leave_equality_and_hash_alone():
+    """The derived sizes are cached on the frozen instance without becoming fields."""
+    a, b = Layout(2, (3, 1)), Layout(2, (3, 1))
+    assert (a.r, a.n_params, a.k_re2) == (6, 5, 3)
+    np.testing.assert_array_equal(a.slot_component, [0, 0, 0, 1])
+    assert not a.slot_component.flags.writeable
+    assert a == b and hash(a) == hash(b) and repr(a) == repr(b)
