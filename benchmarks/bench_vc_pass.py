@@ -1,7 +1,7 @@
 """The in-process data pass with a variance component against the same model without it.
 
     python benchmarks/bench_vc_pass.py --trees base=/tmp/base new=. [--rounds 5]
-    python benchmarks/bench_vc_pass.py --trees base=/tmp/base new=. --callgrind
+    python benchmarks/bench_vc_pass.py --trees base=/tmp/base new=. --callgrind [--design]
     python benchmarks/bench_vc_pass.py --trees base=/tmp/base new=. --numbering
 
 Three shapes (issue 17): a star-like design (mlmRev's star has 26,796 rows of 11,106
@@ -17,7 +17,8 @@ without the component, and the same with the design included (``from_formula`` t
 the pass).  Printed: per tree, shape and job the median (min–max) of the rounds'
 medians, and the ratio with/without.  ``--callgrind``: instead, the instructions of 3
 data passes under ``valgrind --tool=callgrind`` (collected inside
-``functools.reduce``, which runs the passes and nothing else), per pass.
+``functools.reduce``, which runs the passes and nothing else), per pass; with
+``--design`` the design and the pass (``from_formula``, then the pass), per model.
 ``--numbering``: likewise the instructions of the component's numbering alone
 (``number_vc_cells`` and its slot table, with the component), per numbering.
 BLAS is pinned to one thread.
@@ -96,12 +97,16 @@ print(json.dumps(out))
 
 COUNTED = """
 import functools
-name, which = sys.argv[3], sys.argv[4]
+name, which, design = sys.argv[3], sys.argv[4], sys.argv[5] == "design"
 make, formula, kw, vc = SHAPES[name]
 kw = dict(kw, vc_formula=vc) if which == "with" else kw
-model = dmixed.MixedLM.from_formula(formula, data=make(), **kw)
-statistics_from_rows(model.rows)
-functools.reduce(lambda a, _: statistics_from_rows(model.rows), range(3), None)
+data = make()
+model = dmixed.MixedLM.from_formula(formula, data=data, **kw)
+def one(*_):
+    m = dmixed.MixedLM.from_formula(formula, data=data, **kw) if design else model
+    return statistics_from_rows(m.rows)
+one()
+functools.reduce(one, range(3), None)
 """
 
 NUMBERED = """
@@ -133,9 +138,10 @@ def timed(tree: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def counted(tree: str, shape: str, which: str) -> float:
-    """Instructions per data pass (3 passes counted by callgrind); ``which``
-    ``"numbering"``: per numbering of the component's pairs and its slot table alone."""
+def counted(tree: str, shape: str, which: str, design: bool = False) -> float:
+    """Instructions per data pass (3 passes counted by callgrind; ``design``: the design
+    and the pass, ``from_formula`` included); ``which`` ``"numbering"``: per numbering
+    of the component's pairs and its slot table alone."""
     args = [
         "valgrind",
         "--tool=callgrind",
@@ -149,6 +155,7 @@ def counted(tree: str, shape: str, which: str) -> float:
         HERE,
         shape,
         which,
+        "design" if design else "pass",
     ]
     out = subprocess.run(args, capture_output=True, text=True, env=_env(tree), check=True)
     line = next(ln for ln in out.stderr.splitlines() if "Collected" in ln)
@@ -161,6 +168,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--callgrind", action="store_true")
     ap.add_argument("--numbering", action="store_true", help="callgrind: the numbering alone")
+    ap.add_argument("--design", action="store_true", help="callgrind: the design and the pass")
     args = ap.parse_args()
     trees = dict(item.split("=", 1) for item in args.trees)
     shapes = ("star-like", "120x120x3", "2x10000x3")
@@ -176,7 +184,7 @@ def main() -> None:
         print("|---|---|---:|---:|---:|")
         for shape in shapes:
             for name, tree in trees.items():
-                w, wo = (counted(tree, shape, which) for which in ("with", "without"))
+                w, wo = (counted(tree, shape, k, args.design) for k in ("with", "without"))
                 print(f"| {shape} | {name} | {w / 1e6:.1f} M | {wo / 1e6:.1f} M | {w / wo:.2f} |")
         return
     runs: dict = {name: [] for name in trees}

@@ -17,7 +17,7 @@ import os
 import shutil
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -47,8 +47,8 @@ def jsonable(value):
     """numpy/pandas → JSON types; NaN and inf → None (strict JSON)."""
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        return [jsonable(v) for v in value]  # lists, tuples, names written on first use
     if isinstance(value, np.ndarray):
         return jsonable(value.tolist())
     if isinstance(value, (np.floating, float)):

@@ -30,6 +30,7 @@ from .design.missing import MISSING_OPTIONS
 from .design.model_data import ModelData
 from .design.partitions import select_columns
 from .design.scope import capture
+from .design.vc import LevelNames
 from .engines.base import ENGINE_CHOICES
 from .engines.local import statistics_from_rows
 from .errors import (
@@ -206,7 +207,9 @@ class MixedLM(LikelihoodMethods, ModelDimensions, ModelData):
         self.exog_names = list(exog_names)
         self.exog_re_names = list(exog_re_names)
         self.vc_names = list(vc_names)
-        self.vc_column_names = [list(c) for c in vc_column_names]
+        self.vc_column_names = [
+            c if isinstance(c, LevelNames) else list(c) for c in vc_column_names
+        ]
         self.group_name = group_name
         self.rows = rows
         self.source = source

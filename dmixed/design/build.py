@@ -42,7 +42,7 @@ from .formula import (
 from .levels import prototype
 from .messages import suggest
 from .missing import MISSING_OPTIONS
-from .plain import PlainFormula, read_plain
+from .plain import PlainFormula, indicator_info, read_plain
 from .prepare import normalized_frame, prepare_columns
 from .scan import LevelScan, ScanPlan, dask_scan, is_dask, object_columns, pandas_scan
 from .vc import VCPlan, plan_variance_component
@@ -252,8 +252,11 @@ def parse_formulas(formula, re_formula, vc_formula, columns: set, env=None) -> P
     parsed.vc_names = sorted(vc_formula) if vc_formula else []
     for name in parsed.vc_names:
         role = f"vc_formula[{name!r}]"
-        _, terms = parse_formula(vc_formula[name], role, lhs=False)
-        parsed.vc[name] = analyze_terms(terms, columns, role, vc_formula[name], env)
+        info = indicator_info(vc_formula[name], columns, env)  # 0 + C(col): no parser
+        if info is None:
+            _, terms = parse_formula(vc_formula[name], role, lhs=False)
+            info = analyze_terms(terms, columns, role, vc_formula[name], env)
+        parsed.vc[name] = info
     return parsed
 
 
@@ -582,16 +585,16 @@ def lazy_formulaic_spec(spec: ModelSpec, which: str):
 
 
 def plan_variance_components(
-    parsed: ParsedFormulas, vc_formula, levels, kinds, native, context=None
+    parsed: ParsedFormulas, vc_formula, levels, kinds, native, context=None, arrays=None
 ):
     """The sparse plan and the column names of each variance component (sorted by name;
-    ``context``: the caller's names)."""
+    ``context``: the caller's names; ``arrays``: levels found as arrays, by column)."""
     plans: list[VCPlan] = []
     names: list[list[str]] = []
     for name in parsed.vc_names:
         cols = parsed.vc[name].columns
         plan, column_names = plan_variance_component(
-            name, vc_formula[name], cols, levels, kinds, native, context
+            name, vc_formula[name], cols, levels, kinds, native, context, arrays
         )
         plans.append(plan)
         names.append(column_names)

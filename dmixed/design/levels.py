@@ -21,7 +21,6 @@ from .dtypes import (
     column_class,
     column_kind,
     native_dtype,
-    native_values,
     py_scalars,
 )
 from .missing import missing_mask
@@ -30,7 +29,8 @@ __all__ = [
     "MISSING_CODE",
     "UNKNOWN_CODE",
     "level_codes",
-    "unknown_levels",
+    "level_positions",
+    "sorted_integers",
     "categorical_levels",
     "sorted_levels",
     "unique_values",
@@ -97,15 +97,59 @@ def _arrow_codes(s: pd.Series, index: pd.Index) -> np.ndarray:
     return np.concatenate(out)
 
 
-def unknown_levels(s: pd.Series, miss: np.ndarray, levels: list, native: str) -> np.ndarray:
-    """Non-missing values of a numeric column used inside ``C()`` that are not among its
-    levels, compared exactly in the column's native dtype (integers past 2**53 differ
-    where their float64 values do not)."""
-    ok = ~miss
-    unknown = np.zeros(len(s), dtype=bool)
-    values = native_values(s[ok], native)
-    unknown[ok] = ~np.isin(values, np.asarray(levels, dtype=native_dtype(native)))
-    return unknown
+#: integer levels are numbered through a table by value (not searched, not sorted) when
+#: their range spans at most this many times the values, plus :data:`LOOKUP_SLACK`
+LOOKUP_PER_ROW = 4
+LOOKUP_SLACK = 1 << 16
+
+
+def _as_offsets(values: np.ndarray, low: int, high: int, size: int) -> np.ndarray | None:
+    """``values - low`` (int64) where integers from ``low`` to ``high`` span a narrow
+    range (:data:`LOOKUP_PER_ROW` times ``size``, plus :data:`LOOKUP_SLACK`), else None."""
+    if values.dtype.kind not in "iu" or high - low >= LOOKUP_PER_ROW * size + LOOKUP_SLACK:
+        return None
+    if values.dtype.kind == "u" and high >= 1 << 63:
+        return None  # (beyond int64)
+    return values.astype(np.int64, copy=False) - low
+
+
+def sorted_integers(values: np.ndarray) -> np.ndarray:
+    """The distinct values of an integer array, sorted (``.tolist()``: their
+    :func:`sorted_levels`): in a narrow range by a bitmap of the values seen (time
+    linear in the values and the range), else by :func:`numpy.unique`."""
+    if values.size == 0:
+        return values[:0]
+    low, high = int(values.min()), int(values.max())
+    offsets = _as_offsets(values, low, high, values.size)
+    if offsets is None:
+        return np.unique(values)
+    seen = np.zeros(high - low + 1, dtype=bool)
+    seen[offsets] = True
+    return np.flatnonzero(seen) + low
+
+
+def level_positions(levels: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Position of every value among the sorted ``levels`` (same dtype), int64,
+    :data:`UNKNOWN_CODE` where a value is not a level (compared exactly, in that
+    dtype): for integer levels that are every integer of their range, the value's offset
+    from the first; for integer levels of a narrow range, through one table indexed by
+    value (time linear in the values); otherwise a binary search."""
+    if levels.size == 0:
+        return np.full(values.shape, UNKNOWN_CODE, dtype=np.int64)
+    if values.size == 0:
+        return np.empty(values.shape, dtype=np.int64)
+    if levels.dtype.kind in "iu" and values.dtype.kind in "iu":
+        low, high = int(levels[0]), int(levels[-1])
+        offsets = _as_offsets(levels, low, high, values.size)
+        if offsets is not None and low <= int(values.min()) and int(values.max()) <= high:
+            if high - low + 1 == levels.size:  # 0, 1, …, L-1 (or from any first)
+                return np.subtract(values.astype(np.int64, copy=False), low)
+            table = np.full(high - low + 1, UNKNOWN_CODE, dtype=np.int64)
+            table[offsets] = np.arange(levels.size)
+            return table[values.astype(np.int64, copy=False) - low]
+    pos = np.searchsorted(levels, values)
+    found = levels[np.minimum(pos, levels.size - 1)] == values
+    return np.where(found, pos, UNKNOWN_CODE)
 
 
 def sorted_levels(values) -> list:

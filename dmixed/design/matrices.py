@@ -15,6 +15,7 @@ import pandas as pd
 
 from .dtypes import NUMERIC
 from .evaluate import check_output, materialize
+from .vc import reads_columns
 
 if TYPE_CHECKING:
     from .spec import ModelSpec
@@ -98,9 +99,10 @@ def main_plain_plans(spec: ModelSpec):
 def needs_frame(spec: ModelSpec) -> bool:
     """Whether :func:`fixed_effects`, :func:`random_effects` or a variance component
     reads the partition as a DataFrame (formulaic); False when every matrix is a plain
-    plan, which reads the normalised columns as they are."""
+    plan and every component reads columns only (:func:`~dmixed.design.vc.reads_columns`),
+    which read the normalised columns as they are."""
     rhs, _ = main_plain_plans(spec)
-    if rhs is None or spec.vc_names:
+    if rhs is None or not all(reads_columns(plan) for plan in spec.vc_plans):
         return True
     if spec.re_kind != "formula":
         return False

@@ -21,7 +21,9 @@ import keyword
 import re
 from dataclasses import dataclass
 
-__all__ = ["PlainFormula", "read_plain"]
+from .formula import FactorInfo
+
+__all__ = ["PlainFormula", "indicator_info", "read_plain", "read_plain_indicator"]
 
 _TOKEN = re.compile(r"[A-Za-z_]\w*|[+\-]|[01]", re.ASCII)
 _ALLOWED = re.compile(r"(?:\s*(?:[A-Za-z_]\w*|[+\-]|[01](?!\w)))*\s*", re.ASCII)
@@ -129,3 +131,37 @@ def read_plain(formula, columns, *, lhs: bool) -> PlainFormula | None:
     if read is None:
         return None
     return PlainFormula(response, read[0], read[1])
+
+
+#: ``0 + C(col)`` or ``0 + col``: a variance component of one indicator per level
+_INDICATOR = re.compile(r"\s*0\s*\+\s*(C\()?([A-Za-z_][A-Za-z_0-9]*)(?(1)\))\s*", re.ASCII)
+
+
+def read_plain_indicator(formula, columns) -> tuple[str, bool] | None:
+    """``(column, called)`` of a variance-component formula ``0 + C(column)``
+    (``called``) or ``0 + column`` naming a column of the data (``columns``), else None
+    (formulaic reads it).  Where the data has a column named ``C``, ``C(...)`` could
+    read it: None too."""
+    match = _INDICATOR.fullmatch(formula) if isinstance(formula, str) else None
+    if match is None:
+        return None
+    called, col = match.group(1) is not None, match.group(2)
+    if not _is_column(col, columns) or (called and "C" in columns):
+        return None
+    return col, called
+
+
+def indicator_info(formula, columns, env=None) -> FactorInfo | None:
+    """What :func:`~dmixed.design.formula.analyze_terms` finds in a variance-component
+    formula ``0 + C(column)`` or ``0 + column`` (:func:`read_plain_indicator`), without
+    formulaic's parser; None for any other formula, or where the caller's scope
+    (``env``) has a name ``C`` (the analysis decides whether that is refused)."""
+    read = read_plain_indicator(formula, columns)
+    if read is None:
+        return None
+    col, called = read
+    if not called:
+        return FactorInfo(columns=[col], plain_columns=[col])
+    if env is not None and "C" in env:
+        return None
+    return FactorInfo(columns=[col], c_columns=[col], transforms=["C"])

@@ -8,7 +8,7 @@ Label columns become codes in the global levels, numbers float64, numbers used i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,7 +26,7 @@ from .dtypes import (
     py_scalars,
     to_float,
 )
-from .levels import MISSING_CODE, UNKNOWN_CODE, level_codes, unknown_levels
+from .levels import MISSING_CODE, UNKNOWN_CODE, level_codes, level_positions
 from .messages import check_present, plural
 from .missing import missing_mask, missing_rows
 
@@ -50,13 +50,16 @@ class PreparedColumns:
 
     ``columns`` maps each formula column to category codes, float64 or native values;
     ``weights`` is float64 (None without weights or response); ``keep`` is the mask of
-    the rows kept (None when no row is dropped).
+    the rows kept (None when no row is dropped); ``codes`` maps each numeric column used
+    inside ``C()`` to the position of its values among its levels (what a variance
+    component reads of it).
     """
 
     columns: dict[str, np.ndarray]
     weights: np.ndarray | None
     keep: np.ndarray | None
     n_dropped: int
+    codes: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
@@ -68,6 +71,7 @@ class _Normalized:
     missing: dict[str, np.ndarray]
     unknown: dict[str, np.ndarray]
     weights: np.ndarray | None = None
+    codes: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def prepare_columns(
@@ -99,7 +103,8 @@ def prepare_columns(
     if norm.weights is not None:
         weights = norm.weights if keep is None else norm.weights[keep]
         weights = _check_weights_positive(spec.weights_name, weights)
-    return PreparedColumns(columns, weights, keep, n_dropped)
+    codes = {c: a if keep is None else a[keep] for c, a in norm.codes.items()}
+    return PreparedColumns(columns, weights, keep, n_dropped, codes)
 
 
 def needed_columns(spec: ModelSpec, response: bool = True, random: bool = True) -> list[str]:
@@ -142,16 +147,36 @@ def _normalize(spec: ModelSpec, df: pd.DataFrame, formula_columns: list[str]) ->
             norm.missing[c] = codes == MISSING_CODE
             norm.unknown[c] = codes == UNKNOWN_CODE
             continue
-        vals = to_float(s, c)
-        miss = missing_mask(vals, kind)
-        check_finite(vals, c)
-        norm.missing[c] = miss
         if kind == NUMERIC_LEVELS:
-            norm.unknown[c] = unknown_levels(s, miss, spec.levels[c], spec.native[c])
+            norm.missing[c], codes = _numbered(spec, s, c)
+            norm.codes[c] = codes
+            norm.unknown[c] = codes == UNKNOWN_CODE
             norm.values[c] = s
-        else:
-            norm.values[c] = vals
+            continue
+        vals = to_float(s, c)
+        norm.missing[c] = missing_mask(vals, kind)
+        check_finite(vals, c)
+        norm.values[c] = vals
     return norm
+
+
+def _numbered(spec: ModelSpec, s: pd.Series, c: str) -> tuple[np.ndarray, np.ndarray]:
+    """Which values of a numeric column used inside ``C()`` are missing, and the
+    position of each among the column's levels, compared exactly in its native dtype
+    (integers past 2**53 differ where their float64 values do not):
+    :data:`MISSING_CODE` where missing, :data:`UNKNOWN_CODE` where not a level."""
+    if isinstance(s.dtype, np.dtype) and s.dtype.kind in "iu":
+        miss = np.zeros(len(s), dtype=bool)  # integers: none missing, all finite
+    else:
+        vals = to_float(s, c)
+        miss = missing_mask(vals, NUMERIC_LEVELS)
+        check_finite(vals, c)
+    levels, native = spec.level_array(c), spec.native[c]
+    if not miss.any():
+        return miss, level_positions(levels, native_values(s, native))
+    codes = np.full(len(s), MISSING_CODE, dtype=np.int64)
+    codes[~miss] = level_positions(levels, native_values(s[~miss], native))
+    return miss, codes
 
 
 def _add_group_missing(spec: ModelSpec, df: pd.DataFrame, norm: _Normalized) -> None:

@@ -20,7 +20,7 @@ import pandas as pd
 
 from ..errors import DataError
 from .dtypes import CATEGORICAL, object_types, py_scalars, to_float
-from .levels import categorical_levels, sorted_levels, unique_values
+from .levels import categorical_levels, sorted_integers, sorted_levels, unique_values
 from .missing import rows_with_missing
 from .origin import in_partition, located
 from .partitions import (
@@ -68,13 +68,15 @@ class LevelScan:
     """What the scan found: ``levels`` of each factor column; ``types`` of each object
     column; ``n_total`` rows and ``n_kept`` after dropping missing values, and the
     response's finite ``response_range`` (each None when the scan did not read the
-    data)."""
+    data); ``arrays``: the levels of integer columns as the array they were found as
+    (what a variance component's plan keeps, without a conversion of the list)."""
 
     levels: dict[str, list]
     n_total: int | None = None
     n_kept: int | None = None
     response_range: tuple[float, float] | None = None
     types: dict[str, set] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
@@ -123,15 +125,19 @@ def pandas_scan(df: pd.DataFrame, kinds: dict, plan: ScanPlan) -> LevelScan:
     """Levels, object types and row counts of a pandas frame (no response range)."""
     kept = _kept_rows(df, kinds, plan)
     types = {c: object_types(kept[c]) for c in plan.object_cols}
-    levels = {}
+    levels, arrays = {}, {}
     for c in plan.level_cols:
         s = kept[c]
+        if isinstance(s.dtype, np.dtype) and s.dtype.kind in "iu":
+            arrays[c] = sorted_integers(s.to_numpy())  # numbers in C(): no missing value
+            levels[c] = arrays[c].tolist()
+            continue
         observed = _distinct(s, types.get(c), c, plan)
         if kinds[c] == CATEGORICAL and isinstance(s.dtype, pd.CategoricalDtype):
             levels[c] = categorical_levels(s.dtype, observed)
         else:
             levels[c] = sorted_levels(observed)
-    return LevelScan(levels, len(df), len(kept), None, types)
+    return LevelScan(levels, len(df), len(kept), None, types, arrays)
 
 
 def summarize_partition(pdf, kinds, plan: ScanPlan, to_scan, number=None) -> PartitionSummary:

@@ -47,7 +47,7 @@ from .build import (
     scan_levels,
     used_columns,
 )
-from .dtypes import group_keys, py_scalars
+from .dtypes import group_keys, native_dtype, py_scalars
 from .levels import prototype
 from .matrices import (
     PlainPlan,
@@ -59,7 +59,7 @@ from .matrices import (
 )
 from .prepare import PreparedColumns, normalized_frame, prepare_columns
 from .scope import CallerNames, Environment, caller_names_shippable, saved_environment
-from .vc import VCPlan, eval_vc
+from .vc import LevelNames, VCPlan, eval_vc
 
 __all__ = ["DesignMatrices", "ModelDimensions", "ModelSpec", "build_spec", "build_spec_prepared"]
 
@@ -138,9 +138,14 @@ class ModelNames(ModelDimensions):
             [str(x) for x in model.exog_names],
             [str(x) for x in model.exog_re_names],
             [str(x) for x in model.vc_names],
-            [[str(c) for c in cols] for cols in model.vc_column_names],
+            [_str_names(cols) for cols in model.vc_column_names],
             str(model.group_name),
         )
+
+
+def _str_names(names) -> list[str] | LevelNames:
+    """Column names as plain strings; names written on first use kept so."""
+    return names if isinstance(names, LevelNames) else [str(c) for c in names]
 
 
 @dataclass(frozen=True)
@@ -213,6 +218,14 @@ class ModelSpec(ModelNames):
         return self._cached(
             "index:" + col, lambda: pd.Index(np.asarray(self.levels[col], dtype=object))
         )
+
+    def level_array(self, col: str) -> np.ndarray:
+        """The levels of a numeric column used inside ``C()``, sorted, as an array of
+        its native dtype (:func:`~dmixed.design.dtypes.native_dtype`; cached)."""
+        dtype = native_dtype(self.native.get(col, "float"))
+        planned = [p.level_arrays[col] for p in self.vc_plans if col in p.level_arrays]
+        given = planned[0] if planned else self.levels[col]  # (a plan's: no conversion)
+        return self._cached("array:" + col, lambda: np.asarray(given, dtype=dtype))
 
     def plain_plan(self, which: str) -> PlainPlan | None:
         """The numpy plan of ``"rhs"``, ``"lhs"`` or ``"re"`` (cached), None when
@@ -382,7 +395,7 @@ class ModelSpec(ModelNames):
         exog_re = random_effects(self, frame, n, exog)
         vc_cols, vc_vals = [], []
         for name, plan in zip(self.vc_names, self.vc_plans, strict=True):
-            c, v = eval_vc(plan, frame, n, name, self.caller_names)
+            c, v = eval_vc(plan, frame, n, name, self.caller_names, prepared.codes)
             vc_cols.append(c)
             vc_vals.append(v)
         groups = df[self.group_name]
@@ -500,7 +513,7 @@ def build_spec_prepared(
     levels = scan.levels
     specs = formula_specs(parsed, formula, re_formula, kinds, native, levels, groups, caller)
     vc_plans, vc_column_names = plan_variance_components(
-        parsed, vc_formula, levels, kinds, native, caller
+        parsed, vc_formula, levels, kinds, native, caller, scan.arrays
     )
     spec = ModelSpec(
         endog_name=specs.endog_name,

@@ -15,7 +15,7 @@ is checked against formulaic on the tiny prototype before it is used.
 from __future__ import annotations
 
 import itertools
-import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,16 +25,19 @@ from ..errors import DataError, FormulaError
 from .dtypes import CATEGORICAL, NUMERIC_LEVELS, native_dtype
 from .evaluate import model_matrix
 from .formula import c_call, transforms
-from .levels import prototype
+from .levels import level_positions, prototype
 from .messages import clean_message, plural
+from .plain import read_plain_indicator
 
 __all__ = [
     "VCBlock",
     "VCFactor",
+    "LevelNames",
     "VCPlan",
     "dense_from_sparse",
     "eval_vc",
     "plan_variance_component",
+    "reads_columns",
 ]
 
 
@@ -78,10 +81,18 @@ def _role(name: str) -> str:
 
 
 def plan_variance_component(
-    name: str, formula: str, cols: list[str], levels: dict, kinds: dict, native: dict, context=None
+    name: str,
+    formula: str,
+    cols: list[str],
+    levels: dict,
+    kinds: dict,
+    native: dict,
+    context=None,
+    arrays=None,
 ) -> tuple[VCPlan, list[str]]:
     """The plan and the global column names of one VC formula (``context``: the names of
-    the caller's code it uses, :class:`~dmixed.design.scope.CallerNames`).
+    the caller's code it uses, :class:`~dmixed.design.scope.CallerNames`; ``arrays``:
+    levels found as arrays, by column, :attr:`~dmixed.design.scan.LevelScan.arrays`).
 
     Raises
     ------
@@ -90,7 +101,7 @@ def plan_variance_component(
         the plan does not reproduce formulaic on the tiny prototype, or if the formula
         yields no columns.
     """
-    plain = _plain_indicator(formula, cols, levels, kinds, native, context)
+    plain = _plain_indicator(formula, cols, levels, kinds, native, context, arrays)
     if plain is not None:  # one indicator per level of one column: no formulaic
         return plain
     tiny_levels = {c: levels[c][:3] for c in cols if c in levels}
@@ -99,13 +110,13 @@ def plan_variance_component(
     mm = model_matrix(formula, tiny, _role(name), "sparse", context)
     tiny_plan, tiny_names = _plan(name, formula, tiny_levels, kinds, mm, native)
     _self_check(tiny_plan, tiny_names, mm, tiny, name, formula, context)
-    plan, names = _plan(name, formula, levels, kinds, mm, native)
+    plan, names = _plan(name, formula, levels, kinds, mm, native, arrays)
     if not names:
         raise FormulaError(f"{_role(name)} {formula!r} yields no columns")
     return plan, names
 
 
-def _plan(name: str, formula: str, levels: dict, kinds: dict, mm, native):
+def _plan(name: str, formula: str, levels: dict, kinds: dict, mm, native, arrays=None):
     """Plan of one VC formula with these ``levels``: blocks of columns, one per formulaic
     scoped term of ``mm`` (formulaic's matrix of the formula on a prototype); with the
     column names."""
@@ -131,7 +142,7 @@ def _plan(name: str, formula: str, levels: dict, kinds: dict, mm, native):
             blocks.append(VCBlock(offset, float(st.scale), tuple(factors)))
             offset += width
     plan = VCPlan(blocks=blocks, formula=formula)
-    plan.level_arrays = _level_arrays(blocks, levels, native)
+    plan.level_arrays = _level_arrays(blocks, levels, native, arrays)
     return plan, names
 
 
@@ -178,37 +189,81 @@ def _level_names(expr: str, levels) -> list[str]:
     return [f"{expr}[{v}]" for v in levels]
 
 
-#: ``0 + C(col)`` or ``0 + col``: the formulas :func:`_plain_indicator` plans
-_PLAIN = re.compile(r"\s*0\s*\+\s*(C\()?([A-Za-z_][A-Za-z_0-9]*)(?(1)\))\s*")
+class LevelNames(Sequence):
+    """The column names of a component of one indicator per level (``C(x)[a]``,
+    formulaic's), written on first use: a component of 10^4 levels costs a millisecond
+    of names that only results that show them need.  A read-only sequence of str, equal
+    to the list of the same names."""
+
+    def __init__(self, expr: str, levels: list) -> None:
+        self.expr = expr
+        self.levels = levels
+        self._names: list[str] | None = None
+
+    def names(self) -> list[str]:
+        """The names as a list (written once)."""
+        if self._names is None:
+            self._names = _level_names(self.expr, self.levels)
+        return self._names
+
+    def __len__(self) -> int:
+        return len(self.levels)
+
+    def __getitem__(self, i):
+        return self.names()[i]
+
+    def __iter__(self):
+        return iter(self.names())
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, (list, tuple, LevelNames)):
+            return self.names() == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  (equal to a list, which has none)
+
+    def __repr__(self) -> str:
+        return repr(self.names())
+
+    def __getstate__(self) -> dict:
+        return {"expr": self.expr, "levels": self.levels, "_names": None}
 
 
-def _plain_indicator(formula: str, cols, levels: dict, kinds: dict, native: dict, context):
+def _plain_indicator(
+    formula: str, cols, levels: dict, kinds: dict, native: dict, context, arrays=None
+):
     """The plan and names of ``0 + C(col)`` (a categorical or number column) or
     ``0 + col`` (a categorical column): one block of one factor, one indicator per
     level, named as formulaic names them (:func:`_level_names`), without formulaic's
     pass over a prototype; None for any other formula, or where ``C`` could be another
     name (a column, or one of the caller's names: ``context``)."""
-    match = _PLAIN.fullmatch(formula)
-    if match is None or "C" in kinds or (context is not None and "C" in context):
+    read = read_plain_indicator(formula, kinds)
+    if read is None or "C" in kinds or (context is not None and "C" in context):
         return None
-    call, col = match.group(1) is not None, match.group(2)
+    col, call = read
     wanted = (CATEGORICAL, NUMERIC_LEVELS) if call else (CATEGORICAL,)
     if col not in cols or col not in levels or kinds.get(col) not in wanted:
         return None
     expr = f"C({col})" if call else col
     block = VCBlock(0, 1.0, (VCFactor("cat", col, len(levels[col]), kinds[col]),))
     plan = VCPlan(blocks=[block], formula=formula)
-    plan.level_arrays = _level_arrays([block], levels, native)
-    return plan, _level_names(expr, levels[col])
+    plan.level_arrays = _level_arrays([block], levels, native, arrays)
+    return plan, LevelNames(expr, levels[col])
 
 
-def _level_arrays(blocks: list[VCBlock], levels: dict, native: dict) -> dict[str, np.ndarray]:
+def _level_arrays(
+    blocks: list[VCBlock], levels: dict, native: dict, found=None
+) -> dict[str, np.ndarray]:
+    """The levels of the numbers in ``C()`` as arrays of their native dtype (those
+    ``found`` as arrays already taken as they are: no conversion of a list)."""
+    found = found or {}
     arrays = {}
     for block in blocks:
         for f in block.factors:
             if f.kind == "cat" and f.how == NUMERIC_LEVELS:
                 dtype = native_dtype(native.get(f.source, "float"))
-                arrays[f.source] = np.asarray(levels[f.source], dtype=dtype)
+                given = found.get(f.source, levels[f.source])
+                arrays[f.source] = np.asarray(given, dtype=dtype)
     return arrays
 
 
@@ -264,54 +319,66 @@ def _numeric_factor(
     return arr
 
 
-def _block_entries(
-    block: VCBlock, level_arrays: dict, frame: pd.DataFrame, n: int, role: str, context
-):
-    """Each row's global column and value in one block (one entry per row and block)."""
-    col = np.full(n, block.offset, dtype=np.int64)
-    v = np.full(n, block.scale, dtype=np.float64)
+def reads_columns(plan: VCPlan) -> bool:
+    """Whether :func:`eval_vc` can read the prepared columns as they are (a mapping, no
+    DataFrame): every factor a label column, a number in ``C()`` or a numeric column
+    (no expression to evaluate)."""
+    return all(f.kind == "cat" or f.how == "lookup" for b in plan.blocks for f in b.factors)
+
+
+def _factor_codes(f: VCFactor, level_arrays: dict, frame, codes: dict) -> np.ndarray:
+    """The level code of every row of a categorical factor: ``codes`` given (numbers in
+    ``C()``, numbered when the partition was prepared), the categorical's codes (of a
+    frame; a mapping of columns holds them as they are), or the position of the value
+    among the factor's levels."""
+    if f.source in codes:
+        return codes[f.source]
+    s = frame[f.source]
+    if f.how == CATEGORICAL:
+        s = s.cat.codes.to_numpy() if isinstance(s, pd.Series) else s
+        return np.asarray(s).astype(np.int64, copy=False)
+    lv = level_arrays[f.source]
+    return level_positions(lv, np.asarray(s, dtype=lv.dtype))
+
+
+def _block_columns(block: VCBlock, level_arrays: dict, frame, n: int, codes: dict) -> np.ndarray:
+    """Each row's global column in one block (int64): its offset plus each categorical
+    factor's code times the product of the widths before it (numeric factors have width
+    1); the factor's codes themselves where that is all (no copy)."""
+    col = None
     stride = 1
     for f in block.factors:
         if f.kind == "cat":
-            s = frame[f.source]
-            if f.how == CATEGORICAL:
-                codes = s.cat.codes.to_numpy().astype(np.int64, copy=False)
-            else:
-                lv = level_arrays[f.source]
-                codes = _level_codes(lv, np.asarray(s, dtype=lv.dtype))
-            col += codes * stride
-        else:
-            v = v * _numeric_factor(f.source, f.how, frame, n, role, context)
+            c = np.asarray(_factor_codes(f, level_arrays, frame, codes), dtype=np.int64)
+            c = c if stride == 1 else c * stride
+            col = c if col is None else col + c
         stride *= f.width
+    if col is None:
+        return np.full(n, block.offset, dtype=np.int64)
+    return col + block.offset if block.offset else col
+
+
+def _block_entries(
+    block: VCBlock, level_arrays: dict, frame, n: int, role: str, context, codes: dict
+):
+    """Each row's global column and value in one block (one entry per row and block)."""
+    col = _block_columns(block, level_arrays, frame, n, codes)
+    v = np.full(n, block.scale, dtype=np.float64)
+    for f in block.factors:
+        if f.kind != "cat":
+            v = v * _numeric_factor(f.source, f.how, frame, n, role, context)
     return col, v
 
 
-#: integer levels are looked up in a table (not searched) when their range spans at
-#: most this many times the rows, plus :data:`LOOKUP_SLACK`
-LOOKUP_PER_ROW = 4
-LOOKUP_SLACK = 1 << 16
-
-
-def _level_codes(levels: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Position of every value among the sorted ``levels`` (``searchsorted``'s answer):
-    for integer levels of a narrow range, one look-up table indexed by value (time
-    linear in the rows), where every value is a level; otherwise a binary search."""
-    if levels.dtype.kind == "i" and levels.size and values.size:
-        low, high = int(levels[0]), int(levels[-1])
-        if high - low < LOOKUP_PER_ROW * values.size + LOOKUP_SLACK:
-            v_low, v_high = int(values.min()), int(values.max())
-            if low <= v_low and v_high <= high:
-                table = np.full(high - low + 1, -1, dtype=np.int64)
-                table[levels.astype(np.int64) - low] = np.arange(levels.size)
-                codes = table[values.astype(np.int64) - low]
-                if codes.min() >= 0:
-                    return codes
-    return np.searchsorted(levels, values)
-
-
-def eval_vc(plan: VCPlan, frame: pd.DataFrame, n: int, name: str, context=None):
+def eval_vc(plan: VCPlan, frame, n: int, name: str, context=None, codes=None):
     """One component's design on a normalised partition, sparse (``context``: the names
     of the caller's code the formula uses).
+
+    ``frame`` is the partition as a DataFrame, or (where :func:`reads_columns`) the
+    mapping of its prepared columns (label columns as codes, numbers as float64);
+    ``codes``: the level codes of numeric columns used in ``C()``, by column, when the
+    partition's preparation numbered them
+    (:attr:`~dmixed.design.prepare.PreparedColumns.codes`).
 
     Returns
     -------
@@ -330,14 +397,27 @@ def eval_vc(plan: VCPlan, frame: pd.DataFrame, n: int, name: str, context=None):
     blocks = plan.blocks
     if n == 0:
         return np.empty((0, 0), dtype=np.int64), np.empty((0, 0))
+    codes = codes or {}
+    if len(blocks) == 1 and _indicators(blocks[0]):  # one entry a row, all of one value
+        col = _block_columns(blocks[0], plan.level_arrays, frame, n, codes)
+        return col.reshape(n, 1), np.full((n, 1), blocks[0].scale)
     idx = np.empty((n, len(blocks)), dtype=np.int64)
     val = np.empty((n, len(blocks)), dtype=np.float64)
     for b, block in enumerate(blocks):
-        idx[:, b], val[:, b] = _block_entries(block, plan.level_arrays, frame, n, role, context)
+        idx[:, b], val[:, b] = _block_entries(
+            block, plan.level_arrays, frame, n, role, context, codes
+        )
     bad = ~np.isfinite(val)
     if bad.any():
         raise DataError(f"non-finite values in {role} ({plural(int(bad.any(axis=1).sum()))})")
     return _nonzero_first(idx, val)
+
+
+def _indicators(block: VCBlock) -> bool:
+    """Whether a block's entries are indicators of its levels times a finite, non-zero
+    scale (categorical factors only: ``0 + C(a)``, ``0 + C(a):C(b)``)."""
+    cat = all(f.kind == "cat" for f in block.factors)
+    return cat and bool(np.isfinite(block.scale)) and block.scale != 0
 
 
 def _nonzero_first(idx: np.ndarray, val: np.ndarray):

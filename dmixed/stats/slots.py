@@ -240,6 +240,9 @@ def number_vc_cells(
     """Number one component's (group, column) pairs and find every entry's pair, in time
     linear in the entries: for a component nested in the groups whose keys ``code *
     ncols + col`` span far more than the entries, by column (:func:`_nested_pairs`);
+    else, where the entries come in order of their keys (rows sorted by group, then
+    column), from the runs of equal keys (:func:`_runs`: no table, no read back; every
+    entry's pair its key where the keys run through every one, :func:`_full_grid`);
     else, where the keys span at most a few times the entries (plus 2^20), the keys seen
     are marked in a bitmap and listed in order, and each entry's pair read back from the
     list's positions written at those keys (no sort, no pass over the span but the one
@@ -280,7 +283,13 @@ def number_vc_cells(
     else:
         keys = rows * ncols
         keys += entry_cols
-        if span <= 4 * keys.size + (1 << 20):
+        step = np.diff(keys) if keys.size > 1 else None
+        if step is not None and step.min() >= 0:  # rows in order of group, then column
+            if keys[0] == 0 and keys[-1] == span - 1 and step.max() <= 1:  # every key seen
+                entry_pair = keys.reshape(cols.shape) if everywhere else None
+                return _full_grid(n_groups, ncols, keys, entry_pair, present)
+            pair_keys, inverse = _runs(keys, step)
+        elif span <= 4 * keys.size + (1 << 20):
             seen = np.zeros(span, dtype=bool)
             seen[keys] = True
             if seen.all():  # every group has every column: the pairs are the keys
@@ -301,6 +310,16 @@ def number_vc_cells(
         entry_pair[present] = inverse
     slots, width = _rank_in_group(pair_group)
     return VCNumbering(pair_keys, pair_group, pair_col, slots, width, entry_pair, everywhere)
+
+
+def _runs(keys: np.ndarray, step: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct keys of non-decreasing ``keys`` (``step`` their differences) and
+    each key's position among them: the runs of equal keys, without a table."""
+    new = step != 0
+    inverse = np.empty(keys.size, dtype=np.int64)
+    inverse[0] = 0
+    np.cumsum(new, out=inverse[1:])
+    return keys[np.flatnonzero(np.r_[True, new])], inverse
 
 
 def _full_grid(n_groups: int, ncols: int, keys, entry_pair, present) -> VCNumbering:

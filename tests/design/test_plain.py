@@ -151,3 +151,30 @@ def test_plain_fit_does_not_import_formulaic():
         "assert 'formulaic' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(
+    "formula",
+    [
+        "0 + C(lev)",
+        "0+C(lev)",
+        "  0 +  lev ",
+        "0 + C(x)",
+        "1 + C(lev)",
+        "0 + C(lev) + x",
+        "0 + C( lev )",
+    ],
+)
+def test_indicator_info_is_what_the_analysis_finds(formula):
+    """``0 + C(col)`` / ``0 + col``: what ``analyze_terms`` finds after formulaic's parse,
+    without it; any other formula is left to them (None)."""
+    from dmixed.design.formula import analyze_terms, parse_formula
+    from dmixed.design.plain import indicator_info
+
+    columns = {"lev", "x", "y"}
+    _, terms = parse_formula(formula, "vc_formula['v']", lhs=False)
+    want = analyze_terms(terms, columns, "vc_formula['v']", formula)
+    got = indicator_info(formula, columns)
+    assert got is None or got == want
+    assert (got is None) == (formula not in ("0 + C(lev)", "0+C(lev)", "  0 +  lev ", "0 + C(x)"))
+    assert indicator_info("0 + C(lev)", columns | {"C"}) is None  # a column named C

@@ -130,3 +130,27 @@ def test_plain_indicator_is_planned_as_formulaic_plans_it():
         prep = df.assign(**{col: pd.Categorical(df[col], categories=spec.levels[col])})
         names = list(model_matrix(plain, prep, context={}).columns)
         assert names == spec.vc_column_names[0]
+
+
+def test_level_names_are_written_on_first_use_and_equal_the_list():
+    """A plain component's column names (``LevelNames``) are formulaic's names: equal to
+    the list (both ways), indexable, sliceable, of the right length before they are
+    written, saved as a JSON list and pickled."""
+    import json
+    import pickle
+
+    from dmixed.design.vc import LevelNames
+    from dmixed.files import jsonable
+
+    rng = np.random.default_rng(3)
+    df = pd.DataFrame({"y": rng.normal(size=40), "g": rng.integers(0, 4, 40)})
+    df["id"] = rng.integers(7, 30, 40)
+    spec = build_spec(df, "y ~ 1", groups="g", vc_formula={"id": "0 + C(id)"})
+    names = spec.vc_column_names[0]
+    want = [f"C(id)[{v}]" for v in sorted(set(df["id"]))]
+    assert isinstance(names, LevelNames) and len(names) == len(want)
+    assert names == want and want == names and names != want[:-1]
+    assert names[0] == want[0] and names[1:3] == want[1:3] and list(names) == want
+    assert json.loads(json.dumps(jsonable({"n": names}))) == {"n": want}
+    assert pickle.loads(pickle.dumps(names)) == want
+    assert spec.to_dict()["vc_column_names"] == [want]

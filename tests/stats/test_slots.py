@@ -95,9 +95,13 @@ def test_entries_numbered_in_one_pass_as_assigned_and_looked_up(n_groups, seed):
 @pytest.mark.parametrize("complete", [False, True])  # absent/zero entries, or none
 @pytest.mark.parametrize("nested", [False, True])  # each column in one group, or many
 @pytest.mark.parametrize("seed", [0, 1])
-def test_cells_numbered_as_assigned_with_their_table_and_slots(n_groups, complete, nested, seed):
+@pytest.mark.parametrize("in_order", [False, True])  # rows sorted by group, then column
+def test_cells_numbered_as_assigned_with_their_table_and_slots(
+    n_groups, complete, nested, seed, in_order
+):
     """``number_vc_cells``: the pairs of ``assign_vc_slots``, each pair's group and
-    column, the ``slot_table`` and every entry's slot as ``lookup_vc_slots``."""
+    column, the ``slot_table`` and every entry's slot as ``lookup_vc_slots``; rows in
+    any order or sorted by group, then (first) column (numbered from the runs)."""
     rng = np.random.default_rng(seed)
     n, ncols = 500, 60
     k = 1 if complete else 2
@@ -106,6 +110,9 @@ def test_cells_numbered_as_assigned_with_their_table_and_slots(n_groups, complet
     if nested:  # the group is a function of the (first) column: students in schools
         codes = rng.integers(0, n_groups, ncols)[np.maximum(cols[:, 0], 0)]
         cols[:, 1:] = np.where(cols[:, 1:] >= 0, cols[:, :1], -1)
+    if in_order:
+        order = np.lexsort((cols[:, 0], codes))
+        codes, cols = codes[order], cols[order]
     vals = rng.standard_normal((n, k))
     if not complete:
         vals[rng.random((n, k)) < 0.1] = 0.0
@@ -139,16 +146,18 @@ def test_entries_of_no_rows_are_numbered_empty():
     st.integers(0, 30),
     st.booleans(),
     st.integers(0, 10**6),
+    st.booleans(),
 )
-def test_full_grid_numbered_as_assigned(n_groups, ncols, extra, second, seed):
+def test_full_grid_numbered_as_assigned(n_groups, ncols, extra, second, seed, in_order):
     """Every group with an entry in every column (a balanced crossed design, the rows in
-    any order, repeated, a second column of entries partly absent or zero):
-    ``number_vc_cells`` gives the pairs, groups, columns, slots, width, table and every
-    entry's slot of ``assign_vc_slots`` / ``lookup_vc_slots`` / ``slot_table``."""
+    any order or sorted by group and column, repeated, a second column of entries partly
+    absent or zero): ``number_vc_cells`` gives the pairs, groups, columns, slots, width,
+    table and every entry's slot of ``assign_vc_slots`` / ``lookup_vc_slots`` /
+    ``slot_table``."""
     rng = np.random.default_rng(seed)
     grid = np.arange(n_groups * ncols)
     pick = np.r_[grid, rng.integers(0, grid.size, extra)]
-    pick = pick[rng.permutation(pick.size)]
+    pick = np.sort(pick) if in_order else pick[rng.permutation(pick.size)]
     codes, cols = pick // ncols, (pick % ncols)[:, None]
     vals = rng.uniform(0.5, 2.0, cols.shape)
     if second:  # absent (-1) or zero entries: not every entry present
@@ -157,7 +166,7 @@ def test_full_grid_numbered_as_assigned(n_groups, ncols, extra, second, seed):
         vals = np.c_[vals, np.where((more >= 0) & (rng.random(pick.size) < 0.8), 1.0, 0.0)]
     keys, slots, width = assign_vc_slots(codes, cols, vals)
     num = number_vc_cells(codes, cols, vals, n_groups)
-    assert num.complete == (not second)
+    assert num.complete == bool(((cols >= 0) & (vals != 0)).all())
     np.testing.assert_array_equal(num.pair_keys, keys)
     np.testing.assert_array_equal(num.pair_slots, slots)
     np.testing.assert_array_equal(num.pair_group * ncols + num.pair_col, keys)
