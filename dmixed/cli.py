@@ -437,7 +437,10 @@ def run_update(job: Job) -> int:
         new_model = MixedLM.from_spec(spec, ddf)
         new = checkpoint.GroupArrays.from_statistics(
             new_model.statistics(
-                client=client, progress=not job.quiet, standardization=old.columns
+                client=client,
+                progress=not job.quiet,
+                standardization=old.columns,
+                partial=True,
             ),
             ragged=True,
         )

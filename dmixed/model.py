@@ -320,10 +320,15 @@ class MixedLM(LikelihoodMethods, ModelDimensions, ModelData):
         ------
         SpecError
             The statistics are of another random-effects structure than ``spec``.
+        DataError
+            A rank-deficient fixed-effects design or a response without variation
+            (checked on these statistics: for parts added up, on their sum).
         """
         self = cls._with_spec(spec, use_sqrt)
         if stats.layout.k_re != self.k_re or stats.layout.k_vc != self.k_vc:
             raise SpecError("the statistics do not match the model spec")
+        check_full_rank(stats.glob.xyxy[:-1, :-1], self.exog_names)
+        check_response_varies(stats.glob.xyxy, self.endog_name)
         self.cached_statistics = stats
         return self
 
@@ -406,6 +411,7 @@ class MixedLM(LikelihoodMethods, ModelDimensions, ModelData):
         progress: bool = False,
         engine: str | None = None,
         standardization: Standardization | None = None,
+        partial: bool = False,
     ) -> FittedStatistics:
         """The per-group sufficient statistics (one data pass; cached on the model).
 
@@ -415,11 +421,17 @@ class MixedLM(LikelihoodMethods, ModelDimensions, ModelData):
         (:mod:`dmixed.stats.standardize`); default chosen from the first rows.  Give the
         map of saved statistics to compute statistics that add to them
         (``GroupArrays.standardization``).
+        ``partial``: these rows are a part of the data whose statistics will be added
+        to others' (``dmixed update``: one day's rows may all hold one level of a
+        factor): the design's rank and the response's variation are not checked here
+        but on the sum (:meth:`from_statistics`), and the statistics are not cached
+        (a fit of this model alone computes and checks them again).
 
         Raises
         ------
         DataError
-            A rank-deficient fixed-effects design or a response without variation; or
+            A rank-deficient fixed-effects design or a response without variation
+            (unless ``partial``); or
             a model built from statistics (no data) asked for them with another client
             or engine than they were built with.
         SpecError
@@ -466,6 +478,8 @@ class MixedLM(LikelihoodMethods, ModelDimensions, ModelData):
                 "this model holds statistics but no data (MixedLM.from_statistics, or "
                 "remove_data()): they cannot be computed again for another client or engine"
             )
+        if partial:
+            return stats
         check_full_rank(stats.glob.xyxy[:-1, :-1], self.exog_names)
         check_response_varies(stats.glob.xyxy, self.endog_name)
         self.cached_statistics, self.cached_client = stats, client

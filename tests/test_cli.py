@@ -967,6 +967,29 @@ def test_update_takes_new_nested_levels_of_new_and_old_groups(scheduler, tmp_pat
     assert "03-7" in saved["levels"]["id"] and "29-2" in saved["levels"]["id"]
 
 
+def test_update_takes_rows_holding_one_level_of_a_factor(scheduler, tmp_path):
+    """A day's rows may all hold one level of a fixed-effects factor: alone their
+    design is rank deficient, with the saved rows it is not.  The rank is checked on
+    the sum (was refused: "column(s) ['C(sex)[T.M]'] are all zero")."""
+    rng = np.random.default_rng(0)
+    n = 400
+    df = pd.DataFrame(
+        {"g": rng.integers(0, 40, n), "x": rng.normal(size=n), "sex": rng.choice(["F", "M"], n)}
+    )
+    df["y"] = df.x + (df.sex == "M") + rng.normal(size=40)[df.g] + rng.normal(size=n)
+    df.iloc[:300].to_parquet(tmp_path / "A.parquet", index=False)
+    df.iloc[300:].assign(sex="F").to_parquet(tmp_path / "B.parquet", index=False)
+    common = ["--formula", "y ~ x + C(sex)", "--groups", "g", "--cluster", scheduler.file]
+    common += ["--quiet"]
+    fit_a = ("fit", "--data", "A.parquet", *common, "--stats-dir", "S", "--output", "FA")
+    ok(run_in_process(*fit_a, cwd=tmp_path))
+    update = ("update", "--stats-dir", "S", "--data", "B.parquet", "--output", "U")
+    ok(run_in_process(*update, "--cluster", scheduler.file, "--quiet", cwd=tmp_path))
+    scratch = ("fit", "--data", "A.parquet", "B.parquet", *common, "--output", "F")
+    ok(run_in_process(*scratch, cwd=tmp_path))
+    assert_same_fit(dmixed.load(tmp_path / "U"), dmixed.load(tmp_path / "F"))
+
+
 def test_update_takes_the_method_from_its_job_file(incremental, data):
     """``dmixed update --job J`` with ``method: ml`` in J must fit by ML; main() resets
     the method to "as the saved fit" whenever --method is not on the command line."""

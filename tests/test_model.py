@@ -286,6 +286,28 @@ def test_every_constructor_gives_the_same_attributes():
     assert set(vars(back)) == set(vars(formula)) and back.cached_statistics is None
 
 
+def test_partial_statistics_are_checked_on_their_sum():
+    """``statistics(partial=True)``: rows of one level of a factor (rank deficient
+    alone) are summed unchecked and not cached; statistics of them alone are refused
+    by ``from_statistics`` and by a fit, naming the column."""
+    df = make_data(n_groups=30, seed=3)
+    df["arm"] = np.where(np.arange(len(df)) % 2 == 0, "a", "b")
+    one_arm = df[df["arm"] == "a"]
+    full = dmixed.mixedlm("y ~ x1 + C(arm)", df, groups="g")
+    part = MixedLM.from_spec(full.spec, one_arm)
+    stats = part.statistics(partial=True)
+    assert part.cached_statistics is None
+    assert stats.glob.xyxy[2, 2] == 0.0  # C(arm)[T.b] is zero on these rows
+    with pytest.raises(
+        dmixed.DataError, match=re.escape("rank deficient: column(s) ['C(arm)[T.b]']")
+    ):
+        MixedLM.from_statistics(stats, full.spec)
+    with pytest.raises(
+        dmixed.DataError, match=re.escape("rank deficient: column(s) ['C(arm)[T.b]']")
+    ):
+        part.fit()
+
+
 def test_missing_none_acts_as_raise():
     """statsmodels' ``missing="none"`` is accepted (code ported from it passes it) and
     checks like ``"raise"``: the same fit, and a NaN is refused, never summed."""
