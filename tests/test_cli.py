@@ -942,6 +942,17 @@ def test_update_with_a_copy_of_an_included_file_is_refused(incremental, tmp_path
     assert (d / "S/manifest.json").read_bytes() == before and not (d / "U2").exists()
 
 
+def _fit_update_and_scratch(where, common: list, cluster: str) -> None:
+    """``fit`` of A.parquet into the statistics S (results FA), ``update`` of S with
+    B.parquet (results U), and ``fit`` of both files from scratch (results F)."""
+    fit_a = ("fit", "--data", "A.parquet", *common, "--stats-dir", "S", "--output", "FA")
+    ok(run_in_process(*fit_a, cwd=where))
+    update = ("update", "--stats-dir", "S", "--data", "B.parquet", "--output", "U")
+    ok(run_in_process(*update, "--cluster", cluster, "--quiet", cwd=where))
+    scratch = ("fit", "--data", "A.parquet", "B.parquet", *common, "--output", "F")
+    ok(run_in_process(*scratch, cwd=where))
+
+
 def test_update_takes_new_nested_levels_of_new_and_old_groups(scheduler, tmp_path):
     """New groups bring their own levels of a nested component (and an old group one
     never seen): refused ("levels not seen when the model spec was built"); now the
@@ -954,12 +965,7 @@ def test_update_takes_new_nested_levels_of_new_and_old_groups(scheduler, tmp_pat
     pd.concat(new, ignore_index=True).to_parquet(tmp_path / "B.parquet", index=False)
     model = ["--formula", "y ~ x", "--groups", "g", "--re-formula", "1", "--vc", "id=0 + C(id)"]
     common = [*model, "--cluster", scheduler.file, "--quiet"]
-    fit_a = ("fit", "--data", "A.parquet", *common, "--stats-dir", "S", "--output", "FA")
-    ok(run_in_process(*fit_a, cwd=tmp_path))
-    update = ("update", "--stats-dir", "S", "--data", "B.parquet", "--output", "U")
-    ok(run_in_process(*update, "--cluster", scheduler.file, "--quiet", cwd=tmp_path))
-    scratch = ("fit", "--data", "A.parquet", "B.parquet", *common, "--output", "F")
-    ok(run_in_process(*scratch, cwd=tmp_path))
+    _fit_update_and_scratch(tmp_path, common, scheduler.file)
     upd, ref = dmixed.load(tmp_path / "U"), dmixed.load(tmp_path / "F")
     assert upd.converged and ref.converged and upd.n_groups == 30
     assert_same_fit(upd, ref)
@@ -981,12 +987,7 @@ def test_update_takes_rows_holding_one_level_of_a_factor(scheduler, tmp_path):
     df.iloc[300:].assign(sex="F").to_parquet(tmp_path / "B.parquet", index=False)
     common = ["--formula", "y ~ x + C(sex)", "--groups", "g", "--cluster", scheduler.file]
     common += ["--quiet"]
-    fit_a = ("fit", "--data", "A.parquet", *common, "--stats-dir", "S", "--output", "FA")
-    ok(run_in_process(*fit_a, cwd=tmp_path))
-    update = ("update", "--stats-dir", "S", "--data", "B.parquet", "--output", "U")
-    ok(run_in_process(*update, "--cluster", scheduler.file, "--quiet", cwd=tmp_path))
-    scratch = ("fit", "--data", "A.parquet", "B.parquet", *common, "--output", "F")
-    ok(run_in_process(*scratch, cwd=tmp_path))
+    _fit_update_and_scratch(tmp_path, common, scheduler.file)
     assert_same_fit(dmixed.load(tmp_path / "U"), dmixed.load(tmp_path / "F"))
 
 
