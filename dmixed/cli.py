@@ -11,7 +11,8 @@ Exit status (:data:`EXIT_STATUSES`): 0 success; 1 a bug in dmixed (nothing else)
 an output directory dmixed did not write, saved statistics of other data or another
 model); 3 data that cannot be read (input files, damaged saved statistics or results);
 4 the fit did not converge (unless ``--allow-nonconverged``); 5 the cluster cannot be
-reached; 130 interrupted.  Problems are one line each on stderr (``dmixed: error: ...``,
+reached; 130 interrupted; 141 the output closed early (``dmixed show out/ | head``).
+Problems are one line each on stderr (``dmixed: error: ...``,
 dmixed's warnings ``dmixed: warning: ...``), never a traceback; progress goes to stderr,
 the path of the written results to stdout.
 """
@@ -46,6 +47,7 @@ from .job import (
     EXIT_INTERRUPTED,
     EXIT_NOT_CONVERGED,
     EXIT_OK,
+    EXIT_PIPE,
     EXIT_STATUSES,
     Job,
     JobError,
@@ -597,6 +599,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dmixed: error: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader closed early: nothing is wrong, say nothing
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            # else Python's flush of stdout at exit fails again, with a message
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_PIPE
     except Exception as exc:  # one line per problem on stderr, never a traceback
         for line in _error_lines(exc):
             print(f"dmixed: error: {line}", file=sys.stderr)

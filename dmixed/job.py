@@ -40,7 +40,7 @@ from .cluster import read_config, resolve_config_paths, safe_load_yaml
 from .results.bootstrap import REPLICATES_LIMIT
 
 EXIT_OK, EXIT_CONFIG, EXIT_DATA, EXIT_NOT_CONVERGED, EXIT_CLUSTER = 0, 2, 3, 4, 5
-EXIT_BUG, EXIT_INTERRUPTED = 1, 130
+EXIT_BUG, EXIT_INTERRUPTED, EXIT_PIPE = 1, 130, 141
 #: every exit status of the command and what it means (``dmixed --help``, README)
 EXIT_STATUSES = {
     EXIT_OK: "success",
@@ -53,6 +53,7 @@ EXIT_STATUSES = {
     EXIT_CLUSTER: "the cluster cannot be reached or cannot run the work (no workers for "
     "the Dask config dmixed.no-workers-timeout, workers killed at their memory limit)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+    EXIT_PIPE: "its output was closed early (piped into head): as a command killed by SIGPIPE",
 }
 
 
@@ -67,6 +68,7 @@ __all__ = [
     "EXIT_CLUSTER",
     "EXIT_BUG",
     "EXIT_INTERRUPTED",
+    "EXIT_PIPE",
     "EXIT_STATUSES",
     "build_parser",
     "Job",
