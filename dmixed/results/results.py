@@ -124,6 +124,7 @@ class MixedLMResults:
         optimize_result,
         fit_seconds: float,
         coords: Coordinates | None = None,
+        free: np.ndarray | None = None,
     ) -> MixedLMResults:
         """Results of a fit: the estimates, their covariance and the BLUPs.
 
@@ -154,6 +155,9 @@ class MixedLMResults:
         fit_seconds : float
         coords : Coordinates, optional
             Default: the statistics' coordinates are the model's own.
+        free : ndarray of bool (n_params,), optional
+            The covariance parameters estimated (``fit(free=...)``; default all): the
+            others have zero standard errors, as in statsmodels.
 
         Warns
         -----
@@ -176,6 +180,7 @@ class MixedLMResults:
             conditional=float(prof.scale) * prof.a_inv,
             cov_fe=cov_fe,
             identifiable=_identifiable(stats, model),
+            free=free,
         )
         state = _record_fit(
             model,
@@ -192,7 +197,7 @@ class MixedLMResults:
             warn_unidentified(
                 hessian,
                 model.k_fe,
-                layout.boundary_mask(boundary, use_sqrt=False),
+                layout.boundary_mask(boundary, use_sqrt=False) | (False if free is None else ~free),
                 lambda: res.param_names[model.k_fe :],
             )
         return res
