@@ -30,7 +30,7 @@ from .contrasts import t_test, wald_test
 from .covariance import covariance_of_estimates
 from .identification import warn_unidentified
 from .plots import caterpillar, residual_plot
-from .prediction import Predictor, check_new_groups, predict_dask, predict_frame
+from .prediction import Predictor, check_new_groups, formula_data, predict_dask, predict_frame
 from .prediction_error import get_prediction as _get_prediction
 from .profile import confint_frame, variance_intervals
 from .profile_re import profile_re
@@ -510,6 +510,7 @@ class MixedLMResults:
             be read (:func:`~dmixed.results.prediction.predict_dask`).
         """
         check_new_groups(new_groups)
+        data, exog = formula_data(self.spec, data, exog)
         if data is not None:
             if self.spec is None:
                 raise SpecError(
