@@ -25,6 +25,7 @@ from .dtypes import (
     native_values,
     py_scalars,
     to_float,
+    warn_rounded_integers,
 )
 from .levels import MISSING_CODE, UNKNOWN_CODE, level_codes, unknown_levels
 from .messages import check_present, plural
@@ -142,6 +143,8 @@ def _normalize(spec: ModelSpec, df: pd.DataFrame, formula_columns: list[str]) ->
             norm.missing[c] = codes == MISSING_CODE
             norm.unknown[c] = codes == UNKNOWN_CODE
             continue
+        if kind == NUMERIC:  # numbers as levels (C(h)) are read exactly, natively
+            warn_rounded_integers(s, c)
         vals = to_float(s, c)
         miss = missing_mask(vals, kind)
         check_finite(vals, c)
