@@ -624,6 +624,8 @@ class MixedLM(LikelihoodMethods, ModelDimensions, ModelData):
         prof = ev.prof
         if prof is None:
             raise RuntimeError("internal error: the optimum is outside the parameter space")
+        # statsmodels' mask for the standard errors is in the plain packing (Hessian's)
+        estimated = parse_free(free, layout.n_params, self.k_fe, use_sqrt=False)
         hess = None
         if not skip_hessian:
             # in θ = [vech(Ψ*), τ*] whatever the packing: the Hessian's basis is ∂B*/∂θ
@@ -640,7 +642,9 @@ class MixedLM(LikelihoodMethods, ModelDimensions, ModelData):
             optimize_result=opt,
             fit_seconds=time.perf_counter() - t_start,
             coords=coords,
+            free=estimated,
         )
+        res.to_state().n_held = int(np.sum(~estimated))
         res.fit_options = dict(
             start_params=start_params, method=method, free=free, maxiter=maxiter, gtol=gtol
         )

@@ -548,6 +548,54 @@ def test_nested_variance_component_vs_statsmodels(nested_vc_data, reml):
     assert_matches_statsmodels(dm_res, sm_res, reml)
 
 
+def _free_fits(data, case, reml):
+    """``fit(free=...)``: hold the random intercept-slope covariance at 0 (``slope``), or
+    the variance component at its start value (``vc``), in both libraries."""
+
+    def fit():
+        if case == "slope":
+            formula, kw = SLOPE_FORMULA, dict(groups="g", re_formula="1 + x1")
+            parts = dict(fe_params=np.ones(4), cov_re=np.eye(2))
+            start = dict(fe_params=np.zeros(4), cov_re=np.eye(2))
+        else:
+            formula = "y ~ x1"
+            kw = dict(groups="g", re_formula="1", vc_formula={"sub": "0 + C(sub)"})
+            parts = dict(fe_params=np.ones(2), cov_re=np.ones((1, 1)), vcomp=np.zeros(1))
+            start = dict(fe_params=np.zeros(2), cov_re=np.ones((1, 1)), vcomp=np.array([0.3]))
+        fits = []
+        for params, model, fitter in (
+            (dmixed.MixedLMParams, dmixed.MixedLM, lambda m, **k: m.fit(reml=reml, **k)),
+            (MixedLMParams, SmMixedLM, lambda m, **k: _sm_fit(m, reml, **k)),
+        ):
+            free = params.from_components(**parts)
+            mod = model.from_formula(formula, data, **kw)
+            fits.append(fitter(mod, free=free, start_params=params.from_components(**start)))
+        return tuple(fits)
+
+    return _cached(("free", case, reml), fit)
+
+
+@pytest.mark.parametrize("reml", REML)
+@pytest.mark.parametrize("case", ["slope", "vc"])
+def test_free_mask_standard_errors_vs_statsmodels(
+    unbalanced_slope_data, nested_vc_data, case, reml
+):
+    """Parameters held fixed have standard error 0 and zero rows and columns in
+    ``cov_params()``; the others come from the Hessian of the free parameters only."""
+    data = unbalanced_slope_data if case == "slope" else nested_vc_data
+    dm_res, sm_res = _free_fits(data, case, reml)
+    assert_fit_is_consistent(dm_res, local_max=False)  # a constrained maximum
+    _CONSISTENT.add(id(dm_res))
+    assert assert_matches_statsmodels(dm_res, sm_res, reml)
+    held = _arr(sm_res.bse) == 0
+    assert held.sum() == 1
+    assert np.all(_arr(dm_res.bse)[held] == 0)
+    sm_cp, dm_cp = _arr(sm_res.cov_params()), _arr(dm_res.cov_params())
+    assert np.all(dm_cp[held] == 0) and np.all(dm_cp[:, held] == 0)
+    d = np.sqrt(np.diag(sm_cp))
+    assert_close(dm_cp, sm_cp, rtol=RTOL_BSE, atol=RTOL_BSE * np.outer(d, d), what="cov_params")
+
+
 # --------------------------------------------------------------------------------------
 # Names and the statsmodels results layout
 # --------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError, DroppedRowsWarning
-from .dtypes import NUMERIC
+from .dtypes import NUMERIC, warn_rounded_integers
 from .missing import missing_mask, missing_rows
 
 
@@ -65,7 +65,10 @@ def as_float_matrix(value, argname: str) -> np.ndarray:
                     f"{argname}: column {col!r} has non-numeric dtype {value[col].dtype}; "
                     "encode it (e.g. with a formula and C(...)) first"
                 )
+            warn_rounded_integers(value[col], f"{argname}[{col!r}]")
         return value.astype("float64").to_numpy(na_value=np.nan)
+    if isinstance(value, np.ndarray):
+        warn_rounded_integers(value, argname)
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as exc:

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from .dtypes import NUMERIC
+from .dtypes import NUMERIC, warn_rounded_integers
 from .matrices import fixed_effects, needs_frame, random_effects
 from .spec import DesignMatrices, ModelSpec
 
@@ -91,6 +91,7 @@ def columns_design(spec: ModelSpec, columns: Mapping[str, np.ndarray]) -> Design
         col = columns.get(name)
         if col is None or col.ndim != 1 or col.dtype.kind not in "fiu":
             return None
+        warn_rounded_integers(col, name)  # as to_float
         col = np.asarray(col, dtype=np.float64)  # to_float's values (no copy for floats)
         if not np.isfinite(col).all():
             return None

@@ -10,10 +10,12 @@ and dictionaries) are labels: raw strings never reach formulaic (DESIGN.md §10)
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError
+from ..errors import DataError, PrecisionWarning
 from .messages import plural
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "column_class",
     "column_kind",
     "to_float",
+    "warn_rounded_integers",
     "check_finite",
     "native_class",
     "native_dtype",
@@ -120,6 +123,38 @@ def to_float(s: pd.Series, name: str) -> np.ndarray:
             f"column {name!r} holds a value that does not convert to a float (a Decimal "
             "signalling NaN, 'sNaN'?)"
         ) from None
+
+
+#: The largest magnitude below which every integer is a float64 (2^53).
+EXACT_INTEGERS = 2**53
+
+
+def warn_rounded_integers(values, name: str) -> None:
+    """Warn when integer ``values`` (numpy or pandas, any integer dtype; others are
+    ignored) hold a magnitude above 2^53, where float64 (the type of every design
+    column) cannot hold every integer: they are rounded (to a multiple of 1024 near
+    2^62), and the fit is that of the rounded column, whatever its shift.
+
+    Warns
+    -----
+    PrecisionWarning
+        Naming the column and its range, with the remedy (subtract a reference first).
+    """
+    dtype = getattr(values, "dtype", None)
+    if dtype is None or getattr(dtype, "kind", "") not in "iu" or len(values) == 0:
+        return
+    lo, hi = values.min(), values.max()
+    if not (pd.notna(lo) and pd.notna(hi)):  # all missing (nullable integers)
+        return
+    if int(hi) <= EXACT_INTEGERS and int(lo) >= -EXACT_INTEGERS:
+        return
+    warnings.warn(
+        f"column {name!r} holds integers beyond 2**53 in magnitude ({int(lo)} to {int(hi)}), "
+        "which float64 cannot all represent: they are rounded before the fit. Subtract a "
+        f"reference first (e.g. data[{name!r}] - data[{name!r}].min()) to fit them exactly",
+        PrecisionWarning,
+        stacklevel=2,
+    )
 
 
 def _holds_text(s: pd.Series) -> bool:

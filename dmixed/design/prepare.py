@@ -25,6 +25,7 @@ from .dtypes import (
     native_values,
     py_scalars,
     to_float,
+    warn_rounded_integers,
 )
 from .levels import MISSING_CODE, UNKNOWN_CODE, level_codes, level_positions
 from .messages import check_present, plural
@@ -153,6 +154,7 @@ def _normalize(spec: ModelSpec, df: pd.DataFrame, formula_columns: list[str]) ->
             norm.unknown[c] = codes == UNKNOWN_CODE
             norm.values[c] = s
             continue
+        warn_rounded_integers(s, c)  # numbers as levels (C(h)) are read exactly, above
         vals = to_float(s, c)
         norm.missing[c] = missing_mask(vals, kind)
         check_finite(vals, c)

@@ -95,6 +95,9 @@ class ResultsState:
         The packed covariance parameters the optimizer started from (None: not saved).
     initial_llf, grad_norm : float
         ℓ at the start; the final scaled gradient norm (NaN: not saved).
+    n_held : int
+        Covariance parameters held at their start values (``fit(free=...)``): not
+        counted by the information criteria (as statsmodels).
     cov_fe_statistics : ndarray (p, p) or None
         ``T cov(β̂) T'``: cov(β̂) in the statistics' coordinates (``X = X̃ T``,
         :mod:`dmixed.stats.standardize`), taken from the optimizer's covariance before
@@ -151,6 +154,7 @@ class ResultsState:
     initial_params: np.ndarray | None = None
     initial_llf: float = np.nan
     grad_norm: float = np.nan
+    n_held: int = 0
     cov_fe_statistics: np.ndarray | None = None
     statistics_columns: Any = None
     blup_cov_statistics: Any = None
@@ -195,8 +199,9 @@ class ResultsState:
 
     @property
     def df_modelwc(self) -> int:
-        """Parameters counted by the information criteria: ``k + 1`` (σ²)."""
-        return len(self.params) + 1
+        """Parameters counted by the information criteria: ``k + 1`` (σ²) less those
+        held fixed (``n_held``)."""
+        return len(self.params) + 1 - self.n_held
 
     @property
     def aic(self) -> float:

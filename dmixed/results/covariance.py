@@ -26,8 +26,13 @@ def covariance_of_estimates(
     conditional: np.ndarray,
     cov_fe: str,
     identifiable: bool = True,
+    free: np.ndarray | None = None,
 ) -> np.ndarray:
     """``inv(−H)``, as statsmodels, also on the boundary when that is a covariance.
+
+    Covariance parameters held at their start values (``free`` False: ``fit(free=...)``)
+    are not estimates: their rows and columns are zero and the others come from the
+    Hessian without them, as statsmodels' ``MixedLM.fit`` does.
 
     A variance at zero (``at_zero``) sits at the edge of the parameter space.
     statsmodels inverts the whole Hessian there too, and we match it whenever the
@@ -58,6 +63,8 @@ def covariance_of_estimates(
     cov_fe : {"hessian", "conditional"}
     identifiable : bool
         False for a model that :func:`dmixed.stats.check_identifiable` refuses.
+    free : ndarray of bool (k − k_fe,), optional
+        Covariance parameters estimated (default: all); the others were held fixed.
 
     Returns
     -------
@@ -71,6 +78,10 @@ def covariance_of_estimates(
     """
     if hessian is None:
         return np.full((k, k), np.nan)
+    if free is not None and not np.all(free):
+        return _with_held(
+            hessian, k_fe, np.asarray(free, dtype=bool), at_zero, conditional, cov_fe, identifiable
+        )
     keep = np.ones(k, dtype=bool)
     keep[k_fe:] = ~at_zero
     p = k_fe
@@ -98,6 +109,25 @@ def covariance_of_estimates(
         cov[:p, :p] = conditional
         cov[:p, p:] = np.where(has_se[p:] & defined, 0.0, np.nan)
         cov[p:, :p] = cov[:p, p:].T
+    return cov
+
+
+def _with_held(hessian, k_fe, free, at_zero, conditional, cov_fe, identifiable):
+    """:func:`covariance_of_estimates` over the estimated parameters (β and ``free``),
+    zero in the rows and columns of the parameters held fixed (statsmodels)."""
+    keep = np.concatenate([np.ones(k_fe, dtype=bool), free])
+    k = keep.size
+    sub = covariance_of_estimates(
+        hessian[np.ix_(keep, keep)],
+        k=int(keep.sum()),
+        k_fe=k_fe,
+        at_zero=np.asarray(at_zero, dtype=bool)[free],
+        conditional=conditional,
+        cov_fe=cov_fe,
+        identifiable=identifiable,
+    )
+    cov = np.zeros((k, k))
+    cov[np.ix_(keep, keep)] = sub
     return cov
 
 

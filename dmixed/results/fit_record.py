@@ -25,13 +25,22 @@ __all__ = [
 
 
 def fit_state(
-    model, stats, reml, estimate, cov_fe, optimize_result, fit_seconds, coords: Coordinates
+    model,
+    stats,
+    reml,
+    estimate,
+    cov_fe,
+    optimize_result,
+    fit_seconds,
+    coords: Coordinates,
+    free: np.ndarray | None = None,
 ) -> ResultsState:
     """The state record of a fit (:meth:`MixedLMResults.from_fit
     <dmixed.results.results.MixedLMResults.from_fit>`): the covariance of the estimates
     (:func:`~dmixed.results.covariance.covariance_of_estimates`) and :func:`record_fit`.
     ``estimate`` is ``(packed, prof, llf, hessian)`` in the optimizer's and the
-    statistics' coordinates."""
+    statistics' coordinates.  ``free``: the covariance parameters estimated (default
+    all; :func:`~dmixed.results.covariance.covariance_of_estimates`)."""
     packed, prof, llf, hessian = estimate
     layout = stats.layout
     boundary = list(optimize_result.boundary)
@@ -43,6 +52,7 @@ def fit_state(
         conditional=float(prof.scale) * prof.a_inv,
         cov_fe=cov_fe,
         identifiable=identifiable(stats, model),
+        free=free,
     )
     return record_fit(
         model,

@@ -11,7 +11,7 @@ import pandas as pd
 
 from ..design import is_dask
 from ..errors import SpecError
-from .prediction import check_new_groups, predict_dask, predict_frame
+from .prediction import check_new_groups, formula_data, predict_dask, predict_frame
 from .prediction_error import get_prediction as _get_prediction
 
 __all__ = ["FittedValues"]
@@ -82,6 +82,7 @@ class FittedValues:
             be read (:func:`~dmixed.results.prediction.predict_dask`).
         """
         check_new_groups(new_groups)
+        data, exog = formula_data(self.spec, data, exog)
         if data is not None:
             if self.spec is None:
                 raise SpecError(

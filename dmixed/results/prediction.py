@@ -13,6 +13,8 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from ..design import is_dask
+from ..design.arrays import as_float_matrix
 from ..design.dtypes import comparable_keys
 from ..design.partitions import check_persisted, select_columns
 from ..design.prepare import needed_columns
@@ -23,6 +25,7 @@ __all__ = [
     "NEW_GROUPS",
     "Predictor",
     "check_new_groups",
+    "formula_data",
     "transform_for_prediction",
     "predict_frame",
     "NewRows",
@@ -39,6 +42,32 @@ def check_new_groups(new_groups: str) -> None:
     if new_groups not in NEW_GROUPS:
         shown = ", ".join(repr(v) for v in NEW_GROUPS)
         raise SpecError(f"new_groups must be one of {shown}, got {new_groups!r}")
+
+
+def formula_data(spec, data, exog):
+    """``(data, exog)`` of a ``predict``-like call, with a DataFrame passed as ``exog`` to
+    a formula model (``spec`` not None) moved to ``data``: statsmodels applies the
+    formula to it, so it is new data, not a design matrix.
+
+    Raises
+    ------
+    SpecError
+        Both ``data`` and such an ``exog``.
+    """
+    if spec is None or not (isinstance(exog, pd.DataFrame) or is_dask(exog)):
+        return data, exog
+    if data is not None:
+        raise SpecError("pass the new rows once: as data or as exog, not both")
+    return exog, None
+
+
+def _float_rows(value, argname: str) -> np.ndarray:
+    """``value`` as a 2-D float64 matrix; a DataError naming ``argname`` if it is not
+    numeric (text, ``pd.NA``) or not 1- or 2-dimensional."""
+    try:
+        return as_float_matrix(value, argname)
+    except TypeError as exc:
+        raise DataError(str(exc)) from exc
 
 
 def transform_for_prediction(spec, df: pd.DataFrame, include_random: bool = True):
@@ -179,7 +208,7 @@ class Predictor:
             unless the model's only random effect is an intercept) or ``groups`` not of
             ``exog``'s rows, ``exog_re`` not of ``k_re`` columns.
         """
-        x = np.asarray(exog, dtype=np.float64).reshape(len(exog), -1)
+        x = _float_rows(exog, "exog")
         if x.shape[1] != len(self.fe_params):
             raise DataError(f"exog has {x.shape[1]} columns; the model has {len(self.fe_params)}")
         n = x.shape[0]
@@ -191,8 +220,7 @@ class Predictor:
             raise SpecError("include_random with exog= is not available for VC models")
         if exog_re is None and self.k_re != 1:
             raise SpecError(f"include_random=True needs exog_re= with {self.k_re} columns")
-        z = np.ones((n, 1)) if exog_re is None else np.asarray(exog_re, dtype=np.float64)
-        z = z.reshape(-1, 1) if z.ndim == 1 else z
+        z = np.ones((n, 1)) if exog_re is None else _float_rows(exog_re, "exog_re")
         if z.shape != (n, self.k_re):
             raise DataError(f"exog_re has shape {z.shape}; expected ({n}, {self.k_re})")
         keys = np.asarray(groups)

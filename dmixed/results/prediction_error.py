@@ -44,7 +44,7 @@ from ..design.partitions import check_persisted, select_columns
 from ..design.prepare import needed_columns
 from ..errors import DataError, SpecError
 from ..stats.standardize import Standardization
-from .prediction import Predictor, check_new_groups, on_frame_rows
+from .prediction import Predictor, check_new_groups, formula_data, on_frame_rows
 
 __all__ = ["PredictionResults", "PredictionVariance", "conditional_cross", "get_prediction"]
 
@@ -475,6 +475,7 @@ def get_prediction(
     check_new_groups(new_groups)
     check_alpha(alpha)
     spec = results.spec
+    data, exog = formula_data(spec, data, exog)
     if data is not None:
         if spec is None:
             raise SpecError(

@@ -122,6 +122,7 @@ class MixedLMResults(FittedValues):
         optimize_result,
         fit_seconds: float,
         coords: Coordinates | None = None,
+        free: np.ndarray | None = None,
     ) -> MixedLMResults:
         """Results of a fit: the estimates, their covariance and the BLUPs.
 
@@ -152,6 +153,9 @@ class MixedLMResults(FittedValues):
         fit_seconds : float
         coords : Coordinates, optional
             Default: the statistics' coordinates are the model's own.
+        free : ndarray of bool (n_params,), optional
+            The covariance parameters estimated (``fit(free=...)``; default all): the
+            others have zero standard errors, as in statsmodels.
 
         Warns
         -----
@@ -168,14 +172,14 @@ class MixedLMResults(FittedValues):
         boundary = list(optimize_result.boundary)
         estimate = (packed, prof, llf, hessian)
         state = fit_state(
-            model, stats, reml, estimate, cov_fe, optimize_result, fit_seconds, coords
+            model, stats, reml, estimate, cov_fe, optimize_result, fit_seconds, coords, free
         )
         res = cls(state, model=model)
         if identifiable(stats, model):  # else the fixed effects' warning says so
             warn_unidentified(
                 hessian,
                 model.k_fe,
-                layout.boundary_mask(boundary, use_sqrt=False),
+                layout.boundary_mask(boundary, use_sqrt=False) | (False if free is None else ~free),
                 lambda: res.param_names[model.k_fe :],
             )
         return res

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from dmixed.design import build_spec
 from dmixed.design.dtypes import object_class, object_types, to_float
-from dmixed.errors import DataError, NumericFactorWarning
+from dmixed.errors import DataError, NumericFactorWarning, PrecisionWarning
 
 from .frames import assert_same
 
@@ -379,3 +379,91 @@ def test_numbers_of_any_storage_still_convert():
     ]
     for values, expected in cases:
         np.testing.assert_array_equal(to_float(values, "x"), expected)
+
+
+# -- integer columns beyond float64's exact integers -----------------------------------
+
+
+def _offset_frame(offset: int, dtype) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A covariate ``offset + 0..999`` of ``dtype`` and the same shifted by hand."""
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(40), 10)
+    small = rng.integers(0, 1000, g.size)
+    y = 0.01 * small + rng.normal(size=40)[g] + rng.normal(size=g.size)
+    big = (np.array(offset, dtype=dtype) + small.astype(dtype)).astype(dtype)
+    return pd.DataFrame({"y": y, "c": big, "g": g}), pd.DataFrame({"y": y, "c": small, "g": g})
+
+
+def _fit(df: pd.DataFrame, dask_partitions: int):
+    import dask
+    import dask.dataframe as dd
+
+    from dmixed import mixedlm
+
+    if not dask_partitions:
+        return mixedlm("y ~ c", df, groups="g").fit()
+    with dask.config.set(scheduler="sync"):
+        ddf = dd.from_pandas(df, npartitions=dask_partitions)
+        return mixedlm("y ~ c", ddf, groups="g").fit()
+
+
+@settings(max_examples=6, deadline=None, derandomize=True, database=None)
+@given(
+    offset=st.integers(-(2**53) + 1000, 2**53 - 1000),
+    dask_partitions=st.sampled_from([0, 3]),
+)
+def test_integer_offsets_within_float64s_integers_fit_as_shifted_by_hand(offset, dask_partitions):
+    """The statistics' shift makes a column's offset irrelevant while float64 holds its
+    values: the fit is that of the column shifted by hand, without a warning."""
+    big, small = _offset_frame(offset, np.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got, ref = _fit(big, dask_partitions), _fit(small, dask_partitions)
+    assert got.fe_params["c"] == pytest.approx(ref.fe_params["c"], rel=1e-10)
+    assert got.scale == pytest.approx(ref.scale, rel=1e-10)
+    assert got.llf == pytest.approx(ref.llf, rel=1e-10)
+
+
+@settings(max_examples=6, deadline=None, derandomize=True, database=None)
+@given(
+    offset=st.integers(2**53 + 1, 2**62),
+    dtype=st.sampled_from([np.int64, np.uint64]),
+    dask_partitions=st.sampled_from([0, 3]),
+)
+def test_integers_beyond_2_to_53_warn_that_they_are_rounded(offset, dtype, dask_partitions):
+    """float64 cannot hold them: the fit (of the rounded column) says so, naming it,
+    instead of a silently wrong slope (at 2^62 the values are rounded to 1024)."""
+    big, _ = _offset_frame(offset, dtype)
+    with pytest.warns(PrecisionWarning, match="column 'c' holds integers beyond 2\\*\\*53"):
+        _fit(big, dask_partitions)
+
+
+@pytest.mark.parametrize("dtype", ["int64", "uint64", "Int64", "UInt64", "arrow-uint64"])
+def test_numeric_columns_warn_for_integers_they_round(dtype):
+    """Numbers as numbers; numbers as levels (``C(h)``) are read exactly, no warning."""
+    dt = pd.ArrowDtype(pa.uint64()) if dtype == "arrow-uint64" else dtype
+    base = _zoo_base()
+    i = np.arange(len(base)) % 3
+    exact = base.assign(h=pd.Series(np.array([2**53, 3, 7])[i]).astype(dt))
+    big = base.assign(h=pd.Series(np.array([2**53 + 1, 3, 7], dtype=np.uint64)[i]).astype(dt))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_spec(exact, "y ~ h", groups="g").transform(exact)
+        build_spec(big, "y ~ C(h)", groups="g").transform(big)
+    spec = build_spec(exact, "y ~ h", groups="g")
+    with pytest.warns(PrecisionWarning, match="column 'h'"):
+        spec.transform(big)
+
+
+def test_array_designs_warn_for_integers_they_round():
+    from dmixed import MixedLM
+
+    big, _ = _offset_frame(2**60, np.int64)
+    exog = np.column_stack([np.ones(len(big), dtype=np.int64), big["c"].to_numpy()])
+    with pytest.warns(PrecisionWarning, match="column 'exog'"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DataError)
+            try:
+                MixedLM(big["y"].to_numpy(), exog, big["g"].to_numpy())
+            except DataError:
+                pass

@@ -298,3 +298,19 @@ def test_results_saved_before_digests_were_recorded_still_load(tmp_path, res):
     fit.save(tmp_path / "out")
     _edit_estimates(tmp_path / "out", lambda doc: doc.pop("files"))
     assert dmixed.load(tmp_path / "out").llf == fit.llf
+
+
+def test_a_fit_with_held_parameters_keeps_its_information_criteria(tmp_path):
+    """Parameters held by ``fit(free=...)`` are not counted by aic/bic (statsmodels), and
+    a saved result keeps that, with their zero standard errors."""
+    df = make_data(n_groups=30, seed=5)
+    endog, exog, exog_re, groups = design(df)
+    model = MixedLM(endog, exog, groups, exog_re=exog_re)
+    fit = model.fit(reml=False, start_params=[1.0, 0.0, 1.0], free=[1, 0, 1])
+    assert fit.df_modelwc == len(fit.params)
+    assert fit.aic == pytest.approx(-2 * (fit.llf - len(fit.params)), rel=1e-14)
+    assert fit.bse[exog.shape[1] + 1] == 0
+    fit.save(tmp_path / "out")
+    back = dmixed.load(tmp_path / "out")
+    assert (back.aic, back.bic, back.df_modelwc) == (fit.aic, fit.bic, fit.df_modelwc)
+    np.testing.assert_array_equal(back.bse, fit.bse)

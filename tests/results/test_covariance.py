@@ -132,3 +132,29 @@ def test_a_hessian_that_could_not_be_computed_gives_conditional_beta():
         cov = _cov(np.full((3, 3), np.nan))
     np.testing.assert_array_equal(cov[:2, :2], CONDITIONAL)
     assert np.isnan(cov[2:, :]).all()
+
+
+def test_parameters_held_fixed_have_zero_rows_and_the_others_their_sub_inverse():
+    """statsmodels' ``fit(free=...)``: inv(−H) over the estimated parameters only."""
+    hess = np.array(
+        [
+            [-1.1, 0.16, 0.3, 0.2],
+            [0.16, -24.0, 0.5, 0.1],
+            [0.3, 0.5, -2.0, 0.4],
+            [0.2, 0.1, 0.4, -3.0],
+        ]
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cov = covariance_of_estimates(
+            hess,
+            k=4,
+            k_fe=2,
+            at_zero=np.array([False, False]),
+            conditional=CONDITIONAL,
+            cov_fe="hessian",
+            free=np.array([True, False]),
+        )
+    keep = [0, 1, 2]
+    np.testing.assert_allclose(cov[np.ix_(keep, keep)], np.linalg.inv(-hess[np.ix_(keep, keep)]))
+    assert np.all(cov[3] == 0) and np.all(cov[:, 3] == 0)

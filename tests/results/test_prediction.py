@@ -212,3 +212,57 @@ def test_array_designs_of_the_wrong_shape_are_named():
         res.fittedvalues[:3],
         rtol=1e-12,
     )
+
+
+def test_a_frame_passed_as_exog_to_a_formula_model_goes_through_the_formula():
+    """statsmodels applies the formula to ``predict(exog=frame)``: the same numbers as
+    ``predict(frame)``, never the frame read as a design matrix (it used to be, silently,
+    when the frame happened to have ``k_fe`` numeric columns)."""
+    import statsmodels.formula.api as smf
+
+    df = make_data(n_groups=20, seed=21)
+    df["lvl"] = np.where(df["x2"] > 0, "b", "a")
+    for formula, cols in (
+        ("y ~ x1 + C(lvl)", ["x1", "lvl", "g"]),
+        ("y ~ x1 + x2", ["x1", "x2", "g"]),
+    ):
+        res = mixedlm(formula, df, groups="g").fit()
+        new = df.head(5)[cols]
+        sm = smf.mixedlm(formula, df, groups="g").fit().predict(exog=new)
+        got = res.predict(exog=new)
+        pd.testing.assert_series_equal(got, res.predict(new))
+        np.testing.assert_allclose(got, sm, rtol=1e-5)
+        ddf = dd.from_pandas(new, npartitions=2)
+        with dask.config.set(scheduler="sync"):
+            pd.testing.assert_series_equal(res.predict(exog=ddf).compute(), got)
+        pd.testing.assert_frame_equal(
+            res.get_prediction(exog=new).summary_frame(), res.get_prediction(new).summary_frame()
+        )
+        with pytest.raises(SpecError, match="as data or as exog, not both"):
+            res.predict(new, exog=new)
+    # a missing value in a nullable column: that row NaN, as predict(frame)
+    na = new.assign(x1=new["x1"].astype("Float64"))
+    na.loc[na.index[1], "x1"] = pd.NA
+    got = res.predict(exog=na)
+    assert got.isna().tolist() == [False, True, False, False, False]
+
+
+def test_raw_exog_that_is_not_numeric_is_named():
+    """Text or pd.NA in a raw matrix: a DataError naming the argument, not numpy's bare
+    ValueError/TypeError."""
+    df = make_data(n_groups=12, seed=16)
+    endog, exog, exog_re, groups = design(df)
+    res = MixedLM(endog, exog, groups, exog_re=exog_re).fit()
+    formula_res = mixedlm("y ~ x1 + x2", df, groups="g").fit()
+    text = exog[:2].astype(object)
+    text[0, 1] = "a"
+    missing = exog[:2].astype(object)
+    missing[1, 2] = pd.NA
+    for bad in (text, missing):
+        for fit in (res, formula_res):
+            with pytest.raises(DataError, match="exog must be numeric"):
+                fit.predict(exog=bad)
+    with pytest.raises(DataError, match="exog_re must be numeric"):
+        res.predict(exog=exog[:2], exog_re=text[:, :2], groups=groups[:2], include_random=True)
+    with pytest.raises(DataError, match="exog has 2 columns; the model has 3"):
+        formula_res.predict(exog=exog[:2, :2])
