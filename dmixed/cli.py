@@ -22,7 +22,6 @@ import argparse
 import contextlib
 import functools
 import logging
-import math
 import os
 import re
 import sys
@@ -54,6 +53,7 @@ from .job import (
     parse_vc,
     read_job_file,
 )
+from .stats.last_fit import last_fit, remember_fit
 
 __all__ = ["EXIT_STATUSES", "Job", "JobError", "build_parser", "main", "make_job", "read_job_file"]
 
@@ -357,44 +357,9 @@ def run_fit(job: Job) -> int:
             client=client,
         )
     if job.stats_dir:
-        _remember_fit(job.stats_dir, res)
+        remember_fit(job.stats_dir, res.packed_params.tolist(), res.method, res.llf)
     _save_outputs(job, res)
     return EXIT_OK
-
-
-def _remember_fit(stats_dir: str, res) -> None:
-    """Record the estimates next to the statistics (warm start of a later update)."""
-    import json
-
-    path = os.path.join(stats_dir, "last_fit.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(
-            {"packed_params": res.packed_params.tolist(), "method": res.method, "llf": res.llf},
-            fh,
-        )
-    os.replace(tmp, path)
-
-
-def _last_fit(stats_dir: str) -> list | None:
-    """The estimates of the last fit on these statistics (a warm start), if recorded."""
-    import json
-
-    path = os.path.join(stats_dir, "last_fit.json")
-    if not os.path.exists(path):
-        return None
-    try:
-        with open(path) as fh:
-            start = json.load(fh).get("packed_params")
-        values = [float(v) for v in start]
-        if not all(math.isfinite(v) and abs(v) < 1e150 for v in values):
-            raise ValueError("packed_params must be finite numbers of a sensible size")
-    except (OSError, ValueError, AttributeError, TypeError) as exc:
-        raise CheckpointError(
-            f"{path} is damaged ({type(exc).__name__}: {exc}); remove it (the next update "
-            "then starts from moment estimates)"
-        ) from exc
-    return values
 
 
 def _refuse_included(included: list[dict], new_inputs: list[dict], stats_dir) -> None:
@@ -430,7 +395,7 @@ def run_update(job: Job) -> int:
     new_inputs = checkpoint.input_fingerprint(files, job.storage_options)
     _refuse_included(manifest.get("inputs", []), new_inputs, job.stats_dir)
     old, _ = checkpoint.load_statistics(job.stats_dir)
-    start = _last_fit(job.stats_dir)
+    start = last_fit(job.stats_dir)
     method = job.method or manifest.get("job", {}).get("method", "reml")
     with connect(_cluster_of(job)) as client, _job_errors(job, reads_data=True):
         spec, column_maps = grown_spec(spec, ddf)  # new levels of nested components
@@ -443,7 +408,10 @@ def run_update(job: Job) -> int:
         )
     if column_maps is not None:
         old = old.renumbered(column_maps)
-    merged = checkpoint.merge(old, new)
+    try:
+        merged = checkpoint.merge(old, new, spec.group_name)
+    except DataError as exc:  # new group keys of another type than the saved ones
+        raise JobError(f"{_one_line(exc)} (data {job.data!r})", EXIT_DATA) from exc
     model = MixedLM.from_statistics(statistics_from_arrays(merged), spec)
     if start is not None and len(start) != merged.layout.n_params:
         start = None
@@ -467,7 +435,7 @@ def run_update(job: Job) -> int:
             "job": {"method": method},
         },
     )
-    _remember_fit(job.stats_dir, res)
+    remember_fit(job.stats_dir, res.packed_params.tolist(), res.method, res.llf)
     return EXIT_OK
 
 

@@ -942,6 +942,22 @@ def test_update_with_a_copy_of_an_included_file_is_refused(incremental, tmp_path
     assert (d / "S/manifest.json").read_bytes() == before and not (d / "U2").exists()
 
 
+def test_update_with_text_group_keys_where_the_saved_are_numbers_is_refused(incremental):
+    """New rows whose group column is text, saved integer groups: "a bug in dmixed"
+    (TypeError sorting the union of keys); now a data error naming the column and both
+    types, the statistics untouched."""
+    d = incremental.dir
+    before = (d / "S/manifest.json").read_bytes()
+    new = pd.read_parquet(d / "B.parquet").head(30)
+    new["g"] = new["g"].astype(str)
+    new.to_parquet(d / "B_text.parquet", index=False)
+    args = ("update", "--stats-dir", "S", "--data", "B_text.parquet", "--output", "U3")
+    proc = run_in_process(*args, *incremental.cluster, cwd=d)
+    assert proc.returncode == 3, proc.stderr
+    assert "'g' holds text" in proc.stderr and "numbers (int64)" in proc.stderr
+    assert (d / "S/manifest.json").read_bytes() == before and not (d / "U3").exists()
+
+
 def test_update_takes_new_nested_levels_of_new_and_old_groups(scheduler, tmp_path):
     """New groups bring their own levels of a nested component (and an old group one
     never seen): refused ("levels not seen when the model spec was built"); now the
