@@ -338,6 +338,7 @@ def run_fit(job: Job) -> int:
     _check_targets(job)
     files = input_files(job)
     fingerprint = checkpoint.input_fingerprint(files, job.storage_options)
+    _refuse_repeated(fingerprint, [])
     job_digest = _job_digest(job, fingerprint)
     reuse = _reusable_statistics(job, job_digest) is not None
     ddf = None if reuse else read_data(job, files)[0]  # a reuse reads no data
@@ -362,19 +363,18 @@ def run_fit(job: Job) -> int:
     return EXIT_OK
 
 
-def _refuse_included(included: list[dict], new_inputs: list[dict], stats_dir) -> None:
-    """Refuse inputs already in the statistics, by path or by content (a copy)."""
-    from .stats.inputs import same_content
+def _refuse_repeated(inputs: list[dict], included: list[dict], stats_dir=None) -> None:
+    """Refuse inputs given twice, or already in the statistics, by path or by content."""
+    from .stats.inputs import repeated_inputs
 
-    done = {i["path"] for i in included}
-    again = [i["path"] for i in new_inputs if i["path"] in done]
-    copies = same_content([i for i in new_inputs if i["path"] not in done], included)
-    again += [f"{path} (the content of {earlier})" for path, earlier in copies]
+    again = repeated_inputs(inputs, included)
     if again:
         more = f" and {len(again) - 3} more" if len(again) > 3 else ""
+        where = f"already included in the statistics of {stats_dir}" if stats_dir else "given twice"
+        again_words = "adding them again" if stats_dir else "reading them twice"
         raise JobError(
-            f"{len(again)} input(s) already included in the statistics of {stats_dir}: "
-            f"{', '.join(again[:3])}{more}; adding them again would count their rows twice"
+            f"{len(again)} input(s) {where}: "
+            f"{', '.join(again[:3])}{more}; {again_words} would count their rows twice"
         )
 
 
@@ -393,7 +393,7 @@ def run_update(job: Job) -> int:
     spec = ModelSpec.from_dict(manifest["spec"])
     ddf, files = read_data(job)
     new_inputs = checkpoint.input_fingerprint(files, job.storage_options)
-    _refuse_included(manifest.get("inputs", []), new_inputs, job.stats_dir)
+    _refuse_repeated(new_inputs, manifest.get("inputs", []), job.stats_dir)
     old, _ = checkpoint.load_statistics(job.stats_dir)
     start = last_fit(job.stats_dir)
     method = job.method or manifest.get("job", {}).get("method", "reml")

@@ -178,6 +178,18 @@ def test_fit_end_to_end_on_the_embedded_local_cluster(data, tmp_path):
     assert_same_fit(res, in_process_fit(data.full))
 
 
+def test_fit_refuses_one_file_given_twice(data, tmp_path):
+    """``--data 'DIR/*.parquet' DIR/A.parquet`` read A twice, its rows counted twice, as
+    ``update`` refuses (the fingerprints' absolute paths: ``./`` is the same file)."""
+    pattern = str(data.dir / "*.parquet")
+    again = f"{data.dir}/./A.parquet"
+    for files in ((pattern, str(data.A)), (str(data.A), again)):
+        proc = run_in_process("fit", "--data", *files, *MODEL, "--output", "out", cwd=tmp_path)
+        assert proc.returncode == 2, proc.stderr
+        assert f"1 input(s) given twice: {data.A};" in proc.stderr
+        assert not (tmp_path / "out").exists()
+
+
 @pytest.fixture(scope="module")
 def ab_result(data, scheduler, tmp_path_factory):
     """``fit --data A B --cluster scheduler.json``: its run and results directory."""
