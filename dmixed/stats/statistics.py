@@ -101,7 +101,10 @@ def check_full_rank(xtx: np.ndarray, names: list[str]) -> None:
     zero = d == 0
     if zero.any():
         cols = [names[j] for j in np.flatnonzero(zero)]
-        raise DataError(f"fixed-effects design is rank deficient: column(s) {cols} are all zero")
+        raise DataError(
+            f"fixed-effects design is rank deficient: column(s) {cols} are constant (one "
+            "value in every row, as the intercept, or all zero); drop them from the formula"
+        )
     corr = xtx / np.outer(d, d)
     evals, evecs = np.linalg.eigh(corr)
     tol = 1e-10 * p

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import dmixed
 from dmixed import DataError
 from dmixed.stats import FittedStatistics, GlobalStats, Layout, check_identifiable
 
@@ -81,3 +83,13 @@ def test_refused_exactly_when_an_lme4_check_fails(sizes, q, data):
             check_identifiable(_stats(sizes, q, vc_used), "g", names)
     else:
         check_identifiable(_stats(sizes, q, vc_used), "g", names)
+
+
+def test_a_constant_column_is_called_constant_not_all_zero():
+    """``y ~ x + k`` with k = 3.0 in every row was refused as "['k'] are all zero"."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {"y": rng.normal(size=60), "x": rng.normal(size=60), "k": 3.0, "g": np.arange(60) % 6}
+    )
+    with pytest.raises(DataError, match=r"\['k'\] are constant"):
+        dmixed.mixedlm("y ~ x + k", frame, groups="g").fit()
