@@ -93,3 +93,17 @@ def test_a_constant_column_is_called_constant_not_all_zero():
     )
     with pytest.raises(DataError, match=r"\['k'\] are constant"):
         dmixed.mixedlm("y ~ x + k", frame, groups="g").fit()
+
+
+def test_a_rank_deficiency_of_many_columns_names_a_few_and_the_count():
+    """A factor of one level per row made a message listing every column (16,673
+    characters through Dask); now the first ten and the count."""
+    rng = np.random.default_rng(1)
+    levels = [f"l{i:02d}" for i in range(40)] * 3
+    frame = pd.DataFrame({"y": rng.normal(size=120), "f": levels, "h": levels})
+    frame["g"] = np.arange(120) % 6
+    with pytest.raises(
+        DataError, match=r"linearly dependent columns \[.*, \.\.\. \(\d+ in all\)\]"
+    ) as info:
+        dmixed.mixedlm("y ~ f + h", frame, groups="g").fit()
+    assert str(info.value).count("[T.") == 10
