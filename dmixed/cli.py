@@ -94,6 +94,20 @@ def _input_format(job: Job, files: list[str]) -> str:
     return "csv" if first.endswith((".csv", ".csv.gz", ".tsv")) else "parquet"
 
 
+def _csv_float_columns(job: Job, dtypes) -> list[str]:
+    """The integer columns of a CSV input read as float64: the model reads them as
+    numbers (float64) whatever the files give, and Dask's reader infers the type from
+    the first file's first rows, refusing a later file's decimals.  The group column and
+    the columns named inside ``C()`` keep their integers (their values are levels); none
+    without the model on the command line (``update``: the saved spec's)."""
+    if not job.formula or not job.groups:
+        return []
+    formulas = [job.formula or "", job.re_formula or "", *(job.vc_formula or {}).values()]
+    levels = set(re.findall(r"\bC\(\s*([A-Za-z_][\w.]*)", " ".join(formulas)))
+    levels.add(job.groups)
+    return [c for c, t in dtypes.items() if t.kind in "iu" and c not in levels]
+
+
 def _files_named(job: Job, message: str) -> str:
     """The files of a multi-file input that a column problem (the column quoted in
     ``message``) comes from, as ``"; in FILE: ..."`` (empty when none is found)."""
@@ -112,7 +126,12 @@ def read_data(job: Job, files: list[str] | None = None):
     fmt = _input_format(job, files)
     try:
         if fmt == "csv":
-            return dd.read_csv(files, storage_options=job.storage_options or None), files
+            ddf = dd.read_csv(files, storage_options=job.storage_options or None)
+            as_float = _csv_float_columns(job, ddf.dtypes)
+            if as_float:  # whole numbers in the first file, decimals in another
+                dtype = dict.fromkeys(as_float, "float64")
+                ddf = dd.read_csv(files, dtype=dtype, storage_options=job.storage_options or None)
+            return ddf, files
         return dd.read_parquet(files, storage_options=job.storage_options or None), files
     except Exception as exc:  # pyarrow/fsspec raise many types for unreadable input
         message = f"cannot read {fmt} data {job.data!r}: {_read_error_message(exc)}"

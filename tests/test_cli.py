@@ -190,6 +190,21 @@ def test_fit_refuses_one_file_given_twice(data, tmp_path):
         assert not (tmp_path / "out").exists()
 
 
+def test_fit_of_csv_files_whole_numbers_in_one_decimals_in_another(data, scheduler, tmp_path):
+    """A column of whole numbers in the first CSV file (int64) and decimals in the next
+    was refused (Dask infers the type from the first file); Parquet's mix was read as
+    numbers.  The fit is the in-process fit of the same rows."""
+    a, b = data.frame_a.copy(), data.frame_b
+    a["x1"] = a["x1"].round()  # written as 3, not 3.0
+    (tmp_path / "d").mkdir()
+    a.astype({"x1": int}).to_csv(tmp_path / "d/a.csv", index=False)
+    b.to_csv(tmp_path / "d/b.csv", index=False)
+    args = ("fit", "--data", "d", *MODEL, "--cluster", scheduler.file, "--output", "out")
+    ok(run_in_process(*args, cwd=tmp_path))
+    ref = in_process_fit(pd.concat([a, b], ignore_index=True))
+    assert_same_fit(dmixed.load(tmp_path / "out"), ref)
+
+
 @pytest.fixture(scope="module")
 def ab_result(data, scheduler, tmp_path_factory):
     """``fit --data A B --cluster scheduler.json``: its run and results directory."""
