@@ -46,12 +46,14 @@ from .job import (
     EXIT_NOT_CONVERGED,
     EXIT_OK,
     EXIT_STATUSES,
+    MODEL_KEYS,
     Job,
     JobError,
     build_parser,
     job_from,
     parse_vc,
     read_job_file,
+    saved_model,
 )
 from .stats.last_fit import last_fit, remember_fit
 
@@ -138,15 +140,12 @@ def read_data(job: Job, files: list[str] | None = None):
         raise JobError(message, EXIT_DATA) from exc
 
 
-_MODEL_KEYS = ("formula", "groups", "re_formula", "vc_formula", "weights", "missing")
-
-
 def _model_digest(model: dict, inputs: list[dict]) -> str:
     """Digest of the model options and input files, the same for `fit` and `update`
     (``model``: a Job's attributes or a saved spec, whose keys have the same names)."""
     from .stats.checkpoint import digest
 
-    return digest({k: model.get(k) for k in _MODEL_KEYS}, sorted(inputs, key=lambda i: i["path"]))
+    return digest({k: model.get(k) for k in MODEL_KEYS}, sorted(inputs, key=lambda i: i["path"]))
 
 
 def _job_digest(job: Job, fingerprint: list[dict]) -> str:
@@ -409,7 +408,7 @@ def run_update(job: Job) -> int:
 
     _check_targets(job)
     manifest = checkpoint.read_manifest(job.stats_dir)
-    spec = ModelSpec.from_dict(manifest["spec"])
+    spec = saved_model(job, ModelSpec.from_dict(manifest["spec"]), manifest["spec"])
     ddf, files = read_data(job)
     new_inputs = checkpoint.input_fingerprint(files, job.storage_options)
     _refuse_repeated(new_inputs, manifest.get("inputs", []), job.stats_dir)
@@ -448,7 +447,7 @@ def run_update(job: Job) -> int:
         merged,
         job.stats_dir,
         {
-            "digest": _model_digest(manifest["spec"], inputs),
+            "digest": _model_digest(spec.to_dict(), inputs),
             "spec": spec.to_dict(),
             "inputs": inputs,
             "job": {"method": method},

@@ -985,6 +985,28 @@ def test_update_with_text_group_keys_where_the_saved_are_numbers_is_refused(incr
     assert (d / "S/manifest.json").read_bytes() == before and not (d / "U3").exists()
 
 
+def test_update_missing_drop_is_the_fit_of_all_rows_with_missing_drop(data, scheduler, tmp_path):
+    """New rows with a missing value: update said "pass --missing drop", which it did not
+    take; now it does, and the saved statistics are then those of ``--missing drop``."""
+    b = data.frame_b.copy()
+    b.loc[b.index[:3], "x1"] = np.nan
+    data.frame_a.to_parquet(tmp_path / "A.parquet", index=False)
+    b.to_parquet(tmp_path / "B.parquet", index=False)
+    common = [*MODEL, "--cluster", scheduler.file, "--quiet"]
+    fit_a = ("fit", "--data", "A.parquet", *common, "--stats-dir", "S", "--output", "FA")
+    ok(run_in_process(*fit_a, cwd=tmp_path))
+    update = ("update", "--stats-dir", "S", "--data", "B.parquet", "--output", "U")
+    proc = run_in_process(*update, "--cluster", scheduler.file, "--quiet", cwd=tmp_path)
+    assert proc.returncode == 2 and "--missing drop" in proc.stderr, proc.stderr
+    proc = run_in_process(
+        *update, "--missing", "drop", "--cluster", scheduler.file, cwd=tmp_path, warns=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    ref = in_process_fit(pd.concat([data.frame_a, b], ignore_index=True).dropna())
+    assert_same_fit(dmixed.load(tmp_path / "U"), ref)
+    assert json.loads((tmp_path / "S/manifest.json").read_text())["spec"]["missing"] == "drop"
+
+
 def test_update_takes_new_nested_levels_of_new_and_old_groups(scheduler, tmp_path):
     """New groups bring their own levels of a nested component (and an old group one
     never seen): refused ("levels not seen when the model spec was built"); now the
