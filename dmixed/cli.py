@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import functools
 import logging
-import math
 import os
 import re
 import sys
@@ -49,13 +48,16 @@ from .job import (
     EXIT_OK,
     EXIT_PIPE,
     EXIT_STATUSES,
+    MODEL_KEYS,
     Job,
     JobError,
     build_parser,
     job_from,
     parse_vc,
     read_job_file,
+    saved_model,
 )
+from .stats.last_fit import last_fit, remember_fit
 
 __all__ = ["EXIT_STATUSES", "Job", "JobError", "build_parser", "main", "make_job", "read_job_file"]
 
@@ -96,6 +98,20 @@ def _input_format(job: Job, files: list[str]) -> str:
     return "csv" if first.endswith((".csv", ".csv.gz", ".tsv")) else "parquet"
 
 
+def _csv_float_columns(job: Job, dtypes) -> list[str]:
+    """The integer columns of a CSV input read as float64: the model reads them as
+    numbers (float64) whatever the files give, and Dask's reader infers the type from
+    the first file's first rows, refusing a later file's decimals.  The group column and
+    the columns named inside ``C()`` keep their integers (their values are levels); none
+    without the model on the command line (``update``: the saved spec's)."""
+    if not job.formula or not job.groups:
+        return []
+    formulas = [job.formula or "", job.re_formula or "", *(job.vc_formula or {}).values()]
+    levels = set(re.findall(r"\bC\(\s*([A-Za-z_][\w.]*)", " ".join(formulas)))
+    levels.add(job.groups)
+    return [c for c, t in dtypes.items() if t.kind in "iu" and c not in levels]
+
+
 def _files_named(job: Job, message: str) -> str:
     """The files of a multi-file input that a column problem (the column quoted in
     ``message``) comes from, as ``"; in FILE: ..."`` (empty when none is found)."""
@@ -114,14 +130,16 @@ def read_data(job: Job, files: list[str] | None = None):
     fmt = _input_format(job, files)
     try:
         if fmt == "csv":
-            return dd.read_csv(files, storage_options=job.storage_options or None), files
+            ddf = dd.read_csv(files, storage_options=job.storage_options or None)
+            as_float = _csv_float_columns(job, ddf.dtypes)
+            if as_float:  # whole numbers in the first file, decimals in another
+                dtype = dict.fromkeys(as_float, "float64")
+                ddf = dd.read_csv(files, dtype=dtype, storage_options=job.storage_options or None)
+            return ddf, files
         return dd.read_parquet(files, storage_options=job.storage_options or None), files
     except Exception as exc:  # pyarrow/fsspec raise many types for unreadable input
         message = f"cannot read {fmt} data {job.data!r}: {_read_error_message(exc)}"
         raise JobError(message, EXIT_DATA) from exc
-
-
-_MODEL_KEYS = ("formula", "groups", "re_formula", "vc_formula", "weights", "missing")
 
 
 def _model_digest(model: dict, inputs: list[dict]) -> str:
@@ -129,7 +147,7 @@ def _model_digest(model: dict, inputs: list[dict]) -> str:
     (``model``: a Job's attributes or a saved spec, whose keys have the same names)."""
     from .stats.checkpoint import digest
 
-    return digest({k: model.get(k) for k in _MODEL_KEYS}, sorted(inputs, key=lambda i: i["path"]))
+    return digest({k: model.get(k) for k in MODEL_KEYS}, sorted(inputs, key=lambda i: i["path"]))
 
 
 def _job_digest(job: Job, fingerprint: list[dict]) -> str:
@@ -340,6 +358,7 @@ def run_fit(job: Job) -> int:
     _check_targets(job)
     files = input_files(job)
     fingerprint = checkpoint.input_fingerprint(files, job.storage_options)
+    _refuse_repeated(fingerprint, [])
     job_digest = _job_digest(job, fingerprint)
     reuse = _reusable_statistics(job, job_digest) is not None
     ddf = None if reuse else read_data(job, files)[0]  # a reuse reads no data
@@ -359,59 +378,23 @@ def run_fit(job: Job) -> int:
             client=client,
         )
     if job.stats_dir:
-        _remember_fit(job.stats_dir, res)
+        remember_fit(job.stats_dir, res.packed_params.tolist(), res.method, res.llf)
     _save_outputs(job, res)
     return EXIT_OK
 
 
-def _remember_fit(stats_dir: str, res) -> None:
-    """Record the estimates next to the statistics (warm start of a later update)."""
-    import json
+def _refuse_repeated(inputs: list[dict], included: list[dict], stats_dir=None) -> None:
+    """Refuse inputs given twice, or already in the statistics, by path or by content."""
+    from .stats.inputs import repeated_inputs
 
-    path = os.path.join(stats_dir, "last_fit.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(
-            {"packed_params": res.packed_params.tolist(), "method": res.method, "llf": res.llf},
-            fh,
-        )
-    os.replace(tmp, path)
-
-
-def _last_fit(stats_dir: str) -> list | None:
-    """The estimates of the last fit on these statistics (a warm start), if recorded."""
-    import json
-
-    path = os.path.join(stats_dir, "last_fit.json")
-    if not os.path.exists(path):
-        return None
-    try:
-        with open(path) as fh:
-            start = json.load(fh).get("packed_params")
-        values = [float(v) for v in start]
-        if not all(math.isfinite(v) and abs(v) < 1e150 for v in values):
-            raise ValueError("packed_params must be finite numbers of a sensible size")
-    except (OSError, ValueError, AttributeError, TypeError) as exc:
-        raise CheckpointError(
-            f"{path} is damaged ({type(exc).__name__}: {exc}); remove it (the next update "
-            "then starts from moment estimates)"
-        ) from exc
-    return values
-
-
-def _refuse_included(included: list[dict], new_inputs: list[dict], stats_dir) -> None:
-    """Refuse inputs already in the statistics, by path or by content (a copy)."""
-    from .stats.inputs import same_content
-
-    done = {i["path"] for i in included}
-    again = [i["path"] for i in new_inputs if i["path"] in done]
-    copies = same_content([i for i in new_inputs if i["path"] not in done], included)
-    again += [f"{path} (the content of {earlier})" for path, earlier in copies]
+    again = repeated_inputs(inputs, included)
     if again:
         more = f" and {len(again) - 3} more" if len(again) > 3 else ""
+        where = f"already included in the statistics of {stats_dir}" if stats_dir else "given twice"
+        again_words = "adding them again" if stats_dir else "reading them twice"
         raise JobError(
-            f"{len(again)} input(s) already included in the statistics of {stats_dir}: "
-            f"{', '.join(again[:3])}{more}; adding them again would count their rows twice"
+            f"{len(again)} input(s) {where}: "
+            f"{', '.join(again[:3])}{more}; {again_words} would count their rows twice"
         )
 
 
@@ -427,12 +410,12 @@ def run_update(job: Job) -> int:
 
     _check_targets(job)
     manifest = checkpoint.read_manifest(job.stats_dir)
-    spec = ModelSpec.from_dict(manifest["spec"])
+    spec = saved_model(job, ModelSpec.from_dict(manifest["spec"]), manifest["spec"])
     ddf, files = read_data(job)
     new_inputs = checkpoint.input_fingerprint(files, job.storage_options)
-    _refuse_included(manifest.get("inputs", []), new_inputs, job.stats_dir)
+    _refuse_repeated(new_inputs, manifest.get("inputs", []), job.stats_dir)
     old, _ = checkpoint.load_statistics(job.stats_dir)
-    start = _last_fit(job.stats_dir)
+    start = last_fit(job.stats_dir)
     method = job.method or manifest.get("job", {}).get("method", "reml")
     with connect(_cluster_of(job)) as client, _job_errors(job, reads_data=True):
         spec, column_maps = grown_spec(spec, ddf)  # new levels of nested components
@@ -448,7 +431,10 @@ def run_update(job: Job) -> int:
         )
     if column_maps is not None:
         old = old.renumbered(column_maps)
-    merged = checkpoint.merge(old, new)
+    try:
+        merged = checkpoint.merge(old, new, spec.group_name)
+    except DataError as exc:  # new group keys of another type than the saved ones
+        raise JobError(f"{_one_line(exc)} (data {job.data!r})", EXIT_DATA) from exc
     model = MixedLM.from_statistics(statistics_from_arrays(merged), spec)
     if start is not None and len(start) != merged.layout.n_params:
         start = None
@@ -466,13 +452,13 @@ def run_update(job: Job) -> int:
         merged,
         job.stats_dir,
         {
-            "digest": _model_digest(manifest["spec"], inputs),
+            "digest": _model_digest(spec.to_dict(), inputs),
             "spec": spec.to_dict(),
             "inputs": inputs,
             "job": {"method": method},
         },
     )
-    _remember_fit(job.stats_dir, res)
+    remember_fit(job.stats_dir, res.packed_params.tolist(), res.method, res.llf)
     return EXIT_OK
 
 

@@ -20,6 +20,7 @@ key, the value given and what is allowed, one line per problem.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import os
 import typing
@@ -61,6 +62,8 @@ EXIT_STATUSES = {
 MAXITER_LIMIT = 1_000_000
 
 __all__ = [
+    "MODEL_KEYS",
+    "saved_model",
     "EXIT_OK",
     "EXIT_CONFIG",
     "EXIT_DATA",
@@ -317,6 +320,8 @@ def job_from(
     job = _validated(values, "", flag_name)
     if command in ("update", "bootstrap") and "method" not in values:
         job.method = None  # default: the method of the saved fit
+    if command == "update" and "missing" not in values:
+        job.missing = None  # default: as the saved statistics
     missing = [k for k in required if not getattr(job, k)]
     if missing:
         raise JobError(
@@ -481,6 +486,13 @@ def build_parser() -> argparse.ArgumentParser:
     update.add_argument(
         "--method", type=str.lower, choices=Job.choices("method"), help="default: as the saved fit"
     )
+    update.add_argument(
+        "--missing",
+        type=str.lower,
+        choices=Job.choices("missing"),
+        help="default: as the saved statistics; drop: rows of the new data with missing "
+        "values dropped (the saved rows had none, or were dropped too)",
+    )
     update.set_defaults(required=("data", "output", "stats_dir"))
     _add_bootstrap(sub)
     show = sub.add_parser(
@@ -494,3 +506,34 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--quiet", action="store_true", default=None, help=argparse.SUPPRESS)
     show.set_defaults(required=())
     return parser
+
+
+#: The job keys that make the model (``update`` takes them from the saved statistics).
+MODEL_KEYS = ("formula", "groups", "re_formula", "vc_formula", "weights", "missing")
+
+
+def saved_model(job: Job, spec, saved: dict):
+    """The saved model ``spec``, refusing a job whose model keys differ from it (update
+    adds rows to the saved model); ``missing: drop`` where the saved statistics refused
+    missing values is that model with the new rows' missing values dropped (a fit of all
+    rows with ``missing: drop``: the saved rows had none).
+
+    Raises
+    ------
+    JobError
+        A model key of the job differs from the saved one, or ``missing: raise`` where
+        the saved statistics dropped rows.
+    """
+    keys = [k for k in MODEL_KEYS if k != "missing" and getattr(job, k) is not None]
+    differ = [k for k in keys if getattr(job, k) != saved.get(k)]
+    if job.missing == "raise" and spec.missing == "drop":
+        differ.append("missing")
+    if differ:
+        shown = "; ".join(f"{k}: {getattr(job, k)!r}, saved {saved.get(k)!r}" for k in differ)
+        raise JobError(
+            f"the job's model differs from the saved statistics' ({shown}): update adds "
+            f"rows to the model of {job.stats_dir}; fit the data again for another model"
+        )
+    if job.missing == "drop" and spec.missing != "drop":
+        return dataclasses.replace(spec, missing="drop")
+    return spec

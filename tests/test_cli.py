@@ -178,6 +178,33 @@ def test_fit_end_to_end_on_the_embedded_local_cluster(data, tmp_path):
     assert_same_fit(res, in_process_fit(data.full))
 
 
+def test_fit_refuses_one_file_given_twice(data, tmp_path):
+    """``--data 'DIR/*.parquet' DIR/A.parquet`` read A twice, its rows counted twice, as
+    ``update`` refuses (the fingerprints' absolute paths: ``./`` is the same file)."""
+    pattern = str(data.dir / "*.parquet")
+    again = f"{data.dir}/./A.parquet"
+    for files in ((pattern, str(data.A)), (str(data.A), again)):
+        proc = run_in_process("fit", "--data", *files, *MODEL, "--output", "out", cwd=tmp_path)
+        assert proc.returncode == 2, proc.stderr
+        assert f"1 input(s) given twice: {data.A};" in proc.stderr
+        assert not (tmp_path / "out").exists()
+
+
+def test_fit_of_csv_files_whole_numbers_in_one_decimals_in_another(data, scheduler, tmp_path):
+    """A column of whole numbers in the first CSV file (int64) and decimals in the next
+    was refused (Dask infers the type from the first file); Parquet's mix was read as
+    numbers.  The fit is the in-process fit of the same rows."""
+    a, b = data.frame_a.copy(), data.frame_b
+    a["x1"] = a["x1"].round()  # written as 3, not 3.0
+    (tmp_path / "d").mkdir()
+    a.astype({"x1": int}).to_csv(tmp_path / "d/a.csv", index=False)
+    b.to_csv(tmp_path / "d/b.csv", index=False)
+    args = ("fit", "--data", "d", *MODEL, "--cluster", scheduler.file, "--output", "out")
+    ok(run_in_process(*args, cwd=tmp_path))
+    ref = in_process_fit(pd.concat([a, b], ignore_index=True))
+    assert_same_fit(dmixed.load(tmp_path / "out"), ref)
+
+
 @pytest.fixture(scope="module")
 def ab_result(data, scheduler, tmp_path_factory):
     """``fit --data A B --cluster scheduler.json``: its run and results directory."""
@@ -966,6 +993,44 @@ def _fit_update_and_scratch(where, common: list, cluster: str) -> None:
     ok(run_in_process(*update, "--cluster", cluster, "--quiet", cwd=where))
     scratch = ("fit", "--data", "A.parquet", "B.parquet", *common, "--output", "F")
     ok(run_in_process(*scratch, cwd=where))
+
+
+def test_update_with_text_group_keys_where_the_saved_are_numbers_is_refused(incremental):
+    """New rows whose group column is text, saved integer groups: "a bug in dmixed"
+    (TypeError sorting the union of keys); now a data error naming the column and both
+    types, the statistics untouched."""
+    d = incremental.dir
+    before = (d / "S/manifest.json").read_bytes()
+    new = pd.read_parquet(d / "B.parquet").head(30)
+    new["g"] = new["g"].astype(str)
+    new.to_parquet(d / "B_text.parquet", index=False)
+    args = ("update", "--stats-dir", "S", "--data", "B_text.parquet", "--output", "U3")
+    proc = run_in_process(*args, *incremental.cluster, cwd=d)
+    assert proc.returncode == 3, proc.stderr
+    assert "'g' holds text" in proc.stderr and "numbers (int64)" in proc.stderr
+    assert (d / "S/manifest.json").read_bytes() == before and not (d / "U3").exists()
+
+
+def test_update_missing_drop_is_the_fit_of_all_rows_with_missing_drop(data, scheduler, tmp_path):
+    """New rows with a missing value: update said "pass --missing drop", which it did not
+    take; now it does, and the saved statistics are then those of ``--missing drop``."""
+    b = data.frame_b.copy()
+    b.loc[b.index[:3], "x1"] = np.nan
+    data.frame_a.to_parquet(tmp_path / "A.parquet", index=False)
+    b.to_parquet(tmp_path / "B.parquet", index=False)
+    common = [*MODEL, "--cluster", scheduler.file, "--quiet"]
+    fit_a = ("fit", "--data", "A.parquet", *common, "--stats-dir", "S", "--output", "FA")
+    ok(run_in_process(*fit_a, cwd=tmp_path))
+    update = ("update", "--stats-dir", "S", "--data", "B.parquet", "--output", "U")
+    proc = run_in_process(*update, "--cluster", scheduler.file, "--quiet", cwd=tmp_path)
+    assert proc.returncode == 2 and "--missing drop" in proc.stderr, proc.stderr
+    proc = run_in_process(
+        *update, "--missing", "drop", "--cluster", scheduler.file, cwd=tmp_path, warns=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    ref = in_process_fit(pd.concat([data.frame_a, b], ignore_index=True).dropna())
+    assert_same_fit(dmixed.load(tmp_path / "U"), ref)
+    assert json.loads((tmp_path / "S/manifest.json").read_text())["spec"]["missing"] == "drop"
 
 
 def test_update_takes_new_nested_levels_of_new_and_old_groups(scheduler, tmp_path):

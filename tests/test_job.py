@@ -17,6 +17,7 @@ from dmixed.job import (
     job_from,
     parse_vc,
     read_job_file,
+    saved_model,
 )
 
 
@@ -148,3 +149,24 @@ def test_a_variance_component_named_twice_by_flags_is_refused():
     with pytest.raises(JobError, match="variance component 'a' twice") as info:
         parse_vc(["a=0 + C(c)", "a = 0 + z"])
     assert info.value.status == 2
+
+
+def _update_job(**values) -> Job:
+    base = {"stats_dir": "S", "data": "b.parquet", "output": "U"}
+    return job_from({**base, **values}, {}, (), "update")
+
+
+def test_update_refuses_a_job_of_another_model_and_takes_missing_drop():
+    """An update job's formula, re_formula or weights were silently ignored (the saved
+    model fitted); ``missing: drop`` was refused though the message suggested it."""
+    from types import SimpleNamespace
+
+    saved = {"formula": "y ~ x", "groups": "g", "re_formula": None, "weights": None}
+    spec = SimpleNamespace(missing="raise")
+    assert _update_job().missing is None  # default: the saved statistics'
+    assert saved_model(_update_job(formula="y ~ x", groups="g"), spec, saved) is spec
+    job = _update_job(formula="y ~ 1", weights="w")
+    with pytest.raises(JobError, match=r"job's model differs.*formula: 'y ~ 1', saved 'y ~ x'"):
+        saved_model(job, spec, saved)
+    with pytest.raises(JobError, match=r"missing: 'raise', saved"):
+        saved_model(_update_job(missing="raise"), SimpleNamespace(missing="drop"), saved)

@@ -25,6 +25,7 @@ from .dtypes import (
     CATEGORICAL,
     NUMERIC,
     NUMERIC_LEVELS,
+    check_numbers_as_text,
     column_kind,
     native_class,
     object_class,
@@ -353,6 +354,8 @@ def scan_levels(data, meta, dask_input, kinds, native, parsed, columns_used, mis
     for c in plan.level_cols:
         if kinds[c] != NUMERIC and not scan.levels[c]:
             raise DataError(f"column {c!r} has no non-missing values")
+        if kinds[c] == CATEGORICAL and c not in plan.c_columns:
+            check_numbers_as_text(c, scan.levels[c], scan.n_kept)
     _warn_numeric_factors(parsed, kinds, scan.levels, meta)
     return scan
 

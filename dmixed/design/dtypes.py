@@ -27,6 +27,8 @@ __all__ = [
     "column_kind",
     "to_float",
     "warn_rounded_integers",
+    "text_error",
+    "check_numbers_as_text",
     "check_finite",
     "native_class",
     "native_dtype",
@@ -109,11 +111,7 @@ def to_float(s: pd.Series, name: str) -> np.ndarray:
     """
     if _holds_text(s):
         shown = next(v for v in s.to_numpy(dtype=object) if isinstance(v, (str, bytes)))
-        raise DataError(
-            f"column {name!r} holds text (such as {shown!r}) where the model reads numbers; "
-            f"text is a factor under dmixed's column rules: convert it first, e.g. "
-            f"pd.to_numeric(data[{name!r}])"
-        )
+        raise text_error(name, [shown], "where the model reads numbers")
     try:
         return s.to_numpy(dtype=np.float64, na_value=np.nan)
     except (TypeError, ValueError) as e:
@@ -155,6 +153,56 @@ def warn_rounded_integers(values, name: str) -> None:
         PrecisionWarning,
         stacklevel=2,
     )
+
+
+def text_error(name: str, shown: list, where: str, convert: str = "") -> DataError:
+    """The refusal of text in a column of numbers: ``column NAME holds text (such as
+    ...) WHERE; ...``, with at most three of the ``shown`` values (the one owner of
+    these words, :func:`to_float` and :func:`check_numbers_as_text`)."""
+    more = f" and {len(shown) - 3} more" if len(shown) > 3 else ""
+    such = ", ".join(repr(v) for v in shown[:3]) + more
+    return DataError(
+        f"column {name!r} holds text (such as {such}) {where}; text is a factor under "
+        f"dmixed's column rules: convert it first, e.g. pd.to_numeric(data[{name!r}]"
+        f"{convert})"
+    )
+
+
+#: A text column read as a factor is refused as numbers read as text when it has at
+#: least this many levels, more than :data:`LEVELS_PER_ROW` of its rows' count, and
+#: at most :data:`TEXT_SHARE` of its levels do not read as numbers.
+MANY_LEVELS = 20
+LEVELS_PER_ROW = 0.5
+TEXT_SHARE = 0.1
+
+
+def check_numbers_as_text(name: str, levels: list, n_rows: int | None) -> None:
+    """Refuse a factor that is a column of numbers with a few text cells.
+
+    One ``"?"`` in a CSV column of numbers makes the whole column text, read as a
+    factor of about one level per row: a dense design of n × n columns (gigabytes,
+    minutes) and errors listing every level.  Refused where the factor has at least
+    :data:`MANY_LEVELS` levels, more than :data:`LEVELS_PER_ROW` × ``n_rows``, and
+    some but at most :data:`TEXT_SHARE` of them do not read as numbers
+    (``pd.to_numeric``); a factor of text labels, or of many numeric strings only
+    (ids), is kept.
+
+    Raises
+    ------
+    DataError
+        Naming the column, a few of the text cells and their count.
+    """
+    if n_rows is None or len(levels) < MANY_LEVELS or len(levels) <= LEVELS_PER_ROW * n_rows:
+        return
+    values = pd.Series(levels, dtype=object)
+    text = values[pd.to_numeric(values, errors="coerce").isna()].tolist()
+    if not text or len(text) > TEXT_SHARE * len(levels):
+        return
+    where = (
+        f"among {len(levels) - len(text)} distinct numbers ({plural(len(text), 'text value')}"
+        f"; as a factor it would have {len(levels)} levels for {plural(n_rows)})"
+    )
+    raise text_error(name, text, where, ", errors='coerce'")
 
 
 def _holds_text(s: pd.Series) -> bool:

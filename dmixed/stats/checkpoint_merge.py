@@ -9,13 +9,14 @@ import pandas as pd
 from ..errors import CheckpointMismatch
 from .crossed_stats import merge_cross
 from .group_arrays import GroupArrays, no_padding
+from .keys import check_key_kind
 from .layout import Layout
 from .ragged_stats import merge_ragged
 from .slots import number_pairs
 from .statistics import GlobalStats, chan_correction
 
 
-def merge(old: GroupArrays, new: GroupArrays) -> GroupArrays:
+def merge(old: GroupArrays, new: GroupArrays, column: str = "group") -> GroupArrays:
     """Statistics of old rows + statistics of new rows, added by group key.
 
     Groups are the union of both (sorted).  A variance-component column that a group
@@ -27,15 +28,21 @@ def merge(old: GroupArrays, new: GroupArrays) -> GroupArrays:
     side held crossed, the other made so) slot by slot and co-occurrence by
     co-occurrence (:func:`~dmixed.stats.crossed_stats.merge_cross`), and stay crossed;
     ragged and padded statistics whose components overlap are added padded.  The new
-    statistics are first converted to the old ones' column map.
+    statistics are first converted to the old ones' column map.  ``column`` names the
+    group column in errors.
 
     Raises
     ------
+    DataError
+        The new statistics' group keys are text and the old ones' numbers, or the other
+        way round (:func:`~dmixed.stats.keys.check_key_kind`).
     CheckpointMismatch
         The two are of models with other ``exog_re`` columns, components or ``[X y]``.
     """
     if (old.layout.k_re, old.layout.k_vc, old.k) != (new.layout.k_re, new.layout.k_vc, new.k):
         raise CheckpointMismatch("the saved statistics are of a different model")
+    where = "the new rows where the saved statistics hold {declared}"
+    check_key_kind(np.asarray(new.labels).dtype, np.asarray(old.labels).dtype, column, where)
     old, new = _same_storage(old, new)
     new = new.converted_to(old.columns)  # each batch chose its own map: add in the old
     labels = pd.Index(old.labels).union(pd.Index(new.labels))

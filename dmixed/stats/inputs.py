@@ -122,6 +122,28 @@ def remote_identity(url: str, storage_options: dict | None = None) -> str:
     return "store-sha256:" + hashlib.sha256(blob.encode()).hexdigest()
 
 
+def repeated_inputs(inputs: list[dict], included: list[dict] | None = None) -> list[str]:
+    """The inputs of ``inputs`` whose rows would be counted twice: a path of
+    ``included`` or of an earlier input given again (``"PATH"``), or the content of one
+    under another name (``"PATH (the content of EARLIER)"``, :func:`same_content`).
+
+    ``inputs`` and ``included`` are records of
+    :func:`dmixed.stats.checkpoint.input_fingerprint` (absolute local paths, so
+    ``d/a.parquet`` and ``./d/a.parquet`` are one path).
+    """
+    included = included or []
+    done = {rec["path"] for rec in included}
+    again: list[dict] = []
+    fresh: list[dict] = []
+    for rec in inputs:
+        (again if rec["path"] in done else fresh).append(rec)
+        done.add(rec["path"])
+    out = [rec["path"] for rec in again]
+    return out + [
+        f"{path} (the content of {earlier})" for path, earlier in same_content(fresh, included)
+    ]
+
+
 def same_content(inputs: list[dict], included: list[dict]) -> list[tuple[str, str]]:
     """Pairs ``(path, earlier path)``: an input of ``inputs`` whose content is that of an
     input of ``included`` or of an earlier one of ``inputs`` under another name.

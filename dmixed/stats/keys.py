@@ -82,16 +82,32 @@ def conform_keys(keys: np.ndarray, dtype, column: str) -> np.ndarray:
     want = np.dtype(dtype) if dtype is not object else np.dtype(object)
     if keys.dtype == want:
         return keys
-    if (keys.dtype.kind == "O") != (want.kind == "O"):
-        found = "text" if keys.dtype.kind == "O" else f"numbers ({keys.dtype})"
-        declared = "text" if want.kind == "O" else f"numbers ({want})"
-        raise DataError(
-            f"the group column {column!r} holds {found} in a partition where the "
-            f"collection holds {declared} (as its first partition or its metadata "
-            "declares): one group key of two types would be two groups, or two groups "
-            "one; give the column one type in every file"
-        )
+    where = "a partition where the collection holds {declared} (as its first partition or its metadata declares)"  # noqa: E501
+    check_key_kind(keys.dtype, want, column, where)
     return keys.astype(want)
+
+
+def check_key_kind(found, declared, column: str, where: str) -> None:
+    """Refuse group keys of dtype ``found`` where keys of dtype ``declared`` are expected,
+    if one is text and the other numbers (the owner of that refusal's words).
+
+    ``where`` is the place the keys came from, with ``{declared}`` for the words of the
+    expected kind ("a partition where the collection holds {declared}").
+
+    Raises
+    ------
+    DataError
+        One of ``found`` and ``declared`` is text (object) and the other is not.
+    """
+    found, declared = np.dtype(found), np.dtype(declared)
+    if (found.kind == "O") == (declared.kind == "O"):
+        return
+    words = {d: "text" if d.kind == "O" else f"numbers ({d})" for d in (found, declared)}
+    raise DataError(
+        f"the group column {column!r} holds {words[found]} in "
+        f"{where.format(declared=words[declared])}: one group key of two types would be "
+        "two groups, or two groups one; give the column one type in every file"
+    )
 
 
 def sorted_codes(groups) -> tuple[np.ndarray, np.ndarray]:

@@ -100,19 +100,31 @@ def check_full_rank(xtx: np.ndarray, names: list[str]) -> None:
     d = np.sqrt(np.maximum(np.diag(xtx), 0.0))
     zero = d == 0
     if zero.any():
-        cols = [names[j] for j in np.flatnonzero(zero)]
-        raise DataError(f"fixed-effects design is rank deficient: column(s) {cols} are all zero")
+        cols = _some(names[j] for j in np.flatnonzero(zero))
+        raise DataError(
+            f"fixed-effects design is rank deficient: column(s) {cols} are constant (one "
+            "value in every row, as the intercept, or all zero); drop them from the formula"
+        )
     corr = xtx / np.outer(d, d)
     evals, evecs = np.linalg.eigh(corr)
     tol = 1e-10 * p
     null = evals < tol
     if null.any():
         involved = np.flatnonzero(np.abs(evecs[:, null]).max(axis=1) > 1e-6)
-        cols = [names[j] for j in involved]
+        cols = _some(names[j] for j in involved)
         raise DataError(
             "fixed-effects design is rank deficient "
             f"(rank {p - int(null.sum())} < {p} columns): linearly dependent columns {cols}"
         )
+
+
+def _some(names, shown: int = 10) -> str:
+    """``['a', 'b']``, or the first ``shown`` names and the count of the others (a
+    factor of thousands of levels makes thousands of columns)."""
+    names = list(names)
+    if len(names) <= shown:
+        return str(names)
+    return f"{str(names[:shown])[:-1]}, ... ({len(names)} in all)]"
 
 
 def check_response_varies(xyxy: np.ndarray, name: str) -> None:

@@ -141,3 +141,19 @@ def test_same_content_sees_copies_under_other_names_not_other_rows_of_one_footer
     (tmp_path / "a.parquet").unlink()
     assert same_content([recs["a_copy.parquet"]], [recs["a.parquet"]]) == []
     assert same_content([recs["a.parquet"]], [recs["a.parquet"]]) == []  # the same path
+
+
+def test_repeated_inputs_sees_one_file_given_twice_by_two_names(tmp_path, monkeypatch):
+    """``fit --data 'd/*.parquet' d/a.parquet`` (or ``d/a.parquet ./d/a.parquet``) read
+    a.parquet twice, its rows counted twice; a copy is named with its original."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d").mkdir()
+    _frame(1).to_parquet("d/a.parquet", index=False)
+    _frame(2).to_parquet("d/b.parquet", index=False)
+    shutil.copy("d/b.parquet", "b_copy.parquet")
+    files = ["d/a.parquet", "d/b.parquet", "./d/a.parquet", "b_copy.parquet"]
+    recs = input_fingerprint(files)
+    a, b, copy = (str(tmp_path / p) for p in ("d/a.parquet", "d/b.parquet", "b_copy.parquet"))
+    assert inputs.repeated_inputs(recs) == [a, f"{b} (the content of {copy})"]
+    assert inputs.repeated_inputs(input_fingerprint(files[:2])) == []
+    assert inputs.repeated_inputs(input_fingerprint(files[:1]), recs[:1]) == [a]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import dmixed
 from dmixed import DataError
 from dmixed.stats import FittedStatistics, GlobalStats, Layout, check_identifiable
 
@@ -81,3 +83,27 @@ def test_refused_exactly_when_an_lme4_check_fails(sizes, q, data):
             check_identifiable(_stats(sizes, q, vc_used), "g", names)
     else:
         check_identifiable(_stats(sizes, q, vc_used), "g", names)
+
+
+def test_a_constant_column_is_called_constant_not_all_zero():
+    """``y ~ x + k`` with k = 3.0 in every row was refused as "['k'] are all zero"."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {"y": rng.normal(size=60), "x": rng.normal(size=60), "k": 3.0, "g": np.arange(60) % 6}
+    )
+    with pytest.raises(DataError, match=r"\['k'\] are constant"):
+        dmixed.mixedlm("y ~ x + k", frame, groups="g").fit()
+
+
+def test_a_rank_deficiency_of_many_columns_names_a_few_and_the_count():
+    """A factor of one level per row made a message listing every column (16,673
+    characters through Dask); now the first ten and the count."""
+    rng = np.random.default_rng(1)
+    levels = [f"l{i:02d}" for i in range(40)] * 3
+    frame = pd.DataFrame({"y": rng.normal(size=120), "f": levels, "h": levels})
+    frame["g"] = np.arange(120) % 6
+    with pytest.raises(
+        DataError, match=r"linearly dependent columns \[.*, \.\.\. \(\d+ in all\)\]"
+    ) as info:
+        dmixed.mixedlm("y ~ f + h", frame, groups="g").fit()
+    assert str(info.value).count("[T.") == 10

@@ -1,0 +1,46 @@
+"""The estimates of the last fit on saved statistics, kept beside them
+(``last_fit.json``): the warm start of a later ``dmixed update``."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+from ..errors import CheckpointError
+
+
+def remember_fit(stats_dir: str, packed_params: list, method: str, llf: float) -> None:
+    """Record a fit's packed parameters, method and llf next to the statistics
+    (written to a temporary file, then moved into place)."""
+    path = os.path.join(stats_dir, "last_fit.json")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump({"packed_params": list(packed_params), "method": method, "llf": llf}, fh)
+    os.replace(tmp, path)
+
+
+def last_fit(stats_dir: str) -> list | None:
+    """The packed parameters of the last fit on these statistics, if recorded.
+
+    Raises
+    ------
+    CheckpointError
+        ``last_fit.json`` cannot be read, or its parameters are not finite numbers of a
+        sensible size.
+    """
+    path = os.path.join(stats_dir, "last_fit.json")
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as fh:
+            start = json.load(fh).get("packed_params")
+        values = [float(v) for v in start]
+        if not all(math.isfinite(v) and abs(v) < 1e150 for v in values):
+            raise ValueError("packed_params must be finite numbers of a sensible size")
+    except (OSError, ValueError, AttributeError, TypeError) as exc:
+        raise CheckpointError(
+            f"{path} is damaged ({type(exc).__name__}: {exc}); remove it (the next update "
+            "then starts from moment estimates)"
+        ) from exc
+    return values
