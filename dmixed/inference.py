@@ -25,7 +25,7 @@ import pandas as pd
 from .errors import SpecError
 from .fit.coordinates import Coordinates
 from .fit.objective import loglike_at_scale, profile, score_matrices
-from .fit.optimize import parse_free
+from .fit.options import parse_free
 from .stats import GlobalStats, Layout
 
 __all__ = ["ANOVA_COLUMNS", "ProfileProblem", "ProfileLikelihood", "anova", "compare_lr_test"]

@@ -3,6 +3,9 @@
 - :mod:`~dmixed.fit.objective`: profiled log-likelihood, score and Hessian (DESIGN.md §3–5).
 - :mod:`~dmixed.fit.start`: moment starting values (MIVQUE0).
 - :mod:`~dmixed.fit.optimize`: Newton steps, the scipy loop, boundary handling, polish.
+- :mod:`~dmixed.fit.profiled`: :class:`ProfiledObjective`, the profiled ℓ and its score
+  at the optimizer's packed parameters (one engine round trip, cached).
+- :mod:`~dmixed.fit.options`: the options ``method=`` and ``free=``, checked.
 - :mod:`~dmixed.fit.summary`: :class:`OptSummary`, the record of one optimization
   (settings and tolerances, start, outcome, fit log).
 - :mod:`~dmixed.fit.params`: :class:`MixedLMParams`, statsmodels' parameter point and packings.

@@ -36,7 +36,7 @@ from ..errors import SpecError
 from ..kernels import MomentSums
 from ..stats import GlobalStats, Layout
 from .objective import RESOLUTION_LIMIT, loglike, profile, resolution
-from .optimize import ProfiledObjective
+from .profiled import ProfiledObjective
 
 logger = logging.getLogger("dmixed")
 

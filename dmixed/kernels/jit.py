@@ -10,7 +10,7 @@ Groups are taken in runs of :data:`RUN` (for r > 2 copied to contiguous run buff
 run, the per-group values (``P_i``, ``S_i``, ``H_i``, ``P_i ZXy_i``: :func:`_conditional`)
 are written to small buffers by loops whose innermost index runs over the groups, so
 that they compile to vector instructions, with the formulas and the order of operations
-of :func:`dmixed.kernels.groups._conditional`: ``r = 1`` and ``r = 2`` in the closed
+of :func:`dmixed.kernels.conditionals.conditional`: ``r = 1`` and ``r = 2`` in the closed
 forms without subtraction (per group, bit for bit the numpy path's values), larger
 ``r`` through a dense Cholesky factor ``K_i = L L'`` (``P_i = W W'`` with
 ``W = Λ L⁻ᵀ``) and the general ``S = ZZ − ZZ·P·ZZ``.  The run's sums over groups are
@@ -209,7 +209,7 @@ def _conditional_r1(zz, zxy, lo, n, lam2, dv, sq, rect):  # pragma: no cover
 
 @_exact
 def _conditional_r2(zz, zxy, lo, n, b, det_b, dv, sq, rect):  # pragma: no cover
-    """``r = 2`` in the closed form of :func:`dmixed.kernels.groups._conditional_2`
+    """``r = 2`` in the closed form of :func:`dmixed.kernels.conditionals._conditional_2`
     (``d`` to ``dv[0]``, ``1/d`` to ``dv[1]``, ``adj(B) adj(U)`` to ``sq[2]``)."""
     b00, b01, b11 = b[0, 0], b[0, 1], b[1, 1]
     u00, u01, u11 = zz[0, 0, lo : lo + n], zz[0, 1, lo : lo + n], zz[1, 1, lo : lo + n]

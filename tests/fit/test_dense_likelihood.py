@@ -13,7 +13,7 @@ from statsmodels.regression.mixed_linear_model import MixedLMParams
 
 from dmixed import MixedLM
 from dmixed.fit.coordinates import Coordinates
-from dmixed.fit.optimize import ProfiledObjective
+from dmixed.fit.profiled import ProfiledObjective
 
 from .._dense import DenseModel, dense_model_of
 from .._synth import design, make_data, vc_dict

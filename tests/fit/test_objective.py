@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from dmixed import MixedLM
 from dmixed.fit.objective import profile
-from dmixed.fit.optimize import ProfiledObjective
+from dmixed.fit.profiled import ProfiledObjective
 from dmixed.kernels import StepSums
 from dmixed.stats import GlobalStats
 

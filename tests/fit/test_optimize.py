@@ -10,7 +10,8 @@ import pytest
 
 import dmixed
 from dmixed import BoundaryWarning, FitConvergenceWarning, MixedLM
-from dmixed.fit.optimize import ProfiledObjective, maximize
+from dmixed.fit.optimize import maximize
+from dmixed.fit.profiled import ProfiledObjective
 from dmixed.fit.start import choose_start
 from dmixed.fit.summary import DEFAULTS, OptSummary
 from dmixed.kernels import StepSums

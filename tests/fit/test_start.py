@@ -9,7 +9,7 @@ import pytest
 
 import dmixed
 from dmixed import MixedLM, kernels
-from dmixed.fit.optimize import ProfiledObjective
+from dmixed.fit.profiled import ProfiledObjective
 from dmixed.fit.start import START_FLOOR, moment_start, start_value
 
 from .._synth import make_data

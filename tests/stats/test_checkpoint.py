@@ -25,7 +25,7 @@ import pytest
 from dmixed import CheckpointError, CheckpointMismatch
 from dmixed.design import build_spec
 from dmixed.engines.local import LocalEngine, statistics_from_arrays
-from dmixed.fit.optimize import ProfiledObjective
+from dmixed.fit.profiled import ProfiledObjective
 from dmixed.model import MixedLM
 from dmixed.stats import checkpoint
 from dmixed.stats.checkpoint import (

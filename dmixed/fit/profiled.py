@@ -1,0 +1,216 @@
+"""The profiled log-likelihood as a function of the optimizer's packed parameters.
+
+:class:`ProfiledObjective` turns one engine round trip into the value and the score of
+the profiled log-likelihood at a packed parameter vector (an :class:`Evaluation`), keeps
+the last few evaluations, and computes the full Hessian there (one more round trip);
+:func:`~dmixed.fit.optimize.maximize` drives scipy and the Newton steps over it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..kernels import StepSums
+from ..stats import GlobalStats, Layout
+from ..stats.standardize import psi_map_matrix
+from .coordinates import lam_in_statistics
+from .objective import (
+    RESOLUTION_LIMIT,
+    Profile,
+    hessian,
+    loglike,
+    profile,
+    resolution,
+    score_matrices,
+)
+
+__all__ = ["Evaluation", "ProfiledObjective"]
+
+
+@dataclass
+class Evaluation:
+    """One evaluation of the profiled objective.
+
+    ``step`` and ``prof`` are ``None`` (and ``llf`` is −inf) outside the parameter space.
+    """
+
+    packed: np.ndarray
+    step: StepSums | None
+    prof: Profile | None
+    llf: float
+    score: np.ndarray
+    #: ``(∂ℓ/∂Ψ, ∂ℓ/∂τ*)`` once computed (:meth:`ProfiledObjective.score_parts`)
+    parts: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    #: Λ̃ at ``packed`` (what ``engine.step`` was given)
+    lam: np.ndarray | None = field(default=None, repr=False)
+
+
+#: Evaluations a :class:`ProfiledObjective` keeps (each is a few small matrices).
+_CACHED_EVALUATIONS = 8
+
+
+@dataclass
+class ProfiledObjective:
+    """The profiled log-likelihood as a function of the packed covariance parameters.
+
+    Every evaluation is one call of ``engine.step`` (one round trip on a cluster) and
+    gives both the value and the analytic score.  The statistics (and so ``β̂``, ``σ̂²``
+    and ℓ) are in the statistics' coordinates; the packed parameters are the optimizer's,
+    ``Λ̃ = C Λ`` on the ``exog_re`` block with ``C = re_map`` (``None``: the identity;
+    :mod:`dmixed.fit.coordinates`).  The last :data:`_CACHED_EVALUATIONS`
+    evaluations are kept: scipy asks for the two at the same point, and the start
+    selection, the Newton steps and the final checks come back to points seen before.
+    """
+
+    engine: Any
+    glob: GlobalStats
+    layout: Layout
+    reml: bool
+    use_sqrt: bool
+    re_map: np.ndarray | None = None
+    #: ℓ in the data's units minus ℓ in the statistics' (``Coordinates.llf`` of 0): what
+    #: the fit's log adds to the values it prints (the values kept stay as computed)
+    llf_offset: float = 0.0
+    n_evals: int = 0
+    _cache: dict[bytes, Evaluation] = field(default_factory=dict, repr=False)
+    _last_hessian: tuple[bytes, np.ndarray] | None = field(default=None, repr=False)
+    # per-fit constants of the layout (each Hessian round trip sends the basis)
+    _basis: np.ndarray = field(init=False, repr=False)
+    _slot_component: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._basis = self.layout.basis()
+        self._basis.flags.writeable = False
+        self._slot_component = self.layout.slot_component
+
+    def evaluate(self, packed: np.ndarray) -> Evaluation:
+        """ℓ and its score at ``packed`` (this objective's packing); cached."""
+        packed = np.array(packed, dtype=np.float64)
+        key = packed.tobytes()
+        hit = self._cache.pop(key, None)
+        if hit is not None:
+            self._cache[key] = hit  # most recently used last
+            return hit
+        try:
+            lam = self.lam(packed)
+        except np.linalg.LinAlgError:
+            # outside the parameter space (indefinite Ψ* or negative τ* when
+            # use_sqrt=False): the likelihood is not defined there
+            return Evaluation(packed, None, None, -np.inf, np.zeros_like(packed))
+        return self._evaluated(packed, key, lam, None)
+
+    def prefetch(self, points: list[np.ndarray]) -> None:
+        """Evaluate the ``points`` not cached yet in one engine round trip, where the
+        engine maps several Λ at once (``engine.steps``: a Dask cluster); else nothing
+        (:meth:`evaluate` computes them one by one).  The same evaluations either way."""
+        steps = getattr(self.engine, "steps", None)
+        todo = {}
+        for point in points:
+            packed = np.array(point, dtype=np.float64)
+            if packed.tobytes() not in self._cache:
+                try:
+                    todo[packed.tobytes()] = (packed, self.lam(packed))
+                except np.linalg.LinAlgError:
+                    continue  # outside the parameter space: evaluate says so
+        if steps is None or len(todo) < 2:
+            return
+        try:
+            sums = steps([lam for _, lam in todo.values()], self.layout.k_re)
+        except np.linalg.LinAlgError:
+            return  # evaluate finds which point fails
+        for (key, (packed, lam)), step in zip(todo.items(), sums, strict=True):
+            self._evaluated(packed, key, lam, step)
+
+    def _evaluated(self, packed, key: bytes, lam: np.ndarray, step) -> Evaluation:
+        """:meth:`evaluate` at ``packed`` from its Λ (and the engine's sums ``step``,
+        None: computed here)."""
+        self.n_evals += 1
+        lam.flags.writeable = False  # kept with the evaluation for its Hessian
+        try:
+            if step is None:
+                step = self.engine.step(lam, self.layout.k_re)
+            prof = profile(step, self.glob, self.reml)
+            llf = loglike(step, prof, self.glob, self.reml)
+            ev = Evaluation(packed, step, prof, llf, np.zeros_like(packed), lam=lam)
+            d_psi, d_tau = self.score_parts(ev)
+            ev.score = self.layout.score_packed(d_psi, d_tau, packed, self.use_sqrt)
+        except np.linalg.LinAlgError:
+            # X'V*⁻¹X (or a K_i) not positive definite in floating point: a rejected
+            # step, as outside the parameter space (never an error for the user)
+            return Evaluation(packed, None, None, -np.inf, np.zeros_like(packed))
+        if not (np.isfinite(llf) and np.all(np.isfinite(ev.score))):
+            return Evaluation(packed, None, None, -np.inf, np.zeros_like(packed))
+        if resolution(step, prof, self.glob) > RESOLUTION_LIMIT:
+            # the float64 sums cannot resolve Q here: ℓ would be noise (a spurious
+            # maximum far out on a ridge); a rejected step, as outside the space
+            return Evaluation(packed, None, None, -np.inf, np.zeros_like(packed))
+        self._cache[key] = ev
+        if len(self._cache) > _CACHED_EVALUATIONS:
+            del self._cache[next(iter(self._cache))]
+        return ev
+
+    def lam(self, packed: np.ndarray) -> np.ndarray:
+        """Λ̃ in the statistics' coordinates for the optimizer's ``packed``."""
+        return lam_in_statistics(self.layout.lam(packed, self.use_sqrt), self.layout, self.re_map)
+
+    def score_parts(self, ev: Evaluation) -> tuple[np.ndarray, np.ndarray]:
+        """``(∂ℓ/∂Ψ, ∂ℓ/∂τ*)`` in the optimizer's coordinates (see
+        :func:`~dmixed.fit.objective.score_matrices`): ``C' D̃ C`` for Ψ."""
+        if ev.parts is not None:
+            return ev.parts
+        step, prof = _defined(ev)
+        d_psi, d_tau = score_matrices(step, prof, self.reml, self._slot_component, self.layout.k_vc)
+        if self.re_map is not None:
+            d_psi = self.re_map.T @ d_psi @ self.re_map
+        ev.parts = (d_psi, d_tau)
+        return d_psi, d_tau
+
+    def hessian_full(self, packed: np.ndarray, beta: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`_hessian_full`, kept for the last point (the Newton polish ends where
+        the standard errors are computed)."""
+        if beta is None:
+            beta = _defined(self.evaluate(packed))[1].beta
+        key = np.asarray(packed, dtype=np.float64).tobytes() + np.asarray(beta).tobytes()
+        if self._last_hessian is not None and self._last_hessian[0] == key:
+            return self._last_hessian[1].copy()
+        out = self._hessian_full(packed, beta)
+        self._last_hessian = (key, out)
+        return out.copy()
+
+    def _hessian_full(self, packed: np.ndarray, beta: np.ndarray | None = None) -> np.ndarray:
+        """Hessian in [β̃, vech(Ψ), τ*] (the optimizer's Ψ) at β̃ (default β̂) — one more
+        round trip.
+
+        All NaN where it cannot be computed in floating point (a factorization fails or
+        an entry is not finite): callers treat that as "no curvature information".
+        """
+        ev = self.evaluate(packed)
+        step, prof = _defined(ev)
+        beta = prof.beta if beta is None else np.asarray(beta, dtype=np.float64)
+        lam = ev.lam if ev.lam is not None else self.lam(packed)
+        try:
+            w = prof.w if beta is prof.beta else np.append(-beta, 1.0)
+            hs = self.engine.hessian(lam, self._basis, w)
+            hess = hessian(step, hs, beta, self.glob, self.reml, prof=prof)
+        except np.linalg.LinAlgError:
+            hess = None
+        if hess is None or not np.all(np.isfinite(hess)):
+            k = beta.size + self.layout.n_params
+            return np.full((k, k), np.nan)
+        if self.re_map is None:
+            return hess
+        p = beta.size
+        jac = np.eye(hess.shape[0])
+        jac[p:, p:] = psi_map_matrix(self.re_map, self.layout.k_vc)
+        out = jac.T @ hess @ jac
+        return 0.5 * (out + out.T)
+
+
+def _defined(ev: Evaluation) -> tuple[StepSums, Profile]:
+    """The sums and profile of an evaluation inside the parameter space."""
+    if ev.step is None or ev.prof is None:
+        raise RuntimeError("internal error: the objective is not defined at this point")
+    return ev.step, ev.prof

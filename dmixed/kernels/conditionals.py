@@ -1,0 +1,187 @@
+"""Per-group conditional values of a chunk of groups at a factor Λ: ``P``, ``log|K|``,
+``S`` and ``H``, entry-major (the layout of :class:`~dmixed.kernels.groups.StatsBlock`).
+
+What every sum of :mod:`~dmixed.kernels.groups` is built from.  Notation as in
+:mod:`dmixed.kernels` (DESIGN.md §1–6).  For the relative covariance factor ``Λ``
+(``B* = ΛΛ'``)::
+
+    K_i = I + Λ' ZZ_i Λ,           log|V*_i| = log|K_i|
+    P_i = Λ K_i⁻¹ Λ'               (V*_i⁻¹ = I − Z̃_i P_i Z̃_i')
+    S_i = Z̃_i'V*_i⁻¹Z̃_i = ZZ_i − ZZ_i P_i ZZ_i
+    H_i = Z̃_i'V*_i⁻¹[X_i, y_i] = ZXy_i − ZZ_i P_i ZXy_i
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["MM_BLAS_ABOVE", "conditional", "mm"]
+
+
+# Up to this r, Λ'ZΛ is one (Λ⊗Λ) matrix product (r⁴ entries: 4096 at r = 8).
+_KRON_MAX_R = 8
+
+#: inner widths above which :func:`mm` hands the products to BLAS (wide padded groups:
+#: crossed variance components); at or below it, vector sums over the groups
+MM_BLAS_ABOVE = 16
+
+
+def mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-group product of entry-major matrices: (r, s, G) × (s, t, G) → (r, t, G).
+
+    ``Σ_c a[:, c] b[c]`` term by term in the order of ``c``, as
+    ``np.einsum("acg,cbg->abg", a, b)`` sums (the same numbers), in long vector
+    operations over the groups (einsum's loop is about twice as slow at s = 2).  Above
+    :data:`MM_BLAS_ABOVE` the ``s`` terms are summed by a batched BLAS product instead
+    (its own order of addition): ``s`` vector passes over (r, t, G) cost ``s`` times
+    the output's memory traffic, which a few wide groups cannot amortize.
+    """
+    if a.shape[1] > MM_BLAS_ABOVE:
+        prod = np.matmul(a.transpose(2, 0, 1), b.transpose(2, 0, 1))  # (G, r, t)
+        return np.ascontiguousarray(prod.transpose(1, 2, 0))
+    out = a[:, :1] * b[:1]
+    if a.shape[1] > 1:
+        term = np.empty_like(out)
+        for c in range(1, a.shape[1]):
+            out += np.multiply(a[:, c : c + 1], b[c : c + 1], out=term)
+    return out
+
+
+def _factor(zz: np.ndarray, lam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``P_i = Λ K_i⁻¹ Λ'`` (entry-major) and ``log|K_i|`` for a chunk of groups.
+
+    ``K_i = I + Λ' ZZ_i Λ`` has eigenvalues ≥ 1, so this never fails, even when Λ is
+    singular (a variance on the boundary).  Closed forms for r ≤ 2 (random intercept,
+    random slope) avoid LAPACK's per-matrix overhead; larger r uses batched LAPACK.
+    """
+    r, _, g = zz.shape
+    if r == 0:
+        return np.zeros((0, 0, g)), np.zeros(g)
+    # Λ'ZZΛ for all groups as one matrix product: vec(Λ'ZΛ) = (Λ ⊗ Λ)' vec(Z).  The
+    # Kronecker factor has r⁴ entries: fine for the small r of random slopes, wasteful
+    # for wide variance-component layouts, where two batched products are used instead.
+    kron = np.kron(lam, lam) if r <= _KRON_MAX_R else None
+    if kron is not None:
+        lzl = (kron.T @ zz.reshape(r * r, g)).reshape(r, r, g)
+    else:
+        lzl = np.ascontiguousarray(np.moveaxis(lam.T @ np.moveaxis(zz, -1, 0) @ lam, 0, -1))
+    if r == 1:
+        kk = 1.0 + lzl[0, 0]
+        return (lam[0, 0] ** 2 / kk)[None, None, :], np.log(kk)
+    if r == 2:
+        k00 = 1.0 + lzl[0, 0]
+        k11 = 1.0 + lzl[1, 1]
+        k01 = lzl[0, 1]
+        det = k00 * k11 - k01 * k01
+        kinv = np.empty((2, 2, g))
+        kinv[0, 0] = k11 / det
+        kinv[1, 1] = k00 / det
+        kinv[0, 1] = kinv[1, 0] = -k01 / det
+        logdet = np.log(det)
+    else:
+        kmat = np.moveaxis(lzl, -1, 0) + np.eye(r)
+        chol = np.linalg.cholesky(kmat)
+        logdet = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
+        kinv = np.moveaxis(np.linalg.inv(kmat), 0, -1)
+    if kron is not None:
+        p_mat = (kron @ np.ascontiguousarray(kinv).reshape(r * r, g)).reshape(r, r, g)
+    else:
+        p_mat = np.ascontiguousarray(np.moveaxis(lam @ np.moveaxis(kinv, -1, 0) @ lam.T, 0, -1))
+    return p_mat, logdet
+
+
+def conditional(zz: np.ndarray, zxy: np.ndarray, lam: np.ndarray, value_only: bool = False):
+    """Entry-major ``P``, ``log|K|``, ``S`` and ``H`` of a chunk (module docstring);
+    ``S`` and ``H`` ``None`` with ``value_only`` (what ℓ alone needs).
+
+    For ``r = 1`` in closed form without subtraction: ``S = U/(1 + λ²U)`` and
+    ``H = F/(1 + λ²U)`` (``U = ZZ``, ``F = ZXy``), exact however large ``λ²U`` (the
+    general ``ZZ − ZZ·P·ZZ`` loses the digits of ``1/(1 + λ²U)``); for ``r = 2`` see
+    :func:`_conditional_2`.
+    """
+    if zz.shape[0] == 2:
+        return _conditional_2(zz, zxy, lam, value_only)
+    p_mat, logdet = _factor(zz, lam)
+    if value_only:
+        return p_mat, logdet, None, None
+    if zz.shape[0] == 1:
+        kk = 1.0 + lam[0, 0] ** 2 * zz[0, 0]
+        return p_mat, logdet, zz / kk, zxy / kk
+    zzp = mm(zz, p_mat)  # ZZ_i P_i
+    s = zz - mm(zzp, zz)
+    h = zxy - mm(zzp, zxy)
+    return p_mat, logdet, s, h
+
+
+def _conditional_2(zz: np.ndarray, zxy: np.ndarray, lam: np.ndarray, value_only: bool = False):
+    """``P``, ``log|K|``, ``S`` and ``H`` for ``r = 2`` in closed form, without the
+    cancellation of ``ZZ − ZZ·P·ZZ`` when ``B = ΛΛ'`` is large next to ``U⁻¹``
+    (``S`` and ``H`` ``None`` with ``value_only``).
+
+    ``P = (I + BU)⁻¹B``, ``S = (I + UB)⁻¹U`` and ``H = (I + UB)⁻¹F`` (push-through), and
+    for 2 × 2 matrices ``adj(I + UB) = I + adj(B) adj(U)``, ``adj(B) B = det(B) I`` and
+    ``det(I + UB) = 1 + tr(BU) + det(B) det(U)``, so that::
+
+        P = (B + det(B) adj(U)) / d,   S = (U + det(U) adj(B)) / d,
+        H = (F + adj(B) adj(U) F) / d,   log|K| = log d
+
+    with ``d = 1 + tr(BU) + det(B) det(U)``: sums of non-negative terms where the
+    general form subtracts numbers of the size of ``U`` to leave ``1/B``.
+    """
+    b = lam @ lam.T
+    det_b = float(np.linalg.det(lam)) ** 2
+    b00, b01, b11 = b[0, 0], b[0, 1], b[1, 1]
+    u00, u01, u11 = zz[0, 0], zz[0, 1], zz[1, 1]
+    # every line below is the formula above, written in place (the same operations in
+    # the same order: the same numbers with a few buffers instead of ~30 temporaries)
+    tmp = np.empty_like(u00)
+    det_u = u00 * u11
+    det_u -= np.multiply(u01, u01, out=tmp)
+    np.maximum(det_u, 0.0, out=det_u)
+    d = b00 * u00  # d = 1 + b00 u00 + 2 b01 u01 + b11 u11 + det(B) det(U)
+    d += 1.0
+    d += np.multiply(2.0 * b01, u01, out=tmp)
+    d += np.multiply(b11, u11, out=tmp)
+    d += np.multiply(det_b, det_u, out=tmp)
+    inv_d = np.divide(1.0, d)
+    p_mat = np.empty_like(zz)
+    _scaled_sum(b00, det_b, u11, inv_d, p_mat[0, 0])  # (b00 + det(B) u11) / d
+    _scaled_sum(b11, det_b, u00, inv_d, p_mat[1, 1])
+    _scaled_sum(b01, det_b, u01, inv_d, p_mat[0, 1], subtract=True)
+    p_mat[1, 0] = p_mat[0, 1]
+    if value_only:
+        return p_mat, np.log(d), None, None
+    s = np.empty_like(zz)
+    _scaled_sum(u00, b11, det_u, inv_d, s[0, 0])  # (u00 + det(U) b11) / d
+    _scaled_sum(u11, b00, det_u, inv_d, s[1, 1])
+    _scaled_sum(u01, b01, det_u, inv_d, s[0, 1], subtract=True)
+    s[1, 0] = s[0, 1]
+    # M = adj(B) adj(U) per group (2 × 2 × G), then H = (F + M F) / d in one product
+    m = np.empty_like(zz)
+    np.multiply(b11, u11, out=m[0, 0])
+    m[0, 0] += np.multiply(b01, u01, out=tmp)
+    np.multiply(b11, u01, out=m[0, 1])
+    m[0, 1] += np.multiply(b01, u00, out=tmp)
+    np.negative(m[0, 1], out=m[0, 1])
+    np.multiply(b01, u11, out=m[1, 0])
+    m[1, 0] += np.multiply(b00, u01, out=tmp)
+    np.negative(m[1, 0], out=m[1, 0])
+    np.multiply(b01, u01, out=m[1, 1])
+    m[1, 1] += np.multiply(b00, u00, out=tmp)
+    h = mm(m, zxy)
+    h += zxy
+    h *= inv_d
+    return p_mat, np.log(d), s, h
+
+
+def _scaled_sum(
+    first, factor: float, second: np.ndarray, inv_d: np.ndarray, out: np.ndarray, subtract=False
+) -> None:
+    """``out = (first ± factor·second) · inv_d`` in place (``−`` with ``subtract``), as
+    numpy evaluates that expression; ``first`` a scalar or an array."""
+    np.multiply(factor, second, out=out)
+    if subtract:
+        np.subtract(first, out, out=out)
+    else:
+        out += first
+    out *= inv_d
