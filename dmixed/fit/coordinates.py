@@ -19,6 +19,7 @@ optimization; they and ``ℓ`` are mapped back once, at the end.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -66,11 +67,23 @@ class Coordinates:
 
     # -- Ψ between the systems ---------------------------------------------------------
 
-    @property
+    @cached_property
+    def a_opt_inv(self) -> np.ndarray:
+        """``A_o⁻¹`` (q × q), computed once per instance (the maps back use it several
+        times per fit); read only."""
+        inv = np.linalg.inv(self.a_opt)
+        inv.flags.writeable = False
+        return inv
+
+    @cached_property
     def re_map(self) -> np.ndarray | None:
-        """``C = A A_o⁻¹`` (q × q) with ``Λ̃ = C Λ_o``; ``None`` when ``C = I``."""
-        c = self.columns.re_matrix() @ np.linalg.inv(self.a_opt)
-        return None if np.array_equal(c, np.eye(c.shape[0])) else c
+        """``C = A A_o⁻¹`` (q × q) with ``Λ̃ = C Λ_o``; ``None`` when ``C = I``
+        (computed once per instance; read only)."""
+        c = self.columns.re_matrix() @ self.a_opt_inv
+        if np.array_equal(c, np.eye(c.shape[0])):
+            return None
+        c.flags.writeable = False
+        return c
 
     def to_opt(self, packed: np.ndarray, use_sqrt: bool) -> np.ndarray:
         """Packed parameters of the model → the optimizer's (same packing).
@@ -82,11 +95,11 @@ class Coordinates:
 
     def from_opt(self, packed: np.ndarray, use_sqrt: bool) -> np.ndarray:
         """Packed parameters of the optimizer → the model's (same packing)."""
-        return self._map(packed, use_sqrt, np.linalg.inv(self.a_opt), 1.0 / self.tau_opt)
+        return self._map(packed, use_sqrt, self.a_opt_inv, 1.0 / self.tau_opt)
 
     def from_opt_all(self, rows, use_sqrt: bool) -> list[np.ndarray]:
         """:meth:`from_opt` of each packed vector of ``rows`` (the map made once)."""
-        inv, c = np.linalg.inv(self.a_opt), 1.0 / self.tau_opt
+        inv, c = self.a_opt_inv, 1.0 / self.tau_opt
         return [self._map(p, use_sqrt, inv, c) for p in rows]
 
     def _map(self, packed: np.ndarray, use_sqrt: bool, a: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -122,7 +135,7 @@ class Coordinates:
 
     def psi(self, psi_opt: np.ndarray) -> np.ndarray:
         """``Ψ* = A_o⁻¹ Ψ_o A_o⁻ᵀ``."""
-        inv = np.linalg.inv(self.a_opt)
+        inv = self.a_opt_inv
         out = inv @ psi_opt @ inv.T
         return 0.5 * (out + out.T)
 

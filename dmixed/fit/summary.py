@@ -7,6 +7,7 @@ reads every tolerance from the record, never from a literal, and fills in the ou
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -169,7 +170,7 @@ class OptSummary:
 
     def settings(self) -> dict[str, float | int]:
         """The settings and tolerances, by name."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata}
+        return {name: getattr(self, name) for name in _setting_names()}
 
     def repack(self, layout: Layout, use_sqrt: bool) -> bool:
         """Pack ``initial`` and ``packed`` as ``use_sqrt`` packs; True when that changed them."""
@@ -192,6 +193,13 @@ class OptSummary:
         for name, value in {**self.settings(), **settings}.items():
             setattr(record, name, value)
         return record
+
+
+@functools.cache
+def _setting_names() -> tuple[str, ...]:
+    """The names of :class:`OptSummary`'s settings (its fields with metadata), in field
+    order: found once (``dataclasses.fields`` costs more than the rest of a lookup)."""
+    return tuple(f.name for f in dataclasses.fields(OptSummary) if f.metadata)
 
 
 #: The settings every fit starts from (``DEFAULTS.start(initial, maxiter=..., gtol=...)``);

@@ -60,6 +60,28 @@ def test_the_statistics_map_is_the_model_one_with_all_free():
     np.testing.assert_allclose(a @ coords.psi(psi_opt) @ a.T, psi_opt, rtol=1e-10)
 
 
+@pytest.mark.parametrize("all_free", [True, False])
+def test_the_maps_back_use_the_inverse_computed_once(all_free):
+    """``A_o⁻¹`` and ``C`` are made once per instance, are ``np.linalg``'s bit for bit,
+    and cannot be changed by a caller (every later map would see the change)."""
+    layout = Layout(2, (1,))
+    cols = _columns(shift=40.0, scale=4.0)
+    coords = Coordinates.for_fit(cols, layout, all_free)
+    inv = coords.a_opt_inv
+    assert inv is coords.a_opt_inv and not inv.flags.writeable
+    assert np.array_equal(inv, np.linalg.inv(coords.a_opt))
+    c = coords.re_map
+    assert c is coords.re_map
+    if all_free:
+        assert c is None
+    else:
+        assert not c.flags.writeable
+        assert np.array_equal(c, cols.re_matrix() @ np.linalg.inv(coords.a_opt))
+    psi_opt = np.array([[2.0, 0.3], [0.3, 0.5]])
+    out = np.linalg.inv(coords.a_opt) @ psi_opt @ np.linalg.inv(coords.a_opt).T
+    assert np.array_equal(coords.psi(psi_opt), 0.5 * (out + out.T))
+
+
 def test_covariance_map_keeps_undefined_entries_apart():
     layout = Layout(1, ())
     cols = Standardization(
