@@ -44,8 +44,10 @@ from .errors import (
 from .fit.coordinates import Coordinates
 from .fit.model_methods import LikelihoodMethods
 from .fit.objective import RESOLUTION_LIMIT, resolution
-from .fit.optimize import ProfiledObjective, choose_methods, maximize, parse_free
+from .fit.optimize import maximize
+from .fit.options import choose_methods, parse_free
 from .fit.params import MixedLMParams
+from .fit.profiled import ProfiledObjective
 from .fit.start import choose_start, moment_start_packed, start_packed
 from .fit.summary import DEFAULTS, OptSummary, ensure_progress_handler
 from .results import MixedLMResults

@@ -6,8 +6,7 @@ CG, each from where the last stopped), then settles variances that belong on the
 boundary at exactly zero and polishes an interior optimum with a few Newton steps on the
 exact profiled Hessian.  It reads its settings and tolerances from an
 :class:`~dmixed.fit.summary.OptSummary` and fills in the outcome there.  The options
-``method=`` and ``free=`` are checked in :mod:`~dmixed.fit.options`; their names and
-the objective's are re-exported here, where callers import them from.
+``method=`` and ``free=`` are checked in :mod:`~dmixed.fit.options`.
 """
 
 from __future__ import annotations
@@ -21,20 +20,12 @@ from typing import Any
 import numpy as np
 
 from ..errors import FitConvergenceWarning, SpecError
-from .options import DEFAULT_METHODS, choose_methods, parse_free
 from .profiled import Evaluation, ProfiledObjective
 from .summary import OptSummary
 
 logger = logging.getLogger("dmixed")
 
-__all__ = [
-    "DEFAULT_METHODS",
-    "Evaluation",
-    "ProfiledObjective",
-    "choose_methods",
-    "maximize",
-    "parse_free",
-]
+__all__ = ["maximize"]
 
 
 #: scipy methods that use no gradient (scipy warns when given one)

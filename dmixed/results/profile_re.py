@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import SpecError
 from ..fit.coordinates import Coordinates
-from ..fit.optimize import ProfiledObjective
+from ..fit.profiled import ProfiledObjective
 
 __all__ = ["profile_re"]
 

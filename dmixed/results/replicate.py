@@ -29,7 +29,9 @@ import numpy as np
 from ..engines.local import statistics_from_arrays
 from ..errors import DmixedError, DmixedWarning
 from ..fit.coordinates import Coordinates
-from ..fit.optimize import ProfiledObjective, choose_methods, maximize
+from ..fit.optimize import maximize
+from ..fit.options import choose_methods
+from ..fit.profiled import ProfiledObjective
 from ..fit.start import choose_start, moment_start_packed, start_packed
 from ..fit.summary import DEFAULTS
 from ..stats import GroupArrays, tril_indices
