@@ -11,7 +11,6 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-import warnings
 from typing import Any
 
 import numpy as np
@@ -26,37 +25,29 @@ from .design.arrays import (
     handle_missing,
     pandas_index,
 )
+from .design.frame_rows import rows_of_frame
 from .design.missing import MISSING_OPTIONS
 from .design.model_data import ModelData
 from .design.partitions import select_columns
 from .design.scope import capture
 from .design.vc import LevelNames
-from .engines.base import ENGINE_CHOICES
-from .engines.local import statistics_from_rows
-from .errors import (
-    BoundaryWarning,
-    DataError,
-    DroppedRowsWarning,
-    FitConvergenceWarning,
-    PrecisionWarning,
-    SpecError,
-)
+from .errors import DataError, SpecError
 from .fit.coordinates import Coordinates
+from .fit.fit_warnings import warn_boundary, warn_convergence, warn_precision
 from .fit.model_methods import LikelihoodMethods
-from .fit.objective import RESOLUTION_LIMIT, resolution
+from .fit.model_statistics import ModelStatistics
 from .fit.optimize import maximize
 from .fit.options import choose_methods, parse_free
 from .fit.params import MixedLMParams
 from .fit.profiled import ProfiledObjective
 from .fit.start import choose_start, moment_start_packed, start_packed
-from .fit.summary import DEFAULTS, OptSummary, ensure_progress_handler
+from .fit.summary import DEFAULTS
 from .results import MixedLMResults
 from .results.simulate import RowDistribution, row_distribution
 from .stats import (
     CHECK_NOBS_OPTIONS,
     FittedStatistics,
     Layout,
-    Standardization,
     check_full_rank,
     check_identifiable,
     check_response_varies,
@@ -64,12 +55,10 @@ from .stats import (
     tril_indices,
 )
 
-logger = logging.getLogger("dmixed")
-
 __all__ = ["MixedLM", "MixedLMParams", "mixedlm"]
 
 
-class MixedLM(LikelihoodMethods, ModelDimensions, ModelData):
+class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
     """Linear mixed model, statsmodels' ``MixedLM`` parametrization (DESIGN.md §1).
 
     ``y_i = X_i β + Z_i γ_i + Σ_l W_il θ_il + ε_i`` with ``γ_i ~ N(0, Ψ)``,
@@ -298,7 +287,7 @@ class MixedLM(LikelihoodMethods, ModelDimensions, ModelData):
             env=env,
         )
         if prepared is not None:  # pandas data, prepared once for the spec's checks
-            return cls._with_spec(spec, use_sqrt, rows=_rows_of_frame(spec, data, prepared))
+            return cls._with_spec(spec, use_sqrt, rows=rows_of_frame(spec, data, prepared))
         return cls.from_spec(spec, data, use_sqrt=use_sqrt)
 
     @classmethod
@@ -309,7 +298,7 @@ class MixedLM(LikelihoodMethods, ModelDimensions, ModelData):
             # that Dask does not check are checked for them
             source = select_columns(data, list(spec.columns_used))
             return cls._with_spec(spec, use_sqrt, source=source)
-        return cls._with_spec(spec, use_sqrt, rows=_rows_of_frame(spec, data))
+        return cls._with_spec(spec, use_sqrt, rows=rows_of_frame(spec, data))
 
     @classmethod
     def from_statistics(cls, stats: FittedStatistics, spec, use_sqrt: bool = True) -> MixedLM:
@@ -376,13 +365,6 @@ class MixedLM(LikelihoodMethods, ModelDimensions, ModelData):
                     f"weights must be positive: {int(np.sum(w <= 0))} rows have weight <= 0"
                 )
 
-    def __getstate__(self) -> dict:
-        # the cached statistics hold the engine (on a cluster: futures): never pickled
-        state = dict(self.__dict__)
-        state["cached_statistics"] = None
-        state["cached_client"] = None
-        return state
-
     # -- properties --------------------------------------------------------------
 
     @property
@@ -404,88 +386,6 @@ class MixedLM(LikelihoodMethods, ModelDimensions, ModelData):
             names.append(f"{re_names[i]} Var" if i == j else f"{re_names[j]} x {re_names[i]} Cov")
         names.extend(f"{v} Var" for v in self.vc_names)
         return names
-
-    # -- statistics --------------------------------------------------------------
-
-    def statistics(
-        self,
-        client=None,
-        progress: bool = False,
-        engine: str | None = None,
-        standardization: Standardization | None = None,
-        partial: bool = False,
-    ) -> FittedStatistics:
-        """The per-group sufficient statistics (one data pass; cached on the model).
-
-        ``engine`` (Dask data only): ``"auto"`` (default), ``"distributed"`` (keep the
-        statistics on the workers) or ``"local"`` (gather them to this process).
-        ``standardization``: the map of the columns the statistics are accumulated in
-        (:mod:`dmixed.stats.standardize`); default chosen from the first rows.  Give the
-        map of saved statistics to compute statistics that add to them
-        (``GroupArrays.standardization``).
-        ``partial``: these rows are a part of the data whose statistics will be added
-        to others' (``dmixed update``: one day's rows may all hold one level of a
-        factor): the design's rank and the response's variation are not checked here
-        but on the sum (:meth:`from_statistics`), and the statistics are not cached
-        (a fit of this model alone computes and checks them again).
-
-        Raises
-        ------
-        DataError
-            A rank-deficient fixed-effects design or a response without variation
-            (unless ``partial``); or
-            a model built from statistics (no data) asked for them with another client
-            or engine than they were built with.
-        SpecError
-            Neither rows nor statistics: a model unpickled after ``remove_data()``.
-        """
-        cached = self.cached_statistics
-        if standardization is not None and cached is not None:
-            if cached.columns != standardization:
-                cached = None
-        if cached is not None and self.cached_client is client and _engine_alive(cached.engine):
-            if engine is None or getattr(cached.engine, "name", None) == _engine_name(engine):
-                return cached
-        if self.source is not None:
-            # imported here: a model of in-memory data never imports Dask
-            from .engines.dask import statistics_from_dask
-
-            stats = statistics_from_dask(
-                self.source,
-                self.spec,
-                client=client,
-                progress=progress,
-                engine=engine,
-                standardization=standardization,
-            )
-            if stats.n_dropped:
-                warnings.warn(
-                    f"dropped {stats.n_dropped} rows with missing values",
-                    DroppedRowsWarning,
-                    stacklevel=3,
-                )
-        elif self.rows is not None:
-            _check_in_memory_engine(engine)
-            spec = getattr(self, "spec", None)
-            intercepts = None if spec is None else spec.intercept_columns()
-            stats = statistics_from_rows(self.rows, standardization, intercepts)
-        elif cached is None:
-            raise SpecError(
-                "this model holds neither its rows nor their statistics: its data were "
-                "removed (remove_data()) and a pickled model does not carry the statistics; "
-                "refit from the data"
-            )
-        else:
-            raise DataError(
-                "this model holds statistics but no data (MixedLM.from_statistics, or "
-                "remove_data()): they cannot be computed again for another client or engine"
-            )
-        if partial:
-            return stats
-        check_full_rank(stats.glob.xyxy[:-1, :-1], self.exog_names)
-        check_response_varies(stats.glob.xyxy, self.endog_name)
-        self.cached_statistics, self.cached_client = stats, client
-        return stats
 
     # -- fitting -----------------------------------------------------------------
 
@@ -620,9 +520,9 @@ class MixedLM(LikelihoodMethods, ModelDimensions, ModelData):
         if opt.repack(layout, self.use_sqrt):
             obj = self._objective(stats, coords, reml, self.use_sqrt)
         ev = obj.evaluate(opt.packed)
-        self._warn_convergence(opt)
-        _warn_precision(ev, stats.glob)
-        self._warn_boundary(opt, layout)
+        warn_convergence(opt)
+        warn_precision(ev, stats.glob)
+        warn_boundary(self, opt, layout)
         prof = ev.prof
         if prof is None:
             raise RuntimeError("internal error: the optimum is outside the parameter space")
@@ -674,53 +574,6 @@ class MixedLM(LikelihoodMethods, ModelDimensions, ModelData):
             llf_offset=coords.llf(0.0, stats.glob.n, bool(reml)),
         )
 
-    # -- the steps of a fit --------------------------------------------------------
-
-    def _data_pass(self, client, progress: bool, engine: str | None) -> FittedStatistics:
-        """The statistics (one data pass unless cached), logged."""
-        if progress:
-            ensure_progress_handler()
-        reused = self.cached_statistics is not None
-        stats = self.statistics(client=client, progress=progress, engine=engine)
-        layout = stats.layout
-        if layout.k_re != self.k_re or layout.k_vc != self.k_vc:
-            raise RuntimeError("internal error: statistics layout does not match the model")
-        logger.log(
-            logging.INFO if progress else logging.DEBUG,
-            "statistics reused (no data pass): %d rows, %d groups"
-            if reused
-            else "data pass: %d rows, %d groups in %.2fs",
-            *(stats.glob.n, len(stats.group_labels)),
-            *(() if reused else (stats.data_pass_seconds,)),
-        )
-        return stats
-
-    @staticmethod
-    def _warn_convergence(opt: OptSummary) -> None:
-        if not opt.converged:
-            warnings.warn(
-                f"the optimizer did not converge: max |gradient of llf/n| = {opt.grad_norm:.3g}",
-                FitConvergenceWarning,
-                stacklevel=3,
-            )
-
-    def _warn_boundary(self, opt: OptSummary, layout: Layout) -> None:
-        """A BoundaryWarning naming the variances settled at zero (or a singular Ψ*)."""
-        psi, _ = layout.unpack(opt.packed, self.use_sqrt)
-        singular = layout.k_re > 0 and np.linalg.eigvalsh(psi).min() < opt.singular_eigenvalue
-        if not (opt.boundary or singular):
-            return
-        which = []
-        for label in opt.boundary:
-            kind, i = layout.parse_boundary_label(label)
-            which.append(self.exog_re_names[i] if kind == "re" else self.vc_names[i])
-        detail = f" (zero variance: {', '.join(which)})" if which else ""
-        warnings.warn(
-            f"the MLE is on the boundary of the parameter space{detail}",
-            BoundaryWarning,
-            stacklevel=3,
-        )
-
     @staticmethod
     def start_from_moments(stats: FittedStatistics, layout: Layout) -> np.ndarray | None:
         """Moment estimates (:func:`dmixed.fit.start.moment_start`) packed for the
@@ -731,74 +584,3 @@ class MixedLM(LikelihoodMethods, ModelDimensions, ModelData):
 
 
 mixedlm = MixedLM.from_formula
-
-
-# ---------------------------------------------------------------------------
-# helpers
-# ---------------------------------------------------------------------------
-
-
-def _rows_of_frame(spec, data, prepared=None) -> RowData:
-    """The model matrices of a pandas DataFrame, by ``spec`` (``prepared``: its columns
-    prepared already, :func:`dmixed.design.build_spec_prepared`)."""
-    dm = spec.transform(data, prepared=prepared)
-    rows = RowData(
-        dm.endog,
-        dm.exog,
-        dm.exog_re,
-        dm.groups,
-        list(dm.vc_cols),
-        list(dm.vc_vals),
-        dm.weights,
-        dm.n_dropped,
-        data.index if dm.keep is None else data.index[dm.keep],
-    )
-    if dm.n_dropped:
-        warnings.warn(
-            f"dropped {dm.n_dropped} rows with missing values", DroppedRowsWarning, stacklevel=3
-        )
-    return rows
-
-
-#: :class:`PrecisionWarning` when σ̂²'s relative rounding error may exceed this (ℓ is
-#: then off by about f/2 times it; the optimizer itself rejects points where it exceeds
-#: ``RESOLUTION_LIMIT``, and the optimum may lie beyond them).
-PRECISION_WARN_ABOVE = 1e-7
-
-
-def _warn_precision(ev, glob) -> None:
-    if ev.prof is None or ev.step is None:
-        return
-    rel = resolution(ev.step, ev.prof, glob)
-    if rel > PRECISION_WARN_ABOVE:
-        warnings.warn(
-            f"the residual variance is resolved only to about {rel:.0e} relative: it is "
-            "tiny next to the spread of the response, and the float64 statistics carry "
-            "rounding of that size; the optimizer does not go where it is worse than "
-            f"{RESOLUTION_LIMIT:.0e}, and the optimum may lie beyond (σ̂², the variances "
-            "and the llf may be off by about that much)",
-            PrecisionWarning,
-            stacklevel=3,
-        )
-
-
-def _engine_alive(engine) -> bool:
-    """A cached Dask engine whose client has closed holds nothing any more."""
-    client = getattr(engine, "client", None)
-    return client is None or getattr(client, "status", "running") not in ("closing", "closed")
-
-
-def _check_in_memory_engine(engine) -> None:
-    """In-memory data is fitted in this process: ``engine`` may only say so."""
-    if engine is None or str(engine).lower() in ("auto", "local"):
-        return
-    if str(engine).lower() in ENGINE_CHOICES:
-        raise SpecError(
-            f"engine={engine!r} needs Dask data (the statistics of in-memory data stay in "
-            "this process); use engine='local' or 'auto', or pass a Dask DataFrame"
-        )
-    raise SpecError(f"engine must be one of {ENGINE_CHOICES}, got {engine!r}")
-
-
-def _engine_name(engine: str) -> str:
-    return {"distributed": "dask", "local": "local"}.get(str(engine).lower(), "")

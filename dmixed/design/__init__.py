@@ -6,7 +6,8 @@ kinds), ``missing`` (the missing-value policy), ``levels`` (global levels, codes
 evaluation), ``vc`` (sparse variance components), ``scan`` (the whole-data level scan,
 pandas or Dask), ``prepare`` (one partition's columns, normalised), ``matrices`` (model
 matrices of a partition), ``build`` (the steps of ``build_spec``), ``spec``
-(``ModelSpec``, ``build_spec``) and ``arrays`` (statsmodels-style array input).
+(``ModelSpec``, ``build_spec``), ``arrays`` (statsmodels-style array input) and
+``frame_rows`` (a DataFrame's model matrices by a spec).
 """
 
 from .arrays import RowData

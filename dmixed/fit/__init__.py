@@ -13,4 +13,7 @@
   coordinates; :mod:`~dmixed.fit.model_methods`: statsmodels' model API on them
   (``MixedLM.loglike``, ``score``, ``score_full``, ``score_sqrt``, ``hessian``,
   ``get_fe_params``).
+- :mod:`~dmixed.fit.model_statistics`: ``MixedLM.statistics``, the data pass and its cache.
+- :mod:`~dmixed.fit.fit_warnings`: the warnings of a fit's outcome (convergence, boundary,
+  precision).
 """

@@ -1,0 +1,32 @@
+"""The model matrices of a pandas DataFrame, by a formula spec."""
+
+from __future__ import annotations
+
+import warnings
+
+from ..errors import DroppedRowsWarning
+from .arrays import RowData
+
+__all__ = ["rows_of_frame"]
+
+
+def rows_of_frame(spec, data, prepared=None) -> RowData:
+    """The model matrices of a pandas DataFrame, by ``spec`` (``prepared``: its columns
+    prepared already, :func:`dmixed.design.build_spec_prepared`)."""
+    dm = spec.transform(data, prepared=prepared)
+    rows = RowData(
+        dm.endog,
+        dm.exog,
+        dm.exog_re,
+        dm.groups,
+        list(dm.vc_cols),
+        list(dm.vc_vals),
+        dm.weights,
+        dm.n_dropped,
+        data.index if dm.keep is None else data.index[dm.keep],
+    )
+    if dm.n_dropped:
+        warnings.warn(
+            f"dropped {dm.n_dropped} rows with missing values", DroppedRowsWarning, stacklevel=3
+        )
+    return rows

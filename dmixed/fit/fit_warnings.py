@@ -1,0 +1,69 @@
+"""The warnings of a fit's outcome: no convergence, the boundary, limited precision."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from ..errors import BoundaryWarning, FitConvergenceWarning, PrecisionWarning
+from ..stats import Layout
+from .objective import RESOLUTION_LIMIT, resolution
+from .summary import OptSummary
+
+__all__ = ["PRECISION_WARN_ABOVE", "warn_boundary", "warn_convergence", "warn_precision"]
+
+
+def warn_convergence(opt: OptSummary) -> None:
+    """A FitConvergenceWarning (to the caller of ``fit``) when ``opt`` did not converge."""
+    if not opt.converged:
+        warnings.warn(
+            f"the optimizer did not converge: max |gradient of llf/n| = {opt.grad_norm:.3g}",
+            FitConvergenceWarning,
+            stacklevel=3,
+        )
+
+
+def warn_boundary(model, opt: OptSummary, layout: Layout) -> None:
+    """A BoundaryWarning naming the variances settled at zero (or a singular Ψ*).
+
+    ``model`` provides ``use_sqrt`` (the packing of ``opt.packed``), ``exog_re_names``
+    and ``vc_names``."""
+    psi, _ = layout.unpack(opt.packed, model.use_sqrt)
+    singular = layout.k_re > 0 and np.linalg.eigvalsh(psi).min() < opt.singular_eigenvalue
+    if not (opt.boundary or singular):
+        return
+    which = []
+    for label in opt.boundary:
+        kind, i = layout.parse_boundary_label(label)
+        which.append(model.exog_re_names[i] if kind == "re" else model.vc_names[i])
+    detail = f" (zero variance: {', '.join(which)})" if which else ""
+    warnings.warn(
+        f"the MLE is on the boundary of the parameter space{detail}",
+        BoundaryWarning,
+        stacklevel=3,
+    )
+
+
+#: :class:`PrecisionWarning` when σ̂²'s relative rounding error may exceed this (ℓ is
+#: then off by about f/2 times it; the optimizer itself rejects points where it exceeds
+#: ``RESOLUTION_LIMIT``, and the optimum may lie beyond them).
+PRECISION_WARN_ABOVE = 1e-7
+
+
+def warn_precision(ev, glob) -> None:
+    """A PrecisionWarning when σ̂² at the evaluation ``ev`` is resolved worse than
+    :data:`PRECISION_WARN_ABOVE` (:func:`dmixed.fit.objective.resolution`)."""
+    if ev.prof is None or ev.step is None:
+        return
+    rel = resolution(ev.step, ev.prof, glob)
+    if rel > PRECISION_WARN_ABOVE:
+        warnings.warn(
+            f"the residual variance is resolved only to about {rel:.0e} relative: it is "
+            "tiny next to the spread of the response, and the float64 statistics carry "
+            "rounding of that size; the optimizer does not go where it is worse than "
+            f"{RESOLUTION_LIMIT:.0e}, and the optimum may lie beyond (σ̂², the variances "
+            "and the llf may be off by about that much)",
+            PrecisionWarning,
+            stacklevel=3,
+        )

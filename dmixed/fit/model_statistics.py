@@ -1,0 +1,171 @@
+"""The statistics of a model's data: one data pass, cached on the model.
+
+:class:`ModelStatistics` is the mixin of :class:`dmixed.MixedLM` that reduces the
+model's rows (in process) or its Dask source to per-group sufficient statistics
+(:mod:`dmixed.engines`), checks them (full-rank design, varying response) and keeps them
+for the fit and the likelihood methods while the client they were built with is alive.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Any
+
+from ..design.arrays import RowData
+from ..engines.base import ENGINE_CHOICES
+from ..engines.local import statistics_from_rows
+from ..errors import DataError, DroppedRowsWarning, SpecError
+from ..stats import FittedStatistics, Standardization, check_full_rank, check_response_varies
+from .summary import ensure_progress_handler
+
+logger = logging.getLogger("dmixed")
+
+__all__ = ["ModelStatistics", "check_in_memory_engine", "engine_alive", "engine_name"]
+
+
+class ModelStatistics:
+    """Mixin: :meth:`statistics` (cached) and the data pass of a fit.
+
+    The class using it provides ``rows``, ``source``, ``spec``, ``exog_names``,
+    ``endog_name``, ``k_re``, ``k_vc``, ``cached_statistics`` and ``cached_client``.
+    """
+
+    # provided by the class using the mixin (annotations only: no attributes here)
+    rows: RowData | None
+    source: Any
+    spec: Any
+    exog_names: list[str]
+    endog_name: str
+    k_re: int
+    k_vc: int
+    cached_statistics: FittedStatistics | None
+    cached_client: Any
+
+    def __getstate__(self) -> dict:
+        # the cached statistics hold the engine (on a cluster: futures): never pickled
+        state = dict(self.__dict__)
+        state["cached_statistics"] = None
+        state["cached_client"] = None
+        return state
+
+    def statistics(
+        self,
+        client=None,
+        progress: bool = False,
+        engine: str | None = None,
+        standardization: Standardization | None = None,
+        partial: bool = False,
+    ) -> FittedStatistics:
+        """The per-group sufficient statistics (one data pass; cached on the model).
+
+        ``engine`` (Dask data only): ``"auto"`` (default), ``"distributed"`` (keep the
+        statistics on the workers) or ``"local"`` (gather them to this process).
+        ``standardization``: the map of the columns the statistics are accumulated in
+        (:mod:`dmixed.stats.standardize`); default chosen from the first rows.  Give the
+        map of saved statistics to compute statistics that add to them
+        (``GroupArrays.standardization``).
+        ``partial``: these rows are a part of the data whose statistics will be added
+        to others' (``dmixed update``: one day's rows may all hold one level of a
+        factor): the design's rank and the response's variation are not checked here
+        but on the sum (:meth:`from_statistics`), and the statistics are not cached
+        (a fit of this model alone computes and checks them again).
+
+        Raises
+        ------
+        DataError
+            A rank-deficient fixed-effects design or a response without variation
+            (unless ``partial``); or
+            a model built from statistics (no data) asked for them with another client
+            or engine than they were built with.
+        SpecError
+            Neither rows nor statistics: a model unpickled after ``remove_data()``.
+        """
+        cached = self.cached_statistics
+        if standardization is not None and cached is not None:
+            if cached.columns != standardization:
+                cached = None
+        if cached is not None and self.cached_client is client and engine_alive(cached.engine):
+            if engine is None or getattr(cached.engine, "name", None) == engine_name(engine):
+                return cached
+        if self.source is not None:
+            # imported here: a model of in-memory data never imports Dask
+            from ..engines.dask import statistics_from_dask
+
+            stats = statistics_from_dask(
+                self.source,
+                self.spec,
+                client=client,
+                progress=progress,
+                engine=engine,
+                standardization=standardization,
+            )
+            if stats.n_dropped:
+                warnings.warn(
+                    f"dropped {stats.n_dropped} rows with missing values",
+                    DroppedRowsWarning,
+                    stacklevel=3,
+                )
+        elif self.rows is not None:
+            check_in_memory_engine(engine)
+            spec = getattr(self, "spec", None)
+            intercepts = None if spec is None else spec.intercept_columns()
+            stats = statistics_from_rows(self.rows, standardization, intercepts)
+        elif cached is None:
+            raise SpecError(
+                "this model holds neither its rows nor their statistics: its data were "
+                "removed (remove_data()) and a pickled model does not carry the statistics; "
+                "refit from the data"
+            )
+        else:
+            raise DataError(
+                "this model holds statistics but no data (MixedLM.from_statistics, or "
+                "remove_data()): they cannot be computed again for another client or engine"
+            )
+        if partial:
+            return stats
+        check_full_rank(stats.glob.xyxy[:-1, :-1], self.exog_names)
+        check_response_varies(stats.glob.xyxy, self.endog_name)
+        self.cached_statistics, self.cached_client = stats, client
+        return stats
+
+    def _data_pass(self, client, progress: bool, engine: str | None) -> FittedStatistics:
+        """The statistics (one data pass unless cached), logged."""
+        if progress:
+            ensure_progress_handler()
+        reused = self.cached_statistics is not None
+        stats = self.statistics(client=client, progress=progress, engine=engine)
+        layout = stats.layout
+        if layout.k_re != self.k_re or layout.k_vc != self.k_vc:
+            raise RuntimeError("internal error: statistics layout does not match the model")
+        logger.log(
+            logging.INFO if progress else logging.DEBUG,
+            "statistics reused (no data pass): %d rows, %d groups"
+            if reused
+            else "data pass: %d rows, %d groups in %.2fs",
+            *(stats.glob.n, len(stats.group_labels)),
+            *(() if reused else (stats.data_pass_seconds,)),
+        )
+        return stats
+
+
+def engine_alive(engine) -> bool:
+    """A cached Dask engine whose client has closed holds nothing any more."""
+    client = getattr(engine, "client", None)
+    return client is None or getattr(client, "status", "running") not in ("closing", "closed")
+
+
+def check_in_memory_engine(engine) -> None:
+    """In-memory data is fitted in this process: ``engine`` may only say so."""
+    if engine is None or str(engine).lower() in ("auto", "local"):
+        return
+    if str(engine).lower() in ENGINE_CHOICES:
+        raise SpecError(
+            f"engine={engine!r} needs Dask data (the statistics of in-memory data stay in "
+            "this process); use engine='local' or 'auto', or pass a Dask DataFrame"
+        )
+    raise SpecError(f"engine must be one of {ENGINE_CHOICES}, got {engine!r}")
+
+
+def engine_name(engine: str) -> str:
+    return {"distributed": "dask", "local": "local"}.get(str(engine).lower(), "")
