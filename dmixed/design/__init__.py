@@ -5,7 +5,7 @@ kinds), ``missing`` (the missing-value policy), ``levels`` (global levels, codes
 ``formula`` (parsing and the node-by-node whitelist), ``evaluate`` (formulaic's
 evaluation), ``vc`` (sparse variance components), ``scan`` (the whole-data level scan,
 pandas or Dask), ``prepare`` (one partition's columns, normalised), ``matrices`` (model
-matrices of a partition), ``build`` (the steps of ``build_spec``), ``spec``
+matrices of a partition), ``build`` and ``build_levels`` (the steps of ``build_spec``), ``spec``
 (``ModelSpec``, ``build_spec``), ``arrays`` (statsmodels-style array input) and
 ``frame_rows`` (a DataFrame's model matrices by a spec).
 """

@@ -3,7 +3,8 @@
 1. check the arguments against the data's columns (:func:`check_arguments`);
 2. parse each formula and check it node by node (:func:`parse_formulas`);
 3. decide how each used column is read (:func:`column_kinds`);
-4. scan the data once for the levels of the factor columns (:func:`scan_levels`);
+4. scan the data once for the levels of the factor columns
+   (:func:`~dmixed.design.build_levels.scan_levels`);
 5. learn formulaic's specs on a prototype frame holding every level
    (:func:`main_formula_spec`, :func:`re_formula_spec`), and plan the sparse
    variance components (:func:`plan_variance_components`);
@@ -12,7 +13,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -20,16 +20,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError, FormulaError, NumericFactorWarning, SpecError
-from .dtypes import (
-    CATEGORICAL,
-    NUMERIC,
-    NUMERIC_LEVELS,
-    check_numbers_as_text,
-    column_kind,
-    native_class,
-    object_class,
-)
+from ..errors import DataError, FormulaError, SpecError
+from .dtypes import NUMERIC, NUMERIC_LEVELS, column_kind, native_class
 from .evaluate import materialize, model_matrix
 from .formula import (
     FactorInfo,
@@ -45,7 +37,7 @@ from .messages import suggest
 from .missing import MISSING_OPTIONS
 from .plain import PlainFormula, indicator_info, read_plain
 from .prepare import normalized_frame, prepare_columns
-from .scan import LevelScan, ScanPlan, dask_scan, is_dask, object_columns, pandas_scan
+from .scan import LevelScan, is_dask
 from .vc import VCPlan, plan_variance_component
 
 if TYPE_CHECKING:
@@ -58,13 +50,11 @@ __all__ = [
     "FormulaSpecs",
     "column_kinds",
     "formula_specs",
-    "group_native",
     "lazy_formulaic_spec",
     "main_formula_spec",
     "parse_formulas",
     "plan_variance_components",
     "re_formula_spec",
-    "scan_levels",
     "used_columns",
 ]
 
@@ -283,7 +273,7 @@ def used_columns(formula_columns: list[str], groups: str, weights, meta) -> list
 def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str]):
     """How each formula column is read, from its dtype: ``(kinds, native)`` (see
     :mod:`dmixed.design.dtypes`).  ``object`` columns are labels until the scan has seen
-    their values (:func:`scan_levels`).
+    their values (:func:`~dmixed.design.build_levels.scan_levels`).
 
     Raises
     ------
@@ -303,143 +293,6 @@ def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str]):
             native[c] = native_class(dt)
         kinds[c] = k
     return kinds, native
-
-
-def _check_response_numeric(meta, parsed: ParsedFormulas, kinds: dict) -> None:
-    for c in parsed.lhs.columns:
-        if kinds[c] == CATEGORICAL:
-            raise DataError(
-                f"response column {c!r} is not numeric (dtype {meta[c].dtype}); "
-                "the response must be numeric"
-            )
-
-
-def scan_levels(data, meta, dask_input, kinds, native, parsed, columns_used, missing):
-    """The levels of the factor columns and the whole-data row counts (:class:`LevelScan`).
-
-    ``object`` columns are read by the Python types of their values: ``kinds``,
-    ``native`` and the levels are updated for those holding numbers or booleans
-    (:func:`~dmixed.design.dtypes.object_class`).  A plain term that reads a column of
-    numbers as a factor raises :class:`~dmixed.errors.NumericFactorWarning`.
-
-    Raises
-    ------
-    DataError
-        If the data is empty, no row is left after dropping missing values, a factor
-        column has no non-missing value, an ``object`` column mixes kinds of values, or
-        the response is not numeric.
-    """
-    plan = ScanPlan(
-        level_cols=[
-            c for c in parsed.formula_columns() if kinds[c] in (CATEGORICAL, NUMERIC_LEVELS)
-        ],
-        object_cols=object_columns(meta, columns_used),
-        c_columns=parsed.c_columns(),
-        columns_used=columns_used,
-        missing=missing,
-    )
-    if dask_input:
-        plan.resp_col = parsed.lhs.columns[0] if len(parsed.lhs.columns) == 1 else None
-        scan = dask_scan(data, meta, kinds, plan)
-    else:
-        scan = pandas_scan(data, kinds, plan)
-    if scan.n_total is not None and scan.n_total == 0:
-        raise DataError("data is empty (0 rows)")
-    if scan.n_kept is not None and scan.n_kept == 0:
-        raise DataError(
-            f"no rows left after dropping rows with missing values ({scan.n_total} rows dropped)"
-        )
-    _read_object_columns(scan, kinds, native, plan.c_columns)
-    _check_response_numeric(meta, parsed, kinds)
-    for c in plan.level_cols:
-        if kinds[c] != NUMERIC and not scan.levels[c]:
-            raise DataError(f"column {c!r} has no non-missing values")
-        if kinds[c] == CATEGORICAL and c not in plan.c_columns:
-            check_numbers_as_text(c, scan.levels[c], scan.n_kept)
-    _warn_numeric_factors(parsed, kinds, scan.levels, meta)
-    return scan
-
-
-def _read_object_columns(scan: LevelScan, kinds: dict, native: dict, c_columns: set) -> None:
-    """Numbers and booleans held in ``object`` columns are read as numbers (inside
-    ``C()``: as numeric levels); text stays labels; mixed kinds are refused."""
-    for c, types in scan.types.items():
-        cls = object_class(types, c)
-        if c not in kinds or cls in (None, "string"):
-            continue
-        if c not in c_columns:
-            kinds[c] = NUMERIC
-            scan.levels.pop(c, None)
-            continue
-        kinds[c] = NUMERIC_LEVELS
-        convert = {"int": int, "bool": bool}.get(cls, float)
-        scan.levels[c] = sorted({convert(v) for v in scan.levels[c]})
-        native[c] = _integer_native(scan.levels[c], c) if cls == "int" else cls
-
-
-def _integer_native(values: list, name: str) -> str:
-    """``"int"`` (int64) or ``"uint"`` (uint64) for Python integers; refuses wider ones."""
-    if not values or -(2**63) <= min(values) and max(values) < 2**63:
-        return "int"
-    if min(values) >= 0 and max(values) < 2**64:
-        return "uint"
-    raise DataError(
-        f"column {name!r} holds integers outside the 64-bit range "
-        f"({min(values)} .. {max(values)}); convert it to text to use them as labels"
-    )
-
-
-def group_native(scan: LevelScan, groups: str) -> str | None:
-    """How the keys of an ``object`` group column of numbers or booleans are converted
-    (``"int"``, ``"float"``, ``"bool"``; None: kept as they are)."""
-    types = scan.types.get(groups)
-    cls = object_class(types, groups) if types is not None else None
-    return cls if cls in ("int", "float", "bool") else None
-
-
-def _looks_numeric(levels: list) -> str | None:
-    """``"numbers"`` if every level is a number, ``"text"`` if every level is text
-    that reads as a finite number, else None."""
-    if not levels:
-        return None
-    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in levels):
-        return "numbers"
-    if not all(isinstance(v, str) for v in levels):
-        return None
-    try:
-        values = np.array([float(v) for v in levels])
-    except ValueError:
-        return None
-    return "text" if np.isfinite(values).all() else None
-
-
-def _warn_numeric_factors(parsed: ParsedFormulas, kinds: dict, levels: dict, meta) -> None:
-    """Say when a plain term makes a factor of a column of numbers, and how to choose."""
-    for c in sorted(parsed.plain_columns()):
-        if kinds.get(c) != CATEGORICAL:
-            continue
-        looks = _looks_numeric(levels[c])
-        if looks is None:
-            continue
-        shown = ", ".join(repr(v) for v in levels[c][:5]) + (", ..." if len(levels[c]) > 5 else "")
-        what = (
-            f"is a categorical of numbers ({shown})"
-            if looks == "numbers"
-            else f"holds numbers written as text ({shown}; dtype {meta[c].dtype})"
-        )
-        order = "numeric" if looks == "numbers" else "text"
-        if levels[c] != sorted(levels[c]):
-            order = "declared"  # an ordered categorical, or text categories
-        warnings.warn(
-            f"column {c!r} {what}: it is used as a factor, with levels in {order} order "
-            f"(reference level {levels[c][0]!r}). Write C({c}) to use it as a factor "
-            f"without this warning, or convert the column to numbers to use its values "
-            f"(e.g. df[{c!r}] = df[{c!r}].astype(float); Dask's from_pandas turns object "
-            "columns, Decimal among them, into text unless dask's "
-            '"dataframe.convert-string" option is False)',
-            NumericFactorWarning,
-            stacklevel=4,
-        )
 
 
 def main_formula_spec(formula: str, proto, rhs_terms, kinds: dict, levels: dict, context=None):

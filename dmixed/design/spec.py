@@ -40,13 +40,12 @@ from .build import (
     check_response_not_constant,
     column_kinds,
     formula_specs,
-    group_native,
     lazy_formulaic_spec,
     parse_formulas,
     plan_variance_components,
-    scan_levels,
     used_columns,
 )
+from .build_levels import group_native, scan_levels
 from .dtypes import group_keys, native_dtype, py_scalars
 from .levels import prototype
 from .matrices import (
