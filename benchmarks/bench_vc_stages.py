@@ -85,25 +85,11 @@ xs = [rw.exog[:, 0], rw.exog[:, 1], rw.endog]
 vcol = rw.vc_vals[0][:, 0]
 cellc = num.entry_pair[:, 0]
 terms = [("count",), ("col", 1), ("col", 2)]
-whole = whole_component_pass(
-    codes,
-    G,
-    rw.endog,
-    rw.exog,
-    rw.exog_re,
-    [num.entry_pair],
-    rw.vc_vals,
-    rw.weights,
-    std_w,
-    cells,
-    1,
-)
-S = {
-    "acc_base": lambda: accumulate_statistics(codes, G, rw.endog, rw.exog, rw.exog_re, None, std_w),
-    "plan_cells": lambda: plan_sums(cellc, xs + [vcol], terms, num.pair_group.size, False),
-    "plan_groups": lambda: plan_sums(codes, xs + [vcol], terms, G, False),
-    "pplan": lambda: product_plan(xs, [rw.exog_re[:, 0], vcol]),
-    "whole": lambda: whole_component_pass(
+
+
+def whole_pass():
+    """The component's whole pass (the stage ``whole``)."""
+    return whole_component_pass(
         codes,
         G,
         rw.endog,
@@ -115,7 +101,16 @@ S = {
         std_w,
         cells,
         1,
-    ),
+    )
+
+
+whole = whole_pass()
+S = {
+    "acc_base": lambda: accumulate_statistics(codes, G, rw.endog, rw.exog, rw.exog_re, None, std_w),
+    "plan_cells": lambda: plan_sums(cellc, xs + [vcol], terms, num.pair_group.size, False),
+    "plan_groups": lambda: plan_sums(codes, xs + [vcol], terms, G, False),
+    "pplan": lambda: product_plan(xs, [rw.exog_re[:, 0], vcol]),
+    "whole": whole_pass,
     "from_cells": lambda: RaggedVC.from_cells(
         whole[0], [whole[1]], 1, 1 + num.width, np.array([1])
     ),
