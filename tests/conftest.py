@@ -206,3 +206,19 @@ def nested_vc_data() -> pd.DataFrame:
 @pytest.fixture
 def dyestuff2_like() -> pd.DataFrame:
     return make_dyestuff2_like()
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A distributed client of two single-threaded workers in this process (threads:
+    futures are released as in a cluster, without starting processes), one per module.
+    Modules that need another cluster define their own ``client``."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address="127.0.0.1:0"
+        ) as cluster,
+        Client(cluster, set_as_default=False) as c,
+    ):
+        yield c

@@ -14,7 +14,6 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pytest
-from distributed import Client, LocalCluster
 
 from dmixed import CheckpointError
 from dmixed.engines.local import statistics_from_arrays
@@ -248,17 +247,6 @@ def test_two_groups_of_10000_levels_save_and_load_ragged(tmp_path):
     back = load_statistics(tmp_path / "s")[0]
     _assert_same_ragged(back, arrays)
     _assert_same_fit(_refit(back, model.spec), ref)
-
-
-@pytest.fixture(scope="module")
-def client():
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=False, dashboard_address="127.0.0.1:0"
-        ) as cluster,
-        Client(cluster, set_as_default=False) as c,
-    ):
-        yield c
 
 
 @pytest.mark.parametrize("engine", ["local", "distributed"])

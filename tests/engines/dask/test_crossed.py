@@ -8,7 +8,6 @@ import dask
 import dask.dataframe as dd
 import numpy as np
 import pytest
-from distributed import Client, LocalCluster
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -41,17 +40,6 @@ def data():
     df["x"] = df["x"] * 300.0 + 5000.0  # a column the map shifts and scales
     df["w"] = np.random.default_rng(3).uniform(0.5, 2.0, len(df))
     return df.sample(frac=1.0, random_state=5).reset_index(drop=True)
-
-
-@pytest.fixture(scope="module")
-def client():
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=False, dashboard_address="127.0.0.1:0"
-        ) as cluster,
-        Client(cluster, set_as_default=False) as c,
-    ):
-        yield c
 
 
 def _read(parts):

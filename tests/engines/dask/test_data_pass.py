@@ -8,8 +8,6 @@ import warnings
 
 import dask.dataframe as dd
 import numpy as np
-import pytest
-from distributed import Client, LocalCluster
 
 import dmixed
 from dmixed.engines.dask.combine import bucket_of
@@ -17,17 +15,6 @@ from dmixed.engines.dask.data_pass import AUTO_LOCAL_MAX_VALUES, statistics_from
 from dmixed.engines.dask.evaluator import DaskEngine
 
 from ..._synth import make_data
-
-
-@pytest.fixture(scope="module")
-def client():
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
-        ) as cluster,
-        Client(cluster, set_as_default=False) as c,
-    ):
-        yield c
 
 
 def _one_bucket_frame():
