@@ -271,7 +271,7 @@ def _partial_tasks(ddf, spec, slot_arg, packed, key_dtype, n_blocks, n_chains, c
         raise SpecError(_CHAINS_REFUSED)
     part = dask.delayed(partition_partials, nout=5, pure=True)
     return [
-        part(p, spec, slot_arg, packed, n_blocks, std, i)
+        part(p, spec, slot_arg, packed, n_blocks, std, i, key_dtype)
         for i, p in enumerate(ddf.to_delayed(optimize_graph=True))
     ]
 

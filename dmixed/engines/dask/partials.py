@@ -128,22 +128,26 @@ def partition_partials(
     n_buckets: int,
     std: Standardization | None = None,
     number: int | None = None,
+    key_dtype=None,
 ) -> tuple:
     """Partial statistics of one partition, split by output block (see the module), and
     the columns' map they are in (``std``, else chosen from these rows; None: no rows).
     With ``packed`` a :class:`~dmixed.engines.dask.ragged.RaggedPacked`, the ragged
-    tables per block instead of packed rows.  A :class:`~dmixed.errors.DataError` names
-    the partition, ``number``."""
+    tables per block instead of packed rows.  ``key_dtype``: the collection's group
+    keys' dtype, which this partition's keys are conformed to
+    (:func:`~dmixed.stats.keys.conform_keys`: text where it declares numbers is refused,
+    an int64 partition of a float64 column cast), None to keep the partition's own.  A
+    :class:`~dmixed.errors.DataError` names the partition, ``number``."""
     try:
-        return _partition_partials(pdf, spec, slot_map, packed, n_buckets, std)
+        return _partition_partials(pdf, spec, slot_map, packed, n_buckets, std, key_dtype)
     except DataError as err:
         raise in_partition(err, number) from None
 
 
-def _partition_partials(pdf, spec, slot_map, packed, n_buckets: int, std) -> tuple:
+def _partition_partials(pdf, spec, slot_map, packed, n_buckets: int, std, key_dtype) -> tuple:
     tune_worker_malloc()
     if isinstance(packed, RaggedPacked):
-        return accumulate_ragged([pdf], spec, slot_map, packed, n_buckets, None, std)
+        return accumulate_ragged([pdf], spec, slot_map, packed, n_buckets, key_dtype, std)
     rows, n_dropped = partition_rows(pdf, spec, slot_map)
     if rows is None:
         empty = [(np.empty(0, dtype=object), np.empty((0, packed.width)))] * n_buckets
@@ -152,6 +156,8 @@ def _partition_partials(pdf, spec, slot_map, packed, n_buckets: int, std) -> tup
         glob_packed = packed.empty_global(n_dropped)
         return empty, glob_packed, std, routed, exchange_report(empty, routed)
     dm, keys, ztilde = rows
+    if key_dtype is not None:
+        keys = conform_keys(keys, key_dtype, spec.group_name)
     if std is None:
         std = partition_standardization(dm, spec)
     report_partitions(len(keys))

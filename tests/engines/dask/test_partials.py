@@ -1,0 +1,74 @@
+"""dmixed.engines.dask.partials: one task per partition conforms its group keys to the
+collection's, as the chains do (text where the collection holds numbers refused, an
+int64 partition of a float64 column cast)."""
+
+from __future__ import annotations
+
+import warnings
+
+import dask
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import pytest
+
+import dmixed
+from dmixed.errors import DataError
+
+MODELS = {
+    "intercept": {},
+    "component": {"vc_formula": {"a": "0 + C(a)"}},
+}
+
+
+def _data() -> pd.DataFrame:
+    """1,500 rows of 30 groups drawn at random (every group in both files)."""
+    rng = np.random.default_rng(3)
+    g = rng.integers(0, 30, 1500)
+    x1 = rng.normal(size=1500)
+    y = 1 + x1 + rng.normal(size=30)[g] + rng.normal(size=1500)
+    return pd.DataFrame({"y": y, "x1": x1, "g": g, "a": np.arange(1500) % 3})
+
+
+def _fit(data, model: str):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return dmixed.mixedlm("y ~ x1", data, groups="g", **MODELS[model]).fit()
+
+
+def _two_files(tmp_path, df, second_keys) -> list[str]:
+    half = len(df) // 2
+    first, second = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    df.iloc[:half].to_parquet(first)
+    df.iloc[half:].assign(g=second_keys(df["g"].iloc[half:])).to_parquet(second)
+    return [str(first), str(second)]
+
+
+def _per_partition(files):
+    """The files read, then repartitioned: Dask's own tasks, one per partition."""
+    return dd.read_parquet(files).repartition(npartitions=3)
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+@pytest.mark.parametrize("source", ["repartitioned", "tree"])
+def test_text_keys_in_one_partition_are_refused_not_made_other_groups(tmp_path, model, source):
+    df = _data()
+    files = _two_files(tmp_path, df, lambda g: g.astype(str))
+    config = {"scheduler": "sync"}
+    if source == "tree":
+        config["dmixed.data_pass"] = "tree"
+    ddf = _per_partition(files) if source == "repartitioned" else dd.read_parquet(files)
+    with dask.config.set(config), pytest.raises(DataError, match=r"group column 'g' holds text"):
+        _fit(ddf, model)
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+def test_float_keys_of_whole_numbers_are_the_integer_groups(tmp_path, model):
+    df = _data()
+    files = _two_files(tmp_path, df, lambda g: g.astype(np.float64))
+    ref = _fit(df, model)
+    with dask.config.set(scheduler="sync"):
+        got = _fit(_per_partition(files), model)
+    assert len(got.random_effects) == len(ref.random_effects)
+    np.testing.assert_allclose(got.llf, ref.llf, rtol=1e-12)
+    np.testing.assert_allclose(got.fe_params, ref.fe_params, rtol=1e-9)
