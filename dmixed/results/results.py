@@ -31,7 +31,7 @@ from .plots import caterpillar, residual_plot
 from .prediction import Predictor
 from .profile import confint_frame, variance_intervals
 from .profile_re import profile_re
-from .re_frames import blup_frame, effect_names
+from .re_frames import blup_frame, effect_names, with_empty
 from .simulate import simulate_fitted
 from .summary import Summary, coefficient_table
 from .varcorr import varcorr_frame
@@ -300,7 +300,9 @@ class MixedLMResults(FittedValues):
 
     def _re_names(self, gi: int) -> tuple[list[str], np.ndarray]:
         """Names of group gi's random effects and their padded slot positions."""
-        return effect_names(self.names, self.k_re, self._vc_slot_cols, gi)
+        return effect_names(
+            self.names, self.k_re, self._vc_slot_cols, gi, self._state.vc_empty_cols
+        )
 
     @cached_property
     def random_effects(self) -> dict:
@@ -314,7 +316,7 @@ class MixedLMResults(FittedValues):
 
         def make(gi: int) -> pd.Series:
             names, pos = self._re_names(gi)
-            return pd.Series(self._blup[gi, pos], index=names)
+            return pd.Series(np.where(pos >= 0, self._blup[gi, np.maximum(pos, 0)], 0.0), names)
 
         return ByGroup(self.group_labels, make)
 
@@ -325,7 +327,7 @@ class MixedLMResults(FittedValues):
 
         def make(gi: int) -> pd.DataFrame:
             names, pos = self._re_names(gi)
-            block = cov_block(self._blup_cov, gi, pos)  # a new array: not copied again
+            block = with_empty(cov_block(self._blup_cov, gi, pos[pos >= 0]), pos, self.vcomp)
             return pd.DataFrame(block, index=names, columns=names, copy=False)
 
         return ByGroup(self.group_labels, make)
