@@ -29,8 +29,10 @@ The hierarchy follows formulaic's ``errors.py`` (one root, grouped subclasses)::
     ├── PrecisionWarning       the statistics resolve the residual variance coarsely
     ├── NumericFactorWarning   a column of numbers (a categorical of numbers, numbers
     │                          written as text) is used as a factor in a plain term
-    └── TextConversionWarning  Dask's from_pandas turned an object column of numbers
-                               (Decimal, say) into text
+    ├── TextConversionWarning  Dask's from_pandas turned an object column of numbers
+    │                          (Decimal, say) into text
+    └── ConstraintRankWarning  a joint Wald test's constraints are dependent: tested on
+                               their rank (statsmodels' ValueWarning)
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ __all__ = [
     "NumericFactorWarning",
     "TextConversionWarning",
     "UnseenGroupsWarning",
+    "ConstraintRankWarning",
 ]
 
 
@@ -140,3 +143,9 @@ class TextConversionWarning(DmixedWarning):
 class UnseenGroupsWarning(DmixedWarning):
     """Rows to predict with ``include_random=True`` belong to groups the fit did not
     see; they get the population prediction ``X β̂`` (``new_groups="population"``)."""
+
+
+class ConstraintRankWarning(DmixedWarning):
+    """The constraints of a joint Wald test are linearly dependent (``R Σ R'`` is
+    singular): the test uses its pseudo-inverse and its rank as degrees of freedom, as
+    statsmodels' ``wald_test`` does after its ``ValueWarning``."""

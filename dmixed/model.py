@@ -9,7 +9,6 @@ the data.
 from __future__ import annotations
 
 import inspect
-import logging
 import time
 from typing import Any
 
@@ -32,20 +31,17 @@ from .design.partitions import select_columns
 from .design.scope import capture
 from .design.vc import LevelNames
 from .errors import DataError, SpecError
-from .fit.coordinates import Coordinates
 from .fit.fit_warnings import warn_boundary, warn_convergence, warn_precision
 from .fit.model_methods import LikelihoodMethods
 from .fit.model_statistics import ModelStatistics
 from .fit.optimize import maximize
-from .fit.options import choose_methods, parse_free
+from .fit.options import parse_free
 from .fit.params import MixedLMParams
-from .fit.profiled import ProfiledObjective
-from .fit.start import choose_start, moment_start_packed, start_packed
-from .fit.summary import DEFAULTS
+from .fit.start import moment_start_packed
+from .fit.steps import check_fit_options, fit_start, objective
 from .results import MixedLMResults
 from .results.simulate import RowDistribution, row_distribution
 from .stats import (
-    CHECK_NOBS_OPTIONS,
     FittedStatistics,
     Layout,
     check_full_rank,
@@ -478,66 +474,42 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         BoundaryWarning
             The estimate is on the boundary of the parameter space.
         """
-        if cov_fe not in ("hessian", "conditional"):
-            raise SpecError(f"cov_fe must be 'hessian' or 'conditional', got {cov_fe!r}")
+        check_fit_options(cov_fe, check_nobs, method)  # before the data pass
         del full_output  # statsmodels' argument; the history is always kept
-        if check_nobs not in CHECK_NOBS_OPTIONS:
-            raise SpecError(f"check_nobs must be 'raise' or 'ignore', got {check_nobs!r}")
-        choose_methods(method, opt_sqrt=True)  # a bad method is refused before the data pass
         t_start = time.perf_counter()
         self.reml = bool(reml)  # the criterion of loglike/score/hessian, as statsmodels
-        stats = self._data_pass(client, progress, engine)
+        stats = self.fit_statistics(client, progress, engine)
         if check_nobs == "raise":
             check_identifiable(stats, self.group_name, self.vc_names)
-        layout = stats.layout
-        free_mask = parse_free(free, layout.n_params, self.k_fe, self.use_sqrt)
-        # the optimizer works in the statistics' (standardized) coordinates, scale free;
-        # a `free` mask constrains the model's own Ψ*, so then in the scaled ones only
-        coords = Coordinates.for_fit(stats.columns, layout, bool(free_mask.all()))
-        start = start_packed(start_params, layout, self.use_sqrt, self.k_fe)
-        if start_params is not None:
-            start = coords.to_opt(start, self.use_sqrt)
-        # The optimizer works on the square-root factor whenever it can: it keeps Ψ*
-        # positive semi-definite without constraints.  With use_sqrt=False that only
-        # changes the packing of start_params/params; a `free` mask in the plain packing
-        # is a constraint on Ψ* itself, so then Ψ* is optimized directly (with bounds).
-        opt_sqrt = self.use_sqrt or bool(free_mask.all())
-        methods = choose_methods(method, opt_sqrt)
-        obj = self._objective(stats, coords, reml, opt_sqrt)
-        moment = None
-        if start_params is None and free is None:
-            moment = self.start_from_moments(stats, stats.fit_layout)
-        level = logging.INFO if progress else logging.DEBUG
-        start_opt, from_moments = choose_start(obj, start, self.use_sqrt, moment, level)
+        settings = {"maxiter": maxiter, "gtol": gtol}
+        start = fit_start(self, stats, reml, start_params, method, free, settings, progress)
         opt = maximize(
-            obj,
-            DEFAULTS.start(start_opt, maxiter=maxiter, gtol=gtol),
-            free_mask,
-            methods,
+            start.obj,
+            start.summary,
+            start.free,
+            start.methods,
             progress=progress,
-            newton_first=from_moments and method is None,
+            newton_first=start.newton_first,
         )
-        if opt.repack(layout, self.use_sqrt):
-            obj = self._objective(stats, coords, reml, self.use_sqrt)
+        obj, coords = start.obj, start.coords
+        if opt.repack(stats.layout, self.use_sqrt):
+            obj = objective(stats, coords, reml, self.use_sqrt)
         ev = obj.evaluate(opt.packed)
         warn_convergence(opt)
         warn_precision(ev, stats.glob)
-        warn_boundary(self, opt, layout)
-        prof = ev.prof
-        if prof is None:
+        warn_boundary(self, opt, stats.layout)
+        if ev.prof is None:
             raise RuntimeError("internal error: the optimum is outside the parameter space")
         # statsmodels' mask for the standard errors is in the plain packing (Hessian's)
-        estimated = parse_free(free, layout.n_params, self.k_fe, use_sqrt=False)
-        hess = None
-        if not skip_hessian:
-            # in θ = [vech(Ψ*), τ*] whatever the packing: the Hessian's basis is ∂B*/∂θ
-            hess = obj.hessian_full(opt.packed, prof.beta)
+        estimated = parse_free(free, stats.layout.n_params, self.k_fe, use_sqrt=False)
+        # in θ = [vech(Ψ*), τ*] whatever the packing: the Hessian's basis is ∂B*/∂θ
+        hess = None if skip_hessian else obj.hessian_full(opt.packed, ev.prof.beta)
         res = MixedLMResults.from_fit(
             model=self,
             stats=stats,
             reml=bool(reml),
             packed=opt.packed,
-            prof=prof,
+            prof=ev.prof,
             llf=ev.llf,
             hessian=hess,
             cov_fe=cov_fe,
@@ -547,9 +519,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             free=estimated,
         )
         res.to_state().n_held = int(np.sum(~estimated))
-        res.fit_options = dict(
-            start_params=start_params, method=method, free=free, maxiter=maxiter, gtol=gtol
-        )
+        res.fit_options = dict(start_params=start_params, method=method, free=free, **settings)
         res.fit_options.update(
             cov_fe=cov_fe, skip_hessian=skip_hessian, engine=engine, check_nobs=check_nobs
         )
@@ -561,18 +531,6 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         parameters divided by ``scale``), whose ``rvs(n, rng)`` draws it.  See
         :func:`dmixed.results.simulate.row_distribution`."""
         return row_distribution(self, params, scale, exog)
-
-    @staticmethod
-    def _objective(stats, coords: Coordinates, reml, use_sqrt: bool) -> ProfiledObjective:
-        return ProfiledObjective(
-            stats.engine,
-            stats.glob,
-            stats.fit_layout,
-            bool(reml),
-            use_sqrt,
-            re_map=coords.re_map,
-            llf_offset=coords.llf(0.0, stats.glob.n, bool(reml)),
-        )
 
     @staticmethod
     def start_from_moments(stats: FittedStatistics, layout: Layout) -> np.ndarray | None:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError, DroppedRowsWarning
+from ..stats.slots import present_pairs
 from .dtypes import NUMERIC, warn_rounded_integers
 from .missing import missing_mask, missing_rows
 
@@ -245,3 +246,22 @@ def convert_exog_vc(exog_vc, groups: np.ndarray, n: int):
         all_cols.append(cols)
         all_vals.append(vals)
     return names, all_colnames, all_cols, all_vals
+
+
+def empty_vc_columns(rows: RowData) -> list[list[tuple]]:
+    """Per variance component, the ``(group label, column)`` pairs that a group's matrix
+    of statsmodels' ``exog_vc`` holds but that are zero on all the group's rows.
+
+    statsmodels reports a random effect for every column of a group's matrix (its BLUP
+    zero, its conditional variance the component's variance); the statistics give such
+    columns no slot (they add nothing to the likelihood,
+    :mod:`dmixed.stats.slots`), so the results add them back by these pairs.
+    """
+    codes, labels = pd.factorize(pd.Series(rows.groups), sort=True)
+    out = []
+    for cols, vals in zip(rows.vc_cols, rows.vc_vals, strict=True):
+        ncols = max(int(cols.max(initial=-1)) + 1, 1)
+        declared = present_pairs(codes, cols, np.ones_like(vals), ncols)
+        empty = np.setdiff1d(declared, present_pairs(codes, cols, vals, ncols))
+        out.append([(labels[k // ncols], int(k % ncols)) for k in empty.tolist()])
+    return out

@@ -174,6 +174,16 @@ class ParsedFormulas:
             out.update(info.plain_columns)
         return out
 
+    def bare_columns(self) -> set:
+        """Columns that a term reads only as they are (``x``, ``Q('x')``, besides
+        ``C(x)``) outside the response, never inside an expression: a column of booleans
+        among them is a factor of levels False and True, as patsy (statsmodels) reads it
+        (:func:`column_kinds`)."""
+        computed = set(self.lhs.columns)
+        for info in [self.rhs, self.re, *self.vc.values()]:
+            computed.update(info.expr_columns)
+        return self.plain_columns() - computed
+
     def dense_columns(self) -> list[str]:
         """The columns of the response, fixed- and random-effects formulas."""
         out = list(self.lhs.columns)
@@ -273,7 +283,10 @@ def used_columns(formula_columns: list[str], groups: str, weights, meta) -> list
 def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str]):
     """How each formula column is read, from its dtype: ``(kinds, native)`` (see
     :mod:`dmixed.design.dtypes`).  ``object`` columns are labels until the scan has seen
-    their values (:func:`~dmixed.design.build_levels.scan_levels`).
+    their values (:func:`~dmixed.design.build_levels.scan_levels`).  Numbers inside
+    ``C()`` and booleans that a term reads as they are
+    (:meth:`ParsedFormulas.bare_columns`) are read as levels (patsy's reading of
+    booleans: ``flag[T.True]``).
 
     Raises
     ------
@@ -281,6 +294,7 @@ def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str]):
         For a column of an unsupported dtype.
     """
     c_columns = parsed.c_columns()
+    bare = parsed.bare_columns()
     kinds: dict[str, str] = {}
     native: dict[str, str] = {}
     for c in formula_columns:
@@ -288,7 +302,7 @@ def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str]):
         k = column_kind(dt)
         if k is None:
             raise DataError(f"column {c!r} has an unsupported dtype ({dt}) for a model formula")
-        if k == NUMERIC and c in c_columns:
+        if k == NUMERIC and (c in c_columns or (c in bare and native_class(dt) == "bool")):
             k = NUMERIC_LEVELS
             native[c] = native_class(dt)
         kinds[c] = k

@@ -59,7 +59,7 @@ def scan_levels(data, meta, dask_input, kinds, native, parsed, columns_used, mis
         raise DataError(
             f"no rows left after dropping rows with missing values ({scan.n_total} rows dropped)"
         )
-    _read_object_columns(scan, kinds, native, plan.c_columns)
+    _read_object_columns(scan, kinds, native, plan.c_columns, parsed.bare_columns())
     _check_response_numeric(meta, parsed, kinds)
     for c in plan.level_cols:
         if kinds[c] != NUMERIC and not scan.levels[c]:
@@ -70,14 +70,18 @@ def scan_levels(data, meta, dask_input, kinds, native, parsed, columns_used, mis
     return scan
 
 
-def _read_object_columns(scan: LevelScan, kinds: dict, native: dict, c_columns: set) -> None:
+def _read_object_columns(
+    scan: LevelScan, kinds: dict, native: dict, c_columns: set, bare: set
+) -> None:
     """Numbers and booleans held in ``object`` columns are read as numbers (inside
-    ``C()``: as numeric levels); text stays labels; mixed kinds are refused."""
+    ``C()``, and booleans read as they are, ``bare``: as numeric levels, as
+    :func:`~dmixed.design.build.column_kinds` reads such columns of other dtypes); text
+    stays labels; mixed kinds are refused."""
     for c, types in scan.types.items():
         cls = object_class(types, c)
         if c not in kinds or cls in (None, "string"):
             continue
-        if c not in c_columns:
+        if c not in c_columns and not (cls == "bool" and c in bare):
             kinds[c] = NUMERIC
             scan.levels.pop(c, None)
             continue

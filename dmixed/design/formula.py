@@ -160,6 +160,9 @@ class FactorInfo:
     columns: list[str] = field(default_factory=list)
     c_columns: list[str] = field(default_factory=list)  # first argument of C(), a column
     plain_columns: list[str] = field(default_factory=list)  # a factor that is a column
+    #: columns whose values an expression computes with (not a factor that is the
+    #: column, nor the first argument of ``C()``)
+    expr_columns: list[str] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
     #: names of the caller's scope the factors use (:mod:`dmixed.design.scope`)
     caller: list[str] = field(default_factory=list)
@@ -182,6 +185,7 @@ class _FactorChecker:
         self.aliases = aliases
         self.transforms = transforms()
         self.root: ast.AST | None = None  # the factor's whole expression
+        self.c_args: set[int] = set()  # ids of the names that are C()'s first argument
 
     def name_of(self, n: str) -> str:
         return self.aliases.get(n, n)
@@ -327,12 +331,15 @@ class _FactorChecker:
             first = node.args[0]
             if isinstance(first, ast.Name) and self.name_of(first.id) in self.columns:
                 add_unique(self.info.c_columns, self.name_of(first.id))
+                self.c_args.add(id(first))
         return True
 
     def visit_name(self, node: ast.Name) -> None:
         n = self.name_of(node.id)
         if n in self.columns:
             add_unique(self.info.columns, n)
+            if id(node) not in self.c_args:
+                add_unique(self.info.expr_columns, n)
         elif n in self.transforms:
             add_unique(self.info.transforms, n)
         elif n not in ("True", "False", "None"):
@@ -346,6 +353,7 @@ class _FactorChecker:
         root = self.name_of(parts[0])
         if root in self.columns:
             add_unique(self.info.columns, root)
+            add_unique(self.info.expr_columns, root)
         elif root in self.transforms:
             add_unique(self.info.transforms, root)
         else:

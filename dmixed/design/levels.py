@@ -36,6 +36,7 @@ __all__ = [
     "unique_values",
     "declared_observed",
     "prototype",
+    "formulaic_levels",
 ]
 
 MISSING_CODE = -1
@@ -190,6 +191,16 @@ def declared_observed(dtype: pd.CategoricalDtype, observed) -> list:
     return [v for v in py_scalars(dtype.categories.tolist()) if v in seen]
 
 
+def formulaic_levels(values, native: str | None, levels: list):
+    """The values of a column read as levels (:data:`NUMERIC_LEVELS`) as formulaic gets
+    them: booleans as a Categorical of ``levels`` (patsy reads booleans as a factor,
+    ``flag[T.True]``; formulaic would read them as numbers), other values as they are
+    (``C()`` makes them a factor)."""
+    if native != "bool":
+        return values
+    return pd.Categorical(np.asarray(values, dtype=bool), categories=levels)
+
+
 def prototype(cols, kinds: dict, native: dict, levels: dict, size: int | None) -> pd.DataFrame:
     """A small frame holding every level of every factor column of ``cols``.
 
@@ -208,7 +219,7 @@ def prototype(cols, kinds: dict, native: dict, levels: dict, size: int | None) -
             data[c] = pd.Categorical.from_codes(idx % len(lv), dtype=pd.CategoricalDtype(lv))
         elif kind == NUMERIC_LEVELS:
             lv = np.asarray(levels[c], dtype=native_dtype(native.get(c, "float")))
-            data[c] = lv[idx % len(lv)]
+            data[c] = formulaic_levels(lv[idx % len(lv)], native.get(c), levels[c])
         else:
             data[c] = 1.0 + (idx % 7) / 8.0
     return pd.DataFrame(data, index=pd.RangeIndex(size))

@@ -27,7 +27,7 @@ from .dtypes import (
     to_float,
     warn_rounded_integers,
 )
-from .levels import MISSING_CODE, UNKNOWN_CODE, level_codes, level_positions
+from .levels import MISSING_CODE, UNKNOWN_CODE, formulaic_levels, level_codes, level_positions
 from .messages import check_present, plural
 from .missing import missing_mask, missing_rows
 
@@ -256,8 +256,11 @@ def normalized_frame(spec: ModelSpec, columns: dict[str, np.ndarray], n: int) ->
         if c not in columns:
             continue
         a = columns[c]
-        if spec.column_kinds[c] == CATEGORICAL:
+        kind = spec.column_kinds[c]
+        if kind == CATEGORICAL:
             data[c] = pd.Categorical.from_codes(a, dtype=spec.categorical_dtype(c), validate=False)
+        elif kind == NUMERIC_LEVELS:
+            data[c] = formulaic_levels(a, spec.native.get(c), spec.levels[c])
         else:
             data[c] = a
     return pd.DataFrame(data, index=pd.RangeIndex(n), copy=False)

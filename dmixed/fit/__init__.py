@@ -13,7 +13,10 @@
   coordinates; :mod:`~dmixed.fit.model_methods`: statsmodels' model API on them
   (``MixedLM.loglike``, ``score``, ``score_full``, ``score_sqrt``, ``hessian``,
   ``get_fe_params``).
-- :mod:`~dmixed.fit.model_statistics`: ``MixedLM.statistics``, the data pass and its cache.
+- :mod:`~dmixed.fit.model_statistics`: ``MixedLM.statistics``, the data pass and its cache
+  (``MixedLM.fit_statistics``, the statistics a fit uses).
+- :mod:`~dmixed.fit.steps`: the steps of ``MixedLM.fit`` (its options checked, the
+  optimizer's start, the profiled objective of the statistics).
 - :mod:`~dmixed.fit.fit_warnings`: the warnings of a fit's outcome (convergence, boundary,
   precision).
 """

@@ -25,7 +25,7 @@ __all__ = ["ModelStatistics", "check_in_memory_engine", "engine_alive", "engine_
 
 
 class ModelStatistics:
-    """Mixin: :meth:`statistics` (cached) and the data pass of a fit.
+    """Mixin: :meth:`statistics` (cached) and the data pass of a fit (:meth:`fit_statistics`).
 
     The class using it provides ``rows``, ``source``, ``spec``, ``exog_names``,
     ``endog_name``, ``k_re``, ``k_vc``, ``cached_statistics`` and ``cached_client``.
@@ -129,8 +129,9 @@ class ModelStatistics:
         self.cached_statistics, self.cached_client = stats, client
         return stats
 
-    def _data_pass(self, client, progress: bool, engine: str | None) -> FittedStatistics:
-        """The statistics (one data pass unless cached), logged."""
+    def fit_statistics(self, client, progress: bool, engine: str | None) -> FittedStatistics:
+        """The statistics a fit uses: :meth:`statistics` (one data pass unless cached),
+        logged (at INFO level with ``progress``), checked against the model's layout."""
         if progress:
             ensure_progress_handler()
         reused = self.cached_statistics is not None

@@ -151,7 +151,16 @@ def _estimates_section(state: ResultsState) -> dict:
         "a_inv": state.a_inv,
         "vc_slot_widths": list(state.vc_slot_widths),
         **_ragged_section(state),
+        **_empty_section(state),
     }
+
+
+def _empty_section(state: ResultsState) -> dict:
+    """The ``exog_vc`` columns zero on a group's rows (``vc_empty_cols``), if any:
+    ``[[group index, column], ...]`` per component; absent in older directories."""
+    if state.vc_empty_cols is None:
+        return {}
+    return {"vc_empty_cols": [np.asarray(p).tolist() for p in state.vc_empty_cols]}
 
 
 def _ragged_section(state: ResultsState) -> dict:
@@ -316,6 +325,9 @@ def _state_from(
         group_labels=table[columns.GROUP].to_numpy(),
         group_sizes=table[_SIZE].to_numpy(),
         **_random_effects(e, table, slots, cov),
+        vc_empty_cols=None
+        if e.get("vc_empty_cols") is None
+        else [np.asarray(p, dtype=np.int64).reshape(-1, 2) for p in e["vc_empty_cols"]],
     )
 
 

@@ -159,6 +159,9 @@ class ResultsState:
     statistics_columns: Any = None
     blup_cov_statistics: Any = None
     cov_re_statistics: np.ndarray | None = None
+    #: per variance component, ``(group index, column)`` pairs (m, 2) of columns of a
+    #: group's ``exog_vc`` matrix that are zero on its rows (None: none)
+    vc_empty_cols: list[np.ndarray] | None = None
 
     def optimizer(self) -> OptSummary:
         """The optimizer's record (MixedModels.jl's ``OptSummary``) rebuilt from the state:

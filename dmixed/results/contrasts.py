@@ -9,14 +9,15 @@ nothing is evaluated as Python).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from ..errors import SpecError
+from ..errors import ConstraintRankWarning, SpecError
 
-__all__ = ["ContrastResults", "hypothesis", "t_test", "wald_test"]
+__all__ = ["ContrastResults", "check_flag", "hypothesis", "t_test", "wald_test"]
 
 
 @dataclass
@@ -29,13 +30,16 @@ class ContrastResults:
         ``R β̂ − q`` of each row (``t_test``), None for a joint test.
     sd : ndarray (m,) or None
         Their standard errors ``sqrt(diag(R Σ R'))``, Σ the fixed effects' covariance.
-    statistic : ndarray (m,) or float
-        z (or t) values ``effect / sd``; the joint χ² (or F) statistic of ``wald_test``.
-    pvalue : ndarray (m,) or float
+    statistic : ndarray (m,), float or ndarray (1, 1)
+        z (or t) values ``effect / sd``; the joint χ² (or F) statistic of ``wald_test``
+        (a ``(1, 1)`` array with ``scalar=False``, as statsmodels').
+    pvalue : ndarray (m,), float or 0-d ndarray
         Two-sided for ``t_test``, upper tail for ``wald_test``.
     distribution : {"norm", "t", "chi2", "F"}
     df_num, df_denom : float
-        Degrees of freedom (rows of ``R``; ``nobs − k_fe`` for "t" and "F", else inf).
+        Degrees of freedom: "t" has ``df_denom = df_resid``; "F" ``df_num = J`` (the
+        rank of the constraints) and ``df_denom = df_resid``; "chi2" ``df_denom = J``
+        (statsmodels' attribute) and ``df_num = J``; "norm" ``df_denom = inf``.
     names : list of str
         One label per row of ``R`` (``c0``, ``c1``, ... or the constraint's text).
     """
@@ -52,6 +56,19 @@ class ContrastResults:
     @property
     def tvalue(self):
         """The z or t values (statsmodels' name, whatever the distribution)."""
+        return self.statistic
+
+    @property
+    def fvalue(self):
+        """The F statistic (statsmodels' attribute of ``f_test`` and ``wald_test(use_f=True)``).
+
+        Raises
+        ------
+        AttributeError
+            Not an F test (statsmodels' results have no ``fvalue`` then either).
+        """
+        if self.distribution != "F":
+            raise AttributeError(f"a {self.distribution} test has no fvalue")
         return self.statistic
 
     def conf_int(self, alpha: float = 0.05) -> np.ndarray:
@@ -86,22 +103,45 @@ class ContrastResults:
         )
 
     def __str__(self) -> str:
+        """The table of a row-by-row test; statsmodels' one line for a joint test."""
+        if self.distribution == "F":
+            return (
+                f"<F test: F={self.statistic!r}, p={self.pvalue}, "
+                f"df_denom={self.df_denom:.3g}, df_num={self.df_num:.3g}>"
+            )
+        if self.distribution == "chi2":
+            return (
+                f"<Wald test (chi2): statistic={self.statistic}, p-value={self.pvalue}, "
+                f"df_denom={self.df_denom:.3g}>"
+            )
         return self.summary_frame().to_string()
 
 
-def hypothesis(r_matrix, names: list[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def hypothesis(
+    r_matrix, names: list[str], k_total: int | None = None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """``(R, q, labels)`` of a hypothesis on the fixed effects named ``names``.
 
     A list (or tuple) of texts is one hypothesis of all their constraints (patsy's
-    ``linear_constraint``, which statsmodels uses).
+    ``linear_constraint``, which statsmodels uses).  With ``k_total`` (all the
+    parameters, the fixed effects first) ``R`` may also have ``k_total`` columns (the
+    matrices statsmodels' ``wald_test`` takes); one over the fixed effects gets zero
+    columns for the others.
 
     Raises
     ------
     SpecError
-        ``R`` without ``len(names)`` columns; ``q`` of the wrong length; a pair of
-        a text and ``q`` (the text holds its values); text that formulaic cannot parse
-        or that names something other than a fixed effect.
+        ``R`` without ``len(names)`` (or ``k_total``) columns; ``q`` of the wrong length;
+        a pair of a text and ``q`` (the text holds its values); text that formulaic
+        cannot parse or that names something other than a fixed effect.
     """
+    mat, q, labels = _fe_hypothesis(r_matrix, names, k_total)
+    if k_total is not None and mat.shape[1] < k_total:
+        mat = np.hstack([mat, np.zeros((mat.shape[0], k_total - mat.shape[1]))])
+    return mat, q, labels
+
+
+def _fe_hypothesis(r_matrix, names: list[str], k_total: int | None):
     k = len(names)
     q = None
     if (
@@ -132,8 +172,13 @@ def hypothesis(r_matrix, names: list[str]) -> tuple[np.ndarray, np.ndarray, list
         labels = [s.strip() for s in str(parsed).splitlines()]
         return mat, q, labels
     mat = np.atleast_2d(np.asarray(r_matrix, dtype=np.float64))
-    if mat.ndim != 2 or mat.shape[1] != k:
-        raise SpecError(f"r_matrix for t-test should have {k:d} columns (the fixed effects)")
+    if mat.ndim != 2 or mat.shape[1] not in (k, k_total):
+        if k_total is None:
+            raise SpecError(f"r_matrix for t-test should have {k:d} columns (the fixed effects)")
+        raise SpecError(
+            f"r_matrix for a Wald test should have {k:d} columns (the fixed effects) or "
+            f"{k_total:d} (all the parameters)"
+        )
     q = np.zeros(mat.shape[0]) if q is None else np.asarray(q, dtype=np.float64).ravel()
     if q.shape != (mat.shape[0],):
         raise SpecError(f"q has {q.size} values for {mat.shape[0]} rows of r_matrix")
@@ -157,28 +202,77 @@ def t_test(fe_params, cov_fe, r_matrix, names, use_t: bool | None, df_resid: flo
     return ContrastResults(effect, sd, stat, pvalue, "norm", 1.0, np.inf, labels)
 
 
-def wald_test(fe_params, cov_fe, r_matrix, names, use_f: bool, df_resid: float):
-    """The joint Wald test of ``R β = q``: ``W = (Rβ̂ − q)'(R Σ R')⁻¹(Rβ̂ − q)`` referred
-    to χ² on ``rank(R)`` degrees of freedom, or ``W / rank(R)`` to F(rank, df_resid)
-    with ``use_f`` (statsmodels' ``wald_test``).
+def check_flag(value, name: str, optional: bool = False) -> bool | None:
+    """``value`` if it is a bool (or None where ``optional``), else :class:`SpecError`
+    naming the argument (statsmodels' ``bool_like(..., strict=True)``)."""
+    if isinstance(value, (bool, np.bool_)) or (optional and value is None):
+        return None if value is None else bool(value)
+    allowed = "True, False or None" if optional else "True or False"
+    raise SpecError(f"{name} must be {allowed}, not {value!r}")
+
+
+def wald_test(params, cov, r_matrix, names, use_f: bool, df_resid: float, scalar: bool = True):
+    """The joint Wald test of ``R θ = q`` (statsmodels' ``LikelihoodModelResults.wald_test``,
+    which ``MixedLMResults`` inherits): ``W = (Rθ̂ − q)'(R Σ R')⁺(Rθ̂ − q)`` referred to χ²
+    on ``J = rank(R Σ R')`` degrees of freedom, or ``W / J`` to F(J, df_resid) with
+    ``use_f``.
+
+    Parameters
+    ----------
+    params : ndarray (k,)
+        All the parameters θ, the fixed effects first (``len(names)`` of them).
+    cov : ndarray (k, k)
+        Their covariance Σ (``cov_params()``).
+    r_matrix : array_like (m, len(names)) or (m, k), ``(R, q)``, or str
+        ``R`` over the fixed effects (dmixed's, as ``t_test``) or over all ``k``
+        parameters (statsmodels'), or text over the fixed effects' names.
+    use_f : bool
+    df_resid : float
+        The F reference's denominator degrees of freedom.
+    scalar : bool, default True
+        The statistic as a float; False: as a ``(1, 1)`` array and the p-value as a
+        0-d array (statsmodels' ``scalar``).
+
+    Returns
+    -------
+    ContrastResults
+        ``distribution`` "chi2" (``df_denom = J``, statsmodels' attribute for the χ²
+        degrees of freedom) or "F" (``df_num = J``, ``df_denom = df_resid``).
 
     Raises
     ------
     SpecError
-        ``R Σ R'`` singular (dependent rows of ``R``).
+        A hypothesis that :func:`hypothesis` refuses; a covariance with missing values.
+
+    Warns
+    -----
+    ConstraintRankWarning
+        ``R Σ R'`` singular (dependent rows of ``R``): pseudo-inverse, ``J`` its rank.
     """
     from scipy import stats
 
-    mat, q, labels = hypothesis(r_matrix, names)
-    diff = mat @ np.asarray(fe_params) - q
-    middle = mat @ np.asarray(cov_fe) @ mat.T
+    mat, q, labels = hypothesis(r_matrix, names, k_total=len(params))
+    used = np.flatnonzero(np.any(mat != 0, axis=0))  # cov_params is NaN where undefined
+    mat = mat[:, used]
+    diff = (mat @ np.asarray(params)[used] - q)[:, None]
+    middle = mat @ np.asarray(cov)[np.ix_(used, used)] @ mat.T
+    if np.isnan(middle).any():
+        raise SpecError("the covariance of the hypothesis has missing values (no standard errors)")
+    n_rows = float(mat.shape[0])
     rank = np.linalg.matrix_rank(middle)
-    if rank < len(diff):
-        raise SpecError("the rows of the hypothesis are linearly dependent (R Σ R' is singular)")
-    wald = float(diff @ np.linalg.solve(middle, diff))
+    if rank < n_rows:
+        warnings.warn(
+            "covariance of constraints does not have full rank. The number of constraints "
+            f"is {int(n_rows):d}, but rank is {rank:d}",
+            ConstraintRankWarning,
+            stacklevel=3,
+        )
+        n_rows = rank
+    wald = diff.T @ np.linalg.pinv(middle) @ diff
+    wald = float(np.squeeze(wald)) if scalar else wald
     if use_f:
-        fstat = wald / rank
-        pvalue = float(stats.f.sf(fstat, rank, df_resid))
-        return ContrastResults(None, None, fstat, pvalue, "F", float(rank), df_resid, labels)
-    pvalue = float(stats.chi2.sf(wald, rank))
-    return ContrastResults(None, None, wald, pvalue, "chi2", float(rank), np.inf, labels)
+        fstat = wald / n_rows
+        pvalue = np.squeeze(stats.f.sf(fstat, n_rows, df_resid))
+        return ContrastResults(None, None, fstat, pvalue, "F", n_rows, df_resid, labels)
+    pvalue = np.squeeze(stats.chi2.sf(wald, n_rows))
+    return ContrastResults(None, None, wald, pvalue, "chi2", n_rows, n_rows, labels)

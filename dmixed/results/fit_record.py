@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..design import ModelNames
+from ..design.arrays import empty_vc_columns
 from ..errors import DataError
 from ..fit.coordinates import Coordinates
 from ..io import ResultsState
@@ -17,6 +18,7 @@ from .covariance import covariance_of_estimates
 __all__ = [
     "cov_fe_statistics",
     "cov_re_statistics",
+    "empty_slots",
     "fit_state",
     "identifiable",
     "mapped_back",
@@ -155,6 +157,7 @@ def record_fit(
         blup=blup,
         blup_cov=cond * scale,
         vc_slot_cols=stats.vc_slot_cols,
+        vc_empty_cols=empty_slots(model, stats.group_labels),
         optimizer_settings=optimize_result.settings(),
         initial_params=coords.from_opt(np.asarray(optimize_result.initial), use_sqrt),
         initial_llf=coords.llf(optimize_result.initial_llf, n, reml),
@@ -164,6 +167,22 @@ def record_fit(
         statistics_columns=coords.columns,
         blup_cov_statistics=cond_std,
     )
+
+
+def empty_slots(model, group_labels) -> list[np.ndarray] | None:
+    """Per variance component, the ``(group index, column)`` pairs (int64, (m, 2)) of
+    columns that a group's ``exog_vc`` matrix holds but are zero on its rows
+    (:func:`~dmixed.design.arrays.empty_vc_columns`; statsmodels reports them); None for
+    a model of a formula or without its rows, or where there are none."""
+    rows = getattr(model, "rows", None)
+    if getattr(model, "spec", None) is not None or rows is None or not rows.vc_cols:
+        return None
+    position = {label: gi for gi, label in enumerate(np.asarray(group_labels).tolist())}
+    pairs = [
+        np.array([(position[g], c) for g, c in comp], dtype=np.int64).reshape(-1, 2)
+        for comp in empty_vc_columns(rows)
+    ]
+    return pairs if any(p.size for p in pairs) else None
 
 
 def cov_re_statistics(coords: Coordinates, psi_opt: np.ndarray, scale: float) -> np.ndarray:

@@ -11,6 +11,7 @@ import pandas as pd
 
 from ..design import is_dask
 from ..errors import SpecError
+from .new_levels import check_new_levels
 from .prediction import check_new_groups, formula_data, predict_dask, predict_frame
 from .prediction_error import get_prediction as _get_prediction
 
@@ -40,6 +41,7 @@ class FittedValues:
         exog_re=None,
         groups=None,
         new_groups: str = "population",
+        new_levels: str = "error",
     ):
         """Predicted means for new (or the fitted) data.
 
@@ -64,6 +66,14 @@ class FittedValues:
             an :class:`~dmixed.errors.UnseenGroupsWarning` counts them), NaN, or a
             :class:`~dmixed.errors.DataError` naming them (lme4's
             ``allow.new.levels = FALSE``).
+        new_levels : {"error", "population", "nan"}
+            With ``include_random``, what rows of groups the fit saw get when they hold
+            a level of a variance component's own column that the fit did not see: a
+            :class:`~dmixed.errors.DataError` naming the groups and levels (default,
+            lme4's ``allow.new.levels = FALSE``), the prediction with those random
+            effects at zero, their mean (lme4's ``allow.new.levels = TRUE``,
+            MixedModels.jl's ``new_re_levels = :population``), or NaN (``:missing``);
+            see :mod:`dmixed.results.new_levels`.
 
         Returns
         -------
@@ -78,10 +88,12 @@ class FittedValues:
             ``data`` for a model built from arrays; no data for loaded results;
             ``exog`` of the wrong width; ``include_random`` without ``groups``; group
             keys of another class than the fitted ones; unseen groups with
-            ``new_groups="error"``; a ``new_groups`` not listed; Dask data that cannot
+            ``new_groups="error"``; new levels with ``new_levels="error"``; a
+            ``new_groups`` or ``new_levels`` not listed; Dask data that cannot
             be read (:func:`~dmixed.results.prediction.predict_dask`).
         """
         check_new_groups(new_groups)
+        check_new_levels(new_levels)
         data, exog = formula_data(self.spec, data, exog)
         if data is not None:
             if self.spec is None:
@@ -91,9 +103,16 @@ class FittedValues:
                 )
             if is_dask(data):
                 return predict_dask(
-                    self.predictor(), self.spec, data, include_random, new_groups=new_groups
+                    self.predictor(),
+                    self.spec,
+                    data,
+                    include_random,
+                    new_groups=new_groups,
+                    new_levels=new_levels,
                 )
-            return predict_frame(self.predictor(), self.spec, data, include_random, new_groups)
+            return predict_frame(
+                self.predictor(), self.spec, data, include_random, new_groups, new_levels
+            )
         if exog is None:
             rows = self._fitted_rows()
             if rows is None:

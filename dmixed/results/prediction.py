@@ -20,6 +20,7 @@ from ..design.partitions import check_persisted, select_columns
 from ..design.prepare import needed_columns
 from ..errors import DataError, SpecError, UnseenGroupsWarning
 from ..stats.slots import lookup_vc_slots, table_pairs
+from .new_levels import check_new_levels, new_levels_of
 
 __all__ = [
     "NEW_GROUPS",
@@ -257,24 +258,45 @@ def on_frame_rows(spec, df: pd.DataFrame, include_random: bool, compute, width: 
 
 
 def predict_frame(
-    predictor: Predictor, spec, df: pd.DataFrame, include_random: bool, new_groups: str
+    predictor: Predictor,
+    spec,
+    df: pd.DataFrame,
+    include_random: bool,
+    new_groups: str,
+    new_levels: str = "error",
 ) -> pd.Series:
     """Predictions for every row of a pandas frame, indexed like it: NaN where a column
-    the prediction uses is missing (and, with ``new_groups="nan"``, for unseen groups)."""
+    the prediction uses is missing (and, with ``new_groups="nan"``, for unseen groups;
+    with ``new_levels="nan"``, for new levels of the variance components:
+    :mod:`dmixed.results.new_levels`)."""
+    index = df.index
+    found = None
+    if include_random and spec.vc_plans and len(df):
+        df, found = new_levels_of(spec, df, predictor.group_labels, new_levels)
 
     def compute(dm):
-        return predictor.predict(dm, include_random, spec.group_name, new_groups)
+        fresh = None if found is None else found.apply(dm)
+        out = predictor.predict(dm, include_random, spec.group_name, new_groups)
+        if fresh is not None and new_levels == "nan":
+            out[fresh] = np.nan
+        return out
 
-    return pd.Series(on_frame_rows(spec, df, include_random, compute, 1)[:, 0], index=df.index)
+    return pd.Series(on_frame_rows(spec, df, include_random, compute, 1)[:, 0], index=index)
 
 
 def fitted_partition(
-    pdf, spec, predictor: Predictor, include_random: bool, what: str, new_groups: str
+    pdf,
+    spec,
+    predictor: Predictor,
+    include_random: bool,
+    what: str,
+    new_groups: str,
+    new_levels: str = "error",
 ):
     """One partition's predictions (every row), or fitted values or residuals (the rows
     kept), indexed like them in ``pdf`` (``what``: see :func:`predict_dask`)."""
     if what == "predict":
-        return predict_frame(predictor, spec, pdf, include_random, new_groups)
+        return predict_frame(predictor, spec, pdf, include_random, new_groups, new_levels)
     name = "resid" if what == "resid" else "fittedvalues"
     if len(pdf) == 0:
         return pd.Series([], index=pdf.index, dtype="float64", name=name)
@@ -292,6 +314,7 @@ def predict_dask(
     include_random: bool,
     what: str = "predict",
     new_groups: str = "population",
+    new_levels: str = "error",
 ):
     """Predictions, fitted values or residuals of a Dask DataFrame: a lazy Dask Series
     with the partitions of ``ddf``.
@@ -311,6 +334,9 @@ def predict_dask(
         ``"predict"`` with ``include_random``: what rows of unseen groups get
         (:meth:`Predictor.positions`; the warning of ``"population"`` is raised where the
         partition is computed).
+    new_levels : {"error", "population", "nan"}
+        ``"predict"`` with ``include_random``: what rows of fitted groups with levels of
+        a variance component the fit did not see get (:mod:`dmixed.results.new_levels`).
 
     Returns
     -------
@@ -328,13 +354,15 @@ def predict_dask(
         Now: a used column is not in ``ddf``; the persisted data of ``ddf`` are gone.
         When computed: a partition lacks a used column (named with its number); missing
         values with ``missing="raise"`` (fitted values and residuals); group keys of
-        another class than the fitted ones; unseen groups with ``new_groups="error"``.
+        another class than the fitted ones; unseen groups with ``new_groups="error"``;
+        new levels with ``new_levels="error"``.
     """
     import dask  # only here: dmixed imports without Dask
 
     if what not in ("predict", "fittedvalues", "resid"):
         raise SpecError(f"what must be 'predict', 'fittedvalues' or 'resid', got {what!r}")
     check_new_groups(new_groups)
+    check_new_levels(new_levels)
     check_persisted(ddf)
     predicting = what == "predict"
     data = select_columns(
@@ -350,5 +378,6 @@ def predict_dask(
         include_random,
         what,
         new_groups,
+        new_levels,
         meta=pd.Series(dtype="float64", name=name),
     )

@@ -23,7 +23,7 @@ from ..io import ResultsState, load_state, save_state
 from ..stats.blup_cov import cov_block, cov_diagonal
 from .bootstrap import BootstrapResults, parametric_bootstrap
 from .by_group import ByGroup
-from .contrasts import t_test, wald_test
+from .contrasts import check_flag, t_test, wald_test
 from .fit_record import fit_state, identifiable
 from .fitted import FittedValues
 from .identification import warn_unidentified
@@ -31,7 +31,7 @@ from .plots import caterpillar, residual_plot
 from .prediction import Predictor
 from .profile import confint_frame, variance_intervals
 from .profile_re import profile_re
-from .re_frames import blup_frame, effect_names
+from .re_frames import blup_frame, effect_names, with_empty
 from .simulate import simulate_fitted
 from .summary import Summary, coefficient_table
 from .varcorr import varcorr_frame
@@ -300,7 +300,9 @@ class MixedLMResults(FittedValues):
 
     def _re_names(self, gi: int) -> tuple[list[str], np.ndarray]:
         """Names of group gi's random effects and their padded slot positions."""
-        return effect_names(self.names, self.k_re, self._vc_slot_cols, gi)
+        return effect_names(
+            self.names, self.k_re, self._vc_slot_cols, gi, self._state.vc_empty_cols
+        )
 
     @cached_property
     def random_effects(self) -> dict:
@@ -314,7 +316,7 @@ class MixedLMResults(FittedValues):
 
         def make(gi: int) -> pd.Series:
             names, pos = self._re_names(gi)
-            return pd.Series(self._blup[gi, pos], index=names)
+            return pd.Series(np.where(pos >= 0, self._blup[gi, np.maximum(pos, 0)], 0.0), names)
 
         return ByGroup(self.group_labels, make)
 
@@ -325,7 +327,7 @@ class MixedLMResults(FittedValues):
 
         def make(gi: int) -> pd.DataFrame:
             names, pos = self._re_names(gi)
-            block = cov_block(self._blup_cov, gi, pos)  # a new array: not copied again
+            block = with_empty(cov_block(self._blup_cov, gi, pos[pos >= 0]), pos, self.vcomp)
             return pd.DataFrame(block, index=names, columns=names, copy=False)
 
         return ByGroup(self.group_labels, make)
@@ -466,21 +468,37 @@ class MixedLMResults(FittedValues):
             r_matrix,
             list(self.names.exog_names),
             use_t,
-            self.nobs - self.k_fe,
+            self.df_resid,
         )
 
-    def wald_test(self, r_matrix, use_f: bool = False):
-        """The joint Wald test of ``R β = q`` on the fixed effects: χ² on ``rank(R)``
-        degrees of freedom, or F with ``use_f`` (statsmodels' ``wald_test``; ``r_matrix``
-        as :meth:`t_test`)."""
+    def wald_test(self, r_matrix, use_f: bool | None = None, scalar: bool = True):
+        """The joint Wald test of ``R θ = q``: χ² on ``J = rank`` degrees of freedom, or
+        F(J, :attr:`df_resid`) with ``use_f`` (statsmodels' ``wald_test``: ``use_f=None``
+        means its ``use_t``, False for MixedLM; ``scalar=False`` gives the statistic as a
+        ``(1, 1)`` array).  ``r_matrix`` as :meth:`t_test`, or with a column for every
+        parameter (statsmodels' form); see :func:`dmixed.results.contrasts.wald_test`
+        (dependent constraints warn, :class:`~dmixed.errors.ConstraintRankWarning`)."""
+        use_f = check_flag(use_f, "use_f", optional=True)
         return wald_test(
-            np.asarray(self._state.fe_params, dtype=np.float64),
-            self._fe_cov(),
+            np.asarray(self._state.params, dtype=np.float64),
+            np.asarray(self._cov),
             r_matrix,
             list(self.names.exog_names),
-            use_f,
-            self.nobs - self.k_fe,
+            bool(use_f),
+            self.df_resid,
+            check_flag(scalar, "scalar"),
         )
+
+    def f_test(self, r_matrix):
+        """The joint F test of ``R θ = q``: :meth:`wald_test` with ``use_f=True``
+        (statsmodels' ``f_test``)."""
+        return self.wald_test(r_matrix, use_f=True, scalar=True)
+
+    @property
+    def df_resid(self) -> int:
+        """``nobs − rank(exog)`` (statsmodels' ``MixedLMResults.df_resid``); the fit
+        refuses a rank-deficient ``exog``, so ``nobs − k_fe``."""
+        return int(self.nobs - self.k_fe)
 
     def _fe_cov(self) -> np.ndarray:
         return np.asarray(self._cov)[: self.k_fe, : self.k_fe]

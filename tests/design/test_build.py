@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
+import statsmodels.api as sm
 
-from dmixed.design import build_spec
+import dmixed
+from dmixed.design import ModelSpec, build_spec
 from dmixed.errors import DataError, FormulaError, NumericFactorWarning, SpecError
 
+from .._synth import make_data
 from .frames import make_df
 
 
@@ -169,3 +174,62 @@ def test_numbers_with_a_few_text_cells_are_refused_not_a_factor_of_every_row(eng
     assert len(build_spec(frames[1], "y ~ x", groups="g").levels["x"]) == n
     with pytest.warns(NumericFactorWarning):  # numbers as text: a factor, as said
         assert len(build_spec(frames[2], "y ~ x", groups="g").levels["x"]) == n
+
+
+def _flagged(seed: int = 5) -> pd.DataFrame:
+    df = make_data(n_groups=25, seed=seed)
+    df["flag"] = np.random.default_rng(seed).random(len(df)) > 0.4
+    df["y"] = df["y"] + 0.7 * df["flag"]
+    return df
+
+
+@pytest.mark.parametrize(
+    "formula", ["y ~ x1 + flag", "y ~ x1 * flag", "y ~ 0 + flag", "y ~ flag:x1", "y ~ Q('flag')"]
+)
+@pytest.mark.parametrize("dtype", [bool, object])
+def test_a_column_of_booleans_is_a_factor_named_as_statsmodels(formula, dtype):
+    """statsmodels (patsy) reads booleans as a factor: ``flag[T.True]``, not ``flag``."""
+    df = _flagged().astype({"flag": dtype})
+    ours = build_spec(df, formula, groups="g", re_formula="~ flag")
+    theirs = sm.MixedLM.from_formula(formula, df, groups="g", re_formula="~ flag")
+    # formulaic orders terms otherwise than patsy: compare by name
+    assert sorted(ours.exog_names) == sorted(theirs.exog_names)
+    assert ours.exog_re_names == theirs.data.exog_re_names
+
+
+def test_a_fit_with_a_boolean_column_is_labelled_as_statsmodels():
+    df = _flagged()
+    ours = dmixed.mixedlm("y ~ x1 + flag", df, groups="g").fit()
+    theirs = sm.MixedLM.from_formula("y ~ x1 + flag", df, groups="g").fit()
+    assert sorted(ours.params.index) == sorted(theirs.params.index)
+    names = list(theirs.fe_params.index)
+    np.testing.assert_allclose(ours.fe_params[names], theirs.fe_params, rtol=1e-4)
+    np.testing.assert_allclose(ours.bse[names], theirs.bse[names], rtol=1e-3)
+    assert "flag[T.True]" in str(ours.summary())
+
+
+def test_booleans_computed_with_stay_numbers():
+    """Inside an expression a column of booleans is numbers (as patsy evaluates it)."""
+    df = _flagged()
+    spec = build_spec(df, "y ~ x1 + I(flag * x1)", groups="g")
+    theirs = sm.MixedLM.from_formula("y ~ x1 + I(flag * x1)", df, groups="g")
+    assert sorted(spec.exog_names) == sorted(theirs.exog_names)
+
+
+def test_a_saved_spec_naming_the_old_label_still_loads():
+    """Older versions read a plain column of booleans as numbers named ``flag``: their
+    saved specs (results, statistics) rebuild to that, with the same matrices."""
+    df = _flagged()
+    state = build_spec(df, "y ~ x1 + flag", groups="g").to_dict()
+    assert state["exog_names"] == ["Intercept", "x1", "flag[T.True]"]
+    old = {
+        **state,
+        "column_kinds": {**state["column_kinds"], "flag": "numeric"},
+        "native": {k: v for k, v in state["native"].items() if k != "flag"},
+        "levels": {k: v for k, v in state["levels"].items() if k != "flag"},
+        "exog_names": ["Intercept", "x1", "flag"],
+    }
+    spec = ModelSpec.from_dict(json.loads(json.dumps(old)))
+    assert spec.exog_names == ["Intercept", "x1", "flag"]
+    new = ModelSpec.from_dict(json.loads(json.dumps(state)))
+    np.testing.assert_array_equal(spec.transform(df).exog, new.transform(df).exog)

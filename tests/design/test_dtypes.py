@@ -74,8 +74,11 @@ def test_dtype_zoo(sdt, ndt):
     base = _zoo_base()
     formula = "y ~ xi + xb + s + xi:s"
     kw = dict(groups="g", re_formula="1 + xi", vc_formula={"v": "0 + C(s)", "u": "0 + xb"})
+    # booleans are a factor (patsy's reading), whatever their dtype
+    base["xb"] = base["xb"].astype(bool)
     ref_spec = build_spec(base, formula, **kw)
     ref = ref_spec.transform(base)
+    assert "xb[T.True]" in ref_spec.exog_names
     df = base.copy()
     df["s"] = STRING_DTYPES[sdt](df["s"])
     df["xi"] = NUMBER_DTYPES[ndt](df["xi"])

@@ -422,7 +422,9 @@ CASES = {
         names=("lvl[T.10]", "lvl[T.2]"),
         levels={"lvl": ["1", "10", "2"]},
     ),
-    "object-bool-term": Case(_mixed_column("flag", [True, False]), "y ~ x + flag", names=("flag",)),
+    "object-bool-term": Case(
+        _mixed_column("flag", [True, False]), "y ~ x + flag", names=("flag[T.True]",)
+    ),
     "uint64-2**63-in-C": Case(
         _integers(np.uint64, [U63 + 1, U63 + 7, 3]),
         "y ~ x + C(h)",

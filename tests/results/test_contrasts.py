@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import statsmodels.api as sm
+from statsmodels.tools.sm_exceptions import ValueWarning
 
 import dmixed
 from dmixed.errors import SpecError
@@ -63,7 +64,7 @@ def test_wald_test_is_statsmodels(fits):
     joint = ours.wald_test((r, [0.5, 0.0]))
     padded = np.c_[r, np.zeros((2, len(theirs.params) - ours.k_fe))]
     ref = theirs.wald_test((padded, [0.5, 0.0]), use_f=False, scalar=True)
-    assert joint.distribution == "chi2" and joint.df_num == 2
+    assert joint.distribution == "chi2" and joint.df_num == joint.df_denom == 2
     assert joint.statistic == pytest.approx(float(ref.statistic), rel=1e-4)
     assert joint.pvalue == pytest.approx(float(ref.pvalue), rel=1e-3)
     f = ours.wald_test("x1 = 0.5, x2 = 0", use_f=True)
@@ -85,9 +86,56 @@ def test_bad_hypotheses_are_refused(fits, hyp, match):
         fits[0].t_test(hyp)
 
 
-def test_dependent_rows_are_refused_by_the_joint_test(fits):
-    with pytest.raises(SpecError, match="linearly dependent"):
-        fits[0].wald_test(np.array([[0, 1, 0, 0], [0, 2, 0, 0]]))
+def test_dependent_rows_warn_and_use_their_rank_as_statsmodels(fits):
+    ours, theirs = fits
+    hyp = "x1 = 0, x2 = 0, x1 + x2 = 0"
+    with pytest.warns(dmixed.ConstraintRankWarning, match="constraints is 3, but rank is 2"):
+        a = ours.wald_test(hyp)
+    with pytest.warns(ValueWarning, match="constraints is 3, but rank is 2"):
+        b = theirs.wald_test(hyp)
+    assert a.df_denom == b.df_denom == 2
+    assert a.statistic == pytest.approx(b.statistic, rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"scalar": True}, {"scalar": False}, {"use_f": True}, {"use_f": True, "scalar": False}],
+)
+def test_wald_test_returns_what_statsmodels_returns(fits, kwargs):
+    """``scalar`` was refused; ``use_f`` defaults to None (statsmodels' ``use_t``)."""
+    ours, theirs = fits
+    a = ours.wald_test("x1 = 0.5, x2 = 0", **kwargs)
+    b = theirs.wald_test("x1 = 0.5, x2 = 0", **kwargs)
+    assert a.distribution == b.distribution
+    assert type(a.statistic) is type(b.statistic)
+    assert np.shape(a.statistic) == np.shape(b.statistic)
+    assert type(a.pvalue) is type(b.pvalue) and np.shape(a.pvalue) == np.shape(b.pvalue)
+    np.testing.assert_allclose(a.statistic, b.statistic, rtol=1e-4)
+    np.testing.assert_allclose(a.pvalue, b.pvalue, rtol=1e-2)
+    assert a.df_denom == b.df_denom
+    assert str(a).split("=")[0] == str(b).split("=")[0]
+
+
+def test_f_test_and_df_resid_are_statsmodels(fits):
+    ours, theirs = fits
+    assert ours.df_resid == theirs.df_resid
+    r = np.eye(ours.k_fe)[1:3]
+    padded = np.c_[r, np.zeros((2, len(theirs.params) - ours.k_fe))]
+    a, b = ours.f_test(r), theirs.f_test(padded)
+    assert a.distribution == b.distribution == "F"
+    assert (a.df_num, a.df_denom) == (b.df_num, b.df_denom)
+    assert a.fvalue == pytest.approx(b.fvalue, rel=1e-4)
+    assert type(a.fvalue) is type(b.fvalue)
+    # statsmodels' own matrices have a column for every parameter
+    same = ours.f_test(padded)
+    assert same.fvalue == pytest.approx(a.fvalue, rel=1e-12)
+    assert not hasattr(ours.wald_test(r), "fvalue")
+
+
+@pytest.mark.parametrize("kwargs", [{"scalar": 1}, {"use_f": "yes"}])
+def test_flags_of_the_wald_test_must_be_bools(fits, kwargs):
+    with pytest.raises(SpecError, match=f"{next(iter(kwargs))} must be True"):
+        fits[0].wald_test("x1 = 0", **kwargs)
 
 
 def test_a_list_of_texts_is_one_hypothesis_of_them_all(fits):

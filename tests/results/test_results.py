@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from statsmodels.regression.mixed_linear_model import MixedLM as SmMixedLM
 
-from dmixed import BoundaryWarning, DroppedRowsWarning, MixedLM, MixedLMResults, mixedlm
+from dmixed import BoundaryWarning, DroppedRowsWarning, MixedLM, MixedLMResults, load, mixedlm
 
 from .._synth import design, make_data, vc_dict
 
@@ -185,3 +185,35 @@ def test_arrays_in_arrays_out_pandas_in_pandas_out():
         assert isinstance(value, pd.Series)
         pd.testing.assert_index_equal(value.index, kept)
     np.testing.assert_allclose(res.fittedvalues + res.resid, df["y"].drop(df.index[4]))
+
+
+def test_an_exog_vc_column_zero_in_a_group_is_reported_as_statsmodels(tmp_path):
+    """statsmodels reports every column of a group's ``exog_vc`` matrix, one zero on the
+    group's rows too (BLUP 0, conditional variance the component's variance); dmixed
+    left it out."""
+    from statsmodels.regression.mixed_linear_model import VCSpec
+
+    rng = np.random.default_rng(1)
+    sizes = rng.integers(6, 15, 30)
+    groups = np.repeat(np.arange(30), sizes)
+    n = groups.size
+    exog = np.c_[np.ones(n), rng.normal(size=n)]
+    mats = [rng.normal(size=(s, 2)) for s in sizes]
+    mats[2][:, 1] = 0.0
+    mats[5][:, 0] = 0.0
+    endog = exog @ [1.0, 0.5] + rng.normal(size=n) + np.repeat(rng.normal(size=30), sizes)
+    endog += np.concatenate([m @ rng.normal(size=2) for m in mats])
+    spec = VCSpec(["a"], [[["c0", "c1"]] * 30], [mats])
+    ours = MixedLM(endog, exog, groups, exog_vc=spec).fit()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = SmMixedLM(endog, exog, groups, exog_vc=spec).fit()
+    ours.save(tmp_path / "res")
+    for res in (ours, load(tmp_path / "res")):
+        for g in (1, 2, 5):
+            a, b = res.random_effects[g], theirs.random_effects[g]
+            assert list(a.index) == list(b.index)
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-12)
+            ca, cb = res.random_effects_cov[g], theirs.random_effects_cov[g]
+            assert list(ca.index) == list(cb.index)
+            np.testing.assert_allclose(ca, cb, rtol=1e-4, atol=1e-12)

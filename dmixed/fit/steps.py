@@ -1,0 +1,110 @@
+"""The steps of :meth:`MixedLM.fit <dmixed.model.MixedLM.fit>` between the data pass and
+the results: the options checked before the data pass (:func:`check_fit_options`) and the
+optimizer's start (:func:`fit_start`) on the profiled objective of the statistics
+(:func:`objective`).  The optimizer itself (:func:`~dmixed.fit.optimize.maximize`) and the
+fit's outcome warnings (:mod:`dmixed.fit.fit_warnings`) are run by ``fit``, so that their
+warnings point at the caller's line.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import SpecError
+from ..stats import CHECK_NOBS_OPTIONS, FittedStatistics
+from .coordinates import Coordinates
+from .options import choose_methods, parse_free
+from .profiled import ProfiledObjective
+from .start import choose_start, start_packed
+from .summary import DEFAULTS, OptSummary
+
+__all__ = ["FitStart", "check_fit_options", "fit_start", "objective"]
+
+
+def check_fit_options(cov_fe: str, check_nobs: str, method) -> None:
+    """Refuse bad options of a fit before its data pass.
+
+    Raises
+    ------
+    SpecError
+        ``cov_fe`` not ``"hessian"`` or ``"conditional"``; ``check_nobs`` not one of
+        :data:`~dmixed.stats.CHECK_NOBS_OPTIONS`; an unknown ``method``
+        (:func:`~dmixed.fit.options.choose_methods`).
+    """
+    if cov_fe not in ("hessian", "conditional"):
+        raise SpecError(f"cov_fe must be 'hessian' or 'conditional', got {cov_fe!r}")
+    if check_nobs not in CHECK_NOBS_OPTIONS:
+        raise SpecError(f"check_nobs must be 'raise' or 'ignore', got {check_nobs!r}")
+    choose_methods(method, opt_sqrt=True)
+
+
+def objective(stats: FittedStatistics, coords: Coordinates, reml, use_sqrt: bool):
+    """The profiled objective (:class:`~dmixed.fit.profiled.ProfiledObjective`) of the
+    statistics in the optimizer's coordinates ``coords``, its ℓ in the model's."""
+    return ProfiledObjective(
+        stats.engine,
+        stats.glob,
+        stats.fit_layout,
+        bool(reml),
+        use_sqrt,
+        re_map=coords.re_map,
+        llf_offset=coords.llf(0.0, stats.glob.n, bool(reml)),
+    )
+
+
+@dataclass
+class FitStart:
+    """Where the optimizer of a fit starts (:func:`fit_start`): the objective ``obj`` in
+    the optimizer's packing, the ``coords`` it works in, the ``summary`` holding the
+    start and the settings, the ``free`` mask, the ``methods`` and whether Newton steps
+    come first (``newton_first``: from moment estimates, ``method`` not given)."""
+
+    obj: ProfiledObjective
+    coords: Coordinates
+    summary: OptSummary
+    free: np.ndarray
+    methods: list[str]
+    newton_first: bool
+
+
+def fit_start(
+    model, stats: FittedStatistics, reml, start_params, method, free, settings: dict, progress
+) -> FitStart:
+    """The optimizer's start of a fit (:class:`FitStart`).
+
+    ``model`` gives ``use_sqrt``, ``k_fe`` and ``start_from_moments`` (moment estimates,
+    used when neither ``start_params`` nor ``free`` is given); ``settings``: ``maxiter``
+    and ``gtol`` (:meth:`~dmixed.fit.summary.OptSummary.start`).  The fit runs
+    :func:`~dmixed.fit.optimize.maximize` itself, so that its warnings point at the
+    caller's line.
+
+    Raises
+    ------
+    SpecError
+        A bad ``start_params`` or ``free``, or a start where ℓ is not finite.
+    """
+    layout = stats.layout
+    free_mask = parse_free(free, layout.n_params, model.k_fe, model.use_sqrt)
+    # the optimizer works in the statistics' (standardized) coordinates, scale free;
+    # a `free` mask constrains the model's own Ψ*, so then in the scaled ones only
+    coords = Coordinates.for_fit(stats.columns, layout, bool(free_mask.all()))
+    start = start_packed(start_params, layout, model.use_sqrt, model.k_fe)
+    if start_params is not None:
+        start = coords.to_opt(start, model.use_sqrt)
+    # The optimizer works on the square-root factor whenever it can: it keeps Ψ*
+    # positive semi-definite without constraints.  With use_sqrt=False that only
+    # changes the packing of start_params/params; a `free` mask in the plain packing
+    # is a constraint on Ψ* itself, so then Ψ* is optimized directly (with bounds).
+    opt_sqrt = model.use_sqrt or bool(free_mask.all())
+    methods = choose_methods(method, opt_sqrt)
+    obj = objective(stats, coords, reml, opt_sqrt)
+    moment = None
+    if start_params is None and free is None:
+        moment = model.start_from_moments(stats, stats.fit_layout)
+    level = logging.INFO if progress else logging.DEBUG
+    start_opt, from_moments = choose_start(obj, start, model.use_sqrt, moment, level)
+    summary = DEFAULTS.start(start_opt, **settings)
+    return FitStart(obj, coords, summary, free_mask, methods, from_moments and method is None)

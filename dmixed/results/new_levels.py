@@ -1,0 +1,141 @@
+"""Levels of variance components that new rows bring to prediction with
+``include_random=True`` (lme4's ``allow.new.levels``, MixedModels.jl's ``new_re_levels``).
+
+A row to predict may hold a level of a variance component's factor that the fit never
+saw (``{"cask": "0 + C(cask)"}`` and a new cask): its random effect was not estimated.
+By default (``new_levels="error"``) a row of a group the fit saw is refused, naming the
+group and the level (lme4's ``allow.new.levels = FALSE``); ``"population"`` predicts it
+with that random effect at its mean, zero (lme4's ``allow.new.levels = TRUE``,
+MixedModels.jl's ``new_re_levels = :population``); ``"nan"`` gives the row NaN
+(``:missing``).  Rows of groups the fit did not see follow ``new_groups``: all their
+random effects are new.  Only columns read by the variance components alone can bring
+new levels: a new level of a fixed or ``re_formula`` factor has no coefficient, and
+stays an error of the design.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..design.dtypes import NUMERIC_LEVELS, comparable_keys, native_values, py_scalars
+from ..design.levels import UNKNOWN_CODE, level_codes, level_positions
+from ..design.new_levels import vc_only_columns
+from ..errors import DataError, SpecError
+
+__all__ = ["NEW_LEVELS", "NewLevels", "check_new_levels", "new_levels_of"]
+
+#: What ``include_random=True`` gives rows (of groups the fit saw) with a level of a
+#: variance component the fit did not see.
+NEW_LEVELS = ("error", "population", "nan")
+
+
+def check_new_levels(new_levels: str) -> None:
+    """Refuse a ``new_levels`` that is not one of :data:`NEW_LEVELS` (SpecError)."""
+    if new_levels not in NEW_LEVELS:
+        shown = ", ".join(repr(v) for v in NEW_LEVELS)
+        raise SpecError(f"new_levels must be one of {shown}, got {new_levels!r}")
+
+
+@dataclass
+class NewLevels:
+    """The rows of a frame with new levels and the entries they clear.
+
+    ``rows``: bool (n,), the rows holding a level the fit did not see; ``clear``: per
+    such column and block reading it, ``(component, rows of that column, first global
+    column, end)``: the entries of those rows in that range of the component's columns
+    are dropped (their random effects are at zero).
+    """
+
+    rows: np.ndarray
+    clear: list[tuple[int, np.ndarray, int, int]]
+
+    def apply(self, dm) -> np.ndarray:
+        """Drop the cleared entries of ``dm`` (design matrices of the frame's kept rows,
+        ``dm.keep``) in place; the kept rows that hold new levels (bool)."""
+        keep = dm.keep
+        for comp, rows, lo, hi in self.clear:
+            at = rows if keep is None else rows[keep]
+            cols, vals = dm.vc_cols[comp], dm.vc_vals[comp]
+            sel = at[:, None] & (cols >= lo) & (cols < hi)
+            # new arrays: the design's may be views of the caller's columns
+            dm.vc_cols[comp] = np.where(sel, -1, cols)
+            dm.vc_vals[comp] = np.where(sel, 0.0, vals)
+        return self.rows if keep is None else self.rows[keep]
+
+
+def _unseen(spec, s: pd.Series, c: str) -> np.ndarray:
+    """Rows of ``s`` (column ``c``) holding a value that is not one of its levels."""
+    if spec.column_kinds[c] != NUMERIC_LEVELS:
+        return level_codes(s, spec.level_index(c)) == UNKNOWN_CODE
+    present = s.notna().to_numpy()
+    out = np.zeros(len(s), dtype=bool)
+    values = native_values(s[present], spec.native[c])
+    out[present] = level_positions(spec.level_array(c), values) == UNKNOWN_CODE
+    return out
+
+
+def _known_level(spec, s: pd.Series, c: str, rows: np.ndarray) -> pd.Series:
+    """``s`` with the values of ``rows`` replaced by the first level (entries cleared
+    later, :meth:`NewLevels.apply`): the design then reads every row."""
+    first = spec.levels[c][0]
+    if isinstance(s.dtype, pd.CategoricalDtype) and first not in s.cat.categories:
+        s = s.cat.add_categories([first])
+    return s.where(~rows, first)
+
+
+def _reads_only_vc(spec) -> list[str]:
+    """The factor columns only the variance components read (not the fixed effects,
+    nor ``re_formula``)."""
+    re_spec = spec.formulaic_spec("re")
+    re_columns = set() if re_spec is None else set(re_spec.required_variables)
+    return [c for c in vc_only_columns(spec) if c not in re_columns]
+
+
+def _refuse(spec, df: pd.DataFrame, c: str, rows: np.ndarray) -> None:
+    pairs = df.loc[rows, [spec.group_name, c]].drop_duplicates()
+    groups, levels = (py_scalars(pairs.iloc[:5, j].tolist()) for j in (0, 1))
+    shown = ", ".join(f"group {g!r} level {v!r}" for g, v in zip(groups, levels, strict=True))
+    more = ", ..." if len(pairs) > 5 else ""
+    raise DataError(
+        f"{int(rows.sum())} row(s) of groups the fit saw hold levels of {c!r} that the fit "
+        f"did not see in the variance components ({shown}{more}); pass "
+        "new_levels='population' to predict them with those random effects at zero "
+        "(lme4's allow.new.levels=TRUE), or new_levels='nan'"
+    )
+
+
+def new_levels_of(spec, df: pd.DataFrame, group_labels, new_levels: str):
+    """``(frame, NewLevels or None)``: ``df`` with the new levels of the variance
+    components' own columns replaced so that the design reads it, and which entries to
+    clear (None: no new level).
+
+    Raises
+    ------
+    DataError
+        ``new_levels="error"`` and a row of a group the fit saw holds a new level
+        (naming the column, groups and levels); group keys of another class than the
+        fitted ones.
+    """
+    found = {c: _unseen(spec, df[c], c) for c in _reads_only_vc(spec) if c in df.columns}
+    found = {c: rows for c, rows in found.items() if rows.any()}
+    if not found:
+        return df, None
+    labels = np.asarray(group_labels)
+    keys = comparable_keys(np.asarray(df[spec.group_name]), labels, spec.group_name)
+    known = pd.Index(labels).get_indexer(pd.Index(keys)) >= 0
+    df = df.copy(deep=False)
+    clear = []
+    for c, rows in found.items():
+        if new_levels == "error" and (rows & known).any():
+            _refuse(spec, df, c, rows & known)
+        df[c] = _known_level(spec, df[c], c, rows)
+        for comp, plan in enumerate(spec.vc_plans):
+            for block in plan.blocks:
+                if any(f.source == c for f in block.factors):
+                    width = int(np.prod([f.width for f in block.factors]))
+                    clear.append((comp, rows, block.offset, block.offset + width))
+    every = np.logical_or.reduce(list(found.values()))
+    return df, NewLevels(every & known, clear)
