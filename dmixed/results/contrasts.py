@@ -27,7 +27,8 @@ class ContrastResults:
     Attributes
     ----------
     effect : ndarray (m,) or None
-        ``R β̂ − q`` of each row (``t_test``), None for a joint test.
+        ``R β̂`` of each row (``t_test``; statsmodels' ``effect``, without ``q``), None
+        for a joint test.
     sd : ndarray (m,) or None
         Their standard errors ``sqrt(diag(R Σ R'))``, Σ the fixed effects' covariance.
     statistic : ndarray (m,), float or ndarray (1, 1)
@@ -187,14 +188,17 @@ def _fe_hypothesis(r_matrix, names: list[str], k_total: int | None):
 
 def t_test(fe_params, cov_fe, r_matrix, names, use_t: bool | None, df_resid: float):
     """Row-by-row Wald tests of ``R β = q`` (statsmodels' ``MixedLMResults.t_test``:
-    normal reference unless ``use_t``, then t on ``df_resid`` degrees of freedom)."""
+    normal reference unless ``use_t``, then t on ``df_resid`` degrees of freedom).
+
+    As statsmodels' ``ContrastResults``, ``effect`` (and its intervals) is ``R β̂``;
+    only the statistic ``(R β̂ − q) / sd`` uses ``q``."""
     from scipy import stats
 
     mat, q, labels = hypothesis(r_matrix, names)
-    effect = mat @ np.asarray(fe_params) - q
+    effect = mat @ np.asarray(fe_params)
     sd = np.sqrt(np.einsum("ij,jk,ik->i", mat, np.asarray(cov_fe), mat))
     with np.errstate(divide="ignore", invalid="ignore"):
-        stat = effect / sd
+        stat = (effect - q) / sd
     if use_t:
         pvalue = 2 * stats.t.sf(np.abs(stat), df_resid)
         return ContrastResults(effect, sd, stat, pvalue, "t", 1.0, df_resid, labels)

@@ -52,10 +52,25 @@ def test_text_hypotheses(fits):
     ours, _ = fits
     beta = ours.fe_params
     res = ours.t_test("x1 = 1, x2 = 2 * x1")
-    np.testing.assert_allclose(res.effect, [beta.x1 - 1, beta.x2 - 2 * beta.x1])
+    np.testing.assert_allclose(res.effect, [beta.x1, beta.x2 - 2 * beta.x1])
     same = ours.t_test((np.array([[0, 1, 0, 0], [0, -2, 1, 0]]), [1, 0]))
     np.testing.assert_allclose(res.effect, same.effect)
     np.testing.assert_allclose(res.sd, same.sd)
+    np.testing.assert_allclose(res.tvalue, (res.effect - [1, 0]) / res.sd)
+
+
+def test_q_moves_the_statistic_not_the_effect_or_its_interval(fits):
+    """As statsmodels' ContrastResults (OLS ``t_test("x = 10")``): ``effect`` and
+    ``conf_int`` are of ``R β̂``; only the statistic and p-value use ``q``."""
+    ours, theirs = fits
+    r = np.eye(ours.k_fe)[1:2]
+    shifted, plain, ref = ours.t_test((r, [10.0])), ours.t_test(r), theirs.t_test(r)
+    np.testing.assert_allclose(shifted.effect, plain.effect)
+    np.testing.assert_allclose(shifted.conf_int(), ref.conf_int(), rtol=1e-4)
+    np.testing.assert_allclose(shifted.tvalue, (plain.effect - 10.0) / plain.sd)
+    assert ours.t_test("x1 = 10").summary_frame()["coef"].iloc[0] == pytest.approx(
+        ours.fe_params["x1"]
+    )
 
 
 def test_wald_test_is_statsmodels(fits):
