@@ -318,7 +318,7 @@ def test_missing_none_acts_as_raise():
     endog[3] = np.nan
     with pytest.raises(dmixed.DataError, match="missing or infinite values in endog"):
         MixedLM(endog, exog, groups, missing="none")
-    with pytest.raises(dmixed.SpecError, match="missing must be 'raise' or 'drop'"):
+    with pytest.raises(dmixed.SpecError, match="missing must be 'raise', 'drop' or 'none'"):
         MixedLM(endog, exog, groups, missing="nan")
 
 

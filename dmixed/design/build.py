@@ -34,7 +34,7 @@ from .formula import (
 )
 from .levels import prototype
 from .messages import suggest
-from .missing import MISSING_OPTIONS
+from .missing import missing_option
 from .plain import PlainFormula, indicator_info, read_plain
 from .prepare import normalized_frame, prepare_columns
 from .scan import LevelScan, is_dask
@@ -74,8 +74,7 @@ def check_arguments(data, groups, weights, vc_formula, missing):
         If ``data`` is not a DataFrame, ``groups``/``weights`` is duplicated in it, or
         the weights are not numeric.
     """
-    if missing not in MISSING_OPTIONS:
-        raise SpecError(f'missing must be "raise" or "drop", got {missing!r}')
+    missing = missing_option(missing)
     dask_input = is_dask(data)
     if not dask_input and not isinstance(data, pd.DataFrame):
         raise DataError(f"data must be a pandas or Dask DataFrame, got {type(data).__name__}")

@@ -22,11 +22,35 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from ..errors import SpecError
 from .dtypes import CATEGORICAL, NUMBER_CLASSES, NUMERIC, column_class, column_kind
 
-__all__ = ["MISSING_OPTIONS", "missing_mask", "missing_rows", "rows_with_missing"]
+__all__ = [
+    "MISSING_OPTIONS",
+    "missing_mask",
+    "missing_option",
+    "missing_rows",
+    "rows_with_missing",
+]
 
 MISSING_OPTIONS = ("raise", "drop")
+
+
+def missing_option(missing) -> str:
+    """``missing`` as one of :data:`MISSING_OPTIONS`: statsmodels' default name
+    ``"none"`` (no check there) is read as ``"raise"``, so that a missing value never
+    reaches the statistics unchecked.
+
+    Raises
+    ------
+    SpecError
+        Any other value.
+    """
+    if missing == "none":
+        return "raise"
+    if missing not in MISSING_OPTIONS:
+        raise SpecError(f"missing must be 'raise', 'drop' or 'none', got {missing!r}")
+    return missing
 
 
 def missing_mask(values, kind: str, *, infinite: bool = False) -> np.ndarray:

@@ -56,6 +56,7 @@ from .matrices import (
     random_effects,
     shared_re_columns,
 )
+from .missing import missing_option
 from .prepare import PreparedColumns, normalized_frame, prepare_columns
 from .scope import CallerNames, Environment, caller_names_shippable, saved_environment
 from .vc import LevelNames, VCPlan, eval_vc
@@ -501,6 +502,7 @@ def build_spec_prepared(
         kind, a constant response.
     """
     meta, dask_input, vc_formula = check_arguments(data, groups, weights, vc_formula, missing)
+    missing = missing_option(missing)
     parsed = parse_formulas(formula, re_formula, vc_formula, set(meta.columns), env)
     caller = env.resolve(parsed.caller_names(), "formula") if parsed.caller_names() else None
     if dask_input:

@@ -79,8 +79,17 @@ def test_error_empty_data():
 
 def test_error_bad_arguments():
     df = make_df()
-    with pytest.raises(ValueError, match=r'missing must be "raise" or "drop"'):
-        build_spec(df, "y ~ x1", groups="g", missing="none")
+    with pytest.raises(ValueError, match=r"missing must be 'raise', 'drop' or 'none'"):
+        build_spec(df, "y ~ x1", groups="g", missing="nan")
+
+
+def test_statsmodels_missing_none_checks_as_raise():
+    """statsmodels' default ``missing="none"`` is taken by formulas as by arrays (it was
+    refused): the spec of ``"raise"``, and a missing value is refused, never summed."""
+    df = make_df()
+    assert build_spec(df, "y ~ x1", groups="g", missing="none").missing == "raise"
+    with pytest.raises(ValueError, match="missing"):
+        build_spec(df.assign(x1=np.nan), "y ~ x1", groups="g", missing="none")
     with pytest.raises(ValueError, match="pandas or Dask DataFrame"):
         build_spec(df.to_dict(), "y ~ x1", groups="g")
 
