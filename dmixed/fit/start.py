@@ -121,21 +121,36 @@ def start_packed(start_params, layout: Layout, use_sqrt: bool, k_fe: int) -> np.
     Raises
     ------
     SpecError
-        ``start_params`` of another length.
+        ``start_params`` of another length, or with a covariance parameter that is not
+        finite (named by its position and value as given).
     """
     if start_params is None:
         return layout.pack(np.eye(layout.k_re), np.ones(layout.k_vc), use_sqrt)
     if hasattr(start_params, "get_packed"):
-        return np.asarray(start_params.get_packed(use_sqrt=use_sqrt, has_fe=False))
+        return _finite_start(np.asarray(start_params.get_packed(use_sqrt=use_sqrt, has_fe=False)))
     arr = np.asarray(start_params, dtype=np.float64).ravel()
     if arr.size == layout.n_params:
-        return arr.copy()
+        return _finite_start(arr.copy())
     if arr.size == layout.n_params + k_fe:
-        return arr[k_fe:].copy()
+        return _finite_start(arr[k_fe:].copy(), k_fe)
     raise SpecError(
         f"start_params has {arr.size} values; expected {layout.n_params} covariance "
         f"parameters, optionally preceded by {k_fe} fixed effects"
     )
+
+
+def _finite_start(packed: np.ndarray, offset: int = 0) -> np.ndarray:
+    """``packed`` if every value is finite, else a :class:`SpecError` naming the
+    positions (in ``start_params`` as given: ``offset`` fixed effects before them) and
+    values, before they are mapped to the optimizer's coordinates."""
+    bad = np.flatnonzero(~np.isfinite(packed))
+    if bad.size:
+        where = ", ".join(f"[{i + offset}] = {packed[i]}" for i in bad[:5])
+        raise SpecError(
+            f"start_params holds covariance parameters that are not finite ({where}); "
+            "give finite values or leave start_params out"
+        )
+    return packed
 
 
 def choose_start(
