@@ -25,7 +25,7 @@ from .design.arrays import (
     pandas_index,
 )
 from .design.frame_rows import rows_of_frame
-from .design.missing import MISSING_OPTIONS
+from .design.missing import missing_option
 from .design.model_data import ModelData
 from .design.partitions import select_columns
 from .design.scope import capture
@@ -38,7 +38,7 @@ from .fit.optimize import maximize
 from .fit.options import parse_free
 from .fit.params import MixedLMParams
 from .fit.start import moment_start_packed
-from .fit.steps import check_fit_options, fit_start, objective
+from .fit.steps import check_fit_options, check_statsmodels_options, fit_start, objective
 from .results import MixedLMResults
 from .results.simulate import RowDistribution, row_distribution
 from .stats import (
@@ -124,8 +124,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         weights=None,
         missing: str = "raise",
     ) -> None:
-        if missing not in (*MISSING_OPTIONS, "none"):
-            raise SpecError(f"missing must be 'raise' or 'drop', got {missing!r}")
+        missing = missing_option(missing)
         if is_dask(endog) or is_dask(exog):
             raise TypeError(
                 "Dask inputs are fitted through MixedLM.from_formula(formula, data=ddf, ...)"
@@ -400,6 +399,11 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         engine: str | None = None,
         check_nobs: str = "raise",
         full_output: bool = False,
+        *,
+        niter_sa: int = 0,
+        do_cg: bool = True,
+        fe_pen=None,
+        cov_pen=None,
     ):
         """Fit by maximizing the (restricted) profiled log-likelihood.
 
@@ -454,6 +458,11 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         full_output : bool
             statsmodels' switch for recording the optimizer's path; accepted and
             ignored: the path is always recorded (``fit_history``, alias ``hist``).
+        niter_sa, do_cg, fe_pen, cov_pen
+            statsmodels' simulated annealing, its switch for the gradient optimizer, and
+            its penalties: accepted at statsmodels' defaults (``0``, ``True``, ``None``,
+            ``None``) so that code written for statsmodels runs; any other value is
+            refused (:func:`dmixed.fit.steps.check_statsmodels_options`).
 
         Returns
         -------
@@ -463,7 +472,8 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         ------
         SpecError
             A bad ``cov_fe``, ``method``, ``start_params``, ``free`` or ``check_nobs``,
-            or starting values where the log-likelihood is not finite.
+            or starting values where the log-likelihood is not finite; statsmodels'
+            ``niter_sa``, ``do_cg``, ``fe_pen`` or ``cov_pen`` other than its default.
         DataError
             See :meth:`statistics`; an unidentifiable model (``check_nobs``).
 
@@ -475,6 +485,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             The estimate is on the boundary of the parameter space.
         """
         check_fit_options(cov_fe, check_nobs, method)  # before the data pass
+        check_statsmodels_options(niter_sa=niter_sa, do_cg=do_cg, fe_pen=fe_pen, cov_pen=cov_pen)
         del full_output  # statsmodels' argument; the history is always kept
         t_start = time.perf_counter()
         self.reml = bool(reml)  # the criterion of loglike/score/hessian, as statsmodels

@@ -21,7 +21,20 @@ from .profiled import ProfiledObjective
 from .start import choose_start, start_packed
 from .summary import DEFAULTS, OptSummary
 
-__all__ = ["FitStart", "check_fit_options", "fit_start", "objective"]
+__all__ = ["FitStart", "check_fit_options", "check_statsmodels_options", "fit_start", "objective"]
+
+#: statsmodels' ``MixedLM.fit`` options dmixed takes only at statsmodels' defaults, and
+#: why another value is refused.
+STATSMODELS_DEFAULTS = {
+    "niter_sa": (
+        0,
+        "simulated annealing is not offered: the profiled likelihood is fitted "
+        "by Newton steps and the quasi-Newton methods",
+    ),
+    "do_cg": (True, "the gradient optimizer always runs"),
+    "fe_pen": (None, "penalized fixed effects are not offered"),
+    "cov_pen": (None, "penalized covariance parameters are not offered"),
+}
 
 
 def check_fit_options(cov_fe: str, check_nobs: str, method) -> None:
@@ -39,6 +52,32 @@ def check_fit_options(cov_fe: str, check_nobs: str, method) -> None:
     if check_nobs not in CHECK_NOBS_OPTIONS:
         raise SpecError(f"check_nobs must be 'raise' or 'ignore', got {check_nobs!r}")
     choose_methods(method, opt_sqrt=True)
+
+
+def check_statsmodels_options(**given) -> None:
+    """Refuse statsmodels' ``fit`` options (:data:`STATSMODELS_DEFAULTS`) at any value
+    but statsmodels' default, naming the option and why.
+
+    Raises
+    ------
+    SpecError
+        An option of :data:`STATSMODELS_DEFAULTS` given another value.
+    """
+    for name, value in given.items():
+        default, why = STATSMODELS_DEFAULTS[name]
+        if value is default or (default is not None and _same(value, default)):
+            continue
+        raise SpecError(
+            f"fit({name}={value!r}) is not supported: {why}; leave {name} out "
+            f"(statsmodels' default {default!r})"
+        )
+
+
+def _same(value, default) -> bool:
+    try:
+        return type(value) is not str and bool(value == default)
+    except (TypeError, ValueError):
+        return False
 
 
 def objective(stats: FittedStatistics, coords: Coordinates, reml, use_sqrt: bool):

@@ -1,0 +1,48 @@
+"""dmixed.fit.steps: the options of a fit checked before its data pass."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import dmixed
+from dmixed.fit.steps import STATSMODELS_DEFAULTS, check_statsmodels_options
+
+from .._synth import make_data
+
+
+@pytest.fixture(scope="module")
+def model():
+    return dmixed.mixedlm("y ~ x1", make_data(n_groups=30, seed=5), groups="g", re_formula="1 + x1")
+
+
+def test_statsmodels_options_at_their_defaults_are_the_plain_fit(model):
+    """Code written for statsmodels passes ``niter_sa=0, do_cg=True, fe_pen=None,
+    cov_pen=None`` (its defaults): the same fit, where it was a TypeError."""
+    plain = model.fit()
+    given = model.fit(niter_sa=0, do_cg=True, fe_pen=None, cov_pen=None)
+    assert given.llf == plain.llf
+    np.testing.assert_array_equal(given.params, plain.params)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("niter_sa", 5), ("do_cg", False), ("fe_pen", object()), ("cov_pen", 1.0)]
+)
+def test_other_values_are_refused_naming_the_option(model, name, value):
+    with pytest.raises(dmixed.SpecError, match=rf"fit\({name}=.* is not supported"):
+        model.fit(**{name: value})
+
+
+def test_every_option_has_a_default_and_a_reason():
+    for name, (default, why) in STATSMODELS_DEFAULTS.items():
+        check_statsmodels_options(**{name: default})
+        assert why
+
+
+def test_a_start_that_is_not_finite_is_named_as_given(model):
+    """The refusal quoted the optimizer's rescaled start ([nan, 0.0, 4.0] for the
+    caller's [nan, 0, 1]); it names the caller's position and value."""
+    with pytest.raises(dmixed.SpecError, match=r"not finite \(\[0\] = nan\)"):
+        model.fit(start_params=[np.nan, 0.0, 1.0])
+    with pytest.raises(dmixed.SpecError, match=r"not finite \(\[4\] = inf\)"):
+        model.fit(start_params=[1.0, 2.0, 1.0, 0.0, np.inf])
