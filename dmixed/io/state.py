@@ -202,20 +202,29 @@ class ResultsState:
 
     @property
     def df_modelwc(self) -> int:
+        """statsmodels' ``df_modelwc`` of a MixedLM fit: the size of ``params`` (its
+        ``ResultMixin`` value; statsmodels' ``aic``/``bic`` do not use it, nor do these:
+        see :attr:`df_criteria`)."""
+        return len(self.params)
+
+    @property
+    def df_criteria(self) -> int:
         """Parameters counted by the information criteria: ``k + 1`` (σ²) less those
-        held fixed (``n_held``)."""
+        held fixed (``n_held``), as statsmodels' ``MixedLMResults.aic``/``bic``."""
         return len(self.params) + 1 - self.n_held
 
     @property
     def aic(self) -> float:
-        """``−2(llf − df)`` with df = :attr:`df_modelwc`; NaN under REML (as statsmodels)."""
+        """``−2(llf − df)`` with df = :attr:`df_criteria`; NaN under REML (as
+        statsmodels)."""
         if self.reml:
             return float("nan")
-        return -2.0 * (self.llf - self.df_modelwc)
+        return -2.0 * (self.llf - self.df_criteria)
 
     @property
     def bic(self) -> float:
-        """``−2 llf + log(nobs) df``; NaN under REML (as statsmodels)."""
+        """``−2 llf + log(nobs) df``, df = :attr:`df_criteria`; NaN under REML (as
+        statsmodels)."""
         if self.reml:
             return float("nan")
-        return -2.0 * self.llf + np.log(self.nobs) * self.df_modelwc
+        return -2.0 * self.llf + np.log(self.nobs) * self.df_criteria
