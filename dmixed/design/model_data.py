@@ -104,6 +104,18 @@ class ModelData:
         return np.unique(self._rows_in_memory().groups).tolist()
 
     @property
+    def n_groups(self) -> int:
+        """The number of groups of the kept rows (statsmodels' ``n_groups``)."""
+        return len(self.group_labels)
+
+    @property
+    def formula(self) -> str | None:
+        """The fixed-effects formula of a model made by ``from_formula`` (statsmodels'
+        ``formula``), else None."""
+        spec = getattr(self, "spec", None)
+        return spec.formula if spec is not None else None
+
+    @property
     def endog_names(self) -> str:
         """The response's name (statsmodels' ``endog_names``)."""
         return self.endog_name

@@ -110,3 +110,14 @@ def test_remove_data_of_a_dask_fit_drops_the_collection():
     with pytest.raises(SpecError, match=r"remove_data\(\)"):
         res.fittedvalues  # noqa: B018 - the property raises
     assert np.isfinite(res.bse).all()
+
+
+def test_n_groups_and_formula_are_statsmodels():
+    import statsmodels.api as sm
+
+    df = make_data(n_groups=17, seed=3)
+    ours = mixedlm("y ~ x1", df, groups="g")
+    theirs = sm.MixedLM.from_formula("y ~ x1", df, groups="g")
+    assert ours.n_groups == theirs.n_groups == 17
+    assert ours.formula == theirs.formula == "y ~ x1"
+    assert MixedLM(theirs.endog, theirs.exog, theirs.groups).formula is None
