@@ -17,6 +17,7 @@ import yaml
 
 import dmixed
 from dmixed import cli
+from dmixed.io.results_dir import ESTIMATES_SHA256, estimates_sha256
 from dmixed.stats import checkpoint
 
 from ._synth import make_data
@@ -192,6 +193,7 @@ def test_saved_results_marking_names_of_code_load_only_with_them_given(saved, tm
     state = json.loads(path.read_text())
     state["model"]["spec"]["caller_names"] = ["os"]
     state["model"]["spec"]["formula"] = f"y ~ x1 + os.system('touch {m}')"
+    state[ESTIMATES_SHA256] = estimates_sha256(state)  # an edit that knows the format
     path.write_text(json.dumps(state))
     with pytest.raises(dmixed.CheckpointError, match="code is never read from a file"):
         dmixed.load(res)

@@ -17,8 +17,9 @@ Layout of a results directory::
 The directory is written under a temporary name beside the target and renamed into
 place, so an interrupted save leaves either the previous complete directory or none,
 never a partial one.  ``estimates.json`` records the sha256 of
-``random_effects.parquet`` (``files``); loading verifies it (when recorded: directories
-written before it was are read unverified) and the shapes of every array.
+``random_effects.parquet`` (``files``) and its own (``estimates_sha256``, of the rest
+of the document); loading verifies both (when recorded: directories written before
+they were are read unverified) and the shapes of every array.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from ..errors import CheckpointError
 from ..files import (
     atomic_directory,
     file_sha256,
+    json_sha256,
     jsonable,
     read_parquet_sha256,
     read_versioned_json,
@@ -231,8 +233,10 @@ def save_state(state: ResultsState, path, summary_text: str) -> None:
         for name, frame in extra.items():
             frame.to_parquet(tmp / name, index=False)
             doc["files"][name] = {"sha256": file_sha256(tmp / name)}
+        doc = jsonable(doc)
+        doc[ESTIMATES_SHA256] = estimates_sha256(doc)
         with open(tmp / "estimates.json", "w") as fh:
-            json.dump(jsonable(doc), fh, indent=1, allow_nan=False)
+            json.dump(doc, fh, indent=1, allow_nan=False)
         (tmp / "summary.txt").write_text(summary_text)
 
 
@@ -423,6 +427,31 @@ def _read_table(target: Path, doc: dict, name: str = _TABLE) -> tuple[pd.DataFra
     return table, None if recorded.get("sha256") == sha256 else sha256
 
 
+#: the key of ``estimates.json`` holding the sha256 of the rest of it
+#: (:func:`estimates_sha256`); directories written before it are read unverified
+ESTIMATES_SHA256 = "estimates_sha256"
+
+
+def estimates_sha256(doc: dict) -> str:
+    """sha256 of an ``estimates.json`` document without its :data:`ESTIMATES_SHA256`
+    key (canonical JSON, :func:`dmixed.files.json_sha256`)."""
+    return json_sha256({k: v for k, v in doc.items() if k != ESTIMATES_SHA256})
+
+
+def _check_own_sha256(doc: dict, file: Path) -> None:
+    if ESTIMATES_SHA256 not in doc:
+        return
+    try:
+        intact = doc[ESTIMATES_SHA256] == estimates_sha256(doc)
+    except (TypeError, ValueError):  # not strict JSON (NaN) after an edit
+        intact = False
+    if not intact:
+        raise CheckpointError(
+            f"{file} was changed or damaged after dmixed wrote it (its sha256 does not "
+            "match the one it records): refit, or restore the directory as saved"
+        )
+
+
 def load_state(path, eval_env=None) -> ResultsState:
     """Read the state record of a results directory written by :func:`save_state`.
 
@@ -435,7 +464,8 @@ def load_state(path, eval_env=None) -> ResultsState:
     FileNotFoundError
         ``path`` has no ``estimates.json``.
     CheckpointError
-        Naming the file: ``estimates.json`` is not dmixed's, is of a newer format;
+        Naming the file: ``estimates.json`` is not dmixed's, is of a newer format, or
+        was edited (its own sha256, recorded since this key was added);
         ``random_effects.parquet`` is missing, unreadable or not the file saved with
         it (sha256); or the arrays' shapes do not fit the model; or the formula uses
         functions of the code that fitted it and ``eval_env`` does not give them.
@@ -444,6 +474,7 @@ def load_state(path, eval_env=None) -> ResultsState:
     doc = read_versioned_json(
         target / "estimates.json", FORMAT, FORMAT_VERSION, "a dmixed results directory"
     )
+    _check_own_sha256(doc, target / "estimates.json")
     table, changed = _read_table(target, doc)
     changed_file = None if changed is None else _TABLE
     extra = {}

@@ -14,6 +14,7 @@ import pytest
 import dmixed
 from dmixed import CheckpointError, MixedLM
 from dmixed.io import load_state, save_state
+from dmixed.io.results_dir import ESTIMATES_SHA256, estimates_sha256
 from dmixed.io.state import MEMORY_ONLY
 
 from .._synth import design, make_data, vc_dict
@@ -164,9 +165,7 @@ def test_damaged_directory_is_a_checkpoint_error(tmp_path, res):
     with pytest.raises(CheckpointError, match="29 groups in random_effects.parquet, 30"):
         dmixed.load(tmp_path / "out")
     fit.save(tmp_path / "out")
-    doc = json.loads((tmp_path / "out" / "estimates.json").read_text())
-    del doc["estimates"]["llf"]
-    (tmp_path / "out" / "estimates.json").write_text(json.dumps(doc))
+    _edit_estimates(tmp_path / "out", lambda doc: doc["estimates"].pop("llf"))
     with pytest.raises(CheckpointError, match="damaged dmixed results directory: KeyError"):
         dmixed.load(tmp_path / "out")
 
@@ -196,6 +195,7 @@ def test_the_optimizer_record_is_saved_and_older_directories_load(tmp_path, res)
     doc = json.loads(doc_path.read_text())
     for key in ("optimizer_settings", "initial_params", "initial_llf", "grad_norm"):
         del doc["fit"][key]
+    del doc[ESTIMATES_SHA256]  # nor its own sha256
     doc_path.write_text(json.dumps(doc))
     old = dmixed.load(tmp_path / "out")
     assert old.optimizer.settings() == dmixed.fit.summary.DEFAULTS.settings()
@@ -211,10 +211,30 @@ def test_a_corrupt_estimates_file_is_a_checkpoint_error(tmp_path, res):
         dmixed.load(tmp_path / "out")
 
 
-def _edit_estimates(out: Path, change) -> None:
+def _edit_estimates(out: Path, change, reseal: bool = True) -> None:
+    """Change estimates.json; ``reseal``: record the changed document's own sha256, as
+    an edit that knows the format would (so that the checks behind it are reached)."""
     doc = json.loads((out / "estimates.json").read_text())
     change(doc)
+    if reseal:
+        doc[ESTIMATES_SHA256] = estimates_sha256(doc)
     (out / "estimates.json").write_text(json.dumps(doc))
+
+
+def test_an_edited_estimates_file_is_refused_by_its_own_sha256(tmp_path, res):
+    """An edited llf and fixed effect were shown and loaded (only the tables had a
+    sha256); a directory written before the key was added loads unverified."""
+    fit, _ = res
+    fit.save(tmp_path / "out")
+
+    def edit(doc):
+        doc["estimates"]["llf"] = -1.0
+
+    _edit_estimates(tmp_path / "out", edit, reseal=False)
+    with pytest.raises(CheckpointError, match=r"estimates.json was changed or damaged"):
+        dmixed.load(tmp_path / "out")
+    _edit_estimates(tmp_path / "out", lambda doc: doc.pop(ESTIMATES_SHA256), reseal=False)
+    assert dmixed.load(tmp_path / "out").llf == -1.0
 
 
 def _drop_last(key: str):
