@@ -182,6 +182,21 @@ def json_sha256(document: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def without_key_sha256(document: dict, key: str) -> str:
+    """:func:`json_sha256` of ``document`` without its ``key``: the sha256 a document
+    records of itself under ``key`` (a statistics manifest, a results' estimates)."""
+    return json_sha256({k: v for k, v in document.items() if k != key})
+
+
+def records_own_sha256(document: dict, key: str) -> bool:
+    """Whether ``document[key]`` is the :func:`without_key_sha256` of the rest of it
+    (False where it is not strict JSON, e.g. a NaN after an edit)."""
+    try:
+        return document.get(key) == without_key_sha256(document, key)
+    except (TypeError, ValueError):
+        return False
+
+
 def file_sha256(file: Path) -> str:
     """sha256 of the bytes of ``file`` (hex), read in blocks of 8 MiB."""
     digest = hashlib.sha256()

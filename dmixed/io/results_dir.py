@@ -39,10 +39,11 @@ from ..errors import CheckpointError
 from ..files import (
     atomic_directory,
     file_sha256,
-    json_sha256,
     jsonable,
     read_parquet_sha256,
     read_versioned_json,
+    records_own_sha256,
+    without_key_sha256,
 )
 from ..stats import columns
 from .border_re import COV_TABLE, CROSSED_FORM, crossed_random_effects, crossed_tables, is_crossed
@@ -435,17 +436,13 @@ ESTIMATES_SHA256 = "estimates_sha256"
 def estimates_sha256(doc: dict) -> str:
     """sha256 of an ``estimates.json`` document without its :data:`ESTIMATES_SHA256`
     key (canonical JSON, :func:`dmixed.files.json_sha256`)."""
-    return json_sha256({k: v for k, v in doc.items() if k != ESTIMATES_SHA256})
+    return without_key_sha256(doc, ESTIMATES_SHA256)
 
 
 def _check_own_sha256(doc: dict, file: Path) -> None:
     if ESTIMATES_SHA256 not in doc:
         return
-    try:
-        intact = doc[ESTIMATES_SHA256] == estimates_sha256(doc)
-    except (TypeError, ValueError):  # not strict JSON (NaN) after an edit
-        intact = False
-    if not intact:
+    if not records_own_sha256(doc, ESTIMATES_SHA256):
         raise CheckpointError(
             f"{file} was changed or damaged after dmixed wrote it (its sha256 does not "
             "match the one it records): refit, or restore the directory as saved"

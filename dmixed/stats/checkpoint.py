@@ -47,10 +47,11 @@ from ..files import (
     atomic_directory,
     directory_lock,
     file_sha256,
-    json_sha256,
     jsonable,
     read_parquet_sha256,
     read_versioned_json,
+    records_own_sha256,
+    without_key_sha256,
 )
 from .checkpoint_merge import merge as merge  # re-exported: checkpoint.merge
 from .checkpoint_slots import (
@@ -286,7 +287,7 @@ def save_statistics(arrays: GroupArrays, path, manifest: dict) -> None:
 def manifest_sha256(manifest: dict) -> str:
     """sha256 of a manifest without its :data:`MANIFEST_SHA256` key (canonical JSON):
     what :func:`save_statistics` records and :func:`read_manifest` verifies."""
-    return json_sha256({k: v for k, v in manifest.items() if k != MANIFEST_SHA256})
+    return without_key_sha256(manifest, MANIFEST_SHA256)
 
 
 def statistics_lock(path, timeout: float | None = None):
@@ -334,11 +335,7 @@ def read_manifest(path) -> dict:
             "checksums of their files, which this dmixed verifies: rebuild them from the "
             "data (`dmixed fit` with a new statistics directory)"
         )
-    try:
-        intact = manifest.get(MANIFEST_SHA256) == manifest_sha256(manifest)
-    except (TypeError, ValueError):  # not strict JSON (NaN) after an edit
-        intact = False
-    if not intact:
+    if not records_own_sha256(manifest, MANIFEST_SHA256):
         raise CheckpointError(
             f"{file} was changed after dmixed wrote it (its {MANIFEST_SHA256} does not "
             "match its content): the statistics cannot be trusted; rebuild them from the "
