@@ -37,7 +37,9 @@ from .errors import (
     DataError,
     DmixedError,
     DmixedWarning,
+    PathError,
 )
+from .files import check_target
 from .job import (
     EXIT_BUG,
     EXIT_CLUSTER,
@@ -159,8 +161,8 @@ _CSV_DTYPES = "Mismatched dtypes found in `pd.read_csv`"
 
 def _is_read_error(exc: BaseException) -> bool:
     """Errors of reading the data (raised during the data pass, possibly on a worker)."""
-    if isinstance(exc, (ConnectionError, TimeoutError)):
-        return False
+    if isinstance(exc, (ConnectionError, TimeoutError, DmixedError)):
+        return False  # a DmixedError that is an OSError too: a refused path
     import pandas as pd
     import pyarrow
 
@@ -299,23 +301,13 @@ def _model_from_data(job: Job, ddf, client, job_digest: str, fingerprint: list[d
 
 def _refuse_foreign(path: str | None, marker: str, kind: str, flag: str) -> None:
     """Refuse, before any work, a target directory that dmixed would not replace or
-    could not create."""
+    could not create (:func:`dmixed.files.check_target`)."""
     if not path:
         return
-    if not os.path.lexists(path):
-        above = os.path.dirname(os.path.abspath(path))
-        while not os.path.exists(above):
-            above = os.path.dirname(above)
-        if not os.path.isdir(above) or not os.access(above, os.W_OK | os.X_OK):
-            raise JobError(f"{flag} {path} cannot be created: {above} is not a writable directory")
-        return
-    if not os.path.isdir(path):
-        raise JobError(f"{flag} {path} exists and is not a directory; choose another {flag}")
-    if not os.path.exists(os.path.join(path, marker)) and os.listdir(path):
-        raise JobError(
-            f"{flag} {path} exists and is not a dmixed {kind} directory (no {marker}); "
-            f"dmixed never replaces it: choose another {flag} or empty that directory"
-        )
+    try:
+        check_target(path, marker, kind, flag)
+    except PathError as exc:
+        raise JobError(str(exc)) from exc
 
 
 def _check_targets(job: Job) -> None:

@@ -479,7 +479,7 @@ BAD = {
     "scheduler_file_missing": (2, ["scheduler file absent.json does not exist"]),
     "update_without_statistics": (
         2,
-        ["none is not a dmixed statistics directory (no manifest.json)"],
+        ["none is not a dmixed statistics directory (it does not exist)"],
     ),
     "slurm_without_dask_jobqueue": (2, ["'slurm'", "dask-jobqueue", "not installed"]),
     # issue 15

@@ -207,8 +207,9 @@ def save_state(state: ResultsState, path, summary_text: str) -> None:
 
     Raises
     ------
-    FileExistsError
-        ``path`` exists and is not a results directory (it is never replaced).
+    PathExistsError
+        ``path`` exists and is not a results directory (it is never replaced), or
+        lies under a file (:func:`dmixed.files.check_target`).
     """
     with atomic_directory(path, marker="estimates.json", kind="results") as tmp:
         random_effects_table(state).to_parquet(tmp / _TABLE, index=False)
@@ -420,8 +421,8 @@ def load_state(path, eval_env=None) -> ResultsState:
 
     Raises
     ------
-    FileNotFoundError
-        ``path`` has no ``estimates.json``.
+    PathNotFoundError
+        ``path`` does not exist, is a file, or has no ``estimates.json``.
     CheckpointError
         Naming the file: ``estimates.json`` is not dmixed's, is of a newer format;
         ``random_effects.parquet`` is missing, unreadable or not the file saved with
