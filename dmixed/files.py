@@ -296,9 +296,9 @@ def directory_lock(path, kind: str, timeout: float | None = None) -> Iterator[Pa
     directory run one after another, whatever the order they started in; the lock is
     released when the body ends or the process dies (no stale lock to remove).  A job
     that finds the lock held says so and waits up to ``timeout`` seconds (default
-    :data:`LOCK_TIMEOUT_S`, or ``DMIXED_LOCK_TIMEOUT``).  The lock file stays (empty)
-    beside the directory; it is removed when the body ends without the directory (a
-    job that failed before writing it).
+    :data:`LOCK_TIMEOUT_S`, or ``DMIXED_LOCK_TIMEOUT``).  The lock file is removed when
+    the body ends, whether it succeeded or failed (a refused or failed job leaves no
+    ``.NAME.lock`` behind).
 
     Raises
     ------
@@ -335,11 +335,10 @@ def directory_lock(path, kind: str, timeout: float | None = None) -> Iterator[Pa
     try:
         yield file
     finally:
-        if not Path(path).exists():
-            # a job that failed before writing the directory leaves no lock file beside
-            # nothing.  Removed while held: a waiter that then gets the lock of the
-            # unlinked file discards it and opens the path afresh (filelock >= 3.20.4
-            # checks st_nlink), so two jobs never hold locks of two files of one name
-            with contextlib.suppress(OSError):
-                file.unlink()
+        # no lock file outlives its holder, after a success or a failure.  Removed while
+        # held: a waiter that then gets the lock of the unlinked file discards it and
+        # opens the path afresh (filelock >= 3.20.4 checks st_nlink), so two jobs never
+        # hold locks of two files of one name
+        with contextlib.suppress(OSError):
+            file.unlink()
         lock.release()

@@ -704,7 +704,7 @@ def test_stats_dir_first_run_saves_statistics(checkpointed):
     assert manifest["format"] == "dmixed-statistics"
     assert [i["path"] for i in manifest["inputs"]] == [str(d / "A.parquet"), str(d / "B.parquet")]
     assert manifest["n_groups"] == 80 and len(manifest["digest"]) == 64
-    assert hidden_leftovers(d, "stats") == [".stats.lock"]  # the lock stays, empty
+    assert hidden_leftovers(d, "stats") == []  # no lock file outlives its job
 
 
 def test_rerun_reuses_saved_statistics(checkpointed):
@@ -849,6 +849,7 @@ def test_changed_model_is_refused(checkpointed, change):
     assert "digest does not match" in proc.stderr and "--stats-dir" in proc.stderr
     assert not (d / "changed").exists()
     assert (d / "stats/manifest.json").read_bytes() == before
+    assert hidden_leftovers(d, "stats") == []  # the refused job's lock was left behind
 
 
 def test_changed_input_file_is_refused(checkpointed):
@@ -953,6 +954,7 @@ def test_second_update_with_the_same_data_is_refused(incremental):
     assert proc.returncode == 2, proc.stderr
     assert "already included" in proc.stderr and "B.parquet" in proc.stderr
     assert {p: (d / "S" / p).read_bytes() for p in before} == before
+    assert hidden_leftovers(d, "S") == []  # the refused update's lock was left behind
     assert (d / "U/estimates.json").read_bytes() == u_before
 
 
