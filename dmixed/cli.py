@@ -93,11 +93,14 @@ def input_files(job: Job) -> list[str]:
 
 
 def _input_format(job: Job, files: list[str]) -> str:
-    """``--format``, or by default the one of the first file's suffix."""
-    if job.format is not None:
-        return job.format
-    first = files[0].lower() if files else ""
-    return "csv" if first.endswith((".csv", ".csv.gz", ".tsv")) else "parquet"
+    """The input files' one format: ``--format``, or that of every file's name or magic
+    (:func:`dmixed.stats.inputs.input_format`); a file of neither kind is refused."""
+    from .stats.inputs import input_format
+
+    try:
+        return input_format(files, job.format)
+    except DataError as exc:
+        raise JobError(f"{exc} (data {job.data!r})", EXIT_DATA) from exc
 
 
 def _csv_float_columns(job: Job, dtypes) -> list[str]:

@@ -349,7 +349,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         "--format",
         type=str.lower,
         choices=Job.choices("format"),
-        help="input format (default: by suffix)",
+        help="input format (default: every file's, by its suffix or content; a file of "
+        "neither kind is refused)",
     )
     p.add_argument("--output", metavar="DIR", help="results directory (written atomically)")
     p.add_argument(

@@ -205,6 +205,21 @@ def test_fit_of_csv_files_whole_numbers_in_one_decimals_in_another(data, schedul
     assert_same_fit(dmixed.load(tmp_path / "out"), ref)
 
 
+def test_a_stray_text_file_in_a_csv_directory_is_named_not_read_as_parquet(data, tmp_path):
+    """``README.txt`` sorting first in a directory of CSV files made the whole directory
+    be read as Parquet ("cannot read parquet data"); now the stray file is named."""
+    (tmp_path / "d").mkdir()
+    data.frame_a.to_csv(tmp_path / "d/a.csv", index=False)
+    (tmp_path / "d/README.txt").write_text("exported from the warehouse\n")
+    args = ("fit", "--data", "d", *MODEL, "--stats-dir", "S", "--output", "out")
+    proc = run_in_process(*args, cwd=tmp_path)
+    assert proc.returncode == 3, proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.splitlines()) == 1
+    assert "d/README.txt is neither a Parquet file" in proc.stderr
+    assert "parquet data" not in proc.stderr
+    assert sorted(os.listdir(tmp_path)) == ["d"]  # no output, statistics or lock
+
+
 @pytest.fixture(scope="module")
 def ab_result(data, scheduler, tmp_path_factory):
     """``fit --data A B --cluster scheduler.json``: its run and results directory."""
