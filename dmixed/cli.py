@@ -219,6 +219,8 @@ def _job_errors(job: Job, reads_data: bool) -> Iterator[None]:
         if isinstance(exc, (ValueError, KeyError, TypeError)):
             message = _cli_words(_one_line(exc)) if str(exc) else repr(exc)
             about_data = reads_data and isinstance(exc, (DataError, KeyError))
+            if about_data and getattr(exc, "absent", None) and getattr(exc, "file", None):
+                raise JobError(message, EXIT_DATA) from exc  # it names the file and columns
             named = _files_named(job, message) if about_data else ""
             raise JobError(message + named, EXIT_DATA if named else EXIT_CONFIG) from exc
         raise

@@ -1599,17 +1599,20 @@ def test_dropped_rows_warning_is_one_clean_line(data, scheduler, tmp_path):
     assert dmixed.load(tmp_path / "o").nobs == len(holes) - 2
 
 
-@pytest.mark.parametrize("bad", ["text", "no column", "text first"])
+@pytest.mark.parametrize("bad", ["text", "no column", "no model column", "text first"])
 def test_a_bad_file_of_several_is_exit_3_naming_it_no_lock_left(data, scheduler, tmp_path, bad):
     """One file holding text where the others hold numbers, or lacking a column: the
     message named the column only, the exit status was 2 and ``.S.lock`` stayed beside
     a statistics directory never written.  Text in the first file (whose types Dask
-    takes) and numbers in the others was fitted as a factor, silently."""
+    takes) and numbers in the others was fitted as a factor, silently.  A file lacking
+    every column of the model began the message with pandas' KeyError ("None of
+    [Index([...])] are in the [columns]")."""
     (tmp_path / "in").mkdir()
     shutil.copy(data.A, tmp_path / "in/a.parquet")
     frame = {
         "text": data.frame_b.astype({"y": str}),
         "no column": data.frame_b.drop(columns="x2"),
+        "no model column": pd.DataFrame({"other": [1.0, 2.0]}),
         "text first": data.frame_b.astype({"x2": str}),
     }[bad]
     frame.to_parquet(tmp_path / "in/b.parquet", index=False)
@@ -1626,8 +1629,13 @@ def test_a_bad_file_of_several_is_exit_3_naming_it_no_lock_left(data, scheduler,
         assert "column 'x2' holds numbers (float64) where the model reads text" in proc.stderr
         assert f"in {other}: column 'x2' holds numbers" in proc.stderr  # a tie: the first's
         return
-    column = "'y' holds text" if bad == "text" else "no column 'x2'"
-    assert f"in {os.path.join('in', 'b.parquet')}: " in proc.stderr and column in proc.stderr
+    assert len(proc.stderr.splitlines()) == 1 and "None of" not in proc.stderr, proc.stderr
+    if bad == "text":
+        assert f"in {os.path.join('in', 'b.parquet')}: " in proc.stderr
+        assert "'y' holds text" in proc.stderr
+    else:  # the partition's message names the file and the columns, once
+        assert f"(file {tmp_path / 'in' / 'b.parquet'}): it has no column(s) [" in proc.stderr
+        assert "'x2'" in proc.stderr and "; in " not in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
 
 
