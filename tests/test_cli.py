@@ -524,7 +524,7 @@ BAD = {
     ),
     "missing_values_in_words_of_the_cli": (
         2,
-        ["missing values in column 'x1' (2 rows)", "--missing drop"],
+        ["missing values in column 'x1' (2 rows: in ", "holes.parquet)", "--missing drop"],
     ),
     "show_no_results": (2, ["absent is not a dmixed results directory"]),
 }
@@ -1580,9 +1580,9 @@ def test_quiet_data_error_on_worker_processes_is_one_line(data, tmp_path):
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.splitlines()
-    assert lines == [
-        "dmixed: error: missing values in column 'x1' (1 row); pass --missing drop "
-        "(job file: missing: drop) to drop them"
+    assert lines == [  # the file holding them was not named
+        f"dmixed: error: missing values in column 'x1' (1 row: in {tmp_path / 'holes.parquet'}); "
+        "pass --missing drop (job file: missing: drop) to drop them"
     ], proc.stderr
 
 
