@@ -1070,6 +1070,33 @@ def test_update_takes_new_nested_levels_of_new_and_old_groups(scheduler, tmp_pat
     assert "03-7" in saved["levels"]["id"] and "29-2" in saved["levels"]["id"]
 
 
+def test_update_lists_new_nested_levels_in_the_order_of_a_scratch_fit(scheduler, tmp_path):
+    """An old group's new level of a variance component that sorts before its old ones
+    came last in ``random_effects[g]`` after update (values equal by name), first in a
+    fit of all rows from scratch; the vc frame likewise."""
+    make_nested_ids(range(12), ids=range(1, 4), size=6).to_parquet(tmp_path / "A.parquet")
+    new = [
+        make_nested_ids([3], ids=[0], seed=2, size=6),  # an old group, a level sorting first
+        make_nested_ids([12, 13], ids=[2, 0], seed=1, size=6),  # new groups
+    ]
+    pd.concat(new, ignore_index=True).to_parquet(tmp_path / "B.parquet", index=False)
+    model = ["--formula", "y ~ x", "--groups", "g", "--re-formula", "1", "--vc", "id=0 + C(id)"]
+    _fit_update_and_scratch(
+        tmp_path, [*model, "--cluster", scheduler.file, "--quiet"], scheduler.file
+    )
+    upd, ref = dmixed.load(tmp_path / "U"), dmixed.load(tmp_path / "F")
+    assert_same_fit(upd, ref)
+    for g in (3, 12, 0):
+        mine, scratch = upd.random_effects[g], ref.random_effects[g]
+        assert list(mine.index) == list(scratch.index), (g, list(mine.index))
+        np.testing.assert_allclose(mine.to_numpy(), scratch.to_numpy(), rtol=1e-6, atol=1e-8)
+        assert list(upd.random_effects_cov[g].index) == list(scratch.index)
+    frames = [r.random_effects_frame(vc=True) for r in (upd, ref)]
+    pd.testing.assert_frame_equal(
+        frames[0].drop(columns="value"), frames[1].drop(columns="value"), check_dtype=False
+    )
+
+
 def test_update_takes_rows_holding_one_level_of_a_factor(scheduler, tmp_path):
     """A day's rows may all hold one level of a fixed-effects factor: alone their
     design is rank deficient, with the saved rows it is not.  The rank is checked on

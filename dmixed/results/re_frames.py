@@ -16,18 +16,20 @@ def effect_names(
     model_names: ModelNames, k_re: int, slot_cols: list[np.ndarray], gi: int
 ) -> tuple[list[str], np.ndarray]:
     """Names of group ``gi``'s random effects (``exog_re_names``, then
-    ``"component[column]"`` of each slot it uses) and their padded slot positions
-    (``slot_cols``: per component, the column of every group's slot, −1 unused)."""
+    ``"component[column]"`` of each slot it uses, in the component's column order, as
+    a fit of all rows from scratch lists them: slots that ``dmixed update`` added come
+    after the old ones) and their padded slot positions (``slot_cols``: per component,
+    the column of every group's slot, −1 unused)."""
     names = list(model_names.exog_re_names)
     pos = list(range(k_re))
     offset = k_re
     for comp, table in enumerate(slot_cols):
         colnames = model_names.vc_column_names[comp]
         vname = model_names.vc_names[comp]
-        for s, col in enumerate(table[gi]):
-            if col >= 0:
-                names.append(f"{vname}[{colnames[col]}]")
-                pos.append(offset + s)
+        used = [(col, s) for s, col in enumerate(table[gi]) if col >= 0]
+        for col, s in sorted(used):
+            names.append(f"{vname}[{colnames[col]}]")
+            pos.append(offset + s)
         offset += table.shape[1]
     return names, np.array(pos, dtype=np.int64)
 
@@ -57,6 +59,8 @@ def blup_frame(
         offset = k_re
         for comp, table in enumerate(slot_cols):
             gi, si = np.nonzero(table >= 0)
+            order = np.lexsort((table[gi, si], gi))  # by group, then column (effect_names)
+            gi, si = gi[order], si[order]
             colnames = np.asarray(names.vc_column_names[comp], dtype=object)
             pieces.append(
                 pd.DataFrame(
