@@ -100,12 +100,12 @@ def input_format(files: list[str], given: str | None = None) -> str:
     """
     kinds = {f: file_format(f) for f in files}
     if given is not None:
-        other = [f for f, k in kinds.items() if k not in (None, given)]
-        if other:
-            raise DataError(
-                f"{other[0]} is a {_FORMAT_NAMES[kinds[other[0]]]} file, but the input's "
-                f"format is given as {given}; one job reads one format"
-            )
+        for f, k in kinds.items():
+            if k is not None and k != given:
+                raise DataError(
+                    f"{f} is a {_FORMAT_NAMES[k]} file, but the input's format is given "
+                    f"as {given}; one job reads one format"
+                )
         return given
     unknown = [f for f, k in kinds.items() if k is None and "://" not in f]
     if unknown:
