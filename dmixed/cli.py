@@ -37,7 +37,9 @@ from .errors import (
     DataError,
     DmixedError,
     DmixedWarning,
+    PathError,
 )
+from .files import check_target
 from .job import (
     EXIT_BUG,
     EXIT_CLUSTER,
@@ -91,11 +93,14 @@ def input_files(job: Job) -> list[str]:
 
 
 def _input_format(job: Job, files: list[str]) -> str:
-    """``--format``, or by default the one of the first file's suffix."""
-    if job.format is not None:
-        return job.format
-    first = files[0].lower() if files else ""
-    return "csv" if first.endswith((".csv", ".csv.gz", ".tsv")) else "parquet"
+    """The input files' one format: ``--format``, or that of every file's name or magic
+    (:func:`dmixed.stats.inputs.input_format`); a file of neither kind is refused."""
+    from .stats.inputs import input_format
+
+    try:
+        return input_format(files, job.format)
+    except DataError as exc:
+        raise JobError(f"{exc} (data {job.data!r})", EXIT_DATA) from exc
 
 
 def _csv_float_columns(job: Job, dtypes) -> list[str]:
@@ -159,8 +164,8 @@ _CSV_DTYPES = "Mismatched dtypes found in `pd.read_csv`"
 
 def _is_read_error(exc: BaseException) -> bool:
     """Errors of reading the data (raised during the data pass, possibly on a worker)."""
-    if isinstance(exc, (ConnectionError, TimeoutError)):
-        return False
+    if isinstance(exc, (ConnectionError, TimeoutError, DmixedError)):
+        return False  # a DmixedError that is an OSError too: a refused path
     import pandas as pd
     import pyarrow
 
@@ -214,6 +219,8 @@ def _job_errors(job: Job, reads_data: bool) -> Iterator[None]:
         if isinstance(exc, (ValueError, KeyError, TypeError)):
             message = _cli_words(_one_line(exc)) if str(exc) else repr(exc)
             about_data = reads_data and isinstance(exc, (DataError, KeyError))
+            if about_data and getattr(exc, "absent", None) and getattr(exc, "file", None):
+                raise JobError(message, EXIT_DATA) from exc  # it names the file and columns
             named = _files_named(job, message) if about_data else ""
             raise JobError(message + named, EXIT_DATA if named else EXIT_CONFIG) from exc
         raise
@@ -299,23 +306,13 @@ def _model_from_data(job: Job, ddf, client, job_digest: str, fingerprint: list[d
 
 def _refuse_foreign(path: str | None, marker: str, kind: str, flag: str) -> None:
     """Refuse, before any work, a target directory that dmixed would not replace or
-    could not create."""
+    could not create (:func:`dmixed.files.check_target`)."""
     if not path:
         return
-    if not os.path.lexists(path):
-        above = os.path.dirname(os.path.abspath(path))
-        while not os.path.exists(above):
-            above = os.path.dirname(above)
-        if not os.path.isdir(above) or not os.access(above, os.W_OK | os.X_OK):
-            raise JobError(f"{flag} {path} cannot be created: {above} is not a writable directory")
-        return
-    if not os.path.isdir(path):
-        raise JobError(f"{flag} {path} exists and is not a directory; choose another {flag}")
-    if not os.path.exists(os.path.join(path, marker)) and os.listdir(path):
-        raise JobError(
-            f"{flag} {path} exists and is not a dmixed {kind} directory (no {marker}); "
-            f"dmixed never replaces it: choose another {flag} or empty that directory"
-        )
+    try:
+        check_target(path, marker, kind, flag)
+    except PathError as exc:
+        raise JobError(str(exc)) from exc
 
 
 def _check_targets(job: Job) -> None:

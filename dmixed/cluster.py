@@ -381,6 +381,18 @@ def _new_client(Client, started, config: dict, client_kwargs: dict, saved: dict)
         raise
 
 
+def _quiet_dmixed_errors(client) -> None:
+    """Workers log no traceback of a task that raised one of dmixed's errors: the
+    command reports it in one line (:mod:`dmixed.engines.dask.worker_logs`).  A cluster
+    that refuses the plugin (workers without dmixed) keeps its logs."""
+    from .engines.dask.worker_logs import QuietDmixedErrorsPlugin
+
+    try:
+        client.register_plugin(QuietDmixedErrorsPlugin())
+    except Exception as exc:  # noqa: BLE001 - quieter logs are not worth a failed job
+        logger.debug("worker logs keep dmixed's errors: %s", exc)
+
+
 @contextlib.contextmanager
 def connect(cluster: str | os.PathLike | dict | None = None) -> Iterator:
     """A ``distributed.Client`` for the named cluster; closes what it started.
@@ -416,6 +428,7 @@ def connect(cluster: str | os.PathLike | dict | None = None) -> Iterator:
                 f"{client_kwargs['timeout']}: {exc}"
             ) from exc
         logger.info("connected to %s (%s)", client.scheduler.address, config["kind"])
+        _quiet_dmixed_errors(client)
         try:
             yield client
         finally:

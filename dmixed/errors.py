@@ -14,6 +14,10 @@ The hierarchy follows formulaic's ``errors.py`` (one root, grouped subclasses)::
     │   └── FormulaError     a formula that fails the whitelist or does not parse
     ├── DataError            the data cannot be fitted as given (missing values, rank,
     │                        a constant response, a column of the wrong kind)
+    ├── PathError (also OSError)  a path that cannot be used as asked
+    │   ├── PathExistsError (also FileExistsError)  an output path dmixed would not
+    │   │                        replace (not a directory it wrote) or cannot create
+    │   └── PathNotFoundError (also FileNotFoundError)  no results or statistics there
     ├── CheckpointError      saved statistics or results that cannot be used
     │   └── CheckpointMismatch   statistics of other data or of another model
     ├── ClusterConfigError   a cluster configuration that cannot be used
@@ -42,6 +46,9 @@ __all__ = [
     "SpecError",
     "FormulaError",
     "DataError",
+    "PathError",
+    "PathExistsError",
+    "PathNotFoundError",
     "CheckpointError",
     "CheckpointMismatch",
     "ClusterConfigError",
@@ -76,6 +83,24 @@ class FormulaError(SpecError):
 class DataError(DmixedError):
     """The data cannot be fitted as given: missing values, a rank-deficient design,
     a response without residual variation, a column of the wrong kind."""
+
+
+class PathError(DmixedError, OSError):
+    """A path given to dmixed that cannot be used as asked (the command line exits 2).
+
+    Also an ``OSError``, and its subclasses the ``FileExistsError`` and
+    ``FileNotFoundError`` that ``MixedLMResults.save`` and ``dmixed.load`` raised
+    before: code that catches those keeps working."""
+
+
+class PathExistsError(PathError, FileExistsError):
+    """An output path that exists and is not a directory dmixed wrote (it is never
+    replaced), or one under a file, which cannot be created."""
+
+
+class PathNotFoundError(PathError, FileNotFoundError):
+    """No results or statistics directory at a path: it does not exist, is a file, or
+    lacks the file that makes it one of dmixed's."""
 
 
 class CheckpointError(DmixedError):

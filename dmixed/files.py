@@ -24,11 +24,12 @@ import numpy as np
 import pandas as pd
 from filelock import FileLock, Timeout
 
-from .errors import CheckpointError
+from .errors import CheckpointError, PathError, PathExistsError, PathNotFoundError
 
 __all__ = [
     "LOCK_TIMEOUT_S",
     "atomic_directory",
+    "check_target",
     "directory_lock",
     "file_sha256",
     "json_sha256",
@@ -64,7 +65,15 @@ def jsonable(value):
 def read_versioned_json(file: Path, fmt: str, version: int, what: str) -> dict:
     """A JSON file of dmixed's own format ``fmt``, refusing others and newer versions."""
     if not file.exists():
-        raise FileNotFoundError(f"{file.parent} is not {what} (no {file.name})")
+        where = file.parent
+        why = (
+            f"no {file.name}"
+            if where.is_dir()
+            else "it is a file"
+            if where.exists()
+            else "it does not exist"
+        )
+        raise PathNotFoundError(f"{where} is not {what} ({why})")
     try:
         with open(file) as fh:
             state = json.load(fh)
@@ -124,19 +133,52 @@ def replace_dir(new: Path, target: Path, marker: str, kind: str) -> None:
     """Move ``new`` to ``target``; an existing target is swapped out, then removed.
 
     A non-empty ``target`` without the file ``marker`` (not a dmixed ``kind`` directory,
-    e.g. ``"results"``) is never replaced: ``FileExistsError``.
+    e.g. ``"results"``), or a file, is never replaced (:func:`check_target`).
     """
     old = None
     if target.exists():
-        if not (target / marker).exists() and any(target.iterdir()):
-            raise FileExistsError(
-                f"{target} exists and is not a dmixed {kind} directory; not replacing it"
-            )
+        check_target(target, marker, kind)
         old = sibling_path(target, "old")
         os.rename(target, old)
     os.rename(new, target)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def check_target(path, marker: str, kind: str, name: str = "") -> None:
+    """Refuse, before anything is written, a directory ``path`` that dmixed would not
+    replace or could not create: one that exists and is a file, or is a non-empty
+    directory without the file ``marker`` (not a dmixed ``kind`` directory, e.g.
+    ``"results"``), or one whose nearest existing parent is a file or not writable.
+    ``name`` says how the path was given (``"--output"``) in the messages.
+
+    Raises
+    ------
+    PathExistsError
+        ``path`` exists and is not a dmixed ``kind`` directory, or lies under a file.
+    PathError
+        The nearest existing parent of ``path`` is not writable.
+    """
+    shown = f"{name} {path}" if name else str(path)
+    another = f"another {name}" if name else "another path"
+    if not os.path.lexists(path):
+        above = os.path.dirname(os.path.abspath(path))
+        while not os.path.exists(above):
+            above = os.path.dirname(above)
+        if not os.path.isdir(above):
+            raise PathExistsError(f"{shown} cannot be created: {above} is a file")
+        if not os.access(above, os.W_OK | os.X_OK):
+            raise PathError(f"{shown} cannot be created: {above} is not a writable directory")
+        return
+    if not os.path.isdir(path):
+        raise PathExistsError(
+            f"{shown} exists and is a file, not a dmixed {kind} directory; choose {another}"
+        )
+    if not os.path.exists(os.path.join(path, marker)) and os.listdir(path):
+        raise PathExistsError(
+            f"{shown} exists and is not a dmixed {kind} directory (no {marker}); "
+            f"dmixed never replaces it: choose {another} or empty that directory"
+        )
 
 
 @contextlib.contextmanager
@@ -149,10 +191,16 @@ def atomic_directory(path, marker: str, kind: str) -> Iterator[Path]:
     disk and it replaces ``path`` (:func:`replace_dir`, which refuses a directory
     without ``marker``); when anything fails, ``KeyboardInterrupt`` included, it is
     removed and ``path`` is left as it was.
+
+    Raises
+    ------
+    PathError
+        ``path`` is refused by :func:`check_target` before anything is written.
     """
     # a symbolic link is written through, to the directory it names (which its lock,
     # lock_path, also resolves to): renaming over the link would replace the link
     target = Path(path).resolve()
+    check_target(target, marker, kind)
     parent = target.parent if str(target.parent) else Path(".")
     parent.mkdir(parents=True, exist_ok=True)
     sweep_stale(target)
@@ -263,9 +311,9 @@ def directory_lock(path, kind: str, timeout: float | None = None) -> Iterator[Pa
     directory run one after another, whatever the order they started in; the lock is
     released when the body ends or the process dies (no stale lock to remove).  A job
     that finds the lock held says so and waits up to ``timeout`` seconds (default
-    :data:`LOCK_TIMEOUT_S`, or ``DMIXED_LOCK_TIMEOUT``).  The lock file stays (empty)
-    beside the directory; it is removed when the body ends without the directory (a
-    job that failed before writing it).
+    :data:`LOCK_TIMEOUT_S`, or ``DMIXED_LOCK_TIMEOUT``).  The lock file is removed when
+    the body ends, whether it succeeded or failed (a refused or failed job leaves no
+    ``.NAME.lock`` behind).
 
     Raises
     ------
@@ -302,11 +350,10 @@ def directory_lock(path, kind: str, timeout: float | None = None) -> Iterator[Pa
     try:
         yield file
     finally:
-        if not Path(path).exists():
-            # a job that failed before writing the directory leaves no lock file beside
-            # nothing.  Removed while held: a waiter that then gets the lock of the
-            # unlinked file discards it and opens the path afresh (filelock >= 3.20.4
-            # checks st_nlink), so two jobs never hold locks of two files of one name
-            with contextlib.suppress(OSError):
-                file.unlink()
+        # no lock file outlives its holder, after a success or a failure.  Removed while
+        # held: a waiter that then gets the lock of the unlinked file discards it and
+        # opens the path afresh (filelock >= 3.20.4 checks st_nlink), so two jobs never
+        # hold locks of two files of one name
+        with contextlib.suppress(OSError):
+            file.unlink()
         lock.release()

@@ -38,6 +38,7 @@ from pydantic import (
 )
 
 from .cluster import read_config, resolve_config_paths, safe_load_yaml
+from .design.formula import parse_formula
 from .results.bootstrap import REPLICATES_LIMIT
 
 EXIT_OK, EXIT_CONFIG, EXIT_DATA, EXIT_NOT_CONVERGED, EXIT_CLUSTER = 0, 2, 3, 4, 5
@@ -348,7 +349,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         "--format",
         type=str.lower,
         choices=Job.choices("format"),
-        help="input format (default: by suffix)",
+        help="input format (default: every file's, by its suffix or content; a file of "
+        "neither kind is refused)",
     )
     p.add_argument("--output", metavar="DIR", help="results directory (written atomically)")
     p.add_argument(
@@ -512,20 +514,52 @@ def build_parser() -> argparse.ArgumentParser:
 MODEL_KEYS = ("formula", "groups", "re_formula", "vc_formula", "weights", "missing")
 
 
+def _terms(formula: str, role: str, lhs: bool = False) -> frozenset:
+    """A formula's terms as formulaic parses them (spacing, term order and the order of
+    a term's factors do not matter: ``y~b+a`` is ``y ~ a + b``)."""
+    left, right = parse_formula(formula, role, lhs=lhs)
+    return frozenset(
+        (side, frozenset(f.expr for f in term.factors))
+        for side, part in (("lhs", left or []), ("rhs", right))
+        for term in part
+    )
+
+
+def _model_form(key: str, values: dict):
+    """The model key ``key`` of ``values`` (a job's or a saved spec's) in a form that
+    compares equal for the same model: formulas as their terms, ``re_formula`` absent
+    as the random intercept it means (none beside variance components)."""
+    value = values.get(key)
+    if key == "formula":
+        return _terms(value, key, lhs=True)
+    if key == "re_formula":
+        default = "0" if values.get("vc_formula") else "1"
+        return _terms(default if value is None else value, key)
+    if key == "vc_formula":
+        return {name: _terms(f, f"vc_formula {name!r}") for name, f in (value or {}).items()}
+    return value
+
+
 def saved_model(job: Job, spec, saved: dict):
     """The saved model ``spec``, refusing a job whose model keys differ from it (update
     adds rows to the saved model); ``missing: drop`` where the saved statistics refused
     missing values is that model with the new rows' missing values dropped (a fit of all
-    rows with ``missing: drop``: the saved rows had none).
+    rows with ``missing: drop``: the saved rows had none).  Formulas are compared by
+    their parsed terms, not their text (``y~x`` is the saved ``y ~ x``).
 
     Raises
     ------
     JobError
-        A model key of the job differs from the saved one, or ``missing: raise`` where
-        the saved statistics dropped rows.
+        A model key of the job differs from the saved one (named, with both values),
+        or ``missing: raise`` where the saved statistics dropped rows.
+    FormulaError
+        A formula of the job does not parse.
     """
+    given = job.model_dump()
+    if job.vc_formula is None:  # the saved components, for the default re_formula
+        given["vc_formula"] = saved.get("vc_formula")
     keys = [k for k in MODEL_KEYS if k != "missing" and getattr(job, k) is not None]
-    differ = [k for k in keys if getattr(job, k) != saved.get(k)]
+    differ = [k for k in keys if _model_form(k, given) != _model_form(k, saved)]
     if job.missing == "raise" and spec.missing == "drop":
         differ.append("missing")
     if differ:

@@ -205,6 +205,21 @@ def test_fit_of_csv_files_whole_numbers_in_one_decimals_in_another(data, schedul
     assert_same_fit(dmixed.load(tmp_path / "out"), ref)
 
 
+def test_a_stray_text_file_in_a_csv_directory_is_named_not_read_as_parquet(data, tmp_path):
+    """``README.txt`` sorting first in a directory of CSV files made the whole directory
+    be read as Parquet ("cannot read parquet data"); now the stray file is named."""
+    (tmp_path / "d").mkdir()
+    data.frame_a.to_csv(tmp_path / "d/a.csv", index=False)
+    (tmp_path / "d/README.txt").write_text("exported from the warehouse\n")
+    args = ("fit", "--data", "d", *MODEL, "--stats-dir", "S", "--output", "out")
+    proc = run_in_process(*args, cwd=tmp_path)
+    assert proc.returncode == 3, proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.splitlines()) == 1
+    assert "d/README.txt is neither a Parquet file" in proc.stderr
+    assert "parquet data" not in proc.stderr
+    assert sorted(os.listdir(tmp_path)) == ["d"]  # no output, statistics or lock
+
+
 @pytest.fixture(scope="module")
 def ab_result(data, scheduler, tmp_path_factory):
     """``fit --data A B --cluster scheduler.json``: its run and results directory."""
@@ -479,7 +494,7 @@ BAD = {
     "scheduler_file_missing": (2, ["scheduler file absent.json does not exist"]),
     "update_without_statistics": (
         2,
-        ["none is not a dmixed statistics directory (no manifest.json)"],
+        ["none is not a dmixed statistics directory (it does not exist)"],
     ),
     "slurm_without_dask_jobqueue": (2, ["'slurm'", "dask-jobqueue", "not installed"]),
     # issue 15
@@ -509,7 +524,7 @@ BAD = {
     ),
     "missing_values_in_words_of_the_cli": (
         2,
-        ["missing values in column 'x1' (2 rows)", "--missing drop"],
+        ["missing values in column 'x1' (2 rows: in ", "holes.parquet)", "--missing drop"],
     ),
     "show_no_results": (2, ["absent is not a dmixed results directory"]),
 }
@@ -704,7 +719,7 @@ def test_stats_dir_first_run_saves_statistics(checkpointed):
     assert manifest["format"] == "dmixed-statistics"
     assert [i["path"] for i in manifest["inputs"]] == [str(d / "A.parquet"), str(d / "B.parquet")]
     assert manifest["n_groups"] == 80 and len(manifest["digest"]) == 64
-    assert hidden_leftovers(d, "stats") == [".stats.lock"]  # the lock stays, empty
+    assert hidden_leftovers(d, "stats") == []  # no lock file outlives its job
 
 
 def test_rerun_reuses_saved_statistics(checkpointed):
@@ -849,6 +864,7 @@ def test_changed_model_is_refused(checkpointed, change):
     assert "digest does not match" in proc.stderr and "--stats-dir" in proc.stderr
     assert not (d / "changed").exists()
     assert (d / "stats/manifest.json").read_bytes() == before
+    assert hidden_leftovers(d, "stats") == []  # the refused job's lock was left behind
 
 
 def test_changed_input_file_is_refused(checkpointed):
@@ -953,6 +969,7 @@ def test_second_update_with_the_same_data_is_refused(incremental):
     assert proc.returncode == 2, proc.stderr
     assert "already included" in proc.stderr and "B.parquet" in proc.stderr
     assert {p: (d / "S" / p).read_bytes() for p in before} == before
+    assert hidden_leftovers(d, "S") == []  # the refused update's lock was left behind
     assert (d / "U/estimates.json").read_bytes() == u_before
 
 
@@ -1051,6 +1068,33 @@ def test_update_takes_new_nested_levels_of_new_and_old_groups(scheduler, tmp_pat
     assert_same_fit(upd, ref)
     saved = json.loads((tmp_path / "S/manifest.json").read_text())["spec"]
     assert "03-7" in saved["levels"]["id"] and "29-2" in saved["levels"]["id"]
+
+
+def test_update_lists_new_nested_levels_in_the_order_of_a_scratch_fit(scheduler, tmp_path):
+    """An old group's new level of a variance component that sorts before its old ones
+    came last in ``random_effects[g]`` after update (values equal by name), first in a
+    fit of all rows from scratch; the vc frame likewise."""
+    make_nested_ids(range(12), ids=range(1, 4), size=6).to_parquet(tmp_path / "A.parquet")
+    new = [
+        make_nested_ids([3], ids=[0], seed=2, size=6),  # an old group, a level sorting first
+        make_nested_ids([12, 13], ids=[2, 0], seed=1, size=6),  # new groups
+    ]
+    pd.concat(new, ignore_index=True).to_parquet(tmp_path / "B.parquet", index=False)
+    model = ["--formula", "y ~ x", "--groups", "g", "--re-formula", "1", "--vc", "id=0 + C(id)"]
+    _fit_update_and_scratch(
+        tmp_path, [*model, "--cluster", scheduler.file, "--quiet"], scheduler.file
+    )
+    upd, ref = dmixed.load(tmp_path / "U"), dmixed.load(tmp_path / "F")
+    assert_same_fit(upd, ref)
+    for g in (3, 12, 0):
+        mine, scratch = upd.random_effects[g], ref.random_effects[g]
+        assert list(mine.index) == list(scratch.index), (g, list(mine.index))
+        np.testing.assert_allclose(mine.to_numpy(), scratch.to_numpy(), rtol=1e-6, atol=1e-8)
+        assert list(upd.random_effects_cov[g].index) == list(scratch.index)
+    frames = [r.random_effects_frame(vc=True) for r in (upd, ref)]
+    pd.testing.assert_frame_equal(
+        frames[0].drop(columns="value"), frames[1].drop(columns="value"), check_dtype=False
+    )
 
 
 def test_update_takes_rows_holding_one_level_of_a_factor(scheduler, tmp_path):
@@ -1563,9 +1607,9 @@ def test_quiet_data_error_on_worker_processes_is_one_line(data, tmp_path):
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.splitlines()
-    assert lines == [
-        "dmixed: error: missing values in column 'x1' (1 row); pass --missing drop "
-        "(job file: missing: drop) to drop them"
+    assert lines == [  # the file holding them was not named
+        f"dmixed: error: missing values in column 'x1' (1 row: in {tmp_path / 'holes.parquet'}); "
+        "pass --missing drop (job file: missing: drop) to drop them"
     ], proc.stderr
 
 
@@ -1582,17 +1626,20 @@ def test_dropped_rows_warning_is_one_clean_line(data, scheduler, tmp_path):
     assert dmixed.load(tmp_path / "o").nobs == len(holes) - 2
 
 
-@pytest.mark.parametrize("bad", ["text", "no column", "text first"])
+@pytest.mark.parametrize("bad", ["text", "no column", "no model column", "text first"])
 def test_a_bad_file_of_several_is_exit_3_naming_it_no_lock_left(data, scheduler, tmp_path, bad):
     """One file holding text where the others hold numbers, or lacking a column: the
     message named the column only, the exit status was 2 and ``.S.lock`` stayed beside
     a statistics directory never written.  Text in the first file (whose types Dask
-    takes) and numbers in the others was fitted as a factor, silently."""
+    takes) and numbers in the others was fitted as a factor, silently.  A file lacking
+    every column of the model began the message with pandas' KeyError ("None of
+    [Index([...])] are in the [columns]")."""
     (tmp_path / "in").mkdir()
     shutil.copy(data.A, tmp_path / "in/a.parquet")
     frame = {
         "text": data.frame_b.astype({"y": str}),
         "no column": data.frame_b.drop(columns="x2"),
+        "no model column": pd.DataFrame({"other": [1.0, 2.0]}),
         "text first": data.frame_b.astype({"x2": str}),
     }[bad]
     frame.to_parquet(tmp_path / "in/b.parquet", index=False)
@@ -1609,8 +1656,13 @@ def test_a_bad_file_of_several_is_exit_3_naming_it_no_lock_left(data, scheduler,
         assert "column 'x2' holds numbers (float64) where the model reads text" in proc.stderr
         assert f"in {other}: column 'x2' holds numbers" in proc.stderr  # a tie: the first's
         return
-    column = "'y' holds text" if bad == "text" else "no column 'x2'"
-    assert f"in {os.path.join('in', 'b.parquet')}: " in proc.stderr and column in proc.stderr
+    assert len(proc.stderr.splitlines()) == 1 and "None of" not in proc.stderr, proc.stderr
+    if bad == "text":
+        assert f"in {os.path.join('in', 'b.parquet')}: " in proc.stderr
+        assert "'y' holds text" in proc.stderr
+    else:  # the partition's message names the file and the columns, once
+        assert f"(file {tmp_path / 'in' / 'b.parquet'}): it has no column(s) [" in proc.stderr
+        assert "'x2'" in proc.stderr and "; in " not in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
 
 

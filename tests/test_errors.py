@@ -75,6 +75,8 @@ def test_dmixed_warnings_can_be_turned_into_errors(frame):
         (dmixed.CheckpointMismatch("x"), cli.EXIT_CONFIG),
         (dmixed.FormulaError("x"), cli.EXIT_CONFIG),
         (FileNotFoundError("x"), cli.EXIT_CONFIG),
+        (dmixed.PathNotFoundError("x"), cli.EXIT_CONFIG),
+        (dmixed.PathExistsError("x"), cli.EXIT_CONFIG),
         (RuntimeError("x"), 1),
     ],
 )

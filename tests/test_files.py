@@ -6,6 +6,7 @@ The atomic replacement of directories is tested through its users
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import subprocess
@@ -106,16 +107,21 @@ def test_a_lock_that_cannot_be_created_is_a_checkpoint_error(tmp_path):
             pass
 
 
-def test_a_lock_beside_a_directory_never_written_is_removed(tmp_path):
+@pytest.mark.parametrize("written", [False, True], ids=["no directory", "directory"])
+@pytest.mark.parametrize("fails", [True, False], ids=["failed", "succeeded"])
+def test_no_lock_file_outlives_its_holder(tmp_path, written, fails):
     """A job that failed before writing its statistics left ``.stats.lock`` beside
-    nothing; the lock of a directory that exists stays (waiters share its file).  That
-    jobs still run one after another when each removes the file it holds is
-    test_threads_holding_one_lock_run_one_after_another (its directory is never written)."""
-    with pytest.raises(RuntimeError, match="the data pass failed"):
+    nothing; one refused or failed on an existing directory (a refused update) left it
+    beside the directory.  That jobs still run one after another when each removes the
+    file it holds is test_threads_holding_one_lock_run_one_after_another."""
+    if written:
+        (tmp_path / "stats").mkdir()
+    with contextlib.ExitStack() as stack:
+        if fails:
+            stack.enter_context(pytest.raises(RuntimeError, match="the job failed"))
         with directory_lock(tmp_path / "stats", kind="statistics") as file:
             assert file.exists()
-            raise RuntimeError("the data pass failed")
+            if fails:
+                raise RuntimeError("the job failed")
     assert not file.exists()
-    with directory_lock(tmp_path / "stats", kind="statistics") as file:
-        (tmp_path / "stats").mkdir()
-    assert file.exists()
+    assert (tmp_path / "stats").exists() == written

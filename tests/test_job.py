@@ -7,6 +7,8 @@ with their close matches; each problem one line naming the file or the flag.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from dmixed.job import (
@@ -170,3 +172,35 @@ def test_update_refuses_a_job_of_another_model_and_takes_missing_drop():
         saved_model(job, spec, saved)
     with pytest.raises(JobError, match=r"missing: 'raise', saved"):
         saved_model(_update_job(missing="raise"), SimpleNamespace(missing="drop"), saved)
+
+
+def test_update_compares_the_parsed_model_not_its_text():
+    """A job written ``y~x`` was refused against the saved ``y ~ x`` (keys compared as
+    text); the same terms in any spacing or order are the saved model, other terms are
+    refused naming the key."""
+    from types import SimpleNamespace
+
+    saved = {
+        "formula": "y ~ x + C(site)",
+        "groups": "g",
+        "re_formula": None,
+        "vc_formula": {"sub": "0 + C(sub)"},
+        "weights": None,
+    }
+    spec = SimpleNamespace(missing="raise")
+    same = _update_job(
+        formula="y~C( site )+x",
+        groups="g",
+        re_formula="0",  # no random effects beside the components: the saved default
+        vc_formula={"sub": "C(sub) - 1"},
+    )
+    assert saved_model(same, spec, saved) is spec
+    for key, value, needle in [
+        ("formula", "y ~ x", "formula: 'y ~ x', saved 'y ~ x + C(site)'"),
+        ("formula", "z ~ x + C(site)", "formula: 'z ~ x + C(site)'"),
+        ("re_formula", "1", "re_formula: '1', saved None"),
+        ("vc_formula", {"sub": "0 + C(sub) + z"}, "vc_formula: {'sub': '0 + C(sub) + z'}"),
+        ("vc_formula", {"other": "0 + C(sub)"}, "vc_formula: {'other'"),
+    ]:
+        with pytest.raises(JobError, match=re.escape(needle)):
+            saved_model(_update_job(**{key: value}), spec, saved)

@@ -35,6 +35,7 @@ __all__ = [
     "native_values",
     "object_types",
     "object_class",
+    "check_plain_values",
     "group_keys",
     "key_class",
     "comparable_keys",
@@ -296,6 +297,30 @@ def object_types(s: pd.Series) -> set[str]:
     return {_type_name(v) for v in values}
 
 
+#: Python types of nested values: Parquet's struct (dict), list and array columns
+_NESTED_TYPES = {"dict", "list", "ndarray", "set"}
+
+
+def check_plain_values(types: set[str], name: str) -> None:
+    """Refuse an ``object`` column holding nested values (``types`` from
+    :func:`object_types`): a Parquet struct column is read as dicts, a list column as
+    arrays, and neither is a number or a label (they are not even hashable).
+
+    Raises
+    ------
+    DataError
+        Naming the column and the type of its values.
+    """
+    nested = sorted(types & _NESTED_TYPES)
+    if nested:
+        kind = "a struct column" if "dict" in nested else "a list column"
+        raise DataError(
+            f"column {name!r} holds nested values ({', '.join(nested)}: {kind}, as "
+            "Parquet's nested types are read), which are neither numbers nor labels; "
+            "make a column of one of its fields or elements first"
+        )
+
+
 def object_class(types: set[str], name: str) -> str | None:
     """How an ``object`` column holding values of ``types`` is read.
 
@@ -307,10 +332,12 @@ def object_class(types: set[str], name: str) -> str | None:
     ------
     DataError
         If the values are of several kinds (text and numbers, booleans and numbers...):
-        such a column would be read differently by different engines.
+        such a column would be read differently by different engines; or nested
+        (:func:`check_plain_values`).
     """
     if not types:
         return None
+    check_plain_values(types, name)
     if types <= _NUMBER_TYPES:
         return "int" if types == {"int"} else "float"
     if len(types) == 1:

@@ -19,6 +19,7 @@ compute it ("lost dependencies").
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import pandas as pd
@@ -216,14 +217,19 @@ def check_text_conversion(ddf, columns) -> None:
 
 def missing_column_error(exc: BaseException, partition=None) -> DataError | None:
     """The :class:`~dmixed.errors.DataError` for pandas' ``KeyError: "['f'] not in
-    index"`` raised inside Dask's reader when a file of a dataset lacks a column the
+    index"`` (or ``"None of [Index(['y', 'x'], ...)] are in the [columns]"``: none of
+    the columns) raised inside Dask's reader when a file of a dataset lacks a column the
     model uses (Dask checks only the first file's schema); None for another error.  Its
     ``absent`` attribute lists the columns (:func:`~dmixed.design.origin.located` finds
     the file by them when the partition is not known)."""
     text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else ""
-    if "not in index" not in text:
+    none_of = re.match(r"None of \[Index\((\[.*?\])", text)  # no column of the model
+    if none_of is not None:
+        names = none_of.group(1)
+    elif "not in index" in text:
+        names = text.split(" not in index")[0]
+    else:
         return None
-    names = text.split(" not in index")[0]
     err = DataError(
         f"it has no column(s) {names}: a file of the dataset lacks a column the model uses "
         "(Dask takes the columns from the first file); add the column to every file, or "

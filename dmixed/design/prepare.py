@@ -273,12 +273,17 @@ def normalized_frame(spec: ModelSpec, columns: dict[str, np.ndarray], n: int) ->
 _MISSING_PREFIX = "missing values in "
 
 
-def missing_values_error(counts: dict) -> DataError:
+def missing_values_error(counts: dict, where: dict | None = None) -> DataError:
     """The error ``missing="raise"`` raises for ``{column: rows missing}`` (columns with
-    missing rows, in the spec's order of used columns)."""
+    missing rows, in the spec's order of used columns); ``where``: ``{column: the
+    files or partitions holding them}`` as words (``"in b.parquet"``), where known."""
+    where = where or {}
     return DataError(
         _MISSING_PREFIX
-        + ", ".join(f"column {c!r} ({plural(k)})" for c, k in counts.items())
+        + ", ".join(
+            f"column {c!r} ({plural(k)}{': ' + where[c] if where.get(c) else ''})"
+            for c, k in counts.items()
+        )
         + '; pass missing="drop" to drop them'
     )
 

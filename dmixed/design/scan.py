@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
-from .dtypes import CATEGORICAL, object_types, py_scalars, to_float
+from .dtypes import CATEGORICAL, check_plain_values, object_types, py_scalars, to_float
 from .levels import categorical_levels, sorted_integers, sorted_levels, unique_values
 from .missing import rows_with_missing
 from .origin import in_partition, located
@@ -121,10 +121,19 @@ def _distinct(s: pd.Series, types: set | None, c: str, plan: ScanPlan) -> list:
     return unique_values(s)
 
 
+def _object_types(pdf: pd.DataFrame, plan: ScanPlan) -> dict[str, set[str]]:
+    """The Python types of each object column, nested values refused before their
+    levels are sought (a struct column's dicts raised "unhashable type: 'dict'")."""
+    types = {c: object_types(pdf[c]) for c in plan.object_cols}
+    for c, found in types.items():
+        check_plain_values(found, c)
+    return types
+
+
 def pandas_scan(df: pd.DataFrame, kinds: dict, plan: ScanPlan) -> LevelScan:
     """Levels, object types and row counts of a pandas frame (no response range)."""
     kept = _kept_rows(df, kinds, plan)
-    types = {c: object_types(kept[c]) for c in plan.object_cols}
+    types = _object_types(kept, plan)
     levels, arrays = {}, {}
     for c in plan.level_cols:
         s = kept[c]
@@ -163,7 +172,7 @@ def _summary(pdf, kinds, plan: ScanPlan, to_scan) -> PartitionSummary:
     n = len(pdf)
     pdf = _kept_rows(pdf, kinds, plan)
     out = PartitionSummary(n=n, n_kept=len(pdf))
-    out.types = {c: object_types(pdf[c]) for c in plan.object_cols}
+    out.types = _object_types(pdf, plan)
     for c in to_scan:
         out.levels[c] = _distinct(pdf[c], out.types.get(c), c, plan)
         if isinstance(pdf[c].dtype, pd.CategoricalDtype):

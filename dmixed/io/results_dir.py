@@ -219,8 +219,9 @@ def save_state(state: ResultsState, path, summary_text: str) -> None:
 
     Raises
     ------
-    FileExistsError
-        ``path`` exists and is not a results directory (it is never replaced).
+    PathExistsError
+        ``path`` exists and is not a results directory (it is never replaced), or
+        lies under a file (:func:`dmixed.files.check_target`).
     """
     with atomic_directory(path, marker="estimates.json", kind="results") as tmp:
         random_effects_table(state).to_parquet(tmp / _TABLE, index=False)
@@ -458,8 +459,8 @@ def load_state(path, eval_env=None) -> ResultsState:
 
     Raises
     ------
-    FileNotFoundError
-        ``path`` has no ``estimates.json``.
+    PathNotFoundError
+        ``path`` does not exist, is a file, or has no ``estimates.json``.
     CheckpointError
         Naming the file: ``estimates.json`` is not dmixed's, is of a newer format, or
         was edited (its own sha256, recorded since this key was added);

@@ -16,8 +16,10 @@ def effect_names(
     model_names: ModelNames, k_re: int, slot_cols: list[np.ndarray], gi: int, empty=None
 ) -> tuple[list[str], np.ndarray]:
     """Names of group ``gi``'s random effects (``exog_re_names``, then
-    ``"component[column]"`` of each slot it uses) and their padded slot positions
-    (``slot_cols``: per component, the column of every group's slot, −1 unused).
+    ``"component[column]"`` of each slot it uses, in the component's column order, as
+    a fit of all rows from scratch lists them: slots that ``dmixed update`` added come
+    after the old ones) and their padded slot positions (``slot_cols``: per component,
+    the column of every group's slot, −1 unused).
 
     ``empty``: per component, ``(group index, column)`` pairs (m, 2) of columns of the
     group's ``exog_vc`` matrix that are zero on its rows (``ResultsState.vc_empty_cols``):
@@ -36,7 +38,7 @@ def effect_names(
         if empty is not None and empty[comp].size:
             pairs = empty[comp]
             entries += [(int(c), -1 - comp) for c in pairs[pairs[:, 0] == gi, 1]]
-            entries.sort()
+        entries.sort()
         for col, at in entries:
             names.append(f"{vname}[{colnames[col]}]")
             pos.append(at)
@@ -86,6 +88,8 @@ def blup_frame(
         offset = k_re
         for comp, table in enumerate(slot_cols):
             gi, si = np.nonzero(table >= 0)
+            order = np.lexsort((table[gi, si], gi))  # by group, then column (effect_names)
+            gi, si = gi[order], si[order]
             colnames = np.asarray(names.vc_column_names[comp], dtype=object)
             pieces.append(
                 pd.DataFrame(

@@ -517,8 +517,11 @@ class MixedLMResults(FittedValues):
 
         Raises
         ------
-        FileExistsError
-            ``path`` exists and is not a results directory (it is never replaced).
+        dmixed.PathExistsError
+            ``path`` exists and is not a results directory (it is never replaced), or
+            lies under a file (also a ``FileExistsError``); nothing is written.
+        dmixed.PathError
+            The nearest existing parent of ``path`` is not writable (an ``OSError``).
         """
         save_state(self.to_state(), path, str(self.summary()))
 
@@ -586,8 +589,9 @@ def load(path, eval_env=None) -> MixedLMResults:
 
     Raises
     ------
-    FileNotFoundError
-        ``path`` is not a results directory.
+    dmixed.PathNotFoundError
+        ``path`` does not exist, is a file, or is a directory without
+        ``estimates.json`` (also a ``FileNotFoundError``).
     dmixed.CheckpointError
         The directory is not dmixed's, is of a newer format, or is damaged; or its
         formula uses functions ``eval_env`` does not give.

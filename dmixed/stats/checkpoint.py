@@ -313,8 +313,8 @@ def read_manifest(path) -> dict:
 
     Raises
     ------
-    FileNotFoundError
-        ``path`` has no ``manifest.json``.
+    PathNotFoundError
+        ``path`` does not exist, is a file, or has no ``manifest.json``.
     CheckpointError
         Not valid JSON, not a statistics manifest, a newer format, statistics written
         before format version 3 (rebuild them), or a manifest changed after it was
@@ -442,8 +442,8 @@ def load_statistics(path) -> tuple[GroupArrays, dict]:
 
     Raises
     ------
-    FileNotFoundError
-        ``path`` has no ``manifest.json``.
+    PathNotFoundError
+        ``path`` does not exist, is a file, or has no ``manifest.json``.
     CheckpointError
         Naming the file: the manifest fails :func:`read_manifest`; a part file is
         missing, extra, unreadable, holds other groups or rows than the manifest says,

@@ -23,9 +23,15 @@ import hashlib
 import json
 import os
 
+from ..errors import DataError
+
 __all__ = [
+    "CSV_SUFFIXES",
     "EDGE_BYTES",
     "HASH_WHOLE_FILE_BYTES",
+    "PARQUET_SUFFIXES",
+    "file_format",
+    "input_format",
     "local_identity",
     "remote_identity",
     "same_content",
@@ -56,6 +62,67 @@ _IDENTITY_KEYS = (
 )
 
 _MAGIC = b"PAR1"
+#: file names of the two input formats, by their ends (lower case)
+PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
+CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.xz", ".csv.zst", ".tsv")
+_FORMAT_NAMES = {"parquet": "Parquet", "csv": "CSV"}
+
+
+def file_format(path: str) -> str | None:
+    """``"parquet"`` or ``"csv"``, by the end of the file's name (:data:`PARQUET_SUFFIXES`,
+    :data:`CSV_SUFFIXES`), else ``"parquet"`` for a local file that starts with Parquet's
+    magic bytes ``PAR1``; None for anything else (a URL without a known end too)."""
+    name = path.lower()
+    if name.endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    if name.endswith(CSV_SUFFIXES):
+        return "csv"
+    if "://" in path or not os.path.isfile(path):
+        return None
+    with open(path, "rb") as fh:
+        return "parquet" if fh.read(4) == _MAGIC else None
+
+
+def input_format(files: list[str], given: str | None = None) -> str:
+    """The one format, ``"parquet"`` or ``"csv"``, of a job's input ``files``: each file's
+    by :func:`file_format`, not the first file's for all (a stray text file sorting
+    first in a directory of CSV files made them all be read as Parquet).
+
+    ``given`` (the job's ``format``) is taken for files of no known kind; a file whose
+    name or magic says the other format is refused.  Without it, a URL of no known kind
+    is Parquet (a dataset directory in a store), as is an empty list.
+
+    Raises
+    ------
+    DataError
+        Naming the file: a local file of neither kind (without ``given``), or the
+        input mixes Parquet and CSV files, or a file is not of the ``given`` format.
+    """
+    kinds = {f: file_format(f) for f in files}
+    if given is not None:
+        for f, k in kinds.items():
+            if k is not None and k != given:
+                raise DataError(
+                    f"{f} is a {_FORMAT_NAMES[k]} file, but the input's format is given "
+                    f"as {given}; one job reads one format"
+                )
+        return given
+    unknown = [f for f, k in kinds.items() if k is None and "://" not in f]
+    if unknown:
+        more = f" (and {len(unknown) - 1} more such files)" if len(unknown) > 1 else ""
+        raise DataError(
+            f"{unknown[0]} is neither a Parquet file (named *.parquet, *.parq or *.pq, or "
+            f"starting with PAR1) nor a CSV file (named *.csv, *.csv.gz or *.tsv){more}: "
+            "remove it from the input, or pass --format (job "
+            "file: format) to read files of no known kind as that format"
+        )
+    found = {k or "parquet": f for f, k in reversed(kinds.items())}  # the first of each
+    if len(found) > 1:
+        raise DataError(
+            f"the input mixes Parquet files ({found['parquet']}) and CSV files "
+            f"({found['csv']}); one job reads one format"
+        )
+    return next(iter(found), "parquet")
 
 
 def _parquet_footer(fh, size: int) -> bytes | None:

@@ -275,6 +275,37 @@ def test_object_groups_mixing_5_and_text_5_are_refused():
         build_spec(df, "y ~ xi", groups="g")
 
 
+@pytest.mark.parametrize("source", ["pandas", "dask"])
+@pytest.mark.parametrize(
+    ("formula", "groups", "column", "nested"),
+    [
+        ("y ~ xi + s", "g", "s", "dict: a struct column"),
+        ("y ~ C(s)", "g", "s", "dict: a struct column"),
+        ("y ~ xi", "s", "s", "dict: a struct column"),
+        ("y ~ xi + v", "g", "v", "ndarray: a list column"),
+    ],
+)
+def test_nested_parquet_columns_are_refused_naming_the_column(
+    tmp_path, source, formula, groups, column, nested
+):
+    """A Parquet struct column (read as dicts) raised "unhashable type: 'dict'", naming
+    no column; a list column (arrays) likewise."""
+    import dask.dataframe as dd
+    import pyarrow.parquet as pq
+
+    base = _zoo_base()[["y", "xi", "g"]]
+    n = len(base)
+    table = pa.Table.from_pandas(base, preserve_index=False)
+    table = table.append_column(
+        "s", pa.StructArray.from_arrays([pa.array(base["xi"]), pa.array(base["y"])], ["a", "b"])
+    ).append_column("v", pa.array([[1.0, float(i)] for i in range(n)]))
+    path = tmp_path / "nested.parquet"
+    pq.write_table(table, path)
+    data = pd.read_parquet(path) if source == "pandas" else dd.read_parquet(path)
+    with pytest.raises(DataError, match=rf"column '{column}' holds nested values \({nested}"):
+        build_spec(data, formula, groups=groups)
+
+
 def test_unordered_categorical_of_numbers_has_numeric_levels_and_warns_in_a_plain_term():
     base = _zoo_base()
     dose = np.array([5, 15, 25, 35])[np.arange(len(base)) % 4]

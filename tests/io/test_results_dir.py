@@ -102,6 +102,53 @@ def test_load_errors(tmp_path):
         dmixed.load(tmp_path)
 
 
+def _listing(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize(
+    ("target", "needle"),
+    [
+        ("foreign", "foreign exists and is not a dmixed results directory (no estimates.json)"),
+        ("a_file", "a_file exists and is a file, not a dmixed results directory"),
+        ("a_file/out", "a_file/out cannot be created: {root}/a_file is a file"),
+        ("a_file/out/deeper", "a_file/out/deeper cannot be created: {root}/a_file is a file"),
+    ],
+)
+def test_save_refusals_are_dmixed_errors_naming_the_path(tmp_path, res, target, needle):
+    """A save over a file or under one raised NotADirectoryError or FileExistsError
+    ("[Errno 17] File exists"), not a DmixedError; now PathExistsError (still a
+    FileExistsError) naming the path and why, before anything is written."""
+    fit, _ = res
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "precious.csv").write_text("x\n1\n")
+    (tmp_path / "a_file").write_text("x\n")
+    before = _listing(tmp_path)
+    with pytest.raises(dmixed.PathExistsError) as info:
+        fit.save(tmp_path / target)
+    assert isinstance(info.value, FileExistsError) and isinstance(info.value, dmixed.DmixedError)
+    assert needle.format(root=tmp_path) in str(info.value)
+    assert _listing(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    ("target", "why"),
+    [
+        ("missing", "it does not exist"),
+        ("a_file", "it is a file"),
+        ("empty", "no estimates.json)"),
+    ],
+)
+def test_load_of_no_results_directory_is_a_dmixed_error_naming_it(tmp_path, target, why):
+    """``dmixed.load`` of a missing directory raised a bare FileNotFoundError."""
+    (tmp_path / "a_file").write_text("x\n")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(dmixed.PathNotFoundError) as info:
+        dmixed.load(tmp_path / target)
+    assert isinstance(info.value, FileNotFoundError)
+    assert f"{tmp_path / target} is not a dmixed results directory ({why}" in str(info.value)
+
+
 def test_formula_results_predict_new_data_after_loading(tmp_path):
     df = make_data(n_groups=30, vc_sd=0.5, seed=3)
     df["cat"] = np.where(df.x2 > 0.3, "hi", np.where(df.x2 < -0.3, "lo", "mid"))

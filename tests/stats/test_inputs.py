@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from dmixed.errors import DataError
 from dmixed.stats import inputs
 from dmixed.stats.checkpoint import input_fingerprint
 from dmixed.stats.inputs import local_identity, remote_identity, same_content
@@ -157,3 +158,30 @@ def test_repeated_inputs_sees_one_file_given_twice_by_two_names(tmp_path, monkey
     assert inputs.repeated_inputs(recs) == [a, f"{b} (the content of {copy})"]
     assert inputs.repeated_inputs(input_fingerprint(files[:2])) == []
     assert inputs.repeated_inputs(input_fingerprint(files[:1]), recs[:1]) == [a]
+
+
+def test_input_format_is_each_files_and_a_file_of_neither_kind_is_named(tmp_path):
+    """A stray text file sorting first in a directory of CSV files made them all be read
+    as Parquet (the first file's suffix decided); now every file's name or magic does."""
+    frame = pd.DataFrame({"y": [1.0, 2.0]})
+    frame.to_csv(tmp_path / "b.csv", index=False)
+    frame.to_parquet(tmp_path / "c.parquet")
+    frame.to_parquet(tmp_path / "part-0")  # Parquet without a suffix: its magic says
+    (tmp_path / "a_notes.txt").write_text("written by hand\n")
+    csv, parquet, bare, text = (
+        str(tmp_path / n) for n in ("b.csv", "c.parquet", "part-0", "a_notes.txt")
+    )
+    assert inputs.input_format([csv, csv.replace("b.csv", "B.CSV")]) == "csv"
+    assert inputs.input_format([bare, parquet]) == "parquet"
+    assert inputs.input_format(["s3://bucket/dataset"]) == "parquet"  # a store's directory
+    with pytest.raises(DataError, match=f"{text} is neither a Parquet file .* nor a CSV file"):
+        inputs.input_format([text, csv])
+    with pytest.raises(
+        DataError, match=f"mixes Parquet files \\({bare}\\) and CSV files \\({csv}\\)"
+    ):
+        inputs.input_format([bare, csv, parquet])
+    assert inputs.input_format([text, csv], given="csv") == "csv"  # the user's word for it
+    with pytest.raises(
+        DataError, match=f"{bare} is a Parquet file, but the input's format is given as csv"
+    ):
+        inputs.input_format([csv, bare], given="csv")

@@ -3,13 +3,15 @@
 A task of the data pass stops at the first partition with missing values
 (``missing="raise"``), with that partition's counts.  On that error path only,
 :func:`missing_values_total` reads every partition once more and counts the missing
-rows of each used column, so the message is the in-process one for the same data.
+rows of each used column, so the message is the in-process one for the same data,
+with the files (or partitions) that hold them.
 """
 
 from __future__ import annotations
 
 import dask
 
+from ...design.origin import partition_files
 from ...design.prepare import missing_counts, missing_values_error, needed_columns
 from ...errors import DataError
 from .progress import gather
@@ -34,4 +36,26 @@ def missing_values_total(ddf, spec, client, scheduler: str, err: DataError) -> D
         counts = gather(client, client.compute(tasks), "counting missing values")
     totals = {c: sum(k.get(c, 0) for k in counts) for c in needed_columns(spec)}
     found = {c: k for c, k in totals.items() if k}
-    return missing_values_error(found) if found else err
+    if not found:
+        return err
+    files = partition_files(ddf)
+    holding = {c: [i for i, k in enumerate(counts) if k.get(c)] for c in found}
+    where = {c: _places(numbers, files, len(counts)) for c, numbers in holding.items()}
+    return missing_values_error(found, where)
+
+
+def _places(numbers: list[int], files: list[str | None], n_parts: int, shown: int = 3) -> str:
+    """Where the partitions ``numbers`` (of ``n_parts``) come from, in words: their
+    files where Dask's Parquet reader reads them (``files``,
+    :func:`~dmixed.design.origin.partition_files`), else their numbers (``"in partitions
+    0, 4 of the Dask DataFrame"``, ``"in all 4 partitions ..."``)."""
+    named = list(dict.fromkeys(files[i] for i in numbers if i < len(files) and files[i]))
+    if named:
+        more = f" and {len(named) - shown} more files" if len(named) > shown else ""
+        return "in " + ", ".join(named[:shown]) + more
+    if len(numbers) == n_parts > 1:
+        return f"in all {n_parts} partitions of the Dask DataFrame"
+    more = f" and {len(numbers) - shown} more" if len(numbers) > shown else ""
+    word = "partition" if len(numbers) == 1 else "partitions"
+    listed = ", ".join(map(str, numbers[:shown]))
+    return f"in {word} {listed}{more} of the Dask DataFrame"

@@ -38,7 +38,7 @@ from ...design.columnar import (
     frame_columns,
 )
 from ...design.origin import in_partition, piece_file
-from ...design.partitions import check_column_kinds
+from ...design.partitions import check_column_kinds, missing_column_error
 from ...errors import DataError
 from ...kernels.vc_packed import accumulate_padded_into
 from ...stats.keys import conform_keys, key_series, key_values
@@ -319,12 +319,23 @@ class ChainFrames:
         frames = [None] * len(self.pieces) if self.frames is None else self.frames
         for piece, read, frame in zip(self.pieces.items, self.reads, frames, strict=True):
             self.current = piece, read
-            graph, out_key, leaf_key = piece
+            yield self._computed(piece, read, frame)
+
+    def _computed(self, piece, read, frame):
+        """One partition; pandas' ``KeyError`` of a file lacking a model column as a
+        :class:`~dmixed.errors.DataError`
+        (:func:`~dmixed.design.partitions.missing_column_error`)."""
+        graph, out_key, leaf_key = piece
+        try:
             if self.frames is not None:
-                yield compute_piece(graph, out_key, frame, leaf_key)
-                continue
+                return compute_piece(graph, out_key, frame, leaf_key)
             columns = None if read is None else read_columns(read)
-            yield compute_piece(graph, out_key) if columns is None else columns
+            return compute_piece(graph, out_key) if columns is None else columns
+        except KeyError as exc:
+            err = missing_column_error(exc)
+            if err is None:
+                raise
+            raise err from None
 
     def located(self, err: DataError) -> DataError:
         """``err`` naming the partition last yielded and, where Dask's Parquet reader

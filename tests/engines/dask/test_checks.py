@@ -35,7 +35,8 @@ def _message(excinfo) -> str:
 )
 def test_missing_values_message_counts_the_whole_data(frame, vc, source, where, request):
     """missing="raise": the Dask fit's message counts every partition's missing rows,
-    word for word the in-process message (the pass raised in one partition)."""
+    word for word the in-process message (the pass raised in one partition), and says
+    which partitions hold them."""
     df = frame.copy()
     df.loc[df.index[::11], "x2"] = np.nan
     df.loc[df.index[3::29], "g"] = np.nan
@@ -49,7 +50,28 @@ def test_missing_values_message_counts_the_whole_data(frame, vc, source, where, 
     with dask.config.set(scheduler="sync"), pytest.raises(DataError) as on_dask:
         fit_kw = {"client": kw.pop("client")} if "client" in kw else {}
         dmixed.mixedlm("y ~ x1 + x2", ddf, groups="g", **kw).fit(**fit_kw)
-    assert _message(on_dask) == _message(in_process)
+    where = ": in all 4 partitions of the Dask DataFrame)"
+    assert _message(on_dask).replace(where, ")") == _message(in_process)
+    assert _message(on_dask).count(where) == 2  # both columns
+
+
+def test_missing_values_message_names_the_files_or_partitions_holding_them(frame, tmp_path):
+    """The message named the column, not the file (or partition) its missing values
+    are in."""
+    df = frame.copy()
+    df.loc[df.index[-3:], "x2"] = np.nan  # in the last part only
+    bounds = [0, len(df) // 3, 2 * len(df) // 3, len(df)]
+    for i in range(3):
+        df.iloc[bounds[i] : bounds[i + 1]].to_parquet(tmp_path / f"part{i}.parquet", index=False)
+    files = dd.read_parquet(sorted(str(p) for p in tmp_path.iterdir()))
+    in_memory = dd.from_pandas(df, npartitions=3, sort=False)
+    for ddf, where in (
+        (files, f"in {tmp_path / 'part2.parquet'}"),
+        (in_memory, "in partition 2 of the Dask DataFrame"),
+    ):
+        with dask.config.set(scheduler="sync"), pytest.raises(DataError) as info:
+            dmixed.mixedlm("y ~ x1 + x2", ddf, groups="g").fit()
+        assert f"missing values in column 'x2' (3 rows: {where}); pass" in _message(info)
 
 
 def _from_parts(parts: list[pd.DataFrame], meta: pd.DataFrame, source: str = "from_delayed"):

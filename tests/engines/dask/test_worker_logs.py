@@ -1,0 +1,62 @@
+"""Workers' logs without dmixed's own refusals (``dmixed/engines/dask/worker_logs.py``):
+a task raising a DmixedError logs no "Compute Failed" traceback on the worker (the
+command reports it in one line); any other failure is logged as before."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from dmixed.cluster import connect
+from dmixed.engines.dask.worker_logs import QuietDmixedErrors, QuietDmixedErrorsPlugin
+from dmixed.errors import DataError
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def _data_error():
+    raise DataError("partition 1 of the Dask DataFrame (file b.parquet): column 'x' ...")
+
+
+def _key_error():
+    raise KeyError("something else")
+
+
+def test_workers_log_no_traceback_of_dmixed_errors(client):
+    """Without --quiet, a partition's DataError printed distributed's worker log (task,
+    exception, traceback) before dmixed's own message."""
+    log = logging.getLogger("distributed.worker")
+    handler = _Records()
+    log.addHandler(handler)
+    client.register_plugin(QuietDmixedErrorsPlugin())
+    try:
+        for task, kind in ((_data_error, DataError), (_key_error, KeyError)):
+            with pytest.raises(kind):
+                client.submit(task, pure=False).result()
+        failed = [r.getMessage() for r in handler.records if str(r.msg).startswith("Compute")]
+        assert len(failed) == 1 and "KeyError('something else')" in failed[0], failed
+    finally:
+        log.removeHandler(handler)
+        client.unregister_worker_plugin(QuietDmixedErrorsPlugin.name)
+        for f in [f for f in log.filters if isinstance(f, QuietDmixedErrors)]:
+            log.removeFilter(f)
+
+
+def test_connect_quiets_the_workers_of_the_cluster_it_connects_to(client):
+    def plugins(dask_scheduler):
+        return list(dask_scheduler.worker_plugins)
+
+    with connect(client.scheduler.address) as other:
+        assert QuietDmixedErrorsPlugin.name in other.run_on_scheduler(plugins)
+    client.unregister_worker_plugin(QuietDmixedErrorsPlugin.name)
+    log = logging.getLogger("distributed.worker")
+    for f in [f for f in log.filters if isinstance(f, QuietDmixedErrors)]:
+        log.removeFilter(f)
