@@ -430,7 +430,7 @@ class _Optimization:
             # a flat variance the gradient is tiny while ℓ still has a visible rise)
             if step.rise <= s.newton_decrement * obj.glob.n:
                 break
-            accepted = self.line_search(ev, theta, movable, step)
+            accepted = self.line_search(ev, theta, movable, step, ahead=not secant)
             if accepted is None:
                 break
             theta, cur_packed = accepted
@@ -488,11 +488,19 @@ class _Optimization:
         return step
 
     def line_search(
-        self, ev: Evaluation, theta: np.ndarray, movable: np.ndarray, step: NewtonStep
+        self,
+        ev: Evaluation,
+        theta: np.ndarray,
+        movable: np.ndarray,
+        step: NewtonStep,
+        ahead: bool = False,
     ) -> tuple[np.ndarray, np.ndarray] | None:
         """Halve ``step`` until its point is a valid one where ℓ does not drop.
 
-        Returns that θ and its packed form, or ``None`` after ``newton_halvings`` tries.
+        With ``ahead``, each trial point's Hessian is made with its evaluation where the
+        engine can (:meth:`ProfiledObjective.evaluate_ahead`: one round trip on a
+        cluster, not two, when the step is taken).  Returns that θ and its packed form,
+        or ``None`` after ``newton_halvings`` tries.
         """
         obj, s, layout = self.obj, self.summary, self.obj.layout
         fraction = 1.0
@@ -504,7 +512,7 @@ class _Optimization:
                 trial_packed = layout.pack_theta(trial, obj.use_sqrt)
             except np.linalg.LinAlgError:
                 continue
-            tev = obj.evaluate(trial_packed)
+            tev = obj.evaluate_ahead(trial_packed) if ahead else obj.evaluate(trial_packed)
             if np.isfinite(tev.llf) and tev.llf >= ev.llf - s.newton_llf_rtol * max(
                 1.0, abs(ev.llf)
             ):

@@ -8,6 +8,7 @@ the last few evaluations, and computes the full Hessian there (one more round tr
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,7 @@ from .objective import (
     hessian,
     loglike,
     profile,
+    profile_weights,
     resolution,
     score_matrices,
 )
@@ -77,6 +79,8 @@ class ProfiledObjective:
     n_evals: int = 0
     _cache: dict[bytes, Evaluation] = field(default_factory=dict, repr=False)
     _last_hessian: tuple[bytes, np.ndarray] | None = field(default=None, repr=False)
+    #: the Hessian sums :meth:`evaluate_ahead` made at a point (its key) with its β̂
+    _ahead: tuple[bytes, Any] | None = field(default=None, repr=False)
     # per-fit constants of the layout (each Hessian round trip sends the basis)
     _basis: np.ndarray = field(init=False, repr=False)
     _slot_component: np.ndarray = field(init=False, repr=False)
@@ -123,6 +127,30 @@ class ProfiledObjective:
             return  # evaluate finds which point fails
         for (key, (packed, lam)), step in zip(todo.items(), sums, strict=True):
             self._evaluated(packed, key, lam, step)
+
+    def evaluate_ahead(self, packed: np.ndarray) -> Evaluation:
+        """:meth:`evaluate`, with the Hessian sums at ``packed`` made in the same round
+        trip where the engine can (``engine.step_hessian``: a Dask cluster), kept for
+        :meth:`hessian_full` at β̂ there; else just :meth:`evaluate`.  For points where
+        the Hessian is wanted next (a Newton step's trial point)."""
+        step_hessian = getattr(self.engine, "step_hessian", None)
+        packed = np.array(packed, dtype=np.float64)
+        key = packed.tobytes()
+        if step_hessian is None or key in self._cache:
+            return self.evaluate(packed)
+        try:
+            lam = self.lam(packed)
+        except np.linalg.LinAlgError:
+            return self.evaluate(packed)
+        weights = functools.partial(profile_weights, glob=self.glob, reml=self.reml)
+        try:
+            step, hs, w = step_hessian(lam, self.layout.k_re, self._basis, weights)
+        except np.linalg.LinAlgError:
+            return self.evaluate(packed)  # evaluate finds it is not defined there
+        ev = self._evaluated(packed, key, lam, step)
+        if hs is not None and ev.prof is not None and np.array_equal(w, ev.prof.w):
+            self._ahead = (key, hs)  # the worker's β̂ is the driver's, bit for bit
+        return ev
 
     def _evaluated(self, packed, key: bytes, lam: np.ndarray, step) -> Evaluation:
         """:meth:`evaluate` at ``packed`` from its Λ (and the engine's sums ``step``,
@@ -193,7 +221,11 @@ class ProfiledObjective:
         lam = ev.lam if ev.lam is not None else self.lam(packed)
         try:
             w = prof.w if beta is prof.beta else np.append(-beta, 1.0)
-            hs = self.engine.hessian(lam, self._basis, w)
+            ahead = self._ahead
+            if ahead is not None and ahead[0] == ev.packed.tobytes() and w is prof.w:
+                hs, self._ahead = ahead[1], None  # made with the step (evaluate_ahead)
+            else:
+                hs = self.engine.hessian(lam, self._basis, w)
             hess = hessian(step, hs, beta, self.glob, self.reml, prof=prof)
         except np.linalg.LinAlgError:
             hess = None
