@@ -7,10 +7,10 @@ by steps of constant size from below (``ψ(c − ψ)/(2c − ψ)`` towards the m
 a third of the way from ``c/3``), which looks like linear convergence and hands the fit
 over to BFGS; above ``2c`` the function is not even concave.  In ``u = log ψ`` it is
 ``−a u − b e^{−u}``: concave everywhere, and Newton's error goes from ``d`` to
-``d + 1 − e^d ≈ −d²/2``.  nlme's ``pdLogChol`` takes the same coordinates.  Newton steps
-are therefore taken in ``v``: ``log θ_j`` for the positive variances (the diagonal of Ψ*
-and τ*), ``θ_j`` for the covariances (and for a variance at zero); the fixed points are
-the same (``∂ℓ/∂v_j = θ_j ∂ℓ/∂θ_j``), and so is the curvature test near the optimum.
+``d + 1 − e^d ≈ −d²/2``.  nlme's ``pdLogChol`` takes the same coordinates.  Newton
+steps are therefore taken in ``v``: ``log θ_j`` for the positive variances (τ*, and Ψ*
+where it is 1 × 1: :func:`log_entries`), ``θ_j`` for the others (and for a variance at
+zero); the fixed points are the same (``∂ℓ/∂v_j = θ_j ∂ℓ/∂θ_j``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 
 from ..stats import Layout
 
-__all__ = ["MAX_LOG_STEP", "NewtonStep", "newton_step"]
+__all__ = ["MAX_LOG_STEP", "NewtonStep", "log_entries", "newton_step"]
 
 #: the largest change of a log variance one Newton step makes (a factor of 100): a
 #: longer step is shortened as a whole (the direction kept), as the line search would
@@ -48,6 +48,15 @@ class NewtonStep:
         return np.where(
             self.log, self.theta * np.exp(np.where(self.log, step, 0.0)), self.theta + step
         )
+
+
+def log_entries(layout: Layout) -> np.ndarray:
+    """Which entries of θ = [vech_lt(Ψ*), τ*] are stepped on the log scale (where
+    positive): every τ*, and Ψ* when it is 1 × 1.  The diagonal of a wider Ψ* stays
+    plain: on the log scale beside plain covariances a step that shrinks two variances
+    leaves their covariance where it was, and overshoots it (a random slope's
+    correlation; the plain steps converge there as they did)."""
+    return np.concatenate([np.full(layout.k_re2, layout.k_re == 1), np.ones(layout.k_vc, bool)])
 
 
 def newton_step(
@@ -84,8 +93,7 @@ def newton_step(
     With ``J = diag(θ_j)`` on the log entries (1 elsewhere): ``g_v = J g`` and
     ``H_v = J H J + diag(J g)`` on the log entries (``∂²θ_j/∂v_j² = θ_j``).
     """
-    rows, cols = layout.tril()
-    variance = np.concatenate([rows == cols, np.ones(layout.k_vc, dtype=bool)])[movable]
+    variance = log_entries(layout)[movable]
     point = np.asarray(theta, dtype=np.float64)[movable]
     log = variance & (point > 0.0)
     jac = np.where(log, point, 1.0)

@@ -22,8 +22,8 @@ Statistics whose engine holds the variance components structured are saved ragge
 sharing rows, format version 5, ``"storage": "crossed"``) also one row per co-occurring
 pair of slots with a non-zero sum, and in the manifest's ``cross_diagonal`` the
 components the fit eliminated (a co-occurrence summing to exactly zero is not written,
-so the sums alone could allow another elimination).  Other statistics are saved padded as format version 3, which older
-versions read; all load.
+so the sums alone could allow another elimination).  Other statistics are saved padded
+as format version 3, which older versions read; all load.
 
 Written under a temporary name and renamed into place (never left half-written), and
 verified when read (:func:`load_statistics`): the manifest's own sha256, every part

@@ -9,25 +9,25 @@ import pandas as pd
 import pytest
 
 import dmixed
-from dmixed.fit.newton_coords import MAX_LOG_STEP, newton_step
+from dmixed.fit.newton_coords import MAX_LOG_STEP, log_entries, newton_step
 from dmixed.fit.optimize import modified_newton_step
 from dmixed.stats import Layout
 
-LAYOUT = Layout(k_re=2, vc_widths=(3,))  # θ = [ψ00, ψ10, ψ11, τ]
+LAYOUT = Layout(k_re=1, vc_widths=(3, 2))  # θ = [ψ, τ1, τ2]
 
 
 def _ell(theta):
     """A smooth test function of θ, with the −a log ψ − b/ψ shape in each variance."""
-    p00, p10, p11, tau = theta
+    psi, t1, t2 = theta
     return (
-        -2.0 * np.log(p00)
-        - 0.3 / p00
-        - np.log(p11)
-        - 0.7 / p11
-        - 3.0 * np.log(tau)
-        - 0.2 / tau
-        - 4.0 * (p10 - 0.05) ** 2
-        + 0.5 * p10 * p00
+        -2.0 * np.log(psi)
+        - 0.3 / psi
+        - np.log(t1)
+        - 0.7 / t1
+        - 3.0 * np.log(t2)
+        - 0.2 / t2
+        + 0.5 * psi * t1
+        - 0.2 * t1 * t2
     )
 
 
@@ -47,9 +47,8 @@ def _grad_hess(fun, x, h=1e-4):
 
 
 def test_the_log_coordinates_gradient_and_hessian_are_the_chain_rule():
-    """g_v and H_v handed to the direction are those of ℓ(θ(v)) by finite differences,
-    log on the variances, plain on the covariance."""
-    theta = np.array([0.4, 0.02, 1.3, 0.5])
+    """g_v and H_v handed to the direction are those of ℓ(θ(v)) by finite differences."""
+    theta = np.array([0.4, 1.3, 0.5])
     grad, hess = _grad_hess(_ell, theta)
     seen = {}
 
@@ -57,29 +56,35 @@ def test_the_log_coordinates_gradient_and_hessian_are_the_chain_rule():
         seen.update(h=h_v, g=g_v)
         return modified_newton_step(h_v, g_v)
 
-    movable = np.ones(4, dtype=bool)
-    step = newton_step(LAYOUT, movable, theta, grad, hess, direction)
-    assert step is not None and step.log.tolist() == [True, False, True, True]
-
-    def in_v(v):
-        return _ell(np.where(step.log, np.exp(v), v))
-
-    g_v, h_v = _grad_hess(in_v, np.where(step.log, np.log(theta), theta))
+    step = newton_step(LAYOUT, np.ones(3, dtype=bool), theta, grad, hess, direction)
+    assert step is not None and step.log.all()
+    g_v, h_v = _grad_hess(lambda v: _ell(np.exp(v)), np.log(theta))
     np.testing.assert_allclose(seen["g"], g_v, rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(seen["h"], h_v, rtol=1e-5, atol=1e-6)
     assert step.rise == pytest.approx(0.5 * float(seen["g"] @ step.delta))
+    np.testing.assert_allclose(step.point(1.0), theta * np.exp(step.delta))
+
+
+def test_which_entries_are_on_the_log_scale():
+    """τ* always, Ψ* when 1 × 1; a random slope's Ψ* stays plain."""
+    assert log_entries(LAYOUT).tolist() == [True, True, True]
+    assert log_entries(Layout(k_re=2, vc_widths=(4,))).tolist() == [False] * 3 + [True]
+    theta = np.array([0.4, 0.02, 1.3, 0.5])
+    grad, hess = np.array([1.0, -0.5, 0.2, 0.3]), -np.eye(4)
+    step = newton_step(Layout(2, (4,)), np.ones(4, bool), theta, grad, hess, modified_newton_step)
+    np.testing.assert_allclose(step.delta[:3], grad[:3])  # plain: −H⁻¹g
+    assert step.log.tolist() == [False, False, False, True]
 
 
 def test_a_variance_at_zero_or_held_steps_plainly():
-    theta = np.array([0.4, 0.0, 1.3, 0.0])
+    theta = np.array([0.4, 0.0, 1.3])
     grad, hess = _grad_hess(lambda t: -((t - 0.3) ** 2).sum(), theta)
-    movable = np.array([True, True, True, True])
-    step = newton_step(LAYOUT, movable, theta, grad, hess, modified_newton_step)
-    assert step.log.tolist() == [True, False, True, False]
-    held = np.array([True, False, True, True])
+    step = newton_step(LAYOUT, np.ones(3, bool), theta, grad, hess, modified_newton_step)
+    assert step.log.tolist() == [True, False, True]
+    held = np.array([False, True, True])
     sub = np.ix_(held, held)
     step = newton_step(LAYOUT, held, theta, grad[held], hess[sub], modified_newton_step)
-    assert step.log.tolist() == [True, True, False]
+    assert step.log.tolist() == [False, True]
     np.testing.assert_array_equal(step.point(0.0), theta[held])
 
 
@@ -108,15 +113,15 @@ def test_newton_in_log_psi_converges_where_plain_newton_crawls():
 
 
 def test_a_long_log_step_is_shortened_as_a_whole():
-    """ψ00 rising where ℓ is nearly flat in log ψ00 (H_v = −0.001): a step of 1,000 in
-    log ψ00 is cut to :data:`MAX_LOG_STEP`, the direction kept."""
-    theta = np.array([1.0, 0.0, 1.0, 1.0])
-    grad = np.array([1.0, 0.5, 0.0, 0.0])
-    hess = -np.diag([1.001, 1.0, 1.0, 1.0])
-    step = newton_step(LAYOUT, np.ones(4, bool), theta, grad, hess, modified_newton_step)
-    full = modified_newton_step(hess + np.diag([1.0, 0.0, 0.0, 0.0]), grad)
+    """ψ rising where ℓ is nearly flat in log ψ (H_v = −0.001): a step of 1,000 in log ψ
+    is cut to :data:`MAX_LOG_STEP`, the direction kept."""
+    theta = np.array([1.0, 1.0, 1.0])
+    grad = np.array([1.0, 0.5, 0.0])
+    hess = -np.diag([1.001, 2.0, 1.0])
+    step = newton_step(LAYOUT, np.ones(3, bool), theta, grad, hess, modified_newton_step)
+    full = modified_newton_step(hess + np.diag(grad), grad)
     assert full[0] > 100 * MAX_LOG_STEP
-    assert np.max(np.abs(step.delta[step.log])) == pytest.approx(MAX_LOG_STEP)
+    assert np.max(np.abs(step.delta)) == pytest.approx(MAX_LOG_STEP)
     np.testing.assert_allclose(step.delta, full * (MAX_LOG_STEP / full[0]))
     assert step.point(1.0)[0] == pytest.approx(100.0)
 
