@@ -106,11 +106,12 @@ class ProfiledObjective:
             return Evaluation(packed, None, None, -np.inf, np.zeros_like(packed))
         return self._evaluated(packed, key, lam, None)
 
-    def prefetch(self, points: list[np.ndarray]) -> None:
+    def prefetch(self, points: list[np.ndarray], ahead: int | None = None) -> None:
         """Evaluate the ``points`` not cached yet in one engine round trip, where the
         engine maps several Λ at once (``engine.steps``: a Dask cluster); else nothing
-        (:meth:`evaluate` computes them one by one).  The same evaluations either way."""
-        steps = getattr(self.engine, "steps", None)
+        (:meth:`evaluate` computes them one by one).  The same evaluations either way.
+        With ``ahead``, also the Hessian sums at ``points[ahead]`` in that round trip
+        where the engine can (``engine.steps_hessian``), as :meth:`evaluate_ahead`."""
         todo = {}
         for point in points:
             packed = np.array(point, dtype=np.float64)
@@ -119,14 +120,34 @@ class ProfiledObjective:
                     todo[packed.tobytes()] = (packed, self.lam(packed))
                 except np.linalg.LinAlgError:
                     continue  # outside the parameter space: evaluate says so
-        if steps is None or len(todo) < 2:
+        if getattr(self.engine, "steps", None) is None or len(todo) < 2:
             return
+        want = None if ahead is None else np.array(points[ahead], dtype=np.float64).tobytes()
+        at = list(todo).index(want) if want in todo else None
+        lams = [lam for _, lam in todo.values()]
         try:
-            sums = steps([lam for _, lam in todo.values()], self.layout.k_re)
+            if at is None or getattr(self.engine, "steps_hessian", None) is None:
+                sums, hs = self.engine.steps(lams, self.layout.k_re), None
+            else:
+                sums, hs, w = self.engine.steps_hessian(
+                    lams, self.layout.k_re, self._basis, self._weights(), at
+                )
         except np.linalg.LinAlgError:
             return  # evaluate finds which point fails
         for (key, (packed, lam)), step in zip(todo.items(), sums, strict=True):
-            self._evaluated(packed, key, lam, step)
+            ev = self._evaluated(packed, key, lam, step)
+            if key == want and hs is not None:
+                self._keep_ahead(ev, hs, w)
+
+    def _weights(self):
+        """``w`` of a step's sums, as the workers compute it (:func:`profile_weights`)."""
+        return functools.partial(profile_weights, glob=self.glob, reml=self.reml)
+
+    def _keep_ahead(self, ev: Evaluation, hs, w) -> None:
+        """Keep the Hessian sums ``hs`` made with ``w`` at ``ev`` for :meth:`hessian_full`
+        where ``w`` is the driver's, bit for bit."""
+        if ev.prof is not None and np.array_equal(w, ev.prof.w):
+            self._ahead = (ev.packed.tobytes(), hs)
 
     def evaluate_ahead(self, packed: np.ndarray) -> Evaluation:
         """:meth:`evaluate`, with the Hessian sums at ``packed`` made in the same round
@@ -142,14 +163,13 @@ class ProfiledObjective:
             lam = self.lam(packed)
         except np.linalg.LinAlgError:
             return self.evaluate(packed)
-        weights = functools.partial(profile_weights, glob=self.glob, reml=self.reml)
         try:
-            step, hs, w = step_hessian(lam, self.layout.k_re, self._basis, weights)
+            step, hs, w = step_hessian(lam, self.layout.k_re, self._basis, self._weights())
         except np.linalg.LinAlgError:
             return self.evaluate(packed)  # evaluate finds it is not defined there
         ev = self._evaluated(packed, key, lam, step)
-        if hs is not None and ev.prof is not None and np.array_equal(w, ev.prof.w):
-            self._ahead = (key, hs)  # the worker's β̂ is the driver's, bit for bit
+        if hs is not None:
+            self._keep_ahead(ev, hs, w)
         return ev
 
     def _evaluated(self, packed, key: bytes, lam: np.ndarray, step) -> Evaluation:

@@ -1,4 +1,4 @@
-"""The step sums and the Hessian sums at one Λ in one round trip from the driver.
+"""The step sums and the Hessian sums at a Λ in one round trip from the driver.
 
 The Hessian sums need ``w = [−β̂; 1]``, and β̂ needs the step sums of every block.  Made
 one after the other from the driver, that is two round trips per Newton iteration, which
@@ -18,18 +18,18 @@ import numpy as np
 
 from ... import kernels
 
-__all__ = ["gathered_step_hessian", "submit_step_hessian"]
+__all__ = ["gathered_steps_hessian", "submit_steps_hessian"]
 
 
-def _block_step(ev, lam: np.ndarray, q: int) -> kernels.StepSums:
-    return ev.step(lam, q)
+def _block_steps(ev, lams: list, q: int) -> list:
+    return [ev.step(lam, q) for lam in lams]
 
 
-def _weights(weights, *sums: kernels.StepSums) -> np.ndarray | None:
-    """``weights`` of the blocks' step sums added in block order (as the driver adds
-    them); None where it raises ``np.linalg.LinAlgError``."""
+def _weights(weights, at: int, *parts: list) -> np.ndarray | None:
+    """``weights`` of the blocks' step sums at ``lams[at]`` added in block order (as the
+    driver adds them); None where it raises ``np.linalg.LinAlgError``."""
     try:
-        return weights(functools.reduce(operator.add, sums))
+        return weights(functools.reduce(operator.add, [p[at] for p in parts]))
     except np.linalg.LinAlgError:
         return None
 
@@ -38,9 +38,10 @@ def _block_hessian_at(ev, lam: np.ndarray, basis: np.ndarray, w) -> kernels.Hess
     return None if w is None else ev.hessian(lam, basis, w)
 
 
-def submit_step_hessian(client, blocks: list, args: dict, weights) -> list:
-    """The futures of the chain for the evaluators ``blocks``: ``B`` step sums, then
-    ``w``, then ``B`` Hessian sums (a flat list, for one gather).
+def submit_steps_hessian(client, blocks: list, args: dict, weights, at: int) -> list:
+    """The futures of the chain for the evaluators ``blocks``: per block the step sums
+    at every Λ of ``args["lams"]``, then ``w`` at ``lams[at]``, then per block the
+    Hessian sums there (a flat list, for one gather).
 
     Parameters
     ----------
@@ -48,24 +49,27 @@ def submit_step_hessian(client, blocks: list, args: dict, weights) -> list:
     blocks : list of Future
         One evaluator per block (``step(lam, q)``, ``hessian(lam, basis, w)``).
     args : dict
-        ``lam`` (r, r), ``q`` and ``basis`` (m, r, r), arrays or their futures.
+        ``lams`` (list of (r, r)), ``lam`` (``lams[at]``), ``q`` and ``basis`` (m, r, r),
+        arrays or their futures.
     weights : callable
         ``weights(StepSums) -> w`` (p+1,), pickled to a worker.
+    at : int
+        The Λ whose Hessian sums are made.
     """
-    steps = client.map(_block_step, blocks, lam=args["lam"], q=args["q"], pure=False)
-    w = client.submit(_weights, weights, *steps, pure=False)
+    steps = client.map(_block_steps, blocks, lams=args["lams"], q=args["q"], pure=False)
+    w = client.submit(_weights, weights, at, *steps, pure=False)
     hessians = client.map(
         _block_hessian_at, blocks, lam=args["lam"], basis=args["basis"], w=w, pure=False
     )
     return [*steps, w, *hessians]
 
 
-def gathered_step_hessian(parts: list):
-    """``(step sums, Hessian sums or None, w or None)`` from the gathered chain of
-    :func:`submit_step_hessian`, each added over the blocks in block order."""
+def gathered_steps_hessian(parts: list):
+    """``(step sums per Λ, Hessian sums or None, w or None)`` from the gathered chain of
+    :func:`submit_steps_hessian`, each added over the blocks in block order."""
     n = (len(parts) - 1) // 2
-    step = functools.reduce(operator.add, parts[:n])
+    sums = [functools.reduce(operator.add, [p[i] for p in parts[:n]]) for i in range(len(parts[0]))]
     w = parts[n]
     if w is None:
-        return step, None, None
-    return step, functools.reduce(operator.add, parts[n + 1 :]), w
+        return sums, None, None
+    return sums, functools.reduce(operator.add, parts[n + 1 :]), w

@@ -29,7 +29,7 @@ from ..local import LocalEngine
 from ..vc_crossed import CrossedVCEngine
 from ..vc_local import StructuredVCEngine
 from . import tuning
-from .ahead import gathered_step_hessian, submit_step_hessian
+from .ahead import gathered_steps_hessian, submit_steps_hessian
 from .blocks import Block, reorder
 from .progress import died_error, gather, memory_limits, wait_for
 from .structured import concatenate_ragged
@@ -355,19 +355,28 @@ class DaskEngine:
         return functools.reduce(operator.add, parts)
 
     def step_hessian(self, lam: np.ndarray, q: int, basis: np.ndarray, weights):
-        """:meth:`step` and :meth:`hessian` at one ``lam`` in one round trip: the
-        blocks' step sums are added on a worker (in block order, as :meth:`step` adds
-        them), ``w = weights(sums)`` computed there, and the Hessian sums mapped with
-        that ``w`` (:func:`~dmixed.engines.dask.ahead.submit_step_hessian`).
+        """:meth:`step` and :meth:`hessian` at one ``lam`` in one round trip
+        (:meth:`steps_hessian` of ``[lam]``): ``(step sums, Hessian sums or None, w or
+        None)``."""
+        sums, hs, w = self.steps_hessian([lam], q, basis, weights, 0)
+        return sums[0], hs, w
 
-        Returns ``(step sums, Hessian sums or None, w or None)``: ``None`` where
-        ``weights`` raised ``np.linalg.LinAlgError`` (no Hessian at this point).
+    def steps_hessian(self, lams: list, q: int, basis: np.ndarray, weights, at: int):
+        """:meth:`steps` at ``lams`` and :meth:`hessian` at ``lams[at]`` in one round
+        trip: the blocks' step sums are added on a worker (in block order, as
+        :meth:`step` adds them), ``w = weights(sums)`` computed there, and the Hessian
+        sums mapped with that ``w``
+        (:func:`~dmixed.engines.dask.ahead.submit_steps_hessian`).
+
+        Returns ``(step sums per Λ, Hessian sums or None, w or None)``: ``None`` where
+        ``weights`` raised ``np.linalg.LinAlgError`` (no Hessian at that point).
         """
 
         def submit(args: dict) -> list:
-            return submit_step_hessian(self._client, self._blocks, args, weights)
+            return submit_steps_hessian(self._client, self._blocks, args, weights, at)
 
-        return gathered_step_hessian(self._round_trip(submit, dict(lam=lam, q=q, basis=basis)))
+        args = dict(lams=list(lams), lam=lams[at], q=q, basis=basis)
+        return gathered_steps_hessian(self._round_trip(submit, args))
 
     def moments(self) -> kernels.MomentSums:
         """Σ over groups of the parameter-free moment sums (starting values): those

@@ -61,6 +61,12 @@ def test_step_hessian_is_the_step_and_the_hessian(client, case):
         _assert_same(step, one)
         np.testing.assert_array_equal(w, profile(one, stats.glob, True).w)
         _assert_same(hs, engine.hessian(lam, basis, w))
+    lams = [layout.lam(np.full(layout.n_params, v), True) for v in (0.4, 0.9)]
+    sums, hs, w = engine.steps_hessian(lams, layout.k_re, basis, weights, 1)
+    for got, want in zip(sums, engine.steps(lams, layout.k_re), strict=True):
+        _assert_same(got, want)
+    np.testing.assert_array_equal(w, profile(sums[1], stats.glob, True).w)
+    _assert_same(hs, engine.hessian(lams[1], basis, w))
 
 
 def test_no_weights_no_hessian(client):
