@@ -37,9 +37,11 @@ class Engine(Protocol):
 
     A Dask engine also has ``client``, which the model reads (``getattr``, default
     ``None``) to tell whether cached statistics died with their client, and ``steps``
-    (several Λ in one round trip: the start selection's prefetch).  The in-process
+    (several Λ in one round trip: the start selection's prefetch), and ``step_hessian``
+    / ``steps_hessian`` (the step sums and the Hessian sums at a Λ in one round trip:
+    the Newton steps' trial points, :mod:`dmixed.engines.dask.ahead`).  The in-process
     engine also has ``value(lam, q)``: the sums of ``step`` that ℓ alone needs (the
-    start selection's default point, :func:`dmixed.fit.start.start_value`).  Both are
+    start selection's default point, :func:`dmixed.fit.start.start_value`).  All are
     optional (read with ``getattr``).
     """
 

@@ -90,17 +90,24 @@ class CrossedVCEngine:
     @classmethod
     def of_arrays(cls, ragged: RaggedArrays, cross: CrossSums) -> CrossedVCEngine:
         """The engine of saved crossed statistics: every used slot's ragged entry and the
-        co-occurrence sums, the diagonal components chosen from them as in the data pass
+        co-occurrence sums, the diagonal components those of the data pass
+        (``cross.diagonal``), else chosen from the sums as the data pass chooses
         (:func:`~dmixed.kernels.vc_border.choose_diagonal`).
 
         Raises
         ------
         ValueError
-            No component can be the diagonal block, or a co-occurrence of a slot that
-            ``ragged`` does not hold.
+            No component can be the diagonal block, the given ``cross.diagonal`` share
+            rows, or a co-occurrence of a slot that ``ragged`` does not hold.
         """
         widths = np.diff(np.append(ragged.offsets, ragged.r))
-        diag_comps = choose_diagonal(widths, overlap(cross, ragged.offsets, widths.size))
+        shared = overlap(cross, ragged.offsets, widths.size)
+        if cross.diagonal is None:
+            diag_comps = choose_diagonal(widths, shared)
+        else:
+            diag_comps = sorted(int(c) for c in cross.diagonal)
+            if shared[np.ix_(diag_comps, diag_comps)].any():
+                raise ValueError(f"the diagonal components {diag_comps} share rows")
         if not diag_comps:
             raise ValueError("crossed statistics with no component for the diagonal block")
         local = (

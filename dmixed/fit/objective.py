@@ -85,6 +85,15 @@ def profile(step: StepSums, glob: GlobalStats, reml: bool) -> Profile:
     return Profile(a, b, a_inv, logdet_a, beta, q, fac)
 
 
+def profile_weights(step: StepSums, glob: GlobalStats, reml: bool) -> np.ndarray:
+    """``w = [−β̂; 1]`` of :func:`profile` (what the Hessian sums are contracted with):
+    the same numbers as ``profile(step, glob, reml).w``.
+
+    Raises ``np.linalg.LinAlgError`` where ``X'V*⁻¹X`` is not positive definite.
+    """
+    return profile(step, glob, reml).w
+
+
 #: The optimizer rejects a point where :func:`resolution` exceeds this: ℓ is off by
 #: about (f/2)·resolution there, rounding rather than data, and far out on a ridge that
 #: noise makes spurious maxima (σ̂² → 0 with an llf above the true maximum).

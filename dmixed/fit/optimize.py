@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FitConvergenceWarning, SpecError
+from .newton_coords import NewtonStep, newton_step
 from .profiled import Evaluation, ProfiledObjective
 from .summary import OptSummary
 
@@ -364,7 +365,8 @@ class _Optimization:
         contraction: float | None = None,
         secant: bool = False,
     ) -> np.ndarray:
-        """Up to ``steps`` Newton steps in θ = [vech(Ψ*), τ*] with the exact profiled Hessian.
+        """Up to ``steps`` Newton steps in θ = [vech(Ψ*), τ*] with the exact profiled Hessian,
+        the variances on the log scale (:mod:`~dmixed.fit.newton_coords`).
 
         Only the parameters not settled at zero (``boundary``) move; a step that leaves
         the parameter space or lowers ℓ is halved, and the steps stop as soon as they
@@ -417,16 +419,18 @@ class _Optimization:
                 curvature = None
             if curvature is None:
                 curvature = self.profiled_hessian(cur_packed, movable)
-            delta = None if curvature is None else self.newton_direction(curvature, grad)
-            if delta is None:
+            if curvature is None:
+                break
+            step = self.newton_direction(curvature, grad, theta, movable)
+            if step is None:
                 break
             last = (theta[movable].copy(), grad)
             # the Newton decrement g'(−H)⁻¹g/2: the rise of ℓ a full step promises,
             # whatever the scale of the parameters (a gradient test is not: far out on
             # a flat variance the gradient is tiny while ℓ still has a visible rise)
-            if 0.5 * float(grad @ delta) <= s.newton_decrement * obj.glob.n:
+            if step.rise <= s.newton_decrement * obj.glob.n:
                 break
-            accepted = self.line_search(ev, theta, movable, delta)
+            accepted = self.line_search(ev, theta, movable, step, ahead=not secant)
             if accepted is None:
                 break
             theta, cur_packed = accepted
@@ -464,38 +468,55 @@ class _Optimization:
         self.last_curvature = (key, out)
         return out
 
-    def newton_direction(self, curvature: np.ndarray, grad: np.ndarray) -> np.ndarray | None:
-        """:func:`modified_newton_step`, kept for the last curvature and gradient (the
-        polish starts where the Newton steps ended, with the same of both)."""
+    def newton_direction(
+        self, curvature: np.ndarray, grad: np.ndarray, theta: np.ndarray, movable: np.ndarray
+    ) -> NewtonStep | None:
+        """The Newton step with variances on the log scale (:func:`newton_step` with
+        :func:`modified_newton_step`), kept for the last curvature, gradient and point
+        (the polish starts where the Newton steps ended, with the same of all three).
+        ``theta`` is the point, ``movable`` its entries that move."""
         last = self.last_direction
-        if last is not None and last[0] is curvature and np.array_equal(last[1], grad):
-            return last[2]
-        delta = modified_newton_step(curvature, grad)
-        self.last_direction = (curvature, grad, delta)
-        return delta
+        if (
+            last is not None
+            and last[0] is curvature
+            and np.array_equal(last[1], grad)
+            and np.array_equal(last[2], theta)
+        ):
+            return last[3]
+        step = newton_step(self.obj.layout, movable, theta, grad, curvature, modified_newton_step)
+        self.last_direction = (curvature, grad, theta.copy(), step)
+        return step
 
     def line_search(
-        self, ev: Evaluation, theta: np.ndarray, movable: np.ndarray, delta: np.ndarray
+        self,
+        ev: Evaluation,
+        theta: np.ndarray,
+        movable: np.ndarray,
+        step: NewtonStep,
+        ahead: bool = False,
     ) -> tuple[np.ndarray, np.ndarray] | None:
-        """Halve ``delta`` until θ + δ is a valid point where ℓ does not drop.
+        """Halve ``step`` until its point is a valid one where ℓ does not drop.
 
-        Returns that θ and its packed form, or ``None`` after ``newton_halvings`` tries.
+        With ``ahead``, each trial point's Hessian is made with its evaluation where the
+        engine can (:meth:`ProfiledObjective.evaluate_ahead`: one round trip on a
+        cluster, not two, when the step is taken).  Returns that θ and its packed form,
+        or ``None`` after ``newton_halvings`` tries.
         """
         obj, s, layout = self.obj, self.summary, self.obj.layout
+        fraction = 1.0
         for _half in range(s.newton_halvings):
             trial = theta.copy()
-            trial[movable] += delta
+            trial[movable] = step.point(fraction)
+            fraction /= 2
             try:
                 trial_packed = layout.pack_theta(trial, obj.use_sqrt)
             except np.linalg.LinAlgError:
-                delta = delta / 2
                 continue
-            tev = obj.evaluate(trial_packed)
+            tev = obj.evaluate_ahead(trial_packed) if ahead else obj.evaluate(trial_packed)
             if np.isfinite(tev.llf) and tev.llf >= ev.llf - s.newton_llf_rtol * max(
                 1.0, abs(ev.llf)
             ):
                 return trial, trial_packed
-            delta = delta / 2
         return None
 
 

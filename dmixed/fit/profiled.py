@@ -8,6 +8,7 @@ the last few evaluations, and computes the full Hessian there (one more round tr
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,7 @@ from .objective import (
     hessian,
     loglike,
     profile,
+    profile_weights,
     resolution,
     score_matrices,
 )
@@ -77,6 +79,8 @@ class ProfiledObjective:
     n_evals: int = 0
     _cache: dict[bytes, Evaluation] = field(default_factory=dict, repr=False)
     _last_hessian: tuple[bytes, np.ndarray] | None = field(default=None, repr=False)
+    #: the Hessian sums :meth:`evaluate_ahead` made at a point (its key) with its β̂
+    _ahead: tuple[bytes, Any] | None = field(default=None, repr=False)
     # per-fit constants of the layout (each Hessian round trip sends the basis)
     _basis: np.ndarray = field(init=False, repr=False)
     _slot_component: np.ndarray = field(init=False, repr=False)
@@ -102,11 +106,12 @@ class ProfiledObjective:
             return Evaluation(packed, None, None, -np.inf, np.zeros_like(packed))
         return self._evaluated(packed, key, lam, None)
 
-    def prefetch(self, points: list[np.ndarray]) -> None:
+    def prefetch(self, points: list[np.ndarray], ahead: int | None = None) -> None:
         """Evaluate the ``points`` not cached yet in one engine round trip, where the
         engine maps several Λ at once (``engine.steps``: a Dask cluster); else nothing
-        (:meth:`evaluate` computes them one by one).  The same evaluations either way."""
-        steps = getattr(self.engine, "steps", None)
+        (:meth:`evaluate` computes them one by one).  The same evaluations either way.
+        With ``ahead``, also the Hessian sums at ``points[ahead]`` in that round trip
+        where the engine can (``engine.steps_hessian``), as :meth:`evaluate_ahead`."""
         todo = {}
         for point in points:
             packed = np.array(point, dtype=np.float64)
@@ -115,14 +120,57 @@ class ProfiledObjective:
                     todo[packed.tobytes()] = (packed, self.lam(packed))
                 except np.linalg.LinAlgError:
                     continue  # outside the parameter space: evaluate says so
-        if steps is None or len(todo) < 2:
+        if getattr(self.engine, "steps", None) is None or len(todo) < 2:
             return
+        want = None if ahead is None else np.array(points[ahead], dtype=np.float64).tobytes()
+        at = list(todo).index(want) if want in todo else None
+        lams = [lam for _, lam in todo.values()]
         try:
-            sums = steps([lam for _, lam in todo.values()], self.layout.k_re)
+            if at is None or getattr(self.engine, "steps_hessian", None) is None:
+                sums, hs = self.engine.steps(lams, self.layout.k_re), None
+            else:
+                sums, hs, w = self.engine.steps_hessian(
+                    lams, self.layout.k_re, self._basis, self._weights(), at
+                )
         except np.linalg.LinAlgError:
             return  # evaluate finds which point fails
         for (key, (packed, lam)), step in zip(todo.items(), sums, strict=True):
-            self._evaluated(packed, key, lam, step)
+            ev = self._evaluated(packed, key, lam, step)
+            if key == want and hs is not None:
+                self._keep_ahead(ev, hs, w)
+
+    def _weights(self):
+        """``w`` of a step's sums, as the workers compute it (:func:`profile_weights`)."""
+        return functools.partial(profile_weights, glob=self.glob, reml=self.reml)
+
+    def _keep_ahead(self, ev: Evaluation, hs, w) -> None:
+        """Keep the Hessian sums ``hs`` made with ``w`` at ``ev`` for :meth:`hessian_full`
+        where ``w`` is the driver's, bit for bit."""
+        if ev.prof is not None and np.array_equal(w, ev.prof.w):
+            self._ahead = (ev.packed.tobytes(), hs)
+
+    def evaluate_ahead(self, packed: np.ndarray) -> Evaluation:
+        """:meth:`evaluate`, with the Hessian sums at ``packed`` made in the same round
+        trip where the engine can (``engine.step_hessian``: a Dask cluster), kept for
+        :meth:`hessian_full` at β̂ there; else just :meth:`evaluate`.  For points where
+        the Hessian is wanted next (a Newton step's trial point)."""
+        step_hessian = getattr(self.engine, "step_hessian", None)
+        packed = np.array(packed, dtype=np.float64)
+        key = packed.tobytes()
+        if step_hessian is None or key in self._cache:
+            return self.evaluate(packed)
+        try:
+            lam = self.lam(packed)
+        except np.linalg.LinAlgError:
+            return self.evaluate(packed)
+        try:
+            step, hs, w = step_hessian(lam, self.layout.k_re, self._basis, self._weights())
+        except np.linalg.LinAlgError:
+            return self.evaluate(packed)  # evaluate finds it is not defined there
+        ev = self._evaluated(packed, key, lam, step)
+        if hs is not None:
+            self._keep_ahead(ev, hs, w)
+        return ev
 
     def _evaluated(self, packed, key: bytes, lam: np.ndarray, step) -> Evaluation:
         """:meth:`evaluate` at ``packed`` from its Λ (and the engine's sums ``step``,
@@ -193,7 +241,11 @@ class ProfiledObjective:
         lam = ev.lam if ev.lam is not None else self.lam(packed)
         try:
             w = prof.w if beta is prof.beta else np.append(-beta, 1.0)
-            hs = self.engine.hessian(lam, self._basis, w)
+            ahead = self._ahead
+            if ahead is not None and ahead[0] == ev.packed.tobytes() and w is prof.w:
+                hs, self._ahead = ahead[1], None  # made with the step (evaluate_ahead)
+            else:
+                hs = self.engine.hessian(lam, self._basis, w)
             hess = hessian(step, hs, beta, self.glob, self.reml, prof=prof)
         except np.linalg.LinAlgError:
             hess = None

@@ -179,7 +179,9 @@ def choose_start(
     if obj.use_sqrt and not use_sqrt:
         chosen = layout.pack(*layout.unpack(start, False), use_sqrt=True)
     if moment is not None:
-        obj.prefetch([chosen, moment])  # one round trip on a cluster
+        # one round trip on a cluster, with the Hessian at the moment start (the Newton
+        # steps that follow from there begin with it)
+        obj.prefetch([chosen, moment], ahead=1)
         default_llf = start_value(obj, chosen)
         moment_llf = obj.evaluate(moment).llf
         logger.log(

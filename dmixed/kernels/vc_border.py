@@ -328,10 +328,13 @@ class CrossedVC:
 
     def to_slots(self) -> tuple[RaggedArrays, CrossSums]:
         """The statistics as every used slot's ragged entry and the co-occurrence sums
-        (what saved statistics hold: :func:`~dmixed.stats.crossed_stats.buckets_to_slots`)."""
-        return buckets_to_slots(
+        (what saved statistics hold: :func:`~dmixed.stats.crossed_stats.buckets_to_slots`),
+        with :attr:`diag_comps` as the sums' ``diagonal``."""
+        ragged, cross = buckets_to_slots(
             self.buckets, self.q, self.k, self.n_groups, self.r, self.slot_component
         )
+        cross.diagonal = tuple(int(c) for c in self.diag_comps)
+        return ragged, cross
 
     def dense(self) -> tuple[np.ndarray, np.ndarray]:
         """The padded statistics ``zz`` (G, r, r) and ``zxy`` (G, r, k)."""

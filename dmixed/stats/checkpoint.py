@@ -20,8 +20,10 @@ Statistics whose engine holds the variance components structured are saved ragge
 (format version 4, ``"storage": "ragged"``): G q (q + k) values for the groups and
 1 + q + k per used slot, never the padded G × r × r; those held crossed (components
 sharing rows, format version 5, ``"storage": "crossed"``) also one row per co-occurring
-pair of slots.  Other statistics are saved padded as format version 3, which older
-versions read; all load.
+pair of slots with a non-zero sum, and in the manifest's ``cross_diagonal`` the
+components the fit eliminated (a co-occurrence summing to exactly zero is not written,
+so the sums alone could allow another elimination).  Other statistics are saved padded
+as format version 3, which older versions read; all load.
 
 Written under a temporary name and renamed into place (never left half-written), and
 verified when read (:func:`load_statistics`): the manifest's own sha256, every part
@@ -262,6 +264,8 @@ def save_statistics(arrays: GroupArrays, path, manifest: dict) -> None:
             cross = cross_columns(arrays.cross)
             full.update(format_version=FORMAT_VERSION, storage=CROSSED)
             full["n_cross"] = arrays.cross.size
+            if arrays.cross.diagonal is not None:  # the elimination, whatever the sums
+                full["cross_diagonal"] = [int(c) for c in arrays.cross.diagonal]
             full["cross_parts"] = _write_parts(
                 tmp, "cross", arrays.cross.size, lambda lo, hi: slot_frame(cross, lo, hi), "rows"
             )
@@ -490,6 +494,14 @@ def _cross_from(frame: pd.DataFrame, arrays: GroupArrays, manifest: dict, root: 
         raise ValueError("co-occurrences without the slots' statistics")
     slot_index(arrays.ragged, cross.group, cross.s)
     slot_index(arrays.ragged, cross.group, cross.t)
+    diagonal = manifest.get("cross_diagonal")
+    if diagonal is not None:
+        comps = [int(c) for c in diagonal]
+        if comps != diagonal or comps != sorted(set(comps)) or not comps:
+            raise ValueError(f"cross_diagonal {diagonal!r} is not sorted distinct components")
+        if comps[0] < 0 or comps[-1] >= layout.k_vc:
+            raise ValueError(f"cross_diagonal {diagonal!r} names no component of the layout")
+        cross.diagonal = tuple(comps)
     return cross
 
 

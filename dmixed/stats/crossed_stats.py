@@ -43,6 +43,12 @@ class CrossSums:
         The two slots' columns of the padded random design, ``s < t``.
     value : ndarray (C,)
         ``Σ w v_s v_t`` over the group's rows, in the statistics' columns' map.
+    diagonal : tuple of int or None
+        The components whose slots formed the diagonal block where these sums were
+        made (the elimination the fit used, chosen from the rows that share slots,
+        whatever their sums), or None (unknown: chosen again from the non-zero sums).
+        A co-occurrence that sums to exactly zero is not held, so the non-zero sums
+        alone can allow a wider diagonal block than the rows did.
 
     Sorted by (group, s, t) without repeats.
     """
@@ -51,6 +57,7 @@ class CrossSums:
     s: np.ndarray
     t: np.ndarray
     value: np.ndarray
+    diagonal: tuple | None = None
 
     @classmethod
     def empty(cls) -> CrossSums:
@@ -75,7 +82,8 @@ class CrossSums:
         component scales (:meth:`~dmixed.stats.standardize.Standardization.conversion_to`)."""
         cs, ct = self.components(offsets)
         ratio = np.asarray(ratio, dtype=np.float64)
-        return CrossSums(self.group, self.s, self.t, self.value * ratio[cs] * ratio[ct])
+        value = self.value * ratio[cs] * ratio[ct]
+        return CrossSums(self.group, self.s, self.t, value, self.diagonal)
 
     def add_into(self, zz: np.ndarray) -> None:
         """Add the sums into padded blocks ``zz`` (G, r, r), both triangles."""
@@ -120,7 +128,8 @@ def slot_index(ragged: RaggedArrays, group: np.ndarray, pos: np.ndarray) -> np.n
 
 def merge_cross(old, new, gi_old, gi_new, pair, widths) -> CrossSums:
     """Co-occurrence sums of old + new statistics (``GroupArrays`` with ``cross``, in
-    one column map), keyed by the merged slots (:func:`merged_columns`)."""
+    one column map), keyed by the merged slots (:func:`merged_columns`); their
+    ``diagonal`` where both have the same, else None."""
     q = old.layout.k_re
     merged, r = layout_offsets(q, widths), q + int(sum(widths))
     keys, values = [], []
@@ -133,7 +142,10 @@ def merge_cross(old, new, gi_old, gi_new, pair, widths) -> CrossSums:
         values.append(cross.value)
     cells, where = np.unique(np.concatenate(keys), return_inverse=True)
     value = np.bincount(where.reshape(-1), np.concatenate(values), cells.size)
-    return CrossSums(cells // (r * r), (cells // r) % r, cells % r, value)
+    # one elimination for both: kept; else chosen again from the merged sums
+    same = old.cross.diagonal == new.cross.diagonal
+    diagonal = old.cross.diagonal if same else None
+    return CrossSums(cells // (r * r), (cells // r) % r, cells % r, value, diagonal)
 
 
 def buckets_to_slots(

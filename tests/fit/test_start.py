@@ -95,8 +95,15 @@ def test_the_start_changes_nothing_but_the_cost(monkeypatch, model_kw, reml, wei
     assert fast.n_evals < slow.n_evals
     assert fast.llf == pytest.approx(slow.llf, rel=1e-12)
     for name in ("fe_params", "cov_re", "vcomp", "scale", "bse"):
+        # to 1e-8 of each array's scale: a covariance 2,000 times smaller than the
+        # variances beside it is resolved to the optimum's precision, not to 1e-8 of itself
+        want = np.asarray(getattr(slow, name))
         np.testing.assert_allclose(
-            getattr(fast, name), getattr(slow, name), rtol=1e-8, atol=1e-12, err_msg=name
+            getattr(fast, name),
+            want,
+            rtol=1e-8,
+            atol=1e-8 * np.max(np.abs(want), initial=1e-4),
+            err_msg=name,
         )
     assert [h["method"] for h in fast.fit_history][:-1] == ["newton"] * (len(fast.fit_history) - 1)
 

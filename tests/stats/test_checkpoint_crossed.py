@@ -182,3 +182,82 @@ def test_damaged_crossed_statistics_are_refused_naming_the_file(tmp_path, damage
     change(d)
     with pytest.raises(CheckpointError, match=message):
         load_statistics(d)
+
+
+def _zero_cooccurrences(n_groups: int = 8, seed: int = 0) -> pd.DataFrame:
+    """``a`` crossed with ``b``, every (a, b) cell two rows with ``x2`` = +1 and −1: the
+    co-occurrences of ``C(a)`` and ``C(b):x2`` share rows but sum to exactly zero."""
+    rng = np.random.default_rng(seed)
+    a, b = np.meshgrid(np.arange(25), np.arange(3), indexing="ij")
+    a, b = np.repeat(a.ravel(), 2), np.repeat(b.ravel(), 2)
+    df = pd.concat(
+        [pd.DataFrame({"g": g, "a": a, "b": b, "x2": np.tile([1.0, -1.0], 75)}) for g in range(8)],
+        ignore_index=True,
+    )
+    g = df["g"].to_numpy()
+    df["x"] = rng.normal(size=len(df))
+    df["y"] = (
+        df["x"]
+        + rng.normal(size=n_groups)[g]
+        + rng.normal(size=(n_groups, 25))[g, df["a"]]
+        + 0.5 * rng.normal(size=(n_groups, 3))[g, df["b"]] * df["x2"]
+        + rng.normal(size=len(df))
+    )
+    return df
+
+
+ZERO = {**KW, "vc_formula": {"a": "0 + C(a)", "bx": "0 + C(b):x2"}}
+
+
+def test_saved_statistics_keep_the_elimination_when_cooccurrences_sum_to_zero(tmp_path):
+    """The rows share slots of ``a`` and ``bx`` (the fit eliminates ``a`` alone), their
+    sums are zero (none written): loaded, the statistics eliminate ``a`` alone again,
+    and refit to the same parameters; merged halves keep it too."""
+    df = _zero_cooccurrences()
+    model = MixedLM.from_formula(FORMULA, data=df, **ZERO)
+    stats = model.statistics()
+    assert stats.engine.crossed.diag_comps == (0,)
+    arrays = GroupArrays.from_statistics(stats, ragged=True)
+    assert arrays.cross.size == 0 and arrays.cross.diagonal == (0,)
+    save_statistics(arrays, tmp_path / "s", {})
+    back, manifest = load_statistics(tmp_path / "s")
+    assert manifest["cross_diagonal"] == [0]
+    loaded = statistics_from_arrays(back)
+    assert loaded.engine.crossed.diag_comps == (0,)
+    back.cross.diagonal = None  # as before: chosen from the non-zero sums alone
+    assert statistics_from_arrays(back).engine.crossed.diag_comps == (0, 1)
+    ref = model.fit()
+    refit = MixedLM.from_statistics(loaded, model.spec).fit()
+    assert refit.llf == ref.llf
+    np.testing.assert_array_equal(refit.params, ref.params)
+    first, second = df[df["g"] < 4], df[df["g"] >= 4]
+    old = _arrays(first, ZERO, spec=model.spec)
+    merged = merge(old, _arrays(second, ZERO, like=old, spec=model.spec))
+    assert merged.cross.diagonal == (0,)
+    assert statistics_from_arrays(merged).engine.crossed.diag_comps == (0,)
+
+
+def _reseal_manifest(d: Path, diagonal) -> None:
+    manifest = json.loads((d / "manifest.json").read_text())
+    manifest["cross_diagonal"] = diagonal
+    manifest[checkpoint.MANIFEST_SHA256] = checkpoint.manifest_sha256(manifest)
+    (d / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(
+    ("diagonal", "message"),
+    [([3], "names no component"), ([1, 0], "not sorted distinct"), ([], "not sorted distinct")],
+)
+def test_a_bad_saved_elimination_is_refused(tmp_path, diagonal, message):
+    d = tmp_path / "stats"
+    save_statistics(_arrays(crossed_data(seed=2)), d, {})
+    _reseal_manifest(d, diagonal)
+    with pytest.raises(CheckpointError, match=message):
+        load_statistics(d)
+
+
+def test_a_saved_elimination_of_components_sharing_rows_is_refused(tmp_path):
+    arrays = _arrays(crossed_data(seed=2))
+    arrays.cross.diagonal = (0, 1)  # a and b share rows: no such elimination
+    with pytest.raises(ValueError, match="share rows"):
+        statistics_from_arrays(arrays)

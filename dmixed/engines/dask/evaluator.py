@@ -29,6 +29,7 @@ from ..local import LocalEngine
 from ..vc_crossed import CrossedVCEngine
 from ..vc_local import StructuredVCEngine
 from . import tuning
+from .ahead import gathered_steps_hessian, submit_steps_hessian
 from .blocks import Block, reorder
 from .progress import died_error, gather, memory_limits, wait_for
 from .structured import concatenate_ragged
@@ -302,11 +303,21 @@ class DaskEngine:
 
     def _map(self, func, **kwargs) -> list:
         """``func(block, **kwargs)`` on every block; results in block order."""
+
+        def submit(args: dict) -> list:
+            return self._client.map(func, self._blocks, pure=False, **args)
+
+        return self._round_trip(submit, kwargs)
+
+    def _round_trip(self, submit, kwargs: dict) -> list:
+        """The futures ``submit(arguments)`` makes, waited for and gathered in one round
+        trip (resubmitted once after a lost worker); ``kwargs`` are the arguments, large
+        arrays scattered first."""
         self._check()
         self._check_client()
         for attempt in range(2):
             args = {name: self._arg(v) for name, v in kwargs.items()}
-            futures = self._client.map(func, self._blocks, pure=False, **args)
+            futures = submit(args)
             started, limits = time.time(), memory_limits(self._client)
             try:
                 wait_for(self._client, futures, what="an optimizer step")
@@ -342,6 +353,30 @@ class DaskEngine:
         """Σ over groups of the Hessian contributions (DESIGN.md §5)."""
         parts = self._map(_block_hessian, lam=lam, basis=basis, w=w)
         return functools.reduce(operator.add, parts)
+
+    def step_hessian(self, lam: np.ndarray, q: int, basis: np.ndarray, weights):
+        """:meth:`step` and :meth:`hessian` at one ``lam`` in one round trip
+        (:meth:`steps_hessian` of ``[lam]``): ``(step sums, Hessian sums or None, w or
+        None)``."""
+        sums, hs, w = self.steps_hessian([lam], q, basis, weights, 0)
+        return sums[0], hs, w
+
+    def steps_hessian(self, lams: list, q: int, basis: np.ndarray, weights, at: int):
+        """:meth:`steps` at ``lams`` and :meth:`hessian` at ``lams[at]`` in one round
+        trip: the blocks' step sums are added on a worker (in block order, as
+        :meth:`step` adds them), ``w = weights(sums)`` computed there, and the Hessian
+        sums mapped with that ``w``
+        (:func:`~dmixed.engines.dask.ahead.submit_steps_hessian`).
+
+        Returns ``(step sums per Λ, Hessian sums or None, w or None)``: ``None`` where
+        ``weights`` raised ``np.linalg.LinAlgError`` (no Hessian at that point).
+        """
+
+        def submit(args: dict) -> list:
+            return submit_steps_hessian(self._client, self._blocks, args, weights, at)
+
+        args = dict(lams=list(lams), lam=lams[at], q=q, basis=basis)
+        return gathered_steps_hessian(self._round_trip(submit, args))
 
     def moments(self) -> kernels.MomentSums:
         """Σ over groups of the parameter-free moment sums (starting values): those

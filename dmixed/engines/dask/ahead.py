@@ -1,0 +1,75 @@
+"""The step sums and the Hessian sums at a Λ in one round trip from the driver.
+
+The Hessian sums need ``w = [−β̂; 1]``, and β̂ needs the step sums of every block.  Made
+one after the other from the driver, that is two round trips per Newton iteration, which
+is most of a fit's time when the statistics are small and kept on the workers.  Here the
+driver submits the whole chain at once: the blocks' step tasks, one task on a worker
+that adds their sums in block order and computes ``w`` (with a function the fit layer
+passes in: this layer knows no statistics theory), and the blocks' Hessian tasks that
+depend on it; then it waits once.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+
+import numpy as np
+
+from ... import kernels
+
+__all__ = ["gathered_steps_hessian", "submit_steps_hessian"]
+
+
+def _block_steps(ev, lams: list, q: int) -> list:
+    return [ev.step(lam, q) for lam in lams]
+
+
+def _weights(weights, at: int, *parts: list) -> np.ndarray | None:
+    """``weights`` of the blocks' step sums at ``lams[at]`` added in block order (as the
+    driver adds them); None where it raises ``np.linalg.LinAlgError``."""
+    try:
+        return weights(functools.reduce(operator.add, [p[at] for p in parts]))
+    except np.linalg.LinAlgError:
+        return None
+
+
+def _block_hessian_at(ev, lam: np.ndarray, basis: np.ndarray, w) -> kernels.HessianSums | None:
+    return None if w is None else ev.hessian(lam, basis, w)
+
+
+def submit_steps_hessian(client, blocks: list, args: dict, weights, at: int) -> list:
+    """The futures of the chain for the evaluators ``blocks``: per block the step sums
+    at every Λ of ``args["lams"]``, then ``w`` at ``lams[at]``, then per block the
+    Hessian sums there (a flat list, for one gather).
+
+    Parameters
+    ----------
+    client : distributed.Client
+    blocks : list of Future
+        One evaluator per block (``step(lam, q)``, ``hessian(lam, basis, w)``).
+    args : dict
+        ``lams`` (list of (r, r)), ``lam`` (``lams[at]``), ``q`` and ``basis`` (m, r, r),
+        arrays or their futures.
+    weights : callable
+        ``weights(StepSums) -> w`` (p+1,), pickled to a worker.
+    at : int
+        The Λ whose Hessian sums are made.
+    """
+    steps = client.map(_block_steps, blocks, lams=args["lams"], q=args["q"], pure=False)
+    w = client.submit(_weights, weights, at, *steps, pure=False)
+    hessians = client.map(
+        _block_hessian_at, blocks, lam=args["lam"], basis=args["basis"], w=w, pure=False
+    )
+    return [*steps, w, *hessians]
+
+
+def gathered_steps_hessian(parts: list):
+    """``(step sums per Λ, Hessian sums or None, w or None)`` from the gathered chain of
+    :func:`submit_steps_hessian`, each added over the blocks in block order."""
+    n = (len(parts) - 1) // 2
+    sums = [functools.reduce(operator.add, [p[i] for p in parts[:n]]) for i in range(len(parts[0]))]
+    w = parts[n]
+    if w is None:
+        return sums, None, None
+    return sums, functools.reduce(operator.add, parts[n + 1 :]), w

@@ -1,0 +1,112 @@
+"""dmixed.engines.dask.ahead: the step and the Hessian at one Λ in one round trip give
+the sums two round trips give, and the fit kept on the workers is unchanged by it."""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+import dask.dataframe as dd
+import numpy as np
+import pytest
+
+import dmixed
+from dmixed.engines.dask import DaskEngine
+from dmixed.fit.objective import profile, profile_weights
+from tests.engines.test_vc_crossed import CROSSED, crossed_data
+
+from ..._synth import make_data
+
+CASES = {
+    "padded": ("y ~ x1 + x2", {"groups": "g", "re_formula": "1 + x1"}),
+    "nested": (
+        "y ~ x1 + x2",
+        {"groups": "g", "re_formula": "1", "vc_formula": {"s": "0 + C(sub)"}},
+    ),
+    "crossed": ("y ~ x", {"groups": "g", "re_formula": "1", "vc_formula": CROSSED}),
+}
+
+
+def _data(case: str):
+    if case == "crossed":
+        return crossed_data(n_groups=12, seed=1)
+    return make_data(n_groups=120, vc_sd=0.5, seed=4)
+
+
+def _model(case: str):
+    formula, kw = CASES[case]
+    ddf = dd.from_pandas(_data(case), npartitions=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return dmixed.mixedlm(formula, ddf, **kw)
+
+
+def _assert_same(a, b):
+    assert vars(a)
+    for name in vars(a):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_step_hessian_is_the_step_and_the_hessian(client, case):
+    stats = _model(case).statistics(client=client, engine="distributed")
+    engine, layout = stats.engine, stats.fit_layout
+    assert isinstance(engine, DaskEngine)
+    basis = layout.basis()
+    weights = functools.partial(profile_weights, glob=stats.glob, reml=True)
+    for packed in (np.full(layout.n_params, 0.7), np.linspace(0.3, 1.1, layout.n_params)):
+        lam = layout.lam(packed, True)
+        step, hs, w = engine.step_hessian(lam, layout.k_re, basis, weights)
+        one = engine.step(lam, layout.k_re)
+        _assert_same(step, one)
+        np.testing.assert_array_equal(w, profile(one, stats.glob, True).w)
+        _assert_same(hs, engine.hessian(lam, basis, w))
+    lams = [layout.lam(np.full(layout.n_params, v), True) for v in (0.4, 0.9)]
+    sums, hs, w = engine.steps_hessian(lams, layout.k_re, basis, weights, 1)
+    for got, want in zip(sums, engine.steps(lams, layout.k_re), strict=True):
+        _assert_same(got, want)
+    np.testing.assert_array_equal(w, profile(sums[1], stats.glob, True).w)
+    _assert_same(hs, engine.hessian(lams[1], basis, w))
+
+
+def test_no_weights_no_hessian(client):
+    stats = _model("nested").statistics(client=client, engine="distributed")
+    layout = stats.fit_layout
+
+    def singular(step):
+        raise np.linalg.LinAlgError("X'V*^-1 X is singular")
+
+    lam = layout.lam(np.ones(layout.n_params), True)
+    step, hs, w = stats.engine.step_hessian(lam, layout.k_re, layout.basis(), singular)
+    assert hs is None and w is None
+    _assert_same(step, stats.engine.step(lam, layout.k_re))
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_the_fit_kept_on_the_workers_is_unchanged_in_fewer_round_trips(client, case, monkeypatch):
+    """The same evaluations and numbers, bit for bit, as with a Hessian round trip of its
+    own after each Newton step; fewer of those; the in-process fit to 1e-10."""
+    formula, kw = CASES[case]
+    calls = []
+    hessian = DaskEngine.hessian
+
+    def counted(self, *args):
+        calls.append(1)
+        return hessian(self, *args)
+
+    monkeypatch.setattr(DaskEngine, "hessian", counted)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = _model(case).fit(client=client, engine="distributed")
+        ahead = len(calls)
+        monkeypatch.delattr(DaskEngine, "step_hessian")
+        calls.clear()
+        ref = _model(case).fit(client=client, engine="distributed")
+        local = dmixed.mixedlm(formula, _data(case), **kw).fit()
+    assert res.optimizer_methods == ref.optimizer_methods == ["newton"]
+    assert res.llf == ref.llf and res.n_evals == ref.n_evals
+    np.testing.assert_array_equal(res.params, ref.params)
+    np.testing.assert_array_equal(res.bse, ref.bse)
+    assert ahead < len(calls)
+    assert res.llf == pytest.approx(local.llf, rel=1e-10)
+    np.testing.assert_allclose(res.params, local.params, rtol=1e-8, atol=1e-10)
