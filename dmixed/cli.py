@@ -316,8 +316,30 @@ def _refuse_foreign(path: str | None, marker: str, kind: str, flag: str) -> None
 
 
 def _check_targets(job: Job) -> None:
+    _refuse_nested(job.output, job.stats_dir)
     _refuse_foreign(job.output, "estimates.json", "results", "--output")
     _refuse_foreign(job.stats_dir, "manifest.json", "statistics", "--stats-dir")
+
+
+def _refuse_nested(output: str | None, stats_dir: str | None) -> None:
+    """Refuse, before any work, an ``--output`` and ``--stats-dir`` that are one
+    directory or one inside the other: replacing the results directory would delete the
+    statistics (or the statistics' lock would land in the results)."""
+    if not (output and stats_dir):
+        return
+    out, stats = (os.path.realpath(p) for p in (output, stats_dir))
+    if out == stats:
+        raise JobError(f"--output and --stats-dir are the same directory ({output}): give two")
+    if os.path.commonpath([out, stats]) == out:
+        raise JobError(
+            f"--stats-dir {stats_dir} is inside --output {output}: replacing the results "
+            "would delete the statistics; give two directories side by side"
+        )
+    if os.path.commonpath([out, stats]) == stats:
+        raise JobError(
+            f"--output {output} is inside --stats-dir {stats_dir}: give two directories "
+            "side by side"
+        )
 
 
 def _cluster_of(job: Job):
@@ -338,6 +360,7 @@ def _under_stats_lock(command):
     def locked(job: Job) -> int:
         if not job.stats_dir:
             return command(job)
+        _refuse_nested(job.output, job.stats_dir)  # before the lock is made beside it
         from .stats.checkpoint import statistics_lock
 
         with statistics_lock(job.stats_dir):

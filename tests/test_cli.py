@@ -722,6 +722,29 @@ def test_stats_dir_first_run_saves_statistics(checkpointed):
     assert hidden_leftovers(d, "stats") == []  # no lock file outlives its job
 
 
+@pytest.mark.parametrize(
+    ("output", "stats_dir", "message"),
+    [
+        ("both", "both", "--output and --stats-dir are the same directory"),
+        ("out", "out/st", "--stats-dir out/st is inside --output out"),
+        ("st/out", "st", "--output st/out is inside --stats-dir st"),
+    ],
+)
+def test_output_and_stats_dir_one_inside_the_other_are_refused_up_front(
+    checkpointed, tmp_path, output, stats_dir, message
+):
+    """A --stats-dir inside --output was deleted when the results replaced it (exit 0),
+    or refused after the whole fit; the same directory failed after the data pass."""
+    for f in ("A.parquet", "B.parquet"):
+        shutil.copy2(checkpointed.dir / f, tmp_path / f)
+    proc = run_in_process(
+        *checkpointed.args, "--stats-dir", stats_dir, "--output", output, cwd=tmp_path
+    )
+    assert proc.returncode == 2 and message in proc.stderr
+    assert "data pass" not in proc.stderr
+    assert sorted(os.listdir(tmp_path)) == ["A.parquet", "B.parquet"]
+
+
 def test_rerun_reuses_saved_statistics(checkpointed):
     d = checkpointed.dir
     proc = ok(run(*checkpointed.args, "--stats-dir", "stats", "--output", "out2", cwd=d))
