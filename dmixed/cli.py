@@ -569,6 +569,8 @@ def _error_lines(exc: Exception) -> list[str]:
         return [_one_line(exc)]
     if exit_status(exc) == EXIT_BUG:
         return [f"a bug in dmixed (please report it): {type(exc).__name__}: {_one_line(exc)}"]
+    if isinstance(exc, DmixedError):  # its message says what was wrong, in the CLI's words
+        return [_cli_words(_one_line(exc))]
     return [f"{type(exc).__name__}: {_cli_words(_one_line(exc))}"]
 
 

@@ -1724,6 +1724,11 @@ def test_show_of_a_damaged_results_directory_is_exit_3(ab_result, tmp_path):
     proc = run_in_process("show", "out", cwd=tmp_path)
     assert proc.returncode == 3, proc.stderr
     assert "out/estimates.json" in proc.stderr and "not valid JSON" in proc.stderr
+    # dmixed's own errors are said in words, without Python's class names
+    assert "Error:" not in proc.stderr
+    proc = run_in_process("show", "absent", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("dmixed: error: absent is not a dmixed results directory")
 
 
 def test_every_exit_status_is_documented_in_help_and_readme():
