@@ -15,7 +15,10 @@ Run:  python benchmarks/bench_dask.py [--rows 50_000_000] [--groups 1_000_000]
    on the same cluster, each from the data, the better counting (as for the scan).
    With ``--persist`` the collection is persisted on the workers first (not timed) and
    the fits read it from worker memory.
-4. With ``--floor``, the fit's own chains of partitions (same cluster, same tasks) run
+4. After the tasks of the better fit, where its time after the chains goes
+   (:func:`tail_split`): to the first optimizer round trip, the round trips, and the
+   driver's work after the last task.
+5. With ``--floor``, the fit's own chains of partitions (same cluster, same tasks) run
    twice more doing less: only reading their partitions (as the chains read them:
    straight to numpy where they read Parquet directly, else into pandas), then also
    building the design matrices.  The statistics, their combine and the optimization come on top
@@ -187,6 +190,40 @@ def task_times(records: list[dict], t0: float) -> dict[str, dict[str, float]]:
         entry["seconds"] += stop - start
         entry["last_end"] = max(entry.get("last_end", 0.0), stop - t0)
     return out
+
+
+#: Task kinds of the data pass's reads (one of them per fit) and of the optimizer's
+#: round trips (each a map over the blocks' evaluators), by their keys' names.
+CHAIN_TASKS = ("chain_partials", "resident_chain_partials", "partition_partials")
+ROUND_TRIP_TASKS = (
+    "block_steps",
+    "block_step",
+    "block_hessian",
+    "block_random_effects",
+    "block_moments",
+)
+
+
+def tail_split(tasks: dict[str, dict[str, float]], fit: float) -> dict[str, float] | None:
+    """Where the fit's time after its chains goes (seconds, from :func:`task_times`):
+    ``chains`` (the last chain's end), ``to_optimizer`` (from there to the first
+    optimizer round trip's first task: exchange, combine, blocks, evaluators),
+    ``optimizer`` (from there to the last round trip's last task: starts, Newton steps,
+    Hessians, BLUPs) and ``after`` (from there to the fit's end: the driver's results).
+    None without chain tasks."""
+    chains = [t["last_end"] for name, t in tasks.items() if name in CHAIN_TASKS]
+    trips = [t for name, t in tasks.items() if name in ROUND_TRIP_TASKS and name != "block_moments"]
+    if not chains or not trips:
+        return None
+    end = max(chains)
+    first = min(t["first"] for t in trips)
+    last = max(t["last_end"] for t in trips)
+    return {
+        "chains": end,
+        "to_optimizer": first - end,
+        "optimizer": last - first,
+        "after": fit - last,
+    }
 
 
 def _floor_chain(pieces, reads, spec=None) -> int:
@@ -402,6 +439,15 @@ def main() -> None:
                 f"    {name:28s} {t['count']:4d} {t['seconds']:7.2f} s  "
                 f"{t['first']:6.2f} - {t['last_end']:6.2f} s"
             )
+    tail = tail_split(tasks, fit) if tasks else None
+    report["tail_seconds"] = tail
+    if tail is not None:
+        print(
+            f"  after the chains ({tail['chains']:.2f} s): {fit - tail['chains']:.2f} s = "
+            f"{tail['to_optimizer']:.2f} to the first optimizer round trip (exchange, "
+            f"combine, blocks, evaluators) + {tail['optimizer']:.2f} round trips (starts, "
+            f"Newton, Hessians, BLUPs) + {tail['after']:.2f} after the last task"
+        )
     if floors is not None:
         print(
             f"  floor: chains only reading the partitions {floors['read']:.2f} s "

@@ -41,6 +41,14 @@ class LocalEngine:
         self.block = kernels.StatsBlock(zz, zxy)
 
     @classmethod
+    def of_block(cls, block: kernels.StatsBlock) -> LocalEngine:
+        """The engine of statistics already in the kernels' layout (taken as they are,
+        no copy: a Dask worker's evaluator of a block's held sums)."""
+        engine = cls.__new__(cls)
+        engine.block = block
+        return engine
+
+    @classmethod
     def of_packed_columns(cls, acc: np.ndarray, layout: PackedLayout) -> LocalEngine:
         """The engine of column-major packed statistics ``acc`` (width, G) (the layout
         of :func:`dmixed.kernels.accumulate_packed_into`), read entry-major as they lie."""

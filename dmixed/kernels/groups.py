@@ -87,6 +87,16 @@ class StatsBlock:
         block._keep, block._kept = False, None
         return block
 
+    @classmethod
+    def from_chunks(cls, chunks: list) -> StatsBlock:
+        """The block of entry-major chunks ``(zz (r, r, G_c), zxy (r, p+1, G_c))`` of
+        consecutive groups, held as given (C-contiguous float64, :data:`GROUP_CHUNK`
+        groups each but the last, one chunk of no groups when there are none): no copy."""
+        block = cls.__new__(cls)
+        block._chunks = list(chunks)
+        block._keep, block._kept = False, None
+        return block
+
     @property
     def n_groups(self) -> int:
         return sum(c[0].shape[-1] for c in self._chunks)

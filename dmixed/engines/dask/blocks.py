@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...kernels import StatsBlock
+from ...kernels.groups import GROUP_CHUNK
 from ...kernels.vc_blocks import RaggedVC
 from ...kernels.vc_border import CrossedVC
 from ...stats import GlobalStats, Layout
@@ -28,7 +30,9 @@ from ..local import local_engine
 class Block:
     """Combined statistics of the groups of one output partition, on a worker.
 
-    ``zz`` (G_b, r, r) and ``zxy`` (G_b, r, p+1) in plain layout, or ``ragged`` (a
+    ``zz`` (G_b, r, r) and ``zxy`` (G_b, r, p+1) in plain layout, or ``stats`` (the
+    same sums as the kernels hold them, :func:`packed_stats`: what the evaluator of a
+    block without variance components takes as it is), or ``ragged`` (a
     :class:`~dmixed.kernels.vc_blocks.RaggedVC`, variance components summed ragged by the
     data pass, :mod:`~dmixed.engines.dask.ragged`), or ``crossed`` (a
     :class:`~dmixed.kernels.vc_border.CrossedVC`, components sharing rows,
@@ -49,6 +53,44 @@ class Block:
     exchange: dict | None = None
     ragged: RaggedVC | None = None
     crossed: CrossedVC | None = None
+    stats: StatsBlock | None = None
+
+
+def packed_stats(values: np.ndarray, packed: PackedLayout) -> StatsBlock:
+    """The kernels' :class:`~dmixed.kernels.StatsBlock` of packed rows, in one pass.
+
+    Parameters
+    ----------
+    values : ndarray (G, width)
+        Packed rows (:class:`~dmixed.stats.packed.PackedLayout`), one per group.
+    packed : PackedLayout
+
+    Returns
+    -------
+    StatsBlock
+        Entry-major chunks of :data:`~dmixed.kernels.groups.GROUP_CHUNK` groups:
+        ``zz[a, b, g] = zz[b, a, g]`` the packed triangle's entry, ``zxy[a, j, g]`` the
+        packed ``Z̃'[X y]`` entry ``(a, j)`` of group ``g`` — the block
+        ``StatsBlock(packed.unpack_zz(values), packed.unpack_zxy(values))`` value for
+        value, without the per-group ``(G, r, r)`` array and its transposes: each chunk's
+        columns are copied once (cache-resident), ``r² + r·k`` of them.
+    """
+    r, k = packed.r, packed.k
+    tri, cross = packed.slices()
+    # the packed column of every entry of zz (row-major, both triangles) then of zxy
+    entry = np.empty((r, r), dtype=np.int64)
+    rows, cols = packed.zz_index
+    entry[rows, cols] = entry[cols, rows] = tri.start + np.arange(rows.size)
+    columns = [*entry.ravel().tolist(), *range(cross.start, cross.stop)]
+    g = values.shape[0]
+    chunks = []
+    for lo in range(0, max(g, 1), GROUP_CHUNK):
+        part = values[lo : lo + GROUP_CHUNK]
+        out = np.empty((len(columns), part.shape[0]))
+        for row, col in enumerate(columns):
+            out[row] = part[:, col]
+        chunks.append((out[: r * r].reshape(r, r, -1), out[r * r :].reshape(r, k, -1)))
+    return StatsBlock.from_chunks(chunks)
 
 
 def to_block(
@@ -57,11 +99,15 @@ def to_block(
     global_sums: np.ndarray | None = None,
     standardization: Standardization | None = None,
     exchange: dict | None = None,
+    held: bool = False,
 ) -> Block:
     """numpy block of one output partition from its ``(keys, packed rows)``; block 0 also
     carries the (packed) global sums and what the tasks sent to the bucket nodes
     (``exchange``, :func:`~dmixed.engines.dask.routing.exchange_summary`).
-    ``standardization``: the columns' map the statistics are in."""
+    ``standardization``: the columns' map the statistics are in.  ``held``: the sums
+    as the kernels hold them (``Block.stats``, :func:`packed_stats`) instead of ``zz``
+    and ``zxy`` (for blocks without variance components, whose evaluator then takes
+    them as they are)."""
     labels, values = combined[0], combined[1]
     correction = combined[2] if len(combined) > 2 else None
     within = None if correction is None else np.array(correction)
@@ -78,12 +124,20 @@ def to_block(
         n=n,
         sum_log_weights=slw,
         n_dropped=dropped,
-        zz=packed.unpack_zz(values),
-        zxy=packed.unpack_zxy(values),
+        zz=None if held else packed.unpack_zz(values),
+        zxy=None if held else packed.unpack_zxy(values),
         standardization=standardization,
         within=within,
         exchange=exchange,
+        stats=packed_stats(values, packed) if held else None,
     )
+
+
+def combined_block(block_args: dict, combine, *args) -> Block:
+    """``to_block(combine(*args), **block_args)``: the root of a bucket's tree of
+    combines and its block in one task (one pass less over the bucket's sums between
+    tasks, and one task less to schedule)."""
+    return to_block(combine(*args), **block_args)
 
 
 def block_summary(block: Block) -> Block:
@@ -113,6 +167,8 @@ def block_dense(block: Block) -> tuple[np.ndarray, np.ndarray]:
         return block.ragged.dense()
     if block.crossed is not None:
         return block.crossed.dense()
+    if block.stats is not None:
+        return block.stats.dense()
     return block.zz, block.zxy
 
 

@@ -299,20 +299,31 @@ def _structure_on_cluster(run: _Pass, futures: list, packed, layout: Layout, n_g
 
 
 def _early_evaluators(run: _Pass, futures: list, packed, layout: Layout):
-    """``(kept blocks, evaluator futures, moment futures)`` started before the blocks'
-    summaries are gathered and assembled, where the blocks' sizes alone decide that the
-    statistics stay on the workers (padded blocks: no structure to ask the blocks
-    about); else None.  The summaries (labels and counts of every group) then cross to
-    the driver and are assembled while the workers make the evaluators."""
+    """``(kept blocks, evaluator futures, moment futures)`` started with the blocks,
+    before their summaries are gathered and assembled, where the blocks' sizes alone
+    decide that the statistics stay on the workers (padded blocks: no structure to ask
+    the blocks about); else None.  The evaluators and their moments are mapped over the
+    blocks at once (an evaluator takes a held block's sums as they are,
+    :func:`~dmixed.engines.dask.evaluator.make_evaluator`), so they run as soon as
+    each block is made, while the driver asks for the blocks' sizes; those of empty
+    blocks (left out) or of statistics gathered after all are dropped.  The summaries
+    (labels and counts of every group) then cross to the driver and are assembled while
+    the workers make the evaluators."""
     ragged = isinstance(packed, RaggedPacked)
     if run.mode == "local" or _crossed(packed) or structure_possible(layout, ragged):
         return None
     client = run.client
+    evaluators, moments = submit_evaluators(client, futures, None, packed.r)
     sizes = gather(client, client.map(block_groups, futures, pure=False), "the data pass")
-    if not any(sizes) or not _keeps_on_cluster(run, int(sum(sizes)), packed, None):
-        return None  # no rows (an error, after the assembly) or gathered: as before
     keep = [i for i, size in enumerate(sizes) if size > 0]
-    return keep, *submit_evaluators(client, [futures[i] for i in keep], None, packed.r)
+    if not keep or not _keeps_on_cluster(run, int(sum(sizes)), packed, None):
+        keep = []  # no rows (an error, after the assembly) or gathered: as before
+    kept_moments = None if moments is None else [moments[i] for i in keep]
+    for i in set(range(len(futures))) - set(keep):
+        evaluators[i].release()
+        if moments is not None:
+            moments[i].release()
+    return (keep, [evaluators[i] for i in keep], kept_moments) if keep else None
 
 
 def _why(run: _Pass, n_groups: int) -> str:

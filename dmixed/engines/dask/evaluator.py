@@ -30,7 +30,7 @@ from ..vc_crossed import CrossedVCEngine
 from ..vc_local import StructuredVCEngine
 from . import tuning
 from .ahead import gathered_steps_hessian, submit_steps_hessian
-from .blocks import Block, reorder
+from .blocks import Block, block_dense, reorder
 from .progress import died_error, gather, memory_limits, wait_for
 from .structured import concatenate_ragged
 
@@ -69,7 +69,9 @@ def make_evaluator(
     """The kernels' evaluator of a block, kept on the worker for the optimizer steps.
 
     A new task (not a mutation of the block) so that it has lineage: if its worker dies
-    the scheduler recomputes it from the block, and the block from the data.  With
+    the scheduler recomputes it from the block, and the block from the data.  A block
+    whose sums are held as the kernels want them (``Block.stats``) shares them with its
+    evaluator (one copy on the worker, none made here).  With
     ``layout``, the variance components held structured (ragged, one slot per component
     in the sums: every block's variance-component block must be diagonal,
     :func:`~dmixed.engines.dask.structured.structured_slots`).
@@ -81,7 +83,9 @@ def make_evaluator(
     if block.crossed is not None:
         return CrossedVCEngine(block.crossed)
     if layout is not None:
-        return StructuredVCEngine.from_dense(block.zz, block.zxy, layout)
+        return StructuredVCEngine.from_dense(*block_dense(block), layout)
+    if block.stats is not None:  # held as the kernels want them: shared, not copied
+        return LocalEngine.of_block(block.stats)
     return LocalEngine(block.zz, block.zxy)
 
 

@@ -16,6 +16,7 @@ The Dask config key ``"dmixed.data_pass"`` (:func:`data_pass_mode`) forces chain
 
 from __future__ import annotations
 
+import functools
 import operator
 
 import dask
@@ -25,7 +26,7 @@ from ...design.columnar import columns_design_applies
 from ...design.partitions import select_columns
 from ...errors import SpecError
 from ...stats.packed import PackedLayout
-from .blocks import to_block
+from .blocks import combined_block
 from .combine import (
     combine_converted,
     combine_exact,
@@ -324,14 +325,25 @@ def block_graph(
     global_maps = maps + [o[2] for o in owners]
     global_sums = _converted_tree(sum_converted, _sum_node, globs, global_maps, conv)
     exchange = dask.delayed(exchange_summary, pure=True)(*[t[4] for t in tasks])
+    # on a cluster, blocks without variance components hold their sums as the
+    # evaluators take them (Block.stats), made by the task of the tree's root
+    held = client is not None and not widths
     blocks = []
     for b in range(n_blocks):
         bucket = [getitem(t[0], b) for t in tasks] + [owners[b][0]]
-        combined = _converted_tree(
-            combine_converted, combine_exact, bucket, maps + [owners[b][2]], conv
+        block_args = {
+            "packed": packed,
+            "global_sums": global_sums if b == 0 else None,
+            "standardization": target,
+            "exchange": exchange if b == 0 else None,
+            "held": held,
+        }
+        root = functools.partial(dask.delayed(combined_block, pure=True), block_args)
+        blocks.append(
+            _converted_tree(
+                combine_converted, combine_exact, bucket, maps + [owners[b][2]], conv, root=root
+            )
         )
-        extra = (global_sums, target, exchange) if b == 0 else (None, target)
-        blocks.append(dask.delayed(to_block, pure=True)(combined, packed, *extra))
     return blocks
 
 
@@ -366,18 +378,23 @@ def _ragged_blocks(tasks: list, spec, slot_arg, rp: RaggedPacked, n_blocks: int,
     return blocks
 
 
-def _converted_tree(leaf, node, items: list, maps: list, conv: tuple, fan_in: int = 8):
+def _converted_tree(leaf, node, items: list, maps: list, conv: tuple, fan_in: int = 8, root=None):
     """Tree reduction whose first level (``leaf``) converts each item from its map to
     the target's (``conv = (target, packed, vc_widths)``, or ``(target, RaggedPacked)``
     for ragged tables); the levels above
-    (``node(*conv, *children)``) add items already in it."""
-    first = dask.delayed(leaf, pure=True)
-    upper = dask.delayed(node, pure=True)
+    (``node(*conv, *children)``) add items already in it.  ``root``: called as
+    ``root(func, *args)`` for the root node's ``func(*args)`` (a delayed that also
+    makes something of the sum, in the same task), else the plain node."""
     pairs = list(zip(items, maps, strict=True))
-    level = [first(*conv, *pairs[i : i + fan_in]) for i in range(0, len(pairs), fan_in)]
-    while len(level) > 1:
-        level = [upper(*conv, *level[i : i + fan_in]) for i in range(0, len(level), fan_in)]
-    return level[0]
+    level = [(leaf, (*conv, *pairs[i : i + fan_in])) for i in range(0, len(pairs), fan_in)]
+    while True:
+        if len(level) == 1 and root is not None:
+            func, args = level[0]
+            return root(func, *args)
+        done = [dask.delayed(func, pure=True)(*args) for func, args in level]
+        if len(done) == 1:
+            return done[0]
+        level = [(node, (*conv, *done[i : i + fan_in])) for i in range(0, len(done), fan_in)]
 
 
 def _sum_node(target, packed, vc_widths, *vectors):

@@ -5,7 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dmixed.engines.dask.blocks import Block, assemble_blocks, reorder
+from dmixed.engines.dask.blocks import (
+    Block,
+    assemble_blocks,
+    block_dense,
+    block_summary,
+    packed_stats,
+    reorder,
+    to_block,
+)
+from dmixed.kernels import StatsBlock
+from dmixed.kernels.groups import GROUP_CHUNK
+from dmixed.stats.packed import PackedLayout
 
 
 @pytest.mark.parametrize("dtype", [np.int64, np.uint64, np.int16, object])
@@ -44,3 +55,53 @@ def test_reorder_puts_every_group_at_its_position(shape):
         assert out.shape == values.shape and out.dtype == values.dtype
         np.testing.assert_array_equal(out, expected)
         np.testing.assert_array_equal(np.signbit(out), np.signbit(expected))
+
+
+def _packed_rows(rng, g: int, packed):
+    values = rng.standard_normal((g, packed.width))
+    values[:, 0] = rng.integers(1, 9, g)
+    values.flat[::5] = -0.0
+    return values
+
+
+@pytest.mark.parametrize("r, k", [(1, 3), (2, 5), (3, 2)])
+@pytest.mark.parametrize("g", [0, 1, 7, GROUP_CHUNK + 3])
+def test_packed_stats_is_the_unpacked_block_value_for_value(r, k, g):
+    """``packed_stats`` gives the kernels' block of the unpacked ``zz`` and ``zxy``:
+    the same chunks, value for value (signed zeros too), so every sum over them is
+    the same bit for bit."""
+    packed = PackedLayout(r, k)
+    values = _packed_rows(np.random.default_rng(g + 10 * r), g, packed)
+    held = packed_stats(values, packed)
+    plain = StatsBlock(packed.unpack_zz(values), packed.unpack_zxy(values))
+    assert held.n_groups == plain.n_groups == g
+    pairs = list(zip(held.chunks(), plain.chunks(), strict=True))
+    assert pairs
+    for (zz_h, zxy_h), (zz_p, zxy_p) in pairs:
+        for got, want in ((zz_h, zz_p), (zxy_h, zxy_p)):
+            assert got.shape == want.shape and got.flags.c_contiguous
+            np.testing.assert_array_equal(got, want)
+            np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+
+
+def test_a_held_block_is_the_plain_block():
+    """``to_block(held=True)`` keeps the sums as the kernels hold them, and gives back
+    the same ``(zz, zxy)`` and everything else the plain block has."""
+    packed = PackedLayout(2, 4)
+    rng = np.random.default_rng(8)
+    values = _packed_rows(rng, 50, packed)
+    keys = np.arange(50, dtype=np.int64) * 3
+    glob = rng.standard_normal(3 + 2 * 10)
+    glob[:3] = [float(values[:, 0].sum()), 0.0, 2.0]
+    glob[3 + 10 :] = np.nan  # no within-group sums
+    plain = to_block((keys, values), packed, glob)
+    held = to_block((keys, values), packed, glob, held=True)
+    assert held.zz is None and held.zxy is None and held.stats is not None
+    for got, want in zip(block_dense(held), block_dense(plain), strict=True):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(held.labels, plain.labels)
+    np.testing.assert_array_equal(held.nobs, plain.nobs)
+    np.testing.assert_array_equal(held.xyxy, plain.xyxy)
+    assert (held.n, held.n_dropped) == (plain.n, plain.n_dropped)
+    summary = block_summary(held)
+    assert summary.stats is None and summary.zz is None

@@ -10,7 +10,10 @@ import numpy as np
 from distributed import Client, LocalCluster
 
 import dmixed
-from dmixed.engines.dask.evaluator import DaskEngine
+from dmixed.engines.dask.blocks import to_block
+from dmixed.engines.dask.evaluator import DaskEngine, make_evaluator
+from dmixed.stats import Layout
+from dmixed.stats.packed import PackedLayout
 
 from ..._synth import make_data
 
@@ -42,3 +45,39 @@ def test_steps_are_the_steps_and_the_fit_unchanged(monkeypatch):
     assert res.llf == ref.llf and res.n_evals == ref.n_evals
     np.testing.assert_array_equal(res.params, ref.params)
     np.testing.assert_array_equal(res.bse, ref.bse)
+
+
+def test_the_evaluator_of_a_held_block_takes_its_sums_as_they_are():
+    """A block holding its sums as the kernels want them (``to_block(held=True)``)
+    gets an evaluator that shares them (no copy) and whose step, Hessian, moments and
+    BLUPs are the plain block's evaluator's, bit for bit."""
+    packed = PackedLayout(2, 4)
+    rng = np.random.default_rng(4)
+    values = rng.standard_normal((300, packed.width))
+    values[:, 0] = rng.integers(1, 9, 300)
+    # positive definite Z'Z: the triangle of a Gram matrix of two columns
+    a, b = rng.standard_normal((2, 300, 6))
+    values[:, 1:4] = np.stack([(a * a).sum(1), (b * a).sum(1), (b * b).sum(1)], axis=1)
+    keys = np.arange(300, dtype=np.int64)
+    held = make_evaluator(to_block((keys, values), packed, held=True))
+    plain = make_evaluator(to_block((keys, values), packed))
+    lam = np.array([[0.8, 0.0], [0.3, 0.5]])
+    w = np.array([-0.5, 0.2, 0.1, 1.0])
+    basis = Layout(2, ()).basis()
+    pairs = [
+        (held.step(lam, 2), plain.step(lam, 2)),
+        (held.hessian(lam, basis, w), plain.hessian(lam, basis, w)),
+        (held.moments(), plain.moments()),
+    ]
+    for got, want in pairs:
+        for name in got.__dataclass_fields__:
+            np.testing.assert_array_equal(getattr(got, name), getattr(want, name))
+    for got, want in zip(held.random_effects(lam, w), plain.random_effects(lam, w), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_a_held_block_shares_its_sums_with_its_evaluator():
+    packed = PackedLayout(1, 3)
+    values = np.ones((5, packed.width))
+    block = to_block((np.arange(5), values), packed, held=True)
+    assert make_evaluator(block).block is block.stats
