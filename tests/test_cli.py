@@ -1246,6 +1246,7 @@ def _content(path: Path) -> dict:
     """What a results directory says, without what changes from run to run (times)."""
     state = json.loads((path / "estimates.json").read_text())
     state.pop("created")
+    state.pop("estimates_sha256")  # of the rest, times included
     for key in ("fit_seconds", "data_pass_seconds"):
         state["fit"].pop(key)
     for entry in state["fit"]["history"]:
