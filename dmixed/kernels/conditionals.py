@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["MM_BLAS_ABOVE", "conditional", "mm"]
+__all__ = ["MM_BLAS_ABOVE", "conditional", "gram_rows", "mm"]
 
 
 # Up to this r, Λ'ZΛ is one (Λ⊗Λ) matrix product (r⁴ entries: 4096 at r = 8).
@@ -45,6 +45,17 @@ def mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         for c in range(1, a.shape[1]):
             out += np.multiply(a[:, c : c + 1], b[c : c + 1], out=term)
     return out
+
+
+def gram_rows(a: np.ndarray) -> np.ndarray:
+    """``a a'`` for a (k, G) matrix whose rows run over the groups (k a few entries).
+
+    Through BLAS ``gemm`` on a copy of ``a``: numpy hands ``a @ a.T`` (one buffer, its
+    transpose) to ``syrk``, which at these shapes (k ≤ 8 rows, thousands of groups) is
+    3–5× slower than ``gemm`` with the copy (benchmarks/RESULTS.md, thirteenth session).
+    The same sums in BLAS's own order (they differ from ``syrk``'s in the last bits).
+    """
+    return a @ a.copy().T
 
 
 def _factor(zz: np.ndarray, lam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
