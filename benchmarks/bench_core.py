@@ -132,13 +132,33 @@ def agreement(ref, other) -> dict:
     }
 
 
+def timed(f) -> tuple[float, float]:
+    """One call of ``f``: its wall time and the process's CPU time (``time.process_time``:
+    every thread of the process, so a peer's thread pool is charged in full), in seconds.
+    A call that returns a dict with ``seconds`` (lme4, timed inside R) is counted by it."""
+    c0, t0 = time.process_time(), time.perf_counter()
+    out = f()
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    inner = out.get("seconds") if isinstance(out, dict) else None
+    return (wall, cpu) if inner is None else (float(inner), float(inner))
+
+
+def summary(walls: list[float], cpus: list[float]) -> dict:
+    """Median, min, max and count of the wall times; median of the CPU times."""
+    return {
+        "median": float(np.median(walls)),
+        "min": min(walls),
+        "max": max(walls),
+        "n": len(walls),
+        "cpu_median": float(np.median(cpus)),
+    }
+
+
 def interleaved(funcs: dict, repeats: int) -> dict:
-    """Warm (one untimed call each), then ``repeats`` rounds of one call each in turn.
-    A call that returns a dict with ``seconds`` (lme4, timed inside R) is counted by it.
-    Each call's wall time and the process's CPU time (``time.process_time``: every
-    thread of the process, so a peer's thread pool is charged in full); on a loaded
-    machine the CPU time leaves out the time other processes took the core, which the
-    wall time of a 7 ms fit is mostly made of (RESULTS.md, thirteenth session).
+    """Warm (one untimed call each), then ``repeats`` rounds of one call each in turn
+    (:func:`timed`: wall and CPU time; on a loaded machine the CPU time leaves out the
+    time other processes took the core, which the wall time of a 7 ms fit is mostly
+    made of: RESULTS.md, thirteenth session).
 
     Each round takes the peers in a random order (seeded: the same rounds every run),
     so each peer follows each other one about equally often: a fit right after
@@ -147,29 +167,14 @@ def interleaved(funcs: dict, repeats: int) -> dict:
     order charged to whichever peer came after statsmodels every time."""
     for f in funcs.values():
         f()
-    times: dict[str, list[float]] = {k: [] for k in funcs}
-    cpus: dict[str, list[float]] = {k: [] for k in funcs}
+    times: dict[str, list[tuple[float, float]]] = {k: [] for k in funcs}
     order = list(funcs.items())
     rng = np.random.default_rng(0)
     for _ in range(repeats):
         for j in rng.permutation(len(order)):
             k, f = order[j]
-            c0, t0 = time.process_time(), time.perf_counter()
-            out = f()
-            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-            inner = out.get("seconds") if isinstance(out, dict) else None
-            times[k].append(wall if inner is None else float(inner))
-            cpus[k].append(cpu if inner is None else float(inner))
-    return {
-        k: {
-            "median": float(np.median(v)),
-            "min": min(v),
-            "max": max(v),
-            "n": len(v),
-            "cpu_median": float(np.median(cpus[k])),
-        }
-        for k, v in times.items()
-    }
+            times[k].append(timed(f))
+    return {k: summary([w for w, _ in v], [c for _, c in v]) for k, v in times.items()}
 
 
 LME4_FORMULA = "y ~ x1 + x2 + (1 + x1 | g)"
