@@ -1,4 +1,4 @@
-"""gram_rows: the groups' sums of products a a' through gemm, as the syrk product."""
+"""gram_rows: the groups' sums of products a a' (gemm on a copy, or syrk past its size)."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ import pytest
 from dmixed.kernels.conditionals import gram_rows
 
 
-@pytest.mark.parametrize("k, g", [(1, 1), (3, 200), (8, 2_000), (4, 17)])
+@pytest.mark.parametrize("k, g", [(1, 1), (3, 200), (8, 2_000), (4, 17), (8, 20_000)])
 def test_gram_rows_is_a_a_transposed_to_rounding_and_symmetric(k, g):
     rng = np.random.default_rng(k * g)
     a = rng.normal(size=(k, g)) * rng.uniform(0.1, 10.0, size=(k, 1))
