@@ -71,9 +71,13 @@ def _weighted_rows(endog, exog, ztilde, weights, std: Standardization | None = N
     shifts = None if std is None else np.append(std.x_shift, std.y_shift)
     shifted = shifts is not None and bool(np.any(shifts != 0))
     if not shifted and weights is None and exog.flags.f_contiguous:
+        gram = np.empty((p + 1, p + 1))
+        gram[:-1, :-1] = exog.T @ exog
+        gram[:-1, -1] = gram[-1, :-1] = exog.T @ endog
+        gram[-1, -1] = endog @ endog
         xcols = [exog[:, j] for j in range(p)] + [endog]
         zcols = [_shifted(ztilde[:, a], std, a) for a in range(r)]
-        return xcols, _share(zcols, xcols, ztilde, exog, std), 0.0, _gram(xcols)
+        return xcols, _share(zcols, xcols, ztilde, exog, std), 0.0, gram
     # column-major: the statistics are per-column passes (bincount) over the rows
     xy = np.empty((p + 1, n)).T
     xy[:, :-1] = exog
@@ -90,29 +94,7 @@ def _weighted_rows(endog, exog, ztilde, weights, std: Standardization | None = N
     zcols = [_shifted(ztilde[:, a], std, a) for a in range(r)]
     if sw is not None:
         zcols = [c * sw for c in zcols]
-    return xcols, _share(zcols, xcols, ztilde, exog, std), sum_log_w, _gram(xcols)
-
-
-#: Up to this many columns :func:`_gram` takes one dot product per entry
-_GRAM_DOTS_MAX = 16
-
-
-def _gram(cols: list[np.ndarray]) -> np.ndarray:
-    """``C'C`` for the columns ``cols`` of ``C`` (n rows each, contiguous).
-
-    Up to :data:`_GRAM_DOTS_MAX` columns one dot product per entry of the lower triangle
-    (mirrored): numpy hands ``C.T @ C`` to BLAS ``syrk``, which for a few columns of
-    many rows is 5–8× slower than the dots (benchmarks/RESULTS.md, thirteenth session).
-    """
-    k = len(cols)
-    if k > _GRAM_DOTS_MAX:
-        mat = np.column_stack(cols)
-        return mat.T @ mat
-    out = np.empty((k, k))
-    for i in range(k):
-        for j in range(i + 1):
-            out[i, j] = out[j, i] = cols[i] @ cols[j]
-    return out
+    return xcols, _share(zcols, xcols, ztilde, exog, std), sum_log_w, xy.T @ xy
 
 
 def _shifted(col: np.ndarray, std: Standardization | None, a: int) -> np.ndarray:
