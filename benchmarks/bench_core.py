@@ -2,8 +2,10 @@
 
 Run:  python benchmarks/bench_core.py [--quick] [--out benchmarks/out/core.json]
 
-Everything runs on ONE core (BLAS threads pinned to 1 before numpy is imported), so
-the figures compare algorithms, not thread counts.  Parts:
+Everything runs on ONE core (BLAS threads and mixedlm-rs's rayon pool pinned to 1 before
+numpy is imported), so the figures compare algorithms, not thread counts: unpinned,
+mixedlm-rs runs part of each fit from 20k groups on on a rayon pool of one thread per
+CPU (RESULTS.md, thirteenth session).  Parts:
 
 1. peers: the same synthetic data (groups of 10 rows, random intercept and slope on x1,
    ``y ~ x1 + x2``) at 2k, 20k, 200k and 2M rows, fitted from the formula on a pandas
@@ -32,7 +34,9 @@ from __future__ import annotations
 
 import os
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+#: the thread pools pinned to one thread (numpy's BLAS, numba, mixedlm-rs's rayon)
+ONE_THREAD = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "RAYON_NUM_THREADS")
+for _var in ONE_THREAD:
     os.environ[_var] = "1"
 
 import argparse  # noqa: E402
@@ -128,9 +132,33 @@ def agreement(ref, other) -> dict:
     }
 
 
+def timed(f) -> tuple[float, float]:
+    """One call of ``f``: its wall time and the process's CPU time (``time.process_time``:
+    every thread of the process, so a peer's thread pool is charged in full), in seconds.
+    A call that returns a dict with ``seconds`` (lme4, timed inside R) is counted by it."""
+    c0, t0 = time.process_time(), time.perf_counter()
+    out = f()
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    inner = out.get("seconds") if isinstance(out, dict) else None
+    return (wall, cpu) if inner is None else (float(inner), float(inner))
+
+
+def summary(walls: list[float], cpus: list[float]) -> dict:
+    """Median, min, max and count of the wall times; median of the CPU times."""
+    return {
+        "median": float(np.median(walls)),
+        "min": min(walls),
+        "max": max(walls),
+        "n": len(walls),
+        "cpu_median": float(np.median(cpus)),
+    }
+
+
 def interleaved(funcs: dict, repeats: int) -> dict:
-    """Warm (one untimed call each), then ``repeats`` rounds of one call each in turn.
-    A call that returns a dict with ``seconds`` (lme4, timed inside R) is counted by it.
+    """Warm (one untimed call each), then ``repeats`` rounds of one call each in turn
+    (:func:`timed`: wall and CPU time; on a loaded machine the CPU time leaves out the
+    time other processes took the core, which the wall time of a 7 ms fit is mostly
+    made of: RESULTS.md, thirteenth session).
 
     Each round takes the peers in a random order (seeded: the same rounds every run),
     so each peer follows each other one about equally often: a fit right after
@@ -139,21 +167,14 @@ def interleaved(funcs: dict, repeats: int) -> dict:
     order charged to whichever peer came after statsmodels every time."""
     for f in funcs.values():
         f()
-    times: dict[str, list[float]] = {k: [] for k in funcs}
+    times: dict[str, list[tuple[float, float]]] = {k: [] for k in funcs}
     order = list(funcs.items())
     rng = np.random.default_rng(0)
     for _ in range(repeats):
         for j in rng.permutation(len(order)):
             k, f = order[j]
-            t0 = time.perf_counter()
-            out = f()
-            wall = time.perf_counter() - t0
-            inner = out.get("seconds") if isinstance(out, dict) else None
-            times[k].append(wall if inner is None else float(inner))
-    return {
-        k: {"median": float(np.median(v)), "min": min(v), "max": max(v), "n": len(v)}
-        for k, v in times.items()
-    }
+            times[k].append(timed(f))
+    return {k: summary([w for w, _ in v], [c for _, c in v]) for k, v in times.items()}
 
 
 LME4_FORMULA = "y ~ x1 + x2 + (1 + x1 | g)"
@@ -206,6 +227,8 @@ def peer_run(n_groups: int, repeats: int, with_sm: bool, r: Lme4 | None = None) 
         "arrays": arrays,
         "ratio_formula": formula["mixedlm-rs"]["median"] / formula["dmixed"]["median"],
         "ratio_arrays": arrays["mixedlm-rs"]["median"] / arrays["dmixed"]["median"],
+        "cpu_ratio_formula": formula["mixedlm-rs"]["cpu_median"] / formula["dmixed"]["cpu_median"],
+        "cpu_ratio_arrays": arrays["mixedlm-rs"]["cpu_median"] / arrays["dmixed"]["cpu_median"],
         **(
             {"ratio_lme4": formula["lme4"]["median"] / formula["dmixed"]["median"]}
             if "lme4" in formula
@@ -224,6 +247,7 @@ def print_peer(row: dict) -> None:
         print(
             f"{row['rows']:>9} {path:>8} {cell(times['dmixed']):>26} "
             f"{cell(times['mixedlm-rs']):>26} {row['ratio_' + path]:6.2f}x"
+            f" (CPU {row['cpu_ratio_' + path]:.2f}x)"
             + (f"   statsmodels {1e3 * sm['median']:.0f} ms" if sm else "")
             + (f"   lme4 {cell(lme)} = {row['ratio_lme4']:.1f}x" if lme else "")
         )
@@ -326,7 +350,7 @@ def main() -> None:
     sizes = [200, 2_000] if args.quick else [200, 2_000, 20_000, 200_000]
     repeats = 3 if args.quick else args.repeats
     print("peers: groups of 10 rows, y ~ x1 + x2, random intercept + slope on x1, REML, SEs")
-    print("warm, interleaved; median (min-max) ms; ratio = mixedlm-rs / dmixed")
+    print("warm, interleaved; median (min-max) ms; ratio = mixedlm-rs / dmixed (wall, CPU)")
     print(f"{'rows':>9} {'input':>8} {'dmixed':>26} {'mixedlm-rs':>26} {'ratio':>7}")
     report["peers"] = []
     r = Lme4() if Lme4.available() else None

@@ -233,9 +233,12 @@ def hessian(
     h_bj = -0.5 * fac * (2.0 * hs.g_e_u.T / qf - np.outer(q_b, q_j) / qf**2)
     h_jk = 0.5 * hs.tr_ss - 0.5 * fac * (2.0 * hs.u_s_u / qf - np.outer(q_j, q_j) / qf**2)
     if reml and beta.size:
-        ql = np.einsum("pq,jqr->jpr", prof.a_inv, hs.a_j)  # A⁻¹A_j
-        h_jk = h_jk + 0.5 * np.einsum("jpq,kqp->jk", ql, ql)
-        h_jk = h_jk - 0.5 * np.einsum("pq,jkqp->jk", prof.a_inv, hs.a_jk)
+        # as matrix products (einsum's parsing cost more than these small sums)
+        p, m = beta.size, hs.a_j.shape[0]
+        ql = prof.a_inv @ hs.a_j  # A⁻¹A_j
+        tr_ql = ql.reshape(m, p * p) @ ql.transpose(0, 2, 1).reshape(m, p * p).T
+        h_jk = h_jk + 0.5 * tr_ql  # tr(A⁻¹A_j A⁻¹A_k)
+        h_jk = h_jk - 0.5 * (hs.a_jk.reshape(m, m, p * p) @ prof.a_inv.T.reshape(p * p))
     k = beta.size
     m = h_jk.shape[0]
     out = np.empty((k + m, k + m))

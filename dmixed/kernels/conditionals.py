@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["MM_BLAS_ABOVE", "conditional", "mm"]
+__all__ = ["MM_BLAS_ABOVE", "conditional", "gram_rows", "mm"]
 
 
 # Up to this r, Λ'ZΛ is one (Λ⊗Λ) matrix product (r⁴ entries: 4096 at r = 8).
@@ -45,6 +45,25 @@ def mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         for c in range(1, a.shape[1]):
             out += np.multiply(a[:, c : c + 1], b[c : c + 1], out=term)
     return out
+
+
+#: :func:`gram_rows` copies for ``gemm`` up to this many entries of ``a`` (past it the
+#: copy leaves the cache and ``syrk`` wins: 8 rows × 20,000 groups 146 µs against 184)
+GRAM_GEMM_MAX = 100_000
+
+
+def gram_rows(a: np.ndarray) -> np.ndarray:
+    """``a a'`` for a (k, G) matrix whose rows run over the groups (k a few entries).
+
+    Up to :data:`GRAM_GEMM_MAX` entries through BLAS ``gemm`` on a copy of ``a``: numpy
+    hands ``a @ a.T`` (one buffer, its transpose) to ``syrk``, which at these shapes is
+    2–4× slower (3 rows × 2,000 groups 11.6 µs against 4.1, 8 × 2,000 15.5 against 8.2,
+    3 × 20,000 106 against 30; benchmarks/RESULTS.md, thirteenth session).  The same
+    sums in BLAS's order (they differ from ``syrk``'s in the last bits).
+    """
+    if a.size > GRAM_GEMM_MAX:
+        return a @ a.T
+    return a @ a.copy().T
 
 
 def _factor(zz: np.ndarray, lam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

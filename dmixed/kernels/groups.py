@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import compiled
-from .conditionals import conditional, mm
+from .conditionals import conditional, gram_rows, mm
 from .hessian_moments import HessianMoments
 
 # Groups are processed in chunks of this many, to bound the size of the
@@ -245,7 +245,7 @@ def _step_part(zzc: np.ndarray, zxyc: np.ndarray, cond, lam: np.ndarray, q: int)
         float(logdet.sum()),
         _m_sum(zxyc, p_mat),
         s.sum(axis=2),
-        (hr @ hr.T).reshape(q, k, q, k).transpose(0, 2, 1, 3),
+        gram_rows(hr).reshape(q, k, q, k).transpose(0, 2, 1, 3),
         np.matmul(hv, hv.transpose(0, 2, 1)),
         _between(zzc, zxyc, lam),
     )
@@ -461,8 +461,8 @@ def moment_contributions(block, zxy=None) -> MomentSums:
         zxy_flat = zxyc.reshape(r * k, g)
         out = out + MomentSums(
             zzc.sum(axis=2),
-            (zz_flat @ zz_flat.T).reshape(r, r, r, r),
-            (zxy_flat @ zxy_flat.T).reshape(r, k, r, k),
+            gram_rows(zz_flat).reshape(r, r, r, r),
+            gram_rows(zxy_flat).reshape(r, k, r, k),
             g,
         )
     return out

@@ -39,6 +39,7 @@ import functools
 import numpy as np
 
 from ..stats import tril_indices
+from .conditionals import gram_rows
 
 __all__ = ["HessianMoments"]
 
@@ -93,8 +94,8 @@ class HessianMoments:
         h[:, -1] = np.einsum("ajg,j->ag", h, w)
         v = h.reshape(self.r * self.k, g)
         s_pairs = s[self.rows, self.cols]  # (pairs, G)
-        self.a += s_pairs @ s_pairs.T
-        self.v += v @ v.T
+        self.a += gram_rows(s_pairs)
+        self.v += gram_rows(v)
         self.c += (v[:, None, :] * s_pairs[None]).reshape(self.c.shape[0], g) @ v.T
 
     def contract(self, basis: np.ndarray) -> tuple[np.ndarray, ...]:

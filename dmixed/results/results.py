@@ -27,6 +27,7 @@ from .contrasts import check_flag, t_test, wald_test
 from .fit_record import fit_state, identifiable
 from .fitted import FittedValues
 from .identification import warn_unidentified
+from .labels import label_index
 from .plots import caterpillar, residual_plot
 from .prediction import Predictor
 from .profile import confint_frame, variance_intervals
@@ -195,7 +196,7 @@ class MixedLMResults(FittedValues):
 
     @cached_property
     def _param_index(self) -> pd.Index:
-        return pd.Index(self.param_names)
+        return label_index(self.param_names)
 
     def _shaped(self, named):
         """``named`` (a Series or DataFrame by parameter name) as the user's input calls
