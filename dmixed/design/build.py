@@ -271,9 +271,11 @@ def used_columns(formula_columns: list[str], groups: str, weights, meta) -> list
 
 
 def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str]):
-    """How each formula column is read, from its dtype: ``(kinds, native)`` (see
-    :mod:`dmixed.design.dtypes`).  ``object`` columns are labels until the scan has seen
-    their values (:func:`~dmixed.design.build_levels.scan_levels`).
+    """How each formula column is read, from its dtype: ``(kinds, native, integers)``
+    (see :mod:`dmixed.design.dtypes`; ``integers``: the numeric columns of an integer
+    dtype, read as numbers, :mod:`dmixed.design.references`).  ``object`` columns are
+    labels until the scan has seen their values
+    (:func:`~dmixed.design.build_levels.scan_levels`).
 
     Raises
     ------
@@ -283,6 +285,7 @@ def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str]):
     c_columns = parsed.c_columns()
     kinds: dict[str, str] = {}
     native: dict[str, str] = {}
+    integers: set[str] = set()
     for c in formula_columns:
         dt = meta[c].dtype
         k = column_kind(dt)
@@ -291,8 +294,10 @@ def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str]):
         if k == NUMERIC and c in c_columns:
             k = NUMERIC_LEVELS
             native[c] = native_class(dt)
+        elif k == NUMERIC and getattr(dt, "kind", "") in ("i", "u"):
+            integers.add(c)
         kinds[c] = k
-    return kinds, native
+    return kinds, native, integers
 
 
 def main_formula_spec(formula: str, proto, rhs_terms, kinds: dict, levels: dict, context=None):

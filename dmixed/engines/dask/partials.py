@@ -39,6 +39,7 @@ from ...design.columnar import (
 )
 from ...design.origin import in_partition, piece_file
 from ...design.partitions import check_column_kinds
+from ...design.references import column_references
 from ...errors import DataError
 from ...kernels.vc_packed import accumulate_padded_into
 from ...stats.keys import conform_keys, key_series, key_values
@@ -116,7 +117,7 @@ def partition_standardization(dm, spec) -> Standardization:
     partition of a task with rows); see
     :meth:`~dmixed.stats.standardize.Standardization.choose`."""
     return Standardization.choose(
-        dm.endog, dm.exog, dm.exog_re, spec.intercept_columns(), dm.vc_vals
+        dm.endog, dm.exog, dm.exog_re, spec.intercept_columns(), dm.vc_vals, column_references(spec)
     )
 
 
