@@ -409,6 +409,13 @@ def statistics_from_dask(
         (:func:`~dmixed.engines.local.local_engine`);
         groups in sorted key order, as statsmodels.
 
+    Warns
+    -----
+    PrecisionWarning
+        Where a task found a column it rounds (integers past 2**53): raised here on the
+        driver, once per column, from the workers' events
+        (:mod:`~dmixed.engines.dask.relay`).
+
     Raises
     ------
     SpecError
