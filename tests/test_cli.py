@@ -1843,3 +1843,28 @@ def test_bootstrap_of_saved_statistics_reads_no_data(checkpointed, monkeypatch):
     pd.testing.assert_series_equal(table.estimate, ref.estimate, rtol=1e-9)
     missing = run_in_process("bootstrap", "--stats-dir", "stats", "--output", "b2", cwd=d)
     assert missing.returncode == 2 and "--replicates" in missing.stderr
+
+
+def test_update_of_nanosecond_timestamps_is_the_exact_fit(scheduler, tmp_path):
+    """int64 nanoseconds (about 1.7e18, rounded to 256 as float64) as a covariate: the
+    saved statistics and ``update`` read them about the saved spec's integer reference,
+    on worker processes, without a warning; the fit is that of ``t − 1.7e18`` computed
+    exactly (:mod:`dmixed.design.references`)."""
+    rng = np.random.default_rng(0)
+    g = rng.integers(0, 30, 400)
+    k = rng.integers(0, 10**6, g.size) * 1000
+    y = 2e-9 * k + rng.normal(size=30)[g] + rng.normal(size=g.size)
+    base = 1_700_000_000_000_000_000
+    df = pd.DataFrame({"y": y, "t": np.int64(base) + k, "g": g})
+    df.iloc[:250].to_parquet(tmp_path / "A.parquet", index=False)
+    df.iloc[250:].to_parquet(tmp_path / "B.parquet", index=False)
+    common = ["--formula", "y ~ t", "--groups", "g", "--cluster", scheduler.file, "--quiet"]
+    _fit_update_and_scratch(tmp_path, common, scheduler.file)
+    ref = dmixed.mixedlm("y ~ t", df.assign(t=k), groups="g").fit()
+    for out in ("U", "F"):
+        res = dmixed.load(tmp_path / out)
+        assert res.fe_params["t"] == pytest.approx(ref.fe_params["t"], rel=1e-10)
+        assert res.bse_fe["t"] == pytest.approx(ref.bse_fe["t"], rel=1e-10)
+        assert res.llf == pytest.approx(ref.llf, rel=1e-12)
+    saved = json.loads((tmp_path / "S/manifest.json").read_text())["spec"]
+    assert saved["references"] == {"t": int(df["t"].iloc[0])}

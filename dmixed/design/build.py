@@ -280,12 +280,13 @@ def used_columns(formula_columns: list[str], groups: str, weights, meta) -> list
 
 
 def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str]):
-    """How each formula column is read, from its dtype: ``(kinds, native)`` (see
-    :mod:`dmixed.design.dtypes`).  ``object`` columns are labels until the scan has seen
-    their values (:func:`~dmixed.design.build_levels.scan_levels`).  Numbers inside
-    ``C()`` and booleans that a term reads as they are
-    (:meth:`ParsedFormulas.bare_columns`) are read as levels (patsy's reading of
-    booleans: ``flag[T.True]``).
+    """How each formula column is read, from its dtype: ``(kinds, native, integers)``
+    (see :mod:`dmixed.design.dtypes`; ``integers``: the numeric columns of an integer
+    dtype, read as numbers, :mod:`dmixed.design.references`).  ``object`` columns are
+    labels until the scan has seen their values
+    (:func:`~dmixed.design.build_levels.scan_levels`).  Numbers inside ``C()`` and
+    booleans that a term reads as they are (:meth:`ParsedFormulas.bare_columns`) are
+    read as levels (patsy's reading of booleans: ``flag[T.True]``).
 
     Raises
     ------
@@ -296,6 +297,7 @@ def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str]):
     bare = parsed.bare_columns()
     kinds: dict[str, str] = {}
     native: dict[str, str] = {}
+    integers: set[str] = set()
     for c in formula_columns:
         dt = meta[c].dtype
         k = column_kind(dt)
@@ -304,8 +306,10 @@ def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str]):
         if k == NUMERIC and (c in c_columns or (c in bare and native_class(dt) == "bool")):
             k = NUMERIC_LEVELS
             native[c] = native_class(dt)
+        elif k == NUMERIC and getattr(dt, "kind", "") in ("i", "u"):
+            integers.add(c)
         kinds[c] = k
-    return kinds, native
+    return kinds, native, integers
 
 
 def main_formula_spec(formula: str, proto, rhs_terms, kinds: dict, levels: dict, context=None):

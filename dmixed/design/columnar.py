@@ -27,6 +27,7 @@ import pandas as pd
 
 from .dtypes import NUMERIC, warn_rounded_integers
 from .matrices import fixed_effects, needs_frame, random_effects
+from .references import referenced_values
 from .spec import DesignMatrices, ModelSpec
 
 __all__ = ["columns_design", "columns_design_applies", "design_columns", "frame_columns"]
@@ -91,8 +92,12 @@ def columns_design(spec: ModelSpec, columns: Mapping[str, np.ndarray]) -> Design
         col = columns.get(name)
         if col is None or col.ndim != 1 or col.dtype.kind not in "fiu":
             return None
-        warn_rounded_integers(col, name)  # as to_float
-        col = np.asarray(col, dtype=np.float64)  # to_float's values (no copy for floats)
+        ref = spec.references.get(name)
+        if ref is not None:  # as prepare_columns: exactly about the reference
+            col = referenced_values(col, ref, name)
+        else:
+            warn_rounded_integers(col, name)  # as to_float
+            col = np.asarray(col, dtype=np.float64)  # to_float's values (no copy for floats)
         if not np.isfinite(col).all():
             return None
         values[name] = col

@@ -10,13 +10,12 @@ and dictionaries) are labels: raw strings never reach formulaic (DESIGN.md §10)
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pandas as pd
 
 from ..errors import DataError, PrecisionWarning
 from .messages import plural
+from .warn_relay import warn_data
 
 __all__ = [
     "CATEGORICAL",
@@ -137,7 +136,9 @@ def warn_rounded_integers(values, name: str) -> None:
     Warns
     -----
     PrecisionWarning
-        Naming the column and its range, with the remedy (subtract a reference first).
+        Naming the column and its range, with the remedy (subtract a reference first);
+        through :func:`~dmixed.design.warn_relay.warn_data` (a Dask worker sends it to
+        the driver).
     """
     dtype = getattr(values, "dtype", None)
     if dtype is None or getattr(dtype, "kind", "") not in "iu" or len(values) == 0:
@@ -147,12 +148,13 @@ def warn_rounded_integers(values, name: str) -> None:
         return
     if int(hi) <= EXACT_INTEGERS and int(lo) >= -EXACT_INTEGERS:
         return
-    warnings.warn(
+    warn_data(
         f"column {name!r} holds integers beyond 2**53 in magnitude ({int(lo)} to {int(hi)}), "
-        "which float64 cannot all represent: they are rounded before the fit. Subtract a "
-        f"reference first (e.g. data[{name!r}] - data[{name!r}].min()) to fit them exactly",
+        "which float64 cannot all represent: they are rounded before the fit (dmixed reads "
+        "them exactly only as a term of their own in a formula with an intercept). Subtract "
+        f"a reference first (e.g. data[{name!r}] - data[{name!r}].min()) to fit them exactly",
         PrecisionWarning,
-        stacklevel=2,
+        key=f"rounded {name}",
     )
 
 

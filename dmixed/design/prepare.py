@@ -30,6 +30,7 @@ from .dtypes import (
 from .levels import MISSING_CODE, UNKNOWN_CODE, formulaic_levels, level_codes, level_positions
 from .messages import check_present, plural
 from .missing import missing_mask, missing_rows
+from .references import referenced_values
 
 if TYPE_CHECKING:
     from .spec import ModelSpec
@@ -154,8 +155,12 @@ def _normalize(spec: ModelSpec, df: pd.DataFrame, formula_columns: list[str]) ->
             norm.unknown[c] = codes == UNKNOWN_CODE
             norm.values[c] = s
             continue
-        warn_rounded_integers(s, c)  # numbers as levels (C(h)) are read exactly, above
-        vals = to_float(s, c)
+        ref = spec.references.get(c)
+        if ref is None:
+            warn_rounded_integers(s, c)  # numbers as levels (C(h)) are read exactly, above
+            vals = to_float(s, c)
+        else:  # an integer column read exactly about its reference
+            vals = referenced_values(s, ref, c)
         norm.missing[c] = missing_mask(vals, kind)
         check_finite(vals, c)
         norm.values[c] = vals

@@ -58,6 +58,7 @@ from .matrices import (
 )
 from .missing import missing_option
 from .prepare import PreparedColumns, normalized_frame, prepare_columns
+from .references import choose_references, saved_references
 from .scope import CallerNames, Environment, caller_names_shippable, saved_environment
 from .vc import LevelNames, VCPlan, eval_vc
 
@@ -187,6 +188,9 @@ class ModelSpec(ModelNames):
     #: the names of the caller's code the formulas use (Python API only; None: none;
     #: :mod:`dmixed.design.scope`)
     caller_names: CallerNames | None = field(default=None, repr=False, compare=False)
+    #: the integer reference of each linear integer column read as ``column − reference``
+    #: (:mod:`dmixed.design.references`; empty: none)
+    references: dict[str, int] = field(default_factory=dict, repr=False)
 
     # -- pickling: drop per-process caches -----------------------------------
     def __getstate__(self) -> dict:
@@ -274,6 +278,8 @@ class ModelSpec(ModelNames):
         (``caller_names``), never their code: :meth:`from_dict` needs them given.
         """
         marked = {"caller_names": sorted(self.caller_names)} if self.caller_names else {}
+        if self.references:  # (absent when none: the saved form of older versions)
+            marked["references"] = {c: int(v) for c, v in self.references.items()}
         return {
             **marked,
             "formula": self.formula,
@@ -433,7 +439,11 @@ def _rebuilt(state: dict, eval_env: Mapping[str, Any] | None) -> ModelSpec:
         missing=state["missing"],
         env=env,
     )
-    return dataclasses.replace(spec, group_native=state.get("group_native"))
+    return dataclasses.replace(
+        spec,
+        group_native=state.get("group_native"),
+        references=saved_references(state.get("references"), spec),
+    )
 
 
 def build_spec(
@@ -509,7 +519,7 @@ def build_spec_prepared(
         caller_names_shippable(caller)  # the spec goes to the workers
     formula_columns = parsed.formula_columns()
     columns_used = used_columns(formula_columns, groups, weights, meta)
-    kinds, native = column_kinds(meta, parsed, formula_columns)
+    kinds, native, integers = column_kinds(meta, parsed, formula_columns)
     scan = scan_levels(data, meta, dask_input, kinds, native, parsed, columns_used, missing)
     levels = scan.levels
     specs = formula_specs(parsed, formula, re_formula, kinds, native, levels, groups, caller)
@@ -543,4 +553,7 @@ def build_spec_prepared(
         plain_plans=specs.plain_plans,
         caller_names=caller,
     )
+    references = choose_references(spec, parsed, integers, data, dask_input)
+    if references:
+        spec = dataclasses.replace(spec, references=references)
     return spec, check_response_not_constant(spec, data, scan, dask_input)

@@ -110,13 +110,16 @@ def statistics_from_rows(
     rows: RowData,
     standardization: Standardization | None = None,
     intercepts: tuple[int, int] | None = None,
+    references: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> FittedStatistics:
     """One pass over in-memory rows → per-group statistics on a :class:`LocalEngine`.
 
     ``standardization``: the columns' map (default: chosen from the first rows,
     :meth:`~dmixed.stats.standardize.Standardization.choose`); statistics to be added to
     saved ones may use the saved map (or are converted when added).  ``intercepts``:
-    the intercept columns of ``exog`` and ``exog_re`` (default: found in the rows).
+    the intercept columns of ``exog`` and ``exog_re`` (default: found in the rows);
+    ``references``: the integer references the design took off their columns (the
+    spec's :func:`~dmixed.design.references.column_references`).
     """
     t0 = time.perf_counter()
     codes, labels = sorted_codes(rows.groups)
@@ -133,7 +136,9 @@ def statistics_from_rows(
     layout = Layout(rows.exog_re.shape[1], tuple(widths))
     std = standardization
     if std is None:
-        std = Standardization.choose(rows.endog, rows.exog, rows.exog_re, intercepts, rows.vc_vals)
+        std = Standardization.choose(
+            rows.endog, rows.exog, rows.exog_re, intercepts, rows.vc_vals, references
+        )
     if worth_structure(layout) and one_entry_per_row(entries):
         # variance components structured: no padded design, time linear in the levels
         ragged, st = ragged_statistics(

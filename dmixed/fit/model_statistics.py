@@ -13,6 +13,7 @@ import warnings
 from typing import Any
 
 from ..design.arrays import RowData
+from ..design.references import column_references
 from ..engines.base import ENGINE_CHOICES
 from ..engines.local import statistics_from_rows
 from ..errors import DataError, DroppedRowsWarning, SpecError
@@ -110,7 +111,8 @@ class ModelStatistics:
             check_in_memory_engine(engine)
             spec = getattr(self, "spec", None)
             intercepts = None if spec is None else spec.intercept_columns()
-            stats = statistics_from_rows(self.rows, standardization, intercepts)
+            refs = None if spec is None else column_references(spec)
+            stats = statistics_from_rows(self.rows, standardization, intercepts, refs)
         elif cached is None:
             raise SpecError(
                 "this model holds neither its rows nor their statistics: its data were "

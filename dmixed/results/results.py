@@ -15,6 +15,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
+from ..design.references import design_coordinates
 from ..fit.coordinates import Coordinates
 from ..fit.params import MixedLMParams
 from ..fit.summary import OptSummary
@@ -385,11 +386,13 @@ class MixedLMResults(FittedValues):
     # -- prediction ----------------------------------------------------------------
 
     def predictor(self) -> Predictor:
-        """What prediction needs from these results (a :class:`Predictor`)."""
+        """What prediction needs from these results (a :class:`Predictor`), its estimates
+        in the coordinates of the spec's rows (:mod:`dmixed.design.references`)."""
+        fe, blup = design_coordinates(self.spec, self._state.fe_params, self._blup)
         return Predictor(
-            np.asarray(self._state.fe_params, dtype=np.float64),
+            fe,
             self.group_labels,
-            self._blup,
+            blup,
             self._vc_slot_cols,
             [len(c) for c in self.names.vc_column_names],
             self.k_re,

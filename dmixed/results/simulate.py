@@ -17,6 +17,7 @@ import pandas as pd
 
 from ..design.partitions import check_persisted, select_columns
 from ..design.prepare import needed_columns
+from ..design.references import design_coordinates, design_effects
 from ..errors import SpecError
 from ..fit.coordinates import Coordinates
 from ..fit.params import MixedLMParams
@@ -242,7 +243,10 @@ def simulate_fitted(results, nsim: int = 1, seed=None, use_re: bool = False):
         state = results.to_state()
         lam = absolute_factor(layout, state.cov_re, state.vcomp)
         n_groups = len(predictor.group_labels)
-        effects = [draw_effects(rng, lam, n_groups, predictor.slot_cols) for _ in range(nsim)]
+        effects = [
+            design_effects(model.spec, draw_effects(rng, lam, n_groups, predictor.slot_cols))
+            for _ in range(nsim)
+        ]  # drawn in the model's coordinates, used on the spec's rows
     if source is not None:
         return simulate_dask(predictor, model.spec, source, effects, results.scale, rng, nsim)
     values = simulate_rows(predictor, rows, effects, results.scale, rng, nsim)
@@ -264,10 +268,14 @@ class RowDistribution:
     cov_re : ndarray (q, q)
     vcomp : ndarray (d,)
     scale : float
+    spec : ModelSpec, optional
+        The model's spec: the effects are drawn in the model's coordinates and used on
+        rows about its integer references (:func:`~dmixed.design.references.design_effects`).
     """
 
-    def __init__(self, predictor: Predictor, rows, cov_re, vcomp, scale: float) -> None:
+    def __init__(self, predictor: Predictor, rows, cov_re, vcomp, scale: float, spec=None) -> None:
         self.predictor = predictor
+        self.spec = spec  # its references: the draws are used on its rows
         self.rows = rows
         layout = Layout(predictor.k_re, tuple(t.shape[1] for t in predictor.slot_cols))
         self.lam = absolute_factor(layout, cov_re, vcomp)
@@ -282,7 +290,8 @@ class RowDistribution:
         del n
         rng = as_rng(rng)
         n_groups = len(self.predictor.group_labels)
-        effects = [draw_effects(rng, self.lam, n_groups, self.predictor.slot_cols)]
+        drawn = draw_effects(rng, self.lam, n_groups, self.predictor.slot_cols)
+        effects = [design_effects(self.spec, drawn)]
         return simulate_rows(self.predictor, self.rows, effects, self.scale, rng, 1)[:, 0]
 
 
@@ -327,8 +336,11 @@ def row_distribution(model, params, scale: float, exog=None) -> RowDistribution:
             raise SpecError(f"exog has shape {x.shape}; the model's rows are {rows.exog.shape}")
         rows = replace(rows, exog=x)
     stats = model.statistics()
+    fe_params = point.fe_params  # the spec's rows are about its references: β there
+    if exog is None:
+        fe_params = design_coordinates(getattr(model, "spec", None), fe_params, None)[0]
     predictor = Predictor(
-        point.fe_params,
+        fe_params,
         stats.group_labels,
         np.zeros((len(stats.group_labels), stats.layout.r)),
         stats.vc_slot_cols,
@@ -336,5 +348,10 @@ def row_distribution(model, params, scale: float, exog=None) -> RowDistribution:
         model.k_re,
     )
     return RowDistribution(
-        predictor, rows, scale * point.cov_re, scale * np.asarray(point.vcomp), scale
+        predictor,
+        rows,
+        scale * point.cov_re,
+        scale * np.asarray(point.vcomp),
+        scale,
+        getattr(model, "spec", None),
     )

@@ -156,6 +156,12 @@ class Standardization:
         from rows).  Not part of the map (ignored by ``==``): partials chosen apart are
         converted to the map chosen from the most rows (a map chosen from a handful of
         rows is exact too, but scales the optimizer's coordinates poorly).
+    x_ref, z_ref : ndarray (p,), (q,)
+        Integer references already taken off columns of ``X`` / ``Z`` by the design
+        (:mod:`dmixed.design.references`: the rows hold ``t − r``, exactly); empty: none.
+        The rows are shifted by ``c`` only, and statistics convert between maps of equal
+        references only; the estimates map back with the shift ``c + r`` (``T``,
+        ``A``), so they are the model's in ``t``.
     """
 
     x_shift: np.ndarray
@@ -168,6 +174,8 @@ class Standardization:
     z_intercept: int
     vc_scale: np.ndarray = field(default_factory=lambda: np.zeros(0))
     sample_rows: int = field(default=0, compare=False)
+    x_ref: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    z_ref: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     # -- construction ------------------------------------------------------------------
 
@@ -193,6 +201,7 @@ class Standardization:
         exog_re: np.ndarray,
         intercepts: tuple[int, int] | None = None,
         vc_vals: list[np.ndarray] | None = None,
+        references: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> Standardization:
         """The map for data whose first rows are these (at most :data:`SAMPLE_ROWS` used).
 
@@ -209,6 +218,9 @@ class Standardization:
         vc_vals : list of ndarray, optional
             Per variance component, its values (any shape; zeros are no entry): the
             component's scale is the power of two nearest their root mean square.
+        references : (ndarray (p,), ndarray (q,)), optional
+            The integer references the design took off the columns (``x_ref``,
+            ``z_ref``; :func:`dmixed.design.references.column_references`).
         """
         m = SAMPLE_ROWS
         x = np.asarray(exog, dtype=np.float64)[:m]
@@ -222,7 +234,26 @@ class Standardization:
         cy, sy = _choose_columns(y, -1, shift=xi >= 0)
         cz, sz = _choose_columns(z, zi, shift=zi >= 0)
         vc = np.array([_vc_scale(v) for v in (vc_vals or [])], dtype=np.float64)
-        return cls(cx, sx, float(cy[0]), float(sy[0]), cz, sz, xi, zi, vc, int(y.shape[0]))
+        x_ref, z_ref = references if references is not None else (np.zeros(0), np.zeros(0))
+        return cls(
+            cx, sx, float(cy[0]), float(sy[0]), cz, sz, xi, zi, vc, int(y.shape[0]),
+            np.asarray(x_ref, dtype=np.float64), np.asarray(z_ref, dtype=np.float64),
+        )  # fmt: skip
+
+    def references(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(r_x (p,), r_z (q,))``, zeros where none."""
+        x = self.x_ref if self.x_ref.size else np.zeros(self.k_fe)
+        z = self.z_ref if self.z_ref.size else np.zeros(self.k_re)
+        return x, z
+
+    def model_x_shift(self) -> np.ndarray:
+        """``c_x + r_x``: the shift of ``X``'s columns from the model's ``t`` (the
+        design's reference, then the statistics' shift)."""
+        return self.x_shift + self.x_ref if self.x_ref.size else self.x_shift
+
+    def model_z_shift(self) -> np.ndarray:
+        """``c_z + r_z`` (:meth:`model_x_shift` for ``Z``)."""
+        return self.z_shift + self.z_ref if self.z_ref.size else self.z_shift
 
     @property
     def k_fe(self) -> int:
@@ -260,6 +291,11 @@ class Standardization:
                 f"added (exog: {self.x_intercept} vs {target.x_intercept}, exog_re: "
                 f"{self.z_intercept} vs {target.z_intercept})"
             )
+        if not all(map(np.array_equal, self.references(), target.references())):
+            raise CheckpointError(
+                "statistics whose integer columns were read about different references "
+                "cannot be added (a spec saved with other references, or none)"
+            )
         cx = np.append(self.x_shift, self.y_shift)
         sx = np.append(self.x_scale, self.y_scale)
         tcx = np.append(target.x_shift, target.y_shift)
@@ -290,14 +326,14 @@ class Standardization:
         """``T`` (p × p) with ``X = X̃ T``."""
         t = np.diag(self.x_scale)
         if self.x_intercept >= 0:
-            t[self.x_intercept, :] += self.x_shift
+            t[self.x_intercept, :] += self.model_x_shift()
         return t
 
     def re_matrix(self) -> np.ndarray:
         """``A`` (q × q) with ``Z = Z̃ A``: ``Ψ̃* = A Ψ* A'``."""
         a = np.diag(self.z_scale)
         if self.z_intercept >= 0:
-            a[self.z_intercept, :] += self.z_shift
+            a[self.z_intercept, :] += self.model_z_shift()
         return a
 
     def re_scale_matrix(self) -> np.ndarray:
@@ -369,6 +405,9 @@ class Standardization:
             "x_intercept": self.x_intercept,
             "z_intercept": self.z_intercept,
             "vc_scale": self.vc_scale.tolist(),
+            # (absent without references: the saved form of older versions)
+            **({"x_ref": self.x_ref.tolist()} if self.x_ref.any() else {}),
+            **({"z_ref": self.z_ref.tolist()} if self.z_ref.any() else {}),
         }
 
     @classmethod
@@ -391,10 +430,16 @@ class Standardization:
                 int(data["x_intercept"]),
                 int(data["z_intercept"]),
                 np.asarray(data.get("vc_scale", []), dtype=np.float64).reshape(-1),
+                x_ref=np.asarray(data.get("x_ref", []), dtype=np.float64).reshape(-1),
+                z_ref=np.asarray(data.get("z_ref", []), dtype=np.float64).reshape(-1),
             )
+            if out.x_ref.size not in (0, p) or out.z_ref.size not in (0, q):
+                raise ValueError("references of the wrong length")
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"malformed column standardization: {exc}") from exc
         scales = np.concatenate([out.x_scale, out.z_scale, [out.y_scale], out.vc_scale])
+        if not np.all(np.isfinite(np.concatenate([out.x_ref, out.z_ref]))):
+            raise CheckpointError("malformed column standardization: references must be finite")
         if not (np.all(np.isfinite(scales)) and np.all(scales > 0)):
             raise CheckpointError("malformed column standardization: scales must be positive")
         return out

@@ -57,6 +57,7 @@ from .evaluator import DaskEngine, collect_evaluators, start_evaluators, submit_
 from .graph import block_graph, project_columns, slot_map_graph
 from .progress import gather, wait_for
 from .ragged import RaggedPacked
+from .relay import raise_relayed, relay_mark
 from .structured import (
     concatenate_ragged,
     crossed_values,
@@ -419,6 +420,13 @@ def statistics_from_dask(
         (:func:`~dmixed.engines.local.local_engine`);
         groups in sorted key order, as statsmodels.
 
+    Warns
+    -----
+    PrecisionWarning
+        Where a task found a column it rounds (integers past 2**53): raised here on the
+        driver, once per column, from the workers' events
+        (:mod:`~dmixed.engines.dask.relay`).
+
     Raises
     ------
     SpecError
@@ -439,8 +447,9 @@ def statistics_from_dask(
     check_persisted(ddf)
     ddf = project_columns(ddf, spec)
     run = _Pass(ddf, spec, client, mode, bool(progress), t0, group_key_dtype(ddf, spec))
+    mark = relay_mark(client)
     try:
-        return _data_pass(run, standardization)
+        stats = _data_pass(run, standardization)
     except KeyError as exc:
         err = missing_column_error(exc)
         if err is None:
@@ -451,6 +460,8 @@ def statistics_from_dask(
             raise located(err, ddf) from None
         # the error path only: one more read, for counts over all partitions
         raise missing_values_total(ddf, spec, client, local_scheduler(), err) from None
+    raise_relayed(client, mark, stacklevel=3)  # the workers' warnings, once each
+    return stats
 
 
 def _data_pass(run: _Pass, standardization: Standardization | None) -> FittedStatistics:

@@ -39,6 +39,7 @@ from ...design.columnar import (
 )
 from ...design.origin import in_partition, piece_file
 from ...design.partitions import check_column_kinds, missing_column_error
+from ...design.references import column_references
 from ...errors import DataError
 from ...kernels.vc_packed import accumulate_padded_into
 from ...stats.keys import conform_keys, key_series, key_values
@@ -51,6 +52,7 @@ from .parquet_direct import ParquetReads, read_columns
 from .pieces import Pieces, compute_piece
 from .progress import BatchedReport, report_partitions
 from .ragged import RaggedAccumulator, RaggedPacked, ragged_rows, tables_bytes
+from .relay import relayed
 from .routing import Router, exchange_report
 from .tuning import tune_worker_malloc
 
@@ -97,7 +99,12 @@ def partition_design(pdf, spec):
     from the columns where :func:`~dmixed.design.columnar.columns_design` builds them
     (the same matrices, without the frame's checks), else ``spec.transform``.  A frame's
     columns are first checked against the kinds the spec reads
-    (:func:`~dmixed.design.partitions.check_column_kinds`)."""
+    (:func:`~dmixed.design.partitions.check_column_kinds`).  The design's warnings go
+    to the driver (:func:`~dmixed.engines.dask.relay.relayed`)."""
+    return relayed(_design, pdf, spec)
+
+
+def _design(pdf, spec):
     if isinstance(pdf, pd.DataFrame):
         check_column_kinds(pdf, spec.column_kinds)
     dm = None
@@ -116,7 +123,7 @@ def partition_standardization(dm, spec) -> Standardization:
     partition of a task with rows); see
     :meth:`~dmixed.stats.standardize.Standardization.choose`."""
     return Standardization.choose(
-        dm.endog, dm.exog, dm.exog_re, spec.intercept_columns(), dm.vc_vals
+        dm.endog, dm.exog, dm.exog_re, spec.intercept_columns(), dm.vc_vals, column_references(spec)
     )
 
 
@@ -417,7 +424,7 @@ def _vc_pairs(pdf: pd.DataFrame, spec, key_dtype) -> pd.DataFrame:
     if len(pdf) == 0:
         return empty_pairs(key_dtype)
     check_column_kinds(pdf, spec.column_kinds)
-    dm = spec.transform(pdf)
+    dm = relayed(spec.transform, pdf)
     keys = key_values(dm.groups)
     codes, uniq = pd.factorize(keys)
     frames = []
