@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError, FormulaError
+from ..stats.constant import constant_entries
 from .dtypes import CATEGORICAL, NUMERIC_LEVELS, native_dtype
 from .evaluate import model_matrix
 from .formula import c_call, transforms
@@ -400,7 +401,7 @@ def eval_vc(plan: VCPlan, frame, n: int, name: str, context=None, codes=None):
     codes = codes or {}
     if len(blocks) == 1 and _indicators(blocks[0]):  # one entry a row, all of one value
         col = _block_columns(blocks[0], plan.level_arrays, frame, n, codes)
-        return col.reshape(n, 1), np.full((n, 1), blocks[0].scale)
+        return col.reshape(n, 1), constant_entries(blocks[0].scale, (n, 1))
     idx = np.empty((n, len(blocks)), dtype=np.int64)
     val = np.empty((n, len(blocks)), dtype=np.float64)
     for b, block in enumerate(blocks):

@@ -194,7 +194,14 @@ def _ones_column(a: np.ndarray) -> bool:
     return bool((a[:head] == 1.0).all() and (a == 1.0).all())
 
 
-def product_plan(xcols: list[np.ndarray], zcols: list[np.ndarray]) -> tuple[list[tuple], list[int]]:
+def _first_same(col: np.ndarray, xcols: list[np.ndarray]) -> int | None:
+    """The first of ``xcols`` bitwise equal to ``col``, or None."""
+    return next((j for j, x in enumerate(xcols) if _same_column(col, x)), None)
+
+
+def product_plan(
+    xcols: list[np.ndarray], zcols: list[np.ndarray], ones=()
+) -> tuple[list[tuple], list[int]]:
     """The distinct per-row products behind the packed statistics of these rows.
 
     The packed columns (:func:`accumulate_packed`) are ``n``, ``Z̃_a Z̃_b`` (a ≥ b) and
@@ -203,7 +210,10 @@ def product_plan(xcols: list[np.ndarray], zcols: list[np.ndarray]) -> tuple[list
     sums coincide: for a random intercept and slope with four fixed effects, 14 packed
     columns need 8 weighted counts and 4 products per row, not 13 of each.  Columns are
     compared bitwise on these very rows, so the plan is exact for them (and only them).
-    ``xcols`` are the ``k`` columns of ``[X y]``.
+    ``xcols`` are the ``k`` columns of ``[X y]``; ``ones``: sources (indices into
+    ``[xcols..., zcols...]``) the caller knows to be 1 on every row, taken as such
+    without a look (a ones column's index appears in no term, so the plan is the one
+    found by looking).
 
     Returns
     -------
@@ -216,13 +226,14 @@ def product_plan(xcols: list[np.ndarray], zcols: list[np.ndarray]) -> tuple[list
     if isinstance(zcols, np.ndarray):
         zcols = [zcols[:, a] for a in range(zcols.shape[1])]
     k, r = len(xcols), len(zcols)
+    known = set(ones)
     canon = list(range(k))  # source id of every xy and Z̃ column after deduplication
     for a in range(r):
-        same = next((j for j in range(k) if _same_column(zcols[a], xcols[j])), None)
+        same = None if k + a in known else _first_same(zcols[a], xcols)
         canon.append(k + a if same is None else same)
     sources = xcols + list(zcols)
-    ones = {u for u in set(canon) if _ones_column(sources[u])}
-    zeros = {u for u in set(canon) if u >= k and not sources[u].any()}  # VC padding
+    ones = known | {u for u in set(canon) - known if _ones_column(sources[u])}
+    zeros = {u for u in set(canon) - ones if u >= k and not sources[u].any()}  # VC padding
 
     def term(u: int, v: int) -> tuple:
         if u in zeros or v in zeros:

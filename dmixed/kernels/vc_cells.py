@@ -24,11 +24,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..stats.constant import constant_value
 from ..stats.packed import PackedLayout
 from ..stats.standardize import Standardization
 from .rows import EXTREME_SCALE_LOG2, accumulate_statistics, plan_sums, product_plan
 
-__all__ = ["cell_sums", "cells_and_groups", "whole_component_pass"]
+__all__ = [
+    "cell_plan_sums",
+    "cell_sums",
+    "cells_and_groups",
+    "equal_cells",
+    "whole_component_pass",
+]
 
 
 def _tame_needed(std: Standardization | None) -> bool:
@@ -236,8 +243,9 @@ def cells_and_groups(
         v_col = np.asarray(v, dtype=np.float64)
         if weights is not None:
             v_col = v_col * np.sqrt(weights)
-        union, column_term = product_plan(sources[:k], sources[k:] + [v_col])
-        per_cell = plan_sums(cell, sources + [v_col], union, n_cells, compiled_)
+        ones = _known_ones(std, weights, v_col, k + q)
+        union, column_term = product_plan(sources[:k], sources[k:] + [v_col], ones)
+        per_cell = cell_plan_sums(cell, sources + [v_col], union, n_cells, compiled_)
         kept["cells"] = column_term, per_cell
         index = {t: i for i, t in enumerate(union)}
         return [None if t[0] == "zero" else add_up(per_cell[index[t]]) for t in terms]
@@ -247,6 +255,71 @@ def cells_and_groups(
         glob["zxy"] = np.zeros((n_groups, 0, k))
     column_term, per_cell = kept["cells"]
     return glob, _cell_columns(column_term, per_cell, q, k, n_cells, std)
+
+
+#: cells of equal size in row order are summed row by row of the cells (one strided add of
+#: every cell per row of a cell, :func:`cell_plan_sums`) up to this many rows a cell;
+#: beyond, by one ``bincount`` per term (a Python step per row of a cell would add up)
+EQUAL_CELLS_MAX = 16
+
+
+def equal_cells(cell: np.ndarray, n_cells: int) -> int:
+    """``L`` where the rows come in order of their cells, ``L`` rows each (``cell`` is
+    ``0, …, 0, 1, …, 1, …`` with every cell ``0 … n_cells−1`` repeated ``L`` times,
+    ``1 ≤ L ≤`` :data:`EQUAL_CELLS_MAX`: a balanced design sorted by group and level),
+    else 0.  Checked on every row (one difference, one comparison)."""
+    n = cell.shape[0]
+    if n_cells == 0 or n % n_cells or n // n_cells > EQUAL_CELLS_MAX:
+        return 0
+    size = n // n_cells
+    if cell[0] != 0 or cell[-1] != n_cells - 1 or cell[size - 1] != 0:  # (a quick look)
+        return 0
+    # cell[i + L] = cell[i] + 1 everywhere and the first L are 0: cell[i] = i // L
+    step = np.subtract(cell[size:], cell[:-size])
+    return size if bool((step == 1).all()) and not cell[:size].any() else 0
+
+
+def cell_plan_sums(cell, sources, terms, n_cells: int, compiled: bool | None) -> list:
+    """:func:`~dmixed.kernels.rows.plan_sums` by cell, bit for bit; where the cells are
+    of equal size in row order (:func:`equal_cells`), without a ``bincount``: each
+    cell's sum is ``0 + u_1 + u_2 + …`` over its rows in row order, as ``bincount``
+    adds them (the first add makes a ``−0`` sum ``+0``, as its zero start does), each
+    step one add of the cells' next rows (the term's values transposed to ``(L, J)``
+    once, then ``L`` contiguous adds of ``J``: no per-row scatter, no ``J``-wide zeroed
+    table per term)."""
+    size = equal_cells(cell, n_cells)
+    if not size:
+        return plan_sums(cell, sources, terms, n_cells, compiled)
+    out: list[np.ndarray | None] = []
+    product = None  # one buffer for every product of two columns
+    for spec in terms:
+        if spec[0] == "zero":
+            out.append(None)
+            continue
+        if spec[0] == "count":
+            out.append(np.full(n_cells, float(size)))
+            continue
+        values = sources[spec[1]]
+        if spec[0] == "prod":
+            product = np.empty(cell.shape[0]) if product is None else product
+            values = np.multiply(values, sources[spec[2]], out=product)
+        rows = np.reshape(values, (n_cells, size)).T.copy()  # (L, J): contiguous adds
+        sums = rows[0] + 0.0
+        for row in rows[1:]:
+            sums += row
+        out.append(sums)
+    return out
+
+
+def _known_ones(std: Standardization | None, weights, v: np.ndarray, v_source: int) -> list:
+    """The sources of the plan of ``[Z, v]`` known to be ones without a look: without
+    weights, the map's intercept column of ``[X y]`` (the map's own finding, which the
+    pass by group relies on too) and ``v`` (source ``v_source``) where it is ones
+    broadcast (:func:`~dmixed.stats.constant.constant_value`: an indicator's entries)."""
+    if weights is not None:
+        return []
+    ones = [std.x_intercept] if std is not None and std.x_intercept >= 0 else []
+    return ones + [v_source] if constant_value(v) == 1.0 else ones
 
 
 def _adder(cell_group: np.ndarray, n_groups: int):

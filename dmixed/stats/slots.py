@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .constant import constant_value
+
 
 def present_pairs(codes: np.ndarray, cols: np.ndarray, vals: np.ndarray, ncols: int) -> np.ndarray:
     """Sorted distinct keys ``code * ncols + col`` of the entries that are present.
@@ -340,7 +342,11 @@ def _full_grid(n_groups: int, ncols: int, keys, entry_pair, present) -> VCNumber
 
 def _no_zero(vals: np.ndarray) -> bool:
     """Whether no value is zero: by the extremes where they have one sign (two SIMD
-    reductions, the indicator's case), else by counting."""
+    reductions), else by counting; an indicator's one value broadcast
+    (:func:`~dmixed.stats.constant.constant_value`) by that value."""
+    value = constant_value(vals)
+    if value is not None:
+        return value != 0
     if vals.dtype.kind == "f" and (vals.min() > 0 or vals.max() < 0):
         return True
     return bool(np.count_nonzero(vals) == vals.size)

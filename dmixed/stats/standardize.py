@@ -38,6 +38,7 @@ import numpy as np
 
 from ..errors import CheckpointError
 from .blup_cov import RaggedBlup
+from .constant import constant_value
 from .layout import tril_indices
 
 #: Rows (from the start of the data) the shifts and scales are chosen from.
@@ -69,6 +70,9 @@ SHIFT_ABOVE = 8.0
 
 def _vc_scale(values: np.ndarray) -> float:
     """The power of two nearest the root mean square of the non-zero finite entries."""
+    value = constant_value(np.asarray(values))
+    if value is not None and value != 0 and np.isfinite(value):  # one value broadcast
+        return _power_of_two(abs(value))
     v = np.asarray(values, dtype=np.float64).ravel()[: SAMPLE_ROWS * 8]
     if v.size and v.min() == v.max() and v[0] != 0 and np.isfinite(v[0]):
         # one value throughout (an indicator component): its magnitude is the root mean

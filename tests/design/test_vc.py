@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from dmixed.design import build_spec
+from dmixed.stats.constant import constant_value
 
 from .frames import make_df, vc_dense
 
@@ -154,3 +155,14 @@ def test_level_names_are_written_on_first_use_and_equal_the_list():
     assert json.loads(json.dumps(jsonable({"n": names}))) == {"n": want}
     assert pickle.loads(pickle.dumps(names)) == want
     assert spec.to_dict()["vc_column_names"] == [want]
+
+
+def test_indicator_entries_are_their_scale_held_once():
+    """``0 + C(a)``'s entries are its scale on every row, held as one value broadcast
+    (:mod:`dmixed.stats.constant`); a numeric factor's are written out."""
+    df = make_df(40, seed=2)
+    spec = build_spec(df, "y ~ 1", groups="g", vc_formula={"c1": "0 + C(a)", "c2": "0 + C(a):x1"})
+    dm = spec.transform(df)
+    np.testing.assert_array_equal(dm.vc_vals[0], np.ones((len(df), 1)))
+    assert constant_value(dm.vc_vals[0]) == 1.0
+    assert constant_value(dm.vc_vals[1]) is None

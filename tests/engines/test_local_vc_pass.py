@@ -4,6 +4,7 @@ random data frames through the formula design."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import numpy as np
 import pandas as pd
@@ -120,3 +121,69 @@ def test_data_pass_equals_the_dense_pass(seed, kind, nested, missing, which, re_
         np.testing.assert_array_equal(
             table, slot_table(keys, pair_slots, ncols, width, len(labels))
         )
+
+
+def _grid_frame(seed: int, groups: int, levels: int, size: int, order: str) -> pd.DataFrame:
+    """Every group with every level, ``size`` rows each: rows sorted by group then level
+    (every cell's rows in turn), or shuffled; ``w`` zero in group 0 (no entries there
+    for ``C(lev):w``)."""
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(groups), levels * size)
+    lev = np.tile(np.repeat(np.arange(levels), size), groups)
+    n = g.size
+    frame = pd.DataFrame(
+        {
+            "y": rng.standard_normal(n) * 3.0 + 50.0,
+            "x": rng.standard_normal(n),
+            "w": np.where(g == 0, 0.0, rng.uniform(0.5, 2.0, n)),
+            "g": g,
+            "lev": lev,
+            "other": rng.integers(0, 3, n),
+        }
+    )
+    if order == "shuffled":
+        frame = frame.iloc[rng.permutation(n)].reset_index(drop=True)
+    return frame
+
+
+def _plain(rows):
+    """The rows with every component's entries as a plain (writable, strided) array."""
+    return dataclasses.replace(rows, vc_vals=[np.array(v) for v in rows.vc_vals])
+
+
+@settings(max_examples=20, **QUICK)
+@given(
+    st.integers(0, 10**6),
+    st.integers(2, 4),
+    st.integers(3, 6),
+    st.integers(2, 5),
+    st.sampled_from(["sorted", "shuffled"]),
+    st.sampled_from(sorted(COMPONENTS)),
+    st.sampled_from(["1", "1 + x", "0"]),
+    st.booleans(),
+)
+def test_data_pass_of_a_grid_is_the_dense_pass(
+    seed, groups, levels, size, order, which, re_formula, weighted
+):
+    """Balanced grids, rows in order of their cells or not (the per-cell sums row by row
+    of the cells, or by ``bincount``): the dense padded pass's statistics to 1e-12, and
+    the entries of an indicator held as one value broadcast give the statistics of the
+    same entries written out, bit for bit."""
+    frame = _grid_frame(seed, groups, levels, size, order)
+    kw = {} if re_formula == "0" else {"re_formula": re_formula}
+    if weighted:
+        frame["pw"] = np.random.default_rng(seed).uniform(0.5, 2.0, len(frame))
+        kw["weights"] = "pw"
+    model = dmixed.MixedLM.from_formula(
+        "y ~ x", groups="g", vc_formula=COMPONENTS[which], data=frame, **kw
+    )
+    stats = statistics_from_rows(model.rows)
+    zz, zxy = _dense_reference(model.rows, stats.standardization)
+    got_zz, got_zxy = stats.engine.gather()
+    _close(got_zz, zz)
+    _close(got_zxy, zxy)
+    plain = statistics_from_rows(_plain(model.rows))
+    assert plain.standardization == stats.standardization
+    for mine, ref in zip(stats.engine.gather(), plain.engine.gather(), strict=True):
+        np.testing.assert_array_equal(mine, ref)
+    np.testing.assert_array_equal(stats.glob.xyxy, plain.glob.xyxy)

@@ -113,6 +113,22 @@ def test_product_plan_shares_columns():
     assert sum(t[0] == "prod" for t in terms) == 4  # x1², x1·x2, x1·x3, x1·y
 
 
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 10**6), st.integers(0, 3), st.integers(0, 3))
+def test_product_plan_with_known_ones_is_the_plan_found_by_looking(seed, q, n_ones):
+    """Ones columns named by the caller (a broadcast indicator among them) give the
+    plan the look at every column gives: the same terms, in the same order."""
+    rng = np.random.default_rng(seed)
+    n = 40
+    x = np.column_stack([np.ones(n), rng.normal(size=(n, 2)), np.zeros(n)])
+    xy = list(np.column_stack([x, rng.normal(size=n)]).T)
+    pool = [np.ones(n), np.broadcast_to(1.0, (n,)), np.zeros(n), xy[1], rng.normal(size=n)]
+    z = [pool[i] for i in rng.integers(0, len(pool), q + n_ones)]
+    k = len(xy)
+    ones = [0] + [k + a for a, col in enumerate(z) if (col == 1.0).all() and rng.random() < 0.7]
+    assert kernels.product_plan(xy, z, ones) == kernels.product_plan(xy, z)
+
+
 @pytest.mark.parametrize("weighted", [False, True])
 def test_few_rows_into_many_groups_sum_the_same(monkeypatch, weighted):
     """Rows far fewer than the accumulator's groups are summed over the groups present

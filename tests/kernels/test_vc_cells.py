@@ -10,8 +10,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dmixed.kernels import accumulate_statistics
+from dmixed.kernels.rows import plan_sums
 from dmixed.kernels.vc_blocks import ragged_statistics
-from dmixed.kernels.vc_cells import cell_sums, cells_and_groups
+from dmixed.kernels.vc_cells import (
+    EQUAL_CELLS_MAX,
+    cell_plan_sums,
+    cell_sums,
+    cells_and_groups,
+    equal_cells,
+)
 from dmixed.stats.slots import number_vc_cells
 from dmixed.stats.standardize import Standardization
 from tests._synth import QUICK
@@ -178,3 +185,52 @@ def test_ragged_statistics_of_a_whole_component_are_the_two_passes(seed, q, indi
     _close(one.a, two.a)
     _close(one.f1, two.f1)
     np.testing.assert_array_equal(base_one["xyxy"], base_two["xyxy"])
+
+
+def _bits(a: np.ndarray) -> np.ndarray:
+    return np.asarray(a, dtype=np.float64).view(np.int64)
+
+
+@settings(max_examples=40, **QUICK)
+@given(
+    st.integers(0, 10**6),
+    st.integers(1, 40),
+    st.integers(1, EQUAL_CELLS_MAX + 2),
+    st.sampled_from(["equal", "shuffled", "ragged", "gap"]),
+)
+def test_cell_plan_sums_are_bincounts_bit_for_bit(seed, n_cells, size, layout):
+    """The per-cell sums of a plan, cells of equal size in row order or not, are
+    :func:`plan_sums`' ``bincount`` sums bit for bit (signed zeros included)."""
+    rng = np.random.default_rng(seed)
+    cell = np.repeat(np.arange(n_cells), size)
+    if layout == "shuffled":
+        cell = rng.permutation(cell)
+    elif layout == "ragged":
+        cell = np.sort(rng.integers(0, n_cells, cell.size))
+    elif layout == "gap":  # a cell with no row
+        cell = np.where(cell == n_cells - 1, 0, cell)
+    n = cell.size
+    sources = [np.ones(n), rng.standard_normal(n) * 1e3, rng.standard_normal(n)]
+    sources[2][rng.random(n) < 0.3] = -0.0  # cells of signed zeros only, some of them
+    sources[1][rng.random(n) < 0.2] = 0.0
+    terms = [("count",), ("col", 1), ("zero",), ("prod", 1, 2), ("col", 2), ("prod", 2, 2)]
+    want = plan_sums(cell, sources, terms, n_cells, False)
+    got = cell_plan_sums(cell, sources, terms, n_cells, False)
+    in_order = np.array_equal(cell, np.repeat(np.arange(n_cells), size))
+    assert equal_cells(cell, n_cells) == (size if in_order and size <= EQUAL_CELLS_MAX else 0)
+    for mine, ref in zip(got, want, strict=True):
+        if ref is None:
+            assert mine is None
+            continue
+        np.testing.assert_array_equal(_bits(mine), _bits(ref))
+
+
+def test_equal_cells_needs_every_cell_in_order():
+    cell = np.repeat(np.arange(4), 3)
+    assert equal_cells(cell, 4) == 3
+    assert equal_cells(cell, 5) == 0  # a cell without rows
+    assert equal_cells(cell[::-1].copy(), 4) == 0
+    swapped = cell.copy()
+    swapped[[2, 3]] = swapped[[3, 2]]  # every row's step of L is 1 but one
+    assert equal_cells(swapped, 4) == 0
+    assert equal_cells(np.zeros(0, dtype=np.int64), 0) == 0
