@@ -65,54 +65,155 @@ def profile(step: StepSums, glob: GlobalStats, reml: bool) -> Profile:
     """GLS fixed effects and residual quadratic form from the step sums.
 
     ``[X y]'V*⁻¹[X y] = [X y]'[X y] − Σ_i ZXy_i' P_i ZXy_i``; one small Cholesky of
-    its ``X`` block gives β̂, ``log|A|`` and ``A⁻¹``.
+    its ``X`` block gives β̂, ``log|A|`` and ``A⁻¹``.  ``Q`` and β̂ are taken about
+    the statistics' pivot (:func:`within_pivot`): ``β̂ = β₀ + A⁻¹g``,
+    ``Q = Q(β₀) − g'A⁻¹g`` with ``g = b − Aβ₀``, which equal ``A⁻¹b`` and
+    ``c − b'A⁻¹b`` but leave the cancellation of the within-group sums out of every
+    evaluation.
     """
     t = residual_cross_products(step, glob)
     p = glob.k_fe
     a = t[:p, :p]
     b = t[:p, p]
-    c = float(t[p, p])
+    beta0, q0 = _pivot_form(step, glob)
     if p:
         chol = np.linalg.cholesky(a)
         logdet_a = 2.0 * float(np.log(chol.diagonal()).sum())
         chol_inv = np.linalg.inv(chol)
         a_inv = chol_inv.T @ chol_inv
-        beta = a_inv @ b
+        g = b - a @ beta0
+        delta = a_inv @ g
+        beta = beta0 + delta
+        q = q0 - float(g @ delta)
     else:
-        logdet_a, a_inv, beta = 0.0, np.zeros((0, 0)), np.zeros(0)
-    q = c - float(b @ beta)
+        logdet_a, a_inv, beta, q = 0.0, np.zeros((0, 0)), np.zeros(0), q0
     fac = float(glob.n - p) if reml else float(glob.n)
     return Profile(a, b, a_inv, logdet_a, beta, q, fac)
 
 
+@functools.lru_cache(maxsize=8)
+def _within_pivot(within: bytes, k: int) -> tuple[np.ndarray, float]:
+    w = np.frombuffer(within, dtype=np.float64).reshape(k, k)
+    p = k - 1
+    beta0 = np.linalg.lstsq(w[:p, :p], w[:p, p], rcond=1e-10)[0] if p else np.zeros(0)
+    beta0.flags.writeable = False
+    wv = np.append(-beta0, 1.0)
+    return beta0, float(wv @ w @ wv)
+
+
+def within_pivot(glob: GlobalStats) -> tuple[np.ndarray, float] | None:
+    """``(β₀, Q_W(β₀))``: the within-group least-squares coefficients (minimum norm:
+    zero on the intercept and on columns constant within groups) and the within-group
+    residual form ``w₀'Ww₀``, ``w₀ = [−β₀; 1]``, ``W = [X y]'(I − P_1)[X y]``.
+
+    Computed once per statistics (cached on ``W``'s bytes): the float64 cancellation
+    of ``W_yy − 2β'W_xy + β'W_xxβ`` (large when y is nearly linear in X within the
+    groups) is then a fixed perturbation of the statistics, the same at every Λ — the
+    likelihood stays a smooth function of the parameters, its error a bias of the
+    size :func:`statistics_resolution` reports, not noise that makes spurious maxima.
+    None without within-group sums (or with more than one random-design column).
+    """
+    if glob.within is None:
+        return None
+    within = np.ascontiguousarray(glob.within, dtype=np.float64)
+    return _within_pivot(within.tobytes(), within.shape[0])
+
+
+def _pivot_form(step: StepSums, glob: GlobalStats) -> tuple[np.ndarray, float]:
+    """``(β₀, w₀'Tw₀)`` with ``T`` = :func:`residual_cross_products`: β₀ from
+    :func:`within_pivot` where it applies (else zero: ``w₀'Tw₀ = c``)."""
+    pivot = within_pivot(glob) if step.s.shape[0] == 1 else None
+    if pivot is None:
+        t = residual_cross_products(step, glob)
+        return np.zeros(glob.k_fe), float(t[-1, -1])
+    beta0, q_within = pivot
+    w0 = np.append(-beta0, 1.0)
+    between = 0.5 * (step.between + step.between.T)
+    return beta0, q_within + float(w0 @ between @ w0)
+
+
+def quadratic_form(step: StepSums, glob: GlobalStats, beta: np.ndarray) -> float:
+    """``Q(β) = (y − Xβ)'V*⁻¹(y − Xβ)`` at a given β, about the pivot of
+    :func:`profile`: ``Q(β₀) − 2δ'g + δ'Aδ`` with ``δ = β − β₀``, ``g = b − Aβ₀``."""
+    t = residual_cross_products(step, glob)
+    p = glob.k_fe
+    a, b = t[:p, :p], t[:p, p]
+    beta0, q0 = _pivot_form(step, glob)
+    delta = np.asarray(beta, dtype=np.float64) - beta0
+    g = b - a @ beta0
+    return q0 - 2.0 * float(delta @ g) + float(delta @ a @ delta)
+
+
 #: The optimizer rejects a point where :func:`resolution` exceeds this: ℓ is off by
-#: about (f/2)·resolution there, rounding rather than data, and far out on a ridge that
-#: noise makes spurious maxima (σ̂² → 0 with an llf above the true maximum).
+#: about (f/2)·resolution there, rounding that changes from one evaluation to the next,
+#: and far out on a ridge that noise makes spurious maxima (σ̂² → 0 with an llf above
+#: the true maximum).
 RESOLUTION_LIMIT = 1e-5
+
+#: ... and where :func:`statistics_resolution` exceeds this: the rounding of the
+#: statistics themselves is then as large as ``Q`` (y exactly linear in X within the
+#: groups, up to rounding), and σ̂² → 0 would follow rounding, not data.  Below it the
+#: likelihood is a smooth function with a bias of that relative size in σ̂², and the
+#: optimizer goes to its maximum (the fit warns with the size).
+STATISTICS_RESOLUTION_LIMIT = 0.5
 
 
 def resolution(step: StepSums, prof: Profile, glob: GlobalStats) -> float:
-    """The relative rounding error of ``Q`` (and so of ``σ̂²``), to its order.
+    """The relative rounding error of ``Q`` (and so of ``σ̂²``) made by this evaluation,
+    to its order.
 
     ``Q = w'([X y]'[X y] − Σ_i m_i)w`` with ``w = [−β̂; 1]`` subtracts numbers of the
     size of ``|w|'|[X y]'[X y]||w|``, each summed over rows and groups in float64 with
     a relative error of about ε: what is left is known to about that size times ε,
     divided by ``Q`` (a typical error, not a worst case: the tests check it against
-    extended-precision evaluations).  Near zero for ordinary data (Q is a fair share of the total);
-    large when the residual variance is many orders of magnitude below the spread of the
-    response within the random effects' reach.  Where ``Q`` comes as a sum of positive
-    parts (:func:`residual_cross_products`: one random-design column with the
-    within-group cross-products) the parts are what is summed, and the bound is a few ε.
+    extended-precision evaluations).  Near zero for ordinary data (Q is a fair share of
+    the total); large when the residual variance is many orders of magnitude below the
+    spread of the response within the random effects' reach.  Where ``Q`` is taken
+    about the within-group pivot (:func:`within_pivot`: one random-design column with
+    the within-group cross-products) an evaluation only adds the between-group parts
+    and the small terms in ``δ = β̂ − β₀``; the within-group rounding is the statistics'
+    own (:func:`statistics_resolution`).
     """
     if not prof.q > 0:
         return np.inf
-    w = np.abs(prof.w)
-    if glob.within is not None and step.s.shape[0] == 1:
-        parts = np.abs(glob.within) + np.abs(step.between)
+    pivot = within_pivot(glob) if step.s.shape[0] == 1 else None
+    if pivot is None:
+        w = np.abs(prof.w)
+        size = float(w @ (np.abs(glob.xyxy) + np.abs(step.m)) @ w)
     else:
-        parts = np.abs(glob.xyxy) + np.abs(step.m)
-    size = float(w @ parts @ w)
+        p = glob.k_fe
+        t = np.abs(residual_cross_products(step, glob))
+        w0 = np.abs(np.append(pivot[0], 1.0))
+        delta = np.abs(prof.beta - pivot[0])
+        size = float(w0 @ np.abs(step.between) @ w0)
+        size += float(delta @ t[:p, :] @ (2.0 * w0) + delta @ t[:p, :p] @ delta)
     return float(np.finfo(float).eps) * size / prof.q
+
+
+def statistics_resolution(prof: Profile, glob: GlobalStats) -> float:
+    """The relative size of the statistics' own rounding in ``Q``: ``ε·|w|'|W||w| / Q``
+    with ``W`` the within-group cross-products (:func:`within_pivot`) and
+    ``w = [−β̂; 1]``; 0 without them (their share is then in :func:`resolution`).
+
+    The same rounding at every Λ: a bias of about this relative size in σ̂² (and of
+    about f/2 times it in ℓ), not noise.  Near 1 the rounding is all of ``Q``.
+    """
+    if glob.within is None or glob.within.shape[0] != prof.w.size:
+        return 0.0
+    if not prof.q > 0:
+        return np.inf
+    w = np.abs(prof.w)
+    return float(np.finfo(float).eps) * float(w @ np.abs(glob.within) @ w) / prof.q
+
+
+def out_of_resolution(step: StepSums, prof: Profile, glob: GlobalStats) -> bool:
+    """Whether the optimizer must reject the point: :func:`resolution` above
+    :data:`RESOLUTION_LIMIT` or :func:`statistics_resolution` above
+    :data:`STATISTICS_RESOLUTION_LIMIT`."""
+    if resolution(step, prof, glob) > RESOLUTION_LIMIT:
+        return True
+    pivot = within_pivot(glob) if step.s.shape[0] == 1 else None
+    return pivot is not None and statistics_resolution(prof, glob) > STATISTICS_RESOLUTION_LIMIT
 
 
 def _constant(fac: float, glob: GlobalStats) -> float:
@@ -213,9 +314,7 @@ def hessian(
     if prof is None:
         prof = profile(step, glob, reml)
     beta = np.asarray(beta, dtype=np.float64)
-    w = np.append(-beta, 1.0)
-    t = residual_cross_products(step, glob)
-    qf = float(w @ t @ w)
+    qf = quadratic_form(step, glob, beta)
     fac = prof.fac
     a = prof.a
     q_b = -2.0 * (prof.b - a @ beta)
