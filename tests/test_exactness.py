@@ -347,9 +347,13 @@ def _brute_max(model) -> float:
 def test_response_linear_within_groups_reaches_the_maximum(residual_sd):
     """Q loses digits to y ≈ 3 + 2x within the groups; the fit once stopped where that
     loss passed 1e-5 (σ̂² ~3e-10 whatever the truth, converged=True).  It reaches the
-    maximum of its own likelihood now, and warns with the size of the error.  lme4 on
-    the sd 1e-6 data of the tester's script (another draw): residual variance 1.07e-12,
-    llf 35177.9 (lmer, REML)."""
+    maximum of its own likelihood now, and warns with the size of the error.  lme4 4.2
+    (lmer, REML) on these data, for the record (2026-11-30; llf, σ², τ²): sd 1e-3:
+    15321.0684, 9.94984e-07, 0.764815 (dmixed the same); 1e-5: 28602.3851, 9.95464e-11,
+    0.759452 (dmixed's llf 0.012 lower: its σ̂² carries +1.0e-5 of rounding of the
+    within sums, f/2 × 1e-5 = 0.016); 1e-6: 35218.55, 1.05479e-12, 0.4198 and 1e-7:
+    29279.96, 7.5e-11, 0.049 (lme4 warns that it did not converge; dmixed 35242.63 and
+    41863.27, σ̂² 1.0003 and 1.016 times the within-group least squares')."""
     df = _linear_within(residual_sd)
     model = dmixed.MixedLM.from_formula("y ~ x", df, groups="g")
     with warnings.catch_warnings(record=True) as caught:

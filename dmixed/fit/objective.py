@@ -33,6 +33,8 @@ class Profile:
     beta: np.ndarray
     q: float
     fac: float
+    #: β₀ of :func:`within_pivot` where ``Q`` and β̂ were taken about it, else None
+    beta0: np.ndarray | None = None
 
     @property
     def scale(self) -> float:
@@ -50,8 +52,10 @@ def residual_cross_products(step: StepSums, glob: GlobalStats) -> np.ndarray:
     """``[X y]'V*⁻¹[X y]`` (k × k).
 
     With one random-design column and the within-group cross-products at hand, as
-    ``within + Σ_i F_i'F_i / (U_i (1 + λ²U_i))``: a sum of positive parts, exact
-    however small the residual variance is next to the groups' spread.  Otherwise
+    ``within + Σ_i F_i'F_i / (U_i (1 + λ²U_i))``: a sum of positive (semi-definite)
+    parts, nothing of the groups' spread subtracted; :func:`profile` takes ``Q`` about
+    the within-group pivot, so what is left is the rounding of ``within`` itself
+    (:func:`statistics_resolution`).  Otherwise
     ``[X y]'[X y] − Σ_i m_i``, which loses the digits that the two have in common.
     """
     if glob.within is not None and step.s.shape[0] == 1:
@@ -75,7 +79,7 @@ def profile(step: StepSums, glob: GlobalStats, reml: bool) -> Profile:
     p = glob.k_fe
     a = t[:p, :p]
     b = t[:p, p]
-    beta0, q0 = _pivot_form(step, glob)
+    pivot, beta0, q0 = _pivot_form(step, glob, t)
     if p:
         chol = np.linalg.cholesky(a)
         logdet_a = 2.0 * float(np.log(chol.diagonal()).sum())
@@ -88,23 +92,49 @@ def profile(step: StepSums, glob: GlobalStats, reml: bool) -> Profile:
     else:
         logdet_a, a_inv, beta, q = 0.0, np.zeros((0, 0)), np.zeros(0), q0
     fac = float(glob.n - p) if reml else float(glob.n)
-    return Profile(a, b, a_inv, logdet_a, beta, q, fac)
+    return Profile(a, b, a_inv, logdet_a, beta, q, fac, beta0 if pivot else None)
+
+
+@dataclass(frozen=True)
+class WithinPivot:
+    """What :func:`within_pivot` computes once per statistics (arrays read-only)."""
+
+    beta0: np.ndarray
+    #: ``w₀'Ww₀``, ``w₀ = [−β₀; 1]``
+    q: float
+    w0: np.ndarray
+    #: ``|w₀|'|W||w₀|``: the size of the numbers ``q`` is the remainder of
+    size: float
+    #: ``2 |W_x·| |w₀|`` and ``|W_xx|``: the within parts of :func:`resolution`'s terms in δ
+    cross: np.ndarray
+    abs_xx: np.ndarray
 
 
 @functools.lru_cache(maxsize=8)
-def _within_pivot(within: bytes, k: int) -> tuple[np.ndarray, float]:
+def _within_pivot(within: bytes, k: int) -> WithinPivot:
     w = np.frombuffer(within, dtype=np.float64).reshape(k, k)
     p = k - 1
     beta0 = np.linalg.lstsq(w[:p, :p], w[:p, p], rcond=1e-10)[0] if p else np.zeros(0)
-    beta0.flags.writeable = False
-    wv = np.append(-beta0, 1.0)
-    return beta0, float(wv @ w @ wv)
+    w0 = np.append(-beta0, 1.0)
+    abs_w, abs_w0 = np.abs(w), np.abs(w0)
+    out = WithinPivot(
+        beta0,
+        float(w0 @ w @ w0),
+        w0,
+        float(abs_w0 @ abs_w @ abs_w0),
+        2.0 * abs_w[:p, :] @ abs_w0,
+        abs_w[:p, :p],
+    )
+    for arr in (out.beta0, out.w0, out.cross, out.abs_xx):
+        arr.flags.writeable = False
+    return out
 
 
-def within_pivot(glob: GlobalStats) -> tuple[np.ndarray, float] | None:
-    """``(β₀, Q_W(β₀))``: the within-group least-squares coefficients (minimum norm:
-    zero on the intercept and on columns constant within groups) and the within-group
-    residual form ``w₀'Ww₀``, ``w₀ = [−β₀; 1]``, ``W = [X y]'(I − P_1)[X y]``.
+def within_pivot(glob: GlobalStats) -> WithinPivot | None:
+    """``β₀`` and ``Q_W(β₀)``: the within-group least-squares coefficients (minimum
+    norm: zero on the intercept and on columns constant within groups) and the
+    within-group residual form ``w₀'Ww₀``, ``w₀ = [−β₀; 1]``,
+    ``W = [X y]'(I − P_1)[X y]`` (:class:`WithinPivot`).
 
     Computed once per statistics (cached on ``W``'s bytes): the float64 cancellation
     of ``W_yy − 2β'W_xy + β'W_xxβ`` (large when y is nearly linear in X within the
@@ -119,17 +149,13 @@ def within_pivot(glob: GlobalStats) -> tuple[np.ndarray, float] | None:
     return _within_pivot(within.tobytes(), within.shape[0])
 
 
-def _pivot_form(step: StepSums, glob: GlobalStats) -> tuple[np.ndarray, float]:
-    """``(β₀, w₀'Tw₀)`` with ``T`` = :func:`residual_cross_products`: β₀ from
-    :func:`within_pivot` where it applies (else zero: ``w₀'Tw₀ = c``)."""
+def _pivot_form(step: StepSums, glob: GlobalStats, t: np.ndarray) -> tuple[bool, np.ndarray, float]:
+    """``(pivoted, β₀, w₀'Tw₀)`` with ``T = t`` (:func:`residual_cross_products`): β₀
+    from :func:`within_pivot` where it applies (else zero: ``w₀'Tw₀ = c``)."""
     pivot = within_pivot(glob) if step.s.shape[0] == 1 else None
     if pivot is None:
-        t = residual_cross_products(step, glob)
-        return np.zeros(glob.k_fe), float(t[-1, -1])
-    beta0, q_within = pivot
-    w0 = np.append(-beta0, 1.0)
-    between = 0.5 * (step.between + step.between.T)
-    return beta0, q_within + float(w0 @ between @ w0)
+        return False, np.zeros(glob.k_fe), float(t[-1, -1])
+    return True, pivot.beta0, pivot.q + float(pivot.w0 @ step.between @ pivot.w0)
 
 
 def quadratic_form(step: StepSums, glob: GlobalStats, beta: np.ndarray) -> float:
@@ -138,7 +164,7 @@ def quadratic_form(step: StepSums, glob: GlobalStats, beta: np.ndarray) -> float
     t = residual_cross_products(step, glob)
     p = glob.k_fe
     a, b = t[:p, :p], t[:p, p]
-    beta0, q0 = _pivot_form(step, glob)
+    _, beta0, q0 = _pivot_form(step, glob, t)
     delta = np.asarray(beta, dtype=np.float64) - beta0
     g = b - a @ beta0
     return q0 - 2.0 * float(delta @ g) + float(delta @ a @ delta)
@@ -176,34 +202,35 @@ def resolution(step: StepSums, prof: Profile, glob: GlobalStats) -> float:
     """
     if not prof.q > 0:
         return np.inf
-    pivot = within_pivot(glob) if step.s.shape[0] == 1 else None
-    if pivot is None:
+    if prof.beta0 is None:
         w = np.abs(prof.w)
         size = float(w @ (np.abs(glob.xyxy) + np.abs(step.m)) @ w)
     else:
-        p = glob.k_fe
-        t = np.abs(residual_cross_products(step, glob))
-        w0 = np.abs(np.append(pivot[0], 1.0))
-        delta = np.abs(prof.beta - pivot[0])
-        size = float(w0 @ np.abs(step.between) @ w0)
-        size += float(delta @ t[:p, :] @ (2.0 * w0) + delta @ t[:p, :p] @ delta)
+        # Q(β₀) is the cached within part plus w₀'Bw₀; g'A⁻¹g adds terms in δ
+        pivot = within_pivot(glob)
+        delta = np.abs(prof.beta - prof.beta0)
+        u = np.abs(pivot.w0)
+        u[:-1] += delta
+        size = float(u @ np.abs(step.between) @ u)
+        size += float(delta @ (pivot.cross + pivot.abs_xx @ delta))
     return float(np.finfo(float).eps) * size / prof.q
 
 
 def statistics_resolution(prof: Profile, glob: GlobalStats) -> float:
     """The relative size of the statistics' own rounding in ``Q``: ``ε·|w|'|W||w| / Q``
     with ``W`` the within-group cross-products (:func:`within_pivot`) and
-    ``w = [−β̂; 1]``; 0 without them (their share is then in :func:`resolution`).
+    ``w = [−β₀; 1]`` (:func:`within_pivot`, next to β̂ in the directions ``W`` weighs);
+    0 without them (their share is then in :func:`resolution`).
 
     The same rounding at every Λ: a bias of about this relative size in σ̂² (and of
     about f/2 times it in ℓ), not noise.  Near 1 the rounding is all of ``Q``.
     """
-    if glob.within is None or glob.within.shape[0] != prof.w.size:
+    pivot = within_pivot(glob) if prof.beta0 is not None else None
+    if pivot is None:
         return 0.0
     if not prof.q > 0:
         return np.inf
-    w = np.abs(prof.w)
-    return float(np.finfo(float).eps) * float(w @ np.abs(glob.within) @ w) / prof.q
+    return float(np.finfo(float).eps) * pivot.size / prof.q
 
 
 def out_of_resolution(step: StepSums, prof: Profile, glob: GlobalStats) -> bool:
@@ -212,8 +239,7 @@ def out_of_resolution(step: StepSums, prof: Profile, glob: GlobalStats) -> bool:
     :data:`STATISTICS_RESOLUTION_LIMIT`."""
     if resolution(step, prof, glob) > RESOLUTION_LIMIT:
         return True
-    pivot = within_pivot(glob) if step.s.shape[0] == 1 else None
-    return pivot is not None and statistics_resolution(prof, glob) > STATISTICS_RESOLUTION_LIMIT
+    return statistics_resolution(prof, glob) > STATISTICS_RESOLUTION_LIMIT
 
 
 def _constant(fac: float, glob: GlobalStats) -> float:
