@@ -202,12 +202,12 @@ def resolution(step: StepSums, prof: Profile, glob: GlobalStats) -> float:
     """
     if not prof.q > 0:
         return np.inf
-    if prof.beta0 is None:
+    pivot = within_pivot(glob) if prof.beta0 is not None else None
+    if pivot is None or prof.beta0 is None:
         w = np.abs(prof.w)
         size = float(w @ (np.abs(glob.xyxy) + np.abs(step.m)) @ w)
     else:
         # Q(β₀) is the cached within part plus w₀'Bw₀; g'A⁻¹g adds terms in δ
-        pivot = within_pivot(glob)
         delta = np.abs(prof.beta - prof.beta0)
         u = np.abs(pivot.w0)
         u[:-1] += delta
