@@ -312,3 +312,74 @@ def test_estimates_beyond_float64_in_the_data_units_are_a_clear_error():
     df["x"] = rng.normal(size=g.size)
     with pytest.raises(dmixed.DataError, match="beyond float64's range"):
         _fit(df)
+
+
+# -- (3b) y nearly linear in a covariate within the groups --------------------------------
+
+
+def _linear_within(residual_sd: float) -> pd.DataFrame:
+    """A tester's case: y = 3 + 2x + b_g + e, 200 groups of 2..29 rows, sd(b) = 1."""
+    rng = np.random.default_rng(5)
+    sizes = rng.integers(2, 30, 200)
+    g = np.repeat(np.arange(200), sizes)
+    x = rng.normal(size=g.size)
+    rs = np.random.default_rng(7)
+    y = 3 + 2 * x + rs.normal(size=200)[g] + rs.normal(size=g.size) * residual_sd
+    return pd.DataFrame({"y": y, "x": x, "g": g})
+
+
+def _brute_max(model) -> float:
+    """max over ψ = τ²/σ² of the model's own profiled ``loglike`` (1-D, bounded)."""
+
+    def neg(log_psi):
+        params = dmixed.MixedLMParams.from_components(
+            fe_params=np.zeros(2), cov_re=np.array([[np.exp(log_psi)]])
+        )
+        return -model.loglike(params)
+
+    best = optimize.minimize_scalar(
+        neg, bounds=(0.0, 50.0), method="bounded", options={"xatol": 1e-6}
+    )
+    return -float(best.fun)
+
+
+@pytest.mark.parametrize("residual_sd", [1e-3, 1e-5, 1e-6, 1e-7])
+def test_response_linear_within_groups_reaches_the_maximum(residual_sd):
+    """Q loses digits to y ≈ 3 + 2x within the groups; the fit once stopped where that
+    loss passed 1e-5 (σ̂² ~3e-10 whatever the truth, converged=True).  It reaches the
+    maximum of its own likelihood now, and warns with the size of the error.  lme4 4.2
+    (lmer, REML) on these data, for the record (2026-11-30; llf, σ², τ²): sd 1e-3:
+    15321.0684, 9.94984e-07, 0.764815 (dmixed the same); 1e-5: 28602.3851, 9.95464e-11,
+    0.759452 (dmixed's llf 0.012 lower: its σ̂² carries +1.0e-5 of rounding of the
+    within sums, f/2 × 1e-5 = 0.016); 1e-6: 35218.55, 1.05479e-12, 0.4198 and 1e-7:
+    29279.96, 7.5e-11, 0.049 (lme4 warns that it did not converge; dmixed 35242.63 and
+    41863.27, σ̂² 1.0003 and 1.016 times the within-group least squares')."""
+    df = _linear_within(residual_sd)
+    model = dmixed.MixedLM.from_formula("y ~ x", df, groups="g")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = model.fit()
+    messages = [str(w.message) for w in caught]
+    assert all(w.category is dmixed.PrecisionWarning for w in caught), messages
+    assert res.converged
+    best = _brute_max(model)
+    assert best - 0.1 <= res.llf <= best + 1e-6 * abs(best), (res.llf, best)
+    # σ̂² against the within-group least squares (the REML estimate for large ψ)
+    d = df.assign(
+        yc=df.y - df.groupby("g").y.transform("mean"), xc=df.x - df.groupby("g").x.transform("mean")
+    )
+    slope = float((d.xc * d.yc).sum() / (d.xc**2).sum())
+    s2 = float(((d.yc - slope * d.xc) ** 2).sum()) / (len(df) - 201)
+    _close(res.scale, s2, max(1e-3, 1e4 * residual_sd**2 / 1e-10), what="σ²")
+    _close(res.cov_re, [[0.7648]], 0.05, what="τ²")
+
+
+@pytest.mark.parametrize("residual_sd", [1e-9, 0.0])
+def test_response_exactly_linear_within_groups_says_so(residual_sd):
+    """Where rounding is all of Q the optimizer keeps away (no spurious maximum with
+    σ̂² → 0), and the fit says it did not converge and why."""
+    model = dmixed.MixedLM.from_formula("y ~ x", _linear_within(residual_sd), groups="g")
+    with pytest.warns(dmixed.FitConvergenceWarning, match="beyond what the statistics resolve"):
+        with pytest.warns(dmixed.PrecisionWarning, match="resolved only to about"):
+            res = model.fit()
+    assert not res.converged

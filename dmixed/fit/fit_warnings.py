@@ -8,15 +8,26 @@ import numpy as np
 
 from ..errors import BoundaryWarning, FitConvergenceWarning, PrecisionWarning
 from ..stats import Layout
-from .objective import RESOLUTION_LIMIT, resolution
+from .objective import resolution, statistics_resolution
 from .summary import OptSummary
 
 __all__ = ["PRECISION_WARN_ABOVE", "warn_boundary", "warn_convergence", "warn_precision"]
 
 
 def warn_convergence(opt: OptSummary) -> None:
-    """A FitConvergenceWarning (to the caller of ``fit``) when ``opt`` did not converge."""
-    if not opt.converged:
+    """A FitConvergenceWarning (to the caller of ``fit``) when ``opt`` did not converge
+    (saying why where it stopped at the edge of the statistics' resolution)."""
+    if opt.resolution_edge:
+        warnings.warn(
+            "the optimizer did not converge: the likelihood still rises toward a smaller "
+            "residual variance, where the rounding of the float64 statistics is as large "
+            "as the residual sum of squares itself (the response is linear in the "
+            "covariates within the groups up to rounding), so the optimum is beyond what "
+            "the statistics resolve; the fit stopped at the edge of that region",
+            FitConvergenceWarning,
+            stacklevel=3,
+        )
+    elif not opt.converged:
         warnings.warn(
             f"the optimizer did not converge: max |gradient of llf/n| = {opt.grad_norm:.3g}",
             FitConvergenceWarning,
@@ -56,14 +67,14 @@ def warn_precision(ev, glob) -> None:
     :data:`PRECISION_WARN_ABOVE` (:func:`dmixed.fit.objective.resolution`)."""
     if ev.prof is None or ev.step is None:
         return
-    rel = resolution(ev.step, ev.prof, glob)
+    rel = resolution(ev.step, ev.prof, glob) + statistics_resolution(ev.prof, glob)
     if rel > PRECISION_WARN_ABOVE:
+        llf_error = 0.5 * ev.prof.fac * rel
         warnings.warn(
             f"the residual variance is resolved only to about {rel:.0e} relative: it is "
             "tiny next to the spread of the response, and the float64 statistics carry "
-            "rounding of that size; the optimizer does not go where it is worse than "
-            f"{RESOLUTION_LIMIT:.0e}, and the optimum may lie beyond (σ̂², the variances "
-            "and the llf may be off by about that much)",
+            f"rounding of that size (σ̂² may be off by about {rel:.0e} of itself, the "
+            f"llf by about {llf_error:.1g})",
             PrecisionWarning,
             stacklevel=3,
         )

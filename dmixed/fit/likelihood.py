@@ -28,7 +28,7 @@ import numpy as np
 from ..kernels import StepSums
 from ..stats import GlobalStats, Layout, Standardization
 from .coordinates import Coordinates
-from .objective import Profile, hessian, loglike, profile, residual_cross_products, score_matrices
+from .objective import Profile, hessian, loglike, profile, quadratic_form, score_matrices
 
 __all__ = ["Likelihood", "Point", "SINGULAR_TOL"]
 
@@ -95,8 +95,7 @@ class Likelihood:
         if point.beta is None:
             return step, prof
         beta_std = self.beta_to_std(point.beta)
-        w = np.append(-beta_std, 1.0)
-        q = float(w @ residual_cross_products(step, self.glob) @ w)
+        q = quadratic_form(step, self.glob, beta_std)
         return step, replace(prof, beta=beta_std, q=q)
 
     def beta_to_std(self, beta: np.ndarray) -> np.ndarray:

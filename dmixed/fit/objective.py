@@ -33,6 +33,8 @@ class Profile:
     beta: np.ndarray
     q: float
     fac: float
+    #: β₀ of :func:`within_pivot` where ``Q`` and β̂ were taken about it, else None
+    beta0: np.ndarray | None = None
 
     @property
     def scale(self) -> float:
@@ -50,8 +52,10 @@ def residual_cross_products(step: StepSums, glob: GlobalStats) -> np.ndarray:
     """``[X y]'V*⁻¹[X y]`` (k × k).
 
     With one random-design column and the within-group cross-products at hand, as
-    ``within + Σ_i F_i'F_i / (U_i (1 + λ²U_i))``: a sum of positive parts, exact
-    however small the residual variance is next to the groups' spread.  Otherwise
+    ``within + Σ_i F_i'F_i / (U_i (1 + λ²U_i))``: a sum of positive (semi-definite)
+    parts, nothing of the groups' spread subtracted; :func:`profile` takes ``Q`` about
+    the within-group pivot, so what is left is the rounding of ``within`` itself
+    (:func:`statistics_resolution`).  Otherwise
     ``[X y]'[X y] − Σ_i m_i``, which loses the digits that the two have in common.
     """
     if glob.within is not None and step.s.shape[0] == 1:
@@ -65,24 +69,105 @@ def profile(step: StepSums, glob: GlobalStats, reml: bool) -> Profile:
     """GLS fixed effects and residual quadratic form from the step sums.
 
     ``[X y]'V*⁻¹[X y] = [X y]'[X y] − Σ_i ZXy_i' P_i ZXy_i``; one small Cholesky of
-    its ``X`` block gives β̂, ``log|A|`` and ``A⁻¹``.
+    its ``X`` block gives β̂, ``log|A|`` and ``A⁻¹``.  ``Q`` and β̂ are taken about
+    the statistics' pivot (:func:`within_pivot`): ``β̂ = β₀ + A⁻¹g``,
+    ``Q = Q(β₀) − g'A⁻¹g`` with ``g = b − Aβ₀``, which equal ``A⁻¹b`` and
+    ``c − b'A⁻¹b`` but leave the cancellation of the within-group sums out of every
+    evaluation.
     """
     t = residual_cross_products(step, glob)
     p = glob.k_fe
     a = t[:p, :p]
     b = t[:p, p]
-    c = float(t[p, p])
+    pivot, beta0, q0 = _pivot_form(step, glob, t)
     if p:
         chol = np.linalg.cholesky(a)
         logdet_a = 2.0 * float(np.log(chol.diagonal()).sum())
         chol_inv = np.linalg.inv(chol)
         a_inv = chol_inv.T @ chol_inv
-        beta = a_inv @ b
+        g = b - a @ beta0
+        delta = a_inv @ g
+        beta = beta0 + delta
+        q = q0 - float(g @ delta)
     else:
-        logdet_a, a_inv, beta = 0.0, np.zeros((0, 0)), np.zeros(0)
-    q = c - float(b @ beta)
+        logdet_a, a_inv, beta, q = 0.0, np.zeros((0, 0)), np.zeros(0), q0
     fac = float(glob.n - p) if reml else float(glob.n)
-    return Profile(a, b, a_inv, logdet_a, beta, q, fac)
+    return Profile(a, b, a_inv, logdet_a, beta, q, fac, beta0 if pivot else None)
+
+
+@dataclass(frozen=True)
+class WithinPivot:
+    """What :func:`within_pivot` computes once per statistics (arrays read-only)."""
+
+    beta0: np.ndarray
+    #: ``w₀'Ww₀``, ``w₀ = [−β₀; 1]``
+    q: float
+    w0: np.ndarray
+    #: ``|w₀|'|W||w₀|``: the size of the numbers ``q`` is the remainder of
+    size: float
+    #: ``2 |W_x·| |w₀|`` and ``|W_xx|``: the within parts of :func:`resolution`'s terms in δ
+    cross: np.ndarray
+    abs_xx: np.ndarray
+
+
+@functools.lru_cache(maxsize=8)
+def _within_pivot(within: bytes, k: int) -> WithinPivot:
+    w = np.frombuffer(within, dtype=np.float64).reshape(k, k)
+    p = k - 1
+    beta0 = np.linalg.lstsq(w[:p, :p], w[:p, p], rcond=1e-10)[0] if p else np.zeros(0)
+    w0 = np.append(-beta0, 1.0)
+    abs_w, abs_w0 = np.abs(w), np.abs(w0)
+    out = WithinPivot(
+        beta0,
+        float(w0 @ w @ w0),
+        w0,
+        float(abs_w0 @ abs_w @ abs_w0),
+        2.0 * abs_w[:p, :] @ abs_w0,
+        abs_w[:p, :p],
+    )
+    for arr in (out.beta0, out.w0, out.cross, out.abs_xx):
+        arr.flags.writeable = False
+    return out
+
+
+def within_pivot(glob: GlobalStats) -> WithinPivot | None:
+    """``β₀`` and ``Q_W(β₀)``: the within-group least-squares coefficients (minimum
+    norm: zero on the intercept and on columns constant within groups) and the
+    within-group residual form ``w₀'Ww₀``, ``w₀ = [−β₀; 1]``,
+    ``W = [X y]'(I − P_1)[X y]`` (:class:`WithinPivot`).
+
+    Computed once per statistics (cached on ``W``'s bytes): the float64 cancellation
+    of ``W_yy − 2β'W_xy + β'W_xxβ`` (large when y is nearly linear in X within the
+    groups) is then a fixed perturbation of the statistics, the same at every Λ — the
+    likelihood stays a smooth function of the parameters, its error a bias of the
+    size :func:`statistics_resolution` reports, not noise that makes spurious maxima.
+    None without within-group sums (or with more than one random-design column).
+    """
+    if glob.within is None:
+        return None
+    within = np.ascontiguousarray(glob.within, dtype=np.float64)
+    return _within_pivot(within.tobytes(), within.shape[0])
+
+
+def _pivot_form(step: StepSums, glob: GlobalStats, t: np.ndarray) -> tuple[bool, np.ndarray, float]:
+    """``(pivoted, β₀, w₀'Tw₀)`` with ``T = t`` (:func:`residual_cross_products`): β₀
+    from :func:`within_pivot` where it applies (else zero: ``w₀'Tw₀ = c``)."""
+    pivot = within_pivot(glob) if step.s.shape[0] == 1 else None
+    if pivot is None:
+        return False, np.zeros(glob.k_fe), float(t[-1, -1])
+    return True, pivot.beta0, pivot.q + float(pivot.w0 @ step.between @ pivot.w0)
+
+
+def quadratic_form(step: StepSums, glob: GlobalStats, beta: np.ndarray) -> float:
+    """``Q(β) = (y − Xβ)'V*⁻¹(y − Xβ)`` at a given β, about the pivot of
+    :func:`profile`: ``Q(β₀) − 2δ'g + δ'Aδ`` with ``δ = β − β₀``, ``g = b − Aβ₀``."""
+    t = residual_cross_products(step, glob)
+    p = glob.k_fe
+    a, b = t[:p, :p], t[:p, p]
+    _, beta0, q0 = _pivot_form(step, glob, t)
+    delta = np.asarray(beta, dtype=np.float64) - beta0
+    g = b - a @ beta0
+    return q0 - 2.0 * float(delta @ g) + float(delta @ a @ delta)
 
 
 def profile_weights(step: StepSums, glob: GlobalStats, reml: bool) -> np.ndarray:
@@ -95,33 +180,75 @@ def profile_weights(step: StepSums, glob: GlobalStats, reml: bool) -> np.ndarray
 
 
 #: The optimizer rejects a point where :func:`resolution` exceeds this: ℓ is off by
-#: about (f/2)·resolution there, rounding rather than data, and far out on a ridge that
-#: noise makes spurious maxima (σ̂² → 0 with an llf above the true maximum).
+#: about (f/2)·resolution there, rounding that changes from one evaluation to the next,
+#: and far out on a ridge that noise makes spurious maxima (σ̂² → 0 with an llf above
+#: the true maximum).
 RESOLUTION_LIMIT = 1e-5
+
+#: ... and where :func:`statistics_resolution` exceeds this: the rounding of the
+#: statistics themselves is then as large as ``Q`` (y exactly linear in X within the
+#: groups, up to rounding), and σ̂² → 0 would follow rounding, not data.  Below it the
+#: likelihood is a smooth function with a bias of that relative size in σ̂², and the
+#: optimizer goes to its maximum (the fit warns with the size).
+STATISTICS_RESOLUTION_LIMIT = 0.5
 
 
 def resolution(step: StepSums, prof: Profile, glob: GlobalStats) -> float:
-    """The relative rounding error of ``Q`` (and so of ``σ̂²``), to its order.
+    """The relative rounding error of ``Q`` (and so of ``σ̂²``) made by this evaluation,
+    to its order.
 
     ``Q = w'([X y]'[X y] − Σ_i m_i)w`` with ``w = [−β̂; 1]`` subtracts numbers of the
     size of ``|w|'|[X y]'[X y]||w|``, each summed over rows and groups in float64 with
     a relative error of about ε: what is left is known to about that size times ε,
     divided by ``Q`` (a typical error, not a worst case: the tests check it against
-    extended-precision evaluations).  Near zero for ordinary data (Q is a fair share of the total);
-    large when the residual variance is many orders of magnitude below the spread of the
-    response within the random effects' reach.  Where ``Q`` comes as a sum of positive
-    parts (:func:`residual_cross_products`: one random-design column with the
-    within-group cross-products) the parts are what is summed, and the bound is a few ε.
+    extended-precision evaluations).  Near zero for ordinary data (Q is a fair share of
+    the total); large when the residual variance is many orders of magnitude below the
+    spread of the response within the random effects' reach.  Where ``Q`` is taken
+    about the within-group pivot (:func:`within_pivot`: one random-design column with
+    the within-group cross-products) an evaluation only adds the between-group parts
+    and the small terms in ``δ = β̂ − β₀``; the within-group rounding is the statistics'
+    own (:func:`statistics_resolution`).
     """
     if not prof.q > 0:
         return np.inf
-    w = np.abs(prof.w)
-    if glob.within is not None and step.s.shape[0] == 1:
-        parts = np.abs(glob.within) + np.abs(step.between)
+    pivot = within_pivot(glob) if prof.beta0 is not None else None
+    if pivot is None or prof.beta0 is None:
+        w = np.abs(prof.w)
+        size = float(w @ (np.abs(glob.xyxy) + np.abs(step.m)) @ w)
     else:
-        parts = np.abs(glob.xyxy) + np.abs(step.m)
-    size = float(w @ parts @ w)
+        # Q(β₀) is the cached within part plus w₀'Bw₀; g'A⁻¹g adds terms in δ
+        delta = np.abs(prof.beta - prof.beta0)
+        u = np.abs(pivot.w0)
+        u[:-1] += delta
+        size = float(u @ np.abs(step.between) @ u)
+        size += float(delta @ (pivot.cross + pivot.abs_xx @ delta))
     return float(np.finfo(float).eps) * size / prof.q
+
+
+def statistics_resolution(prof: Profile, glob: GlobalStats) -> float:
+    """The relative size of the statistics' own rounding in ``Q``: ``ε·|w|'|W||w| / Q``
+    with ``W`` the within-group cross-products (:func:`within_pivot`) and
+    ``w = [−β₀; 1]`` (:func:`within_pivot`, next to β̂ in the directions ``W`` weighs);
+    0 without them (their share is then in :func:`resolution`).
+
+    The same rounding at every Λ: a bias of about this relative size in σ̂² (and of
+    about f/2 times it in ℓ), not noise.  Near 1 the rounding is all of ``Q``.
+    """
+    pivot = within_pivot(glob) if prof.beta0 is not None else None
+    if pivot is None:
+        return 0.0
+    if not prof.q > 0:
+        return np.inf
+    return float(np.finfo(float).eps) * pivot.size / prof.q
+
+
+def out_of_resolution(step: StepSums, prof: Profile, glob: GlobalStats) -> bool:
+    """Whether the optimizer must reject the point: :func:`resolution` above
+    :data:`RESOLUTION_LIMIT` or :func:`statistics_resolution` above
+    :data:`STATISTICS_RESOLUTION_LIMIT`."""
+    if resolution(step, prof, glob) > RESOLUTION_LIMIT:
+        return True
+    return statistics_resolution(prof, glob) > STATISTICS_RESOLUTION_LIMIT
 
 
 def _constant(fac: float, glob: GlobalStats) -> float:
@@ -222,9 +349,7 @@ def hessian(
     if prof is None:
         prof = profile(step, glob, reml)
     beta = np.asarray(beta, dtype=np.float64)
-    w = np.append(-beta, 1.0)
-    t = residual_cross_products(step, glob)
-    qf = float(w @ t @ w)
+    qf = quadratic_form(step, glob, beta)
     fac = prof.fac
     a = prof.a
     q_b = -2.0 * (prof.b - a @ beta)

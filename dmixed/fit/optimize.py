@@ -157,7 +157,7 @@ class _Optimization:
             "iteration": len(history) + 1,
             "method": method,
             "llf": ev.llf,
-            "grad_norm": float(np.linalg.norm(ev.score[self.free])),
+            "grad_norm": self.scaled_grad_norm(ev),
             "elapsed": time.perf_counter() - self.t0,
             "params": ev.packed.tolist(),
         }
@@ -303,7 +303,10 @@ class _Optimization:
             log_grad = float(np.max(np.abs(ev.score[mask] * self.x[mask]))) / self.n
             gnorm = max(gnorm, log_grad)
             converged = gnorm <= max(s.gtol, s.convergence_floor)
+        s.resolution_edge = obj.at_resolution_edge(ev)
+        converged = converged and not s.resolution_edge
         self.record(self.x[self.free], "final")
+        s.history[-1]["grad_norm"] = gnorm
         s.packed = self.x
         s.llf = ev.llf
         s.grad_norm = gnorm

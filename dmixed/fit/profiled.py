@@ -19,13 +19,12 @@ from ..stats import GlobalStats, Layout
 from ..stats.standardize import psi_map_matrix
 from .coordinates import lam_in_statistics
 from .objective import (
-    RESOLUTION_LIMIT,
     Profile,
     hessian,
     loglike,
+    out_of_resolution,
     profile,
     profile_weights,
-    resolution,
     score_matrices,
 )
 
@@ -77,6 +76,9 @@ class ProfiledObjective:
     #: the fit's log adds to the values it prints (the values kept stay as computed)
     llf_offset: float = 0.0
     n_evals: int = 0
+    #: the last point rejected because the statistics cannot resolve ``Q`` there
+    #: (:func:`~dmixed.fit.objective.out_of_resolution`); None: none was
+    rejected_for_resolution: np.ndarray | None = None
     _cache: dict[bytes, Evaluation] = field(default_factory=dict, repr=False)
     _last_hessian: tuple[bytes, np.ndarray] | None = field(default=None, repr=False)
     #: the Hessian sums :meth:`evaluate_ahead` made at a point (its key) with its β̂
@@ -191,14 +193,23 @@ class ProfiledObjective:
             return Evaluation(packed, None, None, -np.inf, np.zeros_like(packed))
         if not (np.isfinite(llf) and np.all(np.isfinite(ev.score))):
             return Evaluation(packed, None, None, -np.inf, np.zeros_like(packed))
-        if resolution(step, prof, self.glob) > RESOLUTION_LIMIT:
+        if out_of_resolution(step, prof, self.glob):
             # the float64 sums cannot resolve Q here: ℓ would be noise (a spurious
             # maximum far out on a ridge); a rejected step, as outside the space
+            self.rejected_for_resolution = packed
             return Evaluation(packed, None, None, -np.inf, np.zeros_like(packed))
         self._cache[key] = ev
         if len(self._cache) > _CACHED_EVALUATIONS:
             del self._cache[next(iter(self._cache))]
         return ev
+
+    def at_resolution_edge(self, ev: Evaluation) -> bool:
+        """Whether ``ev`` is a maximum only because the points beyond it were rejected
+        for resolution: one was, and ℓ rises from ``ev`` toward the last of them."""
+        rejected = self.rejected_for_resolution
+        if rejected is None or ev.prof is None:
+            return False
+        return float(ev.score @ (rejected - ev.packed)) > 0.0
 
     def lam(self, packed: np.ndarray) -> np.ndarray:
         """Λ̃ in the statistics' coordinates for the optimizer's ``packed``."""

@@ -35,7 +35,7 @@ from .. import kernels
 from ..errors import SpecError
 from ..kernels import MomentSums
 from ..stats import GlobalStats, Layout
-from .objective import RESOLUTION_LIMIT, loglike, profile, resolution
+from .objective import loglike, out_of_resolution, profile
 from .profiled import ProfiledObjective
 
 logger = logging.getLogger("dmixed")
@@ -233,6 +233,6 @@ def start_value(obj: ProfiledObjective, packed: np.ndarray) -> float:
         llf = loglike(sums, prof, obj.glob, obj.reml)
     except np.linalg.LinAlgError:
         return -np.inf
-    if not np.isfinite(llf) or resolution(sums, prof, obj.glob) > RESOLUTION_LIMIT:
+    if not np.isfinite(llf) or out_of_resolution(sums, prof, obj.glob):
         return -np.inf
     return llf

@@ -115,7 +115,12 @@ class OptSummary:
     grad_norm : float
         Final scaled gradient over the free parameters not settled on the boundary.
     converged : bool
-        Whether ``grad_norm`` reached ``max(gtol, convergence_floor)``.
+        Whether ``grad_norm`` reached ``max(gtol, convergence_floor)`` (and the point is
+        not at the resolution edge).
+    resolution_edge : bool
+        The optimum lies beyond what the float64 statistics resolve: ℓ still rises
+        toward points the objective rejects
+        (:meth:`~dmixed.fit.profiled.ProfiledObjective.at_resolution_edge`).
     boundary : list of str
         Variances settled at exactly zero (:meth:`Layout.boundary_labels` labels).
     methods : list of str
@@ -128,8 +133,9 @@ class OptSummary:
         including those of the start selection on the same objective.
     history : list of dict
         The fit log: per iteration ``iteration``, ``method``, ``llf``, ``grad_norm``
-        (Euclidean, of ℓ), ``elapsed`` (seconds) and ``params`` (packed); the last entry
-        has method ``"final"``.
+        (max |∂ℓ/∂θ_j|/n over the free parameters; in the last entry ``grad_norm``
+        above, over those not settled at zero), ``elapsed`` (seconds) and ``params``
+        (packed); the last entry has method ``"final"``.
     """
 
     # -- settings and tolerances ---------------------------------------------------
@@ -161,6 +167,9 @@ class OptSummary:
     llf: float = np.nan
     grad_norm: float = np.nan
     converged: bool = False
+    #: the optimizer stopped where the statistics' rounding starts to dominate ``Q``,
+    #: with ℓ still rising beyond (``converged`` is then False)
+    resolution_edge: bool = False
     boundary: list[str] = field(default_factory=list)
     # -- optimizer and fit log -----------------------------------------------------------
     methods: list[str] = field(default_factory=list)
