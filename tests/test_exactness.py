@@ -383,3 +383,14 @@ def test_response_exactly_linear_within_groups_says_so(residual_sd):
         with pytest.warns(dmixed.PrecisionWarning, match="resolved only to about"):
             res = model.fit()
     assert not res.converged
+    assert res.optimizer.resolution_edge  # kept by the results (it read False)
+
+
+def test_the_resolution_edge_is_saved(tmp_path):
+    model = dmixed.MixedLM.from_formula("y ~ x", _linear_within(0.0), groups="g")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = model.fit()
+        res.save(tmp_path / "out")
+        back = dmixed.load(tmp_path / "out")
+    assert back.optimizer.resolution_edge and not back.converged

@@ -122,7 +122,14 @@ _FIT_KEYS = (
 
 
 #: added to the ``fit`` section later (format 1 still): absent in older directories
-_OPTIMIZER_KEYS = ("optimizer_settings", "initial_params", "initial_llf", "grad_norm", "n_held")
+_OPTIMIZER_KEYS = (
+    "optimizer_settings",
+    "initial_params",
+    "initial_llf",
+    "grad_norm",
+    "n_held",
+    "resolution_edge",
+)
 
 
 def _fit_section(state: ResultsState) -> dict:
@@ -261,13 +268,14 @@ def _names_from(model: dict) -> ModelNames:
 def _optimizer_fields(fit: dict) -> dict:
     """The optimizer's settings and start, added to the fit section later (None or
     absent in older directories: the defaults, no start)."""
-    initial, initial_llf, grad_norm, n_held = (fit.get(k) for k in _OPTIMIZER_KEYS[1:])
+    initial, initial_llf, grad_norm, n_held, edge = (fit.get(k) for k in _OPTIMIZER_KEYS[1:])
     return {
         "optimizer_settings": dict(fit.get("optimizer_settings") or {}),
         "initial_params": None if initial is None else np.asarray(initial, dtype=np.float64),
         "initial_llf": np.nan if initial_llf is None else float(initial_llf),
         "grad_norm": np.nan if grad_norm is None else float(grad_norm),
         "n_held": int(n_held or 0),
+        "resolution_edge": bool(edge or False),
     }
 
 

@@ -95,6 +95,10 @@ class ResultsState:
         The packed covariance parameters the optimizer started from (None: not saved).
     initial_llf, grad_norm : float
         ℓ at the start; the final scaled gradient norm (NaN: not saved).
+    resolution_edge : bool
+        The optimizer stopped where the statistics could not resolve ``Q`` further
+        with ℓ still rising (:class:`~dmixed.fit.summary.OptSummary`; False where not
+        saved).
     n_held : int
         Covariance parameters held at their start values (``fit(free=...)``): not
         counted by the information criteria (as statsmodels).
@@ -154,6 +158,7 @@ class ResultsState:
     initial_params: np.ndarray | None = None
     initial_llf: float = np.nan
     grad_norm: float = np.nan
+    resolution_edge: bool = False
     n_held: int = 0
     cov_fe_statistics: np.ndarray | None = None
     statistics_columns: Any = None
@@ -174,6 +179,7 @@ class ResultsState:
         record.packed = np.asarray(self.packed_params)
         record.llf = self.llf
         record.grad_norm = self.grad_norm
+        record.resolution_edge = bool(self.resolution_edge)
         record.converged = self.converged
         record.boundary = list(self.boundary)
         record.methods = list(self.optimizer_methods)

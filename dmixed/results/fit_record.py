@@ -162,6 +162,7 @@ def record_fit(
         initial_params=coords.from_opt(np.asarray(optimize_result.initial), use_sqrt),
         initial_llf=coords.llf(optimize_result.initial_llf, n, reml),
         grad_norm=float(optimize_result.grad_norm),
+        resolution_edge=bool(optimize_result.resolution_edge),
         cov_fe_statistics=cov_fe_statistics(coords, cov_opt, model.k_fe),
         cov_re_statistics=cov_re_statistics(coords, psi_opt, scale),
         statistics_columns=coords.columns,
