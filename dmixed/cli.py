@@ -57,6 +57,7 @@ from .job import (
     job_from,
     parse_vc,
     read_job_file,
+    same_model,
     saved_model,
 )
 from .stats.last_fit import last_fit, remember_fit
@@ -242,21 +243,34 @@ def _save_outputs(job: Job, res) -> None:
 # ---------------------------------------------------------------------------
 
 
-def _reusable_statistics(job: Job, job_digest: str) -> dict | None:
+def _reusable_statistics(job: Job, job_digest: str, fingerprint: list[dict]) -> dict | None:
     """The manifest of statistics saved by this very job earlier, if any (else None);
-    statistics of other data or another model in ``--stats-dir`` are refused."""
+    statistics of other data or another model in ``--stats-dir`` are refused.  The job
+    is the same when the digest matches, or when its inputs are the saved ones and its
+    model the saved one with formulas compared by their terms (the digest hashes the
+    formulas' text: ``y~x`` rerun against statistics saved by ``y ~ x``)."""
     from .stats import checkpoint
 
     if not (job.stats_dir and os.path.exists(os.path.join(job.stats_dir, "manifest.json"))):
         return None
     manifest = checkpoint.read_manifest(job.stats_dir)
-    if manifest.get("digest") != job_digest:
+    if manifest.get("digest") != job_digest and not _same_job(job, manifest, fingerprint):
         raise JobError(
             f"the statistics saved in {job.stats_dir} were built from other data or "
             "another model (their digest does not match this job); remove that "
             "directory or choose another --stats-dir"
         )
     return manifest
+
+
+def _same_job(job: Job, manifest: dict, fingerprint: list[dict]) -> bool:
+    def by_path(inputs):
+        return sorted(inputs, key=lambda i: i["path"])
+
+    saved_inputs = manifest.get("inputs") or []
+    if by_path(saved_inputs) != by_path(fingerprint):
+        return False
+    return "spec" in manifest and same_model(job.model_dump(), manifest["spec"])
 
 
 def _model_from_saved(job: Job):
@@ -380,7 +394,7 @@ def run_fit(job: Job) -> int:
     fingerprint = checkpoint.input_fingerprint(files, job.storage_options)
     _refuse_repeated(fingerprint, [])
     job_digest = _job_digest(job, fingerprint)
-    reuse = _reusable_statistics(job, job_digest) is not None
+    reuse = _reusable_statistics(job, job_digest, fingerprint) is not None
     ddf = None if reuse else read_data(job, files)[0]  # a reuse reads no data
     # a reuse needs no cluster either: the optimization runs on the saved statistics
     cluster = contextlib.nullcontext() if reuse else connect(_cluster_of(job))

@@ -39,6 +39,7 @@ from pydantic import (
 
 from .cluster import read_config, resolve_config_paths, safe_load_yaml
 from .design.formula import parse_formula
+from .errors import DmixedError
 from .results.bootstrap import REPLICATES_LIMIT
 
 EXIT_OK, EXIT_CONFIG, EXIT_DATA, EXIT_NOT_CONVERGED, EXIT_CLUSTER = 0, 2, 3, 4, 5
@@ -64,6 +65,7 @@ MAXITER_LIMIT = 1_000_000
 
 __all__ = [
     "MODEL_KEYS",
+    "same_model",
     "saved_model",
     "EXIT_OK",
     "EXIT_CONFIG",
@@ -538,6 +540,16 @@ def _model_form(key: str, values: dict):
     if key == "vc_formula":
         return {name: _terms(f, f"vc_formula {name!r}") for name, f in (value or {}).items()}
     return value
+
+
+def same_model(given: dict, saved: dict) -> bool:
+    """Whether the model keys of ``given`` (a job's) and ``saved`` (a saved spec's) are
+    one model: formulas by their parsed terms, not their text (``y~x`` is ``y ~ x``).
+    A formula that does not parse is not the saved model."""
+    try:
+        return all(_model_form(k, given) == _model_form(k, saved) for k in MODEL_KEYS)
+    except DmixedError:
+        return False
 
 
 def saved_model(job: Job, spec, saved: dict):

@@ -757,6 +757,18 @@ def test_rerun_reuses_saved_statistics(checkpointed):
     assert_same_fit(dmixed.load(d / "out2"), dmixed.load(d / "out1"), rtol=1e-12)
 
 
+def test_rerun_with_the_formulas_spelled_otherwise_reuses_saved_statistics(checkpointed):
+    """The digest hashes the formulas' text: ``y~x2+x1`` was refused against statistics
+    saved by ``y ~ x1 + x2``; the same terms are the same job (as ``update`` reads them)."""
+    d = checkpointed.dir
+    args = _replace(checkpointed.args, "--formula", "y~x2+x1")
+    args = _replace(args, "--re-formula", "x1+1")
+    proc = run_in_process(*args, "--stats-dir", "stats", "--output", "respelled", cwd=d)
+    assert proc.returncode == 0, proc.stderr
+    assert "reusing saved statistics from stats (no data pass)" in proc.stderr
+    assert_same_fit(dmixed.load(d / "respelled"), dmixed.load(d / "out1"), rtol=1e-12)
+
+
 def test_rerun_does_not_read_the_data(checkpointed, monkeypatch):
     """A rerun that reuses the statistics must not read the data (its fingerprint reads
     only each Parquet file's footer)."""
