@@ -1,4 +1,5 @@
-"""Shared by the benchmark scripts: writing their figures as JSON."""
+"""Shared by the benchmark scripts: writing their figures as JSON; the environment of a
+measured subprocess."""
 
 from __future__ import annotations
 
@@ -21,3 +22,16 @@ def write_report(path: str, report: dict) -> None:
         os.unlink(tmp)
         raise
     print(f"wrote {path}")
+
+
+def tree_env(tree: str, hash_seed: str | None = None) -> dict:
+    """The environment of a subprocess measuring the source ``tree``: one BLAS/OpenMP
+    thread, ``tree`` first on the import path, and ``PYTHONHASHSEED`` when given (the
+    same dict and set orders in every run: instruction counts that repeat)."""
+    env = os.environ.copy()
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = "1"
+    env["PYTHONPATH"] = os.path.abspath(tree)
+    if hash_seed is not None:
+        env["PYTHONHASHSEED"] = hash_seed
+    return env

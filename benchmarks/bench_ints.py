@@ -32,6 +32,7 @@ import subprocess
 import sys
 
 import numpy as np
+from _report import tree_env
 
 SETUP = """
 import json, sys, time, warnings
@@ -92,12 +93,7 @@ functools.reduce(one, range(3), None)
 
 
 def _env(tree: str) -> dict:
-    env = os.environ.copy()
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[var] = "1"
-    env["PYTHONPATH"] = os.path.abspath(tree)
-    env["PYTHONHASHSEED"] = "0"  # the same dict and set orders in every run
-    return env
+    return tree_env(tree, hash_seed="0")
 
 
 def timed(tree: str, mode: str) -> dict:

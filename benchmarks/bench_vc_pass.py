@@ -33,6 +33,7 @@ import subprocess
 import sys
 
 import numpy as np
+from _report import tree_env
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -125,11 +126,7 @@ functools.reduce(numbering, range(3), None)
 
 
 def _env(tree: str) -> dict:
-    env = os.environ.copy()
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[var] = "1"
-    env["PYTHONPATH"] = os.path.abspath(tree)
-    return env
+    return tree_env(tree)
 
 
 def timed(tree: str) -> dict:
