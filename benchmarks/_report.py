@@ -1,10 +1,12 @@
 """Shared by the benchmark scripts: writing their figures as JSON; the environment of a
-measured subprocess."""
+measured subprocess; callgrind's count of a snippet's ``functools.reduce``."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import tempfile
 
 
@@ -35,3 +37,23 @@ def tree_env(tree: str, hash_seed: str | None = None) -> dict:
     if hash_seed is not None:
         env["PYTHONHASHSEED"] = hash_seed
     return env
+
+
+def callgrind_instructions(code: str, argv: list[str], env: dict) -> int:
+    """Instructions valgrind's callgrind counts inside ``functools.reduce`` calls of
+    ``python -c code *argv`` (the snippet runs the measured work in one, after an
+    uncounted warm-up), run with ``env``."""
+    args = [
+        "valgrind",
+        "--tool=callgrind",
+        "--collect-atstart=no",
+        "--toggle-collect=functools_reduce",
+        "--callgrind-out-file=/dev/null",
+        sys.executable,
+        "-c",
+        code,
+        *argv,
+    ]
+    out = subprocess.run(args, capture_output=True, text=True, env=env, check=True)
+    line = next(ln for ln in out.stderr.splitlines() if "Collected" in ln)
+    return int(line.split()[-1].replace(",", ""))

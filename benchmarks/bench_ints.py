@@ -32,7 +32,7 @@ import subprocess
 import sys
 
 import numpy as np
-from _report import tree_env
+from _report import callgrind_instructions, tree_env
 
 SETUP = """
 import json, sys, time, warnings
@@ -104,22 +104,8 @@ def timed(tree: str, mode: str) -> dict:
 
 def counted(tree: str, kind: str) -> float:
     """Instructions per fit (3 fits counted by callgrind)."""
-    args = [
-        "valgrind",
-        "--tool=callgrind",
-        "--collect-atstart=no",
-        "--toggle-collect=functools_reduce",
-        "--callgrind-out-file=/dev/null",
-        sys.executable,
-        "-c",
-        SETUP + COUNTED,
-        os.path.abspath(tree),
-        "counted",
-        kind,
-    ]
-    out = subprocess.run(args, capture_output=True, text=True, env=_env(tree), check=True)
-    line = next(ln for ln in out.stderr.splitlines() if "Collected" in ln)
-    return int(line.split()[-1].replace(",", "")) / 3
+    argv = [os.path.abspath(tree), "counted", kind]
+    return callgrind_instructions(SETUP + COUNTED, argv, _env(tree)) / 3
 
 
 KINDS = ("float", "int64", "int64-big")

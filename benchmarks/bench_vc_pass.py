@@ -33,7 +33,7 @@ import subprocess
 import sys
 
 import numpy as np
-from _report import tree_env
+from _report import callgrind_instructions, tree_env
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -139,24 +139,9 @@ def counted(tree: str, shape: str, which: str, design: bool = False) -> float:
     """Instructions per data pass (3 passes counted by callgrind; ``design``: the design
     and the pass, ``from_formula`` included); ``which`` ``"numbering"``: per numbering
     of the component's pairs and its slot table alone."""
-    args = [
-        "valgrind",
-        "--tool=callgrind",
-        "--collect-atstart=no",
-        "--toggle-collect=functools_reduce",
-        "--callgrind-out-file=/dev/null",
-        sys.executable,
-        "-c",
-        SETUP + (NUMBERED if which == "numbering" else COUNTED),
-        os.path.abspath(tree),
-        HERE,
-        shape,
-        which,
-        "design" if design else "pass",
-    ]
-    out = subprocess.run(args, capture_output=True, text=True, env=_env(tree), check=True)
-    line = next(ln for ln in out.stderr.splitlines() if "Collected" in ln)
-    return int(line.split()[-1].replace(",", "")) / 3
+    code = SETUP + (NUMBERED if which == "numbering" else COUNTED)
+    argv = [os.path.abspath(tree), HERE, shape, which, "design" if design else "pass"]
+    return callgrind_instructions(code, argv, _env(tree)) / 3
 
 
 def main() -> None:

@@ -47,20 +47,12 @@ std_wo = Standardization.choose(rwo.endog, rwo.exog, rwo.exog_re, None, rwo.vc_v
 cells = [(num.entry_pair, num.pair_group, num.pair_slots)]
 
 
+#: the rows with the component, as both passes take them
+with_rows = (codes, G, rw.endog, rw.exog, rw.exog_re, [num.entry_pair], rw.vc_vals)
+
+
 def rag():
-    return ragged_statistics(
-        codes,
-        G,
-        rw.endog,
-        rw.exog,
-        rw.exog_re,
-        [num.entry_pair],
-        rw.vc_vals,
-        [num.width],
-        rw.weights,
-        std_w,
-        cells,
-    )
+    return ragged_statistics(*with_rows, [num.width], rw.weights, std_w, cells)
 
 
 ragged = rag()[0]
@@ -89,19 +81,7 @@ terms = [("count",), ("col", 1), ("col", 2)]
 
 def whole_pass():
     """The component's whole pass (the stage ``whole``)."""
-    return whole_component_pass(
-        codes,
-        G,
-        rw.endog,
-        rw.exog,
-        rw.exog_re,
-        [num.entry_pair],
-        rw.vc_vals,
-        rw.weights,
-        std_w,
-        cells,
-        1,
-    )
+    return whole_component_pass(*with_rows, rw.weights, std_w, cells, 1)
 
 
 whole = whole_pass()
