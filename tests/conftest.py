@@ -28,6 +28,13 @@ import pandas as pd
 import pytest
 import statsmodels.regression.tests
 
+# Subprocesses (the CLI's tests, the Dask workers) import the dmixed of this tree, not
+# whichever copy the interpreter has installed: PYTHONPATH precedes site-packages.
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [REPO, *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != REPO)]
+)
+
 SM_RESULTS_DIR = os.path.join(os.path.dirname(statsmodels.regression.tests.__file__), "results")
 
 

@@ -1717,6 +1717,21 @@ def test_damaged_warm_start_of_update_is_exit_3_naming_the_file(incremental, tmp
     assert len(proc.stderr.splitlines()) == 1 and not (tmp_path / "U").exists()
 
 
+def test_the_subprocesses_run_the_dmixed_of_this_tree(tmp_path):
+    """The CLI tests that run ``python -m dmixed`` test this tree's code even where the
+    interpreter has another copy of dmixed installed (tests/conftest.py sets PYTHONPATH)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", "import dmixed; print(dmixed.__file__)"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert Path(proc.stdout.strip()).resolve() == Path(dmixed.__file__).resolve()
+    assert Path(dmixed.__file__).resolve().parents[1] == Path(REPO).resolve()
+
+
 def test_version():
     proc = run_in_process("--version", cwd=REPO)
     assert proc.returncode == 0
