@@ -722,3 +722,74 @@ def test_boundary_dyestuff2_like(dyestuff2_like, reml):
 
     sm_res = _sm_fit(SmMixedLM.from_formula("Yield ~ 1", df, groups="Batch"), reml, gtol=1e-5)
     assert float(res.llf) >= float(sm_res.llf) - 1e-8 * abs(float(sm_res.llf))
+
+
+# --------------------------------------------------------------------------------------
+# Coding of factors: statsmodels' (patsy's) names and parametrization
+# --------------------------------------------------------------------------------------
+
+CODING_FORMULAS = [
+    "y ~ C(c)",
+    "y ~ C(c, Treatment(reference='c'))",
+    "y ~ C(c, Sum)",
+    "y ~ C(c, Sum(omit='b'))",
+    "y ~ C(c, Helmert)",
+    "y ~ C(c, Diff)",
+    "y ~ C(c, Poly)",
+    "y ~ x + C(c, Diff)",
+    "y ~ 0 + C(c, Diff)",
+    "y ~ C(c, Sum):x",
+    "y ~ C(c, Helmert):x",
+    "y ~ C(c, Diff):x",
+    "y ~ C(c, Poly):x",
+    "y ~ x * C(c, Poly)",
+    "y ~ C(c, Sum) * b",
+    "y ~ b",
+    "y ~ 0 + b",
+    "y ~ b * x",
+    "y ~ I(x > 0)",
+    "y ~ 0 + I(x > 0)",
+    "y ~ I(x > 0):x",
+    "y ~ C(c, Diff) * I(x > 0)",
+]
+
+
+@pytest.fixture(scope="module")
+def coding_data():
+    import pandas as pd
+
+    rng = np.random.default_rng(7)
+    n = 400
+    df = pd.DataFrame(
+        {
+            "g": rng.integers(0, 20, n).astype(str),
+            "c": rng.choice(list("abcde"), n),
+            "x": rng.normal(size=n),
+            "b": rng.random(n) > 0.5,
+        }
+    )
+    level = df["c"].map(dict(zip("abcde", [0.0, 1.0, 2.5, 2.0, -1.0], strict=True)))
+    g = df["g"].astype(int)
+    df["y"] = df["x"] * (1 + 0.3 * level) + level + 0.5 * df["b"] + 0.1 * g + rng.normal(size=n)
+    return df
+
+
+@pytest.mark.parametrize("formula", CODING_FORMULAS)
+def test_factor_coding_matches_statsmodels(coding_data, formula):
+    """Every contrast statsmodels' formulas accept (patsy's Treatment, Sum, Helmert, Diff,
+    Poly; booleans, bare or computed by ``I()``), alone, without an intercept and in
+    interactions without their main effect (full-rank coding), gives statsmodels' names
+    with statsmodels' estimates under each name.  Terms may come in another order
+    (formulaic's), but the columns of a term come in statsmodels' order."""
+    dm_res = dmixed.MixedLM.from_formula(formula, coding_data, groups="g").fit(reml=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sm_model = SmMixedLM.from_formula(formula, coding_data, groups="g")
+        sm_res = sm_model.fit(reml=True, method="bfgs", gtol=SM_GTOL)
+    sm_names, dm_names = _index(sm_res.fe_params), _index(dm_res.fe_params)
+    assert sorted(dm_names) == sorted(sm_names)
+    assert [n for n in dm_names if "(" in n] == [n for n in sm_names if "(" in n]
+    assert_close(
+        dm_res.fe_params[sm_names], sm_res.fe_params, rtol=1e-6, atol=1e-8, what="fe_params"
+    )
+    assert_close(dm_res.bse_fe[sm_names], sm_res.bse_fe, rtol=RTOL_BSE, what="bse_fe")

@@ -14,6 +14,15 @@ from .messages import clean_message, plural
 __all__ = ["check_output", "materialize", "model_matrix"]
 
 
+def _context(context) -> dict:
+    """formulaic's evaluation context: patsy's meaning of the names it means otherwise
+    (:mod:`dmixed.design.patsy_coding`; formulaic looks names up in the context before
+    its own transforms), then the caller's names."""
+    from .patsy_coding import PATSY_TRANSFORMS
+
+    return {**PATSY_TRANSFORMS, **(context or {})}
+
+
 def model_matrix(formula: str, frame: pd.DataFrame, role: str, output: str, context=None):
     """formulaic's model matrix of ``formula`` on ``frame`` (a prototype), with its spec.
 
@@ -33,7 +42,7 @@ def model_matrix(formula: str, frame: pd.DataFrame, role: str, output: str, cont
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")
             return formulaic_model_matrix(
-                formula, frame, na_action="ignore", output=output, context=context or {}
+                formula, frame, na_action="ignore", output=output, context=_context(context)
             )
     except DmixedError:
         raise
@@ -55,7 +64,7 @@ def materialize(spec, frame: pd.DataFrame, formula: str | None, context=None):
     """
     try:
         with np.errstate(all="ignore"):
-            return spec.get_model_matrix(frame, context=context or {})
+            return spec.get_model_matrix(frame, context=_context(context))
     except Exception as e:
         raise FormulaError(f"cannot evaluate formula {formula!r}: {clean_message(e)}") from None
 

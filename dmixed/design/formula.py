@@ -74,10 +74,14 @@ _NOT_PLAIN = (
 
 
 def transforms() -> dict:
-    """formulaic's transforms (the names a formula may call besides numpy)."""
+    """formulaic's transforms (the names a formula may call besides numpy), those
+    patsy means otherwise with patsy's meaning
+    (:data:`~dmixed.design.patsy_coding.PATSY_TRANSFORMS`)."""
     from formulaic.transforms import TRANSFORMS
 
-    return TRANSFORMS
+    from .patsy_coding import PATSY_TRANSFORMS
+
+    return {**TRANSFORMS, **PATSY_TRANSFORMS}
 
 
 def add_unique(lst: list, item) -> None:
@@ -548,8 +552,21 @@ def categorical_factors(spec) -> list[tuple[str, list]]:
     return out
 
 
+def _boolean_identity(expr: str, levels: list) -> bool:
+    """Whether a categorical factor is ``I(...)`` of booleans: its levels are False and
+    True whatever the data (:func:`~dmixed.design.patsy_coding.patsy_identity`)."""
+    from .patsy_coding import BOOLEAN_LEVELS
+
+    try:
+        node = ast.parse(expr, mode="eval").body
+    except SyntaxError:
+        return False
+    return isinstance(node, ast.Call) and _dotted(node.func) == ["I"] and levels == BOOLEAN_LEVELS
+
+
 def check_categorical_sources(spec, terms, columns: dict, role: str, formula: str) -> None:
-    """Categorical factors must take their levels from a column (or levels=).
+    """Categorical factors must take their levels from a column (or levels=), or be
+    ``I()`` of booleans (levels False and True).
 
     Raises
     ------
@@ -559,9 +576,11 @@ def check_categorical_sources(spec, terms, columns: dict, role: str, formula: st
     from formulaic.parser.types import Factor
 
     factors = {f.expr: f for t in terms for f in t.factors}
-    for expr, _levels in categorical_factors(spec):
+    for expr, levels in categorical_factors(spec):
         factor = factors.get(expr)
         if factor is None or factor.eval_method is Factor.EvalMethod.LOOKUP:
+            continue
+        if _boolean_identity(expr, levels):
             continue
         if quoted_column(expr, columns) is not None:
             continue

@@ -315,7 +315,10 @@ class ModelSpec(ModelNames):
             if [list(x) if isinstance(x, list) else x for x in getattr(spec, key)] != state[key]:
                 raise CheckpointError(
                     f"the saved model spec does not rebuild to the same {key}: "
-                    f"{getattr(spec, key)} != {state[key]}"
+                    f"{getattr(spec, key)} != {state[key]} (earlier versions of dmixed "
+                    "named and coded some factors unlike statsmodels: Diff and Poly "
+                    "contrasts, full-rank Sum, Helmert, Diff and Poly, boolean I() "
+                    "terms); rebuild the statistics from the data"
                 )
         return spec
 

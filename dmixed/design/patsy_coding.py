@@ -1,0 +1,211 @@
+"""statsmodels' (patsy's) coding of factors, for formulaic.
+
+Users compare dmixed's parameters with ``statsmodels.MixedLM.from_formula`` by name,
+so a name must mean what it means there.  formulaic's contrasts differ from patsy's
+where patsy is statsmodels' formula engine:
+
+* ``Diff``: patsy labels backward difference ``k`` by the level *below* it
+  (``[D.a]`` for b − a), formulaic by the level above (``[D.b]``): the same
+  columns under shifted labels;
+* ``Poly``: patsy names ``.Linear``, ``.Quadratic``, ``.Cubic``, ``^4``… without
+  brackets, formulaic ``[.L]``, ``[.Q]``, ``[.C]``, ``[^4]``;
+* a factor coded in full rank (no intercept, or an interaction without its main
+  effect): patsy adds a constant column to the contrast (``[mean]`` for ``Sum``,
+  ``[H.intercept]`` for ``Helmert``, ``.Constant`` for ``Poly``, ``[D.<first level>]``
+  for ``Diff``), formulaic uses one indicator per level: another parametrization, so
+  other estimates;
+* ``Sum(omit=...)`` (patsy) picks the level coded -1; formulaic has no such argument;
+* a boolean expression (``I(x > 0)``) is a factor of levels False and True for patsy
+  (``I(x > 0)[T.True]``), a number for formulaic.
+
+The classes here compute patsy's matrices and column suffixes (``Contrasts`` of
+formulaic, so formulaic encodes with them); :data:`PATSY_TRANSFORMS` replaces
+formulaic's names of the same meaning in every evaluation
+(:func:`dmixed.design.formula.transforms`).  Source: patsy ``contrasts.py``
+(``Sum``, ``Helmert``, ``Diff``, ``Poly``) and ``categorical.py`` (booleans).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from formulaic.transforms import C
+from formulaic.transforms.contrasts import Contrasts
+from formulaic.transforms.identity import identity
+
+__all__ = [
+    "BOOLEAN_LEVELS",
+    "PATSY_TRANSFORMS",
+    "PatsyDiff",
+    "PatsyHelmert",
+    "PatsyPoly",
+    "PatsySum",
+    "patsy_identity",
+]
+
+#: the levels of a boolean factor, always both (patsy: ``flag[T.True]``)
+BOOLEAN_LEVELS = [False, True]
+
+
+def _suffixes(prefix: str, levels: Sequence[Hashable]) -> list[str]:
+    """patsy's ``_name_levels``: ``[<prefix><level>]`` per level."""
+    return [f"[{prefix}{level}]" for level in levels]
+
+
+class _PatsyContrasts(Contrasts):
+    """A patsy contrast: ``_coding`` gives ``(matrix, suffixes)`` for the reduced
+    (``code_without_intercept``) or full-rank (``code_with_intercept``) coding; a
+    column's name is the factor's followed by its suffix, as patsy writes it."""
+
+    FACTOR_FORMAT = "{name}{field}"
+    FACTOR_FORMAT_REDUCED = "{name}{field}"
+
+    def _coding(self, levels: Sequence[Hashable], reduced_rank: bool) -> tuple[np.ndarray, list]:
+        raise NotImplementedError
+
+    @Contrasts.override
+    def _get_coding_matrix(
+        self, levels: Sequence[Hashable], reduced_rank: bool = True, sparse: bool = False
+    ) -> Any:
+        matrix = self._coding(list(levels), reduced_rank)[0]
+        if sparse:
+            import scipy.sparse as spsparse
+
+            return spsparse.csc_matrix(matrix)
+        return matrix
+
+    @Contrasts.override
+    def get_coding_column_names(
+        self, levels: Sequence[Hashable], reduced_rank: bool = True
+    ) -> Sequence[Hashable]:
+        return self._coding(list(levels), reduced_rank)[1]
+
+    @Contrasts.override
+    def get_coefficient_row_names(
+        self, levels: Sequence[Hashable], reduced_rank: bool = True
+    ) -> Sequence[Hashable]:
+        return self.get_coding_column_names(levels, reduced_rank)
+
+    @Contrasts.override
+    def get_drop_field(self, levels: Sequence[Hashable], reduced_rank: bool = True) -> Hashable:
+        # None: formulaic encodes the reduced coding on its own rather than dropping a
+        # column of the full one (patsy's reduced Diff is not the full one less a column)
+        return None
+
+
+def _with_constant(matrix: np.ndarray, suffixes: list, first: str) -> tuple[np.ndarray, list]:
+    """patsy's ``code_with_intercept`` of a contrast: a column of ones first."""
+    return np.column_stack((np.ones(matrix.shape[0]), matrix)), [first, *suffixes]
+
+
+@dataclass
+class PatsySum(_PatsyContrasts):
+    """patsy's ``Sum(omit=None)``: deviation coding, the level ``omit`` (default the
+    last) coded -1; full rank adds ``[mean]``."""
+
+    omit: Hashable = None
+
+    @_PatsyContrasts.override
+    def _coding(self, levels, reduced_rank):
+        n = len(levels)
+        i = n - 1 if self.omit is None else _level_index(levels, self.omit)
+        matrix = np.delete(np.eye(n), i, axis=1)
+        matrix[i, :] = -1
+        suffixes = _suffixes("S.", levels[:i] + levels[i + 1 :])
+        return (matrix, suffixes) if reduced_rank else _with_constant(matrix, suffixes, "[mean]")
+
+
+@dataclass
+class PatsyHelmert(_PatsyContrasts):
+    """patsy's ``Helmert()``: level k against the mean of the levels before it
+    (unscaled, R's); full rank adds ``[H.intercept]``."""
+
+    @_PatsyContrasts.override
+    def _coding(self, levels, reduced_rank):
+        n = len(levels)
+        matrix = np.zeros((n, n - 1))
+        matrix[1:][np.diag_indices(n - 1)] = np.arange(1, n)
+        matrix[np.triu_indices(n - 1)] = -1
+        suffixes = _suffixes("H.", levels[1:])
+        if reduced_rank:
+            return matrix, suffixes
+        return _with_constant(matrix, suffixes, "[H.intercept]")
+
+
+@dataclass
+class PatsyDiff(_PatsyContrasts):
+    """patsy's ``Diff()``: backward differences, level k+1 − level k labelled by level
+    k (``[D.<levels[:-1]>]``); full rank adds a constant column and labels the n
+    columns by all levels in order (patsy's labels, the first one the constant)."""
+
+    @_PatsyContrasts.override
+    def _coding(self, levels, reduced_rank):
+        n = len(levels)
+        # column k: -(n - k - 1)/n on levels 0..k, (k + 1)/n on levels k+1..n-1
+        k = np.arange(n - 1)
+        rows = np.arange(n)[:, None]
+        matrix = np.where(rows <= k, (k + 1 - n) / n, (k + 1) / n)
+        if reduced_rank:
+            return matrix, _suffixes("D.", levels[:-1])
+        return np.column_stack((np.ones(n), matrix)), _suffixes("D.", levels)
+
+
+@dataclass
+class PatsyPoly(_PatsyContrasts):
+    """patsy's ``Poly(scores=None)``: orthogonal polynomials in the (centred) scores,
+    default 0..n-1, named ``.Linear``, ``.Quadratic``, ``.Cubic``, ``^4``…; full rank
+    adds ``.Constant`` (ones)."""
+
+    scores: Sequence[float] | None = None
+
+    @_PatsyContrasts.override
+    def _coding(self, levels, reduced_rank):
+        n = len(levels)
+        scores = np.arange(n, dtype=float) if self.scores is None else np.array(self.scores, float)
+        if len(scores) != n:
+            raise ValueError(f"Poly: {n} levels but {len(scores)} scores")
+        scores = scores - scores.mean()
+        q, r = np.linalg.qr(scores[:, None] ** np.arange(n)[None, :])
+        q = q * np.sign(np.diag(r))
+        q[:, 0] = 1  # the constant column is ones, not normalised
+        names = [".Constant", ".Linear", ".Quadratic", ".Cubic"][:n]
+        names += [f"^{i}" for i in range(4, n)]
+        return (q[:, 1:], names[1:]) if reduced_rank else (q, names)
+
+
+def _level_index(levels: list, level: Hashable) -> int:
+    """patsy's ``_get_level``: a level, or else an integer position (negative from
+    the end)."""
+    if level in levels:
+        return levels.index(level)
+    if (
+        isinstance(level, int)
+        and not isinstance(level, bool)
+        and -len(levels) <= level < len(levels)
+    ):
+        return level % len(levels)
+    raise ValueError(f"{level!r} is not one of the levels {levels}")
+
+
+def patsy_identity(data: Any) -> Any:
+    """patsy's ``I()``: the value as it is, except that booleans are a factor of levels
+    False and True (patsy reads any boolean factor so: ``I(x > 0)[T.True]``)."""
+    value = identity(data)
+    dtype = getattr(value, "dtype", None)
+    if dtype is not None and (dtype == np.bool_ or isinstance(dtype, pd.BooleanDtype)):
+        return C(value, levels=BOOLEAN_LEVELS)
+    return value
+
+
+#: formulaic's names that patsy means otherwise, with patsy's meaning
+PATSY_TRANSFORMS: dict[str, Any] = {
+    "Sum": PatsySum,
+    "Helmert": PatsyHelmert,
+    "Diff": PatsyDiff,
+    "Poly": PatsyPoly,
+    "I": patsy_identity,
+}

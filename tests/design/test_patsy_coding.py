@@ -1,0 +1,65 @@
+"""dmixed.design.patsy_coding: patsy's contrast matrices and column suffixes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import patsy.contrasts as pc
+import pytest
+
+from dmixed.design.patsy_coding import (
+    BOOLEAN_LEVELS,
+    PatsyDiff,
+    PatsyHelmert,
+    PatsyPoly,
+    PatsySum,
+    patsy_identity,
+)
+
+PAIRS = [
+    (PatsySum(), pc.Sum()),
+    (PatsySum(omit="b"), pc.Sum(omit="b")),
+    (PatsySum(omit=0), pc.Sum(omit=0)),
+    (PatsyHelmert(), pc.Helmert()),
+    (PatsyDiff(), pc.Diff()),
+    (PatsyPoly(), pc.Poly()),
+]
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 6])
+@pytest.mark.parametrize("reduced", [True, False], ids=["reduced", "full"])
+@pytest.mark.parametrize(("mine", "theirs"), PAIRS, ids=lambda p: repr(p)[:40])
+def test_matrices_and_suffixes_are_patsys(mine, theirs, reduced, n):
+    levels = list("abcdef")[:n]
+    coded = theirs.code_without_intercept(levels) if reduced else theirs.code_with_intercept(levels)
+    got = mine.get_coding_matrix(levels, reduced_rank=reduced)
+    np.testing.assert_allclose(np.asarray(got), coded.matrix, rtol=0, atol=1e-14)
+    assert list(mine.get_coding_column_names(levels, reduced_rank=reduced)) == list(
+        coded.column_suffixes
+    )
+    assert mine.get_drop_field(levels, reduced_rank=reduced) is None
+
+
+def test_poly_scores():
+    levels = ["lo", "mid", "hi"]
+    coded = pc.Poly(scores=[1, 2, 5]).code_without_intercept(levels)
+    got = PatsyPoly(scores=[1, 2, 5]).get_coding_matrix(levels, reduced_rank=True)
+    np.testing.assert_allclose(np.asarray(got), coded.matrix, atol=1e-14)
+    with pytest.raises(ValueError, match="3 levels but 2 scores"):
+        PatsyPoly(scores=[1, 2]).get_coding_matrix(levels)
+
+
+def test_sum_omit_unknown_level():
+    with pytest.raises(ValueError, match="'z' is not one of the levels"):
+        PatsySum(omit="z").get_coding_matrix(["a", "b"])
+
+
+def test_identity_booleans_are_a_factor():
+    x = pd.Series([1.0, -1.0, 2.0])
+    out = patsy_identity(x > 0)
+    assert out.__formulaic_metadata__.kind.value == "categorical"
+    assert patsy_identity(pd.array([True, None], dtype="boolean")).__formulaic_metadata__
+    assert BOOLEAN_LEVELS == [False, True]
+    same = patsy_identity(x * 2)
+    assert not hasattr(same, "__formulaic_metadata__")
+    np.testing.assert_array_equal(same, x * 2)
