@@ -372,9 +372,11 @@ def _under_stats_lock(command):
 
     @functools.wraps(command)
     def locked(job: Job) -> int:
+        # before any work, and before the lock is made beside the statistics: a
+        # directory that cannot be written would fail the lock (or the results) late
+        _check_targets(job)
         if not job.stats_dir:
             return command(job)
-        _refuse_nested(job.output, job.stats_dir)  # before the lock is made beside it
         from .stats.checkpoint import statistics_lock
 
         with statistics_lock(job.stats_dir):
@@ -389,7 +391,6 @@ def run_fit(job: Job) -> int:
     from .cluster import connect
     from .stats import checkpoint
 
-    _check_targets(job)
     files = input_files(job)
     fingerprint = checkpoint.input_fingerprint(files, job.storage_options)
     _refuse_repeated(fingerprint, [])
@@ -442,7 +443,6 @@ def run_update(job: Job) -> int:
     from .model import MixedLM
     from .stats import checkpoint
 
-    _check_targets(job)
     manifest = checkpoint.read_manifest(job.stats_dir)
     spec = saved_model(job, ModelSpec.from_dict(manifest["spec"]), manifest["spec"])
     ddf, files = read_data(job)
@@ -503,7 +503,6 @@ def run_bootstrap(job: Job) -> int:
     from .results.bootstrap import BOOTSTRAP_FILE
     from .stats import checkpoint
 
-    _check_targets(job)
     manifest = checkpoint.read_manifest(job.stats_dir)
     method = job.method or manifest.get("job", {}).get("method", "reml")
     with _job_errors(job, reads_data=False):

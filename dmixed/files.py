@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import socket
+import tempfile
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -150,25 +151,27 @@ def check_target(path, marker: str, kind: str, name: str = "") -> None:
     replace or could not create: one that exists and is a file, or is a non-empty
     directory without the file ``marker`` (not a dmixed ``kind`` directory, e.g.
     ``"results"``), or one whose nearest existing parent is a file or not writable.
-    ``name`` says how the path was given (``"--output"``) in the messages.
+    ``name`` says how the path was given (``"--output"``) in the messages.  Whether
+    the parent takes new entries is tried (an empty directory made and removed).
 
     Raises
     ------
     PathExistsError
         ``path`` exists and is not a dmixed ``kind`` directory, or lies under a file.
     PathError
-        The nearest existing parent of ``path`` is not writable.
+        The nearest existing parent of ``path`` does not take a new entry.
     """
     shown = f"{name} {path}" if name else str(path)
     another = f"another {name}" if name else "another path"
+    # the directory is written beside itself (a temporary renamed into place, a lock
+    # file): its nearest existing parent must take a new entry
+    above = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(above):
+        above = os.path.dirname(above)
+    if not os.path.isdir(above):
+        raise PathExistsError(f"{shown} cannot be created: {above} is a file")
+    _probe_writable(above, shown)
     if not os.path.lexists(path):
-        above = os.path.dirname(os.path.abspath(path))
-        while not os.path.exists(above):
-            above = os.path.dirname(above)
-        if not os.path.isdir(above):
-            raise PathExistsError(f"{shown} cannot be created: {above} is a file")
-        if not os.access(above, os.W_OK | os.X_OK):
-            raise PathError(f"{shown} cannot be created: {above} is not a writable directory")
         return
     if not os.path.isdir(path):
         raise PathExistsError(
@@ -179,6 +182,24 @@ def check_target(path, marker: str, kind: str, name: str = "") -> None:
             f"{shown} exists and is not a dmixed {kind} directory (no {marker}); "
             f"dmixed never replaces it: choose {another} or empty that directory"
         )
+
+
+def _probe_writable(directory: str, shown: str) -> None:
+    """Create and remove an empty hidden directory in ``directory``: permission bits
+    do not tell (root passes ``os.access`` on ``/proc``, a read-only mount), a try does.
+
+    Raises
+    ------
+    PathError
+        ``directory`` does not take a new entry.
+    """
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".dmixed-probe-", dir=directory))
+    except OSError as exc:
+        raise PathError(
+            f"{shown} cannot be created: {directory} is not a writable directory "
+            f"({exc.strerror or exc})"
+        ) from None
 
 
 @contextlib.contextmanager

@@ -745,6 +745,24 @@ def test_output_and_stats_dir_one_inside_the_other_are_refused_up_front(
     assert sorted(os.listdir(tmp_path)) == ["A.parquet", "B.parquet"]
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+@pytest.mark.parametrize("flag", ["--output", "--stats-dir"])
+def test_a_directory_that_cannot_be_created_is_refused_before_the_data_pass(
+    data, scheduler, tmp_path, monkeypatch, flag
+):
+    """``--stats-dir /proc/st`` waited an hour for a lock it could never make, and
+    ``--output /proc/nope`` failed with a raw FileNotFoundError after the whole fit
+    (root passes ``os.access`` there): both are refused up front, naming the path."""
+    monkeypatch.setenv("DMIXED_LOCK_TIMEOUT", "2")
+    targets = {"--output": "o", "--stats-dir": "st", flag: "/proc/dmixed-nope/x"}
+    args = ["fit", "--data", data.A, *MODEL, "--cluster", scheduler.file]
+    proc = run_in_process(*args, *(a for kv in targets.items() for a in kv), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(f"dmixed: error: {flag} /proc/dmixed-nope/x cannot be created")
+    assert len(proc.stderr.splitlines()) == 1 and "data pass" not in proc.stderr
+    assert os.listdir(tmp_path) == []
+
+
 def test_rerun_reuses_saved_statistics(checkpointed):
     d = checkpointed.dir
     proc = ok(run(*checkpointed.args, "--stats-dir", "stats", "--output", "out2", cwd=d))
