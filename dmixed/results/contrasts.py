@@ -215,7 +215,17 @@ def check_flag(value, name: str, optional: bool = False) -> bool | None:
     raise SpecError(f"{name} must be {allowed}, not {value!r}")
 
 
-def wald_test(params, cov, r_matrix, names, use_f: bool, df_resid: float, scalar: bool = True):
+def wald_test(
+    params,
+    cov,
+    r_matrix,
+    names,
+    use_f: bool,
+    df_resid: float,
+    scalar: bool = True,
+    invcov=None,
+    df_constraints=None,
+):
     """The joint Wald test of ``R θ = q`` (statsmodels' ``LikelihoodModelResults.wald_test``,
     which ``MixedLMResults`` inherits): ``W = (Rθ̂ − q)'(R Σ R')⁺(Rθ̂ − q)`` referred to χ²
     on ``J = rank(R Σ R')`` degrees of freedom, or ``W / J`` to F(J, df_resid) with
@@ -226,7 +236,7 @@ def wald_test(params, cov, r_matrix, names, use_f: bool, df_resid: float, scalar
     params : ndarray (k,)
         All the parameters θ, the fixed effects first (``len(names)`` of them).
     cov : ndarray (k, k)
-        Their covariance Σ (``cov_params()``).
+        Their covariance Σ (``cov_params()``, or the caller's ``cov_p``).
     r_matrix : array_like (m, len(names)) or (m, k), ``(R, q)``, or str
         ``R`` over the fixed effects (dmixed's, as ``t_test``) or over all ``k``
         parameters (statsmodels'), or text over the fixed effects' names.
@@ -236,6 +246,11 @@ def wald_test(params, cov, r_matrix, names, use_f: bool, df_resid: float, scalar
     scalar : bool, default True
         The statistic as a float; False: as a ``(1, 1)`` array and the p-value as a
         0-d array (statsmodels' ``scalar``).
+    invcov : array_like (m, m), optional
+        ``(R Σ R')⁻¹`` itself (statsmodels' ``invcov``): ``cov`` is then not used and
+        ``J = m``.
+    df_constraints : int, optional
+        ``J`` itself (statsmodels' ``df_constraints``), whatever the rank.
 
     Returns
     -------
@@ -246,7 +261,8 @@ def wald_test(params, cov, r_matrix, names, use_f: bool, df_resid: float, scalar
     Raises
     ------
     SpecError
-        A hypothesis that :func:`hypothesis` refuses; a covariance with missing values.
+        A hypothesis that :func:`hypothesis` refuses; a covariance with missing values;
+        ``invcov`` not ``m × m``; ``df_constraints`` not a positive number.
 
     Warns
     -----
@@ -259,20 +275,40 @@ def wald_test(params, cov, r_matrix, names, use_f: bool, df_resid: float, scalar
     used = np.flatnonzero(np.any(mat != 0, axis=0))  # cov_params is NaN where undefined
     mat = mat[:, used]
     diff = (mat @ np.asarray(params)[used] - q)[:, None]
-    middle = mat @ np.asarray(cov)[np.ix_(used, used)] @ mat.T
-    if np.isnan(middle).any():
-        raise SpecError("the covariance of the hypothesis has missing values (no standard errors)")
     n_rows = float(mat.shape[0])
-    rank = np.linalg.matrix_rank(middle)
-    if rank < n_rows:
-        warnings.warn(
-            "covariance of constraints does not have full rank. The number of constraints "
-            f"is {int(n_rows):d}, but rank is {rank:d}",
-            ConstraintRankWarning,
-            stacklevel=3,
-        )
-        n_rows = rank
-    wald = diff.T @ np.linalg.pinv(middle) @ diff
+    if invcov is None:
+        middle = mat @ np.asarray(cov)[np.ix_(used, used)] @ mat.T
+        if np.isnan(middle).any():
+            raise SpecError(
+                "the covariance of the hypothesis has missing values (no standard errors)"
+            )
+        rank = np.linalg.matrix_rank(middle)
+        if rank < n_rows:
+            warnings.warn(
+                "covariance of constraints does not have full rank. The number of "
+                f"constraints is {int(n_rows):d}, but rank is {rank:d}",
+                ConstraintRankWarning,
+                stacklevel=3,
+            )
+            n_rows = rank
+        inverse = np.linalg.pinv(middle)
+    else:
+        inverse = np.asarray(invcov, dtype=np.float64)
+        if inverse.shape != (mat.shape[0], mat.shape[0]):
+            raise SpecError(
+                f"invcov must be the {mat.shape[0]} x {mat.shape[0]} inverse of the "
+                f"hypothesis' covariance R cov R' (one row per constraint), got shape "
+                f"{inverse.shape}"
+            )
+    if df_constraints is not None:
+        if isinstance(df_constraints, (bool, np.bool_)) or not (
+            isinstance(df_constraints, (int, float, np.integer, np.floating)) and df_constraints > 0
+        ):
+            raise SpecError(
+                f"df_constraints must be a positive number of constraints, not {df_constraints!r}"
+            )
+        n_rows = df_constraints
+    wald = diff.T @ inverse @ diff
     wald = float(np.squeeze(wald)) if scalar else wald
     if use_f:
         fstat = wald / n_rows

@@ -24,9 +24,9 @@ from ..io import ResultsState, load_state, save_state
 from ..stats.blup_cov import cov_block, cov_diagonal
 from .bootstrap import BootstrapResults, parametric_bootstrap
 from .by_group import ByGroup
-from .contrasts import check_flag, t_test, wald_test
 from .fit_record import fit_state, identifiable
 from .fitted import FittedValues
+from .hypotheses import Hypotheses
 from .identification import warn_unidentified
 from .labels import label_index
 from .plots import caterpillar, residual_plot
@@ -41,7 +41,7 @@ from .varcorr import varcorr_frame
 __all__ = ["MixedLMResults", "load"]
 
 
-class MixedLMResults(FittedValues):
+class MixedLMResults(FittedValues, Hypotheses):
     """Estimates and inference for a fitted :class:`~dmixed.MixedLM`.
 
     ``params`` follows statsmodels: ``[fe_params, vech_lt(Ψ*), τ*]`` with Ψ* = cov_re/scale
@@ -442,70 +442,6 @@ class MixedLMResults(FittedValues):
         ``vcomp``): the squares of :meth:`confint`'s SD intervals (the ML profile, as
         lme4's), with the fit's estimates; rows the variances' names."""
         return variance_intervals(self, alpha)
-
-    def t_test(self, r_matrix, use_t: bool | None = None):
-        """Wald tests of each row of ``R β = q`` on the fixed effects (statsmodels'
-        ``MixedLMResults.t_test``: normal reference unless ``use_t``).
-
-        Parameters
-        ----------
-        r_matrix : array_like (m, k_fe), ``(R, q)``, or str
-            ``R`` (then ``q = 0``), or text over the fixed effects' names such as
-            ``"x1 = 0, x2 = 2 * x1"`` (formulaic's ``LinearConstraints`` grammar).
-        use_t : bool, optional
-            t on ``nobs − k_fe`` degrees of freedom instead of the normal.
-
-        Returns
-        -------
-        dmixed.results.contrasts.ContrastResults
-            ``effect``, ``sd``, ``tvalue``, ``pvalue``, ``conf_int()``,
-            ``summary_frame()``.
-
-        Raises
-        ------
-        SpecError
-            ``R`` without ``k_fe`` columns; text that does not parse over the names.
-        """
-        return t_test(
-            np.asarray(self._state.fe_params, dtype=np.float64),
-            self._fe_cov(),
-            r_matrix,
-            list(self.names.exog_names),
-            use_t,
-            self.df_resid,
-        )
-
-    def wald_test(self, r_matrix, use_f: bool | None = None, scalar: bool = True):
-        """The joint Wald test of ``R θ = q``: χ² on ``J = rank`` degrees of freedom, or
-        F(J, :attr:`df_resid`) with ``use_f`` (statsmodels' ``wald_test``: ``use_f=None``
-        means its ``use_t``, False for MixedLM; ``scalar=False`` gives the statistic as a
-        ``(1, 1)`` array).  ``r_matrix`` as :meth:`t_test`, or with a column for every
-        parameter (statsmodels' form); see :func:`dmixed.results.contrasts.wald_test`
-        (dependent constraints warn, :class:`~dmixed.errors.ConstraintRankWarning`)."""
-        use_f = check_flag(use_f, "use_f", optional=True)
-        return wald_test(
-            np.asarray(self._state.params, dtype=np.float64),
-            np.asarray(self._cov),
-            r_matrix,
-            list(self.names.exog_names),
-            bool(use_f),
-            self.df_resid,
-            check_flag(scalar, "scalar"),
-        )
-
-    def f_test(self, r_matrix):
-        """The joint F test of ``R θ = q``: :meth:`wald_test` with ``use_f=True``
-        (statsmodels' ``f_test``)."""
-        return self.wald_test(r_matrix, use_f=True, scalar=True)
-
-    @property
-    def df_resid(self) -> int:
-        """``nobs − rank(exog)`` (statsmodels' ``MixedLMResults.df_resid``); the fit
-        refuses a rank-deficient ``exog``, so ``nobs − k_fe``."""
-        return int(self.nobs - self.k_fe)
-
-    def _fe_cov(self) -> np.ndarray:
-        return np.asarray(self._cov)[: self.k_fe, : self.k_fe]
 
     def compare_lr_test(self, restricted) -> tuple[float, float, int]:
         """Likelihood-ratio test of ``restricted`` (a sub-model) against this fit."""

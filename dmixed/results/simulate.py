@@ -6,6 +6,12 @@ A draw is ``y* = Xβ̂ + Z̃b* + e*`` with ``e*_j ~ N(0, σ̂²/w_j)`` (``w`` th
 and either ``b*_i ~ N(0, σ̂² B̂*)`` redrawn for every group (lme4's default,
 ``use.u = FALSE``) or ``b*_i`` the BLUPs (``use_re=True``, lme4's ``use.u = TRUE``:
 conditional on the fitted random effects).
+
+The draws do not depend on how the rows are partitioned: the random effects are drawn
+on the driver in the order of the fit's groups, and the noise of the row numbered j
+among the drawn rows (all partitions in order) comes from block ``j // NOISE_BLOCK``,
+whose generator is seeded by ``SeedSequence([seed, block])``; so an in-process fit and
+a Dask fit of the same rows, in any number of partitions, draw the same responses.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..design.partitions import check_persisted, select_columns
-from ..design.prepare import needed_columns
+from ..design.prepare import needed_columns, prepare_columns
 from ..design.references import design_coordinates, design_effects
 from ..errors import SpecError
 from ..fit.coordinates import Coordinates
@@ -25,9 +31,12 @@ from ..stats import Layout, Standardization
 from .prediction import Predictor
 
 __all__ = [
+    "NOISE_BLOCK",
     "RowDistribution",
     "StandardizedFit",
     "as_rng",
+    "block_noise",
+    "draw_seed",
     "draw_effects",
     "row_distribution",
     "simulate_fitted",
@@ -44,6 +53,36 @@ def as_rng(seed):
     if isinstance(seed, (np.random.Generator, np.random.RandomState)):
         return seed
     return np.random.default_rng(seed)
+
+
+#: rows per noise block: each block's draws come from their own seed
+NOISE_BLOCK = 4096
+
+
+def draw_seed(rng) -> int:
+    """A seed (0 ≤ s < 2**62) drawn from ``rng`` (a ``Generator`` or ``RandomState``)."""
+    if isinstance(rng, np.random.RandomState):
+        return int(rng.randint(2**62, dtype=np.int64))
+    return int(rng.integers(2**62))
+
+
+def block_noise(seed: int, start: int, stop: int, nsim: int) -> np.ndarray:
+    """Standard normal draws (stop − start, nsim) of the rows numbered ``start`` …
+    ``stop − 1``: the rows of block ``b`` (``b·NOISE_BLOCK`` … ``(b+1)·NOISE_BLOCK − 1``)
+    take their draws from ``default_rng(SeedSequence([seed, b]))`` (NOISE_BLOCK × nsim,
+    row-major), whoever asks for them: the draws of a row do not depend on the range
+    asked for."""
+    if stop <= start:
+        return np.zeros((0, nsim))
+    first, last = start // NOISE_BLOCK, (stop - 1) // NOISE_BLOCK
+    blocks = [
+        np.random.default_rng(np.random.SeedSequence([seed, b])).standard_normal(
+            (NOISE_BLOCK, nsim)
+        )
+        for b in range(first, last + 1)
+    ]  # one block per 4096 rows: the loop's cost is the draws'
+    lo = start - first * NOISE_BLOCK
+    return np.concatenate(blocks)[lo : lo + stop - start]
 
 
 def draw_effects(rng, lam: np.ndarray, n_groups: int, slot_cols) -> np.ndarray:
@@ -76,15 +115,15 @@ def absolute_factor(layout: Layout, cov_re: np.ndarray, vcomp: np.ndarray) -> np
     return layout.lam(packed, use_sqrt=False)
 
 
-def simulate_rows(predictor: Predictor, rows, effects, scale: float, rng, nsim: int):
+def simulate_rows(predictor: Predictor, rows, effects, scale: float, noise: np.ndarray):
     """Draws of the response on the rows ``rows`` (RowData-like: ``exog``, ``exog_re``,
     ``groups``, ``vc_cols``, ``vc_vals``, ``weights``): (n, nsim).
 
     ``effects``: per draw, the random effects (G, r) in the predictor's groups
     (:func:`draw_effects`), or None for the predictor's own BLUPs (``use_re=True``);
-    then ``e*_j ~ N(0, scale/w_j)`` row by row.
+    ``noise`` (n, nsim): standard normal draws, ``e*_j = sqrt(scale/w_j)·noise_j``.
     """
-    n = rows.exog.shape[0]
+    n, nsim = noise.shape
     out = np.empty((n, nsim))
     sd = np.sqrt(scale) if rows.weights is None else np.sqrt(scale / rows.weights)
     fixed = rows.exog @ predictor.fe_params
@@ -101,23 +140,38 @@ def simulate_rows(predictor: Predictor, rows, effects, scale: float, rng, nsim: 
                 predictor.k_re,
             )
         random = drawn.random_part(idx, rows.exog_re, rows.vc_cols, rows.vc_vals)
-        out[:, k] = fixed + random + sd * rng.standard_normal(n)
+        out[:, k] = fixed + random + sd * noise[:, k]
     return out
 
 
-def simulated_partition(pdf, spec, state, scale, base_seed, nsim, partition_info=None):
+def kept_rows(pdf, spec) -> int:
+    """How many rows of one partition the fit kept (``missing="drop"`` drops some)."""
+    if len(pdf) == 0:
+        return 0
+    return len(pdf) - prepare_columns(spec, pdf).n_dropped
+
+
+def row_offsets(counts) -> np.ndarray:
+    """The number of the first kept row of every partition (``counts``: kept rows per
+    partition, in order)."""
+    return np.concatenate([[0], np.cumsum(np.asarray(counts, dtype=np.int64))[:-1]])
+
+
+def simulated_partition(pdf, spec, state, scale, base_seed, nsim, offsets, partition_info=None):
     """One partition's draws (:func:`simulate_dask`), the kept rows indexed like ``pdf``;
-    its noise from the seed ``[base_seed, partition number]``."""
+    its noise that of its rows' numbers among all kept rows (:func:`block_noise`), the
+    first of them ``offsets[partition number]``."""
     predictor, effects = state
     number = 0 if partition_info is None else int(partition_info["number"])
-    rng = np.random.default_rng([base_seed, number])
     names = [f"sim_{k + 1}" for k in range(nsim)]
     if len(pdf) == 0:
         values, index = np.zeros((0, nsim)), pdf.index
     else:
         dm = spec.transform(pdf)
         index = pdf.index if dm.keep is None else pdf.index[dm.keep]
-        values = simulate_rows(predictor, dm, effects, scale, rng, nsim)
+        start = int(offsets[number])
+        noise = block_noise(base_seed, start, start + len(index), nsim)
+        values = simulate_rows(predictor, dm, effects, scale, noise)
     if nsim == 1:
         return pd.Series(values[:, 0], index=index, name=names[0])
     return pd.DataFrame(values, index=index, columns=names)
@@ -126,22 +180,28 @@ def simulated_partition(pdf, spec, state, scale, base_seed, nsim, partition_info
 def simulate_dask(predictor: Predictor, spec, ddf, effects, scale: float, rng, nsim: int):
     """Lazy draws on the rows of a Dask fit: a Dask Series (``nsim = 1``, ``sim_1``) or
     DataFrame (``sim_1 …``) with ``ddf``'s partitions and the kept rows' index.  The
-    random effects are drawn here (``effects``, shared by every partition); each
-    partition's noise comes from its own seed (the partition's number and one drawn
-    here), so a computed result is reproducible whatever the scheduler."""
+    random effects are drawn here (``effects``, shared by every partition); the noise
+    of a row is that of its number among the kept rows (:func:`block_noise`, a seed
+    drawn here), so a computed result is the same whatever the scheduler and the
+    partitioning.  Computing it reads the rows twice: once to count each partition's
+    kept rows (their numbers), once to draw."""
     import dask  # only here: dmixed imports without Dask
 
     check_persisted(ddf)
     data = select_columns(ddf, needed_columns(spec, response=True, random=True))
     state = dask.delayed((predictor, effects), pure=True, traverse=False)
-    base_seed = int(rng.integers(2**62))
+    counts = [dask.delayed(kept_rows, pure=True)(part, spec) for part in data.to_delayed()]
+    offsets = dask.delayed(row_offsets, pure=True)(counts)
+    base_seed = draw_seed(rng)
     names = [f"sim_{k + 1}" for k in range(nsim)]
     meta = (
         pd.Series(dtype="float64", name=names[0])
         if nsim == 1
         else pd.DataFrame({c: pd.Series(dtype="float64") for c in names})
     )
-    return data.map_partitions(simulated_partition, spec, state, scale, base_seed, nsim, meta=meta)
+    return data.map_partitions(
+        simulated_partition, spec, state, scale, base_seed, nsim, offsets, meta=meta
+    )
 
 
 def simulation_frame(values: np.ndarray, index, pandas_output: bool):
@@ -209,7 +269,10 @@ def simulate_fitted(results, nsim: int = 1, seed=None, use_re: bool = False):
         A fit of this session (its model's rows are needed).
     nsim : int
     seed : int, numpy Generator or None
-        ``numpy.random.default_rng(seed)``.
+        ``numpy.random.default_rng(seed)``: the random effects, then the seed of the
+        noise blocks (:func:`block_noise`); the draws do not depend on the
+        partitioning of the rows, and a Dask fit draws what an in-process fit of the
+        same rows draws.
     use_re : bool
 
     Returns
@@ -249,7 +312,8 @@ def simulate_fitted(results, nsim: int = 1, seed=None, use_re: bool = False):
         ]  # drawn in the model's coordinates, used on the spec's rows
     if source is not None:
         return simulate_dask(predictor, model.spec, source, effects, results.scale, rng, nsim)
-    values = simulate_rows(predictor, rows, effects, results.scale, rng, nsim)
+    noise = block_noise(draw_seed(rng), 0, rows.exog.shape[0], nsim)
+    values = simulate_rows(predictor, rows, effects, results.scale, noise)
     return simulation_frame(values, rows.index, results.pandas_output)
 
 
@@ -292,7 +356,8 @@ class RowDistribution:
         n_groups = len(self.predictor.group_labels)
         drawn = draw_effects(rng, self.lam, n_groups, self.predictor.slot_cols)
         effects = [design_effects(self.spec, drawn)]
-        return simulate_rows(self.predictor, self.rows, effects, self.scale, rng, 1)[:, 0]
+        noise = rng.standard_normal(self.rows.exog.shape[0])[:, None]  # statsmodels' order
+        return simulate_rows(self.predictor, self.rows, effects, self.scale, noise)[:, 0]
 
 
 def row_distribution(model, params, scale: float, exog=None) -> RowDistribution:

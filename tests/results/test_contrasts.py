@@ -4,23 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import statsmodels.api as sm
 from statsmodels.tools.sm_exceptions import ValueWarning
 
 import dmixed
 from dmixed.errors import SpecError
-
-from .._synth import make_data
-
-
-@pytest.fixture(scope="module")
-def fits():
-    df = make_data(n_groups=40, seed=21)
-    df["x3"] = np.random.default_rng(4).normal(size=len(df))
-    ours = dmixed.mixedlm("y ~ x1 + x2 + x3", df, groups="g").fit()
-    theirs = sm.MixedLM.from_formula("y ~ x1 + x2 + x3", df, groups="g").fit()
-    assert ours.llf == pytest.approx(theirs.llf, rel=1e-8)
-    return ours, theirs
 
 
 def test_t_test_of_a_matrix_is_statsmodels(fits):

@@ -141,3 +141,26 @@ def test_get_distribution_draws_statsmodels_values():
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
     with pytest.raises(SpecError, match="exog has shape"):
         ours.get_distribution(params, 1.7, exog[:, :2])
+
+
+def test_draws_do_not_depend_on_the_partitioning():
+    """The same seed gives the same draws for 1, 3 or 7 partitions of the same rows, and
+    an in-process fit of those rows draws them too (noise by blocks of row numbers,
+    random effects by group); rows dropped for missing values take no row number."""
+    df = make_data(n_groups=20, min_size=300, max_size=700, vc_sd=0.5, seed=8)
+    assert len(df) > 2 * 4096  # several noise blocks, split between partitions
+    df.loc[df.index[::97], "x1"] = np.nan
+    kw = dict(groups="g", re_formula="1 + x1", vc_formula={"sub": "0 + C(sub)"}, missing="drop")
+    with pytest.warns(DroppedRowsWarning):
+        local = mixedlm("y ~ x1 + x2", df, **kw).fit()
+    want = local.simulate(2, seed=21)
+    assert want.index.equals(df.dropna().index)
+    for npartitions in (1, 3, 7):
+        ddf = dd.from_pandas(df, npartitions=npartitions)
+        with pytest.warns(DroppedRowsWarning):
+            res = mixedlm("y ~ x1 + x2", ddf, **kw).fit()
+        for use_re in (False, True):
+            got = res.simulate(2, seed=21, use_re=use_re).compute(scheduler="sync")
+            pd.testing.assert_frame_equal(
+                got, local.simulate(2, seed=21, use_re=use_re), rtol=1e-9, atol=1e-9
+            )

@@ -1,0 +1,192 @@
+"""Wald tests of linear hypotheses of fitted results: the part of
+:class:`~dmixed.results.results.MixedLMResults` with statsmodels' ``t_test``,
+``wald_test`` and ``f_test`` (the computations are :mod:`dmixed.results.contrasts`').
+
+``wald_test`` and ``f_test`` take statsmodels' arguments in statsmodels' order
+(``LikelihoodModelResults``): ``wald_test(r_matrix, cov_p=None, invcov=None,
+use_f=None, df_constraints=None, scalar=True)``, ``f_test(r_matrix, cov_p=None,
+invcov=None)``; a bool where ``cov_p`` goes (``wald_test(R, True)``, meant as ``use_f``)
+is refused, never read as a covariance.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import SpecError
+from .contrasts import ContrastResults, check_flag, t_test, wald_test
+
+__all__ = ["Hypotheses", "check_covariance", "refuse_flags"]
+
+
+FLAG_HINT = {"cov_p": "a covariance matrix of the parameters", "invcov": "the inverse of R cov R'"}
+
+
+def refuse_flags(test: str, cov_p, invcov) -> None:
+    """Refuse a bool where ``cov_p`` or ``invcov`` goes: dmixed's earlier
+    ``wald_test(r_matrix, use_f, scalar)`` order, which statsmodels' would misread.
+
+    Raises
+    ------
+    SpecError
+        Naming the argument the bool landed in and the keyword to use.
+    """
+    for name, value in (("cov_p", cov_p), ("invcov", invcov)):
+        if isinstance(value, (bool, np.bool_)):
+            raise SpecError(
+                f"{test} got {value!r} for {name}, {FLAG_HINT[name]} (statsmodels' order: "
+                f"{test}(r_matrix, cov_p=None, invcov=None, ...)); give a flag by keyword, "
+                f"e.g. {test}(r_matrix, use_f={value!r})"
+                if test == "wald_test"
+                else f"{test} got {value!r} for {name}, {FLAG_HINT[name]} (statsmodels' "
+                f"order: {test}(r_matrix, cov_p=None, invcov=None)); f_test is always an F test"
+            )
+
+
+def check_covariance(cov_p, k_fe: int, k: int) -> np.ndarray:
+    """A covariance of the parameters given by the caller (statsmodels' ``cov_p``), as a
+    ``(k, k)`` array: ``(k, k)`` as given, ``(k_fe, k_fe)`` (the fixed effects' alone)
+    with NaN for the covariance parameters (a hypothesis on those is then refused).
+
+    Raises
+    ------
+    SpecError
+        Something not numeric, or another shape.
+    """
+    try:
+        cov = np.asarray(cov_p, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise SpecError(f"cov_p must be a numeric matrix, not {type(cov_p).__name__}") from None
+    if cov.shape == (k, k):
+        return cov
+    if cov.shape == (k_fe, k_fe):
+        full = np.full((k, k), np.nan)
+        full[:k_fe, :k_fe] = cov
+        return full
+    raise SpecError(
+        f"cov_p must be the {k} x {k} covariance of all the parameters (or {k_fe} x {k_fe}, "
+        f"the fixed effects'), got shape {cov.shape}"
+    )
+
+
+class Hypotheses:
+    """``t_test``, ``wald_test`` and ``f_test`` of results that have :meth:`to_state`
+    (the estimates and ``cov_params``), ``names``, ``nobs`` and ``k_fe``."""
+
+    def t_test(self, r_matrix, use_t: bool | None = None) -> ContrastResults:
+        """Wald tests of each row of ``R β = q`` on the fixed effects (statsmodels'
+        ``MixedLMResults.t_test``: normal reference unless ``use_t``).
+
+        Parameters
+        ----------
+        r_matrix : array_like (m, k_fe), ``(R, q)``, or str
+            ``R`` (then ``q = 0``), or text over the fixed effects' names such as
+            ``"x1 = 0, x2 = 2 * x1"`` (formulaic's ``LinearConstraints`` grammar).
+        use_t : bool, optional
+            t on ``nobs − k_fe`` degrees of freedom instead of the normal.
+
+        Returns
+        -------
+        dmixed.results.contrasts.ContrastResults
+            ``effect``, ``sd``, ``tvalue``, ``pvalue``, ``conf_int()``,
+            ``summary_frame()``.
+
+        Raises
+        ------
+        SpecError
+            ``R`` without ``k_fe`` columns; text that does not parse over the names.
+        """
+        state = self.to_state()
+        k = self.k_fe
+        return t_test(
+            np.asarray(state.fe_params, dtype=np.float64),
+            np.asarray(state.cov_params)[:k, :k],
+            r_matrix,
+            list(self.names.exog_names),
+            use_t,
+            self.df_resid,
+        )
+
+    def wald_test(
+        self,
+        r_matrix,
+        cov_p=None,
+        invcov=None,
+        use_f: bool | None = None,
+        df_constraints=None,
+        scalar: bool = True,
+    ) -> ContrastResults:
+        """The joint Wald test of ``R θ = q``: χ² on ``J = rank`` degrees of freedom, or
+        F(J, :attr:`df_resid`) with ``use_f`` (statsmodels' ``wald_test``, same
+        arguments in the same order).
+
+        Parameters
+        ----------
+        r_matrix : array_like (m, k_fe) or (m, k), ``(R, q)``, or str
+            As :meth:`t_test`, or with a column for every parameter (statsmodels' form).
+        cov_p : array_like (k, k) or (k_fe, k_fe), optional
+            The covariance of the parameters to use instead of ``cov_params()`` (e.g.
+            a robust one); of the fixed effects alone, a hypothesis may only involve
+            them.
+        invcov : array_like (m, m), optional
+            ``(R Σ R')⁻¹`` itself; ``cov_p`` is then not used and ``J = m``.
+        use_f : bool, optional
+            F instead of χ² (``None``: statsmodels' ``use_t``, False for MixedLM).
+        df_constraints : int, optional
+            ``J`` to use, whatever the rank of the constraints.
+        scalar : bool, default True
+            False: the statistic as a ``(1, 1)`` array (statsmodels' ``scalar``).
+
+        Returns
+        -------
+        dmixed.results.contrasts.ContrastResults
+            See :func:`dmixed.results.contrasts.wald_test`.
+
+        Raises
+        ------
+        SpecError
+            A bool in ``cov_p``'s or ``invcov``'s place (``wald_test(R, True)``: give
+            ``use_f=True`` by keyword); ``cov_p`` or ``invcov`` of the wrong shape; a
+            hypothesis :func:`~dmixed.results.contrasts.hypothesis` refuses.
+
+        Warns
+        -----
+        ConstraintRankWarning
+            Dependent constraints: pseudo-inverse, ``J`` the rank.
+        """
+        refuse_flags("wald_test", cov_p, invcov)
+        state = self.to_state()
+        params = np.asarray(state.params, dtype=np.float64)
+        cov = np.asarray(state.cov_params)
+        if cov_p is not None:
+            cov = check_covariance(cov_p, self.k_fe, params.size)
+        use_f = check_flag(use_f, "use_f", optional=True)
+        return wald_test(
+            params,
+            cov,
+            r_matrix,
+            list(self.names.exog_names),
+            bool(use_f),
+            self.df_resid,
+            check_flag(scalar, "scalar"),
+            invcov=invcov,
+            df_constraints=df_constraints,
+        )
+
+    def f_test(self, r_matrix, cov_p=None, invcov=None) -> ContrastResults:
+        """The joint F test of ``R θ = q``: :meth:`wald_test` with ``use_f=True``
+        (statsmodels' ``f_test(r_matrix, cov_p=None, invcov=None)``).
+
+        Raises
+        ------
+        SpecError
+            As :meth:`wald_test` (a bool in ``cov_p``'s place, e.g. ``f_test(R, True)``).
+        """
+        refuse_flags("f_test", cov_p, invcov)
+        return self.wald_test(r_matrix, cov_p=cov_p, invcov=invcov, use_f=True)
+
+    @property
+    def df_resid(self) -> int:
+        """``nobs − rank(exog)`` (statsmodels' ``MixedLMResults.df_resid``); the fit
+        refuses a rank-deficient ``exog``, so ``nobs − k_fe``."""
+        return int(self.nobs - self.k_fe)
