@@ -11,12 +11,54 @@ is refused, never read as a covariance.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+import pandas as pd
 
 from ..errors import SpecError
 from .contrasts import ContrastResults, check_flag, t_test, wald_test
+from .terms import fe_terms
 
-__all__ = ["Hypotheses", "check_covariance", "refuse_flags"]
+__all__ = ["Hypotheses", "TermTests", "check_covariance", "refuse_flags"]
+
+
+@dataclass
+class TermTests:
+    """Wald tests of the fixed-effects terms (statsmodels' ``WaldTestResults`` of
+    ``wald_test_terms``).
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        One row per term (or combination): ``statistic``, ``pvalue``,
+        ``df_constraint`` (and ``df_denom`` for F).
+    distribution : {"chi2", "F"}
+    """
+
+    table: pd.DataFrame
+    distribution: str
+
+    @property
+    def statistic(self) -> np.ndarray:
+        return self.table["statistic"].to_numpy()
+
+    @property
+    def pvalues(self) -> np.ndarray:
+        return self.table["pvalue"].to_numpy()
+
+    @property
+    def df_constraints(self) -> np.ndarray:
+        return self.table["df_constraint"].to_numpy()
+
+    def summary_frame(self) -> pd.DataFrame:
+        """The table with statsmodels' column names (``chi2``, ``P>chi2``,
+        ``df constraint``; ``F``, ``P>F``, …, ``df denom``)."""
+        names = [self.distribution, f"P>{self.distribution}", "df constraint", "df denom"]
+        return self.table.rename(columns=dict(zip(self.table.columns, names, strict=False)))
+
+    def __str__(self) -> str:
+        return self.summary_frame().to_string()
 
 
 FLAG_HINT = {"cov_p": "a covariance matrix of the parameters", "invcov": "the inverse of R cov R'"}
@@ -70,8 +112,13 @@ def check_covariance(cov_p, k_fe: int, k: int) -> np.ndarray:
 
 
 class Hypotheses:
-    """``t_test``, ``wald_test`` and ``f_test`` of results that have :meth:`to_state`
-    (the estimates and ``cov_params``), ``names``, ``nobs`` and ``k_fe``."""
+    """``t_test``, ``wald_test``, ``f_test`` and ``wald_test_terms`` of results that have
+    :meth:`to_state` (the estimates and ``cov_params``), ``names``, ``spec``, ``nobs``
+    and ``k_fe``."""
+
+    #: statsmodels' ``use_t``: the reference of ``t_test`` (t, else normal) and of
+    #: ``wald_test`` (F, else χ²) when they are not told; False for MixedLM
+    use_t: bool = False
 
     def t_test(self, r_matrix, use_t: bool | None = None) -> ContrastResults:
         """Wald tests of each row of ``R β = q`` on the fixed effects (statsmodels'
@@ -98,6 +145,8 @@ class Hypotheses:
         """
         state = self.to_state()
         k = self.k_fe
+        if use_t is None:
+            use_t = bool(self.use_t)
         return t_test(
             np.asarray(state.fe_params, dtype=np.float64),
             np.asarray(state.cov_params)[:k, :k],
@@ -131,7 +180,7 @@ class Hypotheses:
         invcov : array_like (m, m), optional
             ``(R Σ R')⁻¹`` itself; ``cov_p`` is then not used and ``J = m``.
         use_f : bool, optional
-            F instead of χ² (``None``: statsmodels' ``use_t``, False for MixedLM).
+            F instead of χ² (``None``: :attr:`use_t`, False unless set, as statsmodels').
         df_constraints : int, optional
             ``J`` to use, whatever the rank of the constraints.
         scalar : bool, default True
@@ -161,12 +210,14 @@ class Hypotheses:
         if cov_p is not None:
             cov = check_covariance(cov_p, self.k_fe, params.size)
         use_f = check_flag(use_f, "use_f", optional=True)
+        if use_f is None:
+            use_f = bool(self.use_t)
         return wald_test(
             params,
             cov,
             r_matrix,
             list(self.names.exog_names),
-            bool(use_f),
+            use_f,
             self.df_resid,
             check_flag(scalar, "scalar"),
             invcov=invcov,
@@ -184,6 +235,65 @@ class Hypotheses:
         """
         refuse_flags("f_test", cov_p, invcov)
         return self.wald_test(r_matrix, cov_p=cov_p, invcov=invcov, use_f=True)
+
+    def wald_test_terms(
+        self, skip_single: bool = False, extra_constraints=None, combine_terms=None, scalar=True
+    ) -> TermTests:
+        """A joint Wald test that all the coefficients of a fixed-effects term are 0, for
+        every term of the formula (statsmodels' ``wald_test_terms``): χ², or F when
+        :attr:`use_t`.  Terms are named as statsmodels names them (``Intercept``,
+        ``C(site)``, ``x1:x2``) and come in the formula's order (formulaic's, which
+        may differ from patsy's: compare by name); an array model has one term per
+        column.
+
+        Parameters
+        ----------
+        skip_single : bool
+            Leave out the terms of a single column.
+        extra_constraints : list of (str, array_like), optional
+            More hypotheses ``(name, R)`` to test (``R`` as :meth:`wald_test`'s).
+        combine_terms : list of str, optional
+            For each string, one joint test of the columns of every term whose name
+            contains it.
+        scalar : bool
+
+        Returns
+        -------
+        TermTests
+
+        Raises
+        ------
+        SpecError
+            A string of ``combine_terms`` in no term's name; an extra constraint that
+            :meth:`wald_test` refuses.
+        """
+        skip_single = check_flag(skip_single, "skip_single")
+        identity = np.eye(len(np.asarray(self.to_state().params)))
+        tests = []
+        combined: dict[str, list] = {name: [] for name in combine_terms or []}
+        for name, columns in fe_terms(self.spec, list(self.names.exog_names)):
+            for part, rows in combined.items():
+                if part in name:
+                    rows.append(identity[columns])
+            if not (skip_single and columns.size == 1):
+                tests.append((name, identity[columns]))
+        for part, rows in combined.items():
+            if not rows:
+                raise SpecError(
+                    f"combine_terms: no term's name contains {part!r} (the terms: "
+                    f"{[n for n, _ in fe_terms(self.spec, list(self.names.exog_names))]})"
+                )
+            tests.append((part, np.vstack(rows)))
+        tests += list(extra_constraints or [])
+        use_t = bool(self.use_t)
+        table = []
+        for _, constraint in tests:
+            res = self.wald_test(constraint, use_f=use_t, scalar=scalar)
+            row = [res.statistic, res.pvalue, int(res.df_num if use_t else res.df_denom)]
+            table.append(row + [res.df_denom] if use_t else row)
+        columns = ["statistic", "pvalue", "df_constraint"] + (["df_denom"] if use_t else [])
+        index = [name for name, _ in tests]
+        return TermTests(pd.DataFrame(table, index=index, columns=columns), ["chi2", "F"][use_t])
 
     @property
     def df_resid(self) -> int:

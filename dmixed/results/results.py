@@ -36,6 +36,7 @@ from .profile_re import profile_re
 from .re_frames import blup_frame, effect_names, with_empty
 from .simulate import simulate_fitted
 from .summary import Summary, coefficient_table
+from .terms import constant_in_rows, constant_in_spec
 from .varcorr import varcorr_frame
 
 __all__ = ["MixedLMResults", "load"]
@@ -242,6 +243,28 @@ class MixedLMResults(FittedValues, Hypotheses):
         """Covariance of ``params``: ``inv(−H)`` (statsmodels' convention, see class doc)."""
         names = self.param_names
         return self._shaped(pd.DataFrame(self._cov, index=names, columns=names))
+
+    @cached_property
+    def normalized_cov_params(self) -> pd.DataFrame | np.ndarray:
+        """``cov_params() / scale`` (statsmodels' ``normalized_cov_params``: the
+        covariance ``inv(−H)`` divided by σ̂², by parameter names)."""
+        names = self.param_names
+        unscaled = pd.DataFrame(np.asarray(self._cov) / self.scale, index=names, columns=names)
+        return self._shaped(unscaled)
+
+    @cached_property
+    def k_constant(self) -> int | None:
+        """1 if the fixed-effects design holds a constant, else 0 (statsmodels'
+        ``k_constant``): by statsmodels' rule on the fitted rows when they are in
+        memory (a constant non-zero column, or the ones in the columns' span); else
+        from the formula (an intercept, or a term of categorical factors coded with
+        full rank); None for loaded results of an array model (neither at hand)."""
+        rows = None if self.model is None else self.model.rows
+        if rows is not None:
+            return constant_in_rows(rows.exog)
+        if self.spec is not None:
+            return constant_in_spec(self.spec)
+        return None
 
     @cached_property
     def bse(self) -> pd.Series | np.ndarray:

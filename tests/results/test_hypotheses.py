@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import statsmodels.api as sm
 
+import dmixed
 from dmixed.errors import SpecError
+
+from .._synth import make_data
 
 
 def padded(ours, theirs, rows):
@@ -82,3 +86,73 @@ def test_matrices_of_the_wrong_shape_are_refused(fits):
         ours.wald_test("x1 = 0, x2 = 0", None, np.eye(3))
     with pytest.raises(SpecError, match="df_constraints must be a positive"):
         ours.wald_test("x1 = 0", df_constraints=0)
+
+
+@pytest.fixture(scope="module")
+def term_fits():
+    df = make_data(n_groups=40, seed=21)
+    df["site"] = np.array(list("abc"))[np.arange(len(df)) % 3]
+    formula, kw = "y ~ x1 + C(site) + x1:x2", dict(groups="g", re_formula="1 + x1")
+    ours = dmixed.mixedlm(formula, df, **kw).fit()
+    theirs = sm.MixedLM.from_formula(formula, df, **kw).fit()
+    assert ours.llf == pytest.approx(theirs.llf, rel=1e-7)
+    return ours, theirs
+
+
+def same_table(a, b, rtol=2e-4):
+    """Tables equal by term name (formulaic orders the terms otherwise than patsy)."""
+    assert sorted(a.index) == sorted(b.index)
+    b = b.loc[a.index]
+    assert list(a.columns) == list(b.columns)
+    np.testing.assert_allclose(a.iloc[:, 0], b.iloc[:, 0], rtol=rtol)
+    np.testing.assert_allclose(a.iloc[:, 1], b.iloc[:, 1], rtol=50 * rtol)
+    np.testing.assert_array_equal(a.iloc[:, 2:], b.iloc[:, 2:])
+
+
+def test_wald_test_terms_is_statsmodels(term_fits):
+    """A χ² test per term of a categorical, a numeric and an interaction term."""
+    ours, theirs = term_fits
+    a, b = ours.wald_test_terms(), theirs.wald_test_terms()
+    assert a.distribution == b.distribution == "chi2"
+    same_table(a.table, b.table)
+    same_table(a.summary_frame(), b.summary_frame())
+    assert a.table.loc["C(site)", "df_constraint"] == 2
+    np.testing.assert_allclose(a.statistic, a.table["statistic"])
+    kw = dict(skip_single=True, combine_terms=["x1"])
+    same_table(ours.wald_test_terms(**kw).table, theirs.wald_test_terms(**kw).table)
+
+    def contrast(names):
+        return (np.asarray(names) == "x1").astype(float) - (np.asarray(names) == "x1:x2")
+
+    extra = [("x1 = x1:x2", contrast(ours.param_names)[None, :])]
+    got = ours.wald_test_terms(skip_single=True, extra_constraints=extra).table
+    assert list(got.index) == ["C(site)", "x1 = x1:x2"]
+    want = theirs.wald_test(contrast(theirs.params.index)[None, :]).statistic
+    assert got.loc["x1 = x1:x2", "statistic"] == pytest.approx(want, rel=2e-4)
+    with pytest.raises(SpecError, match="no term's name contains 'x9'"):
+        ours.wald_test_terms(combine_terms=["x9"])
+
+
+def test_use_t_gives_t_and_f_references_as_statsmodels(term_fits):
+    """``use_t`` (False, as statsmodels' MixedLM) sets the default reference of
+    ``t_test``, ``wald_test`` and ``wald_test_terms``."""
+    ours, theirs = term_fits
+    assert ours.use_t is False and theirs.use_t is False
+    try:
+        ours.use_t = theirs._results.use_t = True  # the wrapper would keep its own
+        assert ours.t_test("x1 = 0").distribution == "t"
+        assert ours.wald_test("x1 = 0").distribution == "F"
+        a, b = ours.wald_test_terms(), theirs.wald_test_terms()
+        assert a.distribution == b.distribution == "F"
+        same_table(a.table, b.table)
+    finally:
+        ours.use_t = theirs._results.use_t = False
+    assert ours.wald_test("x1 = 0").distribution == "chi2"
+
+
+def test_wald_test_terms_of_an_array_model_has_a_term_per_column():
+    df = make_data(n_groups=30, seed=3)
+    exog = np.column_stack([np.ones(len(df)), df["x1"], df["x2"]])
+    ours = dmixed.MixedLM(df["y"].to_numpy(), exog, df["g"].to_numpy()).fit()
+    theirs = sm.MixedLM(df["y"].to_numpy(), exog, df["g"].to_numpy()).fit()
+    same_table(ours.wald_test_terms().table, theirs.wald_test_terms().table)

@@ -217,3 +217,17 @@ def test_an_exog_vc_column_zero_in_a_group_is_reported_as_statsmodels(tmp_path):
             ca, cb = res.random_effects_cov[g], theirs.random_effects_cov[g]
             assert list(ca.index) == list(cb.index)
             np.testing.assert_allclose(ca, cb, rtol=1e-4, atol=1e-12)
+
+
+def test_normalized_cov_params_is_statsmodels():
+    """``cov_params() / scale``, by name (statsmodels orders the columns otherwise)."""
+    df = make_data(n_groups=30, seed=8)
+    df["y"] *= 3.0  # a scale far from 1
+    df["site"] = np.array(list("abc"))[np.arange(len(df)) % 3]
+    kw = dict(groups="g")
+    ours = mixedlm("y ~ x1 + C(site)", df, **kw).fit()
+    theirs = SmMixedLM.from_formula("y ~ x1 + C(site)", df, **kw).fit()
+    got = ours.normalized_cov_params
+    want = theirs.normalized_cov_params.loc[got.index, got.columns]
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-9)
+    np.testing.assert_allclose(got * ours.scale, ours.cov_params(), rtol=1e-14)

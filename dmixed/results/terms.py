@@ -1,0 +1,79 @@
+"""The terms of a fit's fixed-effects design, and whether it holds a constant: what
+statsmodels' ``wald_test_terms`` and ``k_constant`` read from the model's formula
+(patsy's ``DesignInfo``) and data (``ModelData._handle_constant``)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import SpecError
+
+__all__ = ["constant_in_rows", "constant_in_spec", "fe_terms"]
+
+
+def formula_structure(spec) -> list:
+    """formulaic's ``(term, scoped terms, column names)`` of the fixed-effects formula."""
+    main = spec.formulaic_spec("main")
+    return list(getattr(main, "rhs", main).structure)
+
+
+def fe_terms(spec, exog_names: list[str]) -> list[tuple[str, np.ndarray]]:
+    """``(name, column positions in exog_names)`` of every term of the fixed-effects
+    formula, in the formula's order (the intercept named ``"Intercept"`` as
+    statsmodels'); one term per column without a formula (array models, as
+    statsmodels does without a ``model_spec``).
+
+    Raises
+    ------
+    SpecError
+        A column of a term that is not among ``exog_names``.
+    """
+    if spec is None:
+        return [(name, np.array([i])) for i, name in enumerate(exog_names)]
+    position = {name: i for i, name in enumerate(exog_names)}
+    out = []
+    for term, _, columns in formula_structure(spec):
+        missing = [c for c in columns if c not in position]
+        if missing:
+            raise SpecError(
+                f"the term {str(term)!r} has columns {missing} that the fit's fixed effects "
+                f"{list(exog_names)} do not have"
+            )
+        name = "Intercept" if str(term) == "1" else str(term)
+        out.append((name, np.array([position[c] for c in columns], dtype=np.int64)))
+    return out
+
+
+def constant_in_spec(spec) -> int:
+    """1 if the fixed-effects formula has an intercept, or a term whose every factor is
+    categorical with full-rank coding (``0 + C(a)``, ``0 + C(a):C(b)``: its columns
+    span the cells' indicators, which sum to 1 on every row); else 0."""
+    main = spec.formulaic_spec("main")
+    states = getattr(main, "rhs", main).encoder_state
+    for term, scoped, _ in formula_structure(spec):
+        if str(term) == "1":
+            return 1
+        factors = [sf for st in scoped for sf in st.factors]
+        if factors and all(
+            not sf.reduced
+            and states.get(sf.factor.expr, (None,))[0] is not None
+            and states[sf.factor.expr][0].value == "categorical"
+            for sf in factors
+        ):
+            return 1
+    return 0
+
+
+def constant_in_rows(exog: np.ndarray) -> int:
+    """statsmodels' ``k_constant`` of a design (``ModelData._handle_constant`` with
+    ``hasconst=None``): 1 if a column is constant and not zero, or (no such column)
+    if a column of ones lies in the span of the columns (rank of ``[1, X]`` equal to
+    that of ``X``); else 0.  ``exog`` (n, p)."""
+    x = np.asarray(exog, dtype=np.float64)
+    if x.shape[0] == 0:
+        return 0
+    constant = np.flatnonzero(x.max(axis=0) == x.min(axis=0))
+    if np.any(x[0, constant] != 0):
+        return 1
+    augmented = np.column_stack([np.ones(x.shape[0]), x])
+    return int(np.linalg.matrix_rank(augmented) == np.linalg.matrix_rank(x))
