@@ -514,7 +514,12 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         # statsmodels' mask for the standard errors is in the plain packing (Hessian's)
         estimated = parse_free(free, stats.layout.n_params, self.k_fe, use_sqrt=False)
         # in θ = [vech(Ψ*), τ*] whatever the packing: the Hessian's basis is ∂B*/∂θ
-        hess = None if skip_hessian else obj.hessian_full(opt.packed, ev.prof.beta)
+        # the BLUPs there come in the Hessian's round trip where the engine can
+        hess = (
+            None
+            if skip_hessian
+            else obj.hessian_full(opt.packed, ev.prof.beta, random_effects=True)
+        )
         res = MixedLMResults.from_fit(
             model=self,
             stats=stats,

@@ -47,6 +47,14 @@ _SCIPY_METHODS = {
 }
 
 
+#: A Newton step whose decrement is at most this times √(newton_decrement)·n probably
+#: ends the Newton steps at its point: in the quadratic phase the next decrement (over n)
+#: is about the square of this one's times a modest constant.  The results' BLUPs are
+#: then made with the Hessian there (one round trip on a cluster, not two); a wrong
+#: guess costs only the BLUPs' transfer, a missed one the round trip made without it.
+_LAST_STEP_DECREMENT = 0.1
+
+
 def maximize(
     obj: ProfiledObjective,
     summary: OptSummary,
@@ -118,6 +126,9 @@ class _Optimization:
         self.last_curvature: tuple[bytes, np.ndarray | None] | None = None
         #: the last :meth:`newton_direction` (curvature, gradient, step)
         self.last_direction: tuple | None = None
+        #: the point (packed, as bytes) where the Newton steps are expected to end: the
+        #: Hessian's round trip there brings the BLUPs too (:meth:`profiled_hessian`)
+        self.expected_optimum: bytes | None = None
 
     # -- the point and its evaluation ------------------------------------------------
 
@@ -432,11 +443,15 @@ class _Optimization:
             # whatever the scale of the parameters (a gradient test is not: far out on
             # a flat variance the gradient is tiny while ℓ still has a visible rise)
             if step.rise <= s.newton_decrement * obj.glob.n:
+                self.expected_optimum = cur_packed.tobytes()
                 break
-            accepted = self.line_search(ev, theta, movable, step, ahead=not secant)
+            last_step = step.rise <= _LAST_STEP_DECREMENT * np.sqrt(s.newton_decrement) * self.n
+            accepted = self.line_search(ev, theta, movable, step, not secant, last_step)
             if accepted is None:
                 break
             theta, cur_packed = accepted
+            if last_step:
+                self.expected_optimum = cur_packed.tobytes()
             moved = True
             if on_step is not None:
                 on_step(cur_packed)
@@ -457,7 +472,8 @@ class _Optimization:
         if self.last_curvature is not None and self.last_curvature[0] == key:
             return self.last_curvature[1]  # the polish starts where the Newton steps ended
         k = self.obj.glob.k_fe
-        h = self.obj.hessian_full(packed)
+        expected = np.asarray(packed, dtype=np.float64).tobytes() == self.expected_optimum
+        h = self.obj.hessian_full(packed, random_effects=expected)
         out = None
         if np.all(np.isfinite(h)):  # else no curvature information at this point
             hbb, hbt, htt = h[:k, :k], h[:k, k:], h[k:, k:]
@@ -497,13 +513,15 @@ class _Optimization:
         movable: np.ndarray,
         step: NewtonStep,
         ahead: bool = False,
+        last_step: bool = False,
     ) -> tuple[np.ndarray, np.ndarray] | None:
         """Halve ``step`` until its point is a valid one where ℓ does not drop.
 
         With ``ahead``, each trial point's Hessian is made with its evaluation where the
         engine can (:meth:`ProfiledObjective.evaluate_ahead`: one round trip on a
-        cluster, not two, when the step is taken).  Returns that θ and its packed form,
-        or ``None`` after ``newton_halvings`` tries.
+        cluster, not two, when the step is taken), and with ``last_step`` (the step is
+        expected to end at the optimum) its BLUPs too.  Returns that θ and its packed
+        form, or ``None`` after ``newton_halvings`` tries.
         """
         obj, s, layout = self.obj, self.summary, self.obj.layout
         fraction = 1.0
@@ -515,7 +533,10 @@ class _Optimization:
                 trial_packed = layout.pack_theta(trial, obj.use_sqrt)
             except np.linalg.LinAlgError:
                 continue
-            tev = obj.evaluate_ahead(trial_packed) if ahead else obj.evaluate(trial_packed)
+            if ahead:
+                tev = obj.evaluate_ahead(trial_packed, random_effects=last_step)
+            else:
+                tev = obj.evaluate(trial_packed)
             if np.isfinite(tev.llf) and tev.llf >= ev.llf - s.newton_llf_rtol * max(
                 1.0, abs(ev.llf)
             ):

@@ -151,11 +151,13 @@ class ProfiledObjective:
         if ev.prof is not None and np.array_equal(w, ev.prof.w):
             self._ahead = (ev.packed.tobytes(), hs)
 
-    def evaluate_ahead(self, packed: np.ndarray) -> Evaluation:
+    def evaluate_ahead(self, packed: np.ndarray, random_effects: bool = False) -> Evaluation:
         """:meth:`evaluate`, with the Hessian sums at ``packed`` made in the same round
         trip where the engine can (``engine.step_hessian``: a Dask cluster), kept for
         :meth:`hessian_full` at β̂ there; else just :meth:`evaluate`.  For points where
-        the Hessian is wanted next (a Newton step's trial point)."""
+        the Hessian is wanted next (a Newton step's trial point).  With
+        ``random_effects`` (a point expected to be the optimum), the engine makes the
+        BLUPs there in that round trip too, for the results."""
         step_hessian = getattr(self.engine, "step_hessian", None)
         packed = np.array(packed, dtype=np.float64)
         key = packed.tobytes()
@@ -166,7 +168,9 @@ class ProfiledObjective:
         except np.linalg.LinAlgError:
             return self.evaluate(packed)
         try:
-            step, hs, w = step_hessian(lam, self.layout.k_re, self._basis, self._weights())
+            step, hs, w = step_hessian(
+                lam, self.layout.k_re, self._basis, self._weights(), random_effects
+            )
         except np.linalg.LinAlgError:
             return self.evaluate(packed)  # evaluate finds it is not defined there
         ev = self._evaluated(packed, key, lam, step)
@@ -227,19 +231,25 @@ class ProfiledObjective:
         ev.parts = (d_psi, d_tau)
         return d_psi, d_tau
 
-    def hessian_full(self, packed: np.ndarray, beta: np.ndarray | None = None) -> np.ndarray:
+    def hessian_full(
+        self, packed: np.ndarray, beta: np.ndarray | None = None, random_effects: bool = False
+    ) -> np.ndarray:
         """:meth:`_hessian_full`, kept for the last point (the Newton polish ends where
-        the standard errors are computed)."""
+        the standard errors are computed).  With ``random_effects`` (a point expected to
+        be the optimum), the engine makes the BLUPs there in the Hessian's round trip
+        where it can (``engine.hessian_random_effects``: a Dask cluster)."""
         if beta is None:
             beta = _defined(self.evaluate(packed))[1].beta
         key = np.asarray(packed, dtype=np.float64).tobytes() + np.asarray(beta).tobytes()
         if self._last_hessian is not None and self._last_hessian[0] == key:
             return self._last_hessian[1].copy()
-        out = self._hessian_full(packed, beta)
+        out = self._hessian_full(packed, beta, random_effects)
         self._last_hessian = (key, out)
         return out.copy()
 
-    def _hessian_full(self, packed: np.ndarray, beta: np.ndarray | None = None) -> np.ndarray:
+    def _hessian_full(
+        self, packed: np.ndarray, beta: np.ndarray | None = None, random_effects: bool = False
+    ) -> np.ndarray:
         """Hessian in [β̃, vech(Ψ), τ*] (the optimizer's Ψ) at β̃ (default β̂) — one more
         round trip.
 
@@ -255,6 +265,8 @@ class ProfiledObjective:
             ahead = self._ahead
             if ahead is not None and ahead[0] == ev.packed.tobytes() and w is prof.w:
                 hs, self._ahead = ahead[1], None  # made with the step (evaluate_ahead)
+            elif random_effects and getattr(self.engine, "hessian_random_effects", None):
+                hs = self.engine.hessian_random_effects(lam, self._basis, w)
             else:
                 hs = self.engine.hessian(lam, self._basis, w)
             hess = hessian(step, hs, beta, self.glob, self.reml, prof=prof)

@@ -6,7 +6,9 @@ is most of a fit's time when the statistics are small and kept on the workers.  
 driver submits the whole chain at once: the blocks' step tasks, one task on a worker
 that adds their sums in block order and computes ``w`` (with a function the fit layer
 passes in: this layer knows no statistics theory), and the blocks' Hessian tasks that
-depend on it; then it waits once.
+depend on it; then it waits once.  Asked for, each block's Hessian task also makes its
+BLUPs at that Λ and ``w`` (the results' last round trip, ridden on the one before when
+the driver expects that point to be the optimum).
 """
 
 from __future__ import annotations
@@ -18,7 +20,12 @@ import numpy as np
 
 from ... import kernels
 
-__all__ = ["gathered_steps_hessian", "submit_steps_hessian"]
+__all__ = [
+    "block_hessian_random_effects",
+    "gathered_steps_hessian",
+    "hessian_parts",
+    "submit_steps_hessian",
+]
 
 
 def _block_steps(ev, lams: list, q: int) -> list:
@@ -38,10 +45,21 @@ def _block_hessian_at(ev, lam: np.ndarray, basis: np.ndarray, w) -> kernels.Hess
     return None if w is None else ev.hessian(lam, basis, w)
 
 
-def submit_steps_hessian(client, blocks: list, args: dict, weights, at: int) -> list:
+def block_hessian_random_effects(ev, lam: np.ndarray, basis: np.ndarray, w) -> tuple | None:
+    """A block's Hessian sums and its BLUPs with their conditional covariances at
+    ``lam`` and ``w`` (``(HessianSums, (blup, cov))``, one task); None where ``w`` is."""
+    if w is None:
+        return None
+    return ev.hessian(lam, basis, w), ev.random_effects(lam, w)
+
+
+def submit_steps_hessian(
+    client, blocks: list, args: dict, weights, at: int, random_effects: bool = False
+) -> list:
     """The futures of the chain for the evaluators ``blocks``: per block the step sums
     at every Λ of ``args["lams"]``, then ``w`` at ``lams[at]``, then per block the
-    Hessian sums there (a flat list, for one gather).
+    Hessian sums there, with ``random_effects`` also its BLUPs
+    (:func:`block_hessian_random_effects`): a flat list, for one gather.
 
     Parameters
     ----------
@@ -55,21 +73,34 @@ def submit_steps_hessian(client, blocks: list, args: dict, weights, at: int) -> 
         ``weights(StepSums) -> w`` (p+1,), pickled to a worker.
     at : int
         The Λ whose Hessian sums are made.
+    random_effects : bool
+        Also make the BLUPs there.
     """
     steps = client.map(_block_steps, blocks, lams=args["lams"], q=args["q"], pure=False)
     w = client.submit(_weights, weights, at, *steps, pure=False)
-    hessians = client.map(
-        _block_hessian_at, blocks, lam=args["lam"], basis=args["basis"], w=w, pure=False
-    )
+    block = block_hessian_random_effects if random_effects else _block_hessian_at
+    hessians = client.map(block, blocks, lam=args["lam"], basis=args["basis"], w=w, pure=False)
     return [*steps, w, *hessians]
 
 
 def gathered_steps_hessian(parts: list):
-    """``(step sums per Λ, Hessian sums or None, w or None)`` from the gathered chain of
-    :func:`submit_steps_hessian`, each added over the blocks in block order."""
+    """``(step sums per Λ, Hessian sums or None, w or None, per-block BLUPs or None)``
+    from the gathered chain of :func:`submit_steps_hessian`, each sum added over the
+    blocks in block order; the BLUPs (``(blup, cov)`` per block, in block order) where
+    they were asked for."""
     n = (len(parts) - 1) // 2
     sums = [functools.reduce(operator.add, [p[i] for p in parts[:n]]) for i in range(len(parts[0]))]
     w = parts[n]
     if w is None:
-        return sums, None, None
-    return sums, functools.reduce(operator.add, parts[n + 1 :]), w
+        return sums, None, None, None
+    hs, blups = hessian_parts(parts[n + 1 :])
+    return sums, hs, w, blups
+
+
+def hessian_parts(parts: list) -> tuple:
+    """``(Hessian sums added in block order, per-block BLUPs or None)`` of the blocks'
+    Hessian tasks: :class:`~dmixed.kernels.HessianSums` each, or
+    :func:`block_hessian_random_effects`' pairs."""
+    if isinstance(parts[0], tuple):
+        return functools.reduce(operator.add, [h for h, _ in parts]), [b for _, b in parts]
+    return functools.reduce(operator.add, parts), None

@@ -29,7 +29,12 @@ from ..local import LocalEngine
 from ..vc_crossed import CrossedVCEngine
 from ..vc_local import StructuredVCEngine
 from . import tuning
-from .ahead import gathered_steps_hessian, submit_steps_hessian
+from .ahead import (
+    block_hessian_random_effects,
+    gathered_steps_hessian,
+    hessian_parts,
+    submit_steps_hessian,
+)
 from .blocks import Block, block_dense, reorder
 from .progress import died_error, gather, memory_limits, wait_for
 from .structured import concatenate_ragged
@@ -238,6 +243,9 @@ class DaskEngine:
         self._position = position
         self._layout = layout
         self._moments = moments  # summed with the evaluators (start_evaluators), or None
+        # the BLUPs made with a Hessian (key of Λ and w, per-block parts): random_effects
+        # there needs no round trip of its own
+        self._kept_random_effects: tuple[bytes, list] | None = None
         self._detached = False
 
     @property
@@ -358,29 +366,66 @@ class DaskEngine:
         parts = self._map(_block_hessian, lam=lam, basis=basis, w=w)
         return functools.reduce(operator.add, parts)
 
-    def step_hessian(self, lam: np.ndarray, q: int, basis: np.ndarray, weights):
+    def hessian_random_effects(
+        self, lam: np.ndarray, basis: np.ndarray, w: np.ndarray
+    ) -> kernels.HessianSums:
+        """:meth:`hessian`, with the BLUPs at ``lam`` and ``w`` made in the same round
+        trip (one task per block returning both) and kept for :meth:`random_effects`
+        there: for the point expected to be the optimum."""
+        parts = self._map(block_hessian_random_effects, lam=lam, basis=basis, w=w)
+        hs, blups = hessian_parts(parts)
+        self._keep_random_effects(lam, w, blups)
+        return hs
+
+    def step_hessian(
+        self, lam: np.ndarray, q: int, basis: np.ndarray, weights, random_effects: bool = False
+    ):
         """:meth:`step` and :meth:`hessian` at one ``lam`` in one round trip
         (:meth:`steps_hessian` of ``[lam]``): ``(step sums, Hessian sums or None, w or
         None)``."""
-        sums, hs, w = self.steps_hessian([lam], q, basis, weights, 0)
+        sums, hs, w = self.steps_hessian([lam], q, basis, weights, 0, random_effects)
         return sums[0], hs, w
 
-    def steps_hessian(self, lams: list, q: int, basis: np.ndarray, weights, at: int):
+    def steps_hessian(
+        self,
+        lams: list,
+        q: int,
+        basis: np.ndarray,
+        weights,
+        at: int,
+        random_effects: bool = False,
+    ):
         """:meth:`steps` at ``lams`` and :meth:`hessian` at ``lams[at]`` in one round
         trip: the blocks' step sums are added on a worker (in block order, as
         :meth:`step` adds them), ``w = weights(sums)`` computed there, and the Hessian
         sums mapped with that ``w``
-        (:func:`~dmixed.engines.dask.ahead.submit_steps_hessian`).
+        (:func:`~dmixed.engines.dask.ahead.submit_steps_hessian`).  With
+        ``random_effects``, the BLUPs there too, kept for :meth:`random_effects` at
+        ``lams[at]`` and that ``w`` (as :meth:`hessian_random_effects`).
 
         Returns ``(step sums per Λ, Hessian sums or None, w or None)``: ``None`` where
         ``weights`` raised ``np.linalg.LinAlgError`` (no Hessian at that point).
         """
 
         def submit(args: dict) -> list:
-            return submit_steps_hessian(self._client, self._blocks, args, weights, at)
+            return submit_steps_hessian(
+                self._client, self._blocks, args, weights, at, random_effects
+            )
 
         args = dict(lams=list(lams), lam=lams[at], q=q, basis=basis)
-        return gathered_steps_hessian(self._round_trip(submit, args))
+        sums, hs, w, blups = gathered_steps_hessian(self._round_trip(submit, args))
+        if blups is not None:
+            self._keep_random_effects(lams[at], w, blups)
+        return sums, hs, w
+
+    @staticmethod
+    def _random_effects_key(lam: np.ndarray, w: np.ndarray) -> bytes:
+        lam, w = np.asarray(lam, dtype=np.float64), np.asarray(w, dtype=np.float64)
+        return repr((lam.shape, w.shape)).encode() + lam.tobytes() + w.tobytes()
+
+    def _keep_random_effects(self, lam: np.ndarray, w: np.ndarray, parts: list) -> None:
+        """Keep the blocks' BLUPs made at ``lam`` and ``w`` (one set: the latest)."""
+        self._kept_random_effects = (self._random_effects_key(lam, w), parts)
 
     def moments(self) -> kernels.MomentSums:
         """Σ over groups of the parameter-free moment sums (starting values): those
@@ -392,8 +437,14 @@ class DaskEngine:
 
     def random_effects(self, lam: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-group BLUPs and conditional covariances relative to σ² (DESIGN.md §6),
-        in sorted group order."""
-        parts = self._map(_block_random_effects, lam=lam, w=w)
+        in sorted group order: those made with the Hessian at ``lam`` and ``w`` where
+        they were (:meth:`hessian_random_effects`; handed out once), else one round
+        trip."""
+        kept, self._kept_random_effects = self._kept_random_effects, None
+        if kept is not None and kept[0] == self._random_effects_key(lam, w):
+            parts = kept[1]
+        else:
+            parts = self._map(_block_random_effects, lam=lam, w=w)
         # padded to the design's width r (Λ is narrower when the components are
         # structured); there is one block at least
         if self.collapsed_vc:  # ragged (RaggedBlup; RaggedCov, or BorderCov when crossed)
@@ -423,6 +474,7 @@ class DaskEngine:
     def close(self) -> None:
         """Release the statistics on the cluster."""
         blocks, self._blocks, self._graph = self._blocks, [], []
+        self._kept_random_effects = None
         self._detached = True
         for f in blocks:
             f.release()
@@ -439,4 +491,5 @@ class DaskEngine:
         self._position = state["_position"]
         self._layout = state.get("_layout")
         self._moments = None
+        self._kept_random_effects = None
         self._detached = True

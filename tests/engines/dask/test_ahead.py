@@ -13,6 +13,7 @@ import pytest
 import dmixed
 from dmixed.engines.dask import DaskEngine
 from dmixed.fit.objective import profile, profile_weights
+from dmixed.fit.summary import DEFAULTS
 from tests.engines.test_vc_crossed import CROSSED, crossed_data
 
 from ..._synth import make_data
@@ -110,3 +111,59 @@ def test_the_fit_kept_on_the_workers_is_unchanged_in_fewer_round_trips(client, c
     assert ahead < len(calls)
     assert res.llf == pytest.approx(local.llf, rel=1e-10)
     np.testing.assert_allclose(res.params, local.params, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("secant_rows", [100_000, 0])
+@pytest.mark.parametrize("case", list(CASES))
+def test_the_blups_come_with_the_final_hessian(client, case, secant_rows, monkeypatch):
+    """One round trip fewer: the BLUPs are made with the Hessian at the point where the
+    Newton steps end (a trial point's chain, or the polish's Hessian after secant steps),
+    and the results are those of a separate round trip for them, bit for bit."""
+    monkeypatch.setattr(DEFAULTS, "newton_secant_rows", secant_rows)
+    trips = []
+    round_trip = DaskEngine._round_trip
+
+    def counted(self, submit, kwargs):
+        trips.append(1)
+        return round_trip(self, submit, kwargs)
+
+    monkeypatch.setattr(DaskEngine, "_round_trip", counted)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = _model(case).fit(client=client, engine="distributed")
+        together = len(trips)
+        # the BLUPs never kept with a Hessian: random_effects makes its own round trip
+        monkeypatch.setattr(DaskEngine, "_keep_random_effects", lambda self, *args: None)
+        trips.clear()
+        ref = _model(case).fit(client=client, engine="distributed")
+    assert together == len(trips) - 1
+    assert res.llf == ref.llf and res.n_evals == ref.n_evals
+    np.testing.assert_array_equal(res.params, ref.params)
+    np.testing.assert_array_equal(res.bse, ref.bse)
+    for name in ("blup", "blup_cov"):
+        np.testing.assert_array_equal(
+            np.asarray(getattr(res.to_state(), name)), np.asarray(getattr(ref.to_state(), name))
+        )
+    np.testing.assert_array_equal(
+        res.random_effects_frame().to_numpy(), ref.random_effects_frame().to_numpy()
+    )
+
+
+def test_blups_kept_with_a_hessian_are_those_of_their_own_round_trip(client):
+    """At a Λ and w, the BLUPs made with the Hessian are those of ``random_effects``;
+    at another w (or once handed out) ``random_effects`` makes its own."""
+    stats = _model("padded").statistics(client=client, engine="distributed")
+    engine, layout = stats.engine, stats.fit_layout
+    basis = layout.basis()
+    weights = functools.partial(profile_weights, glob=stats.glob, reml=True)
+    lam = layout.lam(np.full(layout.n_params, 0.7), True)
+    step, hs, w = engine.step_hessian(lam, layout.k_re, basis, weights, random_effects=True)
+    _assert_same(hs, engine.hessian(lam, basis, w))
+    kept = engine.random_effects(lam, w)
+    own = engine.random_effects(lam, w)  # handed out once: its own round trip now
+    for a, b in zip(kept, own, strict=True):
+        np.testing.assert_array_equal(a, b)
+    _assert_same(engine.hessian_random_effects(lam, basis, w), hs)
+    other = engine.random_effects(lam, 2.0 * w)
+    assert not np.array_equal(other[0], own[0])
+    np.testing.assert_array_equal(engine.random_effects(lam, w)[0], own[0])
