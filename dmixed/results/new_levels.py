@@ -11,6 +11,11 @@ MixedModels.jl's ``new_re_levels = :population``); ``"nan"`` gives the row NaN
 random effects are new.  Only columns read by the variance components alone can bring
 new levels: a new level of a fixed or ``re_formula`` factor has no coefficient, and
 stays an error of the design.
+
+A level the fit saw, but not in this group, is new to the group all the same (nested
+components: class ``"3"`` of another school is another class): its random effect in
+this group was not estimated either, and it follows ``new_levels`` too
+(:func:`entries_new_to_groups`, :func:`refuse_new_to_groups`).
 """
 
 from __future__ import annotations
@@ -25,7 +30,14 @@ from ..design.levels import UNKNOWN_CODE, level_codes, level_positions
 from ..design.new_levels import vc_only_columns
 from ..errors import DataError, SpecError
 
-__all__ = ["NEW_LEVELS", "NewLevels", "check_new_levels", "new_levels_of"]
+__all__ = [
+    "NEW_LEVELS",
+    "NewLevels",
+    "check_new_levels",
+    "entries_new_to_groups",
+    "new_levels_of",
+    "refuse_new_to_groups",
+]
 
 #: What ``include_random=True`` gives rows (of groups the fit saw) with a level of a
 #: variance component the fit did not see.
@@ -52,18 +64,23 @@ class NewLevels:
     rows: np.ndarray
     clear: list[tuple[int, np.ndarray, int, int]]
 
-    def apply(self, dm) -> np.ndarray:
+    def apply(self, dm) -> tuple[np.ndarray, np.ndarray]:
         """Drop the cleared entries of ``dm`` (design matrices of the frame's kept rows,
-        ``dm.keep``) in place; the kept rows that hold new levels (bool)."""
+        ``dm.keep``) in place; the kept rows that hold new levels (bool), and per
+        component the sum of the squares of each kept row's dropped values (n_kept,
+        k_vc): each is a level of its own, whose random effect has the component's
+        variance."""
         keep = dm.keep
+        squares = np.zeros((len(dm.exog), len(dm.vc_cols)))
         for comp, rows, lo, hi in self.clear:
             at = rows if keep is None else rows[keep]
             cols, vals = dm.vc_cols[comp], dm.vc_vals[comp]
             sel = at[:, None] & (cols >= lo) & (cols < hi)
+            squares[:, comp] += np.where(sel, vals, 0.0) ** 2 @ np.ones(sel.shape[1])
             # new arrays: the design's may be views of the caller's columns
             dm.vc_cols[comp] = np.where(sel, -1, cols)
             dm.vc_vals[comp] = np.where(sel, 0.0, vals)
-        return self.rows if keep is None else self.rows[keep]
+        return (self.rows if keep is None else self.rows[keep]), squares
 
 
 def _unseen(spec, s: pd.Series, c: str) -> np.ndarray:
@@ -139,3 +156,49 @@ def new_levels_of(spec, df: pd.DataFrame, group_labels, new_levels: str):
                     clear.append((comp, rows, block.offset, block.offset + width))
     every = np.logical_or.reduce(list(found.values()))
     return df, NewLevels(every & known, clear)
+
+
+def entries_new_to_groups(idx: np.ndarray, slots, vc_cols, vc_vals) -> list[np.ndarray]:
+    """Per variance component, the entries (n, k_l) of rows of fitted groups (``idx``
+    ≥ 0) in a column their group did not have in the fit: present and non-zero, but
+    without a slot (``slots``: :meth:`~dmixed.results.prediction.Predictor.vc_slots`)."""
+    seen = (idx >= 0)[:, None]
+    return [
+        seen & (cols >= 0) & (vals != 0) & (slot < 0)
+        for (_, slot), cols, vals in zip(slots, vc_cols, vc_vals, strict=True)
+    ]
+
+
+def refuse_new_to_groups(entries, idx, vc_cols, group_labels, group_name, names) -> None:
+    """Raise a DataError naming the first groups and levels of ``entries``
+    (:func:`entries_new_to_groups`); ``names``: ``(vc_names, vc_column_names)`` of the
+    components, or None (then columns are shown by number).
+
+    Raises
+    ------
+    DataError
+        Always (when ``entries`` has one).
+    """
+    for comp, new in enumerate(entries):
+        rows, ks = np.nonzero(new)
+        if not rows.size:
+            continue
+        cols = vc_cols[comp][rows, ks]
+        pairs = pd.DataFrame({"g": idx[rows], "c": cols}).drop_duplicates()
+        labels = py_scalars(np.asarray(group_labels)[pairs["g"].to_numpy()[:5]].tolist())
+        if names is None:
+            component, levels = f"component {comp}", [f"column {c}" for c in pairs["c"][:5]]
+        else:
+            component = repr(names[0][comp])
+            levels = [names[1][comp][c] for c in pairs["c"][:5]]
+        shown = ", ".join(f"group {g!r} level {v!r}" for g, v in zip(labels, levels, strict=True))
+        more = ", ..." if len(pairs) > 5 else ""
+        n_rows = int(np.logical_or.reduce([e.any(axis=1) for e in entries]).sum())
+        raise DataError(
+            f"{n_rows} row(s) of groups of {group_name!r} the fit saw hold levels of the "
+            f"variance component {component} that the fit saw in other groups but not in "
+            f"theirs ({shown}"
+            f"{more}): their random effects in those groups were not estimated; pass "
+            "new_levels='population' to predict them at zero (lme4's "
+            "allow.new.levels=TRUE), or new_levels='nan'"
+        )

@@ -20,7 +20,12 @@ from ..design.partitions import check_persisted, select_columns
 from ..design.prepare import needed_columns
 from ..errors import DataError, SpecError, UnseenGroupsWarning
 from ..stats.slots import lookup_vc_slots, table_pairs
-from .new_levels import check_new_levels, new_levels_of
+from .new_levels import (
+    check_new_levels,
+    entries_new_to_groups,
+    new_levels_of,
+    refuse_new_to_groups,
+)
 
 __all__ = [
     "NEW_GROUPS",
@@ -31,6 +36,7 @@ __all__ = [
     "predict_frame",
     "NewRows",
     "on_frame_rows",
+    "on_rows_with_new_levels",
     "predict_dask",
 ]
 
@@ -97,15 +103,21 @@ class Predictor:
     vc_ncols : list of int
         Number of columns of each variance component.
     k_re : int
+    vc_names : (list of str, list of list of str), optional
+        The components' names and their columns' names (``vc_names``,
+        ``vc_column_names``): errors then name the levels new to a group.
     """
 
-    def __init__(self, fe_params, group_labels, blup, slot_cols, vc_ncols, k_re) -> None:
+    def __init__(
+        self, fe_params, group_labels, blup, slot_cols, vc_ncols, k_re, vc_names=None
+    ) -> None:
         self.fe_params = np.asarray(fe_params)
         self.group_labels = group_labels
         self.blup = blup
         self.slot_cols = slot_cols
         self.vc_ncols = vc_ncols
         self.k_re = k_re
+        self.vc_names = vc_names
 
     def positions(self, groups, name: str, new_groups: str = "population") -> np.ndarray:
         """Row of each key in the fitted groups, -1 for a group the fit did not see.
@@ -160,33 +172,66 @@ class Predictor:
             offset += self.slot_cols[comp].shape[1]
         return out
 
-    def random_part(self, idx: np.ndarray, exog_re, vc_cols, vc_vals) -> np.ndarray:
+    def new_to_groups(self, idx, slots, rows, new_levels: str, name: str) -> np.ndarray:
+        """The rows (bool, n) of fitted groups with an entry of a variance-component
+        column the group did not have in the fit (a level seen in other groups only:
+        :func:`~dmixed.results.new_levels.entries_new_to_groups`); ``slots`` from
+        :meth:`vc_slots` of ``rows`` (``vc_cols``, ``vc_vals``).
+
+        Raises
+        ------
+        DataError
+            Such rows with ``new_levels="error"``, naming groups and levels.
+        """
+        entries = entries_new_to_groups(idx, slots, rows.vc_cols, rows.vc_vals)
+        fresh = np.zeros(len(idx), dtype=bool)
+        for new in entries:
+            fresh |= new.any(axis=1)
+        if new_levels == "error" and fresh.any():
+            refuse_new_to_groups(entries, idx, rows.vc_cols, self.group_labels, name, self.vc_names)
+        return fresh
+
+    def random_part(self, idx: np.ndarray, exog_re, vc_cols, vc_vals, slots=None) -> np.ndarray:
         """``Z̃_row · γ̂_group`` for every row, given each row's fitted group (``idx`` from
         :meth:`positions`); 0 for groups (and VC columns) not in the fit, whose random
-        effects have mean 0 (the population prediction)."""
+        effects have mean 0 (the population prediction).  ``slots``: :meth:`vc_slots` of
+        these rows when the caller has them."""
         seen = idx >= 0
         out = np.zeros(len(idx))
         if self.k_re:
             sel = slice(None) if seen.all() else seen  # no copies when all are seen
             out[sel] = np.einsum("nj,nj->n", exog_re[sel], self.blup[idx[sel], : self.k_re])
-        for (offset, slot), vals in zip(self.vc_slots(idx, vc_cols, vc_vals), vc_vals, strict=True):
+        if slots is None:
+            slots = self.vc_slots(idx, vc_cols, vc_vals)
+        for (offset, slot), vals in zip(slots, vc_vals, strict=True):
             for k in range(slot.shape[1]):
                 ok = slot[:, k] >= 0
                 out[ok] += vals[ok, k] * self.blup[idx[ok], offset + slot[ok, k]]
         return out
 
     def predict(
-        self, dm, include_random: bool, name: str = "groups", new_groups: str = "population"
+        self,
+        dm,
+        include_random: bool,
+        name: str = "groups",
+        new_groups: str = "population",
+        new_levels: str = "error",
     ) -> np.ndarray:
         """``X β̂`` (+ ``Z̃ γ̂`` with ``include_random``) for design matrices ``dm``
-        (``name``: the group column; ``new_groups``: see :meth:`positions`)."""
+        (``name``: the group column; ``new_groups``: see :meth:`positions`;
+        ``new_levels``: what rows with a level new to their group get, see
+        :meth:`new_to_groups`)."""
         fixed = dm.exog @ self.fe_params
         if not include_random:
             return fixed
         idx = self.positions(dm.groups, name, new_groups)
-        out = fixed + self.random_part(idx, dm.exog_re, dm.vc_cols, dm.vc_vals)
+        slots = self.vc_slots(idx, dm.vc_cols, dm.vc_vals)
+        fresh = self.new_to_groups(idx, slots, dm, new_levels, name)
+        out = fixed + self.random_part(idx, dm.exog_re, dm.vc_cols, dm.vc_vals, slots)
         if new_groups == "nan":
             out[idx < 0] = np.nan
+        if new_levels == "nan":
+            out[fresh] = np.nan
         return out
 
     def predict_arrays(
@@ -269,19 +314,45 @@ def predict_frame(
     the prediction uses is missing (and, with ``new_groups="nan"``, for unseen groups;
     with ``new_levels="nan"``, for new levels of the variance components:
     :mod:`dmixed.results.new_levels`)."""
-    index = df.index
+
+    def compute(dm, squares):
+        del squares  # a new level's random effect has mean zero
+        return predictor.predict(dm, include_random, spec.group_name, new_groups, new_levels)
+
+    values = on_rows_with_new_levels(
+        spec, df, predictor.group_labels, include_random, new_levels, compute, 1
+    )
+    return pd.Series(values[:, 0], index=df.index)
+
+
+def on_rows_with_new_levels(
+    spec, df: pd.DataFrame, group_labels, include_random: bool, new_levels: str, compute, width
+):
+    """:func:`on_frame_rows` for rows whose variance components may hold levels the fit
+    did not see (:func:`~dmixed.results.new_levels.new_levels_of`): ``compute(dm,
+    squares)`` gets the design with those entries dropped and, per component, the sum
+    of squares of each row's dropped values (n_kept, k_vc); their rows are NaN with
+    ``new_levels="nan"``.
+
+    Raises
+    ------
+    DataError
+        New levels in rows of fitted groups with ``new_levels="error"``.
+    """
     found = None
     if include_random and spec.vc_plans and len(df):
-        df, found = new_levels_of(spec, df, predictor.group_labels, new_levels)
+        df, found = new_levels_of(spec, df, group_labels, new_levels)
 
-    def compute(dm):
-        fresh = None if found is None else found.apply(dm)
-        out = predictor.predict(dm, include_random, spec.group_name, new_groups)
-        if fresh is not None and new_levels == "nan":
+    def run(dm):
+        if found is None:
+            return compute(dm, np.zeros((len(dm.exog), len(dm.vc_cols))))
+        fresh, squares = found.apply(dm)
+        out = np.asarray(compute(dm, squares), dtype=np.float64).reshape(len(fresh), width)
+        if new_levels == "nan":
             out[fresh] = np.nan
         return out
 
-    return pd.Series(on_frame_rows(spec, df, include_random, compute, 1)[:, 0], index=index)
+    return on_frame_rows(spec, df, include_random, run, width)
 
 
 def fitted_partition(

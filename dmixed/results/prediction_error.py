@@ -22,9 +22,10 @@ the data and scaled, :mod:`dmixed.stats.standardize`): in the model's own, ``w``
 ``z'M_i z`` of a column far from zero (timestamps near 1.7e9) cancel all their digits.
 
 Random effects the fit did not see (a new group, or a variance-component column a
-fitted group did not have) are predicted by their mean, zero: the "mean" then targets
-the prediction's mean over them, and their variance ``z'Ψ̂z`` (``Ψ̂ = cov_re``, each
-component's ``vcomp`` on its columns) enters the observation interval only.  The
+fitted group did not have, with ``new_levels="population"``) are predicted by their
+mean, zero: the "mean" then targets the prediction's mean over them, and their
+variance ``z'Ψ̂z`` (``Ψ̂ = cov_re``, each component's ``vcomp`` on its columns) enters
+the observation interval only.  The
 observation interval adds σ̂² (a new row of weight 1) to the variance of the mean.  With
 ``include_random=False`` the prediction is ``x'β̂`` with variance ``x' cov(β̂) x`` and the
 observation interval adds σ̂² only: the random effects are not sampled (merTools'
@@ -44,7 +45,8 @@ from ..design.partitions import check_persisted, select_columns
 from ..design.prepare import needed_columns
 from ..errors import DataError, SpecError
 from ..stats.standardize import Standardization
-from .prediction import Predictor, check_new_groups, formula_data, on_frame_rows
+from .new_levels import check_new_levels
+from .prediction import Predictor, check_new_groups, formula_data, on_rows_with_new_levels
 
 __all__ = ["PredictionResults", "PredictionVariance", "conditional_cross", "get_prediction"]
 
@@ -95,11 +97,23 @@ class PredictionVariance:
     columns: Standardization | None = None
     vc_scale: np.ndarray | None = None
 
-    def moments(self, rows, include_random: bool, name: str, new_groups: str) -> np.ndarray:
+    def moments(
+        self,
+        rows,
+        include_random: bool,
+        name: str,
+        new_groups: str,
+        new_levels: str = "error",
+        squares: np.ndarray | None = None,
+    ) -> np.ndarray:
         """``[mean, var_mean, var_obs]`` (n, 3) of the prediction of each row of ``rows``
         (anything with ``exog``, ``exog_re``, ``groups``, ``vc_cols``, ``vc_vals``: design
         matrices, :class:`~dmixed.results.prediction.NewRows`); ``name`` and
-        ``new_groups`` as :meth:`Predictor.positions`."""
+        ``new_groups`` as :meth:`Predictor.positions`, ``new_levels`` as
+        :meth:`Predictor.new_to_groups` (levels new to a row's group: NaN, or their
+        variance in the observation interval); ``squares`` (n, k_vc): per component the
+        sum of squares of the values of levels the fit never saw, dropped from ``rows``
+        (their variance enters the observation interval too)."""
         mean = rows.exog @ self.predictor.fe_params
         x, z = self.standard_rows(rows)
         fixed_var = quadratic(x, self.cov_fe)
@@ -107,17 +121,24 @@ class PredictionVariance:
             return np.column_stack([mean, fixed_var, fixed_var + self.scale])
         idx = self.predictor.positions(rows.groups, name, new_groups)
         seen = idx >= 0
-        mean = mean + self.predictor.random_part(idx, rows.exog_re, rows.vc_cols, rows.vc_vals)
         slots = self.predictor.vc_slots(idx, rows.vc_cols, rows.vc_vals)
+        fresh = self.predictor.new_to_groups(idx, slots, rows, new_levels, name)
+        mean = mean + self.predictor.random_part(
+            idx, rows.exog_re, rows.vc_cols, rows.vc_vals, slots
+        )
         var_mean = fixed_var
         if seen.any():
             sel = slice(None) if seen.all() else seen  # no copies when all are seen
             pos, val = slot_design(self.predictor.k_re, z[sel], slots, sel, rows, self.vc_scale)
             var_mean[sel] = self.conditional_variance(x[sel], idx[sel], pos, val)
         var_obs = var_mean + self.unseen_variance(seen, z, rows, slots) + self.scale
+        if squares is not None:
+            var_obs = var_obs + squares @ self.vcomp
         out = np.column_stack([mean, var_mean, var_obs])
         if new_groups == "nan":
             out[~seen] = np.nan
+        if new_levels == "nan":
+            out[fresh] = np.nan
         return out
 
     def conditional_variance(self, x, gi, pos, val) -> np.ndarray:
@@ -347,18 +368,33 @@ def interval_frame(moments: pd.DataFrame, which: str, alpha: float) -> pd.DataFr
     return pd.DataFrame(dict(zip(SUMMARY, values, strict=True)), index=moments.index)
 
 
-def moments_frame(df, variance, spec, include_random: bool, new_groups: str) -> pd.DataFrame:
+def moments_frame(
+    df, variance, spec, include_random: bool, new_groups: str, new_levels: str = "error"
+) -> pd.DataFrame:
     """:meth:`PredictionVariance.moments` of every row of a pandas frame, indexed like it:
-    NaN where a column the prediction uses is missing."""
+    NaN where a column the prediction uses is missing; levels of the variance
+    components the fit did not see follow ``new_levels``
+    (:func:`~dmixed.results.prediction.on_rows_with_new_levels`)."""
 
-    def compute(dm):
-        return variance.moments(dm, include_random, spec.group_name, new_groups)
+    def compute(dm, squares):
+        name = spec.group_name
+        return variance.moments(dm, include_random, name, new_groups, new_levels, squares)
 
-    values = on_frame_rows(spec, df, include_random, compute, len(MOMENTS))
+    values = on_rows_with_new_levels(
+        spec,
+        df,
+        variance.predictor.group_labels,
+        include_random,
+        new_levels,
+        compute,
+        len(MOMENTS),
+    )
     return pd.DataFrame(values, index=df.index, columns=list(MOMENTS))
 
 
-def moments_dask(variance, spec, ddf, include_random: bool, new_groups: str):
+def moments_dask(
+    variance, spec, ddf, include_random: bool, new_groups: str, new_levels: str = "error"
+):
     """:func:`moments_frame` over the partitions of a Dask DataFrame, lazily (the
     variance object one task, a dependency of every partition)."""
     import dask  # only here: dmixed imports without Dask
@@ -367,7 +403,9 @@ def moments_dask(variance, spec, ddf, include_random: bool, new_groups: str):
     data = select_columns(ddf, needed_columns(spec, response=False, random=include_random))
     state = dask.delayed(variance, pure=True)
     meta = pd.DataFrame({k: pd.Series(dtype="float64") for k in MOMENTS})
-    return data.map_partitions(moments_frame, state, spec, include_random, new_groups, meta=meta)
+    return data.map_partitions(
+        moments_frame, state, spec, include_random, new_groups, new_levels, meta=meta
+    )
 
 
 def prediction_variance(results, include_random: bool) -> PredictionVariance:
@@ -427,6 +465,7 @@ def get_prediction(
     exog_re=None,
     groups=None,
     new_groups: str = "population",
+    new_levels: str = "error",
 ) -> PredictionResults:
     """Predictions with standard errors and intervals: statsmodels' ``get_prediction``,
     with the conditional part from Henderson's (1975) mixed-model equations (see the
@@ -451,6 +490,12 @@ def get_prediction(
         As for ``predict``: rows of unseen groups get ``x'β̂`` with the fixed part's
         standard error (and their random effects' variance ``z'Ψ̂z`` in the observation
         interval), NaN, or an error.
+    new_levels : {"error", "population", "nan"}
+        As for ``predict``: rows of fitted groups holding a level of a variance
+        component the fit did not see, in any group or in theirs (a nested level
+        reused by another group), are refused naming the group and the level; or get
+        that random effect at its mean, zero, with its variance ``vcomp`` in the
+        observation interval; or NaN (:mod:`dmixed.results.new_levels`).
 
     Returns
     -------
@@ -466,13 +511,15 @@ def get_prediction(
     SpecError
         ``data`` for a model built from arrays; no data where the fitted rows are not
         available (loaded results, Dask fits); ``include_random`` on loaded results;
-        ``alpha`` not in (0, 1); a ``new_groups`` not listed.
+        ``alpha`` not in (0, 1); a ``new_groups`` or ``new_levels`` not listed.
     DataError
         ``data`` not a pandas or Dask DataFrame, or as
         :meth:`~dmixed.MixedLMResults.predict` (unseen groups with
-        ``new_groups="error"``, keys of another class than the fitted ones, ...).
+        ``new_groups="error"``, new levels with ``new_levels="error"``, keys of
+        another class than the fitted ones, ...).
     """
     check_new_groups(new_groups)
+    check_new_levels(new_levels)
     check_alpha(alpha)
     spec = results.spec
     data, exog = formula_data(spec, data, exog)
@@ -486,9 +533,9 @@ def get_prediction(
             raise DataError(f"data must be a pandas or Dask DataFrame, got {type(data).__name__}")
         variance = prediction_variance(results, include_random)
         if is_dask(data):
-            moments = moments_dask(variance, spec, data, include_random, new_groups)
+            moments = moments_dask(variance, spec, data, include_random, new_groups, new_levels)
         else:
-            moments = moments_frame(data, variance, spec, include_random, new_groups)
+            moments = moments_frame(data, variance, spec, include_random, new_groups, new_levels)
         return PredictionResults(moments, True, alpha)
     if exog is None:
         rows = getattr(results.model, "rows", None)
@@ -502,6 +549,6 @@ def get_prediction(
         rows = results.predictor().array_rows(exog, exog_re, groups, include_random)
         name, index = "groups", None
     variance = prediction_variance(results, include_random)
-    values = variance.moments(rows, include_random, name, new_groups)
+    values = variance.moments(rows, include_random, name, new_groups, new_levels)
     moments = pd.DataFrame(values, index=index, columns=list(MOMENTS))
     return PredictionResults(moments, index is not None, alpha)

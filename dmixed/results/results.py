@@ -419,6 +419,7 @@ class MixedLMResults(FittedValues, Hypotheses):
             self._vc_slot_cols,
             [len(c) for c in self.names.vc_column_names],
             self.k_re,
+            (self.names.vc_names, self.names.vc_column_names),
         )
 
     # -- simulation and the parametric bootstrap --------------------------------------

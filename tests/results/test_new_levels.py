@@ -77,3 +77,70 @@ def test_a_new_level_of_a_fixed_effect_factor_stays_an_error():
     new = pd.DataFrame({"cask": ["z"], "g": [0]})
     with pytest.raises(DataError, match="levels not seen"):
         res.predict(new, include_random=True, new_levels="population")
+
+
+@pytest.fixture(scope="module")
+def nested():
+    """Classes nested in schools, class labels reused: class "c3" of school A is not
+    class "c3" of school B (the component's column c3 exists, school A never had it)."""
+    rng = np.random.default_rng(0)
+    rows = []
+    schools = [("A", ["c1", "c2"]), ("B", ["c2", "c3"]), ("C", ["c1", "c3"]), ("D", ["c1"])]
+    schools += [(f"E{k}", ["c1", "c2", "c3"]) for k in range(5)]
+    for school, classes in schools:
+        v = 2 * rng.normal()
+        for cls in classes:
+            u = v + rng.normal()
+            for _ in range(15):
+                x = rng.normal()
+                rows.append((school, cls, x, 1 + x + u + 0.5 * rng.normal()))
+    df = pd.DataFrame(rows, columns=["school", "cls", "x", "y"])
+    vc = {"cls": "0 + C(cls)"}
+    return dmixed.mixedlm("y ~ x", df, groups="school", re_formula="1", vc_formula=vc).fit()
+
+
+REUSED = pd.DataFrame({"school": ["A", "A", "B"], "cls": ["c3", "c1", "c1"], "x": [0.5, 0.5, 1.0]})
+
+
+def test_a_level_new_to_its_group_follows_new_levels(nested):
+    """A level the fit saw in other groups only was silently predicted at zero."""
+    for call in (nested.predict, nested.get_prediction):
+        with pytest.raises(DataError, match=r"group 'A' level 'C\(cls\)\[c3\]'.*new_levels="):
+            call(REUSED, include_random=True)
+    fixed = nested.predict(REUSED)
+    re = nested.random_effects
+    got = nested.predict(REUSED, include_random=True, new_levels="population")
+    want = fixed + np.array([re["A"]["school"], re["A"]["school"], re["B"]["school"]])
+    want[1] += re["A"]["cls[C(cls)[c1]]"]
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    lazy = nested.predict(
+        dd.from_pandas(REUSED, npartitions=2), include_random=True, new_levels="population"
+    )
+    np.testing.assert_allclose(lazy.compute(), got, rtol=1e-12)
+    nan = nested.predict(REUSED, include_random=True, new_levels="nan")
+    assert np.isnan(nan[[0, 2]]).all() and nan[1] == pytest.approx(got[1], rel=1e-12)
+    frame = nested.get_prediction(REUSED, include_random=True, new_levels="nan").summary_frame()
+    assert frame.loc[[0, 2]].isna().all().all() and frame.loc[1].notna().all()
+    with pytest.raises(DataError, match="group 'A' level"):
+        nested.predict(dd.from_pandas(REUSED, npartitions=1), include_random=True).compute()
+
+
+def test_get_prediction_takes_new_levels(nested):
+    """A level new to the fit and one new to the group: both at zero, both adding the
+    component's variance to the observation interval (with ``new_levels="population"``)."""
+    rows = pd.DataFrame({"school": ["A", "A"], "cls": ["c9", "c3"], "x": [0.5, 0.5]})
+    with pytest.raises(DataError, match="group 'A' level 'c9'"):
+        nested.get_prediction(rows, include_random=True)
+    pred = nested.get_prediction(rows, include_random=True, new_levels="population")
+    np.testing.assert_allclose(
+        pred.predicted_mean, nested.predict(rows, include_random=True, new_levels="population")
+    )
+    assert pred.predicted_mean[0] == pytest.approx(pred.predicted_mean[1], rel=1e-12)
+    tau = float(np.asarray(nested.vcomp)[0])
+    var_obs = np.asarray(pred.se_obs) ** 2
+    var_mean = np.asarray(pred.se_mean) ** 2
+    np.testing.assert_allclose(var_obs, var_mean + tau + nested.scale, rtol=1e-10)
+    nan = nested.get_prediction(rows, include_random=True, new_levels="nan").summary_frame()
+    assert nan.isna().all().all()
+    with pytest.raises(SpecError, match="new_levels must be one of"):
+        nested.get_prediction(rows, include_random=True, new_levels="zero")

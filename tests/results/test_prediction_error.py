@@ -138,7 +138,7 @@ def test_unseen_groups_and_levels_enter_the_observation_interval():
     missing = lacking[g0][0]
     new = pd.DataFrame({"x1": [0.3, 0.3], "x2": [-1.0, -1.0], "g": [g0, 999], "sub": missing})
     with pytest.warns(UnseenGroupsWarning, match="1 of 2 rows"):
-        got = res.get_prediction(new, include_random=True).summary_frame()
+        got = res.get_prediction(new, include_random=True, new_levels="population").summary_frame()
     seen = new.assign(sub=df.loc[df["g"] == g0, "sub"].iloc[0]).iloc[:1]
     henderson, _ = _henderson(df, res, False, seen)
     # the new level's effect has mean 0: the seen part is that of a row without it
