@@ -219,13 +219,15 @@ def _read_csv(files: list[str], storage_options: dict | None, **options):
 
 
 def _plain_integers(pdf: pd.DataFrame) -> pd.DataFrame:
-    """One row: whether every value of each column of ``pdf`` (text) is a plain integer."""
-    return pd.DataFrame(
-        {
-            c: [bool(pdf[c].notna().all() and pdf[c].str.fullmatch(_PLAIN_INTEGER).all())]
-            for c in pdf.columns
-        }
-    )
+    """One row: whether every value of each column of ``pdf`` (text) is a plain integer
+    (the distinct values matched: a label column has far fewer than rows)."""
+
+    def plain(s: pd.Series) -> bool:
+        if s.isna().any():
+            return False
+        return bool(pd.Series(s.unique(), dtype=object).str.fullmatch(_PLAIN_INTEGER).all())
+
+    return pd.DataFrame({c: [plain(pdf[c])] for c in pdf.columns})
 
 
 def label_types(files: list[str], columns: list[str], storage_options: dict | None) -> dict:
