@@ -40,6 +40,18 @@ from .errors import (
     PathError,
 )
 from .files import check_target
+from .input_data import (
+    check_input,
+    culprit_of_message,
+    files_named,
+    input_files,
+    is_read_error,
+    label_columns,
+    one_line,
+    read_data,
+    read_error_message,
+    refuse_inside_inputs,
+)
 from .job import (
     EXIT_BUG,
     EXIT_CLUSTER,
@@ -81,73 +93,6 @@ def make_job(args: argparse.Namespace, required: tuple[str, ...]) -> Job:
 # ---------------------------------------------------------------------------
 
 
-def input_files(job: Job) -> list[str]:
-    """The job's input files (globs, directories expanded); absent local files refused."""
-    from .stats.checkpoint import expand_inputs
-
-    files = expand_inputs(job.data)
-    local = [f for f in files if "://" not in f]
-    absent = [f for f in local if not os.path.exists(f)]
-    if absent:
-        raise JobError(f"no such input file(s): {absent[:3]}", EXIT_DATA)
-    return files
-
-
-def _input_format(job: Job, files: list[str]) -> str:
-    """The input files' one format: ``--format``, or that of every file's name or magic
-    (:func:`dmixed.stats.inputs.input_format`); a file of neither kind is refused."""
-    from .stats.inputs import input_format
-
-    try:
-        return input_format(files, job.format)
-    except DataError as exc:
-        raise JobError(f"{exc} (data {job.data!r})", EXIT_DATA) from exc
-
-
-def _csv_float_columns(job: Job, dtypes) -> list[str]:
-    """The integer columns of a CSV input read as float64: the model reads them as
-    numbers (float64) whatever the files give, and Dask's reader infers the type from
-    the first file's first rows, refusing a later file's decimals.  The group column and
-    the columns named inside ``C()`` keep their integers (their values are levels); none
-    without the model on the command line (``update``: the saved spec's)."""
-    if not job.formula or not job.groups:
-        return []
-    formulas = [job.formula or "", job.re_formula or "", *(job.vc_formula or {}).values()]
-    levels = set(re.findall(r"\bC\(\s*([A-Za-z_][\w.]*)", " ".join(formulas)))
-    levels.add(job.groups)
-    return [c for c, t in dtypes.items() if t.kind in "iu" and c not in levels]
-
-
-def _files_named(job: Job, message: str) -> str:
-    """The files of a multi-file input that a column problem (the column quoted in
-    ``message``) comes from, as ``"; in FILE: ..."`` (empty when none is found)."""
-    from .design.file_schemas import files_in_message
-
-    files = input_files(job)
-    return files_in_message(files, _input_format(job, files), message, job.storage_options)
-
-
-def read_data(job: Job, files: list[str] | None = None):
-    """A lazy Dask DataFrame over the job's Parquet or CSV input."""
-    import dask.dataframe as dd
-
-    if files is None:
-        files = input_files(job)
-    fmt = _input_format(job, files)
-    try:
-        if fmt == "csv":
-            ddf = dd.read_csv(files, storage_options=job.storage_options or None)
-            as_float = _csv_float_columns(job, ddf.dtypes)
-            if as_float:  # whole numbers in the first file, decimals in another
-                dtype = dict.fromkeys(as_float, "float64")
-                ddf = dd.read_csv(files, dtype=dtype, storage_options=job.storage_options or None)
-            return ddf, files
-        return dd.read_parquet(files, storage_options=job.storage_options or None), files
-    except Exception as exc:  # pyarrow/fsspec raise many types for unreadable input
-        message = f"cannot read {fmt} data {job.data!r}: {_read_error_message(exc)}"
-        raise JobError(message, EXIT_DATA) from exc
-
-
 def _model_digest(model: dict, inputs: list[dict]) -> str:
     """Digest of the model options and input files, the same for `fit` and `update`
     (``model``: a Job's attributes or a saved spec, whose keys have the same names)."""
@@ -158,36 +103,6 @@ def _model_digest(model: dict, inputs: list[dict]) -> str:
 
 def _job_digest(job: Job, fingerprint: list[dict]) -> str:
     return _model_digest(job.model_dump(), fingerprint)
-
-
-_CSV_DTYPES = "Mismatched dtypes found in `pd.read_csv`"
-
-
-def _is_read_error(exc: BaseException) -> bool:
-    """Errors of reading the data (raised during the data pass, possibly on a worker)."""
-    if isinstance(exc, (ConnectionError, TimeoutError, DmixedError)):
-        return False  # a DmixedError that is an OSError too: a refused path
-    import pandas as pd
-    import pyarrow
-
-    kinds = (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, pyarrow.ArrowException)
-    return isinstance(exc, kinds) or str(exc).startswith(_CSV_DTYPES)
-
-
-def _read_error_message(exc: BaseException) -> str:
-    """A reader's error in one line that keeps what it says of columns and lines (dask's
-    CSV type mismatch is a table: each column, the type found and the one expected)."""
-    text = str(exc)
-    if not text.startswith(_CSV_DTYPES):
-        return _one_line(text) or repr(exc)
-    rows = re.findall(r"^\|\s*(.+?)\s*\|\s*(.+?)\s*\|\s*(.+?)\s*\|$", text, re.M)[1:]
-    failed = dict(re.findall(r"^- (.+)\n\s+(.+)$", text, re.M))
-    parts = [
-        f"column {col!r} holds {found} values where its first rows gave {expected}"
-        + (f" ({failed[col]})" if col in failed else "")
-        for col, found, expected in rows
-    ]
-    return "; ".join(parts) + "; every value of a column must be of one type"
 
 
 def _cli_words(message: str) -> str:
@@ -212,17 +127,22 @@ def _job_errors(job: Job, reads_data: bool) -> Iterator[None]:
     except JobError:
         raise
     except Exception as exc:
-        if reads_data and _is_read_error(exc):
-            message = f"cannot read data {job.data!r}: {_read_error_message(exc)}"
-            raise JobError(message + _files_named(job, message), EXIT_DATA) from exc
+        if reads_data and is_read_error(exc):
+            message = f"cannot read data {job.data!r}: {read_error_message(exc)}"
+            culprit = culprit_of_message(job, message)
+            where = culprit[0] if culprit else files_named(job, message)
+            raise JobError(message + where, EXIT_DATA) from exc
         if isinstance(exc, (CheckpointError, ClusterError)):
             raise
         if isinstance(exc, (ValueError, KeyError, TypeError)):
-            message = _cli_words(_one_line(exc)) if str(exc) else repr(exc)
+            message = _cli_words(one_line(exc)) if str(exc) else repr(exc)
             about_data = reads_data and isinstance(exc, (DataError, KeyError))
+            culprit = culprit_of_message(job, message) if about_data else None
+            if culprit is not None:  # CSV input: the file and line of the first one
+                raise JobError(message + culprit[0], culprit[1]) from exc
             if about_data and getattr(exc, "absent", None) and getattr(exc, "file", None):
                 raise JobError(message, EXIT_DATA) from exc  # it names the file and columns
-            named = _files_named(job, message) if about_data else ""
+            named = files_named(job, message) if about_data else ""
             raise JobError(message + named, EXIT_DATA if named else EXIT_CONFIG) from exc
         raise
 
@@ -331,6 +251,7 @@ def _refuse_foreign(path: str | None, marker: str, kind: str, flag: str) -> None
 
 def _check_targets(job: Job) -> None:
     _refuse_nested(job.output, job.stats_dir)
+    refuse_inside_inputs(job)
     _refuse_foreign(job.output, "estimates.json", "results", "--output")
     _refuse_foreign(job.stats_dir, "manifest.json", "statistics", "--stats-dir")
 
@@ -396,13 +317,15 @@ def run_fit(job: Job) -> int:
     _refuse_repeated(fingerprint, [])
     job_digest = _job_digest(job, fingerprint)
     reuse = _reusable_statistics(job, job_digest, fingerprint) is not None
-    ddf = None if reuse else read_data(job, files)[0]  # a reuse reads no data
+    if not reuse:
+        check_input(job, files)  # before a cluster is started
     # a reuse needs no cluster either: the optimization runs on the saved statistics
     cluster = contextlib.nullcontext() if reuse else connect(_cluster_of(job))
     with cluster as client, _job_errors(job, reads_data=not reuse):
-        if reuse:
+        if reuse:  # no data read
             model = _model_from_saved(job)
-        else:
+        else:  # read on the cluster (CSV label columns are read once before)
+            ddf = read_data(job, files)[0]
             model = _model_from_data(job, ddf, client, job_digest, fingerprint)
         res = model.fit(
             reml=job.method == "reml",
@@ -445,13 +368,16 @@ def run_update(job: Job) -> int:
 
     manifest = checkpoint.read_manifest(job.stats_dir)
     spec = saved_model(job, ModelSpec.from_dict(manifest["spec"]), manifest["spec"])
-    ddf, files = read_data(job)
+    files = input_files(job)
     new_inputs = checkpoint.input_fingerprint(files, job.storage_options)
     _refuse_repeated(new_inputs, manifest.get("inputs", []), job.stats_dir)
+    check_input(job, files)  # before a cluster is started
     old, _ = checkpoint.load_statistics(job.stats_dir)
     start = last_fit(job.stats_dir)
     method = job.method or manifest.get("job", {}).get("method", "reml")
     with connect(_cluster_of(job)) as client, _job_errors(job, reads_data=True):
+        saved = _saved_label_types(manifest["spec"], old.labels)
+        ddf = read_data(job, files, model=manifest["spec"], saved_labels=saved)[0]
         spec, column_maps = grown_spec(spec, ddf)  # new levels of nested components
         new_model = MixedLM.from_spec(spec, ddf)
         new = checkpoint.GroupArrays.from_statistics(
@@ -468,7 +394,7 @@ def run_update(job: Job) -> int:
     try:
         merged = checkpoint.merge(old, new, spec.group_name)
     except DataError as exc:  # new group keys of another type than the saved ones
-        raise JobError(f"{_one_line(exc)} (data {job.data!r})", EXIT_DATA) from exc
+        raise JobError(f"{one_line(exc)} (data {job.data!r})", EXIT_DATA) from exc
     model = MixedLM.from_statistics(statistics_from_arrays(merged), spec)
     if start is not None and len(start) != merged.layout.n_params:
         start = None
@@ -494,6 +420,22 @@ def run_update(job: Job) -> int:
     )
     remember_fit(job.stats_dir, res.packed_params.tolist(), res.method, res.llf)
     return EXIT_OK
+
+
+def _saved_label_types(spec: dict, group_labels) -> dict[str, str]:
+    """``{column: "int" or "text"}`` of the label columns of saved statistics: the
+    group keys' and the levels of the columns inside ``C()`` (CSV input of ``update``
+    reads its labels as these)."""
+    import numpy as np
+
+    def kind(values) -> str:
+        whole = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values)
+        return "int" if len(values) and whole else "text"
+
+    out = {spec["groups"]: "int" if np.asarray(group_labels).dtype.kind in "iu" else "text"}
+    levels = spec.get("levels") or {}
+    out.update({c: kind(levels[c]) for c in label_columns(spec) if c in levels})
+    return out
 
 
 @_under_stats_lock
@@ -537,11 +479,6 @@ def run_show(path: str) -> int:
     return EXIT_OK
 
 
-def _one_line(exc) -> str:
-    """An error message as one line (cli: "Errors are one line on stderr")."""
-    return " ".join(str(exc).split())
-
-
 def _setup_logging(quiet: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("dmixed: %(message)s"))
@@ -577,14 +514,14 @@ def exit_status(exc: BaseException) -> int:
 def _error_lines(exc: Exception) -> list[str]:
     """The lines ``main`` prints for an error: one per problem."""
     if isinstance(exc, JobError):
-        return [_one_line(line) for line in str(exc).splitlines() if line.strip()]
+        return [one_line(line) for line in str(exc).splitlines() if line.strip()]
     if isinstance(exc, ConnectionError):
-        return [_one_line(exc)]
+        return [one_line(exc)]
     if exit_status(exc) == EXIT_BUG:
-        return [f"a bug in dmixed (please report it): {type(exc).__name__}: {_one_line(exc)}"]
+        return [f"a bug in dmixed (please report it): {type(exc).__name__}: {one_line(exc)}"]
     if isinstance(exc, DmixedError):  # its message says what was wrong, in the CLI's words
-        return [_cli_words(_one_line(exc))]
-    return [f"{type(exc).__name__}: {_cli_words(_one_line(exc))}"]
+        return [_cli_words(one_line(exc))]
+    return [f"{type(exc).__name__}: {_cli_words(one_line(exc))}"]
 
 
 @contextlib.contextmanager
@@ -596,7 +533,7 @@ def warnings_as_lines(quiet: bool) -> Iterator[None]:
         ours = issubclass(category, DmixedWarning)
         if ours or not quiet:
             label = "" if ours else f"{category.__name__}: "
-            print(f"dmixed: warning: {label}{_one_line(message)}", file=sys.stderr)
+            print(f"dmixed: warning: {label}{one_line(message)}", file=sys.stderr)
 
     with warnings.catch_warnings():
         warnings.showwarning = show

@@ -205,6 +205,198 @@ def test_fit_of_csv_files_whole_numbers_in_one_decimals_in_another(data, schedul
     assert_same_fit(dmixed.load(tmp_path / "out"), ref)
 
 
+def _csv_case(d: Path, data, case: str) -> list:
+    """Writes the input of a bad-CSV ``case`` into ``d``; returns the flags it adds."""
+    a, b = data.frame_a.head(100).copy(), data.frame_b.head(100).copy()
+    (d / "in").mkdir()
+    if case == "column_twice":
+        text = a.to_csv(index=False).replace("x1,x2", "x1,x1", 1)
+        (d / "in/a.csv").write_text(text)
+    elif case == "missing_value":
+        b.loc[40, "x1"] = np.nan  # line 42 of b.csv: the header, then rows 0..40
+        a.to_csv(d / "in/a.csv", index=False)
+        b.to_csv(d / "in/b.csv", index=False)
+    elif case in ("text_in_numbers", "late_text_in_numbers"):
+        frame = b if case == "text_in_numbers" else data.full.head(1200)
+        frame = frame.astype({"x1": object})
+        row = 5 if case == "text_in_numbers" else 1100  # past the rows Dask reads types from
+        frame.loc[row, "x1"] = "abc"
+        frame.to_csv(d / "in/b.csv", index=False)
+    elif case == "not_parquet":
+        a.to_parquet(d / "in/a.parquet", index=False)
+        (d / "in/b.parquet").write_text("g,x1\n1,2\n")
+    return []
+
+
+# case -> (exit status, what stderr says)
+CSV_CASES = {
+    "column_twice": (3, ["in/a.csv: the header names column 'x1' twice (columns 2 and 3)"]),
+    "missing_value": (
+        2,
+        ["missing values in column 'x1'", "first missing value: in/b.csv line 42 holds no value"],
+    ),
+    "text_in_numbers": (3, ["column 'x1' holds text", "first text: in/b.csv line 7 holds 'abc'"]),
+    "late_text_in_numbers": (
+        3,
+        ["column 'x1' holds str values", "first text: in/b.csv line 1102 holds 'abc'"],
+    ),
+    "not_parquet": (3, ["in/b.parquet is not a Parquet file"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CSV_CASES))
+def test_bad_input_files_are_named_with_the_line(data, scheduler, tmp_path, case):
+    """A column named twice in a CSV header was renamed ``x1.1`` and the fit ran; a
+    missing value, or text where numbers are read, was refused without its file and
+    line (text: exit 2, or a dtype table); a text file among Parquet files was refused
+    without its name."""
+    _csv_case(tmp_path, data, case)
+    args = ("fit", "--data", "in", *MODEL, "--cluster", scheduler.file, "--quiet")
+    proc = run_in_process(*args, "--stats-dir", "st", "--output", "o", cwd=tmp_path)
+    status, needles = CSV_CASES[case]
+    assert proc.returncode == status, proc.stderr
+    assert len(proc.stderr.splitlines()) == 1 and "Traceback" not in proc.stderr
+    for needle in needles:
+        assert needle in proc.stderr, proc.stderr
+    assert sorted(os.listdir(tmp_path)) == ["in"]
+
+
+@pytest.mark.parametrize(
+    ("data_arg", "flag", "path"),
+    [
+        ("in", "--output", "in/out"),
+        ("in", "--stats-dir", "in/deeper/st"),
+        ("in/*", "--stats-dir", "in/st"),
+        ("*/*.parquet", "--output", "in/o.parquet"),
+    ],
+)
+def test_output_or_statistics_inside_the_input_are_refused(data, tmp_path, data_arg, flag, path):
+    """Results or statistics written inside an input directory (or one an input glob
+    reads) would be read as data by the next job."""
+    (tmp_path / "in").mkdir()
+    shutil.copy2(data.A, tmp_path / "in/A.parquet")
+    targets = {"--output": "o", flag: path}
+    args = ("fit", "--data", data_arg, *MODEL, *(a for kv in targets.items() for a in kv))
+    proc = run_in_process(*args, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert f"{flag} {path} is inside the input {data_arg!r}" in proc.stderr
+    assert os.listdir(tmp_path / "in") == ["A.parquet"]
+
+
+def test_tsv_files_are_read_tab_separated(data, scheduler, tmp_path):
+    """``*.tsv`` was read comma-separated: one column named 'g\\tx1\\t...'."""
+    (tmp_path / "d").mkdir()
+    data.frame_a.to_csv(tmp_path / "d/a.tsv", sep="\t", index=False)
+    data.frame_b.to_csv(tmp_path / "d/b.csv", index=False)
+    args = ("fit", "--data", "d", *MODEL, "--cluster", scheduler.file, "--output", "out")
+    ok(run_in_process(*args, cwd=tmp_path))
+    assert_same_fit(dmixed.load(tmp_path / "out"), in_process_fit(data.full))
+
+
+def _labelled(frame: pd.DataFrame, text_groups) -> pd.DataFrame:
+    out = frame.astype({"g": object})
+    mask = out["g"].isin(text_groups)
+    out.loc[mask, "g"] = "g" + out.loc[mask, "g"].astype(str)
+    return out
+
+
+def test_csv_labels_do_not_depend_on_how_rows_fall_into_files(data, scheduler, tmp_path):
+    """Group keys that look like integers in one file and are text in another were
+    refused (or, split otherwise, read as integers here and text there); they are text
+    wherever one value is not a plain integer, whatever the split, and integers only
+    where every value of every file is one."""
+    frame = _labelled(data.full, {7})  # one group of text keys among integer ones
+    first = frame["g"].map(lambda g: g != "g7")
+    for name, parts in {"split": [frame[first], frame[~first]], "one": [frame]}.items():
+        (tmp_path / name).mkdir()
+        for i, part in enumerate(parts):
+            part.to_csv(tmp_path / name / f"{i}.csv", index=False)
+        args = ("fit", "--data", name, *MODEL, "--cluster", scheduler.file)
+        ok(run_in_process(*args, "--output", f"out_{name}", cwd=tmp_path))
+    split, one = (dmixed.load(tmp_path / f"out_{n}") for n in ("split", "one"))
+    assert list(split.random_effects) == list(one.random_effects)
+    assert {type(k) for k in split.random_effects} == {str}
+    data.frame_a.to_csv(tmp_path / "ints.csv", index=False)
+    args = ("fit", "--data", "ints.csv", *MODEL, "--cluster", scheduler.file, "--output", "oi")
+    ok(run_in_process(*args, cwd=tmp_path))
+    keys = list(dmixed.load(tmp_path / "oi").random_effects)
+    assert all(isinstance(k, (int, np.integer)) for k in keys)
+
+
+def test_update_of_csv_keeps_the_label_types_of_the_saved_statistics(data, scheduler, tmp_path):
+    """Saved text keys ("g7" among them): new CSV rows whose keys are all integers are
+    read as text (the keys of the saved groups they continue); saved integer keys: new
+    rows with a text key are refused, naming the column, file and line."""
+    text = _labelled(data.full, {7})
+    early = data.full["g"] < 40  # "g7" among the saved groups, integers only in new.csv
+    old, new = text[early], text[~early]
+    old.to_csv(tmp_path / "old.csv", index=False)
+    new.to_csv(tmp_path / "new.csv", index=False)
+    common = ("--cluster", scheduler.file, "--quiet")
+    ok(
+        run_in_process(
+            "fit",
+            "--data",
+            "old.csv",
+            *MODEL,
+            *common,
+            "--stats-dir",
+            "S",
+            "--output",
+            "o1",
+            cwd=tmp_path,
+        )
+    )
+    ok(
+        run_in_process(
+            "update",
+            "--stats-dir",
+            "S",
+            "--data",
+            "new.csv",
+            *common,
+            "--output",
+            "o2",
+            cwd=tmp_path,
+        )
+    )
+    ok(
+        run_in_process(
+            "fit", "--data", "old.csv", "new.csv", *MODEL, *common, "--output", "o3", cwd=tmp_path
+        )
+    )
+    updated, scratch = dmixed.load(tmp_path / "o2"), dmixed.load(tmp_path / "o3")
+    assert sorted(updated.random_effects) == sorted(scratch.random_effects)
+    assert_same_fit(updated, scratch, rtol=1e-6)
+
+    data.frame_a.to_csv(tmp_path / "ints.csv", index=False)
+    _labelled(data.frame_b, {70}).to_csv(tmp_path / "more.csv", index=False)
+    ok(
+        run_in_process(
+            "fit",
+            "--data",
+            "ints.csv",
+            *MODEL,
+            *common,
+            "--stats-dir",
+            "SI",
+            "--output",
+            "o4",
+            cwd=tmp_path,
+        )
+    )
+    before = (tmp_path / "SI/manifest.json").read_bytes()
+    proc = run_in_process(
+        "update", "--stats-dir", "SI", "--data", "more.csv", *common, "--output", "o5", cwd=tmp_path
+    )
+    line = 2 + int(np.flatnonzero(data.frame_b["g"].to_numpy() == 70)[0])
+    assert proc.returncode == 3, proc.stderr
+    assert "the labels of column 'g' in the saved statistics are integers" in proc.stderr
+    assert f"more.csv line {line} holds 'g70'" in proc.stderr
+    assert (tmp_path / "SI/manifest.json").read_bytes() == before
+    assert not (tmp_path / "o5").exists()
+
+
 def test_a_stray_text_file_in_a_csv_directory_is_named_not_read_as_parquet(data, tmp_path):
     """``README.txt`` sorting first in a directory of CSV files made the whole directory
     be read as Parquet ("cannot read parquet data"); now the stray file is named."""

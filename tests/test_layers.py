@@ -32,9 +32,10 @@ LAYERS = {
     "model": 9,
     "cluster": 10,
     "job": 11,
-    "cli": 12,
-    "__init__": 13,
-    "__main__": 14,
+    "input_data": 12,
+    "cli": 13,
+    "__init__": 14,
+    "__main__": 15,
 }
 
 

@@ -27,14 +27,17 @@ from ..errors import DataError
 
 __all__ = [
     "CSV_SUFFIXES",
+    "TSV_SUFFIXES",
     "EDGE_BYTES",
     "HASH_WHOLE_FILE_BYTES",
     "PARQUET_SUFFIXES",
     "file_format",
     "input_format",
+    "is_parquet_file",
     "local_identity",
     "remote_identity",
     "same_content",
+    "separator",
 ]
 
 #: local non-Parquet files up to this size are identified by the sha256 of their bytes
@@ -64,7 +67,8 @@ _IDENTITY_KEYS = (
 _MAGIC = b"PAR1"
 #: file names of the two input formats, by their ends (lower case)
 PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
-CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.xz", ".csv.zst", ".tsv")
+TSV_SUFFIXES = (".tsv", ".tsv.gz", ".tsv.bz2", ".tsv.xz", ".tsv.zst")
+CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.xz", ".csv.zst", *TSV_SUFFIXES)
 _FORMAT_NAMES = {"parquet": "Parquet", "csv": "CSV"}
 
 
@@ -81,6 +85,24 @@ def file_format(path: str) -> str | None:
         return None
     with open(path, "rb") as fh:
         return "parquet" if fh.read(4) == _MAGIC else None
+
+
+def separator(path: str) -> str:
+    """The field separator of a CSV input file: a tab for ``*.tsv`` (and compressed
+    ``*.tsv.gz``...), else a comma."""
+    return "\t" if path.lower().endswith(TSV_SUFFIXES) else ","
+
+
+def is_parquet_file(path: str) -> bool:
+    """Whether a local file starts and ends with Parquet's magic bytes ``PAR1`` (a
+    Parquet file's first and last 4 bytes; two small reads)."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+        fh.seek(0, os.SEEK_END)
+        if fh.tell() < 12:
+            return False
+        fh.seek(-4, os.SEEK_END)
+        return head == _MAGIC and fh.read(4) == _MAGIC
 
 
 def input_format(files: list[str], given: str | None = None) -> str:
@@ -112,7 +134,7 @@ def input_format(files: list[str], given: str | None = None) -> str:
         more = f" (and {len(unknown) - 1} more such files)" if len(unknown) > 1 else ""
         raise DataError(
             f"{unknown[0]} is neither a Parquet file (named *.parquet, *.parq or *.pq, or "
-            f"starting with PAR1) nor a CSV file (named *.csv, *.csv.gz or *.tsv){more}: "
+            f"starting with PAR1) nor a CSV file (named *.csv, *.csv.gz, *.tsv or *.tsv.gz){more}: "
             "remove it from the input, or pass --format (job "
             "file: format) to read files of no known kind as that format"
         )

@@ -1,0 +1,440 @@
+"""The input of a batch job: its files, their one format, and the Dask DataFrame over them.
+
+What the command line reads, checked before the data pass where it can be:
+
+- the files a ``--data`` argument stands for (globs, directories), absent ones refused;
+  a results or statistics directory among them (:func:`refuse_inside_inputs`);
+- Parquet: every local file starts and ends with Parquet's magic bytes, else it is named;
+- CSV (``*.tsv`` tab-separated): a header naming a column twice is refused (pandas would
+  rename the second ``x1.1``); the label columns (the group column and those inside
+  ``C()``) are read as text unless every value of every file is a plain integer
+  (:func:`label_types`), so that labels never depend on how rows fall into files or
+  partitions; the other integer columns are read as float64 (:func:`read_data`);
+- an error of the data pass about one column of CSV input (missing values, text where
+  numbers are read) names the file and line of its first offending value
+  (:func:`csv_culprit`).
+
+Every refusal is a :class:`~dmixed.job.JobError` with the exit status of bad data
+(:data:`~dmixed.job.EXIT_DATA`) unless it says otherwise.
+"""
+
+from __future__ import annotations
+
+import csv
+import fnmatch
+import glob
+import os
+import re
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError, DmixedError
+from .job import EXIT_CONFIG, EXIT_DATA, Job, JobError
+
+__all__ = [
+    "CSV_DTYPES",
+    "check_input",
+    "csv_culprit",
+    "files_named",
+    "input_files",
+    "is_read_error",
+    "label_columns",
+    "label_types",
+    "one_line",
+    "read_data",
+    "read_error_message",
+    "refuse_inside_inputs",
+]
+
+#: the start of dask's error for a CSV column whose values are not of the type its
+#: first rows gave
+CSV_DTYPES = "Mismatched dtypes found in `pd.read_csv`"
+#: a plain integer as text: what a label column holds for its labels to be integers
+#: (no sign but ``-``, no leading zero: ``007`` is a label; at most 18 digits: int64)
+_PLAIN_INTEGER = r"-?(?:0|[1-9][0-9]{0,17})"
+#: rows of a CSV file read at a time when looking for an offending value
+_CHUNK_ROWS = 1 << 20
+
+
+def one_line(exc) -> str:
+    """An error message as one line (cli: "Errors are one line on stderr")."""
+    return " ".join(str(exc).split())
+
+
+# ---------------------------------------------------------------------------
+# files
+# ---------------------------------------------------------------------------
+
+
+def input_files(job: Job) -> list[str]:
+    """The job's input files (globs, directories expanded); absent local files refused."""
+    from .stats.checkpoint import expand_inputs
+
+    files = expand_inputs(job.data)
+    local = [f for f in files if "://" not in f]
+    absent = [f for f in local if not os.path.exists(f)]
+    if absent:
+        raise JobError(f"no such input file(s): {absent[:3]}", EXIT_DATA)
+    return files
+
+
+def input_format(job: Job, files: list[str]) -> str:
+    """The input files' one format: ``--format``, or that of every file's name or magic
+    (:func:`dmixed.stats.inputs.input_format`); a file of neither kind is refused."""
+    from .stats.inputs import input_format as format_of
+
+    try:
+        return format_of(files, job.format)
+    except DataError as exc:
+        raise JobError(f"{exc} (data {job.data!r})", EXIT_DATA) from exc
+
+
+def _components(path: str) -> list[str]:
+    return os.path.realpath(path).strip(os.sep).split(os.sep)
+
+
+def _read_by(item: str, target: list[str]) -> bool:
+    """Whether the input ``item`` (a directory, a glob or a file) would read the
+    directory whose real path has the components ``target``, or files written in it:
+    ``target`` is inside the directory, or inside (or above) what the glob matches."""
+    if os.path.isdir(item):
+        root = _components(item)
+        return target[: len(root)] == root
+    if not any(c in item for c in "*?["):
+        return False
+    # the directory part without wildcards is resolved; the rest is matched component
+    # by component, as glob.glob (not recursive: ``**`` is ``*``) matches
+    parts = os.path.abspath(item).strip(os.sep).split(os.sep)
+    fixed = next(i for i, p in enumerate(parts) if glob.has_magic(p))
+    root = _components(os.sep + os.sep.join(parts[:fixed]))
+    pattern = parts[fixed:]
+    if target[: len(root)] != root:
+        return False
+    rest = target[len(root) :]
+    return all(fnmatch.fnmatchcase(r, p) for r, p in zip(rest, pattern, strict=False))
+
+
+def refuse_inside_inputs(job: Job) -> None:
+    """Refuse an ``--output`` or ``--stats-dir`` inside an input directory, or inside a
+    directory an input glob reads (or one it matches): the next job would read the
+    results or statistics written there as data.
+
+    Raises
+    ------
+    JobError
+        Naming the flag, the directory and the input (exit status 2).
+    """
+    items = [job.data] if isinstance(job.data, str) else list(job.data or [])
+    for flag, path in (("--output", job.output), ("--stats-dir", job.stats_dir)):
+        if not path or "://" in path:
+            continue
+        target = _components(path)
+        for item in items:
+            if "://" not in item and _read_by(item, target):
+                raise JobError(
+                    f"{flag} {path} is inside the input {item!r}: the next job would read "
+                    "what dmixed writes there as data; write it outside the input",
+                    EXIT_CONFIG,
+                )
+
+
+def _check_parquet_files(files: list[str]) -> None:
+    """Refuse a local input file that is not Parquet (it neither starts nor ends with
+    ``PAR1``), naming it: pyarrow's error says what is wrong, not in which file."""
+    from .stats.inputs import is_parquet_file
+
+    for f in files:
+        if "://" not in f and os.path.isfile(f) and not is_parquet_file(f):
+            raise JobError(
+                f"cannot read parquet data: {f} is not a Parquet file (it does not start "
+                "and end with PAR1); remove it from the input",
+                EXIT_DATA,
+            )
+
+
+# ---------------------------------------------------------------------------
+# CSV
+# ---------------------------------------------------------------------------
+
+
+def _open_text(path: str, storage_options: dict | None):
+    import fsspec
+
+    return fsspec.open(path, "rt", compression="infer", newline="", **(storage_options or {}))
+
+
+def csv_header(path: str, storage_options: dict | None = None) -> list[str]:
+    """The column names of a CSV (or TSV) file's first line.
+
+    Raises
+    ------
+    JobError
+        A column named twice (naming the file, the column and both positions).
+    """
+    from .stats.inputs import separator
+
+    with _open_text(path, storage_options) as fh:
+        names = next(csv.reader(fh, delimiter=separator(path)), [])
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names, 1):
+        if name in seen:
+            raise JobError(
+                f"{path}: the header names column {name!r} twice (columns {seen[name]} and "
+                f"{i}); give every column a name of its own",
+                EXIT_DATA,
+            )
+        seen[name] = i
+    return names
+
+
+def label_columns(model: dict) -> set[str]:
+    """The label columns of a model (a job's keys or a saved spec's): the group column
+    and the columns named inside ``C()`` in its formulas."""
+    formulas = [model.get("formula") or "", model.get("re_formula") or ""]
+    formulas += list((model.get("vc_formula") or {}).values())
+    found = set(re.findall(r"\bC\(\s*([A-Za-z_][\w.]*)", " ".join(formulas)))
+    return found | ({model["groups"]} if model.get("groups") else set())
+
+
+def _by_separator(files: list[str]) -> dict[str, list[str]]:
+    from .stats.inputs import separator
+
+    out: dict[str, list[str]] = {}
+    for f in files:
+        out.setdefault(separator(f), []).append(f)
+    return out
+
+
+def _read_csv(files: list[str], storage_options: dict | None, **options):
+    """One Dask DataFrame over CSV and TSV files (each read with its separator)."""
+    import dask.dataframe as dd
+
+    parts = [
+        dd.read_csv(group, sep=sep, storage_options=storage_options or None, **options)
+        for sep, group in _by_separator(files).items()
+    ]
+    return parts[0] if len(parts) == 1 else dd.concat(parts)
+
+
+def _plain_integers(pdf: pd.DataFrame) -> pd.DataFrame:
+    """One row: whether every value of each column of ``pdf`` (text) is a plain integer
+    (the distinct values matched: a label column has far fewer than rows)."""
+
+    def plain(s: pd.Series) -> bool:
+        if s.isna().any():
+            return False
+        return bool(pd.Series(s.unique(), dtype=object).str.fullmatch(_PLAIN_INTEGER).all())
+
+    return pd.DataFrame({c: [plain(pdf[c])] for c in pdf.columns})
+
+
+def label_types(files: list[str], columns: list[str], storage_options: dict | None) -> dict:
+    """``{column: "int" or "text"}``: "int" where every value of the column in every
+    file is a plain integer (``-?[1-9][0-9]*`` or ``0``, no missing value), else "text".
+
+    One read of these columns of every file (a CSV file cannot be read by columns
+    alone): the answer is the same however the rows are split into files and
+    partitions, which Dask's inference from the first file's first rows is not.
+    """
+    if not columns:
+        return {}
+    ddf = _read_csv(files, storage_options, usecols=columns, dtype=dict.fromkeys(columns, object))
+    meta = pd.DataFrame({c: pd.Series(dtype=bool) for c in columns})
+    flags = ddf.map_partitions(_plain_integers, meta=meta).compute().all()
+    return {c: "int" if flags[c] else "text" for c in columns}
+
+
+def _refuse_unlike_saved(files, types: dict, saved: dict, storage_options) -> None:
+    """``update``: refuse labels that cannot be read as the saved statistics' (integer
+    labels saved, text in the new files), naming the column, file and line."""
+    for c, kind in saved.items():
+        if kind == "int" and types.get(c) == "text":
+            where = csv_culprit(files, c, _not_plain_integer, storage_options)
+            raise JobError(
+                f"the labels of column {c!r} in the saved statistics are integers, but "
+                f"{where or 'the new files hold text'}: update reads labels of the saved "
+                "type; convert that column, or fit all the data again",
+                EXIT_DATA,
+            )
+
+
+def read_data(
+    job: Job, files: list[str] | None = None, model: dict | None = None, saved_labels=None
+):
+    """A lazy Dask DataFrame over the job's Parquet or CSV input, and its files.
+
+    ``model``: the model keys (formulas, groups) whose label columns CSV input reads as
+    text or integers (default: the job's); ``saved_labels``: ``{column: "int" or
+    "text"}`` of saved statistics, which ``update`` keeps.
+
+    Raises
+    ------
+    JobError
+        A file that cannot be read, named where it can be (exit status 3).
+    """
+    if files is None:
+        files = input_files(job)
+    fmt = check_input(job, files)
+    options = job.storage_options or None
+    try:
+        if fmt == "parquet":
+            import dask.dataframe as dd
+
+            return dd.read_parquet(files, storage_options=options), files
+        return _read_csv_input(job, files, model or job.model_dump(), saved_labels or {}), files
+    except JobError:
+        raise
+    except Exception as exc:  # pyarrow/fsspec raise many types for unreadable input
+        message = f"cannot read {fmt} data {job.data!r}: {read_error_message(exc)}"
+        raise JobError(message, EXIT_DATA) from exc
+
+
+def check_input(job: Job, files: list[str]) -> str:
+    """The input's one format, every file checked as far as it can be without reading
+    its rows (cheap: before a cluster is started): a local file called Parquet that is
+    not, a CSV header naming a column twice.
+
+    Raises
+    ------
+    JobError
+        Naming the file (exit status 3).
+    """
+    fmt = input_format(job, files)
+    if fmt == "parquet":
+        _check_parquet_files(files)
+    else:
+        for f in files:
+            csv_header(f, job.storage_options)
+    return fmt
+
+
+def _read_csv_input(job: Job, files: list[str], model: dict, saved: dict):
+    options = job.storage_options or None
+    headers = [csv_header(f, options) for f in files]
+    everywhere = set.intersection(*map(set, headers)) if headers else set()
+    labels = sorted(label_columns(model) & everywhere)
+    types = {c: saved[c] for c in labels if c in saved and saved[c] == "text"}
+    types.update(label_types(files, [c for c in labels if c not in types], options))
+    _refuse_unlike_saved(files, types, saved, options)
+    dtype = {c: ("int64" if t == "int" else object) for c, t in types.items()}
+    ddf = _read_csv(files, options, dtype=dtype)
+    # the model reads numbers as float64 whatever the files give, and Dask infers a
+    # column's type from the first file's first rows: whole numbers there, decimals in
+    # another file would be refused
+    as_float = [c for c, t in ddf.dtypes.items() if t.kind in "iu" and c not in types]
+    if as_float:
+        ddf = _read_csv(files, options, dtype={**dtype, **dict.fromkeys(as_float, "float64")})
+    return ddf
+
+
+def _not_plain_integer(values: pd.Series) -> np.ndarray:
+    return ~values.str.fullmatch(_PLAIN_INTEGER).fillna(False).to_numpy(dtype=bool)
+
+
+def _missing(values: pd.Series) -> np.ndarray:
+    return values.isna().to_numpy()
+
+
+def _not_a_number(values: pd.Series) -> np.ndarray:
+    return (values.notna() & pd.to_numeric(values, errors="coerce").isna()).to_numpy()
+
+
+def csv_culprit(
+    files: list[str],
+    column: str,
+    bad: Callable[[pd.Series], np.ndarray],
+    storage_options: dict | None = None,
+) -> str | None:
+    """``"FILE line N holds 'VALUE'"`` for the first value of ``column`` (read as text,
+    missing values as missing) for which ``bad`` is true, files in their order; None
+    where none is (or a file cannot be read).  Lines count the header as line 1 and one
+    line per row (a quoted field holding a line break shifts them).  Read on the way to
+    an error only: one pass over the column, stopping at the first."""
+    from .stats.inputs import separator
+
+    for f in files:
+        try:
+            with _open_text(f, storage_options) as fh:
+                chunks = pd.read_csv(
+                    fh,
+                    sep=separator(f),
+                    usecols=[column],
+                    dtype=object,
+                    chunksize=_CHUNK_ROWS,
+                    skip_blank_lines=False,
+                )
+                for chunk in chunks:
+                    hits = np.flatnonzero(bad(chunk[column]))
+                    if hits.size:
+                        row = int(chunk.index[hits[0]])
+                        value = chunk[column].iloc[hits[0]]
+                        shown = "no value" if pd.isna(value) else f"{value!r}"
+                        return f"{f} line {row + 2} holds {shown}"
+        except (OSError, ValueError):  # the reader's own error is the one reported
+            return None
+    return None
+
+
+#: what a data error says of one column → what makes a CSV value the culprit, its
+#: words, the exit status (missing values: a choice, --missing drop; text: bad data)
+_CULPRITS = (
+    (r"missing values in column '([^']+)'", _missing, "first missing value", EXIT_CONFIG),
+    (r"column '([^']+)' holds (?:text|str values)", _not_a_number, "first text", EXIT_DATA),
+)
+
+
+def culprit_of_message(job: Job, message: str) -> tuple[str, int] | None:
+    """``("; first missing value: FILE line N holds no value", exit status)`` for a data
+    error of CSV input about one column (missing values: 2, text where numbers are
+    read: 3); None for another error or input, or where no culprit is found."""
+    files = input_files(job)
+    if input_format(job, files) != "csv":
+        return None
+    for pattern, bad, what, status in _CULPRITS:
+        found = re.search(pattern, message)
+        if found:
+            where = csv_culprit(files, found.group(1), bad, job.storage_options)
+            return (f"; {what}: {where}", status) if where else None
+    return None
+
+
+# ---------------------------------------------------------------------------
+# errors of reading
+# ---------------------------------------------------------------------------
+
+
+def files_named(job: Job, message: str) -> str:
+    """The files of a multi-file input that a column problem (the column quoted in
+    ``message``) comes from, as ``"; in FILE: ..."`` (empty when none is found)."""
+    from .design.file_schemas import files_in_message
+
+    files = input_files(job)
+    return files_in_message(files, input_format(job, files), message, job.storage_options)
+
+
+def is_read_error(exc: BaseException) -> bool:
+    """Errors of reading the data (raised during the data pass, possibly on a worker)."""
+    if isinstance(exc, (ConnectionError, TimeoutError, DmixedError)):
+        return False  # a DmixedError that is an OSError too: a refused path
+    import pyarrow
+
+    kinds = (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, pyarrow.ArrowException)
+    return isinstance(exc, kinds) or str(exc).startswith(CSV_DTYPES)
+
+
+def read_error_message(exc: BaseException) -> str:
+    """A reader's error in one line that keeps what it says of columns and lines (dask's
+    CSV type mismatch is a table: each column, the type found and the one expected)."""
+    text = str(exc)
+    if not text.startswith(CSV_DTYPES):
+        return one_line(text) or repr(exc)
+    rows = re.findall(r"^\|\s*(.+?)\s*\|\s*(.+?)\s*\|\s*(.+?)\s*\|$", text, re.M)[1:]
+    failed = dict(re.findall(r"^- (.+)\n\s+(.+)$", text, re.M))
+    parts = [
+        f"column {col!r} holds {found} values where its first rows gave {expected}"
+        + (f" ({failed[col]})" if col in failed else "")
+        for col, found, expected in rows
+    ]
+    return "; ".join(parts) + "; every value of a column must be of one type"

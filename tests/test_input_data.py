@@ -1,0 +1,71 @@
+"""The input of a batch job (dmixed/input_data.py): what is refused before the data
+pass, how CSV label columns are typed, and where an offending CSV value is."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from dmixed.input_data import csv_culprit, csv_header, label_types, refuse_inside_inputs
+from dmixed.job import Job, JobError
+
+
+def _write(path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("data", "output", "refused"),
+    [
+        ("*.parquet", "out", False),  # results beside the files the glob reads
+        ("d/*.parquet", "out", False),
+        ("d/*.parquet", "d/out.parquet", True),  # the glob would read it
+        ("*/*.parquet", "d", True),  # files written in d would match
+        ("d", "d/sub/out", True),
+        ("d", "dd", False),
+        (["a.parquet", "d"], "d/out", True),
+    ],
+)
+def test_targets_inside_the_input(tmp_path, monkeypatch, data, output, refused):
+    monkeypatch.chdir(tmp_path)
+    os.mkdir("d")
+    job = Job(data=data, output=output)
+    if refused:
+        with pytest.raises(JobError, match="is inside the input") as err:
+            refuse_inside_inputs(job)
+        assert err.value.status == 2
+    else:
+        refuse_inside_inputs(job)
+
+
+def test_label_types_are_integers_only_where_every_value_is_a_plain_one(tmp_path):
+    a = _write(tmp_path / "a.csv", "g,h,k,m\n7,-3,007,1\n12,0,8,\n")
+    b = _write(tmp_path / "b.tsv", "g\th\tk\tm\n5\t4\t9\t2\n")
+    assert label_types([a, b], ["g", "h", "k", "m"], None) == {
+        "g": "int",
+        "h": "int",
+        "k": "text",  # 007 is a label, not 7
+        "m": "text",  # a missing value is not an integer
+    }
+    c = _write(tmp_path / "c.csv", "g,h,k,m\nx7,1,1,1\n")
+    assert label_types([a, c], ["g"], None) == {"g": "text"}
+
+
+def test_the_first_offending_value_is_named_by_file_and_line(tmp_path):
+    a = _write(tmp_path / "a.csv", "g,x\n1,2.5\n2,3\n")
+    b = _write(tmp_path / "b.tsv", "g\tx\n1\t4\n2\t\n3\tabc\n")
+    assert csv_culprit([a, b], "x", lambda s: s.isna().to_numpy()) == f"{b} line 3 holds no value"
+
+    def text(s):
+        return (s.notna() & ~s.str.fullmatch(r"[0-9.]+").fillna(False).astype(bool)).to_numpy()
+
+    assert csv_culprit([a, b], "x", text) == f"{b} line 4 holds 'abc'"
+    assert csv_culprit([a], "x", text) is None
+
+
+def test_a_header_naming_a_column_twice_is_refused(tmp_path):
+    assert csv_header(_write(tmp_path / "a.tsv", "g\tx,y\n1\t2\n")) == ["g", "x,y"]
+    with pytest.raises(JobError, match=r"a\.csv: the header names column 'x' twice"):
+        csv_header(_write(tmp_path / "a.csv", "x,g,x\n1,2,3\n"))
