@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..stats.packed import PackedLayout
-from ..stats.standardize import Standardization
+from ..stats.standardize import Standardization, same_column
 from ..stats.statistics import chan_correction
 from .compiled import rows_compiled
 
@@ -115,7 +115,7 @@ def _share(zcols, xcols, ztilde, exog, std: Standardization | None) -> list:
             out[a] = xcols[std.x_intercept]  # both all ones (the map's own finding)
             continue
         for j in range(std.k_fe):
-            if std.same_map(j, a) and _same_column(ztilde[:, a], exog[:, j]):
+            if std.same_map(j, a) and same_column(ztilde[:, a], exog[:, j]):
                 out[a] = xcols[j]
                 break
     return out
@@ -176,19 +176,6 @@ def _column_scales(
     return None if np.all(out == 1.0) else out
 
 
-def _same_column(a: np.ndarray, b: np.ndarray) -> bool:
-    """Bitwise-equal columns (the same memory, or a cheap look at the first rows before
-    the full compare)."""
-    if (
-        a.shape == b.shape
-        and a.strides == b.strides
-        and a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
-    ):
-        return True
-    head = min(a.shape[0], 8)
-    return bool(np.array_equal(a[:head], b[:head]) and np.array_equal(a, b))
-
-
 def _ones_column(a: np.ndarray) -> bool:
     head = min(a.shape[0], 8)
     return bool((a[:head] == 1.0).all() and (a == 1.0).all())
@@ -196,7 +183,7 @@ def _ones_column(a: np.ndarray) -> bool:
 
 def _first_same(col: np.ndarray, xcols: list[np.ndarray]) -> int | None:
     """The first of ``xcols`` bitwise equal to ``col``, or None."""
-    return next((j for j, x in enumerate(xcols) if _same_column(col, x)), None)
+    return next((j for j, x in enumerate(xcols) if same_column(col, x)), None)
 
 
 def product_plan(

@@ -85,12 +85,31 @@ def _vc_scale(values: np.ndarray) -> float:
     return _power_of_two(size * float(np.sqrt(np.mean((v / size) ** 2))))
 
 
+def same_column(a: np.ndarray, b: np.ndarray) -> bool:
+    """Bitwise-equal columns (the same memory, or a cheap look at the first rows before
+    the full compare)."""
+    if (
+        a.shape == b.shape
+        and a.strides == b.strides
+        and a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+    ):
+        return True
+    head = min(a.shape[0], 8)
+    return bool(np.array_equal(a[:head], b[:head]) and np.array_equal(a, b))
+
+
 def _choose_columns(
-    matrix: np.ndarray, intercept: int, shift: bool
+    matrix: np.ndarray,
+    intercept: int,
+    shift: bool,
+    chosen: tuple[np.ndarray, int, np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Shift (the mean, when ``shift`` and it is more than :data:`SHIFT_ABOVE` spreads
     from zero) and power-of-two scale (the spread about the shift) of each column of
-    the sample ``matrix``; the intercept column keeps (0, 1)."""
+    the sample ``matrix``; the intercept column keeps (0, 1).  ``chosen`` is ``(sample,
+    intercept, shifts, scales)`` of columns already chosen with the same ``shift``: a
+    column equal to one of them (a random slope's column, also a fixed effect) takes
+    its map, the very numbers it would get, without measuring it again."""
     k = matrix.shape[1]
     c = np.zeros(k)
     s = np.ones(k)
@@ -98,6 +117,10 @@ def _choose_columns(
         if j == intercept:
             continue
         col = matrix[:, j]
+        known = _chosen_for(col, chosen)
+        if known is not None:
+            c[j], s[j] = known
+            continue
         size = float(np.max(np.abs(col))) if col.size else 0.0
         if not np.isfinite(size):  # NaN or ±inf in the sample: the finite entries only
             col = col[np.isfinite(col)]
@@ -106,6 +129,18 @@ def _choose_columns(
             continue
         c[j], s[j] = _shift_and_scale(col, size, shift)
     return c, s
+
+
+def _chosen_for(col: np.ndarray, chosen) -> tuple[float, float] | None:
+    """``(shift, scale)`` of a column of ``chosen`` (:func:`_choose_columns`) equal to
+    ``col``, or None."""
+    if chosen is None:
+        return None
+    sample, intercept, shifts, scales = chosen
+    for i in range(sample.shape[1]):
+        if i != intercept and same_column(col, sample[:, i]):
+            return float(shifts[i]), float(scales[i])
+    return None
 
 
 def _shift_and_scale(col: np.ndarray, size: float, shift: bool) -> tuple[float, float]:
@@ -236,7 +271,8 @@ class Standardization:
             xi, zi = intercepts
         cx, sx = _choose_columns(x, xi, shift=xi >= 0)
         cy, sy = _choose_columns(y, -1, shift=xi >= 0)
-        cz, sz = _choose_columns(z, zi, shift=zi >= 0)
+        same_shift = (zi >= 0) == (xi >= 0)
+        cz, sz = _choose_columns(z, zi, zi >= 0, (x, xi, cx, sx) if same_shift else None)
         vc = np.array([_vc_scale(v) for v in (vc_vals or [])], dtype=np.float64)
         x_ref, z_ref = references if references is not None else (np.zeros(0), np.zeros(0))
         return cls(

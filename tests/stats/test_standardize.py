@@ -37,6 +37,39 @@ def test_choose_shifts_only_far_columns_and_scales_by_powers_of_two():
     assert std.same_map(1, 1) and std.z_shift[1] == std.x_shift[1]
 
 
+@pytest.mark.parametrize("intercepts", [(0, 0), (0, -1), (-1, 0)])
+def test_a_random_slope_column_takes_its_fixed_effect_map_unmeasured(monkeypatch, intercepts):
+    """A Z column equal to an X column (a random slope on a fixed effect) takes the X
+    column's shift and scale, the numbers it would get, without passes of its own over
+    the rows (fewer ``np.mean`` calls than for a column that differs); not when only
+    one of X and Z has an intercept (then only one is shifted)."""
+    _, endog, exog, exog_re = _rows(3, offset=1.7e9, scale=86400.0)
+    xi, zi = intercepts
+    exog = exog if xi == 0 else exog[:, 1:]
+    exog_re = exog_re.copy() if zi == 0 else exog_re[:, 1:].copy()  # equal, not the same
+    other = exog_re.copy()
+    other[-1, -1] += 86400.0  # differs from the fixed effect in one row
+    full = Standardization.choose(endog, exog, exog_re, intercepts)
+    calls = []
+    mean = np.mean
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return mean(*args, **kwargs)
+
+    monkeypatch.setattr(np, "mean", counted)
+    std = Standardization.choose(endog, exog, exog_re, intercepts)
+    shared = len(calls)
+    calls.clear()
+    Standardization.choose(endog, exog, other, intercepts)
+    monkeypatch.undo()
+    assert (shared < len(calls)) == (xi == zi)
+    assert std == full
+    np.testing.assert_array_equal(std.z_shift, full.z_shift)
+    np.testing.assert_array_equal(std.z_scale, full.z_scale)
+    assert std.same_map(1 if xi == 0 else 0, exog_re.shape[1] - 1) or xi != zi
+
+
 def test_no_intercept_means_no_shifts():
     _, endog, exog, exog_re = _rows(1, offset=1e6)
     std = Standardization.choose(endog, exog[:, 1:], exog_re[:, 1:])
