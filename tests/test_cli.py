@@ -999,7 +999,8 @@ def test_rerun_of_statistics_kept_on_the_cluster_equals_the_first_fit(
     """A first fit whose statistics stayed on the workers holds the variance component
     structured there, as saved statistics are when read back: the rerun equals it, to
     the order the blocks' sums are added in (the estimates to 1e-10; the standard
-    errors, through the inverse Hessian, to 1e-9)."""
+    errors, through the inverse Hessian, to 1e-8: which worker's sums arrive first is up
+    to the scheduler, and that order alone moved a standard error by 2.05e-9 relative)."""
     for f in (data.A, data.B):
         shutil.copy2(f, tmp_path / f.name)
     monkeypatch.setenv("DASK_DMIXED__ENGINE", "distributed")
@@ -1009,7 +1010,7 @@ def test_rerun_of_statistics_kept_on_the_cluster_equals_the_first_fit(
     proc = ok(run(*args, "--stats-dir", "stats", "--output", "out2", cwd=tmp_path))
     assert "reusing saved statistics from stats (no data pass)" in proc.stderr
     rerun, res = dmixed.load(tmp_path / "out2"), dmixed.load(tmp_path / "out1")
-    assert_same_fit(rerun, res, rtol=1e-9)
+    assert_same_fit(rerun, res, rtol=1e-8)
     np.testing.assert_allclose(rerun.params, res.params, rtol=1e-10)
     np.testing.assert_allclose(rerun.llf, res.llf, rtol=1e-12)
 
