@@ -44,9 +44,8 @@ from .results.simulate import RowDistribution, row_distribution
 from .stats import (
     FittedStatistics,
     Layout,
-    check_full_rank,
+    check_designs,
     check_identifiable,
-    check_response_varies,
     n_tril,
     tril_indices,
 )
@@ -307,14 +306,20 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         SpecError
             The statistics are of another random-effects structure than ``spec``.
         DataError
-            A rank-deficient fixed-effects design or a response without variation
-            (checked on these statistics: for parts added up, on their sum).
+            A rank-deficient fixed-effects or random-effects design or a response
+            without variation (checked on these statistics: for parts added up, on
+            their sum).
         """
         self = cls._with_spec(spec, use_sqrt)
         if stats.layout.k_re != self.k_re or stats.layout.k_vc != self.k_vc:
             raise SpecError("the statistics do not match the model spec")
-        check_full_rank(stats.glob.xyxy[:-1, :-1], self.exog_names)
-        check_response_varies(stats.glob.xyxy, self.endog_name)
+        check_designs(
+            stats,
+            self.exog_names,
+            self.exog_re_names,
+            self.endog_name,
+            getattr(spec, "re_formula", None),
+        )
         self.cached_statistics = stats
         return self
 

@@ -405,3 +405,50 @@ def test_a_pickled_model_without_its_data_says_what_it_lacks():
         with pytest.raises(dmixed.SpecError, match=r"neither its rows nor .*remove_data\(\)"):
             needs_statistics()
     np.testing.assert_allclose(back.predict(df.iloc[:5]), res.predict(df.iloc[:5]))
+
+
+RANK_DEFICIENT_RE = [
+    ("1 + x1 + x1b", r"rank 2 < 3 columns\): linearly dependent columns \['x1', 'x1b'\]"),
+    ("0 + x1 + x1b", r"rank 1 < 2 columns\): linearly dependent columns \['x1', 'x1b'\]"),
+    ("1 + k", r"column\(s\) \['k'\] of re_formula '1 \+ k' are constant"),
+    ("x1 + x2 + I(x1 + x2)", r"linearly dependent columns \['x1', 'x2', 'I\(x1 \+ x2\)'\]"),
+]
+
+
+def _rank_data() -> pd.DataFrame:
+    df = make_data(n_groups=30, seed=5)
+    return df.assign(x1b=2 * df["x1"], k=3.0)
+
+
+@pytest.mark.parametrize(("re_formula", "match"), RANK_DEFICIENT_RE)
+@pytest.mark.parametrize("source", ["pandas", "dask", "dask-client", "vc"])
+def test_rank_deficient_random_design_names_columns(re_formula, match, source, request):
+    """A random design whose ``re_formula`` columns are linearly dependent (or constant
+    beside the intercept) is refused as the fixed design is, naming the columns, in
+    process and from Dask statistics (on a cluster too), with variance components too;
+    it used to fit with finite standard errors and ``converged=True``."""
+    import dask.dataframe as dd
+
+    df = _rank_data()
+    data = df if source in ("pandas", "vc") else dd.from_pandas(df, npartitions=3)
+    kw = {"vc_formula": {"s": "0 + C(k)"}} if source == "vc" else {}
+    on_cluster = {}
+    if source == "dask-client":  # the statistics stay on the workers
+        on_cluster = {"client": request.getfixturevalue("client"), "engine": "distributed"}
+    model = dmixed.mixedlm("y ~ x1", data, groups="g", re_formula=re_formula, **kw)
+    with pytest.raises(dmixed.DataError, match="random-effects design is rank deficient.*" + match):
+        model.fit(**on_cluster)
+
+
+def test_rank_deficient_random_design_from_statistics_and_arrays():
+    """Saved statistics (``from_statistics``) and array input are checked alike; the
+    statistics of a partition are checked on their sum only."""
+    df = _rank_data()
+    model = dmixed.mixedlm("y ~ x1", df, groups="g", re_formula="1 + x1 + x1b")
+    stats = model.statistics(partial=True)
+    with pytest.raises(dmixed.DataError, match=r"dependent columns \['x1', 'x1b'\] of re_formula"):
+        MixedLM.from_statistics(stats, model.spec)
+    exog_re = np.column_stack([np.ones(len(df)), df["x1"], df["x1"]])
+    arrays = MixedLM(df["y"], np.ones((len(df), 1)), df["g"], exog_re=exog_re)
+    with pytest.raises(dmixed.DataError, match=r"dependent columns \['x_re2', 'x_re3'\]$"):
+        arrays.fit()

@@ -31,6 +31,7 @@ class Engine(Protocol):
     - ``step``: the optimizer and the profile intervals, once per evaluation;
     - ``hessian``: the optimizer, at the optimum;
     - ``moments``: the model, for the moment start;
+    - ``re_gram``: the model, for the random design's rank check;
     - ``random_effects``: the results (BLUPs);
     - ``gather``: the checkpoints (saving statistics);
     - ``close``: whoever drops the statistics (releases them on a cluster).
@@ -59,6 +60,10 @@ class Engine(Protocol):
 
     def moments(self) -> MomentSums:
         """Σ over groups of the parameter-free moment sums (starting values)."""
+        ...
+
+    def re_gram(self, q: int) -> np.ndarray:
+        """``Σ_i Z_i'Z_i`` (q × q) over the first ``q`` (``exog_re``) columns."""
         ...
 
     def random_effects(self, lam: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -77,6 +77,10 @@ class LocalEngine:
         """Σ over groups of the parameter-free moment sums (starting values)."""
         return kernels.moment_contributions(self.block)
 
+    def re_gram(self, q: int) -> np.ndarray:
+        """``Σ_i Z_i'Z_i`` (q × q) of the ``exog_re`` columns (the rank check)."""
+        return kernels.re_gram(self.block, q)
+
     def random_effects(self, lam: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-group BLUPs and conditional covariances relative to σ² (DESIGN.md §6)."""
         return kernels.random_effects_block(self.block, lam, w)

@@ -55,6 +55,11 @@ class StructuredVCEngine:
         """The moment sums, one slot per variance component."""
         return self.ragged.moments()
 
+    def re_gram(self, q: int) -> np.ndarray:
+        """``Σ_i Z_i'Z_i`` (q × q) of the ``exog_re`` columns (the rank check): the
+        moment sums' leading block (one slot per component: a small computation)."""
+        return self.moments().zz[:q, :q]
+
     def random_effects(self, lam: np.ndarray, w: np.ndarray) -> tuple[RaggedBlup, RaggedCov]:
         """Per-group BLUPs and conditional covariances relative to σ², ragged
         (:class:`~dmixed.stats.blup_cov.RaggedBlup`, ``RaggedCov``)."""

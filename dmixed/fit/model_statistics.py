@@ -17,7 +17,7 @@ from ..design.references import column_references
 from ..engines.base import ENGINE_CHOICES
 from ..engines.local import statistics_from_rows
 from ..errors import DataError, DroppedRowsWarning, SpecError
-from ..stats import FittedStatistics, Standardization, check_full_rank, check_response_varies
+from ..stats import FittedStatistics, Standardization, check_designs
 from .summary import ensure_progress_handler
 
 logger = logging.getLogger("dmixed")
@@ -29,7 +29,8 @@ class ModelStatistics:
     """Mixin: :meth:`statistics` (cached) and the data pass of a fit (:meth:`fit_statistics`).
 
     The class using it provides ``rows``, ``source``, ``spec``, ``exog_names``,
-    ``endog_name``, ``k_re``, ``k_vc``, ``cached_statistics`` and ``cached_client``.
+    ``exog_re_names``, ``endog_name``, ``k_re``, ``k_vc``, ``cached_statistics`` and
+    ``cached_client``.
     """
 
     # provided by the class using the mixin (annotations only: no attributes here)
@@ -37,6 +38,7 @@ class ModelStatistics:
     source: Any
     spec: Any
     exog_names: list[str]
+    exog_re_names: list[str]
     endog_name: str
     k_re: int
     k_vc: int
@@ -126,8 +128,9 @@ class ModelStatistics:
             )
         if partial:
             return stats
-        check_full_rank(stats.glob.xyxy[:-1, :-1], self.exog_names)
-        check_response_varies(stats.glob.xyxy, self.endog_name)
+        spec = getattr(self, "spec", None)
+        re_formula = None if spec is None else spec.re_formula
+        check_designs(stats, self.exog_names, self.exog_re_names, self.endog_name, re_formula)
         self.cached_statistics, self.cached_client = stats, client
         return stats
 

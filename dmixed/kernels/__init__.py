@@ -22,6 +22,7 @@ from .groups import (
     hessian_contributions,
     moment_contributions,
     random_effects_block,
+    re_gram,
     step_contributions,
     value_contributions,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "hessian_contributions",
     "moment_contributions",
     "random_effects_block",
+    "re_gram",
     "step_contributions",
     "value_contributions",
     "accumulate_packed",

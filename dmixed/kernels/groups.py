@@ -446,6 +446,15 @@ class MomentSums:
         )
 
 
+def re_gram(block: StatsBlock, q: int) -> np.ndarray:
+    """``Σ_i Z_i'Z_i`` (q × q): the cross-products of the first ``q`` columns of the
+    random design (``exog_re``) over all rows of a block of groups."""
+    out = np.zeros((q, q))
+    for zzc, _ in block.chunks():
+        out += zzc[:q, :q].sum(axis=2)
+    return out
+
+
 def moment_contributions(block, zxy=None) -> MomentSums:
     """Contributions of a block of groups to the :class:`MomentSums`.
 

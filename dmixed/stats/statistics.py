@@ -4,7 +4,8 @@
 the engine holding the per-group ``Z̃_i'Z̃_i`` and ``Z̃_i'[X_i y_i]``, the global
 :class:`GlobalStats`, the random design's :class:`~dmixed.stats.layout.Layout`, and the
 group labels, sizes and variance-component slot columns.  The rank and response checks
-work on ``[X y]'[X y]`` only, so they cost nothing extra on any engine.
+work on ``[X y]'[X y]`` and ``Σ_i Z_i'Z_i`` (:func:`check_designs`): sums the statistics
+already hold, never the rows.
 """
 
 from __future__ import annotations
@@ -88,11 +89,24 @@ class FittedStatistics:
         return Standardization.identity(self.glob.k_fe, self.layout.k_re)
 
 
-def check_full_rank(xtx: np.ndarray, names: list[str]) -> None:
-    """Refuse a rank-deficient fixed-effects design, naming the columns involved.
+def check_full_rank(
+    xtx: np.ndarray, names: list[str], what: str = "fixed-effects design", where: str = ""
+) -> None:
+    """Refuse a rank-deficient design, naming the columns involved.
 
-    Works on ``X'X`` (p × p), so it costs nothing extra on any engine.  Columns are
-    scaled to unit norm first so that the tolerance does not depend on units.
+    Works on the design's cross-products (``X'X``, p × p, or ``Σ_i Z_i'Z_i`` for the
+    random design), never on rows.  Columns are scaled to unit
+    norm first so that the tolerance does not depend on units.  ``what`` names the
+    design in the message, ``where`` says where its columns come from (``" of
+    re_formula '~x'"``); the statistics' shifted columns (DESIGN.md §2) may name the
+    intercept among the columns of a dependence that does not involve it.
+
+    Raises
+    ------
+    DataError
+        A column that is zero in every row (a constant one, once shifted: the
+        statistics' columns are shifted where the design has an intercept), or columns
+        that are linearly dependent.
     """
     p = xtx.shape[0]
     if p == 0:
@@ -102,7 +116,7 @@ def check_full_rank(xtx: np.ndarray, names: list[str]) -> None:
     if zero.any():
         cols = _some(names[j] for j in np.flatnonzero(zero))
         raise DataError(
-            f"fixed-effects design is rank deficient: column(s) {cols} are constant (one "
+            f"{what} is rank deficient: column(s) {cols}{where} are constant (one "
             "value in every row, as the intercept, or all zero); drop them from the formula"
         )
     corr = xtx / np.outer(d, d)
@@ -113,9 +127,35 @@ def check_full_rank(xtx: np.ndarray, names: list[str]) -> None:
         involved = np.flatnonzero(np.abs(evecs[:, null]).max(axis=1) > 1e-6)
         cols = _some(names[j] for j in involved)
         raise DataError(
-            "fixed-effects design is rank deficient "
-            f"(rank {p - int(null.sum())} < {p} columns): linearly dependent columns {cols}"
+            f"{what} is rank deficient (rank {p - int(null.sum())} < {p} columns): "
+            f"linearly dependent columns {cols}{where}"
         )
+
+
+def check_designs(
+    stats: FittedStatistics,
+    exog_names: list[str],
+    exog_re_names: list[str],
+    endog_name: str,
+    re_formula: str | None = None,
+) -> None:
+    """The checks of a model's statistics before a fit: the fixed-effects design and the
+    random design of ``exog_re`` (``re_formula``) of full rank (:func:`check_full_rank`;
+    the random design's ``Σ_i Z_i'Z_i`` from the engine, ``re_gram``: a sum over the
+    held statistics, one round trip on a cluster unless the data pass brought the
+    moment sums), and a response with residual variation (:func:`check_response_varies`).
+
+    Raises
+    ------
+    DataError
+        As :func:`check_full_rank` and :func:`check_response_varies`.
+    """
+    check_full_rank(stats.glob.xyxy[:-1, :-1], exog_names)
+    q = stats.layout.k_re
+    if q:
+        where = f" of re_formula {re_formula!r}" if re_formula is not None else ""
+        check_full_rank(stats.engine.re_gram(q), exog_re_names, "random-effects design", where)
+    check_response_varies(stats.glob.xyxy, endog_name)
 
 
 def _some(names, shown: int = 10) -> str:

@@ -112,6 +112,10 @@ def _block_moments(ev: Evaluator) -> kernels.MomentSums:
     return ev.moments()
 
 
+def _block_re_gram(ev: Evaluator, q: int) -> np.ndarray:
+    return ev.re_gram(q)
+
+
 def _block_random_effects(ev: Evaluator, lam: np.ndarray, w: np.ndarray):
     return ev.random_effects(lam, w)
 
@@ -434,6 +438,14 @@ class DaskEngine:
         if self._moments is None:
             self._moments = functools.reduce(operator.add, self._map(_block_moments))
         return self._moments
+
+    def re_gram(self, q: int) -> np.ndarray:
+        """``Σ_i Z_i'Z_i`` (q × q) of the ``exog_re`` columns (the rank check): from the
+        moment sums where the data pass brought them, else one round trip."""
+        self._check()
+        if self._moments is not None:
+            return self._moments.zz[:q, :q]
+        return functools.reduce(operator.add, self._map(_block_re_gram, q=q))
 
     def random_effects(self, lam: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-group BLUPs and conditional covariances relative to σ² (DESIGN.md §6),
