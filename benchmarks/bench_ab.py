@@ -1,6 +1,6 @@
 """A/B of two dmixed checkouts against mixedlm-rs in one process, interleaved.
 
-Run:  python benchmarks/bench_ab.py BASE_DIR [--repeats 7]
+Run:  python benchmarks/bench_ab.py BASE_DIR [--repeats 7] [--groups 200 2000 ...]
 
 ``BASE_DIR`` holds an older copy of the package renamed ``dmixed_base`` (e.g.
 ``git archive <commit> dmixed | tar -x -C BASE_DIR && mv BASE_DIR/dmixed
@@ -49,6 +49,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("base_dir")
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument(
+        "--groups",
+        type=int,
+        nargs="+",
+        default=[200, 2_000, 20_000, 200_000],
+        help="sizes in groups of 10 rows (default: 2k, 20k, 200k and 2M rows)",
+    )
     args = ap.parse_args()
     sys.path.insert(0, args.base_dir)
     base = importlib.import_module("dmixed_base")
@@ -63,7 +70,7 @@ def main() -> None:
         f"{'rows':>9} {'base ms':>9} {'new ms':>9} {'rs ms':>9} {'base x':>7} {'new x':>7}", end=""
     )
     print(f" {'CPU: base x':>11} {'new x':>7}")
-    for n_groups in (200, 2_000, 20_000, 200_000):
+    for n_groups in args.groups:
         y, x, _, g = make(n_groups, seed=1)
         df = frame(y, x, g)
         assert abs(fit(base, df).llf - fit(dmixed, df).llf) <= 1e-9 * abs(fit(base, df).llf)
