@@ -144,7 +144,7 @@ def _normalize(spec: ModelSpec, df: pd.DataFrame, formula_columns: list[str]) ->
         kind = spec.column_kinds[c]
         s = df[c]
         if kind == CATEGORICAL:
-            codes = level_codes(s, spec.level_index(c))
+            codes = level_codes(s, spec.level_index(c), lambda c=c: spec.text_levels(c))
             norm.values[c] = codes
             norm.missing[c] = codes == MISSING_CODE
             norm.unknown[c] = codes == UNKNOWN_CODE

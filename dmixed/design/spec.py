@@ -47,7 +47,7 @@ from .build import (
 )
 from .build_levels import group_native, scan_levels
 from .dtypes import group_keys, native_dtype, py_scalars
-from .levels import prototype
+from .levels import prototype, text_array
 from .matrices import (
     PlainPlan,
     find_plain_plan,
@@ -222,6 +222,12 @@ class ModelSpec(ModelNames):
         return self._cached(
             "index:" + col, lambda: pd.Index(np.asarray(self.levels[col], dtype=object))
         )
+
+    def text_levels(self, col: str):
+        """The global levels of a factor column as an Arrow string array, or None where
+        they are not all text (cached): what Arrow-backed text columns are looked up in
+        (:func:`~dmixed.design.levels.level_codes`)."""
+        return self._cached("text:" + col, lambda: (text_array(self.levels[col]),))[0]
 
     def level_array(self, col: str) -> np.ndarray:
         """The levels of a numeric column used inside ``C()``, sorted, as an array of
