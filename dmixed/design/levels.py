@@ -10,6 +10,9 @@ among the levels (a partition may hold any subset of the levels).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -29,9 +32,13 @@ __all__ = [
     "MISSING_CODE",
     "UNKNOWN_CODE",
     "level_codes",
+    "arrow_text",
+    "sorted_text",
+    "text_array",
     "level_positions",
     "sorted_integers",
     "categorical_levels",
+    "present_levels",
     "sorted_levels",
     "unique_values",
     "declared_observed",
@@ -43,8 +50,13 @@ MISSING_CODE = -1
 UNKNOWN_CODE = -2
 
 
-def level_codes(s: pd.Series, index: pd.Index) -> np.ndarray:
-    """Codes of the values of ``s`` in the global levels ``index``: -1 missing, -2 unknown."""
+def level_codes(s: pd.Series, index: pd.Index, text: Callable[[], Any] | None = None) -> np.ndarray:
+    """Codes of the values of ``s`` in the global levels ``index``: -1 missing, -2 unknown.
+
+    ``text``: a function giving the levels as an Arrow string array (cached by the
+    caller), with which the values of an Arrow-backed text column are looked up by
+    Arrow's hashing (``index_in``) rather than as Python objects; None: from ``index``.
+    """
     dt = s.dtype
     cls = column_class(dt)
     if cls == "categorical":
@@ -57,7 +69,7 @@ def level_codes(s: pd.Series, index: pd.Index) -> np.ndarray:
         isinstance(dt, pd.ArrowDtype)
         or (isinstance(dt, pd.StringDtype) and dt.storage == "pyarrow")
     ):
-        return _arrow_codes(s, index)
+        return _arrow_codes(s, index, text)
     if cls in NUMBER_CLASSES:
         # labels given as numbers (numeric labels, or an all-missing partition)
         values = s.to_numpy(dtype=object, na_value=None)
@@ -80,7 +92,69 @@ def _remap(raw: np.ndarray, mapping: np.ndarray) -> np.ndarray:
     )
 
 
-def _arrow_codes(s: pd.Series, index: pd.Index) -> np.ndarray:
+def arrow_text(s: pd.Series):
+    """The Arrow chunks of an Arrow-backed text column (``str``, ``string[pyarrow]``,
+    Arrow ``string`` / ``large_string``), or None for any other column."""
+    import pyarrow as pa
+
+    dt = s.dtype
+    arrow = isinstance(dt, pd.ArrowDtype) or (
+        isinstance(dt, pd.StringDtype) and dt.storage == "pyarrow"
+    )
+    if not arrow:
+        return None
+    arr = s.array.__arrow_array__()
+    if not isinstance(arr, pa.ChunkedArray):
+        arr = pa.chunked_array([arr])
+    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        return None
+    return arr
+
+
+def sorted_text(s: pd.Series) -> list | None:
+    """The distinct non-missing values of an Arrow-backed text column, sorted as Python
+    sorts them (:func:`sorted_levels`), found by Arrow (hashing and sorting its UTF-8
+    bytes, whose order is the code points' order); None for any other column."""
+    import pyarrow.compute as pc
+
+    arr = arrow_text(s)
+    if arr is None:
+        return None
+    distinct = pc.unique(arr).drop_null()
+    return distinct.take(pc.array_sort_indices(distinct)).to_pylist()
+
+
+def text_array(levels: list):
+    """``levels`` as an Arrow string array, or None where they are not all text."""
+    import pyarrow as pa
+
+    try:
+        arr = pa.array(levels)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+    return arr if pa.types.is_string(arr.type) else None
+
+
+def _text_mapping(dictionary, text: Callable[[], Any] | None) -> np.ndarray | None:
+    """Positions of an Arrow string ``dictionary``'s values among the levels ``text()``
+    (-1 where not a level), by Arrow's hashing; None where the levels are not text."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if text is None or not (
+        pa.types.is_string(dictionary.type) or pa.types.is_large_string(dictionary.type)
+    ):
+        return None
+    levels = text()
+    if levels is None:
+        return None
+    found = pc.index_in(dictionary, value_set=levels.cast(dictionary.type))
+    return pc.fill_null(found, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _arrow_codes(
+    s: pd.Series, index: pd.Index, text: Callable[[], Any] | None = None
+) -> np.ndarray:
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -90,7 +164,9 @@ def _arrow_codes(s: pd.Series, index: pd.Index) -> np.ndarray:
     for chunk in chunks:
         if not pa.types.is_dictionary(chunk.type):
             chunk = chunk.dictionary_encode()
-        mapping = index.get_indexer(np.asarray(chunk.dictionary.to_pylist(), dtype=object))
+        mapping = _text_mapping(chunk.dictionary, text)
+        if mapping is None:
+            mapping = index.get_indexer(np.asarray(chunk.dictionary.to_pylist(), dtype=object))
         ind = pc.fill_null(chunk.indices, MISSING_CODE).to_numpy(zero_copy_only=False)
         out.append(_remap(ind, mapping))
     if not out:
@@ -167,9 +243,18 @@ def unique_values(s: pd.Series) -> list:
     kind = CATEGORICAL if column_kind(s.dtype) == CATEGORICAL else NUMERIC
     s = s[~missing_mask(s, kind)]
     if isinstance(s.dtype, pd.CategoricalDtype):
-        codes = np.unique(s.cat.codes.to_numpy())
-        return py_scalars(s.dtype.categories[codes[codes >= 0]].tolist())
+        return _present_categories(s.dtype.categories, s.cat.codes.to_numpy())
     return py_scalars(s.drop_duplicates().tolist())
+
+
+def _present_categories(categories: pd.Index, codes: np.ndarray) -> list:
+    """The categories whose codes occur (``codes`` without missing ones), in declared
+    order: counted from the codes (a bitmap, no sort); Python scalars (only an object
+    index can hold numpy scalars)."""
+    seen = np.zeros(len(categories), dtype=bool)
+    seen[codes] = True
+    present = categories[seen].tolist()
+    return py_scalars(present) if categories.dtype == object else present
 
 
 def categorical_levels(dtype: pd.CategoricalDtype, observed) -> list:
@@ -183,6 +268,19 @@ def categorical_levels(dtype: pd.CategoricalDtype, observed) -> list:
     if not dtype.ordered and column_class(dtype.categories.dtype) in NUMBER_CLASSES:
         return sorted_levels(observed)
     return declared_observed(dtype, observed)
+
+
+def present_levels(s: pd.Series) -> list:
+    """:func:`categorical_levels` of the categories present in a pandas categorical
+    column (missing values left out), found from its codes; integer categories declared
+    ascending (as pandas infers them) are their sorted levels already (no sort)."""
+    dtype = s.dtype
+    codes = s.cat.codes.to_numpy()
+    observed = _present_categories(dtype.categories, codes[codes >= 0])
+    if not dtype.ordered and dtype.categories.dtype.kind in "iu":
+        if dtype.categories.is_monotonic_increasing:  # (categories are distinct)
+            return observed
+    return categorical_levels(dtype, observed)
 
 
 def declared_observed(dtype: pd.CategoricalDtype, observed) -> list:

@@ -144,7 +144,7 @@ def _normalize(spec: ModelSpec, df: pd.DataFrame, formula_columns: list[str]) ->
         kind = spec.column_kinds[c]
         s = df[c]
         if kind == CATEGORICAL:
-            codes = level_codes(s, spec.level_index(c))
+            codes = level_codes(s, spec.level_index(c), lambda c=c: spec.text_levels(c))
             norm.values[c] = codes
             norm.missing[c] = codes == MISSING_CODE
             norm.unknown[c] = codes == UNKNOWN_CODE
@@ -253,12 +253,15 @@ def _check_weights_positive(name: str | None, wv: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(wv, dtype=np.float64)
 
 
-def normalized_frame(spec: ModelSpec, columns: dict[str, np.ndarray], n: int) -> pd.DataFrame:
+def normalized_frame(
+    spec: ModelSpec, columns: dict[str, np.ndarray], n: int, only: list[str] | None = None
+) -> pd.DataFrame:
     """The frame formulaic (or numpy) evaluates: label codes as Categoricals with the
-    global levels, other columns as they are."""
+    global levels, other columns as they are; ``only``: just these columns (None: every
+    formula column)."""
     data = {}
     for c in spec.formula_columns:
-        if c not in columns:
+        if c not in columns or (only is not None and c not in only):
             continue
         a = columns[c]
         kind = spec.column_kinds[c]

@@ -20,7 +20,14 @@ import pandas as pd
 
 from ..errors import DataError
 from .dtypes import CATEGORICAL, check_plain_values, object_types, py_scalars, to_float
-from .levels import categorical_levels, sorted_integers, sorted_levels, unique_values
+from .levels import (
+    categorical_levels,
+    present_levels,
+    sorted_integers,
+    sorted_levels,
+    sorted_text,
+    unique_values,
+)
 from .missing import rows_with_missing
 from .origin import in_partition, located
 from .partitions import (
@@ -141,11 +148,14 @@ def pandas_scan(df: pd.DataFrame, kinds: dict, plan: ScanPlan) -> LevelScan:
             arrays[c] = sorted_integers(s.to_numpy())  # numbers in C(): no missing value
             levels[c] = arrays[c].tolist()
             continue
-        observed = _distinct(s, types.get(c), c, plan)
+        text = sorted_text(s) if kinds[c] == CATEGORICAL else None
+        if text is not None:  # Arrow-backed text: found and sorted by Arrow
+            levels[c] = text
+            continue
         if kinds[c] == CATEGORICAL and isinstance(s.dtype, pd.CategoricalDtype):
-            levels[c] = categorical_levels(s.dtype, observed)
-        else:
-            levels[c] = sorted_levels(observed)
+            levels[c] = present_levels(s)
+            continue
+        levels[c] = sorted_levels(_distinct(s, types.get(c), c, plan))
     return LevelScan(levels, len(df), len(kept), None, types, arrays)
 
 

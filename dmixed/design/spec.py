@@ -47,7 +47,7 @@ from .build import (
 )
 from .build_levels import group_native, scan_levels
 from .dtypes import group_keys, native_dtype, py_scalars
-from .levels import prototype
+from .levels import prototype, text_array
 from .matrices import (
     PlainPlan,
     find_plain_plan,
@@ -60,7 +60,7 @@ from .missing import missing_option
 from .prepare import PreparedColumns, normalized_frame, prepare_columns
 from .references import choose_references, saved_references
 from .scope import CallerNames, Environment, caller_names_shippable, saved_environment
-from .vc import LevelNames, VCPlan, eval_vc
+from .vc import LevelNames, VCPlan, eval_vc, reads_columns
 
 __all__ = ["DesignMatrices", "ModelDimensions", "ModelSpec", "build_spec", "build_spec_prepared"]
 
@@ -178,6 +178,9 @@ class ModelSpec(ModelNames):
     response_only: list[str] = field(default_factory=list, repr=False)
     #: the columns the fixed-effects formula reads (None: not recorded, all used ones)
     fixed_columns: list[str] | None = field(default=None, repr=False)
+    #: the columns the response, fixed- and random-effects formulas read (None: not
+    #: recorded, all formula columns): what formulaic's frame needs beside the components
+    dense_columns: list[str] | None = field(default=None, repr=False)
     main_spec: Any = field(default=None, repr=False, compare=False)
     re_spec: Any = field(default=None, repr=False, compare=False)
     re_kind: str = field(default="ones", repr=False)
@@ -222,6 +225,12 @@ class ModelSpec(ModelNames):
         return self._cached(
             "index:" + col, lambda: pd.Index(np.asarray(self.levels[col], dtype=object))
         )
+
+    def text_levels(self, col: str):
+        """The global levels of a factor column as an Arrow string array, or None where
+        they are not all text (cached): what Arrow-backed text columns are looked up in
+        (:func:`~dmixed.design.levels.level_codes`)."""
+        return self._cached("text:" + col, lambda: (text_array(self.levels[col]),))[0]
 
     def level_array(self, col: str) -> np.ndarray:
         """The levels of a numeric column used inside ``C()``, sorted, as an array of
@@ -385,8 +394,14 @@ class ModelSpec(ModelNames):
         if prepared is None:
             prepared = prepare_columns(self, df, response, random)
         n = len(df) - prepared.n_dropped
+        # components that read columns read the prepared ones (codes), not the frame:
+        # then formulaic's frame holds only what its formulas read (no Categorical of a
+        # component's many levels built for nothing)
+        by_columns = all(reads_columns(plan) for plan in self.vc_plans)
         frame = (
-            normalized_frame(self, prepared.columns, n) if needs_frame(self) else prepared.columns
+            normalized_frame(self, prepared.columns, n, self.dense_columns if by_columns else None)
+            if needs_frame(self)
+            else prepared.columns
         )
         endog, exog = fixed_effects(self, frame, n, response)
         if not random:
@@ -404,7 +419,8 @@ class ModelSpec(ModelNames):
         exog_re = random_effects(self, frame, n, exog)
         vc_cols, vc_vals = [], []
         for name, plan in zip(self.vc_names, self.vc_plans, strict=True):
-            c, v = eval_vc(plan, frame, n, name, self.caller_names, prepared.codes)
+            source = prepared.columns if by_columns else frame
+            c, v = eval_vc(plan, source, n, name, self.caller_names, prepared.codes)
             vc_cols.append(c)
             vc_vals.append(v)
         groups = df[self.group_name]
@@ -548,6 +564,7 @@ def build_spec_prepared(
         formula_columns=formula_columns,
         response_only=parsed.response_only(groups),
         fixed_columns=parsed.fixed_columns(),
+        dense_columns=parsed.dense_columns(),
         main_spec=specs.main_spec,
         re_spec=specs.re_spec,
         re_kind=parsed.re_kind,

@@ -1,13 +1,27 @@
-"""Levels of integer columns found as arrays, and values numbered among sorted levels."""
+"""Levels found as arrays (integers), by Arrow (text) or from codes (categoricals), and
+values numbered among sorted levels."""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dmixed.design.levels import UNKNOWN_CODE, level_positions, sorted_integers, sorted_levels
+from dmixed.design.levels import (
+    UNKNOWN_CODE,
+    categorical_levels,
+    level_codes,
+    level_positions,
+    present_levels,
+    sorted_integers,
+    sorted_levels,
+    sorted_text,
+    text_array,
+    unique_values,
+)
 from tests._synth import QUICK
 
 DTYPES = [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint32, np.uint64]
@@ -82,3 +96,78 @@ def test_level_positions_of_no_levels_or_values(dtype):
     np.testing.assert_array_equal(
         level_positions(levels[:0], np.array([1], dtype=dtype)), [UNKNOWN_CODE]
     )
+
+
+TEXT_DTYPES = {
+    "str": lambda v: pd.Series(pd.array(v, dtype="str")),
+    "string[pyarrow]": lambda v: pd.Series(pd.array(v, dtype="string[pyarrow]")),
+    "arrow string": lambda v: pd.Series(pd.array(v, dtype=pd.ArrowDtype(pa.string()))),
+    "arrow large_string": lambda v: pd.Series(pd.array(v, dtype=pd.ArrowDtype(pa.large_string()))),
+    "chunked": lambda v: pd.Series(
+        pd.arrays.ArrowExtensionArray(
+            pa.chunked_array(
+                [pa.array(v[: len(v) // 2], pa.string()), pa.array(v[len(v) // 2 :], pa.string())]
+            )
+        )
+    ),
+}
+
+
+@settings(max_examples=60, **QUICK)
+@given(
+    st.sampled_from(sorted(TEXT_DTYPES)),
+    st.lists(st.one_of(st.none(), st.text(max_size=4)), max_size=40),
+    st.lists(st.text(max_size=4), max_size=10),
+)
+def test_text_levels_found_and_numbered_by_arrow_as_by_python(dtype, values, extra):
+    """Arrow-backed text: ``sorted_text`` is ``sorted_levels`` of the distinct values
+    (Python's order of any code points, missing values left out), and the codes looked up
+    by Arrow equal those of Python's look-up, missing (-1) and unknown (-2) included."""
+    s = TEXT_DTYPES[dtype](values)
+    found = sorted_text(s)
+    assert found == sorted_levels(unique_values(s))
+    levels = sorted(set(found) | set(extra[: len(extra) // 2]))
+    index = pd.Index(np.asarray(levels, dtype=object))
+    arrow = level_codes(s, index, lambda: text_array(levels))
+    assert arrow.tolist() == level_codes(s, index).tolist()
+
+
+def test_text_of_other_columns_is_not_found_by_arrow():
+    """Columns that are not Arrow text keep Python's paths (None), and levels that are not
+    all text are looked up by Python (``text_array`` None)."""
+    assert sorted_text(pd.Series(np.array(["b", "a"], dtype=object), dtype=object)) is None
+    assert sorted_text(pd.Series([1, 2])) is None
+    assert sorted_text(pd.Series(pd.Categorical(["b", "a"]))) is None
+    assert text_array([1, "a"]) is None and text_array([1, 2]) is None
+    s = pd.Series(pd.array(["a", "b", None], dtype="str"))
+    index = pd.Index(np.asarray([1, "a"], dtype=object))
+    assert level_codes(s, index, lambda: text_array([1, "a"])).tolist() == [1, -2, -1]
+
+
+@settings(max_examples=60, **QUICK)
+@given(
+    st.sampled_from(["int ascending", "int declared", "float", "text"]),
+    st.booleans(),
+    st.integers(0, 60),
+    st.integers(0, 2**32),
+)
+def test_present_levels_are_the_categorical_levels(kind, ordered, n, seed):
+    """The levels of a pandas categorical found from its codes (``present_levels``) and
+    its categories present (``unique_values``) are those of the sort and search they
+    replace: the categories present (``numpy.unique`` of the codes) through
+    ``categorical_levels`` — for ascending integers (no sort), integers declared in any
+    order, floats and text, ordered or not, unused categories and missing values."""
+    rng = np.random.default_rng(seed)
+    pool = {
+        "int ascending": np.arange(-5, 25) * 3,
+        "int declared": rng.permutation(np.arange(-5, 25) * 3),
+        "float": rng.permutation(np.linspace(-2, 2, 30)),
+        "text": np.array([f"v{i}" for i in rng.permutation(30)], dtype=object),
+    }[kind]
+    declared = pool[: int(rng.integers(1, 31))]
+    codes = rng.integers(-1, len(declared), n)
+    s = pd.Series(pd.Categorical.from_codes(codes, categories=declared, ordered=ordered))
+    present = np.unique(codes[codes >= 0])
+    expected = categorical_levels(s.dtype, declared[present].tolist())
+    assert present_levels(s) == expected
+    assert unique_values(s) == s.dtype.categories[present].tolist()

@@ -278,3 +278,48 @@ def test_saved_spec_with_other_names_is_refused():
     state["exog_names"][1 : len(levels)] = [f"C(a, Diff)[D.{v}]" for v in levels[1:]]
     with pytest.raises(CheckpointError, match=r"does not rebuild to the same exog_names.*earl"):
         ModelSpec.from_dict(state)
+
+
+@pytest.mark.parametrize("ids", ["text", "categorical", "int"])
+def test_formulaic_frame_leaves_out_columns_only_components_read(monkeypatch, ids):
+    """A component that reads its columns (``0 + C(id)``) reads the prepared codes, so
+    formulaic's frame holds only the columns its formulas read (no Categorical of the
+    component's levels is built); the design is the one read from the whole frame."""
+    import dmixed.design.spec as spec_module
+
+    rng = np.random.default_rng(3)
+    n = 200
+    raw = rng.integers(0, 40, n)
+    col = {
+        "text": np.array([f"s{i}" for i in raw], dtype=object),
+        "categorical": pd.Categorical(raw),
+        "int": raw * 7,
+    }[ids]
+    df = pd.DataFrame(
+        {
+            "y": rng.standard_normal(n),
+            "x": rng.standard_normal(n),
+            "h": raw % 3,
+            "g": raw % 5,
+            "id": col,
+        }
+    )
+    spec = build_spec(df, "y ~ x + C(h)", groups="g", vc_formula={"c": "0 + C(id)"})
+    assert spec.dense_columns == ["y", "x", "h"]
+    seen = []
+    frame_of = spec_module.normalized_frame
+
+    def recorded(spec, columns, n, only=None):
+        frame = frame_of(spec, columns, n, only)
+        seen.append(list(frame.columns))
+        return frame
+
+    monkeypatch.setattr(spec_module, "normalized_frame", recorded)
+    design = spec.transform(df)
+    assert seen == [["y", "x", "h"]]
+    monkeypatch.setattr(
+        spec_module, "normalized_frame", lambda s, c, n, only=None: frame_of(s, c, n)
+    )
+    whole = spec.transform(df)
+    assert np.array_equal(design.vc_cols[0], whole.vc_cols[0])
+    assert np.array_equal(design.exog, whole.exog) and np.array_equal(design.endog, whole.endog)
