@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FitConvergenceWarning, SpecError
-from .newton_coords import NewtonStep, newton_step
+from .newton_coords import NewtonStep, log_shift, newton_step
 from .profiled import Evaluation, ProfiledObjective
 from .summary import OptSummary
 
@@ -297,7 +297,12 @@ class _Optimization:
         constraint in the packed coordinates that the plain-θ Newton step cannot keep.
         """
         if self.free.all():
-            self.x = self.newton_steps(self.x, boundary, steps=self.iterations_left(steps))
+            self.x = self.newton_steps(
+                self.x,
+                boundary,
+                steps=self.iterations_left(steps),
+                shifted=bool(self.summary.methods) and self.summary.methods[-1] == "newton",
+            )
 
     def finish(self, boundary: list[str], converged: bool) -> OptSummary:
         """Judge convergence at the final point, log it, and fill in the summary."""
@@ -378,6 +383,7 @@ class _Optimization:
         on_step: Callable[[np.ndarray], None] | None = None,
         contraction: float | None = None,
         secant: bool = False,
+        shifted: bool = True,
     ) -> np.ndarray:
         """Up to ``steps`` Newton steps in θ = [vech(Ψ*), τ*] with the exact profiled Hessian,
         the variances on the log scale (:mod:`~dmixed.fit.newton_coords`).
@@ -395,6 +401,13 @@ class _Optimization:
         the profiled Hessian is negative definite near the optimum) instead of a Hessian
         round trip; the first step, and any after a slow one, take the exact Hessian.
         The polish that follows judges the optimum by the exact Hessian there.
+        With ``shifted`` (default), the steps' coordinates are the shifted log scale and
+        correlations of :mod:`~dmixed.fit.newton_coords`, the shifts read from each exact
+        Hessian; else its plain log scale (the τ* and a 1 × 1 Ψ*): the polish after a
+        quasi-Newton method, which starts within its hand-over tolerance of the optimum,
+        takes the steps the fits took before the shifted coordinates, so that those fits
+        end where they ended (near an optimum the statistics barely resolve, other
+        coordinates end on another point of the flat top, ℓ apart in its last digits).
         Returns the last accepted point, or ``x`` when no step was (or ℓ is no better).
         """
         obj, s, layout = self.obj, self.summary, self.obj.layout
@@ -413,6 +426,7 @@ class _Optimization:
         moved = False
         curvature: np.ndarray | None = None  # profiled Hessian in the movable θ
         last: tuple[np.ndarray, np.ndarray] | None = None  # θ and gradient of that step
+        shift = np.zeros(layout.n_params)  # of the log coordinates, from the last Hessian
         for _ in range(steps):
             ev = obj.evaluate(cur_packed)
             if ev.step is None:  # a rejected point (not finite, or not resolved)
@@ -433,9 +447,12 @@ class _Optimization:
                 curvature = None
             if curvature is None:
                 curvature = self.profiled_hessian(cur_packed, movable)
+                traces = obj.logdet_traces(cur_packed) if shifted else None
+                if traces is not None:
+                    shift = log_shift(theta, *traces)
             if curvature is None:
                 break
-            step = self.newton_direction(curvature, grad, theta, movable)
+            step = self.newton_direction(curvature, grad, theta, movable, shift, shifted)
             if step is None:
                 break
             last = (theta[movable].copy(), grad)
@@ -488,22 +505,40 @@ class _Optimization:
         return out
 
     def newton_direction(
-        self, curvature: np.ndarray, grad: np.ndarray, theta: np.ndarray, movable: np.ndarray
+        self,
+        curvature: np.ndarray,
+        grad: np.ndarray,
+        theta: np.ndarray,
+        movable: np.ndarray,
+        shift: np.ndarray,
+        correlations: bool,
     ) -> NewtonStep | None:
         """The Newton step with variances on the log scale (:func:`newton_step` with
-        :func:`modified_newton_step`), kept for the last curvature, gradient and point
-        (the polish starts where the Newton steps ended, with the same of all three).
-        ``theta`` is the point, ``movable`` its entries that move."""
+        :func:`modified_newton_step`, its ``shift`` and ``correlations``), kept for the
+        last curvature, gradient, point and coordinates (the polish starts where the
+        Newton steps ended, with the same of all).  ``theta`` is the point, ``movable``
+        its entries that move."""
         last = self.last_direction
         if (
             last is not None
             and last[0] is curvature
             and np.array_equal(last[1], grad)
             and np.array_equal(last[2], theta)
+            and np.array_equal(last[4], shift)
+            and last[5] == correlations
         ):
             return last[3]
-        step = newton_step(self.obj.layout, movable, theta, grad, curvature, modified_newton_step)
-        self.last_direction = (curvature, grad, theta.copy(), step)
+        step = newton_step(
+            self.obj.layout,
+            movable,
+            theta,
+            grad,
+            curvature,
+            modified_newton_step,
+            shift,
+            correlations,
+        )
+        self.last_direction = (curvature, grad, theta.copy(), step, shift.copy(), correlations)
         return step
 
     def line_search(

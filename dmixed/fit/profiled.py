@@ -83,6 +83,8 @@ class ProfiledObjective:
     _last_hessian: tuple[bytes, np.ndarray] | None = field(default=None, repr=False)
     #: the Hessian sums :meth:`evaluate_ahead` made at a point (its key) with its β̂
     _ahead: tuple[bytes, Any] | None = field(default=None, repr=False)
+    #: the last Hessian's log-determinant traces (:meth:`logdet_traces`) and its point
+    _traces: tuple[bytes, np.ndarray, np.ndarray] | None = field(default=None, repr=False)
     # per-fit constants of the layout (each Hessian round trip sends the basis)
     _basis: np.ndarray = field(init=False, repr=False)
     _slot_component: np.ndarray = field(init=False, repr=False)
@@ -275,13 +277,33 @@ class ProfiledObjective:
         if hess is None or not np.all(np.isfinite(hess)):
             k = beta.size + self.layout.n_params
             return np.full((k, k), np.nan)
+        trace_s = np.einsum("jab,ba->j", self._basis, step.s)
+        trace_ss = np.diagonal(hs.tr_ss)
         if self.re_map is None:
+            self._traces = (ev.packed.tobytes(), trace_s, trace_ss.copy())
             return hess
         p = beta.size
         jac = np.eye(hess.shape[0])
         jac[p:, p:] = psi_map_matrix(self.re_map, self.layout.k_vc)
+        theta_jac = jac[p:, p:]
+        self._traces = (
+            ev.packed.tobytes(),
+            theta_jac.T @ trace_s,
+            np.einsum("jk,jl,lk->k", theta_jac, hs.tr_ss, theta_jac),
+        )
         out = jac.T @ hess @ jac
         return 0.5 * (out + out.T)
+
+    def logdet_traces(self, packed: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(Σ_i tr(S_i E_j), Σ_i tr(S_i E_j S_i E_j))`` over θ = [vech_lt(Ψ*), τ*] in
+        the optimizer's coordinates: the derivative of ``Σ_i log|V*_i|`` along each θ_j
+        and minus its second derivative, from the last :meth:`hessian_full`
+        when it was at ``packed`` (else ``None``: no round trip is made for them).
+        What :func:`~dmixed.fit.newton_coords.log_shift` reads."""
+        kept = self._traces
+        if kept is None or kept[0] != np.asarray(packed, dtype=np.float64).tobytes():
+            return None
+        return kept[1], kept[2]
 
 
 def _defined(ev: Evaluation) -> tuple[StepSums, Profile]:

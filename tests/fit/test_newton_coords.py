@@ -9,7 +9,13 @@ import pandas as pd
 import pytest
 
 import dmixed
-from dmixed.fit.newton_coords import MAX_LOG_STEP, log_entries, newton_step
+from dmixed.fit.newton_coords import (
+    MAX_LOG_STEP,
+    SHIFT_SHARE,
+    log_entries,
+    log_shift,
+    newton_step,
+)
 from dmixed.fit.optimize import modified_newton_step
 from dmixed.stats import Layout
 
@@ -66,50 +72,115 @@ def test_the_log_coordinates_gradient_and_hessian_are_the_chain_rule():
 
 
 def test_which_entries_are_on_the_log_scale():
-    """τ* always, Ψ* when 1 × 1; a random slope's Ψ* stays plain."""
+    """τ* and the diagonal of Ψ*; a covariance of two positive variances is a
+    (shifted) correlation."""
     assert log_entries(LAYOUT).tolist() == [True, True, True]
-    assert log_entries(Layout(k_re=2, vc_widths=(4,))).tolist() == [False] * 3 + [True]
+    assert log_entries(Layout(k_re=2, vc_widths=(4,))).tolist() == [True, False, True, True]
     theta = np.array([0.4, 0.02, 1.3, 0.5])
     grad, hess = np.array([1.0, -0.5, 0.2, 0.3]), -np.eye(4)
     step = newton_step(Layout(2, (4,)), np.ones(4, bool), theta, grad, hess, modified_newton_step)
-    np.testing.assert_allclose(step.delta[:3], grad[:3])  # plain: −H⁻¹g
-    assert step.log.tolist() == [False, False, False, True]
+    assert step.log.tolist() == [True, False, True, True]
+    assert step.corr.tolist() == [False, True, False, False]
 
 
-def test_a_variance_at_zero_or_held_steps_plainly():
-    theta = np.array([0.4, 0.0, 1.3])
-    grad, hess = _grad_hess(lambda t: -((t - 0.3) ** 2).sum(), theta)
-    step = newton_step(LAYOUT, np.ones(3, bool), theta, grad, hess, modified_newton_step)
-    assert step.log.tolist() == [True, False, True]
-    held = np.array([False, True, True])
-    sub = np.ix_(held, held)
-    step = newton_step(LAYOUT, held, theta, grad[held], hess[sub], modified_newton_step)
-    assert step.log.tolist() == [False, True]
-    np.testing.assert_array_equal(step.point(0.0), theta[held])
+LAYOUT_2 = Layout(k_re=2, vc_widths=(3,))  # θ = [ψ11, ψ21, ψ22, τ]
 
 
-def test_newton_in_log_psi_converges_where_plain_newton_crawls():
-    """On −a log ψ − b/ψ from a third of the maximum: plain Newton advances by a fixed
-    share of the distance, the log step reaches the maximum to 1e-10 in five."""
-    a, b = 40.0, 12.0  # maximum at ψ = b/a = 0.3
+def _ell_2(theta):
+    """A smooth concave-ish test function of θ = [ψ11, ψ21, ψ22, τ]."""
+    p11, p21, p22, t = theta
+    return (
+        -2.0 * np.log(p11 + 0.1)
+        - 0.3 / (p11 + 0.1)
+        - np.log(p22)
+        - 0.4 / p22
+        - 3.0 * (p21 - 0.1) ** 2
+        + 0.5 * p21 * t
+        - np.log(t + 0.2)
+        - 0.7 / (t + 0.2)
+        + 0.2 * p11 * p22
+    )
+
+
+def _theta_of_v(v, shift):
+    """θ from v = [log(ψ11 + c1), ρ̃, log(ψ22 + c3), log(τ + c4)] with
+    ψ21 = ρ̃ √((ψ11 + c1)(ψ22 + c3))."""
+    p11, p22, t = np.exp(v[0]) - shift[0], np.exp(v[2]) - shift[2], np.exp(v[3]) - shift[3]
+    return np.array([p11, v[1] * np.exp(0.5 * (v[0] + v[2])), p22, t])
+
+
+def test_shifted_log_and_correlation_coordinates_are_the_chain_rule():
+    """With shifts and a correlation, g_v and H_v handed to the direction are those of
+    ℓ(θ(v)) by finite differences, and the step's point is θ(v + fδ); a step that
+    takes a shifted variance below zero leaves it there (the line search shortens it)."""
+    theta = np.array([0.4, 0.1, 0.9, 0.5])
+    shift = np.array([0.1, 7.0, 0.0, 0.3])  # 7.0: a covariance's shift is not read
+    grad, hess = _grad_hess(_ell_2, theta)
+    seen = {}
+
+    def direction(h_v, g_v):
+        seen.update(h=h_v, g=g_v)
+        return modified_newton_step(h_v, g_v)
+
+    step = newton_step(LAYOUT_2, np.ones(4, bool), theta, grad, hess, direction, shift)
+    assert step.log.tolist() == [True, False, True, True] and step.corr.tolist()[1]
+    v = np.array(
+        [
+            np.log(theta[0] + 0.1),
+            theta[1] / np.sqrt((theta[0] + 0.1) * theta[2]),
+            np.log(theta[2]),
+            np.log(theta[3] + 0.3),
+        ]
+    )
+    np.testing.assert_allclose(_theta_of_v(v, shift), theta, rtol=1e-14)
+    g_v, h_v = _grad_hess(lambda u: _ell_2(_theta_of_v(u, shift)), v)
+    np.testing.assert_allclose(seen["g"], g_v, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(seen["h"], h_v, rtol=1e-5, atol=1e-6)
+    for fraction in (0.1, 0.02):
+        np.testing.assert_allclose(
+            step.point(fraction), _theta_of_v(v + fraction * step.delta, shift), rtol=1e-13
+        )
+    assert step.point(1.0)[0] < 0.0
+
+
+def test_the_shift_is_where_the_log_determinant_is_a_log():
+    """For Σ log(c_i + ψ), whose derivative is Σ 1/(c_i + ψ) and minus its second
+    derivative Σ 1/(c_i + ψ)², the shift is (its share of) c where the c_i are equal, a
+    weighted mean of them otherwise, and never negative."""
+    psi, c = 0.02, np.array([0.3, 0.3, 0.3])
+    x = c + psi
+    shift = log_shift(np.array([psi]), np.array([np.sum(1 / x)]), np.array([np.sum(1 / x**2)]))
+    assert shift[0] == pytest.approx(SHIFT_SHARE * 0.3, rel=1e-14)
+    c = np.array([0.1, 0.5, 2.0])
+    x = c + psi
+    shift = log_shift(np.array([psi]), np.array([np.sum(1 / x)]), np.array([np.sum(1 / x**2)]))
+    assert c.min() < shift[0] / SHIFT_SHARE < c.max()
+    assert log_shift(np.array([1.0, 0.5]), np.array([0.5, 1.0]), np.array([1.0, 0.0])).tolist() == [
+        0.0,
+        0.0,
+    ]
+
+
+def test_newton_in_the_shifted_log_converges_where_log_psi_does_not():
+    """On −a log(c + ψ) − b/(c + ψ) (a variance small next to c): from a fiftieth of
+    the maximum the steps in log(ψ + c) reach it to 1e-10 in four; in log ψ they are
+    still 5% short after four."""
+    a, b, c = 40.0, 12.0, 0.25  # maximum at ψ = b/a − c = 0.05
     layout = Layout(k_re=1, vc_widths=())
 
-    def derivs(psi):
-        return np.array([-a / psi + b / psi**2]), np.array([[a / psi**2 - 2 * b / psi**3]])
+    def newton(psi, shift, steps):
+        for _ in range(steps):
+            x = c + psi
+            grad, hess = np.array([-a / x + b / x**2]), np.array([[a / x**2 - 2 * b / x**3]])
+            step = newton_step(
+                layout, np.ones(1, bool), np.array([psi]), grad, hess, modified_newton_step, shift
+            )
+            psi = float(step.point(1.0)[0])
+        return psi
 
-    psi = 0.1
-    for _ in range(5):
-        grad, hess = derivs(psi)
-        step = newton_step(
-            layout, np.ones(1, bool), np.array([psi]), grad, hess, modified_newton_step
-        )
-        psi = float(step.point(1.0)[0])
-    assert psi == pytest.approx(b / a, rel=1e-10)
-    plain = 0.1
-    for _ in range(5):
-        grad, hess = derivs(plain)
-        plain -= float(grad[0] / hess[0, 0])
-    assert abs(plain - b / a) > 1e-4
+    best = b / a - c
+    assert newton(0.001, np.array([c]), 4) == pytest.approx(best, rel=1e-10)
+    assert abs(newton(0.001, np.zeros(1), 4) - best) > 0.05 * best
 
 
 def test_a_long_log_step_is_shortened_as_a_whole():
@@ -126,41 +197,105 @@ def test_a_long_log_step_is_shortened_as_a_whole():
     assert step.point(1.0)[0] == pytest.approx(100.0)
 
 
-def _few_large_groups(groups: int, levels: int, seed: int = 0) -> pd.DataFrame:
-    """``groups`` groups of ``levels`` levels of a component, 3 rows each."""
+def _nested(
+    groups: int,
+    levels: int,
+    rows: int = 3,
+    sd_group: float = 1.0,
+    sd_level: float = 0.7,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """``groups`` groups of ``levels`` levels of a component, ``rows`` rows each."""
     rng = np.random.default_rng(seed)
-    g = np.repeat(np.arange(groups), levels * 3)
-    lev = np.tile(np.repeat(np.arange(levels), 3), groups)
+    g = np.repeat(np.arange(groups), levels * rows)
+    lev = np.tile(np.repeat(np.arange(levels), rows), groups)
     x = rng.standard_normal(g.size)
     y = (
         0.5 * x
-        + rng.standard_normal(groups)[g]
-        + 0.7 * rng.standard_normal(groups * levels)[g * levels + lev]
+        + sd_group * rng.standard_normal(groups)[g]
+        + sd_level * rng.standard_normal(groups * levels)[g * levels + lev]
         + rng.standard_normal(g.size)
     )
     return pd.DataFrame({"y": y, "x": x, "g": g, "level": lev})
 
 
-def test_few_large_groups_converge_by_newton_and_agree_with_bfgs():
-    """Two groups of 6,000 rows: the profile in the variances is −a log ψ − b/ψ-shaped
-    and the moment start is below the maximum.  The fit takes exact Newton steps all the
-    way (before, they crawled and BFGS took over), in no more evaluations than the model
-    without the component, and reaches what BFGS run to its end reaches: parameters to
-    1e-8 of their scale, ℓ to 1e-10."""
-    df = _few_large_groups(2, 2000)
-    kw = dict(groups="g", re_formula="1")
-    model = dmixed.MixedLM.from_formula("y ~ x", data=df, vc_formula={"c": "0 + C(level)"}, **kw)
+def _sloped(groups: int, levels: int, rows: int, seed: int) -> pd.DataFrame:
+    """:func:`_nested` with ``x`` the row's position in its level (centred) and a random
+    slope on it (sd 0.03 beside an intercept sd of 0.4, correlation 0.3), the levels'
+    sd 1.4."""
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(groups), levels * rows)
+    lev = np.tile(np.repeat(np.arange(levels), rows), groups)
+    x = np.tile(np.arange(rows, dtype=float), groups * levels) - (rows - 1) / 2
+    cov = np.array([[0.16, 0.0036], [0.0036, 0.0009]])
+    b = rng.multivariate_normal([0.0, 0.0], cov, size=groups)
+    y = (
+        0.5 * x
+        + b[g, 0]
+        + b[g, 1] * x
+        + 1.4 * rng.standard_normal(groups * levels)[g * levels + lev]
+        + rng.standard_normal(g.size)
+    )
+    return pd.DataFrame({"y": y, "x": x, "g": g, "level": lev})
+
+
+def _newton_like_bfgs(model):
+    """The default fit of ``model``, checked: exact Newton steps all the way, and what
+    BFGS run to its end reaches (parameters to 1e-8 of their scale, ℓ to 1e-10)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         newton = model.fit(reml=True)
         bfgs = model.fit(reml=True, method="bfgs")
-        plain = dmixed.MixedLM.from_formula("y ~ x", data=df, **kw).fit(reml=True)
     assert newton.optimizer_methods == ["newton"]
     assert newton.converged and bfgs.converged
-    assert newton.n_evals <= plain.n_evals
     assert newton.llf == pytest.approx(bfgs.llf, rel=1e-10)
     for name in ("fe_params", "cov_re", "vcomp", "scale"):
         want = np.asarray(getattr(bfgs, name))
         np.testing.assert_allclose(
             getattr(newton, name), want, rtol=1e-8, atol=1e-8 * np.max(np.abs(want), initial=1.0)
         )
+    return newton
+
+
+def _plain_evals(df: pd.DataFrame, **kw) -> int:
+    """Evaluations of the fit of ``y ~ x`` without the component."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return dmixed.MixedLM.from_formula("y ~ x", data=df, **kw).fit(reml=True).n_evals
+
+
+def test_few_large_groups_converge_by_newton_and_agree_with_bfgs():
+    """Two groups of 6,000 rows: the profile in the variances is −a log ψ − b/ψ-shaped
+    and the moment start is below the maximum.  The fit takes exact Newton steps all the
+    way (before, they crawled and BFGS took over), in no more evaluations than the model
+    without the component, and reaches what BFGS run to its end reaches."""
+    df = _nested(2, 2000)
+    kw = dict(groups="g", re_formula="1")
+    model = dmixed.MixedLM.from_formula("y ~ x", data=df, vc_formula={"c": "0 + C(level)"}, **kw)
+    assert _newton_like_bfgs(model).n_evals <= _plain_evals(df, **kw)
+
+
+def test_a_group_variance_small_next_to_its_error_converges_as_without_the_component():
+    """60 groups of 100 rows whose variance (0.02 of σ²) is small next to what each
+    group's mean says about it (1/n_i and the levels' variance).  In log ψ, 5
+    evaluations (4 without the component); in log(ψ + c), 4."""
+    df = _nested(60, 10, rows=10, sd_group=0.05, sd_level=0.5, seed=0)
+    kw = dict(groups="g", re_formula="1")
+    model = dmixed.MixedLM.from_formula("y ~ x", data=df, vc_formula={"c": "0 + C(level)"}, **kw)
+    newton = _newton_like_bfgs(model)
+    assert newton.n_evals <= _plain_evals(df, **kw) == 4
+
+
+def test_a_random_slope_beside_a_component_converges_in_four():
+    """A random intercept and slope (the slope's variance small next to its error) and a
+    nested component, interior optimum: with the slope's variance on the shifted log
+    scale and the covariance as a shifted correlation, four evaluations (five with the
+    random effects' Ψ* stepped plainly)."""
+    df = _sloped(100, 8, 5, seed=2)
+    model = dmixed.MixedLM.from_formula(
+        "y ~ x", data=df, groups="g", re_formula="1 + x", vc_formula={"c": "0 + C(level)"}
+    )
+    newton = _newton_like_bfgs(model)
+    cov = np.asarray(newton.cov_re)
+    assert abs(cov[0, 1]) < 0.5 * np.sqrt(cov[0, 0] * cov[1, 1])  # interior
+    assert newton.n_evals == 4
