@@ -82,8 +82,29 @@ class ContrastResults:
         half = dist.ppf(1 - alpha / 2) * self.sd
         return np.column_stack([self.effect - half, self.effect + half])
 
-    def summary_frame(self, alpha: float = 0.05) -> pd.DataFrame:
-        """statsmodels' table: coef, std err, z (or t), P>|z|, interval bounds."""
+    def summary_frame(self, xname=None, alpha: float = 0.05) -> pd.DataFrame:
+        """statsmodels' table (``ContrastResults.summary_frame(xname=None, alpha=0.05)``,
+        its ``summary_params_frame``): coef, std err, z (or t), P>|z| (or P>|t|),
+        ``Conf. Int. Low`` and ``Conf. Int. Upp.`` (the same names whatever ``alpha``).
+
+        Parameters
+        ----------
+        xname : list of str, optional
+            The rows' labels (default :attr:`names`).
+        alpha : float
+            One minus the intervals' level.
+
+        Raises
+        ------
+        SpecError
+            A number for ``xname`` (the earlier ``summary_frame(alpha)``: give ``alpha``
+            by keyword).
+        """
+        if isinstance(xname, (int, float, np.number)):
+            raise SpecError(
+                f"summary_frame got {xname!r} for xname, the rows' labels (statsmodels' "
+                f"order: summary_frame(xname=None, alpha=0.05)); give alpha={xname!r} by keyword"
+            )
         if self.effect is None:
             return pd.DataFrame(
                 {"statistic": [self.statistic], "pvalue": [self.pvalue], "df": [self.df_num]},
@@ -97,10 +118,10 @@ class ContrastResults:
                 "std err": self.sd,
                 stat: self.statistic,
                 f"P>|{stat}|": self.pvalue,
-                f"Conf. Int. Low ({alpha / 2})": ci[:, 0],
-                f"Conf. Int. Upp. ({1 - alpha / 2})": ci[:, 1],
+                "Conf. Int. Low": ci[:, 0],
+                "Conf. Int. Upp.": ci[:, 1],
             },
-            index=self.names,
+            index=self.names if xname is None else list(xname),
         )
 
     def __str__(self) -> str:
