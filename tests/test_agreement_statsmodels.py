@@ -731,6 +731,13 @@ def test_boundary_dyestuff2_like(dyestuff2_like, reml):
 CODING_FORMULAS = [
     "y ~ C(c)",
     "y ~ C(c, Treatment(reference='c'))",
+    # patsy: a reference that is no level is a position, negative from the end
+    "y ~ C(c, Treatment(-1))",
+    "y ~ C(c, Treatment(reference=3))",
+    "y ~ 0 + C(c, Treatment(-2))",
+    "y ~ C(c, Treatment(-1)):x",
+    "y ~ C(k, Treatment(0))",
+    "y ~ C(k, Treatment(2))",
     "y ~ C(c, Sum)",
     "y ~ C(c, Sum(omit='b'))",
     "y ~ C(c, Helmert)",
@@ -771,6 +778,7 @@ def coding_data():
     level = df["c"].map(dict(zip("abcde", [0.0, 1.0, 2.5, 2.0, -1.0], strict=True)))
     g = df["g"].astype(int)
     df["y"] = df["x"] * (1 + 0.3 * level) + level + 0.5 * df["b"] + 0.1 * g + rng.normal(size=n)
+    df["k"] = rng.integers(1, 4, n)  # integer levels 1..3: Treatment(2) is the level 2
     return df
 
 

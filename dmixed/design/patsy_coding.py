@@ -15,6 +15,8 @@ where patsy is statsmodels' formula engine:
   for ``Diff``), formulaic uses one indicator per level: another parametrization, so
   other estimates;
 * ``Sum(omit=...)`` (patsy) picks the level coded -1; formulaic has no such argument;
+* ``Treatment(reference)``: patsy takes an integer that is not a level as a position
+  (``Treatment(-1)``: the last level), formulaic only a level;
 * a boolean expression (``I(x > 0)``) is a factor of levels False and True for patsy
   (``I(x > 0)[T.True]``), a number for formulaic.
 
@@ -34,7 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from formulaic.transforms import C
-from formulaic.transforms.contrasts import Contrasts
+from formulaic.transforms.contrasts import UNSET, Contrasts, TreatmentContrasts
 from formulaic.transforms.identity import identity
 
 __all__ = [
@@ -44,7 +46,9 @@ __all__ = [
     "PatsyHelmert",
     "PatsyPoly",
     "PatsySum",
+    "PatsyTreatment",
     "patsy_identity",
+    "patsy_treatment",
 ]
 
 #: the levels of a boolean factor, always both (patsy: ``flag[T.True]``)
@@ -177,6 +181,28 @@ class PatsyPoly(_PatsyContrasts):
         return (q[:, 1:], names[1:]) if reduced_rank else (q, names)
 
 
+@dataclass
+class PatsyTreatment(TreatmentContrasts):
+    """patsy's ``Treatment(reference=None)``: dummy coding against ``reference``, a
+    level if it is one, else an integer position (negative from the end); default the
+    first level."""
+
+    @TreatmentContrasts.override
+    def _find_base_index(self, levels: Sequence[Hashable]) -> int:
+        if self.base is UNSET or self.base is None:
+            return 0
+        return _level_index(list(levels), self.base)
+
+    @TreatmentContrasts.override
+    def get_drop_field(self, levels: Sequence[Hashable], reduced_rank: bool = True) -> Hashable:
+        return None if reduced_rank else list(levels)[self._find_base_index(levels)]
+
+
+def patsy_treatment(reference: Hashable = None) -> PatsyTreatment:
+    """patsy's ``Treatment(reference=None)`` (its one argument, by position or name)."""
+    return PatsyTreatment(base=UNSET if reference is None else reference)
+
+
 def _level_index(levels: list, level: Hashable) -> int:
     """patsy's ``_get_level``: a level, or else an integer position (negative from
     the end)."""
@@ -204,6 +230,7 @@ def patsy_identity(data: Any) -> Any:
 #: formulaic's names that patsy means otherwise, with patsy's meaning
 PATSY_TRANSFORMS: dict[str, Any] = {
     "Sum": PatsySum,
+    "Treatment": patsy_treatment,
     "Helmert": PatsyHelmert,
     "Diff": PatsyDiff,
     "Poly": PatsyPoly,

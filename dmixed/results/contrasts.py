@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..errors import ConstraintRankWarning, SpecError
 
-__all__ = ["ContrastResults", "check_flag", "hypothesis", "t_test", "wald_test"]
+__all__ = ["ContrastResults", "by_name", "check_flag", "hypothesis", "t_test", "wald_test"]
 
 
 @dataclass
@@ -82,8 +82,29 @@ class ContrastResults:
         half = dist.ppf(1 - alpha / 2) * self.sd
         return np.column_stack([self.effect - half, self.effect + half])
 
-    def summary_frame(self, alpha: float = 0.05) -> pd.DataFrame:
-        """statsmodels' table: coef, std err, z (or t), P>|z|, interval bounds."""
+    def summary_frame(self, xname=None, alpha: float = 0.05) -> pd.DataFrame:
+        """statsmodels' table (``ContrastResults.summary_frame(xname=None, alpha=0.05)``,
+        its ``summary_params_frame``): coef, std err, z (or t), P>|z| (or P>|t|),
+        ``Conf. Int. Low`` and ``Conf. Int. Upp.`` (the same names whatever ``alpha``).
+
+        Parameters
+        ----------
+        xname : list of str, optional
+            The rows' labels (default :attr:`names`).
+        alpha : float
+            One minus the intervals' level.
+
+        Raises
+        ------
+        SpecError
+            A number for ``xname`` (the earlier ``summary_frame(alpha)``: give ``alpha``
+            by keyword).
+        """
+        if isinstance(xname, (int, float, np.number)):
+            raise SpecError(
+                f"summary_frame got {xname!r} for xname, the rows' labels (statsmodels' "
+                f"order: summary_frame(xname=None, alpha=0.05)); give alpha={xname!r} by keyword"
+            )
         if self.effect is None:
             return pd.DataFrame(
                 {"statistic": [self.statistic], "pvalue": [self.pvalue], "df": [self.df_num]},
@@ -97,10 +118,10 @@ class ContrastResults:
                 "std err": self.sd,
                 stat: self.statistic,
                 f"P>|{stat}|": self.pvalue,
-                f"Conf. Int. Low ({alpha / 2})": ci[:, 0],
-                f"Conf. Int. Upp. ({1 - alpha / 2})": ci[:, 1],
+                "Conf. Int. Low": ci[:, 0],
+                "Conf. Int. Upp.": ci[:, 1],
             },
-            index=self.names,
+            index=self.names if xname is None else list(xname),
         )
 
     def __str__(self) -> str:
@@ -118,8 +139,58 @@ class ContrastResults:
         return self.summary_frame().to_string()
 
 
+def by_name(labels, options: list[list[str]], what: str) -> np.ndarray | None:
+    """Where each parameter sits among the ``labels`` of a pandas argument: the
+    positions that put its columns in the order of the first of ``options`` (lists of
+    parameter names, e.g. the fixed effects' and all the parameters') whose names the
+    labels are; None for labels that are no names (integers: a positional matrix).
+
+    dmixed orders the fixed effects as formulaic does, which may differ from patsy's
+    (statsmodels'), so a matrix labelled with names is read by name, never by position.
+
+    Raises
+    ------
+    SpecError
+        A label that is no parameter's name, a name given twice, or a parameter
+        missing from labels that name only some of them.
+    """
+    labels = list(labels)
+    if not any(isinstance(label, str) for label in labels):
+        return None
+    known = {name for names in options for name in names}
+    unknown = [label for label in labels if label not in known]
+    if unknown:
+        raise SpecError(
+            f"{what} is labelled with {unknown}, which name no parameter (the parameters: "
+            f"{options[-1]})"
+        )
+    twice = sorted({label for label in labels if labels.count(label) > 1})
+    if twice:
+        raise SpecError(f"{what} labels the parameters {twice} more than once")
+    for names in options:
+        if set(labels) <= set(names):
+            missing = [name for name in names if name not in labels]
+            if missing:
+                raise SpecError(
+                    f"{what} lacks the parameters {missing} (labelled, it must name every "
+                    f"one of {names})"
+                )
+            return np.array([labels.index(name) for name in names])
+    raise AssertionError("unreachable: every label is a name of the last option")
+
+
+def _pandas_labels(value):
+    """The labels of the parameters of a pandas ``r_matrix`` (a DataFrame's columns, a
+    Series' index: one row, as numpy reads it), else None."""
+    if isinstance(value, pd.DataFrame):
+        return value.columns
+    if isinstance(value, pd.Series):
+        return value.index
+    return None
+
+
 def hypothesis(
-    r_matrix, names: list[str], k_total: int | None = None
+    r_matrix, names: list[str], k_total: int | None = None, param_names: list[str] | None = None
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """``(R, q, labels)`` of a hypothesis on the fixed effects named ``names``.
 
@@ -127,22 +198,25 @@ def hypothesis(
     ``linear_constraint``, which statsmodels uses).  With ``k_total`` (all the
     parameters, the fixed effects first) ``R`` may also have ``k_total`` columns (the
     matrices statsmodels' ``wald_test`` takes); one over the fixed effects gets zero
-    columns for the others.
+    columns for the others.  A pandas ``R`` whose columns (a Series' index) are
+    parameter names is read by name: its columns are put in the order of ``names``
+    (or ``param_names``, all the parameters').
 
     Raises
     ------
     SpecError
-        ``R`` without ``len(names)`` (or ``k_total``) columns; ``q`` of the wrong length;
-        a pair of a text and ``q`` (the text holds its values); text that formulaic
-        cannot parse or that names something other than a fixed effect.
+        ``R`` without ``len(names)`` (or ``k_total``) columns; a labelled ``R`` as
+        :func:`by_name` refuses; ``q`` of the wrong length; a pair of a text and ``q``
+        (the text holds its values); text that formulaic cannot parse or that names
+        something other than a fixed effect.
     """
-    mat, q, labels = _fe_hypothesis(r_matrix, names, k_total)
+    mat, q, labels = _fe_hypothesis(r_matrix, names, k_total, param_names)
     if k_total is not None and mat.shape[1] < k_total:
         mat = np.hstack([mat, np.zeros((mat.shape[0], k_total - mat.shape[1]))])
     return mat, q, labels
 
 
-def _fe_hypothesis(r_matrix, names: list[str], k_total: int | None):
+def _fe_hypothesis(r_matrix, names: list[str], k_total: int | None, param_names):
     k = len(names)
     q = None
     if (
@@ -173,6 +247,12 @@ def _fe_hypothesis(r_matrix, names: list[str], k_total: int | None):
         labels = [s.strip() for s in str(parsed).splitlines()]
         return mat, q, labels
     mat = np.atleast_2d(np.asarray(r_matrix, dtype=np.float64))
+    columns = _pandas_labels(r_matrix)
+    if columns is not None and mat.ndim == 2:
+        order = by_name(
+            columns, [list(names), *([list(param_names)] if param_names else [])], "r_matrix"
+        )
+        mat = mat if order is None else mat[:, order]
     if mat.ndim != 2 or mat.shape[1] not in (k, k_total):
         if k_total is None:
             raise SpecError(f"r_matrix for t-test should have {k:d} columns (the fixed effects)")
@@ -225,6 +305,7 @@ def wald_test(
     scalar: bool = True,
     invcov=None,
     df_constraints=None,
+    param_names=None,
 ):
     """The joint Wald test of ``R θ = q`` (statsmodels' ``LikelihoodModelResults.wald_test``,
     which ``MixedLMResults`` inherits): ``W = (Rθ̂ − q)'(R Σ R')⁺(Rθ̂ − q)`` referred to χ²
@@ -251,6 +332,9 @@ def wald_test(
         ``J = m``.
     df_constraints : int, optional
         ``J`` itself (statsmodels' ``df_constraints``), whatever the rank.
+    param_names : list of str, optional
+        The names of all the parameters, by which a labelled ``R`` with a column for
+        each of them is read.
 
     Returns
     -------
@@ -271,7 +355,7 @@ def wald_test(
     """
     from scipy import stats
 
-    mat, q, labels = hypothesis(r_matrix, names, k_total=len(params))
+    mat, q, labels = hypothesis(r_matrix, names, k_total=len(params), param_names=param_names)
     used = np.flatnonzero(np.any(mat != 0, axis=0))  # cov_params is NaN where undefined
     mat = mat[:, used]
     diff = (mat @ np.asarray(params)[used] - q)[:, None]

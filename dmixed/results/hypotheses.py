@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import SpecError
-from .contrasts import ContrastResults, check_flag, t_test, wald_test
+from .contrasts import ContrastResults, by_name, check_flag, t_test, wald_test
 from .terms import fe_terms
 
 __all__ = ["Hypotheses", "TermTests", "check_covariance", "refuse_flags"]
@@ -85,16 +85,27 @@ def refuse_flags(test: str, cov_p, invcov) -> None:
             )
 
 
-def check_covariance(cov_p, k_fe: int, k: int) -> np.ndarray:
+def check_covariance(cov_p, fe_names: list[str], param_names: list[str]) -> np.ndarray:
     """A covariance of the parameters given by the caller (statsmodels' ``cov_p``), as a
     ``(k, k)`` array: ``(k, k)`` as given, ``(k_fe, k_fe)`` (the fixed effects' alone)
-    with NaN for the covariance parameters (a hypothesis on those is then refused).
+    with NaN for the covariance parameters (a hypothesis on those is then refused).  A
+    DataFrame labelled with parameter names (statsmodels' ``cov_params()``, in patsy's
+    order of the fixed effects) is read by name, each axis put in dmixed's order.
 
     Raises
     ------
     SpecError
-        Something not numeric, or another shape.
+        Something not numeric, or another shape; labels as
+        :func:`~dmixed.results.contrasts.by_name` refuses.
     """
+    k_fe, k = len(fe_names), len(param_names)
+    if isinstance(cov_p, pd.DataFrame):
+        options = [list(fe_names), list(param_names)]
+        rows = by_name(cov_p.index, options, "cov_p's index")
+        columns = by_name(cov_p.columns, options, "cov_p's columns")
+        cov_p = cov_p.to_numpy()
+        cov_p = cov_p if rows is None else cov_p[rows]
+        cov_p = cov_p if columns is None else cov_p[:, columns]
     try:
         cov = np.asarray(cov_p, dtype=np.float64)
     except (TypeError, ValueError):
@@ -113,8 +124,8 @@ def check_covariance(cov_p, k_fe: int, k: int) -> np.ndarray:
 
 class Hypotheses:
     """``t_test``, ``wald_test``, ``f_test`` and ``wald_test_terms`` of results that have
-    :meth:`to_state` (the estimates and ``cov_params``), ``names``, ``spec``, ``nobs``
-    and ``k_fe``."""
+    :meth:`to_state` (the estimates and ``cov_params``), ``names``, ``param_names``,
+    ``spec``, ``nobs`` and ``k_fe``."""
 
     #: statsmodels' ``use_t``: the reference of ``t_test`` (t, else normal) and of
     #: ``wald_test`` (F, else χ²) when they are not told; False for MixedLM
@@ -208,7 +219,7 @@ class Hypotheses:
         params = np.asarray(state.params, dtype=np.float64)
         cov = np.asarray(state.cov_params)
         if cov_p is not None:
-            cov = check_covariance(cov_p, self.k_fe, params.size)
+            cov = check_covariance(cov_p, list(self.names.exog_names), list(self.param_names))
         use_f = check_flag(use_f, "use_f", optional=True)
         if use_f is None:
             use_f = bool(self.use_t)
@@ -222,6 +233,7 @@ class Hypotheses:
             check_flag(scalar, "scalar"),
             invcov=invcov,
             df_constraints=df_constraints,
+            param_names=list(self.param_names),
         )
 
     def f_test(self, r_matrix, cov_p=None, invcov=None) -> ContrastResults:

@@ -14,6 +14,7 @@ from dmixed.design.patsy_coding import (
     PatsyPoly,
     PatsySum,
     patsy_identity,
+    patsy_treatment,
 )
 
 PAIRS = [
@@ -52,6 +53,33 @@ def test_poly_scores():
 def test_sum_omit_unknown_level():
     with pytest.raises(ValueError, match="'z' is not one of the levels"):
         PatsySum(omit="z").get_coding_matrix(["a", "b"])
+
+
+@pytest.mark.parametrize("reference", [None, "c", -1, 0, 2, -4])
+@pytest.mark.parametrize("reduced", [True, False], ids=["reduced", "full"])
+def test_treatment_reference_is_a_level_else_a_position_as_patsys(reference, reduced):
+    levels = list("abcd")
+    theirs = pc.Treatment(reference)
+    coded = theirs.code_without_intercept(levels) if reduced else theirs.code_with_intercept(levels)
+    mine = patsy_treatment(reference)
+    got = mine.get_coding_matrix(levels, reduced_rank=reduced)
+    np.testing.assert_allclose(np.asarray(got), coded.matrix, rtol=0, atol=0)
+    names = mine.get_coding_column_names(levels, reduced_rank=reduced)
+    prefix = "T." if reduced else ""
+    assert [f"[{prefix}{name}]" for name in names] == list(coded.column_suffixes)
+
+
+def test_treatment_reference_that_is_a_level_is_that_level():
+    """Integer levels: a reference among them is the level, not a position."""
+    levels = [1, 2, 3]
+    for reference, kept in [(1, [2, 3]), (2, [1, 3]), (0, [2, 3]), (-1, [1, 2])]:
+        assert list(patsy_treatment(reference).get_coding_column_names(levels)) == kept
+        suffixes = pc.Treatment(reference).code_without_intercept(levels).column_suffixes
+        assert suffixes == [f"[T.{level}]" for level in kept]
+    with pytest.raises(ValueError, match="'z' is not one of the levels"):
+        patsy_treatment("z").get_coding_matrix(["a", "b"])
+    with pytest.raises(ValueError, match="5 is not one of the levels"):
+        patsy_treatment(5).get_coding_matrix(["a", "b"])
 
 
 def test_identity_booleans_are_a_factor():

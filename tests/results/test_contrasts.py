@@ -27,6 +27,22 @@ def test_t_test_of_a_matrix_is_statsmodels(fits):
     assert list(eye.summary_frame().columns[:4]) == ["coef", "std err", "z", "P>|z|"]
 
 
+@pytest.mark.parametrize("use_t", [False, True])
+def test_summary_frame_is_statsmodels(fits, use_t):
+    """The same columns (the intervals' named alike whatever ``alpha``), rows and values
+    as statsmodels' ``ContrastResults.summary_frame(xname=None, alpha=0.05)``."""
+    ours, theirs = fits
+    r = np.eye(ours.k_fe)[1:3]
+    a, b = ours.t_test(r, use_t=use_t), theirs.t_test(r, use_t=use_t)
+    for kw in ({}, {"alpha": 0.1}, {"xname": ["x1", "x2"], "alpha": 0.2}):
+        got, want = a.summary_frame(**kw), b.summary_frame(**kw)
+        assert list(got.columns) == list(want.columns)
+        assert list(got.index) == list(want.index)
+        np.testing.assert_allclose(got.to_numpy(), want.to_numpy(), rtol=1e-2)
+    with pytest.raises(SpecError, match="give alpha=0.1 by keyword"):
+        a.summary_frame(0.1)
+
+
 def test_t_test_with_t_reference(fits):
     ours, theirs = fits
     r = np.eye(ours.k_fe)[1:2]

@@ -4,6 +4,7 @@ statsmodels' order (``dmixed/results/hypotheses.py``)."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import statsmodels.api as sm
 
@@ -156,3 +157,54 @@ def test_wald_test_terms_of_an_array_model_has_a_term_per_column():
     ours = dmixed.MixedLM(df["y"].to_numpy(), exog, df["g"].to_numpy()).fit()
     theirs = sm.MixedLM(df["y"].to_numpy(), exog, df["g"].to_numpy()).fit()
     same_table(ours.wald_test_terms().table, theirs.wald_test_terms().table)
+
+
+def test_labelled_matrices_are_read_by_name_not_position(term_fits):
+    """formulaic orders the fixed effects otherwise than patsy: an ``R`` (DataFrame or
+    Series) or a ``cov_p`` labelled with statsmodels' names tests statsmodels'
+    hypothesis, not the coefficient that sits at the same position in dmixed."""
+    ours, theirs = term_fits
+    assert list(ours.fe_params.index) != list(theirs.fe_params.index)
+    every = pd.DataFrame(np.zeros((2, len(theirs.params))), columns=theirs.params.index)
+    every.loc[0, "x1"] = every.loc[1, "C(site)[T.c]"] = 1.0
+    fe = every[theirs.fe_params.index]  # statsmodels' wald_test takes every parameter
+    want = float(np.squeeze(theirs.wald_test(every, scalar=True).statistic))
+    for r in (fe, every):
+        assert ours.wald_test(r).statistic == pytest.approx(want, rel=2e-4)
+    one = float(np.squeeze(theirs.wald_test(every.iloc[:1], scalar=True).statistic))
+    assert ours.wald_test(every.iloc[0]).statistic == pytest.approx(one, rel=2e-4)
+    shifted = float(np.squeeze(theirs.wald_test((every, [0.5, 0.0]), scalar=True).statistic))
+    assert ours.wald_test((fe, [0.5, 0.0])).statistic == pytest.approx(shifted, rel=2e-4)
+    np.testing.assert_allclose(ours.t_test(fe).effect, theirs.t_test(fe).effect, atol=1e-5)
+    cov = 2.0 * theirs.cov_params()
+    halved = float(np.squeeze(theirs.wald_test(every, cov, scalar=True).statistic))
+    assert halved == pytest.approx(want / 2, rel=1e-8)
+    assert ours.wald_test(fe, cov).statistic == pytest.approx(halved, rel=2e-4)
+    fe_cov = cov.loc[theirs.fe_params.index, theirs.fe_params.index]
+    assert ours.wald_test(fe, fe_cov).statistic == pytest.approx(halved, rel=2e-4)
+    # the text form is read by name too
+    text = ours.wald_test("x1 = 0, C(site)[T.c] = 0").statistic
+    assert text == pytest.approx(want, rel=2e-4)
+    # unlabelled arrays keep their positional meaning
+    assert ours.wald_test(fe.to_numpy()).statistic == pytest.approx(
+        ours.wald_test(pd.DataFrame(fe.to_numpy())).statistic, rel=1e-12
+    )
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda res, r: res.wald_test(r.rename(columns={"x1": "x9"})), r"\['x9'\]"),
+        (lambda res, r: res.t_test(r.drop(columns="x1")), r"lacks the parameters \['x1'\]"),
+        (lambda res, r: res.t_test(r.rename(columns={"x1": "g Var"})), r"\['g Var'\]"),
+        (
+            lambda res, r: res.wald_test(r, r.T @ r.drop(columns="x1")),
+            r"cov_p's columns lacks .*'x1'",
+        ),
+    ],
+)
+def test_labels_that_are_no_parameters_are_refused(term_fits, call, match):
+    ours, theirs = term_fits
+    r = pd.DataFrame(np.eye(len(theirs.fe_params))[:1], columns=theirs.fe_params.index)
+    with pytest.raises(SpecError, match=match):
+        call(ours, r)
