@@ -345,7 +345,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         "--data",
         metavar="PATH",
         nargs="+",
-        help="input: Parquet or CSV file(s), glob(s), a directory, or fsspec URL(s)",
+        # extend, not store: a repeated --data adds its inputs (store kept only the last)
+        action="extend",
+        help="input: Parquet or CSV file(s), glob(s), a directory, or fsspec URL(s) (repeatable)",
     )
     p.add_argument(
         "--format",

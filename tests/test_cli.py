@@ -190,6 +190,19 @@ def test_fit_refuses_one_file_given_twice(data, tmp_path):
         assert not (tmp_path / "out").exists()
 
 
+def test_repeated_data_flags_add_their_inputs(data, tmp_path):
+    """``--data A --data B`` fitted B alone (argparse's store kept the last), exit 0."""
+    for command in ("fit", "update"):
+        args = cli.build_parser().parse_args([command, "--data", "a", "b", "--data", "c"])
+        assert args.data == ["a", "b", "c"]
+    # the whole command reads both: the same file twice is refused
+    again = f"{data.dir}/./A.parquet"
+    args = ("fit", "--data", data.A, "--data", again, *MODEL, "--output", "out")
+    proc = run_in_process(*args, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert f"1 input(s) given twice: {data.A};" in proc.stderr
+
+
 def test_fit_of_csv_files_whole_numbers_in_one_decimals_in_another(data, scheduler, tmp_path):
     """A column of whole numbers in the first CSV file (int64) and decimals in the next
     was refused (Dask infers the type from the first file); Parquet's mix was read as
