@@ -9,7 +9,9 @@ What the command line reads, checked before the data pass where it can be:
   rename the second ``x1.1``); the label columns (the group column and those inside
   ``C()``) are read as text unless every value of every file is a plain integer
   (:func:`label_types`), so that labels never depend on how rows fall into files or
-  partitions; the other integer columns are read as float64 (:func:`read_data`);
+  partitions; in a label column only an empty field is missing (a group called ``NA``
+  or ``null`` is a group), in the others pandas' missing-value tokens are missing too;
+  the other integer columns are read as float64 (:func:`read_data`);
 - an error of the data pass about one column of CSV input (missing values, text where
   numbers are read) names the file and line of its first offending value
   (:func:`csv_culprit`).
@@ -39,6 +41,7 @@ __all__ = [
     "csv_culprit",
     "files_named",
     "input_files",
+    "is_bad_content",
     "is_read_error",
     "label_columns",
     "label_types",
@@ -218,6 +221,16 @@ def _read_csv(files: list[str], storage_options: dict | None, **options):
     return parts[0] if len(parts) == 1 else dd.concat(parts)
 
 
+def _missing_tokens(columns, labels) -> dict:
+    """``read_csv`` options by which only an empty field of a label column is missing
+    (pandas' tokens ``NA``, ``null``, ``nan``... are labels there) and the other
+    ``columns`` keep pandas' tokens."""
+    from pandas.io.parsers.readers import STR_NA_VALUES
+
+    tokens = {c: [""] if c in labels else sorted(STR_NA_VALUES) for c in columns}
+    return {"keep_default_na": False, "na_values": tokens}
+
+
 def _plain_integers(pdf: pd.DataFrame) -> pd.DataFrame:
     """One row: whether every value of each column of ``pdf`` (text) is a plain integer
     (the distinct values matched: a label column has far fewer than rows)."""
@@ -240,7 +253,13 @@ def label_types(files: list[str], columns: list[str], storage_options: dict | No
     """
     if not columns:
         return {}
-    ddf = _read_csv(files, storage_options, usecols=columns, dtype=dict.fromkeys(columns, object))
+    ddf = _read_csv(
+        files,
+        storage_options,
+        usecols=columns,
+        dtype=dict.fromkeys(columns, object),
+        **_missing_tokens(columns, columns),
+    )
     meta = pd.DataFrame({c: pd.Series(dtype=bool) for c in columns})
     flags = ddf.map_partitions(_plain_integers, meta=meta).compute().all()
     return {c: "int" if flags[c] else "text" for c in columns}
@@ -251,7 +270,7 @@ def _refuse_unlike_saved(files, types: dict, saved: dict, storage_options) -> No
     labels saved, text in the new files), naming the column, file and line."""
     for c, kind in saved.items():
         if kind == "int" and types.get(c) == "text":
-            where = csv_culprit(files, c, _not_plain_integer, storage_options)
+            where = csv_culprit(files, c, _not_plain_integer, storage_options, label=True)
             raise JobError(
                 f"the labels of column {c!r} in the saved statistics are integers, but "
                 f"{where or 'the new files hold text'}: update reads labels of the saved "
@@ -319,13 +338,14 @@ def _read_csv_input(job: Job, files: list[str], model: dict, saved: dict):
     types.update(label_types(files, [c for c in labels if c not in types], options))
     _refuse_unlike_saved(files, types, saved, options)
     dtype = {c: ("int64" if t == "int" else object) for c, t in types.items()}
-    ddf = _read_csv(files, options, dtype=dtype)
+    na = _missing_tokens(set().union(*headers), label_columns(model))
+    ddf = _read_csv(files, options, dtype=dtype, **na)
     # the model reads numbers as float64 whatever the files give, and Dask infers a
     # column's type from the first file's first rows: whole numbers there, decimals in
     # another file would be refused
     as_float = [c for c, t in ddf.dtypes.items() if t.kind in "iu" and c not in types]
     if as_float:
-        ddf = _read_csv(files, options, dtype={**dtype, **dict.fromkeys(as_float, "float64")})
+        ddf = _read_csv(files, options, dtype={**dtype, **dict.fromkeys(as_float, "float64")}, **na)
     return ddf
 
 
@@ -346,9 +366,11 @@ def csv_culprit(
     column: str,
     bad: Callable[[pd.Series], np.ndarray],
     storage_options: dict | None = None,
+    label: bool = False,
 ) -> str | None:
     """``"FILE line N holds 'VALUE'"`` for the first value of ``column`` (read as text,
-    missing values as missing) for which ``bad`` is true, files in their order; None
+    missing values as missing: only empty fields where ``label``, the column being read
+    as labels) for which ``bad`` is true, files in their order; None
     where none is (or a file cannot be read).  Lines count the header as line 1 and one
     line per row (a quoted field holding a line break shifts them).  Read on the way to
     an error only: one pass over the column, stopping at the first."""
@@ -364,6 +386,7 @@ def csv_culprit(
                     dtype=object,
                     chunksize=_CHUNK_ROWS,
                     skip_blank_lines=False,
+                    **(_missing_tokens([column], [column]) if label else {}),
                 )
                 for chunk in chunks:
                     hits = np.flatnonzero(bad(chunk[column]))
@@ -378,24 +401,39 @@ def csv_culprit(
 
 
 #: what a data error says of one column → what makes a CSV value the culprit, its
-#: words, the exit status (missing values: a choice, --missing drop; text: bad data)
+#: words, the exit status
 _CULPRITS = (
-    (r"missing values in column '([^']+)'", _missing, "first missing value", EXIT_CONFIG),
+    (r"missing values in column '([^']+)'", _missing, "first missing value", EXIT_DATA),
     (r"column '([^']+)' holds (?:text|str values)", _not_a_number, "first text", EXIT_DATA),
 )
+#: what dmixed's data errors say of the values of the input (rather than of the model
+#: asked of them): bad data, exit status 3
+_BAD_CONTENT = re.compile(
+    r"missing values in|missing or infinite values|infinite values in|non-finite values in"
+    r"|holds text|holds str values|is not numeric|data is empty|has no non-missing value"
+)
+
+
+def is_bad_content(message: str) -> bool:
+    """Whether a data error (:class:`~dmixed.errors.DataError`) is about the values of
+    the input (missing, infinite, text where numbers are read, no rows) rather than the
+    model asked of them (exit status 3, not 2)."""
+    return _BAD_CONTENT.search(message) is not None
 
 
 def culprit_of_message(job: Job, message: str) -> tuple[str, int] | None:
     """``("; first missing value: FILE line N holds no value", exit status)`` for a data
-    error of CSV input about one column (missing values: 2, text where numbers are
-    read: 3); None for another error or input, or where no culprit is found."""
+    error of CSV input about one column (missing values, text where numbers are read:
+    3); None for another error or input, or where no culprit is found."""
     files = input_files(job)
     if input_format(job, files) != "csv":
         return None
     for pattern, bad, what, status in _CULPRITS:
         found = re.search(pattern, message)
         if found:
-            where = csv_culprit(files, found.group(1), bad, job.storage_options)
+            column = found.group(1)
+            label = column in label_columns(job.model_dump())
+            where = csv_culprit(files, column, bad, job.storage_options, label)
             return (f"; {what}: {where}", status) if where else None
     return None
 

@@ -51,7 +51,8 @@ EXIT_STATUSES = {
     EXIT_CONFIG: "bad configuration: flags, job file, cluster config, formula, an output "
     "directory dmixed did not write or cannot write, saved statistics of other data or "
     "another model",
-    EXIT_DATA: "data that cannot be read: input files, damaged saved statistics or results",
+    EXIT_DATA: "data that cannot be read or used: input files (unreadable, text where numbers "
+    "are read, missing or infinite values, no rows), damaged saved statistics or results",
     EXIT_NOT_CONVERGED: "the fit did not converge (unless --allow-nonconverged)",
     EXIT_CLUSTER: "the cluster cannot be reached or cannot run the work (no workers for "
     "the Dask config dmixed.no-workers-timeout, workers killed at their memory limit)",
@@ -345,7 +346,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         "--data",
         metavar="PATH",
         nargs="+",
-        help="input: Parquet or CSV file(s), glob(s), a directory, or fsspec URL(s)",
+        # extend, not store: a repeated --data adds its inputs (store kept only the last)
+        action="extend",
+        help="input: Parquet or CSV file(s), glob(s), a directory, or fsspec URL(s) (repeatable)",
     )
     p.add_argument(
         "--format",

@@ -7,7 +7,13 @@ import os
 
 import pytest
 
-from dmixed.input_data import csv_culprit, csv_header, label_types, refuse_inside_inputs
+from dmixed.input_data import (
+    csv_culprit,
+    csv_header,
+    label_types,
+    read_data,
+    refuse_inside_inputs,
+)
 from dmixed.job import Job, JobError
 
 
@@ -51,6 +57,24 @@ def test_label_types_are_integers_only_where_every_value_is_a_plain_one(tmp_path
     }
     c = _write(tmp_path / "c.csv", "g,h,k,m\nx7,1,1,1\n")
     assert label_types([a, c], ["g"], None) == {"g": "text"}
+
+
+def test_pandas_missing_tokens_are_labels_in_label_columns_only(tmp_path):
+    """A group or C() level called NA, null, N/A or nan was read as missing (pandas'
+    default tokens); in a label column only an empty field is missing, in a numeric
+    column the tokens still are."""
+    text = "g,site,x,y\nNA,null,1,2\nnull,N/A,NA,3\nnan,NA,2,\n,a,3,4\n"
+    a = _write(tmp_path / "a.csv", text)
+    job = Job(data=a, formula="y ~ x + C(site)", groups="g", output=str(tmp_path / "out"))
+    df = read_data(job)[0].compute()
+    assert df["g"].tolist()[:3] == ["NA", "null", "nan"] and df["g"].isna().tolist()[3]
+    assert df["site"].tolist() == ["null", "N/A", "NA", "a"]
+    assert df["x"].isna().tolist() == [False, True, False, False]
+    assert df["y"].isna().tolist() == [False, False, True, False]
+    assert label_types([a], ["g", "site"], None) == {"g": "text", "site": "text"}
+    assert csv_culprit([a], "g", lambda s: s.isna().to_numpy(), label=True) == (
+        f"{a} line 5 holds no value"
+    )
 
 
 def test_the_first_offending_value_is_named_by_file_and_line(tmp_path):
