@@ -144,9 +144,7 @@ def timed(tree: str, ids: str = "int") -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def counted(
-    tree: str, shape: str, which: str, design: bool = False, ids: str = "int"
-) -> float:
+def counted(tree: str, shape: str, which: str, design: bool = False, ids: str = "int") -> float:
     """Instructions per data pass (3 passes counted by callgrind; ``design``: the design
     and the pass, ``from_formula`` included); ``which`` ``"numbering"``: per numbering
     of the component's pairs and its slot table alone; ``ids``: star-like's student ids
@@ -177,7 +175,10 @@ def main() -> None:
         print("| shape | " + " | ".join(trees) + " |")
         print("|---|" + "---:|" * len(trees))
         for shape in shapes:
-            cells = [f"{counted(tree, shape, 'numbering', ids=args.ids) / 1e6:.2f} M" for tree in trees.values()]
+            cells = [
+                f"{counted(tree, shape, 'numbering', ids=args.ids) / 1e6:.2f} M"
+                for tree in trees.values()
+            ]
             print(f"| {shape} | " + " | ".join(cells) + " |")
         return
     if args.callgrind:
@@ -185,7 +186,9 @@ def main() -> None:
         print("|---|---|---:|---:|---:|")
         for shape in shapes:
             for name, tree in trees.items():
-                w, wo = (counted(tree, shape, k, args.design, args.ids) for k in ("with", "without"))
+                w, wo = (
+                    counted(tree, shape, k, args.design, args.ids) for k in ("with", "without")
+                )
                 print(f"| {shape} | {name} | {w / 1e6:.1f} M | {wo / 1e6:.1f} M | {w / wo:.2f} |")
         return
     runs: dict = {name: [] for name in trees}
