@@ -9,6 +9,7 @@ nothing is evaluated as Python).
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -200,7 +201,8 @@ def hypothesis(
     matrices statsmodels' ``wald_test`` takes); one over the fixed effects gets zero
     columns for the others.  A pandas ``R`` whose columns (a Series' index) are
     parameter names is read by name: its columns are put in the order of ``names``
-    (or ``param_names``, all the parameters').
+    (or ``param_names``, all the parameters').  In text, a name holding an operator
+    (an interaction's ``x:C(c)[T.b]``) is read as the name, as patsy reads it.
 
     Raises
     ------
@@ -214,6 +216,20 @@ def hypothesis(
     if k_total is not None and mat.shape[1] < k_total:
         mat = np.hstack([mat, np.zeros((mat.shape[0], k_total - mat.shape[1]))])
     return mat, q, labels
+
+
+def _quote_names(text: str, names: list[str]) -> str:
+    """``text`` with the names that hold an operator of formulaic's grammar (an
+    interaction's ``x:C(c)[T.b]``, ``I(x - 1)``) in backticks, so that it reads them as
+    names, as patsy's ``linear_constraint`` does; text already quoting is left as is."""
+    if "`" in text:
+        return text
+    quoted = [name for name in names if re.search(r"[:+\-*/ ]", name)]
+    if not quoted:
+        return text
+    # longest first, so that a name inside another is not quoted within it
+    pattern = "|".join(re.escape(name) for name in sorted(quoted, key=len, reverse=True))
+    return re.sub(rf"(?<![\w.])({pattern})(?![\w.])", r"`\1`", text)
 
 
 def _fe_hypothesis(r_matrix, names: list[str], k_total: int | None, param_names):
@@ -236,7 +252,9 @@ def _fe_hypothesis(r_matrix, names: list[str], k_total: int | None, param_names)
         from formulaic.utils.constraints import LinearConstraints
 
         try:
-            parsed = LinearConstraints.from_spec(r_matrix, variable_names=list(names))
+            parsed = LinearConstraints.from_spec(
+                _quote_names(r_matrix, names), variable_names=list(names)
+            )
         except Exception as err:  # formulaic's parse errors are of several classes
             raise SpecError(
                 f"cannot read the hypothesis {r_matrix!r} over the fixed effects {list(names)}: "

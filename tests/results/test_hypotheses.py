@@ -208,3 +208,16 @@ def test_labels_that_are_no_parameters_are_refused(term_fits, call, match):
     r = pd.DataFrame(np.eye(len(theirs.fe_params))[:1], columns=theirs.fe_params.index)
     with pytest.raises(SpecError, match=match):
         call(ours, r)
+
+
+def test_text_names_an_interaction_as_statsmodels(term_fits):
+    """An interaction's name holds ``:``, an operator of formulaic's grammar: read as
+    the name, as patsy's ``linear_constraint`` reads it."""
+    ours, theirs = term_fits
+    for text in ("x1:x2 = 0", "x1 = 2 * x1:x2, C(site)[T.b] = x1:x2 + 0.5"):
+        want = float(np.squeeze(theirs.wald_test(text, scalar=True).statistic))
+        assert ours.wald_test(text).statistic == pytest.approx(want, rel=2e-4)
+    np.testing.assert_allclose(
+        ours.t_test("x1:x2 = 0").effect, [ours.fe_params["x1:x2"]], rtol=1e-12
+    )
+    assert ours.wald_test("`x1:x2` = 0").statistic == ours.wald_test("x1:x2 = 0").statistic
