@@ -9,7 +9,8 @@
 Exit status (:data:`EXIT_STATUSES`): 0 success; 1 a bug in dmixed (nothing else);
 2 bad configuration (flags, job file, cluster config, formula against the data's columns,
 an output directory dmixed did not write, saved statistics of other data or another
-model); 3 data that cannot be read (input files, damaged saved statistics or results);
+model); 3 data that cannot be read or used (input files: unreadable, text where numbers
+are read, missing or infinite values, no rows; damaged saved statistics or results);
 4 the fit did not converge (unless ``--allow-nonconverged``); 5 the cluster cannot be
 reached; 130 interrupted; 141 the output closed early (``dmixed show out/ | head``).
 Problems are one line each on stderr (``dmixed: error: ...``,
@@ -45,6 +46,7 @@ from .input_data import (
     culprit_of_message,
     files_named,
     input_files,
+    is_bad_content,
     is_read_error,
     label_columns,
     one_line,
@@ -107,17 +109,27 @@ def _job_digest(job: Job, fingerprint: list[dict]) -> str:
 
 def _cli_words(message: str) -> str:
     """A library message in the command line's words (``missing="drop"`` is the flag
-    ``--missing drop``, or ``missing: drop`` in a job file)."""
-    return re.sub(r"""missing=["']drop["']""", "--missing drop (job file: missing: drop)", message)
+    ``--missing drop``, or ``missing: drop`` in a job file; the pandas call that converts
+    a column of numbers read as text is a change to the file)."""
+    message = re.sub(
+        r"""missing=["']drop["']""", "--missing drop (job file: missing: drop)", message
+    )
+    return re.sub(
+        r"convert it first, e\.g\. pd\.to_numeric\(data\[('[^']*')\][^)]*\)",
+        r"correct the input: column \1 must hold a number (or an empty field) in every row",
+        message,
+    )
 
 
 @contextlib.contextmanager
 def _job_errors(job: Job, reads_data: bool) -> Iterator[None]:
     """Exit statuses of what goes wrong while a job builds its statistics and fits.
 
-    Unreadable data (while ``reads_data``) → ``EXIT_DATA``, and so is a column problem
-    that comes from some files of a multi-file input (a file lacking a column, or
-    holding text where the others hold numbers), naming them.  dmixed's refusals
+    Unreadable data (while ``reads_data``) → ``EXIT_DATA``, and so are bad values
+    (:func:`~dmixed.input_data.is_bad_content`: missing, infinite, text where numbers
+    are read, no rows) and a column problem that comes from some files of a multi-file
+    input (a file lacking a column, or holding text where the others hold numbers),
+    naming them unless the message names another file.  dmixed's refusals
     (:class:`~dmixed.DmixedError`) and the ``KeyError``/``TypeError`` that pandas and
     formulaic raise for a column missing from, or of the wrong type in, the data →
     ``EXIT_CONFIG``, in the command line's words.  Anything else propagates to :func:`exit_status`.
@@ -143,7 +155,13 @@ def _job_errors(job: Job, reads_data: bool) -> Iterator[None]:
             if about_data and getattr(exc, "absent", None) and getattr(exc, "file", None):
                 raise JobError(message, EXIT_DATA) from exc  # it names the file and columns
             named = files_named(job, message) if about_data else ""
-            raise JobError(message + named, EXIT_DATA if named else EXIT_CONFIG) from exc
+            # a partition's error names its file: a guess naming another contradicts it
+            located = re.search(r"\(file ([^)]+)\)", message) if about_data else None
+            if located and os.path.basename(located.group(1)) not in named:
+                named = ""
+            content = about_data and isinstance(exc, DataError) and is_bad_content(message)
+            bad = named or located or content
+            raise JobError(message + named, EXIT_DATA if bad else EXIT_CONFIG) from exc
         raise
 
 

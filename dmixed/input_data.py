@@ -41,6 +41,7 @@ __all__ = [
     "csv_culprit",
     "files_named",
     "input_files",
+    "is_bad_content",
     "is_read_error",
     "label_columns",
     "label_types",
@@ -400,17 +401,30 @@ def csv_culprit(
 
 
 #: what a data error says of one column → what makes a CSV value the culprit, its
-#: words, the exit status (missing values: a choice, --missing drop; text: bad data)
+#: words, the exit status
 _CULPRITS = (
-    (r"missing values in column '([^']+)'", _missing, "first missing value", EXIT_CONFIG),
+    (r"missing values in column '([^']+)'", _missing, "first missing value", EXIT_DATA),
     (r"column '([^']+)' holds (?:text|str values)", _not_a_number, "first text", EXIT_DATA),
 )
+#: what dmixed's data errors say of the values of the input (rather than of the model
+#: asked of them): bad data, exit status 3
+_BAD_CONTENT = re.compile(
+    r"missing values in|missing or infinite values|infinite values in|non-finite values in"
+    r"|holds text|holds str values|is not numeric|data is empty|has no non-missing value"
+)
+
+
+def is_bad_content(message: str) -> bool:
+    """Whether a data error (:class:`~dmixed.errors.DataError`) is about the values of
+    the input (missing, infinite, text where numbers are read, no rows) rather than the
+    model asked of them (exit status 3, not 2)."""
+    return _BAD_CONTENT.search(message) is not None
 
 
 def culprit_of_message(job: Job, message: str) -> tuple[str, int] | None:
     """``("; first missing value: FILE line N holds no value", exit status)`` for a data
-    error of CSV input about one column (missing values: 2, text where numbers are
-    read: 3); None for another error or input, or where no culprit is found."""
+    error of CSV input about one column (missing values, text where numbers are read:
+    3); None for another error or input, or where no culprit is found."""
     files = input_files(job)
     if input_format(job, files) != "csv":
         return None

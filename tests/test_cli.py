@@ -245,7 +245,7 @@ def _csv_case(d: Path, data, case: str) -> list:
 CSV_CASES = {
     "column_twice": (3, ["in/a.csv: the header names column 'x1' twice (columns 2 and 3)"]),
     "missing_value": (
-        2,
+        3,
         ["missing values in column 'x1'", "first missing value: in/b.csv line 42 holds no value"],
     ),
     "text_in_numbers": (3, ["column 'x1' holds text", "first text: in/b.csv line 7 holds 'abc'"]),
@@ -591,6 +591,17 @@ def _bad_cases(d: Path, data, scheduler) -> dict[str, list[str]]:
     holes.loc[[3, 7], "x1"] = np.nan
     holes.to_parquet(d / "holes.parquet", index=False)
     _corrupt_data_pages(data.full, d / "pages.parquet")
+    early = data.full.head(400).copy()
+    early["x2"] = early["x2"].astype(object)
+    early.loc[1, "x2"] = "oops"  # among the rows dask infers the types from: text
+    early.to_csv(d / "early_text.csv", index=False)
+    inf = data.frame_a.copy()
+    inf.loc[4, "y"] = np.inf
+    inf.to_parquet(d / "inf.parquet", index=False)
+    data.full.head(0).to_csv(d / "header_only.csv", index=False)
+    text_groups = data.frame_b.assign(g=data.frame_b["g"].map("g{}".format))
+    text_groups.to_parquet(d / "text_groups.parquet", index=False)
+    data.frame_a.to_parquet(d / "numbers.parquet", index=False)
     fit = ["fit", "--data", str(data.A), *MODEL, "--output", "o", "--quiet"]
     cases = {
         "unknown_job_key": ["fit", "--job", "unknown_key.yaml"],
@@ -663,6 +674,14 @@ def _bad_cases(d: Path, data, scheduler) -> dict[str, list[str]]:
         + ["--quiet", "--cluster", scheduler.file],
         "missing_values_in_words_of_the_cli": ["fit", "--data", "holes.parquet", *MODEL]
         + ["--output", "o", "--quiet", "--cluster", scheduler.file],
+        "text_in_numbers_in_words_of_the_cli": ["fit", "--data", "early_text.csv", *MODEL]
+        + ["--output", "o", "--quiet", "--cluster", scheduler.file],
+        "infinite_values": ["fit", "--data", "inf.parquet", *MODEL]
+        + ["--output", "o", "--quiet", "--cluster", scheduler.file],
+        "header_only_csv": ["fit", "--data", "header_only.csv", *MODEL]
+        + ["--output", "o", "--quiet", "--cluster", scheduler.file],
+        "text_groups_in_one_file": ["fit", "--data", "text_groups.parquet", "numbers.parquet"]
+        + [*MODEL, "--output", "o", "--quiet", "--cluster", scheduler.file],
         "show_no_results": ["show", "absent"],
         "help_fit": ["fit", "--help"],
         "help_update": ["update", "--help"],
@@ -727,10 +746,23 @@ BAD = {
         3,
         ["late_text.csv", "column 'x2' holds str values", "float64", "'oops'"],
     ),
+    # bad values are bad data (3), as unreadable ones are
     "missing_values_in_words_of_the_cli": (
-        2,
+        3,
         ["missing values in column 'x1' (2 rows: in ", "holes.parquet)", "--missing drop"],
     ),
+    "text_in_numbers_in_words_of_the_cli": (
+        3,
+        [
+            "column 'x2' holds text (such as 'oops')",
+            "correct the input: column 'x2' must hold a number (or an empty field) in every row",
+            "early_text.csv line 3 holds 'oops'",
+        ],
+    ),
+    "infinite_values": (3, ["infinite values in column 'y' (1 row)"]),
+    "header_only_csv": (3, ["data is empty (0 rows)"]),
+    # the partition's file, which holds text (another guess named the file of numbers)
+    "text_groups_in_one_file": (3, ["(file ", "text_groups.parquet): the group column 'g'"]),
     "show_no_results": (2, ["absent is not a dmixed results directory"]),
 }
 # problems reported one line each (several lines for several problems)
@@ -782,6 +814,9 @@ def test_bad_configuration_exit_status_and_message(bad_runs, case):
     assert proc.stdout == ""  # no results path
     assert not (bad_runs["_dir"] / "o").exists()
     assert "--stats_dir" not in proc.stderr and 'missing="drop"' not in proc.stderr
+    assert "pd." not in proc.stderr  # what to change in the input, not a pandas call
+    if case == "text_groups_in_one_file":  # not the file of numbers as the culprit too
+        assert "numbers.parquet" not in proc.stderr, proc.stderr
     if case == "unreachable_scheduler":
         assert seconds < 30, f"took {seconds:.1f}s with a 2 s client timeout"
 
@@ -1299,7 +1334,7 @@ def test_update_missing_drop_is_the_fit_of_all_rows_with_missing_drop(data, sche
     ok(run_in_process(*fit_a, cwd=tmp_path))
     update = ("update", "--stats-dir", "S", "--data", "B.parquet", "--output", "U")
     proc = run_in_process(*update, "--cluster", scheduler.file, "--quiet", cwd=tmp_path)
-    assert proc.returncode == 2 and "--missing drop" in proc.stderr, proc.stderr
+    assert proc.returncode == 3 and "--missing drop" in proc.stderr, proc.stderr
     proc = run_in_process(
         *update, "--missing", "drop", "--cluster", scheduler.file, cwd=tmp_path, warns=True
     )
@@ -1865,7 +1900,7 @@ def test_quiet_data_error_on_worker_processes_is_one_line(data, tmp_path):
         "fit", "--job", "job.yaml", "--data", "holes.parquet", *MODEL, "--output", "o", "--quiet",
         cwd=tmp_path,
     )  # fmt: skip
-    assert proc.returncode == 2, proc.stderr
+    assert proc.returncode == 3, proc.stderr
     lines = proc.stderr.splitlines()
     assert lines == [  # the file holding them was not named
         f"dmixed: error: missing values in column 'x1' (1 row: in {tmp_path / 'holes.parquet'}); "
