@@ -129,7 +129,7 @@ def _job_errors(job: Job, reads_data: bool) -> Iterator[None]:
     (:func:`~dmixed.input_data.is_bad_content`: missing, infinite, text where numbers
     are read, no rows) and a column problem that comes from some files of a multi-file
     input (a file lacking a column, or holding text where the others hold numbers),
-    naming them unless the message names its file already.  dmixed's refusals
+    naming them unless the message names another file.  dmixed's refusals
     (:class:`~dmixed.DmixedError`) and the ``KeyError``/``TypeError`` that pandas and
     formulaic raise for a column missing from, or of the wrong type in, the data →
     ``EXIT_CONFIG``, in the command line's words.  Anything else propagates to :func:`exit_status`.
@@ -154,10 +154,13 @@ def _job_errors(job: Job, reads_data: bool) -> Iterator[None]:
                 raise JobError(message + culprit[0], culprit[1]) from exc
             if about_data and getattr(exc, "absent", None) and getattr(exc, "file", None):
                 raise JobError(message, EXIT_DATA) from exc  # it names the file and columns
-            # a partition's error names its file: another guess could contradict it
-            located = "(file " in message
-            named = files_named(job, message) if about_data and not located else ""
-            bad = named or (about_data and isinstance(exc, DataError) and is_bad_content(message))
+            named = files_named(job, message) if about_data else ""
+            # a partition's error names its file: a guess naming another contradicts it
+            located = re.search(r"\(file ([^)]+)\)", message) if about_data else None
+            if located and os.path.basename(located.group(1)) not in named:
+                named = ""
+            content = about_data and isinstance(exc, DataError) and is_bad_content(message)
+            bad = named or located or content
             raise JobError(message + named, EXIT_DATA if bad else EXIT_CONFIG) from exc
         raise
 

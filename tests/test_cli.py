@@ -245,7 +245,7 @@ def _csv_case(d: Path, data, case: str) -> list:
 CSV_CASES = {
     "column_twice": (3, ["in/a.csv: the header names column 'x1' twice (columns 2 and 3)"]),
     "missing_value": (
-        2,
+        3,
         ["missing values in column 'x1'", "first missing value: in/b.csv line 42 holds no value"],
     ),
     "text_in_numbers": (3, ["column 'x1' holds text", "first text: in/b.csv line 7 holds 'abc'"]),
