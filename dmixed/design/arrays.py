@@ -104,12 +104,23 @@ def exog_names(value, arr: np.ndarray) -> list[str]:
     return names
 
 
+def _all_finite(arr: np.ndarray) -> bool:
+    """True only if a float array holds no NaN or ±inf: its sum is then finite (a NaN or
+    an inf makes the sum NaN or inf; an overflowing sum of finite values answers False,
+    and the caller looks entry by entry). One pass without a mask per entry."""
+    if arr.dtype.kind != "f":
+        return False
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.isfinite(arr.sum()))
+
+
 def _rows_missing(arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, int]]:
     """Rows with a missing (or infinite) value in any array, and the count per array."""
     n = len(next(iter(arrays.values())))
     masks = {
-        name: missing_mask(np.asarray(arr), NUMERIC, infinite=True).reshape(n, -1).any(axis=1)
-        for name, arr in arrays.items()
+        name: missing_mask(arr, NUMERIC, infinite=True).reshape(n, -1).any(axis=1)
+        for name, arr in ((k, np.asarray(v)) for k, v in arrays.items())
+        if not _all_finite(arr)
     }
     return missing_rows(masks, n)
 

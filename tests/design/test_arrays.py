@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dmixed import MixedLM
 from dmixed.design.arrays import as_float_matrix
-from dmixed.errors import DataError
+from dmixed.errors import DataError, DroppedRowsWarning
 
 
 def test_two_columns_of_one_name_are_refused():
@@ -45,3 +47,38 @@ def test_exog_vc_keys_that_match_no_group_are_refused():
         _vc_model({"a": mats, "b": {**mats, 12345: np.ones((5, 1))}})
     with pytest.raises(DataError, match=r"exog_vc\['a'\] has no matrices"):
         _vc_model({"a": {}})
+
+
+@given(
+    st.lists(
+        st.sampled_from([0.5, -2.0, np.nan, np.inf, -np.inf, 1e308, -1e308]),
+        min_size=3,
+        max_size=3,
+    ),
+    st.integers(0, 59),
+    st.integers(0, 2),
+)
+@settings(max_examples=40, deadline=None)
+def test_rows_with_nan_or_inf_are_found_whatever_the_sum(values, row, column):
+    """Arrays whose sum is finite skip the per-entry mask; NaN, ±inf and finite values
+    whose sum overflows (1e308 + 1e308) are each found where they are."""
+    rng = np.random.default_rng(3)
+    n = 60
+    x = np.column_stack([np.ones(n), rng.normal(size=(n, 2))])
+    y = rng.normal(size=n)
+    x[row, 1:] = values[:2]
+    y[(row + 7) % n] = values[2]
+    exog_re = x[:, :2].copy()
+    if column == 2:  # the values in exog_re too
+        exog_re[(row + 3) % n, 1] = values[0]
+    table = np.column_stack([y, x, exog_re])
+    finite = np.isfinite(table).all(axis=1)
+    groups = np.arange(n) % 6
+    if finite.all():
+        model = MixedLM(y, x, groups, exog_re=exog_re)
+    else:
+        with pytest.raises(DataError, match="missing or infinite values"):
+            MixedLM(y, x, groups, exog_re=exog_re)
+        with pytest.warns(DroppedRowsWarning, match=f"dropped {n - finite.sum()} rows"):
+            model = MixedLM(y, x, groups, exog_re=exog_re, missing="drop")
+    assert model.nobs == int(finite.sum())
