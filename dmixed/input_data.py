@@ -260,7 +260,8 @@ def label_types(files: list[str], columns: list[str], storage_options: dict | No
         dtype=dict.fromkeys(columns, object),
         **_missing_tokens(columns, columns),
     )
-    meta = pd.DataFrame({c: pd.Series(dtype=bool) for c in columns})
+    # the columns come in the files' order, whatever the order of ``columns``
+    meta = pd.DataFrame({c: pd.Series(dtype=bool) for c in ddf.columns})
     flags = ddf.map_partitions(_plain_integers, meta=meta).compute().all()
     return {c: "int" if flags[c] else "text" for c in columns}
 

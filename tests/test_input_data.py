@@ -59,6 +59,16 @@ def test_label_types_are_integers_only_where_every_value_is_a_plain_one(tmp_path
     assert label_types([a, c], ["g"], None) == {"g": "text"}
 
 
+def test_label_columns_asked_in_another_order_than_the_files(tmp_path):
+    """`y ~ C(c) + x` grouped by g, with g before c in the header, failed every CSV fit
+    (Dask: "Order of columns does not match")."""
+    a = _write(tmp_path / "a.csv", "g,c,x,y\n1,a,0.5,1\n2,b,1.5,2\n")
+    assert label_types([a], ["c", "g"], None) == {"c": "text", "g": "int"}
+    job = Job(data=a, formula="y ~ C(c) + x", groups="g", output=str(tmp_path / "out"))
+    df = read_data(job)[0].compute()
+    assert df["c"].tolist() == ["a", "b"] and df["g"].tolist() == [1, 2]
+
+
 def test_pandas_missing_tokens_are_labels_in_label_columns_only(tmp_path):
     """A group or C() level called NA, null, N/A or nan was read as missing (pandas'
     default tokens); in a label column only an empty field is missing, in a numeric
