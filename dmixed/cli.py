@@ -32,6 +32,7 @@ from collections.abc import Iterator
 
 from .cluster import read_config
 from .errors import (
+    BadValuesError,
     CheckpointError,
     CheckpointMismatch,
     ClusterError,
@@ -46,7 +47,6 @@ from .input_data import (
     culprit_of_message,
     files_named,
     input_files,
-    is_bad_content,
     is_read_error,
     label_columns,
     one_line,
@@ -126,8 +126,8 @@ def _job_errors(job: Job, reads_data: bool) -> Iterator[None]:
     """Exit statuses of what goes wrong while a job builds its statistics and fits.
 
     Unreadable data (while ``reads_data``) → ``EXIT_DATA``, and so are bad values
-    (:func:`~dmixed.input_data.is_bad_content`: missing, infinite, text where numbers
-    are read, no rows) and a column problem that comes from some files of a multi-file
+    (:class:`~dmixed.errors.BadValuesError`: missing, infinite, text where numbers are
+    read, no rows) and a column problem that comes from some files of a multi-file
     input (a file lacking a column, or holding text where the others hold numbers),
     naming them unless the message names another file.  dmixed's refusals
     (:class:`~dmixed.DmixedError`) and the ``KeyError``/``TypeError`` that pandas and
@@ -159,8 +159,7 @@ def _job_errors(job: Job, reads_data: bool) -> Iterator[None]:
             located = re.search(r"\(file ([^)]+)\)", message) if about_data else None
             if located and os.path.basename(located.group(1)) not in named:
                 named = ""
-            content = about_data and isinstance(exc, DataError) and is_bad_content(message)
-            bad = named or located or content
+            bad = named or located or isinstance(exc, BadValuesError)
             raise JobError(message + named, EXIT_DATA if bad else EXIT_CONFIG) from exc
         raise
 

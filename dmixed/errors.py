@@ -13,7 +13,9 @@ The hierarchy follows formulaic's ``errors.py`` (one root, grouped subclasses)::
     ├── SpecError            the model as asked for cannot be built (formula, arguments)
     │   └── FormulaError     a formula that fails the whitelist or does not parse
     ├── DataError            the data cannot be fitted as given (missing values, rank,
-    │                        a constant response, a column of the wrong kind)
+    │   │                    a constant response, a column of the wrong kind)
+    │   └── BadValuesError   the input's values themselves: missing, infinite, text
+    │                        where numbers are read, no rows
     ├── PathError (also OSError)  a path that cannot be used as asked
     │   ├── PathExistsError (also FileExistsError)  an output path dmixed would not
     │   │                        replace (not a directory it wrote) or cannot create
@@ -46,6 +48,7 @@ __all__ = [
     "SpecError",
     "FormulaError",
     "DataError",
+    "BadValuesError",
     "PathError",
     "PathExistsError",
     "PathNotFoundError",
@@ -83,6 +86,16 @@ class FormulaError(SpecError):
 class DataError(DmixedError):
     """The data cannot be fitted as given: missing values, a rank-deficient design,
     a response without residual variation, a column of the wrong kind."""
+
+
+class BadValuesError(DataError):
+    """The input's values cannot be used, whatever the model: missing values (without
+    ``missing="drop"``), infinite values, text where numbers are read, or no rows (none
+    at all, or none left after dropping those with missing values).
+
+    The command line exits 3 for these (bad data, as for unreadable files), and 2 for
+    the other :class:`DataError` s: a model that asks the impossible of good data (a
+    rank-deficient design, a response without residual variation)."""
 
 
 class PathError(DmixedError, OSError):

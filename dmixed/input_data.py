@@ -41,7 +41,6 @@ __all__ = [
     "csv_culprit",
     "files_named",
     "input_files",
-    "is_bad_content",
     "is_read_error",
     "label_columns",
     "label_types",
@@ -407,19 +406,6 @@ _CULPRITS = (
     (r"missing values in column '([^']+)'", _missing, "first missing value", EXIT_DATA),
     (r"column '([^']+)' holds (?:text|str values)", _not_a_number, "first text", EXIT_DATA),
 )
-#: what dmixed's data errors say of the values of the input (rather than of the model
-#: asked of them): bad data, exit status 3
-_BAD_CONTENT = re.compile(
-    r"missing values in|missing or infinite values|infinite values in|non-finite values in"
-    r"|holds text|holds str values|is not numeric|data is empty|has no non-missing value"
-)
-
-
-def is_bad_content(message: str) -> bool:
-    """Whether a data error (:class:`~dmixed.errors.DataError`) is about the values of
-    the input (missing, infinite, text where numbers are read, no rows) rather than the
-    model asked of them (exit status 3, not 2)."""
-    return _BAD_CONTENT.search(message) is not None
 
 
 def culprit_of_message(job: Job, message: str) -> tuple[str, int] | None:

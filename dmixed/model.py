@@ -30,7 +30,7 @@ from .design.model_data import ModelData
 from .design.partitions import select_columns
 from .design.scope import capture
 from .design.vc import LevelNames
-from .errors import DataError, SpecError
+from .errors import BadValuesError, DataError, SpecError
 from .fit.fit_warnings import warn_boundary, warn_convergence, warn_precision
 from .fit.model_methods import LikelihoodMethods
 from .fit.model_statistics import ModelStatistics
@@ -134,7 +134,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         x = as_float_matrix(exog, "exog")
         n = y.shape[0]
         if n == 0:
-            raise DataError("no data: endog has no rows")
+            raise BadValuesError("no data: endog has no rows")
         if exog_re is None:
             z = np.ones((n, 1)) if exog_vc is None else np.zeros((n, 0))
             re_names = ["Group"] if exog_vc is None else []
@@ -347,7 +347,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
     def _validate_rows(self, rows: RowData) -> None:
         n, p = rows.exog.shape
         if n == 0:
-            raise DataError("no data: endog has no rows")
+            raise BadValuesError("no data: endog has no rows")
         if len(self.exog_names) != p:
             self.exog_names = [f"x{j + 1}" for j in range(p)]
         k_cov = n_tril(rows.exog_re.shape[1]) + len(rows.vc_cols)
@@ -359,7 +359,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         if rows.weights is not None:
             w = rows.weights
             if np.any(~np.isfinite(w)):
-                raise DataError("weights: missing or infinite values")
+                raise BadValuesError("weights: missing or infinite values")
             if np.any(w <= 0):
                 raise DataError(
                     f"weights must be positive: {int(np.sum(w <= 0))} rows have weight <= 0"

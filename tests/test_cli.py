@@ -929,6 +929,34 @@ def test_unidentifiable_model_is_refused_unless_check_nobs_ignore(scheduler, tmp
     np.testing.assert_allclose(res.bse_fe, conditional, rtol=1e-12)
 
 
+def test_exit_status_of_a_data_error_is_decided_by_its_class(
+    data, scheduler, tmp_path, monkeypatch
+):
+    """Bad values of the input (``BadValuesError``) exit 3, whatever their words; the
+    other data errors, a model that asks the impossible of good data, exit 2, whatever
+    theirs."""
+    data.frame_a.assign(x1=np.nan).to_parquet(tmp_path / "holes.parquet", index=False)
+    fit = ["fit", "--data", "holes.parquet", *MODEL, "--output", "o", "--quiet"]
+    fit += ["--cluster", scheduler.file]
+    proc = run_in_process(*fit, "--missing", "drop", cwd=tmp_path)
+    assert proc.returncode == 3, proc.stderr  # no row left: bad data
+    assert "no rows left after dropping rows with missing values" in proc.stderr
+    data.frame_a.to_parquet(tmp_path / "holes.parquet", index=False)
+    for exc, status in [
+        (dmixed.BadValuesError("the values of column 'x1' are unusable"), cli.EXIT_DATA),
+        (dmixed.DataError("missing values in the model: column 'x1' is not numeric"), 2),
+    ]:
+
+        def read_data(*args, exc=exc, **kwargs):
+            raise exc
+
+        monkeypatch.setattr(cli, "read_data", read_data)
+        proc = run_in_process(*fit, cwd=tmp_path)
+        assert proc.returncode == status, proc.stderr
+        assert proc.stderr == f"dmixed: error: {exc}\n"
+        assert not (tmp_path / "o").exists()
+
+
 # --------------------------------------------------------------------------------------
 # checkpoints (--stats-dir)
 # --------------------------------------------------------------------------------------

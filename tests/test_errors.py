@@ -82,3 +82,46 @@ def test_dmixed_warnings_can_be_turned_into_errors(frame):
 )
 def test_the_command_maps_error_classes_to_exit_statuses(exc, status):
     assert cli.exit_status(exc) == status
+
+
+def _dask(df: pd.DataFrame):
+    import dask.dataframe as dd
+
+    return dd.from_pandas(df, npartitions=3)
+
+
+def _with(df: pd.DataFrame, column: str, rows, value) -> pd.DataFrame:
+    out = df.copy()
+    if isinstance(value, str):
+        out[column] = out[column].astype(object)
+    out.loc[out.index[rows], column] = value
+    return out
+
+
+BAD_VALUES = {
+    "missing": lambda df: _with(df, "x1", [3, 7], np.nan),
+    "infinite": lambda df: _with(df, "y", [4], np.inf),
+    "text in numbers": lambda df: _with(df, "x1", [5], "abc"),
+    "no rows": lambda df: df.head(0),
+    "no row left": lambda df: df.assign(x1=np.nan),
+    "log of zero": lambda df: _with(df, "x1", [2], 0.0),
+}
+
+
+@pytest.mark.parametrize("dask", [False, True], ids=["pandas", "dask"])
+@pytest.mark.parametrize("case", sorted(BAD_VALUES))
+def test_bad_values_raise_bad_values_error_in_process_and_on_dask(frame, case, dask):
+    """Bad values of the input are a ``BadValuesError`` (the command exits 3 for them by
+    class), whatever the path that finds them."""
+    df = BAD_VALUES[case](frame)
+    formula = "y ~ np.log(np.abs(x1))" if case == "log of zero" else "y ~ x1"
+    missing = "drop" if case == "no row left" else "none"
+    with pytest.raises(dmixed.BadValuesError):
+        dmixed.mixedlm(formula, _dask(df) if dask else df, groups="g", missing=missing).fit()
+
+
+@pytest.mark.parametrize("dask", [False, True], ids=["pandas", "dask"])
+def test_a_model_that_asks_the_impossible_is_no_bad_values_error(frame, dask):
+    with pytest.raises(dmixed.DataError) as exc:
+        dmixed.mixedlm("y ~ x1 + I(2 * x1)", _dask(frame) if dask else frame, groups="g").fit()
+    assert not isinstance(exc.value, dmixed.BadValuesError)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError, DroppedRowsWarning
+from ..errors import BadValuesError, DataError, DroppedRowsWarning
 from ..stats.slots import present_pairs
 from .dtypes import NUMERIC, warn_rounded_integers
 from .missing import missing_mask, missing_rows
@@ -141,7 +141,7 @@ def handle_missing(rows: RowData, missing: str) -> RowData:
         return rows
     if missing != "drop":
         detail = ", ".join(f"{k} ({v} rows)" for k, v in counts.items())
-        raise DataError(
+        raise BadValuesError(
             f"missing or infinite values in {detail}; pass missing='drop' to drop those rows"
         )
     keep = ~bad

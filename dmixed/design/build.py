@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError, FormulaError, SpecError
+from ..errors import BadValuesError, DataError, FormulaError, SpecError
 from .dtypes import NUMERIC, NUMERIC_LEVELS, column_kind, native_class
 from .evaluate import materialize, model_matrix
 from .formula import (
@@ -108,7 +108,9 @@ def _check_weights_argument(meta: pd.DataFrame, weights, all_columns: list) -> N
             f"weights column {weights!r} not found in data" + suggest(weights, all_columns)
         )
     if column_kind(meta[weights].dtype) != NUMERIC:
-        raise DataError(f"weights column {weights!r} is not numeric (dtype {meta[weights].dtype})")
+        raise BadValuesError(
+            f"weights column {weights!r} is not numeric (dtype {meta[weights].dtype})"
+        )
 
 
 def _checked_vc_formula(vc_formula):

@@ -7,7 +7,7 @@ import warnings
 
 import numpy as np
 
-from ..errors import DataError, NumericFactorWarning
+from ..errors import BadValuesError, DataError, NumericFactorWarning
 from .build import ParsedFormulas
 from .dtypes import CATEGORICAL, NUMERIC, NUMERIC_LEVELS, check_numbers_as_text, object_class
 from .scan import LevelScan, ScanPlan, dask_scan, object_columns, pandas_scan
@@ -18,7 +18,7 @@ __all__ = ["group_native", "scan_levels"]
 def _check_response_numeric(meta, parsed: ParsedFormulas, kinds: dict) -> None:
     for c in parsed.lhs.columns:
         if kinds[c] == CATEGORICAL:
-            raise DataError(
+            raise BadValuesError(
                 f"response column {c!r} is not numeric (dtype {meta[c].dtype}); "
                 "the response must be numeric"
             )
@@ -54,16 +54,16 @@ def scan_levels(data, meta, dask_input, kinds, native, parsed, columns_used, mis
     else:
         scan = pandas_scan(data, kinds, plan)
     if scan.n_total is not None and scan.n_total == 0:
-        raise DataError("data is empty (0 rows)")
+        raise BadValuesError("data is empty (0 rows)")
     if scan.n_kept is not None and scan.n_kept == 0:
-        raise DataError(
+        raise BadValuesError(
             f"no rows left after dropping rows with missing values ({scan.n_total} rows dropped)"
         )
     _read_object_columns(scan, kinds, native, plan.c_columns, parsed.bare_columns())
     _check_response_numeric(meta, parsed, kinds)
     for c in plan.level_cols:
         if kinds[c] != NUMERIC and not scan.levels[c]:
-            raise DataError(f"column {c!r} has no non-missing values")
+            raise BadValuesError(f"column {c!r} has no non-missing values")
         if kinds[c] == CATEGORICAL and c not in plan.c_columns:
             check_numbers_as_text(c, scan.levels[c], scan.n_kept)
     _warn_numeric_factors(parsed, kinds, scan.levels, meta)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError, PrecisionWarning
+from ..errors import BadValuesError, DataError, PrecisionWarning
 from .messages import plural
 from .warn_relay import warn_data
 
@@ -115,9 +115,9 @@ def to_float(s: pd.Series, name: str) -> np.ndarray:
     try:
         return s.to_numpy(dtype=np.float64, na_value=np.nan)
     except (TypeError, ValueError) as e:
-        raise DataError(f"column {name!r} is not numeric (dtype {s.dtype}): {e}") from None
+        raise BadValuesError(f"column {name!r} is not numeric (dtype {s.dtype}): {e}") from None
     except ArithmeticError:  # decimal's InvalidOperation: a signalling NaN
-        raise DataError(
+        raise BadValuesError(
             f"column {name!r} holds a value that does not convert to a float (a Decimal "
             "signalling NaN, 'sNaN'?)"
         ) from None
@@ -158,13 +158,13 @@ def warn_rounded_integers(values, name: str) -> None:
     )
 
 
-def text_error(name: str, shown: list, where: str, convert: str = "") -> DataError:
+def text_error(name: str, shown: list, where: str, convert: str = "") -> BadValuesError:
     """The refusal of text in a column of numbers: ``column NAME holds text (such as
     ...) WHERE; ...``, with at most three of the ``shown`` values (the one owner of
     these words, :func:`to_float` and :func:`check_numbers_as_text`)."""
     more = f" and {len(shown) - 3} more" if len(shown) > 3 else ""
     such = ", ".join(repr(v) for v in shown[:3]) + more
-    return DataError(
+    return BadValuesError(
         f"column {name!r} holds text (such as {such}) {where}; text is a factor under "
         f"dmixed's column rules: convert it first, e.g. pd.to_numeric(data[{name!r}]"
         f"{convert})"
@@ -231,7 +231,7 @@ def check_finite(vals: np.ndarray, name: str) -> None:
     """
     inf = np.isinf(vals)
     if inf.any():
-        raise DataError(f"infinite values in column {name!r} ({plural(int(inf.sum()))})")
+        raise BadValuesError(f"infinite values in column {name!r} ({plural(int(inf.sum()))})")
 
 
 def native_class(dtype) -> str:
@@ -345,7 +345,7 @@ def object_class(types: set[str], name: str) -> str | None:
     if len(types) == 1:
         return "bool" if types == {"bool"} else "string"
     shown = ", ".join(sorted(types))
-    raise DataError(
+    raise BadValuesError(
         f"column {name!r} holds values of several Python types ({shown}), which dmixed "
         "will not guess how to read (5 and '5' are one group as text and two as "
         f"objects); convert it to one type first, e.g. df[{name!r}].astype(str) for labels "

@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError, DmixedError, FormulaError
+from ..errors import BadValuesError, DmixedError, FormulaError
 from .messages import clean_message, plural
 
 __all__ = ["check_output", "materialize", "model_matrix"]
@@ -83,4 +83,4 @@ def check_output(mat: np.ndarray, names: list[str], what: str) -> None:
     if bad.any():
         per_col = bad.sum(axis=0)
         parts = [f"{names[j]!r} ({plural(int(per_col[j]))})" for j in np.flatnonzero(per_col)]
-        raise DataError(f"non-finite values in {what} column(s) " + ", ".join(parts))
+        raise BadValuesError(f"non-finite values in {what} column(s) " + ", ".join(parts))

@@ -41,7 +41,8 @@ def in_partition(err: DataError, number: int | None, file: str | None = None) ->
     Returns
     -------
     DataError
-        ``err`` itself when it already names all that is given, else a new one.
+        ``err`` itself when it already names all that is given, else a new one of its
+        class.
     """
     detail = getattr(err, "detail", None) or str(err)
     old_number, old_file = getattr(err, "partition", None), getattr(err, "file", None)
@@ -51,7 +52,7 @@ def in_partition(err: DataError, number: int | None, file: str | None = None) ->
         return err
     where = "a partition" if number is None else f"partition {number}"
     where += " of the Dask DataFrame" + (f" (file {file})" if file else "")
-    out = DataError(f"{where}: {detail}")
+    out = type(err)(f"{where}: {detail}")  # a BadValuesError stays one (exit status 3)
     values = {"detail": detail, "partition": number, "file": file}
     for name in _ATTRIBUTES:
         setattr(out, name, values.get(name, getattr(err, name, None)))
@@ -145,7 +146,7 @@ def located(err: DataError, ddf) -> DataError:
         if first
         else " (Dask takes every column's type from the first partition and checks no other)"
     )
-    located_err = DataError(f"{out}; the Dask DataFrame declares {ddf[column].dtype}{source}")
+    located_err = type(out)(f"{out}; the Dask DataFrame declares {ddf[column].dtype}{source}")
     for name in _ATTRIBUTES:
         setattr(located_err, name, getattr(out, name, None))
     return located_err

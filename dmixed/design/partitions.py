@@ -24,7 +24,7 @@ import warnings
 
 import pandas as pd
 
-from ..errors import DataError, TextConversionWarning
+from ..errors import BadValuesError, DataError, TextConversionWarning
 from .dtypes import CATEGORICAL, NUMERIC, column_class, column_kind, object_class, object_types
 from .file_schemas import quoted_names
 from .messages import check_present, suggest
@@ -275,7 +275,7 @@ def check_column_kinds(pdf: pd.DataFrame, kinds: dict) -> None:
         expected = CATEGORICAL if kind == CATEGORICAL else NUMERIC
         if found is None or found == expected or pdf[c].isna().all():
             continue
-        err = DataError(
+        err = BadValuesError(
             f"column {c!r} holds {_KIND_WORDS[found]} ({pdf[c].dtype}) where the model "
             f"reads {_KIND_WORDS[expected]}"
         )

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError
+from ..errors import BadValuesError, DataError
 from .dtypes import (
     CATEGORICAL,
     NUMBER_CLASSES,
@@ -198,7 +198,7 @@ def _add_weights(spec: ModelSpec, df: pd.DataFrame, norm: _Normalized) -> None:
     wname = spec.weights_name
     w = df[wname]
     if column_class(w.dtype) not in NUMBER_CLASSES:
-        raise DataError(f"weights column {wname!r} is not numeric (dtype {w.dtype})")
+        raise BadValuesError(f"weights column {wname!r} is not numeric (dtype {w.dtype})")
     wv = to_float(w, wname)
     wmiss = missing_mask(wv, NUMERIC)
     check_finite(wv, wname)
@@ -281,12 +281,12 @@ def normalized_frame(
 _MISSING_PREFIX = "missing values in "
 
 
-def missing_values_error(counts: dict, where: dict | None = None) -> DataError:
+def missing_values_error(counts: dict, where: dict | None = None) -> BadValuesError:
     """The error ``missing="raise"`` raises for ``{column: rows missing}`` (columns with
     missing rows, in the spec's order of used columns); ``where``: ``{column: the
     files or partitions holding them}`` as words (``"in b.parquet"``), where known."""
     where = where or {}
-    return DataError(
+    return BadValuesError(
         _MISSING_PREFIX
         + ", ".join(
             f"column {c!r} ({plural(k)}{': ' + where[c] if where.get(c) else ''})"

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError, FormulaError
+from ..errors import BadValuesError, FormulaError
 from ..stats.constant import constant_entries
 from .dtypes import CATEGORICAL, NUMERIC_LEVELS, native_dtype
 from .evaluate import model_matrix
@@ -410,7 +410,7 @@ def eval_vc(plan: VCPlan, frame, n: int, name: str, context=None, codes=None):
         )
     bad = ~np.isfinite(val)
     if bad.any():
-        raise DataError(f"non-finite values in {role} ({plural(int(bad.any(axis=1).sum()))})")
+        raise BadValuesError(f"non-finite values in {role} ({plural(int(bad.any(axis=1).sum()))})")
     return _nonzero_first(idx, val)
 
 

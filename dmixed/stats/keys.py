@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError
+from ..errors import BadValuesError
 
 
 def key_values(groups) -> np.ndarray:
@@ -103,7 +103,7 @@ def check_key_kind(found, declared, column: str, where: str) -> None:
     if (found.kind == "O") == (declared.kind == "O"):
         return
     words = {d: "text" if d.kind == "O" else f"numbers ({d})" for d in (found, declared)}
-    raise DataError(
+    raise BadValuesError(
         f"the group column {column!r} holds {words[found]} in "
         f"{where.format(declared=words[declared])}: one group key of two types would be "
         "two groups, or two groups one; give the column one type in every file"

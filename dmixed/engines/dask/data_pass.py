@@ -41,7 +41,7 @@ from ...design.dtypes import native_dtype
 from ...design.origin import located
 from ...design.partitions import check_persisted, missing_column_error
 from ...design.prepare import is_missing_values_error
-from ...errors import DataError, SpecError
+from ...errors import BadValuesError, DataError, SpecError
 from ...kernels.vc_border import CrossedVC, choose_diagonal
 from ...stats import FittedStatistics, Layout
 from ...stats.keys import key_dtype
@@ -494,7 +494,9 @@ def _data_pass(run: _Pass, standardization: Standardization | None) -> FittedSta
         engine_obj, asm = _compute_on_cluster(run, graph, packed, layout, t1)
     if asm.glob.n == 0:
         engine_obj.close()
-        raise DataError("no data: the Dask DataFrame has no rows (after dropping missing values)")
+        raise BadValuesError(
+            "no data: the Dask DataFrame has no rows (after dropping missing values)"
+        )
     logger.log(
         run.level,
         "data pass done in %.2fs: %d rows, %d groups",
