@@ -32,6 +32,7 @@ class Engine(Protocol):
     - ``hessian``: the optimizer, at the optimum;
     - ``moments``: the model, for the moment start;
     - ``re_gram``: the model, for the random design's rank check;
+    - ``re_sums``: the model, for ``k_constant`` (the column sums of ``X``);
     - ``random_effects``: the results (BLUPs);
     - ``gather``: the checkpoints (saving statistics);
     - ``close``: whoever drops the statistics (releases them on a cluster).
@@ -64,6 +65,10 @@ class Engine(Protocol):
 
     def re_gram(self, q: int) -> np.ndarray:
         """``Σ_i Z_i'Z_i`` (q × q) over the first ``q`` (``exog_re``) columns."""
+        ...
+
+    def re_sums(self, q: int) -> np.ndarray:
+        """``Σ_i Z_i'[X y]`` (q × (p+1)) over the first ``q`` (``exog_re``) columns."""
         ...
 
     def random_effects(self, lam: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -81,6 +81,10 @@ class LocalEngine:
         """``Σ_i Z_i'Z_i`` (q × q) of the ``exog_re`` columns (the rank check)."""
         return kernels.re_gram(self.block, q)
 
+    def re_sums(self, q: int) -> np.ndarray:
+        """``Σ_i Z_i'[X y]`` (q × (p+1)) of the ``exog_re`` columns."""
+        return kernels.re_sums(self.block, q)
+
     def random_effects(self, lam: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-group BLUPs and conditional covariances relative to σ² (DESIGN.md §6)."""
         return kernels.random_effects_block(self.block, lam, w)

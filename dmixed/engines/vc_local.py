@@ -60,6 +60,11 @@ class StructuredVCEngine:
         moment sums' leading block (one slot per component: a small computation)."""
         return self.moments().zz[:q, :q]
 
+    def re_sums(self, q: int) -> np.ndarray:
+        """``Σ_i Z_i'[X y]`` (q × (p+1)) of the ``exog_re`` columns: the moment sums'
+        leading rows."""
+        return self.moments().zxy[:q]
+
     def random_effects(self, lam: np.ndarray, w: np.ndarray) -> tuple[RaggedBlup, RaggedCov]:
         """Per-group BLUPs and conditional covariances relative to σ², ragged
         (:class:`~dmixed.stats.blup_cov.RaggedBlup`, ``RaggedCov``)."""

@@ -167,6 +167,9 @@ class ResultsState:
     #: per variance component, ``(group index, column)`` pairs (m, 2) of columns of a
     #: group's ``exog_vc`` matrix that are zero on its rows (None: none)
     vc_empty_cols: list[np.ndarray] | None = None
+    #: statsmodels' ``k_constant`` of the fixed-effects design, decided from the data
+    #: at the fit (None: not decided, e.g. results saved before it was recorded)
+    k_constant: int | None = None
 
     def optimizer(self) -> OptSummary:
         """The optimizer's record (MixedModels.jl's ``OptSummary``) rebuilt from the state:

@@ -23,6 +23,7 @@ from .groups import (
     moment_contributions,
     random_effects_block,
     re_gram,
+    re_sums,
     step_contributions,
     value_contributions,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "moment_contributions",
     "random_effects_block",
     "re_gram",
+    "re_sums",
     "step_contributions",
     "value_contributions",
     "accumulate_packed",

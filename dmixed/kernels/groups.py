@@ -433,17 +433,31 @@ class MomentSums:
         ``c_i = Z̃_i'(y_i − X_i β) = ZXy_i w`` (``w = [−β; 1]``) is a contraction with
         ``w ⊗ w``.
     n_groups : int
+    zxy : ndarray (r, p+1)
+        ``Σ_i ZXy_i``: on the row of a column of ones of the random design, the
+        (weighted) column sums of ``[X y]`` (whether a constant lies in the span of
+        ``X``: :func:`dmixed.stats.statistics.constant_in_statistics`).
     """
 
     zz: np.ndarray
     zz_zz: np.ndarray
     zxy_zxy: np.ndarray
     n_groups: int
+    zxy: np.ndarray
 
     def __add__(self, other: MomentSums) -> MomentSums:
         return MomentSums(
             *(getattr(self, f) + getattr(other, f) for f in self.__dataclass_fields__)
         )
+
+
+def re_sums(block: StatsBlock, q: int) -> np.ndarray:
+    """``Σ_i Z_i'[X y]`` (q × (p+1)): the cross-products of the first ``q`` columns of
+    the random design (``exog_re``) with ``[X y]`` over all rows of a block of groups."""
+    out = np.zeros((q, block.k))
+    for _, zxyc in block.chunks():
+        out += zxyc[:q].sum(axis=2)
+    return out
 
 
 def re_gram(block: StatsBlock, q: int) -> np.ndarray:
@@ -463,7 +477,9 @@ def moment_contributions(block, zxy=None) -> MomentSums:
     block = _as_block(block, zxy)
     chunks = list(block.chunks())
     r, k = chunks[0][1].shape[:2]
-    out = MomentSums(np.zeros((r, r)), np.zeros((r, r, r, r)), np.zeros((r, k, r, k)), 0)
+    out = MomentSums(
+        np.zeros((r, r)), np.zeros((r, r, r, r)), np.zeros((r, k, r, k)), 0, np.zeros((r, k))
+    )
     for zzc, zxyc in chunks:
         g = zzc.shape[-1]
         zz_flat = zzc.reshape(r * r, g)
@@ -473,6 +489,7 @@ def moment_contributions(block, zxy=None) -> MomentSums:
             gram_rows(zz_flat).reshape(r, r, r, r),
             gram_rows(zxy_flat).reshape(r, k, r, k),
             g,
+            zxyc.sum(axis=2),
         )
     return out
 

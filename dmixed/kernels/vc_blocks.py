@@ -358,6 +358,8 @@ class RaggedVC(RaggedArrays):
         z4[:q, :q, :q, :q] = np.einsum("gbc,gda->bcda", self.a, self.a)
         zxy4 = np.zeros((r, k, r, k))
         zxy4[:q, :, :q, :] = np.einsum("gax,gby->axby", self.f1, self.f1)
+        zxy = np.zeros((r, k))
+        zxy[:q] = self.f1.sum(axis=0)
         for ell in range(d):
             sel = comp == ell
             bb = self.b[sel].T @ self.b[sel]
@@ -366,8 +368,9 @@ class RaggedVC(RaggedArrays):
             z4[:q, j, j, :q] = bb
             z4[j, j, j, j] = float(self.d[sel] @ self.d[sel])
             zxy4[j, :, j, :] = self.f2[sel].T @ self.f2[sel]
+            zxy[j] = self.f2[sel].sum(axis=0)
             zz[j, :q] = zz[:q, j] = self.b[sel].sum(axis=0)
-        return MomentSums(zz, z4, zxy4, self.n_groups)
+        return MomentSums(zz, z4, zxy4, self.n_groups, zxy)
 
     def hessian(self, lam: np.ndarray, basis: np.ndarray, w: np.ndarray) -> HessianSums:
         """Contributions to the Hessian sums (:class:`~dmixed.kernels.HessianSums`)."""

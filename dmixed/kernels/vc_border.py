@@ -434,12 +434,14 @@ class CrossedVC:
         zz = np.zeros((rr, rr))
         z4 = np.zeros((rr, rr, rr, rr))
         zxy4 = np.zeros((rr, k, rr, k))
+        zxy = np.zeros((rr, k))
         cross = np.zeros((d, d))
         for bk in self.buckets:
             a_q, f_q = bk.a[:, :q, :q], bk.f1[:, :q]
             zz[:q, :q] += a_q.sum(axis=0)
             z4[:q, :q, :q, :q] += np.einsum("gbc,gda->bcda", a_q, a_q)
             zxy4[:q, :, :q, :] += np.einsum("gax,gby->axby", f_q, f_q)
+            zxy[:q] += f_q.sum(axis=0)
             # every slot (border and diagonal): its diagonal, its row against exog_re
             # and against the other slots, its row of Z'[X y]
             idx_b = col[bk.bpos[:, q:]] - q  # (G_w, n_b)
@@ -458,6 +460,7 @@ class CrossedVC:
                 z4[j, :q, :q, j] += bb
                 z4[:q, j, j, :q] += bb
                 zxy4[j, :, j, :] += f[sel].T @ f[sel]
+                zxy[j] += f[sel].sum(axis=0)
             # Σ ZZ[s, t]² over pairs of slots of components (l, l')
             bb2 = bk.a[:, q:, q:] ** 2
             np.add.at(cross, (idx_b[:, :, None], idx_b[:, None, :]), bb2)
@@ -469,7 +472,7 @@ class CrossedVC:
         zz[:q, q:] = zz[q:, :q].T
         vc = q + np.arange(d)
         z4[vc[:, None], vc[None, :], vc[None, :], vc[:, None]] += cross
-        return MomentSums(zz, z4, zxy4, self.n_groups)
+        return MomentSums(zz, z4, zxy4, self.n_groups, zxy)
 
     def hessian(self, lam: np.ndarray, basis: np.ndarray, w: np.ndarray) -> HessianSums:
         """Contributions to the Hessian sums (:class:`~dmixed.kernels.HessianSums`)."""

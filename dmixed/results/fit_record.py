@@ -14,6 +14,7 @@ from ..fit.coordinates import Coordinates
 from ..io import ResultsState
 from ..stats import check_identifiable
 from .covariance import covariance_of_estimates
+from .terms import constant_of_fit
 
 __all__ = [
     "cov_fe_statistics",
@@ -158,6 +159,7 @@ def record_fit(
         blup_cov=cond * scale,
         vc_slot_cols=stats.vc_slot_cols,
         vc_empty_cols=empty_slots(model, stats.group_labels),
+        k_constant=constant_of_fit(model, stats),
         optimizer_settings=optimize_result.settings(),
         initial_params=coords.from_opt(np.asarray(optimize_result.initial), use_sqrt),
         initial_llf=coords.llf(optimize_result.initial_llf, n, reml),

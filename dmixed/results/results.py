@@ -255,10 +255,15 @@ class MixedLMResults(FittedValues, Hypotheses):
     @cached_property
     def k_constant(self) -> int | None:
         """1 if the fixed-effects design holds a constant, else 0 (statsmodels'
-        ``k_constant``): by statsmodels' rule on the fitted rows when they are in
-        memory (a constant non-zero column, or the ones in the columns' span); else
+        ``k_constant``): by statsmodels' rule on the data (a constant non-zero column,
+        or the ones in the columns' span), decided at the fit on the rows or the
+        statistics (:func:`~dmixed.results.terms.constant_of_fit`), so the same for
+        pandas, Dask and saved statistics, and saved with the results; for results
+        without it (saved before it was), on the rows when they are in memory, else
         from the formula (an intercept, or a term of categorical factors coded with
         full rank); None for loaded results of an array model (neither at hand)."""
+        if self._state.k_constant is not None:
+            return self._state.k_constant
         rows = None if self.model is None else self.model.rows
         if rows is not None:
             return constant_in_rows(rows.exog)

@@ -7,8 +7,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import SpecError
+from ..stats.statistics import constant_in_statistics
 
-__all__ = ["constant_in_rows", "constant_in_spec", "fe_terms"]
+__all__ = ["constant_in_rows", "constant_in_spec", "constant_of_fit", "fe_terms"]
 
 
 def formula_structure(spec) -> list:
@@ -77,3 +78,19 @@ def constant_in_rows(exog: np.ndarray) -> int:
         return 1
     augmented = np.column_stack([np.ones(x.shape[0]), x])
     return int(np.linalg.matrix_rank(augmented) == np.linalg.matrix_rank(x))
+
+
+def constant_of_fit(model, stats) -> int | None:
+    """statsmodels' ``k_constant`` of a fit's fixed-effects design, by its rule on the
+    data: on the rows where the model holds them (:func:`constant_in_rows`), else on
+    the statistics (:func:`~dmixed.stats.statistics.constant_in_statistics`: a Dask
+    DataFrame, saved statistics), else from the formula (:func:`constant_in_spec`:
+    neither design has a column of ones); None for an array model without rows."""
+    rows = getattr(model, "rows", None)
+    if rows is not None:
+        return constant_in_rows(rows.exog)
+    found = constant_in_statistics(stats)
+    if found is not None:
+        return found
+    spec = getattr(model, "spec", None)
+    return None if spec is None else constant_in_spec(spec)

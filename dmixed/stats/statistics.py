@@ -89,6 +89,17 @@ class FittedStatistics:
         return Standardization.identity(self.glob.k_fe, self.layout.k_re)
 
 
+#: An eigenvalue of a Gram matrix scaled to unit diagonal below this times its size is
+#: zero: the columns are linearly dependent (scale-free, so units do not matter).
+RANK_TOL = 1e-10
+
+
+def _unit_eigh(gram: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues and eigenvectors of ``gram`` scaled to unit diagonal (``d``: the
+    square roots of its diagonal, all > 0)."""
+    return np.linalg.eigh(gram / np.outer(d, d))
+
+
 def check_full_rank(
     xtx: np.ndarray, names: list[str], what: str = "fixed-effects design", where: str = ""
 ) -> None:
@@ -119,10 +130,8 @@ def check_full_rank(
             f"{what} is rank deficient: column(s) {cols}{where} are constant (one "
             "value in every row, as the intercept, or all zero); drop them from the formula"
         )
-    corr = xtx / np.outer(d, d)
-    evals, evecs = np.linalg.eigh(corr)
-    tol = 1e-10 * p
-    null = evals < tol
+    evals, evecs = _unit_eigh(xtx, d)
+    null = evals < RANK_TOL * p
     if null.any():
         involved = np.flatnonzero(np.abs(evecs[:, null]).max(axis=1) > 1e-6)
         cols = _some(names[j] for j in involved)
@@ -156,6 +165,43 @@ def check_designs(
         where = f" of re_formula {re_formula!r}" if re_formula is not None else ""
         check_full_rank(stats.engine.re_gram(q), exog_re_names, "random-effects design", where)
     check_response_varies(stats.glob.xyxy, endog_name)
+
+
+def constant_in_statistics(stats: FittedStatistics) -> int | None:
+    """statsmodels' ``k_constant`` of the fixed-effects design ``X`` (p columns, of full
+    rank) from the statistics, with statsmodels' rule on rows
+    (``ModelData._handle_constant``): 1 if a column is constant and not zero, or a
+    column of ones lies in the span of the columns; else 0.  For ``X`` of full rank
+    both say: 1 if and only if ``1 ∈ span(X)``.
+
+    1 where ``X`` has its column of ones; else, where the random design has one
+    (``Z_e``), from the Gram matrix of ``[1 X]`` in the statistics' (scaled, unshifted:
+    ``X`` has no intercept) columns, ``[[Σ w, s'], [s, X'WX]]`` with ``s = Σ_i
+    Z_ie'W X_i`` (:meth:`~dmixed.engines.Engine.re_sums`, one round trip on a cluster
+    unless the data pass brought the moment sums), dependent as
+    :func:`check_full_rank` judges (prior weights ``w > 0`` leave the span as it is).
+    None where neither design has a column of ones, or the statistics' columns are
+    not known (the column sums of ``X`` are then not among the statistics).
+    """
+    std = stats.standardization
+    if std is None:
+        return None
+    if std.x_intercept >= 0:
+        return 1
+    e = std.z_intercept
+    p = stats.glob.k_fe
+    if e < 0 or p == 0:
+        return None
+    sums = stats.engine.re_sums(stats.layout.k_re)[e, :p]
+    weight = float(stats.engine.re_gram(stats.layout.k_re)[e, e])
+    gram = np.block(
+        [[np.array([[weight]]), sums[None, :]], [sums[:, None], stats.glob.xyxy[:p, :p]]]
+    )
+    d = np.sqrt(np.maximum(np.diag(gram), 0.0))
+    if not np.all(d > 0):
+        return None  # no rows, or a zero column (refused by the rank check)
+    evals, _ = _unit_eigh(gram, d)
+    return int(evals[0] < RANK_TOL * (p + 1))
 
 
 def _some(names, shown: int = 10) -> str:

@@ -34,8 +34,9 @@ def _gram_cases():
     ]
 
 
-def test_re_gram_is_the_sum_of_the_groups_blocks(client):
-    """``re_gram(q)`` = ``Σ_i Z_i'Z_i`` over the ``exog_re`` columns on every engine: in
+def test_re_gram_and_re_sums_are_the_sums_of_the_groups_blocks(client):
+    """``re_gram(q)`` = ``Σ_i Z_i'Z_i`` and ``re_sums(q)`` = ``Σ_i Z_i'[X y]`` over the
+    ``exog_re`` columns on every engine: in
     process (dense, structured and crossed variance components) and on a cluster (from
     the data pass's moment sums, or a round trip where there are none)."""
     import dask.dataframe as dd
@@ -50,12 +51,18 @@ def test_re_gram_is_the_sum_of_the_groups_blocks(client):
     for frame, re_formula, vc in cases:
         on_cluster = {"client": client, "engine": "distributed"}
         for data, kw in ((frame, {}), (dd.from_pandas(frame, npartitions=3), on_cluster)):
-            model = dmixed.mixedlm("y ~ 1", data, groups="g", re_formula=re_formula, vc_formula=vc)
+            model = dmixed.mixedlm(
+                "y ~ z1" if "z1" in frame else "y ~ x", data, groups="g", re_formula=re_formula,
+                vc_formula=vc,
+            )  # fmt: skip
             stats = model.statistics(**kw)
             engines.add(type(stats.engine).__name__)
             q = stats.layout.k_re
-            zz = stats.engine.gather()[0]
+            zz, zxy = stats.engine.gather()
             np.testing.assert_allclose(
                 stats.engine.re_gram(q), zz[:, :q, :q].sum(axis=0), rtol=1e-12, atol=1e-9
+            )
+            np.testing.assert_allclose(
+                stats.engine.re_sums(q), zxy[:, :q, :].sum(axis=0), rtol=1e-12, atol=1e-9
             )
     assert engines == {"LocalEngine", "StructuredVCEngine", "CrossedVCEngine", "DaskEngine"}

@@ -37,6 +37,45 @@ def test_k_constant_is_statsmodels(data, formula, tmp_path):
     assert load(tmp_path / "res").k_constant == theirs.k_constant
 
 
+@pytest.mark.filterwarnings("ignore::dmixed.errors.BoundaryWarning")
+@pytest.mark.parametrize(
+    ("formula", "re_formula", "vc", "want"),
+    [
+        ("y ~ 0 + x1 + z", None, False, 1),  # a constant column, no intercept
+        ("y ~ 0 + x1 + u + v", None, False, 1),  # u + v = 1: a constant in their span
+        ("y ~ 0 + x1 + x2", None, False, 0),
+        ("y ~ 0 + x1 + z", "1 + x2", True, 1),  # variance components held structured
+        ("y ~ 0 + x1 + x2", "1 + x2", True, 0),
+    ],
+)
+def test_k_constant_is_decided_from_the_data_in_process_on_dask_and_from_statistics(
+    data, formula, re_formula, vc, want, tmp_path
+):
+    """statsmodels' rule on the data, wherever the data are: the rows in memory, a Dask
+    DataFrame's statistics, saved statistics; and saved with the results."""
+    from dmixed.engines.local import statistics_from_arrays
+    from dmixed.stats import checkpoint
+
+    df = data.assign(z=3.0, u=data["x2"], v=1.0 - data["x2"])
+    kw = {"groups": "g", "re_formula": re_formula}
+    if vc:
+        kw["vc_formula"] = {"sub": "0 + C(sub)"}
+    theirs = sm.MixedLM.from_formula(formula, df, groups="g").data.k_constant
+    assert theirs == want
+    ours = dmixed.mixedlm(formula, df, **kw).fit()
+    assert ours.k_constant == want
+    lazy_model = dmixed.mixedlm(formula, dd.from_pandas(df, npartitions=3), **kw)
+    assert lazy_model.fit().k_constant == want
+    arrays = checkpoint.GroupArrays.from_statistics(lazy_model.statistics(), ragged=True)
+    checkpoint.save_statistics(arrays, tmp_path / "stats", {"spec": lazy_model.spec.to_dict()})
+    saved, manifest = checkpoint.load_statistics(tmp_path / "stats")
+    spec = dmixed.design.ModelSpec.from_dict(manifest["spec"])
+    again = dmixed.MixedLM.from_statistics(statistics_from_arrays(saved), spec).fit()
+    assert again.k_constant == want
+    again.save(tmp_path / "res")
+    assert load(tmp_path / "res").k_constant == want
+
+
 def test_k_constant_of_arrays_is_statsmodels(data):
     y, g = data["y"].to_numpy(), data["g"].to_numpy()
     x1 = data["x1"].to_numpy()

@@ -116,6 +116,10 @@ def _block_re_gram(ev: Evaluator, q: int) -> np.ndarray:
     return ev.re_gram(q)
 
 
+def _block_re_sums(ev: Evaluator, q: int) -> np.ndarray:
+    return ev.re_sums(q)
+
+
 def _block_random_effects(ev: Evaluator, lam: np.ndarray, w: np.ndarray):
     return ev.random_effects(lam, w)
 
@@ -446,6 +450,14 @@ class DaskEngine:
         if self._moments is not None:
             return self._moments.zz[:q, :q]
         return functools.reduce(operator.add, self._map(_block_re_gram, q=q))
+
+    def re_sums(self, q: int) -> np.ndarray:
+        """``Σ_i Z_i'[X y]`` (q × (p+1)) of the ``exog_re`` columns (``k_constant``):
+        from the moment sums where the data pass brought them, else one round trip."""
+        self._check()
+        if self._moments is not None:
+            return self._moments.zxy[:q]
+        return functools.reduce(operator.add, self._map(_block_re_sums, q=q))
 
     def random_effects(self, lam: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-group BLUPs and conditional covariances relative to σ² (DESIGN.md §6),
