@@ -476,6 +476,54 @@ def plan_variance_components(
     return plans, names
 
 
+def check_distinct_components(
+    vc_names: list[str],
+    vc_column_names: list,
+    exog_re_names: list[str],
+    groups: str,
+    re_formula: str | None,
+) -> None:
+    """Refuse a variance component whose columns are those of another component, or
+    all among the random-effects columns (``exog_re``): the model is then not
+    identifiable (only the sum of the two variances, or of the component's variance
+    and that of the random effects, is), and a fit would split it arbitrarily.
+    Columns are compared by name (formulaic's names: ``0 + C(c)`` and ``C(c) - 1`` give
+    the same), the random intercept by ``Intercept`` (named after the group column in
+    ``exog_re_names``).  Columns dependent within one component are identifiable and
+    not refused.
+
+    Raises
+    ------
+    SpecError
+        Naming both components (or the component and ``re_formula``) and the columns.
+    """
+    re_columns = {"Intercept" if n == groups else n for n in exog_re_names}
+    seen: dict[frozenset, str] = {}
+    for name, names in zip(vc_names, vc_column_names, strict=True):
+        columns = frozenset(names)
+        shown = _some_names(names)
+        if columns in seen:
+            raise SpecError(
+                f"vc_formula components {seen[columns]!r} and {name!r} have the same "
+                f"columns ({shown}): their variances cannot be told apart (only their sum "
+                "is identified); drop one of them"
+            )
+        seen[columns] = name
+        if columns <= re_columns:
+            raise SpecError(
+                f"vc_formula component {name!r} has only columns of the random effects "
+                f"of re_formula {re_formula if re_formula is not None else '1'!r} "
+                f"({shown}): its variance cannot be told apart from theirs (cov_re); "
+                "drop the component or those columns from re_formula"
+            )
+
+
+def _some_names(names, shown: int = 5) -> str:
+    names = list(names)
+    more = f", ... ({len(names)} in all)" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
 def check_response_not_constant(spec: ModelSpec, data, scan: LevelScan, dask_input: bool):
     """Refuse a constant response (from the whole pandas frame, or the Dask scan's range).
 

@@ -37,6 +37,7 @@ import pandas as pd
 from ..errors import CheckpointError, DataError
 from .build import (
     check_arguments,
+    check_distinct_components,
     check_response_not_constant,
     column_kinds,
     formula_specs,
@@ -544,6 +545,9 @@ def build_spec_prepared(
     specs = formula_specs(parsed, formula, re_formula, kinds, native, levels, groups, caller)
     vc_plans, vc_column_names = plan_variance_components(
         parsed, vc_formula, levels, kinds, native, caller, scan.arrays
+    )
+    check_distinct_components(
+        parsed.vc_names, vc_column_names, specs.exog_re_names, groups, re_formula
     )
     spec = ModelSpec(
         endog_name=specs.endog_name,

@@ -100,7 +100,7 @@ def test_levels_of_a_random_effect_do_not_grow(batches):
     old_rows, new_rows = batches
     old_rows = old_rows.assign(site=np.arange(len(old_rows)) % 2)
     new_rows = new_rows.assign(site=np.arange(len(new_rows)) % 3)
-    kw = {"groups": "g", "re_formula": "0 + C(site)", "vc_formula": {"v": "0 + C(site)"}}
+    kw = {"groups": "g", "re_formula": "0 + C(site)", "vc_formula": {"v": "0 + C(site) + x"}}
     spec = dmixed.mixedlm("y ~ x", old_rows, **kw).spec
     with pytest.raises(DataError, match=r"new levels of column\(s\) 'site' would change"):
         grown_spec(spec, new_rows)

@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from dmixed.design import build_spec
 from dmixed.stats.constant import constant_value
@@ -166,3 +167,47 @@ def test_indicator_entries_are_their_scale_held_once():
     np.testing.assert_array_equal(dm.vc_vals[0], np.ones((len(df), 1)))
     assert constant_value(dm.vc_vals[0]) == 1.0
     assert constant_value(dm.vc_vals[1]) is None
+
+
+@pytest.mark.parametrize(
+    ("re_formula", "vc_formula", "named"),
+    [
+        (None, {"a": "0 + C(sub)", "b": "0 + C(sub)"}, ["'a' and 'b'", "C(sub)[a]"]),
+        (None, {"a": "0 + C(sub)", "b": "C(sub) - 1"}, ["'a' and 'b'", "C(sub)[a]"]),
+        ("1 + x1", {"a": "0 + x1"}, ["component 'a'", "re_formula '1 + x1'", "(x1)"]),
+        ("1", {"a": "1"}, ["component 'a'", "re_formula '1'", "(Intercept)"]),
+    ],
+)
+@pytest.mark.parametrize("dask", [False, True], ids=["pandas", "dask"])
+def test_a_component_duplicating_another_or_the_random_effects_is_refused(
+    re_formula, vc_formula, named, dask
+):
+    """Only the sum of the two variances would be identified: refused, naming both."""
+    import dask.dataframe as dd
+
+    import dmixed
+
+    from .._synth import make_data
+
+    df = make_data(n_groups=12, seed=5)
+    data = dd.from_pandas(df, npartitions=2) if dask else df
+    with pytest.raises(dmixed.SpecError) as exc:
+        dmixed.mixedlm("y ~ x1", data, groups="g", re_formula=re_formula, vc_formula=vc_formula)
+    for words in named:
+        assert words in str(exc.value)
+
+
+def test_dependent_columns_within_one_component_are_not_refused():
+    import dmixed
+
+    from .._synth import make_data
+
+    df = make_data(n_groups=12, seed=5)
+    model = dmixed.mixedlm(
+        "y ~ x1",
+        df,
+        groups="g",
+        re_formula="1 + x1",
+        vc_formula={"a": "0 + x2 + I(2 * x2)", "b": "0 + x1 + x2"},
+    )
+    assert model.vc_names == ["a", "b"]
