@@ -32,6 +32,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from .design.partitions import CSV_DTYPES, csv_types_message
 from .errors import DataError, DmixedError
 from .job import EXIT_CONFIG, EXIT_DATA, Job, JobError
 
@@ -50,9 +51,6 @@ __all__ = [
     "refuse_inside_inputs",
 ]
 
-#: the start of dask's error for a CSV column whose values are not of the type its
-#: first rows gave
-CSV_DTYPES = "Mismatched dtypes found in `pd.read_csv`"
 #: a plain integer as text: what a label column holds for its labels to be integers
 #: (no sign but ``-``, no leading zero: ``007`` is a label; at most 18 digits: int64)
 _PLAIN_INTEGER = r"-?(?:0|[1-9][0-9]{0,17})"
@@ -455,11 +453,4 @@ def read_error_message(exc: BaseException) -> str:
     text = str(exc)
     if not text.startswith(CSV_DTYPES):
         return one_line(text) or repr(exc)
-    rows = re.findall(r"^\|\s*(.+?)\s*\|\s*(.+?)\s*\|\s*(.+?)\s*\|$", text, re.M)[1:]
-    failed = dict(re.findall(r"^- (.+)\n\s+(.+)$", text, re.M))
-    parts = [
-        f"column {col!r} holds {found} values where its first rows gave {expected}"
-        + (f" ({failed[col]})" if col in failed else "")
-        for col, found, expected in rows
-    ]
-    return "; ".join(parts) + "; every value of a column must be of one type"
+    return csv_types_message(text)

@@ -67,11 +67,23 @@ def _wrapper_class():
     return ParquetFunctionWrapper
 
 
+def _block_reader():
+    try:
+        from dask.bytes.core import read_block_from_file
+    except ImportError:  # pragma: no cover - another dask
+        return None
+    return read_block_from_file
+
+
 def reader_file(task, depth: int = 0) -> str | None:
-    """The file a task of Dask's Parquet reader (``dd.read_parquet``) reads, looking
-    into fused tasks (a read fused with the steps after it); None for any other task."""
+    """The file a task of Dask's Parquet reader (``dd.read_parquet``), or of the block
+    reader under its CSV reader (``dd.read_csv``), reads, looking into fused tasks (a
+    read fused with the steps after it); None for any other task."""
     wrapper = _wrapper_class()
     func, args = getattr(task, "func", None), getattr(task, "args", None) or ()
+    if func is not None and func is _block_reader() and args:
+        path = getattr(args[0], "path", None)  # fsspec's OpenFile
+        return path if isinstance(path, str) else None
     if wrapper is not None and isinstance(func, wrapper):
         part = args[0] if args else None
         piece = part.get("piece") if isinstance(part, dict) else None

@@ -31,7 +31,10 @@ from .messages import check_present, suggest
 from .origin import in_partition
 
 __all__ = [
+    "CSV_DTYPES",
+    "csv_types_message",
     "missing_column_error",
+    "reader_error",
     "check_column_kinds",
     "check_persisted",
     "check_text_conversion",
@@ -213,6 +216,51 @@ def check_text_conversion(ddf, columns) -> None:
             TextConversionWarning,
             stacklevel=5,
         )
+
+
+#: the start of Dask's error for a CSV column whose values are not of the type its
+#: first rows gave (``dd.read_csv`` infers the types from the first file's first rows)
+CSV_DTYPES = "Mismatched dtypes found in `pd.read_csv`"
+
+
+def csv_types_message(text: str) -> str:
+    """Dask's CSV type mismatch (a table: each column, the type found and the one
+    expected, then the conversions that failed) in one line."""
+    rows = re.findall(r"^\|\s*(.+?)\s*\|\s*(.+?)\s*\|\s*(.+?)\s*\|$", text, re.M)[1:]
+    failed = dict(re.findall(r"^- (.+)\n\s+(.+)$", text, re.M))
+    parts = [
+        f"column {col!r} holds {found} values where its first rows gave {expected}"
+        + (f" ({failed[col]})" if col in failed else "")
+        for col, found, expected in rows
+    ]
+    return "; ".join(parts) + "; every value of a column must be of one type"
+
+
+def _csv_types_error(exc: BaseException, partition=None) -> BadValuesError | None:
+    """The :class:`~dmixed.errors.BadValuesError` for Dask's ``ValueError`` of a CSV
+    column holding values of another type than the first file's first rows (a group
+    column of numbers in one file and text in another); its ``column`` attribute is the
+    first such column (:func:`~dmixed.design.origin.located` adds the collection's
+    type and the file Dask took it from).  None for another error."""
+    if not isinstance(exc, ValueError) or isinstance(exc, DataError):
+        return None
+    text = str(exc)
+    if not text.startswith(CSV_DTYPES):
+        return None
+    err = BadValuesError(csv_types_message(text))
+    columns = re.findall(r"^\|\s*(.+?)\s*\|", text, re.M)[1:]
+    err.column = columns[0] if columns else None
+    return in_partition(err, partition)
+
+
+def reader_error(exc: BaseException, partition=None) -> DataError | None:
+    """dmixed's error for what Dask's readers raise reading a partition of a dataset
+    whose files disagree: a file lacking a column (:func:`missing_column_error`), a CSV
+    column of another type in some file (Dask's ``Mismatched dtypes``); named for
+    ``partition`` where given.  None for any other error (a :class:`DataError` too)."""
+    if isinstance(exc, KeyError):
+        return missing_column_error(exc, partition)
+    return _csv_types_error(exc, partition)
 
 
 def missing_column_error(exc: BaseException, partition=None) -> DataError | None:

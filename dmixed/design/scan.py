@@ -35,6 +35,7 @@ from .partitions import (
     check_persisted,
     check_text_conversion,
     missing_column_error,
+    reader_error,
     select_columns,
 )
 
@@ -236,12 +237,12 @@ def dask_scan(ddf, meta, kinds, plan: ScanPlan) -> LevelScan:
     tasks = [summarize(p, kinds, plan, to_scan, i) for i, p in enumerate(parts)]
     try:
         results = dask.compute(*tasks)
-    except KeyError as exc:
-        err = missing_column_error(exc)
+    except DataError as err:
+        raise located(err, ddf) from None
+    except (KeyError, ValueError) as exc:  # a file unlike the first
+        err = reader_error(exc)
         if err is None:
             raise
-        raise located(err, ddf) from None
-    except DataError as err:
         raise located(err, ddf) from None
     return _combine(results, levels, to_scan, declared, meta)
 

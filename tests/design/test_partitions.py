@@ -86,3 +86,32 @@ def test_select_columns_in_the_collections_order(tmp_path):
     every = select_columns(dd.read_parquet(tmp_path / "d.parquet"), ["y", "x", "g"])
     assert list(every.columns) == ["g", "x", "y"]
     assert type(every.expr.simplify()).__name__.startswith("ReadParquet")
+
+
+@pytest.mark.parametrize("on", ["in process", "client"])
+@pytest.mark.parametrize("blocksize", [None, 2000], ids=["a partition a file", "blocks"])
+def test_csv_group_column_of_numbers_in_one_file_and_text_in_another(
+    tmp_path, request, on, blocksize
+):
+    """Dask's raw ``ValueError`` (a table of types) deep in the fit becomes dmixed's
+    error naming the column, what it holds, the file and the file Dask took the type
+    from."""
+    import dmixed
+
+    rng = np.random.default_rng(0)
+    n = 200
+    numbers = pd.DataFrame(
+        {"y": rng.normal(size=n), "x": rng.normal(size=n), "g": rng.integers(0, 10, n)}
+    )
+    text = numbers.assign(g=[f"s{k}" for k in rng.integers(0, 10, n)])
+    numbers.to_csv(tmp_path / "a.csv", index=False)
+    text.to_csv(tmp_path / "b.csv", index=False)
+    ddf = dd.read_csv([str(tmp_path / "a.csv"), str(tmp_path / "b.csv")], blocksize=blocksize)
+    kw = {"client": request.getfixturevalue("client")} if on == "client" else {}
+    with pytest.raises(dmixed.BadValuesError) as exc:
+        dmixed.mixedlm("y ~ x", ddf, groups="g").fit(**kw)
+    message = str(exc.value)
+    assert f"(file {tmp_path / 'b.csv'})" in message, message
+    assert "column 'g' holds str values where its first rows gave int64" in message
+    assert f"the type in {tmp_path / 'a.csv'}" in message
+    assert "Mismatched dtypes" not in message and "\n" not in message

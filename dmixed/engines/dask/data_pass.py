@@ -39,7 +39,7 @@ import numpy as np
 
 from ...design.dtypes import native_dtype
 from ...design.origin import located
-from ...design.partitions import check_persisted, missing_column_error
+from ...design.partitions import check_persisted, reader_error
 from ...design.prepare import is_missing_values_error
 from ...errors import BadValuesError, DataError, SpecError
 from ...kernels.vc_border import CrossedVC, choose_diagonal
@@ -450,16 +450,16 @@ def statistics_from_dask(
     mark = relay_mark(client)
     try:
         stats = _data_pass(run, standardization)
-    except KeyError as exc:
-        err = missing_column_error(exc)
-        if err is None:
-            raise
-        raise located(err, ddf) from None
     except DataError as err:
         if not is_missing_values_error(err):
             raise located(err, ddf) from None
         # the error path only: one more read, for counts over all partitions
         raise missing_values_total(ddf, spec, client, local_scheduler(), err) from None
+    except (KeyError, ValueError) as exc:  # a file unlike the first
+        err = reader_error(exc)
+        if err is None:
+            raise
+        raise located(err, ddf) from None
     raise_relayed(client, mark, stacklevel=3)  # the workers' warnings, once each
     return stats
 

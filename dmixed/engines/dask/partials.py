@@ -38,7 +38,7 @@ from ...design.columnar import (
     frame_columns,
 )
 from ...design.origin import in_partition, piece_file
-from ...design.partitions import check_column_kinds, missing_column_error
+from ...design.partitions import check_column_kinds, reader_error
 from ...design.references import column_references
 from ...errors import DataError
 from ...kernels.vc_packed import accumulate_padded_into
@@ -329,17 +329,18 @@ class ChainFrames:
             yield self._computed(piece, read, frame)
 
     def _computed(self, piece, read, frame):
-        """One partition; pandas' ``KeyError`` of a file lacking a model column as a
+        """One partition; what Dask's reader raises for a file unlike the first (lacking
+        a model column, a CSV column of another type) as a
         :class:`~dmixed.errors.DataError`
-        (:func:`~dmixed.design.partitions.missing_column_error`)."""
+        (:func:`~dmixed.design.partitions.reader_error`)."""
         graph, out_key, leaf_key = piece
         try:
             if self.frames is not None:
                 return compute_piece(graph, out_key, frame, leaf_key)
             columns = None if read is None else read_columns(read)
             return compute_piece(graph, out_key) if columns is None else columns
-        except KeyError as exc:
-            err = missing_column_error(exc)
+        except (KeyError, ValueError) as exc:  # a file unlike the first (not a DataError)
+            err = reader_error(exc)
             if err is None:
                 raise
             raise err from None

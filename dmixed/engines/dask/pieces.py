@@ -17,7 +17,7 @@ from dask.core import get_dependencies
 from dask.local import get_sync
 from distributed import Future
 
-from ...design.partitions import missing_column_error
+from ...design.partitions import reader_error
 
 #: Optimizing Dask expressions is not thread-safe on Python 3.11:
 #: ``functools.cached_property`` holds one lock per property for all instances, and two
@@ -56,9 +56,9 @@ def compute_piece(graph: dict, out_key, frame=None, leaf_key=None) -> pd.DataFra
         graph = {**graph, leaf_key: frame}
     try:
         return get_sync(graph, out_key)
-    except KeyError as exc:
+    except (KeyError, ValueError) as exc:  # a file unlike the first (not a DataError)
         number = out_key[-1] if isinstance(out_key, tuple) else None
-        err = missing_column_error(exc, number)
+        err = reader_error(exc, number)
         if err is None:
             raise
         raise err from None
