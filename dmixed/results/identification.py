@@ -3,9 +3,13 @@
 Two variance components of identical columns, or a component equal to the group's
 random intercept, share their variance in any proportion at the same likelihood: the
 Hessian of ℓ in the covariance parameters (β profiled) is singular along that trade.
-statsmodels does not fit such models at all (its Hessian cannot be inverted); dmixed
-fits them (ℓ and the other estimates are right) but the split, its standard errors
-and profile intervals mean nothing, so the fit warns, naming the parameters.
+statsmodels does not fit such models at all (its Hessian cannot be inverted).  Where the
+formulas say so (one component's columns those of another, or all random-effects
+columns) dmixed refuses the model at the spec
+(:func:`dmixed.design.build.check_distinct_components`); where only the data do (two
+columns of equal values under two names) it fits them (ℓ and the other estimates are
+right) but the split, its standard errors and profile intervals mean nothing, so the
+fit warns, naming the parameters.
 """
 
 from __future__ import annotations
