@@ -11,6 +11,7 @@ among the levels (a partition may hold any subset of the levels).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,8 @@ __all__ = [
     "UNKNOWN_CODE",
     "level_codes",
     "arrow_text",
-    "sorted_text",
+    "CodedText",
+    "coded_text",
     "text_array",
     "level_positions",
     "sorted_integers",
@@ -111,17 +113,50 @@ def arrow_text(s: pd.Series):
     return arr
 
 
-def sorted_text(s: pd.Series) -> list | None:
-    """The distinct non-missing values of an Arrow-backed text column, sorted as Python
-    sorts them (:func:`sorted_levels`), found by Arrow (hashing and sorting its UTF-8
-    bytes, whose order is the code points' order); None for any other column."""
+@dataclass(frozen=True)
+class CodedText:
+    """An Arrow-backed text column's distinct non-missing values (of the rows kept),
+    sorted as Python sorts them (``levels``, an Arrow string array: :func:`sorted_levels`
+    of the values), and the position of each row's value among them (``codes``, int64,
+    (n,), every row: :data:`MISSING_CODE` where missing, :data:`UNKNOWN_CODE` where not
+    a level): what :func:`level_codes` gives the column with those levels."""
+
+    levels: Any
+    codes: np.ndarray
+
+
+def coded_text(s: pd.Series, kept: np.ndarray | None = None) -> CodedText | None:
+    """The sorted levels and the codes of an Arrow-backed text column (:class:`CodedText`;
+    None for any other column), the levels those of the rows ``kept`` (a boolean mask;
+    None: all), from one dictionary encoding of its values (Arrow's hashing) and one sort
+    of the distinct values (their UTF-8 bytes, whose order is the code points' order): no
+    Python object per value, no second look-up of the rows."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     arr = arrow_text(s)
     if arr is None:
         return None
-    distinct = pc.unique(arr).drop_null()
-    return distinct.take(pc.array_sort_indices(distinct)).to_pylist()
+    chunks = arr.dictionary_encode().chunks
+    if len({len(ch.dictionary) for ch in chunks}) > 1:  # (chunks share one dictionary)
+        chunks = arr.combine_chunks().dictionary_encode().chunks
+    if not chunks:
+        return CodedText(pa.array([], arr.type), np.empty(0, dtype=np.int64))
+    distinct = chunks[-1].dictionary
+    ind = np.concatenate(
+        [pc.fill_null(ch.indices, -1).to_numpy(zero_copy_only=False) for ch in chunks]
+    )
+    # rank[i]: the level of distinct value i; the last entry is read by missing values
+    rank = np.full(len(distinct) + 1, UNKNOWN_CODE, dtype=np.int64)
+    rank[-1] = MISSING_CODE
+    if kept is not None:
+        present = np.zeros(len(distinct) + 1, dtype=bool)
+        present[ind[kept]] = True
+        where = np.flatnonzero(present[:-1])
+        distinct = distinct.take(where)
+    order = pc.array_sort_indices(distinct).to_numpy()
+    rank[order if kept is None else where[order]] = np.arange(len(order))
+    return CodedText(distinct.take(order), rank[ind])
 
 
 def text_array(levels: list):
