@@ -41,6 +41,7 @@ __all__ = [
     "sorted_integers",
     "categorical_levels",
     "present_levels",
+    "categorical_codes",
     "sorted_levels",
     "unique_values",
     "declared_observed",
@@ -316,6 +317,16 @@ def present_levels(s: pd.Series) -> list:
         if dtype.categories.is_monotonic_increasing:  # (categories are distinct)
             return observed
     return categorical_levels(dtype, observed)
+
+
+def categorical_codes(s: pd.Series, levels: list) -> np.ndarray | None:
+    """The codes of a pandas categorical column among ``levels`` where those are its
+    declared categories in declared order: its own codes, int64 (-1 missing; what
+    :func:`level_codes` gives it); None where they are not."""
+    categories = s.dtype.categories
+    if len(categories) != len(levels) or categories.tolist() != levels:
+        return None
+    return s.cat.codes.to_numpy().astype(np.int64)
 
 
 def declared_observed(dtype: pd.CategoricalDtype, observed) -> list:

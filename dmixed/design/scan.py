@@ -22,6 +22,7 @@ import pandas as pd
 from ..errors import DataError
 from .dtypes import CATEGORICAL, check_plain_values, object_types, py_scalars, to_float
 from .levels import (
+    categorical_codes,
     categorical_levels,
     coded_text,
     present_levels,
@@ -80,8 +81,9 @@ class LevelScan:
     (what a variance component's plan keeps, without a conversion of the list);
     ``text``: the levels of Arrow-backed text columns as the Arrow array they were
     found as (what their values are looked up in, without a conversion of the list);
-    ``codes``: the codes of every row of those text columns of a pandas frame among
-    their levels (:func:`~dmixed.design.levels.level_codes`' values: what preparing
+    ``codes``: the codes of every row of a pandas frame's label columns among their
+    levels, where found with them (Arrow-backed text; categoricals whose levels are
+    their categories: :func:`~dmixed.design.levels.level_codes`' values, what preparing
     that very frame takes instead of a look-up)."""
 
     levels: dict[str, list]
@@ -148,7 +150,7 @@ def _object_types(pdf: pd.DataFrame, plan: ScanPlan) -> dict[str, set[str]]:
 
 def pandas_scan(df: pd.DataFrame, kinds: dict, plan: ScanPlan) -> LevelScan:
     """Levels, object types and row counts of a pandas frame (no response range); the
-    codes of its Arrow-backed text columns."""
+    codes of its label columns where found with their levels."""
     kept, mask = _kept_rows(df, kinds, plan)
     types = _object_types(kept, plan)
     scan = LevelScan({}, len(df), len(kept), None, types)
@@ -167,6 +169,9 @@ def pandas_scan(df: pd.DataFrame, kinds: dict, plan: ScanPlan) -> LevelScan:
             continue
         if kinds[c] == CATEGORICAL and isinstance(s.dtype, pd.CategoricalDtype):
             levels[c] = present_levels(s)
+            codes = categorical_codes(df[c], levels[c])  # (every row of the frame)
+            if codes is not None:
+                scan.codes[c] = codes
             continue
         levels[c] = sorted_levels(_distinct(s, types.get(c), c, plan))
     return scan

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from dmixed.design.levels import (
     UNKNOWN_CODE,
+    categorical_codes,
     categorical_levels,
     coded_text,
     level_codes,
@@ -193,3 +194,25 @@ def test_present_levels_are_the_categorical_levels(kind, ordered, n, seed):
     expected = categorical_levels(s.dtype, declared[present].tolist())
     assert present_levels(s) == expected
     assert unique_values(s) == s.dtype.categories[present].tolist()
+
+
+@pytest.mark.parametrize(
+    "categories, values",
+    [
+        ([3, 10, 20], [20, 3, None, 10]),  # every category present, ascending
+        ([20, 3, 10], [20, 3, 10, 3]),  # declared out of order (levels sorted)
+        (["b", "a", "c"], ["c", None, "a", "b"]),  # text, declared order
+        ([3, 10, 20], [20, 3, 3]),  # a category absent
+    ],
+)
+def test_categorical_codes_are_those_of_the_look_up(categories, values):
+    """A categorical's own codes are its level codes where its levels are its categories
+    in declared order (else None: looked up)."""
+    s = pd.Series(pd.Categorical(values, categories=categories))
+    levels = present_levels(s)
+    codes = categorical_codes(s, levels)
+    want = level_codes(s, pd.Index(np.asarray(levels, dtype=object)))
+    if codes is None:
+        assert levels != categories
+    else:
+        assert codes.dtype == np.int64 and codes.tolist() == want.tolist()
