@@ -21,6 +21,7 @@ from dmixed.design.levels import (
     sorted_integers,
     sorted_levels,
     text_array,
+    text_order,
     unique_values,
 )
 from tests._synth import QUICK
@@ -216,3 +217,21 @@ def test_categorical_codes_are_those_of_the_look_up(categories, values):
         assert levels != categories
     else:
         assert codes.dtype == np.int64 and codes.tolist() == want.tolist()
+
+
+@settings(max_examples=80, **QUICK)
+@given(
+    st.sampled_from(["", "s", "pre-", "é"]),
+    st.lists(st.text(max_size=12), max_size=40, unique=True),
+    st.sampled_from([pa.string(), pa.large_string()]),
+    st.booleans(),
+)
+def test_text_order_is_pythons_order(prefix, values, type_, sliced):
+    """``text_order`` sorts distinct text as Python does (any code points, NUL bytes,
+    a prefix shared by every value, an Arrow slice), or gives None (values too long)."""
+    arr = pa.array([prefix + v for v in values], type_)
+    if sliced and len(arr) > 1:
+        arr = arr.slice(1)
+    order = text_order(arr)
+    if order is not None:
+        assert arr.take(order).to_pylist() == sorted(arr.to_pylist())
