@@ -537,7 +537,7 @@ def check_response_not_constant(spec: ModelSpec, data, scan: LevelScan, dask_inp
         If every finite value of the response is the same.
     """
     if not dask_input:
-        prepared = prepare_columns(spec, data)
+        prepared = prepare_columns(spec, data, label_codes=scan.codes)
         plan = spec.plain_plan("lhs")
         if plan is not None and len(plan) == 1 and len(plan[0]) == 1:
             endog = prepared.columns[plan[0][0]]  # a numeric column: no formulaic

@@ -11,6 +11,7 @@ among the levels (a partition may hold any subset of the levels).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,12 +34,15 @@ __all__ = [
     "UNKNOWN_CODE",
     "level_codes",
     "arrow_text",
-    "sorted_text",
+    "CodedText",
+    "coded_text",
     "text_array",
+    "text_order",
     "level_positions",
     "sorted_integers",
     "categorical_levels",
     "present_levels",
+    "categorical_codes",
     "sorted_levels",
     "unique_values",
     "declared_observed",
@@ -111,17 +115,89 @@ def arrow_text(s: pd.Series):
     return arr
 
 
-def sorted_text(s: pd.Series) -> list | None:
-    """The distinct non-missing values of an Arrow-backed text column, sorted as Python
-    sorts them (:func:`sorted_levels`), found by Arrow (hashing and sorting its UTF-8
-    bytes, whose order is the code points' order); None for any other column."""
+@dataclass(frozen=True)
+class CodedText:
+    """An Arrow-backed text column's distinct non-missing values (of the rows kept),
+    sorted as Python sorts them (``levels``, an Arrow string array: :func:`sorted_levels`
+    of the values), and the position of each row's value among them (``codes``, int64,
+    (n,), every row: :data:`MISSING_CODE` where missing, :data:`UNKNOWN_CODE` where not
+    a level): what :func:`level_codes` gives the column with those levels."""
+
+    levels: Any
+    codes: np.ndarray
+
+
+def coded_text(s: pd.Series, kept: np.ndarray | None = None) -> CodedText | None:
+    """The sorted levels and the codes of an Arrow-backed text column (:class:`CodedText`;
+    None for any other column), the levels those of the rows ``kept`` (a boolean mask;
+    None: all), from one dictionary encoding of its values (Arrow's hashing) and one sort
+    of the distinct values (their UTF-8 bytes, whose order is the code points' order): no
+    Python object per value, no second look-up of the rows."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     arr = arrow_text(s)
     if arr is None:
         return None
-    distinct = pc.unique(arr).drop_null()
-    return distinct.take(pc.array_sort_indices(distinct)).to_pylist()
+    chunks = arr.dictionary_encode().chunks
+    if len({len(ch.dictionary) for ch in chunks}) > 1:  # (chunks share one dictionary)
+        chunks = arr.combine_chunks().dictionary_encode().chunks
+    if not chunks:
+        return CodedText(pa.array([], arr.type), np.empty(0, dtype=np.int64))
+    distinct = chunks[-1].dictionary
+    ind = np.concatenate(
+        [pc.fill_null(ch.indices, -1).to_numpy(zero_copy_only=False) for ch in chunks]
+    )
+    # rank[i]: the level of distinct value i; the last entry is read by missing values
+    rank = np.full(len(distinct) + 1, UNKNOWN_CODE, dtype=np.int64)
+    rank[-1] = MISSING_CODE
+    if kept is not None:
+        present = np.zeros(len(distinct) + 1, dtype=bool)
+        present[ind[kept]] = True
+        where = np.flatnonzero(present[:-1])
+        distinct = distinct.take(where)
+    order = text_order(distinct)
+    if order is None:
+        order = pc.array_sort_indices(distinct).to_numpy()
+    rank[order if kept is None else where[order]] = np.arange(len(order))
+    return CodedText(distinct.take(order), rank[ind])
+
+
+#: the most 8-byte words :func:`text_order` sorts by (beyond: Arrow's sort)
+TEXT_KEY_WORDS = 3
+
+
+def text_order(arr) -> np.ndarray | None:
+    """The permutation sorting an Arrow string array without missing values by its UTF-8
+    bytes (Python's order of the strings), by numpy: the bytes after those all values
+    begin with, zero-padded, and the length after them, as at most
+    :data:`TEXT_KEY_WORDS` big-endian words compared in turn (``numpy.lexsort``; the
+    values are distinct); None where the values are longer than that."""
+    import pyarrow as pa
+
+    n = len(arr)
+    wide = np.int64 if pa.types.is_large_string(arr.type) else np.int32
+    _, offsets_buf, data_buf = arr.buffers()
+    offsets = np.frombuffer(offsets_buf, wide, n + 1, arr.offset * np.dtype(wide).itemsize)
+    starts, lengths = offsets[:-1].astype(np.int64), np.diff(offsets).astype(np.int64)
+    if n == 0 or int(lengths.max()) == 0:
+        return np.arange(n)
+    data = np.frombuffer(data_buf, np.uint8)
+    shortest, longest = int(lengths.min()), int(lengths.max())
+    p = 0  # the bytes every value begins with
+    while p < shortest and (data[starts + p] == data[starts[0] + p]).all():
+        p += 1
+    words = -(-(longest - p + 1) // 8)  # the bytes after them and one for the length
+    if words > TEXT_KEY_WORDS:
+        return None
+    keys = np.zeros((words, n), dtype=np.uint64)
+    for j in range(longest - p):
+        byte = data[np.minimum(starts + (p + j), data.size - 1)].astype(np.uint64)
+        if p + j >= shortest:
+            byte[lengths <= p + j] = 0
+        keys[j // 8] |= byte << np.uint64(56 - 8 * (j % 8))
+    keys[-1] |= (lengths - p).astype(np.uint64)  # (in the last byte: fewer than 256)
+    return np.argsort(keys[0]) if words == 1 else np.lexsort(keys[::-1])
 
 
 def text_array(levels: list):
@@ -281,6 +357,16 @@ def present_levels(s: pd.Series) -> list:
         if dtype.categories.is_monotonic_increasing:  # (categories are distinct)
             return observed
     return categorical_levels(dtype, observed)
+
+
+def categorical_codes(s: pd.Series, levels: list) -> np.ndarray | None:
+    """The codes of a pandas categorical column among ``levels`` where those are its
+    declared categories in declared order: its own codes, int64 (-1 missing; what
+    :func:`level_codes` gives it); None where they are not."""
+    categories = s.dtype.categories
+    if len(categories) != len(levels) or categories.tolist() != levels:
+        return None
+    return s.cat.codes.to_numpy().astype(np.int64)
 
 
 def declared_observed(dtype: pd.CategoricalDtype, observed) -> list:

@@ -77,13 +77,20 @@ class _Normalized:
 
 
 def prepare_columns(
-    spec: ModelSpec, df: pd.DataFrame, response: bool = True, random: bool = True
+    spec: ModelSpec,
+    df: pd.DataFrame,
+    response: bool = True,
+    random: bool = True,
+    label_codes: dict[str, np.ndarray] | None = None,
 ) -> PreparedColumns:
     """Check and normalise the used columns of one frame, dropping rows.
 
     ``response=False`` (new rows to predict) skips the columns only the response uses
     and the weights column; ``random=False`` as well (the fixed part of new rows) reads
     only the columns of the fixed-effects formula (:func:`needed_columns`).
+    ``label_codes``: the codes of some label columns of this very frame among the
+    spec's levels, found with them (:attr:`~dmixed.design.scan.LevelScan.codes`), taken
+    instead of looking the values up again.
 
     Raises
     ------
@@ -93,7 +100,7 @@ def prepare_columns(
         spec was built, or if a weight is not positive.
     """
     used, formula_columns = _columns_needed(spec, df, response, random)
-    norm = _normalize(spec, df, formula_columns)
+    norm = _normalize(spec, df, formula_columns, label_codes or {})
     if spec.group_name in used:
         _add_group_missing(spec, df, norm)
     if spec.weights_name is not None and response:
@@ -138,13 +145,18 @@ def _columns_needed(spec: ModelSpec, df: pd.DataFrame, response: bool, random: b
     return used, formula_columns
 
 
-def _normalize(spec: ModelSpec, df: pd.DataFrame, formula_columns: list[str]) -> _Normalized:
+def _normalize(
+    spec: ModelSpec, df: pd.DataFrame, formula_columns: list[str], known: dict | None = None
+) -> _Normalized:
     norm = _Normalized({}, {}, {})
+    known = known or {}
     for c in formula_columns:
         kind = spec.column_kinds[c]
         s = df[c]
         if kind == CATEGORICAL:
-            codes = level_codes(s, spec.level_index(c), lambda c=c: spec.text_levels(c))
+            codes = known.get(c)
+            if codes is None:
+                codes = level_codes(s, spec.level_index(c), lambda c=c: spec.text_levels(c))
             norm.values[c] = codes
             norm.missing[c] = codes == MISSING_CODE
             norm.unknown[c] = codes == UNKNOWN_CODE

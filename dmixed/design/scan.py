@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,11 +22,12 @@ import pandas as pd
 from ..errors import DataError
 from .dtypes import CATEGORICAL, check_plain_values, object_types, py_scalars, to_float
 from .levels import (
+    categorical_codes,
     categorical_levels,
+    coded_text,
     present_levels,
     sorted_integers,
     sorted_levels,
-    sorted_text,
     unique_values,
 )
 from .missing import rows_with_missing
@@ -77,7 +79,13 @@ class LevelScan:
     column; ``n_total`` rows and ``n_kept`` after dropping missing values, and the
     response's finite ``response_range`` (each None when the scan did not read the
     data); ``arrays``: the levels of integer columns as the array they were found as
-    (what a variance component's plan keeps, without a conversion of the list)."""
+    (what a variance component's plan keeps, without a conversion of the list);
+    ``text``: the levels of Arrow-backed text columns as the Arrow array they were
+    found as (what their values are looked up in, without a conversion of the list);
+    ``codes``: the codes of every row of a pandas frame's label columns among their
+    levels, where found with them (Arrow-backed text; categoricals whose levels are
+    their categories: :func:`~dmixed.design.levels.level_codes`' values, what preparing
+    that very frame takes instead of a look-up)."""
 
     levels: dict[str, list]
     n_total: int | None = None
@@ -85,6 +93,8 @@ class LevelScan:
     response_range: tuple[float, float] | None = None
     types: dict[str, set] = field(default_factory=dict)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    text: dict[str, Any] = field(default_factory=dict)
+    codes: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
@@ -113,12 +123,13 @@ def object_columns(frame: pd.DataFrame, columns) -> list[str]:
     return [c for c in columns if frame[c].dtype == object]
 
 
-def _kept_rows(pdf: pd.DataFrame, kinds, plan: ScanPlan) -> pd.DataFrame:
+def _kept_rows(pdf: pd.DataFrame, kinds, plan: ScanPlan) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """The rows kept and their mask (None: all, the frame itself)."""
     if plan.drop and len(pdf):
         any_missing = rows_with_missing(pdf, kinds, plan.columns_used)
         if any_missing.any():
-            return pdf[~any_missing]
-    return pdf
+            return pdf[~any_missing], ~any_missing
+    return pdf, None
 
 
 def _distinct(s: pd.Series, types: set | None, c: str, plan: ScanPlan) -> list:
@@ -139,25 +150,32 @@ def _object_types(pdf: pd.DataFrame, plan: ScanPlan) -> dict[str, set[str]]:
 
 
 def pandas_scan(df: pd.DataFrame, kinds: dict, plan: ScanPlan) -> LevelScan:
-    """Levels, object types and row counts of a pandas frame (no response range)."""
-    kept = _kept_rows(df, kinds, plan)
+    """Levels, object types and row counts of a pandas frame (no response range); the
+    codes of its label columns where found with their levels."""
+    kept, mask = _kept_rows(df, kinds, plan)
     types = _object_types(kept, plan)
-    levels, arrays = {}, {}
+    scan = LevelScan({}, len(df), len(kept), None, types)
+    levels = scan.levels
     for c in plan.level_cols:
         s = kept[c]
         if isinstance(s.dtype, np.dtype) and s.dtype.kind in "iu":
-            arrays[c] = sorted_integers(s.to_numpy())  # numbers in C(): no missing value
-            levels[c] = arrays[c].tolist()
+            scan.arrays[c] = sorted_integers(s.to_numpy())  # numbers in C(): no missing value
+            levels[c] = scan.arrays[c].tolist()
             continue
-        text = sorted_text(s) if kinds[c] == CATEGORICAL else None
-        if text is not None:  # Arrow-backed text: found and sorted by Arrow
-            levels[c] = text
+        text = coded_text(df[c], mask) if kinds[c] == CATEGORICAL else None
+        if text is not None:  # Arrow-backed text: found, sorted and coded by Arrow
+            scan.text[c] = text.levels
+            scan.codes[c] = text.codes  # (of every row of the frame)
+            levels[c] = text.levels.to_pylist()
             continue
         if kinds[c] == CATEGORICAL and isinstance(s.dtype, pd.CategoricalDtype):
             levels[c] = present_levels(s)
+            codes = categorical_codes(df[c], levels[c])  # (every row of the frame)
+            if codes is not None:
+                scan.codes[c] = codes
             continue
         levels[c] = sorted_levels(_distinct(s, types.get(c), c, plan))
-    return LevelScan(levels, len(df), len(kept), None, types, arrays)
+    return scan
 
 
 def summarize_partition(pdf, kinds, plan: ScanPlan, to_scan, number=None) -> PartitionSummary:
@@ -181,7 +199,7 @@ def _summary(pdf, kinds, plan: ScanPlan, to_scan) -> PartitionSummary:
     declared = {c: kinds[c] for c in pdf.columns if c in kinds and c not in plan.object_cols}
     check_column_kinds(pdf, declared)
     n = len(pdf)
-    pdf = _kept_rows(pdf, kinds, plan)
+    pdf = _kept_rows(pdf, kinds, plan)[0]
     out = PartitionSummary(n=n, n_kept=len(pdf))
     out.types = _object_types(pdf, plan)
     for c in to_scan:

@@ -580,4 +580,7 @@ def build_spec_prepared(
     references = choose_references(spec, parsed, integers, data, dask_input)
     if references:
         spec = dataclasses.replace(spec, references=references)
+    for c, found in scan.text.items():  # the scan's Arrow levels, not rebuilt from the list
+        if c in spec.levels:
+            spec._cached("text:" + c, lambda found=found: (found,))
     return spec, check_response_not_constant(spec, data, scan, dask_input)

@@ -12,14 +12,16 @@ from hypothesis import strategies as st
 
 from dmixed.design.levels import (
     UNKNOWN_CODE,
+    categorical_codes,
     categorical_levels,
+    coded_text,
     level_codes,
     level_positions,
     present_levels,
     sorted_integers,
     sorted_levels,
-    sorted_text,
     text_array,
+    text_order,
     unique_values,
 )
 from tests._synth import QUICK
@@ -120,24 +122,46 @@ TEXT_DTYPES = {
     st.lists(st.text(max_size=4), max_size=10),
 )
 def test_text_levels_found_and_numbered_by_arrow_as_by_python(dtype, values, extra):
-    """Arrow-backed text: ``sorted_text`` is ``sorted_levels`` of the distinct values
-    (Python's order of any code points, missing values left out), and the codes looked up
-    by Arrow equal those of Python's look-up, missing (-1) and unknown (-2) included."""
+    """Arrow-backed text: ``coded_text``'s levels are ``sorted_levels`` of the distinct
+    values (Python's order of any code points, missing values left out; of the rows
+    kept, where some are) and its codes Python's look-up of the values among them (-1
+    missing, -2 a value only in rows not kept); the codes looked up by Arrow among other
+    levels equal those of Python's look-up, missing (-1) and unknown (-2) included."""
     s = TEXT_DTYPES[dtype](values)
-    found = sorted_text(s)
+    coded = coded_text(s)
+    found = coded.levels.to_pylist()
     assert found == sorted_levels(unique_values(s))
+    assert coded.codes.dtype == np.int64
+    assert (
+        coded.codes.tolist() == level_codes(s, pd.Index(np.asarray(found, dtype=object))).tolist()
+    )
     levels = sorted(set(found) | set(extra[: len(extra) // 2]))
     index = pd.Index(np.asarray(levels, dtype=object))
     arrow = level_codes(s, index, lambda: text_array(levels))
     assert arrow.tolist() == level_codes(s, index).tolist()
+    kept = np.arange(len(s)) % 3 != 1  # the levels of the rows kept; every row coded
+    coded = coded_text(s, kept)
+    found = coded.levels.to_pylist()
+    assert found == sorted_levels(unique_values(s[kept]))
+    index = pd.Index(np.asarray(found, dtype=object))
+    assert coded.codes.tolist() == level_codes(s, index).tolist()
+
+
+def test_text_of_chunks_with_their_own_dictionaries():
+    """Chunks whose dictionary encodings differ (one chunk all missing) are coded
+    together."""
+    chunked = pa.chunked_array([pa.array([None, None], pa.string()), pa.array(["b", "a", "b"])])
+    coded = coded_text(pd.Series(pd.arrays.ArrowExtensionArray(chunked)))
+    assert coded.levels.to_pylist() == ["a", "b"]
+    assert coded.codes.tolist() == [-1, -1, 1, 0, 1]
 
 
 def test_text_of_other_columns_is_not_found_by_arrow():
     """Columns that are not Arrow text keep Python's paths (None), and levels that are not
     all text are looked up by Python (``text_array`` None)."""
-    assert sorted_text(pd.Series(np.array(["b", "a"], dtype=object), dtype=object)) is None
-    assert sorted_text(pd.Series([1, 2])) is None
-    assert sorted_text(pd.Series(pd.Categorical(["b", "a"]))) is None
+    assert coded_text(pd.Series(np.array(["b", "a"], dtype=object), dtype=object)) is None
+    assert coded_text(pd.Series([1, 2])) is None
+    assert coded_text(pd.Series(pd.Categorical(["b", "a"]))) is None
     assert text_array([1, "a"]) is None and text_array([1, 2]) is None
     s = pd.Series(pd.array(["a", "b", None], dtype="str"))
     index = pd.Index(np.asarray([1, "a"], dtype=object))
@@ -171,3 +195,43 @@ def test_present_levels_are_the_categorical_levels(kind, ordered, n, seed):
     expected = categorical_levels(s.dtype, declared[present].tolist())
     assert present_levels(s) == expected
     assert unique_values(s) == s.dtype.categories[present].tolist()
+
+
+@pytest.mark.parametrize(
+    "categories, values",
+    [
+        ([3, 10, 20], [20, 3, None, 10]),  # every category present, ascending
+        ([20, 3, 10], [20, 3, 10, 3]),  # declared out of order (levels sorted)
+        (["b", "a", "c"], ["c", None, "a", "b"]),  # text, declared order
+        ([3, 10, 20], [20, 3, 3]),  # a category absent
+    ],
+)
+def test_categorical_codes_are_those_of_the_look_up(categories, values):
+    """A categorical's own codes are its level codes where its levels are its categories
+    in declared order (else None: looked up)."""
+    s = pd.Series(pd.Categorical(values, categories=categories))
+    levels = present_levels(s)
+    codes = categorical_codes(s, levels)
+    want = level_codes(s, pd.Index(np.asarray(levels, dtype=object)))
+    if codes is None:
+        assert levels != categories
+    else:
+        assert codes.dtype == np.int64 and codes.tolist() == want.tolist()
+
+
+@settings(max_examples=80, **QUICK)
+@given(
+    st.sampled_from(["", "s", "pre-", "é"]),
+    st.lists(st.text(max_size=12), max_size=40, unique=True),
+    st.sampled_from([pa.string(), pa.large_string()]),
+    st.booleans(),
+)
+def test_text_order_is_pythons_order(prefix, values, type_, sliced):
+    """``text_order`` sorts distinct text as Python does (any code points, NUL bytes,
+    a prefix shared by every value, an Arrow slice), or gives None (values too long)."""
+    arr = pa.array([prefix + v for v in values], type_)
+    if sliced and len(arr) > 1:
+        arr = arr.slice(1)
+    order = text_order(arr)
+    if order is not None:
+        assert arr.take(order).to_pylist() == sorted(arr.to_pylist())

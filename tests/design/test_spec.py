@@ -323,3 +323,46 @@ def test_formulaic_frame_leaves_out_columns_only_components_read(monkeypatch, id
     whole = spec.transform(df)
     assert np.array_equal(design.vc_cols[0], whole.vc_cols[0])
     assert np.array_equal(design.exog, whole.exog) and np.array_equal(design.endog, whole.endog)
+
+
+@pytest.mark.parametrize("dtype", ["str", "category"])
+@pytest.mark.parametrize("missing", ["none", "drop", "label dropped"])
+def test_text_codes_found_by_the_scan_are_those_of_a_look_up(monkeypatch, missing, dtype):
+    """The codes of an Arrow-backed text column (or a categorical whose levels are its
+    categories) found with its levels by the scan are what preparing the frame takes
+    (no second look-up of its values) and equal those of the look-up, also where rows
+    are dropped (``missing="drop"``: the levels are those of the rows kept; a value only
+    in a dropped row is unknown, and its row dropped)."""
+    import dmixed.design.levels as levels_module
+    import dmixed.design.prepare as prepare_module
+    from dmixed.design.prepare import prepare_columns
+    from dmixed.design.spec import build_spec_prepared
+
+    rng = np.random.default_rng(4)
+    n = 300
+    ids = np.array([f"é{i}" if i % 3 else f"s{i}" for i in rng.integers(0, 60, n)], dtype=object)
+    x = rng.standard_normal(n)
+    if missing != "none":
+        ids[rng.random(n) < 0.05] = None
+    if missing == "label dropped":  # the only row of level "zz" has a missing x
+        ids[0], x[0] = "zz", np.nan
+    df = pd.DataFrame(
+        {"y": rng.standard_normal(n), "x": x, "g": np.arange(n) % 7, "id": pd.array(ids, dtype)}
+    )
+    kw = dict(groups="g", vc_formula={"c": "0 + C(id)"}, missing="drop")
+    looked_up = []
+    level_codes = levels_module.level_codes
+
+    def recorded(s, *args, **kwargs):
+        looked_up.append(s.name)
+        return level_codes(s, *args, **kwargs)
+
+    monkeypatch.setattr(prepare_module, "level_codes", recorded)
+    spec, prepared = build_spec_prepared(df, "y ~ x", **kw)
+    # (a categorical's category "zz" absent from the rows kept: looked up)
+    assert looked_up == (["id"] if (dtype, missing) == ("category", "label dropped") else [])
+    assert "zz" not in spec.levels["id"]
+    again = prepare_columns(spec, df)
+    assert again.columns["id"].dtype == prepared.columns["id"].dtype == np.int64
+    np.testing.assert_array_equal(again.columns["id"], prepared.columns["id"])
+    np.testing.assert_array_equal(again.keep, prepared.keep)
