@@ -1,5 +1,5 @@
 """The coordinates of the optimizer's Newton steps: variances on a shifted log scale,
-covariances as (shifted) correlations.
+a wider Ψ* (shifted) in modified Cholesky factors.
 
 Where the groups are few and large, the profiled log-likelihood as a function of a
 variance ψ behaves like ``−a log ψ − b / ψ`` (``log|K_i| ≈ log(n_i ψ)``, and the
@@ -26,14 +26,25 @@ form, and the whole shift overcorrects where the variance is well determined).
 The shifts are read again at every exact Hessian (the secant steps of
 :mod:`~dmixed.fit.optimize` keep the last).  Newton steps are taken in ``v``:
 
-- ``v_j = log(θ_j + c_j)`` for every positive variance (the τ* and the diagonal of Ψ*),
-- ``ρ_ab = Ψ*_ab / √((Ψ*_aa + c_a)(Ψ*_bb + c_b))`` for a covariance of two such
-  variances: a step that shrinks two variances shrinks their covariance with them,
-  instead of leaving it where it was and overshooting the correlation.  It is the
-  correlation where the variances are well determined (``c ≪ Ψ*_aa``), and tends to
-  the covariance itself (times a constant) where a variance is small next to its
-  error: there ℓ is nearly quadratic in the covariance, and the plain correlation, a
-  ratio with a poorly determined denominator, is not (its steps converge linearly),
+- ``v_j = log(θ_j + c_j)`` for every positive τ*_j (and a variance of Ψ* outside the
+  block below),
+- for the block of Ψ* whose variances are positive and move (all of Ψ* at an interior
+  point; a random effect settled at zero leaves its row and column out), the modified
+  Cholesky factors of the shifted block ``Ψ* + C = L D L'`` (``C = diag(c_j)``, ``L``
+  unit lower triangular, ``D`` diagonal; Pourahmadi's parametrization):
+  ``log(D_jj + s_j)`` at the variance's place, ``L_ab`` (a regression coefficient of
+  effect ``a`` on effect ``b`` given those before it) at the covariance's; ``s_j`` is
+  the share :data:`SHIFT_SHARE` of what the effects before ``j`` explain of its
+  variance, ``(Ψ* + C)_jj − D_jj`` (0 for the first), fixed for the step: a
+  conditional variance small next to it (effects correlated nearly ±1) leaves ℓ as
+  flat in ``log D_jj`` as a variance small next to its error leaves it in ``log ψ``.
+  A Newton step that rescales the variances leaves the ``L_ab`` alone, and the
+  covariance follows the variances instead of lagging behind them: from a moment start
+  off by a common factor and in its covariance, the step lands where the steps in the
+  (shifted) correlation ``Ψ*_ab / √((Ψ*_aa + c_a)(Ψ*_bb + c_b))`` land only a step
+  later.  For ``q = 1`` it is ``log(ψ + c)``; where a variance is small next to its
+  error (``c ≫ Ψ*_bb``), ``L_ab ≈ Ψ*_ab / (Ψ*_bb + c_b)`` is nearly the covariance
+  itself, in which ℓ is then nearly quadratic,
 - ``θ_j`` itself for the others (a variance at zero, a covariance beside one).
 
 The fixed points are the same (the map ``θ(v)`` is smooth and invertible at interior
@@ -66,12 +77,11 @@ MAX_LOG_STEP = float(np.log(100.0))
 class NewtonStep:
     """A Newton step from ``theta`` (the movable θ entries) in the coordinates ``v``.
 
-    ``log`` marks the variances stepped on the shifted log scale (``shift``: their
-    ``c_j``, 0 elsewhere), ``corr`` the covariances stepped as shifted correlations
-    (``pairs``: the positions of their two variances among the movable entries; −1
-    elsewhere); ``delta`` is the
-    step in ``v``; ``rise`` the Newton decrement ``½ g_v' δ_v`` (the rise of ℓ the full
-    step promises).
+    ``log`` marks the entries of ``v`` on a (shifted) log scale: the τ* and the variances
+    of Ψ* (``log(D_jj + s_j)`` in the block); ``shift`` their ``c_j`` (0 elsewhere); ``block``
+    the positions among the movable entries of the block's θ entries (a symmetric index
+    matrix, empty without a block); ``delta`` the step in ``v``; ``rise`` the Newton
+    decrement ``½ g_v' δ_v`` (the rise of ℓ the full step promises).
     """
 
     theta: np.ndarray
@@ -79,51 +89,147 @@ class NewtonStep:
     delta: np.ndarray
     rise: float
     shift: np.ndarray
-    corr: np.ndarray
-    pairs: np.ndarray
+    block: np.ndarray
 
     def point(self, fraction: float) -> np.ndarray:
-        """The movable θ after ``fraction`` of the step: ``(θ_j + c_j) e^{f δ_j} − c_j``
-        on the log scale, ``ρ_ab + f δ_ab`` times the new ``√((Ψ*_aa + c_a)(Ψ*_bb + c_b))``
-        for a shifted correlation, ``θ_j + f δ_j`` otherwise.  A variance the step takes below zero
-        (possible where ``c_j > 0``) is left negative: the point is outside the
-        parameter space, and the line search shortens the step."""
+        """The movable θ after ``fraction`` of the step: ``θ(v + f δ)``.  A variance the
+        step takes below zero (possible where ``c_j > 0``) is left negative: the point
+        is outside the parameter space, and the line search shortens the step."""
         step = fraction * self.delta
-        theta = self.theta
+        theta, shift = self.theta, self.shift
         out = np.where(
-            self.log,
-            (theta + self.shift) * np.exp(np.where(self.log, step, 0.0)) - self.shift,
-            theta + step,
+            self.log, (theta + shift) * np.exp(np.where(self.log, step, 0.0)) - shift, theta + step
         )
-        if self.corr.any():
-            a, b = self.pairs[self.corr, 0], self.pairs[self.corr, 1]
-            x = theta + self.shift
-            rho = theta[self.corr] / np.sqrt(x[a] * x[b]) + step[self.corr]
-            out[self.corr] = rho * np.sqrt(x[a] * x[b]) * np.exp(0.5 * (step[a] + step[b]))
+        if self.block.size:
+            v = _coordinates(theta, self.log, shift, self.block) + step
+            inside = self.block.ravel()
+            out[inside] = _theta_of(v, theta, self.log, shift, self.block)[inside]
         return out
 
 
-def log_entries(layout: Layout, correlations: bool = True) -> np.ndarray:
-    """Which entries of θ = [vech_lt(Ψ*), τ*] are stepped on the (shifted) log scale
-    where positive: every τ* and the diagonal of Ψ* (its covariances then as shifted
-    correlations); without ``correlations``, the diagonal of Ψ* only when it is 1 × 1
-    (beside plain covariances, a step that shrinks two variances on the log scale leaves
-    their covariance where it was, and overshoots their correlation)."""
+def log_entries(layout: Layout, cholesky: bool = True) -> np.ndarray:
+    """Which entries of θ = [vech_lt(Ψ*), τ*] are variances stepped on the (shifted) log
+    scale where positive: every τ* and the diagonal of Ψ* (its covariances then in the
+    modified Cholesky block); without ``cholesky``, the diagonal of Ψ* only when it is
+    1 × 1 (beside plain covariances, a step that shrinks two variances on the log scale
+    leaves their covariance where it was, and overshoots their correlation)."""
     rows, cols = layout.tril()
-    diagonal = rows == cols if correlations else np.full(layout.k_re2, layout.k_re == 1)
+    diagonal = rows == cols if cholesky else np.full(layout.k_re2, layout.k_re == 1)
     return np.concatenate([diagonal, np.ones(layout.k_vc, bool)])
 
 
-def _variance_pairs(layout: Layout) -> np.ndarray:
-    """For each entry of θ, the positions in θ of the two variances of its covariance
-    ``(Ψ*_aa, Ψ*_bb)``; ``(−1, −1)`` for a variance."""
+def _block_positions(layout: Layout, movable: np.ndarray, log: np.ndarray) -> np.ndarray:
+    """The block of Ψ* in modified Cholesky coordinates: ``P[a, b]`` the position among
+    the movable entries of θ's ``Ψ*_ab`` (symmetric), over the random effects whose
+    variance moves on the log scale and whose covariances all move; (0, 0) if fewer
+    than two."""
     rows, cols = layout.tril()
-    diag = np.full(layout.k_re, -1)
-    diag[rows[rows == cols]] = np.flatnonzero(rows == cols)
-    out = np.full((layout.n_params, 2), -1)
-    off = rows != cols
-    out[: layout.k_re2][off] = np.column_stack([diag[rows[off]], diag[cols[off]]])
+    position = np.full(layout.n_params, -1)
+    position[movable] = np.arange(int(movable.sum()))
+    full = np.full((layout.k_re, layout.k_re), -1)
+    full[rows, cols] = position[: layout.k_re2]
+    full[cols, rows] = position[: layout.k_re2]
+    diag = np.diagonal(full)
+    effects = np.flatnonzero((diag >= 0) & log[np.maximum(diag, 0)])
+    block = full[np.ix_(effects, effects)]
+    if effects.size < 2 or (block < 0).any():
+        return np.zeros((0, 0), dtype=np.intp)
+    return block.astype(np.intp)
+
+
+def _factors(
+    theta: np.ndarray, shift: np.ndarray, block: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(L, d, s)`` of the block at ``theta``: ``Ψ*_block + C = L diag(d) L'`` (``L`` unit
+    lower triangular; raises ``np.linalg.LinAlgError`` where it is not positive
+    definite) and the shifts ``s_j`` of the ``log(d_j + s_j)`` coordinates:
+    :data:`SHIFT_SHARE` of ``(Ψ*_block + C)_jj − d_j``, the part of the variance of
+    effect ``j`` that the effects before it explain.  Where a conditional variance is
+    small next to it (effects correlated nearly ±1), ℓ is as flat in ``log d_j`` as in
+    the log of a variance small next to its error, and the same shift remedies it."""
+    matrix = theta[block] + np.diag(shift[np.diagonal(block)])
+    chol = np.linalg.cholesky(matrix)
+    root = np.diagonal(chol)
+    d = root**2
+    return chol / root, d, SHIFT_SHARE * np.maximum(np.diagonal(matrix) - d, 0.0)
+
+
+def _coordinates(
+    theta: np.ndarray, log: np.ndarray, shift: np.ndarray, block: np.ndarray
+) -> np.ndarray:
+    """``v`` of the movable ``theta`` (the module's docstring)."""
+    out = np.where(log, np.log(np.where(log, theta + shift, 1.0)), theta)
+    if block.size:
+        lmat, d, s = _factors(theta, shift, block)
+        rows, cols = np.tril_indices(block.shape[0], -1)
+        out[np.diagonal(block)] = np.log(d + s)
+        out[block[rows, cols]] = lmat[rows, cols]
     return out
+
+
+def _theta_of(
+    v: np.ndarray, at: np.ndarray, log: np.ndarray, shift: np.ndarray, block: np.ndarray
+) -> np.ndarray:
+    """The movable θ of ``v``: the inverse of :func:`_coordinates` at ``at`` (whose
+    factors give the block's shifts ``s``)."""
+    out = np.where(log, np.exp(np.where(log, v, 0.0)) - shift, v)
+    if block.size:
+        s = _factors(at, shift, block)[2]
+        lmat = np.eye(block.shape[0])
+        rows, cols = np.tril_indices(block.shape[0], -1)
+        lmat[rows, cols] = v[block[rows, cols]]
+        diag = np.diagonal(block)
+        psi = (lmat * (np.exp(v[diag]) - s)) @ lmat.T - np.diag(shift[diag])
+        out[block[rows, cols]] = psi[rows, cols]
+        out[diag] = np.diagonal(psi)
+    return out
+
+
+def _block_chain_rule(
+    theta: np.ndarray, grad: np.ndarray, shift: np.ndarray, block: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The block's part of ``J = ∂θ/∂v`` and of ``Σ_k g_k ∂²θ_k/∂v²`` (both k × k over
+    the movable entries, zero outside the block).
+
+    With ``M = Ψ*_block + C = L diag(d) L'``, ``u_j = log(d_j + s_j)``,
+    ``x_j = d_j + s_j = e^{u_j}`` and ``L_j`` the ``j``-th column of ``L``:
+    ``∂M/∂u_j = x_j L_j L_j'``, ``∂M/∂L_ab = d_b (e_a L_b' + L_b e_a')``; second
+    derivatives ``x_j L_j L_j'`` in ``(u_j, u_j)``, ``x_b (e_a L_b' + L_b e_a')`` in
+    ``(u_b, L_ab)``, ``d_b (e_a e_c' + e_c e_a')`` in ``(L_ab, L_cb)``, zero otherwise.
+    ℓ's gradient in the block as a symmetric matrix ``G`` (``G_aa = g_aa``,
+    ``G_ab = g_ab / 2``) turns a second derivative ``X`` of ``M`` into
+    ``Σ_k g_k ∂²θ_k = tr(G X)``.
+    """
+    k = theta.size
+    q = block.shape[0]
+    diag = np.diagonal(block)
+    lmat, d, s = _factors(theta, shift, block)
+    x = d + s
+    eye = np.eye(q)
+    gmat = 0.5 * grad[block] + 0.5 * np.diag(grad[diag])
+    rows, cols = np.tril_indices(q)  # θ's block entries, a ≥ b
+    # the block's coordinates: (a, b) with a > b an L_ab, (j, j) a u_j
+    first: dict[tuple[int, int], np.ndarray] = {}  # ∂M over each coordinate
+    for a, b in zip(rows.tolist(), cols.tolist(), strict=True):
+        if a == b:
+            first[a, b] = x[b] * np.outer(lmat[:, b], lmat[:, b])
+        else:
+            first[a, b] = d[b] * (np.outer(eye[a], lmat[:, b]) + np.outer(lmat[:, b], eye[a]))
+    jac = np.zeros((k, k))
+    second = np.zeros((k, k))
+    for (a, b), dm in first.items():
+        jac[block[rows, cols], block[a, b]] = dm[rows, cols]
+    for b in range(q):  # only coordinates of the same column b have a second derivative
+        for a in range(b, q):
+            for c in range(b, q):
+                if a == b and c == b:  # (u_b, u_b)
+                    m2 = first[b, b]
+                elif a == b or c == b:  # (u_b, L_cb): ∂M/∂L_cb times x_b / d_b
+                    m2 = first[a + c - b, b] * (x[b] / d[b])
+                else:  # (L_ab, L_cb)
+                    m2 = d[b] * (np.outer(eye[a], eye[c]) + np.outer(eye[c], eye[a]))
+                second[block[a, b], block[c, b]] = float(np.sum(gmat * m2))
+    return jac, second
 
 
 def log_shift(theta: np.ndarray, trace_s: np.ndarray, trace_ss: np.ndarray) -> np.ndarray:
@@ -161,7 +267,7 @@ def newton_step(
     hess: np.ndarray,
     direction,
     shift: np.ndarray | None = None,
-    correlations: bool = True,
+    cholesky: bool = True,
 ) -> NewtonStep | None:
     """The Newton step in ``v`` from the gradient and Hessian of ℓ in θ.
 
@@ -181,9 +287,9 @@ def newton_step(
     shift : ndarray (m,), optional
         The shifts ``c_j`` of the log coordinates (:func:`log_shift`; default 0: the
         plain log scale); only those of the variances are read.
-    correlations : bool
-        The diagonal of a wider Ψ* on the log scale and its covariances as shifted
-        correlations (default); else both plain (:func:`log_entries`).
+    cholesky : bool
+        The diagonal of a wider Ψ* on the log scale and Ψ* + C in modified Cholesky
+        coordinates (default); else its entries plain (:func:`log_entries`).
 
     Returns
     -------
@@ -193,38 +299,32 @@ def newton_step(
     Notes
     -----
     With ``J = ∂θ/∂v``: ``g_v = J'g`` and ``H_v = J'HJ + Σ_k g_k ∂²θ_k/∂v²``.  On the log
-    scale ``∂θ_j/∂v_j = ∂²θ_j/∂v_j² = θ_j + c_j``.  A covariance is
-    ``Ψ*_ab = ρ_ab w`` with ``w = e^{(v_a + v_b)/2} = √((Ψ*_aa + c_a)(Ψ*_bb + c_b))``:
-    first derivatives ``w`` in ``ρ_ab`` and ``ρ_ab w / 2`` in ``v_a`` and ``v_b``, second
-    ``w / 2`` in ``(ρ_ab, v_a)`` and ``(ρ_ab, v_b)``, ``ρ_ab w / 4`` in ``(v_a, v_b)``,
-    ``(v_a, v_a)`` and ``(v_b, v_b)``.
+    scale ``∂θ_j/∂v_j = ∂²θ_j/∂v_j² = θ_j + c_j``; the block's derivatives are those of
+    :func:`_block_chain_rule`.
     """
-    variance = log_entries(layout, correlations)
+    variance = log_entries(layout, cholesky)
     point = np.asarray(theta, dtype=np.float64)[movable]
     log = variance[movable] & (point > 0.0)
     full_shift = np.zeros(layout.n_params) if shift is None else np.asarray(shift, np.float64)
     c = np.where(log, full_shift[movable], 0.0)
-    # a covariance whose two variances move on the log scale: a correlation
-    position = np.full(layout.n_params, -1)
-    position[movable] = np.arange(point.size)
-    pairs = _variance_pairs(layout)[movable]
-    pairs = np.where(pairs >= 0, position[np.maximum(pairs, 0)], -1)
-    corr = np.all(pairs >= 0, axis=1)
-    corr[corr] = log[pairs[corr, 0]] & log[pairs[corr, 1]]
+    block = _block_positions(layout, movable, log) if cholesky else np.zeros((0, 0), np.intp)
+    single = log.copy()  # the log entries outside the block
+    single[np.diagonal(block)] = False
     x = point + c
-    jac = np.diag(np.where(log, x, 1.0))
-    second = np.diag(np.where(log, x * grad, 0.0))  # Σ_k g_k ∂²θ_k/∂v²
-    for k in np.flatnonzero(corr):
-        a, b = pairs[k]
-        w = np.sqrt(x[a] * x[b])
-        rho = point[k] / w
-        jac[k, k], jac[k, a], jac[k, b] = w, 0.5 * rho * w, 0.5 * rho * w
-        g = grad[k]
-        for i, j, d2 in ((k, a, 0.5 * w), (k, b, 0.5 * w), (a, b, 0.25 * rho * w)):
-            second[i, j] += g * d2
-            second[j, i] += g * d2
-        second[a, a] += g * 0.25 * rho * w
-        second[b, b] += g * 0.25 * rho * w
+    jac = np.diag(np.where(single, x, np.where(log, 0.0, 1.0)))
+    second = np.diag(np.where(single, x * grad, 0.0))  # Σ_k g_k ∂²θ_k/∂v²
+    if block.size:
+        try:
+            block_jac, block_second = _block_chain_rule(point, grad, c, block)
+        except np.linalg.LinAlgError:
+            block = np.zeros((0, 0), np.intp)  # not positive definite: entries plain
+            jac = np.diag(np.where(log, x, 1.0))
+            second = np.diag(np.where(log, x * grad, 0.0))
+        else:
+            inside = np.zeros(point.size, bool)
+            inside[block.ravel()] = True
+            jac[np.ix_(inside, inside)] = block_jac[np.ix_(inside, inside)]
+            second[np.ix_(inside, inside)] = block_second[np.ix_(inside, inside)]
     g_v = jac.T @ grad
     h_v = jac.T @ hess @ jac + second
     h_v = 0.5 * (h_v + h_v.T)
@@ -234,4 +334,4 @@ def newton_step(
     longest = float(np.max(np.abs(delta[log]), initial=0.0))
     if longest > MAX_LOG_STEP:
         delta = delta * (MAX_LOG_STEP / longest)
-    return NewtonStep(point, log, delta, 0.5 * float(g_v @ delta), c, corr, pairs)
+    return NewtonStep(point, log, delta, 0.5 * float(g_v @ delta), c, block)

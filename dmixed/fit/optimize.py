@@ -402,11 +402,11 @@ class _Optimization:
         round trip; the first step, and any after a slow one, take the exact Hessian.
         The polish that follows judges the optimum by the exact Hessian there.
         With ``shifted`` (default), the steps' coordinates are the shifted log scale and
-        correlations of :mod:`~dmixed.fit.newton_coords`, the shifts read from each exact
-        Hessian; else its plain log scale (the τ* and a 1 × 1 Ψ*): the polish after a
-        quasi-Newton method, which starts within its hand-over tolerance of the optimum,
-        takes the steps the fits took before the shifted coordinates, so that those fits
-        end where they ended (near an optimum the statistics barely resolve, other
+        modified Cholesky factors of :mod:`~dmixed.fit.newton_coords`, the shifts read
+        from each exact Hessian; else its plain log scale (the τ* and a 1 × 1 Ψ*): the
+        polish after a quasi-Newton method, which starts within its hand-over tolerance
+        of the optimum, takes the steps the fits took before the shifted coordinates, so
+        that those fits end where they ended (near an optimum the statistics barely resolve, other
         coordinates end on another point of the flat top, ℓ apart in its last digits).
         Returns the last accepted point, or ``x`` when no step was (or ℓ is no better).
         """
@@ -511,10 +511,10 @@ class _Optimization:
         theta: np.ndarray,
         movable: np.ndarray,
         shift: np.ndarray,
-        correlations: bool,
+        cholesky: bool,
     ) -> NewtonStep | None:
         """The Newton step with variances on the log scale (:func:`newton_step` with
-        :func:`modified_newton_step`, its ``shift`` and ``correlations``), kept for the
+        :func:`modified_newton_step`, its ``shift`` and ``cholesky``), kept for the
         last curvature, gradient, point and coordinates (the polish starts where the
         Newton steps ended, with the same of all).  ``theta`` is the point, ``movable``
         its entries that move."""
@@ -525,7 +525,7 @@ class _Optimization:
             and np.array_equal(last[1], grad)
             and np.array_equal(last[2], theta)
             and np.array_equal(last[4], shift)
-            and last[5] == correlations
+            and last[5] == cholesky
         ):
             return last[3]
         step = newton_step(
@@ -536,9 +536,9 @@ class _Optimization:
             curvature,
             modified_newton_step,
             shift,
-            correlations,
+            cholesky,
         )
-        self.last_direction = (curvature, grad, theta.copy(), step, shift.copy(), correlations)
+        self.last_direction = (curvature, grad, theta.copy(), step, shift.copy(), cholesky)
         return step
 
     def line_search(

@@ -72,15 +72,18 @@ def test_the_log_coordinates_gradient_and_hessian_are_the_chain_rule():
 
 
 def test_which_entries_are_on_the_log_scale():
-    """τ* and the diagonal of Ψ*; a covariance of two positive variances is a
-    (shifted) correlation."""
+    """τ* and the diagonal of Ψ*; a wider Ψ* whose variances are positive is one block
+    in modified Cholesky coordinates (its covariances the L entries)."""
     assert log_entries(LAYOUT).tolist() == [True, True, True]
     assert log_entries(Layout(k_re=2, vc_widths=(4,))).tolist() == [True, False, True, True]
     theta = np.array([0.4, 0.02, 1.3, 0.5])
     grad, hess = np.array([1.0, -0.5, 0.2, 0.3]), -np.eye(4)
     step = newton_step(Layout(2, (4,)), np.ones(4, bool), theta, grad, hess, modified_newton_step)
     assert step.log.tolist() == [True, False, True, True]
-    assert step.corr.tolist() == [False, True, False, False]
+    assert step.block.tolist() == [[0, 1], [1, 2]]
+    theta[2] = 0.0  # a variance at zero: no block, its covariance plain
+    step = newton_step(Layout(2, (4,)), np.ones(4, bool), theta, grad, hess, modified_newton_step)
+    assert step.log.tolist() == [True, False, False, True] and step.block.size == 0
 
 
 LAYOUT_2 = Layout(k_re=2, vc_widths=(3,))  # θ = [ψ11, ψ21, ψ22, τ]
@@ -102,19 +105,21 @@ def _ell_2(theta):
     )
 
 
-def _theta_of_v(v, shift):
-    """θ from v = [log(ψ11 + c1), ρ̃, log(ψ22 + c3), log(τ + c4)] with
-    ψ21 = ρ̃ √((ψ11 + c1)(ψ22 + c3))."""
-    p11, p22, t = np.exp(v[0]) - shift[0], np.exp(v[2]) - shift[2], np.exp(v[3]) - shift[3]
-    return np.array([p11, v[1] * np.exp(0.5 * (v[0] + v[2])), p22, t])
+def _theta_of_v(v, shift, s2):
+    """θ from v = [log d1, L21, log(d2 + s2), log(τ + c4)] with
+    Ψ* + diag(c1, c3) = L diag(d) L' (L unit lower triangular)."""
+    d1, l21, d2 = np.exp(v[0]), v[1], np.exp(v[2]) - s2
+    return np.array([d1 - shift[0], l21 * d1, l21**2 * d1 + d2 - shift[2], np.exp(v[3]) - shift[3]])
 
 
-def test_shifted_log_and_correlation_coordinates_are_the_chain_rule():
-    """With shifts and a correlation, g_v and H_v handed to the direction are those of
+def test_shifted_log_and_modified_cholesky_coordinates_are_the_chain_rule():
+    """With shifts and the 2 × 2 block, g_v and H_v handed to the direction are those of
     ℓ(θ(v)) by finite differences, and the step's point is θ(v + fδ); a step that
-    takes a shifted variance below zero leaves it there (the line search shortens it)."""
+    takes a shifted variance below zero leaves it there (the line search shortens it).
+    The conditional variance d2 is shifted by half of what the first effect explains of
+    the second's variance, ``L21² d1``."""
     theta = np.array([0.4, 0.1, 0.9, 0.5])
-    shift = np.array([0.1, 7.0, 0.0, 0.3])  # 7.0: a covariance's shift is not read
+    shift = np.array([0.1, 7.0, 0.05, 0.3])  # 7.0: a covariance's shift is not read
     grad, hess = _grad_hess(_ell_2, theta)
     seen = {}
 
@@ -123,24 +128,88 @@ def test_shifted_log_and_correlation_coordinates_are_the_chain_rule():
         return modified_newton_step(h_v, g_v)
 
     step = newton_step(LAYOUT_2, np.ones(4, bool), theta, grad, hess, direction, shift)
-    assert step.log.tolist() == [True, False, True, True] and step.corr.tolist()[1]
-    v = np.array(
-        [
-            np.log(theta[0] + 0.1),
-            theta[1] / np.sqrt((theta[0] + 0.1) * theta[2]),
-            np.log(theta[2]),
-            np.log(theta[3] + 0.3),
-        ]
-    )
-    np.testing.assert_allclose(_theta_of_v(v, shift), theta, rtol=1e-14)
-    g_v, h_v = _grad_hess(lambda u: _ell_2(_theta_of_v(u, shift)), v)
+    assert step.log.tolist() == [True, False, True, True] and step.block.size == 4
+    d1 = theta[0] + 0.1
+    l21 = theta[1] / d1
+    d2 = theta[2] + 0.05 - l21**2 * d1
+    s2 = SHIFT_SHARE * l21**2 * d1
+    v = np.array([np.log(d1), l21, np.log(d2 + s2), np.log(theta[3] + 0.3)])
+    np.testing.assert_allclose(_theta_of_v(v, shift, s2), theta, rtol=1e-14)
+    g_v, h_v = _grad_hess(lambda u: _ell_2(_theta_of_v(u, shift, s2)), v)
     np.testing.assert_allclose(seen["g"], g_v, rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(seen["h"], h_v, rtol=1e-5, atol=1e-6)
     for fraction in (0.1, 0.02):
         np.testing.assert_allclose(
-            step.point(fraction), _theta_of_v(v + fraction * step.delta, shift), rtol=1e-13
+            step.point(fraction), _theta_of_v(v + fraction * step.delta, shift, s2), rtol=1e-13
         )
     assert step.point(1.0)[0] < 0.0
+
+
+def _block_theta(v, layout, shift, s):
+    """θ from v (θ's order): ``log(d_j + s_j)`` at the variances, ``L_ab`` at the
+    covariances, ``log(τ + c)`` at the components, with Ψ* + C = L diag(d) L'."""
+    rows, cols = layout.tril()
+    lmat = np.eye(layout.k_re)
+    off = rows != cols
+    lmat[rows[off], cols[off]] = v[: layout.k_re2][off]
+    c = np.diag(shift[: layout.k_re2][~off])
+    psi = (lmat * (np.exp(v[: layout.k_re2][~off]) - s)) @ lmat.T - c
+    return np.append(psi[rows, cols], np.exp(v[layout.k_re2 :]) - shift[layout.k_re2 :])
+
+
+def _block_v(theta, layout, shift):
+    """The inverse of :func:`_block_theta` and its ``s``: half of what the effects
+    before each explain of its (shifted) variance."""
+    rows, cols = layout.tril()
+    psi = np.zeros((layout.k_re, layout.k_re))
+    psi[rows, cols] = psi[cols, rows] = theta[: layout.k_re2]
+    diag = rows == cols
+    shifted = psi + np.diag(shift[: layout.k_re2][diag])
+    chol = np.linalg.cholesky(shifted)
+    lmat, d = chol / np.diagonal(chol), np.diagonal(chol) ** 2
+    s = SHIFT_SHARE * (np.diagonal(shifted) - d)
+    v = np.where(diag, np.log(d + s)[rows], lmat[rows, cols])
+    return np.append(v, np.log(theta[layout.k_re2 :] + shift[layout.k_re2 :])), s
+
+
+def test_a_wider_block_is_the_chain_rule():
+    """A 3 × 3 Ψ* beside a component, shifted: g_v and H_v are those of ℓ(θ(v)) by
+    finite differences (the second derivatives of L D L' in every pair of its
+    coordinates), and the step's point is θ(v + fδ)."""
+    layout = Layout(k_re=3, vc_widths=(2,))
+    rng = np.random.default_rng(1)
+    root = rng.standard_normal((3, 3))
+    psi = root @ root.T + 0.5 * np.eye(3)
+    rows, cols = layout.tril()
+    theta = np.append(psi[rows, cols], 0.7)
+    quad = rng.standard_normal((7, 7))
+    quad = 0.1 * quad @ quad.T
+    lin = rng.standard_normal(7)
+
+    def ell(t):
+        return float(lin @ t - 0.5 * t @ quad @ t + np.sin(t).sum())
+
+    grad, hess = _grad_hess(ell, theta)
+    shift = np.array([0.1, 9.0, 0.3, 9.0, 9.0, 0.05, 0.2])  # 9.0: covariances, not read
+    seen = {}
+
+    def direction(h_v, g_v):
+        seen.update(h=h_v, g=g_v)
+        return modified_newton_step(h_v, g_v)
+
+    step = newton_step(layout, np.ones(7, bool), theta, grad, hess, direction, shift)
+    assert step.block.tolist() == [[0, 1, 3], [1, 2, 4], [3, 4, 5]]
+    c = np.where(log_entries(layout), shift, 0.0)
+    v, s = _block_v(theta, layout, c)
+    assert s[0] == 0.0 and s[1:].min() > 0.0
+    np.testing.assert_allclose(_block_theta(v, layout, c, s), theta, rtol=1e-13)
+    g_v, h_v = _grad_hess(lambda u: ell(_block_theta(u, layout, c, s)), v)
+    np.testing.assert_allclose(seen["g"], g_v, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(seen["h"], h_v, rtol=1e-5, atol=1e-5)
+    for fraction in (0.3, 0.02):
+        np.testing.assert_allclose(
+            step.point(fraction), _block_theta(v + fraction * step.delta, layout, c, s), rtol=1e-12
+        )
 
 
 def test_the_shift_is_where_the_log_determinant_is_a_log():
@@ -299,3 +368,48 @@ def test_a_random_slope_beside_a_component_converges_in_four():
     cov = np.asarray(newton.cov_re)
     assert abs(cov[0, 1]) < 0.5 * np.sqrt(cov[0, 0] * cov[1, 1])  # interior
     assert newton.n_evals == 4
+
+
+def _growth(seed: int) -> pd.DataFrame:
+    """60 groups of 30 children measured 4 times (``t`` centred): a random intercept and
+    slope per group, a child component, and a child slope the model leaves out."""
+    rng = np.random.default_rng(seed)
+    groups, kids, years = 60, 30, 4
+    g = np.repeat(np.arange(groups), kids * years)
+    kid = np.repeat(np.arange(groups * kids), years)
+    t = np.tile(np.arange(years, dtype=float), groups * kids) - (years - 1) / 2
+    b = rng.multivariate_normal([0.0, 0.0], [[0.25, 0.01], [0.01, 0.04]], size=groups)
+    y = (
+        t
+        + b[g, 0]
+        + b[g, 1] * t
+        + 0.8 * rng.standard_normal(groups * kids)[kid]
+        + 0.3 * rng.standard_normal(groups * kids)[kid] * t
+        + 0.6 * rng.standard_normal(g.size)
+    )
+    return pd.DataFrame({"y": y, "t": t, "g": g, "kid": kid % kids})
+
+
+def test_a_start_off_in_scale_and_covariance_converges_as_one_off_in_scale(monkeypatch):
+    """A moment start whose variances are all a factor 1.25 too small (σ² overestimated)
+    and whose covariance is 1.8 times the optimum's (as egsingle's): in the modified
+    Cholesky coordinates the first Newton step corrects both, and the fit takes the
+    evaluations it takes from a start off by the factor alone (5); in shifted
+    correlations the covariance lagged behind the variances (6)."""
+    import dmixed.fit.start as start
+
+    model = dmixed.MixedLM.from_formula(
+        "y ~ t", data=_growth(1), groups="g", re_formula="1 + t", vc_formula={"kid": "0 + C(kid)"}
+    )
+    best = model.fit(reml=True)
+    psi, tau = np.asarray(best.cov_re) / best.scale, np.asarray(best.vcomp) / best.scale
+    evals = []
+    for covariance in (1.0, 1.8):
+        off = psi / 1.25
+        off[0, 1] = off[1, 0] = covariance * psi[0, 1] / 1.25
+        monkeypatch.setattr(start, "moment_start", lambda *_, s=(off, tau / 1.25): s)
+        fit = model.fit(reml=True)
+        assert fit.optimizer_methods == ["newton"]
+        assert fit.llf == pytest.approx(best.llf, rel=1e-12)
+        evals.append(fit.n_evals)
+    assert evals == [5, 5]

@@ -640,7 +640,7 @@ def test_worker_killed_mid_optimization(tmp_path, persisted):
             warnings.simplefilter("ignore")
             model = dmixed.MixedLM.from_formula(FORMULA, data=ddf, groups="g", **SLOPE)
         reader.reset()
-        killer = _KillOnIteration(model, client, at=3)
+        killer = _KillOnIteration(model, client, at=2)  # a Newton step still to come
         logger.addHandler(killer)
         logger.setLevel(logging.DEBUG)
         try:
