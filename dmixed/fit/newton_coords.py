@@ -42,6 +42,7 @@ points): the optimum, and ℓ there, do not depend on the coordinates of the ste
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -103,15 +104,34 @@ class NewtonStep:
         return out
 
 
+@functools.lru_cache(maxsize=32)
 def log_entries(layout: Layout, correlations: bool = True) -> np.ndarray:
     """Which entries of θ = [vech_lt(Ψ*), τ*] are stepped on the (shifted) log scale
     where positive: every τ* and the diagonal of Ψ* (its covariances then as shifted
     correlations); without ``correlations``, the diagonal of Ψ* only when it is 1 × 1
     (beside plain covariances, a step that shrinks two variances on the log scale leaves
-    their covariance where it was, and overshoots their correlation)."""
+    their covariance where it was, and overshoots their correlation).  Made once per
+    layout (read-only): every Newton step of a fit asks for it."""
     rows, cols = layout.tril()
     diagonal = rows == cols if correlations else np.full(layout.k_re2, layout.k_re == 1)
-    return np.concatenate([diagonal, np.ones(layout.k_vc, bool)])
+    out = np.concatenate([diagonal, np.ones(layout.k_vc, bool)])
+    out.flags.writeable = False
+    return out
+
+
+@functools.lru_cache(maxsize=32)
+def _movable_pairs(layout: Layout, movable: bytes) -> np.ndarray:
+    """For each movable entry of θ (``movable``: the mask's bytes), the positions among
+    the movable entries of the two variances of its covariance ``(Ψ*_aa, Ψ*_bb)``; −1
+    for a variance or where one of the two does not move.  Made once per layout and
+    mask (read-only)."""
+    mask = np.frombuffer(movable, dtype=bool)
+    position = np.full(layout.n_params, -1)
+    position[mask] = np.arange(int(mask.sum()))
+    pairs = _variance_pairs(layout)[mask]
+    out = np.where(pairs >= 0, position[np.maximum(pairs, 0)], -1)
+    out.flags.writeable = False
+    return out
 
 
 def _variance_pairs(layout: Layout) -> np.ndarray:
@@ -205,10 +225,7 @@ def newton_step(
     full_shift = np.zeros(layout.n_params) if shift is None else np.asarray(shift, np.float64)
     c = np.where(log, full_shift[movable], 0.0)
     # a covariance whose two variances move on the log scale: a correlation
-    position = np.full(layout.n_params, -1)
-    position[movable] = np.arange(point.size)
-    pairs = _variance_pairs(layout)[movable]
-    pairs = np.where(pairs >= 0, position[np.maximum(pairs, 0)], -1)
+    pairs = _movable_pairs(layout, np.asarray(movable, dtype=bool).tobytes())
     corr = np.all(pairs >= 0, axis=1)
     corr[corr] = log[pairs[corr, 0]] & log[pairs[corr, 1]]
     x = point + c

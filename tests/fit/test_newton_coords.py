@@ -83,6 +83,30 @@ def test_which_entries_are_on_the_log_scale():
     assert step.corr.tolist() == [False, True, False, False]
 
 
+def test_the_layout_s_entries_are_made_once_and_read_only():
+    """Every Newton step of a fit asks for the log-scale entries and the covariances'
+    variance pairs: made once per layout (and mask), read-only, the same values as
+    made afresh; a step with an entry held keeps its covariance plain."""
+    layout = Layout(k_re=2, vc_widths=(4,))
+    first = log_entries(layout)
+    assert log_entries(Layout(k_re=2, vc_widths=(4,))) is first
+    assert not first.flags.writeable
+    theta = np.array([0.4, 0.02, 1.3, 0.5])
+    grad, hess = np.array([1.0, -0.5, 0.2, 0.3]), -np.eye(4)
+    steps = [
+        newton_step(layout, np.ones(4, bool), theta, grad, hess, modified_newton_step)
+        for _ in range(2)
+    ]
+    assert steps[0].pairs is steps[1].pairs and not steps[0].pairs.flags.writeable
+    assert steps[0].pairs.tolist() == [[-1, -1], [2, 0], [-1, -1], [-1, -1]]
+    held = np.array([True, True, False, True])  # Ψ*_22 held: ψ21 is no correlation
+    step = newton_step(
+        layout, held, theta, grad[held], hess[np.ix_(held, held)], modified_newton_step
+    )
+    assert step.pairs.tolist() == [[-1, -1], [-1, 0], [-1, -1]]  # Ψ*_22 not among them
+    assert step.corr.tolist() == [False, False, False]
+
+
 LAYOUT_2 = Layout(k_re=2, vc_widths=(3,))  # θ = [ψ11, ψ21, ψ22, τ]
 
 
