@@ -53,6 +53,7 @@ points): the optimum, and ℓ there, do not depend on the coordinates of the ste
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -107,6 +108,7 @@ class NewtonStep:
         return out
 
 
+@functools.lru_cache(maxsize=32)
 def log_entries(layout: Layout, cholesky: bool = True) -> np.ndarray:
     """Which entries of θ = [vech_lt(Ψ*), τ*] are variances stepped on the (shifted) log
     scale where positive: every τ* and the diagonal of Ψ* (its covariances then in the
@@ -115,7 +117,9 @@ def log_entries(layout: Layout, cholesky: bool = True) -> np.ndarray:
     leaves their covariance where it was, and overshoots their correlation)."""
     rows, cols = layout.tril()
     diagonal = rows == cols if cholesky else np.full(layout.k_re2, layout.k_re == 1)
-    return np.concatenate([diagonal, np.ones(layout.k_vc, bool)])
+    out = np.concatenate([diagonal, np.ones(layout.k_vc, bool)])
+    out.flags.writeable = False  # made once per layout: every Newton step asks for it
+    return out
 
 
 def _block_positions(layout: Layout, movable: np.ndarray, log: np.ndarray) -> np.ndarray:

@@ -129,6 +129,10 @@ class _Optimization:
         #: the point (packed, as bytes) where the Newton steps are expected to end: the
         #: Hessian's round trip there brings the BLUPs too (:meth:`profiled_hessian`)
         self.expected_optimum: bytes | None = None
+        #: where :meth:`newton_steps` last stopped before a step because its test said
+        #: the point is the optimum: the point (packed, as bytes), the variances settled
+        #: at zero and the coordinates; Newton steps asked for again there stop as well
+        self.settled: tuple[bytes, tuple[str, ...], bool] | None = None
 
     # -- the point and its evaluation ------------------------------------------------
 
@@ -413,6 +417,10 @@ class _Optimization:
         obj, s, layout = self.obj, self.summary, self.obj.layout
         if layout.n_params == 0 or steps <= 0:
             return x
+        if self.settled == (x.tobytes(), tuple(boundary), shifted):
+            # the polish after Newton steps that stopped here by the tests below: the
+            # same point, gradient, Hessian and coordinates stop it there again
+            return x
         movable = ~layout.boundary_mask(boundary, use_sqrt=False)
         if not movable.any():
             return x
@@ -435,6 +443,7 @@ class _Optimization:
             grad = layout.score_packed(d_psi, d_tau, theta, use_sqrt=False)[movable]
             size = float(np.max(np.abs(grad)))
             if size <= s.newton_gtol * obj.glob.n:
+                self.settled = (cur_packed.tobytes(), tuple(boundary), shifted)
                 break
             if contraction is not None and previous is not None:
                 slow = slow + 1 if size > contraction * previous else 0
@@ -445,7 +454,8 @@ class _Optimization:
                 curvature = secant_update(curvature, theta[movable] - last[0], grad - last[1])
             else:
                 curvature = None
-            if curvature is None:
+            exact = curvature is None
+            if exact:
                 curvature = self.profiled_hessian(cur_packed, movable)
                 traces = obj.logdet_traces(cur_packed) if shifted else None
                 if traces is not None:
@@ -461,6 +471,8 @@ class _Optimization:
             # a flat variance the gradient is tiny while ℓ still has a visible rise)
             if step.rise <= s.newton_decrement * obj.glob.n:
                 self.expected_optimum = cur_packed.tobytes()
+                if exact:  # a secant step's decrement: the polish judges it exactly
+                    self.settled = (cur_packed.tobytes(), tuple(boundary), shifted)
                 break
             last_step = step.rise <= _LAST_STEP_DECREMENT * np.sqrt(s.newton_decrement) * self.n
             accepted = self.line_search(ev, theta, movable, step, not secant, last_step)

@@ -86,6 +86,17 @@ def test_which_entries_are_on_the_log_scale():
     assert step.log.tolist() == [True, False, False, True] and step.block.size == 0
 
 
+def test_the_layout_s_entries_are_made_once_and_read_only():
+    """Every Newton step of a fit asks for the log-scale entries: made once per layout,
+    read-only, the same values as made afresh."""
+    layout = Layout(k_re=2, vc_widths=(4,))
+    first = log_entries(layout)
+    assert log_entries(Layout(k_re=2, vc_widths=(4,))) is first
+    assert not first.flags.writeable
+    assert first.tolist() == [True, False, True, True]
+    assert log_entries(layout, False).tolist() == [False, False, False, True]
+
+
 LAYOUT_2 = Layout(k_re=2, vc_widths=(3,))  # θ = [ψ11, ψ21, ψ22, τ]
 
 

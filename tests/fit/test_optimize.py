@@ -152,6 +152,28 @@ def test_every_round_trip_is_at_a_new_point(request, start):
     assert len(set(seen)) == len(seen)
 
 
+@pytest.mark.parametrize("re_formula", ["1 + x1", "1"])
+def test_the_polish_where_the_newton_steps_stopped_asks_for_no_step(monkeypatch, re_formula):
+    """Newton steps from the moment start that stop on their decrement (exact Hessian)
+    leave the polish nothing to do: it stops there without reading the coordinates'
+    shifts and the Newton direction again (one reading per exact Hessian)."""
+    import dmixed.fit.optimize as optimize
+
+    df = make_data(n_groups=400, seed=3)
+    read: list[int] = []
+    original = optimize.log_shift
+
+    def counted(*args):
+        read.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(optimize, "log_shift", counted)
+    res = _fit(df, re_formula=re_formula)
+    assert res.converged and res.fit_history[-2]["method"] == "newton"
+    # one per accepted Newton step and one at the optimum (where the decrement stops them)
+    assert len(read) == sum(h["method"] == "newton" for h in res.fit_history) + 1
+
+
 def test_opt_summary_records_settings_start_and_outcome():
     """maximize fills in the record made by DEFAULTS.start: the settings it was given,
     the start, the final point and the fit log, consistently."""
