@@ -33,7 +33,6 @@ import sys
 import tempfile
 
 import numba
-import numpy as np
 from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic

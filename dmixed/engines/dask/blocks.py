@@ -95,7 +95,7 @@ def packed_stats(values: np.ndarray, packed: PackedLayout) -> StatsBlock:
     for lo in range(0, max(g, 1), GROUP_CHUNK):
         part = source[lo : lo + GROUP_CHUNK]
         out = np.empty((columns.size, part.shape[0]))
-        for row, (col, factor) in enumerate(zip(columns.tolist(), factors.tolist())):
+        for row, (col, factor) in enumerate(zip(columns.tolist(), factors.tolist(), strict=True)):
             if factor == 1.0:
                 out[row] = part[:, col]
             else:
