@@ -170,6 +170,31 @@ def expand_rows(table, rows, cols, scales, out):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
+def move_rows(table, rows, bucket, starts, spill):  # pragma: no cover - compiled
+    """Rows ``rows`` (increasing) of ``table`` by bucket, each bucket's in the order of
+    ``rows`` (:meth:`~dmixed.kernels.term_table.TermTable.split_rows`): bucket 0's
+    moved forward to ``table[0 : starts[1]]`` (``rows[i] ≥`` its new place: the move
+    never overwrites a row not yet read), the others' copied to ``spill[starts[b] −
+    starts[1] …]``; one pass in row order (a permutation in place, cycle by cycle,
+    misses the cache on every row: 4–8× slower)."""
+    n = rows.size
+    fill = starts[:-1].copy()
+    first = starts[1]
+    for i in range(n):
+        b = bucket[i]
+        src = table[rows[i]]
+        if b == 0:
+            dst = table[fill[0]]
+        else:
+            dst = spill[fill[b] - first]
+        fill[b] += 1
+        if b == 0 and fill[0] - 1 == rows[i]:
+            continue
+        for c in range(src.size):
+            dst[c] = src[c]
+
+
+@numba.njit(cache=True, nogil=True)
 def add_rows(out, rows, values):  # pragma: no cover - compiled
     """``out[rows[i]] += values[i]`` row by row (distinct ``rows``): the combine's adds
     by position (:func:`~dmixed.kernels.term_table.add_rows_into`)."""

@@ -24,6 +24,9 @@ from ..stats.standardize import Standardization
 from .compiled import rows_compiled
 from .rows import prepare_rows, wants_within
 
+#: rows whose product plan estimates a partial's width (:meth:`TermTable.row_bytes`)
+PLAN_SAMPLE = 64
+
 
 class TermTable:
     """Per-group sums of many calls for one packed accumulator (see the module).
@@ -36,6 +39,7 @@ class TermTable:
         self.table: np.ndarray | None = None  # (groups, live terms + 1 of zeros)
         self.plan: tuple | None = None  # (kernel terms, packed column → table column, scales)
         self.flushed = False  # some sums went into an accumulator already
+        self.given = False  # given away as views (split_rows): nothing more to add
 
     def applies(self, n_rows: int, r: int, std: Standardization | None, vc_widths) -> bool:
         """Whether :meth:`add` sums these rows (else the caller runs the reference,
@@ -76,6 +80,8 @@ class TermTable:
         """
         from .term_jit import term_kernel  # numba: imported on first use only
 
+        if self.given:
+            raise RuntimeError("internal error: the table of terms was given away (split_rows)")
         codes = np.ascontiguousarray(codes, dtype=np.int64)
         if codes.size and (codes.min() < 0 or codes.max() >= acc.shape[1]):
             raise ValueError(f"codes must be in 0 … {acc.shape[1] - 1} (the accumulator's columns)")
@@ -100,6 +106,18 @@ class TermTable:
             term_kernel(kernel_terms)(codes, self.table, *sources)
         return rows.global_sums(codes.size)
 
+    def row_bytes(self, endog, exog, ztilde, weights=None, std=None, vc_widths=()) -> int | None:
+        """Bytes of one group's row of terms (the partial :meth:`split_rows` gives) for
+        rows like these, planned from their first :data:`PLAN_SAMPLE` rows (an
+        estimate: a later call's plan may differ); None where :meth:`applies` does
+        not."""
+        if not self.applies(len(endog), ztilde.shape[1], std, vc_widths):
+            return None
+        m = PLAN_SAMPLE
+        w = None if weights is None else weights[:m]
+        rows = prepare_rows(endog[:m], exog[:m], ztilde[:m], w, std, vc_widths)
+        return 8 * (1 + sum(t[0] != "zero" for t in rows.terms))
+
     @property
     def pending(self) -> bool:
         """Whether the table holds sums not yet in the accumulator."""
@@ -123,14 +141,74 @@ class TermTable:
         gather, without the column-major accumulator).  Only while :attr:`pending`."""
         from .term_jit import expand_rows
 
-        table, (_, packed_to_table, scales) = self._held()
-        zero = table.shape[1] - 1  # the table's last column stays zero
-        cols = np.array([zero if t < 0 else t for t in packed_to_table], dtype=np.int64)
-        factors = np.ones(cols.size) if scales is None else np.asarray(scales)
+        table, _ = self._held()
+        cols, factors = self._plan_columns()
         rows = np.ascontiguousarray(rows, dtype=np.int64)
         out = np.empty((rows.size, cols.size))
         expand_rows(table, rows, cols, factors, out)
         return out
+
+    def _plan_columns(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(columns, factors)``: the table column (the last, of zeros, for a zero
+        term) and the factor of every packed column; only while :attr:`pending`."""
+        table, (_, packed_to_table, scales) = self._held()
+        zero = table.shape[1] - 1  # the table's last column stays zero
+        cols = np.array([zero if t < 0 else t for t in packed_to_table], dtype=np.int64)
+        factors = np.ones(cols.size) if scales is None else np.asarray(scales, dtype=np.float64)
+        return cols, factors
+
+    def split_rows(self, rows: np.ndarray, bucket: np.ndarray, n_buckets: int) -> tuple:
+        """The table rows ``rows`` by bucket, without expanding them or copying them out.
+
+        Bucket 0's rows are moved, in place, to the table's front, the others' copied
+        to one new array, each bucket's in the order of ``rows``
+        (:func:`~dmixed.kernels.term_jit.move_rows`): bucket 0's :class:`TermRows` is a
+        view of the table, the others' views of that array; nothing is expanded (the
+        fresh pages of the expanded rows cost more than the expansion).  The table is
+        given away: nothing may be added to it or read from it afterwards (it is
+        dropped here; the views keep its memory).
+
+        Parameters
+        ----------
+        rows : ndarray of int (n,)
+            Distinct table rows, increasing.
+        bucket : ndarray of int (n,)
+            Each row's bucket, ``0 … n_buckets−1``.
+        n_buckets : int
+
+        Returns
+        -------
+        (order, parts)
+            ``order`` (n,): the position in ``rows`` of each row as now held, bucket
+            after bucket (bucket ``b``'s the next ``len(parts[b])``); ``parts[b]`` the
+            :class:`TermRows` of bucket ``b``.
+
+        Raises
+        ------
+        ValueError
+            ``rows`` not increasing or outside the table.
+        """
+        from .term_jit import move_rows
+
+        table, _ = self._held()
+        columns, factors = self._plan_columns()
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        if rows.size and (rows[0] < 0 or rows[-1] >= table.shape[0] or (np.diff(rows) <= 0).any()):
+            raise ValueError("rows must be distinct table rows, increasing")
+        bucket = np.ascontiguousarray(bucket, dtype=np.int64)
+        counts = np.bincount(bucket, minlength=n_buckets)
+        starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        spill = np.empty((rows.size - starts[1], table.shape[1]))
+        move_rows(table, rows, bucket, starts, spill)
+        held = [table[: starts[1]]] + [
+            spill[starts[b] - starts[1] : starts[b + 1] - starts[1]] for b in range(1, n_buckets)
+        ]
+        parts = [TermRows(rows_b, columns, factors) for rows_b in held]
+        order = np.argsort(bucket, kind="stable")
+        self.table = None
+        self.plan = None
+        self.given = True
+        return order, parts
 
     def flush(self, acc: np.ndarray) -> bool:
         """Add the table into ``acc`` (packed, column-major) and empty it; whether it
@@ -151,6 +229,77 @@ class TermTable:
         self.plan = None
         self.flushed = True
         return True
+
+
+class TermRows:
+    """Packed rows of partial statistics, held as rows of a table of terms.
+
+    Packed column ``c`` of row ``i`` is ``rows[i, columns[c]] · factors[c]``
+    (:meth:`TermTable.split_rows`): the terms of a product plan, fewer columns than the
+    packed layout (a random slope and four fixed effects: 10 against 14) and not yet
+    multiplied by the map's scales.  The factors are powers of two (the map's scales),
+    so sums of term rows times a factor are the sums of the packed rows bit for bit
+    (no overflow or underflow aside).  ``np.asarray`` of it is :meth:`packed`.
+
+    Parameters
+    ----------
+    rows : ndarray (n, T), C-contiguous float64
+    columns : ndarray of int64 (width,)
+    factors : ndarray (width,)
+    """
+
+    def __init__(self, rows: np.ndarray, columns: np.ndarray, factors: np.ndarray) -> None:
+        self.rows = rows
+        self.columns = columns
+        self.factors = factors
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """The packed rows' shape, ``(n, width)``."""
+        return self.rows.shape[0], self.columns.size
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held (as sent): the term rows'."""
+        return int(self.rows.nbytes)
+
+    def __len__(self) -> int:
+        return self.rows.shape[0]
+
+    def __sizeof__(self) -> int:  # what Dask's ``sizeof`` counts for the object
+        return object.__sizeof__(self) + self.nbytes + self.columns.nbytes + self.factors.nbytes
+
+    def same_plan(self, other: TermRows) -> bool:
+        """Whether ``other`` holds the same terms with the same factors (its rows can be
+        added to these)."""
+        return (
+            self.rows.shape[1] == other.rows.shape[1]
+            and np.array_equal(self.columns, other.columns)
+            and np.array_equal(self.factors, other.factors)
+        )
+
+    def column(self, c: int) -> np.ndarray:
+        """Packed column ``c`` of every row, ``(n,)``."""
+        values = self.rows[:, self.columns[c]]
+        return values if self.factors[c] == 1.0 else values * self.factors[c]
+
+    def packed(self) -> np.ndarray:
+        """The packed rows, ``(n, width)`` (one pass)."""
+        from .term_jit import expand_rows
+
+        rows = np.ascontiguousarray(self.rows, dtype=np.float64)
+        out = np.empty(self.shape)
+        expand_rows(rows, np.arange(rows.shape[0]), self.columns, self.factors, out)
+        return out
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self.packed()
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+
+def as_packed(values) -> np.ndarray:
+    """Packed rows of a partial's values: ``values`` itself, or :meth:`TermRows.packed`."""
+    return values.packed() if isinstance(values, TermRows) else values
 
 
 def add_rows_into(out: np.ndarray, rows: np.ndarray, values: np.ndarray) -> None:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from dmixed import kernels
 from dmixed.kernels.rows import prepare_rows
-from dmixed.kernels.term_table import TermTable, add_rows_into
+from dmixed.kernels.term_table import TermRows, TermTable, add_rows_into, as_packed
 from dmixed.stats.standardize import Standardization
 
 
@@ -149,3 +149,57 @@ def test_add_rows_into_is_numpys_fancy_add(mode, monkeypatch):
         add_rows_into(out, np.array([50]), values[:1])
     with pytest.raises(ValueError, match="values of shape"):
         add_rows_into(out, rows, values[:, :5])
+
+
+@pytest.mark.parametrize("n_buckets", [1, 2, 3])
+@pytest.mark.parametrize("n_groups", [0, 1, 37])
+def test_split_rows_are_the_packed_rows_by_bucket(n_buckets, n_groups, compiled_rows):
+    """Each bucket's term rows, times their factors, are the packed rows
+    :meth:`TermTable.packed_rows` gives for the same table rows, bit for bit and in
+    the order of the rows; the map's scales are not 1 here (shifted, spread columns)."""
+    rng = np.random.default_rng(6)
+    codes, y, exog, ztilde, _, std = _data(rng, 400, 40, 4, 2, 3.0, False)
+    exog[:, 1] *= 1e3
+    ztilde = np.asfortranarray(exog[:, :2])
+    std = Standardization.choose(y, exog, ztilde, (0, 0), [])
+    acc = np.zeros((kernels.packed_width(2, 5), 40))
+    table = TermTable()
+    table.add(acc, codes, y, exog, ztilde, std=std)
+    assert table.plan[2] is not None  # scales other than 1
+    rows = np.sort(rng.choice(40, n_groups, replace=False))
+    bucket = rng.integers(0, n_buckets, n_groups)
+    want = table.packed_rows(rows)
+    order, parts = table.split_rows(rows, bucket, n_buckets)
+    assert sorted(order.tolist()) == list(range(n_groups))
+    lo = 0
+    for b, part in enumerate(parts):
+        mine = np.flatnonzero(bucket == b)  # in the rows' order
+        np.testing.assert_array_equal(order[lo : lo + len(part)], mine)
+        np.testing.assert_array_equal(part.packed(), want[mine])
+        np.testing.assert_array_equal(np.asarray(part), want[mine])
+        np.testing.assert_array_equal(part.column(0), want[mine, 0])
+        assert part.shape == want[mine].shape and part.nbytes == part.rows.nbytes
+        lo += len(part)
+    assert not table.pending
+    with pytest.raises(RuntimeError, match="given away"):
+        table.add(acc, codes, y, exog, ztilde, std=std)
+
+
+def test_split_rows_refuses_rows_out_of_order(compiled_rows):
+    rng = np.random.default_rng(7)
+    codes, y, exog, ztilde, _, std = _data(rng, 50, 10, 2, 2, 0.0, False)
+    table = TermTable()
+    table.add(np.zeros((kernels.packed_width(2, 3), 10)), codes, y, exog, ztilde, std=std)
+    with pytest.raises(ValueError, match="increasing"):
+        table.split_rows(np.array([3, 2]), np.zeros(2, int), 1)
+
+
+def test_term_rows_of_another_plan_are_not_the_same_plan():
+    rows = np.zeros((3, 4))
+    a = TermRows(rows, np.array([0, 1, 3]), np.array([1.0, 0.5, 1.0]))
+    assert a.same_plan(TermRows(rows.copy(), np.array([0, 1, 3]), np.array([1.0, 0.5, 1.0])))
+    assert not a.same_plan(TermRows(rows, np.array([0, 2, 3]), np.array([1.0, 0.5, 1.0])))
+    assert not a.same_plan(TermRows(rows, np.array([0, 1, 3]), np.array([1.0, 0.25, 1.0])))
+    assert not a.same_plan(TermRows(np.zeros((3, 5)), np.array([0, 1, 3]), a.factors))
+    assert as_packed(rows) is rows
+    np.testing.assert_array_equal(as_packed(a), np.zeros((3, 3)))

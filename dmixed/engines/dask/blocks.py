@@ -17,6 +17,7 @@ import numpy as np
 
 from ...kernels import StatsBlock
 from ...kernels.groups import GROUP_CHUNK
+from ...kernels.term_table import TermRows
 from ...kernels.vc_blocks import RaggedVC
 from ...kernels.vc_border import CrossedVC
 from ...stats import GlobalStats, Layout
@@ -61,8 +62,10 @@ def packed_stats(values: np.ndarray, packed: PackedLayout) -> StatsBlock:
 
     Parameters
     ----------
-    values : ndarray (G, width)
-        Packed rows (:class:`~dmixed.stats.packed.PackedLayout`), one per group.
+    values : ndarray (G, width) or TermRows
+        Packed rows (:class:`~dmixed.stats.packed.PackedLayout`), one per group, or
+        rows of terms (:class:`~dmixed.kernels.term_table.TermRows`: each entry its
+        term times its factor, the packed value).
     packed : PackedLayout
 
     Returns
@@ -81,14 +84,22 @@ def packed_stats(values: np.ndarray, packed: PackedLayout) -> StatsBlock:
     entry = np.empty((r, r), dtype=np.int64)
     rows, cols = packed.zz_index
     entry[rows, cols] = entry[cols, rows] = tri.start + np.arange(rows.size)
-    columns = [*entry.ravel().tolist(), *range(cross.start, cross.stop)]
-    g = values.shape[0]
+    columns = np.array([*entry.ravel().tolist(), *range(cross.start, cross.stop)])
+    if isinstance(values, TermRows):  # packed column c: term columns[c] times factors[c]
+        source, factors = values.rows, values.factors[columns]
+        columns = values.columns[columns]
+    else:
+        source, factors = values, np.ones(columns.size)
+    g = source.shape[0]
     chunks = []
     for lo in range(0, max(g, 1), GROUP_CHUNK):
-        part = values[lo : lo + GROUP_CHUNK]
-        out = np.empty((len(columns), part.shape[0]))
-        for row, col in enumerate(columns):
-            out[row] = part[:, col]
+        part = source[lo : lo + GROUP_CHUNK]
+        out = np.empty((columns.size, part.shape[0]))
+        for row, (col, factor) in enumerate(zip(columns.tolist(), factors.tolist(), strict=True)):
+            if factor == 1.0:
+                out[row] = part[:, col]
+            else:
+                np.multiply(part[:, col], factor, out=out[row])
         chunks.append((out[: r * r].reshape(r, r, -1), out[r * r :].reshape(r, k, -1)))
     return StatsBlock.from_chunks(chunks)
 
@@ -109,6 +120,9 @@ def to_block(
     and ``zxy`` (for blocks without variance components, whose evaluator then takes
     them as they are)."""
     labels, values = combined[0], combined[1]
+    terms = values if isinstance(values, TermRows) else None
+    if terms is not None and not held:
+        values, terms = terms.packed(), None
     correction = combined[2] if len(combined) > 2 else None
     within = None if correction is None else np.array(correction)
     if global_sums is None:
@@ -119,7 +133,7 @@ def to_block(
         within = None if total is None else total + (0.0 if within is None else within)
     return Block(
         labels=labels,
-        nobs=packed.unpack_nobs(values),
+        nobs=packed.unpack_nobs(values) if terms is None else _nobs(terms),
         xyxy=xyxy,
         n=n,
         sum_log_weights=slw,
@@ -131,6 +145,12 @@ def to_block(
         exchange=exchange,
         stats=packed_stats(values, packed) if held else None,
     )
+
+
+def _nobs(terms: TermRows) -> np.ndarray:
+    """Row counts (G,) int64 of term rows (packed column 0, as
+    :meth:`~dmixed.stats.packed.PackedLayout.unpack_nobs`)."""
+    return np.rint(terms.column(0)).astype(np.int64)
 
 
 def combined_block(block_args: dict, combine, *args) -> Block:

@@ -2,7 +2,9 @@
 
 Partial statistics are packed rows (:class:`~dmixed.stats.packed.PackedLayout`), one per
 group, with the group keys alongside (``(keys, values)``; keys from
-:func:`~dmixed.stats.keys.key_values`).  They are added in two places:
+:func:`~dmixed.stats.keys.key_values`); a chain whose sums the compiled pass made sends
+them as rows of terms instead (:class:`~dmixed.kernels.term_table.TermRows`: fewer
+columns, not expanded, views of its table).  They are added in two places:
 
 - inside a task, over the partitions it reads one after the other:
   :class:`GroupAccumulator` (a map-side combine);
@@ -19,7 +21,7 @@ import operator
 import numpy as np
 import pandas as pd
 
-from ...kernels.term_table import TermTable, add_rows_into
+from ...kernels.term_table import TermRows, TermTable, add_rows_into, as_packed
 from ...kernels.vc_packed import accumulate_padded_into
 from ...stats.packed import PackedLayout
 from ...stats.standardize import Standardization
@@ -258,10 +260,20 @@ class GroupAccumulator:
             self.acc, col, dm.endog, dm.exog, ztilde, dm.weights, std, vc_widths
         )
 
+    def row_bytes(self, dm, ztilde: np.ndarray, std=None, vc_widths=()) -> int:
+        """Bytes of a group's row in this accumulator's partial for rows like these
+        (design matrices ``dm``): the compiled table's row of terms
+        (:meth:`~dmixed.kernels.term_table.TermTable.row_bytes`), else a packed row."""
+        terms = self.terms.row_bytes(dm.endog, dm.exog, ztilde, dm.weights, std, vc_widths)
+        return 8 * self.width if terms is None else terms
+
     def result(self, n_buckets: int) -> list[Partial]:
         """``(keys, values)`` of the groups seen, split by output block: one packed row
-        per group (one gather from the accumulator per block, or from the compiled
-        table when it holds all the sums)."""
+        per group (one gather from the accumulator per block), or, when the compiled
+        table holds all the sums, its rows as a
+        :class:`~dmixed.kernels.term_table.TermRows` per block (views of the table,
+        moved in place; each block's keys in the order they would have had).  Ends the
+        accumulator: nothing may be added afterwards."""
         # all the sums in the table: the partial from it, never from ``acc``
         direct = self.terms.pending and not (self.written or self.terms.flushed)
         if not direct:
@@ -276,10 +288,14 @@ class GroupAccumulator:
             keys = np.asarray(self.index.append(self.extra), dtype=self.key_dtype)
             seen = np.arange(keys.size)
         if direct:
-            return [
-                (keys[pick], self.terms.packed_rows(seen[pick]))
-                for pick in bucket_rows(keys, n_buckets)
-            ]
+            # the table's rows as they are (terms, no scales), moved in place to one
+            # run per bucket: views, no fresh array of the expanded rows (whose first
+            # touch of new pages cost more than the expansion itself)
+            bucket = bucket_of(keys, n_buckets)
+            order, rows = self.terms.split_rows(seen, bucket, n_buckets)
+            keys = keys[order]
+            starts = np.cumsum([0] + [len(r) for r in rows])
+            return [(keys[starts[b] : starts[b + 1]], rows[b]) for b in range(n_buckets)]
         # gather the groups seen along each accumulator row (contiguous reads), then
         # transpose: gathering rows of the transposed view reads strided memory
         return [
@@ -387,14 +403,64 @@ def combine_converted(
     """:func:`combine_exact` of partials each in its own column map (``(partial,
     map)`` pairs), every one first converted to ``target``'s
     (:meth:`~dmixed.stats.standardize.Standardization.conversion_to`: exact, since a
-    map is affine in the columns and the intercept carries the shifts)."""
+    map is affine in the columns and the intercept carries the shifts).  Parts of
+    rows of terms (:class:`~dmixed.kernels.term_table.TermRows`) are added as they
+    are where :func:`combine_terms` can (the values are then term rows too), else
+    expanded first."""
+    terms = combine_terms(target, packed, vc_widths, *pairs)
+    if terms is not None:
+        return terms
     parts = []
     for (keys, values), std in pairs:
         conv = _conversions(std, target, vc_widths) if len(keys) else None
+        values = as_packed(values)
         if conv is not None:
             values = values @ packed.conversion(conv[1], conv[0])
         parts.append((keys, values))
     return combine_exact(target, packed, vc_widths, *parts)
+
+
+def combine_terms(
+    target: Standardization,
+    packed: PackedLayout,
+    vc_widths: tuple,
+    *pairs: tuple[Partial, Standardization | None],
+) -> tuple[np.ndarray, TermRows, np.ndarray] | None:
+    """:func:`combine_converted`'s sums kept as rows of terms, where they can be: every
+    non-empty part a :class:`~dmixed.kernels.term_table.TermRows` of one plan whose
+    factors are powers of two, in ``target``'s map already, its keys integers filling
+    their range (or one part), and no within-group sums (more than one random-design
+    column, or none of them the intercept).  ``(keys, term rows, correction)``, else
+    None (then :func:`combine_converted`).
+
+    The term rows are added by position as :func:`combine_partials` adds packed rows,
+    in the same order; times a power of two, the sums are the packed sums bit for bit
+    (the expansion is left to the block, :func:`~dmixed.engines.dask.blocks.to_block`,
+    which writes the kernels' layout from them in one pass).
+    """
+    parts = [(keys, values) for (keys, values), _ in pairs if len(keys)]
+    if not parts or not all(isinstance(v, TermRows) for _, v in parts):
+        return None
+    if any(_conversions(std, target, vc_widths) is not None for (k, _), std in pairs if len(k)):
+        return None
+    first = parts[0][1]
+    if not all(first.same_plan(v) for _, v in parts[1:]) or not _powers_of_two(first.factors):
+        return None
+    if packed.r == 1 and target.z_intercept == 0:  # within-group sums: combine_exact
+        return None
+    if len(parts) == 1:
+        keys, rows = parts[0][0], first.rows
+    else:
+        dense = dense_key_range([k for k, _ in parts])
+        if dense is None:
+            return None
+        keys, rows = _add_by_position([(k, v.rows) for k, v in parts], *dense)
+    return keys, TermRows(rows, first.columns, first.factors), np.zeros((packed.k, packed.k))
+
+
+def _powers_of_two(factors: np.ndarray) -> bool:
+    mantissa, _ = np.frexp(factors)
+    return bool(np.all(np.abs(mantissa) == 0.5))
 
 
 def combine_exact(
@@ -414,7 +480,7 @@ def combine_exact(
     for part in parts:
         if len(part) > 2 and part[2] is not None:
             corr = corr + part[2]
-    plain = [(part[0], part[1]) for part in parts]
+    plain = [(part[0], as_packed(part[1])) for part in parts]
     keys, values = combine_partials(*plain)
     e = target.z_intercept
     rows = sum(len(p[0]) for p in plain)

@@ -2,7 +2,8 @@
 
 Each task returns ``(parts, global_sums, map, routed, report)``: ``parts[b]`` is
 ``(keys, values)`` for the groups it saw that belong to output block ``b`` (one packed
-row per group, :class:`~dmixed.stats.packed.PackedLayout`), ``global_sums`` its packed
+row per group, :class:`~dmixed.stats.packed.PackedLayout`, or its row of terms,
+:class:`~dmixed.kernels.term_table.TermRows`), ``global_sums`` its packed
 ``[n, Σ log w, n_dropped, [X y]'[X y]]``, ``map`` the columns' map they are in,
 ``routed[b]`` the rows it routed to block ``b`` instead (a list of
 :class:`~dmixed.engines.dask.routing.RoutedRows`, or None; see
@@ -227,6 +228,8 @@ def accumulate_frames(
         for dm, keys, ztilde, chosen in read_frames(frames, spec, slot_map, glob, report, std):
             std = chosen
             keys = conform_keys(keys, acc.key_dtype, spec.group_name)
+            if router.row_bytes is None:  # a partial's row as this chain will send it
+                router.row_bytes = acc.row_bytes(dm, ztilde, std, widths)
             if router.take(keys, dm, ztilde, std):
                 # a partial is now fewer bytes than the rows: add the buffered rows here
                 for pending in router.switch():

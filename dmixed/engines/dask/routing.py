@@ -351,6 +351,10 @@ class Router:
     key_size: int = 8
     #: ``(rows' bytes, partial's bytes)`` when the chain switched to its partial
     switched: tuple[int, int] | None = None
+    #: bytes of a group's row in the partial, the key aside (None: ``8 · width``, a
+    #: packed row; the chain sets it from its first rows, whose partial may be rows of
+    #: terms, fewer bytes)
+    row_bytes: int | None = None
 
     def __post_init__(self) -> None:
         self.routing = self.mode != "partials"
@@ -383,7 +387,8 @@ class Router:
     @property
     def partial_estimate(self) -> int:
         """Bytes of the partial of the groups seen so far."""
-        return self.seen.count * (self.key_size + 8 * self.width)
+        row = 8 * self.width if self.row_bytes is None else self.row_bytes
+        return self.seen.count * (self.key_size + row)
 
     def switch(self) -> list[PendingRows]:
         """The buffered rows to accumulate here when a partial is now the cheaper form

@@ -12,7 +12,11 @@ from hypothesis import strategies as st
 from dmixed import kernels
 from dmixed.design import DesignMatrices
 from dmixed.engines.dask import combine
+from dmixed.engines.dask.blocks import block_dense, to_block
 from dmixed.engines.dask.combine import GroupAccumulator
+from dmixed.kernels.term_table import TermRows
+from dmixed.stats.packed import PackedLayout
+from dmixed.stats.standardize import Standardization
 
 
 def _rows(keys: np.ndarray, rng: np.random.Generator) -> tuple[DesignMatrices, np.ndarray]:
@@ -262,3 +266,62 @@ def test_target_map_is_the_one_chosen_from_most_rows():
     assert combine.target_map(2, 1, None, one, few, many) is many
     assert combine.target_map(2, 1, many2, None, many) is many2  # ties: the first
     assert combine.target_map(2, 1, None, None) == Standardization.identity(2, 1)
+
+
+def _term_parts(rng, packed, n_parts: int, universe: int, factors: np.ndarray):
+    """Partials of term rows (the chains' form) over keys of ``0 … universe−1``: a plan
+    whose packed columns repeat terms and use the zero column."""
+    n_terms = packed.width - 3  # fewer terms than packed columns, the last all zeros
+    columns = rng.integers(0, n_terms, packed.width)
+    columns[0], columns[-1] = 0, n_terms - 1
+    parts = []
+    for _ in range(n_parts):
+        ids = np.sort(rng.choice(universe, size=int(rng.integers(1, universe + 1)), replace=False))
+        rows = rng.standard_normal((ids.size, n_terms)) * 10.0 ** rng.integers(-6, 6, (ids.size, 1))
+        rows[:, 0] = rng.integers(1, 9, ids.size)  # row counts
+        rows[:, -1] = 0.0
+        parts.append((ids.astype(np.int64), TermRows(rows, columns, factors)))
+    return parts
+
+
+@pytest.mark.parametrize("n_parts", [1, 2, 3])
+@pytest.mark.parametrize("case", ["dense", "sparse", "not powers of two", "two plans", "converted"])
+def test_term_rows_combine_as_their_packed_rows(n_parts, case):
+    """Partials of term rows add up, and make a held block, bit for bit as their packed
+    rows do: as term rows where :func:`combine_terms` applies (one plan, factors powers
+    of two, keys filling their range, no conversion), expanded first where not."""
+    rng = np.random.default_rng(n_parts)
+    packed = PackedLayout(2, 4)
+    factors = 2.0 ** rng.integers(-9, 9, packed.width)
+    factors[0] = 1.0
+    if case == "not powers of two":
+        factors[3] = 0.3
+    parts = _term_parts(rng, packed, n_parts, 40, factors)
+    if case == "sparse":
+        parts = [(keys * 1000, rows) for keys, rows in parts]
+    if case == "two plans" and n_parts > 1:
+        keys, rows = parts[-1]
+        parts[-1] = (keys, TermRows(rows.rows, rows.columns, factors * 2.0))
+    target = Standardization.identity(3, 2)
+    maps = [None] * n_parts
+    if case == "converted":
+        maps[0] = Standardization(
+            np.zeros(3), np.array([1.0, 2.0, 4.0]), 0.0, 1.0, np.zeros(2), np.array([1.0, 2.0]),
+            -1, -1, np.zeros(0), 10,
+        )  # fmt: skip
+    pairs = [(part, m) for part, m in zip(parts, maps, strict=True)]
+    plain = [((keys, rows.packed()), m) for (keys, rows), m in pairs]
+    got = combine.combine_converted(target, packed, (), *pairs)
+    want = combine.combine_converted(target, packed, (), *plain)
+    held_terms = case == "dense" or (n_parts == 1 and case in ("sparse", "two plans"))
+    assert isinstance(got[1], TermRows) == held_terms
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(np.asarray(got[1]), want[1])
+    np.testing.assert_array_equal(got[2], want[2])
+    block = to_block(got, packed, held=True)
+    ref = to_block(want, packed, held=True)
+    np.testing.assert_array_equal(block.nobs, ref.nobs)
+    for a, b in zip(block_dense(block), block_dense(ref), strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(block_dense(to_block(got, packed)), block_dense(ref), strict=True):
+        np.testing.assert_array_equal(a, b)
