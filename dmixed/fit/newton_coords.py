@@ -312,23 +312,21 @@ def newton_step(
     full_shift = np.zeros(layout.n_params) if shift is None else np.asarray(shift, np.float64)
     c = np.where(log, full_shift[movable], 0.0)
     block = _block_positions(layout, movable, log) if cholesky else np.zeros((0, 0), np.intp)
+    if block.size:
+        try:
+            block_jac, block_second = _block_chain_rule(point, grad, c, block)
+        except np.linalg.LinAlgError:
+            block = np.zeros((0, 0), np.intp)  # not positive definite: entries plain
     single = log.copy()  # the log entries outside the block
     single[np.diagonal(block)] = False
     x = point + c
     jac = np.diag(np.where(single, x, np.where(log, 0.0, 1.0)))
     second = np.diag(np.where(single, x * grad, 0.0))  # Σ_k g_k ∂²θ_k/∂v²
     if block.size:
-        try:
-            block_jac, block_second = _block_chain_rule(point, grad, c, block)
-        except np.linalg.LinAlgError:
-            block = np.zeros((0, 0), np.intp)  # not positive definite: entries plain
-            jac = np.diag(np.where(log, x, 1.0))
-            second = np.diag(np.where(log, x * grad, 0.0))
-        else:
-            inside = np.zeros(point.size, bool)
-            inside[block.ravel()] = True
-            jac[np.ix_(inside, inside)] = block_jac[np.ix_(inside, inside)]
-            second[np.ix_(inside, inside)] = block_second[np.ix_(inside, inside)]
+        inside = np.zeros(point.size, bool)
+        inside[block.ravel()] = True
+        jac[np.ix_(inside, inside)] = block_jac[np.ix_(inside, inside)]
+        second[np.ix_(inside, inside)] = block_second[np.ix_(inside, inside)]
     g_v = jac.T @ grad
     h_v = jac.T @ hess @ jac + second
     h_v = 0.5 * (h_v + h_v.T)

@@ -156,6 +156,29 @@ def test_shifted_log_and_modified_cholesky_coordinates_are_the_chain_rule():
     assert step.point(1.0)[0] < 0.0
 
 
+def test_a_block_not_positive_definite_steps_its_entries_plainly():
+    """Ψ* + C with positive variances but not positive definite (|ψ21| > √(ψ11 ψ22)):
+    no modified Cholesky block; its variances on the shifted log scale and its
+    covariance plain, as where the block has fewer than two effects."""
+    theta = np.array([0.4, 0.9, 0.5, 0.3])
+    shift = np.array([0.1, 7.0, 0.05, 0.2])
+    grad, hess = np.array([1.0, -0.5, 0.2, 0.3]), -np.eye(4)
+    seen = {}
+
+    def direction(h_v, g_v):
+        seen.update(h=h_v, g=g_v)
+        return modified_newton_step(h_v, g_v)
+
+    step = newton_step(LAYOUT_2, np.ones(4, bool), theta, grad, hess, direction, shift)
+    assert step.block.size == 0 and step.log.tolist() == [True, False, True, True]
+    jac = np.where(step.log, theta + step.shift, 1.0)
+    np.testing.assert_array_equal(seen["g"], jac * grad)
+    np.testing.assert_allclose(
+        seen["h"], -np.diag(jac**2) + np.diag(np.where(step.log, jac * grad, 0.0))
+    )
+    np.testing.assert_allclose(step.point(0.5)[1], theta[1] + 0.5 * step.delta[1])
+
+
 def _block_theta(v, layout, shift, s):
     """θ from v (θ's order): ``log(d_j + s_j)`` at the variances, ``L_ab`` at the
     covariances, ``log(τ + c)`` at the components, with Ψ* + C = L diag(d) L'."""
