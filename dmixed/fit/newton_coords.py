@@ -102,9 +102,9 @@ class NewtonStep:
             self.log, (theta + shift) * np.exp(np.where(self.log, step, 0.0)) - shift, theta + step
         )
         if self.block.size:
-            v = _coordinates(theta, self.log, shift, self.block) + step
+            v, s = _coordinates(theta, self.log, shift, self.block)
             inside = self.block.ravel()
-            out[inside] = _theta_of(v, theta, self.log, shift, self.block)[inside]
+            out[inside] = _theta_of(v + step, s, self.log, shift, self.block)[inside]
         return out
 
 
@@ -160,25 +160,26 @@ def _factors(
 
 def _coordinates(
     theta: np.ndarray, log: np.ndarray, shift: np.ndarray, block: np.ndarray
-) -> np.ndarray:
-    """``v`` of the movable ``theta`` (the module's docstring)."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """``v`` of the movable ``theta`` (the module's docstring), and the block's shifts
+    ``s`` there (:func:`_factors`; fixed for the step)."""
     out = np.where(log, np.log(np.where(log, theta + shift, 1.0)), theta)
+    s = np.zeros(block.shape[0])
     if block.size:
         lmat, d, s = _factors(theta, shift, block)
         rows, cols = np.tril_indices(block.shape[0], -1)
         out[np.diagonal(block)] = np.log(d + s)
         out[block[rows, cols]] = lmat[rows, cols]
-    return out
+    return out, s
 
 
 def _theta_of(
-    v: np.ndarray, at: np.ndarray, log: np.ndarray, shift: np.ndarray, block: np.ndarray
+    v: np.ndarray, s: np.ndarray, log: np.ndarray, shift: np.ndarray, block: np.ndarray
 ) -> np.ndarray:
-    """The movable θ of ``v``: the inverse of :func:`_coordinates` at ``at`` (whose
-    factors give the block's shifts ``s``)."""
+    """The movable θ of ``v``: the inverse of :func:`_coordinates` with the block's
+    shifts ``s`` it gave."""
     out = np.where(log, np.exp(np.where(log, v, 0.0)) - shift, v)
     if block.size:
-        s = _factors(at, shift, block)[2]
         lmat = np.eye(block.shape[0])
         rows, cols = np.tril_indices(block.shape[0], -1)
         lmat[rows, cols] = v[block[rows, cols]]
