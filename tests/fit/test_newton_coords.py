@@ -392,7 +392,7 @@ def test_a_group_variance_small_next_to_its_error_converges_as_without_the_compo
 def test_a_random_slope_beside_a_component_converges_in_four():
     """A random intercept and slope (the slope's variance small next to its error) and a
     nested component, interior optimum: with the slope's variance on the shifted log
-    scale and the covariance as a shifted correlation, four evaluations (five with the
+    scale and Ψ* + C in modified Cholesky coordinates, four evaluations (five with the
     random effects' Ψ* stepped plainly)."""
     df = _sloped(100, 8, 5, seed=2)
     model = dmixed.MixedLM.from_formula(
