@@ -176,7 +176,7 @@ def move_rows(table, rows, bucket, starts, spill):  # pragma: no cover - compile
     moved forward to ``table[0 : starts[1]]`` (``rows[i] ≥`` its new place: the move
     never overwrites a row not yet read), the others' copied to ``spill[starts[b] −
     starts[1] …]``; one pass in row order (a permutation in place, cycle by cycle,
-    misses the cache on every row: 4–8× slower)."""
+    misses the cache on every row)."""
     n = rows.size
     fill = starts[:-1].copy()
     first = starts[1]
