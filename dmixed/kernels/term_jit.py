@@ -161,7 +161,7 @@ def prefetch_row(typingctx, table, row):
 @numba.njit(cache=True, nogil=True)
 def expand_rows(table, rows, cols, scales, out):  # pragma: no cover - compiled
     """``out[i, c] = table[rows[i], cols[c]] · scales[c]``: packed rows from a table of
-    terms in one pass (:meth:`~dmixed.kernels.term_table.TermTable.packed_rows`)."""
+    terms in one pass (:meth:`~dmixed.kernels.term_table.TermRows.packed`)."""
     for i in range(rows.size):
         src = table[rows[i]]
         dst = out[i]

@@ -55,8 +55,9 @@ class TermTable:
         row ``i`` of group ``g = codes[i]``: ``table[g, t] += 1``, ``s_u[i]`` or
         ``s_u[i] s_v[i]``, with ``s`` the rows' columns shifted by the map ``std`` and
         scaled by ``√w`` (:func:`~dmixed.kernels.rows.prepare_rows`); the map's scales
-        are applied at :meth:`flush` / :meth:`packed_rows`.  A call whose plan (or
-        accumulator width) differs from the table's first flushes the table into ``acc``.
+        are applied at :meth:`flush` (:meth:`split_rows`' rows carry them as factors).
+        A call whose plan (or accumulator width) differs from the table's first flushes
+        the table into ``acc``.
 
         Parameters
         ----------
@@ -134,19 +135,6 @@ class TermTable:
         :attr:`pending`."""
         table, plan = self._held()
         return table[:, int(plan[1][0])]
-
-    def packed_rows(self, rows: np.ndarray) -> np.ndarray:
-        """The packed statistics of table rows ``rows``, shape ``(len(rows), width)``
-        (what :meth:`flush` would add to those accumulator columns, transposed; one
-        gather, without the column-major accumulator).  Only while :attr:`pending`."""
-        from .term_jit import expand_rows
-
-        table, _ = self._held()
-        cols, factors = self._plan_columns()
-        rows = np.ascontiguousarray(rows, dtype=np.int64)
-        out = np.empty((rows.size, cols.size))
-        expand_rows(table, rows, cols, factors, out)
-        return out
 
     def _plan_columns(self) -> tuple[np.ndarray, np.ndarray]:
         """``(columns, factors)``: the table column (the last, of zeros, for a zero
