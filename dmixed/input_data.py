@@ -37,7 +37,6 @@ from .errors import DataError, DmixedError
 from .job import EXIT_CONFIG, EXIT_DATA, Job, JobError
 
 __all__ = [
-    "CSV_DTYPES",
     "check_input",
     "csv_culprit",
     "files_named",
