@@ -100,7 +100,7 @@ def prepare_columns(
         spec was built, or if a weight is not positive.
     """
     used, formula_columns = _columns_needed(spec, df, response, random)
-    norm = _normalize(spec, df, formula_columns, label_codes or {})
+    norm = _normalize(spec, df, formula_columns, label_codes)
     if spec.group_name in used:
         _add_group_missing(spec, df, norm)
     if spec.weights_name is not None and response:
