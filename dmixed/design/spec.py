@@ -233,6 +233,15 @@ class ModelSpec(ModelNames):
         (:func:`~dmixed.design.levels.level_codes`)."""
         return self._cached("text:" + col, lambda: (text_array(self.levels[col]),))[0]
 
+    def keep_text_levels(self, found: Mapping[str, Any]) -> None:
+        """Take ``found`` (a label column → its levels as an Arrow string array, as the
+        scan found them: :attr:`~dmixed.design.scan.LevelScan.text`) for
+        :meth:`text_levels` of those of its columns the spec has levels of, instead of
+        rebuilding them from the list of levels."""
+        for col, levels in found.items():
+            if col in self.levels:
+                self._cached("text:" + col, lambda levels=levels: (levels,))
+
     def level_array(self, col: str) -> np.ndarray:
         """The levels of a numeric column used inside ``C()``, sorted, as an array of
         its native dtype (:func:`~dmixed.design.dtypes.native_dtype`; cached)."""
@@ -580,7 +589,5 @@ def build_spec_prepared(
     references = choose_references(spec, parsed, integers, data, dask_input)
     if references:
         spec = dataclasses.replace(spec, references=references)
-    for c, found in scan.text.items():  # the scan's Arrow levels, not rebuilt from the list
-        if c in spec.levels:
-            spec._cached("text:" + c, lambda found=found: (found,))
+    spec.keep_text_levels(scan.text)
     return spec, check_response_not_constant(spec, data, scan, dask_input)

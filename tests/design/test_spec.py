@@ -362,6 +362,11 @@ def test_text_codes_found_by_the_scan_are_those_of_a_look_up(monkeypatch, missin
     # (a categorical's category "zz" absent from the rows kept: looked up)
     assert looked_up == (["id"] if (dtype, missing) == ("category", "label dropped") else [])
     assert "zz" not in spec.levels["id"]
+    if dtype == "str":  # the scan's Arrow levels kept by the spec, not rebuilt from the list
+        import dmixed.design.spec as spec_module
+
+        monkeypatch.setattr(spec_module, "text_array", None)
+        assert spec.text_levels("id").to_pylist() == spec.levels["id"]
     again = prepare_columns(spec, df)
     assert again.columns["id"].dtype == prepared.columns["id"].dtype == np.int64
     np.testing.assert_array_equal(again.columns["id"], prepared.columns["id"])
