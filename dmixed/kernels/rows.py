@@ -244,6 +244,11 @@ def product_plan(
     return terms, [index[t] for t in wanted]
 
 
+def live_terms(terms: list) -> list:
+    """The terms of a :func:`product_plan` that are not ``("zero",)``: those summed."""
+    return [t for t in terms if t[0] != "zero"]
+
+
 #: :func:`accumulate_packed_into` sums over the groups present when the rows are fewer
 #: than the accumulator's groups divided by this: a ``bincount`` over all groups costs
 #: time in the number of groups, not rows (benchmarks/RESULTS.md, small partitions).
@@ -383,7 +388,7 @@ def plan_sums(codes, sources, terms, n_groups: int, compiled: bool | None) -> li
     (``compiled`` None: :func:`~dmixed.kernels.compiled.rows_compiled` decides), the
     same numbers bit for bit.  ``codes`` (n,) int64 in ``0 … n_groups−1``; ``sources``
     the columns the terms index."""
-    live = [t for t in terms if t[0] != "zero"]
+    live = live_terms(terms)
     if compiled is None:
         compiled = rows_compiled(codes.size, n_groups * len(live) * 8)
     if compiled and live:

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..stats.standardize import Standardization
 from .compiled import rows_compiled
-from .rows import prepare_rows, wants_within
+from .rows import live_terms, prepare_rows, wants_within
 
 #: rows whose product plan estimates a partial's width (:meth:`TermTable.row_bytes`)
 PLAN_SAMPLE = 64
@@ -88,7 +88,7 @@ class TermTable:
             raise ValueError(f"codes must be in 0 … {acc.shape[1] - 1} (the accumulator's columns)")
 
         rows = prepare_rows(endog, exog, ztilde, weights, std, vc_widths)
-        live = [t for t in rows.terms if t[0] != "zero"]
+        live = live_terms(rows.terms)  # the table's columns, then one of zeros
         used = sorted({u for t in live for u in t[1:]})
         slot = {u: i for i, u in enumerate(used)}
         kernel_terms = tuple((t[0], *[slot[u] for u in t[1:]]) for t in live)
@@ -117,7 +117,7 @@ class TermTable:
         m = PLAN_SAMPLE
         w = None if weights is None else weights[:m]
         rows = prepare_rows(endog[:m], exog[:m], ztilde[:m], w, std, vc_widths)
-        return 8 * (1 + sum(t[0] != "zero" for t in rows.terms))
+        return 8 * (len(live_terms(rows.terms)) + 1)  # (as the table :meth:`add` makes)
 
     @property
     def pending(self) -> bool:
