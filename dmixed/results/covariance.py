@@ -13,6 +13,7 @@ import warnings
 import numpy as np
 
 from ..errors import SingularHessianWarning
+from .identification import TRADE_EIGENVALUE, identified_directions
 
 __all__ = ["FE_INFLATION_BOUNDS", "covariance_of_estimates", "fe_block_defined"]
 
@@ -40,6 +41,14 @@ def covariance_of_estimates(
     pinned at zero get NaN rows and columns and the other entries come from the
     sub-Hessian without them (as statsmodels does for parameters held fixed with
     ``free``).
+
+    Covariance parameters the data do not identify (an exact trade between them,
+    :func:`~dmixed.results.identification.identified_directions` at
+    :data:`~dmixed.results.identification.TRADE_EIGENVALUE`) get NaN rows and
+    columns, and the others come from the Hessian in the directions the data identify
+    (:func:`_identified_only`): inverted whole, the flat direction is rounding noise
+    divided by (almost) zero, and whether it passes for a covariance would depend on
+    the order of the sums (on how the rows are split into partitions).
 
     The β block is ``conditional`` (lme4's ``σ̂²(X'V⁻¹X)⁻¹``) with ``cov_fe=
     "conditional"`` (β then uncorrelated with θ), and also, whatever ``cov_fe`` says,
@@ -82,6 +91,10 @@ def covariance_of_estimates(
         return _with_held(
             hessian, k_fe, np.asarray(free, dtype=bool), at_zero, conditional, cov_fe, identifiable
         )
+    if identifiable:
+        involved, basis = identified_directions(hessian, k_fe, at_zero, TRADE_EIGENVALUE)
+        if involved.size:
+            return _identified_only(hessian, k_fe, involved, basis, conditional, cov_fe)
     keep = np.ones(k, dtype=bool)
     keep[k_fe:] = ~at_zero
     p = k_fe
@@ -128,6 +141,37 @@ def _with_held(hessian, k_fe, free, at_zero, conditional, cov_fe, identifiable):
     )
     cov = np.zeros((k, k))
     cov[np.ix_(keep, keep)] = sub
+    return cov
+
+
+def _identified_only(hessian, k_fe, involved, basis, conditional, cov_fe):
+    """:func:`covariance_of_estimates` of a Hessian with flat directions in θ: that of
+    β and of the identified directions of θ (``basis``, k − k_fe × m), mapped back, with
+    NaN rows and columns for the covariance parameters ``involved`` in a flat direction
+    and for those outside the basis (at zero).  Along an exact trade ℓ does not depend
+    on β either, so β's block is the same whatever directions complete the basis."""
+    p, m = k_fe, basis.shape[1]
+    k = p + basis.shape[0]
+    t = np.zeros((k, p + m))
+    t[:p, :p] = np.eye(p)
+    t[p:, p:] = basis
+    sub = covariance_of_estimates(
+        t.T @ hessian @ t,
+        k=p + m,
+        k_fe=p,
+        at_zero=np.zeros(m, dtype=bool),
+        conditional=conditional,
+        cov_fe=cov_fe,
+    )
+    cov = np.empty((k, k))
+    cov[:p, :p] = sub[:p, :p]
+    cov[:p, p:] = sub[:p, p:] @ basis.T
+    cov[p:, :p] = cov[:p, p:].T
+    cov[p:, p:] = basis @ sub[p:, p:] @ basis.T
+    unknown = ~np.any(basis != 0.0, axis=1)
+    unknown[involved] = True
+    cov[p + np.flatnonzero(unknown), :] = np.nan
+    cov[:, p + np.flatnonzero(unknown)] = np.nan
     return cov
 
 

@@ -20,13 +20,23 @@ import numpy as np
 
 from ..errors import SingularHessianWarning
 
-__all__ = ["FLAT_EIGENVALUE", "unidentified_parameters", "warn_unidentified"]
+__all__ = [
+    "FLAT_EIGENVALUE",
+    "TRADE_EIGENVALUE",
+    "identified_directions",
+    "unidentified_parameters",
+    "warn_unidentified",
+]
 
 #: an eigenvalue of the profiled information in the covariance parameters, scaled to
 #: unit diagonal (a correlation-like matrix: its eigenvalues sum to its size), at most
 #: this is a flat direction (an exact trade is ~1e-12 in floating point; a weakly
 #: identified pair, a few levels only, stays well above)
 FLAT_EIGENVALUE = 1e-7
+#: at most this, a flat direction is an exact trade, rounding only (two components of
+#: one factor: 1e-16 and below); between it and :data:`FLAT_EIGENVALUE` it may be a
+#: nearly singular but identified direction, whose curvature the inverse uses
+TRADE_EIGENVALUE = 1e-12
 
 
 def unidentified_parameters(hessian, k_fe: int, at_zero: np.ndarray) -> np.ndarray:
@@ -57,7 +67,31 @@ def unidentified_parameters(hessian, k_fe: int, at_zero: np.ndarray) -> np.ndarr
     ndarray of int
         Sorted indices into the covariance parameters.
     """
-    none = np.zeros(0, dtype=np.int64)
+    return identified_directions(hessian, k_fe, at_zero)[0]
+
+
+def identified_directions(
+    hessian, k_fe: int, at_zero: np.ndarray, flat: float = FLAT_EIGENVALUE
+) -> tuple[np.ndarray, np.ndarray]:
+    """The covariance parameters in a direction of R whose eigenvalue is at most
+    ``flat`` in size (:func:`unidentified_parameters`) and a basis of the others.
+
+    The basis holds ``D^{-1/2} u`` for each eigenvector ``u`` of R whose eigenvalue is
+    above ``flat``, zero on the parameters at zero and on those without curvature: with
+    ``flat=TRADE_EIGENVALUE`` the information is well conditioned in it, whatever
+    rounding made of the exact trades
+    (:func:`dmixed.results.covariance.covariance_of_estimates` inverts it there).
+
+    Returns
+    -------
+    involved : ndarray of int
+        Sorted indices into the covariance parameters (empty: all identified, or
+        nothing can be said).
+    basis : ndarray (k − k_fe, m)
+        The identified directions (meaningful when ``involved`` is not empty).
+    """
+    n_theta = np.asarray(at_zero).size
+    none = np.zeros(0, dtype=np.int64), np.eye(n_theta)
     if hessian is None or not np.all(np.isfinite(hessian)):
         return none
     h = np.asarray(hessian, dtype=np.float64)
@@ -76,14 +110,15 @@ def unidentified_parameters(hessian, k_fe: int, at_zero: np.ndarray) -> np.ndarr
     if not d.size or not np.all(np.isfinite(s)):
         return none
     zero = d <= 1e-12 * d.max(initial=0.0)
-    scale = np.where(zero, 1.0, d)
-    r = s / np.outer(scale, scale)
-    r[zero, :] = r[:, zero] = 0.0
-    r[zero, zero] = 1.0  # counted already: no flat direction of their own
+    live = np.flatnonzero(~zero)
+    r = s[np.ix_(live, live)] / np.outer(d[live], d[live])
     w, v = np.linalg.eigh(0.5 * (r + r.T))
-    flat = np.abs(w) <= FLAT_EIGENVALUE
-    involved = zero | np.any(np.abs(v[:, flat]) > 0.1, axis=1)
-    return np.sort(theta[involved])
+    flat_w = np.abs(w) <= flat
+    involved = zero.copy()
+    involved[live] = np.any(np.abs(v[:, flat_w]) > 0.1, axis=1)
+    basis = np.zeros((n_theta, int((~flat_w).sum())))
+    basis[theta[live]] = v[:, ~flat_w] / d[live, None]
+    return np.sort(theta[involved]), basis
 
 
 def warn_unidentified(hessian, k_fe: int, at_zero: np.ndarray, names) -> None:

@@ -158,3 +158,37 @@ def test_parameters_held_fixed_have_zero_rows_and_the_others_their_sub_inverse()
     keep = [0, 1, 2]
     np.testing.assert_allclose(cov[np.ix_(keep, keep)], np.linalg.inv(-hess[np.ix_(keep, keep)]))
     assert np.all(cov[3] == 0) and np.all(cov[:, 3] == 0)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_an_exact_trade_gives_the_same_covariance_whatever_the_rounding(seed):
+    """θ = (a, b, c) with ℓ depending on a + b only (two components of one factor): the
+    Hessian is singular along (1, −1, 0) up to rounding, and its inverse was that
+    rounding divided by almost zero.  Rounded differently, the covariance is the same:
+    β's and c's from the directions the data identify (those of the model with a + b
+    as one parameter), a's and b's NaN."""
+    rng = np.random.default_rng(100)
+    a = rng.normal(size=(4, 4))
+    merged = -(a @ a.T + 0.5 * np.eye(4))  # β = first 2, θ = (a + b, c)
+    t = np.zeros((4, 5))
+    t[:2, :2] = np.eye(2)
+    t[2, 2] = t[2, 3] = 1.0  # a and b enter as their sum
+    t[3, 4] = 1.0
+    hessian = t.T @ merged @ t
+    noise = np.random.default_rng(seed).normal(size=(5, 5)) * 1e-15
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cov = covariance_of_estimates(
+            hessian + noise + noise.T,
+            k=5,
+            k_fe=2,
+            at_zero=np.zeros(3, dtype=bool),
+            conditional=np.eye(2),
+            cov_fe="hessian",
+        )
+    expected = np.linalg.inv(-merged)
+    keep = [0, 1, 4]
+    np.testing.assert_allclose(
+        cov[np.ix_(keep, keep)], expected[np.ix_([0, 1, 3], [0, 1, 3])], rtol=1e-9
+    )
+    assert np.isnan(cov[2:4]).all() and np.isnan(cov[:, 2:4]).all()

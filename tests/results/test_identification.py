@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pytest
 
 import dmixed
 from dmixed.errors import SingularHessianWarning
@@ -53,3 +54,36 @@ def test_two_components_of_one_factor_warn_naming_them():
     with warnings.catch_warnings():
         warnings.simplefilter("error", SingularHessianWarning)
         dmixed.mixedlm("y ~ x1", df, groups="g", vc_formula={"a": "0 + C(sub)"}).fit()
+
+
+@pytest.mark.parametrize("npartitions", [1, 3, 7])
+def test_standard_errors_of_a_trade_do_not_depend_on_the_partitions(npartitions):
+    """Two components of one factor under two names: the Hessian is singular along their
+    trade, and inverting it whole gave the fixed effects' standard errors from the
+    conditional or the full inverse, and the two variances NaN, 0.14 or 1.7e7, as the
+    rounding of the sums fell (pandas or Dask, 1, 3 or 7 partitions).  The covariance
+    comes from the identified directions: the fixed effects' and the other covariance
+    parameters' standard errors are those of the model with one component, the
+    traded variances' NaN, whatever the partitions."""
+    import dask.dataframe as dd
+
+    df = make_data(n_groups=30, max_size=20, vc_sd=0.7, seed=0)
+    df["sub2"] = df["sub"]
+    vc = {"a": "0 + C(sub)", "b": "0 + C(sub2)"}
+    fits = []
+    for data in (df, dd.from_pandas(df, npartitions=npartitions)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SingularHessianWarning)
+            fits.append(
+                dmixed.mixedlm("y ~ x1", data, groups="g", re_formula="1 + x1", vc_formula=vc).fit()
+            )
+    one = dmixed.mixedlm(
+        "y ~ x1", df, groups="g", re_formula="1 + x1", vc_formula={"a": "0 + C(sub)"}
+    ).fit()
+    for res in fits:
+        bse = np.asarray(res.bse)
+        np.testing.assert_allclose(bse[:5], np.asarray(one.bse)[:5], rtol=1e-7)
+        assert np.isnan(bse[5:]).all()
+        cov = np.asarray(res.cov_params())
+        assert np.isnan(cov[5:]).all() and np.isnan(cov[:, 5:]).all()
+        np.testing.assert_allclose(cov[:5, :5], np.asarray(one.cov_params())[:5, :5], rtol=1e-6)
