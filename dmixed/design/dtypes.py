@@ -32,6 +32,7 @@ __all__ = [
     "native_class",
     "native_dtype",
     "native_values",
+    "native_values_exact",
     "object_types",
     "object_class",
     "check_plain_values",
@@ -254,6 +255,44 @@ def native_values(s: pd.Series, native: str) -> np.ndarray:
     if native in ("int", "uint", "bool"):
         return s.to_numpy(dtype=native_dtype(native))
     return s.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def native_values_exact(s: pd.Series, native: str) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`native_values`, and which of them are not exactly a value of the native
+    dtype (no missing values): ``2.5``, ``1e30`` or ``-1`` read for integer levels
+    (``"uint"``: ``-1``), ``2`` or ``0.5`` for boolean ones.  Converted, those would be
+    another value (``2``, a wrapped integer, ``True``), that is a level they are not.
+    """
+    if native == "float":
+        return native_values(s, native), np.zeros(len(s), dtype=bool)
+    signed = pd.api.types.is_signed_integer_dtype(s.dtype)
+    unsigned = pd.api.types.is_unsigned_integer_dtype(s.dtype)
+    if pd.api.types.is_bool_dtype(s.dtype) or (native == "int" and signed):
+        return native_values(s, native), np.zeros(len(s), dtype=bool)
+    if signed or unsigned:
+        v = s.to_numpy(dtype=np.int64 if signed else np.uint64)
+        if native == "bool":
+            inexact = (v != 0) & (v != 1)
+        elif native == "uint":
+            inexact = v < 0
+        else:
+            inexact = v >= np.uint64(2**63)
+        return np.where(inexact, 0, v).astype(native_dtype(native)), inexact
+    if s.dtype == object and object_types(s) <= {"int", "bool"}:
+        # Python integers, past 2**53 too: compared exactly, not as floats
+        low, high = {"int": (-(2**63), 2**63), "uint": (0, 2**64), "bool": (0, 2)}[native]
+        v = s.to_numpy(dtype=object)
+        inexact = ~((v >= low) & (v < high)).astype(bool)
+        return native_values(s.where(~inexact, 0), native), inexact
+    v = s.to_numpy(dtype=np.float64, na_value=np.nan)
+    with np.errstate(invalid="ignore"):
+        if native == "bool":
+            exact = (v == 0.0) | (v == 1.0)
+        else:
+            low = -(2.0**63) if native == "int" else 0.0
+            high = 2.0**63 if native == "int" else 2.0**64
+            exact = (v == np.floor(v)) & (v >= low) & (v < high)
+    return np.where(exact, v, 0.0).astype(native_dtype(native)), ~exact
 
 
 # pandas' inferred kind of an object column -> the Python types it stands for

@@ -23,6 +23,7 @@ from .dtypes import (
     check_finite,
     column_class,
     native_values,
+    native_values_exact,
     py_scalars,
     to_float,
     warn_rounded_integers,
@@ -192,10 +193,18 @@ def _numbered(spec: ModelSpec, s: pd.Series, c: str) -> tuple[np.ndarray, np.nda
         check_finite(vals, c)
     levels, native = spec.level_array(c), spec.native[c]
     if not miss.any():
-        return miss, level_positions(levels, native_values(s, native))
+        return miss, _positions(levels, s, native)
     codes = np.full(len(s), MISSING_CODE, dtype=np.int64)
-    codes[~miss] = level_positions(levels, native_values(s[~miss], native))
+    codes[~miss] = _positions(levels, s[~miss], native)
     return miss, codes
+
+
+def _positions(levels: np.ndarray, s: pd.Series, native: str) -> np.ndarray:
+    """Positions of ``s`` among ``levels`` (:func:`level_positions`),
+    :data:`UNKNOWN_CODE` where a value is not exactly one of the native dtype (2.5 for
+    integer levels is no level, not 2)."""
+    values, inexact = native_values_exact(s, native)
+    return np.where(inexact, UNKNOWN_CODE, level_positions(levels, values))
 
 
 def _add_group_missing(spec: ModelSpec, df: pd.DataFrame, norm: _Normalized) -> None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..design.dtypes import NUMERIC_LEVELS, comparable_keys, native_values, py_scalars
+from ..design.dtypes import NUMERIC_LEVELS, comparable_keys, native_values_exact, py_scalars
 from ..design.levels import UNKNOWN_CODE, level_codes, level_positions
 from ..design.new_levels import vc_only_columns
 from ..errors import DataError, SpecError
@@ -89,8 +89,8 @@ def _unseen(spec, s: pd.Series, c: str) -> np.ndarray:
         return level_codes(s, spec.level_index(c)) == UNKNOWN_CODE
     present = s.notna().to_numpy()
     out = np.zeros(len(s), dtype=bool)
-    values = native_values(s[present], spec.native[c])
-    out[present] = level_positions(spec.level_array(c), values) == UNKNOWN_CODE
+    values, inexact = native_values_exact(s[present], spec.native[c])
+    out[present] = inexact | (level_positions(spec.level_array(c), values) == UNKNOWN_CODE)
     return out
 
 

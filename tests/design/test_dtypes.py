@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dmixed.design import build_spec
-from dmixed.design.dtypes import object_class, object_types, to_float
+from dmixed.design.dtypes import native_values_exact, object_class, object_types, to_float
 from dmixed.errors import DataError, NumericFactorWarning, PrecisionWarning
 
 from .frames import assert_same
@@ -497,3 +497,38 @@ def test_array_designs_warn_for_integers_they_round():
                 MixedLM(big["y"].to_numpy(), exog, big["g"].to_numpy())
             except DataError:
                 pass
+
+
+_NATIVE_RANGES = {"int": (-(2.0**63), 2.0**63), "uint": (0.0, 2.0**64), "bool": (0.0, 2.0)}
+
+
+@settings(deadline=None, database=None, derandomize=True)
+@given(
+    st.lists(st.one_of(st.integers(-(2**70), 2**70), st.floats(allow_nan=False)), max_size=20),
+    st.sampled_from(["int", "uint", "bool"]),
+)
+def test_native_values_exact_flags_the_values_that_are_not_of_the_native_dtype(values, native):
+    """Converted to the levels' dtype, a value is the same number, or it is flagged (it
+    would be read as another level: 2.5 as 2, -1 as 2**64 - 1, 2 as True)."""
+    s = pd.Series(np.array(values, dtype=np.float64))
+    out, inexact = native_values_exact(s, native)
+    low, high = _NATIVE_RANGES[native]
+    for v, o, flagged in zip(s, out, inexact, strict=True):
+        exact = float(v).is_integer() and low <= v < high
+        assert flagged == (not exact)
+        if exact:
+            assert float(o) == v
+
+
+@pytest.mark.parametrize(
+    ("values", "native", "flagged"),
+    [
+        (np.array([1, 2**63 + 5], dtype=np.uint64), "int", [False, True]),
+        (np.array([-1, 3], dtype=np.int64), "uint", [True, False]),
+        (np.array([0, 1, 2], dtype=np.int8), "bool", [False, False, True]),
+    ],
+)
+def test_native_values_exact_of_integers_of_another_kind(values, native, flagged):
+    out, inexact = native_values_exact(pd.Series(values), native)
+    np.testing.assert_array_equal(inexact, flagged)
+    np.testing.assert_array_equal(out[~inexact], values[~inexact].astype(out.dtype))

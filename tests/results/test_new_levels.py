@@ -144,3 +144,38 @@ def test_get_prediction_takes_new_levels(nested):
     assert nan.isna().all().all()
     with pytest.raises(SpecError, match="new_levels must be one of"):
         nested.get_prediction(rows, include_random=True, new_levels="zero")
+
+
+@pytest.fixture(scope="module")
+def numbered():
+    """Integer levels: of a fixed-effects factor (``C(shift)``) and of a component
+    (``C(cask)``); booleans in ``C(flag)``."""
+    rng = np.random.default_rng(3)
+    n = 400
+    g, c, s = rng.integers(0, 10, n), rng.integers(0, 3, n), rng.integers(0, 3, n)
+    df = pd.DataFrame({"g": g, "cask": c, "shift": s, "flag": rng.random(n) > 0.5})
+    df["y"] = s + df.flag + rng.normal(size=10)[g] + rng.normal(size=(10, 3))[g, c]
+    df["y"] += rng.normal(size=n)
+    vc = {"v": "0 + C(cask)"}
+    return df, dmixed.mixedlm("y ~ C(shift) + C(flag)", df, groups="g", vc_formula=vc).fit()
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [("shift", 1.5), ("shift", -0.5), ("shift", 1e30), ("flag", 2), ("flag", 0.5), ("cask", 1.5)],
+)
+def test_a_number_that_is_no_level_is_not_read_as_the_level_it_truncates_to(
+    numbered, column, value
+):
+    """1.5 for levels 0, 1, 2 was read as level 1 (its integer part), 2 or 0.5 for
+    booleans as True: predicted with that level's coefficient or BLUP.  It is a level
+    the fit did not see; a float equal to a level (1.0 for 1) is that level."""
+    df, res = numbered
+    rows = df.iloc[:3]
+    with pytest.raises(DataError, match="not see|not seen"):
+        res.predict(rows.assign(**{column: value}), include_random=True)
+    same = {"shift": 1.0, "flag": 1, "cask": 1.0}[column]
+    np.testing.assert_allclose(
+        res.predict(rows.assign(**{column: same}), include_random=True),
+        res.predict(rows.assign(**{column: rows[column].dtype.type(same)}), include_random=True),
+    )
