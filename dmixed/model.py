@@ -155,7 +155,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         vc_names, vc_colnames, vc_cols, vc_vals = convert_exog_vc(exog_vc, g, n)
         index = pandas_index(endog, exog)
         rows = RowData(y[:, 0], x, z, g, vc_cols, vc_vals, w, index=index)
-        rows = handle_missing(rows, missing)
+        rows = handle_missing(rows, missing, vc_names)
         self._setup(
             use_sqrt=use_sqrt,
             missing=missing,

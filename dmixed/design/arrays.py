@@ -125,15 +125,25 @@ def _rows_missing(arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, 
     return missing_rows(masks, n)
 
 
-def handle_missing(rows: RowData, missing: str) -> RowData:
+def handle_missing(rows: RowData, missing: str, vc_names: list[str] | None = None) -> RowData:
+    """``rows`` without the rows holding a missing or infinite value (``missing="drop"``,
+    warned), or refused naming the arrays that hold them; ``vc_names``: the names of
+    ``exog_vc``'s components (:func:`convert_exog_vc`), in the order of ``rows.vc_vals``.
+
+    Raises
+    ------
+    BadValuesError
+        Missing or infinite values and ``missing`` is not ``"drop"``.
+    """
+    vc_names = vc_names if vc_names is not None else list(range(len(rows.vc_vals)))
     arrays = {
         "endog": rows.endog,
         "exog": rows.exog,
         "exog_re": rows.exog_re,
         "groups": rows.groups,
     }
-    for j, vals in enumerate(rows.vc_vals):
-        arrays[f"exog_vc[{j}]"] = vals
+    for name, vals in zip(vc_names, rows.vc_vals, strict=True):
+        arrays[f"exog_vc[{name!r}]"] = vals
     if rows.weights is not None:
         arrays["weights"] = rows.weights
     bad, counts = _rows_missing(arrays)

@@ -82,3 +82,12 @@ def test_rows_with_nan_or_inf_are_found_whatever_the_sum(values, row, column):
         with pytest.warns(DroppedRowsWarning, match=f"dropped {n - finite.sum()} rows"):
             model = MixedLM(y, x, groups, exog_re=exog_re, missing="drop")
     assert model.nobs == int(finite.sum())
+
+
+def test_missing_values_of_exog_vc_name_their_component():
+    """They were named by the component's position among the sorted names
+    (``exog_vc[0]``), not by the name the caller gave it."""
+    mats = {g: np.ones((5, 1)) for g in range(6)}
+    bad = {**mats, 3: np.array([[1.0], [np.nan], [1.0], [1.0], [1.0]])}
+    with pytest.raises(DataError, match=r"missing or infinite values in exog_vc\['b'\] \(1 rows\)"):
+        _vc_model({"a": mats, "b": bad})
