@@ -200,6 +200,23 @@ def _check_vc_keys(name, per_group, labels) -> None:
         )
 
 
+def _vc_matrix_width(name, g, mat) -> int:
+    """The number of columns of one group's matrix of ``exog_vc``.
+
+    Raises
+    ------
+    DataError
+        If it is not a matrix (a 1-D array: statsmodels fails on it with an IndexError).
+    """
+    shape = np.shape(mat)
+    if len(shape) != 2:
+        raise DataError(
+            f"exog_vc[{name!r}][{g!r}] has shape {shape}: each group's matrix must be 2-D "
+            "(the group's rows × the component's columns; one column: x[:, None])"
+        )
+    return int(shape[1])
+
+
 def convert_exog_vc(exog_vc, groups: np.ndarray, n: int):
     """statsmodels' ``exog_vc`` (dict or VCSpec) → row-level sparse entries.
 
@@ -232,7 +249,7 @@ def convert_exog_vc(exog_vc, groups: np.ndarray, n: int):
     for name in sorted(comps):
         per_group = comps[name]
         _check_vc_keys(name, per_group, labels)
-        widths = [np.asarray(per_group[g]).shape[1] if g in per_group else 0 for g in labels]
+        widths = [_vc_matrix_width(name, g, per_group[g]) if g in per_group else 0 for g in labels]
         k = max(widths) if widths else 0
         cols = np.full((n, k), -1, dtype=np.int64)
         vals = np.zeros((n, k))

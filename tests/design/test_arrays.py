@@ -91,3 +91,11 @@ def test_missing_values_of_exog_vc_name_their_component():
     bad = {**mats, 3: np.array([[1.0], [np.nan], [1.0], [1.0], [1.0]])}
     with pytest.raises(DataError, match=r"missing or infinite values in exog_vc\['b'\] \(1 rows\)"):
         _vc_model({"a": mats, "b": bad})
+
+
+@pytest.mark.parametrize("shape", [(5,), (5, 1, 1), ()])
+def test_an_exog_vc_matrix_that_is_not_2d_is_refused_naming_it(shape):
+    """A 1-D array (one column) raised numpy's IndexError 'tuple index out of range'."""
+    mats = {g: np.ones((5, 1)) for g in range(6)}
+    with pytest.raises(DataError, match=r"exog_vc\['a'\]\[2\] has shape .*must be 2-D"):
+        _vc_model({"a": {**mats, 2: np.ones(shape)}})
