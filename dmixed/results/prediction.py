@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -56,16 +57,33 @@ def formula_data(spec, data, exog):
     a formula model (``spec`` not None) moved to ``data``: statsmodels applies the
     formula to it, so it is new data, not a design matrix.
 
+    A mapping of columns as ``data`` (statsmodels' formula ``predict`` takes a dict) is
+    made a DataFrame.
+
     Raises
     ------
     SpecError
         Both ``data`` and such an ``exog``.
+    DataError
+        ``data`` of a formula model that is not a DataFrame nor a mapping of columns (an
+        ndarray has no column names to read).
     """
-    if spec is None or not (isinstance(exog, pd.DataFrame) or is_dask(exog)):
+    if spec is not None and data is not None and not _frame(data):
+        if not isinstance(data, Mapping):
+            raise DataError(
+                f"data must be a pandas or Dask DataFrame, got {type(data).__name__} (or a "
+                "dict of columns: a formula model reads its columns by name)"
+            )
+        data = pd.DataFrame(dict(data))
+    if spec is None or not _frame(exog):
         return data, exog
     if data is not None:
         raise SpecError("pass the new rows once: as data or as exog, not both")
     return exog, None
+
+
+def _frame(value) -> bool:
+    return isinstance(value, pd.DataFrame) or is_dask(value)
 
 
 def _float_rows(value, argname: str) -> np.ndarray:

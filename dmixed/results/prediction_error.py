@@ -43,7 +43,7 @@ import pandas as pd
 from ..design import is_dask
 from ..design.partitions import check_persisted, select_columns
 from ..design.prepare import needed_columns
-from ..errors import DataError, SpecError
+from ..errors import SpecError
 from ..stats.standardize import Standardization
 from .new_levels import check_new_levels
 from .prediction import Predictor, check_new_groups, formula_data, on_rows_with_new_levels
@@ -529,8 +529,6 @@ def get_prediction(
                 "get_prediction(data) needs a model built with from_formula; "
                 "pass exog= (and exog_re=, groups=) instead"
             )
-        if not (isinstance(data, pd.DataFrame) or is_dask(data)):
-            raise DataError(f"data must be a pandas or Dask DataFrame, got {type(data).__name__}")
         variance = prediction_variance(results, include_random)
         if is_dask(data):
             moments = moments_dask(variance, spec, data, include_random, new_groups, new_levels)

@@ -266,3 +266,19 @@ def test_raw_exog_that_is_not_numeric_is_named():
         res.predict(exog=exog[:2], exog_re=text[:, :2], groups=groups[:2], include_random=True)
     with pytest.raises(DataError, match="exog has 2 columns; the model has 3"):
         formula_res.predict(exog=exog[:2, :2])
+
+
+def test_new_rows_of_a_formula_model_as_a_dict_or_an_array():
+    """statsmodels' formula ``predict`` takes a dict of columns: the same prediction as
+    its DataFrame.  An ndarray (no column names) raised a TypeError naming an internal
+    ``transform``: a DataError says what is expected."""
+    df = make_data(n_groups=20, max_size=10, seed=5)
+    res = mixedlm("y ~ x1 + x2", df, groups="g").fit()
+    new = df.iloc[:4][["x1", "x2", "g"]]
+    as_dict = {c: new[c].to_numpy() for c in new.columns}
+    np.testing.assert_array_equal(res.predict(as_dict).to_numpy(), res.predict(new).to_numpy())
+    np.testing.assert_array_equal(
+        res.get_prediction(as_dict).predicted_mean, res.get_prediction(new).predicted_mean
+    )
+    with pytest.raises(DataError, match="data must be a pandas or Dask DataFrame, got ndarray"):
+        res.predict(new.to_numpy())
