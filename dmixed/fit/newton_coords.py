@@ -239,17 +239,20 @@ def _block_chain_rule(
     eye = np.eye(q)
     gmat = 0.5 * grad[block] + 0.5 * np.diag(grad[diag])
     rows, cols = _tril(q)  # θ's block entries, a ≥ b
-    # the block's coordinates: (a, b) with a > b an L_ab, (j, j) a u_j
+    # the block's coordinates: (a, b) with a > b an L_ab, (j, j) a u_j; outer products
+    # by broadcasting (np.outer's own arithmetic, without its call per product)
     first: dict[tuple[int, int], np.ndarray] = {}  # ∂M over each coordinate
     for a, b in zip(rows.tolist(), cols.tolist(), strict=True):
+        col = lmat[:, b]
         if a == b:
-            first[a, b] = x[b] * np.outer(lmat[:, b], lmat[:, b])
+            first[a, b] = x[b] * (col[:, None] * col[None, :])
         else:
-            first[a, b] = d[b] * (np.outer(eye[a], lmat[:, b]) + np.outer(lmat[:, b], eye[a]))
+            first[a, b] = d[b] * (eye[a][:, None] * col[None, :] + col[:, None] * eye[a][None, :])
     jac = np.zeros((k, k))
     second = np.zeros((k, k))
+    entries = block[rows, cols]
     for (a, b), dm in first.items():
-        jac[block[rows, cols], block[a, b]] = dm[rows, cols]
+        jac[entries, block[a, b]] = dm[rows, cols]
     for b in range(q):  # only coordinates of the same column b have a second derivative
         for a in range(b, q):
             for c in range(b, q):
@@ -258,8 +261,10 @@ def _block_chain_rule(
                 elif a == b or c == b:  # (u_b, L_cb): ∂M/∂L_cb times x_b / d_b
                     m2 = first[a + c - b, b] * (x[b] / d[b])
                 else:  # (L_ab, L_cb)
-                    m2 = d[b] * (np.outer(eye[a], eye[c]) + np.outer(eye[c], eye[a]))
-                second[block[a, b], block[c, b]] = float(np.sum(gmat * m2))
+                    m2 = d[b] * (
+                        eye[a][:, None] * eye[c][None, :] + eye[c][:, None] * eye[a][None, :]
+                    )
+                second[block[a, b], block[c, b]] = float((gmat * m2).sum())
     return jac, second
 
 
