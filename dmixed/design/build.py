@@ -490,7 +490,9 @@ def check_distinct_components(
     Columns are compared by name (formulaic's names: ``0 + C(c)`` and ``C(c) - 1`` give
     the same), the random intercept by ``Intercept`` (named after the group column in
     ``exog_re_names``).  Columns dependent within one component are identifiable and
-    not refused.
+    not refused.  Components of equal columns under different names (one factor under
+    two names) are refused from the statistics, before the optimizer
+    (:func:`dmixed.fit.start.check_distinct_component_values`).
 
     Raises
     ------

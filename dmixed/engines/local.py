@@ -74,8 +74,11 @@ class LocalEngine:
         return kernels.hessian_contributions(self.block, lam, basis, w)
 
     def moments(self) -> kernels.MomentSums:
-        """Σ over groups of the parameter-free moment sums (starting values)."""
-        return kernels.moment_contributions(self.block)
+        """Σ over groups of the parameter-free moment sums (starting values, and the
+        check of components equal in value before them), made once (``G r⁴``)."""
+        if getattr(self, "_moments", None) is None:
+            self._moments = kernels.moment_contributions(self.block)
+        return self._moments
 
     def re_gram(self, q: int) -> np.ndarray:
         """``Σ_i Z_i'Z_i`` (q × q) of the ``exog_re`` columns (the rank check)."""
