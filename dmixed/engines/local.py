@@ -186,7 +186,13 @@ def statistics_from_rows(
             engine = local_engine(*engine.gather(), layout)
     return FittedStatistics(
         engine=engine,
-        glob=GlobalStats(st["xyxy"], int(st["n"]), float(st["sum_log_weights"]), st.get("within")),
+        glob=GlobalStats(
+            st["xyxy"],
+            int(st["n"]),
+            float(st["sum_log_weights"]),
+            st.get("within"),
+            st.get("column_sums"),
+        ),
         layout=layout,
         group_labels=labels,
         group_sizes=group_sizes,
