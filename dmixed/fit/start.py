@@ -119,13 +119,15 @@ def check_distinct_component_values(stats, vc_names: list[str], group_name: str)
     one factor under two names, relabelled, or a numeric ``exog_vc`` matrix given
     twice are all caught).  ``F`` is the moment equations' matrix
     (:func:`moment_gram`) in the variance components' rows, from the moment sums the
-    start reads anyway (no data pass; ``engine.moments``); ``1 − ρ`` below
-    :data:`~dmixed.stats.statistics.RANK_TOL` (scale-free) is one.  Decided where the
-    fit's layout (:attr:`~dmixed.stats.FittedStatistics.fit_layout`) is at most
-    ``kernels.MOMENT_MAX_R`` wide (every layout where the components are held
-    structured or crossed, with up to ``MOMENT_MAX_R − q`` components, and padded ones
-    of up to that many columns); elsewhere the fit warns of unidentified parameters
-    instead (:mod:`dmixed.results.identification`).
+    start reads anyway (no data pass; ``engine.moments``), or, where the fit's layout
+    (:attr:`~dmixed.stats.FittedStatistics.fit_layout`) is wider than
+    ``kernels.MOMENT_MAX_R``, from the padded statistics held in this process
+    (``engine.vc_frobenius``, ``G r²``); ``1 − ρ`` below
+    :data:`~dmixed.stats.statistics.RANK_TOL` (scale-free) is one.  Decided for every
+    layout where the components are held structured or crossed (up to
+    ``MOMENT_MAX_R − q`` components) and for padded ones in this process; a padded
+    layout wider than ``MOMENT_MAX_R`` held on a cluster is fitted, and the fit warns of
+    unidentified parameters instead (:mod:`dmixed.results.identification`).
 
     Raises
     ------
@@ -133,11 +135,17 @@ def check_distinct_component_values(stats, vc_names: list[str], group_name: str)
         Naming both components.
     """
     layout = stats.fit_layout
-    if layout.k_vc < 2 or layout.r > kernels.MOMENT_MAX_R:
+    if layout.k_vc < 2:
         return
-    gram = moment_gram(stats.engine.moments(), layout.basis())
-    tau = layout.k_re2 + np.arange(layout.k_vc)
-    f = gram[np.ix_(tau, tau)]
+    if layout.r <= kernels.MOMENT_MAX_R:
+        gram = moment_gram(stats.engine.moments(), layout.basis())
+        tau = layout.k_re2 + np.arange(layout.k_vc)
+        f = gram[np.ix_(tau, tau)]
+    else:
+        frobenius = getattr(stats.engine, "vc_frobenius", None)
+        if frobenius is None:  # padded statistics on a cluster: the fit warns
+            return
+        f = frobenius(layout.k_re, layout.slot_component)
     norm = np.sqrt(np.maximum(np.diag(f), 0.0))
     for a in range(layout.k_vc):
         for b in range(a + 1, layout.k_vc):

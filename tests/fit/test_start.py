@@ -235,6 +235,23 @@ def test_components_equal_in_value_under_other_names_are_refused(source, crossed
         model.fit()
 
 
+def test_components_equal_in_value_held_padded_wider_than_the_moment_sums_are_refused():
+    """Five levels a group: ten padded columns, too wide for the moment sums, too
+    narrow to be held crossed; the padded statistics in this process decide."""
+    rng = np.random.default_rng(3)
+    n = 2000
+    df = pd.DataFrame({"g": rng.integers(0, 40, n), "s": rng.integers(0, 5, n)})
+    df["x"] = rng.normal(size=n)
+    df["y"] = df["x"] + rng.normal(size=n) + rng.normal(size=5)[df["s"]]
+    df["s2"] = (df["s"] * 3) % 5
+    model = dmixed.mixedlm("y ~ x", df, groups="g", vc_formula={"a": "0 + C(s)", "b": "0 + C(s2)"})
+    stats = model.statistics()
+    assert type(stats.engine).__name__ == "LocalEngine"
+    assert stats.fit_layout.r > kernels.MOMENT_MAX_R
+    with pytest.raises(DataError, match="variance components 'a' and 'b' have equal"):
+        model.fit()
+
+
 def test_exog_vc_matrices_proportional_across_groups_are_refused():
     """statsmodels' exog_vc: the same indicator columns in another order, scaled by 2."""
     df = _crossed_frame(seed=1)
