@@ -55,6 +55,7 @@ class Block:
     ragged: RaggedVC | None = None
     crossed: CrossedVC | None = None
     stats: StatsBlock | None = None
+    column_sums: np.ndarray | None = None
 
 
 def packed_stats(values: np.ndarray, packed: PackedLayout) -> StatsBlock:
@@ -125,10 +126,12 @@ def to_block(
         values, terms = terms.packed(), None
     correction = combined[2] if len(combined) > 2 else None
     within = None if correction is None else np.array(correction)
+    column_sums = None
     if global_sums is None:
         xyxy, n, slw, dropped = np.zeros((packed.k, packed.k)), 0, 0.0, 0
     else:
         xyxy, n, slw, dropped = packed.unpack_global(global_sums)
+        column_sums = packed.unpack_column_sums(global_sums)
         total = packed.unpack_within(global_sums)
         within = None if total is None else total + (0.0 if within is None else within)
     return Block(
@@ -144,6 +147,7 @@ def to_block(
         within=within,
         exchange=exchange,
         stats=packed_stats(values, packed) if held else None,
+        column_sums=column_sums,
     )
 
 
@@ -172,6 +176,7 @@ def block_summary(block: Block) -> Block:
         standardization=block.standardization,
         within=block.within,
         exchange=block.exchange,
+        column_sums=block.column_sums,
     )
 
 
@@ -259,6 +264,7 @@ def assemble_blocks(summaries: list[Block], k: int) -> Assembly:
         int(sum(b.n for b in summaries)),
         float(sum(b.sum_log_weights for b in summaries)),
         within,
+        summaries[0].column_sums if summaries else None,  # block 0's: all rows'
     )
     return Assembly(
         order.labels,
