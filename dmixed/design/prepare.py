@@ -156,7 +156,12 @@ def _normalize(
         if kind == CATEGORICAL:
             codes = known.get(c)
             if codes is None:
-                codes = level_codes(s, spec.level_index(c), lambda c=c: spec.text_levels(c))
+                codes = level_codes(
+                    s,
+                    spec.levels[c],
+                    lambda c=c: spec.level_index(c),
+                    lambda c=c: spec.text_levels(c),
+                )
             norm.values[c] = codes
             norm.missing[c] = codes == MISSING_CODE
             norm.unknown[c] = codes == UNKNOWN_CODE

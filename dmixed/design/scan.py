@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,6 +21,7 @@ import pandas as pd
 from ..errors import DataError
 from .dtypes import CATEGORICAL, check_plain_values, object_types, py_scalars, to_float
 from .levels import (
+    ArrayLevels,
     categorical_codes,
     categorical_levels,
     coded_text,
@@ -79,13 +79,13 @@ class LevelScan:
     column; ``n_total`` rows and ``n_kept`` after dropping missing values, and the
     response's finite ``response_range`` (each None when the scan did not read the
     data); ``arrays``: the levels of integer columns as the array they were found as
-    (what a variance component's plan keeps, without a conversion of the list);
-    ``text``: the levels of Arrow-backed text columns as the Arrow array they were
-    found as (what their values are looked up in, without a conversion of the list);
-    ``codes``: the codes of every row of a pandas frame's label columns among their
-    levels, where found with them (Arrow-backed text; categoricals whose levels are
-    their categories: :func:`~dmixed.design.levels.level_codes`' values, what preparing
-    that very frame takes instead of a look-up)."""
+    (what a variance component's plan keeps, without a conversion of the list; their
+    levels, those of Arrow-backed text columns and of categoricals of ascending integers
+    are :class:`~dmixed.design.levels.ArrayLevels`, listed when shown); ``codes``: the
+    codes of every row of a pandas frame's label columns among their levels, where found
+    with them (Arrow-backed text; categoricals whose levels are their categories:
+    :func:`~dmixed.design.levels.level_codes`' values, what preparing that very frame
+    takes instead of a look-up)."""
 
     levels: dict[str, list]
     n_total: int | None = None
@@ -93,7 +93,6 @@ class LevelScan:
     response_range: tuple[float, float] | None = None
     types: dict[str, set] = field(default_factory=dict)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
-    text: dict[str, Any] = field(default_factory=dict)
     codes: dict[str, np.ndarray] = field(default_factory=dict)
 
 
@@ -160,13 +159,12 @@ def pandas_scan(df: pd.DataFrame, kinds: dict, plan: ScanPlan) -> LevelScan:
         s = kept[c]
         if isinstance(s.dtype, np.dtype) and s.dtype.kind in "iu":
             scan.arrays[c] = sorted_integers(s.to_numpy())  # numbers in C(): no missing value
-            levels[c] = scan.arrays[c].tolist()
+            levels[c] = ArrayLevels(scan.arrays[c])  # (listed as ints when shown)
             continue
         text = coded_text(df[c], mask) if kinds[c] == CATEGORICAL else None
         if text is not None:  # Arrow-backed text: found, sorted and coded by Arrow
-            scan.text[c] = text.levels
             scan.codes[c] = text.codes  # (of every row of the frame)
-            levels[c] = text.levels.to_pylist()
+            levels[c] = ArrayLevels(text.levels)  # (listed as str when shown)
             continue
         if kinds[c] == CATEGORICAL and isinstance(s.dtype, pd.CategoricalDtype):
             levels[c] = present_levels(s)
