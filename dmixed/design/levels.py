@@ -238,7 +238,8 @@ def text_order(arr) -> np.ndarray | None:
     bytes (Python's order of the strings), by numpy: the bytes after those all values
     begin with, zero-padded, and the length after them, as at most
     :data:`TEXT_KEY_WORDS` big-endian words compared in turn (``numpy.lexsort``; the
-    values are distinct); None where the values are longer than that."""
+    values are distinct; in one word, with each value's position in the bits left,
+    sorted by ``numpy.sort``: no argsort); None where the values are longer than that."""
     import pyarrow as pa
 
     n = len(arr)
@@ -262,8 +263,17 @@ def text_order(arr) -> np.ndarray | None:
         if p + j >= shortest:
             byte[lengths <= p + j] = 0
         keys[j // 8] |= byte << np.uint64(56 - 8 * (j % 8))
-    keys[-1] |= (lengths - p).astype(np.uint64)  # (in the last byte: fewer than 256)
-    return np.argsort(keys[0]) if words == 1 else np.lexsort(keys[::-1])
+    if words > 1:
+        keys[-1] |= (lengths - p).astype(np.uint64)  # (in the last byte: fewer than 256)
+        return np.lexsort(keys[::-1])
+    # one word: the length right after the bytes, each value's position in the bits
+    # below (the keys are distinct: the positions never decide), sorted as numbers
+    free = 56 - 8 * (longest - p)
+    keys[0] |= (lengths - p).astype(np.uint64) << np.uint64(free)
+    if n > 1 << free:
+        return np.argsort(keys[0])
+    keys[0] |= np.arange(n, dtype=np.uint64)
+    return (np.sort(keys[0]) & np.uint64((1 << free) - 1)).astype(np.intp)
 
 
 def text_array(levels: list):
