@@ -43,6 +43,7 @@ __all__ = [
     "text_order",
     "level_positions",
     "sorted_integers",
+    "coded_integers",
     "categorical_levels",
     "present_levels",
     "categorical_codes",
@@ -346,15 +347,26 @@ def sorted_integers(values: np.ndarray) -> np.ndarray:
     """The distinct values of an integer array, sorted (``.tolist()``: their
     :func:`sorted_levels`): in a narrow range by a bitmap of the values seen (time
     linear in the values and the range), else by :func:`numpy.unique`."""
+    return coded_integers(values)[0]
+
+
+def coded_integers(values: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`sorted_integers` of an integer array and, where found by the bitmap, each
+    value's position among them (int64: what :func:`level_positions` gives; None
+    otherwise): the offset from the first where they are every integer of their range,
+    else the count of levels below, read from the bitmap's running sum."""
     if values.size == 0:
-        return values[:0]
+        return values[:0], None
     low, high = int(values.min()), int(values.max())
     offsets = _as_offsets(values, low, high, values.size)
     if offsets is None:
-        return np.unique(values)
+        return np.unique(values), None
     seen = np.zeros(high - low + 1, dtype=bool)
     seen[offsets] = True
-    return np.flatnonzero(seen) + low
+    levels = np.flatnonzero(seen) + low
+    if levels.size == seen.size:  # low, low + 1, …, high
+        return levels, offsets
+    return levels, np.cumsum(seen, dtype=np.int64)[offsets] - 1
 
 
 def level_positions(levels: np.ndarray, values: np.ndarray) -> np.ndarray:

@@ -24,9 +24,9 @@ from .levels import (
     ArrayLevels,
     categorical_codes,
     categorical_levels,
+    coded_integers,
     coded_text,
     present_levels,
-    sorted_integers,
     sorted_levels,
     unique_values,
 )
@@ -84,8 +84,9 @@ class LevelScan:
     are :class:`~dmixed.design.levels.ArrayLevels`, listed when shown); ``codes``: the
     codes of every row of a pandas frame's label columns among their levels, where found
     with them (Arrow-backed text; categoricals whose levels are their categories:
-    :func:`~dmixed.design.levels.level_codes`' values, what preparing that very frame
-    takes instead of a look-up)."""
+    :func:`~dmixed.design.levels.level_codes`' values; integers inside ``C()`` where no
+    row is dropped: :func:`~dmixed.design.levels.level_positions`' values), what
+    preparing that very frame takes instead of a look-up."""
 
     levels: dict[str, list]
     n_total: int | None = None
@@ -158,8 +159,11 @@ def pandas_scan(df: pd.DataFrame, kinds: dict, plan: ScanPlan) -> LevelScan:
     for c in plan.level_cols:
         s = kept[c]
         if isinstance(s.dtype, np.dtype) and s.dtype.kind in "iu":
-            scan.arrays[c] = sorted_integers(s.to_numpy())  # numbers in C(): no missing value
+            # numbers in C(): no missing value; the codes of every row where all are kept
+            scan.arrays[c], codes = coded_integers(s.to_numpy())
             levels[c] = ArrayLevels(scan.arrays[c])  # (listed as ints when shown)
+            if codes is not None and mask is None:
+                scan.codes[c] = codes
             continue
         text = coded_text(df[c], mask) if kinds[c] == CATEGORICAL else None
         if text is not None:  # Arrow-backed text: found, sorted and coded by Arrow

@@ -14,6 +14,7 @@ from dmixed.design.levels import (
     UNKNOWN_CODE,
     categorical_codes,
     categorical_levels,
+    coded_integers,
     coded_text,
     level_codes,
     level_positions,
@@ -52,6 +53,11 @@ def test_sorted_integers_are_the_sorted_levels(dtype, n, spread, seed):
     values = rng.integers(low, high, n, dtype=dtype, endpoint=True)
     found = sorted_integers(values)
     assert found.tolist() == sorted_levels(values.tolist())
+    levels, codes = coded_integers(values)  # (codes where found by the bitmap)
+    assert levels.tolist() == found.tolist()
+    if codes is not None:
+        assert codes.dtype == np.int64
+        assert codes.tolist() == level_positions(levels.astype(values.dtype), values).tolist()
 
 
 def test_sorted_integers_beyond_int64():
