@@ -191,9 +191,9 @@ class ArrayLevels(Sequence):
     array (a spec shipped to Dask workers looks text up in it, :func:`level_codes`,
     with no array rebuilt)."""
 
-    def __init__(self, array) -> None:
+    def __init__(self, array, listed: list | None = None) -> None:
         self.array = array
-        self._list: list | None = None
+        self._list = listed  # (the list too, where the levels were found as one)
 
     @property
     def text(self):

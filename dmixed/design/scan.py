@@ -28,6 +28,7 @@ from .levels import (
     coded_text,
     present_levels,
     sorted_levels,
+    text_array,
     unique_values,
 )
 from .missing import rows_with_missing
@@ -279,6 +280,16 @@ def _partition_categories(results, c: str, meta) -> pd.CategoricalDtype | None:
     return pd.CategoricalDtype(list(merged), ordered=meta[c].dtype.ordered)
 
 
+def _shipped(levels: list):
+    """Text levels as an Arrow array beside their list (:class:`ArrayLevels`): the spec
+    goes to every partition's task, which looks Arrow text up in that array (no array
+    rebuilt from the list per task); other levels as they are."""
+    if not levels or not isinstance(levels[0], str):
+        return levels
+    arr = text_array(levels)
+    return levels if arr is None else ArrayLevels(arr, levels)
+
+
 def _combine(results, levels: dict, to_scan, declared, meta) -> LevelScan:
     n_total = sum(r.n for r in results)
     n_kept = sum(r.n_kept for r in results)
@@ -288,7 +299,7 @@ def _combine(results, levels: dict, to_scan, declared, meta) -> LevelScan:
         if dtype is not None:
             levels[c] = categorical_levels(dtype, vals)
         else:
-            levels[c] = sorted_levels(vals)
+            levels[c] = _shipped(sorted_levels(vals))
     types: dict[str, set] = {}
     for r in results:
         for c, t in r.types.items():
