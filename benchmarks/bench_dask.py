@@ -199,9 +199,29 @@ ROUND_TRIP_TASKS = (
     "block_steps",
     "block_step",
     "block_hessian",
+    "block_hessian_at",
+    "block_hessian_random_effects",
     "block_random_effects",
     "block_moments",
 )
+
+
+def busy_seconds(records: list[dict], t0: float, start: float) -> float:
+    """Seconds after ``start`` (from ``t0``, as :func:`task_times`) during which some
+    worker was computing a task (the union of the tasks' compute spans): the rest of
+    that time the workers waited on the driver, the scheduler or a transfer."""
+    spans = sorted(
+        (max(s["start"] - t0, start), s["stop"] - t0)
+        for r in records
+        for s in r["startstops"]
+        if s["action"] == "compute" and s["start"] >= t0 and s["stop"] - t0 > start
+    )
+    busy, end = 0.0, start
+    for lo, hi in spans:
+        if hi > end:
+            busy += hi - max(lo, end)
+            end = hi
+    return busy
 
 
 def tail_split(tasks: dict[str, dict[str, float]], fit: float) -> dict[str, float] | None:
@@ -359,7 +379,10 @@ def main() -> None:
             wall = time.perf_counter() - t0
             cpu.mark()
             tasks = task_times(ts.data, wall0)
-            fits.append((wall, spec_seconds, res, model, tasks, cpu.phases()))
+            split = tail_split(tasks, wall) if tasks else None
+            if split is not None:  # the workers' busy time after the chains
+                split["busy_after_chains"] = busy_seconds(ts.data, wall0, split["chains"])
+            fits.append((wall, spec_seconds, res, model, tasks, cpu.phases(), split))
             print(
                 f"  fit {fits[-1][0]:.2f} s (data pass {res.data_pass_seconds:.2f} s, "
                 f"{res.n_evals} evaluations); CPU s driver / workers: data pass "
@@ -369,7 +392,7 @@ def main() -> None:
                 f"{fits[-1][5]['optimization']['workers']:.2f}"
             )
         dmixed_log.removeHandler(cpu)
-        fit, spec_seconds, res, model, tasks, _ = min(fits, key=lambda f: f[0])
+        fit, spec_seconds, res, model, tasks, _, tail = min(fits, key=lambda f: f[0])
         stats = model.statistics(client=client)
         lam = stats.layout.lam(res.packed_params, True)
         steps = []
@@ -439,14 +462,14 @@ def main() -> None:
                 f"    {name:28s} {t['count']:4d} {t['seconds']:7.2f} s  "
                 f"{t['first']:6.2f} - {t['last_end']:6.2f} s"
             )
-    tail = tail_split(tasks, fit) if tasks else None
     report["tail_seconds"] = tail
     if tail is not None:
         print(
             f"  after the chains ({tail['chains']:.2f} s): {fit - tail['chains']:.2f} s = "
             f"{tail['to_optimizer']:.2f} to the first optimizer round trip (exchange, "
             f"combine, blocks, evaluators) + {tail['optimizer']:.2f} round trips (starts, "
-            f"Newton, Hessians, BLUPs) + {tail['after']:.2f} after the last task"
+            f"Newton, Hessians, BLUPs) + {tail['after']:.2f} after the last task; some "
+            f"task computing {tail['busy_after_chains']:.2f} s of it"
         )
     if floors is not None:
         print(

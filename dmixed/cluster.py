@@ -21,6 +21,8 @@ import difflib
 import functools
 import logging
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -328,7 +330,8 @@ def _make_cluster(config: dict):
         elif not defaults["processes"]:
             # threads only: the default transport (inproc://) takes no host
             defaults.setdefault("protocol", "tcp://")
-        return LocalCluster(**defaults)
+        with _interrupts_ignored(bool(defaults["processes"])):
+            return LocalCluster(**defaults)
     if kind == "ssh":
         from distributed import SSHCluster
 
@@ -343,6 +346,30 @@ def _make_cluster(config: dict):
         operator = _optional("dask_kubernetes.operator", "dask-kubernetes", kind)
         return operator.KubeCluster(**kwargs)
     return None
+
+
+@contextlib.contextmanager
+def _interrupts_ignored(processes: bool) -> Iterator[None]:
+    """SIGINT ignored while an embedded cluster starts its worker processes.
+
+    A Ctrl-C reaches every process of the terminal's group: worker processes still
+    importing their libraries (Python's own handler, a ``KeyboardInterrupt`` in an
+    import) printed one traceback each before the command's one line.  A spawned
+    process keeps an ignored SIGINT (it does not keep a handler, nor a blocked signal
+    mask: ``multiprocessing``'s spawn resets both), and Python leaves it ignored, so the
+    workers never see one: the command closes them when it stops.  The command itself
+    ignores a Ctrl-C for the seconds of the start (an ignored signal is not kept for
+    later) and is interrupted by the next one, as before.  Only the main thread may set
+    a signal's handler; elsewhere (and for threads only) nothing changes.
+    """
+    if not processes or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:  # None: a handler set outside Python, Python's own in practice
+        signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
 
 
 _CLIENT_CONFIG_KEYS = ("scheduler", "shuffle")

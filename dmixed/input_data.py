@@ -37,7 +37,6 @@ from .errors import DataError, DmixedError
 from .job import EXIT_CONFIG, EXIT_DATA, Job, JobError
 
 __all__ = [
-    "CSV_DTYPES",
     "check_input",
     "csv_culprit",
     "files_named",
@@ -247,6 +246,19 @@ def label_types(files: list[str], columns: list[str], storage_options: dict | No
     One read of these columns of every file (a CSV file cannot be read by columns
     alone): the answer is the same however the rows are split into files and
     partitions, which Dask's inference from the first file's first rows is not.
+
+    It is a read of its own, before the spec's scan of the levels (which reads the
+    files again) and the data pass: a third of the CSV parses of ``dmixed fit``
+    (``benchmarks/bench_csv_reads.py``; RESULTS.md).  It is not folded into the scan
+    because the types must be fixed before the DataFrame is made, and the design takes
+    the DataFrame as typed: the scan reads these columns already as int64 or text.  The
+    fold is exact (the scan's distinct values of every partition are what this pass
+    matches, so "all plain integers" would be decided from the very same values) but
+    needs the design to read a label column as text and own its conversion: a column
+    kind "integers held as text" whose levels the scan converts when every one is a
+    plain integer (else text), and whose values each partition converts (``int64``) as
+    it reads them; the numbers' sort order (``9 < 10``) and the missing-value rule (an
+    empty field makes the column text, here) must stay as they are.
     """
     if not columns:
         return {}

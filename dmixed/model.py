@@ -37,7 +37,7 @@ from .fit.model_statistics import ModelStatistics
 from .fit.optimize import maximize
 from .fit.options import parse_free
 from .fit.params import MixedLMParams
-from .fit.start import moment_start_packed
+from .fit.start import check_distinct_component_values, moment_start_packed
 from .fit.steps import check_fit_options, check_statsmodels_options, fit_start, objective
 from .results import MixedLMResults
 from .results.simulate import RowDistribution, row_distribution
@@ -457,9 +457,12 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             and ``check.nobs.vs.nRE``): refuse a model whose random effects are not
             identifiable (one group; every group of one row; no more rows than random
             effects), decided from the group sizes before the optimizer starts
-            (:func:`dmixed.stats.check_identifiable`).  ``"ignore"`` fits anyway; the
-            fixed effects' standard errors are then lme4's ``σ̂²(X'V⁻¹X)⁻¹`` (the
-            Hessian says nothing about β), with a ``SingularHessianWarning``.
+            (:func:`dmixed.stats.check_identifiable`), or two variance components of
+            equal columns under different names
+            (:func:`dmixed.fit.start.check_distinct_component_values`).  ``"ignore"``
+            fits anyway; the fixed effects' standard errors are then lme4's
+            ``σ̂²(X'V⁻¹X)⁻¹`` (the Hessian says nothing about β), with a
+            ``SingularHessianWarning``.
         full_output : bool
             statsmodels' switch for recording the optimizer's path; accepted and
             ignored: the path is always recorded (``fit_history``, alias ``hist``).
@@ -497,6 +500,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         stats = self.fit_statistics(client, progress, engine)
         if check_nobs == "raise":
             check_identifiable(stats, self.group_name, self.vc_names)
+            check_distinct_component_values(stats, self.vc_names, self.group_name)
         settings = {"maxiter": maxiter, "gtol": gtol}
         start = fit_start(self, stats, reml, start_params, method, free, settings, progress)
         opt = maximize(

@@ -13,6 +13,9 @@ import importlib.util
 import inspect
 import json
 import logging
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -520,3 +523,55 @@ def test_file_settings_of_a_cluster_config_are_relative_to_it(tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     assert read_config(str(path))["scheduler_file"] == str(tmp_path / "conf" / "s.json")
     assert read_config("conf/c.yaml")["scheduler_file"] == str(tmp_path / "conf" / "s.json")
+
+
+#: a ``sitecustomize`` on ``PYTHONPATH``: a worker process (another pid than the
+#: command's, ``CTRL_C_PARENT``) sends SIGINT to the whole process group, as a Ctrl-C
+#: does, when it starts to import distributed (the moment is the worker's own, not a
+#: guessed delay)
+_CTRL_C_IN_WORKERS = """
+import importlib.abc, os, signal, sys
+
+class _CtrlCOnImport(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        parent = os.environ.get("CTRL_C_PARENT")
+        if name == "distributed" and parent and int(parent) != os.getpid():
+            sys.meta_path.remove(self)
+            os.killpg(os.getpgid(0), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, _CtrlCOnImport())
+"""
+
+_START_LOCAL = """
+import os
+os.environ.setdefault("CTRL_C_PARENT", str(os.getpid()))  # the workers re-run this
+from dmixed.cluster import connect
+
+if __name__ == "__main__":
+    with connect({"kind": "local", "cluster": {"n_workers": 2}}) as client:
+        print("workers", len(client.scheduler_info()["workers"]), flush=True)
+    print("closed", flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "killpg"), reason="POSIX process groups")
+def test_ctrl_c_while_local_workers_start_prints_no_worker_tracebacks(tmp_path):
+    """A Ctrl-C while the embedded cluster's workers imported their libraries printed a
+    KeyboardInterrupt traceback per worker (and stopped the command mid-start); the
+    workers now start with SIGINT ignored, and the command starts and closes them."""
+    (tmp_path / "hook").mkdir()
+    (tmp_path / "hook/sitecustomize.py").write_text(_CTRL_C_IN_WORKERS)
+    (tmp_path / "run.py").write_text(_START_LOCAL)
+    paths = [str(tmp_path / "hook"), os.getcwd(), os.environ.get("PYTHONPATH", "")]
+    proc = subprocess.run(
+        [sys.executable, "run.py"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        start_new_session=True,  # the signal reaches this group only, never pytest's
+    )
+    assert "Traceback" not in proc.stderr and "KeyboardInterrupt" not in proc.stderr, proc.stderr
+    assert (proc.returncode, proc.stdout) == (0, "workers 2\nclosed\n"), proc.stderr

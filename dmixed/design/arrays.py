@@ -47,8 +47,12 @@ def pandas_index(*values) -> pd.Index | None:
 
 
 def as_float_matrix(value, argname: str) -> np.ndarray:
-    """A 2-D float64 array, with an error naming the argument (and column) if not numeric,
-    or if a DataFrame has two columns of one name (DataError)."""
+    """A 2-D column-major float64 array, with an error naming the argument (and column)
+    if not numeric, or if a DataFrame has two columns of one name (DataError).
+
+    Column-major as the formula's design is built: the data pass and the checks read
+    the rows column by column, and numpy's reductions down the rows of a narrow
+    row-major array are an order of magnitude slower (benchmarks/RESULTS.md)."""
     if isinstance(value, pd.Series):
         value = value.to_frame()
     if isinstance(value, pd.DataFrame):
@@ -67,7 +71,7 @@ def as_float_matrix(value, argname: str) -> np.ndarray:
                     "encode it (e.g. with a formula and C(...)) first"
                 )
             warn_rounded_integers(value[col], f"{argname}[{col!r}]")
-        return value.astype("float64").to_numpy(na_value=np.nan)
+        return np.asfortranarray(value.astype("float64").to_numpy(na_value=np.nan))
     if isinstance(value, np.ndarray):
         warn_rounded_integers(value, argname)
     try:
@@ -78,7 +82,7 @@ def as_float_matrix(value, argname: str) -> np.ndarray:
         arr = arr[:, None]
     if arr.ndim != 2:
         raise DataError(f"{argname} must be 1- or 2-dimensional, got shape {arr.shape}")
-    return arr
+    return np.asfortranarray(arr)
 
 
 def column_names(value, default_prefix: str, k: int) -> list[str]:

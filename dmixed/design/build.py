@@ -288,7 +288,10 @@ def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str]):
     labels until the scan has seen their values
     (:func:`~dmixed.design.build_levels.scan_levels`).  Numbers inside ``C()`` and
     booleans that a term reads as they are (:meth:`ParsedFormulas.bare_columns`) are
-    read as levels (patsy's reading of booleans: ``flag[T.True]``).
+    read as levels (patsy's reading of booleans: ``flag[T.True]``); other boolean
+    columns are numbers kept as booleans (``native`` ``"bool"``), so that an expression
+    computes on them what it computes in patsy (``I(a + b)``: ``a or b``, a factor of
+    levels False and True; as numbers it would be 0, 1 or 2).
 
     Raises
     ------
@@ -308,6 +311,8 @@ def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str]):
         if k == NUMERIC and (c in c_columns or (c in bare and native_class(dt) == "bool")):
             k = NUMERIC_LEVELS
             native[c] = native_class(dt)
+        elif k == NUMERIC and native_class(dt) == "bool":
+            native[c] = "bool"  # booleans inside expressions (I(a | b)), as patsy reads them
         elif k == NUMERIC and getattr(dt, "kind", "") in ("i", "u"):
             integers.add(c)
         kinds[c] = k
@@ -490,7 +495,9 @@ def check_distinct_components(
     Columns are compared by name (formulaic's names: ``0 + C(c)`` and ``C(c) - 1`` give
     the same), the random intercept by ``Intercept`` (named after the group column in
     ``exog_re_names``).  Columns dependent within one component are identifiable and
-    not refused.
+    not refused.  Components of equal columns under different names (one factor under
+    two names) are refused from the statistics, before the optimizer
+    (:func:`dmixed.fit.start.check_distinct_component_values`).
 
     Raises
     ------

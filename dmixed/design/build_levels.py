@@ -84,6 +84,8 @@ def _read_object_columns(
         if c not in c_columns and not (cls == "bool" and c in bare):
             kinds[c] = NUMERIC
             scan.levels.pop(c, None)
+            if cls == "bool":  # booleans inside expressions, as column_kinds keeps them
+                native[c] = "bool"
             continue
         kinds[c] = NUMERIC_LEVELS
         convert = {"int": int, "bool": bool}.get(cls, float)

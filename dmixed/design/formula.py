@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import re
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -109,7 +110,8 @@ def parse_formula(formula: str, role: str, *, lhs: bool):
     try:
         parsed = Formula(formula)
     except Exception as e:  # formulaic's FormulaParsingError and friends
-        raise FormulaError(f"invalid {role} {formula!r}: {clean_message(e)}") from None
+        hint = _comparison_hint(formula)
+        raise FormulaError(f"invalid {role} {formula!r}: {clean_message(e)}{hint}") from None
 
     def terms(part) -> list:
         out = list(part) if hasattr(part, "__iter__") else None
@@ -131,6 +133,62 @@ def parse_formula(formula: str, role: str, *, lhs: bool):
             f"invalid {role} {formula!r}: it must be one-sided (no '~' with a left-hand side)"
         )
     return None, terms(parsed)
+
+
+_COMPARISON = re.compile(r"==|!=|<=|>=|<|>")
+
+
+def _comparison_hint(formula: str) -> str:
+    """A message tail for a formula that compares outside any call: patsy reads
+    ``(z > 0)`` as a boolean factor, formulaic's grammar has no comparisons (only
+    Python inside calls has them), so the term must be written ``I(z > 0)``, which
+    dmixed reads as patsy reads both (``I(z > 0)[T.True]``).  Names the first such
+    parenthesized term; "" where the formula compares nowhere outside a call."""
+    calls = 0  # depth of the calls the scan is inside (Python: comparisons allowed)
+    stack: list[tuple[int, bool]] = []  # (position of "(", is a call)
+    quoted = False
+    for pos, ch in enumerate(formula):
+        if ch == "`":
+            quoted = not quoted
+        elif quoted:
+            continue
+        elif ch == "(":
+            before = formula[:pos].rstrip()
+            call = bool(before) and (before[-1].isalnum() or before[-1] in "_.`)]")
+            stack.append((pos, call))
+            calls += call
+        elif ch == ")" and stack:
+            start, call = stack.pop()
+            calls -= call
+            inner = formula[start + 1 : pos].strip()
+            if not call and not calls and _COMPARISON.search(inner):
+                return (
+                    f"; the term ({inner}) compares values outside I(): formulas "
+                    f"compare only inside a call, write I({inner}) (patsy's boolean "
+                    f"factor, 'I({inner})[T.True]')"
+                )
+    if _COMPARISON.search(_outside_calls(formula)):
+        return "; formulas compare values only inside a call: write I(...) around the comparison"
+    return ""
+
+
+def _outside_calls(formula: str) -> str:
+    """``formula`` with the arguments of every call (and backquoted names) blanked."""
+    out, depth, quoted = [], 0, False
+    for pos, ch in enumerate(formula):
+        if ch == "`":
+            quoted = not quoted
+            continue
+        if quoted:
+            continue
+        before = formula[:pos].rstrip()
+        if ch == "(" and (depth or (before and (before[-1].isalnum() or before[-1] in "_."))):
+            depth += 1
+        elif ch == ")" and depth:
+            depth -= 1
+        elif not depth:
+            out.append(ch)
+    return "".join(out)
 
 
 def _number(node: ast.AST) -> bool:
@@ -564,6 +622,22 @@ def _boolean_identity(expr: str, levels: list) -> bool:
     return isinstance(node, ast.Call) and _dotted(node.func) == ["I"] and levels == BOOLEAN_LEVELS
 
 
+def _boolean_hint(expr: str) -> str:
+    """A message tail for a categorical factor of a comparison (``C(a == b)``): its
+    levels are False and True, as ``I(a == b)`` reads it (patsy's boolean factor)."""
+    try:
+        node = ast.parse(expr, mode="eval").body
+    except SyntaxError:
+        return ""
+    if not (isinstance(node, ast.Call) and node.args):
+        return ""
+    arg = node.args[0]
+    if not any(isinstance(n, ast.Compare) for n in ast.walk(arg)):
+        return ""
+    inner = ast.get_source_segment(expr, arg)
+    return f"; a comparison: write I({inner}), the factor of levels False and True"
+
+
 def check_categorical_sources(spec, terms, columns: dict, role: str, formula: str) -> None:
     """Categorical factors must take their levels from a column (or levels=), or be
     ``I()`` of booleans (levels False and True).
@@ -590,7 +664,7 @@ def check_categorical_sources(spec, terms, columns: dict, role: str, formula: st
         raise FormulaError(
             f"{role} {formula!r}: the categorical factor {expr!r} is derived from an "
             "expression, so its levels would be learned separately on every partition; "
-            "add it as a column, or pass levels=[...] to C()"
+            "add it as a column, or pass levels=[...] to C()" + _boolean_hint(expr)
         )
 
 

@@ -501,6 +501,8 @@ def prototype(cols, kinds: dict, native: dict, levels: dict, size: int | None) -
         elif kind == NUMERIC_LEVELS:
             lv = np.asarray(levels[c], dtype=native_dtype(native.get(c, "float")))
             data[c] = formulaic_levels(lv[idx % len(lv)], native.get(c), levels[c])
+        elif native.get(c) == "bool":  # booleans read in expressions: both values
+            data[c] = idx % 2 == 1
         else:
             data[c] = 1.0 + (idx % 7) / 8.0
     return pd.DataFrame(data, index=pd.RangeIndex(size))

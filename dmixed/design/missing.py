@@ -69,6 +69,11 @@ def missing_mask(values, kind: str, *, infinite: bool = False) -> np.ndarray:
     -------
     numpy.ndarray of bool, the shape of ``values``.
     """
+    dtype = getattr(values, "dtype", None)
+    if isinstance(dtype, np.dtype) and dtype.kind in "iub":
+        # numpy integers and booleans hold no missing value: no look (pandas' isna of
+        # a Series costs more than the rest of a 20k-row column's checks)
+        return np.zeros(np.shape(values), dtype=bool)
     if kind == CATEGORICAL:
         return np.asarray(pd.isna(values), dtype=bool)
     if isinstance(values, pd.Series):

@@ -223,10 +223,16 @@ def check_text_conversion(ddf, columns) -> None:
 CSV_DTYPES = "Mismatched dtypes found in `pd.read_csv`"
 
 
+def _csv_type_rows(text: str) -> list[tuple[str, str, str]]:
+    """The rows of the table in Dask's CSV type mismatch: ``(column, type found, type
+    expected)``, the header left out."""
+    return re.findall(r"^\|\s*(.+?)\s*\|\s*(.+?)\s*\|\s*(.+?)\s*\|$", text, re.M)[1:]
+
+
 def csv_types_message(text: str) -> str:
     """Dask's CSV type mismatch (a table: each column, the type found and the one
     expected, then the conversions that failed) in one line."""
-    rows = re.findall(r"^\|\s*(.+?)\s*\|\s*(.+?)\s*\|\s*(.+?)\s*\|$", text, re.M)[1:]
+    rows = _csv_type_rows(text)
     failed = dict(re.findall(r"^- (.+)\n\s+(.+)$", text, re.M))
     parts = [
         f"column {col!r} holds {found} values where its first rows gave {expected}"
@@ -248,8 +254,8 @@ def _csv_types_error(exc: BaseException, partition=None) -> BadValuesError | Non
     if not text.startswith(CSV_DTYPES):
         return None
     err = BadValuesError(csv_types_message(text))
-    columns = re.findall(r"^\|\s*(.+?)\s*\|", text, re.M)[1:]
-    err.column = columns[0] if columns else None
+    rows = _csv_type_rows(text)
+    err.column = rows[0][0] if rows else None
     return in_partition(err, partition)
 
 

@@ -101,7 +101,7 @@ def prepare_columns(
         spec was built, or if a weight is not positive.
     """
     used, formula_columns = _columns_needed(spec, df, response, random)
-    norm = _normalize(spec, df, formula_columns, label_codes or {})
+    norm = _normalize(spec, df, formula_columns, label_codes)
     if spec.group_name in used:
         _add_group_missing(spec, df, norm)
     if spec.weights_name is not None and response:
@@ -259,9 +259,20 @@ def _filter(spec: ModelSpec, norm: _Normalized, keep) -> dict[str, np.ndarray]:
         if spec.column_kinds[c] == NUMERIC_LEVELS:
             s = a if keep is None else a[keep]
             out[c] = native_values(s, spec.native[c])
+        elif spec.native.get(c) == "bool":
+            out[c] = _booleans(a if keep is None else a[keep])
         else:
             out[c] = a if keep is None else a[keep]
     return out
+
+
+def _booleans(values: np.ndarray) -> np.ndarray:
+    """A boolean column read as numbers (0, 1; NaN missing), as booleans where none is
+    missing (the rows kept), so that expressions compute on booleans as patsy does;
+    as numbers where some are (``missing="none"``: formulaic then says which)."""
+    if np.isnan(values).any():
+        return values
+    return values != 0
 
 
 def _check_weights_positive(name: str | None, wv: np.ndarray) -> np.ndarray:

@@ -121,7 +121,8 @@ def is_dask(obj) -> bool:
 
 def object_columns(frame: pd.DataFrame, columns) -> list[str]:
     """The columns of ``columns`` whose dtype is ``object`` (in ``frame`` or a meta)."""
-    return [c for c in columns if frame[c].dtype == object]
+    dtypes = frame.dtypes  # one Series of dtypes, not a column (Series) per name
+    return [c for c in columns if dtypes[c] == np.dtype(object)]
 
 
 def _kept_rows(pdf: pd.DataFrame, kinds, plan: ScanPlan) -> tuple[pd.DataFrame, np.ndarray | None]:

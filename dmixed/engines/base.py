@@ -32,7 +32,7 @@ class Engine(Protocol):
     - ``hessian``: the optimizer, at the optimum;
     - ``moments``: the model, for the moment start;
     - ``re_gram``: the model, for the random design's rank check;
-    - ``re_sums``: the model, for ``k_constant`` (the column sums of ``X``);
+    - ``re_sums``: the results of a fit, for ``k_constant`` (the column sums of ``X``);
     - ``random_effects``: the results (BLUPs);
     - ``gather``: the checkpoints (saving statistics);
     - ``close``: whoever drops the statistics (releases them on a cluster).

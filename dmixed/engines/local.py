@@ -74,8 +74,11 @@ class LocalEngine:
         return kernels.hessian_contributions(self.block, lam, basis, w)
 
     def moments(self) -> kernels.MomentSums:
-        """Σ over groups of the parameter-free moment sums (starting values)."""
-        return kernels.moment_contributions(self.block)
+        """Σ over groups of the parameter-free moment sums (starting values, and the
+        check of components equal in value before them), made once (``G r⁴``)."""
+        if getattr(self, "_moments", None) is None:
+            self._moments = kernels.moment_contributions(self.block)
+        return self._moments
 
     def re_gram(self, q: int) -> np.ndarray:
         """``Σ_i Z_i'Z_i`` (q × q) of the ``exog_re`` columns (the rank check)."""
@@ -84,6 +87,12 @@ class LocalEngine:
     def re_sums(self, q: int) -> np.ndarray:
         """``Σ_i Z_i'[X y]`` (q × (p+1)) of the ``exog_re`` columns."""
         return kernels.re_sums(self.block, q)
+
+    def vc_frobenius(self, q: int, slot_component: np.ndarray) -> np.ndarray:
+        """``Σ_i ‖W_il'W_il'‖²_F`` (d × d) per pair of variance components
+        (:func:`~dmixed.kernels.vc_frobenius`): the components' entries of the moment
+        equations where the padded design is too wide for the moment sums."""
+        return kernels.vc_frobenius(self.block, q, slot_component)
 
     def random_effects(self, lam: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-group BLUPs and conditional covariances relative to σ² (DESIGN.md §6)."""
@@ -183,7 +192,13 @@ def statistics_from_rows(
             engine = local_engine(*engine.gather(), layout)
     return FittedStatistics(
         engine=engine,
-        glob=GlobalStats(st["xyxy"], int(st["n"]), float(st["sum_log_weights"]), st.get("within")),
+        glob=GlobalStats(
+            st["xyxy"],
+            int(st["n"]),
+            float(st["sum_log_weights"]),
+            st.get("within"),
+            st.get("column_sums"),
+        ),
         layout=layout,
         group_labels=labels,
         group_sizes=group_sizes,

@@ -82,7 +82,10 @@ class NewtonStep:
     of Ψ* (``log(D_jj + s_j)`` in the block); ``shift`` their ``c_j`` (0 elsewhere); ``block``
     the positions among the movable entries of the block's θ entries (a symmetric index
     matrix, empty without a block); ``delta`` the step in ``v``; ``rise`` the Newton
-    decrement ``½ g_v' δ_v`` (the rise of ℓ the full step promises).
+    decrement ``½ g_v' δ_v`` (the rise of ℓ the full step promises); ``origin`` ``v`` at
+    ``theta`` and ``block_shift`` the block's shifts ``s`` there (:func:`_factors`; empty
+    without a block), made with the step: every trial point of the line search starts
+    from them.
     """
 
     theta: np.ndarray
@@ -91,6 +94,8 @@ class NewtonStep:
     rise: float
     shift: np.ndarray
     block: np.ndarray
+    origin: np.ndarray
+    block_shift: np.ndarray
 
     def point(self, fraction: float) -> np.ndarray:
         """The movable θ after ``fraction`` of the step: ``θ(v + f δ)``.  A variance the
@@ -102,10 +107,20 @@ class NewtonStep:
             self.log, (theta + shift) * np.exp(np.where(self.log, step, 0.0)) - shift, theta + step
         )
         if self.block.size:
-            v = _coordinates(theta, self.log, shift, self.block) + step
+            v = self.origin + step
             inside = self.block.ravel()
-            out[inside] = _theta_of(v, theta, self.log, shift, self.block)[inside]
+            out[inside] = _theta_of(v, self.log, shift, self.block, self.block_shift)[inside]
         return out
+
+
+@functools.lru_cache(maxsize=16)
+def _tril(q: int, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``np.tril_indices(q, offset)``, made once per size (read-only): every Newton
+    step and trial point reads them."""
+    rows, cols = np.tril_indices(q, offset)
+    rows.flags.writeable = False
+    cols.flags.writeable = False
+    return rows, cols
 
 
 @functools.lru_cache(maxsize=32)
@@ -126,7 +141,15 @@ def _block_positions(layout: Layout, movable: np.ndarray, log: np.ndarray) -> np
     """The block of Ψ* in modified Cholesky coordinates: ``P[a, b]`` the position among
     the movable entries of θ's ``Ψ*_ab`` (symmetric), over the random effects whose
     variance moves on the log scale and whose covariances all move; (0, 0) if fewer
-    than two."""
+    than two.  Made once per layout and masks (read-only)."""
+    return _block_positions_of(layout, movable.tobytes(), log.tobytes())
+
+
+@functools.lru_cache(maxsize=32)
+def _block_positions_of(layout: Layout, movable_bytes: bytes, log_bytes: bytes) -> np.ndarray:
+    """:func:`_block_positions` of the masks given as bytes (hashable)."""
+    movable = np.frombuffer(movable_bytes, dtype=bool)
+    log = np.frombuffer(log_bytes, dtype=bool)
     rows, cols = layout.tril()
     position = np.full(layout.n_params, -1)
     position[movable] = np.arange(int(movable.sum()))
@@ -136,9 +159,13 @@ def _block_positions(layout: Layout, movable: np.ndarray, log: np.ndarray) -> np
     diag = np.diagonal(full)
     effects = np.flatnonzero((diag >= 0) & log[np.maximum(diag, 0)])
     block = full[np.ix_(effects, effects)]
-    if effects.size < 2 or (block < 0).any():
-        return np.zeros((0, 0), dtype=np.intp)
-    return block.astype(np.intp)
+    out = (
+        np.zeros((0, 0), dtype=np.intp)
+        if effects.size < 2 or (block < 0).any()
+        else block.astype(np.intp)
+    )
+    out.flags.writeable = False
+    return out
 
 
 def _factors(
@@ -159,28 +186,28 @@ def _factors(
 
 
 def _coordinates(
-    theta: np.ndarray, log: np.ndarray, shift: np.ndarray, block: np.ndarray
+    theta: np.ndarray, log: np.ndarray, shift: np.ndarray, block: np.ndarray, factors=None
 ) -> np.ndarray:
-    """``v`` of the movable ``theta`` (the module's docstring)."""
+    """``v`` of the movable ``theta`` (the module's docstring); ``factors``: the block's
+    :func:`_factors` at ``theta`` where already made."""
     out = np.where(log, np.log(np.where(log, theta + shift, 1.0)), theta)
     if block.size:
-        lmat, d, s = _factors(theta, shift, block)
-        rows, cols = np.tril_indices(block.shape[0], -1)
+        lmat, d, s = _factors(theta, shift, block) if factors is None else factors
+        rows, cols = _tril(block.shape[0], -1)
         out[np.diagonal(block)] = np.log(d + s)
         out[block[rows, cols]] = lmat[rows, cols]
     return out
 
 
 def _theta_of(
-    v: np.ndarray, at: np.ndarray, log: np.ndarray, shift: np.ndarray, block: np.ndarray
+    v: np.ndarray, log: np.ndarray, shift: np.ndarray, block: np.ndarray, s: np.ndarray
 ) -> np.ndarray:
-    """The movable θ of ``v``: the inverse of :func:`_coordinates` at ``at`` (whose
-    factors give the block's shifts ``s``)."""
+    """The movable θ of ``v``: the inverse of :func:`_coordinates` at the point whose
+    factors gave the block's shifts ``s`` (:func:`_factors`)."""
     out = np.where(log, np.exp(np.where(log, v, 0.0)) - shift, v)
     if block.size:
-        s = _factors(at, shift, block)[2]
         lmat = np.eye(block.shape[0])
-        rows, cols = np.tril_indices(block.shape[0], -1)
+        rows, cols = _tril(block.shape[0], -1)
         lmat[rows, cols] = v[block[rows, cols]]
         diag = np.diagonal(block)
         psi = (lmat * (np.exp(v[diag]) - s)) @ lmat.T - np.diag(shift[diag])
@@ -190,7 +217,7 @@ def _theta_of(
 
 
 def _block_chain_rule(
-    theta: np.ndarray, grad: np.ndarray, shift: np.ndarray, block: np.ndarray
+    theta: np.ndarray, grad: np.ndarray, block: np.ndarray, factors
 ) -> tuple[np.ndarray, np.ndarray]:
     """The block's part of ``J = ∂θ/∂v`` and of ``Σ_k g_k ∂²θ_k/∂v²`` (both k × k over
     the movable entries, zero outside the block).
@@ -202,27 +229,30 @@ def _block_chain_rule(
     ``(u_b, L_ab)``, ``d_b (e_a e_c' + e_c e_a')`` in ``(L_ab, L_cb)``, zero otherwise.
     ℓ's gradient in the block as a symmetric matrix ``G`` (``G_aa = g_aa``,
     ``G_ab = g_ab / 2``) turns a second derivative ``X`` of ``M`` into
-    ``Σ_k g_k ∂²θ_k = tr(G X)``.
+    ``Σ_k g_k ∂²θ_k = tr(G X)``.  ``factors``: :func:`_factors` of the block at ``theta``.
     """
     k = theta.size
     q = block.shape[0]
     diag = np.diagonal(block)
-    lmat, d, s = _factors(theta, shift, block)
+    lmat, d, s = factors
     x = d + s
     eye = np.eye(q)
     gmat = 0.5 * grad[block] + 0.5 * np.diag(grad[diag])
-    rows, cols = np.tril_indices(q)  # θ's block entries, a ≥ b
-    # the block's coordinates: (a, b) with a > b an L_ab, (j, j) a u_j
+    rows, cols = _tril(q)  # θ's block entries, a ≥ b
+    # the block's coordinates: (a, b) with a > b an L_ab, (j, j) a u_j; outer products
+    # by broadcasting (np.outer's own arithmetic, without its call per product)
     first: dict[tuple[int, int], np.ndarray] = {}  # ∂M over each coordinate
     for a, b in zip(rows.tolist(), cols.tolist(), strict=True):
+        col = lmat[:, b]
         if a == b:
-            first[a, b] = x[b] * np.outer(lmat[:, b], lmat[:, b])
+            first[a, b] = x[b] * (col[:, None] * col[None, :])
         else:
-            first[a, b] = d[b] * (np.outer(eye[a], lmat[:, b]) + np.outer(lmat[:, b], eye[a]))
+            first[a, b] = d[b] * (eye[a][:, None] * col[None, :] + col[:, None] * eye[a][None, :])
     jac = np.zeros((k, k))
     second = np.zeros((k, k))
+    entries = block[rows, cols]
     for (a, b), dm in first.items():
-        jac[block[rows, cols], block[a, b]] = dm[rows, cols]
+        jac[entries, block[a, b]] = dm[rows, cols]
     for b in range(q):  # only coordinates of the same column b have a second derivative
         for a in range(b, q):
             for c in range(b, q):
@@ -231,8 +261,10 @@ def _block_chain_rule(
                 elif a == b or c == b:  # (u_b, L_cb): ∂M/∂L_cb times x_b / d_b
                     m2 = first[a + c - b, b] * (x[b] / d[b])
                 else:  # (L_ab, L_cb)
-                    m2 = d[b] * (np.outer(eye[a], eye[c]) + np.outer(eye[c], eye[a]))
-                second[block[a, b], block[c, b]] = float(np.sum(gmat * m2))
+                    m2 = d[b] * (
+                        eye[a][:, None] * eye[c][None, :] + eye[c][:, None] * eye[a][None, :]
+                    )
+                second[block[a, b], block[c, b]] = float((gmat * m2).sum())
     return jac, second
 
 
@@ -317,18 +349,21 @@ def newton_step(
     x = point + c
     jac = np.diag(np.where(single, x, np.where(log, 0.0, 1.0)))
     second = np.diag(np.where(single, x * grad, 0.0))  # Σ_k g_k ∂²θ_k/∂v²
+    factors = None
     if block.size:
         try:
-            block_jac, block_second = _block_chain_rule(point, grad, c, block)
+            factors = _factors(point, c, block)
         except np.linalg.LinAlgError:
             block = np.zeros((0, 0), np.intp)  # not positive definite: entries plain
             jac = np.diag(np.where(log, x, 1.0))
             second = np.diag(np.where(log, x * grad, 0.0))
         else:
+            block_jac, block_second = _block_chain_rule(point, grad, block, factors)
             inside = np.zeros(point.size, bool)
             inside[block.ravel()] = True
-            jac[np.ix_(inside, inside)] = block_jac[np.ix_(inside, inside)]
-            second[np.ix_(inside, inside)] = block_second[np.ix_(inside, inside)]
+            sel = np.ix_(inside, inside)
+            jac[sel] = block_jac[sel]
+            second[sel] = block_second[sel]
     g_v = jac.T @ grad
     h_v = jac.T @ hess @ jac + second
     h_v = 0.5 * (h_v + h_v.T)
@@ -338,4 +373,8 @@ def newton_step(
     longest = float(np.max(np.abs(delta[log]), initial=0.0))
     if longest > MAX_LOG_STEP:
         delta = delta * (MAX_LOG_STEP / longest)
-    return NewtonStep(point, log, delta, 0.5 * float(g_v @ delta), c, block)
+    if factors is None:
+        origin = block_shift = np.zeros(0)
+    else:
+        origin, block_shift = _coordinates(point, log, c, block, factors), factors[2]
+    return NewtonStep(point, log, delta, 0.5 * float(g_v @ delta), c, block, origin, block_shift)

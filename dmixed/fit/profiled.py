@@ -88,6 +88,9 @@ class ProfiledObjective:
     # per-fit constants of the layout (each Hessian round trip sends the basis)
     _basis: np.ndarray = field(init=False, repr=False)
     _slot_component: np.ndarray = field(init=False, repr=False)
+    #: ``∂θ_statistics/∂θ_optimizer`` of ``re_map`` (:func:`psi_map_matrix`), made on
+    #: the first Hessian: every Newton step's Hessian maps through it
+    _theta_jac: np.ndarray | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._basis = self.layout.basis()
@@ -283,8 +286,11 @@ class ProfiledObjective:
             self._traces = (ev.packed.tobytes(), trace_s, trace_ss.copy())
             return hess
         p = beta.size
+        if self._theta_jac is None:
+            self._theta_jac = psi_map_matrix(self.re_map, self.layout.k_vc)
+            self._theta_jac.flags.writeable = False
         jac = np.eye(hess.shape[0])
-        jac[p:, p:] = psi_map_matrix(self.re_map, self.layout.k_vc)
+        jac[p:, p:] = self._theta_jac
         theta_jac = jac[p:, p:]
         self._traces = (
             ev.packed.tobytes(),

@@ -32,9 +32,10 @@ from collections.abc import Callable
 import numpy as np
 
 from .. import kernels
-from ..errors import SpecError
+from ..errors import DataError, SpecError
 from ..kernels import MomentSums
 from ..stats import GlobalStats, Layout
+from ..stats.statistics import RANK_TOL
 from .objective import loglike, out_of_resolution, profile
 from .profiled import ProfiledObjective
 
@@ -65,8 +66,7 @@ def moment_start(
     cc = np.einsum("axby,x,y->ab", mom.zxy_zxy, w, w)  # Σ c_i c_i'
     basis = layout.basis()  # (m, r, r)
     m = basis.shape[0]
-    # Σ_i tr(E_j A_i E_k A_i) = Σ E_j[a,b] E_k[c,d] Σ_i A_i[b,c] A_i[d,a]
-    gram = np.einsum("jab,kcd,bcda->jk", basis, basis, mom.zz_zz)
+    gram = moment_gram(mom, basis)
     tr_a = np.einsum("jab,ba->j", basis, mom.zz)
     lhs = np.zeros((m + 1, m + 1))
     lhs[:m, :m] = gram
@@ -92,6 +92,71 @@ def moment_start(
         psi = 0.5 * (psi + psi.T)
     tau = np.maximum(tau, floor)
     return psi, tau
+
+
+def moment_gram(mom: MomentSums, basis: np.ndarray) -> np.ndarray:
+    """``Σ_i tr(E_j A_i E_k A_i)`` (m × m) for the basis ``E`` (m, r, r): the moment
+    equations' matrix, ``Σ_i ⟨A_i E_j A_i, E_k⟩``; for two variance components ``l``,
+    ``l'`` (``E_l`` selecting their slots) ``Σ_i ‖W_il'W_il'‖²_F`` (Frobenius)."""
+    # Σ_i tr(E_j A_i E_k A_i) = Σ E_j[a,b] E_k[c,d] Σ_i A_i[b,c] A_i[d,a]
+    return np.einsum("jab,kcd,bcda->jk", basis, basis, mom.zz_zz)
+
+
+def check_distinct_component_values(stats, vc_names: list[str], group_name: str) -> None:
+    """Refuse two variance components whose designs are equal (or proportional) in value
+    in every group, whatever their columns' names: only ``τ_l + c τ_l'`` is identified
+    then, and a fit would split it arbitrarily (the data's counterpart of
+    :func:`dmixed.design.build.check_distinct_components`, which compares names).
+
+    Components ``l`` and ``l'`` enter the model only through ``M_il = W_il W_il'`` (the
+    covariance ``σ² (I + Σ_l τ*_l M_il)``); they trade their variances at one
+    likelihood exactly when ``M_il' = c M_il`` in every group with one ``c > 0``, i.e.
+    when the two (stacked over groups) have a Frobenius correlation of one:
+
+        ρ = F_ll' / sqrt(F_ll F_l'l'),    F_ll' = Σ_i ⟨M_il, M_il'⟩ = Σ_i ‖W_il'W_il'‖²_F,
+
+    by Cauchy–Schwarz (the columns' order and labels within each group do not matter:
+    one factor under two names, relabelled, or a numeric ``exog_vc`` matrix given
+    twice are all caught).  ``F`` is the moment equations' matrix
+    (:func:`moment_gram`) in the variance components' rows, from the moment sums the
+    start reads anyway (no data pass; ``engine.moments``), or, where the fit's layout
+    (:attr:`~dmixed.stats.FittedStatistics.fit_layout`) is wider than
+    ``kernels.MOMENT_MAX_R``, from the padded statistics held in this process
+    (``engine.vc_frobenius``, ``G r²``); ``1 − ρ`` below
+    :data:`~dmixed.stats.statistics.RANK_TOL` (scale-free) is one.  Decided for every
+    layout where the components are held structured or crossed (up to
+    ``MOMENT_MAX_R − q`` components) and for padded ones in this process; a padded
+    layout wider than ``MOMENT_MAX_R`` held on a cluster is fitted, and the fit warns of
+    unidentified parameters instead (:mod:`dmixed.results.identification`).
+
+    Raises
+    ------
+    DataError
+        Naming both components.
+    """
+    layout = stats.fit_layout
+    if layout.k_vc < 2:
+        return
+    if layout.r <= kernels.MOMENT_MAX_R:
+        gram = moment_gram(stats.engine.moments(), layout.basis())
+        tau = layout.k_re2 + np.arange(layout.k_vc)
+        f = gram[np.ix_(tau, tau)]
+    else:
+        frobenius = getattr(stats.engine, "vc_frobenius", None)
+        if frobenius is None:  # padded statistics on a cluster: the fit warns
+            return
+        f = frobenius(layout.k_re, layout.slot_component)
+    norm = np.sqrt(np.maximum(np.diag(f), 0.0))
+    for a in range(layout.k_vc):
+        for b in range(a + 1, layout.k_vc):
+            if norm[a] > 0 and norm[b] > 0 and 1.0 - f[a, b] / (norm[a] * norm[b]) < RANK_TOL:
+                raise DataError(
+                    f"variance components {vc_names[a]!r} and {vc_names[b]!r} have equal "
+                    f"(or proportional) columns in every group of {group_name!r}, under "
+                    "different names: their variances cannot be told apart (only their "
+                    'sum is identified); drop one of them, or pass check_nobs="ignore" '
+                    "(command line: --check-nobs ignore) to fit anyway"
+                )
 
 
 def moment_start_packed(

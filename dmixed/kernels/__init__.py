@@ -26,6 +26,7 @@ from .groups import (
     re_sums,
     step_contributions,
     value_contributions,
+    vc_frobenius,
 )
 from .rows import (
     COMPACT_BELOW,
@@ -52,6 +53,7 @@ __all__ = [
     "re_sums",
     "step_contributions",
     "value_contributions",
+    "vc_frobenius",
     "accumulate_packed",
     "accumulate_packed_into",
     "accumulate_statistics",

@@ -494,6 +494,22 @@ def moment_contributions(block, zxy=None) -> MomentSums:
     return out
 
 
+def vc_frobenius(block: StatsBlock, q: int, slot_component: np.ndarray) -> np.ndarray:
+    """``F_ll' = Σ_i ‖W_il'W_il'‖²_F`` (d × d): the squares of the variance-component
+    block of every group's ``Z̃_i'Z̃_i`` summed per pair of components
+    (``slot_component``: the component of each slot after the ``q`` columns of
+    ``exog_re``), the moment equations' entries of the components without their
+    ``r⁴`` sums (:func:`dmixed.fit.start.check_distinct_component_values`)."""
+    comp = np.asarray(slot_component, dtype=np.int64)
+    d = int(comp.max()) + 1 if comp.size else 0
+    squares = np.zeros((comp.size, comp.size))
+    for zzc, _ in block.chunks():
+        squares += np.einsum("stg,stg->st", zzc[q:, q:], zzc[q:, q:])
+    onehot = np.zeros((comp.size, d))
+    onehot[np.arange(comp.size), comp] = 1.0
+    return onehot.T @ squares @ onehot
+
+
 # ---------------------------------------------------------------------------
 # Random effects (BLUPs) and their conditional covariance
 # ---------------------------------------------------------------------------

@@ -244,6 +244,11 @@ def product_plan(
     return terms, [index[t] for t in wanted]
 
 
+def live_terms(terms: list) -> list:
+    """The terms of a :func:`product_plan` that are not ``("zero",)``: those summed."""
+    return [t for t in terms if t[0] != "zero"]
+
+
 #: :func:`accumulate_packed_into` sums over the groups present when the rows are fewer
 #: than the accumulator's groups divided by this: a ``bincount`` over all groups costs
 #: time in the number of groups, not rows (benchmarks/RESULTS.md, small partitions).
@@ -315,7 +320,9 @@ class PreparedRows:
     :func:`product_plan`; ``scales`` the factor of every packed column
     (:func:`_column_scales`, None: all 1); ``gram`` ``[X y]'[X y]`` in the map's units;
     ``within_wanted``: the within-group sums are due (one random-design column, the
-    intercept; see :class:`_Within`).
+    intercept; see :class:`_Within`); ``column_sums``: ``Σ w [X y 1]`` in the map's
+    units where neither design has a column of ones (:func:`wants_column_sums`), else
+    None.
     """
 
     xcols: list
@@ -329,6 +336,7 @@ class PreparedRows:
     sum_log_w: float
     sx: np.ndarray | None
     within_wanted: bool
+    column_sums: np.ndarray | None = None
 
     @property
     def sources(self) -> list:
@@ -342,6 +350,7 @@ class PreparedRows:
             "n": np.int64(n),
             "sum_log_weights": self.sum_log_w,
             "within": within,
+            "column_sums": self.column_sums,
         }
 
 
@@ -367,7 +376,31 @@ def prepare_rows(endog, exog, ztilde, weights=None, std=None, vc_widths=()) -> P
         sum_log_w,
         sx,
         wants_within(std, layout.r),
+        _column_sums(xcols, weights, sx) if wants_column_sums(std) else None,
     )
+
+
+def wants_column_sums(std: Standardization | None) -> bool:
+    """Whether rows in the map ``std`` get the column sums of ``[X y]``: where neither
+    ``X`` nor the random design has a column of ones (whose sums would hold them),
+    for ``k_constant`` (:attr:`dmixed.stats.GlobalStats.column_sums`)."""
+    return std is not None and std.x_intercept < 0 and std.z_intercept < 0
+
+
+def _column_sums(xcols: list, weights, sx: np.ndarray | None) -> np.ndarray:
+    """``Σ w [X y 1]`` (k + 1,) of ``xcols`` (scaled by ``√w``, unscaled by the map's
+    scales ``sx``), in the map's units: O(n k), beside the gram's O(n k²)."""
+    if weights is None:
+        sums = [float(np.sum(c)) for c in xcols]
+        total = float(xcols[0].shape[0]) if xcols else 0.0
+    else:
+        sw = np.sqrt(np.asarray(weights, dtype=np.float64))
+        sums = [float(sw @ c) for c in xcols]
+        total = float(np.sum(weights))
+    out = np.array(sums + [total])
+    if sx is not None:
+        out[:-1] /= sx
+    return out
 
 
 def wants_within(std: Standardization | None, r: int) -> bool:
@@ -383,7 +416,7 @@ def plan_sums(codes, sources, terms, n_groups: int, compiled: bool | None) -> li
     (``compiled`` None: :func:`~dmixed.kernels.compiled.rows_compiled` decides), the
     same numbers bit for bit.  ``codes`` (n,) int64 in ``0 … n_groups−1``; ``sources``
     the columns the terms index."""
-    live = [t for t in terms if t[0] != "zero"]
+    live = live_terms(terms)
     if compiled is None:
         compiled = rows_compiled(codes.size, n_groups * len(live) * 8)
     if compiled and live:

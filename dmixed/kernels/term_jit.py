@@ -161,7 +161,7 @@ def prefetch_row(typingctx, table, row):
 @numba.njit(cache=True, nogil=True)
 def expand_rows(table, rows, cols, scales, out):  # pragma: no cover - compiled
     """``out[i, c] = table[rows[i], cols[c]] · scales[c]``: packed rows from a table of
-    terms in one pass (:meth:`~dmixed.kernels.term_table.TermTable.packed_rows`)."""
+    terms in one pass (:meth:`~dmixed.kernels.term_table.TermRows.packed`)."""
     for i in range(rows.size):
         src = table[rows[i]]
         dst = out[i]
@@ -176,7 +176,7 @@ def move_rows(table, rows, bucket, starts, spill):  # pragma: no cover - compile
     moved forward to ``table[0 : starts[1]]`` (``rows[i] ≥`` its new place: the move
     never overwrites a row not yet read), the others' copied to ``spill[starts[b] −
     starts[1] …]``; one pass in row order (a permutation in place, cycle by cycle,
-    misses the cache on every row: 4–8× slower)."""
+    misses the cache on every row)."""
     n = rows.size
     fill = starts[:-1].copy()
     first = starts[1]

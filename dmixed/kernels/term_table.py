@@ -22,7 +22,7 @@ import numpy as np
 
 from ..stats.standardize import Standardization
 from .compiled import rows_compiled
-from .rows import prepare_rows, wants_within
+from .rows import live_terms, prepare_rows, wants_within
 
 #: rows whose product plan estimates a partial's width (:meth:`TermTable.row_bytes`)
 PLAN_SAMPLE = 64
@@ -55,8 +55,9 @@ class TermTable:
         row ``i`` of group ``g = codes[i]``: ``table[g, t] += 1``, ``s_u[i]`` or
         ``s_u[i] s_v[i]``, with ``s`` the rows' columns shifted by the map ``std`` and
         scaled by ``√w`` (:func:`~dmixed.kernels.rows.prepare_rows`); the map's scales
-        are applied at :meth:`flush` / :meth:`packed_rows`.  A call whose plan (or
-        accumulator width) differs from the table's first flushes the table into ``acc``.
+        are applied at :meth:`flush` (:meth:`split_rows`' rows carry them as factors).
+        A call whose plan (or accumulator width) differs from the table's first flushes
+        the table into ``acc``.
 
         Parameters
         ----------
@@ -87,7 +88,7 @@ class TermTable:
             raise ValueError(f"codes must be in 0 … {acc.shape[1] - 1} (the accumulator's columns)")
 
         rows = prepare_rows(endog, exog, ztilde, weights, std, vc_widths)
-        live = [t for t in rows.terms if t[0] != "zero"]
+        live = live_terms(rows.terms)  # the table's columns, then one of zeros
         used = sorted({u for t in live for u in t[1:]})
         slot = {u: i for i, u in enumerate(used)}
         kernel_terms = tuple((t[0], *[slot[u] for u in t[1:]]) for t in live)
@@ -116,7 +117,7 @@ class TermTable:
         m = PLAN_SAMPLE
         w = None if weights is None else weights[:m]
         rows = prepare_rows(endog[:m], exog[:m], ztilde[:m], w, std, vc_widths)
-        return 8 * (1 + sum(t[0] != "zero" for t in rows.terms))
+        return 8 * (len(live_terms(rows.terms)) + 1)  # (as the table :meth:`add` makes)
 
     @property
     def pending(self) -> bool:
@@ -134,19 +135,6 @@ class TermTable:
         :attr:`pending`."""
         table, plan = self._held()
         return table[:, int(plan[1][0])]
-
-    def packed_rows(self, rows: np.ndarray) -> np.ndarray:
-        """The packed statistics of table rows ``rows``, shape ``(len(rows), width)``
-        (what :meth:`flush` would add to those accumulator columns, transposed; one
-        gather, without the column-major accumulator).  Only while :attr:`pending`."""
-        from .term_jit import expand_rows
-
-        table, _ = self._held()
-        cols, factors = self._plan_columns()
-        rows = np.ascontiguousarray(rows, dtype=np.int64)
-        out = np.empty((rows.size, cols.size))
-        expand_rows(table, rows, cols, factors, out)
-        return out
 
     def _plan_columns(self) -> tuple[np.ndarray, np.ndarray]:
         """``(columns, factors)``: the table column (the last, of zeros, for a zero

@@ -57,6 +57,7 @@ def accumulate_padded_into(
         "n": base["n"],
         "sum_log_weights": base["sum_log_weights"],
         "within": None,
+        "column_sums": base.get("column_sums"),
     }
 
 

@@ -280,6 +280,7 @@ def save_statistics(arrays: GroupArrays, path, manifest: dict) -> None:
             "sum_log_weights": float(arrays.glob.sum_log_weights),
             "standardization": arrays.columns.to_json(),
             "within": arrays.glob.within,
+            "column_sums": arrays.glob.column_sums,
             "parts": parts,
         }
         full = jsonable(full)
@@ -530,6 +531,7 @@ def _arrays_from(frame: pd.DataFrame, manifest: dict, slots, root: Path) -> Grou
         int(manifest["n"]),
         float(manifest["sum_log_weights"]),
         None if within is None else np.asarray(within, dtype=np.float64).reshape(k, k),
+        _column_sums(manifest.get("column_sums"), k),
     )
     return GroupArrays(
         frame[GROUP].to_numpy(),
@@ -542,3 +544,20 @@ def _arrays_from(frame: pd.DataFrame, manifest: dict, slots, root: Path) -> Grou
         Standardization.from_json(manifest["standardization"], k - 1, layout.k_re),
         ragged,
     )
+
+
+def _column_sums(saved, k: int) -> np.ndarray | None:
+    """The saved column sums ``Σ w [X y 1]`` (k + 1,), or None (none held, or saved
+    before they were).
+
+    Raises
+    ------
+    ValueError
+        Column sums of another length.
+    """
+    if saved is None:
+        return None
+    sums = np.asarray(saved, dtype=np.float64).reshape(-1)
+    if sums.size != k + 1:
+        raise ValueError(f"{sums.size} column sums for {k} columns of [X y] (expected {k + 1})")
+    return sums

@@ -65,6 +65,7 @@ def merge(old: GroupArrays, new: GroupArrays, column: str = "group") -> GroupArr
         old.glob.n + new.glob.n,
         old.glob.sum_log_weights + new.glob.sum_log_weights,
         _merged_within(old, new, gi_old, gi_new),
+        _merged_column_sums(old.glob.column_sums, new.glob.column_sums),
     )
     zz, zxy = no_padding(g, old.k)
     out = GroupArrays(
@@ -166,3 +167,9 @@ def _merge_slots(g, gi_old, t_old, gi_new, t_new):
         m_old[:] = 0
         m_new[:] = 0
     return table, np.minimum(m_old, max(width - 1, 0)), m_new
+
+
+def _merged_column_sums(old, new) -> np.ndarray | None:
+    """The column sums of old + new statistics (in one column map), None where either
+    holds none."""
+    return None if old is None or new is None else old + new

@@ -97,12 +97,13 @@ class GroupArrays:
         if self.ragged is not None:  # one ratio per component
             widths = (1,) * self.layout.k_vc
         m_x, m_z = self.columns.conversion_to(target, widths)
-        within = self.glob.within
+        within, sums = self.glob.within, self.glob.column_sums
         glob = GlobalStats(
             m_x.T @ self.glob.xyxy @ m_x,
             self.glob.n,
             self.glob.sum_log_weights,
             None if within is None else m_x.T @ within @ m_x,
+            None if sums is None else np.append(m_x.T @ sums[:-1], sums[-1]),
         )
         out = replace(self, glob=glob, standardization=target)
         if self.ragged is not None:

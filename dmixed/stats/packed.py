@@ -137,7 +137,8 @@ class PackedLayout:
     def convert_global(self, values: np.ndarray, m_x: np.ndarray) -> np.ndarray:
         """Packed global sums (``global_width``,) of ``[X̃ ỹ] M_x`` from those of
         ``[X̃ ỹ]``: ``[X y]'[X y] → M_x' [X y]'[X y] M_x`` and the same for the
-        within-group sums (NaN, "none", stays NaN); counts unchanged.  O(k³): a
+        within-group sums (NaN, "none", stays NaN), the column sums ``→ M_x'`` them;
+        counts unchanged.  O(k³): a
         ``global_width²`` matrix would be O(k⁴) in time and memory (850 MB at 100
         fixed effects).
         """
@@ -150,6 +151,9 @@ class PackedLayout:
                 continue
             s = self._symmetric(tri)
             out[start : start + m] = (m_x.T @ s @ m_x)[rows, cols]
+        sums = values[3 + 2 * m : 3 + 2 * m + self.k]
+        if not np.isnan(sums).any():
+            out[3 + 2 * m : 3 + 2 * m + self.k] = m_x.T @ sums
         return out
 
     # -- the global sums ------------------------------------------------------------
@@ -161,20 +165,24 @@ class PackedLayout:
 
     @property
     def global_width(self) -> int:
-        """Length of the packed global sums: ``3 + k(k+1)`` (two triangles)."""
-        return 3 + 2 * n_tril(self.k)
+        """Length of the packed global sums: ``3 + k(k+1) + k + 1`` (two triangles, the
+        column sums)."""
+        return 3 + 2 * n_tril(self.k) + self.k + 1
 
     def pack_global(self, glob: dict, n_dropped: int = 0) -> np.ndarray:
         """``[n, Σ log w, n_dropped, lower triangle of [X y]'[X y], lower triangle of the
-        within-group cross-products]`` of one pass's global sums (the ``dict`` of
-        :func:`dmixed.kernels.accumulate_packed`); NaN for the latter where there are
-        none (no intercept column in the random design), so that sums stay NaN."""
+        within-group cross-products, column sums Σ w [X y 1]]`` of one pass's global
+        sums (the ``dict`` of :func:`dmixed.kernels.accumulate_packed`); NaN for the
+        latter two where there are none (no intercept column in the random design; a
+        column of ones in either design), so that sums stay NaN."""
         rows, cols = self.xy_index
         xyxy = glob["xyxy"][rows, cols]
         within = glob.get("within")
         tri = np.full(rows.size, np.nan) if within is None else within[rows, cols]
+        sums = glob.get("column_sums")
+        sums = np.full(self.k + 1, np.nan) if sums is None else np.asarray(sums, np.float64)
         head = [float(glob["n"]), float(glob["sum_log_weights"]), float(n_dropped)]
-        return np.concatenate([head, xyxy, tri])
+        return np.concatenate([head, xyxy, tri, sums])
 
     def empty_global(self, n_dropped: int = 0) -> np.ndarray:
         """Packed global sums of no rows (``n_dropped`` rows dropped)."""
@@ -194,8 +202,14 @@ class PackedLayout:
 
     def unpack_within(self, values: np.ndarray) -> np.ndarray | None:
         """The within-group cross-products (k, k) of packed global sums (None: none)."""
-        tri = values[3 + n_tril(self.k) :]
+        m = n_tril(self.k)
+        tri = values[3 + m : 3 + 2 * m]
         return None if np.isnan(tri).any() else self._symmetric(tri)
+
+    def unpack_column_sums(self, values: np.ndarray) -> np.ndarray | None:
+        """The column sums ``Σ w [X y 1]`` (k + 1,) of packed global sums (None: none)."""
+        sums = values[3 + 2 * n_tril(self.k) :]
+        return None if np.isnan(sums).any() else sums.copy()
 
     def _symmetric(self, tri: np.ndarray) -> np.ndarray:
         out = np.empty((self.k, self.k))

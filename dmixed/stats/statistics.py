@@ -30,12 +30,20 @@ class GlobalStats:
     themselves (:func:`dmixed.kernels.accumulate_packed_into`), so it carries none of
     the rounding of ``xyxy − Σ n_i d̄_i d̄_i'``.  None where the random design has no
     intercept column.
+
+    ``column_sums`` (k + 1,) or None: ``Σ w [X y 1]``, the weighted column sums of
+    ``[X y]`` and the sum of the weights, in the columns' map (its scales: no column is
+    shifted there), held where neither ``X`` nor the random design has a column of ones
+    (elsewhere the intercept's sums hold them): what ``k_constant`` needs then
+    (:func:`constant_in_statistics`).  None elsewhere, and for statistics that do not
+    hold them (saved before they were, drawn by the bootstrap).
     """
 
     xyxy: np.ndarray
     n: int
     sum_log_weights: float = 0.0
     within: np.ndarray | None = None
+    column_sums: np.ndarray | None = None
 
     @property
     def k_fe(self) -> int:
@@ -174,14 +182,17 @@ def constant_in_statistics(stats: FittedStatistics) -> int | None:
     column of ones lies in the span of the columns; else 0.  For ``X`` of full rank
     both say: 1 if and only if ``1 ∈ span(X)``.
 
-    1 where ``X`` has its column of ones; else, where the random design has one
-    (``Z_e``), from the Gram matrix of ``[1 X]`` in the statistics' (scaled, unshifted:
-    ``X`` has no intercept) columns, ``[[Σ w, s'], [s, X'WX]]`` with ``s = Σ_i
-    Z_ie'W X_i`` (:meth:`~dmixed.engines.Engine.re_sums`, one round trip on a cluster
-    unless the data pass brought the moment sums), dependent as
-    :func:`check_full_rank` judges (prior weights ``w > 0`` leave the span as it is).
-    None where neither design has a column of ones, or the statistics' columns are
-    not known (the column sums of ``X`` are then not among the statistics).
+    1 where ``X`` has its column of ones; else from the Gram matrix of ``[1 X]`` in the
+    statistics' (scaled, unshifted: ``X`` has no intercept) columns, ``[[Σ w, s'], [s,
+    X'WX]]``, dependent as :func:`check_full_rank` judges (prior weights ``w > 0`` leave
+    the span as it is).  The column sums ``s = Σ w X`` are the row of the random
+    design's column of ones (``Z_e``) where it has one (``Σ_i Z_ie'W X_i``,
+    :meth:`~dmixed.engines.Engine.re_sums`, one round trip on a cluster unless the data
+    pass brought the moment sums), else the sums the data pass keeps for this case
+    (:attr:`GlobalStats.column_sums`): ``X'X`` alone cannot tell (``x1 + x2 = 1`` in
+    every row, shares of a whole, looks like any two columns in it).  None where the
+    statistics hold neither (saved before the column sums were, or drawn), or their
+    columns are not known.
     """
     std = stats.standardization
     if std is None:
@@ -190,10 +201,15 @@ def constant_in_statistics(stats: FittedStatistics) -> int | None:
         return 1
     e = std.z_intercept
     p = stats.glob.k_fe
-    if e < 0 or p == 0:
+    if p == 0:
         return None
-    sums = stats.engine.re_sums(stats.layout.k_re)[e, :p]
-    weight = float(stats.engine.re_gram(stats.layout.k_re)[e, e])
+    if e >= 0:
+        sums = stats.engine.re_sums(stats.layout.k_re)[e, :p]
+        weight = float(stats.engine.re_gram(stats.layout.k_re)[e, e])
+    elif stats.glob.column_sums is not None:
+        sums, weight = stats.glob.column_sums[:p], float(stats.glob.column_sums[-1])
+    else:
+        return None
     gram = np.block(
         [[np.array([[weight]]), sums[None, :]], [sums[:, None], stats.glob.xyxy[:p, :p]]]
     )

@@ -42,6 +42,39 @@ def test_error_formula_syntax():
         build_spec(df, "y ~ x1", groups="g", re_formula="x1 | x2")
 
 
+@pytest.mark.parametrize(
+    ("formula", "term"),
+    [
+        ("y ~ x1 + (x2 > 1)", "x2 > 1"),
+        ("y ~ x1 + (a == b):x2", "a == b"),
+        ("y ~ np.log(x2 + 1) + (k != 2)", "k != 2"),
+    ],
+)
+def test_a_comparison_outside_a_call_names_the_term_and_its_i_form(formula, term):
+    """patsy reads ``(x2 > 1)`` as a boolean factor; formulaic's grammar has no
+    comparisons, so the formula is refused naming the term and what reads it as patsy
+    does (``I(x2 > 1)``, tested against statsmodels in test_spec)."""
+    df = make_df()
+    want = rf"the term \({re.escape(term)}\) compares values outside I\(\).*I\({re.escape(term)}\)"
+    with pytest.raises(ValueError, match=want):
+        build_spec(df, formula, groups="g")
+    with pytest.raises(ValueError, match=rf"re_formula.*\({re.escape(term)}\) compares"):
+        build_spec(df, "y ~ x1", groups="g", re_formula=formula.split("~")[1])
+    with pytest.raises(ValueError, match=r"compare values only inside a call: write I\("):
+        build_spec(df, "y ~ x1 + x2 > 1", groups="g")
+    build_spec(df, "y ~ x1 + I((x2 > 1) * 1.0)", groups="g")  # inside a call: Python
+
+
+def test_a_categorical_of_a_comparison_points_to_i():
+    """``C(k == 2)`` would learn its levels per partition; ``I(k == 2)`` has both."""
+    df = make_df()
+    with pytest.raises(ValueError, match=r"'C\(k == 2\)'.*write I\(k == 2\), the factor of"):
+        build_spec(df, "y ~ x1 + C(k == 2)", groups="g")
+    with pytest.raises(ValueError, match=r"'C\(k \+ 1\)'.* to C\(\)$"):
+        build_spec(df, "y ~ x1 + C(k + 1)", groups="g")
+    assert "I(k == 2)[T.True]" in build_spec(df, "y ~ x1 + I(k == 2)", groups="g").exog_names
+
+
 def test_error_vc_without_columns_or_with_contrasts():
     df = make_df()
     with pytest.raises(ValueError, match=r"vc_formula\['c'\] '0' yields no columns"):

@@ -241,15 +241,28 @@ CODING_CASES = [
     "y ~ C(a, Poly):x1 + C(b, Helmert):x2",
     "y ~ 0 + C(a, Diff) + I(x1 > 0)",
     "y ~ I(x1 > 0) * C(b, Diff)",
+    # boolean columns inside an expression compute as booleans, as in patsy: ``+`` of
+    # two is their ``or``, a factor of levels False and True (read as numbers,
+    # ``I(f + h)`` was 0, 1 or 2 under patsy's name less its ``[T.True]``; ``|``,
+    # ``^`` and ``~`` failed)
+    "y ~ x1 + I(f + h)",
+    "y ~ x1 + I(f | (x1 > 0))",
+    "y ~ x1 + I(f ^ h) + I(~h)",
+    "y ~ 0 + I(f * h):x1 + I(f)",
+    "y ~ x1 + I(f != h)",
 ]
 
 
 @pytest.mark.parametrize("formula", CODING_CASES)
 @pytest.mark.parametrize("source", ["pandas", "dask"])
 def test_factor_coding_matches_statsmodels(formula, source):
-    """patsy's contrasts and boolean ``I()`` terms: statsmodels' names and columns, from
-    pandas and from Dask partitions (the spec pickled to each)."""
+    """patsy's contrasts, boolean ``I()`` terms and boolean columns in expressions:
+    statsmodels' names (patsy's spacing ``I( ~h)`` aside) and columns, from pandas and
+    from Dask partitions (the spec pickled to each)."""
     df = make_df(300, seed=3)
+    rng = np.random.default_rng(5)
+    df["f"] = rng.random(len(df)) > 0.5
+    df["h"] = rng.random(len(df)) > 0.3
     data = df
     if source == "dask":
         import dask.dataframe as dd
@@ -257,9 +270,10 @@ def test_factor_coding_matches_statsmodels(formula, source):
         data = dd.from_pandas(df, npartitions=3)
     spec = pickle.loads(pickle.dumps(build_spec(data, formula, groups="g")))
     mod = mixedlm(formula, df, groups="g")
-    assert sorted(spec.exog_names) == sorted(mod.exog_names)
+    theirs = [n.replace("( ~", "(~") for n in mod.exog_names]
+    assert sorted(spec.exog_names) == sorted(theirs)
     exog = np.vstack([spec.transform(df.iloc[i::3]).exog for i in range(3)])
-    want = by_name(mod.exog, mod.exog_names, spec.exog_names)
+    want = by_name(mod.exog, theirs, spec.exog_names)
     np.testing.assert_allclose(exog, np.vstack([want[i::3] for i in range(3)]), atol=1e-14)
 
 
@@ -362,6 +376,11 @@ def test_text_codes_found_by_the_scan_are_those_of_a_look_up(monkeypatch, missin
     # (a categorical's category "zz" absent from the rows kept: looked up)
     assert looked_up == (["id"] if (dtype, missing) == ("category", "label dropped") else [])
     assert "zz" not in spec.levels["id"]
+    if dtype == "str":  # the scan's Arrow levels kept by the spec, not rebuilt from the list
+        import dmixed.design.spec as spec_module
+
+        monkeypatch.setattr(spec_module, "text_array", None)
+        assert spec.text_levels("id").to_pylist() == spec.levels["id"]
     again = prepare_columns(spec, df)
     assert again.columns["id"].dtype == prepared.columns["id"].dtype == np.int64
     np.testing.assert_array_equal(again.columns["id"], prepared.columns["id"])

@@ -52,16 +52,23 @@ def _grad_hess(fun, x, h=1e-4):
     return grad, hess
 
 
-def test_the_log_coordinates_gradient_and_hessian_are_the_chain_rule():
-    """g_v and H_v handed to the direction are those of ℓ(θ(v)) by finite differences."""
-    theta = np.array([0.4, 1.3, 0.5])
-    grad, hess = _grad_hess(_ell, theta)
+def _recorded_direction():
+    """``(seen, direction)``: :func:`modified_newton_step` as the step's ``direction``,
+    recording in ``seen`` the ``h`` and ``g`` (H_v, g_v) it is handed."""
     seen = {}
 
     def direction(h_v, g_v):
         seen.update(h=h_v, g=g_v)
         return modified_newton_step(h_v, g_v)
 
+    return seen, direction
+
+
+def test_the_log_coordinates_gradient_and_hessian_are_the_chain_rule():
+    """g_v and H_v handed to the direction are those of ℓ(θ(v)) by finite differences."""
+    theta = np.array([0.4, 1.3, 0.5])
+    grad, hess = _grad_hess(_ell, theta)
+    seen, direction = _recorded_direction()
     step = newton_step(LAYOUT, np.ones(3, dtype=bool), theta, grad, hess, direction)
     assert step is not None and step.log.all()
     g_v, h_v = _grad_hess(lambda v: _ell(np.exp(v)), np.log(theta))
@@ -132,12 +139,7 @@ def test_shifted_log_and_modified_cholesky_coordinates_are_the_chain_rule():
     theta = np.array([0.4, 0.1, 0.9, 0.5])
     shift = np.array([0.1, 7.0, 0.05, 0.3])  # 7.0: a covariance's shift is not read
     grad, hess = _grad_hess(_ell_2, theta)
-    seen = {}
-
-    def direction(h_v, g_v):
-        seen.update(h=h_v, g=g_v)
-        return modified_newton_step(h_v, g_v)
-
+    seen, direction = _recorded_direction()
     step = newton_step(LAYOUT_2, np.ones(4, bool), theta, grad, hess, direction, shift)
     assert step.log.tolist() == [True, False, True, True] and step.block.size == 4
     d1 = theta[0] + 0.1
@@ -154,6 +156,24 @@ def test_shifted_log_and_modified_cholesky_coordinates_are_the_chain_rule():
             step.point(fraction), _theta_of_v(v + fraction * step.delta, shift, s2), rtol=1e-13
         )
     assert step.point(1.0)[0] < 0.0
+
+
+def test_a_block_not_positive_definite_steps_its_entries_plainly():
+    """Ψ* + C with positive variances but not positive definite (|ψ21| > √(ψ11 ψ22)):
+    no modified Cholesky block; its variances on the shifted log scale and its
+    covariance plain, as where the block has fewer than two effects."""
+    theta = np.array([0.4, 0.9, 0.5, 0.3])
+    shift = np.array([0.1, 7.0, 0.05, 0.2])
+    grad, hess = np.array([1.0, -0.5, 0.2, 0.3]), -np.eye(4)
+    seen, direction = _recorded_direction()
+    step = newton_step(LAYOUT_2, np.ones(4, bool), theta, grad, hess, direction, shift)
+    assert step.block.size == 0 and step.log.tolist() == [True, False, True, True]
+    jac = np.where(step.log, theta + step.shift, 1.0)
+    np.testing.assert_array_equal(seen["g"], jac * grad)
+    np.testing.assert_allclose(
+        seen["h"], -np.diag(jac**2) + np.diag(np.where(step.log, jac * grad, 0.0))
+    )
+    np.testing.assert_allclose(step.point(0.5)[1], theta[1] + 0.5 * step.delta[1])
 
 
 def _block_theta(v, layout, shift, s):
@@ -202,12 +222,7 @@ def test_a_wider_block_is_the_chain_rule():
 
     grad, hess = _grad_hess(ell, theta)
     shift = np.array([0.1, 9.0, 0.3, 9.0, 9.0, 0.05, 0.2])  # 9.0: covariances, not read
-    seen = {}
-
-    def direction(h_v, g_v):
-        seen.update(h=h_v, g=g_v)
-        return modified_newton_step(h_v, g_v)
-
+    seen, direction = _recorded_direction()
     step = newton_step(layout, np.ones(7, bool), theta, grad, hess, direction, shift)
     assert step.block.tolist() == [[0, 1, 3], [1, 2, 4], [3, 4, 5]]
     c = np.where(log_entries(layout), shift, 0.0)
@@ -369,7 +384,7 @@ def test_a_group_variance_small_next_to_its_error_converges_as_without_the_compo
 def test_a_random_slope_beside_a_component_converges_in_four():
     """A random intercept and slope (the slope's variance small next to its error) and a
     nested component, interior optimum: with the slope's variance on the shifted log
-    scale and the covariance as a shifted correlation, four evaluations (five with the
+    scale and Ψ* + C in modified Cholesky coordinates, four evaluations (five with the
     random effects' Ψ* stepped plainly)."""
     df = _sloped(100, 8, 5, seed=2)
     model = dmixed.MixedLM.from_formula(

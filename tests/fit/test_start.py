@@ -5,10 +5,12 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import dmixed
 from dmixed import MixedLM, kernels
+from dmixed.errors import BoundaryWarning, DataError
 from dmixed.fit.profiled import ProfiledObjective
 from dmixed.fit.start import START_FLOOR, moment_start, start_value
 
@@ -195,3 +197,103 @@ def test_start_value_is_the_evaluation_s_llf(reml, use_sqrt):
         want = obj.evaluate(packed).llf
         assert got == want
         assert obj.n_evals == 2 * first  # counted as evaluate counts; not cached
+
+
+def _crossed_frame(seed: int = 0, n: int = 3000) -> pd.DataFrame:
+    """20 groups, each holding most of 12 levels of ``s`` (wide enough that the
+    components are held crossed, one slot each)."""
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame(
+        {"g": rng.integers(0, 20, n), "s": rng.integers(0, 12, n), "x": rng.normal(size=n)}
+    )
+    df["y"] = df["x"] + rng.normal(size=n) + rng.normal(size=12)[df["s"]]
+    return df
+
+
+@pytest.mark.parametrize("source", ["pandas", "dask"])
+@pytest.mark.parametrize("crossed", [False, True])
+@pytest.mark.parametrize("relabel", [False, True])
+def test_components_equal_in_value_under_other_names_are_refused(source, crossed, relabel):
+    """One factor under two names (or relabelled in another order) makes two components
+    whose variances trade at one likelihood: refused before the optimizer, naming both,
+    whether the components are held padded or crossed, from pandas or Dask."""
+    if crossed:
+        df = _crossed_frame()
+    else:
+        df = make_data(n_groups=30, max_size=20, vc_sd=0.7, seed=4).rename(
+            columns={"sub": "s", "x1": "x"}
+        )
+    df["s2"] = (df["s"].astype(str) + "z").map(lambda v: v[::-1]) if relabel else df["s"]
+    data = df
+    if source == "dask":
+        dd = pytest.importorskip("dask.dataframe")
+        data = dd.from_pandas(df, npartitions=3)
+    vc = {"a": "0 + C(s)", "b": "0 + C(s2)"}
+    model = dmixed.mixedlm("y ~ x", data, groups="g", vc_formula=vc)
+    assert model.statistics().fit_layout.r <= kernels.MOMENT_MAX_R
+    with pytest.raises(DataError, match="variance components 'a' and 'b' have equal"):
+        model.fit()
+
+
+def test_components_equal_in_value_held_padded_wider_than_the_moment_sums_are_refused():
+    """Five levels a group: ten padded columns, too wide for the moment sums, too
+    narrow to be held crossed; the padded statistics in this process decide."""
+    rng = np.random.default_rng(3)
+    n = 2000
+    df = pd.DataFrame({"g": rng.integers(0, 40, n), "s": rng.integers(0, 5, n)})
+    df["x"] = rng.normal(size=n)
+    df["y"] = df["x"] + rng.normal(size=n) + rng.normal(size=5)[df["s"]]
+    df["s2"] = (df["s"] * 3) % 5
+    model = dmixed.mixedlm("y ~ x", df, groups="g", vc_formula={"a": "0 + C(s)", "b": "0 + C(s2)"})
+    stats = model.statistics()
+    assert type(stats.engine).__name__ == "LocalEngine"
+    assert stats.fit_layout.r > kernels.MOMENT_MAX_R
+    with pytest.raises(DataError, match="variance components 'a' and 'b' have equal"):
+        model.fit()
+
+
+def test_exog_vc_matrices_proportional_across_groups_are_refused():
+    """statsmodels' exog_vc: the same indicator columns in another order, scaled by 2."""
+    df = _crossed_frame(seed=1)
+    g = df["g"].to_numpy()
+    eye = np.eye(12)
+    a = {k: eye[df["s"][g == k]] for k in np.unique(g)}
+    b = {k: 2.0 * eye[(df["s"][g == k] * 7) % 12] for k in np.unique(g)}
+    exog = np.column_stack([np.ones(len(df)), df["x"]])
+    model = MixedLM(df["y"].to_numpy(), exog, g, exog_vc={"a": a, "b": b})
+    with pytest.raises(DataError, match="'a' and 'b' have equal"):
+        model.fit()
+
+
+def test_components_differing_in_one_row_are_fitted():
+    """One row apart the two variances are identified (weakly): no refusal."""
+    df = _crossed_frame(seed=2)
+    df["s2"] = df["s"]
+    df.loc[0, "s2"] = (df.loc[0, "s"] + 1) % 12
+    vc = {"a": "0 + C(s)", "b": "0 + C(s2)"}
+    model = dmixed.mixedlm("y ~ x", df, groups="g", vc_formula=vc)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BoundaryWarning)  # one of them may end at zero
+        res = model.fit()
+    assert np.isfinite(res.llf) and len(res.vcomp) == 2
+
+
+def test_the_check_and_the_start_share_one_moment_pass(monkeypatch):
+    """Two components held padded: the moment sums (G r⁴) are made once per fit."""
+    calls = []
+    original = kernels.moment_contributions
+
+    def spy(block):
+        calls.append(1)
+        return original(block)
+
+    monkeypatch.setattr(kernels, "moment_contributions", spy)
+    df = make_data(n_groups=60, max_size=20, vc_sd=0.7, seed=5)
+    df["sub2"] = df["sub"].where(df["x2"] > 0, "d")
+    vc = {"a": "0 + C(sub)", "b": "0 + C(sub2)"}
+    model = dmixed.mixedlm("y ~ x1", df, groups="g", vc_formula=vc)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BoundaryWarning)
+        model.fit()
+    assert type(model.statistics().engine).__name__ == "LocalEngine"
+    assert calls == [1]

@@ -143,6 +143,21 @@ def test_moment_sums_match_their_definitions(monkeypatch, r):
     np.testing.assert_allclose(halves.zz_zz, got.zz_zz, rtol=1e-12, atol=1e-12)
 
 
+def test_component_frobenius_sums_are_the_moment_equations_entries(monkeypatch):
+    """Σ_i ‖W_il'W_il'‖²_F per pair of components, over several chunks: the moment
+    equations' entries of the components (Σ_i tr(E_l A_i E_l' A_i))."""
+    monkeypatch.setattr(kernels.groups, "GROUP_CHUNK", 5)
+    rng = np.random.default_rng(7)
+    layout = Layout(1, (2, 3))
+    zi = rng.normal(size=(17, 6, layout.r))
+    zz = np.einsum("gia,gib->gab", zi, zi)
+    block = kernels.StatsBlock(zz, rng.normal(size=(17, layout.r, 3)))
+    got = kernels.vc_frobenius(block, layout.k_re, layout.slot_component)
+    basis = layout.basis()[layout.k_re2 :]
+    want = np.einsum("jab,kcd,gbc,gda->jk", basis, basis, zz, zz)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
 def _random_statistics(r: int, seed: int):
     """Per-group ``zz`` (30, r, r) (positive semi-definite), ``zxy`` (30, r, 4) and a
     random lower-triangular Λ."""

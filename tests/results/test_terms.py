@@ -46,6 +46,12 @@ def test_k_constant_is_statsmodels(data, formula, tmp_path):
         ("y ~ 0 + x1 + x2", None, False, 0),
         ("y ~ 0 + x1 + z", "1 + x2", True, 1),  # variance components held structured
         ("y ~ 0 + x1 + x2", "1 + x2", True, 0),
+        # neither design has a column of ones: the column sums kept by the data pass
+        ("y ~ 0 + x1 + z", "0 + x2", False, 1),
+        ("y ~ 0 + x1 + u + v", "0 + x2", False, 1),
+        ("y ~ 0 + x1 + x2", "0 + x2", False, 0),
+        ("y ~ 0 + x1 + u + v", "0 + x2", True, 1),
+        ("y ~ 0 + x1 + x2", "0 + x1", True, 0),
     ],
 )
 def test_k_constant_is_decided_from_the_data_in_process_on_dask_and_from_statistics(

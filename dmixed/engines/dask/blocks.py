@@ -55,6 +55,7 @@ class Block:
     ragged: RaggedVC | None = None
     crossed: CrossedVC | None = None
     stats: StatsBlock | None = None
+    column_sums: np.ndarray | None = None
 
 
 def packed_stats(values: np.ndarray, packed: PackedLayout) -> StatsBlock:
@@ -125,10 +126,12 @@ def to_block(
         values, terms = terms.packed(), None
     correction = combined[2] if len(combined) > 2 else None
     within = None if correction is None else np.array(correction)
+    column_sums = None
     if global_sums is None:
         xyxy, n, slw, dropped = np.zeros((packed.k, packed.k)), 0, 0.0, 0
     else:
         xyxy, n, slw, dropped = packed.unpack_global(global_sums)
+        column_sums = packed.unpack_column_sums(global_sums)
         total = packed.unpack_within(global_sums)
         within = None if total is None else total + (0.0 if within is None else within)
     return Block(
@@ -144,6 +147,7 @@ def to_block(
         within=within,
         exchange=exchange,
         stats=packed_stats(values, packed) if held else None,
+        column_sums=column_sums,
     )
 
 
@@ -172,6 +176,7 @@ def block_summary(block: Block) -> Block:
         standardization=block.standardization,
         within=block.within,
         exchange=block.exchange,
+        column_sums=block.column_sums,
     )
 
 
@@ -259,6 +264,7 @@ def assemble_blocks(summaries: list[Block], k: int) -> Assembly:
         int(sum(b.n for b in summaries)),
         float(sum(b.sum_log_weights for b in summaries)),
         within,
+        summaries[0].column_sums if summaries else None,  # block 0's: all rows'
     )
     return Assembly(
         order.labels,
@@ -285,12 +291,38 @@ def reorder(position: np.ndarray, values: np.ndarray) -> np.ndarray:
     return np.take(values.reshape(n, -1), inverse, axis=0).reshape(values.shape)
 
 
+def reorder_parts(position: np.ndarray, parts: list[np.ndarray]) -> np.ndarray:
+    """:func:`reorder` of the blocks' ``parts`` concatenated, without the
+    concatenation: block ``b``'s rows go straight to their places,
+    ``out[position[offset_b + i]] = parts[b][i]``, each row moved as one item of its
+    bytes (a numpy void: one copy a row, where a fancy assignment of ``(r,)`` or
+    ``(r, r)`` sub-arrays is 3–4× slower), the same values bit for bit.  Parts of
+    different dtypes or row shapes are concatenated first (numpy's promotion)."""
+    first = parts[0]
+    n = sum(len(p) for p in parts)
+    out = np.empty((n, *first.shape[1:]), dtype=first.dtype)
+    width = int(np.prod(first.shape[1:], dtype=np.int64))  # entries a row
+    same = all(p.dtype == first.dtype and p.shape[1:] == first.shape[1:] for p in parts)
+    if not same or n == 0 or width == 0:
+        return reorder(position, np.concatenate(parts))
+    item = np.dtype((np.void, out.itemsize * width))
+    rows = out.reshape(n, width).view(item).reshape(n)
+    start = 0
+    for part in parts:
+        stop = start + len(part)
+        if stop > start:
+            source = np.ascontiguousarray(part).reshape(stop - start, width)
+            rows[position[start:stop]] = source.view(item).reshape(-1)
+        start = stop
+    return out
+
+
 def gathered_engine(dense: list, asm: Assembly, layout: Layout):
     """The in-process engine (:func:`~dmixed.engines.local.local_engine`: structured
     variance components where they apply, as for in-memory rows) on gathered
     ``(zz, zxy)`` pairs of the blocks, groups in sorted order."""
     r = layout.r
     k = asm.glob.xyxy.shape[0]
-    zz = np.concatenate([np.zeros((0, r, r))] + [d[0] for d in dense])
-    zxy = np.concatenate([np.zeros((0, r, k))] + [d[1] for d in dense])
-    return local_engine(reorder(asm.position, zz), reorder(asm.position, zxy), layout)
+    zz = reorder_parts(asm.position, [np.zeros((0, r, r))] + [d[0] for d in dense])
+    zxy = reorder_parts(asm.position, [np.zeros((0, r, k))] + [d[1] for d in dense])
+    return local_engine(zz, zxy, layout)

@@ -21,6 +21,7 @@ import operator
 import numpy as np
 import pandas as pd
 
+from ...kernels.rows import wants_within
 from ...kernels.term_table import TermRows, TermTable, add_rows_into, as_packed
 from ...kernels.vc_packed import accumulate_padded_into
 from ...stats.packed import PackedLayout
@@ -446,7 +447,7 @@ def combine_terms(
     first = parts[0][1]
     if not all(first.same_plan(v) for _, v in parts[1:]) or not _powers_of_two(first.factors):
         return None
-    if packed.r == 1 and target.z_intercept == 0:  # within-group sums: combine_exact
+    if wants_within(target, packed.r):  # within-group sums: combine_exact
         return None
     if len(parts) == 1:
         keys, rows = parts[0][0], first.rows
@@ -485,7 +486,7 @@ def combine_exact(
     e = target.z_intercept
     rows = sum(len(p[0]) for p in plain)
     # within-group sums exist where the profile uses them: one column, the intercept
-    if packed.r == 1 and e == 0 and rows > len(keys):  # a group in more than one part
+    if wants_within(target, packed.r) and rows > len(keys):  # a group in several parts
         corr = corr + _chan_correction(plain, keys, values, packed, e)
     return keys, values, corr
 

@@ -35,7 +35,7 @@ from .ahead import (
     hessian_parts,
     submit_steps_hessian,
 )
-from .blocks import Block, block_dense, reorder
+from .blocks import Block, block_dense, reorder_parts
 from .progress import died_error, gather, memory_limits, wait_for
 from .structured import concatenate_ragged
 
@@ -474,16 +474,15 @@ class DaskEngine:
         if self.collapsed_vc:  # ragged (RaggedBlup; RaggedCov, or BorderCov when crossed)
             blup = RaggedBlup.concatenate([b for b, _ in parts], self._position)
             return blup, type(parts[0][1]).concatenate([c for _, c in parts], self._position)
-        blup = reorder(self._position, np.concatenate([b for b, _ in parts]))
-        return blup, reorder(self._position, np.concatenate([c for _, c in parts]))
+        blup = reorder_parts(self._position, [b for b, _ in parts])
+        return blup, reorder_parts(self._position, [c for _, c in parts])
 
     def gather(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-group ``zz`` (G, r, r) and ``zxy`` (G, r, p+1) on the driver, in sorted
         group order (e.g. to save the statistics)."""
         parts = self._map(_block_gather)
-        zz = np.concatenate([z for z, _ in parts])
-        zxy = np.concatenate([x for _, x in parts])
-        return reorder(self._position, zz), reorder(self._position, zxy)
+        zz = reorder_parts(self._position, [z for z, _ in parts])
+        return zz, reorder_parts(self._position, [x for _, x in parts])
 
     def gather_ragged(self):
         """The statistics held structured on the workers (:attr:`collapsed_vc`), ragged

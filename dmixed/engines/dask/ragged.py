@@ -156,7 +156,7 @@ def ragged_rows(dm, keys: np.ndarray, slot_map: SlotMap, rp: RaggedPacked, std, 
         tables = [(uniq[pick], groups[pick])]
         tables += [(idx[bk == b], rows[bk == b]) for idx, rows, bk in cells]
         parts.append(tuple(tables))
-    glob = {k: base[k] for k in ("xyxy", "n", "sum_log_weights")}
+    glob = {k: base.get(k) for k in ("xyxy", "n", "sum_log_weights", "column_sums")}
     glob["within"] = None  # as the padded pass: the profile reads none with components
     return parts, glob
 

@@ -21,7 +21,7 @@ from ...stats import Layout
 from ...stats.blup_cov import slots_in_sorted_order
 from ..vc_crossed import CrossedVCEngine
 from ..vc_local import StructuredVCEngine, structured_layout, worth_structure
-from .blocks import Block, reorder
+from .blocks import Block, reorder_parts
 from .progress import gather
 
 
@@ -125,7 +125,7 @@ def concatenate_ragged(parts: list[RaggedVC], position: np.ndarray) -> RaggedVC:
     )
 
     def groups(name: str) -> np.ndarray:
-        return reorder(position, np.concatenate([getattr(p, name) for p in parts]))
+        return reorder_parts(position, [getattr(p, name) for p in parts])
 
     def slots(name: str) -> np.ndarray:
         return np.ascontiguousarray(np.concatenate([getattr(p, name) for p in parts])[order])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dmixed.engines.dask.blocks import (
     Block,
@@ -12,6 +14,7 @@ from dmixed.engines.dask.blocks import (
     block_summary,
     packed_stats,
     reorder,
+    reorder_parts,
     to_block,
 )
 from dmixed.kernels import StatsBlock
@@ -55,6 +58,44 @@ def test_reorder_puts_every_group_at_its_position(shape):
         assert out.shape == values.shape and out.dtype == values.dtype
         np.testing.assert_array_equal(out, expected)
         np.testing.assert_array_equal(np.signbit(out), np.signbit(expected))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 40), min_size=1, max_size=4),
+    shape=st.sampled_from([(), (1,), (3,), (2, 2), (2, 5)]),
+    dtype=st.sampled_from([np.float64, np.int64, np.float32]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_reorder_parts_is_reorder_of_the_concatenation(sizes, shape, dtype, seed):
+    """``reorder_parts`` writes every block's rows where ``reorder`` of the blocks
+    concatenated puts them, bit for bit (signed zeros too), whatever the blocks' sizes
+    (empty ones among them), row shapes and dtypes; a view of a part, not
+    contiguous, too."""
+    rng = np.random.default_rng(seed)
+    n = sum(sizes)
+    position = rng.permutation(n).astype(np.int64)
+    parts = []
+    for m in sizes:
+        whole = (rng.standard_normal((2 * m, *shape)) * 8).astype(dtype)
+        whole.reshape(-1)[::3] = -0.0
+        parts.append(whole[::2])  # every other row: a view, not contiguous
+    expected = reorder(position, np.concatenate(parts))
+    out = reorder_parts(position, parts)
+    assert out.shape == expected.shape and out.dtype == expected.dtype
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(np.signbit(out), np.signbit(expected))
+
+
+def test_reorder_parts_of_unlike_parts_concatenates_first():
+    """Parts of different dtypes take numpy's promotion, as their concatenation."""
+    position = np.array([2, 0, 1, 3])
+    parts = [np.array([1.5, -0.0]), np.array([3, 4], dtype=np.int64)]
+    out = reorder_parts(position, parts)
+    expected = reorder(position, np.concatenate(parts))
+    assert out.dtype == expected.dtype
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(np.signbit(out), np.signbit(expected))
 
 
 def _packed_rows(rng, g: int, packed):
