@@ -3,6 +3,7 @@
     python benchmarks/bench_vc_pass.py --trees base=/tmp/base new=. [--rounds 5]
     python benchmarks/bench_vc_pass.py --trees base=/tmp/base new=. --callgrind [--design]
     python benchmarks/bench_vc_pass.py --trees base=/tmp/base new=. --numbering
+    python benchmarks/bench_vc_pass.py --trees base=/tmp/base new=. --prepared --ids text
     ... [--ids int|text|categorical] [--shapes star-like 120x120x3 2x10000x3]
 
 Three shapes (issue 17): a star-like design (mlmRev's star has 26,796 rows of 11,106
@@ -22,6 +23,8 @@ data passes under ``valgrind --tool=callgrind`` (collected inside
 ``--design`` the design and the pass (``from_formula``, then the pass), per model.
 ``--numbering``: likewise the instructions of the component's numbering alone
 (``number_vc_cells`` and its slot table, with the component), per numbering.
+``--prepared``: likewise star-like's frame prepared (``prepare_columns``) with the spec
+of a Dask frame of the same rows as a worker gets it (unpickled, no caches), per frame.
 ``--ids``: star-like's student ids as integers (default), text (``"s<id>"``, object
 dtype) or a pandas categorical of the integers; ``--shapes``: a subset of the shapes.
 BLAS is pinned to one thread.
@@ -119,6 +122,21 @@ one()
 functools.reduce(one, range(3), None)
 """
 
+PREPARED = """
+import functools, pickle
+import dask.dataframe as dd
+from dmixed.design import build_spec
+from dmixed.design.prepare import prepare_columns
+make, formula, kw, vc = SHAPES["star-like"]
+data = make()
+spec = build_spec(dd.from_pandas(data, npartitions=2), formula, vc_formula=vc, **kw)
+state = pickle.dumps(spec)
+def prepared(*_):
+    return prepare_columns(pickle.loads(state), data)
+prepared()
+functools.reduce(prepared, range(3), None)
+"""
+
 NUMBERED = """
 import functools
 from dmixed.stats.keys import sorted_codes
@@ -147,9 +165,10 @@ def timed(tree: str, ids: str = "int") -> dict:
 def counted(tree: str, shape: str, which: str, design: bool = False, ids: str = "int") -> float:
     """Instructions per data pass (3 passes counted by callgrind; ``design``: the design
     and the pass, ``from_formula`` included); ``which`` ``"numbering"``: per numbering
-    of the component's pairs and its slot table alone; ``ids``: star-like's student ids
+    of the component's pairs and its slot table alone; ``"prepared"``: per frame
+    prepared with a spec as a Dask worker gets it (star-like); ``ids``: star-like's student ids
     as integers, text or a pandas categorical."""
-    code = SETUP + (NUMBERED if which == "numbering" else COUNTED)
+    code = SETUP + {"numbering": NUMBERED, "prepared": PREPARED}.get(which, COUNTED)
     argv = [os.path.abspath(tree), HERE, shape, which, "design" if design else "pass", ids]
     return callgrind_instructions(code, argv, _env(tree)) / 3
 
@@ -162,6 +181,9 @@ def main() -> None:
     ap.add_argument("--numbering", action="store_true", help="callgrind: the numbering alone")
     ap.add_argument("--design", action="store_true", help="callgrind: the design and the pass")
     ap.add_argument(
+        "--prepared", action="store_true", help="callgrind: a frame prepared as on a worker"
+    )
+    ap.add_argument(
         "--ids",
         choices=("int", "text", "categorical"),
         default="int",
@@ -171,12 +193,13 @@ def main() -> None:
     args = ap.parse_args()
     trees = dict(item.split("=", 1) for item in args.trees)
     shapes = tuple(args.shapes or ("star-like", "120x120x3", "2x10000x3"))
-    if args.numbering:
+    if args.numbering or args.prepared:
+        which = "numbering" if args.numbering else "prepared"
         print("| shape | " + " | ".join(trees) + " |")
         print("|---|" + "---:|" * len(trees))
-        for shape in shapes:
+        for shape in ("star-like",) if args.prepared else shapes:
             cells = [
-                f"{counted(tree, shape, 'numbering', ids=args.ids) / 1e6:.2f} M"
+                f"{counted(tree, shape, which, ids=args.ids) / 1e6:.2f} M"
                 for tree in trees.values()
             ]
             print(f"| {shape} | " + " | ".join(cells) + " |")

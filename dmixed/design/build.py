@@ -38,7 +38,7 @@ from .missing import missing_option
 from .plain import PlainFormula, indicator_info, read_plain
 from .prepare import normalized_frame, prepare_columns
 from .scan import LevelScan, is_dask
-from .vc import VCPlan, plan_variance_component
+from .vc import LevelNames, VCPlan, plan_variance_component
 
 if TYPE_CHECKING:
     from .spec import ModelSpec
@@ -506,23 +506,37 @@ def check_distinct_components(
     """
     re_columns = {"Intercept" if n == groups else n for n in exog_re_names}
     seen: dict[frozenset, str] = {}
-    for name, names in zip(vc_names, vc_column_names, strict=True):
+    for i, (name, names) in enumerate(zip(vc_names, vc_column_names, strict=True)):
+        if _apart(i, vc_column_names, re_columns):
+            continue  # (a component of 10^4 levels: no names written, hashed, compared)
         columns = frozenset(names)
-        shown = _some_names(names)
         if columns in seen:
             raise SpecError(
                 f"vc_formula components {seen[columns]!r} and {name!r} have the same "
-                f"columns ({shown}): their variances cannot be told apart (only their sum "
-                "is identified); drop one of them"
+                f"columns ({_some_names(names)}): their variances cannot be told apart "
+                "(only their sum is identified); drop one of them"
             )
         seen[columns] = name
         if columns <= re_columns:
             raise SpecError(
                 f"vc_formula component {name!r} has only columns of the random effects "
                 f"of re_formula {re_formula if re_formula is not None else '1'!r} "
-                f"({shown}): its variance cannot be told apart from theirs (cov_re); "
-                "drop the component or those columns from re_formula"
+                f"({_some_names(names)}): its variance cannot be told apart from theirs "
+                "(cov_re); drop the component or those columns from re_formula"
             )
+
+
+def _apart(i: int, vc_column_names: list, re_columns: set) -> bool:
+    """Whether component ``i``'s columns, named on first use (:class:`LevelNames`), are
+    told apart from every other component's and from ``re_columns`` by their prefix
+    alone (:meth:`LevelNames.apart`): then neither check can refuse it, nor another
+    component for being equal to it."""
+    names = vc_column_names[i]
+    return (
+        isinstance(names, LevelNames)
+        and names.apart(re_columns)
+        and all(names.apart(other) for j, other in enumerate(vc_column_names) if j != i)
+    )
 
 
 def _some_names(names, shown: int = 5) -> str:

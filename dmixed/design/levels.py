@@ -10,7 +10,8 @@ among the levels (a partition may hold any subset of the levels).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,13 +34,16 @@ __all__ = [
     "MISSING_CODE",
     "UNKNOWN_CODE",
     "level_codes",
+    "object_index",
     "arrow_text",
     "CodedText",
+    "ArrayLevels",
     "coded_text",
     "text_array",
     "text_order",
     "level_positions",
     "sorted_integers",
+    "coded_integers",
     "categorical_levels",
     "present_levels",
     "categorical_codes",
@@ -54,21 +58,32 @@ MISSING_CODE = -1
 UNKNOWN_CODE = -2
 
 
-def level_codes(s: pd.Series, index: pd.Index, text: Callable[[], Any] | None = None) -> np.ndarray:
-    """Codes of the values of ``s`` in the global levels ``index``: -1 missing, -2 unknown.
+def level_codes(
+    s: pd.Series,
+    levels: Sequence,
+    index: Callable[[], pd.Index] | None = None,
+    text: Callable[[], Any] | None = None,
+) -> np.ndarray:
+    """Codes of the values of ``s`` in the global ``levels``: -1 missing, -2 unknown.
 
-    ``text``: a function giving the levels as an Arrow string array (cached by the
-    caller), with which the values of an Arrow-backed text column are looked up by
-    Arrow's hashing (``index_in``) rather than as Python objects; None: from ``index``.
+    ``index``: a function giving the levels as an object index (cached by the caller;
+    None: made from ``levels``), asked for only where values are looked up as Python
+    objects: not for a categorical whose categories are the levels, nor for an
+    Arrow-backed text column whose values ``text`` finds.  ``text``: a function giving
+    the levels as an Arrow string array (cached by the caller), in which the values of
+    an Arrow-backed text column are looked up by Arrow's hashing (``index_in``);
+    None: looked up in the index.
     """
+    if index is None:
+        index = functools.partial(object_index, levels)
     dt = s.dtype
     cls = column_class(dt)
     if cls == "categorical":
+        own = categorical_codes(s, levels)
+        if own is not None:
+            return own
         cats = dt.categories
-        raw = s.cat.codes.to_numpy()
-        if len(cats) == len(index) and cats.equals(index):
-            return raw.astype(np.int64, copy=False)
-        return _remap(raw, index.get_indexer(cats.to_numpy(dtype=object)))
+        return _remap(s.cat.codes.to_numpy(), index().get_indexer(cats.to_numpy(dtype=object)))
     if cls in ("arrow-dict", "string") and (
         isinstance(dt, pd.ArrowDtype)
         or (isinstance(dt, pd.StringDtype) and dt.storage == "pyarrow")
@@ -80,9 +95,14 @@ def level_codes(s: pd.Series, index: pd.Index, text: Callable[[], Any] | None = 
     else:
         values = s.to_numpy(dtype=object)
     fc, uniques = pd.factorize(values, use_na_sentinel=True)
-    codes = _remap(fc, index.get_indexer(np.asarray(uniques, dtype=object)))
+    codes = _remap(fc, index().get_indexer(np.asarray(uniques, dtype=object)))
     codes[missing_mask(values, CATEGORICAL)] = MISSING_CODE
     return codes
+
+
+def object_index(levels: Sequence) -> pd.Index:
+    """The levels as an object index (what :func:`level_codes` looks values up in)."""
+    return pd.Index(np.asarray(list(levels), dtype=object))
 
 
 def _remap(raw: np.ndarray, mapping: np.ndarray) -> np.ndarray:
@@ -163,6 +183,53 @@ def coded_text(s: pd.Series, kept: np.ndarray | None = None) -> CodedText | None
     return CodedText(distinct.take(order), rank[ind])
 
 
+class ArrayLevels(Sequence):
+    """Sorted levels held as the array they were found as (:attr:`array`: a numpy array
+    of numbers, or an Arrow string array), listed as Python values on first use: a
+    component of 10^4 levels costs no Python object per level until its labels are
+    shown.  A read-only sequence equal to the list of the same values; pickled as the
+    array (a spec shipped to Dask workers looks text up in it, :func:`level_codes`,
+    with no array rebuilt)."""
+
+    def __init__(self, array, listed: list | None = None) -> None:
+        self.array = array
+        self._list = listed  # (the list too, where the levels were found as one)
+
+    @property
+    def text(self):
+        """The levels as an Arrow string array, or None where they are numbers."""
+        return None if isinstance(self.array, np.ndarray) else self.array
+
+    def tolist(self) -> list:
+        """The levels as a list of Python values (made once)."""
+        if self._list is None:
+            a = self.array
+            self._list = a.tolist() if isinstance(a, np.ndarray) else a.to_pylist()
+        return self._list
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def __getitem__(self, i):
+        return self.tolist()[i]
+
+    def __iter__(self):
+        return iter(self.tolist())
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, (list, tuple, ArrayLevels)):
+            return self.tolist() == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  (equal to a list, which has none)
+
+    def __repr__(self) -> str:
+        return repr(self.tolist())
+
+    def __reduce__(self):
+        return ArrayLevels, (self.array,)
+
+
 #: the most 8-byte words :func:`text_order` sorts by (beyond: Arrow's sort)
 TEXT_KEY_WORDS = 3
 
@@ -172,7 +239,8 @@ def text_order(arr) -> np.ndarray | None:
     bytes (Python's order of the strings), by numpy: the bytes after those all values
     begin with, zero-padded, and the length after them, as at most
     :data:`TEXT_KEY_WORDS` big-endian words compared in turn (``numpy.lexsort``; the
-    values are distinct); None where the values are longer than that."""
+    values are distinct; in one word, with each value's position in the bits left,
+    sorted by ``numpy.sort``: no argsort); None where the values are longer than that."""
     import pyarrow as pa
 
     n = len(arr)
@@ -196,8 +264,17 @@ def text_order(arr) -> np.ndarray | None:
         if p + j >= shortest:
             byte[lengths <= p + j] = 0
         keys[j // 8] |= byte << np.uint64(56 - 8 * (j % 8))
-    keys[-1] |= (lengths - p).astype(np.uint64)  # (in the last byte: fewer than 256)
-    return np.argsort(keys[0]) if words == 1 else np.lexsort(keys[::-1])
+    if words > 1:
+        keys[-1] |= (lengths - p).astype(np.uint64)  # (in the last byte: fewer than 256)
+        return np.lexsort(keys[::-1])
+    # one word: the length right after the bytes, each value's position in the bits
+    # below (the keys are distinct: the positions never decide), sorted as numbers
+    free = 56 - 8 * (longest - p)
+    keys[0] |= (lengths - p).astype(np.uint64) << np.uint64(free)
+    if n > 1 << free:
+        return np.argsort(keys[0])
+    keys[0] |= np.arange(n, dtype=np.uint64)
+    return (np.sort(keys[0]) & np.uint64((1 << free) - 1)).astype(np.intp)
 
 
 def text_array(levels: list):
@@ -229,7 +306,7 @@ def _text_mapping(dictionary, text: Callable[[], Any] | None) -> np.ndarray | No
 
 
 def _arrow_codes(
-    s: pd.Series, index: pd.Index, text: Callable[[], Any] | None = None
+    s: pd.Series, index: Callable[[], pd.Index], text: Callable[[], Any] | None = None
 ) -> np.ndarray:
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -242,7 +319,7 @@ def _arrow_codes(
             chunk = chunk.dictionary_encode()
         mapping = _text_mapping(chunk.dictionary, text)
         if mapping is None:
-            mapping = index.get_indexer(np.asarray(chunk.dictionary.to_pylist(), dtype=object))
+            mapping = index().get_indexer(np.asarray(chunk.dictionary.to_pylist(), dtype=object))
         ind = pc.fill_null(chunk.indices, MISSING_CODE).to_numpy(zero_copy_only=False)
         out.append(_remap(ind, mapping))
     if not out:
@@ -270,15 +347,26 @@ def sorted_integers(values: np.ndarray) -> np.ndarray:
     """The distinct values of an integer array, sorted (``.tolist()``: their
     :func:`sorted_levels`): in a narrow range by a bitmap of the values seen (time
     linear in the values and the range), else by :func:`numpy.unique`."""
+    return coded_integers(values)[0]
+
+
+def coded_integers(values: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`sorted_integers` of an integer array and, where found by the bitmap, each
+    value's position among them (int64: what :func:`level_positions` gives; None
+    otherwise): the offset from the first where they are every integer of their range,
+    else the count of levels below, read from the bitmap's running sum."""
     if values.size == 0:
-        return values[:0]
+        return values[:0], None
     low, high = int(values.min()), int(values.max())
     offsets = _as_offsets(values, low, high, values.size)
     if offsets is None:
-        return np.unique(values)
+        return np.unique(values), None
     seen = np.zeros(high - low + 1, dtype=bool)
     seen[offsets] = True
-    return np.flatnonzero(seen) + low
+    levels = np.flatnonzero(seen) + low
+    if levels.size == seen.size:  # low, low + 1, …, high
+        return levels, offsets
+    return levels, np.cumsum(seen, dtype=np.int64)[offsets] - 1
 
 
 def level_positions(levels: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -346,25 +434,34 @@ def categorical_levels(dtype: pd.CategoricalDtype, observed) -> list:
     return declared_observed(dtype, observed)
 
 
-def present_levels(s: pd.Series) -> list:
+def present_levels(s: pd.Series) -> list | ArrayLevels:
     """:func:`categorical_levels` of the categories present in a pandas categorical
     column (missing values left out), found from its codes; integer categories declared
-    ascending (as pandas infers them) are their sorted levels already (no sort)."""
+    ascending (as pandas infers them) are their sorted levels already (no sort; kept as
+    their array, :class:`ArrayLevels`)."""
     dtype = s.dtype
+    categories = dtype.categories
     codes = s.cat.codes.to_numpy()
-    observed = _present_categories(dtype.categories, codes[codes >= 0])
-    if not dtype.ordered and dtype.categories.dtype.kind in "iu":
-        if dtype.categories.is_monotonic_increasing:  # (categories are distinct)
-            return observed
+    if not dtype.ordered and categories.dtype.kind in "iu":
+        if categories.is_monotonic_increasing:  # (categories are distinct)
+            seen = np.zeros(len(categories) + 1, dtype=bool)
+            seen[codes] = True  # (a missing value's -1 marks the last, not a category)
+            return ArrayLevels(categories.to_numpy()[seen[:-1]])
+    observed = _present_categories(categories, codes[codes >= 0])
     return categorical_levels(dtype, observed)
 
 
-def categorical_codes(s: pd.Series, levels: list) -> np.ndarray | None:
+def categorical_codes(s: pd.Series, levels: Sequence) -> np.ndarray | None:
     """The codes of a pandas categorical column among ``levels`` where those are its
     declared categories in declared order: its own codes, int64 (-1 missing; what
     :func:`level_codes` gives it); None where they are not."""
     categories = s.dtype.categories
-    if len(categories) != len(levels) or categories.tolist() != levels:
+    if len(categories) != len(levels):
+        return None
+    if isinstance(levels, ArrayLevels) and levels.text is None:  # numbers: as arrays
+        if not np.array_equal(categories.to_numpy(), levels.array):
+            return None
+    elif categories.tolist() != levels:
         return None
     return s.cat.codes.to_numpy().astype(np.int64)
 
@@ -400,7 +497,7 @@ def prototype(cols, kinds: dict, native: dict, levels: dict, size: int | None) -
         kind = kinds[c]
         if kind == CATEGORICAL:
             lv = levels[c]
-            data[c] = pd.Categorical.from_codes(idx % len(lv), dtype=pd.CategoricalDtype(lv))
+            data[c] = pd.Categorical.from_codes(idx % len(lv), dtype=pd.CategoricalDtype(list(lv)))
         elif kind == NUMERIC_LEVELS:
             lv = np.asarray(levels[c], dtype=native_dtype(native.get(c, "float")))
             data[c] = formulaic_levels(lv[idx % len(lv)], native.get(c), levels[c])

@@ -89,9 +89,10 @@ def prepare_columns(
     ``response=False`` (new rows to predict) skips the columns only the response uses
     and the weights column; ``random=False`` as well (the fixed part of new rows) reads
     only the columns of the fixed-effects formula (:func:`needed_columns`).
-    ``label_codes``: the codes of some label columns of this very frame among the
-    spec's levels, found with them (:attr:`~dmixed.design.scan.LevelScan.codes`), taken
-    instead of looking the values up again.
+    ``label_codes``: the codes of some label columns (and integer columns inside
+    ``C()``) of this very frame among the spec's levels, found with them
+    (:attr:`~dmixed.design.scan.LevelScan.codes`), taken instead of looking the values
+    up again.
 
     Raises
     ------
@@ -157,13 +158,22 @@ def _normalize(
         if kind == CATEGORICAL:
             codes = known.get(c)
             if codes is None:
-                codes = level_codes(s, spec.level_index(c), lambda c=c: spec.text_levels(c))
+                codes = level_codes(
+                    s,
+                    spec.levels[c],
+                    lambda c=c: spec.level_index(c),
+                    lambda c=c: spec.text_levels(c),
+                )
             norm.values[c] = codes
             norm.missing[c] = codes == MISSING_CODE
             norm.unknown[c] = codes == UNKNOWN_CODE
             continue
         if kind == NUMERIC_LEVELS:
-            norm.missing[c], codes = _numbered(spec, s, c)
+            codes = known.get(c)
+            if codes is None:
+                norm.missing[c], codes = _numbered(spec, s, c)
+            else:  # (integers numbered by the scan: none missing)
+                norm.missing[c] = np.zeros(len(s), dtype=bool)
             norm.codes[c] = codes
             norm.unknown[c] = codes == UNKNOWN_CODE
             norm.values[c] = s

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,12 +21,14 @@ import pandas as pd
 from ..errors import DataError
 from .dtypes import CATEGORICAL, check_plain_values, object_types, py_scalars, to_float
 from .levels import (
+    ArrayLevels,
     categorical_codes,
     categorical_levels,
+    coded_integers,
     coded_text,
     present_levels,
-    sorted_integers,
     sorted_levels,
+    text_array,
     unique_values,
 )
 from .missing import rows_with_missing
@@ -79,13 +80,14 @@ class LevelScan:
     column; ``n_total`` rows and ``n_kept`` after dropping missing values, and the
     response's finite ``response_range`` (each None when the scan did not read the
     data); ``arrays``: the levels of integer columns as the array they were found as
-    (what a variance component's plan keeps, without a conversion of the list);
-    ``text``: the levels of Arrow-backed text columns as the Arrow array they were
-    found as (what their values are looked up in, without a conversion of the list);
-    ``codes``: the codes of every row of a pandas frame's label columns among their
-    levels, where found with them (Arrow-backed text; categoricals whose levels are
-    their categories: :func:`~dmixed.design.levels.level_codes`' values, what preparing
-    that very frame takes instead of a look-up)."""
+    (what a variance component's plan keeps, without a conversion of the list; their
+    levels, those of Arrow-backed text columns and of categoricals of ascending integers
+    are :class:`~dmixed.design.levels.ArrayLevels`, listed when shown); ``codes``: the
+    codes of every row of a pandas frame's label columns among their levels, where found
+    with them (Arrow-backed text; categoricals whose levels are their categories:
+    :func:`~dmixed.design.levels.level_codes`' values; integers inside ``C()`` where no
+    row is dropped: :func:`~dmixed.design.levels.level_positions`' values), what
+    preparing that very frame takes instead of a look-up."""
 
     levels: dict[str, list]
     n_total: int | None = None
@@ -93,7 +95,6 @@ class LevelScan:
     response_range: tuple[float, float] | None = None
     types: dict[str, set] = field(default_factory=dict)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
-    text: dict[str, Any] = field(default_factory=dict)
     codes: dict[str, np.ndarray] = field(default_factory=dict)
 
 
@@ -160,14 +161,16 @@ def pandas_scan(df: pd.DataFrame, kinds: dict, plan: ScanPlan) -> LevelScan:
     for c in plan.level_cols:
         s = kept[c]
         if isinstance(s.dtype, np.dtype) and s.dtype.kind in "iu":
-            scan.arrays[c] = sorted_integers(s.to_numpy())  # numbers in C(): no missing value
-            levels[c] = scan.arrays[c].tolist()
+            # numbers in C(): no missing value; the codes of every row where all are kept
+            scan.arrays[c], codes = coded_integers(s.to_numpy())
+            levels[c] = ArrayLevels(scan.arrays[c])  # (listed as ints when shown)
+            if codes is not None and mask is None:
+                scan.codes[c] = codes
             continue
         text = coded_text(df[c], mask) if kinds[c] == CATEGORICAL else None
         if text is not None:  # Arrow-backed text: found, sorted and coded by Arrow
-            scan.text[c] = text.levels
             scan.codes[c] = text.codes  # (of every row of the frame)
-            levels[c] = text.levels.to_pylist()
+            levels[c] = ArrayLevels(text.levels)  # (listed as str when shown)
             continue
         if kinds[c] == CATEGORICAL and isinstance(s.dtype, pd.CategoricalDtype):
             levels[c] = present_levels(s)
@@ -278,6 +281,16 @@ def _partition_categories(results, c: str, meta) -> pd.CategoricalDtype | None:
     return pd.CategoricalDtype(list(merged), ordered=meta[c].dtype.ordered)
 
 
+def _shipped(levels: list):
+    """Text levels as an Arrow array beside their list (:class:`ArrayLevels`): the spec
+    goes to every partition's task, which looks Arrow text up in that array (no array
+    rebuilt from the list per task); other levels as they are."""
+    if not levels or not isinstance(levels[0], str):
+        return levels
+    arr = text_array(levels)
+    return levels if arr is None else ArrayLevels(arr, levels)
+
+
 def _combine(results, levels: dict, to_scan, declared, meta) -> LevelScan:
     n_total = sum(r.n for r in results)
     n_kept = sum(r.n_kept for r in results)
@@ -287,7 +300,7 @@ def _combine(results, levels: dict, to_scan, declared, meta) -> LevelScan:
         if dtype is not None:
             levels[c] = categorical_levels(dtype, vals)
         else:
-            levels[c] = sorted_levels(vals)
+            levels[c] = _shipped(sorted_levels(vals))
     types: dict[str, set] = {}
     for r in results:
         for c, t in r.types.items():

@@ -48,7 +48,7 @@ from .build import (
 )
 from .build_levels import group_native, scan_levels
 from .dtypes import group_keys, native_dtype, py_scalars
-from .levels import prototype, text_array
+from .levels import ArrayLevels, object_index, prototype, text_array
 from .matrices import (
     PlainPlan,
     find_plain_plan,
@@ -219,28 +219,20 @@ class ModelSpec(ModelNames):
 
     def categorical_dtype(self, col: str) -> pd.CategoricalDtype:
         """The pandas dtype of a label column: its global levels (cached)."""
-        return self._cached("dtype:" + col, lambda: pd.CategoricalDtype(self.levels[col]))
+        return self._cached("dtype:" + col, lambda: pd.CategoricalDtype(list(self.levels[col])))
 
     def level_index(self, col: str) -> pd.Index:
         """The global levels of a factor column as an object index (cached)."""
-        return self._cached(
-            "index:" + col, lambda: pd.Index(np.asarray(self.levels[col], dtype=object))
-        )
+        return self._cached("index:" + col, lambda: object_index(self.levels[col]))
 
     def text_levels(self, col: str):
         """The global levels of a factor column as an Arrow string array, or None where
         they are not all text (cached): what Arrow-backed text columns are looked up in
         (:func:`~dmixed.design.levels.level_codes`)."""
-        return self._cached("text:" + col, lambda: (text_array(self.levels[col]),))[0]
-
-    def keep_text_levels(self, found: Mapping[str, Any]) -> None:
-        """Take ``found`` (a label column → its levels as an Arrow string array, as the
-        scan found them: :attr:`~dmixed.design.scan.LevelScan.text`) for
-        :meth:`text_levels` of those of its columns the spec has levels of, instead of
-        rebuilding them from the list of levels."""
-        for col, levels in found.items():
-            if col in self.levels:
-                self._cached("text:" + col, lambda levels=levels: (levels,))
+        levels = self.levels[col]
+        if isinstance(levels, ArrayLevels) and levels.text is not None:  # (found so)
+            return levels.text
+        return self._cached("text:" + col, lambda: (text_array(levels),))[0]
 
     def level_array(self, col: str) -> np.ndarray:
         """The levels of a numeric column used inside ``C()``, sorted, as an array of
@@ -589,5 +581,4 @@ def build_spec_prepared(
     references = choose_references(spec, parsed, integers, data, dask_input)
     if references:
         spec = dataclasses.replace(spec, references=references)
-    spec.keep_text_levels(scan.text)
     return spec, check_response_not_constant(spec, data, scan, dask_input)

@@ -229,6 +229,20 @@ class LevelNames(Sequence):
     def __getstate__(self) -> dict:
         return {"expr": self.expr, "levels": self.levels, "_names": None}
 
+    def apart(self, other) -> bool:
+        """Whether none of these names can be among ``other`` (names written on first
+        use, or any collection of str) and they are not all absent from it for want of
+        names, told without writing them: every name here begins with ``expr[``, which
+        begins no name of ``other`` (of another :class:`LevelNames`: neither prefix
+        begins the other); False where that is not so, or where there are no names."""
+        if not len(self):
+            return False
+        mine = f"{self.expr}["
+        if isinstance(other, LevelNames):
+            theirs = f"{other.expr}["
+            return not (mine.startswith(theirs) or theirs.startswith(mine))
+        return not any(str(name).startswith(mine) for name in other)
+
 
 def _plain_indicator(
     formula: str, cols, levels: dict, kinds: dict, native: dict, context, arrays=None

@@ -86,7 +86,10 @@ class NewLevels:
 def _unseen(spec, s: pd.Series, c: str) -> np.ndarray:
     """Rows of ``s`` (column ``c``) holding a value that is not one of its levels."""
     if spec.column_kinds[c] != NUMERIC_LEVELS:
-        return level_codes(s, spec.level_index(c)) == UNKNOWN_CODE
+        codes = level_codes(
+            s, spec.levels[c], lambda: spec.level_index(c), lambda: spec.text_levels(c)
+        )
+        return codes == UNKNOWN_CODE
     present = s.notna().to_numpy()
     out = np.zeros(len(s), dtype=bool)
     values, inexact = native_values_exact(s[present], spec.native[c])

@@ -221,3 +221,30 @@ def test_dask_errors():
         build_spec(ddf, "y ~ x1", groups="G")
     with pytest.raises(ValueError, match=r"single level"):
         build_spec(dd.from_pandas(df.assign(a="z"), npartitions=3), "y ~ a", groups="g")
+
+
+def test_text_levels_reach_the_partitions_as_an_arrow_array(monkeypatch):
+    """A Dask frame's text levels travel with the spec as an Arrow array: an unpickled
+    spec looks Arrow text up in it (no object index of the levels, no array rebuilt from
+    the list), the same codes and levels as the pandas spec's."""
+    from dmixed.design import levels as levels_module
+    from dmixed.design import spec as spec_module
+    from dmixed.design.levels import ArrayLevels
+
+    df = make_df(seed=4)
+    df["lab"] = pd.array([f"s{i % 37}" for i in range(len(df))], dtype="str")
+    kw = dict(groups="g", vc_formula={"c": "0 + C(lab)"})
+    spec = build_spec(dd.from_pandas(df, npartitions=3), "y ~ x1", **kw)
+    local = build_spec(df, "y ~ x1", **kw)
+    assert isinstance(spec.levels["lab"], ArrayLevels)
+    assert spec.levels["lab"] == local.levels["lab"] == sorted(set(df["lab"]))
+    shipped = pickle.loads(pickle.dumps(spec))
+
+    def refused(*args, **kwargs):
+        raise AssertionError("looked up as Python objects")
+
+    for module in (levels_module, spec_module):
+        monkeypatch.setattr(module, "object_index", refused)
+        monkeypatch.setattr(module, "text_array", refused)
+    got = shipped.transform(df)
+    np.testing.assert_array_equal(got.vc_cols[0], local.transform(df).vc_cols[0])

@@ -14,6 +14,7 @@ from dmixed.design.levels import (
     UNKNOWN_CODE,
     categorical_codes,
     categorical_levels,
+    coded_integers,
     coded_text,
     level_codes,
     level_positions,
@@ -25,6 +26,11 @@ from dmixed.design.levels import (
     unique_values,
 )
 from tests._synth import QUICK
+
+
+def _no_index():
+    raise AssertionError("the levels' object index was asked for")
+
 
 DTYPES = [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint32, np.uint64]
 
@@ -47,6 +53,11 @@ def test_sorted_integers_are_the_sorted_levels(dtype, n, spread, seed):
     values = rng.integers(low, high, n, dtype=dtype, endpoint=True)
     found = sorted_integers(values)
     assert found.tolist() == sorted_levels(values.tolist())
+    levels, codes = coded_integers(values)  # (codes where found by the bitmap)
+    assert levels.tolist() == found.tolist()
+    if codes is not None:
+        assert codes.dtype == np.int64
+        assert codes.tolist() == level_positions(levels.astype(values.dtype), values).tolist()
 
 
 def test_sorted_integers_beyond_int64():
@@ -132,19 +143,16 @@ def test_text_levels_found_and_numbered_by_arrow_as_by_python(dtype, values, ext
     found = coded.levels.to_pylist()
     assert found == sorted_levels(unique_values(s))
     assert coded.codes.dtype == np.int64
-    assert (
-        coded.codes.tolist() == level_codes(s, pd.Index(np.asarray(found, dtype=object))).tolist()
-    )
+    assert coded.codes.tolist() == level_codes(s, found).tolist()
     levels = sorted(set(found) | set(extra[: len(extra) // 2]))
-    index = pd.Index(np.asarray(levels, dtype=object))
-    arrow = level_codes(s, index, lambda: text_array(levels))
-    assert arrow.tolist() == level_codes(s, index).tolist()
+    # (no object index of the levels: none text, without levels)
+    arrow = level_codes(s, levels, _no_index if levels else None, lambda: text_array(levels))
+    assert arrow.tolist() == level_codes(s, levels).tolist()
     kept = np.arange(len(s)) % 3 != 1  # the levels of the rows kept; every row coded
     coded = coded_text(s, kept)
     found = coded.levels.to_pylist()
     assert found == sorted_levels(unique_values(s[kept]))
-    index = pd.Index(np.asarray(found, dtype=object))
-    assert coded.codes.tolist() == level_codes(s, index).tolist()
+    assert coded.codes.tolist() == level_codes(s, found).tolist()
 
 
 def test_text_of_chunks_with_their_own_dictionaries():
@@ -164,8 +172,7 @@ def test_text_of_other_columns_is_not_found_by_arrow():
     assert coded_text(pd.Series(pd.Categorical(["b", "a"]))) is None
     assert text_array([1, "a"]) is None and text_array([1, 2]) is None
     s = pd.Series(pd.array(["a", "b", None], dtype="str"))
-    index = pd.Index(np.asarray([1, "a"], dtype=object))
-    assert level_codes(s, index, lambda: text_array([1, "a"])).tolist() == [1, -2, -1]
+    assert level_codes(s, [1, "a"], text=lambda: text_array([1, "a"])).tolist() == [1, -2, -1]
 
 
 @settings(max_examples=60, **QUICK)
@@ -212,11 +219,15 @@ def test_categorical_codes_are_those_of_the_look_up(categories, values):
     s = pd.Series(pd.Categorical(values, categories=categories))
     levels = present_levels(s)
     codes = categorical_codes(s, levels)
-    want = level_codes(s, pd.Index(np.asarray(levels, dtype=object)))
+    index = pd.Index(np.asarray(levels, dtype=object))
+    pos, raw = index.get_indexer(s.cat.categories.astype(object)), s.cat.codes.to_numpy()
+    want = np.where(raw < 0, -1, np.where(pos[raw] < 0, UNKNOWN_CODE, pos[raw]))
     if codes is None:
         assert levels != categories
-    else:
+    else:  # (the look-up's object index not made)
         assert codes.dtype == np.int64 and codes.tolist() == want.tolist()
+        assert level_codes(s, levels, _no_index).tolist() == want.tolist()
+    assert level_codes(s, levels).tolist() == want.tolist()
 
 
 @settings(max_examples=80, **QUICK)

@@ -7,10 +7,13 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dmixed.design import build_spec
 from dmixed.stats.constant import constant_value
 
+from .._synth import QUICK
 from .frames import make_df, vc_dense
 
 
@@ -176,6 +179,8 @@ def test_indicator_entries_are_their_scale_held_once():
         (None, {"a": "0 + C(sub)", "b": "C(sub) - 1"}, ["'a' and 'b'", "C(sub)[a]"]),
         ("1 + x1", {"a": "0 + x1"}, ["component 'a'", "re_formula '1 + x1'", "(x1)"]),
         ("1", {"a": "1"}, ["component 'a'", "re_formula '1'", "(Intercept)"]),
+        ("0 + C(sub)", {"a": "0 + C(sub)"}, ["component 'a'", "re_formula '0 + C(sub)'"]),
+        (None, {"a": "0 + C(sub)", "b": "0 + C(sub) + 0"}, ["'a' and 'b'", "C(sub)[a]"]),
     ],
 )
 @pytest.mark.parametrize("dask", [False, True], ids=["pandas", "dask"])
@@ -211,3 +216,27 @@ def test_dependent_columns_within_one_component_are_not_refused():
         vc_formula={"a": "0 + x2 + I(2 * x2)", "b": "0 + x1 + x2"},
     )
     assert model.vc_names == ["a", "b"]
+
+
+@settings(max_examples=200, **QUICK)
+@given(
+    st.text("ab[]()C", min_size=1, max_size=5),
+    st.lists(st.text("ab[]", max_size=3), min_size=0, max_size=4, unique=True),
+    st.one_of(
+        st.tuples(
+            st.text("ab[]()C", min_size=1, max_size=5),
+            st.lists(st.text("ab[]", max_size=3), unique=True),
+        ),
+        st.lists(st.text("ab[]()C", max_size=8), max_size=4),
+    ),
+)
+def test_names_told_apart_by_their_prefix_are_apart(expr, levels, other):
+    """``LevelNames.apart``: true only where none of its names is among the other's (a
+    list of names, or names written on first use) and it has names; then neither the
+    same columns nor a subset of them."""
+    from dmixed.design.vc import LevelNames
+
+    names = LevelNames(expr, levels)
+    other = LevelNames(*other) if isinstance(other, tuple) else other
+    if names.apart(other):
+        assert len(names) and not set(names) & set(other)
