@@ -99,6 +99,8 @@ def test_an_exog_vc_matrix_that_is_not_2d_is_refused_naming_it(shape):
     mats = {g: np.ones((5, 1)) for g in range(6)}
     with pytest.raises(DataError, match=r"exog_vc\['a'\]\[2\] has shape .*must be 2-D"):
         _vc_model({"a": {**mats, 2: np.ones(shape)}})
+
+
 @pytest.mark.filterwarnings("ignore::dmixed.errors.BoundaryWarning")
 @given(st.sampled_from(["C", "F"]), st.integers(0, 2**31))
 @settings(max_examples=6, deadline=None)
