@@ -41,6 +41,7 @@ from .fit.start import check_distinct_component_values, moment_start_packed
 from .fit.steps import check_fit_options, check_statsmodels_options, fit_start, objective
 from .results import MixedLMResults
 from .results.simulate import RowDistribution, row_distribution
+from .results.terms import constant_of_fit
 from .stats import (
     FittedStatistics,
     Layout,
@@ -377,6 +378,25 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         if self.rows is not None:
             return len(self.rows.endog)
         return int(self.statistics().glob.n)
+
+    @property
+    def k_constant(self) -> int | None:
+        """1 if the fixed-effects design holds a constant, else 0 (statsmodels'
+        ``k_constant``), by the rule the fit's results use
+        (:func:`~dmixed.results.terms.constant_of_fit`), so the model and its results
+        agree: a constant non-zero column, or the ones in the columns' span.
+
+        Computed on each access: on the rows in memory (the rank of ``[1 X]``,
+        ``O(n p²)``); for Dask data and a model of statistics, on the statistics of
+        the data pass (:meth:`statistics`), which a Dask model without them runs here
+        (one pass over the data, cached: the fit that follows reuses it); after
+        :meth:`remove_data` without statistics, from the formula; None for such a
+        model of arrays (neither rows nor statistics at hand).
+        """
+        stats = self.cached_statistics
+        if self.rows is None and stats is None and self.source is not None:
+            stats = self.statistics()
+        return constant_of_fit(self, stats)
 
     def param_names(self) -> list[str]:
         """statsmodels' parameter names: fixed effects, 'a Var'/'a x b Cov', 'name Var'."""

@@ -452,3 +452,42 @@ def test_rank_deficient_random_design_from_statistics_and_arrays():
     arrays = MixedLM(df["y"], np.ones((len(df), 1)), df["g"], exog_re=exog_re)
     with pytest.raises(dmixed.DataError, match=r"dependent columns \['x_re2', 'x_re3'\]$"):
         arrays.fit()
+
+
+@pytest.mark.parametrize(
+    "formula", ["y ~ x1 + x2", "y ~ 0 + x1 + x2", "y ~ 0 + C(site)", "y ~ 0 + x1 + z"]
+)
+def test_k_constant_of_a_formula_model_is_statsmodels(formula):
+    """On the model itself and ``model.data`` (statsmodels has both), as the results
+    say, for pandas and Dask data."""
+    import dask.dataframe as dd
+    import statsmodels.api as sm
+
+    df = make_data(n_groups=12, seed=4)
+    df = df.assign(site=np.array(list("abc"))[np.arange(len(df)) % 3], z=2.5)
+    theirs = sm.MixedLM.from_formula(formula, df, groups="g")
+    model = dmixed.mixedlm(formula, df, groups="g")
+    assert model.k_constant == theirs.k_constant == theirs.data.k_constant
+    assert model.data.k_constant == theirs.k_constant
+    lazy = dmixed.mixedlm(formula, dd.from_pandas(df, npartitions=2), groups="g")
+    assert lazy.k_constant == theirs.k_constant
+    assert lazy.data.k_constant == theirs.k_constant
+    assert lazy.fit().k_constant == lazy.k_constant
+
+
+def test_k_constant_of_an_array_model_is_statsmodels():
+    import statsmodels.api as sm
+
+    df = make_data(n_groups=12, seed=5)
+    y, g, x1 = df["y"].to_numpy(), df["g"].to_numpy(), df["x1"].to_numpy()
+    n = len(y)
+    for exog in (
+        np.column_stack([np.ones(n), x1]),
+        x1[:, None],
+        np.column_stack([x1, np.full(n, 3.0)]),
+        np.column_stack([x1, np.zeros(n), df["x2"].to_numpy()]),
+    ):
+        theirs = sm.MixedLM(y, exog, g)
+        model = MixedLM(y, exog, g)
+        assert model.k_constant == theirs.k_constant == theirs.data.k_constant
+        assert model.data.k_constant == theirs.k_constant

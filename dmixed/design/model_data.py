@@ -10,7 +10,8 @@ rows in memory and says so, as does a model whose data were removed
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,9 @@ class DataNames:
     ``ynames`` (the response), ``xnames`` (the fixed effects), ``exog_re_names``,
     ``exog_re_names_full`` (the random-effects covariance parameters, ``'a Var'`` and
     ``'a x b Cov'``), ``param_names`` (every parameter, as ``results.params``) and
-    ``row_labels`` (the pandas index of the kept rows; None for arrays).
+    ``row_labels`` (the pandas index of the kept rows; None for arrays);
+    ``k_constant``, the model's (``MixedLM.k_constant``), asked of ``constant_of`` at
+    the first access (for Dask data it may need the data pass).
     """
 
     ynames: str
@@ -38,11 +41,18 @@ class DataNames:
     exog_re_names_full: list[str]
     param_names: list[str]
     row_labels: pd.Index | None
+    constant_of: Callable[[], int | None] = field(repr=False, compare=False)
+
+    @cached_property
+    def k_constant(self) -> int | None:
+        """statsmodels' ``model.data.k_constant``: the model's ``k_constant``."""
+        return self.constant_of()
 
 
 class ModelData:
     """Mixin: statsmodels' data attributes over ``rows`` (the class provides ``rows``,
-    ``endog_name``, ``exog_names``, ``exog_re_names``, ``k_fe`` and ``param_names()``)."""
+    ``endog_name``, ``exog_names``, ``exog_re_names``, ``k_fe``, ``k_constant`` and
+    ``param_names()``)."""
 
     rows: RowData | None
     source: Any
@@ -50,6 +60,7 @@ class ModelData:
     exog_names: list[str]
     exog_re_names: list[str]
     k_fe: int
+    k_constant: int | None
     param_names: Callable[[], list[str]]
 
     #: whether :meth:`remove_data` dropped the model's data
@@ -142,6 +153,7 @@ class ModelData:
             exog_re_names_full=names[self.k_fe : self.k_fe + k_re2],
             param_names=names,
             row_labels=None if self.rows is None else self.rows.index,
+            constant_of=lambda: self.k_constant,
         )
 
     def predict(self, params, exog=None) -> np.ndarray:

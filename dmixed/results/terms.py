@@ -85,11 +85,12 @@ def constant_of_fit(model, stats) -> int | None:
     data: on the rows where the model holds them (:func:`constant_in_rows`), else on
     the statistics (:func:`~dmixed.stats.statistics.constant_in_statistics`: a Dask
     DataFrame, saved statistics), else from the formula (:func:`constant_in_spec`:
-    neither design has a column of ones); None for an array model without rows."""
+    neither design has a column of ones, or ``stats`` None); None for an array model
+    without rows."""
     rows = getattr(model, "rows", None)
     if rows is not None:
         return constant_in_rows(rows.exog)
-    found = constant_in_statistics(stats)
+    found = None if stats is None else constant_in_statistics(stats)
     if found is not None:
         return found
     spec = getattr(model, "spec", None)
