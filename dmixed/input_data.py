@@ -5,7 +5,8 @@ What the command line reads, checked before the data pass where it can be:
 - the files a ``--data`` argument stands for (globs, directories), absent ones refused;
   a results or statistics directory among them (:func:`refuse_inside_inputs`);
 - Parquet: every local file starts and ends with Parquet's magic bytes, else it is named;
-- CSV (``*.tsv`` tab-separated): a header naming a column twice is refused (pandas would
+- CSV (``*.tsv`` tab-separated): an empty file, and files that all hold only a header,
+  are refused naming them; a header naming a column twice is refused (pandas would
   rename the second ``x1.1``); the label columns (the group column and those inside
   ``C()``) are read as text unless every value of every file is a plain integer
   (:func:`label_types`), so that labels never depend on how rows fall into files or
@@ -164,18 +165,31 @@ def _open_text(path: str, storage_options: dict | None):
     return fsspec.open(path, "rt", compression="infer", newline="", **(storage_options or {}))
 
 
+def _records(fh, path: str):
+    """The records of an open CSV (or TSV) file, blank lines skipped (as pandas does)."""
+    from .stats.inputs import separator
+
+    return (row for row in csv.reader(fh, delimiter=separator(path)) if row)
+
+
 def csv_header(path: str, storage_options: dict | None = None) -> list[str]:
-    """The column names of a CSV (or TSV) file's first line.
+    """The column names of a CSV (or TSV) file's first line that is not blank (blank
+    lines are skipped, as pandas skips them).
 
     Raises
     ------
     JobError
-        A column named twice (naming the file, the column and both positions).
+        An empty file (no header: Dask's reader says only "No columns to parse"), or a
+        column named twice (naming the file, the column and both positions).
     """
-    from .stats.inputs import separator
-
     with _open_text(path, storage_options) as fh:
-        names = next(csv.reader(fh, delimiter=separator(path)), [])
+        names = next(_records(fh, path), [])
+    if not names:
+        raise JobError(
+            f"cannot read csv data: {path} is an empty file (no header, no rows); remove "
+            "it from the input",
+            EXIT_DATA,
+        )
     seen: dict[str, int] = {}
     for i, name in enumerate(names, 1):
         if name in seen:
@@ -186,6 +200,15 @@ def csv_header(path: str, storage_options: dict | None = None) -> list[str]:
             )
         seen[name] = i
     return names
+
+
+def csv_has_rows(path: str, storage_options: dict | None = None) -> bool:
+    """Whether a CSV (or TSV) file holds a row after its header (blank lines skipped):
+    its first two records read, not the file."""
+    with _open_text(path, storage_options) as fh:
+        records = _records(fh, path)
+        next(records, None)
+        return next(records, None) is not None
 
 
 def label_columns(model: dict) -> set[str]:
@@ -323,7 +346,8 @@ def read_data(
 def check_input(job: Job, files: list[str]) -> str:
     """The input's one format, every file checked as far as it can be without reading
     its rows (cheap: before a cluster is started): a local file called Parquet that is
-    not, a CSV header naming a column twice.
+    not; an empty CSV file, a CSV header naming a column twice, CSV files that all hold
+    only a header (the first two records of each file read until one holds a row).
 
     Raises
     ------
@@ -336,6 +360,13 @@ def check_input(job: Job, files: list[str]) -> str:
     else:
         for f in files:
             csv_header(f, job.storage_options)
+        if not any(csv_has_rows(f, job.storage_options) for f in files):
+            named = ", ".join(files)
+            raise JobError(
+                f"cannot read csv data: no rows: {named} "
+                f"{'holds' if len(files) == 1 else 'hold'} only a header",
+                EXIT_DATA,
+            )
     return fmt
 
 

@@ -103,3 +103,32 @@ def test_a_header_naming_a_column_twice_is_refused(tmp_path):
     assert csv_header(_write(tmp_path / "a.tsv", "g\tx,y\n1\t2\n")) == ["g", "x,y"]
     with pytest.raises(JobError, match=r"a\.csv: the header names column 'x' twice"):
         csv_header(_write(tmp_path / "a.csv", "x,g,x\n1,2,3\n"))
+
+
+@pytest.mark.parametrize(
+    ("files", "match"),
+    [
+        ({"a.csv": ""}, r"a\.csv is an empty file \(no header, no rows\)"),
+        ({"a.csv": "\n\n"}, r"a\.csv is an empty file"),
+        ({"a.csv": "y,g\n1,2\n", "b.csv": ""}, r"b\.csv is an empty file"),
+        ({"a.csv": "y,g\n"}, r"no rows: .*a\.csv holds only a header"),
+        ({"a.csv": "y,g\n\n", "b.tsv": "y\tg\n"}, r"no rows: .*a\.csv, .*b\.tsv hold only"),
+    ],
+)
+def test_empty_csv_files_are_named_before_dask_reads_them(tmp_path, files, match):
+    """Dask's reader said "An error occurred while calling the read_csv method
+    registered to the pandas backend ... No columns to parse from file", naming no
+    file; a header alone left the data pass to say "data is empty"."""
+    paths = [_write(tmp_path / name, text) for name, text in files.items()]
+    job = Job(data=paths, output=str(tmp_path / "out"))
+    with pytest.raises(JobError, match=match) as err:
+        read_data(job)
+    assert err.value.status == 3
+    assert "read_csv method" not in str(err.value)
+
+
+def test_a_file_with_rows_among_header_only_ones_is_read(tmp_path):
+    a = _write(tmp_path / "a.csv", "y,g\n")
+    b = _write(tmp_path / "b.csv", "\ny,g\n1.5,2\n")
+    ddf, _ = read_data(Job(data=[a, b], output=str(tmp_path / "out")))
+    assert len(ddf.compute()) == 1
