@@ -32,6 +32,7 @@ __all__ = [
     "NEW_GROUPS",
     "Predictor",
     "check_new_groups",
+    "columns_frame",
     "formula_data",
     "transform_for_prediction",
     "predict_frame",
@@ -57,29 +58,53 @@ def formula_data(spec, data, exog):
     a formula model (``spec`` not None) moved to ``data``: statsmodels applies the
     formula to it, so it is new data, not a design matrix.
 
-    A mapping of columns as ``data`` (statsmodels' formula ``predict`` takes a dict) is
-    made a DataFrame.
+    ``data`` as statsmodels' formula ``predict`` also takes it is made a DataFrame
+    (:func:`columns_frame`): a mapping of columns, a pandas Series.
 
     Raises
     ------
     SpecError
         Both ``data`` and such an ``exog``.
     DataError
-        ``data`` of a formula model that is not a DataFrame nor a mapping of columns (an
-        ndarray has no column names to read).
+        ``data`` of a formula model that is none of these (an ndarray has no column
+        names to read), or columns of different lengths.
     """
     if spec is not None and data is not None and not _frame(data):
-        if not isinstance(data, Mapping):
-            raise DataError(
-                f"data must be a pandas or Dask DataFrame, got {type(data).__name__} (or a "
-                "dict of columns: a formula model reads its columns by name)"
-            )
-        data = pd.DataFrame(dict(data))
+        data = columns_frame(spec, data)
     if spec is None or not _frame(exog):
         return data, exog
     if data is not None:
         raise SpecError("pass the new rows once: as data or as exog, not both")
     return exog, None
+
+
+def columns_frame(spec, data) -> pd.DataFrame:
+    """New rows of a formula model as a DataFrame, as statsmodels' formula ``predict``
+    reads them: a mapping of columns (of scalars: one row, index ``[0]``); a Series
+    named as a column the model uses is that column, another Series is one row (its
+    name the row's label; its values' types inferred, a row of a mixed frame holding
+    objects).
+
+    Raises
+    ------
+    DataError
+        ``data`` that is none of these, or columns of different lengths.
+    """
+    if isinstance(data, pd.Series):
+        if data.name is not None and data.name in spec.columns_used:
+            return data.to_frame()
+        return data.to_frame().T.infer_objects()
+    if not isinstance(data, Mapping):
+        raise DataError(
+            f"data must be a pandas or Dask DataFrame, got {type(data).__name__} (or a "
+            "dict of columns, or a Series: a formula model reads its columns by name)"
+        )
+    columns = dict(data)
+    scalars = bool(columns) and all(np.ndim(v) == 0 for v in columns.values())
+    try:
+        return pd.DataFrame(columns, index=[0] if scalars else None)
+    except ValueError as exc:
+        raise DataError(f"the columns of data do not make a table: {exc}") from exc
 
 
 def _frame(value) -> bool:

@@ -282,3 +282,33 @@ def test_new_rows_of_a_formula_model_as_a_dict_or_an_array():
     )
     with pytest.raises(DataError, match="data must be a pandas or Dask DataFrame, got ndarray"):
         res.predict(new.to_numpy())
+
+
+@pytest.mark.filterwarnings("ignore::statsmodels.tools.sm_exceptions.ConvergenceWarning")
+@pytest.mark.filterwarnings("ignore:Using dict data structures:DeprecationWarning")
+def test_new_rows_as_scalars_or_a_series_are_read_as_statsmodels_reads_them():
+    """A dict of scalars (one row, index 0) raised pandas' "If using all scalar values,
+    you must pass an index"; a Series (a row, or a column the model uses) was refused.
+    statsmodels' prediction of the same input, or (where it fails: a row of a frame of
+    mixed types) of the frame it stands for."""
+    import statsmodels.api as sm
+
+    df = make_data(n_groups=20, max_size=10, seed=6)
+    cases = {
+        "y ~ x1 + x2": [
+            ({"x1": 0.3, "x2": np.float64(-1.0)}, None),
+            (df[["x1", "x2"]].iloc[3], None),
+            (df.iloc[5], df.iloc[[5]]),
+        ],
+        "y ~ x1": [(df["x1"].head(4), None), ({"x1": 2.0}, None)],
+    }
+    for formula, inputs in cases.items():
+        ours = mixedlm(formula, df, groups="g").fit()
+        theirs = sm.MixedLM.from_formula(formula, df, groups="g").fit()
+        for new, frame in inputs:
+            got = ours.predict(new)
+            want = theirs.predict(new if frame is None else frame)
+            np.testing.assert_array_equal(got.index, want.index)
+            np.testing.assert_allclose(got.to_numpy(), want.to_numpy(), rtol=1e-5)
+    with pytest.raises(DataError, match="the columns of data do not make a table"):
+        ours.predict({"x1": [1.0, 2.0], "g": [1, 2, 3]})
