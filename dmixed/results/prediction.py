@@ -54,9 +54,10 @@ def check_new_groups(new_groups: str) -> None:
 
 
 def formula_data(spec, data, exog):
-    """``(data, exog)`` of a ``predict``-like call, with a DataFrame passed as ``exog`` to
-    a formula model (``spec`` not None) moved to ``data``: statsmodels applies the
-    formula to it, so it is new data, not a design matrix.
+    """``(data, exog)`` of a ``predict``-like call, with a DataFrame, a mapping of columns
+    or a Series passed as ``exog`` to a formula model (``spec`` not None) moved to
+    ``data``: statsmodels applies the formula to it, so it is new data, not a design
+    matrix.
 
     ``data`` as statsmodels' formula ``predict`` also takes it is made a DataFrame
     (:func:`columns_frame`): a mapping of columns, a pandas Series.
@@ -71,11 +72,11 @@ def formula_data(spec, data, exog):
     """
     if spec is not None and data is not None and not _frame(data):
         data = columns_frame(spec, data)
-    if spec is None or not _frame(exog):
+    if spec is None or not (_frame(exog) or isinstance(exog, (pd.Series, Mapping))):
         return data, exog
     if data is not None:
         raise SpecError("pass the new rows once: as data or as exog, not both")
-    return exog, None
+    return (exog if _frame(exog) else columns_frame(spec, exog)), None
 
 
 def columns_frame(spec, data) -> pd.DataFrame:

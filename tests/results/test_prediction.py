@@ -310,5 +310,7 @@ def test_new_rows_as_scalars_or_a_series_are_read_as_statsmodels_reads_them():
             want = theirs.predict(new if frame is None else frame)
             np.testing.assert_array_equal(got.index, want.index)
             np.testing.assert_allclose(got.to_numpy(), want.to_numpy(), rtol=1e-5)
+            # statsmodels' argument is exog: for a formula model, the new data
+            pd.testing.assert_series_equal(ours.predict(exog=new), got)
     with pytest.raises(DataError, match="the columns of data do not make a table"):
         ours.predict({"x1": [1.0, 2.0], "g": [1, 2, 3]})
