@@ -39,6 +39,8 @@ __all__ = [
     "CodedText",
     "ArrayLevels",
     "coded_text",
+    "hashed_coded_text",
+    "packed_coded_text",
     "text_array",
     "text_order",
     "level_positions",
@@ -150,15 +152,23 @@ class CodedText:
 def coded_text(s: pd.Series, kept: np.ndarray | None = None) -> CodedText | None:
     """The sorted levels and the codes of an Arrow-backed text column (:class:`CodedText`;
     None for any other column), the levels those of the rows ``kept`` (a boolean mask;
-    None: all), from one dictionary encoding of its values (Arrow's hashing) and one sort
-    of the distinct values (their UTF-8 bytes, whose order is the code points' order): no
-    Python object per value, no second look-up of the rows."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
+    None: all): :func:`packed_coded_text` where the values are short, else
+    :func:`hashed_coded_text`; no Python object per value, no second look-up of the
+    rows."""
     arr = arrow_text(s)
     if arr is None:
         return None
+    coded = packed_coded_text(arr, kept)
+    return coded if coded is not None else hashed_coded_text(arr, kept)
+
+
+def hashed_coded_text(arr, kept: np.ndarray | None = None) -> CodedText:
+    """:func:`coded_text` of an Arrow string (chunked) array, from one dictionary encoding
+    of its values (Arrow's hashing) and one sort of the distinct values (their UTF-8
+    bytes, whose order is the code points' order)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     chunks = arr.dictionary_encode().chunks
     if len({len(ch.dictionary) for ch in chunks}) > 1:  # (chunks share one dictionary)
         chunks = arr.combine_chunks().dictionary_encode().chunks
@@ -181,6 +191,86 @@ def coded_text(s: pd.Series, kept: np.ndarray | None = None) -> CodedText | None
         order = pc.array_sort_indices(distinct).to_numpy()
     rank[order if kept is None else where[order]] = np.arange(len(order))
     return CodedText(distinct.take(order), rank[ind])
+
+
+def packed_coded_text(arr, kept: np.ndarray | None = None) -> CodedText | None:
+    """:func:`coded_text` of an Arrow string (chunked) array whose values are short: each
+    row's key, one 64-bit word, holds the bytes after those all values begin with (big
+    endian, zero-padded: compared as numbers, the UTF-8 bytes' order, so Python's), the
+    length where lengths differ (a value before its extensions by NUL bytes) and the
+    row's position in the bits below; one :func:`numpy.sort` of the keys gives the runs
+    of equal values, in order: the levels and every row's code, with no hashing.  Values
+    of one length are read as a matrix of the data buffer (no gather).  None where the
+    keys do not fit in one word (or no value is there)."""
+    import pyarrow as pa
+
+    a = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    n = len(a)
+    wide = np.int64 if pa.types.is_large_string(a.type) else np.int32
+    _, offsets_buf, data_buf = a.buffers()
+    if n == 0 or n - a.null_count == 0 or offsets_buf is None:
+        return None
+    offsets = np.frombuffer(offsets_buf, wide, n + 1, a.offset * np.dtype(wide).itemsize)
+    data = np.frombuffer(data_buf, np.uint8) if data_buf is not None else np.empty(0, np.uint8)
+    lengths = np.diff(offsets)
+    rows = None if a.null_count == 0 else np.flatnonzero(a.is_valid().to_numpy(False))
+    valid = lengths if rows is None else lengths[rows]
+    shortest, longest = int(valid.min()), int(valid.max())
+    m = n if rows is None else rows.size
+    pos_bits = (m - 1).bit_length()
+    if longest > 8 * TEXT_KEY_WORDS:  # (long values: their bytes not read here)
+        return None
+    first = int(offsets[0])
+    if int(lengths.min()) == int(lengths.max()):  # every row one length: a matrix
+        mat = data[first : first + n * longest].reshape(n, longest)
+        if rows is not None:
+            mat = mat[rows]
+    else:
+        starts = offsets[:-1].astype(np.int64)
+        if rows is not None:
+            starts = starts[rows]
+        at = starts[:, None] + np.arange(longest)
+        mat = data[np.minimum(at, data.size - 1)]  # (data.size > 0: some value is longer)
+        mat[np.arange(longest) >= valid[:, None].astype(np.int64)] = 0
+    p = 0  # the bytes every value begins with
+    if shortest:
+        same = (mat[:, :shortest] == mat[0, :shortest]).all(axis=0)
+        p = shortest if same.all() else int(np.argmin(same))
+    width = longest - p
+    len_bits = 0 if shortest == longest else width.bit_length()
+    low = len_bits + pos_bits
+    if 8 * width + low > 64:
+        return None
+    buf = np.zeros((m, 8), dtype=np.uint8)
+    buf[:, 8 - width :] = mat[:, p:]
+    keys = buf.view(">u8")[:, 0].astype(np.uint64)
+    if width:
+        keys <<= np.uint64(low)
+    if len_bits:
+        keys |= (valid - p).astype(np.uint64) << np.uint64(pos_bits)
+    keys |= np.arange(m, dtype=np.uint64)
+    keys.sort()
+    at = (keys & np.uint64((1 << pos_bits) - 1)).astype(np.intp)  # rows in order
+    value = keys >> np.uint64(pos_bits) if pos_bits else keys
+    new = np.empty(m, dtype=bool)
+    new[0] = True
+    np.not_equal(value[1:], value[:-1], out=new[1:])
+    heads = np.flatnonzero(new)  # each run's first (a distinct value)
+    level = np.arange(heads.size, dtype=np.int64)
+    if kept is not None:
+        kept_rows = kept if rows is None else kept[rows]
+        present = np.logical_or.reduceat(kept_rows[at], heads)
+        level = np.where(present, np.cumsum(present) - 1, UNKNOWN_CODE)
+        heads = heads[present]
+    code = np.empty(m, dtype=np.int64)
+    code[at] = level[np.cumsum(new) - 1]
+    if rows is None:
+        codes = code
+    else:
+        codes = np.full(n, MISSING_CODE, dtype=np.int64)
+        codes[rows] = code
+    firsts = at[heads] if rows is None else rows[at[heads]]
+    return CodedText(a.take(pa.array(firsts)), codes)
 
 
 class ArrayLevels(Sequence):
