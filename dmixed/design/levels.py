@@ -195,13 +195,15 @@ def hashed_coded_text(arr, kept: np.ndarray | None = None) -> CodedText:
 
 def packed_coded_text(arr, kept: np.ndarray | None = None) -> CodedText | None:
     """:func:`coded_text` of an Arrow string (chunked) array whose values are short: each
-    row's key, one 64-bit word, holds the bytes after those all values begin with (big
-    endian, zero-padded: compared as numbers, the UTF-8 bytes' order, so Python's), the
-    length where lengths differ (a value before its extensions by NUL bytes) and the
-    row's position in the bits below; one :func:`numpy.sort` of the keys gives the runs
-    of equal values, in order: the levels and every row's code, with no hashing.  Values
-    of one length are read as a matrix of the data buffer (no gather).  None where the
-    keys do not fit in one word (or no value is there)."""
+    row's key, one 64-bit word, holds its value's bytes (at most 8, read as one
+    big-endian word from the data buffer and zero-padded: compared as numbers, the UTF-8
+    bytes' order, so Python's), less the smallest such word (the bits all values share
+    drop out), then the length where lengths differ (a value before its extensions by
+    NUL bytes) and the row's position in the bits below; one :func:`numpy.sort` of the
+    keys gives the runs of equal values, in order: the levels and every row's code, with
+    no hashing.  Values of one length are read at a stride (no gather).  None where a
+    value is longer than 8 bytes or the keys do not fit in one word (or no value is
+    there)."""
     import pyarrow as pa
 
     a = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
@@ -211,43 +213,43 @@ def packed_coded_text(arr, kept: np.ndarray | None = None) -> CodedText | None:
     if n == 0 or n - a.null_count == 0 or offsets_buf is None:
         return None
     offsets = np.frombuffer(offsets_buf, wide, n + 1, a.offset * np.dtype(wide).itemsize)
-    data = np.frombuffer(data_buf, np.uint8) if data_buf is not None else np.empty(0, np.uint8)
     lengths = np.diff(offsets)
     rows = None if a.null_count == 0 else np.flatnonzero(a.is_valid().to_numpy(False))
     valid = lengths if rows is None else lengths[rows]
     shortest, longest = int(valid.min()), int(valid.max())
+    if longest > 8:
+        return None
     m = n if rows is None else rows.size
     pos_bits = (m - 1).bit_length()
-    if longest > 8 * TEXT_KEY_WORDS:  # (long values: their bytes not read here)
-        return None
+    data = np.frombuffer(data_buf, np.uint8) if data_buf is not None else np.empty(0, np.uint8)
+    if int(offsets[-1]) + 8 > data.size:  # (every value's word within the buffer)
+        data = np.concatenate([data, np.zeros(8, dtype=np.uint8)])
+    # words[i]: the 8 bytes from byte i, big-endian
+    words = np.ndarray((data.size - 7,), dtype=">u8", buffer=data, strides=(1,))
     first = int(offsets[0])
-    if int(lengths.min()) == int(lengths.max()):  # every row one length: a matrix
-        mat = data[first : first + n * longest].reshape(n, longest)
+    if longest == 0:
+        value = np.zeros(m, dtype=np.uint64)
+    elif int(lengths.min()) == int(lengths.max()):  # every row one length: a stride
+        value = words[first : first + n * longest : longest].astype(np.uint64)
         if rows is not None:
-            mat = mat[rows]
+            value = value[rows]
+        value >>= np.uint64(64 - 8 * longest)
     else:
-        starts = offsets[:-1].astype(np.int64)
-        if rows is not None:
-            starts = starts[rows]
-        at = starts[:, None] + np.arange(longest)
-        mat = data[np.minimum(at, data.size - 1)]  # (data.size > 0: some value is longer)
-        mat[np.arange(longest) >= valid[:, None].astype(np.int64)] = 0
-    p = 0  # the bytes every value begins with
-    if shortest:
-        same = (mat[:, :shortest] == mat[0, :shortest]).all(axis=0)
-        p = shortest if same.all() else int(np.argmin(same))
-    width = longest - p
-    len_bits = 0 if shortest == longest else width.bit_length()
-    low = len_bits + pos_bits
-    if 8 * width + low > 64:
+        starts = offsets[:-1] if rows is None else offsets[:-1][rows]
+        value = words[starts].astype(np.uint64)
+        kept_bytes = np.array([((1 << 8 * k) - 1) << 8 * (8 - k) for k in range(9)], np.uint64)
+        value &= kept_bytes[valid]  # (the bytes after a value zero)
+        value >>= np.uint64(64 - 8 * longest)
+    low = int(value.min())
+    span_bits = (int(value.max()) - low).bit_length()
+    len_bits = (longest - shortest).bit_length()
+    if span_bits + len_bits + pos_bits > 64:
         return None
-    buf = np.zeros((m, 8), dtype=np.uint8)
-    buf[:, 8 - width :] = mat[:, p:]
-    keys = buf.view(">u8")[:, 0].astype(np.uint64)
-    if width:
-        keys <<= np.uint64(low)
+    keys = value - np.uint64(low)
+    if span_bits:
+        keys <<= np.uint64(len_bits + pos_bits)
     if len_bits:
-        keys |= (valid - p).astype(np.uint64) << np.uint64(pos_bits)
+        keys |= (valid - shortest).astype(np.uint64) << np.uint64(pos_bits)
     keys |= np.arange(m, dtype=np.uint64)
     keys.sort()
     at = (keys & np.uint64((1 << pos_bits) - 1)).astype(np.intp)  # rows in order
