@@ -39,6 +39,8 @@ __all__ = [
     "CodedText",
     "ArrayLevels",
     "coded_text",
+    "hashed_coded_text",
+    "packed_coded_text",
     "text_array",
     "text_order",
     "level_positions",
@@ -150,15 +152,23 @@ class CodedText:
 def coded_text(s: pd.Series, kept: np.ndarray | None = None) -> CodedText | None:
     """The sorted levels and the codes of an Arrow-backed text column (:class:`CodedText`;
     None for any other column), the levels those of the rows ``kept`` (a boolean mask;
-    None: all), from one dictionary encoding of its values (Arrow's hashing) and one sort
-    of the distinct values (their UTF-8 bytes, whose order is the code points' order): no
-    Python object per value, no second look-up of the rows."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
+    None: all): :func:`packed_coded_text` where the values are short, else
+    :func:`hashed_coded_text`; no Python object per value, no second look-up of the
+    rows."""
     arr = arrow_text(s)
     if arr is None:
         return None
+    coded = packed_coded_text(arr, kept)
+    return coded if coded is not None else hashed_coded_text(arr, kept)
+
+
+def hashed_coded_text(arr, kept: np.ndarray | None = None) -> CodedText:
+    """:func:`coded_text` of an Arrow string (chunked) array, from one dictionary encoding
+    of its values (Arrow's hashing) and one sort of the distinct values (their UTF-8
+    bytes, whose order is the code points' order)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     chunks = arr.dictionary_encode().chunks
     if len({len(ch.dictionary) for ch in chunks}) > 1:  # (chunks share one dictionary)
         chunks = arr.combine_chunks().dictionary_encode().chunks
@@ -181,6 +191,88 @@ def coded_text(s: pd.Series, kept: np.ndarray | None = None) -> CodedText | None
         order = pc.array_sort_indices(distinct).to_numpy()
     rank[order if kept is None else where[order]] = np.arange(len(order))
     return CodedText(distinct.take(order), rank[ind])
+
+
+def packed_coded_text(arr, kept: np.ndarray | None = None) -> CodedText | None:
+    """:func:`coded_text` of an Arrow string (chunked) array whose values are short: each
+    row's key, one 64-bit word, holds its value's bytes (at most 8, read as one
+    big-endian word from the data buffer and zero-padded: compared as numbers, the UTF-8
+    bytes' order, so Python's), less the smallest such word (the bits all values share
+    drop out), then the length where lengths differ (a value before its extensions by
+    NUL bytes) and the row's position in the bits below; one :func:`numpy.sort` of the
+    keys gives the runs of equal values, in order: the levels and every row's code, with
+    no hashing.  Values of one length are read at a stride (no gather).  None where a
+    value is longer than 8 bytes or the keys do not fit in one word (or no value is
+    there)."""
+    import pyarrow as pa
+
+    a = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    n = len(a)
+    wide = np.int64 if pa.types.is_large_string(a.type) else np.int32
+    _, offsets_buf, data_buf = a.buffers()
+    if n == 0 or n - a.null_count == 0 or offsets_buf is None:
+        return None
+    offsets = np.frombuffer(offsets_buf, wide, n + 1, a.offset * np.dtype(wide).itemsize)
+    lengths = np.diff(offsets)
+    rows = None if a.null_count == 0 else np.flatnonzero(a.is_valid().to_numpy(False))
+    valid = lengths if rows is None else lengths[rows]
+    shortest, longest = int(valid.min()), int(valid.max())
+    if longest > 8:
+        return None
+    m = n if rows is None else rows.size
+    pos_bits = (m - 1).bit_length()
+    data = np.frombuffer(data_buf, np.uint8) if data_buf is not None else np.empty(0, np.uint8)
+    if int(offsets[-1]) + 8 > data.size:  # (every value's word within the buffer)
+        data = np.concatenate([data, np.zeros(8, dtype=np.uint8)])
+    # words[i]: the 8 bytes from byte i, big-endian
+    words = np.ndarray((data.size - 7,), dtype=">u8", buffer=data, strides=(1,))
+    first = int(offsets[0])
+    if longest == 0:
+        value = np.zeros(m, dtype=np.uint64)
+    elif int(lengths.min()) == int(lengths.max()):  # every row one length: a stride
+        value = words[first : first + n * longest : longest].astype(np.uint64)
+        if rows is not None:
+            value = value[rows]
+        value >>= np.uint64(64 - 8 * longest)
+    else:
+        starts = offsets[:-1] if rows is None else offsets[:-1][rows]
+        value = words[starts].astype(np.uint64)
+        kept_bytes = np.array([((1 << 8 * k) - 1) << 8 * (8 - k) for k in range(9)], np.uint64)
+        value &= kept_bytes[valid]  # (the bytes after a value zero)
+        value >>= np.uint64(64 - 8 * longest)
+    low = int(value.min())
+    span_bits = (int(value.max()) - low).bit_length()
+    len_bits = (longest - shortest).bit_length()
+    if span_bits + len_bits + pos_bits > 64:
+        return None
+    keys = value - np.uint64(low)
+    if span_bits:
+        keys <<= np.uint64(len_bits + pos_bits)
+    if len_bits:
+        keys |= (valid - shortest).astype(np.uint64) << np.uint64(pos_bits)
+    keys |= np.arange(m, dtype=np.uint64)
+    keys.sort()
+    at = (keys & np.uint64((1 << pos_bits) - 1)).astype(np.intp)  # rows in order
+    value = keys >> np.uint64(pos_bits) if pos_bits else keys
+    new = np.empty(m, dtype=bool)
+    new[0] = True
+    np.not_equal(value[1:], value[:-1], out=new[1:])
+    heads = np.flatnonzero(new)  # each run's first (a distinct value)
+    level = np.arange(heads.size, dtype=np.int64)
+    if kept is not None:
+        kept_rows = kept if rows is None else kept[rows]
+        present = np.logical_or.reduceat(kept_rows[at], heads)
+        level = np.where(present, np.cumsum(present) - 1, UNKNOWN_CODE)
+        heads = heads[present]
+    code = np.empty(m, dtype=np.int64)
+    code[at] = level[np.cumsum(new) - 1]
+    if rows is None:
+        codes = code
+    else:
+        codes = np.full(n, MISSING_CODE, dtype=np.int64)
+        codes[rows] = code
+    firsts = at[heads] if rows is None else rows[at[heads]]
+    return CodedText(a.take(pa.array(firsts)), codes)
 
 
 class ArrayLevels(Sequence):

@@ -16,8 +16,10 @@ from dmixed.design.levels import (
     categorical_levels,
     coded_integers,
     coded_text,
+    hashed_coded_text,
     level_codes,
     level_positions,
+    packed_coded_text,
     present_levels,
     sorted_integers,
     sorted_levels,
@@ -153,6 +155,38 @@ def test_text_levels_found_and_numbered_by_arrow_as_by_python(dtype, values, ext
     found = coded.levels.to_pylist()
     assert found == sorted_levels(unique_values(s[kept]))
     assert coded.codes.tolist() == level_codes(s, found).tolist()
+
+
+@settings(max_examples=120, **QUICK)
+@given(
+    st.sampled_from(["", "s", "é"]),
+    st.integers(0, 6),
+    st.lists(st.one_of(st.none(), st.text("ab\x00é€𝄞z", max_size=6)), max_size=40),
+    st.sampled_from([pa.string(), pa.large_string()]),
+    st.booleans(),
+    st.booleans(),
+)
+def test_packed_text_codes_equal_hashed(prefix, width, values, type_, sliced, with_kept):
+    """``packed_coded_text`` (short values packed in one word each, sorted as numbers)
+    gives ``hashed_coded_text``'s levels and codes, or None: values of one length (read
+    as a matrix) or not, shared prefixes, NUL bytes, non-ASCII, empty text, missing
+    values, slices, chunks, the levels of the rows kept."""
+    text = [None if v is None else prefix + (v.ljust(width, "a") if width else v) for v in values]
+    arr = pa.array(text, type_)
+    if sliced and len(arr) > 1:
+        arr = arr.slice(1)
+    chunked = pa.chunked_array([arr[: len(arr) // 2], arr[len(arr) // 2 :]], type_)
+    kept = np.arange(len(arr)) % 3 != 1 if with_kept else None
+    packed = packed_coded_text(chunked, kept)
+    hashed = hashed_coded_text(chunked, kept)
+    sizes = [len(v.encode()) for v in arr.to_pylist() if v is not None]
+    if sizes and max(sizes) <= 6:  # (48 bits, a length, a position: one word)
+        assert packed is not None
+    if packed is not None:
+        assert packed.levels.type == hashed.levels.type
+        assert packed.levels.to_pylist() == hashed.levels.to_pylist()
+        assert packed.codes.dtype == np.int64
+        assert packed.codes.tolist() == hashed.codes.tolist()
 
 
 def test_text_of_chunks_with_their_own_dictionaries():
