@@ -275,7 +275,32 @@ def packed_coded_text(arr, kept: np.ndarray | None = None) -> CodedText | None:
     return CodedText(a.take(pa.array(firsts)), codes)
 
 
-class ArrayLevels(Sequence):
+class ListedOnUse(Sequence):
+    """A read-only sequence listed on first use (:meth:`tolist`, made once by the
+    subclass), equal to the list of the same values; its length known without the
+    list."""
+
+    def tolist(self) -> list:
+        raise NotImplementedError
+
+    def __getitem__(self, i):
+        return self.tolist()[i]
+
+    def __iter__(self):
+        return iter(self.tolist())
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, (list, tuple, type(self))):
+            return self.tolist() == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  (equal to a list, which has none)
+
+    def __repr__(self) -> str:
+        return repr(self.tolist())
+
+
+class ArrayLevels(ListedOnUse):
     """Sorted levels held as the array they were found as (:attr:`array`: a numpy array
     of numbers, or an Arrow string array), listed as Python values on first use: a
     component of 10^4 levels costs no Python object per level until its labels are
@@ -301,22 +326,6 @@ class ArrayLevels(Sequence):
 
     def __len__(self) -> int:
         return len(self.array)
-
-    def __getitem__(self, i):
-        return self.tolist()[i]
-
-    def __iter__(self):
-        return iter(self.tolist())
-
-    def __eq__(self, other) -> bool:
-        if isinstance(other, (list, tuple, ArrayLevels)):
-            return self.tolist() == list(other)
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]  (equal to a list, which has none)
-
-    def __repr__(self) -> str:
-        return repr(self.tolist())
 
     def __reduce__(self):
         return ArrayLevels, (self.array,)

@@ -15,7 +15,6 @@ is checked against formulaic on the tiny prototype before it is used.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,7 +25,7 @@ from ..stats.constant import constant_entries
 from .dtypes import CATEGORICAL, NUMERIC_LEVELS, native_dtype
 from .evaluate import model_matrix
 from .formula import c_call, transforms
-from .levels import level_positions, prototype
+from .levels import ListedOnUse, level_positions, prototype
 from .messages import clean_message, plural
 from .plain import read_plain_indicator
 
@@ -190,7 +189,7 @@ def _level_names(expr: str, levels) -> list[str]:
     return [f"{expr}[{v}]" for v in levels]
 
 
-class LevelNames(Sequence):
+class LevelNames(ListedOnUse):
     """The column names of a component of one indicator per level (``C(x)[a]``,
     formulaic's), written on first use: a component of 10^4 levels costs a millisecond
     of names that only results that show them need.  A read-only sequence of str, equal
@@ -207,24 +206,10 @@ class LevelNames(Sequence):
             self._names = _level_names(self.expr, self.levels)
         return self._names
 
+    tolist = names
+
     def __len__(self) -> int:
         return len(self.levels)
-
-    def __getitem__(self, i):
-        return self.names()[i]
-
-    def __iter__(self):
-        return iter(self.names())
-
-    def __eq__(self, other) -> bool:
-        if isinstance(other, (list, tuple, LevelNames)):
-            return self.names() == list(other)
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]  (equal to a list, which has none)
-
-    def __repr__(self) -> str:
-        return repr(self.names())
 
     def __getstate__(self) -> dict:
         return {"expr": self.expr, "levels": self.levels, "_names": None}
