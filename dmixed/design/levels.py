@@ -208,11 +208,9 @@ def packed_coded_text(arr, kept: np.ndarray | None = None) -> CodedText | None:
 
     a = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
     n = len(a)
-    wide = np.int64 if pa.types.is_large_string(a.type) else np.int32
-    _, offsets_buf, data_buf = a.buffers()
-    if n == 0 or n - a.null_count == 0 or offsets_buf is None:
+    if n == 0 or n - a.null_count == 0 or a.buffers()[1] is None:
         return None
-    offsets = np.frombuffer(offsets_buf, wide, n + 1, a.offset * np.dtype(wide).itemsize)
+    offsets, data = _text_buffers(a)
     lengths = np.diff(offsets)
     rows = None if a.null_count == 0 else np.flatnonzero(a.is_valid().to_numpy(False))
     valid = lengths if rows is None else lengths[rows]
@@ -221,7 +219,6 @@ def packed_coded_text(arr, kept: np.ndarray | None = None) -> CodedText | None:
         return None
     m = n if rows is None else rows.size
     pos_bits = (m - 1).bit_length()
-    data = np.frombuffer(data_buf, np.uint8) if data_buf is not None else np.empty(0, np.uint8)
     if int(offsets[-1]) + 8 > data.size:  # (every value's word within the buffer)
         data = np.concatenate([data, np.zeros(8, dtype=np.uint8)])
     # words[i]: the 8 bytes from byte i, big-endian
@@ -331,6 +328,19 @@ class ArrayLevels(ListedOnUse):
         return ArrayLevels, (self.array,)
 
 
+def _text_buffers(arr) -> tuple[np.ndarray, np.ndarray]:
+    """The offsets (n + 1,) of an Arrow string array's values into its data buffer, and
+    that buffer's bytes (uint8; empty where there is none), read in place."""
+    import pyarrow as pa
+
+    wide = np.int64 if pa.types.is_large_string(arr.type) else np.int32
+    _, offsets_buf, data_buf = arr.buffers()
+    n = len(arr)
+    offsets = np.frombuffer(offsets_buf, wide, n + 1, arr.offset * np.dtype(wide).itemsize)
+    data = np.frombuffer(data_buf, np.uint8) if data_buf is not None else np.empty(0, np.uint8)
+    return offsets, data
+
+
 #: the most 8-byte words :func:`text_order` sorts by (beyond: Arrow's sort)
 TEXT_KEY_WORDS = 3
 
@@ -342,16 +352,12 @@ def text_order(arr) -> np.ndarray | None:
     :data:`TEXT_KEY_WORDS` big-endian words compared in turn (``numpy.lexsort``; the
     values are distinct; in one word, with each value's position in the bits left,
     sorted by ``numpy.sort``: no argsort); None where the values are longer than that."""
-    import pyarrow as pa
 
     n = len(arr)
-    wide = np.int64 if pa.types.is_large_string(arr.type) else np.int32
-    _, offsets_buf, data_buf = arr.buffers()
-    offsets = np.frombuffer(offsets_buf, wide, n + 1, arr.offset * np.dtype(wide).itemsize)
+    offsets, data = _text_buffers(arr)
     starts, lengths = offsets[:-1].astype(np.int64), np.diff(offsets).astype(np.int64)
     if n == 0 or int(lengths.max()) == 0:
         return np.arange(n)
-    data = np.frombuffer(data_buf, np.uint8)
     shortest, longest = int(lengths.min()), int(lengths.max())
     p = 0  # the bytes every value begins with
     while p < shortest and (data[starts + p] == data[starts[0] + p]).all():
