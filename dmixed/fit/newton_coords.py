@@ -58,7 +58,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..stats import Layout
+from ..stats import Layout, tril_indices
 
 __all__ = ["MAX_LOG_STEP", "SHIFT_SHARE", "NewtonStep", "log_entries", "log_shift", "newton_step"]
 
@@ -111,16 +111,6 @@ class NewtonStep:
             inside = self.block.ravel()
             out[inside] = _theta_of(v, self.log, shift, self.block, self.block_shift)[inside]
         return out
-
-
-@functools.lru_cache(maxsize=16)
-def _tril(q: int, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``np.tril_indices(q, offset)``, made once per size (read-only): every Newton
-    step and trial point reads them."""
-    rows, cols = np.tril_indices(q, offset)
-    rows.flags.writeable = False
-    cols.flags.writeable = False
-    return rows, cols
 
 
 @functools.lru_cache(maxsize=32)
@@ -193,7 +183,7 @@ def _coordinates(
     out = np.where(log, np.log(np.where(log, theta + shift, 1.0)), theta)
     if block.size:
         lmat, d, s = _factors(theta, shift, block) if factors is None else factors
-        rows, cols = _tril(block.shape[0], -1)
+        rows, cols = tril_indices(block.shape[0], -1)
         out[np.diagonal(block)] = np.log(d + s)
         out[block[rows, cols]] = lmat[rows, cols]
     return out
@@ -207,7 +197,7 @@ def _theta_of(
     out = np.where(log, np.exp(np.where(log, v, 0.0)) - shift, v)
     if block.size:
         lmat = np.eye(block.shape[0])
-        rows, cols = _tril(block.shape[0], -1)
+        rows, cols = tril_indices(block.shape[0], -1)
         lmat[rows, cols] = v[block[rows, cols]]
         diag = np.diagonal(block)
         psi = (lmat * (np.exp(v[diag]) - s)) @ lmat.T - np.diag(shift[diag])
@@ -238,7 +228,7 @@ def _block_chain_rule(
     x = d + s
     eye = np.eye(q)
     gmat = 0.5 * grad[block] + 0.5 * np.diag(grad[diag])
-    rows, cols = _tril(q)  # θ's block entries, a ≥ b
+    rows, cols = tril_indices(q)  # θ's block entries, a ≥ b
     # the block's coordinates: (a, b) with a > b an L_ab, (j, j) a u_j; outer products
     # by broadcasting (np.outer's own arithmetic, without its call per product)
     first: dict[tuple[int, int], np.ndarray] = {}  # ∂M over each coordinate

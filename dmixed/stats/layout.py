@@ -30,12 +30,13 @@ def n_tril(q: int) -> int:
 
 
 @functools.lru_cache(maxsize=64)
-def tril_indices(q: int) -> tuple[np.ndarray, np.ndarray]:
+def tril_indices(q: int, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Row and column of each lower-triangle entry, row-major: statsmodels' ``vech_lt``
-    order (0,0), (1,0), (1,1), (2,0), … (equal to ``np.tril_indices(q)``).
+    order (0,0), (1,0), (1,1), (2,0), … (equal to ``np.tril_indices(q, offset)``;
+    ``offset=-1``: below the diagonal).
 
     Read-only arrays, made once per ``q`` (a fit asks for them dozens of times)."""
-    rows, cols = np.tril_indices(q)
+    rows, cols = np.tril_indices(q, offset)
     rows, cols = rows.astype(np.int64), cols.astype(np.int64)
     rows.flags.writeable = False
     cols.flags.writeable = False
