@@ -6,6 +6,7 @@ the Dask engine gathers small statistics into.
 
 from __future__ import annotations
 
+import functools
 import time
 
 import numpy as np
@@ -76,9 +77,11 @@ class LocalEngine:
     def moments(self) -> kernels.MomentSums:
         """Σ over groups of the parameter-free moment sums (starting values, and the
         check of components equal in value before them), made once (``G r⁴``)."""
-        if getattr(self, "_moments", None) is None:
-            self._moments = kernels.moment_contributions(self.block)
-        return self._moments
+        return self._moment_sums
+
+    @functools.cached_property
+    def _moment_sums(self) -> kernels.MomentSums:
+        return kernels.moment_contributions(self.block)
 
     def re_gram(self, q: int) -> np.ndarray:
         """``Σ_i Z_i'Z_i`` (q × q) of the ``exog_re`` columns (the rank check)."""
