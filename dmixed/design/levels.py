@@ -26,6 +26,7 @@ from .dtypes import (
     column_class,
     column_kind,
     native_dtype,
+    native_values_exact,
     py_scalars,
 )
 from .missing import missing_mask
@@ -44,6 +45,7 @@ __all__ = [
     "text_array",
     "text_order",
     "level_positions",
+    "native_level_positions",
     "sorted_integers",
     "coded_integers",
     "categorical_levels",
@@ -498,6 +500,15 @@ def level_positions(levels: np.ndarray, values: np.ndarray) -> np.ndarray:
     pos = np.searchsorted(levels, values)
     found = levels[np.minimum(pos, levels.size - 1)] == values
     return np.where(found, pos, UNKNOWN_CODE)
+
+
+def native_level_positions(levels: np.ndarray, s: pd.Series, native: str) -> np.ndarray:
+    """Positions of ``s`` among ``levels`` (:func:`level_positions` of its values in the
+    native dtype), :data:`UNKNOWN_CODE` where a value is not exactly one of that dtype
+    (2.5 for integer levels is no level, not 2:
+    :func:`~dmixed.design.dtypes.native_values_exact`)."""
+    values, inexact = native_values_exact(s, native)
+    return np.where(inexact, UNKNOWN_CODE, level_positions(levels, values))
 
 
 def sorted_levels(values) -> list:

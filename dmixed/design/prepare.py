@@ -23,12 +23,17 @@ from .dtypes import (
     check_finite,
     column_class,
     native_values,
-    native_values_exact,
     py_scalars,
     to_float,
     warn_rounded_integers,
 )
-from .levels import MISSING_CODE, UNKNOWN_CODE, formulaic_levels, level_codes, level_positions
+from .levels import (
+    MISSING_CODE,
+    UNKNOWN_CODE,
+    formulaic_levels,
+    level_codes,
+    native_level_positions,
+)
 from .messages import check_present, plural
 from .missing import missing_mask, missing_rows
 from .references import referenced_values
@@ -203,18 +208,10 @@ def _numbered(spec: ModelSpec, s: pd.Series, c: str) -> tuple[np.ndarray, np.nda
         check_finite(vals, c)
     levels, native = spec.level_array(c), spec.native[c]
     if not miss.any():
-        return miss, _positions(levels, s, native)
+        return miss, native_level_positions(levels, s, native)
     codes = np.full(len(s), MISSING_CODE, dtype=np.int64)
-    codes[~miss] = _positions(levels, s[~miss], native)
+    codes[~miss] = native_level_positions(levels, s[~miss], native)
     return miss, codes
-
-
-def _positions(levels: np.ndarray, s: pd.Series, native: str) -> np.ndarray:
-    """Positions of ``s`` among ``levels`` (:func:`level_positions`),
-    :data:`UNKNOWN_CODE` where a value is not exactly one of the native dtype (2.5 for
-    integer levels is no level, not 2)."""
-    values, inexact = native_values_exact(s, native)
-    return np.where(inexact, UNKNOWN_CODE, level_positions(levels, values))
 
 
 def _add_group_missing(spec: ModelSpec, df: pd.DataFrame, norm: _Normalized) -> None:

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..design.dtypes import NUMERIC_LEVELS, comparable_keys, native_values_exact, py_scalars
-from ..design.levels import UNKNOWN_CODE, level_codes, level_positions
+from ..design.dtypes import NUMERIC_LEVELS, comparable_keys, py_scalars
+from ..design.levels import UNKNOWN_CODE, level_codes, native_level_positions
 from ..design.new_levels import vc_only_columns
 from ..errors import DataError, SpecError
 
@@ -92,8 +92,8 @@ def _unseen(spec, s: pd.Series, c: str) -> np.ndarray:
         return codes == UNKNOWN_CODE
     present = s.notna().to_numpy()
     out = np.zeros(len(s), dtype=bool)
-    values, inexact = native_values_exact(s[present], spec.native[c])
-    out[present] = inexact | (level_positions(spec.level_array(c), values) == UNKNOWN_CODE)
+    positions = native_level_positions(spec.level_array(c), s[present], spec.native[c])
+    out[present] = positions == UNKNOWN_CODE
     return out
 
 
