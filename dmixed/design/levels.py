@@ -39,6 +39,7 @@ __all__ = [
     "arrow_text",
     "CodedText",
     "ArrayLevels",
+    "ListedOnUse",
     "coded_text",
     "hashed_coded_text",
     "packed_coded_text",
