@@ -23,6 +23,17 @@ def _context(context) -> dict:
     return {**PATSY_TRANSFORMS, **(context or {})}
 
 
+def _response_factors(formula: str) -> tuple[str, ...]:
+    """The expressions of the response's factors (none for a one-sided formula), which
+    :class:`~dmixed.design.patsy_coding.PatsyMaterializer` leaves numbers."""
+    from formulaic import Formula
+
+    parsed = Formula(formula)
+    if not hasattr(parsed, "lhs"):
+        return ()
+    return tuple(factor.expr for term in parsed.lhs for factor in term.factors)
+
+
 def model_matrix(formula: str, frame: pd.DataFrame, role: str, output: str, context=None):
     """formulaic's model matrix of ``formula`` on ``frame`` (a prototype), with its spec.
 
@@ -38,11 +49,19 @@ def model_matrix(formula: str, frame: pd.DataFrame, role: str, output: str, cont
     """
     from formulaic import model_matrix as formulaic_model_matrix
 
+    from .patsy_coding import PatsyMaterializer
+
     try:
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")
             return formulaic_model_matrix(
-                formula, frame, na_action="ignore", output=output, context=_context(context)
+                formula,
+                frame,
+                na_action="ignore",
+                output=output,
+                context=_context(context),
+                materializer=PatsyMaterializer,
+                materializer_params={"response": _response_factors(formula)},
             )
     except DmixedError:
         raise

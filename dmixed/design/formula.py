@@ -610,16 +610,13 @@ def categorical_factors(spec) -> list[tuple[str, list]]:
     return out
 
 
-def _boolean_identity(expr: str, levels: list) -> bool:
-    """Whether a categorical factor is ``I(...)`` of booleans: its levels are False and
-    True whatever the data (:func:`~dmixed.design.patsy_coding.patsy_identity`)."""
+def _boolean_factor(expr: str, levels: list) -> bool:
+    """Whether a categorical factor evaluated by Python is one of booleans: its levels
+    are False and True whatever the data
+    (:class:`~dmixed.design.patsy_coding.PatsyMaterializer`), unless ``C()`` sets them."""
     from .patsy_coding import BOOLEAN_LEVELS
 
-    try:
-        node = ast.parse(expr, mode="eval").body
-    except SyntaxError:
-        return False
-    return isinstance(node, ast.Call) and _dotted(node.func) == ["I"] and levels == BOOLEAN_LEVELS
+    return levels == BOOLEAN_LEVELS and c_call(expr, {}) is None
 
 
 def _boolean_hint(expr: str) -> str:
@@ -640,7 +637,7 @@ def _boolean_hint(expr: str) -> str:
 
 def check_categorical_sources(spec, terms, columns: dict, role: str, formula: str) -> None:
     """Categorical factors must take their levels from a column (or levels=), or be
-    ``I()`` of booleans (levels False and True).
+    booleans (levels False and True: ``I(x > 0)``, ``np.logical_and(a, b)``).
 
     Raises
     ------
@@ -654,7 +651,7 @@ def check_categorical_sources(spec, terms, columns: dict, role: str, formula: st
         factor = factors.get(expr)
         if factor is None or factor.eval_method is Factor.EvalMethod.LOOKUP:
             continue
-        if _boolean_identity(expr, levels):
+        if _boolean_factor(expr, levels):
             continue
         if quoted_column(expr, columns) is not None:
             continue

@@ -17,13 +17,15 @@ where patsy is statsmodels' formula engine:
 * ``Sum(omit=...)`` (patsy) picks the level coded -1; formulaic has no such argument;
 * ``Treatment(reference)``: patsy takes an integer that is not a level as a position
   (``Treatment(-1)``: the last level), formulaic only a level;
-* a boolean expression (``I(x > 0)``) is a factor of levels False and True for patsy
-  (``I(x > 0)[T.True]``), a number for formulaic.
+* a boolean factor (``I(x > 0)``, ``np.logical_and(a, b)``, a boolean column) is a
+  factor of levels False and True for patsy (``I(x > 0)[T.True]``), a number for
+  formulaic.
 
 The classes here compute patsy's matrices and column suffixes (``Contrasts`` of
 formulaic, so formulaic encodes with them); :data:`PATSY_TRANSFORMS` replaces
 formulaic's names of the same meaning in every evaluation
-(:func:`dmixed.design.formula.transforms`).  Source: patsy ``contrasts.py``
+(:func:`dmixed.design.formula.transforms`); :class:`PatsyMaterializer` reads boolean
+factors as patsy does.  Source: patsy ``contrasts.py``
 (``Sum``, ``Helmert``, ``Diff``, ``Poly``) and ``categorical.py`` (booleans).
 """
 
@@ -35,6 +37,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from formulaic.materializers import PandasMaterializer
+from formulaic.parser.types import Factor
 from formulaic.transforms import C
 from formulaic.transforms.contrasts import UNSET, Contrasts, TreatmentContrasts
 from formulaic.transforms.identity import identity
@@ -44,9 +48,11 @@ __all__ = [
     "PATSY_TRANSFORMS",
     "PatsyDiff",
     "PatsyHelmert",
+    "PatsyMaterializer",
     "PatsyPoly",
     "PatsySum",
     "PatsyTreatment",
+    "patsy_boolean",
     "patsy_identity",
     "patsy_treatment",
 ]
@@ -217,14 +223,48 @@ def _level_index(levels: list, level: Hashable) -> int:
     raise ValueError(f"{level!r} is not one of the levels {levels}")
 
 
-def patsy_identity(data: Any) -> Any:
-    """patsy's ``I()``: the value as it is, except that booleans are a factor of levels
-    False and True (patsy reads any boolean factor so: ``I(x > 0)[T.True]``)."""
-    value = identity(data)
+def patsy_boolean(value: Any) -> Any:
+    """A factor's value as patsy reads it: booleans are a factor of levels False and
+    True, whatever the data holds (``flag[T.True]``); anything else, and a value that
+    already says its kind (``C(...)``), as it is."""
+    meta = getattr(value, "__formulaic_metadata__", None)
+    if meta is not None and meta.kind is not Factor.Kind.UNKNOWN:
+        return value
     dtype = getattr(value, "dtype", None)
     if dtype is not None and (dtype == np.bool_ or isinstance(dtype, pd.BooleanDtype)):
         return C(value, levels=BOOLEAN_LEVELS)
     return value
+
+
+def patsy_identity(data: Any) -> Any:
+    """patsy's ``I()``: the value as it is, except that booleans are a factor of levels
+    False and True (patsy reads any boolean factor so: ``I(x > 0)[T.True]``)."""
+    return patsy_boolean(identity(data))
+
+
+class PatsyMaterializer(PandasMaterializer):
+    """formulaic's pandas materializer, reading every boolean factor as patsy does
+    (:func:`patsy_boolean`): a column (``flag``), a call (``np.logical_and(a, b)``) or
+    ``I()``.  The response (``response``, its factors' expressions) stays a number:
+    dmixed takes a boolean response as 0 and 1 where patsy would give two columns.
+    """
+
+    # formulaic's model spec keeps a materializer by its registered name; no input
+    # types are registered, so formulaic never picks it for anyone else's data
+    REGISTER_NAME = "dmixed_patsy"
+
+    @PandasMaterializer.override
+    def _lookup(self, name: str) -> tuple[Any, Any]:
+        value, variables = super()._lookup(name)
+        return self._as_patsy(name, value), variables
+
+    @PandasMaterializer.override
+    def _evaluate(self, expr: str, metadata: Any, spec: Any) -> tuple[Any, Any]:
+        value, variables = super()._evaluate(expr, metadata, spec)
+        return self._as_patsy(expr, value), variables
+
+    def _as_patsy(self, expr: str, value: Any) -> Any:
+        return value if expr in self.params.get("response", ()) else patsy_boolean(value)
 
 
 #: formulaic's names that patsy means otherwise, with patsy's meaning

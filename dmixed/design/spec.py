@@ -329,7 +329,8 @@ class ModelSpec(ModelNames):
                     f"{getattr(spec, key)} != {state[key]} (earlier versions of dmixed "
                     "named and coded some factors unlike statsmodels: Diff and Poly "
                     "contrasts, full-rank Sum, Helmert, Diff and Poly, boolean I() "
-                    "terms); rebuild the statistics from the data"
+                    "terms, boolean calls, boolean columns also read in expressions); "
+                    "rebuild the statistics from the data"
                 )
         return spec
 

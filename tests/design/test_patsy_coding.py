@@ -7,6 +7,7 @@ import pandas as pd
 import patsy.contrasts as pc
 import pytest
 
+from dmixed.design.evaluate import model_matrix
 from dmixed.design.patsy_coding import (
     BOOLEAN_LEVELS,
     PatsyDiff,
@@ -91,3 +92,32 @@ def test_identity_booleans_are_a_factor():
     same = patsy_identity(x * 2)
     assert not hasattr(same, "__formulaic_metadata__")
     np.testing.assert_array_equal(same, x * 2)
+
+
+@pytest.mark.parametrize(
+    "formula",
+    [
+        "y ~ np.logical_and(f, z > 0)",
+        "y ~ f + I(f | h)",
+        "y ~ np.logical_not(f):z + f",
+        "y ~ I(z > 0)",
+    ],
+)
+def test_every_boolean_factor_is_named_as_patsy_names_it(formula):
+    """patsy reads any factor of booleans (a column, a call, ``I()``) as levels False
+    and True (``[T.True]``); a boolean response stays one column of numbers."""
+    patsy = pytest.importorskip("patsy")
+    rng = np.random.default_rng(2)
+    df = pd.DataFrame(
+        {
+            "y": rng.normal(size=40),
+            "z": rng.normal(size=40),
+            "f": rng.random(40) > 0.5,
+            "h": rng.random(40) > 0.5,
+        }
+    )
+    ours = model_matrix(formula, df, "formula", "numpy")
+    theirs = patsy.dmatrices(formula, df, eval_env=patsy.EvalEnvironment([{"np": np}]))
+    assert sorted(ours.rhs.model_spec.column_names) == sorted(theirs[1].design_info.column_names)
+    response = model_matrix("f ~ z", df, "formula", "numpy")
+    assert list(response.lhs.model_spec.column_names) == ["f"]

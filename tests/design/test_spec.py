@@ -250,6 +250,10 @@ CODING_CASES = [
     "y ~ x1 + I(f ^ h) + I(~h)",
     "y ~ 0 + I(f * h):x1 + I(f)",
     "y ~ x1 + I(f != h)",
+    # any boolean factor is one, as in patsy: a call outside I(), and a column read as
+    # it is beside an expression that computes on it
+    "y ~ x1 + np.logical_and(f, x1 > 0)",
+    "y ~ f + I(f | h)",
 ]
 
 
