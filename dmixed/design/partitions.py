@@ -13,6 +13,7 @@ compute it ("lost dependencies").
 - :func:`check_persisted`: refuse a collection whose persisted data are gone;
 - :func:`check_text_conversion`: apply the rules for ``object`` columns to a pandas frame
   that ``dd.from_pandas`` turned into text (Dask's ``dataframe.convert-string``);
+- :func:`restored_booleans`: read such a column of booleans as booleans again;
 - :func:`check_column_kinds`: refuse a partition whose column holds another kind of
   values (text, numbers) than the collection declares (a file unlike the first).
 """
@@ -40,6 +41,7 @@ __all__ = [
     "check_text_conversion",
     "checked_partition",
     "lost_futures",
+    "restored_booleans",
     "select_columns",
 ]
 
@@ -104,6 +106,7 @@ def select_columns(ddf, columns: list):
     """
     columns = list(columns)
     check_present(columns, ddf.columns)
+    ddf = restored_booleans(ddf, columns)
     # in the collection's order: a reader absorbs a projection only in its own order,
     # and reordering a partition's columns copies them (40 MB per million rows of a
     # 5-column float frame; benchmarks/RESULTS.md, ninth session)
@@ -189,13 +192,27 @@ def _converted_columns(ddf, columns) -> dict:
     return out
 
 
+def restored_booleans(ddf, columns):
+    """``ddf`` with those of ``columns`` that ``dd.from_pandas`` turned from an ``object``
+    column of booleans into text (``'True'``, ``'False'``) read as booleans again, as a
+    fit of the pandas frame reads them (numpy booleans; nullable ones where the pandas
+    column misses values).  Idempotent: a restored column is one a later step rewrote."""
+    restored = {}
+    for c, original in _converted_columns(ddf, columns).items():
+        if object_types(original) != {"bool"}:
+            continue
+        flags = ddf[c] == "True"  # missing text stays missing
+        restored[c] = flags if original.isna().any() else flags.astype(bool)
+    return ddf.assign(**restored) if restored else ddf
+
+
 def check_text_conversion(ddf, columns) -> None:
     """The rules for ``object`` columns (:func:`~dmixed.design.dtypes.object_class`),
     applied to the pandas frame of a ``dd.from_pandas`` collection whose object columns
     Dask turned into text: values of several kinds are refused as in process (``5`` and
-    ``'5'`` would be one group as text); numbers, booleans and other non-text values
-    raise :class:`~dmixed.errors.TextConversionWarning`, since the collection now holds
-    their text.
+    ``'5'`` would be one group as text); numbers and other non-text values raise
+    :class:`~dmixed.errors.TextConversionWarning`, since the collection now holds their
+    text (booleans are read as booleans again before: :func:`restored_booleans`).
 
     Raises
     ------

@@ -426,6 +426,24 @@ CASES = {
     "object-bool-term": Case(
         _mixed_column("flag", [True, False]), "y ~ x + flag", names=("flag[T.True]",)
     ),
+    # Dask's from_pandas turns object booleans into 'True' and 'False': read as booleans
+    "object-bool-as-text-term": Case(
+        from_frame(frame_with(seed=21, flag=pick([True, False]))),
+        "y ~ x + flag",
+        names=("flag[T.True]",),
+    ),
+    "object-bool-as-text-in-expression": Case(
+        from_frame(frame_with(seed=21, flag=pick([True, np.False_]))),
+        "y ~ x + I(flag | (x > 0))",
+        names=("I(flag | (x > 0))[T.True]",),
+    ),
+    "object-bool-as-text-NA-drop": Case(
+        from_frame(frame_with(seed=22, flag=pick([True, False, None]))),
+        "y ~ x + flag",
+        kw=DROP,
+        warn=("DroppedRowsWarning",),
+        names=("flag[T.True]",),
+    ),
     "uint64-2**63-in-C": Case(
         _integers(np.uint64, [U63 + 1, U63 + 7, 3]),
         "y ~ x + C(h)",
