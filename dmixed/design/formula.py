@@ -610,34 +610,18 @@ def categorical_factors(spec) -> list[tuple[str, list]]:
     return out
 
 
-def _boolean_factor(expr: str, levels: list) -> bool:
-    """Whether a categorical factor evaluated by Python is one of booleans: its levels
-    are False and True whatever the data
-    (:class:`~dmixed.design.patsy_coding.PatsyMaterializer`), unless ``C()`` sets them."""
+def _boolean_factor(levels: list) -> bool:
+    """Whether a categorical factor is one of booleans: its levels are False and True
+    whatever the data (:mod:`dmixed.design.patsy_coding`: a boolean call, ``I()`` or
+    ``C()`` of booleans)."""
     from .patsy_coding import BOOLEAN_LEVELS
 
-    return levels == BOOLEAN_LEVELS and c_call(expr, {}) is None
-
-
-def _boolean_hint(expr: str) -> str:
-    """A message tail for a categorical factor of a comparison (``C(a == b)``): its
-    levels are False and True, as ``I(a == b)`` reads it (patsy's boolean factor)."""
-    try:
-        node = ast.parse(expr, mode="eval").body
-    except SyntaxError:
-        return ""
-    if not (isinstance(node, ast.Call) and node.args):
-        return ""
-    arg = node.args[0]
-    if not any(isinstance(n, ast.Compare) for n in ast.walk(arg)):
-        return ""
-    inner = ast.get_source_segment(expr, arg)
-    return f"; a comparison: write I({inner}), the factor of levels False and True"
+    return levels == BOOLEAN_LEVELS
 
 
 def check_categorical_sources(spec, terms, columns: dict, role: str, formula: str) -> None:
     """Categorical factors must take their levels from a column (or levels=), or be
-    booleans (levels False and True: ``I(x > 0)``, ``np.logical_and(a, b)``).
+    booleans (levels False and True: ``I(x > 0)``, ``C(a == b)``, ``np.logical_and(a, b)``).
 
     Raises
     ------
@@ -651,7 +635,7 @@ def check_categorical_sources(spec, terms, columns: dict, role: str, formula: st
         factor = factors.get(expr)
         if factor is None or factor.eval_method is Factor.EvalMethod.LOOKUP:
             continue
-        if _boolean_factor(expr, levels):
+        if _boolean_factor(levels):
             continue
         if quoted_column(expr, columns) is not None:
             continue
@@ -661,7 +645,7 @@ def check_categorical_sources(spec, terms, columns: dict, role: str, formula: st
         raise FormulaError(
             f"{role} {formula!r}: the categorical factor {expr!r} is derived from an "
             "expression, so its levels would be learned separately on every partition; "
-            "add it as a column, or pass levels=[...] to C()" + _boolean_hint(expr)
+            "add it as a column, or pass levels=[...] to C()"
         )
 
 

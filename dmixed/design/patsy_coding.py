@@ -19,7 +19,11 @@ where patsy is statsmodels' formula engine:
   (``Treatment(-1)``: the last level), formulaic only a level;
 * a boolean factor (``I(x > 0)``, ``np.logical_and(a, b)``, a boolean column) is a
   factor of levels False and True for patsy (``I(x > 0)[T.True]``), a number for
-  formulaic.
+  formulaic; so is ``C()`` of booleans (``C(x > 0)[T.True]``), whose levels formulaic
+  learns from the data;
+* patsy compares text columns by their values (``a == b``); dmixed holds them as
+  categoricals of their global levels, which pandas compares only when both columns
+  have the same levels.
 
 The classes here compute patsy's matrices and column suffixes (``Contrasts`` of
 formulaic, so formulaic encodes with them); :data:`PATSY_TRANSFORMS` replaces
@@ -31,7 +35,8 @@ factors as patsy does.  Source: patsy ``contrasts.py``
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+import ast
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +47,8 @@ from formulaic.parser.types import Factor
 from formulaic.transforms import C
 from formulaic.transforms.contrasts import UNSET, Contrasts, TreatmentContrasts
 from formulaic.transforms.identity import identity
+from formulaic.utils.code import sanitize_variable_names
+from formulaic.utils.layered_mapping import LayeredMapping
 
 __all__ = [
     "BOOLEAN_LEVELS",
@@ -53,6 +60,7 @@ __all__ = [
     "PatsySum",
     "PatsyTreatment",
     "patsy_boolean",
+    "patsy_c",
     "patsy_identity",
     "patsy_treatment",
 ]
@@ -223,6 +231,11 @@ def _level_index(levels: list, level: Hashable) -> int:
     raise ValueError(f"{level!r} is not one of the levels {levels}")
 
 
+def _is_boolean(value: Any) -> bool:
+    dtype = getattr(value, "dtype", None)
+    return dtype is not None and (dtype == np.bool_ or isinstance(dtype, pd.BooleanDtype))
+
+
 def patsy_boolean(value: Any) -> Any:
     """A factor's value as patsy reads it: booleans are a factor of levels False and
     True, whatever the data holds (``flag[T.True]``); anything else, and a value that
@@ -230,10 +243,17 @@ def patsy_boolean(value: Any) -> Any:
     meta = getattr(value, "__formulaic_metadata__", None)
     if meta is not None and meta.kind is not Factor.Kind.UNKNOWN:
         return value
-    dtype = getattr(value, "dtype", None)
-    if dtype is not None and (dtype == np.bool_ or isinstance(dtype, pd.BooleanDtype)):
-        return C(value, levels=BOOLEAN_LEVELS)
-    return value
+    return C(value, levels=BOOLEAN_LEVELS) if _is_boolean(value) else value
+
+
+def patsy_c(
+    data: Any, contrasts: Any = None, *, levels: Any = None, spans_intercept: bool = True
+) -> Any:
+    """patsy's ``C()``: formulaic's, except that booleans are a factor of levels False
+    and True whatever the data holds (``C(a == b)[T.True]``), as patsy reads them."""
+    if levels is None and _is_boolean(data):
+        levels = BOOLEAN_LEVELS
+    return C(data, contrasts, levels=levels, spans_intercept=spans_intercept)
 
 
 def patsy_identity(data: Any) -> Any:
@@ -247,6 +267,8 @@ class PatsyMaterializer(PandasMaterializer):
     (:func:`patsy_boolean`): a column (``flag``), a call (``np.logical_and(a, b)``) or
     ``I()``.  The response (``response``, its factors' expressions) stays a number:
     dmixed takes a boolean response as 0 and 1 where patsy would give two columns.
+    An expression that compares reads categorical columns as their values
+    (:class:`_CategoryValues`), as patsy compares text.
     """
 
     # formulaic's model spec keeps a materializer by its registered name; no input
@@ -260,11 +282,52 @@ class PatsyMaterializer(PandasMaterializer):
 
     @PandasMaterializer.override
     def _evaluate(self, expr: str, metadata: Any, spec: Any) -> tuple[Any, Any]:
-        value, variables = super()._evaluate(expr, metadata, spec)
+        if not _compares(expr):
+            value, variables = super()._evaluate(expr, metadata, spec)
+            return self._as_patsy(expr, value), variables
+        plain = self.layered_context
+        values = LayeredMapping(_CategoryValues(self.data), name="data")
+        self.layered_context = LayeredMapping(values, plain)
+        try:
+            value, variables = super()._evaluate(expr, metadata, spec)
+        finally:
+            self.layered_context = plain
         return self._as_patsy(expr, value), variables
 
     def _as_patsy(self, expr: str, value: Any) -> Any:
         return value if expr in self.params.get("response", ()) else patsy_boolean(value)
+
+
+def _compares(expr: str) -> bool:
+    """Whether a factor's expression holds a comparison (``a == b``, ``x > 0``)."""
+    try:
+        tree = ast.parse(sanitize_variable_names(expr, {}, {}), mode="eval")
+    except SyntaxError:
+        return False
+    return any(isinstance(node, ast.Compare) for node in ast.walk(tree))
+
+
+class _CategoryValues(Mapping):
+    """The categorical columns of a frame as their values (``object``), one column
+    converted when an expression reads it; other names are not here (they are read
+    from the frame itself)."""
+
+    def __init__(self, frame: pd.DataFrame):
+        self.frame = frame
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.frame.columns and isinstance(self.frame[key].dtype, pd.CategoricalDtype)
+
+    def __getitem__(self, key: str) -> pd.Series:
+        if key not in self:
+            raise KeyError(key)
+        return self.frame[key].astype(object)
+
+    def __iter__(self) -> Iterator[str]:
+        return (c for c in self.frame.columns if c in self)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 #: formulaic's names that patsy means otherwise, with patsy's meaning
@@ -275,4 +338,5 @@ PATSY_TRANSFORMS: dict[str, Any] = {
     "Diff": PatsyDiff,
     "Poly": PatsyPoly,
     "I": patsy_identity,
+    "C": patsy_c,
 }

@@ -10,6 +10,7 @@ import pytest
 from dmixed.design.evaluate import model_matrix
 from dmixed.design.patsy_coding import (
     BOOLEAN_LEVELS,
+    PATSY_TRANSFORMS,
     PatsyDiff,
     PatsyHelmert,
     PatsyPoly,
@@ -121,3 +122,28 @@ def test_every_boolean_factor_is_named_as_patsy_names_it(formula):
     assert sorted(ours.rhs.model_spec.column_names) == sorted(theirs[1].design_info.column_names)
     response = model_matrix("f ~ z", df, "formula", "numpy")
     assert list(response.lhs.model_spec.column_names) == ["f"]
+
+
+def test_c_of_booleans_has_both_levels_whatever_the_data():
+    """patsy's ``C()`` of booleans: levels False and True even where one is absent (a
+    partition); other data as formulaic's ``C()``."""
+    frame = pd.DataFrame({"y": [1.0, 2.0], "z": [1.0, 2.0]})
+    mm = model_matrix("y ~ C(z > 0)", frame, "formula", "numpy")
+    assert list(mm.rhs.model_spec.column_names) == ["Intercept", "C(z > 0)[T.True]"]
+    np.testing.assert_array_equal(mm.rhs[:, 1], [1.0, 1.0])
+    text = PATSY_TRANSFORMS["C"](pd.Series(["b", "a"]))
+    assert text.__formulaic_metadata__.kind.value == "categorical"
+
+
+def test_text_columns_of_other_levels_compare_by_value():
+    """Text columns are categoricals of their own levels; patsy compares their values."""
+    df = pd.DataFrame(
+        {
+            "y": [1.0, 2.0, 3.0, 4.0],
+            "a": pd.Categorical(["u", "v", "u", "v"]),
+            "b": pd.Categorical(["u", "w", "w", "v"], categories=["u", "v", "w"]),
+        }
+    )
+    mm = model_matrix("y ~ I(a == b) + a", df, "formula", "numpy")
+    assert list(mm.rhs.model_spec.column_names) == ["Intercept", "I(a == b)[T.True]", "a[T.v]"]
+    np.testing.assert_array_equal(mm.rhs[:, 1], [1.0, 0.0, 0.0, 1.0])

@@ -254,6 +254,9 @@ CODING_CASES = [
     # it is beside an expression that computes on it
     "y ~ x1 + np.logical_and(f, x1 > 0)",
     "y ~ f + I(f | h)",
+    # C() of booleans is one too; text columns of other levels compare by value
+    "y ~ C(x1 > 0) + C(a == b)",
+    "y ~ x1 + I(a != b):x2 + a",
 ]
 
 
