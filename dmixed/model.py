@@ -478,7 +478,8 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             identifiable (one group; every group of one row; no more rows than random
             effects), decided from the group sizes before the optimizer starts
             (:func:`dmixed.stats.check_identifiable`), or two variance components of
-            equal columns under different names
+            equal columns under different names, or a component equal to a random
+            effect (one level per group beside the random intercept)
             (:func:`dmixed.fit.start.check_distinct_component_values`).  ``"ignore"``
             fits anyway; the fixed effects' standard errors are then lme4's
             ``σ̂²(X'V⁻¹X)⁻¹`` (the Hessian says nothing about β), with a
@@ -520,7 +521,9 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         stats = self.fit_statistics(client, progress, engine)
         if check_nobs == "raise":
             check_identifiable(stats, self.group_name, self.vc_names)
-            check_distinct_component_values(stats, self.vc_names, self.group_name)
+            check_distinct_component_values(
+                stats, self.vc_names, self.group_name, self.exog_re_names
+            )
         settings = {"maxiter": maxiter, "gtol": gtol}
         start = fit_start(self, stats, reml, start_params, method, free, settings, progress)
         opt = maximize(

@@ -91,11 +91,12 @@ class LocalEngine:
         """``Σ_i Z_i'[X y]`` (q × (p+1)) of the ``exog_re`` columns."""
         return kernels.re_sums(self.block, q)
 
-    def vc_frobenius(self, q: int, slot_component: np.ndarray) -> np.ndarray:
-        """``Σ_i ‖W_il'W_il'‖²_F`` (d × d) per pair of variance components
-        (:func:`~dmixed.kernels.vc_frobenius`): the components' entries of the moment
-        equations where the padded design is too wide for the moment sums."""
-        return kernels.vc_frobenius(self.block, q, slot_component)
+    def frobenius_gram(self, q: int, slot_component: np.ndarray) -> np.ndarray:
+        """``Σ_i ⟨M_ij, M_ik⟩_F`` ((q + d) × (q + d)) of each random-effects column alone
+        and each variance component (:func:`~dmixed.kernels.frobenius_gram`): their
+        entries of the moment equations where the padded design is too wide for the
+        moment sums."""
+        return kernels.frobenius_gram(self.block, q, slot_component)
 
     def random_effects(self, lam: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-group BLUPs and conditional covariances relative to σ² (DESIGN.md §6)."""

@@ -102,61 +102,84 @@ def moment_gram(mom: MomentSums, basis: np.ndarray) -> np.ndarray:
     return np.einsum("jab,kcd,bcda->jk", basis, basis, mom.zz_zz)
 
 
-def check_distinct_component_values(stats, vc_names: list[str], group_name: str) -> None:
-    """Refuse two variance components whose designs are equal (or proportional) in value
-    in every group, whatever their columns' names: only ``τ_l + c τ_l'`` is identified
-    then, and a fit would split it arbitrarily (the data's counterpart of
+def check_distinct_component_values(
+    stats, vc_names: list[str], group_name: str, re_names: list[str]
+) -> None:
+    """Refuse a variance component whose design is equal (or proportional) in value, in
+    every group, to that of another component or of one random-effects column, whatever
+    their columns' names: only ``τ_l + c τ_l'`` (or ``Ψ_aa + c τ_l``) is identified then,
+    and a fit would split it arbitrarily (the data's counterpart of
     :func:`dmixed.design.build.check_distinct_components`, which compares names).
 
-    Components ``l`` and ``l'`` enter the model only through ``M_il = W_il W_il'`` (the
-    covariance ``σ² (I + Σ_l τ*_l M_il)``); they trade their variances at one
-    likelihood exactly when ``M_il' = c M_il`` in every group with one ``c > 0``, i.e.
-    when the two (stacked over groups) have a Frobenius correlation of one:
+    A component ``l`` enters the model only through ``M_il = W_il W_il'`` (the
+    covariance ``σ² (I + Z_i Ψ* Z_i' + Σ_l τ*_l M_il)``), a random-effects column ``a``
+    through ``Ψ_aa`` with ``M_ia = z_ia z_ia'`` (a component of one level per group is
+    the random intercept's ``1 1'``).  Two trade their variances at one likelihood
+    exactly when ``M_ik = c M_ij`` in every group with one ``c > 0``, i.e. when the two
+    (stacked over groups) have a Frobenius correlation of one:
 
-        ρ = F_ll' / sqrt(F_ll F_l'l'),    F_ll' = Σ_i ⟨M_il, M_il'⟩ = Σ_i ‖W_il'W_il'‖²_F,
+        ρ = F_jk / sqrt(F_jj F_kk),    F_jk = Σ_i ⟨M_ij, M_ik⟩,
 
     by Cauchy–Schwarz (the columns' order and labels within each group do not matter:
     one factor under two names, relabelled, or a numeric ``exog_vc`` matrix given
     twice are all caught).  ``F`` is the moment equations' matrix
-    (:func:`moment_gram`) in the variance components' rows, from the moment sums the
-    start reads anyway (no data pass; ``engine.moments``), or, where the fit's layout
-    (:attr:`~dmixed.stats.FittedStatistics.fit_layout`) is wider than
+    (:func:`moment_gram`) in the rows of the ``Ψ_aa`` and the components, from the
+    moment sums the start reads anyway (no data pass; ``engine.moments``), or, where the
+    fit's layout (:attr:`~dmixed.stats.FittedStatistics.fit_layout`) is wider than
     ``kernels.MOMENT_MAX_R``, from the padded statistics held in this process
-    (``engine.vc_frobenius``, ``G r²``); ``1 − ρ`` below
+    (``engine.frobenius_gram``, ``G r²``); ``1 − ρ`` below
     :data:`~dmixed.stats.statistics.RANK_TOL` (scale-free) is one.  Decided for every
     layout where the components are held structured or crossed (up to
-    ``MOMENT_MAX_R − q`` components) and for padded ones in this process; a padded
+    ``MOMENT_MAX_R − q`` components) and for padded ones in this process.  A padded
     layout wider than ``MOMENT_MAX_R`` held on a cluster is fitted, and the fit warns of
-    unidentified parameters instead (:mod:`dmixed.results.identification`).
+    unidentified parameters instead (:mod:`dmixed.results.identification`): the fit
+    holds no sums that tell there (the moment sums are ``G r⁴``), and telling would
+    take a round trip of its own over the cluster's statistics.
 
     Raises
     ------
     DataError
-        Naming both components.
+        Naming both components, or the component and the random effect.
     """
     layout = stats.fit_layout
-    if layout.k_vc < 2:
+    q, d = layout.k_re, layout.k_vc
+    if d == 0 or q + d < 2:
         return
     if layout.r <= kernels.MOMENT_MAX_R:
         gram = moment_gram(stats.engine.moments(), layout.basis())
-        tau = layout.k_re2 + np.arange(layout.k_vc)
-        f = gram[np.ix_(tau, tau)]
+        rows, cols = layout.tril()
+        rows_used = np.concatenate([np.flatnonzero(rows == cols), layout.k_re2 + np.arange(d)])
+        f = gram[np.ix_(rows_used, rows_used)]
     else:
-        frobenius = getattr(stats.engine, "vc_frobenius", None)
+        frobenius = getattr(stats.engine, "frobenius_gram", None)
         if frobenius is None:  # padded statistics on a cluster: the fit warns
             return
-        f = frobenius(layout.k_re, layout.slot_component)
+        f = frobenius(q, layout.slot_component)
     norm = np.sqrt(np.maximum(np.diag(f), 0.0))
-    for a in range(layout.k_vc):
-        for b in range(a + 1, layout.k_vc):
+    for b in range(q, q + d):
+        for a in range(b):
             if norm[a] > 0 and norm[b] > 0 and 1.0 - f[a, b] / (norm[a] * norm[b]) < RANK_TOL:
-                raise DataError(
-                    f"variance components {vc_names[a]!r} and {vc_names[b]!r} have equal "
-                    f"(or proportional) columns in every group of {group_name!r}, under "
-                    "different names: their variances cannot be told apart (only their "
-                    'sum is identified); drop one of them, or pass check_nobs="ignore" '
-                    "(command line: --check-nobs ignore) to fit anyway"
-                )
+                raise DataError(_trade_message(a, b, q, vc_names, re_names, group_name))
+
+
+def _trade_message(a: int, b: int, q: int, vc_names, re_names, group_name: str) -> str:
+    """What :func:`check_distinct_component_values` says of the directions ``a < b``
+    (the first ``q`` the random-effects columns, then the components)."""
+    fix = 'pass check_nobs="ignore" (command line: --check-nobs ignore) to fit anyway'
+    if a >= q:
+        return (
+            f"variance components {vc_names[a - q]!r} and {vc_names[b - q]!r} have equal "
+            f"(or proportional) columns in every group of {group_name!r}, under different "
+            "names: their variances cannot be told apart (only their sum is identified); "
+            f"drop one of them, or {fix}"
+        )
+    what = "the random intercept" if re_names[a] == group_name else "the random effect"
+    return (
+        f"variance component {vc_names[b - q]!r} has, in every group of {group_name!r}, "
+        f"the covariance of {what} {re_names[a]!r} (or a multiple of it; e.g. one level "
+        "per group): their variances cannot be told apart (only their sum is "
+        f"identified); drop the component or that random effect, or {fix}"
+    )
 
 
 def moment_start_packed(

@@ -19,6 +19,7 @@ from .groups import (
     MomentSums,
     StatsBlock,
     StepSums,
+    frobenius_gram,
     hessian_contributions,
     moment_contributions,
     random_effects_block,
@@ -26,7 +27,6 @@ from .groups import (
     re_sums,
     step_contributions,
     value_contributions,
-    vc_frobenius,
 )
 from .rows import (
     COMPACT_BELOW,
@@ -53,7 +53,7 @@ __all__ = [
     "re_sums",
     "step_contributions",
     "value_contributions",
-    "vc_frobenius",
+    "frobenius_gram",
     "accumulate_packed",
     "accumulate_packed_into",
     "accumulate_statistics",

@@ -494,19 +494,23 @@ def moment_contributions(block, zxy=None) -> MomentSums:
     return out
 
 
-def vc_frobenius(block: StatsBlock, q: int, slot_component: np.ndarray) -> np.ndarray:
-    """``F_ll' = Σ_i ‖W_il'W_il'‖²_F`` (d × d): the squares of the variance-component
-    block of every group's ``Z̃_i'Z̃_i`` summed per pair of components
-    (``slot_component``: the component of each slot after the ``q`` columns of
-    ``exog_re``), the moment equations' entries of the components without their
-    ``r⁴`` sums (:func:`dmixed.fit.start.check_distinct_component_values`)."""
+def frobenius_gram(block: StatsBlock, q: int, slot_component: np.ndarray) -> np.ndarray:
+    """``F_jk = Σ_i ⟨M_ij, M_ik⟩_F`` ((q + d) × (q + d)) for ``M_ia = z_ia z_ia'``, each
+    of the ``q`` columns of ``exog_re`` alone (the direction of ``Ψ_aa``), then
+    ``M_il = W_il W_il'`` for each variance component (``slot_component``: the
+    component of each slot after the ``q`` columns): the sums of the squares of every
+    group's ``Z̃_i'Z̃_i`` per pair (``⟨z z', W W'⟩ = ‖W'z‖²``), the moment equations'
+    entries of those directions without their ``r⁴`` sums
+    (:func:`dmixed.fit.start.check_distinct_component_values`)."""
     comp = np.asarray(slot_component, dtype=np.int64)
     d = int(comp.max()) + 1 if comp.size else 0
-    squares = np.zeros((comp.size, comp.size))
+    r = q + comp.size
+    squares = np.zeros((r, r))
     for zzc, _ in block.chunks():
-        squares += np.einsum("stg,stg->st", zzc[q:, q:], zzc[q:, q:])
-    onehot = np.zeros((comp.size, d))
-    onehot[np.arange(comp.size), comp] = 1.0
+        squares += np.einsum("stg,stg->st", zzc, zzc)
+    onehot = np.zeros((r, q + d))
+    onehot[np.arange(q), np.arange(q)] = 1.0
+    onehot[q + np.arange(comp.size), q + comp] = 1.0
     return onehot.T @ squares @ onehot
 
 

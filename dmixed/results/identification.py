@@ -7,12 +7,12 @@ statsmodels does not fit such models at all (its Hessian cannot be inverted).  W
 formulas say so (one component's columns those of another, or all random-effects
 columns) dmixed refuses the model at the spec
 (:func:`dmixed.design.build.check_distinct_components`); where only the data do (two
-columns of equal values under two names) it refuses them before the optimizer where
-the moment sums tell (:func:`dmixed.fit.start.check_distinct_component_values`).  A
-fit of such a model (``check_nobs="ignore"``, or a layout too wide for the moment sums,
-or a component equal to the random intercept) has ℓ and the other estimates right but
-the split, its standard errors and profile intervals mean nothing, so the fit warns,
-naming the parameters.
+columns of equal values under two names, a component of one level per group beside the
+random intercept) it refuses them before the optimizer where the sums the fit holds
+tell (:func:`dmixed.fit.start.check_distinct_component_values`).  A fit of such a
+model (``check_nobs="ignore"``, or padded statistics too wide for the moment sums held
+on a cluster) has ℓ and the other estimates right but the split, its standard errors
+and profile intervals mean nothing, so the fit warns, naming the parameters.
 """
 
 from __future__ import annotations

@@ -252,6 +252,45 @@ def test_components_equal_in_value_held_padded_wider_than_the_moment_sums_are_re
         model.fit()
 
 
+@pytest.mark.parametrize("source", ["pandas", "dask"])
+def test_a_component_of_one_level_per_group_is_refused_beside_the_random_intercept(source):
+    """A component of one level per group is the random intercept under another name
+    (``M_i = 1 1'``): refused before the optimizer, naming both, as two equal
+    components are; with other random effects too (a slope, another component)."""
+    df = _crossed_frame(seed=3)
+    df["c"] = "c" + df["g"].astype(str)
+    data = df
+    if source == "dask":
+        dd = pytest.importorskip("dask.dataframe")
+        data = dd.from_pandas(df, npartitions=3)
+    for re_formula, vc in [
+        ("1", {"c": "0 + C(c)"}),
+        ("1 + x", {"c": "0 + C(c)", "s": "0 + C(s)"}),
+    ]:
+        model = dmixed.mixedlm("y ~ x", data, groups="g", re_formula=re_formula, vc_formula=vc)
+        with pytest.raises(DataError, match="component 'c' has.*the random intercept 'g'"):
+            model.fit()
+
+
+def test_a_component_equal_to_the_intercept_held_padded_wider_than_the_moment_sums():
+    """Ten padded columns and a component of one level per group: the padded
+    statistics in this process decide, as for two equal components."""
+    rng = np.random.default_rng(4)
+    n = 2000
+    df = pd.DataFrame({"g": rng.integers(0, 40, n), "s": rng.integers(0, 5, n)})
+    df["x"] = rng.normal(size=n)
+    df["y"] = df["x"] + rng.normal(size=n) + rng.normal(size=40)[df["g"]]
+    df["s2"] = rng.integers(0, 5, n)
+    df["c"] = df["g"] * 10
+    vc = {"a": "0 + C(s)", "b": "0 + C(s2)", "c": "0 + C(c)"}
+    model = dmixed.mixedlm("y ~ x", df, groups="g", re_formula="1", vc_formula=vc)
+    stats = model.statistics()
+    assert type(stats.engine).__name__ == "LocalEngine"
+    assert stats.fit_layout.r > kernels.MOMENT_MAX_R
+    with pytest.raises(DataError, match="component 'c' has.*the random intercept 'g'"):
+        model.fit()
+
+
 def test_exog_vc_matrices_proportional_across_groups_are_refused():
     """statsmodels' exog_vc: the same indicator columns in another order, scaled by 2."""
     df = _crossed_frame(seed=1)

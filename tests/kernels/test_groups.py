@@ -143,17 +143,20 @@ def test_moment_sums_match_their_definitions(monkeypatch, r):
     np.testing.assert_allclose(halves.zz_zz, got.zz_zz, rtol=1e-12, atol=1e-12)
 
 
-def test_component_frobenius_sums_are_the_moment_equations_entries(monkeypatch):
-    """Σ_i ‖W_il'W_il'‖²_F per pair of components, over several chunks: the moment
-    equations' entries of the components (Σ_i tr(E_l A_i E_l' A_i))."""
+def test_frobenius_gram_is_the_moment_equations_entries(monkeypatch):
+    """Σ_i ⟨M_ij, M_ik⟩_F per pair of random-effects columns alone (Ψ_aa) and
+    components, over several chunks: the moment equations' entries of those directions
+    (Σ_i tr(E_j A_i E_k A_i))."""
     monkeypatch.setattr(kernels.groups, "GROUP_CHUNK", 5)
     rng = np.random.default_rng(7)
-    layout = Layout(1, (2, 3))
+    layout = Layout(2, (2, 3))
     zi = rng.normal(size=(17, 6, layout.r))
     zz = np.einsum("gia,gib->gab", zi, zi)
     block = kernels.StatsBlock(zz, rng.normal(size=(17, layout.r, 3)))
-    got = kernels.vc_frobenius(block, layout.k_re, layout.slot_component)
-    basis = layout.basis()[layout.k_re2 :]
+    got = kernels.frobenius_gram(block, layout.k_re, layout.slot_component)
+    rows, cols = layout.tril()
+    used = np.concatenate([np.flatnonzero(rows == cols), layout.k_re2 + np.arange(layout.k_vc)])
+    basis = layout.basis()[used]
     want = np.einsum("jab,kcd,gbc,gda->jk", basis, basis, zz, zz)
     np.testing.assert_allclose(got, want, rtol=1e-12)
 
