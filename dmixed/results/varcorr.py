@@ -41,7 +41,8 @@ def varcorr_frame(state: ResultsState) -> pd.DataFrame:
     One row per variance (``var2`` missing: ``vcov`` the variance, ``sdcor`` its
     square root), then one per covariance of ``exog_re`` (``vcov`` the covariance,
     ``sdcor`` the correlation ``Ψ_jk / sqrt(Ψ_jj Ψ_kk)``, NaN where a variance is 0),
-    then one per variance component (``grp`` its name), the terms in lme4's order
+    then one per variance component (``grp`` ``"<group>:<name>"``, as lme4 names the term
+    ``(1 | group:component)``; ``vcomp`` keeps statsmodels' name), the terms in lme4's order
     (:func:`term_order`: by decreasing number of levels), then the residual
     (``grp = "Residual"``, ``vcov = σ̂²``, ``sdcor = σ̂``).  Variances are on the data's
     scale (``cov_re`` and ``vcomp`` as reported, not relative to σ̂²).
@@ -62,7 +63,8 @@ def varcorr_frame(state: ResultsState) -> pd.DataFrame:
             corr = cov[k, j] / denom if denom > 0 else np.nan
             terms[0].append((group, names[j], names[k], cov[k, j], corr))
     for name, var in zip(state.names.vc_names, np.asarray(state.vcomp), strict=True):
-        terms.append([(name, None, None, float(var), float(np.sqrt(max(var, 0.0))))])
+        grp = f"{group}:{name}"
+        terms.append([(grp, None, None, float(var), float(np.sqrt(max(var, 0.0))))])
     order = term_order(term_levels(state), len(names), len(terms) - 1)
     rows = [row for t in order for row in terms[t]]
     rows.append(("Residual", None, None, state.scale, float(np.sqrt(state.scale))))

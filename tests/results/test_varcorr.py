@@ -34,7 +34,8 @@ def test_varcorr_frame_is_lme4s_layout(fit):
     # outnumber the groups); within g's, variances then covariances (lower triangle by
     # column); σ last
     assert len(vc) == k + k * (k - 1) // 2 + fit.k_vc + 1
-    assert list(vc.grp) == ["sub"] + ["g"] * (k + k * (k - 1) // 2) + ["Residual"]
+    # lme4 names a component's term (1 | g:sub) "g:sub"
+    assert list(vc.grp) == ["g:sub"] + ["g"] * (k + k * (k - 1) // 2) + ["Residual"]
     g_rows = vc[vc.grp == "g"]
     var = g_rows.iloc[:k]
     np.testing.assert_allclose(var.vcov, np.diag(cov))
@@ -46,8 +47,8 @@ def test_varcorr_frame_is_lme4s_layout(fit):
         assert row.vcov == pytest.approx(cov[m, j])
         assert row.sdcor == pytest.approx(cov[m, j] / np.sqrt(cov[j, j] * cov[m, m]))
         assert -1 <= row.sdcor <= 1
-    comp = vc[vc.grp.isin(fit.names.vc_names)]
-    assert list(comp.grp) == list(fit.names.vc_names)
+    comp = vc[vc.grp.isin([f"g:{name}" for name in fit.names.vc_names])]
+    assert len(comp) == fit.k_vc
     np.testing.assert_allclose(comp.vcov, fit.vcomp)
     last = vc.iloc[-1]
     assert last.grp == "Residual" and pd.isna(last.var1)
@@ -62,6 +63,7 @@ def test_summary_prints_sds_and_correlations(fit):
     corr_x1 = vc[(vc.var1 == "g") & (vc.var2 == "x1")].sdcor.iloc[0]
     x1_line = next(line for line in block if line.split()[0] == "x1")
     assert x1_line.split()[-1] == f"{corr_x1:.2f}"
+    assert any(line.split()[0] == "g:sub" for line in block)  # lme4's print
     resid = next(line for line in block if line.startswith("Residual"))
     assert resid.split()[-1] == f"{np.sqrt(fit.scale):.4g}"
     assert "<pre>Random effects:" in fit.summary().as_html()
