@@ -23,6 +23,9 @@ import numpy as np
 
 from .layout import n_tril, tril_indices
 
+#: the head of the packed global sums: the row count, Σ log w, the rows dropped
+GLOBAL_HEAD = ("n", "sum_log_weights", "n_dropped")
+
 
 @dataclass(frozen=True)
 class PackedLayout:
@@ -144,16 +147,16 @@ class PackedLayout:
         """
         out = values.copy()
         rows, cols = self.xy_index
-        m = rows.size
-        for start in (3, 3 + m):  # [X y]'[X y], then the within-group sums
-            tri = values[start : start + m]
+        xyxy, within, sums = self.global_slices()
+        for part in (xyxy, within):
+            tri = values[part]
             if np.isnan(tri).any():
                 continue
             s = self._symmetric(tri)
-            out[start : start + m] = (m_x.T @ s @ m_x)[rows, cols]
-        sums = values[3 + 2 * m : 3 + 2 * m + self.k]
-        if not np.isnan(sums).any():
-            out[3 + 2 * m : 3 + 2 * m + self.k] = m_x.T @ sums
+            out[part] = (m_x.T @ s @ m_x)[rows, cols]
+        columns = slice(sums.start, sums.start + self.k)  # the last sum (of ones) stays
+        if not np.isnan(values[columns]).any():
+            out[columns] = m_x.T @ values[columns]
         return out
 
     # -- the global sums ------------------------------------------------------------
@@ -163,11 +166,22 @@ class PackedLayout:
         """Row and column in ``[X y]'[X y]`` of each packed global triangle entry."""
         return tril_indices(self.k)
 
+    def global_slices(self) -> tuple[slice, slice, slice]:
+        """The packed global columns of the ``[X y]'[X y]`` triangle, of the
+        within-group triangle and of the column sums ``Σ w [X y 1]``, after the head
+        (:data:`GLOBAL_HEAD`)."""
+        head, m = len(GLOBAL_HEAD), n_tril(self.k)
+        return (
+            slice(head, head + m),
+            slice(head + m, head + 2 * m),
+            slice(head + 2 * m, head + 2 * m + self.k + 1),
+        )
+
     @property
     def global_width(self) -> int:
-        """Length of the packed global sums: ``3 + k(k+1) + k + 1`` (two triangles, the
-        column sums)."""
-        return 3 + 2 * n_tril(self.k) + self.k + 1
+        """Length of the packed global sums: ``3 + k(k+1) + k + 1`` (the head, two
+        triangles, the column sums)."""
+        return self.global_slices()[2].stop
 
     def pack_global(self, glob: dict, n_dropped: int = 0) -> np.ndarray:
         """``[n, Σ log w, n_dropped, lower triangle of [X y]'[X y], lower triangle of the
@@ -182,33 +196,32 @@ class PackedLayout:
         sums = glob.get("column_sums")
         sums = np.full(self.k + 1, np.nan) if sums is None else np.asarray(sums, np.float64)
         head = [float(glob["n"]), float(glob["sum_log_weights"]), float(n_dropped)]
-        return np.concatenate([head, xyxy, tri, sums])
+        return np.concatenate([head, xyxy, tri, sums])  # the order of global_slices
 
     def empty_global(self, n_dropped: int = 0) -> np.ndarray:
         """Packed global sums of no rows (``n_dropped`` rows dropped)."""
         out = np.zeros(self.global_width)
-        out[2] = n_dropped
+        out[GLOBAL_HEAD.index("n_dropped")] = n_dropped
         return out
 
     def unpack_global(self, values: np.ndarray) -> tuple[np.ndarray, int, float, int]:
         """``([X y]'[X y] (k, k), n, Σ log w, n_dropped)`` of packed global sums."""
-        m = n_tril(self.k)
+        n, sum_log_weights, n_dropped = values[: len(GLOBAL_HEAD)]
         return (
-            self._symmetric(values[3 : 3 + m]),
-            int(np.rint(values[0])),
-            float(values[1]),
-            int(np.rint(values[2])),
+            self._symmetric(values[self.global_slices()[0]]),
+            int(np.rint(n)),
+            float(sum_log_weights),
+            int(np.rint(n_dropped)),
         )
 
     def unpack_within(self, values: np.ndarray) -> np.ndarray | None:
         """The within-group cross-products (k, k) of packed global sums (None: none)."""
-        m = n_tril(self.k)
-        tri = values[3 + m : 3 + 2 * m]
+        tri = values[self.global_slices()[1]]
         return None if np.isnan(tri).any() else self._symmetric(tri)
 
     def unpack_column_sums(self, values: np.ndarray) -> np.ndarray | None:
         """The column sums ``Σ w [X y 1]`` (k + 1,) of packed global sums (None: none)."""
-        sums = values[3 + 2 * n_tril(self.k) :]
+        sums = values[self.global_slices()[2]]
         return None if np.isnan(sums).any() else sums.copy()
 
     def _symmetric(self, tri: np.ndarray) -> np.ndarray:

@@ -95,3 +95,30 @@ def test_convert_global_maps_the_sums_of_the_converted_columns(k, within, seed):
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     ok = ~np.isnan(want)
     np.testing.assert_allclose(got[ok], want[ok], rtol=0, atol=1e-12 * np.abs(want[ok]).max())
+
+
+@settings(max_examples=20, deadline=None)
+@given(k=st.integers(1, 9), within=st.booleans(), seed=st.integers(0, 2**16))
+def test_global_slices_hold_what_pack_global_packs(k, within, seed):
+    """One owner of the global sums' order: after the head (n, Σ log w, rows dropped),
+    the ``[X y]'[X y]`` triangle, the within-group triangle and the column sums, to the
+    end of the packed vector."""
+    rng = np.random.default_rng(seed)
+    layout = PackedLayout(2, k)
+    xy = rng.normal(size=(6, k))
+    sums = {"n": 6, "sum_log_weights": 0.25, "xyxy": xy.T @ xy}
+    sums["column_sums"] = np.append(xy.sum(axis=0), 6.0)
+    if within:
+        sums["within"] = 3.0 * xy.T @ xy
+    packed = layout.pack_global(sums, n_dropped=5)
+    xyxy, tri, col = layout.global_slices()
+    rows, cols = tril_indices(k)
+    assert xyxy.start == 3 and xyxy.stop == tri.start and tri.stop == col.start
+    assert col.stop == layout.global_width == packed.size
+    np.testing.assert_array_equal(packed[:3], [6.0, 0.25, 5.0])
+    np.testing.assert_array_equal(packed[xyxy], sums["xyxy"][rows, cols])
+    np.testing.assert_array_equal(packed[col], sums["column_sums"])
+    if within:
+        np.testing.assert_array_equal(packed[tri], sums["within"][rows, cols])
+    else:
+        assert np.isnan(packed[tri]).all()
