@@ -83,13 +83,22 @@ class LocalEngine:
     def _moment_sums(self) -> kernels.MomentSums:
         return kernels.moment_contributions(self.block)
 
+    def _made_moments(self) -> kernels.MomentSums | None:
+        """The moment sums if :meth:`moments` made them already, else None (not made
+        for this: they cost ``G r⁴``)."""
+        return self.__dict__.get("_moment_sums")
+
     def re_gram(self, q: int) -> np.ndarray:
-        """``Σ_i Z_i'Z_i`` (q × q) of the ``exog_re`` columns (the rank check)."""
-        return kernels.re_gram(self.block, q)
+        """``Σ_i Z_i'Z_i`` (q × q) of the ``exog_re`` columns (the rank check): from the
+        moment sums where they were made, else a pass over the groups."""
+        made = self._made_moments()
+        return kernels.re_gram(self.block, q) if made is None else made.zz[:q, :q].copy()
 
     def re_sums(self, q: int) -> np.ndarray:
-        """``Σ_i Z_i'[X y]`` (q × (p+1)) of the ``exog_re`` columns."""
-        return kernels.re_sums(self.block, q)
+        """``Σ_i Z_i'[X y]`` (q × (p+1)) of the ``exog_re`` columns: from the moment sums
+        where they were made, else a pass over the groups."""
+        made = self._made_moments()
+        return kernels.re_sums(self.block, q) if made is None else made.zxy[:q].copy()
 
     def frobenius_gram(self, q: int, slot_component: np.ndarray) -> np.ndarray:
         """``Σ_i ⟨M_ij, M_ik⟩_F`` ((q + d) × (q + d)) of each random-effects column alone
