@@ -144,29 +144,17 @@ def _comparison_hint(formula: str) -> str:
     Python inside calls has them), so the term must be written ``I(z > 0)``, which
     dmixed reads as patsy reads both (``I(z > 0)[T.True]``).  Names the first such
     parenthesized term; "" where the formula compares nowhere outside a call."""
-    calls = 0  # depth of the calls the scan is inside (Python: comparisons allowed)
-    stack: list[tuple[int, bool]] = []  # (position of "(", is a call)
-    quoted = False
-    for pos, ch in enumerate(formula):
-        if ch == "`":
-            quoted = not quoted
-        elif quoted:
+    for pos, calls, closed in _paren_scan(formula, "_.`)]"):
+        if closed is None:
             continue
-        elif ch == "(":
-            before = formula[:pos].rstrip()
-            call = bool(before) and (before[-1].isalnum() or before[-1] in "_.`)]")
-            stack.append((pos, call))
-            calls += call
-        elif ch == ")" and stack:
-            start, call = stack.pop()
-            calls -= call
-            inner = formula[start + 1 : pos].strip()
-            if not call and not calls and _COMPARISON.search(inner):
-                return (
-                    f"; the term ({inner}) compares values outside I(): formulas "
-                    f"compare only inside a call, write I({inner}) (patsy's boolean "
-                    f"factor, 'I({inner})[T.True]')"
-                )
+        start, call = closed
+        inner = formula[start + 1 : pos].strip()
+        if not call and not calls and _COMPARISON.search(inner):
+            return (
+                f"; the term ({inner}) compares values outside I(): formulas "
+                f"compare only inside a call, write I({inner}) (patsy's boolean "
+                f"factor, 'I({inner})[T.True]')"
+            )
     if _COMPARISON.search(_outside_calls(formula)):
         return "; formulas compare values only inside a call: write I(...) around the comparison"
     return ""
@@ -174,21 +162,37 @@ def _comparison_hint(formula: str) -> str:
 
 def _outside_calls(formula: str) -> str:
     """``formula`` with the arguments of every call (and backquoted names) blanked."""
-    out, depth, quoted = [], 0, False
+    return "".join(formula[pos] for pos, calls, _ in _paren_scan(formula, "_.") if not calls)
+
+
+def _paren_scan(formula: str, call_edges: str):
+    """Walk the characters of ``formula`` outside backquoted names (the backquotes
+    left out too), yielding ``(position, calls, closed)``: ``calls`` the number of
+    calls the character is in (Python there: comparisons allowed), a call's own
+    parentheses counted in it; ``closed``, for a ``)``, the ``(position, is a call)``
+    of the ``(`` it closes, else None.  A ``(`` opens a call after a letter, a digit
+    or one of ``call_edges``."""
+    calls = 0
+    stack: list[tuple[int, bool]] = []  # (position of "(", is a call)
+    quoted = False
     for pos, ch in enumerate(formula):
         if ch == "`":
             quoted = not quoted
             continue
         if quoted:
             continue
-        before = formula[:pos].rstrip()
-        if ch == "(" and (depth or (before and (before[-1].isalnum() or before[-1] in "_."))):
-            depth += 1
-        elif ch == ")" and depth:
-            depth -= 1
-        elif not depth:
-            out.append(ch)
-    return "".join(out)
+        if ch == "(":
+            before = formula[:pos].rstrip()
+            call = bool(before) and (before[-1].isalnum() or before[-1] in call_edges)
+            stack.append((pos, call))
+            calls += call
+            yield pos, calls, None
+        elif ch == ")" and stack:
+            start, call = stack.pop()
+            yield pos, calls, (start, call)
+            calls -= call
+        else:
+            yield pos, calls, None
 
 
 def _number(node: ast.AST) -> bool:
