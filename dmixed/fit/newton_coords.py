@@ -428,54 +428,43 @@ def _small_newton_step(
             second[i][i] = x[i] * g[i] if lg[i] else 0.0
     if factors is not None:
         lmat, d, s = factors
-        xb = [d[b] + s[b] for b in range(q)]
-        gmat = [
-            [0.5 * g[blk[a][b]] + (0.5 * g[blk[a][a]] if a == b else 0.0) for b in range(q)]
-            for a in range(q)
-        ]
-
-        def first(a: int, b: int) -> list[list[float]]:
-            """∂M over the coordinate (a, b): ``x_b L_b L_b'`` or ``d_b (e_a L_b' + L_b e_a')``."""
+        cells = [(e, f) for e in range(q) for f in range(q)]  # row-major, as numpy sums
+        gmat = [0.5 * g[blk[e][f]] + (0.5 * g[blk[e][e]] if e == f else 0.0) for e, f in cells]
+        # ∂M over each coordinate (a, b), row-major: x_b L_b L_b' or d_b (e_a L_b' + L_b e_a')
+        firsts = {}
+        for b in range(q):
+            xb = d[b] + s[b]
             col = [lmat[e][b] for e in range(q)]
-            if a == b:
-                return [[xb[b] * (col[e] * col[f]) for f in range(q)] for e in range(q)]
-            return [
-                [
+            firsts[b, b] = [xb * (col[e] * col[f]) for e, f in cells]
+            for a in range(b + 1, q):
+                firsts[a, b] = [
                     d[b] * ((col[f] if e == a else 0.0) + (col[e] if f == a else 0.0))
-                    for f in range(q)
+                    for e, f in cells
                 ]
-                for e in range(q)
-            ]
-
-        def trace(m2: list[list[float]]) -> float:
-            return _numpy_sum([gmat[e][f] * m2[e][f] for e in range(q) for f in range(q)])
-
-        firsts = {(a, b): first(a, b) for b in range(q) for a in range(b, q)}
         for (a, b), dm in firsts.items():
             for e in range(q):
                 for f in range(e + 1):
-                    jac[blk[e][f]][blk[a][b]] = dm[e][f]
+                    jac[blk[e][f]][blk[a][b]] = dm[e * q + f]
         for b in range(q):
+            ratio = (d[b] + s[b]) / d[b]
             for a in range(b, q):
                 for cb in range(b, q):
                     if a == b and cb == b:
                         m2 = firsts[b, b]
                     elif a == b or cb == b:
-                        ratio = xb[b] / d[b]
-                        m2 = [[v * ratio for v in row] for row in firsts[a + cb - b, b]]
+                        m2 = [v * ratio for v in firsts[a + cb - b, b]]
                     else:
                         m2 = [
-                            [
-                                d[b]
-                                * (
-                                    (1.0 if e == a and f == cb else 0.0)
-                                    + (1.0 if e == cb and f == a else 0.0)
-                                )
-                                for f in range(q)
-                            ]
-                            for e in range(q)
+                            d[b]
+                            * (
+                                (1.0 if e == a and f == cb else 0.0)
+                                + (1.0 if e == cb and f == a else 0.0)
+                            )
+                            for e, f in cells
                         ]
-                    second[blk[a][b]][blk[cb][b]] = trace(m2)
+                    second[blk[a][b]][blk[cb][b]] = _numpy_sum(
+                        [gv * mv for gv, mv in zip(gmat, m2, strict=True)]
+                    )
     jac_arr = np.array(jac)
     g_v = jac_arr.T @ grad
     h_v = jac_arr.T @ hess @ jac_arr + np.array(second)
