@@ -60,7 +60,15 @@ import numpy as np
 
 from ..stats import Layout, tril_indices
 
-__all__ = ["MAX_LOG_STEP", "SHIFT_SHARE", "NewtonStep", "log_entries", "log_shift", "newton_step"]
+__all__ = [
+    "MAX_LOG_STEP",
+    "SHIFT_SHARE",
+    "SMALL_STEP_MAX",
+    "NewtonStep",
+    "log_entries",
+    "log_shift",
+    "newton_step",
+]
 
 #: the share of the log-determinant's shift the coordinates take (:func:`log_shift`):
 #: ℓ's other part, ``−(fac/2) log Q`` with σ² profiled, is not of the form
@@ -68,6 +76,14 @@ __all__ = ["MAX_LOG_STEP", "SHIFT_SHARE", "NewtonStep", "log_entries", "log_shif
 #: variance is well determined; half of it left no fit of the benchmarks and tests
 #: with more evaluations than the plain log scale (benchmarks/RESULTS.md, 2026-12-01)
 SHIFT_SHARE = 0.5
+
+#: Up to this many movable entries, :func:`newton_step` makes the entries of its chain
+#: rule and coordinates in Python floats (:func:`_small_newton_step`: a few hundred
+#: float operations and some 10 calls of numpy, against some 60 calls of numpy on
+#: k × k arrays, each costing more than its arithmetic); above it, and as the
+#: reference, in numpy.  The same numbers bit for bit (``tr(G X)`` summed in numpy's
+#: order: at most 9 terms, a 3 × 3 block).
+SMALL_STEP_MAX = 6
 
 #: the largest change of a log variance one Newton step makes (a factor of 100): a
 #: longer step is shortened as a whole (the direction kept), as the line search would
@@ -334,6 +350,8 @@ def newton_step(
     full_shift = np.zeros(layout.n_params) if shift is None else np.asarray(shift, np.float64)
     c = np.where(log, full_shift[movable], 0.0)
     block = _block_positions(layout, movable, log) if cholesky else np.zeros((0, 0), np.intp)
+    if point.size <= SMALL_STEP_MAX:
+        return _small_newton_step(point, log, c, block, grad, hess, direction)
     single = log.copy()  # the log entries outside the block
     single[np.diagonal(block)] = False
     x = point + c
@@ -368,3 +386,153 @@ def newton_step(
     else:
         origin, block_shift = _coordinates(point, log, c, block, factors), factors[2]
     return NewtonStep(point, log, delta, 0.5 * float(g_v @ delta), c, block, origin, block_shift)
+
+
+def _small_newton_step(
+    point: np.ndarray,
+    log: np.ndarray,
+    c: np.ndarray,
+    block: np.ndarray,
+    grad: np.ndarray,
+    hess: np.ndarray,
+    direction,
+) -> NewtonStep | None:
+    """:func:`newton_step` for few movable entries: the entries of ``J`` and of the
+    second-derivative term made one by one in Python floats, with the arithmetic of
+    :func:`_block_chain_rule` (the same products, each ``tr(G X)`` summed in numpy's
+    order, :func:`_numpy_sum`), the factorization, the products ``J'g``, ``J'HJ``,
+    the direction and the logarithms in numpy: the same numbers bit for bit
+    (:data:`SMALL_STEP_MAX`).
+
+    ``point``, ``log``, ``c`` and ``block`` are those :func:`newton_step` made: the
+    movable θ, which of them are on the (shifted) log scale, their shifts and the
+    block's positions.
+    """
+    k = point.size
+    pt, lg, cc, g = point.tolist(), log.tolist(), c.tolist(), grad.tolist()
+    x = [pt[i] + cc[i] for i in range(k)]
+    blk = block.tolist()
+    factors = _small_factors(pt, cc, blk) if blk else None
+    if factors is None:
+        blk = []
+    q = len(blk)
+    in_block = [False] * k
+    for row in blk:
+        for j in row:
+            in_block[j] = True
+    jac = [[0.0] * k for _ in range(k)]
+    second = [[0.0] * k for _ in range(k)]
+    for i in range(k):
+        if not in_block[i]:
+            jac[i][i] = x[i] if lg[i] else 1.0
+            second[i][i] = x[i] * g[i] if lg[i] else 0.0
+    if factors is not None:
+        lmat, d, s = factors
+        cells = [(e, f) for e in range(q) for f in range(q)]  # row-major, as numpy sums
+        gmat = [0.5 * g[blk[e][f]] + (0.5 * g[blk[e][e]] if e == f else 0.0) for e, f in cells]
+        # ∂M over each coordinate (a, b), row-major: x_b L_b L_b' or d_b (e_a L_b' + L_b e_a')
+        firsts = {}
+        for b in range(q):
+            xb = d[b] + s[b]
+            col = [lmat[e][b] for e in range(q)]
+            firsts[b, b] = [xb * (col[e] * col[f]) for e, f in cells]
+            for a in range(b + 1, q):
+                firsts[a, b] = [
+                    d[b] * ((col[f] if e == a else 0.0) + (col[e] if f == a else 0.0))
+                    for e, f in cells
+                ]
+        for (a, b), dm in firsts.items():
+            for e in range(q):
+                for f in range(e + 1):
+                    jac[blk[e][f]][blk[a][b]] = dm[e * q + f]
+        for b in range(q):
+            ratio = (d[b] + s[b]) / d[b]
+            for a in range(b, q):
+                for cb in range(b, q):
+                    if a == b and cb == b:
+                        m2 = firsts[b, b]
+                    elif a == b or cb == b:
+                        m2 = [v * ratio for v in firsts[a + cb - b, b]]
+                    else:
+                        m2 = [
+                            d[b]
+                            * (
+                                (1.0 if e == a and f == cb else 0.0)
+                                + (1.0 if e == cb and f == a else 0.0)
+                            )
+                            for e, f in cells
+                        ]
+                    second[blk[a][b]][blk[cb][b]] = _numpy_sum(
+                        [gv * mv for gv, mv in zip(gmat, m2, strict=True)]
+                    )
+    jac_arr = np.array(jac)
+    g_v = jac_arr.T @ grad
+    h_v = jac_arr.T @ hess @ jac_arr + np.array(second)
+    h_v = 0.5 * (h_v + h_v.T)
+    delta = direction(h_v, g_v)
+    if delta is None:
+        return None
+    longest = max(
+        (abs(v) for v, is_log in zip(delta.tolist(), lg, strict=True) if is_log), default=0.0
+    )
+    if longest > MAX_LOG_STEP:
+        delta = delta * (MAX_LOG_STEP / longest)
+    rise = 0.5 * float(g_v @ delta)
+    if factors is None:
+        empty = np.zeros(0)
+        return NewtonStep(point, log, delta, rise, c, np.zeros((0, 0), np.intp), empty, empty)
+    lmat, d, s = factors
+    # v: log(θ + c) on the log scale outside the block, log(d + s) at its variances,
+    # L at its covariances, θ elsewhere (one numpy log, as _coordinates takes them)
+    args = [x[i] if lg[i] else 1.0 for i in range(k)]
+    for b in range(q):
+        args[blk[b][b]] = d[b] + s[b]
+    logs = np.log(args).tolist()
+    origin = [logs[i] if lg[i] else pt[i] for i in range(k)]
+    for b in range(q):
+        origin[blk[b][b]] = logs[blk[b][b]]
+        for a in range(b + 1, q):
+            origin[blk[a][b]] = lmat[a][b]
+    return NewtonStep(point, log, delta, rise, c, block, np.array(origin), np.array(s))
+
+
+def _small_factors(
+    pt: list[float], cc: list[float], blk: list[list[int]]
+) -> tuple[list[list[float]], list[float], list[float]] | None:
+    """:func:`_factors` of the block ``blk`` of the movable θ ``pt`` shifted by ``cc``
+    (lists; the Cholesky factor by numpy, the rest in floats with its arithmetic);
+    ``None`` where it is not positive definite."""
+    q = len(blk)
+    mat = [[pt[blk[a][b]] + (cc[blk[a][a]] if a == b else 0.0) for b in range(q)] for a in range(q)]
+    try:
+        chol = np.linalg.cholesky(np.array(mat)).tolist()
+    except np.linalg.LinAlgError:
+        return None
+    root = [chol[j][j] for j in range(q)]
+    d = [r * r for r in root]
+    lmat = [[chol[a][b] / root[b] for b in range(q)] for a in range(q)]
+    s = [SHIFT_SHARE * max(mat[j][j] - d[j], 0.0) for j in range(q)]
+    return lmat, d, s
+
+
+def _numpy_sum(values: list[float]) -> float:
+    """``numpy.sum`` of a contiguous float64 array of up to 128 ``values``, in its order
+    of additions (pairwise: eight running sums from eight values on, combined as a
+    tree, then the rest one by one; one by one below eight), so that a sum made here
+    equals numpy's bit for bit."""
+    n = len(values)
+    if n < 8:
+        total = 0.0
+        for v in values:
+            total += v
+        return total
+    acc = values[:8]
+    i = 8
+    while i + 8 <= n:
+        for j in range(8):
+            acc[j] += values[i + j]
+        i += 8
+    total = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+    for v in values[i:]:
+        total += v
+    return total

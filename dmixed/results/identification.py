@@ -17,6 +17,7 @@ and profile intervals mean nothing, so the fit warns, naming the parameters.
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import numpy as np
@@ -95,11 +96,35 @@ def identified_directions(
     """
     n_theta = np.asarray(at_zero).size
     none = np.zeros(0, dtype=np.int64), np.eye(n_theta)
-    if hessian is None or not np.all(np.isfinite(hessian)):
+    if hessian is None:
         return none
-    h = np.asarray(hessian, dtype=np.float64)
+    h = np.ascontiguousarray(hessian, dtype=np.float64)
+    at_zero = np.ascontiguousarray(at_zero, dtype=bool)
+    scaled = _scaled_information(h.tobytes(), h.shape[0], k_fe, at_zero.tobytes())
+    if scaled is None:
+        return none
+    theta, zero, d, w, v = scaled
+    live = np.flatnonzero(~zero)
+    flat_w = np.abs(w) <= flat
+    involved = zero.copy()
+    involved[live] = np.any(np.abs(v[:, flat_w]) > 0.1, axis=1)
+    basis = np.zeros((n_theta, int((~flat_w).sum())))
+    basis[theta[live]] = v[:, ~flat_w] / d[live, None]
+    return np.sort(theta[involved]), basis
+
+
+@functools.lru_cache(maxsize=4)
+def _scaled_information(hessian: bytes, k: int, k_fe: int, at_zero: bytes):
+    """``(θ, zero, d, w, v)`` of :func:`identified_directions`: the covariance parameters
+    not at zero, those of them without curvature, ``√|diag S|``, and the eigenvalues and
+    eigenvectors of ``R`` over the others; ``None`` where nothing can be said.  Made
+    once per Hessian (read-only arrays): the covariance of the estimates and the
+    warning about unidentified parameters both ask for it at the optimum."""
+    h = np.frombuffer(hessian, dtype=np.float64).reshape(k, k)
+    if not np.all(np.isfinite(h)):
+        return None
     info = -0.5 * (h + h.T)
-    theta = np.flatnonzero(~np.asarray(at_zero, dtype=bool))
+    theta = np.flatnonzero(~np.frombuffer(at_zero, dtype=bool))
     cols = k_fe + theta
     s = info[np.ix_(cols, cols)]
     if k_fe:
@@ -108,20 +133,18 @@ def identified_directions(
                 info[:k_fe, :k_fe], info[np.ix_(range(k_fe), cols)]
             )
         except np.linalg.LinAlgError:
-            return none  # the fixed effects' block: their own warning says so
+            return None  # the fixed effects' block: their own warning says so
     d = np.sqrt(np.abs(np.diag(s)))
     if not d.size or not np.all(np.isfinite(s)):
-        return none
+        return None
     zero = d <= 1e-12 * d.max(initial=0.0)
     live = np.flatnonzero(~zero)
     r = s[np.ix_(live, live)] / np.outer(d[live], d[live])
     w, v = np.linalg.eigh(0.5 * (r + r.T))
-    flat_w = np.abs(w) <= flat
-    involved = zero.copy()
-    involved[live] = np.any(np.abs(v[:, flat_w]) > 0.1, axis=1)
-    basis = np.zeros((n_theta, int((~flat_w).sum())))
-    basis[theta[live]] = v[:, ~flat_w] / d[live, None]
-    return np.sort(theta[involved]), basis
+    out = (theta, zero, d, w, v)
+    for arr in out:
+        arr.flags.writeable = False
+    return out
 
 
 def warn_unidentified(hessian, k_fe: int, at_zero: np.ndarray, names) -> None:

@@ -7,11 +7,15 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import dmixed
+from dmixed.fit import newton_coords
 from dmixed.fit.newton_coords import (
     MAX_LOG_STEP,
     SHIFT_SHARE,
+    SMALL_STEP_MAX,
     log_entries,
     log_shift,
     newton_step,
@@ -203,10 +207,12 @@ def _block_v(theta, layout, shift):
     return np.append(v, np.log(theta[layout.k_re2 :] + shift[layout.k_re2 :])), s
 
 
-def test_a_wider_block_is_the_chain_rule():
+@pytest.mark.parametrize("small", [False, True])
+def test_a_wider_block_is_the_chain_rule(small, monkeypatch):
     """A 3 × 3 Ψ* beside a component, shifted: g_v and H_v are those of ℓ(θ(v)) by
     finite differences (the second derivatives of L D L' in every pair of its
-    coordinates), and the step's point is θ(v + fδ)."""
+    coordinates), and the step's point is θ(v + fδ); in numpy and in Python floats."""
+    monkeypatch.setattr(newton_coords, "SMALL_STEP_MAX", 7 if small else 0)
     layout = Layout(k_re=3, vc_widths=(2,))
     rng = np.random.default_rng(1)
     root = rng.standard_normal((3, 3))
@@ -439,3 +445,56 @@ def test_a_start_off_in_scale_and_covariance_converges_as_one_off_in_scale(monke
         assert fit.llf == pytest.approx(best.llf, rel=1e-12)
         evals.append(fit.n_evals)
     assert evals == [5, 5]
+
+
+def _steps_both_ways(monkeypatch, *args):
+    """The :func:`newton_step` of ``args`` in Python floats and in numpy, with the
+    ``(H_v, g_v)`` each handed to its direction."""
+    out = []
+    for limit in (SMALL_STEP_MAX, 0):
+        monkeypatch.setattr(newton_coords, "SMALL_STEP_MAX", limit)
+        seen, direction = _recorded_direction()
+        out.append((newton_step(*args[:5], direction, *args[5:]), seen))
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    shape=st.sampled_from([(1, ()), (1, (2,)), (2, ()), (2, (3,)), (3, ()), (1, (2, 2))]),
+    seed=st.integers(0, 2**32 - 1),
+    cholesky=st.booleans(),
+    at_zero=st.booleans(),
+)
+def test_the_small_step_in_floats_is_the_numpy_step(shape, seed, cholesky, at_zero):
+    """For every layout of at most :data:`SMALL_STEP_MAX` movable entries, the step made
+    in Python floats is numpy's (the reference) bit for bit: ``H_v``, ``g_v``, the
+    step, its decrement, its coordinates and its points; with a block positive
+    definite or not, shifts or none, a variance at zero (plain), and the plain
+    coordinates of the polish after a quasi-Newton method (``cholesky=False``)."""
+    rng = np.random.default_rng(seed)
+    layout = Layout(k_re=shape[0], vc_widths=shape[1])
+    m = layout.n_params
+    root = rng.standard_normal((layout.k_re, layout.k_re))
+    psi = root @ root.T * rng.uniform(0.01, 3.0) + (rng.uniform(-0.5, 0.5)) * np.eye(layout.k_re)
+    rows, cols = layout.tril()
+    theta = np.append(psi[rows, cols], rng.uniform(0.0, 2.0, layout.k_vc))
+    if at_zero:
+        theta[rng.integers(m)] = 0.0
+    shift = np.where(rng.random(m) < 0.5, 0.0, rng.uniform(0.0, 1.0, m))
+    grad = rng.standard_normal(m) * 10.0 ** rng.uniform(-3, 2)
+    quad = rng.standard_normal((m, m))
+    hess = -(quad @ quad.T) + rng.uniform(-0.5, 0.5) * np.eye(m)
+    with pytest.MonkeyPatch.context() as mp:
+        (small, seen_small), (ref, seen_ref) = _steps_both_ways(
+            mp, layout, np.ones(m, bool), theta, grad, hess, shift, cholesky
+        )
+    if ref is None:
+        assert small is None
+        return
+    np.testing.assert_array_equal(seen_small["h"], seen_ref["h"])
+    np.testing.assert_array_equal(seen_small["g"], seen_ref["g"])
+    assert small.rise == ref.rise
+    for name in ("theta", "log", "delta", "shift", "block", "origin", "block_shift"):
+        np.testing.assert_array_equal(getattr(small, name), getattr(ref, name))
+    for fraction in (1.0, 0.25):
+        np.testing.assert_array_equal(small.point(fraction), ref.point(fraction))
