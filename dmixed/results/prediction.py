@@ -57,7 +57,9 @@ def formula_data(spec, data, exog):
     """``(data, exog)`` of a ``predict``-like call, with a DataFrame, a mapping of columns
     or a Series passed as ``exog`` to a formula model (``spec`` not None) moved to
     ``data``: statsmodels applies the formula to it, so it is new data, not a design
-    matrix.
+    matrix.  To a model built from arrays (``spec`` None) the first positional argument
+    is statsmodels' ``exog``, the new design, and is moved there (a Dask DataFrame
+    stays, to be refused as formula data).
 
     ``data`` as statsmodels' formula ``predict`` also takes it is made a DataFrame
     (:func:`columns_frame`): a mapping of columns, a pandas Series.
@@ -65,11 +67,15 @@ def formula_data(spec, data, exog):
     Raises
     ------
     SpecError
-        Both ``data`` and such an ``exog``.
+        Both ``data`` and such an ``exog``, or both for a model built from arrays.
     DataError
         ``data`` of a formula model that is none of these (an ndarray has no column
         names to read), or columns of different lengths.
     """
+    if spec is None and data is not None and not is_dask(data):
+        if exog is not None:
+            raise SpecError("pass the new rows once: as data or as exog, not both")
+        return None, data
     if spec is not None and data is not None and not _frame(data):
         data = columns_frame(spec, data)
     if spec is None or not (_frame(exog) or isinstance(exog, (pd.Series, Mapping))):
