@@ -294,7 +294,8 @@ class Predictor:
 
     def array_rows(self, exog, exog_re, groups, include_random: bool) -> NewRows:
         """The new rows of an array-built model, checked (``exog_re`` and ``groups`` are
-        read only with ``include_random``).
+        read only with ``include_random``); a 1-D ``exog`` is one row unless the model
+        has one fixed effect (statsmodels' reading).
 
         Raises
         ------
@@ -304,6 +305,8 @@ class Predictor:
             unless the model's only random effect is an intercept) or ``groups`` not of
             ``exog``'s rows, ``exog_re`` not of ``k_re`` columns.
         """
+        if np.ndim(exog) == 1 and len(self.fe_params) != 1:
+            exog = np.asarray(exog)[None, :]  # one row, as statsmodels reads it
         x = _float_rows(exog, "exog")
         if x.shape[1] != len(self.fe_params):
             raise DataError(f"exog has {x.shape[1]} columns; the model has {len(self.fe_params)}")

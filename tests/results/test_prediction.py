@@ -335,3 +335,19 @@ def test_new_rows_of_an_array_model_given_by_position_are_its_exog():
     np.testing.assert_array_equal(res.predict(frame), res.predict(exog=new))
     with pytest.raises(SpecError, match="as data or as exog, not both"):
         res.predict(new, exog=new)
+
+
+def test_a_one_dimensional_exog_of_k_fe_values_is_one_row():
+    """statsmodels' ``predict(exog=x)`` reads a 1-D ``x`` as one row when the model has
+    more than one fixed effect (a column when it has one)."""
+    from statsmodels.regression.mixed_linear_model import MixedLM as SmMixedLM
+
+    df = make_data(n_groups=12, seed=16)
+    endog, exog, exog_re, groups = design(df)
+    res = MixedLM(endog, exog, groups, exog_re=exog_re).fit()
+    row = exog[3]
+    np.testing.assert_array_equal(res.predict(exog=row), res.predict(exog=exog[3:4]))
+    sm = SmMixedLM(endog, exog, groups, exog_re=exog_re)
+    np.testing.assert_allclose(res.predict(exog=row), sm.predict(res.fe_params, row), rtol=1e-12)
+    one = MixedLM(endog, exog[:, :1], groups).fit()
+    assert one.predict(exog=exog[:5, 0]).shape == (5,)
