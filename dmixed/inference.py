@@ -381,7 +381,7 @@ def _n_held(fit) -> int:
     if free is None:
         return 0
     n_cov = len(fit.params) - fit.k_fe
-    return int(np.sum(~parse_free(free, n_cov, fit.k_fe, fit.use_sqrt)))
+    return int(np.sum(~parse_free(free, n_cov, fit.k_fe)))
 
 
 def _check_comparable(fits) -> None:

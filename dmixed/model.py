@@ -543,8 +543,8 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         warn_boundary(self, opt, stats.layout)
         if ev.prof is None:
             raise RuntimeError("internal error: the optimum is outside the parameter space")
-        # statsmodels' mask for the standard errors is in the plain packing (Hessian's)
-        estimated = parse_free(free, stats.layout.n_params, self.k_fe, use_sqrt=False)
+        # the Hessian's basis is the plain packing, the mask's own
+        estimated = parse_free(free, stats.layout.n_params, self.k_fe)
         # in θ = [vech(Ψ*), τ*] whatever the packing: the Hessian's basis is ∂B*/∂θ
         # the BLUPs there come in the Hessian's round trip where the engine can
         hess = (

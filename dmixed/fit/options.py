@@ -49,13 +49,15 @@ def choose_methods(method: str | list[str] | None, opt_sqrt: bool) -> list[str]:
     return methods
 
 
-def parse_free(free, n_params: int, k_fe: int, use_sqrt: bool) -> np.ndarray:
+def parse_free(free, n_params: int, k_fe: int) -> np.ndarray:
     """statsmodels' ``free`` as a mask over the packed covariance parameters (bool, (m,)).
 
     ``free`` is 1 (estimated) / 0 (held at its start value) per packed covariance
     parameter, optionally preceded by the ``k_fe`` fixed effects (which must all be 1:
     they are profiled out), or an object with ``get_packed(use_sqrt, has_fe)``;
-    ``None`` frees every parameter.
+    ``None`` frees every parameter.  The mask is read in the plain packing whatever the
+    model's ``use_sqrt``, as statsmodels reads it: the Cholesky factor of a pattern is
+    not a pattern (``cov_re`` all ones would factor with a zero diagonal entry).
 
     Raises
     ------
@@ -65,7 +67,7 @@ def parse_free(free, n_params: int, k_fe: int, use_sqrt: bool) -> np.ndarray:
     if free is None:
         return np.ones(n_params, dtype=bool)
     if hasattr(free, "get_packed"):
-        full = np.asarray(free.get_packed(use_sqrt=use_sqrt, has_fe=True))
+        full = np.asarray(free.get_packed(use_sqrt=False, has_fe=True))
     else:
         full = np.asarray(free, dtype=np.float64).ravel()
     if full.size == n_params + k_fe:

@@ -126,7 +126,7 @@ def fit_start(
         A bad ``start_params`` or ``free``, or a start where ℓ is not finite.
     """
     layout = stats.layout
-    free_mask = parse_free(free, layout.n_params, model.k_fe, model.use_sqrt)
+    free_mask = parse_free(free, layout.n_params, model.k_fe)
     # the optimizer works in the statistics' (standardized) coordinates, scale free;
     # a `free` mask constrains the model's own Ψ*, so then in the scaled ones only
     coords = Coordinates.for_fit(stats.columns, layout, bool(free_mask.all()))

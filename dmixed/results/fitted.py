@@ -50,7 +50,8 @@ class FittedValues:
         data : pandas or Dask DataFrame, optional
             New data with the columns the formula uses (formula models); the response
             and weights need not be there.  A Dask DataFrame gives a lazy Dask Series
-            with its partitioning.
+            with its partitioning.  For a model built from arrays, the new ``exog``
+            (statsmodels' first argument).
         include_random : bool
             False (default, as statsmodels): the fixed part ``X β̂``.  True: add the
             group's BLUPs, ``X β̂ + Z̃ γ̂_group`` (lme4's ``predict`` with
@@ -85,7 +86,7 @@ class FittedValues:
         Raises
         ------
         ValueError
-            ``data`` for a model built from arrays; no data for loaded results;
+            Dask ``data`` for a model built from arrays; no data for loaded results;
             ``exog`` of the wrong width; ``include_random`` without ``groups``; group
             keys of another class than the fitted ones; unseen groups with
             ``new_groups="error"``; new levels with ``new_levels="error"``; a

@@ -57,7 +57,9 @@ def formula_data(spec, data, exog):
     """``(data, exog)`` of a ``predict``-like call, with a DataFrame, a mapping of columns
     or a Series passed as ``exog`` to a formula model (``spec`` not None) moved to
     ``data``: statsmodels applies the formula to it, so it is new data, not a design
-    matrix.
+    matrix.  To a model built from arrays (``spec`` None) the first positional argument
+    is statsmodels' ``exog``, the new design, and is moved there (a Dask DataFrame
+    stays, to be refused as formula data).
 
     ``data`` as statsmodels' formula ``predict`` also takes it is made a DataFrame
     (:func:`columns_frame`): a mapping of columns, a pandas Series.
@@ -65,11 +67,15 @@ def formula_data(spec, data, exog):
     Raises
     ------
     SpecError
-        Both ``data`` and such an ``exog``.
+        Both ``data`` and such an ``exog``, or both for a model built from arrays.
     DataError
         ``data`` of a formula model that is none of these (an ndarray has no column
         names to read), or columns of different lengths.
     """
+    if spec is None and data is not None and not is_dask(data):
+        if exog is not None:
+            raise SpecError("pass the new rows once: as data or as exog, not both")
+        return None, data
     if spec is not None and data is not None and not _frame(data):
         data = columns_frame(spec, data)
     if spec is None or not (_frame(exog) or isinstance(exog, (pd.Series, Mapping))):
@@ -288,7 +294,8 @@ class Predictor:
 
     def array_rows(self, exog, exog_re, groups, include_random: bool) -> NewRows:
         """The new rows of an array-built model, checked (``exog_re`` and ``groups`` are
-        read only with ``include_random``).
+        read only with ``include_random``); a 1-D ``exog`` is one row unless the model
+        has one fixed effect (statsmodels' reading).
 
         Raises
         ------
@@ -298,6 +305,8 @@ class Predictor:
             unless the model's only random effect is an intercept) or ``groups`` not of
             ``exog``'s rows, ``exog_re`` not of ``k_re`` columns.
         """
+        if np.ndim(exog) == 1 and len(self.fe_params) != 1:
+            exog = np.asarray(exog)[None, :]  # one row, as statsmodels reads it
         x = _float_rows(exog, "exog")
         if x.shape[1] != len(self.fe_params):
             raise DataError(f"exog has {x.shape[1]} columns; the model has {len(self.fe_params)}")

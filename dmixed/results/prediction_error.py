@@ -476,8 +476,9 @@ def get_prediction(
     results : MixedLMResults
         (``self`` of :meth:`dmixed.MixedLMResults.get_prediction`.)
     data : pandas or Dask DataFrame, optional
-        New rows, as :meth:`~dmixed.MixedLMResults.predict` (formula models).  None:
-        ``exog`` (arrays), or the fitted rows.
+        New rows, as :meth:`~dmixed.MixedLMResults.predict` (formula models; for a
+        model built from arrays, the new ``exog``).  None: ``exog`` (arrays), or the
+        fitted rows.
     include_random : bool
         False: ``x'β̂``, variance ``x' cov(β̂) x``.  True: ``x'β̂ + z'b̂_i``, variance
         ``[x; z]' C [x; z]`` (C from Henderson's equations; needs the fit's per-group
@@ -509,7 +510,7 @@ def get_prediction(
     Raises
     ------
     SpecError
-        ``data`` for a model built from arrays; no data where the fitted rows are not
+        Dask ``data`` for a model built from arrays; no data where the fitted rows are not
         available (loaded results, Dask fits); ``include_random`` on loaded results;
         ``alpha`` not in (0, 1); a ``new_groups`` or ``new_levels`` not listed.
     DataError

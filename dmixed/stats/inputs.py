@@ -213,7 +213,9 @@ def remote_identity(url: str, storage_options: dict | None = None) -> str:
 
 def repeated_inputs(inputs: list[dict], included: list[dict] | None = None) -> list[str]:
     """The inputs of ``inputs`` whose rows would be counted twice: a path of
-    ``included`` or of an earlier input given again (``"PATH"``), or the content of one
+    ``included`` or of an earlier input given again (``"PATH"``; ``"PATH (changed since
+    it was added ...)"`` where its size or content is no longer the included one's:
+    rows appended to it cannot be told from the counted ones), or the content of one
     under another name (``"PATH (the content of EARLIER)"``, :func:`same_content`).
 
     ``inputs`` and ``included`` are records of
@@ -221,16 +223,28 @@ def repeated_inputs(inputs: list[dict], included: list[dict] | None = None) -> l
     ``d/a.parquet`` and ``./d/a.parquet`` are one path).
     """
     included = included or []
-    done = {rec["path"] for rec in included}
+    before = {rec["path"]: rec for rec in included}
+    done = set(before)
     again: list[dict] = []
     fresh: list[dict] = []
     for rec in inputs:
         (again if rec["path"] in done else fresh).append(rec)
         done.add(rec["path"])
-    out = [rec["path"] for rec in again]
+    out = [_again(rec, before.get(rec["path"])) for rec in again]
     return out + [
         f"{path} (the content of {earlier})" for path, earlier in same_content(fresh, included)
     ]
+
+
+def _again(rec: dict, before: dict | None) -> str:
+    """The path of an input given again, with why where the included one has changed."""
+    if before is None or all(rec.get(k) == before.get(k) for k in ("size", "content")):
+        return rec["path"]
+    return (
+        f"{rec['path']} (changed since it was added: its rows then are counted, and rows "
+        "added to it cannot be told from them; give new rows in a file of its own, or "
+        "rebuild the statistics with fit)"
+    )
 
 
 def same_content(inputs: list[dict], included: list[dict]) -> list[tuple[str, str]]:

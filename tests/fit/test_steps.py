@@ -46,3 +46,23 @@ def test_a_start_that_is_not_finite_is_named_as_given(model):
         model.fit(start_params=[np.nan, 0.0, 1.0])
     with pytest.raises(dmixed.SpecError, match=r"not finite \(\[4\] = inf\)"):
         model.fit(start_params=[1.0, 2.0, 1.0, 0.0, np.inf])
+
+
+def test_a_free_pattern_of_a_full_covariance_frees_every_entry_of_it():
+    """statsmodels reads ``free`` in the plain packing: ``cov_re`` all ones frees every
+    entry of Ψ* whatever ``use_sqrt`` (its Cholesky factor would have a zero diagonal and
+    hold that entry at its start), and the variance component alone is held."""
+    df = make_data(n_groups=30, seed=5, vc_sd=0.5)
+    model = dmixed.mixedlm(
+        "y ~ x1", df, groups="g", re_formula="1 + x1", vc_formula={"sub": "0 + C(sub)"}
+    )
+    params = dmixed.MixedLMParams
+    free = params.from_components(fe_params=np.ones(2), cov_re=np.ones((2, 2)), vcomp=[0.0])
+    start = params.from_components(fe_params=np.zeros(2), cov_re=np.eye(2) / 2, vcomp=[0.4])
+    res = model.fit(free=free, start_params=start)
+    assert res.vcomp[0] / res.scale == pytest.approx(0.4, rel=1e-12)
+    held = params.from_components(
+        fe_params=res.fe_params.to_numpy(), cov_re=res.cov_re.to_numpy() / res.scale, vcomp=[0.4]
+    )
+    _, score_cov_re, _ = model.score_full(held, calc_fe=False)
+    np.testing.assert_allclose(score_cov_re, 0, atol=1e-4)

@@ -314,3 +314,40 @@ def test_new_rows_as_scalars_or_a_series_are_read_as_statsmodels_reads_them():
             pd.testing.assert_series_equal(ours.predict(exog=new), got)
     with pytest.raises(DataError, match="the columns of data do not make a table"):
         ours.predict({"x1": [1.0, 2.0], "g": [1, 2, 3]})
+
+
+def test_new_rows_of_an_array_model_given_by_position_are_its_exog():
+    """statsmodels' ``predict(exog)``: for a model built from arrays the first
+    positional argument is the new design (it was refused as formula ``data``)."""
+    from statsmodels.regression.mixed_linear_model import MixedLM as SmMixedLM
+
+    df = make_data(n_groups=12, seed=16)
+    endog, exog, exog_re, groups = design(df)
+    res = MixedLM(endog, exog, groups, exog_re=exog_re).fit()
+    new = exog[:4]
+    np.testing.assert_array_equal(res.predict(new), res.predict(exog=new))
+    sm = SmMixedLM(endog, exog, groups, exog_re=exog_re).predict(res.fe_params, new)
+    np.testing.assert_allclose(res.predict(new), sm, rtol=1e-12)
+    np.testing.assert_array_equal(
+        res.get_prediction(new).predicted_mean, res.get_prediction(exog=new).predicted_mean
+    )
+    frame = pd.DataFrame(new, columns=["const", "x1", "x2"])
+    np.testing.assert_array_equal(res.predict(frame), res.predict(exog=new))
+    with pytest.raises(SpecError, match="as data or as exog, not both"):
+        res.predict(new, exog=new)
+
+
+def test_a_one_dimensional_exog_of_k_fe_values_is_one_row():
+    """statsmodels' ``predict(exog=x)`` reads a 1-D ``x`` as one row when the model has
+    more than one fixed effect (a column when it has one)."""
+    from statsmodels.regression.mixed_linear_model import MixedLM as SmMixedLM
+
+    df = make_data(n_groups=12, seed=16)
+    endog, exog, exog_re, groups = design(df)
+    res = MixedLM(endog, exog, groups, exog_re=exog_re).fit()
+    row = exog[3]
+    np.testing.assert_array_equal(res.predict(exog=row), res.predict(exog=exog[3:4]))
+    sm = SmMixedLM(endog, exog, groups, exog_re=exog_re)
+    np.testing.assert_allclose(res.predict(exog=row), sm.predict(res.fe_params, row), rtol=1e-12)
+    one = MixedLM(endog, exog[:, :1], groups).fit()
+    assert one.predict(exog=exog[:5, 0]).shape == (5,)

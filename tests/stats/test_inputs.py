@@ -160,6 +160,20 @@ def test_repeated_inputs_sees_one_file_given_twice_by_two_names(tmp_path, monkey
     assert inputs.repeated_inputs(input_fingerprint(files[:1]), recs[:1]) == [a]
 
 
+def test_an_included_input_changed_since_is_named_as_changed(tmp_path):
+    """Rows appended to a file already in the statistics (``update --data`` of it
+    again): still refused (its earlier rows are counted and the new ones cannot be told
+    from them), but said to have changed, not to be the same rows again."""
+    path = tmp_path / "a.parquet"
+    _frame(1).to_parquet(path, index=False)
+    included = input_fingerprint([str(path)])
+    assert inputs.repeated_inputs(included, included) == [str(path)]
+    pd.concat([_frame(1), _frame(2)]).to_parquet(path, index=False)
+    (again,) = inputs.repeated_inputs(input_fingerprint([str(path)]), included)
+    assert again.startswith(f"{path} (changed since it was added")
+    assert "a file of its own" in again
+
+
 def test_input_format_is_each_files_and_a_file_of_neither_kind_is_named(tmp_path):
     """A stray text file sorting first in a directory of CSV files made them all be read
     as Parquet (the first file's suffix decided); now every file's name or magic does."""
