@@ -281,7 +281,11 @@ def label_types(files: list[str], columns: list[str], storage_options: dict | No
     kind "integers held as text" whose levels the scan converts when every one is a
     plain integer (else text), and whose values each partition converts (``int64``) as
     it reads them; the numbers' sort order (``9 < 10``) and the missing-value rule (an
-    empty field makes the column text, here) must stay as they are.
+    empty field makes the column text, here) must stay as they are.  And it gains
+    little: a column parsed as text costs more than as integers, so holding the labels
+    as text through the data pass costs more than this pass, and only a data pass
+    that reads them as integers again once the scan has decided gains
+    (``bench_csv_reads.py --fold``; RESULTS.md).
     """
     if not columns:
         return {}

@@ -126,15 +126,15 @@ def check_distinct_component_values(
     (:func:`moment_gram`) in the rows of the ``Ψ_aa`` and the components, from the
     moment sums the start reads anyway (no data pass; ``engine.moments``), or, where the
     fit's layout (:attr:`~dmixed.stats.FittedStatistics.fit_layout`) is wider than
-    ``kernels.MOMENT_MAX_R``, from the padded statistics held in this process
-    (``engine.frobenius_gram``, ``G r²``); ``1 − ρ`` below
+    ``kernels.MOMENT_MAX_R``, from the padded statistics (``engine.frobenius_gram``,
+    ``G r²``: in this process, or one map over the blocks held on a cluster, made only
+    there since the moment sums are ``G r⁴``); ``1 − ρ`` below
     :data:`~dmixed.stats.statistics.RANK_TOL` (scale-free) is one.  Decided for every
     layout where the components are held structured or crossed (up to
-    ``MOMENT_MAX_R − q`` components) and for padded ones in this process.  A padded
-    layout wider than ``MOMENT_MAX_R`` held on a cluster is fitted, and the fit warns of
-    unidentified parameters instead (:mod:`dmixed.results.identification`): the fit
-    holds no sums that tell there (the moment sums are ``G r⁴``), and telling would
-    take a round trip of its own over the cluster's statistics.
+    ``MOMENT_MAX_R − q`` components) and for every padded one.  Wider structured or
+    crossed layouts (no padded slots to tell by: ``frobenius_gram`` absent or ``None``)
+    are fitted, and the fit warns of unidentified parameters instead
+    (:mod:`dmixed.results.identification`).
 
     Raises
     ------
@@ -152,9 +152,9 @@ def check_distinct_component_values(
         f = gram[np.ix_(rows_used, rows_used)]
     else:
         frobenius = getattr(stats.engine, "frobenius_gram", None)
-        if frobenius is None:  # padded statistics on a cluster: the fit warns
+        f = None if frobenius is None else frobenius(q, layout.slot_component)
+        if f is None:  # components held structured, too many for the moment sums: the fit warns
             return
-        f = frobenius(q, layout.slot_component)
     norm = np.sqrt(np.maximum(np.diag(f), 0.0))
     for b in range(q, q + d):
         for a in range(b):

@@ -10,8 +10,8 @@ columns) dmixed refuses the model at the spec
 columns of equal values under two names, a component of one level per group beside the
 random intercept) it refuses them before the optimizer where the sums the fit holds
 tell (:func:`dmixed.fit.start.check_distinct_component_values`).  A fit of such a
-model (``check_nobs="ignore"``, or padded statistics too wide for the moment sums held
-on a cluster) has ℓ and the other estimates right but the split, its standard errors
+model (``check_nobs="ignore"``, or more components held structured than the moment
+sums take) has ℓ and the other estimates right but the split, its standard errors
 and profile intervals mean nothing, so the fit warns, naming the parameters.
 """
 

@@ -235,21 +235,63 @@ def test_components_equal_in_value_under_other_names_are_refused(source, crossed
         model.fit()
 
 
-def test_components_equal_in_value_held_padded_wider_than_the_moment_sums_are_refused():
-    """Five levels a group: ten padded columns, too wide for the moment sums, too
-    narrow to be held crossed; the padded statistics in this process decide."""
-    rng = np.random.default_rng(3)
+def _padded_frame(seed: int, s2) -> pd.DataFrame:
+    """40 groups holding five levels of ``s`` each, and ``s2 = s2(s, rng)``."""
+    rng = np.random.default_rng(seed)
     n = 2000
     df = pd.DataFrame({"g": rng.integers(0, 40, n), "s": rng.integers(0, 5, n)})
     df["x"] = rng.normal(size=n)
     df["y"] = df["x"] + rng.normal(size=n) + rng.normal(size=5)[df["s"]]
-    df["s2"] = (df["s"] * 3) % 5
-    model = dmixed.mixedlm("y ~ x", df, groups="g", vc_formula={"a": "0 + C(s)", "b": "0 + C(s2)"})
-    stats = model.statistics()
-    assert type(stats.engine).__name__ == "LocalEngine"
+    df["s2"] = s2(df["s"], rng)
+    return df
+
+
+def _padded_model(df: pd.DataFrame, source: str, client):
+    """The two components of ``s`` and ``s2`` held padded (ten columns: too wide for
+    the moment sums, too narrow to be held crossed), in this process or on ``client``'s
+    workers; ``(model, fit arguments)``."""
+    vc = {"a": "0 + C(s)", "b": "0 + C(s2)"}
+    if source == "pandas":
+        model, kw, engine = dmixed.mixedlm("y ~ x", df, groups="g", vc_formula=vc), {}, "Local"
+    else:
+        dd = pytest.importorskip("dask.dataframe")
+        data = dd.from_pandas(df, npartitions=3)
+        model = dmixed.mixedlm("y ~ x", data, groups="g", vc_formula=vc)
+        kw, engine = {"client": client, "engine": "distributed"}, "Dask"
+    stats = model.statistics(**kw)
+    assert type(stats.engine).__name__ == f"{engine}Engine"
+    assert not getattr(stats.engine, "collapsed_vc", False)
     assert stats.fit_layout.r > kernels.MOMENT_MAX_R
+    return model, kw
+
+
+@pytest.mark.parametrize("source", ["pandas", "dask"])
+def test_components_equal_in_value_held_padded_wider_than_the_moment_sums_are_refused(
+    source, request
+):
+    """Ten padded columns: the padded statistics decide, in this process or where they
+    are held on a cluster (one map over the blocks there), with the same message."""
+    df = _padded_frame(3, lambda s, rng: (s * 3) % 5)
+    client = request.getfixturevalue("client") if source == "dask" else None
+    model, kw = _padded_model(df, source, client)
     with pytest.raises(DataError, match="variance components 'a' and 'b' have equal"):
-        model.fit()
+        model.fit(**kw)
+
+
+def test_components_distinct_held_padded_on_a_cluster_are_fitted_as_in_process(client):
+    """Two distinct components held padded on a cluster pass the check (one map over
+    the blocks) and fit as the same statistics do in this process."""
+    df = _padded_frame(5, lambda s, rng: rng.integers(0, 5, len(s)))
+    fits = []
+    for source in ("pandas", "dask"):
+        model, kw = _padded_model(df, source, client)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", BoundaryWarning)  # one of them may end at zero
+            fits.append(model.fit(**kw))
+    local, dask = fits
+    assert np.isfinite(dask.llf) and len(dask.vcomp) == 2
+    np.testing.assert_allclose(dask.llf, local.llf, rtol=1e-10)
+    np.testing.assert_allclose(dask.vcomp, local.vcomp, rtol=1e-6, atol=1e-8)
 
 
 @pytest.mark.parametrize("source", ["pandas", "dask"])

@@ -120,6 +120,10 @@ def _block_re_sums(ev: Evaluator, q: int) -> np.ndarray:
     return ev.re_sums(q)
 
 
+def _block_frobenius_gram(ev: LocalEngine, q: int, slot_component: np.ndarray) -> np.ndarray:
+    return ev.frobenius_gram(q, slot_component)
+
+
 def _block_random_effects(ev: Evaluator, lam: np.ndarray, w: np.ndarray):
     return ev.random_effects(lam, w)
 
@@ -458,6 +462,20 @@ class DaskEngine:
         if self._moments is not None:
             return self._moments.zxy[:q]
         return functools.reduce(operator.add, self._map(_block_re_sums, q=q))
+
+    def frobenius_gram(self, q: int, slot_component: np.ndarray) -> np.ndarray | None:
+        """``Σ_i ⟨M_ij, M_ik⟩_F`` ((q + d) × (q + d)) of each random-effects column alone
+        and each variance component (:meth:`LocalEngine.frobenius_gram
+        <dmixed.engines.local.LocalEngine.frobenius_gram>`), added over the blocks in one
+        round trip: asked for only where the padded design is too wide for the moment
+        sums (:func:`dmixed.fit.start.check_distinct_component_values`).  ``None`` where
+        the variance components are held structured (:attr:`collapsed_vc`: the blocks
+        hold no padded slots to tell them by)."""
+        self._check()
+        if self.collapsed_vc:
+            return None
+        parts = self._map(_block_frobenius_gram, q=q, slot_component=slot_component)
+        return functools.reduce(operator.add, parts)
 
     def random_effects(self, lam: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-group BLUPs and conditional covariances relative to σ² (DESIGN.md §6),

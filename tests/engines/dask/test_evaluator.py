@@ -7,6 +7,7 @@ import warnings
 import dask
 import dask.dataframe as dd
 import numpy as np
+import pandas as pd
 from distributed import Client, LocalCluster
 
 import dmixed
@@ -81,3 +82,24 @@ def test_a_held_block_shares_its_sums_with_its_evaluator():
     values = np.ones((5, packed.width))
     block = to_block((np.arange(5), values), packed, held=True)
     assert make_evaluator(block).block is block.stats
+
+
+def test_frobenius_gram_is_the_in_process_one_added_over_the_blocks(client):
+    """Padded statistics held on the workers: the Frobenius sums of each random-effects
+    column and variance component are those of the same statistics in this process."""
+    rng = np.random.default_rng(7)
+    n = 1500
+    df = pd.DataFrame({"g": rng.integers(0, 30, n), "s": rng.integers(0, 5, n)})
+    df["s2"], df["x"] = rng.integers(0, 5, n), rng.normal(size=n)
+    df["y"] = df["x"] + rng.normal(size=n)
+    vc = {"a": "0 + C(s)", "b": "0 + C(s2)"}
+    kw = {"groups": "g", "re_formula": "1 + x", "vc_formula": vc}
+    local = dmixed.mixedlm("y ~ x", df, **kw).statistics()
+    model = dmixed.mixedlm("y ~ x", dd.from_pandas(df, npartitions=3), **kw)
+    stats = model.statistics(client=client, engine="distributed")
+    assert isinstance(stats.engine, DaskEngine) and not stats.engine.collapsed_vc
+    layout = stats.fit_layout
+    got = stats.engine.frobenius_gram(layout.k_re, layout.slot_component)
+    want = local.engine.frobenius_gram(layout.k_re, layout.slot_component)
+    assert got.shape == (layout.k_re + layout.k_vc,) * 2
+    np.testing.assert_allclose(got, want, rtol=1e-12)
