@@ -297,7 +297,10 @@ def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str]):
     ------
     DataError
         For a column of an unsupported dtype.
+    FormulaError
+        For a comparison that orders (``<``, ``>``) an ordered categorical column.
     """
+    check_ordered_comparisons(meta, parsed)
     c_columns = parsed.c_columns()
     bare = parsed.bare_columns()
     kinds: dict[str, str] = {}
@@ -317,6 +320,31 @@ def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str]):
             integers.add(c)
         kinds[c] = k
     return kinds, native, integers
+
+
+def check_ordered_comparisons(meta, parsed: ParsedFormulas) -> None:
+    """Refuse a comparison that orders an ordered categorical column (``o > 'low'``).
+
+    patsy orders such a column by its categories; dmixed holds every categorical and
+    text column as categories without an order, and an expression that compares reads
+    them as their values (:class:`~dmixed.design.patsy_coding.PatsyMaterializer`), so
+    it would order the text instead (``'high' > 'low'`` is False).  Text columns are
+    ordered by their text, as patsy orders them.
+
+    Raises
+    ------
+    FormulaError
+        Naming the column.
+    """
+    for c in parsed.collected("ordered_columns"):
+        dt = meta[c].dtype
+        if isinstance(dt, pd.CategoricalDtype) and dt.ordered:
+            raise FormulaError(
+                f"a formula orders the column {c!r} (<, <=, >, >=), an ordered "
+                "categorical: patsy orders it by its categories, which dmixed does not "
+                "keep, so it would order the text of its values; compare with == or != "
+                f"(or {c}.isin([...])), or add the comparison as a boolean column"
+            )
 
 
 def main_formula_spec(formula: str, proto, rhs_terms, kinds: dict, levels: dict, context=None):
