@@ -634,10 +634,12 @@ def categorical_factors(spec) -> list[tuple[str, list]]:
 def _boolean_factor(levels: list) -> bool:
     """Whether a categorical factor is one of booleans: its levels are False and True
     whatever the data (:mod:`dmixed.design.patsy_coding`: a boolean call, ``I()`` or
-    ``C()`` of booleans)."""
+    ``C()`` of booleans).  The levels must be booleans: ``[0, 1] == [False, True]`` in
+    Python, and numbers an expression makes learn their levels from the prototype
+    (``C(np.floor(8 * x))``: 0 and 1 there, many more in the data)."""
     from .patsy_coding import BOOLEAN_LEVELS
 
-    return levels == BOOLEAN_LEVELS
+    return levels == BOOLEAN_LEVELS and all(isinstance(v, (bool, np.bool_)) for v in levels)
 
 
 def check_categorical_sources(spec, terms, columns: dict, role: str, formula: str) -> None:
