@@ -419,10 +419,16 @@ class FormulaSpecs:
     plain_plans: dict = field(default_factory=dict)
 
 
-def _usable_plain(parsed: ParsedFormulas, kinds: dict, which: str) -> PlainFormula | None:
-    """The plain reading of a formula when every column it reads is numeric."""
+def _usable_plain(
+    parsed: ParsedFormulas, kinds: dict, native: dict, which: str
+) -> PlainFormula | None:
+    """The plain reading of a formula when every column it reads is numeric and no
+    term is a column of booleans: such a column, kept booleans because an expression
+    elsewhere computes on it (:func:`column_kinds`), is patsy's factor ``f[T.True]``,
+    as formulaic reads it here (:class:`~dmixed.design.patsy_coding.PatsyMaterializer`);
+    the plain reading would name it ``f``."""
     plain = parsed.plain.get(which)
-    if plain is None:
+    if plain is None or any(native.get(c) == "bool" for c in plain.columns):
         return None
     cols = [*plain.columns, *([plain.response] if plain.response is not None else [])]
     return plain if all(kinds[c] == NUMERIC for c in cols) else None
@@ -443,8 +449,8 @@ def formula_specs(
         As :func:`main_formula_spec` and :func:`re_formula_spec`; two columns of the
         fixed- or random-effects design under one name.
     """
-    main = _usable_plain(parsed, kinds, "main")
-    re_plain = _usable_plain(parsed, kinds, "re") if parsed.re_kind == "formula" else None
+    main = _usable_plain(parsed, kinds, native, "main")
+    re_plain = _usable_plain(parsed, kinds, native, "re") if parsed.re_kind == "formula" else None
     proto = None
     if main is None or (parsed.re_kind == "formula" and re_plain is None):
         proto = prototype(parsed.dense_columns(), kinds, native, levels, size=None)

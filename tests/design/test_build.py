@@ -14,7 +14,7 @@ from dmixed.design import ModelSpec, build_spec
 from dmixed.errors import DataError, FormulaError, NumericFactorWarning, SpecError
 
 from .._synth import make_data
-from .frames import make_df
+from .frames import by_name, make_df, mixedlm
 
 
 def test_error_groups_column():
@@ -278,3 +278,25 @@ def test_equality_of_an_ordered_categorical_and_order_of_text_are_patsys():
     assert sorted(spec.exog_names) == sorted(theirs.columns)
     ours = np.asarray(spec.transform(df).exog)
     np.testing.assert_array_equal(ours, theirs[spec.exog_names].to_numpy())
+
+
+@pytest.mark.parametrize(
+    ("formula", "re_formula"),
+    [("y ~ x1 + I(f | h)", "1 + f"), ("y ~ x1 + f", "1 + I(f & h)")],
+)
+def test_a_boolean_column_read_as_it_is_beside_an_expression_in_another_formula(
+    formula, re_formula
+):
+    """A column of booleans that one formula reads as it is and another computes on is
+    patsy's factor ``f[T.True]`` in both (the plain reading would name it ``f``)."""
+    df = make_df()
+    rng = np.random.default_rng(3)
+    df["f"], df["h"] = rng.random(len(df)) > 0.5, rng.random(len(df)) > 0.5
+    spec = build_spec(df, formula, groups="g", re_formula=re_formula)
+    theirs = mixedlm(formula, df, groups="g", re_formula=re_formula)
+    assert sorted(spec.exog_names) == sorted(theirs.exog_names)
+    assert spec.exog_re_names == theirs.data.exog_re_names
+    dm = spec.transform(df)
+    want = by_name(theirs.exog, theirs.exog_names, spec.exog_names)
+    np.testing.assert_array_equal(np.asarray(dm.exog), want)
+    np.testing.assert_array_equal(np.asarray(dm.exog_re)[:, 1], theirs.exog_re[:, 1])
