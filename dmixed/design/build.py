@@ -297,7 +297,10 @@ def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str]):
     ------
     DataError
         For a column of an unsupported dtype.
+    FormulaError
+        For a comparison that orders (``<``, ``>``) an ordered categorical column.
     """
+    check_ordered_comparisons(meta, parsed)
     c_columns = parsed.c_columns()
     bare = parsed.bare_columns()
     kinds: dict[str, str] = {}
@@ -317,6 +320,31 @@ def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str]):
             integers.add(c)
         kinds[c] = k
     return kinds, native, integers
+
+
+def check_ordered_comparisons(meta, parsed: ParsedFormulas) -> None:
+    """Refuse a comparison that orders an ordered categorical column (``o > 'low'``).
+
+    patsy orders such a column by its categories; dmixed holds every categorical and
+    text column as categories without an order, and an expression that compares reads
+    them as their values (:class:`~dmixed.design.patsy_coding.PatsyMaterializer`), so
+    it would order the text instead (``'high' > 'low'`` is False).  Text columns are
+    ordered by their text, as patsy orders them.
+
+    Raises
+    ------
+    FormulaError
+        Naming the column.
+    """
+    for c in parsed.collected("ordered_columns"):
+        dt = meta[c].dtype
+        if isinstance(dt, pd.CategoricalDtype) and dt.ordered:
+            raise FormulaError(
+                f"a formula orders the column {c!r} (<, <=, >, >=), an ordered "
+                "categorical: patsy orders it by its categories, which dmixed does not "
+                "keep, so it would order the text of its values; compare with == or != "
+                f"(or {c}.isin([...])), or add the comparison as a boolean column"
+            )
 
 
 def main_formula_spec(formula: str, proto, rhs_terms, kinds: dict, levels: dict, context=None):
@@ -391,10 +419,16 @@ class FormulaSpecs:
     plain_plans: dict = field(default_factory=dict)
 
 
-def _usable_plain(parsed: ParsedFormulas, kinds: dict, which: str) -> PlainFormula | None:
-    """The plain reading of a formula when every column it reads is numeric."""
+def _usable_plain(
+    parsed: ParsedFormulas, kinds: dict, native: dict, which: str
+) -> PlainFormula | None:
+    """The plain reading of a formula when every column it reads is numeric and no
+    term is a column of booleans: such a column, kept booleans because an expression
+    elsewhere computes on it (:func:`column_kinds`), is patsy's factor ``f[T.True]``,
+    as formulaic reads it here (:class:`~dmixed.design.patsy_coding.PatsyMaterializer`);
+    the plain reading would name it ``f``."""
     plain = parsed.plain.get(which)
-    if plain is None:
+    if plain is None or any(native.get(c) == "bool" for c in plain.columns):
         return None
     cols = [*plain.columns, *([plain.response] if plain.response is not None else [])]
     return plain if all(kinds[c] == NUMERIC for c in cols) else None
@@ -415,8 +449,8 @@ def formula_specs(
         As :func:`main_formula_spec` and :func:`re_formula_spec`; two columns of the
         fixed- or random-effects design under one name.
     """
-    main = _usable_plain(parsed, kinds, "main")
-    re_plain = _usable_plain(parsed, kinds, "re") if parsed.re_kind == "formula" else None
+    main = _usable_plain(parsed, kinds, native, "main")
+    re_plain = _usable_plain(parsed, kinds, native, "re") if parsed.re_kind == "formula" else None
     proto = None
     if main is None or (parsed.re_kind == "formula" and re_plain is None):
         proto = prototype(parsed.dense_columns(), kinds, native, levels, size=None)

@@ -57,6 +57,7 @@ _NUMPY_ELEMENTWISE = {"where", "clip", "round", "around", "nan_to_num"}
 # methods that may be called on a column inside an expression (elementwise).
 _ELEMENTWISE_METHODS = {"clip", "round", "abs", "astype", "pow", "isin"}
 _BUILTINS_OK = {"abs"}
+_ORDERING = (ast.Lt, ast.LtE, ast.Gt, ast.GtE)
 #: the largest constant exponent a formula may write (``x ** 3``, ``I(2 ** 10)``)
 MAX_EXPONENT = 1024
 _NOT_PLAIN = (
@@ -234,6 +235,8 @@ class FactorInfo:
     caller: list[str] = field(default_factory=list)
     #: formulaic's transform names the factors use (``np`` included)
     transforms: list[str] = field(default_factory=list)
+    #: columns that a comparison orders (``<``, ``<=``, ``>``, ``>=``)
+    ordered_columns: list[str] = field(default_factory=list)
 
 
 class _FactorChecker:
@@ -277,6 +280,15 @@ class _FactorChecker:
             self.refuse(f"the expression {ast.unparse(node)!r}", "it is not a plain expression")
         if isinstance(node, ast.BinOp):
             self.check_bounded(node)
+        if isinstance(node, ast.Compare) and any(isinstance(op, _ORDERING) for op in node.ops):
+            # a column compared as it is (a method's result, e.g. .astype(str), is not
+            # the column's own values)
+            for operand in (node.left, *node.comparators):
+                column = _quoted_name(operand)
+                if column is None and isinstance(operand, ast.Name):
+                    column = self.name_of(operand.id)
+                if column in self.columns:
+                    add_unique(self.info.ordered_columns, column)
         for child in ast.iter_child_nodes(node):
             self.visit(child)
 
@@ -591,13 +603,18 @@ def quoted_column(expr: str, columns) -> str | None:
         node = ast.parse(expr, mode="eval").body
     except SyntaxError:
         return None
+    name = _quoted_name(node)
+    return name if name in columns else None
+
+
+def _quoted_name(node: ast.AST) -> Any:
+    """The name that ``node``, a call ``Q('name')``, quotes, else None."""
     if (
         isinstance(node, ast.Call)
         and _dotted(node.func) == ["Q"]
         and len(node.args) == 1
         and not node.keywords
         and isinstance(node.args[0], ast.Constant)
-        and node.args[0].value in columns
     ):
         return node.args[0].value
     return None
@@ -617,10 +634,12 @@ def categorical_factors(spec) -> list[tuple[str, list]]:
 def _boolean_factor(levels: list) -> bool:
     """Whether a categorical factor is one of booleans: its levels are False and True
     whatever the data (:mod:`dmixed.design.patsy_coding`: a boolean call, ``I()`` or
-    ``C()`` of booleans)."""
+    ``C()`` of booleans).  The levels must be booleans: ``[0, 1] == [False, True]`` in
+    Python, and numbers an expression makes learn their levels from the prototype
+    (``C(np.floor(8 * x))``: 0 and 1 there, many more in the data)."""
     from .patsy_coding import BOOLEAN_LEVELS
 
-    return levels == BOOLEAN_LEVELS
+    return levels == BOOLEAN_LEVELS and all(isinstance(v, (bool, np.bool_)) for v in levels)
 
 
 def check_categorical_sources(spec, terms, columns: dict, role: str, formula: str) -> None:

@@ -173,12 +173,14 @@ def _trade_message(a: int, b: int, q: int, vc_names, re_names, group_name: str) 
             "names: their variances cannot be told apart (only their sum is identified); "
             f"drop one of them, or {fix}"
         )
-    what = "the random intercept" if re_names[a] == group_name else "the random effect"
+    intercept = re_names[a] == group_name
+    what = "the random intercept" if intercept else "the random effect"
+    example = "; e.g. one level per group" if intercept else ""
     return (
         f"variance component {vc_names[b - q]!r} has, in every group of {group_name!r}, "
-        f"the covariance of {what} {re_names[a]!r} (or a multiple of it; e.g. one level "
-        "per group): their variances cannot be told apart (only their sum is "
-        f"identified); drop the component or that random effect, or {fix}"
+        f"the covariance of {what} {re_names[a]!r} (or a multiple of it{example}): their "
+        "variances cannot be told apart (only their sum is identified); drop the "
+        f"component or that random effect, or {fix}"
     )
 
 

@@ -14,7 +14,7 @@ from dmixed.design import ModelSpec, build_spec
 from dmixed.errors import DataError, FormulaError, NumericFactorWarning, SpecError
 
 from .._synth import make_data
-from .frames import make_df
+from .frames import by_name, make_df, mixedlm
 
 
 def test_error_groups_column():
@@ -242,3 +242,61 @@ def test_a_saved_spec_naming_the_old_label_still_loads():
     assert spec.exog_names == ["Intercept", "x1", "flag"]
     new = ModelSpec.from_dict(json.loads(json.dumps(state)))
     np.testing.assert_array_equal(spec.transform(df).exog, new.transform(df).exog)
+
+
+@pytest.mark.parametrize(
+    ("formula", "re_formula", "vc_formula"),
+    [
+        ("y ~ x1 + I(o > 'low')", None, None),
+        ("y ~ x1 + C(Q('o') <= 'mid')", None, None),
+        ("y ~ x1", "1 + I('mid' < o)", None),
+        ("y ~ x1", None, {"c": "0 + C(o >= 'mid')"}),
+    ],
+)
+def test_an_ordered_categorical_is_not_ordered_by_its_text(formula, re_formula, vc_formula):
+    """patsy orders an ordered categorical by its categories; dmixed keeps no order of
+    categories and would order the text ('high' < 'low'): refused, naming the column."""
+    df = make_df()
+    df["o"] = pd.Categorical(
+        np.resize(["low", "mid", "high"], len(df)), categories=["low", "mid", "high"], ordered=True
+    )
+    with pytest.raises(FormulaError, match=r"orders the column 'o' .*an ordered categorical"):
+        build_spec(df, formula, groups="g", re_formula=re_formula, vc_formula=vc_formula)
+
+
+def test_equality_of_an_ordered_categorical_and_order_of_text_are_patsys():
+    """Equality reads the values, and text is ordered by its text, both as in patsy."""
+    patsy = pytest.importorskip("patsy")
+    df = make_df()
+    df["o"] = pd.Categorical(
+        np.resize(["low", "mid", "high"], len(df)), categories=["low", "mid", "high"], ordered=True
+    )
+    df["t"] = np.resize(["low", "mid", "high"], len(df))
+    formula = "y ~ x1 + I(o == 'mid') + I(t > 'low')"
+    spec = build_spec(df, formula, groups="g")
+    theirs = patsy.dmatrices(formula, df, return_type="dataframe")[1]
+    assert sorted(spec.exog_names) == sorted(theirs.columns)
+    ours = np.asarray(spec.transform(df).exog)
+    np.testing.assert_array_equal(ours, theirs[spec.exog_names].to_numpy())
+
+
+@pytest.mark.parametrize(
+    ("formula", "re_formula"),
+    [("y ~ x1 + I(f | h)", "1 + f"), ("y ~ x1 + f", "1 + I(f & h)")],
+)
+def test_a_boolean_column_read_as_it_is_beside_an_expression_in_another_formula(
+    formula, re_formula
+):
+    """A column of booleans that one formula reads as it is and another computes on is
+    patsy's factor ``f[T.True]`` in both (the plain reading would name it ``f``)."""
+    df = make_df()
+    rng = np.random.default_rng(3)
+    df["f"], df["h"] = rng.random(len(df)) > 0.5, rng.random(len(df)) > 0.5
+    spec = build_spec(df, formula, groups="g", re_formula=re_formula)
+    theirs = mixedlm(formula, df, groups="g", re_formula=re_formula)
+    assert sorted(spec.exog_names) == sorted(theirs.exog_names)
+    assert spec.exog_re_names == theirs.data.exog_re_names
+    dm = spec.transform(df)
+    want = by_name(theirs.exog, theirs.exog_names, spec.exog_names)
+    np.testing.assert_array_equal(np.asarray(dm.exog), want)
+    np.testing.assert_array_equal(np.asarray(dm.exog_re)[:, 1], theirs.exog_re[:, 1])

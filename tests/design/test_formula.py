@@ -72,6 +72,10 @@ def test_a_categorical_of_a_comparison_is_patsys_boolean_factor():
     assert "C(k == 2)[T.True]" in build_spec(df, "y ~ x1 + C(k == 2)", groups="g").exog_names
     with pytest.raises(ValueError, match=r"'C\(k \+ 1\)'.* to C\(\)$"):
         build_spec(df, "y ~ x1 + C(k + 1)", groups="g")
+    # numbers 0 and 1 on the prototype are not booleans: the data hold other values
+    for term in ("C(np.floor(x1 * 8) - 8)", "C((x1 > 1.0) * 1)"):
+        with pytest.raises(ValueError, match=rf"'{re.escape(term)}' is derived"):
+            build_spec(df, f"y ~ x1 + {term}", groups="g")
     assert "I(k == 2)[T.True]" in build_spec(df, "y ~ x1 + I(k == 2)", groups="g").exog_names
 
 

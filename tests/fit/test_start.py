@@ -333,6 +333,34 @@ def test_a_component_equal_to_the_intercept_held_padded_wider_than_the_moment_su
         model.fit()
 
 
+@pytest.mark.parametrize("scale", [1.0, -2.0])
+def test_a_component_equal_to_a_random_slope_is_refused_naming_the_slope(scale):
+    """A component of one column equal (or proportional, of either sign) to the random
+    slope ``x`` in every group trades its variance with ``Ψ_xx`` (``M_i = c x_i x_i'``):
+    refused, naming the slope, beside a random intercept the component is not."""
+    df = _crossed_frame(seed=5)
+    df["w"] = scale * df["x"]
+    vc = {"c": "0 + w"}
+    model = dmixed.mixedlm("y ~ x", df, groups="g", re_formula="1 + x", vc_formula=vc)
+    with pytest.raises(
+        DataError, match=r"component 'c' has.*the random effect 'x' \(or a multiple of it\)"
+    ):
+        model.fit()
+
+
+def test_a_component_equal_to_the_intercept_in_only_some_groups_is_fitted():
+    """A component of one level in half the groups and two in the others is not the
+    random intercept under another name: the model is identified and fitted."""
+    df = _crossed_frame(seed=6)
+    split = np.where(df["g"] < 10, 0, df["s"] % 2)
+    df["c"] = df["g"].astype(str) + "-" + pd.Series(split, index=df.index).astype(str)
+    rng = np.random.default_rng(6)
+    effects = dict(zip(sorted(df["c"].unique()), rng.normal(size=df["c"].nunique()), strict=True))
+    df["y"] += df["c"].map(effects) + rng.normal(size=20)[df["g"]]
+    model = dmixed.mixedlm("y ~ x", df, groups="g", vc_formula={"c": "0 + C(c)"})
+    assert model.fit().vcomp.shape == (1,)
+
+
 def test_exog_vc_matrices_proportional_across_groups_are_refused():
     """statsmodels' exog_vc: the same indicator columns in another order, scaled by 2."""
     df = _crossed_frame(seed=1)

@@ -44,7 +44,7 @@ from ...design.references import column_references
 from ...errors import DataError
 from ...kernels.vc_packed import accumulate_padded_into
 from ...stats.keys import conform_keys, key_series, key_values
-from ...stats.packed import PackedLayout
+from ...stats.packed import GLOBAL_HEAD, PackedLayout
 from ...stats.slots import SlotMap, present_pairs
 from ...stats.standardize import Standardization
 from .combine import GroupAccumulator, split_buckets
@@ -192,7 +192,7 @@ def read_frames(frames, spec, slot_map, glob: np.ndarray, report, std, padded: b
     the partitions without rows into ``report``."""
     for pdf in frames:
         rows, n_dropped = partition_rows(pdf, spec, slot_map, padded)
-        glob[2] += n_dropped
+        glob[GLOBAL_HEAD.index("n_dropped")] += n_dropped
         if rows is None:
             report.add(0)
             continue
