@@ -348,6 +348,16 @@ def test_weights_in_any_unit_on_dask(c):
     _assert_weights_scaled(_weighted_fit(df, "slope", True, c, dask=True), ref, c)
 
 
+@pytest.mark.parametrize("reml", [True, False])
+@pytest.mark.parametrize("c", [1e-40, 1e40])
+def test_weights_in_any_unit_by_the_dense_reference(c, reml):
+    """The fit with weights far from 1 is the likelihood at its own estimates, and its
+    maximum, by the extended-precision reference."""
+    from ._dense import assert_fit_is_consistent
+
+    assert_fit_is_consistent(_weighted_fit(_data(1), "slope", reml, c))
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="the per-group statistics are kept in the weights' own unit: at |log10 c| "
