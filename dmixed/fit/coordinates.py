@@ -12,6 +12,14 @@
   component is always in the statistics' coordinates, ``τ_o = τ̃* = s_l² τ*`` (its
   scale keeps a held value held).
 
+Prior weights scale the rows by ``√w``, which the column map does not see: weights
+``c·w`` give the same model with ``σ²`` times ``c``, so ``Ψ̃*`` and ``τ̃*`` (relative to
+``σ²``) divided by ``c``, while the optimizer's boundary and singularity thresholds are
+absolute.  So a fit's optimizer works on ``k`` times the statistics' relative
+covariances (``A_o`` carries ``√k``, ``τ_o = k s_l² τ*``), ``k`` the power of four
+nearest the weights' geometric mean (:func:`weight_factor`; exact, and 1 without
+weights): the optimizer's coordinates are then free of the weights' unit too.
+
 ``β`` and ``σ²`` are profiled out and live in the statistics' coordinates throughout the
 optimization; they and ``ℓ`` are mapped back once, at the end.
 """
@@ -23,8 +31,23 @@ from functools import cached_property
 
 import numpy as np
 
-from ..stats import Layout
+from ..stats import GlobalStats, Layout
 from ..stats.standardize import Standardization, psi_map_matrix
+
+
+def weight_factor(glob: GlobalStats) -> float:
+    """``k``: the power of four nearest the geometric mean of the prior weights,
+    ``exp(Σ log w / n)`` (1 without rows or weights).
+
+    A power of four, so that ``√k`` scales ``A_o`` exactly; the exponent is kept inside
+    float64's normal range.
+    """
+    n = float(glob.n)
+    mean_log = float(glob.sum_log_weights) / n if n > 0 else 0.0
+    if not np.isfinite(mean_log):
+        return 1.0
+    half = float(np.clip(np.round(mean_log / (2.0 * np.log(2.0))), -500, 500))
+    return float(2.0 ** (2.0 * half))
 
 
 @dataclass(frozen=True)
@@ -44,14 +67,29 @@ class Coordinates:
     a_opt: np.ndarray
     layout: Layout
     tau_opt: np.ndarray  # c_l with τ_o = c_l τ*_l
+    #: ``k``: the optimizer's covariances are ``k`` times the statistics' (the module)
+    weight: float = 1.0
 
     @classmethod
-    def for_fit(cls, columns: Standardization, layout: Layout, all_free: bool) -> Coordinates:
+    def for_fit(
+        cls, columns: Standardization, layout: Layout, all_free: bool, weight: float = 1.0
+    ) -> Coordinates:
         """The optimizer in the statistics' coordinates when ``all_free``, else in the
         scaled (not shifted) ones; the variance components always in the statistics'
-        (a scale keeps a held value held)."""
+        (a scale keeps a held value held); all times ``weight`` (``k``, a power of four:
+        :func:`weight_factor`; 1: the statistics' own)."""
         a_opt = columns.re_matrix() if all_free else columns.re_scale_matrix()
-        return cls(columns, a_opt, layout, columns.vc_scales(layout.k_vc) ** 2)
+        if weight != 1.0:
+            a_opt = np.sqrt(weight) * a_opt
+        tau = weight * columns.vc_scales(layout.k_vc) ** 2
+        return cls(columns, a_opt, layout, tau, float(weight))
+
+    def statistics_to_opt_sqrt(self, packed: np.ndarray) -> np.ndarray:
+        """A square-root packed point of the statistics' coordinates (the moment
+        estimates) → the optimizer's, for coordinates with every parameter free
+        (``A_o = √k A``): every entry times ``√k``."""
+        out = np.asarray(packed, dtype=np.float64)
+        return out if self.weight == 1.0 else np.sqrt(self.weight) * out
 
     @classmethod
     def model(cls, columns: Standardization, layout: Layout) -> Coordinates:

@@ -61,9 +61,11 @@ class ProfiledObjective:
     gives both the value and the analytic score.  The statistics (and so ``β̂``, ``σ̂²``
     and ℓ) are in the statistics' coordinates; the packed parameters are the optimizer's,
     ``Λ̃ = C Λ`` on the ``exog_re`` block with ``C = re_map`` (``None``: the identity;
-    :mod:`dmixed.fit.coordinates`).  The last :data:`_CACHED_EVALUATIONS`
-    evaluations are kept: scipy asks for the two at the same point, and the start
-    selection, the Newton steps and the final checks come back to points seen before.
+    :mod:`dmixed.fit.coordinates`) and each variance component's entries times its
+    ``vc_map`` factor ``f_l`` (``τ̃ = f_l² τ_o``; ``None``: all 1).  The last
+    :data:`_CACHED_EVALUATIONS` evaluations are kept: scipy asks for the two at the same
+    point, and the start selection, the Newton steps and the final checks come back to
+    points seen before.
     """
 
     engine: Any
@@ -72,6 +74,7 @@ class ProfiledObjective:
     reml: bool
     use_sqrt: bool
     re_map: np.ndarray | None = None
+    vc_map: np.ndarray | None = None
     #: ℓ in the data's units minus ℓ in the statistics' (``Coordinates.llf`` of 0): what
     #: the fit's log adds to the values it prints (the values kept stay as computed)
     llf_offset: float = 0.0
@@ -88,7 +91,8 @@ class ProfiledObjective:
     # per-fit constants of the layout (each Hessian round trip sends the basis)
     _basis: np.ndarray = field(init=False, repr=False)
     _slot_component: np.ndarray = field(init=False, repr=False)
-    #: ``∂θ_statistics/∂θ_optimizer`` of ``re_map`` (:func:`psi_map_matrix`), made on
+    #: ``∂θ_statistics/∂θ_optimizer`` of ``re_map`` (:func:`psi_map_matrix`) and
+    #: ``vc_map`` (``f_l²`` on the τ entries), made on
     #: the first Hessian: every Newton step's Hessian maps through it
     _theta_jac: np.ndarray | None = field(default=None, init=False, repr=False)
 
@@ -222,7 +226,8 @@ class ProfiledObjective:
 
     def lam(self, packed: np.ndarray) -> np.ndarray:
         """Λ̃ in the statistics' coordinates for the optimizer's ``packed``."""
-        return lam_in_statistics(self.layout.lam(packed, self.use_sqrt), self.layout, self.re_map)
+        lam = self.layout.lam(packed, self.use_sqrt)
+        return lam_in_statistics(lam, self.layout, self.re_map, self.vc_map)
 
     def score_parts(self, ev: Evaluation) -> tuple[np.ndarray, np.ndarray]:
         """``(∂ℓ/∂Ψ, ∂ℓ/∂τ*)`` in the optimizer's coordinates (see
@@ -233,6 +238,8 @@ class ProfiledObjective:
         d_psi, d_tau = score_matrices(step, prof, self.reml, self._slot_component, self.layout.k_vc)
         if self.re_map is not None:
             d_psi = self.re_map.T @ d_psi @ self.re_map
+        if self.vc_map is not None:  # τ̃ = f² τ_o: ∂ℓ/∂τ_o = f² ∂ℓ/∂τ̃
+            d_tau = d_tau * self.vc_map**2
         ev.parts = (d_psi, d_tau)
         return d_psi, d_tau
 
@@ -282,12 +289,17 @@ class ProfiledObjective:
             return np.full((k, k), np.nan)
         trace_s = np.einsum("jab,ba->j", self._basis, step.s)
         trace_ss = np.diagonal(hs.tr_ss)
-        if self.re_map is None:
+        if self.re_map is None and self.vc_map is None:
             self._traces = (ev.packed.tobytes(), trace_s, trace_ss.copy())
             return hess
         p = beta.size
         if self._theta_jac is None:
-            self._theta_jac = psi_map_matrix(self.re_map, self.layout.k_vc)
+            q, k_vc = self.layout.k_re, self.layout.k_vc
+            re_map = np.eye(q) if self.re_map is None else self.re_map
+            self._theta_jac = psi_map_matrix(re_map, k_vc)
+            if self.vc_map is not None:
+                m = self._theta_jac.shape[0] - k_vc
+                self._theta_jac[m:, m:] = np.diag(self.vc_map**2)
             self._theta_jac.flags.writeable = False
         jac = np.eye(hess.shape[0])
         jac[p:, p:] = self._theta_jac

@@ -36,14 +36,17 @@ from ..errors import DataError, SpecError
 from ..kernels import MomentSums
 from ..stats import GlobalStats, Layout
 from ..stats.statistics import RANK_TOL
+from .coordinates import weight_factor
 from .objective import loglike, out_of_resolution, profile
 from .profiled import ProfiledObjective
 
 logger = logging.getLogger("dmixed")
 
 #: Relative floor of the starting variances: eigenvalues of Ψ* and τ* below
-#: ``START_FLOOR · max(1, largest estimate)`` are raised to it, so that the start is
-#: strictly inside the parameter space (a moment estimate can be negative).
+#: ``START_FLOOR · max(1/k, largest estimate)`` are raised to it, so that the start is
+#: strictly inside the parameter space (a moment estimate can be negative); ``k`` the
+#: weights' unit (:func:`~dmixed.fit.coordinates.weight_factor`: weights ``c·w`` make
+#: every relative variance ``c`` times smaller).
 START_FLOOR = 1e-3
 
 
@@ -85,7 +88,7 @@ def moment_start(
     estimates = np.concatenate([np.linalg.eigvalsh(psi), tau])
     if not (estimates.size and estimates.max() > 0):
         return None
-    floor = START_FLOOR * max(1.0, float(estimates.max()))
+    floor = START_FLOOR * max(1.0 / weight_factor(glob), float(estimates.max()))
     if layout.k_re:
         vals, vecs = np.linalg.eigh(psi)
         psi = (vecs * np.maximum(vals, floor)) @ vecs.T

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import SpecError
 from ..stats import CHECK_NOBS_OPTIONS, FittedStatistics
-from .coordinates import Coordinates
+from .coordinates import Coordinates, weight_factor
 from .options import choose_methods, parse_free
 from .profiled import ProfiledObjective
 from .start import choose_start, start_packed
@@ -90,6 +90,7 @@ def objective(stats: FittedStatistics, coords: Coordinates, reml, use_sqrt: bool
         bool(reml),
         use_sqrt,
         re_map=coords.re_map,
+        vc_map=coords.vc_map,
         llf_offset=coords.llf(0.0, stats.glob.n, bool(reml)),
     )
 
@@ -128,8 +129,10 @@ def fit_start(
     layout = stats.layout
     free_mask = parse_free(free, layout.n_params, model.k_fe)
     # the optimizer works in the statistics' (standardized) coordinates, scale free;
-    # a `free` mask constrains the model's own Ψ*, so then in the scaled ones only
-    coords = Coordinates.for_fit(stats.columns, layout, bool(free_mask.all()))
+    # a `free` mask constrains the model's own Ψ*, so then in the scaled ones only;
+    # times the weights' unit k, which the column map does not see
+    weight = weight_factor(stats.glob)
+    coords = Coordinates.for_fit(stats.columns, layout, bool(free_mask.all()), weight)
     start = start_packed(start_params, layout, model.use_sqrt, model.k_fe)
     if start_params is not None:
         start = coords.to_opt(start, model.use_sqrt)
@@ -143,6 +146,8 @@ def fit_start(
     moment = None
     if start_params is None and free is None:
         moment = model.start_from_moments(stats, stats.fit_layout)
+        if moment is not None:  # in the statistics' coordinates
+            moment = coords.statistics_to_opt_sqrt(moment)
     level = logging.INFO if progress else logging.DEBUG
     start_opt, from_moments = choose_start(obj, start, model.use_sqrt, moment, level)
     summary = DEFAULTS.start(start_opt, **settings)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dmixed.fit.coordinates import Coordinates
-from dmixed.stats import Layout
+from dmixed.fit.coordinates import Coordinates, weight_factor
+from dmixed.stats import GlobalStats, Layout
 from dmixed.stats.standardize import Standardization
 
 
@@ -38,6 +38,41 @@ def test_to_opt_and_from_opt_are_inverse(all_free, use_sqrt):
     packed = layout.pack(lmat @ lmat.T, np.array([0.7]), use_sqrt)
     back = coords.from_opt(coords.to_opt(packed, use_sqrt), use_sqrt)
     np.testing.assert_allclose(back, packed, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("log10_c", [-300, -100, -7.3, 0, 0.4, 12, 300])
+def test_the_weight_factor_is_the_power_of_four_nearest_the_geometric_mean(log10_c):
+    w = 10.0**log10_c * np.array([0.5, 1.0, 3.0, 2.0])
+    k = weight_factor(GlobalStats(np.eye(2), w.size, float(np.log(w).sum())))
+    half = np.log2(k) / 2
+    assert half == np.round(half)  # √k a power of two: A_o = √k A exactly
+    assert abs(np.log2(k) - np.log2(w).mean()) <= 1.0 + 1e-9
+
+
+def test_the_weight_factor_without_rows_or_weights_is_one():
+    assert weight_factor(GlobalStats(np.eye(2), 0, 0.0)) == 1.0
+    assert weight_factor(GlobalStats(np.eye(2), 5, 0.0)) == 1.0
+
+
+@pytest.mark.parametrize("all_free", [True, False])
+@pytest.mark.parametrize("use_sqrt", [True, False])
+def test_the_weight_factor_scales_the_optimizer_covariances_only(all_free, use_sqrt):
+    """With ``k`` the optimizer's Ψ and τ are ``k`` times those without, and Λ̃ in the
+    statistics' coordinates is the same (exactly: ``k`` is a power of four)."""
+    layout = Layout(2, (1, 2))
+    cols = _columns(shift=40.0, scale=4.0)
+    plain = Coordinates.for_fit(cols, layout, all_free)
+    scaled = Coordinates.for_fit(cols, layout, all_free, weight=2.0**40)
+    packed = layout.pack(np.array([[2.0, 0.3], [0.3, 0.5]]), np.array([0.7, 1.5]), use_sqrt)
+    opt, opt_k = plain.to_opt(packed, use_sqrt), scaled.to_opt(packed, use_sqrt)
+    psi, tau = layout.unpack(opt, use_sqrt)
+    psi_k, tau_k = layout.unpack(opt_k, use_sqrt)
+    np.testing.assert_allclose(psi_k, 2.0**40 * psi, rtol=1e-13)
+    np.testing.assert_allclose(tau_k, 2.0**40 * tau, rtol=1e-13)
+    np.testing.assert_allclose(scaled.lam(opt_k, use_sqrt), plain.lam(opt, use_sqrt), rtol=1e-13)
+    np.testing.assert_allclose(scaled.from_opt(opt_k, use_sqrt), packed, rtol=1e-12)
+    moment = layout.pack(psi, tau, use_sqrt=True)
+    np.testing.assert_array_equal(scaled.statistics_to_opt_sqrt(moment), 2.0**20 * moment)
 
 
 def test_a_free_mask_keeps_its_zero_pattern_in_the_optimizer():
