@@ -16,6 +16,11 @@ ahead (:func:`prefetch_row`, a hint that changes no value), so that several miss
 in flight at once instead of the few the processor's reorder window holds: 1.7× faster
 at 1M groups (benchmarks/RESULTS.md, twelfth session).
 
+:func:`columns_kernel` is the same pass over a partition's raw columns (the design's
+columns are those columns and ones), which also checks them finite and sums
+``[X y]'[X y]`` on the way, so that no design matrix is built
+(:meth:`~dmixed.kernels.term_table.TermTable.add_columns`).
+
 This module imports numba at its top; :mod:`~dmixed.kernels.term_table` imports it only
 when it first runs a compiled pass, never ``import dmixed``.  The generated modules
 live in :func:`cache_directory`, named by a digest of the plan and of this module's

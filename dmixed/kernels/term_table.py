@@ -9,6 +9,11 @@ table ``(groups, terms)``, row-major, by a kernel compiled for the plan
 packed accumulator (the plan's columns, times the map's scales) only when the
 accumulator needs its values: :meth:`TermTable.flush`.
 
+:meth:`TermTable.add_columns` adds rows given as their raw columns instead
+(:class:`ColumnPlan`: which raw column, or the intercept's ones, each column of ``[X y]``
+and ``Z`` is), in one compiled sweep that also checks them finite and sums
+``[X y]'[X y]``: no design matrix is built.
+
 The sums are those of the numpy reference to rounding (goal: 1e-12 relative): each
 group's rows are added in row order, but over all calls at once instead of call by call.
 The reference stays for variance components, the within-group sums (one random-design
