@@ -26,11 +26,17 @@ import numpy as np
 import pandas as pd
 
 from .dtypes import NUMERIC, warn_rounded_integers
-from .matrices import fixed_effects, needs_frame, random_effects
+from .matrices import fixed_effects, main_plain_plans, needs_frame, random_effects
 from .references import referenced_values
 from .spec import DesignMatrices, ModelSpec
 
-__all__ = ["columns_design", "columns_design_applies", "design_columns", "frame_columns"]
+__all__ = [
+    "column_sources",
+    "columns_design",
+    "columns_design_applies",
+    "design_columns",
+    "frame_columns",
+]
 
 
 def columns_design_applies(spec: ModelSpec) -> bool:
@@ -112,3 +118,29 @@ def columns_design(spec: ModelSpec, columns: Mapping[str, np.ndarray]) -> Design
     endog, exog = fixed_effects(spec, values, n)
     exog_re = random_effects(spec, values, n, exog)
     return DesignMatrices(endog, exog, exog_re, [], [], keys, None, 0, None)
+
+
+def column_sources(spec: ModelSpec) -> tuple[list[str], list[int], list[int]] | None:
+    """``(names, x_of, z_of)`` when every column of ``[X y]`` and of ``exog_re`` that
+    :func:`columns_design` builds is a formula column's float values as they are or the
+    intercept's ones: ``names`` the formula columns, ``x_of`` (``p + 1``, the response
+    last) and ``z_of`` (``k_re``) each column's index in ``names``, −1 for the ones.
+    None for anything else (a product of columns, a column with a reference, a spec
+    :func:`columns_design_applies` refuses): the caller builds the matrices."""
+    if not columns_design_applies(spec) or spec.re_kind == "none":
+        return None
+    rhs, lhs = main_plain_plans(spec)
+    re = [()] if spec.re_kind == "ones" else spec.plain_plan("re")
+    if rhs is None or lhs is None or re is None or len(re) != len(spec.exog_re_names):
+        return None
+    entries = [*rhs, *lhs, *re]
+    names = list(spec.formula_columns)
+    if any(len(e) > 1 for e in entries) or any(c in spec.references for c in names):
+        return None
+    if {e[0] for e in entries if e} != set(names):
+        return None  # a formula column in no matrix: columns_design still checks it
+
+    def of(plan) -> list[int]:
+        return [names.index(e[0]) if e else -1 for e in plan]
+
+    return names, of([*rhs, *lhs]), of(re)

@@ -55,7 +55,7 @@ def _weighted_rows(endog, exog, ztilde, weights, std: Standardization | None = N
 
     Only the map's shifts touch the rows (a column with shift 0 is not copied); its
     scales are powers of two and are applied to the sums instead
-    (:func:`_column_scales`), which is exact and costs nothing per row.  A ``Z̃``
+    (:func:`column_scales`), which is exact and costs nothing per row.  A ``Z̃``
     column equal to an ``X`` column with the same map is that very array, so the
     product plan sees it as one.  With prior weights ``w_j`` (residual variance
     ``σ²/w_j``) the rows are then scaled by ``√w``, turning the weighted model into the
@@ -126,19 +126,29 @@ def _share(zcols, xcols, ztilde, exog, std: Standardization | None) -> list:
 EXTREME_SCALE_LOG2 = 400
 
 
+def extreme_scales(std: Standardization | None) -> bool:
+    """Whether a column of the map ``std`` has a scale beyond 2^±:data:`EXTREME_SCALE_LOG2`
+    (its rows are then divided by it up front: :func:`_tame`)."""
+    if std is None:
+        return False
+    sx = np.append(std.x_scale, std.y_scale)
+    return bool(
+        (np.abs(np.log2(sx)) > EXTREME_SCALE_LOG2).any()
+        or (np.abs(np.log2(std.z_scale)) > EXTREME_SCALE_LOG2).any()
+    )
+
+
 def _tame(endog, exog, ztilde, std: Standardization | None):
     """The rows and map with every column of extreme scale divided by it up front.
 
     ``(v − c)/s = (v/s − c/s)/1``: the same statistics, with the power of two moved
     from the sums to the rows where the products of such columns would overflow or
     underflow (values beyond about 1e±150)."""
-    if std is None:
+    if std is None or not extreme_scales(std):
         return endog, exog, ztilde, std
     sx = np.append(std.x_scale, std.y_scale)
     wild_x = np.abs(np.log2(sx)) > EXTREME_SCALE_LOG2
     wild_z = np.abs(np.log2(std.z_scale)) > EXTREME_SCALE_LOG2
-    if not (wild_x.any() or wild_z.any()):
-        return endog, exog, ztilde, std
     p, q = std.k_fe, std.k_re
     div_x = np.where(wild_x, sx, 1.0)
     div_z = np.where(wild_z, std.z_scale, 1.0)
@@ -160,7 +170,7 @@ def _tame(endog, exog, ztilde, std: Standardization | None):
     return endog, exog, ztilde, tamed
 
 
-def _column_scales(
+def column_scales(
     std: Standardization | None, layout: PackedLayout, vc_widths=()
 ) -> np.ndarray | None:
     """The factor of every packed column, ``1/(s_a s_b)``: the map's scales applied to
@@ -221,6 +231,14 @@ def product_plan(
     sources = xcols + list(zcols)
     ones = known | {u for u in set(canon) - known if _ones_column(sources[u])}
     zeros = {u for u in set(canon) - ones if u >= k and not sources[u].any()}  # VC padding
+    return plan_terms(k, r, canon, ones, zeros)
+
+
+def plan_terms(k: int, r: int, canon: list[int], ones: set, zeros: set) -> tuple[list, list]:
+    """The terms and ``column_term`` of a :func:`product_plan` from what it found of the
+    ``k + r`` sources ``[xcols..., zcols...]``: ``canon[u]``, the first source equal to
+    ``u`` (``canon[j] = j`` for ``j < k``); ``ones``, the canonical sources that are 1 on
+    every row; ``zeros``, those that are 0 on every row."""
 
     def term(u: int, v: int) -> tuple:
         if u in zeros or v in zeros:
@@ -318,7 +336,7 @@ class PreparedRows:
     ``xcols`` (the ``k`` columns of ``[X y]``) and ``zcols`` (the ``r`` of ``Z̃``) are
     shifted by the columns' map and scaled by ``√w``; ``terms`` and ``column_term`` their
     :func:`product_plan`; ``scales`` the factor of every packed column
-    (:func:`_column_scales`, None: all 1); ``gram`` ``[X y]'[X y]`` in the map's units;
+    (:func:`column_scales`, None: all 1); ``gram`` ``[X y]'[X y]`` in the map's units;
     ``within_wanted``: the within-group sums are due (one random-design column, the
     intercept; see :class:`_Within`); ``column_sums``: ``Σ w [X y 1]`` in the map's
     units where neither design has a column of ones (:func:`wants_column_sums`), else
@@ -345,13 +363,20 @@ class PreparedRows:
 
     def global_sums(self, n: int, within=None) -> dict:
         """The rows' global sums, as :func:`accumulate_packed_into` returns them."""
-        return {
-            "xyxy": self.gram,
-            "n": np.int64(n),
-            "sum_log_weights": self.sum_log_w,
-            "within": within,
-            "column_sums": self.column_sums,
-        }
+        return row_global_sums(self.gram, n, self.sum_log_w, within, self.column_sums)
+
+
+def row_global_sums(gram, n: int, sum_log_w=0.0, within=None, column_sums=None) -> dict:
+    """Global sums of rows as :func:`accumulate_packed_into` returns them: ``xyxy`` the
+    gram ``[X y]'[X y]``, ``n``, ``sum_log_weights``, ``within`` and ``column_sums``
+    (:class:`PreparedRows`)."""
+    return {
+        "xyxy": gram,
+        "n": np.int64(n),
+        "sum_log_weights": sum_log_w,
+        "within": within,
+        "column_sums": column_sums,
+    }
 
 
 def prepare_rows(endog, exog, ztilde, weights=None, std=None, vc_widths=()) -> PreparedRows:
@@ -371,7 +396,7 @@ def prepare_rows(endog, exog, ztilde, weights=None, std=None, vc_widths=()) -> P
         std,
         terms,
         column_term,
-        _column_scales(std, layout, vc_widths),
+        column_scales(std, layout, vc_widths),
         gram,
         sum_log_w,
         sx,

@@ -16,6 +16,11 @@ ahead (:func:`prefetch_row`, a hint that changes no value), so that several miss
 in flight at once instead of the few the processor's reorder window holds: 1.7× faster
 at 1M groups (benchmarks/RESULTS.md, twelfth session).
 
+:func:`columns_kernel` is the same pass over a partition's raw columns (the design's
+columns are those columns and ones), which also checks them finite and sums
+``[X y]'[X y]`` on the way, so that no design matrix is built
+(:meth:`~dmixed.kernels.term_table.TermTable.add_columns`).
+
 This module imports numba at its top; :mod:`~dmixed.kernels.term_table` imports it only
 when it first runs a compiled pass, never ``import dmixed``.  The generated modules
 live in :func:`cache_directory`, named by a digest of the plan and of this module's
@@ -42,6 +47,9 @@ KERNEL_VERSION = 2
 #: how many rows ahead the generated loop prefetches its table row (8–24 measured
 #: alike at 1M groups, 16 best at 200k: benchmarks/RESULTS.md, twelfth session)
 PREFETCH_DISTANCE = 16
+#: rows of a chunk of :func:`columns_kernel` (checked finite, then summed): a few
+#: columns of it stay in the first-level cache between its two loops
+COLUMNS_CHUNK = 1024
 #: environment variable naming the directory of the generated modules
 CACHE_ENV = "DMIXED_KERNEL_CACHE"
 
@@ -69,22 +77,35 @@ def kernel_source(terms: tuple) -> str:
     """The generated module's source for ``terms`` (``("count",)``, ``("col", s)``,
     ``("prod", s, t)``, with ``s, t`` indexing the kernel's source arguments)."""
     n_src = 1 + max((u for term in terms for u in term[1:]), default=-1)
-    args = ", ".join(["codes", "table"] + [f"s{u}" for u in range(n_src)])
-    lines = [
+    lines = _module_head(["codes", "table"] + [f"s{u}" for u in range(n_src)])
+    lines += ["    n = codes.size", "    for i in range(n):"]
+    lines += _row_updates(terms, [f"v{u} = s{u}[i]" for u in range(n_src)], " " * 8)
+    return "\n".join(lines) + "\n"
+
+
+def _module_head(args: list[str]) -> list[str]:
+    """A generated module's lines up to its function's ``def`` line."""
+    return [
         "import numba",
         "",
         "from dmixed.kernels.term_jit import prefetch_row",
         "",
         "",
         "@numba.njit(cache=True, nogil=True, error_model='numpy')",
-        f"def accumulate({args}):  # pragma: no cover - compiled",
-        "    n = codes.size",
-        "    for i in range(n):",
-        f"        if i + {PREFETCH_DISTANCE} < n:",
-        f"            prefetch_row(table, codes[i + {PREFETCH_DISTANCE}])",
-        "        row = table[codes[i]]",
+        f"def accumulate({', '.join(args)}):  # pragma: no cover - compiled",
     ]
-    lines += [f"        v{u} = s{u}[i]" for u in range(n_src)]
+
+
+def _row_updates(terms: tuple, values: list[str], pad: str) -> list[str]:
+    """The loop body adding row ``i``'s ``terms`` (over ``v0, v1, …``, set by
+    ``values``) into its group's table row, the table row :data:`PREFETCH_DISTANCE`
+    rows ahead asked for first."""
+    lines = [
+        f"{pad}if i + {PREFETCH_DISTANCE} < n:",
+        f"{pad}    prefetch_row(table, codes[i + {PREFETCH_DISTANCE}])",
+        f"{pad}row = table[codes[i]]",
+        *[pad + v for v in values],
+    ]
     for t, term in enumerate(terms):
         if term[0] == "count":
             value = "1.0"
@@ -92,18 +113,80 @@ def kernel_source(terms: tuple) -> str:
             value = f"v{term[1]}"
         else:
             value = f"v{term[1]} * v{term[2]}"
-        lines.append(f"        row[{t}] += {value}")
-    return "\n".join(lines) + "\n"
+        lines.append(f"{pad}row[{t}] += {value}")
+    return lines
 
 
 def term_kernel(terms: tuple):
     """The compiled ``accumulate(codes, table, s0, s1, …)`` of ``terms`` (generated and
     imported once per process; compiled on its first call, or loaded from numba's
     cache)."""
-    kernel = _LOADED.get(terms)
+    return _generated(terms, kernel_source)
+
+
+def columns_kernel_source(key: tuple) -> str:
+    """The generated module's source for :func:`columns_kernel` of ``key = (terms,
+    raws, gram, n_raw)``: ``terms`` as :func:`kernel_source`'s over the kernel's sources
+    ``u``, each the raw column ``raws[u]`` less ``shift[u]``; ``gram`` the source of
+    every column of ``[X y]`` (−1: a column of ones); ``n_raw`` raw columns, all checked
+    finite."""
+    terms, raws, gram, n_raw = key
+    pairs = [(a, b) for a in range(len(gram)) for b in range(a, len(gram))]
+    sums = [(a, b) for a, b in pairs if gram[a] >= 0 or gram[b] >= 0]
+
+    def product(a: int, b: int) -> str:
+        u, v = gram[a], gram[b]
+        return f"v{v}" if u < 0 else f"v{u}" if v < 0 else f"v{u} * v{v}"
+
+    values = [f"v{u} = c{raw}[i] - h{u}" for u, raw in enumerate(raws)]
+    lines = _module_head(["codes", "table", "gram", "shift"] + [f"c{j}" for j in range(n_raw)])
+    lines += [
+        "    n = codes.size",
+        *[f"    h{u} = shift[{u}]" for u in range(len(raws))],
+        "    lo = 0",
+        "    while lo < n:",
+        f"        hi = min(lo + {COLUMNS_CHUNK}, n)",
+        "        bad = 0.0",
+        *[f"        g{a}_{b} = 0.0" for a, b in sums],
+        "        for i in range(lo, hi):",
+        "            bad += " + (" + ".join(f"c{j}[i] * 0.0" for j in range(n_raw)) or "0.0"),
+        *[f"            {v}" for v in values],
+        *[f"            g{a}_{b} += {product(a, b)}" for a, b in sums],
+        "        if bad != bad:",
+        "            return lo",
+        *[f"        gram[{a}, {b}] += g{a}_{b}" for a, b in sums],
+        "        for i in range(lo, hi):",
+        *_row_updates(terms, values, " " * 12),
+        "        lo = hi",
+        "    return n",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def columns_kernel(terms: tuple, raws: tuple, gram: tuple, n_raw: int):
+    """The compiled ``accumulate(codes, table, gram, shift, c0, c1, …)`` of one sweep
+    over raw columns (:func:`columns_kernel_source`; generated and imported once per
+    process, compiled on its first call or loaded from numba's cache).
+
+    The rows go in chunks of :data:`COLUMNS_CHUNK`: each chunk's raw values are first
+    checked finite (``c · 0`` is 0 for a finite ``c``, NaN otherwise) while the
+    chunk's ``[X y]'[X y]`` (upper triangle, the entries with a column of ones
+    included, ones × ones left to the caller) is summed apart and then added into
+    ``gram``; then its rows' terms are added into ``table`` (as :func:`term_kernel`'s),
+    the chunk read again from the cache.  It returns the rows summed: ``n``, or the
+    first row of the first chunk holding a value that is not finite (nothing of that
+    chunk or after it summed).
+    """
+    return _generated((terms, raws, gram, n_raw), columns_kernel_source)
+
+
+def _generated(key: tuple, make_source):
+    """The ``accumulate`` function of the module ``make_source(key)`` (see
+    :func:`term_kernel`)."""
+    kernel = _LOADED.get((make_source.__name__, key))
     if kernel is not None:
         return kernel
-    source = kernel_source(terms)
+    source = make_source(key)
     digest = hashlib.sha256(f"{KERNEL_VERSION}\n{source}".encode()).hexdigest()[:20]
     name = f"dmixed_terms_{digest}"
     path = os.path.join(cache_directory(), name + ".py")
@@ -120,7 +203,7 @@ def term_kernel(terms: tuple):
     sys.modules[name] = module
     spec.loader.exec_module(module)
     _drop_unreadable_cache(os.path.dirname(path), name)  # the code unpickles by module name
-    kernel = _LOADED[terms] = module.accumulate
+    kernel = _LOADED[make_source.__name__, key] = module.accumulate
     return kernel
 
 

@@ -9,6 +9,11 @@ table ``(groups, terms)``, row-major, by a kernel compiled for the plan
 packed accumulator (the plan's columns, times the map's scales) only when the
 accumulator needs its values: :meth:`TermTable.flush`.
 
+:meth:`TermTable.add_columns` adds rows given as their raw columns instead
+(:class:`ColumnPlan`: which raw column, or the intercept's ones, each column of ``[X y]``
+and ``Z`` is), in one compiled sweep that also checks them finite and sums
+``[X y]'[X y]``: no design matrix is built.
+
 The sums are those of the numpy reference to rounding (goal: 1e-12 relative): each
 group's rows are added in row order, but over all calls at once instead of call by call.
 The reference stays for variance components, the within-group sums (one random-design
@@ -18,14 +23,58 @@ column, the intercept) and whenever the compiled pass is not picked
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
+from ..stats.packed import PackedLayout
 from ..stats.standardize import Standardization
 from .compiled import rows_compiled
-from .rows import live_terms, prepare_rows, wants_within
+from .rows import (
+    column_scales,
+    extreme_scales,
+    live_terms,
+    plan_terms,
+    prepare_rows,
+    row_global_sums,
+    wants_column_sums,
+    wants_within,
+)
 
 #: rows whose product plan estimates a partial's width (:meth:`TermTable.row_bytes`)
 PLAN_SAMPLE = 64
+
+
+@dataclass(frozen=True)
+class ColumnPlan:
+    """Which raw column each column of ``[X y]`` and of ``Z`` is, for
+    :meth:`TermTable.add_columns`.
+
+    Parameters
+    ----------
+    x_of : tuple of int
+        For every column of ``[X y]`` (``p + 1``: the response last), its raw column's
+        index, −1 for a column of ones (the intercept).
+    z_of : tuple of int
+        The same for every column of ``Z`` (``exog_re``).
+    """
+
+    x_of: tuple[int, ...]
+    z_of: tuple[int, ...]
+
+    def matrices(self, columns: list) -> tuple:
+        """``(endog, exog, exog_re)`` the raw ``columns`` make (numpy; the reference of
+        :meth:`TermTable.add_columns`, and the design the columns stand for)."""
+        n = columns[0].shape[0] if columns else 0
+
+        def matrix(of) -> np.ndarray:
+            out = np.empty((n, len(of)), order="F")
+            for j, c in enumerate(of):
+                out[:, j] = 1.0 if c < 0 else columns[c]
+            return out
+
+        xy = matrix(self.x_of)
+        return xy[:, -1].copy(), np.asfortranarray(xy[:, :-1]), matrix(self.z_of)
 
 
 class TermTable:
@@ -81,31 +130,123 @@ class TermTable:
         """
         from .term_jit import term_kernel  # numba: imported on first use only
 
+        codes = self._codes(acc, codes)
+        rows = prepare_rows(endog, exog, ztilde, weights, std, vc_widths)
+        live = self._start(acc, rows.terms, rows.column_term, rows.scales)
+        used = sorted({u for t in live for u in t[1:]})
+        slot = {u: i for i, u in enumerate(used)}
+        kernel_terms = tuple((t[0], *[slot[u] for u in t[1:]]) for t in live)
+        sources = [np.ascontiguousarray(rows.sources[u], dtype=np.float64) for u in used]
+        if codes.size:
+            term_kernel(kernel_terms)(codes, self.table, *sources)
+        return rows.global_sums(codes.size)
+
+    def _codes(self, acc, codes) -> np.ndarray:
         if self.given:
             raise RuntimeError("internal error: the table of terms was given away (split_rows)")
         codes = np.ascontiguousarray(codes, dtype=np.int64)
         if codes.size and (codes.min() < 0 or codes.max() >= acc.shape[1]):
             raise ValueError(f"codes must be in 0 … {acc.shape[1] - 1} (the accumulator's columns)")
+        return codes
 
-        rows = prepare_rows(endog, exog, ztilde, weights, std, vc_widths)
-        live = live_terms(rows.terms)  # the table's columns, then one of zeros
-        used = sorted({u for t in live for u in t[1:]})
-        slot = {u: i for i, u in enumerate(used)}
-        kernel_terms = tuple((t[0], *[slot[u] for u in t[1:]]) for t in live)
+    def _start(self, acc, terms: list, column_term: list, scales) -> list:
+        """The live terms of a plan (the table's columns), the table flushed into
+        ``acc`` and started again when the plan (or the accumulator's width) differs
+        from the table's."""
+        live = live_terms(terms)  # the table's columns, then one of zeros
         place = {t: i for i, t in enumerate(live)}
-        packed_to_table = tuple(
-            place.get(rows.terms[t], -1) for t in rows.column_term
-        )  # −1: a zero term
-        scales = None if rows.scales is None else tuple(rows.scales.tolist())
-        plan = (kernel_terms, packed_to_table, scales)
+        packed_to_table = tuple(place.get(terms[t], -1) for t in column_term)  # −1: zero
+        scales = None if scales is None else tuple(scales.tolist())
+        plan = (tuple(live), packed_to_table, scales)
         if plan != self.plan or self.table is None or self.table.shape[0] != acc.shape[1]:
             self.flush(acc)
             self.plan = plan
             self.table = np.zeros((acc.shape[1], len(live) + 1))  # the last: zeros
-        sources = [np.ascontiguousarray(rows.sources[u], dtype=np.float64) for u in used]
+        return live
+
+    def applies_columns(self, n_rows: int, r: int, std: Standardization | None) -> bool:
+        """Whether :meth:`add_columns` sums these rows (else the caller builds the
+        design matrices and calls :meth:`add`)."""
+        return (
+            self.applies(n_rows, r, std, ())
+            and not wants_column_sums(std)
+            and not extreme_scales(std)
+        )
+
+    def add_columns(
+        self, acc, codes, columns: list, plan: ColumnPlan, std: Standardization | None
+    ) -> tuple[int, dict]:
+        """Add rows given as their raw columns, in one compiled sweep (only where
+        :meth:`applies_columns`): the same sums as :meth:`add` of the design matrices
+        the columns make (``plan``), without making them.
+
+        The sweep (:func:`~dmixed.kernels.term_jit.columns_kernel`) checks every value
+        finite, sums ``[X y]'[X y]`` of the shifted columns and adds the rows' terms into
+        the table: the terms are :meth:`add`'s bit for bit (the same shifted values,
+        products and order), the global sums those of :meth:`add` to rounding (summed
+        in the rows' order by chunks, not by BLAS).  It stops before the first chunk
+        (:data:`~dmixed.kernels.term_jit.COLUMNS_CHUNK` rows) holding a value that is
+        not finite: the caller makes the design of the rows from there on, which drops
+        or refuses them.
+
+        Parameters
+        ----------
+        acc, codes
+            As :meth:`add`.
+        columns : list of ndarray (n,) of float64
+            The raw columns :class:`ColumnPlan` numbers.
+        plan : ColumnPlan
+        std : Standardization or None
+            The columns' map.
+
+        Returns
+        -------
+        (int, dict)
+            The rows summed (all ``n``, or those before the chunk of the first value
+            that is not finite) and their global sums, as :meth:`add`'s.
+        """
+        from .term_jit import columns_kernel  # numba: imported on first use only
+
+        codes = self._codes(acc, codes)
+        k, r = len(plan.x_of), len(plan.z_of)
+        if std is None:
+            x_shift, z_shift = np.zeros(k), np.zeros(r)
+        else:
+            x_shift, z_shift = np.append(std.x_shift, std.y_shift), std.z_shift
+        # the sources [xcols..., zcols...] as (raw column, shift); −1: the ones
+        src = [(plan.x_of[j], float(x_shift[j])) for j in range(k)]
+        src += [(plan.z_of[a], float(z_shift[a])) for a in range(r)]
+        # as product_plan finds them on the rows: a Z column is the first X column of
+        # the same values (the same raw column and shift), the ones are the intercepts
+        canon = list(range(k)) + [
+            next((j for j in range(k) if src[j] == src[k + a]), k + a) for a in range(r)
+        ]
+        ones = {u for u in set(canon) if src[u][0] < 0}
+        terms, column_term = plan_terms(k, r, canon, ones, set())
+        scales = column_scales(std, PackedLayout(r, k))
+        live = self._start(acc, terms, column_term, scales)
+        used = sorted({u for t in live for u in t[1:]} | {j for j in range(k) if j not in ones})
+        slot = {u: i for i, u in enumerate(used)}
+        kernel_terms = tuple((t[0], *[slot[u] for u in t[1:]]) for t in live)
+        raws = tuple(src[u][0] for u in used)
+        gram_slots = tuple(-1 if j in ones else slot[j] for j in range(k))
+        for col in columns:
+            if col.ndim != 1 or col.dtype != np.float64 or col.shape[0] != codes.size:
+                raise ValueError(f"columns must be float64 of {codes.size} rows")
+        gram = np.zeros((k, k))
+        done = codes.size
         if codes.size:
-            term_kernel(kernel_terms)(codes, self.table, *sources)
-        return rows.global_sums(codes.size)
+            kernel = columns_kernel(kernel_terms, raws, gram_slots, len(columns))
+            shifts = np.array([src[u][1] for u in used])
+            done = kernel(codes, self.table, gram, shifts, *columns)
+        ones_x = [j for j in range(k) if j in ones]
+        gram[np.ix_(ones_x, ones_x)] = done  # the ones' products, which the sweep leaves out
+        gram = np.triu(gram) + np.triu(gram, 1).T
+        if std is not None:
+            sx = np.append(std.x_scale, std.y_scale)
+            if np.any(sx != 1.0):
+                gram = gram / np.outer(sx, sx)
+        return int(done), row_global_sums(gram, done)
 
     def row_bytes(self, endog, exog, ztilde, weights=None, std=None, vc_widths=()) -> int | None:
         """Bytes of one group's row of terms (the partial :meth:`split_rows` gives) for

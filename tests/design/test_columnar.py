@@ -10,6 +10,7 @@ import pytest
 
 from dmixed.design import build_spec
 from dmixed.design.columnar import (
+    column_sources,
     columns_design,
     columns_design_applies,
     design_columns,
@@ -108,3 +109,43 @@ def test_frame_columns_only_numpy_columns():
 def test_applies_only_to_plain_numeric_formulas(formula, kw):
     spec = build_spec(_frame(), formula, "g", **kw)
     assert not columns_design_applies(spec)
+
+
+@pytest.mark.parametrize(("formula", "re_formula"), PLAIN)
+def test_column_sources_are_the_matrices_columns(formula, re_formula):
+    """Where every column of ``[X y]`` and ``exog_re`` is a formula column or the
+    intercept, :func:`column_sources` says which, and those are ``columns_design``'s
+    matrices bit for bit; a product of columns gets None."""
+    frame = _frame()
+    frame["x2"] = frame["x2"].astype(np.float64)
+    spec = build_spec(frame, formula, "g", re_formula=re_formula)
+    sources = column_sources(spec)
+    if ":" in formula:
+        assert sources is None
+        return
+    names, x_of, z_of = sources
+    assert sorted(names) == sorted(spec.formula_columns)
+    dm = columns_design(spec, frame_columns(frame, design_columns(spec)))
+
+    def column(c: int) -> np.ndarray:
+        return np.ones(len(frame)) if c < 0 else frame[names[c]].to_numpy(np.float64)
+
+    xy = np.column_stack([dm.exog, dm.endog])
+    assert len(x_of) == xy.shape[1] and len(z_of) == dm.exog_re.shape[1]
+    for j, c in enumerate(x_of):
+        np.testing.assert_array_equal(xy[:, j], column(c))
+    for a, c in enumerate(z_of):
+        np.testing.assert_array_equal(dm.exog_re[:, a], column(c))
+
+
+@pytest.mark.parametrize(
+    ("formula", "kw"),
+    [
+        ("y ~ x1 + C(a)", {}),
+        ("y ~ x1", {"weights": "w"}),
+        ("y ~ x1", {"re_formula": "1 + x1:x2"}),
+    ],
+)
+def test_column_sources_none_where_not_plain_columns(formula, kw):
+    spec = build_spec(_frame(), formula, "g", **kw)
+    assert column_sources(spec) is None

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from dmixed import kernels
 from dmixed.kernels.rows import prepare_rows
-from dmixed.kernels.term_table import TermRows, TermTable, add_rows_into, as_packed
+from dmixed.kernels.term_jit import COLUMNS_CHUNK
+from dmixed.kernels.term_table import ColumnPlan, TermRows, TermTable, add_rows_into, as_packed
 from dmixed.stats.standardize import Standardization
 
 
@@ -207,3 +208,120 @@ def test_term_rows_of_another_plan_are_not_the_same_plan():
     assert not a.same_plan(TermRows(np.zeros((3, 5)), np.array([0, 1, 3]), a.factors))
     assert as_packed(rows) is rows
     np.testing.assert_array_equal(as_packed(a), np.zeros((3, 3)))
+
+
+def _column_rows(rng, n: int, n_raw: int, offset: float, x_of, z_of):
+    """Raw columns about ``offset`` and the map chosen from the design they make (its
+    shifts and power-of-two scales)."""
+    columns = [offset + rng.normal(size=n) * 10.0 ** rng.integers(-3, 4) for _ in range(n_raw)]
+    plan = ColumnPlan(tuple(x_of), tuple(z_of))
+    y, exog, ztilde = plan.matrices(columns)
+    xi = x_of.index(-1) if -1 in x_of[:-1] else -1
+    zi = z_of.index(-1) if -1 in z_of else -1
+    std = Standardization.choose(y, exog, ztilde, (xi, zi), [])
+    return columns, plan, std
+
+
+@st.composite
+def _plans(draw):
+    """A raw column count and which of them (−1: ones) each column of ``[X y]`` and
+    ``Z`` is: an intercept in either or both (without, the sweep does not apply),
+    ``Z``'s slopes drawn from the raw."""
+    n_raw = draw(st.integers(1, 4))
+    raw = list(range(n_raw))
+    slopes = draw(st.lists(st.sampled_from(raw), min_size=0, max_size=3, unique=True))
+    y = draw(st.sampled_from(raw))
+    x_ones, z_ones = draw(st.sampled_from([(True, True), (True, False), (False, True)]))
+    x_of = ([-1] if x_ones else []) + [c for c in slopes if c != y] + [y]
+    # a slope in Z: a random intercept alone gets the within-group sums (the design's)
+    z_slopes = draw(st.lists(st.sampled_from(raw), min_size=1, max_size=2, unique=True))
+    z_of = ([-1] if z_ones else []) + z_slopes
+    return n_raw, x_of, z_of
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 3 * COLUMNS_CHUNK),
+    n_groups=st.integers(1, 60),
+    plan=_plans(),
+    offset=st.sampled_from([0.0, 3.0, 1e6]),
+    cuts=st.lists(st.floats(0, 1), max_size=3),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_sweep_of_columns_equals_the_numpy_reference(n, n_groups, plan, offset, cuts, seed):
+    """:meth:`TermTable.add_columns` against the numpy reference of the matrices the
+    columns make (1e-12 relative), whatever the split into calls; its per-group terms
+    are :meth:`TermTable.add`'s bit for bit."""
+    n_raw, x_of, z_of = plan
+    rng = np.random.default_rng(seed)
+    columns, plan, std = _column_rows(rng, n, n_raw, offset, x_of, z_of)
+    codes = rng.integers(0, n_groups, n)
+    y, exog, ztilde = plan.matrices(columns)
+    width = kernels.packed_width(len(z_of), len(x_of))
+    want = np.zeros((width, n_groups))
+    want_glob = kernels.accumulate_packed_into(
+        want, codes, y, exog, ztilde, None, std, compiled=False
+    )
+    got, by_design = np.zeros_like(want), np.zeros_like(want)
+    table, design_table = TermTable(), TermTable()
+    gram = np.zeros_like(want_glob["xyxy"])
+    bounds = sorted({0, n, *(int(c * n) for c in cuts)})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DMIXED_KERNELS", "numba")
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+            assert table.applies_columns(b - a, len(z_of), std)
+            done, sums = table.add_columns(got, codes[a:b], [c[a:b] for c in columns], plan, std)
+            assert done == b - a and sums["n"] == b - a
+            gram += sums["xyxy"]
+            design_table.add(by_design, codes[a:b], y[a:b], exog[a:b], ztilde[a:b], None, std)
+    table.flush(got)
+    design_table.flush(by_design)
+    np.testing.assert_array_equal(got, by_design)
+    scale = _abs_scale(codes, n_groups, y, exog, ztilde, None, std)
+    assert np.all(np.abs(got - want) <= 1e-12 * scale)
+    xy = np.column_stack([exog, y])
+    shifted = (xy - np.append(std.x_shift, std.y_shift)) / np.append(std.x_scale, std.y_scale)
+    gram_scale = np.abs(shifted).T @ np.abs(shifted)
+    assert np.all(np.abs(gram - want_glob["xyxy"]) <= 1e-12 * gram_scale)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("row", [0, COLUMNS_CHUNK - 1, COLUMNS_CHUNK, 2 * COLUMNS_CHUNK + 7])
+def test_sweep_stops_before_the_chunk_of_a_value_not_finite(bad, row, compiled_rows):
+    """The rows before the chunk holding the value are summed, nothing from it on."""
+    rng = np.random.default_rng(11)
+    n, n_groups = 3 * COLUMNS_CHUNK, 40
+    columns, plan, std = _column_rows(rng, n, 3, 5.0, [-1, 0, 1, 2], [-1, 0])
+    columns[2][row] = bad
+    codes = rng.integers(0, n_groups, n)
+    got = np.zeros((kernels.packed_width(2, 4), n_groups))
+    table = TermTable()
+    done, sums = table.add_columns(got, codes, columns, plan, std)
+    table.flush(got)
+    assert done == row - row % COLUMNS_CHUNK and sums["n"] == done
+    y, exog, ztilde = plan.matrices([c[:done] for c in columns])
+    want = np.zeros_like(got)
+    want_glob = kernels.accumulate_packed_into(want, codes[:done], y, exog, ztilde, None, std)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(sums["xyxy"], want_glob["xyxy"], rtol=1e-12, atol=1e-9)
+
+
+def test_sweep_left_to_the_design_without_intercepts_or_compiled_pass(monkeypatch):
+    rng = np.random.default_rng(2)
+    _, _, with_ones = _column_rows(rng, 50, 2, 3.0, [-1, 0, 1], [-1, 0])
+    _, _, no_ones = _column_rows(rng, 50, 2, 3.0, [0, 1], [0])
+    monkeypatch.setenv("DMIXED_KERNELS", "numba")
+    table = TermTable()
+    assert table.applies_columns(10**6, 2, with_ones)
+    assert not table.applies_columns(10**6, 1, no_ones)  # its column sums: the design's
+    monkeypatch.setenv("DMIXED_KERNELS", "numpy")
+    assert not table.applies_columns(10**6, 2, with_ones)
+
+
+def test_sweep_refuses_columns_unlike_the_codes(compiled_rows):
+    rng = np.random.default_rng(6)
+    columns, plan, std = _column_rows(rng, 30, 2, 0.0, [-1, 0, 1], [-1, 0])
+    acc = np.zeros((kernels.packed_width(2, 3), 5))
+    codes = rng.integers(0, 5, 30)
+    with pytest.raises(ValueError, match="float64 of 30 rows"):
+        TermTable().add_columns(acc, codes, [columns[0], columns[1][:20]], plan, std)

@@ -246,11 +246,7 @@ class GroupAccumulator:
         ``ztilde``, group ``keys``), their columns mapped by ``std``
         (:mod:`dmixed.stats.standardize`); returns their global sums (see
         :func:`dmixed.kernels.accumulate_packed`)."""
-        col = self._range_columns(keys) if self.ranged else None
-        if col is None and self.lookup is not None:
-            col = self._lookup_columns(keys)
-        if col is None:
-            col = self._hash_columns(keys)
+        col = self._columns(keys)
         if self.terms.applies(col.size, ztilde.shape[1], std, vc_widths):
             # one compiled pass into the chain's row-major table of the plan's terms
             return self.terms.add(self.acc, col, dm.endog, dm.exog, ztilde, dm.weights, std)
@@ -260,6 +256,25 @@ class GroupAccumulator:
         return accumulate_padded_into(
             self.acc, col, dm.endog, dm.exog, ztilde, dm.weights, std, vc_widths
         )
+
+    def add_columns(self, keys: np.ndarray, columns: list, plan, std) -> tuple[int, dict] | None:
+        """Add one partition's rows given as raw columns (``plan``, a
+        :class:`~dmixed.kernels.term_table.ColumnPlan`) in one compiled sweep
+        (:meth:`~dmixed.kernels.term_table.TermTable.add_columns`): ``(rows summed,
+        their global sums)``, or None where the sweep does not apply (nothing added:
+        the caller builds the design and calls :meth:`add`)."""
+        if not self.terms.applies_columns(keys.size, len(plan.z_of), std):
+            return None
+        return self.terms.add_columns(self.acc, self._columns(keys), columns, plan, std)
+
+    def _columns(self, keys: np.ndarray) -> np.ndarray:
+        """The accumulator's column of every key (new keys get new columns)."""
+        col = self._range_columns(keys) if self.ranged else None
+        if col is None and self.lookup is not None:
+            col = self._lookup_columns(keys)
+        if col is None:
+            col = self._hash_columns(keys)
+        return col
 
     def row_bytes(self, dm, ztilde: np.ndarray, std=None, vc_widths=()) -> int:
         """Bytes of a group's row in this accumulator's partial for rows like these

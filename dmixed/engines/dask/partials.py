@@ -33,6 +33,7 @@ import pandas as pd
 
 from ... import kernels
 from ...design.columnar import (
+    column_sources,
     columns_design,
     columns_design_applies,
     design_columns,
@@ -42,6 +43,7 @@ from ...design.origin import in_partition, piece_file
 from ...design.partitions import check_column_kinds, reader_error
 from ...design.references import column_references
 from ...errors import DataError
+from ...kernels.term_table import ColumnPlan
 from ...kernels.vc_packed import accumulate_padded_into
 from ...stats.keys import conform_keys, key_series, key_values
 from ...stats.packed import GLOBAL_HEAD, PackedLayout
@@ -224,25 +226,93 @@ def accumulate_frames(
     glob = packed.empty_global()
     report = BatchedReport()
     widths = () if slot_map is None else slot_map.widths
+    sweep = ColumnSweep.of(spec)
     try:
-        for dm, keys, ztilde, chosen in read_frames(frames, spec, slot_map, glob, report, std):
-            std = chosen
-            keys = conform_keys(keys, acc.key_dtype, spec.group_name)
-            if router.row_bytes is None:  # a partial's row as this chain will send it
-                router.row_bytes = acc.row_bytes(dm, ztilde, std, widths)
-            if router.take(keys, dm, ztilde, std):
-                # a partial is now fewer bytes than the rows: add the buffered rows here
-                for pending in router.switch():
-                    sums = acc.add(pending.keys, pending.dm, pending.ztilde, std, widths)
-                    glob += packed.pack_global(sums)
-            else:
-                glob += packed.pack_global(acc.add(keys, dm, ztilde, std, widths))
-            report.add(len(keys))
+        for frame in frames:
+            if sweep is not None and std is not None and not router.routing:
+                # numpy columns summed as they are, without their design matrices
+                frame = sweep.add(frame, acc, std, glob, packed, report)
+                if frame is None:
+                    continue
+            for dm, keys, ztilde, chosen in read_frames([frame], spec, slot_map, glob, report, std):
+                std = chosen
+                keys = conform_keys(keys, acc.key_dtype, spec.group_name)
+                if router.row_bytes is None:  # a partial's row as this chain will send it
+                    router.row_bytes = acc.row_bytes(dm, ztilde, std, widths)
+                if router.take(keys, dm, ztilde, std):
+                    # a partial is now fewer bytes than the rows: add the buffered rows
+                    for pending in router.switch():
+                        sums = acc.add(pending.keys, pending.dm, pending.ztilde, std, widths)
+                        glob += packed.pack_global(sums)
+                else:
+                    glob += packed.pack_global(acc.add(keys, dm, ztilde, std, widths))
+                report.add(len(keys))
     except DataError as err:
         raise _where(frames, err) from None
     report.flush()
     parts, routed = acc.result(n_buckets), router.result(n_buckets)
     return parts, glob, std, routed, exchange_report(parts, routed, router.reason())
+
+
+class ColumnSweep:
+    """A chain's partitions, read as numpy columns
+    (:func:`~dmixed.engines.dask.parquet_direct.read_columns`) or pandas frames of
+    numpy columns, summed from the columns themselves where the spec's matrices are
+    those columns and ones (:func:`~dmixed.design.columnar.column_sources`): one
+    compiled sweep checks them finite and makes the global and per-group sums
+    (:meth:`~dmixed.engines.dask.combine.GroupAccumulator.add_columns`), with no
+    design matrix built.  The sums are those of the design's path (the per-group terms
+    bit for bit, the gram to rounding).  Anything else goes the design's way."""
+
+    def __init__(self, spec, names: list[str], plan: ColumnPlan) -> None:
+        self.group_name = spec.group_name
+        self.column_kinds = spec.column_kinds
+        self.names = names
+        self.plan = plan
+
+    @classmethod
+    def of(cls, spec) -> ColumnSweep | None:
+        """The sweep of ``spec``'s columns, None where its matrices are not plain
+        columns."""
+        sources = column_sources(spec)
+        if sources is None:
+            return None
+        names, x_of, z_of = sources
+        return cls(spec, names, ColumnPlan(tuple(x_of), tuple(z_of)))
+
+    def add(self, frame, acc: GroupAccumulator, std, glob, packed, report):
+        """Add the partition ``frame`` into ``acc`` (its global sums into ``glob``) where
+        the sweep applies; returns what is left for the design's way: None (all
+        summed), the rows from the chunk of the first value that is not finite on
+        (which the design drops or refuses), or ``frame`` itself."""
+        got = frame if isinstance(frame, dict) else None
+        if isinstance(frame, pd.DataFrame):  # its numpy columns (views), as _design
+            check_column_kinds(frame, self.column_kinds)
+            got = frame_columns(frame, [*self.names, self.group_name])
+        if got is None:
+            return frame
+        groups = got.get(self.group_name)
+        columns = [got.get(name) for name in self.names]
+        if groups is None or groups.ndim != 1 or groups.dtype.kind not in "iu" or not groups.size:
+            return frame
+        n = groups.shape[0]
+        if any(c is None or c.dtype != np.float64 or c.shape != (n,) for c in columns):
+            return frame
+        # group_keys' dtypes, as columns_design: signed → int64, unsigned → uint64
+        keys = np.asarray(groups, dtype=np.int64 if groups.dtype.kind == "i" else np.uint64)
+        keys = conform_keys(keys, acc.key_dtype, self.group_name)
+        got = acc.add_columns(keys, columns, self.plan, std)
+        if got is None:
+            return frame
+        done, sums = got
+        glob += packed.pack_global(sums)
+        if done == n:
+            report.add(n)
+            return None
+        report.rows += done  # the partition is counted with the rows left
+        if isinstance(frame, pd.DataFrame):
+            return frame.iloc[done:]
+        return {name: col[done:] for name, col in frame.items()}
 
 
 def accumulate_ragged(

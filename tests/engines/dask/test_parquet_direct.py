@@ -17,6 +17,7 @@ from dmixed.engines.dask.graph import chain_recipes, project_columns
 from dmixed.engines.dask.parquet_direct import parquet_reads, read_columns
 from dmixed.engines.dask.partials import chain_partials
 from dmixed.engines.dask.pieces import compute_piece
+from dmixed.kernels.term_table import TermTable, as_packed
 from dmixed.stats.packed import PackedLayout
 
 FORMULA = "y ~ x1 + x2"
@@ -170,3 +171,46 @@ def test_file_lacking_a_column_is_left_to_dask(tmp_path):
     reads = parquet_reads(recipe, spec)
     assert read_columns(reads.items[0]) is not None
     assert read_columns(reads.items[1]) is None
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_sweep_of_columns_with_values_not_finite(tmp_path, monkeypatch, direct):
+    """Partitions summed from their columns by the compiled sweep (direct reads or
+    Dask's frames), a NaN in the second partition's third chunk: the rows before its
+    chunk are swept, the rest dropped by the design's missing-value policy; the
+    partial is the design's path's (``DMIXED_KERNELS=numpy``) to 1e-12, and the fit
+    is pandas' on the rows left."""
+    df = _frame(n=8000, groups=300)
+    df.loc[[4000 + 2 * 1024 + 5, 4000 + 3 * 1024 + 1], "x2"] = np.nan
+    _write(df, tmp_path / "d", 2, row_group_size=4000)
+    ddf = dd.read_parquet(tmp_path / "d")
+    spec = dmixed.mixedlm(FORMULA, ddf, groups="g", re_formula=RE, missing="drop").spec
+    (recipe,) = chain_recipes(project_columns(ddf, spec), 1)
+    reads = parquet_reads(recipe, spec) if direct else None
+    assert (reads is not None) == direct
+    add_columns = TermTable.add_columns
+    calls = []
+
+    def counting(self, *args):
+        out = add_columns(self, *args)
+        calls.append(out[0])
+        return out
+
+    monkeypatch.setattr(TermTable, "add_columns", counting)
+    monkeypatch.setenv("DMIXED_KERNELS", "numba")
+    got = _partials(recipe, spec, reads)
+    assert calls == [2 * 1024]  # the first partition chose the map; the second swept
+    monkeypatch.setenv("DMIXED_KERNELS", "numpy")
+    want = _partials(recipe, spec, reads)
+    (parts_a, glob_a, std_a, _, _), (parts_b, glob_b, std_b, _, _) = got, want
+    assert std_a == std_b
+    np.testing.assert_allclose(glob_a, glob_b, rtol=1e-12)
+    for (keys_a, values_a), (keys_b, values_b) in zip(parts_a, parts_b, strict=True):
+        np.testing.assert_array_equal(keys_a, keys_b)
+        np.testing.assert_allclose(as_packed(values_a), as_packed(values_b), rtol=1e-12)
+    monkeypatch.setenv("DMIXED_KERNELS", "numba")
+    with dask.config.set(scheduler="sync"):
+        res = _fit(ddf, missing="drop")
+    ref = _fit(df.drop(columns="s").dropna())
+    np.testing.assert_allclose(res.params, ref.params, rtol=1e-10, atol=1e-12)
+    assert res.llf == pytest.approx(ref.llf, rel=1e-12)
