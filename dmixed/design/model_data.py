@@ -141,6 +141,36 @@ class ModelData:
         parts = np.split(order, bounds)
         return dict(zip(labels.tolist(), parts, strict=True))
 
+    def group_list(self, array) -> list[np.ndarray] | None:
+        """``array`` split by group (statsmodels' ``group_list``).
+
+        Parameters
+        ----------
+        array : None or array_like (n, ...)
+            One entry (or row) per kept row of the model.
+
+        Returns
+        -------
+        list of ndarray or None
+            One array per group, in the order of :attr:`group_labels`, holding the
+            group's rows in data order; None if ``array`` is None.
+
+        Raises
+        ------
+        SpecError
+            ``array`` not of one entry per kept row, or the rows not in memory.
+        """
+        if array is None:
+            return None
+        groups = self._rows_in_memory().groups
+        values = np.asarray(array)
+        if values.ndim == 0 or values.shape[0] != groups.shape[0]:
+            raise SpecError(
+                f"group_list: array has shape {values.shape}; expected "
+                f"{groups.shape[0]} rows (one per kept row of the model)"
+            )
+        return [values[rows] for rows in self.row_indices.values()]
+
     @property
     def data(self) -> DataNames:
         """statsmodels' ``model.data`` names (:class:`DataNames`)."""

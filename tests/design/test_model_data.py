@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import statsmodels.regression.mixed_linear_model as smlm
 
 from dmixed import DroppedRowsWarning, MixedLM, MixedLMParams, SpecError, mixedlm
 
@@ -28,6 +29,22 @@ def test_attributes_hold_the_kept_rows_as_statsmodels():
     assert model.data.xnames == ["Intercept", "x1"]
     assert model.data.exog_re_names_full == ["g Var", "g x x1 Cov", "x1 Var"]
     pd.testing.assert_index_equal(model.data.row_labels, kept.index)
+
+
+def test_group_list_is_statsmodels():
+    df = make_data(n_groups=6, seed=3).sample(frac=1.0, random_state=0)
+    endog, exog, exog_re, groups = design(df)
+    groups = np.asarray(groups).astype(str)
+    model = MixedLM(endog, exog, groups, exog_re=exog_re)
+    ref = smlm.MixedLM(endog, exog, groups, exog_re=exog_re)
+    for array in (np.asarray(endog), np.asarray(exog)):
+        ours, theirs = model.group_list(array), ref.group_list(array)
+        assert len(ours) == len(theirs)
+        for a, b in zip(ours, theirs, strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert model.group_list(None) is None
+    with pytest.raises(SpecError, match="expected"):
+        model.group_list(np.asarray(endog)[:-1])
 
 
 def test_predict_is_the_fixed_part():
