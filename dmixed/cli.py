@@ -142,16 +142,17 @@ def _job_errors(job: Job, reads_data: bool) -> Iterator[None]:
         if reads_data and is_read_error(exc):
             message = f"cannot read data {job.data!r}: {read_error_message(exc)}"
             culprit = culprit_of_message(job, message)
-            where = culprit[0] if culprit else files_named(job, message)
-            raise JobError(message + where, EXIT_DATA) from exc
+            if culprit is not None:  # CSV input: the file, line and value lead
+                raise JobError(f"{culprit[0]}: {message}", EXIT_DATA) from exc
+            raise JobError(message + files_named(job, message), EXIT_DATA) from exc
         if isinstance(exc, (CheckpointError, ClusterError)):
             raise
         if isinstance(exc, (ValueError, KeyError, TypeError)):
             message = _cli_words(one_line(exc)) if str(exc) else repr(exc)
             about_data = reads_data and isinstance(exc, (DataError, KeyError))
             culprit = culprit_of_message(job, message) if about_data else None
-            if culprit is not None:  # CSV input: the file and line of the first one
-                raise JobError(message + culprit[0], culprit[1]) from exc
+            if culprit is not None:  # CSV input: the file, line and value lead
+                raise JobError(f"{culprit[0]}: {message}", culprit[1]) from exc
             if about_data and getattr(exc, "absent", None) and getattr(exc, "file", None):
                 raise JobError(message, EXIT_DATA) from exc  # it names the file and columns
             named = files_named(job, message) if about_data else ""

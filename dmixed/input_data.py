@@ -454,9 +454,10 @@ _CULPRITS = (
 
 
 def culprit_of_message(job: Job, message: str) -> tuple[str, int] | None:
-    """``("; first missing value: FILE line N holds no value", exit status)`` for a data
-    error of CSV input about one column (missing values, text where numbers are read:
-    3); None for another error or input, or where no culprit is found."""
+    """``("FILE line N holds 'V' (first text in column 'C')", exit status)`` for a data
+    error of CSV input about one column (missing values: ``... holds no value (first
+    missing value in column 'C')``, text where numbers are read: 3), the words that an
+    error leads with; None for another error or input, or where no culprit is found."""
     files = input_files(job)
     if input_format(job, files) != "csv":
         return None
@@ -466,7 +467,7 @@ def culprit_of_message(job: Job, message: str) -> tuple[str, int] | None:
             column = found.group(1)
             label = column in label_columns(job.model_dump())
             where = csv_culprit(files, column, bad, job.storage_options, label)
-            return (f"; {what}: {where}", status) if where else None
+            return (f"{where} ({what} in column {column!r})", status) if where else None
     return None
 
 

@@ -380,6 +380,17 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         return int(self.statistics().glob.n)
 
     @property
+    def n_totobs(self) -> int:
+        """Rows used by the fit: :attr:`nobs` (statsmodels' ``n_totobs``)."""
+        return self.nobs
+
+    @property
+    def k_params(self) -> int:
+        """``k_fe + k_re2`` (statsmodels' ``k_params``, which leaves out the ``k_vc``
+        variance components: ``results.params`` has ``k_params + k_vc`` entries)."""
+        return self.k_fe + self.k_re2
+
+    @property
     def k_constant(self) -> int | None:
         """1 if the fixed-effects design holds a constant, else 0 (statsmodels'
         ``k_constant``), by the rule the fit's results use

@@ -235,6 +235,11 @@ def _csv_case(d: Path, data, case: str) -> list:
         row = 5 if case == "text_in_numbers" else 1100  # past the rows Dask reads types from
         frame.loc[row, "x1"] = "abc"
         frame.to_csv(d / "in/b.csv", index=False)
+    elif case == "number_like_text_in_response":
+        # one '1,5' makes the whole column text, its other values reading as numbers
+        frame = a.astype({"y": object})
+        frame.loc[4, "y"] = "1,5"
+        frame.to_csv(d / "in/a.csv", index=False)
     elif case == "not_parquet":
         a.to_parquet(d / "in/a.parquet", index=False)
         (d / "in/b.parquet").write_text("g,x1\n1,2\n")
@@ -246,12 +251,25 @@ CSV_CASES = {
     "column_twice": (3, ["in/a.csv: the header names column 'x1' twice (columns 2 and 3)"]),
     "missing_value": (
         3,
-        ["missing values in column 'x1'", "first missing value: in/b.csv line 42 holds no value"],
+        [
+            "missing values in column 'x1'",
+            "in/b.csv line 42 holds no value (first missing value in column 'x1'): ",
+        ],
     ),
-    "text_in_numbers": (3, ["column 'x1' holds text", "first text: in/b.csv line 7 holds 'abc'"]),
+    "text_in_numbers": (
+        3,
+        ["column 'x1' holds text", "in/b.csv line 7 holds 'abc' (first text in column 'x1'): "],
+    ),
     "late_text_in_numbers": (
         3,
-        ["column 'x1' holds str values", "first text: in/b.csv line 1102 holds 'abc'"],
+        [
+            "column 'x1' holds str values",
+            "in/b.csv line 1102 holds 'abc' (first text in column 'x1'): ",
+        ],
+    ),
+    "number_like_text_in_response": (
+        3,
+        ["error: in/a.csv line 6 holds '1,5' (first text in column 'y'): ", "(such as '1,5')"],
     ),
     "not_parquet": (3, ["in/b.parquet is not a Parquet file"]),
 }

@@ -111,8 +111,7 @@ def to_float(s: pd.Series, name: str) -> np.ndarray:
         column rules (new rows to predict, a partition unlike the collection's meta).
     """
     if _holds_text(s):
-        shown = next(v for v in s.to_numpy(dtype=object) if isinstance(v, (str, bytes)))
-        raise text_error(name, [shown], "where the model reads numbers")
+        raise text_error(name, [_first_text(s)], "where the model reads numbers")
     try:
         return s.to_numpy(dtype=np.float64, na_value=np.nan)
     except (TypeError, ValueError) as e:
@@ -207,6 +206,17 @@ def check_numbers_as_text(name: str, levels: list, n_rows: int | None) -> None:
         f"; as a factor it would have {len(levels)} levels for {plural(n_rows)})"
     )
     raise text_error(name, text, where, ", errors='coerce'")
+
+
+def _first_text(s: pd.Series):
+    """The first text value of ``s`` that does not read as a number, else its first
+    text value: the one to show (a CSV column of numbers with one ``'1,5'`` is read as
+    text throughout, and its first text reads as a number)."""
+    values = s.to_numpy(dtype=object)
+    is_text = np.fromiter((isinstance(v, (str, bytes)) for v in values), bool, len(values))
+    text = values[is_text]
+    not_number = pd.to_numeric(pd.Series(text, dtype=object), errors="coerce").isna()
+    return text[int(np.argmax(not_number.to_numpy()))] if not_number.any() else text[0]
 
 
 def _holds_text(s: pd.Series) -> bool:

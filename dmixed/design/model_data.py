@@ -20,7 +20,7 @@ import pandas as pd
 from ..errors import SpecError
 from .arrays import RowData
 
-__all__ = ["ModelData", "DataNames"]
+__all__ = ["ModelData", "DataNames", "VCSpec"]
 
 
 @dataclass(frozen=True)
@@ -49,16 +49,31 @@ class DataNames:
         return self.constant_of()
 
 
+@dataclass(frozen=True)
+class VCSpec:
+    """statsmodels' ``VCSpec``: the variance components' per-group design matrices.
+
+    ``names[k]`` names component k; ``colnames[k][i]`` and ``mats[k][i]`` are the column
+    names and the matrix (rows in data order) of group ``i`` (the sorted group labels).
+    """
+
+    names: list[str]
+    colnames: list[list[list[str]]]
+    mats: list[list[np.ndarray]]
+
+
 class ModelData:
     """Mixin: statsmodels' data attributes over ``rows`` (the class provides ``rows``,
-    ``endog_name``, ``exog_names``, ``exog_re_names``, ``k_fe``, ``k_constant`` and
-    ``param_names()``)."""
+    ``endog_name``, ``exog_names``, ``exog_re_names``, ``vc_names``,
+    ``vc_column_names``, ``k_fe``, ``k_constant`` and ``param_names()``)."""
 
     rows: RowData | None
     source: Any
     endog_name: str
     exog_names: list[str]
     exog_re_names: list[str]
+    vc_names: list[str]
+    vc_column_names: list
     k_fe: int
     k_constant: int | None
     param_names: Callable[[], list[str]]
@@ -140,6 +155,76 @@ class ModelData:
         bounds = np.cumsum(np.bincount(inverse, minlength=len(labels)))[:-1]
         parts = np.split(order, bounds)
         return dict(zip(labels.tolist(), parts, strict=True))
+
+    @property
+    def exog_vc(self) -> VCSpec:
+        """The variance components' per-group matrices (statsmodels' ``exog_vc``) of a
+        model built from arrays, as given in ``exog_vc`` (float64, the kept rows).
+
+        Raises
+        ------
+        AttributeError
+            A model made from a formula: statsmodels builds each group's matrix from
+            that group's rows alone, which dmixed never does (its design is built for
+            all rows at once, and a group's matrix would hold other columns), so no
+            exact value exists here; the components are :attr:`vc_names` and their
+            columns :attr:`vc_column_names`.
+        SpecError
+            The rows not in memory.
+        """
+        if getattr(self, "spec", None) is not None:
+            raise AttributeError(
+                "exog_vc is not available for a model made from a formula: statsmodels "
+                "builds each group's matrix from that group's rows alone and dmixed does "
+                "not; the components are model.vc_names and their columns "
+                "model.vc_column_names"
+            )
+        rows = self._rows_in_memory()
+        parts = list(self.row_indices.values())
+        colnames, mats = [], []
+        for cols, vals, names_k in zip(
+            rows.vc_cols, rows.vc_vals, self.vc_column_names, strict=True
+        ):
+            # a group's matrix fills slots 0..width-1 of each of its rows (convert_exog_vc)
+            widths = [int(np.sum(cols[idx[0]] >= 0)) for idx in parts]
+            colnames.append(
+                [
+                    [names_k[c] for c in cols[idx[0], :w]]
+                    for idx, w in zip(parts, widths, strict=True)
+                ]
+            )
+            mats.append([vals[idx, :w] for idx, w in zip(parts, widths, strict=True)])
+        return VCSpec(list(self.vc_names), colnames, mats)
+
+    def group_list(self, array) -> list[np.ndarray] | None:
+        """``array`` split by group (statsmodels' ``group_list``).
+
+        Parameters
+        ----------
+        array : None or array_like (n, ...)
+            One entry (or row) per kept row of the model.
+
+        Returns
+        -------
+        list of ndarray or None
+            One array per group, in the order of :attr:`group_labels`, holding the
+            group's rows in data order; None if ``array`` is None.
+
+        Raises
+        ------
+        SpecError
+            ``array`` not of one entry per kept row, or the rows not in memory.
+        """
+        if array is None:
+            return None
+        groups = self._rows_in_memory().groups
+        values = np.asarray(array)
+        if values.ndim == 0 or values.shape[0] != groups.shape[0]:
+            raise SpecError(
+                f"group_list: array has shape {values.shape}; expected "
+                f"{groups.shape[0]} rows (one per kept row of the model)"
+            )
+        return [values[rows] for rows in self.row_indices.values()]
 
     @property
     def data(self) -> DataNames:

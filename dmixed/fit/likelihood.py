@@ -121,6 +121,11 @@ class Likelihood:
         llf = loglike(step, prof, self.glob, self.reml)
         return self.to_statistics.llf(llf, self.glob.n, self.reml)
 
+    def scale(self, point: Point) -> float:
+        """σ² at ``point``: ``Q(β) / f`` in the data's units (β given or profiled)."""
+        _, prof = self.evaluate(point)
+        return self.to_statistics.scale(prof.scale)
+
     def fe_params(self, lam: np.ndarray) -> np.ndarray:
         """The GLS estimate ``β̂ = (X'V*⁻¹X)⁻¹ X'V*⁻¹y`` (p,) at ``lam``."""
         _, prof = self.evaluate(Point(lam))

@@ -241,11 +241,42 @@ class LikelihoodMethods:
         Source: ``statsmodels.regression.mixed_linear_model.MixedLM.get_fe_params``.
         """
         lik = self.likelihood()
-        pa = MixedLMParams.from_components(np.zeros(self.k_fe), cov_re, vcomp=vcomp)
-        pa, lam, _ = self._resolve(pa, False, lik)
-        if lam is None:
-            raise_outside(pa)
+        pa, lam = self._components(np.zeros(self.k_fe), cov_re, vcomp, lik)
         return lik.fe_params(lam), singular(pa, tol)
+
+    def get_scale(self, fe_params, cov_re, vcomp) -> float:
+        """The residual variance σ² implied by ``(β, Ψ*, τ*)``: ``Q(β) / f``.
+
+        ``Q(β) = (y − Xβ)'V*⁻¹(y − Xβ)`` and ``f = n − k_fe`` (REML) or ``n`` (ML), by the
+        model's ``reml`` (set by ``fit``; True before, as statsmodels).
+
+        Parameters
+        ----------
+        fe_params : array_like (k_fe,)
+            β.
+        cov_re : array_like (k_re, k_re)
+            Ψ*, positive semi-definite.
+        vcomp : array_like (k_vc,)
+            τ*.
+
+        Returns
+        -------
+        scale : float
+
+        Raises
+        ------
+        SpecError
+            ``fe_params``, ``cov_re`` or ``vcomp`` not of the model's dimensions, or Ψ* not
+            positive semi-definite.
+
+        Notes
+        -----
+        Source: ``statsmodels.regression.mixed_linear_model.MixedLM.get_scale``; exact on
+        the boundary too (statsmodels takes a pseudo-inverse of a singular Ψ* and warns).
+        """
+        lik = self.likelihood()
+        pa, lam = self._components(fe_params, cov_re, vcomp, lik)
+        return lik.scale(Point(lam, pa.fe_params))
 
     # -- helpers -----------------------------------------------------------------
 
@@ -280,6 +311,14 @@ class LikelihoodMethods:
             return pa, None, None
         sqrt_vec = packed if use_sqrt else pa.get_packed(use_sqrt=True)
         return pa, lam, sqrt_vec
+
+    def _components(self, fe_params, cov_re, vcomp, lik: Likelihood):
+        """``(MixedLMParams, Λ)`` of ``(β, Ψ*, τ*)``; SpecError outside the space."""
+        pa = MixedLMParams.from_components(fe_params, cov_re, vcomp=vcomp)
+        pa, lam, _ = self._resolve(pa, False, lik)
+        if lam is None:
+            raise_outside(pa)
+        return pa, lam
 
     def _score_at(self, params, calc_fe: bool, use_sqrt: bool):
         """statsmodels' ``score_full`` / ``score_sqrt``: at the given β."""

@@ -30,13 +30,16 @@ class ContrastResults:
     effect : ndarray (m,) or None
         ``R β̂`` of each row (``t_test``; statsmodels' ``effect``, without ``q``), None
         for a joint test.
-    sd : ndarray (m,) or None
-        Their standard errors ``sqrt(diag(R Σ R'))``, Σ the fixed effects' covariance.
-    statistic : ndarray (m,), float or ndarray (1, 1)
-        z (or t) values ``effect / sd``; the joint χ² (or F) statistic of ``wald_test``
-        (a ``(1, 1)`` array with ``scalar=False``, as statsmodels').
-    pvalue : ndarray (m,), float or 0-d ndarray
-        Two-sided for ``t_test``, upper tail for ``wald_test``.
+    sd : ndarray (m,), ndarray (1, 1) or None
+        Their standard errors ``sqrt(diag(R Σ R'))``, Σ the fixed effects' covariance
+        (``(1, 1)`` for one row, as statsmodels').
+    statistic : ndarray (m,), ndarray (1, 1) or float
+        z (or t) values ``(effect − q) / sd`` (``(1, 1)`` for one row, as statsmodels');
+        the joint χ² (or F) statistic of ``wald_test`` (a ``(1, 1)`` array with
+        ``scalar=False``, as statsmodels').
+    pvalue : ndarray (m,), 0-d ndarray or float
+        Two-sided for ``t_test`` (0-d for one row, as statsmodels'), upper tail for
+        ``wald_test``.
     distribution : {"norm", "t", "chi2", "F"}
     df_num, df_denom : float
         Degrees of freedom: "t" has ``df_denom = df_resid``; "F" ``df_num = J`` (the
@@ -80,7 +83,7 @@ class ContrastResults:
         if self.effect is None or self.sd is None:
             raise SpecError("a joint Wald test has no per-row intervals; use t_test")
         dist = stats.t(self.df_denom) if self.distribution == "t" else stats.norm
-        half = dist.ppf(1 - alpha / 2) * self.sd
+        half = dist.ppf(1 - alpha / 2) * np.ravel(self.sd)
         return np.column_stack([self.effect - half, self.effect + half])
 
     def summary_frame(self, xname=None, alpha: float = 0.05) -> pd.DataFrame:
@@ -116,9 +119,9 @@ class ContrastResults:
         return pd.DataFrame(
             {
                 "coef": self.effect,
-                "std err": self.sd,
-                stat: self.statistic,
-                f"P>|{stat}|": self.pvalue,
+                "std err": np.ravel(self.sd),
+                stat: np.ravel(self.statistic),
+                f"P>|{stat}|": np.ravel(self.pvalue),
                 "Conf. Int. Low": ci[:, 0],
                 "Conf. Int. Upp.": ci[:, 1],
             },
@@ -299,9 +302,14 @@ def t_test(fe_params, cov_fe, r_matrix, names, use_t: bool | None, df_resid: flo
         stat = (effect - q) / sd
     if use_t:
         pvalue = 2 * stats.t.sf(np.abs(stat), df_resid)
-        return ContrastResults(effect, sd, stat, pvalue, "t", 1.0, df_resid, labels)
-    pvalue = 2 * stats.norm.sf(np.abs(stat))
-    return ContrastResults(effect, sd, stat, pvalue, "norm", 1.0, np.inf, labels)
+        dist, df_denom = "t", df_resid
+    else:
+        pvalue = 2 * stats.norm.sf(np.abs(stat))
+        dist, df_denom = "norm", np.inf
+    if mat.shape[0] == 1:
+        # statsmodels' shapes for one row: sd and statistic (1, 1), pvalue 0-d
+        sd, stat, pvalue = sd[:, None], stat[:, None], np.asarray(pvalue[0])
+    return ContrastResults(effect, sd, stat, pvalue, dist, 1.0, df_denom, labels)
 
 
 def check_flag(value, name: str, optional: bool = False) -> bool | None:

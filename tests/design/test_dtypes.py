@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from decimal import Decimal
 
@@ -401,6 +402,22 @@ def test_text_where_numbers_are_read_is_refused(values):
     """numpy parses '3' as 3.0: text read as numbers (new rows to predict, a partition
     unlike its collection's meta) used to pass silently, where text is a factor."""
     with pytest.raises(DataError, match="column 'x' holds text .* pd.to_numeric"):
+        to_float(values, "x")
+
+
+@pytest.mark.parametrize(
+    ("values", "shown"),
+    [
+        (pd.Series(["0.25", "2.4991628422014975", "1,5", "x"]), "'1,5'"),
+        (pd.Series(["7", None, "n/a"], dtype="string"), "'n/a'"),
+        (pd.Series([1.5, "2", b"?"], dtype=object), "b'?'"),
+        (pd.Series(["1", "2.5"]), "'1'"),  # all read as numbers: the first is shown
+    ],
+)
+def test_the_text_shown_is_the_first_that_is_not_a_number(values, shown):
+    """One '1,5' in a CSV column of numbers makes the column text: the refusal showed
+    its first value, a number ('2.4991628422014975'), not the text at fault."""
+    with pytest.raises(DataError, match=re.escape(f"holds text (such as {shown})")):
         to_float(values, "x")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import statsmodels.regression.mixed_linear_model as smlm
 
 from dmixed import DroppedRowsWarning, MixedLM, MixedLMParams, SpecError, mixedlm
 
@@ -28,6 +29,49 @@ def test_attributes_hold_the_kept_rows_as_statsmodels():
     assert model.data.xnames == ["Intercept", "x1"]
     assert model.data.exog_re_names_full == ["g Var", "g x x1 Cov", "x1 Var"]
     pd.testing.assert_index_equal(model.data.row_labels, kept.index)
+
+
+def test_group_list_is_statsmodels():
+    df = make_data(n_groups=6, seed=3).sample(frac=1.0, random_state=0)
+    endog, exog, exog_re, groups = design(df)
+    groups = np.asarray(groups).astype(str)
+    model = MixedLM(endog, exog, groups, exog_re=exog_re)
+    ref = smlm.MixedLM(endog, exog, groups, exog_re=exog_re)
+    for array in (np.asarray(endog), np.asarray(exog)):
+        ours, theirs = model.group_list(array), ref.group_list(array)
+        assert len(ours) == len(theirs)
+        for a, b in zip(ours, theirs, strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert model.group_list(None) is None
+    with pytest.raises(SpecError, match="expected"):
+        model.group_list(np.asarray(endog)[:-1])
+
+
+def test_exog_vc_of_arrays_is_statsmodels_and_a_formula_model_says_why_not():
+    rng = np.random.default_rng(5)
+    groups = rng.permutation(np.repeat(np.arange(8), 9))
+    n = groups.size
+    exog = np.column_stack([np.ones(n), rng.normal(size=n)])
+    endog = rng.normal(size=n)
+    sub = rng.integers(0, 3, size=n)
+    exog_vc = {
+        "sub": {k: (sub[groups == k][:, None] == np.arange(3)) * 1.0 for k in range(8)},
+        "a": {k: rng.normal(size=(int(np.sum(groups == k)), 2)) for k in range(8)},
+    }
+    with pytest.warns(FutureWarning):  # statsmodels' note on a dict exog_vc
+        ref = smlm.MixedLM(endog, exog, groups, exog_vc=exog_vc).exog_vc
+    ours = MixedLM(endog, exog, groups, exog_vc=exog_vc).exog_vc
+    assert ours.names == ref.names
+    for k in range(len(ref.names)):
+        assert [list(c) for c in ours.colnames[k]] == [list(c) for c in ref.colnames[k]]
+        for a, b in zip(ours.mats[k], ref.mats[k], strict=True):
+            np.testing.assert_array_equal(a, b)
+    plain = MixedLM(endog, exog, groups).exog_vc
+    assert (plain.names, plain.mats) == (smlm.MixedLM(endog, exog, groups).exog_vc.names, [])
+    df = make_data(n_groups=6, seed=4)
+    model = mixedlm("y ~ x1", df, groups="g", vc_formula={"c": "0 + x1"})
+    with pytest.raises(AttributeError, match="vc_column_names"):
+        _ = model.exog_vc
 
 
 def test_predict_is_the_fixed_part():

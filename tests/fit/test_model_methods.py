@@ -167,6 +167,23 @@ def test_loglike_and_score_agree_with_statsmodels(case):
         assert sing == sing_ref
 
 
+@pytest.mark.parametrize("case", [c for c in CASES if c[2]], ids=_case_id)
+def test_get_scale_agrees_with_statsmodels(case):
+    """At the GLS estimate and at a β away from it; the model's attributes too."""
+    kind, reml, use_sqrt = case
+    ref, ours = _models(kind, reml, use_sqrt)
+    assert (ours.k_params, ours.n_totobs) == (ref.k_params, ref.n_totobs)
+    for beta, lmat, tau in _points(ours, 2, seed=200 + CASES.index(case)):
+        cov_re = lmat @ lmat.T
+        fe, _ = ref.get_fe_params(cov_re, tau)
+        for point in (fe, beta):
+            np.testing.assert_allclose(
+                ours.get_scale(point, cov_re, tau), ref.get_scale(point, cov_re, tau), rtol=1e-9
+            )
+    with pytest.raises(SpecError):
+        ours.get_scale(beta[:1], cov_re, tau)
+
+
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
 def test_hessian_agrees_with_statsmodels_at_the_gls_estimate(case):
     kind, reml, use_sqrt = case

@@ -28,6 +28,30 @@ def test_t_test_of_a_matrix_is_statsmodels(fits):
 
 
 @pytest.mark.parametrize("use_t", [False, True])
+@pytest.mark.parametrize("rows", [[1], [1, 2]])
+def test_t_test_shapes_are_statsmodels(fits, rows, use_t):
+    """statsmodels' ContrastResults shapes: for one row ``sd`` and ``tvalue`` are
+    ``(1, 1)`` and ``pvalue`` 0-d; ``effect`` stays ``(m,)``.  statsmodels' MixedLM takes
+    a matrix only; its shapes do not depend on ``q`` (OLS's ``t_test``), so the matrix
+    with ``q``, and the same hypothesis as text, get the matrix's shapes too."""
+    ours, theirs = fits
+    r = np.eye(ours.k_fe)[rows]
+    ref = theirs.t_test(r, use_t=use_t)
+    names = ours.model.exog_names
+    text = ", ".join(f"{names[j]} = 0.5" for j in rows)
+    same = [r, (r, np.full(len(rows), 0.5)), text]
+    if len(rows) == 1:
+        same.append(r[0])  # statsmodels' OLS t_test takes a 1-D row alike
+    for hyp in same:
+        got = ours.t_test(hyp, use_t=use_t)
+        for name in ("effect", "sd", "statistic", "tvalue", "pvalue"):
+            assert np.shape(getattr(got, name)) == np.shape(getattr(ref, name)), (hyp, name)
+        assert np.shape(got.conf_int()) == np.shape(ref.conf_int())
+        assert got.summary_frame().shape == ref.summary_frame().shape
+    np.testing.assert_allclose(ours.t_test(r, use_t=use_t).sd, ref.sd, rtol=1e-4)
+
+
+@pytest.mark.parametrize("use_t", [False, True])
 def test_summary_frame_is_statsmodels(fits, use_t):
     """The same columns (the intervals' named alike whatever ``alpha``), rows and values
     as statsmodels' ``ContrastResults.summary_frame(xname=None, alpha=0.05)``."""
