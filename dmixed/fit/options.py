@@ -26,8 +26,11 @@ METHODS = frozenset(
 
 
 def choose_methods(method: str | list[str] | None, opt_sqrt: bool) -> list[str]:
-    """The scipy methods to try: as given, else statsmodels' sequence (L-BFGS alone when
-    the plain packing needs its bounds, ``opt_sqrt`` false).
+    """The scipy methods to try: as given, else statsmodels' sequence; with the plain
+    packing (``opt_sqrt`` false) L-BFGS first, for its bounds, then BFGS from where it
+    stopped short: L-BFGS-B's line search cut off at the edge of the positive definite
+    Ψ*, where ℓ is −∞, can leave it with no reduction to go on, and BFGS needs no
+    bounds since a step out of the parameter space has ℓ = −∞.
 
     ``"newton"`` is exact Newton steps with the profiled Hessian (statsmodels refuses
     it for MixedLM, having no such Hessian); ``"nm"`` is Nelder–Mead and ``"ncg"``
@@ -39,7 +42,7 @@ def choose_methods(method: str | list[str] | None, opt_sqrt: bool) -> list[str]:
         A name that is not one of :data:`METHODS`, or not text.
     """
     if method is None:
-        return list(DEFAULT_METHODS) if opt_sqrt else ["lbfgs"]
+        return list(DEFAULT_METHODS) if opt_sqrt else ["lbfgs", "bfgs"]
     methods = [method] if isinstance(method, str) else list(method)
     if not methods:
         raise SpecError("method is an empty list: name at least one optimizer")

@@ -127,6 +127,15 @@ def _float_rows(value, argname: str) -> np.ndarray:
         raise DataError(str(exc)) from exc
 
 
+def _new_rows(value, width: int, argname: str) -> np.ndarray:
+    """New rows of a design ``width`` columns wide as :func:`_float_rows` makes them, a
+    1-D ``value`` read as statsmodels' ``predict`` reads a 1-D ``exog``: one row, or
+    a column where the design has one column."""
+    if np.ndim(value) == 1 and width != 1:
+        value = np.asarray(value)[None, :]
+    return _float_rows(value, argname)
+
+
 def transform_for_prediction(spec, df: pd.DataFrame, include_random: bool = True):
     """Design matrices of the rows of ``df`` that can be predicted: the response may be
     absent, and rows with a missing value in a column the prediction uses are left out
@@ -295,7 +304,8 @@ class Predictor:
     def array_rows(self, exog, exog_re, groups, include_random: bool) -> NewRows:
         """The new rows of an array-built model, checked (``exog_re`` and ``groups`` are
         read only with ``include_random``); a 1-D ``exog`` is one row unless the model
-        has one fixed effect (statsmodels' reading).
+        has one fixed effect (statsmodels' reading), and a 1-D ``exog_re`` one row
+        unless it has one random effect (:func:`_new_rows`).
 
         Raises
         ------
@@ -305,9 +315,7 @@ class Predictor:
             unless the model's only random effect is an intercept) or ``groups`` not of
             ``exog``'s rows, ``exog_re`` not of ``k_re`` columns.
         """
-        if np.ndim(exog) == 1 and len(self.fe_params) != 1:
-            exog = np.asarray(exog)[None, :]  # one row, as statsmodels reads it
-        x = _float_rows(exog, "exog")
+        x = _new_rows(exog, len(self.fe_params), "exog")
         if x.shape[1] != len(self.fe_params):
             raise DataError(f"exog has {x.shape[1]} columns; the model has {len(self.fe_params)}")
         n = x.shape[0]
@@ -319,7 +327,7 @@ class Predictor:
             raise SpecError("include_random with exog= is not available for VC models")
         if exog_re is None and self.k_re != 1:
             raise SpecError(f"include_random=True needs exog_re= with {self.k_re} columns")
-        z = np.ones((n, 1)) if exog_re is None else _float_rows(exog_re, "exog_re")
+        z = np.ones((n, 1)) if exog_re is None else _new_rows(exog_re, self.k_re, "exog_re")
         if z.shape != (n, self.k_re):
             raise DataError(f"exog_re has shape {z.shape}; expected ({n}, {self.k_re})")
         keys = np.asarray(groups)

@@ -237,8 +237,11 @@ def repeated_inputs(inputs: list[dict], included: list[dict] | None = None) -> l
 
 
 def _again(rec: dict, before: dict | None) -> str:
-    """The path of an input given again, with why where the included one has changed."""
-    if before is None or all(rec.get(k) == before.get(k) for k in ("size", "content")):
+    """The path of an input given again, with why where the included one has changed:
+    a size or content identity known both then and now that differs (one not known,
+    a URL whose store's package is missing on one side, says nothing)."""
+    known = [(rec.get(k), before.get(k)) for k in ("size", "content")] if before else []
+    if all(now is None or then is None or now == then for now, then in known):
         return rec["path"]
     return (
         f"{rec['path']} (changed since it was added: its rows then are counted, and rows "

@@ -66,3 +66,25 @@ def test_a_free_pattern_of_a_full_covariance_frees_every_entry_of_it():
     )
     _, score_cov_re, _ = model.score_full(held, calc_fe=False)
     np.testing.assert_allclose(score_cov_re, 0, atol=1e-4)
+
+
+@pytest.mark.parametrize("off", [0.0, 0.3])
+def test_a_masked_fit_in_the_plain_packing_that_stops_short_goes_on_with_bfgs(off):
+    """``use_sqrt=False`` with ``free`` (the plain packing, L-BFGS-B with its bounds):
+    every entry of Ψ* free and the variance component held, L-BFGS-B stopped after a
+    few iterations with no reduction left (its line search cut at the edge of the
+    positive definite Ψ*) and the fit did not converge; BFGS from there reaches the
+    optimum of the square-root packing (statsmodels' L-BFGS, from the correlated start,
+    ends at a Ψ* that is not positive semi-definite)."""
+    df = make_data(n_groups=40, seed=5, vc_sd=0.5)
+    kw = {"groups": "g", "re_formula": "1 + x1", "vc_formula": {"sub": "0 + C(sub)"}}
+    params = dmixed.MixedLMParams
+    free = params.from_components(fe_params=np.ones(2), cov_re=np.ones((2, 2)), vcomp=[0.0])
+    cov_re = np.array([[1.0, off], [off, 0.5 + 0.5 * (off == 0.0)]])
+    start = params.from_components(fe_params=np.zeros(2), cov_re=cov_re, vcomp=[1.0 - 2 * off])
+    ref = dmixed.mixedlm("y ~ x1", df, **kw).fit(free=free, start_params=start)
+    with pytest.warns(dmixed.FitConvergenceWarning, match="retrying the optimization with bfgs"):
+        res = dmixed.mixedlm("y ~ x1", df, use_sqrt=False, **kw).fit(free=free, start_params=start)
+    assert res.converged
+    assert res.llf == pytest.approx(ref.llf, rel=1e-10)
+    np.testing.assert_allclose(res.cov_re / res.scale, ref.cov_re / ref.scale, rtol=1e-5)

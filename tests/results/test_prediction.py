@@ -351,3 +351,23 @@ def test_a_one_dimensional_exog_of_k_fe_values_is_one_row():
     np.testing.assert_allclose(res.predict(exog=row), sm.predict(res.fe_params, row), rtol=1e-12)
     one = MixedLM(endog, exog[:, :1], groups).fit()
     assert one.predict(exog=exog[:5, 0]).shape == (5,)
+
+
+def test_a_one_dimensional_exog_re_is_one_row_as_exog_is():
+    """With ``include_random`` a 1-D ``exog_re`` of ``k_re`` values is the one row a
+    1-D ``exog`` is (it was read as a column and refused), and a column where the
+    model has one random effect."""
+    df = make_data(n_groups=12, seed=16)
+    endog, exog, exog_re, groups = design(df)
+    res = MixedLM(endog, exog, groups, exog_re=exog_re).fit()
+    kw = {"groups": groups[3:4], "include_random": True}
+    np.testing.assert_array_equal(
+        res.predict(exog=exog[3], exog_re=exog_re[3], **kw),
+        res.predict(exog=exog[3:4], exog_re=exog_re[3:4], **kw),
+    )
+    one = MixedLM(endog, exog, groups, exog_re=exog_re[:, :1]).fit()
+    kw = {"groups": groups[:5], "include_random": True}
+    np.testing.assert_array_equal(
+        one.predict(exog=exog[:5], exog_re=exog_re[:5, 0], **kw),
+        one.predict(exog=exog[:5], exog_re=exog_re[:5, :1], **kw),
+    )

@@ -199,3 +199,17 @@ def test_input_format_is_each_files_and_a_file_of_neither_kind_is_named(tmp_path
         DataError, match=f"{bare} is a Parquet file, but the input's format is given as csv"
     ):
         inputs.input_format([csv, bare], given="csv")
+
+
+def test_an_included_input_is_said_changed_only_where_both_identities_are_known():
+    """A content identity missing on one side (a URL whose store's package is not
+    installed then or now) tells nothing: the input is named as given again, not as
+    changed; one known on both sides that differs is named as changed."""
+    url = "s3://bucket/a.parquet"
+    then = [{"path": url, "size": None, "mtime_ns": None, "content": "etag:1"}]
+    now = [{"path": url, "size": None, "mtime_ns": None, "content": None}]
+    assert inputs.repeated_inputs(now, then) == [url]
+    assert inputs.repeated_inputs(then, now) == [url]
+    other = [{"path": url, "size": None, "mtime_ns": None, "content": "etag:2"}]
+    (again,) = inputs.repeated_inputs(other, then)
+    assert again.startswith(f"{url} (changed since it was added")
