@@ -17,6 +17,7 @@ from dmixed.engines.dask.graph import chain_recipes, project_columns
 from dmixed.engines.dask.parquet_direct import parquet_reads, read_columns
 from dmixed.engines.dask.partials import chain_partials
 from dmixed.engines.dask.pieces import compute_piece
+from dmixed.errors import DroppedRowsWarning
 from dmixed.kernels.term_table import TermTable, as_packed
 from dmixed.stats.packed import PackedLayout
 
@@ -209,7 +210,10 @@ def test_sweep_of_columns_with_values_not_finite(tmp_path, monkeypatch, direct):
         np.testing.assert_array_equal(keys_a, keys_b)
         np.testing.assert_allclose(as_packed(values_a), as_packed(values_b), rtol=1e-12)
     monkeypatch.setenv("DMIXED_KERNELS", "numba")
-    with dask.config.set(scheduler="sync"):
+    with (
+        dask.config.set(scheduler="sync"),
+        pytest.warns(DroppedRowsWarning, match="dropped 2 rows"),
+    ):
         res = _fit(ddf, missing="drop")
     ref = _fit(df.drop(columns="s").dropna())
     np.testing.assert_allclose(res.params, ref.params, rtol=1e-10, atol=1e-12)
