@@ -17,7 +17,8 @@ and profile intervals mean nothing, so the fit warns, naming the parameters.
 
 from __future__ import annotations
 
-import functools
+import hashlib
+import threading
 import warnings
 
 import numpy as np
@@ -100,7 +101,7 @@ def identified_directions(
         return none
     h = np.ascontiguousarray(hessian, dtype=np.float64)
     at_zero = np.ascontiguousarray(at_zero, dtype=bool)
-    scaled = _scaled_information(h.tobytes(), h.shape[0], k_fe, at_zero.tobytes())
+    scaled = _cached_scaled_information(h, k_fe, at_zero)
     if scaled is None:
         return none
     theta, zero, d, w, v = scaled
@@ -113,18 +114,38 @@ def identified_directions(
     return np.sort(theta[involved]), basis
 
 
-@functools.lru_cache(maxsize=4)
-def _scaled_information(hessian: bytes, k: int, k_fe: int, at_zero: bytes):
+#: the last few Hessians' :func:`_scaled_information`, keyed by a digest of the Hessian
+#: (not its bytes: with thousands of fixed effects those are tens of megabytes a key)
+_SCALED_CACHE: dict[tuple, tuple | None] = {}
+_SCALED_CACHE_SIZE = 4
+_SCALED_CACHE_LOCK = threading.Lock()
+
+
+def _cached_scaled_information(h: np.ndarray, k_fe: int, at_zero: np.ndarray):
+    """:func:`_scaled_information` made once per Hessian: the covariance of the
+    estimates and the warning about unidentified parameters both ask for it at the
+    optimum.  ``h`` and ``at_zero`` C-contiguous."""
+    key = (hashlib.sha256(h.data).digest(), h.shape[0], k_fe, at_zero.tobytes())
+    with _SCALED_CACHE_LOCK:
+        if key in _SCALED_CACHE:
+            return _SCALED_CACHE[key]
+    out = _scaled_information(h, k_fe, at_zero)
+    with _SCALED_CACHE_LOCK:
+        _SCALED_CACHE[key] = out
+        while len(_SCALED_CACHE) > _SCALED_CACHE_SIZE:
+            del _SCALED_CACHE[next(iter(_SCALED_CACHE))]
+    return out
+
+
+def _scaled_information(h: np.ndarray, k_fe: int, at_zero: np.ndarray):
     """``(θ, zero, d, w, v)`` of :func:`identified_directions`: the covariance parameters
     not at zero, those of them without curvature, ``√|diag S|``, and the eigenvalues and
-    eigenvectors of ``R`` over the others; ``None`` where nothing can be said.  Made
-    once per Hessian (read-only arrays): the covariance of the estimates and the
-    warning about unidentified parameters both ask for it at the optimum."""
-    h = np.frombuffer(hessian, dtype=np.float64).reshape(k, k)
+    eigenvectors of ``R`` over the others; ``None`` where nothing can be said
+    (read-only arrays: :func:`_cached_scaled_information` shares them)."""
     if not np.all(np.isfinite(h)):
         return None
     info = -0.5 * (h + h.T)
-    theta = np.flatnonzero(~np.frombuffer(at_zero, dtype=bool))
+    theta = np.flatnonzero(~at_zero)
     cols = k_fe + theta
     s = info[np.ix_(cols, cols)]
     if k_fe:

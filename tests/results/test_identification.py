@@ -91,3 +91,31 @@ def test_standard_errors_of_a_trade_do_not_depend_on_the_partitions(npartitions)
         cov = np.asarray(res.cov_params())
         assert np.isnan(cov[5:]).all() and np.isnan(cov[:, 5:]).all()
         np.testing.assert_allclose(cov[:5, :5], np.asarray(one.cov_params())[:5, :5], rtol=1e-6)
+
+
+def test_the_information_is_decomposed_once_per_hessian(monkeypatch):
+    """The covariance of the estimates and the warning both ask at the optimum: one
+    decomposition per Hessian (keyed by its digest, not its bytes, which with many fixed
+    effects are megabytes), another for another Hessian or other parameters at zero."""
+    from dmixed.results.identification import identified_directions
+
+    made = []
+    eigh = np.linalg.eigh
+
+    def counting(*args, **kw):
+        made.append(1)
+        return eigh(*args, **kw)
+
+    monkeypatch.setattr(np.linalg, "eigh", counting)
+    rng = np.random.default_rng(7)
+    a = rng.normal(size=(3, 3))
+    hess = _information(a @ a.T + np.diag([1.0, 2.0, 3.0]), k_fe=400)
+    first = identified_directions(hess, 400, np.zeros(3, bool))
+    again = identified_directions(hess.copy(), 400, np.zeros(3, bool))
+    assert len(made) == 1
+    np.testing.assert_array_equal(first[1], again[1])
+    other = hess.copy()
+    other[-1, -1] *= 2.0
+    identified_directions(other, 400, np.zeros(3, bool))
+    identified_directions(hess, 400, np.array([0, 1, 0], bool))
+    assert len(made) == 3
