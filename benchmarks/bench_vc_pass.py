@@ -23,7 +23,9 @@ data passes under ``valgrind --tool=callgrind`` (collected inside
 ``functools.reduce``, which runs the passes and nothing else), per pass; with
 ``--design`` the design and the pass (``from_formula``, then the pass), per model.
 ``--numbering``: likewise the instructions of the component's numbering alone
-(``number_vc_cells`` and its slot table, with the component), per numbering.
+(``number_vc_cells`` and its slot table, with the component; the compiled nested
+numbering where the tree has it and picks it, e.g. under ``DMIXED_KERNELS=numba``), per
+numbering.
 ``--prepared``: likewise star-like's frame prepared (``prepare_columns``) with the spec
 of a Dask frame of the same rows as a worker gets it (unpickled, no caches), per frame.
 ``--decompose``: the design and the pass (as ``--callgrind --design``) with the
@@ -172,8 +174,13 @@ from dmixed.stats.slots import number_vc_cells
 make, formula, kw, vc = SHAPES[sys.argv[3]]
 rows = dmixed.MixedLM.from_formula(formula, data=make(), **dict(kw, vc_formula=vc)).rows
 codes, labels = sorted_codes(rows.groups)
+try:  # (the compiled nested numbering where the tree has it and picks it)
+    from dmixed.kernels.compiled import nested_numbering
+    extra = (nested_numbering(rows.vc_cols[0].size),)
+except ImportError:
+    extra = ()
 def numbering(*_):
-    num = number_vc_cells(codes, rows.vc_cols[0], rows.vc_vals[0], len(labels))
+    num = number_vc_cells(codes, rows.vc_cols[0], rows.vc_vals[0], len(labels), *extra)
     return num.table(len(labels))
 numbering()
 functools.reduce(numbering, range(3), None)
