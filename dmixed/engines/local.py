@@ -13,6 +13,7 @@ import numpy as np
 
 from .. import kernels
 from ..design.arrays import RowData
+from ..kernels.compiled import nested_numbering
 from ..kernels.vc_blocks import one_entry_per_row, ragged_statistics
 from ..stats import FittedStatistics, GlobalStats, GroupArrays, Layout
 from ..stats.keys import sorted_codes
@@ -155,7 +156,7 @@ def statistics_from_rows(
     codes, labels = sorted_codes(rows.groups)
     n_groups = len(labels)
     nums = [
-        number_vc_cells(codes, cols, vals, n_groups)
+        number_vc_cells(codes, cols, vals, n_groups, nested_numbering(cols.size))
         for cols, vals in zip(rows.vc_cols, rows.vc_vals, strict=True)
     ]
     widths = [num.width for num in nums]

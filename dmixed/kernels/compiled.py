@@ -4,7 +4,8 @@ The numpy kernels of :mod:`~dmixed.kernels.groups` and :mod:`~dmixed.kernels.row
 the reference; the numba kernels of :mod:`~dmixed.kernels.jit` (per group) and
 :mod:`~dmixed.kernels.rows_jit` (per row) compute the same sums in one pass.  This
 module is the one place that chooses between them: :func:`backend` for the per-group
-sums (step, Hessian, BLUPs), :func:`rows_compiled` for the per-row pass, both through
+sums (step, Hessian, BLUPs), :func:`rows_compiled` for the per-row pass (and
+:func:`nested_numbering` for a nested component's numbering), all through
 :func:`forced` (the ``DMIXED_KERNELS`` environment variable).  numba is imported (and the
 kernels compiled, or loaded from the on-disk cache) on the first call that picks it,
 never by ``import dmixed``.
@@ -104,6 +105,24 @@ def rows_compiled(n_rows: int, table_bytes: int = 0) -> bool:
     if "numba" in sys.modules:
         return n_rows >= ROWS_MIN_LOADED
     return n_rows >= ROWS_MIN_COLD and numba_available()
+
+
+def nested_numbering(n_entries: int):
+    """The compiled numbering of a nested component's ``n_entries`` entries
+    (:func:`dmixed.kernels.slots_jit.nested_pairs`, numba imported here) where the
+    per-row pass over as many rows would run compiled (:func:`rows_compiled`: loading
+    numba for it alone costs more than it saves), else None (numpy's numbering).
+
+    Raises
+    ------
+    ValueError
+        As :func:`forced`.
+    """
+    if not rows_compiled(n_entries):
+        return None
+    from .slots_jit import nested_pairs  # numba loads here, on first use
+
+    return nested_pairs
 
 
 def backend(n_groups: int, r: int, kernel: str = "step") -> str:

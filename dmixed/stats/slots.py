@@ -18,6 +18,7 @@ all partitions, by group key, for an engine that reads the rows in pieces.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -237,7 +238,11 @@ def _nested_pairs(rows: np.ndarray, cols: np.ndarray, ncols: int):
 
 
 def number_vc_cells(
-    codes: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_groups: int
+    codes: np.ndarray,
+    cols: np.ndarray,
+    vals: np.ndarray,
+    n_groups: int,
+    nested: Callable | None = None,
 ) -> VCNumbering:
     """Number one component's (group, column) pairs and find every entry's pair, in time
     linear in the entries: for a component nested in the groups whose keys ``code *
@@ -261,6 +266,11 @@ def number_vc_cells(
         As :func:`present_pairs`.
     n_groups : int
         The number of groups.
+    nested : callable or None
+        What numbers a nested component in place of :func:`_nested_pairs`: called as
+        ``nested(rows, cols, ncols, n_groups)`` (each entry's group and column), it
+        returns what :func:`_nested_pairs` returns (the compiled numbering,
+        :func:`dmixed.kernels.compiled.nested_numbering`).  None: :func:`_nested_pairs`.
     """
     ncols = max(int(cols.max()) + 1 if cols.size else 0, 1)
     codes = np.asarray(codes, dtype=np.int64)
@@ -275,11 +285,14 @@ def number_vc_cells(
         rows = np.broadcast_to(codes[:, None], cols.shape)[present]
         entry_cols = cols[present].astype(np.int64)
     span = max(int(n_groups), 1) * ncols
-    nested = None
+    numbered = None
     if span > NESTED_ABOVE * (rows.size + ncols) and ncols <= 4 * rows.size + (1 << 20):
-        nested = _nested_pairs(rows, entry_cols, ncols)
-    if nested is not None:  # (no keys of the entries, no division of the pairs')
-        pair_group, pair_col, inverse = nested
+        if nested is None:
+            numbered = _nested_pairs(rows, entry_cols, ncols)
+        else:
+            numbered = nested(rows, entry_cols, ncols, n_groups)
+    if numbered is not None:  # (no keys of the entries, no division of the pairs')
+        pair_group, pair_col, inverse = numbered
         pair_keys = pair_group * ncols
         pair_keys += pair_col
     else:

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dmixed.design.levels import (
+    PACKED_TEXT_BYTES,
     UNKNOWN_CODE,
     categorical_codes,
     categorical_levels,
@@ -157,20 +158,22 @@ def test_text_levels_found_and_numbered_by_arrow_as_by_python(dtype, values, ext
     assert coded.codes.tolist() == level_codes(s, found).tolist()
 
 
-@settings(max_examples=120, **QUICK)
+@settings(max_examples=200, **QUICK)
 @given(
-    st.sampled_from(["", "s", "é"]),
-    st.integers(0, 6),
+    st.sampled_from(["", "s", "é", "student-", "\x00", "z" * 12]),
+    st.integers(0, 17),
     st.lists(st.one_of(st.none(), st.text("ab\x00é€𝄞z", max_size=6)), max_size=40),
     st.sampled_from([pa.string(), pa.large_string()]),
     st.booleans(),
     st.booleans(),
 )
 def test_packed_text_codes_equal_hashed(prefix, width, values, type_, sliced, with_kept):
-    """``packed_coded_text`` (short values packed in one word each, sorted as numbers)
-    gives ``hashed_coded_text``'s levels and codes, or None: values of one length (read
-    as a matrix) or not, shared prefixes, NUL bytes, non-ASCII, empty text, missing
-    values, slices, chunks, the levels of the rows kept."""
+    """``packed_coded_text`` (values of at most 16 bytes as numbers, sorted in one word
+    each or in two) gives ``hashed_coded_text``'s levels and codes, and is taken for
+    every such column (None only where a value is longer): values of one length (read
+    at a stride) or not, shorter and longer than 8 bytes, shared prefixes, NUL bytes,
+    non-ASCII, empty text, missing values, slices, chunks, the levels of the rows
+    kept."""
     text = [None if v is None else prefix + (v.ljust(width, "a") if width else v) for v in values]
     arr = pa.array(text, type_)
     if sliced and len(arr) > 1:
@@ -180,13 +183,36 @@ def test_packed_text_codes_equal_hashed(prefix, width, values, type_, sliced, wi
     packed = packed_coded_text(chunked, kept)
     hashed = hashed_coded_text(chunked, kept)
     sizes = [len(v.encode()) for v in arr.to_pylist() if v is not None]
-    if sizes and max(sizes) <= 6:  # (48 bits, a length, a position: one word)
-        assert packed is not None
+    assert (packed is None) == (not sizes or max(sizes) > PACKED_TEXT_BYTES)
     if packed is not None:
         assert packed.levels.type == hashed.levels.type
         assert packed.levels.to_pylist() == hashed.levels.to_pylist()
         assert packed.codes.dtype == np.int64
         assert packed.codes.tolist() == hashed.codes.tolist()
+
+
+@pytest.mark.parametrize(
+    ("values", "sorts"),
+    [
+        (["student-10002", "student-10000", "student-10002", "student-32210"], 0),
+        ([f"student-{i:05d}" for i in range(40)] + ["student-1", None, "student-"], 0),
+        (["\x00" * 16, "z" * 16, "\x00" * 15 + "a", "z" * 16, "m" * 9, "m" * 9 + "\x00"], 1),
+        (["\x00" * 8, "\xff" * 4, "\x00" * 8, "a"], 1),
+    ],
+)
+def test_packed_text_in_one_word_or_two(values, sorts, monkeypatch):
+    """Values of 9–16 bytes that differ only in their last bytes are sorted in one word
+    (no ``lexsort``); values whose numbers span more than a word, with the length and
+    position, in two (one ``lexsort``); both as ``hashed_coded_text`` codes them."""
+    calls = []
+    lexsort = np.lexsort
+    monkeypatch.setattr(np, "lexsort", lambda keys: calls.append(1) or lexsort(keys))
+    chunked = pa.chunked_array([pa.array(values, pa.string())])
+    packed = packed_coded_text(chunked)
+    assert len(calls) == sorts
+    hashed = hashed_coded_text(chunked)
+    assert packed.levels.to_pylist() == hashed.levels.to_pylist()
+    assert packed.codes.tolist() == hashed.codes.tolist()
 
 
 def test_text_of_chunks_with_their_own_dictionaries():

@@ -187,3 +187,35 @@ def test_data_pass_of_a_grid_is_the_dense_pass(
     for mine, ref in zip(stats.engine.gather(), plain.engine.gather(), strict=True):
         np.testing.assert_array_equal(mine, ref)
     np.testing.assert_array_equal(stats.glob.xyxy, plain.glob.xyxy)
+
+
+@pytest.mark.parametrize("kind", ["int", "str", "category"])
+@pytest.mark.parametrize("which", ["one", "two", "weighted"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_data_pass_with_the_compiled_numbering_is_numpys(kind, which, seed, monkeypatch):
+    """A nested component (60 groups, 3 levels of its own each) numbered by the compiled
+    sweep (``DMIXED_KERNELS=numba``; taken) gives the statistics and slot tables of
+    numpy's numbering, bit for bit."""
+    pytest.importorskip("numba")
+    from dmixed.kernels import slots_jit
+
+    rng = np.random.default_rng(seed)
+    n = 400
+    frame = _frame(seed, "int", nested=False, missing=False).sample(n, replace=True)
+    frame["g"] = rng.integers(0, 60, n)
+    level = 3 * frame["g"].to_numpy() + rng.integers(0, 3, n)
+    frame["lev"] = {"int": level, "str": [f"L{v}" for v in level]}.get(kind, pd.Categorical(level))
+    model = dmixed.MixedLM.from_formula(
+        "y ~ x", groups="g", re_formula="1", vc_formula=COMPONENTS[which], data=frame
+    )
+    calls = []
+    compiled_pairs = slots_jit.nested_pairs
+    monkeypatch.setattr(slots_jit, "nested_pairs", lambda *a: calls.append(1) or compiled_pairs(*a))
+    out = {}
+    for choice in ("numpy", "numba"):
+        monkeypatch.setenv("DMIXED_KERNELS", choice)
+        stats = statistics_from_rows(model.rows)
+        out[choice] = (*stats.engine.gather(), *stats.vc_slot_cols, stats.glob.xyxy)
+    assert calls  # (the numbering of "lev", at least)
+    for got, want in zip(out["numba"], out["numpy"], strict=True):
+        np.testing.assert_array_equal(got, want)
