@@ -28,7 +28,7 @@ import numpy as np
 
 from ..engines.local import statistics_from_arrays
 from ..errors import DmixedError, DmixedWarning
-from ..fit.coordinates import Coordinates
+from ..fit.coordinates import Coordinates, weight_factor
 from ..fit.optimize import maximize
 from ..fit.options import choose_methods
 from ..fit.profiled import ProfiledObjective
@@ -122,7 +122,9 @@ class ReplicateFitter:
         """The fitter of ``results`` over its statistics ``arrays`` (their own columns)."""
         layout = arrays.layout
         fit_std = StandardizedFit.of(results, arrays.columns, layout)
-        coords = Coordinates.for_fit(arrays.columns, layout, all_free=True)
+        # a replicate's optimizer works where the fit's does: times the weights' unit
+        weight = weight_factor(arrays.glob)
+        coords = Coordinates.for_fit(arrays.columns, layout, all_free=True, weight=weight)
         start = coords.to_opt(results.packed_params, results.use_sqrt)
         if not results.use_sqrt:
             start = layout.pack(*layout.unpack(start, False), use_sqrt=True)
@@ -163,13 +165,22 @@ class ReplicateFitter:
         """:meth:`refit` without its safety net (errors propagate)."""
         stats = statistics_from_arrays(drawn)
         layout, reml = stats.layout, self.reml
-        coords = Coordinates.for_fit(stats.columns, layout, all_free=True)
+        weight = weight_factor(stats.glob)  # the drawn rows keep the fit's weights
+        coords = Coordinates.for_fit(stats.columns, layout, all_free=True, weight=weight)
         obj = ProfiledObjective(
-            stats.engine, stats.glob, stats.fit_layout, reml, True, re_map=coords.re_map
+            stats.engine,
+            stats.glob,
+            stats.fit_layout,
+            reml,
+            True,
+            re_map=coords.re_map,
+            vc_map=coords.vc_map,
         )
         moment = None
         if self.moment_start:
             moment = moment_start_packed(stats.engine.moments, stats.glob, stats.fit_layout)
+            if moment is not None:  # in the statistics' coordinates
+                moment = coords.statistics_to_opt_sqrt(moment)
         start, from_moments = choose_start(obj, self.start, True, moment)
         opt = self.optimize(obj, start, newton_first=from_moments)
         ev = obj.evaluate(opt.packed)

@@ -20,15 +20,21 @@ is a statistic: ``D_i = Z̃_i'Z̃_i``, ``C_i = Z̃_i'X_i``, ``X'X``, and ``Z̃_i
 
 1. ``u_i ~ N(0, σ̃² D_i)``, independent over groups: with ``D_i = V_i E_i V_i'``
    (eigendecomposition, eigenvalues below ``RANK_RTOL`` of the largest set to zero),
-   ``u_i = σ̃ V_i E_i^{1/2} z_i``, ``z_i ~ N(0, I)`` on the range of ``D_i``;
+   ``u_i = σ̃ D_i^{1/2} z_i``, ``z_i ~ N(0, I)``, with the symmetric root
+   ``D_i^{1/2} = V_i E_i^{1/2} V_i'``;
 2. ``x | u ~ N(Σ_i C_i'D_i⁺u_i, σ̃² S)`` with the Schur complement
    ``S = X'X − Σ_i C_i'D_i⁺C_i = X'(I − P_Z̃)X`` (the Gaussian conditional; pseudo-inverses
    are exact here because ``range C_i ⊆ range D_i`` for a Gram matrix), so
-   ``x = σ̃ (Σ_i C_i'V_i E_i^{−1/2} z_i + S^{1/2} ζ)``, ``ζ ~ N(0, I_p)``;
+   ``x = σ̃ (Σ_i C_i'D_i^{+1/2} z_i + S^{1/2} ζ)``, ``ζ ~ N(0, I_p)``;
 3. ``e*'e* = e*'P_W e* + e*'(I − P_W)e*``: the first is ``v'(W'W)⁺v``, which through the
-   same Schur complement is ``Σ_i u_i'D_i⁺u_i + r'S⁺r = σ̃²(Σ_i |z_i|² + |ζ|²)`` (``r`` the
-   part of ``x`` drawn in 2); the second is independent of ``v`` and is
+   same Schur complement is ``Σ_i u_i'D_i⁺u_i + r'S⁺r = σ̃²(Σ_i z_i'P_i z_i + ζ'P_S ζ)``
+   (``r`` the part of ``x`` drawn in 2, ``P_i`` and ``P_S`` the projections on the
+   ranges of ``D_i`` and ``S``); the second is independent of ``v`` and is
    ``σ̃² χ²`` on ``n − rank W = n − Σ_i rank D_i − rank S`` degrees of freedom (Cochran).
+
+The roots are the symmetric ones, which (unlike ``V_i E_i^{1/2}``, whose columns' signs
+are arbitrary) are functions of the matrices: statistics of weights ``c·w`` (every sum
+``c`` times) draw the same responses, to rounding, for the same generator.
 
 With ``m = Xβ̃ + Z̃b*`` (``b*_i`` the drawn, or given, random effects) the new statistics
 are ``Z̃_i'y* = C_iβ̃ + D_ib*_i + u_i``, ``X'y* = X'Xβ̃ + Σ_i C_i'b*_i + x`` and
@@ -75,16 +81,24 @@ class _Within:
     ratio: np.ndarray
 
 
-def _psd_root(mat: np.ndarray, rtol: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(V E^{1/2}, V E^{+1/2}, keep)`` of symmetric ``mat`` (…, r, r), batched:
-    ``E^{+1/2}`` the inverse square roots of the eigenvalues above ``rtol`` of the
-    largest (0 for the others), ``keep`` (…, r) which eigenvalues are kept."""
+def _psd_root(mat: np.ndarray, rtol: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """``(V E^{1/2} V', V E^{+1/2} V', V K V', rank)`` of symmetric ``mat`` (…, r, r),
+    batched: the symmetric square root, that of the pseudo-inverse (``E^{+1/2}`` the
+    inverse square roots of the eigenvalues above ``rtol`` of the largest, 0 for the
+    others), the projection on the range (``K`` the kept eigenvalues' indicator), and
+    the number of kept eigenvalues."""
     evals, evecs = np.linalg.eigh(mat)
     top = np.max(evals, axis=-1, keepdims=True)
     keep = evals > rtol * np.maximum(top, np.finfo(float).tiny)
     root = np.sqrt(np.where(keep, evals, 0.0))
     inv_root = np.where(keep, 1.0 / np.where(keep, root, 1.0), 0.0)
-    return evecs * root[..., None, :], evecs * inv_root[..., None, :], keep
+    vt = np.swapaxes(evecs, -1, -2)
+    return (
+        (evecs * root[..., None, :]) @ vt,
+        (evecs * inv_root[..., None, :]) @ vt,
+        (evecs * keep[..., None, :]) @ vt,
+        int(keep.sum()),
+    )
 
 
 class ResponseSampler:
@@ -110,16 +124,12 @@ class ResponseSampler:
         zz, gx = arrays.zz, arrays.zxy[:, :, :p]
         xx = arrays.glob.xyxy[:p, :p]
         self.gx = np.ascontiguousarray(gx)  # C_i = Z̃_i'X_i, contiguous: one BLAS product
-        self.root, h_inv, keep = _psd_root(zz, RANK_RTOL)
-        self.keep = keep.astype(np.float64)
-        # H_i'C_i with H_i = V_i E_i^{+1/2}: x's mean is Σ_i (H_i'C_i)' z_i, S = X'X − Σ its squares
+        self.root, h_inv, self.proj, rank_z = _psd_root(zz, RANK_RTOL)
+        # H_i C_i with H_i = D_i^{+1/2}: x's mean is Σ_i (H_i C_i)' z_i, S = X'X − Σ its squares
         self.hc = np.einsum("gai,gaj->gij", h_inv, gx)
         schur = xx - np.einsum("gia,gib->ab", self.hc, self.hc)
-        s_root, _, s_keep = _psd_root(0.5 * (schur + schur.T), RANK_RTOL)
-        self.s_root = s_root * s_keep  # columns of the null directions are zero
-        self.s_keep = s_keep.astype(np.float64)
-        rank = int(keep.sum()) + int(s_keep.sum())
-        self.df_resid = int(arrays.glob.n) - rank
+        self.s_root, _, self.s_proj, rank_s = _psd_root(0.5 * (schur + schur.T), RANK_RTOL)
+        self.df_resid = int(arrays.glob.n) - rank_z - rank_s
         if arrays.glob.n <= 0:
             raise DataError("statistics of no rows: nothing to draw from")
         self.within = self._within_parts() if arrays.glob.within is not None else None
@@ -158,12 +168,13 @@ class ResponseSampler:
         """
         arrays, p, gx = self.arrays, self.arrays.glob.k_fe, self.gx
         zz, xx = arrays.zz, arrays.glob.xyxy[:p, :p]
-        z = rng.standard_normal(zz.shape[:2]) * self.keep
-        zeta = rng.standard_normal(p) * self.s_keep
+        z = rng.standard_normal(zz.shape[:2])
+        zeta = rng.standard_normal(p)
         chi2 = float(rng.chisquare(self.df_resid)) if self.df_resid > 0 else 0.0
         u = sigma * np.einsum("gab,gb->ga", self.root, z)  # Z̃_i'e*
         xe = sigma * (_group_sum(z, self.hc) + self.s_root @ zeta)  # X'e*
-        ee = sigma**2 * (float(np.vdot(z, z)) + float(zeta @ zeta) + chi2)
+        zpz = float(np.vdot(z, np.einsum("gab,gb->ga", self.proj, z)))  # Σ_i z_i'P_i z_i
+        ee = sigma**2 * (zpz + float(zeta @ self.s_proj @ zeta) + chi2)
         b = np.asarray(effects, dtype=np.float64)
         db = np.einsum("gab,gb->ga", zz, b)
         cb = _group_sum(b, gx)  # Σ_i C_i'b_i

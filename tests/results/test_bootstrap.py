@@ -218,3 +218,23 @@ def test_a_failed_refit_is_a_row_of_nan_not_converged(vc_fit, monkeypatch):
     table = vc_fit.bootstrap(3, seed=5).replicates
     assert table["converged"].tolist() == [True, False, True]
     assert table.iloc[1].drop("converged").isna().all()
+
+
+@pytest.mark.parametrize("c", [1e20, 1e-100])
+def test_replicates_of_weights_in_any_unit(vc_fit, c):
+    """Weights ``c·w`` are the same model with ``σ²`` times ``c``: the replicates drawn
+    with the same seed are those of weights ``w``, mapped (``β``, the absolute
+    ``cov_re`` and ``vcomp``, ℓ the same, ``scale`` times ``c``).  Refits in the
+    statistics' own unit stopped short (converged=False at 1e20); drawn with the
+    eigenvectors' arbitrary signs, they drew other responses."""
+    frame = _frame()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit = mixedlm(FORMULA, frame.assign(w=c * frame["w"]), groups="g", **VC).fit()
+        boot = fit.bootstrap(4, seed=3)
+    ref = vc_fit.bootstrap(4, seed=3).replicates
+    table = boot.replicates
+    assert table["converged"].all()
+    estimates = [name for name in ref.columns if name not in ("scale", "converged")]
+    np.testing.assert_allclose(table[estimates], ref[estimates], rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(table["scale"] / c, ref["scale"], rtol=1e-6)

@@ -164,3 +164,14 @@ def test_draws_do_not_depend_on_the_partitioning():
             pd.testing.assert_frame_equal(
                 got, local.simulate(2, seed=21, use_re=use_re), rtol=1e-9, atol=1e-9
             )
+
+
+@pytest.mark.parametrize("use_re", [False, True])
+@pytest.mark.parametrize("c", [1e20, 1e-100])
+def test_draws_of_weights_in_any_unit(vc_fit, c, use_re):
+    """Weights ``c·w`` are the same model with ``σ²`` times ``c`` (residual variance
+    ``σ²/(c w)`` unchanged): the same seed draws the same responses."""
+    frame = make_data(n_groups=12, max_size=10, vc_sd=0.7, seed=5)
+    fit = mixedlm("y ~ x1 + x2", frame.assign(w=c * frame["w"]), groups="g", **VC).fit()
+    drawn, ref = fit.simulate(3, seed=8, use_re=use_re), vc_fit.simulate(3, seed=8, use_re=use_re)
+    np.testing.assert_allclose(drawn, ref, rtol=1e-6, atol=1e-6)  # the fits' tolerance
