@@ -645,12 +645,14 @@ def declared_observed(dtype: pd.CategoricalDtype, observed) -> list:
 
 def formulaic_levels(values, native: str | None, levels: list):
     """The values of a column read as levels (:data:`NUMERIC_LEVELS`) as formulaic gets
-    them: booleans as a Categorical of ``levels`` (patsy reads booleans as a factor,
-    ``flag[T.True]``; formulaic would read them as numbers), other values as they are
-    (``C()`` makes them a factor)."""
+    them: booleans as a numpy boolean array, other values as they are (``C()`` makes
+    them a factor).  Booleans stay booleans, not a Categorical, so that an expression
+    computes on them as patsy's (``I(f | h)``: a Categorical has no ``|``); the
+    materializer reads a boolean factor as patsy does, levels False and True
+    (:class:`~dmixed.design.patsy_coding.PatsyMaterializer`)."""
     if native != "bool":
         return values
-    return pd.Categorical(np.asarray(values, dtype=bool), categories=levels)
+    return np.asarray(values, dtype=bool)
 
 
 def prototype(cols, kinds: dict, native: dict, levels: dict, size: int | None) -> pd.DataFrame:

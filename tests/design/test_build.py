@@ -300,3 +300,28 @@ def test_a_boolean_column_read_as_it_is_beside_an_expression_in_another_formula(
     want = by_name(theirs.exog, theirs.exog_names, spec.exog_names)
     np.testing.assert_array_equal(np.asarray(dm.exog), want)
     np.testing.assert_array_equal(np.asarray(dm.exog_re)[:, 1], theirs.exog_re[:, 1])
+
+
+@pytest.mark.parametrize("vc_formula", [{"b": "0 + C(f)"}, {"b": "0 + C(h)"}])
+@pytest.mark.parametrize("formula", ["y ~ x1 + I(f | h)", "y ~ x1 + f + I(f & h)"])
+def test_a_boolean_column_read_as_levels_by_a_component_computes_in_an_expression(
+    formula, vc_formula
+):
+    """A column of booleans inside ``C()`` of a component is read as levels; the main
+    formula's expression still computes on its booleans (it met a Categorical, which
+    has no ``|``: a TypeError), and the fit is statsmodels'."""
+    df = make_df()
+    rng = np.random.default_rng(3)
+    df["f"], df["h"] = rng.random(len(df)) > 0.5, rng.random(len(df)) > 0.3
+    cell = rng.normal(size=(15, 2, 2))  # a variance in every group's levels of f and h
+    df["y"] = df["y"] + 0.5 * (df["f"] | df["h"]) + cell[df["g"], df["f"] * 1, df["h"] * 1]
+    spec = build_spec(df, formula, groups="g", vc_formula=vc_formula)
+    theirs = mixedlm(formula, df, groups="g", vc_formula=vc_formula)
+    assert sorted(spec.exog_names) == sorted(theirs.exog_names)
+    want = by_name(theirs.exog, theirs.exog_names, spec.exog_names)
+    np.testing.assert_array_equal(np.asarray(spec.transform(df).exog), want)
+    ours = dmixed.mixedlm(formula, df, groups="g", vc_formula=vc_formula).fit()
+    fitted = theirs.fit()
+    names = list(fitted.fe_params.index)
+    np.testing.assert_allclose(ours.fe_params[names], fitted.fe_params, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(ours.vcomp, fitted.vcomp, rtol=1e-3, atol=1e-6)
