@@ -240,6 +240,12 @@ def _csv_case(d: Path, data, case: str) -> list:
         frame = a.astype({"y": object})
         frame.loc[4, "y"] = "1,5"
         frame.to_csv(d / "in/a.csv", index=False)
+    elif case == "number_like_text_in_weights":
+        frame = a.astype({"w": object})
+        frame.loc[4, "w"] = "1,5"
+        frame.to_csv(d / "in/a.csv", index=False)
+        b.to_csv(d / "in/b.csv", index=False)
+        return ["--weights", "w"]
     elif case == "not_parquet":
         a.to_parquet(d / "in/a.parquet", index=False)
         (d / "in/b.parquet").write_text("g,x1\n1,2\n")
@@ -271,6 +277,10 @@ CSV_CASES = {
         3,
         ["error: in/a.csv line 6 holds '1,5' (first text in column 'y'): ", "(such as '1,5')"],
     ),
+    "number_like_text_in_weights": (
+        3,
+        ["error: in/a.csv line 6 holds '1,5' (first text in column 'w'): ", "reads weights"],
+    ),
     "not_parquet": (3, ["in/b.parquet is not a Parquet file"]),
 }
 
@@ -280,9 +290,9 @@ def test_bad_input_files_are_named_with_the_line(data, scheduler, tmp_path, case
     """A column named twice in a CSV header was renamed ``x1.1`` and the fit ran; a
     missing value, or text where numbers are read, was refused without its file and
     line (text: exit 2, or a dtype table); a text file among Parquet files was refused
-    without its name."""
-    _csv_case(tmp_path, data, case)
-    args = ("fit", "--data", "in", *MODEL, "--cluster", scheduler.file, "--quiet")
+    without its name; text in the weights column was refused without its file and line."""
+    flags = _csv_case(tmp_path, data, case)
+    args = ("fit", "--data", "in", *MODEL, *flags, "--cluster", scheduler.file, "--quiet")
     proc = run_in_process(*args, "--stats-dir", "st", "--output", "o", cwd=tmp_path)
     status, needles = CSV_CASES[case]
     assert proc.returncode == status, proc.stderr

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import BadValuesError, DataError, FormulaError, SpecError
-from .dtypes import NUMERIC, NUMERIC_LEVELS, column_kind, native_class
+from .dtypes import NUMERIC, NUMERIC_LEVELS, check_no_text, column_kind, native_class
 from .evaluate import materialize, model_matrix
 from .formula import (
     FactorInfo,
@@ -107,7 +107,11 @@ def _check_weights_argument(meta: pd.DataFrame, weights, all_columns: list) -> N
         raise SpecError(
             f"weights column {weights!r} not found in data" + suggest(weights, all_columns)
         )
-    if column_kind(meta[weights].dtype) != NUMERIC:
+    dtype = meta[weights].dtype
+    # text (a CSV column of numbers with one '1,5' in it) in the words of text among
+    # numbers, which the command line completes with the file and line
+    check_no_text(meta[weights], weights, f"where the model reads weights (dtype {dtype})")
+    if column_kind(dtype) != NUMERIC:
         raise BadValuesError(
             f"weights column {weights!r} is not numeric (dtype {meta[weights].dtype})"
         )

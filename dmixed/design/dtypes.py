@@ -28,6 +28,7 @@ __all__ = [
     "warn_rounded_integers",
     "text_error",
     "check_numbers_as_text",
+    "check_no_text",
     "check_finite",
     "native_class",
     "native_dtype",
@@ -110,8 +111,7 @@ def to_float(s: pd.Series, name: str) -> np.ndarray:
         number (``'3'``; numpy would parse it), since text is a factor under dmixed's
         column rules (new rows to predict, a partition unlike the collection's meta).
     """
-    if _holds_text(s):
-        raise text_error(name, [_first_text(s)], "where the model reads numbers")
+    check_no_text(s, name, "where the model reads numbers")
     try:
         return s.to_numpy(dtype=np.float64, na_value=np.nan)
     except (TypeError, ValueError) as e:
@@ -160,12 +160,14 @@ def warn_rounded_integers(values, name: str) -> None:
 
 def text_error(name: str, shown: list, where: str, convert: str = "") -> BadValuesError:
     """The refusal of text in a column of numbers: ``column NAME holds text (such as
-    ...) WHERE; ...``, with at most three of the ``shown`` values (the one owner of
-    these words, :func:`to_float` and :func:`check_numbers_as_text`)."""
+    ...) WHERE; ...``, with at most three of the ``shown`` values (none: no ``such
+    as``, the values not at hand) (the one owner of these words, :func:`to_float`,
+    :func:`check_numbers_as_text` and :func:`check_no_text`)."""
     more = f" and {len(shown) - 3} more" if len(shown) > 3 else ""
     such = ", ".join(repr(v) for v in shown[:3]) + more
+    such = f" (such as {such})" if shown else ""
     return BadValuesError(
-        f"column {name!r} holds text (such as {such}) {where}; text is a factor under "
+        f"column {name!r} holds text{such} {where}; text is a factor under "
         f"dmixed's column rules: convert it first, e.g. pd.to_numeric(data[{name!r}]"
         f"{convert})"
     )
@@ -206,6 +208,18 @@ def check_numbers_as_text(name: str, levels: list, n_rows: int | None) -> None:
         f"; as a factor it would have {len(levels)} levels for {plural(n_rows)})"
     )
     raise text_error(name, text, where, ", errors='coerce'")
+
+
+def check_no_text(s: pd.Series, name: str, where: str) -> None:
+    """Refuse text in ``s`` (column ``name``, read ``where``) with :func:`text_error`,
+    showing its first text value (none for a column of no rows: a Dask meta).
+
+    Raises
+    ------
+    BadValuesError
+    """
+    if _holds_text(s):
+        raise text_error(name, [_first_text(s)] if len(s) else [], where)
 
 
 def _first_text(s: pd.Series):

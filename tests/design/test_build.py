@@ -50,8 +50,12 @@ def test_error_single_level_factor():
 
 def test_error_weights():
     df = make_df()
-    with pytest.raises(ValueError, match=r"weights column 'a' is not numeric"):
+    with pytest.raises(
+        ValueError, match=r"column 'a' holds text \(such as 'top'\) where the model reads weights"
+    ):
         build_spec(df, "y ~ x1", groups="g", weights="a")
+    with pytest.raises(ValueError, match=r"weights column 'd' is not numeric \(dtype datetime"):
+        build_spec(df.assign(d=pd.Timestamp(0)), "y ~ x1", groups="g", weights="d")
     with pytest.raises(ValueError, match=r"weights column 'ww' not found.*'w'"):
         build_spec(df, "y ~ x1", groups="g", weights="ww")
     bad = df.copy()
