@@ -130,7 +130,10 @@ def _float_rows(value, argname: str) -> np.ndarray:
 def _new_rows(value, width: int, argname: str) -> np.ndarray:
     """New rows of a design ``width`` columns wide as :func:`_float_rows` makes them, a
     1-D ``value`` read as statsmodels' ``predict`` reads a 1-D ``exog``: one row, or
-    a column where the design has one column."""
+    a column where the design has one column; a scalar is one row (statsmodels'
+    ``predict(5.0)`` of a model of one fixed effect)."""
+    if np.ndim(value) == 0:
+        value = np.reshape(value, (1, 1))
     if np.ndim(value) == 1 and width != 1:
         value = np.asarray(value)[None, :]
     return _float_rows(value, argname)

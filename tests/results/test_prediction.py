@@ -353,6 +353,22 @@ def test_a_one_dimensional_exog_of_k_fe_values_is_one_row():
     assert one.predict(exog=exog[:5, 0]).shape == (5,)
 
 
+@pytest.mark.parametrize("value", [5.0, np.float64(5.0), np.array(5.0), 5])
+def test_a_scalar_exog_of_a_one_fixed_effect_model_is_one_row(value):
+    """statsmodels' ``predict(5.0)`` on a model of one fixed effect is the prediction of
+    one row (it was refused as a 0-dimensional exog)."""
+    from statsmodels.regression.mixed_linear_model import MixedLM as SmMixedLM
+
+    df = make_data(n_groups=12, seed=16)
+    endog, exog, _, groups = design(df)
+    res = MixedLM(endog, exog[:, :1], groups).fit()
+    np.testing.assert_array_equal(res.predict(value), res.predict(np.array([[5.0]])))
+    sm = SmMixedLM(endog, exog[:, :1], groups)
+    np.testing.assert_allclose(res.predict(value), sm.predict(res.fe_params, value), rtol=1e-12)
+    with pytest.raises(DataError, match="exog has 1 columns; the model has 3"):
+        MixedLM(endog, exog, groups).fit().predict(value)
+
+
 def test_a_one_dimensional_exog_re_is_one_row_as_exog_is():
     """With ``include_random`` a 1-D ``exog_re`` of ``k_re`` values is the one row a
     1-D ``exog`` is (it was read as a column and refused), and a column where the
