@@ -146,7 +146,7 @@ def check_distinct_component_values(
     """
     layout = stats.fit_layout
     q, d = layout.k_re, layout.k_vc
-    if d == 0 or q + d < 2:
+    if d == 0 or q + d < 2 or (d == 1 and _rank_two_somewhere(stats.vc_slot_cols)):
         return
     if layout.r <= kernels.MOMENT_MAX_R:
         gram = moment_gram(stats.engine.moments(), layout.basis())
@@ -163,6 +163,24 @@ def check_distinct_component_values(
         for a in range(b):
             if norm[a] > 0 and norm[b] > 0 and 1.0 - f[a, b] / (norm[a] * norm[b]) < RANK_TOL:
                 raise DataError(_trade_message(a, b, q, vc_names, re_names, group_name))
+
+
+def _rank_two_somewhere(slot_cols) -> bool:
+    """Whether the only variance component holds two slots in some group (its slot
+    table ``slot_cols[0]``, on the driver: no pass over the statistics).
+
+    A single component can trade its variance only with a random-effects column
+    ``a``, and only where ``M_il = c z_ia z_ia'`` in every group: a matrix of rank at
+    most one.  Two slots of a formula's component in one group are two of its levels
+    there, columns of disjoint rows: ``M_il`` has rank two in that group, and the check
+    could find nothing; it is then skipped (with ``start_params`` it was the fit's only
+    moment-sums pass: a round trip on a cluster).  Columns of ``exog_vc`` given as
+    arrays need not be of disjoint rows; a pair equal in value that this lets through
+    is fitted with the identification warning (:mod:`dmixed.results.identification`)."""
+    if len(slot_cols) != 1:
+        return False
+    table = np.asarray(slot_cols[0])
+    return bool(table.ndim == 2 and table.shape[1] >= 2 and ((table >= 0).sum(axis=1) >= 2).any())
 
 
 def _trade_message(a: int, b: int, q: int, vc_names, re_names, group_name: str) -> str:

@@ -406,3 +406,29 @@ def test_the_check_and_the_start_share_one_moment_pass(monkeypatch):
         model.fit()
     assert type(model.statistics().engine).__name__ == "LocalEngine"
     assert calls == [1]
+
+
+@pytest.mark.parametrize("re_formula", ["1", "1 + x1"])
+def test_a_single_component_of_two_levels_in_a_group_makes_no_moment_pass(re_formula):
+    """A single component holding two levels in some group cannot equal a random-effects
+    column (its block has rank two there): with ``start_params`` the check made the
+    fit's only moment-sums pass (a round trip on a cluster); now none, and the fit is
+    the same."""
+    df = make_data(n_groups=30, max_size=14, vc_sd=0.7, seed=5)
+    model = dmixed.mixedlm(
+        "y ~ x1", df, groups="g", re_formula=re_formula, vc_formula={"sub": "0 + C(sub)"}
+    )
+    ref = model.fit()
+    engine = model.statistics().engine
+    calls = []
+    moments = engine.moments
+
+    def spy():
+        calls.append(1)
+        return moments()
+
+    object.__setattr__(engine, "moments", spy)
+    res = model.fit(start_params=ref.params.to_numpy())
+    assert calls == []
+    np.testing.assert_allclose(res.llf, ref.llf, rtol=1e-10)
+    np.testing.assert_allclose(res.vcomp, ref.vcomp, rtol=1e-5)
