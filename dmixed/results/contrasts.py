@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ..design.messages import clean_message
 from ..errors import ConstraintRankWarning, SpecError
 
 __all__ = ["ContrastResults", "by_name", "check_flag", "hypothesis", "t_test", "wald_test"]
@@ -296,7 +297,7 @@ def _fe_hypothesis(r_matrix, names: list[str], k_total: int | None, param_names)
         except Exception as err:  # formulaic's parse errors are of several classes
             raise SpecError(
                 f"cannot read the hypothesis {r_matrix!r} over the fixed effects {list(names)}: "
-                f"{err}"
+                f"{clean_message(err)}"
             ) from None
         mat = np.asarray(parsed.constraint_matrix, dtype=np.float64)
         q = np.asarray(parsed.constraint_values, dtype=np.float64)

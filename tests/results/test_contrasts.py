@@ -220,3 +220,11 @@ def test_a_chained_equality_is_patsys_pairs(fits, text):
     ref = theirs.f_test(text)
     assert ref.df_num == got.df_num
     assert got.fvalue == pytest.approx(ref.fvalue, rel=1e-3)
+
+
+def test_a_hypothesis_that_does_not_parse_is_refused_in_plain_words(fits):
+    """formulaic's parse errors carry terminal colour codes and several lines."""
+    with pytest.raises(SpecError, match="cannot read the hypothesis 'x1 = '") as err:
+        fits[0].t_test("x1 = ")
+    assert "\x1b" not in str(err.value)
+    assert "\n" not in str(err.value)
