@@ -39,6 +39,7 @@ from .errors import (
     DataError,
     DmixedError,
     DmixedWarning,
+    FormulaError,
     PathError,
 )
 from .files import check_target
@@ -155,7 +156,10 @@ def _job_errors(job: Job, reads_data: bool) -> Iterator[None]:
                 raise JobError(f"{culprit[0]}: {message}", culprit[1]) from exc
             if about_data and getattr(exc, "absent", None) and getattr(exc, "file", None):
                 raise JobError(message, EXIT_DATA) from exc  # it names the file and columns
-            named = files_named(job, message) if about_data else ""
+            # a formula's column absent from the first file, whose columns Dask takes
+            # for the whole input, is that file's problem where other files have it
+            in_files = about_data or (reads_data and isinstance(exc, FormulaError))
+            named = files_named(job, message) if in_files else ""
             # a partition's error names its file: a guess naming another contradicts it
             located = re.search(r"\(file ([^)]+)\)", message) if about_data else None
             if located and os.path.basename(located.group(1)) not in named:

@@ -1972,14 +1972,17 @@ def test_dropped_rows_warning_is_one_clean_line(data, scheduler, tmp_path):
     assert dmixed.load(tmp_path / "o").nobs == len(holes) - 2
 
 
-@pytest.mark.parametrize("bad", ["text", "no column", "no model column", "text first"])
+@pytest.mark.parametrize(
+    "bad", ["text", "no column", "no model column", "text first", "no column first"]
+)
 def test_a_bad_file_of_several_is_exit_3_naming_it_no_lock_left(data, scheduler, tmp_path, bad):
     """One file holding text where the others hold numbers, or lacking a column: the
     message named the column only, the exit status was 2 and ``.S.lock`` stayed beside
     a statistics directory never written.  Text in the first file (whose types Dask
     takes) and numbers in the others was fitted as a factor, silently.  A file lacking
     every column of the model began the message with pandas' KeyError ("None of
-    [Index([...])] are in the [columns]")."""
+    [Index([...])] are in the [columns]").  The first file (whose columns Dask takes)
+    lacking a column: "unknown column", exit status 2, no file named."""
     (tmp_path / "in").mkdir()
     shutil.copy(data.A, tmp_path / "in/a.parquet")
     frame = {
@@ -1987,9 +1990,10 @@ def test_a_bad_file_of_several_is_exit_3_naming_it_no_lock_left(data, scheduler,
         "no column": data.frame_b.drop(columns="x2"),
         "no model column": pd.DataFrame({"other": [1.0, 2.0]}),
         "text first": data.frame_b.astype({"x2": str}),
+        "no column first": data.frame_b.drop(columns="x2"),
     }[bad]
     frame.to_parquet(tmp_path / "in/b.parquet", index=False)
-    if bad == "text first":
+    if bad.endswith(" first"):
         os.rename(tmp_path / "in/b.parquet", tmp_path / "in/0.parquet")
     proc = run_in_process(
         "fit", "--data", "in", *MODEL, "--output", "o", "--stats-dir", "S", "--quiet",
@@ -2001,6 +2005,11 @@ def test_a_bad_file_of_several_is_exit_3_naming_it_no_lock_left(data, scheduler,
         assert f"(file {os.path.abspath(os.path.join(tmp_path, other))})" in proc.stderr
         assert "column 'x2' holds numbers (float64) where the model reads text" in proc.stderr
         assert f"in {other}: column 'x2' holds numbers" in proc.stderr  # a tie: the first's
+        return
+    if bad == "no column first":
+        assert f"in {os.path.join('in', '0.parquet')}: no column 'x2'" in proc.stderr
+        assert len(proc.stderr.splitlines()) == 1, proc.stderr
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
         return
     assert len(proc.stderr.splitlines()) == 1 and "None of" not in proc.stderr, proc.stderr
     if bad == "text":
