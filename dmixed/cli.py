@@ -39,8 +39,8 @@ from .errors import (
     DataError,
     DmixedError,
     DmixedWarning,
-    FormulaError,
     PathError,
+    SpecError,
 )
 from .files import check_target
 from .input_data import (
@@ -156,9 +156,10 @@ def _job_errors(job: Job, reads_data: bool) -> Iterator[None]:
                 raise JobError(f"{culprit[0]}: {message}", culprit[1]) from exc
             if about_data and getattr(exc, "absent", None) and getattr(exc, "file", None):
                 raise JobError(message, EXIT_DATA) from exc  # it names the file and columns
-            # a formula's column absent from the first file, whose columns Dask takes
-            # for the whole input, is that file's problem where other files have it
-            in_files = about_data or (reads_data and isinstance(exc, FormulaError))
+            # a column of a formula, the groups or the weights absent from the first
+            # file, whose columns Dask takes for the whole input, is that file's
+            # problem where other files have it
+            in_files = about_data or (reads_data and isinstance(exc, SpecError))
             named = files_named(job, message) if in_files else ""
             # a partition's error names its file: a guess naming another contradicts it
             located = re.search(r"\(file ([^)]+)\)", message) if about_data else None

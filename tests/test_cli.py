@@ -1973,7 +1973,8 @@ def test_dropped_rows_warning_is_one_clean_line(data, scheduler, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "bad", ["text", "no column", "no model column", "text first", "no column first"]
+    "bad",
+    ["text", "no column", "no model column", "text first", "no column first", "no groups first"],
 )
 def test_a_bad_file_of_several_is_exit_3_naming_it_no_lock_left(data, scheduler, tmp_path, bad):
     """One file holding text where the others hold numbers, or lacking a column: the
@@ -1991,6 +1992,7 @@ def test_a_bad_file_of_several_is_exit_3_naming_it_no_lock_left(data, scheduler,
         "no model column": pd.DataFrame({"other": [1.0, 2.0]}),
         "text first": data.frame_b.astype({"x2": str}),
         "no column first": data.frame_b.drop(columns="x2"),
+        "no groups first": data.frame_b.drop(columns="g"),
     }[bad]
     frame.to_parquet(tmp_path / "in/b.parquet", index=False)
     if bad.endswith(" first"):
@@ -2006,8 +2008,9 @@ def test_a_bad_file_of_several_is_exit_3_naming_it_no_lock_left(data, scheduler,
         assert "column 'x2' holds numbers (float64) where the model reads text" in proc.stderr
         assert f"in {other}: column 'x2' holds numbers" in proc.stderr  # a tie: the first's
         return
-    if bad == "no column first":
-        assert f"in {os.path.join('in', '0.parquet')}: no column 'x2'" in proc.stderr
+    if bad in ("no column first", "no groups first"):
+        absent = "x2" if bad == "no column first" else "g"
+        assert f"in {os.path.join('in', '0.parquet')}: no column '{absent}'" in proc.stderr
         assert len(proc.stderr.splitlines()) == 1, proc.stderr
         assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
         return
