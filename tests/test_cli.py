@@ -2217,3 +2217,24 @@ def test_update_of_nanosecond_timestamps_is_the_exact_fit(scheduler, tmp_path):
         assert res.llf == pytest.approx(ref.llf, rel=1e-12)
     saved = json.loads((tmp_path / "S/manifest.json").read_text())["spec"]
     assert saved["references"] == {"t": int(df["t"].iloc[0])}
+
+
+@pytest.mark.parametrize("absent", ["x2"])
+def test_update_with_a_file_lacking_a_model_column_is_exit_3_naming_it(
+    incremental, tmp_path, absent
+):
+    """New rows lacking a column of the saved model: 'column(s) not found in the data',
+    exit status 2 (a bad configuration), no file named."""
+    shutil.copytree(incremental.dir / "S", tmp_path / "S")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "S").iterdir() if p.is_file()}
+    extra = pd.read_parquet(incremental.dir / "B.parquet").head(40).drop(columns=absent)
+    extra.to_parquet(tmp_path / "C.parquet", index=False)
+    proc = run_in_process(
+        "update", "--stats-dir", "S", "--data", "C.parquet", "--output", "U", "--quiet",
+        *incremental.cluster, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    assert f"in C.parquet: no column '{absent}'" in proc.stderr
+    assert len(proc.stderr.splitlines()) == 1 and not (tmp_path / "U").exists()
+    after = {p.name: p.read_bytes() for p in (tmp_path / "S").iterdir() if p.is_file()}
+    assert after == before
