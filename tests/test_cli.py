@@ -2219,12 +2219,13 @@ def test_update_of_nanosecond_timestamps_is_the_exact_fit(scheduler, tmp_path):
     assert saved["references"] == {"t": int(df["t"].iloc[0])}
 
 
-@pytest.mark.parametrize("absent", ["x2"])
+@pytest.mark.parametrize("absent", ["x2", "sub"])
 def test_update_with_a_file_lacking_a_model_column_is_exit_3_naming_it(
     incremental, tmp_path, absent
 ):
     """New rows lacking a column of the saved model: 'column(s) not found in the data',
-    exit status 2 (a bad configuration), no file named."""
+    exit status 2 (a bad configuration), no file named; lacking a variance component's
+    column, pandas' bare KeyError ("dmixed: error: 'sub'")."""
     shutil.copytree(incremental.dir / "S", tmp_path / "S")
     before = {p.name: p.read_bytes() for p in (tmp_path / "S").iterdir() if p.is_file()}
     extra = pd.read_parquet(incremental.dir / "B.parquet").head(40).drop(columns=absent)
