@@ -40,11 +40,13 @@ from .errors import (
     DmixedError,
     DmixedWarning,
     PathError,
+    SpecError,
 )
 from .files import check_target
 from .input_data import (
     check_input,
     culprit_of_message,
+    files_lacking,
     files_named,
     input_files,
     is_read_error,
@@ -155,7 +157,14 @@ def _job_errors(job: Job, reads_data: bool) -> Iterator[None]:
                 raise JobError(f"{culprit[0]}: {message}", culprit[1]) from exc
             if about_data and getattr(exc, "absent", None) and getattr(exc, "file", None):
                 raise JobError(message, EXIT_DATA) from exc  # it names the file and columns
-            named = files_named(job, message) if about_data else ""
+            # a column of a formula, the groups or the weights absent from the first
+            # file, whose columns Dask takes for the whole input, is that file's
+            # problem where other files have it
+            in_files = about_data or (reads_data and isinstance(exc, SpecError))
+            named = files_named(job, message) if in_files else ""
+            absent = getattr(exc, "absent", None) if about_data else None
+            if absent and not named and not getattr(exc, "file", None):
+                named = files_lacking(job, absent)  # update: the saved model's columns
             # a partition's error names its file: a guess naming another contradicts it
             located = re.search(r"\(file ([^)]+)\)", message) if about_data else None
             if located and os.path.basename(located.group(1)) not in named:

@@ -40,6 +40,7 @@ from .job import EXIT_CONFIG, EXIT_DATA, Job, JobError
 __all__ = [
     "check_input",
     "csv_culprit",
+    "files_lacking",
     "files_named",
     "input_files",
     "is_read_error",
@@ -483,6 +484,25 @@ def files_named(job: Job, message: str) -> str:
 
     files = input_files(job)
     return files_in_message(files, input_format(job, files), message, job.storage_options)
+
+
+def files_lacking(job: Job, names: list[str], shown: int = 5) -> str:
+    """``"; in FILE: no column 'C'"`` for each input file (up to ``shown``) that lacks a
+    column of ``names`` (empty when none does, or none can be read): the columns a saved
+    model reads that new rows of ``update`` lack, in one file or in every file."""
+    from .design.file_schemas import file_columns
+
+    files = input_files(job)
+    fmt = input_format(job, files)
+    lines = []
+    for f in files:
+        try:
+            columns = file_columns(f, fmt, job.storage_options)
+        except Exception:  # noqa: BLE001 (pyarrow, fsspec and pandas raise many types)
+            continue
+        lines += [f"{f}: no column {name!r}" for name in names if name not in columns]
+    more = f"; and {len(lines) - shown} more" if len(lines) > shown else ""
+    return "".join(f"; in {line}" for line in lines[:shown]) + more
 
 
 def is_read_error(exc: BaseException) -> bool:

@@ -1982,14 +1982,18 @@ def test_dropped_rows_warning_is_one_clean_line(data, scheduler, tmp_path):
     assert dmixed.load(tmp_path / "o").nobs == len(holes) - 2
 
 
-@pytest.mark.parametrize("bad", ["text", "no column", "no model column", "text first"])
+@pytest.mark.parametrize(
+    "bad",
+    ["text", "no column", "no model column", "text first", "no column first", "no groups first"],
+)
 def test_a_bad_file_of_several_is_exit_3_naming_it_no_lock_left(data, scheduler, tmp_path, bad):
     """One file holding text where the others hold numbers, or lacking a column: the
     message named the column only, the exit status was 2 and ``.S.lock`` stayed beside
     a statistics directory never written.  Text in the first file (whose types Dask
     takes) and numbers in the others was fitted as a factor, silently.  A file lacking
     every column of the model began the message with pandas' KeyError ("None of
-    [Index([...])] are in the [columns]")."""
+    [Index([...])] are in the [columns]").  The first file (whose columns Dask takes)
+    lacking a column: "unknown column", exit status 2, no file named."""
     (tmp_path / "in").mkdir()
     shutil.copy(data.A, tmp_path / "in/a.parquet")
     frame = {
@@ -1997,9 +2001,11 @@ def test_a_bad_file_of_several_is_exit_3_naming_it_no_lock_left(data, scheduler,
         "no column": data.frame_b.drop(columns="x2"),
         "no model column": pd.DataFrame({"other": [1.0, 2.0]}),
         "text first": data.frame_b.astype({"x2": str}),
+        "no column first": data.frame_b.drop(columns="x2"),
+        "no groups first": data.frame_b.drop(columns="g"),
     }[bad]
     frame.to_parquet(tmp_path / "in/b.parquet", index=False)
-    if bad == "text first":
+    if bad.endswith(" first"):
         os.rename(tmp_path / "in/b.parquet", tmp_path / "in/0.parquet")
     proc = run_in_process(
         "fit", "--data", "in", *MODEL, "--output", "o", "--stats-dir", "S", "--quiet",
@@ -2011,6 +2017,12 @@ def test_a_bad_file_of_several_is_exit_3_naming_it_no_lock_left(data, scheduler,
         assert f"(file {os.path.abspath(os.path.join(tmp_path, other))})" in proc.stderr
         assert "column 'x2' holds numbers (float64) where the model reads text" in proc.stderr
         assert f"in {other}: column 'x2' holds numbers" in proc.stderr  # a tie: the first's
+        return
+    if bad in ("no column first", "no groups first"):
+        absent = "x2" if bad == "no column first" else "g"
+        assert f"in {os.path.join('in', '0.parquet')}: no column '{absent}'" in proc.stderr
+        assert len(proc.stderr.splitlines()) == 1, proc.stderr
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
         return
     assert len(proc.stderr.splitlines()) == 1 and "None of" not in proc.stderr, proc.stderr
     if bad == "text":
@@ -2215,3 +2227,25 @@ def test_update_of_nanosecond_timestamps_is_the_exact_fit(scheduler, tmp_path):
         assert res.llf == pytest.approx(ref.llf, rel=1e-12)
     saved = json.loads((tmp_path / "S/manifest.json").read_text())["spec"]
     assert saved["references"] == {"t": int(df["t"].iloc[0])}
+
+
+@pytest.mark.parametrize("absent", ["x2", "sub"])
+def test_update_with_a_file_lacking_a_model_column_is_exit_3_naming_it(
+    incremental, tmp_path, absent
+):
+    """New rows lacking a column of the saved model: 'column(s) not found in the data',
+    exit status 2 (a bad configuration), no file named; lacking a variance component's
+    column, pandas' bare KeyError ("dmixed: error: 'sub'")."""
+    shutil.copytree(incremental.dir / "S", tmp_path / "S")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "S").iterdir() if p.is_file()}
+    extra = pd.read_parquet(incremental.dir / "B.parquet").head(40).drop(columns=absent)
+    extra.to_parquet(tmp_path / "C.parquet", index=False)
+    proc = run_in_process(
+        "update", "--stats-dir", "S", "--data", "C.parquet", "--output", "U", "--quiet",
+        *incremental.cluster, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    assert f"in C.parquet: no column '{absent}'" in proc.stderr
+    assert len(proc.stderr.splitlines()) == 1 and not (tmp_path / "U").exists()
+    after = {p.name: p.read_bytes() for p in (tmp_path / "S").iterdir() if p.is_file()}
+    assert after == before

@@ -46,8 +46,10 @@ def check_present(wanted, available) -> None:
     present = set(available)
     absent = [c for c in wanted if c not in present]
     if absent:
-        raise DataError(
+        err = DataError(
             "column(s) not found in the data: "
             + ", ".join(repr(c) for c in absent)
             + suggest(absent[0], available)
         )
+        err.absent = absent  # the command line names the input files lacking them
+        raise err

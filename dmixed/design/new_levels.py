@@ -19,6 +19,7 @@ import pandas as pd
 
 from .build import check_arguments
 from .levels import sorted_levels
+from .messages import check_present
 from .scan import ScanPlan, dask_scan, pandas_scan
 
 __all__ = ["grown_spec", "vc_only_columns"]
@@ -47,6 +48,7 @@ def _data_levels(spec, data, columns: list[str]) -> dict[str, list]:
     meta, dask_input, _ = check_arguments(
         data, spec.group_name, spec.weights_name, spec.vc_formula, spec.missing
     )
+    check_present(spec.columns_used, meta.columns)
     plan = ScanPlan(
         level_cols=columns,
         object_cols=[],
@@ -78,8 +80,9 @@ def grown_spec(spec, data, eval_env=None) -> tuple[object, list[np.ndarray] | No
     Raises
     ------
     DataError
-        The data cannot be scanned (see :func:`~dmixed.design.scan.dask_scan`), or the
-        grown levels would change the fixed or random effects' columns.
+        The data lacks a column the model reads, cannot be scanned (see
+        :func:`~dmixed.design.scan.dask_scan`), or the grown levels would change the
+        fixed or random effects' columns.
     """
     columns = vc_only_columns(spec)
     if not columns:

@@ -9,6 +9,7 @@ nothing is evaluated as Python).
 
 from __future__ import annotations
 
+import itertools
 import re
 import warnings
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ..design.messages import clean_message
 from ..errors import ConstraintRankWarning, SpecError
 
 __all__ = ["ContrastResults", "by_name", "check_flag", "hypothesis", "t_test", "wald_test"]
@@ -221,6 +223,40 @@ def hypothesis(
     return mat, q, labels
 
 
+def _top_level_split(text: str, sep: str) -> list[str]:
+    """``text`` split at each ``sep`` outside backticks and brackets."""
+    parts, start, depth, quoted = [], 0, 0, False
+    for i, ch in enumerate(text):
+        if ch == "`":
+            quoted = not quoted
+        elif not quoted and ch in "([":
+            depth += 1
+        elif not quoted and ch in ")]":
+            depth -= 1
+        elif not quoted and depth == 0 and ch == sep:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return parts
+
+
+def _pairwise_equalities(text: str) -> str:
+    """``text`` with each chained equality ``a = b = c`` written as the consecutive
+    pairs ``a = b, b = c``, as patsy's ``linear_constraint`` (statsmodels') reads it:
+    formulaic's parser reads the chain as the one constraint ``a - b + c = 0``.  A side
+    left empty (``x == 0``) is left to formulaic's parser to refuse."""
+    constraints = []
+    chained = False
+    for part in _top_level_split(text, ","):
+        sides = _top_level_split(part, "=")
+        if len(sides) <= 2 or not all(side.strip() for side in sides):
+            constraints.append(part.strip())
+            continue
+        chained = True
+        constraints.extend(f"{a.strip()} = {b.strip()}" for a, b in itertools.pairwise(sides))
+    return ", ".join(constraints) if chained else text
+
+
 def _quote_names(text: str, names: list[str]) -> str:
     """``text`` with the names that hold an operator of formulaic's grammar (an
     interaction's ``x:C(c)[T.b]``, ``I(x - 1)``) in backticks, so that it reads them as
@@ -256,12 +292,12 @@ def _fe_hypothesis(r_matrix, names: list[str], k_total: int | None, param_names)
 
         try:
             parsed = LinearConstraints.from_spec(
-                _quote_names(r_matrix, names), variable_names=list(names)
+                _pairwise_equalities(_quote_names(r_matrix, names)), variable_names=list(names)
             )
         except Exception as err:  # formulaic's parse errors are of several classes
             raise SpecError(
                 f"cannot read the hypothesis {r_matrix!r} over the fixed effects {list(names)}: "
-                f"{err}"
+                f"{clean_message(err)}"
             ) from None
         mat = np.asarray(parsed.constraint_matrix, dtype=np.float64)
         q = np.asarray(parsed.constraint_values, dtype=np.float64)

@@ -104,3 +104,15 @@ def test_levels_of_a_random_effect_do_not_grow(batches):
     spec = dmixed.mixedlm("y ~ x", old_rows, **kw).spec
     with pytest.raises(DataError, match=r"new levels of column\(s\) 'site' would change"):
         grown_spec(spec, new_rows)
+
+
+@pytest.mark.parametrize("dask_input", [False, True])
+def test_new_rows_lacking_a_component_column_are_refused_naming_it(batches, dask_input):
+    """Was pandas' bare ``KeyError: 'id'`` (the command line's whole message: "'id'")."""
+    old_rows, new_rows = batches
+    spec = dmixed.mixedlm("y ~ x", old_rows, groups="g", vc_formula=VC).spec
+    lacking = new_rows.drop(columns="id")
+    data = dd.from_pandas(lacking, npartitions=2) if dask_input else lacking
+    with pytest.raises(DataError, match=r"column\(s\) not found in the data: 'id'") as err:
+        grown_spec(spec, data)
+    assert err.value.absent == ["id"]

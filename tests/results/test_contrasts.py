@@ -193,3 +193,38 @@ def test_a_list_of_texts_is_one_hypothesis_of_them_all(fits):
     assert joint.df_num == 2
     with pytest.raises(SpecError, match="text hypothesis holds its own values"):
         ours.t_test(("x1", 0.5))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "x1 = x2 = 0",
+        "x1 = x2 = x3",
+        "x1 = 1 = x2, x3 = 0",
+        "x1 + x2 = 2 * x3 = 1",
+        "x1 = x2 = x3 = 0.5",
+    ],
+)
+def test_a_chained_equality_is_patsys_pairs(fits, text):
+    """``a = b = c`` is two constraints, ``a = b`` and ``b = c``, as statsmodels (patsy's
+    ``linear_constraint``) reads it; formulaic's parser read it as the one constraint
+    ``a - b + c = 0``, so ``f_test("x1 = x2 = 0")`` tested x1 = x2 alone."""
+    from patsy import DesignInfo
+
+    ours, theirs = fits
+    names = ours.model.exog_names
+    want = DesignInfo(names).linear_constraint(text)
+    got = ours.f_test(text)
+    assert got.df_num == want.coefs.shape[0]
+    np.testing.assert_allclose(got.fvalue, ours.f_test((want.coefs, want.constants)).fvalue)
+    ref = theirs.f_test(text)
+    assert ref.df_num == got.df_num
+    assert got.fvalue == pytest.approx(ref.fvalue, rel=1e-3)
+
+
+def test_a_hypothesis_that_does_not_parse_is_refused_in_plain_words(fits):
+    """formulaic's parse errors carry terminal colour codes and several lines."""
+    with pytest.raises(SpecError, match="cannot read the hypothesis 'x1 = '") as err:
+        fits[0].t_test("x1 = ")
+    assert "\x1b" not in str(err.value)
+    assert "\n" not in str(err.value)
