@@ -48,7 +48,7 @@ from ...kernels.vc_packed import accumulate_padded_into
 from ...stats.keys import conform_keys, key_series, key_values
 from ...stats.packed import GLOBAL_HEAD, PackedLayout
 from ...stats.slots import SlotMap, present_pairs
-from ...stats.standardize import Standardization
+from ...stats.standardize import SAMPLE_ROWS, Standardization
 from .combine import GroupAccumulator, split_buckets
 from .crossed import RowOverlap, overlap_marks, read_overlap
 from .parquet_direct import ParquetReads, read_columns
@@ -229,9 +229,9 @@ def accumulate_frames(
     sweep = ColumnSweep.of(spec)
     try:
         for frame in frames:
-            if sweep is not None and std is not None and not router.routing:
+            if sweep is not None and not router.routing:
                 # numpy columns summed as they are, without their design matrices
-                frame = sweep.add(frame, acc, std, glob, packed, report)
+                frame, std = sweep.add(frame, acc, std, glob, packed, report)
                 if frame is None:
                     continue
             for dm, keys, ztilde, chosen in read_frames([frame], spec, slot_map, glob, report, std):
@@ -261,12 +261,15 @@ class ColumnSweep:
     those columns and ones (:func:`~dmixed.design.columnar.column_sources`): one
     compiled sweep checks them finite and makes the global and per-group sums
     (:meth:`~dmixed.engines.dask.combine.GroupAccumulator.add_columns`), with no
-    design matrix built.  The sums are those of the design's path (the per-group terms
-    bit for bit, the gram to rounding).  Anything else goes the design's way."""
+    design matrix built; the chain's map, where not given, is chosen from the first
+    partition's columns (:meth:`choose`).  The sums are those of the design's path
+    (the per-group terms bit for bit, the gram to rounding).  Anything else goes the
+    design's way."""
 
     def __init__(self, spec, names: list[str], plan: ColumnPlan) -> None:
         self.group_name = spec.group_name
         self.column_kinds = spec.column_kinds
+        self.intercepts = spec.intercept_columns()
         self.names = names
         self.plan = plan
 
@@ -280,39 +283,67 @@ class ColumnSweep:
         names, x_of, z_of = sources
         return cls(spec, names, ColumnPlan(tuple(x_of), tuple(z_of)))
 
-    def add(self, frame, acc: GroupAccumulator, std, glob, packed, report):
-        """Add the partition ``frame`` into ``acc`` (its global sums into ``glob``) where
-        the sweep applies; returns what is left for the design's way: None (all
-        summed), the rows from the chunk of the first value that is not finite on
-        (which the design drops or refuses), or ``frame`` itself."""
+    def columns(self, frame, key_dtype) -> tuple[np.ndarray, list] | None:
+        """``(keys, columns)`` of the partition ``frame`` (the group keys conformed to
+        ``key_dtype``, :func:`~dmixed.stats.keys.conform_keys`; the raw float64 columns
+        the plan numbers), or None where the sweep does not read it (a column absent,
+        of another dtype or length, keys not integers, no rows)."""
         got = frame if isinstance(frame, dict) else None
         if isinstance(frame, pd.DataFrame):  # its numpy columns (views), as _design
             check_column_kinds(frame, self.column_kinds)
             got = frame_columns(frame, [*self.names, self.group_name])
         if got is None:
-            return frame
+            return None
         groups = got.get(self.group_name)
         columns = [got.get(name) for name in self.names]
         if groups is None or groups.ndim != 1 or groups.dtype.kind not in "iu" or not groups.size:
-            return frame
+            return None
         n = groups.shape[0]
         if any(c is None or c.dtype != np.float64 or c.shape != (n,) for c in columns):
-            return frame
+            return None
         # group_keys' dtypes, as columns_design: signed → int64, unsigned → uint64
         keys = np.asarray(groups, dtype=np.int64 if groups.dtype.kind == "i" else np.uint64)
-        keys = conform_keys(keys, acc.key_dtype, self.group_name)
-        got = acc.add_columns(keys, columns, self.plan, std)
+        return conform_keys(keys, key_dtype, self.group_name), columns
+
+    def choose(self, columns: list) -> Standardization | None:
+        """The map :func:`partition_standardization` chooses from the design of a
+        partition of these columns, chosen from its first
+        :data:`~dmixed.stats.standardize.SAMPLE_ROWS` rows' columns; None where one
+        of their values is not finite (the design drops or refuses that row: its
+        matrices' first rows are others)."""
+        head = [c[:SAMPLE_ROWS] for c in columns]
+        if not all(np.isfinite(c).all() for c in head):
+            return None
+        endog, exog, exog_re = self.plan.matrices(head)
+        # as partition_standardization of columns_design's matrices: no component, no
+        # reference (column_sources refuses both)
+        return Standardization.choose(endog, exog, exog_re, self.intercepts, [], None)
+
+    def add(self, frame, acc: GroupAccumulator, std, glob, packed, report) -> tuple:
+        """Add the partition ``frame`` into ``acc`` (its global sums into ``glob``) where
+        the sweep applies, in the map ``std`` (None: :meth:`choose`'s of these
+        columns); returns ``(left, std)``: what is left for the design's way, None (all
+        summed), the rows from the chunk of the first value that is not finite on
+        (which the design drops or refuses) or ``frame`` itself, and the map."""
+        got = self.columns(frame, acc.key_dtype)
         if got is None:
-            return frame
+            return frame, std
+        keys, columns = got
+        chosen = self.choose(columns) if std is None else std
+        got = None if chosen is None else acc.add_columns(keys, columns, self.plan, chosen)
+        if got is None:
+            return frame, std
+        std = chosen
         done, sums = got
         glob += packed.pack_global(sums)
+        n = keys.shape[0]
         if done == n:
             report.add(n)
-            return None
+            return None, std
         report.rows += done  # the partition is counted with the rows left
         if isinstance(frame, pd.DataFrame):
-            return frame.iloc[done:]
-        return {name: col[done:] for name, col in frame.items()}
+            return frame.iloc[done:], std
+        return {name: col[done:] for name, col in frame.items()}, std
 
 
 def accumulate_ragged(

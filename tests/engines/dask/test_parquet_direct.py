@@ -200,7 +200,7 @@ def test_sweep_of_columns_with_values_not_finite(tmp_path, monkeypatch, direct):
     monkeypatch.setattr(TermTable, "add_columns", counting)
     monkeypatch.setenv("DMIXED_KERNELS", "numba")
     got = _partials(recipe, spec, reads)
-    assert calls == [2 * 1024]  # the first partition chose the map; the second swept
+    assert calls == [4000, 2 * 1024]  # the second swept to its NaN's chunk
     monkeypatch.setenv("DMIXED_KERNELS", "numpy")
     want = _partials(recipe, spec, reads)
     (parts_a, glob_a, std_a, _, _), (parts_b, glob_b, std_b, _, _) = got, want
