@@ -43,7 +43,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 #: changes whenever the generated source changes (old modules are then left unused)
-KERNEL_VERSION = 2
+KERNEL_VERSION = 3
 #: how many rows ahead the generated loop prefetches its table row (8–24 measured
 #: alike at 1M groups, 16 best at 200k: benchmarks/RESULTS.md, twelfth session)
 PREFETCH_DISTANCE = 16
@@ -139,22 +139,37 @@ def columns_kernel_source(key: tuple) -> str:
         return f"v{v}" if u < 0 else f"v{u}" if v < 0 else f"v{u} * v{v}"
 
     values = [f"v{u} = c{raw}[i] - h{u}" for u, raw in enumerate(raws)]
-    lines = _module_head(["codes", "table", "gram", "shift"] + [f"c{j}" for j in range(n_raw)])
-    lines += [
+    raw_args = [f"c{j}" for j in range(n_raw)]
+    lines = [
+        *_module_head(["codes", "table", "gram", "shift", *raw_args])[:3],
+        "",
+        "",
+        # the chunk's check and gram may be summed in any order (vectorized): their
+        # sums are the gram to rounding, and a value that is not finite makes ``bad``
+        # NaN whatever the order; no other flag (no contraction, no NaN assumed away)
+        "@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'reassoc'})",
+        f"def chunk_sums(lo, hi, gram, shift, {', '.join(raw_args)}):  # pragma: no cover",
+        *[f"    h{u} = shift[{u}]" for u in range(len(raws))],
+        "    bad = 0.0",
+        *[f"    g{a}_{b} = 0.0" for a, b in sums],
+        "    for i in range(lo, hi):",
+        "        bad += " + (" + ".join(f"c{j}[i] * 0.0" for j in range(n_raw)) or "0.0"),
+        *[f"        {v}" for v in values],
+        *[f"        g{a}_{b} += {product(a, b)}" for a, b in sums],
+        "    if bad != bad:",
+        "        return False",
+        *[f"    gram[{a}, {b}] += g{a}_{b}" for a, b in sums],
+        "    return True",
+        "",
+        "",
+        *_module_head(["codes", "table", "gram", "shift", *raw_args])[4:],
         "    n = codes.size",
         *[f"    h{u} = shift[{u}]" for u in range(len(raws))],
         "    lo = 0",
         "    while lo < n:",
         f"        hi = min(lo + {COLUMNS_CHUNK}, n)",
-        "        bad = 0.0",
-        *[f"        g{a}_{b} = 0.0" for a, b in sums],
-        "        for i in range(lo, hi):",
-        "            bad += " + (" + ".join(f"c{j}[i] * 0.0" for j in range(n_raw)) or "0.0"),
-        *[f"            {v}" for v in values],
-        *[f"            g{a}_{b} += {product(a, b)}" for a, b in sums],
-        "        if bad != bad:",
+        f"        if not chunk_sums(lo, hi, gram, shift, {', '.join(raw_args)}):",
         "            return lo",
-        *[f"        gram[{a}, {b}] += g{a}_{b}" for a, b in sums],
         "        for i in range(lo, hi):",
         *_row_updates(terms, values, " " * 12),
         "        lo = hi",
