@@ -42,8 +42,9 @@ from ...design.columnar import (
 from ...design.origin import in_partition, piece_file
 from ...design.partitions import check_column_kinds, reader_error
 from ...design.references import column_references
+from ...design.spec import DesignMatrices
 from ...errors import DataError
-from ...kernels.term_table import ColumnPlan
+from ...kernels.term_table import PLAN_SAMPLE, ColumnPlan
 from ...kernels.vc_packed import accumulate_padded_into
 from ...stats.keys import conform_keys, key_series, key_values
 from ...stats.packed import GLOBAL_HEAD, PackedLayout
@@ -56,7 +57,7 @@ from .pieces import Pieces, compute_piece
 from .progress import BatchedReport, report_partitions
 from .ragged import RaggedAccumulator, RaggedPacked, ragged_rows, tables_bytes
 from .relay import relayed
-from .routing import Router, exchange_report
+from .routing import PendingRows, Router, exchange_report
 from .tuning import tune_worker_malloc
 
 #: Column holding the group key in the frames of variance-component pairs.
@@ -229,9 +230,9 @@ def accumulate_frames(
     sweep = ColumnSweep.of(spec)
     try:
         for frame in frames:
-            if sweep is not None and not router.routing:
-                # numpy columns summed as they are, without their design matrices
-                frame, std = sweep.add(frame, acc, std, glob, packed, report)
+            if sweep is not None:
+                # numpy columns summed (or routed) as they are, without their design
+                frame, std = sweep.add(frame, acc, std, glob, packed, report, router)
                 if frame is None:
                     continue
             for dm, keys, ztilde, chosen in read_frames([frame], spec, slot_map, glob, report, std):
@@ -242,8 +243,7 @@ def accumulate_frames(
                 if router.take(keys, dm, ztilde, std):
                     # a partial is now fewer bytes than the rows: add the buffered rows
                     for pending in router.switch():
-                        sums = acc.add(pending.keys, pending.dm, pending.ztilde, std, widths)
-                        glob += packed.pack_global(sums)
+                        glob += packed.pack_global(_add_pending(acc, pending, std, widths))
                 else:
                     glob += packed.pack_global(acc.add(keys, dm, ztilde, std, widths))
                 report.add(len(keys))
@@ -252,6 +252,27 @@ def accumulate_frames(
     report.flush()
     parts, routed = acc.result(n_buckets), router.result(n_buckets)
     return parts, glob, std, routed, exchange_report(parts, routed, router.reason())
+
+
+def _add_pending(acc: GroupAccumulator, pending: PendingRows, std, widths) -> dict:
+    """Add rows a chain buffered for routing into its accumulator, in its map ``std``;
+    their global sums."""
+    if pending.columns is None:
+        return acc.add(pending.keys, pending.dm, pending.ztilde, std, widths)
+    got = acc.add_columns(pending.keys, pending.columns, pending.plan, std)
+    if got is not None and got[0] == pending.keys.size:
+        return got[1]
+    if got is not None:  # pragma: no cover - the columns were checked finite when taken
+        raise RuntimeError("internal error: buffered rows not all summed")
+    dm = column_design(pending.plan, pending.keys, pending.columns)
+    return acc.add(pending.keys, dm, dm.exog_re, std, widths)
+
+
+def column_design(plan: ColumnPlan, keys: np.ndarray, columns: list) -> DesignMatrices:
+    """The design matrices the raw ``columns`` of a :class:`ColumnSweep` make, every
+    value finite (no row dropped, no component, no weights), with group ``keys``."""
+    endog, exog, exog_re = plan.matrices(columns)
+    return DesignMatrices(endog, exog, exog_re, [], [], keys, None, 0, None)
 
 
 class ColumnSweep:
@@ -319,31 +340,50 @@ class ColumnSweep:
         # reference (column_sources refuses both)
         return Standardization.choose(endog, exog, exog_re, self.intercepts, [], None)
 
-    def add(self, frame, acc: GroupAccumulator, std, glob, packed, report) -> tuple:
+    def add(self, frame, acc: GroupAccumulator, std, glob, packed, report, router) -> tuple:
         """Add the partition ``frame`` into ``acc`` (its global sums into ``glob``) where
         the sweep applies, in the map ``std`` (None: :meth:`choose`'s of these
-        columns); returns ``(left, std)``: what is left for the design's way, None (all
-        summed), the rows from the chunk of the first value that is not finite on
-        (which the design drops or refuses) or ``frame`` itself, and the map."""
+        columns), or, while ``router`` routes, buffer its raw columns there when every
+        value is finite; returns ``(left, std)``: what is left for the design's way,
+        None (all taken), the rows from the chunk of the first value that is not finite
+        on (which the design drops or refuses) or ``frame`` itself, and the map."""
         got = self.columns(frame, acc.key_dtype)
         if got is None:
             return frame, std
         keys, columns = got
+        n = keys.shape[0]
         chosen = self.choose(columns) if std is None else std
-        got = None if chosen is None else acc.add_columns(keys, columns, self.plan, chosen)
-        if got is None:
+        if chosen is None or not acc.terms.applies_columns(n, len(self.plan.z_of), chosen):
             return frame, std
-        std = chosen
+        if router.routing:
+            if not all(np.isfinite(c).all() for c in columns):
+                return frame, std  # the design drops or refuses those rows
+            self._route(keys, columns, acc, chosen, glob, packed, router)
+            report.add(n)
+            return None, chosen
+        got = acc.add_columns(keys, columns, self.plan, chosen)
+        if got is None:  # pragma: no cover - applies_columns said it would
+            return frame, std
         done, sums = got
         glob += packed.pack_global(sums)
-        n = keys.shape[0]
         if done == n:
             report.add(n)
-            return None, std
+            return None, chosen
         report.rows += done  # the partition is counted with the rows left
         if isinstance(frame, pd.DataFrame):
-            return frame.iloc[done:], std
-        return {name: col[done:] for name, col in frame.items()}, std
+            return frame.iloc[done:], chosen
+        return {name: col[done:] for name, col in frame.items()}, chosen
+
+    def _route(self, keys, columns, acc, std, glob, packed, router) -> None:
+        """:meth:`add` while ``router`` routes: the raw columns (all finite) buffered,
+        and the buffered rows added once a partial is the cheaper form."""
+        if router.row_bytes is None:  # a partial's row as this chain will send it
+            head = [c[:PLAN_SAMPLE] for c in columns]
+            dm = column_design(self.plan, keys[:PLAN_SAMPLE], head)
+            router.row_bytes = acc.row_bytes(dm, dm.exog_re, std)
+        router.take_columns(keys, columns, self.plan, std)
+        for pending in router.switch():
+            glob += packed.pack_global(_add_pending(acc, pending, std, ()))
 
 
 def accumulate_ragged(
