@@ -39,6 +39,7 @@ from ...design.columnar import (
     design_columns,
     frame_columns,
 )
+from ...design.dtypes import warn_rounded_integers
 from ...design.origin import in_partition, piece_file
 from ...design.partitions import check_column_kinds, reader_error
 from ...design.references import column_references
@@ -307,8 +308,9 @@ class ColumnSweep:
     def columns(self, frame, key_dtype) -> tuple[np.ndarray, list] | None:
         """``(keys, columns)`` of the partition ``frame`` (the group keys conformed to
         ``key_dtype``, :func:`~dmixed.stats.keys.conform_keys`; the raw float64 columns
-        the plan numbers), or None where the sweep does not read it (a column absent,
-        of another dtype or length, keys not integers, no rows)."""
+        the plan numbers, integer and float32 ones as float64), or None where the sweep
+        does not read it (a column absent, not numbers or of another length, keys not
+        integers, no rows)."""
         got = frame if isinstance(frame, dict) else None
         if isinstance(frame, pd.DataFrame):  # its numpy columns (views), as _design
             check_column_kinds(frame, self.column_kinds)
@@ -320,11 +322,21 @@ class ColumnSweep:
         if groups is None or groups.ndim != 1 or groups.dtype.kind not in "iu" or not groups.size:
             return None
         n = groups.shape[0]
-        if any(c is None or c.dtype != np.float64 or c.shape != (n,) for c in columns):
+        if any(c is None or c.dtype.kind not in "fiu" or c.shape != (n,) for c in columns):
             return None
         # group_keys' dtypes, as columns_design: signed → int64, unsigned → uint64
         keys = np.asarray(groups, dtype=np.int64 if groups.dtype.kind == "i" else np.uint64)
-        return conform_keys(keys, key_dtype, self.group_name), columns
+        keys = conform_keys(keys, key_dtype, self.group_name)
+        return keys, [self._float(c, name) for c, name in zip(columns, self.names, strict=True)]
+
+    @staticmethod
+    def _float(values: np.ndarray, name: str) -> np.ndarray:
+        """A column's float64 values, as columns_design makes them (integers beyond
+        2**53 warned of, through the driver)."""
+        if values.dtype == np.float64:
+            return values
+        relayed(warn_rounded_integers, values, name)
+        return np.asarray(values, dtype=np.float64)
 
     def choose(self, columns: list) -> Standardization | None:
         """The map :func:`partition_standardization` chooses from the design of a

@@ -240,3 +240,35 @@ def test_sweep_of_partitions_sorted_by_group(tmp_path, monkeypatch, direct):
     for (keys_a, values_a), (keys_b, values_b) in zip(parts_a, parts_b, strict=True):
         np.testing.assert_array_equal(keys_a, keys_b)
         np.testing.assert_allclose(as_packed(values_a), as_packed(values_b), rtol=1e-12)
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_sweep_of_integer_and_float32_columns(tmp_path, monkeypatch, direct):
+    """Integer and float32 columns are swept as their float64 values (every partition
+    through the sweep); the partial is the design's path's to 1e-12."""
+    df = _frame(n=4000, groups=300)
+    df = df.assign(x1=np.round(df["x1"] * 10).astype(np.int64), x2=df["x2"].astype(np.float32))
+    _write(df, tmp_path / "d", 2, row_group_size=2000)
+    ddf = dd.read_parquet(tmp_path / "d")
+    spec, recipe = _chain(ddf)
+    reads = parquet_reads(recipe, spec) if direct else None
+    add_columns = TermTable.add_columns
+    calls = []
+
+    def counting(self, *args):
+        out = add_columns(self, *args)
+        calls.append(out[0])
+        return out
+
+    monkeypatch.setattr(TermTable, "add_columns", counting)
+    monkeypatch.setenv("DMIXED_KERNELS", "numba")
+    got = _partials(recipe, spec, reads)
+    assert calls == [2000, 2000]
+    monkeypatch.setenv("DMIXED_KERNELS", "numpy")
+    want = _partials(recipe, spec, reads)
+    (parts_a, glob_a, std_a, _, _), (parts_b, glob_b, std_b, _, _) = got, want
+    assert std_a == std_b
+    np.testing.assert_allclose(glob_a, glob_b, rtol=1e-12)
+    for (keys_a, values_a), (keys_b, values_b) in zip(parts_a, parts_b, strict=True):
+        np.testing.assert_array_equal(keys_a, keys_b)
+        np.testing.assert_allclose(as_packed(values_a), as_packed(values_b), rtol=1e-12)
