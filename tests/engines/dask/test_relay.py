@@ -61,27 +61,16 @@ def test_warnings_sent_before_the_mark_are_not_raised_again(client):
     assert [str(w.message) for w in got] == ["new"]
 
 
-def test_a_swept_integer_column_is_warned_of_once_on_the_driver(tmp_path, monkeypatch):
+def test_a_swept_integer_column_is_warned_of_once_on_the_driver(tmp_path, monkeypatch, swept):
     """A random slope over Parquet files: the chains sum the partitions' columns
     themselves (the compiled sweep, integer columns as float64); the rounded response is
     still warned of once, on the driver."""
     import dask
     import dask.dataframe as dd
 
-    from dmixed.kernels.term_table import TermTable
-
     df = _rounded_response_frame()
     df.iloc[:100].to_parquet(tmp_path / "a.parquet")
     df.iloc[100:].to_parquet(tmp_path / "b.parquet")
-    swept = []
-    add_columns = TermTable.add_columns
-
-    def counting(self, *args):
-        out = add_columns(self, *args)
-        swept.append(out[0])
-        return out
-
-    monkeypatch.setattr(TermTable, "add_columns", counting)
     monkeypatch.setenv("DMIXED_KERNELS", "numba")
     model = dmixed.mixedlm("w ~ x", dd.read_parquet(tmp_path), groups="g", re_formula="1 + x")
     with dask.config.set(scheduler="sync"):
