@@ -43,7 +43,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 #: changes whenever the generated source changes (old modules are then left unused)
-KERNEL_VERSION = 2
+KERNEL_VERSION = 4
 #: how many rows ahead the generated loop prefetches its table row (8–24 measured
 #: alike at 1M groups, 16 best at 200k: benchmarks/RESULTS.md, twelfth session)
 PREFETCH_DISTANCE = 16
@@ -139,22 +139,43 @@ def columns_kernel_source(key: tuple) -> str:
         return f"v{v}" if u < 0 else f"v{u}" if v < 0 else f"v{u} * v{v}"
 
     values = [f"v{u} = c{raw}[i] - h{u}" for u, raw in enumerate(raws)]
-    lines = _module_head(["codes", "table", "gram", "shift"] + [f"c{j}" for j in range(n_raw)])
-    lines += [
+    raw_args = [f"c{j}" for j in range(n_raw)]
+    lines = [
+        *_module_head(["codes", "table", "gram", "shift", *raw_args])[:3],
+        "",
+        "",
+        # the chunk's check and gram may be summed in any order (vectorized): their
+        # sums are the gram to rounding, and a value that is not finite makes ``bad``
+        # NaN whatever the order; no other flag (no contraction, no NaN assumed away)
+        "@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'reassoc'})",
+        f"def chunk_sums(lo, hi, codes, rows, gram, shift, {', '.join(raw_args)}):",
+        *[f"    h{u} = shift[{u}]" for u in range(len(raws))],
+        "    bad = 0.0",
+        "    top = numba.uint64(0)",
+        *[f"    g{a}_{b} = 0.0" for a, b in sums],
+        "    for i in range(lo, hi):",
+        # a negative code is a huge unsigned one: one maximum checks both bounds
+        "        top = max(top, numba.uint64(codes[i]))",
+        "        bad += " + (" + ".join(f"c{j}[i] * 0.0" for j in range(n_raw)) or "0.0"),
+        *[f"        {v}" for v in values],
+        *[f"        g{a}_{b} += {product(a, b)}" for a, b in sums],
+        "    if top >= rows:",
+        "        raise ValueError('codes must be in 0 … (rows of the table) − 1')",
+        "    if bad != bad:",
+        "        return False",
+        *[f"    gram[{a}, {b}] += g{a}_{b}" for a, b in sums],
+        "    return True",
+        "",
+        "",
+        *_module_head(["codes", "table", "gram", "shift", *raw_args])[4:],
         "    n = codes.size",
+        "    rows = numba.uint64(table.shape[0])",
         *[f"    h{u} = shift[{u}]" for u in range(len(raws))],
         "    lo = 0",
         "    while lo < n:",
         f"        hi = min(lo + {COLUMNS_CHUNK}, n)",
-        "        bad = 0.0",
-        *[f"        g{a}_{b} = 0.0" for a, b in sums],
-        "        for i in range(lo, hi):",
-        "            bad += " + (" + ".join(f"c{j}[i] * 0.0" for j in range(n_raw)) or "0.0"),
-        *[f"            {v}" for v in values],
-        *[f"            g{a}_{b} += {product(a, b)}" for a, b in sums],
-        "        if bad != bad:",
+        f"        if not chunk_sums(lo, hi, codes, rows, gram, shift, {', '.join(raw_args)}):",
         "            return lo",
-        *[f"        gram[{a}, {b}] += g{a}_{b}" for a, b in sums],
         "        for i in range(lo, hi):",
         *_row_updates(terms, values, " " * 12),
         "        lo = hi",
@@ -253,18 +274,20 @@ def expand_rows(table, rows, cols, scales, out):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def move_rows(table, rows, bucket, starts, spill):  # pragma: no cover - compiled
+def move_rows(table, rows, bucket, starts, spill, order):  # pragma: no cover - compiled
     """Rows ``rows`` (increasing) of ``table`` by bucket, each bucket's in the order of
     ``rows`` (:meth:`~dmixed.kernels.term_table.TermTable.split_rows`): bucket 0's
     moved forward to ``table[0 : starts[1]]`` (``rows[i] ≥`` its new place: the move
     never overwrites a row not yet read), the others' copied to ``spill[starts[b] −
     starts[1] …]``; one pass in row order (a permutation in place, cycle by cycle,
-    misses the cache on every row)."""
+    misses the cache on every row).  ``order[j]``: the ``i`` of the row now at place
+    ``j``, bucket after bucket (``argsort(bucket, kind="stable")``)."""
     n = rows.size
     fill = starts[:-1].copy()
     first = starts[1]
     for i in range(n):
         b = bucket[i]
+        order[fill[b]] = i
         src = table[rows[i]]
         if b == 0:
             dst = table[fill[0]]

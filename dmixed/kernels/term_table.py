@@ -141,11 +141,13 @@ class TermTable:
             term_kernel(kernel_terms)(codes, self.table, *sources)
         return rows.global_sums(codes.size)
 
-    def _codes(self, acc, codes) -> np.ndarray:
+    def _codes(self, acc, codes, check: bool = True) -> np.ndarray:
+        """``codes`` as int64, checked in ``0 … G−1`` (``check`` false: the kernel
+        checks them)."""
         if self.given:
             raise RuntimeError("internal error: the table of terms was given away (split_rows)")
         codes = np.ascontiguousarray(codes, dtype=np.int64)
-        if codes.size and (codes.min() < 0 or codes.max() >= acc.shape[1]):
+        if check and codes.size and (codes.min() < 0 or codes.max() >= acc.shape[1]):
             raise ValueError(f"codes must be in 0 … {acc.shape[1] - 1} (the accumulator's columns)")
         return codes
 
@@ -204,10 +206,17 @@ class TermTable:
         (int, dict)
             The rows summed (all ``n``, or those before the chunk of the first value
             that is not finite) and their global sums, as :meth:`add`'s.
+
+        Raises
+        ------
+        ValueError
+            A code outside ``0 … G−1``, found by the sweep chunk by chunk: the chunks
+            before its own are summed (an internal error: the table is then not to be
+            used).
         """
         from .term_jit import columns_kernel  # numba: imported on first use only
 
-        codes = self._codes(acc, codes)
+        codes = self._codes(acc, codes, check=False)  # the sweep checks them, chunk by chunk
         k, r = len(plan.x_of), len(plan.z_of)
         if std is None:
             x_shift, z_shift = np.zeros(k), np.zeros(r)
@@ -328,12 +337,12 @@ class TermTable:
         counts = np.bincount(bucket, minlength=n_buckets)
         starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         spill = np.empty((rows.size - starts[1], table.shape[1]))
-        move_rows(table, rows, bucket, starts, spill)
+        order = np.empty(rows.size, dtype=np.int64)
+        move_rows(table, rows, bucket, starts, spill, order)
         held = [table[: starts[1]]] + [
             spill[starts[b] - starts[1] : starts[b + 1] - starts[1]] for b in range(1, n_buckets)
         ]
         parts = [TermRows(rows_b, columns, factors) for rows_b in held]
-        order = np.argsort(bucket, kind="stable")
         self.table = None
         self.plan = None
         self.given = True

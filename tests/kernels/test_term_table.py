@@ -131,6 +131,18 @@ def test_codes_outside_the_accumulator_are_refused(compiled_rows):
         TermTable().add(acc, codes, y, exog, ztilde, std=std)
 
 
+@pytest.mark.parametrize("bad", [-1, 40])
+def test_sweep_refuses_codes_outside_the_accumulator(bad, compiled_rows):
+    rng = np.random.default_rng(9)
+    n = 2 * COLUMNS_CHUNK + 5
+    columns, plan, std = _column_rows(rng, n, 2, 0.0, [-1, 0, 1], [-1, 0])
+    codes = rng.integers(0, 40, n)
+    codes[COLUMNS_CHUNK + 3] = bad
+    acc = np.zeros((kernels.packed_width(2, 3), 40))
+    with pytest.raises(ValueError, match="codes must be in 0"):
+        TermTable().add_columns(acc, codes, columns, plan, std)
+
+
 @pytest.mark.parametrize("mode", ["numpy", "numba"])
 def test_add_rows_into_is_numpys_fancy_add(mode, monkeypatch):
     """The combine's adds by position: the same sums bit for bit, compiled or not."""

@@ -265,7 +265,8 @@ class GroupAccumulator:
         the caller builds the design and calls :meth:`add`)."""
         if not self.terms.applies_columns(keys.size, len(plan.z_of), std):
             return None
-        return self.terms.add_columns(self.acc, self._columns(keys), columns, plan, std)
+        col = self._columns(keys)  # first: new keys may grow (replace) ``acc``
+        return self.terms.add_columns(self.acc, col, columns, plan, std)
 
     def _columns(self, keys: np.ndarray) -> np.ndarray:
         """The accumulator's column of every key (new keys get new columns)."""

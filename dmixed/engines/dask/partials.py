@@ -39,16 +39,18 @@ from ...design.columnar import (
     design_columns,
     frame_columns,
 )
+from ...design.dtypes import warn_rounded_integers
 from ...design.origin import in_partition, piece_file
 from ...design.partitions import check_column_kinds, reader_error
 from ...design.references import column_references
+from ...design.spec import DesignMatrices
 from ...errors import DataError
-from ...kernels.term_table import ColumnPlan
+from ...kernels.term_table import PLAN_SAMPLE, ColumnPlan
 from ...kernels.vc_packed import accumulate_padded_into
 from ...stats.keys import conform_keys, key_series, key_values
 from ...stats.packed import GLOBAL_HEAD, PackedLayout
 from ...stats.slots import SlotMap, present_pairs
-from ...stats.standardize import Standardization
+from ...stats.standardize import SAMPLE_ROWS, Standardization
 from .combine import GroupAccumulator, split_buckets
 from .crossed import RowOverlap, overlap_marks, read_overlap
 from .parquet_direct import ParquetReads, read_columns
@@ -56,7 +58,7 @@ from .pieces import Pieces, compute_piece
 from .progress import BatchedReport, report_partitions
 from .ragged import RaggedAccumulator, RaggedPacked, ragged_rows, tables_bytes
 from .relay import relayed
-from .routing import Router, exchange_report
+from .routing import PendingRows, Router, exchange_report
 from .tuning import tune_worker_malloc
 
 #: Column holding the group key in the frames of variance-component pairs.
@@ -229,9 +231,9 @@ def accumulate_frames(
     sweep = ColumnSweep.of(spec)
     try:
         for frame in frames:
-            if sweep is not None and std is not None and not router.routing:
-                # numpy columns summed as they are, without their design matrices
-                frame = sweep.add(frame, acc, std, glob, packed, report)
+            if sweep is not None:
+                # numpy columns summed (or routed) as they are, without their design
+                frame, std = sweep.add(frame, acc, std, glob, packed, report, router)
                 if frame is None:
                     continue
             for dm, keys, ztilde, chosen in read_frames([frame], spec, slot_map, glob, report, std):
@@ -242,8 +244,7 @@ def accumulate_frames(
                 if router.take(keys, dm, ztilde, std):
                     # a partial is now fewer bytes than the rows: add the buffered rows
                     for pending in router.switch():
-                        sums = acc.add(pending.keys, pending.dm, pending.ztilde, std, widths)
-                        glob += packed.pack_global(sums)
+                        glob += packed.pack_global(_add_pending(acc, pending, std, widths))
                 else:
                     glob += packed.pack_global(acc.add(keys, dm, ztilde, std, widths))
                 report.add(len(keys))
@@ -254,6 +255,27 @@ def accumulate_frames(
     return parts, glob, std, routed, exchange_report(parts, routed, router.reason())
 
 
+def _add_pending(acc: GroupAccumulator, pending: PendingRows, std, widths) -> dict:
+    """Add rows a chain buffered for routing into its accumulator, in its map ``std``;
+    their global sums."""
+    if pending.columns is None:
+        return acc.add(pending.keys, pending.dm, pending.ztilde, std, widths)
+    got = acc.add_columns(pending.keys, pending.columns, pending.plan, std)
+    if got is not None and got[0] == pending.keys.size:
+        return got[1]
+    if got is not None:  # pragma: no cover - the columns were checked finite when taken
+        raise RuntimeError("internal error: buffered rows not all summed")
+    dm = column_design(pending.plan, pending.keys, pending.columns)
+    return acc.add(pending.keys, dm, dm.exog_re, std, widths)
+
+
+def column_design(plan: ColumnPlan, keys: np.ndarray, columns: list) -> DesignMatrices:
+    """The design matrices the raw ``columns`` of a :class:`ColumnSweep` make, every
+    value finite (no row dropped, no component, no weights), with group ``keys``."""
+    endog, exog, exog_re = plan.matrices(columns)
+    return DesignMatrices(endog, exog, exog_re, [], [], keys, None, 0, None)
+
+
 class ColumnSweep:
     """A chain's partitions, read as numpy columns
     (:func:`~dmixed.engines.dask.parquet_direct.read_columns`) or pandas frames of
@@ -261,12 +283,15 @@ class ColumnSweep:
     those columns and ones (:func:`~dmixed.design.columnar.column_sources`): one
     compiled sweep checks them finite and makes the global and per-group sums
     (:meth:`~dmixed.engines.dask.combine.GroupAccumulator.add_columns`), with no
-    design matrix built.  The sums are those of the design's path (the per-group terms
-    bit for bit, the gram to rounding).  Anything else goes the design's way."""
+    design matrix built; the chain's map, where not given, is chosen from the first
+    partition's columns (:meth:`choose`).  The sums are those of the design's path
+    (the per-group terms bit for bit, the gram to rounding).  Anything else goes the
+    design's way."""
 
     def __init__(self, spec, names: list[str], plan: ColumnPlan) -> None:
         self.group_name = spec.group_name
         self.column_kinds = spec.column_kinds
+        self.intercepts = spec.intercept_columns()
         self.names = names
         self.plan = plan
 
@@ -280,39 +305,97 @@ class ColumnSweep:
         names, x_of, z_of = sources
         return cls(spec, names, ColumnPlan(tuple(x_of), tuple(z_of)))
 
-    def add(self, frame, acc: GroupAccumulator, std, glob, packed, report):
-        """Add the partition ``frame`` into ``acc`` (its global sums into ``glob``) where
-        the sweep applies; returns what is left for the design's way: None (all
-        summed), the rows from the chunk of the first value that is not finite on
-        (which the design drops or refuses), or ``frame`` itself."""
+    def columns(self, frame, key_dtype) -> tuple[np.ndarray, list] | None:
+        """``(keys, columns)`` of the partition ``frame`` (the group keys conformed to
+        ``key_dtype``, :func:`~dmixed.stats.keys.conform_keys`; the raw float64 columns
+        the plan numbers, integer and float32 ones as float64), or None where the sweep
+        does not read it (a column absent, not numbers or of another length, keys not
+        integers, no rows)."""
         got = frame if isinstance(frame, dict) else None
         if isinstance(frame, pd.DataFrame):  # its numpy columns (views), as _design
             check_column_kinds(frame, self.column_kinds)
             got = frame_columns(frame, [*self.names, self.group_name])
         if got is None:
-            return frame
+            return None
         groups = got.get(self.group_name)
         columns = [got.get(name) for name in self.names]
         if groups is None or groups.ndim != 1 or groups.dtype.kind not in "iu" or not groups.size:
-            return frame
+            return None
         n = groups.shape[0]
-        if any(c is None or c.dtype != np.float64 or c.shape != (n,) for c in columns):
-            return frame
+        if any(c is None or c.dtype.kind not in "fiu" or c.shape != (n,) for c in columns):
+            return None
         # group_keys' dtypes, as columns_design: signed → int64, unsigned → uint64
         keys = np.asarray(groups, dtype=np.int64 if groups.dtype.kind == "i" else np.uint64)
-        keys = conform_keys(keys, acc.key_dtype, self.group_name)
-        got = acc.add_columns(keys, columns, self.plan, std)
+        keys = conform_keys(keys, key_dtype, self.group_name)
+        return keys, [self._float(c, name) for c, name in zip(columns, self.names, strict=True)]
+
+    @staticmethod
+    def _float(values: np.ndarray, name: str) -> np.ndarray:
+        """A column's float64 values, as columns_design makes them (integers beyond
+        2**53 warned of, through the driver)."""
+        if values.dtype == np.float64:
+            return values
+        relayed(warn_rounded_integers, values, name)
+        return np.asarray(values, dtype=np.float64)
+
+    def choose(self, columns: list) -> Standardization | None:
+        """The map :func:`partition_standardization` chooses from the design of a
+        partition of these columns, chosen from its first
+        :data:`~dmixed.stats.standardize.SAMPLE_ROWS` rows' columns; None where one
+        of their values is not finite (the design drops or refuses that row: its
+        matrices' first rows are others)."""
+        head = [c[:SAMPLE_ROWS] for c in columns]
+        if not all(np.isfinite(c).all() for c in head):
+            return None
+        endog, exog, exog_re = self.plan.matrices(head)
+        # as partition_standardization of columns_design's matrices: no component, no
+        # reference (column_sources refuses both)
+        return Standardization.choose(endog, exog, exog_re, self.intercepts, [], None)
+
+    def add(self, frame, acc: GroupAccumulator, std, glob, packed, report, router) -> tuple:
+        """Add the partition ``frame`` into ``acc`` (its global sums into ``glob``) where
+        the sweep applies, in the map ``std`` (None: :meth:`choose`'s of these
+        columns), or, while ``router`` routes, buffer its raw columns there when every
+        value is finite; returns ``(left, std)``: what is left for the design's way,
+        None (all taken), the rows from the chunk of the first value that is not finite
+        on (which the design drops or refuses) or ``frame`` itself, and the map."""
+        got = self.columns(frame, acc.key_dtype)
         if got is None:
-            return frame
+            return frame, std
+        keys, columns = got
+        n = keys.shape[0]
+        chosen = self.choose(columns) if std is None else std
+        if chosen is None or not acc.terms.applies_columns(n, len(self.plan.z_of), chosen):
+            return frame, std
+        if router.routing:
+            if not all(np.isfinite(c).all() for c in columns):
+                return frame, std  # the design drops or refuses those rows
+            self._route(keys, columns, acc, chosen, glob, packed, router)
+            report.add(n)
+            return None, chosen
+        got = acc.add_columns(keys, columns, self.plan, chosen)
+        if got is None:  # pragma: no cover - applies_columns said it would
+            return frame, std
         done, sums = got
         glob += packed.pack_global(sums)
         if done == n:
             report.add(n)
-            return None
+            return None, chosen
         report.rows += done  # the partition is counted with the rows left
         if isinstance(frame, pd.DataFrame):
-            return frame.iloc[done:]
-        return {name: col[done:] for name, col in frame.items()}
+            return frame.iloc[done:], chosen
+        return {name: col[done:] for name, col in frame.items()}, chosen
+
+    def _route(self, keys, columns, acc, std, glob, packed, router) -> None:
+        """:meth:`add` while ``router`` routes: the raw columns (all finite) buffered,
+        and the buffered rows added once a partial is the cheaper form."""
+        if router.row_bytes is None:  # a partial's row as this chain will send it
+            head = [c[:PLAN_SAMPLE] for c in columns]
+            dm = column_design(self.plan, keys[:PLAN_SAMPLE], head)
+            router.row_bytes = acc.row_bytes(dm, dm.exog_re, std)
+        router.take_columns(keys, columns, self.plan, std)
+        for pending in router.switch():
+            glob += packed.pack_global(_add_pending(acc, pending, std, ()))
 
 
 def accumulate_ragged(

@@ -134,6 +134,43 @@ class RoutedRows:
         return cls(np.asarray(keys), cols, x_src, int(y_src), z_src, w, std, vc_pos, vc_val, width)
 
     @classmethod
+    def of_columns(cls, keys, columns: list, plan, std=None) -> RoutedRows:
+        """The rows of raw ``columns`` (``plan``, a
+        :class:`~dmixed.kernels.term_table.ColumnPlan`: which raw column, or the
+        intercept's ones, each column of ``[X y]`` and of ``Z`` is; no variance
+        component, no weights) with group ``keys``: the values :meth:`compact` holds of
+        the design the columns make, each raw column once."""
+        used, x_src, y_src, z_src = cls._plan_sources(plan)
+        cols = np.empty((len(used), keys.size)).T
+        for i, raw in enumerate(used):
+            cols[:, i] = columns[raw]
+        return cls(np.asarray(keys), cols, x_src, y_src, z_src, None, std, z_width=z_src.size)
+
+    @staticmethod
+    def _plan_sources(plan) -> tuple[list[int], np.ndarray, int, np.ndarray]:
+        """``(raw columns held, x_src, y_src, z_src)`` of :meth:`of_columns`: the raw
+        columns in the order :meth:`compact` finds them (``exog``'s, ``endog``,
+        ``Z``'s)."""
+        used: list[int] = []
+
+        def source(raw: int) -> int:
+            if raw < 0:
+                return -1
+            if raw not in used:
+                used.append(raw)
+            return used.index(raw)
+
+        x_src = np.array([source(raw) for raw in plan.x_of[:-1]], dtype=np.int64)
+        y_src = source(plan.x_of[-1])
+        z_src = np.array([source(raw) for raw in plan.z_of], dtype=np.int64)
+        return used, x_src, y_src, z_src
+
+    @classmethod
+    def columns_bytes(cls, keys, plan) -> int:
+        """:attr:`nbytes` of :meth:`of_columns` of these rows, without making them."""
+        return key_bytes(np.asarray(keys)) + 8 * keys.size * len(cls._plan_sources(plan)[0])
+
+    @classmethod
     def sent_bytes(cls, keys, dm, ztilde: np.ndarray) -> int:
         """:attr:`nbytes` of :meth:`compact` of these rows, without compacting them."""
         distinct, *_, vc_pos, vc_val = cls._sources(dm, ztilde)
@@ -321,14 +358,24 @@ class DistinctKeys:
 
 @dataclass
 class PendingRows:
-    """Rows a chain routes, held as the design gave them: compacted
-    (:meth:`RoutedRows.compact`) only when they are sent, and added to the chain's own
+    """Rows a chain routes, held as the design gave them (``dm``, ``ztilde``) or as
+    their raw ``columns`` (``plan``, a :class:`~dmixed.kernels.term_table.ColumnPlan`;
+    ``dm`` and ``ztilde`` None): compacted (:meth:`RoutedRows.compact`,
+    :meth:`RoutedRows.of_columns`) only when they are sent, and added to the chain's own
     accumulator as they are when it switches to a partial (no copy either way)."""
 
     keys: np.ndarray
     dm: object
-    ztilde: np.ndarray
+    ztilde: np.ndarray | None
     std: Standardization | None
+    columns: list | None = None
+    plan: object = None
+
+    def routed(self) -> RoutedRows:
+        """These rows in compact form."""
+        if self.columns is not None:
+            return RoutedRows.of_columns(self.keys, self.columns, self.plan, self.std)
+        return RoutedRows.compact(self.keys, self.dm, self.ztilde, self.std)
 
 
 @dataclass
@@ -378,11 +425,24 @@ class Router:
         """Buffer these rows when routing (True), else leave them to the caller."""
         if not self.routing:
             return False
-        self.buffer.append(PendingRows(keys, dm, ztilde, std))
-        self.rows_bytes += RoutedRows.sent_bytes(keys, dm, ztilde)
+        self._buffered(PendingRows(keys, dm, ztilde, std), RoutedRows.sent_bytes(keys, dm, ztilde))
+        return True
+
+    def take_columns(self, keys: np.ndarray, columns: list, plan, std) -> bool:
+        """:meth:`take` of rows given as their raw ``columns`` (``plan``, a
+        :class:`~dmixed.kernels.term_table.ColumnPlan`), every value finite."""
+        if not self.routing:
+            return False
+        pending = PendingRows(keys, None, None, std, columns, plan)
+        self._buffered(pending, RoutedRows.columns_bytes(keys, plan))
+        return True
+
+    def _buffered(self, pending: PendingRows, sent: int) -> None:
+        keys = pending.keys
+        self.buffer.append(pending)
+        self.rows_bytes += sent
         self.seen.add(np.asarray(keys))
         self.key_size = OBJECT_KEY_BYTES if keys.dtype == object else keys.dtype.itemsize
-        return True
 
     @property
     def partial_estimate(self) -> int:
@@ -408,8 +468,7 @@ class Router:
             return [None] * n_buckets
         compacted = []
         while self.buffer:  # each one's design rows released once compacted
-            rows = self.buffer.pop(0)
-            compacted.append(RoutedRows.compact(rows.keys, rows.dm, rows.ztilde, rows.std))
+            compacted.append(self.buffer.pop(0).routed())
         return split_routed(compacted, n_buckets)
 
 

@@ -18,7 +18,7 @@ from dmixed.engines.dask.parquet_direct import parquet_reads, read_columns
 from dmixed.engines.dask.partials import chain_partials
 from dmixed.engines.dask.pieces import compute_piece
 from dmixed.errors import DroppedRowsWarning
-from dmixed.kernels.term_table import TermTable, as_packed
+from dmixed.kernels.term_table import as_packed
 from dmixed.stats.packed import PackedLayout
 
 FORMULA = "y ~ x1 + x2"
@@ -175,7 +175,7 @@ def test_file_lacking_a_column_is_left_to_dask(tmp_path):
 
 
 @pytest.mark.parametrize("direct", [True, False])
-def test_sweep_of_columns_with_values_not_finite(tmp_path, monkeypatch, direct):
+def test_sweep_of_columns_with_values_not_finite(tmp_path, monkeypatch, direct, swept):
     """Partitions summed from their columns by the compiled sweep (direct reads or
     Dask's frames), a NaN in the second partition's third chunk: the rows before its
     chunk are swept, the rest dropped by the design's missing-value policy; the
@@ -189,18 +189,9 @@ def test_sweep_of_columns_with_values_not_finite(tmp_path, monkeypatch, direct):
     (recipe,) = chain_recipes(project_columns(ddf, spec), 1)
     reads = parquet_reads(recipe, spec) if direct else None
     assert (reads is not None) == direct
-    add_columns = TermTable.add_columns
-    calls = []
-
-    def counting(self, *args):
-        out = add_columns(self, *args)
-        calls.append(out[0])
-        return out
-
-    monkeypatch.setattr(TermTable, "add_columns", counting)
     monkeypatch.setenv("DMIXED_KERNELS", "numba")
     got = _partials(recipe, spec, reads)
-    assert calls == [2 * 1024]  # the first partition chose the map; the second swept
+    assert swept == [4000, 2 * 1024]  # the second swept to its NaN's chunk
     monkeypatch.setenv("DMIXED_KERNELS", "numpy")
     want = _partials(recipe, spec, reads)
     (parts_a, glob_a, std_a, _, _), (parts_b, glob_b, std_b, _, _) = got, want
@@ -218,3 +209,48 @@ def test_sweep_of_columns_with_values_not_finite(tmp_path, monkeypatch, direct):
     ref = _fit(df.drop(columns="s").dropna())
     np.testing.assert_allclose(res.params, ref.params, rtol=1e-10, atol=1e-12)
     assert res.llf == pytest.approx(ref.llf, rel=1e-12)
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_sweep_of_partitions_sorted_by_group(tmp_path, monkeypatch, direct):
+    """Rows sorted by group: every partition brings keys beyond the accumulator's
+    range, which grows while the sweep adds the partition; the partial is the design's
+    path's (``DMIXED_KERNELS=numpy``) to 1e-12."""
+    df = _frame(n=6000, groups=1500).sort_values("g", kind="stable", ignore_index=True)
+    _write(df, tmp_path / "d", 4, row_group_size=1500)
+    ddf = dd.read_parquet(tmp_path / "d")
+    spec, recipe = _chain(ddf)
+    reads = parquet_reads(recipe, spec) if direct else None
+    monkeypatch.setenv("DMIXED_KERNELS", "numba")
+    got = _partials(recipe, spec, reads)
+    monkeypatch.setenv("DMIXED_KERNELS", "numpy")
+    want = _partials(recipe, spec, reads)
+    (parts_a, glob_a, std_a, _, _), (parts_b, glob_b, std_b, _, _) = got, want
+    assert std_a == std_b
+    np.testing.assert_allclose(glob_a, glob_b, rtol=1e-12)
+    for (keys_a, values_a), (keys_b, values_b) in zip(parts_a, parts_b, strict=True):
+        np.testing.assert_array_equal(keys_a, keys_b)
+        np.testing.assert_allclose(as_packed(values_a), as_packed(values_b), rtol=1e-12)
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_sweep_of_integer_and_float32_columns(tmp_path, monkeypatch, direct, swept):
+    """Integer and float32 columns are swept as their float64 values (every partition
+    through the sweep); the partial is the design's path's to 1e-12."""
+    df = _frame(n=4000, groups=300)
+    df = df.assign(x1=np.round(df["x1"] * 10).astype(np.int64), x2=df["x2"].astype(np.float32))
+    _write(df, tmp_path / "d", 2, row_group_size=2000)
+    ddf = dd.read_parquet(tmp_path / "d")
+    spec, recipe = _chain(ddf)
+    reads = parquet_reads(recipe, spec) if direct else None
+    monkeypatch.setenv("DMIXED_KERNELS", "numba")
+    got = _partials(recipe, spec, reads)
+    assert swept == [2000, 2000]
+    monkeypatch.setenv("DMIXED_KERNELS", "numpy")
+    want = _partials(recipe, spec, reads)
+    (parts_a, glob_a, std_a, _, _), (parts_b, glob_b, std_b, _, _) = got, want
+    assert std_a == std_b
+    np.testing.assert_allclose(glob_a, glob_b, rtol=1e-12)
+    for (keys_a, values_a), (keys_b, values_b) in zip(parts_a, parts_b, strict=True):
+        np.testing.assert_array_equal(keys_a, keys_b)
+        np.testing.assert_allclose(as_packed(values_a), as_packed(values_b), rtol=1e-12)

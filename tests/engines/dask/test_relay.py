@@ -59,3 +59,22 @@ def test_warnings_sent_before_the_mark_are_not_raised_again(client):
     with pytest.warns(PrecisionWarning, match="new") as got:
         raise_relayed(client, mark)
     assert [str(w.message) for w in got] == ["new"]
+
+
+def test_a_swept_integer_column_is_warned_of_once_on_the_driver(tmp_path, monkeypatch, swept):
+    """A random slope over Parquet files: the chains sum the partitions' columns
+    themselves (the compiled sweep, integer columns as float64); the rounded response is
+    still warned of once, on the driver."""
+    import dask
+    import dask.dataframe as dd
+
+    df = _rounded_response_frame()
+    df.iloc[:100].to_parquet(tmp_path / "a.parquet")
+    df.iloc[100:].to_parquet(tmp_path / "b.parquet")
+    monkeypatch.setenv("DMIXED_KERNELS", "numba")
+    model = dmixed.mixedlm("w ~ x", dd.read_parquet(tmp_path), groups="g", re_formula="1 + x")
+    with dask.config.set(scheduler="sync"):
+        got = _precision_warnings(model.fit)
+    assert swept == [100, 100]
+    assert len(got) == 1
+    assert "column 'w' holds integers beyond 2**53" in str(got[0].message)

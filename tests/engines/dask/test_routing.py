@@ -29,6 +29,7 @@ from dmixed.engines.dask.routing import (
     split_routed,
 )
 from dmixed.errors import SpecError
+from dmixed.kernels.term_table import ColumnPlan
 from dmixed.stats.packed import PackedLayout
 
 FORMULA = "y ~ x1 + x2"
@@ -171,6 +172,28 @@ def test_routed_rows_keep_the_design():
     pieces = split_routed([rows, rows.take(slice(0, 10))], 3)
     got = np.concatenate([p.keys for bucket in pieces if bucket for p in bucket])
     np.testing.assert_array_equal(np.sort(got), np.sort(np.concatenate([keys, keys[:10]])))
+
+
+@pytest.mark.parametrize(
+    ("x_of", "z_of"),
+    [((-1, 0, 1, 2), (-1, 0)), ((0, 1, 0), (-1, 1)), ((-1, 2, 1), (0,))],
+)
+def test_routed_raw_columns_are_the_rows_of_their_design(x_of, z_of):
+    """Rows buffered as raw columns (:meth:`RoutedRows.of_columns`) hold the values
+    the design they make holds compacted, each raw column once, and weigh what
+    :meth:`RoutedRows.columns_bytes` says."""
+    rng = np.random.default_rng(4)
+    n = 40
+    columns = [rng.normal(size=n) for _ in range(3)]
+    plan = ColumnPlan(x_of, z_of)
+    y, exog, exog_re = plan.matrices(columns)
+    keys = rng.integers(0, 7, n)
+    rows = RoutedRows.of_columns(keys, columns, plan)
+    want = RoutedRows.compact(keys, SimpleNamespace(endog=y, exog=exog, weights=None), exog_re)
+    np.testing.assert_array_equal(rows.cols, want.cols)
+    for name in ("x_src", "y_src", "z_src", "keys", "exog", "endog", "ztilde"):
+        np.testing.assert_array_equal(getattr(rows, name), getattr(want, name))
+    assert RoutedRows.columns_bytes(keys, plan) == rows.nbytes == want.nbytes
 
 
 @pytest.mark.parametrize(
