@@ -146,7 +146,7 @@ def check_distinct_component_values(
     """
     layout = stats.fit_layout
     q, d = layout.k_re, layout.k_vc
-    if d == 0 or q + d < 2 or (d == 1 and _rank_two_somewhere(stats.vc_slot_cols)):
+    if d == 0 or q + d < 2 or (d == 1 and _rank_two_somewhere(stats)):
         return
     if layout.r <= kernels.MOMENT_MAX_R:
         gram = moment_gram(stats.engine.moments(), layout.basis())
@@ -165,19 +165,25 @@ def check_distinct_component_values(
                 raise DataError(_trade_message(a, b, q, vc_names, re_names, group_name))
 
 
-def _rank_two_somewhere(slot_cols) -> bool:
-    """Whether the only variance component holds two slots in some group (its slot
-    table ``slot_cols[0]``, on the driver: no pass over the statistics).
+def _rank_two_somewhere(stats) -> bool:
+    """Whether the only variance component has a block of rank two in some group, as
+    told without a pass over the statistics: the engine holds it structured (its
+    ``collapsed_vc``: the component's block of ``Z̃_i'Z̃_i`` diagonal in every group,
+    :mod:`dmixed.engines.vc_local`, or the diagonal block of
+    :mod:`dmixed.engines.vc_crossed`) and its slot table ``vc_slot_cols[0]`` (on the
+    driver) gives some group two slots.
 
     A single component can trade its variance only with a random-effects column
     ``a``, and only where ``M_il = c z_ia z_ia'`` in every group: a matrix of rank at
-    most one.  Two slots of a formula's component in one group are two of its levels
-    there, columns of disjoint rows: ``M_il`` has rank two in that group, and the check
+    most one.  A slot is a column with an entry that is not zero in the group
+    (:func:`~dmixed.stats.slots.present_pairs`), so two slots of a diagonal block are
+    two positive entries of ``W_il'W_il``: ``M_il`` has rank two there, and the check
     could find nothing; it is then skipped (with ``start_params`` it was the fit's only
-    moment-sums pass: a round trip on a cluster).  Columns of ``exog_vc`` given as
-    arrays need not be of disjoint rows; a pair equal in value that this lets through
-    is fitted with the identification warning (:mod:`dmixed.results.identification`)."""
-    if len(slot_cols) != 1:
+    moment-sums pass: a round trip on a cluster).  Two slots alone do not tell: two
+    equal (or proportional) columns, of ``exog_vc`` given as arrays or of a formula
+    (``0 + x + I(2*x)``), are of rank one, and are checked."""
+    slot_cols = stats.vc_slot_cols
+    if len(slot_cols) != 1 or not getattr(stats.engine, "collapsed_vc", False):
         return False
     table = np.asarray(slot_cols[0])
     return bool(table.ndim == 2 and table.shape[1] >= 2 and ((table >= 0).sum(axis=1) >= 2).any())

@@ -188,7 +188,11 @@ def parametric_bootstrap(
     started at the fit's estimate or the replicate's moment estimate, whichever has the
     higher likelihood, with exact Newton steps; no standard errors).  Replicate ``k``
     draws from its own generator (the ``k``-th child of ``seed``, numpy's ``spawn``), so
-    the table does not depend on where the replicates run.
+    the table does not depend on where the replicates run.  The same seed gives the same
+    table for the same statistics with one version of dmixed (and numpy); a version
+    that draws otherwise (another root of ``Z̃_i'Z̃_i``, other optimizer coordinates)
+    gives other replicates of the same distribution: to keep a table, save it
+    (:meth:`BootstrapResults.save`) rather than its seed.
 
     Parameters
     ----------

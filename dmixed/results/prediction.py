@@ -132,8 +132,8 @@ def _new_rows(value, width: int, argname: str) -> np.ndarray:
     1-D ``value`` read as statsmodels' ``predict`` reads a 1-D ``exog``: one row, or
     a column where the design has one column; a scalar is one row (statsmodels'
     ``predict(5.0)`` of a model of one fixed effect)."""
-    if np.ndim(value) == 0:
-        value = np.reshape(value, (1, 1))
+    if np.ndim(value) == 0:  # a list, not np.reshape: text is shown as given ('a')
+        value = [[value]]
     if np.ndim(value) == 1 and width != 1:
         value = np.asarray(value)[None, :]
     return _float_rows(value, argname)

@@ -432,3 +432,32 @@ def test_a_single_component_of_two_levels_in_a_group_makes_no_moment_pass(re_for
     assert calls == []
     np.testing.assert_allclose(res.llf, ref.llf, rtol=1e-10)
     np.testing.assert_allclose(res.vcomp, ref.vcomp, rtol=1e-5)
+
+
+@pytest.mark.parametrize("source", ["exog_vc", "formula"])
+def test_a_single_component_of_two_equal_columns_is_refused(source):
+    """Two slots of one component in a group need not be of rank two: two proportional
+    columns (``exog_vc`` given as arrays, or a formula's ``0 + x + w`` with ``w = 2x``)
+    make ``M_i = c z_i z_i'`` of the random effect they equal; refused as one column
+    is, not fitted with only a warning."""
+    df = _crossed_frame(seed=7, n=600)
+    df["w"] = 2.0 * df["x"]
+    if source == "formula":
+        model = dmixed.mixedlm(
+            "y ~ x", df, groups="g", re_formula="1 + x", vc_formula={"c": "0 + x + w"}
+        )
+        match = r"component 'c' has.*the random effect 'x' \(or a multiple of it\)"
+    else:
+        g = df["g"].to_numpy()
+        ones = {
+            k: np.column_stack([np.ones(np.sum(g == k)), 3.0 * np.ones(np.sum(g == k))])
+            for k in np.unique(g)
+        }
+        exog = np.column_stack([np.ones(len(df)), df["x"]])
+        model = MixedLM(
+            df["y"].to_numpy(), exog, g, exog_re=np.ones((len(df), 1)), exog_vc={"c": ones}
+        )
+        match = r"component 'c' has.*the random effect"
+    assert model.statistics().vc_slot_cols[0].shape[1] == 2
+    with pytest.raises(DataError, match=match):
+        model.fit()

@@ -369,6 +369,16 @@ def test_a_scalar_exog_of_a_one_fixed_effect_model_is_one_row(value):
         MixedLM(endog, exog, groups).fit().predict(value)
 
 
+def test_a_scalar_exog_of_text_is_named_as_given():
+    """A scalar of text is refused naming ``exog`` and showing the value as given
+    (``'a'``, not numpy's ``np.str_('a')``)."""
+    df = make_data(n_groups=12, seed=16)
+    endog, exog, _, groups = design(df)
+    res = MixedLM(endog, exog[:, :1], groups).fit()
+    with pytest.raises(DataError, match=r"exog must be numeric: .*: 'a'$"):
+        res.predict("a")
+
+
 def test_a_one_dimensional_exog_re_is_one_row_as_exog_is():
     """With ``include_random`` a 1-D ``exog_re`` of ``k_re`` values is the one row a
     1-D ``exog`` is (it was read as a column and refused), and a column where the
