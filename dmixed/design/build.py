@@ -287,7 +287,7 @@ def used_columns(formula_columns: list[str], groups: str, weights, meta) -> list
     return columns_used
 
 
-def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str]):
+def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str], dtypes=None):
     """How each formula column is read, from its dtype: ``(kinds, native, integers)``
     (see :mod:`dmixed.design.dtypes`; ``integers``: the numeric columns of an integer
     dtype, read as numbers, :mod:`dmixed.design.references`).  ``object`` columns are
@@ -297,7 +297,8 @@ def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str]):
     read as levels (patsy's reading of booleans: ``flag[T.True]``); other boolean
     columns are numbers kept as booleans (``native`` ``"bool"``), so that an expression
     computes on them what it computes in patsy (``I(a + b)``: ``a or b``, a factor of
-    levels False and True; as numbers it would be 0, 1 or 2).
+    levels False and True; as numbers it would be 0, 1 or 2).  ``dtypes``: ``meta.dtypes``
+    where the caller has it.
 
     Raises
     ------
@@ -312,7 +313,8 @@ def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str]):
     kinds: dict[str, str] = {}
     native: dict[str, str] = {}
     integers: set[str] = set()
-    dtypes = meta.dtypes  # one Series of dtypes, not a column (Series) per name
+    if dtypes is None:  # one Series of dtypes, not a column (Series) per name
+        dtypes = meta.dtypes
     for c in formula_columns:
         dt = dtypes[c]
         k = column_kind(dt)
