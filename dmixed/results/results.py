@@ -174,11 +174,21 @@ class MixedLMResults(FittedValues, Hypotheses):
             coords = Coordinates.model(stats.columns, layout)
         boundary = list(optimize_result.boundary)
         estimate = (packed, prof, llf, hessian)
+        checked = identifiable(stats, model)
         state = fit_state(
-            model, stats, reml, estimate, cov_fe, optimize_result, fit_seconds, coords, free
+            model,
+            stats,
+            reml,
+            estimate,
+            cov_fe,
+            optimize_result,
+            fit_seconds,
+            coords,
+            free,
+            checked=checked,
         )
         res = cls(state, model=model)
-        if identifiable(stats, model):  # else the fixed effects' warning says so
+        if checked:  # else the fixed effects' warning says so
             warn_unidentified(
                 hessian,
                 model.k_fe,
