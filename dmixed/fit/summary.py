@@ -198,9 +198,8 @@ class OptSummary:
         unknown = set(settings).difference(_setting_names())
         if unknown:
             raise TypeError(f"not settings of OptSummary: {sorted(unknown)}")
-        return OptSummary(
-            initial=np.array(initial, dtype=np.float64), **{**self.settings(), **settings}
-        )
+        values: dict[str, Any] = {**self.settings(), **settings}
+        return OptSummary(initial=np.array(initial, dtype=np.float64), **values)
 
 
 @functools.cache
