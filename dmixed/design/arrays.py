@@ -100,7 +100,13 @@ def exog_names(value, arr: np.ndarray) -> list[str]:
     names, j = [], 0
     for col in range(arr.shape[1]):
         column = arr[:, col]
-        if arr.shape[0] and np.all(column == column[0]) and column[0] != 0:
+        # the first rows first: a column that varies is told by them, without a pass
+        if (
+            arr.shape[0]
+            and column[0] != 0
+            and (column[:8] == column[0]).all()
+            and (column == column[0]).all()
+        ):
             names.append("const")
         else:
             j += 1
@@ -119,12 +125,13 @@ def _all_finite(arr: np.ndarray) -> bool:
 
 
 def _rows_missing(arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, int]]:
-    """Rows with a missing (or infinite) value in any array, and the count per array."""
+    """Rows with a missing (or infinite) value in any array, and the count per array
+    (integer and boolean arrays hold none: not looked at)."""
     n = len(next(iter(arrays.values())))
     masks = {
         name: missing_mask(arr, NUMERIC, infinite=True).reshape(n, -1).any(axis=1)
         for name, arr in ((k, np.asarray(v)) for k, v in arrays.items())
-        if not _all_finite(arr)
+        if arr.dtype.kind not in "iub" and not _all_finite(arr)
     }
     return missing_rows(masks, n)
 

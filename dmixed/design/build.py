@@ -97,6 +97,8 @@ def check_arguments(data, groups, weights, vc_formula, missing):
 
 def duplicated_columns(meta: pd.DataFrame) -> set:
     """Column labels that appear more than once (they only matter when used)."""
+    if meta.columns.is_unique:  # cached by pandas: no count over the labels
+        return set()
     return {c for c, k in Counter(meta.columns).items() if k > 1}
 
 
@@ -285,7 +287,7 @@ def used_columns(formula_columns: list[str], groups: str, weights, meta) -> list
     return columns_used
 
 
-def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str]):
+def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str], dtypes=None):
     """How each formula column is read, from its dtype: ``(kinds, native, integers)``
     (see :mod:`dmixed.design.dtypes`; ``integers``: the numeric columns of an integer
     dtype, read as numbers, :mod:`dmixed.design.references`).  ``object`` columns are
@@ -295,7 +297,8 @@ def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str]):
     read as levels (patsy's reading of booleans: ``flag[T.True]``); other boolean
     columns are numbers kept as booleans (``native`` ``"bool"``), so that an expression
     computes on them what it computes in patsy (``I(a + b)``: ``a or b``, a factor of
-    levels False and True; as numbers it would be 0, 1 or 2).
+    levels False and True; as numbers it would be 0, 1 or 2).  ``dtypes``: ``meta.dtypes``
+    where the caller has it.
 
     Raises
     ------
@@ -310,8 +313,10 @@ def column_kinds(meta, parsed: ParsedFormulas, formula_columns: list[str]):
     kinds: dict[str, str] = {}
     native: dict[str, str] = {}
     integers: set[str] = set()
+    if dtypes is None:  # one Series of dtypes, not a column (Series) per name
+        dtypes = meta.dtypes
     for c in formula_columns:
-        dt = meta[c].dtype
+        dt = dtypes[c]
         k = column_kind(dt)
         if k is None:
             raise DataError(f"column {c!r} has an unsupported dtype ({dt}) for a model formula")
@@ -605,11 +610,12 @@ def check_response_not_constant(spec: ModelSpec, data, scan: LevelScan, dask_inp
             frame = normalized_frame(spec, prepared.columns, n, spec.dense_columns)
             endog = materialize(spec.formulaic_spec("main").lhs, frame, spec.formula, spec.context)
         endog = np.asarray(endog, dtype=np.float64).reshape(-1)
-        finite = endog[np.isfinite(endog)]
-        if finite.size and finite.min() == finite.max():
-            raise DataError(
-                f"the response {spec.endog_name!r} is constant (all values {finite[0]!r})"
-            )
+        low, high = (endog.min(), endog.max()) if endog.size else (np.nan, np.nan)
+        if not (np.isfinite(low) and np.isfinite(high)):  # NaN or ±inf: the finite ones
+            finite = endog[np.isfinite(endog)]
+            low, high = (finite.min(), finite.max()) if finite.size else (np.nan, np.nan)
+        if low == high:  # (NaN: no finite value, nothing to refuse)
+            raise DataError(f"the response {spec.endog_name!r} is constant (all values {low!r})")
         return prepared
     if scan.response_range is not None and scan.response_range[0] == scan.response_range[1]:
         raise DataError(

@@ -24,13 +24,14 @@ def _check_response_numeric(meta, parsed: ParsedFormulas, kinds: dict) -> None:
             )
 
 
-def scan_levels(data, meta, dask_input, kinds, native, parsed, columns_used, missing):
+def scan_levels(data, meta, dask_input, kinds, native, parsed, columns_used, missing, dtypes=None):
     """The levels of the factor columns and the whole-data row counts (:class:`LevelScan`).
 
     ``object`` columns are read by the Python types of their values: ``kinds``,
     ``native`` and the levels are updated for those holding numbers or booleans
     (:func:`~dmixed.design.dtypes.object_class`).  A plain term that reads a column of
     numbers as a factor raises :class:`~dmixed.errors.NumericFactorWarning`.
+    ``dtypes``: ``meta.dtypes`` where the caller has it.
 
     Raises
     ------
@@ -43,7 +44,7 @@ def scan_levels(data, meta, dask_input, kinds, native, parsed, columns_used, mis
         level_cols=[
             c for c in parsed.formula_columns() if kinds[c] in (CATEGORICAL, NUMERIC_LEVELS)
         ],
-        object_cols=object_columns(meta, columns_used),
+        object_cols=object_columns(meta, columns_used, dtypes),
         c_columns=parsed.c_columns(),
         columns_used=columns_used,
         missing=missing,

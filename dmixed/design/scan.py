@@ -119,9 +119,11 @@ def is_dask(obj) -> bool:
     return (type(obj).__module__ or "").startswith("dask")
 
 
-def object_columns(frame: pd.DataFrame, columns) -> list[str]:
-    """The columns of ``columns`` whose dtype is ``object`` (in ``frame`` or a meta)."""
-    dtypes = frame.dtypes  # one Series of dtypes, not a column (Series) per name
+def object_columns(frame: pd.DataFrame, columns, dtypes=None) -> list[str]:
+    """The columns of ``columns`` whose dtype is ``object`` (in ``frame`` or a meta;
+    ``dtypes``: its ``dtypes`` where the caller has them)."""
+    if dtypes is None:  # one Series of dtypes, not a column (Series) per name
+        dtypes = frame.dtypes
     return [c for c in columns if dtypes[c] == np.dtype(object)]
 
 

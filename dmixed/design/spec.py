@@ -545,8 +545,9 @@ def build_spec_prepared(
     if dask_input:  # booleans that dd.from_pandas turned into text, as in process
         data = restored_booleans(data, columns_used)
         meta = data._meta
-    kinds, native, integers = column_kinds(meta, parsed, formula_columns)
-    scan = scan_levels(data, meta, dask_input, kinds, native, parsed, columns_used, missing)
+    dtypes = meta.dtypes  # a Series made once: pandas makes it anew on each call
+    kinds, native, integers = column_kinds(meta, parsed, formula_columns, dtypes)
+    scan = scan_levels(data, meta, dask_input, kinds, native, parsed, columns_used, missing, dtypes)
     levels = scan.levels
     specs = formula_specs(parsed, formula, re_formula, kinds, native, levels, groups, caller)
     vc_plans, vc_column_names = plan_variance_components(

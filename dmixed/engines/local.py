@@ -55,10 +55,11 @@ class LocalEngine:
         """The engine of column-major packed statistics ``acc`` (width, G) (the layout
         of :func:`dmixed.kernels.accumulate_packed_into`), read entry-major as they lie."""
         r, g = layout.r, acc.shape[1]
+        zz_cols, zxy_cols = layout.slices()
         zz = np.empty((r, r, g))
         for row, (a, b) in enumerate(zip(*layout.zz_index, strict=True)):
-            zz[a, b] = zz[b, a] = acc[layout.slices()[0].start + row]
-        zxy = acc[layout.slices()[1]].reshape(r, layout.k, g)
+            zz[a, b] = zz[b, a] = acc[zz_cols.start + row]
+        zxy = acc[zxy_cols].reshape(r, layout.k, g)
         engine = cls.__new__(cls)
         engine.block = kernels.StatsBlock.from_entry_major(zz, zxy).keep_conditionals()
         return engine

@@ -129,32 +129,47 @@ class Coordinates:
         With a diagonal ``A_o`` and the square-root packing, ``L_o = A_o L`` entry by
         entry, so that a held (``free`` = 0) entry of ``L`` stays where it is.
         """
-        return self._map(packed, use_sqrt, self.a_opt, self.tau_opt)
+        return self._mapping(use_sqrt, self.a_opt, self.tau_opt)(packed)
 
     def from_opt(self, packed: np.ndarray, use_sqrt: bool) -> np.ndarray:
         """Packed parameters of the optimizer → the model's (same packing)."""
-        return self._map(packed, use_sqrt, self.a_opt_inv, 1.0 / self.tau_opt)
+        return self._mapping(use_sqrt, self.a_opt_inv, 1.0 / self.tau_opt)(packed)
 
     def from_opt_all(self, rows, use_sqrt: bool) -> list[np.ndarray]:
         """:meth:`from_opt` of each packed vector of ``rows`` (the map made once)."""
-        inv, c = self.a_opt_inv, 1.0 / self.tau_opt
-        return [self._map(p, use_sqrt, inv, c) for p in rows]
+        apply = self._mapping(use_sqrt, self.a_opt_inv, 1.0 / self.tau_opt)
+        return [apply(p) for p in rows]
 
-    def _map(self, packed: np.ndarray, use_sqrt: bool, a: np.ndarray, c: np.ndarray) -> np.ndarray:
-        """Ψ → a Ψ a', τ → c τ (packed as ``use_sqrt`` packs, both ways)."""
+    def _mapping(self, use_sqrt: bool, a: np.ndarray, c: np.ndarray):
+        """The map Ψ → a Ψ a', τ → c τ of packed vectors (packed as ``use_sqrt`` packs,
+        both ways), its case (identity, diagonal, full ``a``) decided once."""
         layout = self.layout
-        out = np.asarray(packed, dtype=np.float64).copy()
         k2 = layout.k_re2
-        out[k2:] = out[k2:] * (np.sqrt(c) if use_sqrt else c)
+        factor = np.sqrt(c) if use_sqrt else c
+
+        def scaled(packed: np.ndarray) -> np.ndarray:
+            out = np.asarray(packed, dtype=np.float64).copy()
+            out[k2:] = out[k2:] * factor
+            return out
+
         if layout.k_re == 0 or np.array_equal(a, np.eye(layout.k_re)):
-            return out
+            return scaled
         if use_sqrt and np.array_equal(a, np.diag(np.diag(a))):
-            rows, _ = layout.tril()
-            out[:k2] = out[:k2] * np.diag(a)[rows]
-            return out
-        psi, tau = layout.unpack(out, use_sqrt)
-        out_psi = a @ psi @ a.T
-        return layout.pack(0.5 * (out_psi + out_psi.T), tau, use_sqrt)
+            diag = np.diag(a)[layout.tril()[0]]
+
+            def diagonal(packed: np.ndarray) -> np.ndarray:
+                out = scaled(packed)
+                out[:k2] = out[:k2] * diag
+                return out
+
+            return diagonal
+
+        def full(packed: np.ndarray) -> np.ndarray:
+            psi, tau = layout.unpack(scaled(packed), use_sqrt)
+            out_psi = a @ psi @ a.T
+            return layout.pack(0.5 * (out_psi + out_psi.T), tau, use_sqrt)
+
+        return full
 
     def lam(
         self, packed_opt: np.ndarray, use_sqrt: bool, layout: Layout | None = None

@@ -26,6 +26,7 @@ The start a user gives (``start_params``) is read here too (:func:`start_packed`
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 
@@ -242,7 +243,7 @@ def start_packed(start_params, layout: Layout, use_sqrt: bool, k_fe: int) -> np.
         finite (named by its position and value as given).
     """
     if start_params is None:
-        return layout.pack(np.eye(layout.k_re), np.ones(layout.k_vc), use_sqrt)
+        return _default_start(layout, use_sqrt).copy()
     if hasattr(start_params, "get_packed"):
         return _finite_start(np.asarray(start_params.get_packed(use_sqrt=use_sqrt, has_fe=False)))
     arr = np.asarray(start_params, dtype=np.float64).ravel()
@@ -254,6 +255,15 @@ def start_packed(start_params, layout: Layout, use_sqrt: bool, k_fe: int) -> np.
         f"start_params has {arr.size} values; expected {layout.n_params} covariance "
         f"parameters, optionally preceded by {k_fe} fixed effects"
     )
+
+
+@functools.lru_cache(maxsize=32)
+def _default_start(layout: Layout, use_sqrt: bool) -> np.ndarray:
+    """statsmodels' start Ψ* = I, τ* = 1 packed for ``layout`` (made once per layout and
+    packing; read-only)."""
+    out = layout.pack(np.eye(layout.k_re), np.ones(layout.k_vc), use_sqrt)
+    out.flags.writeable = False
+    return out
 
 
 def _finite_start(packed: np.ndarray, offset: int = 0) -> np.ndarray:

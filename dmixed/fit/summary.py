@@ -195,13 +195,11 @@ class OptSummary:
 
     def start(self, initial: np.ndarray, **settings: float | int) -> OptSummary:
         """A fresh record from ``initial`` with these settings, ``settings`` overriding."""
-        unknown = set(settings) - set(self.settings())
+        unknown = set(settings).difference(_setting_names())
         if unknown:
             raise TypeError(f"not settings of OptSummary: {sorted(unknown)}")
-        record = OptSummary(initial=np.array(initial, dtype=np.float64))
-        for name, value in {**self.settings(), **settings}.items():
-            setattr(record, name, value)
-        return record
+        values: dict[str, Any] = {**self.settings(), **settings}
+        return OptSummary(initial=np.array(initial, dtype=np.float64), **values)
 
 
 @functools.cache

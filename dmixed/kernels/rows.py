@@ -8,6 +8,7 @@ statistics of any split of the rows add up to those of the whole.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -238,7 +239,15 @@ def plan_terms(k: int, r: int, canon: list[int], ones: set, zeros: set) -> tuple
     """The terms and ``column_term`` of a :func:`product_plan` from what it found of the
     ``k + r`` sources ``[xcols..., zcols...]``: ``canon[u]``, the first source equal to
     ``u`` (``canon[j] = j`` for ``j < k``); ``ones``, the canonical sources that are 1 on
-    every row; ``zeros``, those that are 0 on every row."""
+    every row; ``zeros``, those that are 0 on every row.  Made once per distinct
+    finding (fresh lists each call)."""
+    terms, column_term = _plan_terms(k, r, tuple(canon), frozenset(ones), frozenset(zeros))
+    return list(terms), list(column_term)
+
+
+@functools.lru_cache(maxsize=256)
+def _plan_terms(k: int, r: int, canon: tuple, ones: frozenset, zeros: frozenset):
+    """:func:`plan_terms` as tuples (cached)."""
 
     def term(u: int, v: int) -> tuple:
         if u in zeros or v in zeros:
@@ -257,9 +266,9 @@ def plan_terms(k: int, r: int, canon: list[int], ones: set, zeros: set) -> tuple
         return term(canon[k + source[1]], source[2])
 
     wanted = [packed_term(s) for s in PackedLayout(r, k).column_sources()]
-    terms = list(dict.fromkeys(wanted))
+    terms = tuple(dict.fromkeys(wanted))
     index = {t: i for i, t in enumerate(terms)}
-    return terms, [index[t] for t in wanted]
+    return terms, tuple(index[t] for t in wanted)
 
 
 def live_terms(terms: list) -> list:

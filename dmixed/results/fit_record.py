@@ -37,13 +37,15 @@ def fit_state(
     fit_seconds,
     coords: Coordinates,
     free: np.ndarray | None = None,
+    checked: bool | None = None,
 ) -> ResultsState:
     """The state record of a fit (:meth:`MixedLMResults.from_fit
     <dmixed.results.results.MixedLMResults.from_fit>`): the covariance of the estimates
     (:func:`~dmixed.results.covariance.covariance_of_estimates`) and :func:`record_fit`.
     ``estimate`` is ``(packed, prof, llf, hessian)`` in the optimizer's and the
     statistics' coordinates.  ``free``: the covariance parameters estimated (default
-    all; :func:`~dmixed.results.covariance.covariance_of_estimates`)."""
+    all; :func:`~dmixed.results.covariance.covariance_of_estimates`).  ``checked``:
+    :func:`identifiable` where the caller has it."""
     packed, prof, llf, hessian = estimate
     layout = stats.layout
     boundary = list(optimize_result.boundary)
@@ -54,7 +56,7 @@ def fit_state(
         at_zero=layout.boundary_mask(boundary, use_sqrt=False),
         conditional=float(prof.scale) * prof.a_inv,
         cov_fe=cov_fe,
-        identifiable=identifiable(stats, model),
+        identifiable=identifiable(stats, model) if checked is None else checked,
         free=free,
     )
     return record_fit(

@@ -174,11 +174,21 @@ class MixedLMResults(FittedValues, Hypotheses):
             coords = Coordinates.model(stats.columns, layout)
         boundary = list(optimize_result.boundary)
         estimate = (packed, prof, llf, hessian)
+        checked = identifiable(stats, model)
         state = fit_state(
-            model, stats, reml, estimate, cov_fe, optimize_result, fit_seconds, coords, free
+            model,
+            stats,
+            reml,
+            estimate,
+            cov_fe,
+            optimize_result,
+            fit_seconds,
+            coords,
+            free,
+            checked=checked,
         )
         res = cls(state, model=model)
-        if identifiable(stats, model):  # else the fixed effects' warning says so
+        if checked:  # else the fixed effects' warning says so
             warn_unidentified(
                 hessian,
                 model.k_fe,
@@ -206,6 +216,17 @@ class MixedLMResults(FittedValues, Hypotheses):
         a model of ndarrays (statsmodels' rule: arrays in, arrays out)."""
         return named if self.pandas_output else named.to_numpy()
 
+    def _shaped_series(self, values, index, name: str | None = None):
+        """:meth:`_shaped` of ``pd.Series(values, index=index(), name=name)``, built only
+        for pandas output: for a model of ndarrays the values themselves, as that
+        Series' ``to_numpy()`` gives them (a read-only copy), without pandas' index
+        and Series (most of the cost of a fit's ``bse`` on a small model)."""
+        if self.pandas_output:
+            return pd.Series(values, index=index(), name=name)
+        out = np.array(values)
+        out.flags.writeable = False
+        return out
+
     @property
     def pandas_output(self) -> bool:
         """Whether estimates, fitted values and residuals are pandas objects (see
@@ -216,13 +237,14 @@ class MixedLMResults(FittedValues, Hypotheses):
     def params(self) -> pd.Series | np.ndarray:
         """``[fe_params, vech_lt(Ψ*), τ*]`` by parameter name (see the class doc); an
         ndarray for a model of ndarrays, as every estimate below."""
-        return self._shaped(pd.Series(self._state.params, index=self._param_index, name="params"))
+        return self._shaped_series(self._state.params, lambda: self._param_index, "params")
 
     @cached_property
     def fe_params(self) -> pd.Series | np.ndarray:
         """The fixed effects β̂, by ``exog_names``."""
-        fe = pd.Series(self._state.fe_params, index=self.names.exog_names, name="fe_params")
-        return self._shaped(fe)
+        return self._shaped_series(
+            self._state.fe_params, lambda: self.names.exog_names, "fe_params"
+        )
 
     @cached_property
     def cov_re(self) -> pd.DataFrame | np.ndarray:
@@ -273,18 +295,18 @@ class MixedLMResults(FittedValues, Hypotheses):
 
     @cached_property
     def bse(self) -> pd.Series | np.ndarray:
-        return self._shaped(pd.Series(self._state.bse, index=self._param_index, name="bse"))
+        return self._shaped_series(self._state.bse, lambda: self._param_index, "bse")
 
     @cached_property
     def bse_fe(self) -> pd.Series | np.ndarray:
         k = self.k_fe
-        return self._shaped(pd.Series(self._state.bse[:k], index=self._param_index[:k], name="bse"))
+        return self._shaped_series(self._state.bse[:k], lambda: self._param_index[:k], "bse")
 
     @cached_property
     def bse_re(self) -> pd.Series | np.ndarray:
         with np.errstate(invalid="ignore"):  # NaN where the fit warned of the Hessian
             se = np.sqrt(self.scale * np.diag(self._cov)[self.k_fe :])
-        return self._shaped(pd.Series(se, index=self.param_names[self.k_fe :]))
+        return self._shaped_series(se, lambda: self.param_names[self.k_fe :])
 
     @cached_property
     def tvalues(self) -> pd.Series | np.ndarray:
@@ -296,7 +318,7 @@ class MixedLMResults(FittedValues, Hypotheses):
         from scipy import special  # here: importing scipy costs more than most fits
 
         p = 2 * special.ndtr(-np.abs(np.asarray(self.tvalues)))
-        return self._shaped(pd.Series(p, index=self.param_names))
+        return self._shaped_series(p, lambda: self.param_names)
 
     def conf_int(self, alpha: float = 0.05) -> pd.DataFrame | np.ndarray:
         """Wald intervals ``params ± z_{1−α/2} · bse``."""

@@ -73,9 +73,13 @@ def constant_in_rows(exog: np.ndarray) -> int:
     x = np.asarray(exog, dtype=np.float64)
     if x.shape[0] == 0:
         return 0
-    constant = np.flatnonzero(x.max(axis=0) == x.min(axis=0))
-    if np.any(x[0, constant] != 0):
-        return 1
+    # a column is constant when every row equals its first (as max == min: NaN never
+    # is); only those not zero in the first row are looked at, one at a time, so that
+    # a design with an intercept reads that one column, not every column twice
+    for j in np.flatnonzero(x[0] != 0).tolist():
+        column = x[:, j]
+        if (column == column[0]).all():
+            return 1
     augmented = np.column_stack([np.ones(x.shape[0]), x])
     return int(np.linalg.matrix_rank(augmented) == np.linalg.matrix_rank(x))
 

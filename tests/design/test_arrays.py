@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dmixed import MixedLM
-from dmixed.design.arrays import as_float_matrix
+from dmixed.design.arrays import as_float_matrix, exog_names
 from dmixed.errors import DataError, DroppedRowsWarning
 
 
@@ -124,3 +124,36 @@ def test_array_input_is_held_column_major_and_fits_as_its_formula(order, seed):
     assert a.llf == f.llf
     np.testing.assert_array_equal(a.fe_params, np.asarray(f.fe_params))
     np.testing.assert_array_equal(a.cov_re, np.asarray(f.cov_re))
+
+
+_VALUES = st.sampled_from([0.0, -0.0, 1.0, 2.5, -1.0, np.nan, np.inf])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(1, 20).flatmap(
+        lambda n: st.lists(
+            st.one_of(
+                st.lists(_VALUES, min_size=n, max_size=n),
+                _VALUES.map(lambda v, n=n: [v] * n),
+                st.tuples(_VALUES, st.integers(0, n - 1), _VALUES).map(
+                    lambda t, n=n: [t[2] if i == t[1] else t[0] for i in range(n)]
+                ),  # constant but for one row, anywhere (also past the first rows)
+            ),
+            min_size=1,
+            max_size=4,
+        )
+    )
+)
+def test_exog_names_of_arrays_are_statsmodels_rule(columns):
+    """'const' for a column whose every row equals its first, not zero; x1, x2, …
+    for the others (the first rows looked at first give the same names)."""
+    x = np.asfortranarray(np.array(columns, dtype=np.float64).T)
+    want, j = [], 0
+    for col in x.T:
+        if np.all(col == col[0]) and col[0] != 0:
+            want.append("const")
+        else:
+            j += 1
+            want.append(f"x{j}")
+    assert exog_names(x, x) == want

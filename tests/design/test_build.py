@@ -112,6 +112,20 @@ def test_unseen_level_at_transform_time():
         spec_k.transform(df.assign(k=9))
 
 
+def test_a_constant_response_is_refused_whatever_its_missing_values():
+    """The response's finite values decide: constant with missing rows dropped is
+    refused naming the value, varying with them is built."""
+    df = make_df()
+    y = np.full(len(df), 2.5)
+    y[3] = np.nan
+    with pytest.raises(
+        DataError, match=r"response 'y' is constant \(all values np.float64\(2.5\)\)"
+    ):
+        build_spec(df.assign(y=y), "y ~ x1", groups="g", missing="drop")
+    y[5] = -1.0
+    assert build_spec(df.assign(y=y), "y ~ x1", groups="g", missing="drop").endog_name == "y"
+
+
 def test_errors_are_grouped_by_what_went_wrong():
     """Formula refusals are FormulaError, bad arguments SpecError, data problems DataError
     (all ValueError, as statsmodels raises)."""

@@ -187,6 +187,23 @@ def test_arrays_in_arrays_out_pandas_in_pandas_out():
     np.testing.assert_allclose(res.fittedvalues + res.resid, df["y"].drop(df.index[4]))
 
 
+def test_array_estimates_are_the_values_of_the_pandas_ones():
+    """For a model of ndarrays the estimates made without pandas are, bit for bit, the
+    values of the Series a pandas model's results hold (read-only copies, as
+    ``Series.to_numpy()`` gives them)."""
+    df = make_data(n_groups=12, seed=7)
+    endog, exog, exog_re, groups = design(df)
+    arrays = MixedLM(endog, exog, groups, exog_re=exog_re).fit()
+    frame = MixedLM(pd.Series(endog), pd.DataFrame(exog), groups, exog_re=exog_re).fit()
+    for name in ("params", "bse", "fe_params", "bse_fe", "bse_re", "tvalues", "pvalues"):
+        got, want = getattr(arrays, name), getattr(frame, name).to_numpy()
+        assert got.dtype == want.dtype and got.shape == want.shape, name
+        assert got.tobytes() == want.tobytes(), name
+    for name in ("params", "bse", "fe_params", "bse_fe", "bse_re", "pvalues"):
+        assert not getattr(arrays, name).flags.writeable, name
+    assert not np.shares_memory(arrays.params, arrays.to_state().params)
+
+
 def test_an_exog_vc_column_zero_in_a_group_is_reported_as_statsmodels(tmp_path):
     """statsmodels reports every column of a group's ``exog_vc`` matrix, one zero on the
     group's rows too (BLUP 0, conditional variance the component's variance); dmixed

@@ -7,6 +7,8 @@ import dask.dataframe as dd
 import numpy as np
 import pytest
 import statsmodels.api as sm
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import dmixed
 from dmixed.results import load
@@ -105,3 +107,43 @@ def test_terms_name_their_columns(data):
     names = np.asarray(res.names.exog_names)
     assert list(names[terms["C(site)"]]) == ["C(site)[T.b]", "C(site)[T.c]"]
     assert [n for n, _ in fe_terms(None, ["a", "b"])] == ["a", "b"]
+
+
+def _constant_in_rows_by_range(x: np.ndarray) -> int:
+    """The rule as statsmodels writes it: a column whose max equals its min, not zero."""
+    constant = np.flatnonzero(x.max(axis=0) == x.min(axis=0))
+    if np.any(x[0, constant] != 0):
+        return 1
+    augmented = np.column_stack([np.ones(x.shape[0]), x])
+    return int(np.linalg.matrix_rank(augmented) == np.linalg.matrix_rank(x))
+
+
+_ENTRIES = st.sampled_from([0.0, -0.0, 1.0, 2.0, -3.5, np.nan, np.inf, -np.inf, 1e-300])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(1, 6).flatmap(
+        lambda n: st.lists(
+            st.one_of(
+                st.lists(_ENTRIES, min_size=n, max_size=n),
+                _ENTRIES.map(lambda v, n=n: [v] * n),  # constant columns, often
+            ),
+            min_size=1,
+            max_size=4,
+        )
+    )
+)
+def test_k_constant_of_rows_is_the_rule_by_range(columns):
+    """Constant columns found by comparing with the first row are those whose max equals
+    their min, with NaN, ±inf, signed zeros and constant columns of every value."""
+    x = np.asfortranarray(np.array(columns, dtype=np.float64).T)
+
+    def outcome(rule):
+        try:
+            with np.errstate(invalid="ignore"):
+                return rule(x)
+        except (np.linalg.LinAlgError, ValueError) as exc:  # the rank of non-finite rows
+            return type(exc)
+
+    assert outcome(constant_in_rows) == outcome(_constant_in_rows_by_range)
