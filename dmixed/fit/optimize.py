@@ -475,7 +475,11 @@ class _Optimization:
                     self.settled = (cur_packed.tobytes(), tuple(boundary), shifted)
                 break
             last_step = step.rise <= _LAST_STEP_DECREMENT * np.sqrt(s.newton_decrement) * self.n
-            accepted = self.line_search(ev, theta, movable, step, not secant, last_step)
+            # the exact Hessian at the trial point is wanted next unless a secant update
+            # stands in for it; after a last step the polish takes it there anyway (with
+            # the BLUPs), so it rides on the step's round trip then too
+            ahead = not secant or last_step
+            accepted = self.line_search(ev, theta, movable, step, ahead, last_step)
             if accepted is None:
                 break
             theta, cur_packed = accepted

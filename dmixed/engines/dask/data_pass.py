@@ -314,8 +314,12 @@ def _early_evaluators(run: _Pass, futures: list, packed, layout: Layout):
     if run.mode == "local" or _crossed(packed) or structure_possible(layout, ragged):
         return None
     client = run.client
+    # the sizes first: a worker runs its tasks in the order they come, and the driver
+    # assembles the summaries while the workers make the evaluators and their moments
+    # only when the sizes are not queued behind them
+    sizes = client.map(block_groups, futures, pure=False)
     evaluators, moments = submit_evaluators(client, futures, None, packed.r)
-    sizes = gather(client, client.map(block_groups, futures, pure=False), "the data pass")
+    sizes = gather(client, sizes, "the data pass")
     keep = [i for i, size in enumerate(sizes) if size > 0]
     if not keep or not _keeps_on_cluster(run, int(sum(sizes)), packed, None):
         keep = []  # no rows (an error, after the assembly) or gathered: as before

@@ -48,6 +48,30 @@ def _assert_same(a, b):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
 
 
+def _count_round_trips(monkeypatch) -> list:
+    """A list that grows by one at every round trip of a :class:`DaskEngine`."""
+    trips = []
+    round_trip = DaskEngine._round_trip
+
+    def counted(self, submit, kwargs):
+        trips.append(1)
+        return round_trip(self, submit, kwargs)
+
+    monkeypatch.setattr(DaskEngine, "_round_trip", counted)
+    return trips
+
+
+def _assert_same_fit(res, ref):
+    """The same evaluations, estimates, standard errors and BLUPs, bit for bit."""
+    assert res.llf == ref.llf and res.n_evals == ref.n_evals
+    np.testing.assert_array_equal(res.params, ref.params)
+    np.testing.assert_array_equal(res.bse, ref.bse)
+    for name in ("blup", "blup_cov"):
+        np.testing.assert_array_equal(
+            np.asarray(getattr(res.to_state(), name)), np.asarray(getattr(ref.to_state(), name))
+        )
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_step_hessian_is_the_step_and_the_hessian(client, case):
     stats = _model(case).statistics(client=client, engine="distributed")
@@ -120,14 +144,7 @@ def test_the_blups_come_with_the_final_hessian(client, case, secant_rows, monkey
     Newton steps end (a trial point's chain, or the polish's Hessian after secant steps),
     and the results are those of a separate round trip for them, bit for bit."""
     monkeypatch.setattr(DEFAULTS, "newton_secant_rows", secant_rows)
-    trips = []
-    round_trip = DaskEngine._round_trip
-
-    def counted(self, submit, kwargs):
-        trips.append(1)
-        return round_trip(self, submit, kwargs)
-
-    monkeypatch.setattr(DaskEngine, "_round_trip", counted)
+    trips = _count_round_trips(monkeypatch)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = _model(case).fit(client=client, engine="distributed")
@@ -137,13 +154,7 @@ def test_the_blups_come_with_the_final_hessian(client, case, secant_rows, monkey
         trips.clear()
         ref = _model(case).fit(client=client, engine="distributed")
     assert together == len(trips) - 1
-    assert res.llf == ref.llf and res.n_evals == ref.n_evals
-    np.testing.assert_array_equal(res.params, ref.params)
-    np.testing.assert_array_equal(res.bse, ref.bse)
-    for name in ("blup", "blup_cov"):
-        np.testing.assert_array_equal(
-            np.asarray(getattr(res.to_state(), name)), np.asarray(getattr(ref.to_state(), name))
-        )
+    _assert_same_fit(res, ref)
     np.testing.assert_array_equal(
         res.random_effects_frame().to_numpy(), ref.random_effects_frame().to_numpy()
     )
@@ -167,3 +178,22 @@ def test_blups_kept_with_a_hessian_are_those_of_their_own_round_trip(client):
     other = engine.random_effects(lam, 2.0 * w)
     assert not np.array_equal(other[0], own[0])
     np.testing.assert_array_equal(engine.random_effects(lam, w)[0], own[0])
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_last_secant_step_brings_its_hessian_and_blups(client, case, monkeypatch):
+    """After secant steps (no exact Hessian wanted at their points), the step expected
+    to end at the optimum still brings the Hessian and the BLUPs there in its round trip
+    (the polish takes both there): fewer round trips than with each in its own, the
+    same numbers bit for bit."""
+    monkeypatch.setattr(DEFAULTS, "newton_secant_rows", 0)
+    trips = _count_round_trips(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = _model(case).fit(client=client, engine="distributed")
+        together = len(trips)
+        monkeypatch.delattr(DaskEngine, "step_hessian")  # every Hessian in its own trip
+        trips.clear()
+        ref = _model(case).fit(client=client, engine="distributed")
+    assert together < len(trips)
+    _assert_same_fit(res, ref)

@@ -1,0 +1,149 @@
+"""A/B of two checkouts on the out-of-core fit's part after the data pass's chains.
+
+Run:  python benchmarks/bench_tail_ab.py BASE_TREE [--rounds 3] [--fits 2]
+                                         [--dir /tmp/bd20] [--workers 2]
+
+``BASE_TREE`` is another checkout (a worktree of main); this checkout is the other
+version.  The data set is :mod:`bench_dask`'s (``--dir``, generated there).  For each of
+``--rounds`` rounds, the two versions run in turn (the order alternating from round to
+round), each in a child process with ``PYTHONPATH`` set to its tree: a 2-worker
+LocalCluster as :mod:`bench_dask` makes it, one warm fit, then ``--fits`` fits of
+``y ~ x1 + x2 + x3`` with a random intercept and slope on x1 (REML, standard errors).
+Per fit the child reports the wall time, the split after the chains
+(:func:`bench_dask.tail_split`: to the first optimizer round trip, the round trips, after
+the last task), the driver's round trips of the optimizer (``DaskEngine._round_trip``
+calls), the tasks by kind, the CPU seconds of the driver and of the workers after the
+engine's ``data pass done`` line (the optimization and the results), the evaluations
+and ℓ.  The parent prints each fit and, per version, the best of each figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def child(args) -> None:
+    import dask.dataframe as dd
+    from bench_dask import PhaseCPU, local_cluster, tail_split, task_times
+    from distributed import Client, get_task_stream
+
+    import dmixed
+    from dmixed.engines.dask import evaluator
+
+    trips = [0]
+    original = evaluator.DaskEngine._round_trip
+
+    def counted(self, submit, kwargs):
+        trips[0] += 1
+        return original(self, submit, kwargs)
+
+    evaluator.DaskEngine._round_trip = counted
+    out = {"dmixed": os.path.dirname(dmixed.__file__), "fits": []}
+    with local_cluster(args.workers, "6GiB") as cluster, Client(cluster) as client:
+
+        def fit():
+            model = dmixed.mixedlm(
+                "y ~ x1 + x2 + x3", dd.read_parquet(args.dir), groups="g", re_formula="1 + x1"
+            )
+            return model.fit(client=client)
+
+        fit()  # warm: compiled kernels loaded on the workers
+        cpu = PhaseCPU(client)
+        log = logging.getLogger("dmixed")
+        log.addHandler(cpu)
+        log.setLevel(logging.DEBUG)
+        for _ in range(args.fits):
+            trips[0] = 0
+            cpu.mark()
+            t0, wall0 = time.perf_counter(), time.time()
+            with get_task_stream(client) as ts:
+                res = fit()
+            wall = time.perf_counter() - t0
+            cpu.mark()
+            tasks = task_times(ts.data, wall0)
+            out["fits"].append(
+                {
+                    "wall": wall,
+                    "tail": tail_split(tasks, wall),
+                    "round_trips": trips[0],
+                    "tasks": {k: v["count"] for k, v in tasks.items() if k != "getitem"},
+                    "cpu": cpu.phases(),
+                    "n_evals": res.n_evals,
+                    "llf": res.llf,
+                    "bse": res.bse.tolist(),
+                }
+            )
+        log.removeHandler(cpu)
+    print("RESULT " + json.dumps(out))
+
+
+def run_version(tree: str, args) -> dict:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([tree, HERE]))
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", "--dir", args.dir]
+    cmd += ["--fits", str(args.fits), "--workers", str(args.workers)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tree, check=True)
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
+    return json.loads(line[len("RESULT ") :])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("base", nargs="?", help="the other checkout's root")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--fits", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--dir", default="/tmp/bd20")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(args)
+        return
+    this = os.path.dirname(HERE)
+    versions = {"base": os.path.abspath(args.base), "this": this}
+    got: dict[str, list] = {name: [] for name in versions}
+    print(f"load before: {os.getloadavg()}")
+    for i in range(args.rounds):
+        order = list(versions) if i % 2 == 0 else list(versions)[::-1]
+        for name in order:
+            res = run_version(versions[name], args)
+            for f in res["fits"]:
+                got[name].append(f)
+                nan = float("nan")
+                t = f["tail"] or {}
+                print(
+                    f"round {i} {name:4s} fit {f['wall']:.2f} s; after chains: to optimizer "
+                    f"{t.get('to_optimizer', nan):.2f}, round trips "
+                    f"{t.get('optimizer', nan):.2f}, after {t.get('after', nan):.2f}"
+                    f" s; {f['round_trips']} optimizer round trips, {f['n_evals']} evaluations; "
+                    f"CPU s after the data pass: driver {f['cpu']['optimization']['driver']:.2f}, "
+                    f"workers {f['cpu']['optimization']['workers']:.2f}; llf {f['llf']!r}"
+                )
+    print(f"load after: {os.getloadavg()}")
+    for name, fits in got.items():
+        tails = [f["tail"] for f in fits if f["tail"]]
+        after = [t["to_optimizer"] + t["optimizer"] + t["after"] for t in tails]
+        print(
+            f"{name}: best fit {min(f['wall'] for f in fits):.2f} s; best after chains "
+            f"{min(after):.2f} s (to optimizer {min(t['to_optimizer'] for t in tails):.2f}, "
+            f"round trips {min(t['optimizer'] for t in tails):.2f}, after "
+            f"{min(t['after'] for t in tails):.2f}); optimizer round trips "
+            f"{sorted({f['round_trips'] for f in fits})}; CPU s after the data pass, least: "
+            f"driver {min(f['cpu']['optimization']['driver'] for f in fits):.2f}, workers "
+            f"{min(f['cpu']['optimization']['workers'] for f in fits):.2f}; tasks "
+            f"{fits[-1]['tasks']}"
+        )
+    base, this_ = got["base"][-1], got["this"][-1]
+    same = base["llf"] == this_["llf"] and base["bse"] == this_["bse"]
+    print(f"llf and standard errors identical: {same}")
+
+
+if __name__ == "__main__":
+    main()
