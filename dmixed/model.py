@@ -223,6 +223,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         weights: str | None = None,
         use_sqrt: bool = True,
         eval_env=None,
+        drop_cols=None,
     ) -> MixedLM:
         """Create a model from a formula and a pandas (or Dask) DataFrame.
 
@@ -246,13 +247,16 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         Raises
         ------
         SpecError
-            ``subset`` given (filter the DataFrame first), ``groups`` neither a column
+            ``subset`` or ``drop_cols`` given (statsmodels' arguments: filter the
+            DataFrame first, leave the terms out of the formula), ``groups`` neither a column
             name nor one label per row, or a formula that cannot be built
             (:func:`dmixed.design.build_spec`).
         """
         del use_sparse  # accepted for statsmodels' signature, ignored
         if subset is not None:
             raise SpecError("subset is not supported: filter the DataFrame first")
+        if drop_cols is not None:
+            raise SpecError("drop_cols is not supported: leave those terms out of the formula")
         if not isinstance(groups, str):
             # statsmodels also takes the labels themselves; they are named "Group"
             if is_dask(data):

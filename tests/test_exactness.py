@@ -386,6 +386,23 @@ def test_response_exactly_linear_within_groups_says_so(residual_sd):
     assert res.optimizer.resolution_edge  # kept by the results (it read False)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_response_constant_within_groups_says_so(seed):
+    """y = u[g] exactly: the within-group sums are the rounding of the group means
+    alone (W_yy ~ 1e-33), the likelihood rises without bound as σ² → 0, and the fit
+    once reported converged=True at σ̂² ~ 1e-17 with no warning."""
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(20), 5)
+    df = pd.DataFrame({"y": rng.normal(size=20)[g], "x": rng.normal(size=100), "g": g})
+    model = dmixed.MixedLM.from_formula("y ~ x", df, groups="g")
+    with pytest.warns(dmixed.FitConvergenceWarning, match="beyond what the statistics resolve"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", dmixed.PrecisionWarning)
+            res = model.fit()
+    assert not res.converged
+    assert res.optimizer.resolution_edge
+
+
 def test_the_resolution_edge_is_saved(tmp_path):
     model = dmixed.MixedLM.from_formula("y ~ x", _linear_within(0.0), groups="g")
     with warnings.catch_warnings():

@@ -322,6 +322,15 @@ def test_missing_none_acts_as_raise():
         MixedLM(endog, exog, groups, missing="nan")
 
 
+@pytest.mark.parametrize("keyword", ["subset", "drop_cols"])
+def test_statsmodels_formula_keywords_not_supported_are_named(keyword):
+    """statsmodels' ``from_formula`` takes ``subset`` and ``drop_cols``; dmixed refuses
+    them naming the argument (``drop_cols`` once raised a bare TypeError)."""
+    df = pd.DataFrame({"y": np.arange(10.0), "x": np.arange(10.0) % 3, "g": np.arange(10) % 2})
+    with pytest.raises(dmixed.SpecError, match=f"{keyword} is not supported"):
+        dmixed.mixedlm("y ~ x", df, groups="g", **{keyword: ["x"]})
+
+
 def _unidentifiable(kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """y, exog (intercept and a covariate), groups: one group of 40 rows, or 520 groups of
     one row each (the cases of issue 13)."""

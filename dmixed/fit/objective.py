@@ -239,7 +239,28 @@ def statistics_resolution(prof: Profile, glob: GlobalStats) -> float:
         return 0.0
     if not prof.q > 0:
         return np.inf
-    return float(np.finfo(float).eps) * pivot.size / prof.q
+    return _within_rounding(pivot, glob) / prof.q
+
+
+def _within_rounding(pivot: WithinPivot, glob: GlobalStats) -> float:
+    eps = float(np.finfo(float).eps)
+    # W is summed about each group's rounded mean, off by ~ε·|mean| per row: a floor
+    # of ε²·|w₀|'|[X y]'[X y]||w₀| under Q_W, however small W itself (y constant
+    # within the groups leaves W_yy of nothing but that floor)
+    w0 = np.abs(pivot.w0)
+    return eps * (pivot.size + eps * float(w0 @ np.abs(glob.xyxy) @ w0))
+
+
+def unresolved_within_limit(glob: GlobalStats) -> bool:
+    """Whether ``Q_W`` — the infimum of ``Q`` as the random intercept's variance grows —
+    is within the statistics' rounding (:func:`statistics_resolution` at ``Q = Q_W``
+    above :data:`STATISTICS_RESOLUTION_LIMIT`): ℓ then rises without a resolved
+    maximum toward σ² → 0, whether or not the optimizer reaches that region."""
+    pivot = within_pivot(glob)
+    if pivot is None:
+        return False
+    rounding = _within_rounding(pivot, glob)
+    return not pivot.q > 0 or rounding / pivot.q > STATISTICS_RESOLUTION_LIMIT
 
 
 def out_of_resolution(step: StepSums, prof: Profile, glob: GlobalStats) -> bool:

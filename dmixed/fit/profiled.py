@@ -26,6 +26,7 @@ from .objective import (
     profile,
     profile_weights,
     score_matrices,
+    unresolved_within_limit,
 )
 
 __all__ = ["Evaluation", "ProfiledObjective"]
@@ -220,8 +221,14 @@ class ProfiledObjective:
         """Whether ``ev`` is a maximum only because the points beyond it were rejected
         for resolution: one was, and ℓ rises from ``ev`` toward the last of them."""
         rejected = self.rejected_for_resolution
-        if rejected is None or ev.prof is None:
+        if ev.prof is None:
             return False
+        if rejected is None:
+            # none met yet, but where Q_W is rounding ℓ rises outward by about half the
+            # within-group residual degrees of freedom (≥ 1) per unit of log ψ; flat
+            # (no such degrees of freedom: groups of one row) is not the edge
+            unresolved = unresolved_within_limit(self.glob)
+            return unresolved and float(ev.score @ ev.packed) > 0.25
         return float(ev.score @ (rejected - ev.packed)) > 0.0
 
     def lam(self, packed: np.ndarray) -> np.ndarray:

@@ -25,6 +25,7 @@ from ..errors import CheckpointError, SpecError
 from ..files import jsonable, sibling_path
 from ..fit.summary import ensure_progress_handler
 from ..stats import GroupArrays
+from .alpha import check_alpha
 from .replicate import ReplicateFitter, estimate_row, replicate_rngs
 from .simulate import check_nsim
 
@@ -98,8 +99,7 @@ class BootstrapResults:
         SpecError
             ``alpha`` not in (0, 1).
         """
-        if not 0.0 < float(alpha) < 1.0:
-            raise SpecError(f"alpha must be in (0, 1), got {alpha!r}")
+        alpha = check_alpha(alpha)
         vals = self.values
         lower = vals.quantile(alpha / 2.0)
         upper = vals.quantile(1.0 - alpha / 2.0)

@@ -19,6 +19,7 @@ import pandas as pd
 
 from ..design.messages import clean_message
 from ..errors import ConstraintRankWarning, SpecError
+from .alpha import check_alpha
 
 __all__ = ["ContrastResults", "by_name", "check_flag", "hypothesis", "t_test", "wald_test"]
 
@@ -84,6 +85,7 @@ class ContrastResults:
 
         if self.effect is None or self.sd is None:
             raise SpecError("a joint Wald test has no per-row intervals; use t_test")
+        alpha = check_alpha(alpha)
         dist = stats.t(self.df_denom) if self.distribution == "t" else stats.norm
         half = dist.ppf(1 - alpha / 2) * np.ravel(self.sd)
         return np.column_stack([self.effect - half, self.effect + half])

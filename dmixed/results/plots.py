@@ -14,6 +14,7 @@ import pandas as pd
 
 from ..design import is_dask
 from ..errors import SpecError
+from .alpha import check_alpha
 
 __all__ = ["MAX_CATERPILLAR_GROUPS", "MAX_RESIDUAL_POINTS", "caterpillar", "residual_plot"]
 
@@ -84,8 +85,7 @@ def caterpillar(results, term=None, alpha: float = 0.05, ax=None, max_groups=Non
     if not names:
         raise SpecError("the model has no random effects of exog_re to plot")
     col = _term_position(term, names)
-    if not 0 < alpha < 1:
-        raise SpecError(f"alpha must be in (0, 1), got {alpha!r}")
+    alpha = check_alpha(alpha)
     blup = results.random_effects_frame().iloc[:, col]
     var = results.random_effects_var().iloc[:, col].to_numpy()
     order = np.argsort(blup.to_numpy(), kind="stable")

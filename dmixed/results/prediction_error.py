@@ -45,6 +45,7 @@ from ..design.partitions import check_persisted, select_columns
 from ..design.prepare import needed_columns
 from ..errors import SpecError
 from ..stats.standardize import Standardization
+from .alpha import check_alpha
 from .new_levels import check_new_levels
 from .prediction import Predictor, check_new_groups, formula_data, on_rows_with_new_levels
 
@@ -339,17 +340,6 @@ class PredictionResults:
             return self.moments.map_partitions(interval_frame, which, alpha, meta=meta)
         out = interval_frame(self.moments, which, alpha)
         return out if which == "summary" else self._out(out)
-
-
-def check_alpha(alpha) -> float:
-    """``alpha`` as a float in (0, 1), else SpecError."""
-    try:
-        value = float(alpha)
-    except (TypeError, ValueError):
-        value = np.nan
-    if not 0.0 < value < 1.0:
-        raise SpecError(f"alpha must be a number in (0, 1), got {alpha!r}")
-    return value
 
 
 def interval_frame(moments: pd.DataFrame, which: str, alpha: float) -> pd.DataFrame:

@@ -28,6 +28,7 @@ import pandas as pd
 
 from ..errors import SpecError
 from ..fit.likelihood import Likelihood
+from .alpha import check_alpha
 from .sdcor import SdCorLikelihood, SdCorPoint, sdcor_names
 from .varcorr import term_levels
 
@@ -376,6 +377,7 @@ def variance_intervals(results, alpha: float = 0.05) -> pd.DataFrame:
         Columns ``estimate`` (the fit's), ``str(alpha/2)``, ``str(1 − alpha/2)``;
         rows the random effects' and components' names.
     """
+    alpha = check_alpha(alpha)
     prof = ProfileIntervals(results)
     sds = [k for k, kind in enumerate(prof.sdcor.kinds) if kind in ("sd", "vc")]
     table = np.array([prof.interval(k, 1.0 - alpha) for k in sds]).reshape(-1, 2) ** 2

@@ -22,6 +22,7 @@ from ..fit.summary import OptSummary
 from ..inference import compare_lr_test as _compare_lr_test
 from ..io import ResultsState, load_state, save_state
 from ..stats.blup_cov import cov_block, cov_diagonal
+from .alpha import check_alpha
 from .bootstrap import BootstrapResults, parametric_bootstrap
 from .by_group import ByGroup
 from .fit_record import fit_state, identifiable
@@ -324,7 +325,7 @@ class MixedLMResults(FittedValues, Hypotheses):
         """Wald intervals ``params ± z_{1−α/2} · bse``."""
         from scipy import special
 
-        z = special.ndtri(1 - alpha / 2)
+        z = special.ndtri(1 - check_alpha(alpha) / 2)
         est, se = np.asarray(self.params), np.asarray(self.bse)
         ci = pd.DataFrame({0: est - z * se, 1: est + z * se}, index=self.param_names)
         return self._shaped(ci)

@@ -10,6 +10,7 @@ import pandas as pd
 from ..errors import SpecError
 from ..io import ResultsState
 from ..stats import tril_indices
+from .alpha import check_alpha
 from .varcorr import varcorr_text
 
 __all__ = ["Summary", "coefficient_table"]
@@ -30,6 +31,7 @@ def coefficient_table(state: ResultsState, alpha: float = 0.05) -> pd.DataFrame:
     p = state.k_fe
     from scipy import special  # here: dmixed imports without scipy
 
+    alpha = check_alpha(alpha)
     z = special.ndtri(1 - alpha / 2)
     tab[:p, 0] = state.fe_params
     tab[:p, 1] = state.bse[:p]

@@ -77,7 +77,7 @@ def test_caterpillar_of_many_groups_draws_a_spread(fit):
     [
         ({"term": "z"}, "term must be one of"),
         ({"term": 2}, "term must be one of"),
-        ({"alpha": 1.5}, "alpha must be in"),
+        ({"alpha": 1.5}, "alpha must be a number in"),
         ({"max_groups": 0}, "max_groups must be"),
     ],
 )

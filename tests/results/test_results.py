@@ -10,8 +10,30 @@ import pytest
 from statsmodels.regression.mixed_linear_model import MixedLM as SmMixedLM
 
 from dmixed import BoundaryWarning, DroppedRowsWarning, MixedLM, MixedLMResults, load, mixedlm
+from dmixed.errors import SpecError
 
 from .._synth import design, make_data, vc_dict
+
+_ALPHA_TAKERS = {
+    "conf_int": lambda res, a: res.conf_int(alpha=a),
+    "summary_frame": lambda res, a: res.summary_frame(alpha=a),
+    "summary": lambda res, a: res.summary(alpha=a),
+    "profile_ci": lambda res, a: res.profile_ci(alpha=a),
+    "t_test.conf_int": lambda res, a: res.t_test("x1 = 0").conf_int(alpha=a),
+    "t_test.summary_frame": lambda res, a: res.t_test("x1 = 0").summary_frame(alpha=a),
+}
+
+
+@pytest.mark.parametrize("alpha", [2, 1, 0, -0.5, float("nan"), "0.05x"])
+@pytest.mark.parametrize("method", sorted(_ALPHA_TAKERS))
+def test_alpha_outside_zero_one_is_refused_naming_it(method, alpha):
+    """``conf_int(alpha=2)`` once gave intervals of ±inf: every results method taking
+    ``alpha`` refuses it outside (0, 1)."""
+    df = make_data(n_groups=10, seed=1)
+    endog, exog, _, groups = design(df)
+    res = MixedLM(endog, pd.DataFrame(exog, columns=["Intercept", "x1", "x2"]), groups).fit()
+    with pytest.raises(SpecError, match=r"alpha must be a number in \(0, 1\)"):
+        _ALPHA_TAKERS[method](res, alpha)
 
 
 @pytest.fixture(scope="module")
