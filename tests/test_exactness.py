@@ -403,6 +403,22 @@ def test_response_constant_within_groups_says_so(seed):
     assert res.optimizer.resolution_edge
 
 
+@pytest.mark.parametrize("reml", [True, False])
+def test_response_constant_within_groups_with_the_variance_held_converges(reml):
+    """y = u[g] exactly, but the random intercept's variance ratio held (``free``): σ²
+    is then resolved (Q at that ratio is far above the rounding of Q_W) and the fit
+    converged; ℓ rising along the held parameter once made it read not converged."""
+    rng = np.random.default_rng(3)
+    g = np.repeat(np.arange(20), 3)
+    df = pd.DataFrame({"y": rng.normal(size=20)[g], "x": rng.normal(size=60), "g": g})
+    model = dmixed.MixedLM.from_formula("y ~ x", df, groups="g")
+    res = model.fit(reml=reml, start_params=np.array([2.0]), free=np.array([0.0]))
+    assert res.converged
+    assert not res.optimizer.resolution_edge
+    # the start packed as use_sqrt packs (the Cholesky factor): ψ* = 2² held
+    assert float(np.ravel(res.cov_re)[0]) / res.scale == pytest.approx(4.0, rel=1e-12)
+
+
 def test_the_resolution_edge_is_saved(tmp_path):
     model = dmixed.MixedLM.from_formula("y ~ x", _linear_within(0.0), groups="g")
     with warnings.catch_warnings():

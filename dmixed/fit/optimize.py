@@ -323,7 +323,7 @@ class _Optimization:
             log_grad = float(np.max(np.abs(ev.score[mask] * self.x[mask]))) / self.n
             gnorm = max(gnorm, log_grad)
             converged = gnorm <= max(s.gtol, s.convergence_floor)
-        s.resolution_edge = obj.at_resolution_edge(ev)
+        s.resolution_edge = obj.at_resolution_edge(ev, self.free)
         converged = converged and not s.resolution_edge
         self.record(self.x[self.free], "final")
         s.history[-1]["grad_norm"] = gnorm

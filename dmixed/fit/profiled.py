@@ -217,18 +217,21 @@ class ProfiledObjective:
             del self._cache[next(iter(self._cache))]
         return ev
 
-    def at_resolution_edge(self, ev: Evaluation) -> bool:
+    def at_resolution_edge(self, ev: Evaluation, free: np.ndarray | None = None) -> bool:
         """Whether ``ev`` is a maximum only because the points beyond it were rejected
-        for resolution: one was, and ℓ rises from ``ev`` toward the last of them."""
+        for resolution: one was, and ℓ rises from ``ev`` toward the last of them.
+        ``free``: the packed parameters the fit moves (None: all)."""
         rejected = self.rejected_for_resolution
         if ev.prof is None:
             return False
         if rejected is None:
             # none met yet, but where Q_W is rounding ℓ rises outward by about half the
             # within-group residual degrees of freedom (≥ 1) per unit of log ψ; flat
-            # (no such degrees of freedom: groups of one row) is not the edge
+            # (no such degrees of freedom: groups of one row) is not the edge.  Outward
+            # along the free parameters only: ℓ rising along a held one is no edge
             unresolved = unresolved_within_limit(self.glob)
-            return unresolved and float(ev.score @ ev.packed) > 0.25
+            outward = ev.packed if free is None else np.where(free, ev.packed, 0.0)
+            return unresolved and float(ev.score @ outward) > 0.25
         return float(ev.score @ (rejected - ev.packed)) > 0.0
 
     def lam(self, packed: np.ndarray) -> np.ndarray:
