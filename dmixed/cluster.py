@@ -393,7 +393,30 @@ def _restore_client_config(saved: dict) -> None:
             dask.config.set({key: value})
 
 
+def _default_client():
+    """distributed's default client, or None."""
+    from distributed import default_client
+
+    try:
+        return default_client()
+    except ValueError:
+        return None
+
+
+def _close_failed_default(before) -> None:
+    """Close a Client that failed to start yet made itself distributed's default.
+
+    It stays registered ("connecting") until the garbage collector frees it, and Dask's
+    ``compute`` falls back to the default client when no scheduler is set: a later
+    compute in the process would wait on it for ever."""
+    failed = _default_client()
+    if failed is not None and failed is not before:
+        with contextlib.suppress(Exception):
+            failed.close(timeout=1)
+
+
 def _new_client(Client, started, config: dict, client_kwargs: dict, saved: dict):  # noqa: N803
+    before = _default_client()
     try:
         if started is not None:
             return Client(started, **client_kwargs)
@@ -404,6 +427,7 @@ def _new_client(Client, started, config: dict, client_kwargs: dict, saved: dict)
             raise ClusterConfigError(f"scheduler file {path} does not exist")
         return Client(scheduler_file=path, **client_kwargs)
     except BaseException:
+        _close_failed_default(before)
         _restore_client_config(saved)
         raise
 

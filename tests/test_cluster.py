@@ -406,6 +406,20 @@ def test_an_unusable_address_or_cluster_key_is_a_config_error(cluster, match):
     assert dask.config.get("scheduler", None) == before
 
 
+def test_a_client_that_failed_to_start_is_not_left_as_the_default():
+    """distributed registers a Client as the default before it connects; one that
+    failed stayed registered ("connecting") until collected, and a later ``compute``
+    with no scheduler set waited on it for ever (a hang seen in this suite)."""
+    from distributed import default_client
+
+    with pytest.raises(ClusterConfigError) as exc:
+        with connect("foo://127.0.0.1:9"):
+            pass
+    assert exc.value is not None  # the traceback, and the frames it holds, still alive
+    with pytest.raises(ValueError, match="No clients found"):
+        default_client()
+
+
 # --------------------------------------------------------------------------------------
 # documented keys only (issue 15: a configuration read from a file runs no code)
 # --------------------------------------------------------------------------------------
