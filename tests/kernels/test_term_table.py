@@ -251,7 +251,7 @@ def _plans(draw):
     return n_raw, x_of, z_of
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(
     n=st.integers(1, 3 * COLUMNS_CHUNK),
     n_groups=st.integers(1, 60),
