@@ -99,6 +99,16 @@ def _partials(recipe, spec, reads):
     )
 
 
+def _assert_same_partials(got, want):
+    """Two chains' partials: the same map, keys equal, the sums to 1e-12 relative."""
+    (parts_a, glob_a, std_a, _, _), (parts_b, glob_b, std_b, _, _) = got, want
+    assert std_a == std_b
+    np.testing.assert_allclose(glob_a, glob_b, rtol=1e-12)
+    for (keys_a, values_a), (keys_b, values_b) in zip(parts_a, parts_b, strict=True):
+        np.testing.assert_array_equal(keys_a, keys_b)
+        np.testing.assert_allclose(as_packed(values_a), as_packed(values_b), rtol=1e-12)
+
+
 def _assert_identical(a, b) -> None:
     (parts_a, glob_a, std_a, _, _), (parts_b, glob_b, std_b, _, _) = a, b
     assert std_a == std_b
@@ -194,12 +204,7 @@ def test_sweep_of_columns_with_values_not_finite(tmp_path, monkeypatch, direct, 
     assert swept == [4000, 2 * 1024]  # the second swept to its NaN's chunk
     monkeypatch.setenv("DMIXED_KERNELS", "numpy")
     want = _partials(recipe, spec, reads)
-    (parts_a, glob_a, std_a, _, _), (parts_b, glob_b, std_b, _, _) = got, want
-    assert std_a == std_b
-    np.testing.assert_allclose(glob_a, glob_b, rtol=1e-12)
-    for (keys_a, values_a), (keys_b, values_b) in zip(parts_a, parts_b, strict=True):
-        np.testing.assert_array_equal(keys_a, keys_b)
-        np.testing.assert_allclose(as_packed(values_a), as_packed(values_b), rtol=1e-12)
+    _assert_same_partials(got, want)
     monkeypatch.setenv("DMIXED_KERNELS", "numba")
     with (
         dask.config.set(scheduler="sync"),
@@ -225,12 +230,7 @@ def test_sweep_of_partitions_sorted_by_group(tmp_path, monkeypatch, direct):
     got = _partials(recipe, spec, reads)
     monkeypatch.setenv("DMIXED_KERNELS", "numpy")
     want = _partials(recipe, spec, reads)
-    (parts_a, glob_a, std_a, _, _), (parts_b, glob_b, std_b, _, _) = got, want
-    assert std_a == std_b
-    np.testing.assert_allclose(glob_a, glob_b, rtol=1e-12)
-    for (keys_a, values_a), (keys_b, values_b) in zip(parts_a, parts_b, strict=True):
-        np.testing.assert_array_equal(keys_a, keys_b)
-        np.testing.assert_allclose(as_packed(values_a), as_packed(values_b), rtol=1e-12)
+    _assert_same_partials(got, want)
 
 
 @pytest.mark.parametrize("direct", [True, False])
@@ -248,9 +248,4 @@ def test_sweep_of_integer_and_float32_columns(tmp_path, monkeypatch, direct, swe
     assert swept == [2000, 2000]
     monkeypatch.setenv("DMIXED_KERNELS", "numpy")
     want = _partials(recipe, spec, reads)
-    (parts_a, glob_a, std_a, _, _), (parts_b, glob_b, std_b, _, _) = got, want
-    assert std_a == std_b
-    np.testing.assert_allclose(glob_a, glob_b, rtol=1e-12)
-    for (keys_a, values_a), (keys_b, values_b) in zip(parts_a, parts_b, strict=True):
-        np.testing.assert_array_equal(keys_a, keys_b)
-        np.testing.assert_allclose(as_packed(values_a), as_packed(values_b), rtol=1e-12)
+    _assert_same_partials(got, want)
