@@ -24,8 +24,8 @@ import pandas as pd
 from ..errors import CheckpointError, SpecError
 from ..files import jsonable, sibling_path
 from ..fit.summary import ensure_progress_handler
+from ..inference import check_alpha
 from ..stats import GroupArrays
-from .alpha import check_alpha
 from .replicate import ReplicateFitter, estimate_row, replicate_rngs
 from .simulate import check_nsim
 

@@ -28,7 +28,7 @@ import pandas as pd
 
 from ..errors import SpecError
 from ..fit.likelihood import Likelihood
-from .alpha import check_alpha
+from ..inference import check_alpha
 from .sdcor import SdCorLikelihood, SdCorPoint, sdcor_names
 from .varcorr import term_levels
 
