@@ -13,8 +13,8 @@ parameters subject to ``v = σ² Ψ*_ii`` (or ``σ² τ*_l``).  To pin ``Ψ*_ii`
 coordinate, the random effects are permuted so that i comes first: ``Λ = P L̃`` with
 ``Ψ*_ii = L̃_00²``.
 
-:func:`check_alpha` is the one check of an interval's ``alpha``, here and in every
-results method taking one.
+:func:`check_alpha` and :func:`check_level` are the one check of an interval's
+``alpha`` (or ``level``), here and in every results method taking one.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ __all__ = [
     "ProfileLikelihood",
     "anova",
     "check_alpha",
+    "check_level",
     "compare_lr_test",
 ]
 
@@ -50,13 +51,27 @@ def check_alpha(alpha) -> float:
     """``alpha`` as a float in (0, 1), else SpecError naming the argument (outside it
     the quantiles are ±inf or NaN: intervals of ±inf, or a root finder's failure, not
     an error)."""
-    try:
-        value = float(alpha)
-    except (TypeError, ValueError):
-        value = np.nan
-    if not 0.0 < value < 1.0:
-        raise SpecError(f"alpha must be a number in (0, 1), got {alpha!r}")
-    return value
+    return _probability(alpha, "alpha")
+
+
+def check_level(level) -> float:
+    """``level`` (lme4's ``confint(level=)``, 1 − ``alpha``) as a float in (0, 1), else
+    SpecError naming the argument."""
+    return _probability(level, "level")
+
+
+def _probability(value, name: str) -> float:
+    """A real number strictly between 0 and 1; text (even ``"0.05"``), arrays and None
+    are refused as statsmodels' arithmetic on them fails (a bare TypeError there)."""
+    out = np.nan
+    if not isinstance(value, str | bytes) and np.ndim(value) == 0:
+        try:
+            out = float(value)
+        except (TypeError, ValueError):
+            pass
+    if not 0.0 < out < 1.0:
+        raise SpecError(f"{name} must be a number in (0, 1), got {value!r}")
+    return out
 
 
 @dataclass
