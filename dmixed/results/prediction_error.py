@@ -390,7 +390,9 @@ def moments_dask(
     import dask  # only here: dmixed imports without Dask
 
     check_persisted(ddf)
-    data = select_columns(ddf, needed_columns(spec, response=False, random=include_random))
+    data = select_columns(
+        ddf, needed_columns(spec, response=False, random=include_random), spec.group_name
+    )
     state = dask.delayed(variance, pure=True)
     meta = pd.DataFrame({k: pd.Series(dtype="float64") for k in MOMENTS})
     return data.map_partitions(
