@@ -12,6 +12,9 @@ the user reads), as lme4's ``profile``: with β profiled out but σ² free,
 parameters subject to ``v = σ² Ψ*_ii`` (or ``σ² τ*_l``).  To pin ``Ψ*_ii`` with one
 coordinate, the random effects are permuted so that i comes first: ``Λ = P L̃`` with
 ``Ψ*_ii = L̃_00²``.
+
+:func:`check_alpha` and :func:`check_level` are the one check of an interval's
+``alpha`` (or ``level``), here and in every results method taking one.
 """
 
 from __future__ import annotations
@@ -28,12 +31,47 @@ from .fit.objective import loglike_at_scale, profile, score_matrices
 from .fit.options import parse_free
 from .stats import GlobalStats, Layout
 
-__all__ = ["ANOVA_COLUMNS", "ProfileProblem", "ProfileLikelihood", "anova", "compare_lr_test"]
+__all__ = [
+    "ANOVA_COLUMNS",
+    "ProfileProblem",
+    "ProfileLikelihood",
+    "anova",
+    "check_alpha",
+    "check_level",
+    "compare_lr_test",
+]
 
 logger = logging.getLogger("dmixed")
 
 #: Columns of :func:`anova`'s table, as lme4's ``anova`` of merMod fits.
 ANOVA_COLUMNS = ["npar", "AIC", "BIC", "logLik", "deviance", "Chisq", "Df", "Pr(>Chisq)"]
+
+
+def check_alpha(alpha) -> float:
+    """``alpha`` as a float in (0, 1), else SpecError naming the argument (outside it
+    the quantiles are ±inf or NaN: intervals of ±inf, or a root finder's failure, not
+    an error)."""
+    return _probability(alpha, "alpha")
+
+
+def check_level(level) -> float:
+    """``level`` (lme4's ``confint(level=)``, 1 − ``alpha``) as a float in (0, 1), else
+    SpecError naming the argument."""
+    return _probability(level, "level")
+
+
+def _probability(value, name: str) -> float:
+    """A real number strictly between 0 and 1; text (even ``"0.05"``), arrays and None
+    are refused as statsmodels' arithmetic on them fails (a bare TypeError there)."""
+    out = np.nan
+    if not isinstance(value, str | bytes) and np.ndim(value) == 0:
+        try:
+            out = float(value)
+        except (TypeError, ValueError):
+            pass
+    if not 0.0 < out < 1.0:
+        raise SpecError(f"{name} must be a number in (0, 1), got {value!r}")
+    return out
 
 
 @dataclass
@@ -215,10 +253,15 @@ class ProfileLikelihood:
 
         The lower end is 0 when the profile at v = 0 is still inside (as for a
         variance whose estimate is at or near the boundary).
+
+        Raises
+        ------
+        SpecError
+            ``alpha`` not a number in (0, 1).
         """
         from scipy import optimize, special
 
-        crit = special.chdtri(1, alpha)  # χ²₁ quantile at 1 − α
+        crit = special.chdtri(1, check_alpha(alpha))  # χ²₁ quantile at 1 − α
         est = max(self.estimate, 0.0)
 
         def excess(v: float) -> float:

@@ -295,7 +295,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         if is_dask(data):
             # read only the columns the model uses (Parquet column pruning); partitions
             # that Dask does not check are checked for them
-            source = select_columns(data, list(spec.columns_used))
+            source = select_columns(data, list(spec.columns_used), spec.group_name)
             return cls._with_spec(spec, use_sqrt, source=source)
         return cls._with_spec(spec, use_sqrt, rows=rows_of_frame(spec, data))
 

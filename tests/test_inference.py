@@ -42,6 +42,18 @@ def test_profile_peaks_at_the_mle_and_interval_contains_it(fit, which):
     assert 2 * (res.llf - prof(hi)) == pytest.approx(crit, abs=1e-5)
 
 
+@pytest.mark.parametrize("alpha", [1.5, 1, 0, -0.1, float("nan"), "x", None])
+def test_profile_interval_refuses_alpha_outside_zero_one_naming_it(fit, alpha):
+    """``interval(1.5)`` once failed in the root finder ("the function value at x=0.0
+    is NaN"), ``interval(0)`` in a Cholesky: the results methods' check, naming
+    ``alpha``."""
+    _, res = fit
+    from dmixed.inference import ProfileLikelihood
+
+    with pytest.raises(SpecError, match=r"alpha must be a number in \(0, 1\)"):
+        ProfileLikelihood(res, "sub").interval(alpha)
+
+
 def test_profile_ci_table(fit):
     _, res = fit
     table = res.profile_ci()

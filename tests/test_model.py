@@ -416,6 +416,16 @@ def test_a_pickled_model_without_its_data_says_what_it_lacks():
     np.testing.assert_allclose(back.predict(df.iloc[:5]), res.predict(df.iloc[:5]))
 
 
+def test_a_pickled_model_of_statistics_says_it_was_built_from_them():
+    """A model built from statistics holds no data; pickled, not its statistics either:
+    fitting it says so (it once said that its data were removed by remove_data())."""
+    df = make_data(n_groups=20, seed=3)
+    model = dmixed.mixedlm("y ~ x1", df, groups="g")
+    back = pickle.loads(pickle.dumps(MixedLM.from_statistics(model.statistics(), model.spec)))
+    with pytest.raises(dmixed.SpecError, match=r"built from statistics.*build it from them again"):
+        back.fit()
+
+
 RANK_DEFICIENT_RE = [
     ("1 + x1 + x1b", r"rank 2 < 3 columns\): linearly dependent columns \['x1', 'x1b'\]"),
     ("0 + x1 + x1b", r"rank 1 < 2 columns\): linearly dependent columns \['x1', 'x1b'\]"),

@@ -52,6 +52,10 @@ LEARNING_TRANSFORMS = {
     "cc": "learns its knots from the data it is given",
     "lag": "depends on the order of the rows and on partition boundaries",
 }
+#: transforms a formula reads as values, not calls: the contrasts ``C()`` takes
+#: (``C(a, Sum)``).  Any other transform name read as a value (``C(cs)``, ``I(scale)``) is
+#: a column the data lacks, as patsy reads it, never the function itself.
+_CONTRAST_NAMES = {"Treatment", "Sum", "Helmert", "Diff", "Poly"}
 # numpy functions that are elementwise but not ufuncs.
 _NUMPY_ELEMENTWISE = {"where", "clip", "round", "around", "nan_to_num"}
 # methods that may be called on a column inside an expression (elementwise).
@@ -418,7 +422,7 @@ class _FactorChecker:
             add_unique(self.info.columns, n)
             if id(node) not in self.c_args:
                 add_unique(self.info.expr_columns, n)
-        elif n in self.transforms:
+        elif n in self.transforms and n in _CONTRAST_NAMES:
             add_unique(self.info.transforms, n)
         elif n not in ("True", "False", "None"):
             self.info.unknown.append(n)
@@ -488,6 +492,7 @@ def analyze_terms(terms, columns: set, role: str, formula: str, env=None) -> Fac
                     info.unknown.append(factor.expr)
                 continue
             check_python_factor(factor.expr, columns, role, formula, info)
+    _refuse_columns_named_as_transforms(info, role, formula)
     if env is not None:
         where = f"{role} {formula!r}"
         _refuse_shadowed_transforms(info.transforms, env, where)
@@ -495,6 +500,20 @@ def analyze_terms(terms, columns: set, role: str, formula: str, env=None) -> Fac
     if info.unknown:
         raise FormulaError(f"{role} {formula!r}: " + _unknown_names(info.unknown, columns, env))
     return info
+
+
+def _refuse_columns_named_as_transforms(info: FactorInfo, role: str, formula: str) -> None:
+    """Refuse (FormulaError) a formula that reads a column and uses the transform of the
+    same name (``y ~ C + C(site)``): evaluated, the name is the column's (the data come
+    first, as in patsy), and the call fails with "'Series' object is not callable"."""
+    for name in info.columns:
+        if name in info.transforms:
+            raise FormulaError(
+                f"{role} {formula!r}: column {name!r} has the name of the transform {name}, "
+                f"which the formula also uses: the name would read the column there too "
+                f"(as in patsy); rename the column, e.g. "
+                f"data.rename(columns={{{name!r}: {name + '_'!r}}})"
+            )
 
 
 def _refuse_shadowed_transforms(names: list[str], env, where: str) -> None:

@@ -13,7 +13,8 @@ compute it ("lost dependencies").
 - :func:`check_persisted`: refuse a collection whose persisted data are gone;
 - :func:`check_text_conversion`: apply the rules for ``object`` columns to a pandas frame
   that ``dd.from_pandas`` turned into text (Dask's ``dataframe.convert-string``);
-- :func:`restored_booleans`: read such a column of booleans as booleans again;
+- :func:`restored_values`: read such a column of booleans as booleans again, and the
+  groups column as the pandas frame holds it (its values are the fit's group keys);
 - :func:`check_column_kinds`: refuse a partition whose column holds another kind of
   values (text, numbers) than the collection declares (a file unlike the first).
 """
@@ -41,7 +42,7 @@ __all__ = [
     "check_text_conversion",
     "checked_partition",
     "lost_futures",
-    "restored_booleans",
+    "restored_values",
     "select_columns",
 ]
 
@@ -88,7 +89,7 @@ def _projections(expr) -> int:
     return sum(type(node).__name__ == "Projection" for node in expr.walk())
 
 
-def select_columns(ddf, columns: list):
+def select_columns(ddf, columns: list, groups: str | None = None):
     """The ``columns`` of a Dask DataFrame, in the collection's order, each partition
     checked when it is computed.
 
@@ -96,7 +97,9 @@ def select_columns(ddf, columns: list):
     partition has the collection's columns), ``ddf[columns]``, so that only those columns
     are read; else (``from_delayed``, ``from_map`` of a function, persisted data, ...)
     :func:`checked_partition` on every partition, which names a partition that lacks a
-    column and lets an empty partition without columns through.
+    column and lets an empty partition without columns through.  Columns that
+    ``dd.from_pandas`` turned into text are read as :func:`restored_values` says
+    (``groups``: the groups column, whose values must be the fit's keys).
 
     Raises
     ------
@@ -106,7 +109,7 @@ def select_columns(ddf, columns: list):
     """
     columns = list(columns)
     check_present(columns, ddf.columns)
-    ddf = restored_booleans(ddf, columns)
+    ddf = restored_values(ddf, columns, groups)
     # in the collection's order: a reader absorbs a projection only in its own order,
     # and reordering a partition's columns copies them (40 MB per million rows of a
     # 5-column float frame; benchmarks/RESULTS.md, ninth session)
@@ -192,18 +195,50 @@ def _converted_columns(ddf, columns) -> dict:
     return out
 
 
-def restored_booleans(ddf, columns):
+def restored_values(ddf, columns, groups: str | None = None):
     """``ddf`` with those of ``columns`` that ``dd.from_pandas`` turned from an ``object``
-    column of booleans into text (``'True'``, ``'False'``) read as booleans again, as a
-    fit of the pandas frame reads them (numpy booleans; nullable ones where the pandas
-    column misses values).  Idempotent: a restored column is one a later step rewrote."""
+    column into text read as a fit of the pandas frame reads them: booleans (``'True'``,
+    ``'False'``) as booleans (numpy booleans; nullable ones where the pandas column misses
+    values), and the ``groups`` column, whatever its values (bytes, tuples, numbers), as
+    the pandas frame's values, so that the fit's group labels are its keys, as in
+    process and in statsmodels (``random_effects[key]``, ``predict`` by key).
+    Idempotent: a restored column is one a later step rewrote.
+
+    Raises
+    ------
+    DataError
+        The groups column holds values of several kinds (as in process), or keys that
+        are not equal but became the same text.
+    """
     restored = {}
     for c, original in _converted_columns(ddf, columns).items():
-        if object_types(original) != {"bool"}:
-            continue
-        flags = ddf[c] == "True"  # missing text stays missing
-        restored[c] = flags if original.isna().any() else flags.astype(bool)
+        types = object_types(original)
+        if types == {"bool"}:
+            flags = ddf[c] == "True"  # missing text stays missing
+            restored[c] = flags if original.isna().any() else flags.astype(bool)
+        elif c == groups and types and types != {"str"}:
+            object_class(types, c)  # several kinds refused, with the in-process message
+            keys = _keys_of_text(original, ddf._meta[c].dtype, c)
+            restored[c] = ddf[c].map(keys, meta=(c, object))
     return ddf.assign(**restored) if restored else ddf
+
+
+def _keys_of_text(original: pd.Series, dtype, column: str) -> pd.Series:
+    """The pandas frame's value of each text Dask made of it, indexed by the text: Dask's
+    own conversion (``astype`` to its string dtype) of every value, one row a text."""
+    pairs = pd.DataFrame({"text": original.astype(dtype), "value": original})
+    pairs = pairs[pairs["text"].notna()].drop_duplicates()
+    firsts = pairs.drop_duplicates("text")
+    if len(firsts) < len(pairs):
+        text = pairs["text"][pairs["text"].duplicated()].iloc[0]
+        shown = ", ".join(repr(v) for v in pairs["value"][pairs["text"] == text].iloc[:2])
+        raise DataError(
+            f"the groups column {column!r} holds keys that are not equal but that Dask's "
+            f"from_pandas turned into the same text {text!r} ({shown}); call "
+            "dask.config.set({'dataframe.convert-string': False}) before dd.from_pandas, "
+            f"or give the groups labels that tell them apart (df[{column!r}].astype(str))"
+        )
+    return pd.Series(firsts["value"].to_numpy(), index=pd.Index(firsts["text"].to_numpy()))
 
 
 def check_text_conversion(ddf, columns) -> None:
@@ -212,7 +247,8 @@ def check_text_conversion(ddf, columns) -> None:
     Dask turned into text: values of several kinds are refused as in process (``5`` and
     ``'5'`` would be one group as text); numbers and other non-text values raise
     :class:`~dmixed.errors.TextConversionWarning`, since the collection now holds their
-    text (booleans are read as booleans again before: :func:`restored_booleans`).
+    text (booleans, and the groups column, are read as the pandas frame holds them
+    before: :func:`restored_values`).
 
     Raises
     ------

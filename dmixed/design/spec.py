@@ -58,7 +58,7 @@ from .matrices import (
     shared_re_columns,
 )
 from .missing import missing_option
-from .partitions import restored_booleans
+from .partitions import restored_values
 from .prepare import PreparedColumns, normalized_frame, prepare_columns
 from .references import choose_references, saved_references
 from .scope import CallerNames, Environment, caller_names_shippable, saved_environment
@@ -542,8 +542,8 @@ def build_spec_prepared(
         caller_names_shippable(caller)  # the spec goes to the workers
     formula_columns = parsed.formula_columns()
     columns_used = used_columns(formula_columns, groups, weights, meta)
-    if dask_input:  # booleans that dd.from_pandas turned into text, as in process
-        data = restored_booleans(data, columns_used)
+    if dask_input:  # booleans and group keys that dd.from_pandas turned into text
+        data = restored_values(data, columns_used, groups)
         meta = data._meta
     dtypes = meta.dtypes  # a Series made once: pandas makes it anew on each call
     kinds, native, integers = column_kinds(meta, parsed, formula_columns, dtypes)

@@ -29,8 +29,8 @@ class ModelStatistics:
     """Mixin: :meth:`statistics` (cached) and the data pass of a fit (:meth:`fit_statistics`).
 
     The class using it provides ``rows``, ``source``, ``spec``, ``exog_names``,
-    ``exog_re_names``, ``endog_name``, ``k_re``, ``k_vc``, ``cached_statistics`` and
-    ``cached_client``.
+    ``exog_re_names``, ``endog_name``, ``k_re``, ``k_vc``, ``cached_statistics``,
+    ``cached_client`` and ``data_removed``.
     """
 
     # provided by the class using the mixin (annotations only: no attributes here)
@@ -44,6 +44,7 @@ class ModelStatistics:
     k_vc: int
     cached_statistics: FittedStatistics | None
     cached_client: Any
+    data_removed: bool
 
     def __getstate__(self) -> dict:
         # the cached statistics hold the engine (on a cluster: futures): never pickled
@@ -116,11 +117,7 @@ class ModelStatistics:
             refs = None if spec is None else column_references(spec)
             stats = statistics_from_rows(self.rows, standardization, intercepts, refs)
         elif cached is None:
-            raise SpecError(
-                "this model holds neither its rows nor their statistics: its data were "
-                "removed (remove_data()) and a pickled model does not carry the statistics; "
-                "refit from the data"
-            )
+            raise SpecError(self.lost_statistics())
         else:
             raise DataError(
                 "this model holds statistics but no data (MixedLM.from_statistics, or "
@@ -133,6 +130,30 @@ class ModelStatistics:
         check_designs(stats, self.exog_names, self.exog_re_names, self.endog_name, re_formula)
         self.cached_statistics, self.cached_client = stats, client
         return stats
+
+    def lost_statistics(self) -> str:
+        """Why this model holds no statistics, and how to get them back: for the errors
+        of what needs them (the model was pickled, and statistics never are).
+
+        Returns
+        -------
+        str
+            A message tail: the data the model still holds or why it holds none
+            (``remove_data()``, a model built from statistics), and what to do.
+        """
+        if self.rows is not None or self.source is not None:
+            return (
+                "a pickled model does not carry its statistics (they are never pickled): "
+                "model.statistics() computes them again from its data (a data pass), or refit"
+            )
+        if self.data_removed:
+            why, back = "its data were removed (remove_data())", "refit it from the data"
+        else:
+            why, back = "it was built from statistics", "build it from them again"
+        return (
+            f"this model holds neither its rows nor their statistics: {why}, and a pickled "
+            f"model does not carry its statistics (they are never pickled); {back}"
+        )
 
     def fit_statistics(self, client, progress: bool, engine: str | None) -> FittedStatistics:
         """The statistics a fit uses: :meth:`statistics` (one data pass unless cached),

@@ -24,8 +24,8 @@ import pandas as pd
 from ..errors import CheckpointError, SpecError
 from ..files import jsonable, sibling_path
 from ..fit.summary import ensure_progress_handler
+from ..inference import check_alpha
 from ..stats import GroupArrays
-from .alpha import check_alpha
 from .replicate import ReplicateFitter, estimate_row, replicate_rngs
 from .simulate import check_nsim
 
@@ -221,7 +221,8 @@ def parametric_bootstrap(
     ------
     SpecError
         ``n`` not a positive integer or over :data:`REPLICATES_LIMIT`; results without
-        their model's statistics (loaded results).
+        their model's statistics: loaded results, or pickled ones (the message says
+        whether the model still holds its data and how to get the statistics back).
     """
     n = check_nsim(n, "n")
     if n > REPLICATES_LIMIT:
@@ -232,10 +233,13 @@ def parametric_bootstrap(
     model = results.model
     stats = None if model is None else model.cached_statistics
     if stats is None:
-        raise SpecError(
-            "bootstrap needs the fitted model's statistics (a fit of this session, or a "
-            "model built from saved statistics); loaded results do not hold them"
+        why = (
+            "loaded results do not hold them (a fit of this session, or a model built "
+            "from saved statistics, does)"
+            if model is None
+            else model.lost_statistics()
         )
+        raise SpecError(f"bootstrap needs the fitted model's statistics: {why}")
     t0 = time.perf_counter()
     rngs = replicate_rngs(seed, n)
     arrays = GroupArrays.from_statistics(stats)  # from the workers for Dask: no data read

@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..design.messages import clean_message
 from ..errors import ConstraintRankWarning, SpecError
-from .alpha import check_alpha
+from ..inference import check_alpha
 
 __all__ = ["ContrastResults", "by_name", "check_flag", "hypothesis", "t_test", "wald_test"]
 

@@ -14,7 +14,7 @@ import pandas as pd
 
 from ..design import is_dask
 from ..errors import SpecError
-from .alpha import check_alpha
+from ..inference import check_alpha
 
 __all__ = ["MAX_CATERPILLAR_GROUPS", "MAX_RESIDUAL_POINTS", "caterpillar", "residual_plot"]
 

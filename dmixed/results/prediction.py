@@ -500,9 +500,8 @@ def predict_dask(
     check_new_levels(new_levels)
     check_persisted(ddf)
     predicting = what == "predict"
-    data = select_columns(
-        ddf, needed_columns(spec, response=not predicting, random=include_random or not predicting)
-    )
+    needed = needed_columns(spec, response=not predicting, random=include_random or not predicting)
+    data = select_columns(ddf, needed, spec.group_name)
     # one task holding the predictor: a dependency of every partition, not a literal
     state = dask.delayed(predictor, pure=True)
     name = None if what == "predict" else what

@@ -44,8 +44,8 @@ from ..design import is_dask
 from ..design.partitions import check_persisted, select_columns
 from ..design.prepare import needed_columns
 from ..errors import SpecError
+from ..inference import check_alpha
 from ..stats.standardize import Standardization
-from .alpha import check_alpha
 from .new_levels import check_new_levels
 from .prediction import Predictor, check_new_groups, formula_data, on_rows_with_new_levels
 
@@ -390,7 +390,9 @@ def moments_dask(
     import dask  # only here: dmixed imports without Dask
 
     check_persisted(ddf)
-    data = select_columns(ddf, needed_columns(spec, response=False, random=include_random))
+    data = select_columns(
+        ddf, needed_columns(spec, response=False, random=include_random), spec.group_name
+    )
     state = dask.delayed(variance, pure=True)
     meta = pd.DataFrame({k: pd.Series(dtype="float64") for k in MOMENTS})
     return data.map_partitions(

@@ -28,7 +28,7 @@ import pandas as pd
 
 from ..errors import SpecError
 from ..fit.likelihood import Likelihood
-from .alpha import check_alpha
+from ..inference import check_alpha, check_level
 from .sdcor import SdCorLikelihood, SdCorPoint, sdcor_names
 from .varcorr import term_levels
 
@@ -66,13 +66,6 @@ def _r_decimals(value: float, digits: int) -> int:
     zeros dropped), capped at 15."""
     rounded = float(f"{value:.{digits}g}")
     return next((d for d in range(16) if round(rounded, d) == rounded), 15)
-
-
-def _check_level(level: float) -> float:
-    level = float(level)
-    if not 0.0 < level < 1.0:
-        raise SpecError(f"level must be between 0 and 1, got {level}")
-    return level
 
 
 class ProfileIntervals:
@@ -216,7 +209,7 @@ class ProfileIntervals:
         bound as one limit; a correlation of an SD estimated at 0 is not identified
         (NaN, NaN).
         """
-        crit = _normal_quantile((1.0 + _check_level(level)) / 2.0)
+        crit = _normal_quantile((1.0 + check_level(level)) / 2.0)
         x_hat = self.estimate[k]
         if self.hold[k]:
             if self.sdcor.kinds[k] != "cor":
@@ -286,6 +279,7 @@ class ProfileIntervals:
     def frame(self, parm=None, level: float = 0.95) -> pd.DataFrame:
         """lme4's ``confint(fit, parm, level, method = "profile")``: rows named as
         :attr:`names` (those of ``parm``), columns :func:`percent_labels`."""
+        level = check_level(level)
         rows = select_parameters(self.names, self.sdcor.kinds, parm)
         values = [self.interval(self.names.index(name), level) for name in rows]
         return pd.DataFrame(values, index=pd.Index(rows), columns=percent_labels(level))
@@ -350,6 +344,7 @@ def confint_frame(results, method: str = "profile", level: float = 0.95, parm=No
         An unknown ``method`` or ``parm``, ``level`` outside (0, 1), or (profile)
         results without their model's statistics.
     """
+    level = check_level(level)  # before the profile's set-up
     method_l = str(method).lower()
     if method_l == "profile":
         return ProfileIntervals(results).frame(parm, level)
@@ -357,7 +352,7 @@ def confint_frame(results, method: str = "profile", level: float = 0.95, parm=No
         raise SpecError(f"method must be 'profile' or 'Wald', got {method!r}")
     names, kinds = sdcor_names(results.names, term_levels(results.to_state()))
     rows = select_parameters(names, kinds, parm)
-    crit = _normal_quantile((1.0 + _check_level(level)) / 2.0)
+    crit = _normal_quantile((1.0 + level) / 2.0)
     fe = pd.Series(np.asarray(results.fe_params, dtype=np.float64), index=names[-results.k_fe :])
     se = pd.Series(np.asarray(results.bse_fe, dtype=np.float64), index=fe.index)
     values = [

@@ -19,10 +19,10 @@ from ..design.references import design_coordinates
 from ..fit.coordinates import Coordinates
 from ..fit.params import MixedLMParams
 from ..fit.summary import OptSummary
+from ..inference import check_alpha
 from ..inference import compare_lr_test as _compare_lr_test
 from ..io import ResultsState, load_state, save_state
 from ..stats.blup_cov import cov_block, cov_diagonal
-from .alpha import check_alpha
 from .bootstrap import BootstrapResults, parametric_bootstrap
 from .by_group import ByGroup
 from .fit_record import fit_state, identifiable

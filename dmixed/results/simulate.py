@@ -188,7 +188,7 @@ def simulate_dask(predictor: Predictor, spec, ddf, effects, scale: float, rng, n
     import dask  # only here: dmixed imports without Dask
 
     check_persisted(ddf)
-    data = select_columns(ddf, needed_columns(spec, response=True, random=True))
+    data = select_columns(ddf, needed_columns(spec, response=True, random=True), spec.group_name)
     state = dask.delayed((predictor, effects), pure=True, traverse=False)
     counts = [dask.delayed(kept_rows, pure=True)(part, spec) for part in data.to_delayed()]
     offsets = dask.delayed(row_offsets, pure=True)(counts)

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 
 from ..errors import SpecError
+from ..inference import check_alpha
 from ..io import ResultsState
 from ..stats import tril_indices
-from .alpha import check_alpha
 from .varcorr import varcorr_text
 
 __all__ = ["Summary", "coefficient_table"]

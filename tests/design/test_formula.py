@@ -26,6 +26,51 @@ def test_error_unknown_column_lists_close_matches():
         build_spec(df, "y ~ foo(x1)", groups="g")
 
 
+@pytest.mark.parametrize(
+    ("term", "name"),
+    [
+        ("C(cs)", "cs"),
+        ("I(cs)", "cs"),
+        ("C(scale)", "scale"),
+        ("I(x1 * log)", "log"),
+    ],
+)
+def test_a_transforms_name_read_as_a_value_is_a_column_the_data_lacks(term, name):
+    """``C(cs)`` with no column ``cs`` once read formulaic's spline function ``cs`` as
+    the value: "the categorical factor 'C(cs)' is derived from an expression" (``I(cs)``:
+    "unsupported operand type(s) for *: 'int' and 'function'").  As patsy reads it, and as
+    the plain term ``cs``: an unknown column, with close matches; with the column, the
+    column (contrasts stay values: ``C(a, Sum)``)."""
+    df = make_df()
+    with pytest.raises(ValueError, match=rf"unknown column '{name}'"):
+        build_spec(df, f"y ~ x1 + {term}", groups="g")
+    spec = build_spec(df.assign(**{name: df["b"]}), f"y ~ x1 + C({name}) + C(a, Sum)", groups="g")
+    assert any(n.startswith(f"C({name})[T.") for n in spec.exog_names), spec.exog_names
+    assert any(n.startswith("C(a, Sum)[S.") for n in spec.exog_names), spec.exog_names
+
+
+@pytest.mark.parametrize(
+    ("formula", "name"),
+    [
+        ("y ~ C + C(a)", "C"),
+        ("y ~ x1 + C(C)", "C"),
+        ("y ~ log + log(x2)", "log"),
+        ("y ~ I(log * 2) + np.log(x2) + log(x2)", "log"),
+    ],
+)
+def test_a_column_named_as_a_transform_the_formula_uses_is_refused_naming_it(formula, name):
+    """A formula that reads column ``C`` and calls ``C()`` once failed in evaluation
+    with "'Series' object is not callable" (the data come first, as in patsy, whose
+    error it is too): refused before, naming the column and how to rename it; a column
+    of that name the formula does not read changes nothing."""
+    df = make_df()
+    data = df.assign(**{name: df["x1"]})
+    with pytest.raises(ValueError, match=rf"column '{name}' has the name of the transform"):
+        build_spec(data, formula, groups="g")
+    spec = build_spec(data, "y ~ x1 + C(a, Sum) + np.exp(x2) + log(x2)", groups="g")
+    assert "np.exp(x2)" in spec.exog_names
+
+
 def test_error_formula_syntax():
     df = make_df()
     with pytest.raises(ValueError, match=r"invalid formula 'y ~ \(x1 \+ x2'"):

@@ -14,6 +14,7 @@ from dmixed.design.partitions import (
     check_column_kinds,
     checked_partition,
     lost_futures,
+    restored_values,
     select_columns,
 )
 from dmixed.errors import DataError
@@ -115,3 +116,31 @@ def test_csv_group_column_of_numbers_in_one_file_and_text_in_another(
     assert "column 'g' holds str values where its first rows gave int64" in message
     assert f"the type in {tmp_path / 'a.csv'}" in message
     assert "Mismatched dtypes" not in message and "\n" not in message
+
+
+class _Named:
+    """A key whose text is its name alone: unequal keys of one name become one text."""
+
+    def __init__(self, name: str, number: int) -> None:
+        self.name, self.number = name, number
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _Named) and (self.name, self.number) == (other.name, other.number)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.number))
+
+
+def test_group_keys_that_dask_made_one_text_are_refused_naming_the_column():
+    """Group keys are read back from the text Dask made of them: keys that are not equal
+    but became one text cannot be, and are refused (never one group of two)."""
+    keys = pd.Series([_Named("a", 1), _Named("a", 2), _Named("b", 1)] * 4, dtype=object)
+    frame = pd.DataFrame({"g": keys, "y": np.arange(12.0)})
+    with dask.config.set({"dataframe.convert-string": True}):
+        ddf = dd.from_pandas(frame, npartitions=2)
+    with pytest.raises(DataError, match=r"groups column 'g' .* same text 'a'"):
+        restored_values(ddf, ["g", "y"], "g")
+    assert restored_values(ddf, ["g", "y"]) is ddf  # not the groups: the text stays

@@ -550,6 +550,41 @@ def test_mixed_kinds_are_refused_on_dask_whatever_the_string_conversion(convert)
     assert remote.error == local.error
 
 
+#: group keys of an object column that Dask's from_pandas turns into text (key i)
+TEXT_MADE_KEYS = {
+    "bytes": lambda i: f"g{i}".encode(),
+    "tuple": lambda i: (i % 4, f"g{i}"),
+    "int": lambda i: 100 + i,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(TEXT_MADE_KEYS))
+def test_group_keys_that_dask_made_text_keep_their_type(kind):
+    """With Dask's default string conversion, ``dd.from_pandas`` turns group keys of
+    bytes or tuples into text: the Dask fit's labels were that text, so
+    ``random_effects[key]`` raised KeyError and ``predict(include_random=True)`` gave
+    the rows of every original key the population prediction, with a warning.  The
+    groups column is read as the pandas frame holds it: the labels and their types are
+    the in-process fit's (and statsmodels'), in the fit and in prediction on Dask."""
+    frame = base_frame(seed=33)
+    keys = np.empty(len(frame), dtype=object)
+    keys[:] = [TEXT_MADE_KEYS[kind](int(v[1:])) for v in frame["g"]]
+    frame["g"] = keys
+    with dask.config.set({"dataframe.convert-string": True}):
+        ddf = dd.from_pandas(frame, npartitions=3)
+        new = dd.from_pandas(frame.iloc[::7], npartitions=2)
+    local, remote = fit_both(frame, ddf, "y ~ x", **SLOPE)
+    assert_same_model(local, remote)  # the group labels with their types
+    a, b = local.result, remote.result
+    for key in frame["g"].iloc[:3]:
+        pd.testing.assert_series_equal(b.random_effects[key], a.random_effects[key], rtol=1e-8)
+    expected = a.predict(frame.iloc[::7], include_random=True)
+    np.testing.assert_allclose(b.predict(frame.iloc[::7], include_random=True), expected)
+    with dask.config.set(scheduler="sync"):
+        on_dask = b.predict(new, include_random=True).compute()
+    np.testing.assert_allclose(on_dask.loc[expected.index], expected, rtol=1e-8)
+
+
 # --------------------------------------------------------------------------------------
 # missing values and partitions (Dask-side rules)
 # --------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import pickle
 import warnings
 from dataclasses import replace
 
@@ -128,6 +129,29 @@ def test_a_model_of_statistics_alone_bootstraps_as_the_model_of_its_rows(vc_fit)
         ref = vc_fit.bootstrap(5, seed=8, use_re=use_re).replicates
         got = res.bootstrap(5, seed=8, use_re=use_re).replicates
         pd.testing.assert_frame_equal(got, ref, rtol=1e-7)
+
+
+def test_a_pickled_fit_says_what_it_lacks_and_how_to_get_it_back(vc_fit):
+    """A pickle never carries the statistics, and bootstrap reads no data: an unpickled
+    fit is refused saying how to compute them again from the rows it holds (the same
+    replicates then); after remove_data() it holds neither, and the refusal says that
+    (it once said the results were "loaded", whatever had happened)."""
+    back = pickle.loads(pickle.dumps(vc_fit))
+    with pytest.raises(SpecError, match=r"model.statistics\(\) computes them again"):
+        back.bootstrap(3, seed=8)
+    back.model.statistics()
+    pd.testing.assert_frame_equal(
+        back.bootstrap(3, seed=8).replicates, vc_fit.bootstrap(3, seed=8).replicates, rtol=1e-7
+    )
+    removed_after = pickle.loads(pickle.dumps(vc_fit))
+    removed_after.remove_data()
+    removed_before = pickle.loads(pickle.dumps(vc_fit))
+    removed_before.remove_data()
+    removed_before = pickle.loads(pickle.dumps(removed_before))
+    for res in (removed_after, removed_before):
+        with pytest.raises(SpecError, match=r"data were removed \(remove_data\(\)\)") as err:
+            res.bootstrap(3, seed=8)
+        assert "refit it from the data" in str(err.value) and "loaded" not in str(err.value)
 
 
 def test_a_dask_fit_bootstraps_without_reading_a_partition(tmp_path, vc_fit):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import dmixed
@@ -55,6 +56,33 @@ def test_two_components_of_one_factor_warn_naming_them():
     with warnings.catch_warnings():
         warnings.simplefilter("error", SingularHessianWarning)
         dmixed.mixedlm("y ~ x1", df, groups="g", vc_formula={"a": "0 + C(sub)"}).fit()
+
+
+@pytest.mark.parametrize("reml", [True, False])
+def test_a_component_in_the_span_of_the_random_effects_warns_and_keeps_the_likelihood(reml):
+    """A component whose column is, in every group, a combination of the random-effects
+    columns (``z = 2 + 3x`` beside ``1 + x``) adds ``τ c c'`` to Ψ: only their sum is
+    identified.  The fit is not silently wrong: ℓ, the fixed effects and Ψ + τ c c' are
+    those of the model without the component, and it warns naming the parameters in
+    the trade (statsmodels stops short of the optimum with a lower ℓ)."""
+    rng = np.random.default_rng(6)
+    g = np.repeat(np.arange(40), 12)
+    x1 = rng.standard_normal(g.size)
+    effects = rng.standard_normal((40, 2)) * [1.0, 0.5]
+    y = 1.0 + x1 + effects[g, 0] + effects[g, 1] * x1 + rng.standard_normal(g.size)
+    df = pd.DataFrame({"y": y, "x1": x1, "g": g, "z": 2.0 + 3.0 * x1})
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always", SingularHessianWarning)
+        both = dmixed.mixedlm(
+            "y ~ x1", df, groups="g", re_formula="1 + x1", vc_formula={"v": "0 + z"}
+        ).fit(reml=reml)
+    said = [str(w.message) for w in seen if issubclass(w.category, SingularHessianWarning)]
+    assert any("'v Var'" in m and "the data do not identify" in m for m in said), said
+    alone = dmixed.mixedlm("y ~ x1", df, groups="g", re_formula="1 + x1").fit(reml=reml)
+    assert both.llf == pytest.approx(alone.llf, abs=1e-8)
+    np.testing.assert_allclose(both.fe_params, alone.fe_params, rtol=1e-6)
+    total = np.asarray(both.cov_re) + both.vcomp[0] * np.outer([2.0, 3.0], [2.0, 3.0])
+    np.testing.assert_allclose(total, alone.cov_re, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("npartitions", [1, 3, 7])

@@ -120,13 +120,22 @@ def test_percent_labels_share_rs_decimals(level, labels):
         (dict(parm=9), "parm position 9"),
         (dict(parm=0.0), "parm must be None, a name, a position"),
         (dict(parm=True), "parm True is not one of"),
-        (dict(level=1.5), "level must be between 0 and 1"),
+        (dict(level=1.5), r"level must be a number in \(0, 1\)"),
         (dict(method="boot"), "method must be 'profile' or 'Wald'"),
     ],
 )
 def test_refusals(sleepstudy, kwargs, message):
     with pytest.raises(SpecError, match=message):
         sleepstudy.confint(**kwargs)
+
+
+@pytest.mark.parametrize("level", ["x", "0.95", None, [0.95], 0, 1, float("nan")])
+@pytest.mark.parametrize("method", ["profile", "Wald"])
+def test_level_that_is_not_a_number_in_zero_one_is_refused_naming_it(sleepstudy, method, level):
+    """``confint(level="x")`` once raised float()'s bare ValueError, ``level=None`` a
+    TypeError: the SpecError naming ``level``, as ``alpha`` elsewhere."""
+    with pytest.raises(SpecError, match=r"level must be a number in \(0, 1\)"):
+        sleepstudy.confint(level=level, method=method)
 
 
 def test_loaded_results_have_no_statistics(sleepstudy, tmp_path):

@@ -24,11 +24,12 @@ _ALPHA_TAKERS = {
 }
 
 
-@pytest.mark.parametrize("alpha", [2, 1, 0, -0.5, float("nan"), "0.05x"])
+@pytest.mark.parametrize("alpha", [2, 1, 0, -0.5, float("nan"), "0.05x", "0.05", None, [0.05]])
 @pytest.mark.parametrize("method", sorted(_ALPHA_TAKERS))
 def test_alpha_outside_zero_one_is_refused_naming_it(method, alpha):
     """``conf_int(alpha=2)`` once gave intervals of ±inf: every results method taking
-    ``alpha`` refuses it outside (0, 1)."""
+    ``alpha`` refuses it outside (0, 1), and what is not a number (text, even
+    ``"0.05"``, None, a list)."""
     df = make_data(n_groups=10, seed=1)
     endog, exog, _, groups = design(df)
     res = MixedLM(endog, pd.DataFrame(exog, columns=["Intercept", "x1", "x2"]), groups).fit()

@@ -85,7 +85,7 @@ def project_columns(ddf, spec):
     cols = list(getattr(spec, "columns_used", None) or [])
     if spec.group_name not in cols:
         cols.append(spec.group_name)
-    return select_columns(ddf, cols)
+    return select_columns(ddf, cols, spec.group_name)
 
 
 # ---------------------------------------------------------------------------
