@@ -106,7 +106,7 @@ class ProfileProblem:
         q = self.layout.k_re
         lam_std = lam if coords is None else coords.to_statistics(lam)
         # σ² and ℓ in the statistics' coordinates, ℓ mapped back (a constant shift)
-        sigma2_std = sigma2 if coords is None else sigma2 / coords.columns.y_scale**2
+        sigma2_std = sigma2 if coords is None else sigma2 / coords.columns.sigma_scale**2
         step = self.engine.step(lam_std, q)
         prof = profile(step, self.glob, self.reml)
         fac = prof.fac

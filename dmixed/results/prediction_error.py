@@ -269,6 +269,8 @@ def conditional_cross(state, stats) -> tuple[np.ndarray, np.ndarray]:
     else:  # the padded (G, r, r) form (a RaggedCov is expanded)
         cov = np.asarray(state.blup_cov, dtype=np.float64)
         m = np.matmul(np.matmul(a, cov / state.scale), a.T)
+        if stats.columns.weight_scale != 1.0:  # relative to σ̃² = σ²/s_w, as the kernels'
+            m = m * stats.columns.weight_scale
     return m, m @ zx
 
 
@@ -422,7 +424,7 @@ def prediction_variance(results, include_random: bool) -> PredictionVariance:
             )
         stats = model.statistics(client=getattr(model, "cached_client", None))
         blup_cov, cross = conditional_cross(state, stats)
-        blup_cov = blup_cov * state.scale
+        blup_cov = blup_cov * (state.scale / stats.columns.weight_scale)
         columns = stats.columns
         vc_scale = columns.vc_scales(stats.layout.k_vc)
         t, a = columns.fe_matrix(), columns.re_matrix()

@@ -97,7 +97,7 @@ class _RelativeProfile:
             True,
             re_map=base @ np.eye(q)[perm].T,
         )
-        self.vc_scale = stats.columns.vc_scales(layout.k_vc)
+        self.vc_scale = stats.columns.tau_root_scales(layout.k_vc)  # τ̃ = (√s_w s_l)² τ*
         self.coords, self.n, self.reml = coords, stats.glob.n, bool(results.reml)
         psi = np.asarray(results.cov_re, dtype=np.float64) / results.scale
         tau = np.asarray(results.vcomp, dtype=np.float64) / results.scale * self.vc_scale**2
