@@ -88,7 +88,10 @@ class _RelativeProfile:
         if vtype == "re":
             perm[[0, index]] = perm[[index, 0]]
         coords = Coordinates.model(stats.columns, layout)
-        base = coords.re_map if coords.re_map is not None else np.eye(q)
+        # the free Ψ coordinates are √s_w times the model's (Ψ_o = s_w Ψ*, relative to
+        # σ²/s_w: free of the weights' unit, :mod:`dmixed.stats.standardize`)
+        root = stats.columns.weight_root
+        base = (coords.re_map if coords.re_map is not None else np.eye(q)) / root
         self.objective = ProfiledObjective(
             stats.engine,
             stats.glob,
@@ -99,11 +102,11 @@ class _RelativeProfile:
         )
         self.vc_scale = stats.columns.tau_root_scales(layout.k_vc)  # τ̃ = (√s_w s_l)² τ*
         self.coords, self.n, self.reml = coords, stats.glob.n, bool(results.reml)
-        psi = np.asarray(results.cov_re, dtype=np.float64) / results.scale
+        psi = np.asarray(results.cov_re, dtype=np.float64) / results.scale * root**2
         tau = np.asarray(results.vcomp, dtype=np.float64) / results.scale * self.vc_scale**2
         self.start = self._sqrt_start(layout, psi[np.ix_(perm, perm)], tau)
         self.pinned = 0 if vtype == "re" else layout.k_re2 + index
-        self.factor = 1.0 if vtype == "re" else float(self.vc_scale[index])
+        self.factor = root if vtype == "re" else float(self.vc_scale[index])
 
     @staticmethod
     def _sqrt_start(layout, psi: np.ndarray, tau: np.ndarray) -> np.ndarray:
