@@ -44,7 +44,7 @@ within ``2^±64`` of 1 (their statistics are then those of ``w`` bit for bit).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -442,6 +442,13 @@ class Standardization:
         )
 
     # -- the map of the estimates ------------------------------------------------------
+
+    def in_weights_unit(self) -> Standardization:
+        """This map for the model whose weights are those summed, ``w / s_w``: its
+        ``σ²`` is ``σ²/s_w`` and its relative covariances ``s_w`` times the model's, of
+        the size of the statistics' whatever the weights' unit (for coordinates an
+        optimizer works in); ``self`` when ``s_w`` is 1."""
+        return self if self.weight_scale == 1.0 else replace(self, weight_scale=1.0)
 
     @property
     def weight_root(self) -> float:
