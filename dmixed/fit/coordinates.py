@@ -20,6 +20,12 @@ covariances (``A_o`` carries ``√k``, ``τ_o = k s_l² τ*``), ``k`` the power 
 nearest the weights' geometric mean (:func:`weight_factor`; exact, and 1 without
 weights): the optimizer's coordinates are then free of the weights' unit too.
 
+The statistics' own weights are ``w / s_w`` (the weights' scale, a power of four in
+:class:`~dmixed.stats.standardize.Standardization`), so their relative covariances are
+``s_w`` times those of ``w``: their ``A`` here is the map's estimate matrix ``√s_w A``
+(:meth:`~dmixed.stats.standardize.Standardization.psi_matrix`), the components' scales
+``√s_w s_l`` and ``σ² = s_y² s_w σ̃²``; ``k`` is then near 1.
+
 ``β`` and ``σ²`` are profiled out and live in the statistics' coordinates throughout the
 optimization; they and ``ℓ`` are mapped back once, at the end.
 """

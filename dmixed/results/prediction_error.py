@@ -246,6 +246,8 @@ def conditional_cross(state, stats) -> tuple[np.ndarray, np.ndarray]:
     ``Z̃_i'X̃_i`` comes from the statistics (``engine.gather()``); ``M̃_i`` is the
     results' ``blup_cov_statistics`` as the kernels gave it (or, for results without it,
     ``Ã (blup_cov / scale) Ã'``, which loses digits where a column is far from zero).
+    Both are those of the weights as summed, ``w / s_w``: ``M̃_i`` relative to
+    ``σ²/s_w``, ``Z̃_i'X̃_i`` ``1/s_w`` times, so ``H̃_i`` is free of ``s_w``.
 
     Parameters
     ----------
