@@ -385,10 +385,10 @@ def test_a_fit_with_held_parameters_keeps_its_information_criteria(tmp_path):
 
 @pytest.mark.parametrize("factor", [1.0, 1e200, 1e-200])
 def test_results_of_weights_in_any_unit_round_trip(tmp_path, factor):
-    """Weights near 1e200: ``cov_params``' covariance entries (about 1e-400) underflow,
-    but the covariance of ``[β, s_w θ]`` and the weights' scale are saved (format
-    version 4, which older versions refuse), so the loaded standard errors are the
-    fit's; weights near 1 are saved as before, without them."""
+    """Weights near 1e±200: ``cov_params``' covariance entries (about 1e∓400) under- or
+    overflow, but the covariance of ``[β, s_w θ]`` and the weights' scale are saved
+    (format version 4, which older versions refuse), so the loaded standard errors are
+    the fit's; weights near 1 are saved as before, without them."""
     df = make_data(n_groups=30, vc_sd=0.5, seed=5)
     df["w"] = factor * np.random.default_rng(5).uniform(0.5, 2.0, len(df))
     fit = dmixed.mixedlm("y ~ x1 + x2", df, groups="g", re_formula="1 + x1", weights="w").fit()
