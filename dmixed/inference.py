@@ -144,7 +144,7 @@ class ProfileProblem:
         q = self.layout.k_re
         lam_std = lam if coords is None else coords.to_statistics(lam)
         # σ² and ℓ in the statistics' coordinates, ℓ mapped back (a constant shift)
-        sigma2_std = sigma2 if coords is None else sigma2 / coords.columns.y_scale**2
+        sigma2_std = sigma2 if coords is None else sigma2 / coords.columns.sigma_scale**2
         step = self.engine.step(lam_std, q)
         prof = profile(step, self.glob, self.reml)
         fac = prof.fac
@@ -217,14 +217,16 @@ class ProfileLikelihood:
             results.reml,
             kind,
             index,
-            Coordinates.model(stats.columns, stats.fit_layout),
+            # relative to σ²/s_w (the weights as summed): free of the weights' unit
+            Coordinates.model(stats.columns.in_weights_unit(), stats.fit_layout),
         )
         # start from the MLE, in the permuted sqrt packing
+        unit = stats.columns.weight_scale
         psi, tau = stats.layout.unpack(results.packed_params, results.use_sqrt)
         perm = self.problem.perm
-        psi_p = psi[np.ix_(perm, perm)]
-        packed = stats.layout.pack(psi_p, tau, use_sqrt=True)
-        self.start = np.append(packed[self.problem.free], np.log(results.scale))
+        psi_p = psi[np.ix_(perm, perm)] * unit
+        packed = stats.layout.pack(psi_p, tau * unit, use_sqrt=True)
+        self.start = np.append(packed[self.problem.free], np.log(results.scale / unit))
 
     def __call__(self, value: float) -> float:
         """max ℓ subject to the variance being ``value`` (≥ 0)."""

@@ -2249,3 +2249,32 @@ def test_update_with_a_file_lacking_a_model_column_is_exit_3_naming_it(
     assert len(proc.stderr.splitlines()) == 1 and not (tmp_path / "U").exists()
     after = {p.name: p.read_bytes() for p in (tmp_path / "S").iterdir() if p.is_file()}
     assert after == before
+
+
+def test_update_of_weights_in_an_extreme_unit(data, scheduler, tmp_path):
+    """Weights near 1e150 (scaled by 2^512 in the saved statistics): ``update`` with new
+    rows in the same unit is the fit of all rows from scratch; new rows whose weights
+    are 2^300 times larger again, which the saved unit cannot hold, are refused naming
+    the weights, the statistics untouched."""
+    frames = {"A": data.frame_a, "B": data.frame_b}
+    for name, frame in frames.items():
+        frame.assign(w=frame["w"] * 1e150).to_parquet(tmp_path / f"{name}.parquet", index=False)
+    common = [*MODEL, "--weights", "w", "--cluster", scheduler.file, "--quiet"]
+    _fit_update_and_scratch(tmp_path, common, scheduler.file)
+    manifest = json.loads((tmp_path / "S/manifest.json").read_text())
+    assert manifest["standardization"]["weight_scale"] == 2.0**512
+    updated, scratch = dmixed.load(tmp_path / "U"), dmixed.load(tmp_path / "F")
+    for what in COMPARED:
+        np.testing.assert_allclose(
+            np.asarray(getattr(updated, what)), np.asarray(getattr(scratch, what)), rtol=1e-9
+        )
+    assert np.isfinite(np.asarray(updated.bse_re)).all() and (updated.bse_re > 0).all()
+    before = (tmp_path / "S/manifest.json").read_bytes()
+    far = data.frame_b.head(40).assign(g=lambda d: d["g"] + 5000)
+    far.assign(w=far["w"] * 1e150 * 2.0**300).to_parquet(tmp_path / "C.parquet", index=False)
+    args = ("update", "--stats-dir", "S", "--data", "C.parquet", "--output", "U2", "--quiet")
+    proc = run_in_process(*args, "--cluster", scheduler.file, cwd=tmp_path)
+    assert proc.returncode == 3, proc.stderr
+    assert "prior weights" in proc.stderr and "another unit" in proc.stderr
+    assert (tmp_path / "S/manifest.json").read_bytes() == before
+    assert not (tmp_path / "U2").exists()

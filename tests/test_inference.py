@@ -216,3 +216,27 @@ def test_anova_refit_of_dask_fits_reads_no_partition():
     assert reader.reads == reads
     ml = [dmixed.mixedlm(f, df, groups="g").fit(reml=False).llf for f in ("y ~ x1", "y ~ x1 + x2")]
     np.testing.assert_allclose(table.logLik, ml, rtol=1e-9)
+
+
+@pytest.mark.parametrize("c", [2.0**256, 3e-150])
+def test_profile_likelihood_with_weights_in_an_extreme_unit_is_the_reference(c):
+    """Weights ``c·w``: the same profile likelihood of each variance (its coordinates
+    relative to ``σ²/s_w``; in the model's own, ℓ was 5,000 lower at ``c = 2^256``)."""
+    import warnings
+
+    from dmixed.inference import ProfileLikelihood
+
+    from ._synth import make_data
+
+    df = make_data(n_groups=30, min_size=2, max_size=10, vc_sd=0.6, seed=1)
+
+    def curves(factor):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", dmixed.DmixedWarning)
+            res = dmixed.mixedlm(
+                "y ~ x1 + x2", df.assign(w=factor * df["w"]), groups="g", re_formula="1",
+                vc_formula={"sub": "0 + C(sub)"}, weights="w",
+            ).fit()  # fmt: skip
+        return [[ProfileLikelihood(res, w)(v) for v in (0.2, 0.5, 1.0)] for w in ("g", "sub")]
+
+    np.testing.assert_allclose(curves(c), curves(1.0), rtol=1e-9)

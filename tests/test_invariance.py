@@ -26,7 +26,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import dmixed
@@ -358,14 +358,107 @@ def test_weights_in_any_unit_by_the_dense_reference(c, reml):
     assert_fit_is_consistent(_weighted_fit(_data(1), "slope", reml, c))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the per-group statistics are kept in the weights' own unit: at |log10 c| "
-    "beyond about 70 (1e-100 below) their squares (Hessian, moment sums, det Λ²) "
-    "over- or underflow",
-)
 @pytest.mark.parametrize("c", [1e-200, 1e-150, 1e100, 1e200])
 def test_weights_in_extreme_units(c):
+    """The statistics are sums of the weights divided by a power-of-two scale near
+    their geometric mean (:mod:`dmixed.stats.standardize`): at |log10 c| beyond about
+    70 (1e-100 below) the weights' own unit over- or underflowed their squares."""
     df = _data(1)
     ref = _weighted_fit(df, "slope", True, 1.0)
     _assert_weights_scaled(_weighted_fit(df, "slope", True, c), ref, c)
+
+
+@functools.cache
+def _weighted_reference(model: str, reml: bool):
+    return _weighted_fit(_data(1), model, reml, 1.0)
+
+
+def _assert_relative_scaled(res, ref, c: float, rtol: float = 1e-6):
+    """The covariances relative to σ² (``cov_re/scale``, ``vcomp/scale``, the θ of
+    ``params``) and their standard errors are ``1/c`` times the reference's."""
+    k = ref.k_fe
+    for got, want in [
+        (np.asarray(res.cov_re) / res.scale, np.asarray(ref.cov_re) / ref.scale),
+        (np.asarray(res.vcomp) / res.scale, np.asarray(ref.vcomp) / ref.scale),
+        (np.asarray(res.params)[k:], np.asarray(ref.params)[k:]),
+        (np.asarray(res.bse)[k:], np.asarray(ref.bse)[k:]),
+    ]:
+        if want.size:
+            np.testing.assert_allclose(c * got, want, rtol=rtol, atol=rtol * np.abs(want).max())
+
+
+#: weight factors ``m · 2^k``: k over the range float64 holds the test's weights in
+#: (with margin), m a power of two or not
+WEIGHT_EXPONENT = st.integers(-400, 400)
+MANTISSA = st.one_of(st.just(1.0), st.floats(1.0, 2.0, exclude_max=True))
+
+
+@settings(max_examples=16, **QUICK)
+@given(
+    model=st.sampled_from(sorted(WEIGHTED)),
+    reml=st.booleans(),
+    exponent=WEIGHT_EXPONENT,
+    mantissa=MANTISSA,
+)
+def test_weights_in_any_unit_property(model, reml, exponent, mantissa):
+    """Weights ``c·w``, ``c = m·2^k`` with k in −400..400: β, the absolute covariances,
+    ℓ and the standard errors of β are the reference's, σ² is c times it, the relative
+    covariances and their standard errors 1/c times."""
+    c = mantissa * 2.0**exponent
+    ref = _weighted_reference(model, reml)
+    res = _weighted_fit(_data(1), model, reml, c)
+    _assert_weights_scaled(res, ref, c)
+    _assert_relative_scaled(res, ref, c)
+
+
+@pytest.mark.parametrize("model", sorted(WEIGHTED))
+@pytest.mark.parametrize("steps", [-3, -1, 1, 2])
+def test_weights_times_the_scale_step_are_the_same_fit_bit_for_bit(model, steps):
+    """Weights times ``2^(128 j)`` (a whole number of the scale's steps) are summed as
+    the reference's weights exactly: the same β, ℓ and standard errors of β bit for
+    bit, σ² exactly c times."""
+    from dmixed.stats.standardize import WEIGHT_STEP_LOG2
+
+    c = 2.0 ** (WEIGHT_STEP_LOG2 * steps)
+    ref = _weighted_reference(model, True)
+    res = _weighted_fit(_data(1), model, True, c)
+    assert np.asarray(res.fe_params).tobytes() == np.asarray(ref.fe_params).tobytes()
+    assert np.float64(res.llf).tobytes() == np.float64(ref.llf).tobytes()
+    assert np.asarray(res.bse_fe).tobytes() == np.asarray(ref.bse_fe).tobytes()
+    assert res.scale == c * ref.scale
+    assert np.array_equal(np.asarray(res.cov_re), np.asarray(ref.cov_re))
+
+
+def _partition_weight_scales(df, c: float, npartitions: int = 3) -> set:
+    """The weights' scale each of the Dask partitions of ``df`` chooses (weights ``c·w``)."""
+    import dask.dataframe as dd
+
+    from dmixed.stats.standardize import weight_scale
+
+    ddf = dd.from_pandas(df.assign(w=c * df["w"]), npartitions=npartitions)
+    return {weight_scale(ddf.partitions[i]["w"].compute().to_numpy()) for i in range(npartitions)}
+
+
+@settings(max_examples=8, **QUICK)
+@given(exponent=WEIGHT_EXPONENT, mantissa=MANTISSA)
+def test_weights_in_any_unit_with_partitions(exponent, mantissa):
+    """The same through the Dask engine (3 partitions), where the partitions choose one
+    scale (all but weights whose geometric mean is near a step's edge, 2^(64 + 128 j):
+    see :func:`test_weights_in_different_units_on_dask_are_refused`)."""
+    c = mantissa * 2.0**exponent
+    df = _data(1)
+    assume(len(_partition_weight_scales(df, c)) == 1)
+    ref = _weighted_reference("slope", True)
+    res = _weighted_fit(df, "slope", True, c, dask=True)
+    _assert_weights_scaled(res, ref, c)
+    _assert_relative_scaled(res, ref, c)
+
+
+def test_weights_in_different_units_on_dask_are_refused():
+    """Partitions whose weights are 2^200 apart: no statistics could hold both in one
+    unit without leaving float64's range, so the fit says so, naming the weights."""
+    df = _data(1)
+    w = df["w"].to_numpy().copy()
+    w[len(w) // 2 :] *= 2.0**200
+    with pytest.raises(dmixed.DmixedError, match="weights.*unit"):
+        _weighted_fit(df.assign(w=w), "slope", True, 1.0, dask=True)

@@ -6,6 +6,7 @@ the Dask engine gathers small statistics into.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 
@@ -169,8 +170,11 @@ def statistics_from_rows(
     std = standardization
     if std is None:
         std = Standardization.choose(
-            rows.endog, rows.exog, rows.exog_re, intercepts, rows.vc_vals, references
+            rows.endog, rows.exog, rows.exog_re, intercepts, rows.vc_vals, references, rows.weights
         )
+    weights = std.weights_in_statistics(rows.weights)
+    if weights is not rows.weights:  # the statistics' weights, w / s_w
+        rows = dataclasses.replace(rows, weights=weights)
     if worth_structure(layout) and one_entry_per_row(entries):
         # variance components structured: no padded design, time linear in the levels
         ragged, st = ragged_statistics(

@@ -20,6 +20,12 @@ covariances (``A_o`` carries ``√k``, ``τ_o = k s_l² τ*``), ``k`` the power 
 nearest the weights' geometric mean (:func:`weight_factor`; exact, and 1 without
 weights): the optimizer's coordinates are then free of the weights' unit too.
 
+The statistics' own weights are ``w / s_w`` (the weights' scale, a power of four in
+:class:`~dmixed.stats.standardize.Standardization`), so their relative covariances are
+``s_w`` times those of ``w``: their ``A`` here is the map's estimate matrix ``√s_w A``
+(:meth:`~dmixed.stats.standardize.Standardization.psi_matrix`), the components' scales
+``√s_w s_l`` and ``σ² = s_y² s_w σ̃²``; ``k`` is then near 1.
+
 ``β`` and ``σ²`` are profiled out and live in the statistics' coordinates throughout the
 optimization; they and ``ℓ`` are mapped back once, at the end.
 """
@@ -78,10 +84,10 @@ class Coordinates:
         scaled (not shifted) ones; the variance components always in the statistics'
         (a scale keeps a held value held); all times ``weight`` (``k``, a power of four:
         :func:`weight_factor`; 1: the statistics' own)."""
-        a_opt = columns.re_matrix() if all_free else columns.re_scale_matrix()
+        a_opt = columns.psi_matrix() if all_free else columns.psi_scale_matrix()
         if weight != 1.0:
             a_opt = np.sqrt(weight) * a_opt
-        tau = weight * columns.vc_scales(layout.k_vc) ** 2
+        tau = weight * columns.tau_root_scales(layout.k_vc) ** 2
         return cls(columns, a_opt, layout, tau, float(weight))
 
     def statistics_to_opt_sqrt(self, packed: np.ndarray) -> np.ndarray:
@@ -100,7 +106,7 @@ class Coordinates:
     def vc_map(self) -> np.ndarray | None:
         """Per component, the factor on its ``s`` entries of Λ from the optimizer's
         coordinates to the statistics' (``s_l / √c_l``); None when all are 1."""
-        f = self.columns.vc_scales(self.layout.k_vc) / np.sqrt(self.tau_opt)
+        f = self.columns.tau_root_scales(self.layout.k_vc) / np.sqrt(self.tau_opt)
         return None if np.all(f == 1.0) else f
 
     # -- Ψ between the systems ---------------------------------------------------------
@@ -117,7 +123,7 @@ class Coordinates:
     def re_map(self) -> np.ndarray | None:
         """``C = A A_o⁻¹`` (q × q) with ``Λ̃ = C Λ_o``; ``None`` when ``C = I``
         (computed once per instance; read only)."""
-        c = self.columns.re_matrix() @ self.a_opt_inv
+        c = self.columns.psi_matrix() @ self.a_opt_inv
         if np.array_equal(c, np.eye(c.shape[0])):
             return None
         c.flags.writeable = False
@@ -200,7 +206,7 @@ class Coordinates:
         return self.columns.beta_from_std(beta_std)
 
     def scale(self, scale_std: float) -> float:
-        return float(np.float64(scale_std) * np.float64(self.columns.y_scale) ** 2)
+        return float(np.float64(scale_std) * np.float64(self.columns.sigma_scale) ** 2)
 
     def llf(self, llf_std: float, n: int, reml: bool) -> float:
         return float(llf_std) + self.columns.llf_offset(n, reml)
@@ -229,12 +235,18 @@ class Coordinates:
         jac[p:, p:] = m
         return jac
 
-    def covariance(self, cov_opt: np.ndarray) -> np.ndarray:
-        """The covariance of ``[β, θ]`` from that of ``[β̃, θ_o]``: ``J⁻¹ C J⁻ᵀ``.
+    def covariance(self, cov_opt: np.ndarray, weighted: bool = False) -> np.ndarray:
+        """The covariance of ``[β, θ]`` from that of ``[β̃, θ_o]``: ``J⁻¹ C J⁻ᵀ``;
+        ``weighted``: of ``[β, s_w θ]`` (the weights' scale, which keeps the θ entries
+        inside float64's range: :mod:`dmixed.stats.standardize`).
 
         An undefined (NaN) entry makes every entry it enters undefined, and no other.
         """
-        inv = np.linalg.inv(self.jacobian())
+        jac = self.jacobian()
+        if weighted:  # ∂θ_o/∂(s_w θ) = J_θ / s_w, exact (a power of four)
+            p = self.columns.k_fe
+            jac[p:, p:] /= self.columns.weight_scale
+        inv = np.linalg.inv(jac)
         undefined = np.isnan(cov_opt)
         with np.errstate(over="ignore", invalid="ignore"):  # inf where units near 1e±300
             out = inv @ np.where(undefined, 0.0, cov_opt) @ inv.T

@@ -141,9 +141,9 @@ class Likelihood:
         step, prof = self.evaluate(point)
         lay = self.layout
         d_psi, d_tau = score_matrices(step, prof, self.reml, lay.slot_component, lay.k_vc)
-        a = self.columns.re_matrix()
+        a = self.columns.psi_matrix()
         d_psi = a.T @ d_psi @ a
-        d_tau = d_tau * self.columns.vc_scales(lay.k_vc) ** 2
+        d_tau = d_tau * self.columns.tau_root_scales(lay.k_vc) ** 2
         g_std = prof.fac * (prof.b - prof.a @ prof.beta) / prof.q
         g_fe = self.columns.fe_matrix().T @ g_std / self.columns.y_scale
         return g_fe, 0.5 * (d_psi + d_psi.T), d_tau

@@ -68,10 +68,12 @@ __all__ = [
 ]
 
 FORMAT = "dmixed-results"
-#: The newest format read (and written for crossed random effects); directories with
-#: ragged random effects are written as format 2, padded ones as format 1, which older
-#: versions read.
-FORMAT_VERSION = 3
+#: The newest format read (and written for a fit whose prior weights were scaled in
+#: its statistics, ``weight_scale`` and ``cov_params_weighted``, which older versions
+#: would not read); other directories are written in the format of their random
+#: effects: crossed 3, ragged 2, padded 1, which older versions read.
+FORMAT_VERSION = 4
+CROSSED_FORMAT_VERSION = 3
 RAGGED_FORMAT_VERSION = 2
 PADDED_FORMAT_VERSION = 1
 
@@ -163,7 +165,16 @@ def _estimates_section(state: ResultsState) -> dict:
         "vc_slot_widths": list(state.vc_slot_widths),
         **_ragged_section(state),
         **_empty_section(state),
+        **_weighted_section(state),
     }
+
+
+def _weighted_section(state: ResultsState) -> dict:
+    """The prior weights' scale and the covariance in their unit, where the scale is not
+    1 (:attr:`~dmixed.io.state.ResultsState.cov_params_weighted`); absent otherwise."""
+    if state.cov_params_weighted is None:
+        return {}
+    return {"weight_scale": state.weight_scale, "cov_params_weighted": state.cov_params_weighted}
 
 
 def _empty_section(state: ResultsState) -> dict:
@@ -188,6 +199,8 @@ def estimates_document(state: ResultsState) -> dict:
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION
+        if state.cov_params_weighted is not None
+        else CROSSED_FORMAT_VERSION
         if is_crossed(state)
         else RAGGED_FORMAT_VERSION
         if is_ragged(state)
@@ -337,6 +350,10 @@ def _state_from(
         cov_re_unscaled=_matrix(e["cov_re_unscaled"]).reshape(k_re, k_re),
         vcomp=np.array([e["vcomp"][v] for v in names.vc_names], dtype=np.float64),
         cov_params=_matrix(e["cov_params"]),
+        weight_scale=float(e.get("weight_scale", 1.0)),
+        cov_params_weighted=None
+        if e.get("cov_params_weighted") is None
+        else _matrix(e["cov_params_weighted"]),
         a_inv=_matrix(e["a_inv"]),
         group_labels=table[columns.GROUP].to_numpy(),
         group_sizes=table[_SIZE].to_numpy(),
@@ -366,6 +383,11 @@ def _shape_problems(state: ResultsState) -> list[str]:
         "cov_re": (np.shape(state.cov_re), (q, q)),
         "cov_re_unscaled": (np.shape(state.cov_re_unscaled), (q, q)),
         "cov_params": (np.shape(state.cov_params), (k, k)),
+        **(
+            {}
+            if state.cov_params_weighted is None
+            else {"cov_params_weighted": (np.shape(state.cov_params_weighted), (k, k))}
+        ),
         "a_inv": (np.shape(state.a_inv), (p, p)),
         "packed_params": (np.shape(state.packed_params), (state.k_re2 + n_vc,)),
         "group labels": ((len(state.group_labels),), (g,)),

@@ -116,6 +116,14 @@ class ResultsState:
         ``Ã M_i Ã'``: the BLUPs' conditional covariances relative to σ² in the
         statistics' coordinates (``Z = Z̃ Ã``), as the kernels gave them, for the same
         reason (None for loaded results).
+    weight_scale : float
+        ``s_w``, the prior weights' scale in the statistics
+        (:mod:`dmixed.stats.standardize`; a power of four, 1 for most fits).
+    cov_params_weighted : ndarray (k, k) or None
+        With ``s_w`` not 1: the covariance of ``[β, s_w θ]`` (the covariance
+        parameters relative to ``σ²/s_w``), which float64 holds where ``cov_params``'
+        θ entries (``s_w⁻²`` times these) under- or overflow; the standard errors are
+        taken from it.  None with ``s_w = 1``.
     """
 
     names: ModelNames
@@ -170,6 +178,8 @@ class ResultsState:
     #: statsmodels' ``k_constant`` of the fixed-effects design, decided from the data
     #: at the fit (None: not decided, e.g. results saved before it was recorded)
     k_constant: int | None = None
+    weight_scale: float = 1.0
+    cov_params_weighted: np.ndarray | None = None
 
     def optimizer(self) -> OptSummary:
         """The optimizer's record (MixedModels.jl's ``OptSummary``) rebuilt from the state:
@@ -206,8 +216,28 @@ class ResultsState:
         """Standard errors in ``params``' coordinates: ``sqrt(diag(cov_params))``; NaN
         where that diagonal is negative (the fit warned: the Hessian is not negative
         definite there)."""
+        if self.cov_params_weighted is not None:
+            with np.errstate(invalid="ignore"):
+                return np.sqrt(np.diag(self.cov_params_weighted)) / self.weighted_unit()
         with np.errstate(invalid="ignore"):
             return np.sqrt(np.diag(self.cov_params))
+
+    def weighted_unit(self) -> np.ndarray:
+        """``d`` (k,) with ``[β, s_w θ] = d · params``: 1 for β, ``s_w`` for θ."""
+        unit = np.full(len(self.params), float(self.weight_scale))
+        unit[: self.k_fe] = 1.0
+        return unit
+
+    def bse_re(self) -> np.ndarray:
+        """``sqrt(scale · diag(cov_params)[k_fe:])`` (statsmodels' ``bse_re``), from
+        :attr:`cov_params_weighted` where there is one: ``sqrt((scale/s_w) ·
+        diag(cov_w)[k_fe:]) / √s_w``, every factor inside float64's range."""
+        p = self.k_fe
+        with np.errstate(invalid="ignore"):
+            if self.cov_params_weighted is None:
+                return np.sqrt(self.scale * np.diag(self.cov_params)[p:])
+            var = (self.scale / self.weight_scale) * np.diag(self.cov_params_weighted)[p:]
+            return np.sqrt(var) / np.sqrt(self.weight_scale)
 
     @property
     def df_modelwc(self) -> int:

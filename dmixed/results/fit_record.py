@@ -105,6 +105,16 @@ def record_fit(
     coordinates, mapped back here by ``coords``.
     """
     packed, prof, llf_std, cov_opt = estimate
+    weight_scale = float(coords.columns.weight_scale)
+    cov_weighted = None
+    if weight_scale == 1.0:
+        cov_params = coords.covariance(cov_opt)
+    else:  # θ's entries s_w⁻² times those of [β, s_w θ]: they may under- or overflow
+        cov_weighted = coords.covariance(cov_opt, weighted=True)
+        unit = np.full(cov_weighted.shape[0], weight_scale)
+        unit[: model.k_fe] = 1.0
+        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+            cov_params = cov_weighted / unit[:, None] / unit[None, :]
     layout = stats.layout
     use_sqrt = model.use_sqrt
     n = int(stats.glob.n)
@@ -153,7 +163,7 @@ def record_fit(
         cov_re=scale * psi,
         cov_re_unscaled=psi,
         vcomp=scale * tau,
-        cov_params=coords.covariance(cov_opt),
+        cov_params=cov_params,
         a_inv=coords.a_inv(prof.a_inv),
         group_labels=stats.group_labels,
         group_sizes=stats.group_sizes,
@@ -171,6 +181,8 @@ def record_fit(
         cov_re_statistics=cov_re_statistics(coords, psi_opt, scale),
         statistics_columns=coords.columns,
         blup_cov_statistics=cond_std,
+        weight_scale=weight_scale,
+        cov_params_weighted=cov_weighted,
     )
 
 
@@ -195,6 +207,8 @@ def cov_re_statistics(coords: Coordinates, psi_opt: np.ndarray, scale: float) ->
     from the optimizer's, not through the model's (which may have lost its digits)."""
     c = coords.re_map
     out = psi_opt if c is None else c @ psi_opt @ c.T
+    # C maps to s_w AΨ*A' (the weights' scale, :mod:`dmixed.stats.standardize`)
+    scale = scale / coords.columns.weight_scale
     return scale * 0.5 * (out + out.T)
 
 

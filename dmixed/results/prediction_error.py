@@ -246,6 +246,8 @@ def conditional_cross(state, stats) -> tuple[np.ndarray, np.ndarray]:
     ``Z̃_i'X̃_i`` comes from the statistics (``engine.gather()``); ``M̃_i`` is the
     results' ``blup_cov_statistics`` as the kernels gave it (or, for results without it,
     ``Ã (blup_cov / scale) Ã'``, which loses digits where a column is far from zero).
+    Both are those of the weights as summed, ``w / s_w``: ``M̃_i`` relative to
+    ``σ²/s_w``, ``Z̃_i'X̃_i`` ``1/s_w`` times, so ``H̃_i`` is free of ``s_w``.
 
     Parameters
     ----------
@@ -269,6 +271,8 @@ def conditional_cross(state, stats) -> tuple[np.ndarray, np.ndarray]:
     else:  # the padded (G, r, r) form (a RaggedCov is expanded)
         cov = np.asarray(state.blup_cov, dtype=np.float64)
         m = np.matmul(np.matmul(a, cov / state.scale), a.T)
+        if stats.columns.weight_scale != 1.0:  # relative to σ̃² = σ²/s_w, as the kernels'
+            m = m * stats.columns.weight_scale
     return m, m @ zx
 
 
@@ -424,7 +428,7 @@ def prediction_variance(results, include_random: bool) -> PredictionVariance:
             )
         stats = model.statistics(client=getattr(model, "cached_client", None))
         blup_cov, cross = conditional_cross(state, stats)
-        blup_cov = blup_cov * state.scale
+        blup_cov = blup_cov * (state.scale / stats.columns.weight_scale)
         columns = stats.columns
         vc_scale = columns.vc_scales(stats.layout.k_vc)
         t, a = columns.fe_matrix(), columns.re_matrix()

@@ -87,7 +87,10 @@ class _RelativeProfile:
         perm = np.arange(q)
         if vtype == "re":
             perm[[0, index]] = perm[[index, 0]]
-        coords = Coordinates.model(stats.columns, layout)
+        # relative to σ²/s_w (the weights as summed): free of the weights' unit (with
+        # weights near 1e77, Ψ* near 1e-77 left L-BFGS-B where it started)
+        coords = Coordinates.model(stats.columns.in_weights_unit(), layout)
+        self.unit = stats.columns.weight_scale
         base = coords.re_map if coords.re_map is not None else np.eye(q)
         self.objective = ProfiledObjective(
             stats.engine,
@@ -97,10 +100,11 @@ class _RelativeProfile:
             True,
             re_map=base @ np.eye(q)[perm].T,
         )
-        self.vc_scale = stats.columns.vc_scales(layout.k_vc)
+        self.vc_scale = coords.columns.vc_scales(layout.k_vc)
         self.coords, self.n, self.reml = coords, stats.glob.n, bool(results.reml)
-        psi = np.asarray(results.cov_re, dtype=np.float64) / results.scale
-        tau = np.asarray(results.vcomp, dtype=np.float64) / results.scale * self.vc_scale**2
+        scale = results.scale / self.unit
+        psi = np.asarray(results.cov_re, dtype=np.float64) / scale
+        tau = np.asarray(results.vcomp, dtype=np.float64) / scale * self.vc_scale**2
         self.start = self._sqrt_start(layout, psi[np.ix_(perm, perm)], tau)
         self.pinned = 0 if vtype == "re" else layout.k_re2 + index
         self.factor = 1.0 if vtype == "re" else float(self.vc_scale[index])
@@ -116,7 +120,7 @@ class _RelativeProfile:
 
         free = np.ones(self.start.size, dtype=bool)
         free[self.pinned] = False
-        held = np.sqrt(value) * self.factor
+        held = np.sqrt(value * self.unit) * self.factor  # value: the model's τ* or Ψ*_jj
         full = self.start.copy()
         full[self.pinned] = held
 
@@ -137,4 +141,4 @@ class _RelativeProfile:
         full[free] = res.x
         ev = self.objective.evaluate(full)
         llf = self.coords.llf(ev.llf, self.n, self.reml)
-        return value * self.coords.scale(ev.prof.scale), llf
+        return value * self.unit * self.coords.scale(ev.prof.scale), llf

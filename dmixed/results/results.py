@@ -305,8 +305,7 @@ class MixedLMResults(FittedValues, Hypotheses):
 
     @cached_property
     def bse_re(self) -> pd.Series | np.ndarray:
-        with np.errstate(invalid="ignore"):  # NaN where the fit warned of the Hessian
-            se = np.sqrt(self.scale * np.diag(self._cov)[self.k_fe :])
+        se = self._state.bse_re()  # NaN where the fit warned of the Hessian
         return self._shaped_series(se, lambda: self.param_names[self.k_fe :])
 
     @cached_property

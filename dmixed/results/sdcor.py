@@ -107,10 +107,10 @@ class SdCorLikelihood:
                 self.pos[a, b] = len(self.pos)
         self.monomials = self._monomials()
         self.fe_map = likelihood.jacobian[:p, :p]  # β̃ = M β − c
-        y_scale = likelihood.columns.y_scale
+        sigma_scale = likelihood.columns.sigma_scale
         k = np.zeros((p + lay.n_params + 1, p + lay.n_params + 1))
         k[:-1, :-1] = likelihood.jacobian
-        k[-1, -1] = 1.0 / y_scale**2
+        k[-1, -1] = 1.0 / sigma_scale**2
         self.jac = k  # ∂[β̃, θ̃, s̃]/∂[β, θ, s]
         self.basis = lay.basis()
         self.n_evals = 0  # evaluations so far (each one engine step, most a Hessian pass)

@@ -239,7 +239,8 @@ class StandardizedFit:
     def of(cls, results, columns: Standardization, layout: Layout) -> StandardizedFit:
         """From fitted results (the model's own coordinates), by the exact column map:
         ``β̃ = (Tβ − c_y e_0)/s_y``, ``Ψ̃* = AΨ*A'``, ``τ̃* = s_l² τ*``, ``σ̃ = σ/s_y``,
-        ``b̃ = A b / s_y`` (a component's slot: ``s_l b / s_y``)."""
+        ``b̃ = A b / s_y`` (a component's slot: ``s_l b / s_y``); with the weights'
+        scale ``s_w``, ``σ̃ = σ / (s_y √s_w)`` and ``Ψ̃* = s_w AΨ*A'``."""
         s_y = columns.y_scale
         state = results.to_state()
         beta = columns.fe_matrix() @ np.asarray(state.fe_params, dtype=np.float64)
@@ -252,7 +253,8 @@ class StandardizedFit:
         blup = np.array(state.blup, dtype=np.float64)
         blup[:, :q] = blup[:, :q] @ columns.re_matrix().T
         blup[:, q:] *= columns.slot_scales(layout.vc_widths)
-        return cls(beta / s_y, lam, float(np.sqrt(results.scale)) / s_y, blup / s_y)
+        sigma = float(np.sqrt(results.scale)) / columns.sigma_scale  # weights w / s_w
+        return cls(beta / s_y, lam, sigma, blup / s_y)
 
 
 def simulate_fitted(results, nsim: int = 1, seed=None, use_re: bool = False):

@@ -23,7 +23,9 @@ sharing rows, format version 5, ``"storage": "crossed"``) also one row per co-oc
 pair of slots with a non-zero sum, and in the manifest's ``cross_diagonal`` the
 components the fit eliminated (a co-occurrence summing to exactly zero is not written,
 so the sums alone could allow another elimination).  Other statistics are saved padded
-as format version 3, which older versions read; all load.
+as format version 3, which older versions read; all load.  Statistics of prior weights
+scaled in them (the map's ``weight_scale``, not 1) are written as format version 6,
+whatever their storage, which older versions refuse rather than misread.
 
 Written under a temporary name and renamed into place (never left half-written), and
 verified when read (:func:`load_statistics`): the manifest's own sha256, every part
@@ -86,8 +88,12 @@ FORMAT = "dmixed-statistics"
 #: cross-products, which lose digits, and is refused with a message to rebuild.
 #: 4: statistics held ragged (:data:`RAGGED`), with slot files; padded statistics are
 #: still written as version 3.  5: statistics held crossed (:data:`CROSSED`), with slot
-#: and co-occurrence files; ragged ones are still written as version 4.
-FORMAT_VERSION = 5
+#: and co-occurrence files; ragged ones are still written as version 4.  6: prior
+#: weights scaled in the statistics (the map's ``weight_scale``, which older versions
+#: would ignore), any storage; statistics without are written as before.
+FORMAT_VERSION = 6
+#: the version crossed statistics are written as
+CROSSED_FORMAT_VERSION = 5
 #: the version padded statistics are written as (what older versions read)
 PADDED_FORMAT_VERSION = 3
 #: the version ragged statistics are written as
@@ -97,7 +103,11 @@ RAGGED = "ragged"
 #: the manifest's ``storage`` of statistics saved crossed
 CROSSED = "crossed"
 #: the storage each format version holds
-STORAGE = {PADDED_FORMAT_VERSION: None, RAGGED_FORMAT_VERSION: RAGGED, FORMAT_VERSION: CROSSED}
+STORAGE = {
+    PADDED_FORMAT_VERSION: None,
+    RAGGED_FORMAT_VERSION: RAGGED,
+    CROSSED_FORMAT_VERSION: CROSSED,
+}
 #: the manifest's key of the sha256 of the rest of the manifest (:func:`manifest_sha256`)
 MANIFEST_SHA256 = "manifest_sha256"
 #: relative tolerance of the check of the per-group sums against ``[X y]'[X y]`` (on the
@@ -228,7 +238,9 @@ def save_statistics(arrays: GroupArrays, path, manifest: dict) -> None:
     """Write statistics and their manifest to the directory ``path`` atomically.
 
     Padded statistics are written as format version :data:`PADDED_FORMAT_VERSION`;
-    ragged ones (``arrays.ragged``) as :data:`FORMAT_VERSION` with slot files.  The
+    ragged ones (``arrays.ragged``) as :data:`RAGGED_FORMAT_VERSION` with slot files
+    (crossed ones :data:`CROSSED_FORMAT_VERSION`; any with the weights scaled
+    :data:`FORMAT_VERSION`).  The
     manifest records every part file (rows, bytes, sha256) and its own sha256
     (:func:`manifest_sha256`), which :func:`load_statistics` verifies.  Callers that
     read, merge and write back a directory hold :func:`statistics_lock`.
@@ -262,7 +274,7 @@ def save_statistics(arrays: GroupArrays, path, manifest: dict) -> None:
             }
         if arrays.cross is not None:
             cross = cross_columns(arrays.cross)
-            full.update(format_version=FORMAT_VERSION, storage=CROSSED)
+            full.update(format_version=CROSSED_FORMAT_VERSION, storage=CROSSED)
             full["n_cross"] = arrays.cross.size
             if arrays.cross.diagonal is not None:  # the elimination, whatever the sums
                 full["cross_diagonal"] = [int(c) for c in arrays.cross.diagonal]
@@ -283,6 +295,8 @@ def save_statistics(arrays: GroupArrays, path, manifest: dict) -> None:
             "column_sums": arrays.glob.column_sums,
             "parts": parts,
         }
+        if arrays.columns.weight_scale != 1.0:  # older versions would ignore the scale
+            full["format_version"] = FORMAT_VERSION
         full = jsonable(full)
         full[MANIFEST_SHA256] = manifest_sha256(full)
         with open(tmp / "manifest.json", "w") as fh:
@@ -346,12 +360,15 @@ def read_manifest(path) -> dict:
             "match its content): the statistics cannot be trusted; rebuild them from the "
             "data (`dmixed fit` with a new statistics directory)"
         )
-    if manifest.get("storage") != STORAGE.get(version):
+    storage = manifest.get("storage")
+    if version == FORMAT_VERSION and storage in STORAGE.values():
+        return manifest  # any storage, with weights scaled
+    if storage != STORAGE.get(version):
         raise CheckpointError(
             f"{file} says format version {version} with storage "
-            f"{manifest.get('storage')!r}: version {FORMAT_VERSION} holds statistics "
+            f"{storage!r}: version {CROSSED_FORMAT_VERSION} holds statistics "
             f"{CROSSED!r}, {RAGGED_FORMAT_VERSION} {RAGGED!r}, {PADDED_FORMAT_VERSION} "
-            "padded; rebuild them from the data"
+            f"padded, {FORMAT_VERSION} any of them; rebuild them from the data"
         )
     return manifest
 

@@ -28,15 +28,27 @@ the model's own estimates are exactly::
 (``b = s_y A⁻¹ b̃`` for the random effects; the profile-scale Ψ* does not see ``s_y``.)
 A variance component's columns share one scale and no shift (their variance is shared
 by all of them): ``τ* = τ̃* / s_l²``.
+
+Prior weights ``w`` get a scale too, ``s_w`` (a power of four, :func:`weight_scale`):
+the statistics are sums of the rows weighted by ``w̃ = w / s_w`` (exact), whose squares
+stay inside float64's range whatever the weights' unit.  Weights ``w̃`` are the same
+model with ``σ̃² = σ²/s_w``, so ``Ψ̃*`` and ``τ̃*`` (relative to σ²) are ``s_w`` times
+the model's and ``β``, ``ℓ`` (with its ``½ Σ log w̃``) and every absolute covariance
+are unchanged.  That is the column map above with every column of ``X``, ``y`` and
+``Z̃`` (its intercept too) times ``√s_w``: the estimates are mapped back by the
+*estimate scales* (:meth:`Standardization.psi_matrix`,
+:meth:`Standardization.tau_root_scales`, :attr:`Standardization.sigma_scale`), the
+rows by the column scales alone.  ``s_w`` is 1 for weights whose geometric mean is
+within ``2^±64`` of 1 (their statistics are then those of ``w`` bit for bit).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, DataError
 from .blup_cov import RaggedBlup
 from .constant import constant_value
 from .layout import tril_indices
@@ -60,6 +72,31 @@ def _ones_column(matrix: np.ndarray) -> int:
         if np.all(matrix[:, j] == 1.0):
             return j
     return -1
+
+
+#: Weights' scales are powers of ``2^WEIGHT_STEP_LOG2``: 1 for weights whose geometric
+#: mean is within ``2^±(WEIGHT_STEP_LOG2/2)`` of 1, where the statistics hold (their
+#: squares stay far inside float64's range), and a coarse step otherwise, so that
+#: partitions of the same data choose the same scale except near a step's edge.
+WEIGHT_STEP_LOG2 = 128
+
+
+def weight_scale(weights: np.ndarray | None) -> float:
+    """``s_w``: the power of ``2^WEIGHT_STEP_LOG2`` nearest the geometric mean of the
+    positive finite weights of the sample (1 without any)."""
+    if weights is None:
+        return 1.0
+    value = constant_value(np.asarray(weights))
+    if value is not None:  # one weight broadcast
+        logs = np.log2(np.array([value], dtype=np.float64))
+    else:
+        w = np.asarray(weights, dtype=np.float64).ravel()[:SAMPLE_ROWS]
+        logs = np.log2(w[np.isfinite(w) & (w > 0)])
+    logs = logs[np.isfinite(logs)]
+    if logs.size == 0:
+        return 1.0
+    step = float(np.round(float(np.mean(logs)) / WEIGHT_STEP_LOG2))
+    return float(2.0 ** (WEIGHT_STEP_LOG2 * step))
 
 
 #: A column is shifted when its mean is more than this many spreads from zero: below
@@ -215,6 +252,7 @@ class Standardization:
     sample_rows: int = field(default=0, compare=False)
     x_ref: np.ndarray = field(default_factory=lambda: np.zeros(0))
     z_ref: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    weight_scale: float = 1.0
 
     # -- construction ------------------------------------------------------------------
 
@@ -241,6 +279,7 @@ class Standardization:
         intercepts: tuple[int, int] | None = None,
         vc_vals: list[np.ndarray] | None = None,
         references: tuple[np.ndarray, np.ndarray] | None = None,
+        weights: np.ndarray | None = None,
     ) -> Standardization:
         """The map for data whose first rows are these (at most :data:`SAMPLE_ROWS` used).
 
@@ -260,6 +299,8 @@ class Standardization:
         references : (ndarray (p,), ndarray (q,)), optional
             The integer references the design took off the columns (``x_ref``,
             ``z_ref``; :func:`dmixed.design.references.column_references`).
+        weights : ndarray (n,), optional
+            The prior weights: their scale ``s_w`` (:data:`WEIGHT_STEP_LOG2`).
         """
         m = SAMPLE_ROWS
         x = np.asarray(exog, dtype=np.float64)[:m]
@@ -278,6 +319,7 @@ class Standardization:
         return cls(
             cx, sx, float(cy[0]), float(sy[0]), cz, sz, xi, zi, vc, int(y.shape[0]),
             np.asarray(x_ref, dtype=np.float64), np.asarray(z_ref, dtype=np.float64),
+            weight_scale(weights),
         )  # fmt: skip
 
     def references(self) -> tuple[np.ndarray, np.ndarray]:
@@ -312,9 +354,39 @@ class Standardization:
             and not self.z_shift.any()
             and (self.z_scale == 1).all()
             and (self.vc_scale == 1).all()
+            and self.weight_scale == 1
         )
 
     # -- the rows ----------------------------------------------------------------------
+
+    def weights_in_statistics(self, weights: np.ndarray | None) -> np.ndarray | None:
+        """The weights the statistics are sums of, ``w / s_w`` (exact: ``s_w`` is a
+        power of two); ``weights`` themselves when ``s_w`` is 1 or there are none.
+
+        Raises
+        ------
+        DataError
+            The weights' own scale (:func:`weight_scale`, from their first rows) is more
+            than one step from ``s_w``: rows (a later partition, an ``update`` batch)
+            whose weights are in another unit than those the map was chosen from, whose
+            statistics would leave float64's range.  (One step is taken: weights then
+            within ``2^±(3 WEIGHT_STEP_LOG2 / 2)`` of ``s_w``, where the statistics hold.)
+        """
+        if weights is None:
+            return weights
+        own = weight_scale(weights)
+        if abs(np.log2(own) - np.log2(self.weight_scale)) > WEIGHT_STEP_LOG2:
+            raise DataError(
+                "the prior weights of these rows are in another unit than those the "
+                f"statistics' map was chosen from (scale 2^{np.log2(own):.0f} against "
+                f"2^{np.log2(self.weight_scale):.0f}: geometric means about a factor "
+                f"2^{np.log2(own / self.weight_scale):.0f} apart); give all "
+                "weights in one unit (e.g. divided by one constant, which changes only "
+                "the reported scale)"
+            )
+        if self.weight_scale == 1.0:
+            return weights
+        return np.asarray(weights, dtype=np.float64) / self.weight_scale
 
     def conversion_to(self, target: Standardization, vc_widths=()) -> tuple[np.ndarray, np.ndarray]:
         """``(M_x (k × k), M_z (r × r))`` taking columns in this map to ``target``'s:
@@ -323,8 +395,17 @@ class Standardization:
 
         Column ``v`` becomes ``a ṽ + b·1`` with ``a = s/s_t`` (a power of two) and
         ``b = (c − c_t)/s_t``; the ones come from the intercept column, which both maps
-        must share (:class:`CheckpointError` otherwise).
+        must share (:class:`CheckpointError` otherwise), as must the weights' scale.
         """
+        if self.weight_scale != target.weight_scale:
+            raise CheckpointError(
+                "statistics whose prior weights are in different units cannot be added "
+                f"(weights scaled by 2^{np.log2(self.weight_scale):.0f} vs "
+                f"2^{np.log2(target.weight_scale):.0f}, chosen from the first rows of each "
+                "part: their weights' geometric means differ by more than a factor "
+                f"2^{WEIGHT_STEP_LOG2 // 2} or straddle such a factor); give the weights in "
+                "one unit, e.g. divided by a constant, which changes only the reported scale"
+            )
         if (self.x_intercept, self.z_intercept) != (target.x_intercept, target.z_intercept):
             raise CheckpointError(
                 "statistics whose column maps have different intercept columns cannot be "
@@ -361,6 +442,40 @@ class Standardization:
         )
 
     # -- the map of the estimates ------------------------------------------------------
+
+    def in_weights_unit(self) -> Standardization:
+        """This map for the model whose weights are those summed, ``w / s_w``: its
+        ``σ²`` is ``σ²/s_w`` and its relative covariances ``s_w`` times the model's, of
+        the size of the statistics' whatever the weights' unit (for coordinates an
+        optimizer works in); ``self`` when ``s_w`` is 1."""
+        return self if self.weight_scale == 1.0 else replace(self, weight_scale=1.0)
+
+    @property
+    def weight_root(self) -> float:
+        """``√s_w`` (a power of two): every column's estimate scale is its column scale
+        times it (see the module)."""
+        return float(np.sqrt(self.weight_scale))
+
+    @property
+    def sigma_scale(self) -> float:
+        """``σ / σ̃ = s_y √s_w``: ``σ² = s_y² s_w σ̃²``."""
+        return self.y_scale if self.weight_scale == 1.0 else self.y_scale * self.weight_root
+
+    def psi_matrix(self) -> np.ndarray:
+        """``√s_w A`` (q × q): ``Ψ̃* = (√s_w A) Ψ* (√s_w A)'`` (:meth:`re_matrix` with
+        the weights' scale)."""
+        a = self.re_matrix()
+        return a if self.weight_scale == 1.0 else self.weight_root * a
+
+    def psi_scale_matrix(self) -> np.ndarray:
+        """``√s_w S_z``: the scale part of :meth:`psi_matrix` (keeps Ψ*'s zero pattern)."""
+        s = self.re_scale_matrix()
+        return s if self.weight_scale == 1.0 else self.weight_root * s
+
+    def tau_root_scales(self, k_vc: int) -> np.ndarray:
+        """``√s_w s_l`` of each of ``k_vc`` components: ``τ̃*_l = s_w s_l² τ*_l``."""
+        s = self.vc_scales(k_vc)
+        return s if self.weight_scale == 1.0 else self.weight_root * s
 
     def fe_matrix(self) -> np.ndarray:
         """``T`` (p × p) with ``X = X̃ T``."""
@@ -399,11 +514,13 @@ class Standardization:
         return float(out)
 
     def a_inv_from_std(self, a_inv_std: np.ndarray) -> np.ndarray:
-        """``(X'V*⁻¹X)⁻¹ = T⁻¹ (X̃'V*⁻¹X̃)⁻¹ T⁻ᵀ``."""
+        """``(X'V*⁻¹X)⁻¹ = T⁻¹ (X̃'V*⁻¹X̃)⁻¹ T⁻ᵀ / s_w``."""
         if a_inv_std.size == 0:
             return a_inv_std
         t_inv = np.linalg.inv(self.fe_matrix())
         out = t_inv @ a_inv_std @ t_inv.T
+        if self.weight_scale != 1.0:  # Ṽ* = s_w V*
+            out = out / self.weight_scale
         return 0.5 * (out + out.T)
 
     def blups_from_std(
@@ -412,15 +529,20 @@ class Standardization:
         """BLUPs ``b = s_y A⁻¹ b̃`` (G, r) and their covariances relative to σ²,
         ``A⁻¹ C̃ A⁻ᵀ`` (G, r, r), padded arrays or both ragged
         (:class:`~dmixed.stats.blup_cov.RaggedBlup`, ``RaggedCov``); a
-        variance-component slot's ``b = s_y b̃ / s_l``."""
+        variance-component slot's ``b = s_y b̃ / s_l``.  In the estimate scales (the
+        module: ``s_y``, ``A``, ``s_l`` times ``√s_w``), which leave ``b`` as it is and
+        divide the relative covariances by ``s_w``."""
         q = self.k_re
-        a = self.re_matrix()
+        a = self.psi_matrix()
         slots = self.slot_scales(vc_widths)
+        if self.weight_scale != 1.0:
+            slots = self.weight_root * slots
+        y_scale = self.sigma_scale
         if isinstance(blup, RaggedBlup):  # variance components held structured
             inv = np.linalg.inv(a)
-            return blup.transformed(inv, slots, self.y_scale), cond.transformed(inv, slots)
+            return blup.transformed(inv, slots, y_scale), cond.transformed(inv, slots)
         if np.array_equal(a, np.eye(q)) and np.all(slots == 1.0):
-            return (blup if self.y_scale == 1.0 else self.y_scale * blup), cond
+            return (blup if y_scale == 1.0 else y_scale * blup), cond
         inv = np.linalg.inv(a)
         b = np.array(blup, dtype=np.float64)
         b[:, :q] = blup[:, :q] @ inv.T
@@ -430,7 +552,7 @@ class Standardization:
         c[:, :, :q] = np.matmul(c[:, :, :q], inv.T)  # then its columns
         c[:, q:, :] /= slots[:, None]
         c[:, :, q:] /= slots
-        return self.y_scale * b, c
+        return y_scale * b, c
 
     # -- saved form ----------------------------------------------------------------------
 
@@ -448,6 +570,8 @@ class Standardization:
             # (absent without references: the saved form of older versions)
             **({"x_ref": self.x_ref.tolist()} if self.x_ref.any() else {}),
             **({"z_ref": self.z_ref.tolist()} if self.z_ref.any() else {}),
+            # (absent when 1: the saved form of older versions, which could not read it)
+            **({"weight_scale": self.weight_scale} if self.weight_scale != 1.0 else {}),
         }
 
     @classmethod
@@ -472,16 +596,24 @@ class Standardization:
                 np.asarray(data.get("vc_scale", []), dtype=np.float64).reshape(-1),
                 x_ref=np.asarray(data.get("x_ref", []), dtype=np.float64).reshape(-1),
                 z_ref=np.asarray(data.get("z_ref", []), dtype=np.float64).reshape(-1),
+                weight_scale=float(data.get("weight_scale", 1.0)),
             )
             if out.x_ref.size not in (0, p) or out.z_ref.size not in (0, q):
                 raise ValueError("references of the wrong length")
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"malformed column standardization: {exc}") from exc
-        scales = np.concatenate([out.x_scale, out.z_scale, [out.y_scale], out.vc_scale])
+        scales = np.concatenate(
+            [out.x_scale, out.z_scale, [out.y_scale, out.weight_scale], out.vc_scale]
+        )
         if not np.all(np.isfinite(np.concatenate([out.x_ref, out.z_ref]))):
             raise CheckpointError("malformed column standardization: references must be finite")
         if not (np.all(np.isfinite(scales)) and np.all(scales > 0)):
             raise CheckpointError("malformed column standardization: scales must be positive")
+        exponent = np.log2(out.weight_scale)
+        if exponent != np.round(exponent) or exponent % 2:
+            raise CheckpointError(
+                "malformed column standardization: the weights' scale must be a power of four"
+            )
         return out
 
     def __eq__(self, other: object) -> bool:

@@ -381,3 +381,28 @@ def test_a_fit_with_held_parameters_keeps_its_information_criteria(tmp_path):
     back = dmixed.load(tmp_path / "out")
     assert (back.aic, back.bic, back.df_modelwc) == (fit.aic, fit.bic, fit.df_modelwc)
     np.testing.assert_array_equal(back.bse, fit.bse)
+
+
+@pytest.mark.parametrize("factor", [1.0, 1e200, 1e-200])
+def test_results_of_weights_in_any_unit_round_trip(tmp_path, factor):
+    """Weights near 1e±200: ``cov_params``' covariance entries (about 1e∓400) under- or
+    overflow, but the covariance of ``[β, s_w θ]`` and the weights' scale are saved
+    (format version 4, which older versions refuse), so the loaded standard errors are
+    the fit's; weights near 1 are saved as before, without them."""
+    df = make_data(n_groups=30, vc_sd=0.5, seed=5)
+    df["w"] = factor * np.random.default_rng(5).uniform(0.5, 2.0, len(df))
+    fit = dmixed.mixedlm("y ~ x1 + x2", df, groups="g", re_formula="1 + x1", weights="w").fit()
+    fit.save(tmp_path / "out")
+    back = dmixed.load(tmp_path / "out")
+    estimates = json.loads((tmp_path / "out" / "estimates.json").read_text())
+    if factor == 1.0:
+        assert "cov_params_weighted" not in estimates["estimates"]
+        assert estimates["format_version"] < dmixed.io.FORMAT_VERSION
+    else:
+        assert estimates["format_version"] == dmixed.io.FORMAT_VERSION
+        assert estimates["estimates"]["weight_scale"] == fit.to_state().weight_scale != 1
+    for what in ("bse", "bse_re", "bse_fe", "fe_params"):
+        values = np.asarray(getattr(fit, what))
+        assert np.isfinite(values).all() and (values != 0).all(), what
+        np.testing.assert_array_equal(np.asarray(getattr(back, what)), values)
+    assert back.llf == fit.llf and back.scale == fit.scale

@@ -672,3 +672,44 @@ def test_expand_inputs_of_a_dataset_directory_skips_markers_and_hidden_files(tmp
     assert got == ["part-1.parquet", "year=2025/part-0.parquet"], (
         f"dmixed bug: expand_inputs({d.name}/) lists non-data files: {got}"
     )
+
+
+# --------------------------------------------------------------------------------------
+# prior weights scaled in the statistics
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["slope+vc", "intercept"])
+def test_statistics_of_scaled_weights_are_saved_as_format_6_and_fit_alike(tmp_path, model):
+    """Weights near 1e150 (scaled by 2^512 in the statistics): saved as format version
+    6, which older versions refuse rather than read without the scale; loaded, the same
+    fit.  Weights near 1 keep the format of their storage."""
+    df = _frame(12)
+    spec = build_spec(df, FORMULA, "g", **{**MODELS[model], "weights": "w"})
+    heavy = df.assign(w=df["w"] * 1e150)
+    for frame, version in [(df, None), (heavy, checkpoint.FORMAT_VERSION)]:
+        arrays = _stats(spec, frame)
+        target = tmp_path / f"stats{version}"
+        save_statistics(arrays, target, {"spec": spec.to_dict()})
+        back, manifest = load_statistics(target)
+        if version is None:
+            assert manifest["format_version"] < checkpoint.FORMAT_VERSION
+            assert "weight_scale" not in manifest["standardization"]
+        else:
+            assert manifest["format_version"] == version
+            assert manifest["standardization"]["weight_scale"] == 2.0**512
+        assert back.columns == arrays.columns
+        assert _fit(back, spec).llf == _fit(arrays, spec).llf
+
+
+def test_merged_statistics_of_scaled_weights_are_the_whole_statistics():
+    """``update``'s merge: both halves in the saved map (the first half's), weights near
+    1e150 in both."""
+    df = _frame(13).assign(w=lambda d: d["w"] * 1e150)
+    spec = _spec(df, "slope+vc")
+    a, b = _split(df, 13)
+    first = _stats(spec, a)
+    assert first.columns.weight_scale == 2.0**512
+    merged = merge(first, _stats(spec, b, like=first), "g")
+    whole = _stats(spec, df, like=first)
+    assert_same_statistics(merged, whole)

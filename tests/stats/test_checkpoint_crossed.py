@@ -74,7 +74,7 @@ def test_crossed_round_trip_is_exact_and_refits_the_same(tmp_path, kw):
     assert arrays.zz.size == 0 and arrays.cross.size > 0
     save_statistics(arrays, tmp_path / "s", {})
     back, manifest = load_statistics(tmp_path / "s")
-    assert manifest["format_version"] == checkpoint.FORMAT_VERSION == 5
+    assert manifest["format_version"] == checkpoint.CROSSED_FORMAT_VERSION == 5
     assert manifest["storage"] == checkpoint.CROSSED
     assert manifest["n_cross"] == back.cross.size
     _assert_same_cross(back, arrays)

@@ -8,9 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dmixed import kernels
-from dmixed.errors import CheckpointError
+from dmixed.errors import CheckpointError, DataError
 from dmixed.stats.packed import PackedLayout
-from dmixed.stats.standardize import SHIFT_ABOVE, Standardization
+from dmixed.stats.standardize import (
+    SHIFT_ABOVE,
+    WEIGHT_STEP_LOG2,
+    Standardization,
+    weight_scale,
+)
 
 
 def _rows(seed: int, n: int = 400, offset: float = 0.0, scale: float = 1.0):
@@ -215,3 +220,77 @@ def test_each_component_scale_is_the_defined_one(seed, log_scale, kind):
         rng.normal(size=n), np.ones((n, 1)), np.ones((n, 1)), vc_vals=[vals]
     )
     assert std.vc_scale[0] == _defined_vc_scale(vals.ravel())
+
+
+# --------------------------------------------------------------------------------------
+# the prior weights' scale
+# --------------------------------------------------------------------------------------
+
+
+def _choose_weighted(weights: np.ndarray) -> Standardization:
+    rng = np.random.default_rng(0)
+    n = weights.size
+    x = np.column_stack([np.ones(n), rng.normal(size=n)])
+    return Standardization.choose(rng.normal(size=n), x, x[:, :1], weights=weights)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, database=None)
+@given(exponent=st.floats(-1000, 1000), spread=st.floats(0, 8))
+def test_the_weights_scale_is_a_step_power_of_two_near_their_geometric_mean(exponent, spread):
+    """A power of ``2^WEIGHT_STEP_LOG2`` (so of four: ``√s_w`` is exact) within half a
+    step of the geometric mean, and 1 for weights within ``2^±64`` of 1."""
+    rng = np.random.default_rng(1)
+    logs = exponent + spread * rng.uniform(-1, 1, 500)
+    w = 2.0**logs
+    s = weight_scale(w)
+    k = np.log2(s)
+    assert k == np.round(k) and k % WEIGHT_STEP_LOG2 == 0
+    assert abs(np.mean(np.log2(w)) - k) <= WEIGHT_STEP_LOG2 / 2
+    if abs(np.mean(np.log2(w))) < WEIGHT_STEP_LOG2 / 2:
+        assert s == 1.0
+
+
+def test_ordinary_weights_leave_the_map_as_it_was():
+    """Weights near 1: scale 1, the weights summed as given (the same array), the saved
+    map without the key (older versions read it)."""
+    w = np.random.default_rng(2).uniform(0.5, 2.0, 300)
+    std = _choose_weighted(w)
+    assert std.weight_scale == 1.0 and std.weights_in_statistics(w) is w
+    assert "weight_scale" not in std.to_json()
+    assert std.sigma_scale == std.y_scale
+    np.testing.assert_array_equal(std.psi_matrix(), std.re_matrix())
+
+
+def test_the_weights_scale_is_exact_and_saved():
+    w = np.random.default_rng(3).uniform(0.5, 2.0, 300) * 1e150
+    std = _choose_weighted(w)
+    s = std.weight_scale
+    assert s == 2.0**512
+    scaled = std.weights_in_statistics(w)
+    np.testing.assert_array_equal(scaled * s, w)  # a power of two: no rounding
+    assert std.sigma_scale == std.y_scale * 2.0**256
+    np.testing.assert_array_equal(std.psi_matrix(), 2.0**256 * std.re_matrix())
+    back = Standardization.from_json(std.to_json(), std.k_fe, std.k_re)
+    assert back == std and back.weight_scale == s
+    assert not std.is_identity()
+
+
+@pytest.mark.parametrize("bad", [3.0, 2.0**3, -4.0, float("inf")])
+def test_a_saved_weights_scale_not_a_power_of_four_is_refused(bad):
+    data = _choose_weighted(np.ones(10)).to_json() | {"weight_scale": bad}
+    with pytest.raises(CheckpointError, match="scale"):
+        Standardization.from_json(data, 2, 1)
+
+
+def test_weights_in_another_unit_than_the_map_are_refused():
+    """One step off is taken (the statistics still hold it); two are refused, naming
+    the weights; maps of different weight scales are not added."""
+    w = np.random.default_rng(4).uniform(0.5, 2.0, 300)
+    std = _choose_weighted(w)
+    near = std.weights_in_statistics(w * 2.0**100)
+    np.testing.assert_array_equal(near, w * 2.0**100)
+    with pytest.raises(DataError, match="prior weights.*another unit"):
+        std.weights_in_statistics(w * 2.0**250)
+    other = _choose_weighted(w * 2.0**250)
+    with pytest.raises(CheckpointError, match="weights are in different units"):
+        other.conversion_to(std)

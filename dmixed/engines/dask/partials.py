@@ -28,6 +28,8 @@ components ragged instead (:func:`accumulate_ragged`): ``parts[b]`` are then blo
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 
@@ -128,8 +130,17 @@ def partition_standardization(dm, spec) -> Standardization:
     partition of a task with rows); see
     :meth:`~dmixed.stats.standardize.Standardization.choose`."""
     return Standardization.choose(
-        dm.endog, dm.exog, dm.exog_re, spec.intercept_columns(), dm.vc_vals, column_references(spec)
-    )
+        dm.endog, dm.exog, dm.exog_re, spec.intercept_columns(), dm.vc_vals,
+        column_references(spec), dm.weights,
+    )  # fmt: skip
+
+
+def weighted_in(dm, std: Standardization):
+    """``dm`` with its prior weights as the statistics sum them in the map ``std``
+    (:meth:`~dmixed.stats.standardize.Standardization.weights_in_statistics`); ``dm``
+    itself where they are unchanged."""
+    weights = std.weights_in_statistics(dm.weights)
+    return dm if weights is dm.weights else dataclasses.replace(dm, weights=weights)
 
 
 def partition_partials(
@@ -172,6 +183,7 @@ def _partition_partials(pdf, spec, slot_map, packed, n_buckets: int, std, key_dt
         keys = conform_keys(keys, key_dtype, spec.group_name)
     if std is None:
         std = partition_standardization(dm, spec)
+    dm = weighted_in(dm, std)
     report_partitions(len(keys))
     codes, uniq = pd.factorize(keys)
     widths = () if slot_map is None else slot_map.widths
@@ -203,7 +215,7 @@ def read_frames(frames, spec, slot_map, glob: np.ndarray, report, std, padded: b
         dm, keys, ztilde = rows
         if std is None:  # one map for the whole chain, from its first rows
             std = partition_standardization(dm, spec)
-        yield dm, keys, ztilde, std
+        yield weighted_in(dm, std), keys, ztilde, std
 
 
 def accumulate_frames(
