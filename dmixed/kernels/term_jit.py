@@ -38,6 +38,7 @@ import sys
 import tempfile
 
 import numba
+import numpy as np
 from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
@@ -309,6 +310,89 @@ def add_rows(out, rows, values):  # pragma: no cover - compiled
         src = values[i]
         for c in range(src.size):
             dst[c] += src[c]
+
+
+@numba.njit(cache=True, nogil=True)
+def merged_count(keys):  # pragma: no cover - compiled
+    """Distinct keys of the runs ``keys`` (a tuple of int64 arrays, each strictly
+    increasing), or −1 where a run is not strictly increasing
+    (:func:`~dmixed.kernels.term_table.merge_term_rows`)."""
+    n_runs = len(keys)
+    for j in range(n_runs):
+        run = keys[j]
+        for i in range(1, run.size):
+            if run[i] <= run[i - 1]:
+                return -1
+    at = np.zeros(n_runs, dtype=np.int64)
+    count = 0
+    while True:
+        found = False
+        low = 0
+        for j in range(n_runs):
+            if at[j] < keys[j].size and (not found or keys[j][at[j]] < low):
+                low = keys[j][at[j]]
+                found = True
+        if not found:
+            return count
+        for j in range(n_runs):
+            if at[j] < keys[j].size and keys[j][at[j]] == low:
+                at[j] += 1
+        count += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def merge_rows(  # pragma: no cover - compiled
+    keys, rows, cols, factors, count_col, count_factor, chunk, out, merged, counts
+):
+    """The runs' rows added by key (runs as :func:`merged_count` takes them; ``rows[j]``
+    the rows of ``keys[j]``), written entry-major by chunks of ``chunk`` keys
+    (:func:`~dmixed.kernels.term_table.merge_term_rows`).
+
+    Key ``g``'s terms are added from zero in the runs' order into a row of a buffer of
+    one chunk (row-major: the runs' rows are read once, in order); then the chunk's
+    entries are written one after the other, entry ``e`` of key ``g`` (term
+    ``cols[e]`` times ``factors[e]``) to ``out[E·lo + e·G_c + (g − lo)]`` (``lo`` the
+    chunk's first key, ``G_c`` its keys, ``E = cols.size``: each entry a contiguous
+    run), its count (term ``count_col`` times ``count_factor``) to ``counts[g]``, the
+    key to ``merged[g]``."""
+    n_runs = len(keys)
+    n_entries = cols.size
+    total = merged.size
+    n_terms = rows[0].shape[1]
+    at = np.zeros(n_runs, dtype=np.int64)
+    size = np.empty(n_runs, dtype=np.int64)
+    head = np.empty(n_runs, dtype=np.int64)  # each run's next key, ``last`` past its end
+    last = np.iinfo(np.int64).max
+    for j in range(n_runs):
+        size[j] = keys[j].size
+        head[j] = keys[j][0] if size[j] else last
+    buf = np.empty((min(chunk, total), n_terms))
+    for lo in range(0, total, chunk):
+        width = min(chunk, total - lo)
+        for i in range(width):
+            low = head[0]
+            for j in range(1, n_runs):
+                low = min(low, head[j])
+            dst = buf[i]
+            for t in range(n_terms):
+                dst[t] = 0.0
+            for j in range(n_runs):
+                if head[j] == low and at[j] < size[j]:
+                    src = rows[j][at[j]]
+                    for t in range(n_terms):
+                        dst[t] += src[t]
+                    at[j] += 1
+                    head[j] = keys[j][at[j]] if at[j] < size[j] else last
+            merged[lo + i] = low
+        start = n_entries * lo
+        for e in range(n_entries):
+            col = cols[e]
+            factor = factors[e]
+            base = start + e * width
+            for i in range(width):
+                out[base + i] = buf[i, col] * factor
+        for i in range(width):
+            counts[lo + i] = buf[i, count_col] * count_factor
 
 
 def _drop_unreadable_cache(directory: str, name: str) -> None:

@@ -478,3 +478,78 @@ def add_rows_into(out: np.ndarray, rows: np.ndarray, values: np.ndarray) -> None
 
     values = np.ascontiguousarray(values, dtype=np.float64)
     add_rows(out, np.ascontiguousarray(rows, dtype=np.int64), values)
+
+
+def merge_term_rows(
+    keys: list[np.ndarray],
+    parts: list[TermRows],
+    entries: np.ndarray,
+    chunk: int,
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]] | None:
+    """Rows of terms of several parts added by key and written in the evaluators'
+    layout, in one pass: no table of the sums between.
+
+    Every part's keys are distinct and increasing (the chains' partials of integer keys
+    held by range are); the parts hold one plan (:meth:`TermRows.same_plan`).  For
+    every key of the union, in increasing order, and every entry ``e`` (a packed column,
+    ``entries[e]``), the sum of its parts' terms ``columns[entries[e]]``, added from
+    zero in the parts' order, times ``factors[entries[e]]``: the parts' rows added by
+    position and then expanded, as :func:`add_rows_into` and :meth:`TermRows.column`
+    do, bit for bit (the same additions in the same order, then the same product).
+
+    Parameters
+    ----------
+    keys : list of ndarray of int64
+        Each part's keys, increasing.
+    parts : list of TermRows
+        Each part's rows, one per key.
+    entries : ndarray of int64 (E,)
+        The packed columns written, in the order wanted.
+    chunk : int
+        Keys a chunk of the output.
+
+    Returns
+    -------
+    (merged, counts, chunks) or None
+        The union's keys (int64, increasing), every key's packed column 0 (its row
+        count, as a float) and, per run of ``chunk`` keys (one of no keys when there
+        are none), an ``(E, G_c)`` C-contiguous array of its entries; None when some
+        part's keys are not increasing.  Compiled where the per-row pass is
+        (:func:`~dmixed.kernels.compiled.rows_compiled`), else numpy.
+    """
+    first = parts[0]
+    cols = np.ascontiguousarray(first.columns[entries], dtype=np.int64)
+    factors = np.ascontiguousarray(first.factors[entries], dtype=np.float64)
+    count_col, count_factor = int(first.columns[0]), float(first.factors[0])
+    keys = [np.ascontiguousarray(k, dtype=np.int64) for k in keys]
+    rows = [np.ascontiguousarray(p.rows, dtype=np.float64) for p in parts]
+    if rows_compiled(sum(k.size for k in keys)):
+        from .term_jit import merge_rows, merged_count  # numba: imported on first use only
+
+        total = merged_count(tuple(keys))
+        if total < 0:
+            return None
+        out = np.empty(cols.size * total)
+        merged = np.empty(total, dtype=np.int64)
+        counts = np.empty(total)
+        args = (cols, factors, count_col, count_factor, chunk, out, merged, counts)
+        merge_rows(tuple(keys), tuple(rows), *args)
+    else:
+        if any(k.size > 1 and np.any(k[1:] <= k[:-1]) for k in keys):
+            return None
+        merged = np.unique(np.concatenate(keys))
+        total = merged.size
+        table = np.zeros((total, first.rows.shape[1]))
+        for k, r in zip(keys, rows, strict=True):
+            table[np.searchsorted(merged, k)] += r
+        counts = table[:, count_col] * count_factor
+        out = np.empty(cols.size * total)
+        for lo in range(0, total, chunk):
+            hi = min(lo + chunk, total)
+            block = out[cols.size * lo : cols.size * hi].reshape(cols.size, hi - lo)
+            block[:] = (table[lo:hi, cols] * factors).T
+    chunks = [
+        out[cols.size * lo : cols.size * min(lo + chunk, total)].reshape(cols.size, -1)
+        for lo in range(0, max(total, 1), chunk)
+    ]
+    return merged, counts, chunks

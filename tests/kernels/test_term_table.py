@@ -13,7 +13,14 @@ from hypothesis import strategies as st
 from dmixed import kernels
 from dmixed.kernels.rows import prepare_rows
 from dmixed.kernels.term_jit import COLUMNS_CHUNK
-from dmixed.kernels.term_table import ColumnPlan, TermRows, TermTable, add_rows_into, as_packed
+from dmixed.kernels.term_table import (
+    ColumnPlan,
+    TermRows,
+    TermTable,
+    add_rows_into,
+    as_packed,
+    merge_term_rows,
+)
 from dmixed.stats.standardize import Standardization
 
 
@@ -337,3 +344,65 @@ def test_sweep_refuses_columns_unlike_the_codes(compiled_rows):
     codes = rng.integers(0, 5, 30)
     with pytest.raises(ValueError, match="float64 of 30 rows"):
         TermTable().add_columns(acc, codes, [columns[0], columns[1][:20]], plan, std)
+
+
+def _merge_parts(rng, sizes: list[int], universe: int, n_terms: int, width: int):
+    """Parts of term rows of one plan over increasing keys of ``−7 … universe−8``: a plan
+    whose packed columns repeat terms, scaled by powers of two (the count's too)."""
+    columns = rng.integers(0, n_terms, width)
+    factors = 2.0 ** rng.integers(-6, 6, width)
+    keys, parts = [], []
+    for size in sizes:
+        ids = np.sort(rng.choice(universe, size=min(size, universe), replace=False)) - 7
+        rows = rng.standard_normal((ids.size, n_terms)) * 10.0 ** rng.integers(-8, 8, (ids.size, 1))
+        rows.flat[::7] = -0.0
+        keys.append(ids.astype(np.int64))
+        parts.append(TermRows(rows, columns, factors))
+    return keys, parts
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 60), min_size=1, max_size=4),
+    universe=st.integers(1, 120),
+    chunk=st.sampled_from([1, 3, 16, 4096]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_merge_term_rows_is_the_add_by_position_then_expanded(sizes, universe, chunk, seed):
+    """The parts' rows added by key into the evaluators' chunks, compiled and numpy, are
+    the parts' rows added by position (:func:`add_rows_into`, from zero, in the parts'
+    order) and then expanded (:meth:`TermRows.column`), bit for bit (signed zeros too),
+    whatever the parts' sizes (empty ones among them), overlaps and chunking."""
+    rng = np.random.default_rng(seed)
+    n_terms, width = 5, 9
+    keys, parts = _merge_parts(rng, sizes, universe, n_terms, width)
+    entries = rng.permutation(width)[: int(rng.integers(1, width + 1))]
+    union = np.unique(np.concatenate(keys))
+    table = np.zeros((union.size, n_terms))
+    for k, part in zip(keys, parts, strict=True):
+        add_rows_into(table, np.searchsorted(union, k), part.rows)
+    summed = TermRows(table, parts[0].columns, parts[0].factors)
+    want = np.array([summed.column(int(c)) for c in entries]).reshape(entries.size, -1)
+    for mode in ("numba", "numpy"):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("DMIXED_KERNELS", mode)
+            merged, counts, chunks = merge_term_rows(keys, parts, entries, chunk)
+        np.testing.assert_array_equal(merged, union)
+        np.testing.assert_array_equal(counts, summed.column(0))
+        assert len(chunks) == max(1, -(-union.size // chunk))
+        assert all(c.flags.c_contiguous and c.shape[0] == entries.size for c in chunks)
+        got = np.concatenate(chunks, axis=1)
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+
+
+@pytest.mark.parametrize("mode", ["numba", "numpy"])
+def test_merge_term_rows_refuses_keys_out_of_order(mode, monkeypatch):
+    """Keys not increasing within a part (repeated, or out of order): None, nothing
+    merged (the caller adds such parts by position)."""
+    monkeypatch.setenv("DMIXED_KERNELS", mode)
+    rng = np.random.default_rng(2)
+    keys, parts = _merge_parts(rng, [6, 5], 20, 4, 6)
+    entries = np.arange(6)
+    for bad in (keys[1][[0, 2, 1, 3, 4]], np.append(keys[1][:4], keys[1][3])):
+        assert merge_term_rows([keys[0], bad], parts, entries, 4) is None

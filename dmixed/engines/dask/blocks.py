@@ -17,7 +17,7 @@ import numpy as np
 
 from ...kernels import StatsBlock
 from ...kernels.groups import GROUP_CHUNK
-from ...kernels.term_table import TermRows
+from ...kernels.term_table import TermRows, merge_term_rows
 from ...kernels.vc_blocks import RaggedVC
 from ...kernels.vc_border import CrossedVC
 from ...stats import GlobalStats, Layout
@@ -25,6 +25,7 @@ from ...stats.keys import order_distinct
 from ...stats.packed import PackedLayout
 from ...stats.standardize import Standardization
 from ..local import local_engine
+from .combine import root_term_parts
 
 
 @dataclass
@@ -79,13 +80,7 @@ def packed_stats(values: np.ndarray, packed: PackedLayout) -> StatsBlock:
         value, without the per-group ``(G, r, r)`` array and its transposes: each chunk's
         columns are copied once (cache-resident), ``r² + r·k`` of them.
     """
-    r, k = packed.r, packed.k
-    tri, cross = packed.slices()
-    # the packed column of every entry of zz (row-major, both triangles) then of zxy
-    entry = np.empty((r, r), dtype=np.int64)
-    rows, cols = packed.zz_index
-    entry[rows, cols] = entry[cols, rows] = tri.start + np.arange(rows.size)
-    columns = np.array([*entry.ravel().tolist(), *range(cross.start, cross.stop)])
+    columns = entry_columns(packed)
     if isinstance(values, TermRows):  # packed column c: term columns[c] times factors[c]
         source, factors = values.rows, values.factors[columns]
         columns = values.columns[columns]
@@ -101,8 +96,50 @@ def packed_stats(values: np.ndarray, packed: PackedLayout) -> StatsBlock:
                 out[row] = part[:, col]
             else:
                 np.multiply(part[:, col], factor, out=out[row])
-        chunks.append((out[: r * r].reshape(r, r, -1), out[r * r :].reshape(r, k, -1)))
-    return StatsBlock.from_chunks(chunks)
+        chunks.append(out)
+    return _held_stats(chunks, packed)
+
+
+def entry_columns(packed: PackedLayout) -> np.ndarray:
+    """The packed column of every entry of ``zz`` (row-major, both triangles) and then of
+    ``zxy``: the rows of a chunk of :func:`packed_stats`, ``r² + r·k`` of them."""
+    r = packed.r
+    tri, cross = packed.slices()
+    entry = np.empty((r, r), dtype=np.int64)
+    rows, cols = packed.zz_index
+    entry[rows, cols] = entry[cols, rows] = tri.start + np.arange(rows.size)
+    return np.array([*entry.ravel().tolist(), *range(cross.start, cross.stop)], dtype=np.int64)
+
+
+def _held_stats(chunks: list[np.ndarray], packed: PackedLayout) -> StatsBlock:
+    """The :class:`~dmixed.kernels.StatsBlock` of chunks of :func:`entry_columns` rows
+    (views of them: no copy)."""
+    r, k = packed.r, packed.k
+    return StatsBlock.from_chunks(
+        [(c[: r * r].reshape(r, r, -1), c[r * r :].reshape(r, k, -1)) for c in chunks]
+    )
+
+
+def merged_block(
+    parts: list, packed: PackedLayout
+) -> tuple[np.ndarray, np.ndarray, StatsBlock] | None:
+    """``(labels, nobs, stats)`` of the partials ``parts`` (``(keys, TermRows)`` of one
+    plan, integer keys) added by key straight into the kernels' layout, in one pass
+    (:func:`~dmixed.kernels.term_table.merge_term_rows`): what
+    :func:`~dmixed.engines.dask.combine.combine_terms` and then :func:`to_block` with
+    ``held`` make of them, bit for bit, without the table of the sums between and the
+    pass over it.  None where a part's keys are not increasing (then those two)."""
+    dtype = parts[0][0].dtype
+    signed = dtype.kind == "i" or (dtype.kind == "u" and dtype.itemsize < 8)  # int64 holds it
+    if not signed or any(k.dtype != dtype for k, _ in parts):
+        return None
+    keys = [k.astype(np.int64, copy=False) for k, _ in parts]
+    terms = [v for _, v in parts]
+    got = merge_term_rows(keys, terms, entry_columns(packed), GROUP_CHUNK)
+    if got is None:
+        return None
+    merged, counts, chunks = got
+    return merged.astype(dtype), np.rint(counts).astype(np.int64), _held_stats(chunks, packed)
 
 
 def to_block(
@@ -124,7 +161,33 @@ def to_block(
     terms = values if isinstance(values, TermRows) else None
     if terms is not None and not held:
         values, terms = terms.packed(), None
-    correction = combined[2] if len(combined) > 2 else None
+    return _block(
+        labels,
+        packed.unpack_nobs(values) if terms is None else _nobs(terms),
+        combined[2] if len(combined) > 2 else None,
+        packed,
+        global_sums,
+        standardization,
+        exchange,
+        zz=None if held else packed.unpack_zz(values),
+        zxy=None if held else packed.unpack_zxy(values),
+        stats=packed_stats(values, packed) if held else None,
+    )
+
+
+def _block(
+    labels: np.ndarray,
+    nobs: np.ndarray,
+    correction: np.ndarray | None,
+    packed: PackedLayout,
+    global_sums: np.ndarray | None = None,
+    standardization: Standardization | None = None,
+    exchange: dict | None = None,
+    **sums,
+) -> Block:
+    """:func:`to_block`'s block of per-group ``sums`` (``zz`` and ``zxy``, or
+    ``stats``), with the bucket's share of the global sums and its combines'
+    ``correction`` of the within-group sums."""
     within = None if correction is None else np.array(correction)
     column_sums = None
     if global_sums is None:
@@ -136,18 +199,16 @@ def to_block(
         within = None if total is None else total + (0.0 if within is None else within)
     return Block(
         labels=labels,
-        nobs=packed.unpack_nobs(values) if terms is None else _nobs(terms),
+        nobs=nobs,
         xyxy=xyxy,
         n=n,
         sum_log_weights=slw,
         n_dropped=dropped,
-        zz=None if held else packed.unpack_zz(values),
-        zxy=None if held else packed.unpack_zxy(values),
         standardization=standardization,
         within=within,
         exchange=exchange,
-        stats=packed_stats(values, packed) if held else None,
         column_sums=column_sums,
+        **sums,
     )
 
 
@@ -160,8 +221,17 @@ def _nobs(terms: TermRows) -> np.ndarray:
 def combined_block(block_args: dict, combine, *args) -> Block:
     """``to_block(combine(*args), **block_args)``: the root of a bucket's tree of
     combines and its block in one task (one pass less over the bucket's sums between
-    tasks, and one task less to schedule)."""
-    return to_block(combine(*args), **block_args)
+    tasks, and one task less to schedule).  A held block of the chains' rows of terms
+    is made by :func:`merged_block` where it can be: the combine and the block's
+    layout in one pass."""
+    parts = root_term_parts(combine, *args) if block_args.get("held") else None
+    merged = None if parts is None else merged_block(parts, block_args["packed"])
+    if merged is None:
+        return to_block(combine(*args), **block_args)
+    labels, nobs, stats = merged
+    rest = {key: value for key, value in block_args.items() if key != "held"}
+    k = block_args["packed"].k
+    return _block(labels, nobs, np.zeros((k, k)), stats=stats, **rest)
 
 
 def block_summary(block: Block) -> Block:

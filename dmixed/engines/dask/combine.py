@@ -455,6 +455,30 @@ def combine_terms(
     (the expansion is left to the block, :func:`~dmixed.engines.dask.blocks.to_block`,
     which writes the kernels' layout from them in one pass).
     """
+    parts = term_parts(target, packed, vc_widths, *pairs)
+    if parts is None:
+        return None
+    first = parts[0][1]
+    if len(parts) == 1:
+        keys, rows = parts[0][0], first.rows
+    else:
+        dense = dense_key_range([k for k, _ in parts])
+        if dense is None:
+            return None
+        keys, rows = _add_by_position([(k, v.rows) for k, v in parts], *dense)
+    return keys, TermRows(rows, first.columns, first.factors), np.zeros((packed.k, packed.k))
+
+
+def term_parts(
+    target: Standardization,
+    packed: PackedLayout,
+    vc_widths: tuple,
+    *pairs: tuple[Partial, Standardization | None],
+) -> list[tuple[np.ndarray, TermRows]] | None:
+    """The non-empty parts of ``(partial, map)`` pairs where their rows of terms can be
+    added as they are (:func:`combine_terms`, whatever their keys): every one a
+    :class:`~dmixed.kernels.term_table.TermRows` of one plan whose factors are powers of
+    two, in ``target``'s map already, and no within-group sums; else None."""
     parts = [(keys, values) for (keys, values), _ in pairs if len(keys)]
     if not parts or not all(isinstance(v, TermRows) for _, v in parts):
         return None
@@ -465,14 +489,21 @@ def combine_terms(
         return None
     if wants_within(target, packed.r):  # within-group sums: combine_exact
         return None
-    if len(parts) == 1:
-        keys, rows = parts[0][0], first.rows
-    else:
-        dense = dense_key_range([k for k, _ in parts])
-        if dense is None:
+    return parts
+
+
+def root_term_parts(combine, target, packed: PackedLayout, vc_widths: tuple, *items):
+    """:func:`term_parts` of the items of a bucket's root node, ``combine(target,
+    packed, vc_widths, *items)``: :func:`combine_converted`'s ``(partial, map)`` pairs,
+    or :func:`combine_exact`'s partials of a lower level (already in ``target``'s map;
+    none may carry a correction of the within-group sums); None for any other node."""
+    if combine is combine_exact:
+        if any(len(item) > 2 and item[2] is not None and np.any(item[2]) for item in items):
             return None
-        keys, rows = _add_by_position([(k, v.rows) for k, v in parts], *dense)
-    return keys, TermRows(rows, first.columns, first.factors), np.zeros((packed.k, packed.k))
+        items = tuple(((item[0], item[1]), None) for item in items)
+    elif combine is not combine_converted:
+        return None
+    return term_parts(target, packed, vc_widths, *items)
 
 
 def _powers_of_two(factors: np.ndarray) -> bool:

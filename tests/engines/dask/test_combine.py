@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from dmixed import kernels
 from dmixed.design import DesignMatrices
-from dmixed.engines.dask import combine
-from dmixed.engines.dask.blocks import block_dense, to_block
+from dmixed.engines.dask import blocks, combine
+from dmixed.engines.dask.blocks import block_dense, combined_block, to_block
 from dmixed.engines.dask.combine import GroupAccumulator
 from dmixed.kernels.term_table import TermRows
 from dmixed.stats.packed import PackedLayout
@@ -325,3 +325,112 @@ def test_term_rows_combine_as_their_packed_rows(n_parts, case):
         np.testing.assert_array_equal(a, b)
     for a, b in zip(block_dense(to_block(got, packed)), block_dense(ref), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def _same_blocks(got, want) -> None:
+    """Every field of two blocks equal, bit for bit."""
+    np.testing.assert_array_equal(got.labels, want.labels)
+    assert got.labels.dtype == want.labels.dtype
+    np.testing.assert_array_equal(got.nobs, want.nobs)
+    for a, b in zip(block_dense(got), block_dense(want), strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(np.signbit(a), np.signbit(b))
+    for a, b in zip(got.stats.chunks(), want.stats.chunks(), strict=True):
+        assert a[0].shape == b[0].shape and a[1].shape == b[1].shape
+    for name in ("xyxy", "within", "n", "n_dropped", "sum_log_weights"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name))
+
+
+def _both_blocks(packed: PackedLayout, func, items: list) -> tuple:
+    """A bucket root's block of ``items`` (``combined_block``, held) and the block
+    ``to_block`` makes of ``func``'s combine of them."""
+    target = Standardization.identity(3, 2)
+    conv = (target, packed, ())
+    block_args = {"packed": packed, "standardization": target, "held": True}
+    got = combined_block(block_args, func, *conv, *items)
+    return got, to_block(func(*conv, *items), **block_args)
+
+
+@pytest.fixture
+def merges(monkeypatch):
+    """Counts the merges of a held block straight into the kernels' layout."""
+    calls = []
+    original = blocks.merge_term_rows
+
+    def counted(*args):
+        got = original(*args)
+        calls.append(got is not None)
+        return got
+
+    monkeypatch.setattr(blocks, "merge_term_rows", counted)
+    return calls
+
+
+@pytest.mark.parametrize("mode", ["numba", "numpy"])
+@pytest.mark.parametrize("n_parts", [1, 2, 3])
+@pytest.mark.parametrize("levels", [1, 2])
+def test_a_bucket_root_merges_term_rows_as_the_combine_and_block(
+    mode, n_parts, levels, merges, monkeypatch
+):
+    """A held block of the chains' term rows (keys increasing, as a chain held by range
+    sends them) is made in one merge, and is the block of the combine and then
+    ``to_block`` bit for bit: keys, row counts, every entry of every chunk, the
+    correction; at the root of one level of combines or of two (its children the
+    combines' term rows), an empty partial (a bucket's owner) among the parts."""
+    monkeypatch.setenv("DMIXED_KERNELS", mode)
+    rng = np.random.default_rng(n_parts + 10 * levels)
+    packed = PackedLayout(2, 4)
+    factors = 2.0 ** rng.integers(-9, 9, packed.width)
+    parts = _term_parts(rng, packed, n_parts, 40, factors)
+    empty = ((np.empty(0, dtype=np.int64), np.empty((0, packed.width))), None)
+    pairs = [(part, None) for part in parts] + [empty]
+    func, items = combine.combine_converted, pairs
+    if levels == 2:
+        conv = (Standardization.identity(3, 2), packed, ())
+        func = combine.combine_exact
+        halves = [pairs[i : i + 2] for i in range(0, len(pairs), 2)]
+        items = [combine.combine_converted(*conv, *half) for half in halves]
+    got, want = _both_blocks(packed, func, items)
+    assert merges == [True]
+    _same_blocks(got, want)
+
+
+@pytest.mark.parametrize("case", ["out of order", "not powers of two", "uint64", "plain"])
+def test_a_bucket_root_left_to_the_combine_where_it_cannot_merge(case, merges):
+    """Keys out of order in a part (a chain that looked its keys up), factors not powers
+    of two, unsigned keys past int64, packed rows: the combine and ``to_block`` as
+    before."""
+    rng = np.random.default_rng(7)
+    packed = PackedLayout(2, 4)
+    factors = 2.0 ** rng.integers(-9, 9, packed.width)
+    if case == "not powers of two":
+        factors[3] = 0.3
+    parts = _term_parts(rng, packed, 2, 40, factors)
+    if case == "out of order":
+        keys, rows = parts[0]
+        order = rng.permutation(keys.size)
+        parts[0] = (keys[order], TermRows(rows.rows[order], rows.columns, rows.factors))
+    if case == "uint64":
+        parts = [(keys.astype(np.uint64) + np.uint64(2**63), rows) for keys, rows in parts]
+    if case == "plain":
+        parts = [(keys, rows.packed()) for keys, rows in parts]
+    got, want = _both_blocks(packed, combine.combine_converted, [(p, None) for p in parts])
+    assert merges == ([False] if case == "out of order" else [])
+    _same_blocks(got, want)
+
+
+def test_a_bucket_root_of_sparse_keys_merges_them_in_key_order(merges):
+    """Integer keys spread thinly over their range (which the combine adds through a
+    hash table, in the order the keys first appear): merged, in increasing key order,
+    every group's sums bit for bit the combine's."""
+    rng = np.random.default_rng(11)
+    packed = PackedLayout(2, 4)
+    factors = 2.0 ** rng.integers(-9, 9, packed.width)
+    parts = [(keys * 1000, rows) for keys, rows in _term_parts(rng, packed, 3, 40, factors)]
+    got, want = _both_blocks(packed, combine.combine_converted, [(p, None) for p in parts])
+    assert merges == [True]
+    order = np.argsort(want.labels)
+    np.testing.assert_array_equal(got.labels, want.labels[order])
+    np.testing.assert_array_equal(got.nobs, want.nobs[order])
+    for a, b in zip(block_dense(got), block_dense(want), strict=True):
+        np.testing.assert_array_equal(a, b[order])
