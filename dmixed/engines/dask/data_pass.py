@@ -321,10 +321,9 @@ def _early_evaluators(run: _Pass, futures: list, packed, layout: Layout) -> _Ear
     kernels.MOMENT_MAX_R`` (the starting values use the moments then,
     :func:`~dmixed.fit.start.moment_start_packed`) each summary brings its evaluator's
     moment sums (:func:`~dmixed.engines.dask.evaluator.block_summary_moments`): the
-    sizes, the summaries and the moments in the one round trip of the summaries.  The
-    summaries (labels and counts of every group) are assembled while the workers wait
-    for the first optimizer step; the evaluators of empty blocks (left out) or of
-    statistics gathered after all are dropped (:func:`_kept_early`)."""
+    sizes, the summaries and the moments in the one round trip of the summaries (the
+    moment start needs no round trip of its own).  The evaluators of empty blocks (left
+    out) or of statistics gathered after all are dropped (:func:`_kept_early`)."""
     ragged = isinstance(packed, RaggedPacked)
     if run.mode == "local" or _crossed(packed) or structure_possible(layout, ragged):
         return None
