@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...kernels import StatsBlock
+from ...kernels import MomentSums, StatsBlock
 from ...kernels.groups import GROUP_CHUNK
 from ...kernels.term_table import TermRows, merge_term_rows
 from ...kernels.vc_blocks import RaggedVC
@@ -39,7 +39,9 @@ class Block:
     data pass, :mod:`~dmixed.engines.dask.ragged`), or ``crossed`` (a
     :class:`~dmixed.kernels.vc_border.CrossedVC`, components sharing rows,
     :mod:`~dmixed.engines.dask.crossed`); ``labels``, ``nobs`` and the block's
-    share of the global sums are what the driver gathers once.
+    share of the global sums are what the driver gathers once, with the block's
+    parameter-free ``moments`` where its summary brings them
+    (:func:`~dmixed.engines.dask.evaluator.block_summary_moments`).
     """
 
     labels: np.ndarray
@@ -57,6 +59,7 @@ class Block:
     crossed: CrossedVC | None = None
     stats: StatsBlock | None = None
     column_sums: np.ndarray | None = None
+    moments: MomentSums | None = None
 
 
 def packed_stats(values: np.ndarray, packed: PackedLayout) -> StatsBlock:
@@ -248,12 +251,6 @@ def block_summary(block: Block) -> Block:
         exchange=block.exchange,
         column_sums=block.column_sums,
     )
-
-
-def block_groups(block: Block) -> int:
-    """The block's number of groups: what the driver needs to decide where the
-    statistics stay before it gathers the summaries (a few bytes a block)."""
-    return len(block.labels)
 
 
 def block_dense(block: Block) -> tuple[np.ndarray, np.ndarray]:

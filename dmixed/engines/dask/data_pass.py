@@ -29,7 +29,9 @@ cluster.
 
 from __future__ import annotations
 
+import functools
 import logging
+import operator
 import os
 import time
 from dataclasses import dataclass
@@ -37,6 +39,7 @@ from dataclasses import dataclass
 import dask
 import numpy as np
 
+from ... import kernels
 from ...design.dtypes import native_dtype
 from ...design.origin import located
 from ...design.partitions import check_persisted, reader_error
@@ -51,9 +54,10 @@ from ...stats.standardize import Standardization
 from ..base import ENGINE_CHOICES
 from ..vc_crossed import CrossedVCEngine, worth_crossing
 from ..vc_local import StructuredVCEngine, worth_structure
-from .blocks import assemble_blocks, block_dense, block_groups, block_summary, gathered_engine
+from . import tuning
+from .blocks import assemble_blocks, block_dense, block_summary, gathered_engine
 from .checks import missing_values_total
-from .evaluator import DaskEngine, collect_evaluators, start_evaluators, submit_evaluators
+from .evaluator import DaskEngine, block_summary_moments, make_evaluator, start_evaluators
 from .graph import block_graph, project_columns, slot_map_graph
 from .progress import gather, wait_for
 from .ragged import RaggedPacked
@@ -299,36 +303,60 @@ def _structure_on_cluster(run: _Pass, futures: list, packed, layout: Layout, n_g
     return layout, ragged_values(n_groups, layout.k_re, packed.k, n_slots)
 
 
-def _early_evaluators(run: _Pass, futures: list, packed, layout: Layout):
-    """``(kept blocks, evaluator futures, moment futures)`` started with the blocks,
-    before their summaries are gathered and assembled, where the blocks' sizes alone
-    decide that the statistics stay on the workers (padded blocks: no structure to ask
-    the blocks about); else None.  The evaluators and their moments are mapped over the
-    blocks at once (an evaluator takes a held block's sums as they are,
-    :func:`~dmixed.engines.dask.evaluator.make_evaluator`), so they run as soon as
-    each block is made, while the driver asks for the blocks' sizes; those of empty
-    blocks (left out) or of statistics gathered after all are dropped.  The summaries
-    (labels and counts of every group) then cross to the driver and are assembled while
-    the workers make the evaluators."""
+@dataclass
+class _Early:
+    """What :func:`_early_evaluators` started: an evaluator and a summary per block."""
+
+    evaluators: list
+    summaries: list
+    moments: bool  # whether the summaries bring the evaluators' moment sums
+
+
+def _early_evaluators(run: _Pass, futures: list, packed, layout: Layout) -> _Early | None:
+    """The evaluators and the blocks' summaries, started with the blocks, before the
+    driver knows whether the statistics stay on the workers, where the blocks' sizes
+    alone decide it (padded blocks: no structure to ask the blocks about); else None.
+    An evaluator takes a held block's sums as they are
+    (:func:`~dmixed.engines.dask.evaluator.make_evaluator`), and with ``r ≤
+    kernels.MOMENT_MAX_R`` (the starting values use the moments then,
+    :func:`~dmixed.fit.start.moment_start_packed`) each summary brings its evaluator's
+    moment sums (:func:`~dmixed.engines.dask.evaluator.block_summary_moments`): the
+    sizes, the summaries and the moments in the one round trip of the summaries (the
+    moment start needs no round trip of its own).  The evaluators of empty blocks (left
+    out) or of statistics gathered after all are dropped (:func:`_kept_early`)."""
     ragged = isinstance(packed, RaggedPacked)
     if run.mode == "local" or _crossed(packed) or structure_possible(layout, ragged):
         return None
     client = run.client
-    # the sizes first: a worker runs its tasks in the order they come, and the driver
-    # assembles the summaries while the workers make the evaluators and their moments
-    # only when the sizes are not queued behind them
-    sizes = client.map(block_groups, futures, pure=False)
-    evaluators, moments = submit_evaluators(client, futures, None, packed.r)
-    sizes = gather(client, sizes, "the data pass")
+    evaluators = client.map(
+        make_evaluator, futures, tune_malloc=tuning.TUNE_WORKER_MALLOC, pure=False
+    )
+    if packed.r > kernels.MOMENT_MAX_R:
+        return _Early(evaluators, client.map(block_summary, futures, pure=False), False)
+    summaries = client.map(block_summary_moments, futures, evaluators, pure=False)
+    return _Early(evaluators, summaries, True)
+
+
+def _kept_early(run: _Pass, early: _Early, summaries: list, packed) -> tuple | None:
+    """``(kept blocks, evaluator futures, moment sums or None)`` of what
+    :func:`_early_evaluators` started, given the gathered ``summaries``: the non-empty
+    blocks where the statistics stay on the workers (their evaluators waited for when
+    the summaries brought no moments), else None (no rows, an error after the
+    assembly, or gathered: as without early evaluators).  The moment sums are added
+    over the kept blocks in block order (as :meth:`DaskEngine.moments`)."""
+    sizes = [len(s.labels) for s in summaries]
     keep = [i for i, size in enumerate(sizes) if size > 0]
     if not keep or not _keeps_on_cluster(run, int(sum(sizes)), packed, None):
-        keep = []  # no rows (an error, after the assembly) or gathered: as before
-    kept_moments = None if moments is None else [moments[i] for i in keep]
-    for i in set(range(len(futures))) - set(keep):
-        evaluators[i].release()
-        if moments is not None:
-            moments[i].release()
-    return (keep, [evaluators[i] for i in keep], kept_moments) if keep else None
+        keep = []
+    for i in set(range(len(summaries))) - set(keep):
+        early.evaluators[i].release()
+    if not keep:
+        return None
+    evaluators = [early.evaluators[i] for i in keep]
+    if not early.moments:
+        wait_for(run.client, evaluators, what="the data pass")
+        return keep, evaluators, None
+    return keep, evaluators, functools.reduce(operator.add, [summaries[i].moments for i in keep])
 
 
 def _why(run: _Pass, n_groups: int) -> str:
@@ -343,13 +371,16 @@ def _compute_on_cluster(run: _Pass, graph: list, packed: PackedLayout, layout: L
     client = run.client
     futures = client.compute(graph)  # the one data pass
     wait_for(client, futures, run.progress, "data pass", t1, run.n_parts)
-    summary_futures = client.map(block_summary, futures, pure=False)
     early = _early_evaluators(run, futures, packed, layout)
-    asm = assemble_blocks(gather(client, summary_futures, "the data pass"), packed.k)
+    summary_futures = (
+        client.map(block_summary, futures, pure=False) if early is None else early.summaries
+    )
+    summaries = gather(client, summary_futures, "the data pass")
+    asm = assemble_blocks(summaries, packed.k)
     n_groups = len(asm.group_labels)
     if early is not None:
-        keep, evaluators, moments = early
-        evaluators, moments = collect_evaluators(client, evaluators, moments)
+        started = _kept_early(run, early, summaries, packed)
+        keep, evaluators, moments = (None, None, None) if started is None else started
         structured = None
     else:
         structured, n_values = _structure_on_cluster(run, futures, packed, layout, n_groups)

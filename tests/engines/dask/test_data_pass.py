@@ -3,13 +3,16 @@ evaluators started before the blocks' summaries are assembled."""
 
 from __future__ import annotations
 
+import functools
 import logging
+import operator
 import warnings
 
 import dask.dataframe as dd
 import numpy as np
 
 import dmixed
+from dmixed.engines.dask import data_pass
 from dmixed.engines.dask.combine import bucket_of
 from dmixed.engines.dask.data_pass import AUTO_LOCAL_MAX_VALUES, statistics_from_dask
 from dmixed.engines.dask.evaluator import DaskEngine
@@ -67,3 +70,39 @@ def test_small_statistics_are_gathered_and_the_log_says_why(client, caplog):
     assert f"40 groups; the rule: on the workers above {AUTO_LOCAL_MAX_VALUES} values" in (
         caplog.text
     )
+
+
+def test_the_moments_come_with_the_summaries_in_their_one_gather(client, monkeypatch):
+    """Kept on the workers, the data pass gathers once after its blocks (the summaries,
+    which bring the sizes and the moments), and the engine's moments need no round trip
+    of their own: each evaluator's own sums, added in block order."""
+    df = make_data(n_groups=150, seed=3)
+    model = dmixed.mixedlm(
+        "y ~ x1 + x2", dd.from_pandas(df, npartitions=3), groups="g", re_formula="1 + x1"
+    )
+    gathered = []
+    real_gather = data_pass.gather
+
+    def counted_gather(client, futures, what=""):
+        gathered.append(len(futures))
+        return real_gather(client, futures, what)
+
+    monkeypatch.setattr(data_pass, "gather", counted_gather)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        stats = statistics_from_dask(model.source, model.spec, client=client, engine="distributed")
+    assert isinstance(stats.engine, DaskEngine)
+    assert gathered == [len(stats.engine.blocks)]
+    blocks = stats.engine.blocks
+    parts = client.gather(client.map(lambda ev: ev.moments(), blocks, pure=False))
+    want = functools.reduce(operator.add, parts)
+
+    def no_round_trip(self, submit, kwargs):
+        raise AssertionError("a round trip for the moments")
+
+    monkeypatch.setattr(DaskEngine, "_round_trip", no_round_trip)
+    got = stats.engine.moments()
+    assert vars(want)
+    for name in vars(want):
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
+    stats.engine.close()
