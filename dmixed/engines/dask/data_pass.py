@@ -59,7 +59,7 @@ from .blocks import assemble_blocks, block_dense, block_summary, gathered_engine
 from .checks import missing_values_total
 from .evaluator import DaskEngine, block_summary_moments, make_evaluator, start_evaluators
 from .graph import block_graph, project_columns, slot_map_graph
-from .progress import gather, wait_for
+from .progress import ask_workers, gather, wait_for, worker_threads
 from .ragged import RaggedPacked
 from .relay import raise_relayed, relay_mark
 from .structured import (
@@ -255,10 +255,11 @@ def pass_layout(
 
 
 def _count_blocks(run: _Pass) -> int:
-    """One output block per worker thread (per CPU, or partition, in-process)."""
+    """One output block per worker thread (per CPU, or partition, in-process); the
+    workers as the fit asked for them at its start."""
     if run.client is None:
         return max(1, min(run.n_parts, os.cpu_count() or 1))
-    return max(1, int(sum(run.client.nthreads().values())))
+    return max(1, worker_threads(run.client))
 
 
 def _gather_in_process(graph: list, packed: PackedLayout | RaggedPacked, layout: Layout):
@@ -479,6 +480,10 @@ def statistics_from_dask(
             "engine='distributed' needs a distributed Client (pass client= or create one)"
         )
     t0 = time.perf_counter()
+    if client is not None:
+        # the one request for the workers of this fit (their threads make the blocks,
+        # their memory limits a message if one is killed), unless one is lost
+        ask_workers(client)
     check_persisted(ddf)
     ddf = project_columns(ddf, spec)
     run = _Pass(ddf, spec, client, mode, bool(progress), t0, group_key_dtype(ddf, spec))

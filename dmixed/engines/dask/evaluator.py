@@ -36,7 +36,7 @@ from .ahead import (
     submit_steps_hessian,
 )
 from .blocks import Block, block_dense, block_summary, reorder_parts
-from .progress import died_error, gather, memory_limits, wait_for
+from .progress import ask_workers, died_error, gather, memory_limits, wait_for
 from .structured import concatenate_ragged
 
 logger = logging.getLogger("dmixed")
@@ -367,6 +367,7 @@ class DaskEngine:
                 logger.warning(
                     "dmixed: %s on the cluster (%s); resubmitting", type(exc).__name__, exc
                 )
+                ask_workers(self._client)  # a worker lost: the roster changed
                 self._revive()
             finally:
                 del futures

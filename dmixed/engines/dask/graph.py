@@ -18,9 +18,14 @@ from __future__ import annotations
 
 import functools
 import operator
+import uuid
 
 import dask
 import numpy as np
+from dask.delayed import Delayed
+from dask.highlevelgraph import HighLevelGraph
+from dask.task_spec import GraphNode, List, Task, TaskRef
+from dask.utils import funcname
 
 from ...design.columnar import columns_design_applies
 from ...design.partitions import select_columns
@@ -238,17 +243,85 @@ def slot_map_graph(ddf, spec, key_dtype):
     return dask.delayed(build_slot_plan, nout=2, pure=True)(part, vc_ncols(spec))
 
 
-def _partial_tasks(ddf, spec, slot_arg, packed, key_dtype, n_blocks, n_chains, client, std) -> list:
-    """Delayed ``(parts, global_sums, column map)`` of the partials: chains where the
+class _Graph:
+    """The data pass's graph, built task by task into one low-level graph and handed to
+    Dask at once (:meth:`blocks`).
+
+    ``dask.delayed`` would, at every call, tokenize its arguments (the partitions'
+    recipes among them) and merge the graphs of the delayed values it is given: for the
+    few dozen tasks of a data pass that cost the driver more than the tasks' own
+    bookkeeping, before any chain starts.  The keys are ``(name-token, i)`` with the
+    function's name (the task stream's kinds) and one random token per graph.
+    """
+
+    def __init__(self) -> None:
+        self.token = uuid.uuid4().hex
+        self.tasks: dict = {}
+        self.inputs: dict = {}  # delayed values the tasks take (a slot map, partitions)
+
+    def call(self, func, *args, name: str | None = None) -> TaskRef:
+        """A task ``func(*args)``; ``args`` may hold :class:`TaskRef` of this graph's
+        tasks, delayed values and futures, also inside tuples, lists and dicts."""
+        key = (f"{name or funcname(func)}-{self.token}", len(self.tasks))
+        self.tasks[key] = Task(key, func, *[self._node(a) for a in args])
+        return TaskRef(key)
+
+    def item(self, ref: TaskRef, i: int) -> TaskRef:
+        """The task of ``ref``'s result's item ``i``."""
+        return self.call(operator.getitem, ref, i)
+
+    def items(self, ref: TaskRef, n: int) -> list[TaskRef]:
+        """The tasks of ``ref``'s result's ``n`` items."""
+        return [self.item(ref, i) for i in range(n)]
+
+    def _node(self, obj):
+        if isinstance(obj, Delayed):
+            self.inputs[obj.key] = obj
+            return TaskRef(obj.key)
+        kind = type(obj)
+        if kind not in (tuple, list, dict):
+            return obj  # a literal, a task's reference, or a future (Dask's own)
+        values = list(obj.values()) if kind is dict else list(obj)
+        nodes = [self._node(v) for v in values]
+        if not any(isinstance(n, (TaskRef, GraphNode)) for n in nodes):
+            return obj
+        if kind is list:
+            return List(*nodes)
+        if kind is tuple:
+            return Task(None, _pack, *nodes)
+        return Task(None, dict, List(*[List(k, n) for k, n in zip(obj, nodes, strict=True)]))
+
+    def blocks(self, refs: list) -> list:
+        """Delayed values of ``refs``, sharing this one graph."""
+        layer = f"dmixed-data-pass-{self.token}"
+        graph = HighLevelGraph.from_collections(
+            layer, self.tasks, dependencies=list(self.inputs.values())
+        )
+        return [Delayed(ref.key, graph, layer=layer) for ref in refs]
+
+
+def _pack(*items) -> tuple:
+    return items
+
+
+#: Items of a data pass task's result (:func:`~dmixed.engines.dask.partials.chain_partials`):
+#: parts by bucket, global sums, column map, routed rows by bucket, exchange record.
+_PARTIAL_ITEMS = 5
+
+
+def _partial_tasks(
+    g: _Graph, ddf, spec, slot_arg, packed, key_dtype, n_blocks, n_chains, client, std
+) -> list:
+    """The items of every partials task (:data:`_PARTIAL_ITEMS`): chains where the
     collection allows them, else one task per partition (see the module)."""
     mode = data_pass_mode()
     exchange = exchange_mode()  # read here: the workers do not see the driver's config
     recipes = chain_recipes(ddf, n_chains, mode, allow_fallback=client is not None)
     if recipes is not None:
-        chain = dask.delayed(chain_partials, nout=5, pure=True)
         direct = columns_design_applies(spec)  # else the design needs pandas frames
-        return [
-            chain(
+        tasks = [
+            g.call(
+                chain_partials,
                 rec,
                 spec,
                 slot_arg,
@@ -261,20 +334,32 @@ def _partial_tasks(ddf, spec, slot_arg, packed, key_dtype, n_blocks, n_chains, c
             )
             for rec in recipes
         ]
+        return [g.items(t, _PARTIAL_ITEMS) for t in tasks]
     resident = resident_chains(ddf, client, mode)
     if resident is not None:
-        chain = dask.delayed(resident_chain_partials, nout=5, pure=True)
-        return [
-            chain(pieces, spec, slot_arg, packed, n_blocks, key_dtype, std, exchange, *futures)
+        tasks = [
+            g.call(
+                resident_chain_partials,
+                pieces,
+                spec,
+                slot_arg,
+                packed,
+                n_blocks,
+                key_dtype,
+                std,
+                exchange,
+                *futures,
+            )
             for pieces, futures in resident
         ]
+        return [g.items(t, _PARTIAL_ITEMS) for t in tasks]
     if mode == "chains":
         raise SpecError(_CHAINS_REFUSED)
-    part = dask.delayed(partition_partials, nout=5, pure=True)
-    return [
-        part(p, spec, slot_arg, packed, n_blocks, std, i, key_dtype)
+    tasks = [
+        g.call(partition_partials, p, spec, slot_arg, packed, n_blocks, std, i, key_dtype)
         for i, p in enumerate(ddf.to_delayed(optimize_graph=True))
     ]
+    return [g.items(t, _PARTIAL_ITEMS) for t in tasks]
 
 
 def block_graph(
@@ -302,35 +387,39 @@ def block_graph(
     partial joins the tree.  Every node is an
     ordinary task with lineage, so a block lost with a worker is recomputed like any
     other task.  ``slot_arg`` is the slot map (or a delayed of it, or None); ``std`` the
-    columns' map every partition's rows are accumulated in.
+    columns' map every partition's rows are accumulated in.  The blocks share one graph
+    (:class:`_Graph`).
     """
-    tasks = _partial_tasks(ddf, spec, slot_arg, packed, key_dtype, n_blocks, n_chains, client, std)
+    g = _Graph()
+    tasks = _partial_tasks(
+        g, ddf, spec, slot_arg, packed, key_dtype, n_blocks, n_chains, client, std
+    )
     if isinstance(packed, RaggedPacked):
-        return _ragged_blocks(tasks, spec, slot_arg, packed, n_blocks, std)
+        return g.blocks(_ragged_blocks(g, tasks, spec, slot_arg, packed, n_blocks, std))
     # every task chose its own column map from its first rows (no read ahead of the
     # pass); the first tree level converts them all to the one chosen from most rows
     maps = [t[2] for t in tasks]
-    target = _target_map(spec, maps, std)
+    target = _target_map(g, spec, maps, std)
     # the variance components' slots (their columns take the component's scale)
     widths = tuple(int(w) for w in vc_widths)
     conv = (target, packed, widths)
-    getitem = dask.delayed(operator.getitem, pure=True)
     # per bucket, the owner of the rows the tasks routed there (routing.py)
-    owner = dask.delayed(reduce_routed, nout=3, pure=True)
     owners = [
-        owner(packed, key_dtype, widths, *[getitem(t[3], b) for t in tasks])
+        g.items(
+            g.call(reduce_routed, packed, key_dtype, widths, *[g.item(t[3], b) for t in tasks]), 3
+        )
         for b in range(n_blocks)
     ]
     globs = [t[1] for t in tasks] + [o[1] for o in owners]
     global_maps = maps + [o[2] for o in owners]
-    global_sums = _converted_tree(sum_converted, _sum_node, globs, global_maps, conv)
-    exchange = dask.delayed(exchange_summary, pure=True)(*[t[4] for t in tasks])
+    global_sums = _converted_tree(g, sum_converted, _sum_node, globs, global_maps, conv)
+    exchange = g.call(exchange_summary, *[t[4] for t in tasks])
     # on a cluster, blocks without variance components hold their sums as the
     # evaluators take them (Block.stats), made by the task of the tree's root
     held = client is not None and not widths
     blocks = []
     for b in range(n_blocks):
-        bucket = [getitem(t[0], b) for t in tasks] + [owners[b][0]]
+        bucket = [g.item(t[0], b) for t in tasks] + [owners[b][0]]
         block_args = {
             "packed": packed,
             "global_sums": global_sums if b == 0 else None,
@@ -338,60 +427,63 @@ def block_graph(
             "exchange": exchange if b == 0 else None,
             "held": held,
         }
-        root = functools.partial(dask.delayed(combined_block, pure=True), block_args)
+        root = functools.partial(g.call, combined_block, block_args)
         blocks.append(
             _converted_tree(
-                combine_converted, combine_exact, bucket, maps + [owners[b][2]], conv, root=root
+                g, combine_converted, combine_exact, bucket, maps + [owners[b][2]], conv, root=root
             )
         )
-    return blocks
+    return g.blocks(blocks)
 
 
-def _target_map(spec, maps: list, std):
-    """The columns' map all partials are converted to: ``std``, else (delayed) the one
+def _target_map(g: _Graph, spec, maps: list, std):
+    """The columns' map all partials are converted to: ``std``, else (a task) the one
     chosen from the most rows (:func:`~dmixed.engines.dask.combine.target_map`)."""
     if std is not None:
         return std
     p, q = len(spec.exog_names), len(spec.exog_re_names)
-    return dask.delayed(target_map, pure=True)(p, q, *maps)
+    return g.call(target_map, p, q, *maps)
 
 
-def _ragged_blocks(tasks: list, spec, slot_arg, rp: RaggedPacked, n_blocks: int, std) -> list:
+def _ragged_blocks(
+    g: _Graph, tasks: list, spec, slot_arg, rp: RaggedPacked, n_blocks: int, std
+) -> list:
     """:func:`block_graph`'s blocks from ragged partials
     (:mod:`~dmixed.engines.dask.ragged`): each bucket's tables added by key, no rows
     routed."""
     maps = [t[2] for t in tasks]
-    target = _target_map(spec, maps, std)
-    getitem = dask.delayed(operator.getitem, pure=True)
+    target = _target_map(g, spec, maps, std)
     global_sums = _converted_tree(
-        sum_converted, _sum_node, [t[1] for t in tasks], maps, (target, rp.group, ())
+        g, sum_converted, _sum_node, [t[1] for t in tasks], maps, (target, rp.group, ())
     )
-    exchange = dask.delayed(exchange_summary, pure=True)(*[t[4] for t in tasks])
+    exchange = g.call(exchange_summary, *[t[4] for t in tasks])
     blocks = []
     for b in range(n_blocks):
-        bucket = [getitem(t[0], b) for t in tasks]
+        bucket = [g.item(t[0], b) for t in tasks]
         combined = _converted_tree(
-            combine_tables_converted, combine_tables_node, bucket, maps, (target, rp)
+            g, combine_tables_converted, combine_tables_node, bucket, maps, (target, rp)
         )
         extra = (global_sums, target, exchange) if b == 0 else (None, target)
-        blocks.append(dask.delayed(to_ragged_block, pure=True)(combined, rp, slot_arg, *extra))
+        blocks.append(g.call(to_ragged_block, combined, rp, slot_arg, *extra))
     return blocks
 
 
-def _converted_tree(leaf, node, items: list, maps: list, conv: tuple, fan_in: int = 8, root=None):
+def _converted_tree(
+    g: _Graph, leaf, node, items: list, maps: list, conv: tuple, fan_in: int = 8, root=None
+):
     """Tree reduction whose first level (``leaf``) converts each item from its map to
     the target's (``conv = (target, packed, vc_widths)``, or ``(target, RaggedPacked)``
     for ragged tables); the levels above
     (``node(*conv, *children)``) add items already in it.  ``root``: called as
-    ``root(func, *args)`` for the root node's ``func(*args)`` (a delayed that also
-    makes something of the sum, in the same task), else the plain node."""
+    ``root(func, *args)`` for the root node's ``func(*args)`` (a task that also
+    makes something of the sum), else the plain node."""
     pairs = list(zip(items, maps, strict=True))
     level = [(leaf, (*conv, *pairs[i : i + fan_in])) for i in range(0, len(pairs), fan_in)]
     while True:
         if len(level) == 1 and root is not None:
             func, args = level[0]
             return root(func, *args)
-        done = [dask.delayed(func, pure=True)(*args) for func, args in level]
+        done = [g.call(func, *args) for func, args in level]
         if len(done) == 1:
             return done[0]
         level = [(node, (*conv, *done[i : i + fan_in])) for i in range(0, len(done), fan_in)]

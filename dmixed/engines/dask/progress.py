@@ -15,9 +15,9 @@ limit (:func:`gather`).
 from __future__ import annotations
 
 import logging
-import math
 import time
 import weakref
+from dataclasses import dataclass
 
 import dask
 from dask.utils import format_bytes, parse_timedelta
@@ -94,8 +94,15 @@ def _subscribe(client, counter: _PartitionCount) -> bool:
         return False
 
 
-#: Seconds between the driver's looks at the scheduler's workers while it waits.
+#: Seconds a wait on the cluster lasts before the driver looks at anything (the tick of
+#: its waits: the progress lines, the workers).
 WORKER_CHECK_INTERVAL = 1.0
+#: Seconds between the driver's requests for the scheduler's workers while a wait goes
+#: on (:func:`ask_workers`; more often when ``dmixed.no-workers-timeout`` is shorter, and
+#: every tick once the scheduler has no worker).  Each is a round trip to the scheduler:
+#: a fit asks once at its start (:func:`ask_workers`), and a wait asks again only this
+#: often, or after a worker was lost.
+WORKER_RECHECK_INTERVAL = 10.0
 #: The Dask config key of how long a wait goes on with no worker at all.
 NO_WORKERS_TIMEOUT_KEY = "dmixed.no-workers-timeout"
 NO_WORKERS_TIMEOUT_DEFAULT = "2 minutes"
@@ -108,11 +115,54 @@ def no_workers_timeout() -> float:
     return float(parse_timedelta(value, default="s"))
 
 
-def _n_workers(client) -> int | None:
+@dataclass(frozen=True)
+class Roster:
+    """The scheduler's workers as the driver last asked for them (:func:`ask_workers`)."""
+
+    #: threads of each worker, by address
+    threads: dict
+    #: the workers' distinct memory limits (bytes), or the last ones seen when the
+    #: scheduler has no worker now (a killed worker is gone from the scheduler's list by
+    #: the time its work fails, and the message names its limit)
+    limits: tuple
+    #: ``time.monotonic()`` of the request
+    asked: float
+
+
+#: the roster each client last reported
+_ROSTERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def ask_workers(client) -> Roster | None:
+    """Ask the scheduler for its workers now (one round trip) and keep the answer as
+    ``client``'s roster; ``None`` (the roster kept as it was) when the client cannot
+    tell.  A fit asks once at its start and again after a worker was lost."""
     try:
-        return len(client.scheduler_info().get("workers", {}))
+        workers = client.scheduler_info().get("workers", {})
     except Exception:  # noqa: BLE001 - a client that cannot tell: do not judge
         return None
+    limits = tuple(sorted({int(w.get("memory_limit") or 0) for w in workers.values()} - {0}))
+    if not limits and client in _ROSTERS:
+        limits = _ROSTERS[client].limits
+    roster = Roster(
+        {addr: int(w.get("nthreads") or 1) for addr, w in workers.items()},
+        limits,
+        time.monotonic(),
+    )
+    _ROSTERS[client] = roster
+    return roster
+
+
+def roster(client) -> Roster | None:
+    """``client``'s roster as last asked for, else asked for now (:func:`ask_workers`)."""
+    return _ROSTERS.get(client) or ask_workers(client)
+
+
+def worker_threads(client) -> int:
+    """The threads of all the workers in ``client``'s roster (:func:`roster`; 0 when
+    unknown)."""
+    known = roster(client)
+    return 0 if known is None else int(sum(known.threads.values()))
 
 
 class _WorkerWatch:
@@ -123,14 +173,17 @@ class _WorkerWatch:
         self.what = what or "the fit"
         self.limit = no_workers_timeout()
         self.since: float | None = None
+        # ask at least four times within the limit, so that it is not overrun by much
+        self.every = min(WORKER_RECHECK_INTERVAL, self.limit / 4)
 
     def check(self) -> None:
-        _note_limits(self.client)
-        n = _n_workers(self.client)
-        if n is None or n > 0:
+        known = _ROSTERS.get(self.client)
+        now = time.monotonic()
+        if known is None or self.since is not None or now - known.asked >= self.every:
+            known = ask_workers(self.client)
+        if known is None or known.threads:
             self.since = None
             return
-        now = time.monotonic()
         if self.since is None:
             self.since = now
             logger.warning("dmixed: the Dask scheduler has no workers; waiting for some")
@@ -163,7 +216,6 @@ def wait_for(
     read = _PartitionCount()
     subscribed = bool(progress and n_parts) and _subscribe(client, read)
     watch = _WorkerWatch(client, what)
-    _note_limits(client)
     last_line = time.monotonic()
     tick = min(WORKER_CHECK_INTERVAL, PROGRESS_INTERVAL) if progress else WORKER_CHECK_INTERVAL
     try:
@@ -220,7 +272,7 @@ def gather(client, futures, what: str = ""):
     from distributed.scheduler import KilledWorker
 
     started = time.time()
-    limits = memory_limits(client)  # while the workers are there to ask
+    limits = memory_limits(client)  # as known before a worker can be lost
     wait_for(client, futures, what=what)
     try:
         return client.gather(futures)
@@ -228,37 +280,13 @@ def gather(client, futures, what: str = ""):
         raise died_error(client, started, what, exc, limits) from exc
 
 
-#: the workers' memory limits each client last reported (a killed worker is gone from
-#: the scheduler's list by the time its work fails), with when they were asked for
-_LIMITS_SEEN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_LIMITS_ASKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _note_limits(client) -> None:
-    """Ask the scheduler for the workers' memory limits, at most once every
-    :data:`WORKER_CHECK_INTERVAL` seconds per client (each ask is a round trip to the
-    scheduler, and an optimizer step waits several times a second)."""
-    now = time.monotonic()
-    if now - _LIMITS_ASKED.get(client, -math.inf) < WORKER_CHECK_INTERVAL:
-        return
-    try:
-        _LIMITS_ASKED[client] = now
-        workers = client.scheduler_info().get("workers", {}).values()
-        limits = sorted({int(w.get("memory_limit") or 0) for w in workers} - {0})
-    except Exception:  # noqa: BLE001 - a client that cannot tell
-        return
-    if limits:
-        _LIMITS_SEEN[client] = limits
-
-
 def memory_limits(client) -> str:
-    """The workers' memory limits, as the scheduler knows them or last knew them during
-    a wait (for a message)."""
-    _note_limits(client)
-    limits = _LIMITS_SEEN.get(client)
-    if not limits:
+    """The workers' memory limits, as the scheduler last told them (:func:`roster`),
+    for a message."""
+    known = roster(client)
+    if known is None or not known.limits:
         return "the limit the nanny enforces"
-    return " / ".join(format_bytes(v) for v in limits) + " per worker"
+    return " / ".join(format_bytes(v) for v in known.limits) + " per worker"
 
 
 def died_error(

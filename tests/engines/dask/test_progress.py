@@ -65,3 +65,29 @@ def test_a_worker_killed_at_its_memory_limit_is_named():
     ):
         with pytest.raises(WorkersDiedError, match=r"killed at their memory limit \(200\.00 MiB"):
             dmixed.mixedlm("y ~ x1", ddf, groups="g").fit(client=client)
+
+
+def test_a_fit_asks_the_scheduler_for_its_workers_once(client, monkeypatch):
+    """One request for the workers a fit (not one a wait and a round trip), with the
+    blocks one per worker thread, as the scheduler counts them."""
+    from distributed import Client
+
+    from dmixed.engines.dask import progress
+
+    # no recheck within the fit, however long a loaded machine makes it
+    monkeypatch.setattr(progress, "WORKER_RECHECK_INTERVAL", 1e9)
+    asked = []
+    scheduler_info = Client.scheduler_info
+
+    def counted(self, *args, **kwargs):
+        asked.append(self)
+        return scheduler_info(self, *args, **kwargs)
+
+    monkeypatch.setattr(Client, "scheduler_info", counted)
+    ddf = dd.from_pandas(make_data(n_groups=40, seed=5), npartitions=4)
+    with dask.config.set({"dmixed.engine": "distributed"}):
+        res = dmixed.mixedlm("y ~ x1", ddf, groups="g").fit(client=client)
+    assert res.converged
+    assert asked == [client]
+    assert progress.worker_threads(client) == sum(client.nthreads().values())
+    assert progress.memory_limits(client).endswith("per worker")

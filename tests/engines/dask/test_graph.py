@@ -1,0 +1,60 @@
+"""dmixed.engines.dask.graph: the data pass's graph, one low-level graph of named tasks."""
+
+from __future__ import annotations
+
+import dask
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import pytest
+from dask.utils import key_split
+
+import dmixed
+from dmixed.engines.dask.blocks import assemble_blocks
+from dmixed.engines.dask.data_pass import group_key_dtype
+from dmixed.engines.dask.graph import block_graph, project_columns
+from dmixed.stats.packed import PackedLayout
+
+from ..._synth import make_data
+
+
+class _EveryNth:
+    """``dd.from_map`` reader: partition i is every n-th row from i (read by chains)."""
+
+    def __init__(self, df: pd.DataFrame, n: int) -> None:
+        self.df, self.n = df, n
+
+    def __call__(self, i: int) -> pd.DataFrame:
+        return self.df.iloc[i :: self.n].reset_index(drop=True)
+
+
+def _collections(df: pd.DataFrame, n: int) -> dict:
+    return {
+        "chains": dd.from_map(_EveryNth(df, n), range(n), meta=df.iloc[:0]),
+        "partitions": dd.from_pandas(df, npartitions=n),  # in memory: one task each
+    }
+
+
+@pytest.mark.parametrize("source", ["chains", "partitions"])
+def test_the_blocks_share_one_graph_of_the_pass_functions(source):
+    df = make_data(n_groups=30, seed=7)
+    ddf = _collections(df, 4)[source]
+    spec = dmixed.mixedlm("y ~ x1", ddf, groups="g", re_formula="1 + x1").spec
+    ddf = project_columns(ddf, spec)
+    packed = PackedLayout(len(spec.exog_re_names), len(spec.exog_names) + 1)
+    blocks = block_graph(ddf, spec, None, packed, group_key_dtype(ddf, spec), 2, 2, None)
+    graphs = {id(b.__dask_graph__()) for b in blocks}
+    assert len(graphs) == 1
+    kinds = {key_split(k) for k in dict(blocks[0].__dask_graph__())}
+    reader = "chain_partials" if source == "chains" else "partition_partials"
+    assert {reader, "reduce_routed", "combined_block", "exchange_summary"} <= kinds
+    # computed together or one by one, the same blocks (the tasks' arguments resolved)
+    with dask.config.set(scheduler="sync"):
+        together = dask.compute(*blocks)
+        alone = [dask.compute(b)[0] for b in blocks]
+    for a, b in zip(together, alone, strict=True):
+        np.testing.assert_array_equal(a.zz, b.zz)
+        np.testing.assert_array_equal(a.zxy, b.zxy)
+    asm = assemble_blocks(list(together), packed.k)
+    assert asm.glob.n == len(df)
+    assert len(asm.group_labels) == df["g"].nunique()
