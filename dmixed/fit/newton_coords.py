@@ -215,10 +215,10 @@ def _theta_of(
         lmat = np.eye(block.shape[0])
         rows, cols = tril_indices(block.shape[0], -1)
         lmat[rows, cols] = v[block[rows, cols]]
-        diag = np.diagonal(block)
+        diag = block.diagonal()
         psi = (lmat * (np.exp(v[diag]) - s)) @ lmat.T - np.diag(shift[diag])
         out[block[rows, cols]] = psi[rows, cols]
-        out[diag] = np.diagonal(psi)
+        out[diag] = psi.diagonal()
     return out
 
 

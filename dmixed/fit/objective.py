@@ -43,7 +43,7 @@ class Profile:
     @functools.cached_property
     def w(self) -> np.ndarray:
         """``[−β̂; 1]``: ``u_i = H_i w`` is Z̃_i'V*_i⁻¹(y_i − X_i β̂) (read-only, made once)."""
-        out = np.append(-self.beta, 1.0)
+        out = np.concatenate((-self.beta, [1.0]))  # np.append's numbers, without its call
         out.flags.writeable = False
         return out
 
@@ -375,9 +375,11 @@ def hessian(
     a = prof.a
     q_b = -2.0 * (prof.b - a @ beta)
     q_j = -hs.u_e_u
-    h_bb = -0.5 * fac * (2.0 * a / qf - np.outer(q_b, q_b) / qf**2)
-    h_bj = -0.5 * fac * (2.0 * hs.g_e_u.T / qf - np.outer(q_b, q_j) / qf**2)
-    h_jk = 0.5 * hs.tr_ss - 0.5 * fac * (2.0 * hs.u_s_u / qf - np.outer(q_j, q_j) / qf**2)
+    # outer products by broadcasting: np.outer's own arithmetic, without its calls
+    col_b, col_j = q_b[:, None], q_j[:, None]
+    h_bb = -0.5 * fac * (2.0 * a / qf - col_b * q_b / qf**2)
+    h_bj = -0.5 * fac * (2.0 * hs.g_e_u.T / qf - col_b * q_j / qf**2)
+    h_jk = 0.5 * hs.tr_ss - 0.5 * fac * (2.0 * hs.u_s_u / qf - col_j * q_j / qf**2)
     if reml and beta.size:
         # as matrix products (einsum's parsing cost more than these small sums)
         p, m = beta.size, hs.a_j.shape[0]

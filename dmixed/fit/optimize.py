@@ -12,6 +12,7 @@ exact profiled Hessian.  It reads its settings and tolerances from an
 from __future__ import annotations
 
 import logging
+import math
 import time
 import warnings
 from collections.abc import Callable
@@ -152,21 +153,25 @@ class _Optimization:
     def scaled_grad_norm(self, ev: Evaluation, mask: np.ndarray | None = None) -> float:
         """Max |∂ℓ/∂θ_j| / n over ``mask`` (default the free parameters)."""
         g = ev.score[self.free if mask is None else mask]
-        return float(np.max(np.abs(g)) / self.n) if g.size else 0.0
+        return float(np.abs(g).max() / self.n) if g.size else 0.0
 
     def interior(self, packed: np.ndarray) -> bool:
         """Whether every variance is well away from zero (the hand-over may happen)."""
         s = self.summary
         psi, tau = self.obj.layout.unpack(packed, self.obj.use_sqrt)
         return bool(
-            np.diag(psi).min(initial=1.0) > s.interior_variance
+            psi.diagonal().min(initial=1.0) > s.interior_variance
             and np.linalg.eigvalsh(psi).min(initial=1.0) > s.interior_eigenvalue
             and tau.min(initial=1.0) > s.interior_variance
         )
 
     def record(self, xf: np.ndarray, method: str) -> None:
         """Append an iteration at free entries ``xf`` to the fit log (and log it)."""
-        ev = self.obj.evaluate(self.full(xf))
+        self.record_packed(self.full(xf), method)
+
+    def record_packed(self, packed: np.ndarray, method: str) -> None:
+        """:meth:`record` of a whole packed point (a Newton step's: all entries free)."""
+        ev = self.obj.evaluate(packed)
         history = self.summary.history
         entry = {
             "iteration": len(history) + 1,
@@ -202,7 +207,7 @@ class _Optimization:
             self.x,
             [],
             steps=self.iterations_left(s.newton_first_steps),
-            on_step=lambda p: self.record(p[self.free], "newton"),
+            on_step=lambda p: self.record_packed(p, "newton"),
             contraction=s.newton_first_contraction,
             secant=self.n >= s.newton_secant_rows,
         )
@@ -243,7 +248,7 @@ class _Optimization:
             self.x,
             [],
             steps=self.iterations_left(self.summary.maxiter),
-            on_step=lambda p: self.record(p[self.free], "newton"),
+            on_step=lambda p: self.record_packed(p, "newton"),
         )
 
     def minimize(self, method: str) -> None:
@@ -435,13 +440,13 @@ class _Optimization:
         curvature: np.ndarray | None = None  # profiled Hessian in the movable θ
         last: tuple[np.ndarray, np.ndarray] | None = None  # θ and gradient of that step
         shift = np.zeros(layout.n_params)  # of the log coordinates, from the last Hessian
+        ev = obj.evaluate(cur_packed)
         for _ in range(steps):
-            ev = obj.evaluate(cur_packed)
             if ev.step is None:  # a rejected point (not finite, or not resolved)
                 break
             d_psi, d_tau = obj.score_parts(ev)
             grad = layout.score_packed(d_psi, d_tau, theta, use_sqrt=False)[movable]
-            size = float(np.max(np.abs(grad)))
+            size = float(np.abs(grad).max())
             if size <= s.newton_gtol * obj.glob.n:
                 self.settled = (cur_packed.tobytes(), tuple(boundary), shifted)
                 break
@@ -456,7 +461,7 @@ class _Optimization:
                 curvature = None
             exact = curvature is None
             if exact:
-                curvature = self.profiled_hessian(cur_packed, movable)
+                curvature = self.profiled_hessian(cur_packed, movable, ev)
                 traces = obj.logdet_traces(cur_packed) if shifted else None
                 if traces is not None:
                     shift = log_shift(theta, *traces)
@@ -482,7 +487,7 @@ class _Optimization:
             accepted = self.line_search(ev, theta, movable, step, ahead, last_step)
             if accepted is None:
                 break
-            theta, cur_packed = accepted
+            theta, cur_packed, ev = accepted
             if last_step:
                 self.expected_optimum = cur_packed.tobytes()
             moved = True
@@ -494,21 +499,25 @@ class _Optimization:
         after = obj.evaluate(cur_packed).llf
         return cur_packed if after >= before - s.newton_llf_rtol * max(1.0, abs(before)) else x
 
-    def profiled_hessian(self, packed: np.ndarray, movable: np.ndarray) -> np.ndarray | None:
+    def profiled_hessian(
+        self, packed: np.ndarray, movable: np.ndarray, ev: Evaluation | None = None
+    ) -> np.ndarray | None:
         """The profiled Hessian in the movable θ (one Hessian round trip), or ``None``
-        where it cannot be computed.
+        where it cannot be computed.  ``ev``: the evaluation at ``packed`` where the
+        caller has it.
 
         The profiled Hessian is the Schur complement H_θθ − H_θβ H_ββ⁻¹ H_βθ of the full
         Hessian (β̂(θ) is optimal, so this is d²ℓ(β̂(θ), θ)/dθ²).
         """
-        key = np.asarray(packed, dtype=np.float64).tobytes() + movable.tobytes()
+        point = np.asarray(packed, dtype=np.float64).tobytes()
+        key = point + movable.tobytes()
         if self.last_curvature is not None and self.last_curvature[0] == key:
             return self.last_curvature[1]  # the polish starts where the Newton steps ended
         k = self.obj.glob.k_fe
-        expected = np.asarray(packed, dtype=np.float64).tobytes() == self.expected_optimum
-        h = self.obj.hessian_full(packed, random_effects=expected)
+        expected = point == self.expected_optimum
+        h = self.obj.hessian_full(packed, random_effects=expected, ev=ev)
         out = None
-        if np.all(np.isfinite(h)):  # else no curvature information at this point
+        if np.isfinite(h).all():  # else no curvature information at this point
             hbb, hbt, htt = h[:k, :k], h[:k, k:], h[k:, k:]
             try:
                 prof_h = htt - hbt.T @ np.linalg.solve(hbb, hbt) if k else htt
@@ -565,14 +574,14 @@ class _Optimization:
         step: NewtonStep,
         ahead: bool = False,
         last_step: bool = False,
-    ) -> tuple[np.ndarray, np.ndarray] | None:
+    ) -> tuple[np.ndarray, np.ndarray, Evaluation] | None:
         """Halve ``step`` until its point is a valid one where ℓ does not drop.
 
         With ``ahead``, each trial point's Hessian is made with its evaluation where the
         engine can (:meth:`ProfiledObjective.evaluate_ahead`: one round trip on a
         cluster, not two, when the step is taken), and with ``last_step`` (the step is
-        expected to end at the optimum) its BLUPs too.  Returns that θ and its packed
-        form, or ``None`` after ``newton_halvings`` tries.
+        expected to end at the optimum) its BLUPs too.  Returns that θ, its packed
+        form and its evaluation, or ``None`` after ``newton_halvings`` tries.
         """
         obj, s, layout = self.obj, self.summary, self.obj.layout
         fraction = 1.0
@@ -588,10 +597,10 @@ class _Optimization:
                 tev = obj.evaluate_ahead(trial_packed, random_effects=last_step)
             else:
                 tev = obj.evaluate(trial_packed)
-            if np.isfinite(tev.llf) and tev.llf >= ev.llf - s.newton_llf_rtol * max(
+            if math.isfinite(tev.llf) and tev.llf >= ev.llf - s.newton_llf_rtol * max(
                 1.0, abs(ev.llf)
             ):
-                return trial, trial_packed
+                return trial, trial_packed, tev
         return None
 
 
@@ -604,14 +613,14 @@ def modified_newton_step(hess: np.ndarray, grad: np.ndarray) -> np.ndarray | Non
         evals, evecs = np.linalg.eigh(hess)
     except np.linalg.LinAlgError:
         return None
-    if not (np.all(np.isfinite(evals)) and evals.size):
+    if not (evals.size and np.isfinite(evals).all()):
         return None
-    floor = 1e-10 * float(np.max(np.abs(evals)))
+    floor = 1e-10 * float(np.abs(evals).max())
     if floor == 0.0:
         return None
     curv = np.where(evals < 0.0, evals, -np.maximum(evals, floor))
     delta = evecs @ ((evecs.T @ grad) / -curv)
-    return delta if np.all(np.isfinite(delta)) else None
+    return delta if np.isfinite(delta).all() else None
 
 
 def secant_update(hess: np.ndarray, step: np.ndarray, change: np.ndarray) -> np.ndarray | None:

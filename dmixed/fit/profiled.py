@@ -9,6 +9,7 @@ the last few evaluations, and computes the full Hessian there (one more round tr
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,7 +116,7 @@ class ProfiledObjective:
         except np.linalg.LinAlgError:
             # outside the parameter space (indefinite Ψ* or negative τ* when
             # use_sqrt=False): the likelihood is not defined there
-            return Evaluation(packed, None, None, -np.inf, np.zeros_like(packed))
+            return Evaluation(packed, None, None, -np.inf, np.zeros(packed.shape))
         return self._evaluated(packed, key, lam, None)
 
     def prefetch(self, points: list[np.ndarray], ahead: int | None = None) -> None:
@@ -198,20 +199,20 @@ class ProfiledObjective:
                 step = self.engine.step(lam, self.layout.k_re)
             prof = profile(step, self.glob, self.reml)
             llf = loglike(step, prof, self.glob, self.reml)
-            ev = Evaluation(packed, step, prof, llf, np.zeros_like(packed), lam=lam)
+            ev = Evaluation(packed, step, prof, llf, np.zeros(packed.shape), lam=lam)
             d_psi, d_tau = self.score_parts(ev)
             ev.score = self.layout.score_packed(d_psi, d_tau, packed, self.use_sqrt)
         except np.linalg.LinAlgError:
             # X'V*⁻¹X (or a K_i) not positive definite in floating point: a rejected
             # step, as outside the parameter space (never an error for the user)
-            return Evaluation(packed, None, None, -np.inf, np.zeros_like(packed))
-        if not (np.isfinite(llf) and np.all(np.isfinite(ev.score))):
-            return Evaluation(packed, None, None, -np.inf, np.zeros_like(packed))
+            return Evaluation(packed, None, None, -np.inf, np.zeros(packed.shape))
+        if not (math.isfinite(llf) and np.isfinite(ev.score).all()):
+            return Evaluation(packed, None, None, -np.inf, np.zeros(packed.shape))
         if out_of_resolution(step, prof, self.glob):
             # the float64 sums cannot resolve Q here: ℓ would be noise (a spurious
             # maximum far out on a ridge); a rejected step, as outside the space
             self.rejected_for_resolution = packed
-            return Evaluation(packed, None, None, -np.inf, np.zeros_like(packed))
+            return Evaluation(packed, None, None, -np.inf, np.zeros(packed.shape))
         self._cache[key] = ev
         if len(self._cache) > _CACHED_EVALUATIONS:
             del self._cache[next(iter(self._cache))]
@@ -254,31 +255,43 @@ class ProfiledObjective:
         return d_psi, d_tau
 
     def hessian_full(
-        self, packed: np.ndarray, beta: np.ndarray | None = None, random_effects: bool = False
+        self,
+        packed: np.ndarray,
+        beta: np.ndarray | None = None,
+        random_effects: bool = False,
+        ev: Evaluation | None = None,
     ) -> np.ndarray:
         """:meth:`_hessian_full`, kept for the last point (the Newton polish ends where
         the standard errors are computed).  With ``random_effects`` (a point expected to
         be the optimum), the engine makes the BLUPs there in the Hessian's round trip
-        where it can (``engine.hessian_random_effects``: a Dask cluster)."""
+        where it can (``engine.hessian_random_effects``: a Dask cluster).  ``ev``: the
+        evaluation at ``packed`` where the caller has it (else looked up)."""
         if beta is None:
-            beta = _defined(self.evaluate(packed))[1].beta
+            if ev is None:
+                ev = self.evaluate(packed)
+            beta = _defined(ev)[1].beta
         key = np.asarray(packed, dtype=np.float64).tobytes() + np.asarray(beta).tobytes()
         if self._last_hessian is not None and self._last_hessian[0] == key:
             return self._last_hessian[1].copy()
-        out = self._hessian_full(packed, beta, random_effects)
+        out = self._hessian_full(packed, beta, random_effects, ev)
         self._last_hessian = (key, out)
         return out.copy()
 
     def _hessian_full(
-        self, packed: np.ndarray, beta: np.ndarray | None = None, random_effects: bool = False
+        self,
+        packed: np.ndarray,
+        beta: np.ndarray | None = None,
+        random_effects: bool = False,
+        ev: Evaluation | None = None,
     ) -> np.ndarray:
         """Hessian in [β̃, vech(Ψ), τ*] (the optimizer's Ψ) at β̃ (default β̂) — one more
-        round trip.
+        round trip; ``ev`` the evaluation at ``packed`` (else looked up).
 
         All NaN where it cannot be computed in floating point (a factorization fails or
         an entry is not finite): callers treat that as "no curvature information".
         """
-        ev = self.evaluate(packed)
+        if ev is None:
+            ev = self.evaluate(packed)
         step, prof = _defined(ev)
         beta = prof.beta if beta is None else np.asarray(beta, dtype=np.float64)
         lam = ev.lam if ev.lam is not None else self.lam(packed)
@@ -294,11 +307,11 @@ class ProfiledObjective:
             hess = hessian(step, hs, beta, self.glob, self.reml, prof=prof)
         except np.linalg.LinAlgError:
             hess = None
-        if hess is None or not np.all(np.isfinite(hess)):
+        if hess is None or not np.isfinite(hess).all():
             k = beta.size + self.layout.n_params
             return np.full((k, k), np.nan)
         trace_s = np.einsum("jab,ba->j", self._basis, step.s)
-        trace_ss = np.diagonal(hs.tr_ss)
+        trace_ss = hs.tr_ss.diagonal()
         if self.re_map is None and self.vc_map is None:
             self._traces = (ev.packed.tobytes(), trace_s, trace_ss.copy())
             return hess

@@ -99,7 +99,10 @@ class StatsBlock:
 
     @property
     def n_groups(self) -> int:
-        return sum(c[0].shape[-1] for c in self._chunks)
+        chunks = self._chunks
+        if len(chunks) == 1:  # the common block (asked for on every step and Hessian)
+            return chunks[0][0].shape[-1]
+        return sum(c[0].shape[-1] for c in chunks)
 
     @property
     def k(self) -> int:
@@ -227,10 +230,11 @@ def step_contributions(block, lam: np.ndarray, q: int, zxy=None) -> StepSums:
     k = block.k
     if compiled.backend(block.n_groups, r) == "numba":
         return StepSums(*compiled.step_sums(block.chunks(), lam, q, k))
-    parts = (_step_part(zzc, zxyc, cond, lam, q) for zzc, zxyc, cond in block.conditionals(lam))
-    total = next(parts)  # a block has at least one chunk (of no groups when empty)
-    for part in parts:
-        total = total + part
+    chunks = block.conditionals(lam)
+    zzc, zxyc, cond = next(chunks)  # a block has at least one chunk (of no groups when empty)
+    total = _step_part(zzc, zxyc, cond, lam, q)
+    for zzc, zxyc, cond in chunks:
+        total = total + _step_part(zzc, zxyc, cond, lam, q)
     return total
 
 
@@ -362,8 +366,8 @@ def hessian_contributions(
     block = _as_block(block, zxy)
     m = basis.shape[0]
     p = block.k - 1
-    out = HessianSums.zeros(m, p)
     if lam.shape[0] and compiled.backend(block.n_groups, lam.shape[0], "hessian") == "numba":
+        out = HessianSums.zeros(m, p)
         fields = tuple(getattr(out, f) for f in out.__dataclass_fields__)
         return HessianSums(*compiled.hessian_sums(block.chunks(), lam, basis, w, fields))
     r = basis.shape[1]
@@ -372,6 +376,7 @@ def hessian_contributions(
         for _, _, (_, _, s, h) in block.conditionals(lam):
             moments.add(s, np.array(h), w)  # add overwrites its H
         return HessianSums(*moments.contract(basis))
+    out = HessianSums.zeros(m, p)
     for _, _, (_, _, s, h) in block.conditionals(lam):
         g = s.shape[-1]
         u = np.einsum("ajg,j->ag", h, w)  # (r, G)

@@ -174,6 +174,24 @@ def test_the_polish_where_the_newton_steps_stopped_asks_for_no_step(monkeypatch,
     assert len(read) == sum(h["method"] == "newton" for h in res.fit_history) + 1
 
 
+def test_hessian_full_from_the_callers_evaluation_is_the_looked_up_one():
+    """The Newton steps hand the Hessian the evaluation they hold: the same Hessian bit
+    for bit as one that looks the point up, and no evaluation more."""
+    df = make_data(n_groups=300, seed=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = dmixed.mixedlm("y ~ x1 + x2", df, groups="g", re_formula="1 + x1")
+    stats = model.statistics()
+    point = np.array([0.9, 0.2, 0.6])
+    looked_up = ProfiledObjective(stats.engine, stats.glob, stats.layout, True, True)
+    expected = looked_up.hessian_full(point)
+    given = ProfiledObjective(stats.engine, stats.glob, stats.layout, True, True)
+    ev = given.evaluate(point)
+    np.testing.assert_array_equal(given.hessian_full(point, ev=ev), expected)
+    assert given.n_evals == looked_up.n_evals == 1
+    assert given.logdet_traces(point) is not None
+
+
 def test_opt_summary_records_settings_start_and_outcome():
     """maximize fills in the record made by DEFAULTS.start: the settings it was given,
     the start, the final point and the fit log, consistently."""
