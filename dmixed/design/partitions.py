@@ -169,8 +169,10 @@ def check_persisted(ddf) -> None:
 
 
 def _converted_columns(ddf, columns) -> dict:
-    """``{column: the pandas frame's object column}`` for the ``columns`` that
-    ``dd.from_pandas`` turned into text and that no later step of ``ddf`` rewrote."""
+    """``{column: the pandas frames' object column}`` for the ``columns`` that
+    ``dd.from_pandas`` turned into text and that no later step of ``ddf`` rewrote: the
+    values of every pandas frame of the collection (``dd.concat`` of several), one after
+    the other."""
     expr = getattr(ddf, "expr", None)
     if expr is None:
         return {}
@@ -179,20 +181,25 @@ def _converted_columns(ddf, columns) -> dict:
     for node in nodes:
         if type(node).__name__ == "Assign":
             rewritten.update(v for v in node.operands if isinstance(v, str))
-    out = {}
+    found: dict[str, list] = {}
+    seen = set()  # a frame that several branches of the graph read counts once
     for node in nodes:
         if type(node).__name__ != "FromPandas" or not node.operand("pyarrow_strings_enabled"):
             continue
         frame = node.operand("frame")
         frame = getattr(frame, "_data", frame)  # dask-expr wraps the pandas frame
-        if not isinstance(frame, pd.DataFrame):
+        if not isinstance(frame, pd.DataFrame) or id(frame) in seen:
             continue
+        seen.add(id(frame))
         for c in columns:
-            if c in rewritten or c not in getattr(frame, "columns", ()) or c in out:
+            if c in rewritten or c not in getattr(frame, "columns", ()):
                 continue
             if frame[c].dtype == object and column_class(ddf._meta[c].dtype) == "string":
-                out[c] = frame[c]
-    return out
+                found.setdefault(c, []).append(frame[c])
+    return {
+        c: parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+        for c, parts in found.items()
+    }
 
 
 def restored_values(ddf, columns, groups: str | None = None):

@@ -144,3 +144,17 @@ def test_group_keys_that_dask_made_one_text_are_refused_naming_the_column():
     with pytest.raises(DataError, match=r"groups column 'g' .* same text 'a'"):
         restored_values(ddf, ["g", "y"], "g")
     assert restored_values(ddf, ["g", "y"]) is ddf  # not the groups: the text stays
+
+
+def test_group_keys_of_every_pandas_frame_of_a_collection_are_restored():
+    """A collection of several ``dd.from_pandas`` frames (``dd.concat``) holds the keys
+    of each: the rows of a frame other than the first once lost their group (read as
+    missing, "missing values in column 'g'", or dropped with ``missing="drop"``)."""
+    key = np.empty(12, dtype=object)
+    key[:] = [(i % 3, "a") for i in range(6)] + [(i % 3, "b") for i in range(6)]
+    frame = pd.DataFrame({"g": key, "y": np.arange(12.0)})
+    with dask.config.set({"dataframe.convert-string": True}):
+        parts = [dd.from_pandas(frame.iloc[:6], npartitions=2), dd.from_pandas(frame.iloc[6:], 2)]
+    with dask.config.set(scheduler="sync"):
+        restored = restored_values(dd.concat(parts), ["g", "y"], "g").compute()
+    assert restored["g"].tolist() == frame["g"].tolist()
