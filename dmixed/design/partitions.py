@@ -169,15 +169,21 @@ def check_persisted(ddf) -> None:
         )
 
 
+#: dask-expr's steps that give columns other names (``rename``, ``df.columns = ...``)
+_RENAMING = {"RenameFrame", "ColumnsSetter"}
+
+
 def _converted_columns(ddf, columns) -> dict:
     """``{column: the pandas frames' object column}`` for the ``columns`` that
     ``dd.from_pandas`` turned into text and that no later step of ``ddf`` rewrote: the
     values of every pandas frame of the collection (``dd.concat`` of several), one after
-    the other."""
+    the other; none where a step renamed columns."""
     expr = getattr(ddf, "expr", None)
     if expr is None:
         return {}
     nodes = list(expr.walk())
+    if any(type(node).__name__ in _RENAMING for node in nodes):
+        return {}  # its names are not the pandas frame's: the text stays, as Dask holds it
     rewritten = set()
     for node in nodes:
         if type(node).__name__ == "Assign":
