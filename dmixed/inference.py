@@ -61,14 +61,16 @@ def check_level(level) -> float:
 
 
 def _probability(value, name: str) -> float:
-    """A real number strictly between 0 and 1; text (even ``"0.05"``), arrays and None
-    are refused as statsmodels' arithmetic on them fails (a bare TypeError there)."""
+    """A real number strictly between 0 and 1; text (even ``"0.05"``), arrays, complex
+    numbers and None are refused as statsmodels' arithmetic on them fails (a bare
+    TypeError there)."""
     out = np.nan
-    if not isinstance(value, str | bytes) and np.ndim(value) == 0:
-        try:
-            out = float(value)
-        except (TypeError, ValueError):
-            pass
+    try:  # np.ndim of a ragged list raises; float() takes a numpy complex's real part
+        if not isinstance(value, str | bytes) and np.ndim(value) == 0:
+            if not np.iscomplexobj(value):
+                out = float(value)
+    except (TypeError, ValueError):
+        pass
     if not 0.0 < out < 1.0:
         raise SpecError(f"{name} must be a number in (0, 1), got {value!r}")
     return out

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import decimal
+from fractions import Fraction
+
 import numpy as np
 import pytest
 import statsmodels.api as sm
@@ -11,7 +14,7 @@ from scipy import stats as sps
 import dmixed
 from dmixed import MixedLM, anova, compare_lr_test
 from dmixed.errors import SpecError
-from dmixed.inference import ANOVA_COLUMNS
+from dmixed.inference import ANOVA_COLUMNS, check_alpha, check_level
 
 from ._synth import design, make_data, vc_dict
 
@@ -240,3 +243,25 @@ def test_profile_likelihood_with_weights_in_an_extreme_unit_is_the_reference(c):
         return [[ProfileLikelihood(res, w)(v) for v in (0.2, 0.5, 1.0)] for w in ("g", "sub")]
 
     np.testing.assert_allclose(curves(c), curves(1.0), rtol=1e-9)
+
+
+@pytest.mark.parametrize("check", [check_alpha, check_level])
+@pytest.mark.parametrize(
+    "value", [[0.1, [0.2]], np.complex128(0.05), np.array(0.05 + 0j), 0.05 + 0j, np.array([0.05])]
+)
+def test_check_alpha_and_level_refuse_what_is_not_a_real_number_naming_it(check, value):
+    """A ragged list once raised numpy's bare ValueError ("inhomogeneous shape") and a
+    numpy complex was taken as its real part (with numpy's ComplexWarning), where a
+    Python complex is refused: each is refused naming the argument."""
+    name = check.__name__.removeprefix("check_")
+    with pytest.raises(SpecError, match=rf"^{name} must be a number in \(0, 1\)"):
+        check(value)
+
+
+@pytest.mark.parametrize("check", [check_alpha, check_level])
+@pytest.mark.parametrize(
+    "value",
+    [np.float64(0.05), np.float32(0.25), np.array(0.05), decimal.Decimal("0.05"), Fraction(1, 3)],
+)
+def test_check_alpha_and_level_take_a_real_number_of_any_type(check, value):
+    assert check(value) == float(value)

@@ -327,6 +327,7 @@ _INFERRED = {
     "mixed-integer-float": {"int", "float"},
     "decimal": {"Decimal"},
     "boolean": {"bool"},
+    "bytes": {"bytes"},
     "empty": set(),
 }
 _NUMBER_TYPES = {"int", "float", "Decimal"}

@@ -259,6 +259,7 @@ class _FactorChecker:
         self.transforms = transforms()
         self.root: ast.AST | None = None  # the factor's whole expression
         self.c_args: set[int] = set()  # ids of the names that are C()'s first argument
+        self.contrast_args: set[int] = set()  # ids of the names that are C()'s contrast
 
     def name_of(self, n: str) -> str:
         return self.aliases.get(n, n)
@@ -414,17 +415,22 @@ class _FactorChecker:
             if isinstance(first, ast.Name) and self.name_of(first.id) in self.columns:
                 add_unique(self.info.c_columns, self.name_of(first.id))
                 self.c_args.add(id(first))
+            contrasts = node.args[1:2] + [k.value for k in node.keywords if k.arg == "contrast"]
+            self.contrast_args.update(id(c) for c in contrasts if isinstance(c, ast.Name))
         return True
 
     def visit_name(self, node: ast.Name) -> None:
         n = self.name_of(node.id)
+        # a contrast's name is a value only as C()'s contrast (C(a, Sum)); a column of
+        # that name read there is refused (_refuse_columns_named_as_transforms)
+        contrast = id(node) in self.contrast_args and n in _CONTRAST_NAMES
+        if contrast and n in self.transforms:
+            add_unique(self.info.transforms, n)
         if n in self.columns:
             add_unique(self.info.columns, n)
             if id(node) not in self.c_args:
                 add_unique(self.info.expr_columns, n)
-        elif n in self.transforms and n in _CONTRAST_NAMES:
-            add_unique(self.info.transforms, n)
-        elif n not in ("True", "False", "None"):
+        elif not contrast and n not in ("True", "False", "None"):
             self.info.unknown.append(n)
 
     def visit_attribute(self, node: ast.Attribute) -> bool:

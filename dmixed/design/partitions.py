@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 import warnings
 
+import numpy as np
 import pandas as pd
 
 from ..errors import BadValuesError, DataError, TextConversionWarning
@@ -168,31 +169,44 @@ def check_persisted(ddf) -> None:
         )
 
 
+#: dask-expr's steps that give columns other names (``rename``, ``df.columns = ...``)
+_RENAMING = {"RenameFrame", "ColumnsSetter"}
+
+
 def _converted_columns(ddf, columns) -> dict:
-    """``{column: the pandas frame's object column}`` for the ``columns`` that
-    ``dd.from_pandas`` turned into text and that no later step of ``ddf`` rewrote."""
+    """``{column: the pandas frames' object column}`` for the ``columns`` that
+    ``dd.from_pandas`` turned into text and that no later step of ``ddf`` rewrote: the
+    values of every pandas frame of the collection (``dd.concat`` of several), one after
+    the other; none where a step renamed columns."""
     expr = getattr(ddf, "expr", None)
     if expr is None:
         return {}
     nodes = list(expr.walk())
+    if any(type(node).__name__ in _RENAMING for node in nodes):
+        return {}  # its names are not the pandas frame's: the text stays, as Dask holds it
     rewritten = set()
     for node in nodes:
         if type(node).__name__ == "Assign":
             rewritten.update(v for v in node.operands if isinstance(v, str))
-    out = {}
+    found: dict[str, list] = {}
+    seen = set()  # a frame that several branches of the graph read counts once
     for node in nodes:
         if type(node).__name__ != "FromPandas" or not node.operand("pyarrow_strings_enabled"):
             continue
         frame = node.operand("frame")
         frame = getattr(frame, "_data", frame)  # dask-expr wraps the pandas frame
-        if not isinstance(frame, pd.DataFrame):
+        if not isinstance(frame, pd.DataFrame) or id(frame) in seen:
             continue
+        seen.add(id(frame))
         for c in columns:
-            if c in rewritten or c not in getattr(frame, "columns", ()) or c in out:
+            if c in rewritten or c not in getattr(frame, "columns", ()):
                 continue
             if frame[c].dtype == object and column_class(ddf._meta[c].dtype) == "string":
-                out[c] = frame[c]
-    return out
+                found.setdefault(c, []).append(frame[c])
+    return {
+        c: parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+        for c, parts in found.items()
+    }
 
 
 def restored_values(ddf, columns, groups: str | None = None):
@@ -225,20 +239,29 @@ def restored_values(ddf, columns, groups: str | None = None):
 
 def _keys_of_text(original: pd.Series, dtype, column: str) -> pd.Series:
     """The pandas frame's value of each text Dask made of it, indexed by the text: Dask's
-    own conversion (``astype`` to its string dtype) of every value, one row a text."""
-    pairs = pd.DataFrame({"text": original.astype(dtype), "value": original})
-    pairs = pairs[pairs["text"].notna()].drop_duplicates()
-    firsts = pairs.drop_duplicates("text")
-    if len(firsts) < len(pairs):
-        text = pairs["text"][pairs["text"].duplicated()].iloc[0]
-        shown = ", ".join(repr(v) for v in pairs["value"][pairs["text"] == text].iloc[:2])
+    own conversion (``astype`` to its string dtype) of every value, one row a text.
+
+    Each row's text is hashed once (``pd.factorize``, Arrow's strings) and its value
+    compared with the first value of its text, not hashed as an object pair
+    (``drop_duplicates`` of a two-column frame: twice the time, benchmarks/RESULTS.md)."""
+    text = original.astype(dtype)
+    text_codes, texts = pd.factorize(text)  # missing text: -1; codes in order of rows
+    kept = text_codes >= 0
+    text_codes = text_codes[kept]
+    values = original.to_numpy(dtype=object)[kept]
+    firsts = np.flatnonzero(~pd.Series(text_codes).duplicated().to_numpy())  # code order
+    differ = np.asarray(values != values[firsts][text_codes], dtype=bool)
+    if differ.any():
+        code = text_codes[np.argmax(differ)]
+        row = np.flatnonzero(differ)[0]
+        shown = f"{values[firsts[code]]!r}, {values[row]!r}"
         raise DataError(
             f"the groups column {column!r} holds keys that are not equal but that Dask's "
-            f"from_pandas turned into the same text {text!r} ({shown}); call "
+            f"from_pandas turned into the same text {texts[code]!r} ({shown}); call "
             "dask.config.set({'dataframe.convert-string': False}) before dd.from_pandas, "
             f"or give the groups labels that tell them apart (df[{column!r}].astype(str))"
         )
-    return pd.Series(firsts["value"].to_numpy(), index=pd.Index(firsts["text"].to_numpy()))
+    return pd.Series(values[firsts], index=pd.Index(np.asarray(texts, dtype=object)))
 
 
 def check_text_conversion(ddf, columns) -> None:

@@ -71,6 +71,25 @@ def test_a_column_named_as_a_transform_the_formula_uses_is_refused_naming_it(for
     assert "np.exp(x2)" in spec.exog_names
 
 
+@pytest.mark.parametrize("term", ["I(Sum)", "I(x1 * Helmert)", "Poly"])
+def test_a_contrasts_name_outside_c_is_a_column_the_data_lacks(term):
+    """A contrast's name is a value only as C()'s contrast: ``I(Sum)`` with no column
+    ``Sum`` once failed in evaluation ("unsupported operand type(s) for *: 'int' and
+    'InterfaceMeta'"), as ``I(cs)`` did."""
+    name = next(n for n in ("Sum", "Helmert", "Poly") if n in term)
+    with pytest.raises(ValueError, match=rf"unknown column '{name}'"):
+        build_spec(make_df(), f"y ~ x1 + {term}", groups="g")
+
+
+@pytest.mark.parametrize("formula", ["y ~ x1 + C(a, Sum)", "y ~ x1 + C(a, contrast=Sum)"])
+def test_a_column_named_as_the_contrast_c_takes_is_refused_naming_it(formula):
+    """A column ``Sum`` read as C()'s contrast once failed in evaluation with "tuple
+    index out of range": refused before, naming the column, as ``y ~ C + C(a)``."""
+    df = make_df()
+    with pytest.raises(ValueError, match=r"column 'Sum' has the name of the transform"):
+        build_spec(df.assign(Sum=df["x1"]), formula, groups="g")
+
+
 def test_error_formula_syntax():
     df = make_df()
     with pytest.raises(ValueError, match=r"invalid formula 'y ~ \(x1 \+ x2'"):

@@ -144,3 +144,33 @@ def test_group_keys_that_dask_made_one_text_are_refused_naming_the_column():
     with pytest.raises(DataError, match=r"groups column 'g' .* same text 'a'"):
         restored_values(ddf, ["g", "y"], "g")
     assert restored_values(ddf, ["g", "y"]) is ddf  # not the groups: the text stays
+
+
+def test_group_keys_of_every_pandas_frame_of_a_collection_are_restored():
+    """A collection of several ``dd.from_pandas`` frames (``dd.concat``) holds the keys
+    of each: the rows of a frame other than the first once lost their group (read as
+    missing, "missing values in column 'g'", or dropped with ``missing="drop"``)."""
+    key = np.empty(12, dtype=object)
+    key[:] = [(i % 3, "a") for i in range(6)] + [(i % 3, "b") for i in range(6)]
+    frame = pd.DataFrame({"g": key, "y": np.arange(12.0)})
+    with dask.config.set({"dataframe.convert-string": True}):
+        parts = [dd.from_pandas(frame.iloc[:6], npartitions=2), dd.from_pandas(frame.iloc[6:], 2)]
+    with dask.config.set(scheduler="sync"):
+        restored = restored_values(dd.concat(parts), ["g", "y"], "g").compute()
+    assert restored["g"].tolist() == frame["g"].tolist()
+
+
+def test_a_renamed_column_is_not_read_back_from_the_pandas_column_of_its_new_name():
+    """``rename(columns={"g": "old", "h": "g"})`` once read the text of ``h`` back through
+    the keys of the pandas frame's ``g``: every group missing.  Names a later step
+    changed are not the pandas frame's: the column stays as Dask holds it."""
+    g, h = np.empty(6, dtype=object), np.empty(6, dtype=object)
+    g[:], h[:] = [b"a", b"b", b"c"] * 2, [(1, "x"), (2, "y"), (3, "z")] * 2
+    frame = pd.DataFrame({"g": g, "h": h, "y": np.arange(6.0)})
+    with dask.config.set({"dataframe.convert-string": True}):
+        ddf = dd.from_pandas(frame, npartitions=2)
+    renamed = ddf.rename(columns={"g": "old", "h": "g"})
+    assert restored_values(renamed, ["g", "y"], "g") is renamed
+    relabelled = ddf.copy()
+    relabelled.columns = ["old", "g", "y"]
+    assert restored_values(relabelled, ["g", "y"], "g") is relabelled
