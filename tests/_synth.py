@@ -120,3 +120,20 @@ def make_nested_ids(groups, ids=range(3), seed: int = 0, size: int = 5) -> pd.Da
             y = 1 + 2 * x + effect + 0.7 * rng.normal() + rng.normal(size=size)
             parts.append(pd.DataFrame({"g": g, "id": f"{g:02d}-{s}", "x": x, "y": y}))
     return pd.concat(parts, ignore_index=True)
+
+
+def weighted_vc_fit(factor: float):
+    """A REML fit with a random intercept, a nested component and the prior weights of
+    :func:`make_data` times ``factor`` (30 groups; dmixed's warnings silenced): the fit
+    whose profiles must not depend on the weights' unit."""
+    import warnings
+
+    import dmixed
+
+    df = make_data(n_groups=30, min_size=2, max_size=10, vc_sd=0.6, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dmixed.DmixedWarning)
+        return dmixed.mixedlm(
+            "y ~ x1 + x2", df.assign(w=factor * df["w"]), groups="g", re_formula="1",
+            vc_formula={"sub": "0 + C(sub)"}, weights="w",
+        ).fit()  # fmt: skip

@@ -225,21 +225,12 @@ def test_anova_refit_of_dask_fits_reads_no_partition():
 def test_profile_likelihood_with_weights_in_an_extreme_unit_is_the_reference(c):
     """Weights ``c·w``: the same profile likelihood of each variance (its coordinates
     relative to ``σ²/s_w``; in the model's own, ℓ was 5,000 lower at ``c = 2^256``)."""
-    import warnings
-
     from dmixed.inference import ProfileLikelihood
 
-    from ._synth import make_data
-
-    df = make_data(n_groups=30, min_size=2, max_size=10, vc_sd=0.6, seed=1)
+    from ._synth import weighted_vc_fit
 
     def curves(factor):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", dmixed.DmixedWarning)
-            res = dmixed.mixedlm(
-                "y ~ x1 + x2", df.assign(w=factor * df["w"]), groups="g", re_formula="1",
-                vc_formula={"sub": "0 + C(sub)"}, weights="w",
-            ).fit()  # fmt: skip
+        res = weighted_vc_fit(factor)
         return [[ProfileLikelihood(res, w)(v) for v in (0.2, 0.5, 1.0)] for w in ("g", "sub")]
 
     np.testing.assert_allclose(curves(c), curves(1.0), rtol=1e-9)

@@ -9,7 +9,7 @@ import statsmodels.api as sm
 import dmixed
 from dmixed.errors import SpecError
 
-from .._synth import make_data
+from .._synth import make_data, weighted_vc_fit
 
 
 def test_profile_re_is_statsmodels():
@@ -40,19 +40,11 @@ def test_profile_re_with_weights_in_an_extreme_unit_is_the_reference(c):
     """Weights ``c·w``: the same absolute variances and likelihoods along both profiles
     (the free coordinates are relative to ``σ²/s_w``; in the model's own, ``Ψ*`` near
     1e-77 left the optimizer where it started, ℓ 1.4e-3 off)."""
-    import warnings
-
-    df = make_data(n_groups=30, min_size=2, max_size=10, vc_sd=0.6, seed=1)
 
     def profiles(factor):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", dmixed.DmixedWarning)
-            res = dmixed.mixedlm(
-                "y ~ x1 + x2", df.assign(w=factor * df["w"]), groups="g", re_formula="1",
-                vc_formula={"sub": "0 + C(sub)"}, weights="w",
-            ).fit()  # fmt: skip
-            grid = dict(num_low=2, num_high=2, dist_low=0.1, dist_high=0.1)
-            return res.profile_re(0, "re", **grid), res.profile_re("sub", "vc", **grid)
+        res = weighted_vc_fit(factor)
+        grid = dict(num_low=2, num_high=2, dist_low=0.1, dist_high=0.1)
+        return res.profile_re(0, "re", **grid), res.profile_re("sub", "vc", **grid)
 
     for got, want in zip(profiles(c), profiles(1.0), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-7)
