@@ -1,5 +1,6 @@
 """Shared by the benchmark scripts: writing their figures as JSON; the environment of a
-measured subprocess; callgrind's count of a snippet's ``functools.reduce``."""
+measured subprocess; an A/B script's child run in one checkout; callgrind's count of a
+snippet's ``functools.reduce``."""
 
 from __future__ import annotations
 
@@ -37,6 +38,23 @@ def tree_env(tree: str, hash_seed: str | None = None) -> dict:
     if hash_seed is not None:
         env["PYTHONHASHSEED"] = hash_seed
     return env
+
+
+def run_child(script: str, tree: str, argv: list[str]) -> dict:
+    """``script --child argv`` run with ``PYTHONPATH`` at ``tree`` (then the benchmarks
+    folder) and ``tree`` as its working directory: the JSON of its ``RESULT`` line."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([tree, here]))
+    proc = subprocess.run(
+        [sys.executable, os.path.abspath(script), "--child", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tree,
+        check=True,
+    )
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
+    return json.loads(line[len("RESULT ") :])
 
 
 def callgrind_instructions(code: str, argv: list[str], env: dict) -> int:

@@ -33,9 +33,9 @@ import collections
 import hashlib
 import json
 import os
-import subprocess
-import sys
 import time
+
+from _report import run_child
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 #: the options a child is given as they are
@@ -123,22 +123,6 @@ def child(args) -> None:
     print("RESULT " + json.dumps(out))
 
 
-def run_child(tree: str, argv: list[str]) -> dict:
-    """This script's child (``--child``, ``argv``) with ``PYTHONPATH`` at ``tree``: its
-    ``RESULT`` line."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([tree, HERE]))
-    proc = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), "--child", *argv],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=tree,
-        check=True,
-    )
-    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
-    return json.loads(line[len("RESULT ") :])
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("base", nargs="?", help="the other checkout's root")
@@ -160,7 +144,7 @@ def main() -> None:
         order = list(versions) if i % 2 == 0 else list(versions)[::-1]
         for name in order:
             load = os.getloadavg()[0]
-            res = run_child(versions[name], argv)
+            res = run_child(__file__, versions[name], argv)
             for f in res["fits"]:
                 got[name].append(f)
                 print(

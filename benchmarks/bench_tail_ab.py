@@ -26,9 +26,9 @@ import argparse
 import json
 import logging
 import os
-import subprocess
-import sys
 import time
+
+from _report import run_child
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -128,15 +128,6 @@ def child(args) -> None:
     print("RESULT " + json.dumps(out))
 
 
-def run_version(tree: str, args) -> dict:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([tree, HERE]))
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", "--dir", args.dir]
-    cmd += ["--fits", str(args.fits), "--workers", str(args.workers)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tree, check=True)
-    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
-    return json.loads(line[len("RESULT ") :])
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("base", nargs="?", help="the other checkout's root")
@@ -156,7 +147,11 @@ def main() -> None:
     for i in range(args.rounds):
         order = list(versions) if i % 2 == 0 else list(versions)[::-1]
         for name in order:
-            res = run_version(versions[name], args)
+            res = run_child(
+                __file__,
+                versions[name],
+                ["--dir", args.dir, "--fits", str(args.fits), "--workers", str(args.workers)],
+            )
             for f in res["fits"]:
                 got[name].append(f)
                 nan = float("nan")
