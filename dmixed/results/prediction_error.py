@@ -26,9 +26,11 @@ fitted group did not have, with ``new_levels="population"``) are predicted by th
 mean, zero: the "mean" then targets the prediction's mean over them, and their
 variance ``z'Ψ̂z`` (``Ψ̂ = cov_re``, each component's ``vcomp`` on its columns) enters
 the observation interval only.  The
-observation interval adds σ̂² (a new row of weight 1) to the variance of the mean.  With
+observation interval adds the row's residual variance σ̂²/w to the variance of the mean
+(``w`` the row's prior weight: a fitted row's own, 1 for a new row unless ``weights``
+gives it, as statsmodels' WLS ``get_prediction`` and lme4's ``simulate`` take it).  With
 ``include_random=False`` the prediction is ``x'β̂`` with variance ``x' cov(β̂) x`` and the
-observation interval adds σ̂² only: the random effects are not sampled (merTools'
+observation interval adds σ̂²/w only: the random effects are not sampled (merTools'
 ``predictInterval(which = "fixed")``); use ``include_random=True`` for intervals that
 include a new group's random effects.
 """
@@ -43,7 +45,7 @@ import pandas as pd
 from ..design import is_dask
 from ..design.partitions import check_persisted, select_columns
 from ..design.prepare import needed_columns
-from ..errors import SpecError
+from ..errors import DataError, SpecError
 from ..inference import check_alpha
 from ..stats.standardize import Standardization
 from .new_levels import check_new_levels
@@ -106,6 +108,7 @@ class PredictionVariance:
         new_groups: str,
         new_levels: str = "error",
         squares: np.ndarray | None = None,
+        weights: np.ndarray | None = None,
     ) -> np.ndarray:
         """``[mean, var_mean, var_obs]`` (n, 3) of the prediction of each row of ``rows``
         (anything with ``exog``, ``exog_re``, ``groups``, ``vc_cols``, ``vc_vals``: design
@@ -114,12 +117,14 @@ class PredictionVariance:
         :meth:`Predictor.new_to_groups` (levels new to a row's group: NaN, or their
         variance in the observation interval); ``squares`` (n, k_vc): per component the
         sum of squares of the values of levels the fit never saw, dropped from ``rows``
-        (their variance enters the observation interval too)."""
+        (their variance enters the observation interval too); ``weights`` (n,): the rows'
+        prior weights, their residual variance σ̂²/w (None: 1)."""
         mean = rows.exog @ self.predictor.fe_params
         x, z = self.standard_rows(rows)
         fixed_var = quadratic(x, self.cov_fe)
+        residual = self.scale if weights is None else self.scale / weights
         if not include_random:
-            return np.column_stack([mean, fixed_var, fixed_var + self.scale])
+            return np.column_stack([mean, fixed_var, fixed_var + residual])
         idx = self.predictor.positions(rows.groups, name, new_groups)
         seen = idx >= 0
         slots = self.predictor.vc_slots(idx, rows.vc_cols, rows.vc_vals)
@@ -132,7 +137,7 @@ class PredictionVariance:
             sel = slice(None) if seen.all() else seen  # no copies when all are seen
             pos, val = slot_design(self.predictor.k_re, z[sel], slots, sel, rows, self.vc_scale)
             var_mean[sel] = self.conditional_variance(x[sel], idx[sel], pos, val)
-        var_obs = var_mean + self.unseen_variance(seen, z, rows, slots) + self.scale
+        var_obs = var_mean + self.unseen_variance(seen, z, rows, slots) + residual
         if squares is not None:
             var_obs = var_obs + squares @ self.vcomp
         out = np.column_stack([mean, var_mean, var_obs])
@@ -363,16 +368,25 @@ def interval_frame(moments: pd.DataFrame, which: str, alpha: float) -> pd.DataFr
 
 
 def moments_frame(
-    df, variance, spec, include_random: bool, new_groups: str, new_levels: str = "error"
+    df,
+    variance,
+    spec,
+    include_random: bool,
+    new_groups: str,
+    new_levels: str = "error",
+    weights=None,
 ) -> pd.DataFrame:
     """:meth:`PredictionVariance.moments` of every row of a pandas frame, indexed like it:
     NaN where a column the prediction uses is missing; levels of the variance
     components the fit did not see follow ``new_levels``
-    (:func:`~dmixed.results.prediction.on_rows_with_new_levels`)."""
+    (:func:`~dmixed.results.prediction.on_rows_with_new_levels`); ``weights``: the rows'
+    prior weights, a column of ``df`` or values (:func:`prediction_weights`)."""
+    w = prediction_weights(weights, df)
 
     def compute(dm, squares):
         name = spec.group_name
-        return variance.moments(dm, include_random, name, new_groups, new_levels, squares)
+        kept = w if w is None or dm.keep is None else w[dm.keep]
+        return variance.moments(dm, include_random, name, new_groups, new_levels, squares, kept)
 
     values = on_rows_with_new_levels(
         spec,
@@ -386,21 +400,76 @@ def moments_frame(
     return pd.DataFrame(values, index=df.index, columns=list(MOMENTS))
 
 
+def prediction_weights(weights, df=None, n: int | None = None) -> np.ndarray | None:
+    """The prior weights of the rows predicted (None: 1 each): ``weights`` a column of
+    ``df`` named by a string, one value, or one value per row (``n`` rows, or ``df``'s).
+    A missing weight gives NaN intervals, as a missing covariate does.
+
+    Raises
+    ------
+    DataError
+        A name that is not a column of ``df``, values that are not numbers, of
+        another length than the rows, or not positive.
+    """
+    if weights is None:
+        return None
+    label = "weights"
+    if isinstance(weights, str):
+        if df is None or weights not in df.columns:
+            raise DataError(f"weights: {weights!r} is not a column of data")
+        label, weights = f"weights column {weights!r}", df[weights]
+    try:
+        w = np.asarray(pd.to_numeric(pd.Series(np.ravel(weights))), dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{label} must be numbers: {exc}") from exc
+    rows = len(df) if df is not None else n
+    if w.size == 1 and np.ndim(weights) == 0:
+        w = np.full(rows, w[0]) if rows is not None else w
+    elif rows is not None and w.size != rows:
+        raise DataError(f"{label} has {w.size} values but the data has {rows} rows")
+    bad = int(np.sum((w <= 0) | np.isinf(w)))
+    if bad:
+        raise DataError(
+            f"{label}: {bad} values are not positive and finite; weights must be positive"
+        )
+    return w
+
+
 def moments_dask(
-    variance, spec, ddf, include_random: bool, new_groups: str, new_levels: str = "error"
+    variance,
+    spec,
+    ddf,
+    include_random: bool,
+    new_groups: str,
+    new_levels: str = "error",
+    weights=None,
 ):
     """:func:`moments_frame` over the partitions of a Dask DataFrame, lazily (the
-    variance object one task, a dependency of every partition)."""
+    variance object one task, a dependency of every partition); ``weights`` a column
+    name or one value.
+
+    Raises
+    ------
+    SpecError
+        ``weights`` of one value per row (a Dask frame's rows are not in memory).
+    """
     import dask  # only here: dmixed imports without Dask
 
     check_persisted(ddf)
-    data = select_columns(
-        ddf, needed_columns(spec, response=False, random=include_random), spec.group_name
-    )
+    if weights is not None and not isinstance(weights, str) and np.ndim(weights) != 0:
+        raise SpecError(
+            "weights of Dask data must be a column name or one value, not one value per row"
+        )
+    columns = needed_columns(spec, response=False, random=include_random)
+    if isinstance(weights, str):
+        if weights not in ddf.columns:
+            raise DataError(f"weights: {weights!r} is not a column of data")
+        columns = [*columns, weights] if weights not in columns else columns
+    data = select_columns(ddf, columns, spec.group_name)
     state = dask.delayed(variance, pure=True)
     meta = pd.DataFrame({k: pd.Series(dtype="float64") for k in MOMENTS})
     return data.map_partitions(
-        moments_frame, state, spec, include_random, new_groups, new_levels, meta=meta
+        moments_frame, state, spec, include_random, new_groups, new_levels, weights, meta=meta
     )
 
 
@@ -462,6 +531,7 @@ def get_prediction(
     groups=None,
     new_groups: str = "population",
     new_levels: str = "error",
+    weights=None,
 ) -> PredictionResults:
     """Predictions with standard errors and intervals: statsmodels' ``get_prediction``,
     with the conditional part from Henderson's (1975) mixed-model equations (see the
@@ -508,7 +578,8 @@ def get_prediction(
     SpecError
         Dask ``data`` for a model built from arrays; no data where the fitted rows are not
         available (loaded results, Dask fits); ``include_random`` on loaded results;
-        ``alpha`` not in (0, 1); a ``new_groups`` or ``new_levels`` not listed.
+        ``alpha`` not in (0, 1); a ``new_groups`` or ``new_levels`` not listed;
+        ``weights`` of one value per row with Dask ``data``.
     DataError
         ``data`` not a pandas or Dask DataFrame, or as
         :meth:`~dmixed.MixedLMResults.predict` (unseen groups with
@@ -527,10 +598,11 @@ def get_prediction(
                 "pass exog= (and exog_re=, groups=) instead"
             )
         variance = prediction_variance(results, include_random)
+        args = (include_random, new_groups, new_levels, weights)
         if is_dask(data):
-            moments = moments_dask(variance, spec, data, include_random, new_groups, new_levels)
+            moments = moments_dask(variance, spec, data, *args)
         else:
-            moments = moments_frame(data, variance, spec, include_random, new_groups, new_levels)
+            moments = moments_frame(data, variance, spec, *args)
         return PredictionResults(moments, True, alpha)
     if exog is None:
         rows = getattr(results.model, "rows", None)
@@ -540,10 +612,12 @@ def get_prediction(
                 "a Dask fit): pass data="
             )
         name, index = results.names.group_name, rows.index
+        w = rows.weights if weights is None else prediction_weights(weights, n=len(rows.exog))
     else:
         rows = results.predictor().array_rows(exog, exog_re, groups, include_random)
         name, index = "groups", None
+        w = prediction_weights(weights, n=len(rows.exog))
     variance = prediction_variance(results, include_random)
-    values = variance.moments(rows, include_random, name, new_groups, new_levels)
+    values = variance.moments(rows, include_random, name, new_groups, new_levels, weights=w)
     moments = pd.DataFrame(values, index=index, columns=list(MOMENTS))
     return PredictionResults(moments, index is not None, alpha)

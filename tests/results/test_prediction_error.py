@@ -324,3 +324,47 @@ def test_a_variance_at_zero_leaves_the_fixed_part():
     fixed = res.get_prediction(exog=np.ones((6, 1)))
     np.testing.assert_allclose(pred.se_mean, fixed.se_mean, rtol=1e-12)
     np.testing.assert_allclose(pred.se_obs, fixed.se_obs, rtol=1e-12)
+
+
+def test_a_weighted_fit_gives_each_row_its_residual_variance_scale_over_weight():
+    """A row of prior weight w has residual variance σ̂²/w (the model's definition):
+    the fitted rows' observation intervals use their weights, new rows have weight 1
+    unless ``weights`` says otherwise (a column of ``data``, or one value per row), as
+    statsmodels' WLS ``get_prediction`` and lme4's ``simulate(newdata=)`` do."""
+    df, res = _vc_fit(weights=True)
+    w = df["w"].to_numpy()
+    for include_random in (False, True):
+        fitted = res.get_prediction(include_random=include_random)
+        np.testing.assert_allclose(
+            np.asarray(fitted.se_obs) ** 2,
+            np.asarray(fitted.se_mean) ** 2 + res.scale / w,
+            rtol=1e-12,
+        )
+        new = res.get_prediction(df, include_random=include_random)
+        np.testing.assert_allclose(new.se_obs**2, new.se_mean**2 + res.scale, rtol=1e-12)
+        by_column = res.get_prediction(df, include_random=include_random, weights="w")
+        by_values = res.get_prediction(df, include_random=include_random, weights=w)
+        np.testing.assert_allclose(by_column.se_obs, np.asarray(fitted.se_obs), rtol=1e-12)
+        np.testing.assert_allclose(by_values.se_obs, np.asarray(fitted.se_obs), rtol=1e-12)
+        with dask.config.set(scheduler="sync"):
+            lazy = res.get_prediction(
+                dd.from_pandas(df, npartitions=3), include_random, weights="w"
+            )
+            got = lazy.summary_frame().compute()
+        pd.testing.assert_frame_equal(got, by_column.summary_frame())
+    endog, exog, exog_re, groups = design(df)
+    arrays = MixedLM(endog, exog, groups, exog_re=exog_re, weights=w).fit()
+    rows = arrays.get_prediction(exog=exog[:5], weights=w[:5])
+    np.testing.assert_allclose(rows.se_obs**2, rows.se_mean**2 + arrays.scale / w[:5], rtol=1e-12)
+
+
+def test_bad_prediction_weights_are_named(vc_fit):
+    df, res = vc_fit
+    with pytest.raises(DataError, match="weights must be positive"):
+        res.get_prediction(df.assign(w=-df["w"]), weights="w")
+    with pytest.raises(DataError, match="weights has 3 values but the data has"):
+        res.get_prediction(df, weights=[1.0, 2.0, 3.0])
+    with pytest.raises(DataError, match="'v' is not a column of data"):
+        res.get_prediction(df, weights="v")
+    with pytest.raises(SpecError, match="weights of Dask data"):
+        res.get_prediction(dd.from_pandas(df, npartitions=2), weights=df["w"].to_numpy())
