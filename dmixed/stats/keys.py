@@ -29,8 +29,41 @@ def key_values(groups) -> np.ndarray:
     """
     keys = np.asarray(groups)
     if keys.dtype.kind not in "iufbMm":
-        keys = keys.astype(object)
+        keys = one_spelling(keys.astype(object))
     return keys
+
+
+#: what :func:`pandas.api.types.infer_dtype` says of object keys that need no respelling
+_PLAIN_TEXT = frozenset({"string", "bytes", "empty"})
+
+
+def one_spelling(keys: np.ndarray) -> np.ndarray:
+    """Object keys with keys that compare equal spelled alike: numpy scalars as Python
+    ones, whole floats and booleans as integers, inside tuples too
+    (``(np.int64(1), 'a')`` and ``(1.0, 'a')`` both ``(1, 'a')``).
+
+    pandas groups keys by equality, but hashes objects that are not all text through
+    their text (``hash_array`` of objects), so two spellings of one key would land in
+    two buckets and never be added.  Text keys (the usual case) are returned as they
+    are; others are respelled once per distinct key (factorized first).
+    """
+    if pd.api.types.infer_dtype(keys, skipna=True) in _PLAIN_TEXT:
+        return keys
+    codes, uniques = pd.factorize(keys, use_na_sentinel=False)
+    spelled = np.empty(len(uniques), dtype=object)
+    spelled[:] = [_spelling(v) for v in uniques]
+    return spelled[codes]
+
+
+def _spelling(value):
+    """One spelling of ``value`` for its equality class (see :func:`one_spelling`)."""
+    if isinstance(value, tuple):
+        return tuple(_spelling(v) for v in value)
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bool) or (isinstance(value, float) and value.is_integer()):
+        return int(value)
+    return value
 
 
 def key_series(keys: np.ndarray, name: str) -> pd.Series:

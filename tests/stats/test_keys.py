@@ -88,3 +88,23 @@ def test_conform_keys_casts_numbers_and_refuses_another_kind():
         conform_keys(text, np.int64, "g")
     with pytest.raises(DataError, match=r"'g' holds numbers \(int64\) .* holds text"):
         conform_keys(ints, object, "g")
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        ((np.int64(1), "a"), (1, "a")),
+        ((1.0, "a"), (1, "a")),
+        ((True, np.str_("b")), (1, "b")),
+        (((np.float32(2.5),), "a"), ((2.5,), "a")),
+    ],
+)
+def test_equal_object_keys_get_one_spelling(one, other):
+    """Keys that compare equal (one group for pandas) come out spelled alike, so a hash
+    of their text (pandas' ``hash_array`` of objects) puts them in one bucket."""
+    assert one == other
+    keys = key_values(pd.Series([one, other, "z"], dtype=object))
+    assert keys.dtype == object and keys[0] == keys[1] and str(keys[0]) == str(keys[1])
+    hashed = pd.util.hash_array(keys, categorize=False)
+    assert hashed[0] == hashed[1]
+    assert keys[2] == "z"

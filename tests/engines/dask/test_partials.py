@@ -72,3 +72,33 @@ def test_float_keys_of_whole_numbers_are_the_integer_groups(tmp_path, model):
     assert len(got.random_effects) == len(ref.random_effects)
     np.testing.assert_allclose(got.llf, ref.llf, rtol=1e-12)
     np.testing.assert_allclose(got.fe_params, ref.fe_params, rtol=1e-9)
+
+
+#: object group keys spelled two ways that compare (and group in pandas) as one key
+SPELLINGS = {
+    "numpy-int-in-tuple": lambda c, odd: (np.int64(c), "a") if odd else (c, "a"),
+    "float-in-tuple": lambda c, odd: (float(c), "a") if odd else (c, "a"),
+    "nested-numpy": lambda c, odd: ((np.int64(c),), np.str_("a")) if odd else ((c,), "a"),
+    "numpy-int": lambda c, odd: np.int64(c) if odd else c,
+}
+
+
+@pytest.mark.parametrize("spelling", list(SPELLINGS))
+@pytest.mark.parametrize("npartitions", [2, 5])
+def test_equal_object_keys_spelled_two_ways_are_one_group(spelling, npartitions):
+    """Every other row spells its key another way ((np.int64(1), 'a') vs (1, 'a')): the
+    partitions' partial statistics still meet by key, so the fit is pandas' grouping
+    (the in-process fit) and that of one partition."""
+    df = _data().iloc[:600]
+    make = SPELLINGS[spelling]
+    keys = [make(int(c), i % 2 == 1) for i, c in enumerate(df["g"])]
+    df = df.assign(g=pd.Series(keys, index=df.index, dtype=object))
+    assert df.groupby("g").ngroups == 30
+    ref = _fit(df, "intercept")
+    with dask.config.set(scheduler="sync"):
+        one = _fit(dd.from_pandas(df, npartitions=1, sort=False), "intercept")
+        many = _fit(dd.from_pandas(df, npartitions=npartitions, sort=False), "intercept")
+    for got in (one, many):
+        assert len(got.random_effects) == 30
+        assert got.llf == pytest.approx(ref.llf, rel=1e-10)
+        np.testing.assert_allclose(got.fe_params, ref.fe_params, rtol=1e-8)
