@@ -31,6 +31,7 @@ from .formula import (
     check_categorical_sources,
     check_explicit_levels,
     parse_formula,
+    refuse_columns_named_as_transforms,
 )
 from .levels import prototype
 from .messages import suggest
@@ -257,6 +258,10 @@ def parse_formulas(formula, re_formula, vc_formula, columns: set, env=None) -> P
                 parsed.re = analyze_terms(parsed.re_terms, columns, "re_formula", re_formula, env)
     elif vc_formula is not None:
         parsed.re_kind = "none"
+    # the fixed and random formulas are evaluated on one frame (the variance
+    # components' apart, within groups): a column one reads shadows a transform of all
+    shared = [("formula", formula, parsed.lhs), ("formula", formula, parsed.rhs)]
+    refuse_columns_named_as_transforms([*shared, ("re_formula", re_formula, parsed.re)])
     parsed.vc_names = sorted(vc_formula) if vc_formula else []
     for name in parsed.vc_names:
         role = f"vc_formula[{name!r}]"

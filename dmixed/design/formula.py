@@ -20,6 +20,7 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from ..errors import FormulaError, SpecError
 from .messages import clean_message, suggest
@@ -36,6 +37,7 @@ __all__ = [
     "check_explicit_levels",
     "check_python_factor",
     "parse_formula",
+    "refuse_columns_named_as_transforms",
     "transforms",
 ]
 
@@ -271,6 +273,22 @@ class _FactorChecker:
             "and add it as a column"
         )
 
+    def check_shadowed_module(self, root: str, parts: list[str], dotted: str) -> None:
+        """Refuse ``np.exp`` where the data has a column ``np``: the name reads the
+        column (the data come first, as in patsy), which has no ``exp``.  What the
+        column has (``np.abs()``, a method of a column) stays the column's, as in patsy.
+        """
+        module = self.transforms.get(root)
+        if root not in self.columns or len(parts) < 2 or not isinstance(module, ModuleType):
+            return
+        if hasattr(module, parts[1]) and not hasattr(pd.Series, parts[1]):
+            raise FormulaError(
+                f"{self.role} {self.formula!r}: column {root!r} has the name of the module "
+                f"{root} ({module.__name__}) that {dotted} means: in a formula the name reads "
+                f"the column (the data come first, as in patsy), which has no "
+                f"{parts[1]!r}; {_rename_hint(root)}"
+            )
+
     def visit(self, node: ast.AST) -> None:
         self.check_attribute(node)
         if isinstance(node, ast.Call):
@@ -360,6 +378,7 @@ class _FactorChecker:
         """Check a call of a dotted name; False when its arguments are not expressions."""
         root = self.name_of(parts[0])
         dotted = ".".join([root, *parts[1:]])
+        self.check_shadowed_module(root, parts, dotted)
         if root in self.columns and len(parts) > 1:
             if parts[-1] not in _ELEMENTWISE_METHODS:
                 self.refuse(f"the method call {dotted}()", "it may not be elementwise")
@@ -422,7 +441,7 @@ class _FactorChecker:
     def visit_name(self, node: ast.Name) -> None:
         n = self.name_of(node.id)
         # a contrast's name is a value only as C()'s contrast (C(a, Sum)); a column of
-        # that name read there is refused (_refuse_columns_named_as_transforms)
+        # that name read there is refused (refuse_columns_named_as_transforms)
         contrast = id(node) in self.contrast_args and n in _CONTRAST_NAMES
         if contrast and n in self.transforms:
             add_unique(self.info.transforms, n)
@@ -439,6 +458,7 @@ class _FactorChecker:
         if parts is None:
             return False
         root = self.name_of(parts[0])
+        self.check_shadowed_module(root, parts, ".".join([root, *parts[1:]]))
         if root in self.columns:
             add_unique(self.info.columns, root)
             add_unique(self.info.expr_columns, root)
@@ -498,7 +518,7 @@ def analyze_terms(terms, columns: set, role: str, formula: str, env=None) -> Fac
                     info.unknown.append(factor.expr)
                 continue
             check_python_factor(factor.expr, columns, role, formula, info)
-    _refuse_columns_named_as_transforms(info, role, formula)
+    refuse_columns_named_as_transforms([(role, formula, info)])
     if env is not None:
         where = f"{role} {formula!r}"
         _refuse_shadowed_transforms(info.transforms, env, where)
@@ -508,18 +528,33 @@ def analyze_terms(terms, columns: set, role: str, formula: str, env=None) -> Fac
     return info
 
 
-def _refuse_columns_named_as_transforms(info: FactorInfo, role: str, formula: str) -> None:
-    """Refuse (FormulaError) a formula that reads a column and uses the transform of the
-    same name (``y ~ C + C(site)``): evaluated, the name is the column's (the data come
-    first, as in patsy), and the call fails with "'Series' object is not callable"."""
-    for name in info.columns:
-        if name in info.transforms:
-            raise FormulaError(
-                f"{role} {formula!r}: column {name!r} has the name of the transform {name}, "
-                f"which the formula also uses: the name would read the column there too "
-                f"(as in patsy); rename the column, e.g. "
-                f"data.rename(columns={{{name!r}: {name + '_'!r}}})"
-            )
+def refuse_columns_named_as_transforms(formulas: list[tuple[str, str, FactorInfo]]) -> None:
+    """Refuse (FormulaError) a column read by one of ``formulas`` (``(role, formula,
+    info)``, evaluated on one frame of the data) whose name is a transform one of them
+    uses (``y ~ C + C(site)``; ``re_formula="~C"`` with ``y ~ C(site)``): evaluated, the
+    name is the column's (the data come first, as in patsy), and the call fails with
+    "'Series' object is not callable"."""
+    for role, formula, info in formulas:
+        for name in info.columns:
+            for other_role, other, other_info in formulas:
+                if name not in other_info.transforms:
+                    continue
+                which = "the formula also uses"
+                if other_role != role:
+                    which = (
+                        f"{other_role} {other!r} uses (the two are evaluated on one frame "
+                        "of the data)"
+                    )
+                raise FormulaError(
+                    f"{role} {formula!r}: column {name!r} has the name of the transform "
+                    f"{name}, which {which}: the name would read the column there too "
+                    f"(as in patsy); {_rename_hint(name)}"
+                )
+
+
+def _rename_hint(name: str) -> str:
+    """How to rename the column ``name`` that shadows a transform or a module."""
+    return f"rename the column, e.g. data.rename(columns={{{name!r}: {name + '_'!r}}})"
 
 
 def _refuse_shadowed_transforms(names: list[str], env, where: str) -> None:

@@ -71,6 +71,47 @@ def test_a_column_named_as_a_transform_the_formula_uses_is_refused_naming_it(for
     assert "np.exp(x2)" in spec.exog_names
 
 
+@pytest.mark.parametrize("formula", ["y ~ np.exp(x1)", "y ~ np + np.log(x2)", "y ~ I(np.pi * x1)"])
+def test_a_column_named_np_refuses_the_module_naming_the_column(formula):
+    """A column ``np`` shadows numpy in a formula (the data come first, as in patsy,
+    where ``np.exp`` fails with "'Series' object has no attribute 'exp'"): refused
+    saying that the column shadows the module, not that ``np.exp()`` "may not be
+    elementwise"; a column method it has (``np.abs()``) is the column's, as in patsy."""
+    df = make_df()
+    data = df.assign(np=df["x2"])
+    with pytest.raises(ValueError, match=r"column 'np' has the name of the module np") as exc:
+        build_spec(data, formula, groups="g")
+    assert "may not be elementwise" not in str(exc.value)
+    assert "rename(columns={'np': 'np_'})" in str(exc.value)
+    spec = build_spec(data, "y ~ np.abs() + x1", groups="g")
+    assert "np.abs()" in spec.exog_names
+    assert "np.exp(x1)" in build_spec(df, "y ~ np.exp(x1)", groups="g").exog_names
+
+
+@pytest.mark.parametrize(
+    ("formula", "re_formula", "reader", "caller"),
+    [
+        ("y ~ x1 + C(a)", "~C", "re_formula '~C'", "formula 'y ~ x1 + C(a)'"),
+        ("y ~ C + x1", "~C(a)", "formula 'y ~ C + x1'", "re_formula '~C(a)'"),
+    ],
+)
+def test_a_column_read_in_one_formula_named_as_a_transform_another_calls(
+    formula, re_formula, reader, caller
+):
+    """``re_formula="~C"`` with a formula calling ``C(a)`` once failed in evaluation
+    ("'Series' object is not callable"): the fixed and random formulas are evaluated on
+    one frame, where the name reads the column (patsy fails alike).  Refused before,
+    naming the column and both formulas; variance-component formulas, evaluated apart,
+    may read it."""
+    df = make_df()
+    data = df.assign(C=df["x1"])
+    with pytest.raises(ValueError, match=r"column 'C' has the name of the transform C") as exc:
+        build_spec(data, formula, groups="g", re_formula=re_formula)
+    assert reader in str(exc.value) and caller in str(exc.value)
+    spec = build_spec(data, "y ~ x1 + C(a)", groups="g", vc_formula={"c": "0 + C"})
+    assert spec.vc_names == ["c"]
+
+
 @pytest.mark.parametrize("term", ["I(Sum)", "I(x1 * Helmert)", "Poly"])
 def test_a_contrasts_name_outside_c_is_a_column_the_data_lacks(term):
     """A contrast's name is a value only as C()'s contrast: ``I(Sum)`` with no column
