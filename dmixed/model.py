@@ -275,7 +275,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         frame = inspect.currentframe()
         env = capture(eval_env, frame.f_back if frame is not None else None)
         del frame
-        spec, prepared = build_spec_prepared(
+        spec, prepared, data = build_spec_prepared(
             data,
             formula,
             groups,
@@ -287,6 +287,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         )
         if prepared is not None:  # pandas data, prepared once for the spec's checks
             return cls._with_spec(spec, use_sqrt, rows=rows_of_frame(spec, data, prepared))
+        # Dask: the collection as the spec read it (keys read back from text once)
         return cls.from_spec(spec, data, use_sqrt=use_sqrt)
 
     @classmethod

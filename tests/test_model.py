@@ -510,3 +510,36 @@ def test_k_constant_of_an_array_model_is_statsmodels():
         model = MixedLM(y, exog, g)
         assert model.k_constant == theirs.k_constant == theirs.data.k_constant
         assert model.data.k_constant == theirs.k_constant
+
+
+def test_a_dask_formula_model_reads_the_group_keys_back_once(monkeypatch):
+    """Group keys that ``dd.from_pandas`` turned into text are read back from the pandas
+    frame (:func:`~dmixed.design.partitions.restored_values`, every row's key): once for
+    the spec and the model's columns together, not a second time for the model."""
+    import dask
+    import dask.dataframe as dd
+
+    import dmixed.design.partitions as partitions
+
+    df = make_data(n_groups=12, seed=5)
+    keys = np.empty(len(df), dtype=object)
+    keys[:] = [(int(g), "a") for g in df["g"]]
+    df["g"] = keys
+    with dask.config.set({"dataframe.convert-string": True}):
+        ddf = dd.from_pandas(df, npartitions=3)
+    read = []
+    object_types = partitions.object_types
+
+    def counted(s):
+        read.append(s.name)
+        return object_types(s)
+
+    monkeypatch.setattr(partitions, "object_types", counted)
+    model = dmixed.mixedlm("y ~ x1", ddf, groups="g")
+    assert read == ["g"]
+    with dask.config.set(scheduler="sync"):
+        res = model.fit()
+    assert read == ["g"]
+    ref = dmixed.mixedlm("y ~ x1", df, groups="g").fit()
+    assert res.llf == pytest.approx(ref.llf, rel=1e-10)
+    assert sorted(res.random_effects) == sorted(ref.random_effects)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -64,7 +64,14 @@ from .references import choose_references, saved_references
 from .scope import CallerNames, Environment, caller_names_shippable, saved_environment
 from .vc import LevelNames, VCPlan, eval_vc, reads_columns
 
-__all__ = ["DesignMatrices", "ModelDimensions", "ModelSpec", "build_spec", "build_spec_prepared"]
+__all__ = [
+    "BuiltSpec",
+    "DesignMatrices",
+    "ModelDimensions",
+    "ModelSpec",
+    "build_spec",
+    "build_spec_prepared",
+]
 
 
 @dataclass
@@ -489,7 +496,19 @@ def build_spec(
         weights=weights,
         missing=missing,
         env=env,
-    )[0]
+    ).spec
+
+
+class BuiltSpec(NamedTuple):
+    """What :func:`build_spec_prepared` gives: the spec, the prepared columns of pandas
+    data (None for Dask), and the data as the spec read it (a Dask collection with its
+    columns that ``dd.from_pandas`` turned into text read back,
+    :func:`~dmixed.design.partitions.restored_values`): the model reads that, so the
+    keys are read back once."""
+
+    spec: ModelSpec
+    prepared: PreparedColumns | None
+    data: Any
 
 
 def build_spec_prepared(
@@ -501,10 +520,11 @@ def build_spec_prepared(
     weights: str | None = None,
     missing: str = "raise",
     env: Environment | None = None,
-) -> tuple[ModelSpec, PreparedColumns | None]:
+) -> BuiltSpec:
     """Build the model spec once from the whole dataset; with the prepared columns of a
     pandas ``data`` (None for Dask), which ``spec.transform(data, prepared=...)`` takes
-    instead of preparing them a second time.
+    instead of preparing them a second time, and the data as the spec read it
+    (:class:`BuiltSpec`).
 
     Parameters follow statsmodels' ``MixedLM.from_formula``: ``formula`` is
     ``"response ~ fixed effects"``, ``groups`` the name of the grouping column,
@@ -587,4 +607,4 @@ def build_spec_prepared(
     references = choose_references(spec, parsed, integers, data, dask_input)
     if references:
         spec = dataclasses.replace(spec, references=references)
-    return spec, check_response_not_constant(spec, data, scan, dask_input)
+    return BuiltSpec(spec, check_response_not_constant(spec, data, scan, dask_input), data)

@@ -379,7 +379,7 @@ def test_text_codes_found_by_the_scan_are_those_of_a_look_up(monkeypatch, missin
         return level_codes(s, *args, **kwargs)
 
     monkeypatch.setattr(prepare_module, "level_codes", recorded)
-    spec, prepared = build_spec_prepared(df, "y ~ x", **kw)
+    spec, prepared, _ = build_spec_prepared(df, "y ~ x", **kw)
     # (a categorical's category "zz" absent from the rows kept: looked up)
     assert looked_up == (["id"] if (dtype, missing) == ("category", "label dropped") else [])
     assert "zz" not in spec.levels["id"]
