@@ -10,7 +10,7 @@ import numpy as np
 from .crossed_stats import CrossSums, cross_from_dense
 from .layout import Layout
 from .ragged_stats import RaggedArrays, diagonal_block
-from .standardize import Standardization
+from .standardize import Standardization, converted_sums, log_ratio_sum
 from .statistics import GlobalStats
 
 
@@ -96,14 +96,15 @@ class GroupArrays:
         widths = self.layout.vc_widths
         if self.ragged is not None:  # one ratio per component
             widths = (1,) * self.layout.k_vc
-        m_x, m_z = self.columns.conversion_to(target, widths)
+        m_x, m_z = self.columns.conversion_to(target, widths, weights=True)
+        ratio = self.columns.weight_ratio(target)  # the weights' own sums (see there)
         within, sums = self.glob.within, self.glob.column_sums
         glob = GlobalStats(
             m_x.T @ self.glob.xyxy @ m_x,
             self.glob.n,
-            self.glob.sum_log_weights,
+            self.glob.sum_log_weights + log_ratio_sum(self.glob.n, ratio),
             None if within is None else m_x.T @ within @ m_x,
-            None if sums is None else np.append(m_x.T @ sums[:-1], sums[-1]),
+            None if sums is None else converted_sums(sums, m_x, ratio),
         )
         out = replace(self, glob=glob, standardization=target)
         if self.ragged is not None:

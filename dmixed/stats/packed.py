@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .layout import n_tril, tril_indices
+from .standardize import converted_sums, log_ratio_sum
 
 #: the head of the packed global sums: the row count, Σ log w, the rows dropped
 GLOBAL_HEAD = ("n", "sum_log_weights", "n_dropped")
@@ -137,11 +138,16 @@ class PackedLayout:
         w[cross, cross] = np.kron(m_z, m_x)
         return w
 
-    def convert_global(self, values: np.ndarray, m_x: np.ndarray) -> np.ndarray:
+    def convert_global(
+        self, values: np.ndarray, m_x: np.ndarray, weight_ratio: float = 1.0
+    ) -> np.ndarray:
         """Packed global sums (``global_width``,) of ``[X̃ ỹ] M_x`` from those of
         ``[X̃ ỹ]``: ``[X y]'[X y] → M_x' [X y]'[X y] M_x`` and the same for the
         within-group sums (NaN, "none", stays NaN), the column sums ``→ M_x'`` them;
-        counts unchanged.  O(k³): a
+        counts unchanged.  ``weight_ratio``: ``ρ`` of a map of another weight scale
+        (:meth:`~dmixed.stats.standardize.Standardization.conversion_to` with
+        ``weights``, whose ``M_x`` holds ``√ρ``): the column sums and the weights' sum
+        times ``ρ``, ``Σ log w̃`` plus ``n log ρ``.  O(k³): a
         ``global_width²`` matrix would be O(k⁴) in time and memory (850 MB at 100
         fixed effects).
         """
@@ -154,9 +160,10 @@ class PackedLayout:
                 continue
             s = self._symmetric(tri)
             out[part] = (m_x.T @ s @ m_x)[rows, cols]
-        columns = slice(sums.start, sums.start + self.k)  # the last sum (of ones) stays
-        if not np.isnan(values[columns]).any():
-            out[columns] = m_x.T @ values[columns]
+        if not np.isnan(values[sums][:-1]).any():  # the last sum (of the weights) too
+            out[sums] = converted_sums(values[sums], m_x, weight_ratio)
+        head = GLOBAL_HEAD.index("sum_log_weights")
+        out[head] += log_ratio_sum(values[GLOBAL_HEAD.index("n")], weight_ratio)
         return out
 
     # -- the global sums ------------------------------------------------------------

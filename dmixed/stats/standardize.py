@@ -99,6 +99,22 @@ def weight_scale(weights: np.ndarray | None) -> float:
     return float(2.0 ** (WEIGHT_STEP_LOG2 * step))
 
 
+def converted_sums(sums: np.ndarray, m_x: np.ndarray, ratio: float = 1.0) -> np.ndarray:
+    """Column sums ``Σ w̃ [X̃ ỹ 1]`` (k + 1,) in another map, given by
+    :meth:`Standardization.conversion_to`'s ``M_x`` and the weights' ``ratio``
+    (:meth:`Standardization.weight_ratio`): ``√ρ M_x'`` on ``[X̃ ỹ]`` (``M_x`` holds the
+    other ``√ρ``), ``ρ`` on the weights' own sum."""
+    root = float(np.sqrt(ratio))
+    head = m_x.T @ sums[:-1]
+    return np.append(head if root == 1.0 else root * head, ratio * sums[-1])
+
+
+def log_ratio_sum(n: float, ratio: float) -> float:
+    """What ``Σ log w̃`` of ``n`` rows gains in a map of weights ``ratio`` times heavier
+    (:meth:`Standardization.weight_ratio`): ``n log ρ`` (0 for ρ = 1)."""
+    return 0.0 if ratio == 1.0 else float(n) * float(np.log(ratio))
+
+
 #: A column is shifted when its mean is more than this many spreads from zero: below
 #: that its cross-products lose at most a few bits (about (mean/spread)² ε), and a
 #: column left as it is costs nothing per row.
@@ -388,16 +404,31 @@ class Standardization:
             return weights
         return np.asarray(weights, dtype=np.float64) / self.weight_scale
 
-    def conversion_to(self, target: Standardization, vc_widths=()) -> tuple[np.ndarray, np.ndarray]:
+    def weight_ratio(self, target: Standardization) -> float:
+        """``ρ = s_w / s_w,target`` (a power of four): statistics in this map are sums of
+        ``w / s_w``, ``1/ρ`` times those in ``target``'s."""
+        return self.weight_scale / target.weight_scale
+
+    def conversion_to(
+        self, target: Standardization, vc_widths=(), weights: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
         """``(M_x (k × k), M_z (r × r))`` taking columns in this map to ``target``'s:
         ``[X̃ ỹ]_target = [X̃ ỹ] M_x`` and ``Z̃_target = Z̃ M_z`` (``vc_widths``: the
         slots of each variance component, whose columns take its scale's ratio).
 
         Column ``v`` becomes ``a ṽ + b·1`` with ``a = s/s_t`` (a power of two) and
         ``b = (c − c_t)/s_t``; the ones come from the intercept column, which both maps
-        must share (:class:`CheckpointError` otherwise), as must the weights' scale.
+        must share (:class:`CheckpointError` otherwise).
+
+        Maps of different weight scales (``ρ = s_w/s_w,target ≠ 1``, :meth:`weight_ratio`)
+        are converted only with ``weights``: every sum of products of two columns is
+        linear in the weights, so both matrices are then ``√ρ`` (a power of two: exact)
+        times the map's, and the caller converts what is linear in the weights alone:
+        the column sums ``Σ w̃ [X y 1]`` times ``ρ`` (``√ρ M_x'`` on ``[X y]``) and
+        ``Σ log w̃`` plus ``n log ρ`` (:meth:`~dmixed.stats.packed.PackedLayout.
+        convert_global`).  Without it they are refused (:class:`CheckpointError`).
         """
-        if self.weight_scale != target.weight_scale:
+        if self.weight_scale != target.weight_scale and not weights:
             raise CheckpointError(
                 "statistics whose prior weights are in different units cannot be added "
                 f"(weights scaled by 2^{np.log2(self.weight_scale):.0f} vs "
@@ -432,6 +463,9 @@ class Standardization:
         m_z = np.eye(q + ratio.size)
         m_z[:q, :q] = m_zq
         m_z[q:, q:] = np.diag(ratio)
+        root = float(np.sqrt(self.weight_ratio(target)))  # a power of two: exact
+        if root != 1.0:
+            m_x, m_z = root * m_x, root * m_z
         return m_x, m_z
 
     def same_map(self, x_j: int, z_a: int) -> bool:

@@ -713,3 +713,22 @@ def test_merged_statistics_of_scaled_weights_are_the_whole_statistics():
     merged = merge(first, _stats(spec, b, like=first), "g")
     whole = _stats(spec, df, like=first)
     assert_same_statistics(merged, whole)
+
+
+def test_statistics_whose_weights_straddle_a_scale_step_are_converted_when_merged():
+    """Two batches whose weights' geometric means lie on either side of a step of the
+    weights' scale (2^62 and 2^66 times ordinary weights: scales 1 and 2^128) chose
+    maps of different weight scales.  Their statistics differ by that power of two
+    (every column times its root, Σ log w by n log of it), exactly: merged, they are the
+    statistics of all the rows in the first batch's map, and the same fit."""
+    df = _frame(14)
+    spec = build_spec(df, FORMULA, "g", **{**MODELS["slope+vc"], "weights": "w"})
+    a, b = _split(df, 14)
+    a, b = a.assign(w=a["w"] * 2.0**62), b.assign(w=b["w"] * 2.0**66)
+    first, second = _stats(spec, a), _stats(spec, b)
+    assert (first.columns.weight_scale, second.columns.weight_scale) == (1.0, 2.0**128)
+    merged = merge(first, second, "g")
+    whole = _stats(spec, pd.concat([a, b], ignore_index=True), like=first)
+    assert merged.columns.weight_scale == 1.0
+    assert_same_statistics(merged, whole)
+    assert _fit(merged, spec).llf == pytest.approx(_fit(whole, spec).llf, rel=1e-10)

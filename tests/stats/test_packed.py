@@ -98,6 +98,31 @@ def test_convert_global_maps_the_sums_of_the_converted_columns(k, within, seed):
 
 
 @settings(max_examples=20, deadline=None)
+@given(k=st.integers(1, 9), step=st.sampled_from([-2, -1, 1, 3]), seed=st.integers(0, 2**16))
+def test_convert_global_to_another_weights_scale_is_that_of_the_weights_scaled(k, step, seed):
+    """Sums of weights ``w`` converted by ``ρ = 4^step`` (``M_x`` holding ``√ρ``, as
+    ``conversion_to(..., weights=True)`` gives it) are the sums of weights ``ρ w``, bit
+    for bit where a sum is one product (powers of two): the cross-products, the column
+    sums, the weights' sum, and ``Σ log w`` plus ``n log ρ``."""
+    rng = np.random.default_rng(seed)
+    layout = PackedLayout(1, k)
+    xy, w = rng.normal(size=(9, k)), rng.uniform(0.5, 2.0, 9)
+    m_x = rng.normal(size=(k, k))
+    ratio = 4.0**step
+
+    def glob(weights, columns):
+        sums = {"n": 9, "sum_log_weights": float(np.log(weights).sum())}
+        sums["xyxy"] = (columns.T * weights) @ columns
+        sums["within"] = 0.5 * sums["xyxy"]
+        sums["column_sums"] = np.append(weights @ columns, weights.sum())
+        return layout.pack_global(sums)
+
+    want = glob(ratio * w, xy @ m_x)
+    got = layout.convert_global(glob(w, xy), np.sqrt(ratio) * m_x, ratio)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
+
+
+@settings(max_examples=20, deadline=None)
 @given(k=st.integers(1, 9), within=st.booleans(), seed=st.integers(0, 2**16))
 def test_global_slices_hold_what_pack_global_packs(k, within, seed):
     """One owner of the global sums' order: after the head (n, Σ log w, rows dropped),

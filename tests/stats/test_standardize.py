@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -294,3 +296,9 @@ def test_weights_in_another_unit_than_the_map_are_refused():
     other = _choose_weighted(w * 2.0**250)
     with pytest.raises(CheckpointError, match="weights are in different units"):
         other.conversion_to(std)
+    # converted where the caller converts the weights' own sums too: √ρ, exactly
+    m_x, m_z = other.conversion_to(std, weights=True)
+    plain = replace(other, weight_scale=std.weight_scale).conversion_to(std)
+    assert other.weight_ratio(std) == 2.0**256
+    np.testing.assert_array_equal(m_x, 2.0**128 * plain[0])
+    np.testing.assert_array_equal(m_z, 2.0**128 * plain[1])

@@ -140,7 +140,8 @@ def convert_cross(
     pair_counts: tuple,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A co-occurrence table in ``std``'s map converted to ``target``'s: each sum times
-    the ratio of both slots' component scales (powers of two: exact)."""
+    the ratio of both slots' component scales and the weights' ratio (powers of two:
+    exact; :meth:`~dmixed.stats.standardize.Standardization.conversion_to`)."""
     keys, values = table
     if std is None or std == target or not keys.size:
         return table
@@ -150,7 +151,7 @@ def convert_cross(
     base = slot_base(pair_counts)
     cs = np.searchsorted(base, keys // n_ids, side="right") - 1
     ct = np.searchsorted(base, keys % n_ids, side="right") - 1
-    return keys, values * (ratio[cs] * ratio[ct])[:, None]
+    return keys, values * (std.weight_ratio(target) * ratio[cs] * ratio[ct])[:, None]
 
 
 # ---------------------------------------------------------------------------
