@@ -1,6 +1,6 @@
 """CPU seconds of reading back the group keys that Dask's ``from_pandas`` turned into
 text (``restored_values``: on the driver, once per ``select_columns`` of such a
-collection, twice in ``from_formula`` and once in each prediction).
+collection, once in ``from_formula`` and once in each prediction).
 
 Run from the repository root, once per tree to compare:
 ``PYTHONPATH=<tree> python benchmarks/bench_group_keys_text.py [ROWS] [GROUPS]``.
