@@ -302,6 +302,23 @@ def move_rows(table, rows, bucket, starts, spill, order):  # pragma: no cover - 
 
 
 @numba.njit(cache=True, nogil=True)
+def hash_buckets(bits, n_buckets, out):  # pragma: no cover - compiled
+    """``out[i] = mix(bits[i]) mod n_buckets`` of uint64 ``bits``, ``mix`` the 64-bit
+    finalizer of splitmix64 (:func:`~dmixed.kernels.term_table.hash_buckets`)."""
+    n = np.uint64(n_buckets)
+    mask = n - np.uint64(1)
+    power_of_two = (n & mask) == np.uint64(0)  # then the remainder is the low bits
+    for i in range(bits.size):
+        v = bits[i]
+        v ^= v >> np.uint64(30)
+        v *= np.uint64(0xBF58476D1CE4E5B9)
+        v ^= v >> np.uint64(27)
+        v *= np.uint64(0x94D049BB133111EB)
+        v ^= v >> np.uint64(31)
+        out[i] = np.int64(v & mask) if power_of_two else np.int64(v % n)
+
+
+@numba.njit(cache=True, nogil=True)
 def add_rows(out, rows, values):  # pragma: no cover - compiled
     """``out[rows[i]] += values[i]`` row by row (distinct ``rows``): the combine's adds
     by position (:func:`~dmixed.kernels.term_table.add_rows_into`)."""

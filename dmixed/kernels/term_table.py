@@ -480,6 +480,39 @@ def add_rows_into(out: np.ndarray, rows: np.ndarray, values: np.ndarray) -> None
     add_rows(out, np.ascontiguousarray(rows, dtype=np.int64), values)
 
 
+def hash_buckets(keys: np.ndarray, n_buckets: int) -> np.ndarray | None:
+    """Integer keys in ``n_buckets`` buckets by a hash, in one compiled pass.
+
+    Key ``i``'s bucket is ``mix(u_i) mod n_buckets``, ``u_i`` its bits zero-extended to
+    64 (its unsigned integer of its own width) and ``mix`` the 64-bit finalizer of
+    splitmix64 (``u ^= u >> 30; u *= 0xBF58476D1CE4E5B9; u ^= u >> 27;
+    u *= 0x94D049BB133111EB; u ^= u >> 31``, modulo 2**64): one loop, no 64-bit
+    temporaries of the keys' size.
+
+    Parameters
+    ----------
+    keys : ndarray of int or uint (n,), at most 8 bytes an item
+    n_buckets : int
+        At least 1.
+
+    Returns
+    -------
+    ndarray of int64 (n,) or None
+        The buckets, or None where the pass does not run compiled
+        (:func:`~dmixed.kernels.compiled.rows_compiled`) or the keys are not such
+        integers (then the caller hashes them itself).
+    """
+    keys = np.asarray(keys)
+    if keys.dtype.kind not in "iu" or keys.dtype.itemsize > 8 or not rows_compiled(keys.size):
+        return None
+    from .term_jit import hash_buckets as compiled  # numba: imported on first use only
+
+    bits = np.ascontiguousarray(keys.ravel()).view(f"u{keys.dtype.itemsize}")
+    out = np.empty(bits.size, dtype=np.int64)
+    compiled(bits.astype(np.uint64, copy=False), n_buckets, out)
+    return out
+
+
 def merge_term_rows(
     keys: list[np.ndarray],
     parts: list[TermRows],

@@ -19,6 +19,7 @@ from dmixed.kernels.term_table import (
     TermTable,
     add_rows_into,
     as_packed,
+    hash_buckets,
     merge_term_rows,
 )
 from dmixed.stats.standardize import Standardization
@@ -406,3 +407,45 @@ def test_merge_term_rows_refuses_keys_out_of_order(mode, monkeypatch):
     entries = np.arange(6)
     for bad in (keys[1][[0, 2, 1, 3, 4]], np.append(keys[1][:4], keys[1][3])):
         assert merge_term_rows([keys[0], bad], parts, entries, 4) is None
+
+
+def _splitmix_buckets(keys: np.ndarray, n_buckets: int) -> np.ndarray:
+    """The reference: splitmix64's finalizer in numpy's uint64 arithmetic (wrapping)."""
+    u = np.ascontiguousarray(keys).view(f"u{keys.dtype.itemsize}").astype(np.uint64)
+    u ^= u >> np.uint64(30)
+    u *= np.uint64(0xBF58476D1CE4E5B9)
+    u ^= u >> np.uint64(27)
+    u *= np.uint64(0x94D049BB133111EB)
+    u ^= u >> np.uint64(31)
+    return (u % np.uint64(n_buckets)).astype(np.int64)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    dtype=st.sampled_from(["i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8"]),
+    n=st.integers(0, 300),
+    n_buckets=st.integers(1, 70),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_hash_buckets_is_the_splitmix_finalizer_modulo(dtype, n, n_buckets, seed):
+    """Compiled, every integer width, the extremes among the keys, powers of two and
+    other bucket counts: the finalizer of the keys' zero-extended bits modulo the
+    buckets, as numpy's wrapping uint64 arithmetic computes it."""
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(seed)
+    keys = rng.integers(info.min, info.max, size=n, dtype=dtype, endpoint=True)
+    keys[:2] = [info.min, info.max][: min(n, 2)]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DMIXED_KERNELS", "numba")
+        got = hash_buckets(keys, n_buckets)
+    assert got is not None and got.dtype == np.int64
+    np.testing.assert_array_equal(got, _splitmix_buckets(keys, n_buckets))
+
+
+@pytest.mark.parametrize("keys", [np.arange(5.0), np.array(["a", "b"], dtype=object)])
+def test_hash_buckets_left_to_the_caller(keys, monkeypatch):
+    """Keys that are not integers, or a pass that does not run compiled: None."""
+    monkeypatch.setenv("DMIXED_KERNELS", "numba")
+    assert hash_buckets(keys, 2) is None
+    monkeypatch.setenv("DMIXED_KERNELS", "numpy")
+    assert hash_buckets(np.arange(5), 2) is None

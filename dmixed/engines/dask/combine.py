@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ...kernels.rows import wants_within
-from ...kernels.term_table import TermRows, TermTable, add_rows_into, as_packed
+from ...kernels.term_table import TermRows, TermTable, add_rows_into, as_packed, hash_buckets
 from ...kernels.vc_packed import accumulate_padded_into
 from ...stats.packed import PackedLayout
 from ...stats.standardize import Standardization
@@ -40,10 +40,18 @@ Partial = tuple[np.ndarray, np.ndarray]  # (keys (G,), packed rows (G, width))
 
 
 def bucket_of(keys: np.ndarray, n_buckets: int) -> np.ndarray:
-    """Output block of each group key: a hash that is the same in every process."""
+    """Output block of each group key: a hash that is the same in every process
+    (``pd.util.hash_array``, modulo ``n_buckets``).  Integer keys take
+    :func:`~dmixed.kernels.term_table.hash_buckets` where it runs compiled: pandas'
+    hash of integers (their bits zero-extended to 64, then splitmix64's finalizer),
+    the same buckets in one pass."""
     if n_buckets == 1:
         return np.zeros(len(keys), dtype=np.int64)
-    hashed = pd.util.hash_array(np.asarray(keys), categorize=False)
+    keys = np.asarray(keys)
+    buckets = hash_buckets(keys, n_buckets)
+    if buckets is not None:
+        return buckets
+    hashed = pd.util.hash_array(keys, categorize=False)
     return (hashed % np.uint64(n_buckets)).astype(np.int64)
 
 

@@ -314,9 +314,11 @@ class _Early:
 
 
 def _early_evaluators(run: _Pass, futures: list, packed, layout: Layout) -> _Early | None:
-    """The evaluators and the blocks' summaries, started with the blocks, before the
-    driver knows whether the statistics stay on the workers, where the blocks' sizes
-    alone decide it (padded blocks: no structure to ask the blocks about); else None.
+    """The evaluators and the blocks' summaries, submitted with the blocks (before the
+    data pass's wait: each worker goes on from its block to them with no turn of the
+    driver between), before the driver knows whether the statistics stay on the
+    workers, where the blocks' sizes alone decide it (padded blocks: no structure to
+    ask the blocks about); else None.
     An evaluator takes a held block's sums as they are
     (:func:`~dmixed.engines.dask.evaluator.make_evaluator`), and with ``r ≤
     kernels.MOMENT_MAX_R`` (the starting values use the moments then,
@@ -371,8 +373,8 @@ def _compute_on_cluster(run: _Pass, graph: list, packed: PackedLayout, layout: L
     """The graph on the cluster; ``(DaskEngine or in-process engine, assembly)``."""
     client = run.client
     futures = client.compute(graph)  # the one data pass
+    early = _early_evaluators(run, futures, packed, layout)  # queued behind the blocks
     wait_for(client, futures, run.progress, "data pass", t1, run.n_parts)
-    early = _early_evaluators(run, futures, packed, layout)
     summary_futures = (
         client.map(block_summary, futures, pure=False) if early is None else early.summaries
     )

@@ -434,3 +434,25 @@ def test_a_bucket_root_of_sparse_keys_merges_them_in_key_order(merges):
     np.testing.assert_array_equal(got.nobs, want.nobs[order])
     for a, b in zip(block_dense(got), block_dense(want), strict=True):
         np.testing.assert_array_equal(a, b[order])
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    dtype=st.sampled_from(["i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8"]),
+    n=st.integers(0, 200),
+    n_buckets=st.integers(1, 9),
+    mode=st.sampled_from(["numba", "numpy"]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_bucket_of_integers_is_pandas_hash(dtype, n, n_buckets, mode, seed):
+    """Integer keys' buckets, compiled or not: ``pd.util.hash_array`` modulo the buckets
+    (the buckets every process agrees on, whichever pass it runs)."""
+    info = np.iinfo(dtype)
+    keys = np.random.default_rng(seed).integers(
+        info.min, info.max, size=n, dtype=dtype, endpoint=True
+    )
+    want = (pd.util.hash_array(keys, categorize=False) % np.uint64(n_buckets)).astype(np.int64)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DMIXED_KERNELS", mode)
+        got = combine.bucket_of(keys, n_buckets)
+    np.testing.assert_array_equal(got, want)
