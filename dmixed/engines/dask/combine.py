@@ -416,7 +416,7 @@ def _conversions(
     conversion is needed."""
     if std is None or std == target:
         return None
-    return std.conversion_to(target, vc_widths)
+    return std.conversion_to(target, vc_widths, weights=True)
 
 
 def combine_converted(
@@ -577,5 +577,7 @@ def sum_converted(
     out = []
     for glob, std in pairs:
         conv = _conversions(std, target, vc_widths)
-        out.append(glob if conv is None else packed.convert_global(glob, conv[0]))
+        out.append(
+            glob if conv is None else packed.convert_global(glob, conv[0], std.weight_ratio(target))
+        )
     return sum_vectors(*out)
