@@ -34,6 +34,14 @@ def _sums(codes, sources, kinds, first, second, n_groups):  # pragma: no cover -
     return out
 
 
+def _read_only(column) -> np.ndarray:
+    """``column`` as a C-contiguous float64 array, through a read-only view (no copy
+    where it is one already)."""
+    out = np.ascontiguousarray(column, dtype=np.float64).view()
+    out.flags.writeable = False
+    return out
+
+
 def term_sums(
     codes: np.ndarray, sources: list[np.ndarray], terms: list[tuple], n_groups: int
 ) -> np.ndarray:
@@ -51,7 +59,10 @@ def term_sums(
     """
     used = sorted({u for t in terms for u in t[1:]})
     slot = {u: i for i, u in enumerate(used)}
-    cols = tuple(np.ascontiguousarray(sources[u], dtype=np.float64) for u in used)
+    # every column a read-only view: numba types a read-only array apart from a writable
+    # one, and a tuple of both kinds cannot be indexed at run time (a pandas column's
+    # to_numpy() is read-only under copy-on-write)
+    cols = tuple(_read_only(sources[u]) for u in used)
     if not cols:
         cols = (np.zeros(codes.size),)
     kind_of = {"count": COUNT, "col": COL, "prod": PROD}

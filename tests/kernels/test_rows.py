@@ -193,6 +193,25 @@ def test_compiled_pass_equals_numpy_reference(
         np.testing.assert_array_equal(out[True][1][key], out[False][1][key])
 
 
+def test_compiled_pass_takes_read_only_and_writable_columns_together(monkeypatch):
+    """A read-only endog (a pandas column's ``to_numpy()`` under copy-on-write) next to
+    writable exog columns: the compiled pass gives the numpy reference's fit (numba
+    failed to type the mixed tuple of columns)."""
+    import dmixed
+
+    rng = np.random.default_rng(3)
+    g = np.repeat(np.arange(30), 6)
+    x = np.column_stack([np.ones(g.size), rng.normal(size=(g.size, 2))])
+    y = x @ [1.0, 2.0, 0.5] + rng.normal(size=30)[g] + rng.normal(size=g.size)
+    y.flags.writeable = False
+    fits = {}
+    for choice in ("numpy", "numba"):
+        monkeypatch.setenv("DMIXED_KERNELS", choice)
+        fits[choice] = dmixed.MixedLM(y, x, g).fit()
+    np.testing.assert_allclose(fits["numba"].params, fits["numpy"].params, rtol=1e-12)
+    assert fits["numba"].llf == pytest.approx(fits["numpy"].llf, rel=1e-12)
+
+
 def test_kernels_environment_variable(monkeypatch):
     """DMIXED_KERNELS forces the implementation; another value is refused by name."""
     from dmixed.kernels.compiled import rows_compiled
