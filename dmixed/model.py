@@ -23,6 +23,8 @@ from .design.arrays import (
     exog_names,
     handle_missing,
     pandas_index,
+    random_design,
+    random_intercept,
 )
 from .design.frame_rows import rows_of_frame
 from .design.missing import missing_option
@@ -137,10 +139,10 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         if n == 0:
             raise BadValuesError("no data: endog has no rows")
         if exog_re is None:
-            z = np.ones((n, 1)) if exog_vc is None else np.zeros((n, 0))
+            z = random_intercept(x) if exog_vc is None else np.zeros((n, 0))
             re_names = ["Group"] if exog_vc is None else []
         else:
-            z = as_float_matrix(exog_re, "exog_re")
+            z = random_design(exog_re, x)
             re_names = column_names(exog_re, "x_re", z.shape[1])
         g = np.asarray(groups)
         if g.ndim != 1:

@@ -53,6 +53,55 @@ def as_float_matrix(value, argname: str) -> np.ndarray:
     Column-major as the formula's design is built: the data pass and the checks read
     the rows column by column, and numpy's reductions down the rows of a narrow
     row-major array are an order of magnitude slower (benchmarks/RESULTS.md)."""
+    return np.asfortranarray(_float_matrix(value, argname))
+
+
+def random_design(value, exog: np.ndarray, argname: str = "exog_re") -> np.ndarray:
+    """``exog_re`` as :func:`as_float_matrix` gives it, or, where its columns are bitwise
+    a run of ``exog``'s columns (``exog[:, :2]``: a random intercept and slope on
+    the first covariate), that run of the column-major ``exog`` itself: the same
+    values, without a copy of the rows (which is, with its fresh pages, most of the
+    cost of building a large model of arrays).  Errors as :func:`as_float_matrix`."""
+    z = _float_matrix(value, argname)
+    start = _column_run(z, exog)
+    if start is None:
+        return np.asfortranarray(z)
+    return exog[:, start : start + z.shape[1]]
+
+
+def random_intercept(exog: np.ndarray) -> np.ndarray:
+    """The default random design (a column of ones, ``n × 1``): a column of ``exog``
+    that holds 1.0 on every row where there is one (no new rows), else new ones."""
+    n = exog.shape[0]
+    for j in range(exog.shape[1]):
+        column = exog[:, j]
+        head = column[:8]
+        if (head == 1.0).all() and (column == 1.0).all():  # 1.0 has one bit pattern
+            return exog[:, j : j + 1]
+    return np.ones((n, 1))
+
+
+def _column_run(z: np.ndarray, exog: np.ndarray) -> int | None:
+    """The first ``j`` with ``z``'s columns bitwise equal to ``exog[:, j : j + q]``
+    (NaN payloads and the sign of zero included), or None."""
+    n, q = z.shape
+    p = exog.shape[1]
+    if q == 0 or q > p or exog.shape[0] != n or not exog.flags.f_contiguous:
+        return None
+    bits_z, bits_x = z.view(np.int64), exog.view(np.int64)
+    head = min(n, 8)
+    for j in range(p - q + 1):
+        if all(
+            np.array_equal(bits_z[:head, a], bits_x[:head, j + a])
+            and np.array_equal(bits_z[:, a], bits_x[:, j + a])
+            for a in range(q)
+        ):
+            return j
+    return None
+
+
+def _float_matrix(value, argname: str) -> np.ndarray:
+    """:func:`as_float_matrix` in the array's own memory order."""
     if isinstance(value, pd.Series):
         value = value.to_frame()
     if isinstance(value, pd.DataFrame):
@@ -71,7 +120,7 @@ def as_float_matrix(value, argname: str) -> np.ndarray:
                     "encode it (e.g. with a formula and C(...)) first"
                 )
             warn_rounded_integers(value[col], f"{argname}[{col!r}]")
-        return np.asfortranarray(value.astype("float64").to_numpy(na_value=np.nan))
+        return value.astype("float64").to_numpy(na_value=np.nan)
     if isinstance(value, np.ndarray):
         warn_rounded_integers(value, argname)
     try:
@@ -82,7 +131,7 @@ def as_float_matrix(value, argname: str) -> np.ndarray:
         arr = arr[:, None]
     if arr.ndim != 2:
         raise DataError(f"{argname} must be 1- or 2-dimensional, got shape {arr.shape}")
-    return np.asfortranarray(arr)
+    return arr
 
 
 def column_names(value, default_prefix: str, k: int) -> list[str]:
