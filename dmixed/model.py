@@ -22,6 +22,7 @@ from .design.arrays import (
     convert_exog_vc,
     exog_names,
     handle_missing,
+    ones_columns,
     pandas_index,
     random_design,
     random_intercept,
@@ -159,6 +160,8 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         index = pandas_index(endog, exog)
         rows = RowData(y[:, 0], x, z, g, vc_cols, vc_vals, w, index=index)
         rows = handle_missing(rows, missing, vc_names)
+        # the intercepts of the rows kept (dropped rows may leave a column all ones)
+        rows.intercepts = ones_columns(rows.exog, rows.exog_re)
         self._setup(
             use_sqrt=use_sqrt,
             missing=missing,

@@ -34,6 +34,11 @@ class RowData:
     n_dropped: int = 0
     #: the pandas index of the rows (kept rows only) for pandas input; None for arrays
     index: pd.Index | None = None
+    #: the first column of ``exog`` and of ``exog_re`` that is 1.0 on every row (−1:
+    #: none), found with the rows (:func:`ones_columns`); None: not looked for (the data
+    #: pass looks, :meth:`~dmixed.stats.standardize.Standardization.choose`).  Rows
+    #: replaced (``dataclasses.replace``) must reset it.
+    intercepts: tuple[int, int] | None = None
 
 
 def pandas_index(*values) -> pd.Index | None:
@@ -79,6 +84,29 @@ def random_intercept(exog: np.ndarray) -> np.ndarray:
         if (head == 1.0).all() and (column == 1.0).all():  # 1.0 has one bit pattern
             return exog[:, j : j + 1]
     return np.ones((n, 1))
+
+
+def ones_columns(exog: np.ndarray, exog_re: np.ndarray) -> tuple[int, int]:
+    """The first column of ``exog`` and of ``exog_re`` that is exactly 1.0 on every row
+    (−1: none; −1 without rows), the rule of the statistics' column map
+    (:meth:`~dmixed.stats.standardize.Standardization.choose`), so that the data pass
+    need not look again.  A column of ``exog_re`` that is a column of ``exog`` (the same
+    memory: :func:`random_design`) takes that column's answer without a look."""
+    found: dict[tuple, bool] = {}
+
+    def first_ones(matrix: np.ndarray) -> int:
+        if matrix.shape[0] == 0:
+            return -1
+        for j in range(matrix.shape[1]):
+            column = matrix[:, j]
+            key = (column.__array_interface__["data"][0], column.strides, column.shape)
+            if key not in found:
+                found[key] = bool((column[:8] == 1.0).all() and (column == 1.0).all())
+            if found[key]:
+                return j
+        return -1
+
+    return first_ones(exog), first_ones(exog_re)
 
 
 def _column_run(z: np.ndarray, exog: np.ndarray) -> int | None:

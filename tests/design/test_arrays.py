@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,8 +11,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dmixed import MixedLM
-from dmixed.design.arrays import as_float_matrix, exog_names, random_design, random_intercept
+from dmixed.design.arrays import (
+    as_float_matrix,
+    exog_names,
+    ones_columns,
+    random_design,
+    random_intercept,
+)
+from dmixed.engines.local import statistics_from_rows
 from dmixed.errors import DataError, DroppedRowsWarning
+from dmixed.stats.standardize import Standardization
 
 
 def test_two_columns_of_one_name_are_refused():
@@ -208,7 +218,6 @@ def test_default_random_intercept_is_a_column_of_ones_of_exog_if_any(values, n):
     assert np.shares_memory(z, x) == (1.0 in values)
 
 
-@pytest.mark.filterwarnings("ignore::dmixed.errors.BoundaryWarning")
 @given(st.integers(0, 2**31), st.sampled_from([None, (0, 1), (1, 3), (0, 2)]))
 @settings(max_examples=8, deadline=None)
 def test_a_fit_whose_random_design_shares_exog_equals_the_fit_of_a_copy(seed, run):
@@ -225,10 +234,59 @@ def test_a_fit_whose_random_design_shares_exog_equals_the_fit_of_a_copy(seed, ru
     # the same values in memory of their own (a column-major copy cannot be a run)
     own = MixedLM(y, x, g, exog_re=z)
     own.rows.exog_re = np.asfortranarray(np.array(shared.rows.exog_re))
-    a, b = shared.fit(), own.fit()
+    with warnings.catch_warnings():  # the same warnings or none: the numbers are compared
+        warnings.simplefilter("ignore")
+        a, b = shared.fit(), own.fit()
     assert a.llf == b.llf and a.n_iter == b.n_iter
     for name in ("params", "bse", "cov_re"):
         np.testing.assert_array_equal(np.asarray(getattr(a, name)), np.asarray(getattr(b, name)))
     np.testing.assert_array_equal(
         np.asarray(list(a.random_effects.values())), np.asarray(list(b.random_effects.values()))
     )
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.integers(1, 4).flatmap(
+        lambda p: st.tuples(
+            st.lists(st.lists(_ENTRIES, min_size=9, max_size=9), min_size=p, max_size=p),
+            st.lists(st.integers(0, p - 1), min_size=1, max_size=3),
+        )
+    ),
+    st.booleans(),
+)
+def test_ones_columns_are_the_column_maps_own_finding(case, shared):
+    """The intercepts found with the rows are those the statistics' column map finds by
+    looking (the first column exactly 1.0 on every row), also for an ``exog_re`` that
+    is ``exog``'s own columns."""
+    columns, picks = case
+    x = np.asfortranarray(np.array(columns, dtype=np.float64).T)
+    z = random_design(x[:, picks[:1]].copy(), x) if shared else np.asfortranarray(x[:, picks])
+    y = np.arange(x.shape[0], dtype=np.float64)
+    looked = Standardization.choose(y, x, z)
+    assert ones_columns(x, z) == (looked.x_intercept, looked.z_intercept)
+
+
+@pytest.mark.filterwarnings("ignore::dmixed.errors.DroppedRowsWarning")
+@given(st.integers(0, 2**31), st.sampled_from(["raise", "drop"]), st.booleans())
+@settings(max_examples=10, deadline=None)
+def test_statistics_of_arrays_with_known_intercepts_are_those_found_by_looking(
+    seed, missing, default_re
+):
+    """The data pass of a model of arrays takes the intercepts found with its rows
+    (kept rows: a dropped row may leave a column all ones); its statistics are, bit for
+    bit, those of a pass that looks for them."""
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(12), 5)
+    x = np.column_stack([np.ones(g.size), rng.normal(size=(g.size, 2))])
+    y = x @ [1.0, 2.0, -1.0] + rng.normal(size=12)[g] + rng.normal(size=g.size)
+    if missing == "drop":
+        x[3, 0], y[3] = 2.0, np.nan  # the intercept column is all ones on the rows kept
+    model = MixedLM(y, x, g, exog_re=None if default_re else x[:, :2].copy(), missing=missing)
+    assert model.rows.intercepts == (0, 0)
+    known = model.statistics()
+    looked = statistics_from_rows(model.rows)
+    assert known.standardization == looked.standardization
+    for a, b in zip(known.engine.gather(), looked.engine.gather(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(known.glob.xyxy, looked.glob.xyxy)
