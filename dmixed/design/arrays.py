@@ -205,11 +205,16 @@ def _rows_missing(arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, 
     """Rows with a missing (or infinite) value in any array, and the count per array
     (integer and boolean arrays hold none: not looked at)."""
     n = len(next(iter(arrays.values())))
-    masks = {
-        name: missing_mask(arr, NUMERIC, infinite=True).reshape(n, -1).any(axis=1)
-        for name, arr in ((k, np.asarray(v)) for k, v in arrays.items())
-        if arr.dtype.kind not in "iub" and not _all_finite(arr)
-    }
+    finite: list[np.ndarray] = []  # arrays found finite: a view of one is (random_design)
+    masks = {}
+    for name, value in arrays.items():
+        arr = np.asarray(value)
+        if arr.dtype.kind in "iub" or any(arr.base is f for f in finite):
+            continue
+        if _all_finite(arr):
+            finite.append(arr)
+            continue
+        masks[name] = missing_mask(arr, NUMERIC, infinite=True).reshape(n, -1).any(axis=1)
     return missing_rows(masks, n)
 
 

@@ -12,14 +12,16 @@ from hypothesis import strategies as st
 
 from dmixed import MixedLM
 from dmixed.design.arrays import (
+    RowData,
     as_float_matrix,
     exog_names,
+    handle_missing,
     ones_columns,
     random_design,
     random_intercept,
 )
 from dmixed.engines.local import statistics_from_rows
-from dmixed.errors import DataError, DroppedRowsWarning
+from dmixed.errors import BadValuesError, DataError, DroppedRowsWarning
 from dmixed.stats.standardize import Standardization
 
 
@@ -290,3 +292,33 @@ def test_statistics_of_arrays_with_known_intercepts_are_those_found_by_looking(
     for a, b in zip(known.engine.gather(), looked.engine.gather(), strict=True):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(known.glob.xyxy, looked.glob.xyxy)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 11), st.integers(0, 2)), max_size=3),
+    st.sampled_from([np.nan, np.inf]),
+    st.sampled_from(["raise", "drop"]),
+)
+def test_missing_values_of_exog_re_held_as_exog_columns_are_found_as_in_a_copy(bad, value, missing):
+    """A random design held as ``exog``'s own columns is not summed again once ``exog``
+    is found finite; with missing values the rows dropped and the message naming the
+    arrays are those of the same values in an array of their own."""
+    rng = np.random.default_rng(0)
+    x = np.asfortranarray(rng.normal(size=(12, 3)))
+    for row, col in bad:
+        x[row, col] = value
+    y, g = rng.normal(size=12), np.repeat(np.arange(3), 4)
+
+    def outcome(z):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DroppedRowsWarning)
+                rows = handle_missing(RowData(y, x, z, g), missing)
+        except BadValuesError as exc:
+            return str(exc)
+        return rows.n_dropped, rows.exog_re.tolist()
+
+    shared = outcome(x[:, :2])
+    assert np.shares_memory(x[:, :2], x)
+    assert str(shared) == str(outcome(np.asfortranarray(np.array(x[:, :2]))))
