@@ -63,7 +63,7 @@ def as_float_matrix(value, argname: str) -> np.ndarray:
 
 def random_design(value, exog: np.ndarray, argname: str = "exog_re") -> np.ndarray:
     """``exog_re`` as :func:`as_float_matrix` gives it, or, where its columns are bitwise
-    (and without NaN) a run of ``exog``'s columns (``exog[:, :2]``: a random intercept and slope on
+    a run of ``exog``'s columns (``exog[:, :2]``: a random intercept and slope on
     the first covariate), that run of the column-major ``exog`` itself: the same
     values, without a copy of the rows (which is, with its fresh pages, most of the
     cost of building a large model of arrays).  Errors as :func:`as_float_matrix`."""
@@ -111,29 +111,21 @@ def ones_columns(exog: np.ndarray, exog_re: np.ndarray) -> tuple[int, int]:
 
 def _column_run(z: np.ndarray, exog: np.ndarray) -> int | None:
     """The first ``j`` with ``z``'s columns bitwise equal to ``exog[:, j : j + q]``
-    (:func:`_same_bits`), or None."""
+    (NaN payloads and the sign of zero included), or None."""
     n, q = z.shape
     p = exog.shape[1]
     if q == 0 or q > p or exog.shape[0] != n or not exog.flags.f_contiguous:
         return None
+    bits_z, bits_x = z.view(np.int64), exog.view(np.int64)
     head = min(n, 8)
     for j in range(p - q + 1):
         if all(
-            _same_bits(z[:head, a], exog[:head, j + a]) and _same_bits(z[:, a], exog[:, j + a])
+            np.array_equal(bits_z[:head, a], bits_x[:head, j + a])
+            and np.array_equal(bits_z[:, a], bits_x[:, j + a])
             for a in range(q)
         ):
             return j
     return None
-
-
-def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
-    """Whether two float64 columns hold the same bits, without NaN: equal as numbers
-    (numpy's vectorized float compare; a NaN never equals) and, where zero, of the same
-    sign (the only bits that numbers equal as floats can differ in)."""
-    if not np.array_equal(a, b):
-        return False
-    zero = a == 0.0
-    return not zero.any() or bool(np.array_equal(np.signbit(a[zero]), np.signbit(b[zero])))
 
 
 def _float_matrix(value, argname: str) -> np.ndarray:
