@@ -22,7 +22,10 @@ from .design.arrays import (
     convert_exog_vc,
     exog_names,
     handle_missing,
+    ones_columns,
     pandas_index,
+    random_design,
+    random_intercept,
 )
 from .design.frame_rows import rows_of_frame
 from .design.missing import missing_option
@@ -137,10 +140,10 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         if n == 0:
             raise BadValuesError("no data: endog has no rows")
         if exog_re is None:
-            z = np.ones((n, 1)) if exog_vc is None else np.zeros((n, 0))
+            z = random_intercept(x) if exog_vc is None else np.zeros((n, 0))
             re_names = ["Group"] if exog_vc is None else []
         else:
-            z = as_float_matrix(exog_re, "exog_re")
+            z = random_design(exog_re, x)
             re_names = column_names(exog_re, "x_re", z.shape[1])
         g = np.asarray(groups)
         if g.ndim != 1:
@@ -157,6 +160,8 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         index = pandas_index(endog, exog)
         rows = RowData(y[:, 0], x, z, g, vc_cols, vc_vals, w, index=index)
         rows = handle_missing(rows, missing, vc_names)
+        # the intercepts of the rows kept (dropped rows may leave a column all ones)
+        rows.intercepts = ones_columns(rows.exog, rows.exog_re)
         self._setup(
             use_sqrt=use_sqrt,
             missing=missing,

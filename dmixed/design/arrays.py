@@ -34,6 +34,11 @@ class RowData:
     n_dropped: int = 0
     #: the pandas index of the rows (kept rows only) for pandas input; None for arrays
     index: pd.Index | None = None
+    #: the first column of ``exog`` and of ``exog_re`` that is 1.0 on every row (−1:
+    #: none), found with the rows (:func:`ones_columns`); None: not looked for (the data
+    #: pass looks, :meth:`~dmixed.stats.standardize.Standardization.choose`).  Rows
+    #: replaced (``dataclasses.replace``) must reset it.
+    intercepts: tuple[int, int] | None = None
 
 
 def pandas_index(*values) -> pd.Index | None:
@@ -53,6 +58,78 @@ def as_float_matrix(value, argname: str) -> np.ndarray:
     Column-major as the formula's design is built: the data pass and the checks read
     the rows column by column, and numpy's reductions down the rows of a narrow
     row-major array are an order of magnitude slower (benchmarks/RESULTS.md)."""
+    return np.asfortranarray(_float_matrix(value, argname))
+
+
+def random_design(value, exog: np.ndarray, argname: str = "exog_re") -> np.ndarray:
+    """``exog_re`` as :func:`as_float_matrix` gives it, or, where its columns are bitwise
+    a run of ``exog``'s columns (``exog[:, :2]``: a random intercept and slope on
+    the first covariate), that run of the column-major ``exog`` itself: the same
+    values, without a copy of the rows (which is, with its fresh pages, most of the
+    cost of building a large model of arrays).  Errors as :func:`as_float_matrix`."""
+    z = _float_matrix(value, argname)
+    start = _column_run(z, exog)
+    if start is None:
+        return np.asfortranarray(z)
+    return exog[:, start : start + z.shape[1]]
+
+
+def random_intercept(exog: np.ndarray) -> np.ndarray:
+    """The default random design (a column of ones, ``n × 1``): a column of ``exog``
+    that holds 1.0 on every row where there is one (no new rows), else new ones."""
+    n = exog.shape[0]
+    for j in range(exog.shape[1]):
+        column = exog[:, j]
+        head = column[:8]
+        if (head == 1.0).all() and (column == 1.0).all():  # 1.0 has one bit pattern
+            return exog[:, j : j + 1]
+    return np.ones((n, 1))
+
+
+def ones_columns(exog: np.ndarray, exog_re: np.ndarray) -> tuple[int, int]:
+    """The first column of ``exog`` and of ``exog_re`` that is exactly 1.0 on every row
+    (−1: none; −1 without rows), the rule of the statistics' column map
+    (:meth:`~dmixed.stats.standardize.Standardization.choose`), so that the data pass
+    need not look again.  A column of ``exog_re`` that is a column of ``exog`` (the same
+    memory: :func:`random_design`) takes that column's answer without a look."""
+    found: dict[tuple, bool] = {}
+
+    def first_ones(matrix: np.ndarray) -> int:
+        if matrix.shape[0] == 0:
+            return -1
+        for j in range(matrix.shape[1]):
+            column = matrix[:, j]
+            key = (column.__array_interface__["data"][0], column.strides, column.shape)
+            if key not in found:
+                found[key] = bool((column[:8] == 1.0).all() and (column == 1.0).all())
+            if found[key]:
+                return j
+        return -1
+
+    return first_ones(exog), first_ones(exog_re)
+
+
+def _column_run(z: np.ndarray, exog: np.ndarray) -> int | None:
+    """The first ``j`` with ``z``'s columns bitwise equal to ``exog[:, j : j + q]``
+    (NaN payloads and the sign of zero included), or None."""
+    n, q = z.shape
+    p = exog.shape[1]
+    if q == 0 or q > p or exog.shape[0] != n or not exog.flags.f_contiguous:
+        return None
+    bits_z, bits_x = z.view(np.int64), exog.view(np.int64)
+    head = min(n, 8)
+    for j in range(p - q + 1):
+        if all(
+            np.array_equal(bits_z[:head, a], bits_x[:head, j + a])
+            and np.array_equal(bits_z[:, a], bits_x[:, j + a])
+            for a in range(q)
+        ):
+            return j
+    return None
+
+
+def _float_matrix(value, argname: str) -> np.ndarray:
+    """:func:`as_float_matrix` in the array's own memory order."""
     if isinstance(value, pd.Series):
         value = value.to_frame()
     if isinstance(value, pd.DataFrame):
@@ -71,7 +148,7 @@ def as_float_matrix(value, argname: str) -> np.ndarray:
                     "encode it (e.g. with a formula and C(...)) first"
                 )
             warn_rounded_integers(value[col], f"{argname}[{col!r}]")
-        return np.asfortranarray(value.astype("float64").to_numpy(na_value=np.nan))
+        return value.astype("float64").to_numpy(na_value=np.nan)
     if isinstance(value, np.ndarray):
         warn_rounded_integers(value, argname)
     try:
@@ -82,7 +159,7 @@ def as_float_matrix(value, argname: str) -> np.ndarray:
         arr = arr[:, None]
     if arr.ndim != 2:
         raise DataError(f"{argname} must be 1- or 2-dimensional, got shape {arr.shape}")
-    return np.asfortranarray(arr)
+    return arr
 
 
 def column_names(value, default_prefix: str, k: int) -> list[str]:
@@ -128,11 +205,16 @@ def _rows_missing(arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, 
     """Rows with a missing (or infinite) value in any array, and the count per array
     (integer and boolean arrays hold none: not looked at)."""
     n = len(next(iter(arrays.values())))
-    masks = {
-        name: missing_mask(arr, NUMERIC, infinite=True).reshape(n, -1).any(axis=1)
-        for name, arr in ((k, np.asarray(v)) for k, v in arrays.items())
-        if arr.dtype.kind not in "iub" and not _all_finite(arr)
-    }
+    finite: list[np.ndarray] = []  # arrays found finite: a view of one is (random_design)
+    masks = {}
+    for name, value in arrays.items():
+        arr = np.asarray(value)
+        if arr.dtype.kind in "iub" or any(arr.base is f for f in finite):
+            continue
+        if _all_finite(arr):
+            finite.append(arr)
+            continue
+        masks[name] = missing_mask(arr, NUMERIC, infinite=True).reshape(n, -1).any(axis=1)
     return missing_rows(masks, n)
 
 

@@ -113,7 +113,8 @@ class ModelStatistics:
         elif self.rows is not None:
             check_in_memory_engine(engine)
             spec = getattr(self, "spec", None)
-            intercepts = None if spec is None else spec.intercept_columns()
+            # the formula's intercepts, or those found with the arrays' rows
+            intercepts = self.rows.intercepts if spec is None else spec.intercept_columns()
             refs = None if spec is None else column_references(spec)
             stats = statistics_from_rows(self.rows, standardization, intercepts, refs)
         elif cached is None:

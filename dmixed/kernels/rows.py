@@ -187,6 +187,16 @@ def column_scales(
     return None if np.all(out == 1.0) else out
 
 
+def known_ones(std: Standardization | None, weights) -> list[int]:
+    """The columns of ``[X y]`` known to be ones on every row without a look (the
+    ``ones`` of :func:`product_plan`): without weights (which scale the rows by ``√w``),
+    the map's intercept column (the map's own finding, which :func:`_share` relies on
+    too); none otherwise."""
+    if weights is not None or std is None or std.x_intercept < 0:
+        return []
+    return [std.x_intercept]
+
+
 def _ones_column(a: np.ndarray) -> bool:
     head = min(a.shape[0], 8)
     return bool((a[:head] == 1.0).all() and (a == 1.0).all())
@@ -397,7 +407,7 @@ def prepare_rows(endog, exog, ztilde, weights=None, std=None, vc_widths=()) -> P
     sx = None if std is None else np.append(std.x_scale, std.y_scale)
     if sx is not None and np.any(sx != 1.0):
         gram = gram / np.outer(sx, sx)
-    terms, column_term = product_plan(xcols, zcols)
+    terms, column_term = product_plan(xcols, zcols, known_ones(std, weights))
     return PreparedRows(
         xcols,
         zcols,

@@ -27,7 +27,7 @@ import numpy as np
 from ..stats.constant import constant_value
 from ..stats.packed import PackedLayout
 from ..stats.standardize import Standardization
-from .rows import EXTREME_SCALE_LOG2, accumulate_statistics, plan_sums, product_plan
+from .rows import EXTREME_SCALE_LOG2, accumulate_statistics, known_ones, plan_sums, product_plan
 
 __all__ = [
     "cell_plan_sums",
@@ -316,9 +316,9 @@ def _known_ones(std: Standardization | None, weights, v: np.ndarray, v_source: i
     weights, the map's intercept column of ``[X y]`` (the map's own finding, which the
     pass by group relies on too) and ``v`` (source ``v_source``) where it is ones
     broadcast (:func:`~dmixed.stats.constant.constant_value`: an indicator's entries)."""
+    ones = known_ones(std, weights)
     if weights is not None:
-        return []
-    ones = [std.x_intercept] if std is not None and std.x_intercept >= 0 else []
+        return ones
     return ones + [v_source] if constant_value(v) == 1.0 else ones
 
 

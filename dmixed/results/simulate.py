@@ -401,7 +401,7 @@ def row_distribution(model, params, scale: float, exog=None) -> RowDistribution:
         x = np.asarray(exog, dtype=np.float64).reshape(rows.exog.shape[0], -1)
         if x.shape != rows.exog.shape:
             raise SpecError(f"exog has shape {x.shape}; the model's rows are {rows.exog.shape}")
-        rows = replace(rows, exog=x)
+        rows = replace(rows, exog=x, intercepts=None)
     stats = model.statistics()
     fe_params = point.fe_params  # the spec's rows are about its references: β there
     if exog is None:

@@ -86,13 +86,16 @@ def constant_in_rows(exog: np.ndarray) -> int:
 
 def constant_of_fit(model, stats) -> int | None:
     """statsmodels' ``k_constant`` of a fit's fixed-effects design, by its rule on the
-    data: on the rows where the model holds them (:func:`constant_in_rows`), else on
+    data: on the rows where the model holds them (1 where a column of ones was found
+    with them, ``RowData.intercepts``, else :func:`constant_in_rows`), else on
     the statistics (:func:`~dmixed.stats.statistics.constant_in_statistics`: a Dask
     DataFrame, saved statistics), else from the formula (:func:`constant_in_spec`:
     neither design has a column of ones, or ``stats`` None); None for an array model
     without rows."""
     rows = getattr(model, "rows", None)
     if rows is not None:
+        if rows.intercepts is not None and rows.intercepts[0] >= 0:
+            return 1  # a column of ones (found with the rows): constant, not zero
         return constant_in_rows(rows.exog)
     found = None if stats is None else constant_in_statistics(stats)
     if found is not None:

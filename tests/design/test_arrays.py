@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,8 +11,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dmixed import MixedLM
-from dmixed.design.arrays import as_float_matrix, exog_names
-from dmixed.errors import DataError, DroppedRowsWarning
+from dmixed.design.arrays import (
+    RowData,
+    as_float_matrix,
+    exog_names,
+    handle_missing,
+    ones_columns,
+    random_design,
+    random_intercept,
+)
+from dmixed.engines.local import statistics_from_rows
+from dmixed.errors import BadValuesError, DataError, DroppedRowsWarning
+from dmixed.stats.standardize import Standardization
 
 
 def test_two_columns_of_one_name_are_refused():
@@ -157,3 +169,156 @@ def test_exog_names_of_arrays_are_statsmodels_rule(columns):
             j += 1
             want.append(f"x{j}")
     assert exog_names(x, x) == want
+
+
+_ENTRIES = st.sampled_from([0.0, -0.0, 1.0, -2.5, 3.0])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 4).flatmap(
+        lambda p: st.tuples(
+            st.lists(st.lists(_ENTRIES, min_size=5, max_size=5), min_size=p, max_size=p),
+            st.integers(0, p - 1),
+            st.integers(1, p),
+        )
+    ),
+    st.sampled_from(["C", "F"]),
+    st.booleans(),
+)
+def test_random_design_shares_exog_columns_only_when_bitwise_equal(case, order, flip_zero):
+    """``exog_re`` whose columns are, bit for bit, a run of ``exog``'s is held as that run
+    of ``exog`` (no copy of the rows); a column that differs anywhere, even in the sign
+    of a zero, keeps its own values."""
+    columns, start, q = case
+    q = min(q, len(columns) - start)
+    x = np.asfortranarray(np.array(columns, dtype=np.float64).T)
+    z = np.array(x[:, start : start + q], order=order)
+    flipped = flip_zero and bool(np.any(z == 0.0))
+    if flipped:
+        row, col = np.argwhere(z == 0.0)[0]
+        z[row, col] = -z[row, col]  # 0.0 <-> -0.0: equal, other bits
+    held = random_design(z, x)
+    assert held.flags.f_contiguous
+    np.testing.assert_array_equal(held.view(np.int64), z.view(np.int64))
+    bitwise_run = any(
+        np.array_equal(z.view(np.int64), x[:, j : j + q].view(np.int64))
+        for j in range(x.shape[1] - q + 1)
+    )
+    assert np.shares_memory(held, x) == bitwise_run
+
+
+@given(st.lists(_ENTRIES, min_size=1, max_size=4), st.integers(2, 9))
+@settings(max_examples=40, deadline=None)
+def test_default_random_intercept_is_a_column_of_ones_of_exog_if_any(values, n):
+    """The default random design (statsmodels: a random intercept) is ``exog``'s own
+    column of ones where it has one, else new ones: the same values either way."""
+    x = np.asfortranarray(np.array([[v] * n for v in values], dtype=np.float64).T)
+    z = random_intercept(x)
+    assert z.shape == (n, 1) and z.flags.f_contiguous
+    np.testing.assert_array_equal(z.view(np.int64), np.ones((n, 1)).view(np.int64))
+    assert np.shares_memory(z, x) == (1.0 in values)
+
+
+@given(st.integers(0, 2**31), st.sampled_from([None, (0, 1), (1, 3), (0, 2)]))
+@settings(max_examples=8, deadline=None)
+def test_a_fit_whose_random_design_shares_exog_equals_the_fit_of_a_copy(seed, run):
+    """Holding ``exog_re`` as ``exog``'s own columns changes no number of the fit: the
+    same fit as with a random design that cannot share (its columns in another order,
+    then reordered: the same model)."""
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(25), rng.integers(2, 8, size=25))
+    x = np.column_stack([np.ones(g.size), rng.normal(size=(g.size, 2))])
+    y = x @ [1.0, 0.5, -1.0] + rng.normal(size=25)[g] + rng.normal(size=g.size)
+    z = None if run is None else x[:, run[0] : run[1]].copy()
+    shared = MixedLM(y, x, g, exog_re=z)
+    assert np.shares_memory(shared.rows.exog_re, shared.rows.exog)
+    # the same values in memory of their own (a column-major copy cannot be a run)
+    own = MixedLM(y, x, g, exog_re=z)
+    own.rows.exog_re = np.asfortranarray(np.array(shared.rows.exog_re))
+    with warnings.catch_warnings():  # the same warnings or none: the numbers are compared
+        warnings.simplefilter("ignore")
+        a, b = shared.fit(), own.fit()
+    assert a.llf == b.llf and a.n_iter == b.n_iter
+    for name in ("params", "bse", "cov_re"):
+        np.testing.assert_array_equal(np.asarray(getattr(a, name)), np.asarray(getattr(b, name)))
+    np.testing.assert_array_equal(
+        np.asarray(list(a.random_effects.values())), np.asarray(list(b.random_effects.values()))
+    )
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.integers(1, 4).flatmap(
+        lambda p: st.tuples(
+            st.lists(st.lists(_ENTRIES, min_size=9, max_size=9), min_size=p, max_size=p),
+            st.lists(st.integers(0, p - 1), min_size=1, max_size=3),
+        )
+    ),
+    st.booleans(),
+)
+def test_ones_columns_are_the_column_maps_own_finding(case, shared):
+    """The intercepts found with the rows are those the statistics' column map finds by
+    looking (the first column exactly 1.0 on every row), also for an ``exog_re`` that
+    is ``exog``'s own columns."""
+    columns, picks = case
+    x = np.asfortranarray(np.array(columns, dtype=np.float64).T)
+    z = random_design(x[:, picks[:1]].copy(), x) if shared else np.asfortranarray(x[:, picks])
+    y = np.arange(x.shape[0], dtype=np.float64)
+    looked = Standardization.choose(y, x, z)
+    assert ones_columns(x, z) == (looked.x_intercept, looked.z_intercept)
+
+
+@pytest.mark.filterwarnings("ignore::dmixed.errors.DroppedRowsWarning")
+@given(st.integers(0, 2**31), st.sampled_from(["raise", "drop"]), st.booleans())
+@settings(max_examples=10, deadline=None)
+def test_statistics_of_arrays_with_known_intercepts_are_those_found_by_looking(
+    seed, missing, default_re
+):
+    """The data pass of a model of arrays takes the intercepts found with its rows
+    (kept rows: a dropped row may leave a column all ones); its statistics are, bit for
+    bit, those of a pass that looks for them."""
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(12), 5)
+    x = np.column_stack([np.ones(g.size), rng.normal(size=(g.size, 2))])
+    y = x @ [1.0, 2.0, -1.0] + rng.normal(size=12)[g] + rng.normal(size=g.size)
+    if missing == "drop":
+        x[3, 0], y[3] = 2.0, np.nan  # the intercept column is all ones on the rows kept
+    model = MixedLM(y, x, g, exog_re=None if default_re else x[:, :2].copy(), missing=missing)
+    assert model.rows.intercepts == (0, 0)
+    known = model.statistics()
+    looked = statistics_from_rows(model.rows)
+    assert known.standardization == looked.standardization
+    for a, b in zip(known.engine.gather(), looked.engine.gather(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(known.glob.xyxy, looked.glob.xyxy)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 11), st.integers(0, 2)), max_size=3),
+    st.sampled_from([np.nan, np.inf]),
+    st.sampled_from(["raise", "drop"]),
+)
+def test_missing_values_of_exog_re_held_as_exog_columns_are_found_as_in_a_copy(bad, value, missing):
+    """A random design held as ``exog``'s own columns is not summed again once ``exog``
+    is found finite; with missing values the rows dropped and the message naming the
+    arrays are those of the same values in an array of their own."""
+    rng = np.random.default_rng(0)
+    x = np.asfortranarray(rng.normal(size=(12, 3)))
+    for row, col in bad:
+        x[row, col] = value
+    y, g = rng.normal(size=12), np.repeat(np.arange(3), 4)
+
+    def outcome(z):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DroppedRowsWarning)
+                rows = handle_missing(RowData(y, x, z, g), missing)
+        except BadValuesError as exc:
+            return str(exc)
+        return rows.n_dropped, rows.exog_re.tolist()
+
+    shared = outcome(x[:, :2])
+    assert np.shares_memory(x[:, :2], x)
+    assert str(shared) == str(outcome(np.asfortranarray(np.array(x[:, :2]))))

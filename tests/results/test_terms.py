@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import dmixed
 from dmixed.results import load
-from dmixed.results.terms import constant_in_rows, fe_terms
+from dmixed.results.terms import constant_in_rows, constant_of_fit, fe_terms
 
 from .._synth import make_data
 
@@ -147,3 +147,20 @@ def test_k_constant_of_rows_is_the_rule_by_range(columns):
             return type(exc)
 
     assert outcome(constant_in_rows) == outcome(_constant_in_rows_by_range)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.sampled_from([0.0, 1.0, 2.0, -1.5]), min_size=8, max_size=8),
+        min_size=1,
+        max_size=3,
+    )
+)
+def test_k_constant_of_arrays_from_their_intercept_is_the_rule_on_rows(columns):
+    """An array model's ``k_constant`` taken from the column of ones found with its rows
+    is statsmodels' rule on those rows (:func:`constant_in_rows`)."""
+    x = np.asfortranarray(np.array(columns, dtype=np.float64).T)
+    g = np.repeat(np.arange(2), 4)
+    model = dmixed.MixedLM(np.arange(8.0), x, g)
+    assert constant_of_fit(model, None) == constant_in_rows(x)
