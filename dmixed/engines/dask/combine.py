@@ -416,7 +416,7 @@ def _conversions(
     conversion is needed."""
     if std is None or std == target:
         return None
-    return std.conversion_to(target, vc_widths, weights=True)
+    return std.conversion_to(target, vc_widths)
 
 
 def combine_converted(
@@ -577,7 +577,5 @@ def sum_converted(
     out = []
     for glob, std in pairs:
         conv = _conversions(std, target, vc_widths)
-        out.append(
-            glob if conv is None else packed.convert_global(glob, conv[0], std.weight_ratio(target))
-        )
+        out.append(glob if conv is None else packed.convert_global(glob, conv[0]))
     return sum_vectors(*out)
