@@ -213,10 +213,16 @@ class ProfiledObjective:
             # maximum far out on a ridge); a rejected step, as outside the space
             self.rejected_for_resolution = packed
             return Evaluation(packed, None, None, -np.inf, np.zeros(packed.shape))
-        self._cache[key] = ev
+        self.keep(ev)
+        return ev
+
+    def keep(self, ev: Evaluation) -> None:
+        """Keep ``ev`` as the evaluation at its point (:meth:`evaluate` returns it from
+        now on): one of this objective's, or one made of the same formulas on other sums
+        of the same statistics (:mod:`~dmixed.fit.lean`), its sums and profile filled in."""
+        self._cache[ev.packed.tobytes()] = ev
         if len(self._cache) > _CACHED_EVALUATIONS:
             del self._cache[next(iter(self._cache))]
-        return ev
 
     def at_resolution_edge(self, ev: Evaluation, free: np.ndarray | None = None) -> bool:
         """Whether ``ev`` is a maximum only because the points beyond it were rejected

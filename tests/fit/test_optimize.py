@@ -65,15 +65,20 @@ def test_secant_newton_steps_reach_the_same_optimum(monkeypatch, seed, re_formul
     DEFAULTS.newton_decrement · n (within about 3e-8 standard errors of the optimum
     here), and the standard errors come from the exact Hessian there."""
     from dmixed.engines.local import LocalEngine
+    from dmixed.kernels.dense2 import Dense2Statistics
 
     hessians = []
-    exact_hessian = LocalEngine.hessian
 
-    def counted(self, *args):
-        hessians.append(1)
-        return exact_hessian(self, *args)
+    def counted(hessian):
+        def call(self, *args):
+            hessians.append(1)
+            return hessian(self, *args)
 
-    monkeypatch.setattr(LocalEngine, "hessian", counted)
+        return call
+
+    # the engine's Hessian sums, and those of the lean Newton steps (dmixed.fit.lean)
+    monkeypatch.setattr(LocalEngine, "hessian", counted(LocalEngine.hessian))
+    monkeypatch.setattr(Dense2Statistics, "hessian", counted(Dense2Statistics.hessian))
     df = make_data(n_groups=400, seed=seed)
     fits = {}
     for secant_rows in (0, 10**12):
@@ -122,11 +127,14 @@ def test_no_handover_near_the_boundary(monkeypatch, default_start, seed):
 
 
 @pytest.mark.parametrize("start", ["moment", "default"])
-def test_every_round_trip_is_at_a_new_point(request, start):
+def test_every_round_trip_is_at_a_new_point(request, monkeypatch, start):
     """Each engine round trip of a fit (a step, or the start selection's value alone at
-    the default point) evaluates a point not evaluated before (the start selection,
+    the default point), and each evaluation of the Newton steps on whole-block sums
+    (dmixed.fit.lean), evaluates a point not evaluated before (the start selection,
     Newton steps and final checks reuse cached evaluations), and the fit reports them
     all in n_evals."""
+    from dmixed.fit.lean import LeanSteps
+
     if start == "default":
         request.getfixturevalue("default_start")
     df = make_data(n_groups=500, seed=6)
@@ -145,6 +153,13 @@ def test_every_round_trip_is_at_a_new_point(request, start):
 
     engine.step = counted(engine.step)
     engine.value = counted(engine.value)
+    lean_evaluate = LeanSteps.evaluate
+
+    def lean_counted(self, packed):
+        seen.append(np.asarray(self.obj.lam(packed)).tobytes())
+        return lean_evaluate(self, packed)
+
+    monkeypatch.setattr(LeanSteps, "evaluate", lean_counted)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = model.fit()
@@ -157,6 +172,7 @@ def test_the_polish_where_the_newton_steps_stopped_asks_for_no_step(monkeypatch,
     """Newton steps from the moment start that stop on their decrement (exact Hessian)
     leave the polish nothing to do: it stops there without reading the coordinates'
     shifts and the Newton direction again (one reading per exact Hessian)."""
+    import dmixed.fit.lean as lean
     import dmixed.fit.optimize as optimize
 
     df = make_data(n_groups=400, seed=3)
@@ -167,7 +183,9 @@ def test_the_polish_where_the_newton_steps_stopped_asks_for_no_step(monkeypatch,
         read.append(1)
         return original(*args)
 
+    # the general Newton steps' readings, and those of the lean ones (dmixed.fit.lean)
     monkeypatch.setattr(optimize, "log_shift", counted)
+    monkeypatch.setattr(lean, "log_shift", counted)
     res = _fit(df, re_formula=re_formula)
     assert res.converged and res.fit_history[-2]["method"] == "newton"
     # one per accepted Newton step and one at the optimum (where the decrement stops them)

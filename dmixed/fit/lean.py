@@ -1,0 +1,321 @@
+"""The Newton steps of the common small fit without the per-evaluation machinery.
+
+:meth:`~dmixed.fit.optimize._Optimization.newton_steps` makes every evaluation a
+:class:`~dmixed.fit.profiled.Evaluation` of a
+:class:`~dmixed.fit.profiled.ProfiledObjective` (its cache, its engine round trip, its
+per-chunk sums) and every Hessian a round trip of its own: on a fit of a few thousand
+groups that machinery, not the arithmetic, is most of the fit.  For the case most fits
+are — an in-process engine holding one block of groups, two random-effect coordinates
+with a dense ``cov_re``, no variance component, the square-root packing, every
+parameter free, no variance settled at zero — :class:`LeanSteps` runs the same loop on
+the whole-block sums of :class:`~dmixed.kernels.dense2.Dense2Statistics`: the same
+tests (gradient, contraction, secant, decrement), the same coordinates
+(:func:`~dmixed.fit.newton_coords.newton_step`), the same line search and the same
+rejections (ℓ or its score not finite, ``X'V*⁻¹X`` not positive definite, ``Q`` not
+resolved), with ℓ, its score and the profiled Hessian from the formulas of
+:mod:`~dmixed.fit.objective`.  The sums over groups are added in another order than the
+per-chunk kernels add them, so the points agree with the general path's to rounding
+(``tests/fit/test_lean.py``), not bit for bit.  Where anything else happens (a trial
+point whose ``Ψ*`` has no Cholesky factor), it makes no step at all and the general
+path runs from the same point.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..engines.local import LocalEngine
+from ..kernels import StatsBlock, StepSums, compiled
+from ..kernels.dense2 import Dense2Statistics, Dense2Step
+from ..stats.standardize import psi_map_matrix
+from .newton_coords import log_shift, newton_step
+from .objective import Profile, hessian, loglike, out_of_resolution, profile, score_matrices
+from .profiled import Evaluation
+
+__all__ = ["LeanPoint", "LeanResult", "LeanSteps"]
+
+
+@dataclass
+class LeanPoint:
+    """One evaluation of :class:`LeanSteps`: ``llf`` −inf (and ``prof`` None) where the
+    general path rejects the point; ``score`` in the packing, ``grad`` in θ, ``d_psi``
+    ∂ℓ/∂Ψ* (the optimizer's coordinates), ``lam`` the factor in the statistics', ``step``
+    the whole-block sums there (None: not made yet, :meth:`LeanSteps.profiled_hessian`
+    makes them)."""
+
+    packed: np.ndarray
+    llf: float
+    score: np.ndarray
+    grad: np.ndarray
+    lam: np.ndarray | None = None
+    step: Dense2Step | None = None
+    sums: StepSums | None = None
+    prof: Profile | None = None
+    d_psi: np.ndarray | None = None
+
+    def evaluation(self) -> Evaluation:
+        """The point as the objective's :class:`~dmixed.fit.profiled.Evaluation`."""
+        return Evaluation(
+            self.packed,
+            self.sums,
+            self.prof,
+            self.llf,
+            self.score,
+            parts=None if self.d_psi is None else (self.d_psi, np.zeros(0)),
+            lam=self.lam,
+        )
+
+
+@dataclass
+class LeanResult:
+    """What :meth:`LeanSteps.run` did: the point it ends at (its start where no step
+    was taken or ℓ is no better), the accepted points in order with their ℓ and packed
+    score, the point where a test said the steps are at the optimum (``settled``) and
+    the point where they are expected to end (``expected``) as the general path marks
+    them (or None), the trial points evaluated (``trials``), the last one rejected
+    for resolution (or None) and whether the steps stopped at ``final`` because a test
+    (gradient or Newton decrement, exact or secant) said it is the optimum (``done``)."""
+
+    final: LeanPoint
+    accepted: list[tuple[np.ndarray, float, np.ndarray]]
+    settled: np.ndarray | None
+    expected: np.ndarray | None
+    trials: int
+    rejected_for_resolution: np.ndarray | None
+    done: bool = False
+
+
+class LeanSteps:
+    """The Newton steps of :meth:`~dmixed.fit.optimize._Optimization.newton_steps` on
+    whole-block sums (module docstring), for the objective ``obj``
+    (:class:`~dmixed.fit.profiled.ProfiledObjective`) whose statistics are ``data``."""
+
+    def __init__(self, obj, data: Dense2Statistics) -> None:
+        self.obj = obj
+        self.data = data
+        self.layout = obj.layout
+        self.basis = obj.layout.basis()
+        self.n = obj.glob.n
+        k = obj.glob.k_fe + 1
+        self._empty_vc = np.zeros((0, k, k))
+        self._zeros = np.zeros((k, k))
+        self._theta_jac = None if obj.re_map is None else psi_map_matrix(obj.re_map, 0)
+
+    @classmethod
+    def of(cls, obj, free: np.ndarray) -> LeanSteps | None:
+        """The lean steps of ``obj`` where its fit is the case they cover (module
+        docstring; the compiled kernels not forced), else None."""
+        layout = obj.layout
+        engine = obj.engine
+        if not (
+            type(engine) is LocalEngine
+            and obj.use_sqrt
+            and layout.k_re == 2
+            and layout.r == 2
+            and layout.k_vc == 0
+            and obj.vc_map is None
+            and bool(np.all(free))
+            and compiled.forced() != "numba"
+        ):
+            return None
+        block = engine.block
+        if not isinstance(block, StatsBlock):
+            return None
+        chunks = list(block.chunks())
+        if len(chunks) != 1 or chunks[0][0].shape[0] != 2:
+            return None
+        return cls(obj, Dense2Statistics(*chunks[0]))
+
+    # -- ℓ, its score and the profiled Hessian ----------------------------------------
+
+    def start(self, x: np.ndarray) -> LeanPoint:
+        """The point ``x`` from the objective's own evaluation there (cached: the steps
+        start where the fit has evaluated)."""
+        obj = self.obj
+        ev = obj.evaluate(x)
+        if ev.prof is None:
+            return LeanPoint(ev.packed, -math.inf, ev.score, ev.score)
+        d_psi, _ = obj.score_parts(ev)
+        grad = np.array([d_psi[0, 0], 2.0 * d_psi[1, 0], d_psi[1, 1]])
+        lam = ev.lam if ev.lam is not None else obj.lam(ev.packed)
+        return LeanPoint(ev.packed, ev.llf, ev.score, grad, lam, None, ev.step, ev.prof, d_psi)
+
+    def evaluate(self, packed: np.ndarray) -> tuple[LeanPoint, bool]:
+        """ℓ and its score at ``packed`` as :meth:`ProfiledObjective.evaluate` makes
+        them; with whether the point was rejected because ``Q`` is not resolved."""
+        obj = self.obj
+        lam = obj.lam(packed)
+        lam.flags.writeable = False
+        nowhere = LeanPoint(packed, -math.inf, np.zeros(packed.shape), np.zeros(packed.shape))
+        try:
+            step = self.data.step(lam)
+            k = self.data.k
+            sums = StepSums(
+                step.logdet,
+                step.m,
+                step.s,
+                step.gram.reshape(2, k, 2, k).transpose(0, 2, 1, 3),
+                self._empty_vc,
+                self._zeros,
+            )
+            prof = profile(sums, obj.glob, obj.reml)
+        except np.linalg.LinAlgError:
+            return nowhere, False
+        llf = loglike(sums, prof, obj.glob, obj.reml)
+        d_psi, _ = score_matrices(sums, prof, obj.reml, obj.layout.slot_component, 0)
+        if obj.re_map is not None:
+            d_psi = obj.re_map.T @ d_psi @ obj.re_map
+        (d00, d01), (_, d11) = d_psi.tolist()
+        l00, l10, l11 = packed.tolist()
+        # ∂ℓ/∂L = 2 D L (lower triangle) and ∂ℓ/∂θ = [D00, 2 D10, D11] (layout.score_packed)
+        score = np.array([2.0 * (d00 * l00 + d01 * l10), 2.0 * d01 * l11, 2.0 * d11 * l11])
+        if not (math.isfinite(llf) and np.isfinite(score).all()):
+            return nowhere, False
+        if out_of_resolution(sums, prof, obj.glob):
+            return nowhere, True
+        grad = np.array([d00, 2.0 * d01, d11])
+        return LeanPoint(packed, llf, score, grad, lam, step, sums, prof, d_psi), False
+
+    def profiled_hessian(
+        self, point: LeanPoint
+    ) -> tuple[np.ndarray | None, tuple[np.ndarray, np.ndarray] | None]:
+        """The profiled Hessian in θ at ``point`` and its log-determinant traces, as
+        :meth:`~dmixed.fit.optimize._Optimization.profiled_hessian` and
+        :meth:`~dmixed.fit.profiled.ProfiledObjective.logdet_traces` give them; ``(None,
+        None)`` where it cannot be computed."""
+        obj = self.obj
+        lam, sums, prof = point.lam, point.sums, point.prof
+        if lam is None or sums is None or prof is None:
+            return None, None
+        if point.step is None:
+            point.step = self.data.step(lam)
+        hs = self.data.hessian(point.step, self.basis, prof.w)
+        try:
+            hess = hessian(sums, hs, prof.beta, obj.glob, obj.reml, prof=prof)
+        except np.linalg.LinAlgError:
+            return None, None
+        if not np.isfinite(hess).all():
+            return None, None
+        s = point.step.s
+        trace_s = np.array([s[0, 0], 2.0 * s[0, 1], s[1, 1]])
+        trace_ss = hs.tr_ss.diagonal()
+        p = prof.beta.size
+        jac = self._theta_jac
+        if jac is not None:
+            full = np.eye(hess.shape[0])
+            full[p:, p:] = jac
+            trace_s = jac.T @ trace_s
+            trace_ss = np.einsum("jk,jl,lk->k", jac, hs.tr_ss, jac)
+            hess = full.T @ hess @ full
+            hess = 0.5 * (hess + hess.T)
+        hbb, hbt, htt = hess[:p, :p], hess[:p, p:], hess[p:, p:]
+        try:
+            prof_h = htt - hbt.T @ np.linalg.solve(hbb, hbt) if p else htt
+        except np.linalg.LinAlgError:
+            return None, None
+        return 0.5 * (prof_h + prof_h.T), (trace_s, trace_ss)
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def run(
+        self,
+        x: np.ndarray,
+        summary,
+        steps: int,
+        contraction: float | None,
+        secant: bool,
+        shifted: bool,
+    ) -> LeanResult | None:
+        """The loop of :meth:`~dmixed.fit.optimize._Optimization.newton_steps` from the
+        packed ``x`` (every parameter movable, none settled at zero; ``summary`` the
+        fit's :class:`~dmixed.fit.summary.OptSummary`); None where it cannot take the
+        general path's steps (module docstring)."""
+        from .optimize import (
+            LAST_STEP_DECREMENT,
+            modified_newton_step,
+            secant_curvature,
+            slow_steps,
+        )
+
+        s, layout, n = summary, self.layout, self.n
+        movable = np.ones(layout.n_params, dtype=bool)
+        psi, tau = layout.unpack(x, True)
+        theta = layout.pack(psi, tau, use_sqrt=False)
+        ev = first = self.start(x)
+        start_llf = ev.llf
+        previous: float | None = None
+        slow = 0
+        curvature: np.ndarray | None = None
+        last: tuple[np.ndarray, np.ndarray] | None = None
+        shift = np.zeros(layout.n_params)
+        accepted: list[tuple[np.ndarray, float, np.ndarray]] = []
+        settled: np.ndarray | None = None
+        expected: np.ndarray | None = None
+        done: np.ndarray | None = None
+        trials = 0
+        rejected: np.ndarray | None = None
+        cur = first.packed
+        for _ in range(steps):
+            if ev.prof is None:
+                break
+            grad = ev.grad
+            size = float(np.abs(grad).max())
+            if size <= s.newton_gtol * n:
+                settled = done = cur
+                break
+            slow = slow_steps(slow, size, previous, contraction)
+            if slow >= 2:
+                break
+            previous = size
+            curvature = secant_curvature(secant and not slow, curvature, last, theta, grad)
+            exact = curvature is None
+            if exact:
+                curvature, traces = self.profiled_hessian(ev)
+                if traces is not None and shifted:
+                    shift = log_shift(theta, *traces)
+            if curvature is None:
+                break
+            step = newton_step(
+                layout, movable, theta, grad, curvature, modified_newton_step, shift, shifted
+            )
+            if step is None:
+                break
+            last = (theta.copy(), grad)
+            if step.rise <= s.newton_decrement * n:
+                expected = done = cur
+                if exact:  # a secant step's decrement: the polish judges it exactly
+                    settled = cur
+                break
+            last_step = step.rise <= LAST_STEP_DECREMENT * np.sqrt(s.newton_decrement) * n
+            fraction = 1.0
+            found = None
+            for _half in range(s.newton_halvings):
+                trial = step.point(fraction)
+                fraction /= 2
+                try:
+                    packed = layout.pack_theta(trial, True)
+                except np.linalg.LinAlgError:
+                    continue
+                tev, unresolved = self.evaluate(packed)
+                trials += 1
+                if unresolved:
+                    rejected = packed
+                if math.isfinite(tev.llf) and tev.llf >= ev.llf - s.newton_llf_rtol * max(
+                    1.0, abs(ev.llf)
+                ):
+                    found = (trial, packed, tev)
+                    break
+            if found is None:
+                break
+            theta, cur, ev = found
+            if last_step:
+                expected = cur
+            accepted.append((cur, ev.llf, ev.score))
+        final = first
+        if accepted and ev.llf >= start_llf - s.newton_llf_rtol * max(1.0, abs(start_llf)):
+            final = ev
+        done_there = done is final.packed
+        return LeanResult(final, accepted, settled, expected, trials, rejected, done_there)

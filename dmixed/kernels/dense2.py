@@ -1,0 +1,143 @@
+"""The step and Hessian sums of two random-effect coordinates (``r = 2``) in a few
+whole-block products, from per-group arrays made once per fit.
+
+For ``r = 2`` every per-group value of :func:`~dmixed.kernels.conditionals.conditional`
+is a rational function of ``B = ΛΛ'`` with one denominator (its ``_conditional_2``)::
+
+    d = 1 + b00 u00 + 2 b01 u01 + b11 u11 + det(B) det(U)
+    P = (B + det(B) adj(U)) / d,   S = (U + det(U) adj(B)) / d,
+    H = (F + adj(B) adj(U) F) / d,   log|K| = log d
+
+so that ``d`` and the three entries of ``S`` (numerators) are one (4 × 4) × (4 × G)
+product with the fixed rows ``[u00, u01, u11, det(U)]``, ``Σ_i ZXy_i'P_iZXy_i`` and
+``Σ_i S_i`` one product of fixed per-group rows with ``1/d``, and ``H`` one (2 × 4) ×
+(4 × kG) product with the fixed ``[F; adj(U)F]``: some ten calls of numpy per step
+where the per-chunk path makes some thirty, for the same formulas (sums of the same
+non-negative terms where ``B`` is large next to ``U⁻¹``; the sums over groups in
+another order: they agree with :func:`~dmixed.kernels.groups.step_contributions` to
+rounding).  The fixed rows hold ``4k² + 4`` numbers per group (``k = p + 1``): for one
+block of at most :data:`~dmixed.kernels.groups.GROUP_CHUNK` groups.
+
+Notation as in :mod:`dmixed.kernels`; nothing here knows the optimizer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .conditionals import gram_rows
+from .groups import HessianSums
+from .hessian_moments import HessianMoments
+
+__all__ = ["Dense2Statistics", "Dense2Step"]
+
+
+@dataclass
+class Dense2Step:
+    """The sums of one step at ``Λ`` (:meth:`Dense2Statistics.step`).
+
+    Attributes
+    ----------
+    logdet : float
+        ``Σ_i log|K_i|``.
+    m : ndarray (k, k)
+        ``Σ_i ZXy_i'P_iZXy_i`` (symmetric).
+    s : ndarray (2, 2)
+        ``Σ_i S_i``.
+    gram : ndarray (2k, 2k)
+        ``Σ_i h_i h_i'`` of the rows ``h_i = vec(H_i)`` (``H_i[a, x]`` at ``a k + x``):
+        ``t_re[a, b] = gram[a k:(a+1) k, b k:(b+1) k]`` of :class:`~dmixed.kernels.StepSums`.
+    h : ndarray (2k, G)
+        The rows ``H_i[a, x]`` over the groups (what the Hessian sums read).
+    s_pairs : ndarray (3, G)
+        ``S_i`` at (0, 0), (1, 0), (1, 1) over the groups.
+    """
+
+    logdet: float
+    m: np.ndarray
+    s: np.ndarray
+    gram: np.ndarray
+    h: np.ndarray
+    s_pairs: np.ndarray
+
+
+class Dense2Statistics:
+    """The fixed per-group rows of one block of groups with ``r = 2``.
+
+    Parameters
+    ----------
+    zz : ndarray (2, 2, G)
+        Entry-major ``Z̃_i'Z̃_i`` (a chunk of :class:`~dmixed.kernels.StatsBlock`).
+    zxy : ndarray (2, k, G)
+        Entry-major ``Z̃_i'[X_i, y_i]``.
+    """
+
+    def __init__(self, zz: np.ndarray, zxy: np.ndarray) -> None:
+        u00, u01, u11 = zz[0, 0], zz[0, 1], zz[1, 1]
+        det_u = np.maximum(u00 * u11 - u01 * u01, 0.0)  # as _conditional_2 clips it
+        f0, f1 = zxy[0], zxy[1]
+        k, g = f0.shape
+        self.k = k
+        self.n_groups = g
+        ff00 = f0[:, None] * f0[None]
+        ff11 = f1[:, None] * f1[None]
+        ff01 = f0[:, None] * f1[None]
+        ff01 = ff01 + ff01.transpose(1, 0, 2)  # F0 F1' + F1 F0': P01 stands for both
+        # Σ_i F'PF = Σ_i (b00 FF00 + b01 FF01 + b11 FF11 + det(B) F'adj(U)F) / d_i,
+        # then Σ_i U_i / d_i and Σ_i det(U_i) / d_i (the numerators of Σ S): one product
+        self._urow = np.stack([u00, u01, u11, det_u])  # (4, G)
+        fixed = np.empty((4 * k * k + 4, g))
+        fixed[: 4 * k * k].reshape(4, k, k, g)[:] = np.stack(
+            [ff00, ff01, ff11, u11 * ff00 - u01 * ff01 + u00 * ff11]
+        )
+        fixed[4 * k * k :] = self._urow
+        self._fixed = fixed
+        # [F0; F1; adj(U)F row 0; row 1] as (4, k G): H's numerators in one product
+        self._fa = np.concatenate([f0, f1, u11 * f0 - u01 * f1, u00 * f1 - u01 * f0]).reshape(
+            4, k * g
+        )
+
+    def step(self, lam: np.ndarray) -> Dense2Step:
+        """The sums at the 2 × 2 factor ``lam`` (``B = ΛΛ'``, ``det(B) = det(Λ)²`` as
+        ``_conditional_2`` takes them)."""
+        b = lam @ lam.T
+        det_b = float(np.linalg.det(lam)) ** 2
+        b00, b01, b11 = float(b[0, 0]), float(b[0, 1]), float(b[1, 1])
+        k, g = self.k, self.n_groups
+        coef = np.array(
+            [
+                [b00, 2.0 * b01, b11, det_b],  # d − 1
+                [1.0, 0.0, 0.0, b11],  # S00·d = u00 + det(U) b11
+                [0.0, 1.0, 0.0, -b01],  # S01·d = u01 − det(U) b01
+                [0.0, 0.0, 1.0, b00],  # S11·d = u11 + det(U) b00
+            ]
+        )
+        rows = coef @ self._urow
+        d = rows[0]
+        d += 1.0
+        inv_d = 1.0 / d
+        logdet = float(np.log(d).sum())
+        sums = self._fixed @ inv_d
+        kk = k * k
+        m = (np.array([b00, b01, b11, det_b]) @ sums[: 4 * kk].reshape(4, kk)).reshape(k, k)
+        s00, s01, s11 = (coef[1:] @ sums[4 * kk :]).tolist()
+        s_pairs = rows[1:]
+        s_pairs *= inv_d
+        # H = (F + adj(B) adj(U) F) / d: adj(B) = [[b11, −b01], [−b01, b00]]
+        mix = np.array([[1.0, 0.0, b11, -b01], [0.0, 1.0, -b01, b00]])
+        h = (mix @ self._fa).reshape(2 * k, g)
+        h *= inv_d
+        return Dense2Step(logdet, m, np.array([[s00, s01], [s01, s11]]), gram_rows(h), h, s_pairs)
+
+    def hessian(self, step: Dense2Step, basis: np.ndarray, w: np.ndarray) -> HessianSums:
+        """The Hessian sums (:class:`~dmixed.kernels.HessianSums`) at the step's ``Λ``
+        for the basis ``E_j`` (m, 2, 2) and ``w = [−β; 1]``, from the moments of
+        :class:`~dmixed.kernels.hessian_moments.HessianMoments`."""
+        k = self.k
+        v = step.h.reshape(2, k, -1).copy()
+        v[:, -1] = np.einsum("ajg,j->ag", v, w)  # u_i = H_i w in place of y's column
+        moments = HessianMoments(2, k)
+        moments.add_pairs(step.s_pairs, v)
+        return HessianSums(*moments.contract(basis))

@@ -1,0 +1,154 @@
+"""The Newton steps on whole-block sums (:mod:`dmixed.fit.lean`) against the general
+path: the same fit to rounding, and the general path wherever they do not apply."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import dmixed
+from dmixed.fit.lean import LeanSteps
+from tests._synth import QUICK, make_data
+
+#: what the lean steps may move the fit by: rounding of sums added in another order
+RTOL = 1e-12
+
+
+def _fit(df, q: int, reml: bool, use_lean: bool, monkeypatch, weights: bool = False, **kw):
+    """The fit of ``y ~ x1 + x2`` with ``q`` random-effect columns (1, x1, x2), with the
+    lean steps where they apply or without them; and how many times they ran."""
+    exog_re = np.column_stack([np.ones(len(df)), df["x1"], df["x2"]])[:, :q]
+    exog = np.column_stack([np.ones(len(df)), df["x1"], df["x2"]])
+    runs = []
+    original = LeanSteps.run
+
+    def counted(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        runs.append(out is not None)
+        return out
+
+    with monkeypatch.context() as patch:
+        patch.setattr(LeanSteps, "run", counted)
+        if not use_lean:
+            patch.setattr(LeanSteps, "of", classmethod(lambda cls, obj, free: None))
+        model = dmixed.MixedLM(
+            np.array(df["y"], dtype=np.float64),
+            exog,
+            np.array(df["g"]),
+            exog_re=exog_re,
+            weights=np.array(df["w"], dtype=np.float64) if weights else None,
+        )
+        with warnings.catch_warnings(record=True) as seen:
+            # the fits' warnings (boundary, convergence, singular Hessian) are compared
+            warnings.simplefilter("always", dmixed.errors.DmixedWarning)
+            res = model.fit(reml=reml, **kw)
+            out = {
+                "params": res.params,
+                "bse": res.bse,
+                "cov_re": res.cov_re,
+                "llf": res.llf,
+                "scale": res.scale,
+                "re": np.array([np.asarray(v) for v in res.random_effects.values()]),
+                "n_iter": res.n_iter,
+                "converged": res.converged,
+                "methods": [h["method"] for h in res.fit_history],
+                "n_evals": res.n_evals,
+                "warnings": sorted({w.category.__name__ for w in seen}),
+            }
+    return out, runs
+
+
+def _rel(a, b) -> float:
+    a = np.ravel(np.asarray(a, dtype=np.float64))
+    b = np.ravel(np.asarray(b, dtype=np.float64))
+    # NaN (a standard error with no meaning at the boundary) in the same places
+    assert np.array_equal(np.isnan(a), np.isnan(b))
+    a, b = a[~np.isnan(a)], b[~np.isnan(b)]
+    if not a.size:
+        return 0.0
+    return float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(a))), 1e-300))
+
+
+def _assert_same_fit(a, b) -> None:
+    for name in ("n_iter", "converged", "methods", "warnings"):
+        assert a[name] == b[name], name
+    for name in ("params", "bse", "cov_re", "llf", "scale", "re"):
+        assert _rel(a[name], b[name]) <= RTOL, name
+
+
+@settings(max_examples=25, **QUICK)
+@given(
+    n_groups=st.integers(10, 300),
+    max_size=st.integers(4, 30),
+    slope_sd=st.sampled_from([0.0, 1e-4, 0.05, 0.5, 2.0]),
+    intercept_sd=st.sampled_from([1e-3, 0.3, 1.0, 5.0]),
+    reml=st.booleans(),
+    weights=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_lean_steps_give_the_general_fit(
+    n_groups, max_size, slope_sd, intercept_sd, reml, weights, seed, monkeypatch
+):
+    """Random models with a dense 2 × 2 ``cov_re`` (groups of unequal size, variances near
+    the boundary, REML and ML, with and without weights): the same params, standard
+    errors, ℓ, ``cov_re``, scale, BLUPs and iterations."""
+    df = make_data(
+        n_groups=n_groups,
+        max_size=max_size,
+        slope_sd=slope_sd,
+        intercept_sd=intercept_sd,
+        seed=seed,
+    )
+    fast, runs = _fit(df, 2, reml, True, monkeypatch, weights)
+    slow, none = _fit(df, 2, reml, False, monkeypatch, weights)
+    assert not none
+    _assert_same_fit(fast, slow)
+
+
+def test_lean_steps_run_on_the_common_fit(monkeypatch):
+    """They do run where they apply (else the property test compares nothing), and
+    the fit's evaluations are counted as the general path counts them."""
+    df = make_data(n_groups=80, max_size=12, seed=3)
+    fast, runs = _fit(df, 2, True, True, monkeypatch)
+    slow, _ = _fit(df, 2, True, False, monkeypatch)
+    assert runs and all(runs)
+    _assert_same_fit(fast, slow)
+    assert fast["n_evals"] == slow["n_evals"]
+
+
+@pytest.mark.parametrize("q", [1, 3])
+def test_other_widths_take_the_general_path(q, monkeypatch):
+    """``q = 1`` and ``q = 3``: not the case they cover; the general path, unchanged."""
+    df = make_data(n_groups=40, max_size=10, seed=q)
+    fast, runs = _fit(df, q, True, True, monkeypatch)
+    slow, _ = _fit(df, q, True, False, monkeypatch)
+    assert not runs
+    assert np.array_equal(fast["params"], slow["params"])
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [dict(free=[1, 0, 1]), dict(method="bfgs"), dict(start_params=[1.0, 0.0, 0.5])],
+)
+def test_handover_cases_agree(kw, monkeypatch):
+    """A ``free`` mask (the general path), a quasi-Newton method first and a given
+    start (the lean steps in the polish only): the general path's fit."""
+    df = make_data(n_groups=50, max_size=10, seed=11)
+    fast, runs = _fit(df, 2, True, True, monkeypatch, **kw)
+    slow, _ = _fit(df, 2, True, False, monkeypatch, **kw)
+    if "free" in kw:
+        assert not runs
+    _assert_same_fit(fast, slow)
+
+
+def test_numba_forced_takes_the_general_path(monkeypatch):
+    """``DMIXED_KERNELS=numba`` asks for the compiled kernels: the lean steps stand back."""
+    monkeypatch.setenv("DMIXED_KERNELS", "numba")
+    pytest.importorskip("numba")
+    df = make_data(n_groups=20, max_size=8, seed=5)
+    _, runs = _fit(df, 2, True, True, monkeypatch)
+    assert not runs
