@@ -32,10 +32,12 @@ from ..kernels import StatsBlock, StepSums, compiled
 from ..kernels.dense2 import Dense2Statistics, Dense2Step
 from ..stats.standardize import psi_map_matrix
 from .newton_coords import log_shift, newton_step
-from .objective import Profile, hessian, loglike, out_of_resolution, profile, score_matrices
+from .objective import RESOLUTION_LIMIT, Profile, hessian, loglike_constant
 from .profiled import Evaluation
 
 __all__ = ["LeanPoint", "LeanResult", "LeanSteps"]
+
+_EPS = float(np.finfo(float).eps)
 
 
 @dataclass
@@ -103,6 +105,12 @@ class LeanSteps:
         self._empty_vc = np.zeros((0, k, k))
         self._zeros = np.zeros((k, k))
         self._theta_jac = None if obj.re_map is None else psi_map_matrix(obj.re_map, 0)
+        glob = obj.glob
+        self._xyxy = 0.5 * (glob.xyxy + glob.xyxy.T)
+        self._abs_xyxy = np.abs(glob.xyxy)
+        self._fac = float(glob.n - glob.k_fe) if obj.reml else float(glob.n)
+        self._const = loglike_constant(self._fac, glob)
+        self._wide = np.zeros((2, 2 * k))  # [w 0; 0 w]
 
     @classmethod
     def of(cls, obj, free: np.ndarray) -> LeanSteps | None:
@@ -145,37 +153,75 @@ class LeanSteps:
 
     def evaluate(self, packed: np.ndarray) -> tuple[LeanPoint, bool]:
         """ℓ and its score at ``packed`` as :meth:`ProfiledObjective.evaluate` makes
-        them; with whether the point was rejected because ``Q`` is not resolved."""
+        them (the formulas of :func:`~dmixed.fit.objective.profile`,
+        :func:`~dmixed.fit.objective.loglike`,
+        :func:`~dmixed.fit.objective.score_matrices` and
+        :func:`~dmixed.fit.objective.out_of_resolution` for ``r = 2``, written out on
+        the whole-block sums); with whether the point was rejected because ``Q`` is not
+        resolved."""
         obj = self.obj
         lam = obj.lam(packed)
         lam.flags.writeable = False
         nowhere = LeanPoint(packed, -math.inf, np.zeros(packed.shape), np.zeros(packed.shape))
+        step = self.data.step(lam)
+        k = self.data.k
+        p = k - 1
+        # [X y]'V*⁻¹[X y]: both terms exactly symmetric (objective.residual_cross_products)
+        t = self._xyxy - step.m
+        a, b = t[:p, :p], t[:p, p]
         try:
-            step = self.data.step(lam)
-            k = self.data.k
-            sums = StepSums(
-                step.logdet,
-                step.m,
-                step.s,
-                step.gram.reshape(2, k, 2, k).transpose(0, 2, 1, 3),
-                self._empty_vc,
-                self._zeros,
-            )
-            prof = profile(sums, obj.glob, obj.reml)
+            chol = np.linalg.cholesky(a)
         except np.linalg.LinAlgError:
             return nowhere, False
-        llf = loglike(sums, prof, obj.glob, obj.reml)
-        d_psi, _ = score_matrices(sums, prof, obj.reml, obj.layout.slot_component, 0)
+        logdet_a = 2.0 * float(np.log(chol.diagonal()).sum())
+        chol_inv = np.linalg.inv(chol)
+        a_inv = chol_inv.T @ chol_inv
+        beta = a_inv @ b  # about β₀ = 0: no pivot for r = 2 (objective.profile)
+        q = float(t[p, p]) - float(b @ beta)
+        prof = Profile(a, b, a_inv, logdet_a, beta, q, self._fac, None)
+        if not q > 0:
+            return nowhere, False
+        llf = -0.5 * step.logdet - 0.5 * self._fac * np.log(q) + self._const
+        if obj.reml:
+            llf -= 0.5 * logdet_a
+        llf = float(llf)
+        w = prof.w
+        wide = self._wide
+        wide[0, :k] = w
+        wide[1, k:] = w
+        u_re = (wide @ step.gram @ wide.T).tolist()  # Σ u_a u_b
+        ratio = self._fac / (2.0 * q)
+        s = step.s.tolist()
+        d = [[-0.5 * s[i][j] + ratio * u_re[i][j] for j in range(2)] for i in range(2)]
+        if obj.reml and p:
+            gram = step.gram.reshape(2, k, 2, k)[:, :p, :, :p]
+            trace = np.einsum("ij,ajbi->ab", a_inv, gram).tolist()
+            d = [[d[i][j] + 0.5 * trace[i][j] for j in range(2)] for i in range(2)]
+        d01 = 0.5 * (d[0][1] + d[1][0])
+        d_psi = np.array([[0.5 * (d[0][0] + d[0][0]), d01], [d01, 0.5 * (d[1][1] + d[1][1])]])
         if obj.re_map is not None:
             d_psi = obj.re_map.T @ d_psi @ obj.re_map
         (d00, d01), (_, d11) = d_psi.tolist()
         l00, l10, l11 = packed.tolist()
         # ∂ℓ/∂L = 2 D L (lower triangle) and ∂ℓ/∂θ = [D00, 2 D10, D11] (layout.score_packed)
-        score = np.array([2.0 * (d00 * l00 + d01 * l10), 2.0 * d01 * l11, 2.0 * d11 * l11])
+        score = np.array(
+            [2.0 * (d00 * l00 + d01 * l10), 2.0 * (d01 * l00 + d11 * l10), 2.0 * (d11 * l11)]
+        )
         if not (math.isfinite(llf) and np.isfinite(score).all()):
             return nowhere, False
-        if out_of_resolution(sums, prof, obj.glob):
+        # objective.resolution without the pivot; statistics_resolution is 0 then
+        abs_w = np.abs(w)
+        size = float(abs_w @ (self._abs_xyxy + np.abs(step.m)) @ abs_w)
+        if _EPS * size / q > RESOLUTION_LIMIT:
             return nowhere, True
+        sums = StepSums(
+            step.logdet,
+            step.m,
+            step.s,
+            step.gram.reshape(2, k, 2, k).transpose(0, 2, 1, 3),
+            self._empty_vc,
+            self._zeros,
+        )
         grad = np.array([d00, 2.0 * d01, d11])
         return LeanPoint(packed, llf, score, grad, lam, step, sums, prof, d_psi), False
 
@@ -217,6 +263,20 @@ class LeanSteps:
         except np.linalg.LinAlgError:
             return None, None
         return 0.5 * (prof_h + prof_h.T), (trace_s, trace_ss)
+
+    def pack(self, theta: np.ndarray) -> np.ndarray:
+        """:meth:`~dmixed.stats.Layout.pack_theta` in the square-root packing: the
+        Cholesky factor of a positive definite 2 × 2 Ψ* in floats (LAPACK's
+        operations), the layout's own elsewhere (raises ``np.linalg.LinAlgError``
+        outside the parameter space)."""
+        t0, t1, t2 = theta.tolist()
+        if t0 > 0.0:
+            l00 = math.sqrt(t0)
+            l10 = t1 / l00
+            rest = t2 - l10 * l10
+            if rest > 0.0:
+                return np.array([l00, l10, math.sqrt(rest)])
+        return self.layout.pack_theta(theta, True)
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -296,7 +356,7 @@ class LeanSteps:
                 trial = step.point(fraction)
                 fraction /= 2
                 try:
-                    packed = layout.pack_theta(trial, True)
+                    packed = self.pack(trial)
                 except np.linalg.LinAlgError:
                     continue
                 tev, unresolved = self.evaluate(packed)

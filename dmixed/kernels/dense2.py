@@ -8,15 +8,13 @@ is a rational function of ``B = ΛΛ'`` with one denominator (its ``_conditional
     P = (B + det(B) adj(U)) / d,   S = (U + det(U) adj(B)) / d,
     H = (F + adj(B) adj(U) F) / d,   log|K| = log d
 
-so that ``d`` and the three entries of ``S`` (numerators) are one (4 × 4) × (4 × G)
-product with the fixed rows ``[u00, u01, u11, det(U)]``, ``Σ_i ZXy_i'P_iZXy_i`` and
-``Σ_i S_i`` one product of fixed per-group rows with ``1/d``, and ``H`` one (2 × 4) ×
-(4 × kG) product with the fixed ``[F; adj(U)F]``: some ten calls of numpy per step
-where the per-chunk path makes some thirty, for the same formulas (sums of the same
-non-negative terms where ``B`` is large next to ``U⁻¹``; the sums over groups in
-another order: they agree with :func:`~dmixed.kernels.groups.step_contributions` to
-rounding).  The fixed rows hold ``4k² + 4`` numbers per group (``k = p + 1``): for one
-block of at most :data:`~dmixed.kernels.groups.GROUP_CHUNK` groups.
+so that ``d`` and the numerators of ``S`` and ``P`` are one (7 × 5) × (5 × G) product
+with the fixed rows ``[1, u00, u01, u11, det(U)]``, and ``H`` one (2 × 4) × (4 × kG)
+product with the fixed ``[F; adj(U)F]``: some twenty calls of numpy per step where the
+per-chunk path makes some fifty, for the same formulas (sums of the same non-negative
+terms where ``B`` is large next to ``U⁻¹``; the sums over groups in another order: they
+agree with :func:`~dmixed.kernels.groups.step_contributions` to rounding).  The fixed
+rows hold ``4k + 5`` numbers per group (``k = p + 1``).
 
 Notation as in :mod:`dmixed.kernels`; nothing here knows the optimizer.
 """
@@ -81,19 +79,9 @@ class Dense2Statistics:
         k, g = f0.shape
         self.k = k
         self.n_groups = g
-        ff00 = f0[:, None] * f0[None]
-        ff11 = f1[:, None] * f1[None]
-        ff01 = f0[:, None] * f1[None]
-        ff01 = ff01 + ff01.transpose(1, 0, 2)  # F0 F1' + F1 F0': P01 stands for both
-        # Σ_i F'PF = Σ_i (b00 FF00 + b01 FF01 + b11 FF11 + det(B) F'adj(U)F) / d_i,
-        # then Σ_i U_i / d_i and Σ_i det(U_i) / d_i (the numerators of Σ S): one product
-        self._urow = np.stack([u00, u01, u11, det_u])  # (4, G)
-        fixed = np.empty((4 * k * k + 4, g))
-        fixed[: 4 * k * k].reshape(4, k, k, g)[:] = np.stack(
-            [ff00, ff01, ff11, u11 * ff00 - u01 * ff01 + u00 * ff11]
-        )
-        fixed[4 * k * k :] = self._urow
-        self._fixed = fixed
+        self._zxy = zxy
+        # [1, u00, u01, u11, det(U)]: d and the numerators of S and P in one product
+        self._urow = np.stack([np.ones(g), u00, u01, u11, det_u])
         # [F0; F1; adj(U)F row 0; row 1] as (4, k G): H's numerators in one product
         self._fa = np.concatenate([f0, f1, u11 * f0 - u01 * f1, u00 * f1 - u01 * f0]).reshape(
             4, k * g
@@ -108,28 +96,36 @@ class Dense2Statistics:
         k, g = self.k, self.n_groups
         coef = np.array(
             [
-                [b00, 2.0 * b01, b11, det_b],  # d − 1
-                [1.0, 0.0, 0.0, b11],  # S00·d = u00 + det(U) b11
-                [0.0, 1.0, 0.0, -b01],  # S01·d = u01 − det(U) b01
-                [0.0, 0.0, 1.0, b00],  # S11·d = u11 + det(U) b00
+                [1.0, b00, 2.0 * b01, b11, det_b],  # d
+                [0.0, 1.0, 0.0, 0.0, b11],  # S00·d = u00 + det(U) b11
+                [0.0, 0.0, 1.0, 0.0, -b01],  # S01·d = u01 − det(U) b01
+                [0.0, 0.0, 0.0, 1.0, b00],  # S11·d = u11 + det(U) b00
+                [b00, 0.0, 0.0, det_b, 0.0],  # P00·d = b00 + det(B) u11
+                [b01, 0.0, -det_b, 0.0, 0.0],  # P01·d = b01 − det(B) u01
+                [b11, det_b, 0.0, 0.0, 0.0],  # P11·d = b11 + det(B) u00
             ]
         )
         rows = coef @ self._urow
         d = rows[0]
-        d += 1.0
         inv_d = 1.0 / d
         logdet = float(np.log(d).sum())
-        sums = self._fixed @ inv_d
-        kk = k * k
-        m = (np.array([b00, b01, b11, det_b]) @ sums[: 4 * kk].reshape(4, kk)).reshape(k, k)
-        s00, s01, s11 = (coef[1:] @ sums[4 * kk :]).tolist()
-        s_pairs = rows[1:]
-        s_pairs *= inv_d
+        pairs = rows[1:]
+        pairs *= inv_d  # S and P at (0, 0), (1, 0), (1, 1)
+        s00, s01, s11 = pairs[:3].sum(axis=1).tolist()
+        p00, p01, p11 = pairs[3], pairs[4], pairs[5]
+        f0, f1 = self._zxy[0], self._zxy[1]
+        pf0 = p00 * f0
+        pf0 += p01 * f1
+        pf1 = p01 * f0
+        pf1 += p11 * f1
+        m = f0 @ pf0.T + f1 @ pf1.T  # Σ_i ZXy_i'P_iZXy_i
+        m = 0.5 * (m + m.T)
         # H = (F + adj(B) adj(U) F) / d: adj(B) = [[b11, −b01], [−b01, b00]]
         mix = np.array([[1.0, 0.0, b11, -b01], [0.0, 1.0, -b01, b00]])
         h = (mix @ self._fa).reshape(2 * k, g)
         h *= inv_d
-        return Dense2Step(logdet, m, np.array([[s00, s01], [s01, s11]]), gram_rows(h), h, s_pairs)
+        s_mat = np.array([[s00, s01], [s01, s11]])
+        return Dense2Step(logdet, m, s_mat, gram_rows(h), h, pairs[:3])
 
     def hessian(self, step: Dense2Step, basis: np.ndarray, w: np.ndarray) -> HessianSums:
         """The Hessian sums (:class:`~dmixed.kernels.HessianSums`) at the step's ``Λ``

@@ -56,6 +56,8 @@ def _fit(df, q: int, reml: bool, use_lean: bool, monkeypatch, weights: bool = Fa
                 "n_iter": res.n_iter,
                 "converged": res.converged,
                 "methods": [h["method"] for h in res.fit_history],
+                "history_llf": [h["llf"] for h in res.fit_history],
+                "history_grad": [h["grad_norm"] for h in res.fit_history],
                 "n_evals": res.n_evals,
                 "warnings": sorted({w.category.__name__ for w in seen}),
             }
@@ -76,8 +78,10 @@ def _rel(a, b) -> float:
 def _assert_same_fit(a, b) -> None:
     for name in ("n_iter", "converged", "methods", "warnings"):
         assert a[name] == b[name], name
-    for name in ("params", "bse", "cov_re", "llf", "scale", "re"):
+    for name in ("params", "bse", "cov_re", "llf", "scale", "re", "history_llf"):
         assert _rel(a[name], b[name]) <= RTOL, name
+    # the gradient's norm: of rounding's size at the optimum
+    np.testing.assert_allclose(a["history_grad"], b["history_grad"], rtol=1e-6, atol=1e-9)
 
 
 @settings(max_examples=25, **QUICK)
