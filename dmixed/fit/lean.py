@@ -31,7 +31,7 @@ from ..engines.local import LocalEngine
 from ..kernels import StatsBlock, StepSums, compiled
 from ..kernels.dense2 import Dense2Statistics, Dense2Step
 from ..stats.standardize import psi_map_matrix
-from .newton_coords import log_shift, newton_step
+from .newton_coords import MAX_LOG_STEP, SHIFT_SHARE, log_shift, newton_step
 from .objective import RESOLUTION_LIMIT, Profile, hessian, loglike_constant
 from .profiled import Evaluation
 
@@ -338,9 +338,11 @@ class LeanSteps:
                     shift = log_shift(theta, *traces)
             if curvature is None:
                 break
-            step = newton_step(
-                layout, movable, theta, grad, curvature, modified_newton_step, shift, shifted
-            )
+            step = block_step(theta, grad, curvature, shift) if shifted else None
+            if step is None:
+                step = newton_step(
+                    layout, movable, theta, grad, curvature, modified_newton_step, shift, shifted
+                )
             if step is None:
                 break
             last = (theta.copy(), grad)
@@ -379,3 +381,83 @@ class LeanSteps:
             final = ev
         done_there = done is final.packed
         return LeanResult(final, accepted, settled, expected, trials, rejected, done_there)
+
+
+@dataclass(frozen=True)
+class BlockStep:
+    """:class:`~dmixed.fit.newton_coords.NewtonStep` of a 2 × 2 Ψ* with both variances
+    positive, in its modified Cholesky coordinates ``v = [log(d0 + s0), L10,
+    log(d1 + s1)]`` (:func:`block_step`): the step ``delta`` from ``origin``, the
+    shifts ``c0``, ``c1`` of the variances and ``s0``, ``s1`` of the factors."""
+
+    delta: np.ndarray
+    rise: float
+    origin: tuple[float, float, float]
+    c0: float
+    c1: float
+    s0: float
+    s1: float
+
+    def point(self, fraction: float) -> np.ndarray:
+        """θ after ``fraction`` of the step (:meth:`NewtonStep.point`)."""
+        v0, v1, v2 = (np.asarray(self.origin) + fraction * self.delta).tolist()
+        e0, e1 = np.exp([v0, v2]).tolist()  # numpy's exponential, as newton_coords
+        d0 = e0 - self.s0
+        d1 = e1 - self.s1
+        ld = v1 * d0
+        return np.array([d0 - self.c0, ld, (ld * v1 + d1) - self.c1])
+
+
+def block_step(
+    theta: np.ndarray, grad: np.ndarray, hess: np.ndarray, shift: np.ndarray
+) -> BlockStep | None:
+    """:func:`~dmixed.fit.newton_coords.newton_step` of θ = vech_lt(Ψ*) for a 2 × 2 Ψ*,
+    every entry movable, in the shifted coordinates (``cholesky``), written out: the
+    chain rule of its ``_block_chain_rule`` for ``q = 2`` in floats, the direction
+    :func:`~dmixed.fit.optimize.modified_newton_step`.  None where a variance is not
+    positive or the shifted Ψ* has no Cholesky factor (then :func:`newton_step`)."""
+    from .optimize import modified_newton_step
+
+    t0, t1, t2 = theta.tolist()
+    if not (t0 > 0.0 and t2 > 0.0):
+        return None
+    sh = shift.tolist()
+    c0, c1 = sh[0], sh[2]
+    m00, m11 = t0 + c0, t2 + c1
+    try:  # LAPACK's factor, as newton_coords takes it
+        (r0, _), (l10, r1) = np.linalg.cholesky(np.array([[m00, t1], [t1, m11]])).tolist()
+    except np.linalg.LinAlgError:
+        return None
+    d0, d1 = r0 * r0, r1 * r1
+    big_l = l10 / r0
+    s0 = SHIFT_SHARE * max(m00 - d0, 0.0)
+    s1 = SHIFT_SHARE * max(m11 - d1, 0.0)
+    x0, x1 = d0 + s0, d1 + s1
+    g0, g1, g2 = grad.tolist()
+    half = 0.5 * g1
+    # J = ∂θ/∂v: columns v0 (x0 L_0 L_0'), v1 (d0 (e1 L_0' + L_0 e1')), v2 (x1 e1 e1')
+    jac = np.array(
+        [
+            [x0, 0.0, 0.0],
+            [x0 * big_l, d0, 0.0],
+            [x0 * (big_l * big_l), d0 * (big_l + big_l), x1],
+        ]
+    )
+    # Σ_k g_k ∂²θ_k/∂v² = tr(G X), G = [[g0, g1/2], [g1/2, g2]]
+    ratio = x0 / d0
+    s00 = ((g0 * x0 + half * (x0 * big_l)) + half * (x0 * big_l)) + g2 * (x0 * (big_l * big_l))
+    s01 = (half * (d0 * ratio) + half * (d0 * ratio)) + g2 * ((d0 * (big_l + big_l)) * ratio)
+    second = np.array([[s00, s01, 0.0], [s01, g2 * (d0 * 2.0), 0.0], [0.0, 0.0, g2 * x1]])
+    g_v = jac.T @ grad
+    h_v = jac.T @ hess @ jac + second
+    h_v = 0.5 * (h_v + h_v.T)
+    delta = modified_newton_step(h_v, g_v)
+    if delta is None:
+        return None
+    longest = max(abs(delta[0]), abs(delta[2]))
+    if longest > MAX_LOG_STEP:
+        delta = delta * (MAX_LOG_STEP / longest)
+    rise = 0.5 * float(g_v @ delta)
+    log_x0, _, log_x1 = np.log([x0, 1.0, x1]).tolist()  # numpy's logarithm, as newton_coords
+    origin = (log_x0, big_l, log_x1)
+    return BlockStep(delta, rise, origin, c0, c1, s0, s1)

@@ -11,7 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dmixed
-from dmixed.fit.lean import LeanSteps
+from dmixed.fit.lean import LeanSteps, block_step
+from dmixed.fit.newton_coords import newton_step
+from dmixed.fit.optimize import modified_newton_step
+from dmixed.stats import Layout
 from tests._synth import QUICK, make_data
 
 #: what the lean steps may move the fit by: rounding of sums added in another order
@@ -156,3 +159,39 @@ def test_numba_forced_takes_the_general_path(monkeypatch):
     df = make_data(n_groups=20, max_size=8, seed=5)
     _, runs = _fit(df, 2, True, True, monkeypatch)
     assert not runs
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(
+    factor=st.lists(st.floats(-3.0, 3.0), min_size=3, max_size=3),
+    ridge=st.sampled_from([1e-8, 1e-3, 1.0]),
+    grad=st.lists(st.floats(-1e3, 1e3), min_size=3, max_size=3),
+    curvature=st.lists(st.floats(-3.0, 3.0), min_size=9, max_size=9),
+    shift=st.lists(st.sampled_from([0.0, 1e-3, 0.2, 5.0]), min_size=3, max_size=3),
+    fraction=st.sampled_from([1.0, 0.5, 2.0**-10]),
+)
+def test_block_step_is_newton_step_bit_for_bit(factor, ridge, grad, curvature, shift, fraction):
+    """The 2 × 2 step written out gives :func:`newton_step`'s decrement and trial points
+    bit for bit (a positive definite Ψ*, any gradient, curvature and shifts)."""
+    lmat = np.array([[factor[0], 0.0], [factor[1], factor[2]]])
+    psi = lmat @ lmat.T + ridge * np.eye(2)
+    theta = np.array([psi[0, 0], psi[1, 0], psi[1, 1]])
+    root = np.array(curvature).reshape(3, 3)
+    hess = -(root @ root.T) - 1e-6 * np.eye(3)
+    ours = block_step(theta, np.array(grad), hess, np.array(shift))
+    theirs = newton_step(
+        Layout(k_re=2, vc_widths=()),
+        np.ones(3, dtype=bool),
+        theta,
+        np.array(grad),
+        hess,
+        modified_newton_step,
+        np.array(shift),
+        True,
+    )
+    if theirs is None:
+        assert ours is None
+        return
+    assert ours is not None
+    assert ours.rise == theirs.rise
+    np.testing.assert_array_equal(ours.point(fraction), theirs.point(fraction))
