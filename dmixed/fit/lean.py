@@ -35,7 +35,7 @@ from .newton_coords import MAX_LOG_STEP, SHIFT_SHARE, log_shift, newton_step
 from .objective import RESOLUTION_LIMIT, Profile, hessian, loglike_constant
 from .profiled import Evaluation
 
-__all__ = ["LeanPoint", "LeanResult", "LeanSteps"]
+__all__ = ["LeanPoint", "LeanResult", "LeanSteps", "lean_steps"]
 
 _EPS = float(np.finfo(float).eps)
 
@@ -90,6 +90,13 @@ class LeanResult:
     done: bool = False
 
 
+def lean_steps(obj) -> LeanSteps | None:
+    """:meth:`LeanSteps.of` the objective ``obj``, made once and kept on it."""
+    if obj.lean is None:
+        obj.lean = LeanSteps.of(obj) or False
+    return obj.lean or None
+
+
 class LeanSteps:
     """The Newton steps of :meth:`~dmixed.fit.optimize._Optimization.newton_steps` on
     whole-block sums (module docstring), for the objective ``obj``
@@ -111,21 +118,27 @@ class LeanSteps:
         self._fac = float(glob.n - glob.k_fe) if obj.reml else float(glob.n)
         self._const = loglike_constant(self._fac, glob)
         self._wide = np.zeros((2, 2 * k))  # [w 0; 0 w]
+        #: the last point :meth:`evaluate` defined (the steps start where it was kept)
+        self._last: LeanPoint | None = None
 
     @classmethod
-    def of(cls, obj, free: np.ndarray) -> LeanSteps | None:
-        """The lean steps of ``obj`` where its fit is the case they cover (module
-        docstring; the compiled kernels not forced), else None."""
+    def of(cls, obj) -> LeanSteps | None:
+        """The lean evaluations of ``obj`` where its statistics and packing are the
+        case they cover (module docstring; the compiled kernels not forced), else None
+        (the Newton steps also want every parameter free: their caller's test)."""
         layout = obj.layout
         engine = obj.engine
         if not (
             type(engine) is LocalEngine
+            # no engine that maps several points or a Hessian per round trip (a
+            # cluster's): the general path keeps its round trips
+            and getattr(engine, "steps", None) is None
+            and getattr(engine, "step_hessian", None) is None
             and obj.use_sqrt
             and layout.k_re == 2
             and layout.r == 2
             and layout.k_vc == 0
             and obj.vc_map is None
-            and bool(np.all(free))
             and compiled.forced() != "numba"
         ):
             return None
@@ -140,8 +153,11 @@ class LeanSteps:
     # -- ℓ, its score and the profiled Hessian ----------------------------------------
 
     def start(self, x: np.ndarray) -> LeanPoint:
-        """The point ``x`` from the objective's own evaluation there (cached: the steps
-        start where the fit has evaluated)."""
+        """The point ``x`` as evaluated last here, else from the objective's own
+        evaluation there (cached: the steps start where the fit has evaluated)."""
+        mine = self._last
+        if mine is not None and mine.packed.tobytes() == np.asarray(x).tobytes():
+            return mine
         obj = self.obj
         ev = obj.evaluate(x)
         if ev.prof is None:
@@ -166,25 +182,11 @@ class LeanSteps:
         step = self.data.step(lam)
         k = self.data.k
         p = k - 1
-        # [X y]'V*⁻¹[X y]: both terms exactly symmetric (objective.residual_cross_products)
-        t = self._xyxy - step.m
-        a, b = t[:p, :p], t[:p, p]
-        try:
-            chol = np.linalg.cholesky(a)
-        except np.linalg.LinAlgError:
+        prof = self.profile(step.m)
+        if prof is None:
             return nowhere, False
-        logdet_a = 2.0 * float(np.log(chol.diagonal()).sum())
-        chol_inv = np.linalg.inv(chol)
-        a_inv = chol_inv.T @ chol_inv
-        beta = a_inv @ b  # about β₀ = 0: no pivot for r = 2 (objective.profile)
-        q = float(t[p, p]) - float(b @ beta)
-        prof = Profile(a, b, a_inv, logdet_a, beta, q, self._fac, None)
-        if not q > 0:
-            return nowhere, False
-        llf = -0.5 * step.logdet - 0.5 * self._fac * np.log(q) + self._const
-        if obj.reml:
-            llf -= 0.5 * logdet_a
-        llf = float(llf)
+        llf = self.loglike(step.logdet, prof)
+        q, a_inv = prof.q, prof.a_inv
         w = prof.w
         wide = self._wide
         wide[0, :k] = w
@@ -209,10 +211,7 @@ class LeanSteps:
         )
         if not (math.isfinite(llf) and np.isfinite(score).all()):
             return nowhere, False
-        # objective.resolution without the pivot; statistics_resolution is 0 then
-        abs_w = np.abs(w)
-        size = float(abs_w @ (self._abs_xyxy + np.abs(step.m)) @ abs_w)
-        if _EPS * size / q > RESOLUTION_LIMIT:
+        if self.unresolved(step.m, prof):
             return nowhere, True
         sums = StepSums(
             step.logdet,
@@ -223,7 +222,78 @@ class LeanSteps:
             self._zeros,
         )
         grad = np.array([d00, 2.0 * d01, d11])
-        return LeanPoint(packed, llf, score, grad, lam, step, sums, prof, d_psi), False
+        self._last = LeanPoint(packed, llf, score, grad, lam, step, sums, prof, d_psi)
+        return self._last, False
+
+    def evaluated(self, packed: np.ndarray) -> Evaluation:
+        """:meth:`ProfiledObjective.evaluate` at ``packed`` made here: counted, rejected
+        and kept by the objective as it does."""
+        obj = self.obj
+        packed = np.array(packed, dtype=np.float64)
+        try:
+            point, unresolved = self.evaluate(packed)
+        except np.linalg.LinAlgError:  # outside the parameter space: no evaluation
+            return obj.evaluate(packed)
+        obj.n_evals += 1
+        if unresolved:
+            obj.rejected_for_resolution = packed
+        ev = point.evaluation()
+        if point.prof is not None:
+            obj.keep(ev)
+        return ev
+
+    def value(self, packed: np.ndarray) -> float:
+        """ℓ alone at ``packed`` as :func:`~dmixed.fit.start.start_value` makes it with
+        the engine's value (−inf where that rejects the point)."""
+        obj = self.obj
+        try:
+            lam = obj.lam(np.array(packed, dtype=np.float64))
+        except np.linalg.LinAlgError:
+            return -math.inf
+        obj.n_evals += 1
+        logdet, m = self.data.value(lam)
+        prof = self.profile(m)
+        if prof is None:
+            return -math.inf
+        llf = self.loglike(logdet, prof)
+        if not math.isfinite(llf) or self.unresolved(m, prof):
+            return -math.inf
+        return llf
+
+    def profile(self, m: np.ndarray) -> Profile | None:
+        """:func:`~dmixed.fit.objective.profile` of ``Σ ZXy'P ZXy = m`` for ``r = 2``
+        (about β₀ = 0: no pivot); None where ``X'V*⁻¹X`` is not positive definite or
+        ``Q`` is not positive (ℓ not defined)."""
+        p = self.data.k - 1
+        # [X y]'V*⁻¹[X y]: both terms exactly symmetric (objective.residual_cross_products)
+        t = self._xyxy - m
+        a, b = t[:p, :p], t[:p, p]
+        try:
+            chol = np.linalg.cholesky(a)
+        except np.linalg.LinAlgError:
+            return None
+        logdet_a = 2.0 * float(np.log(chol.diagonal()).sum())
+        chol_inv = np.linalg.inv(chol)
+        a_inv = chol_inv.T @ chol_inv
+        beta = a_inv @ b
+        q = float(t[p, p]) - float(b @ beta)
+        if not q > 0:
+            return None
+        return Profile(a, b, a_inv, logdet_a, beta, q, self._fac, None)
+
+    def loglike(self, logdet: float, prof: Profile) -> float:
+        """:func:`~dmixed.fit.objective.loglike` of the profile ``prof``."""
+        llf = -0.5 * logdet - 0.5 * self._fac * np.log(prof.q) + self._const
+        if self.obj.reml:
+            llf -= 0.5 * prof.logdet_a
+        return float(llf)
+
+    def unresolved(self, m: np.ndarray, prof: Profile) -> bool:
+        """:func:`~dmixed.fit.objective.out_of_resolution` without the pivot (its
+        statistics' resolution is 0 then)."""
+        abs_w = np.abs(prof.w)
+        size = float(abs_w @ (self._abs_xyxy + np.abs(m)) @ abs_w)
+        return _EPS * size / prof.q > RESOLUTION_LIMIT
 
     def profiled_hessian(
         self, point: LeanPoint

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FitConvergenceWarning, SpecError
-from .lean import LeanSteps
+from .lean import lean_steps
 from .newton_coords import NewtonStep, log_shift, newton_step
 from .profiled import Evaluation, ProfiledObjective
 from .summary import OptSummary
@@ -135,9 +135,6 @@ class _Optimization:
         #: the point is the optimum: the point (packed, as bytes), the variances settled
         #: at zero and the coordinates; Newton steps asked for again there stop as well
         self.settled: tuple[bytes, tuple[str, ...], bool] | None = None
-        #: the Newton steps on whole-block sums (:mod:`~dmixed.fit.lean`), made on the
-        #: first Newton step; False where the fit is not of the case they cover
-        self.lean: LeanSteps | None | bool = None
 
     # -- the point and its evaluation ------------------------------------------------
 
@@ -537,13 +534,16 @@ class _Optimization:
         general path then runs from ``x``, so that a fit near the boundary, whose
         optimum rounding moves far, or whose quasi-Newton method would start from their
         point, is the general path's own."""
-        if self.lean is None:
-            self.lean = LeanSteps.of(self.obj, self.free) or False
-        lean = self.lean
-        if not isinstance(lean, LeanSteps):
+        lean = lean_steps(self.obj) if self.free.all() else None
+        if lean is None:
             return None
         out = lean.run(x, self.summary, steps, contraction, secant, shifted)
         if out is None or not out.done or not self.interior(out.final.packed):
+            # the general path from x, from its own evaluation there (the start's may
+            # have been made on whole-block sums: dmixed.fit.start.choose_start)
+            ev = self.obj.remake(x)
+            if x.tobytes() == np.asarray(self.summary.initial).tobytes():
+                self.summary.initial_llf = ev.llf
             return None
         obj = self.obj
         if out.rejected_for_resolution is not None:

@@ -84,6 +84,10 @@ class ProfiledObjective:
     #: the last point rejected because the statistics cannot resolve ``Q`` there
     #: (:func:`~dmixed.fit.objective.out_of_resolution`); None: none was
     rejected_for_resolution: np.ndarray | None = None
+    #: the lean evaluations and Newton steps of this objective's fit
+    #: (:func:`dmixed.fit.lean.lean_steps`): None until asked for, False where the fit
+    #: is not of their case
+    lean: Any = field(default=None, repr=False)
     _cache: dict[bytes, Evaluation] = field(default_factory=dict, repr=False)
     _last_hessian: tuple[bytes, np.ndarray] | None = field(default=None, repr=False)
     #: the Hessian sums :meth:`evaluate_ahead` made at a point (its key) with its β̂
@@ -214,6 +218,17 @@ class ProfiledObjective:
             self.rejected_for_resolution = packed
             return Evaluation(packed, None, None, -np.inf, np.zeros(packed.shape))
         self.keep(ev)
+        return ev
+
+    def remake(self, packed: np.ndarray) -> Evaluation:
+        """:meth:`evaluate` at ``packed`` made again here, replacing the evaluation kept
+        there (one :meth:`keep` was given, of the same formulas on other sums: what
+        follows is then this objective's own, bit for bit); not counted again."""
+        packed = np.array(packed, dtype=np.float64)
+        self._cache.pop(packed.tobytes(), None)
+        evals = self.n_evals
+        ev = self.evaluate(packed)
+        self.n_evals = evals
         return ev
 
     def keep(self, ev: Evaluation) -> None:

@@ -38,6 +38,7 @@ from ..kernels import MomentSums
 from ..stats import GlobalStats, Layout
 from ..stats.statistics import RANK_TOL
 from .coordinates import weight_factor
+from .lean import lean_steps
 from .objective import loglike, out_of_resolution, profile
 from .profiled import ProfiledObjective
 
@@ -306,11 +307,16 @@ def choose_start(
     if obj.use_sqrt and not use_sqrt:
         chosen = layout.pack(*layout.unpack(start, False), use_sqrt=True)
     if moment is not None:
-        # one round trip on a cluster, with the Hessian at the moment start (the Newton
-        # steps that follow from there begin with it)
-        obj.prefetch([chosen, moment], ahead=1)
-        default_llf = start_value(obj, chosen)
-        moment_llf = obj.evaluate(moment).llf
+        lean = lean_steps(obj)
+        if lean is None:
+            # one round trip on a cluster, with the Hessian at the moment start (the
+            # Newton steps that follow from there begin with it)
+            obj.prefetch([chosen, moment], ahead=1)
+            default_llf = start_value(obj, chosen)
+            moment_llf = obj.evaluate(moment).llf
+        else:  # the same values on whole-block sums (dmixed.fit.lean)
+            default_llf = lean.value(chosen)
+            moment_llf = lean.evaluated(moment).llf
         logger.log(
             level,
             "start: moment estimates llf=%.6f, default llf=%.6f",

@@ -87,13 +87,12 @@ class Dense2Statistics:
             4, k * g
         )
 
-    def step(self, lam: np.ndarray) -> Dense2Step:
-        """The sums at the 2 × 2 factor ``lam`` (``B = ΛΛ'``, ``det(B) = det(Λ)²`` as
-        ``_conditional_2`` takes them)."""
+    def _sums(self, lam: np.ndarray) -> tuple:
+        """``(b00, b01, b11, 1/d, log-determinant, S and P at (0,0), (1,0), (1,1) over the
+        groups, Σ ZXy'P ZXy)`` at ``lam``."""
         b = lam @ lam.T
         det_b = float(np.linalg.det(lam)) ** 2
         b00, b01, b11 = float(b[0, 0]), float(b[0, 1]), float(b[1, 1])
-        k, g = self.k, self.n_groups
         coef = np.array(
             [
                 [1.0, b00, 2.0 * b01, b11, det_b],  # d
@@ -111,7 +110,6 @@ class Dense2Statistics:
         logdet = float(np.log(d).sum())
         pairs = rows[1:]
         pairs *= inv_d  # S and P at (0, 0), (1, 0), (1, 1)
-        s00, s01, s11 = pairs[:3].sum(axis=1).tolist()
         p00, p01, p11 = pairs[3], pairs[4], pairs[5]
         f0, f1 = self._zxy[0], self._zxy[1]
         pf0 = p00 * f0
@@ -119,10 +117,22 @@ class Dense2Statistics:
         pf1 = p01 * f0
         pf1 += p11 * f1
         m = f0 @ pf0.T + f1 @ pf1.T  # Σ_i ZXy_i'P_iZXy_i
-        m = 0.5 * (m + m.T)
+        return b00, b01, b11, inv_d, logdet, pairs, 0.5 * (m + m.T)
+
+    def value(self, lam: np.ndarray) -> tuple[float, np.ndarray]:
+        """``(Σ_i log|K_i|, Σ_i ZXy_i'P_iZXy_i)`` at ``lam``: what ℓ alone needs (the
+        same numbers as :meth:`step`'s)."""
+        *_, logdet, _, m = self._sums(lam)
+        return logdet, m
+
+    def step(self, lam: np.ndarray) -> Dense2Step:
+        """The sums at the 2 × 2 factor ``lam`` (``B = ΛΛ'``, ``det(B) = det(Λ)²`` as
+        ``_conditional_2`` takes them)."""
+        b00, b01, b11, inv_d, logdet, pairs, m = self._sums(lam)
+        s00, s01, s11 = pairs[:3].sum(axis=1).tolist()
         # H = (F + adj(B) adj(U) F) / d: adj(B) = [[b11, −b01], [−b01, b00]]
         mix = np.array([[1.0, 0.0, b11, -b01], [0.0, 1.0, -b01, b00]])
-        h = (mix @ self._fa).reshape(2 * k, g)
+        h = (mix @ self._fa).reshape(2 * self.k, self.n_groups)
         h *= inv_d
         s_mat = np.array([[s00, s01], [s01, s11]])
         return Dense2Step(logdet, m, s_mat, gram_rows(h), h, pairs[:3])

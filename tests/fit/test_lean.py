@@ -37,7 +37,7 @@ def _fit(df, q: int, reml: bool, use_lean: bool, monkeypatch, weights: bool = Fa
     with monkeypatch.context() as patch:
         patch.setattr(LeanSteps, "run", counted)
         if not use_lean:
-            patch.setattr(LeanSteps, "of", classmethod(lambda cls, obj, free: None))
+            patch.setattr(LeanSteps, "of", classmethod(lambda cls, obj: None))
         model = dmixed.MixedLM(
             np.array(df["y"], dtype=np.float64),
             exog,
