@@ -176,7 +176,10 @@ class LeanSteps:
         the whole-block sums); with whether the point was rejected because ``Q`` is not
         resolved."""
         obj = self.obj
-        lam = obj.lam(packed)
+        l00, l10, l11 = packed.tolist()
+        lam = np.array([[l00, 0.0], [l10, l11]])  # Layout.lam of the square-root packing
+        if obj.re_map is not None:
+            lam = obj.re_map @ lam  # coordinates.lam_in_statistics
         lam.flags.writeable = False
         nowhere = LeanPoint(packed, -math.inf, np.zeros(packed.shape), np.zeros(packed.shape))
         step = self.data.step(lam)
@@ -204,7 +207,6 @@ class LeanSteps:
         if obj.re_map is not None:
             d_psi = obj.re_map.T @ d_psi @ obj.re_map
         (d00, d01), (_, d11) = d_psi.tolist()
-        l00, l10, l11 = packed.tolist()
         # ∂ℓ/∂L = 2 D L (lower triangle) and ∂ℓ/∂θ = [D00, 2 D10, D11] (layout.score_packed)
         score = np.array(
             [2.0 * (d00 * l00 + d01 * l10), 2.0 * (d01 * l00 + d11 * l10), 2.0 * (d11 * l11)]
