@@ -31,7 +31,7 @@ from ..engines.local import LocalEngine
 from ..kernels import StatsBlock, StepSums, compiled
 from ..kernels.dense2 import Dense2Statistics, Dense2Step
 from ..stats.standardize import psi_map_matrix
-from .newton_coords import MAX_LOG_STEP, SHIFT_SHARE, log_shift, newton_step
+from .newton_coords import MAX_LOG_STEP, SHIFT_SHARE, NewtonStep, log_shift, newton_step
 from .objective import RESOLUTION_LIMIT, Profile, hessian, loglike_constant
 from .profiled import Evaluation
 
@@ -410,7 +410,9 @@ class LeanSteps:
                     shift = log_shift(theta, *traces)
             if curvature is None:
                 break
-            step = block_step(theta, grad, curvature, shift) if shifted else None
+            step: BlockStep | NewtonStep | None = (
+                block_step(theta, grad, curvature, shift) if shifted else None
+            )
             if step is None:
                 step = newton_step(
                     layout, movable, theta, grad, curvature, modified_newton_step, shift, shifted

@@ -21,9 +21,10 @@ from tests._synth import QUICK, make_data
 RTOL = 1e-12
 
 
-def _fit(df, q: int, reml: bool, use_lean: bool, monkeypatch, weights: bool = False, **kw):
+def _fit(df, q: int, reml: bool, use_lean: bool, monkeypatch, weights: float = 0.0, **kw):
     """The fit of ``y ~ x1 + x2`` with ``q`` random-effect columns (1, x1, x2), with the
-    lean steps where they apply or without them; and how many times they ran."""
+    lean steps where they apply or without them (``weights``: the column ``w`` times
+    that, 0 for none); and how many times they ran."""
     exog_re = np.column_stack([np.ones(len(df)), df["x1"], df["x2"]])[:, :q]
     exog = np.column_stack([np.ones(len(df)), df["x1"], df["x2"]])
     runs = []
@@ -43,7 +44,7 @@ def _fit(df, q: int, reml: bool, use_lean: bool, monkeypatch, weights: bool = Fa
             exog,
             np.array(df["g"]),
             exog_re=exog_re,
-            weights=np.array(df["w"], dtype=np.float64) if weights else None,
+            weights=weights * np.array(df["w"], dtype=np.float64) if weights else None,
         )
         with warnings.catch_warnings(record=True) as seen:
             # the fits' warnings (boundary, convergence, singular Hessian) are compared
@@ -94,15 +95,16 @@ def _assert_same_fit(a, b) -> None:
     slope_sd=st.sampled_from([0.0, 1e-4, 0.05, 0.5, 2.0]),
     intercept_sd=st.sampled_from([1e-3, 0.3, 1.0, 5.0]),
     reml=st.booleans(),
-    weights=st.booleans(),
+    weights=st.sampled_from([0.0, 1.0, 1e6, 1e-6]),
     seed=st.integers(0, 2**16),
 )
 def test_lean_steps_give_the_general_fit(
     n_groups, max_size, slope_sd, intercept_sd, reml, weights, seed, monkeypatch
 ):
     """Random models with a dense 2 × 2 ``cov_re`` (groups of unequal size, variances near
-    the boundary, REML and ML, with and without weights): the same params, standard
-    errors, ℓ, ``cov_re``, scale, BLUPs and iterations."""
+    the boundary, REML and ML, with and without weights, in units that put the optimizer
+    in coordinates other than the statistics'): the same params, standard errors, ℓ,
+    ``cov_re``, scale, BLUPs, iterations and warnings."""
     df = make_data(
         n_groups=n_groups,
         max_size=max_size,
