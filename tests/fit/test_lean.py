@@ -197,3 +197,16 @@ def test_block_step_is_newton_step_bit_for_bit(factor, ridge, grad, curvature, s
     assert ours is not None
     assert ours.rise == theirs.rise
     np.testing.assert_array_equal(ours.point(fraction), theirs.point(fraction))
+
+
+@pytest.mark.parametrize("seed", [6, 18])
+def test_explicit_method_starts_from_the_objectives_own_evaluation(seed, monkeypatch):
+    """An explicit quasi-Newton method from the moment start (timestamps and revenue in
+    the columns): the start's evaluation is the general path's own, so its iterations,
+    and the fit, are the general path's."""
+    df = make_data(n_groups=30, max_size=8, seed=seed)
+    df["x1"] = df["x1"] * 1e-3 + 1.7e9
+    df["y"] = df["y"] + 1e6
+    fast, _ = _fit(df, 2, False, True, monkeypatch, method="cg")
+    slow, _ = _fit(df, 2, False, False, monkeypatch, method="cg")
+    _assert_same_fit(fast, slow)
