@@ -17,7 +17,8 @@ resolved), with ℓ, its score and the profiled Hessian from the formulas of
 per-chunk kernels add them, so the points agree with the general path's to rounding
 (``tests/fit/test_lean.py``), not bit for bit.  Where anything else happens (a trial
 point whose ``Ψ*`` has no Cholesky factor), it makes no step at all and the general
-path runs from the same point.
+path runs from the same point; so too where the exact profiled Hessian is singular to
+rounding (:data:`SINGULAR_CURVATURE`), whose optimum those orders move far.
 """
 
 from __future__ import annotations
@@ -38,6 +39,13 @@ from .profiled import Evaluation
 __all__ = ["LeanPoint", "LeanResult", "LeanSteps", "lean_steps"]
 
 _EPS = float(np.finfo(float).eps)
+
+#: The steps hand over where the exact profiled Hessian's smallest curvature (in
+#: absolute value) is below this share of its largest: ℓ is flat to rounding along a
+#: direction (a random-effects design of deficient rank in every group, a correlation
+#: at ±1), so that the step along it, and the point where the steps end, follow the
+#: rounding of the sums, which the whole-block sums make otherwise than the general path.
+SINGULAR_CURVATURE = 1e-8
 
 
 @dataclass
@@ -364,7 +372,8 @@ class LeanSteps:
         """The loop of :meth:`~dmixed.fit.optimize._Optimization.newton_steps` from the
         packed ``x`` (every parameter movable, none settled at zero; ``summary`` the
         fit's :class:`~dmixed.fit.summary.OptSummary`); None where it cannot take the
-        general path's steps (module docstring)."""
+        general path's steps (module docstring; an exact Hessian singular to rounding:
+        :data:`SINGULAR_CURVATURE`)."""
         from .optimize import (
             LAST_STEP_DECREMENT,
             modified_newton_step,
@@ -406,6 +415,8 @@ class LeanSteps:
             exact = curvature is None
             if exact:
                 curvature, traces = self.profiled_hessian(ev)
+                if curvature is not None and singular(curvature):
+                    return None
                 if traces is not None and shifted:
                     shift = log_shift(theta, *traces)
             if curvature is None:
@@ -455,6 +466,18 @@ class LeanSteps:
             final = ev
         done_there = done is final.packed
         return LeanResult(final, accepted, settled, expected, trials, rejected, done_there)
+
+
+def singular(hess: np.ndarray) -> bool:
+    """Whether the symmetric ``hess`` is singular to :data:`SINGULAR_CURVATURE` (its
+    smallest absolute eigenvalue below that share of its largest, or none finite)."""
+    try:
+        size = np.abs(np.linalg.eigvalsh(hess))
+    except np.linalg.LinAlgError:
+        return True
+    if not np.isfinite(size).all():
+        return True
+    return bool(size.min() <= SINGULAR_CURVATURE * size.max())
 
 
 @dataclass(frozen=True)

@@ -210,3 +210,16 @@ def test_explicit_method_starts_from_the_objectives_own_evaluation(seed, monkeyp
     fast, _ = _fit(df, 2, False, True, monkeypatch, method="cg")
     slow, _ = _fit(df, 2, False, False, monkeypatch, method="cg")
     _assert_same_fit(fast, slow)
+
+
+@pytest.mark.parametrize("kw", [{}, dict(start_params=[1.0, 0.0, 0.5])])
+@pytest.mark.parametrize("seed", [2, 3])
+def test_rank_deficient_random_design_takes_the_general_path(seed, kw, monkeypatch):
+    """Three groups, each with its slope column constant (``Z_i`` of rank 1): ℓ is flat
+    to rounding along a direction of ``cov_re`` (a singular Hessian), where sums added in
+    another order would end the steps elsewhere on the ridge; the general path's fit."""
+    df = make_data(n_groups=3, min_size=2, max_size=10, seed=seed)
+    df["x1"] = df.groupby("g")["x1"].transform("mean")
+    fast, _ = _fit(df, 2, True, True, monkeypatch, **kw)
+    slow, _ = _fit(df, 2, True, False, monkeypatch, **kw)
+    _assert_same_fit(fast, slow)
