@@ -32,6 +32,7 @@ from ..engines.local import LocalEngine
 from ..kernels import StatsBlock, StepSums, compiled
 from ..kernels.dense2 import Dense2Statistics, Dense2Step
 from ..stats.standardize import psi_map_matrix
+from .coordinates import lam_in_statistics
 from .newton_coords import MAX_LOG_STEP, SHIFT_SHARE, NewtonStep, log_shift, newton_step
 from .objective import RESOLUTION_LIMIT, Profile, hessian, loglike_constant
 from .profiled import Evaluation
@@ -186,8 +187,7 @@ class LeanSteps:
         obj = self.obj
         l00, l10, l11 = packed.tolist()
         lam = np.array([[l00, 0.0], [l10, l11]])  # Layout.lam of the square-root packing
-        if obj.re_map is not None:
-            lam = obj.re_map @ lam  # coordinates.lam_in_statistics
+        lam = lam_in_statistics(lam, self.layout, obj.re_map)
         lam.flags.writeable = False
         nowhere = LeanPoint(packed, -math.inf, np.zeros(packed.shape), np.zeros(packed.shape))
         step = self.data.step(lam)

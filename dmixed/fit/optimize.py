@@ -153,7 +153,11 @@ class _Optimization:
 
     def scaled_grad_norm(self, ev: Evaluation, mask: np.ndarray | None = None) -> float:
         """Max |∂ℓ/∂θ_j| / n over ``mask`` (default the free parameters)."""
-        g = ev.score[self.free if mask is None else mask]
+        return self.scaled_score_norm(ev.score, mask)
+
+    def scaled_score_norm(self, score: np.ndarray, mask: np.ndarray | None = None) -> float:
+        """:meth:`scaled_grad_norm` of the packed ``score``."""
+        g = score[self.free if mask is None else mask]
         return float(np.abs(g).max() / self.n) if g.size else 0.0
 
     def interior(self, packed: np.ndarray) -> bool:
@@ -181,7 +185,7 @@ class _Optimization:
             llf, grad_norm = ev.llf, self.scaled_grad_norm(ev)
         else:
             llf, score = known
-            grad_norm = float(np.abs(score[self.free]).max() / self.n) if score.size else 0.0
+            grad_norm = self.scaled_score_norm(score)
         history = self.summary.history
         entry = {
             "iteration": len(history) + 1,
