@@ -272,7 +272,9 @@ def out_of_resolution(step: StepSums, prof: Profile, glob: GlobalStats) -> bool:
     return statistics_resolution(prof, glob) > STATISTICS_RESOLUTION_LIMIT
 
 
-def _constant(fac: float, glob: GlobalStats) -> float:
+def loglike_constant(fac: float, glob: GlobalStats) -> float:
+    """The part of :func:`loglike` that depends on no parameter:
+    ``(f/2)(log f − log 2π − 1) + ½ Σ log w_j``."""
     return 0.5 * fac * (np.log(fac) - _LOG_2PI - 1.0) + 0.5 * glob.sum_log_weights
 
 
@@ -307,7 +309,7 @@ def loglike(step: StepSums, prof: Profile, glob: GlobalStats, reml: bool) -> flo
     """
     if not prof.q > 0:
         return -np.inf
-    val = -0.5 * step.logdet - 0.5 * prof.fac * np.log(prof.q) + _constant(prof.fac, glob)
+    val = -0.5 * step.logdet - 0.5 * prof.fac * np.log(prof.q) + loglike_constant(prof.fac, glob)
     if reml:
         val -= 0.5 * prof.logdet_a
     return float(val)

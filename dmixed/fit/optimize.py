@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FitConvergenceWarning, SpecError
+from .lean import lean_steps
 from .newton_coords import NewtonStep, log_shift, newton_step
 from .profiled import Evaluation, ProfiledObjective
 from .summary import OptSummary
@@ -53,7 +54,7 @@ _SCIPY_METHODS = {
 #: is about the square of this one's times a modest constant.  The results' BLUPs are
 #: then made with the Hessian there (one round trip on a cluster, not two); a wrong
 #: guess costs only the BLUPs' transfer, a missed one the round trip made without it.
-_LAST_STEP_DECREMENT = 0.1
+LAST_STEP_DECREMENT = 0.1
 
 
 def maximize(
@@ -152,7 +153,11 @@ class _Optimization:
 
     def scaled_grad_norm(self, ev: Evaluation, mask: np.ndarray | None = None) -> float:
         """Max |∂ℓ/∂θ_j| / n over ``mask`` (default the free parameters)."""
-        g = ev.score[self.free if mask is None else mask]
+        return self.scaled_score_norm(ev.score, mask)
+
+    def scaled_score_norm(self, score: np.ndarray, mask: np.ndarray | None = None) -> float:
+        """:meth:`scaled_grad_norm` of the packed ``score``."""
+        g = score[self.free if mask is None else mask]
         return float(np.abs(g).max() / self.n) if g.size else 0.0
 
     def interior(self, packed: np.ndarray) -> bool:
@@ -169,17 +174,26 @@ class _Optimization:
         """Append an iteration at free entries ``xf`` to the fit log (and log it)."""
         self.record_packed(self.full(xf), method)
 
-    def record_packed(self, packed: np.ndarray, method: str) -> None:
-        """:meth:`record` of a whole packed point (a Newton step's: all entries free)."""
-        ev = self.obj.evaluate(packed)
+    def record_packed(
+        self, packed: np.ndarray, method: str, known: tuple[float, np.ndarray] | None = None
+    ) -> None:
+        """:meth:`record` of a whole packed point (a Newton step's: all entries free);
+        ``known``: ℓ and the packed score there where the steps made them
+        (:mod:`~dmixed.fit.lean`), else the objective's evaluation."""
+        if known is None:
+            ev = self.obj.evaluate(packed)
+            llf, grad_norm = ev.llf, self.scaled_grad_norm(ev)
+        else:
+            llf, score = known
+            grad_norm = self.scaled_score_norm(score)
         history = self.summary.history
         entry = {
             "iteration": len(history) + 1,
             "method": method,
-            "llf": ev.llf,
-            "grad_norm": self.scaled_grad_norm(ev),
+            "llf": llf,
+            "grad_norm": grad_norm,
             "elapsed": time.perf_counter() - self.t0,
-            "params": ev.packed.tolist(),
+            "params": packed.tolist(),
         }
         history.append(entry)
         logger.log(
@@ -191,6 +205,12 @@ class _Optimization:
             entry["grad_norm"],
             entry["elapsed"],
         )
+
+    def record_newton(
+        self, packed: np.ndarray, known: tuple[float, np.ndarray] | None = None
+    ) -> None:
+        """:meth:`record_packed` of a Newton step's accepted point."""
+        self.record_packed(packed, "newton", known)
 
     def iterations_left(self, steps: int) -> int:
         """``steps``, cut to what is left of ``maxiter``."""
@@ -207,7 +227,7 @@ class _Optimization:
             self.x,
             [],
             steps=self.iterations_left(s.newton_first_steps),
-            on_step=lambda p: self.record_packed(p, "newton"),
+            on_step=self.record_newton,
             contraction=s.newton_first_contraction,
             secant=self.n >= s.newton_secant_rows,
         )
@@ -248,7 +268,7 @@ class _Optimization:
             self.x,
             [],
             steps=self.iterations_left(self.summary.maxiter),
-            on_step=lambda p: self.record_packed(p, "newton"),
+            on_step=self.record_newton,
         )
 
     def minimize(self, method: str) -> None:
@@ -432,6 +452,10 @@ class _Optimization:
         psi, tau = layout.unpack(x, obj.use_sqrt)
         if np.linalg.eigvalsh(psi).min(initial=1.0) <= s.singular_eigenvalue and not boundary:
             return x  # singular Ψ* that is not a settled zero variance: leave as is
+        if not boundary:
+            done = self.lean_steps(x, steps, on_step, contraction, secant, shifted)
+            if done is not None:
+                return done
         theta = layout.pack(psi, tau, use_sqrt=False)
         previous: float | None = None
         slow = 0  # consecutive steps that shrank the gradient by less than ``contraction``
@@ -450,15 +474,11 @@ class _Optimization:
             if size <= s.newton_gtol * obj.glob.n:
                 self.settled = (cur_packed.tobytes(), tuple(boundary), shifted)
                 break
-            if contraction is not None and previous is not None:
-                slow = slow + 1 if size > contraction * previous else 0
-                if slow >= 2:
-                    break
+            slow = slow_steps(slow, size, previous, contraction)
+            if slow >= 2:
+                break
             previous = size
-            if secant and not slow and curvature is not None and last is not None:
-                curvature = secant_update(curvature, theta[movable] - last[0], grad - last[1])
-            else:
-                curvature = None
+            curvature = secant_curvature(secant and not slow, curvature, last, theta[movable], grad)
             exact = curvature is None
             if exact:
                 curvature = self.profiled_hessian(cur_packed, movable, ev)
@@ -479,7 +499,7 @@ class _Optimization:
                 if exact:  # a secant step's decrement: the polish judges it exactly
                     self.settled = (cur_packed.tobytes(), tuple(boundary), shifted)
                 break
-            last_step = step.rise <= _LAST_STEP_DECREMENT * np.sqrt(s.newton_decrement) * self.n
+            last_step = step.rise <= LAST_STEP_DECREMENT * np.sqrt(s.newton_decrement) * self.n
             # the exact Hessian at the trial point is wanted next unless a secant update
             # stands in for it; after a last step the polish takes it there anyway (with
             # the BLUPs), so it rides on the step's round trip then too
@@ -498,6 +518,52 @@ class _Optimization:
         before = obj.evaluate(x).llf  # both points were evaluated: no round trip here
         after = obj.evaluate(cur_packed).llf
         return cur_packed if after >= before - s.newton_llf_rtol * max(1.0, abs(before)) else x
+
+    def lean_steps(
+        self,
+        x: np.ndarray,
+        steps: int,
+        on_step: Callable[..., None] | None,
+        contraction: float | None,
+        secant: bool,
+        shifted: bool,
+    ) -> np.ndarray | None:
+        """:meth:`newton_steps` from ``x`` (no variance settled at zero) on whole-block
+        sums (:class:`~dmixed.fit.lean.LeanSteps`): the same steps and tests; the
+        accepted points go to ``on_step`` with their ℓ and score, the evaluation where
+        the steps end is kept by the objective (the fit's results are made from it), the
+        evaluations are counted as the general path counts them.  None where the
+        fit is not of the case they cover, or the steps do not end where a test of the
+        optimum stops them well inside the parameter space (:meth:`interior`): the
+        general path then runs from ``x``, so that a fit near the boundary, whose
+        optimum rounding moves far, or whose quasi-Newton method would start from their
+        point, is the general path's own."""
+        lean = lean_steps(self.obj) if self.free.all() else None
+        if lean is None:
+            return None
+        out = lean.run(x, self.summary, steps, contraction, secant, shifted)
+        if out is None or not out.done or not self.interior(out.final.packed):
+            # the general path from x, from its own evaluation there (the start's may
+            # have been made on whole-block sums: dmixed.fit.start.choose_start)
+            ev = self.obj.remake(x)
+            if x.tobytes() == np.asarray(self.summary.initial).tobytes():
+                self.summary.initial_llf = ev.llf
+            return None
+        obj = self.obj
+        if out.rejected_for_resolution is not None:
+            obj.rejected_for_resolution = out.rejected_for_resolution
+        if out.expected is not None:
+            self.expected_optimum = out.expected.tobytes()
+        if out.settled is not None:
+            self.settled = (out.settled.tobytes(), (), shifted)
+        if on_step is not None:
+            for packed, llf, score in out.accepted:
+                on_step(packed, (llf, score))
+        obj.n_evals += out.trials
+        if out.accepted and out.final.packed is out.accepted[-1][0]:
+            # what follows (the tests, the results) reads the evaluation there
+            obj.keep(out.final.evaluation())
+        return out.final.packed
 
     def profiled_hessian(
         self, packed: np.ndarray, movable: np.ndarray, ev: Evaluation | None = None
@@ -621,6 +687,30 @@ def modified_newton_step(hess: np.ndarray, grad: np.ndarray) -> np.ndarray | Non
     curv = np.where(evals < 0.0, evals, -np.maximum(evals, floor))
     delta = evecs @ ((evecs.T @ grad) / -curv)
     return delta if np.isfinite(delta).all() else None
+
+
+def slow_steps(slow: int, size: float, previous: float | None, contraction: float | None) -> int:
+    """The consecutive Newton steps that shrank the largest gradient entry (now ``size``,
+    ``previous`` before the last step) by less than the factor ``contraction`` (None: no
+    such test), counting the last step; ``slow`` before it."""
+    if contraction is None or previous is None:
+        return slow
+    return slow + 1 if size > contraction * previous else 0
+
+
+def secant_curvature(
+    update: bool,
+    curvature: np.ndarray | None,
+    last: tuple[np.ndarray, np.ndarray] | None,
+    theta: np.ndarray,
+    grad: np.ndarray,
+) -> np.ndarray | None:
+    """With ``update``, the last ``curvature`` updated from the last step (``last``: its
+    point and gradient) to ``theta`` and ``grad`` (:func:`secant_update`); None where
+    there is none to update, or without ``update`` (the exact Hessian is wanted)."""
+    if not update or curvature is None or last is None:
+        return None
+    return secant_update(curvature, theta - last[0], grad - last[1])
 
 
 def secant_update(hess: np.ndarray, step: np.ndarray, change: np.ndarray) -> np.ndarray | None:

@@ -84,6 +84,10 @@ class ProfiledObjective:
     #: the last point rejected because the statistics cannot resolve ``Q`` there
     #: (:func:`~dmixed.fit.objective.out_of_resolution`); None: none was
     rejected_for_resolution: np.ndarray | None = None
+    #: the lean evaluations and Newton steps of this objective's fit
+    #: (:func:`dmixed.fit.lean.lean_steps`): None until asked for, False where the fit
+    #: is not of their case
+    lean: Any = field(default=None, repr=False)
     _cache: dict[bytes, Evaluation] = field(default_factory=dict, repr=False)
     _last_hessian: tuple[bytes, np.ndarray] | None = field(default=None, repr=False)
     #: the Hessian sums :meth:`evaluate_ahead` made at a point (its key) with its β̂
@@ -213,10 +217,27 @@ class ProfiledObjective:
             # maximum far out on a ridge); a rejected step, as outside the space
             self.rejected_for_resolution = packed
             return Evaluation(packed, None, None, -np.inf, np.zeros(packed.shape))
-        self._cache[key] = ev
+        self.keep(ev)
+        return ev
+
+    def remake(self, packed: np.ndarray) -> Evaluation:
+        """:meth:`evaluate` at ``packed`` made again here, replacing the evaluation kept
+        there (one :meth:`keep` was given, of the same formulas on other sums: what
+        follows is then this objective's own, bit for bit); not counted again."""
+        packed = np.array(packed, dtype=np.float64)
+        self._cache.pop(packed.tobytes(), None)
+        evals = self.n_evals
+        ev = self.evaluate(packed)
+        self.n_evals = evals
+        return ev
+
+    def keep(self, ev: Evaluation) -> None:
+        """Keep ``ev`` as the evaluation at its point (:meth:`evaluate` returns it from
+        now on): one of this objective's, or one made of the same formulas on other sums
+        of the same statistics (:mod:`~dmixed.fit.lean`), its sums and profile filled in."""
+        self._cache[ev.packed.tobytes()] = ev
         if len(self._cache) > _CACHED_EVALUATIONS:
             del self._cache[next(iter(self._cache))]
-        return ev
 
     def at_resolution_edge(self, ev: Evaluation, free: np.ndarray | None = None) -> bool:
         """Whether ``ev`` is a maximum only because the points beyond it were rejected

@@ -38,6 +38,7 @@ from ..kernels import MomentSums
 from ..stats import GlobalStats, Layout
 from ..stats.statistics import RANK_TOL
 from .coordinates import weight_factor
+from .lean import lean_steps
 from .objective import loglike, out_of_resolution, profile
 from .profiled import ProfiledObjective
 
@@ -286,6 +287,7 @@ def choose_start(
     use_sqrt: bool,
     moment: np.ndarray | None,
     level: int = logging.DEBUG,
+    newton_first: bool = True,
 ) -> tuple[np.ndarray, bool]:
     """The start in the objective's packing, and whether it is the moment estimate.
 
@@ -293,7 +295,11 @@ def choose_start(
     estimate (square-root packing, as :func:`moment_start_packed` gives it; then ``obj``
     packs so too) replaces it when its likelihood is at least as high: the moment
     equations ignore the uncertainty of β̂ and can mislead on small or odd data.  Both
-    likelihoods are logged at ``level``.
+    likelihoods are logged at ``level``.  With ``newton_first`` (the Newton steps follow
+    from a moment start) the two values may be made on whole-block sums
+    (:mod:`~dmixed.fit.lean`, whose steps then begin at the evaluation kept there);
+    without, the objective's own: a quasi-Newton method from the start reads that
+    evaluation, and one made on other sums moves its iterations by more than rounding.
 
     Raises
     ------
@@ -306,11 +312,16 @@ def choose_start(
     if obj.use_sqrt and not use_sqrt:
         chosen = layout.pack(*layout.unpack(start, False), use_sqrt=True)
     if moment is not None:
-        # one round trip on a cluster, with the Hessian at the moment start (the Newton
-        # steps that follow from there begin with it)
-        obj.prefetch([chosen, moment], ahead=1)
-        default_llf = start_value(obj, chosen)
-        moment_llf = obj.evaluate(moment).llf
+        lean = lean_steps(obj) if newton_first else None
+        if lean is None:
+            # one round trip on a cluster, with the Hessian at the moment start (the
+            # Newton steps that follow from there begin with it)
+            obj.prefetch([chosen, moment], ahead=1)
+            default_llf = start_value(obj, chosen)
+            moment_llf = obj.evaluate(moment).llf
+        else:  # the same values on whole-block sums (dmixed.fit.lean)
+            default_llf = lean.value(chosen)
+            moment_llf = lean.evaluated(moment).llf
         logger.log(
             level,
             "start: moment estimates llf=%.6f, default llf=%.6f",

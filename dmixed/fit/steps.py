@@ -149,6 +149,8 @@ def fit_start(
         if moment is not None:  # in the statistics' coordinates
             moment = coords.statistics_to_opt_sqrt(moment)
     level = logging.INFO if progress else logging.DEBUG
-    start_opt, from_moments = choose_start(obj, start, model.use_sqrt, moment, level)
+    start_opt, from_moments = choose_start(
+        obj, start, model.use_sqrt, moment, level, newton_first=method is None
+    )
     summary = DEFAULTS.start(start_opt, **settings)
     return FitStart(obj, coords, summary, free_mask, methods, from_moments and method is None)

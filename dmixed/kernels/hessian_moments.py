@@ -90,10 +90,15 @@ class HessianMoments:
         """Add a chunk's groups: ``s`` (r, r, G) entry-major ``S_i``, ``h`` (r, p+1, G)
         entry-major ``H_i`` (overwritten: its last column becomes ``u_i = H_i w``) and
         ``w`` (p+1,) ``[−β; 1]``."""
-        g = s.shape[-1]
         h[:, -1] = np.einsum("ajg,j->ag", h, w)
-        v = h.reshape(self.r * self.k, g)
-        s_pairs = s[self.rows, self.cols]  # (pairs, G)
+        self.add_pairs(s[self.rows, self.cols], h)
+
+    def add_pairs(self, s_pairs: np.ndarray, v: np.ndarray) -> None:
+        """:meth:`add` of ``S_i``'s lower triangle ``s_pairs`` (pairs, G) (in
+        :func:`~dmixed.stats.tril_indices` order) and ``v`` (r, p+1, G): the entry-major
+        ``[G_i, u_i]``, ``u_i = H_i w`` in the last column."""
+        g = s_pairs.shape[-1]
+        v = v.reshape(self.r * self.k, g)
         self.a += gram_rows(s_pairs)
         self.v += gram_rows(v)
         self.c += (v[:, None, :] * s_pairs[None]).reshape(self.c.shape[0], g) @ v.T

@@ -65,15 +65,20 @@ def test_secant_newton_steps_reach_the_same_optimum(monkeypatch, seed, re_formul
     DEFAULTS.newton_decrement · n (within about 3e-8 standard errors of the optimum
     here), and the standard errors come from the exact Hessian there."""
     from dmixed.engines.local import LocalEngine
+    from dmixed.kernels.dense2 import Dense2Statistics
 
     hessians = []
-    exact_hessian = LocalEngine.hessian
 
-    def counted(self, *args):
-        hessians.append(1)
-        return exact_hessian(self, *args)
+    def counted(hessian):
+        def call(self, *args):
+            hessians.append(1)
+            return hessian(self, *args)
 
-    monkeypatch.setattr(LocalEngine, "hessian", counted)
+        return call
+
+    # the engine's Hessian sums, and those of the lean Newton steps (dmixed.fit.lean)
+    monkeypatch.setattr(LocalEngine, "hessian", counted(LocalEngine.hessian))
+    monkeypatch.setattr(Dense2Statistics, "hessian", counted(Dense2Statistics.hessian))
     df = make_data(n_groups=400, seed=seed)
     fits = {}
     for secant_rows in (0, 10**12):
@@ -122,11 +127,14 @@ def test_no_handover_near_the_boundary(monkeypatch, default_start, seed):
 
 
 @pytest.mark.parametrize("start", ["moment", "default"])
-def test_every_round_trip_is_at_a_new_point(request, start):
+def test_every_round_trip_is_at_a_new_point(request, monkeypatch, start):
     """Each engine round trip of a fit (a step, or the start selection's value alone at
-    the default point) evaluates a point not evaluated before (the start selection,
+    the default point), and each evaluation of the Newton steps on whole-block sums
+    (dmixed.fit.lean), evaluates a point not evaluated before (the start selection,
     Newton steps and final checks reuse cached evaluations), and the fit reports them
     all in n_evals."""
+    from dmixed.fit.lean import LeanSteps
+
     if start == "default":
         request.getfixturevalue("default_start")
     df = make_data(n_groups=500, seed=6)
@@ -145,6 +153,16 @@ def test_every_round_trip_is_at_a_new_point(request, start):
 
     engine.step = counted(engine.step)
     engine.value = counted(engine.value)
+
+    def lean_counted(original):
+        def call(self, packed):
+            seen.append(np.asarray(self.obj.lam(packed)).tobytes())
+            return original(self, packed)
+
+        return call
+
+    monkeypatch.setattr(LeanSteps, "evaluate", lean_counted(LeanSteps.evaluate))
+    monkeypatch.setattr(LeanSteps, "value", lean_counted(LeanSteps.value))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = model.fit()
@@ -157,6 +175,7 @@ def test_the_polish_where_the_newton_steps_stopped_asks_for_no_step(monkeypatch,
     """Newton steps from the moment start that stop on their decrement (exact Hessian)
     leave the polish nothing to do: it stops there without reading the coordinates'
     shifts and the Newton direction again (one reading per exact Hessian)."""
+    import dmixed.fit.lean as lean
     import dmixed.fit.optimize as optimize
 
     df = make_data(n_groups=400, seed=3)
@@ -167,7 +186,9 @@ def test_the_polish_where_the_newton_steps_stopped_asks_for_no_step(monkeypatch,
         read.append(1)
         return original(*args)
 
+    # the general Newton steps' readings, and those of the lean ones (dmixed.fit.lean)
     monkeypatch.setattr(optimize, "log_shift", counted)
+    monkeypatch.setattr(lean, "log_shift", counted)
     res = _fit(df, re_formula=re_formula)
     assert res.converged and res.fit_history[-2]["method"] == "newton"
     # one per accepted Newton step and one at the optimum (where the decrement stops them)
@@ -369,12 +390,16 @@ def test_newton_needs_every_parameter_free():
         model.fit(method=[])
 
 
-def test_prefetch_evaluates_the_two_starts_in_one_round_trip():
+def test_prefetch_evaluates_the_two_starts_in_one_round_trip(monkeypatch):
     """An engine that maps several Λ at once (``steps``, a Dask cluster's) gets the
-    moment and default starts in one call; the fit is the same bit for bit."""
+    moment and default starts in one call; the fit is the same bit for bit (as the
+    general path's: such an engine takes no lean steps, dmixed.fit.lean)."""
+    from dmixed.fit.lean import LeanSteps
+
     df = make_data(n_groups=300, seed=8)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), monkeypatch.context() as patch:
         warnings.simplefilter("ignore")
+        patch.setattr(LeanSteps, "of", classmethod(lambda cls, obj: None))
         plain = dmixed.mixedlm("y ~ x1 + x2", df, groups="g", re_formula="1 + x1")
         ref = plain.fit()
         model = dmixed.mixedlm("y ~ x1 + x2", df, groups="g", re_formula="1 + x1")

@@ -1,0 +1,560 @@
+"""The Newton steps of the common small fit without the per-evaluation machinery.
+
+:meth:`~dmixed.fit.optimize._Optimization.newton_steps` makes every evaluation a
+:class:`~dmixed.fit.profiled.Evaluation` of a
+:class:`~dmixed.fit.profiled.ProfiledObjective` (its cache, its engine round trip, its
+per-chunk sums) and every Hessian a round trip of its own: on a fit of a few thousand
+groups that machinery, not the arithmetic, is most of the fit.  For the case most fits
+are — an in-process engine holding one block of groups, two random-effect coordinates
+with a dense ``cov_re``, no variance component, the square-root packing, every
+parameter free, no variance settled at zero — :class:`LeanSteps` runs the same loop on
+the whole-block sums of :class:`~dmixed.kernels.dense2.Dense2Statistics`: the same
+tests (gradient, contraction, secant, decrement), the same coordinates
+(:func:`~dmixed.fit.newton_coords.newton_step`), the same line search and the same
+rejections (ℓ or its score not finite, ``X'V*⁻¹X`` not positive definite, ``Q`` not
+resolved), with ℓ, its score and the profiled Hessian from the formulas of
+:mod:`~dmixed.fit.objective`.  The sums over groups are added in another order than the
+per-chunk kernels add them, so the points agree with the general path's to rounding
+(``tests/fit/test_lean.py``), not bit for bit.  Where anything else happens (a trial
+point whose ``Ψ*`` has no Cholesky factor), it makes no step at all and the general
+path runs from the same point; so too where the exact profiled Hessian is singular to
+rounding (:data:`SINGULAR_CURVATURE`), whose optimum those orders move far.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..engines.local import LocalEngine
+from ..kernels import StatsBlock, StepSums, compiled
+from ..kernels.dense2 import Dense2Statistics, Dense2Step
+from ..stats.standardize import psi_map_matrix
+from .coordinates import lam_in_statistics
+from .newton_coords import MAX_LOG_STEP, SHIFT_SHARE, NewtonStep, log_shift, newton_step
+from .objective import RESOLUTION_LIMIT, Profile, hessian, loglike_constant
+from .profiled import Evaluation
+
+__all__ = ["LeanPoint", "LeanResult", "LeanSteps", "lean_steps"]
+
+_EPS = float(np.finfo(float).eps)
+
+#: The steps hand over where the exact profiled Hessian's smallest curvature (in
+#: absolute value) is below this share of its largest: ℓ is flat to rounding along a
+#: direction (a random-effects design of deficient rank in every group, a correlation
+#: at ±1), so that the step along it, and the point where the steps end, follow the
+#: rounding of the sums, which the whole-block sums make otherwise than the general path.
+SINGULAR_CURVATURE = 1e-8
+
+
+@dataclass
+class LeanPoint:
+    """One evaluation of :class:`LeanSteps`: ``llf`` −inf (and ``prof`` None) where the
+    general path rejects the point; ``score`` in the packing, ``grad`` in θ, ``d_psi``
+    ∂ℓ/∂Ψ* (the optimizer's coordinates), ``lam`` the factor in the statistics', ``step``
+    the whole-block sums there (None: not made yet, :meth:`LeanSteps.profiled_hessian`
+    makes them)."""
+
+    packed: np.ndarray
+    llf: float
+    score: np.ndarray
+    grad: np.ndarray
+    lam: np.ndarray | None = None
+    step: Dense2Step | None = None
+    sums: StepSums | None = None
+    prof: Profile | None = None
+    d_psi: np.ndarray | None = None
+
+    def evaluation(self) -> Evaluation:
+        """The point as the objective's :class:`~dmixed.fit.profiled.Evaluation`."""
+        return Evaluation(
+            self.packed,
+            self.sums,
+            self.prof,
+            self.llf,
+            self.score,
+            parts=None if self.d_psi is None else (self.d_psi, np.zeros(0)),
+            lam=self.lam,
+        )
+
+
+@dataclass
+class LeanResult:
+    """What :meth:`LeanSteps.run` did: the point it ends at (its start where no step
+    was taken or ℓ is no better), the accepted points in order with their ℓ and packed
+    score, the point where a test said the steps are at the optimum (``settled``) and
+    the point where they are expected to end (``expected``) as the general path marks
+    them (or None), the trial points evaluated (``trials``), the last one rejected
+    for resolution (or None) and whether the steps stopped at ``final`` because a test
+    (gradient or Newton decrement, exact or secant) said it is the optimum (``done``)."""
+
+    final: LeanPoint
+    accepted: list[tuple[np.ndarray, float, np.ndarray]]
+    settled: np.ndarray | None
+    expected: np.ndarray | None
+    trials: int
+    rejected_for_resolution: np.ndarray | None
+    done: bool = False
+
+
+def lean_steps(obj) -> LeanSteps | None:
+    """:meth:`LeanSteps.of` the objective ``obj``, made once and kept on it."""
+    if obj.lean is None:
+        obj.lean = LeanSteps.of(obj) or False
+    return obj.lean or None
+
+
+class LeanSteps:
+    """The Newton steps of :meth:`~dmixed.fit.optimize._Optimization.newton_steps` on
+    whole-block sums (module docstring), for the objective ``obj``
+    (:class:`~dmixed.fit.profiled.ProfiledObjective`) whose statistics are ``data``."""
+
+    def __init__(self, obj, data: Dense2Statistics) -> None:
+        self.obj = obj
+        self.data = data
+        self.layout = obj.layout
+        self.basis = obj.layout.basis()
+        self.n = obj.glob.n
+        k = obj.glob.k_fe + 1
+        self._empty_vc = np.zeros((0, k, k))
+        self._zeros = np.zeros((k, k))
+        self._theta_jac = None if obj.re_map is None else psi_map_matrix(obj.re_map, 0)
+        glob = obj.glob
+        self._xyxy = 0.5 * (glob.xyxy + glob.xyxy.T)
+        self._abs_xyxy = np.abs(glob.xyxy)
+        self._fac = float(glob.n - glob.k_fe) if obj.reml else float(glob.n)
+        self._const = loglike_constant(self._fac, glob)
+        self._wide = np.zeros((2, 2 * k))  # [w 0; 0 w]
+        #: the last point :meth:`evaluate` defined (the steps start where it was kept)
+        self._last: LeanPoint | None = None
+
+    @classmethod
+    def of(cls, obj) -> LeanSteps | None:
+        """The lean evaluations of ``obj`` where its statistics and packing are the
+        case they cover (module docstring; the compiled kernels not forced), else None
+        (the Newton steps also want every parameter free: their caller's test)."""
+        layout = obj.layout
+        engine = obj.engine
+        if not (
+            type(engine) is LocalEngine
+            # no engine that maps several points or a Hessian per round trip (a
+            # cluster's): the general path keeps its round trips
+            and getattr(engine, "steps", None) is None
+            and getattr(engine, "step_hessian", None) is None
+            and obj.use_sqrt
+            and layout.k_re == 2
+            and layout.r == 2
+            and layout.k_vc == 0
+            and obj.vc_map is None
+            and compiled.forced() != "numba"
+        ):
+            return None
+        block = engine.block
+        if not isinstance(block, StatsBlock):
+            return None
+        chunks = list(block.chunks())
+        if len(chunks) != 1 or chunks[0][0].shape[0] != 2:
+            return None
+        return cls(obj, Dense2Statistics(*chunks[0]))
+
+    # -- ℓ, its score and the profiled Hessian ----------------------------------------
+
+    def start(self, x: np.ndarray) -> LeanPoint:
+        """The point ``x`` as evaluated last here, else from the objective's own
+        evaluation there (cached: the steps start where the fit has evaluated)."""
+        mine = self._last
+        if mine is not None and mine.packed.tobytes() == np.asarray(x).tobytes():
+            return mine
+        obj = self.obj
+        ev = obj.evaluate(x)
+        if ev.prof is None:
+            return LeanPoint(ev.packed, -math.inf, ev.score, ev.score)
+        d_psi, _ = obj.score_parts(ev)
+        grad = np.array([d_psi[0, 0], 2.0 * d_psi[1, 0], d_psi[1, 1]])
+        lam = ev.lam if ev.lam is not None else obj.lam(ev.packed)
+        return LeanPoint(ev.packed, ev.llf, ev.score, grad, lam, None, ev.step, ev.prof, d_psi)
+
+    def evaluate(self, packed: np.ndarray) -> tuple[LeanPoint, bool]:
+        """ℓ and its score at ``packed`` as :meth:`ProfiledObjective.evaluate` makes
+        them (the formulas of :func:`~dmixed.fit.objective.profile`,
+        :func:`~dmixed.fit.objective.loglike`,
+        :func:`~dmixed.fit.objective.score_matrices` and
+        :func:`~dmixed.fit.objective.out_of_resolution` for ``r = 2``, written out on
+        the whole-block sums); with whether the point was rejected because ``Q`` is not
+        resolved."""
+        obj = self.obj
+        l00, l10, l11 = packed.tolist()
+        lam = np.array([[l00, 0.0], [l10, l11]])  # Layout.lam of the square-root packing
+        lam = lam_in_statistics(lam, self.layout, obj.re_map)
+        lam.flags.writeable = False
+        nowhere = LeanPoint(packed, -math.inf, np.zeros(packed.shape), np.zeros(packed.shape))
+        step = self.data.step(lam)
+        k = self.data.k
+        p = k - 1
+        prof = self.profile(step.m)
+        if prof is None:
+            return nowhere, False
+        llf = self.loglike(step.logdet, prof)
+        q, a_inv = prof.q, prof.a_inv
+        w = prof.w
+        wide = self._wide
+        wide[0, :k] = w
+        wide[1, k:] = w
+        u_re = (wide @ step.gram @ wide.T).tolist()  # Σ u_a u_b
+        ratio = self._fac / (2.0 * q)
+        s = step.s.tolist()
+        d = [[-0.5 * s[i][j] + ratio * u_re[i][j] for j in range(2)] for i in range(2)]
+        if obj.reml and p:
+            gram = step.gram.reshape(2, k, 2, k)[:, :p, :, :p]
+            trace = np.einsum("ij,ajbi->ab", a_inv, gram).tolist()
+            d = [[d[i][j] + 0.5 * trace[i][j] for j in range(2)] for i in range(2)]
+        d01 = 0.5 * (d[0][1] + d[1][0])
+        d_psi = np.array([[0.5 * (d[0][0] + d[0][0]), d01], [d01, 0.5 * (d[1][1] + d[1][1])]])
+        if obj.re_map is not None:
+            d_psi = obj.re_map.T @ d_psi @ obj.re_map
+        (d00, d01), (_, d11) = d_psi.tolist()
+        # ∂ℓ/∂L = 2 D L (lower triangle) and ∂ℓ/∂θ = [D00, 2 D10, D11] (layout.score_packed)
+        score = np.array(
+            [2.0 * (d00 * l00 + d01 * l10), 2.0 * (d01 * l00 + d11 * l10), 2.0 * (d11 * l11)]
+        )
+        if not (math.isfinite(llf) and np.isfinite(score).all()):
+            return nowhere, False
+        if self.unresolved(step.m, prof):
+            return nowhere, True
+        sums = StepSums(
+            step.logdet,
+            step.m,
+            step.s,
+            step.gram.reshape(2, k, 2, k).transpose(0, 2, 1, 3),
+            self._empty_vc,
+            self._zeros,
+        )
+        grad = np.array([d00, 2.0 * d01, d11])
+        self._last = LeanPoint(packed, llf, score, grad, lam, step, sums, prof, d_psi)
+        return self._last, False
+
+    def evaluated(self, packed: np.ndarray) -> Evaluation:
+        """:meth:`ProfiledObjective.evaluate` at ``packed`` made here: counted, rejected
+        and kept by the objective as it does."""
+        obj = self.obj
+        packed = np.array(packed, dtype=np.float64)
+        try:
+            point, unresolved = self.evaluate(packed)
+        except np.linalg.LinAlgError:  # outside the parameter space: no evaluation
+            return obj.evaluate(packed)
+        obj.n_evals += 1
+        if unresolved:
+            obj.rejected_for_resolution = packed
+        ev = point.evaluation()
+        if point.prof is not None:
+            obj.keep(ev)
+        return ev
+
+    def value(self, packed: np.ndarray) -> float:
+        """ℓ alone at ``packed`` as :func:`~dmixed.fit.start.start_value` makes it with
+        the engine's value (−inf where that rejects the point)."""
+        obj = self.obj
+        try:
+            lam = obj.lam(np.array(packed, dtype=np.float64))
+        except np.linalg.LinAlgError:
+            return -math.inf
+        obj.n_evals += 1
+        logdet, m = self.data.value(lam)
+        prof = self.profile(m)
+        if prof is None:
+            return -math.inf
+        llf = self.loglike(logdet, prof)
+        if not math.isfinite(llf) or self.unresolved(m, prof):
+            return -math.inf
+        return llf
+
+    def profile(self, m: np.ndarray) -> Profile | None:
+        """:func:`~dmixed.fit.objective.profile` of ``Σ ZXy'P ZXy = m`` for ``r = 2``
+        (about β₀ = 0: no pivot); None where ``X'V*⁻¹X`` is not positive definite or
+        ``Q`` is not positive (ℓ not defined)."""
+        p = self.data.k - 1
+        # [X y]'V*⁻¹[X y]: both terms exactly symmetric (objective.residual_cross_products)
+        t = self._xyxy - m
+        a, b = t[:p, :p], t[:p, p]
+        try:
+            chol = np.linalg.cholesky(a)
+        except np.linalg.LinAlgError:
+            return None
+        logdet_a = 2.0 * float(np.log(chol.diagonal()).sum())
+        chol_inv = np.linalg.inv(chol)
+        a_inv = chol_inv.T @ chol_inv
+        beta = a_inv @ b
+        q = float(t[p, p]) - float(b @ beta)
+        if not q > 0:
+            return None
+        return Profile(a, b, a_inv, logdet_a, beta, q, self._fac, None)
+
+    def loglike(self, logdet: float, prof: Profile) -> float:
+        """:func:`~dmixed.fit.objective.loglike` of the profile ``prof``."""
+        llf = -0.5 * logdet - 0.5 * self._fac * np.log(prof.q) + self._const
+        if self.obj.reml:
+            llf -= 0.5 * prof.logdet_a
+        return float(llf)
+
+    def unresolved(self, m: np.ndarray, prof: Profile) -> bool:
+        """:func:`~dmixed.fit.objective.out_of_resolution` without the pivot (its
+        statistics' resolution is 0 then)."""
+        abs_w = np.abs(prof.w)
+        size = float(abs_w @ (self._abs_xyxy + np.abs(m)) @ abs_w)
+        return _EPS * size / prof.q > RESOLUTION_LIMIT
+
+    def profiled_hessian(
+        self, point: LeanPoint
+    ) -> tuple[np.ndarray | None, tuple[np.ndarray, np.ndarray] | None]:
+        """The profiled Hessian in θ at ``point`` and its log-determinant traces, as
+        :meth:`~dmixed.fit.optimize._Optimization.profiled_hessian` and
+        :meth:`~dmixed.fit.profiled.ProfiledObjective.logdet_traces` give them; ``(None,
+        None)`` where it cannot be computed."""
+        obj = self.obj
+        lam, sums, prof = point.lam, point.sums, point.prof
+        if lam is None or sums is None or prof is None:
+            return None, None
+        if point.step is None:
+            point.step = self.data.step(lam)
+        hs = self.data.hessian(point.step, self.basis, prof.w)
+        try:
+            hess = hessian(sums, hs, prof.beta, obj.glob, obj.reml, prof=prof)
+        except np.linalg.LinAlgError:
+            return None, None
+        if not np.isfinite(hess).all():
+            return None, None
+        s = point.step.s
+        trace_s = np.array([s[0, 0], 2.0 * s[0, 1], s[1, 1]])
+        trace_ss = hs.tr_ss.diagonal()
+        p = prof.beta.size
+        jac = self._theta_jac
+        if jac is not None:
+            full = np.eye(hess.shape[0])
+            full[p:, p:] = jac
+            trace_s = jac.T @ trace_s
+            trace_ss = np.einsum("jk,jl,lk->k", jac, hs.tr_ss, jac)
+            hess = full.T @ hess @ full
+            hess = 0.5 * (hess + hess.T)
+        hbb, hbt, htt = hess[:p, :p], hess[:p, p:], hess[p:, p:]
+        try:
+            prof_h = htt - hbt.T @ np.linalg.solve(hbb, hbt) if p else htt
+        except np.linalg.LinAlgError:
+            return None, None
+        return 0.5 * (prof_h + prof_h.T), (trace_s, trace_ss)
+
+    def pack(self, theta: np.ndarray) -> np.ndarray:
+        """:meth:`~dmixed.stats.Layout.pack_theta` in the square-root packing: the
+        Cholesky factor of a positive definite 2 × 2 Ψ* in floats (LAPACK's
+        operations), the layout's own elsewhere (raises ``np.linalg.LinAlgError``
+        outside the parameter space)."""
+        t0, t1, t2 = theta.tolist()
+        if t0 > 0.0:
+            l00 = math.sqrt(t0)
+            l10 = t1 / l00
+            rest = t2 - l10 * l10
+            if rest > 0.0:
+                return np.array([l00, l10, math.sqrt(rest)])
+        return self.layout.pack_theta(theta, True)
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def run(
+        self,
+        x: np.ndarray,
+        summary,
+        steps: int,
+        contraction: float | None,
+        secant: bool,
+        shifted: bool,
+    ) -> LeanResult | None:
+        """The loop of :meth:`~dmixed.fit.optimize._Optimization.newton_steps` from the
+        packed ``x`` (every parameter movable, none settled at zero; ``summary`` the
+        fit's :class:`~dmixed.fit.summary.OptSummary`); None where it cannot take the
+        general path's steps (module docstring; an exact Hessian singular to rounding:
+        :data:`SINGULAR_CURVATURE`)."""
+        from .optimize import (
+            LAST_STEP_DECREMENT,
+            modified_newton_step,
+            secant_curvature,
+            slow_steps,
+        )
+
+        s, layout, n = summary, self.layout, self.n
+        movable = np.ones(layout.n_params, dtype=bool)
+        psi, tau = layout.unpack(x, True)
+        theta = layout.pack(psi, tau, use_sqrt=False)
+        ev = first = self.start(x)
+        start_llf = ev.llf
+        previous: float | None = None
+        slow = 0
+        curvature: np.ndarray | None = None
+        last: tuple[np.ndarray, np.ndarray] | None = None
+        shift = np.zeros(layout.n_params)
+        accepted: list[tuple[np.ndarray, float, np.ndarray]] = []
+        settled: np.ndarray | None = None
+        expected: np.ndarray | None = None
+        done: np.ndarray | None = None
+        trials = 0
+        rejected: np.ndarray | None = None
+        cur = first.packed
+        for _ in range(steps):
+            if ev.prof is None:
+                break
+            grad = ev.grad
+            size = float(np.abs(grad).max())
+            if size <= s.newton_gtol * n:
+                settled = done = cur
+                break
+            slow = slow_steps(slow, size, previous, contraction)
+            if slow >= 2:
+                break
+            previous = size
+            curvature = secant_curvature(secant and not slow, curvature, last, theta, grad)
+            exact = curvature is None
+            if exact:
+                curvature, traces = self.profiled_hessian(ev)
+                if curvature is not None and singular(curvature):
+                    return None
+                if traces is not None and shifted:
+                    shift = log_shift(theta, *traces)
+            if curvature is None:
+                break
+            step: BlockStep | NewtonStep | None = (
+                block_step(theta, grad, curvature, shift) if shifted else None
+            )
+            if step is None:
+                step = newton_step(
+                    layout, movable, theta, grad, curvature, modified_newton_step, shift, shifted
+                )
+            if step is None:
+                break
+            last = (theta.copy(), grad)
+            if step.rise <= s.newton_decrement * n:
+                expected = done = cur
+                if exact:  # a secant step's decrement: the polish judges it exactly
+                    settled = cur
+                break
+            last_step = step.rise <= LAST_STEP_DECREMENT * np.sqrt(s.newton_decrement) * n
+            fraction = 1.0
+            found = None
+            for _half in range(s.newton_halvings):
+                trial = step.point(fraction)
+                fraction /= 2
+                try:
+                    packed = self.pack(trial)
+                except np.linalg.LinAlgError:
+                    continue
+                tev, unresolved = self.evaluate(packed)
+                trials += 1
+                if unresolved:
+                    rejected = packed
+                if math.isfinite(tev.llf) and tev.llf >= ev.llf - s.newton_llf_rtol * max(
+                    1.0, abs(ev.llf)
+                ):
+                    found = (trial, packed, tev)
+                    break
+            if found is None:
+                break
+            theta, cur, ev = found
+            if last_step:
+                expected = cur
+            accepted.append((cur, ev.llf, ev.score))
+        final = first
+        if accepted and ev.llf >= start_llf - s.newton_llf_rtol * max(1.0, abs(start_llf)):
+            final = ev
+        done_there = done is final.packed
+        return LeanResult(final, accepted, settled, expected, trials, rejected, done_there)
+
+
+def singular(hess: np.ndarray) -> bool:
+    """Whether the symmetric ``hess`` is singular to :data:`SINGULAR_CURVATURE` (its
+    smallest absolute eigenvalue below that share of its largest, or none finite)."""
+    try:
+        size = np.abs(np.linalg.eigvalsh(hess))
+    except np.linalg.LinAlgError:
+        return True
+    if not np.isfinite(size).all():
+        return True
+    return bool(size.min() <= SINGULAR_CURVATURE * size.max())
+
+
+@dataclass(frozen=True)
+class BlockStep:
+    """:class:`~dmixed.fit.newton_coords.NewtonStep` of a 2 × 2 Ψ* with both variances
+    positive, in its modified Cholesky coordinates ``v = [log(d0 + s0), L10,
+    log(d1 + s1)]`` (:func:`block_step`): the step ``delta`` from ``origin``, the
+    shifts ``c0``, ``c1`` of the variances and ``s0``, ``s1`` of the factors."""
+
+    delta: np.ndarray
+    rise: float
+    origin: tuple[float, float, float]
+    c0: float
+    c1: float
+    s0: float
+    s1: float
+
+    def point(self, fraction: float) -> np.ndarray:
+        """θ after ``fraction`` of the step (:meth:`NewtonStep.point`)."""
+        v0, v1, v2 = (np.asarray(self.origin) + fraction * self.delta).tolist()
+        e0, e1 = np.exp([v0, v2]).tolist()  # numpy's exponential, as newton_coords
+        d0 = e0 - self.s0
+        d1 = e1 - self.s1
+        ld = v1 * d0
+        return np.array([d0 - self.c0, ld, (ld * v1 + d1) - self.c1])
+
+
+def block_step(
+    theta: np.ndarray, grad: np.ndarray, hess: np.ndarray, shift: np.ndarray
+) -> BlockStep | None:
+    """:func:`~dmixed.fit.newton_coords.newton_step` of θ = vech_lt(Ψ*) for a 2 × 2 Ψ*,
+    every entry movable, in the shifted coordinates (``cholesky``), written out: the
+    chain rule of its ``_block_chain_rule`` for ``q = 2`` in floats, the direction
+    :func:`~dmixed.fit.optimize.modified_newton_step`.  None where a variance is not
+    positive or the shifted Ψ* has no Cholesky factor (then :func:`newton_step`)."""
+    from .optimize import modified_newton_step
+
+    t0, t1, t2 = theta.tolist()
+    if not (t0 > 0.0 and t2 > 0.0):
+        return None
+    sh = shift.tolist()
+    c0, c1 = sh[0], sh[2]
+    m00, m11 = t0 + c0, t2 + c1
+    try:  # LAPACK's factor, as newton_coords takes it
+        (r0, _), (l10, r1) = np.linalg.cholesky(np.array([[m00, t1], [t1, m11]])).tolist()
+    except np.linalg.LinAlgError:
+        return None
+    d0, d1 = r0 * r0, r1 * r1
+    big_l = l10 / r0
+    s0 = SHIFT_SHARE * max(m00 - d0, 0.0)
+    s1 = SHIFT_SHARE * max(m11 - d1, 0.0)
+    x0, x1 = d0 + s0, d1 + s1
+    g0, g1, g2 = grad.tolist()
+    half = 0.5 * g1
+    # J = ∂θ/∂v: columns v0 (x0 L_0 L_0'), v1 (d0 (e1 L_0' + L_0 e1')), v2 (x1 e1 e1')
+    jac = np.array(
+        [
+            [x0, 0.0, 0.0],
+            [x0 * big_l, d0, 0.0],
+            [x0 * (big_l * big_l), d0 * (big_l + big_l), x1],
+        ]
+    )
+    # Σ_k g_k ∂²θ_k/∂v² = tr(G X), G = [[g0, g1/2], [g1/2, g2]]
+    ratio = x0 / d0
+    s00 = ((g0 * x0 + half * (x0 * big_l)) + half * (x0 * big_l)) + g2 * (x0 * (big_l * big_l))
+    s01 = (half * (d0 * ratio) + half * (d0 * ratio)) + g2 * ((d0 * (big_l + big_l)) * ratio)
+    second = np.array([[s00, s01, 0.0], [s01, g2 * (d0 * 2.0), 0.0], [0.0, 0.0, g2 * x1]])
+    g_v = jac.T @ grad
+    h_v = jac.T @ hess @ jac + second
+    h_v = 0.5 * (h_v + h_v.T)
+    delta = modified_newton_step(h_v, g_v)
+    if delta is None:
+        return None
+    longest = max(abs(delta[0]), abs(delta[2]))
+    if longest > MAX_LOG_STEP:
+        delta = delta * (MAX_LOG_STEP / longest)
+    rise = 0.5 * float(g_v @ delta)
+    log_x0, _, log_x1 = np.log([x0, 1.0, x1]).tolist()  # numpy's logarithm, as newton_coords
+    origin = (log_x0, big_l, log_x1)
+    return BlockStep(delta, rise, origin, c0, c1, s0, s1)

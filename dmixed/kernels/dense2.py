@@ -1,0 +1,149 @@
+"""The step and Hessian sums of two random-effect coordinates (``r = 2``) in a few
+whole-block products, from per-group arrays made once per fit.
+
+For ``r = 2`` every per-group value of :func:`~dmixed.kernels.conditionals.conditional`
+is a rational function of ``B = ΛΛ'`` with one denominator (its ``_conditional_2``)::
+
+    d = 1 + b00 u00 + 2 b01 u01 + b11 u11 + det(B) det(U)
+    P = (B + det(B) adj(U)) / d,   S = (U + det(U) adj(B)) / d,
+    H = (F + adj(B) adj(U) F) / d,   log|K| = log d
+
+so that ``d`` and the numerators of ``S`` and ``P`` are one (7 × 5) × (5 × G) product
+with the fixed rows ``[1, u00, u01, u11, det(U)]``, and ``H`` one (2 × 4) × (4 × kG)
+product with the fixed ``[F; adj(U)F]``: some twenty calls of numpy per step where the
+per-chunk path makes some fifty, for the same formulas (sums of the same non-negative
+terms where ``B`` is large next to ``U⁻¹``; the sums over groups in another order: they
+agree with :func:`~dmixed.kernels.groups.step_contributions` to rounding).  The fixed
+rows hold ``4k + 5`` numbers per group (``k = p + 1``).
+
+Notation as in :mod:`dmixed.kernels`; nothing here knows the optimizer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .conditionals import gram_rows
+from .groups import HessianSums
+from .hessian_moments import HessianMoments
+
+__all__ = ["Dense2Statistics", "Dense2Step"]
+
+
+@dataclass
+class Dense2Step:
+    """The sums of one step at ``Λ`` (:meth:`Dense2Statistics.step`).
+
+    Attributes
+    ----------
+    logdet : float
+        ``Σ_i log|K_i|``.
+    m : ndarray (k, k)
+        ``Σ_i ZXy_i'P_iZXy_i`` (symmetric).
+    s : ndarray (2, 2)
+        ``Σ_i S_i``.
+    gram : ndarray (2k, 2k)
+        ``Σ_i h_i h_i'`` of the rows ``h_i = vec(H_i)`` (``H_i[a, x]`` at ``a k + x``):
+        ``t_re[a, b] = gram[a k:(a+1) k, b k:(b+1) k]`` of :class:`~dmixed.kernels.StepSums`.
+    h : ndarray (2k, G)
+        The rows ``H_i[a, x]`` over the groups (what the Hessian sums read).
+    s_pairs : ndarray (3, G)
+        ``S_i`` at (0, 0), (1, 0), (1, 1) over the groups.
+    """
+
+    logdet: float
+    m: np.ndarray
+    s: np.ndarray
+    gram: np.ndarray
+    h: np.ndarray
+    s_pairs: np.ndarray
+
+
+class Dense2Statistics:
+    """The fixed per-group rows of one block of groups with ``r = 2``.
+
+    Parameters
+    ----------
+    zz : ndarray (2, 2, G)
+        Entry-major ``Z̃_i'Z̃_i`` (a chunk of :class:`~dmixed.kernels.StatsBlock`).
+    zxy : ndarray (2, k, G)
+        Entry-major ``Z̃_i'[X_i, y_i]``.
+    """
+
+    def __init__(self, zz: np.ndarray, zxy: np.ndarray) -> None:
+        u00, u01, u11 = zz[0, 0], zz[0, 1], zz[1, 1]
+        det_u = np.maximum(u00 * u11 - u01 * u01, 0.0)  # as _conditional_2 clips it
+        f0, f1 = zxy[0], zxy[1]
+        k, g = f0.shape
+        self.k = k
+        self.n_groups = g
+        self._zxy = zxy
+        # [1, u00, u01, u11, det(U)]: d and the numerators of S and P in one product
+        self._urow = np.stack([np.ones(g), u00, u01, u11, det_u])
+        # [F0; F1; adj(U)F row 0; row 1] as (4, k G): H's numerators in one product
+        self._fa = np.concatenate([f0, f1, u11 * f0 - u01 * f1, u00 * f1 - u01 * f0]).reshape(
+            4, k * g
+        )
+
+    def _sums(self, lam: np.ndarray) -> tuple:
+        """``(b00, b01, b11, 1/d, log-determinant, S and P at (0,0), (1,0), (1,1) over the
+        groups, Σ ZXy'P ZXy)`` at ``lam``."""
+        b = lam @ lam.T
+        det_b = float(np.linalg.det(lam)) ** 2
+        b00, b01, b11 = float(b[0, 0]), float(b[0, 1]), float(b[1, 1])
+        coef = np.array(
+            [
+                [1.0, b00, 2.0 * b01, b11, det_b],  # d
+                [0.0, 1.0, 0.0, 0.0, b11],  # S00·d = u00 + det(U) b11
+                [0.0, 0.0, 1.0, 0.0, -b01],  # S01·d = u01 − det(U) b01
+                [0.0, 0.0, 0.0, 1.0, b00],  # S11·d = u11 + det(U) b00
+                [b00, 0.0, 0.0, det_b, 0.0],  # P00·d = b00 + det(B) u11
+                [b01, 0.0, -det_b, 0.0, 0.0],  # P01·d = b01 − det(B) u01
+                [b11, det_b, 0.0, 0.0, 0.0],  # P11·d = b11 + det(B) u00
+            ]
+        )
+        rows = coef @ self._urow
+        d = rows[0]
+        inv_d = 1.0 / d
+        logdet = float(np.log(d).sum())
+        pairs = rows[1:]
+        pairs *= inv_d  # S and P at (0, 0), (1, 0), (1, 1)
+        p00, p01, p11 = pairs[3], pairs[4], pairs[5]
+        f0, f1 = self._zxy[0], self._zxy[1]
+        pf0 = p00 * f0
+        pf0 += p01 * f1
+        pf1 = p01 * f0
+        pf1 += p11 * f1
+        m = f0 @ pf0.T + f1 @ pf1.T  # Σ_i ZXy_i'P_iZXy_i
+        return b00, b01, b11, inv_d, logdet, pairs, 0.5 * (m + m.T)
+
+    def value(self, lam: np.ndarray) -> tuple[float, np.ndarray]:
+        """``(Σ_i log|K_i|, Σ_i ZXy_i'P_iZXy_i)`` at ``lam``: what ℓ alone needs (the
+        same numbers as :meth:`step`'s)."""
+        *_, logdet, _, m = self._sums(lam)
+        return logdet, m
+
+    def step(self, lam: np.ndarray) -> Dense2Step:
+        """The sums at the 2 × 2 factor ``lam`` (``B = ΛΛ'``, ``det(B) = det(Λ)²`` as
+        ``_conditional_2`` takes them)."""
+        b00, b01, b11, inv_d, logdet, pairs, m = self._sums(lam)
+        s00, s01, s11 = pairs[:3].sum(axis=1).tolist()
+        # H = (F + adj(B) adj(U) F) / d: adj(B) = [[b11, −b01], [−b01, b00]]
+        mix = np.array([[1.0, 0.0, b11, -b01], [0.0, 1.0, -b01, b00]])
+        h = (mix @ self._fa).reshape(2 * self.k, self.n_groups)
+        h *= inv_d
+        s_mat = np.array([[s00, s01], [s01, s11]])
+        return Dense2Step(logdet, m, s_mat, gram_rows(h), h, pairs[:3])
+
+    def hessian(self, step: Dense2Step, basis: np.ndarray, w: np.ndarray) -> HessianSums:
+        """The Hessian sums (:class:`~dmixed.kernels.HessianSums`) at the step's ``Λ``
+        for the basis ``E_j`` (m, 2, 2) and ``w = [−β; 1]``, from the moments of
+        :class:`~dmixed.kernels.hessian_moments.HessianMoments`."""
+        k = self.k
+        v = step.h.reshape(2, k, -1).copy()
+        v[:, -1] = np.einsum("ajg,j->ag", v, w)  # u_i = H_i w in place of y's column
+        moments = HessianMoments(2, k)
+        moments.add_pairs(step.s_pairs, v)
+        return HessianSums(*moments.contract(basis))

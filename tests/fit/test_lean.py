@@ -1,0 +1,225 @@
+"""The Newton steps on whole-block sums (:mod:`dmixed.fit.lean`) against the general
+path: the same fit to rounding, and the general path wherever they do not apply."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import dmixed
+from dmixed.fit.lean import LeanSteps, block_step
+from dmixed.fit.newton_coords import newton_step
+from dmixed.fit.optimize import modified_newton_step
+from dmixed.stats import Layout
+from tests._synth import QUICK, make_data
+
+#: what the lean steps may move the fit by: rounding of sums added in another order
+RTOL = 1e-12
+
+
+def _fit(df, q: int, reml: bool, use_lean: bool, monkeypatch, weights: float = 0.0, **kw):
+    """The fit of ``y ~ x1 + x2`` with ``q`` random-effect columns (1, x1, x2), with the
+    lean steps where they apply or without them (``weights``: the column ``w`` times
+    that, 0 for none); and how many times they ran."""
+    exog_re = np.column_stack([np.ones(len(df)), df["x1"], df["x2"]])[:, :q]
+    exog = np.column_stack([np.ones(len(df)), df["x1"], df["x2"]])
+    runs = []
+    original = LeanSteps.run
+
+    def counted(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        runs.append(out is not None)
+        return out
+
+    with monkeypatch.context() as patch:
+        patch.setattr(LeanSteps, "run", counted)
+        if not use_lean:
+            patch.setattr(LeanSteps, "of", classmethod(lambda cls, obj: None))
+        model = dmixed.MixedLM(
+            np.array(df["y"], dtype=np.float64),
+            exog,
+            np.array(df["g"]),
+            exog_re=exog_re,
+            weights=weights * np.array(df["w"], dtype=np.float64) if weights else None,
+        )
+        with warnings.catch_warnings(record=True) as seen:
+            # the fits' warnings (boundary, convergence, singular Hessian) are compared
+            warnings.simplefilter("always", dmixed.errors.DmixedWarning)
+            res = model.fit(reml=reml, **kw)
+            out = {
+                "params": res.params,
+                "bse": res.bse,
+                "cov_re": res.cov_re,
+                "llf": res.llf,
+                "scale": res.scale,
+                "re": np.array([np.asarray(v) for v in res.random_effects.values()]),
+                "n_iter": res.n_iter,
+                "converged": res.converged,
+                "methods": [h["method"] for h in res.fit_history],
+                "history_llf": [h["llf"] for h in res.fit_history],
+                "history_grad": [h["grad_norm"] for h in res.fit_history],
+                "n_evals": res.n_evals,
+                "warnings": sorted({w.category.__name__ for w in seen}),
+            }
+    return out, runs
+
+
+def _rel(a, b) -> float:
+    a = np.ravel(np.asarray(a, dtype=np.float64))
+    b = np.ravel(np.asarray(b, dtype=np.float64))
+    # NaN (a standard error with no meaning at the boundary) in the same places
+    assert np.array_equal(np.isnan(a), np.isnan(b))
+    a, b = a[~np.isnan(a)], b[~np.isnan(b)]
+    if not a.size:
+        return 0.0
+    return float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(a))), 1e-300))
+
+
+def _assert_same_fit(a, b) -> None:
+    for name in ("n_iter", "converged", "methods", "warnings"):
+        assert a[name] == b[name], name
+    for name in ("params", "bse", "cov_re", "llf", "scale", "re", "history_llf"):
+        assert _rel(a[name], b[name]) <= RTOL, name
+    # the gradient's norm: of rounding's size at the optimum
+    np.testing.assert_allclose(a["history_grad"], b["history_grad"], rtol=1e-6, atol=1e-9)
+
+
+@settings(max_examples=25, **QUICK)
+@given(
+    n_groups=st.integers(10, 300),
+    max_size=st.integers(4, 30),
+    slope_sd=st.sampled_from([0.0, 1e-4, 0.05, 0.5, 2.0]),
+    intercept_sd=st.sampled_from([1e-3, 0.3, 1.0, 5.0]),
+    reml=st.booleans(),
+    weights=st.sampled_from([0.0, 1.0, 1e6, 1e-6]),
+    seed=st.integers(0, 2**16),
+)
+def test_lean_steps_give_the_general_fit(
+    n_groups, max_size, slope_sd, intercept_sd, reml, weights, seed, monkeypatch
+):
+    """Random models with a dense 2 × 2 ``cov_re`` (groups of unequal size, variances near
+    the boundary, REML and ML, with and without weights, in units that put the optimizer
+    in coordinates other than the statistics'): the same params, standard errors, ℓ,
+    ``cov_re``, scale, BLUPs, iterations and warnings."""
+    df = make_data(
+        n_groups=n_groups,
+        max_size=max_size,
+        slope_sd=slope_sd,
+        intercept_sd=intercept_sd,
+        seed=seed,
+    )
+    fast, runs = _fit(df, 2, reml, True, monkeypatch, weights)
+    slow, none = _fit(df, 2, reml, False, monkeypatch, weights)
+    assert not none
+    _assert_same_fit(fast, slow)
+
+
+def test_lean_steps_run_on_the_common_fit(monkeypatch):
+    """They do run where they apply (else the property test compares nothing), and
+    the fit's evaluations are counted as the general path counts them."""
+    df = make_data(n_groups=80, max_size=12, seed=3)
+    fast, runs = _fit(df, 2, True, True, monkeypatch)
+    slow, _ = _fit(df, 2, True, False, monkeypatch)
+    assert runs and all(runs)
+    _assert_same_fit(fast, slow)
+    assert fast["n_evals"] == slow["n_evals"]
+
+
+@pytest.mark.parametrize("q", [1, 3])
+def test_other_widths_take_the_general_path(q, monkeypatch):
+    """``q = 1`` and ``q = 3``: not the case they cover; the general path, unchanged."""
+    df = make_data(n_groups=40, max_size=10, seed=q)
+    fast, runs = _fit(df, q, True, True, monkeypatch)
+    slow, _ = _fit(df, q, True, False, monkeypatch)
+    assert not runs
+    assert np.array_equal(fast["params"], slow["params"])
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [dict(free=[1, 0, 1]), dict(method="bfgs"), dict(start_params=[1.0, 0.0, 0.5])],
+)
+def test_handover_cases_agree(kw, monkeypatch):
+    """A ``free`` mask (the general path), a quasi-Newton method first and a given
+    start (the lean steps in the polish only): the general path's fit."""
+    df = make_data(n_groups=50, max_size=10, seed=11)
+    fast, runs = _fit(df, 2, True, True, monkeypatch, **kw)
+    slow, _ = _fit(df, 2, True, False, monkeypatch, **kw)
+    if "free" in kw:
+        assert not runs
+    _assert_same_fit(fast, slow)
+
+
+def test_numba_forced_takes_the_general_path(monkeypatch):
+    """``DMIXED_KERNELS=numba`` asks for the compiled kernels: the lean steps stand back."""
+    monkeypatch.setenv("DMIXED_KERNELS", "numba")
+    pytest.importorskip("numba")
+    df = make_data(n_groups=20, max_size=8, seed=5)
+    _, runs = _fit(df, 2, True, True, monkeypatch)
+    assert not runs
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(
+    factor=st.lists(st.floats(-3.0, 3.0), min_size=3, max_size=3),
+    ridge=st.sampled_from([1e-8, 1e-3, 1.0]),
+    grad=st.lists(st.floats(-1e3, 1e3), min_size=3, max_size=3),
+    curvature=st.lists(st.floats(-3.0, 3.0), min_size=9, max_size=9),
+    shift=st.lists(st.sampled_from([0.0, 1e-3, 0.2, 5.0]), min_size=3, max_size=3),
+    fraction=st.sampled_from([1.0, 0.5, 2.0**-10]),
+)
+def test_block_step_is_newton_step_bit_for_bit(factor, ridge, grad, curvature, shift, fraction):
+    """The 2 × 2 step written out gives :func:`newton_step`'s decrement and trial points
+    bit for bit (a positive definite Ψ*, any gradient, curvature and shifts)."""
+    lmat = np.array([[factor[0], 0.0], [factor[1], factor[2]]])
+    psi = lmat @ lmat.T + ridge * np.eye(2)
+    theta = np.array([psi[0, 0], psi[1, 0], psi[1, 1]])
+    root = np.array(curvature).reshape(3, 3)
+    hess = -(root @ root.T) - 1e-6 * np.eye(3)
+    ours = block_step(theta, np.array(grad), hess, np.array(shift))
+    theirs = newton_step(
+        Layout(k_re=2, vc_widths=()),
+        np.ones(3, dtype=bool),
+        theta,
+        np.array(grad),
+        hess,
+        modified_newton_step,
+        np.array(shift),
+        True,
+    )
+    if theirs is None:
+        assert ours is None
+        return
+    assert ours is not None
+    assert ours.rise == theirs.rise
+    np.testing.assert_array_equal(ours.point(fraction), theirs.point(fraction))
+
+
+@pytest.mark.parametrize("seed", [6, 18])
+def test_explicit_method_starts_from_the_objectives_own_evaluation(seed, monkeypatch):
+    """An explicit quasi-Newton method from the moment start (timestamps and revenue in
+    the columns): the start's evaluation is the general path's own, so its iterations,
+    and the fit, are the general path's."""
+    df = make_data(n_groups=30, max_size=8, seed=seed)
+    df["x1"] = df["x1"] * 1e-3 + 1.7e9
+    df["y"] = df["y"] + 1e6
+    fast, _ = _fit(df, 2, False, True, monkeypatch, method="cg")
+    slow, _ = _fit(df, 2, False, False, monkeypatch, method="cg")
+    _assert_same_fit(fast, slow)
+
+
+@pytest.mark.parametrize("kw", [{}, dict(start_params=[1.0, 0.0, 0.5])])
+@pytest.mark.parametrize("seed", [2, 3])
+def test_rank_deficient_random_design_takes_the_general_path(seed, kw, monkeypatch):
+    """Three groups, each with its slope column constant (``Z_i`` of rank 1): ℓ is flat
+    to rounding along a direction of ``cov_re`` (a singular Hessian), where sums added in
+    another order would end the steps elsewhere on the ridge; the general path's fit."""
+    df = make_data(n_groups=3, min_size=2, max_size=10, seed=seed)
+    df["x1"] = df.groupby("g")["x1"].transform("mean")
+    fast, _ = _fit(df, 2, True, True, monkeypatch, **kw)
+    slow, _ = _fit(df, 2, True, False, monkeypatch, **kw)
+    _assert_same_fit(fast, slow)
