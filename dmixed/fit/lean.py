@@ -34,6 +34,12 @@ from ..kernels.dense2 import Dense2Statistics, Dense2Step
 from ..stats.standardize import psi_map_matrix
 from .coordinates import lam_in_statistics
 from .newton_coords import MAX_LOG_STEP, SHIFT_SHARE, NewtonStep, log_shift, newton_step
+from .newton_rules import (
+    LAST_STEP_DECREMENT,
+    modified_newton_step,
+    secant_curvature,
+    slow_steps,
+)
 from .objective import RESOLUTION_LIMIT, Profile, hessian, loglike_constant
 from .profiled import Evaluation
 
@@ -374,13 +380,6 @@ class LeanSteps:
         fit's :class:`~dmixed.fit.summary.OptSummary`); None where it cannot take the
         general path's steps (module docstring; an exact Hessian singular to rounding:
         :data:`SINGULAR_CURVATURE`)."""
-        from .optimize import (
-            LAST_STEP_DECREMENT,
-            modified_newton_step,
-            secant_curvature,
-            slow_steps,
-        )
-
         s, layout, n = summary, self.layout, self.n
         movable = np.ones(layout.n_params, dtype=bool)
         psi, tau = layout.unpack(x, True)
@@ -511,10 +510,8 @@ def block_step(
     """:func:`~dmixed.fit.newton_coords.newton_step` of θ = vech_lt(Ψ*) for a 2 × 2 Ψ*,
     every entry movable, in the shifted coordinates (``cholesky``), written out: the
     chain rule of its ``_block_chain_rule`` for ``q = 2`` in floats, the direction
-    :func:`~dmixed.fit.optimize.modified_newton_step`.  None where a variance is not
+    :func:`~dmixed.fit.newton_rules.modified_newton_step`.  None where a variance is not
     positive or the shifted Ψ* has no Cholesky factor (then :func:`newton_step`)."""
-    from .optimize import modified_newton_step
-
     t0, t1, t2 = theta.tolist()
     if not (t0 > 0.0 and t2 > 0.0):
         return None

@@ -325,7 +325,7 @@ def newton_step(
         ∂ℓ/∂θ and ∂²ℓ/∂θ² over the ``k`` movable entries.
     direction : callable
         ``direction(H_v, g_v)``: the ascent step for a Hessian and gradient (``None``
-        when there is none), :func:`~dmixed.fit.optimize.modified_newton_step`.
+        when there is none), :func:`~dmixed.fit.newton_rules.modified_newton_step`.
     shift : ndarray (m,), optional
         The shifts ``c_j`` of the log coordinates (:func:`log_shift`; default 0: the
         plain log scale); only those of the variances are read.

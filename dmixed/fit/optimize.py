@@ -23,6 +23,12 @@ import numpy as np
 from ..errors import FitConvergenceWarning, SpecError
 from .lean import lean_steps
 from .newton_coords import NewtonStep, log_shift, newton_step
+from .newton_rules import (
+    LAST_STEP_DECREMENT,
+    modified_newton_step,
+    secant_curvature,
+    slow_steps,
+)
 from .profiled import Evaluation, ProfiledObjective
 from .summary import OptSummary
 
@@ -47,14 +53,6 @@ _SCIPY_METHODS = {
     "cobyla": "COBYLA",
     "cobyqa": "COBYQA",
 }
-
-
-#: A Newton step whose decrement is at most this times √(newton_decrement)·n probably
-#: ends the Newton steps at its point: in the quadratic phase the next decrement (over n)
-#: is about the square of this one's times a modest constant.  The results' BLUPs are
-#: then made with the Hessian there (one round trip on a cluster, not two); a wrong
-#: guess costs only the BLUPs' transfer, a missed one the round trip made without it.
-LAST_STEP_DECREMENT = 0.1
 
 
 def maximize(
@@ -668,62 +666,3 @@ class _Optimization:
             ):
                 return trial, trial_packed, tev
         return None
-
-
-def modified_newton_step(hess: np.ndarray, grad: np.ndarray) -> np.ndarray | None:
-    """The Newton step −H⁻¹g for ℓ's symmetric Hessian ``hess``, modified where ℓ is not
-    locally concave: every curvature taken as negative, of at least a small share of the
-    largest (an ascent direction whatever the Hessian; the line search then sizes it).
-    ``None`` when no step can be made."""
-    try:
-        evals, evecs = np.linalg.eigh(hess)
-    except np.linalg.LinAlgError:
-        return None
-    if not (evals.size and np.isfinite(evals).all()):
-        return None
-    floor = 1e-10 * float(np.abs(evals).max())
-    if floor == 0.0:
-        return None
-    curv = np.where(evals < 0.0, evals, -np.maximum(evals, floor))
-    delta = evecs @ ((evecs.T @ grad) / -curv)
-    return delta if np.isfinite(delta).all() else None
-
-
-def slow_steps(slow: int, size: float, previous: float | None, contraction: float | None) -> int:
-    """The consecutive Newton steps that shrank the largest gradient entry (now ``size``,
-    ``previous`` before the last step) by less than the factor ``contraction`` (None: no
-    such test), counting the last step; ``slow`` before it."""
-    if contraction is None or previous is None:
-        return slow
-    return slow + 1 if size > contraction * previous else 0
-
-
-def secant_curvature(
-    update: bool,
-    curvature: np.ndarray | None,
-    last: tuple[np.ndarray, np.ndarray] | None,
-    theta: np.ndarray,
-    grad: np.ndarray,
-) -> np.ndarray | None:
-    """With ``update``, the last ``curvature`` updated from the last step (``last``: its
-    point and gradient) to ``theta`` and ``grad`` (:func:`secant_update`); None where
-    there is none to update, or without ``update`` (the exact Hessian is wanted)."""
-    if not update or curvature is None or last is None:
-        return None
-    return secant_update(curvature, theta - last[0], grad - last[1])
-
-
-def secant_update(hess: np.ndarray, step: np.ndarray, change: np.ndarray) -> np.ndarray | None:
-    """BFGS update of a negative definite Hessian of ℓ after a ``step`` that changed the
-    gradient by ``change``; ``None`` when the pair shows no negative curvature along the
-    step (then the exact Hessian is wanted)."""
-    b = -hess  # positive definite
-    y = -change
-    sy = float(step @ y)
-    bs = b @ step
-    sbs = float(step @ bs)
-    if not (sy > 1e-12 * float(np.linalg.norm(step) * np.linalg.norm(y)) and sbs > 0.0):
-        return None
-    out = b - np.outer(bs, bs) / sbs + np.outer(y, y) / sy
-    out = -0.5 * (out + out.T)
-    return out if np.all(np.isfinite(out)) else None

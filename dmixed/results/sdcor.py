@@ -35,8 +35,8 @@ import numpy as np
 
 from ..design import ModelNames
 from ..fit.likelihood import Likelihood
+from ..fit.newton_rules import modified_newton_step, secant_update
 from ..fit.objective import loglike_at_scale, profile
-from ..fit.optimize import modified_newton_step, secant_update
 from .varcorr import term_order
 
 __all__ = ["SdCorLikelihood", "SdCorPoint", "sdcor_names"]
@@ -278,7 +278,7 @@ class SdCorLikelihood:
         Newton's method with step halving; from ``hess`` (a Hessian of ℓ in ``z`` near
         ``z0``, e.g. at the neighbouring profile point) it is quasi-Newton: each
         iteration one engine step for the gradient and a BFGS update
-        (:func:`~dmixed.fit.optimize.secant_update`), the exact Hessian only where the
+        (:func:`~dmixed.fit.newton_rules.secant_update`), the exact Hessian only where the
         update fails.  β is always at its (conditional) GLS estimate; the step is
         solved over the free β too (so that it is the step of the β-profiled ℓ, the
         Schur complement).  Returns the last point moved by the final step ``δ`` not

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import dmixed
 from dmixed.fit.lean import LeanSteps, block_step
 from dmixed.fit.newton_coords import newton_step
-from dmixed.fit.optimize import modified_newton_step
+from dmixed.fit.newton_rules import modified_newton_step
 from dmixed.stats import Layout
 from tests._synth import QUICK, make_data
 

@@ -20,7 +20,7 @@ from dmixed.fit.newton_coords import (
     log_shift,
     newton_step,
 )
-from dmixed.fit.optimize import modified_newton_step
+from dmixed.fit.newton_rules import modified_newton_step
 from dmixed.stats import Layout
 
 LAYOUT = Layout(k_re=1, vc_widths=(3, 2))  # θ = [ψ, τ1, τ2]
