@@ -10,6 +10,7 @@ that import), instead of a signal sent after a guessed delay.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -29,6 +30,10 @@ class _InterruptOnImport(importlib.abc.MetaPathFinder):
 
 sys.meta_path.insert(0, _InterruptOnImport())
 """
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def test_the_entry_point_exits_as_the_command_does_when_interrupted():
@@ -57,6 +62,9 @@ def test_ctrl_c_while_the_command_imports_is_one_line_and_exit_130(tmp_path, mod
         capture_output=True,
         text=True,
         timeout=120,
+        # the command as a terminal starts it: a child keeps an ignored SIGINT, and a
+        # test process (a pytest-xdist worker of a full run) was seen ignoring it
+        preexec_fn=_default_sigint,
     )
     assert (proc.returncode, proc.stderr) == (130, "dmixed: error: interrupted\n"), proc.stderr
     assert proc.stdout == ""
