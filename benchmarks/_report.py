@@ -1,9 +1,10 @@
 """Shared by the benchmark scripts: writing their figures as JSON; the environment of a
-measured subprocess; an A/B script's child run in one checkout; callgrind's count of a
-snippet's ``functools.reduce``."""
+measured subprocess; an A/B script's arguments, its out-of-core fit and its child run in
+one checkout; callgrind's count of a snippet's ``functools.reduce``."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -75,3 +76,29 @@ def callgrind_instructions(code: str, argv: list[str], env: dict) -> int:
     out = subprocess.run(args, capture_output=True, text=True, env=env, check=True)
     line = next(ln for ln in out.stderr.splitlines() if "Collected" in ln)
     return int(line.split()[-1].replace(",", ""))
+
+
+def ab_parser(doc: str, fits: int) -> argparse.ArgumentParser:
+    """The arguments of a script that runs the same fits in two checkouts, alternated
+    (``base``: the other checkout's root; ``--child``: the run inside one checkout)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("base", nargs="?", help="the other checkout's root")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--fits", type=int, default=fits)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--dir", default="/tmp/bd20")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    return ap
+
+
+def ooc_fit(client, data_dir: str):
+    """The out-of-core fit the A/B scripts time: ``y ~ x1 + x2 + x3``, a random intercept
+    and slope on x1, groups ``g``, from the Parquet files of ``data_dir`` (bench_dask's)."""
+    import dask.dataframe as dd
+
+    import dmixed
+
+    model = dmixed.mixedlm(
+        "y ~ x1 + x2 + x3", dd.read_parquet(data_dir), groups="g", re_formula="1 + x1"
+    )
+    return model.fit(client=client)

@@ -20,14 +20,13 @@ labels: the two versions must agree bit for bit).  The parent prints each fit an
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
 import statistics
 import time
 
-from _report import run_child
+from _report import ab_parser, ooc_fit, run_child
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -46,21 +45,15 @@ def digest(res) -> str:
 
 
 def child(args) -> None:
-    import dask.dataframe as dd
     from bench_dask import ROUND_TRIP_TASKS, local_cluster
     from dask.utils import key_split
     from distributed import Client, get_task_stream
-
-    import dmixed
 
     fits = []
     with local_cluster(args.workers, "6GiB") as cluster, Client(cluster) as client:
 
         def fit():
-            model = dmixed.mixedlm(
-                "y ~ x1 + x2 + x3", dd.read_parquet(args.dir), groups="g", re_formula="1 + x1"
-            )
-            return model.fit(client=client)
+            return ooc_fit(client, args.dir)
 
         fit()  # warm: compiled kernels loaded on the workers
         for _ in range(args.fits):
@@ -94,13 +87,7 @@ def child(args) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("base", nargs="?", help="the other checkout's root")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--fits", type=int, default=3)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--dir", default="/tmp/bd20")
-    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap = ab_parser(__doc__, fits=3)
     args = ap.parse_args()
     if args.child:
         child(args)

@@ -28,14 +28,13 @@ and prints its ``N`` functions of most cumulative time.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import hashlib
 import json
 import os
 import time
 
-from _report import run_child
+from _report import ab_parser, ooc_fit, run_child
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 #: the options a child is given as they are
@@ -47,7 +46,6 @@ def child(args) -> None:
     import io
     import pstats
 
-    import dask.dataframe as dd
     import numpy as np
     from bench_dask import CHAIN_TASKS, local_cluster, task_times
     from distributed import Client, get_task_stream
@@ -74,10 +72,7 @@ def child(args) -> None:
     with local_cluster(args.workers, "6GiB") as cluster, Client(cluster) as client:
 
         def fit():
-            model = dmixed.mixedlm(
-                "y ~ x1 + x2 + x3", dd.read_parquet(args.dir), groups="g", re_formula="1 + x1"
-            )
-            return model.fit(client=client)
+            return ooc_fit(client, args.dir)
 
         fit()  # warm: compiled kernels loaded on the workers
         for i in range(args.fits):
@@ -124,15 +119,9 @@ def child(args) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("base", nargs="?", help="the other checkout's root")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--fits", type=int, default=2)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--dir", default="/tmp/bd20")
+    ap = ab_parser(__doc__, fits=2)
     ap.add_argument("--profile", type=int, default=0, help="functions of the profile shown")
     ap.add_argument("--profile-dir", default="/tmp")
-    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         child(args)

@@ -22,13 +22,12 @@ and ℓ.  The parent prints each fit and, per version, the best of each figure.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import time
 
-from _report import run_child
+from _report import ab_parser, ooc_fit, run_child
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -66,7 +65,6 @@ def count_after_chains(data_pass) -> dict:
 
 
 def child(args) -> None:
-    import dask.dataframe as dd
     from bench_dask import PhaseCPU, local_cluster, tail_split, task_times
     from distributed import Client, get_task_stream
 
@@ -86,10 +84,7 @@ def child(args) -> None:
     with local_cluster(args.workers, "6GiB") as cluster, Client(cluster) as client:
 
         def fit():
-            model = dmixed.mixedlm(
-                "y ~ x1 + x2 + x3", dd.read_parquet(args.dir), groups="g", re_formula="1 + x1"
-            )
-            return model.fit(client=client)
+            return ooc_fit(client, args.dir)
 
         fit()  # warm: compiled kernels loaded on the workers
         cpu = PhaseCPU(client)
@@ -129,13 +124,7 @@ def child(args) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("base", nargs="?", help="the other checkout's root")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--fits", type=int, default=2)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--dir", default="/tmp/bd20")
-    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap = ab_parser(__doc__, fits=2)
     args = ap.parse_args()
     if args.child:
         child(args)
