@@ -316,6 +316,8 @@ def _partial_tasks(
     collection allows them, else one task per partition (see the module)."""
     mode = data_pass_mode()
     exchange = exchange_mode()  # read here: the workers do not see the driver's config
+    # what every chain's task takes after its rows (chain_partials, resident_chain_partials)
+    shared = (spec, slot_arg, packed, n_blocks, key_dtype, std, exchange)
     recipes = chain_recipes(ddf, n_chains, mode, allow_fallback=client is not None)
     if recipes is not None:
         direct = columns_design_applies(spec)  # else the design needs pandas frames
@@ -323,13 +325,7 @@ def _partial_tasks(
             g.call(
                 chain_partials,
                 rec,
-                spec,
-                slot_arg,
-                packed,
-                n_blocks,
-                key_dtype,
-                std,
-                exchange,
+                *shared,
                 parquet_reads(rec, spec) if direct else None,
             )
             for rec in recipes
@@ -338,18 +334,7 @@ def _partial_tasks(
     resident = resident_chains(ddf, client, mode)
     if resident is not None:
         tasks = [
-            g.call(
-                resident_chain_partials,
-                pieces,
-                spec,
-                slot_arg,
-                packed,
-                n_blocks,
-                key_dtype,
-                std,
-                exchange,
-                *futures,
-            )
+            g.call(resident_chain_partials, pieces, *shared, *futures)
             for pieces, futures in resident
         ]
         return [g.items(t, _PARTIAL_ITEMS) for t in tasks]
