@@ -84,7 +84,8 @@ WEIGHT_STEP_LOG2 = 128
 
 def weight_scale(weights: np.ndarray | None) -> float:
     """``s_w``: the power of ``2^WEIGHT_STEP_LOG2`` nearest the geometric mean of the
-    positive finite weights of the sample (1 without any)."""
+    positive finite weights of the sample (1 without any; at most the largest such
+    power float64 holds, ``2^896``)."""
     if weights is None:
         return 1.0
     value = constant_value(np.asarray(weights))
@@ -97,6 +98,8 @@ def weight_scale(weights: np.ndarray | None) -> float:
     if logs.size == 0:
         return 1.0
     step = float(np.round(float(np.mean(logs)) / WEIGHT_STEP_LOG2))
+    # the largest step float64 holds (2^896): weights near 2^1000 would round to 2^1024
+    step = min(step, float(np.floor(np.log2(np.finfo(np.float64).max) / WEIGHT_STEP_LOG2)))
     return float(2.0 ** (WEIGHT_STEP_LOG2 * step))
 
 
