@@ -30,6 +30,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import dmixed
+from dmixed.errors import DataError
 
 from ._synth import QUICK, make_data
 
@@ -444,7 +445,7 @@ def _partition_weight_scales(df, c: float, npartitions: int = 3) -> set:
 def test_weights_in_any_unit_with_partitions(exponent, mantissa):
     """The same through the Dask engine (3 partitions), where the partitions choose one
     scale (all but weights whose geometric mean is near a step's edge, 2^(64 + 128 j):
-    see :func:`test_weights_in_different_units_on_dask_are_refused`)."""
+    see :func:`test_weights_in_different_units_are_refused_alike`)."""
     c = mantissa * 2.0**exponent
     df = _data(1)
     assume(len(_partition_weight_scales(df, c)) == 1)
@@ -454,11 +455,53 @@ def test_weights_in_any_unit_with_partitions(exponent, mantissa):
     _assert_relative_scaled(res, ref, c)
 
 
-def test_weights_in_different_units_on_dask_are_refused():
-    """Partitions whose weights are 2^200 apart: no statistics could hold both in one
-    unit without leaving float64's range, so the fit says so, naming the weights."""
+def _halves_apart(exponent: int) -> pd.DataFrame:
+    """``_data(1)`` whose second half of rows has weights ``2^exponent`` times heavier."""
     df = _data(1)
     w = df["w"].to_numpy().copy()
-    w[len(w) // 2 :] *= 2.0**200
-    with pytest.raises(dmixed.DmixedError, match="weights.*unit"):
-        _weighted_fit(df.assign(w=w), "slope", True, 1.0, dask=True)
+    w[len(w) // 2 :] *= 2.0**exponent
+    return df.assign(w=w)
+
+
+def _outcome(df, npartitions: int | None):
+    """The fit of ``df`` in process (``npartitions`` None) or on Dask, or its error."""
+    import dask.dataframe as dd
+
+    data = df if npartitions is None else dd.from_pandas(df, npartitions=npartitions, sort=False)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", dmixed.DmixedWarning)
+            return dmixed.MixedLM.from_formula(
+                "y ~ x1 + x2", data, groups="g", re_formula="1", weights="w"
+            ).fit()
+    except dmixed.DmixedError as err:
+        return err
+
+
+@pytest.mark.parametrize("npartitions", [2, 3])
+@pytest.mark.parametrize("exponent", [150, 200, 300])
+def test_weights_in_different_units_are_refused_alike(exponent, npartitions):
+    """Weights ``2^exponent`` apart (more than a step of the weights' scale): the
+    in-process fit and the Dask fit (partitions whose own weights are in one unit or
+    not) refuse alike, naming the weights column."""
+    df = _halves_apart(exponent)
+    for npart in (None, npartitions):
+        got = _outcome(df, npart)
+        assert isinstance(got, DataError), (npart, got)
+        assert "prior weights in column 'w' are in more than one unit" in str(got)
+
+
+@pytest.mark.parametrize("npartitions", [2, 3, 5])
+@pytest.mark.parametrize("exponent", [-70, 20, 70, 100])
+def test_weights_on_either_side_of_a_step_are_the_in_process_fit(exponent, npartitions):
+    """Weights within a step of the weights' scale but whose partitions choose different
+    scales (geometric means either side of ``2^64``): converted exactly, the in-process
+    fit."""
+    df = _halves_apart(exponent)
+    ref = _outcome(df, None)
+    got = _outcome(df, npartitions)
+    assert not isinstance(ref, Exception), ref
+    assert not isinstance(got, Exception), got
+    assert got.llf == pytest.approx(ref.llf, rel=1e-8)
+    np.testing.assert_allclose(got.fe_params, ref.fe_params, rtol=1e-6)
+    assert got.scale == pytest.approx(ref.scale, rel=1e-6)

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import BadValuesError, DataError
+from ..stats.standardize import check_weights_range, log2_range
 from .dtypes import (
     CATEGORICAL,
     NUMBER_CLASSES,
@@ -104,7 +105,8 @@ def prepare_columns(
     DataError
         If a used column is absent or duplicated, holds values of the wrong kind,
         infinite values, missing values (``missing="raise"``), levels not seen when the
-        spec was built, or if a weight is not positive.
+        spec was built, or if a weight is not positive or the weights are in more than
+        one unit (:func:`~dmixed.stats.standardize.check_weights_range`).
     """
     used, formula_columns = _columns_needed(spec, df, response, random)
     norm = _normalize(spec, df, formula_columns, label_codes)
@@ -289,7 +291,9 @@ def _check_weights_positive(name: str | None, wv: np.ndarray) -> np.ndarray:
         raise DataError(
             f"weights column {name!r} has " + " and ".join(parts) + "; weights must be positive"
         )
-    return np.ascontiguousarray(wv, dtype=np.float64)
+    wv = np.ascontiguousarray(wv, dtype=np.float64)
+    check_weights_range(name, log2_range(wv))
+    return wv
 
 
 def normalized_frame(

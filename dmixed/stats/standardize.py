@@ -103,6 +103,52 @@ def weight_scale(weights: np.ndarray | None) -> float:
     return float(2.0 ** (WEIGHT_STEP_LOG2 * step))
 
 
+def weights_unit_error(name: str | None, detail: str) -> DataError:
+    """The refusal of prior weights in more than one unit (``name``: the weights column;
+    None: "the prior weights"), one text for every engine: ``detail`` says by how much."""
+    subject = f"the prior weights in column {name!r}" if name else "the prior weights"
+    return DataError(
+        f"{subject} are in more than one unit ({detail}); give all weights in "
+        "one unit (e.g. divided by one constant, which changes only the reported scale)"
+    )
+
+
+def log2_range(weights: np.ndarray | None) -> tuple[float, float] | None:
+    """``(log2 min, log2 max)`` of the positive finite ``weights``; None without any."""
+    if weights is None:
+        return None
+    w = np.asarray(weights, dtype=np.float64).ravel()
+    w = w[np.isfinite(w) & (w > 0)]
+    if w.size == 0:
+        return None
+    return float(np.log2(w.min())), float(np.log2(w.max()))
+
+
+def widened(a: tuple | None, b: tuple | None) -> tuple | None:
+    """The smallest range holding the ranges ``a`` and ``b`` (None: empty)."""
+    if a is None or b is None:
+        return a if b is None else b
+    return min(a[0], b[0]), max(a[1], b[1])
+
+
+def check_weights_range(name: str | None, span: tuple[float, float] | None) -> None:
+    """Refuse weights whose ``(log2 min, log2 max)`` ``span`` is wider than a step of
+    the weights' scale (:data:`WEIGHT_STEP_LOG2`), naming the column ``name``.
+
+    Weights within a step are summed in one unit, or in units a step apart that convert
+    exactly (:meth:`Standardization.conversion_to`); wider ones are refused whether the
+    rows are read at once or in partitions, so that both fits agree: the lightest rows
+    are then far below the heaviest's rounding, the fit cannot start, and neither
+    partitions nor their geometric means tell that apart from rows in other units.
+    """
+    if span is not None and span[1] - span[0] > WEIGHT_STEP_LOG2:
+        raise weights_unit_error(
+            name,
+            f"the largest is 2^{span[1] - span[0]:.0f} times the smallest, more than "
+            f"2^{WEIGHT_STEP_LOG2}",
+        )
+
+
 def converted_sums(sums: np.ndarray, m_x: np.ndarray, ratio: float = 1.0) -> np.ndarray:
     """Column sums ``Σ w̃ [X̃ ỹ 1]`` (k + 1,) in another map, given by
     :meth:`Standardization.conversion_to`'s ``M_x`` and the weights' ``ratio``
@@ -247,6 +293,11 @@ class Standardization:
         One power-of-two scale per variance component, shared by all its columns (its
         variance is shared too): the columns become ``v / s_l``, so ``τ̃*_l = s_l² τ*_l``
         and a random effect ``b = b̃ / s_l``.  Empty: no components (all 1).
+    weight_span : (float, float), optional
+        ``(log2 min, log2 max)`` of the prior weights of the rows summed in this map so
+        far (:meth:`with_weights`; None: none recorded).  Not part of the map (ignored
+        by ``==``): the partitions' spans make the data's, which
+        :func:`check_weights_range` judges as it judges the rows read at once.
     sample_rows : int
         The rows the map was chosen from (at most :data:`SAMPLE_ROWS`; 0: not chosen
         from rows).  Not part of the map (ignored by ``==``): partials chosen apart are
@@ -273,6 +324,7 @@ class Standardization:
     x_ref: np.ndarray = field(default_factory=lambda: np.zeros(0))
     z_ref: np.ndarray = field(default_factory=lambda: np.zeros(0))
     weight_scale: float = 1.0
+    weight_span: tuple[float, float] | None = field(default=None, compare=False)
 
     # -- construction ------------------------------------------------------------------
 
@@ -379,9 +431,18 @@ class Standardization:
 
     # -- the rows ----------------------------------------------------------------------
 
-    def weights_in_statistics(self, weights: np.ndarray | None) -> np.ndarray | None:
+    def with_weights(self, weights: np.ndarray | None) -> Standardization:
+        """This map with :attr:`weight_span` widened by ``weights`` (``self`` when it
+        holds them already or there are none)."""
+        span = widened(self.weight_span, log2_range(weights))
+        return self if span == self.weight_span else replace(self, weight_span=span)
+
+    def weights_in_statistics(
+        self, weights: np.ndarray | None, name: str | None = None
+    ) -> np.ndarray | None:
         """The weights the statistics are sums of, ``w / s_w`` (exact: ``s_w`` is a
         power of two); ``weights`` themselves when ``s_w`` is 1 or there are none.
+        ``name``: the weights column, for the error.
 
         Raises
         ------
@@ -396,13 +457,12 @@ class Standardization:
             return weights
         own = weight_scale(weights)
         if abs(np.log2(own) - np.log2(self.weight_scale)) > WEIGHT_STEP_LOG2:
-            raise DataError(
-                "the prior weights of these rows are in another unit than those the "
-                f"statistics' map was chosen from (scale 2^{np.log2(own):.0f} against "
-                f"2^{np.log2(self.weight_scale):.0f}: geometric means about a factor "
-                f"2^{np.log2(own / self.weight_scale):.0f} apart); give all "
-                "weights in one unit (e.g. divided by one constant, which changes only "
-                "the reported scale)"
+            raise weights_unit_error(
+                name,
+                "these rows' weights are in another unit than those the statistics' map "
+                f"was chosen from: scale 2^{np.log2(own):.0f} against "
+                f"2^{np.log2(self.weight_scale):.0f}, geometric means about a factor "
+                f"2^{np.log2(own / self.weight_scale):.0f} apart",
             )
         if self.weight_scale == 1.0:
             return weights

@@ -25,7 +25,7 @@ from ...kernels.rows import wants_within
 from ...kernels.term_table import TermRows, TermTable, add_rows_into, as_packed, hash_buckets
 from ...kernels.vc_packed import accumulate_padded_into
 from ...stats.packed import PackedLayout
-from ...stats.standardize import Standardization
+from ...stats.standardize import Standardization, check_weights_range, widened
 
 #: :func:`combine_partials` adds integer-keyed partials by position in their key range
 #: (no hash table) when that range is at most this many times the number of keys.
@@ -409,14 +409,30 @@ def target_map(p: int, q: int, *maps: Standardization | None) -> Standardization
     return next(m for m in chosen if m.sample_rows == most)
 
 
+def checked_target(
+    p: int, q: int, weights_name: str | None, given, *maps: Standardization | None
+) -> Standardization:
+    """:func:`target_map` of ``maps`` (``given`` where not None), once the prior weights
+    of all their rows (:attr:`~dmixed.stats.standardize.Standardization.weight_span`)
+    are in one unit as the rows read at once must be
+    (:func:`~dmixed.stats.standardize.check_weights_range`, naming ``weights_name``):
+    maps of weight scales a step apart then convert exactly, and none are further."""
+    span = None
+    for m in maps:
+        if m is not None:
+            span = widened(span, m.weight_span)
+    check_weights_range(weights_name, span)
+    return given if given is not None else target_map(p, q, *maps)
+
+
 def _conversions(
     std: Standardization | None, target: Standardization, vc_widths=()
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(M_x, M_z)`` taking columns in ``std`` to ``target``'s; None when no
-    conversion is needed."""
+    """``(M_x, M_z)`` taking columns in ``std`` to ``target``'s (weight scales a step
+    apart too: both hold ``√ρ``); None when no conversion is needed."""
     if std is None or std == target:
         return None
-    return std.conversion_to(target, vc_widths)
+    return std.conversion_to(target, vc_widths, weights=True)
 
 
 def combine_converted(
@@ -577,5 +593,7 @@ def sum_converted(
     out = []
     for glob, std in pairs:
         conv = _conversions(std, target, vc_widths)
-        out.append(glob if conv is None else packed.convert_global(glob, conv[0]))
+        if conv is not None:
+            glob = packed.convert_global(glob, conv[0], std.weight_ratio(target))
+        out.append(glob)
     return sum_vectors(*out)

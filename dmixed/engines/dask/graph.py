@@ -33,6 +33,7 @@ from ...errors import SpecError
 from ...stats.packed import PackedLayout
 from .blocks import combined_block
 from .combine import (
+    checked_target,
     combine_converted,
     combine_exact,
     sum_converted,
@@ -423,10 +424,14 @@ def block_graph(
 
 def _target_map(g: _Graph, spec, maps: list, std):
     """The columns' map all partials are converted to: ``std``, else (a task) the one
-    chosen from the most rows (:func:`~dmixed.engines.dask.combine.target_map`)."""
+    chosen from the most rows (:func:`~dmixed.engines.dask.combine.target_map`); with
+    prior weights a task that first judges their span over all partitions
+    (:func:`~dmixed.engines.dask.combine.checked_target`)."""
+    p, q = len(spec.exog_names), len(spec.exog_re_names)
+    if spec.weights_name is not None:
+        return g.call(checked_target, p, q, spec.weights_name, std, *maps)
     if std is not None:
         return std
-    p, q = len(spec.exog_names), len(spec.exog_re_names)
     return g.call(target_map, p, q, *maps)
 
 

@@ -135,12 +135,15 @@ def partition_standardization(dm, spec) -> Standardization:
     )  # fmt: skip
 
 
-def weighted_in(dm, std: Standardization):
-    """``dm`` with its prior weights as the statistics sum them in the map ``std``
-    (:meth:`~dmixed.stats.standardize.Standardization.weights_in_statistics`); ``dm``
-    itself where they are unchanged."""
-    weights = std.weights_in_statistics(dm.weights)
-    return dm if weights is dm.weights else dataclasses.replace(dm, weights=weights)
+def weighted_in(dm, std: Standardization, spec) -> tuple:
+    """``(dm, std)``: ``dm`` with its prior weights as the statistics sum them in the
+    map ``std`` (:meth:`~dmixed.stats.standardize.Standardization.weights_in_statistics`;
+    ``dm`` itself where they are unchanged) and ``std`` with their span
+    (:meth:`~dmixed.stats.standardize.Standardization.with_weights`: the combine judges
+    the data's)."""
+    weights = std.weights_in_statistics(dm.weights, spec.weights_name)
+    std = std.with_weights(dm.weights)
+    return (dm if weights is dm.weights else dataclasses.replace(dm, weights=weights)), std
 
 
 def partition_partials(
@@ -183,7 +186,7 @@ def _partition_partials(pdf, spec, slot_map, packed, n_buckets: int, std, key_dt
         keys = conform_keys(keys, key_dtype, spec.group_name)
     if std is None:
         std = partition_standardization(dm, spec)
-    dm = weighted_in(dm, std)
+    dm, std = weighted_in(dm, std, spec)
     report_partitions(len(keys))
     codes, uniq = pd.factorize(keys)
     widths = () if slot_map is None else slot_map.widths
@@ -215,7 +218,8 @@ def read_frames(frames, spec, slot_map, glob: np.ndarray, report, std, padded: b
         dm, keys, ztilde = rows
         if std is None:  # one map for the whole chain, from its first rows
             std = partition_standardization(dm, spec)
-        yield weighted_in(dm, std), keys, ztilde, std
+        dm, std = weighted_in(dm, std, spec)
+        yield dm, keys, ztilde, std
 
 
 def accumulate_frames(

@@ -268,6 +268,35 @@ def test_target_map_is_the_one_chosen_from_most_rows():
     assert combine.target_map(2, 1, None, None) == Standardization.identity(2, 1)
 
 
+@settings(max_examples=30, deadline=None)
+@given(first=st.floats(-300, 300), second=st.floats(-300, 300), spread=st.floats(0, 4))
+def test_checked_target_judges_the_weights_of_all_partitions_as_one(first, second, spread):
+    """The weights' span over every task's map (each only its own rows') is judged as
+    the rows read at once are (:func:`~dmixed.stats.standardize.check_weights_range`):
+    refused naming the column exactly when the data's span is wider than a step."""
+    from dmixed.errors import DataError
+    from dmixed.stats.standardize import WEIGHT_STEP_LOG2, check_weights_range, log2_range
+
+    rng = np.random.default_rng(4)
+    w = [2.0 ** (c + spread * rng.uniform(-1, 1, 40)) for c in (first, second)]
+    maps = [
+        Standardization.choose(np.zeros(40), np.ones((40, 1)), np.ones((40, 1)), weights=v)
+        .with_weights(v)
+        for v in w
+    ]  # fmt: skip
+    whole = log2_range(np.concatenate(w))
+    wide = whole[1] - whole[0] > WEIGHT_STEP_LOG2
+    for chosen in (None, maps[0]):
+        if wide:
+            with pytest.raises(DataError, match="column 'w' are in more than one unit"):
+                combine.checked_target(1, 1, "w", chosen, None, *maps)
+            with pytest.raises(DataError, match="column 'w' are in more than one unit"):
+                check_weights_range("w", whole)
+        else:
+            got = combine.checked_target(1, 1, "w", chosen, None, *maps)
+            assert got is (chosen or combine.target_map(1, 1, *maps))
+
+
 def _term_parts(rng, packed, n_parts: int, universe: int, factors: np.ndarray):
     """Partials of term rows (the chains' form) over keys of ``0 … universe−1``: a plan
     whose packed columns repeat terms and use the zero column."""

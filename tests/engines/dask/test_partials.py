@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 import dmixed
-from dmixed.errors import CheckpointError, DataError
+from dmixed.errors import DataError
 
 MODELS = {
     "intercept": {},
@@ -104,12 +104,6 @@ def test_equal_object_keys_spelled_two_ways_are_one_group(spelling, npartitions)
         np.testing.assert_allclose(got.fe_params, ref.fe_params, rtol=1e-8)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=CheckpointError,
-    reason="the partials' and global sums' conversion in engines/dask/combine.py does not "
-    "yet ask Standardization.conversion_to for the weights' ratio (weights=True)",
-)
 def test_partitions_whose_weights_straddle_a_scale_step_give_the_in_process_fit():
     """Partitions whose weights' geometric means lie on either side of a step of the
     weights' scale (2^62 and 2^66 times ordinary weights) choose maps of weight scales
