@@ -66,6 +66,23 @@ def _spelling(value):
     return value
 
 
+def hashed_bits(keys: np.ndarray) -> np.ndarray:
+    """Float keys as the bits a hash of them takes, one pattern per key as pandas
+    groups them: ``-0.0`` as ``0.0``, every NaN as one NaN (uint64); other keys as
+    they are.
+
+    pandas groups ``-0.0`` with ``0.0`` (and NaNs together) but its hash of floats
+    canonicalized them only from pandas 3 on (GH#28363): hashing these bits instead,
+    a driver and workers with different pandas route a key's rows to one bucket.  (NaN
+    keys are missing values, refused or dropped before, in process as on Dask.)
+    """
+    if keys.dtype.kind != "f":
+        return keys
+    keys = np.asarray(keys, dtype=np.float64) + 0.0  # -0.0 + 0.0 is 0.0
+    keys[np.isnan(keys)] = np.nan
+    return keys.view(np.uint64)
+
+
 def key_series(keys: np.ndarray, name: str) -> pd.Series:
     """Keys from :func:`key_values` as a pandas Series of the same dtype."""
     # dtype=object stops pandas ≥ 3 from inferring its "str" dtype for object arrays

@@ -7,7 +7,14 @@ import pandas as pd
 import pytest
 
 from dmixed.errors import DataError
-from dmixed.stats.keys import conform_keys, key_dtype, key_values, order_distinct, sorted_codes
+from dmixed.stats.keys import (
+    conform_keys,
+    hashed_bits,
+    key_dtype,
+    key_values,
+    order_distinct,
+    sorted_codes,
+)
 
 
 def test_key_dtypes_per_kind():
@@ -108,3 +115,17 @@ def test_equal_object_keys_get_one_spelling(one, other):
     hashed = pd.util.hash_array(keys, categorize=False)
     assert hashed[0] == hashed[1]
     assert keys[2] == "z"
+
+
+def test_hashed_bits_spell_equal_floats_alike():
+    """Float keys equal as pandas groups them (``-0.0`` and ``0.0``; every NaN) have
+    one bit pattern; other floats keep theirs, integers and objects are returned."""
+    nan_payload = np.array([0x7FF8000000000001], dtype=np.uint64).view(np.float64)[0]
+    keys = np.array([0.0, -0.0, np.nan, -np.nan, nan_payload, 1.5, -2.0])
+    bits = hashed_bits(keys)
+    assert bits.dtype == np.uint64
+    assert bits[0] == bits[1] and len(set(bits[2:5].tolist())) == 1
+    np.testing.assert_array_equal(bits[5:], keys[5:].view(np.uint64))
+    assert np.signbit(keys[1])  # the caller's keys untouched
+    ints = np.arange(3)
+    assert hashed_bits(ints) is ints

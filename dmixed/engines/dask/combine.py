@@ -24,6 +24,7 @@ import pandas as pd
 from ...kernels.rows import wants_within
 from ...kernels.term_table import TermRows, TermTable, add_rows_into, as_packed, hash_buckets
 from ...kernels.vc_packed import accumulate_padded_into
+from ...stats.keys import hashed_bits
 from ...stats.packed import PackedLayout
 from ...stats.standardize import Standardization, check_weights_range, widened
 
@@ -44,10 +45,12 @@ def bucket_of(keys: np.ndarray, n_buckets: int) -> np.ndarray:
     (``pd.util.hash_array``, modulo ``n_buckets``).  Integer keys take
     :func:`~dmixed.kernels.term_table.hash_buckets` where it runs compiled: pandas'
     hash of integers (their bits zero-extended to 64, then splitmix64's finalizer),
-    the same buckets in one pass."""
+    the same buckets in one pass.  Float keys are hashed as the integers of their bits
+    (:func:`~dmixed.stats.keys.hashed_bits`: ``-0.0`` as ``0.0``), whatever pandas'
+    version does with floats."""
     if n_buckets == 1:
         return np.zeros(len(keys), dtype=np.int64)
-    keys = np.asarray(keys)
+    keys = hashed_bits(np.asarray(keys))
     buckets = hash_buckets(keys, n_buckets)
     if buckets is not None:
         return buckets

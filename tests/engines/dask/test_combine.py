@@ -485,3 +485,42 @@ def test_bucket_of_integers_is_pandas_hash(dtype, n, n_buckets, mode, seed):
         mp.setenv("DMIXED_KERNELS", mode)
         got = combine.bucket_of(keys, n_buckets)
     np.testing.assert_array_equal(got, want)
+
+
+def _raw_bits_hash(values, *args, **kwargs):
+    """``pd.util.hash_array`` as pandas before 3 hashed floats: their raw bits, so that
+    ``-0.0`` and ``0.0`` (and NaNs of other bits) hashed apart."""
+    values = np.asarray(values)
+    if values.dtype.kind == "f":
+        values = values.view(f"u{values.dtype.itemsize}")
+    return _PANDAS_HASH(values, *args, **kwargs)
+
+
+_PANDAS_HASH = pd.util.hash_array
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    values=st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=60),
+    n_buckets=st.integers(2, 9),
+    mode=st.sampled_from(["numba", "numpy"]),
+)
+def test_bucket_of_floats_does_not_depend_on_pandas_float_hash(values, n_buckets, mode):
+    """Float keys' buckets are those of their bits, ``-0.0`` spelled ``0.0`` and every
+    NaN one NaN (keys equal as pandas groups them share a bucket), whatever pandas'
+    own hash of floats does with them (pandas before 3 hashed the raw bits): a driver
+    and workers with different pandas route rows alike."""
+    keys = np.array([*values, 0.0, -0.0, np.nan, -np.nan], dtype=np.float64)
+    canonical = np.where(np.isnan(keys), np.nan, keys + 0.0)  # -0.0 + 0.0 is 0.0
+    want = (
+        _PANDAS_HASH(canonical.view(np.uint64), categorize=False) % np.uint64(n_buckets)
+    ).astype(np.int64)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DMIXED_KERNELS", mode)
+        mp.setattr(pd.util, "hash_array", _raw_bits_hash)
+        got = combine.bucket_of(keys, n_buckets)
+        signed = combine.bucket_of(np.concatenate([keys, -keys]), n_buckets)
+    np.testing.assert_array_equal(got, want)
+    both = np.concatenate([keys, -keys])
+    for alike in (both == 0, np.isnan(both)):
+        assert len(set(signed[alike].tolist())) == 1

@@ -119,3 +119,54 @@ def test_partitions_whose_weights_straddle_a_scale_step_give_the_in_process_fit(
     assert got.llf == pytest.approx(ref.llf, rel=1e-10)
     np.testing.assert_allclose(got.fe_params, ref.fe_params, rtol=1e-8)
     assert got.scale == pytest.approx(ref.scale, rel=1e-8)
+
+
+def _raw_float_bits_hash(values, *args, **kwargs):
+    """pandas' ``hash_array`` as before pandas 3: floats hashed by their raw bits."""
+    values = np.asarray(values)
+    if values.dtype.kind == "f":
+        values = values.view(np.uint64)
+    return _HASH_ARRAY(values, *args, **kwargs)
+
+
+_HASH_ARRAY = pd.util.hash_array
+
+
+def test_float_keys_zero_and_minus_zero_are_one_group_whatever_pandas_hash(monkeypatch):
+    """Group keys ``-0.0`` in some rows and ``0.0`` in others are one group in process
+    (pandas groups them); on Dask their partials meet in one bucket even where pandas
+    hashes floats by their raw bits (as before pandas 3)."""
+    df = _data().assign(g=lambda d: d["g"] - 0.5)
+    zero = (df["g"] == 0.5).to_numpy()
+    df.loc[zero, "g"] = np.where(np.arange(zero.sum()) % 2 == 0, 0.0, -0.0)
+    assert np.signbit(df["g"]).sum() > 0 and df.groupby("g").ngroups == 30
+    ref = _fit(df, "intercept")
+    monkeypatch.setattr(pd.util, "hash_array", _raw_float_bits_hash)
+    with dask.config.set(scheduler="sync"):
+        got = _fit(dd.from_pandas(df, npartitions=4, sort=False), "intercept")
+    assert len(got.random_effects) == 30
+    assert got.llf == pytest.approx(ref.llf, rel=1e-10)
+
+
+@pytest.mark.parametrize("missing", ["raise", "drop"])
+def test_nan_float_keys_are_missing_values_as_in_process(missing):
+    """A NaN group key is a missing value on Dask as in process: refused naming the
+    column, or its rows dropped (never a group of its own)."""
+    df = _data().assign(g=lambda d: d["g"] + 0.5)
+    df.loc[[3, 900], "g"] = [np.nan, -np.nan]
+    with dask.config.set(scheduler="sync"):
+        got = []
+        for data in (df, dd.from_pandas(df, npartitions=3, sort=False)):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    res = dmixed.mixedlm("y ~ x1", data, groups="g", missing=missing).fit()
+                got.append((res.nobs, len(res.random_effects), res.llf))
+            except DataError as err:
+                assert "missing values in column 'g'" in str(err)
+                got.append("refused")
+    if missing == "raise":
+        assert got == ["refused", "refused"]
+    else:
+        assert got[0][:2] == got[1][:2] == (1498, 30)
+        assert got[1][2] == pytest.approx(got[0][2], rel=1e-10)
