@@ -276,6 +276,15 @@ def test_object_groups_mixing_5_and_text_5_are_refused():
         build_spec(df, "y ~ xi", groups="g")
 
 
+#: dask's Parquet reader (``read_partition``) calls ``reset_index(inplace=True)`` on the
+#: partitions of a file with nested columns, which pandas 3.1 deprecates: dask's call,
+#: not dmixed's, and the refusal this test checks comes after it
+DASK_INPLACE_RESET = (
+    "ignore:The inplace keyword in DataFrame.reset_index is deprecated:DeprecationWarning"
+)
+
+
+@pytest.mark.filterwarnings(DASK_INPLACE_RESET)
 @pytest.mark.parametrize("source", ["pandas", "dask"])
 @pytest.mark.parametrize(
     ("formula", "groups", "column", "nested"),
@@ -508,12 +517,8 @@ def test_array_designs_warn_for_integers_they_round():
     big, _ = _offset_frame(2**60, np.int64)
     exog = np.column_stack([np.ones(len(big), dtype=np.int64), big["c"].to_numpy()])
     with pytest.warns(PrecisionWarning, match="column 'exog'"):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DataError)
-            try:
-                MixedLM(big["y"].to_numpy(), exog, big["g"].to_numpy())
-            except DataError:
-                pass
+        model = MixedLM(big["y"].to_numpy(), exog, big["g"].to_numpy())
+    assert model.exog_names == ["const", "x1"]
 
 
 _NATIVE_RANGES = {"int": (-(2.0**63), 2.0**63), "uint": (0.0, 2.0**64), "bool": (0.0, 2.0)}
