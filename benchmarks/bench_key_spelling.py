@@ -1,7 +1,8 @@
 """CPU milliseconds of :func:`dmixed.stats.keys.key_values` on a partition's group keys,
 against its body without the respelling of equal object keys (``astype(object)`` only),
 interleaved in one process: text keys (the check that they are all text) and tuple
-keys (factorized, each distinct key respelled once).
+keys (factorized, each distinct key respelled once); and ``pd.factorize`` of the keys
+alone, the per-row part (finding the distinct keys) of what ``key_values`` adds.
 
 Run from the repository root: ``PYTHONPATH=$PWD python benchmarks/bench_key_spelling.py
 [ROWS] [GROUPS]``.
@@ -13,6 +14,7 @@ import sys
 import time
 
 import numpy as np
+import pandas as pd
 
 from dmixed.stats.keys import key_values
 
@@ -21,6 +23,11 @@ def plain(groups) -> np.ndarray:
     """``key_values`` without the respelling (the body before it)."""
     keys = np.asarray(groups)
     return keys.astype(object) if keys.dtype.kind not in "iufbMm" else keys
+
+
+def factorized(keys) -> None:
+    """``pd.factorize`` of the keys, as ``key_values`` runs it (NaN a key)."""
+    pd.factorize(keys, use_na_sentinel=False)
 
 
 def best_ms(fn, keys, repeat: int = 7) -> float:
@@ -38,12 +45,15 @@ def main(rows: int, groups: int) -> None:
         "text": [f"g{i}" for i in ids],
         "tuple": [(int(i), "a") if i % 2 else (np.int64(i), "a") for i in ids],
     }
-    print(f"rows {rows}, groups {groups}: CPU ms, best of 7 (plain / key_values)")
+    print(f"rows {rows}, groups {groups}: CPU ms, best of 7 (plain / key_values / factorize)")
     for kind, values in kinds.items():
         keys = np.empty(rows, dtype=object)
         keys[:] = values
-        pairs = [(best_ms(plain, keys), best_ms(key_values, keys)) for _ in range(3)]
-        shown = "  ".join(f"{a:.1f} / {b:.1f}" for a, b in pairs)
+        runs = [
+            (best_ms(plain, keys), best_ms(key_values, keys), best_ms(factorized, keys))
+            for _ in range(3)
+        ]
+        shown = "  ".join(f"{a:.1f} / {b:.1f} / {c:.1f}" for a, b, c in runs)
         print(f"{kind:6s} {shown}")
 
 
