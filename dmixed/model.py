@@ -252,16 +252,15 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         Raises
         ------
         SpecError
-            ``subset`` or ``drop_cols`` given (statsmodels' arguments: filter the
-            DataFrame first, leave the terms out of the formula), ``groups`` neither a column
+            ``subset`` given (statsmodels' argument: filter the DataFrame first),
+            ``drop_cols`` naming no fixed-effects column (statsmodels' argument: those
+            columns are dropped from the design built), ``groups`` neither a column
             name nor one label per row, or a formula that cannot be built
             (:func:`dmixed.design.build_spec`).
         """
         del use_sparse  # accepted for statsmodels' signature, ignored
         if subset is not None:
             raise SpecError("subset is not supported: filter the DataFrame first")
-        if drop_cols is not None:
-            raise SpecError("drop_cols is not supported: leave those terms out of the formula")
         if not isinstance(groups, str):
             # statsmodels also takes the labels themselves; they are named "Group"
             if is_dask(data):
@@ -289,6 +288,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             weights=weights,
             missing=missing,
             env=env,
+            drop_cols=drop_cols,
         )
         if prepared is not None:  # pandas data, prepared once for the spec's checks
             return cls._with_spec(spec, use_sqrt, rows=rows_of_frame(spec, data, prepared))

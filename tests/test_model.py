@@ -322,13 +322,66 @@ def test_missing_none_acts_as_raise():
         MixedLM(endog, exog, groups, missing="nan")
 
 
-@pytest.mark.parametrize("keyword", ["subset", "drop_cols"])
-def test_statsmodels_formula_keywords_not_supported_are_named(keyword):
-    """statsmodels' ``from_formula`` takes ``subset`` and ``drop_cols``; dmixed refuses
-    them naming the argument (``drop_cols`` once raised a bare TypeError)."""
+def test_statsmodels_formula_keyword_subset_not_supported_is_named():
+    """statsmodels' ``from_formula`` takes ``subset``; dmixed refuses it naming the
+    argument."""
     df = pd.DataFrame({"y": np.arange(10.0), "x": np.arange(10.0) % 3, "g": np.arange(10) % 2})
-    with pytest.raises(dmixed.SpecError, match=f"{keyword} is not supported"):
-        dmixed.mixedlm("y ~ x", df, groups="g", **{keyword: ["x"]})
+    with pytest.raises(dmixed.SpecError, match="subset is not supported"):
+        dmixed.mixedlm("y ~ x", df, groups="g", subset=["x"])
+
+
+def _drop_cols_data() -> pd.DataFrame:
+    rng = np.random.default_rng(11)
+    n = 400
+    g = rng.integers(0, 25, n)
+    df = pd.DataFrame(
+        {
+            "x1": rng.normal(size=n),
+            "x2": rng.normal(size=n),
+            "a": np.array(["lo", "mid", "hi"], dtype=object)[rng.integers(0, 3, n)],
+            "g": g,
+        }
+    )
+    df["y"] = 1 + 0.5 * df["x1"] + rng.normal(size=25)[g] + rng.normal(size=n)
+    return df
+
+
+@pytest.mark.parametrize("engine", ["pandas", "dask"])
+@pytest.mark.parametrize("drop", [["x2"], ["a[T.mid]"], ["x2", "x1:x2"]])
+def test_drop_cols_drops_fixed_effects_columns_as_statsmodels(engine, drop):
+    """``drop_cols`` (statsmodels' ``from_formula`` argument): the named columns of the
+    fixed-effects design are dropped after it is built, in process and on Dask; the fit
+    is statsmodels' with the same argument."""
+    import warnings
+
+    import dask
+    import dask.dataframe as dd
+    import statsmodels.formula.api as smf
+
+    df = _drop_cols_data()
+    formula = "y ~ x1 * x2 + a"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = smf.mixedlm(formula, df, groups="g", drop_cols=drop).fit(reml=True)
+    data = df if engine == "pandas" else dd.from_pandas(df, npartitions=3)
+    with dask.config.set(scheduler="sync"):
+        res = dmixed.mixedlm(formula, data, groups="g", drop_cols=drop).fit(reml=True)
+    # formulaic orders the columns unlike patsy: compared by name
+    assert sorted(res.model.exog_names) == sorted(ref.model.exog_names)
+    assert not set(drop) & set(res.model.exog_names)
+    names = list(res.model.exog_names)
+    np.testing.assert_allclose(
+        np.asarray(res.fe_params), ref.fe_params[names].to_numpy(), rtol=1e-5, atol=1e-7
+    )
+    assert res.llf == pytest.approx(ref.llf, rel=1e-7)
+
+
+def test_drop_cols_naming_no_column_of_the_design_is_refused():
+    """statsmodels ignores a name that is not a column; dmixed refuses it, naming it
+    and the columns close to it."""
+    df = _drop_cols_data()
+    with pytest.raises(dmixed.SpecError, match=r"drop_cols.*'x3'.*close matches: 'x2'"):
+        dmixed.mixedlm("y ~ x1 + x2", df, groups="g", drop_cols=["x3"])
 
 
 def _unidentifiable(kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

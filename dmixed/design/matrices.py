@@ -91,6 +91,9 @@ def main_plain_plans(spec: ModelSpec):
     """``(rhs, lhs)`` plain plans when :func:`fixed_effects` builds ``exog`` with numpy
     (column-major, one column per plan entry), else ``(None, None)``."""
     rhs, lhs = spec.plain_plan("rhs"), spec.plain_plan("lhs")
+    keep = spec.fixed_kept
+    if rhs is not None and keep is not None:  # drop_cols: the plan of the kept columns
+        rhs = [rhs[j] for j in keep] if len(rhs) == len(spec.exog_names_built) else None
     if rhs is not None and lhs is not None and len(lhs) == 1 and len(rhs) == len(spec.exog_names):
         return rhs, lhs
     return None, None
@@ -131,15 +134,22 @@ def fixed_effects(spec: ModelSpec, frame: pd.DataFrame, n: int, response: bool =
         return endog, exog
     if not response:
         mm = materialize(spec.formulaic_spec("main").rhs, frame, spec.formula, spec.context)
-        exog = np.ascontiguousarray(np.asarray(mm, dtype=np.float64).reshape(n, p))
+        exog = _kept_columns(spec, np.asarray(mm, dtype=np.float64).reshape(n, -1))
         check_output(exog, spec.exog_names, "fixed-effects design")
         return np.full(n, np.nan), exog
     mm = materialize(spec.formulaic_spec("main"), frame, spec.formula, spec.context)
     endog = np.array(np.asarray(mm.lhs, dtype=np.float64).reshape(n, -1)[:, 0])
-    exog = np.ascontiguousarray(np.asarray(mm.rhs, dtype=np.float64).reshape(n, p))
+    exog = _kept_columns(spec, np.asarray(mm.rhs, dtype=np.float64).reshape(n, -1))
     check_output(endog[:, None], [spec.endog_name], "response")
     check_output(exog, spec.exog_names, "fixed-effects design")
     return endog, exog
+
+
+def _kept_columns(spec: ModelSpec, exog: np.ndarray) -> np.ndarray:
+    """The formula's fixed-effects columns less those ``drop_cols`` dropped
+    (:attr:`~dmixed.design.spec.ModelSpec.fixed_kept`), C-contiguous."""
+    keep = spec.fixed_kept
+    return np.ascontiguousarray(exog if keep is None else exog[:, keep])
 
 
 def shared_re_columns(spec: ModelSpec, exog: np.ndarray) -> np.ndarray | None:

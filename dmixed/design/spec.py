@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from ..errors import CheckpointError, DataError
+from ..errors import CheckpointError, DataError, SpecError
 from .build import (
     check_arguments,
     check_distinct_components,
@@ -57,6 +57,7 @@ from .matrices import (
     random_effects,
     shared_re_columns,
 )
+from .messages import suggest
 from .missing import missing_option
 from .partitions import restored_values
 from .prepare import PreparedColumns, normalized_frame, prepare_columns
@@ -203,6 +204,9 @@ class ModelSpec(ModelNames):
     #: the integer reference of each linear integer column read as ``column − reference``
     #: (:mod:`dmixed.design.references`; empty: none)
     references: dict[str, int] = field(default_factory=dict, repr=False)
+    #: the fixed-effects formula's columns before ``drop_cols`` took some out (statsmodels'
+    #: argument; None: none dropped): ``exog_names`` are those kept, in this order
+    exog_names_built: list[str] | None = field(default=None, repr=False)
 
     # -- pickling: drop per-process caches -----------------------------------
     def __getstate__(self) -> dict:
@@ -224,6 +228,17 @@ class ModelSpec(ModelNames):
         """formulaic's evaluation context: the caller's names (empty for a spec built
         from a file, a job or the command line)."""
         return self.caller_names or {}
+
+    @property
+    def fixed_kept(self) -> np.ndarray | None:
+        """The positions of ``exog_names`` among the formula's fixed-effects columns
+        (``exog_names_built``); None when ``drop_cols`` dropped none (cached)."""
+        built = self.exog_names_built
+        if built is None:
+            return None
+        return self._cached(
+            "fixed_kept", lambda: np.array([built.index(c) for c in self.exog_names])
+        )
 
     def categorical_dtype(self, col: str) -> pd.CategoricalDtype:
         """The pandas dtype of a label column: its global levels (cached)."""
@@ -299,6 +314,8 @@ class ModelSpec(ModelNames):
         marked = {"caller_names": sorted(self.caller_names)} if self.caller_names else {}
         if self.references:  # (absent when none: the saved form of older versions)
             marked["references"] = {c: int(v) for c, v in self.references.items()}
+        if self.exog_names_built is not None:  # (likewise)
+            marked["drop_cols"] = dropped_columns(self)
         return {
             **marked,
             "formula": self.formula,
@@ -450,6 +467,41 @@ class ModelSpec(ModelNames):
         )
 
 
+def without_columns(spec: ModelSpec, drop_cols) -> ModelSpec:
+    """``spec`` without the fixed-effects columns named in ``drop_cols``, as
+    statsmodels' ``from_formula(..., drop_cols=...)`` drops them from the design it
+    built (``spec`` itself for None or none).
+
+    Raises
+    ------
+    SpecError
+        A name is not a column of the fixed-effects design (statsmodels ignores it), or
+        every column would be dropped.
+    """
+    if drop_cols is None:
+        return spec
+    names = [drop_cols] if isinstance(drop_cols, str) else list(drop_cols)
+    if not names:
+        return spec
+    built = list(spec.exog_names)
+    for name in names:
+        if name not in built:
+            raise SpecError(
+                f"drop_cols names {name!r}, which is not a column of the fixed-effects "
+                f"design{suggest(name, built)}"
+            )
+    kept = [c for c in built if c not in set(names)]
+    if not kept:
+        raise SpecError("drop_cols names every column of the fixed-effects design")
+    return dataclasses.replace(spec, exog_names=kept, exog_names_built=built)
+
+
+def dropped_columns(spec: ModelSpec) -> list[str]:
+    """The fixed-effects columns ``drop_cols`` took out of ``spec`` (:func:`without_columns`)."""
+    kept = set(spec.exog_names)
+    return [c for c in spec.exog_names_built or [] if c not in kept]
+
+
 def _rebuilt(state: dict, eval_env: Mapping[str, Any] | None) -> ModelSpec:
     """The spec of a :meth:`ModelSpec.to_dict` state, built on a prototype frame
     holding exactly its levels (no check of its names)."""
@@ -468,6 +520,7 @@ def _rebuilt(state: dict, eval_env: Mapping[str, Any] | None) -> ModelSpec:
         weights=state["weights"],
         missing=state["missing"],
         env=env,
+        drop_cols=state.get("drop_cols"),
     )
     return dataclasses.replace(
         spec,
@@ -485,6 +538,7 @@ def build_spec(
     weights: str | None = None,
     missing: str = "raise",
     env: Environment | None = None,
+    drop_cols=None,
 ) -> ModelSpec:
     """Build the model spec once from the whole dataset (see :func:`build_spec_prepared`)."""
     return build_spec_prepared(
@@ -496,6 +550,7 @@ def build_spec(
         weights=weights,
         missing=missing,
         env=env,
+        drop_cols=drop_cols,
     ).spec
 
 
@@ -520,6 +575,7 @@ def build_spec_prepared(
     weights: str | None = None,
     missing: str = "raise",
     env: Environment | None = None,
+    drop_cols=None,
 ) -> BuiltSpec:
     """Build the model spec once from the whole dataset; with the prepared columns of a
     pandas ``data`` (None for Dask), which ``spec.transform(data, prepared=...)`` takes
@@ -535,7 +591,8 @@ def build_spec_prepared(
     positive weights, ``missing`` is ``"raise"`` or ``"drop"``.  ``env``: the caller's
     scope, where names the whitelist does not know are looked up; the Python API's
     switch (:mod:`dmixed.design.scope`), None for every formula from a file, a job,
-    saved results or the command line.
+    saved results or the command line.  ``drop_cols`` (statsmodels' argument): names of
+    fixed-effects columns dropped once the design is built (:func:`without_columns`).
 
     ``data`` is a pandas DataFrame or a Dask DataFrame.  For Dask, the meta
     gives the dtypes, and one ``dask.compute`` reads the categorical/string
@@ -546,8 +603,8 @@ def build_spec_prepared(
     Raises
     ------
     SpecError
-        For a bad argument, a factor with a single level, or ``levels=`` that misses a
-        value of the data.
+        For a bad argument, a factor with a single level, ``levels=`` that misses a
+        value of the data, or ``drop_cols`` naming no fixed-effects column.
     FormulaError
         For a formula that does not parse, fails the whitelist, or cannot be evaluated.
     DataError
@@ -604,6 +661,7 @@ def build_spec_prepared(
         plain_plans=specs.plain_plans,
         caller_names=caller,
     )
+    spec = without_columns(spec, drop_cols)
     references = choose_references(spec, parsed, integers, data, dask_input)
     if references:
         spec = dataclasses.replace(spec, references=references)

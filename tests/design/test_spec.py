@@ -392,3 +392,25 @@ def test_text_codes_found_by_the_scan_are_those_of_a_look_up(monkeypatch, missin
     assert again.columns["id"].dtype == prepared.columns["id"].dtype == np.int64
     np.testing.assert_array_equal(again.columns["id"], prepared.columns["id"])
     np.testing.assert_array_equal(again.keep, prepared.keep)
+
+
+@pytest.mark.parametrize("formula", ["y ~ x1 * x2 + a", "y ~ x1 + np.log(x2) + a"])
+def test_drop_cols_keeps_the_other_columns_and_survives_the_saved_form(formula):
+    """``drop_cols``: the design is the full one less those columns (plain or formulaic
+    matrices alike), and a saved spec rebuilds with them dropped."""
+    from dmixed.design.spec import ModelSpec
+
+    df = make_df()
+    full = build_spec(df, formula, groups="g")
+    drop = [full.exog_names[1], full.exog_names[-1]]
+    spec = build_spec(df, formula, groups="g", drop_cols=drop)
+    kept = [c for c in full.exog_names if c not in drop]
+    assert spec.exog_names == kept
+    want = full.transform(df).exog[:, [full.exog_names.index(c) for c in kept]]
+    np.testing.assert_array_equal(spec.transform(df).exog, want)
+    np.testing.assert_array_equal(spec.transform(df, response=False).exog, want)
+    state = spec.to_dict()
+    assert state["drop_cols"] == drop and "drop_cols" not in full.to_dict()
+    again = ModelSpec.from_dict(state)
+    assert again.exog_names == kept
+    np.testing.assert_array_equal(again.transform(df).exog, want)
