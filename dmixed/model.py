@@ -53,6 +53,7 @@ from .stats import (
     n_tril,
     tril_indices,
 )
+from .stats.standardize import check_weights_range, log2_range
 
 __all__ = ["MixedLM", "MixedLMParams", "mixedlm"]
 
@@ -375,6 +376,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
                 raise DataError(
                     f"weights must be positive: {int(np.sum(w <= 0))} rows have weight <= 0"
                 )
+            check_weights_range("weights", log2_range(w))  # as a formula's weights column
 
     # -- properties --------------------------------------------------------------
 

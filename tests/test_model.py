@@ -596,3 +596,17 @@ def test_a_dask_formula_model_reads_the_group_keys_back_once(monkeypatch):
     ref = dmixed.mixedlm("y ~ x1", df, groups="g").fit()
     assert res.llf == pytest.approx(ref.llf, rel=1e-10)
     assert sorted(res.random_effects) == sorted(ref.random_effects)
+
+
+def test_array_weights_in_more_than_one_unit_are_refused_as_a_column_of_them():
+    """Prior weights given as an array, 2^200 apart: refused before the fit as a
+    formula's weights column is (in process and on Dask), naming the argument."""
+    rng = np.random.default_rng(2)
+    n = 200
+    groups = np.arange(n) % 20
+    exog = np.column_stack([np.ones(n), rng.normal(size=n)])
+    endog = exog[:, 1] + rng.normal(size=20)[groups] + rng.normal(size=n)
+    w = rng.uniform(0.5, 2.0, n) * np.where(np.arange(n) < n // 2, 1.0, 2.0**200)
+    with pytest.raises(dmixed.DataError, match="column 'weights' are in more than one unit"):
+        dmixed.MixedLM(endog, exog, groups, weights=w)
+    dmixed.MixedLM(endog, exog, groups, weights=rng.uniform(0.5, 2.0, n) * 2.0**100)
