@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..design.spec import dropped_columns
 from ..errors import SpecError
 from ..stats.statistics import constant_in_statistics
 
@@ -22,18 +23,24 @@ def fe_terms(spec, exog_names: list[str]) -> list[tuple[str, np.ndarray]]:
     """``(name, column positions in exog_names)`` of every term of the fixed-effects
     formula, in the formula's order (the intercept named ``"Intercept"`` as
     statsmodels'); one term per column without a formula (array models, as
-    statsmodels does without a ``model_spec``).
+    statsmodels does without a ``model_spec``).  Columns ``drop_cols`` took out of the
+    design are out of their terms, and a term with none left is out of the list (as
+    statsmodels' ``from_formula`` takes a dropped whole term out of its ``design_info``).
 
     Raises
     ------
     SpecError
-        A column of a term that is not among ``exog_names``.
+        A column of a term that is not among ``exog_names`` and was not dropped.
     """
     if spec is None:
         return [(name, np.array([i])) for i, name in enumerate(exog_names)]
     position = {name: i for i, name in enumerate(exog_names)}
+    dropped = set(dropped_columns(spec))
     out = []
-    for term, _, columns in formula_structure(spec):
+    for term, _, built in formula_structure(spec):
+        columns = [c for c in built if c not in dropped]
+        if not columns:
+            continue
         missing = [c for c in columns if c not in position]
         if missing:
             raise SpecError(

@@ -164,3 +164,21 @@ def test_k_constant_of_arrays_from_their_intercept_is_the_rule_on_rows(columns):
     g = np.repeat(np.arange(2), 4)
     model = dmixed.MixedLM(np.arange(8.0), x, g)
     assert constant_of_fit(model, None) == constant_in_rows(x)
+
+
+def test_terms_leave_out_the_columns_drop_cols_dropped(data):
+    """A whole term dropped is no term; a term with some columns dropped keeps the
+    others; ``wald_test_terms`` tests what is left (statsmodels drops a dropped whole
+    term from its ``design_info``)."""
+    res = dmixed.mixedlm(
+        "y ~ x1 + C(site) + x1:x2", data, groups="g", drop_cols=["x1:x2", "C(site)[T.c]"]
+    ).fit()
+    names = np.asarray(res.names.exog_names)
+    terms = dict(fe_terms(res.spec, list(names)))
+    assert list(terms) == ["Intercept", "x1", "C(site)"]
+    assert list(names[terms["C(site)"]]) == ["C(site)[T.b]"]
+    table = res.wald_test_terms(scalar=True).table
+    assert list(table.index) == ["Intercept", "x1", "C(site)"]
+    assert list(table["df_constraint"]) == [1, 1, 1]
+    one = res.wald_test("C(site)[T.b] = 0", scalar=True)
+    assert table.loc["C(site)", "statistic"] == pytest.approx(float(one.statistic), rel=1e-12)
