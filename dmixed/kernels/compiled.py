@@ -247,7 +247,23 @@ def hessian_sums(chunks, lam: np.ndarray, basis: np.ndarray, w: np.ndarray, outs
     tuple
         ``(tr_ss, u_s_u, u_e_u, g_e_u, a_j, a_jk)`` as the fields of
         :class:`~dmixed.kernels.HessianSums`.
+
+    Notes
+    -----
+    For ``r ≤ 2`` contracted from moments over the groups
+    (:func:`_moment_hessian_sums`; ``outs`` is not used), else summed per ``E_j``
+    (:func:`per_basis_hessian_sums`).
     """
+    if lam.shape[0] <= 2:
+        kind, lam, b, det_b = _lam_forms(lam)
+        w = np.ascontiguousarray(w, dtype=np.float64)
+        return _moment_hessian_sums(chunks, kind, lam, b, det_b, basis, w)
+    return per_basis_hessian_sums(chunks, lam, basis, w, outs)
+
+
+def per_basis_hessian_sums(chunks, lam: np.ndarray, basis: np.ndarray, w: np.ndarray, outs):
+    """:func:`hessian_sums` summed per ``E_j`` over the groups (what ``r > 2`` runs; any
+    ``r``), the arguments as there."""
     from . import jit  # numba loads here, on first use
 
     kind, lam, b, det_b = _lam_forms(lam)
@@ -269,6 +285,25 @@ def hessian_sums(chunks, lam: np.ndarray, basis: np.ndarray, w: np.ndarray, outs
         a_j,
         half + half.transpose(1, 0, 3, 2),
     )
+
+
+def _moment_hessian_sums(chunks, kind, lam, b, det_b, basis, w):
+    """:func:`hessian_sums` for ``r ≤ 2``: the moments of
+    :class:`~dmixed.kernels.hessian_moments.HessianMoments` summed by the compiled
+    closed forms (:func:`dmixed.kernels.jit.hessian_moments`), contracted with the
+    basis once.  About half the per-group products of the per-``E_j`` sums for the
+    usual ``m = 3`` (benchmarks/RESULTS.md, "Session of 2026-12-02 (eighth): ooc"); the
+    same sums in another order (to rounding)."""
+    from . import jit  # numba loads here, on first use
+    from .hessian_moments import HessianMoments
+
+    r, k = lam.shape[0], w.shape[0]
+    moments = HessianMoments(r, k)
+    rows, cols = moments.rows.astype(np.intp), moments.cols.astype(np.intp)
+    for zz, zxy in chunks:
+        jit.hessian_moments(kind, zz, zxy, lam, b, det_b, w, rows, cols, *moments.sums())
+    moments.mirror()
+    return moments.contract(basis)
 
 
 def random_effects(chunks, lam: np.ndarray, w: np.ndarray, n_groups: int):

@@ -103,6 +103,22 @@ class HessianMoments:
         self.v += gram_rows(v)
         self.c += (v[:, None, :] * s_pairs[None]).reshape(self.c.shape[0], g) @ v.T
 
+    def sums(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(A, V, C)`` as stored, for a kernel that adds into them the upper triangles
+        only (then :meth:`mirror`)."""
+        return self.a, self.v, self.c
+
+    def mirror(self) -> None:
+        """Mirror the upper triangles of ``A``, ``V`` and of ``C`` under ``a x ↔ d y``
+        onto the lower ones (what :meth:`add_pairs` sums in full)."""
+        for arr in (self.a, self.v):
+            lower = np.tril_indices(arr.shape[0], -1)
+            arr[lower] = arr.T[lower]
+        rk = self.r * self.k
+        c = self.c.reshape(rk, -1, rk)  # [a x, pair, d y]
+        lower = np.tril_indices(rk, -1)
+        c.transpose(1, 0, 2)[:, lower[0], lower[1]] = c.transpose(1, 2, 0)[:, lower[0], lower[1]]
+
     def contract(self, basis: np.ndarray) -> tuple[np.ndarray, ...]:
         """The fields of :class:`~dmixed.kernels.HessianSums` for ``basis`` (m, r, r),
         the ``E_j`` (symmetric): ``(tr_ss, u_s_u, u_e_u, g_e_u, a_j, a_jk)``."""

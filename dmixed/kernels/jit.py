@@ -26,9 +26,10 @@ for ``r ≤ 2``; the diagonal of ``L_i`` otherwise: the caller takes the logarit
 vectorized by numpy) and *adds* its sums into ``out_m`` (k, k), ``out_s`` (r, r),
 ``out_t`` (r, k, k) (``Σ H[a,:] ⊗ H[a,:]`` for the variance-component slots ``a ≥ q``),
 ``out_tre`` (q, q, k, k) (``Σ H[a,:] ⊗ H[c,:]``, ``a ≤ c < q``) and ``out_between``
-(k, k); of the symmetric ones only the upper triangles (the caller mirrors them).
-:func:`hessian` adds the Hessian sums, :func:`random_effects` writes the BLUPs and
-conditional covariances.
+(k, k); of the symmetric ones (``out_tre[a, a]`` among them) only the upper triangles
+(the caller mirrors them).  :func:`hessian` adds the Hessian sums,
+:func:`hessian_moments` (``r ≤ 2``) the moments they are contracted from instead,
+:func:`random_effects` writes the BLUPs and conditional covariances.
 
 The inner loops index one-dimensional views with the loop counter itself: an offset
 index (``x[a, j, lo + i]``) keeps numba's negative-index check in the loop and LLVM
@@ -80,7 +81,8 @@ def _run_sums(zxy, lo, n, h, pz, s, q, out_m, out_s, out_t, out_tre):  # pragma:
     for a in range(q):
         for c in range(a, q):
             for x in range(k):
-                for y in range(k):
+                # on the diagonal blocks (c = a) only y ≥ x: the caller mirrors them
+                for y in range(x if c == a else 0, k):
                     out_tre[a, c, x, y] += _dot(h[a, x], h[c, y], n)
     for a in range(q, r):
         for x in range(k):
@@ -427,6 +429,66 @@ def hessian(kind, zz, zxy, lam, b, det_b, basis, w, outs):  # pragma: no cover
         _residual_side(rect[0], w, n, u)
         _hessian_values(sq[1], rect[0], u, basis, n, eu, seu, se, eg, seg)
         _hessian_run_sums(rect[0], u, eu, seu, se, eg, seg, n, outs)
+
+
+@_sums
+def _moment_run_sums(v, sp, sv, n, k, out_a, out_v, out_c):  # pragma: no cover
+    """Add the run's ``A``, ``V`` and ``C`` of
+    :class:`~dmixed.kernels.hessian_moments.HessianMoments` (``v`` (r k, RUN): the rows
+    ``[G_i, u_i]``; ``sp`` (pairs, RUN): ``S_i``'s lower triangle; ``sv`` (pairs, r k,
+    RUN): work).  Of ``A`` and ``V`` only the upper triangles; of ``C`` (symmetric under
+    ``a x ↔ d y``) only ``a x ≤ d y``, and of those only where ``x`` and ``y`` are both
+    ``p`` or both below it: the contraction reads no other entry into the Hessian sums
+    (the caller mirrors them, the others stay zero)."""
+    rk, npair = v.shape[0], sp.shape[0]
+    p = k - 1
+    for t in range(npair):
+        for t2 in range(t, npair):
+            out_a[t, t2] += _dot(sp[t], sp[t2], n)
+    for i in range(rk):
+        for j in range(i, rk):
+            out_v[i, j] += _dot(v[i], v[j], n)
+    for t in range(npair):
+        st = sp[t]
+        for j in range(rk):
+            vj, out = v[j], sv[t, j]
+            for g in range(n):
+                out[g] = st[g] * vj[g]
+    for i in range(rk):
+        xp = i % k == p
+        for j in range(i, rk):
+            if (j % k == p) != xp:
+                continue
+            for t in range(npair):
+                out_c[i * npair + t, j] += _dot(v[i], sv[t, j], n)
+
+
+@_exact
+def hessian_moments(  # pragma: no cover
+    kind, zz, zxy, lam, b, det_b, w, rows, cols, out_a, out_v, out_c
+):
+    """Add one chunk's moments ``A``, ``V``, ``C`` (:func:`_moment_run_sums`) for the
+    closed forms (``r ≤ 2``); ``rows``, ``cols``: ``S``'s lower triangle in
+    :func:`~dmixed.stats.tril_indices` order."""
+    r, k, g = zxy.shape
+    npair = rows.size
+    zz_run, zxy_run, dv, sq, rect = _buffers(r, k)
+    u = np.empty((r, RUN))
+    v = np.empty((r * k, RUN))
+    sp = np.empty((npair, RUN))
+    sv = np.empty((npair, r * k, RUN))
+    for lo in range(0, g, RUN):
+        n = min(RUN, g - lo)
+        _conditional(kind, zz, zxy, lo, n, lam, b, det_b, dv, sq, rect, zz_run, zxy_run)
+        h, s = rect[0], sq[1]
+        _residual_side(h, w, n, u)
+        for a in range(r):
+            for x in range(k - 1):
+                v[a * k + x, :n] = h[a, x, :n]
+            v[a * k + k - 1, :n] = u[a, :n]
+        for t in range(npair):
+            sp[t, :n] = s[rows[t], cols[t], :n]
+        _moment_run_sums(v, sp, sv, n, k, out_a, out_v, out_c)
 
 
 @_exact

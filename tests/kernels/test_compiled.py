@@ -138,6 +138,38 @@ def test_compiled_hessian_and_blups_match_numpy(
         assert np.all(np.abs(a - b) <= RTOL * np.max(np.abs(a), initial=0.0))
 
 
+@settings(max_examples=30, **QUICK)
+@given(
+    r=st.sampled_from([1, 2]),
+    m=st.integers(1, 4),
+    seed=st.integers(0, 2**16),
+    log_cond=st.floats(0, 8),
+    one_row=st.sampled_from([0.0, 0.3, 1.0]),
+    n_groups=st.sampled_from([1, 300, 700]),
+)
+def test_compiled_moment_hessian_matches_per_basis_form(
+    monkeypatch, r, m, seed, log_cond, one_row, n_groups
+):
+    """For r ≤ 2 the compiled Hessian sums are contracted from moments of which the
+    entries the contraction does not read into them are never summed: against the
+    compiled per-``E_j`` form (what larger r runs) for any symmetric basis, over
+    several chunks and runs."""
+    monkeypatch.setattr(kernels.groups, "GROUP_CHUNK", 293)
+    monkeypatch.setenv(compiled.ENV_VAR, "numba")
+    rng = np.random.default_rng(seed)
+    zz, zxy = _statistics(rng, n_groups, r, 4, one_row)
+    lam = _lam(rng, r, r, log_cond)
+    basis = rng.normal(size=(m, r, r))
+    basis = basis + basis.transpose(0, 2, 1)
+    w = np.r_[rng.normal(size=3), 1.0]
+    block = kernels.StatsBlock(zz, zxy)
+    got = kernels.hessian_contributions(block, lam, basis, w)
+    zeros = kernels.HessianSums.zeros(m, 3)
+    outs = tuple(getattr(zeros, f) for f in zeros.__dataclass_fields__)
+    ref = kernels.HessianSums(*compiled.per_basis_hessian_sums(block.chunks(), lam, basis, w, outs))
+    _assert_close(ref, got, RTOL)
+
+
 @pytest.mark.parametrize("r", [3, 5])
 def test_compiled_general_r_ill_conditioned(monkeypatch, r):
     """For r > 2 both paths form ``S = ZZ − ZZ·P·ZZ`` from a factor of ``K`` (numpy by
