@@ -5,10 +5,11 @@
 :class:`~dmixed.fit.profiled.ProfiledObjective` (its cache, its engine round trip, its
 per-chunk sums) and every Hessian a round trip of its own: on a fit of a few thousand
 groups that machinery, not the arithmetic, is most of the fit.  For the case most fits
-are — an in-process engine holding one block of groups, two random-effect coordinates
-with a dense ``cov_re``, no variance component, the square-root packing, every
-parameter free, no variance settled at zero — :class:`LeanSteps` runs the same loop on
-the whole-block sums of :class:`~dmixed.kernels.dense2.Dense2Statistics`: the same
+are — an in-process engine (its groups in any number of chunks, up to
+:data:`LEAN_ROWS_BYTES` of fixed rows), two random-effect coordinates with a dense
+``cov_re``, no variance component, the square-root packing, every parameter free, no
+variance settled at zero — :class:`LeanSteps` runs the same loop on the whole-block
+sums of :class:`~dmixed.kernels.dense2.Dense2Statistics` (added chunk by chunk): the same
 tests (gradient, contraction, secant, decrement), the same coordinates
 (:func:`~dmixed.fit.newton_coords.newton_step`), the same line search and the same
 rejections (ℓ or its score not finite, ``X'V*⁻¹X`` not positive definite, ``Q`` not
@@ -43,7 +44,7 @@ from .newton_rules import (
 from .objective import RESOLUTION_LIMIT, Profile, hessian, loglike_constant
 from .profiled import Evaluation
 
-__all__ = ["LeanPoint", "LeanResult", "LeanSteps", "lean_steps"]
+__all__ = ["LEAN_ROWS_BYTES", "LeanPoint", "LeanResult", "LeanSteps", "lean_steps"]
 
 _EPS = float(np.finfo(float).eps)
 
@@ -53,6 +54,12 @@ _EPS = float(np.finfo(float).eps)
 #: at ±1), so that the step along it, and the point where the steps end, follow the
 #: rounding of the sums, which the whole-block sums make otherwise than the general path.
 SINGULAR_CURVATURE = 1e-8
+
+#: The steps stand back where the fixed per-group rows of
+#: :class:`~dmixed.kernels.dense2.Dense2Statistics` (``4k + 5`` numbers a group) would
+#: take more than this many bytes: they are made once per fit next to the statistics,
+#: and on that many groups the per-evaluation machinery they save is a small share.
+LEAN_ROWS_BYTES = 256 * 2**20
 
 
 @dataclass
@@ -161,9 +168,12 @@ class LeanSteps:
         if not isinstance(block, StatsBlock):
             return None
         chunks = list(block.chunks())
-        if len(chunks) != 1 or chunks[0][0].shape[0] != 2:
+        if chunks[0][0].shape[0] != 2:
             return None
-        return cls(obj, Dense2Statistics(*chunks[0]))
+        k = chunks[0][1].shape[1]
+        if (4 * k + 5) * 8 * block.n_groups > LEAN_ROWS_BYTES:
+            return None
+        return cls(obj, Dense2Statistics.of_chunks(chunks))
 
     # -- ℓ, its score and the profiled Hessian ----------------------------------------
 

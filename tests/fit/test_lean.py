@@ -11,6 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dmixed
+from dmixed import kernels
+from dmixed.fit import lean
 from dmixed.fit.lean import LeanSteps, block_step
 from dmixed.fit.newton_coords import newton_step
 from dmixed.fit.newton_rules import modified_newton_step
@@ -116,6 +118,38 @@ def test_lean_steps_give_the_general_fit(
     slow, none = _fit(df, 2, reml, False, monkeypatch, weights)
     assert not none
     _assert_same_fit(fast, slow)
+
+
+@settings(max_examples=12, **QUICK)
+@given(
+    n_groups=st.integers(20, 200),
+    chunk=st.sampled_from([7, 16, 61]),
+    slope_sd=st.sampled_from([0.0, 0.05, 1.0]),
+    reml=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_lean_steps_over_several_chunks_give_the_general_fit(
+    n_groups, chunk, slope_sd, reml, seed, monkeypatch
+):
+    """The groups held in several chunks (as a block of more than
+    ``GROUP_CHUNK`` groups is): the steps run on the chunks' sums, and give the
+    general path's fit."""
+    monkeypatch.setattr(kernels.groups, "GROUP_CHUNK", chunk)
+    df = make_data(n_groups=n_groups, max_size=12, slope_sd=slope_sd, seed=seed)
+    fast, runs = _fit(df, 2, reml, True, monkeypatch)
+    slow, none = _fit(df, 2, reml, False, monkeypatch)
+    assert runs and not none
+    _assert_same_fit(fast, slow)
+
+
+def test_many_groups_take_the_general_path(monkeypatch):
+    """Fixed rows over :data:`~dmixed.fit.lean.LEAN_ROWS_BYTES`: the general path."""
+    monkeypatch.setattr(lean, "LEAN_ROWS_BYTES", 1000)
+    df = make_data(n_groups=40, max_size=10, seed=4)
+    fast, runs = _fit(df, 2, True, True, monkeypatch)
+    slow, _ = _fit(df, 2, True, False, monkeypatch)
+    assert not runs
+    assert np.array_equal(fast["params"], slow["params"])
 
 
 def test_lean_steps_run_on_the_common_fit(monkeypatch):
