@@ -68,7 +68,9 @@ class LeanPoint:
     general path rejects the point; ``score`` in the packing, ``grad`` in θ, ``d_psi``
     ∂ℓ/∂Ψ* (the optimizer's coordinates), ``lam`` the factor in the statistics', ``step``
     the whole-block sums there (None: not made yet, :meth:`LeanSteps.profiled_hessian`
-    makes them)."""
+    makes them), ``hessian`` the full Hessian and its log-determinant traces there
+    where :meth:`LeanSteps.profiled_hessian` made them (what
+    :meth:`~dmixed.fit.profiled.ProfiledObjective.keep_hessian` keeps)."""
 
     packed: np.ndarray
     llf: float
@@ -79,6 +81,7 @@ class LeanPoint:
     sums: StepSums | None = None
     prof: Profile | None = None
     d_psi: np.ndarray | None = None
+    hessian: tuple[np.ndarray, tuple[np.ndarray, np.ndarray]] | None = None
 
     def evaluation(self) -> Evaluation:
         """The point as the objective's :class:`~dmixed.fit.profiled.Evaluation`."""
@@ -358,6 +361,7 @@ class LeanSteps:
             prof_h = htt - hbt.T @ np.linalg.solve(hbb, hbt) if p else htt
         except np.linalg.LinAlgError:
             return None, None
+        point.hessian = (hess, (trace_s, trace_ss))
         return 0.5 * (prof_h + prof_h.T), (trace_s, trace_ss)
 
     def pack(self, theta: np.ndarray) -> np.ndarray:
