@@ -229,8 +229,10 @@ class LeanSteps:
         lam = lam_in_statistics(lam, self.layout, obj.re_map)
         lam.flags.writeable = False
         nowhere = LeanPoint(packed, -math.inf, np.zeros(packed.shape), np.zeros(packed.shape))
-        step = self.data.step(lam)
-        k = self.data.k
+        data = self.data
+        assert isinstance(data, Dense2Statistics)  # r = 2
+        step = data.step(lam)
+        k = data.k
         prof = self.profile(step.m)
         if prof is None:
             return nowhere, False
@@ -295,8 +297,10 @@ class LeanSteps:
         nowhere = LeanPoint(packed, -math.inf, np.zeros(packed.shape), np.zeros(packed.shape))
         lam = obj.lam(packed)
         lam.flags.writeable = False
-        step = self.data.step(lam)
-        k = self.data.k
+        data = self.data
+        assert isinstance(data, Dense1Statistics)  # r = 1
+        step = data.step(lam)
+        k = data.k
         sums = StepSums(
             step.logdet,
             step.m,
@@ -349,9 +353,10 @@ class LeanSteps:
         except np.linalg.LinAlgError:
             return -math.inf
         obj.n_evals += 1
-        if self.r == 1:
-            return self.value_1(lam)
-        logdet, m = self.data.value(lam)
+        data = self.data
+        if isinstance(data, Dense1Statistics):
+            return self.value_1(data, lam)
+        logdet, m = data.value(lam)
         prof = self.profile(m)
         if prof is None:
             return -math.inf
@@ -360,12 +365,13 @@ class LeanSteps:
             return -math.inf
         return llf
 
-    def value_1(self, lam: np.ndarray) -> float:
-        """:meth:`value` for ``r = 1`` at the factor ``lam`` (:meth:`evaluate_1`'s
-        formulas; the score's sums not made, as the engine's value leaves them)."""
+    def value_1(self, data: Dense1Statistics, lam: np.ndarray) -> float:
+        """:meth:`value` for ``r = 1`` (the statistics ``data``) at the factor ``lam``
+        (:meth:`evaluate_1`'s formulas; the score's sums not made, as the engine's value
+        leaves them)."""
         obj = self.obj
-        logdet, m, between = self.data.value(lam)
-        k = self.data.k
+        logdet, m, between = data.value(lam)
+        k = data.k
         nan = np.full((1, 1), np.nan)
         sums = StepSums(logdet, m, nan, np.full((1, 1, k, k), np.nan), self._empty_vc, between)
         try:
@@ -423,16 +429,22 @@ class LeanSteps:
         lam, sums, prof = point.lam, point.sums, point.prof
         if lam is None or sums is None or prof is None:
             return None, None
-        if point.step is None:
-            point.step = self.data.step(lam)
-        hs = self.data.hessian(point.step, self.basis, prof.w)
+        data, step = self.data, point.step
+        if step is None:
+            step = point.step = data.step(lam)
+        if isinstance(data, Dense1Statistics) and isinstance(step, Dense1Step):
+            hs = data.hessian(step, self.basis, prof.w)
+        elif isinstance(data, Dense2Statistics) and isinstance(step, Dense2Step):
+            hs = data.hessian(step, self.basis, prof.w)
+        else:  # not made by these statistics
+            return None, None
         try:
             hess = hessian(sums, hs, prof.beta, obj.glob, obj.reml, prof=prof)
         except np.linalg.LinAlgError:
             return None, None
         if not np.isfinite(hess).all():
             return None, None
-        s = point.step.s
+        s = step.s
         if self.r == 1:
             trace_s = np.array([s[0, 0]])
         else:

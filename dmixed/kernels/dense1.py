@@ -85,41 +85,28 @@ class Dense1Statistics:
         """``(Σ_i log|K_i|, Σ_i ZXy_i'P_iZXy_i, between)`` at ``lam`` (1 × 1): what ℓ
         alone needs (the same numbers as :meth:`step`'s)."""
         b = float(lam[0, 0]) ** 2
-        logdet, m, between = 0.0, None, None
-        for u, f, inv_u in self._chunks:
-            d = b * u
-            d += 1.0
-            logdet += float(np.log(d).sum())
-            inv_d = 1.0 / d
-            part = _m_sum(f, b * inv_d)
-            more = _m_sum(f, inv_u * inv_d)
-            m = part if m is None else m + part
-            between = more if between is None else between + more
+        first, *rest = (_chunk_value(b, *chunk) for chunk in self._chunks)
+        logdet, m, between, _ = first
+        for more in rest:
+            logdet += more[0]
+            m = m + more[1]
+            between = between + more[2]
         return logdet, m, between
 
     def step(self, lam: np.ndarray) -> Dense1Step:
         """The sums at the 1 × 1 factor ``lam`` (``b = λ²``)."""
         b = float(lam[0, 0]) ** 2
-        logdet, m, s, gram, between = 0.0, None, 0.0, None, None
-        hs, pairs = [], []
-        for u, f, inv_u in self._chunks:
-            d = b * u
-            d += 1.0
-            logdet += float(np.log(d).sum())
-            inv_d = 1.0 / d
-            part = _m_sum(f, b * inv_d)
-            more = _m_sum(f, inv_u * inv_d)
-            between = more if between is None else between + more
-            s_i = u * inv_d
-            s += float(s_i.sum())
-            h = f * inv_d
-            g = gram_rows(h)
-            m = part if m is None else m + part
-            gram = g if gram is None else gram + g
-            hs.append(h)
-            pairs.append(s_i[None])
-        s_mat = np.array([[s]])
-        return Dense1Step(logdet, m, s_mat, gram, tuple(hs), tuple(pairs), between)
+        parts = [_chunk_step(b, *chunk) for chunk in self._chunks]
+        logdet, m, between, s, gram, _, _ = parts[0]
+        for more in parts[1:]:
+            logdet += more[0]
+            m = m + more[1]
+            between = between + more[2]
+            s += more[3]
+            gram = gram + more[4]
+        h = tuple(p[5] for p in parts)
+        s_pairs = tuple(p[6] for p in parts)
+        return Dense1Step(logdet, m, np.array([[s]]), gram, h, s_pairs, between)
 
     def hessian(self, step: Dense1Step, basis: np.ndarray, w: np.ndarray) -> HessianSums:
         """The Hessian sums (:class:`~dmixed.kernels.HessianSums`) at the step's ``Λ``
@@ -132,6 +119,25 @@ class Dense1Statistics:
             v[0, -1] = w @ h  # u_i = H_i w in place of y's column
             moments.add_pairs(s_pairs, v)
         return HessianSums(*moments.contract(basis))
+
+
+def _chunk_value(
+    b: float, u: np.ndarray, f: np.ndarray, inv_u: np.ndarray
+) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+    """One chunk's ``(Σ log d, Σ P F'F, Σ F'F/(u d), 1/d)`` at ``b = λ²``."""
+    d = b * u
+    d += 1.0
+    inv_d = 1.0 / d
+    return float(np.log(d).sum()), _m_sum(f, b * inv_d), _m_sum(f, inv_u * inv_d), inv_d
+
+
+def _chunk_step(b: float, u: np.ndarray, f: np.ndarray, inv_u: np.ndarray) -> tuple:
+    """One chunk's :class:`Dense1Step` fields ``(Σ log d, Σ P F'F, between, Σ S, Σ h h',
+    h, S)`` at ``b = λ²``."""
+    logdet, m, between, inv_d = _chunk_value(b, u, f, inv_u)
+    s_i = u * inv_d
+    h = f * inv_d
+    return logdet, m, between, float(s_i.sum()), gram_rows(h), h, s_i[None]
 
 
 def _m_sum(f: np.ndarray, p: np.ndarray) -> np.ndarray:
