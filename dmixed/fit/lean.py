@@ -5,10 +5,13 @@
 :class:`~dmixed.fit.profiled.ProfiledObjective` (its cache, its engine round trip, its
 per-chunk sums) and every Hessian a round trip of its own: on a fit of a few thousand
 groups that machinery, not the arithmetic, is most of the fit.  For the case most fits
-are — an in-process engine holding one block of groups, two random-effect coordinates
-with a dense ``cov_re``, no variance component, the square-root packing, every
-parameter free, no variance settled at zero — :class:`LeanSteps` runs the same loop on
-the whole-block sums of :class:`~dmixed.kernels.dense2.Dense2Statistics`: the same
+are — an in-process engine (its groups in any number of chunks, up to
+:data:`LEAN_ROWS_BYTES` of fixed rows), two random-effect coordinates with a dense
+``cov_re``, no variance component, the square-root packing, every parameter free, no
+variance settled at zero — and for one random-effect coordinate alone (a random
+intercept), :class:`LeanSteps` runs the same loop on the whole-block sums of
+:class:`~dmixed.kernels.dense2.Dense2Statistics` (of
+:class:`~dmixed.kernels.dense1.Dense1Statistics` for one; added chunk by chunk): the same
 tests (gradient, contraction, secant, decrement), the same coordinates
 (:func:`~dmixed.fit.newton_coords.newton_step`), the same line search and the same
 rejections (ℓ or its score not finite, ``X'V*⁻¹X`` not positive definite, ``Q`` not
@@ -30,6 +33,7 @@ import numpy as np
 
 from ..engines.local import LocalEngine
 from ..kernels import StatsBlock, StepSums, compiled
+from ..kernels.dense1 import Dense1Statistics, Dense1Step
 from ..kernels.dense2 import Dense2Statistics, Dense2Step
 from ..stats.standardize import psi_map_matrix
 from .coordinates import lam_in_statistics
@@ -40,10 +44,19 @@ from .newton_rules import (
     secant_curvature,
     slow_steps,
 )
-from .objective import RESOLUTION_LIMIT, Profile, hessian, loglike_constant
+from .objective import (
+    RESOLUTION_LIMIT,
+    Profile,
+    hessian,
+    loglike,
+    loglike_constant,
+    out_of_resolution,
+    profile,
+    score_matrices,
+)
 from .profiled import Evaluation
 
-__all__ = ["LeanPoint", "LeanResult", "LeanSteps", "lean_steps"]
+__all__ = ["LEAN_ROWS_BYTES", "LeanPoint", "LeanResult", "LeanSteps", "lean_steps"]
 
 _EPS = float(np.finfo(float).eps)
 
@@ -54,6 +67,12 @@ _EPS = float(np.finfo(float).eps)
 #: rounding of the sums, which the whole-block sums make otherwise than the general path.
 SINGULAR_CURVATURE = 1e-8
 
+#: The steps stand back where the fixed per-group rows of
+#: :class:`~dmixed.kernels.dense2.Dense2Statistics` (``4k + 5`` numbers a group) would
+#: take more than this many bytes: they are made once per fit next to the statistics,
+#: and on that many groups the per-evaluation machinery they save is a small share.
+LEAN_ROWS_BYTES = 256 * 2**20
+
 
 @dataclass
 class LeanPoint:
@@ -61,17 +80,20 @@ class LeanPoint:
     general path rejects the point; ``score`` in the packing, ``grad`` in θ, ``d_psi``
     ∂ℓ/∂Ψ* (the optimizer's coordinates), ``lam`` the factor in the statistics', ``step``
     the whole-block sums there (None: not made yet, :meth:`LeanSteps.profiled_hessian`
-    makes them)."""
+    makes them), ``hessian`` the full Hessian and its log-determinant traces there
+    where :meth:`LeanSteps.profiled_hessian` made them (what
+    :meth:`~dmixed.fit.profiled.ProfiledObjective.keep_hessian` keeps)."""
 
     packed: np.ndarray
     llf: float
     score: np.ndarray
     grad: np.ndarray
     lam: np.ndarray | None = None
-    step: Dense2Step | None = None
+    step: Dense1Step | Dense2Step | None = None
     sums: StepSums | None = None
     prof: Profile | None = None
     d_psi: np.ndarray | None = None
+    hessian: tuple[np.ndarray, tuple[np.ndarray, np.ndarray]] | None = None
 
     def evaluation(self) -> Evaluation:
         """The point as the objective's :class:`~dmixed.fit.profiled.Evaluation`."""
@@ -117,10 +139,11 @@ class LeanSteps:
     whole-block sums (module docstring), for the objective ``obj``
     (:class:`~dmixed.fit.profiled.ProfiledObjective`) whose statistics are ``data``."""
 
-    def __init__(self, obj, data: Dense2Statistics) -> None:
+    def __init__(self, obj, data: Dense1Statistics | Dense2Statistics) -> None:
         self.obj = obj
         self.data = data
         self.layout = obj.layout
+        self.r = obj.layout.r
         self.basis = obj.layout.basis()
         self.n = obj.glob.n
         k = obj.glob.k_fe + 1
@@ -150,8 +173,8 @@ class LeanSteps:
             and getattr(engine, "steps", None) is None
             and getattr(engine, "step_hessian", None) is None
             and obj.use_sqrt
-            and layout.k_re == 2
-            and layout.r == 2
+            and layout.k_re in (1, 2)
+            and layout.r == layout.k_re
             and layout.k_vc == 0
             and obj.vc_map is None
             and compiled.forced() != "numba"
@@ -161,9 +184,14 @@ class LeanSteps:
         if not isinstance(block, StatsBlock):
             return None
         chunks = list(block.chunks())
-        if len(chunks) != 1 or chunks[0][0].shape[0] != 2:
+        if chunks[0][0].shape[0] != layout.r:
             return None
-        return cls(obj, Dense2Statistics(*chunks[0]))
+        k = chunks[0][1].shape[1]
+        if layout.r == 1:
+            return cls(obj, Dense1Statistics(chunks))  # views of the block's own arrays
+        if (4 * k + 5) * 8 * block.n_groups > LEAN_ROWS_BYTES:
+            return None
+        return cls(obj, Dense2Statistics.of_chunks(chunks))
 
     # -- ℓ, its score and the profiled Hessian ----------------------------------------
 
@@ -178,7 +206,10 @@ class LeanSteps:
         if ev.prof is None:
             return LeanPoint(ev.packed, -math.inf, ev.score, ev.score)
         d_psi, _ = obj.score_parts(ev)
-        grad = np.array([d_psi[0, 0], 2.0 * d_psi[1, 0], d_psi[1, 1]])
+        if self.r == 1:
+            grad = np.array([d_psi[0, 0]])
+        else:
+            grad = np.array([d_psi[0, 0], 2.0 * d_psi[1, 0], d_psi[1, 1]])
         lam = ev.lam if ev.lam is not None else obj.lam(ev.packed)
         return LeanPoint(ev.packed, ev.llf, ev.score, grad, lam, None, ev.step, ev.prof, d_psi)
 
@@ -187,22 +218,49 @@ class LeanSteps:
         them (the formulas of :func:`~dmixed.fit.objective.profile`,
         :func:`~dmixed.fit.objective.loglike`,
         :func:`~dmixed.fit.objective.score_matrices` and
-        :func:`~dmixed.fit.objective.out_of_resolution` for ``r = 2``, written out on
+        :func:`~dmixed.fit.objective.out_of_resolution` for ``r = 1, 2``, written out on
         the whole-block sums); with whether the point was rejected because ``Q`` is not
         resolved."""
         obj = self.obj
+        if self.r == 1:
+            return self.evaluate_1(packed)
         l00, l10, l11 = packed.tolist()
         lam = np.array([[l00, 0.0], [l10, l11]])  # Layout.lam of the square-root packing
         lam = lam_in_statistics(lam, self.layout, obj.re_map)
         lam.flags.writeable = False
         nowhere = LeanPoint(packed, -math.inf, np.zeros(packed.shape), np.zeros(packed.shape))
-        step = self.data.step(lam)
-        k = self.data.k
-        p = k - 1
+        data = self.data
+        assert isinstance(data, Dense2Statistics)  # r = 2
+        step = data.step(lam)
+        k = data.k
         prof = self.profile(step.m)
         if prof is None:
             return nowhere, False
         llf = self.loglike(step.logdet, prof)
+        d_psi, score, grad = self.score_2(step, prof, l00, l10, l11)
+        if not (math.isfinite(llf) and np.isfinite(score).all()):
+            return nowhere, False
+        if self.unresolved(step.m, prof):
+            return nowhere, True
+        sums = StepSums(
+            step.logdet,
+            step.m,
+            step.s,
+            step.gram.reshape(2, k, 2, k).transpose(0, 2, 1, 3),
+            self._empty_vc,
+            self._zeros,
+        )
+        self._last = LeanPoint(packed, llf, score, grad, lam, step, sums, prof, d_psi)
+        return self._last, False
+
+    def score_2(
+        self, step: Dense2Step, prof: Profile, l00: float, l10: float, l11: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(∂ℓ/∂Ψ*, the score in the packing, ∂ℓ/∂θ)`` for ``r = 2`` at the factor
+        ``[[l00, 0], [l10, l11]]`` (:func:`~dmixed.fit.objective.score_matrices`)."""
+        obj = self.obj
+        k = self.data.k
+        p = k - 1
         q, a_inv = prof.q, prof.a_inv
         w = prof.w
         wide = self._wide
@@ -225,19 +283,47 @@ class LeanSteps:
         score = np.array(
             [2.0 * (d00 * l00 + d01 * l10), 2.0 * (d01 * l00 + d11 * l10), 2.0 * (d11 * l11)]
         )
-        if not (math.isfinite(llf) and np.isfinite(score).all()):
-            return nowhere, False
-        if self.unresolved(step.m, prof):
-            return nowhere, True
+        return d_psi, score, np.array([d00, 2.0 * d01, d11])
+
+    def evaluate_1(self, packed: np.ndarray) -> tuple[LeanPoint, bool]:
+        """:meth:`evaluate` for ``r = 1``: the sums of
+        :class:`~dmixed.kernels.dense1.Dense1Statistics` (with ``between``) through the
+        objective's own formulas (:func:`~dmixed.fit.objective.profile` about its
+        within-group pivot, :func:`~dmixed.fit.objective.loglike`,
+        :func:`~dmixed.fit.objective.score_matrices`,
+        :func:`~dmixed.fit.objective.out_of_resolution`), as
+        :meth:`ProfiledObjective.evaluate` takes them."""
+        obj = self.obj
+        nowhere = LeanPoint(packed, -math.inf, np.zeros(packed.shape), np.zeros(packed.shape))
+        lam = obj.lam(packed)
+        lam.flags.writeable = False
+        data = self.data
+        assert isinstance(data, Dense1Statistics)  # r = 1
+        step = data.step(lam)
+        k = data.k
         sums = StepSums(
             step.logdet,
             step.m,
             step.s,
-            step.gram.reshape(2, k, 2, k).transpose(0, 2, 1, 3),
+            step.gram.reshape(1, 1, k, k),
             self._empty_vc,
-            self._zeros,
+            step.between,
         )
-        grad = np.array([d00, 2.0 * d01, d11])
+        glob = obj.glob
+        try:
+            prof = profile(sums, glob, obj.reml)
+            llf = loglike(sums, prof, glob, obj.reml)
+        except np.linalg.LinAlgError:
+            return nowhere, False
+        d_psi, d_tau = score_matrices(sums, prof, obj.reml, self.layout.slot_component, 0)
+        if obj.re_map is not None:
+            d_psi = obj.re_map.T @ d_psi @ obj.re_map
+        score = self.layout.score_packed(d_psi, d_tau, packed, True)
+        if not (math.isfinite(llf) and np.isfinite(score).all()):
+            return nowhere, False
+        if out_of_resolution(sums, prof, glob):
+            return nowhere, True
+        grad = np.array([d_psi[0, 0]])
         self._last = LeanPoint(packed, llf, score, grad, lam, step, sums, prof, d_psi)
         return self._last, False
 
@@ -267,12 +353,33 @@ class LeanSteps:
         except np.linalg.LinAlgError:
             return -math.inf
         obj.n_evals += 1
-        logdet, m = self.data.value(lam)
+        data = self.data
+        if isinstance(data, Dense1Statistics):
+            return self.value_1(data, lam)
+        logdet, m = data.value(lam)
         prof = self.profile(m)
         if prof is None:
             return -math.inf
         llf = self.loglike(logdet, prof)
         if not math.isfinite(llf) or self.unresolved(m, prof):
+            return -math.inf
+        return llf
+
+    def value_1(self, data: Dense1Statistics, lam: np.ndarray) -> float:
+        """:meth:`value` for ``r = 1`` (the statistics ``data``) at the factor ``lam``
+        (:meth:`evaluate_1`'s formulas; the score's sums not made, as the engine's value
+        leaves them)."""
+        obj = self.obj
+        logdet, m, between = data.value(lam)
+        k = data.k
+        nan = np.full((1, 1), np.nan)
+        sums = StepSums(logdet, m, nan, np.full((1, 1, k, k), np.nan), self._empty_vc, between)
+        try:
+            prof = profile(sums, obj.glob, obj.reml)
+            llf = loglike(sums, prof, obj.glob, obj.reml)
+        except np.linalg.LinAlgError:
+            return -math.inf
+        if not math.isfinite(llf) or out_of_resolution(sums, prof, obj.glob):
             return -math.inf
         return llf
 
@@ -322,17 +429,26 @@ class LeanSteps:
         lam, sums, prof = point.lam, point.sums, point.prof
         if lam is None or sums is None or prof is None:
             return None, None
-        if point.step is None:
-            point.step = self.data.step(lam)
-        hs = self.data.hessian(point.step, self.basis, prof.w)
+        data, step = self.data, point.step
+        if step is None:
+            step = point.step = data.step(lam)
+        if isinstance(data, Dense1Statistics) and isinstance(step, Dense1Step):
+            hs = data.hessian(step, self.basis, prof.w)
+        elif isinstance(data, Dense2Statistics) and isinstance(step, Dense2Step):
+            hs = data.hessian(step, self.basis, prof.w)
+        else:  # not made by these statistics
+            return None, None
         try:
             hess = hessian(sums, hs, prof.beta, obj.glob, obj.reml, prof=prof)
         except np.linalg.LinAlgError:
             return None, None
         if not np.isfinite(hess).all():
             return None, None
-        s = point.step.s
-        trace_s = np.array([s[0, 0], 2.0 * s[0, 1], s[1, 1]])
+        s = step.s
+        if self.r == 1:
+            trace_s = np.array([s[0, 0]])
+        else:
+            trace_s = np.array([s[0, 0], 2.0 * s[0, 1], s[1, 1]])
         trace_ss = hs.tr_ss.diagonal()
         p = prof.beta.size
         jac = self._theta_jac
@@ -348,6 +464,7 @@ class LeanSteps:
             prof_h = htt - hbt.T @ np.linalg.solve(hbb, hbt) if p else htt
         except np.linalg.LinAlgError:
             return None, None
+        point.hessian = (hess, (trace_s, trace_ss))
         return 0.5 * (prof_h + prof_h.T), (trace_s, trace_ss)
 
     def pack(self, theta: np.ndarray) -> np.ndarray:
@@ -355,6 +472,11 @@ class LeanSteps:
         Cholesky factor of a positive definite 2 × 2 Ψ* in floats (LAPACK's
         operations), the layout's own elsewhere (raises ``np.linalg.LinAlgError``
         outside the parameter space)."""
+        if self.r == 1:
+            (t0,) = theta.tolist()
+            if t0 > 0.0:
+                return np.array([math.sqrt(t0)])
+            return self.layout.pack_theta(theta, True)
         t0, t1, t2 = theta.tolist()
         if t0 > 0.0:
             l00 = math.sqrt(t0)
@@ -421,7 +543,7 @@ class LeanSteps:
             if curvature is None:
                 break
             step: BlockStep | NewtonStep | None = (
-                block_step(theta, grad, curvature, shift) if shifted else None
+                block_step(theta, grad, curvature, shift) if shifted and self.r == 2 else None
             )
             if step is None:
                 step = newton_step(

@@ -561,6 +561,10 @@ class _Optimization:
         if out.accepted and out.final.packed is out.accepted[-1][0]:
             # what follows (the tests, the results) reads the evaluation there
             obj.keep(out.final.evaluation())
+        final = out.final
+        if final.hessian is not None and final.prof is not None:
+            # and the Hessian there, where the steps made it (the standard errors)
+            obj.keep_hessian(final.packed, final.prof.beta, *final.hessian)
         return out.final.packed
 
     def profiled_hessian(

@@ -298,6 +298,22 @@ class ProfiledObjective:
         self._last_hessian = (key, out)
         return out.copy()
 
+    def keep_hessian(
+        self,
+        packed: np.ndarray,
+        beta: np.ndarray,
+        hess: np.ndarray,
+        traces: tuple[np.ndarray, np.ndarray],
+    ) -> None:
+        """Keep ``hess`` as :meth:`hessian_full` at ``packed`` and ``beta``, and
+        ``traces`` as :meth:`logdet_traces` there: made of the same formulas on other
+        sums of the same statistics (:mod:`~dmixed.fit.lean`), so that the standard
+        errors at the point where those steps end need no Hessian round trip."""
+        packed = np.asarray(packed, dtype=np.float64)
+        key = packed.tobytes() + np.asarray(beta).tobytes()
+        self._last_hessian = (key, np.array(hess, dtype=np.float64))
+        self._traces = (packed.tobytes(), traces[0].copy(), traces[1].copy())
+
     def _hessian_full(
         self,
         packed: np.ndarray,

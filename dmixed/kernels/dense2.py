@@ -47,22 +47,23 @@ class Dense2Step:
     gram : ndarray (2k, 2k)
         ``Σ_i h_i h_i'`` of the rows ``h_i = vec(H_i)`` (``H_i[a, x]`` at ``a k + x``):
         ``t_re[a, b] = gram[a k:(a+1) k, b k:(b+1) k]`` of :class:`~dmixed.kernels.StepSums`.
-    h : ndarray (2k, G)
-        The rows ``H_i[a, x]`` over the groups (what the Hessian sums read).
-    s_pairs : ndarray (3, G)
-        ``S_i`` at (0, 0), (1, 0), (1, 1) over the groups.
+    h : tuple of ndarray (2k, G_c)
+        The rows ``H_i[a, x]`` over the groups of each chunk (what the Hessian sums
+        read).
+    s_pairs : tuple of ndarray (3, G_c)
+        ``S_i`` at (0, 0), (1, 0), (1, 1) over the groups of each chunk.
     """
 
     logdet: float
     m: np.ndarray
     s: np.ndarray
     gram: np.ndarray
-    h: np.ndarray
-    s_pairs: np.ndarray
+    h: tuple[np.ndarray, ...]
+    s_pairs: tuple[np.ndarray, ...]
 
 
 class Dense2Statistics:
-    """The fixed per-group rows of one block of groups with ``r = 2``.
+    """The fixed per-group rows of a block of groups with ``r = 2``, chunk by chunk.
 
     Parameters
     ----------
@@ -71,6 +72,87 @@ class Dense2Statistics:
     zxy : ndarray (2, k, G)
         Entry-major ``Z̃_i'[X_i, y_i]``.
     """
+
+    def __init__(self, zz: np.ndarray, zxy: np.ndarray) -> None:
+        self._chunks = [_Dense2Chunk(zz, zxy)]
+        self.k = zxy.shape[1]
+        self.n_groups = zxy.shape[2]
+
+    @classmethod
+    def of_chunks(cls, chunks) -> Dense2Statistics:
+        """The rows of every chunk ``(zz (2, 2, G_c), zxy (2, k, G_c))`` of a block
+        (:meth:`~dmixed.kernels.StatsBlock.chunks`): each step's sums are the chunks'
+        sums added in their order, as the per-chunk kernels add theirs."""
+        chunks = list(chunks)
+        out = cls(*chunks[0])
+        out._chunks += [_Dense2Chunk(zz, zxy) for zz, zxy in chunks[1:]]
+        out.n_groups = sum(c.n_groups for c in out._chunks)
+        return out
+
+    def value(self, lam: np.ndarray) -> tuple[float, np.ndarray]:
+        """``(Σ_i log|K_i|, Σ_i ZXy_i'P_iZXy_i)`` at ``lam``: what ℓ alone needs (the
+        same numbers as :meth:`step`'s)."""
+        coef = _coefficients(lam)
+        first, *rest = self._chunks
+        *_, logdet, _, m = first.sums(coef)
+        for chunk in rest:
+            *_, more, _, more_m = chunk.sums(coef)
+            logdet += more
+            m = m + more_m
+        return logdet, m
+
+    def step(self, lam: np.ndarray) -> Dense2Step:
+        """The sums at the 2 × 2 factor ``lam`` (``B = ΛΛ'``, ``det(B) = det(Λ)²`` as
+        ``_conditional_2`` takes them)."""
+        coef = _coefficients(lam)
+        b00, b01, b11 = coef[4, 0], coef[5, 0], coef[6, 0]
+        # H = (F + adj(B) adj(U) F) / d: adj(B) = [[b11, −b01], [−b01, b00]]
+        mix = np.array([[1.0, 0.0, b11, -b01], [0.0, 1.0, -b01, b00]])
+        parts = [chunk.step(coef, mix) for chunk in self._chunks]
+        logdet, m, s, gram, h, s_pairs = parts[0]
+        for more in parts[1:]:
+            logdet += more[0]
+            m = m + more[1]
+            s = s + more[2]
+            gram = gram + more[3]
+        return Dense2Step(
+            logdet, m, s, gram, tuple(p[4] for p in parts), tuple(p[5] for p in parts)
+        )
+
+    def hessian(self, step: Dense2Step, basis: np.ndarray, w: np.ndarray) -> HessianSums:
+        """The Hessian sums (:class:`~dmixed.kernels.HessianSums`) at the step's ``Λ``
+        for the basis ``E_j`` (m, 2, 2) and ``w = [−β; 1]``, from the moments of
+        :class:`~dmixed.kernels.hessian_moments.HessianMoments` added chunk by chunk."""
+        k = self.k
+        moments = HessianMoments(2, k)
+        for h, s_pairs in zip(step.h, step.s_pairs, strict=True):
+            v = h.reshape(2, k, -1).copy()
+            v[:, -1] = np.einsum("ajg,j->ag", v, w)  # u_i = H_i w in place of y's column
+            moments.add_pairs(s_pairs, v)
+        return HessianSums(*moments.contract(basis))
+
+
+def _coefficients(lam: np.ndarray) -> np.ndarray:
+    """The (7 × 5) rows that map ``[1, u00, u01, u11, det(U)]`` to ``d`` and the
+    numerators of ``S`` and ``P`` at (0, 0), (1, 0), (1, 1), at ``B = ΛΛ'``."""
+    b = lam @ lam.T
+    det_b = float(np.linalg.det(lam)) ** 2
+    b00, b01, b11 = float(b[0, 0]), float(b[0, 1]), float(b[1, 1])
+    return np.array(
+        [
+            [1.0, b00, 2.0 * b01, b11, det_b],  # d
+            [0.0, 1.0, 0.0, 0.0, b11],  # S00·d = u00 + det(U) b11
+            [0.0, 0.0, 1.0, 0.0, -b01],  # S01·d = u01 − det(U) b01
+            [0.0, 0.0, 0.0, 1.0, b00],  # S11·d = u11 + det(U) b00
+            [b00, 0.0, 0.0, det_b, 0.0],  # P00·d = b00 + det(B) u11
+            [b01, 0.0, -det_b, 0.0, 0.0],  # P01·d = b01 − det(B) u01
+            [b11, det_b, 0.0, 0.0, 0.0],  # P11·d = b11 + det(B) u00
+        ]
+    )
+
+
+class _Dense2Chunk:
+    """The fixed rows of one chunk of groups (:class:`Dense2Statistics`)."""
 
     def __init__(self, zz: np.ndarray, zxy: np.ndarray) -> None:
         u00, u01, u11 = zz[0, 0], zz[0, 1], zz[1, 1]
@@ -87,23 +169,9 @@ class Dense2Statistics:
             4, k * g
         )
 
-    def _sums(self, lam: np.ndarray) -> tuple:
-        """``(b00, b01, b11, 1/d, log-determinant, S and P at (0,0), (1,0), (1,1) over the
-        groups, Σ ZXy'P ZXy)`` at ``lam``."""
-        b = lam @ lam.T
-        det_b = float(np.linalg.det(lam)) ** 2
-        b00, b01, b11 = float(b[0, 0]), float(b[0, 1]), float(b[1, 1])
-        coef = np.array(
-            [
-                [1.0, b00, 2.0 * b01, b11, det_b],  # d
-                [0.0, 1.0, 0.0, 0.0, b11],  # S00·d = u00 + det(U) b11
-                [0.0, 0.0, 1.0, 0.0, -b01],  # S01·d = u01 − det(U) b01
-                [0.0, 0.0, 0.0, 1.0, b00],  # S11·d = u11 + det(U) b00
-                [b00, 0.0, 0.0, det_b, 0.0],  # P00·d = b00 + det(B) u11
-                [b01, 0.0, -det_b, 0.0, 0.0],  # P01·d = b01 − det(B) u01
-                [b11, det_b, 0.0, 0.0, 0.0],  # P11·d = b11 + det(B) u00
-            ]
-        )
+    def sums(self, coef: np.ndarray) -> tuple:
+        """``(1/d, log-determinant, S and P at (0,0), (1,0), (1,1) over the groups,
+        Σ ZXy'P ZXy)`` at the coefficients ``coef`` (:func:`_coefficients`)."""
         rows = coef @ self._urow
         d = rows[0]
         inv_d = 1.0 / d
@@ -117,33 +185,14 @@ class Dense2Statistics:
         pf1 = p01 * f0
         pf1 += p11 * f1
         m = f0 @ pf0.T + f1 @ pf1.T  # Σ_i ZXy_i'P_iZXy_i
-        return b00, b01, b11, inv_d, logdet, pairs, 0.5 * (m + m.T)
+        return inv_d, logdet, pairs, 0.5 * (m + m.T)
 
-    def value(self, lam: np.ndarray) -> tuple[float, np.ndarray]:
-        """``(Σ_i log|K_i|, Σ_i ZXy_i'P_iZXy_i)`` at ``lam``: what ℓ alone needs (the
-        same numbers as :meth:`step`'s)."""
-        *_, logdet, _, m = self._sums(lam)
-        return logdet, m
-
-    def step(self, lam: np.ndarray) -> Dense2Step:
-        """The sums at the 2 × 2 factor ``lam`` (``B = ΛΛ'``, ``det(B) = det(Λ)²`` as
-        ``_conditional_2`` takes them)."""
-        b00, b01, b11, inv_d, logdet, pairs, m = self._sums(lam)
+    def step(self, coef: np.ndarray, mix: np.ndarray) -> tuple:
+        """This chunk's ``(log-determinant, m, Σ S, Σ h h', h, S pairs)``
+        (:class:`Dense2Step`'s fields) at ``coef`` and the ``adj(B)`` rows ``mix``."""
+        inv_d, logdet, pairs, m = self.sums(coef)
         s00, s01, s11 = pairs[:3].sum(axis=1).tolist()
-        # H = (F + adj(B) adj(U) F) / d: adj(B) = [[b11, −b01], [−b01, b00]]
-        mix = np.array([[1.0, 0.0, b11, -b01], [0.0, 1.0, -b01, b00]])
         h = (mix @ self._fa).reshape(2 * self.k, self.n_groups)
         h *= inv_d
         s_mat = np.array([[s00, s01], [s01, s11]])
-        return Dense2Step(logdet, m, s_mat, gram_rows(h), h, pairs[:3])
-
-    def hessian(self, step: Dense2Step, basis: np.ndarray, w: np.ndarray) -> HessianSums:
-        """The Hessian sums (:class:`~dmixed.kernels.HessianSums`) at the step's ``Λ``
-        for the basis ``E_j`` (m, 2, 2) and ``w = [−β; 1]``, from the moments of
-        :class:`~dmixed.kernels.hessian_moments.HessianMoments`."""
-        k = self.k
-        v = step.h.reshape(2, k, -1).copy()
-        v[:, -1] = np.einsum("ajg,j->ag", v, w)  # u_i = H_i w in place of y's column
-        moments = HessianMoments(2, k)
-        moments.add_pairs(step.s_pairs, v)
-        return HessianSums(*moments.contract(basis))
+        return logdet, m, s_mat, gram_rows(h), h, pairs[:3]

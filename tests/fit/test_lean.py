@@ -11,6 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dmixed
+from dmixed import kernels
+from dmixed.fit import lean
 from dmixed.fit.lean import LeanSteps, block_step
 from dmixed.fit.newton_coords import newton_step
 from dmixed.fit.newton_rules import modified_newton_step
@@ -118,6 +120,38 @@ def test_lean_steps_give_the_general_fit(
     _assert_same_fit(fast, slow)
 
 
+@settings(max_examples=12, **QUICK)
+@given(
+    n_groups=st.integers(20, 200),
+    chunk=st.sampled_from([7, 16, 61]),
+    slope_sd=st.sampled_from([0.0, 0.05, 1.0]),
+    reml=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_lean_steps_over_several_chunks_give_the_general_fit(
+    n_groups, chunk, slope_sd, reml, seed, monkeypatch
+):
+    """The groups held in several chunks (as a block of more than
+    ``GROUP_CHUNK`` groups is): the steps run on the chunks' sums, and give the
+    general path's fit."""
+    monkeypatch.setattr(kernels.groups, "GROUP_CHUNK", chunk)
+    df = make_data(n_groups=n_groups, max_size=12, slope_sd=slope_sd, seed=seed)
+    fast, runs = _fit(df, 2, reml, True, monkeypatch)
+    slow, none = _fit(df, 2, reml, False, monkeypatch)
+    assert runs and not none
+    _assert_same_fit(fast, slow)
+
+
+def test_many_groups_take_the_general_path(monkeypatch):
+    """Fixed rows over :data:`~dmixed.fit.lean.LEAN_ROWS_BYTES`: the general path."""
+    monkeypatch.setattr(lean, "LEAN_ROWS_BYTES", 1000)
+    df = make_data(n_groups=40, max_size=10, seed=4)
+    fast, runs = _fit(df, 2, True, True, monkeypatch)
+    slow, _ = _fit(df, 2, True, False, monkeypatch)
+    assert not runs
+    assert np.array_equal(fast["params"], slow["params"])
+
+
 def test_lean_steps_run_on_the_common_fit(monkeypatch):
     """They do run where they apply (else the property test compares nothing), and
     the fit's evaluations are counted as the general path counts them."""
@@ -129,9 +163,54 @@ def test_lean_steps_run_on_the_common_fit(monkeypatch):
     assert fast["n_evals"] == slow["n_evals"]
 
 
-@pytest.mark.parametrize("q", [1, 3])
+@settings(max_examples=25, **QUICK)
+@given(
+    n_groups=st.integers(10, 300),
+    max_size=st.integers(2, 30),
+    intercept_sd=st.sampled_from([0.0, 1e-4, 1e-3, 0.3, 1.0, 5.0]),
+    reml=st.booleans(),
+    weights=st.sampled_from([0.0, 1.0, 1e6, 1e-6]),
+    offset=st.sampled_from([0.0, 1e9]),
+    chunk=st.sampled_from([None, 7]),
+    seed=st.integers(0, 2**16),
+)
+def test_lean_steps_give_the_general_fit_of_a_random_intercept(
+    n_groups, max_size, intercept_sd, reml, weights, offset, chunk, seed, monkeypatch
+):
+    """``q = 1`` (a random intercept): random models (groups of unequal size, some of one
+    row, the variance near or at the boundary, REML and ML, weights, a column offset by
+    1e9, the groups in one chunk or several): the general path's fit."""
+    if chunk is not None:
+        monkeypatch.setattr(kernels.groups, "GROUP_CHUNK", chunk)
+    df = make_data(
+        n_groups=n_groups,
+        min_size=1,
+        max_size=max_size,
+        slope_sd=0.0,
+        intercept_sd=intercept_sd,
+        seed=seed,
+    )
+    df["x2"] = df["x2"] + offset
+    fast, runs = _fit(df, 1, reml, True, monkeypatch, weights)
+    slow, none = _fit(df, 1, reml, False, monkeypatch, weights)
+    assert not none
+    _assert_same_fit(fast, slow)
+
+
+def test_lean_steps_run_on_a_random_intercept(monkeypatch):
+    """They run on ``q = 1`` (else the property test compares nothing), with the
+    general path's evaluation count."""
+    df = make_data(n_groups=80, max_size=12, seed=3)
+    fast, runs = _fit(df, 1, True, True, monkeypatch)
+    slow, _ = _fit(df, 1, True, False, monkeypatch)
+    assert runs and all(runs)
+    _assert_same_fit(fast, slow)
+    assert fast["n_evals"] == slow["n_evals"]
+
+
+@pytest.mark.parametrize("q", [3])
 def test_other_widths_take_the_general_path(q, monkeypatch):
-    """``q = 1`` and ``q = 3``: not the case they cover; the general path, unchanged."""
+    """``q = 3``: not the case they cover; the general path, unchanged."""
     df = make_data(n_groups=40, max_size=10, seed=q)
     fast, runs = _fit(df, q, True, True, monkeypatch)
     slow, _ = _fit(df, q, True, False, monkeypatch)

@@ -29,12 +29,18 @@ def _close(ours, theirs, name: str, floor: float = 1e-300, rtol: float = RTOL) -
     n_groups=st.sampled_from([1, 7, 300]),
     one_row=st.sampled_from([0.0, 0.3, 1.0]),
     factor=st.sampled_from(["plain", "large", "singular", "small"]),
+    chunk=st.sampled_from([None, 1, 7, 64]),
 )
-def test_step_and_hessian_sums_match_the_kernels(monkeypatch, seed, n_groups, one_row, factor):
+def test_step_and_hessian_sums_match_the_kernels(
+    monkeypatch, seed, n_groups, one_row, factor, chunk
+):
     """``Σ log|K|``, ``Σ ZXy'P ZXy``, ``Σ S``, ``t_re`` and every Hessian field, to 1e-12
     of each one's largest entry: groups of one row (rank-one ``U``), a Λ large next to
-    ``U⁻¹``, a singular Λ (a variance on the boundary), a small one."""
+    ``U⁻¹``, a singular Λ (a variance on the boundary), a small one; the block in one
+    chunk or in several (``chunk`` groups each: the sums added chunk by chunk)."""
     monkeypatch.setenv(compiled.ENV_VAR, "numpy")
+    if chunk is not None:
+        monkeypatch.setattr(kernels.groups, "GROUP_CHUNK", chunk)
     rng = np.random.default_rng(seed)
     sizes = np.where(rng.random(n_groups) < one_row, 1, rng.integers(2, 12, n_groups))
     zz, zxy = np.zeros((n_groups, 2, 2)), np.zeros((n_groups, 2, 4))
@@ -49,7 +55,8 @@ def test_step_and_hessian_sums_match_the_kernels(monkeypatch, seed, n_groups, on
         "small": np.array([[1e-4, 0.0], [2e-5, 3e-4]]),
     }[factor]
     block = kernels.StatsBlock(zz, zxy)
-    data = Dense2Statistics(*next(block.chunks()))
+    data = Dense2Statistics.of_chunks(block.chunks())
+    assert data.n_groups == n_groups
     step = data.step(lam)
     ref = kernels.step_contributions(block, lam, 2)
     # Σ log d_i with d_i = 1 + …: each term is known to ε of 1, whatever its size

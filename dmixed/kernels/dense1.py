@@ -1,0 +1,146 @@
+"""The step and Hessian sums of one random-effect coordinate (``r = 1``: a random
+intercept, or one random slope alone) in a few whole-chunk products.
+
+For ``r = 1`` every per-group value of :func:`~dmixed.kernels.conditionals.conditional`
+is ``U = Z̃_i'Z̃_i`` and ``F = Z̃_i'[X_i, y_i]`` over one denominator::
+
+    d = 1 + b u,   P = b / d,   S = u / d,   H = F / d,   log|K| = log d
+
+(``b = λ²``): sums of non-negative terms, as its closed form for ``r = 1``.  The sums
+over groups are BLAS products over the groups of each chunk (another order than the
+per-chunk kernels': they agree with :func:`~dmixed.kernels.groups.step_contributions`
+to rounding).
+
+Notation as in :mod:`dmixed.kernels`; nothing here knows the optimizer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .conditionals import gram_rows
+from .groups import HessianSums
+from .hessian_moments import HessianMoments
+
+__all__ = ["Dense1Statistics", "Dense1Step"]
+
+
+@dataclass
+class Dense1Step:
+    """The sums of one step at ``Λ`` (:meth:`Dense1Statistics.step`).
+
+    Attributes
+    ----------
+    logdet : float
+        ``Σ_i log|K_i|``.
+    m : ndarray (k, k)
+        ``Σ_i ZXy_i'P_iZXy_i`` (symmetric).
+    s : ndarray (1, 1)
+        ``Σ_i S_i``.
+    gram : ndarray (k, k)
+        ``Σ_i h_i h_i'`` of the rows ``h_i = H_i`` (``t_re[0, 0]`` of
+        :class:`~dmixed.kernels.StepSums`).
+    h : tuple of ndarray (k, G_c)
+        The rows ``H_i`` over the groups of each chunk (what the Hessian sums read).
+    s_pairs : tuple of ndarray (1, G_c)
+        ``S_i`` over the groups of each chunk.
+    between : ndarray (k, k)
+        ``Σ_i F_i'F_i / (U_i (1 + λ²U_i))`` (groups with ``U_i = 0`` add nothing):
+        :class:`~dmixed.kernels.StepSums`' ``between``.
+    """
+
+    logdet: float
+    m: np.ndarray
+    s: np.ndarray
+    gram: np.ndarray
+    h: tuple[np.ndarray, ...]
+    s_pairs: tuple[np.ndarray, ...]
+    between: np.ndarray
+
+
+class Dense1Statistics:
+    """The per-group ``u`` and ``F`` of a block of groups with ``r = 1``, chunk by chunk.
+
+    Parameters
+    ----------
+    chunks : iterable of (zz (1, 1, G_c), zxy (1, k, G_c))
+        Entry-major chunks of :class:`~dmixed.kernels.StatsBlock`
+        (:meth:`~dmixed.kernels.StatsBlock.chunks`): each step's sums are the chunks'
+        sums added in their order, as the per-chunk kernels add theirs.
+    """
+
+    def __init__(self, chunks) -> None:
+        self._chunks = []
+        for zz, zxy in chunks:
+            u = zz[0, 0]
+            with np.errstate(divide="ignore"):
+                inv_u = np.where(u > 0, 1.0 / u, 0.0)  # F_i = 0 where U_i = 0
+            self._chunks.append((u, zxy[0], inv_u))
+        self.k = self._chunks[0][1].shape[0]
+        self.n_groups = sum(u.shape[0] for u, _, _ in self._chunks)
+
+    def value(self, lam: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        """``(Σ_i log|K_i|, Σ_i ZXy_i'P_iZXy_i, between)`` at ``lam`` (1 × 1): what ℓ
+        alone needs (the same numbers as :meth:`step`'s)."""
+        b = float(lam[0, 0]) ** 2
+        first, *rest = (_chunk_value(b, *chunk) for chunk in self._chunks)
+        logdet, m, between, _ = first
+        for more in rest:
+            logdet += more[0]
+            m = m + more[1]
+            between = between + more[2]
+        return logdet, m, between
+
+    def step(self, lam: np.ndarray) -> Dense1Step:
+        """The sums at the 1 × 1 factor ``lam`` (``b = λ²``)."""
+        b = float(lam[0, 0]) ** 2
+        parts = [_chunk_step(b, *chunk) for chunk in self._chunks]
+        logdet, m, between, s, gram, _, _ = parts[0]
+        for more in parts[1:]:
+            logdet += more[0]
+            m = m + more[1]
+            between = between + more[2]
+            s += more[3]
+            gram = gram + more[4]
+        h = tuple(p[5] for p in parts)
+        s_pairs = tuple(p[6] for p in parts)
+        return Dense1Step(logdet, m, np.array([[s]]), gram, h, s_pairs, between)
+
+    def hessian(self, step: Dense1Step, basis: np.ndarray, w: np.ndarray) -> HessianSums:
+        """The Hessian sums (:class:`~dmixed.kernels.HessianSums`) at the step's ``Λ``
+        for the basis ``E_j`` (m, 1, 1) and ``w = [−β; 1]``, from the moments of
+        :class:`~dmixed.kernels.hessian_moments.HessianMoments` added chunk by chunk."""
+        k = self.k
+        moments = HessianMoments(1, k)
+        for h, s_pairs in zip(step.h, step.s_pairs, strict=True):
+            v = h.reshape(1, k, -1).copy()
+            v[0, -1] = w @ h  # u_i = H_i w in place of y's column
+            moments.add_pairs(s_pairs, v)
+        return HessianSums(*moments.contract(basis))
+
+
+def _chunk_value(
+    b: float, u: np.ndarray, f: np.ndarray, inv_u: np.ndarray
+) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+    """One chunk's ``(Σ log d, Σ P F'F, Σ F'F/(u d), 1/d)`` at ``b = λ²``."""
+    d = b * u
+    d += 1.0
+    inv_d = 1.0 / d
+    return float(np.log(d).sum()), _m_sum(f, b * inv_d), _m_sum(f, inv_u * inv_d), inv_d
+
+
+def _chunk_step(b: float, u: np.ndarray, f: np.ndarray, inv_u: np.ndarray) -> tuple:
+    """One chunk's :class:`Dense1Step` fields ``(Σ log d, Σ P F'F, between, Σ S, Σ h h',
+    h, S)`` at ``b = λ²``."""
+    logdet, m, between, inv_d = _chunk_value(b, u, f, inv_u)
+    s_i = u * inv_d
+    h = f * inv_d
+    return logdet, m, between, float(s_i.sum()), gram_rows(h), h, s_i[None]
+
+
+def _m_sum(f: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """``Σ_i p_i F_i'F_i`` (k × k, exactly symmetric) of the rows ``f`` (k, G)."""
+    m = f @ (p * f).T
+    return 0.5 * (m + m.T)
