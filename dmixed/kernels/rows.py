@@ -72,11 +72,13 @@ def _weighted_rows(endog, exog, ztilde, weights, std: Standardization | None = N
     shifts = None if std is None else np.append(std.x_shift, std.y_shift)
     shifted = shifts is not None and bool(np.any(shifts != 0))
     if not shifted and weights is None and exog.flags.f_contiguous:
-        gram = np.empty((p + 1, p + 1))
-        gram[:-1, :-1] = exog.T @ exog
-        gram[:-1, -1] = gram[-1, :-1] = exog.T @ endog
-        gram[-1, -1] = endog @ endog
         xcols = [exog[:, j] for j in range(p)] + [endog]
+        gram = column_gram(xcols)
+        if gram is None:
+            gram = np.empty((p + 1, p + 1))
+            gram[:-1, :-1] = exog.T @ exog
+            gram[:-1, -1] = gram[-1, :-1] = exog.T @ endog
+            gram[-1, -1] = endog @ endog
         zcols = [_shifted(ztilde[:, a], std, a) for a in range(r)]
         return xcols, _share(zcols, xcols, ztilde, exog, std), 0.0, gram
     # column-major: the statistics are per-column passes (bincount) over the rows
@@ -95,7 +97,35 @@ def _weighted_rows(endog, exog, ztilde, weights, std: Standardization | None = N
     zcols = [_shifted(ztilde[:, a], std, a) for a in range(r)]
     if sw is not None:
         zcols = [c * sw for c in zcols]
-    return xcols, _share(zcols, xcols, ztilde, exog, std), sum_log_w, xy.T @ xy
+    gram = column_gram(xcols)
+    gram = xy.T @ xy if gram is None else gram
+    return xcols, _share(zcols, xcols, ztilde, exog, std), sum_log_w, gram
+
+
+#: ``[X y]'[X y]`` of at most this many columns is one dot product per pair of columns
+#: (:func:`column_gram`) from :data:`GRAM_DOTS_MIN_ROWS` rows on: on one thread, BLAS's
+#: matrix product of so few, so long columns runs at a fraction of its dot product's
+#: speed, while with more columns the dot products, which read each column once per
+#: pair, lose (benchmarks/RESULTS.md, eighth session of 2026-12-02)
+GRAM_DOTS_MAX_COLUMNS = 4
+#: the rows from which :func:`column_gram` takes the dot products (below, the matrix
+#: product's one call costs less than their several)
+GRAM_DOTS_MIN_ROWS = 16384
+
+
+def column_gram(cols: list[np.ndarray]) -> np.ndarray | None:
+    """``C'C`` of the columns ``cols`` (each ``(n,)`` float64) by one dot product per
+    pair, where that is the faster way (:data:`GRAM_DOTS_MAX_COLUMNS`,
+    :data:`GRAM_DOTS_MIN_ROWS`), else None (the caller's matrix product).  The same sums
+    to rounding as the matrix product (another order of the same products)."""
+    k = len(cols)
+    if k == 0 or k > GRAM_DOTS_MAX_COLUMNS or cols[0].shape[0] < GRAM_DOTS_MIN_ROWS:
+        return None
+    gram = np.empty((k, k))
+    for i in range(k):
+        for j in range(i + 1):
+            gram[i, j] = gram[j, i] = np.dot(cols[i], cols[j])
+    return gram
 
 
 def _shifted(col: np.ndarray, std: Standardization | None, a: int) -> np.ndarray:
