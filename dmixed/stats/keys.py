@@ -187,6 +187,13 @@ def _dense_integer_codes(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray] | No
         base = np.int64(lo)
     present = np.zeros(span + 1, dtype=bool)
     present[offsets] = True
+    if present.all():
+        # every key of the range present (ids lo … hi, in any order): each row's
+        # position is its offset, without the running count and the lookup per row
+        labels = (np.arange(span + 1, dtype=np.int64).astype(base.dtype) + base).astype(keys.dtype)
+        # the offsets are the codes (copied where they are the caller's own keys)
+        codes = offsets.copy() if offsets is keys else offsets.astype(np.int64, copy=False)
+        return codes, labels
     position = np.cumsum(present, dtype=np.int64) - 1
     offsets_present = np.flatnonzero(present).astype(base.dtype)
     labels = (offsets_present + base).astype(keys.dtype)
