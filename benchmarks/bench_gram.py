@@ -8,7 +8,7 @@ BLAS on one thread (as ``bench_core``).  For column-major ``[X y]`` of ``k`` col
 (``X'X``, ``X'y``, ``y'y``: three BLAS calls), of one product of the whole ``[X y]``, and of
 ``k(k+1)/2`` dot products (:func:`dmixed.kernels.rows.column_gram`'s way), with the largest
 difference between the first and the last relative to the sums of the products'
-magnitudes.  Supports :data:`~dmixed.kernels.rows.GRAM_DOTS_MAX_COLUMNS` and
+magnitudes.  Supports :data:`~dmixed.kernels.rows.GRAM_DOTS_COLUMNS` and
 :data:`~dmixed.kernels.rows.GRAM_DOTS_MIN_ROWS`.
 """
 

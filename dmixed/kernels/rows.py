@@ -97,17 +97,17 @@ def _weighted_rows(endog, exog, ztilde, weights, std: Standardization | None = N
     zcols = [_shifted(ztilde[:, a], std, a) for a in range(r)]
     if sw is not None:
         zcols = [c * sw for c in zcols]
-    gram = column_gram(xcols)
-    gram = xy.T @ xy if gram is None else gram
-    return xcols, _share(zcols, xcols, ztilde, exog, std), sum_log_w, gram
+    return xcols, _share(zcols, xcols, ztilde, exog, std), sum_log_w, xy.T @ xy
 
 
-#: ``[X y]'[X y]`` of at most this many columns is one dot product per pair of columns
-#: (:func:`column_gram`) from :data:`GRAM_DOTS_MIN_ROWS` rows on: on one thread, BLAS's
-#: matrix product of so few, so long columns runs at a fraction of its dot product's
-#: speed, while with more columns the dot products, which read each column once per
-#: pair, lose (benchmarks/RESULTS.md, eighth session of 2026-12-02)
-GRAM_DOTS_MAX_COLUMNS = 4
+#: ``[X y]'[X y]`` of the rows held without a copy (``X`` and ``y`` apart: three BLAS
+#: calls otherwise) is one dot product per pair of columns (:func:`column_gram`) for
+#: this many columns and from :data:`GRAM_DOTS_MIN_ROWS` rows on: on one thread, BLAS's
+#: products of so few, so long columns run at a fraction of its dot product's speed,
+#: while with two columns, or more than four, the dot products (which read each column
+#: once per pair) gain nothing or lose (``benchmarks/bench_gram.py``;
+#: benchmarks/RESULTS.md, eighth session of 2026-12-02)
+GRAM_DOTS_COLUMNS = (3, 4)
 #: the rows from which :func:`column_gram` takes the dot products (below, the matrix
 #: product's one call costs less than their several)
 GRAM_DOTS_MIN_ROWS = 16384
@@ -115,11 +115,11 @@ GRAM_DOTS_MIN_ROWS = 16384
 
 def column_gram(cols: list[np.ndarray]) -> np.ndarray | None:
     """``C'C`` of the columns ``cols`` (each ``(n,)`` float64) by one dot product per
-    pair, where that is the faster way (:data:`GRAM_DOTS_MAX_COLUMNS`,
-    :data:`GRAM_DOTS_MIN_ROWS`), else None (the caller's matrix product).  The same sums
-    to rounding as the matrix product (another order of the same products)."""
+    pair, where that is the faster way (:data:`GRAM_DOTS_COLUMNS`,
+    :data:`GRAM_DOTS_MIN_ROWS`), else None (the caller's matrix products).  The same sums
+    to rounding as the matrix products (another order of the same products)."""
     k = len(cols)
-    if k == 0 or k > GRAM_DOTS_MAX_COLUMNS or cols[0].shape[0] < GRAM_DOTS_MIN_ROWS:
+    if k not in GRAM_DOTS_COLUMNS or cols[0].shape[0] < GRAM_DOTS_MIN_ROWS:
         return None
     gram = np.empty((k, k))
     for i in range(k):
