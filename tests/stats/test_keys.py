@@ -89,8 +89,8 @@ def test_integer_keys_numbered_as_pandas_does():
 def test_every_key_of_a_range_numbered_as_pandas_does(dtype, n_keys, repeats, at, drop_one, seed):
     """Keys that fill their range (ids ``lo … hi`` in any order, each repeated; at zero,
     at the dtype's limits or in between), with one key of the middle dropped or not
-    (the running count's path): pandas' sorted factorization, and codes that never
-    share memory with the keys given."""
+    (the running count's path): pandas' sorted factorization, and codes that cannot
+    write the keys given (a read-only view of int64 keys from 0, else their own)."""
     info = np.iinfo(np.dtype(dtype))
     n_keys = min(n_keys, int(info.max) - int(info.min) + 1)
     lo = {
@@ -111,7 +111,21 @@ def test_every_key_of_a_range_numbered_as_pandas_does(dtype, n_keys, repeats, at
     assert codes.dtype == np.int64
     np.testing.assert_array_equal(labels, np.asarray(ref_labels))
     assert labels.dtype == keys.dtype
-    assert not np.shares_memory(codes, keys)
+    if np.shares_memory(codes, keys):
+        assert not codes.flags.writeable
+
+
+def test_int64_keys_from_zero_are_their_own_read_only_codes():
+    """Ids 0 … G−1 as int64 (in any order) are their codes: a view of the keys that
+    cannot write them, so a caller's group column is never changed through the codes."""
+    keys = np.array([2, 0, 1, 1, 2, 0], dtype=np.int64)
+    codes, labels = sorted_codes(keys)
+    np.testing.assert_array_equal(codes, keys)
+    np.testing.assert_array_equal(labels, [0, 1, 2])
+    assert np.shares_memory(codes, keys) and keys.flags.writeable
+    with pytest.raises(ValueError):
+        codes[0] = 1
+    np.testing.assert_array_equal(keys, [2, 0, 1, 1, 2, 0])
 
 
 def test_conform_keys_casts_numbers_and_refuses_another_kind():
