@@ -192,11 +192,9 @@ def _dense_integer_codes(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray] | No
         # every key of the range present (ids lo … hi, in any order): each row's
         # position is its offset, without the running count and the lookup per row
         labels = (np.arange(span + 1, dtype=np.int64).astype(base.dtype) + base).astype(keys.dtype)
-        if offsets is keys:  # the caller's own int64 keys from 0: a view that cannot write
-            codes = keys.view()  # them (no copy of the rows' keys, no fresh pages)
-            codes.flags.writeable = False
-        else:
-            codes = offsets.astype(np.int64, copy=False)
+        # the offsets are the codes: copied where they are the caller's own keys (a
+        # read-only view instead would be copied by every bincount that reads it)
+        codes = offsets.copy() if offsets is keys else offsets.astype(np.int64, copy=False)
         return codes, labels
     position = np.cumsum(present, dtype=np.int64) - 1
     offsets_present = np.flatnonzero(present).astype(base.dtype)
