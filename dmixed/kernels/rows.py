@@ -72,11 +72,13 @@ def _weighted_rows(endog, exog, ztilde, weights, std: Standardization | None = N
     shifts = None if std is None else np.append(std.x_shift, std.y_shift)
     shifted = shifts is not None and bool(np.any(shifts != 0))
     if not shifted and weights is None and exog.flags.f_contiguous:
-        gram = np.empty((p + 1, p + 1))
-        gram[:-1, :-1] = exog.T @ exog
-        gram[:-1, -1] = gram[-1, :-1] = exog.T @ endog
-        gram[-1, -1] = endog @ endog
         xcols = [exog[:, j] for j in range(p)] + [endog]
+        gram = column_gram(xcols)
+        if gram is None:
+            gram = np.empty((p + 1, p + 1))
+            gram[:-1, :-1] = exog.T @ exog
+            gram[:-1, -1] = gram[-1, :-1] = exog.T @ endog
+            gram[-1, -1] = endog @ endog
         zcols = [_shifted(ztilde[:, a], std, a) for a in range(r)]
         return xcols, _share(zcols, xcols, ztilde, exog, std), 0.0, gram
     # column-major: the statistics are per-column passes (bincount) over the rows
@@ -96,6 +98,34 @@ def _weighted_rows(endog, exog, ztilde, weights, std: Standardization | None = N
     if sw is not None:
         zcols = [c * sw for c in zcols]
     return xcols, _share(zcols, xcols, ztilde, exog, std), sum_log_w, xy.T @ xy
+
+
+#: ``[X y]'[X y]`` of the rows held without a copy (``X`` and ``y`` apart: three BLAS
+#: calls otherwise) is one dot product per pair of columns (:func:`column_gram`) for
+#: this many columns and from :data:`GRAM_DOTS_MIN_ROWS` rows on: on one thread, BLAS's
+#: products of so few, so long columns run at a fraction of its dot product's speed,
+#: while with two columns, or more than four, the dot products (which read each column
+#: once per pair) gain nothing or lose (``benchmarks/bench_gram.py``;
+#: benchmarks/RESULTS.md, eighth session of 2026-12-02)
+GRAM_DOTS_COLUMNS = (3, 4)
+#: the rows from which :func:`column_gram` takes the dot products (below, the matrix
+#: product's one call costs less than their several)
+GRAM_DOTS_MIN_ROWS = 16384
+
+
+def column_gram(cols: list[np.ndarray]) -> np.ndarray | None:
+    """``C'C`` of the columns ``cols`` (each ``(n,)`` float64) by one dot product per
+    pair, where that is the faster way (:data:`GRAM_DOTS_COLUMNS`,
+    :data:`GRAM_DOTS_MIN_ROWS`), else None (the caller's matrix products).  The same sums
+    to rounding as the matrix products (another order of the same products)."""
+    k = len(cols)
+    if k not in GRAM_DOTS_COLUMNS or cols[0].shape[0] < GRAM_DOTS_MIN_ROWS:
+        return None
+    gram = np.empty((k, k))
+    for i in range(k):
+        for j in range(i + 1):
+            gram[i, j] = gram[j, i] = np.dot(cols[i], cols[j])
+    return gram
 
 
 def _shifted(col: np.ndarray, std: Standardization | None, a: int) -> np.ndarray:

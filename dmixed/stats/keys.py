@@ -188,7 +188,8 @@ def _dense_integer_codes(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray] | No
     """:func:`sorted_codes` of integer keys whose range is small next to their number
     (ids 0 … G−1, in any order): one table of the keys present over the range, its
     running count, and one lookup per row (a few times faster than sorting a hash
-    table).  None when the range is too wide."""
+    table); keys that fill their range are numbered by their offsets alone.  None when
+    the range is too wide."""
     lo, hi = keys.min(), keys.max()
     span = int(hi) - int(lo)  # Python integers: no overflow for any int64/uint64 range
     if span > DENSE_RANGE_PER_ROW * keys.size + 1024:
@@ -204,6 +205,14 @@ def _dense_integer_codes(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray] | No
         base = np.int64(lo)
     present = np.zeros(span + 1, dtype=bool)
     present[offsets] = True
+    if present.all():
+        # every key of the range present (ids lo … hi, in any order): each row's
+        # position is its offset, without the running count and the lookup per row
+        labels = (np.arange(span + 1, dtype=np.int64).astype(base.dtype) + base).astype(keys.dtype)
+        # the offsets are the codes: copied where they are the caller's own keys (a
+        # read-only view instead would be copied by every bincount that reads it)
+        codes = offsets.copy() if offsets is keys else offsets.astype(np.int64, copy=False)
+        return codes, labels
     position = np.cumsum(present, dtype=np.int64) - 1
     offsets_present = np.flatnonzero(present).astype(base.dtype)
     labels = (offsets_present + base).astype(keys.dtype)

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dmixed import kernels
+from dmixed.kernels import rows
 
 
 def test_statistics_add_over_row_splits():
@@ -223,3 +224,63 @@ def test_kernels_environment_variable(monkeypatch):
     monkeypatch.setenv("DMIXED_KERNELS", "fast")
     with pytest.raises(ValueError, match="DMIXED_KERNELS"):
         rows_compiled(1)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    k=st.sampled_from(rows.GRAM_DOTS_COLUMNS),
+    extra_rows=st.integers(0, 3000),
+    log_scales=st.lists(st.floats(-6, 6), min_size=4, max_size=4),
+    offsets=st.lists(st.sampled_from([0.0, 1.0, -3.5, 1e9, -2e9]), min_size=4, max_size=4),
+)
+def test_column_gram_is_the_matrix_product_to_rounding(seed, k, extra_rows, log_scales, offsets):
+    """The gram by dot products (long columns, few of them) is the matrix product's to
+    1e-12 of the sums of the products' magnitudes (the scale of either's rounding), with
+    columns of scales 1e-6 … 1e6 about offsets up to 2e9, ones and zeros among them."""
+    rng = np.random.default_rng(seed)
+    n = rows.GRAM_DOTS_MIN_ROWS + extra_rows
+    cols = [offsets[j] + 10.0 ** log_scales[j] * rng.standard_normal(n) for j in range(k)]
+    if k >= 2:
+        cols[rng.integers(k)] = np.ones(n)
+    if k >= 3:
+        cols[rng.integers(k)] = np.zeros(n)
+    matrix = np.column_stack(cols)
+    gram = rows.column_gram(list(matrix.T))
+    assert gram is not None
+    expected = matrix.T @ matrix
+    bound = np.abs(matrix).T @ np.abs(matrix)
+    assert np.all(np.abs(gram - expected) <= 1e-12 * bound)
+    np.testing.assert_array_equal(gram, gram.T)
+
+
+def test_column_gram_leaves_short_or_wide_columns_to_the_matrix_product():
+    """Below the rows or outside the columns where the dot products pay: None (the
+    caller's matrix products), as for no columns at all."""
+    short = [np.ones(rows.GRAM_DOTS_MIN_ROWS - 1)] * min(rows.GRAM_DOTS_COLUMNS)
+    wide = [np.ones(rows.GRAM_DOTS_MIN_ROWS)] * (max(rows.GRAM_DOTS_COLUMNS) + 1)
+    assert rows.column_gram(short) is None
+    assert rows.column_gram(wide) is None
+    assert rows.column_gram([np.ones(rows.GRAM_DOTS_MIN_ROWS)]) is None
+    assert rows.column_gram([]) is None
+
+
+@pytest.mark.parametrize("shifted", [False, True])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_prepared_gram_of_long_rows_is_the_gram_of_its_columns(shifted, weighted):
+    """The rows' ``[X y]'[X y]`` where the dot products make it (long rows, three fixed
+    effects): that of the shifted, weighted columns, to rounding, in the map's units."""
+    from dmixed.stats.standardize import Standardization
+
+    rng = np.random.default_rng(7)
+    n = rows.GRAM_DOTS_MIN_ROWS + 17
+    x = np.asfortranarray(np.column_stack([np.ones(n), 1e9 + rng.normal(size=(n, 2))]))
+    y = 3.0 + 1e-3 * rng.normal(size=n)
+    w = rng.uniform(0.5, 2.0, n) if weighted else None
+    std = Standardization.choose(y, x, x[:, :2], (0, 0)) if shifted else None
+    prepared = rows.prepare_rows(y, x, x[:, :2], w, std)
+    xy = np.column_stack(prepared.xcols)
+    scale = np.ones(4) if prepared.sx is None else prepared.sx
+    expected = xy.T @ xy / np.outer(scale, scale)
+    bound = np.abs(xy).T @ np.abs(xy) / np.outer(scale, scale)
+    assert np.all(np.abs(prepared.gram - expected) <= 1e-12 * bound)

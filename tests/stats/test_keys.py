@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dmixed.errors import DataError
 from dmixed.stats.keys import (
@@ -80,6 +82,55 @@ def test_integer_keys_numbered_as_pandas_does():
         assert codes.dtype == np.int64
         np.testing.assert_array_equal(labels, np.asarray(ref_labels))
         assert labels.dtype == np.asarray(ref_labels).dtype, keys.dtype
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    dtype=st.sampled_from(["int8", "int16", "int32", "int64", "uint8", "uint16", "uint64"]),
+    n_keys=st.integers(1, 60),
+    repeats=st.integers(1, 4),
+    at=st.sampled_from(["zero", "low", "high", "middle"]),
+    drop_one=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_every_key_of_a_range_numbered_as_pandas_does(dtype, n_keys, repeats, at, drop_one, seed):
+    """Keys that fill their range (ids ``lo … hi`` in any order, each repeated; at zero,
+    at the dtype's limits or in between), with one key of the middle dropped or not
+    (the running count's path): pandas' sorted factorization, and codes that never
+    share memory with the keys given."""
+    info = np.iinfo(np.dtype(dtype))
+    n_keys = min(n_keys, int(info.max) - int(info.min) + 1)
+    lo = {
+        "zero": 0,
+        "low": int(info.min),
+        "high": int(info.max) - n_keys + 1,
+        "middle": int(info.min) // 2 + int(info.max) // 2,
+    }[at]
+    lo = min(max(lo, int(info.min)), int(info.max) - n_keys + 1)
+    values = np.arange(n_keys, dtype=object) + lo
+    if drop_one and n_keys >= 3:
+        values = np.delete(values, n_keys // 2)
+    rng = np.random.default_rng(seed)
+    keys = rng.permutation(np.repeat(np.array(values.tolist(), dtype=dtype), repeats))
+    codes, labels = sorted_codes(keys)
+    ref_codes, ref_labels = pd.factorize(pd.Series(keys), sort=True)
+    np.testing.assert_array_equal(codes, ref_codes)
+    assert codes.dtype == np.int64
+    np.testing.assert_array_equal(labels, np.asarray(ref_labels))
+    assert labels.dtype == keys.dtype
+    assert not np.shares_memory(codes, keys)
+    assert codes.flags.writeable and codes.flags.c_contiguous  # as bincount reads them
+
+
+def test_int64_keys_from_zero_are_their_own_codes_copied():
+    """Ids 0 … G−1 as int64 (in any order) are their codes, a copy: a caller's group
+    column is never changed through the codes."""
+    keys = np.array([2, 0, 1, 1, 2, 0], dtype=np.int64)
+    codes, labels = sorted_codes(keys)
+    np.testing.assert_array_equal(codes, keys)
+    np.testing.assert_array_equal(labels, [0, 1, 2])
+    codes[0] = 1
+    np.testing.assert_array_equal(keys, [2, 0, 1, 1, 2, 0])
 
 
 def test_conform_keys_casts_numbers_and_refuses_another_kind():
