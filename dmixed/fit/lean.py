@@ -162,7 +162,8 @@ class LeanSteps:
     @classmethod
     def of(cls, obj) -> LeanSteps | None:
         """The lean evaluations of ``obj`` where its statistics and packing are the
-        case they cover (module docstring; the compiled kernels not forced), else None
+        case they cover (module docstring; the compiled kernels not forced, nor chosen
+        for a block of several chunks), else None
         (the Newton steps also want every parameter free: their caller's test)."""
         layout = obj.layout
         engine = obj.engine
@@ -185,6 +186,10 @@ class LeanSteps:
             return None
         chunks = list(block.chunks())
         if chunks[0][0].shape[0] != layout.r:
+            return None
+        if len(chunks) > 1 and compiled.backend(block.n_groups, layout.r) != "numpy":
+            # the compiled kernels (numba loaded, or worth loading at this size) make
+            # the general path's evaluations of many groups cheaper than these numpy sums
             return None
         k = chunks[0][1].shape[1]
         if layout.r == 1:

@@ -142,6 +142,19 @@ def test_lean_steps_over_several_chunks_give_the_general_fit(
     _assert_same_fit(fast, slow)
 
 
+@pytest.mark.parametrize("chunk", [None, 16])
+def test_compiled_kernels_chosen_for_several_chunks_take_the_general_path(chunk, monkeypatch):
+    """Where the kernels' choice is the compiled ones (numba loaded, or worth loading
+    for the block), a block of several chunks runs the general path; one chunk keeps
+    the lean steps."""
+    if chunk is not None:
+        monkeypatch.setattr(kernels.groups, "GROUP_CHUNK", chunk)
+    monkeypatch.setattr(kernels.compiled, "backend", lambda n_groups, r, kernel="step": "numba")
+    df = make_data(n_groups=40, max_size=10, seed=4)
+    _, runs = _fit(df, 2, True, True, monkeypatch)
+    assert bool(runs) == (chunk is None)
+
+
 def test_many_groups_take_the_general_path(monkeypatch):
     """Fixed rows over :data:`~dmixed.fit.lean.LEAN_ROWS_BYTES`: the general path."""
     monkeypatch.setattr(lean, "LEAN_ROWS_BYTES", 1000)
