@@ -53,6 +53,7 @@ from .objective import (
     out_of_resolution,
     profile,
     score_matrices,
+    value_loglike,
 )
 from .profiled import Evaluation
 
@@ -379,14 +380,7 @@ class LeanSteps:
         k = data.k
         nan = np.full((1, 1), np.nan)
         sums = StepSums(logdet, m, nan, np.full((1, 1, k, k), np.nan), self._empty_vc, between)
-        try:
-            prof = profile(sums, obj.glob, obj.reml)
-            llf = loglike(sums, prof, obj.glob, obj.reml)
-        except np.linalg.LinAlgError:
-            return -math.inf
-        if not math.isfinite(llf) or out_of_resolution(sums, prof, obj.glob):
-            return -math.inf
-        return llf
+        return value_loglike(sums, obj.glob, obj.reml)
 
     def profile(self, m: np.ndarray) -> Profile | None:
         """:func:`~dmixed.fit.objective.profile` of ``Σ ZXy'P ZXy = m`` for ``r = 2``

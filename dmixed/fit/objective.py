@@ -272,6 +272,20 @@ def out_of_resolution(step: StepSums, prof: Profile, glob: GlobalStats) -> bool:
     return statistics_resolution(prof, glob) > STATISTICS_RESOLUTION_LIMIT
 
 
+def value_loglike(sums: StepSums, glob: GlobalStats, reml: bool) -> float:
+    """ℓ of the sums of a value alone (:func:`profile`, :func:`loglike`), or −inf
+    where a factorization fails, ℓ is not finite or :func:`out_of_resolution` rejects
+    the point: the rejections of the objective's evaluation, its score aside."""
+    try:
+        prof = profile(sums, glob, reml)
+        llf = loglike(sums, prof, glob, reml)
+    except np.linalg.LinAlgError:
+        return -np.inf
+    if not np.isfinite(llf) or out_of_resolution(sums, prof, glob):
+        return -np.inf
+    return float(llf)
+
+
 def loglike_constant(fac: float, glob: GlobalStats) -> float:
     """The part of :func:`loglike` that depends on no parameter:
     ``(f/2)(log f − log 2π − 1) + ½ Σ log w_j``."""

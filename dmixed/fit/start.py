@@ -39,7 +39,7 @@ from ..stats import GlobalStats, Layout
 from ..stats.statistics import RANK_TOL
 from .coordinates import weight_factor
 from .lean import lean_steps
-from .objective import loglike, out_of_resolution, profile
+from .objective import value_loglike
 from .profiled import ProfiledObjective
 
 logger = logging.getLogger("dmixed")
@@ -367,10 +367,6 @@ def start_value(obj: ProfiledObjective, packed: np.ndarray) -> float:
     obj.n_evals += 1
     try:
         sums = value_of(lam, obj.layout.k_re)
-        prof = profile(sums, obj.glob, obj.reml)
-        llf = loglike(sums, prof, obj.glob, obj.reml)
     except np.linalg.LinAlgError:
         return -np.inf
-    if not np.isfinite(llf) or out_of_resolution(sums, prof, obj.glob):
-        return -np.inf
-    return llf
+    return value_loglike(sums, obj.glob, obj.reml)

@@ -44,6 +44,7 @@ within ``2^±64`` of 1 (their statistics are then those of ``w`` bit for bit).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -142,10 +143,12 @@ def check_weights_range(name: str | None, span: tuple[float, float] | None) -> N
     partitions nor their geometric means tell that apart from rows in other units.
     """
     if span is not None and span[1] - span[0] > WEIGHT_STEP_LOG2:
+        # the exponent cut to a tenth, "over" it: rounded to a whole number, a span
+        # just past the step read "2^128 times the smallest, more than 2^128"
+        width = math.floor((span[1] - span[0]) * 10.0) / 10.0
         raise weights_unit_error(
             name,
-            f"the largest is 2^{span[1] - span[0]:.0f} times the smallest, more than "
-            f"2^{WEIGHT_STEP_LOG2}",
+            f"the largest is over 2^{width:.1f} times the smallest, more than 2^{WEIGHT_STEP_LOG2}",
         )
 
 

@@ -81,6 +81,14 @@ def _rel(a, b) -> float:
     return float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(a))), 1e-300))
 
 
+def _numpy_kernels_chosen(monkeypatch) -> None:
+    """The kernels' choice pinned to numpy, where the lean steps run over several
+    chunks: with numba in ``sys.modules`` (another test module of the same run imports
+    it) or the process's ledger past its cost, :func:`dmixed.kernels.compiled.backend`
+    picks the compiled kernels and the several chunks take the general path."""
+    monkeypatch.setattr(kernels.compiled, "backend", lambda n_groups, r, kernel="step": "numpy")
+
+
 def _assert_same_fit(a, b) -> None:
     for name in ("n_iter", "converged", "methods", "warnings"):
         assert a[name] == b[name], name
@@ -137,6 +145,7 @@ def test_lean_steps_over_several_chunks_give_the_general_fit(
     of several chunks takes the compiled general path)."""
     monkeypatch.setenv("DMIXED_KERNELS", "numpy")
     monkeypatch.setattr(kernels.groups, "GROUP_CHUNK", chunk)
+    _numpy_kernels_chosen(monkeypatch)
     df = make_data(n_groups=n_groups, max_size=12, slope_sd=slope_sd, seed=seed)
     fast, runs = _fit(df, 2, reml, True, monkeypatch)
     slow, none = _fit(df, 2, reml, False, monkeypatch)
@@ -198,6 +207,7 @@ def test_lean_steps_give_the_general_fit_of_a_random_intercept(
     if chunk is not None:
         monkeypatch.setenv("DMIXED_KERNELS", "numpy")  # (as for two coordinates)
         monkeypatch.setattr(kernels.groups, "GROUP_CHUNK", chunk)
+        _numpy_kernels_chosen(monkeypatch)
     df = make_data(
         n_groups=n_groups,
         min_size=1,

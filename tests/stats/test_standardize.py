@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -16,6 +17,7 @@ from dmixed.stats.standardize import (
     SHIFT_ABOVE,
     WEIGHT_STEP_LOG2,
     Standardization,
+    check_weights_range,
     weight_scale,
 )
 
@@ -304,3 +306,20 @@ def test_weights_in_another_unit_than_the_map_are_refused():
     assert other.weight_ratio(std) == 2.0**256
     np.testing.assert_array_equal(m_x, 2.0**128 * plain[0])
     np.testing.assert_array_equal(m_z, 2.0**128 * plain[1])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    lo=st.floats(-300.0, 300.0),
+    extra=st.floats(1e-9, 200.0),
+)
+def test_weights_range_error_states_a_span_below_the_weights_own(lo, extra):
+    """The refusal of weights wider than a step states their span as a power of two
+    the span exceeds, within a tenth of it (a rounded exponent read "2^128 times the
+    smallest, more than 2^128", or more than the weights' own span)."""
+    width = WEIGHT_STEP_LOG2 + extra
+    with pytest.raises(DataError, match="column 'w' are in more than one unit") as got:
+        check_weights_range("w", (lo, lo + width))
+    stated = float(re.search(r"over 2\^([0-9.]+) times", str(got.value)).group(1))
+    span = (lo + width) - lo
+    assert stated <= span < stated + 0.1 + 1e-9
