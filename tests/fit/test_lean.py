@@ -141,9 +141,7 @@ def test_lean_steps_over_several_chunks_give_the_general_fit(
 ):
     """The groups held in several chunks (as a block of more than
     ``GROUP_CHUNK`` groups is): the steps run on the chunks' sums, and give the
-    general path's fit (the numpy kernels asked for: where numba is loaded, a block
-    of several chunks takes the compiled general path)."""
-    monkeypatch.setenv("DMIXED_KERNELS", "numpy")
+    general path's fit."""
     monkeypatch.setattr(kernels.groups, "GROUP_CHUNK", chunk)
     _numpy_kernels_chosen(monkeypatch)
     df = make_data(n_groups=n_groups, max_size=12, slope_sd=slope_sd, seed=seed)
@@ -205,7 +203,6 @@ def test_lean_steps_give_the_general_fit_of_a_random_intercept(
     row, the variance near or at the boundary, REML and ML, weights, a column offset by
     1e9, the groups in one chunk or several): the general path's fit."""
     if chunk is not None:
-        monkeypatch.setenv("DMIXED_KERNELS", "numpy")  # (as for two coordinates)
         monkeypatch.setattr(kernels.groups, "GROUP_CHUNK", chunk)
         _numpy_kernels_chosen(monkeypatch)
     df = make_data(
