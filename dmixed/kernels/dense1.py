@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .conditionals import gram_rows
+from .dense2 import DenseStep
 from .groups import HessianSums
 from .hessian_moments import HessianMoments
 
@@ -28,35 +29,17 @@ __all__ = ["Dense1Statistics", "Dense1Step"]
 
 
 @dataclass
-class Dense1Step:
-    """The sums of one step at ``Λ`` (:meth:`Dense1Statistics.step`).
+class Dense1Step(DenseStep):
+    """:class:`~dmixed.kernels.dense2.DenseStep` of one coordinate
+    (:meth:`Dense1Statistics.step`; ``gram`` is ``t_re[0, 0]``), with
 
     Attributes
     ----------
-    logdet : float
-        ``Σ_i log|K_i|``.
-    m : ndarray (k, k)
-        ``Σ_i ZXy_i'P_iZXy_i`` (symmetric).
-    s : ndarray (1, 1)
-        ``Σ_i S_i``.
-    gram : ndarray (k, k)
-        ``Σ_i h_i h_i'`` of the rows ``h_i = H_i`` (``t_re[0, 0]`` of
-        :class:`~dmixed.kernels.StepSums`).
-    h : tuple of ndarray (k, G_c)
-        The rows ``H_i`` over the groups of each chunk (what the Hessian sums read).
-    s_pairs : tuple of ndarray (1, G_c)
-        ``S_i`` over the groups of each chunk.
     between : ndarray (k, k)
         ``Σ_i F_i'F_i / (U_i (1 + λ²U_i))`` (groups with ``U_i = 0`` add nothing):
         :class:`~dmixed.kernels.StepSums`' ``between``.
     """
 
-    logdet: float
-    m: np.ndarray
-    s: np.ndarray
-    gram: np.ndarray
-    h: tuple[np.ndarray, ...]
-    s_pairs: tuple[np.ndarray, ...]
     between: np.ndarray
 
 

@@ -29,12 +29,13 @@ from .conditionals import gram_rows
 from .groups import HessianSums
 from .hessian_moments import HessianMoments
 
-__all__ = ["Dense2Statistics", "Dense2Step"]
+__all__ = ["Dense2Statistics", "Dense2Step", "DenseStep"]
 
 
 @dataclass
-class Dense2Step:
-    """The sums of one step at ``Λ`` (:meth:`Dense2Statistics.step`).
+class DenseStep:
+    """The sums of one step at ``Λ`` over a block of ``r = 1`` or ``2`` coordinates
+    (:class:`Dense2Step`, :class:`~dmixed.kernels.dense1.Dense1Step`).
 
     Attributes
     ----------
@@ -42,16 +43,16 @@ class Dense2Step:
         ``Σ_i log|K_i|``.
     m : ndarray (k, k)
         ``Σ_i ZXy_i'P_iZXy_i`` (symmetric).
-    s : ndarray (2, 2)
+    s : ndarray (r, r)
         ``Σ_i S_i``.
-    gram : ndarray (2k, 2k)
+    gram : ndarray (r k, r k)
         ``Σ_i h_i h_i'`` of the rows ``h_i = vec(H_i)`` (``H_i[a, x]`` at ``a k + x``):
         ``t_re[a, b] = gram[a k:(a+1) k, b k:(b+1) k]`` of :class:`~dmixed.kernels.StepSums`.
-    h : tuple of ndarray (2k, G_c)
+    h : tuple of ndarray (r k, G_c)
         The rows ``H_i[a, x]`` over the groups of each chunk (what the Hessian sums
         read).
-    s_pairs : tuple of ndarray (3, G_c)
-        ``S_i`` at (0, 0), (1, 0), (1, 1) over the groups of each chunk.
+    s_pairs : tuple of ndarray (r (r + 1) / 2, G_c)
+        ``S_i`` at (0, 0), and for ``r = 2`` (1, 0), (1, 1), over the groups of each chunk.
     """
 
     logdet: float
@@ -60,6 +61,11 @@ class Dense2Step:
     gram: np.ndarray
     h: tuple[np.ndarray, ...]
     s_pairs: tuple[np.ndarray, ...]
+
+
+@dataclass
+class Dense2Step(DenseStep):
+    """:class:`DenseStep` of two coordinates (:meth:`Dense2Statistics.step`)."""
 
 
 class Dense2Statistics:
