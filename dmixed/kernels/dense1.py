@@ -98,9 +98,7 @@ class Dense1Statistics:
         k = self.k
         moments = HessianMoments(1, k)
         for h, s_pairs in zip(step.h, step.s_pairs, strict=True):
-            v = h.reshape(1, k, -1).copy()
-            v[0, -1] = w @ h  # u_i = H_i w in place of y's column
-            moments.add_pairs(s_pairs, v)
+            moments.add_pairs(s_pairs, h, w)  # u_i = H_i w in place of y's column
         return HessianSums(*moments.contract(basis))
 
 

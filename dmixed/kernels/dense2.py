@@ -132,9 +132,7 @@ class Dense2Statistics:
         k = self.k
         moments = HessianMoments(2, k)
         for h, s_pairs in zip(step.h, step.s_pairs, strict=True):
-            v = h.reshape(2, k, -1).copy()
-            v[:, -1] = np.einsum("ajg,j->ag", v, w)  # u_i = H_i w in place of y's column
-            moments.add_pairs(s_pairs, v)
+            moments.add_pairs(s_pairs, h, w)  # u_i = H_i w in place of y's column
         return HessianSums(*moments.contract(basis))
 
 

@@ -88,20 +88,30 @@ class HessianMoments:
 
     def add(self, s: np.ndarray, h: np.ndarray, w: np.ndarray) -> None:
         """Add a chunk's groups: ``s`` (r, r, G) entry-major ``S_i``, ``h`` (r, p+1, G)
-        entry-major ``H_i`` (overwritten: its last column becomes ``u_i = H_i w``) and
-        ``w`` (p+1,) ``[−β; 1]``."""
-        h[:, -1] = np.einsum("ajg,j->ag", h, w)
-        self.add_pairs(s[self.rows, self.cols], h)
+        entry-major ``H_i`` and ``w`` (p+1,) ``[−β; 1]`` (:meth:`add_pairs`)."""
+        self.add_pairs(s[self.rows, self.cols], h, w)
 
-    def add_pairs(self, s_pairs: np.ndarray, v: np.ndarray) -> None:
+    def add_pairs(self, s_pairs: np.ndarray, v: np.ndarray, w: np.ndarray | None = None) -> None:
         """:meth:`add` of ``S_i``'s lower triangle ``s_pairs`` (pairs, G) (in
-        :func:`~dmixed.stats.tril_indices` order) and ``v`` (r, p+1, G): the entry-major
-        ``[G_i, u_i]``, ``u_i = H_i w`` in the last column."""
-        g = s_pairs.shape[-1]
-        v = v.reshape(self.r * self.k, g)
+        :func:`~dmixed.stats.tril_indices` order) and ``v`` (r, p+1, G) or (r (p+1), G):
+        the entry-major ``[G_i, u_i]``, ``u_i = H_i w`` in the last column; with ``w``,
+        ``v`` is ``H_i`` itself and ``u_i`` is made here (``v`` is not changed).
+
+        ``V`` and ``C`` are one BLAS product: the rows ``[v; v S]`` (every ``v_i,ax
+        S_i,bc`` in ``C``'s row order, made in place) times ``v'``."""
+        n_pair, g = s_pairs.shape
+        r, k = self.r, self.k
+        rk = r * k
+        rows = np.empty((rk * (1 + n_pair), g))
+        vr = rows[:rk]
+        vr[...] = v.reshape(rk, g)
+        if w is not None:  # u_i = H_i w in place of the last column
+            vr.reshape(r, k, g)[:, -1] = w @ v.reshape(r, k, g)
+        np.multiply(vr[:, None], s_pairs[None], out=rows[rk:].reshape(rk, n_pair, g))
+        prod = rows @ vr.T
         self.a += gram_rows(s_pairs)
-        self.v += gram_rows(v)
-        self.c += (v[:, None, :] * s_pairs[None]).reshape(self.c.shape[0], g) @ v.T
+        self.v += prod[:rk]
+        self.c += prod[rk:]
 
     def sums(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(A, V, C)`` as stored, for a kernel that adds into them the upper triangles
