@@ -234,20 +234,19 @@ class LeanSteps:
         lam = np.array([[l00, 0.0], [l10, l11]])  # Layout.lam of the square-root packing
         lam = lam_in_statistics(lam, self.layout, obj.re_map)
         lam.flags.writeable = False
-        nowhere = LeanPoint(packed, -math.inf, np.zeros(packed.shape), np.zeros(packed.shape))
         data = self.data
         assert isinstance(data, Dense2Statistics)  # r = 2
         step = data.step(lam)
         k = data.k
         prof = self.profile(step.m)
         if prof is None:
-            return nowhere, False
+            return nowhere(packed), False
         llf = self.loglike(step.logdet, prof)
         d_psi, score, grad = self.score_2(step, prof, l00, l10, l11)
         if not (math.isfinite(llf) and np.isfinite(score).all()):
-            return nowhere, False
+            return nowhere(packed), False
         if self.unresolved(step.m, prof):
-            return nowhere, True
+            return nowhere(packed), True
         sums = StepSums(
             step.logdet,
             step.m,
@@ -300,7 +299,6 @@ class LeanSteps:
         :func:`~dmixed.fit.objective.out_of_resolution`), as
         :meth:`ProfiledObjective.evaluate` takes them."""
         obj = self.obj
-        nowhere = LeanPoint(packed, -math.inf, np.zeros(packed.shape), np.zeros(packed.shape))
         lam = obj.lam(packed)
         lam.flags.writeable = False
         data = self.data
@@ -320,15 +318,15 @@ class LeanSteps:
             prof = profile(sums, glob, obj.reml)
             llf = loglike(sums, prof, glob, obj.reml)
         except np.linalg.LinAlgError:
-            return nowhere, False
+            return nowhere(packed), False
         d_psi, d_tau = score_matrices(sums, prof, obj.reml, self.layout.slot_component, 0)
         if obj.re_map is not None:
             d_psi = obj.re_map.T @ d_psi @ obj.re_map
         score = self.layout.score_packed(d_psi, d_tau, packed, True)
         if not (math.isfinite(llf) and np.isfinite(score).all()):
-            return nowhere, False
+            return nowhere(packed), False
         if out_of_resolution(sums, prof, glob):
-            return nowhere, True
+            return nowhere(packed), True
         grad = np.array([d_psi[0, 0]])
         self._last = LeanPoint(packed, llf, score, grad, lam, step, sums, prof, d_psi)
         return self._last, False
@@ -523,7 +521,7 @@ class LeanSteps:
             if ev.prof is None:
                 break
             grad = ev.grad
-            size = float(np.abs(grad).max())
+            size = max(map(abs, grad.tolist()))  # the largest entry, in floats
             if size <= s.newton_gtol * n:
                 settled = done = cur
                 break
@@ -556,7 +554,7 @@ class LeanSteps:
                 if exact:  # a secant step's decrement: the polish judges it exactly
                     settled = cur
                 break
-            last_step = step.rise <= LAST_STEP_DECREMENT * np.sqrt(s.newton_decrement) * n
+            last_step = step.rise <= LAST_STEP_DECREMENT * math.sqrt(s.newton_decrement) * n
             fraction = 1.0
             found = None
             for _half in range(s.newton_halvings):
@@ -586,6 +584,11 @@ class LeanSteps:
             final = ev
         done_there = done is final.packed
         return LeanResult(final, accepted, settled, expected, trials, rejected, done_there)
+
+
+def nowhere(packed: np.ndarray) -> LeanPoint:
+    """The point ``packed`` where ℓ is not defined or rejected (made only there)."""
+    return LeanPoint(packed, -math.inf, np.zeros(packed.shape), np.zeros(packed.shape))
 
 
 def singular(hess: np.ndarray) -> bool:

@@ -8,7 +8,7 @@ does not care where the statistics live.  Formulas: DESIGN.md §3–5.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -35,17 +35,18 @@ class Profile:
     fac: float
     #: β₀ of :func:`within_pivot` where ``Q`` and β̂ were taken about it, else None
     beta0: np.ndarray | None = None
+    #: ``[−β̂; 1]``: ``u_i = H_i w`` is Z̃_i'V*_i⁻¹(y_i − X_i β̂) (read-only; made with the
+    #: profile: every score reads it, and a cached property's look-up costs more)
+    w: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        out = np.concatenate((-self.beta, [1.0]))  # np.append's numbers, without its call
+        out.flags.writeable = False
+        self.w = out
 
     @property
     def scale(self) -> float:
         return self.q / self.fac
-
-    @functools.cached_property
-    def w(self) -> np.ndarray:
-        """``[−β̂; 1]``: ``u_i = H_i w`` is Z̃_i'V*_i⁻¹(y_i − X_i β̂) (read-only, made once)."""
-        out = np.concatenate((-self.beta, [1.0]))  # np.append's numbers, without its call
-        out.flags.writeable = False
-        return out
 
 
 def residual_cross_products(step: StepSums, glob: GlobalStats) -> np.ndarray:

@@ -111,19 +111,23 @@ class Dense2Statistics:
         """The sums at the 2 × 2 factor ``lam`` (``B = ΛΛ'``, ``det(B) = det(Λ)²`` as
         ``_conditional_2`` takes them)."""
         coef = _coefficients(lam)
-        b00, b01, b11 = coef[4, 0], coef[5, 0], coef[6, 0]
+        b00, b01, b11 = coef[4:, 0].tolist()
         # H = (F + adj(B) adj(U) F) / d: adj(B) = [[b11, −b01], [−b01, b00]]
         mix = np.array([[1.0, 0.0, b11, -b01], [0.0, 1.0, -b01, b00]])
-        parts = [chunk.step(coef, mix) for chunk in self._chunks]
-        logdet, m, s, gram, h, s_pairs = parts[0]
-        for more in parts[1:]:
+        first, *rest = self._chunks
+        logdet, m, s, gram, h, s_pairs = first.step(coef, mix)
+        if not rest:
+            return Dense2Step(logdet, m, s, gram, (h,), (s_pairs,))
+        hs, pairs = [h], [s_pairs]
+        for chunk in rest:
+            more = chunk.step(coef, mix)
             logdet += more[0]
             m = m + more[1]
             s = s + more[2]
             gram = gram + more[3]
-        return Dense2Step(
-            logdet, m, s, gram, tuple(p[4] for p in parts), tuple(p[5] for p in parts)
-        )
+            hs.append(more[4])
+            pairs.append(more[5])
+        return Dense2Step(logdet, m, s, gram, tuple(hs), tuple(pairs))
 
     def hessian(self, step: Dense2Step, basis: np.ndarray, w: np.ndarray) -> HessianSums:
         """The Hessian sums (:class:`~dmixed.kernels.HessianSums`) at the step's ``Λ``
@@ -141,7 +145,7 @@ def _coefficients(lam: np.ndarray) -> np.ndarray:
     numerators of ``S`` and ``P`` at (0, 0), (1, 0), (1, 1), at ``B = ΛΛ'``."""
     b = lam @ lam.T
     det_b = float(np.linalg.det(lam)) ** 2
-    b00, b01, b11 = float(b[0, 0]), float(b[0, 1]), float(b[1, 1])
+    (b00, b01), (_, b11) = b.tolist()
     return np.array(
         [
             [1.0, b00, 2.0 * b01, b11, det_b],  # d
