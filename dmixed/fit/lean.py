@@ -539,9 +539,11 @@ class LeanSteps:
                     shift = log_shift(theta, *traces)
             if curvature is None:
                 break
-            step: BlockStep | NewtonStep | None = (
-                block_step(theta, grad, curvature, shift) if shifted and self.r == 2 else None
-            )
+            step: BlockStep | ScalarStep | NewtonStep | None = None
+            if self.r == 2 and shifted:
+                step = block_step(theta, grad, curvature, shift)
+            elif self.r == 1:
+                step = scalar_step(theta, grad, curvature, shift)
             if step is None:
                 step = newton_step(
                     layout, movable, theta, grad, curvature, modified_newton_step, shift, shifted
@@ -594,6 +596,9 @@ def nowhere(packed: np.ndarray) -> LeanPoint:
 def singular(hess: np.ndarray) -> bool:
     """Whether the symmetric ``hess`` is singular to :data:`SINGULAR_CURVATURE` (its
     smallest absolute eigenvalue below that share of its largest, or none finite)."""
+    if hess.shape == (1, 1):  # its eigenvalue is its entry: singular only where zero
+        (h,) = hess.ravel().tolist()
+        return not math.isfinite(h) or h == 0.0
     try:
         size = np.abs(np.linalg.eigvalsh(hess))
     except np.linalg.LinAlgError:
@@ -679,3 +684,54 @@ def block_step(
     log_x0, _, log_x1 = np.log([x0, 1.0, x1]).tolist()  # numpy's logarithm, as newton_coords
     origin = (log_x0, big_l, log_x1)
     return BlockStep(delta, rise, origin, c0, c1, s0, s1)
+
+
+@dataclass(frozen=True)
+class ScalarStep:
+    """:class:`~dmixed.fit.newton_coords.NewtonStep` of a positive 1 × 1 Ψ* on its
+    shifted log scale ``v = log(θ + c)`` (:func:`scalar_step`): the step ``delta``
+    from ``θ = theta``, the shift ``c``."""
+
+    delta: float
+    rise: float
+    theta: float
+    c: float
+
+    def point(self, fraction: float) -> np.ndarray:
+        """θ after ``fraction`` of the step (:meth:`NewtonStep.point`'s arithmetic)."""
+        grow = float(np.exp(fraction * self.delta))  # numpy's exponential, as newton_coords
+        return np.array([(self.theta + self.c) * grow - self.c])
+
+
+def scalar_step(
+    theta: np.ndarray, grad: np.ndarray, hess: np.ndarray, shift: np.ndarray
+) -> ScalarStep | None:
+    """:func:`~dmixed.fit.newton_coords.newton_step` of θ = Ψ* for a 1 × 1 Ψ*, on its
+    shifted log scale (``J = θ + c``, ``Σ g ∂²θ/∂v² = (θ + c) g``), written out in
+    floats: the direction :func:`~dmixed.fit.newton_rules.modified_newton_step` of a
+    1 × 1 Hessian (its eigenvector 1, its eigenvalue the entry) and the same shortening
+    of a long step, bit for bit.  None where the variance is not positive (then
+    :func:`newton_step`, which steps in θ itself there) or where that direction gives
+    no step."""
+    (t,) = theta.tolist()
+    if not t > 0.0:
+        return None
+    (c,) = shift.tolist()
+    x = t + c
+    (g,) = grad.tolist()
+    (h,) = hess.ravel().tolist()
+    g_v = x * g
+    h_v = (x * h) * x + x * g
+    h_v = 0.5 * (h_v + h_v)  # newton_step's symmetrization (inf where 2 h_v overflows)
+    if not math.isfinite(h_v):
+        return None
+    floor = 1e-10 * abs(h_v)
+    if floor == 0.0:
+        return None
+    curv = h_v if h_v < 0.0 else -max(h_v, floor)
+    delta = g_v / -curv
+    if not math.isfinite(delta):
+        return None
+    if abs(delta) > MAX_LOG_STEP:
+        delta = delta * (MAX_LOG_STEP / abs(delta))
+    return ScalarStep(delta, 0.5 * (g_v * delta), t, c)

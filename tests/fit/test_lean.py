@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import dmixed
 from dmixed import kernels
 from dmixed.fit import lean
-from dmixed.fit.lean import LeanSteps, block_step
+from dmixed.fit.lean import LeanSteps, block_step, scalar_step, singular
 from dmixed.fit.newton_coords import newton_step
 from dmixed.fit.newton_rules import modified_newton_step
 from dmixed.stats import Layout
@@ -263,6 +263,52 @@ def test_numba_forced_takes_the_general_path(monkeypatch):
     df = make_data(n_groups=20, max_size=8, seed=5)
     _, runs = _fit(df, 2, True, True, monkeypatch)
     assert not runs
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(
+    theta=st.one_of(st.floats(-1.0, 1e6), st.sampled_from([0.0, 1e-300, 5e-324, 1e300])),
+    grad=st.one_of(st.floats(-1e6, 1e6), st.sampled_from([0.0, 1e300, -1e300])),
+    curvature=st.one_of(st.floats(-1e6, 1e6), st.sampled_from([0.0, -1e-300, 1e300])),
+    shift=st.sampled_from([0.0, 1e-3, 0.2, 5.0]),
+    shifted=st.booleans(),
+    fraction=st.sampled_from([1.0, 0.5, 2.0**-10]),
+)
+def test_scalar_step_is_newton_step_bit_for_bit(theta, grad, curvature, shift, shifted, fraction):
+    """The 1 × 1 step written out gives :func:`newton_step`'s decrement and trial points
+    bit for bit (any variance, gradient, curvature and shift; the plain log scale
+    without ``shifted``), and None where that steps in θ itself or gives no step."""
+    hess = np.array([[curvature]])
+    c = np.array([shift if shifted else 0.0])
+    ours = scalar_step(np.array([theta]), np.array([grad]), hess, c)
+    with np.errstate(all="ignore"):
+        theirs = newton_step(
+            Layout(k_re=1, vc_widths=()),
+            np.ones(1, dtype=bool),
+            np.array([theta]),
+            np.array([grad]),
+            hess,
+            modified_newton_step,
+            c,
+            shifted,
+        )
+    if ours is None:
+        assert theirs is None or not theta > 0.0
+        return
+    assert theirs is not None
+    assert ours.rise == theirs.rise
+    with np.errstate(all="ignore"):
+        np.testing.assert_array_equal(ours.point(fraction), theirs.point(fraction))
+
+
+@pytest.mark.parametrize("value", [1.0, -2.5, 1e-300, 0.0, np.inf, np.nan])
+def test_singular_of_one_entry_is_its_eigenvalue_test(value):
+    """A 1 × 1 curvature is singular exactly where its eigenvalue test says so."""
+    hess = np.array([[value]])
+    with np.errstate(all="ignore"):
+        size = np.abs(np.linalg.eigvalsh(hess)) if np.isfinite(value) else None
+    expected = size is None or bool(size.min() <= lean.SINGULAR_CURVATURE * size.max())
+    assert singular(hess) == expected
 
 
 @settings(max_examples=300, deadline=None, derandomize=True)
