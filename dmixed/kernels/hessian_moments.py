@@ -9,7 +9,7 @@ a contraction of the basis with a sum over groups of products of the per-group `
     V[ax, by]       = Σ_i v_i,ax v_i,by
     C[ax, bc, dy]   = Σ_i v_i,ax S_i,bc v_i,dy           (c ≤ b)
 
-each one BLAS product whose inner dimension runs over the groups; then ::
+BLAS products whose inner dimension runs over the groups (``V`` and ``C`` one together); then ::
 
     tr_ss[j,k] = Σ A[ab,cd] E_j[b,c] E_k[d,a]     u_s_u[j,k] = Σ C[a u, bc, d u] E_j[a,b] E_k[c,d]
     u_e_u[j]   = Σ V[a u, b u] E_j[a,b]           g_e_u[j,x] = Σ V[a x, b u] E_j[a,b]
