@@ -192,6 +192,45 @@ def test_each_column_map_is_the_defined_one(seed, log_scale, ratio, kind):
     assert std.x_scale[1] == scale
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**31),
+    n=st.sampled_from([1, 2, 7, 17, 300, 8193, 70_000]),
+    log_scales=st.lists(st.integers(-30, 30), min_size=2, max_size=4),
+    offset=st.sampled_from([0.0, 1e9, -3e5]),
+    ratio=st.sampled_from([0.0, SHIFT_ABOVE - 1e-9, SHIFT_ABOVE + 1e-9, 1e6]),
+    kind=st.sampled_from(["normal", "constant", "zero", "nan", "inf"]),
+)
+def test_columns_measured_together_get_each_ones_own_map(seed, n, log_scales, offset, ratio, kind):
+    """A column-major design's columns are measured in a few calls for all of them:
+    every shift and scale bit for bit what the column measured alone gets (the same
+    design row-major, one column at a time), with offsets, spreads 2^±30, means at the
+    shift threshold, a constant, zero, NaN or infinite column among them, and samples
+    past numpy's blocks and past the sample's rows."""
+    rng = np.random.default_rng(seed)
+    k = len(log_scales)
+    z = rng.normal(size=(n, k))
+    cols = (ratio + z) * 2.0 ** np.array(log_scales) + offset * rng.integers(0, 2, k)
+    j = int(rng.integers(0, k))
+    if kind == "constant":
+        cols[:, j] = cols[0, j]
+    elif kind == "zero":
+        cols[:, j] = 0.0
+    elif kind in ("nan", "inf"):
+        cols[rng.integers(0, n), j] = np.nan if kind == "nan" else -np.inf
+    for intercept in (True, False):
+        design = np.column_stack([np.ones(n), cols]) if intercept else cols
+        endog = offset + rng.normal(size=n) * 2.0 ** log_scales[0]
+        exog_re = design[:, :2]
+        together = Standardization.choose(endog, np.asfortranarray(design), exog_re)
+        alone = Standardization.choose(endog, np.ascontiguousarray(design), exog_re)
+        for a, b in [(together.x_shift, alone.x_shift), (together.x_scale, alone.x_scale)]:
+            np.testing.assert_array_equal(a.view(np.int64), b.view(np.int64))
+        assert together == alone
+        # the response, measured alone in both: the defined map
+        assert (together.y_shift, together.y_scale) == _defined_map(endog) or not intercept
+
+
 def _defined_vc_scale(values: np.ndarray) -> float:
     """A component's scale by its definition: the power of two nearest the root mean
     square of the non-zero finite entries (1 when there are none)."""
