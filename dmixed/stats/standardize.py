@@ -102,7 +102,8 @@ def weight_scale(weights: np.ndarray | None) -> float:
         return 1.0
     step = float(np.round(float(np.mean(logs)) / WEIGHT_STEP_LOG2))
     # the largest step float64 holds (2^896): weights near 2^1000 would round to 2^1024
-    step = min(step, float(np.floor(np.log2(np.finfo(np.float64).max) / WEIGHT_STEP_LOG2)))
+    # (from the largest exponent, 1023: log2 of the largest float64 rounds to 1024)
+    step = min(step, float((np.finfo(np.float64).maxexp - 1) // WEIGHT_STEP_LOG2))
     return float(2.0 ** (WEIGHT_STEP_LOG2 * step))
 
 

@@ -295,6 +295,13 @@ def test_the_weights_scale_is_a_step_power_of_two_near_their_geometric_mean(expo
         assert s == 1.0
 
 
+@pytest.mark.parametrize("exponent", [896.0, 960.0, 1000.0, 1023.0])
+def test_the_weights_scale_of_the_heaviest_weights_is_the_largest_step(exponent):
+    """Weights whose geometric mean rounds to the step 2^1024 (past float64) take the
+    largest step float64 holds, 2^896 (was an OverflowError)."""
+    assert weight_scale(np.full(10, 2.0**exponent)) == 2.0 ** (7 * WEIGHT_STEP_LOG2)
+
+
 def test_ordinary_weights_leave_the_map_as_it_was():
     """Weights near 1: scale 1, the weights summed as given (the same array), the saved
     map without the key (older versions read it)."""
