@@ -71,7 +71,7 @@ def _weighted_rows(endog, exog, ztilde, weights, std: Standardization | None = N
     n, p = exog.shape
     r = ztilde.shape[1]
     shifted = std is not None and (std.y_shift != 0 or bool(std.x_shift.any()))
-    shifts = np.append(std.x_shift, std.y_shift) if shifted else None
+    shifts = np.append(std.x_shift, std.y_shift) if shifted and std is not None else None
     if not shifted and weights is None and exog.flags.f_contiguous:
         xcols = [exog[:, j] for j in range(p)] + [endog]
         gram = column_gram(xcols)
