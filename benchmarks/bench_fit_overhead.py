@@ -4,6 +4,9 @@ callgrind.
 Run:  python benchmarks/bench_fit_overhead.py calls [--groups 200 2000]
       valgrind --tool=callgrind python benchmarks/bench_fit_overhead.py fits N --groups G
           --kind arrays
+      valgrind --tool=callgrind --collect-atstart=no --toggle-collect=map_next
+          --toggle-collect=starmap_next python benchmarks/bench_fit_overhead.py toggled N
+          --groups G --kind arrays
 
 ``calls`` prints, for one warm fit of ``bench_core``'s model (groups of 10 rows,
 ``y ~ x1 + x2``, random intercept and slope, REML, standard errors read) from arrays and
@@ -14,12 +17,17 @@ does not grow with the data.  ``fits N`` builds the data, fits twice (warm) and 
 ``N`` more times: the instructions of ``fits 2`` less those of ``fits 0`` are two warm
 fits (run with ``DMIXED_KERNELS=numpy OPENBLAS_NUM_THREADS=1`` and the real Python
 binary, not a shim, so that valgrind follows it).  Set ``PYTHONPATH`` to the checkout
-to measure.
+to measure.  ``toggled N`` fits three times (warm), then runs ``N`` whole fits inside
+``map`` and ``N`` entries (the model built, and its statistics: what a fit does before
+its start) inside ``itertools.starmap``: callgrind collecting only inside ``map_next``
+and ``starmap_next`` counts each apart in one process (inclusive instructions of each
+÷ ``N``, from ``callgrind_annotate --inclusive=yes``).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 
 # bench_core pins the thread pools (BLAS, mixedlm-rs's rayon) before numpy is imported
@@ -35,6 +43,27 @@ def one_fit(kind: str, n_groups: int):
         return lambda: dmixed_arrays(y, x, z, g)
     df = frame(y, x, g)
     return lambda: dmixed_formula(df)
+
+
+def entry(kind: str, n_groups: int):
+    """The model of :func:`one_fit`'s fit built and its statistics computed (its
+    ``fit`` up to the start)."""
+    from bench_core import FORMULA, RE_FORMULA
+
+    import dmixed
+
+    y, x, z, g = make(n_groups)
+    df = frame(y, x, g)
+
+    def run(_):
+        if kind == "arrays":
+            model = dmixed.MixedLM(y, x, g, exog_re=z)
+        else:
+            model = dmixed.MixedLM.from_formula(FORMULA, df, groups="g", re_formula=RE_FORMULA)
+        model.reml = True
+        return model.fit_statistics(None, False, None)
+
+    return run
 
 
 def count_calls(fit) -> tuple[int, int]:
@@ -64,7 +93,7 @@ def count_calls(fit) -> tuple[int, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=("calls", "fits"))
+    parser.add_argument("mode", choices=("calls", "fits", "toggled"))
     parser.add_argument("n", nargs="?", type=int, default=0, help="fits after two warm ones")
     parser.add_argument("--groups", type=int, nargs="+", default=[200, 2000])
     parser.add_argument("--kind", choices=("arrays", "formula"), default="arrays")
@@ -73,6 +102,14 @@ def main() -> None:
         fit = one_fit(args.kind, args.groups[0])
         for _ in range(2 + args.n):
             fit()
+        return
+    if args.mode == "toggled":
+        fit, start = one_fit(args.kind, args.groups[0]), entry(args.kind, args.groups[0])
+        for _ in range(3):
+            fit()
+            start(None)
+        list(map(lambda _: fit(), range(args.n)))
+        list(itertools.starmap(start, ((i,) for i in range(args.n))))
         return
     import dmixed
 

@@ -593,8 +593,12 @@ def _some_names(names, shown: int = 5) -> str:
     return ", ".join(names[:shown]) + more
 
 
-def check_response_not_constant(spec: ModelSpec, data, scan: LevelScan, dask_input: bool):
-    """Refuse a constant response (from the whole pandas frame, or the Dask scan's range).
+def check_response_not_constant(
+    spec: ModelSpec, data, scan: LevelScan, dask_input: bool, frame_columns=None
+):
+    """Refuse a constant response (from the whole pandas frame, or the Dask scan's range;
+    ``frame_columns``: the frame's columns read already, a
+    :class:`~dmixed.design.prepare.FrameColumns`).
 
     Returns the prepared columns of the pandas frame
     (:func:`~dmixed.design.prepare.prepare_columns`; None for Dask data), which
@@ -606,7 +610,7 @@ def check_response_not_constant(spec: ModelSpec, data, scan: LevelScan, dask_inp
         If every finite value of the response is the same.
     """
     if not dask_input:
-        prepared = prepare_columns(spec, data, label_codes=scan.codes)
+        prepared = prepare_columns(spec, data, label_codes=scan.codes, frame_columns=frame_columns)
         plan = spec.plain_plan("lhs")
         if plan is not None and len(plan) == 1 and len(plan[0]) == 1:
             endog = prepared.columns[plan[0][0]]  # a numeric column: no formulaic

@@ -236,6 +236,8 @@ def _first_text(s: pd.Series):
 def _holds_text(s: pd.Series) -> bool:
     """Whether ``s`` holds a ``str`` or ``bytes`` value (a text dtype, or an ``object``
     column with one among its values)."""
+    if isinstance(s.dtype, np.dtype) and s.dtype.kind != "O":  # numpy's: text is S or U
+        return s.dtype.kind in "SU"
     if s.dtype != object:
         return pd.api.types.is_string_dtype(s.dtype) and not isinstance(
             s.dtype, pd.CategoricalDtype

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from .spec import ModelSpec
 
 __all__ = [
+    "FrameColumns",
     "PreparedColumns",
     "is_missing_values_error",
     "missing_counts",
@@ -69,6 +70,31 @@ class PreparedColumns:
     keep: np.ndarray | None
     n_dropped: int
     codes: dict[str, np.ndarray] = field(default_factory=dict)
+    #: the group column as read from the frame (all its rows), for the spec's
+    #: ``transform``; None where it was not read
+    group: pd.Series | None = None
+
+
+class FrameColumns:
+    """The columns of one pandas frame, each read once: pandas builds a new Series on
+    every ``frame[c]``, and building a spec reads the same columns in several steps
+    (their dtypes, the scan, the preparation, the group keys).  ``frame`` must hold
+    each column asked for once (:func:`_columns_needed`)."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.frame = frame
+        self.read: dict[str, pd.Series] = {}
+
+    def __getitem__(self, name: str) -> pd.Series:
+        column = self.read.get(name)
+        if column is None:
+            column = self.read[name] = self.frame[name]
+        return column
+
+    def dtypes(self, names) -> dict:
+        """``{name: dtype}`` of these columns (what ``frame.dtypes[name]`` gives, without
+        the Series of every column's dtype)."""
+        return {c: self[c].dtype for c in names}
 
 
 @dataclass
@@ -89,6 +115,7 @@ def prepare_columns(
     response: bool = True,
     random: bool = True,
     label_codes: dict[str, np.ndarray] | None = None,
+    frame_columns: FrameColumns | None = None,
 ) -> PreparedColumns:
     """Check and normalise the used columns of one frame, dropping rows.
 
@@ -98,7 +125,8 @@ def prepare_columns(
     ``label_codes``: the codes of some label columns (and integer columns inside
     ``C()``) of this very frame among the spec's levels, found with them
     (:attr:`~dmixed.design.scan.LevelScan.codes`), taken instead of looking the values
-    up again.
+    up again.  ``frame_columns``: the columns of this very frame as the caller read
+    them already (:class:`FrameColumns`).
 
     Raises
     ------
@@ -109,11 +137,12 @@ def prepare_columns(
         one unit (:func:`~dmixed.stats.standardize.check_weights_range`).
     """
     used, formula_columns = _columns_needed(spec, df, response, random)
-    norm = _normalize(spec, df, formula_columns, label_codes)
+    read = FrameColumns(df) if frame_columns is None else frame_columns
+    norm = _normalize(spec, read, formula_columns, label_codes)
     if spec.group_name in used:
-        _add_group_missing(spec, df, norm)
+        _add_group_missing(spec, read, norm)
     if spec.weights_name is not None and response:
-        _add_weights(spec, df, norm)
+        _add_weights(spec, read, norm)
     keep, n_dropped = _rows_to_keep(spec, norm, used, len(df))
     _check_unknown_levels(df, norm, keep)
     columns = _filter(spec, norm, keep)
@@ -122,7 +151,8 @@ def prepare_columns(
         weights = norm.weights if keep is None else norm.weights[keep]
         weights = _check_weights_positive(spec.weights_name, weights)
     codes = {c: a if keep is None else a[keep] for c, a in norm.codes.items()}
-    return PreparedColumns(columns, weights, keep, n_dropped, codes)
+    group = read.read.get(spec.group_name)
+    return PreparedColumns(columns, weights, keep, n_dropped, codes, group)
 
 
 def needed_columns(spec: ModelSpec, response: bool = True, random: bool = True) -> list[str]:
@@ -155,7 +185,7 @@ def _columns_needed(spec: ModelSpec, df: pd.DataFrame, response: bool, random: b
 
 
 def _normalize(
-    spec: ModelSpec, df: pd.DataFrame, formula_columns: list[str], known: dict | None = None
+    spec: ModelSpec, df: FrameColumns, formula_columns: list[str], known: dict | None = None
 ) -> _Normalized:
     norm = _Normalized({}, {}, {})
     known = known or {}
@@ -216,7 +246,7 @@ def _numbered(spec: ModelSpec, s: pd.Series, c: str) -> tuple[np.ndarray, np.nda
     return miss, codes
 
 
-def _add_group_missing(spec: ModelSpec, df: pd.DataFrame, norm: _Normalized) -> None:
+def _add_group_missing(spec: ModelSpec, df: FrameColumns, norm: _Normalized) -> None:
     gmiss = missing_mask(df[spec.group_name], CATEGORICAL)
     if spec.group_name in norm.missing:
         norm.missing[spec.group_name] = norm.missing[spec.group_name] | gmiss
@@ -224,7 +254,7 @@ def _add_group_missing(spec: ModelSpec, df: pd.DataFrame, norm: _Normalized) -> 
         norm.missing[spec.group_name] = gmiss
 
 
-def _add_weights(spec: ModelSpec, df: pd.DataFrame, norm: _Normalized) -> None:
+def _add_weights(spec: ModelSpec, df: FrameColumns, norm: _Normalized) -> None:
     wname = spec.weights_name
     w = df[wname]
     if column_class(w.dtype) not in NUMBER_CLASSES:
@@ -357,9 +387,10 @@ def missing_counts(spec: ModelSpec, df: pd.DataFrame, response: bool = True) -> 
         As :func:`prepare_columns`, for anything it refuses before missing values.
     """
     used, formula_columns = _columns_needed(spec, df, response)
-    norm = _normalize(spec, df, formula_columns)
-    _add_group_missing(spec, df, norm)
+    read = FrameColumns(df)
+    norm = _normalize(spec, read, formula_columns)
+    _add_group_missing(spec, read, norm)
     if spec.weights_name is not None and response:
-        _add_weights(spec, df, norm)
+        _add_weights(spec, read, norm)
     _, counts = missing_rows(norm.missing, len(df))
     return {c: counts.get(c, 0) for c in used}

@@ -60,7 +60,7 @@ from .matrices import (
 from .messages import suggest
 from .missing import missing_option
 from .partitions import restored_values
-from .prepare import PreparedColumns, normalized_frame, prepare_columns
+from .prepare import FrameColumns, PreparedColumns, normalized_frame, prepare_columns
 from .references import choose_references, saved_references
 from .scope import CallerNames, Environment, caller_names_shippable, saved_environment
 from .vc import LevelNames, VCPlan, eval_vc, reads_columns
@@ -451,7 +451,7 @@ class ModelSpec(ModelNames):
             c, v = eval_vc(plan, source, n, name, self.caller_names, prepared.codes)
             vc_cols.append(c)
             vc_vals.append(v)
-        groups = df[self.group_name]
+        groups = df[self.group_name] if prepared.group is None else prepared.group
         if prepared.keep is not None:
             groups = groups[prepared.keep]
         return DesignMatrices(
@@ -622,7 +622,10 @@ def build_spec_prepared(
     if dask_input:  # booleans and group keys that dd.from_pandas turned into text
         data = restored_values(data, columns_used, groups)
         meta = data._meta
-    dtypes = meta.dtypes  # a Series made once: pandas makes it anew on each call
+    # each used column read once (pandas makes a Series anew on each ``data[c]``), its
+    # dtype from it: not ``meta.dtypes``, a Series of every column's dtype
+    frame_columns = None if dask_input else FrameColumns(data)
+    dtypes = meta.dtypes if dask_input else frame_columns.dtypes(columns_used)
     kinds, native, integers = column_kinds(meta, parsed, formula_columns, dtypes)
     scan = scan_levels(data, meta, dask_input, kinds, native, parsed, columns_used, missing, dtypes)
     levels = scan.levels
@@ -665,4 +668,5 @@ def build_spec_prepared(
     references = choose_references(spec, parsed, integers, data, dask_input)
     if references:
         spec = dataclasses.replace(spec, references=references)
-    return BuiltSpec(spec, check_response_not_constant(spec, data, scan, dask_input), data)
+    prepared = check_response_not_constant(spec, data, scan, dask_input, frame_columns)
+    return BuiltSpec(spec, prepared, data)

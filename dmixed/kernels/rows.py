@@ -9,6 +9,7 @@ statistics of any split of the rows add up to those of the whole.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,8 +70,8 @@ def _weighted_rows(endog, exog, ztilde, weights, std: Standardization | None = N
     endog = np.asarray(endog, dtype=np.float64)
     n, p = exog.shape
     r = ztilde.shape[1]
-    shifts = None if std is None else np.append(std.x_shift, std.y_shift)
-    shifted = shifts is not None and bool(np.any(shifts != 0))
+    shifted = std is not None and (std.y_shift != 0 or bool(std.x_shift.any()))
+    shifts = np.append(std.x_shift, std.y_shift) if shifted and std is not None else None
     if not shifted and weights is None and exog.flags.f_contiguous:
         xcols = [exog[:, j] for j in range(p)] + [endog]
         gram = column_gram(xcols)
@@ -162,11 +163,17 @@ def extreme_scales(std: Standardization | None) -> bool:
     (its rows are then divided by it up front: :func:`_tame`)."""
     if std is None:
         return False
-    sx = np.append(std.x_scale, std.y_scale)
-    return bool(
-        (np.abs(np.log2(sx)) > EXTREME_SCALE_LOG2).any()
-        or (np.abs(np.log2(std.z_scale)) > EXTREME_SCALE_LOG2).any()
-    )
+    # a handful of scales: Python floats, not six numpy calls
+    scales = [*std.x_scale.tolist(), std.y_scale, *std.z_scale.tolist()]
+    return any(_extreme_scale(s) for s in scales)
+
+
+def _extreme_scale(s: float) -> bool:
+    """``|log2 s| >`` :data:`EXTREME_SCALE_LOG2` as numpy's ``log2`` judges it (0 and
+    inf: extreme; negative or NaN: not)."""
+    if s > 0.0:
+        return math.isinf(s) or abs(math.log2(s)) > EXTREME_SCALE_LOG2
+    return s == 0.0
 
 
 def _tame(endog, exog, ztilde, std: Standardization | None):
@@ -208,13 +215,21 @@ def column_scales(
     the sums (exact: powers of two); None when all are 1."""
     if std is None:
         return None
-    sz = np.ones(layout.r)
-    sz[: std.k_re] = std.z_scale
-    sz[std.k_re :] = std.slot_scales(vc_widths)
-    sx = np.append(std.x_scale, std.y_scale)
+    # Python floats: the same IEEE products and quotients as numpy's, without a dozen
+    # numpy calls on a dozen numbers
+    sz = std.z_scale.tolist() + std.slot_scales(vc_widths).tolist()
+    sz += [1.0] * (layout.r - len(sz))
+    sx = [*std.x_scale.tolist(), std.y_scale]
     rows, cols = layout.zz_index
-    out = np.concatenate([[1.0], 1.0 / (sz[rows] * sz[cols]), (1.0 / np.outer(sz, sx)).ravel()])
-    return None if np.all(out == 1.0) else out
+    out = [1.0]
+    out += [_reciprocal(sz[a] * sz[b]) for a, b in zip(rows.tolist(), cols.tolist(), strict=True)]
+    out += [_reciprocal(za * xj) for za in sz for xj in sx]
+    return None if all(v == 1.0 for v in out) else np.array(out)
+
+
+def _reciprocal(value: float) -> float:
+    """``1/value`` as numpy divides (±inf for ±0, not an error)."""
+    return 1.0 / value if value != 0.0 else math.copysign(math.inf, value)
 
 
 def known_ones(std: Standardization | None, weights) -> list[int]:

@@ -60,9 +60,11 @@ SAMPLE_ROWS = 65536
 
 def _power_of_two(value: float) -> float:
     """The power of two nearest ``value`` (> 0) in the log scale; 1 for 0 or non-finite."""
-    if not (np.isfinite(value) and value > 0):
+    if not (math.isfinite(value) and value > 0):
         return 1.0
-    return float(2.0 ** np.round(np.log2(value)))
+    # numpy's log2 as ever; Python's round is numpy's (half to even) and 2.0**k exact
+    exponent = round(float(np.log2(value)))
+    return 2.0**exponent if exponent < 1024 else math.inf
 
 
 def _ones_column(matrix: np.ndarray) -> int:
@@ -100,7 +102,8 @@ def weight_scale(weights: np.ndarray | None) -> float:
         return 1.0
     step = float(np.round(float(np.mean(logs)) / WEIGHT_STEP_LOG2))
     # the largest step float64 holds (2^896): weights near 2^1000 would round to 2^1024
-    step = min(step, float(np.floor(np.log2(np.finfo(np.float64).max) / WEIGHT_STEP_LOG2)))
+    # (from the largest exponent, 1023: log2 of the largest float64 rounds to 1024)
+    step = min(step, float((np.finfo(np.float64).maxexp - 1) // WEIGHT_STEP_LOG2))
     return float(2.0 ** (WEIGHT_STEP_LOG2 * step))
 
 
@@ -194,6 +197,8 @@ def _vc_scale(values: np.ndarray) -> float:
 def same_column(a: np.ndarray, b: np.ndarray) -> bool:
     """Bitwise-equal columns (the same memory, or a cheap look at the first rows before
     the full compare)."""
+    if a is b:
+        return True
     if (
         a.shape == b.shape
         and a.strides == b.strides
@@ -219,14 +224,22 @@ def _choose_columns(
     k = matrix.shape[1]
     c = np.zeros(k)
     s = np.ones(k)
+    todo = []  # the columns measured here
     for j in range(k):
         if j == intercept:
             continue
-        col = matrix[:, j]
-        known = _chosen_for(col, chosen)
+        known = _chosen_for(matrix[:, j], chosen)
         if known is not None:
             c[j], s[j] = known
-            continue
+        else:
+            todo.append(j)
+    if _run_of_rows(matrix, todo):  # the columns at once, the same numbers
+        done = _shift_and_scale_rows(matrix[:, todo[0] : todo[-1] + 1].T, shift)
+        if done is not None:
+            c[todo], s[todo] = done
+            return c, s
+    for j in todo:
+        col = matrix[:, j]
         size = float(np.max(np.abs(col))) if col.size else 0.0
         if not np.isfinite(size):  # NaN or ±inf in the sample: the finite entries only
             col = col[np.isfinite(col)]
@@ -235,6 +248,54 @@ def _choose_columns(
             continue
         c[j], s[j] = _shift_and_scale(col, size, shift)
     return c, s
+
+
+def _run_of_rows(matrix: np.ndarray, todo: list[int]) -> bool:
+    """Whether the columns ``todo`` of ``matrix`` are a run of columns, each contiguous
+    in memory (a column-major design's, or the response): then their reductions along
+    the rows of ``matrix[:, run].T`` add in the order of each column's own (numpy's
+    pairwise sum over a contiguous last axis)."""
+    if not todo or todo[-1] - todo[0] != len(todo) - 1 or matrix.shape[0] == 0:
+        return False
+    row, col = matrix.strides
+    return row == matrix.itemsize and (len(todo) == 1 or col >= row * matrix.shape[0])
+
+
+def _shift_and_scale_rows(block: np.ndarray, shift: bool) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`_shift_and_scale` of every row of ``block`` (columns of the sample laid
+    along its rows, each contiguous: :func:`_run_of_rows`) in a few calls for all,
+    the same numbers; None where a row is not finite or all zero (the caller measures
+    each column alone).  A row the quick test may shift is measured alone."""
+    # max |v| of a finite row is max(max v, −min v), without the temporary of |v|
+    sizes = np.maximum(block.max(axis=1), -block.min(axis=1))
+    if not (np.isfinite(sizes).all() and (sizes > 0.0).all()):
+        return None
+    unit = block / sizes[:, None]
+    means = unit.mean(axis=1).tolist()
+    about = np.multiply(unit, unit, out=unit).mean(axis=1).tolist()
+    shifts, scales = np.zeros(len(means)), np.ones(len(means))
+    for i, size in enumerate(sizes.tolist()):
+        if _unshifted(means[i], about[i], shift):
+            scales[i] = _unshifted_scale(about[i], size)
+        else:
+            shifts[i], scales[i] = _shift_and_scale(block[i], size, shift)
+    return shifts, scales
+
+
+def _unshifted(mean: float, about_zero: float, shift: bool) -> bool:
+    """Whether :func:`_shift_and_scale`'s quick test leaves a column of ``mean(unit)``
+    and ``mean(unit²)`` unshifted without a second look at its rows."""
+    if not shift:
+        return True
+    margin = abs(mean) - SHIFT_ABOVE * float(np.sqrt(max(about_zero - mean * mean, 0.0)))
+    return margin < 0.0 and abs(margin) > 1e-6 * max(abs(mean), 1e-300)
+
+
+def _unshifted_scale(about_zero: float, size: float) -> float:
+    """The scale of an unshifted column: the power of two nearest its spread about zero
+    (its size where that is 0: a column constant in the sample)."""
+    spread = float(np.sqrt(about_zero)) * size
+    return _power_of_two(spread if spread != 0.0 else size)
 
 
 def _chosen_for(col: np.ndarray, chosen) -> tuple[float, float] | None:
@@ -262,6 +323,8 @@ def _shift_and_scale(col: np.ndarray, size: float, shift: bool) -> tuple[float, 
     mean = float(np.mean(unit))
     square = np.multiply(unit, unit)
     about_zero = float(np.mean(square))  # the spread about 0, squared (in units)
+    if _unshifted(mean, about_zero, shift):
+        return 0.0, _unshifted_scale(about_zero, size)
     shifted = False
     if shift:
         margin = abs(mean) - SHIFT_ABOVE * float(np.sqrt(max(about_zero - mean * mean, 0.0)))
@@ -273,10 +336,7 @@ def _shift_and_scale(col: np.ndarray, size: float, shift: bool) -> tuple[float, 
     centre = mean * size if shifted else 0.0
     if shifted:
         about_zero = float(np.mean(np.square(np.subtract(unit, centre / size, out=square))))
-    spread = float(np.sqrt(about_zero)) * size
-    if spread == 0.0:  # constant in the sample: scale by its size instead
-        spread = size
-    return centre, _power_of_two(spread)
+    return centre, _unshifted_scale(about_zero, size)
 
 
 @dataclass(frozen=True)

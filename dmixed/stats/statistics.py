@@ -105,7 +105,7 @@ RANK_TOL = 1e-10
 def _unit_eigh(gram: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Eigenvalues and eigenvectors of ``gram`` scaled to unit diagonal (``d``: the
     square roots of its diagonal, all > 0)."""
-    return np.linalg.eigh(gram / np.outer(d, d))
+    return np.linalg.eigh(gram / (d[:, None] * d))  # (np.outer's products)
 
 
 def check_full_rank(
@@ -130,7 +130,7 @@ def check_full_rank(
     p = xtx.shape[0]
     if p == 0:
         return
-    d = np.sqrt(np.maximum(np.diag(xtx), 0.0))
+    d = np.sqrt(np.maximum(xtx.diagonal(), 0.0))
     zero = d == 0
     if zero.any():
         cols = _some(names[j] for j in np.flatnonzero(zero))

@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 
 from dmixed import kernels
 from dmixed.kernels import rows
+from dmixed.stats.packed import PackedLayout
+from dmixed.stats.standardize import Standardization
 
 
 def test_statistics_add_over_row_splits():
@@ -284,3 +286,46 @@ def test_prepared_gram_of_long_rows_is_the_gram_of_its_columns(shifted, weighted
     expected = xy.T @ xy / np.outer(scale, scale)
     bound = np.abs(xy).T @ np.abs(xy) / np.outer(scale, scale)
     assert np.all(np.abs(prepared.gram - expected) <= 1e-12 * bound)
+
+
+_SCALES = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-1100, 1100).map(lambda e: 2.0**e if e < 1024 else np.inf),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    x_scale=st.lists(_SCALES, min_size=1, max_size=4),
+    y_scale=_SCALES,
+    z_scale=st.lists(_SCALES, min_size=0, max_size=3),
+    vc_scale=st.lists(st.integers(-60, 60).map(lambda e: 2.0**e), max_size=2),
+)
+def test_the_maps_scales_are_read_as_numpy_reads_them(x_scale, y_scale, z_scale, vc_scale):
+    """Whether a map has an extreme scale, and the factor of every packed column, from
+    the scales as Python floats: numpy's answers on the scales' arrays (log2 of 0, inf,
+    a negative or NaN scale as numpy takes them; the same products and quotients)."""
+    p, q = len(x_scale), len(z_scale)
+    std = Standardization(
+        np.zeros(p), np.array(x_scale), 0.0, y_scale, np.zeros(q), np.array(z_scale),
+        -1, -1, np.array(vc_scale),
+    )  # fmt: skip
+    sx = np.append(std.x_scale, std.y_scale)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        extreme = bool(
+            (np.abs(np.log2(sx)) > rows.EXTREME_SCALE_LOG2).any()
+            or (np.abs(np.log2(std.z_scale)) > rows.EXTREME_SCALE_LOG2).any()
+        )
+        assert rows.extreme_scales(std) == extreme
+        widths = [2] * len(vc_scale)
+        layout = PackedLayout(q + sum(widths), p + 1)
+        sz = np.ones(layout.r)
+        sz[:q] = std.z_scale
+        sz[q:] = std.slot_scales(widths)
+        i, j = layout.zz_index
+        expected = np.concatenate([[1.0], 1.0 / (sz[i] * sz[j]), (1.0 / np.outer(sz, sx)).ravel()])
+        got = rows.column_scales(std, layout, widths)
+    if np.all(expected == 1.0):
+        assert got is None
+    else:
+        np.testing.assert_array_equal(got.view(np.int64), expected.view(np.int64))

@@ -7,13 +7,14 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from dmixed import kernels
 from dmixed.errors import CheckpointError, DataError
 from dmixed.stats.packed import PackedLayout
 from dmixed.stats.standardize import (
+    SAMPLE_ROWS,
     SHIFT_ABOVE,
     WEIGHT_STEP_LOG2,
     Standardization,
@@ -192,6 +193,47 @@ def test_each_column_map_is_the_defined_one(seed, log_scale, ratio, kind):
     assert std.x_scale[1] == scale
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**31),
+    n=st.sampled_from([1, 2, 7, 17, 300, 8193, 70_000]),
+    log_scales=st.lists(st.integers(-30, 30), min_size=2, max_size=4),
+    offset=st.sampled_from([0.0, 1e9, -3e5]),
+    ratio=st.sampled_from([0.0, SHIFT_ABOVE - 1e-9, SHIFT_ABOVE + 1e-9, 1e6]),
+    kind=st.sampled_from(["normal", "constant", "zero", "nan", "inf"]),
+)
+@example(seed=0, n=70_000, log_scales=[0, 0], offset=1e9, ratio=0.0, kind="normal")
+def test_columns_measured_together_get_each_ones_own_map(seed, n, log_scales, offset, ratio, kind):
+    """A column-major design's columns are measured in a few calls for all of them:
+    every shift and scale bit for bit what the column measured alone gets (the same
+    design row-major, one column at a time), with offsets, spreads 2^±30, means at the
+    shift threshold, a constant, zero, NaN or infinite column among them, and samples
+    past numpy's blocks and past the sample's rows."""
+    rng = np.random.default_rng(seed)
+    k = len(log_scales)
+    z = rng.normal(size=(n, k))
+    cols = (ratio + z) * 2.0 ** np.array(log_scales) + offset * rng.integers(0, 2, k)
+    j = int(rng.integers(0, k))
+    if kind == "constant":
+        cols[:, j] = cols[0, j]
+    elif kind == "zero":
+        cols[:, j] = 0.0
+    elif kind in ("nan", "inf"):
+        cols[rng.integers(0, n), j] = np.nan if kind == "nan" else -np.inf
+    for intercept in (True, False):
+        design = np.column_stack([np.ones(n), cols]) if intercept else cols
+        endog = offset + rng.normal(size=n) * 2.0 ** log_scales[0]
+        exog_re = design[:, :2]
+        together = Standardization.choose(endog, np.asfortranarray(design), exog_re)
+        alone = Standardization.choose(endog, np.ascontiguousarray(design), exog_re)
+        for a, b in [(together.x_shift, alone.x_shift), (together.x_scale, alone.x_scale)]:
+            np.testing.assert_array_equal(a.view(np.int64), b.view(np.int64))
+        assert together == alone
+        # the response, measured alone in both: the defined map of the sample's rows
+        defined = _defined_map(endog[:SAMPLE_ROWS])
+        assert (together.y_shift, together.y_scale) == defined or not intercept
+
+
 def _defined_vc_scale(values: np.ndarray) -> float:
     """A component's scale by its definition: the power of two nearest the root mean
     square of the non-zero finite entries (1 when there are none)."""
@@ -254,6 +296,13 @@ def test_the_weights_scale_is_a_step_power_of_two_near_their_geometric_mean(expo
     assert abs(np.mean(np.log2(w)) - k) <= WEIGHT_STEP_LOG2 / 2 or k == top
     if abs(np.mean(np.log2(w))) < WEIGHT_STEP_LOG2 / 2:
         assert s == 1.0
+
+
+@pytest.mark.parametrize("exponent", [896.0, 960.0, 1000.0, 1023.0])
+def test_the_weights_scale_of_the_heaviest_weights_is_the_largest_step(exponent):
+    """Weights whose geometric mean rounds to the step 2^1024 (past float64) take the
+    largest step float64 holds, 2^896 (was an OverflowError)."""
+    assert weight_scale(np.full(10, 2.0**exponent)) == 2.0 ** (7 * WEIGHT_STEP_LOG2)
 
 
 def test_ordinary_weights_leave_the_map_as_it_was():
