@@ -12,6 +12,9 @@ chain), BLAS on one thread.  Each of ``step`` (``step_contributions``), ``hessia
 (``random_effects_block``) and ``moments`` (``moment_contributions``) called once warm,
 then ``--repeat`` times interleaved; prints min and median thread CPU in ms, and a
 digest of the four results' bytes (equal between trees where their arithmetic is).
+Where the tree has it, also ``hessian+blups``
+(``kernels.compiled.hessian_random_effects``, the last round trip's one pass), checked
+equal bit for bit to ``hessian`` and ``blups`` (outside the digest).
 Runs on older trees too: set ``PYTHONPATH`` to each tree in turn, in one shell loop.
 """
 
@@ -57,12 +60,20 @@ def main() -> None:
         "blups": lambda: kernels.random_effects_block(block, lam, w),
         "moments": lambda: kernels.moment_contributions(block),
     }
+    fused = getattr(kernels.compiled, "hessian_random_effects", None)
     digest = hashlib.sha256()
     for call in calls.values():
         out = call()
         fields = out if isinstance(out, tuple) else [getattr(out, f) for f in vars(out)]
         for value in fields:
             digest.update(np.ascontiguousarray(value, dtype=np.float64).tobytes())
+    if fused is not None:
+        fields, blup, cov = fused(block.chunks(), lam, basis, w, block.n_groups)
+        hs = kernels.hessian_contributions(block, lam, basis, w)
+        ref = [getattr(hs, f) for f in vars(hs)] + list(kernels.random_effects_block(block, lam, w))
+        same = all(np.array_equal(a, b) for a, b in zip([*fields, blup, cov], ref, strict=True))
+        print(f"hessian+blups in one pass equal bit for bit to the two calls: {same}")
+        calls["hessian+blups"] = lambda: fused(block.chunks(), lam, basis, w, block.n_groups)
     times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(args.repeat):
         for name, call in calls.items():
@@ -72,7 +83,7 @@ def main() -> None:
     print(f"dmixed from {dmixed.__file__}; {g:,} groups; digest {digest.hexdigest()[:16]}")
     for name, runs in times.items():
         ms = np.array(runs) * 1e3
-        print(f"  {name:8s} min {ms.min():7.1f}  median {np.median(ms):7.1f} ms")
+        print(f"  {name:13s} min {ms.min():7.1f}  median {np.median(ms):7.1f} ms")
 
 
 if __name__ == "__main__":

@@ -287,21 +287,26 @@ def per_basis_hessian_sums(chunks, lam: np.ndarray, basis: np.ndarray, w: np.nda
     )
 
 
-def _moment_hessian_sums(chunks, kind, lam, b, det_b, basis, w):
+def _moment_hessian_sums(chunks, kind, lam, b, det_b, basis, w, blup=None, cov=None):
     """:func:`hessian_sums` for ``r ≤ 2``: the moments of
     :class:`~dmixed.kernels.hessian_moments.HessianMoments` summed by the compiled
     closed forms (:func:`dmixed.kernels.jit.hessian_moments`), contracted with the
     basis once.  About half the per-group products of the per-``E_j`` sums for the
     usual ``m = 3`` (benchmarks/RESULTS.md, "Session of 2026-12-02 (eighth): ooc"); the
-    same sums in another order (to rounding)."""
+    same sums in another order (to rounding).  With ``blup`` and ``cov`` (rows for every
+    group of the chunks), the BLUPs and conditional covariances written there in the
+    same pass (:func:`hessian_random_effects`)."""
     from . import jit  # numba loads here, on first use
     from .hessian_moments import HessianMoments
 
     r, k = lam.shape[0], w.shape[0]
     moments = HessianMoments(r, k)
     rows, cols = moments.rows.astype(np.intp), moments.cols.astype(np.intp)
+    lo = 0
     for zz, zxy in chunks:
-        jit.hessian_moments(kind, zz, zxy, lam, b, det_b, w, rows, cols, *moments.sums())
+        sums = moments.sums()
+        jit.hessian_moments(kind, zz, zxy, lam, b, det_b, w, rows, cols, *sums, lo, blup, cov)
+        lo += zz.shape[-1]
     moments.mirror()
     return moments.contract(basis)
 
@@ -322,3 +327,32 @@ def random_effects(chunks, lam: np.ndarray, w: np.ndarray, n_groups: int):
         jit.random_effects(kind, zz, zxy, lam, b, det_b, w, lo, blup, cov)
         lo += zz.shape[-1]
     return blup, cov
+
+
+def hessian_random_effects(
+    chunks, lam: np.ndarray, basis: np.ndarray, w: np.ndarray, n_groups: int
+):
+    """:func:`hessian_sums` and :func:`random_effects` at one ``lam`` and ``w`` in one pass
+    over the groups, for ``r ≤ 2`` (the arguments as there): each run of groups' per-group
+    values made once for both (:func:`dmixed.kernels.jit.hessian_moments`),
+    the same results bit for bit as the two calls.
+
+    Returns
+    -------
+    (tuple, ndarray, ndarray)
+        The Hessian sums' fields (as :func:`hessian_sums`), the BLUPs (n_groups, r) and
+        the conditional covariances (n_groups, r, r).
+
+    Raises
+    ------
+    ValueError
+        ``r > 2`` (:func:`hessian_sums` sums those per ``E_j``).
+    """
+    if not 0 < lam.shape[0] <= 2:
+        raise ValueError(f"one pass for the Hessian and the BLUPs needs r ≤ 2, not {lam.shape[0]}")
+    kind, lam, b, det_b = _lam_forms(lam)
+    w = np.ascontiguousarray(w, dtype=np.float64)
+    blup = np.empty((n_groups, lam.shape[0]))
+    cov = np.empty((n_groups, lam.shape[0], lam.shape[0]))
+    fields = _moment_hessian_sums(chunks, kind, lam, b, det_b, basis, w, blup, cov)
+    return fields, blup, cov

@@ -29,7 +29,8 @@ vectorized by numpy) and *adds* its sums into ``out_m`` (k, k), ``out_s`` (r, r)
 (k, k); of the symmetric ones (``out_tre[a, a]`` among them) only the upper triangles
 (the caller mirrors them).  :func:`hessian` adds the Hessian sums,
 :func:`hessian_moments` (``r ≤ 2``) the moments they are contracted from instead,
-:func:`random_effects` writes the BLUPs and conditional covariances.
+:func:`random_effects` writes the BLUPs and conditional covariances (or
+:func:`hessian_moments` with its moments, from one pass).
 
 The inner loops index one-dimensional views with the loop counter itself: an offset
 index (``x[a, j, lo + i]``) keeps numba's negative-index check in the loop and LLVM
@@ -464,12 +465,59 @@ def _moment_run_sums(v, sp, sv, n, k, out_a, out_v, out_c):  # pragma: no cover
 
 
 @_exact
+def _moment_run(h, s, u, n, k, rows, cols, v, sp, sv, out_a, out_v, out_c):  # pragma: no cover
+    """Add the run's moments (:func:`_moment_run_sums`) from its ``H`` (``h``), ``S``
+    (``s``) and ``u`` (``v``, ``sp``, ``sv``: work)."""
+    r = h.shape[0]
+    for a in range(r):
+        for x in range(k - 1):
+            v[a * k + x, :n] = h[a, x, :n]
+        v[a * k + k - 1, :n] = u[a, :n]
+    for t in range(rows.size):
+        sp[t, :n] = s[rows[t], cols[t], :n]
+    _moment_run_sums(v, sp, sv, n, k, out_a, out_v, out_c)
+
+
+@_exact
+def _random_effects_run(b, u, pm, n, row0, blup, cov):  # pragma: no cover
+    """The run's BLUPs ``B u_i`` and ``P_i`` into rows ``row0 … row0 + n − 1``."""
+    r = b.shape[0]
+    for i in range(n):
+        row = row0 + i
+        for a in range(r):
+            acc = 0.0
+            for c in range(r):
+                acc += b[a, c] * u[c, i]
+            blup[row, a] = acc
+            for c in range(r):
+                cov[row, a, c] = pm[a, c, i]
+
+
+@_exact
+def random_effects(kind, zz, zxy, lam, b, det_b, w, lo_out, blup, cov):  # pragma: no cover
+    """One chunk's BLUPs ``B u_i`` and ``P_i`` into rows ``lo_out …`` of ``blup`` (G, r)
+    and ``cov`` (G, r, r)."""
+    r, k, g = zxy.shape
+    zz_run, zxy_run, dv, sq, rect = _buffers(r, k)
+    u = np.empty((r, RUN))
+    for lo in range(0, g, RUN):
+        n = min(RUN, g - lo)
+        _conditional(kind, zz, zxy, lo, n, lam, b, det_b, dv, sq, rect, zz_run, zxy_run)
+        _residual_side(rect[0], w, n, u)
+        _random_effects_run(b, u, sq[0], n, lo_out + lo, blup, cov)
+
+
+@_exact
 def hessian_moments(  # pragma: no cover
-    kind, zz, zxy, lam, b, det_b, w, rows, cols, out_a, out_v, out_c
+    kind, zz, zxy, lam, b, det_b, w, rows, cols, out_a, out_v, out_c, lo_out, blup, cov
 ):
     """Add one chunk's moments ``A``, ``V``, ``C`` (:func:`_moment_run_sums`) for the
     closed forms (``r ≤ 2``); ``rows``, ``cols``: ``S``'s lower triangle in
-    :func:`~dmixed.stats.tril_indices` order."""
+    :func:`~dmixed.stats.tril_indices` order.  Unless ``blup`` is None (then ``cov``
+    too; numba compiles that case without the branch), also the chunk's BLUPs and
+    conditional covariances into rows ``lo_out …`` of ``blup`` and ``cov``, as
+    :func:`random_effects` writes them: each run's conditionals and ``u`` made once for
+    both, the same values bit for bit."""
     r, k, g = zxy.shape
     npair = rows.size
     zz_run, zxy_run, dv, sq, rect = _buffers(r, k)
@@ -480,35 +528,7 @@ def hessian_moments(  # pragma: no cover
     for lo in range(0, g, RUN):
         n = min(RUN, g - lo)
         _conditional(kind, zz, zxy, lo, n, lam, b, det_b, dv, sq, rect, zz_run, zxy_run)
-        h, s = rect[0], sq[1]
-        _residual_side(h, w, n, u)
-        for a in range(r):
-            for x in range(k - 1):
-                v[a * k + x, :n] = h[a, x, :n]
-            v[a * k + k - 1, :n] = u[a, :n]
-        for t in range(npair):
-            sp[t, :n] = s[rows[t], cols[t], :n]
-        _moment_run_sums(v, sp, sv, n, k, out_a, out_v, out_c)
-
-
-@_exact
-def random_effects(kind, zz, zxy, lam, b, det_b, w, lo_out, blup, cov):  # pragma: no cover
-    """One chunk's BLUPs ``B u_i`` and ``P_i`` into rows ``lo_out …`` of ``blup`` (G, r)
-    and ``cov`` (G, r, r)."""
-    r, k, g = zxy.shape
-    zz_run, zxy_run, dv, sq, rect = _buffers(r, k)
-    u = np.empty((r, RUN))
-    pm = sq[0]
-    for lo in range(0, g, RUN):
-        n = min(RUN, g - lo)
-        _conditional(kind, zz, zxy, lo, n, lam, b, det_b, dv, sq, rect, zz_run, zxy_run)
         _residual_side(rect[0], w, n, u)
-        for i in range(n):
-            row = lo_out + lo + i
-            for a in range(r):
-                acc = 0.0
-                for c in range(r):
-                    acc += b[a, c] * u[c, i]
-                blup[row, a] = acc
-                for c in range(r):
-                    cov[row, a, c] = pm[a, c, i]
+        _moment_run(rect[0], sq[1], u, n, k, rows, cols, v, sp, sv, out_a, out_v, out_c)
+        if blup is not None:
+            _random_effects_run(b, u, sq[0], n, lo_out + lo, blup, cov)

@@ -302,6 +302,21 @@ def move_rows(table, rows, bucket, starts, spill, order):  # pragma: no cover - 
 
 
 @numba.njit(cache=True, nogil=True)
+def key_codes(keys, base, out):  # pragma: no cover - compiled
+    """``out[i] = keys[i] − base`` (int64, wrapping on overflow) and the keys' ``(min,
+    max)``, in one pass (:func:`~dmixed.kernels.term_table.key_codes`); ``keys`` not
+    empty."""
+    lo = keys[0]
+    hi = keys[0]
+    for i in range(keys.size):
+        k = keys[i]
+        lo = min(lo, k)
+        hi = max(hi, k)
+        out[i] = k - base
+    return lo, hi
+
+
+@numba.njit(cache=True, nogil=True)
 def hash_buckets(bits, n_buckets, out):  # pragma: no cover - compiled
     """``out[i] = mix(bits[i]) mod n_buckets`` of uint64 ``bits``, ``mix`` the 64-bit
     finalizer of splitmix64 (:func:`~dmixed.kernels.term_table.hash_buckets`)."""

@@ -480,6 +480,35 @@ def add_rows_into(out: np.ndarray, rows: np.ndarray, values: np.ndarray) -> None
     add_rows(out, np.ascontiguousarray(rows, dtype=np.int64), values)
 
 
+def key_codes(keys: np.ndarray, base: int) -> tuple[int, int, np.ndarray] | None:
+    """The keys' range and their codes from ``base``, in one compiled pass.
+
+    Parameters
+    ----------
+    keys : ndarray (n,)
+        Group keys.
+    base : int
+        The key of code 0.
+
+    Returns
+    -------
+    (int, int, ndarray of int64) or None
+        ``(min, max, keys − base)``: the codes are the keys' differences from ``base``
+        only where every key lies within ``2**62`` of ``base`` (the caller checks the
+        range before using them: beyond it the int64 differences wrap).  None where
+        the keys are not int64, are empty, or the pass does not run compiled
+        (:func:`~dmixed.kernels.compiled.rows_compiled`): then the caller computes
+        them itself.
+    """
+    if keys.dtype != np.int64 or keys.ndim != 1 or not rows_compiled(keys.size):
+        return None
+    from .term_jit import key_codes as compiled  # numba: imported on first use only
+
+    out = np.empty(keys.size, dtype=np.int64)
+    lo, hi = compiled(np.ascontiguousarray(keys), np.int64(base), out)
+    return int(lo), int(hi), out
+
+
 def hash_buckets(keys: np.ndarray, n_buckets: int) -> np.ndarray | None:
     """Integer keys in ``n_buckets`` buckets by a hash, in one compiled pass.
 

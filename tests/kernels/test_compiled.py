@@ -274,3 +274,35 @@ def test_rows_pass_leaves_large_tables_to_numpy(monkeypatch):
     assert not rows_compiled(10**7, ROWS_MAX_TABLE_BYTES + 1)
     monkeypatch.setenv("DMIXED_KERNELS", "numba")
     assert rows_compiled(10**7, ROWS_MAX_TABLE_BYTES + 1)
+
+
+@settings(max_examples=30, **QUICK)
+@_cases([1, 2])
+def test_hessian_and_blups_in_one_pass_are_the_two_calls(
+    monkeypatch, r, q_share, seed, log_cond, one_row, n_groups
+):
+    """The Hessian sums and the BLUPs made in one pass over the groups are those of the
+    two compiled calls bit for bit, over several chunks and runs."""
+    monkeypatch.setattr(kernels.groups, "GROUP_CHUNK", 293)
+    monkeypatch.setenv(compiled.ENV_VAR, "numba")
+    rng = np.random.default_rng(seed)
+    q = int(round(q_share * r))
+    zz, zxy = _statistics(rng, n_groups, r, 4, one_row)
+    lam = _lam(rng, r, q, log_cond)
+    basis, w = _basis(r, q), np.r_[rng.normal(size=3), 1.0]
+    block = kernels.StatsBlock(zz, zxy)
+    fields, blup, cov = compiled.hessian_random_effects(
+        block.chunks(), lam, basis, w, block.n_groups
+    )
+    ref = kernels.hessian_contributions(block, lam, basis, w)
+    for name, got in zip(ref.__dataclass_fields__, fields, strict=True):
+        np.testing.assert_array_equal(got, getattr(ref, name))
+    for a, b in zip((blup, cov), kernels.random_effects_block(block, lam, w), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_hessian_and_blups_in_one_pass_refuse_r_above_two():
+    """r > 2 sums the Hessian per ``E_j``: no one pass for it."""
+    block = kernels.StatsBlock(np.tile(np.eye(3), (4, 1, 1)), np.ones((4, 3, 4)))
+    with pytest.raises(ValueError, match="r ≤ 2"):
+        compiled.hessian_random_effects(block.chunks(), np.eye(3), _basis(3, 3), np.ones(4), 4)

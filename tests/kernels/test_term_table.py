@@ -20,6 +20,7 @@ from dmixed.kernels.term_table import (
     add_rows_into,
     as_packed,
     hash_buckets,
+    key_codes,
     merge_term_rows,
 )
 from dmixed.stats.standardize import Standardization
@@ -449,3 +450,36 @@ def test_hash_buckets_left_to_the_caller(keys, monkeypatch):
     assert hash_buckets(keys, 2) is None
     monkeypatch.setenv("DMIXED_KERNELS", "numpy")
     assert hash_buckets(np.arange(5), 2) is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(1, 300),
+    span=st.sampled_from([10, 2**40, 2**62]),
+    base=st.integers(-(2**62), 2**62),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_key_codes_are_the_range_and_the_differences(n, span, base, seed):
+    """Compiled: the keys' minimum and maximum, and their differences from ``base``
+    wherever the keys lie within 2**62 of it (as numpy's int64 subtraction)."""
+    rng = np.random.default_rng(seed)
+    keys = base + rng.integers(-span, span, size=n, dtype=np.int64, endpoint=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DMIXED_KERNELS", "numba")
+        got = key_codes(keys, base)
+    assert got is not None
+    lo, hi, codes = got
+    assert (lo, hi) == (int(keys.min()), int(keys.max()))
+    assert codes.dtype == np.int64
+    np.testing.assert_array_equal(codes, keys - base)
+
+
+@pytest.mark.parametrize(
+    "keys", [np.arange(5, dtype=np.int32), np.arange(5, dtype=np.uint64), np.arange(5.0)]
+)
+def test_key_codes_left_to_the_caller(keys, monkeypatch):
+    """Keys that are not int64, or a pass that does not run compiled: None."""
+    monkeypatch.setenv("DMIXED_KERNELS", "numba")
+    assert key_codes(keys, 0) is None
+    monkeypatch.setenv("DMIXED_KERNELS", "numpy")
+    assert key_codes(np.arange(5), 0) is None

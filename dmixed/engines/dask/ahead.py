@@ -19,6 +19,8 @@ import operator
 import numpy as np
 
 from ... import kernels
+from ...kernels import compiled
+from ..local import LocalEngine
 
 __all__ = [
     "block_hessian_random_effects",
@@ -50,7 +52,25 @@ def block_hessian_random_effects(ev, lam: np.ndarray, basis: np.ndarray, w) -> t
     ``lam`` and ``w`` (``(HessianSums, (blup, cov))``, one task); None where ``w`` is."""
     if w is None:
         return None
+    if isinstance(ev, LocalEngine) and _one_pass(ev.block.n_groups, lam.shape[0]):
+        block = ev.block
+        fields, blup, cov = compiled.hessian_random_effects(
+            block.chunks(), lam, basis, w, block.n_groups
+        )
+        return kernels.HessianSums(*fields), (blup, cov)
     return ev.hessian(lam, basis, w), ev.random_effects(lam, w)
+
+
+def _one_pass(n_groups: int, r: int) -> bool:
+    """Whether a block's Hessian sums and BLUPs are made in one pass over its groups
+    (:func:`~dmixed.kernels.compiled.hessian_random_effects`: the same results bit for
+    bit as the evaluator's two calls): for ``r ≤ 2`` where both calls would run the
+    compiled kernels."""
+    return (
+        0 < r <= 2
+        and compiled.backend(n_groups, r, "hessian") == "numba"
+        and compiled.backend(n_groups, r, "blups") == "numba"
+    )
 
 
 def submit_steps_hessian(

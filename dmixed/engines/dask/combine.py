@@ -22,7 +22,14 @@ import numpy as np
 import pandas as pd
 
 from ...kernels.rows import wants_within
-from ...kernels.term_table import TermRows, TermTable, add_rows_into, as_packed, hash_buckets
+from ...kernels.term_table import (
+    TermRows,
+    TermTable,
+    add_rows_into,
+    as_packed,
+    hash_buckets,
+    key_codes,
+)
 from ...kernels.vc_packed import accumulate_padded_into
 from ...stats.keys import hashed_bits
 from ...stats.packed import PackedLayout
@@ -144,14 +151,16 @@ class GroupAccumulator:
         self.terms.flush(self.acc)
 
     def _range_columns(self, keys: np.ndarray) -> np.ndarray | None:
-        lo, hi = int(keys.min()), int(keys.max())
+        # the range and the codes from the current base in one pass where compiled
+        got = key_codes(keys, self.base) if keys.size else None
+        lo, hi = (int(keys.min()), int(keys.max())) if got is None else got[:2]
         if hi >= 2**62 or lo < -(2**62):  # keep key − base within int64
             self._to_hash()
             return None
         keys = keys.astype(np.int64, copy=False)
         cap = self.acc.shape[1]
         if cap and self.base <= lo and hi < self.base + cap:
-            return keys - self.base
+            return keys - self.base if got is None else got[2]
         self._flush()  # the groups seen are counted from acc[0]
         new_lo = lo if not cap else min(lo, self.base)
         new_hi = hi if not cap else max(hi, self.base + cap - 1)

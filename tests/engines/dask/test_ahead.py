@@ -197,3 +197,32 @@ def test_a_last_secant_step_brings_its_hessian_and_blups(client, case, monkeypat
         ref = _model(case).fit(client=client, engine="distributed")
     assert together < len(trips)
     _assert_same_fit(res, ref)
+
+
+@pytest.mark.parametrize("kernels_env", ["numba", "numpy"])
+@pytest.mark.parametrize("r", [1, 2, 3])
+def test_a_blocks_hessian_and_blups_in_one_task_are_the_evaluators_calls(
+    monkeypatch, kernels_env, r
+):
+    """The Hessian task that also makes the BLUPs (in one pass over the groups where
+    both run compiled and r ≤ 2, else the evaluator's two calls) gives what the
+    evaluator's ``hessian`` and ``random_effects`` give, bit for bit."""
+    pytest.importorskip("numba")
+    from dmixed.engines.dask.ahead import block_hessian_random_effects
+    from dmixed.engines.local import LocalEngine
+    from dmixed.kernels import compiled
+
+    monkeypatch.setenv(compiled.ENV_VAR, kernels_env)
+    rng = np.random.default_rng(r)
+    z = rng.normal(size=(300, 6, r))
+    xy = rng.normal(size=(300, 6, 4))
+    ev = LocalEngine(np.einsum("gia,gib->gab", z, z), np.einsum("gia,gix->gax", z, xy))
+    lam = np.tril(rng.normal(size=(r, r))) + 2.0 * np.eye(r)
+    basis = np.array([np.eye(r), np.diag(np.arange(r, dtype=float))])
+    w = np.r_[rng.normal(size=3), 1.0]
+    hs, (blup, cov) = block_hessian_random_effects(ev, lam, basis, w)
+    _assert_same(hs, ev.hessian(lam, basis, w))
+    ref_blup, ref_cov = ev.random_effects(lam, w)
+    np.testing.assert_array_equal(blup, ref_blup)
+    np.testing.assert_array_equal(cov, ref_cov)
+    assert block_hessian_random_effects(ev, lam, basis, None) is None
