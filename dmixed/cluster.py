@@ -330,7 +330,7 @@ def _make_cluster(config: dict):
         elif not defaults["processes"]:
             # threads only: the default transport (inproc://) takes no host
             defaults.setdefault("protocol", "tcp://")
-        with _interrupts_ignored(bool(defaults["processes"])):
+        with interrupts_ignored(bool(defaults["processes"])):
             return LocalCluster(**defaults)
     if kind == "ssh":
         from distributed import SSHCluster
@@ -349,7 +349,7 @@ def _make_cluster(config: dict):
 
 
 @contextlib.contextmanager
-def _interrupts_ignored(processes: bool) -> Iterator[None]:
+def interrupts_ignored(processes: bool) -> Iterator[None]:
     """SIGINT ignored while an embedded cluster starts its worker processes.
 
     A Ctrl-C reaches every process of the terminal's group: worker processes still
