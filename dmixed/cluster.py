@@ -360,14 +360,13 @@ def interrupts_ignored(processes: bool) -> Iterator[None]:
     workers never see one: the command closes them when it stops.  The command itself
     ignores a Ctrl-C for the seconds of the start (an ignored signal is not kept for
     later) and is interrupted by the next one, as before.  Only the main thread may set
-    a signal's handler; elsewhere (and for threads only) nothing changes.
+    a signal's handler; elsewhere (and for threads only) nothing changes.  The handler
+    found is given back when the block ends, whether it succeeds or raises.
 
     Parameters
     ----------
     processes : bool
         Whether the cluster starts worker processes (False: threads, nothing changes).
-
-    The handler found is given back when the block ends, whether it succeeds or raises.
     """
     if not processes or threading.current_thread() is not threading.main_thread():
         yield
