@@ -419,7 +419,7 @@ def run_update(job: Job) -> int:
     if column_maps is not None:
         old = old.renumbered(column_maps)
     try:
-        merged = checkpoint.merge(old, new, spec.group_name)
+        merged = checkpoint.merge(old, new, spec.group_name, spec.weights_name)
     except DataError as exc:  # new group keys of another type than the saved ones
         raise JobError(f"{one_line(exc)} (data {job.data!r})", EXIT_DATA) from exc
     model = MixedLM.from_statistics(statistics_from_arrays(merged), spec)

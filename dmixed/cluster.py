@@ -330,7 +330,7 @@ def _make_cluster(config: dict):
         elif not defaults["processes"]:
             # threads only: the default transport (inproc://) takes no host
             defaults.setdefault("protocol", "tcp://")
-        with _interrupts_ignored(bool(defaults["processes"])):
+        with interrupts_ignored(bool(defaults["processes"])):
             return LocalCluster(**defaults)
     if kind == "ssh":
         from distributed import SSHCluster
@@ -349,7 +349,7 @@ def _make_cluster(config: dict):
 
 
 @contextlib.contextmanager
-def _interrupts_ignored(processes: bool) -> Iterator[None]:
+def interrupts_ignored(processes: bool) -> Iterator[None]:
     """SIGINT ignored while an embedded cluster starts its worker processes.
 
     A Ctrl-C reaches every process of the terminal's group: worker processes still
@@ -360,7 +360,13 @@ def _interrupts_ignored(processes: bool) -> Iterator[None]:
     workers never see one: the command closes them when it stops.  The command itself
     ignores a Ctrl-C for the seconds of the start (an ignored signal is not kept for
     later) and is interrupted by the next one, as before.  Only the main thread may set
-    a signal's handler; elsewhere (and for threads only) nothing changes.
+    a signal's handler; elsewhere (and for threads only) nothing changes.  The handler
+    found is given back when the block ends, whether it succeeds or raises.
+
+    Parameters
+    ----------
+    processes : bool
+        Whether the cluster starts worker processes (False: threads, nothing changes).
     """
     if not processes or threading.current_thread() is not threading.main_thread():
         yield

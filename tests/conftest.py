@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
+import threading
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -36,6 +38,29 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 )
 
 SM_RESULTS_DIR = os.path.join(os.path.dirname(statsmodels.regression.tests.__file__), "results")
+
+
+@pytest.fixture(autouse=True)
+def sigint_as_in_a_terminal():
+    """Every test runs with Python's own SIGINT handler (a ``KeyboardInterrupt``), as in a
+    run started from a terminal, and the handler it found is restored after it.
+
+    A run started as a background job of a shell without job control (``cmd &`` in a
+    script, as CI and batch jobs start it) inherits SIGINT ignored (POSIX), and Python
+    then leaves it ignored in pytest and in every xdist worker: the tests of Ctrl-C
+    (``tests/test_main.py``, ``tests/test_cluster.py``) then start their commands with an
+    ignored SIGINT, which a child keeps, and they ran to their end instead of stopping.
+    A handler is not kept across ``exec``: children start with SIGINT at its default.
+    A test that changes the handler is undone here too.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    found = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler if found is None else found)
 
 
 @dataclass(frozen=True)

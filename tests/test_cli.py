@@ -2272,6 +2272,43 @@ def test_update_with_a_file_lacking_a_model_column_is_exit_3_naming_it(
     assert after == before
 
 
+@pytest.mark.parametrize(
+    "saved, added", [(2.0**60, 2.0**68), (1.0, 2.0**130)], ids=["within_a_step", "past_a_step"]
+)
+def test_update_of_weights_a_scale_step_away_is_the_fit_from_scratch(
+    data, scheduler, tmp_path, saved, added
+):
+    """Saved statistics of rows weighted ``saved`` times their weights (the weights'
+    scale 1), new rows weighted ``added`` times theirs (scale 2^128: one step away,
+    converted exactly).  Within a step of each other (2^60 and 2^68): ``update`` is the
+    fit of all rows from scratch.  Past it (1 and 2^130): the fit from scratch refuses,
+    naming the weights column; ``update`` added them (the saved statistics did not keep
+    their weights' span), and now refuses with the same error, the statistics
+    untouched."""
+    for name, frame, factor in [("A", data.frame_a, saved), ("B", data.frame_b, added)]:
+        frame.assign(w=frame["w"] * factor).to_parquet(tmp_path / f"{name}.parquet", index=False)
+    common = [*MODEL, "--weights", "w", "--cluster", scheduler.file, "--quiet"]
+    if added / saved < 2.0**128:
+        _fit_update_and_scratch(tmp_path, common, scheduler.file)
+        updated, scratch = dmixed.load(tmp_path / "U"), dmixed.load(tmp_path / "F")
+        for what in COMPARED:
+            np.testing.assert_allclose(
+                np.asarray(getattr(updated, what)), np.asarray(getattr(scratch, what)), rtol=1e-9
+            )
+        return
+    fit_a = ("fit", "--data", "A.parquet", *common, "--stats-dir", "S", "--output", "FA")
+    ok(run_in_process(*fit_a, cwd=tmp_path))
+    before = (tmp_path / "S/manifest.json").read_bytes()
+    scratch = ("fit", "--data", "A.parquet", "B.parquet", *common, "--output", "F")
+    refused = run_in_process(*scratch, cwd=tmp_path)
+    assert refused.returncode != 0 and "column 'w' are in more than one unit" in refused.stderr
+    update = ("update", "--stats-dir", "S", "--data", "B.parquet", "--output", "U")
+    proc = run_in_process(*update, "--cluster", scheduler.file, "--quiet", cwd=tmp_path)
+    assert (proc.returncode, proc.stderr) == (refused.returncode, refused.stderr)
+    assert (tmp_path / "S/manifest.json").read_bytes() == before
+    assert not (tmp_path / "U").exists()
+
+
 def test_update_of_weights_in_an_extreme_unit(data, scheduler, tmp_path):
     """Weights near 1e150 (scaled by 2^512 in the saved statistics): ``update`` with new
     rows in the same unit is the fit of all rows from scratch; new rows whose weights

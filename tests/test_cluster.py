@@ -9,11 +9,13 @@ client timeout, never a hang.  Connections use one in-process ``LocalCluster``
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import inspect
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -581,6 +583,22 @@ if __name__ == "__main__":
         print("workers", len(client.scheduler_info()["workers"]), flush=True)
     print("closed", flush=True)
 """
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("fails", [False, True])
+def test_sigint_is_ignored_while_local_workers_start_and_restored_after(fails):
+    """The one place dmixed changes SIGINT's handler (the embedded cluster's start)
+    gives back the handler it found, whether the start succeeds or raises."""
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(RuntimeError) if fails else contextlib.nullcontext():
+        with cluster.interrupts_ignored(True):
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            if fails:
+                raise RuntimeError("the cluster did not start")
+    assert signal.getsignal(signal.SIGINT) is before
+    with cluster.interrupts_ignored(False):  # threads only: nothing changes
+        assert signal.getsignal(signal.SIGINT) is before
 
 
 @pytest.mark.skipif(not hasattr(os, "killpg"), reason="POSIX process groups")

@@ -36,6 +36,45 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def _ignored_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_sigint_is_pythons_own_handler_in_a_test_and_default_in_its_commands():
+    """What the tests of Ctrl-C rely on (the conftest's ``sigint_as_in_a_terminal``):
+    a ``KeyboardInterrupt`` here, and a command started here with SIGINT at its default."""
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    child = subprocess.run(
+        [sys.executable, "-c", "import signal; print(signal.getsignal(signal.SIGINT))"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert child.stdout.strip() == str(signal.default_int_handler), child.stderr
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_run_started_with_sigint_ignored_gives_its_tests_the_default():
+    """A run started as a background job of a shell without job control (CI, batch
+    jobs) inherits SIGINT ignored, and Python leaves it so in pytest and its workers: the
+    Ctrl-C tests' commands then kept it ignored and ran to their end (exit 3, not 130).
+    Such a run of the check above passes."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    check = "test_sigint_is_pythons_own_handler_in_a_test_and_default_in_its_commands"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+         f"tests/test_main.py::{check}"],
+        cwd=os.path.dirname(here),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=_ignored_sigint,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 passed" in proc.stdout
+
+
 def test_the_entry_point_exits_as_the_command_does_when_interrupted():
     from dmixed import __main__ as entry  # importing it runs nothing
 

@@ -180,6 +180,33 @@ def test_unit_weights_change_nothing():
     np.testing.assert_allclose(weighted.fe_params, plain.fe_params, rtol=1e-10)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    raises=dmixed.SpecError,
+    reason="weights more than float64's significand (2^53) apart, far inside the 2^128 that "
+    "is refused: the light rows are below the rounding of the heavy ones in the sums they "
+    "share, K_i's condition grows as the span, and X'V*^-1 X comes out indefinite at the "
+    "start (these data, a random slope: converged to 2^54, not converged from 2^56, "
+    "SpecError at 2^70; a random intercept alone: converged to 2^100, not from 2^120), "
+    "whose SpecError names neither the weights nor their span (dmixed/fit/start.py)",
+)
+def test_weights_spread_within_the_refused_span_fit_or_are_refused_naming_them():
+    """Half the rows weighted 2^70 times the others (within the 2^128 that is refused):
+    either the fit converges or the refusal names the weights column and their span."""
+    df = make_data(n_groups=40, max_size=15, vc_sd=0.6, n_sub=5, seed=3)
+    heavy = np.random.default_rng(0).random(len(df)) < 0.5
+    df["w"] = np.where(heavy, df["w"] * 2.0**70, df["w"])
+    model = dmixed.mixedlm("y ~ x1 + x2", df, groups="g", re_formula="1 + x1", weights="w")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = model.fit()
+    except dmixed.DataError as exc:
+        assert "'w'" in str(exc) and "2^" in str(exc)
+        return
+    assert res.converged
+
+
 # -- options ------------------------------------------------------------------------------
 
 

@@ -173,6 +173,7 @@ def statistics_from_rows(
             rows.endog, rows.exog, rows.exog_re, intercepts, rows.vc_vals, references, rows.weights
         )
     weights = std.weights_in_statistics(rows.weights)
+    std = std.with_weights(rows.weights)  # their span, kept with saved statistics
     if weights is not rows.weights:  # the statistics' weights, w / s_w
         rows = dataclasses.replace(rows, weights=weights)
     if worth_structure(layout) and one_entry_per_row(entries):

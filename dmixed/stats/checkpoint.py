@@ -25,7 +25,12 @@ components the fit eliminated (a co-occurrence summing to exactly zero is not wr
 so the sums alone could allow another elimination).  Other statistics are saved padded
 as format version 3, which older versions read; all load.  Statistics of prior weights
 scaled in them (the map's ``weight_scale``, not 1) are written as format version 6,
-whatever their storage, which older versions refuse rather than misread.
+whatever their storage, which older versions refuse rather than misread.  The manifest's
+``weight_span`` (with prior weights) is ``[log2 smallest, log2 largest]`` of the raw
+weights of all the rows summed: rows added later are judged with it as a fit of all the
+rows judges them (:func:`~dmixed.stats.standardize.added_weight_span`); older versions
+ignore it, and statistics saved without it take added rows whose weights lie within
+``2^±64`` of their weights' scale only.
 
 Written under a temporary name and renamed into place (never left half-written), and
 verified when read (:func:`load_statistics`): the manifest's own sha256, every part
@@ -295,6 +300,9 @@ def save_statistics(arrays: GroupArrays, path, manifest: dict) -> None:
             "column_sums": arrays.glob.column_sums,
             "parts": parts,
         }
+        span = arrays.columns.weight_span
+        if span is not None:  # what rows added later are judged with (older versions ignore it)
+            full["weight_span"] = [float(span[0]), float(span[1])]
         if arrays.columns.weight_scale != 1.0:  # older versions would ignore the scale
             full["format_version"] = FORMAT_VERSION
         full = jsonable(full)
@@ -558,9 +566,28 @@ def _arrays_from(frame: pd.DataFrame, manifest: dict, slots, root: Path) -> Grou
         slot_cols,
         glob_stats,
         layout,
-        Standardization.from_json(manifest["standardization"], k - 1, layout.k_re),
+        _saved_map(manifest, k - 1, layout.k_re),
         ragged,
     )
+
+
+def _saved_map(manifest: dict, p: int, q: int) -> Standardization:
+    """The columns' map of the manifest, with the span of the prior weights saved with
+    it (none in statistics saved before it was kept, or without weights).
+
+    Raises
+    ------
+    ValueError
+        A span that is not two finite numbers, the smaller first.
+    """
+    std = Standardization.from_json(manifest["standardization"], p, q)
+    saved = manifest.get("weight_span")
+    if saved is None:
+        return std
+    span = np.asarray(saved, dtype=np.float64).reshape(-1)
+    if span.size != 2 or not np.all(np.isfinite(span)) or span[0] > span[1]:
+        raise ValueError(f"weight_span {saved!r} is not (log2 smallest, log2 largest) weight")
+    return std.with_span((float(span[0]), float(span[1])))
 
 
 def _column_sums(saved, k: int) -> np.ndarray | None:

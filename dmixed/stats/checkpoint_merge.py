@@ -13,10 +13,13 @@ from .keys import check_key_kind
 from .layout import Layout
 from .ragged_stats import merge_ragged
 from .slots import number_pairs
+from .standardize import added_weight_span
 from .statistics import GlobalStats, chan_correction
 
 
-def merge(old: GroupArrays, new: GroupArrays, column: str = "group") -> GroupArrays:
+def merge(
+    old: GroupArrays, new: GroupArrays, column: str = "group", weights: str | None = None
+) -> GroupArrays:
     """Statistics of old rows + statistics of new rows, added by group key.
 
     Groups are the union of both (sorted).  A variance-component column that a group
@@ -29,13 +32,19 @@ def merge(old: GroupArrays, new: GroupArrays, column: str = "group") -> GroupArr
     co-occurrence (:func:`~dmixed.stats.crossed_stats.merge_cross`), and stay crossed;
     ragged and padded statistics whose components overlap are added padded.  The new
     statistics are first converted to the old ones' column map.  ``column`` names the
-    group column in errors.
+    group column in errors, ``weights`` the prior weights' column.
+
+    The prior weights of all the rows are judged as a fit of all of them judges them
+    (:func:`~dmixed.stats.standardize.added_weight_span` of both maps'
+    :attr:`~dmixed.stats.standardize.Standardization.weight_span`): more than a step of
+    their scale apart, refused; the result holds the span of all the rows.
 
     Raises
     ------
     DataError
         The new statistics' group keys are text and the old ones' numbers, or the other
-        way round (:func:`~dmixed.stats.keys.check_key_kind`).
+        way round (:func:`~dmixed.stats.keys.check_key_kind`); or the prior weights of
+        all the rows are not in one unit (see above).
     CheckpointMismatch
         The two are of models with other ``exog_re`` columns, components or ``[X y]``.
     """
@@ -43,8 +52,12 @@ def merge(old: GroupArrays, new: GroupArrays, column: str = "group") -> GroupArr
         raise CheckpointMismatch("the saved statistics are of a different model")
     where = "the new rows where the saved statistics hold {declared}"
     check_key_kind(np.asarray(new.labels).dtype, np.asarray(old.labels).dtype, column, where)
+    old_std = old.columns
+    span = added_weight_span(
+        weights, old_std.weight_span, new.columns.weight_span, old_std.weight_scale
+    )
     old, new = _same_storage(old, new)
-    new = new.converted_to(old.columns)  # each batch chose its own map: add in the old
+    new = new.converted_to(old_std)  # each batch chose its own map: add in the old
     labels = pd.Index(old.labels).union(pd.Index(new.labels))
     labels = labels.sort_values()
     gi_old = labels.get_indexer(pd.Index(old.labels))
@@ -68,9 +81,8 @@ def merge(old: GroupArrays, new: GroupArrays, column: str = "group") -> GroupArr
         _merged_column_sums(old.glob.column_sums, new.glob.column_sums),
     )
     zz, zxy = no_padding(g, old.k)
-    out = GroupArrays(
-        labels.to_numpy(), nobs, zz, zxy, tables, glob_stats, layout, old.standardization
-    )
+    std = None if old.standardization is None else old.standardization.with_span(span)
+    out = GroupArrays(labels.to_numpy(), nobs, zz, zxy, tables, glob_stats, layout, std)
     if old.ragged is not None and new.ragged is not None:
         out.ragged = merge_ragged(
             old.ragged, new.ragged, out.labels, gi_old, gi_new, maps, layout.vc_widths

@@ -155,6 +155,48 @@ def check_weights_range(name: str | None, span: tuple[float, float] | None) -> N
         )
 
 
+def added_weight_span(
+    name: str | None,
+    saved: tuple[float, float] | None,
+    added: tuple[float, float] | None,
+    scale: float,
+) -> tuple[float, float] | None:
+    """The span of the prior weights of saved statistics (``saved``) and of rows added
+    to them (``added``), once judged as a fit of all the rows judges it
+    (:func:`check_weights_range`, naming the column ``name``).
+
+    Statistics saved without their span (``saved`` None: written before it was kept,
+    whatever their weights) take rows whose weights are all within ``2^±(step/2)`` of
+    the saved map's weight ``scale`` (its own band, where the saved rows' first weights
+    were): all the rows are then within a step of each other only if the saved ones
+    were, which their statistics cannot tell.  Other rows are refused, naming the column
+    and what to do; the span of the result stays unknown (None).
+
+    Raises
+    ------
+    DataError
+        The weights of all the rows are more than a step apart, or (``saved`` None)
+        added rows' weights outside the saved scale's band.
+    """
+    if added is None:
+        return saved
+    if saved is not None:
+        span = widened(saved, added)
+        check_weights_range(name, span)
+        return span
+    centre, half = float(np.log2(scale)), WEIGHT_STEP_LOG2 / 2
+    if added[0] < centre - half or added[1] > centre + half:
+        subject = f"the prior weights in column {name!r}" if name else "the prior weights"
+        raise DataError(
+            f"{subject} of the new rows reach 2^{added[0]:.1f} to 2^{added[1]:.1f}; the "
+            "saved statistics record no span of their weights (saved by an older dmixed), "
+            f"so the new weights must lie within 2^±{WEIGHT_STEP_LOG2 // 2:d} of their scale "
+            f"2^{centre:.0f} to be known in one unit with them: rebuild the statistics from "
+            "all the data (`dmixed fit` with a new statistics directory), which records it"
+        )
+    return None
+
+
 def converted_sums(sums: np.ndarray, m_x: np.ndarray, ratio: float = 1.0) -> np.ndarray:
     """Column sums ``Σ w̃ [X̃ ỹ 1]`` (k + 1,) in another map, given by
     :meth:`Standardization.conversion_to`'s ``M_x`` and the weights' ``ratio``
@@ -497,7 +539,10 @@ class Standardization:
     def with_weights(self, weights: np.ndarray | None) -> Standardization:
         """This map with :attr:`weight_span` widened by ``weights`` (``self`` when it
         holds them already or there are none)."""
-        span = widened(self.weight_span, log2_range(weights))
+        return self.with_span(widened(self.weight_span, log2_range(weights)))
+
+    def with_span(self, span: tuple[float, float] | None) -> Standardization:
+        """This map with :attr:`weight_span` ``span`` (``self`` when it holds it)."""
         return self if span == self.weight_span else replace(self, weight_span=span)
 
     def weights_in_statistics(

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dmixed import CheckpointError, CheckpointMismatch
+from dmixed import CheckpointError, CheckpointMismatch, DataError
 from dmixed.design import build_spec
 from dmixed.engines.local import LocalEngine, statistics_from_arrays
 from dmixed.fit.profiled import ProfiledObjective
@@ -732,3 +732,68 @@ def test_statistics_whose_weights_straddle_a_scale_step_are_converted_when_merge
     assert merged.columns.weight_scale == 1.0
     assert_same_statistics(merged, whole)
     assert _fit(merged, spec).llf == pytest.approx(_fit(whole, spec).llf, rel=1e-10)
+    assert merged.columns.weight_span == _stats(spec, pd.concat([a, b])).columns.weight_span
+
+
+def _halves_a_step_apart(seed: int, factor: float):
+    """Weighted statistics of a first half (ordinary weights: scale 1) and of a second
+    half whose weights are ``factor`` times heavier, in the first half's map (as
+    ``update`` computes new rows' statistics), and both halves' rows."""
+    df = _frame(seed)
+    spec = build_spec(df, FORMULA, "g", **{**MODELS["slope+vc"], "weights": "w"})
+    a, b = _split(df, seed)
+    b = b.assign(w=b["w"] * factor)
+    first = _stats(spec, a)
+    return spec, first, _stats(spec, b, like=first), pd.concat([a, b], ignore_index=True)
+
+
+def test_merge_refuses_weights_wider_than_a_step_as_the_fit_of_all_rows():
+    """A second batch whose weights lie a scale step (2^128) above the first's, so that
+    all the rows' weights are more than 2^128 apart: a fit of all the rows refuses them,
+    naming the weights column; the merge converted and added them.  Now it refuses with
+    the same error (the saved statistics keep their weights' span)."""
+    spec, first, second, both = _halves_a_step_apart(15, 2.0**130)
+    assert (first.columns.weight_scale, second.columns.weight_scale) == (1.0, 1.0)
+    with pytest.raises(DataError) as scratch:
+        _stats(spec, both)
+    assert "'w'" in str(scratch.value)
+    with pytest.raises(DataError) as merged:
+        merge(first, second, "g", weights="w")
+    assert str(merged.value) == str(scratch.value)
+
+
+def test_saved_weight_span_is_kept_and_merged(tmp_path):
+    """The span of the prior weights (log2 of the lightest and heaviest) is saved with the
+    statistics and read back; merged, it is the span of all the rows, and a batch that
+    widens it past a step is refused after a save and load as before it."""
+    spec, first, second, both = _halves_a_step_apart(16, 2.0**20)
+    save_statistics(first, tmp_path / "S", {"spec": spec.to_dict()})
+    back, manifest = load_statistics(tmp_path / "S")
+    assert manifest["weight_span"] == list(first.columns.weight_span)
+    assert back.columns.weight_span == first.columns.weight_span
+    merged = merge(back, second, "g", weights="w")
+    assert merged.columns.weight_span == _stats(spec, both).columns.weight_span
+    assert _fit(merged, spec).llf == pytest.approx(_fit(_stats(spec, both), spec).llf, rel=1e-10)
+    far = _stats(spec, both.assign(w=both["w"] * 2.0**110), like=first)
+    with pytest.raises(DataError, match="column 'w' are in more than one unit"):
+        merge(back, far, "g", weights="w")
+
+
+def test_statistics_saved_without_a_weight_span_take_rows_within_their_scale(tmp_path):
+    """Statistics saved before the span was (no ``weight_span`` in the manifest) load
+    and fit as before.  Rows added to them are taken while every new weight is within
+    2^±64 of the saved weights' scale (the scale's own band, where the saved rows' first
+    weights were: all the rows then within 2^128 of each other); beyond it refused,
+    naming the weights column and what to do.  The merged span stays unknown."""
+    spec, first, second, _ = _halves_a_step_apart(17, 2.0**30)
+    save_statistics(first, tmp_path / "S", {"spec": spec.to_dict()})
+    _edit_manifest(tmp_path / "S", lambda m: m.pop("weight_span"), reseal=True)
+    old, _ = load_statistics(tmp_path / "S")
+    assert old.columns.weight_span is None
+    assert _fit(old, spec).llf == _fit(first, spec).llf
+    merged = merge(old, second, "g", weights="w")
+    assert merged.columns.weight_span is None
+    assert_same_statistics(merged, merge(first, second, "g", weights="w"))
+    _, _, far, _ = _halves_a_step_apart(17, 2.0**70)
+    with pytest.raises(DataError, match="column 'w'.*no span.*rebuild"):
+        merge(old, far, "g", weights="w")

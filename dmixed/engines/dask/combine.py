@@ -428,13 +428,15 @@ def checked_target(
     of all their rows (:attr:`~dmixed.stats.standardize.Standardization.weight_span`)
     are in one unit as the rows read at once must be
     (:func:`~dmixed.stats.standardize.check_weights_range`, naming ``weights_name``):
-    maps of weight scales a step apart then convert exactly, and none are further."""
-    span = None
+    maps of weight scales a step apart then convert exactly, and none are further.  The
+    span judged holds ``given``'s (saved statistics' rows, which new rows are added to),
+    and the map returned holds it (saved with the statistics)."""
+    span = None if given is None else given.weight_span
     for m in maps:
         if m is not None:
             span = widened(span, m.weight_span)
     check_weights_range(weights_name, span)
-    return given if given is not None else target_map(p, q, *maps)
+    return (given if given is not None else target_map(p, q, *maps)).with_span(span)
 
 
 def _conversions(

@@ -294,7 +294,28 @@ def test_checked_target_judges_the_weights_of_all_partitions_as_one(first, secon
                 check_weights_range("w", whole)
         else:
             got = combine.checked_target(1, 1, "w", chosen, None, *maps)
-            assert got is (chosen or combine.target_map(1, 1, *maps))
+            assert got == (chosen or combine.target_map(1, 1, *maps))
+            assert got.weight_span == whole  # kept with saved statistics
+
+
+def test_checked_target_judges_the_given_maps_rows_with_the_partitions():
+    """A given map (``update``: the saved statistics') holds the span of the saved rows'
+    weights: the partitions' rows are judged with them, as a fit of all the rows judges
+    them (the partitions alone are within a step), and the map returned holds the span
+    of all of them."""
+    from dmixed.errors import DataError
+
+    rows = [np.array([1.0, 2.0]), np.array([2.0**120, 2.0**130])]
+    maps = [
+        Standardization.choose(np.zeros(2), np.ones((2, 1)), np.ones((2, 1)), weights=v)
+        .with_weights(v)
+        for v in rows
+    ]  # fmt: skip
+    assert combine.checked_target(1, 1, "w", maps[0], maps[0]).weight_span == (0.0, 1.0)
+    with pytest.raises(DataError, match="column 'w' are in more than one unit"):
+        combine.checked_target(1, 1, "w", maps[0], None, maps[1])
+    got = combine.checked_target(1, 1, "w", maps[1], None, maps[1])
+    assert got == maps[1] and got.weight_span == (120.0, 130.0)
 
 
 def _term_parts(rng, packed, n_parts: int, universe: int, factors: np.ndarray):

@@ -42,6 +42,23 @@ def data():
     return df.sample(frac=1.0, random_state=5).reset_index(drop=True)
 
 
+@pytest.fixture(scope="module")
+def in_process(data):
+    """``of(kw)``: the in-process model of ``data`` (``kw`` its options), its statistics
+    and fit, made once per module: every partitioning, scheduler and engine below is
+    compared with the same ones (24 + 6 + 4 fits of two models were made afresh)."""
+    made = {}
+
+    def of(kw):
+        key = repr(sorted(kw.items()))
+        if key not in made:
+            model = dmixed.MixedLM.from_formula(FORMULA, data=data, **kw)
+            made[key] = (model.statistics(), model.fit())
+        return made[key]
+
+    return of
+
+
 def _read(parts):
     def read(i):
         return parts[i]
@@ -89,13 +106,14 @@ def _assert_same_statistics(got, want, tol: float = 1e-12) -> None:
 @pytest.mark.parametrize("kind", ["from_pandas", "from_map"])
 @pytest.mark.parametrize("n_parts", [1, 2, 5])
 @pytest.mark.parametrize("scheduler", ["threads", "sync"])
-def test_dask_statistics_are_the_in_process_crossed_ones(data, case, kind, n_parts, scheduler):
+def test_dask_statistics_are_the_in_process_crossed_ones(
+    data, in_process, case, kind, n_parts, scheduler
+):
     """Crossed on Dask's local scheduler: the in-process statistics (to 1e-12 of their
     scale, in its columns' map) and fit (to 1e-10; each task in the map of its first
     rows, converted), the same diagonal components."""
     kw = dict(CASES[case], weights="w") if case == "crossed" else CASES[case]
-    model = dmixed.MixedLM.from_formula(FORMULA, data=data, **kw)
-    want = model.statistics()
+    want, ref = in_process(kw)
     assert isinstance(want.engine, CrossedVCEngine)
     ddf = _collection(data, np.linspace(0, len(data), n_parts + 1)[1:-1], kind)
     with dask.config.set(scheduler=scheduler):
@@ -104,30 +122,30 @@ def test_dask_statistics_are_the_in_process_crossed_ones(data, case, kind, n_par
         assert isinstance(got.engine, CrossedVCEngine)
         _assert_same_statistics(got, want)
         res = dmixed.MixedLM.from_formula(FORMULA, data=ddf, **kw).fit()
-    _assert_equal_fits(res, model.fit())
+    _assert_equal_fits(res, ref)
 
 
 @settings(
     max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(cuts=st.lists(st.integers(0, 800), max_size=5), seed=st.integers(0, 2**16))
-def test_any_partitioning_gives_the_same_fit(data, cuts, seed):
+def test_any_partitioning_gives_the_same_fit(data, in_process, cuts, seed):
     """Rows shuffled and cut anywhere: the fit of the in-process statistics."""
     kw = CASES["crossed"]
     df = data.sample(frac=1.0, random_state=seed).reset_index(drop=True)
-    ref = dmixed.MixedLM.from_formula(FORMULA, data=data, **kw).fit()
+    ref = in_process(kw)[1]
     res = dmixed.MixedLM.from_formula(FORMULA, data=_collection(df, cuts, "from_map"), **kw).fit()
     _assert_equal_fits(res, ref)
 
 
 @pytest.mark.parametrize("engine", ["distributed", "local"])
 @pytest.mark.parametrize("case", ["crossed", "continuous"])
-def test_on_a_cluster_crossed_as_in_process(client, data, engine, case):
+def test_on_a_cluster_crossed_as_in_process(client, data, in_process, engine, case):
     """Statistics kept crossed on the workers (``engine="distributed"``: one slot per
     component in the sums, the BLUPs' covariances unpadded) or gathered crossed: the
     in-process fit to 1e-10."""
     kw = CASES[case]
-    ref = dmixed.MixedLM.from_formula(FORMULA, data=data, **kw).fit()
+    ref = in_process(kw)[1]
     ddf = dd.from_pandas(data, npartitions=3)
     with dask.config.set({"dmixed.engine": engine}):
         model = dmixed.MixedLM.from_formula(FORMULA, data=ddf, **kw)
