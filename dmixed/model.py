@@ -38,7 +38,6 @@ from .fit.fit_warnings import warn_boundary, warn_convergence, warn_precision
 from .fit.model_methods import LikelihoodMethods
 from .fit.model_statistics import ModelStatistics
 from .fit.optimize import maximize
-from .fit.options import parse_free
 from .fit.params import MixedLMParams
 from .fit.start import check_distinct_component_values, moment_start_packed
 from .fit.steps import check_fit_options, check_statsmodels_options, fit_start, objective
@@ -566,8 +565,9 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         warn_boundary(self, opt, stats.layout)
         if ev.prof is None:
             raise RuntimeError("internal error: the optimum is outside the parameter space")
-        # the Hessian's basis is the plain packing, the mask's own
-        estimated = parse_free(free, stats.layout.n_params, self.k_fe)
+        # the Hessian's basis is the plain packing, the mask's own (fit_start's, which
+        # the optimizer reads and leaves as it is)
+        estimated = start.free
         # in θ = [vech(Ψ*), τ*] whatever the packing: the Hessian's basis is ∂B*/∂θ
         # the BLUPs there come in the Hessian's round trip where the engine can
         hess = (
@@ -588,8 +588,10 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             fit_seconds=time.perf_counter() - t_start,
             coords=coords,
             free=estimated,
+            # lme4's checks passed above (check_identifiable), else made there
+            checked=True if check_nobs == "raise" else None,
         )
-        res.to_state().n_held = int(np.sum(~estimated))
+        res.to_state().n_held = int(np.count_nonzero(~estimated))
         res.fit_options = dict(start_params=start_params, method=method, free=free, **settings)
         res.fit_options.update(
             cov_fe=cov_fe, skip_hessian=skip_hessian, engine=engine, check_nobs=check_nobs

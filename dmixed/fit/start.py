@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -61,13 +62,15 @@ def moment_start(
     positive, or no variance is estimated positive (then the default start is as good).
     """
     p = glob.k_fe
-    xx, xy = glob.xyxy[:p, :p], glob.xyxy[:p, p]
+    xyxy = glob.xyxy
     try:
-        beta = np.linalg.solve(xx, xy) if p else np.zeros(0)
+        beta = np.linalg.solve(xyxy[:p, :p], xyxy[:p, p]) if p else np.zeros(0)
     except np.linalg.LinAlgError:
         return None
-    w = np.append(-beta, 1.0)
-    rss = float(w @ glob.xyxy @ w)
+    w = np.empty(p + 1)
+    w[:p] = -beta
+    w[p] = 1.0
+    rss = float(w @ xyxy @ w)
     cc = np.einsum("axby,x,y->ab", mom.zxy_zxy, w, w)  # Σ c_i c_i'
     basis = layout.basis()  # (m, r, r)
     m = basis.shape[0]
@@ -78,13 +81,15 @@ def moment_start(
     lhs[:m, m] = tr_a
     lhs[m, :m] = tr_a
     lhs[m, m] = glob.n - p
-    rhs = np.append(np.einsum("jab,ba->j", basis, cc), rss)
+    rhs = np.empty(m + 1)
+    rhs[:m] = np.einsum("jab,ba->j", basis, cc)
+    rhs[m] = rss
     try:
         sol = np.linalg.solve(lhs, rhs)
     except np.linalg.LinAlgError:
         return None
     sigma2 = sol[m]
-    if not (np.all(np.isfinite(sol)) and sigma2 > 0):
+    if not (np.isfinite(sol).all() and sigma2 > 0):
         return None
     psi, tau = layout.unpack(sol[:m] / sigma2, use_sqrt=False)
     estimates = np.concatenate([np.linalg.eigvalsh(psi), tau])
@@ -309,6 +314,9 @@ def choose_start(
     """
     layout = obj.layout
     chosen, from_moments = start, False
+    # the evaluation at the chosen start where made here (kept by the objective: what
+    # its evaluate gives there)
+    chosen_ev = None
     if obj.use_sqrt and not use_sqrt:
         chosen = layout.pack(*layout.unpack(start, False), use_sqrt=True)
     if moment is not None:
@@ -318,10 +326,11 @@ def choose_start(
             # Newton steps that follow from there begin with it)
             obj.prefetch([chosen, moment], ahead=1)
             default_llf = start_value(obj, chosen)
-            moment_llf = obj.evaluate(moment).llf
+            moment_ev = obj.evaluate(moment)
         else:  # the same values on whole-block sums (dmixed.fit.lean)
             default_llf = lean.value(chosen)
-            moment_llf = lean.evaluated(moment).llf
+            moment_ev = lean.evaluated(moment)
+        moment_llf = moment_ev.llf
         logger.log(
             level,
             "start: moment estimates llf=%.6f, default llf=%.6f",
@@ -330,7 +339,11 @@ def choose_start(
         )
         if moment_llf >= default_llf:
             chosen, from_moments = moment, True
-    if not np.isfinite(obj.evaluate(chosen).llf):
+            if moment_ev.prof is not None:
+                chosen_ev = moment_ev
+    if chosen_ev is None:
+        chosen_ev = obj.evaluate(chosen)
+    if not math.isfinite(chosen_ev.llf):
         raise SpecError(
             f"the fit cannot start: the log-likelihood cannot be evaluated at the starting "
             f"covariance parameters {np.round(chosen, 6).tolist()} (X'V^-1 X is not positive "

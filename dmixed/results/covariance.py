@@ -87,7 +87,7 @@ def covariance_of_estimates(
     """
     if hessian is None:
         return np.full((k, k), np.nan)
-    if free is not None and not np.all(free):
+    if free is not None and not np.asarray(free, dtype=bool).all():
         return _with_held(
             hessian, k_fe, np.asarray(free, dtype=bool), at_zero, conditional, cov_fe, identifiable
         )
@@ -95,11 +95,12 @@ def covariance_of_estimates(
         involved, basis = identified_directions(hessian, k_fe, at_zero, TRADE_EIGENVALUE)
         if involved.size:
             return _identified_only(hessian, k_fe, involved, basis, conditional, cov_fe)
-    keep = np.ones(k, dtype=bool)
+    keep = np.empty(k, dtype=bool)
+    keep[:k_fe] = True
     keep[k_fe:] = ~at_zero
     p = k_fe
-    finite = bool(np.all(np.isfinite(hessian)))
-    defined = identifiable and finite and fe_block_defined(-hessian[np.ix_(keep, keep)], p)
+    finite = bool(np.isfinite(hessian).all())
+    defined = identifiable and finite and fe_block_defined(-_kept(hessian, keep), p)
     if not defined and p:
         why = (
             "the Hessian is singular or not negative definite in a direction involving the "
@@ -117,7 +118,7 @@ def covariance_of_estimates(
         if not defined and p:  # said above, in one warning
             warnings.simplefilter("ignore", SingularHessianWarning)
         cov = _full_inverse(hessian, keep) if finite else np.full((k, k), np.nan)
-    has_se = np.isfinite(np.diag(cov))
+    has_se = np.isfinite(cov.diagonal())
     if cov_fe == "conditional" or not defined:
         cov[:p, :p] = conditional
         cov[:p, p:] = np.where(has_se[p:] & defined, 0.0, np.nan)
@@ -175,12 +176,21 @@ def _identified_only(hessian, k_fe, involved, basis, conditional, cov_fe):
     return cov
 
 
+def _kept(hessian: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """``hessian[np.ix_(keep, keep)]``: a copy of the rows and columns ``keep``; the
+    whole (C-contiguous) Hessian itself where that is all of them (the same numbers,
+    without the index arrays)."""
+    if hessian.flags.c_contiguous and keep.all():
+        return hessian
+    return hessian[np.ix_(keep, keep)]
+
+
 def _full_inverse(hessian: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """``inv(−H)``, or that of the sub-Hessian ``keep`` (NaN elsewhere); see
     :func:`covariance_of_estimates`."""
     k = hessian.shape[0]
     cov = _inverse_or_none(-hessian)
-    if cov is None or np.any(np.diag(cov) <= 0):
+    if cov is None or (cov.diagonal() <= 0).any():
         sub = _inverse_or_none(-hessian[np.ix_(keep, keep)])
         if sub is None:
             warnings.warn(
@@ -235,7 +245,7 @@ def fe_block_defined(info: np.ndarray, p: int) -> bool:
             rel = half @ np.linalg.solve(schur, half.T)
     except np.linalg.LinAlgError:
         return False
-    if not np.all(np.isfinite(rel)):
+    if not np.isfinite(rel).all():
         return False
     low, high = FE_INFLATION_BOUNDS
     eig = np.linalg.eigvalsh(0.5 * (rel + rel.T))
@@ -247,4 +257,4 @@ def _inverse_or_none(mat: np.ndarray) -> np.ndarray | None:
         inv = np.linalg.inv(mat)
     except np.linalg.LinAlgError:
         return None
-    return inv if np.all(np.isfinite(inv)) else None
+    return inv if np.isfinite(inv).all() else None

@@ -5,6 +5,8 @@ from the optimizer's and the statistics' coordinates to the model's own
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..design import ModelNames
@@ -38,6 +40,7 @@ def fit_state(
     coords: Coordinates,
     free: np.ndarray | None = None,
     checked: bool | None = None,
+    at_zero: np.ndarray | None = None,
 ) -> ResultsState:
     """The state record of a fit (:meth:`MixedLMResults.from_fit
     <dmixed.results.results.MixedLMResults.from_fit>`): the covariance of the estimates
@@ -45,15 +48,17 @@ def fit_state(
     ``estimate`` is ``(packed, prof, llf, hessian)`` in the optimizer's and the
     statistics' coordinates.  ``free``: the covariance parameters estimated (default
     all; :func:`~dmixed.results.covariance.covariance_of_estimates`).  ``checked``:
-    :func:`identifiable` where the caller has it."""
+    :func:`identifiable` where the caller has it; ``at_zero``: the covariance parameters
+    at zero in θ (``layout.boundary_mask(boundary, use_sqrt=False)``) where it has them."""
     packed, prof, llf, hessian = estimate
     layout = stats.layout
-    boundary = list(optimize_result.boundary)
+    if at_zero is None:
+        at_zero = layout.boundary_mask(list(optimize_result.boundary), use_sqrt=False)
     cov = covariance_of_estimates(
         hessian,
         k=model.k_fe + layout.n_params,
         k_fe=model.k_fe,
-        at_zero=layout.boundary_mask(boundary, use_sqrt=False),
+        at_zero=at_zero,
         conditional=float(prof.scale) * prof.a_inv,
         cov_fe=cov_fe,
         identifiable=identifiable(stats, model) if checked is None else checked,
@@ -88,7 +93,7 @@ def mapped_back(coords: Coordinates, psi_opt, prof) -> tuple[np.ndarray, float, 
     except (OverflowError, np.linalg.LinAlgError):
         psi = np.full_like(psi_opt, np.inf)
         beta, scale = np.full_like(prof.beta, np.inf), np.inf
-    if not (np.all(np.isfinite(psi)) and np.all(np.isfinite(beta)) and np.isfinite(scale)):
+    if not (math.isfinite(scale) and np.isfinite(psi).all() and np.isfinite(beta).all()):
         raise DataError(
             "the estimates are beyond float64's range in the data's own units (a column "
             "whose values are near 1e±300?): rescale that column (e.g. to other units)"
@@ -127,11 +132,23 @@ def record_fit(
     blup_std, cond_std = stats.engine.random_effects(lam, prof.w)
     blup, cond = coords.blups(blup_std, cond_std)
     entries = optimize_result.history
-    llfs = coords.llf_all([e["llf"] for e in entries], n, reml)
-    params = coords.from_opt_all([e["params"] for e in entries], optimize_result.use_sqrt)
+    # ℓ and the packed points mapped back once each (the offset, the map made once):
+    # the estimate's and the start's first, then the fit log's
+    llf, initial_llf, *llfs = coords.llf_all(
+        [llf_std, optimize_result.initial_llf, *(e["llf"] for e in entries)], n, reml
+    )
+    if optimize_result.use_sqrt == use_sqrt:
+        packed_params, initial_params, *params = coords.from_opt_all(
+            [packed, optimize_result.initial, *(e["params"] for e in entries)], use_sqrt
+        )
+    else:  # the log in the optimizer's packing, the estimates in the model's
+        packed_params, initial_params = coords.from_opt_all(
+            [packed, optimize_result.initial], use_sqrt
+        )
+        params = coords.from_opt_all([e["params"] for e in entries], optimize_result.use_sqrt)
     history = [
-        {**entry, "llf": llf, "params": p.tolist()}
-        for entry, llf, p in zip(entries, llfs, params, strict=True)
+        {**entry, "llf": value, "params": p.tolist()}
+        for entry, value, p in zip(entries, llfs, params, strict=True)
     ]
     return ResultsState(
         names=ModelNames.from_model(model),
@@ -154,11 +171,11 @@ def record_fit(
         k_fe=model.k_fe,
         k_re=layout.k_re,
         k_vc=layout.k_vc,
-        llf=coords.llf(llf_std, n, reml),
+        llf=llf,
         scale=scale,
         param_names=model.param_names(),
         params=np.concatenate([beta, psi[rows, cols], tau]),
-        packed_params=coords.from_opt(packed, use_sqrt),
+        packed_params=packed_params,
         fe_params=beta,
         cov_re=scale * psi,
         cov_re_unscaled=psi,
@@ -173,8 +190,8 @@ def record_fit(
         vc_empty_cols=empty_slots(model, stats.group_labels),
         k_constant=constant_of_fit(model, stats),
         optimizer_settings=optimize_result.settings(),
-        initial_params=coords.from_opt(np.asarray(optimize_result.initial), use_sqrt),
-        initial_llf=coords.llf(optimize_result.initial_llf, n, reml),
+        initial_params=initial_params,
+        initial_llf=initial_llf,
         grad_norm=float(optimize_result.grad_norm),
         resolution_edge=bool(optimize_result.resolution_edge),
         cov_fe_statistics=cov_fe_statistics(coords, cov_opt, model.k_fe),

@@ -96,22 +96,22 @@ def identified_directions(
         The identified directions (meaningful when ``involved`` is not empty).
     """
     n_theta = np.asarray(at_zero).size
-    none = np.zeros(0, dtype=np.int64), np.eye(n_theta)
     if hessian is None:
-        return none
+        return np.zeros(0, dtype=np.int64), np.eye(n_theta)
     h = np.ascontiguousarray(hessian, dtype=np.float64)
     at_zero = np.ascontiguousarray(at_zero, dtype=bool)
     scaled = _cached_scaled_information(h, k_fe, at_zero)
     if scaled is None:
-        return none
+        return np.zeros(0, dtype=np.int64), np.eye(n_theta)
     theta, zero, d, w, v = scaled
-    live = np.flatnonzero(~zero)
+    live = (~zero).nonzero()[0]
     flat_w = np.abs(w) <= flat
     involved = zero.copy()
-    involved[live] = np.any(np.abs(v[:, flat_w]) > 0.1, axis=1)
+    involved[live] = (np.abs(v[:, flat_w]) > 0.1).any(axis=1)
     basis = np.zeros((n_theta, int((~flat_w).sum())))
     basis[theta[live]] = v[:, ~flat_w] / d[live, None]
-    return np.sort(theta[involved]), basis
+    # θ is ascending (the parameters not at zero, in order): so are those involved
+    return theta[involved], basis
 
 
 #: the last few Hessians' :func:`_scaled_information`, keyed by a digest of the Hessian
@@ -142,25 +142,30 @@ def _scaled_information(h: np.ndarray, k_fe: int, at_zero: np.ndarray):
     not at zero, those of them without curvature, ``√|diag S|``, and the eigenvalues and
     eigenvectors of ``R`` over the others; ``None`` where nothing can be said
     (read-only arrays: :func:`_cached_scaled_information` shares them)."""
-    if not np.all(np.isfinite(h)):
+    if not np.isfinite(h).all():
         return None
     info = -0.5 * (h + h.T)
-    theta = np.flatnonzero(~at_zero)
+    theta = (~at_zero).nonzero()[0]
     cols = k_fe + theta
-    s = info[np.ix_(cols, cols)]
+    if theta.size == at_zero.size:  # none at zero: the blocks as contiguous copies
+        s = np.ascontiguousarray(info[k_fe:, k_fe:])
+        left = np.ascontiguousarray(info[k_fe:, :k_fe])
+        right = np.ascontiguousarray(info[:k_fe, k_fe:])
+    else:
+        s = info[np.ix_(cols, cols)]
+        left, right = info[np.ix_(cols, range(k_fe))], info[np.ix_(range(k_fe), cols)]
     if k_fe:
         try:
-            s = s - info[np.ix_(cols, range(k_fe))] @ np.linalg.solve(
-                info[:k_fe, :k_fe], info[np.ix_(range(k_fe), cols)]
-            )
+            s = s - left @ np.linalg.solve(info[:k_fe, :k_fe], right)
         except np.linalg.LinAlgError:
             return None  # the fixed effects' block: their own warning says so
-    d = np.sqrt(np.abs(np.diag(s)))
-    if not d.size or not np.all(np.isfinite(s)):
+    d = np.sqrt(np.abs(s.diagonal()))
+    if not d.size or not np.isfinite(s).all():
         return None
     zero = d <= 1e-12 * d.max(initial=0.0)
-    live = np.flatnonzero(~zero)
-    r = s[np.ix_(live, live)] / np.outer(d[live], d[live])
+    live = (~zero).nonzero()[0]
+    kept = s if live.size == zero.size else s[np.ix_(live, live)]
+    r = kept / np.outer(d[live], d[live])
     w, v = np.linalg.eigh(0.5 * (r + r.T))
     out = (theta, zero, d, w, v)
     for arr in out:

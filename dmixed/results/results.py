@@ -127,6 +127,7 @@ class MixedLMResults(FittedValues, Hypotheses):
         fit_seconds: float,
         coords: Coordinates | None = None,
         free: np.ndarray | None = None,
+        checked: bool | None = None,
     ) -> MixedLMResults:
         """Results of a fit: the estimates, their covariance and the BLUPs.
 
@@ -160,6 +161,10 @@ class MixedLMResults(FittedValues, Hypotheses):
         free : ndarray of bool (n_params,), optional
             The covariance parameters estimated (``fit(free=...)``; default all): the
             others have zero standard errors, as in statsmodels.
+        checked : bool, optional
+            Whether the model passes lme4's checks
+            (:func:`~dmixed.results.fit_record.identifiable`) where the caller knows it
+            (the fit made them before its data's optimizer); default: made here.
 
         Warns
         -----
@@ -173,9 +178,10 @@ class MixedLMResults(FittedValues, Hypotheses):
         layout = stats.layout
         if coords is None:
             coords = Coordinates.model(stats.columns, layout)
-        boundary = list(optimize_result.boundary)
+        at_zero = layout.boundary_mask(list(optimize_result.boundary), use_sqrt=False)
         estimate = (packed, prof, llf, hessian)
-        checked = identifiable(stats, model)
+        if checked is None:
+            checked = identifiable(stats, model)
         state = fit_state(
             model,
             stats,
@@ -187,13 +193,14 @@ class MixedLMResults(FittedValues, Hypotheses):
             coords,
             free,
             checked=checked,
+            at_zero=at_zero,
         )
         res = cls(state, model=model)
         if checked:  # else the fixed effects' warning says so
             warn_unidentified(
                 hessian,
                 model.k_fe,
-                layout.boundary_mask(boundary, use_sqrt=False) | (False if free is None else ~free),
+                at_zero if free is None else at_zero | ~free,
                 lambda: res.param_names[model.k_fe :],
             )
         return res

@@ -7,9 +7,13 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dmixed import SingularHessianWarning
 from dmixed.results.covariance import covariance_of_estimates
+
+from .._synth import QUICK
 
 # β = (intercept, slope), θ = one variance: a regular (negative definite) Hessian
 REGULAR = np.array([[-1.1, 0.16, 0.3], [0.16, -24.0, 0.5], [0.3, 0.5, -2.0]])
@@ -192,3 +196,34 @@ def test_an_exact_trade_gives_the_same_covariance_whatever_the_rounding(seed):
         cov[np.ix_(keep, keep)], expected[np.ix_([0, 1, 3], [0, 1, 3])], rtol=1e-9
     )
     assert np.isnan(cov[2:4]).all() and np.isnan(cov[:, 2:4]).all()
+
+
+@settings(max_examples=40, **QUICK)
+@given(
+    k_fe=st.integers(0, 3),
+    n_theta=st.integers(1, 4),
+    seed=st.integers(0, 2**16),
+    zeros=st.integers(0, 15),
+    singular=st.booleans(),
+)
+def test_the_hessians_layout_does_not_move_the_covariance(k_fe, n_theta, seed, zeros, singular):
+    """A C-ordered Hessian (read whole where no variance is at zero) and the same
+    Hessian in Fortran order (its kept rows and columns copied) give the same
+    covariance bit for bit, with and without variances at zero."""
+    rng = np.random.default_rng(seed)
+    k = k_fe + n_theta
+    root = rng.normal(size=(k, k))
+    if singular:  # a direction with no curvature (a trade)
+        root[:, -1] = root[:, 0] if k > 1 else 0.0
+    hessian = -(root @ root.T + (0.0 if singular else 0.1) * np.eye(k))
+    at_zero = np.array([bool(zeros >> j & 1) for j in range(n_theta)])
+    conditional = np.eye(k_fe)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SingularHessianWarning)
+        got = [
+            covariance_of_estimates(
+                h, k=k, k_fe=k_fe, at_zero=at_zero, conditional=conditional, cov_fe="hessian"
+            )
+            for h in (np.ascontiguousarray(hessian), np.asfortranarray(hessian))
+        ]
+    np.testing.assert_array_equal(got[0], got[1])

@@ -7,12 +7,19 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import dmixed
 from dmixed.errors import SingularHessianWarning
-from dmixed.results.identification import unidentified_parameters
+from dmixed.results.identification import (
+    FLAT_EIGENVALUE,
+    TRADE_EIGENVALUE,
+    identified_directions,
+    unidentified_parameters,
+)
 
-from .._synth import make_data
+from .._synth import QUICK, make_data
 
 
 def _information(theta_block: np.ndarray, k_fe: int = 1) -> np.ndarray:
@@ -147,3 +154,58 @@ def test_the_information_is_decomposed_once_per_hessian(monkeypatch):
     identified_directions(other, 400, np.zeros(3, bool))
     identified_directions(hess, 400, np.array([0, 1, 0], bool))
     assert len(made) == 3
+
+
+def _reference_directions(hessian, k_fe, at_zero, flat):
+    """:func:`identified_directions` written out with index arrays throughout (every
+    block of the information copied by ``np.ix_``)."""
+    at_zero = np.asarray(at_zero, dtype=bool)
+    info = -0.5 * (hessian + hessian.T)
+    theta = np.flatnonzero(~at_zero)
+    cols = k_fe + theta
+    s = info[np.ix_(cols, cols)]
+    if k_fe:
+        s = s - info[np.ix_(cols, range(k_fe))] @ np.linalg.solve(
+            info[:k_fe, :k_fe], info[np.ix_(range(k_fe), cols)]
+        )
+    d = np.sqrt(np.abs(np.diag(s)))
+    zero = d <= 1e-12 * d.max(initial=0.0)
+    live = np.flatnonzero(~zero)
+    r = s[np.ix_(live, live)] / np.outer(d[live], d[live])
+    w, v = np.linalg.eigh(0.5 * (r + r.T))
+    flat_w = np.abs(w) <= flat
+    involved = zero.copy()
+    involved[live] = np.any(np.abs(v[:, flat_w]) > 0.1, axis=1)
+    basis = np.zeros((at_zero.size, int((~flat_w).sum())))
+    basis[theta[live]] = v[:, ~flat_w] / d[live, None]
+    return np.sort(theta[involved]), basis
+
+
+@settings(max_examples=40, **QUICK)
+@given(
+    k_fe=st.integers(0, 3),
+    n_theta=st.integers(1, 4),
+    seed=st.integers(0, 2**16),
+    zeros=st.integers(0, 15),
+    trade=st.booleans(),
+    flat=st.sampled_from([FLAT_EIGENVALUE, TRADE_EIGENVALUE]),
+)
+def test_the_directions_are_those_of_the_information_copied_by_index(
+    k_fe, n_theta, seed, zeros, trade, flat
+):
+    """The identified directions (the blocks read as slices where no variance is at
+    zero or without curvature) are those of the blocks copied by index, bit for bit."""
+    rng = np.random.default_rng(seed)
+    k = k_fe + n_theta
+    root = rng.normal(size=(k, k + 2))
+    if trade and n_theta > 1:  # two parameters trading exactly
+        root[-1] = root[-2]
+    hessian = -(root @ root.T)
+    at_zero = np.array([bool(zeros >> j & 1) for j in range(n_theta)])
+    if at_zero.all():
+        at_zero[0] = False
+    involved, basis = identified_directions(hessian, k_fe, at_zero, flat)
+    want_involved, want_basis = _reference_directions(hessian, k_fe, at_zero, flat)
+    assert involved.dtype == want_involved.dtype
+    np.testing.assert_array_equal(involved, want_involved)
+    np.testing.assert_array_equal(basis, want_basis)
