@@ -74,7 +74,8 @@ def test_a_fit_asks_the_scheduler_for_its_workers_once(client, monkeypatch):
 
     from dmixed.engines.dask import progress
 
-    # no recheck within the fit, however long a loaded machine makes it
+    # no recheck within the fit, however long a loaded machine makes it: a wait also
+    # asks four times within the no-workers timeout, so that is lengthened too
     monkeypatch.setattr(progress, "WORKER_RECHECK_INTERVAL", 1e9)
     asked = []
     scheduler_info = Client.scheduler_info
@@ -85,7 +86,8 @@ def test_a_fit_asks_the_scheduler_for_its_workers_once(client, monkeypatch):
 
     monkeypatch.setattr(Client, "scheduler_info", counted)
     ddf = dd.from_pandas(make_data(n_groups=40, seed=5), npartitions=4)
-    with dask.config.set({"dmixed.engine": "distributed"}):
+    config = {"dmixed.engine": "distributed", progress.NO_WORKERS_TIMEOUT_KEY: "1000 days"}
+    with dask.config.set(config):
         res = dmixed.mixedlm("y ~ x1", ddf, groups="g").fit(client=client)
     assert res.converged
     assert asked == [client]
