@@ -9,7 +9,7 @@ a contraction of the basis with a sum over groups of products of the per-group `
     V[ax, by]       = Σ_i v_i,ax v_i,by
     C[ax, bc, dy]   = Σ_i v_i,ax S_i,bc v_i,dy           (c ≤ b)
 
-BLAS products whose inner dimension runs over the groups (``V`` and ``C`` one together); then ::
+each one BLAS product whose inner dimension runs over the groups; then ::
 
     tr_ss[j,k] = Σ A[ab,cd] E_j[b,c] E_k[d,a]     u_s_u[j,k] = Σ C[a u, bc, d u] E_j[a,b] E_k[c,d]
     u_e_u[j]   = Σ V[a u, b u] E_j[a,b]           g_e_u[j,x] = Σ V[a x, b u] E_j[a,b]
@@ -88,17 +88,23 @@ class HessianMoments:
 
     def add(self, s: np.ndarray, h: np.ndarray, w: np.ndarray) -> None:
         """Add a chunk's groups: ``s`` (r, r, G) entry-major ``S_i``, ``h`` (r, p+1, G)
-        entry-major ``H_i`` and ``w`` (p+1,) ``[−β; 1]`` (:meth:`add_pairs`)."""
-        self.add_pairs(s[self.rows, self.cols], h, w)
+        entry-major ``H_i`` (overwritten: its last column becomes ``u_i = H_i w``, summed
+        as ``einsum`` sums it whatever ``r``) and ``w`` (p+1,) ``[−β; 1]``."""
+        h[:, -1] = np.einsum("ajg,j->ag", h, w)
+        self.add_pairs(s[self.rows, self.cols], h)
 
     def add_pairs(self, s_pairs: np.ndarray, v: np.ndarray, w: np.ndarray | None = None) -> None:
         """:meth:`add` of ``S_i``'s lower triangle ``s_pairs`` (pairs, G) (in
         :func:`~dmixed.stats.tril_indices` order) and ``v`` (r, p+1, G) or (r (p+1), G):
         the entry-major ``[G_i, u_i]``, ``u_i = H_i w`` in the last column; with ``w``,
-        ``v`` is ``H_i`` itself and ``u_i`` is made here (``v`` is not changed).
+        ``v`` is ``H_i`` itself and ``u_i`` is made here (``v`` is not changed) as the
+        dense kernels summed it (:func:`_residual_side`).
 
-        ``V`` and ``C`` are one BLAS product: the rows ``[v; v S]`` (every ``v_i,ax
-        S_i,bc`` in ``C``'s row order, made in place) times ``v'``."""
+        ``C`` is the BLAS product of the rows ``v S`` (every ``v_i,ax S_i,bc`` in ``C``'s
+        row order, made in place beside ``v``) and ``v'``; ``V`` is :func:`gram_rows` of
+        ``v``.  Not one product of ``[v; v S]`` and ``v'``: BLAS blocks a product by its
+        rows, so the sums of a taller product differ in the last bits for some shapes,
+        and those bits move a quasi-Newton fit that follows the Newton steps."""
         n_pair, g = s_pairs.shape
         r, k = self.r, self.k
         rk = r * k
@@ -106,12 +112,11 @@ class HessianMoments:
         vr = rows[:rk]
         vr[...] = v.reshape(rk, g)
         if w is not None:  # u_i = H_i w in place of the last column
-            vr.reshape(r, k, g)[:, -1] = w @ v.reshape(r, k, g)
+            vr.reshape(r, k, g)[:, -1] = _residual_side(v.reshape(r, k, g), w)
         np.multiply(vr[:, None], s_pairs[None], out=rows[rk:].reshape(rk, n_pair, g))
-        prod = rows @ vr.T
         self.a += gram_rows(s_pairs)
-        self.v += prod[:rk]
-        self.c += prod[rk:]
+        self.v += gram_rows(vr)
+        self.c += rows[rk:] @ vr.T
 
     def sums(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(A, V, C)`` as stored, for a kernel that adds into them the upper triangles
@@ -152,3 +157,15 @@ class HessianMoments:
             np.ascontiguousarray(ev[:, :p, :p]),
             half + half.transpose(1, 0, 3, 2),
         )
+
+
+def _residual_side(h: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``u_i = H_i w`` (r, G) of entry-major ``h`` (r, k, G), summed in the order the
+    dense kernels have always summed it: a matrix-vector product for ``r = 1``
+    (:class:`~dmixed.kernels.dense1.Dense1Statistics`), ``einsum`` for ``r = 2``
+    (:class:`~dmixed.kernels.dense2.Dense2Statistics`).  The two orders differ in the
+    last bits (for ``k ≥ 3``), and a last bit of the Newton steps' Hessian can move a
+    quasi-Newton fit that follows them by its tolerance."""
+    if h.shape[0] == 1:
+        return w @ h
+    return np.einsum("ajg,j->ag", h, w)

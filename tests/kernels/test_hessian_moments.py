@@ -72,3 +72,40 @@ def test_moments_of_no_group_are_zero():
     shapes = [(3, 3), (3, 3), (3,), (3, 3), (3, 3, 3), (3, 3, 3, 3)]
     assert [f.shape for f in fields] == shapes
     assert all(not np.any(f) for f in fields)
+
+
+@settings(max_examples=25, **QUICK)
+@given(
+    shape=st.sampled_from([(1, 3, 7), (1, 5, 5000), (2, 4, 300), (2, 6, 20000), (3, 5, 20000)]),
+    seed=st.integers(0, 2**16),
+)
+def test_moments_sum_as_the_separate_products(shape, seed):
+    """``V``, ``C`` and ``A`` bit for bit those of the separate products every fit made
+    them with (``V`` the Gram matrix of ``v``, ``C`` the product of ``v S`` and ``v'``),
+    ``u_i = H_i w`` summed as the dense kernels sum it (a matrix-vector product for
+    r = 1, ``einsum`` past it), and :meth:`HessianMoments.add`'s ``u`` by ``einsum``
+    whatever ``r``: the Newton steps' Hessian to the last bit, which a quasi-Newton fit
+    after them is sensitive to (a taller single product differs in the last bits)."""
+    from dmixed.kernels.conditionals import gram_rows
+
+    r, k, g = shape
+    rng = np.random.default_rng(seed)
+    made = HessianMoments(r, k)
+    n_pair = made.rows.size
+    h = rng.normal(size=(r, k, g)) * 10.0 ** rng.uniform(-3, 3, (1, k, 1))
+    s_pairs = rng.normal(size=(n_pair, g))
+    w = rng.normal(size=k)
+    made.add_pairs(s_pairs, h, w)
+    v = h.copy()
+    v[:, -1] = w @ h[0] if r == 1 else np.einsum("ajg,j->ag", h, w)
+    v = v.reshape(r * k, g)
+    assert np.array_equal(made.a, gram_rows(s_pairs))
+    assert np.array_equal(made.v, gram_rows(v))
+    assert np.array_equal(made.c, (v[:, None, :] * s_pairs[None]).reshape(-1, g) @ v.T)
+    s = np.zeros((r, r, g))
+    s[made.rows, made.cols] = s_pairs
+    by_add = HessianMoments(r, k)
+    by_add.add(s, h.copy(), w)
+    v_add = h.copy()
+    v_add[:, -1] = np.einsum("ajg,j->ag", h, w)
+    assert np.array_equal(by_add.v, gram_rows(v_add.reshape(r * k, g)))
