@@ -23,7 +23,6 @@ import numpy as np
 from .conditionals import gram_rows
 from .dense2 import DenseStep
 from .groups import HessianSums
-from .hessian_moments import HessianMoments
 
 __all__ = ["Dense1Statistics", "Dense1Step"]
 
@@ -95,11 +94,7 @@ class Dense1Statistics:
         """The Hessian sums (:class:`~dmixed.kernels.HessianSums`) at the step's ``Λ``
         for the basis ``E_j`` (m, 1, 1) and ``w = [−β; 1]``, from the moments of
         :class:`~dmixed.kernels.hessian_moments.HessianMoments` added chunk by chunk."""
-        k = self.k
-        moments = HessianMoments(1, k)
-        for h, s_pairs in zip(step.h, step.s_pairs, strict=True):
-            moments.add_pairs(s_pairs, h, w)  # u_i = H_i w in place of y's column
-        return HessianSums(*moments.contract(basis))
+        return step.hessian(basis, w)
 
 
 def _chunk_value(

@@ -62,6 +62,15 @@ class DenseStep:
     h: tuple[np.ndarray, ...]
     s_pairs: tuple[np.ndarray, ...]
 
+    def hessian(self, basis: np.ndarray, w: np.ndarray) -> HessianSums:
+        """The Hessian sums (:class:`~dmixed.kernels.HessianSums`) at this step's ``Λ``
+        for the basis ``E_j`` (m, r, r) and ``w = [−β; 1]``, from the moments of
+        :class:`~dmixed.kernels.hessian_moments.HessianMoments` added chunk by chunk."""
+        moments = HessianMoments(self.s.shape[0], self.m.shape[0])
+        for h, s_pairs in zip(self.h, self.s_pairs, strict=True):
+            moments.add_pairs(s_pairs, h, w)  # u_i = H_i w in place of y's column
+        return HessianSums(*moments.contract(basis))
+
 
 @dataclass
 class Dense2Step(DenseStep):
@@ -133,11 +142,7 @@ class Dense2Statistics:
         """The Hessian sums (:class:`~dmixed.kernels.HessianSums`) at the step's ``Λ``
         for the basis ``E_j`` (m, 2, 2) and ``w = [−β; 1]``, from the moments of
         :class:`~dmixed.kernels.hessian_moments.HessianMoments` added chunk by chunk."""
-        k = self.k
-        moments = HessianMoments(2, k)
-        for h, s_pairs in zip(step.h, step.s_pairs, strict=True):
-            moments.add_pairs(s_pairs, h, w)  # u_i = H_i w in place of y's column
-        return HessianSums(*moments.contract(basis))
+        return step.hessian(basis, w)
 
 
 def _coefficients(lam: np.ndarray) -> np.ndarray:
