@@ -374,7 +374,9 @@ def hessian_contributions(
     if 0 < r <= HESSIAN_MOMENTS_MAX_R:
         moments = HessianMoments(r, p + 1)
         for _, _, (_, _, s, h) in block.conditionals(lam):
-            moments.add(s, np.array(h), w)  # add overwrites its H
+            # a copy: add writes u = H w over its H's last column, and these H are the
+            # block's kept conditionals (read-only), read again for the BLUPs
+            moments.add(s, np.array(h), w)
         return HessianSums(*moments.contract(basis))
     out = HessianSums.zeros(m, p)
     for _, _, (_, _, s, h) in block.conditionals(lam):
