@@ -17,7 +17,6 @@ from dmixed.design import build_spec
 from dmixed.design.dtypes import native_values_exact, object_class, object_types, to_float
 from dmixed.errors import DataError, NumericFactorWarning, PrecisionWarning
 
-from .._dask_warnings import DASK_INPLACE_RESET
 from .frames import assert_same
 
 
@@ -277,9 +276,6 @@ def test_object_groups_mixing_5_and_text_5_are_refused():
         build_spec(df, "y ~ xi", groups="g")
 
 
-# dask's Parquet reader's own deprecated call (tests/_dask_warnings.py): the refusal this
-# test checks comes after it
-@pytest.mark.filterwarnings(DASK_INPLACE_RESET)
 @pytest.mark.parametrize("source", ["pandas", "dask"])
 @pytest.mark.parametrize(
     ("formula", "groups", "column", "nested"),

@@ -21,13 +21,6 @@ from dmixed.errors import DroppedRowsWarning
 from dmixed.kernels.term_table import as_packed
 from dmixed.stats.packed import PackedLayout
 
-from ..._dask_warnings import DASK_INPLACE_RESET, DASK_INPLACE_SET
-
-# partitions computed through dask's graph (the references these tests compare with, and
-# the chains' fallback) run dask's Parquet reader, whose own deprecated pandas calls warn
-# on every partition: dask's, not dmixed's (tests/_dask_warnings.py)
-pytestmark = [pytest.mark.filterwarnings(DASK_INPLACE_RESET, DASK_INPLACE_SET)]
-
 FORMULA = "y ~ x1 + x2"
 RE = "1 + x1"
 
