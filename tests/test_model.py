@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 import re
 import warnings
@@ -13,6 +14,7 @@ from scipy import optimize
 
 import dmixed
 from dmixed import BoundaryWarning, MixedLM
+from dmixed.stats.standardize import WEIGHT_SPAN_LOG2
 
 from ._synth import design, dyestuff2_arrays, make_data, vc_dict
 
@@ -180,31 +182,43 @@ def test_unit_weights_change_nothing():
     np.testing.assert_allclose(weighted.fe_params, plain.fe_params, rtol=1e-10)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=dmixed.SpecError,
-    reason="weights more than float64's significand (2^53) apart, far inside the 2^128 that "
-    "is refused: the light rows are below the rounding of the heavy ones in the sums they "
-    "share, K_i's condition grows as the span, and X'V*^-1 X comes out indefinite at the "
-    "start (these data, a random slope: converged to 2^54, not converged from 2^56, "
-    "SpecError at 2^70; a random intercept alone: converged to 2^100, not from 2^120), "
-    "whose SpecError names neither the weights nor their span (dmixed/fit/start.py)",
-)
-def test_weights_spread_within_the_refused_span_fit_or_are_refused_naming_them():
-    """Half the rows weighted 2^70 times the others (within the 2^128 that is refused):
-    either the fit converges or the refusal names the weights column and their span."""
+def _halves_weighted_apart(exponent: float):
+    """``make_data`` (40 groups, seed 3) with about half the rows (chosen at random,
+    seed 0) weighted ``2^exponent`` times the others, and the span of its weights."""
     df = make_data(n_groups=40, max_size=15, vc_sd=0.6, n_sub=5, seed=3)
     heavy = np.random.default_rng(0).random(len(df)) < 0.5
-    df["w"] = np.where(heavy, df["w"] * 2.0**70, df["w"])
-    model = dmixed.mixedlm("y ~ x1 + x2", df, groups="g", re_formula="1 + x1", weights="w")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            res = model.fit()
-    except dmixed.DataError as exc:
-        assert "'w'" in str(exc) and "2^" in str(exc)
-        return
-    assert res.converged
+    df["w"] = np.where(heavy, df["w"] * 2.0**exponent, df["w"])
+    return df, float(np.log2(df["w"].max()) - np.log2(df["w"].min()))
+
+
+@pytest.mark.parametrize("re_formula", ["1 + x1", "1"])
+@pytest.mark.parametrize("exponent", [52, 55, 70, 100, 120])
+def test_weights_spread_past_the_significand_are_refused_naming_them(re_formula, exponent):
+    """Weights more than 2^53 apart (within the 2^128 of the weights' scale): the lighter
+    rows are lost to the rounding of the heavier in the sums they share, and a random
+    slope's fit did not converge (2^55), could not start (2^70) or ended in an "internal
+    error" (2^100).  Refused before any fit, naming the weights column, their span and
+    the span taken, whatever the random effects."""
+    df, span = _halves_weighted_apart(exponent)
+    assert span > WEIGHT_SPAN_LOG2
+    with pytest.raises(dmixed.DataError) as got:
+        dmixed.mixedlm("y ~ x1 + x2", df, groups="g", re_formula=re_formula, weights="w")
+    message = str(got.value)
+    assert "prior weights in column 'w' are too far apart" in message
+    assert f"over 2^{math.floor(span * 10) / 10:.1f} times" in message
+    assert f"more than the 2^{WEIGHT_SPAN_LOG2} a fit takes" in message
+
+
+@pytest.mark.parametrize("re_formula", ["1 + x1", "1"])
+def test_weights_spread_within_the_significand_fit(re_formula):
+    """Weights up to 2^53 apart are taken: the fit converges."""
+    df, span = _halves_weighted_apart(WEIGHT_SPAN_LOG2 - 3.0)
+    assert span <= WEIGHT_SPAN_LOG2
+    model = dmixed.mixedlm("y ~ x1 + x2", df, groups="g", re_formula=re_formula, weights="w")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dmixed.DmixedWarning)
+        res = model.fit()
+    assert res.converged and np.isfinite(res.llf)
 
 
 # -- options ------------------------------------------------------------------------------
@@ -634,6 +648,6 @@ def test_array_weights_in_more_than_one_unit_are_refused_as_a_column_of_them():
     exog = np.column_stack([np.ones(n), rng.normal(size=n)])
     endog = exog[:, 1] + rng.normal(size=20)[groups] + rng.normal(size=n)
     w = rng.uniform(0.5, 2.0, n) * np.where(np.arange(n) < n // 2, 1.0, 2.0**200)
-    with pytest.raises(dmixed.DataError, match="column 'weights' are in more than one unit"):
+    with pytest.raises(dmixed.DataError, match="column 'weights' are too far apart"):
         dmixed.MixedLM(endog, exog, groups, weights=w)
     dmixed.MixedLM(endog, exog, groups, weights=rng.uniform(0.5, 2.0, n) * 2.0**100)

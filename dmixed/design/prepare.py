@@ -133,8 +133,8 @@ def prepare_columns(
     DataError
         If a used column is absent or duplicated, holds values of the wrong kind,
         infinite values, missing values (``missing="raise"``), levels not seen when the
-        spec was built, or if a weight is not positive or the weights are in more than
-        one unit (:func:`~dmixed.stats.standardize.check_weights_range`).
+        spec was built, or if a weight is not positive or the weights are more than
+        2^53 apart (:func:`~dmixed.stats.standardize.check_weights_range`).
     """
     used, formula_columns = _columns_needed(spec, df, response, random)
     read = FrameColumns(df) if frame_columns is None else frame_columns

@@ -135,24 +135,51 @@ def widened(a: tuple | None, b: tuple | None) -> tuple | None:
     return min(a[0], b[0]), max(a[1], b[1])
 
 
-def check_weights_range(name: str | None, span: tuple[float, float] | None) -> None:
-    """Refuse weights whose ``(log2 min, log2 max)`` ``span`` is wider than a step of
-    the weights' scale (:data:`WEIGHT_STEP_LOG2`), naming the column ``name``.
+#: The widest span of the prior weights taken, as ``log2(largest / smallest)``: float64's
+#: significand.  A row weighted ``2^-53`` times another or less adds nothing, after
+#: rounding, to a sum the heavier row's products are in (``1 + 2^-53`` is 1), and the
+#: statistics sum every group's rows together: where a group's heavier rows do not span
+#: its random-effects columns (one heavy row and a random slope), or the data's do not
+#: span the fixed effects', the directions only the lighter rows hold are lost to the
+#: rounding of the others, and the fit is wrong or cannot start (``X'V⁻¹X`` or a
+#: group's ``Z'WZ`` indefinite in floating point); the statistics cannot tell where.
+#: Weights within it are summed in one unit, or in units a step of the weights' scale
+#: apart that convert exactly (:meth:`Standardization.conversion_to`).
+WEIGHT_SPAN_LOG2 = 53
 
-    Weights within a step are summed in one unit, or in units a step apart that convert
-    exactly (:meth:`Standardization.conversion_to`); wider ones are refused whether the
-    rows are read at once or in partitions, so that both fits agree: the lightest rows
-    are then far below the heaviest's rounding, the fit cannot start, and neither
-    partitions nor their geometric means tell that apart from rows in other units.
+
+def weights_span_error(name: str | None, width: float) -> DataError:
+    """The refusal of prior weights whose largest is ``2^width`` times their smallest
+    (``width`` above :data:`WEIGHT_SPAN_LOG2`), naming the column ``name`` (None: "the
+    prior weights")."""
+    subject = f"the prior weights in column {name!r}" if name else "the prior weights"
+    # the exponent cut to a tenth, "over" it: rounded to a whole number, a span just
+    # past the limit read "2^53 times the smallest, more than 2^53"
+    width = math.floor(width * 10.0) / 10.0
+    return DataError(
+        f"{subject} are too far apart: the largest is over 2^{width:.1f} times the "
+        f"smallest, more than the 2^{WEIGHT_SPAN_LOG2} a fit takes (float64's precision: a "
+        "row weighted less than 2^-53 times another is lost to rounding in the sums they "
+        f"share); give weights within 2^{WEIGHT_SPAN_LOG2} of each other, e.g. drop the "
+        "lightest rows or raise their weights"
+    )
+
+
+def check_weights_range(name: str | None, span: tuple[float, float] | None) -> None:
+    """Refuse weights whose ``(log2 min, log2 max)`` ``span`` is wider than
+    :data:`WEIGHT_SPAN_LOG2`, naming the column ``name``.
+
+    Judged on the span of all the rows, whether they are read at once, in partitions
+    (each partition's span kept in its map) or added to saved statistics (their span
+    saved with them), so that every fit of the same rows agrees.
+
+    Raises
+    ------
+    DataError
+        :func:`weights_span_error`.
     """
-    if span is not None and span[1] - span[0] > WEIGHT_STEP_LOG2:
-        # the exponent cut to a tenth, "over" it: rounded to a whole number, a span
-        # just past the step read "2^128 times the smallest, more than 2^128"
-        width = math.floor((span[1] - span[0]) * 10.0) / 10.0
-        raise weights_unit_error(
-            name,
-            f"the largest is over 2^{width:.1f} times the smallest, more than 2^{WEIGHT_STEP_LOG2}",
-        )
+    if span is not None and span[1] - span[0] > WEIGHT_SPAN_LOG2:
+        raise weights_span_error(name, span[1] - span[0])
 
 
 def added_weight_span(

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from dmixed import kernels
@@ -16,6 +16,7 @@ from dmixed.stats.packed import PackedLayout
 from dmixed.stats.standardize import (
     SAMPLE_ROWS,
     SHIFT_ABOVE,
+    WEIGHT_SPAN_LOG2,
     WEIGHT_STEP_LOG2,
     Standardization,
     check_weights_range,
@@ -363,12 +364,26 @@ def test_weights_in_another_unit_than_the_map_are_refused():
     extra=st.floats(1e-9, 200.0),
 )
 def test_weights_range_error_states_a_span_below_the_weights_own(lo, extra):
-    """The refusal of weights wider than a step states their span as a power of two
-    the span exceeds, within a tenth of it (a rounded exponent read "2^128 times the
-    smallest, more than 2^128", or more than the weights' own span)."""
-    width = WEIGHT_STEP_LOG2 + extra
-    with pytest.raises(DataError, match="column 'w' are in more than one unit") as got:
+    """The refusal of weights wider than float64's significand states their span as a
+    power of two the span exceeds, within a tenth of it (a rounded exponent read "2^53
+    times the smallest, more than 2^53", or more than the weights' own span), and the
+    span taken."""
+    width = WEIGHT_SPAN_LOG2 + extra
+    with pytest.raises(DataError, match="column 'w' are too far apart") as got:
         check_weights_range("w", (lo, lo + width))
     stated = float(re.search(r"over 2\^([0-9.]+) times", str(got.value)).group(1))
     span = (lo + width) - lo
     assert stated <= span < stated + 0.1 + 1e-9
+    assert f"more than the 2^{WEIGHT_SPAN_LOG2} a fit takes" in str(got.value)
+
+
+@settings(max_examples=60, deadline=None)
+@given(lo=st.floats(-1000.0, 1000.0), width=st.floats(0.0, float(WEIGHT_SPAN_LOG2)))
+@example(lo=-20.0, width=float(WEIGHT_SPAN_LOG2))
+def test_weights_range_takes_every_span_up_to_the_significand(lo, width):
+    """Weights up to 2^53 apart (float64's significand: a lighter row's products still
+    count in a sum with a heavier row's) are taken, whatever their unit."""
+    hi = lo + width
+    assume(hi - lo <= WEIGHT_SPAN_LOG2)  # the sum's rounding may widen it
+    check_weights_range("w", (lo, hi))
+    check_weights_range("w", None)

@@ -273,9 +273,9 @@ def test_target_map_is_the_one_chosen_from_most_rows():
 def test_checked_target_judges_the_weights_of_all_partitions_as_one(first, second, spread):
     """The weights' span over every task's map (each only its own rows') is judged as
     the rows read at once are (:func:`~dmixed.stats.standardize.check_weights_range`):
-    refused naming the column exactly when the data's span is wider than a step."""
+    refused naming the column exactly when the data's span is wider than 2^53."""
     from dmixed.errors import DataError
-    from dmixed.stats.standardize import WEIGHT_STEP_LOG2, check_weights_range, log2_range
+    from dmixed.stats.standardize import WEIGHT_SPAN_LOG2, check_weights_range, log2_range
 
     rng = np.random.default_rng(4)
     w = [2.0 ** (c + spread * rng.uniform(-1, 1, 40)) for c in (first, second)]
@@ -285,12 +285,12 @@ def test_checked_target_judges_the_weights_of_all_partitions_as_one(first, secon
         for v in w
     ]  # fmt: skip
     whole = log2_range(np.concatenate(w))
-    wide = whole[1] - whole[0] > WEIGHT_STEP_LOG2
+    wide = whole[1] - whole[0] > WEIGHT_SPAN_LOG2
     for chosen in (None, maps[0]):
         if wide:
-            with pytest.raises(DataError, match="column 'w' are in more than one unit"):
+            with pytest.raises(DataError, match="column 'w' are too far apart"):
                 combine.checked_target(1, 1, "w", chosen, None, *maps)
-            with pytest.raises(DataError, match="column 'w' are in more than one unit"):
+            with pytest.raises(DataError, match="column 'w' are too far apart"):
                 check_weights_range("w", whole)
         else:
             got = combine.checked_target(1, 1, "w", chosen, None, *maps)
@@ -312,7 +312,7 @@ def test_checked_target_judges_the_given_maps_rows_with_the_partitions():
         for v in rows
     ]  # fmt: skip
     assert combine.checked_target(1, 1, "w", maps[0], maps[0]).weight_span == (0.0, 1.0)
-    with pytest.raises(DataError, match="column 'w' are in more than one unit"):
+    with pytest.raises(DataError, match="column 'w' are too far apart"):
         combine.checked_target(1, 1, "w", maps[0], None, maps[1])
     got = combine.checked_target(1, 1, "w", maps[1], None, maps[1])
     assert got == maps[1] and got.weight_span == (120.0, 130.0)
