@@ -2301,7 +2301,7 @@ def test_update_of_weights_a_scale_step_away_is_the_fit_from_scratch(
     before = (tmp_path / "S/manifest.json").read_bytes()
     scratch = ("fit", "--data", "A.parquet", "B.parquet", *common, "--output", "F")
     refused = run_in_process(*scratch, cwd=tmp_path)
-    assert refused.returncode != 0 and "column 'w' are too far apart" in refused.stderr
+    assert refused.returncode == 2 and "column 'w' are too far apart" in refused.stderr
     update = ("update", "--stats-dir", "S", "--data", "B.parquet", "--output", "U")
     proc = run_in_process(*update, "--cluster", scheduler.file, "--quiet", cwd=tmp_path)
     assert (proc.returncode, proc.stderr) == (refused.returncode, refused.stderr)
@@ -2312,8 +2312,10 @@ def test_update_of_weights_a_scale_step_away_is_the_fit_from_scratch(
 def test_update_of_weights_in_an_extreme_unit(data, scheduler, tmp_path):
     """Weights near 1e150 (scaled by 2^512 in the saved statistics): ``update`` with new
     rows in the same unit is the fit of all rows from scratch; new rows whose weights
-    are 2^300 times larger again, which the saved unit cannot hold, are refused naming
-    the weights, the statistics untouched."""
+    are 2^300 times larger again (two steps of the weights' scale away, which the saved
+    unit cannot hold) are refused as the fit of all the rows from scratch refuses them
+    (exit status 2, the same message naming the weights column; were: exit status 3,
+    "in another unit" for the partition), the statistics untouched."""
     frames = {"A": data.frame_a, "B": data.frame_b}
     for name, frame in frames.items():
         frame.assign(w=frame["w"] * 1e150).to_parquet(tmp_path / f"{name}.parquet", index=False)
@@ -2332,7 +2334,9 @@ def test_update_of_weights_in_an_extreme_unit(data, scheduler, tmp_path):
     far.assign(w=far["w"] * 1e150 * 2.0**300).to_parquet(tmp_path / "C.parquet", index=False)
     args = ("update", "--stats-dir", "S", "--data", "C.parquet", "--output", "U2", "--quiet")
     proc = run_in_process(*args, "--cluster", scheduler.file, cwd=tmp_path)
-    assert proc.returncode == 3, proc.stderr
-    assert "prior weights" in proc.stderr and "another unit" in proc.stderr
+    scratch = ("fit", "--data", "A.parquet", "C.parquet", *common, "--output", "F2")
+    refused = run_in_process(*scratch, cwd=tmp_path)
+    assert refused.returncode == 2 and "column 'w' are too far apart" in refused.stderr
+    assert (proc.returncode, proc.stderr) == (refused.returncode, refused.stderr)
     assert (tmp_path / "S/manifest.json").read_bytes() == before
     assert not (tmp_path / "U2").exists()

@@ -38,12 +38,18 @@ def in_partition(err: DataError, number: int | None, file: str | None = None) ->
     result carries ``detail`` (the message without the partition), ``partition``,
     ``file`` and ``column`` (a column of the wrong kind, else None) as attributes.
 
+    An error about all the rows, not a partition's (``of_all_rows``: the prior weights'
+    span, :func:`~dmixed.stats.standardize.weights_span_error`), is kept as the fit of
+    all the rows words it.
+
     Returns
     -------
     DataError
-        ``err`` itself when it already names all that is given, else a new one of its
-        class.
+        ``err`` itself when it already names all that is given or is about all the
+        rows, else a new one of its class.
     """
+    if getattr(err, "of_all_rows", False):
+        return err
     detail = getattr(err, "detail", None) or str(err)
     old_number, old_file = getattr(err, "partition", None), getattr(err, "file", None)
     number = old_number if old_number is not None else number

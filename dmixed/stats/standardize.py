@@ -151,18 +151,23 @@ WEIGHT_SPAN_LOG2 = 53
 def weights_span_error(name: str | None, width: float) -> DataError:
     """The refusal of prior weights whose largest is ``2^width`` times their smallest
     (``width`` above :data:`WEIGHT_SPAN_LOG2`), naming the column ``name`` (None: "the
-    prior weights")."""
+    prior weights"); its ``of_all_rows`` (True) keeps it from being worded for a
+    partition (:func:`~dmixed.design.origin.in_partition`)."""
     subject = f"the prior weights in column {name!r}" if name else "the prior weights"
     # the exponent cut to a tenth, "over" it: rounded to a whole number, a span just
     # past the limit read "2^53 times the smallest, more than 2^53"
     width = math.floor(width * 10.0) / 10.0
-    return DataError(
+    err = DataError(
         f"{subject} are too far apart: the largest is over 2^{width:.1f} times the "
         f"smallest, more than the 2^{WEIGHT_SPAN_LOG2} a fit takes (float64's precision: a "
         "row weighted less than 2^-53 times another is lost to rounding in the sums they "
         f"share); give weights within 2^{WEIGHT_SPAN_LOG2} of each other, e.g. drop the "
         "lightest rows or raise their weights"
     )
+    # a refusal of all the rows, not of the partition it is found in: worded as the
+    # fit of all the rows words it (dmixed.design.origin.in_partition keeps it)
+    err.of_all_rows = True
+    return err
 
 
 def check_weights_range(name: str | None, span: tuple[float, float] | None) -> None:
@@ -587,11 +592,16 @@ class Standardization:
             whose weights are in another unit than those the map was chosen from, whose
             statistics would leave float64's range.  (One step is taken: weights then
             within ``2^±(3 WEIGHT_STEP_LOG2 / 2)`` of ``s_w``, where the statistics hold.)
+            Where the map holds the span of its rows' weights (:attr:`weight_span`),
+            such rows are refused as a fit of all the rows refuses them
+            (:func:`check_weights_range` of both spans: more than a step apart, they are
+            wider than :data:`WEIGHT_SPAN_LOG2`).
         """
         if weights is None:
             return weights
         own = weight_scale(weights)
         if abs(np.log2(own) - np.log2(self.weight_scale)) > WEIGHT_STEP_LOG2:
+            check_weights_range(name, widened(self.weight_span, log2_range(weights)))
             raise weights_unit_error(
                 name,
                 "these rows' weights are in another unit than those the statistics' map "

@@ -33,6 +33,16 @@ def test_in_partition_words_the_partition_once_and_keeps_what_it_names():
     assert str(unknown) == "a partition of the Dask DataFrame: it has no column(s) 'f'"
 
 
+def test_an_error_of_all_the_rows_is_not_worded_for_a_partition():
+    """The refusal of the prior weights' span (all the rows', found in one partition)
+    is kept as the fit of all the rows words it."""
+    from dmixed.stats.standardize import weights_span_error
+
+    err = weights_span_error("w", 60.0)
+    assert in_partition(err, 3, "/d/c.parquet") is err
+    assert str(err).startswith("the prior weights in column 'w' are too far apart")
+
+
 def test_the_partition_and_column_survive_pickling():
     raw = DataError("column 'y' holds numbers (int64) where the model reads text")
     raw.column = "y"

@@ -347,6 +347,15 @@ def test_weights_in_another_unit_than_the_map_are_refused():
     np.testing.assert_array_equal(near, w * 2.0**100)
     with pytest.raises(DataError, match="prior weights.*another unit"):
         std.weights_in_statistics(w * 2.0**250)
+    # with the span of the map's rows (saved statistics), as the fit of all the rows
+    # refuses them: the span of both, naming the column
+    spanned = std.with_weights(w)
+    with pytest.raises(DataError) as got:
+        spanned.weights_in_statistics(w * 2.0**250, "w")
+    whole = np.log2(np.concatenate([w, w * 2.0**250]))
+    with pytest.raises(DataError) as scratch:
+        check_weights_range("w", (float(whole.min()), float(whole.max())))
+    assert str(got.value) == str(scratch.value) and "column 'w' are too far apart" in str(got.value)
     other = _choose_weighted(w * 2.0**250)
     with pytest.raises(CheckpointError, match="weights are in different units"):
         other.conversion_to(std)
