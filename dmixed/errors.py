@@ -85,7 +85,13 @@ class FormulaError(SpecError):
 
 class DataError(DmixedError):
     """The data cannot be fitted as given: missing values, a rank-deficient design,
-    a response without residual variation, a column of the wrong kind."""
+    a response without residual variation, a column of the wrong kind.
+
+    ``of_all_rows`` (True on the instance) marks a refusal of all the rows, not of the
+    partition it is found in (the prior weights' span): it is not worded for a
+    partition (:func:`dmixed.design.origin.in_partition`)."""
+
+    of_all_rows: bool = False
 
 
 class BadValuesError(DataError):

@@ -36,15 +36,15 @@ def merge(
 
     The prior weights of all the rows are judged as a fit of all of them judges them
     (:func:`~dmixed.stats.standardize.added_weight_span` of both maps'
-    :attr:`~dmixed.stats.standardize.Standardization.weight_span`): more than a step of
-    their scale apart, refused; the result holds the span of all the rows.
+    :attr:`~dmixed.stats.standardize.Standardization.weight_span`): more than
+    ``2^WEIGHT_SPAN_LOG2`` apart, refused; the result holds the span of all the rows.
 
     Raises
     ------
     DataError
         The new statistics' group keys are text and the old ones' numbers, or the other
         way round (:func:`~dmixed.stats.keys.check_key_kind`); or the prior weights of
-        all the rows are not in one unit (see above).
+        all the rows are too far apart (see above).
     CheckpointMismatch
         The two are of models with other ``exog_re`` columns, components or ``[X y]``.
     """

@@ -426,7 +426,7 @@ def checked_target(
 ) -> Standardization:
     """:func:`target_map` of ``maps`` (``given`` where not None), once the prior weights
     of all their rows (:attr:`~dmixed.stats.standardize.Standardization.weight_span`)
-    are in one unit as the rows read at once must be
+    are within ``2^WEIGHT_SPAN_LOG2`` of each other as the rows read at once must be
     (:func:`~dmixed.stats.standardize.check_weights_range`, naming ``weights_name``):
     maps of weight scales a step apart then convert exactly, and none are further.  The
     span judged holds ``given``'s (saved statistics' rows, which new rows are added to),
