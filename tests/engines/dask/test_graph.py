@@ -35,14 +35,19 @@ def _collections(df: pd.DataFrame, n: int) -> dict:
     }
 
 
-@pytest.mark.parametrize("source", ["chains", "partitions"])
-def test_the_blocks_share_one_graph_of_the_pass_functions(source):
+def _blocks(source: str, n: int) -> tuple:
+    """``(data, packed layout, delayed blocks)`` of 2 blocks of ``n`` partitions."""
     df = make_data(n_groups=30, seed=7)
-    ddf = _collections(df, 4)[source]
+    ddf = _collections(df, n)[source]
     spec = dmixed.mixedlm("y ~ x1", ddf, groups="g", re_formula="1 + x1").spec
     ddf = project_columns(ddf, spec)
     packed = PackedLayout(len(spec.exog_re_names), len(spec.exog_names) + 1)
-    blocks = block_graph(ddf, spec, None, packed, group_key_dtype(ddf, spec), 2, 2, None)
+    return df, packed, block_graph(ddf, spec, None, packed, group_key_dtype(ddf, spec), 2, 2, None)
+
+
+@pytest.mark.parametrize("source", ["chains", "partitions"])
+def test_the_blocks_share_one_graph_of_the_pass_functions(source):
+    df, packed, blocks = _blocks(source, 4)
     graphs = {id(b.__dask_graph__()) for b in blocks}
     assert len(graphs) == 1
     kinds = {key_split(k) for k in dict(blocks[0].__dask_graph__())}
@@ -65,12 +70,7 @@ def test_a_buckets_parts_reach_one_worker_before_the_target_map(source):
     # the partials tasks' parts of a bucket are brought together by a task that waits
     # for them alone (not for the target map or the routed rows' owner), and every
     # such part is taken by exactly one of these tasks
-    df = make_data(n_groups=30, seed=7)
-    ddf = _collections(df, 12)[source]
-    spec = dmixed.mixedlm("y ~ x1", ddf, groups="g", re_formula="1 + x1").spec
-    ddf = project_columns(ddf, spec)
-    packed = PackedLayout(len(spec.exog_re_names), len(spec.exog_names) + 1)
-    blocks = block_graph(ddf, spec, None, packed, group_key_dtype(ddf, spec), 2, 2, None)
+    _, _, blocks = _blocks(source, 12)
     graph = dict(blocks[0].__dask_graph__())
     kinds = {k: key_split(k) for k in graph}
     bundles = [k for k, kind in kinds.items() if kind == "bucket_parts"]
