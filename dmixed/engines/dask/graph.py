@@ -16,7 +16,6 @@ The Dask config key ``"dmixed.data_pass"`` (:func:`data_pass_mode`) forces chain
 
 from __future__ import annotations
 
-import functools
 import operator
 import uuid
 
@@ -413,10 +412,16 @@ def block_graph(
             "exchange": exchange if b == 0 else None,
             "held": held,
         }
-        root = functools.partial(g.call, combined_block, block_args)
         blocks.append(
             _converted_tree(
-                g, combine_converted, combine_exact, bucket, maps + [owners[b][2]], conv, root=root
+                g,
+                combine_converted,
+                combine_exact,
+                bucket,
+                maps + [owners[b][2]],
+                conv,
+                root=(combined_block, block_args),
+                early=len(tasks),
             )
         )
     return g.blocks(blocks)
@@ -459,24 +464,62 @@ def _ragged_blocks(
 
 
 def _converted_tree(
-    g: _Graph, leaf, node, items: list, maps: list, conv: tuple, fan_in: int = 8, root=None
+    g: _Graph,
+    leaf,
+    node,
+    items: list,
+    maps: list,
+    conv: tuple,
+    fan_in: int = 8,
+    root: tuple | None = None,
+    early: int = 0,
 ):
     """Tree reduction whose first level (``leaf``) converts each item from its map to
     the target's (``conv = (target, packed, vc_widths)``, or ``(target, RaggedPacked)``
     for ragged tables); the levels above
-    (``node(*conv, *children)``) add items already in it.  ``root``: called as
-    ``root(func, *args)`` for the root node's ``func(*args)`` (a task that also
-    makes something of the sum), else the plain node."""
+    (``node(*conv, *children)``) add items already in it.  ``root = (func, first)``:
+    the root node's ``func(*args)`` is called as ``func(first, func, *args)`` (a task
+    that also makes something of the sum), else it is the plain node.
+
+    The first ``early`` items and their maps are the partials tasks' own results: a
+    leaf's two or more of them are first brought to one worker by a task of their own
+    (:func:`_bundle`), so that their transfer (the bulk of the bytes) runs while the
+    leaf's other inputs, the target map among them, are still being made; the leaf
+    then adds them in the same order as without it."""
     pairs = list(zip(items, maps, strict=True))
-    level = [(leaf, (*conv, *pairs[i : i + fan_in])) for i in range(0, len(pairs), fan_in)]
+    level = []
+    for i in range(0, len(pairs), fan_in):
+        ready = pairs[i : min(i + fan_in, early)] if i < early else []
+        rest = pairs[i + len(ready) : i + fan_in]
+        bundle = g.call(_bundle, *ready, name="bucket_parts") if len(ready) > 1 else None
+        level.append((leaf, conv, bundle, rest if bundle is not None else ready + rest))
     while True:
         if len(level) == 1 and root is not None:
-            func, args = level[0]
-            return root(func, *args)
-        done = [g.call(func, *args) for func, args in level]
+            func, lead, bundle, rest = level[0]
+            return _bundled_call(g, root[0], (root[1], func, *lead), bundle, rest)
+        done = [_bundled_call(g, *entry) for entry in level]
         if len(done) == 1:
             return done[0]
-        level = [(node, (*conv, *done[i : i + fan_in])) for i in range(0, len(done), fan_in)]
+        level = [(node, conv, None, done[i : i + fan_in]) for i in range(0, len(done), fan_in)]
+
+
+def _bundled_call(g: _Graph, func, lead: tuple, bundle, rest: list):
+    """The task ``func(*lead, *bundled, *rest)`` of a tree's node, ``bundled`` the
+    items of the task ``bundle`` (none where it is None), named after ``func``."""
+    if bundle is None:
+        return g.call(func, *lead, *rest)
+    return g.call(_unbundled, func, lead, bundle, *rest, name=funcname(func))
+
+
+def _bundle(*pairs) -> tuple:
+    """The ``(partial, map)`` pairs of a tree's leaf, on one worker (see
+    :func:`_converted_tree`)."""
+    return pairs
+
+
+def _unbundled(func, lead: tuple, bundle: tuple, *rest):
+    """``func(*lead, *bundle, *rest)``."""
+    return func(*lead, *bundle, *rest)
 
 
 def _sum_node(target, packed, vc_widths, *vectors):

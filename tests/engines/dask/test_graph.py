@@ -35,14 +35,19 @@ def _collections(df: pd.DataFrame, n: int) -> dict:
     }
 
 
-@pytest.mark.parametrize("source", ["chains", "partitions"])
-def test_the_blocks_share_one_graph_of_the_pass_functions(source):
+def _blocks(source: str, n: int) -> tuple:
+    """``(data, packed layout, delayed blocks)`` of 2 blocks of ``n`` partitions."""
     df = make_data(n_groups=30, seed=7)
-    ddf = _collections(df, 4)[source]
+    ddf = _collections(df, n)[source]
     spec = dmixed.mixedlm("y ~ x1", ddf, groups="g", re_formula="1 + x1").spec
     ddf = project_columns(ddf, spec)
     packed = PackedLayout(len(spec.exog_re_names), len(spec.exog_names) + 1)
-    blocks = block_graph(ddf, spec, None, packed, group_key_dtype(ddf, spec), 2, 2, None)
+    return df, packed, block_graph(ddf, spec, None, packed, group_key_dtype(ddf, spec), 2, 2, None)
+
+
+@pytest.mark.parametrize("source", ["chains", "partitions"])
+def test_the_blocks_share_one_graph_of_the_pass_functions(source):
+    df, packed, blocks = _blocks(source, 4)
     graphs = {id(b.__dask_graph__()) for b in blocks}
     assert len(graphs) == 1
     kinds = {key_split(k) for k in dict(blocks[0].__dask_graph__())}
@@ -58,3 +63,24 @@ def test_the_blocks_share_one_graph_of_the_pass_functions(source):
     asm = assemble_blocks(list(together), packed.k)
     assert asm.glob.n == len(df)
     assert len(asm.group_labels) == df["g"].nunique()
+
+
+@pytest.mark.parametrize("source", ["chains", "partitions"])
+def test_a_buckets_parts_reach_one_worker_before_the_target_map(source):
+    # the partials tasks' parts of a bucket are brought together by a task that waits
+    # for them alone (not for the target map or the routed rows' owner), and every
+    # such part is taken by exactly one of these tasks
+    _, _, blocks = _blocks(source, 12)
+    graph = dict(blocks[0].__dask_graph__())
+    kinds = {k: key_split(k) for k in graph}
+    bundles = [k for k, kind in kinds.items() if kind == "bucket_parts"]
+    # chains: one bundle per bucket; one task per partition: leaves of 8 and of 4
+    assert len(bundles) == (2 if source == "chains" else 4)
+    taken = [d for k in bundles for d in graph[k].dependencies]
+    assert {kinds[d] for d in taken} == {"getitem"}
+    parts = [d for d in taken if kinds[next(iter(graph[d].dependencies))] == "getitem"]
+    assert len(parts) == len(set(parts)) == 2 * (2 if source == "chains" else 12)
+    users = [k for k in graph if set(graph[k].dependencies) & set(bundles)]
+    assert {kinds[k] for k in users} == {
+        "combined_block" if source == "chains" else "combine_converted"
+    }
