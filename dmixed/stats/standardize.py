@@ -308,13 +308,16 @@ def _shift_and_scale_rows(block: np.ndarray, shift: bool) -> tuple[np.ndarray, n
     along its rows, each contiguous: :func:`_run_of_rows`) in a few calls for all,
     the same numbers; None where a row is not finite or all zero (the caller measures
     each column alone).  A row the quick test may shift is measured alone."""
-    # max |v| of a finite row is max(max v, −min v), without the temporary of |v|
-    sizes = np.maximum(block.max(axis=1), -block.min(axis=1))
+    # max |v| of a finite row is max(max v, −min v), without the temporary of |v|; the
+    # reductions as the methods make them (mean: the sum over the row divided by its
+    # length), without their Python wrappers
+    sizes = np.maximum(np.maximum.reduce(block, axis=1), -np.minimum.reduce(block, axis=1))
     if not (np.isfinite(sizes).all() and (sizes > 0.0).all()):
         return None
     unit = block / sizes[:, None]
-    means = unit.mean(axis=1).tolist()
-    about = np.multiply(unit, unit, out=unit).mean(axis=1).tolist()
+    length = unit.shape[1]
+    means = (np.add.reduce(unit, axis=1) / length).tolist()
+    about = (np.add.reduce(np.multiply(unit, unit, out=unit), axis=1) / length).tolist()
     shifts, scales = np.zeros(len(means)), np.ones(len(means))
     for i, size in enumerate(sizes.tolist()):
         if _unshifted(means[i], about[i], shift):
