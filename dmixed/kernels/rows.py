@@ -373,7 +373,8 @@ def accumulate_packed_into(
         target, codes = np.unique(codes, return_inverse=True)
         codes = codes.reshape(-1)
         n_groups = target.size
-    scales = rows.scales
+    # Python floats: the same products as with numpy's scalars, without one per column
+    scales = None if rows.scales is None else rows.scales.tolist()
     kept = _Within(acc, target, layout) if rows.within_wanted else None
     all_sums = (sums or plan_sums)(codes, rows.sources, rows.terms, n_groups, compiled)
     columns_of: list[list[int]] = [[] for _ in all_sums]  # a term's packed columns, in order
@@ -449,9 +450,9 @@ def prepare_rows(endog, exog, ztilde, weights=None, std=None, vc_widths=()) -> P
     endog, exog, ztilde, std = _tame(endog, exog, ztilde, std)
     xcols, zcols, sum_log_w, gram = _weighted_rows(endog, exog, ztilde, weights, std)
     layout = PackedLayout(len(zcols), len(xcols))
-    sx = None if std is None else np.append(std.x_scale, std.y_scale)
-    if sx is not None and np.any(sx != 1.0):
-        gram = gram / np.outer(sx, sx)
+    sx = None if std is None else np.array([*std.x_scale.tolist(), std.y_scale])
+    if sx is not None and (sx != 1.0).any():
+        gram = gram / (sx[:, None] * sx)  # np.outer's products, without its wrappers
     terms, column_term = product_plan(xcols, zcols, known_ones(std, weights))
     return PreparedRows(
         xcols,

@@ -197,17 +197,12 @@ class Layout:
         return lam
 
     def basis(self) -> np.ndarray:
-        """``E_j = ∂B*/∂θ_j`` for θ = [vech_lt(Ψ*), τ*] (m × r × r)."""
-        out = np.zeros((self.n_params, self.r, self.r))
-        rows, cols = self.tril()
-        for j, (a, b) in enumerate(zip(rows, cols, strict=True)):
-            out[j, a, b] = 1.0
-            out[j, b, a] = 1.0
-        comp = self.slot_component
-        for l_ in range(self.k_vc):
-            idx = self.k_re + np.flatnonzero(comp == l_)
-            out[self.k_re2 + l_, idx, idx] = 1.0
-        return out
+        """``E_j = ∂B*/∂θ_j`` for θ = [vech_lt(Ψ*), τ*] (m × r × r); read-only and made
+        once per layout up to :data:`BASIS_KEPT_MAX_R` (a fit asks for it at its start,
+        its objective and its Newton steps), else a new array each call."""
+        if self.r <= BASIS_KEPT_MAX_R:
+            return _kept_basis(self.k_re, tuple(self.vc_widths))
+        return _basis(self)
 
     # -- chain rule ---------------------------------------------------------------
 
@@ -269,3 +264,30 @@ def _psd_factor(mat: np.ndarray, strict: bool = False) -> np.ndarray:
     if strict and not np.allclose(lmat @ lmat.T, mat, atol=1e-8 * scale):
         raise np.linalg.LinAlgError("covariance matrix is not positive semi-definite")
     return lmat
+
+
+#: :meth:`Layout.basis` is kept (read-only) for layouts of at most this many random-design
+#: columns (``m r²`` floats: 18 KB at most), those of the small fits that ask for it often
+BASIS_KEPT_MAX_R = 8
+
+
+@functools.lru_cache(maxsize=64)
+def _kept_basis(k_re: int, vc_widths: tuple[int, ...]) -> np.ndarray:
+    """:func:`_basis` of the layout ``(k_re, vc_widths)``, read-only (cached)."""
+    out = _basis(Layout(k_re, vc_widths))
+    out.flags.writeable = False
+    return out
+
+
+def _basis(layout: Layout) -> np.ndarray:
+    """``E_j`` of :meth:`Layout.basis` for ``layout`` (a new array)."""
+    out = np.zeros((layout.n_params, layout.r, layout.r))
+    rows, cols = layout.tril()
+    for j, (a, b) in enumerate(zip(rows, cols, strict=True)):
+        out[j, a, b] = 1.0
+        out[j, b, a] = 1.0
+    comp = layout.slot_component
+    for l_ in range(layout.k_vc):
+        idx = layout.k_re + np.flatnonzero(comp == l_)
+        out[layout.k_re2 + l_, idx, idx] = 1.0
+    return out

@@ -279,8 +279,11 @@ def same_column(a: np.ndarray, b: np.ndarray) -> bool:
         and a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
     ):
         return True
+    if a.shape != b.shape:
+        return False
     head = min(a.shape[0], 8)
-    return bool(np.array_equal(a[:head], b[:head]) and np.array_equal(a, b))
+    # np.array_equal's test for arrays of one shape, without its wrappers
+    return bool((a[:head] == b[:head]).all() and (a == b).all())
 
 
 def _choose_columns(
@@ -340,13 +343,16 @@ def _shift_and_scale_rows(block: np.ndarray, shift: bool) -> tuple[np.ndarray, n
     along its rows, each contiguous: :func:`_run_of_rows`) in a few calls for all,
     the same numbers; None where a row is not finite or all zero (the caller measures
     each column alone).  A row the quick test may shift is measured alone."""
-    # max |v| of a finite row is max(max v, −min v), without the temporary of |v|
-    sizes = np.maximum(block.max(axis=1), -block.min(axis=1))
+    # max |v| of a finite row is max(max v, −min v), without the temporary of |v|; the
+    # reductions as the methods make them (mean: the sum over the row divided by its
+    # length), without their Python wrappers
+    sizes = np.maximum(np.maximum.reduce(block, axis=1), -np.minimum.reduce(block, axis=1))
     if not (np.isfinite(sizes).all() and (sizes > 0.0).all()):
         return None
     unit = block / sizes[:, None]
-    means = unit.mean(axis=1).tolist()
-    about = np.multiply(unit, unit, out=unit).mean(axis=1).tolist()
+    length = unit.shape[1]
+    means = (np.add.reduce(unit, axis=1) / length).tolist()
+    about = (np.add.reduce(np.multiply(unit, unit, out=unit), axis=1) / length).tolist()
     shifts, scales = np.zeros(len(means)), np.ones(len(means))
     for i, size in enumerate(sizes.tolist()):
         if _unshifted(means[i], about[i], shift):

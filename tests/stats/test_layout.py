@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from dmixed.stats import Layout
+from dmixed.stats.layout import BASIS_KEPT_MAX_R
 
 _LAYOUTS = [Layout(1, ()), Layout(2, ()), Layout(3, (2, 1)), Layout(0, (1,))]
 
@@ -44,3 +45,26 @@ def test_cached_sizes_leave_equality_and_hash_alone():
     np.testing.assert_array_equal(a.slot_component, [0, 0, 0, 1])
     assert not a.slot_component.flags.writeable
     assert a == b and hash(a) == hash(b) and repr(a) == repr(b)
+
+
+@pytest.mark.parametrize(
+    "layout", _LAYOUTS + [Layout(2, (3, 4)), Layout(1, (8,)), Layout(0, (2, 2))]
+)
+def test_basis_is_dB_dtheta_and_kept_read_only_for_small_layouts(layout):
+    """``E_j = ∂B*/∂θ_j``: ``Σ_j θ_j E_j`` is ``B*`` of the plain packing at any θ; the
+    same array (read-only) on every call where the layout is small enough to keep, a new
+    writeable one each call beyond."""
+    rng = np.random.default_rng(layout.r)
+    theta = rng.normal(size=layout.n_params)
+    psi, tau = layout.unpack(theta, use_sqrt=False)
+    b = np.zeros((layout.r, layout.r))
+    b[: layout.k_re, : layout.k_re] = psi
+    slots = layout.k_re + np.arange(layout.r - layout.k_re)
+    b[slots, slots] = tau[layout.slot_component]
+    basis = layout.basis()
+    np.testing.assert_array_equal(np.tensordot(theta, basis, axes=1), b)
+    again = Layout(layout.k_re, tuple(layout.vc_widths)).basis()
+    kept = layout.r <= BASIS_KEPT_MAX_R
+    assert (again is basis) == kept
+    assert basis.flags.writeable == (not kept)
+    np.testing.assert_array_equal(again, basis)

@@ -20,6 +20,7 @@ from dmixed.stats.standardize import (
     WEIGHT_STEP_LOG2,
     Standardization,
     check_weights_range,
+    same_column,
     weight_scale,
 )
 
@@ -396,3 +397,24 @@ def test_weights_range_takes_every_span_up_to_the_significand(lo, width):
     assume(hi - lo <= WEIGHT_SPAN_LOG2)  # the sum's rounding may widen it
     check_weights_range("w", (lo, hi))
     check_weights_range("w", None)
+
+
+_COLUMN_VALUES = st.sampled_from([0.0, -0.0, 1.0, -1.0, 2.5, np.nan, np.inf, -np.inf, 1e300])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    a=st.lists(_COLUMN_VALUES, min_size=0, max_size=20),
+    b=st.lists(_COLUMN_VALUES, min_size=0, max_size=20),
+    strided=st.booleans(),
+)
+def test_same_column_is_array_equal(a, b, strided):
+    """``same_column`` answers as ``np.array_equal`` (other lengths unequal; NaN unequal to
+    itself, ``0.0 == -0.0``), for contiguous and strided columns, and a column and a view
+    of the same memory are the same."""
+    x, y = np.array(a, dtype=np.float64), np.array(b, dtype=np.float64)
+    if strided:  # columns of column-major matrices' transposes: every other entry
+        x = np.repeat(x, 2)[::2]
+        y = np.repeat(y, 2)[::2]
+    assert same_column(x, y) == np.array_equal(x, y)
+    assert same_column(x, x[:])
