@@ -590,6 +590,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             free=estimated,
             # lme4's checks passed above (check_identifiable), else made there
             checked=True if check_nobs == "raise" else None,
+            lam=ev.lam,  # Λ̃ of the optimum's evaluation: the BLUPs' factor
         )
         res.to_state().n_held = int(np.count_nonzero(~estimated))
         res.fit_options = dict(start_params=start_params, method=method, free=free, **settings)

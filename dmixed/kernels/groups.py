@@ -543,13 +543,17 @@ def random_effects_block(
     Evaluated by the compiled kernels or by numpy as :func:`step_contributions`.
     """
     block = _as_block(block, zxy)
-    bstar = lam @ lam.T
     r = lam.shape[0]
     if r and compiled.backend(block.n_groups, r, "blups") == "numba":
         return compiled.random_effects(block.chunks(), lam, w, block.n_groups)
-    blups = [np.zeros((0, r))]
-    covs = [np.zeros((0, r, r))]
-    for _, _, (p_mat, _, _, h) in block.conditionals(lam):
-        blups.append((bstar @ np.einsum("ajg,j->ag", h, w)).T)
-        covs.append(np.moveaxis(p_mat, -1, 0))
+    bstar = lam @ lam.T
+    parts = [
+        ((bstar @ np.einsum("ajg,j->ag", h, w)).T, np.moveaxis(p_mat, -1, 0))
+        for _, _, (p_mat, _, _, h) in block.conditionals(lam)
+    ]
+    if len(parts) == 1:  # one chunk (a small block): its arrays copied as they are
+        blup, cov = parts[0]
+        return np.ascontiguousarray(blup), np.ascontiguousarray(cov)
+    blups = [np.zeros((0, r)), *(blup for blup, _ in parts)]
+    covs = [np.zeros((0, r, r)), *(cov for _, cov in parts)]
     return np.concatenate(blups), np.concatenate(covs)

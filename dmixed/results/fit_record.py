@@ -41,6 +41,7 @@ def fit_state(
     free: np.ndarray | None = None,
     checked: bool | None = None,
     at_zero: np.ndarray | None = None,
+    lam: np.ndarray | None = None,
 ) -> ResultsState:
     """The state record of a fit (:meth:`MixedLMResults.from_fit
     <dmixed.results.results.MixedLMResults.from_fit>`): the covariance of the estimates
@@ -49,7 +50,8 @@ def fit_state(
     statistics' coordinates.  ``free``: the covariance parameters estimated (default
     all; :func:`~dmixed.results.covariance.covariance_of_estimates`).  ``checked``:
     :func:`identifiable` where the caller has it; ``at_zero``: the covariance parameters
-    at zero in θ (``layout.boundary_mask(boundary, use_sqrt=False)``) where it has them."""
+    at zero in θ (``layout.boundary_mask(boundary, use_sqrt=False)``) where it has them;
+    ``lam``: Λ̃ at ``packed`` (:func:`record_fit`) where it has it."""
     packed, prof, llf, hessian = estimate
     layout = stats.layout
     if at_zero is None:
@@ -73,6 +75,7 @@ def fit_state(
         optimize_result,
         fit_seconds,
         coords,
+        lam,
     )
 
 
@@ -102,12 +105,22 @@ def mapped_back(coords: Coordinates, psi_opt, prof) -> tuple[np.ndarray, float, 
 
 
 def record_fit(
-    model, stats, reml, estimate, cov_fe, optimize_result, fit_seconds, coords: Coordinates
+    model,
+    stats,
+    reml,
+    estimate,
+    cov_fe,
+    optimize_result,
+    fit_seconds,
+    coords: Coordinates,
+    lam: np.ndarray | None = None,
 ) -> ResultsState:
     """The state record of a fit: estimates in statsmodels' coordinates, the BLUPs.
 
     ``estimate`` is ``(packed, prof, llf, cov)`` in the optimizer's and the statistics'
-    coordinates, mapped back here by ``coords``.
+    coordinates, mapped back here by ``coords``.  ``lam``: Λ̃ at ``packed`` in the
+    statistics' coordinates (``coords.lam(packed, use_sqrt, stats.fit_layout)``, made
+    here when not given), from which the BLUPs are made.
     """
     packed, prof, llf_std, cov_opt = estimate
     weight_scale = float(coords.columns.weight_scale)
@@ -128,7 +141,8 @@ def record_fit(
     psi, scale, beta = mapped_back(coords, psi_opt, prof)
     rows, cols = layout.tril()
     # BLUPs and their conditional covariances: one kernel call, no data pass
-    lam = coords.lam(packed, use_sqrt, stats.fit_layout)
+    if lam is None:
+        lam = coords.lam(packed, use_sqrt, stats.fit_layout)
     blup_std, cond_std = stats.engine.random_effects(lam, prof.w)
     blup, cond = coords.blups(blup_std, cond_std)
     entries = optimize_result.history

@@ -128,6 +128,7 @@ class MixedLMResults(FittedValues, Hypotheses):
         coords: Coordinates | None = None,
         free: np.ndarray | None = None,
         checked: bool | None = None,
+        lam: np.ndarray | None = None,
     ) -> MixedLMResults:
         """Results of a fit: the estimates, their covariance and the BLUPs.
 
@@ -165,6 +166,10 @@ class MixedLMResults(FittedValues, Hypotheses):
             Whether the model passes lme4's checks
             (:func:`~dmixed.results.fit_record.identifiable`) where the caller knows it
             (the fit made them before its data's optimizer); default: made here.
+        lam : ndarray (r, r), optional
+            Λ̃, the relative covariance factor at ``packed`` in the statistics'
+            coordinates, where the caller has it (the optimum's evaluation holds it);
+            default: made here from ``packed``.
 
         Warns
         -----
@@ -194,6 +199,7 @@ class MixedLMResults(FittedValues, Hypotheses):
             free,
             checked=checked,
             at_zero=at_zero,
+            lam=lam,
         )
         res = cls(state, model=model)
         if checked:  # else the fixed effects' warning says so

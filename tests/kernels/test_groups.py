@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from dmixed import kernels
 from dmixed.stats import Layout
@@ -240,3 +242,38 @@ def test_value_is_the_step_s_value_bit_for_bit(monkeypatch, r, chunk):
     for name in ("s", "t_re", "t_vc"):
         got = getattr(value, name)
         assert got.shape == getattr(step, name).shape and np.all(np.isnan(got))
+
+
+# the environment is set the same for every example: the fixture's scope does not matter
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    r=st.integers(1, 4),
+    n_groups=st.integers(0, 40),
+    scale=st.sampled_from([0.0, 1e-8, 1.0, 1e6]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_blups_of_one_chunk_equal_those_of_the_chunks_joined(monkeypatch, r, n_groups, scale, seed):
+    """The BLUPs and conditional covariances of a block of one chunk (its arrays copied
+    as they are) equal, bit for bit and in the same layout, those of the same groups
+    as a block of several chunks (joined): the one-chunk path changes no number."""
+    monkeypatch.setenv("DMIXED_KERNELS", "numpy")
+    rng = np.random.default_rng(seed)
+    zmat = rng.normal(size=(n_groups, 6, r))
+    zz = np.ascontiguousarray(np.einsum("gia,gib->abg", zmat, zmat))
+    zxy = np.ascontiguousarray(rng.normal(size=(r, 4, n_groups)))
+    lam = scale * np.tril(rng.normal(size=(r, r)))
+    w = np.append(-rng.normal(size=3), 1.0)
+    one = kernels.StatsBlock.from_chunks([(zz, zxy)])
+    empty = (np.zeros((r, r, 0)), np.zeros((r, 4, 0)))
+    joined = kernels.StatsBlock.from_chunks([(zz, zxy), empty])
+    for got, want in zip(
+        kernels.random_effects_block(one, lam, w),
+        kernels.random_effects_block(joined, lam, w),
+        strict=True,
+    ):
+        assert got.flags.c_contiguous and want.flags.c_contiguous
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
