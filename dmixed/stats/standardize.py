@@ -156,7 +156,9 @@ def weights_span_error(name: str | None, width: float) -> DataError:
     subject = f"the prior weights in column {name!r}" if name else "the prior weights"
     # the exponent cut to a tenth, "over" it: rounded to a whole number, a span just
     # past the limit read "2^53 times the smallest, more than 2^53"
-    width = math.floor(width * 10.0) / 10.0
+    # (the product width * 10 may round up to the next tenth: 63.0999... read 63.1)
+    tenth = math.floor(width * 10.0) / 10.0
+    width = tenth - 0.1 if tenth > width else tenth
     err = DataError(
         f"{subject} are too far apart: the largest is over 2^{width:.1f} times the "
         f"smallest, more than the 2^{WEIGHT_SPAN_LOG2} a fit takes (float64's precision: a "

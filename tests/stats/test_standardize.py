@@ -373,6 +373,7 @@ def test_weights_in_another_unit_than_the_map_are_refused():
     lo=st.floats(-300.0, 300.0),
     extra=st.floats(1e-9, 200.0),
 )
+@example(lo=1.0, extra=10.1)  # width * 10 rounds up to the next tenth
 def test_weights_range_error_states_a_span_below_the_weights_own(lo, extra):
     """The refusal of weights wider than float64's significand states their span as a
     power of two the span exceeds, within a tenth of it (a rounded exponent read "2^53
