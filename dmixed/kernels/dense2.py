@@ -10,12 +10,13 @@ is a rational function of ``B = ΛΛ'`` with one denominator (its ``_conditional
 
 so that ``d`` and the numerators of ``S`` and ``P`` are one (8 × 5) × (5 × G) product
 with the fixed rows ``[1, u00, u01, u11, det(U)]`` (``P``'s off-diagonal twice: ``P F``
-is then one product with the fixed ``[F0; F1; F0; F1]``), and ``H`` one (2 × 4) × (4 × kG)
-product with the fixed ``[F; adj(U)F]``: some twenty calls of numpy per step where the
-per-chunk path makes some fifty, for the same formulas (sums of the same non-negative
-terms where ``B`` is large next to ``U⁻¹``; the sums over groups in another order: they
-agree with :func:`~dmixed.kernels.groups.step_contributions` to rounding).  The fixed
-rows hold ``8k + 5`` numbers per group (``k = p + 1``).
+is then one product of ``[[p00, p01], [p01, p11]]`` with ``[F0, F1]``), and ``H`` one
+(2 × 4) × (4 × kG) product with the fixed ``[F; adj(U)F]``: some twenty calls of numpy
+per step where the per-chunk path makes some fifty, for the same formulas (sums of the
+same non-negative terms where ``B`` is large next to ``U⁻¹``; the sums over groups in
+another order: they agree with :func:`~dmixed.kernels.groups.step_contributions` to
+rounding).  The fixed
+rows hold ``4k + 5`` numbers per group (``k = p + 1``).
 
 Notation as in :mod:`dmixed.kernels`; nothing here knows the optimizer.
 """
@@ -184,8 +185,6 @@ class _Dense2Chunk:
         self._fa = np.concatenate([f0, f1, u11 * f0 - u01 * f1, u00 * f1 - u01 * f0]).reshape(
             4, k * g
         )
-        # [F0; F1; F0; F1] against P's [p00, p01, p01, p11]: P F in one product
-        self._f4 = np.concatenate([zxy, zxy])
 
     def sums(self, coef: np.ndarray) -> tuple:
         """``(1/d, log-determinant, S at (0,0), (1,0), (1,1) over the groups,
@@ -196,11 +195,11 @@ class _Dense2Chunk:
         logdet = float(np.log(d).sum())
         pairs = rows[1:]
         pairs *= inv_d  # S and P at (0, 0), (1, 0), (1, 1), and P at (1, 0) again
-        # P F by rows: [p00 F0, p01 F1, p01 F0, p11 F1] in one product, then
-        # pf0 = p00 F0 + p01 F1 and pf1 = p01 F0 + p11 F1 in one sum (the same terms
-        # added in the same order as one product and sum per row)
-        terms = pairs[3:, None] * self._f4
-        pf = terms[0::2] + terms[1::2]
+        # P F by rows: [[p00 F0, p01 F0], [p01 F1, p11 F1]] in one product, then
+        # pf0 = p00 F0 + p01 F1 and pf1 = p01 F0 + p11 F1 in one sum of its two halves
+        # (the same terms added in the same order as one product and sum per row)
+        terms = pairs[3:].reshape(2, 2, 1, -1) * self._zxy[:, None]
+        pf = terms[0] + terms[1]
         f0, f1 = self._zxy[0], self._zxy[1]
         m = f0 @ pf[0].T + f1 @ pf[1].T  # Σ_i ZXy_i'P_iZXy_i
         return inv_d, logdet, pairs[:3], 0.5 * (m + m.T)
