@@ -109,14 +109,35 @@ def _chunk_value(
 
 def _chunk_step(b: float, u: np.ndarray, f: np.ndarray, inv_u: np.ndarray) -> tuple:
     """One chunk's :class:`Dense1Step` fields ``(Σ log d, Σ P F'F, between, Σ S, Σ h h',
-    h, S)`` at ``b = λ²``."""
-    logdet, m, between, inv_d = _chunk_value(b, u, f, inv_u)
+    h, S)`` at ``b = λ²``: :func:`_chunk_value`'s products with ``F`` and ``H = F / d``
+    made as one product of ``F`` with the rows ``[P, 1/(u d), 1/d]`` (each entry the
+    same product as alone)."""
+    d = b * u
+    d += 1.0
+    weights = np.empty((3, u.shape[0]))
+    inv_d = np.divide(1.0, d, out=weights[2])
+    np.multiply(b, inv_d, out=weights[0])
+    np.multiply(inv_u, inv_d, out=weights[1])
+    rows = weights[:, None] * f  # [P F; F / (u d); H]
     s_i = u * inv_d
-    h = f * inv_d
-    return logdet, m, between, float(s_i.sum()), gram_rows(h), h, s_i[None]
+    h = rows[2]
+    return (
+        float(np.log(d).sum()),
+        _m_sum_rows(f, rows[0]),
+        _m_sum_rows(f, rows[1]),
+        float(s_i.sum()),
+        gram_rows(h),
+        h,
+        s_i[None],
+    )
 
 
 def _m_sum(f: np.ndarray, p: np.ndarray) -> np.ndarray:
     """``Σ_i p_i F_i'F_i`` (k × k, exactly symmetric) of the rows ``f`` (k, G)."""
-    m = f @ (p * f).T
+    return _m_sum_rows(f, p * f)
+
+
+def _m_sum_rows(f: np.ndarray, pf: np.ndarray) -> np.ndarray:
+    """:func:`_m_sum` of the products ``pf = p F`` (k, G) made by the caller."""
+    m = f @ pf.T
     return 0.5 * (m + m.T)

@@ -8,12 +8,14 @@ is a rational function of ``B = ΛΛ'`` with one denominator (its ``_conditional
     P = (B + det(B) adj(U)) / d,   S = (U + det(U) adj(B)) / d,
     H = (F + adj(B) adj(U) F) / d,   log|K| = log d
 
-so that ``d`` and the numerators of ``S`` and ``P`` are one (7 × 5) × (5 × G) product
-with the fixed rows ``[1, u00, u01, u11, det(U)]``, and ``H`` one (2 × 4) × (4 × kG)
-product with the fixed ``[F; adj(U)F]``: some twenty calls of numpy per step where the
-per-chunk path makes some fifty, for the same formulas (sums of the same non-negative
-terms where ``B`` is large next to ``U⁻¹``; the sums over groups in another order: they
-agree with :func:`~dmixed.kernels.groups.step_contributions` to rounding).  The fixed
+so that ``d`` and the numerators of ``S`` and ``P`` are one (8 × 5) × (5 × G) product
+with the fixed rows ``[1, u00, u01, u11, det(U)]`` (``P``'s off-diagonal twice: ``P F``
+is then one product of ``[[p00, p01], [p01, p11]]`` with ``[F0, F1]``), and ``H`` one
+(2 × 4) × (4 × kG) product with the fixed ``[F; adj(U)F]``: some twenty calls of numpy
+per step where the per-chunk path makes some fifty, for the same formulas (sums of the
+same non-negative terms where ``B`` is large next to ``U⁻¹``; the sums over groups in
+another order: they agree with :func:`~dmixed.kernels.groups.step_contributions` to
+rounding).  The fixed
 rows hold ``4k + 5`` numbers per group (``k = p + 1``).
 
 Notation as in :mod:`dmixed.kernels`; nothing here knows the optimizer.
@@ -120,7 +122,7 @@ class Dense2Statistics:
         """The sums at the 2 × 2 factor ``lam`` (``B = ΛΛ'``, ``det(B) = det(Λ)²`` as
         ``_conditional_2`` takes them)."""
         coef = _coefficients(lam)
-        b00, b01, b11 = coef[4:, 0].tolist()
+        b00, b01, _, b11 = coef[4:, 0].tolist()
         # H = (F + adj(B) adj(U) F) / d: adj(B) = [[b11, −b01], [−b01, b00]]
         mix = np.array([[1.0, 0.0, b11, -b01], [0.0, 1.0, -b01, b00]])
         first, *rest = self._chunks
@@ -146,8 +148,9 @@ class Dense2Statistics:
 
 
 def _coefficients(lam: np.ndarray) -> np.ndarray:
-    """The (7 × 5) rows that map ``[1, u00, u01, u11, det(U)]`` to ``d`` and the
-    numerators of ``S`` and ``P`` at (0, 0), (1, 0), (1, 1), at ``B = ΛΛ'``."""
+    """The (8 × 5) rows that map ``[1, u00, u01, u11, det(U)]`` to ``d`` and the
+    numerators of ``S`` at (0, 0), (1, 0), (1, 1) and of ``P`` at (0, 0), (1, 0),
+    (1, 0), (1, 1), at ``B = ΛΛ'``."""
     b = lam @ lam.T
     det_b = float(np.linalg.det(lam)) ** 2
     (b00, b01), (_, b11) = b.tolist()
@@ -159,6 +162,7 @@ def _coefficients(lam: np.ndarray) -> np.ndarray:
             [0.0, 0.0, 0.0, 1.0, b00],  # S11·d = u11 + det(U) b00
             [b00, 0.0, 0.0, det_b, 0.0],  # P00·d = b00 + det(B) u11
             [b01, 0.0, -det_b, 0.0, 0.0],  # P01·d = b01 − det(B) u01
+            [b01, 0.0, -det_b, 0.0, 0.0],  # P01·d again (P F's rows, _Dense2Chunk.sums)
             [b11, det_b, 0.0, 0.0, 0.0],  # P11·d = b11 + det(B) u00
         ]
     )
@@ -183,29 +187,29 @@ class _Dense2Chunk:
         )
 
     def sums(self, coef: np.ndarray) -> tuple:
-        """``(1/d, log-determinant, S and P at (0,0), (1,0), (1,1) over the groups,
+        """``(1/d, log-determinant, S at (0,0), (1,0), (1,1) over the groups,
         Σ ZXy'P ZXy)`` at the coefficients ``coef`` (:func:`_coefficients`)."""
         rows = coef @ self._urow
         d = rows[0]
         inv_d = 1.0 / d
         logdet = float(np.log(d).sum())
         pairs = rows[1:]
-        pairs *= inv_d  # S and P at (0, 0), (1, 0), (1, 1)
-        p00, p01, p11 = pairs[3], pairs[4], pairs[5]
+        pairs *= inv_d  # S and P at (0, 0), (1, 0), (1, 1), and P at (1, 0) again
+        # P F by rows: [[p00 F0, p01 F0], [p01 F1, p11 F1]] in one product, then
+        # pf0 = p00 F0 + p01 F1 and pf1 = p01 F0 + p11 F1 in one sum of its two halves
+        # (the same terms added in the same order as one product and sum per row)
+        terms = pairs[3:].reshape(2, 2, 1, -1) * self._zxy[:, None]
+        pf = terms[0] + terms[1]
         f0, f1 = self._zxy[0], self._zxy[1]
-        pf0 = p00 * f0
-        pf0 += p01 * f1
-        pf1 = p01 * f0
-        pf1 += p11 * f1
-        m = f0 @ pf0.T + f1 @ pf1.T  # Σ_i ZXy_i'P_iZXy_i
-        return inv_d, logdet, pairs, 0.5 * (m + m.T)
+        m = f0 @ pf[0].T + f1 @ pf[1].T  # Σ_i ZXy_i'P_iZXy_i
+        return inv_d, logdet, pairs[:3], 0.5 * (m + m.T)
 
     def step(self, coef: np.ndarray, mix: np.ndarray) -> tuple:
         """This chunk's ``(log-determinant, m, Σ S, Σ h h', h, S pairs)``
         (:class:`Dense2Step`'s fields) at ``coef`` and the ``adj(B)`` rows ``mix``."""
         inv_d, logdet, pairs, m = self.sums(coef)
-        s00, s01, s11 = pairs[:3].sum(axis=1).tolist()
+        s00, s01, s11 = pairs.sum(axis=1).tolist()
         h = (mix @ self._fa).reshape(2 * self.k, self.n_groups)
         h *= inv_d
         s_mat = np.array([[s00, s01], [s01, s11]])
-        return logdet, m, s_mat, gram_rows(h), h, pairs[:3]
+        return logdet, m, s_mat, gram_rows(h), h, pairs

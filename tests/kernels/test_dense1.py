@@ -66,3 +66,41 @@ def test_step_and_hessian_sums_match_the_kernels(monkeypatch, seed, n_groups, on
     theirs = kernels.hessian_contributions(block, factor, basis, w)
     for name in theirs.__dataclass_fields__:
         _close(getattr(ours, name), getattr(theirs, name), name)
+
+
+@settings(max_examples=40, **QUICK)
+@given(
+    seed=st.integers(0, 2**16),
+    n_groups=st.sampled_from([1, 7, 300, 2000]),
+    k=st.integers(2, 6),
+    lam=st.sampled_from([0.0, 1e-4, 0.7, 300.0]),
+    offset=st.sampled_from([0.0, 1e9]),
+)
+def test_step_keeps_the_products_made_one_by_one(seed, n_groups, k, lam, offset):
+    """The step's products of ``F`` with ``[P, 1/(u d), 1/d]`` made as one give the
+    products made one by one (``p F`` for each sum, ``F / d`` for ``H``) bit for bit."""
+    rng = np.random.default_rng(seed)
+    u = rng.integers(0, 12, n_groups).astype(np.float64)
+    f = rng.normal(size=(k, n_groups)) + offset
+    f[:, u == 0] = 0.0
+    data = Dense1Statistics([(u.reshape(1, 1, -1), f[None])])
+    step = data.step(np.array([[lam]]))
+    b = lam**2
+    d = b * u
+    d += 1.0
+    inv_d = 1.0 / d
+    with np.errstate(divide="ignore"):
+        inv_u = np.where(u > 0, 1.0 / u, 0.0)
+
+    def m_sum(p):
+        m = f @ (p * f).T
+        return 0.5 * (m + m.T)
+
+    h = f * inv_d
+    assert step.logdet == float(np.log(d).sum())
+    np.testing.assert_array_equal(step.m, m_sum(b * inv_d))
+    np.testing.assert_array_equal(step.between, m_sum(inv_u * inv_d))
+    np.testing.assert_array_equal(step.h[0], h)
+    np.testing.assert_array_equal(step.gram, h @ h.copy().T)
+    np.testing.assert_array_equal(step.s_pairs[0], (u * inv_d)[None])
+    assert step.s[0, 0] == float((u * inv_d).sum())

@@ -77,3 +77,64 @@ def test_step_and_hessian_sums_match_the_kernels(
     theirs = kernels.hessian_contributions(block, lam, basis, w)
     for name in theirs.__dataclass_fields__:
         _close(getattr(ours, name), getattr(theirs, name), name, rtol=rtol)
+
+
+def _sums_row_by_row(zz: np.ndarray, zxy: np.ndarray, lam: np.ndarray):
+    """``(Σ log d, S at (0,0), (1,0), (1,1) over the groups, Σ ZXy'P ZXy)`` of one
+    chunk with ``P F`` made one product and one sum per row of ``P`` (the formulas
+    before the rows were stacked)."""
+    b = lam @ lam.T
+    det_b = float(np.linalg.det(lam)) ** 2
+    (b00, b01), (_, b11) = b.tolist()
+    coef = np.array(
+        [
+            [1.0, b00, 2.0 * b01, b11, det_b],
+            [0.0, 1.0, 0.0, 0.0, b11],
+            [0.0, 0.0, 1.0, 0.0, -b01],
+            [0.0, 0.0, 0.0, 1.0, b00],
+            [b00, 0.0, 0.0, det_b, 0.0],
+            [b01, 0.0, -det_b, 0.0, 0.0],
+            [b11, det_b, 0.0, 0.0, 0.0],
+        ]
+    )
+    u00, u01, u11 = zz[0, 0], zz[0, 1], zz[1, 1]
+    det_u = np.maximum(u00 * u11 - u01 * u01, 0.0)
+    rows = coef @ np.stack([np.ones(u00.size), u00, u01, u11, det_u])
+    d = rows[0]
+    pairs = rows[1:]
+    pairs *= 1.0 / d
+    p00, p01, p11 = pairs[3], pairs[4], pairs[5]
+    f0, f1 = zxy[0], zxy[1]
+    pf0 = p00 * f0
+    pf0 += p01 * f1
+    pf1 = p01 * f0
+    pf1 += p11 * f1
+    m = f0 @ pf0.T + f1 @ pf1.T
+    return float(np.log(d).sum()), pairs[:3], 0.5 * (m + m.T)
+
+
+@settings(max_examples=40, **QUICK)
+@given(
+    seed=st.integers(0, 2**16),
+    n_groups=st.sampled_from([1, 7, 300, 2000]),
+    k=st.integers(2, 6),
+    scale=st.sampled_from([1e-4, 0.5, 1.0, 300.0]),
+    offset=st.sampled_from([0.0, 1e9]),
+)
+def test_step_sums_keep_the_row_by_row_products(seed, n_groups, k, scale, offset):
+    """The stacked product of ``P`` with ``[F0; F1; F0; F1]`` gives the sums of one
+    product per row of ``P`` bit for bit (a last bit of these sums moves a quasi-Newton
+    fit that follows the Newton steps by its tolerance)."""
+    rng = np.random.default_rng(seed)
+    zz = rng.normal(size=(n_groups, 6, 2))
+    zz = np.einsum("gna,gnb->abg", zz, zz)
+    zxy = np.ascontiguousarray(rng.normal(size=(2, k, n_groups)) + offset)
+    lam = np.array([[rng.random(), 0.0], [rng.normal(), rng.random()]]) * scale
+    logdet, s_pairs, m = _sums_row_by_row(zz, zxy, lam)
+    data = Dense2Statistics(zz, zxy)
+    step = data.step(lam)
+    assert step.logdet == logdet
+    np.testing.assert_array_equal(step.m, m)
+    np.testing.assert_array_equal(step.s_pairs[0], s_pairs)
+    assert data.value(lam)[0] == logdet
+    np.testing.assert_array_equal(data.value(lam)[1], m)
