@@ -65,6 +65,11 @@ class LocalEngine:
         engine.block = kernels.StatsBlock.from_entry_major(zz, zxy).keep_conditionals()
         return engine
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the statistics held (:attr:`~dmixed.kernels.StatsBlock.nbytes`)."""
+        return self.block.nbytes
+
     def step(self, lam: np.ndarray, q: int) -> kernels.StepSums:
         """Σ over groups of the per-step contributions (DESIGN.md §3–4)."""
         return kernels.step_contributions(self.block, lam, q)

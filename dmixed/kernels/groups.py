@@ -105,6 +105,16 @@ class StatsBlock:
         return sum(c[0].shape[-1] for c in chunks)
 
     @property
+    def nbytes(self) -> int:
+        """Bytes of the arrays the block holds: its statistics, and the last step's
+        per-group values where it keeps them (:meth:`keep_conditionals`)."""
+        total = sum(zzc.nbytes + zxyc.nbytes for zzc, zxyc in self._chunks)
+        if self._kept is not None:
+            for *_, cond in self._kept[1]:
+                total += sum(arr.nbytes for arr in cond if isinstance(arr, np.ndarray))
+        return total
+
+    @property
     def k(self) -> int:
         """``p + 1``: columns of ``[X y]``."""
         return self._chunks[0][1].shape[1]

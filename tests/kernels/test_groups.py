@@ -277,3 +277,20 @@ def test_blups_of_one_chunk_equal_those_of_the_chunks_joined(monkeypatch, r, n_g
         assert got.dtype == want.dtype and got.shape == want.shape
         np.testing.assert_array_equal(got, want)
         np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+
+
+@pytest.mark.parametrize("r", [1, 3])
+@pytest.mark.parametrize("chunk", [7, 16384])
+def test_nbytes_counts_the_statistics_and_the_kept_values(monkeypatch, r, chunk):
+    """A block's bytes are its statistics' in one chunk or several, and more while it
+    keeps a step's per-group values."""
+    monkeypatch.setenv("DMIXED_KERNELS", "numpy")
+    monkeypatch.setattr(kernels.groups, "GROUP_CHUNK", chunk)
+    zz, zxy, lam = _random_statistics(r, seed=20 + r)
+    block = kernels.StatsBlock(zz, zxy)
+    assert block.nbytes == zz.nbytes + zxy.nbytes
+    kept = kernels.StatsBlock(zz, zxy).keep_conditionals()
+    kernels.step_contributions(kept, lam, r)
+    cond = [c for *_, c in kept.conditionals(lam)]
+    extra = sum(a.nbytes for c in cond for a in c if isinstance(a, np.ndarray))
+    assert extra > 0 and kept.nbytes == block.nbytes + extra

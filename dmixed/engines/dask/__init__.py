@@ -12,9 +12,12 @@
   driver;
 - :mod:`~dmixed.engines.dask.evaluator`: :class:`DaskEngine`, the kernels on the workers;
 - :mod:`~dmixed.engines.dask.progress`: progress events and lines;
-- :mod:`~dmixed.engines.dask.tuning`: glibc malloc settings of the workers.
+- :mod:`~dmixed.engines.dask.tuning`: glibc malloc settings of the workers;
+- :mod:`~dmixed.engines.dask.placement`: the sizes Dask counts for the statistics held,
+  and the optimizer's tasks' keys (each on the worker of its block).
 """
 
+from . import placement  # noqa: F401  (registers the held statistics' sizes with Dask)
 from .data_pass import AUTO_LOCAL_MAX_VALUES, statistics_from_dask
 from .evaluator import DaskEngine
 

@@ -21,6 +21,7 @@ import numpy as np
 from ... import kernels
 from ...kernels import compiled
 from ..local import LocalEngine
+from .placement import call_keys
 
 __all__ = [
     "block_hessian_random_effects",
@@ -96,10 +97,15 @@ def submit_steps_hessian(
     random_effects : bool
         Also make the BLUPs there.
     """
-    steps = client.map(_block_steps, blocks, lams=args["lams"], q=args["q"], pure=False)
-    w = client.submit(_weights, weights, at, *steps, pure=False)
+    n = len(blocks)
+    steps = client.map(
+        _block_steps, blocks, lams=args["lams"], q=args["q"], key=call_keys(_block_steps, n)
+    )
+    w = client.submit(_weights, weights, at, *steps, key=call_keys(_weights, 1)[0])
     block = block_hessian_random_effects if random_effects else _block_hessian_at
-    hessians = client.map(block, blocks, lam=args["lam"], basis=args["basis"], w=w, pure=False)
+    hessians = client.map(
+        block, blocks, lam=args["lam"], basis=args["basis"], w=w, key=call_keys(block, n)
+    )
     return [*steps, w, *hessians]
 
 

@@ -36,6 +36,7 @@ from .ahead import (
     submit_steps_hessian,
 )
 from .blocks import Block, block_dense, block_summary, reorder_parts
+from .placement import call_keys
 from .progress import ask_workers, died_error, gather, memory_limits, wait_for
 from .structured import concatenate_ragged
 
@@ -340,7 +341,8 @@ class DaskEngine:
         """``func(block, **kwargs)`` on every block; results in block order."""
 
         def submit(args: dict) -> list:
-            return self._client.map(func, self._blocks, pure=False, **args)
+            keys = call_keys(func, len(self._blocks))
+            return self._client.map(func, self._blocks, key=keys, **args)
 
         return self._round_trip(submit, kwargs)
 
