@@ -562,8 +562,10 @@ def random_effects_block(
         for _, _, (p_mat, _, _, h) in block.conditionals(lam)
     ]
     if len(parts) == 1:  # one chunk (a small block): its arrays copied as they are
+        # always copied: where one axis is of length one (one group, or r = 1) the
+        # moved axes of P are contiguous, and P is the block's kept conditionals'
         blup, cov = parts[0]
-        return np.ascontiguousarray(blup), np.ascontiguousarray(cov)
+        return np.array(blup, order="C"), np.array(cov, order="C")
     blups = [np.zeros((0, r)), *(blup for blup, _ in parts)]
     covs = [np.zeros((0, r, r)), *(cov for _, cov in parts)]
     return np.concatenate(blups), np.concatenate(covs)

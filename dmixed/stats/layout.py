@@ -276,7 +276,9 @@ def _kept_basis(k_re: int, vc_widths: tuple[int, ...]) -> np.ndarray:
     """:func:`_basis` of the layout ``(k_re, vc_widths)``, read-only (cached)."""
     out = _basis(Layout(k_re, vc_widths))
     out.flags.writeable = False
-    return out
+    # a view of the read-only array: its flag cannot be set writeable again (an array
+    # that owns its data can), so no caller changes the basis every fit shares
+    return out.view()
 
 
 def _basis(layout: Layout) -> np.ndarray:

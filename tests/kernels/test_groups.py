@@ -294,3 +294,24 @@ def test_nbytes_counts_the_statistics_and_the_kept_values(monkeypatch, r, chunk)
     cond = [c for *_, c in kept.conditionals(lam)]
     extra = sum(a.nbytes for c in cond for a in c if isinstance(a, np.ndarray))
     assert extra > 0 and kept.nbytes == block.nbytes + extra
+
+
+@pytest.mark.parametrize("r, n_groups", [(1, 1), (1, 5), (2, 1), (3, 1), (2, 5)])
+def test_blups_of_one_chunk_are_not_the_kept_conditionals(monkeypatch, r, n_groups):
+    """The BLUPs' arrays of a block of one chunk are the caller's own (new, writeable),
+    as those of several chunks joined: never the block's kept conditionals (read-only,
+    given again to the next step at the same ``Λ``), which a moved axis of one group or
+    one random effect leaves contiguous."""
+    monkeypatch.setenv("DMIXED_KERNELS", "numpy")
+    rng = np.random.default_rng(r * 10 + n_groups)
+    zmat = rng.normal(size=(n_groups, 6, r))
+    zz = np.ascontiguousarray(np.einsum("gia,gib->abg", zmat, zmat))
+    zxy = np.ascontiguousarray(rng.normal(size=(r, 4, n_groups)))
+    lam = np.tril(rng.normal(size=(r, r)))
+    w = np.append(-rng.normal(size=3), 1.0)
+    block = kernels.StatsBlock.from_chunks([(zz, zxy)])
+    block.keep_conditionals()
+    kept = [arr for *_, cond in block.conditionals(lam) for arr in cond]
+    for got in kernels.random_effects_block(block, lam, w):
+        assert got.flags.writeable and got.flags.c_contiguous
+        assert not any(np.shares_memory(got, arr) for arr in kept if isinstance(arr, np.ndarray))

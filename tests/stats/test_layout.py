@@ -68,3 +68,16 @@ def test_basis_is_dB_dtheta_and_kept_read_only_for_small_layouts(layout):
     assert (again is basis) == kept
     assert basis.flags.writeable == (not kept)
     np.testing.assert_array_equal(again, basis)
+
+
+@pytest.mark.parametrize("layout", [Layout(1, ()), Layout(2, ()), Layout(3, (2, 1))])
+def test_kept_basis_cannot_be_made_writeable(layout):
+    """The kept basis is shared by every fit of the layout: its read-only flag cannot be
+    turned off, so that no caller's write reaches another model's fit."""
+    basis = layout.basis()
+    with pytest.raises(ValueError, match="WRITEABLE"):
+        basis.flags.writeable = True
+    with pytest.raises(ValueError, match="read-only"):
+        basis[0, 0, 0] = 7.0
+    np.testing.assert_array_equal(Layout(layout.k_re, tuple(layout.vc_widths)).basis()[0], basis[0])
+    assert basis[0, 0, 0] == 1.0
