@@ -79,8 +79,11 @@ def plain_matrix(plan: PlainPlan, frame, n: int, names: list[str], what: str) ->
             out[:, j] = 1.0
             continue
         np.copyto(out[:, j], np.asarray(frame[cols[0]], dtype=np.float64))
-        for name in cols[1:]:
-            out[:, j] *= np.asarray(frame[name], dtype=np.float64)
+        # an overflow is the error check_output raises below, naming the column, not
+        # numpy's RuntimeWarning besides it
+        with np.errstate(over="ignore", invalid="ignore"):
+            for name in cols[1:]:
+                out[:, j] *= np.asarray(frame[name], dtype=np.float64)
     products = [j for j, cols in enumerate(plan) if len(cols) > 1]
     if products:
         check_output(out[:, products], [names[j] for j in products], what)

@@ -46,9 +46,11 @@ def test_random_design_shares_fixed_effect_columns(formula, re_formula, shared, 
     assert dm.exog_re.shape == (len(df), q)
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")
 def test_overflowing_interaction_is_caught():
     """Finite columns whose product overflows (numeric fast path): the product column is
-    named, in the fixed and the random part; plain copies are not checked twice."""
+    named, in the fixed and the random part (the error alone: no numpy RuntimeWarning
+    besides it); plain copies are not checked twice."""
     df = make_df(30)
     spec = build_spec(df, "y ~ x1 + x1:x2", groups="g", re_formula="1 + x1:x2")
     big = df.assign(x1=1e200, x2=1e200)
