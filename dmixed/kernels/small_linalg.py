@@ -31,16 +31,25 @@ except (ImportError, AttributeError):  # pragma: no cover - another numpy
     _gufuncs = None
 
 
-def _raise(message: str):
+def _guarded(message: str):
+    """``run(gufunc, signature, *args)``: ``gufunc(*args)`` in np.linalg's error state,
+    ``np.linalg.LinAlgError(message)`` raised where LAPACK fails (the gufunc's
+    invalid-value flag), no warning of overflow or division (numpy's ``errstate`` as a
+    decorator: the state set and reset around each call, without a context object)."""
+
     def raise_error(err, flag):
         raise np.linalg.LinAlgError(message)
 
-    return raise_error
+    @np.errstate(call=raise_error, invalid="call", over="ignore", divide="ignore", under="ignore")
+    def run(gufunc, signature: str, *args: np.ndarray):
+        return gufunc(*args, signature=signature)
+
+    return run
 
 
-_NOT_POSITIVE_DEFINITE = _raise("Matrix is not positive definite")
-_SINGULAR = _raise("Singular matrix")
-_NOT_CONVERGED = _raise("Eigenvalues did not converge")
+_NOT_POSITIVE_DEFINITE = _guarded("Matrix is not positive definite")
+_SINGULAR = _guarded("Singular matrix")
+_NOT_CONVERGED = _guarded("Eigenvalues did not converge")
 
 
 def _plain(a: np.ndarray) -> bool:
@@ -48,46 +57,39 @@ def _plain(a: np.ndarray) -> bool:
     return _gufuncs is not None and type(a) is np.ndarray and a.dtype == np.float64
 
 
-def _run(gufunc, error, signature: str, *args: np.ndarray):
-    """``gufunc(*args)`` in np.linalg's error state: ``error`` raised where LAPACK
-    fails (the gufunc's invalid-value flag), no warning of overflow or division."""
-    with np.errstate(call=error, invalid="call", over="ignore", divide="ignore", under="ignore"):
-        return gufunc(*args, signature=signature)
-
-
 def cholesky(a: np.ndarray) -> np.ndarray:
     """``np.linalg.cholesky(a)`` (the lower factor)."""
     if not _plain(a):
         return np.linalg.cholesky(a)
-    return _run(_CHOLESKY, _NOT_POSITIVE_DEFINITE, "d->d", a)
+    return _NOT_POSITIVE_DEFINITE(_CHOLESKY, "d->d", a)
 
 
 def inv(a: np.ndarray) -> np.ndarray:
     """``np.linalg.inv(a)``."""
     if not _plain(a):
         return np.linalg.inv(a)
-    return _run(_INV, _SINGULAR, "d->d", a)
+    return _SINGULAR(_INV, "d->d", a)
 
 
 def solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``np.linalg.solve(a, b)``."""
     if not (_plain(a) and _plain(b)):
         return np.linalg.solve(a, b)
-    return _run(_SOLVE1 if b.ndim == 1 else _SOLVE, _SINGULAR, "dd->d", a, b)
+    return _SINGULAR(_SOLVE1 if b.ndim == 1 else _SOLVE, "dd->d", a, b)
 
 
 def eigh(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``np.linalg.eigh(a)`` (the lower triangle) as a tuple ``(eigenvalues, vectors)``."""
     if not _plain(a):
         return tuple(np.linalg.eigh(a))
-    return _run(_EIGH, _NOT_CONVERGED, "d->dd", a)
+    return _NOT_CONVERGED(_EIGH, "d->dd", a)
 
 
 def eigvalsh(a: np.ndarray) -> np.ndarray:
     """``np.linalg.eigvalsh(a)`` (the lower triangle)."""
     if not _plain(a):
         return np.linalg.eigvalsh(a)
-    return _run(_EIGVALSH, _NOT_CONVERGED, "d->d", a)
+    return _NOT_CONVERGED(_EIGVALSH, "d->d", a)
 
 
 def det(a: np.ndarray) -> float:
