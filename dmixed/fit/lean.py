@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..engines.local import LocalEngine
-from ..kernels import StatsBlock, StepSums, compiled
+from ..kernels import StatsBlock, StepSums, compiled, small_linalg
 from ..kernels.dense1 import Dense1Statistics, Dense1Step
 from ..kernels.dense2 import Dense2Statistics, Dense2Step
 from ..stats.standardize import psi_map_matrix
@@ -389,11 +389,11 @@ class LeanSteps:
         t = self._xyxy - m
         a, b = t[:p, :p], t[:p, p]
         try:
-            chol = np.linalg.cholesky(a)
+            chol = small_linalg.cholesky(a)
         except np.linalg.LinAlgError:
             return None
         logdet_a = 2.0 * float(np.log(chol.diagonal()).sum())
-        chol_inv = np.linalg.inv(chol)
+        chol_inv = small_linalg.inv(chol)
         a_inv = chol_inv.T @ chol_inv
         beta = a_inv @ b
         q = float(t[p, p]) - float(b @ beta)
@@ -458,7 +458,7 @@ class LeanSteps:
             hess = 0.5 * (hess + hess.T)
         hbb, hbt, htt = hess[:p, :p], hess[:p, p:], hess[p:, p:]
         try:
-            prof_h = htt - hbt.T @ np.linalg.solve(hbb, hbt) if p else htt
+            prof_h = htt - hbt.T @ small_linalg.solve(hbb, hbt) if p else htt
         except np.linalg.LinAlgError:
             return None, None
         point.hessian = (hess, (trace_s, trace_ss))
@@ -600,7 +600,7 @@ def singular(hess: np.ndarray) -> bool:
         (h,) = hess.ravel().tolist()
         return not math.isfinite(h) or h == 0.0
     try:
-        size = np.abs(np.linalg.eigvalsh(hess))
+        size = np.abs(small_linalg.eigvalsh(hess))
     except np.linalg.LinAlgError:
         return True
     if not np.isfinite(size).all():
@@ -648,7 +648,7 @@ def block_step(
     c0, c1 = sh[0], sh[2]
     m00, m11 = t0 + c0, t2 + c1
     try:  # LAPACK's factor, as newton_coords takes it
-        (r0, _), (l10, r1) = np.linalg.cholesky(np.array([[m00, t1], [t1, m11]])).tolist()
+        (r0, _), (l10, r1) = small_linalg.cholesky(np.array([[m00, t1], [t1, m11]])).tolist()
     except np.linalg.LinAlgError:
         return None
     d0, d1 = r0 * r0, r1 * r1

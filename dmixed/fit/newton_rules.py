@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..kernels import small_linalg
+
 __all__ = [
     "LAST_STEP_DECREMENT",
     "modified_newton_step",
@@ -30,7 +32,7 @@ def modified_newton_step(hess: np.ndarray, grad: np.ndarray) -> np.ndarray | Non
     largest (an ascent direction whatever the Hessian; the line search then sizes it).
     ``None`` when no step can be made."""
     try:
-        evals, evecs = np.linalg.eigh(hess)
+        evals, evecs = small_linalg.eigh(hess)
     except np.linalg.LinAlgError:
         return None
     if not (evals.size and np.isfinite(evals).all()):

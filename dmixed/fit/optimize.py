@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FitConvergenceWarning, SpecError
+from ..kernels import small_linalg
 from .lean import lean_steps
 from .newton_coords import NewtonStep, log_shift, newton_step
 from .newton_rules import (
@@ -164,7 +165,7 @@ class _Optimization:
         psi, tau = self.obj.layout.unpack(packed, self.obj.use_sqrt)
         return bool(
             psi.diagonal().min(initial=1.0) > s.interior_variance
-            and np.linalg.eigvalsh(psi).min(initial=1.0) > s.interior_eigenvalue
+            and small_linalg.eigvalsh(psi).min(initial=1.0) > s.interior_eigenvalue
             and tau.min(initial=1.0) > s.interior_variance
         )
 
@@ -448,7 +449,7 @@ class _Optimization:
         if not movable.any():
             return x
         psi, tau = layout.unpack(x, obj.use_sqrt)
-        if np.linalg.eigvalsh(psi).min(initial=1.0) <= s.singular_eigenvalue and not boundary:
+        if small_linalg.eigvalsh(psi).min(initial=1.0) <= s.singular_eigenvalue and not boundary:
             return x  # singular Ψ* that is not a settled zero variance: leave as is
         if not boundary:
             done = self.lean_steps(x, steps, on_step, contraction, secant, shifted)
@@ -588,7 +589,7 @@ class _Optimization:
         if np.isfinite(h).all():  # else no curvature information at this point
             hbb, hbt, htt = h[:k, :k], h[:k, k:], h[k:, k:]
             try:
-                prof_h = htt - hbt.T @ np.linalg.solve(hbb, hbt) if k else htt
+                prof_h = htt - hbt.T @ small_linalg.solve(hbb, hbt) if k else htt
                 sub = prof_h if movable.all() else prof_h[np.ix_(movable, movable)]
                 out = 0.5 * (sub + sub.T)
                 out.flags.writeable = False

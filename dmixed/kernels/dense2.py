@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import small_linalg
 from .conditionals import gram_rows
 from .groups import HessianSums
 from .hessian_moments import HessianMoments
@@ -152,7 +153,7 @@ def _coefficients(lam: np.ndarray) -> np.ndarray:
     numerators of ``S`` at (0, 0), (1, 0), (1, 1) and of ``P`` at (0, 0), (1, 0),
     (1, 0), (1, 1), at ``B = ΛΛ'``."""
     b = lam @ lam.T
-    det_b = float(np.linalg.det(lam)) ** 2
+    det_b = small_linalg.det(lam) ** 2
     (b00, b01), (_, b11) = b.tolist()
     return np.array(
         [

@@ -49,9 +49,11 @@ def _gathers(r: int, k: int) -> tuple[np.ndarray, ...]:
     """Where each entry of the contractions' operands lies in the stored sums (made once
     per ``r`` and ``k``: a fit asks for the Hessian sums several times).
 
-    Returns the gathers that read ``A`` as ``[(b,c), (d,a)]`` (two (r², r²) index
-    arrays) and ``C`` as ``[(a,b), (c,d), (x,y)]`` (two (r², r², k²) index arrays);
-    ``(b, c)`` and ``(c, b)`` read the same stored entry (``S`` is symmetric)."""
+    Returns the flat positions (``take`` of the C-ordered array: the entries that
+    indexing by row and column arrays reads, in one gather) that read ``A`` as
+    ``[(b,c), (d,a)]`` ((r², r²)), ``V`` as ``[(a,b), (x,y)]`` ((r², k²)) and ``C`` as
+    ``[(a,b), (c,d), (x,y)]`` ((r², r², k²)); ``(b, c)`` and ``(c, b)`` read the same
+    stored entry (``S`` is symmetric)."""
     rows, cols = tril_indices(r)
     pair = np.empty((r, r), dtype=np.intp)
     pair[rows, cols] = pair[cols, rows] = np.arange(rows.size)
@@ -61,7 +63,9 @@ def _gathers(r: int, k: int) -> tuple[np.ndarray, ...]:
     a, b, c, d, x, y = np.indices((r, r, r, r, k, k))
     c_rows = ((a * k + x) * rows.size + pair[b, c]).reshape(r * r, r * r, k * k)
     c_cols = (d * k + y).reshape(r * r, r * r, k * k)
-    out = (a_rows, a_cols, c_rows, c_cols)
+    a, b, x, y = np.indices((r, r, k, k))
+    v_flat = ((a * k + x) * (r * k) + b * k + y).reshape(r * r, k * k)
+    out = (a_rows * rows.size + a_cols, v_flat, c_rows * (r * k) + c_cols)
     for arr in out:
         arr.flags.writeable = False
     return out
@@ -140,13 +144,12 @@ class HessianMoments:
         r, k = self.r, self.k
         p = k - 1
         m = basis.shape[0]
-        a_rows, a_cols, c_rows, c_cols = _gathers(r, k)
+        a_at, v_at, c_at = _gathers(r, k)
         e = basis.reshape(m, r * r)  # E_j[a, b] at column a r + b
-        tr_ss = e @ self.a[a_rows, a_cols] @ e.T
-        v = self.v.reshape(r, k, r, k).transpose(0, 2, 1, 3).reshape(r * r, k * k)
-        ev = (e @ v).reshape(m, k, k)  # Σ_ab E_j[a,b] V[a x, b y]
+        tr_ss = e @ self.a.take(a_at) @ e.T
+        ev = (e @ self.v.take(v_at)).reshape(m, k, k)  # Σ_ab E_j[a,b] V[a x, b y]
         # Σ_abcd E_j[a,b] E_k[c,d] C[a x, bc, d y]: (j, k, x, y)
-        ec = e @ (e @ self.c[c_rows, c_cols].reshape(r * r, -1)).reshape(m, r * r, k * k)
+        ec = e @ (e @ self.c.take(c_at).reshape(r * r, -1)).reshape(m, r * r, k * k)
         ec = ec.reshape(m, m, k, k)
         half = ec[:, :, :p, :p]
         return (

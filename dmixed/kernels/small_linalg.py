@@ -1,0 +1,99 @@
+"""numpy.linalg's factorizations of one small float64 matrix, without its wrappers.
+
+``np.linalg.cholesky`` and its kin check and convert their arguments in Python before
+they call the LAPACK gufunc of ``numpy.linalg._umath_linalg`` that does the work: on the
+3 × 3 and 2 × 2 matrices of a Newton step that checking costs two to three times the
+factorization.  These functions call the same gufunc with the same signature on the
+same array, inside the same error state, so they return the same bits and raise the
+same ``np.linalg.LinAlgError`` (tests/kernels/test_small_linalg.py); they take float64
+arrays only (what the callers have), and any other argument goes to ``np.linalg``
+itself.  Where numpy no longer has the gufuncs under these names, ``np.linalg``'s own
+functions stand in.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["cholesky", "det", "eigh", "eigvalsh", "inv", "solve"]
+
+try:  # numpy's own LAPACK gufuncs (numpy >= 1.8; what np.linalg calls)
+    from numpy.linalg import _umath_linalg as _gufuncs
+
+    _CHOLESKY = _gufuncs.cholesky_lo
+    _DET = _gufuncs.det
+    _EIGH = _gufuncs.eigh_lo
+    _EIGVALSH = _gufuncs.eigvalsh_lo
+    _INV = _gufuncs.inv
+    _SOLVE = _gufuncs.solve
+    _SOLVE1 = _gufuncs.solve1
+except (ImportError, AttributeError):  # pragma: no cover - another numpy
+    _gufuncs = None
+
+
+def _guarded(message: str):
+    """``run(gufunc, signature, *args)``: ``gufunc(*args)`` in np.linalg's error state,
+    ``np.linalg.LinAlgError(message)`` raised where LAPACK fails (the gufunc's
+    invalid-value flag), no warning of overflow or division (numpy's ``errstate`` as a
+    decorator: the state set and reset around each call, without a context object)."""
+
+    def raise_error(err, flag):
+        raise np.linalg.LinAlgError(message)
+
+    @np.errstate(call=raise_error, invalid="call", over="ignore", divide="ignore", under="ignore")
+    def run(gufunc, signature: str, *args: np.ndarray):
+        return gufunc(*args, signature=signature)
+
+    return run
+
+
+_NOT_POSITIVE_DEFINITE = _guarded("Matrix is not positive definite")
+_SINGULAR = _guarded("Singular matrix")
+_NOT_CONVERGED = _guarded("Eigenvalues did not converge")
+
+
+def _plain(a: np.ndarray) -> bool:
+    """Whether ``a`` is what these functions take: a float64 ndarray."""
+    return _gufuncs is not None and type(a) is np.ndarray and a.dtype == np.float64
+
+
+def cholesky(a: np.ndarray) -> np.ndarray:
+    """``np.linalg.cholesky(a)`` (the lower factor)."""
+    if not _plain(a):
+        return np.linalg.cholesky(a)
+    return _NOT_POSITIVE_DEFINITE(_CHOLESKY, "d->d", a)
+
+
+def inv(a: np.ndarray) -> np.ndarray:
+    """``np.linalg.inv(a)``."""
+    if not _plain(a):
+        return np.linalg.inv(a)
+    return _SINGULAR(_INV, "d->d", a)
+
+
+def solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``np.linalg.solve(a, b)``."""
+    if not (_plain(a) and _plain(b)):
+        return np.linalg.solve(a, b)
+    return _SINGULAR(_SOLVE1 if b.ndim == 1 else _SOLVE, "dd->d", a, b)
+
+
+def eigh(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.linalg.eigh(a)`` (the lower triangle) as a tuple ``(eigenvalues, vectors)``."""
+    if not _plain(a):
+        return tuple(np.linalg.eigh(a))
+    return _NOT_CONVERGED(_EIGH, "d->dd", a)
+
+
+def eigvalsh(a: np.ndarray) -> np.ndarray:
+    """``np.linalg.eigvalsh(a)`` (the lower triangle)."""
+    if not _plain(a):
+        return np.linalg.eigvalsh(a)
+    return _NOT_CONVERGED(_EIGVALSH, "d->d", a)
+
+
+def det(a: np.ndarray) -> float:
+    """``float(np.linalg.det(a))`` of one square matrix."""
+    if not _plain(a):
+        return float(np.linalg.det(a))
+    return float(_DET(a, signature="d->d"))

@@ -1,0 +1,76 @@
+"""numpy.linalg's factorizations without its wrappers: the same bits and the same errors."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from dmixed.kernels import small_linalg
+
+
+def _matrices(n: int, count: int, seed: int) -> list[np.ndarray]:
+    """Symmetric positive definite ``n × n`` matrices of widely different scales, some
+    of them views (transposed, strided), as the Newton steps' slices are."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(count):
+        x = rng.normal(size=(n, n)) * 10.0 ** rng.uniform(-6, 6, size=n)
+        a = x @ x.T + 1e-3 * np.eye(n)
+        if i % 3 == 1:
+            a = np.asfortranarray(a)
+        elif i % 3 == 2:
+            big = np.zeros((n + 1, n + 1))
+            big[:n, :n] = a
+            a = big[:n, :n]  # not contiguous
+        out.append(a)
+    return out
+
+
+def _same(ours, theirs) -> None:
+    assert type(ours) is type(theirs) or np.isscalar(ours)
+    assert np.asarray(ours).tobytes() == np.asarray(theirs).tobytes()
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_the_same_bits_as_numpy_linalg(n: int) -> None:
+    rng = np.random.default_rng(n)
+    for a in _matrices(n, 90, seed=10 * n):
+        _same(small_linalg.cholesky(a), np.linalg.cholesky(a))
+        _same(small_linalg.inv(a), np.linalg.inv(a))
+        b = rng.normal(size=(n, 2))
+        _same(small_linalg.solve(a, b), np.linalg.solve(a, b))
+        _same(small_linalg.solve(a, b[:, 0]), np.linalg.solve(a, b[:, 0]))
+        w, v = small_linalg.eigh(a)
+        ref = np.linalg.eigh(a)
+        _same(w, ref.eigenvalues)
+        _same(v, ref.eigenvectors)
+        _same(small_linalg.eigvalsh(a), np.linalg.eigvalsh(a))
+        assert small_linalg.det(a) == float(np.linalg.det(a))
+        lower = np.tril(a)
+        assert small_linalg.det(lower) == float(np.linalg.det(lower))
+
+
+def test_the_same_errors_and_no_warning() -> None:
+    not_pd = np.array([[1.0, 2.0], [2.0, 1.0]])
+    singular = np.array([[1.0, 2.0], [2.0, 4.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's RuntimeWarning of a failed gufunc
+        with pytest.raises(np.linalg.LinAlgError, match="not positive definite"):
+            small_linalg.cholesky(not_pd)
+        with pytest.raises(np.linalg.LinAlgError, match="Singular matrix"):
+            small_linalg.inv(singular)
+        with pytest.raises(np.linalg.LinAlgError, match="Singular matrix"):
+            small_linalg.solve(singular, np.ones(2))
+        # the error state is numpy's default again after them
+        with pytest.raises(RuntimeWarning):
+            np.log(np.array([-1.0]))
+
+
+def test_other_arguments_go_to_numpy() -> None:
+    ints = np.array([[2, 1], [1, 2]])
+    _same(small_linalg.cholesky(ints), np.linalg.cholesky(ints))
+    _same(small_linalg.inv(ints), np.linalg.inv(ints))
+    assert small_linalg.det(ints) == float(np.linalg.det(ints))
+    _same(small_linalg.eigvalsh([[2.0, 1.0], [1.0, 2.0]]), np.linalg.eigvalsh(ints))
