@@ -32,6 +32,7 @@ optimization; they and ``ℓ`` are mapped back once, at the end.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -50,10 +51,11 @@ def weight_factor(glob: GlobalStats) -> float:
     """
     n = float(glob.n)
     mean_log = float(glob.sum_log_weights) / n if n > 0 else 0.0
-    if not np.isfinite(mean_log):
+    if not math.isfinite(mean_log):
         return 1.0
-    half = float(np.clip(np.round(mean_log / (2.0 * np.log(2.0))), -500, 500))
-    return float(2.0 ** (2.0 * half))
+    # Python's round, as numpy's, rounds a half to even: the same exponent
+    half = float(min(max(round(mean_log / (2.0 * math.log(2.0))), -500), 500))
+    return 2.0 ** (2.0 * half)
 
 
 @dataclass(frozen=True)
@@ -102,10 +104,13 @@ class Coordinates:
         """The optimizer's coordinates are the model's own (``A_o = I``, ``c = 1``)."""
         return cls(columns, np.eye(layout.k_re), layout, np.ones(layout.k_vc))
 
-    @property
+    @cached_property
     def vc_map(self) -> np.ndarray | None:
         """Per component, the factor on its ``s`` entries of Λ from the optimizer's
-        coordinates to the statistics' (``s_l / √c_l``); None when all are 1."""
+        coordinates to the statistics' (``s_l / √c_l``); None when all are 1 (computed
+        once per instance)."""
+        if self.layout.k_vc == 0:
+            return None
         f = self.columns.tau_root_scales(self.layout.k_vc) / np.sqrt(self.tau_opt)
         return None if np.all(f == 1.0) else f
 
@@ -114,17 +119,20 @@ class Coordinates:
     @cached_property
     def a_opt_inv(self) -> np.ndarray:
         """``A_o⁻¹`` (q × q), computed once per instance (the maps back use it several
-        times per fit); read only."""
-        inv = np.linalg.inv(self.a_opt)
+        times per fit); read only.  ``I`` itself where ``A_o = I`` (what the inverse of
+        LAPACK gives there; the statistics' columns of most fits are not rescaled)."""
+        inv = np.eye(self.a_opt.shape[0]) if is_identity(self.a_opt) else np.linalg.inv(self.a_opt)
         inv.flags.writeable = False
         return inv
 
     @cached_property
     def re_map(self) -> np.ndarray | None:
         """``C = A A_o⁻¹`` (q × q) with ``Λ̃ = C Λ_o``; ``None`` when ``C = I``
-        (computed once per instance; read only)."""
-        c = self.columns.psi_matrix() @ self.a_opt_inv
-        if np.array_equal(c, np.eye(c.shape[0])):
+        (computed once per instance; read only).  Where ``A_o = I``, ``C = A`` (the
+        product with ``I`` is exact)."""
+        a = self.columns.psi_matrix()
+        c = np.array(a, dtype=np.float64) if is_identity(self.a_opt) else a @ self.a_opt_inv
+        if is_identity(c):
             return None
         c.flags.writeable = False
         return c
@@ -158,7 +166,7 @@ class Coordinates:
             out[k2:] = out[k2:] * factor
             return out
 
-        if layout.k_re == 0 or np.array_equal(a, np.eye(layout.k_re)):
+        if layout.k_re == 0 or is_identity(a):
             return scaled
         if use_sqrt and np.array_equal(a, np.diag(np.diag(a))):
             diag = np.diag(a)[layout.tril()[0]]
@@ -227,8 +235,11 @@ class Coordinates:
         map is affine)."""
         cols = self.columns
         p = cols.k_fe
-        m = psi_map_matrix(self.a_opt, self.layout.k_vc)
         k2 = self.layout.k_re2
+        if is_identity(self.a_opt):  # vech_lt(I Ψ I') = vech_lt(Ψ): the map is I
+            m = np.eye(k2 + self.layout.k_vc)
+        else:
+            m = psi_map_matrix(self.a_opt, self.layout.k_vc)
         m[k2:, k2:] = np.diag(self.tau_opt)
         jac = np.zeros((p + m.shape[0], p + m.shape[0]))
         jac[:p, :p] = cols.fe_matrix() / cols.y_scale
@@ -242,11 +253,7 @@ class Coordinates:
 
         An undefined (NaN) entry makes every entry it enters undefined, and no other.
         """
-        jac = self.jacobian()
-        if weighted:  # ∂θ_o/∂(s_w θ) = J_θ / s_w, exact (a power of four)
-            p = self.columns.k_fe
-            jac[p:, p:] /= self.columns.weight_scale
-        inv = np.linalg.inv(jac)
+        inv = self._weighted_jacobian_inv if weighted else self._jacobian_inv
         undefined = np.isnan(cov_opt)
         with np.errstate(over="ignore", invalid="ignore"):  # inf where units near 1e±300
             out = inv @ np.where(undefined, 0.0, cov_opt) @ inv.T
@@ -254,6 +261,39 @@ class Coordinates:
             reach = np.abs(inv) > 0
             out[(reach.astype(float) @ undefined @ reach.T.astype(float)) > 0] = np.nan
         return 0.5 * (out + out.T)
+
+    @cached_property
+    def _jacobian_inv(self) -> np.ndarray:
+        """``J⁻¹`` (:meth:`jacobian`), made once per instance (the results map two
+        covariances through it); read only."""
+        inv = np.linalg.inv(self.jacobian())
+        inv.flags.writeable = False
+        return inv
+
+    @cached_property
+    def _weighted_jacobian_inv(self) -> np.ndarray:
+        """The inverse of ``J`` with its θ block divided by ``s_w`` (:meth:`covariance`
+        with ``weighted``): :attr:`_jacobian_inv` where ``s_w = 1`` (the same matrix)."""
+        s_w = self.columns.weight_scale
+        if s_w == 1.0:
+            return self._jacobian_inv
+        jac = self.jacobian()
+        p = self.columns.k_fe
+        jac[p:, p:] /= s_w  # ∂θ_o/∂(s_w θ) = J_θ / s_w, exact (a power of four)
+        inv = np.linalg.inv(jac)
+        inv.flags.writeable = False
+        return inv
+
+
+def is_identity(a: np.ndarray) -> bool:
+    """Whether the square ``a`` equals the identity, as ``np.array_equal(a, I)`` tells
+    (on its entries as Python floats, without making ``I``): ones on the diagonal and
+    every other entry zero."""
+    q = a.shape[0]
+    if a.shape != (q, q):
+        return False
+    flat = a.ravel().tolist()
+    return flat[:: q + 1] == [1.0] * q and flat.count(0.0) == q * q - q
 
 
 def lam_in_statistics(

@@ -91,17 +91,55 @@ def moment_start(
     sigma2 = sol[m]
     if not (np.isfinite(sol).all() and sigma2 > 0):
         return None
-    psi, tau = layout.unpack(sol[:m] / sigma2, use_sqrt=False)
+    psi, tau = _unpacked_plain(sol[:m] / sigma2, layout)
+    inv_k = 1.0 / weight_factor(glob)
+    if layout.k_re:
+        vals, vecs = np.linalg.eigh(psi)
+        if _above_floor(vals, tau, inv_k):  # no estimate raised: the floor's bits unread
+            psi = (vecs * vals) @ vecs.T
+            return 0.5 * (psi + psi.T), tau
     estimates = np.concatenate([np.linalg.eigvalsh(psi), tau])
     if not (estimates.size and estimates.max() > 0):
         return None
-    floor = START_FLOOR * max(1.0 / weight_factor(glob), float(estimates.max()))
+    floor = START_FLOOR * max(inv_k, float(estimates.max()))
     if layout.k_re:
-        vals, vecs = np.linalg.eigh(psi)
         psi = (vecs * np.maximum(vals, floor)) @ vecs.T
         psi = 0.5 * (psi + psi.T)
     tau = np.maximum(tau, floor)
     return psi, tau
+
+
+def _unpacked_plain(theta: np.ndarray, layout: Layout) -> tuple[np.ndarray, np.ndarray]:
+    """``layout.unpack(theta, use_sqrt=False)``, the same numbers, without its checks
+    (``theta`` is of the layout's length here)."""
+    k2 = layout.k_re2
+    rows, cols = layout.tril()
+    # + 0.0: unpack adds each entry to a zero, which turns a −0 into +0
+    lower = theta[:k2] + 0.0
+    psi = np.empty((layout.k_re, layout.k_re))
+    psi[rows, cols] = lower
+    psi[cols, rows] = lower
+    return psi, theta[k2:]
+
+
+#: The share by which every estimate must exceed the floor for :func:`_above_floor`:
+#: far above the difference (a few units of rounding of the largest) between the
+#: eigenvalues of ``np.linalg.eigh`` and those of ``np.linalg.eigvalsh`` (another LAPACK
+#: path), from whose largest :func:`moment_start` makes the floor.
+_FLOOR_MARGIN = 1e-6
+
+
+def _above_floor(vals: np.ndarray, tau: np.ndarray, inv_k: float) -> bool:
+    """Whether every eigenvalue ``vals`` of Ψ* (``np.linalg.eigh``'s) and every ``τ*``
+    is clearly above :func:`moment_start`'s floor ``START_FLOOR · max(1/k, largest)``:
+    then none is raised to it, and the floor (its largest estimate from
+    ``np.linalg.eigvalsh``) need not be made."""
+    top = float(vals.max())
+    low = float(vals.min())
+    if tau.size:
+        top = max(top, float(tau.max()))
+        low = min(low, float(tau.min()))
+    return low > START_FLOOR * max(inv_k, top) * (1.0 + _FLOOR_MARGIN)
 
 
 def moment_gram(mom: MomentSums, basis: np.ndarray) -> np.ndarray:

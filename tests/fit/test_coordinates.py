@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dmixed.fit.coordinates import Coordinates, weight_factor
+from dmixed.fit.coordinates import Coordinates, is_identity, weight_factor
 from dmixed.stats import GlobalStats, Layout
-from dmixed.stats.standardize import Standardization
+from dmixed.stats.standardize import Standardization, psi_map_matrix
 
 
 def _columns(shift: float = 1.7e9, scale: float = 2.0**16) -> Standardization:
@@ -141,3 +141,39 @@ def test_llf_offset_is_the_jacobian():
     assert coords.llf(0.0, n, reml=False) == pytest.approx(-n * np.log(4.0))
     want = -(n - p) * np.log(4.0) - np.log(2.0**16) - np.log(0.5)
     assert coords.llf(0.0, n, reml=True) == pytest.approx(want)
+
+
+@pytest.mark.parametrize(
+    "a",
+    [np.eye(2), np.eye(1), np.eye(0), np.diag([1.0, 2.0]), np.array([[1.0, 0.0], [1e-300, 1.0]])],
+)
+def test_is_identity_tells_as_array_equal(a):
+    assert is_identity(a) == np.array_equal(a, np.eye(a.shape[0]))
+
+
+@pytest.mark.parametrize("shift", [0.0, 40.0])
+def test_identity_maps_are_linalg_s_bit_for_bit(shift):
+    """Where ``A_o = I`` (columns not rescaled) the inverse, ``C`` and the Jacobian made
+    without ``np.linalg`` are the numbers it gives; the Jacobian's inverse is made once
+    and serves both covariances where the weights' scale is 1."""
+    cols = Standardization(
+        np.array([0.0, shift]), np.ones(2), 0.0, 4.0, np.array([0.0, shift]), np.ones(2), 0, 0
+    )
+    layout = Layout(2, (1,))
+    coords = Coordinates.for_fit(cols, layout, all_free=False)  # A_o = S_z = I
+    assert np.array_equal(coords.a_opt, np.eye(2))
+    assert np.array_equal(coords.a_opt_inv, np.linalg.inv(coords.a_opt))
+    expected_c = cols.psi_matrix() @ np.linalg.inv(coords.a_opt)
+    if shift:
+        assert np.array_equal(coords.re_map, expected_c)
+    else:
+        assert coords.re_map is None
+    jac = coords.jacobian()
+    m = psi_map_matrix(coords.a_opt, layout.k_vc)
+    m[3:, 3:] = np.diag(coords.tau_opt)
+    assert np.array_equal(jac[2:, 2:], m)
+    cov = np.diag([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    inv = np.linalg.inv(jac)
+    out = inv @ cov @ inv.T
+    assert np.array_equal(coords.covariance(cov), 0.5 * (out + out.T))
+    assert np.array_equal(coords.covariance(cov, weighted=True), coords.covariance(cov))

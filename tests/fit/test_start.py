@@ -11,8 +11,9 @@ import pytest
 import dmixed
 from dmixed import MixedLM, kernels
 from dmixed.errors import BoundaryWarning, DataError
+from dmixed.fit.coordinates import weight_factor
 from dmixed.fit.profiled import ProfiledObjective
-from dmixed.fit.start import START_FLOOR, moment_start, start_value
+from dmixed.fit.start import START_FLOOR, moment_gram, moment_start, start_value
 
 from .._synth import make_data
 
@@ -461,3 +462,44 @@ def test_a_single_component_of_two_equal_columns_is_refused(source):
     assert model.statistics().vc_slot_cols[0].shape[1] == 2
     with pytest.raises(DataError, match=match):
         model.fit()
+
+
+def _reference_moment_start(mom, glob, layout):
+    """The moment estimates with every step made as written first: ``Layout.unpack``,
+    and the floor from ``np.linalg.eigvalsh``'s largest eigenvalue in every case."""
+    p = glob.k_fe
+    beta = np.linalg.solve(glob.xyxy[:p, :p], glob.xyxy[:p, p])
+    w = np.append(-beta, 1.0)
+    basis = layout.basis()
+    m = basis.shape[0]
+    tr_a = np.einsum("jab,ba->j", basis, mom.zz)
+    lhs = np.zeros((m + 1, m + 1))
+    lhs[:m, :m] = moment_gram(mom, basis)
+    lhs[:m, m] = lhs[m, :m] = tr_a
+    lhs[m, m] = glob.n - p
+    cc = np.einsum("axby,x,y->ab", mom.zxy_zxy, w, w)
+    rhs = np.append(np.einsum("jab,ba->j", basis, cc), float(w @ glob.xyxy @ w))
+    sol = np.linalg.solve(lhs, rhs)
+    psi, tau = layout.unpack(sol[:m] / sol[m], use_sqrt=False)
+    estimates = np.concatenate([np.linalg.eigvalsh(psi), tau])
+    floor = START_FLOOR * max(1.0 / weight_factor(glob), float(estimates.max()))
+    vals, vecs = np.linalg.eigh(psi)
+    out = (vecs * np.maximum(vals, floor)) @ vecs.T
+    return 0.5 * (out + out.T), np.maximum(tau, floor)
+
+
+@pytest.mark.parametrize(("slope_sd", "vc"), [(0.5, False), (0.0, False), (0.5, True), (0.0, True)])
+def test_the_floor_is_made_only_where_it_is_read(slope_sd, vc):
+    """The moment estimates are those floored by ``eigvalsh``'s largest eigenvalue, bit
+    for bit, whether every estimate is clearly above the floor (then it is not made) or
+    one is raised to it (a slope variance truly zero)."""
+    # seed 3 with no slope: its slope variance is estimated below the floor
+    df = make_data(n_groups=500, seed=3, slope_sd=slope_sd, intercept_sd=2.0, vc_sd=0.7)
+    kw = {**SLOPE, "vc_formula": VC["vc_formula"]} if vc else SLOPE
+    stats = _model(df, kw).statistics()
+    mom, layout = stats.engine.moments(), stats.fit_layout
+    psi, tau = moment_start(mom, stats.glob, layout)
+    ref_psi, ref_tau = _reference_moment_start(mom, stats.glob, layout)
+    assert psi.tobytes() == ref_psi.tobytes() and tau.tobytes() == ref_tau.tobytes()
+    floored = np.linalg.eigvalsh(psi).min() <= START_FLOOR * np.linalg.eigvalsh(psi).max() * 1.01
+    assert floored == (slope_sd == 0.0)  # both cases met
