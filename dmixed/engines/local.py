@@ -15,6 +15,7 @@ import numpy as np
 from .. import kernels
 from ..design.arrays import RowData
 from ..kernels.compiled import nested_numbering
+from ..kernels.groups import random_effects_later
 from ..kernels.vc_blocks import one_entry_per_row, ragged_statistics
 from ..stats import FittedStatistics, GlobalStats, GroupArrays, Layout
 from ..stats.keys import sorted_codes
@@ -118,6 +119,14 @@ class LocalEngine:
     def random_effects(self, lam: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-group BLUPs and conditional covariances relative to σ² (DESIGN.md §6)."""
         return kernels.random_effects_block(self.block, lam, w)
+
+    def random_effects_later(self, lam: np.ndarray, w: np.ndarray):
+        """:meth:`random_effects` as a function of no arguments that computes them when
+        called, as they would be computed now
+        (:func:`~dmixed.kernels.groups.random_effects_later`): the results of a fit
+        compute its BLUPs on first read.  The statistics held in memory do not change,
+        so the function stays valid whatever happens to the model afterwards."""
+        return random_effects_later(self.block, lam, w)
 
     def gather(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-group ``zz`` (G, r, r) and ``zxy`` (G, r, p+1), in group order."""

@@ -109,9 +109,17 @@ def _factor(zz: np.ndarray, lam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return p_mat, logdet
 
 
-def conditional(zz: np.ndarray, zxy: np.ndarray, lam: np.ndarray, value_only: bool = False):
+def conditional(
+    zz: np.ndarray,
+    zxy: np.ndarray,
+    lam: np.ndarray,
+    value_only: bool = False,
+    blups_only: bool = False,
+):
     """Entry-major ``P``, ``log|K|``, ``S`` and ``H`` of a chunk (module docstring);
-    ``S`` and ``H`` ``None`` with ``value_only`` (what ℓ alone needs).
+    ``S`` and ``H`` ``None`` with ``value_only`` (what ℓ alone needs), ``log|K|`` and
+    ``S`` ``None`` with ``blups_only`` (the BLUPs need ``P`` and ``H`` only: the same
+    numbers, without the work of the others where it is their own).
 
     For ``r = 1`` in closed form without subtraction: ``S = U/(1 + λ²U)`` and
     ``H = F/(1 + λ²U)`` (``U = ZZ``, ``F = ZXy``), exact however large ``λ²U`` (the
@@ -119,23 +127,27 @@ def conditional(zz: np.ndarray, zxy: np.ndarray, lam: np.ndarray, value_only: bo
     :func:`_conditional_2`.
     """
     if zz.shape[0] == 2:
-        return _conditional_2(zz, zxy, lam, value_only)
+        return _conditional_2(zz, zxy, lam, value_only, blups_only)
     p_mat, logdet = _factor(zz, lam)
     if value_only:
         return p_mat, logdet, None, None
     if zz.shape[0] == 1:
         kk = 1.0 + lam[0, 0] ** 2 * zz[0, 0]
+        if blups_only:
+            return p_mat, None, None, zxy / kk
         return p_mat, logdet, zz / kk, zxy / kk
     zzp = mm(zz, p_mat)  # ZZ_i P_i
-    s = zz - mm(zzp, zz)
     h = zxy - mm(zzp, zxy)
-    return p_mat, logdet, s, h
+    if blups_only:
+        return p_mat, None, None, h
+    return p_mat, logdet, zz - mm(zzp, zz), h
 
 
-def _conditional_2(zz: np.ndarray, zxy: np.ndarray, lam: np.ndarray, value_only: bool = False):
+def _conditional_2(zz: np.ndarray, zxy: np.ndarray, lam: np.ndarray, value_only, blups_only):
     """``P``, ``log|K|``, ``S`` and ``H`` for ``r = 2`` in closed form, without the
     cancellation of ``ZZ − ZZ·P·ZZ`` when ``B = ΛΛ'`` is large next to ``U⁻¹``
-    (``S`` and ``H`` ``None`` with ``value_only``).
+    (``S`` and ``H`` ``None`` with ``value_only``, ``log|K|`` and ``S`` with
+    ``blups_only``).
 
     ``P = (I + BU)⁻¹B``, ``S = (I + UB)⁻¹U`` and ``H = (I + UB)⁻¹F`` (push-through), and
     for 2 × 2 matrices ``adj(I + UB) = I + adj(B) adj(U)``, ``adj(B) B = det(B) I`` and
@@ -170,11 +182,13 @@ def _conditional_2(zz: np.ndarray, zxy: np.ndarray, lam: np.ndarray, value_only:
     p_mat[1, 0] = p_mat[0, 1]
     if value_only:
         return p_mat, np.log(d), None, None
-    s = np.empty_like(zz)
-    _scaled_sum(u00, b11, det_u, inv_d, s[0, 0])  # (u00 + det(U) b11) / d
-    _scaled_sum(u11, b00, det_u, inv_d, s[1, 1])
-    _scaled_sum(u01, b01, det_u, inv_d, s[0, 1], subtract=True)
-    s[1, 0] = s[0, 1]
+    s = None
+    if not blups_only:
+        s = np.empty_like(zz)
+        _scaled_sum(u00, b11, det_u, inv_d, s[0, 0])  # (u00 + det(U) b11) / d
+        _scaled_sum(u11, b00, det_u, inv_d, s[1, 1])
+        _scaled_sum(u01, b01, det_u, inv_d, s[0, 1], subtract=True)
+        s[1, 0] = s[0, 1]
     # M = adj(B) adj(U) per group (2 × 2 × G), then H = (F + M F) / d in one product
     m = np.empty_like(zz)
     np.multiply(b11, u11, out=m[0, 0])
@@ -190,7 +204,7 @@ def _conditional_2(zz: np.ndarray, zxy: np.ndarray, lam: np.ndarray, value_only:
     h = mm(m, zxy)
     h += zxy
     h *= inv_d
-    return p_mat, np.log(d), s, h
+    return p_mat, None if blups_only else np.log(d), s, h
 
 
 def _scaled_sum(

@@ -152,7 +152,7 @@ class StatsBlock:
         again for the same ``Λ`` bit for bit: the Hessian and the BLUPs are asked for
         where the last step was evaluated.
         """
-        key = f"{lam.dtype.str}{lam.shape}".encode() + lam.tobytes()
+        key = _lam_key(lam)
         if self._kept is not None and self._kept[0] == key:
             return iter(self._kept[1])
         r, k = lam.shape[0], self.k
@@ -166,6 +166,18 @@ class StatsBlock:
                     arr.flags.writeable = False
         self._kept = (key, out)
         return iter(out)
+
+    def kept_conditionals(self, lam: np.ndarray):
+        """:meth:`conditionals` at ``lam`` where the block keeps them (the last step's
+        ``Λ``), else None: nothing computed, nothing kept."""
+        if self._kept is not None and self._kept[0] == _lam_key(lam):
+            return iter(self._kept[1])
+        return None
+
+
+def _lam_key(lam: np.ndarray) -> bytes:
+    """The key of the kept conditionals at ``lam``: its dtype, shape and bytes."""
+    return f"{lam.dtype.str}{lam.shape}".encode() + lam.tobytes()
 
 
 def _as_block(block, zxy=None) -> StatsBlock:
@@ -552,18 +564,41 @@ def random_effects_block(
 
     Evaluated by the compiled kernels or by numpy as :func:`step_contributions`.
     """
+    return random_effects_later(block, lam, w, zxy)()
+
+
+def random_effects_later(block, lam: np.ndarray, w: np.ndarray, zxy=None):
+    """:func:`random_effects_block` as a function of no arguments that computes them when
+    called, by the implementation that would compute them now (compiled or numpy,
+    chosen here: a later choice could differ, and so could the last bits), from
+    copies of ``lam`` and ``w``: the BLUPs of a fit made when they are first read."""
     block = _as_block(block, zxy)
+    lam = np.array(lam, dtype=np.float64, order="K")
+    w = np.array(w, dtype=np.float64, order="K")
     r = lam.shape[0]
     if r and compiled.backend(block.n_groups, r, "blups") == "numba":
-        return compiled.random_effects(block.chunks(), lam, w, block.n_groups)
+        return lambda: compiled.random_effects(block.chunks(), lam, w, block.n_groups)
+    return lambda: _random_effects_numpy(block, lam, w)
+
+
+def _random_effects_numpy(block: StatsBlock, lam: np.ndarray, w: np.ndarray):
+    """:func:`random_effects_block` by numpy: from the block's kept conditionals at
+    ``lam`` where it has them, else from ``P`` and ``H`` alone (neither kept)."""
+    r = lam.shape[0]
     bstar = lam @ lam.T
+    chunks = block.kept_conditionals(lam)
+    if chunks is None:
+        chunks = (
+            (zzc, zxyc, conditional(zzc, zxyc, lam, blups_only=True))
+            for zzc, zxyc in block.chunks()
+        )
     parts = [
         ((bstar @ np.einsum("ajg,j->ag", h, w)).T, np.moveaxis(p_mat, -1, 0))
-        for _, _, (p_mat, _, _, h) in block.conditionals(lam)
+        for _, _, (p_mat, _, _, h) in chunks
     ]
     if len(parts) == 1:  # one chunk (a small block): its arrays copied as they are
         # always copied: where one axis is of length one (one group, or r = 1) the
-        # moved axes of P are contiguous, and P is the block's kept conditionals'
+        # moved axes of P are contiguous, and P may be the block's kept conditionals'
         blup, cov = parts[0]
         return np.array(blup, order="C"), np.array(cov, order="C")
     blups = [np.zeros((0, r)), *(blup for blup, _ in parts)]

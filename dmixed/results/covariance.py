@@ -114,10 +114,14 @@ def covariance_of_estimates(
             SingularHessianWarning,
             stacklevel=3,
         )
-    with warnings.catch_warnings():
-        if not defined and p:  # said above, in one warning
+    if not finite:
+        cov = np.full((k, k), np.nan)
+    elif defined or not p:
+        cov = _full_inverse(hessian, keep)
+    else:
+        with warnings.catch_warnings():  # said above, in one warning
             warnings.simplefilter("ignore", SingularHessianWarning)
-        cov = _full_inverse(hessian, keep) if finite else np.full((k, k), np.nan)
+            cov = _full_inverse(hessian, keep)
     has_se = np.isfinite(cov.diagonal())
     if cov_fe == "conditional" or not defined:
         cov[:p, :p] = conditional
@@ -231,6 +235,28 @@ def fe_block_defined(info: np.ndarray, p: int) -> bool:
     """
     if info.shape[0] == p or p == 0:
         return True
+    low, high = FE_INFLATION_BOUNDS
+    # info positive definite (a maximum): one Cholesky factor L of it holds both,
+    # L_ββ L_ββ' = info_ββ and L_θθ L_θθ' = S, with L_θβ = info_θβ L_ββ⁻ᵀ; then
+    # C⁻¹Δ is similar to W'W, W = L_θθ⁻¹ L_θβ, positive semidefinite, so only its
+    # largest eigenvalue can leave the bounds, and that is at most trace(W'W)
+    try:
+        chol = np.linalg.cholesky(0.5 * (info + info.T))
+    except np.linalg.LinAlgError:
+        return _fe_block_defined_general(info, p)
+    w = np.linalg.solve(chol[p:, p:], chol[p:, :p])
+    if not np.isfinite(w).all():
+        return False
+    if np.vdot(w, w) <= high:
+        return True
+    rel = w.T @ w
+    eig = np.linalg.eigvalsh(0.5 * (rel + rel.T))
+    return bool(eig.min() >= low and eig.max() <= high)
+
+
+def _fe_block_defined_general(info: np.ndarray, p: int) -> bool:
+    """:func:`fe_block_defined` of an ``info`` that is not positive definite in
+    floating point: from the Schur complement S, which may be indefinite or singular."""
     ibb, ibt, itt = info[:p, :p], info[:p, p:], info[p:, p:]
     try:
         chol = np.linalg.cholesky(0.5 * (ibb + ibb.T))

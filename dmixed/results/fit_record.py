@@ -19,6 +19,7 @@ from .covariance import covariance_of_estimates
 from .terms import constant_of_fit
 
 __all__ = [
+    "FitState",
     "cov_fe_statistics",
     "cov_re_statistics",
     "empty_slots",
@@ -27,6 +28,61 @@ __all__ = [
     "mapped_back",
     "record_fit",
 ]
+
+
+class _Deferred:
+    """The values of some fields of a :class:`FitState`, made by ``make`` (no arguments;
+    a dict by field name) when one of them is first read."""
+
+    __slots__ = ("make",)
+
+    def __init__(self, make) -> None:
+        self.make = make
+
+
+class _OnFirstRead:
+    """A field of :class:`FitState` that may hold a :class:`_Deferred` until first read
+    (a data descriptor: the dataclass' ``__init__`` sets it as any other field)."""
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj, objtype=None):
+        if obj is None:
+            return self
+        value = obj.__dict__[self.name]
+        if isinstance(value, _Deferred):
+            obj.__dict__.update(value.make())
+            value = obj.__dict__[self.name]
+        return value
+
+    def __set__(self, obj, value) -> None:
+        obj.__dict__[self.name] = value
+
+
+class FitState(ResultsState):
+    """The :class:`~dmixed.io.ResultsState` of a fit in this session, whose BLUPs (with
+    their conditional covariances), ``(X'V*⁻¹X)⁻¹`` and the optimizer's log in the
+    model's coordinates are made when first read (most fits never read them), each as
+    it would have been made at the fit: from what the fit gave (copies, or arrays
+    nothing changes afterwards) and the statistics in memory, never from the model,
+    so that changing or deleting the model does not change them.  Pickled (and so
+    copied) with all of them made."""
+
+    blup = _OnFirstRead()
+    blup_cov = _OnFirstRead()
+    blup_cov_statistics = _OnFirstRead()
+    a_inv = _OnFirstRead()
+    history = _OnFirstRead()
+    initial_params = _OnFirstRead()
+    initial_llf = _OnFirstRead()
+    optimizer_settings = _OnFirstRead()
+
+    def __getstate__(self) -> dict:
+        for name, value in list(self.__dict__.items()):
+            if isinstance(value, _Deferred):
+                getattr(self, name)
+        return dict(self.__dict__)
 
 
 def fit_state(
@@ -140,31 +196,27 @@ def record_fit(
     tau = coords.tau(tau_opt)
     psi, scale, beta = mapped_back(coords, psi_opt, prof)
     rows, cols = layout.tril()
-    # BLUPs and their conditional covariances: one kernel call, no data pass
+    # BLUPs and their conditional covariances: one kernel call, no data pass; on first
+    # read where the engine can make them later as it would now
     if lam is None:
         lam = coords.lam(packed, use_sqrt, stats.fit_layout)
-    blup_std, cond_std = stats.engine.random_effects(lam, prof.w)
-    blup, cond = coords.blups(blup_std, cond_std)
-    entries = optimize_result.history
-    # ℓ and the packed points mapped back once each (the offset, the map made once):
-    # the estimate's and the start's first, then the fit log's
-    llf, initial_llf, *llfs = coords.llf_all(
-        [llf_std, optimize_result.initial_llf, *(e["llf"] for e in entries)], n, reml
+    later = getattr(stats.engine, "random_effects_later", None)
+    if later is None:
+        random_effects = _random_effects(stats.engine.random_effects(lam, prof.w), coords, scale)
+    else:
+        made = later(lam, prof.w)
+        random_effects = dict.fromkeys(
+            ("blup", "blup_cov", "blup_cov_statistics"),
+            _Deferred(lambda: _random_effects(made(), coords, scale)),
+        )
+    a_inv_std = np.array(prof.a_inv)
+    llf = coords.llf(llf_std, n, reml)
+    (packed_params,) = coords.from_opt_all([packed], use_sqrt)
+    log = dict.fromkeys(
+        ("history", "initial_params", "initial_llf", "optimizer_settings"),
+        _Deferred(_log_of(optimize_result, coords, n, reml, use_sqrt)),
     )
-    if optimize_result.use_sqrt == use_sqrt:
-        packed_params, initial_params, *params = coords.from_opt_all(
-            [packed, optimize_result.initial, *(e["params"] for e in entries)], use_sqrt
-        )
-    else:  # the log in the optimizer's packing, the estimates in the model's
-        packed_params, initial_params = coords.from_opt_all(
-            [packed, optimize_result.initial], use_sqrt
-        )
-        params = coords.from_opt_all([e["params"] for e in entries], optimize_result.use_sqrt)
-    history = [
-        {**entry, "llf": value, "params": p.tolist()}
-        for entry, value, p in zip(entries, llfs, params, strict=True)
-    ]
-    return ResultsState(
+    return FitState(
         names=ModelNames.from_model(model),
         spec=getattr(model, "spec", None),
         use_sqrt=use_sqrt,
@@ -174,7 +226,6 @@ def record_fit(
         n_iter=optimize_result.n_iter,
         n_evals=optimize_result.n_evals,
         optimizer_methods=optimize_result.methods,
-        history=history,
         boundary=list(optimize_result.boundary),
         fit_seconds=fit_seconds,
         data_pass_seconds=stats.data_pass_seconds,
@@ -195,26 +246,66 @@ def record_fit(
         cov_re_unscaled=psi,
         vcomp=scale * tau,
         cov_params=cov_params,
-        a_inv=coords.a_inv(prof.a_inv),
+        a_inv=_Deferred(lambda: {"a_inv": coords.a_inv(a_inv_std)}),
         group_labels=stats.group_labels,
         group_sizes=stats.group_sizes,
-        blup=blup,
-        blup_cov=cond * scale,
         vc_slot_cols=stats.vc_slot_cols,
         vc_empty_cols=empty_slots(model, stats.group_labels),
         k_constant=constant_of_fit(model, stats),
-        optimizer_settings=optimize_result.settings(),
-        initial_params=initial_params,
-        initial_llf=initial_llf,
         grad_norm=float(optimize_result.grad_norm),
         resolution_edge=bool(optimize_result.resolution_edge),
         cov_fe_statistics=cov_fe_statistics(coords, cov_opt, model.k_fe),
         cov_re_statistics=cov_re_statistics(coords, psi_opt, scale),
         statistics_columns=coords.columns,
-        blup_cov_statistics=cond_std,
         weight_scale=weight_scale,
         cov_params_weighted=cov_weighted,
+        **random_effects,
+        **log,
     )
+
+
+def _random_effects(made, coords: Coordinates, scale: float) -> dict:
+    """The state's BLUP fields of the engine's ``(blup, cond)`` in the statistics'
+    coordinates (:meth:`~dmixed.engines.base.Engine.random_effects`)."""
+    blup_std, cond_std = made
+    blup, cond = coords.blups(blup_std, cond_std)
+    return {"blup": blup, "blup_cov": cond * scale, "blup_cov_statistics": cond_std}
+
+
+def _log_of(optimize_result, coords: Coordinates, n: int, reml: bool, use_sqrt: bool):
+    """A function of no arguments that gives the state's fields of the optimizer's log
+    (the start, the per-iteration history and the settings) in the model's coordinates,
+    from what ``optimize_result`` holds now (its entries; its settings, which nothing
+    changes: it is this fit's own record, :meth:`~dmixed.fit.summary.OptSummary.start`)."""
+    entries = list(optimize_result.history)
+    initial, initial_llf_std = optimize_result.initial, optimize_result.initial_llf
+    log_sqrt = optimize_result.use_sqrt
+    settings = optimize_result.settings
+
+    def make() -> dict:
+        # ℓ and the packed points mapped back once each (the offset, the map made once)
+        initial_llf, *llfs = coords.llf_all(
+            [initial_llf_std, *(e["llf"] for e in entries)], n, reml
+        )
+        if log_sqrt == use_sqrt:
+            initial_params, *params = coords.from_opt_all(
+                [initial, *(e["params"] for e in entries)], use_sqrt
+            )
+        else:  # the log in the optimizer's packing, the estimates in the model's
+            (initial_params,) = coords.from_opt_all([initial], use_sqrt)
+            params = coords.from_opt_all([e["params"] for e in entries], log_sqrt)
+        history = [
+            {**entry, "llf": value, "params": p.tolist()}
+            for entry, value, p in zip(entries, llfs, params, strict=True)
+        ]
+        return {
+            "history": history,
+            "initial_params": initial_params,
+            "initial_llf": initial_llf,
+            "optimizer_settings": settings(),
+        }
+
+    return make
 
 
 def empty_slots(model, group_labels) -> list[np.ndarray] | None:

@@ -74,7 +74,6 @@ class MixedLMResults(FittedValues, Hypotheses):
         self.n_iter = state.n_iter
         self.n_evals = state.n_evals
         self.optimizer_methods = state.optimizer_methods
-        self.fit_history = state.history
         self.boundary = state.boundary
         self.fit_seconds = state.fit_seconds
         self.data_pass_seconds = state.data_pass_seconds
@@ -97,10 +96,23 @@ class MixedLMResults(FittedValues, Hypotheses):
         self.group_labels = state.group_labels
         self.group_sizes = state.group_sizes
         self._cov = state.cov_params
-        self._a_inv = state.a_inv
-        self._blup = state.blup
-        self._blup_cov = state.blup_cov
         self._vc_slot_cols = state.vc_slot_cols
+
+    # the state's fields that a fit's state makes on first read
+    # (:class:`~dmixed.results.fit_record.FitState`), read from it when needed
+
+    @property
+    def fit_history(self) -> list:
+        """The optimizer's per-iteration record (the fit log)."""
+        return self._state.history
+
+    @property
+    def _blup(self):
+        return self._state.blup
+
+    @property
+    def _blup_cov(self):
+        return self._state.blup_cov
 
     @classmethod
     def from_state(cls, state: ResultsState, model=None) -> MixedLMResults:

@@ -315,3 +315,33 @@ def test_blups_of_one_chunk_are_not_the_kept_conditionals(monkeypatch, r, n_grou
     for got in kernels.random_effects_block(block, lam, w):
         assert got.flags.writeable and got.flags.c_contiguous
         assert not any(np.shares_memory(got, arr) for arr in kept if isinstance(arr, np.ndarray))
+
+
+@pytest.mark.parametrize("r", [1, 2, 3])
+def test_blups_later_equal_those_made_now_whatever_the_kept_conditionals(monkeypatch, r):
+    """The BLUPs made by :func:`~dmixed.kernels.groups.random_effects_later`'s function
+    equal, bit for bit, those made at once, from the block's kept conditionals at that
+    ``Λ`` or without them (P and H alone), after the block has gone on to other ``Λ``,
+    with ``Λ`` and ``w`` changed in place meanwhile, and with the implementation chosen
+    when the function was made (not asked again)."""
+    monkeypatch.setenv("DMIXED_KERNELS", "numpy")
+    rng = np.random.default_rng(40 + r)
+    zmat = rng.normal(size=(30, 6, r))
+    zz = np.ascontiguousarray(np.einsum("gia,gib->abg", zmat, zmat))
+    zxy = np.ascontiguousarray(rng.normal(size=(r, 4, 30)))
+    lam = np.tril(rng.normal(size=(r, r)))
+    w = np.append(-rng.normal(size=3), 1.0)
+    fresh = kernels.random_effects_block(kernels.StatsBlock.from_chunks([(zz, zxy)]), lam, w)
+    block = kernels.StatsBlock.from_chunks([(zz, zxy)]).keep_conditionals()
+    kernels.step_contributions(block, lam, r)  # keeps the conditionals at lam
+    kept = kernels.random_effects_block(block, lam, w)
+    later = kernels.groups.random_effects_later(block, lam, w)
+    kernels.step_contributions(block, 2.0 * lam, r)  # keeps those of another Λ
+    lam[...], w[...] = 0.0, 0.0
+
+    def refused(*args, **kwargs):
+        raise AssertionError("the implementation is chosen when the function is made")
+
+    monkeypatch.setattr(kernels.compiled, "backend", refused)
+    for got, at_once, from_kept in zip(later(), fresh, kept, strict=True):
+        assert got.tobytes() == at_once.tobytes() == from_kept.tobytes()

@@ -11,7 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dmixed import SingularHessianWarning
-from dmixed.results.covariance import covariance_of_estimates
+from dmixed.results.covariance import (
+    FE_INFLATION_BOUNDS,
+    covariance_of_estimates,
+    fe_block_defined,
+)
 
 from .._synth import QUICK
 
@@ -227,3 +231,48 @@ def test_the_hessians_layout_does_not_move_the_covariance(k_fe, n_theta, seed, z
             for h in (np.ascontiguousarray(hessian), np.asfortranarray(hessian))
         ]
     np.testing.assert_array_equal(got[0], got[1])
+
+
+def _inflation_within_bounds(info, p):
+    """The decision of :func:`fe_block_defined` by its definition: the eigenvalues of
+    ``C⁻¹Δ`` with ``C = info_ββ⁻¹``, ``Δ = C info_βθ S⁻¹ info_θβ C``."""
+    ibb, ibt, itt = info[:p, :p], info[:p, p:], info[p:, p:]
+    c = np.linalg.inv(ibb)
+    schur = itt - ibt.T @ c @ ibt
+    delta = c @ ibt @ np.linalg.inv(schur) @ ibt.T @ c
+    eig = np.linalg.eigvals(ibb @ delta).real
+    low, high = FE_INFLATION_BOUNDS
+    return bool(eig.min() >= low and eig.max() <= high)
+
+
+@settings(max_examples=40, **QUICK)
+@given(
+    p=st.integers(1, 4),
+    m=st.integers(1, 4),
+    log_inflation=st.sampled_from([-12.0, -3.0, 0.0, 4.0, 7.0, 9.0, 12.0]),
+    indefinite=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_fe_block_defined_decides_as_its_definition(p, m, log_inflation, indefinite, seed):
+    """Positive definite (one Cholesky factor, the trace bound, the eigenvalues past
+    it) or not (the Schur complement's own path), the decision is that of the
+    eigenvalues of ``C⁻¹Δ`` against :data:`FE_INFLATION_BOUNDS`, far from their edges
+    (the largest relative inflation 1e-12 to 1e12, S positive definite or not)."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(p + m, p + m))
+    info = a @ a.T + (p + m) * np.eye(p + m)
+    # scale the coupling so that the largest eigenvalue of C⁻¹Δ is 10^log_inflation
+    ibb, ibt = info[:p, :p], info[:p, p:]
+    c = np.linalg.inv(ibb)
+    base = info[p:, p:] - ibt.T @ c @ ibt  # S with the coupling as drawn
+    top = np.linalg.eigvals(ibb @ c @ ibt @ np.linalg.inv(base) @ ibt.T @ c).real.max()
+    # S -> S t shrinks S (the θ block less the coupling): C⁻¹Δ grows by 1/t
+    t = top / 10.0**log_inflation
+    info[p:, p:] = ibt.T @ c @ ibt + t * base
+    if indefinite:
+        info[p:, p:] -= 2.0 * t * np.linalg.eigvalsh(base).max() * np.eye(m)
+    assert fe_block_defined(info, p) == _inflation_within_bounds(info, p)
+    # S indefinite: C⁻¹Δ has negative eigenvalues of about the inflation's size, within
+    # the bounds only when that is negligible
+    within = log_inflation <= 7.0 if not indefinite else log_inflation < -6.0
+    assert fe_block_defined(info, p) == within

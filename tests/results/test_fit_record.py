@@ -3,14 +3,19 @@ optimum's own factor equal those made from the packed estimate."""
 
 from __future__ import annotations
 
+import gc
 import pickle
 import warnings
 
 import numpy as np
+import pandas as pd
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dmixed import mixedlm
+from dmixed.kernels import compiled
+from dmixed.results.fit_record import FitState
 from dmixed.results.results import MixedLMResults
 
 from .._synth import make_data
@@ -82,3 +87,79 @@ def test_blups_of_the_optimum_factor_equal_those_of_the_estimate(
         assert pickle.dumps(getattr(got, name)) == pickle.dumps(getattr(want, name)), name
     np.testing.assert_array_equal(res.params, again.params)
     np.testing.assert_array_equal(res.bse, again.bse)
+
+
+#: the fields a fit's state makes when first read (:class:`FitState`)
+ON_FIRST_READ = (
+    *BLUP_FIELDS,
+    "a_inv",
+    "history",
+    "initial_params",
+    "initial_llf",
+    "optimizer_settings",
+)
+
+
+def _fit_of(df):
+    model = mixedlm("y ~ x1 + x2", df, groups="g", re_formula="1 + x1")
+    return model, model.fit()
+
+
+def _made_on_first_read(res) -> list[bytes]:
+    """Those fields' bytes (the log's without its clock times, which differ by fit)."""
+    state = res.to_state()
+    values = [getattr(state, name) for name in ON_FIRST_READ]
+    values[ON_FIRST_READ.index("history")] = [
+        {k: v for k, v in entry.items() if k != "elapsed"} for entry in state.history
+    ]
+    return [pickle.dumps(value) for value in values]
+
+
+@pytest.mark.parametrize("change", ["delete", "refit", "data", "kernels"])
+def test_what_a_fit_makes_on_first_read_does_not_change_after_the_fit(monkeypatch, change):
+    """The BLUPs, ``(X'V*⁻¹X)⁻¹`` and the optimizer's log of a fit, made when first
+    read, equal those of the same fit read at once, bit for bit, and the random effects
+    and ``random_effects_cov`` too: after the model is deleted, refitted (which
+    evaluates its statistics at other points), its data changed in place, or the
+    kernels' implementation asked for elsewhere (not asked again)."""
+    df = make_data(n_groups=40, min_size=4, max_size=12, slope_sd=1.0, seed=5)
+    _, at_once = _fit_of(df.copy())
+    want = _made_on_first_read(at_once)
+    model, res = _fit_of(df)
+    assert isinstance(res.to_state(), FitState)
+    if change == "delete":
+        del model
+        gc.collect()
+    elif change == "refit":
+        model.fit(reml=False)
+        model.fit(method="bfgs")
+    elif change == "data":
+        df.loc[:, ["y", "x1", "x2"]] = 0.0
+        model.endog[:] = 0.0
+    else:
+
+        def refused(*args, **kwargs):
+            raise AssertionError("the implementation is chosen at the fit")
+
+        monkeypatch.setattr(compiled, "backend", refused)
+    assert _made_on_first_read(res) == want
+    for group in (at_once.group_labels[0], at_once.group_labels[-1]):
+        pd.testing.assert_series_equal(res.random_effects[group], at_once.random_effects[group])
+        pd.testing.assert_frame_equal(
+            res.random_effects_cov[group], at_once.random_effects_cov[group]
+        )
+
+
+def test_a_fit_pickles_with_what_it_makes_on_first_read_made():
+    """Pickled before anything is read, a fit's results come back with the BLUPs,
+    ``(X'V*⁻¹X)⁻¹`` and the log made (arrays, not functions of the statistics), equal
+    bit for bit to those read at once; the results themselves are unchanged."""
+    df = make_data(n_groups=40, min_size=4, max_size=12, slope_sd=1.0, seed=6)
+    _, at_once = _fit_of(df.copy())
+    _, res = _fit_of(df)
+    back = pickle.loads(pickle.dumps(res))
+    held = back.to_state().__dict__
+    assert all(isinstance(held[name], np.ndarray) for name in (*BLUP_FIELDS, "a_inv"))
+    assert isinstance(held["history"], list) and isinstance(held["optimizer_settings"], dict)
+    assert _made_on_first_read(back) == _made_on_first_read(at_once)
+    assert _made_on_first_read(res) == _made_on_first_read(at_once)
