@@ -165,7 +165,13 @@ def extreme_scales(std: Standardization | None) -> bool:
         return False
     # a handful of scales: Python floats, not six numpy calls
     scales = [*std.x_scale.tolist(), std.y_scale, *std.z_scale.tolist()]
+    if TAME_BELOW <= min(scales) and max(scales) <= TAME_ABOVE:
+        return False  # log2 is exact at the bounds and rises with s: none beyond them
     return any(_extreme_scale(s) for s in scales)
+
+
+#: The scales :func:`extreme_scales` takes as they are: within 2^±EXTREME_SCALE_LOG2
+TAME_BELOW, TAME_ABOVE = 2.0**-EXTREME_SCALE_LOG2, 2.0**EXTREME_SCALE_LOG2
 
 
 def _extreme_scale(s: float) -> bool:
@@ -221,10 +227,10 @@ def column_scales(
     sz += [1.0] * (layout.r - len(sz))
     sx = [*std.x_scale.tolist(), std.y_scale]
     rows, cols = layout.zz_index
-    out = [1.0]
-    out += [_reciprocal(sz[a] * sz[b]) for a, b in zip(rows.tolist(), cols.tolist(), strict=True)]
-    out += [_reciprocal(za * xj) for za in sz for xj in sx]
-    return None if all(v == 1.0 for v in out) else np.array(out)
+    products = [sz[a] * sz[b] for a, b in zip(rows.tolist(), cols.tolist(), strict=True)]
+    products += [za * xj for za in sz for xj in sx]
+    out = [1.0] + [1.0 / v if v != 0.0 else _reciprocal(v) for v in products]
+    return None if out.count(1.0) == len(out) else np.array(out)
 
 
 def _reciprocal(value: float) -> float:
