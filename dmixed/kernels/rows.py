@@ -249,6 +249,8 @@ def known_ones(std: Standardization | None, weights) -> list[int]:
 
 
 def _ones_column(a: np.ndarray) -> bool:
+    if a.shape[0] and a[0] != 1.0:  # told by the first row, without a call
+        return False
     head = min(a.shape[0], 8)
     return bool((a[:head] == 1.0).all() and (a == 1.0).all())
 
@@ -552,7 +554,8 @@ def plan_sum_table(codes, sources, terms, n_groups: int, compiled: bool | None) 
     per = max(1, STACKED_SUMS_MAX // max(n, 1))  # terms a call
     for start in range(0, len(live), per):
         chunk = live[start : start + per]
-        weights = np.empty((len(chunk), n))
+        m = len(chunk)
+        weights = np.empty((m, n))
         for row, spec in zip(weights, chunk, strict=True):
             if spec[0] == "count":
                 row.fill(1.0)  # sums of ones: the exact counts
@@ -560,9 +563,9 @@ def plan_sum_table(codes, sources, terms, n_groups: int, compiled: bool | None) 
                 row[:] = sources[spec[1]]
             else:
                 np.multiply(sources[spec[1]], sources[spec[2]], out=row)
-        keys = codes if len(chunk) == 1 else codes + (np.arange(len(chunk)) * n_groups)[:, None]
-        sums = np.bincount(keys.reshape(-1), weights.reshape(-1), len(chunk) * n_groups)
-        table[start : start + len(chunk)] = sums.reshape(len(chunk), n_groups)
+        keys = codes if m == 1 else codes + (np.arange(m) * n_groups)[:, None]
+        sums = np.bincount(keys.reshape(-1), weights.reshape(-1), m * n_groups)
+        table[start : start + m] = sums.reshape(m, n_groups)
     return table
 
 

@@ -73,7 +73,9 @@ def _ones_column(matrix: np.ndarray) -> int:
         return -1
     for j in range(matrix.shape[1]):
         column = matrix[:, j]  # the first rows first: a column of other values is told
-        if (column[:8] == 1.0).all() and (column == 1.0).all():  # by them, without a pass
+        if column[0] != 1.0:  # by them, without a pass
+            continue
+        if (column[:8] == 1.0).all() and (column == 1.0).all():
             return j
     return -1
 
@@ -283,6 +285,8 @@ def same_column(a: np.ndarray, b: np.ndarray) -> bool:
         return True
     if a.shape != b.shape:
         return False
+    if a.shape[0] and a[0] != b[0]:  # told by the first row, without a call
+        return False
     head = min(a.shape[0], 8)
     # np.array_equal's test for arrays of one shape, without its wrappers
     return bool((a[:head] == b[:head]).all() and (a == b).all())
@@ -366,7 +370,7 @@ def _shift_and_scale_rows(block: np.ndarray, shift: bool) -> tuple[np.ndarray, n
         unshifted = np.ones(means.shape[0], dtype=bool)
     spread = np.sqrt(about) * sizes
     scales = _powers_of_two(np.where(spread != 0.0, spread, sizes))
-    for i in np.flatnonzero(~unshifted).tolist():  # a column the quick test may shift
+    for i in (~unshifted).nonzero()[0].tolist():  # a column the quick test may shift
         shifts[i], scales[i] = _shift_and_scale(block[i], float(sizes[i]), shift)
     return shifts, scales
 
