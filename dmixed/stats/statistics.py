@@ -201,7 +201,7 @@ def check_designs(
         designs.append((stats.engine.re_gram(q), exog_re_names, "random-effects design", where))
     designs = [design for design in designs if design[0].shape[0]]
     norms = [_column_norms(design[0]) for design in designs]
-    if not designs or not all(d.all() for d in norms):
+    if not designs or not np.concatenate(norms).all():
         # a zero column (or no columns): refused, or not, in the checks' own order
         for gram, names, what, place in designs:
             check_full_rank(gram, names, what, place)
@@ -214,8 +214,9 @@ def check_designs(
         unit[i, :k, :k] = gram / (d[:, None] * d)  # (np.outer's products)
         unit[i, range(k, size), range(k, size)] = 1.0
     evals, evecs = np.linalg.eigh(unit)
-    for i, (_, names, what, place) in enumerate(designs):
-        _check_no_null_space(evals[i], evecs[i], names, what, place)
+    if evals.min() < RANK_TOL * size:  # maybe a null space (the padding's are 1): which
+        for i, (_, names, what, place) in enumerate(designs):
+            _check_no_null_space(evals[i], evecs[i], names, what, place)
     if xyxy.shape[0] > 1:
         rss = _residual_ss(xyxy, evals[0], evecs[0], norms[0])
         _check_residual(rss, float(xyxy[-1, -1]), endog_name)
