@@ -525,23 +525,13 @@ def plan_sums(codes, sources, terms, n_groups: int, compiled: bool | None) -> li
     return [None if t[0] == "zero" else next(rows) for t in terms]
 
 
-#: :func:`plan_sum_table` sums this many (term, row) pairs in one ``bincount`` at most
-#: (the terms' weights and keys laid end to end: two temporaries of 8 bytes each)
-STACKED_SUMS_MAX = 1 << 19
-
-
 def plan_sum_table(codes, sources, terms, n_groups: int, compiled: bool | None) -> np.ndarray:
     """The per-group sums of the live terms of a :func:`product_plan`
-    (:func:`live_terms`), one row each (``(L, n_groups)``): the compiled pass
-    (``compiled`` None: :func:`~dmixed.kernels.compiled.rows_compiled` decides) or
-    ``bincount``, the same numbers bit for bit.  ``codes`` (n,) int64 in
-    ``0 … n_groups−1``; ``sources`` the columns the terms index.
-
-    ``bincount`` adds a bin's weights one by one in the order of the rows, so the terms'
-    weights laid end to end, each term's rows keyed into its own run of bins
-    (``code + t·n_groups``), give every term's sums as its own ``bincount`` would: one
-    call for up to :data:`STACKED_SUMS_MAX` (term, row) pairs instead of one per term.
-    """
+    (:func:`live_terms`), one row each (``(L, n_groups)``): one ``bincount`` per term
+    over the rows in row order, or the compiled pass (``compiled`` None:
+    :func:`~dmixed.kernels.compiled.rows_compiled` decides), the same numbers bit for
+    bit.  ``codes`` (n,) int64 in ``0 … n_groups−1``; ``sources`` the columns the terms
+    index."""
     live = live_terms(terms)
     if compiled is None:
         compiled = rows_compiled(codes.size, n_groups * len(live) * 8)
@@ -549,23 +539,18 @@ def plan_sum_table(codes, sources, terms, n_groups: int, compiled: bool | None) 
         from .rows_jit import term_sums  # numba: imported on first use only
 
         return term_sums(codes, sources, live, n_groups)
-    n = codes.shape[0]
     table = np.empty((len(live), n_groups))
-    per = max(1, STACKED_SUMS_MAX // max(n, 1))  # terms a call
-    for start in range(0, len(live), per):
-        chunk = live[start : start + per]
-        m = len(chunk)
-        weights = np.empty((m, n))
-        for row, spec in zip(weights, chunk, strict=True):
-            if spec[0] == "count":
-                row.fill(1.0)  # sums of ones: the exact counts
-            elif spec[0] == "col":
-                row[:] = sources[spec[1]]
-            else:
-                np.multiply(sources[spec[1]], sources[spec[2]], out=row)
-        keys = codes if m == 1 else codes + (np.arange(m) * n_groups)[:, None]
-        sums = np.bincount(keys.reshape(-1), weights.reshape(-1), m * n_groups)
-        table[start : start + m] = sums.reshape(m, n_groups)
+    product = None  # one buffer for every product of two columns (no fresh pages each)
+    for row, spec in zip(table, live, strict=True):
+        if spec[0] == "count":
+            row[:] = np.bincount(codes, minlength=n_groups)  # the exact counts
+        elif spec[0] == "col":
+            row[:] = np.bincount(codes, sources[spec[1]], n_groups)
+        else:
+            if product is None:
+                product = np.empty(codes.shape[0])
+            np.multiply(sources[spec[1]], sources[spec[2]], out=product)
+            row[:] = np.bincount(codes, product, n_groups)
     return table
 
 

@@ -331,11 +331,9 @@ def test_the_maps_scales_are_read_as_numpy_reads_them(x_scale, y_scale, z_scale,
         np.testing.assert_array_equal(got.view(np.int64), expected.view(np.int64))
 
 
-@pytest.mark.parametrize("stacked_max", [1, 50, 1 << 19])
-def test_plan_sum_table_is_one_bincount_per_term_bit_for_bit(monkeypatch, stacked_max):
-    """The terms' sums in one ``bincount`` of the terms laid end to end (or in chunks of
-    them, or one at a time) are each term's own ``bincount``, bit for bit."""
-    monkeypatch.setattr(rows, "STACKED_SUMS_MAX", stacked_max)
+def test_plan_sum_table_is_one_bincount_per_term_bit_for_bit():
+    """The table of the live terms' sums holds each term's own ``bincount``, bit for
+    bit, in the order of the terms; plan_sums lists its rows (None for a zero term)."""
     rng = np.random.default_rng(11)
     n, g = 40, 7
     codes = rng.integers(0, g, n).astype(np.int64)
