@@ -357,29 +357,15 @@ def _shift_and_scale_rows(block: np.ndarray, shift: bool) -> tuple[np.ndarray, n
         return None
     unit = block / sizes[:, None]
     length = unit.shape[1]
-    means = np.add.reduce(unit, axis=1) / length
-    about = np.add.reduce(np.multiply(unit, unit, out=unit), axis=1) / length
-    # _unshifted and _unshifted_scale of every row at once: the same IEEE operations
-    # elementwise (the square root correctly rounded either way)
-    shifts = np.zeros(means.shape[0])
-    if shift:
-        margin = np.abs(means) - SHIFT_ABOVE * np.sqrt(np.maximum(about - means * means, 0.0))
-        near = np.abs(margin) > 1e-6 * np.maximum(np.abs(means), 1e-300)
-        unshifted = (margin < 0.0) & near
-    else:
-        unshifted = np.ones(means.shape[0], dtype=bool)
-    spread = np.sqrt(about) * sizes
-    scales = _powers_of_two(np.where(spread != 0.0, spread, sizes))
-    for i in (~unshifted).nonzero()[0].tolist():  # a column the quick test may shift
-        shifts[i], scales[i] = _shift_and_scale(block[i], float(sizes[i]), shift)
+    means = (np.add.reduce(unit, axis=1) / length).tolist()
+    about = (np.add.reduce(np.multiply(unit, unit, out=unit), axis=1) / length).tolist()
+    shifts, scales = np.zeros(len(means)), np.ones(len(means))
+    for i, size in enumerate(sizes.tolist()):
+        if _unshifted(means[i], about[i], shift):
+            scales[i] = _unshifted_scale(about[i], size)
+        else:
+            shifts[i], scales[i] = _shift_and_scale(block[i], size, shift)
     return shifts, scales
-
-
-def _powers_of_two(values: np.ndarray) -> np.ndarray:
-    """:func:`_power_of_two` of every entry of ``values`` (finite and positive: the
-    sizes and spreads of finite, non-zero columns)."""
-    exponents = np.rint(np.log2(values))  # Python's round: half to even, as np.rint
-    return np.where(exponents < 1024, np.ldexp(1.0, exponents.astype(np.int64)), np.inf)
 
 
 def _unshifted(mean: float, about_zero: float, shift: bool) -> bool:

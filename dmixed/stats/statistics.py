@@ -212,7 +212,8 @@ def check_designs(
     for i, ((gram, *_), d) in enumerate(zip(designs, norms, strict=True)):
         k = gram.shape[0]
         unit[i, :k, :k] = gram / (d[:, None] * d)  # (np.outer's products)
-        unit[i, range(k, size), range(k, size)] = 1.0
+        if k < size:
+            unit[i].reshape(-1)[k * (size + 1) :: size + 1] = 1.0  # the padding's diagonal
     evals, evecs = np.linalg.eigh(unit)
     if evals.min() < RANK_TOL * size:  # maybe a null space (the padding's are 1): which
         for i, (_, names, what, place) in enumerate(designs):
