@@ -119,11 +119,8 @@ def _column_run(z: np.ndarray, exog: np.ndarray) -> int | None:
     bits_z, bits_x = z.view(np.int64), exog.view(np.int64)
     head = min(n, 8)
     for j in range(p - q + 1):
-        if all(  # np.array_equal of columns of one length, without its wrappers
-            (bits_z[:head, a] == bits_x[:head, j + a]).all()
-            and (bits_z[:, a] == bits_x[:, j + a]).all()
-            for a in range(q)
-        ):
+        run = bits_x[:, j : j + q]  # np.array_equal of the q columns at once
+        if (bits_z[:head] == run[:head]).all() and (bits_z == run).all():
             return j
     return None
 
@@ -175,15 +172,9 @@ def exog_names(value, arr: np.ndarray) -> list[str]:
     if isinstance(value, (pd.DataFrame, pd.Series)):
         return column_names(value, "x", arr.shape[1])
     names, j = [], 0
+    constant = set(constant_columns(arr))
     for col in range(arr.shape[1]):
-        column = arr[:, col]
-        # the first rows first: a column that varies is told by them, without a pass
-        if (
-            arr.shape[0]
-            and column[0] != 0
-            and (column[:8] == column[0]).all()
-            and (column == column[0]).all()
-        ):
+        if col in constant:
             names.append("const")
         else:
             j += 1
@@ -191,31 +182,44 @@ def exog_names(value, arr: np.ndarray) -> list[str]:
     return names
 
 
+def constant_columns(arr: np.ndarray) -> list[int]:
+    """The columns of ``arr`` (n × p) that hold one non-zero value on every row (none
+    without rows): the first rows of all the columns first, in one look (a column that
+    varies is told by them), then the rest of the columns left, each alone."""
+    if not arr.shape[0]:
+        return []
+    first = arr[0]
+    candidates = (first != 0) & np.logical_and.reduce(arr[:8] == first, axis=0)
+    return [j for j in candidates.nonzero()[0].tolist() if (arr[:, j] == first[j]).all()]
+
+
 def _all_finite(arr: np.ndarray) -> bool:
     """True only if a float array holds no NaN or ±inf: its sum is then finite (a NaN or
     an inf makes the sum NaN or inf; an overflowing sum of finite values answers False,
-    and the caller looks entry by entry). One pass without a mask per entry."""
+    and the caller looks entry by entry). One pass without a mask per entry; the
+    caller ignores the sum's overflow and invalid warnings (``np.errstate``)."""
     if arr.dtype.kind != "f":
         return False
-    with np.errstate(over="ignore", invalid="ignore"):
-        return bool(np.isfinite(arr.sum()))
+    return bool(np.isfinite(np.add.reduce(arr, axis=None)))
 
 
-def _rows_missing(arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, int]]:
+def _rows_missing(arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, int]] | None:
     """Rows with a missing (or infinite) value in any array, and the count per array
-    (integer and boolean arrays hold none: not looked at)."""
+    (integer and boolean arrays hold none: not looked at); None where every array is
+    found finite without a mask."""
     n = len(next(iter(arrays.values())))
-    finite: list[np.ndarray] = []  # arrays found finite: a view of one is (random_design)
+    finite: dict[int, np.ndarray] = {}  # the arrays found finite, by id: a view of one is
     masks = {}
-    for name, value in arrays.items():
-        arr = np.asarray(value)
-        if arr.dtype.kind in "iub" or any(arr.base is f for f in finite):
-            continue
-        if _all_finite(arr):
-            finite.append(arr)
-            continue
-        masks[name] = missing_mask(arr, NUMERIC, infinite=True).reshape(n, -1).any(axis=1)
-    return missing_rows(masks, n)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for name, value in arrays.items():
+            arr = np.asarray(value)
+            if arr.dtype.kind in "iub" or (arr.base is not None and id(arr.base) in finite):
+                continue
+            if _all_finite(arr):
+                finite[id(arr)] = arr  # (random_design's); held, so the id stays its own
+                continue
+            masks[name] = missing_mask(arr, NUMERIC, infinite=True).reshape(n, -1).any(axis=1)
+    return missing_rows(masks, n) if masks else None
 
 
 def handle_missing(rows: RowData, missing: str, vc_names: list[str] | None = None) -> RowData:
@@ -239,7 +243,10 @@ def handle_missing(rows: RowData, missing: str, vc_names: list[str] | None = Non
         arrays[f"exog_vc[{name!r}]"] = vals
     if rows.weights is not None:
         arrays["weights"] = rows.weights
-    bad, counts = _rows_missing(arrays)
+    missing_found = _rows_missing(arrays)
+    if missing_found is None:
+        return rows
+    bad, counts = missing_found
     if not bad.any():
         return rows
     if missing != "drop":

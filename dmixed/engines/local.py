@@ -190,7 +190,8 @@ def statistics_from_rows(
     std = std.with_weights(rows.weights)  # their span, kept with saved statistics
     if weights is not rows.weights:  # the statistics' weights, w / s_w
         rows = dataclasses.replace(rows, weights=weights)
-    if worth_structure(layout) and one_entry_per_row(entries):
+    structured = worth_structure(layout)
+    if structured and one_entry_per_row(entries):
         # variance components structured: no padded design, time linear in the levels
         ragged, st = ragged_statistics(
             codes,
@@ -207,7 +208,7 @@ def statistics_from_rows(
         )
         engine = StructuredVCEngine(ragged)
         group_sizes = st["nobs"]
-    elif worth_structure(layout) and (
+    elif structured and (
         crossed := crossed_statistics(rows, codes, n_groups, nums, layout, std)
     ):
         engine, st = crossed  # components sharing rows: one block diagonal, no padding
@@ -222,7 +223,7 @@ def statistics_from_rows(
         )
         engine = LocalEngine.of_packed_columns(acc, packed)
         group_sizes = packed.unpack_nobs(acc.T)
-        if worth_structure(layout):  # components the rows did not show structured
+        if structured:  # components the rows did not show structured
             engine = local_engine(*engine.gather(), layout)
     return FittedStatistics(
         engine=engine,

@@ -73,7 +73,9 @@ def _ones_column(matrix: np.ndarray) -> int:
         return -1
     for j in range(matrix.shape[1]):
         column = matrix[:, j]  # the first rows first: a column of other values is told
-        if (column[:8] == 1.0).all() and (column == 1.0).all():  # by them, without a pass
+        if column[0] != 1.0:  # by them, without a pass
+            continue
+        if (column[:8] == 1.0).all() and (column == 1.0).all():
             return j
     return -1
 
@@ -283,6 +285,8 @@ def same_column(a: np.ndarray, b: np.ndarray) -> bool:
         return True
     if a.shape != b.shape:
         return False
+    if a.shape[0] and a[0] != b[0]:  # told by the first row, without a call
+        return False
     head = min(a.shape[0], 8)
     # np.array_equal's test for arrays of one shape, without its wrappers
     return bool((a[:head] == b[:head]).all() and (a == b).all())
@@ -484,6 +488,8 @@ class Standardization:
 
     def slot_scales(self, vc_widths) -> np.ndarray:
         """The scale of every variance-component slot (each its component's)."""
+        if len(vc_widths) == 0:  # no components (the most models): no slots
+            return np.zeros(0)
         widths = np.asarray(vc_widths, dtype=np.int64)
         return np.repeat(self.vc_scales(widths.size), widths)
 

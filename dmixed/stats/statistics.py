@@ -100,6 +100,8 @@ class FittedStatistics:
 #: An eigenvalue of a Gram matrix scaled to unit diagonal below this times its size is
 #: zero: the columns are linearly dependent (scale-free, so units do not matter).
 RANK_TOL = 1e-10
+#: the smallest positive normal float64 (``np.finfo(float).tiny``)
+TINY = float(np.finfo(float).tiny)
 
 
 def _unit_eigh(gram: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -127,10 +129,20 @@ def check_full_rank(
         statistics' columns are shifted where the design has an intercept), or columns
         that are linearly dependent.
     """
-    p = xtx.shape[0]
-    if p == 0:
+    if xtx.shape[0] == 0:
         return
-    d = np.sqrt(np.maximum(xtx.diagonal(), 0.0))
+    d = _column_norms(xtx)
+    _check_no_zero_column(d, names, what, where)
+    _check_no_null_space(*_unit_eigh(xtx, d), names, what, where)
+
+
+def _column_norms(gram: np.ndarray) -> np.ndarray:
+    """The columns' norms from their Gram matrix (negative rounding read as 0)."""
+    return np.sqrt(np.maximum(gram.diagonal(), 0.0))
+
+
+def _check_no_zero_column(d: np.ndarray, names: list[str], what: str, where: str) -> None:
+    """:func:`check_full_rank`'s refusal of a column of norm ``d`` zero."""
     zero = d == 0
     if zero.any():
         cols = _some(names[j] for j in np.flatnonzero(zero))
@@ -138,10 +150,18 @@ def check_full_rank(
             f"{what} is rank deficient: column(s) {cols}{where} are constant (one "
             "value in every row, as the intercept, or all zero); drop them from the formula"
         )
-    evals, evecs = _unit_eigh(xtx, d)
+
+
+def _check_no_null_space(
+    evals: np.ndarray, evecs: np.ndarray, names: list[str], what: str, where: str
+) -> None:
+    """:func:`check_full_rank`'s refusal of dependent columns, from the eigenvalues and
+    eigenvectors of their unit-diagonal Gram matrix (``len(names)`` columns; further
+    rows of ``evecs`` and their eigenvalues, a padding's, are 1 apart from them)."""
+    p = len(names)
     null = evals < RANK_TOL * p
     if null.any():
-        involved = np.flatnonzero(np.abs(evecs[:, null]).max(axis=1) > 1e-6)
+        involved = np.flatnonzero(np.abs(evecs[:p, null]).max(axis=1) > 1e-6)
         cols = _some(names[j] for j in involved)
         raise DataError(
             f"{what} is rank deficient (rank {p - int(null.sum())} < {p} columns): "
@@ -162,17 +182,57 @@ def check_designs(
     held statistics, one round trip on a cluster unless the data pass brought the
     moment sums), and a response with residual variation (:func:`check_response_varies`).
 
+    Both Gram matrices are decomposed in one call (the smaller padded with the identity,
+    which adds eigenvalues 1 and leaves the others), and the response's residual sum of
+    squares is read off the fixed effects' decomposition (:func:`_residual_ss`) rather
+    than from a solve of its own: the same refusals, in the same order, as the three
+    checks one after the other.
+
     Raises
     ------
     DataError
         As :func:`check_full_rank` and :func:`check_response_varies`.
     """
-    check_full_rank(stats.glob.xyxy[:-1, :-1], exog_names)
+    xyxy = stats.glob.xyxy
     q = stats.layout.k_re
+    where = f" of re_formula {re_formula!r}" if re_formula is not None else ""
+    designs = [(xyxy[:-1, :-1], exog_names, "fixed-effects design", "")]
     if q:
-        where = f" of re_formula {re_formula!r}" if re_formula is not None else ""
-        check_full_rank(stats.engine.re_gram(q), exog_re_names, "random-effects design", where)
-    check_response_varies(stats.glob.xyxy, endog_name)
+        designs.append((stats.engine.re_gram(q), exog_re_names, "random-effects design", where))
+    designs = [design for design in designs if design[0].shape[0]]
+    norms = [_column_norms(design[0]) for design in designs]
+    if not designs or not np.concatenate(norms).all():
+        # a zero column (or no columns): refused, or not, in the checks' own order
+        for gram, names, what, place in designs:
+            check_full_rank(gram, names, what, place)
+        check_response_varies(xyxy, endog_name)
+        return
+    size = max(design[0].shape[0] for design in designs)
+    unit = np.zeros((len(designs), size, size))
+    for i, ((gram, *_), d) in enumerate(zip(designs, norms, strict=True)):
+        k = gram.shape[0]
+        unit[i, :k, :k] = gram / (d[:, None] * d)  # (np.outer's products)
+        if k < size:
+            unit[i].reshape(-1)[k * (size + 1) :: size + 1] = 1.0  # the padding's diagonal
+    evals, evecs = np.linalg.eigh(unit)
+    if evals.min() < RANK_TOL * size:  # maybe a null space (the padding's are 1): which
+        for i, (_, names, what, place) in enumerate(designs):
+            _check_no_null_space(evals[i], evecs[i], names, what, place)
+    if xyxy.shape[0] > 1:
+        rss = _residual_ss(xyxy, evals[0], evecs[0], norms[0])
+        _check_residual(rss, float(xyxy[-1, -1]), endog_name)
+    else:
+        check_response_varies(xyxy, endog_name)
+
+
+def _residual_ss(xyxy: np.ndarray, evals: np.ndarray, evecs: np.ndarray, d: np.ndarray) -> float:
+    """``y'y − y'X(X'X)⁻¹X'y`` from ``[X y]'[X y]`` and the eigenvalues and eigenvectors
+    ``V Λ V'`` of ``X'X`` scaled to unit diagonal by the column norms ``d`` (padded
+    rows of ``V`` past the ``p`` columns are zero there): ``(X'X)⁻¹ = D⁻¹ V Λ⁻¹ V' D⁻¹``
+    (``X`` of full rank, so every ``λ > 0``)."""
+    p = d.shape[0]
+    proj = (xyxy[:p, -1] / d) @ evecs[:p]
+    return float(xyxy[-1, -1]) - float(proj @ (proj / evals))
 
 
 def constant_in_statistics(stats: FittedStatistics) -> int | None:
@@ -237,7 +297,13 @@ def check_response_varies(xyxy: np.ndarray, name: str) -> None:
     yy = float(xyxy[-1, -1])
     xx, xy = xyxy[:-1, :-1], xyxy[:-1, -1]
     rss = yy - float(xy @ np.linalg.solve(xx, xy)) if xx.size else yy
-    if not rss > 1e-12 * max(yy, np.finfo(float).tiny):
+    _check_residual(rss, yy, name)
+
+
+def _check_residual(rss: float, yy: float, name: str) -> None:
+    """:func:`check_response_varies`'s refusal of a residual sum of squares ``rss`` of
+    the response (``y'y = yy``) too small to be told from zero."""
+    if not rss > 1e-12 * max(yy, TINY):
         raise DataError(
             f"the response {name!r} is constant or fitted exactly by the fixed effects: "
             "there is no residual variation to model"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -107,3 +109,70 @@ def test_a_rank_deficiency_of_many_columns_names_a_few_and_the_count():
     ) as info:
         dmixed.mixedlm("y ~ f + h", frame, groups="g").fit()
     assert str(info.value).count("[T.") == 10
+
+
+def _design_checks_one_by_one(stats, x_names, z_names, y_name, re_formula):
+    """What check_designs refuses, checked one design after the other (a solve for the
+    response), for the comparison below."""
+    from dmixed.stats import check_full_rank, check_response_varies
+
+    check_full_rank(stats.glob.xyxy[:-1, :-1], x_names)
+    q = stats.layout.k_re
+    if q:
+        where = f" of re_formula {re_formula!r}"
+        check_full_rank(stats.engine.re_gram(q), z_names, "random-effects design", where)
+    check_response_varies(stats.glob.xyxy, y_name)
+
+
+class _Grams:
+    """An engine holding only the random design's Gram matrix."""
+
+    def __init__(self, zz):
+        self.zz = zz
+
+    def re_gram(self, q):
+        return self.zz
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_check_designs_refuses_as_the_checks_one_by_one(seed):
+    """check_designs' one decomposition of both designs (and the response's residual
+    read off it) refuses what the three checks one after the other refuse, with the
+    same message: dependent or zero columns in either design, exact responses."""
+    from dmixed.stats import check_designs
+
+    rng = np.random.default_rng(seed)
+    n, p, q = 20, int(rng.integers(0, 4)), int(rng.integers(0, 4))
+    x, z, y = rng.normal(size=(n, p)), rng.normal(size=(n, q)), rng.normal(size=n)
+    kind = seed % 8
+    if kind == 1 and p >= 2:
+        x[:, 1] = 2.0 * x[:, 0]
+    elif kind == 2 and p:
+        x[:, -1] = 0.0
+    elif kind == 3 and q:
+        z[:, 0] = 0.0
+    elif kind == 4 and q >= 2:
+        z[:, 1] = z[:, 0]
+    elif kind == 5 and p:
+        y = x @ rng.normal(size=p)
+    elif kind == 6:
+        y = np.zeros(n)
+    elif kind == 7 and p >= 2 and q:
+        x[:, 1], z[:, 0] = x[:, 0], 0.0
+    xy = np.column_stack([x, y])
+    stats = FittedStatistics(
+        engine=_Grams(z.T @ z),
+        glob=GlobalStats(xyxy=xy.T @ xy, n=n),
+        layout=Layout(q, ()),
+        group_labels=np.arange(2),
+        group_sizes=np.array([10, 10]),
+        vc_slot_cols=[],
+    )
+    args = (stats, [f"x{j}" for j in range(p)], [f"z{j}" for j in range(q)], "y", "~z")
+    try:
+        _design_checks_one_by_one(*args)
+    except DataError as err:
+        with pytest.raises(DataError, match=f"^{re.escape(str(err))}$"):
+            check_designs(*args)
+    else:
+        check_designs(*args)
