@@ -133,7 +133,9 @@ def _assert_no_evaluator_moves(client, model, stats) -> None:
         res = dmixed.MixedLM.from_statistics(stats, model.spec).fit()
     logs = client.run(lambda dask_worker: list(dask_worker.transfer_incoming_log))
     moved = [key for log in logs.values() for entry in log for key in entry["keys"]]
-    assert moved  # the step sums and w go between the workers
+    held = client.who_has(stats.engine.blocks)
+    if len({w for workers in held.values() for w in workers}) > 1:
+        assert moved  # the step sums and w go between the workers
     assert not evaluators.intersection(moved)
     assert np.isfinite(res.llf)
 
