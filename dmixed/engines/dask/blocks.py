@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...kernels import MomentSums, StatsBlock
+from ...kernels import StatsBlock
 from ...kernels.groups import GROUP_CHUNK
 from ...kernels.term_table import TermRows, merge_term_rows
 from ...kernels.vc_blocks import RaggedVC
@@ -39,9 +39,8 @@ class Block:
     data pass, :mod:`~dmixed.engines.dask.ragged`), or ``crossed`` (a
     :class:`~dmixed.kernels.vc_border.CrossedVC`, components sharing rows,
     :mod:`~dmixed.engines.dask.crossed`); ``labels``, ``nobs`` and the block's
-    share of the global sums are what the driver gathers once, with the block's
-    parameter-free ``moments`` where its summary brings them
-    (:func:`~dmixed.engines.dask.evaluator.block_summary_moments`).
+    share of the global sums are what the driver gathers once (:func:`block_summary`:
+    the labels and row counts as :class:`NarrowInts` on their way).
     """
 
     labels: np.ndarray
@@ -59,7 +58,6 @@ class Block:
     crossed: CrossedVC | None = None
     stats: StatsBlock | None = None
     column_sums: np.ndarray | None = None
-    moments: MomentSums | None = None
 
 
 def packed_stats(values: np.ndarray, packed: PackedLayout) -> StatsBlock:
@@ -237,11 +235,76 @@ def combined_block(block_args: dict, combine, *args) -> Block:
     return _block(labels, nobs, np.zeros((k, k)), stats=stats, **rest)
 
 
+@dataclass
+class NarrowInts:
+    """Integers sent in the narrowest dtype that holds them, exactly: increasing keys
+    as their first value and the steps between them (group ids a few apart: one byte
+    each, not eight), other integers as they are.  :meth:`array` gives the original
+    values in their original dtype, value for value.
+
+    Attributes
+    ----------
+    values : ndarray
+        The steps (``first`` given) or the values, in the narrow dtype.
+    dtype : numpy.dtype
+        The original dtype.
+    first : int or None
+        The first value of increasing keys (then ``values`` are the steps after it).
+    """
+
+    values: np.ndarray
+    dtype: np.dtype
+    first: int | None = None
+
+    @classmethod
+    def of(cls, values: np.ndarray) -> NarrowInts | np.ndarray:
+        """``values`` narrowed, or as they are (not integers, empty, or a span past
+        int64's)."""
+        if values.dtype.kind not in "iu" or values.size == 0:
+            return values
+        lo, hi = int(values.min()), int(values.max())
+        if lo < _INT64.min or hi > _INT64.max or hi - lo > _INT64.max:
+            return values
+        wide = values.astype(np.int64, copy=False)
+        if values.size > 1:
+            steps = np.diff(wide)
+            if int(steps.min()) > 0:  # increasing: steps of at most hi - lo
+                return cls(steps.astype(_narrowest(0, int(steps.max()))), values.dtype, lo)
+        return cls(values.astype(_narrowest(lo, hi)), values.dtype)
+
+    def __len__(self) -> int:
+        return self.values.size + (self.first is not None)
+
+    def array(self) -> np.ndarray:
+        """The original integers (exact: sums of int64 steps within int64's range)."""
+        if self.first is None:
+            return self.values.astype(self.dtype)
+        out = np.empty(len(self), dtype=np.int64)
+        out[0] = self.first
+        np.cumsum(self.values, dtype=np.int64, out=out[1:])
+        out[1:] += self.first
+        return out.astype(self.dtype, copy=False)
+
+
+_INT64 = np.iinfo(np.int64)
+
+
+def _narrowest(lo: int, hi: int) -> np.dtype:
+    """The narrowest integer dtype holding ``lo … hi`` (within int64's range)."""
+    kinds = (np.uint8, np.uint16, np.uint32) if lo >= 0 else (np.int8, np.int16, np.int32)
+    for dtype in kinds:
+        info = np.iinfo(dtype)
+        if info.min <= lo and hi <= info.max:
+            return np.dtype(dtype)
+    return np.dtype(np.int64)
+
+
 def block_summary(block: Block) -> Block:
-    """The block without its statistics: what the driver needs once."""
+    """The block without its statistics: what the driver needs once, its labels and row
+    counts narrowed (:class:`NarrowInts`; :func:`opened_summary` on the driver)."""
     return Block(
-        block.labels,
-        block.nobs,
+        NarrowInts.of(np.asarray(block.labels)),
+        NarrowInts.of(np.asarray(block.nobs)),
         block.xyxy,
         block.n,
         block.sum_log_weights,
@@ -251,6 +314,16 @@ def block_summary(block: Block) -> Block:
         exchange=block.exchange,
         column_sums=block.column_sums,
     )
+
+
+def opened_summary(summary: Block) -> Block:
+    """A gathered :func:`block_summary` with its labels and row counts in their own
+    dtypes again (the summary itself, changed)."""
+    for name in ("labels", "nobs"):
+        value = getattr(summary, name)
+        if isinstance(value, NarrowInts):
+            setattr(summary, name, value.array())
+    return summary
 
 
 def block_dense(block: Block) -> tuple[np.ndarray, np.ndarray]:

@@ -29,9 +29,7 @@ cluster.
 
 from __future__ import annotations
 
-import functools
 import logging
-import operator
 import os
 import time
 from dataclasses import dataclass
@@ -39,7 +37,6 @@ from dataclasses import dataclass
 import dask
 import numpy as np
 
-from ... import kernels
 from ...design.dtypes import native_dtype
 from ...design.origin import located
 from ...design.partitions import check_persisted, reader_error
@@ -54,10 +51,14 @@ from ...stats.standardize import Standardization
 from ..base import ENGINE_CHOICES
 from ..vc_crossed import CrossedVCEngine, worth_crossing
 from ..vc_local import StructuredVCEngine, worth_structure
-from . import tuning
-from .blocks import assemble_blocks, block_dense, block_summary, gathered_engine
+from .blocks import assemble_blocks, block_dense, block_summary, gathered_engine, opened_summary
 from .checks import missing_values_total
-from .evaluator import DaskEngine, block_summary_moments, make_evaluator, start_evaluators
+from .evaluator import (
+    DaskEngine,
+    collect_evaluators,
+    start_evaluators,
+    submit_evaluators,
+)
 from .graph import block_graph, project_columns, slot_map_graph
 from .progress import ask_workers, gather, wait_for, worker_threads
 from .ragged import RaggedPacked
@@ -306,60 +307,58 @@ def _structure_on_cluster(run: _Pass, futures: list, packed, layout: Layout, n_g
 
 @dataclass
 class _Early:
-    """What :func:`_early_evaluators` started: an evaluator and a summary per block."""
+    """What :func:`_early_evaluators` started: a summary, an evaluator and (or None) its
+    moment sums per block."""
 
-    evaluators: list
     summaries: list
-    moments: bool  # whether the summaries bring the evaluators' moment sums
+    evaluators: list
+    moments: list | None
 
 
 def _early_evaluators(run: _Pass, futures: list, packed, layout: Layout) -> _Early | None:
-    """The evaluators and the blocks' summaries, submitted with the blocks (before the
-    data pass's wait: each worker goes on from its block to them with no turn of the
-    driver between), before the driver knows whether the statistics stay on the
-    workers, where the blocks' sizes alone decide it (padded blocks: no structure to
-    ask the blocks about); else None.
+    """The blocks' summaries, the evaluators and their moment sums, submitted with the
+    blocks (before the data pass's wait: each worker goes on from its block to them with
+    no turn of the driver between), before the driver knows whether the statistics stay
+    on the workers, where the blocks' sizes alone decide it (padded blocks: no structure
+    to ask the blocks about); else None.
     An evaluator takes a held block's sums as they are
     (:func:`~dmixed.engines.dask.evaluator.make_evaluator`), and with ``r ≤
     kernels.MOMENT_MAX_R`` (the starting values use the moments then,
-    :func:`~dmixed.fit.start.moment_start_packed`) each summary brings its evaluator's
-    moment sums (:func:`~dmixed.engines.dask.evaluator.block_summary_moments`): the
-    sizes, the summaries and the moments in the one round trip of the summaries (the
-    moment start needs no round trip of its own).  The evaluators of empty blocks (left
-    out) or of statistics gathered after all are dropped (:func:`_kept_early`)."""
+    :func:`~dmixed.fit.start.moment_start_packed`) its moment sums are mapped over it
+    (:func:`~dmixed.engines.dask.evaluator.submit_evaluators`: the moment start needs
+    no round trip of its own).  The summaries are submitted first (a worker makes its
+    block's before the moment sums) and gathered alone: the driver receives the labels
+    and assembles them while the workers sum the moments.  The evaluators of empty
+    blocks (left out) or of statistics gathered after all are dropped
+    (:func:`_kept_early`)."""
     ragged = isinstance(packed, RaggedPacked)
     if run.mode == "local" or _crossed(packed) or structure_possible(layout, ragged):
         return None
-    client = run.client
-    evaluators = client.map(
-        make_evaluator, futures, tune_malloc=tuning.TUNE_WORKER_MALLOC, pure=False
-    )
-    if packed.r > kernels.MOMENT_MAX_R:
-        return _Early(evaluators, client.map(block_summary, futures, pure=False), False)
-    summaries = client.map(block_summary_moments, futures, evaluators, pure=False)
-    return _Early(evaluators, summaries, True)
+    summaries = run.client.map(block_summary, futures, pure=False)
+    return _Early(summaries, *submit_evaluators(run.client, futures, None, packed.r))
 
 
 def _kept_early(run: _Pass, early: _Early, summaries: list, packed) -> tuple | None:
     """``(kept blocks, evaluator futures, moment sums or None)`` of what
     :func:`_early_evaluators` started, given the gathered ``summaries``: the non-empty
-    blocks where the statistics stay on the workers (their evaluators waited for when
-    the summaries brought no moments), else None (no rows, an error after the
-    assembly, or gathered: as without early evaluators).  The moment sums are added
-    over the kept blocks in block order (as :meth:`DaskEngine.moments`)."""
+    blocks where the statistics stay on the workers (their evaluators and moment sums
+    waited for: :func:`~dmixed.engines.dask.evaluator.collect_evaluators`), else None
+    (no rows, an error after the assembly, or gathered: as without early evaluators).
+    The moment sums are added over the kept blocks in block order (as
+    :meth:`DaskEngine.moments`)."""
     sizes = [len(s.labels) for s in summaries]
     keep = [i for i, size in enumerate(sizes) if size > 0]
     if not keep or not _keeps_on_cluster(run, int(sum(sizes)), packed, None):
         keep = []
     for i in set(range(len(summaries))) - set(keep):
         early.evaluators[i].release()
+        if early.moments is not None:
+            early.moments[i].release()
     if not keep:
         return None
-    evaluators = [early.evaluators[i] for i in keep]
-    if not early.moments:
-        wait_for(run.client, evaluators, what="the data pass")
-        return keep, evaluators, None
-    return keep, evaluators, functools.reduce(operator.add, [summaries[i].moments for i in keep])
+    moments = None if early.moments is None else [early.moments[i] for i in keep]
+    evaluators, sums = collect_evaluators(run.client, [early.evaluators[i] for i in keep], moments)
+    return keep, evaluators, sums
 
 
 def _why(run: _Pass, n_groups: int) -> str:
@@ -378,7 +377,7 @@ def _compute_on_cluster(run: _Pass, graph: list, packed: PackedLayout, layout: L
     summary_futures = (
         client.map(block_summary, futures, pure=False) if early is None else early.summaries
     )
-    summaries = gather(client, summary_futures, "the data pass")
+    summaries = [opened_summary(s) for s in gather(client, summary_futures, "the data pass")]
     asm = assemble_blocks(summaries, packed.k)
     n_groups = len(asm.group_labels)
     if early is not None:

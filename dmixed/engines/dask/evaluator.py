@@ -35,7 +35,7 @@ from .ahead import (
     hessian_parts,
     submit_steps_hessian,
 )
-from .blocks import Block, block_dense, block_summary, reorder_parts
+from .blocks import Block, block_dense, reorder_parts
 from .placement import call_keys
 from .progress import ask_workers, died_error, gather, memory_limits, wait_for
 from .structured import concatenate_ragged
@@ -111,17 +111,6 @@ def _block_hessian(
 
 def _block_moments(ev: Evaluator) -> kernels.MomentSums:
     return ev.moments()
-
-
-def block_summary_moments(block: Block, ev: Evaluator) -> Block:
-    """The block's summary (:func:`~dmixed.engines.dask.blocks.block_summary`) with its
-    evaluator's parameter-free moment sums (``Block.moments``, the starting values'):
-    the driver gathers both in the round trip it makes for the summaries anyway, none
-    for the moments alone.  The same sums as :meth:`DaskEngine.moments` asks each
-    evaluator for (and kept on the evaluator as they are there)."""
-    summary = block_summary(block)
-    summary.moments = ev.moments()
-    return summary
 
 
 def _block_re_gram(ev: Evaluator, q: int) -> np.ndarray:

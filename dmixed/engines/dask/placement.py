@@ -6,8 +6,10 @@ Dask's scheduler places a task on the worker that needs the fewest bytes sent to
 ``sys.getsizeof`` (a few dozen bytes, however many arrays it holds).  An evaluator
 counted so weighs less than the small array a task takes from the other worker (``w``
 for the Hessian tasks), and the whole evaluator is sent across.  The sizes registered
-here are the arrays' bytes; registered on import of the Dask engine, which every
-worker running its tasks imports.
+here are the arrays' bytes, for every kind of evaluator (:class:`LocalEngine`, and the
+variance components held structured, :class:`StructuredVCEngine` and
+:class:`CrossedVCEngine`) and what they hold; registered on import of the Dask engine,
+which every worker running its tasks imports.
 
 The scheduler also places a "root-ish" task wherever a thread is free, without regard
 to its inputs: one of a task group of more than twice the cluster's threads whose
@@ -28,7 +30,11 @@ from dask.sizeof import sizeof
 from dask.utils import funcname
 
 from ...kernels import StatsBlock
+from ...kernels.vc_border import BorderBucket, CrossedVC
+from ...stats.ragged_stats import RaggedArrays
 from ..local import LocalEngine
+from ..vc_crossed import CrossedVCEngine
+from ..vc_local import StructuredVCEngine
 from .blocks import Block
 
 __all__ = ["call_keys"]
@@ -40,9 +46,24 @@ def _held_bytes(held) -> int:
     return held.nbytes
 
 
+@sizeof.register(StructuredVCEngine)
+def _ragged_engine_bytes(engine: StructuredVCEngine) -> int:
+    return sizeof(engine.ragged)
+
+
+@sizeof.register(CrossedVCEngine)
+def _crossed_engine_bytes(engine: CrossedVCEngine) -> int:
+    return sizeof(engine.crossed)
+
+
+# dataclasses of arrays (and lists of them: a crossed block's buckets), a ``RaggedVC``
+# by its base class
 @sizeof.register(Block)
-def _block_bytes(block: Block) -> int:
-    return sum(sizeof(getattr(block, f.name)) for f in dataclasses.fields(block))
+@sizeof.register(RaggedArrays)
+@sizeof.register(CrossedVC)
+@sizeof.register(BorderBucket)
+def _fields_bytes(held) -> int:
+    return sum(sizeof(getattr(held, f.name)) for f in dataclasses.fields(held))
 
 
 def call_keys(func, n: int) -> list[tuple[str, int]]:

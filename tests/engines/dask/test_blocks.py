@@ -9,9 +9,11 @@ from hypothesis import strategies as st
 
 from dmixed.engines.dask.blocks import (
     Block,
+    NarrowInts,
     assemble_blocks,
     block_dense,
     block_summary,
+    opened_summary,
     packed_stats,
     reorder,
     reorder_parts,
@@ -42,6 +44,64 @@ def test_assemble_sorts_groups_as_statsmodels(dtype):
     assert asm.block_sizes == [15, 25]
     with pytest.raises(RuntimeError, match="occurs in two combined partitions"):
         assemble_blocks([block(slice(0, 15)), block(slice(10, 40))], 2)
+
+
+def _narrowed(values: np.ndarray) -> np.ndarray:
+    sent = NarrowInts.of(values)
+    got = sent.array() if isinstance(sent, NarrowInts) else sent
+    assert got.dtype == values.dtype
+    np.testing.assert_array_equal(got, values)
+    assert len(sent) == len(values)
+    return sent
+
+
+@pytest.mark.parametrize(
+    "dtype", [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64]
+)
+def test_narrow_ints_give_back_every_value_in_its_dtype(dtype):
+    """Labels and row counts sent narrowed come back value for value, in their dtype:
+    increasing or not, negative, at the dtype's ends, one value or none."""
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(2)
+    cases = [
+        np.sort(rng.choice(min(int(info.max), 10_000), 100, replace=False)),  # increasing ids
+        rng.integers(0, min(int(info.max), 300), 200),  # counts, any order
+        [info.min, info.max],
+        [info.max],
+        [info.min, 0, info.max],
+        [],
+        [3, 3, 4],  # repeated: not increasing
+    ]
+    for case in cases:
+        _narrowed(np.array(case, dtype=dtype))
+
+
+def test_narrow_ints_send_increasing_ids_in_a_byte_each():
+    ids = np.flatnonzero(np.random.default_rng(4).uniform(size=200_000) < 0.5) + 10**12
+    sent = _narrowed(ids.astype(np.int64))
+    assert isinstance(sent, NarrowInts) and sent.values.dtype == np.uint8
+    counts = _narrowed(np.random.default_rng(5).integers(1, 40, ids.size))
+    assert isinstance(counts, NarrowInts) and counts.values.dtype == np.uint8
+
+
+def test_narrow_ints_leave_what_they_cannot_narrow():
+    wide = np.array([0, 2**63 + 5], dtype=np.uint64)  # past int64
+    assert _narrowed(wide) is wide
+    span = np.array([-(2**62) * 2, 2**62 * 2 - 1], dtype=np.int64)  # span past int64
+    assert _narrowed(span) is span
+    keys = np.array(["b", "a"], dtype=object)
+    assert _narrowed(keys) is keys
+
+
+def test_a_summary_opened_is_the_block_s_labels_and_counts():
+    keys = np.array([2, 5, 9, 10, 400], dtype=np.int64)
+    block = Block(keys, np.array([3, 1, 7, 2, 9]), np.eye(2), 22, 0.0)
+    summary = block_summary(block)
+    assert isinstance(summary.labels, NarrowInts) and isinstance(summary.nobs, NarrowInts)
+    opened = opened_summary(summary)
+    for got, want in ((opened.labels, block.labels), (opened.nobs, block.nobs)):
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("shape", [(), (3,), (2, 2), (2, 5)])

@@ -3,19 +3,25 @@ the optimizer's tasks run on the worker that holds their block's evaluator."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import warnings
 
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
+import pytest
 from dask.sizeof import sizeof
 
 import dmixed
 from dmixed.engines.dask import DaskEngine
 from dmixed.engines.dask.ahead import submit_steps_hessian
 from dmixed.engines.local import LocalEngine
+from dmixed.engines.vc_crossed import CrossedVCEngine
+from dmixed.engines.vc_local import StructuredVCEngine
 from dmixed.fit.objective import profile_weights
+from tests._synth import make_data
+from tests.engines.test_vc_crossed import CROSSED, crossed_data
 
 #: covariates enough that ``w`` (p + 1 floats) outweighs an object's default size
 N_COVARIATES = 12
@@ -31,11 +37,46 @@ def _data(n_groups: int = 2000, seed: int = 3) -> pd.DataFrame:
     return df
 
 
-def _model(df: pd.DataFrame):
+def _model(df: pd.DataFrame, **kw):
     formula = "y ~ " + " + ".join(f"x{i}" for i in range(N_COVARIATES))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return dmixed.mixedlm(formula, dd.from_pandas(df, npartitions=4), groups="g")
+        return dmixed.mixedlm(formula, dd.from_pandas(df, npartitions=4), groups="g", **kw)
+
+
+#: variance components held structured on the workers: ragged (indicator components in
+#: disjoint rows), crossed (two components sharing rows, wide enough to be crossed)
+VC = {
+    "structured": (StructuredVCEngine, "ragged", {"vc_formula": {"sub": "0 + C(sub)"}}),
+    "crossed": (CrossedVCEngine, "crossed", {"vc_formula": CROSSED}),
+}
+
+
+def _vc_data(kind: str) -> pd.DataFrame:
+    if kind == "structured":
+        df = make_data(n_groups=300, vc_sd=0.7, n_sub=6, seed=4)
+    else:
+        df = crossed_data(n_groups=60, seed=1)
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(len(df), N_COVARIATES))
+    for i in range(N_COVARIATES):
+        df[f"x{i}"] = x[:, i]
+    df["y"] = df["y"] + x.sum(axis=1)
+    return df
+
+
+def _array_bytes(held) -> int:
+    """Bytes of the arrays among a dataclass's fields (lists of dataclasses followed)."""
+    total = 0
+    for f in dataclasses.fields(held):
+        value = getattr(held, f.name)
+        items = value if isinstance(value, list) else [value]
+        for item in items:
+            if isinstance(item, np.ndarray):
+                total += item.nbytes
+            elif dataclasses.is_dataclass(item):
+                total += _array_bytes(item)
+    return total
 
 
 def _evaluator_keys(client, df: pd.DataFrame):
@@ -52,6 +93,19 @@ def test_an_evaluator_counts_its_statistics(client):
         held = sum(zz.nbytes + zxy.nbytes for zz, zxy in ev.block.chunks())
         assert held > 0
         assert sizeof(ev) >= held and sizeof(ev.block) >= held
+
+
+@pytest.mark.parametrize("kind", sorted(VC))
+def test_a_structured_evaluator_counts_its_statistics(client, kind):
+    engine, attr, kw = VC[kind]
+    model = _model(_vc_data(kind), **kw)
+    stats = model.statistics(client=client, engine="distributed")
+    assert isinstance(stats.engine, DaskEngine) and stats.engine.collapsed_vc
+    for ev in client.gather(stats.engine.blocks):
+        assert isinstance(ev, engine)
+        held = _array_bytes(getattr(ev, attr))
+        assert held > 0
+        assert sizeof(ev) >= held and sizeof(getattr(ev, attr)) >= held
 
 
 def test_the_optimizer_tasks_are_never_root_ish(client):
@@ -71,9 +125,7 @@ def test_the_optimizer_tasks_are_never_root_ish(client):
     assert len(rootish) == 3 * 5 and not any(rootish)
 
 
-def test_no_evaluator_is_sent_between_workers_in_a_fit(client):
-    df = _data()
-    model, stats = _evaluator_keys(client, df)
+def _assert_no_evaluator_moves(client, model, stats) -> None:
     evaluators = {f.key for f in stats.engine.blocks}
     client.run(lambda dask_worker: dask_worker.transfer_incoming_log.clear())
     with warnings.catch_warnings():
@@ -81,6 +133,21 @@ def test_no_evaluator_is_sent_between_workers_in_a_fit(client):
         res = dmixed.MixedLM.from_statistics(stats, model.spec).fit()
     logs = client.run(lambda dask_worker: list(dask_worker.transfer_incoming_log))
     moved = [key for log in logs.values() for entry in log for key in entry["keys"]]
-    assert moved  # the step sums and w go between the workers
+    held = client.who_has(stats.engine.blocks)
+    if len({w for workers in held.values() for w in workers}) > 1:
+        assert moved  # the step sums and w go between the workers
     assert not evaluators.intersection(moved)
     assert np.isfinite(res.llf)
+
+
+def test_no_evaluator_is_sent_between_workers_in_a_fit(client):
+    _assert_no_evaluator_moves(client, *_evaluator_keys(client, _data()))
+
+
+@pytest.mark.parametrize("kind", sorted(VC))
+def test_no_structured_evaluator_is_sent_between_workers_in_a_fit(client, kind):
+    model = _model(_vc_data(kind), **VC[kind][2])
+    stats = model.statistics(client=client, engine="distributed")
+    assert isinstance(stats.engine, DaskEngine) and stats.engine.collapsed_vc
+    assert len(stats.engine.blocks) >= 2
+    _assert_no_evaluator_moves(client, model, stats)
