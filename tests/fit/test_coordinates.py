@@ -177,3 +177,27 @@ def test_identity_maps_are_linalg_s_bit_for_bit(shift):
     out = inv @ cov @ inv.T
     assert np.array_equal(coords.covariance(cov), 0.5 * (out + out.T))
     assert np.array_equal(coords.covariance(cov, weighted=True), coords.covariance(cov))
+
+
+def test_the_weighted_covariance_divides_the_theta_block_by_the_weights_scale():
+    """With ``s_w ≠ 1`` the weighted covariance maps through the inverse of ``J`` with its
+    θ block divided by ``s_w`` (its own inverse, made once), bit for bit."""
+    cols = Standardization(
+        np.array([0.0, 3.0]),
+        np.array([1.0, 2.0]),
+        0.0,
+        4.0,
+        np.zeros(2),
+        np.ones(2),
+        0,
+        0,
+        weight_scale=16.0,
+    )
+    coords = Coordinates.for_fit(cols, Layout(2, ()), all_free=True)
+    jac = coords.jacobian()
+    jac[2:, 2:] /= 16.0
+    inv = np.linalg.inv(jac)
+    cov = np.diag([1.0, 2.0, 3.0, 4.0, 5.0])
+    out = inv @ cov @ inv.T
+    assert np.array_equal(coords.covariance(cov, weighted=True), 0.5 * (out + out.T))
+    assert not np.array_equal(coords.covariance(cov, weighted=True), coords.covariance(cov))
