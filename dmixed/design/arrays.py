@@ -119,8 +119,11 @@ def _column_run(z: np.ndarray, exog: np.ndarray) -> int | None:
     bits_z, bits_x = z.view(np.int64), exog.view(np.int64)
     head = min(n, 8)
     for j in range(p - q + 1):
-        run = bits_x[:, j : j + q]  # np.array_equal of the q columns at once
-        if (bits_z[:head] == run[:head]).all() and (bits_z == run).all():
+        if all(  # np.array_equal of columns of one length, without its wrappers
+            (bits_z[:head, a] == bits_x[:head, j + a]).all()
+            and (bits_z[:, a] == bits_x[:, j + a]).all()
+            for a in range(q)
+        ):
             return j
     return None
 

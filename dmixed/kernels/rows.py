@@ -381,30 +381,21 @@ def accumulate_packed_into(
         target, codes = np.unique(codes, return_inverse=True)
         codes = codes.reshape(-1)
         n_groups = target.size
+    # Python floats: the same products as with numpy's scalars, without one per column
+    scales = None if rows.scales is None else rows.scales.tolist()
     kept = _Within(acc, target, layout) if rows.within_wanted else None
-    terms, column_term = rows.terms, rows.column_term
-    if sums is None:
-        table = plan_sum_table(codes, rows.sources, terms, n_groups, compiled)
-    else:  # the caller's sums, one per term (None for zero)
-        given = [s for s in sums(codes, rows.sources, terms, n_groups, compiled) if s is not None]
-        table = np.array(given).reshape(len(given), n_groups)
-    row_of, live = [], 0  # every term's row of the table (zero terms: none)
-    for spec in terms:
-        row_of.append(live)
-        live += spec[0] != "zero"
-    columns = [c for c, t in enumerate(column_term) if terms[t][0] != "zero"]
-    # every packed column's sums at once: the table's rows taken in packed order, times
-    # the column's factor (×1 leaves a number as it is), added where they go
-    block = table[[row_of[column_term[c]] for c in columns]]
-    if rows.scales is not None:
-        block *= rows.scales[columns][:, None]
-    if kept is not None:
-        for c, col in zip(columns, block, strict=True):
-            kept.take(c, col)
-    if isinstance(target, slice):
-        acc[columns] += block
-    else:  # the distinct groups of these rows
-        acc[np.ix_(columns, target)] += block
+    all_sums = (sums or plan_sums)(codes, rows.sources, rows.terms, n_groups, compiled)
+    columns_of: list[list[int]] = [[] for _ in all_sums]  # a term's packed columns, in order
+    for c, tc in enumerate(rows.column_term):
+        columns_of[tc].append(c)
+    for t, sums in enumerate(all_sums):
+        if sums is None:
+            continue
+        for c in columns_of[t]:
+            col = sums if scales is None or scales[c] == 1.0 else sums * scales[c]
+            if kept is not None:
+                kept.take(c, col)
+            acc[c, target] += col  # target: all columns, or distinct ones
     within = None
     if kept is not None:
         within = kept.within(codes, xcols, zcols[0], rows.sx)
@@ -519,39 +510,34 @@ def wants_within(std: Standardization | None, r: int) -> bool:
 
 def plan_sums(codes, sources, terms, n_groups: int, compiled: bool | None) -> list:
     """The per-group sum of every term of a :func:`product_plan` (None for ``zero``):
-    the rows of :func:`plan_sum_table`, in the order of ``terms``."""
-    table = plan_sum_table(codes, sources, terms, n_groups, compiled)
-    rows = iter(table)
-    return [None if t[0] == "zero" else next(rows) for t in terms]
-
-
-def plan_sum_table(codes, sources, terms, n_groups: int, compiled: bool | None) -> np.ndarray:
-    """The per-group sums of the live terms of a :func:`product_plan`
-    (:func:`live_terms`), one row each (``(L, n_groups)``): one ``bincount`` per term
-    over the rows in row order, or the compiled pass (``compiled`` None:
-    :func:`~dmixed.kernels.compiled.rows_compiled` decides), the same numbers bit for
-    bit.  ``codes`` (n,) int64 in ``0 … n_groups−1``; ``sources`` the columns the terms
-    index."""
+    one ``bincount`` per term over the rows in row order, or the compiled pass
+    (``compiled`` None: :func:`~dmixed.kernels.compiled.rows_compiled` decides), the
+    same numbers bit for bit.  ``codes`` (n,) int64 in ``0 … n_groups−1``; ``sources``
+    the columns the terms index."""
     live = live_terms(terms)
     if compiled is None:
         compiled = rows_compiled(codes.size, n_groups * len(live) * 8)
     if compiled and live:
         from .rows_jit import term_sums  # numba: imported on first use only
 
-        return term_sums(codes, sources, live, n_groups)
-    table = np.empty((len(live), n_groups))
+        sums = iter(term_sums(codes, sources, live, n_groups))
+        return [None if t[0] == "zero" else next(sums) for t in terms]
+    out: list[np.ndarray | None] = []
     product = None  # one buffer for every product of two columns (no fresh pages each)
-    for row, spec in zip(table, live, strict=True):
-        if spec[0] == "count":
-            row[:] = np.bincount(codes, minlength=n_groups)  # the exact counts
-        elif spec[0] == "col":
-            row[:] = np.bincount(codes, sources[spec[1]], n_groups)
+    for spec in terms:
+        kind = spec[0]
+        if kind == "zero":
+            out.append(None)
+        elif kind == "count":
+            out.append(np.bincount(codes, minlength=n_groups).astype(np.float64))
+        elif kind == "col":
+            out.append(np.asarray(np.bincount(codes, weights=sources[spec[1]], minlength=n_groups)))
         else:
             if product is None:
                 product = np.empty(codes.shape[0])
             np.multiply(sources[spec[1]], sources[spec[2]], out=product)
-            row[:] = np.bincount(codes, product, n_groups)
-    return table
+            out.append(np.asarray(np.bincount(codes, weights=product, minlength=n_groups)))
+    return out
 
 
 class _Within:

@@ -329,25 +329,3 @@ def test_the_maps_scales_are_read_as_numpy_reads_them(x_scale, y_scale, z_scale,
         assert got is None
     else:
         np.testing.assert_array_equal(got.view(np.int64), expected.view(np.int64))
-
-
-def test_plan_sum_table_is_one_bincount_per_term_bit_for_bit():
-    """The table of the live terms' sums holds each term's own ``bincount``, bit for
-    bit, in the order of the terms; plan_sums lists its rows (None for a zero term)."""
-    rng = np.random.default_rng(11)
-    n, g = 40, 7
-    codes = rng.integers(0, g, n).astype(np.int64)
-    sources = [rng.normal(size=n) * 10.0 ** rng.integers(-5, 5) for _ in range(3)]
-    terms = [("count",), ("col", 0), ("zero",), ("prod", 0, 1), ("prod", 1, 2), ("col", 2)]
-    table = rows.plan_sum_table(codes, sources, terms, g, compiled=False)
-    want = [np.bincount(codes, minlength=g).astype(np.float64)]
-    want.append(np.bincount(codes, sources[0], g))
-    want.append(np.bincount(codes, sources[0] * sources[1], g))
-    want.append(np.bincount(codes, sources[1] * sources[2], g))
-    want.append(np.bincount(codes, sources[2], g))
-    assert table.shape == (5, g)
-    for got, expected in zip(table, want, strict=True):
-        np.testing.assert_array_equal(got, expected)
-    listed = rows.plan_sums(codes, sources, terms, g, compiled=False)
-    assert listed[2] is None
-    np.testing.assert_array_equal(np.array([s for s in listed if s is not None]), table)
