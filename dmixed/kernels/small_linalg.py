@@ -28,7 +28,7 @@ try:  # numpy's own LAPACK gufuncs (numpy >= 1.8; what np.linalg calls)
     _SOLVE = _gufuncs.solve
     _SOLVE1 = _gufuncs.solve1
 except (ImportError, AttributeError):  # pragma: no cover - another numpy
-    _gufuncs = None
+    _gufuncs = None  # type: ignore[assignment]
 
 
 def _guarded(message: str):
@@ -81,7 +81,8 @@ def solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def eigh(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``np.linalg.eigh(a)`` (the lower triangle) as a tuple ``(eigenvalues, vectors)``."""
     if not _plain(a):
-        return tuple(np.linalg.eigh(a))
+        values, vectors = np.linalg.eigh(a)
+        return values, vectors
     return _NOT_CONVERGED(_EIGH, "d->dd", a)
 
 
