@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -74,3 +75,25 @@ def test_other_arguments_go_to_numpy() -> None:
     _same(small_linalg.inv(ints), np.linalg.inv(ints))
     assert small_linalg.det(ints) == float(np.linalg.det(ints))
     _same(small_linalg.eigvalsh([[2.0, 1.0], [1.0, 2.0]]), np.linalg.eigvalsh(ints))
+
+
+@pytest.mark.parametrize(
+    "a", [np.ones((2, 3)), np.ones(3), np.ones((2, 3, 4))], ids=["2x3", "vector", "stack-2x3x4"]
+)
+def test_a_matrix_not_square_is_refused_as_numpy_linalg_refuses_it(a: np.ndarray) -> None:
+    """Not a (stack of) square matrices: ``np.linalg.LinAlgError`` with numpy's message,
+    as ``np.linalg`` raises it (not the gufunc's ``ValueError`` of a core dimension)."""
+    calls = [
+        (small_linalg.cholesky, np.linalg.cholesky, (a,)),
+        (small_linalg.inv, np.linalg.inv, (a,)),
+        (small_linalg.eigh, np.linalg.eigh, (a,)),
+        (small_linalg.eigvalsh, np.linalg.eigvalsh, (a,)),
+        (small_linalg.det, np.linalg.det, (a,)),
+        (small_linalg.solve, np.linalg.solve, (a, np.ones(a.shape[-1]))),
+        (small_linalg.solve, np.linalg.solve, (a, np.ones((a.shape[-1], 2)))),
+    ]
+    for ours, theirs, args in calls:
+        with pytest.raises(np.linalg.LinAlgError) as want:
+            theirs(*args)
+        with pytest.raises(np.linalg.LinAlgError, match=re.escape(str(want.value))):
+            ours(*args)
