@@ -169,9 +169,12 @@ class StatsBlock:
 
     def kept_conditionals(self, lam: np.ndarray):
         """:meth:`conditionals` at ``lam`` where the block keeps them (the last step's
-        ``Λ``), else None: nothing computed, nothing kept."""
-        if self._kept is not None and self._kept[0] == _lam_key(lam):
-            return iter(self._kept[1])
+        ``Λ``), else None: nothing computed, nothing kept.  What the block keeps is read
+        once: a fit of the same model may step to another ``Λ`` meanwhile (BLUPs made on
+        first read, in another thread)."""
+        kept = self._kept
+        if kept is not None and kept[0] == _lam_key(lam):
+            return iter(kept[1])
         return None
 
 

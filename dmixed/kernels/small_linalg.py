@@ -5,13 +5,16 @@ they call the LAPACK gufunc of ``numpy.linalg._umath_linalg`` that does the work
 3 × 3 and 2 × 2 matrices of a Newton step that checking costs two to three times the
 factorization.  These functions call the same gufunc with the same signature on the
 same array, inside the same error state, so they return the same bits and raise the
-same ``np.linalg.LinAlgError`` (tests/kernels/test_small_linalg.py); they take float64
-arrays only (what the callers have), and any other argument goes to ``np.linalg``
-itself.  Where numpy no longer has the gufuncs under these names, ``np.linalg``'s own
+same ``np.linalg.LinAlgError`` (tests/kernels/test_small_linalg.py), also where the
+argument is not a (stack of) square matrices (the gufunc's ``ValueError`` turned into
+``np.linalg``'s own refusal, on that path only); they take float64 arrays only (what
+the callers have), and any other argument goes to ``np.linalg`` itself.  Where numpy no longer has the gufuncs under these names, ``np.linalg``'s own
 functions stand in.
 """
 
 from __future__ import annotations
+
+from typing import NoReturn
 
 import numpy as np
 
@@ -27,8 +30,29 @@ try:  # numpy's own LAPACK gufuncs (numpy >= 1.8; what np.linalg calls)
     _INV = _gufuncs.inv
     _SOLVE = _gufuncs.solve
     _SOLVE1 = _gufuncs.solve1
+    # the function of np.linalg that calls each: its checks refuse what the gufunc does
+    _NUMPY = {
+        _CHOLESKY: np.linalg.cholesky,
+        _DET: np.linalg.det,
+        _EIGH: np.linalg.eigh,
+        _EIGVALSH: np.linalg.eigvalsh,
+        _INV: np.linalg.inv,
+        _SOLVE: np.linalg.solve,
+        _SOLVE1: np.linalg.solve,
+    }
 except (ImportError, AttributeError):  # pragma: no cover - another numpy
     _gufuncs = None  # type: ignore[assignment]
+
+
+def _refused(gufunc, args: tuple, error: ValueError) -> NoReturn:
+    """Raise what ``np.linalg`` raises for ``args`` that ``gufunc`` refused with
+    ``error`` (not a LAPACK failure: a shape that is not a (stack of) square matrices,
+    which np.linalg's checks refuse first with a ``LinAlgError`` of its own); ``error``
+    itself where np.linalg takes them."""
+    if isinstance(error, np.linalg.LinAlgError):
+        raise error
+    _NUMPY[gufunc](*args)
+    raise error
 
 
 def _guarded(message: str):
@@ -42,7 +66,10 @@ def _guarded(message: str):
 
     @np.errstate(call=raise_error, invalid="call", over="ignore", divide="ignore", under="ignore")
     def run(gufunc, signature: str, *args: np.ndarray):
-        return gufunc(*args, signature=signature)
+        try:
+            return gufunc(*args, signature=signature)
+        except ValueError as error:
+            _refused(gufunc, args, error)
 
     return run
 
@@ -97,4 +124,8 @@ def det(a: np.ndarray) -> float:
     """``float(np.linalg.det(a))`` of one square matrix."""
     if not _plain(a):
         return float(np.linalg.det(a))
-    return float(_DET(a, signature="d->d"))
+    try:
+        value = _DET(a, signature="d->d")
+    except ValueError as error:
+        _refused(_DET, (a,), error)
+    return float(value)

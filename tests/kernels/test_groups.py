@@ -345,3 +345,40 @@ def test_blups_later_equal_those_made_now_whatever_the_kept_conditionals(monkeyp
     monkeypatch.setattr(kernels.compiled, "backend", refused)
     for got, at_once, from_kept in zip(later(), fresh, kept, strict=True):
         assert got.tobytes() == at_once.tobytes() == from_kept.tobytes()
+
+
+class _SteppedMeanwhile(np.ndarray):
+    """A ``Λ`` whose bytes, when read for the kept conditionals' key, first let another
+    fit of the same block step to another ``Λ`` (as a thread fitting the same model
+    does while the BLUPs of an earlier fit are made on first read)."""
+
+    meanwhile = None
+
+    def tobytes(self, order="C"):
+        step, type(self).meanwhile = type(self).meanwhile, None
+        if step is not None:
+            step()
+        return np.asarray(self).tobytes(order)
+
+
+@pytest.mark.parametrize("r", [1, 2, 3])
+def test_kept_conditionals_are_those_of_the_lam_asked_while_the_block_steps_on(monkeypatch, r):
+    """:meth:`StatsBlock.kept_conditionals` gives the conditionals at the ``Λ`` asked
+    for, or None, even where the block keeps those of another ``Λ`` between its look at
+    the key and its read of the values (it reads what it keeps once)."""
+    monkeypatch.setenv("DMIXED_KERNELS", "numpy")
+    rng = np.random.default_rng(60 + r)
+    zmat = rng.normal(size=(12, 6, r))
+    zz = np.ascontiguousarray(np.einsum("gia,gib->abg", zmat, zmat))
+    zxy = np.ascontiguousarray(rng.normal(size=(r, 4, 12)))
+    lam = np.tril(rng.normal(size=(r, r)))
+    block = kernels.StatsBlock.from_chunks([(zz, zxy)]).keep_conditionals()
+    kernels.step_contributions(block, lam, r)  # keeps the conditionals at lam
+    asked = lam.copy().view(_SteppedMeanwhile)
+    _SteppedMeanwhile.meanwhile = lambda: kernels.step_contributions(block, 2.0 * lam, r)
+    got = block.kept_conditionals(asked)
+    assert _SteppedMeanwhile.meanwhile is None  # the other step came between
+    if got is not None:
+        ((_, _, (p_mat, _, _, h)),) = list(got)
+        want_p, _, _, want_h = kernels.conditionals.conditional(zz, zxy, lam)
+        assert p_mat.tobytes() == want_p.tobytes() and h.tobytes() == want_h.tobytes()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+import re
+import sys
 import warnings
 
 import numpy as np
@@ -74,3 +77,56 @@ def test_other_arguments_go_to_numpy() -> None:
     _same(small_linalg.inv(ints), np.linalg.inv(ints))
     assert small_linalg.det(ints) == float(np.linalg.det(ints))
     _same(small_linalg.eigvalsh([[2.0, 1.0], [1.0, 2.0]]), np.linalg.eigvalsh(ints))
+
+
+@pytest.mark.parametrize(
+    "a", [np.ones((2, 3)), np.ones(3), np.ones((2, 3, 4))], ids=["2x3", "vector", "stack-2x3x4"]
+)
+def test_a_matrix_not_square_is_refused_as_numpy_linalg_refuses_it(a: np.ndarray) -> None:
+    """Not a (stack of) square matrices: ``np.linalg.LinAlgError`` with numpy's message,
+    as ``np.linalg`` raises it (not the gufunc's ``ValueError`` of a core dimension)."""
+    calls = [
+        (small_linalg.cholesky, np.linalg.cholesky, (a,)),
+        (small_linalg.inv, np.linalg.inv, (a,)),
+        (small_linalg.eigh, np.linalg.eigh, (a,)),
+        (small_linalg.eigvalsh, np.linalg.eigvalsh, (a,)),
+        (small_linalg.det, np.linalg.det, (a,)),
+        (small_linalg.solve, np.linalg.solve, (a, np.ones(a.shape[-1]))),
+        (small_linalg.solve, np.linalg.solve, (a, np.ones((a.shape[-1], 2)))),
+    ]
+    for ours, theirs, args in calls:
+        with pytest.raises(np.linalg.LinAlgError) as want:
+            theirs(*args)
+        with pytest.raises(np.linalg.LinAlgError, match=re.escape(str(want.value))):
+            ours(*args)
+
+
+def test_without_numpy_gufuncs_numpy_linalg_stands_in(monkeypatch) -> None:
+    """Where numpy has no ``numpy.linalg._umath_linalg`` (another numpy), the module
+    imports and every function is np.linalg's: the same bits, the same errors."""
+    monkeypatch.delattr(np.linalg, "_umath_linalg")
+    monkeypatch.setitem(sys.modules, "numpy.linalg._umath_linalg", None)
+    spec = importlib.util.spec_from_file_location("small_linalg_alone", small_linalg.__file__)
+    alone = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(alone)
+    monkeypatch.undo()  # numpy as it was: np.linalg's own functions for the reference
+    rng = np.random.default_rng(7)
+    for a in _matrices(3, 12, seed=70):
+        b = rng.normal(size=(3, 2))
+        _same(alone.cholesky(a), np.linalg.cholesky(a))
+        _same(alone.inv(a), np.linalg.inv(a))
+        _same(alone.solve(a, b), np.linalg.solve(a, b))
+        _same(alone.solve(a, b[:, 0]), np.linalg.solve(a, b[:, 0]))
+        for ours, theirs in zip(alone.eigh(a), np.linalg.eigh(a), strict=True):
+            _same(ours, theirs)
+        _same(alone.eigvalsh(a), np.linalg.eigvalsh(a))
+        assert alone.det(a) == float(np.linalg.det(a))
+    with pytest.raises(np.linalg.LinAlgError, match="not positive definite"):
+        alone.cholesky(np.array([[1.0, 2.0], [2.0, 1.0]]))
+    with pytest.raises(np.linalg.LinAlgError, match="Singular matrix"):
+        alone.inv(np.array([[1.0, 2.0], [2.0, 4.0]]))
+    asked = []
+    numpy_cholesky = np.linalg.cholesky
+    monkeypatch.setattr(np.linalg, "cholesky", lambda a: asked.append(a) or numpy_cholesky(a))
+    alone.cholesky(np.eye(2))
+    assert len(asked) == 1  # np.linalg's function did the work, not a gufunc
