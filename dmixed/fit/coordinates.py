@@ -38,6 +38,7 @@ from functools import cached_property
 
 import numpy as np
 
+from ..kernels import small_linalg
 from ..stats import GlobalStats, Layout
 from ..stats.standardize import Standardization, psi_map_matrix
 
@@ -210,8 +211,20 @@ class Coordinates:
         """``τ* = τ_o / c``."""
         return np.asarray(tau_opt, dtype=np.float64) / self.tau_opt
 
+    @cached_property
+    def fe_matrix(self) -> np.ndarray:
+        """``T`` (p × p) of the column map (:meth:`Standardization.fe_matrix
+        <dmixed.stats.standardize.Standardization.fe_matrix>`), made once per instance:
+        β and the Jacobian both map through it; read only."""
+        t = self.columns.fe_matrix()
+        t.flags.writeable = False
+        return t
+
     def beta(self, beta_std: np.ndarray) -> np.ndarray:
-        return self.columns.beta_from_std(beta_std)
+        """``β = T⁻¹ (s_y β̃ + c_y e_0)`` (:meth:`Standardization.beta_from_std
+        <dmixed.stats.standardize.Standardization.beta_from_std>`: the same solve)."""
+        rhs = self.columns.beta_rhs(beta_std)
+        return small_linalg.solve(self.fe_matrix, rhs) if rhs.size else rhs
 
     def scale(self, scale_std: float) -> float:
         return float(np.float64(scale_std) * np.float64(self.columns.sigma_scale) ** 2)
@@ -233,17 +246,19 @@ class Coordinates:
     def jacobian(self) -> np.ndarray:
         """``J = ∂[β̃, θ_o] / ∂[β, θ] = blockdiag(T / s_y, M(A_o))`` (a constant: every
         map is affine)."""
-        cols = self.columns
-        p = cols.k_fe
+        p = self.fe_matrix.shape[0]
         k2 = self.layout.k_re2
+        n = p + k2 + self.layout.k_vc
+        jac = np.zeros((n, n))
+        jac[:p, :p] = self.fe_matrix / self.columns.y_scale
         if is_identity(self.a_opt):  # vech_lt(I Ψ I') = vech_lt(Ψ): the map is I
-            m = np.eye(k2 + self.layout.k_vc)
+            diag = np.ones(n - p)
+            diag[k2:] = self.tau_opt
+            jac.ravel()[p * (n + 1) :: n + 1] = diag  # the diagonal of the θ block
         else:
             m = psi_map_matrix(self.a_opt, self.layout.k_vc)
-        m[k2:, k2:] = np.diag(self.tau_opt)
-        jac = np.zeros((p + m.shape[0], p + m.shape[0]))
-        jac[:p, :p] = cols.fe_matrix() / cols.y_scale
-        jac[p:, p:] = m
+            m[k2:, k2:] = np.diag(self.tau_opt)
+            jac[p:, p:] = m
         return jac
 
     def covariance(self, cov_opt: np.ndarray, weighted: bool = False) -> np.ndarray:
@@ -255,9 +270,17 @@ class Coordinates:
         """
         inv = self._weighted_jacobian_inv if weighted else self._jacobian_inv
         undefined = np.isnan(cov_opt)
+        some = bool(undefined.any())
+        plain = (
+            type(cov_opt) is np.ndarray
+            and cov_opt.dtype == np.float64
+            and cov_opt.flags.c_contiguous
+        )
+        # without NaN, such a cov_opt is what np.where would copy (no copy made)
+        cov = cov_opt if plain and not some else np.where(undefined, 0.0, cov_opt)
         with np.errstate(over="ignore", invalid="ignore"):  # inf where units near 1e±300
-            out = inv @ np.where(undefined, 0.0, cov_opt) @ inv.T
-        if undefined.any():
+            out = inv @ cov @ inv.T
+        if some:
             reach = np.abs(inv) > 0
             out[(reach.astype(float) @ undefined @ reach.T.astype(float)) > 0] = np.nan
         return 0.5 * (out + out.T)
@@ -266,7 +289,7 @@ class Coordinates:
     def _jacobian_inv(self) -> np.ndarray:
         """``J⁻¹`` (:meth:`jacobian`), made once per instance (the results map two
         covariances through it); read only."""
-        inv = np.linalg.inv(self.jacobian())
+        inv = small_linalg.inv(self.jacobian())
         inv.flags.writeable = False
         return inv
 
@@ -280,7 +303,7 @@ class Coordinates:
         jac = self.jacobian()
         p = self.columns.k_fe
         jac[p:, p:] /= s_w  # ∂θ_o/∂(s_w θ) = J_θ / s_w, exact (a power of four)
-        inv = np.linalg.inv(jac)
+        inv = small_linalg.inv(jac)
         inv.flags.writeable = False
         return inv
 

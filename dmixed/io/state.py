@@ -218,9 +218,9 @@ class ResultsState:
         definite there)."""
         if self.cov_params_weighted is not None:
             with np.errstate(invalid="ignore"):
-                return np.sqrt(np.diag(self.cov_params_weighted)) / self.weighted_unit()
+                return np.sqrt(self.cov_params_weighted.diagonal()) / self.weighted_unit()
         with np.errstate(invalid="ignore"):
-            return np.sqrt(np.diag(self.cov_params))
+            return np.sqrt(self.cov_params.diagonal())
 
     def weighted_unit(self) -> np.ndarray:
         """``d`` (k,) with ``[β, s_w θ] = d · params``: 1 for β, ``s_w`` for θ."""
@@ -235,8 +235,8 @@ class ResultsState:
         p = self.k_fe
         with np.errstate(invalid="ignore"):
             if self.cov_params_weighted is None:
-                return np.sqrt(self.scale * np.diag(self.cov_params)[p:])
-            var = (self.scale / self.weight_scale) * np.diag(self.cov_params_weighted)[p:]
+                return np.sqrt(self.scale * self.cov_params.diagonal()[p:])
+            var = (self.scale / self.weight_scale) * self.cov_params_weighted.diagonal()[p:]
             return np.sqrt(var) / np.sqrt(self.weight_scale)
 
     @property

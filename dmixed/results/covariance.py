@@ -13,6 +13,7 @@ import warnings
 import numpy as np
 
 from ..errors import SingularHessianWarning
+from ..kernels import small_linalg
 from .identification import TRADE_EIGENVALUE, identified_directions
 
 __all__ = ["FE_INFLATION_BOUNDS", "covariance_of_estimates", "fe_block_defined"]
@@ -241,16 +242,16 @@ def fe_block_defined(info: np.ndarray, p: int) -> bool:
     # C⁻¹Δ is similar to W'W, W = L_θθ⁻¹ L_θβ, positive semidefinite, so only its
     # largest eigenvalue can leave the bounds, and that is at most trace(W'W)
     try:
-        chol = np.linalg.cholesky(0.5 * (info + info.T))
+        chol = small_linalg.cholesky(0.5 * (info + info.T))
     except np.linalg.LinAlgError:
         return _fe_block_defined_general(info, p)
-    w = np.linalg.solve(chol[p:, p:], chol[p:, :p])
+    w = small_linalg.solve(chol[p:, p:], chol[p:, :p])
     if not np.isfinite(w).all():
         return False
     if np.vdot(w, w) <= high:
         return True
     rel = w.T @ w
-    eig = np.linalg.eigvalsh(0.5 * (rel + rel.T))
+    eig = small_linalg.eigvalsh(0.5 * (rel + rel.T))
     return bool(eig.min() >= low and eig.max() <= high)
 
 
@@ -280,7 +281,7 @@ def _fe_block_defined_general(info: np.ndarray, p: int) -> bool:
 
 def _inverse_or_none(mat: np.ndarray) -> np.ndarray | None:
     try:
-        inv = np.linalg.inv(mat)
+        inv = small_linalg.inv(mat)
     except np.linalg.LinAlgError:
         return None
     return inv if np.isfinite(inv).all() else None

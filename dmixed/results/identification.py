@@ -24,6 +24,7 @@ import warnings
 import numpy as np
 
 from ..errors import SingularHessianWarning
+from ..kernels import small_linalg
 
 __all__ = [
     "FLAT_EIGENVALUE",
@@ -156,7 +157,7 @@ def _scaled_information(h: np.ndarray, k_fe: int, at_zero: np.ndarray):
         left, right = info[np.ix_(cols, range(k_fe))], info[np.ix_(range(k_fe), cols)]
     if k_fe:
         try:
-            s = s - left @ np.linalg.solve(info[:k_fe, :k_fe], right)
+            s = s - left @ small_linalg.solve(info[:k_fe, :k_fe], right)
         except np.linalg.LinAlgError:
             return None  # the fixed effects' block: their own warning says so
     d = np.sqrt(np.abs(s.diagonal()))
@@ -166,7 +167,7 @@ def _scaled_information(h: np.ndarray, k_fe: int, at_zero: np.ndarray):
     live = (~zero).nonzero()[0]
     kept = s if live.size == zero.size else s[np.ix_(live, live)]
     r = kept / np.outer(d[live], d[live])
-    w, v = np.linalg.eigh(0.5 * (r + r.T))
+    w, v = small_linalg.eigh(0.5 * (r + r.T))
     out = (theta, zero, d, w, v)
     for arr in out:
         arr.flags.writeable = False

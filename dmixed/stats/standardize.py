@@ -755,11 +755,16 @@ class Standardization:
 
     def beta_from_std(self, beta_std: np.ndarray) -> np.ndarray:
         """``β = T⁻¹ (s_y β̃ + c_y e_0)``."""
+        rhs = self.beta_rhs(beta_std)
+        return np.linalg.solve(self.fe_matrix(), rhs) if rhs.size else rhs
+
+    def beta_rhs(self, beta_std: np.ndarray) -> np.ndarray:
+        """``T β = s_y β̃ + c_y e_0``: what :meth:`beta_from_std` solves with ``T``
+        (:meth:`fe_matrix`)."""
         rhs = self.y_scale * np.asarray(beta_std, dtype=np.float64)
         if self.x_intercept >= 0:
-            rhs = rhs.copy()
-            rhs[self.x_intercept] += self.y_shift
-        return np.linalg.solve(self.fe_matrix(), rhs) if rhs.size else rhs
+            rhs[self.x_intercept] += self.y_shift  # a new array: the product's
+        return rhs
 
     def llf_offset(self, n: int, reml: bool) -> float:
         """``ℓ − ℓ̃ = −f log s_y − [REML] log|det T|`` (``f = n`` or ``n − p``)."""

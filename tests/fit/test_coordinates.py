@@ -201,3 +201,63 @@ def test_the_weighted_covariance_divides_the_theta_block_by_the_weights_scale():
     out = inv @ cov @ inv.T
     assert np.array_equal(coords.covariance(cov, weighted=True), 0.5 * (out + out.T))
     assert not np.array_equal(coords.covariance(cov, weighted=True), coords.covariance(cov))
+
+
+def _former_jacobian(coords: Coordinates) -> np.ndarray:
+    """The Jacobian as it was built before it was cached in pieces: ``M`` made whole
+    (``np.eye`` or :func:`psi_map_matrix`), then placed beside ``T / s_y``."""
+    cols = coords.columns
+    p, k2 = cols.k_fe, coords.layout.k_re2
+    if is_identity(coords.a_opt):
+        m = np.eye(k2 + coords.layout.k_vc)
+    else:
+        m = psi_map_matrix(coords.a_opt, coords.layout.k_vc)
+    m[k2:, k2:] = np.diag(coords.tau_opt)
+    jac = np.zeros((p + m.shape[0], p + m.shape[0]))
+    jac[:p, :p] = cols.fe_matrix() / cols.y_scale
+    jac[p:, p:] = m
+    return jac
+
+
+@pytest.mark.parametrize("shift", [0.0, 40.0, 1.7e9])
+@pytest.mark.parametrize("all_free", [True, False])
+@pytest.mark.parametrize("weight", [1.0, 16.0])
+@pytest.mark.parametrize("k_vc", [0, 2])
+def test_the_jacobian_beta_and_covariance_are_the_former_bit_for_bit(shift, all_free, weight, k_vc):
+    """``J`` from the cached ``T`` (its θ block's diagonal written in place where
+    ``A_o = I``), β solved with that ``T``, and the covariance without the NaN copy where
+    there is no NaN: the bytes of the former construction, ``Standardization.
+    beta_from_std`` and ``np.linalg.inv``, whatever the columns, weights and components."""
+    cols = Standardization(
+        np.array([0.0, shift, 0.0]),
+        np.array([1.0, 2.0**-3, 4.0]),
+        -2.5e3,
+        8.0,
+        np.array([0.0, shift]),
+        np.array([1.0, 2.0**-3 if shift else 1.0]),
+        0,
+        0,
+        vc_scale=np.array([2.0, 0.25])[:k_vc],
+        weight_scale=weight,
+    )
+    coords = Coordinates.for_fit(cols, Layout(2, (1,) * k_vc), all_free, weight=weight)
+    assert coords.fe_matrix is coords.fe_matrix and not coords.fe_matrix.flags.writeable
+    jac = coords.jacobian()
+    assert jac.tobytes() == _former_jacobian(coords).tobytes()
+    beta_std = np.array([0.3, -1.25e-4, 7.0])
+    assert coords.beta(beta_std).tobytes() == cols.beta_from_std(beta_std).tobytes()
+    rng = np.random.default_rng(3)
+    half = rng.normal(size=(jac.shape[0], jac.shape[0]))
+    cov = half @ half.T
+    for weighted in (False, True):
+        inv = np.linalg.inv(jac)
+        if weighted and weight != 1.0:
+            scaled = jac.copy()
+            scaled[3:, 3:] /= weight
+            inv = np.linalg.inv(scaled)
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = inv @ np.where(np.isnan(cov), 0.0, cov) @ inv.T
+        want = 0.5 * (out + out.T)
+        assert coords.covariance(cov, weighted).tobytes() == want.tobytes()
+        # a Fortran-ordered copy goes through np.where as before: the same numbers
+        assert np.array_equal(coords.covariance(np.asfortranarray(cov), weighted), want)

@@ -132,16 +132,17 @@ def test_the_information_is_decomposed_once_per_hessian(monkeypatch):
     """The covariance of the estimates and the warning both ask at the optimum: one
     decomposition per Hessian (keyed by its digest, not its bytes, which with many fixed
     effects are megabytes), another for another Hessian or other parameters at zero."""
+    from dmixed.kernels import small_linalg
     from dmixed.results.identification import identified_directions
 
     made = []
-    eigh = np.linalg.eigh
+    eigh = small_linalg.eigh
 
     def counting(*args, **kw):
         made.append(1)
         return eigh(*args, **kw)
 
-    monkeypatch.setattr(np.linalg, "eigh", counting)
+    monkeypatch.setattr(small_linalg, "eigh", counting)
     rng = np.random.default_rng(7)
     a = rng.normal(size=(3, 3))
     hess = _information(a @ a.T + np.diag([1.0, 2.0, 3.0]), k_fe=400)
