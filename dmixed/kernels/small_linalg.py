@@ -8,12 +8,13 @@ same array, inside the same error state, so they return the same bits and raise 
 same ``np.linalg.LinAlgError`` (tests/kernels/test_small_linalg.py), also where the
 argument is not a (stack of) square matrices (the gufunc's ``ValueError`` turned into
 ``np.linalg``'s own refusal, on that path only); they take float64 arrays only (what
-the callers have), and any other argument goes to ``np.linalg`` itself.  Where numpy no longer has the gufuncs under these names, ``np.linalg``'s own
-functions stand in.
+the callers have), and any other argument goes to ``np.linalg`` itself.  Where numpy
+no longer has the gufuncs under these names, ``np.linalg``'s own functions stand in.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NoReturn
 
 import numpy as np
@@ -31,7 +32,7 @@ try:  # numpy's own LAPACK gufuncs (numpy >= 1.8; what np.linalg calls)
     _SOLVE = _gufuncs.solve
     _SOLVE1 = _gufuncs.solve1
     # the function of np.linalg that calls each: its checks refuse what the gufunc does
-    _NUMPY = {
+    _NUMPY: dict[object, Callable[..., object]] = {
         _CHOLESKY: np.linalg.cholesky,
         _DET: np.linalg.det,
         _EIGH: np.linalg.eigh,
