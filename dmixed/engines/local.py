@@ -208,9 +208,7 @@ def statistics_from_rows(
         )
         engine = StructuredVCEngine(ragged)
         group_sizes = st["nobs"]
-    elif structured and (
-        crossed := crossed_statistics(rows, codes, n_groups, nums, layout, std)
-    ):
+    elif structured and (crossed := crossed_statistics(rows, codes, n_groups, nums, layout, std)):
         engine, st = crossed  # components sharing rows: one block diagonal, no padding
         group_sizes = st["nobs"]
     else:
