@@ -35,7 +35,7 @@ import numpy as np
 
 from .. import kernels
 from ..errors import DataError, SpecError
-from ..kernels import MomentSums
+from ..kernels import MomentSums, small_linalg
 from ..stats import GlobalStats, Layout
 from ..stats.statistics import RANK_TOL
 from .coordinates import weight_factor
@@ -64,7 +64,7 @@ def moment_start(
     p = glob.k_fe
     xyxy = glob.xyxy
     try:
-        beta = np.linalg.solve(xyxy[:p, :p], xyxy[:p, p]) if p else np.zeros(0)
+        beta = small_linalg.solve(xyxy[:p, :p], xyxy[:p, p]) if p else np.zeros(0)
     except np.linalg.LinAlgError:
         return None
     w = np.empty(p + 1)
@@ -85,7 +85,7 @@ def moment_start(
     rhs[:m] = np.einsum("jab,ba->j", basis, cc)
     rhs[m] = rss
     try:
-        sol = np.linalg.solve(lhs, rhs)
+        sol = small_linalg.solve(lhs, rhs)
     except np.linalg.LinAlgError:
         return None
     sigma2 = sol[m]
@@ -94,11 +94,11 @@ def moment_start(
     psi, tau = _unpacked_plain(sol[:m] / sigma2, layout)
     inv_k = 1.0 / weight_factor(glob)
     if layout.k_re:
-        vals, vecs = np.linalg.eigh(psi)
+        vals, vecs = small_linalg.eigh(psi)
         if _above_floor(vals, tau, inv_k):  # no estimate raised: the floor's bits unread
             psi = (vecs * vals) @ vecs.T
             return 0.5 * (psi + psi.T), tau
-    estimates = np.concatenate([np.linalg.eigvalsh(psi), tau])
+    estimates = np.concatenate([small_linalg.eigvalsh(psi), tau])
     if not (estimates.size and estimates.max() > 0):
         return None
     floor = START_FLOOR * max(inv_k, float(estimates.max()))

@@ -110,7 +110,7 @@ class Dense2Statistics:
     def value(self, lam: np.ndarray) -> tuple[float, np.ndarray]:
         """``(Σ_i log|K_i|, Σ_i ZXy_i'P_iZXy_i)`` at ``lam``: what ℓ alone needs (the
         same numbers as :meth:`step`'s)."""
-        coef = _coefficients(lam)
+        coef = _coefficients(lam)[3:]  # d and P: S not made
         first, *rest = self._chunks
         *_, logdet, _, m = first.sums(coef)
         for chunk in rest:
@@ -149,18 +149,19 @@ class Dense2Statistics:
 
 
 def _coefficients(lam: np.ndarray) -> np.ndarray:
-    """The (8 × 5) rows that map ``[1, u00, u01, u11, det(U)]`` to ``d`` and the
-    numerators of ``S`` at (0, 0), (1, 0), (1, 1) and of ``P`` at (0, 0), (1, 0),
-    (1, 0), (1, 1), at ``B = ΛΛ'``."""
+    """The (8 × 5) rows that map ``[1, u00, u01, u11, det(U)]`` to the numerators of
+    ``S`` at (0, 0), (1, 0), (1, 1), ``d``, and the numerators of ``P`` at (0, 0),
+    (1, 0), (1, 0), (1, 1), at ``B = ΛΛ'``: ``d`` and ``P`` last, so that ℓ alone
+    (:meth:`Dense2Statistics.value`) takes the last five rows as a view."""
     b = lam @ lam.T
     det_b = small_linalg.det(lam) ** 2
     (b00, b01), (_, b11) = b.tolist()
     return np.array(
         [
-            [1.0, b00, 2.0 * b01, b11, det_b],  # d
             [0.0, 1.0, 0.0, 0.0, b11],  # S00·d = u00 + det(U) b11
             [0.0, 0.0, 1.0, 0.0, -b01],  # S01·d = u01 − det(U) b01
             [0.0, 0.0, 0.0, 1.0, b00],  # S11·d = u11 + det(U) b00
+            [1.0, b00, 2.0 * b01, b11, det_b],  # d
             [b00, 0.0, 0.0, det_b, 0.0],  # P00·d = b00 + det(B) u11
             [b01, 0.0, -det_b, 0.0, 0.0],  # P01·d = b01 − det(B) u01
             [b01, 0.0, -det_b, 0.0, 0.0],  # P01·d again (P F's rows, _Dense2Chunk.sums)
@@ -189,21 +190,21 @@ class _Dense2Chunk:
 
     def sums(self, coef: np.ndarray) -> tuple:
         """``(1/d, log-determinant, S at (0,0), (1,0), (1,1) over the groups,
-        Σ ZXy'P ZXy)`` at the coefficients ``coef`` (:func:`_coefficients`)."""
+        Σ ZXy'P ZXy)`` at the coefficients ``coef`` (:func:`_coefficients`); of its last
+        five rows (``d`` and ``P``: what ℓ alone reads), ``S`` has no rows."""
         rows = coef @ self._urow
-        d = rows[0]
+        d = rows[-5]
         inv_d = 1.0 / d
         logdet = float(np.log(d).sum())
-        pairs = rows[1:]
-        pairs *= inv_d  # S and P at (0, 0), (1, 0), (1, 1), and P at (1, 0) again
+        rows *= inv_d  # S and P at (0, 0), (1, 0), (1, 1), P at (1, 0) again; d's row unread
         # P F by rows: [[p00 F0, p01 F0], [p01 F1, p11 F1]] in one product, then
         # pf0 = p00 F0 + p01 F1 and pf1 = p01 F0 + p11 F1 in one sum of its two halves
         # (the same terms added in the same order as one product and sum per row)
-        terms = pairs[3:].reshape(2, 2, 1, -1) * self._zxy[:, None]
+        terms = rows[-4:].reshape(2, 2, 1, -1) * self._zxy[:, None]
         pf = terms[0] + terms[1]
         f0, f1 = self._zxy[0], self._zxy[1]
         m = f0 @ pf[0].T + f1 @ pf[1].T  # Σ_i ZXy_i'P_iZXy_i
-        return inv_d, logdet, pairs[:3], 0.5 * (m + m.T)
+        return inv_d, logdet, rows[:-5], 0.5 * (m + m.T)
 
     def step(self, coef: np.ndarray, mix: np.ndarray) -> tuple:
         """This chunk's ``(log-determinant, m, Σ S, Σ h h', h, S pairs)``
