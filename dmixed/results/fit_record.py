@@ -30,6 +30,12 @@ __all__ = [
 ]
 
 
+#: the most bytes of statistics (the engine's ``nbytes``) for which a fit's BLUPs are
+#: made on first read: until then the results keep the statistics alive (after the model
+#: is gone too), so a larger fit makes them at once and an unread result holds only them
+DEFER_BLUPS_BYTES = 8 * 2**20
+
+
 class _Deferred:
     """The values of some fields of a :class:`FitState`, made by ``make`` (no arguments;
     a dict by field name) when one of them is first read."""
@@ -62,7 +68,8 @@ class _OnFirstRead:
 
 class FitState(ResultsState):
     """The :class:`~dmixed.io.ResultsState` of a fit in this session, whose BLUPs (with
-    their conditional covariances), ``(X'V*⁻¹X)⁻¹`` and the optimizer's log in the
+    their conditional covariances; where the statistics hold at most
+    :data:`DEFER_BLUPS_BYTES`), ``(X'V*⁻¹X)⁻¹`` and the optimizer's log in the
     model's coordinates are made when first read (most fits never read them), each as
     it would have been made at the fit: from what the fit gave (copies, or arrays
     nothing changes afterwards) and the statistics in memory, never from the model,
@@ -201,7 +208,7 @@ def record_fit(
     if lam is None:
         lam = coords.lam(packed, use_sqrt, stats.fit_layout)
     later = getattr(stats.engine, "random_effects_later", None)
-    if later is None:
+    if later is None or getattr(stats.engine, "nbytes", DEFER_BLUPS_BYTES + 1) > DEFER_BLUPS_BYTES:
         random_effects = _random_effects(stats.engine.random_effects(lam, prof.w), coords, scale)
     else:
         made = later(lam, prof.w)

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from dmixed import mixedlm
 from dmixed.kernels import compiled
+from dmixed.results import fit_record
 from dmixed.results.fit_record import FitState
 from dmixed.results.results import MixedLMResults
 
@@ -162,4 +163,21 @@ def test_a_fit_pickles_with_what_it_makes_on_first_read_made():
     assert all(isinstance(held[name], np.ndarray) for name in (*BLUP_FIELDS, "a_inv"))
     assert isinstance(held["history"], list) and isinstance(held["optimizer_settings"], dict)
     assert _made_on_first_read(back) == _made_on_first_read(at_once)
+    assert _made_on_first_read(res) == _made_on_first_read(at_once)
+
+
+@pytest.mark.parametrize("limit", [0, fit_record.DEFER_BLUPS_BYTES])
+def test_blups_deferred_only_where_the_statistics_are_small(monkeypatch, limit):
+    """A fit whose statistics hold more than ``DEFER_BLUPS_BYTES`` makes its BLUPs at the
+    fit (arrays in the state, nothing that keeps the statistics alive once the model is
+    gone); a smaller one on first read; both give the same bytes."""
+    df = make_data(n_groups=40, min_size=4, max_size=12, slope_sd=1.0, seed=7)
+    _, at_once = _fit_of(df.copy())
+    monkeypatch.setattr(fit_record, "DEFER_BLUPS_BYTES", limit)
+    model, res = _fit_of(df)
+    nbytes = model.cached_statistics.engine.nbytes
+    assert 0 < nbytes and (nbytes <= limit) == (limit > 0)
+    held = res.to_state().__dict__
+    made_at_fit = [isinstance(held[name], np.ndarray) for name in BLUP_FIELDS]
+    assert made_at_fit == [limit == 0] * len(BLUP_FIELDS)
     assert _made_on_first_read(res) == _made_on_first_read(at_once)
