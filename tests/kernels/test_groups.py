@@ -317,6 +317,15 @@ def test_blups_of_one_chunk_are_not_the_kept_conditionals(monkeypatch, r, n_grou
         assert not any(np.shares_memory(got, arr) for arr in kept if isinstance(arr, np.ndarray))
 
 
+def _random_block(rng, n_groups: int, r: int):
+    """Entry-major ``zz`` (r, r, G) and ``zxy`` (r, 4, G) of random designs of 6 rows a
+    group, and a random lower-triangular ``Λ`` (r, r)."""
+    zmat = rng.normal(size=(n_groups, 6, r))
+    zz = np.ascontiguousarray(np.einsum("gia,gib->abg", zmat, zmat))
+    zxy = np.ascontiguousarray(rng.normal(size=(r, 4, n_groups)))
+    return zz, zxy, np.tril(rng.normal(size=(r, r)))
+
+
 @pytest.mark.parametrize("r", [1, 2, 3])
 def test_blups_later_equal_those_made_now_whatever_the_kept_conditionals(monkeypatch, r):
     """The BLUPs made by :func:`~dmixed.kernels.groups.random_effects_later`'s function
@@ -326,10 +335,7 @@ def test_blups_later_equal_those_made_now_whatever_the_kept_conditionals(monkeyp
     when the function was made (not asked again)."""
     monkeypatch.setenv("DMIXED_KERNELS", "numpy")
     rng = np.random.default_rng(40 + r)
-    zmat = rng.normal(size=(30, 6, r))
-    zz = np.ascontiguousarray(np.einsum("gia,gib->abg", zmat, zmat))
-    zxy = np.ascontiguousarray(rng.normal(size=(r, 4, 30)))
-    lam = np.tril(rng.normal(size=(r, r)))
+    zz, zxy, lam = _random_block(rng, 30, r)
     w = np.append(-rng.normal(size=3), 1.0)
     fresh = kernels.random_effects_block(kernels.StatsBlock.from_chunks([(zz, zxy)]), lam, w)
     block = kernels.StatsBlock.from_chunks([(zz, zxy)]).keep_conditionals()
@@ -368,10 +374,7 @@ def test_kept_conditionals_are_those_of_the_lam_asked_while_the_block_steps_on(m
     the key and its read of the values (it reads what it keeps once)."""
     monkeypatch.setenv("DMIXED_KERNELS", "numpy")
     rng = np.random.default_rng(60 + r)
-    zmat = rng.normal(size=(12, 6, r))
-    zz = np.ascontiguousarray(np.einsum("gia,gib->abg", zmat, zmat))
-    zxy = np.ascontiguousarray(rng.normal(size=(r, 4, 12)))
-    lam = np.tril(rng.normal(size=(r, r)))
+    zz, zxy, lam = _random_block(rng, 12, r)
     block = kernels.StatsBlock.from_chunks([(zz, zxy)]).keep_conditionals()
     kernels.step_contributions(block, lam, r)  # keeps the conditionals at lam
     asked = lam.copy().view(_SteppedMeanwhile)
