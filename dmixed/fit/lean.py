@@ -35,6 +35,7 @@ from ..engines.local import LocalEngine
 from ..kernels import StatsBlock, StepSums, compiled, small_linalg
 from ..kernels.dense1 import Dense1Statistics, Dense1Step
 from ..kernels.dense2 import Dense2Statistics, Dense2Step
+from ..kernels.hessian_moments import full_sums
 from ..stats.standardize import psi_map_matrix
 from .coordinates import lam_in_statistics
 from .newton_coords import MAX_LOG_STEP, SHIFT_SHARE, NewtonStep, log_shift, newton_step
@@ -429,6 +430,8 @@ class LeanSteps:
         data, step = self.data, point.step
         if step is None:
             step = point.step = data.step(lam)
+        if self._theta_jac is None and isinstance(step, Dense2Step):
+            return self.profiled_hessian_2(point, step, prof)
         if isinstance(data, Dense1Statistics) and isinstance(step, Dense1Step):
             hs = data.hessian(step, self.basis, prof.w)
         elif isinstance(data, Dense2Statistics) and isinstance(step, Dense2Step):
@@ -461,6 +464,48 @@ class LeanSteps:
             prof_h = htt - hbt.T @ small_linalg.solve(hbb, hbt) if p else htt
         except np.linalg.LinAlgError:
             return None, None
+        point.hessian = (hess, (trace_s, trace_ss))
+        return 0.5 * (prof_h + prof_h.T), (trace_s, trace_ss)
+
+    def profiled_hessian_2(
+        self, point: LeanPoint, step: Dense2Step, prof: Profile
+    ) -> tuple[np.ndarray | None, tuple[np.ndarray, np.ndarray] | None]:
+        """:meth:`profiled_hessian` for ``r = 2`` in the statistics' own coordinates:
+        the moments of :meth:`~dmixed.kernels.dense2.DenseStep.moments` contracted
+        with the basis (:func:`~dmixed.kernels.hessian_moments.contract`), the full
+        Hessian of :func:`~dmixed.fit.objective.hessian_blocks` at ``Q(β̂)`` as
+        :func:`~dmixed.fit.objective.quadratic_form` takes it (no pivot for ``r = 2``),
+        and its Schur complement in θ."""
+        reml = self.obj.reml
+        k = self.data.k
+        p = k - 1
+        beta, a, a_inv = prof.beta, prof.a, prof.a_inv
+        half_q, u_e_u, tr_ss, a_j, a_jk = full_sums(*step.moments(prof.w), a, self.basis, k)
+        m = u_e_u.size
+        # quadratic_form at β̂ about β₀ = 0: Q(0) − 2β̂'b + β̂'Aβ̂
+        ab = a @ beta
+        qf = float(self._xyxy[p, p] - step.m[p, p]) - 2.0 * float(beta @ prof.b) + float(beta @ ab)
+        fac = prof.fac
+        # hessian_blocks' formulas, the blocks' sums gathered at once
+        q_all = np.concatenate((-2.0 * (prof.b - ab), -u_e_u))
+        hess = half_q * (-fac / qf) + q_all[:, None] * q_all * (0.5 * fac / qf**2)
+        h_jk = hess[p:, p:] + 0.5 * tr_ss
+        if reml and p:
+            ql = a_inv @ a_j  # A⁻¹A_j
+            tr_ql = ql.reshape(m, p * p) @ ql.transpose(0, 2, 1).reshape(m, p * p).T
+            h_jk += 0.5 * (tr_ql - a_jk.reshape(m, m, p * p) @ a_inv.T.reshape(p * p))
+        hess[p:, p:] = 0.5 * (h_jk + h_jk.T)
+        if not np.isfinite(hess).all():
+            return None, None
+        hbt = hess[:p, p:]
+        try:
+            solved = small_linalg.solve(hess[:p, :p], hbt) if p else hbt
+        except np.linalg.LinAlgError:
+            return None, None
+        prof_h = hess[p:, p:] - hbt.T @ solved
+        (s00, s01), (_, s11) = step.s.tolist()
+        trace_s = np.array([s00, 2.0 * s01, s11])
+        trace_ss = tr_ss.diagonal().copy()
         point.hessian = (hess, (trace_s, trace_ss))
         return 0.5 * (prof_h + prof_h.T), (trace_s, trace_ss)
 

@@ -65,7 +65,7 @@ def test_secant_newton_steps_reach_the_same_optimum(monkeypatch, seed, re_formul
     DEFAULTS.newton_decrement · n (within about 3e-8 standard errors of the optimum
     here), and the standard errors come from the exact Hessian there."""
     from dmixed.engines.local import LocalEngine
-    from dmixed.kernels.dense2 import Dense2Statistics
+    from dmixed.kernels.dense2 import Dense2Statistics, Dense2Step
 
     hessians = []
 
@@ -79,6 +79,7 @@ def test_secant_newton_steps_reach_the_same_optimum(monkeypatch, seed, re_formul
     # the engine's Hessian sums, and those of the lean Newton steps (dmixed.fit.lean)
     monkeypatch.setattr(LocalEngine, "hessian", counted(LocalEngine.hessian))
     monkeypatch.setattr(Dense2Statistics, "hessian", counted(Dense2Statistics.hessian))
+    monkeypatch.setattr(Dense2Step, "moments", counted(Dense2Step.moments))
     df = make_data(n_groups=400, seed=seed)
     fits = {}
     for secant_rows in (0, 10**12):
