@@ -8,15 +8,15 @@ is a rational function of ``B = ΛΛ'`` with one denominator (its ``_conditional
     P = (B + det(B) adj(U)) / d,   S = (U + det(U) adj(B)) / d,
     H = (F + adj(B) adj(U) F) / d,   log|K| = log d
 
-so that ``d`` and the numerators of ``S`` and ``P`` are one (8 × 5) × (5 × G) product
-with the fixed rows ``[1, u00, u01, u11, det(U)]`` (``P``'s off-diagonal twice: ``P F``
-is then one product of ``[[p00, p01], [p01, p11]]`` with ``[F0, F1]``), and ``H`` one
-(2 × 4) × (4 × kG) product with the fixed ``[F; adj(U)F]``: some twenty calls of numpy
-per step where the per-chunk path makes some fifty, for the same formulas (sums of the
-same non-negative terms where ``B`` is large next to ``U⁻¹``; the sums over groups in
-another order: they agree with :func:`~dmixed.kernels.groups.step_contributions` to
-rounding).  The fixed
-rows hold ``4k + 5`` numbers per group (``k = p + 1``).
+so that ``d`` and the numerators of ``S`` are one (4 × 5) × (5 × G) product with the
+fixed rows ``[1, u00, u01, u11, det(U)]``; ``Σ ZXy'P ZXy = Σ (b00 T0 + b01 T1 + b11 T2
++ det(B) T3) / d`` one product of ``1/d`` with the fixed upper triangles of
+``T0 = F0'F0``, ``T1 = F0'F1 + F1'F0``, ``T2 = F1'F1`` and ``T3 = F'adj(U)F``; and ``H``
+one (2 × 4) × (4 × kG) product with the fixed ``[F; adj(U)F]``: a dozen calls of numpy
+per step where the per-chunk path makes some fifty, for the same formulas (the sums
+over groups in another order: they agree with
+:func:`~dmixed.kernels.groups.step_contributions` to rounding).  The fixed rows hold
+:func:`fixed_numbers` numbers per group.
 
 Notation as in :mod:`dmixed.kernels`; nothing here knows the optimizer.
 """
@@ -27,12 +27,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import small_linalg
 from .conditionals import gram_rows
 from .groups import HessianSums
 from .hessian_moments import HessianMoments
 
-__all__ = ["Dense2Statistics", "Dense2Step", "DenseStep"]
+__all__ = ["Dense2Statistics", "Dense2Step", "DenseStep", "fixed_numbers"]
 
 
 @dataclass
@@ -166,6 +165,12 @@ class Dense2Statistics:
         for the basis ``E_j`` (m, 2, 2) and ``w = [−β; 1]``, from the moments of
         :class:`~dmixed.kernels.hessian_moments.HessianMoments` added chunk by chunk."""
         return step.hessian(basis, w)
+
+
+def fixed_numbers(k: int) -> int:
+    """The numbers :class:`Dense2Statistics` holds per group for ``k = p + 1``:
+    ``[1, u00, u01, u11, det(U)]``, ``[F; adj(U)F]`` and four upper triangles."""
+    return 5 + 4 * k + 2 * k * (k + 1)
 
 
 def _coefficients(lam: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -197,8 +197,8 @@ def _full_gather(basis: bytes, m: int, r: int, k: int) -> np.ndarray:
     def c(a, x, bc, d, y):
         return off_c + ((a * k + x) * n_pair + bc) * rk + d * k + y
 
-    def h(j, l, x, y):
-        return [c(a, x, pair[b, cc], d, y) for a, b in support[j] for cc, d in support[l]]
+    def h(j, i, x, y):
+        return [c(a, x, pair[b, cc], d, y) for a, b in support[j] for cc, d in support[i]]
 
     out: list[list[int]] = []
     n = p + m
@@ -213,24 +213,24 @@ def _full_gather(basis: bytes, m: int, r: int, k: int) -> np.ndarray:
                 out.append(h(i - p, j - p, p, p))
     for j in range(m):  # u'E_j u
         out.append([v(a, p, b, p) for a, b in support[j]])
-    for j in range(m):  # tr(S E_j S E_l) = Σ S_ab E_j[b,c] S_cd E_l[d,a]
-        for l in range(m):
+    for j in range(m):  # tr(S E_j S E_i) = Σ S_ab E_j[b,c] S_cd E_i[d,a]
+        for i in range(m):
             out.append(
                 [
                     (rk + pair[a, b]) * side + rk + pair[cc, d]
                     for b, cc in support[j]
-                    for d, a in support[l]
+                    for d, a in support[i]
                 ]
             )
     for j in range(m):  # G'E_j G
         for x in range(p):
             for y in range(p):
                 out.append([v(a, x, b, y) for a, b in support[j]])
-    for j in range(m):  # G'(E_j S E_l + E_l S E_j)G
-        for l in range(m):
+    for j in range(m):  # G'(E_j S E_i + E_i S E_j)G
+        for i in range(m):
             for x in range(p):
                 for y in range(p):
-                    out.append(h(j, l, x, y) + h(l, j, y, x))
+                    out.append(h(j, i, x, y) + h(i, j, y, x))
     width = max(len(o) for o in out)
     index = np.full((len(out), width), zero, dtype=np.intp)
     for i, o in enumerate(out):

@@ -181,15 +181,17 @@ def test_the_polish_where_the_newton_steps_stopped_asks_for_no_step(monkeypatch,
 
     df = make_data(n_groups=400, seed=3)
     read: list[int] = []
-    original = optimize.log_shift
 
-    def counted(*args):
-        read.append(1)
-        return original(*args)
+    def counted(original):
+        def call(*args):
+            read.append(1)
+            return original(*args)
+
+        return call
 
     # the general Newton steps' readings, and those of the lean ones (dmixed.fit.lean)
-    monkeypatch.setattr(optimize, "log_shift", counted)
-    monkeypatch.setattr(lean, "log_shift", counted)
+    monkeypatch.setattr(optimize, "log_shift", counted(optimize.log_shift))
+    monkeypatch.setattr(lean, "shift_of", counted(lean.shift_of))
     res = _fit(df, re_formula=re_formula)
     assert res.converged and res.fit_history[-2]["method"] == "newton"
     # one per accepted Newton step and one at the optimum (where the decrement stops them)
