@@ -497,7 +497,7 @@ class LeanSteps:
         k = self.data.k
         p = k - 1
         beta, a, a_inv = prof.beta, prof.a, prof.a_inv
-        half_q, u_e_u, tr_ss, a_j, a_jk = full_sums(step.moments(prof.w), a, self.basis, k)
+        half_q, u_e_u, tr_ss, a_j, a_jk = full_sums(*step.moments(prof.w), a, self.basis, k)
         m = u_e_u.size
         # quadratic_form at β̂ about β₀ = 0: Q(0) − 2β̂'b + β̂'Aβ̂
         qf = float(self._xyxy[p, p] - step.m[p, p]) - 2.0 * float(beta @ prof.b)

@@ -73,32 +73,27 @@ class DenseStep:
             moments.add_pairs(s_pairs, h, w)  # u_i = H_i w in place of y's column
         return HessianSums(*moments.contract(basis))
 
-    def moments(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def moments(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For ``r = 2``, at ``w = [−β; 1]`` (``u_i = H_i w`` made per group, as
-        :class:`~dmixed.kernels.hessian_moments.HessianMoments` makes it), what of its
-        sums :func:`~dmixed.kernels.hessian_moments.full_sums` reads, in that layout:
-        ``V`` (``v_i``'s rows ``G_i``'s first, then ``u_i``'s), ``A``, ``C`` of ``G``
-        with ``G`` and of ``u`` with ``u`` (pair-major rows), each one product (a third
-        fewer products than the whole ``C``, and no product of an odd number of rows,
-        which OpenBLAS makes several times slower); the chunks' sums added in order."""
-        out: tuple | None = None
+        :class:`~dmixed.kernels.hessian_moments.HessianMoments` makes it, with
+        ``v_i = [G_i, u_i]``): the product of the rows ``[v; S pairs]`` with themselves
+        (``V`` and ``A`` of the moments as its diagonal blocks) and the moments' ``C``
+        (the product of the rows ``v S`` with ``v``), the chunks' sums added in order:
+        the moments in fewer products, so to rounding
+        (:func:`~dmixed.kernels.hessian_moments.full_sums` reads them)."""
+        out = None
         for h, s_pairs in zip(self.h, self.s_pairs, strict=True):
             rk, g = h.shape
-            k = rk // 2
-            rp = rk - 2
-            h3 = h.reshape(2, k, g)
-            vr = np.empty((rk, g))
-            vr[:rp].reshape(2, k - 1, g)[...] = h3[:, :-1]
-            vr[rp:] = np.matmul(w, h3)  # u_i = H_i w
-            vs = np.empty((3, rk, g))
-            np.multiply(vr[None], s_pairs[:, None], out=vs)
-            more = (
-                gram_rows(vr),
-                gram_rows(s_pairs),
-                np.matmul(vs[:, :rp], vr[:rp].T).reshape(3 * rp, rp),
-                np.matmul(vs[:, rp:], vr[rp:].T).reshape(6, 2),
-            )
-            out = more if out is None else tuple(x + y for x, y in zip(out, more, strict=True))
+            buf = np.empty((4 * rk + 3, g))
+            top = buf[: rk + 3]
+            vr = buf[:rk]
+            vr[...] = h
+            vr.reshape(2, rk // 2, g)[:, -1] = np.matmul(w, h.reshape(2, rk // 2, g))
+            top[rk:] = s_pairs
+            np.multiply(vr[:, None], s_pairs[None], out=buf[rk + 3 :].reshape(rk, 3, g))
+            va = gram_rows(top)
+            c = buf[rk + 3 :] @ vr.T
+            out = (va, c) if out is None else (out[0] + va, out[1] + c)
         assert out is not None
         return out
 

@@ -181,29 +181,21 @@ def _full_gather(basis: bytes, m: int, r: int, k: int) -> np.ndarray:
         raise ValueError("the basis entries must be 0 or 1")
     p = k - 1
     rk = r * k
-    rp = r * p
     rows, cols = tril_indices(r)
     n_pair = rows.size
     pair = np.empty((r, r), dtype=np.intp)
     pair[rows, cols] = pair[cols, rows] = np.arange(n_pair)
-    off_s = rk * rk
-    off_cg = off_s + n_pair * n_pair
-    off_cu = off_cg + n_pair * rp * rp
-    off_a = off_cu + n_pair * r * r
+    side = rk + n_pair  # the rows of V and A's product
+    off_c = side * side
+    off_a = off_c + rk * n_pair * rk
     zero = off_a + p * p
     support = [list(zip(*np.nonzero(e[j]), strict=True)) for j in range(m)]
 
-    def row(a, x):  # v's rows: G's (a, x) first, then u's (a)
-        return a * p + x if x < p else rp + a
-
     def v(a, x, b, y):
-        return row(a, x) * rk + row(b, y)
+        return (a * k + x) * side + b * k + y
 
-    def c(a, x, bc, d, y):  # C's G rows with G, pair-major; u's with u
-        if x < p and y < p:
-            return off_cg + (bc * rp + a * p + x) * rp + d * p + y
-        assert x == y == p
-        return off_cu + (bc * r + a) * r + d
+    def c(a, x, bc, d, y):
+        return off_c + ((a * k + x) * n_pair + bc) * rk + d * k + y
 
     def h(j, i, x, y):
         return [c(a, x, pair[b, cc], d, y) for a, b in support[j] for cc, d in support[i]]
@@ -225,7 +217,7 @@ def _full_gather(basis: bytes, m: int, r: int, k: int) -> np.ndarray:
         for i in range(m):
             out.append(
                 [
-                    off_s + pair[a, b] * n_pair + pair[cc, d]
+                    (rk + pair[a, b]) * side + rk + pair[cc, d]
                     for b, cc in support[j]
                     for d, a in support[i]
                 ]
@@ -248,28 +240,19 @@ def _full_gather(basis: bytes, m: int, r: int, k: int) -> np.ndarray:
 
 
 def full_sums(
-    moments: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-    a: np.ndarray,
-    basis: np.ndarray,
-    k: int,
+    va: np.ndarray, c: np.ndarray, a: np.ndarray, basis: np.ndarray, k: int
 ) -> tuple[np.ndarray, ...]:
     """The contractions of :func:`contract` and ``[X y]'V*⁻¹[X y]``'s ``A`` in one
     gather: ``(half_q, u_e_u, tr_ss, a_j, a_jk)`` with ``half_q`` the (p+m) × (p+m)
     matrix ``[A, g_e_u'; g_e_u, u_s_u]`` of :func:`~dmixed.fit.objective.hessian`
-    (``a`` its ``A``).
-
-    ``moments`` holds what of :class:`HessianMoments`' sums these read, with
-    ``v_i``'s rows ordered ``G_i``'s (``a p + x``) first, then ``u_i``'s (``r p + a``):
-    ``V`` (r k × r k); the moments' ``A``; ``C`` of ``G`` with ``G``, its rows
-    pair-major (``(bc, a x)``: (pairs · r p) × r p); ``C`` of ``u`` with ``u``
-    ((pairs · r) × r) — nothing reads ``C`` of ``G`` with ``u``.  The basis entries are
-    0 or 1, so each entry is a sum of stored ones (in another order than
-    :func:`contract` adds them: to rounding)."""
+    (``a`` its ``A``).  ``va`` is the product of the rows ``[v; S pairs]`` with
+    themselves (``V`` and the moments' ``A`` as its diagonal blocks), ``c`` the
+    moments' ``C``; the basis entries are 0 or 1, so each entry is a sum of stored
+    ones (in another order than :func:`contract` adds them: to rounding)."""
     m, r, _ = basis.shape
     p = k - 1
     index = _full_gather(np.ascontiguousarray(basis).tobytes(), m, r, k)
-    v, s_gram, c_g, c_u = moments
-    flat = np.concatenate((v.ravel(), s_gram.ravel(), c_g.ravel(), c_u.ravel(), a.ravel(), _ZERO))
+    flat = np.concatenate((va.ravel(), c.ravel(), a.ravel(), _ZERO))
     sums = flat.take(index).sum(axis=1)
     n = p + m
     e1 = n * n

@@ -111,27 +111,13 @@ def test_moments_sum_as_the_separate_products(shape, seed):
     assert np.array_equal(by_add.v, gram_rows(v_add.reshape(r * k, g)))
 
 
-def full_moments_of(made: HessianMoments) -> tuple[np.ndarray, ...]:
-    """The sums of ``made`` (r = 2) in :func:`full_sums`' layout: ``v``'s rows ``G``'s
-    first, then ``u``'s; ``C`` of ``G`` with ``G`` and of ``u`` with ``u``, pair-major."""
-    k = made.k
-    p = k - 1
-    g_rows = [a * k + x for a in range(2) for x in range(p)]
-    u_rows = [a * k + p for a in range(2)]
-    order = g_rows + u_rows
-    c = made.c.reshape(2 * k, 3, 2 * k)
-    c_g = c[np.ix_(g_rows, range(3), g_rows)].transpose(1, 0, 2).reshape(6 * p, 2 * p)
-    c_u = c[np.ix_(u_rows, range(3), u_rows)].transpose(1, 0, 2).reshape(6, 2)
-    return made.v[np.ix_(order, order)], made.a, c_g, c_u
-
-
 @settings(max_examples=25, **QUICK)
 @given(k=st.integers(1, 6), n_groups=st.sampled_from([1, 7, 300]), seed=st.integers(0, 2**16))
 def test_full_sums_are_the_contraction(k, n_groups, seed):
     """:func:`~dmixed.kernels.hessian_moments.full_sums` gathers the fields of
     :func:`~dmixed.kernels.hessian_moments.contract` (and ``half_q``'s blocks
-    ``[A, g_e_u'; g_e_u, u_s_u]``) from the moments in its layout, to 1e-12 of each
-    field's largest entry."""
+    ``[A, g_e_u'; g_e_u, u_s_u]``) from the product of ``[v; S pairs]`` with itself
+    and ``C``, to 1e-12 of each field's largest entry."""
     from dmixed.kernels.hessian_moments import contract, full_sums
 
     rng = np.random.default_rng(seed)
@@ -139,9 +125,10 @@ def test_full_sums_are_the_contraction(k, n_groups, seed):
     v = rng.normal(size=(2 * k, n_groups))
     s_pairs = rng.normal(size=(3, n_groups))
     made.add_pairs(s_pairs, v)
+    top = np.concatenate([v, s_pairs])
     a = rng.normal(size=(k - 1, k - 1))
     basis = Layout(2, ()).basis()
-    half_q, u_e_u, tr_ss, a_j, a_jk = full_sums(full_moments_of(made), a, basis, k)
+    half_q, u_e_u, tr_ss, a_j, a_jk = full_sums(top @ top.T, made.c, a, basis, k)
     tr, usu, ueu, geu, aj, ajk = contract(made.a, made.v, made.c, basis, 2, k)
     p = k - 1
     want = np.block([[a, geu.T], [geu, usu]])
