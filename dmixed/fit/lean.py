@@ -34,10 +34,11 @@ import numpy as np
 from ..engines.local import LocalEngine
 from ..kernels import StatsBlock, StepSums, compiled, small_linalg
 from ..kernels.dense1 import Dense1Statistics, Dense1Step
-from ..kernels.dense2 import Dense2Statistics, Dense2Step
+from ..kernels.dense2 import Dense2Statistics, Dense2Step, fixed_numbers
+from ..kernels.hessian_moments import full_sums
 from ..stats.standardize import psi_map_matrix
 from .coordinates import lam_in_statistics
-from .newton_coords import MAX_LOG_STEP, SHIFT_SHARE, NewtonStep, log_shift, newton_step
+from .newton_coords import MAX_LOG_STEP, SHIFT_SHARE, NewtonStep, newton_step
 from .newton_rules import (
     LAST_STEP_DECREMENT,
     modified_newton_step,
@@ -69,8 +70,9 @@ _EPS = float(np.finfo(float).eps)
 SINGULAR_CURVATURE = 1e-8
 
 #: The steps stand back where the fixed per-group rows of
-#: :class:`~dmixed.kernels.dense2.Dense2Statistics` (``4k + 5`` numbers a group) would
-#: take more than this many bytes: they are made once per fit next to the statistics,
+#: :class:`~dmixed.kernels.dense2.Dense2Statistics`
+#: (:func:`~dmixed.kernels.dense2.fixed_numbers` a group) would take more than this
+#: many bytes: they are made once per fit next to the statistics,
 #: and on that many groups the per-evaluation machinery they save is a small share.
 LEAN_ROWS_BYTES = 256 * 2**20
 
@@ -100,13 +102,29 @@ class LeanPoint:
         """The point as the objective's :class:`~dmixed.fit.profiled.Evaluation`."""
         return Evaluation(
             self.packed,
-            self.sums,
+            self.step_sums(),
             self.prof,
             self.llf,
             self.score,
             parts=None if self.d_psi is None else (self.d_psi, np.zeros(0)),
             lam=self.lam,
         )
+
+    def step_sums(self) -> StepSums | None:
+        """``sums``, made from a :class:`~dmixed.kernels.dense2.Dense2Step` ``step``
+        where :meth:`LeanSteps.evaluate` left them out."""
+        step = self.step
+        if self.sums is None and self.prof is not None and isinstance(step, Dense2Step):
+            k = step.m.shape[0]
+            self.sums = StepSums(
+                step.logdet,
+                step.m,
+                step.s,
+                step.gram.reshape(2, k, 2, k).transpose(0, 2, 1, 3),
+                np.zeros((0, k, k)),
+                np.zeros((k, k)),
+            )
+        return self.sums
 
 
 @dataclass
@@ -149,11 +167,11 @@ class LeanSteps:
         self.n = obj.glob.n
         k = obj.glob.k_fe + 1
         self._empty_vc = np.zeros((0, k, k))
-        self._zeros = np.zeros((k, k))
         self._theta_jac = None if obj.re_map is None else psi_map_matrix(obj.re_map, 0)
         glob = obj.glob
         self._xyxy = 0.5 * (glob.xyxy + glob.xyxy.T)
         self._abs_xyxy = np.abs(glob.xyxy)
+        self._max_xyxy = float(self._abs_xyxy.max())
         self._fac = float(glob.n - glob.k_fe) if obj.reml else float(glob.n)
         self._const = loglike_constant(self._fac, glob)
         self._wide = np.zeros((2, 2 * k))  # [w 0; 0 w]
@@ -195,7 +213,7 @@ class LeanSteps:
         k = chunks[0][1].shape[1]
         if layout.r == 1:
             return cls(obj, Dense1Statistics(chunks))  # views of the block's own arrays
-        if (4 * k + 5) * 8 * block.n_groups > LEAN_ROWS_BYTES:
+        if fixed_numbers(k) * 8 * block.n_groups > LEAN_ROWS_BYTES:
             return None
         return cls(obj, Dense2Statistics.of_chunks(chunks))
 
@@ -237,25 +255,17 @@ class LeanSteps:
         data = self.data
         assert isinstance(data, Dense2Statistics)  # r = 2
         step = data.step(lam)
-        k = data.k
         prof = self.profile(step.m)
         if prof is None:
             return nowhere(packed), False
         llf = self.loglike(step.logdet, prof)
         d_psi, score, grad = self.score_2(step, prof, l00, l10, l11)
-        if not (math.isfinite(llf) and np.isfinite(score).all()):
+        if not (math.isfinite(llf) and all(map(math.isfinite, score.tolist()))):
             return nowhere(packed), False
         if self.unresolved(step.m, prof):
             return nowhere(packed), True
-        sums = StepSums(
-            step.logdet,
-            step.m,
-            step.s,
-            step.gram.reshape(2, k, 2, k).transpose(0, 2, 1, 3),
-            self._empty_vc,
-            self._zeros,
-        )
-        self._last = LeanPoint(packed, llf, score, grad, lam, step, sums, prof, d_psi)
+        # the sums as StepSums only where an Evaluation is made of the point
+        self._last = LeanPoint(packed, llf, score, grad, lam, step, None, prof, d_psi)
         return self._last, False
 
     def score_2(
@@ -411,6 +421,12 @@ class LeanSteps:
     def unresolved(self, m: np.ndarray, prof: Profile) -> bool:
         """:func:`~dmixed.fit.objective.out_of_resolution` without the pivot (its
         statistics' resolution is 0 then)."""
+        # |w|'(|[X y]'[X y]| + |m|)|w| is at most (Σ|w|)² (max|[X y]'[X y]| + max|m|):
+        # where that bound (a little over, for its own rounding) passes, so does the sum
+        w_sum = 1.0 + sum(map(abs, prof.beta.tolist()))
+        bound = w_sum * w_sum * (self._max_xyxy + float(np.abs(m).max())) * (1.0 + 1e-9)
+        if not _EPS * bound / prof.q > RESOLUTION_LIMIT:
+            return False
         abs_w = np.abs(prof.w)
         size = float(abs_w @ (self._abs_xyxy + np.abs(m)) @ abs_w)
         return _EPS * size / prof.q > RESOLUTION_LIMIT
@@ -423,12 +439,16 @@ class LeanSteps:
         :meth:`~dmixed.fit.profiled.ProfiledObjective.logdet_traces` give them; ``(None,
         None)`` where it cannot be computed."""
         obj = self.obj
-        lam, sums, prof = point.lam, point.sums, point.prof
-        if lam is None or sums is None or prof is None:
+        lam, prof = point.lam, point.prof
+        if lam is None or prof is None or (point.step is None and point.sums is None):
             return None, None
         data, step = self.data, point.step
         if step is None:
             step = point.step = data.step(lam)
+        if self._theta_jac is None and isinstance(step, Dense2Step):
+            return self.profiled_hessian_2(point, step, prof)
+        sums = point.step_sums()
+        assert sums is not None
         if isinstance(data, Dense1Statistics) and isinstance(step, Dense1Step):
             hs = data.hessian(step, self.basis, prof.w)
         elif isinstance(data, Dense2Statistics) and isinstance(step, Dense2Step):
@@ -461,6 +481,47 @@ class LeanSteps:
             prof_h = htt - hbt.T @ small_linalg.solve(hbb, hbt) if p else htt
         except np.linalg.LinAlgError:
             return None, None
+        point.hessian = (hess, (trace_s, trace_ss))
+        return 0.5 * (prof_h + prof_h.T), (trace_s, trace_ss)
+
+    def profiled_hessian_2(
+        self, point: LeanPoint, step: Dense2Step, prof: Profile
+    ) -> tuple[np.ndarray | None, tuple[np.ndarray, np.ndarray] | None]:
+        """:meth:`profiled_hessian` for ``r = 2`` in the statistics' own coordinates,
+        in one pass: the moments of :meth:`~dmixed.kernels.dense2.Dense2Step.moments`
+        gathered into the Hessian's blocks (:func:`~dmixed.kernels.hessian_moments.full_sums`),
+        the formulas of :func:`~dmixed.fit.objective.hessian` at ``Q(β̂)`` as
+        :func:`~dmixed.fit.objective.quadratic_form` takes it (no pivot for ``r = 2``),
+        and the β block eliminated in closed form."""
+        reml = self.obj.reml
+        k = self.data.k
+        p = k - 1
+        beta, a, a_inv = prof.beta, prof.a, prof.a_inv
+        half_q, u_e_u, tr_ss, a_j, a_jk = full_sums(*step.moments(prof.w), a, self.basis, k)
+        m = u_e_u.size
+        # quadratic_form at β̂ about β₀ = 0: Q(0) − 2β̂'b + β̂'Aβ̂
+        qf = float(self._xyxy[p, p] - step.m[p, p]) - 2.0 * float(beta @ prof.b)
+        qf += float(beta @ a @ beta)
+        fac = prof.fac
+        # hessian_blocks' formulas with Q_β = −2(b − Aβ̂) = 0 (β̂ maximizes ℓ in β; the
+        # general path's Q_β is its rounding): the β block is −(fac/Q) A, so the
+        # profiled Hessian is H_θθ − H_θβ H_ββ⁻¹ H_βθ = H_θθ + (fac/Q) g_e_u A⁻¹ g_e_u'
+        c1 = -fac / qf
+        hess = half_q * c1
+        h_jk = hess[p:, p:] + 0.5 * tr_ss + (0.5 * fac / qf**2) * (u_e_u[:, None] * u_e_u)
+        if reml and p:
+            ql = a_inv @ a_j  # A⁻¹A_j
+            tr_ql = ql.reshape(m, p * p) @ ql.transpose(0, 2, 1).reshape(m, p * p).T
+            h_jk += 0.5 * (tr_ql - a_jk.reshape(m, m, p * p) @ a_inv.T.reshape(p * p))
+        h_tt = 0.5 * (h_jk + h_jk.T)
+        hess[p:, p:] = h_tt
+        if not np.isfinite(hess).all():
+            return None, None
+        g_e_u = half_q[p:, :p]
+        prof_h = h_tt - c1 * (g_e_u @ a_inv @ g_e_u.T) if p else h_tt
+        (s00, s01), (_, s11) = step.s.tolist()
+        trace_s = np.array([s00, 2.0 * s01, s11])
+        trace_ss = tr_ss.diagonal().copy()
         point.hessian = (hess, (trace_s, trace_ss))
         return 0.5 * (prof_h + prof_h.T), (trace_s, trace_ss)
 
@@ -536,7 +597,7 @@ class LeanSteps:
                 if curvature is not None and singular(curvature):
                     return None
                 if traces is not None and shifted:
-                    shift = log_shift(theta, *traces)
+                    shift = shift_of(theta, *traces)
             if curvature is None:
                 break
             step: BlockStep | ScalarStep | NewtonStep | None = None
@@ -588,6 +649,20 @@ class LeanSteps:
         return LeanResult(final, accepted, settled, expected, trials, rejected, done_there)
 
 
+def shift_of(theta: np.ndarray, trace_s: np.ndarray, trace_ss: np.ndarray) -> np.ndarray:
+    """:func:`~dmixed.fit.newton_coords.log_shift` in floats (the same IEEE operations
+    on each entry: the same shifts, bit for bit)."""
+    out = []
+    for t, ts, tss in zip(theta.tolist(), trace_s.tolist(), trace_ss.tolist(), strict=True):
+        try:
+            scale = ts / tss
+        except ZeroDivisionError:  # numpy's ±inf or nan: not finite
+            scale = math.inf
+        shift = SHIFT_SHARE * (scale - t) if math.isfinite(scale) else 0.0
+        out.append(shift if shift > 0.0 or shift != shift else 0.0)  # np.maximum(shift, 0)
+    return np.array(out)
+
+
 def nowhere(packed: np.ndarray) -> LeanPoint:
     """The point ``packed`` where ℓ is not defined or rejected (made only there)."""
     return LeanPoint(packed, -math.inf, np.zeros(packed.shape), np.zeros(packed.shape))
@@ -600,12 +675,12 @@ def singular(hess: np.ndarray) -> bool:
         (h,) = hess.ravel().tolist()
         return not math.isfinite(h) or h == 0.0
     try:
-        size = np.abs(small_linalg.eigvalsh(hess))
+        size = list(map(abs, small_linalg.eigvalsh(hess).tolist()))
     except np.linalg.LinAlgError:
         return True
-    if not np.isfinite(size).all():
+    if not all(map(math.isfinite, size)):
         return True
-    return bool(size.min() <= SINGULAR_CURVATURE * size.max())
+    return min(size) <= SINGULAR_CURVATURE * max(size)
 
 
 @dataclass(frozen=True)
@@ -625,7 +700,9 @@ class BlockStep:
 
     def point(self, fraction: float) -> np.ndarray:
         """θ after ``fraction`` of the step (:meth:`NewtonStep.point`)."""
-        v0, v1, v2 = (np.asarray(self.origin) + fraction * self.delta).tolist()
+        # NewtonStep.point's elementwise numpy arithmetic, in floats
+        pairs = zip(self.origin, self.delta.tolist(), strict=True)
+        v0, v1, v2 = (o + fraction * d for o, d in pairs)
         e0, e1 = np.exp([v0, v2]).tolist()  # numpy's exponential, as newton_coords
         d0 = e0 - self.s0
         d1 = e1 - self.s1

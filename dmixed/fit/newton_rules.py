@@ -6,6 +6,8 @@ update of the Hessian, the count of slow steps and the last step's decrement tes
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..kernels import small_linalg
@@ -35,14 +37,15 @@ def modified_newton_step(hess: np.ndarray, grad: np.ndarray) -> np.ndarray | Non
         evals, evecs = small_linalg.eigh(hess)
     except np.linalg.LinAlgError:
         return None
-    if not (evals.size and np.isfinite(evals).all()):
+    values = evals.tolist()  # the few eigenvalues' tests in floats, the same numbers
+    if not (values and all(map(math.isfinite, values))):
         return None
-    floor = 1e-10 * float(np.abs(evals).max())
+    floor = 1e-10 * max(map(abs, values))
     if floor == 0.0:
         return None
-    curv = np.where(evals < 0.0, evals, -np.maximum(evals, floor))
+    curv = np.array([v if v < 0.0 else -max(v, floor) for v in values])
     delta = evecs @ ((evecs.T @ grad) / -curv)
-    return delta if np.isfinite(delta).all() else None
+    return delta if all(map(math.isfinite, delta.tolist())) else None
 
 
 def slow_steps(slow: int, size: float, previous: float | None, contraction: float | None) -> int:

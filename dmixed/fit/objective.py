@@ -388,10 +388,22 @@ def hessian(
         prof = profile(step, glob, reml)
     beta = np.asarray(beta, dtype=np.float64)
     qf = quadratic_form(step, glob, beta)
-    fac = prof.fac
-    a = prof.a
-    q_b = -2.0 * (prof.b - a @ beta)
-    k = beta.size
+    q_b = -2.0 * (prof.b - prof.a @ beta)
+    return hessian_blocks(prof.a, prof.a_inv, q_b, qf, prof.fac, reml, hs)
+
+
+def hessian_blocks(
+    a: np.ndarray,
+    a_inv: np.ndarray,
+    q_b: np.ndarray,
+    qf: float,
+    fac: float,
+    reml: bool,
+    hs: HessianSums,
+) -> np.ndarray:
+    """:func:`hessian` from its parts: ``A = X'V*⁻¹X`` and ``A⁻¹`` (p × p), ``Q_β``
+    (p,) and ``Q`` at the point's β, ``fac`` and the Hessian sums ``hs``."""
+    k = q_b.size
     m = hs.u_e_u.shape[0]
     # every block at once, [Q_ββ/2, Q_βj/2; Q_jβ/2, Q_jk/2] and [Q_β; Q_j] (the blocks'
     # own elementwise arithmetic: the same numbers as block by block, in a third of the
@@ -408,9 +420,9 @@ def hessian(
     if reml and k:
         # as matrix products (einsum's parsing cost more than these small sums)
         p = k
-        ql = prof.a_inv @ hs.a_j  # A⁻¹A_j
+        ql = a_inv @ hs.a_j  # A⁻¹A_j
         tr_ql = ql.reshape(m, p * p) @ ql.transpose(0, 2, 1).reshape(m, p * p).T
         h_jk = h_jk + 0.5 * tr_ql  # tr(A⁻¹A_j A⁻¹A_k)
-        h_jk = h_jk - 0.5 * (hs.a_jk.reshape(m, m, p * p) @ prof.a_inv.T.reshape(p * p))
+        h_jk = h_jk - 0.5 * (hs.a_jk.reshape(m, m, p * p) @ a_inv.T.reshape(p * p))
     out[k:, k:] = 0.5 * (h_jk + h_jk.T)
     return out

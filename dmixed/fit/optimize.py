@@ -134,6 +134,8 @@ class _Optimization:
         #: the point is the optimum: the point (packed, as bytes), the variances settled
         #: at zero and the coordinates; Newton steps asked for again there stop as well
         self.settled: tuple[bytes, tuple[str, ...], bool] | None = None
+        #: the last :meth:`interior` (the point, as bytes, and its answer)
+        self.last_interior: tuple[bytes, bool] | None = None
 
     # -- the point and its evaluation ------------------------------------------------
 
@@ -161,13 +163,18 @@ class _Optimization:
 
     def interior(self, packed: np.ndarray) -> bool:
         """Whether every variance is well away from zero (the hand-over may happen)."""
+        key = np.asarray(packed).tobytes()
+        if self.last_interior is not None and self.last_interior[0] == key:
+            return self.last_interior[1]  # the Newton steps' end, asked again after them
         s = self.summary
         psi, tau = self.obj.layout.unpack(packed, self.obj.use_sqrt)
-        return bool(
+        out = bool(
             psi.diagonal().min(initial=1.0) > s.interior_variance
             and small_linalg.eigvalsh(psi).min(initial=1.0) > s.interior_eigenvalue
             and tau.min(initial=1.0) > s.interior_variance
         )
+        self.last_interior = (key, out)
+        return out
 
     def record(self, xf: np.ndarray, method: str) -> None:
         """Append an iteration at free entries ``xf`` to the fit log (and log it)."""

@@ -8,15 +8,15 @@ is a rational function of ``B = ΛΛ'`` with one denominator (its ``_conditional
     P = (B + det(B) adj(U)) / d,   S = (U + det(U) adj(B)) / d,
     H = (F + adj(B) adj(U) F) / d,   log|K| = log d
 
-so that ``d`` and the numerators of ``S`` and ``P`` are one (8 × 5) × (5 × G) product
-with the fixed rows ``[1, u00, u01, u11, det(U)]`` (``P``'s off-diagonal twice: ``P F``
-is then one product of ``[[p00, p01], [p01, p11]]`` with ``[F0, F1]``), and ``H`` one
-(2 × 4) × (4 × kG) product with the fixed ``[F; adj(U)F]``: some twenty calls of numpy
-per step where the per-chunk path makes some fifty, for the same formulas (sums of the
-same non-negative terms where ``B`` is large next to ``U⁻¹``; the sums over groups in
-another order: they agree with :func:`~dmixed.kernels.groups.step_contributions` to
-rounding).  The fixed
-rows hold ``4k + 5`` numbers per group (``k = p + 1``).
+so that ``d`` and the numerators of ``S`` are one (4 × 5) × (5 × G) product with the
+fixed rows ``[1, u00, u01, u11, det(U)]``; ``Σ ZXy'P ZXy = Σ (b00 T0 + b01 T1 + b11 T2
++ det(B) T3) / d`` one product of ``1/d`` with the fixed upper triangles of
+``T0 = F0'F0``, ``T1 = F0'F1 + F1'F0``, ``T2 = F1'F1`` and ``T3 = F'adj(U)F``; and ``H``
+one (2 × 4) × (4 × kG) product with the fixed ``[F; adj(U)F]``: a dozen calls of numpy
+per step where the per-chunk path makes some fifty, for the same formulas (the sums
+over groups in another order: they agree with
+:func:`~dmixed.kernels.groups.step_contributions` to rounding).  The fixed rows hold
+:func:`fixed_numbers` numbers per group.
 
 Notation as in :mod:`dmixed.kernels`; nothing here knows the optimizer.
 """
@@ -27,12 +27,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import small_linalg
 from .conditionals import gram_rows
 from .groups import HessianSums
 from .hessian_moments import HessianMoments
 
-__all__ = ["Dense2Statistics", "Dense2Step", "DenseStep"]
+__all__ = ["Dense2Statistics", "Dense2Step", "DenseStep", "fixed_numbers"]
 
 
 @dataclass
@@ -74,6 +73,30 @@ class DenseStep:
             moments.add_pairs(s_pairs, h, w)  # u_i = H_i w in place of y's column
         return HessianSums(*moments.contract(basis))
 
+    def moments(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For ``r = 2``, at ``w = [−β; 1]`` (``u_i = H_i w`` made per group, as
+        :class:`~dmixed.kernels.hessian_moments.HessianMoments` makes it, with
+        ``v_i = [G_i, u_i]``): the product of the rows ``[v; S pairs]`` with themselves
+        (``V`` and ``A`` of the moments as its diagonal blocks) and the moments' ``C``
+        (the product of the rows ``v S`` with ``v``), the chunks' sums added in order:
+        the moments in fewer products, so to rounding
+        (:func:`~dmixed.kernels.hessian_moments.full_sums` reads them)."""
+        out = None
+        for h, s_pairs in zip(self.h, self.s_pairs, strict=True):
+            rk, g = h.shape
+            buf = np.empty((4 * rk + 3, g))
+            top = buf[: rk + 3]
+            vr = buf[:rk]
+            vr[...] = h
+            vr.reshape(2, rk // 2, g)[:, -1] = np.matmul(w, h.reshape(2, rk // 2, g))
+            top[rk:] = s_pairs
+            np.multiply(vr[:, None], s_pairs[None], out=buf[rk + 3 :].reshape(rk, 3, g))
+            va = gram_rows(top)
+            c = buf[rk + 3 :] @ vr.T
+            out = (va, c) if out is None else (out[0] + va, out[1] + c)
+        assert out is not None
+        return out
+
 
 @dataclass
 class Dense2Step(DenseStep):
@@ -110,29 +133,25 @@ class Dense2Statistics:
     def value(self, lam: np.ndarray) -> tuple[float, np.ndarray]:
         """``(Σ_i log|K_i|, Σ_i ZXy_i'P_iZXy_i)`` at ``lam``: what ℓ alone needs (the
         same numbers as :meth:`step`'s)."""
-        coef = _coefficients(lam)[3:]  # d and P: S not made
-        first, *rest = self._chunks
-        *_, logdet, _, m = first.sums(coef)
-        for chunk in rest:
-            *_, more, _, more_m = chunk.sums(coef)
+        coef, c4, _ = _coefficients(lam)
+        logdet, m = 0.0, None
+        for chunk in self._chunks:
+            _, more, _, more_m = chunk.sums(coef, c4)
             logdet += more
-            m = m + more_m
+            m = more_m if m is None else m + more_m
+        assert m is not None
         return logdet, m
 
     def step(self, lam: np.ndarray) -> Dense2Step:
-        """The sums at the 2 × 2 factor ``lam`` (``B = ΛΛ'``, ``det(B) = det(Λ)²`` as
-        ``_conditional_2`` takes them)."""
-        coef = _coefficients(lam)
-        b00, b01, _, b11 = coef[4:, 0].tolist()
-        # H = (F + adj(B) adj(U) F) / d: adj(B) = [[b11, −b01], [−b01, b00]]
-        mix = np.array([[1.0, 0.0, b11, -b01], [0.0, 1.0, -b01, b00]])
+        """The sums at the 2 × 2 factor ``lam`` (``B = ΛΛ'``, ``det(B) = det(Λ)²``)."""
+        coef, c4, mix = _coefficients(lam)
         first, *rest = self._chunks
-        logdet, m, s, gram, h, s_pairs = first.step(coef, mix)
+        logdet, m, s, gram, h, s_pairs = first.step(coef, c4, mix)
         if not rest:
             return Dense2Step(logdet, m, s, gram, (h,), (s_pairs,))
         hs, pairs = [h], [s_pairs]
         for chunk in rest:
-            more = chunk.step(coef, mix)
+            more = chunk.step(coef, c4, mix)
             logdet += more[0]
             m = m + more[1]
             s = s + more[2]
@@ -148,26 +167,34 @@ class Dense2Statistics:
         return step.hessian(basis, w)
 
 
-def _coefficients(lam: np.ndarray) -> np.ndarray:
-    """The (8 × 5) rows that map ``[1, u00, u01, u11, det(U)]`` to the numerators of
-    ``S`` at (0, 0), (1, 0), (1, 1), ``d``, and the numerators of ``P`` at (0, 0),
-    (1, 0), (1, 0), (1, 1), at ``B = ΛΛ'``: ``d`` and ``P`` last, so that ℓ alone
-    (:meth:`Dense2Statistics.value`) takes the last five rows as a view."""
-    b = lam @ lam.T
-    det_b = small_linalg.det(lam) ** 2
-    (b00, b01), (_, b11) = b.tolist()
-    return np.array(
+def fixed_numbers(k: int) -> int:
+    """The numbers :class:`Dense2Statistics` holds per group for ``k = p + 1``:
+    ``[1, u00, u01, u11, det(U)]``, ``[F; adj(U)F]`` and four upper triangles."""
+    return 5 + 4 * k + 2 * k * (k + 1)
+
+
+def _coefficients(lam: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """At ``B = ΛΛ'`` (in floats): the (4 × 5) rows that map ``[1, u00, u01, u11,
+    det(U)]`` to the numerators of ``S`` at (0, 0), (1, 0), (1, 1) and ``d``; the
+    weights ``[b00, b01, b11, det(B)]`` of the fixed products of ``_Dense2Chunk``
+    (``d P`` in their terms); the ``adj(B)`` rows of ``H``'s numerators."""
+    (l00, l01), (l10, l11) = lam.tolist()
+    b00 = l00 * l00 + l01 * l01
+    b01 = l00 * l10 + l01 * l11
+    b11 = l10 * l10 + l11 * l11
+    det_l = l00 * l11 - l01 * l10
+    det_b = det_l * det_l
+    coef = np.array(
         [
             [0.0, 1.0, 0.0, 0.0, b11],  # S00·d = u00 + det(U) b11
             [0.0, 0.0, 1.0, 0.0, -b01],  # S01·d = u01 − det(U) b01
             [0.0, 0.0, 0.0, 1.0, b00],  # S11·d = u11 + det(U) b00
             [1.0, b00, 2.0 * b01, b11, det_b],  # d
-            [b00, 0.0, 0.0, det_b, 0.0],  # P00·d = b00 + det(B) u11
-            [b01, 0.0, -det_b, 0.0, 0.0],  # P01·d = b01 − det(B) u01
-            [b01, 0.0, -det_b, 0.0, 0.0],  # P01·d again (P F's rows, _Dense2Chunk.sums)
-            [b11, det_b, 0.0, 0.0, 0.0],  # P11·d = b11 + det(B) u00
         ]
     )
+    # H = (F + adj(B) adj(U) F) / d: adj(B) = [[b11, −b01], [−b01, b00]]
+    mix = np.array([[1.0, 0.0, b11, -b01], [0.0, 1.0, -b01, b00]])
+    return coef, np.array([b00, b01, b11, det_b]), mix
 
 
 class _Dense2Chunk:
@@ -180,36 +207,44 @@ class _Dense2Chunk:
         k, g = f0.shape
         self.k = k
         self.n_groups = g
-        self._zxy = zxy
-        # [1, u00, u01, u11, det(U)]: d and the numerators of S and P in one product
+        # [1, u00, u01, u11, det(U)]: d and the numerators of S in one product
         self._urow = np.stack([np.ones(g), u00, u01, u11, det_u])
         # [F0; F1; adj(U)F row 0; row 1] as (4, k G): H's numerators in one product
         self._fa = np.concatenate([f0, f1, u11 * f0 - u01 * f1, u00 * f1 - u01 * f0]).reshape(
             4, k * g
         )
+        # d P = B + det(B) adj(U), so d F'PF = b00 T0 + b01 T1 + b11 T2 + det(B) T3
+        # with the fixed T0 = F0'F0, T1 = F0'F1 + F1'F0, T2 = F1'F1,
+        # T3 = F'adj(U)F = u11 T0 − u01 T1 + u00 T2 (their upper triangles, per
+        # group): Σ ZXy'P ZXy is one product of these rows with 1/d
+        rows, cols = np.triu_indices(k)
+        t0 = f0[rows] * f0[cols]
+        t1 = f0[rows] * f1[cols] + f1[rows] * f0[cols]
+        t2 = f1[rows] * f1[cols]
+        t3 = u11 * t0 - u01 * t1 + u00 * t2
+        self._fixed = np.concatenate([t0, t1, t2, t3])
+        flat = np.empty((k, k), dtype=np.intp)
+        flat[rows, cols] = flat[cols, rows] = np.arange(rows.size)
+        self._square = flat  # the k × k entries from the upper triangle
 
-    def sums(self, coef: np.ndarray) -> tuple:
-        """``(1/d, log-determinant, S at (0,0), (1,0), (1,1) over the groups,
-        Σ ZXy'P ZXy)`` at the coefficients ``coef`` (:func:`_coefficients`); of its last
-        five rows (``d`` and ``P``: what ℓ alone reads), ``S`` has no rows."""
+    def sums(self, coef: np.ndarray, c4: np.ndarray) -> tuple:
+        """``(1/d, log-determinant, numerators of S at (0,0), (1,0), (1,1) over the
+        groups, Σ ZXy'P ZXy)`` at the rows ``coef`` and weights ``c4``
+        (:func:`_coefficients`)."""
         rows = coef @ self._urow
-        d = rows[-5]
+        d = rows[3]
         inv_d = 1.0 / d
         logdet = float(np.log(d).sum())
-        rows *= inv_d  # S and P at (0, 0), (1, 0), (1, 1), P at (1, 0) again; d's row unread
-        # P F by rows: [[p00 F0, p01 F0], [p01 F1, p11 F1]] in one product, then
-        # pf0 = p00 F0 + p01 F1 and pf1 = p01 F0 + p11 F1 in one sum of its two halves
-        # (the same terms added in the same order as one product and sum per row)
-        terms = rows[-4:].reshape(2, 2, 1, -1) * self._zxy[:, None]
-        pf = terms[0] + terms[1]
-        f0, f1 = self._zxy[0], self._zxy[1]
-        m = f0 @ pf[0].T + f1 @ pf[1].T  # Σ_i ZXy_i'P_iZXy_i
-        return inv_d, logdet, rows[:-5], 0.5 * (m + m.T)
+        fixed = self._fixed @ inv_d  # Σ T_j / d, four upper triangles
+        m = (c4 @ fixed.reshape(4, -1)).take(self._square)  # exactly symmetric
+        return inv_d, logdet, rows[:3], m
 
-    def step(self, coef: np.ndarray, mix: np.ndarray) -> tuple:
+    def step(self, coef: np.ndarray, c4: np.ndarray, mix: np.ndarray) -> tuple:
         """This chunk's ``(log-determinant, m, Σ S, Σ h h', h, S pairs)``
-        (:class:`Dense2Step`'s fields) at ``coef`` and the ``adj(B)`` rows ``mix``."""
-        inv_d, logdet, pairs, m = self.sums(coef)
+        (:class:`Dense2Step`'s fields) at ``coef``, ``c4`` and the ``adj(B)`` rows
+        ``mix``."""
+        inv_d, logdet, pairs, m = self.sums(coef, c4)
+        pairs *= inv_d
         s00, s01, s11 = pairs.sum(axis=1).tolist()
         h = (mix @ self._fa).reshape(2 * self.k, self.n_groups)
         h *= inv_d

@@ -41,7 +41,7 @@ import numpy as np
 from ..stats import tril_indices
 from .conditionals import gram_rows
 
-__all__ = ["HessianMoments"]
+__all__ = ["HessianMoments", "contract", "full_sums"]
 
 
 @functools.lru_cache(maxsize=16)
@@ -141,25 +141,134 @@ class HessianMoments:
     def contract(self, basis: np.ndarray) -> tuple[np.ndarray, ...]:
         """The fields of :class:`~dmixed.kernels.HessianSums` for ``basis`` (m, r, r),
         the ``E_j`` (symmetric): ``(tr_ss, u_s_u, u_e_u, g_e_u, a_j, a_jk)``."""
-        r, k = self.r, self.k
-        p = k - 1
-        m = basis.shape[0]
-        a_at, v_at, c_at = _gathers(r, k)
-        e = basis.reshape(m, r * r)  # E_j[a, b] at column a r + b
-        tr_ss = e @ self.a.take(a_at) @ e.T
-        ev = (e @ self.v.take(v_at)).reshape(m, k, k)  # Σ_ab E_j[a,b] V[a x, b y]
-        # Σ_abcd E_j[a,b] E_k[c,d] C[a x, bc, d y]: (j, k, x, y)
-        ec = e @ (e @ self.c.take(c_at).reshape(r * r, -1)).reshape(m, r * r, k * k)
-        ec = ec.reshape(m, m, k, k)
-        half = ec[:, :, :p, :p]
-        return (
-            tr_ss,
-            np.ascontiguousarray(ec[:, :, p, p]),
-            np.ascontiguousarray(ev[:, p, p]),
-            np.ascontiguousarray(ev[:, :p, p]),
-            np.ascontiguousarray(ev[:, :p, :p]),
-            half + half.transpose(1, 0, 3, 2),
-        )
+        return contract(self.a, self.v, self.c, basis, self.r, self.k)
+
+
+def contract(
+    a: np.ndarray, v: np.ndarray, c: np.ndarray, basis: np.ndarray, r: int, k: int
+) -> tuple[np.ndarray, ...]:
+    """The fields of :class:`~dmixed.kernels.HessianSums` ``(tr_ss, u_s_u, u_e_u,
+    g_e_u, a_j, a_jk)`` of the sums ``A``, ``V`` and ``C`` (module docstring, laid out
+    as :class:`HessianMoments` holds them) for ``basis`` (m, r, r), the ``E_j``
+    (symmetric)."""
+    p = k - 1
+    m = basis.shape[0]
+    a_at, v_at, c_at = _gathers(r, k)
+    e = basis.reshape(m, r * r)  # E_j[a, b] at column a r + b
+    tr_ss = e @ a.take(a_at) @ e.T
+    ev = (e @ v.take(v_at)).reshape(m, k, k)  # Σ_ab E_j[a,b] V[a x, b y]
+    # Σ_abcd E_j[a,b] E_k[c,d] C[a x, bc, d y]: (j, k, x, y)
+    ec = e @ (e @ c.take(c_at).reshape(r * r, -1)).reshape(m, r * r, k * k)
+    ec = ec.reshape(m, m, k, k)
+    half = ec[:, :, :p, :p]
+    return (
+        tr_ss,
+        np.ascontiguousarray(ec[:, :, p, p]),
+        np.ascontiguousarray(ev[:, p, p]),
+        np.ascontiguousarray(ev[:, :p, p]),
+        np.ascontiguousarray(ev[:, :p, :p]),
+        half + half.transpose(1, 0, 3, 2),
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _full_gather(basis: bytes, m: int, r: int, k: int) -> np.ndarray:
+    """The positions whose sums are :func:`full_sums`' entries (made once per basis and
+    ``k``), padded with the position of the zero (every ``E_j`` entry is 0 or 1: each
+    entry is a plain sum of stored ones)."""
+    e = np.frombuffer(basis, dtype=np.float64).reshape(m, r, r)
+    if not np.isin(e, (0.0, 1.0)).all():
+        raise ValueError("the basis entries must be 0 or 1")
+    p = k - 1
+    rk = r * k
+    rows, cols = tril_indices(r)
+    n_pair = rows.size
+    pair = np.empty((r, r), dtype=np.intp)
+    pair[rows, cols] = pair[cols, rows] = np.arange(n_pair)
+    side = rk + n_pair  # the rows of V and A's product
+    off_c = side * side
+    off_a = off_c + rk * n_pair * rk
+    zero = off_a + p * p
+    support = [list(zip(*np.nonzero(e[j]), strict=True)) for j in range(m)]
+
+    def v(a, x, b, y):
+        return (a * k + x) * side + b * k + y
+
+    def c(a, x, bc, d, y):
+        return off_c + ((a * k + x) * n_pair + bc) * rk + d * k + y
+
+    def h(j, i, x, y):
+        return [c(a, x, pair[b, cc], d, y) for a, b in support[j] for cc, d in support[i]]
+
+    out: list[list[int]] = []
+    n = p + m
+    for i in range(n):  # half Q's second derivatives, [A, G'E u; u'E G, u'E S E u]
+        for j in range(n):
+            if i < p and j < p:
+                out.append([off_a + i * p + j])
+            elif i < p or j < p:
+                x, jj = (i, j - p) if i < p else (j, i - p)
+                out.append([v(a, x, b, p) for a, b in support[jj]])
+            else:
+                out.append(h(i - p, j - p, p, p))
+    for j in range(m):  # u'E_j u
+        out.append([v(a, p, b, p) for a, b in support[j]])
+    for j in range(m):  # tr(S E_j S E_i) = Σ S_ab E_j[b,c] S_cd E_i[d,a]
+        for i in range(m):
+            out.append(
+                [
+                    (rk + pair[a, b]) * side + rk + pair[cc, d]
+                    for b, cc in support[j]
+                    for d, a in support[i]
+                ]
+            )
+    for j in range(m):  # G'E_j G
+        for x in range(p):
+            for y in range(p):
+                out.append([v(a, x, b, y) for a, b in support[j]])
+    for j in range(m):  # G'(E_j S E_i + E_i S E_j)G
+        for i in range(m):
+            for x in range(p):
+                for y in range(p):
+                    out.append(h(j, i, x, y) + h(i, j, y, x))
+    width = max(len(o) for o in out)
+    index = np.full((len(out), width), zero, dtype=np.intp)
+    for i, o in enumerate(out):
+        index[i, : len(o)] = o
+    index.flags.writeable = False
+    return index
+
+
+def full_sums(
+    va: np.ndarray, c: np.ndarray, a: np.ndarray, basis: np.ndarray, k: int
+) -> tuple[np.ndarray, ...]:
+    """The contractions of :func:`contract` and ``[X y]'V*⁻¹[X y]``'s ``A`` in one
+    gather: ``(half_q, u_e_u, tr_ss, a_j, a_jk)`` with ``half_q`` the (p+m) × (p+m)
+    matrix ``[A, g_e_u'; g_e_u, u_s_u]`` of :func:`~dmixed.fit.objective.hessian`
+    (``a`` its ``A``).  ``va`` is the product of the rows ``[v; S pairs]`` with
+    themselves (``V`` and the moments' ``A`` as its diagonal blocks), ``c`` the
+    moments' ``C``; the basis entries are 0 or 1, so each entry is a sum of stored
+    ones (in another order than :func:`contract` adds them: to rounding)."""
+    m, r, _ = basis.shape
+    p = k - 1
+    index = _full_gather(np.ascontiguousarray(basis).tobytes(), m, r, k)
+    flat = np.concatenate((va.ravel(), c.ravel(), a.ravel(), _ZERO))
+    sums = flat.take(index).sum(axis=1)
+    n = p + m
+    e1 = n * n
+    e2 = e1 + m
+    e3 = e2 + m * m
+    e4 = e3 + m * p * p
+    return (
+        sums[:e1].reshape(n, n),
+        sums[e1:e2],
+        sums[e2:e3].reshape(m, m),
+        sums[e3:e4].reshape(m, p, p),
+        sums[e4:].reshape(m, m, p, p),
+    )
+
+
+_ZERO = np.zeros(1)
 
 
 def _residual_side(h: np.ndarray, w: np.ndarray) -> np.ndarray:

@@ -371,3 +371,25 @@ def test_rank_deficient_random_design_takes_the_general_path(seed, kw, monkeypat
     fast, _ = _fit(df, 2, True, True, monkeypatch, **kw)
     slow, _ = _fit(df, 2, True, False, monkeypatch, **kw)
     _assert_same_fit(fast, slow)
+
+
+@settings(max_examples=200, **QUICK)
+@given(
+    values=st.lists(
+        st.sampled_from([0.0, -0.0, 1.0, -2.5, 1e-300, 3e300, np.inf, -np.inf, np.nan])
+        | st.floats(-1e3, 1e3),
+        min_size=9,
+        max_size=9,
+    )
+)
+def test_shift_of_is_log_shift_bit_for_bit(values):
+    """The shifts in floats are :func:`~dmixed.fit.newton_coords.log_shift`'s, bit for
+    bit (zeros of either sign, infinities and NaN among θ and the traces)."""
+    from dmixed.fit.lean import shift_of
+    from dmixed.fit.newton_coords import log_shift
+
+    theta, trace_s, trace_ss = (np.array(values[i : i + 3]) for i in (0, 3, 6))
+    with np.errstate(all="ignore"):
+        want = log_shift(theta, trace_s, trace_ss)
+        ours = shift_of(theta, trace_s, trace_ss)
+    assert ours.tobytes() == want.tobytes()

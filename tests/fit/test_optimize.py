@@ -65,7 +65,7 @@ def test_secant_newton_steps_reach_the_same_optimum(monkeypatch, seed, re_formul
     DEFAULTS.newton_decrement · n (within about 3e-8 standard errors of the optimum
     here), and the standard errors come from the exact Hessian there."""
     from dmixed.engines.local import LocalEngine
-    from dmixed.kernels.dense2 import Dense2Statistics
+    from dmixed.kernels.dense2 import Dense2Statistics, Dense2Step
 
     hessians = []
 
@@ -79,6 +79,7 @@ def test_secant_newton_steps_reach_the_same_optimum(monkeypatch, seed, re_formul
     # the engine's Hessian sums, and those of the lean Newton steps (dmixed.fit.lean)
     monkeypatch.setattr(LocalEngine, "hessian", counted(LocalEngine.hessian))
     monkeypatch.setattr(Dense2Statistics, "hessian", counted(Dense2Statistics.hessian))
+    monkeypatch.setattr(Dense2Step, "moments", counted(Dense2Step.moments))
     df = make_data(n_groups=400, seed=seed)
     fits = {}
     for secant_rows in (0, 10**12):
@@ -180,15 +181,17 @@ def test_the_polish_where_the_newton_steps_stopped_asks_for_no_step(monkeypatch,
 
     df = make_data(n_groups=400, seed=3)
     read: list[int] = []
-    original = optimize.log_shift
 
-    def counted(*args):
-        read.append(1)
-        return original(*args)
+    def counted(original):
+        def call(*args):
+            read.append(1)
+            return original(*args)
+
+        return call
 
     # the general Newton steps' readings, and those of the lean ones (dmixed.fit.lean)
-    monkeypatch.setattr(optimize, "log_shift", counted)
-    monkeypatch.setattr(lean, "log_shift", counted)
+    monkeypatch.setattr(optimize, "log_shift", counted(optimize.log_shift))
+    monkeypatch.setattr(lean, "shift_of", counted(lean.shift_of))
     res = _fit(df, re_formula=re_formula)
     assert res.converged and res.fit_history[-2]["method"] == "newton"
     # one per accepted Newton step and one at the optimum (where the decrement stops them)

@@ -109,3 +109,37 @@ def test_moments_sum_as_the_separate_products(shape, seed):
     v_add = h.copy()
     v_add[:, -1] = np.einsum("ajg,j->ag", h, w)
     assert np.array_equal(by_add.v, gram_rows(v_add.reshape(r * k, g)))
+
+
+@settings(max_examples=25, **QUICK)
+@given(k=st.integers(1, 6), n_groups=st.sampled_from([1, 7, 300]), seed=st.integers(0, 2**16))
+def test_full_sums_are_the_contraction(k, n_groups, seed):
+    """:func:`~dmixed.kernels.hessian_moments.full_sums` gathers the fields of
+    :func:`~dmixed.kernels.hessian_moments.contract` (and ``half_q``'s blocks
+    ``[A, g_e_u'; g_e_u, u_s_u]``) from the product of ``[v; S pairs]`` with itself
+    and ``C``, to 1e-12 of each field's largest entry."""
+    from dmixed.kernels.hessian_moments import contract, full_sums
+
+    rng = np.random.default_rng(seed)
+    made = HessianMoments(2, k)
+    v = rng.normal(size=(2 * k, n_groups))
+    s_pairs = rng.normal(size=(3, n_groups))
+    made.add_pairs(s_pairs, v)
+    top = np.concatenate([v, s_pairs])
+    a = rng.normal(size=(k - 1, k - 1))
+    basis = Layout(2, ()).basis()
+    half_q, u_e_u, tr_ss, a_j, a_jk = full_sums(top @ top.T, made.c, a, basis, k)
+    tr, usu, ueu, geu, aj, ajk = contract(made.a, made.v, made.c, basis, 2, k)
+    p = k - 1
+    want = np.block([[a, geu.T], [geu, usu]])
+    for name, ours, theirs in [
+        ("half_q", half_q, want),
+        ("u_e_u", u_e_u, ueu),
+        ("tr_ss", tr_ss, tr),
+        ("a_j", a_j, aj),
+        ("a_jk", a_jk, ajk),
+    ]:
+        assert ours.shape == theirs.shape, name
+        scale = max(float(np.abs(theirs).max(initial=0.0)), 1e-300)
+        assert float(np.abs(ours - theirs).max(initial=0.0)) <= RTOL * scale, name
+    assert half_q.shape == (p + 3, p + 3)
