@@ -134,8 +134,9 @@ def weighted_moment_start(
     The unweighted equations of :func:`moment_start` weight each group's
     ``c_i = Z̃_i'r_i`` (OLS residuals ``r_i``) as if ``Ψ* = 0`` (MIVQUE0), which gives
     the groups of large ``A_i = Z̃_i'Z̃_i`` far too much weight where ``A_i Ψ*`` is not
-    small.  Weighting them by ``M_i = (I + A_i Ψ*₀)⁻¹`` (``σ² M_i A_i`` is the
-    covariance of ``c_i`` under ``Ψ*₀``, up to ``A_i``), ``u_i = M_i c_i`` has
+    small.  Weighting them by ``M_i = (I + A_i Ψ*₀)⁻¹`` (under ``Ψ*₀``,
+    ``Cov(c_i) = σ² (I + A_i Ψ*₀) A_i``: ``M_i`` is its inverse up to ``σ² A_i``),
+    ``u_i = M_i c_i`` has
 
         E[Σ u_i u_i'] = Σ S_i D S_i + σ² Σ (S_i − S_i Ψ*₀ S_i),    S_i = M_i A_i
 
