@@ -21,6 +21,10 @@ in ``(u, σ²)``:
     Σ_k u_k tr(E_k Σ_i A_i)         + σ² (n − p)         = RSS
 
 All sums over groups come from one engine round trip (:class:`dmixed.kernels.MomentSums`).
+Where the per-group statistics are held in this process and the random effects have two
+or more coordinates, the equations are solved once more with each group weighted at that
+first estimate (:func:`weighted_moment_start`: one step of MINQUE from it), a start nearer
+the optimum by about one Newton step for a few vector operations over the groups.
 The start a user gives (``start_params``) is read here too (:func:`start_packed`).
 """
 
@@ -91,7 +95,14 @@ def moment_start(
     sigma2 = sol[m]
     if not (np.isfinite(sol).all() and sigma2 > 0):
         return None
-    psi, tau = _unpacked_plain(sol[:m] / sigma2, layout)
+    return _floored(sol[:m] / sigma2, layout, glob)
+
+
+def _floored(theta: np.ndarray, layout: Layout, glob: GlobalStats):
+    """``(Ψ*, τ*)`` of the plain-packed moment estimate ``theta``, every variance
+    raised to :data:`START_FLOOR` of the largest (:func:`moment_start`); None where
+    no variance is estimated positive."""
+    psi, tau = _unpacked_plain(theta, layout)
     inv_k = 1.0 / weight_factor(glob)
     if layout.k_re:
         vals, vecs = small_linalg.eigh(psi)
@@ -107,6 +118,101 @@ def moment_start(
         psi = 0.5 * (psi + psi.T)
     tau = np.maximum(tau, floor)
     return psi, tau
+
+
+def weighted_moment_start(
+    psi0: np.ndarray, chunks, mom: MomentSums, glob: GlobalStats, layout: Layout
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The moment estimates of :func:`moment_start` made again with each group weighted
+    at the first estimate ``psi0`` (Ψ*₀): one step of MINQUE with the prior ``Ψ*₀``
+    (Rao 1972), i.e. of Fisher scoring from ``Ψ*₀`` with β held at the OLS estimate;
+    ``(Ψ*, τ*)`` as :func:`moment_start` gives them (``τ*`` empty), or None where the
+    equations say nothing.  For random effects without variance components, from the
+    per-group statistics held in this process: ``chunks`` of entry-major
+    ``(Z̃_i'Z̃_i (r, r, G_c), Z̃_i'[X_i y_i] (r, k, G_c))``.
+
+    The unweighted equations of :func:`moment_start` weight each group's
+    ``c_i = Z̃_i'r_i`` (OLS residuals ``r_i``) as if ``Ψ* = 0`` (MIVQUE0), which gives
+    the groups of large ``A_i = Z̃_i'Z̃_i`` far too much weight where ``A_i Ψ*`` is not
+    small.  Weighting them by ``M_i = (I + A_i Ψ*₀)⁻¹`` (under ``Ψ*₀``,
+    ``Cov(c_i) = σ² (I + A_i Ψ*₀) A_i``: ``M_i`` is its inverse up to ``σ² A_i``),
+    ``u_i = M_i c_i`` has
+
+        E[Σ u_i u_i'] = Σ S_i D S_i + σ² Σ (S_i − S_i Ψ*₀ S_i),    S_i = M_i A_i
+
+    (``D = σ² Ψ*``; ``S_i`` is ``Z̃_i'V*_i⁻¹Z̃_i`` at ``Ψ*₀``), whose projections on
+    the basis ``E_j`` replace the first ``m`` equations; the last (the residual sum of
+    squares) is kept.  The multivariate meta-analysis counterpart is the two-step
+    method of moments with weights from a first estimate (DerSimonian & Kacker 2007;
+    Jackson, White & Riley 2013).
+    """
+    p = glob.k_fe
+    xyxy = glob.xyxy
+    w = np.empty(p + 1)
+    w[p] = 1.0
+    if p:
+        try:
+            w[:p] = -small_linalg.solve(xyxy[:p, :p], xyxy[:p, p])
+        except np.linalg.LinAlgError:
+            return None
+    r = layout.r
+    ss = np.zeros((r * r, r * r))  # Σ S_i ⊗ S_i, laid out as MomentSums.zz_zz of A_i
+    s_sum = np.zeros((r, r))
+    uu = np.zeros((r, r))
+    for zz, zxy in chunks:
+        c = np.einsum("akg,k->ag", zxy, w)  # c_i (r, G)
+        s_rows = _weighted_rows_2(zz, psi0) if r == 2 else _weighted_rows(zz, psi0)
+        # u_i = M_i c_i = c_i − S_i Ψ*₀ c_i  (M_i = I − S_i Ψ*₀)
+        pc = psi0 @ c
+        u = c - np.einsum("abg,bg->ag", s_rows.reshape(r, r, -1), pc)
+        ss += s_rows @ s_rows.T
+        s_sum += s_rows.sum(axis=1).reshape(r, r)
+        uu += u @ u.T
+    # Σ S_i Ψ*₀ S_i from Σ S_i ⊗ S_i: no other pass over the groups
+    sps_sum = np.einsum("acdb,cd->ab", ss.reshape(r, r, r, r), psi0)
+    basis = layout.basis()
+    m = basis.shape[0]
+    lhs = np.empty((m + 1, m + 1))
+    lhs[:m, :m] = np.einsum("jab,kcd,bcda->jk", basis, basis, ss.reshape(r, r, r, r))
+    lhs[:m, m] = np.einsum("jab,ba->j", basis, s_sum - sps_sum)
+    lhs[m, :m] = np.einsum("jab,ba->j", basis, mom.zz)
+    lhs[m, m] = glob.n - p
+    rhs = np.empty(m + 1)
+    rhs[:m] = np.einsum("jab,ba->j", basis, uu)
+    rhs[m] = float(w @ xyxy @ w)
+    try:
+        sol = small_linalg.solve(lhs, rhs)
+    except np.linalg.LinAlgError:
+        return None
+    sigma2 = float(sol[m])
+    if not (sigma2 > 0 and np.isfinite(sol).all()):
+        return None
+    return _floored(sol[:m] / sigma2, layout, glob)
+
+
+def _weighted_rows_2(zz: np.ndarray, psi0: np.ndarray) -> np.ndarray:
+    """``S_i = (I + A_i Ψ*₀)⁻¹ A_i`` of two coordinates, entry-major (4, G) (entries
+    (0,0), (0,1), (1,0), (1,1)), from entry-major ``A_i`` (2, 2, G): with ``B = Ψ*₀``,
+    ``S = (A + det(A) adj(B)) / d`` and ``d = det(I + A B) = 1 + tr(A B) + det(A)
+    det(B)`` (the closed form of :mod:`dmixed.kernels.dense2`), exactly symmetric."""
+    (b00, b01), (_, b11) = psi0.tolist()
+    det_b = b00 * b11 - b01 * b01
+    u00, u01, u11 = zz[0, 0], zz[0, 1], zz[1, 1]
+    det_u = np.maximum(u00 * u11 - u01 * u01, 0.0)
+    inv_d = 1.0 / (1.0 + b00 * u00 + (2.0 * b01) * u01 + b11 * u11 + det_b * det_u)
+    s01 = (u01 - b01 * det_u) * inv_d
+    return np.stack([(u00 + b11 * det_u) * inv_d, s01, s01, (u11 + b00 * det_u) * inv_d])
+
+
+def _weighted_rows(zz: np.ndarray, psi0: np.ndarray) -> np.ndarray:
+    """:func:`_weighted_rows_2` of any width ``r``: ``S_i`` (r², G) entry-major, from
+    batched solves of ``(I + A_i Ψ*₀) S_i = A_i`` (similar to ``I + Ψ*₀^½ A_i Ψ*₀^½``:
+    never singular), symmetrized."""
+    r = zz.shape[0]
+    a = np.moveaxis(zz, -1, 0)  # (G, r, r)
+    s = np.linalg.solve(np.eye(r) + a @ psi0, a)
+    s = 0.5 * (s + np.swapaxes(s, 1, 2))
+    return np.ascontiguousarray(s.reshape(-1, r * r).T)
 
 
 def _unpacked_plain(theta: np.ndarray, layout: Layout) -> tuple[np.ndarray, np.ndarray]:
@@ -259,17 +365,46 @@ def _trade_message(a: int, b: int, q: int, vc_names, re_names, group_name: str) 
 def moment_start_packed(
     moments: Callable[[], MomentSums], glob: GlobalStats, layout: Layout
 ) -> np.ndarray | None:
-    """:func:`moment_start` packed for the optimizer (square-root packing), or ``None``
-    where it is not used: no covariance parameter, a random design wider than
-    ``kernels.MOMENT_MAX_R``, or estimates that say nothing.  ``moments`` makes the
-    engine round trip (``engine.moments``), called only when the estimates are used."""
+    """:func:`moment_start` packed for the optimizer (square-root packing), weighted
+    once (:func:`weighted_moment_start`) where ``moments`` is an in-process engine's
+    and the random effects have at least :data:`WEIGHTED_MIN_Q` coordinates and no
+    variance component (:func:`_weighted_chunks`); ``None`` where it is not used: no
+    covariance parameter, a random design wider than ``kernels.MOMENT_MAX_R``, or
+    estimates that say nothing.  ``moments`` makes the engine round trip
+    (``engine.moments``), called only when the estimates are used."""
     if layout.n_params == 0 or layout.r > kernels.MOMENT_MAX_R:
         return None
-    estimate = moment_start(moments(), glob, layout)
+    mom = moments()
+    estimate = moment_start(mom, glob, layout)
     if estimate is None:
         return None
+    chunks = _weighted_chunks(moments, layout)
+    if chunks is not None:
+        estimate = weighted_moment_start(estimate[0], chunks, mom, glob, layout) or estimate
     psi, tau = estimate
     return layout.pack(psi, tau, use_sqrt=True)
+
+
+#: The fewest random-effect coordinates for which :func:`moment_start_packed` weights
+#: the moment equations (:func:`weighted_moment_start`).  For a random intercept alone
+#: the unweighted estimate is the analysis-of-variance estimator, as close to the
+#: optimum as the weighted one on balanced groups (RESULTS.md, twelfth session).
+WEIGHTED_MIN_Q = 2
+
+
+def _weighted_chunks(moments, layout: Layout):
+    """The per-group statistics behind ``moments`` where :func:`weighted_moment_start`
+    refines the moment estimates: ``moments`` the bound method of an in-process engine
+    holding them (its ``block``, a :class:`~dmixed.kernels.StatsBlock`), the random
+    effects of at least :data:`WEIGHTED_MIN_Q` coordinates and no variance component;
+    else None (a cluster's engine returns sums only)."""
+    if layout.k_vc or layout.k_re < WEIGHTED_MIN_Q:
+        return None
+    block = getattr(getattr(moments, "__self__", None), "block", None)
+    if not isinstance(block, kernels.StatsBlock):
+        return None
+    chunks = list(block.chunks())
+    return chunks if chunks and chunks[0][0].shape[0] == layout.r else None
 
 
 def start_packed(start_params, layout: Layout, use_sqrt: bool, k_fe: int) -> np.ndarray:
