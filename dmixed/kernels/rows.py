@@ -605,7 +605,7 @@ def plan_sums(codes, sources, terms, n_groups: int, compiled: bool | None) -> li
 #: the other through memory, a chain of dependent loads and stores per group, where
 #: the sums by position add whole rows of groups at once in the same order
 #: (benchmarks/RESULTS.md, twelfth session of 2026-12-02)
-RUN_SUMS_MIN_ROWS = 4096
+RUN_SUMS_MIN_ROWS = 1024
 RUN_SUMS_MAX_SIZE = 64
 
 
