@@ -578,9 +578,6 @@ def plan_sums(codes, sources, terms, n_groups: int, compiled: bool | None) -> li
 
         sums = iter(term_sums(codes, sources, live, n_groups))
         return [None if t[0] == "zero" else next(sums) for t in terms]
-    size = equal_runs(codes, n_groups)
-    if size is not None:
-        return _run_sums(sources, terms, n_groups, size)
     out: list[np.ndarray | None] = []
     product = None  # one buffer for every product of two columns (no fresh pages each)
     for spec in terms:
@@ -596,58 +593,6 @@ def plan_sums(codes, sources, terms, n_groups: int, compiled: bool | None) -> li
                 product = np.empty(codes.shape[0])
             np.multiply(sources[spec[1]], sources[spec[2]], out=product)
             out.append(np.asarray(np.bincount(codes, weights=product, minlength=n_groups)))
-    return out
-
-
-#: :func:`plan_sums` sums groups that are runs of one size in group order (a balanced
-#: panel, in order) by position in the run from this many rows on, up to
-#: :data:`RUN_SUMS_MAX_SIZE` rows a group: ``bincount`` adds each group's rows one after
-#: the other through memory, a chain of dependent loads and stores per group, where
-#: the sums by position add whole rows of groups at once in the same order
-#: (benchmarks/RESULTS.md, twelfth session of 2026-12-02)
-RUN_SUMS_MIN_ROWS = 1024
-RUN_SUMS_MAX_SIZE = 64
-
-
-def equal_runs(codes: np.ndarray, n_groups: int) -> int | None:
-    """The size ``m`` when the rows are ``n_groups`` runs of ``m`` rows each in group
-    order (``codes`` ``0 … 0, 1 … 1, …``), with at least :data:`RUN_SUMS_MIN_ROWS` rows
-    and ``2 ≤ m ≤`` :data:`RUN_SUMS_MAX_SIZE`; else None."""
-    n = codes.shape[0]
-    if n < RUN_SUMS_MIN_ROWS or n_groups <= 0 or n % n_groups:
-        return None
-    m = n // n_groups
-    if not 2 <= m <= RUN_SUMS_MAX_SIZE:
-        return None
-    runs = codes.reshape(n_groups, m)
-    return m if bool((runs == np.arange(n_groups)[:, None]).all()) else None
-
-
-def _run_sums(sources, terms, n_groups: int, size: int) -> list:
-    """:func:`plan_sums` of rows in runs of ``size`` rows per group in group order
-    (:func:`equal_runs`), bit for bit: each term's rows laid out by position in the
-    run, ``(size, G)``, and added position after position from zero, the order in
-    which ``bincount`` adds each group's rows."""
-    live = [t for t in terms if t[0] in ("col", "prod")]
-    by_position = np.empty((size, len(live), n_groups))
-    product = np.empty(n_groups * size) if any(t[0] == "prod" for t in live) else None
-    for i, spec in enumerate(live):
-        column = sources[spec[1]]
-        if spec[0] == "prod":
-            column = np.multiply(column, sources[spec[2]], out=product)
-        np.copyto(by_position[:, i, :], column.reshape(n_groups, size).T)
-    sums = np.zeros((len(live), n_groups))
-    for k in range(size):
-        sums += by_position[k]
-    rows = iter(sums)
-    out: list[np.ndarray | None] = []
-    for spec in terms:
-        if spec[0] == "zero":
-            out.append(None)
-        elif spec[0] == "count":
-            out.append(np.full(n_groups, float(size)))
-        else:
-            out.append(next(rows))
     return out
 
 

@@ -156,60 +156,6 @@ def test_few_rows_into_many_groups_sum_the_same(monkeypatch, weighted):
 @settings(max_examples=25, deadline=None)
 @given(
     seed=st.integers(0, 2**32 - 1),
-    size=st.sampled_from([2, 3, 10, 64]),
-    z_cols=st.sampled_from([("ones",), ("ones", "x1"), ("x1", "new"), ("ones", "x1", "zero")]),
-    weighted=st.booleans(),
-    shifted=st.booleans(),
-)
-def test_groups_in_runs_of_one_size_sum_as_bincount_does(seed, size, z_cols, weighted, shifted):
-    """Rows in runs of one size in group order (a balanced panel) are summed by
-    position in the run: bitwise the statistics of the one-row-at-a-time sums, with
-    shared, constant, zero and negative-zero columns, weights and shifts (the
-    within-group sums of a random intercept)."""
-    rng = np.random.default_rng(seed)
-    n_groups = -(-rows.RUN_SUMS_MIN_ROWS // size) + int(rng.integers(0, 30))
-    n = n_groups * size
-    codes = np.repeat(np.arange(n_groups), size)
-    assert rows.equal_runs(codes, n_groups) == size
-    offset = 1e6 if shifted else 0.0
-    x = np.asfortranarray(np.column_stack([np.ones(n), rng.normal(size=(n, 2)) + offset]))
-    x[: 2 * size, 2] = -0.0  # sums of negative zeros: +0.0, as bincount makes them
-    y = rng.normal(size=n) + offset
-    source = {"ones": x[:, 0], "x1": x[:, 1], "new": rng.normal(size=n), "zero": np.zeros(n)}
-    z = np.column_stack([source[c] for c in z_cols])
-    w = rng.uniform(0.2, 3.0, n) if weighted else None
-    std = Standardization.choose(y, x, z) if shifted else None
-    start = rng.normal(size=(kernels.packed_width(z.shape[1], 4), n_groups))
-    by_runs = start.copy()
-    glob_r = kernels.accumulate_packed_into(by_runs, codes, y, x, z, w, std, compiled=False)
-    rows.RUN_SUMS_MIN_ROWS, minimum = n + 1, rows.RUN_SUMS_MIN_ROWS
-    try:
-        by_rows = start.copy()
-        glob_b = kernels.accumulate_packed_into(by_rows, codes, y, x, z, w, std, compiled=False)
-    finally:
-        rows.RUN_SUMS_MIN_ROWS = minimum
-    np.testing.assert_array_equal(by_runs.view(np.int64), by_rows.view(np.int64))
-    for key in ("xyxy", "n", "sum_log_weights", "within"):
-        np.testing.assert_array_equal(glob_r[key], glob_b[key])
-
-
-def test_only_runs_of_one_size_in_group_order_are_summed_by_position():
-    n_groups, size = 2048, 4
-    codes = np.repeat(np.arange(n_groups), size)
-    assert rows.equal_runs(codes, n_groups) == size
-    assert rows.equal_runs(codes[::-1].copy(), n_groups) is None  # runs out of order
-    assert rows.equal_runs(codes[:-1], n_groups) is None  # one run shorter
-    swapped = codes.copy()
-    swapped[[5, 9]] = swapped[[9, 5]]  # two rows of two groups exchanged
-    assert rows.equal_runs(swapped, n_groups) is None
-    assert rows.equal_runs(np.repeat(np.arange(n_groups), 65), n_groups) is None  # too long
-    assert rows.equal_runs(np.arange(n_groups), n_groups) is None  # one row a group
-    assert rows.equal_runs(codes[:400], 100) is None  # fewer rows than the least
-
-
-@settings(max_examples=25, deadline=None)
-@given(
-    seed=st.integers(0, 2**32 - 1),
     n_rows=st.integers(1, 400),
     n_groups=st.integers(1, 60),
     z_cols=st.sampled_from([("ones",), ("ones", "x1"), ("x1", "new"), ("ones", "x1", "zero")]),
