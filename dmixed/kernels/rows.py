@@ -415,9 +415,6 @@ def accumulate_packed_into(
     scales = None if rows.scales is None else rows.scales.tolist()
     kept = _Within(acc, target, layout) if rows.within_wanted else None
     all_sums = (sums or plan_sums)(codes, rows.sources, rows.terms, n_groups, compiled)
-    if kept is None:
-        _add_columns(acc, target, all_sums, rows.column_term, scales)
-        return rows.global_sums(codes.shape[0])
     columns_of: list[list[int]] = [[] for _ in all_sums]  # a term's packed columns, in order
     for c, tc in enumerate(rows.column_term):
         columns_of[tc].append(c)
@@ -429,28 +426,10 @@ def accumulate_packed_into(
             if kept is not None:
                 kept.take(c, col)
             acc[c, target] += col  # target: all columns, or distinct ones
-    return rows.global_sums(codes.shape[0], kept.within(codes, xcols, zcols[0], rows.sx))
-
-
-def _add_columns(acc: np.ndarray, target, all_sums: list, column_term: list, scales) -> None:
-    """``acc[c, target] += sums of c's term × its scale`` for every packed column ``c``
-    whose term is summed (:func:`accumulate_packed_into`), in a few calls for all: the
-    same products and sums, entry by entry, as column by column (a scale of 1 leaves
-    a sum as it is)."""
-    live = [(c, t) for c, t in enumerate(column_term) if all_sums[t] is not None]
-    if not live:
-        return
-    block = np.stack([all_sums[t] for _, t in live])
-    if scales is not None:
-        block *= np.array([scales[c] for c, _ in live])[:, None]
-    if len(live) == acc.shape[0]:  # every column (no variance-component padding)
-        acc[:, target] += block
-    else:
-        rows = np.array([c for c, _ in live])
-        if isinstance(target, slice):
-            acc[rows] += block
-        else:
-            acc[np.ix_(rows, target)] += block
+    within = None
+    if kept is not None:
+        within = kept.within(codes, xcols, zcols[0], rows.sx)
+    return rows.global_sums(codes.shape[0], within)
 
 
 @dataclass
