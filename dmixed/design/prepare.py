@@ -221,8 +221,11 @@ def _normalize(
             vals = to_float(s, c)
         else:  # an integer column read exactly about its reference
             vals = referenced_values(s, ref, c)
-        norm.missing[c] = missing_mask(vals, kind)
-        check_finite(vals, c)
+        if np.isfinite(vals).all():  # no NaN (missing), no ±inf (refused): one look
+            norm.missing[c] = np.zeros(vals.shape, dtype=bool)
+        else:
+            norm.missing[c] = missing_mask(vals, kind)
+            check_finite(vals, c)
         norm.values[c] = vals
     return norm
 

@@ -21,7 +21,7 @@ from ..stats import FittedStatistics, GlobalStats, GroupArrays, Layout
 from ..stats.keys import sorted_codes
 from ..stats.packed import PackedLayout
 from ..stats.slots import number_vc_cells
-from ..stats.standardize import Standardization
+from ..stats.standardize import SAMPLE_ROWS, Standardization
 from .vc_crossed import CrossedVCEngine, crossed_statistics, crossed_vc
 from .vc_local import StructuredVCEngine, structured_vc, worth_structure
 
@@ -182,10 +182,25 @@ def statistics_from_rows(
     cells = [(num.entry_pair, num.pair_group, num.pair_slots) for num in nums]
     layout = Layout(rows.exog_re.shape[1], tuple(widths))
     std = standardization
+    gram = None  # [X y]'[X y] of the rows as they lie, where the map is chosen from it
     if std is None:
+        if not nums and _gram_chooses(rows):
+            # products of columns beyond 2^±512 leave float64's range: the map scales
+            # such columns up front and the data pass then makes its own gram
+            with np.errstate(over="ignore", invalid="ignore"):
+                gram = kernels.unweighted_gram(rows.endog, rows.exog)
         std = Standardization.choose(
-            rows.endog, rows.exog, rows.exog_re, intercepts, rows.vc_vals, references, rows.weights
+            rows.endog,
+            rows.exog,
+            rows.exog_re,
+            intercepts,
+            rows.vc_vals,
+            references,
+            rows.weights,
+            gram,
         )
+        if gram is not None and (std.y_shift != 0.0 or std.x_shift.any()):
+            gram = None  # rows shifted: the data pass sums other columns
     weights = std.weights_in_statistics(rows.weights)
     std = std.with_weights(rows.weights)  # their span, kept with saved statistics
     if weights is not rows.weights:  # the statistics' weights, w / s_w
@@ -217,7 +232,7 @@ def statistics_from_rows(
         packed = PackedLayout(ztilde.shape[1], rows.exog.shape[1] + 1)
         acc = np.zeros((packed.width, n_groups))  # column-major: entry-major per group
         st = kernels.accumulate_packed_into(
-            acc, codes, rows.endog, rows.exog, ztilde, rows.weights, std, widths
+            acc, codes, rows.endog, rows.exog, ztilde, rows.weights, std, widths, gram=gram
         )
         engine = LocalEngine.of_packed_columns(acc, packed)
         group_sizes = packed.unpack_nobs(acc.T)
@@ -239,6 +254,21 @@ def statistics_from_rows(
         data_pass_seconds=time.perf_counter() - t0,
         n_dropped=rows.n_dropped,
         standardization=std,
+    )
+
+
+def _gram_chooses(rows: RowData) -> bool:
+    """Whether the columns' map of these rows is chosen from their ``[X y]'[X y]``
+    (:meth:`~dmixed.stats.standardize.Standardization.choose`'s ``gram``): rows the
+    data pass takes as they lie (:func:`~dmixed.kernels.takes_rows_as_they_are`), all
+    of them in the map's sample, whose gram the pass then reuses where the map shifts
+    nothing (a column-major float64 response, as :class:`RowData` holds it)."""
+    endog = rows.endog
+    return (
+        0 < endog.shape[0] <= SAMPLE_ROWS
+        and endog.dtype == np.float64
+        and endog.ndim == 1
+        and kernels.takes_rows_as_they_are(rows.exog, rows.weights)
     )
 
 

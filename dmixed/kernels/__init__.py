@@ -36,7 +36,9 @@ from .rows import (
     dense_random_design,
     packed_width,
     product_plan,
+    takes_rows_as_they_are,
     unpack_statistics,
+    unweighted_gram,
 )
 
 __all__ = [
@@ -60,5 +62,7 @@ __all__ = [
     "dense_random_design",
     "packed_width",
     "product_plan",
+    "takes_rows_as_they_are",
     "unpack_statistics",
+    "unweighted_gram",
 ]

@@ -51,9 +51,41 @@ def dense_random_design(
     return zt
 
 
-def _weighted_rows(endog, exog, ztilde, weights, std: Standardization | None = None):
+def takes_rows_as_they_are(exog, weights) -> bool:
+    """Whether the rows of an unshifted map are summed as they lie (no weights, ``exog``
+    column-major float64): their columns are views, and :func:`unweighted_gram` is
+    their ``[X y]'[X y]``."""
+    return (
+        weights is None
+        and isinstance(exog, np.ndarray)
+        and exog.dtype == np.float64
+        and exog.flags.f_contiguous
+    )
+
+
+def unweighted_gram(endog: np.ndarray, exog: np.ndarray) -> np.ndarray:
+    """``[X y]'[X y]`` of column-major float64 ``exog`` and float64 ``endog`` as they
+    lie, as the data pass makes it for an unshifted map without weights
+    (:func:`takes_rows_as_they_are`): the caller that made it first (to choose the map
+    from it, :meth:`~dmixed.stats.standardize.Standardization.choose`) hands the very
+    matrix on (``gram=`` of :func:`accumulate_packed_into`)."""
+    p = exog.shape[1]
+    gram = column_gram([exog[:, j] for j in range(p)] + [endog])
+    if gram is None:
+        gram = np.empty((p + 1, p + 1))
+        gram[:-1, :-1] = exog.T @ exog
+        gram[:-1, -1] = gram[-1, :-1] = exog.T @ endog
+        gram[-1, -1] = endog @ endog
+    return gram
+
+
+def _weighted_rows(
+    endog, exog, ztilde, weights, std: Standardization | None = None, gram=None
+):
     """Columns of ``[X y]`` and of ``Z̃`` shifted by the columns' map, every row scaled
-    by ``√w``; ``Σ log w`` and ``[X y]'[X y]`` of those rows.
+    by ``√w``; ``Σ log w`` and ``[X y]'[X y]`` of those rows (``gram``: that of the
+    rows as they lie, :func:`unweighted_gram`, already made; used where they are
+    summed so).
 
     Only the map's shifts touch the rows (a column with shift 0 is not copied); its
     scales are powers of two and are applied to the sums instead
@@ -74,12 +106,8 @@ def _weighted_rows(endog, exog, ztilde, weights, std: Standardization | None = N
     shifts = np.append(std.x_shift, std.y_shift) if shifted and std is not None else None
     if not shifted and weights is None and exog.flags.f_contiguous:
         xcols = [exog[:, j] for j in range(p)] + [endog]
-        gram = column_gram(xcols)
         if gram is None:
-            gram = np.empty((p + 1, p + 1))
-            gram[:-1, :-1] = exog.T @ exog
-            gram[:-1, -1] = gram[-1, :-1] = exog.T @ endog
-            gram[-1, -1] = endog @ endog
+            gram = unweighted_gram(endog, exog)
         zcols = [_shifted(ztilde[:, a], std, a) for a in range(r)]
         return xcols, _share(zcols, xcols, ztilde, exog, std), 0.0, gram
     # column-major: the statistics are per-column passes (bincount) over the rows
@@ -356,6 +384,7 @@ def accumulate_packed_into(
     vc_widths=(),
     compiled: bool | None = None,
     sums=None,
+    gram: np.ndarray | None = None,
 ) -> dict:
     """Add these rows' per-group statistics to ``acc`` (column-major packed layout).
 
@@ -367,11 +396,12 @@ def accumulate_packed_into(
     ``None``: raw columns); ``vc_widths``: the slots of each variance component (whose
     columns take its scale).  ``compiled``: the sums in one compiled pass over the rows
     (:mod:`dmixed.kernels.rows_jit`, the same numbers bit for bit) or by the numpy
-    reference; default :func:`dmixed.kernels.compiled.rows_compiled`.  Returns the rows'
-    global sums (see :func:`accumulate_packed`).
+    reference; default :func:`dmixed.kernels.compiled.rows_compiled`.  ``gram``: the
+    rows' :func:`unweighted_gram`, made already (for a map without shifts, rows without
+    weights).  Returns the rows' global sums (see :func:`accumulate_packed`).
     """
     codes = np.asarray(codes, dtype=np.int64)
-    rows = prepare_rows(endog, exog, ztilde, weights, std, vc_widths)
+    rows = prepare_rows(endog, exog, ztilde, weights, std, vc_widths, gram)
     layout, xcols, zcols = rows.layout, rows.xcols, rows.zcols
     n_groups = acc.shape[1]
     target: slice | np.ndarray = slice(None)  # the accumulator's columns the sums go to
@@ -452,11 +482,16 @@ def row_global_sums(gram, n: int, sum_log_w=0.0, within=None, column_sums=None) 
     }
 
 
-def prepare_rows(endog, exog, ztilde, weights=None, std=None, vc_widths=()) -> PreparedRows:
+def prepare_rows(
+    endog, exog, ztilde, weights=None, std=None, vc_widths=(), gram=None
+) -> PreparedRows:
     """The columns, product plan, scales and global sums of these rows: everything of
     :func:`accumulate_packed_into` but the per-group sums (arguments as there)."""
-    endog, exog, ztilde, std = _tame(endog, exog, ztilde, std)
-    xcols, zcols, sum_log_w, gram = _weighted_rows(endog, exog, ztilde, weights, std)
+    tamed = _tame(endog, exog, ztilde, std)
+    if tamed[3] is not std:  # rows divided up front: not those of the gram given
+        gram = None
+    endog, exog, ztilde, std = tamed
+    xcols, zcols, sum_log_w, gram = _weighted_rows(endog, exog, ztilde, weights, std, gram)
     layout = PackedLayout(len(zcols), len(xcols))
     sx = None if std is None else np.array([*std.x_scale.tolist(), std.y_scale])
     if sx is not None and (sx != 1.0).any():

@@ -297,19 +297,25 @@ def _choose_columns(
     intercept: int,
     shift: bool,
     chosen: tuple[np.ndarray, int, np.ndarray, np.ndarray] | None = None,
+    settled: list[float | None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Shift (the mean, when ``shift`` and it is more than :data:`SHIFT_ABOVE` spreads
     from zero) and power-of-two scale (the spread about the shift) of each column of
     the sample ``matrix``; the intercept column keeps (0, 1).  ``chosen`` is ``(sample,
     intercept, shifts, scales)`` of columns already chosen with the same ``shift``: a
     column equal to one of them (a random slope's column, also a fixed effect) takes
-    its map, the very numbers it would get, without measuring it again."""
+    its map, the very numbers it would get, without measuring it again.  ``settled``:
+    per column, the scale of a column known to stay unshifted (:func:`settled_scale`),
+    or None (measured here)."""
     k = matrix.shape[1]
     c = np.zeros(k)
     s = np.ones(k)
     todo = []  # the columns measured here
     for j in range(k):
         if j == intercept:
+            continue
+        if settled is not None and settled[j] is not None:
+            s[j] = settled[j]
             continue
         known = _chosen_for(matrix[:, j], chosen)
         if known is not None:
@@ -331,6 +337,62 @@ def _choose_columns(
             continue
         c[j], s[j] = _shift_and_scale(col, size, shift)
     return c, s
+
+
+#: How far beyond the rounding of its sums a column's moments must settle its map
+#: (:func:`settled_scale`): relative to the column's spread about zero for the shift
+#: test, and in ``log2`` of its spread for the power of two.  Any two orders of the sums
+#: of ``n`` rows agree to about ``n ε`` (``1.5e-11`` at :data:`SAMPLE_ROWS` rows), far
+#: inside it.
+SETTLED_MARGIN = 1e-5
+#: The least mean square a column's moments settle its map from: below, squares of its
+#: entries may lose digits to underflow.
+SETTLED_FLOOR = 2.0**-900
+
+
+def settled_scale(total: float, squares: float, n: int, shift: bool) -> float | None:
+    """The scale of a column that stays unshifted, from its sum ``total`` and sum of
+    squares ``squares`` over the ``n`` rows of the sample, where they settle it beyond
+    their rounding; else None (the column is measured: :func:`_shift_and_scale`).
+
+    :func:`_shift_and_scale` makes the same two sums in another order (of the entries
+    divided by the column's largest); both are within about ``n ε`` of the exact sums.
+    So where the exact shift test (``|mean| > 8 sd``, made only with ``shift``) fails
+    by more than :data:`SETTLED_MARGIN` of the column's root mean square, and the root
+    mean square is not within :data:`SETTLED_MARGIN` of a midpoint between powers of
+    two (in ``log2``), :func:`_shift_and_scale` finds the column unshifted and this
+    same power of two: the map is the one measuring the rows gives, bit for bit.
+    """
+    if not (n > 0 and math.isfinite(total) and math.isfinite(squares)):
+        return None
+    about = squares / n
+    if not about > SETTLED_FLOOR:
+        return None
+    rms = math.sqrt(about)
+    if shift:
+        mean = total / n
+        spread = about - mean * mean
+        if not spread > 0.0:
+            return None
+        if abs(mean) - SHIFT_ABOVE * math.sqrt(spread) > -SETTLED_MARGIN * rms:
+            return None  # shifted, or too near the test's threshold to tell
+    exponent = math.log2(rms)
+    if abs(exponent - math.floor(exponent) - 0.5) < SETTLED_MARGIN:
+        return None  # too near a midpoint between two powers of two
+    return _power_of_two(rms)
+
+
+def _settled_columns(
+    gram: np.ndarray | None, n: int, intercept: int, shift: bool
+) -> list[float | None] | None:
+    """:func:`settled_scale` of every column of ``[X y]`` from its gram ``[X y]'[X y]``
+    over the ``n`` rows of the sample (sums from the intercept's row; without an
+    intercept, ``shift`` is False and no sum is read); None without a gram."""
+    if gram is None:
+        return None
+    squares = np.diagonal(gram).tolist()
+    totals = gram[intercept].tolist() if intercept >= 0 else [0.0] * len(squares)
+    return [settled_scale(t, q, n, shift) for t, q in zip(totals, squares, strict=True)]
 
 
 def _run_of_rows(matrix: np.ndarray, todo: list[int]) -> bool:
@@ -503,6 +565,7 @@ class Standardization:
         vc_vals: list[np.ndarray] | None = None,
         references: tuple[np.ndarray, np.ndarray] | None = None,
         weights: np.ndarray | None = None,
+        gram: np.ndarray | None = None,
     ) -> Standardization:
         """The map for data whose first rows are these (at most :data:`SAMPLE_ROWS` used).
 
@@ -524,6 +587,11 @@ class Standardization:
             ``z_ref``; :func:`dmixed.design.references.column_references`).
         weights : ndarray (n,), optional
             The prior weights: their scale ``s_w`` (:data:`WEIGHT_STEP_LOG2`).
+        gram : ndarray (p+1, p+1), optional
+            ``[X y]'[X y]`` of all these rows (at most :data:`SAMPLE_ROWS`), unshifted
+            and unweighted: the columns of ``X`` and ``y`` whose map it settles beyond
+            its rounding (:func:`settled_scale`) take it without a look at their rows,
+            the same map.
         """
         m = SAMPLE_ROWS
         x = np.asarray(exog, dtype=np.float64)[:m]
@@ -533,8 +601,11 @@ class Standardization:
             xi, zi = _ones_column(np.asarray(exog)), _ones_column(np.asarray(exog_re))
         else:
             xi, zi = intercepts
-        cx, sx = _choose_columns(x, xi, shift=xi >= 0)
-        cy, sy = _choose_columns(y, -1, shift=xi >= 0)
+        if gram is not None and y.shape[0] != np.shape(endog)[0]:
+            raise ValueError("the gram of a map must be that of all its rows")
+        settled = _settled_columns(gram, y.shape[0], xi, xi >= 0)
+        cx, sx = _choose_columns(x, xi, xi >= 0, None, None if settled is None else settled[:-1])
+        cy, sy = _choose_columns(y, -1, xi >= 0, None, None if settled is None else settled[-1:])
         same_shift = (zi >= 0) == (xi >= 0)
         cz, sz = _choose_columns(z, zi, zi >= 0, (x, xi, cx, sx) if same_shift else None)
         vc = np.array([_vc_scale(v) for v in (vc_vals or [])], dtype=np.float64)

@@ -35,3 +35,29 @@ def test_re_gram_and_re_sums_read_the_moment_sums_once_made(monkeypatch):
         np.testing.assert_allclose(got, want, rtol=1e-13)
     for got, earlier in zip(after, before, strict=True):
         np.testing.assert_allclose(got, earlier, rtol=1e-13)
+
+
+def test_rows_whose_map_comes_from_their_gram_give_the_measured_statistics(monkeypatch):
+    """Rows whose columns' map is chosen from their gram (no weights, column-major, no
+    components) get the statistics of the map measured on the rows, bit for bit: the
+    same map, and the gram the data pass would make itself; shifted columns too (their
+    gram is then the pass's own)."""
+    import dmixed.engines.local as local
+    from dmixed.design.arrays import RowData
+
+    rng = np.random.default_rng(4)
+    n = 3000
+    codes = np.repeat(np.arange(300), 10)
+    for offset in (0.0, 1.7e9):
+        x = np.asfortranarray(np.column_stack([np.ones(n), rng.normal(size=(n, 2))]))
+        x[:, 2] += offset
+        rows = RowData(rng.normal(size=n) * 5.0 + 3.0, x, x[:, :2], codes)
+        chosen = local.statistics_from_rows(rows, None, (0, 0))
+        monkeypatch.setattr(local, "_gram_chooses", lambda rows: False)
+        measured = local.statistics_from_rows(rows, None, (0, 0))
+        monkeypatch.undo()
+        assert chosen.standardization == measured.standardization
+        assert (chosen.standardization.x_shift[2] != 0.0) == (offset != 0.0)
+        for a, b in zip(chosen.engine.gather(), measured.engine.gather(), strict=True):
+            np.testing.assert_array_equal(a.view(np.int64), b.view(np.int64))
+        np.testing.assert_array_equal(chosen.glob.xyxy, measured.glob.xyxy)

@@ -195,6 +195,20 @@ def test_each_column_map_is_the_defined_one(seed, log_scale, ratio, kind):
     assert std.x_scale[1] == scale
 
 
+def _spoil_a_column(cols: np.ndarray, rng, kind: str) -> int:
+    """Make one column of ``cols`` (n × k) of the ``kind`` asked for (constant, zero,
+    one NaN or −inf entry; any other kind: left as it is); its index."""
+    n, k = cols.shape
+    j = int(rng.integers(0, k))
+    if kind == "constant":
+        cols[:, j] = cols[0, j]
+    elif kind == "zero":
+        cols[:, j] = 0.0
+    elif kind in ("nan", "inf"):
+        cols[rng.integers(0, n), j] = np.nan if kind == "nan" else -np.inf
+    return j
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     seed=st.integers(0, 2**31),
@@ -215,13 +229,7 @@ def test_columns_measured_together_get_each_ones_own_map(seed, n, log_scales, of
     k = len(log_scales)
     z = rng.normal(size=(n, k))
     cols = (ratio + z) * 2.0 ** np.array(log_scales) + offset * rng.integers(0, 2, k)
-    j = int(rng.integers(0, k))
-    if kind == "constant":
-        cols[:, j] = cols[0, j]
-    elif kind == "zero":
-        cols[:, j] = 0.0
-    elif kind in ("nan", "inf"):
-        cols[rng.integers(0, n), j] = np.nan if kind == "nan" else -np.inf
+    _spoil_a_column(cols, rng, kind)
     for intercept in (True, False):
         design = np.column_stack([np.ones(n), cols]) if intercept else cols
         endog = offset + rng.normal(size=n) * 2.0 ** log_scales[0]
@@ -234,6 +242,79 @@ def test_columns_measured_together_get_each_ones_own_map(seed, n, log_scales, of
         # the response, measured alone in both: the defined map of the sample's rows
         defined = _defined_map(endog[:SAMPLE_ROWS])
         assert (together.y_shift, together.y_scale) == defined or not intercept
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    seed=st.integers(0, 2**31),
+    n=st.sampled_from([1, 2, 9, 300, 20_000, SAMPLE_ROWS]),
+    log_scales=st.lists(st.sampled_from([-600, -40, 0, 0.5, 7.5, 40, 600]), min_size=2, max_size=3),
+    ratio=st.sampled_from([0.0, 1.0, SHIFT_ABOVE * (1 - 1e-7), SHIFT_ABOVE, SHIFT_ABOVE + 1e-9, 1e6]),
+    kind=st.sampled_from(["normal", "constant", "zero", "nan", "inf", "midpoint"]),
+    intercept=st.booleans(),
+)
+@example(seed=1, n=300, log_scales=[0, 0], ratio=0.0, kind="midpoint", intercept=True)
+def test_a_map_chosen_from_the_gram_is_the_map_measured(
+    seed, n, log_scales, ratio, kind, intercept
+):
+    """The columns whose map the gram ``[X y]'[X y]`` settles (:func:`settled_scale`)
+    take the very shift and scale measuring their rows gives, bit for bit: at the shift
+    threshold, at a midpoint between powers of two (an exact one, and ones a few
+    roundings off it), constant, zero, NaN, infinite and far-scaled columns (whose
+    squares leave float64's range), with and without an intercept."""
+    rng = np.random.default_rng(seed)
+    k = len(log_scales)
+    z = rng.normal(size=(n, k))
+    if n > 1:
+        z = (z - z.mean(axis=0)) / np.where(z.std(axis=0) > 0, z.std(axis=0), 1.0)
+    cols = (ratio + z) * 2.0 ** np.array(log_scales)
+    j = _spoil_a_column(cols, rng, kind)
+    if kind == "midpoint":  # root mean square at 2^(e + 1/2), give or take a rounding
+        with np.errstate(over="ignore"):
+            rms = float(np.sqrt(np.mean(cols[:, j] ** 2)))
+        if 0 < rms < np.inf:
+            target = 2.0 ** (np.floor(np.log2(rms)) + 0.5)
+            cols[:, j] *= target / rms * (1.0 + float(rng.integers(-3, 4)) * 2.0**-52)
+    design = np.asfortranarray(np.column_stack([np.ones(n), cols]) if intercept else cols)
+    endog = cols[:, -1] * 3.0 + rng.normal(size=n)
+    exog_re = design[:, :2]
+    with np.errstate(over="ignore", invalid="ignore"):
+        gram = kernels.unweighted_gram(endog, design)
+        chosen = Standardization.choose(endog, design, exog_re, gram=gram)
+        measured = Standardization.choose(endog, design, exog_re)
+    assert chosen == measured
+    for a, b in [
+        (chosen.x_shift, measured.x_shift),
+        (chosen.x_scale, measured.x_scale),
+        (chosen.z_scale, measured.z_scale),
+    ]:
+        np.testing.assert_array_equal(a.view(np.int64), b.view(np.int64))
+    assert (chosen.y_shift, chosen.y_scale) == (measured.y_shift, measured.y_scale)
+
+
+def test_a_map_settled_by_the_gram_measures_no_rows(monkeypatch):
+    """Columns the gram settles are not measured: no pass of their own over the rows."""
+    rng = np.random.default_rng(2)
+    n = 500
+    design = np.asfortranarray(np.column_stack([np.ones(n), rng.normal(size=(n, 2))]))
+    endog = rng.normal(size=n)
+    gram = kernels.unweighted_gram(endog, design)
+    import dmixed.stats.standardize as module
+
+    def refused(*args, **kwargs):
+        raise AssertionError("a settled column was measured")
+
+    monkeypatch.setattr(module, "_shift_and_scale_rows", refused)
+    monkeypatch.setattr(module, "_shift_and_scale", refused)
+    std = Standardization.choose(endog, design, design[:, :2], gram=gram)
+    assert std.x_shift.tolist() == [0.0, 0.0, 0.0] and std.y_shift == 0.0
+
+
+def test_a_gram_of_other_rows_than_the_sample_is_refused():
+    n = SAMPLE_ROWS + 1
+    design = np.asfortranarray(np.ones((n, 1)))
+    with pytest.raises(ValueError, match="all its rows"):
+        Standardization.choose(np.zeros(n), design, design, gram=np.eye(2))
 
 
 def _defined_vc_scale(values: np.ndarray) -> float:
