@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 
 from ..errors import BoundaryWarning, FitConvergenceWarning, PrecisionWarning
+from ..kernels import small_linalg
 from ..stats import Layout
 from .objective import resolution, statistics_resolution
 from .summary import OptSummary
@@ -41,7 +42,7 @@ def warn_boundary(model, opt: OptSummary, layout: Layout) -> None:
     ``model`` provides ``use_sqrt`` (the packing of ``opt.packed``), ``exog_re_names``
     and ``vc_names``."""
     psi, _ = layout.unpack(opt.packed, model.use_sqrt)
-    singular = layout.k_re > 0 and np.linalg.eigvalsh(psi).min() < opt.singular_eigenvalue
+    singular = layout.k_re > 0 and small_linalg.eigvalsh(psi).min() < opt.singular_eigenvalue
     if not (opt.boundary or singular):
         return
     which = []

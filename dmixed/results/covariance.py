@@ -14,7 +14,12 @@ import numpy as np
 
 from ..errors import SingularHessianWarning
 from ..kernels import small_linalg
-from .identification import TRADE_EIGENVALUE, identified_directions
+from .identification import (
+    TRADE_EIGENVALUE,
+    ScaledInformation,
+    identified_directions,
+    scaled_information,
+)
 
 __all__ = ["FE_INFLATION_BOUNDS", "covariance_of_estimates", "fe_block_defined"]
 
@@ -29,6 +34,7 @@ def covariance_of_estimates(
     cov_fe: str,
     identifiable: bool = True,
     free: np.ndarray | None = None,
+    information: ScaledInformation | None = None,
 ) -> np.ndarray:
     """``inv(−H)``, as statsmodels, also on the boundary when that is a covariance.
 
@@ -75,6 +81,10 @@ def covariance_of_estimates(
         False for a model that :func:`dmixed.stats.check_identifiable` refuses.
     free : ndarray of bool (k − k_fe,), optional
         Covariance parameters estimated (default: all); the others were held fixed.
+    information : ScaledInformation, optional
+        :func:`~dmixed.results.identification.scaled_information` of ``hessian``,
+        ``k_fe`` and ``at_zero`` where the caller has it (used with every parameter
+        free only).
 
     Returns
     -------
@@ -93,8 +103,12 @@ def covariance_of_estimates(
             hessian, k_fe, np.asarray(free, dtype=bool), at_zero, conditional, cov_fe, identifiable
         )
     if identifiable:
-        involved, basis = identified_directions(hessian, k_fe, at_zero, TRADE_EIGENVALUE)
-        if involved.size:
+        if information is None:
+            information = scaled_information(hessian, k_fe, at_zero)
+        if information.flat_parameters(TRADE_EIGENVALUE).size:  # the basis only then
+            involved, basis = identified_directions(
+                hessian, k_fe, at_zero, TRADE_EIGENVALUE, information
+            )
             return _identified_only(hessian, k_fe, involved, basis, conditional, cov_fe)
     keep = np.empty(k, dtype=bool)
     keep[:k_fe] = True

@@ -16,6 +16,7 @@ from ..fit.coordinates import Coordinates
 from ..io import ResultsState
 from ..stats import check_identifiable
 from .covariance import covariance_of_estimates
+from .identification import ScaledInformation
 from .terms import constant_of_fit
 
 __all__ = [
@@ -105,6 +106,7 @@ def fit_state(
     checked: bool | None = None,
     at_zero: np.ndarray | None = None,
     lam: np.ndarray | None = None,
+    information: ScaledInformation | None = None,
 ) -> ResultsState:
     """The state record of a fit (:meth:`MixedLMResults.from_fit
     <dmixed.results.results.MixedLMResults.from_fit>`): the covariance of the estimates
@@ -114,7 +116,9 @@ def fit_state(
     all; :func:`~dmixed.results.covariance.covariance_of_estimates`).  ``checked``:
     :func:`identifiable` where the caller has it; ``at_zero``: the covariance parameters
     at zero in θ (``layout.boundary_mask(boundary, use_sqrt=False)``) where it has them;
-    ``lam``: Λ̃ at ``packed`` (:func:`record_fit`) where it has it."""
+    ``lam``: Λ̃ at ``packed`` (:func:`record_fit`) where it has it; ``information``:
+    :func:`~dmixed.results.identification.scaled_information` of the Hessian where it
+    has it (with every parameter free)."""
     packed, prof, llf, hessian = estimate
     layout = stats.layout
     if at_zero is None:
@@ -128,6 +132,7 @@ def fit_state(
         cov_fe=cov_fe,
         identifiable=identifiable(stats, model) if checked is None else checked,
         free=free,
+        information=information,
     )
     return record_fit(
         model,

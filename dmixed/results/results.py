@@ -28,7 +28,7 @@ from .by_group import ByGroup
 from .fit_record import fit_state, identifiable
 from .fitted import FittedValues
 from .hypotheses import Hypotheses
-from .identification import warn_unidentified
+from .identification import scaled_information, warn_unidentified
 from .labels import label_index
 from .plots import caterpillar, residual_plot
 from .prediction import Predictor
@@ -199,6 +199,12 @@ class MixedLMResults(FittedValues, Hypotheses):
         estimate = (packed, prof, llf, hessian)
         if checked is None:
             checked = identifiable(stats, model)
+        all_free = free is None or bool(np.all(free))
+        # with every parameter free the covariance and the warning below decide from
+        # the same information: decomposed once
+        information = (
+            scaled_information(hessian, model.k_fe, at_zero) if checked and all_free else None
+        )
         state = fit_state(
             model,
             stats,
@@ -212,14 +218,16 @@ class MixedLMResults(FittedValues, Hypotheses):
             checked=checked,
             at_zero=at_zero,
             lam=lam,
+            information=information,
         )
         res = cls(state, model=model)
         if checked:  # else the fixed effects' warning says so
             warn_unidentified(
                 hessian,
                 model.k_fe,
-                at_zero if free is None else at_zero | ~free,
+                at_zero if all_free else at_zero | ~free,
                 lambda: res.param_names[model.k_fe :],
+                information,
             )
         return res
 
