@@ -70,8 +70,9 @@ class _OnFirstRead:
 class FitState(ResultsState):
     """The :class:`~dmixed.io.ResultsState` of a fit in this session, whose BLUPs (with
     their conditional covariances; where the statistics hold at most
-    :data:`DEFER_BLUPS_BYTES`), ``(X'V*⁻¹X)⁻¹`` and the optimizer's log in the
-    model's coordinates are made when first read (most fits never read them), each as
+    :data:`DEFER_BLUPS_BYTES`), ``(X'V*⁻¹X)⁻¹``, the optimizer's log and packed
+    estimate in the model's coordinates, and the covariances of the estimates in the
+    statistics' coordinates are made when first read (most fits never read them), each as
     it would have been made at the fit: from what the fit gave (copies, or arrays
     nothing changes afterwards) and the statistics in memory, never from the model,
     so that changing or deleting the model does not change them.  Pickled (and so
@@ -85,6 +86,9 @@ class FitState(ResultsState):
     initial_params = _OnFirstRead()
     initial_llf = _OnFirstRead()
     optimizer_settings = _OnFirstRead()
+    packed_params = _OnFirstRead()
+    cov_fe_statistics = _OnFirstRead()
+    cov_re_statistics = _OnFirstRead()
 
     def __getstate__(self) -> dict:
         for name, value in list(self.__dict__.items()):
@@ -223,7 +227,14 @@ def record_fit(
         )
     a_inv_std = np.array(prof.a_inv)
     llf = coords.llf(llf_std, n, reml)
-    (packed_params,) = coords.from_opt_all([packed], use_sqrt)
+    # the packed estimate and the memory-only covariances of the statistics'
+    # coordinates (prediction variances) on first read: most fits read neither
+    mapped = dict.fromkeys(
+        ("packed_params", "cov_fe_statistics", "cov_re_statistics"),
+        _Deferred(
+            _mapped_later(coords, np.array(packed), use_sqrt, cov_opt, psi_opt, scale, model.k_fe)
+        ),
+    )
     log = dict.fromkeys(
         ("history", "initial_params", "initial_llf", "optimizer_settings"),
         _Deferred(_log_of(optimize_result, coords, n, reml, use_sqrt)),
@@ -252,7 +263,6 @@ def record_fit(
         scale=scale,
         param_names=model.param_names(),
         params=np.concatenate([beta, psi[rows, cols], tau]),
-        packed_params=packed_params,
         fe_params=beta,
         cov_re=scale * psi,
         cov_re_unscaled=psi,
@@ -266,14 +276,32 @@ def record_fit(
         k_constant=constant_of_fit(model, stats),
         grad_norm=float(optimize_result.grad_norm),
         resolution_edge=bool(optimize_result.resolution_edge),
-        cov_fe_statistics=cov_fe_statistics(coords, cov_opt, model.k_fe),
-        cov_re_statistics=cov_re_statistics(coords, psi_opt, scale),
         statistics_columns=coords.columns,
         weight_scale=weight_scale,
         cov_params_weighted=cov_weighted,
         **random_effects,
         **log,
+        **mapped,
     )
+
+
+def _mapped_later(
+    coords: Coordinates, packed, use_sqrt: bool, cov_opt, psi_opt, scale: float, p: int
+):
+    """A function of no arguments that gives the state's ``packed_params`` (``packed``
+    in the model's coordinates), ``cov_fe_statistics`` and ``cov_re_statistics`` from
+    the optimizer's estimate and covariance (arrays nothing changes afterwards; ``p``
+    fixed effects)."""
+
+    def make() -> dict:
+        (packed_params,) = coords.from_opt_all([packed], use_sqrt)
+        return {
+            "packed_params": packed_params,
+            "cov_fe_statistics": cov_fe_statistics(coords, cov_opt, p),
+            "cov_re_statistics": cov_re_statistics(coords, psi_opt, scale),
+        }
+
+    return make
 
 
 def _random_effects(made, coords: Coordinates, scale: float) -> dict:

@@ -91,7 +91,6 @@ class MixedLMResults(FittedValues, Hypotheses):
         self.llf = state.llf
         self.scale = state.scale
         self.param_names = state.param_names
-        self.packed_params = state.packed_params
         self.vcomp = state.vcomp
         self.group_labels = state.group_labels
         self.group_sizes = state.group_sizes
@@ -105,6 +104,11 @@ class MixedLMResults(FittedValues, Hypotheses):
     def fit_history(self) -> list:
         """The optimizer's per-iteration record (the fit log)."""
         return self._state.history
+
+    @property
+    def packed_params(self) -> np.ndarray:
+        """The covariance parameters in the model's ``use_sqrt`` packing."""
+        return self._state.packed_params
 
     @property
     def _blup(self):

@@ -98,6 +98,9 @@ ON_FIRST_READ = (
     "initial_params",
     "initial_llf",
     "optimizer_settings",
+    "packed_params",
+    "cov_fe_statistics",
+    "cov_re_statistics",
 )
 
 
@@ -160,7 +163,8 @@ def test_a_fit_pickles_with_what_it_makes_on_first_read_made():
     _, res = _fit_of(df)
     back = pickle.loads(pickle.dumps(res))
     held = back.to_state().__dict__
-    assert all(isinstance(held[name], np.ndarray) for name in (*BLUP_FIELDS, "a_inv"))
+    made = (*BLUP_FIELDS, "a_inv", "packed_params", "cov_fe_statistics", "cov_re_statistics")
+    assert all(isinstance(held[name], np.ndarray) for name in made)
     assert isinstance(held["history"], list) and isinstance(held["optimizer_settings"], dict)
     assert _made_on_first_read(back) == _made_on_first_read(at_once)
     assert _made_on_first_read(res) == _made_on_first_read(at_once)
