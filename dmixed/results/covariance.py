@@ -110,12 +110,16 @@ def covariance_of_estimates(
                 hessian, k_fe, at_zero, TRADE_EIGENVALUE, information
             )
             return _identified_only(hessian, k_fe, involved, basis, conditional, cov_fe)
-    keep = np.empty(k, dtype=bool)
-    keep[:k_fe] = True
-    keep[k_fe:] = ~at_zero
     p = k_fe
-    finite = bool(np.isfinite(hessian).all())
-    defined = identifiable and finite and fe_block_defined(-_kept(hessian, keep), p)
+    keep = None  # every parameter (none at zero), else a mask
+    if at_zero.any():
+        keep = np.empty(k, dtype=bool)
+        keep[:k_fe] = True
+        keep[k_fe:] = ~at_zero
+    # a decomposed information was made of a finite Hessian
+    finite = (identifiable and information.w is not None) or bool(np.isfinite(hessian).all())
+    info = -hessian if keep is None else -hessian[np.ix_(keep, keep)]
+    defined = identifiable and finite and fe_block_defined(info, p)
     if not defined and p:
         why = (
             "the Hessian is singular or not negative definite in a direction involving the "
@@ -132,13 +136,13 @@ def covariance_of_estimates(
     if not finite:
         cov = np.full((k, k), np.nan)
     elif defined or not p:
-        cov = _full_inverse(hessian, keep)
+        cov = _full_inverse(hessian, keep, info if keep is None else None)
     else:
         with warnings.catch_warnings():  # said above, in one warning
             warnings.simplefilter("ignore", SingularHessianWarning)
-            cov = _full_inverse(hessian, keep)
-    has_se = np.isfinite(cov.diagonal())
+            cov = _full_inverse(hessian, keep, info if keep is None else None)
     if cov_fe == "conditional" or not defined:
+        has_se = np.isfinite(cov.diagonal())
         cov[:p, :p] = conditional
         cov[:p, p:] = np.where(has_se[p:] & defined, 0.0, np.nan)
         cov[p:, :p] = cov[:p, p:].T
@@ -195,21 +199,17 @@ def _identified_only(hessian, k_fe, involved, basis, conditional, cov_fe):
     return cov
 
 
-def _kept(hessian: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """``hessian[np.ix_(keep, keep)]``: a copy of the rows and columns ``keep``; the
-    whole (C-contiguous) Hessian itself where that is all of them (the same numbers,
-    without the index arrays)."""
-    if hessian.flags.c_contiguous and keep.all():
-        return hessian
-    return hessian[np.ix_(keep, keep)]
-
-
-def _full_inverse(hessian: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """``inv(−H)``, or that of the sub-Hessian ``keep`` (NaN elsewhere); see
-    :func:`covariance_of_estimates`."""
+def _full_inverse(
+    hessian: np.ndarray, keep: np.ndarray | None, info: np.ndarray | None = None
+) -> np.ndarray:
+    """``inv(−H)``, or that of the sub-Hessian ``keep`` (None: all of it; NaN
+    elsewhere); see :func:`covariance_of_estimates`.  ``info``: ``−H`` where the caller
+    has it."""
     k = hessian.shape[0]
-    cov = _inverse_or_none(-hessian)
+    cov = _inverse_or_none(-hessian if info is None else info)
     if cov is None or (cov.diagonal() <= 0).any():
+        if keep is None:
+            keep = np.ones(k, dtype=bool)
         sub = _inverse_or_none(-hessian[np.ix_(keep, keep)])
         if sub is None:
             warnings.warn(
