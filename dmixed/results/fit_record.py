@@ -111,6 +111,7 @@ def fit_state(
     at_zero: np.ndarray | None = None,
     lam: np.ndarray | None = None,
     information: ScaledInformation | None = None,
+    unpacked: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> ResultsState:
     """The state record of a fit (:meth:`MixedLMResults.from_fit
     <dmixed.results.results.MixedLMResults.from_fit>`): the covariance of the estimates
@@ -122,7 +123,7 @@ def fit_state(
     at zero in θ (``layout.boundary_mask(boundary, use_sqrt=False)``) where it has them;
     ``lam``: Λ̃ at ``packed`` (:func:`record_fit`) where it has it; ``information``:
     :func:`~dmixed.results.identification.scaled_information` of the Hessian where it
-    has it (with every parameter free)."""
+    has it (with every parameter free); ``unpacked``: as :func:`record_fit`."""
     packed, prof, llf, hessian = estimate
     layout = stats.layout
     if at_zero is None:
@@ -148,6 +149,7 @@ def fit_state(
         fit_seconds,
         coords,
         lam,
+        unpacked,
     )
 
 
@@ -186,13 +188,16 @@ def record_fit(
     fit_seconds,
     coords: Coordinates,
     lam: np.ndarray | None = None,
+    unpacked: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> ResultsState:
     """The state record of a fit: estimates in statsmodels' coordinates, the BLUPs.
 
     ``estimate`` is ``(packed, prof, llf, cov)`` in the optimizer's and the statistics'
     coordinates, mapped back here by ``coords``.  ``lam``: Λ̃ at ``packed`` in the
     statistics' coordinates (``coords.lam(packed, use_sqrt, stats.fit_layout)``, made
-    here when not given), from which the BLUPs are made.
+    here when not given), from which the BLUPs are made; ``unpacked``: ``(Ψ_o, τ_o)``
+    of ``packed`` (``stats.layout.unpack(packed, model.use_sqrt)``), made here when not
+    given.
     """
     packed, prof, llf_std, cov_opt = estimate
     weight_scale = float(coords.columns.weight_scale)
@@ -208,7 +213,7 @@ def record_fit(
     layout = stats.layout
     use_sqrt = model.use_sqrt
     n = int(stats.glob.n)
-    psi_opt, tau_opt = layout.unpack(packed, use_sqrt)
+    psi_opt, tau_opt = layout.unpack(packed, use_sqrt) if unpacked is None else unpacked
     tau = coords.tau(tau_opt)
     psi, scale, beta = mapped_back(coords, psi_opt, prof)
     rows, cols = layout.tril()

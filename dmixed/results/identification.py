@@ -18,6 +18,7 @@ and profile intervals mean nothing, so the fit warns, naming the parameters.
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 import warnings
 
@@ -142,12 +143,17 @@ class ScaledInformation:
         The others (indices into ``theta``).
     d, w, v : ndarray or None
         ``√|diag S|``, and the eigenvalues and eigenvectors of ``R`` over ``live``.
+    smallest : float
+        The smallest ``|w|`` where no parameter is without curvature (NaN otherwise):
+        every parameter is identified at a ``flat`` below it.
     """
 
-    __slots__ = ("theta", "zero", "live", "d", "w", "v")
+    __slots__ = ("theta", "zero", "live", "d", "w", "v", "smallest")
 
     def __init__(self, theta=None, zero=None, live=None, d=None, w=None, v=None) -> None:
         self.theta, self.zero, self.live, self.d, self.w, self.v = theta, zero, live, d, w, v
+        some_zero = zero is None or zero.any() or not w.size
+        self.smallest = math.nan if some_zero else float(np.abs(w).min())
 
     def flat_parameters(self, flat: float) -> np.ndarray:
         """``involved`` of :func:`identified_directions` at ``flat``: sorted indices of
@@ -155,9 +161,9 @@ class ScaledInformation:
         an eigenvector of R whose eigenvalue is at most ``flat`` in size."""
         if self.w is None:
             return np.zeros(0, dtype=np.int64)
-        flat_w = np.abs(self.w) <= flat
-        if not (flat_w.any() or self.zero.any()):  # the common case: all identified
+        if self.smallest > flat:  # the common case: all identified
             return self.theta[:0]
+        flat_w = np.abs(self.w) <= flat
         involved = self.zero.copy()
         involved[self.live] = (np.abs(self.v[:, flat_w]) > 0.1).any(axis=1)
         # θ is ascending (the parameters not at zero, in order): so are those involved

@@ -145,6 +145,7 @@ class MixedLMResults(FittedValues, Hypotheses):
         free: np.ndarray | None = None,
         checked: bool | None = None,
         lam: np.ndarray | None = None,
+        unpacked: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> MixedLMResults:
         """Results of a fit: the estimates, their covariance and the BLUPs.
 
@@ -186,6 +187,9 @@ class MixedLMResults(FittedValues, Hypotheses):
             Λ̃, the relative covariance factor at ``packed`` in the statistics'
             coordinates, where the caller has it (the optimum's evaluation holds it);
             default: made here from ``packed``.
+        unpacked : tuple of ndarray, optional
+            ``(Ψ, τ)`` of ``packed`` (``stats.layout.unpack(packed, model.use_sqrt)``)
+            where the caller has them; default: made here.
 
         Warns
         -----
@@ -223,6 +227,7 @@ class MixedLMResults(FittedValues, Hypotheses):
             at_zero=at_zero,
             lam=lam,
             information=information,
+            unpacked=unpacked,
         )
         res = cls(state, model=model)
         if checked:  # else the fixed effects' warning says so

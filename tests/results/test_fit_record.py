@@ -61,9 +61,9 @@ def _fit_and_its_record_arguments(df, **kw):
 def test_blups_of_the_optimum_factor_equal_those_of_the_estimate(
     q, vc, reml, weights, offset, slope_sd, use_sqrt, bfgs, seed
 ):
-    """The fit hands its optimum's Λ̃ to the record (``from_fit(lam=...)``); the BLUPs,
-    their covariances and every other field equal, bit for bit, a record made from the
-    packed estimate alone (``lam`` left out): unequal groups, variance components,
+    """The fit hands its optimum's Λ̃ and unpacked Ψ, τ to the record (``from_fit(lam=...,
+    unpacked=...)``); the BLUPs, their covariances and every other field equal, bit for
+    bit, a record made from the packed estimate alone (both left out): unequal groups, variance components,
     weights, REML and ML, a column offset by 1e9, a slope variance near zero, either
     packing, Newton steps or BFGS."""
     df = make_data(
@@ -78,8 +78,9 @@ def test_blups_of_the_optimum_factor_equal_those_of_the_estimate(
     if bfgs:
         kw["method"] = "bfgs"
     res, args = _fit_and_its_record_arguments(df, **kw)
-    assert args["lam"] is not None
+    assert args["lam"] is not None and args["unpacked"] is not None
     args.pop("lam")
+    args.pop("unpacked")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         again = MixedLMResults.from_fit(**args)
