@@ -117,7 +117,8 @@ def covariance_of_estimates(
         keep[:k_fe] = True
         keep[k_fe:] = ~at_zero
     # a decomposed information was made of a finite Hessian
-    finite = (identifiable and information.w is not None) or bool(np.isfinite(hessian).all())
+    made = information is not None and information.w is not None
+    finite = (identifiable and made) or bool(np.isfinite(hessian).all())
     info = -hessian if keep is None else -hessian[np.ix_(keep, keep)]
     defined = identifiable and finite and fe_block_defined(info, p)
     if not defined and p:

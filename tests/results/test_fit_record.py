@@ -63,9 +63,9 @@ def test_blups_of_the_optimum_factor_equal_those_of_the_estimate(
 ):
     """The fit hands its optimum's Λ̃ and unpacked Ψ, τ to the record (``from_fit(lam=...,
     unpacked=...)``); the BLUPs, their covariances and every other field equal, bit for
-    bit, a record made from the packed estimate alone (both left out): unequal groups, variance components,
-    weights, REML and ML, a column offset by 1e9, a slope variance near zero, either
-    packing, Newton steps or BFGS."""
+    bit, a record made from the packed estimate alone (both left out): unequal groups,
+    variance components, weights, REML and ML, a column offset by 1e9, a slope variance
+    near zero, either packing, Newton steps or BFGS."""
     df = make_data(
         n_groups=20, min_size=2, max_size=12, slope_sd=slope_sd, vc_sd=0.3 if vc else 0.0, seed=seed
     )
