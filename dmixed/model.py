@@ -560,9 +560,10 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         if opt.repack(stats.layout, self.use_sqrt):
             obj = objective(stats, coords, reml, self.use_sqrt)
         ev = obj.evaluate(opt.packed)
+        unpacked = stats.layout.unpack(opt.packed, self.use_sqrt)  # (Ψ, τ): both ask
         warn_convergence(opt)
         warn_precision(ev, stats.glob)
-        warn_boundary(self, opt, stats.layout)
+        warn_boundary(self, opt, stats.layout, unpacked[0])
         if ev.prof is None:
             raise RuntimeError("internal error: the optimum is outside the parameter space")
         # the Hessian's basis is the plain packing, the mask's own (fit_start's, which
@@ -591,6 +592,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             # lme4's checks passed above (check_identifiable), else made there
             checked=True if check_nobs == "raise" else None,
             lam=ev.lam,  # Λ̃ of the optimum's evaluation: the BLUPs' factor
+            unpacked=unpacked,
         )
         res.to_state().n_held = int(np.count_nonzero(~estimated))
         res.fit_options = dict(start_params=start_params, method=method, free=free, **settings)

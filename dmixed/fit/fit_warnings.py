@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 
 from ..errors import BoundaryWarning, FitConvergenceWarning, PrecisionWarning
+from ..kernels import small_linalg
 from ..stats import Layout
 from .objective import resolution, statistics_resolution
 from .summary import OptSummary
@@ -35,13 +36,15 @@ def warn_convergence(opt: OptSummary) -> None:
         )
 
 
-def warn_boundary(model, opt: OptSummary, layout: Layout) -> None:
+def warn_boundary(model, opt: OptSummary, layout: Layout, psi: np.ndarray | None = None) -> None:
     """A BoundaryWarning naming the variances settled at zero (or a singular Ψ*).
 
     ``model`` provides ``use_sqrt`` (the packing of ``opt.packed``), ``exog_re_names``
-    and ``vc_names``."""
-    psi, _ = layout.unpack(opt.packed, model.use_sqrt)
-    singular = layout.k_re > 0 and np.linalg.eigvalsh(psi).min() < opt.singular_eigenvalue
+    and ``vc_names``; ``psi``: Ψ of ``opt.packed`` (``layout.unpack``) where the caller
+    has it."""
+    if psi is None:
+        psi, _ = layout.unpack(opt.packed, model.use_sqrt)
+    singular = layout.k_re > 0 and small_linalg.eigvalsh(psi).min() < opt.singular_eigenvalue
     if not (opt.boundary or singular):
         return
     which = []

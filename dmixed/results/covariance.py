@@ -14,7 +14,12 @@ import numpy as np
 
 from ..errors import SingularHessianWarning
 from ..kernels import small_linalg
-from .identification import TRADE_EIGENVALUE, identified_directions
+from .identification import (
+    TRADE_EIGENVALUE,
+    ScaledInformation,
+    identified_directions,
+    scaled_information,
+)
 
 __all__ = ["FE_INFLATION_BOUNDS", "covariance_of_estimates", "fe_block_defined"]
 
@@ -29,6 +34,7 @@ def covariance_of_estimates(
     cov_fe: str,
     identifiable: bool = True,
     free: np.ndarray | None = None,
+    information: ScaledInformation | None = None,
 ) -> np.ndarray:
     """``inv(−H)``, as statsmodels, also on the boundary when that is a covariance.
 
@@ -75,6 +81,10 @@ def covariance_of_estimates(
         False for a model that :func:`dmixed.stats.check_identifiable` refuses.
     free : ndarray of bool (k − k_fe,), optional
         Covariance parameters estimated (default: all); the others were held fixed.
+    information : ScaledInformation, optional
+        :func:`~dmixed.results.identification.scaled_information` of ``hessian``,
+        ``k_fe`` and ``at_zero`` where the caller has it (used with every parameter
+        free only).
 
     Returns
     -------
@@ -93,15 +103,24 @@ def covariance_of_estimates(
             hessian, k_fe, np.asarray(free, dtype=bool), at_zero, conditional, cov_fe, identifiable
         )
     if identifiable:
-        involved, basis = identified_directions(hessian, k_fe, at_zero, TRADE_EIGENVALUE)
-        if involved.size:
+        if information is None:
+            information = scaled_information(hessian, k_fe, at_zero)
+        if information.flat_parameters(TRADE_EIGENVALUE).size:  # the basis only then
+            involved, basis = identified_directions(
+                hessian, k_fe, at_zero, TRADE_EIGENVALUE, information
+            )
             return _identified_only(hessian, k_fe, involved, basis, conditional, cov_fe)
-    keep = np.empty(k, dtype=bool)
-    keep[:k_fe] = True
-    keep[k_fe:] = ~at_zero
     p = k_fe
-    finite = bool(np.isfinite(hessian).all())
-    defined = identifiable and finite and fe_block_defined(-_kept(hessian, keep), p)
+    keep = None  # every parameter (none at zero), else a mask
+    if at_zero.any():
+        keep = np.empty(k, dtype=bool)
+        keep[:k_fe] = True
+        keep[k_fe:] = ~at_zero
+    # a decomposed information was made of a finite Hessian
+    made = information is not None and information.w is not None
+    finite = (identifiable and made) or bool(np.isfinite(hessian).all())
+    info = -hessian if keep is None else -hessian[np.ix_(keep, keep)]
+    defined = identifiable and finite and fe_block_defined(info, p)
     if not defined and p:
         why = (
             "the Hessian is singular or not negative definite in a direction involving the "
@@ -118,13 +137,13 @@ def covariance_of_estimates(
     if not finite:
         cov = np.full((k, k), np.nan)
     elif defined or not p:
-        cov = _full_inverse(hessian, keep)
+        cov = _full_inverse(hessian, keep, info if keep is None else None)
     else:
         with warnings.catch_warnings():  # said above, in one warning
             warnings.simplefilter("ignore", SingularHessianWarning)
-            cov = _full_inverse(hessian, keep)
-    has_se = np.isfinite(cov.diagonal())
+            cov = _full_inverse(hessian, keep, info if keep is None else None)
     if cov_fe == "conditional" or not defined:
+        has_se = np.isfinite(cov.diagonal())
         cov[:p, :p] = conditional
         cov[:p, p:] = np.where(has_se[p:] & defined, 0.0, np.nan)
         cov[p:, :p] = cov[:p, p:].T
@@ -181,21 +200,17 @@ def _identified_only(hessian, k_fe, involved, basis, conditional, cov_fe):
     return cov
 
 
-def _kept(hessian: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """``hessian[np.ix_(keep, keep)]``: a copy of the rows and columns ``keep``; the
-    whole (C-contiguous) Hessian itself where that is all of them (the same numbers,
-    without the index arrays)."""
-    if hessian.flags.c_contiguous and keep.all():
-        return hessian
-    return hessian[np.ix_(keep, keep)]
-
-
-def _full_inverse(hessian: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """``inv(−H)``, or that of the sub-Hessian ``keep`` (NaN elsewhere); see
-    :func:`covariance_of_estimates`."""
+def _full_inverse(
+    hessian: np.ndarray, keep: np.ndarray | None, info: np.ndarray | None = None
+) -> np.ndarray:
+    """``inv(−H)``, or that of the sub-Hessian ``keep`` (None: all of it; NaN
+    elsewhere); see :func:`covariance_of_estimates`.  ``info``: ``−H`` where the caller
+    has it."""
     k = hessian.shape[0]
-    cov = _inverse_or_none(-hessian)
+    cov = _inverse_or_none(-hessian if info is None else info)
     if cov is None or (cov.diagonal() <= 0).any():
+        if keep is None:
+            keep = np.ones(k, dtype=bool)
         sub = _inverse_or_none(-hessian[np.ix_(keep, keep)])
         if sub is None:
             warnings.warn(

@@ -16,6 +16,7 @@ from ..fit.coordinates import Coordinates
 from ..io import ResultsState
 from ..stats import check_identifiable
 from .covariance import covariance_of_estimates
+from .identification import ScaledInformation
 from .terms import constant_of_fit
 
 __all__ = [
@@ -69,8 +70,9 @@ class _OnFirstRead:
 class FitState(ResultsState):
     """The :class:`~dmixed.io.ResultsState` of a fit in this session, whose BLUPs (with
     their conditional covariances; where the statistics hold at most
-    :data:`DEFER_BLUPS_BYTES`), ``(X'V*⁻¹X)⁻¹`` and the optimizer's log in the
-    model's coordinates are made when first read (most fits never read them), each as
+    :data:`DEFER_BLUPS_BYTES`), ``(X'V*⁻¹X)⁻¹``, the optimizer's log and packed
+    estimate in the model's coordinates, and the covariances of the estimates in the
+    statistics' coordinates are made when first read (most fits never read them), each as
     it would have been made at the fit: from what the fit gave (copies, or arrays
     nothing changes afterwards) and the statistics in memory, never from the model,
     so that changing or deleting the model does not change them.  Pickled (and so
@@ -84,6 +86,9 @@ class FitState(ResultsState):
     initial_params = _OnFirstRead()
     initial_llf = _OnFirstRead()
     optimizer_settings = _OnFirstRead()
+    packed_params = _OnFirstRead()
+    cov_fe_statistics = _OnFirstRead()
+    cov_re_statistics = _OnFirstRead()
 
     def __getstate__(self) -> dict:
         for name, value in list(self.__dict__.items()):
@@ -105,6 +110,8 @@ def fit_state(
     checked: bool | None = None,
     at_zero: np.ndarray | None = None,
     lam: np.ndarray | None = None,
+    information: ScaledInformation | None = None,
+    unpacked: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> ResultsState:
     """The state record of a fit (:meth:`MixedLMResults.from_fit
     <dmixed.results.results.MixedLMResults.from_fit>`): the covariance of the estimates
@@ -114,7 +121,9 @@ def fit_state(
     all; :func:`~dmixed.results.covariance.covariance_of_estimates`).  ``checked``:
     :func:`identifiable` where the caller has it; ``at_zero``: the covariance parameters
     at zero in θ (``layout.boundary_mask(boundary, use_sqrt=False)``) where it has them;
-    ``lam``: Λ̃ at ``packed`` (:func:`record_fit`) where it has it."""
+    ``lam``: Λ̃ at ``packed`` (:func:`record_fit`) where it has it; ``information``:
+    :func:`~dmixed.results.identification.scaled_information` of the Hessian where it
+    has it (with every parameter free); ``unpacked``: as :func:`record_fit`."""
     packed, prof, llf, hessian = estimate
     layout = stats.layout
     if at_zero is None:
@@ -128,6 +137,7 @@ def fit_state(
         cov_fe=cov_fe,
         identifiable=identifiable(stats, model) if checked is None else checked,
         free=free,
+        information=information,
     )
     return record_fit(
         model,
@@ -139,6 +149,7 @@ def fit_state(
         fit_seconds,
         coords,
         lam,
+        unpacked,
     )
 
 
@@ -177,13 +188,16 @@ def record_fit(
     fit_seconds,
     coords: Coordinates,
     lam: np.ndarray | None = None,
+    unpacked: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> ResultsState:
     """The state record of a fit: estimates in statsmodels' coordinates, the BLUPs.
 
     ``estimate`` is ``(packed, prof, llf, cov)`` in the optimizer's and the statistics'
     coordinates, mapped back here by ``coords``.  ``lam``: Λ̃ at ``packed`` in the
     statistics' coordinates (``coords.lam(packed, use_sqrt, stats.fit_layout)``, made
-    here when not given), from which the BLUPs are made.
+    here when not given), from which the BLUPs are made; ``unpacked``: ``(Ψ_o, τ_o)``
+    of ``packed`` (``stats.layout.unpack(packed, model.use_sqrt)``), made here when not
+    given.
     """
     packed, prof, llf_std, cov_opt = estimate
     weight_scale = float(coords.columns.weight_scale)
@@ -199,7 +213,7 @@ def record_fit(
     layout = stats.layout
     use_sqrt = model.use_sqrt
     n = int(stats.glob.n)
-    psi_opt, tau_opt = layout.unpack(packed, use_sqrt)
+    psi_opt, tau_opt = layout.unpack(packed, use_sqrt) if unpacked is None else unpacked
     tau = coords.tau(tau_opt)
     psi, scale, beta = mapped_back(coords, psi_opt, prof)
     rows, cols = layout.tril()
@@ -218,7 +232,14 @@ def record_fit(
         )
     a_inv_std = np.array(prof.a_inv)
     llf = coords.llf(llf_std, n, reml)
-    (packed_params,) = coords.from_opt_all([packed], use_sqrt)
+    # the packed estimate and the memory-only covariances of the statistics'
+    # coordinates (prediction variances) on first read: most fits read neither
+    mapped = dict.fromkeys(
+        ("packed_params", "cov_fe_statistics", "cov_re_statistics"),
+        _Deferred(
+            _mapped_later(coords, np.array(packed), use_sqrt, cov_opt, psi_opt, scale, model.k_fe)
+        ),
+    )
     log = dict.fromkeys(
         ("history", "initial_params", "initial_llf", "optimizer_settings"),
         _Deferred(_log_of(optimize_result, coords, n, reml, use_sqrt)),
@@ -247,7 +268,6 @@ def record_fit(
         scale=scale,
         param_names=model.param_names(),
         params=np.concatenate([beta, psi[rows, cols], tau]),
-        packed_params=packed_params,
         fe_params=beta,
         cov_re=scale * psi,
         cov_re_unscaled=psi,
@@ -261,14 +281,32 @@ def record_fit(
         k_constant=constant_of_fit(model, stats),
         grad_norm=float(optimize_result.grad_norm),
         resolution_edge=bool(optimize_result.resolution_edge),
-        cov_fe_statistics=cov_fe_statistics(coords, cov_opt, model.k_fe),
-        cov_re_statistics=cov_re_statistics(coords, psi_opt, scale),
         statistics_columns=coords.columns,
         weight_scale=weight_scale,
         cov_params_weighted=cov_weighted,
         **random_effects,
         **log,
+        **mapped,
     )
+
+
+def _mapped_later(
+    coords: Coordinates, packed, use_sqrt: bool, cov_opt, psi_opt, scale: float, p: int
+):
+    """A function of no arguments that gives the state's ``packed_params`` (``packed``
+    in the model's coordinates), ``cov_fe_statistics`` and ``cov_re_statistics`` from
+    the optimizer's estimate and covariance (arrays nothing changes afterwards; ``p``
+    fixed effects)."""
+
+    def make() -> dict:
+        (packed_params,) = coords.from_opt_all([packed], use_sqrt)
+        return {
+            "packed_params": packed_params,
+            "cov_fe_statistics": cov_fe_statistics(coords, cov_opt, p),
+            "cov_re_statistics": cov_re_statistics(coords, psi_opt, scale),
+        }
+
+    return make
 
 
 def _random_effects(made, coords: Coordinates, scale: float) -> dict:

@@ -18,6 +18,7 @@ and profile intervals mean nothing, so the fit warns, naming the parameters.
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 import warnings
 
@@ -29,7 +30,9 @@ from ..kernels import small_linalg
 __all__ = [
     "FLAT_EIGENVALUE",
     "TRADE_EIGENVALUE",
+    "ScaledInformation",
     "identified_directions",
+    "scaled_information",
     "unidentified_parameters",
     "warn_unidentified",
 ]
@@ -45,7 +48,9 @@ FLAT_EIGENVALUE = 1e-7
 TRADE_EIGENVALUE = 1e-12
 
 
-def unidentified_parameters(hessian, k_fe: int, at_zero: np.ndarray) -> np.ndarray:
+def unidentified_parameters(
+    hessian, k_fe: int, at_zero: np.ndarray, information: ScaledInformation | None = None
+) -> np.ndarray:
     """Indices (among the covariance parameters) of those in a flat direction.
 
     With ``I = −H`` over the covariance parameters not at zero,
@@ -67,17 +72,25 @@ def unidentified_parameters(hessian, k_fe: int, at_zero: np.ndarray) -> np.ndarr
     k_fe : int
     at_zero : ndarray of bool (k − k_fe,)
         Covariance parameters at zero (left out: their edge is not a trade).
+    information : ScaledInformation, optional
+        :func:`scaled_information` of these arguments where the caller has it.
 
     Returns
     -------
     ndarray of int
         Sorted indices into the covariance parameters.
     """
-    return identified_directions(hessian, k_fe, at_zero)[0]
+    if information is None:
+        information = scaled_information(hessian, k_fe, at_zero)
+    return information.flat_parameters(FLAT_EIGENVALUE)
 
 
 def identified_directions(
-    hessian, k_fe: int, at_zero: np.ndarray, flat: float = FLAT_EIGENVALUE
+    hessian,
+    k_fe: int,
+    at_zero: np.ndarray,
+    flat: float = FLAT_EIGENVALUE,
+    information: ScaledInformation | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The covariance parameters in a direction of R whose eigenvalue is at most
     ``flat`` in size (:func:`unidentified_parameters`) and a basis of the others.
@@ -88,6 +101,10 @@ def identified_directions(
     rounding made of the exact trades
     (:func:`dmixed.results.covariance.covariance_of_estimates` inverts it there).
 
+    ``information``: :func:`scaled_information` of ``hessian``, ``k_fe`` and
+    ``at_zero`` where the caller has it (a fit asks twice at its optimum, with two
+    values of ``flat``); else made here.
+
     Returns
     -------
     involved : ndarray of int
@@ -97,35 +114,72 @@ def identified_directions(
         The identified directions (meaningful when ``involved`` is not empty).
     """
     n_theta = np.asarray(at_zero).size
+    if information is None:
+        information = scaled_information(hessian, k_fe, at_zero)
+    involved = information.flat_parameters(flat)
+    if information.w is None:
+        return involved, np.eye(n_theta)
+    flat_w = np.abs(information.w) <= flat
+    live = information.live
+    basis = np.zeros((n_theta, int((~flat_w).sum())))
+    basis[information.theta[live]] = information.v[:, ~flat_w] / information.d[live, None]
+    return involved, basis
+
+
+class ScaledInformation:
+    """The profiled information in the covariance parameters scaled to unit diagonal
+    (``R`` of :func:`unidentified_parameters`) and its eigen-decomposition: what
+    :func:`identified_directions` decides from, made once per Hessian
+    (:func:`scaled_information`).
+
+    Attributes
+    ----------
+    theta : ndarray of int or None
+        The covariance parameters not at zero (None: nothing can be said, a Hessian
+        with non-finite entries or a singular fixed-effects block).
+    zero : ndarray of bool
+        Those of them without curvature.
+    live : ndarray of int
+        The others (indices into ``theta``).
+    d, w, v : ndarray or None
+        ``√|diag S|``, and the eigenvalues and eigenvectors of ``R`` over ``live``.
+    smallest : float
+        The smallest ``|w|`` where no parameter is without curvature (NaN otherwise):
+        every parameter is identified at a ``flat`` below it.
+    """
+
+    __slots__ = ("theta", "zero", "live", "d", "w", "v", "smallest")
+
+    def __init__(self, theta=None, zero=None, live=None, d=None, w=None, v=None) -> None:
+        self.theta, self.zero, self.live, self.d, self.w, self.v = theta, zero, live, d, w, v
+        some_zero = zero is None or zero.any() or not w.size
+        self.smallest = math.nan if some_zero else float(np.abs(w).min())
+
+    def flat_parameters(self, flat: float) -> np.ndarray:
+        """``involved`` of :func:`identified_directions` at ``flat``: sorted indices of
+        the covariance parameters without curvature or carrying more than a tenth of
+        an eigenvector of R whose eigenvalue is at most ``flat`` in size."""
+        if self.w is None:
+            return np.zeros(0, dtype=np.int64)
+        if self.smallest > flat:  # the common case: all identified
+            return self.theta[:0]
+        flat_w = np.abs(self.w) <= flat
+        involved = self.zero.copy()
+        involved[self.live] = (np.abs(self.v[:, flat_w]) > 0.1).any(axis=1)
+        # θ is ascending (the parameters not at zero, in order): so are those involved
+        return self.theta[involved]
+
+
+def scaled_information(hessian, k_fe: int, at_zero: np.ndarray) -> ScaledInformation:
+    """The :class:`ScaledInformation` of ``hessian`` (β first, ``k_fe`` fixed effects;
+    None: nothing can be said) over the covariance parameters not ``at_zero``; that
+    of one of the last few Hessians given again (keyed by a digest of the Hessian, not
+    its bytes: with thousands of fixed effects those are tens of megabytes a key),
+    whose arrays are read only."""
     if hessian is None:
-        return np.zeros(0, dtype=np.int64), np.eye(n_theta)
+        return ScaledInformation()
     h = np.ascontiguousarray(hessian, dtype=np.float64)
     at_zero = np.ascontiguousarray(at_zero, dtype=bool)
-    scaled = _cached_scaled_information(h, k_fe, at_zero)
-    if scaled is None:
-        return np.zeros(0, dtype=np.int64), np.eye(n_theta)
-    theta, zero, d, w, v = scaled
-    live = (~zero).nonzero()[0]
-    flat_w = np.abs(w) <= flat
-    involved = zero.copy()
-    involved[live] = (np.abs(v[:, flat_w]) > 0.1).any(axis=1)
-    basis = np.zeros((n_theta, int((~flat_w).sum())))
-    basis[theta[live]] = v[:, ~flat_w] / d[live, None]
-    # θ is ascending (the parameters not at zero, in order): so are those involved
-    return theta[involved], basis
-
-
-#: the last few Hessians' :func:`_scaled_information`, keyed by a digest of the Hessian
-#: (not its bytes: with thousands of fixed effects those are tens of megabytes a key)
-_SCALED_CACHE: dict[tuple, tuple | None] = {}
-_SCALED_CACHE_SIZE = 4
-_SCALED_CACHE_LOCK = threading.Lock()
-
-
-def _cached_scaled_information(h: np.ndarray, k_fe: int, at_zero: np.ndarray):
-    """:func:`_scaled_information` made once per Hessian: the covariance of the
-    estimates and the warning about unidentified parameters both ask for it at the
-    optimum.  ``h`` and ``at_zero`` C-contiguous."""
     key = (hashlib.sha256(h.data).digest(), h.shape[0], k_fe, at_zero.tobytes())
     with _SCALED_CACHE_LOCK:
         if key in _SCALED_CACHE:
@@ -138,13 +192,15 @@ def _cached_scaled_information(h: np.ndarray, k_fe: int, at_zero: np.ndarray):
     return out
 
 
-def _scaled_information(h: np.ndarray, k_fe: int, at_zero: np.ndarray):
-    """``(θ, zero, d, w, v)`` of :func:`identified_directions`: the covariance parameters
-    not at zero, those of them without curvature, ``√|diag S|``, and the eigenvalues and
-    eigenvectors of ``R`` over the others; ``None`` where nothing can be said
-    (read-only arrays: :func:`_cached_scaled_information` shares them)."""
+_SCALED_CACHE: dict[tuple, ScaledInformation] = {}
+_SCALED_CACHE_SIZE = 4
+_SCALED_CACHE_LOCK = threading.Lock()
+
+
+def _scaled_information(h: np.ndarray, k_fe: int, at_zero: np.ndarray) -> ScaledInformation:
+    """:func:`scaled_information` of a C-contiguous float64 ``h`` and ``at_zero``."""
     if not np.isfinite(h).all():
-        return None
+        return ScaledInformation()
     info = -0.5 * (h + h.T)
     theta = (~at_zero).nonzero()[0]
     cols = k_fe + theta
@@ -159,33 +215,35 @@ def _scaled_information(h: np.ndarray, k_fe: int, at_zero: np.ndarray):
         try:
             s = s - left @ small_linalg.solve(info[:k_fe, :k_fe], right)
         except np.linalg.LinAlgError:
-            return None  # the fixed effects' block: their own warning says so
+            return ScaledInformation()  # the fixed effects' block: their own warning says so
     d = np.sqrt(np.abs(s.diagonal()))
     if not d.size or not np.isfinite(s).all():
-        return None
+        return ScaledInformation()
     zero = d <= 1e-12 * d.max(initial=0.0)
     live = (~zero).nonzero()[0]
     kept = s if live.size == zero.size else s[np.ix_(live, live)]
     r = kept / np.outer(d[live], d[live])
     w, v = small_linalg.eigh(0.5 * (r + r.T))
-    out = (theta, zero, d, w, v)
-    for arr in out:
+    for arr in (theta, zero, live, d, w, v):
         arr.flags.writeable = False
-    return out
+    return ScaledInformation(theta, zero, live, d, w, v)
 
 
-def warn_unidentified(hessian, k_fe: int, at_zero: np.ndarray, names) -> None:
+def warn_unidentified(
+    hessian, k_fe: int, at_zero: np.ndarray, names, information: ScaledInformation | None = None
+) -> None:
     """Warn naming the covariance parameters :func:`unidentified_parameters` finds.
 
     ``names`` gives the covariance parameters' names (in the Hessian's order, after the
-    fixed effects), called only when there is something to say.
+    fixed effects), called only when there is something to say; ``information``: as
+    :func:`unidentified_parameters`.
 
     Warns
     -----
     SingularHessianWarning
         Some covariance parameters are not identified.
     """
-    idx = unidentified_parameters(hessian, k_fe, at_zero)
+    idx = unidentified_parameters(hessian, k_fe, at_zero, information)
     if not idx.size:
         return
     shown = ", ".join(repr(str(n)) for n in np.asarray(list(names()), dtype=object)[idx])

@@ -28,7 +28,7 @@ from .by_group import ByGroup
 from .fit_record import fit_state, identifiable
 from .fitted import FittedValues
 from .hypotheses import Hypotheses
-from .identification import warn_unidentified
+from .identification import scaled_information, warn_unidentified
 from .labels import label_index
 from .plots import caterpillar, residual_plot
 from .prediction import Predictor
@@ -91,7 +91,6 @@ class MixedLMResults(FittedValues, Hypotheses):
         self.llf = state.llf
         self.scale = state.scale
         self.param_names = state.param_names
-        self.packed_params = state.packed_params
         self.vcomp = state.vcomp
         self.group_labels = state.group_labels
         self.group_sizes = state.group_sizes
@@ -105,6 +104,11 @@ class MixedLMResults(FittedValues, Hypotheses):
     def fit_history(self) -> list:
         """The optimizer's per-iteration record (the fit log)."""
         return self._state.history
+
+    @property
+    def packed_params(self) -> np.ndarray:
+        """The covariance parameters in the model's ``use_sqrt`` packing."""
+        return self._state.packed_params
 
     @property
     def _blup(self):
@@ -141,6 +145,7 @@ class MixedLMResults(FittedValues, Hypotheses):
         free: np.ndarray | None = None,
         checked: bool | None = None,
         lam: np.ndarray | None = None,
+        unpacked: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> MixedLMResults:
         """Results of a fit: the estimates, their covariance and the BLUPs.
 
@@ -182,6 +187,9 @@ class MixedLMResults(FittedValues, Hypotheses):
             Λ̃, the relative covariance factor at ``packed`` in the statistics'
             coordinates, where the caller has it (the optimum's evaluation holds it);
             default: made here from ``packed``.
+        unpacked : tuple of ndarray, optional
+            ``(Ψ, τ)`` of ``packed`` (``stats.layout.unpack(packed, model.use_sqrt)``)
+            where the caller has them; default: made here.
 
         Warns
         -----
@@ -199,6 +207,12 @@ class MixedLMResults(FittedValues, Hypotheses):
         estimate = (packed, prof, llf, hessian)
         if checked is None:
             checked = identifiable(stats, model)
+        all_free = free is None or bool(np.all(free))
+        # with every parameter free the covariance and the warning below decide from
+        # the same information: decomposed once
+        information = (
+            scaled_information(hessian, model.k_fe, at_zero) if checked and all_free else None
+        )
         state = fit_state(
             model,
             stats,
@@ -212,14 +226,17 @@ class MixedLMResults(FittedValues, Hypotheses):
             checked=checked,
             at_zero=at_zero,
             lam=lam,
+            information=information,
+            unpacked=unpacked,
         )
         res = cls(state, model=model)
         if checked:  # else the fixed effects' warning says so
             warn_unidentified(
                 hessian,
                 model.k_fe,
-                at_zero if free is None else at_zero | ~free,
+                at_zero if all_free else at_zero | ~free,
                 lambda: res.param_names[model.k_fe :],
+                information,
             )
         return res
 

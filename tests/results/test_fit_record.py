@@ -61,11 +61,11 @@ def _fit_and_its_record_arguments(df, **kw):
 def test_blups_of_the_optimum_factor_equal_those_of_the_estimate(
     q, vc, reml, weights, offset, slope_sd, use_sqrt, bfgs, seed
 ):
-    """The fit hands its optimum's Λ̃ to the record (``from_fit(lam=...)``); the BLUPs,
-    their covariances and every other field equal, bit for bit, a record made from the
-    packed estimate alone (``lam`` left out): unequal groups, variance components,
-    weights, REML and ML, a column offset by 1e9, a slope variance near zero, either
-    packing, Newton steps or BFGS."""
+    """The fit hands its optimum's Λ̃ and unpacked Ψ, τ to the record (``from_fit(lam=...,
+    unpacked=...)``); the BLUPs, their covariances and every other field equal, bit for
+    bit, a record made from the packed estimate alone (both left out): unequal groups,
+    variance components, weights, REML and ML, a column offset by 1e9, a slope variance
+    near zero, either packing, Newton steps or BFGS."""
     df = make_data(
         n_groups=20, min_size=2, max_size=12, slope_sd=slope_sd, vc_sd=0.3 if vc else 0.0, seed=seed
     )
@@ -78,8 +78,9 @@ def test_blups_of_the_optimum_factor_equal_those_of_the_estimate(
     if bfgs:
         kw["method"] = "bfgs"
     res, args = _fit_and_its_record_arguments(df, **kw)
-    assert args["lam"] is not None
+    assert args["lam"] is not None and args["unpacked"] is not None
     args.pop("lam")
+    args.pop("unpacked")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         again = MixedLMResults.from_fit(**args)
@@ -98,6 +99,9 @@ ON_FIRST_READ = (
     "initial_params",
     "initial_llf",
     "optimizer_settings",
+    "packed_params",
+    "cov_fe_statistics",
+    "cov_re_statistics",
 )
 
 
@@ -160,7 +164,8 @@ def test_a_fit_pickles_with_what_it_makes_on_first_read_made():
     _, res = _fit_of(df)
     back = pickle.loads(pickle.dumps(res))
     held = back.to_state().__dict__
-    assert all(isinstance(held[name], np.ndarray) for name in (*BLUP_FIELDS, "a_inv"))
+    made = (*BLUP_FIELDS, "a_inv", "packed_params", "cov_fe_statistics", "cov_re_statistics")
+    assert all(isinstance(held[name], np.ndarray) for name in made)
     assert isinstance(held["history"], list) and isinstance(held["optimizer_settings"], dict)
     assert _made_on_first_read(back) == _made_on_first_read(at_once)
     assert _made_on_first_read(res) == _made_on_first_read(at_once)

@@ -157,6 +157,40 @@ def test_the_information_is_decomposed_once_per_hessian(monkeypatch):
     assert len(made) == 3
 
 
+def test_the_record_of_a_fit_decomposes_its_information_once(monkeypatch):
+    """The covariance of the estimates and the warning both ask at the optimum
+    (:meth:`MixedLMResults.from_fit`): the information is made once per fit and given
+    to both, and the directions of a given decomposition are those made without it,
+    bit for bit."""
+    from dmixed.results import covariance, identification, results
+    from dmixed.results.results import MixedLMResults
+
+    from .test_fit_record import _fit_and_its_record_arguments
+
+    df = make_data(n_groups=30, min_size=3, max_size=9, slope_sd=0.5, seed=11)
+    res, args = _fit_and_its_record_arguments(df, re_formula="1 + x1")
+    made = []
+    scaled = identification.scaled_information
+
+    def counting(*a, **kw):
+        made.append(1)
+        return scaled(*a, **kw)
+
+    for module in (covariance, identification, results):
+        monkeypatch.setattr(module, "scaled_information", counting)
+    again = MixedLMResults.from_fit(**args)
+    assert len(made) == 1
+    np.testing.assert_array_equal(res.bse, again.bse)
+    hess, at_zero = args["hessian"], np.zeros(3, bool)
+    info = scaled(hess, 3, at_zero)
+    for flat in (FLAT_EIGENVALUE, TRADE_EIGENVALUE, 2.0):
+        got = identified_directions(hess, 3, at_zero, flat, info)
+        want = identified_directions(hess, 3, at_zero, flat)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+    assert identified_directions(hess, 3, at_zero, 2.0, info)[0].size  # all flat there
+
+
 def _reference_directions(hessian, k_fe, at_zero, flat):
     """:func:`identified_directions` written out with index arrays throughout (every
     block of the information copied by ``np.ix_``)."""
