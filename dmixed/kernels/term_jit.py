@@ -12,9 +12,12 @@ ninth session).
 
 With many groups the table is far larger than the caches and every row's table row is a
 miss to memory: the loop asks for the table row of the row :data:`PREFETCH_DISTANCE`
-ahead (:func:`prefetch_row`, a hint that changes no value), so that several misses are
-in flight at once instead of the few the processor's reorder window holds: 1.7× faster
-at 1M groups (benchmarks/RESULTS.md, twelfth session).
+ahead (:func:`prefetch_row`, a hint that changes no value), so that many misses are in
+flight at once instead of the few the processor's reorder window holds.  The hint is a
+read into the second-level cache (``prefetcht1``), not a write into the first: the
+second level tracks many more misses at once, and the row is in it when the loop gets
+there (2.6× faster at 1M groups than the write hint 16 rows ahead; benchmarks/RESULTS.md,
+twelfth session of 2026-12-02).
 
 :func:`columns_kernel` is the same pass over a partition's raw columns (the design's
 columns are those columns and ones), which also checks them finite and sums
@@ -44,10 +47,11 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 #: changes whenever the generated source changes (old modules are then left unused)
-KERNEL_VERSION = 4
-#: how many rows ahead the generated loop prefetches its table row (8–24 measured
-#: alike at 1M groups, 16 best at 200k: benchmarks/RESULTS.md, twelfth session)
-PREFETCH_DISTANCE = 16
+KERNEL_VERSION = 5
+#: how many rows ahead the generated loop prefetches its table row (64–128 measured
+#: alike from 200k to 2M groups, 48 a little slower: benchmarks/RESULTS.md, twelfth
+#: session of 2026-12-02)
+PREFETCH_DISTANCE = 64
 #: rows of a chunk of :func:`columns_kernel` (checked finite, then summed): a few
 #: columns of it stay in the first-level cache between its two loops
 COLUMNS_CHUNK = 1024
@@ -233,7 +237,9 @@ def _generated(key: tuple, make_source):
 def prefetch_row(typingctx, table, row):
     """``prefetch_row(table, g)`` in compiled code: asks the processor to bring row ``g``
     of the 2-d C-contiguous ``table`` (its first and last entries' cache lines) into the
-    cache for writing (LLVM's ``llvm.prefetch``, locality 3, data).  A hint: it reads,
+    second-level cache (LLVM's ``llvm.prefetch``, read, locality 2, data: ``prefetcht1``
+    on x86; the write hint is ``prefetchw`` into the first level, whose few miss slots
+    held the loop back, see the module).  A hint: it reads,
     writes and checks nothing (an index out of range is not an error here; the access
     that follows is where it would be)."""
     if not (isinstance(table, types.Array) and table.ndim == 2 and table.layout == "C"):
@@ -256,8 +262,8 @@ def prefetch_row(typingctx, table, row):
             ptr = cgutils.get_item_pointer(
                 context, builder, aryty, ary, [index, col], wraparound=False
             )
-            # write, keep in all cache levels, data cache
-            builder.call(fn, [builder.bitcast(ptr, i8p), i32(1), i32(3), i32(1)])
+            # read, locality 2 (the second-level cache and beyond), data cache
+            builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(2), i32(1)])
         return context.get_dummy_value()
 
     return sig, codegen
