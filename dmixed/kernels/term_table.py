@@ -163,6 +163,9 @@ class TermTable:
         if plan != self.plan or self.table is None or self.table.shape[0] != acc.shape[1]:
             self.flush(acc)
             self.plan = plan
+            # np.zeros, as numpy allocates it: the kernel's zeroed pages, huge where
+            # numpy advises them (the sweep's rows in random order then miss the TLB
+            # far less); not np.empty and a fill (a pass more, the same first touch)
             self.table = np.zeros((acc.shape[1], len(live) + 1))  # the last: zeros
         return live
 

@@ -316,7 +316,10 @@ class GroupAccumulator:
         if not direct:
             self._flush()
         if self.ranged:
-            seen = np.flatnonzero(self.terms.counts() if direct else self.acc[0])
+            counts = self.terms.counts() if direct else self.acc[0]
+            # the mask first: flatnonzero of a float array reads it twice (count, then
+            # fill), the table's strided column included; of a bool mask in cache, once
+            seen = np.flatnonzero(counts != 0)
             keys = (seen + self.base).astype(self.key_dtype)
         elif self.lookup is not None:
             keys = self.looked_up.astype(self.key_dtype)
