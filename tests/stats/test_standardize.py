@@ -249,7 +249,9 @@ def test_columns_measured_together_get_each_ones_own_map(seed, n, log_scales, of
     seed=st.integers(0, 2**31),
     n=st.sampled_from([1, 2, 9, 300, 20_000, SAMPLE_ROWS]),
     log_scales=st.lists(st.sampled_from([-600, -40, 0, 0.5, 7.5, 40, 600]), min_size=2, max_size=3),
-    ratio=st.sampled_from([0.0, 1.0, SHIFT_ABOVE * (1 - 1e-7), SHIFT_ABOVE, SHIFT_ABOVE + 1e-9, 1e6]),
+    ratio=st.sampled_from(
+        [0.0, 1.0, SHIFT_ABOVE * (1 - 1e-7), SHIFT_ABOVE, SHIFT_ABOVE + 1e-9, 1e6]
+    ),
     kind=st.sampled_from(["normal", "constant", "zero", "nan", "inf", "midpoint"]),
     intercept=st.booleans(),
 )
