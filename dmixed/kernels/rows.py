@@ -79,9 +79,7 @@ def unweighted_gram(endog: np.ndarray, exog: np.ndarray) -> np.ndarray:
     return gram
 
 
-def _weighted_rows(
-    endog, exog, ztilde, weights, std: Standardization | None = None, gram=None
-):
+def _weighted_rows(endog, exog, ztilde, weights, std: Standardization | None = None, gram=None):
     """Columns of ``[X y]`` and of ``Z̃`` shifted by the columns' map, every row scaled
     by ``√w``; ``Σ log w`` and ``[X y]'[X y]`` of those rows (``gram``: that of the
     rows as they lie, :func:`unweighted_gram`, already made; used where they are

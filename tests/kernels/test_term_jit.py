@@ -55,7 +55,6 @@ def test_prefetching_changes_no_sum(n, tmp_path, monkeypatch):
     assert np.array_equal(table, expected)
 
 
-
 def test_the_row_is_prefetched_for_reading_into_the_second_level(tmp_path, monkeypatch):
     """The hint is a read of locality 2 (``prefetcht1``), both of the row's lines: the
     write hint (``prefetchw``, into the first level) held the loop at half its speed
@@ -67,6 +66,7 @@ def test_the_row_is_prefetched_for_reading_into_the_second_level(tmp_path, monke
     calls = [line for line in ir_text.splitlines() if "call void @llvm.prefetch" in line]
     assert calls and len(calls) % 2 == 0  # the row's first and last entries (unrolled)
     assert all(line.rstrip().endswith("i32 0, i32 2, i32 1)") for line in calls)
+
 
 def test_a_fresh_process_loads_the_kernel_from_the_disk_cache(tmp_path):
     code = (
