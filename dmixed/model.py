@@ -614,7 +614,10 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         optimizer (square-root packing), or ``None`` where they are not used: no
         covariance parameter, a random design wider than ``kernels.MOMENT_MAX_R``, or
         estimates that say nothing."""
-        return moment_start_packed(stats.engine.moments, stats.glob, layout)
+        engine = stats.engine
+        return moment_start_packed(
+            engine.moments, stats.glob, layout, getattr(engine, "block", None)
+        )
 
 
 mixedlm = MixedLM.from_formula

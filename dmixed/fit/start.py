@@ -363,22 +363,27 @@ def _trade_message(a: int, b: int, q: int, vc_names, re_names, group_name: str) 
 
 
 def moment_start_packed(
-    moments: Callable[[], MomentSums], glob: GlobalStats, layout: Layout
+    moments: Callable[[], MomentSums],
+    glob: GlobalStats,
+    layout: Layout,
+    block: object = None,
 ) -> np.ndarray | None:
     """:func:`moment_start` packed for the optimizer (square-root packing), weighted
-    once (:func:`weighted_moment_start`) where ``moments`` is an in-process engine's
-    and the random effects have at least :data:`WEIGHTED_MIN_Q` coordinates and no
-    variance component (:func:`_weighted_chunks`); ``None`` where it is not used: no
-    covariance parameter, a random design wider than ``kernels.MOMENT_MAX_R``, or
-    estimates that say nothing.  ``moments`` makes the engine round trip
-    (``engine.moments``), called only when the estimates are used."""
+    once (:func:`weighted_moment_start`) where ``block``, the engine's per-group
+    statistics, is an in-process :class:`~dmixed.kernels.StatsBlock` and the random
+    effects have at least :data:`WEIGHTED_MIN_Q` coordinates and no variance component
+    (:func:`_weighted_chunks`); ``None`` where it is not used: no covariance parameter,
+    a random design wider than ``kernels.MOMENT_MAX_R``, or estimates that say nothing.
+    ``moments`` makes the engine round trip (``engine.moments``), called only when the
+    estimates are used; ``block`` anything else (a cluster's engine holds none) leaves
+    the estimates unweighted."""
     if layout.n_params == 0 or layout.r > kernels.MOMENT_MAX_R:
         return None
     mom = moments()
     estimate = moment_start(mom, glob, layout)
     if estimate is None:
         return None
-    chunks = _weighted_chunks(moments, layout)
+    chunks = _weighted_chunks(block, layout)
     if chunks is not None:
         estimate = weighted_moment_start(estimate[0], chunks, mom, glob, layout) or estimate
     psi, tau = estimate
@@ -392,15 +397,13 @@ def moment_start_packed(
 WEIGHTED_MIN_Q = 2
 
 
-def _weighted_chunks(moments, layout: Layout):
-    """The per-group statistics behind ``moments`` where :func:`weighted_moment_start`
-    refines the moment estimates: ``moments`` the bound method of an in-process engine
-    holding them (its ``block``, a :class:`~dmixed.kernels.StatsBlock`), the random
-    effects of at least :data:`WEIGHTED_MIN_Q` coordinates and no variance component;
-    else None (a cluster's engine returns sums only)."""
+def _weighted_chunks(block: object, layout: Layout):
+    """The chunks of ``block`` where :func:`weighted_moment_start` refines the moment
+    estimates: ``block`` an in-process engine's :class:`~dmixed.kernels.StatsBlock`,
+    the random effects of at least :data:`WEIGHTED_MIN_Q` coordinates and no variance
+    component; else None (a cluster's engine returns sums only)."""
     if layout.k_vc or layout.k_re < WEIGHTED_MIN_Q:
         return None
-    block = getattr(getattr(moments, "__self__", None), "block", None)
     if not isinstance(block, kernels.StatsBlock):
         return None
     chunks = list(block.chunks())

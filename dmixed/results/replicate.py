@@ -178,7 +178,10 @@ class ReplicateFitter:
         )
         moment = None
         if self.moment_start:
-            moment = moment_start_packed(stats.engine.moments, stats.glob, stats.fit_layout)
+            engine = stats.engine
+            moment = moment_start_packed(
+                engine.moments, stats.glob, stats.fit_layout, getattr(engine, "block", None)
+            )
             if moment is not None:  # in the statistics' coordinates
                 moment = coords.statistics_to_opt_sqrt(moment)
         start, from_moments = choose_start(obj, self.start, True, moment)

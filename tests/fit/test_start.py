@@ -286,8 +286,11 @@ def test_a_random_intercept_and_a_cluster_keep_the_unweighted_estimates():
         plain = layout.pack(psi, tau, use_sqrt=True)
         sums_only = moment_start_packed(lambda mom=mom: mom, stats.glob, layout)
         np.testing.assert_array_equal(sums_only, plain)
-        held = moment_start_packed(stats.engine.moments, stats.glob, layout)
+        held = moment_start_packed(stats.engine.moments, stats.glob, layout, stats.engine.block)
         assert np.array_equal(held, plain) == (layout.k_re == 1)
+        # the per-group statistics not handed on: the estimates are not weighted
+        unheld = moment_start_packed(stats.engine.moments, stats.glob, layout)
+        np.testing.assert_array_equal(unheld, plain)
 
 
 @pytest.mark.parametrize("reml", [True, False])
