@@ -89,7 +89,8 @@ def check_arguments(data, groups, weights, vc_formula, missing):
         )
     dup = duplicated_columns(meta)
     for c in (groups, weights):
-        if c in dup:
+        # a name only: weights given as values (unhashable) are refused just below
+        if isinstance(c, str) and c in dup:
             raise DataError(f"column {c!r} appears more than once in the data")
     if weights is not None:
         _check_weights_argument(meta, weights, all_columns)

@@ -73,6 +73,17 @@ def test_error_weights():
         build_spec(miss.assign(w=np.inf), "y ~ x1", groups="g", weights="w")
 
 
+@pytest.mark.parametrize("as_what", ["ndarray", "Series", "list"])
+def test_weights_given_as_values_not_a_name_are_a_spec_error(as_what):
+    """A formula's weights name a column; values in their place (an array, a Series, a
+    list: unhashable) are refused as the documented SpecError, not a TypeError of the
+    duplicate-column check."""
+    df = make_df()
+    values = {"ndarray": df["w"].to_numpy(), "Series": df["w"], "list": df["w"].tolist()}
+    with pytest.raises(SpecError, match=r"weights must be a column name \(str\), got"):
+        build_spec(df, "y ~ x1", groups="g", weights=values[as_what])
+
+
 def test_error_empty_data():
     df = make_df()
     with pytest.raises(ValueError, match=r"data is empty \(0 rows\)"):
