@@ -526,7 +526,9 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             or starting values where the log-likelihood is not finite; statsmodels'
             ``niter_sa``, ``do_cg``, ``fe_pen`` or ``cov_pen`` other than its default.
         DataError
-            See :meth:`statistics`; an unidentifiable model (``check_nobs``).
+            See :meth:`statistics`; an unidentifiable model (``check_nobs``); a response
+            the effects reproduce exactly (no maximum of the likelihood: the optimizer
+            ends where it is not defined).
 
         Warns
         -----
@@ -561,11 +563,20 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             obj = objective(stats, coords, reml, self.use_sqrt)
         ev = obj.evaluate(opt.packed)
         unpacked = stats.layout.unpack(opt.packed, self.use_sqrt)  # (Ψ, τ): both ask
+        if ev.prof is None:
+            # ℓ rises without bound where the effects reproduce the response exactly (Q → 0
+            # as Ψ* grows), and the optimizer ends past float64's resolution of Q
+            raise DataError(
+                "the optimizer ended at covariance parameters where the log-likelihood is "
+                "not defined in float64 (the residual sum of squares is not resolved): the "
+                f"fixed and random effects reproduce {self.endog_name!r} (nearly) exactly, "
+                "so the likelihood rises without bound as the random effects' variances "
+                "grow and has no maximum; drop a random effect, or check that the response "
+                "is not a copy of the model's columns"
+            )
         warn_convergence(opt)
         warn_precision(ev, stats.glob)
         warn_boundary(self, opt, stats.layout, unpacked[0])
-        if ev.prof is None:
-            raise RuntimeError("internal error: the optimum is outside the parameter space")
         # the Hessian's basis is the plain packing, the mask's own (fit_start's, which
         # the optimizer reads and leaves as it is)
         estimated = start.free

@@ -651,3 +651,24 @@ def test_array_weights_in_more_than_one_unit_are_refused_as_a_column_of_them():
     with pytest.raises(dmixed.DataError, match="column 'weights' are too far apart"):
         dmixed.MixedLM(endog, exog, groups, weights=w)
     dmixed.MixedLM(endog, exog, groups, weights=rng.uniform(0.5, 2.0, n) * 2.0**100)
+
+
+def test_a_response_the_effects_reproduce_exactly_is_a_data_error():
+    """Where the fixed and random effects reproduce the response exactly, ℓ rises
+    without bound as Ψ* grows and the optimizer ends where it is not defined: a
+    DataError naming the response and why, not an internal error."""
+    rng = np.random.default_rng(0)
+    rng.normal(size=(3, 100))  # draws of another design first: these data end there
+    rng.normal(size=(20, 2))
+    g = np.repeat(np.arange(3), 50)
+    x1 = rng.normal(size=g.size)
+    rng.normal(size=g.size)
+    z = np.column_stack([np.ones(g.size), x1])
+    b = rng.normal(size=(3, 2))
+    y = 1.0 + x1 + (z * b[g]).sum(axis=1)  # no noise
+    model = dmixed.MixedLM(pd.Series(y, name="resp"), z.copy(), g, exog_re=z)
+    with (
+        pytest.warns(dmixed.FitConvergenceWarning),  # the methods tried in turn on the way
+        pytest.raises(dmixed.errors.DataError, match="reproduce 'resp'.*no maximum"),
+    ):
+        model.fit()
