@@ -34,13 +34,14 @@ import functools
 import logging
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
 from .. import kernels
 from ..errors import DataError, SpecError
 from ..kernels import MomentSums, small_linalg
-from ..stats import GlobalStats, Layout
+from ..stats import GlobalStats, Layout, tril_indices
 from ..stats.statistics import RANK_TOL
 from .coordinates import weight_factor
 from .lean import lean_steps
@@ -57,34 +58,61 @@ logger = logging.getLogger("dmixed")
 START_FLOOR = 1e-3
 
 
+class _Shared(NamedTuple):
+    """What :func:`moment_start` and :func:`weighted_moment_start` both read, made
+    once (:func:`_shared`): the OLS residuals' weights ``w = [−β̂; 1]``, their residual
+    sum of squares, the basis, ``tr(E_j Σ_i A_i)`` and ``1/k`` (the weights' unit,
+    :func:`~dmixed.fit.coordinates.weight_factor`)."""
+
+    w: np.ndarray
+    rss: float
+    basis: np.ndarray
+    tr_a: np.ndarray
+    inv_k: float
+
+
+def _shared(mom: MomentSums, glob: GlobalStats, layout: Layout) -> _Shared | None:
+    """:class:`_Shared` of these sums; None where the OLS equations are singular."""
+    p = glob.k_fe
+    xyxy = glob.xyxy
+    w = np.empty(p + 1)
+    w[p] = 1.0
+    if p:
+        try:
+            w[:p] = -small_linalg.solve(xyxy[:p, :p], xyxy[:p, p])
+        except np.linalg.LinAlgError:
+            return None
+    basis = layout.basis()  # (m, r, r)
+    return _Shared(
+        w,
+        float(w @ xyxy @ w),
+        basis,
+        np.einsum("jab,ba->j", basis, mom.zz),
+        1.0 / weight_factor(glob),
+    )
+
+
 def moment_start(
-    mom: MomentSums, glob: GlobalStats, layout: Layout
+    mom: MomentSums, glob: GlobalStats, layout: Layout, shared: _Shared | None = None
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Moment estimates ``(Ψ*, τ*)`` (relative to σ²), or ``None`` when they say nothing.
 
     ``None`` when the equations are singular, the residual variance estimate is not
     positive, or no variance is estimated positive (then the default start is as good).
+    ``shared``: what :func:`_shared` makes of these sums, where made already.
     """
-    p = glob.k_fe
-    xyxy = glob.xyxy
-    try:
-        beta = small_linalg.solve(xyxy[:p, :p], xyxy[:p, p]) if p else np.zeros(0)
-    except np.linalg.LinAlgError:
-        return None
-    w = np.empty(p + 1)
-    w[:p] = -beta
-    w[p] = 1.0
-    rss = float(w @ xyxy @ w)
+    if shared is None:
+        shared = _shared(mom, glob, layout)
+        if shared is None:
+            return None
+    w, rss, basis, tr_a, inv_k = shared
     cc = np.einsum("axby,x,y->ab", mom.zxy_zxy, w, w)  # Σ c_i c_i'
-    basis = layout.basis()  # (m, r, r)
     m = basis.shape[0]
-    gram = moment_gram(mom, basis)
-    tr_a = np.einsum("jab,ba->j", basis, mom.zz)
-    lhs = np.zeros((m + 1, m + 1))
-    lhs[:m, :m] = gram
+    lhs = np.empty((m + 1, m + 1))
+    lhs[:m, :m] = moment_gram(mom, basis)
     lhs[:m, m] = tr_a
     lhs[m, :m] = tr_a
-    lhs[m, m] = glob.n - p
+    lhs[m, m] = glob.n - glob.k_fe
     rhs = np.empty(m + 1)
     rhs[:m] = np.einsum("jab,ba->j", basis, cc)
     rhs[m] = rss
@@ -95,15 +123,14 @@ def moment_start(
     sigma2 = sol[m]
     if not (np.isfinite(sol).all() and sigma2 > 0):
         return None
-    return _floored(sol[:m] / sigma2, layout, glob)
+    return _floored(sol[:m] / sigma2, layout, inv_k)
 
 
-def _floored(theta: np.ndarray, layout: Layout, glob: GlobalStats):
+def _floored(theta: np.ndarray, layout: Layout, inv_k: float):
     """``(Ψ*, τ*)`` of the plain-packed moment estimate ``theta``, every variance
     raised to :data:`START_FLOOR` of the largest (:func:`moment_start`); None where
-    no variance is estimated positive."""
+    no variance is estimated positive.  ``inv_k``: ``1/k``, the weights' unit."""
     psi, tau = _unpacked_plain(theta, layout)
-    inv_k = 1.0 / weight_factor(glob)
     if layout.k_re:
         vals, vecs = small_linalg.eigh(psi)
         if _above_floor(vals, tau, inv_k):  # no estimate raised: the floor's bits unread
@@ -121,7 +148,12 @@ def _floored(theta: np.ndarray, layout: Layout, glob: GlobalStats):
 
 
 def weighted_moment_start(
-    psi0: np.ndarray, chunks, mom: MomentSums, glob: GlobalStats, layout: Layout
+    psi0: np.ndarray,
+    chunks,
+    mom: MomentSums,
+    glob: GlobalStats,
+    layout: Layout,
+    shared: _Shared | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """The moment estimates of :func:`moment_start` made again with each group weighted
     at the first estimate ``psi0`` (Ψ*₀): one step of MINQUE with the prior ``Ψ*₀``
@@ -144,17 +176,14 @@ def weighted_moment_start(
     the basis ``E_j`` replace the first ``m`` equations; the last (the residual sum of
     squares) is kept.  The multivariate meta-analysis counterpart is the two-step
     method of moments with weights from a first estimate (DerSimonian & Kacker 2007;
-    Jackson, White & Riley 2013).
+    Jackson, White & Riley 2013).  ``shared``: what :func:`_shared` makes of these
+    sums (the OLS fit, the last equation's coefficients), where made already.
     """
-    p = glob.k_fe
-    xyxy = glob.xyxy
-    w = np.empty(p + 1)
-    w[p] = 1.0
-    if p:
-        try:
-            w[:p] = -small_linalg.solve(xyxy[:p, :p], xyxy[:p, p])
-        except np.linalg.LinAlgError:
+    if shared is None:
+        shared = _shared(mom, glob, layout)
+        if shared is None:
             return None
+    w, rss, basis, tr_a, inv_k = shared
     r = layout.r
     ss = np.zeros((r * r, r * r))  # Σ S_i ⊗ S_i, laid out as MomentSums.zz_zz of A_i
     s_sum = np.zeros((r, r))
@@ -169,17 +198,17 @@ def weighted_moment_start(
         s_sum += s_rows.sum(axis=1).reshape(r, r)
         uu += u @ u.T
     # Σ S_i Ψ*₀ S_i from Σ S_i ⊗ S_i: no other pass over the groups
-    sps_sum = np.einsum("acdb,cd->ab", ss.reshape(r, r, r, r), psi0)
-    basis = layout.basis()
+    ss4 = ss.reshape(r, r, r, r)
+    sps_sum = np.einsum("acdb,cd->ab", ss4, psi0)
     m = basis.shape[0]
     lhs = np.empty((m + 1, m + 1))
-    lhs[:m, :m] = np.einsum("jab,kcd,bcda->jk", basis, basis, ss.reshape(r, r, r, r))
+    lhs[:m, :m] = np.einsum("jab,kcd,bcda->jk", basis, basis, ss4)
     lhs[:m, m] = np.einsum("jab,ba->j", basis, s_sum - sps_sum)
-    lhs[m, :m] = np.einsum("jab,ba->j", basis, mom.zz)
-    lhs[m, m] = glob.n - p
+    lhs[m, :m] = tr_a
+    lhs[m, m] = glob.n - glob.k_fe
     rhs = np.empty(m + 1)
     rhs[:m] = np.einsum("jab,ba->j", basis, uu)
-    rhs[m] = float(w @ xyxy @ w)
+    rhs[m] = rss
     try:
         sol = small_linalg.solve(lhs, rhs)
     except np.linalg.LinAlgError:
@@ -187,7 +216,7 @@ def weighted_moment_start(
     sigma2 = float(sol[m])
     if not (sigma2 > 0 and np.isfinite(sol).all()):
         return None
-    return _floored(sol[:m] / sigma2, layout, glob)
+    return _floored(sol[:m] / sigma2, layout, inv_k)
 
 
 def _weighted_rows_2(zz: np.ndarray, psi0: np.ndarray) -> np.ndarray:
@@ -218,14 +247,19 @@ def _weighted_rows(zz: np.ndarray, psi0: np.ndarray) -> np.ndarray:
 def _unpacked_plain(theta: np.ndarray, layout: Layout) -> tuple[np.ndarray, np.ndarray]:
     """``layout.unpack(theta, use_sqrt=False)``, the same numbers, without its checks
     (``theta`` is of the layout's length here)."""
-    k2 = layout.k_re2
-    rows, cols = layout.tril()
     # + 0.0: unpack adds each entry to a zero, which turns a −0 into +0
-    lower = theta[:k2] + 0.0
-    psi = np.empty((layout.k_re, layout.k_re))
-    psi[rows, cols] = lower
-    psi[cols, rows] = lower
-    return psi, theta[k2:]
+    return theta[_symmetric_index(layout.k_re)] + 0.0, theta[layout.k_re2 :]
+
+
+@functools.lru_cache(maxsize=16)
+def _symmetric_index(q: int) -> np.ndarray:
+    """The position in ``vech_lt`` of each entry of a symmetric ``q × q`` matrix
+    (q, q): indexing a packed vector with it unpacks it in one operation."""
+    rows, cols = tril_indices(q)
+    index = np.empty((q, q), dtype=np.int64)
+    index[rows, cols] = index[cols, rows] = np.arange(rows.size)
+    index.flags.writeable = False
+    return index
 
 
 #: The share by which every estimate must exceed the floor for :func:`_above_floor`:
@@ -240,11 +274,8 @@ def _above_floor(vals: np.ndarray, tau: np.ndarray, inv_k: float) -> bool:
     is clearly above :func:`moment_start`'s floor ``START_FLOOR · max(1/k, largest)``:
     then none is raised to it, and the floor (its largest estimate from
     ``np.linalg.eigvalsh``) need not be made."""
-    top = float(vals.max())
-    low = float(vals.min())
-    if tau.size:
-        top = max(top, float(tau.max()))
-        low = min(low, float(tau.min()))
+    values = vals.tolist() + tau.tolist()  # finite (the equations' solution is)
+    top, low = max(values), min(values)
     return low > START_FLOOR * max(inv_k, top) * (1.0 + _FLOOR_MARGIN)
 
 
@@ -380,14 +411,30 @@ def moment_start_packed(
     if layout.n_params == 0 or layout.r > kernels.MOMENT_MAX_R:
         return None
     mom = moments()
-    estimate = moment_start(mom, glob, layout)
+    shared = _shared(mom, glob, layout)
+    if shared is None:
+        return None
+    estimate = moment_start(mom, glob, layout, shared)
     if estimate is None:
         return None
     chunks = _weighted_chunks(block, layout)
     if chunks is not None:
-        estimate = weighted_moment_start(estimate[0], chunks, mom, glob, layout) or estimate
-    psi, tau = estimate
-    return layout.pack(psi, tau, use_sqrt=True)
+        weighted = weighted_moment_start(estimate[0], chunks, mom, glob, layout, shared)
+        estimate = weighted or estimate
+    return _packed_sqrt(*estimate, layout)
+
+
+def _packed_sqrt(psi: np.ndarray, tau: np.ndarray, layout: Layout) -> np.ndarray:
+    """``layout.pack(psi, tau, use_sqrt=True)``, the same numbers, its Cholesky factor
+    through :mod:`~dmixed.kernels.small_linalg` (the same LAPACK call); ``layout.pack``
+    itself where that fails (its factor of a singular Ψ*)."""
+    try:
+        factor = small_linalg.cholesky(psi)
+    except np.linalg.LinAlgError:
+        return layout.pack(psi, tau, use_sqrt=True)
+    rows, cols = layout.tril()
+    lower = factor[rows, cols]
+    return np.concatenate([lower, np.sqrt(np.maximum(tau, 0.0))]) if tau.size else lower
 
 
 #: The fewest random-effect coordinates for which :func:`moment_start_packed` weights

@@ -293,6 +293,32 @@ def test_a_random_intercept_and_a_cluster_keep_the_unweighted_estimates():
         np.testing.assert_array_equal(unheld, plain)
 
 
+@pytest.mark.parametrize(
+    "model_kw",
+    [{"re_formula": "1"}, SLOPE, {"re_formula": "1 + x1 + x2"}, VC],
+    ids=["q1", "q2", "q3", "vc"],
+)
+def test_the_packed_start_is_the_two_estimates_made_apart_bit_for_bit(model_kw):
+    """:func:`moment_start_packed` (one OLS solve and one weights' unit for both
+    estimates, the square-root packing's factor without ``np.linalg``'s wrapper) gives
+    the bits of :func:`moment_start`, then :func:`weighted_moment_start` from it where
+    the groups are weighted, each making its own, packed by ``Layout.pack``."""
+    df = make_data(n_groups=150, seed=5)
+    df.loc[df.index[::7], "y"] *= -1.0  # not a design the estimates find exactly
+    stats = _model(df, model_kw).statistics()
+    layout = stats.fit_layout
+    mom = stats.engine.moments()
+    block = getattr(stats.engine, "block", None)
+    estimate = moment_start(mom, stats.glob, layout)
+    assert estimate is not None
+    if layout.k_re >= 2 and not layout.k_vc:
+        chunks = list(block.chunks())
+        estimate = weighted_moment_start(estimate[0], chunks, mom, stats.glob, layout)
+    expected = layout.pack(*estimate, use_sqrt=True)
+    got = moment_start_packed(stats.engine.moments, stats.glob, layout, block)
+    assert got.tobytes() == expected.tobytes()
+
+
 @pytest.mark.parametrize("reml", [True, False])
 @pytest.mark.parametrize("use_sqrt", [True, False])
 def test_start_value_is_the_evaluation_s_llf(reml, use_sqrt):
