@@ -13,12 +13,14 @@ import time
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from .design import ModelDimensions, build_spec_prepared, is_dask
 from .design.arrays import (
     RowData,
     as_float_matrix,
     column_names,
+    constant_columns,
     convert_exog_vc,
     exog_names,
     handle_missing,
@@ -159,15 +161,20 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         vc_names, vc_colnames, vc_cols, vc_vals = convert_exog_vc(exog_vc, g, n)
         index = pandas_index(endog, exog)
         rows = RowData(y[:, 0], x, z, g, vc_cols, vc_vals, w, index=index)
-        rows = handle_missing(rows, missing, vc_names)
-        # the intercepts of the rows kept (dropped rows may leave a column all ones)
-        rows.intercepts = ones_columns(rows.exog, rows.exog_re)
+        kept = handle_missing(rows, missing, vc_names)
+        # the intercepts of the rows kept (dropped rows may leave a column all ones);
+        # where none was dropped, numpy exog's constant columns tell them without a look
+        constant = None
+        if kept is rows and not isinstance(exog, (pd.DataFrame, pd.Series)):
+            constant = constant_columns(x)
+        rows = kept
+        rows.intercepts = ones_columns(rows.exog, rows.exog_re, constant)
         self._setup(
             use_sqrt=use_sqrt,
             missing=missing,
             spec=None,
             endog_name=str(getattr(endog, "name", None) or "y"),
-            exog_names=exog_names(exog, x),
+            exog_names=exog_names(exog, x, constant),
             exog_re_names=re_names,
             vc_names=vc_names,
             vc_column_names=vc_colnames,

@@ -86,13 +86,23 @@ def random_intercept(exog: np.ndarray) -> np.ndarray:
     return np.ones((n, 1))
 
 
-def ones_columns(exog: np.ndarray, exog_re: np.ndarray) -> tuple[int, int]:
+def ones_columns(
+    exog: np.ndarray, exog_re: np.ndarray, constant: list[int] | None = None
+) -> tuple[int, int]:
     """The first column of ``exog`` and of ``exog_re`` that is exactly 1.0 on every row
     (−1: none; −1 without rows), the rule of the statistics' column map
     (:meth:`~dmixed.stats.standardize.Standardization.choose`), so that the data pass
     need not look again.  A column of ``exog_re`` that is a column of ``exog`` (the same
-    memory: :func:`random_design`) takes that column's answer without a look."""
+    memory: :func:`random_design`) takes that column's answer without a look.
+    ``constant``: :func:`constant_columns` of these very ``exog`` rows, found already:
+    its columns whose one value is 1.0 are the columns of ones, without a look."""
     found: dict[tuple, bool] = {}
+    if constant is not None and exog.shape[0]:
+        first = exog[0].tolist()
+        for j in range(exog.shape[1]):
+            column = exog[:, j]
+            key = (column.__array_interface__["data"][0], column.strides, column.shape)
+            found[key] = j in constant and first[j] == 1.0
 
     def first_ones(matrix: np.ndarray) -> int:
         if matrix.shape[0] == 0:
@@ -170,12 +180,13 @@ def column_names(value, default_prefix: str, k: int) -> list[str]:
     return [f"{default_prefix}{j + 1}" for j in range(k)]
 
 
-def exog_names(value, arr: np.ndarray) -> list[str]:
-    """statsmodels' names for numpy exog: 'const' for a constant column, else x1, x2, …."""
+def exog_names(value, arr: np.ndarray, constant: list[int] | None = None) -> list[str]:
+    """statsmodels' names for numpy exog: 'const' for a constant column, else x1, x2, …
+    (``constant``: :func:`constant_columns` of ``arr``, found already)."""
     if isinstance(value, (pd.DataFrame, pd.Series)):
         return column_names(value, "x", arr.shape[1])
     names, j = [], 0
-    constant = set(constant_columns(arr))
+    constant = set(constant_columns(arr) if constant is None else constant)
     for col in range(arr.shape[1]):
         if col in constant:
             names.append("const")

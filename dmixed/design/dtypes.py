@@ -111,6 +111,11 @@ def to_float(s: pd.Series, name: str) -> np.ndarray:
         number (``'3'``; numpy would parse it), since text is a factor under dmixed's
         column rules (new rows to predict, a partition unlike the collection's meta).
     """
+    if s.dtype == np.float64 and isinstance(s.dtype, np.dtype):
+        # numpy's float64 holds no text and no missing value but NaN: its values, copied
+        # (pandas' na_value pass costs a mask and a second copy; a NaN read here is a
+        # missing value to the caller's mask whatever its payload)
+        return s.to_numpy(copy=True)
     check_no_text(s, name, "where the model reads numbers")
     try:
         return s.to_numpy(dtype=np.float64, na_value=np.nan)

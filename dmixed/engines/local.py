@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import kernels
 from ..design.arrays import RowData
-from ..kernels.compiled import nested_numbering
+from ..kernels.compiled import nested_numbering, rows_compiled
 from ..kernels.groups import random_effects_later
 from ..kernels.vc_blocks import one_entry_per_row, ragged_statistics
 from ..stats import FittedStatistics, GlobalStats, GroupArrays, Layout
@@ -62,6 +62,15 @@ class LocalEngine:
         for row, (a, b) in enumerate(zip(*layout.zz_index, strict=True)):
             zz[a, b] = zz[b, a] = acc[zz_cols.start + row]
         zxy = acc[zxy_cols].reshape(r, layout.k, g)
+        engine = cls.__new__(cls)
+        engine.block = kernels.StatsBlock.from_entry_major(zz, zxy).keep_conditionals()
+        return engine
+
+    @classmethod
+    def of_entry_major(cls, zz: np.ndarray, zxy: np.ndarray) -> LocalEngine:
+        """The in-process engine of entry-major ``zz`` (r, r, G) and ``zxy`` (r, p+1, G)
+        (views allowed; :meth:`~dmixed.kernels.StatsBlock.from_entry_major`), keeping
+        the step's values for the Hessian as :func:`local_engine`'s."""
         engine = cls.__new__(cls)
         engine.block = kernels.StatsBlock.from_entry_major(zz, zxy).keep_conditionals()
         return engine
@@ -206,7 +215,16 @@ def statistics_from_rows(
     if weights is not rows.weights:  # the statistics' weights, w / s_w
         rows = dataclasses.replace(rows, weights=weights)
     structured = worth_structure(layout)
-    if structured and one_entry_per_row(entries):
+    plain = None
+    if not nums and rows.weights is None and not rows_compiled(codes.shape[0]):
+        # the common case's pass: no plan found by looking, no packed table to unpack
+        plain = kernels.plain_statistics(
+            codes, n_groups, rows.endog, rows.exog, rows.exog_re, std, gram
+        )
+    if plain is not None:
+        engine = LocalEngine.of_entry_major(plain[0], plain[1])
+        group_sizes, st = plain[2], plain[3]
+    elif structured and one_entry_per_row(entries):
         # variance components structured: no padded design, time linear in the levels
         ragged, st = ragged_statistics(
             codes,

@@ -573,6 +573,121 @@ def plan_sums(codes, sources, terms, n_groups: int, compiled: bool | None) -> li
     return out
 
 
+def plain_statistics(
+    codes: np.ndarray,
+    n_groups: int,
+    endog: np.ndarray,
+    exog: np.ndarray,
+    ztilde: np.ndarray,
+    std: Standardization,
+    gram: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict] | None:
+    """:func:`accumulate_packed_into`'s statistics of rows without weights or variance
+    components in a map ``std`` that shifts no column and has no extreme scale, bit for
+    bit, in the kernels' entry-major layout; None for other rows (the general pass).
+
+    The same ``bincount`` of the same per-row values in row order as the general pass,
+    for every packed column; the terms are told apart without a look at the rows: a
+    random-design column in the memory of a fixed-effects column (``exog[:, :2]`` as
+    :func:`dmixed.design.arrays.random_design` keeps it) is that column, and the map's
+    intercept columns are ones (:func:`known_ones`).  A column equal in value but not
+    in memory is summed again: the same sums, at the cost of a pass.  The sums of all
+    the terms are stacked, each packed entry gathered from them and scaled
+    (:func:`column_scales`'s factors) in three operations for all.
+
+    Returns
+    -------
+    zz : ndarray (r, r, G)
+        ``Z̃_i'Z̃_i``, entry-major (:class:`~dmixed.kernels.StatsBlock`), C-contiguous.
+    zxy : ndarray (r, p+1, G)
+        ``Z̃_i'[X_i y_i]``, entry-major, C-contiguous.
+    nobs : ndarray (G,) int64
+        Rows per group.
+    glob : dict
+        As :func:`accumulate_packed_into` returns it.
+    """
+    if (
+        std.y_shift != 0.0
+        or std.x_shift.any()
+        or std.z_shift.any()
+        or extreme_scales(std)
+        or not takes_rows_as_they_are(exog, None)
+        or endog.dtype != np.float64
+    ):
+        return None
+    p, r = exog.shape[1], ztilde.shape[1]
+    k = p + 1
+    if r == 0:
+        return None
+    xcols = [exog[:, j] for j in range(p)] + [endog]
+    where = [(c.__array_interface__["data"][0], c.strides) for c in xcols[:p]]
+    sources = list(xcols)  # [X y] then the Z̃ columns of their own (ids into sources)
+    zsrc = []
+    ones = set(known_ones(std, None))
+    for a in range(r):
+        col = ztilde[:, a]
+        if a == std.z_intercept and std.x_intercept >= 0:
+            zsrc.append(std.x_intercept)  # both all ones (the map's own finding)
+            continue
+        key = (col.__array_interface__["data"][0], col.strides)
+        if key in where:
+            zsrc.append(where.index(key))
+            continue
+        if a == std.z_intercept:
+            ones.add(len(sources))
+        zsrc.append(len(sources))
+        sources.append(col)
+    terms: dict[tuple, int] = {("count",): 0}
+
+    def term(u: int, v: int) -> int:
+        if u in ones and v in ones:
+            key: tuple = ("count",)
+        elif u in ones or v in ones:
+            key = ("col", v if u in ones else u)
+        else:
+            key = ("prod", min(u, v), max(u, v))
+        return terms.setdefault(key, len(terms))
+
+    entry = [term(zsrc[a], zsrc[b]) for a in range(r) for b in range(r)]
+    entry += [term(zsrc[a], j) for a in range(r) for j in range(k)]
+    counts = np.bincount(codes, minlength=n_groups)
+    table = np.empty((len(terms), n_groups))
+    table[0] = counts
+    product = None
+    for key, t in terms.items():
+        if key[0] == "col":
+            table[t] = np.bincount(codes, weights=sources[key[1]], minlength=n_groups)
+        elif key[0] == "prod":
+            if product is None:
+                product = np.empty(codes.shape[0])
+            np.multiply(sources[key[1]], sources[key[2]], out=product)
+            table[t] = np.bincount(codes, weights=product, minlength=n_groups)
+    sx = [*std.x_scale.tolist(), std.y_scale]
+    sz = std.z_scale.tolist()
+    # column_scales' quotients, entry by entry (x 1.0 where a scale is 1: the same sums)
+    factors = [1.0 / (za * v) for za in sz for v in sz]
+    factors += [1.0 / (za * v) for za in sz for v in sx]
+    out = table[entry]
+    out *= np.array(factors)[:, None]
+    out += 0.0  # the general pass adds its sums into zeros: -0.0 becomes 0.0 there
+    if gram is None:
+        gram = unweighted_gram(endog, exog)
+    sx_arr = np.array(sx)
+    if (sx_arr != 1.0).any():
+        gram = gram / (sx_arr[:, None] * sx_arr)
+    within = None
+    if wants_within(std, r):
+        layout = PackedLayout(r, k)
+        kept = _Within(np.zeros((layout.width, n_groups)), slice(None), layout)
+        kept.take(1, out[0])
+        kept.f[:] = out[1:]
+        within = kept.within(codes, xcols, ztilde[:, 0], sx_arr)
+    column_sums = _column_sums(xcols, None, sx_arr) if wants_column_sums(std) else None
+    glob = row_global_sums(gram, codes.shape[0], 0.0, within, column_sums)
+    zz = out[: r * r].reshape(r, r, n_groups)
+    return zz, out[r * r :].reshape(r, k, n_groups), counts, glob
+
+
 class _Within:
     """The within-group cross-products of one call of :func:`accumulate_packed_into`
     (one random-design column, the intercept: ``r = 1``).

@@ -16,6 +16,7 @@ from dmixed.design.arrays import (
     as_float_matrix,
     exog_names,
     handle_missing,
+    constant_columns,
     ones_columns,
     random_design,
     random_intercept,
@@ -267,6 +268,9 @@ def test_ones_columns_are_the_column_maps_own_finding(case, shared):
     y = np.arange(x.shape[0], dtype=np.float64)
     looked = Standardization.choose(y, x, z)
     assert ones_columns(x, z) == (looked.x_intercept, looked.z_intercept)
+    # told by the constant columns found already (as MixedLM's construction does)
+    found = (looked.x_intercept, looked.z_intercept)
+    assert ones_columns(x, z, constant_columns(x)) == found
 
 
 @pytest.mark.filterwarnings("ignore::dmixed.errors.DroppedRowsWarning")

@@ -329,3 +329,76 @@ def test_the_maps_scales_are_read_as_numpy_reads_them(x_scale, y_scale, z_scale,
         assert got is None
     else:
         np.testing.assert_array_equal(got.view(np.int64), expected.view(np.int64))
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n_rows=st.integers(1, 80),
+    n_groups=st.integers(1, 9),
+    q=st.integers(1, 3),
+    p=st.integers(1, 4),
+    intercept=st.booleans(),
+    z_of_x=st.booleans(),
+    log_scale=st.integers(-6, 6),
+)
+def test_plain_statistics_are_the_general_pass_bit_for_bit(
+    seed, n_rows, n_groups, q, p, intercept, z_of_x, log_scale
+):
+    """The common case's pass (no weights, components or shifts) gives the general
+    pass's statistics to the bit: the same sums whether a random-design column is an
+    ``exog`` column's memory, a copy of it, or its own; with or without intercepts."""
+    rng = np.random.default_rng(seed)
+    codes = np.sort(rng.integers(0, n_groups, n_rows))
+    codes = np.unique(codes, return_inverse=True)[1].reshape(-1).astype(np.int64)
+    n_groups = int(codes.max()) + 1
+    x = np.asfortranarray(rng.normal(size=(n_rows, p)) * 2.0**log_scale)
+    if intercept:
+        x[:, 0] = 1.0
+    y = rng.normal(size=n_rows) * 3.0 + 0.5
+    q = min(q, p) if z_of_x else q
+    z = x[:, :q] if z_of_x else np.asfortranarray(rng.normal(size=(n_rows, q)))
+    if not z_of_x and intercept:
+        z = np.asfortranarray(np.column_stack([np.ones(n_rows), z[:, 1:]]))
+    if rng.integers(2) and z_of_x:
+        z = np.asfortranarray(z.copy())  # equal in value, not in memory
+    ones = (0 if intercept else -1, 0 if intercept else -1)
+    std = Standardization.choose(y, x, z, ones)
+    if std.y_shift != 0.0 or std.x_shift.any() or std.z_shift.any():
+        return  # shifted columns: the general pass's (plain_statistics declines them)
+    layout = PackedLayout(q, p + 1)
+    acc = np.zeros((layout.width, n_groups))
+    glob = kernels.accumulate_packed_into(acc, codes, y, x, z, None, std, compiled=False)
+    got = rows.plain_statistics(codes, n_groups, y, x, z, std)
+    assert got is not None
+    zz, zxy, nobs, plain_glob = got
+    block = kernels.StatsBlock.from_entry_major(zz, zxy)
+    ref_zz = np.empty((q, q, n_groups))
+    for i, (a, b) in enumerate(zip(*layout.zz_index, strict=True)):
+        ref_zz[a, b] = ref_zz[b, a] = acc[1 + i]
+    ref_zxy = acc[1 + layout.n_zz :].reshape(q, p + 1, n_groups)
+    assert zz.tobytes() == ref_zz.tobytes()
+    assert zxy.tobytes() == ref_zxy.tobytes()
+    np.testing.assert_array_equal(nobs, np.rint(acc[0]).astype(np.int64))
+    assert block.n_groups == n_groups
+    for key in ("xyxy", "within", "column_sums"):
+        a, b = glob[key], plain_glob[key]
+        assert (a is None) == (b is None), key
+        if a is not None:
+            assert np.asarray(a).tobytes() == np.asarray(b).tobytes(), key
+    assert int(glob["n"]) == int(plain_glob["n"])
+    assert glob["sum_log_weights"] == plain_glob["sum_log_weights"]
+
+
+def test_plain_statistics_decline_shifted_or_weighted_rows():
+    """Rows the common case's pass does not take are left to the general pass."""
+    rng = np.random.default_rng(5)
+    x = np.asfortranarray(np.column_stack([np.ones(50), rng.normal(size=50) + 1e6]))
+    y = rng.normal(size=50)
+    codes = np.repeat(np.arange(5), 10)
+    std = Standardization.choose(y, x, x[:, :1], (0, 0))
+    assert std.x_shift.any()
+    assert rows.plain_statistics(codes, 5, y, x, x[:, :1], std) is None
+    c_order = np.ascontiguousarray(rng.normal(size=(50, 2)))
+    std = Standardization.choose(y, c_order, c_order[:, :1], (-1, -1))
+    assert rows.plain_statistics(codes, 5, y, c_order, c_order[:, :1], std) is None
