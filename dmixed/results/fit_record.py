@@ -12,7 +12,7 @@ import numpy as np
 from ..design import ModelNames
 from ..design.arrays import empty_vc_columns
 from ..errors import DataError
-from ..fit.coordinates import Coordinates
+from ..fit.coordinates import Coordinates, is_identity
 from ..io import ResultsState
 from ..stats import check_identifiable
 from .covariance import covariance_of_estimates
@@ -20,9 +20,11 @@ from .identification import ScaledInformation
 from .terms import constant_of_fit
 
 __all__ = [
+    "DiagonalBack",
     "FitState",
     "cov_fe_statistics",
     "cov_re_statistics",
+    "diagonal_back",
     "empty_slots",
     "fit_state",
     "identifiable",
@@ -153,8 +155,11 @@ def fit_state(
     )
 
 
-def mapped_back(coords: Coordinates, psi_opt, prof) -> tuple[np.ndarray, float, np.ndarray]:
-    """``(Ψ*, σ², β)`` in the data's own units.
+def mapped_back(
+    coords: Coordinates, psi_opt, prof, back: DiagonalBack | None = None
+) -> tuple[np.ndarray, float, np.ndarray]:
+    """``(Ψ*, σ², β)`` in the data's own units; ``back``: :func:`diagonal_back` of
+    ``coords`` where the caller has it.
 
     Raises
     ------
@@ -162,10 +167,16 @@ def mapped_back(coords: Coordinates, psi_opt, prof) -> tuple[np.ndarray, float, 
         They are beyond float64's range there (columns in units near 1e±300): the fit
         itself is fine, its numbers cannot be written in those units.
     """
+    if back is None:
+        back = diagonal_back(coords)
     try:
         with np.errstate(over="ignore", invalid="ignore"):
-            psi = coords.psi(psi_opt)
-            beta = coords.beta(prof.beta)
+            psi = back.psi(psi_opt)
+            if psi is None:
+                psi = coords.psi(psi_opt)
+            beta = back.beta(prof.beta)
+            if beta is None:
+                beta = coords.beta(prof.beta)
             scale = coords.scale(prof.scale)
     except (OverflowError, np.linalg.LinAlgError):
         psi = np.full_like(psi_opt, np.inf)
@@ -176,6 +187,79 @@ def mapped_back(coords: Coordinates, psi_opt, prof) -> tuple[np.ndarray, float, 
             "whose values are near 1e±300?): rescale that column (e.g. to other units)"
         )
     return psi, scale, beta
+
+
+def _finite_nonzero(a: np.ndarray) -> bool:
+    """Whether every entry of ``a`` is finite and not zero."""
+    return bool(np.isfinite(a).all() and a.all())
+
+
+class DiagonalBack:
+    """The maps back of :class:`~dmixed.fit.coordinates.Coordinates` (``Ψ*``, ``β``
+    and the covariance ``J⁻¹ C J⁻ᵀ``) where they are diagonal, entry by entry, in
+    place of their matrix products and solves; :func:`diagonal_back` makes it.
+
+    Where ``A_o = I`` the products ``A_o⁻¹ Ψ_o A_o⁻ᵀ`` only add exact zeros to each
+    entry, where ``T = I`` the solve ``T⁻¹ (s_y β̃ + c_y e_0)`` only subtracts them,
+    and where ``J`` is diagonal LAPACK's inverse is ``diag(1 / J_ii)`` and each entry
+    of ``J⁻¹ C J⁻ᵀ`` one product ``(d_i C_ij) d_j``: the same bits.  An entry that
+    is zero (whose sign the exact zeros may change), or not finite (which they may
+    turn into NaN), leaves the case to the general map (each method's ``None``).
+    """
+
+    __slots__ = ("coords", "a_identity", "t_identity", "inv_diag")
+
+    def __init__(self, coords: Coordinates, a_identity: bool, t_identity: bool, inv_diag) -> None:
+        self.coords = coords
+        self.a_identity = a_identity
+        self.t_identity = t_identity
+        self.inv_diag = inv_diag
+
+    def psi(self, psi_opt: np.ndarray) -> np.ndarray | None:
+        """:meth:`Coordinates.psi`, or None: not this case."""
+        if not (self.a_identity and type(psi_opt) is np.ndarray and psi_opt.dtype == np.float64):
+            return None
+        if not _finite_nonzero(psi_opt):
+            return None
+        return 0.5 * (psi_opt + psi_opt.T)
+
+    def beta(self, beta_std: np.ndarray) -> np.ndarray | None:
+        """:meth:`Coordinates.beta`, or None: not this case."""
+        if not self.t_identity:
+            return None
+        rhs = self.coords.columns.beta_rhs(beta_std)  # a new array
+        return rhs if rhs.size and _finite_nonzero(rhs) else None
+
+    def covariance(self, cov_opt: np.ndarray) -> np.ndarray | None:
+        """:meth:`Coordinates.covariance` (not ``weighted``), or None: not this case."""
+        d = self.inv_diag
+        if d is None or not (type(cov_opt) is np.ndarray and cov_opt.dtype == np.float64):
+            return None
+        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+            out = d[:, None] * cov_opt * d
+        if not _finite_nonzero(out):
+            return None
+        return 0.5 * (out + out.T)
+
+
+def diagonal_back(coords: Coordinates) -> DiagonalBack:
+    """The :class:`DiagonalBack` of ``coords``: which of its maps are diagonal, and
+    ``diag(J⁻¹)`` where :meth:`Coordinates.jacobian` is (``A_o = I`` and a diagonal
+    ``T``: no shifted column)."""
+    a_identity = is_identity(coords.a_opt)
+    t = coords.fe_matrix
+    t_diag = np.diagonal(t)
+    t_identity = is_identity(t)
+    inv_diag = None
+    if a_identity and np.count_nonzero(t) == np.count_nonzero(t_diag):
+        # the diagonal of Coordinates.jacobian, entry by entry as it makes them
+        p, k2 = t.shape[0], coords.layout.k_re2
+        jac = np.ones(p + k2 + coords.layout.k_vc)
+        jac[:p] = t_diag / coords.columns.y_scale
+        jac[p + k2 :] = coords.tau_opt
+        with np.errstate(divide="ignore"):  # a zero: singular, the general map says so
+            inv_diag = 1.0 / jac
+    return DiagonalBack(coords, a_identity, t_identity, inv_diag)
 
 
 def record_fit(
@@ -202,8 +286,11 @@ def record_fit(
     packed, prof, llf_std, cov_opt = estimate
     weight_scale = float(coords.columns.weight_scale)
     cov_weighted = None
+    back = diagonal_back(coords)
     if weight_scale == 1.0:
-        cov_params = coords.covariance(cov_opt)
+        cov_params = back.covariance(cov_opt)
+        if cov_params is None:
+            cov_params = coords.covariance(cov_opt)
     else:  # θ's entries s_w⁻² times those of [β, s_w θ]: they may under- or overflow
         cov_weighted = coords.covariance(cov_opt, weighted=True)
         unit = np.full(cov_weighted.shape[0], weight_scale)
@@ -215,7 +302,7 @@ def record_fit(
     n = int(stats.glob.n)
     psi_opt, tau_opt = layout.unpack(packed, use_sqrt) if unpacked is None else unpacked
     tau = coords.tau(tau_opt)
-    psi, scale, beta = mapped_back(coords, psi_opt, prof)
+    psi, scale, beta = mapped_back(coords, psi_opt, prof, back)
     rows, cols = layout.tril()
     # BLUPs and their conditional covariances: one kernel call, no data pass; on first
     # read where the engine can make them later as it would now

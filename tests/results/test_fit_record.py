@@ -25,8 +25,8 @@ RE_FORMULAS = {1: "1", 2: "1 + x1", 3: "1 + x1 + x2"}
 BLUP_FIELDS = ("blup", "blup_cov", "blup_cov_statistics")
 
 
-def _fit_and_its_record_arguments(df, **kw):
-    """The fit of ``y ~ x1 + x2`` on ``df`` and the keyword arguments its
+def _recorded(fit):
+    """``fit()``'s results and the keyword arguments its
     :meth:`MixedLMResults.from_fit` was called with."""
     seen = {}
     made = MixedLMResults.from_fit.__func__
@@ -35,15 +35,25 @@ def _fit_and_its_record_arguments(df, **kw):
         seen.update(args)
         return made(cls, **args)
 
-    fit_kw = {k: kw.pop(k) for k in ("reml", "method") if k in kw}
     MixedLMResults.from_fit = classmethod(capture)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            res = mixedlm("y ~ x1 + x2", df, groups="g", **kw).fit(**fit_kw)
+        res = fit()
     finally:
         MixedLMResults.from_fit = classmethod(made)
     return res, seen
+
+
+def _fit_and_its_record_arguments(df, **kw):
+    """The fit of ``y ~ x1 + x2`` on ``df`` and the keyword arguments its
+    :meth:`MixedLMResults.from_fit` was called with."""
+    fit_kw = {k: kw.pop(k) for k in ("reml", "method") if k in kw}
+
+    def fit():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return mixedlm("y ~ x1 + x2", df, groups="g", **kw).fit(**fit_kw)
+
+    return _recorded(fit)
 
 
 @settings(max_examples=8, deadline=None)
@@ -186,3 +196,105 @@ def test_blups_deferred_only_where_the_statistics_are_small(monkeypatch, limit):
     made_at_fit = [isinstance(held[name], np.ndarray) for name in BLUP_FIELDS]
     assert made_at_fit == [limit == 0] * len(BLUP_FIELDS)
     assert _made_on_first_read(res) == _made_on_first_read(at_once)
+
+
+def _same_bits(a, b) -> bool:
+    """Equal arrays, NaN where NaN and each zero of the same sign."""
+    a, b = np.asarray(a), np.asarray(b)
+    return (
+        a.shape == b.shape
+        and np.array_equal(a, b, equal_nan=True)
+        and np.array_equal(np.signbit(a), np.signbit(b))
+    )
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    q=st.integers(1, 3),
+    vc=st.booleans(),
+    weights=st.booleans(),
+    offset=st.sampled_from([0.0, 1e9]),
+    scale=st.sampled_from([1.0, 1e-3, 3e5]),
+    use_sqrt=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_diagonal_maps_back_equal_the_coordinates_maps(
+    q, vc, weights, offset, scale, use_sqrt, seed
+):
+    """Where the maps back are diagonal, :class:`fit_record.DiagonalBack` gives Ψ*, β
+    and the covariance of a fit's optimum bit for bit as
+    :class:`~dmixed.fit.coordinates.Coordinates`' products and solves do (signs of
+    zeros too), also on arrays with zeros, NaN and infinities (then it leaves them to
+    those); with shifted or rescaled columns, weights and variance components it says
+    where it applies and where not."""
+    df = make_data(n_groups=20, min_size=2, max_size=12, vc_sd=0.3 if vc else 0.0, seed=seed)
+    df["x1"] = df["x1"] * scale + offset
+    kw = dict(re_formula=RE_FORMULAS[q], use_sqrt=use_sqrt)
+    if vc:
+        kw["vc_formula"] = {"sub": "0 + C(sub)"}
+    if weights:
+        kw["weights"] = "w"
+    _, args = _fit_and_its_record_arguments(df, **kw)
+    coords, prof = args["coords"], args["prof"]
+    back = fit_record.diagonal_back(coords)
+    psi_opt = args["unpacked"][0]
+    k = args["hessian"].shape[0]
+    rng = np.random.default_rng(seed)
+    cov = rng.standard_normal((k, k))
+    cov = cov @ cov.T
+    odd = cov.copy()
+    odd[0, -1] = odd[-1, 0] = 0.0
+    odd[1 % k, 1 % k] = -0.0
+    cases = [
+        (back.psi, coords.psi, [psi_opt, np.zeros_like(psi_opt), np.full_like(psi_opt, np.inf)]),
+        (back.beta, coords.beta, [prof.beta, np.zeros_like(prof.beta), -0.0 * prof.beta]),
+        (back.covariance, coords.covariance, [cov, odd, np.where(cov > 0, cov, np.nan)]),
+    ]
+    with np.errstate(all="ignore"):
+        for fast, general, values in cases:
+            for value in values:
+                got = fast(value)
+                if got is not None:
+                    assert _same_bits(got, general(value)), (fast.__name__, value)
+    # where the columns are neither shifted nor rescaled, the maps are diagonal
+    if back.a_identity and back.t_identity:
+        assert back.inv_diag is not None
+        assert back.psi(psi_opt) is not None and back.covariance(cov) is not None
+    assert back.t_identity == bool(np.array_equal(coords.fe_matrix, np.eye(len(prof.beta))))
+
+
+def test_the_bench_fit_takes_the_diagonal_maps_back():
+    """A fit of arrays whose columns need no shift (the benchmark's): every map back is
+    diagonal, and its estimates and covariance are those of the general maps."""
+    from dmixed import MixedLM
+
+    rng = np.random.default_rng(3)
+    g = np.repeat(np.arange(50), 10)
+    x = np.column_stack([np.ones(500), rng.standard_normal((500, 2))])
+    z = x[:, :2]
+    y = x @ [1.0, 0.5, -0.3] + (rng.standard_normal((50, 2))[g] * z).sum(1)
+    y += rng.standard_normal(500)
+    res, seen = _recorded(lambda: MixedLM(y, x, g, exog_re=z).fit())
+    coords = seen["coords"]
+    back = fit_record.diagonal_back(coords)
+    assert back.a_identity and back.t_identity and back.inv_diag is not None
+    general = coords.covariance(_cov_opt_of(seen))
+    assert _same_bits(res.to_state().cov_params, general)
+
+
+def _cov_opt_of(args):
+    """The covariance of the optimizer's estimates a fit mapped back (its ``inv(−H)``)."""
+    from dmixed.results.covariance import covariance_of_estimates
+
+    prof = args["prof"]
+    k = args["hessian"].shape[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return covariance_of_estimates(
+            args["hessian"],
+            k=k,
+            k_fe=len(prof.beta),
+            at_zero=np.zeros(k - len(prof.beta), dtype=bool),
+            conditional=float(prof.scale) * prof.a_inv,
+            cov_fe="hessian",
+        )
