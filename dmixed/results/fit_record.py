@@ -20,11 +20,10 @@ from .identification import ScaledInformation
 from .terms import constant_of_fit
 
 __all__ = [
-    "DiagonalBack",
     "FitState",
     "cov_fe_statistics",
     "cov_re_statistics",
-    "diagonal_back",
+    "diagonal_covariance",
     "empty_slots",
     "fit_state",
     "identifiable",
@@ -155,11 +154,8 @@ def fit_state(
     )
 
 
-def mapped_back(
-    coords: Coordinates, psi_opt, prof, back: DiagonalBack | None = None
-) -> tuple[np.ndarray, float, np.ndarray]:
-    """``(Ψ*, σ², β)`` in the data's own units; ``back``: :func:`diagonal_back` of
-    ``coords`` where the caller has it.
+def mapped_back(coords: Coordinates, psi_opt, prof) -> tuple[np.ndarray, float, np.ndarray]:
+    """``(Ψ*, σ², β)`` in the data's own units.
 
     Raises
     ------
@@ -167,16 +163,10 @@ def mapped_back(
         They are beyond float64's range there (columns in units near 1e±300): the fit
         itself is fine, its numbers cannot be written in those units.
     """
-    if back is None:
-        back = diagonal_back(coords)
     try:
         with np.errstate(over="ignore", invalid="ignore"):
-            psi = back.psi(psi_opt)
-            if psi is None:
-                psi = coords.psi(psi_opt)
-            beta = back.beta(prof.beta)
-            if beta is None:
-                beta = coords.beta(prof.beta)
+            psi = coords.psi(psi_opt)
+            beta = coords.beta(prof.beta)
             scale = coords.scale(prof.scale)
     except (OverflowError, np.linalg.LinAlgError):
         psi = np.full_like(psi_opt, np.inf)
@@ -189,77 +179,44 @@ def mapped_back(
     return psi, scale, beta
 
 
-def _finite_nonzero(a: np.ndarray) -> bool:
-    """Whether every entry of ``a`` is finite and not zero."""
-    return bool(np.isfinite(a).all() and a.all())
+def diagonal_covariance(coords: Coordinates, cov_opt) -> np.ndarray | None:
+    """:meth:`Coordinates.covariance <dmixed.fit.coordinates.Coordinates.covariance>`
+    of ``cov_opt`` (not ``weighted``) where the Jacobian is diagonal (``A_o = I`` and
+    ``T`` diagonal: no shifted column), entry by entry; None elsewhere.
 
-
-class DiagonalBack:
-    """The maps back of :class:`~dmixed.fit.coordinates.Coordinates` (``Ψ*``, ``β``
-    and the covariance ``J⁻¹ C J⁻ᵀ``) where they are diagonal, entry by entry, in
-    place of their matrix products and solves; :func:`diagonal_back` makes it.
-
-    Where ``A_o = I`` the products ``A_o⁻¹ Ψ_o A_o⁻ᵀ`` only add exact zeros to each
-    entry, where ``T = I`` the solve ``T⁻¹ (s_y β̃ + c_y e_0)`` only subtracts them,
-    and where ``J`` is diagonal LAPACK's inverse is ``diag(1 / J_ii)`` and each entry
-    of ``J⁻¹ C J⁻ᵀ`` one product ``(d_i C_ij) d_j``: the same bits.  An entry that
-    is zero (whose sign the exact zeros may change), or not finite (which they may
-    turn into NaN), leaves the case to the general map (each method's ``None``).
+    LAPACK's inverse of a diagonal ``J`` is ``diag(1 / J_ii)``, and each entry of
+    ``J⁻¹ C J⁻ᵀ`` is then one product ``(d_i C_ij) d_j`` plus exact zeros: the same
+    bits, without making and inverting ``J`` (a fit's own :class:`Coordinates`, so
+    every fit).  An entry that comes out zero (whose sign the zeros may change) or not
+    finite (which they may turn into NaN) leaves the case to the general map (None).
     """
-
-    __slots__ = ("coords", "a_identity", "t_identity", "inv_diag")
-
-    def __init__(self, coords: Coordinates, a_identity: bool, t_identity: bool, inv_diag) -> None:
-        self.coords = coords
-        self.a_identity = a_identity
-        self.t_identity = t_identity
-        self.inv_diag = inv_diag
-
-    def psi(self, psi_opt: np.ndarray) -> np.ndarray | None:
-        """:meth:`Coordinates.psi`, or None: not this case."""
-        if not (self.a_identity and type(psi_opt) is np.ndarray and psi_opt.dtype == np.float64):
-            return None
-        if not _finite_nonzero(psi_opt):
-            return None
-        return 0.5 * (psi_opt + psi_opt.T)
-
-    def beta(self, beta_std: np.ndarray) -> np.ndarray | None:
-        """:meth:`Coordinates.beta`, or None: not this case."""
-        if not self.t_identity:
-            return None
-        rhs = self.coords.columns.beta_rhs(beta_std)  # a new array
-        return rhs if rhs.size and _finite_nonzero(rhs) else None
-
-    def covariance(self, cov_opt: np.ndarray) -> np.ndarray | None:
-        """:meth:`Coordinates.covariance` (not ``weighted``), or None: not this case."""
-        d = self.inv_diag
-        if d is None or not (type(cov_opt) is np.ndarray and cov_opt.dtype == np.float64):
-            return None
-        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-            out = d[:, None] * cov_opt * d
-        if not _finite_nonzero(out):
-            return None
-        return 0.5 * (out + out.T)
-
-
-def diagonal_back(coords: Coordinates) -> DiagonalBack:
-    """The :class:`DiagonalBack` of ``coords``: which of its maps are diagonal, and
-    ``diag(J⁻¹)`` where :meth:`Coordinates.jacobian` is (``A_o = I`` and a diagonal
-    ``T``: no shifted column)."""
-    a_identity = is_identity(coords.a_opt)
+    if not (is_identity(coords.a_opt) and type(cov_opt) is np.ndarray and cov_opt.ndim == 2):
+        return None
     t = coords.fe_matrix
-    t_diag = np.diagonal(t)
-    t_identity = is_identity(t)
-    inv_diag = None
-    if a_identity and np.count_nonzero(t) == np.count_nonzero(t_diag):
-        # the diagonal of Coordinates.jacobian, entry by entry as it makes them
-        p, k2 = t.shape[0], coords.layout.k_re2
-        jac = np.ones(p + k2 + coords.layout.k_vc)
-        jac[:p] = t_diag / coords.columns.y_scale
-        jac[p + k2 :] = coords.tau_opt
-        with np.errstate(divide="ignore"):  # a zero: singular, the general map says so
-            inv_diag = 1.0 / jac
-    return DiagonalBack(coords, a_identity, t_identity, inv_diag)
+    p = t.shape[0]
+    flat = t.ravel().tolist()
+    if flat.count(0.0) != p * p - p:  # an entry off the diagonal, or a zero on it
+        return None
+    y_scale = float(coords.columns.y_scale)
+    if y_scale == 0.0 or cov_opt.dtype != np.float64:
+        return None
+    # the diagonal of Coordinates.jacobian, entry by entry as it makes it
+    jac = [v / y_scale for v in flat[:: p + 1]]
+    jac += [1.0] * coords.layout.k_re2 + coords.tau_opt.tolist()
+    if 0.0 in jac or cov_opt.shape != (len(jac), len(jac)):
+        return None
+    d = [1.0 / v for v in jac]
+    # max|C_ij| max(d)² bounds every product: below float64's largest, none overflows,
+    # and every C_ij is finite (else the maximum is not: NaN propagates)
+    largest = float(np.maximum.reduce(np.abs(cov_opt), axis=None, initial=0.0))
+    bound = largest * max(map(abs, d), default=1.0) ** 2
+    if not bound < 1e300:
+        return None
+    d = np.array(d)
+    out = d[:, None] * cov_opt * d
+    if np.count_nonzero(out) != out.size:
+        return None
+    return 0.5 * (out + out.T)
 
 
 def record_fit(
@@ -286,9 +243,8 @@ def record_fit(
     packed, prof, llf_std, cov_opt = estimate
     weight_scale = float(coords.columns.weight_scale)
     cov_weighted = None
-    back = diagonal_back(coords)
     if weight_scale == 1.0:
-        cov_params = back.covariance(cov_opt)
+        cov_params = diagonal_covariance(coords, cov_opt)
         if cov_params is None:
             cov_params = coords.covariance(cov_opt)
     else:  # θ's entries s_w⁻² times those of [β, s_w θ]: they may under- or overflow
@@ -302,7 +258,7 @@ def record_fit(
     n = int(stats.glob.n)
     psi_opt, tau_opt = layout.unpack(packed, use_sqrt) if unpacked is None else unpacked
     tau = coords.tau(tau_opt)
-    psi, scale, beta = mapped_back(coords, psi_opt, prof, back)
+    psi, scale, beta = mapped_back(coords, psi_opt, prof)
     rows, cols = layout.tril()
     # BLUPs and their conditional covariances: one kernel call, no data pass; on first
     # read where the engine can make them later as it would now
