@@ -209,7 +209,8 @@ def diagonal_covariance(coords: Coordinates, cov_opt) -> np.ndarray | None:
     # max|C_ij| max(d)² bounds every product: below float64's largest, none overflows,
     # and every C_ij is finite (else the maximum is not: NaN propagates)
     largest = float(np.maximum.reduce(np.abs(cov_opt), axis=None, initial=0.0))
-    bound = largest * max(map(abs, d), default=1.0) ** 2
+    most = max(map(abs, d), default=1.0)
+    bound = largest * most * most  # products: inf where beyond range (a power raises)
     if not bound < 1e300:
         return None
     d = np.array(d)
