@@ -12,7 +12,7 @@ import numpy as np
 from ..design import ModelNames
 from ..design.arrays import empty_vc_columns
 from ..errors import DataError
-from ..fit.coordinates import Coordinates
+from ..fit.coordinates import Coordinates, is_identity
 from ..io import ResultsState
 from ..stats import check_identifiable
 from .covariance import covariance_of_estimates
@@ -23,6 +23,7 @@ __all__ = [
     "FitState",
     "cov_fe_statistics",
     "cov_re_statistics",
+    "diagonal_covariance",
     "empty_slots",
     "fit_state",
     "identifiable",
@@ -178,6 +179,47 @@ def mapped_back(coords: Coordinates, psi_opt, prof) -> tuple[np.ndarray, float, 
     return psi, scale, beta
 
 
+def diagonal_covariance(coords: Coordinates, cov_opt) -> np.ndarray | None:
+    """:meth:`Coordinates.covariance <dmixed.fit.coordinates.Coordinates.covariance>`
+    of ``cov_opt`` (not ``weighted``) where the Jacobian is diagonal (``A_o = I`` and
+    ``T`` diagonal: no shifted column), entry by entry; None elsewhere.
+
+    LAPACK's inverse of a diagonal ``J`` is ``diag(1 / J_ii)``, and each entry of
+    ``J⁻¹ C J⁻ᵀ`` is then one product ``(d_i C_ij) d_j`` plus exact zeros: the same
+    bits, without making and inverting ``J`` (a fit's own :class:`Coordinates`, so
+    every fit).  An entry that comes out zero (whose sign the zeros may change) or not
+    finite (which they may turn into NaN) leaves the case to the general map (None).
+    """
+    if not (is_identity(coords.a_opt) and type(cov_opt) is np.ndarray and cov_opt.ndim == 2):
+        return None
+    t = coords.fe_matrix
+    p = t.shape[0]
+    flat = t.ravel().tolist()
+    if flat.count(0.0) != p * p - p:  # an entry off the diagonal, or a zero on it
+        return None
+    y_scale = float(coords.columns.y_scale)
+    if y_scale == 0.0 or cov_opt.dtype != np.float64:
+        return None
+    # the diagonal of Coordinates.jacobian, entry by entry as it makes it
+    jac = [v / y_scale for v in flat[:: p + 1]]
+    jac += [1.0] * coords.layout.k_re2 + coords.tau_opt.tolist()
+    if 0.0 in jac or cov_opt.shape != (len(jac), len(jac)):
+        return None
+    d = [1.0 / v for v in jac]
+    # max|C_ij| max(d)² bounds every product: below float64's largest, none overflows,
+    # and every C_ij is finite (else the maximum is not: NaN propagates)
+    largest = float(np.maximum.reduce(np.abs(cov_opt), axis=None, initial=0.0))
+    most = max(map(abs, d), default=1.0)
+    bound = largest * most * most  # products: inf where beyond range (a power raises)
+    if not bound < 1e300:
+        return None
+    d = np.array(d)
+    out = d[:, None] * cov_opt * d
+    if np.count_nonzero(out) != out.size:
+        return None
+    return 0.5 * (out + out.T)
+
+
 def record_fit(
     model,
     stats,
@@ -203,7 +245,9 @@ def record_fit(
     weight_scale = float(coords.columns.weight_scale)
     cov_weighted = None
     if weight_scale == 1.0:
-        cov_params = coords.covariance(cov_opt)
+        cov_params = diagonal_covariance(coords, cov_opt)
+        if cov_params is None:
+            cov_params = coords.covariance(cov_opt)
     else:  # θ's entries s_w⁻² times those of [β, s_w θ]: they may under- or overflow
         cov_weighted = coords.covariance(cov_opt, weighted=True)
         unit = np.full(cov_weighted.shape[0], weight_scale)

@@ -207,7 +207,11 @@ class MixedLMResults(FittedValues, Hypotheses):
         estimate = (packed, prof, llf, hessian)
         if checked is None:
             checked = identifiable(stats, model)
-        all_free = free is None or bool(np.all(free))
+        if free is not None:
+            free = np.asarray(free, dtype=bool)
+            if np.count_nonzero(free) == free.size:
+                free = None  # every parameter estimated: the common case's paths
+        all_free = free is None
         # with every parameter free the covariance and the warning below decide from
         # the same information: decomposed once
         information = (
@@ -259,14 +263,15 @@ class MixedLMResults(FittedValues, Hypotheses):
         a model of ndarrays (statsmodels' rule: arrays in, arrays out)."""
         return named if self.pandas_output else named.to_numpy()
 
-    def _shaped_series(self, values, index, name: str | None = None):
+    def _shaped_series(self, values, index, name: str | None = None, fresh: bool = False):
         """:meth:`_shaped` of ``pd.Series(values, index=index(), name=name)``, built only
         for pandas output: for a model of ndarrays the values themselves, as that
-        Series' ``to_numpy()`` gives them (a read-only copy), without pandas' index
-        and Series (most of the cost of a fit's ``bse`` on a small model)."""
+        Series' ``to_numpy()`` gives them (a read-only copy; ``fresh``: ``values`` is
+        an ndarray made for this call, held as it is), without pandas' index and
+        Series (most of the cost of a fit's ``bse`` on a small model)."""
         if self.pandas_output:
             return pd.Series(values, index=index(), name=name)
-        out = np.array(values)
+        out = values if fresh else np.array(values)
         out.flags.writeable = False
         return out
 
@@ -338,7 +343,8 @@ class MixedLMResults(FittedValues, Hypotheses):
 
     @cached_property
     def bse(self) -> pd.Series | np.ndarray:
-        return self._shaped_series(self._state.bse, lambda: self._param_index, "bse")
+        # the state's bse is made anew at each read
+        return self._shaped_series(self._state.bse, lambda: self._param_index, "bse", fresh=True)
 
     @cached_property
     def bse_fe(self) -> pd.Series | np.ndarray:

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dmixed import mixedlm
+from dmixed.fit.coordinates import is_identity
 from dmixed.kernels import compiled
 from dmixed.results import fit_record
 from dmixed.results.fit_record import FitState
@@ -25,8 +26,8 @@ RE_FORMULAS = {1: "1", 2: "1 + x1", 3: "1 + x1 + x2"}
 BLUP_FIELDS = ("blup", "blup_cov", "blup_cov_statistics")
 
 
-def _fit_and_its_record_arguments(df, **kw):
-    """The fit of ``y ~ x1 + x2`` on ``df`` and the keyword arguments its
+def _recorded(fit):
+    """``fit()``'s results and the keyword arguments its
     :meth:`MixedLMResults.from_fit` was called with."""
     seen = {}
     made = MixedLMResults.from_fit.__func__
@@ -35,15 +36,25 @@ def _fit_and_its_record_arguments(df, **kw):
         seen.update(args)
         return made(cls, **args)
 
-    fit_kw = {k: kw.pop(k) for k in ("reml", "method") if k in kw}
     MixedLMResults.from_fit = classmethod(capture)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            res = mixedlm("y ~ x1 + x2", df, groups="g", **kw).fit(**fit_kw)
+        res = fit()
     finally:
         MixedLMResults.from_fit = classmethod(made)
     return res, seen
+
+
+def _fit_and_its_record_arguments(df, **kw):
+    """The fit of ``y ~ x1 + x2`` on ``df`` and the keyword arguments its
+    :meth:`MixedLMResults.from_fit` was called with."""
+    fit_kw = {k: kw.pop(k) for k in ("reml", "method") if k in kw}
+
+    def fit():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return mixedlm("y ~ x1 + x2", df, groups="g", **kw).fit(**fit_kw)
+
+    return _recorded(fit)
 
 
 @settings(max_examples=8, deadline=None)
@@ -186,3 +197,100 @@ def test_blups_deferred_only_where_the_statistics_are_small(monkeypatch, limit):
     made_at_fit = [isinstance(held[name], np.ndarray) for name in BLUP_FIELDS]
     assert made_at_fit == [limit == 0] * len(BLUP_FIELDS)
     assert _made_on_first_read(res) == _made_on_first_read(at_once)
+
+
+def _same_bits(a, b) -> bool:
+    """Equal arrays, NaN where NaN and each zero of the same sign."""
+    a, b = np.asarray(a), np.asarray(b)
+    return (
+        a.shape == b.shape
+        and np.array_equal(a, b, equal_nan=True)
+        and np.array_equal(np.signbit(a), np.signbit(b))
+    )
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    q=st.integers(1, 3),
+    vc=st.booleans(),
+    weights=st.booleans(),
+    offset=st.sampled_from([0.0, 1e9]),
+    scale=st.sampled_from([1.0, 1e-3, 3e5]),
+    use_sqrt=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_diagonal_covariance_equals_the_coordinates_map(
+    q, vc, weights, offset, scale, use_sqrt, seed
+):
+    """Where the Jacobian of a fit's coordinates is diagonal,
+    :func:`fit_record.diagonal_covariance` maps a covariance back bit for bit as
+    :meth:`~dmixed.fit.coordinates.Coordinates.covariance` does (signs of zeros too),
+    and leaves arrays with zeros, NaN or infinities to it; with shifted or rescaled
+    columns, weights and variance components."""
+    df = make_data(n_groups=20, min_size=2, max_size=12, vc_sd=0.3 if vc else 0.0, seed=seed)
+    df["x1"] = df["x1"] * scale + offset
+    kw = dict(re_formula=RE_FORMULAS[q], use_sqrt=use_sqrt)
+    if vc:
+        kw["vc_formula"] = {"sub": "0 + C(sub)"}
+    if weights:
+        kw["weights"] = "w"
+    _, args = _fit_and_its_record_arguments(df, **kw)
+    coords = args["coords"]
+    k = args["hessian"].shape[0]
+    rng = np.random.default_rng(seed)
+    cov = rng.standard_normal((k, k))
+    cov = cov @ cov.T
+    zeros = cov.copy()
+    zeros[0, -1] = zeros[-1, 0] = 0.0
+    zeros[1 % k, 1 % k] = -0.0
+    inf = np.where(cov > 0, cov, np.inf)
+    huge = cov * 1e306  # entries the map may take beyond float64's range
+    diagonal = is_identity(coords.a_opt) and np.array_equal(
+        coords.fe_matrix, np.diag(np.diagonal(coords.fe_matrix))
+    )
+    for value in (cov, zeros, np.where(cov > 0, cov, np.nan), inf, huge):
+        got = fit_record.diagonal_covariance(coords, value)
+        if value is cov:
+            assert (got is not None) == diagonal
+        if got is not None:
+            with np.errstate(all="ignore"):
+                assert _same_bits(got, coords.covariance(value))
+            assert value is cov or value is huge
+
+
+def test_the_bench_fit_maps_its_covariance_back_entry_by_entry():
+    """A fit of arrays whose columns need no shift (the benchmark's) maps its covariance
+    back entry by entry, to the general map's bits."""
+    from dmixed import MixedLM
+
+    rng = np.random.default_rng(3)
+    g = np.repeat(np.arange(50), 10)
+    x = np.column_stack([np.ones(500), rng.standard_normal((500, 2))])
+    z = x[:, :2]
+    y = x @ [1.0, 0.5, -0.3] + (rng.standard_normal((50, 2))[g] * z).sum(1)
+    y += rng.standard_normal(500)
+    res, seen = _recorded(lambda: MixedLM(y, x, g, exog_re=z).fit())
+    coords = seen["coords"]
+    cov_opt = _cov_opt_of(seen)
+    got = fit_record.diagonal_covariance(coords, cov_opt)
+    assert got is not None
+    assert _same_bits(got, coords.covariance(cov_opt))
+    assert _same_bits(res.to_state().cov_params, got)
+
+
+def _cov_opt_of(args):
+    """The covariance of the optimizer's estimates a fit mapped back (its ``inv(−H)``)."""
+    from dmixed.results.covariance import covariance_of_estimates
+
+    prof = args["prof"]
+    k = args["hessian"].shape[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return covariance_of_estimates(
+            args["hessian"],
+            k=k,
+            k_fe=len(prof.beta),
+            at_zero=np.zeros(k - len(prof.beta), dtype=bool),
+            conditional=float(prof.scale) * prof.a_inv,
+            cov_fe="hessian",
+        )
