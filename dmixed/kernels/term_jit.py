@@ -322,6 +322,18 @@ def key_codes(keys, base, out):  # pragma: no cover - compiled
     return lo, hi
 
 
+@numba.njit(inline="always")
+def _bucket(v, n, mask, power_of_two):  # pragma: no cover - compiled
+    """``mix(v) mod n`` of uint64 ``v``, ``mix`` the 64-bit finalizer of splitmix64 (the
+    one spelling of the hash of :func:`hash_buckets` and :func:`seen_buckets`)."""
+    v ^= v >> np.uint64(30)
+    v *= np.uint64(0xBF58476D1CE4E5B9)
+    v ^= v >> np.uint64(27)
+    v *= np.uint64(0x94D049BB133111EB)
+    v ^= v >> np.uint64(31)
+    return np.int64(v & mask) if power_of_two else np.int64(v % n)
+
+
 @numba.njit(cache=True, nogil=True)
 def hash_buckets(bits, n_buckets, out):  # pragma: no cover - compiled
     """``out[i] = mix(bits[i]) mod n_buckets`` of uint64 ``bits``, ``mix`` the 64-bit
@@ -330,13 +342,28 @@ def hash_buckets(bits, n_buckets, out):  # pragma: no cover - compiled
     mask = n - np.uint64(1)
     power_of_two = (n & mask) == np.uint64(0)  # then the remainder is the low bits
     for i in range(bits.size):
-        v = bits[i]
-        v ^= v >> np.uint64(30)
-        v *= np.uint64(0xBF58476D1CE4E5B9)
-        v ^= v >> np.uint64(27)
-        v *= np.uint64(0x94D049BB133111EB)
-        v ^= v >> np.uint64(31)
-        out[i] = np.int64(v & mask) if power_of_two else np.int64(v % n)
+        out[i] = _bucket(bits[i], n, mask, power_of_two)
+
+
+@numba.njit(cache=True, nogil=True)
+def seen_buckets(table, count_col, base, n_buckets, seen, bucket, sizes):  # pragma: no cover
+    """The table rows whose count (column ``count_col``) is not zero, increasing, into
+    ``seen[:m]``; the bucket of each one's key (row + ``base``, int64, wrapping) as
+    :func:`hash_buckets` gives it for the key's bits, into ``bucket[:m]``; each bucket's
+    rows added to ``sizes``; returns ``m``.  One pass over the count column
+    (:meth:`~dmixed.kernels.term_table.TermTable.split_seen`)."""
+    n = np.uint64(n_buckets)
+    mask = n - np.uint64(1)
+    power_of_two = (n & mask) == np.uint64(0)
+    m = 0
+    for r in range(table.shape[0]):
+        if table[r, count_col] != 0.0:
+            b = _bucket(np.uint64(np.int64(r) + base), n, mask, power_of_two)
+            seen[m] = r
+            bucket[m] = b
+            sizes[b] += 1
+            m += 1
+    return m
 
 
 @numba.njit(cache=True, nogil=True)

@@ -329,15 +329,54 @@ class TermTable:
         ValueError
             ``rows`` not increasing or outside the table.
         """
-        from .term_jit import move_rows
-
         table, _ = self._held()
-        columns, factors = self._plan_columns()
         rows = np.ascontiguousarray(rows, dtype=np.int64)
         if rows.size and (rows[0] < 0 or rows[-1] >= table.shape[0] or (np.diff(rows) <= 0).any()):
             raise ValueError("rows must be distinct table rows, increasing")
         bucket = np.ascontiguousarray(bucket, dtype=np.int64)
-        counts = np.bincount(bucket, minlength=n_buckets)
+        return self._moved(rows, bucket, np.bincount(bucket, minlength=n_buckets))
+
+    def split_seen(self, base: int, n_buckets: int) -> tuple[np.ndarray, list[TermRows]]:
+        """The table rows of the groups seen (a count not zero), by the bucket of their
+        int64 key ``row + base``: :meth:`split_rows` of ``np.flatnonzero(counts != 0)``
+        and those keys' :func:`hash_buckets`, the same rows and parts, with the groups
+        seen, their keys' buckets and the buckets' sizes found in one compiled pass
+        over the count column (:func:`~dmixed.kernels.term_jit.seen_buckets`).  The
+        table is given away, as by :meth:`split_rows`.
+
+        Parameters
+        ----------
+        base : int
+            The key of table row 0 (int64; keys wrap as int64 arithmetic does).
+        n_buckets : int
+            At least 1.
+
+        Returns
+        -------
+        (rows, parts)
+            ``rows``: the table row of each group as now held, bucket after bucket
+            (increasing within each); ``parts[b]`` the :class:`TermRows` of bucket
+            ``b``.
+        """
+        from .term_jit import seen_buckets
+
+        table, plan = self._held()
+        seen = np.empty(table.shape[0], dtype=np.int64)
+        bucket = np.empty(table.shape[0], dtype=np.int64)
+        sizes = np.zeros(n_buckets, dtype=np.int64)
+        count_col = int(plan[1][0])
+        m = seen_buckets(table, count_col, np.int64(base), n_buckets, seen, bucket, sizes)
+        order, parts = self._moved(seen[:m], bucket[:m], sizes)
+        return seen[order], parts
+
+    def _moved(self, rows: np.ndarray, bucket: np.ndarray, counts: np.ndarray) -> tuple:
+        """:meth:`split_rows` of checked ``rows`` (increasing table rows, int64) whose
+        buckets (int64) hold ``counts`` rows each."""
+        from .term_jit import move_rows
+
+        table, _ = self._held()
+        columns, factors = self._plan_columns()
+        n_buckets = counts.size
         starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         spill = np.empty((rows.size - starts[1], table.shape[1]))
         order = np.empty(rows.size, dtype=np.int64)

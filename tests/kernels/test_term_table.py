@@ -211,6 +211,37 @@ def test_split_rows_are_the_packed_rows_by_bucket(n_buckets, n_groups, compiled_
         table.add(acc, codes, y, exog, ztilde, std=std)
 
 
+@pytest.mark.parametrize("n_buckets", [1, 2, 3, 4])
+@pytest.mark.parametrize("base", [0, 17, -(2**62), 2**62 - 100])
+@pytest.mark.parametrize("n_groups", [0, 1, 37])
+def test_split_seen_is_split_rows_of_the_groups_seen(n_buckets, base, n_groups, compiled_rows):
+    """The groups seen (count not zero), their int64 keys' buckets and the move in one
+    pass over the count column: the rows and parts of :meth:`TermTable.split_rows` of
+    ``flatnonzero(counts != 0)`` and :func:`hash_buckets` of ``row + base``, bit for
+    bit, negative and large keys included."""
+    rng = np.random.default_rng(8)
+    codes, y, exog, ztilde, _, std = _data(rng, 300, 40, 3, 2, 0.0, False)
+    present = rng.choice(40, n_groups, replace=False)
+    keep = np.isin(codes, present)
+    codes, y = codes[keep], y[keep]
+    exog, ztilde = np.asfortranarray(exog[keep]), np.asfortranarray(ztilde[keep])
+    acc = np.zeros((kernels.packed_width(2, 4), 40))
+    table = TermTable()
+    table.add(acc, codes, y, exog, ztilde, std=std)
+    twin = copy.deepcopy(table)
+    seen = np.flatnonzero(twin.counts() != 0)
+    bucket = hash_buckets(seen + np.int64(base), n_buckets)
+    order, want = twin.split_rows(seen, bucket, n_buckets)
+    rows, parts = table.split_seen(base, n_buckets)
+    np.testing.assert_array_equal(rows, seen[order])
+    assert rows.dtype == np.int64 and len(parts) == n_buckets == len(want)
+    for got, ref in zip(parts, want, strict=True):
+        np.testing.assert_array_equal(got.rows, ref.rows)
+        np.testing.assert_array_equal(got.columns, ref.columns)
+        np.testing.assert_array_equal(got.factors, ref.factors)
+    assert not table.pending
+
+
 def test_split_rows_refuses_rows_out_of_order(compiled_rows):
     rng = np.random.default_rng(7)
     codes, y, exog, ztilde, _, std = _data(rng, 50, 10, 2, 2, 0.0, False)

@@ -315,6 +315,13 @@ class GroupAccumulator:
         direct = self.terms.pending and not (self.written or self.terms.flushed)
         if not direct:
             self._flush()
+        if direct and self.ranged and self.key_dtype == np.int64:
+            # the groups seen, their buckets and the move in two passes over the table
+            # (the count column, then the rows seen), no array of keys before the move
+            rows, parts = self.terms.split_seen(self.base, n_buckets)
+            keys = rows + np.int64(self.base)
+            starts = np.cumsum([0] + [len(p) for p in parts])
+            return [(keys[starts[b] : starts[b + 1]], parts[b]) for b in range(n_buckets)]
         if self.ranged:
             counts = self.terms.counts() if direct else self.acc[0]
             # the mask first: flatnonzero of a float array reads it twice (count, then
