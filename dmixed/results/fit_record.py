@@ -248,6 +248,7 @@ def record_fit(
         names=ModelNames.from_model(model),
         spec=getattr(model, "spec", None),
         use_sqrt=use_sqrt,
+        pandas_output=bool(getattr(model, "pandas_output", True)),
         reml=reml,
         method="REML" if reml else "ML",
         converged=bool(optimize_result.converged),
