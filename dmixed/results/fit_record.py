@@ -315,7 +315,14 @@ def _random_effects(made, coords: Coordinates, scale: float) -> dict:
     coordinates (:meth:`~dmixed.engines.base.Engine.random_effects`)."""
     blup_std, cond_std = made
     blup, cond = coords.blups(blup_std, cond_std)
-    return {"blup": blup, "blup_cov": cond * scale, "blup_cov_statistics": cond_std}
+    cond = cond * scale
+    if isinstance(cond, np.ndarray) and cond.shape[-1] > 1:
+        # the map back (A⁻¹ C̃ A⁻ᵀ) rounds its two triangles apart; a results directory
+        # keeps the lower one: take it as the covariance, so that a reload gives it
+        # back bit for bit
+        upper, lower = np.triu_indices(cond.shape[-1], 1)
+        cond[:, upper, lower] = cond[:, lower, upper]
+    return {"blup": blup, "blup_cov": cond, "blup_cov_statistics": cond_std}
 
 
 def _log_of(optimize_result, coords: Coordinates, n: int, reml: bool, use_sqrt: bool):
