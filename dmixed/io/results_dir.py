@@ -104,6 +104,7 @@ def _model_section(state: ResultsState) -> dict:
         **dataclasses.asdict(state.names),
         "use_sqrt": state.use_sqrt,
         "spec": state.spec.to_dict() if state.spec is not None else None,
+        "pandas_output": state.pandas_output,
     }
 
 
@@ -331,6 +332,7 @@ def _state_from(
         names=names,
         spec=ModelSpec.from_dict(m["spec"], eval_env) if m.get("spec") is not None else None,
         use_sqrt=m["use_sqrt"],
+        pandas_output=bool(m.get("pandas_output", True)),  # absent: saved before it was
         **{key: f[key] for key in _FIT_KEYS},
         **_optimizer_fields(f),
         nobs=e["nobs"],

@@ -46,6 +46,10 @@ class ResultsState:
         The formula spec (None for models built from arrays).
     use_sqrt : bool
         Packing of ``packed_params`` (square-root factor of Ψ* or Ψ* itself).
+    pandas_output : bool
+        Estimates as pandas objects by name (a formula or pandas input) or as ndarrays
+        (a model of ndarrays): :attr:`dmixed.MixedLM.pandas_output` of the fitted model
+        (True for results saved before it was recorded).
     reml : bool
     method : str
         ``"REML"`` or ``"ML"``.
@@ -180,6 +184,7 @@ class ResultsState:
     k_constant: int | None = None
     weight_scale: float = 1.0
     cov_params_weighted: np.ndarray | None = None
+    pandas_output: bool = True
 
     def optimizer(self) -> OptSummary:
         """The optimizer's record (MixedModels.jl's ``OptSummary``) rebuilt from the state:

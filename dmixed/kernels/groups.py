@@ -150,11 +150,13 @@ class StatsBlock:
         After :meth:`keep_conditionals`, the values of the last call are kept
         (read-only) when they take at most :data:`KEPT_CONDITIONALS_BYTES`, and given
         again for the same ``Λ`` bit for bit: the Hessian and the BLUPs are asked for
-        where the last step was evaluated.
+        where the last step was evaluated.  What the block keeps is read once, as in
+        :meth:`kept_conditionals`.
         """
         key = _lam_key(lam)
-        if self._kept is not None and self._kept[0] == key:
-            return iter(self._kept[1])
+        kept = self._kept  # read once: another fit of the same model may step meanwhile
+        if kept is not None and kept[0] == key:
+            return iter(kept[1])
         r, k = lam.shape[0], self.k
         if not self._keep or 8 * self.n_groups * (2 * r * r + 1 + r * k) > KEPT_CONDITIONALS_BYTES:
             self._kept = None

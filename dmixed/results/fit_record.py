@@ -154,14 +154,17 @@ def fit_state(
     )
 
 
-def mapped_back(coords: Coordinates, psi_opt, prof) -> tuple[np.ndarray, float, np.ndarray]:
-    """``(Ψ*, σ², β)`` in the data's own units.
+def mapped_back(
+    coords: Coordinates, psi_opt, prof, exog_names=None
+) -> tuple[np.ndarray, float, np.ndarray]:
+    """``(Ψ*, σ², β)`` in the data's own units (``exog_names``: β's, for the error).
 
     Raises
     ------
     DataError
-        They are beyond float64's range there (columns in units near 1e±300): the fit
-        itself is fine, its numbers cannot be written in those units.
+        They are beyond float64's range there (columns in units near 1e±300, or
+        units of the response and a column far apart): the fit itself is fine, its
+        numbers cannot be written in those units; the message names them.
     """
     try:
         with np.errstate(over="ignore", invalid="ignore"):
@@ -172,9 +175,16 @@ def mapped_back(coords: Coordinates, psi_opt, prof) -> tuple[np.ndarray, float, 
         psi = np.full_like(psi_opt, np.inf)
         beta, scale = np.full_like(prof.beta, np.inf), np.inf
     if not (math.isfinite(scale) and np.isfinite(psi).all() and np.isfinite(beta).all()):
+        names = list(exog_names) if exog_names is not None else [f"x{j}" for j in range(len(beta))]
+        # an infinite coefficient makes its solve's other entries NaN: name the cause
+        bad = np.isinf(beta) if np.isinf(beta).any() else ~np.isfinite(beta)
+        beyond = [f"the coefficient of {names[j]!r}" for j in np.flatnonzero(bad)]
+        beyond += [] if math.isfinite(scale) else ["the residual variance"]
+        beyond += [] if np.isfinite(psi).all() else ["the random effects' covariance"]
         raise DataError(
-            "the estimates are beyond float64's range in the data's own units (a column "
-            "whose values are near 1e±300?): rescale that column (e.g. to other units)"
+            f"the estimates are beyond float64's range in the data's own units ("
+            f"{', '.join(beyond)}: the response's unit over a column's, or a column's "
+            "values near 1e±300): rescale the response or that column (e.g. to other units)"
         )
     return psi, scale, beta
 
@@ -242,6 +252,11 @@ def record_fit(
     given.
     """
     packed, prof, llf_std, cov_opt = estimate
+    layout = stats.layout
+    use_sqrt = model.use_sqrt
+    psi_opt, tau_opt = layout.unpack(packed, use_sqrt) if unpacked is None else unpacked
+    # before the covariance: its map (J⁻¹) is singular where the estimates leave float64
+    psi, scale, beta = mapped_back(coords, psi_opt, prof, model.exog_names)
     weight_scale = float(coords.columns.weight_scale)
     cov_weighted = None
     if weight_scale == 1.0:
@@ -254,12 +269,8 @@ def record_fit(
         unit[: model.k_fe] = 1.0
         with np.errstate(over="ignore", under="ignore", invalid="ignore"):
             cov_params = cov_weighted / unit[:, None] / unit[None, :]
-    layout = stats.layout
-    use_sqrt = model.use_sqrt
     n = int(stats.glob.n)
-    psi_opt, tau_opt = layout.unpack(packed, use_sqrt) if unpacked is None else unpacked
     tau = coords.tau(tau_opt)
-    psi, scale, beta = mapped_back(coords, psi_opt, prof)
     rows, cols = layout.tril()
     # BLUPs and their conditional covariances: one kernel call, no data pass; on first
     # read where the engine can make them later as it would now
@@ -292,6 +303,7 @@ def record_fit(
         names=ModelNames.from_model(model),
         spec=getattr(model, "spec", None),
         use_sqrt=use_sqrt,
+        pandas_output=bool(getattr(model, "pandas_output", True)),
         reml=reml,
         method="REML" if reml else "ML",
         converged=bool(optimize_result.converged),
@@ -358,7 +370,14 @@ def _random_effects(made, coords: Coordinates, scale: float) -> dict:
     coordinates (:meth:`~dmixed.engines.base.Engine.random_effects`)."""
     blup_std, cond_std = made
     blup, cond = coords.blups(blup_std, cond_std)
-    return {"blup": blup, "blup_cov": cond * scale, "blup_cov_statistics": cond_std}
+    cond = cond * scale
+    if isinstance(cond, np.ndarray) and cond.shape[-1] > 1:
+        # the map back (A⁻¹ C̃ A⁻ᵀ) rounds its two triangles apart; a results directory
+        # keeps the lower one: take it as the covariance, so that a reload gives it
+        # back bit for bit
+        upper, lower = np.triu_indices(cond.shape[-1], 1)
+        cond[:, upper, lower] = cond[:, lower, upper]
+    return {"blup": blup, "blup_cov": cond, "blup_cov_statistics": cond_std}
 
 
 def _log_of(optimize_result, coords: Coordinates, n: int, reml: bool, use_sqrt: bool):

@@ -278,8 +278,8 @@ class MixedLMResults(FittedValues, Hypotheses):
     @property
     def pandas_output(self) -> bool:
         """Whether estimates, fitted values and residuals are pandas objects (see
-        :attr:`dmixed.MixedLM.pandas_output`; True for loaded results)."""
-        return getattr(self.model, "pandas_output", True)
+        :attr:`dmixed.MixedLM.pandas_output`; the fitted model's for loaded results)."""
+        return getattr(self.model, "pandas_output", self._state.pandas_output)
 
     @cached_property
     def params(self) -> pd.Series | np.ndarray:

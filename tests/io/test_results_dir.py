@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -51,9 +52,9 @@ def test_round_trip(tmp_path, res):
     np.testing.assert_array_equal(back.predict(exog=exog), fit.predict(exog=exog))
     for key in list(fit.random_effects)[:5]:
         np.testing.assert_array_equal(back.random_effects[key], fit.random_effects[key])
-        # stored as the lower triangle: symmetric up to rounding in the last bit
-        np.testing.assert_allclose(
-            back.random_effects_cov[key], fit.random_effects_cov[key], rtol=1e-14, atol=1e-16
+        # stored as the lower triangle, which the fit's covariances are made of
+        pd.testing.assert_frame_equal(
+            back.random_effects_cov[key], fit.random_effects_cov[key], check_exact=True
         )
     estimates = json.loads((tmp_path / "out" / "estimates.json").read_text())
     assert estimates["format"] == "dmixed-results"
@@ -201,7 +202,7 @@ def test_state_round_trip(tmp_path, res):
             np.testing.assert_array_equal(getattr(back, name), value, err_msg=name)
         elif name != "blup_cov":
             assert getattr(back, name) == value, name
-    np.testing.assert_allclose(back.blup_cov, state.blup_cov, rtol=1e-14, atol=1e-16)
+    np.testing.assert_array_equal(back.blup_cov, np.asarray(state.blup_cov))
 
 
 def test_damaged_directory_is_a_checkpoint_error(tmp_path, res):
@@ -406,3 +407,73 @@ def test_results_of_weights_in_any_unit_round_trip(tmp_path, factor):
         assert np.isfinite(values).all() and (values != 0).all(), what
         np.testing.assert_array_equal(np.asarray(getattr(back, what)), values)
     assert back.llf == fit.llf and back.scale == fit.scale
+
+
+#: attributes of results a reload does not have as the fit has them, by design: the
+#: model and its data (None, or the fitted rows), the fit's keyword arguments (empty),
+#: and the optimizer's record (an object compared in its own test above)
+_NOT_RELOADED = {"model", "fittedvalues", "resid", "fit_options", "optimizer"}
+#: methods of no argument compared too
+_RELOADED_CALLS = (
+    "cov_params",
+    "conf_int",
+    "random_effects_frame",
+    "random_effects_var",
+    "varcorr",
+    "summary_frame",
+)
+
+
+def _assert_same(got, want, name: str) -> None:
+    """``got`` is ``want``'s type and holds the same values bit for bit."""
+    assert type(got) is type(want), f"{name}: {type(got).__name__}, {type(want).__name__}"
+    if isinstance(want, pd.DataFrame):
+        pd.testing.assert_frame_equal(got, want, check_exact=True, obj=name)
+    elif isinstance(want, pd.Series):
+        pd.testing.assert_series_equal(got, want, check_exact=True, obj=name)
+    elif isinstance(want, np.ndarray):
+        assert got.dtype == want.dtype and got.shape == want.shape, name
+        assert got.tobytes() == want.tobytes(), name
+    elif hasattr(want, "keys") and hasattr(want, "__getitem__"):  # by group
+        assert list(got.keys()) == list(want.keys()), name
+        for key in want.keys():
+            _assert_same(got[key], want[key], f"{name}[{key!r}]")
+    elif dataclasses.is_dataclass(want) or isinstance(want, dmixed.MixedLMParams):
+        assert vars(got).keys() == vars(want).keys(), name
+        for key, value in vars(want).items():
+            _assert_same(getattr(got, key), value, f"{name}.{key}")
+    elif isinstance(want, float) and np.isnan(want):
+        assert np.isnan(got), name
+    else:
+        assert got == want, name
+
+
+@pytest.mark.parametrize("q", [1, 2, 3])
+@pytest.mark.parametrize("kind", ["arrays", "formula"])
+def test_reloaded_results_have_every_attribute_of_the_fit(tmp_path, kind, q):
+    """Every attribute (and method of no argument) of loaded results has the type and
+    the bytes of the fitted results': ndarrays for a model of ndarrays, pandas objects
+    by name for a formula, and the random effects' covariances bit for bit."""
+    rng = np.random.default_rng(40 + q)
+    groups = np.repeat(np.arange(25), rng.integers(4, 13, 25))
+    exog = np.column_stack([np.ones(groups.size), rng.normal(size=(groups.size, 3))])
+    effects = rng.normal(size=(25, 3)) * [1.0, 0.5, 0.4]
+    endog = exog @ [1.0, 2.0, -1.0, 0.5] + rng.normal(size=groups.size)
+    endog += (exog[:, :q] * effects[groups, :q]).sum(axis=1)
+    df = pd.DataFrame({"y": endog, "x1": exog[:, 1], "x2": exog[:, 2], "x3": exog[:, 3]})
+    df["g"] = groups
+    re = ["1", "1 + x1", "1 + x1 + x2"][q - 1]
+    if kind == "arrays":
+        model = MixedLM(endog, exog, groups, exog_re=exog[:, :q].copy())
+    else:
+        model = dmixed.mixedlm("y ~ x1 + x2 + x3", df, groups="g", re_formula=re)
+    fit = model.fit()
+    fit.save(tmp_path / "out")
+    back = dmixed.load(tmp_path / "out")
+    names = [n for n in dir(fit) if not n.startswith("_") and n not in _NOT_RELOADED]
+    for name in names:
+        want = getattr(fit, name)
+        if not callable(want) or isinstance(want, (np.ndarray, pd.Series, pd.DataFrame)):
+            _assert_same(getattr(back, name), want, name)
+    for name in _RELOADED_CALLS:
+        _assert_same(getattr(back, name)(), getattr(fit, name)(), f"{name}()")

@@ -385,3 +385,42 @@ def test_kept_conditionals_are_those_of_the_lam_asked_while_the_block_steps_on(m
         ((_, _, (p_mat, _, _, h)),) = list(got)
         want_p, _, _, want_h = kernels.conditionals.conditional(zz, zxy, lam)
         assert p_mat.tobytes() == want_p.tobytes() and h.tobytes() == want_h.tobytes()
+
+
+class _KeptReadTwice(kernels.StatsBlock):
+    """A block on whose second read of its kept values in one call another fit of the
+    same block steps to another ``Λ`` right after the read (as a thread fitting the same
+    model may)."""
+
+    meanwhile = None
+    reads = 0
+
+    @property
+    def _kept(self):
+        kept = self.__dict__["kept_values"]
+        type(self).reads += 1
+        if type(self).reads == 2 and type(self).meanwhile is not None:
+            step, type(self).meanwhile = type(self).meanwhile, None
+            step()
+        return kept
+
+    @_kept.setter
+    def _kept(self, value):
+        self.__dict__["kept_values"] = value
+
+
+@pytest.mark.parametrize("r", [1, 2, 3])
+def test_conditionals_are_those_of_the_lam_asked_while_the_block_steps_on(monkeypatch, r):
+    """:meth:`StatsBlock.conditionals` gives the conditionals at the ``Λ`` asked for,
+    even where another step of the block keeps those of another ``Λ`` between two reads
+    of what the block keeps (it reads them once)."""
+    monkeypatch.setenv("DMIXED_KERNELS", "numpy")
+    rng = np.random.default_rng(70 + r)
+    zz, zxy, lam = _random_block(rng, 12, r)
+    block = _KeptReadTwice.from_chunks([(zz, zxy)]).keep_conditionals()
+    kernels.step_contributions(block, lam, r)  # keeps the conditionals at lam
+    _KeptReadTwice.reads = 0
+    _KeptReadTwice.meanwhile = lambda: kernels.step_contributions(block, 2.0 * lam, r)
+    ((_, _, (p_mat, _, _, h)),) = list(block.conditionals(lam.copy()))
+    want_p, _, _, want_h = kernels.conditionals.conditional(zz, zxy, lam)
+    assert p_mat.tobytes() == want_p.tobytes() and h.tobytes() == want_h.tobytes()

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dmixed import mixedlm
+from dmixed import DataError, mixedlm
 from dmixed.fit.coordinates import is_identity
 from dmixed.kernels import compiled
 from dmixed.results import fit_record
@@ -294,3 +294,16 @@ def _cov_opt_of(args):
             conditional=float(prof.scale) * prof.a_inv,
             cov_fe="hessian",
         )
+
+
+@pytest.mark.parametrize(("y_unit", "x_unit"), [(1e200, 1e-150), (1e300, 1.0), (1.0, 1e-310)])
+def test_estimates_beyond_float64_in_the_data_units_are_a_data_error_naming_them(y_unit, x_unit):
+    """A fit whose estimates float64 cannot hold in the data's own units (a slope of
+    ``y`` in units of 1e200 on ``x2`` in units of 1e-150 is near 1e350) is refused with
+    a :class:`~dmixed.DataError` that names the estimates and why, not a
+    ``LinAlgError`` from mapping their covariance back."""
+    df = make_data(n_groups=30, min_size=4, max_size=10, seed=151)
+    df = df.assign(y=df["y"] * y_unit, x2=df["x2"] * x_unit)
+    want = "'x2'" if x_unit != 1.0 else "the residual variance"
+    with pytest.raises(DataError, match=f"beyond float64's range.*{want}"):
+        mixedlm("y ~ x1 + x2", df, groups="g").fit()
