@@ -241,7 +241,8 @@ class _Dense2Chunk:
         # T3 = F'adj(U)F = u11 T0 − u01 T1 + u00 T2 (their upper triangles, per
         # group): Σ ZXy'P ZXy is one product of these rows with 1/d
         rows, cols, self._square = _triangle(k)
-        at_rows, at_cols = zxy[:, rows], zxy[:, cols]  # (2, k (k + 1) / 2, G) each
+        at_rows = zxy.take(rows, axis=1)  # (2, k (k + 1) / 2, G)
+        at_cols = zxy.take(cols, axis=1)
         fixed = np.empty((4,) + at_rows.shape[1:])
         t0 = np.multiply(at_rows[0], at_cols[0], out=fixed[0])
         t1 = np.multiply(at_rows[0], at_cols[1], out=fixed[1])
