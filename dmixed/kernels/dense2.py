@@ -23,6 +23,7 @@ Notation as in :mod:`dmixed.kernels`; nothing here knows the optimizer.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -197,35 +198,60 @@ def _coefficients(lam: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return coef, np.array([b00, b01, b11, det_b]), mix
 
 
+@functools.lru_cache(maxsize=16)
+def _triangle(k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rows and columns of the upper triangle of a ``k × k`` matrix
+    (``np.triu_indices``) and the ``k × k`` positions of each square entry in it
+    (exactly symmetric), made once per ``k`` (read-only)."""
+    rows, cols = np.triu_indices(k)
+    square = np.empty((k, k), dtype=np.intp)
+    square[rows, cols] = square[cols, rows] = np.arange(rows.size)
+    for a in (rows, cols, square):
+        a.flags.writeable = False
+    return rows, cols, square
+
+
 class _Dense2Chunk:
     """The fixed rows of one chunk of groups (:class:`Dense2Statistics`)."""
 
     def __init__(self, zz: np.ndarray, zxy: np.ndarray) -> None:
         u00, u01, u11 = zz[0, 0], zz[0, 1], zz[1, 1]
-        det_u = np.maximum(u00 * u11 - u01 * u01, 0.0)  # as _conditional_2 clips it
-        f0, f1 = zxy[0], zxy[1]
-        k, g = f0.shape
+        k, g = zxy.shape[1:]
         self.k = k
         self.n_groups = g
         # [1, u00, u01, u11, det(U)]: d and the numerators of S in one product
-        self._urow = np.stack([np.ones(g), u00, u01, u11, det_u])
+        urow = self._urow = np.empty((5, g))
+        urow[0] = 1.0
+        urow[1] = u00
+        urow[2] = u01
+        urow[3] = u11
+        det_u = np.multiply(u00, u11, out=urow[4])
+        det_u -= u01 * u01
+        np.maximum(det_u, 0.0, out=det_u)  # as _conditional_2 clips it
         # [F0; F1; adj(U)F row 0; row 1] as (4, k G): H's numerators in one product
-        self._fa = np.concatenate([f0, f1, u11 * f0 - u01 * f1, u00 * f1 - u01 * f0]).reshape(
-            4, k * g
-        )
+        fa = np.empty((4, k, g))
+        fa[:2] = zxy
+        np.multiply(u11, zxy[0], out=fa[2])
+        fa[2] -= u01 * zxy[1]
+        np.multiply(u00, zxy[1], out=fa[3])
+        fa[3] -= u01 * zxy[0]
+        self._fa = fa.reshape(4, k * g)
         # d P = B + det(B) adj(U), so d F'PF = b00 T0 + b01 T1 + b11 T2 + det(B) T3
         # with the fixed T0 = F0'F0, T1 = F0'F1 + F1'F0, T2 = F1'F1,
         # T3 = F'adj(U)F = u11 T0 − u01 T1 + u00 T2 (their upper triangles, per
         # group): Σ ZXy'P ZXy is one product of these rows with 1/d
-        rows, cols = np.triu_indices(k)
-        t0 = f0[rows] * f0[cols]
-        t1 = f0[rows] * f1[cols] + f1[rows] * f0[cols]
-        t2 = f1[rows] * f1[cols]
-        t3 = u11 * t0 - u01 * t1 + u00 * t2
-        self._fixed = np.concatenate([t0, t1, t2, t3])
-        flat = np.empty((k, k), dtype=np.intp)
-        flat[rows, cols] = flat[cols, rows] = np.arange(rows.size)
-        self._square = flat  # the k × k entries from the upper triangle
+        rows, cols, self._square = _triangle(k)
+        at_rows = zxy.take(rows, axis=1)  # (2, k (k + 1) / 2, G)
+        at_cols = zxy.take(cols, axis=1)
+        fixed = np.empty((4,) + at_rows.shape[1:])
+        t0 = np.multiply(at_rows[0], at_cols[0], out=fixed[0])
+        t1 = np.multiply(at_rows[0], at_cols[1], out=fixed[1])
+        t1 += at_rows[1] * at_cols[0]
+        t2 = np.multiply(at_rows[1], at_cols[1], out=fixed[2])
+        t3 = np.multiply(u11, t0, out=fixed[3])
+        t3 -= u01 * t1
+        t3 += u00 * t2
+        self._fixed = fixed.reshape(-1, g)
 
     def sums(self, coef: np.ndarray, c4: np.ndarray) -> tuple:
         """``(1/d, log-determinant, numerators of S at (0,0), (1,0), (1,1) over the

@@ -71,6 +71,62 @@ def test_the_same_errors_and_no_warning() -> None:
             np.log(np.array([-1.0]))
 
 
+def _outcome(f, *args):
+    """What ``f(*args)`` gives (its bits) or raises (type and message), with every
+    warning an error (numpy's RuntimeWarning of a failed gufunc among them)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            out = f(*args)
+        except Exception as error:  # noqa: BLE001 - compared with numpy's below
+            return type(error), str(error)
+    parts = out if isinstance(out, tuple) else (out,)
+    return tuple(np.asarray(part).tobytes() for part in parts)
+
+
+@pytest.mark.parametrize(
+    "a",
+    [
+        np.array([[np.nan, 0.0], [0.0, 1.0]]),
+        np.array([[1.0, 0.0], [0.0, -1.0]]),
+        np.array([[0.0, 0.0], [0.0, 0.0]]),
+        np.full((3, 3), np.inf),
+        np.array([[1e308, 1e308], [1e308, 1e-308]]),
+    ],
+    ids=["nan", "indefinite", "zero", "inf", "overflow"],
+)
+def test_failures_as_numpy_linalg_fails(a: np.ndarray) -> None:
+    """Singular, indefinite, NaN, infinite and overflowing matrices: the same result or
+    the same ``LinAlgError`` as np.linalg's, and no warning (the error state is made
+    once: :func:`small_linalg._guarded`)."""
+    b = np.ones(a.shape[0])
+    pairs = [
+        (small_linalg.cholesky, np.linalg.cholesky, (a,)),
+        (small_linalg.inv, np.linalg.inv, (a,)),
+        (small_linalg.solve, np.linalg.solve, (a, b)),
+        (small_linalg.eigvalsh, np.linalg.eigvalsh, (a,)),
+        (small_linalg.eigh, lambda m: tuple(np.linalg.eigh(m)), (a,)),
+    ]
+    for ours, theirs, args in pairs:
+        assert _outcome(ours, *args) == _outcome(theirs, *args)
+
+
+def test_the_callers_error_state_is_kept() -> None:
+    """Inside a caller's own ``np.errstate`` the functions raise as np.linalg does, and
+    the caller's state holds again after them, also after an error."""
+    not_pd = np.array([[1.0, 2.0], [2.0, 1.0]])
+    with np.errstate(all="raise"):
+        with pytest.raises(np.linalg.LinAlgError, match="not positive definite"):
+            small_linalg.cholesky(not_pd)
+        _same(small_linalg.cholesky(np.eye(2)), np.linalg.cholesky(np.eye(2)))
+        assert set(np.geterr().values()) == {"raise"}
+        with pytest.raises(FloatingPointError):
+            np.log(np.array([-1.0]))
+    with np.errstate(invalid="ignore"):
+        small_linalg.inv(np.eye(3))
+        assert np.geterr()["invalid"] == "ignore"
+
+
 def test_other_arguments_go_to_numpy() -> None:
     ints = np.array([[2, 1], [1, 2]])
     _same(small_linalg.cholesky(ints), np.linalg.cholesky(ints))
