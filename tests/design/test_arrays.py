@@ -14,9 +14,9 @@ from dmixed import MixedLM
 from dmixed.design.arrays import (
     RowData,
     as_float_matrix,
+    constant_columns,
     exog_names,
     handle_missing,
-    constant_columns,
     ones_columns,
     random_design,
     random_intercept,
