@@ -654,13 +654,13 @@ def plain_statistics(
     table = np.empty((len(terms), n_groups))
     table[0] = counts
     product = None
-    for key, t in terms.items():
-        if key[0] == "col":
-            table[t] = np.bincount(codes, weights=sources[key[1]], minlength=n_groups)
-        elif key[0] == "prod":
+    for term_key, t in terms.items():
+        if term_key[0] == "col":
+            table[t] = np.bincount(codes, weights=sources[term_key[1]], minlength=n_groups)
+        elif term_key[0] == "prod":
             if product is None:
                 product = np.empty(codes.shape[0])
-            np.multiply(sources[key[1]], sources[key[2]], out=product)
+            np.multiply(sources[term_key[1]], sources[term_key[2]], out=product)
             table[t] = np.bincount(codes, weights=product, minlength=n_groups)
     sx = [*std.x_scale.tolist(), std.y_scale]
     sz = std.z_scale.tolist()

@@ -77,10 +77,11 @@ def _guarded(message: str):
     def raise_error(err, flag):
         raise np.linalg.LinAlgError(message)
 
-    errors = {"invalid": "call", "over": "ignore", "divide": "ignore", "under": "ignore"}
     if _ERROR_STATE is None:  # pragma: no cover - numpy < 2
 
-        @np.errstate(call=raise_error, **errors)
+        @np.errstate(
+            call=raise_error, invalid="call", over="ignore", divide="ignore", under="ignore"
+        )
         def run_in_errstate(gufunc, signature: str, *args: np.ndarray):
             try:
                 return gufunc(*args, signature=signature)
@@ -89,7 +90,9 @@ def _guarded(message: str):
 
         return run_in_errstate
 
-    state = _make_error_state(call=raise_error, **errors)
+    state = _make_error_state(
+        call=raise_error, invalid="call", over="ignore", divide="ignore", under="ignore"
+    )
 
     def run(gufunc, signature: str, *args: np.ndarray):
         token = _ERROR_STATE.set(state)
