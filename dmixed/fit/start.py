@@ -107,21 +107,39 @@ def moment_start(
             return None
     w, rss, basis, tr_a, inv_k = shared
     cc = np.einsum("axby,x,y->ab", mom.zxy_zxy, w, w)  # Σ c_i c_i'
-    m = basis.shape[0]
+    top = np.einsum("jab,ba->j", basis, cc)
+    return _bordered_estimate(moment_gram(mom, basis), tr_a, tr_a, top, rss, glob, layout, inv_k)
+
+
+def _bordered_estimate(
+    gram: np.ndarray,
+    column: np.ndarray,
+    row: np.ndarray,
+    top: np.ndarray,
+    rss: float,
+    glob: GlobalStats,
+    layout: Layout,
+    inv_k: float,
+):
+    """The moment equations of :func:`moment_start` and :func:`weighted_moment_start`
+    solved: ``[[gram, column], [row, n − p]] [θσ²; σ²] = [top; rss]``, then
+    :func:`_floored` of ``θ``; None where the system is singular, a solution is not
+    finite or σ² is not positive."""
+    m = gram.shape[0]
     lhs = np.empty((m + 1, m + 1))
-    lhs[:m, :m] = moment_gram(mom, basis)
-    lhs[:m, m] = tr_a
-    lhs[m, :m] = tr_a
+    lhs[:m, :m] = gram
+    lhs[:m, m] = column
+    lhs[m, :m] = row
     lhs[m, m] = glob.n - glob.k_fe
     rhs = np.empty(m + 1)
-    rhs[:m] = np.einsum("jab,ba->j", basis, cc)
+    rhs[:m] = top
     rhs[m] = rss
     try:
         sol = small_linalg.solve(lhs, rhs)
     except np.linalg.LinAlgError:
         return None
-    sigma2 = sol[m]
-    if not (np.isfinite(sol).all() and sigma2 > 0):
+    sigma2 = float(sol[m])
+    if not (sigma2 > 0 and np.isfinite(sol).all()):
         return None
     return _floored(sol[:m] / sigma2, layout, inv_k)
 
@@ -200,23 +218,10 @@ def weighted_moment_start(
     # Σ S_i Ψ*₀ S_i from Σ S_i ⊗ S_i: no other pass over the groups
     ss4 = ss.reshape(r, r, r, r)
     sps_sum = np.einsum("acdb,cd->ab", ss4, psi0)
-    m = basis.shape[0]
-    lhs = np.empty((m + 1, m + 1))
-    lhs[:m, :m] = np.einsum("jab,kcd,bcda->jk", basis, basis, ss4)
-    lhs[:m, m] = np.einsum("jab,ba->j", basis, s_sum - sps_sum)
-    lhs[m, :m] = tr_a
-    lhs[m, m] = glob.n - glob.k_fe
-    rhs = np.empty(m + 1)
-    rhs[:m] = np.einsum("jab,ba->j", basis, uu)
-    rhs[m] = rss
-    try:
-        sol = small_linalg.solve(lhs, rhs)
-    except np.linalg.LinAlgError:
-        return None
-    sigma2 = float(sol[m])
-    if not (sigma2 > 0 and np.isfinite(sol).all()):
-        return None
-    return _floored(sol[:m] / sigma2, layout, inv_k)
+    gram = np.einsum("jab,kcd,bcda->jk", basis, basis, ss4)
+    column = np.einsum("jab,ba->j", basis, s_sum - sps_sum)
+    top = np.einsum("jab,ba->j", basis, uu)
+    return _bordered_estimate(gram, column, tr_a, top, rss, glob, layout, inv_k)
 
 
 def _weighted_rows_2(zz: np.ndarray, psi0: np.ndarray) -> np.ndarray:
