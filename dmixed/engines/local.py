@@ -166,22 +166,13 @@ def rank_one_engine(engine, glob: GlobalStats, layout: Layout):
     """``engine``, its block told to take the rank-one forms
     (:meth:`~dmixed.kernels.StatsBlock.use_rank_one`) where the statistics hold
     within-group sums for a random design of several columns and no variance
-    component (:func:`~dmixed.kernels.rows.wants_rank_one_within`).
-
-    Raises
-    ------
-    ValueError
-        Such statistics on an engine without a :class:`~dmixed.kernels.StatsBlock`.
-    """
-    if glob.within is None or layout.r < 2 or layout.k_vc:
-        return engine
+    component (:func:`~dmixed.kernels.rows.wants_rank_one_within`).  Other engines
+    are left as they are: their step sums then say they are not rank one, and the
+    profile does not read ``W`` (``StepSums.rank_one``)."""
     block = getattr(engine, "block", None)
-    if not isinstance(block, kernels.StatsBlock):
-        raise ValueError(
-            "internal error: within-group sums of a random design of several columns "
-            "on an engine that cannot take them"
-        )
-    block.use_rank_one()
+    if glob.within is not None and layout.r >= 2 and not layout.k_vc:
+        if isinstance(block, kernels.StatsBlock):
+            block.use_rank_one()
     return engine
 
 

@@ -69,12 +69,13 @@ def residual_cross_products(step: StepSums, glob: GlobalStats) -> np.ndarray:
 def uses_within(step: StepSums, glob: GlobalStats) -> bool:
     """Whether the profile is taken from the within-group cross-products ``W`` and
     :attr:`StepSums.between <dmixed.kernels.StepSums>`: where the statistics hold
-    ``W`` and the random design has no variance-component slot — one column, the
-    intercept (``between`` in closed form), or the intercept and columns constant
-    within the groups (``V*_i = I + λ_i² e e'``, λ_i² = |Λ'z̄_i|²: the kernels'
-    rank-one forms, :meth:`~dmixed.kernels.StatsBlock.use_rank_one`).  An intercept
-    with variance components keeps ``W`` unused."""
-    return glob.within is not None and step.t_vc.shape[0] == 0
+    ``W`` and the random design is one column, the intercept (``between`` in closed
+    form), or the sums are the kernels' rank-one forms (``step.rank_one``: the
+    intercept and columns constant within the groups, ``V*_i = I + λ_i² e e'`` with
+    λ_i² = |Λ'z̄_i|², :meth:`~dmixed.kernels.StatsBlock.use_rank_one`).  An intercept
+    with variance components keeps ``W`` unused, and so do sums of a block not told to
+    take the rank-one forms: ``[X y]'[X y] − Σ_i m_i`` as before."""
+    return glob.within is not None and (step.rank_one or step.s.shape[0] == 1)
 
 
 def profile(step: StepSums, glob: GlobalStats, reml: bool) -> Profile:

@@ -244,7 +244,12 @@ class StepSums:
     between : ndarray (p+1, p+1)
         For ``r = 1``: Σ_i F_i'F_i / (U_i (1 + λ² U_i)) = Σ_i (F_i'F_i/U_i − m_i), what
         ``[X y]'V*⁻¹[X y]`` adds to the within-group cross-products
-        (:attr:`~dmixed.stats.GlobalStats.within`), in closed form; zeros for ``r ≠ 1``.
+        (:attr:`~dmixed.stats.GlobalStats.within`), in closed form; for ``r ≥ 2`` where
+        :attr:`rank_one`, what it adds to the within-group sums about column 0
+        (:meth:`StatsBlock.use_rank_one`); zeros otherwise.
+    rank_one : bool
+        Whether ``between`` is that of :meth:`StatsBlock.use_rank_one` (every part of
+        the sum: a sum of parts of which some are not has none).
     """
 
     logdet: float
@@ -253,9 +258,18 @@ class StepSums:
     t_re: np.ndarray
     t_vc: np.ndarray
     between: np.ndarray
+    rank_one: bool = False
 
     def __add__(self, other: StepSums) -> StepSums:
-        return StepSums(*(getattr(self, f) + getattr(other, f) for f in self.__dataclass_fields__))
+        return StepSums(
+            self.logdet + other.logdet,
+            self.m + other.m,
+            self.s + other.s,
+            self.t_re + other.t_re,
+            self.t_vc + other.t_vc,
+            self.between + other.between,
+            self.rank_one and other.rank_one,
+        )
 
 
 def step_contributions(block, lam: np.ndarray, q: int, zxy=None) -> StepSums:
@@ -315,6 +329,7 @@ def _step_part(
             if one is None
             else _between_rank_one(zzc, zxyc, lam, p_mat, one)
         ),
+        one is not None,
     )
 
 
