@@ -560,10 +560,17 @@ def wants_rank_one_within(std: Standardization | None, codes, ztilde, vc_widths=
     rep = np.empty(int(codes.max()) + 1)
     for a in range(1, r):
         col = np.asarray(ztilde[:, a], dtype=np.float64)
-        rep[codes] = col
-        if not np.array_equal(rep[codes], col):
-            return False
+        for end in (CONSTANT_CHECK_FIRST, None):  # a varying column fails on the first rows
+            part, c = col[:end], codes[:end]
+            rep[c] = part
+            if not np.array_equal(rep[c], part):
+                return False
     return True
+
+
+#: :func:`wants_rank_one_within` checks this many rows first (an ordinary random slope
+#: then costs the check of these rows, not of all)
+CONSTANT_CHECK_FIRST = 4096
 
 
 def wants_within(std: Standardization | None, r: int) -> bool:

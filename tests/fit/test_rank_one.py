@@ -13,12 +13,19 @@ from __future__ import annotations
 
 import warnings
 
+import mpmath
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import optimize
 
 import dmixed
 from dmixed import MixedLMParams
+from dmixed.design import build_spec
+from dmixed.engines.local import statistics_from_arrays
+from dmixed.model import MixedLM
+from dmixed.stats import GroupArrays
+from dmixed.stats.checkpoint_merge import merge
 
 
 def _design(seed=188, n_groups=50, sizes=(2, 21), n_slopes=1, spread=7500.0, weights=False):
@@ -216,3 +223,95 @@ def test_fit_is_the_same_whatever_the_row_order():
     assert two.llf == pytest.approx(one.llf, abs=1e-8)
     np.testing.assert_allclose(two.fe_params, one.fe_params, rtol=1e-6)
     np.testing.assert_allclose(two.cov_re, one.cov_re, rtol=1e-6)
+
+
+def test_random_effects_are_the_closed_form():
+    """BLUPs ``Ψ̂* z̄_i Σ_rows w(y − xβ̂) / d_i`` (the group's residual sum through
+    ``V*_i⁻¹ = I − U_iλ_i² ee'/(U_i d_i)``)."""
+    y, exog, g, zbar, w = _design(sizes=(1, 21), spread=7800.0, seed=1188, weights=True)
+    res = _model(y, exog, g, zbar, w).fit()
+    psi = np.asarray(res.cov_re) / res.scale
+    u = np.bincount(g, weights=w)
+    resid = np.bincount(g, weights=w * (y - exog @ np.asarray(res.fe_params)))
+    d = 1 + u * np.einsum("ga,ab,gb->g", zbar, psi, zbar)
+    want = (zbar @ psi) * (resid / d)[:, None]
+    got = np.array([np.asarray(res.random_effects[k]) for k in range(zbar.shape[0])])
+    np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-9 * np.abs(want).max())
+
+
+def _frame(y, exog, g):
+    return pd.DataFrame({"y": y, "c": exog[:, 1], "x2": exog[:, 2], "g": g})
+
+
+def _merged_model(spec, first: pd.DataFrame, second: pd.DataFrame):
+    """The model of the statistics of ``first`` and ``second`` added by group key (as
+    ``dmixed update`` adds a batch to saved statistics)."""
+    old = GroupArrays.from_statistics(MixedLM.from_spec(spec, first).statistics())
+    new = MixedLM.from_spec(spec, second).statistics(standardization=old.columns, partial=True)
+    merged = merge(old, GroupArrays.from_statistics(new))
+    assert merged.glob.within is not None
+    return MixedLM.from_statistics(statistics_from_arrays(merged), spec)
+
+
+def test_statistics_of_groups_split_between_batches_fit_as_all_rows():
+    """Rows of every group split between two batches (each group's constant in both):
+    the merged statistics fit as all the rows at once."""
+    y, exog, g, zbar, w = _design(sizes=(2, 21), spread=7800.0, seed=1188)
+    df = _frame(y, exog, g)
+    spec = build_spec(df, "y ~ c + x2", "g", re_formula="1 + c")
+    half = np.random.default_rng(3).random(len(df)) < 0.5
+    whole = MixedLM.from_spec(spec, df).fit()
+    split = _merged_model(spec, df[half], df[~half]).fit()
+    assert split.converged and whole.converged
+    assert split.llf == pytest.approx(whole.llf, abs=1e-8)
+    np.testing.assert_allclose(split.fe_params, whole.fe_params, rtol=1e-6)
+
+
+def _llf_one_group_general(y, exog, g, zrows, psi, odd):
+    """REML ℓ at Ψ* where group ``odd`` has rows of different ``Z`` rows (``zrows``
+    (n, q)): its ``[X_i y_i]'V*_i⁻¹[X_i y_i]`` and ``log|V*_i|`` in 40 digits, the other
+    groups' by the within/between form."""
+    n, p = exog.shape
+    xy = np.column_stack([exog, y])
+    t, logdet = np.zeros((p + 1, p + 1)), 0.0
+    with mpmath.workdps(40):
+        for k in np.unique(g):
+            rows = g == k
+            if k != odd:
+                nk, s = rows.sum(), xy[rows].sum(axis=0)
+                dev = xy[rows] - s / nk
+                dk = 1 + nk * zrows[rows][0] @ psi @ zrows[rows][0]
+                t += dev.T @ dev + np.outer(s, s) / (nk * dk)
+                logdet += np.log(dk)
+                continue
+            z = mpmath.matrix(zrows[rows].tolist())
+            v = mpmath.eye(int(rows.sum())) + z * mpmath.matrix(psi.tolist()) * z.T
+            d = mpmath.matrix(xy[rows].tolist())
+            part = d.T * mpmath.inverse(v) * d
+            t += np.array([[float(part[i, j]) for j in range(p + 1)] for i in range(p + 1)])
+            logdet += float(mpmath.log(mpmath.det(v)))
+    a, b = t[:p, :p], t[:p, p]
+    q = t[p, p] - b @ np.linalg.solve(a, b)
+    fac = n - p
+    llf = -0.5 * logdet - 0.5 * np.linalg.slogdet(a)[1] - 0.5 * fac * np.log(q)
+    return llf + 0.5 * fac * (np.log(fac) - np.log(2 * np.pi) - 1)
+
+
+def test_a_group_whose_batches_carry_different_constants():
+    """A group whose rows in the two batches carry different constants is not rank
+    one: its part of ``[X y]'V*⁻¹[X y]`` comes from its own statistics
+    (``F F'/U − m``), the other groups' stay exact."""
+    y, exog, g, zbar, w = _design(sizes=(2, 21), spread=7800.0, seed=1188)
+    odd = 3
+    rows = np.flatnonzero(g == odd)
+    second = np.zeros(len(y), dtype=bool)
+    second[rows[: rows.size // 2]] = True
+    exog = exog.copy()
+    exog[second, 1] += 5.0  # the other batch's constant of group `odd`
+    df = _frame(y, exog, g)
+    spec = build_spec(df, "y ~ c + x2", "g", re_formula="1 + c")
+    model = _merged_model(spec, df[~second], df[second])
+    for packed in ([5000.0, 0.0, 10.0], [7000.0, 60.0, 3.0]):
+        lmat = np.array([[packed[0], 0.0], [packed[1], packed[2]]])
+        want = _llf_one_group_general(y, exog, g, exog[:, :2], lmat @ lmat.T, odd)
+        assert model.loglike(np.array(packed)) == pytest.approx(want, abs=1e-6)
