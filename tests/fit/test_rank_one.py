@@ -25,6 +25,7 @@ from dmixed.design import build_spec
 from dmixed.engines.local import statistics_from_arrays
 from dmixed.model import MixedLM
 from dmixed.stats import GroupArrays
+from dmixed.stats.checkpoint import load_statistics, save_statistics
 from dmixed.stats.checkpoint_merge import merge
 
 
@@ -335,3 +336,22 @@ def test_dask_loglike_of_a_slope_constant_within_groups():
         model = dmixed.MixedLM.from_formula("y ~ c + x2", data=ddf, groups="g", re_formula="1 + c")
         got = model.loglike(packed)
     assert got == pytest.approx(_exact_llf(y, exog, g, zbar, w, _psi(packed, 2)), abs=1e-6)
+
+
+def test_saved_statistics_keep_the_within_group_sums(tmp_path):
+    """Statistics saved and loaded again hold ``W`` and give the same ℓ and score."""
+    y, exog, g, zbar, w = _design(weights=True)
+    df = _frame(y, exog, g).assign(w=w)
+    spec = build_spec(df, "y ~ c + x2", "g", re_formula="1 + c", weights="w")
+    model = MixedLM.from_spec(spec, df)
+    arrays = GroupArrays.from_statistics(model.statistics())
+    save_statistics(arrays, tmp_path / "stats", {})
+    back, _ = load_statistics(tmp_path / "stats")
+    np.testing.assert_array_equal(back.glob.within, arrays.glob.within)
+    loaded = MixedLM.from_statistics(statistics_from_arrays(back), spec)
+    packed = np.array([18000.0, 900.0, 23.0])
+    assert loaded.loglike(packed) == model.loglike(packed)
+    np.testing.assert_array_equal(loaded.score(packed), model.score(packed))
+    assert model.loglike(packed) == pytest.approx(
+        _exact_llf(y, exog, g, zbar, w, _psi(packed, 2)), abs=1e-7
+    )
