@@ -557,13 +557,13 @@ def wants_rank_one_within(std: Standardization | None, codes, ztilde, vc_widths=
     codes = np.asarray(codes)
     if not codes.size:
         return True
-    rep = np.empty(int(codes.max()) + 1)
-    for a in range(1, r):
-        col = np.asarray(ztilde[:, a], dtype=np.float64)
-        for end in (CONSTANT_CHECK_FIRST, None):  # a varying column fails on the first rows
-            part, c = col[:end], codes[:end]
-            rep[c] = part
-            if not np.array_equal(rep[c], part):
+    cols = [np.asarray(ztilde[:, a], dtype=np.float64) for a in range(1, r)]
+    for end in (CONSTANT_CHECK_FIRST, None):  # a varying column fails on the first rows
+        c = codes[:end]
+        rep = np.empty(int(c.max()) + 1)
+        for col in cols:
+            rep[c] = col[:end]
+            if not np.array_equal(rep[c], col[:end]):
                 return False
     return True
 
