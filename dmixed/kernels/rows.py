@@ -570,7 +570,7 @@ def wants_rank_one_within(std: Standardization | None, codes, ztilde, vc_widths=
 
 #: :func:`wants_rank_one_within` checks this many rows first (an ordinary random slope
 #: then costs the check of these rows, not of all)
-CONSTANT_CHECK_FIRST = 4096
+CONSTANT_CHECK_FIRST = 256
 
 
 def wants_within(std: Standardization | None, r: int) -> bool:
