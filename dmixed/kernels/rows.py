@@ -562,8 +562,9 @@ def wants_rank_one_within(std: Standardization | None, codes, ztilde, vc_widths=
         c = codes[:end]
         rep = np.empty(int(c.max()) + 1)
         for col in cols:
-            rep[c] = col[:end]
-            if not np.array_equal(rep[c], col[:end]):
+            part = col[:end]
+            rep[c] = part
+            if not (rep[c] == part).all():  # (NaN: not constant)
                 return False
     return True
 
