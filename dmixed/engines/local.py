@@ -264,7 +264,15 @@ def statistics_from_rows(
         packed = PackedLayout(ztilde.shape[1], rows.exog.shape[1] + 1)
         acc = np.zeros((packed.width, n_groups))  # column-major: entry-major per group
         st = kernels.accumulate_packed_into(
-            acc, codes, rows.endog, rows.exog, ztilde, rows.weights, std, widths, gram=gram,
+            acc,
+            codes,
+            rows.endog,
+            rows.exog,
+            ztilde,
+            rows.weights,
+            std,
+            widths,
+            gram=gram,
             rank_one=True,
         )
         engine = LocalEngine.of_packed_columns(acc, packed)

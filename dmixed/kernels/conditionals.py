@@ -15,7 +15,14 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["MM_BLAS_ABOVE", "RANK_ONE_ROUNDING", "conditional", "gram_rows", "mm", "rank_one_groups"]
+__all__ = [
+    "MM_BLAS_ABOVE",
+    "RANK_ONE_ROUNDING",
+    "conditional",
+    "gram_rows",
+    "mm",
+    "rank_one_groups",
+]
 
 
 # Up to this r, Λ'ZΛ is one (Λ⊗Λ) matrix product (r⁴ entries: 4096 at r = 8).

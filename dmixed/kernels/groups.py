@@ -186,7 +186,7 @@ class StatsBlock:
         if kept is not None and kept[0] == key:
             return iter(kept[1])
         r, k = lam.shape[0], self.k
-        pairs = zip(self._chunks, self._masks())
+        pairs = zip(self._chunks, self._masks(), strict=True)
         if not self._keep or 8 * self.n_groups * (2 * r * r + 1 + r * k) > KEPT_CONDITIONALS_BYTES:
             self._kept = None
             return ((zzc, zxyc, conditional(zzc, zxyc, lam, one=one)) for (zzc, zxyc), one in pairs)
@@ -300,7 +300,7 @@ def step_contributions(block, lam: np.ndarray, q: int, zxy=None) -> StepSums:
     k = block.k
     if not block.rank_one and compiled.backend(block.n_groups, r) == "numba":
         return StepSums(*compiled.step_sums(block.chunks(), lam, q, k))
-    chunks = zip(block.conditionals(lam), block._masks())
+    chunks = zip(block.conditionals(lam), block._masks(), strict=True)
     (zzc, zxyc, cond), one = next(chunks)  # a block has at least one chunk
     total = _step_part(zzc, zxyc, cond, lam, q, one)
     for (zzc, zxyc, cond), one in chunks:
@@ -672,7 +672,7 @@ def _random_effects_numpy(block: StatsBlock, lam: np.ndarray, w: np.ndarray):
     if chunks is None:
         chunks = (
             (zzc, zxyc, conditional(zzc, zxyc, lam, blups_only=True, one=one))
-            for (zzc, zxyc), one in zip(block.chunks(), block._masks())
+            for (zzc, zxyc), one in zip(block.chunks(), block._masks(), strict=True)
         )
     parts = [
         ((bstar @ np.einsum("ajg,j->ag", h, w)).T, np.moveaxis(p_mat, -1, 0))

@@ -144,7 +144,10 @@ def _maximum(y, exog, g, zbar, w, reml=True):
     best = None
     for start in starts:
         res = optimize.minimize(
-            neg, start, method="Nelder-Mead", options={"xatol": 1e-9, "fatol": 1e-12, "maxiter": 20000}
+            neg,
+            start,
+            method="Nelder-Mead",
+            options={"xatol": 1e-9, "fatol": 1e-12, "maxiter": 20000},
         )
         res = optimize.minimize(neg, res.x, method="Powell", options={"xtol": 1e-10, "ftol": 1e-14})
         if best is None or res.fun < best.fun:
@@ -208,7 +211,9 @@ def test_hessian_is_the_second_derivative_of_the_exact_loglike():
             ) / (4 * step[i] * step[j])
     got, _ = model.hessian(MixedLMParams.from_components(beta, cov_re=psi))
     scaled = np.outer(size, size)
-    np.testing.assert_allclose(got * scaled, want * scaled, rtol=0, atol=1e-5 * np.abs(want * scaled).max())
+    np.testing.assert_allclose(
+        got * scaled, want * scaled, rtol=0, atol=1e-5 * np.abs(want * scaled).max()
+    )
     np.testing.assert_allclose(
         np.sqrt(np.diag(np.linalg.inv(-got))), np.sqrt(np.diag(np.linalg.inv(-want))), rtol=1e-4
     )
