@@ -162,6 +162,20 @@ def local_engine(zz: np.ndarray, zxy: np.ndarray, layout: Layout):
     return engine
 
 
+def rank_one_engine(engine, glob: GlobalStats, layout: Layout):
+    """``engine``, its block told to take the rank-one forms
+    (:meth:`~dmixed.kernels.StatsBlock.use_rank_one`) where the statistics hold
+    within-group sums for a random design of several columns and no variance
+    component (:func:`~dmixed.kernels.rows.wants_rank_one_within`).  Other engines
+    are left as they are: their step sums then say they are not rank one, and the
+    profile does not read ``W`` (``StepSums.rank_one``)."""
+    block = getattr(engine, "block", None)
+    if glob.within is not None and layout.r >= 2 and not layout.k_vc:
+        if isinstance(block, kernels.StatsBlock):
+            block.use_rank_one()
+    return engine
+
+
 def statistics_from_rows(
     rows: RowData,
     standardization: Standardization | None = None,
@@ -219,7 +233,7 @@ def statistics_from_rows(
     if not nums and rows.weights is None and not rows_compiled(codes.shape[0]):
         # the common case's pass: no plan found by looking, no packed table to unpack
         plain = kernels.plain_statistics(
-            codes, n_groups, rows.endog, rows.exog, rows.exog_re, std, gram
+            codes, n_groups, rows.endog, rows.exog, rows.exog_re, std, gram, rank_one=True
         )
     if plain is not None:
         engine = LocalEngine.of_entry_major(plain[0], plain[1])
@@ -250,21 +264,31 @@ def statistics_from_rows(
         packed = PackedLayout(ztilde.shape[1], rows.exog.shape[1] + 1)
         acc = np.zeros((packed.width, n_groups))  # column-major: entry-major per group
         st = kernels.accumulate_packed_into(
-            acc, codes, rows.endog, rows.exog, ztilde, rows.weights, std, widths, gram=gram
+            acc,
+            codes,
+            rows.endog,
+            rows.exog,
+            ztilde,
+            rows.weights,
+            std,
+            widths,
+            gram=gram,
+            rank_one=True,
         )
         engine = LocalEngine.of_packed_columns(acc, packed)
         group_sizes = packed.unpack_nobs(acc.T)
         if structured:  # components the rows did not show structured
             engine = local_engine(*engine.gather(), layout)
+    glob = GlobalStats(
+        st["xyxy"],
+        int(st["n"]),
+        float(st["sum_log_weights"]),
+        st.get("within"),
+        st.get("column_sums"),
+    )
     return FittedStatistics(
-        engine=engine,
-        glob=GlobalStats(
-            st["xyxy"],
-            int(st["n"]),
-            float(st["sum_log_weights"]),
-            st.get("within"),
-            st.get("column_sums"),
-        ),
+        engine=rank_one_engine(engine, glob, layout),
+        glob=glob,
         layout=layout,
         group_labels=labels,
         group_sizes=group_sizes,
@@ -301,7 +325,7 @@ def statistics_from_arrays(arrays: GroupArrays) -> FittedStatistics:
     else:
         engine = local_engine(arrays.zz, arrays.zxy, arrays.layout)
     return FittedStatistics(
-        engine=engine,
+        engine=rank_one_engine(engine, arrays.glob, arrays.layout),
         glob=arrays.glob,
         layout=arrays.layout,
         group_labels=arrays.labels,

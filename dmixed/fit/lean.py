@@ -201,7 +201,7 @@ class LeanSteps:
         ):
             return None
         block = engine.block
-        if not isinstance(block, StatsBlock):
+        if not isinstance(block, StatsBlock) or block.rank_one:  # rank one: the numpy kernels'
             return None
         chunks = list(block.chunks())
         if chunks[0][0].shape[0] != layout.r:

@@ -52,18 +52,30 @@ class Profile:
 def residual_cross_products(step: StepSums, glob: GlobalStats) -> np.ndarray:
     """``[X y]'V*⁻¹[X y]`` (k × k).
 
-    With one random-design column and the within-group cross-products at hand, as
-    ``within + Σ_i F_i'F_i / (U_i (1 + λ²U_i))``: a sum of positive (semi-definite)
+    With the within-group cross-products at hand (:func:`uses_within`), as
+    ``within + Σ_i F_i'F_i / (U_i (1 + λ_i²U_i))``: a sum of positive (semi-definite)
     parts, nothing of the groups' spread subtracted; :func:`profile` takes ``Q`` about
     the within-group pivot, so what is left is the rounding of ``within`` itself
     (:func:`statistics_resolution`).  Otherwise
     ``[X y]'[X y] − Σ_i m_i``, which loses the digits that the two have in common.
     """
-    if glob.within is not None and step.s.shape[0] == 1:
+    if uses_within(step, glob):
         t = glob.within + step.between
     else:
         t = glob.xyxy - step.m
     return 0.5 * (t + t.T)
+
+
+def uses_within(step: StepSums, glob: GlobalStats) -> bool:
+    """Whether the profile is taken from the within-group cross-products ``W`` and
+    :attr:`StepSums.between <dmixed.kernels.StepSums>`: where the statistics hold
+    ``W`` and the random design is one column, the intercept (``between`` in closed
+    form), or the sums are the kernels' rank-one forms (``step.rank_one``: the
+    intercept and columns constant within the groups, ``V*_i = I + λ_i² e e'`` with
+    λ_i² = |Λ'z̄_i|², :meth:`~dmixed.kernels.StatsBlock.use_rank_one`).  An intercept
+    with variance components keeps ``W`` unused, and so do sums of a block not told to
+    take the rank-one forms: ``[X y]'[X y] − Σ_i m_i`` as before."""
+    return glob.within is not None and (step.rank_one or step.s.shape[0] == 1)
 
 
 def profile(step: StepSums, glob: GlobalStats, reml: bool) -> Profile:
@@ -142,7 +154,7 @@ def within_pivot(glob: GlobalStats) -> WithinPivot | None:
     groups) is then a fixed perturbation of the statistics, the same at every Λ — the
     likelihood stays a smooth function of the parameters, its error a bias of the
     size :func:`statistics_resolution` reports, not noise that makes spurious maxima.
-    None without within-group sums (or with more than one random-design column).
+    None without within-group sums.
     """
     if glob.within is None:
         return None
@@ -153,7 +165,7 @@ def within_pivot(glob: GlobalStats) -> WithinPivot | None:
 def _pivot_form(step: StepSums, glob: GlobalStats, t: np.ndarray) -> tuple[bool, np.ndarray, float]:
     """``(pivoted, β₀, w₀'Tw₀)`` with ``T = t`` (:func:`residual_cross_products`): β₀
     from :func:`within_pivot` where it applies (else zero: ``w₀'Tw₀ = c``)."""
-    pivot = within_pivot(glob) if step.s.shape[0] == 1 else None
+    pivot = within_pivot(glob) if uses_within(step, glob) else None
     if pivot is None:
         return False, np.zeros(glob.k_fe), float(t[-1, -1])
     return True, pivot.beta0, pivot.q + float(pivot.w0 @ step.between @ pivot.w0)

@@ -15,7 +15,14 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["MM_BLAS_ABOVE", "conditional", "gram_rows", "mm"]
+__all__ = [
+    "MM_BLAS_ABOVE",
+    "RANK_ONE_ROUNDING",
+    "conditional",
+    "gram_rows",
+    "mm",
+    "rank_one_groups",
+]
 
 
 # Up to this r, Λ'ZΛ is one (Λ⊗Λ) matrix product (r⁴ entries: 4096 at r = 8).
@@ -115,6 +122,7 @@ def conditional(
     lam: np.ndarray,
     value_only: bool = False,
     blups_only: bool = False,
+    one: np.ndarray | None = None,
 ):
     """Entry-major ``P``, ``log|K|``, ``S`` and ``H`` of a chunk (module docstring);
     ``S`` and ``H`` ``None`` with ``value_only`` (what ℓ alone needs), ``log|K|`` and
@@ -124,8 +132,26 @@ def conditional(
     For ``r = 1`` in closed form without subtraction: ``S = U/(1 + λ²U)`` and
     ``H = F/(1 + λ²U)`` (``U = ZZ``, ``F = ZXy``), exact however large ``λ²U`` (the
     general ``ZZ − ZZ·P·ZZ`` loses the digits of ``1/(1 + λ²U)``); for ``r = 2`` see
-    :func:`_conditional_2`.
+    :func:`_conditional_2`.  ``one``: the groups of the chunk (bool (G,)) whose
+    ``Z̃_i'Z̃_i`` has rank one through column 0 (:func:`rank_one_groups`), which take
+    the closed forms of :func:`_rank_one_values` instead.
     """
+    out = _conditional(zz, zxy, lam, value_only, blups_only)
+    if one is None or not one.any():
+        return out
+    sel = np.flatnonzero(one)
+    closed = _rank_one_values(zz[..., sel], zxy[..., sel], lam)
+    parts = []
+    for arr, value in zip(out, closed, strict=True):
+        if arr is not None:
+            arr = np.array(arr)  # r = 1's H and S are fresh; the others may be views
+            arr[..., sel] = value
+        parts.append(arr)
+    return tuple(parts)
+
+
+def _conditional(zz, zxy, lam, value_only, blups_only):
+    """:func:`conditional` without its rank-one groups."""
     if zz.shape[0] == 2:
         return _conditional_2(zz, zxy, lam, value_only, blups_only)
     p_mat, logdet = _factor(zz, lam)
@@ -141,6 +167,57 @@ def conditional(
     if blups_only:
         return p_mat, None, None, h
     return p_mat, logdet, zz - mm(zzp, zz), h
+
+
+#: :func:`rank_one_groups`: the Schur complement of ``Z̃_i'Z̃_i`` on column 0 is the
+#: rounding of its sums where each diagonal entry is within this many ``ε·max(1, U_i)``
+#: of its own entry (a sum of ``U_i`` equal terms rounds by up to about ``U_i·ε``
+#: of it in row order; ``U_i`` the rows' weight on column 0, their count unweighted)
+RANK_ONE_ROUNDING = 16.0
+
+
+def rank_one_groups(zz: np.ndarray) -> np.ndarray:
+    """The groups of an entry-major chunk (bool (G,)) whose ``Z̃_i'Z̃_i`` has rank one
+    through column 0: ``U_i = ZZ_i[0, 0] > 0`` and the Schur complement on column 0,
+    ``ZZ_i[a, a] − ZZ_i[a, 0]²/U_i`` for every ``a ≥ 1`` (its diagonal: the
+    complement is positive semi-definite), at the size of the sums' rounding
+    (:data:`RANK_ONE_ROUNDING`): the random design of such a group is ``Z̃_i = e z̄_i'``
+    with ``e`` its column 0 and ``z̄_i = ZZ_i[:, 0]/U_i``."""
+    u = zz[0, 0]
+    one = u > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tol = RANK_ONE_ROUNDING * float(np.finfo(float).eps) * np.maximum(u, 1.0)
+        for a in range(1, zz.shape[0]):
+            schur = zz[a, a] - zz[a, 0] * zz[a, 0] / u
+            one &= np.abs(schur) <= tol * zz[a, a]
+    return one
+
+
+def _rank_one_values(zz: np.ndarray, zxy: np.ndarray, lam: np.ndarray):
+    """``P``, ``log|K|``, ``S`` and ``H`` of groups with ``Z̃_i = e z̄_i'``
+    (:func:`rank_one_groups`), in closed form.
+
+    With ``U = e'e = ZZ[0, 0]``, ``z̄ = ZZ[:, 0]/U``, ``F = e'[X y] = ZXy[0]`` and
+    ``λ² = |Λ'z̄|²``, ``d = 1 + λ²U``::
+
+        log|K| = log1p(λ²U),   S = U z̄z̄'/d,   H = z̄F'/d,
+        P = B − (U/d) (Bz̄)(Bz̄)'                 (B = ΛΛ')
+
+    (``K = I + U Λ'z̄z̄'Λ``: Sherman–Morrison): ``S`` and ``H`` are products and
+    quotients of positive terms, nothing of the size of ``U`` subtracted, however
+    large ``λ²U``.
+    """
+    u = zz[0, 0]
+    zbar = zz[:, 0] / u  # (r, G)
+    f = zxy[0]  # (k, G)
+    lam2 = ((lam.T @ zbar) ** 2).sum(axis=0)
+    lu = lam2 * u
+    d = 1.0 + lu
+    bz = (lam @ lam.T) @ zbar
+    p_mat = (lam @ lam.T)[:, :, None] - bz[:, None] * bz[None, :] * (u / d)
+    s = zbar[:, None] * zbar[None, :] * (u / d)
+    h = zbar[:, None] * (f / d)[None, :]
+    return p_mat, np.log1p(lu), s, h
 
 
 def _conditional_2(zz: np.ndarray, zxy: np.ndarray, lam: np.ndarray, value_only, blups_only):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import compiled
-from .conditionals import conditional, gram_rows, mm
+from .conditionals import conditional, gram_rows, mm, rank_one_groups
 from .hessian_moments import HessianMoments
 
 # Groups are processed in chunks of this many, to bound the size of the
@@ -55,7 +55,7 @@ class StatsBlock:
         ``Z̃_i'[X_i, y_i]`` per group.
     """
 
-    __slots__ = ("_chunks", "_keep", "_kept")
+    __slots__ = ("_chunks", "_keep", "_kept", "_one")
 
     def __init__(self, zz: np.ndarray, zxy: np.ndarray) -> None:
         zz = np.asarray(zz, dtype=np.float64)
@@ -71,6 +71,7 @@ class StatsBlock:
         ]
         self._keep = False
         self._kept: tuple[bytes, list] | None = None
+        self._one: list | None = None
 
     @classmethod
     def from_entry_major(cls, zz: np.ndarray, zxy: np.ndarray) -> StatsBlock:
@@ -84,7 +85,7 @@ class StatsBlock:
             )
             for lo in range(0, max(zz.shape[-1], 1), GROUP_CHUNK)
         ]
-        block._keep, block._kept = False, None
+        block._keep, block._kept, block._one = False, None, None
         return block
 
     @classmethod
@@ -94,7 +95,7 @@ class StatsBlock:
         groups each but the last, one chunk of no groups when there are none): no copy."""
         block = cls.__new__(cls)
         block._chunks = list(chunks)
-        block._keep, block._kept = False, None
+        block._keep, block._kept, block._one = False, None, None
         return block
 
     @property
@@ -130,11 +131,38 @@ class StatsBlock:
         return zz, zxy
 
     def __getstate__(self):
-        return self._chunks
+        return self._chunks if self._one is None else (self._chunks, True)
 
     def __setstate__(self, state) -> None:
-        self._chunks = state
-        self._keep, self._kept = False, None
+        rank_one = isinstance(state, tuple)
+        self._chunks = state[0] if rank_one else state
+        self._keep, self._kept, self._one = False, None, None
+        if rank_one:
+            self.use_rank_one()
+
+    def use_rank_one(self) -> StatsBlock:
+        """Take the statistics as those of a random design whose column 0 is the
+        intercept and whose other columns are constant within the groups, with the
+        within-group cross-products ``W`` about column 0
+        (:attr:`~dmixed.stats.GlobalStats.within`) at hand; ``self``.
+
+        From now on the groups whose ``Z̃_i'Z̃_i`` has rank one
+        (:func:`~dmixed.kernels.conditionals.rank_one_groups`: all but a group whose
+        rows in several batches carry different constants) take the closed-form
+        conditionals, and :attr:`StepSums.between` is what ``[X y]'V*⁻¹[X y]`` adds to
+        ``W`` (:func:`_between_rank_one`); the numpy kernels evaluate them."""
+        self._one = [rank_one_groups(zzc) for zzc, _ in self._chunks]
+        self._kept = None
+        return self
+
+    @property
+    def rank_one(self) -> bool:
+        """Whether :meth:`use_rank_one` applies."""
+        return self._one is not None
+
+    def _masks(self):
+        """Each chunk's rank-one groups (:meth:`use_rank_one`), or None per chunk."""
+        return iter(self._one) if self._one is not None else (None for _ in self._chunks)
 
     def keep_conditionals(self) -> StatsBlock:
         """Keep the last step's per-group values from now on (:meth:`conditionals`);
@@ -158,10 +186,11 @@ class StatsBlock:
         if kept is not None and kept[0] == key:
             return iter(kept[1])
         r, k = lam.shape[0], self.k
+        pairs = zip(self._chunks, self._masks(), strict=True)
         if not self._keep or 8 * self.n_groups * (2 * r * r + 1 + r * k) > KEPT_CONDITIONALS_BYTES:
             self._kept = None
-            return ((zzc, zxyc, conditional(zzc, zxyc, lam)) for zzc, zxyc in self._chunks)
-        out = [(zzc, zxyc, conditional(zzc, zxyc, lam)) for zzc, zxyc in self._chunks]
+            return ((zzc, zxyc, conditional(zzc, zxyc, lam, one=one)) for (zzc, zxyc), one in pairs)
+        out = [(zzc, zxyc, conditional(zzc, zxyc, lam, one=one)) for (zzc, zxyc), one in pairs]
         for *_, cond in out:
             for arr in cond:
                 if isinstance(arr, np.ndarray):
@@ -215,7 +244,12 @@ class StepSums:
     between : ndarray (p+1, p+1)
         For ``r = 1``: Σ_i F_i'F_i / (U_i (1 + λ² U_i)) = Σ_i (F_i'F_i/U_i − m_i), what
         ``[X y]'V*⁻¹[X y]`` adds to the within-group cross-products
-        (:attr:`~dmixed.stats.GlobalStats.within`), in closed form; zeros for ``r ≠ 1``.
+        (:attr:`~dmixed.stats.GlobalStats.within`), in closed form; for ``r ≥ 2`` where
+        :attr:`rank_one`, what it adds to the within-group sums about column 0
+        (:meth:`StatsBlock.use_rank_one`); zeros otherwise.
+    rank_one : bool
+        Whether ``between`` is that of :meth:`StatsBlock.use_rank_one` (every part of
+        the sum: a sum of parts of which some are not has none).
     """
 
     logdet: float
@@ -224,9 +258,18 @@ class StepSums:
     t_re: np.ndarray
     t_vc: np.ndarray
     between: np.ndarray
+    rank_one: bool = False
 
     def __add__(self, other: StepSums) -> StepSums:
-        return StepSums(*(getattr(self, f) + getattr(other, f) for f in self.__dataclass_fields__))
+        return StepSums(
+            self.logdet + other.logdet,
+            self.m + other.m,
+            self.s + other.s,
+            self.t_re + other.t_re,
+            self.t_vc + other.t_vc,
+            self.between + other.between,
+            self.rank_one and other.rank_one,
+        )
 
 
 def step_contributions(block, lam: np.ndarray, q: int, zxy=None) -> StepSums:
@@ -255,19 +298,22 @@ def step_contributions(block, lam: np.ndarray, q: int, zxy=None) -> StepSums:
     block = _as_block(block, zxy)
     r = lam.shape[0]
     k = block.k
-    if compiled.backend(block.n_groups, r) == "numba":
+    if not block.rank_one and compiled.backend(block.n_groups, r) == "numba":
         return StepSums(*compiled.step_sums(block.chunks(), lam, q, k))
-    chunks = block.conditionals(lam)
-    zzc, zxyc, cond = next(chunks)  # a block has at least one chunk (of no groups when empty)
-    total = _step_part(zzc, zxyc, cond, lam, q)
-    for zzc, zxyc, cond in chunks:
-        total = total + _step_part(zzc, zxyc, cond, lam, q)
+    chunks = zip(block.conditionals(lam), block._masks(), strict=True)
+    (zzc, zxyc, cond), one = next(chunks)  # a block has at least one chunk
+    total = _step_part(zzc, zxyc, cond, lam, q, one)
+    for (zzc, zxyc, cond), one in chunks:
+        total = total + _step_part(zzc, zxyc, cond, lam, q, one)
     return total
 
 
-def _step_part(zzc: np.ndarray, zxyc: np.ndarray, cond, lam: np.ndarray, q: int) -> StepSums:
+def _step_part(
+    zzc: np.ndarray, zxyc: np.ndarray, cond, lam: np.ndarray, q: int, one=None
+) -> StepSums:
     """:func:`step_contributions` of one entry-major chunk, in numpy, from its
-    :func:`~dmixed.kernels.conditionals.conditional` values ``cond``."""
+    :func:`~dmixed.kernels.conditionals.conditional` values ``cond`` (``one``: its
+    rank-one groups where the block takes them, :meth:`StatsBlock.use_rank_one`)."""
     k = zxyc.shape[1]
     p_mat, logdet, s, h = cond
     hr = h[:q].reshape(q * k, h.shape[-1])  # a view: rows (a, x)
@@ -278,7 +324,12 @@ def _step_part(zzc: np.ndarray, zxyc: np.ndarray, cond, lam: np.ndarray, q: int)
         s.sum(axis=2),
         gram_rows(hr).reshape(q, k, q, k).transpose(0, 2, 1, 3),
         np.matmul(hv, hv.transpose(0, 2, 1)),
-        _between(zzc, zxyc, lam),
+        (
+            _between(zzc, zxyc, lam)
+            if one is None
+            else _between_rank_one(zzc, zxyc, lam, p_mat, one)
+        ),
+        one is not None,
     )
 
 
@@ -298,7 +349,7 @@ def value_contributions(block: StatsBlock, lam: np.ndarray, q: int) -> StepSums:
     :func:`~dmixed.kernels.compiled.backend` picks them, compute the whole step.
     """
     r, k = lam.shape[0], block.k
-    if compiled.backend(block.n_groups, r) == "numba":
+    if block.rank_one or compiled.backend(block.n_groups, r) == "numba":
         return step_contributions(block, lam, q)
     nan = (np.full((r, r), np.nan), np.full((q, q, k, k), np.nan), np.full((r - q, k, k), np.nan))
 
@@ -311,6 +362,28 @@ def value_contributions(block: StatsBlock, lam: np.ndarray, q: int) -> StepSums:
     for more in parts:
         total = total + more
     return total
+
+
+def _between_rank_one(
+    zz: np.ndarray, zxy: np.ndarray, lam: np.ndarray, p_mat: np.ndarray, one: np.ndarray
+) -> np.ndarray:
+    """What ``[X y]'V*⁻¹[X y]`` adds to the within-group cross-products about column 0
+    (:meth:`StatsBlock.use_rank_one`) over a chunk: ``Σ_i F_iF_i'/(U_i d_i)`` over its
+    rank-one groups (``F_i = ZXy_i[0]``, ``U_i = ZZ_i[0, 0]``, ``d_i = 1 + λ_i²U_i =
+    |K_i|``, exact: no cancellation), and ``Σ_i (F_iF_i'/U_i − m_i)`` over the
+    others (a group whose rows in several batches carry different constants:
+    ``[X_i y_i]'[X_i y_i] = W_i + F_iF_i'/U_i``)."""
+    u = zz[0, 0]
+    f = zxy[0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        c = np.where(u > 0, 1.0 / u, 0.0)
+        lam2 = ((lam.T @ (zz[:, 0] * c)) ** 2).sum(axis=0)  # |Λ'z̄_i|²
+        c = np.where(one, c / (1.0 + lam2 * u), c)
+    out = (f * c) @ f.T
+    rest = np.flatnonzero(~one & (u > 0))
+    if rest.size:
+        out = out - _m_sum(zxy[..., rest], np.ascontiguousarray(p_mat[..., rest]))
+    return 0.5 * (out + out.T)
 
 
 def _between(zz: np.ndarray, zxy: np.ndarray, lam: np.ndarray) -> np.ndarray:
@@ -393,7 +466,11 @@ def hessian_contributions(
     block = _as_block(block, zxy)
     m = basis.shape[0]
     p = block.k - 1
-    if lam.shape[0] and compiled.backend(block.n_groups, lam.shape[0], "hessian") == "numba":
+    if (
+        lam.shape[0]
+        and not block.rank_one
+        and compiled.backend(block.n_groups, lam.shape[0], "hessian") == "numba"
+    ):
         out = HessianSums.zeros(m, p)
         fields = tuple(getattr(out, f) for f in out.__dataclass_fields__)
         return HessianSums(*compiled.hessian_sums(block.chunks(), lam, basis, w, fields))
@@ -581,7 +658,7 @@ def random_effects_later(block, lam: np.ndarray, w: np.ndarray, zxy=None):
     lam = np.array(lam, dtype=np.float64, order="K")
     w = np.array(w, dtype=np.float64, order="K")
     r = lam.shape[0]
-    if r and compiled.backend(block.n_groups, r, "blups") == "numba":
+    if r and not block.rank_one and compiled.backend(block.n_groups, r, "blups") == "numba":
         return lambda: compiled.random_effects(block.chunks(), lam, w, block.n_groups)
     return lambda: _random_effects_numpy(block, lam, w)
 
@@ -594,8 +671,8 @@ def _random_effects_numpy(block: StatsBlock, lam: np.ndarray, w: np.ndarray):
     chunks = block.kept_conditionals(lam)
     if chunks is None:
         chunks = (
-            (zzc, zxyc, conditional(zzc, zxyc, lam, blups_only=True))
-            for zzc, zxyc in block.chunks()
+            (zzc, zxyc, conditional(zzc, zxyc, lam, blups_only=True, one=one))
+            for (zzc, zxyc), one in zip(block.chunks(), block._masks(), strict=True)
         )
     parts = [
         ((bstar @ np.einsum("ajg,j->ag", h, w)).T, np.moveaxis(p_mat, -1, 0))

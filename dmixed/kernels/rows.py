@@ -383,6 +383,7 @@ def accumulate_packed_into(
     compiled: bool | None = None,
     sums=None,
     gram: np.ndarray | None = None,
+    rank_one: bool = False,
 ) -> dict:
     """Add these rows' per-group statistics to ``acc`` (column-major packed layout).
 
@@ -396,10 +397,16 @@ def accumulate_packed_into(
     (:mod:`dmixed.kernels.rows_jit`, the same numbers bit for bit) or by the numpy
     reference; default :func:`dmixed.kernels.compiled.rows_compiled`.  ``gram``: the
     rows' :func:`unweighted_gram`, made already (for a map without shifts, rows without
-    weights).  Returns the rows' global sums (see :func:`accumulate_packed`).
+    weights).  ``rank_one``: the within-group sums are also due where the random design
+    is the intercept and columns constant within every group of these rows
+    (:func:`wants_rank_one_within`; for a caller whose ``acc`` holds no other rows'
+    sums of these groups, or only such rows with the same constants).  Returns the
+    rows' global sums (see :func:`accumulate_packed`).
     """
     codes = np.asarray(codes, dtype=np.int64)
     rows = prepare_rows(endog, exog, ztilde, weights, std, vc_widths, gram)
+    if rank_one and wants_rank_one_within(std, codes, ztilde, vc_widths):
+        rows.within_wanted = True
     layout, xcols, zcols = rows.layout, rows.xcols, rows.zcols
     n_groups = acc.shape[1]
     target: slice | np.ndarray = slice(None)  # the accumulator's columns the sums go to
@@ -534,6 +541,39 @@ def _column_sums(xcols: list, weights, sx: np.ndarray | None) -> np.ndarray:
     return out
 
 
+def wants_rank_one_within(std: Standardization | None, codes, ztilde, vc_widths=()) -> bool:
+    """Whether rows get within-group sums about the random design's column 0 where it
+    has more: no variance component, column 0 the intercept (``std``'s finding), and
+    every other column constant within each group of these rows (checked exactly:
+    each group's value at its last row, compared with every row's).  The random design
+    of a group is then ``Z̃_i = e z̄_i'`` (``Z̃_i'Z̃_i`` of rank one), and the profile
+    takes ``W`` and the kernels' rank-one forms
+    (:meth:`~dmixed.kernels.StatsBlock.use_rank_one`) instead of subtracting
+    ``Σ_i m_i`` from ``[X y]'[X y]``, which cancels where the groups' spread is
+    large."""
+    r = np.shape(ztilde)[1]
+    if std is None or r < 2 or len(vc_widths) or std.z_intercept != 0:
+        return False
+    codes = np.asarray(codes)
+    if not codes.size:
+        return True
+    cols = [np.asarray(ztilde[:, a], dtype=np.float64) for a in range(1, r)]
+    for end in (CONSTANT_CHECK_FIRST, None):  # a varying column fails on the first rows
+        c = codes[:end]
+        rep = np.empty(int(c.max()) + 1)
+        for col in cols:
+            part = col[:end]
+            rep[c] = part
+            if not (rep[c] == part).all():  # (NaN: not constant)
+                return False
+    return True
+
+
+#: :func:`wants_rank_one_within` checks this many rows first (an ordinary random slope
+#: then costs the check of these rows, not of all)
+CONSTANT_CHECK_FIRST = 256
+
+
 def wants_within(std: Standardization | None, r: int) -> bool:
     """Whether rows of ``r`` random-design columns in the map ``std`` get within-group
     sums: where the profile uses them, one random-design column, the intercept
@@ -581,6 +621,7 @@ def plain_statistics(
     ztilde: np.ndarray,
     std: Standardization,
     gram: np.ndarray | None = None,
+    rank_one: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict] | None:
     """:func:`accumulate_packed_into`'s statistics of rows without weights or variance
     components in a map ``std`` that shifts no column and has no extreme scale, bit for
@@ -593,7 +634,8 @@ def plain_statistics(
     intercept columns are ones (:func:`known_ones`).  A column equal in value but not
     in memory is summed again: the same sums, at the cost of a pass.  The sums of all
     the terms are stacked, each packed entry gathered from them and scaled
-    (:func:`column_scales`'s factors) in three operations for all.
+    (:func:`column_scales`'s factors) in three operations for all.  ``rank_one``: as
+    :func:`accumulate_packed_into`'s.
 
     Returns
     -------
@@ -676,11 +718,11 @@ def plain_statistics(
     if (sx_arr != 1.0).any():
         gram = gram / (sx_arr[:, None] * sx_arr)
     within = None
-    if wants_within(std, r):
+    if wants_within(std, r) or (rank_one and wants_rank_one_within(std, codes, ztilde)):
         layout = PackedLayout(r, k)
         kept = _Within(np.zeros((layout.width, n_groups)), slice(None), layout)
-        kept.take(1, out[0])
-        kept.f[:] = out[1:]
+        kept.take(1, out[0])  # Σ z₀², then Σ z₀[X y]: entries (0, 0) and (0, ·)
+        kept.f[:] = out[r * r : r * r + k]
         within = kept.within(codes, xcols, ztilde[:, 0], sx_arr)
     column_sums = _column_sums(xcols, None, sx_arr) if wants_column_sums(std) else None
     glob = row_global_sums(gram, codes.shape[0], 0.0, within, column_sums)

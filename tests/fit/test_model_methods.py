@@ -408,15 +408,11 @@ def _reml_within_between(y, exog, g, c, packed):
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="benchmarks/RESULTS.md, bugs-s28: Q = [X y]'[X y] − Σ m_i cancels where σ² is "
-    "tiny next to the between-group spread and Ψ* is large and not singular",
-)
 @pytest.mark.parametrize("packed", [[5000.0, 0.0, 10.0], [18000.0, 900.0, 23.0]])
 def test_loglike_of_a_slope_constant_within_groups(packed):
     """``loglike`` where ``Z_i'Z_i`` has rank one and Ψ* is large: as the within/between
-    form gives it (today off by 0.1 and 4 units: the optimizers follow that rounding)."""
+    form gives it (``[X y]'[X y] − Σ m_i`` was off by 0.1 and 4 units: benchmarks/
+    RESULTS.md, bugs-s28)."""
     y, exog, g, c = _slope_constant_within_groups()
     model = dmixed.MixedLM(y, exog, g, exog_re=exog[:, :2].copy())
     want = _reml_within_between(y, exog, g, c, packed)

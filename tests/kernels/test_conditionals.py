@@ -1,9 +1,14 @@
-"""gram_rows: the groups' sums of products a a' (gemm on a copy, or syrk past its size)."""
+"""gram_rows: the groups' sums of products a a' (gemm on a copy, or syrk past its size);
+the per-group conditionals, and their closed forms for groups whose ``Z̃_i'Z̃_i`` has rank
+one (a random design of the intercept and columns constant within the group)."""
+
+import pickle
 
 import numpy as np
 import pytest
 
-from dmixed.kernels.conditionals import conditional, gram_rows
+from dmixed.kernels import StatsBlock, step_contributions
+from dmixed.kernels.conditionals import conditional, gram_rows, rank_one_groups
 
 
 @pytest.mark.parametrize("k, g", [(1, 1), (3, 200), (8, 2_000), (4, 17), (8, 20_000)])
@@ -34,3 +39,60 @@ def test_blups_only_gives_p_and_h_bit_for_bit(r, scale):
     assert logdet is not None and s is not None
     assert no_logdet is None and no_s is None
     assert p_mat.tobytes() == p_all.tobytes() and h.tobytes() == h_all.tobytes()
+
+
+def _rank_one_chunk(rng, n_groups=30, r=3, k=4, vary=()):
+    """Entry-major ``zz``, ``zxy`` of groups whose random design is ``[1, c_i...]``
+    (constant within each group) but for the groups in ``vary``."""
+    zz = np.zeros((r, r, n_groups))
+    zxy = np.zeros((r, k, n_groups))
+    for i in range(n_groups):
+        n = 1 + i % 6
+        z = np.column_stack([np.ones(n), np.repeat(rng.integers(-9, 10, (1, r - 1)), n, 0)])
+        if i in vary:
+            z[:, 1] += np.arange(n)
+        d = rng.normal(size=(n, k)) * 100.0
+        zz[..., i] = z.T @ z
+        zxy[..., i] = z.T @ d
+    return zz, zxy
+
+
+def test_rank_one_groups_are_those_of_constant_columns():
+    rng = np.random.default_rng(1)
+    zz, _ = _rank_one_chunk(rng, vary=(6, 13))
+    zz[..., 20] = 0.0  # a group of no weight
+    one = rank_one_groups(zz)
+    want = np.ones(zz.shape[-1], dtype=bool)
+    want[[13, 20]] = False  # group 6 has one row: rank one all the same
+    np.testing.assert_array_equal(one, want)
+
+
+@pytest.mark.parametrize("r", [2, 3])
+@pytest.mark.parametrize("mode", ["all", "value_only", "blups_only"])
+def test_rank_one_closed_forms_are_the_general_forms(r, mode):
+    """Where nothing cancels (Λ of order 1), the closed forms give the general forms'
+    values to rounding; the groups not rank one keep the general values bit for bit."""
+    rng = np.random.default_rng(r)
+    zz, zxy = _rank_one_chunk(rng, r=r, vary=(13,))
+    lam = np.tril(rng.normal(size=(r, r)))
+    one = rank_one_groups(zz)
+    kw = {"value_only": mode == "value_only", "blups_only": mode == "blups_only"}
+    general = conditional(zz, zxy, lam, **kw)
+    closed = conditional(zz, zxy, lam, one=one, **kw)
+    for got, want in zip(closed, general, strict=True):
+        assert (got is None) == (want is None)
+        if want is None:
+            continue
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9 * np.abs(want).max())
+        assert got[..., ~one].tobytes() == np.ascontiguousarray(want[..., ~one]).tobytes()
+
+
+def test_a_rank_one_block_keeps_its_forms_when_pickled():
+    rng = np.random.default_rng(3)
+    zz, zxy = _rank_one_chunk(rng)
+    block = StatsBlock.from_entry_major(zz, zxy).use_rank_one()
+    back = pickle.loads(pickle.dumps(block))
+    assert back.rank_one and not pickle.loads(pickle.dumps(StatsBlock(*block.dense()))).rank_one
+    lam = np.tril(rng.normal(size=(3, 3))) * 1e3
+    got, want = step_contributions(back, lam, 3), step_contributions(block, lam, 3)
+    assert got.rank_one and got.between.tobytes() == want.between.tobytes()

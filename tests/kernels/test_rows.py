@@ -402,3 +402,60 @@ def test_plain_statistics_decline_shifted_or_weighted_rows():
     c_order = np.ascontiguousarray(rng.normal(size=(50, 2)))
     std = Standardization.choose(y, c_order, c_order[:, :1], (-1, -1))
     assert rows.plain_statistics(codes, 5, y, c_order, c_order[:, :1], std) is None
+
+
+def _group_level_rows(n_groups=40, vary=False, seed=0):
+    """Rows of a random design ``[1, c]`` with ``c`` constant within each group (but the
+    last group's last row, with ``vary``), ``X = [1, c, x2]``, sorted by group."""
+    rng = np.random.default_rng(seed)
+    codes = np.repeat(np.arange(n_groups), rng.integers(1, 9, n_groups)).astype(np.int64)
+    c = rng.integers(-9, 10, n_groups).astype(float)[codes]
+    if vary:
+        c[-1] += 1.0
+    x = np.asfortranarray(np.column_stack([np.ones(codes.size), c, rng.normal(size=codes.size)]))
+    y = 300.0 * rng.normal(size=n_groups)[codes] + rng.normal(size=codes.size)
+    return codes, x, y
+
+
+def test_rank_one_within_is_wanted_where_the_columns_are_constant_within_groups():
+    codes, x, y = _group_level_rows()
+    std = Standardization.choose(y, x, x[:, :2], (0, 0))
+    assert rows.wants_rank_one_within(std, codes, x[:, :2])
+    assert not rows.wants_rank_one_within(std, codes, x[:, :2], vc_widths=(2,))
+    assert not rows.wants_rank_one_within(std, codes, x[:, :1])  # r = 1: wants_within's
+    codes_v, x_v, y_v = _group_level_rows(vary=True)
+    assert not rows.wants_rank_one_within(std, codes_v, x_v[:, :2])
+    swapped = np.asfortranarray(x[:, [1, 0]])  # column 0 not the intercept
+    std_s = Standardization.choose(y, x, swapped, (0, 1))
+    assert not rows.wants_rank_one_within(std_s, codes, swapped)
+
+
+def test_rank_one_within_is_the_within_group_gram_from_either_pass():
+    """``W`` of rows of a group-level slope, from the general pass and the common
+    case's pass (the same bytes), is ``[X y]`` summed about each group's mean; none
+    without ``rank_one`` or where a column varies within a group."""
+    codes, x, y = _group_level_rows()
+    n_groups = int(codes.max()) + 1
+    z = x[:, :2]
+    std = Standardization.choose(y, x, z, (0, 0))
+    layout = PackedLayout(2, 4)
+    acc = np.zeros((layout.width, n_groups))
+    glob = kernels.accumulate_packed_into(acc, codes, y, x, z, None, std, rank_one=True)
+    plain = rows.plain_statistics(codes, n_groups, y, x, z, std, rank_one=True)
+    assert plain is not None and glob["within"] is not None
+    assert glob["within"].tobytes() == plain[3]["within"].tobytes()
+    xy = np.column_stack([x, y])
+    sizes = np.bincount(codes).astype(float)
+    means = np.array([np.bincount(codes, weights=col) for col in xy.T]).T / sizes[:, None]
+    dev = xy - means[codes]
+    sx = np.array([*std.x_scale.tolist(), std.y_scale])
+    want = dev.T @ dev / np.outer(sx, sx)
+    np.testing.assert_allclose(glob["within"], want, rtol=0, atol=1e-12 * np.abs(want).max())
+    acc[:] = 0.0
+    assert kernels.accumulate_packed_into(acc, codes, y, x, z, None, std)["within"] is None
+    codes_v, x_v, y_v = _group_level_rows(vary=True)
+    acc[:] = 0.0
+    glob_v = kernels.accumulate_packed_into(
+        acc, codes_v, y_v, x_v, x_v[:, :2], None, std, rank_one=True
+    )
+    assert glob_v["within"] is None
