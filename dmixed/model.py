@@ -30,6 +30,7 @@ from .design.arrays import (
     random_design,
     random_intercept,
 )
+from .design.dtypes import key_class
 from .design.frame_rows import rows_of_frame
 from .design.missing import missing_option
 from .design.model_data import ModelData
@@ -153,6 +154,8 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         g = detached(np.asarray(groups), groups)
         if g.ndim != 1:
             g = g.reshape(-1)
+        if g.dtype == object:  # 5 and '5': refused as a formula's group column is
+            key_class(g, "groups")
         for name, arr in (("exog", x), ("groups", g), ("exog_re", z)):
             if arr.shape[0] != n:
                 raise DataError(f"{name} has {arr.shape[0]} rows but endog has {n}")

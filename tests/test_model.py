@@ -703,3 +703,18 @@ def test_results_describe_the_rows_fitted_after_the_callers_buffers_are_refilled
         (model.fit().params, expected.params),
     ):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-9, atol=1e-12)
+
+
+def test_group_labels_of_several_kinds_are_refused_from_arrays_as_from_a_formula():
+    """5 and '5' among the groups: one group read as text, two as objects.  The
+    formula path refuses such a column; a model of arrays fitted them as two groups."""
+    endog, exog, _, groups = _arrays()
+    mixed = groups.astype(object)
+    mixed[np.flatnonzero(groups == groups[0])[::2]] = str(groups[0])
+    with pytest.raises(dmixed.BadValuesError, match=r"'groups' holds values of several.*int, str"):
+        MixedLM(endog, exog, mixed)
+    frame = pd.DataFrame({"y": endog, "x": exog[:, 1], "g": mixed})
+    with pytest.raises(dmixed.BadValuesError, match=r"'g' holds values of several.*int, str"):
+        dmixed.mixedlm("y ~ x", frame, groups="g")
+    labels = MixedLM(endog, exog, groups.astype(str).astype(object)).fit().random_effects
+    assert len(labels) == len(np.unique(groups))
