@@ -22,6 +22,7 @@ from .design.arrays import (
     column_names,
     constant_columns,
     convert_exog_vc,
+    detached,
     exog_names,
     handle_missing,
     ones_columns,
@@ -29,6 +30,7 @@ from .design.arrays import (
     random_design,
     random_intercept,
 )
+from .design.dtypes import key_class
 from .design.frame_rows import rows_of_frame
 from .design.missing import missing_option
 from .design.model_data import ModelData
@@ -134,10 +136,10 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             raise TypeError(
                 "Dask inputs are fitted through MixedLM.from_formula(formula, data=ddf, ...)"
             )
-        y = as_float_matrix(endog, "endog")
+        y = detached(as_float_matrix(endog, "endog"), endog)
         if y.shape[1] != 1:
             raise DataError(f"endog must be one column, got shape {y.shape}")
-        x = as_float_matrix(exog, "exog")
+        x = detached(as_float_matrix(exog, "exog"), exog)
         n = y.shape[0]
         if n == 0:
             raise BadValuesError("no data: endog has no rows")
@@ -146,16 +148,20 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             re_names = ["Group"] if exog_vc is None else []
         else:
             z = random_design(exog_re, x)
+            if not np.may_share_memory(z, x):  # a run of x's columns is x's own memory
+                z = detached(z, exog_re)
             re_names = column_names(exog_re, "x_re", z.shape[1])
-        g = np.asarray(groups)
+        g = detached(np.asarray(groups), groups)
         if g.ndim != 1:
             g = g.reshape(-1)
+        if g.dtype == object:  # 5 and '5': refused as a formula's group column is
+            key_class(g, "groups")
         for name, arr in (("exog", x), ("groups", g), ("exog_re", z)):
             if arr.shape[0] != n:
                 raise DataError(f"{name} has {arr.shape[0]} rows but endog has {n}")
         w = None
         if weights is not None:
-            w = as_float_matrix(weights, "weights")[:, 0]
+            w = detached(as_float_matrix(weights, "weights"), weights)[:, 0]
             if w.shape[0] != n:
                 raise DataError(f"weights has {w.shape[0]} rows but endog has {n}")
         vc_names, vc_colnames, vc_cols, vc_vals = convert_exog_vc(exog_vc, g, n)

@@ -672,3 +672,49 @@ def test_a_response_the_effects_reproduce_exactly_is_a_data_error():
         pytest.raises(dmixed.errors.DataError, match="reproduce 'resp'.*no maximum"),
     ):
         model.fit()
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("kind", ["numpy", "pandas"])
+def test_results_describe_the_rows_fitted_after_the_callers_buffers_are_refilled(order, kind):
+    """A loop that refills its buffers (a simulation) and keeps each fit: every result's
+    fittedvalues and resid are those of the rows it fitted, whatever the arrays' memory
+    order, and a refit of the model fits those rows again."""
+    endog, exog, exog_re, groups = _arrays()
+    exog = np.asarray(exog, order=order)
+    weights = np.linspace(0.5, 2.0, len(endog))
+    expected = MixedLM(
+        endog.copy(), exog.copy(), groups.copy(), exog_re=exog[:, :2].copy(), weights=weights.copy()
+    ).fit()
+    buffers = [endog.copy(), exog.copy(), groups.copy(), weights.copy()]
+    y, x, g, w = buffers
+    if kind == "pandas":
+        y, x, g = pd.Series(y, name="y"), pd.DataFrame(x, columns=["a", "b", "c"]), pd.Series(g)
+    model = MixedLM(y, x, g, exog_re=x.iloc[:, :2] if kind == "pandas" else x[:, :2], weights=w)
+    res = model.fit()
+    for buffer in buffers:
+        buffer[:] = buffer[::-1]
+    if kind == "pandas":
+        y[:] = 0.0
+        x.iloc[:, 1] = 0.0
+    for got, want in (
+        (res.fittedvalues, expected.fittedvalues),
+        (res.resid, expected.resid),
+        (model.fit().params, expected.params),
+    ):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-9, atol=1e-12)
+
+
+def test_group_labels_of_several_kinds_are_refused_from_arrays_as_from_a_formula():
+    """5 and '5' among the groups: one group read as text, two as objects.  The
+    formula path refuses such a column; a model of arrays fitted them as two groups."""
+    endog, exog, _, groups = _arrays()
+    mixed = groups.astype(object)
+    mixed[np.flatnonzero(groups == groups[0])[::2]] = str(groups[0])
+    with pytest.raises(dmixed.BadValuesError, match=r"'groups' holds values of several.*int, str"):
+        MixedLM(endog, exog, mixed)
+    frame = pd.DataFrame({"y": endog, "x": exog[:, 1], "g": mixed})
+    with pytest.raises(dmixed.BadValuesError, match=r"'g' holds values of several.*int, str"):
+        dmixed.mixedlm("y ~ x", frame, groups="g")
+    labels = MixedLM(endog, exog, groups.astype(str).astype(object)).fit().random_effects
+    assert len(labels) == len(np.unique(groups))

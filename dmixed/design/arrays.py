@@ -61,6 +61,21 @@ def as_float_matrix(value, argname: str) -> np.ndarray:
     return np.asfortranarray(_float_matrix(value, argname))
 
 
+def detached(array: np.ndarray, source) -> np.ndarray:
+    """``array``, converted from the caller's ``source``, in memory of its own: a copy
+    where it may still be the caller's (``source`` itself, a view of it, a pandas
+    object's values), so that a caller who refills its buffers after building the model
+    (a simulation loop) changes neither the model nor the results read from it later
+    (``fittedvalues``, ``resid``, a refit).  A conversion that made new memory is kept."""
+    if (
+        array.base is None
+        and array is not source
+        and not isinstance(source, (pd.Series, pd.DataFrame))
+    ):
+        return array
+    return array.copy(order="K")
+
+
 def random_design(value, exog: np.ndarray, argname: str = "exog_re") -> np.ndarray:
     """``exog_re`` as :func:`as_float_matrix` gives it, or, where its columns are bitwise
     a run of ``exog``'s columns (``exog[:, :2]``: a random intercept and slope on

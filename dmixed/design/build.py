@@ -625,10 +625,11 @@ def check_response_not_constant(
             finite = endog[np.isfinite(endog)]
             low, high = (finite.min(), finite.max()) if finite.size else (np.nan, np.nan)
         if low == high:  # (NaN: no finite value, nothing to refuse)
-            raise DataError(f"the response {spec.endog_name!r} is constant (all values {low!r})")
+            raise DataError(
+                f"the response {spec.endog_name!r} is constant (all values {float(low)!r})"
+            )
         return prepared
     if scan.response_range is not None and scan.response_range[0] == scan.response_range[1]:
-        raise DataError(
-            f"the response {spec.endog_name!r} is constant (all values {scan.response_range[0]!r})"
-        )
+        value = float(scan.response_range[0])
+        raise DataError(f"the response {spec.endog_name!r} is constant (all values {value!r})")
     return None

@@ -53,6 +53,7 @@ _SCIPY_METHODS = {
     "newton-cg": "Newton-CG",
     "cobyla": "COBYLA",
     "cobyqa": "COBYQA",
+    "tnc": "TNC",
 }
 
 
@@ -281,7 +282,8 @@ class _Optimization:
         """One scipy method from the current point (stopping early at the hand-over)."""
         s = self.summary
         name = _SCIPY_METHODS.get(method.lower(), method)
-        opts: dict[str, Any] = {"maxiter": s.maxiter}
+        # TNC's limit is on evaluations (it warns of, and ignores, "maxiter")
+        opts: dict[str, Any] = {"maxfun" if name == "TNC" else "maxiter": s.maxiter}
         if name in ("BFGS", "CG"):
             opts["gtol"] = s.gtol
         elif name == "L-BFGS-B":
@@ -299,7 +301,8 @@ class _Optimization:
             method=name,
             bounds=bounds,
             options=opts,
-            callback=lambda xf: self.callback(xf, method),
+            # trust-constr calls back with (point, state), the others with the point
+            callback=lambda xf, *_: self.callback(xf, method),
         )
         self.x = self.full(res.x)
 

@@ -11,6 +11,7 @@ import pytest
 import dmixed
 from dmixed import BoundaryWarning, FitConvergenceWarning, MixedLM
 from dmixed.fit.optimize import maximize
+from dmixed.fit.options import METHODS
 from dmixed.fit.profiled import ProfiledObjective
 from dmixed.fit.start import choose_start
 from dmixed.fit.summary import DEFAULTS, OptSummary
@@ -382,6 +383,22 @@ def test_statsmodels_method_names(method):
     np.testing.assert_allclose(res.cov_re, ref.cov_re, rtol=1e-5)
     first = method if isinstance(method, str) else method[0]
     assert res.optimizer_methods[0] == first
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_offered_reaches_the_optimum(method):
+    """Each name the method check accepts (the error lists them) runs and reaches the
+    default fit's optimum: scipy calls some callbacks with more than the point
+    (``trust-constr``: the point and its state), and some take the limit under another
+    name (``tnc``: ``maxfun``; scipy warns of an option it does not know)."""
+    df = make_data(n_groups=30, seed=3)
+    model = dmixed.mixedlm("y ~ x1", df, groups="g", re_formula="1 + x1")
+    ref = model.fit()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = model.fit(method=method)
+    assert res.converged
+    assert res.llf == pytest.approx(ref.llf, rel=1e-10)
 
 
 def test_newton_needs_every_parameter_free():
