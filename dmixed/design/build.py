@@ -54,6 +54,7 @@ __all__ = [
     "lazy_formulaic_spec",
     "main_formula_spec",
     "parse_formulas",
+    "parse_plain",
     "plan_variance_components",
     "re_formula_spec",
     "used_columns",
@@ -271,6 +272,26 @@ def parse_formulas(formula, re_formula, vc_formula, columns: set, env=None) -> P
             _, terms = parse_formula(vc_formula[name], role, lhs=False)
             info = analyze_terms(terms, columns, role, vc_formula[name], env)
         parsed.vc[name] = info
+    return parsed
+
+
+def parse_plain(formula, re_formula, columns) -> ParsedFormulas | None:
+    """What :func:`parse_formulas` gives for a formula and a ``re_formula`` (None or
+    ``"1"``: a random intercept) that are both plain (:mod:`dmixed.design.plain`),
+    without a ``vc_formula``: the same record, read without formulaic; None for any
+    other formulas (``columns``: the data's column names)."""
+    main = read_plain(formula, columns, lhs=True)
+    if main is None or not (re_formula is None or isinstance(re_formula, str)):
+        return None
+    parsed = ParsedFormulas([], [], _plain_info([main.response]), _plain_info(main.columns))
+    parsed.plain["main"] = main
+    if re_formula is not None and re_formula.strip() != "1":
+        re_plain = read_plain(re_formula, columns, lhs=False)
+        if re_plain is None:
+            return None
+        parsed.re_kind = "formula"
+        parsed.plain["re"] = re_plain
+        parsed.re = _plain_info(re_plain.columns)
     return parsed
 
 

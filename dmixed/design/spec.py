@@ -43,11 +43,12 @@ from .build import (
     formula_specs,
     lazy_formulaic_spec,
     parse_formulas,
+    parse_plain,
     plan_variance_components,
     used_columns,
 )
 from .build_levels import group_native, scan_levels
-from .dtypes import group_keys, native_dtype, py_scalars
+from .dtypes import NUMERIC, group_keys, native_dtype, py_scalars
 from .levels import ArrayLevels, object_index, prototype, text_array
 from .matrices import (
     PlainPlan,
@@ -70,6 +71,7 @@ __all__ = [
     "DesignMatrices",
     "ModelDimensions",
     "ModelSpec",
+    "build_plain_numeric",
     "build_spec",
     "build_spec_prepared",
 ]
@@ -566,6 +568,84 @@ class BuiltSpec(NamedTuple):
     data: Any
 
 
+def build_plain_numeric(
+    data, formula, groups, re_formula, vc_formula, weights, missing, drop_cols
+) -> BuiltSpec | None:
+    """:func:`build_spec_prepared` in a straight line where nothing in the data or the
+    formulas needs its general steps (the formulaic parse, the dtype rules, the level
+    scan, the preparation of each column): a pandas frame of unique column names, a
+    formula and a ``re_formula`` that read plain columns (:func:`parse_plain`), each of
+    them float64 with finite values and a response that varies, a group column of
+    numpy integers or of text without a missing value that no formula reads, and no
+    ``vc_formula``, ``weights`` or ``drop_cols``.  The same spec and prepared columns as
+    the general steps; None for anything else (the general steps then build the spec,
+    and raise or warn as they do)."""
+    if vc_formula is not None or weights is not None or drop_cols is not None:
+        return None
+    if missing not in ("raise", "drop", "none") or not isinstance(groups, str):
+        return None
+    if not isinstance(data, pd.DataFrame) or isinstance(data.columns, pd.MultiIndex):
+        return None
+    if not len(data) or not data.columns.is_unique:
+        return None
+    parsed = parse_plain(formula, re_formula, data.columns)
+    if parsed is None or groups not in data.columns:
+        return None
+    formula_columns = parsed.formula_columns()
+    if groups in formula_columns:
+        return None
+    values = {}
+    for c in formula_columns:
+        s = data[c]
+        if not isinstance(s.dtype, np.dtype) or s.dtype != np.float64:
+            return None
+        v = s.to_numpy()  # (read only: the design matrices are copies)
+        if not np.isfinite(v).all():  # missing or infinite: the general steps say so
+            return None
+        values[c] = v
+    group = data[groups]
+    dtype = group.dtype
+    if isinstance(dtype, np.dtype):
+        if dtype.kind not in "iu":  # numbers that may be missing, objects: scanned
+            return None
+    elif not isinstance(dtype, pd.StringDtype) or group.isna().any():
+        return None
+    endog = values[parsed.lhs.columns[0]]
+    if endog.min() == endog.max():  # a constant response: refused by the general steps
+        return None
+    kinds = dict.fromkeys(formula_columns, NUMERIC)
+    specs = formula_specs(parsed, formula, re_formula, kinds, {}, {}, groups)
+    spec = ModelSpec(
+        endog_name=specs.endog_name,
+        exog_names=specs.exog_names,
+        exog_re_names=specs.exog_re_names,
+        vc_names=[],
+        vc_column_names=[],
+        group_name=groups,
+        weights_name=None,
+        missing=missing_option(missing),
+        columns_used=[*formula_columns, groups],
+        formula=formula,
+        re_formula=re_formula,
+        vc_formula=None,
+        column_kinds=kinds,
+        levels={},
+        native={},
+        formula_columns=formula_columns,
+        response_only=parsed.response_only(groups),
+        fixed_columns=parsed.fixed_columns(),
+        dense_columns=parsed.dense_columns(),
+        main_spec=None,
+        re_spec=None,
+        re_kind=parsed.re_kind,
+        vc_plans=[],
+        group_native=None,
+        plain_plans=specs.plain_plans,
+        caller_names=None,
+    )
+    return BuiltSpec(spec, PreparedColumns(values, None, None, 0, {}, group), data)
+
+
 def build_spec_prepared(
     data,
     formula: str,
@@ -611,6 +691,11 @@ def build_spec_prepared(
         For data that cannot be used: empty, all rows missing, a column of the wrong
         kind, a constant response.
     """
+    plain = build_plain_numeric(
+        data, formula, groups, re_formula, vc_formula, weights, missing, drop_cols
+    )
+    if plain is not None:
+        return plain
     meta, dask_input, vc_formula = check_arguments(data, groups, weights, vc_formula, missing)
     missing = missing_option(missing)
     parsed = parse_formulas(formula, re_formula, vc_formula, set(meta.columns), env)

@@ -230,12 +230,26 @@ class Coordinates:
         return float(np.float64(scale_std) * np.float64(self.columns.sigma_scale) ** 2)
 
     def llf(self, llf_std: float, n: int, reml: bool) -> float:
-        return float(llf_std) + self.columns.llf_offset(n, reml)
+        return float(llf_std) + self.llf_offset(n, reml)
 
     def llf_all(self, values, n: int, reml: bool) -> list[float]:
-        """:meth:`llf` of each of ``values`` (the offset computed once)."""
-        offset = self.columns.llf_offset(n, reml)
+        """:meth:`llf` of each of ``values``."""
+        offset = self.llf_offset(n, reml)
         return [float(v) + offset for v in values]
+
+    def llf_offset(self, n: int, reml: bool) -> float:
+        """``ℓ − ℓ̃`` of the column map (:meth:`Standardization.llf_offset
+        <dmixed.stats.standardize.Standardization.llf_offset>`), computed once per ``n``
+        and criterion: the objective's offset and the results' ℓ and log read it."""
+        key = (n, bool(reml))
+        offset = self._llf_offsets.get(key)
+        if offset is None:
+            offset = self._llf_offsets[key] = self.columns.llf_offset(n, reml)
+        return offset
+
+    @cached_property
+    def _llf_offsets(self) -> dict:
+        return {}
 
     def a_inv(self, a_inv_std: np.ndarray) -> np.ndarray:
         return self.columns.a_inv_from_std(a_inv_std)

@@ -414,3 +414,78 @@ def test_drop_cols_keeps_the_other_columns_and_survives_the_saved_form(formula):
     again = ModelSpec.from_dict(state)
     assert again.exog_names == kept
     np.testing.assert_array_equal(again.transform(df).exog, want)
+
+
+# -- the straight-line build of plain numeric formulas ------------------------------
+
+PLAIN_CASES = [
+    ("y ~ x1 + x2", None),
+    ("y ~ x1 + x2", "~x1"),
+    ("y ~ x1 - 1", "1"),
+    ("y ~ 0 + x2 + x1", "0 + x1"),
+    ("y~x1+x2+x1", "~ x2 + x1"),
+]
+
+
+def _plain_frame(group: str) -> pd.DataFrame:
+    rng = np.random.default_rng(5)
+    n = 60
+    g = np.repeat(np.arange(12), 5)
+    keys = {"int": g, "uint": g.astype(np.uint16), "str": pd.array(g.astype(str), dtype="str")}
+    return pd.DataFrame(
+        {
+            "y": rng.normal(size=n),
+            "x1": rng.normal(size=n),
+            "x2": rng.normal(size=n),
+            "g": keys[group],
+        }
+    )
+
+
+def _built(data, formula, re_formula, general: bool, monkeypatch):
+    from dmixed.design import spec as spec_module
+
+    with monkeypatch.context() as m:
+        if general:
+            m.setattr(spec_module, "build_plain_numeric", lambda *args: None)
+        return spec_module.build_spec_prepared(data, formula, "g", re_formula=re_formula)
+
+
+@pytest.mark.parametrize("group", ["int", "uint", "str"])
+@pytest.mark.parametrize(("formula", "re_formula"), PLAIN_CASES)
+def testbuild_plain_numeric_build_is_the_general_one(formula, re_formula, group, monkeypatch):
+    """A formula of float64 columns is built in a straight line: the same spec (every
+    field, pickled bit for bit), prepared columns and design as the general steps."""
+    data = _plain_frame(group)
+    fast = _built(data, formula, re_formula, False, monkeypatch)
+    slow = _built(data, formula, re_formula, True, monkeypatch)
+    assert pickle.dumps(fast.spec) == pickle.dumps(slow.spec)
+    assert list(fast.prepared.columns) == list(slow.prepared.columns)
+    for c, values in fast.prepared.columns.items():
+        np.testing.assert_array_equal(values, slow.prepared.columns[c], strict=True)
+    assert fast.prepared.group.equals(slow.prepared.group)
+    assert (fast.prepared.keep, fast.prepared.n_dropped) == (None, 0)
+    a, b = fast.spec.transform(data, prepared=fast.prepared), slow.spec.transform(data)
+    for name in ("endog", "exog", "exog_re", "groups"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), strict=True)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda d: d.assign(x1=d["x1"].where(d.index != 3)),  # a missing value
+        lambda d: d.assign(y=1.5),  # a constant response
+        lambda d: d.assign(x2=np.arange(len(d))),  # integers: references, rounding
+        lambda d: d.assign(g=d["g"].astype(object)),  # objects: scanned for their kind
+        lambda d: d.assign(g=d["g"].astype(float)),  # numbers that may be missing
+    ],
+)
+def testbuild_plain_numeric_build_leaves_the_rest_to_the_general_steps(change, monkeypatch):
+    """Data the straight line does not cover goes through the general steps, which raise
+    and warn as before (the straight line returns None)."""
+    from dmixed.design.spec import build_plain_numeric
+
+    data = change(_plain_frame("int"))
+    args = ("y ~ x1 + x2", "g", "~x1", None, None, "raise", None)
+    assert build_plain_numeric(data, *args) is None
+    assert build_plain_numeric(_plain_frame("int"), *args) is not None

@@ -143,6 +143,27 @@ def test_llf_offset_is_the_jacobian():
     assert coords.llf(0.0, n, reml=True) == pytest.approx(want)
 
 
+def test_llf_offset_is_computed_once_per_rows_and_criterion(monkeypatch):
+    """The objective's offset, the results' ℓ and the log's values read one offset per
+    ``n`` and criterion, the column map's own bit for bit."""
+    cols = _columns()
+    coords = Coordinates.model(cols, Layout(2, ()))
+    calls = []
+    offset = Standardization.llf_offset
+    monkeypatch.setattr(
+        Standardization,
+        "llf_offset",
+        lambda self, n, reml: calls.append(n) or offset(self, n, reml),
+    )
+    first = coords.llf(0.0, 1000, True)
+    assert coords.llf(-3.5, 1000.0, 1) == -3.5 + first
+    assert coords.llf_all([0.0, 1.25], 1000, True) == [first, 1.25 + first]
+    assert first == offset(cols, 1000, True)
+    assert calls == [1000]
+    assert coords.llf(0.0, 1000, False) == offset(cols, 1000, False)
+    assert calls == [1000, 1000]
+
+
 @pytest.mark.parametrize(
     "a",
     [np.eye(2), np.eye(1), np.eye(0), np.diag([1.0, 2.0]), np.array([[1.0, 0.0], [1e-300, 1.0]])],
