@@ -173,6 +173,7 @@ class LeanSteps:
         self._xyxy = 0.5 * (glob.xyxy + glob.xyxy.T)
         self._abs_xyxy = np.abs(glob.xyxy)
         self._max_xyxy = float(self._abs_xyxy.max())
+        self._xyxy_pp = float(self._xyxy[-1, -1])
         self._fac = float(glob.n - glob.k_fe) if obj.reml else float(glob.n)
         self._const = float(loglike_constant(self._fac, glob))
         #: the entries of Dense2Step.va that ∂ℓ/∂Ψ* at (0,0), (1,0), (1,1) reads
@@ -262,9 +263,7 @@ class LeanSteps:
         if self.r == 1:
             return self.evaluate_1(packed)
         l00, l10, l11 = packed.tolist()
-        lam = np.array([[l00, 0.0], [l10, l11]])  # Layout.lam of the square-root packing
-        lam = lam_in_statistics(lam, self.layout, obj.re_map)
-        lam.flags.writeable = False
+        lam = self.lam_2(packed)
         data = self.data
         assert isinstance(data, Dense2Statistics)  # r = 2
         step = data.step(lam)
@@ -297,6 +296,14 @@ class LeanSteps:
         # the sums as StepSums only where an Evaluation is made of the point
         self._last = LeanPoint(packed, llf, np.array(score), grad, lam, step, None, prof, d_psi)
         return self._last, False
+
+    def lam_2(self, packed: np.ndarray) -> np.ndarray:
+        """Λ̃ of the objective (:meth:`~dmixed.fit.profiled.ProfiledObjective.lam`) for
+        ``r = 2``: ``Layout.lam`` of the square-root packing in floats (read-only)."""
+        l00, l10, l11 = packed.tolist()
+        lam = lam_in_statistics(np.array([[l00, 0.0], [l10, l11]]), self.layout, self.obj.re_map)
+        lam.flags.writeable = False
+        return lam
 
     def evaluate_1(self, packed: np.ndarray) -> tuple[LeanPoint, bool]:
         """:meth:`evaluate` for ``r = 1``: the sums of
@@ -360,12 +367,15 @@ class LeanSteps:
         """ℓ alone at ``packed`` as :func:`~dmixed.fit.start.start_value` makes it with
         the engine's value (−inf where that rejects the point)."""
         obj = self.obj
-        try:
-            lam = obj.lam(np.array(packed, dtype=np.float64))
-        except np.linalg.LinAlgError:
-            return -math.inf
-        obj.n_evals += 1
         data = self.data
+        if isinstance(data, Dense2Statistics):
+            lam = self.lam_2(np.array(packed, dtype=np.float64))
+        else:
+            try:
+                lam = obj.lam(np.array(packed, dtype=np.float64))
+            except np.linalg.LinAlgError:
+                return -math.inf
+        obj.n_evals += 1
         if isinstance(data, Dense1Statistics):
             return self.value_1(data, lam)
         logdet, m = data.value(lam)
@@ -512,26 +522,30 @@ class LeanSteps:
         beta, a, a_inv = prof.beta, prof.a, prof.a_inv
         half_q, u_e_u, tr_ss, a_j, a_jk = full_sums(*step.moments(prof.w), a, self.basis, k)
         m = u_e_u.size
-        # quadratic_form at β̂ about β₀ = 0: Q(0) − 2β̂'b + β̂'Aβ̂
-        qf = float(self._xyxy[p, p] - step.m[p, p]) - 2.0 * float(beta @ prof.b)
-        qf += float(beta @ a @ beta)
+        # quadratic_form at β̂ about β₀ = 0: Q(0) − 2β̂'b + β̂'Aβ̂ (in floats)
+        beta_l, b_l = beta.tolist(), prof.b.tolist()
+        a_beta = [sum(map(operator.mul, row, beta_l)) for row in a.tolist()]
+        qf = (self._xyxy_pp - step.m[p, p].item()) - 2.0 * sum(map(operator.mul, beta_l, b_l))
+        qf += sum(map(operator.mul, beta_l, a_beta))
         fac = prof.fac
         # hessian_blocks' formulas with Q_β = −2(b − Aβ̂) = 0 (β̂ maximizes ℓ in β; the
         # general path's Q_β is its rounding): the β block is −(fac/Q) A, so the
         # profiled Hessian is H_θθ − H_θβ H_ββ⁻¹ H_βθ = H_θθ + (fac/Q) g_e_u A⁻¹ g_e_u'
         c1 = -fac / qf
         hess = half_q * c1
-        h_jk = hess[p:, p:] + 0.5 * tr_ss + (0.5 * fac / qf**2) * (u_e_u[:, None] * u_e_u)
+        h_jk = hess[p:, p:]  # the θθ block, made in place
+        h_jk += 0.5 * tr_ss
+        h_jk += np.multiply.outer(u_e_u, (0.5 * fac / qf**2) * u_e_u)
         if reml and p:
-            ql = a_inv @ a_j  # A⁻¹A_j
-            tr_ql = ql.reshape(m, p * p) @ ql.transpose(0, 2, 1).reshape(m, p * p).T
-            h_jk += 0.5 * (tr_ql - a_jk.reshape(m, m, p * p) @ a_inv.T.reshape(p * p))
-        h_tt = 0.5 * (h_jk + h_jk.T)
-        hess[p:, p:] = h_tt
+            ql = (a_inv @ a_j).reshape(m, p * p)  # A⁻¹A_j
+            tr_ql = ql @ ql.reshape(m, p, p).transpose(0, 2, 1).reshape(m, p * p).T
+            tr_ql -= (a_jk.reshape(m * m, p * p) @ a_inv.ravel()).reshape(m, m)
+            h_jk += 0.5 * tr_ql
+        h_jk[...] = 0.5 * (h_jk + h_jk.T)
         if not np.isfinite(hess).all():
             return None, None
         g_e_u = half_q[p:, :p]
-        prof_h = h_tt - c1 * (g_e_u @ a_inv @ g_e_u.T) if p else h_tt
+        prof_h = h_jk - c1 * (g_e_u @ a_inv @ g_e_u.T) if p else h_jk.copy()
         (s00, s01), (_, s11) = step.s.tolist()
         trace_s = np.array([s00, 2.0 * s01, s11])
         trace_ss = tr_ss.diagonal().copy()
