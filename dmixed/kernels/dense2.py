@@ -120,7 +120,8 @@ class Dense2Step:
     def residual_rows(self, w: np.ndarray) -> np.ndarray:
         """``va`` at ``w = [−β; 1]`` (made once per ``w``: the score and the Hessian at
         one point read the same rows)."""
-        if self.va is not None and (w is self.w or np.array_equal(w, self.w)):
+        known = self.w
+        if self.va is not None and known is not None and (w is known or np.array_equal(w, known)):
             return self.va
         b00, b01, b11, det_b = self.b
         mix, coef = _residual_coefficients(b00, b01, b11, det_b)
