@@ -27,6 +27,7 @@ rounding (:data:`SINGULAR_CURVATURE`), whose optimum those orders move far.
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass
 
 import numpy as np
@@ -172,9 +173,14 @@ class LeanSteps:
         self._xyxy = 0.5 * (glob.xyxy + glob.xyxy.T)
         self._abs_xyxy = np.abs(glob.xyxy)
         self._max_xyxy = float(self._abs_xyxy.max())
+        self._xyxy_pp = float(self._xyxy[-1, -1])
         self._fac = float(glob.n - glob.k_fe) if obj.reml else float(glob.n)
-        self._const = loglike_constant(self._fac, glob)
-        self._wide = np.zeros((2, 2 * k))  # [w 0; 0 w]
+        self._const = float(loglike_constant(self._fac, glob))
+        #: the entries of Dense2Step.va that ∂ℓ/∂Ψ* at (0,0), (1,0), (1,1) reads
+        #: (Σ u_a u_b, then Σ G_ax G_by over x, y < p) and their weights
+        #: ([fac/2Q, ½ A⁻¹ for REML]: made at each point in place)
+        self._score_at = score_entries(k)
+        self._score_weights = np.zeros(1 + (k - 1) ** 2)
         #: the last point :meth:`evaluate` defined (the steps start where it was kept)
         self._last: LeanPoint | None = None
 
@@ -244,14 +250,20 @@ class LeanSteps:
         :func:`~dmixed.fit.objective.score_matrices` and
         :func:`~dmixed.fit.objective.out_of_resolution` for ``r = 1, 2``, written out on
         the whole-block sums); with whether the point was rejected because ``Q`` is not
-        resolved."""
+        resolved.
+
+        For ``r = 2`` in one pass: the sums that need ``Λ`` alone
+        (:meth:`~dmixed.kernels.dense2.Dense2Statistics.step`), the profile
+        (:meth:`profile`: in floats for ``p ≤ 3``), ℓ, the rows of the score at
+        ``w = [−β̂; 1]`` and their products
+        (:meth:`~dmixed.kernels.dense2.Dense2Step.residual_rows`, which the profiled
+        Hessian at the point reads again), and the score's contractions as one product
+        of the entries they read."""
         obj = self.obj
         if self.r == 1:
             return self.evaluate_1(packed)
         l00, l10, l11 = packed.tolist()
-        lam = np.array([[l00, 0.0], [l10, l11]])  # Layout.lam of the square-root packing
-        lam = lam_in_statistics(lam, self.layout, obj.re_map)
-        lam.flags.writeable = False
+        lam = self.lam_2(packed)
         data = self.data
         assert isinstance(data, Dense2Statistics)  # r = 2
         step = data.step(lam)
@@ -259,46 +271,39 @@ class LeanSteps:
         if prof is None:
             return nowhere(packed), False
         llf = self.loglike(step.logdet, prof)
-        d_psi, score, grad = self.score_2(step, prof, l00, l10, l11)
-        if not (math.isfinite(llf) and all(map(math.isfinite, score.tolist()))):
+        va = step.residual_rows(prof.w)
+        # ∂ℓ/∂Ψ* = −½ Σ S + (fac/2Q) Σ u u' (+ ½ Σ_xy A⁻¹_xy Σ G_x G_y' for REML), its
+        # entries (0,0), (1,0), (1,1) as one product of the entries of va they read
+        weights = self._score_weights
+        weights[0] = self._fac / (2.0 * prof.q)
+        if obj.reml:
+            np.multiply(prof.a_inv.ravel(), 0.5, out=weights[1:])
+        (s00, s01), (_, s11) = step.s.tolist()
+        r00, r10, r11 = (va.take(self._score_at) @ weights).tolist()
+        d00, d01, d11 = r00 - 0.5 * s00, r10 - 0.5 * s01, r11 - 0.5 * s11
+        if obj.re_map is not None:
+            d_psi = np.array([[d00, d01], [d01, d11]])
+            d_psi = obj.re_map.T @ d_psi @ obj.re_map
+            (d00, d01), (_, d11) = d_psi.tolist()
+        # ∂ℓ/∂L = 2 D L (lower triangle) and ∂ℓ/∂θ = [D00, 2 D10, D11] (layout.score_packed)
+        score = [2.0 * (d00 * l00 + d01 * l10), 2.0 * (d01 * l00 + d11 * l10), 2.0 * (d11 * l11)]
+        if not (math.isfinite(llf) and all(map(math.isfinite, score))):
             return nowhere(packed), False
         if self.unresolved(step.m, prof):
             return nowhere(packed), True
+        d_psi = np.array([[d00, d01], [d01, d11]])
+        grad = np.array([d00, 2.0 * d01, d11])
         # the sums as StepSums only where an Evaluation is made of the point
-        self._last = LeanPoint(packed, llf, score, grad, lam, step, None, prof, d_psi)
+        self._last = LeanPoint(packed, llf, np.array(score), grad, lam, step, None, prof, d_psi)
         return self._last, False
 
-    def score_2(
-        self, step: Dense2Step, prof: Profile, l00: float, l10: float, l11: float
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(∂ℓ/∂Ψ*, the score in the packing, ∂ℓ/∂θ)`` for ``r = 2`` at the factor
-        ``[[l00, 0], [l10, l11]]`` (:func:`~dmixed.fit.objective.score_matrices`)."""
-        obj = self.obj
-        k = self.data.k
-        p = k - 1
-        q, a_inv = prof.q, prof.a_inv
-        w = prof.w
-        wide = self._wide
-        wide[0, :k] = w
-        wide[1, k:] = w
-        u_re = (wide @ step.gram @ wide.T).tolist()  # Σ u_a u_b
-        ratio = self._fac / (2.0 * q)
-        s = step.s.tolist()
-        d = [[-0.5 * s[i][j] + ratio * u_re[i][j] for j in range(2)] for i in range(2)]
-        if obj.reml and p:
-            gram = step.gram.reshape(2, k, 2, k)[:, :p, :, :p]
-            trace = np.einsum("ij,ajbi->ab", a_inv, gram).tolist()
-            d = [[d[i][j] + 0.5 * trace[i][j] for j in range(2)] for i in range(2)]
-        d01 = 0.5 * (d[0][1] + d[1][0])
-        d_psi = np.array([[0.5 * (d[0][0] + d[0][0]), d01], [d01, 0.5 * (d[1][1] + d[1][1])]])
-        if obj.re_map is not None:
-            d_psi = obj.re_map.T @ d_psi @ obj.re_map
-        (d00, d01), (_, d11) = d_psi.tolist()
-        # ∂ℓ/∂L = 2 D L (lower triangle) and ∂ℓ/∂θ = [D00, 2 D10, D11] (layout.score_packed)
-        score = np.array(
-            [2.0 * (d00 * l00 + d01 * l10), 2.0 * (d01 * l00 + d11 * l10), 2.0 * (d11 * l11)]
-        )
-        return d_psi, score, np.array([d00, 2.0 * d01, d11])
+    def lam_2(self, packed: np.ndarray) -> np.ndarray:
+        """Λ̃ of the objective (:meth:`~dmixed.fit.profiled.ProfiledObjective.lam`) for
+        ``r = 2``: ``Layout.lam`` of the square-root packing in floats (read-only)."""
+        l00, l10, l11 = packed.tolist()
+        lam = lam_in_statistics(np.array([[l00, 0.0], [l10, l11]]), self.layout, self.obj.re_map)
+        lam.flags.writeable = False
+        return lam
 
     def evaluate_1(self, packed: np.ndarray) -> tuple[LeanPoint, bool]:
         """:meth:`evaluate` for ``r = 1``: the sums of
@@ -362,12 +367,15 @@ class LeanSteps:
         """ℓ alone at ``packed`` as :func:`~dmixed.fit.start.start_value` makes it with
         the engine's value (−inf where that rejects the point)."""
         obj = self.obj
-        try:
-            lam = obj.lam(np.array(packed, dtype=np.float64))
-        except np.linalg.LinAlgError:
-            return -math.inf
-        obj.n_evals += 1
         data = self.data
+        if isinstance(data, Dense2Statistics):
+            lam = self.lam_2(np.array(packed, dtype=np.float64))
+        else:
+            try:
+                lam = obj.lam(np.array(packed, dtype=np.float64))
+            except np.linalg.LinAlgError:
+                return -math.inf
+        obj.n_evals += 1
         if isinstance(data, Dense1Statistics):
             return self.value_1(data, lam)
         logdet, m = data.value(lam)
@@ -393,11 +401,26 @@ class LeanSteps:
     def profile(self, m: np.ndarray) -> Profile | None:
         """:func:`~dmixed.fit.objective.profile` of ``Σ ZXy'P ZXy = m`` for ``r = 2``
         (about β₀ = 0: no pivot); None where ``X'V*⁻¹X`` is not positive definite or
-        ``Q`` is not positive (ℓ not defined)."""
+        ``Q`` is not positive (ℓ not defined).  For ``1 ≤ p ≤ 3`` in floats
+        (:func:`~dmixed.kernels.small_linalg.spd_inverse_3`), else through LAPACK."""
         p = self.data.k - 1
         # [X y]'V*⁻¹[X y]: both terms exactly symmetric (objective.residual_cross_products)
         t = self._xyxy - m
         a, b = t[:p, :p], t[:p, p]
+        if 1 <= p <= 3:
+            rows = t.tolist()
+            inverse = small_linalg.spd_inverse_3(rows, p)
+            if inverse is None:
+                return None
+            logdet_a, a_inv_rows = inverse
+            b_list = [row[p] for row in rows[:p]]
+            beta_list = [sum(map(operator.mul, row, b_list)) for row in a_inv_rows]
+            q = rows[p][p] - sum(map(operator.mul, b_list, beta_list))
+            if not q > 0:
+                return None
+            return Profile(
+                a, b, np.array(a_inv_rows), logdet_a, np.array(beta_list), q, self._fac, None
+            )
         try:
             chol = small_linalg.cholesky(a)
         except np.linalg.LinAlgError:
@@ -413,10 +436,10 @@ class LeanSteps:
 
     def loglike(self, logdet: float, prof: Profile) -> float:
         """:func:`~dmixed.fit.objective.loglike` of the profile ``prof``."""
-        llf = -0.5 * logdet - 0.5 * self._fac * np.log(prof.q) + self._const
+        llf = -0.5 * logdet - 0.5 * self._fac * math.log(prof.q) + self._const
         if self.obj.reml:
             llf -= 0.5 * prof.logdet_a
-        return float(llf)
+        return llf
 
     def unresolved(self, m: np.ndarray, prof: Profile) -> bool:
         """:func:`~dmixed.fit.objective.out_of_resolution` without the pivot (its
@@ -499,26 +522,30 @@ class LeanSteps:
         beta, a, a_inv = prof.beta, prof.a, prof.a_inv
         half_q, u_e_u, tr_ss, a_j, a_jk = full_sums(*step.moments(prof.w), a, self.basis, k)
         m = u_e_u.size
-        # quadratic_form at β̂ about β₀ = 0: Q(0) − 2β̂'b + β̂'Aβ̂
-        qf = float(self._xyxy[p, p] - step.m[p, p]) - 2.0 * float(beta @ prof.b)
-        qf += float(beta @ a @ beta)
+        # quadratic_form at β̂ about β₀ = 0: Q(0) − 2β̂'b + β̂'Aβ̂ (in floats)
+        beta_l, b_l = beta.tolist(), prof.b.tolist()
+        a_beta = [sum(map(operator.mul, row, beta_l)) for row in a.tolist()]
+        qf = (self._xyxy_pp - step.m[p, p].item()) - 2.0 * sum(map(operator.mul, beta_l, b_l))
+        qf += sum(map(operator.mul, beta_l, a_beta))
         fac = prof.fac
         # hessian_blocks' formulas with Q_β = −2(b − Aβ̂) = 0 (β̂ maximizes ℓ in β; the
         # general path's Q_β is its rounding): the β block is −(fac/Q) A, so the
         # profiled Hessian is H_θθ − H_θβ H_ββ⁻¹ H_βθ = H_θθ + (fac/Q) g_e_u A⁻¹ g_e_u'
         c1 = -fac / qf
         hess = half_q * c1
-        h_jk = hess[p:, p:] + 0.5 * tr_ss + (0.5 * fac / qf**2) * (u_e_u[:, None] * u_e_u)
+        h_jk = hess[p:, p:]  # the θθ block, made in place
+        h_jk += 0.5 * tr_ss
+        h_jk += np.multiply.outer(u_e_u, (0.5 * fac / qf**2) * u_e_u)
         if reml and p:
-            ql = a_inv @ a_j  # A⁻¹A_j
-            tr_ql = ql.reshape(m, p * p) @ ql.transpose(0, 2, 1).reshape(m, p * p).T
-            h_jk += 0.5 * (tr_ql - a_jk.reshape(m, m, p * p) @ a_inv.T.reshape(p * p))
-        h_tt = 0.5 * (h_jk + h_jk.T)
-        hess[p:, p:] = h_tt
+            ql = (a_inv @ a_j).reshape(m, p * p)  # A⁻¹A_j
+            tr_ql = ql @ ql.reshape(m, p, p).transpose(0, 2, 1).reshape(m, p * p).T
+            tr_ql -= (a_jk.reshape(m * m, p * p) @ a_inv.ravel()).reshape(m, m)
+            h_jk += 0.5 * tr_ql
+        h_jk[...] = 0.5 * (h_jk + h_jk.T)
         if not np.isfinite(hess).all():
             return None, None
         g_e_u = half_q[p:, :p]
-        prof_h = h_tt - c1 * (g_e_u @ a_inv @ g_e_u.T) if p else h_tt
+        prof_h = h_jk - c1 * (g_e_u @ a_inv @ g_e_u.T) if p else h_jk.copy()
         (s00, s01), (_, s11) = step.s.tolist()
         trace_s = np.array([s00, 2.0 * s01, s11])
         trace_ss = tr_ss.diagonal().copy()
@@ -661,6 +688,22 @@ def shift_of(theta: np.ndarray, trace_s: np.ndarray, trace_ss: np.ndarray) -> np
         shift = SHIFT_SHARE * (scale - t) if math.isfinite(scale) else 0.0
         out.append(shift if shift > 0.0 or shift != shift else 0.0)  # np.maximum(shift, 0)
     return np.array(out)
+
+
+def score_entries(k: int) -> np.ndarray:
+    """The flat positions in :attr:`~dmixed.kernels.dense2.Dense2Step.va`
+    ((2 k + 3) × (2 k + 3), ``v`` entry-major: ``H[a, x]`` at ``a k + x``, ``u_a`` at
+    ``a k + p``) of ``Σ u_a u_b`` and of ``Σ G_ax G_by`` (x, y < p, x-major) for
+    ``(a, b)`` = (0, 0), (1, 0), (1, 1): (3, 1 + p²)."""
+    p, n = k - 1, 2 * k + 3
+    out = [
+        [(a * k + p) * n + b * k + p]
+        + [(a * k + x) * n + b * k + y for x in range(p) for y in range(p)]
+        for a, b in ((0, 0), (1, 0), (1, 1))
+    ]
+    index = np.array(out, dtype=np.intp)
+    index.flags.writeable = False
+    return index
 
 
 def nowhere(packed: np.ndarray) -> LeanPoint:

@@ -8,14 +8,16 @@ is a rational function of ``B = ΛΛ'`` with one denominator (its ``_conditional
     P = (B + det(B) adj(U)) / d,   S = (U + det(U) adj(B)) / d,
     H = (F + adj(B) adj(U) F) / d,   log|K| = log d
 
-so that ``d`` and the numerators of ``S`` are one (4 × 5) × (5 × G) product with the
-fixed rows ``[1, u00, u01, u11, det(U)]``; ``Σ ZXy'P ZXy = Σ (b00 T0 + b01 T1 + b11 T2
-+ det(B) T3) / d`` one product of ``1/d`` with the fixed upper triangles of
-``T0 = F0'F0``, ``T1 = F0'F1 + F1'F0``, ``T2 = F1'F1`` and ``T3 = F'adj(U)F``; and ``H``
-one (2 × 4) × (4 × kG) product with the fixed ``[F; adj(U)F]``: a dozen calls of numpy
-per step where the per-chunk path makes some fifty, for the same formulas (the sums
-over groups in another order: they agree with
-:func:`~dmixed.kernels.groups.step_contributions` to rounding).  The fixed rows hold
+so that ``d`` is one product of its five coefficients with the fixed rows ``[1, u00,
+u01, u11, det(U)]``; ``Σ S`` (its numerators linear in those rows) and ``Σ ZXy'P ZXy =
+Σ (b00 T0 + b01 T1 + b11 T2 + det(B) T3) / d`` are, in floats, the coefficients times
+one product of ``1/d`` with those rows and the fixed upper triangles of ``T0 = F0'F0``,
+``T1 = F0'F1 + F1'F0``, ``T2 = F1'F1`` and ``T3 = F'adj(U)F``; and ``H`` one
+(2 × 4) × (4 × kG) product with the fixed ``[F; adj(U)F]``, whose rows at ``w`` with
+those of ``S`` give the score's and the Hessian's sums in one more product each
+(:class:`Dense2Step`): some fifteen calls of numpy per evaluation where the per-chunk
+path makes some fifty, for the same formulas (the sums over groups in another order:
+they agree with :func:`~dmixed.kernels.groups.step_contributions` to rounding).  The fixed rows hold
 :func:`fixed_numbers` numbers per group.
 
 Notation as in :mod:`dmixed.kernels`; nothing here knows the optimizer.
@@ -24,7 +26,7 @@ Notation as in :mod:`dmixed.kernels`; nothing here knows the optimizer.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -37,8 +39,9 @@ __all__ = ["Dense2Statistics", "Dense2Step", "DenseStep", "fixed_numbers"]
 
 @dataclass
 class DenseStep:
-    """The sums of one step at ``Λ`` over a block of ``r = 1`` or ``2`` coordinates
-    (:class:`Dense2Step`, :class:`~dmixed.kernels.dense1.Dense1Step`).
+    """The sums of one step at ``Λ`` over a block of ``r = 1`` coordinates
+    (:class:`~dmixed.kernels.dense1.Dense1Step`; :class:`Dense2Step` makes those of
+    ``r = 2`` in two stages).
 
     Attributes
     ----------
@@ -74,34 +77,104 @@ class DenseStep:
             moments.add_pairs(s_pairs, h, w)  # u_i = H_i w in place of y's column
         return HessianSums(*moments.contract(basis))
 
-    def moments(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """For ``r = 2``, at ``w = [−β; 1]`` (``u_i = H_i w`` made per group, as
-        :class:`~dmixed.kernels.hessian_moments.HessianMoments` makes it, with
-        ``v_i = [G_i, u_i]``): the product of the rows ``[v; S pairs]`` with themselves
-        (``V`` and ``A`` of the moments as its diagonal blocks) and the moments' ``C``
-        (the product of the rows ``v S`` with ``v``), the chunks' sums added in order:
-        the moments in fewer products, so to rounding
-        (:func:`~dmixed.kernels.hessian_moments.full_sums` reads them)."""
-        out = None
-        for h, s_pairs in zip(self.h, self.s_pairs, strict=True):
-            rk, g = h.shape
-            buf = np.empty((4 * rk + 3, g))
-            top = buf[: rk + 3]
-            vr = buf[:rk]
-            vr[...] = h
-            vr.reshape(2, rk // 2, g)[:, -1] = np.matmul(w, h.reshape(2, rk // 2, g))
-            top[rk:] = s_pairs
-            np.multiply(vr[:, None], s_pairs[None], out=buf[rk + 3 :].reshape(rk, 3, g))
-            va = gram_rows(top)
-            c = buf[rk + 3 :] @ vr.T
-            out = (va, c) if out is None else (out[0] + va, out[1] + c)
-        assert out is not None
-        return out
-
 
 @dataclass
-class Dense2Step(DenseStep):
-    """:class:`DenseStep` of two coordinates (:meth:`Dense2Statistics.step`)."""
+class Dense2Step:
+    """The sums of one evaluation at ``Λ`` over a block of ``r = 2`` coordinates
+    (:meth:`Dense2Statistics.step`), in two stages: what needs ``Λ`` alone (ℓ's
+    ``Σ log|K_i|`` and ``Σ ZXy'P ZXy``, ``Σ S``), then what needs ``w = [−β̂; 1]`` too
+    (:meth:`residual_rows`: the per-group rows of the score and the Hessian).
+
+    Attributes
+    ----------
+    logdet : float
+        ``Σ_i log|K_i|``.
+    m : ndarray (k, k)
+        ``Σ_i ZXy_i'P_iZXy_i`` (exactly symmetric).
+    s : ndarray (2, 2)
+        ``Σ_i S_i``.
+    b : tuple of float
+        ``(b00, b01, b11, det(B))`` of ``B = ΛΛ'``.
+    inv_d : tuple of ndarray (G_c,)
+        ``1/d_i`` over the groups of each chunk.
+    rows : tuple of ndarray (2 k + 3, G_c) or None
+        Per chunk, at ``w`` (:meth:`residual_rows`): ``v_i = [G_i, u_i]`` entry-major
+        (``H_i[a, x]`` at ``a k + x``, ``u_i = H_i w`` in place of ``y``'s column) over
+        ``S_i`` at (0, 0), (1, 0), (1, 1).
+    va : ndarray (2 k + 3, 2 k + 3) or None
+        ``Σ rows rows'``: ``V`` and the Hessian moments' ``A`` as its diagonal blocks
+        (:mod:`~dmixed.kernels.hessian_moments`).
+    """
+
+    logdet: float
+    m: np.ndarray
+    s: np.ndarray
+    b: tuple[float, float, float, float]
+    inv_d: tuple[np.ndarray, ...]
+    chunks: tuple[_Dense2Chunk, ...] = field(repr=False)
+    rows: tuple[np.ndarray, ...] | None = None
+    va: np.ndarray | None = None
+    w: np.ndarray | None = field(default=None, repr=False)
+    _gram: np.ndarray | None = field(default=None, repr=False)
+
+    def residual_rows(self, w: np.ndarray) -> np.ndarray:
+        """``va`` at ``w = [−β; 1]`` (made once per ``w``: the score and the Hessian at
+        one point read the same rows)."""
+        known = self.w
+        if self.va is not None and known is not None and (w is known or np.array_equal(w, known)):
+            return self.va
+        b00, b01, b11, det_b = self.b
+        mix, coef = _residual_coefficients(b00, b01, b11, det_b)
+        rows = tuple(
+            c.residual_rows(inv_d, mix, coef, w)
+            for c, inv_d in zip(self.chunks, self.inv_d, strict=True)
+        )
+        va = gram_rows(rows[0])
+        for more in rows[1:]:
+            va = va + gram_rows(more)
+        self.rows, self.va, self.w = rows, va, w
+        return va
+
+    @property
+    def gram(self) -> np.ndarray:
+        """``Σ_i h_i h_i'`` (2 k, 2 k) of the rows ``h_i = vec(H_i)`` (``H_i[a, x]`` at
+        ``a k + x``): ``t_re[a, b] = gram[a k:(a+1) k, b k:(b+1) k]`` of
+        :class:`~dmixed.kernels.StepSums` (made when first asked for)."""
+        if self._gram is None:
+            b00, b01, b11, det_b = self.b
+            mix, _ = _residual_coefficients(b00, b01, b11, det_b)
+            out = None
+            for chunk, inv_d in zip(self.chunks, self.inv_d, strict=True):
+                h = chunk.h_rows(inv_d, mix)
+                out = gram_rows(h) if out is None else out + gram_rows(h)
+            self._gram = out
+        assert self._gram is not None
+        return self._gram
+
+    def moments(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """At ``w``: ``va`` and the Hessian moments' ``C`` (the product of the rows
+        ``v S`` with ``v``), the chunks' sums added in order
+        (:func:`~dmixed.kernels.hessian_moments.full_sums` reads them)."""
+        va = self.residual_rows(w)
+        assert self.rows is not None
+        c = None
+        for rows in self.rows:
+            more = _moment_c(rows)
+            c = more if c is None else c + more
+        assert c is not None
+        return va, c
+
+    def hessian(self, basis: np.ndarray, w: np.ndarray) -> HessianSums:
+        """The Hessian sums (:class:`~dmixed.kernels.HessianSums`) at this step's ``Λ``
+        for the basis ``E_j`` (m, 2, 2) and ``w = [−β; 1]``, from the moments of
+        :class:`~dmixed.kernels.hessian_moments.HessianMoments` added chunk by chunk."""
+        self.residual_rows(w)
+        assert self.rows is not None
+        k = self.m.shape[0]
+        moments = HessianMoments(2, k)
+        for rows in self.rows:
+            moments.add_pairs(rows[2 * k :], rows[: 2 * k])
+        return HessianSums(*moments.contract(basis))
 
 
 class Dense2Statistics:
@@ -133,38 +206,44 @@ class Dense2Statistics:
 
     def value(self, lam: np.ndarray) -> tuple[float, np.ndarray]:
         """``(Σ_i log|K_i|, Σ_i ZXy_i'P_iZXy_i)`` at ``lam``: what ℓ alone needs (the
-        same numbers as :meth:`step`'s)."""
-        coef, c4, _ = _coefficients(lam)
-        logdet, m = 0.0, None
-        for chunk in self._chunks:
-            _, more, _, more_m = chunk.sums(coef, c4)
-            logdet += more
-            m = more_m if m is None else m + more_m
-        assert m is not None
-        return logdet, m
+        numbers of :meth:`step`)."""
+        step = self.step(lam)
+        return step.logdet, step.m
 
     def step(self, lam: np.ndarray) -> Dense2Step:
-        """The sums at the 2 × 2 factor ``lam`` (``B = ΛΛ'``, ``det(B) = det(Λ)²``)."""
-        coef, c4, mix = _coefficients(lam)
-        first, *rest = self._chunks
-        logdet, m, s, gram, h, s_pairs = first.step(coef, c4, mix)
-        if not rest:
-            return Dense2Step(logdet, m, s, gram, (h,), (s_pairs,))
-        hs, pairs = [h], [s_pairs]
-        for chunk in rest:
-            more = chunk.step(coef, c4, mix)
-            logdet += more[0]
-            m = m + more[1]
-            s = s + more[2]
-            gram = gram + more[3]
-            hs.append(more[4])
-            pairs.append(more[5])
-        return Dense2Step(logdet, m, s, gram, tuple(hs), tuple(pairs))
+        """The sums at the 2 × 2 factor ``lam`` (``B = ΛΛ'``, ``det(B) = det(Λ)²``) that
+        need ``Λ`` alone: ``d`` one product of its coefficients with the rows ``[1, u00,
+        u01, u11, det(U)]``, then one product of ``1/d`` with those rows and the fixed
+        upper triangles, whose sums are ``Σ S`` and ``Σ ZXy'P ZXy`` in floats and one
+        product of the weights ``[b00, b01, b11, det(B)]``."""
+        (l00, l01), (l10, l11) = lam.tolist()
+        b00 = l00 * l00 + l01 * l01
+        b01 = l00 * l10 + l01 * l11
+        b11 = l10 * l10 + l11 * l11
+        det_l = l00 * l11 - l01 * l10
+        det_b = det_l * det_l
+        d_coef = np.array([1.0, b00, 2.0 * b01, b11, det_b])
+        logdet, inv_ds, sums = 0.0, [], None
+        for chunk in self._chunks:
+            inv_d, more, more_sums = chunk.first_sums(d_coef)
+            logdet += more
+            inv_ds.append(inv_d)
+            sums = more_sums if sums is None else sums + more_sums
+        assert sums is not None
+        # Σ S·d's numerators over d: u00 + det(U) b11, u01 − det(U) b01, u11 + det(U) b00
+        _, z00, z01, z11, z_det = sums[:5].tolist()
+        s01 = z01 - b01 * z_det
+        s = np.array([[z00 + b11 * z_det, s01], [s01, z11 + b00 * z_det]])
+        # d P = B + det(B) adj(U): Σ ZXy'P ZXy = Σ (b00 T0 + b01 T1 + b11 T2 + det(B) T3)/d
+        weights = np.array([b00, b01, b11, det_b])
+        square = self._chunks[0].square
+        m = (weights @ sums[5:].reshape(4, -1)).take(square)  # exactly symmetric
+        return Dense2Step(logdet, m, s, (b00, b01, b11, det_b), tuple(inv_ds), tuple(self._chunks))
 
     def hessian(self, step: Dense2Step, basis: np.ndarray, w: np.ndarray) -> HessianSums:
         """The Hessian sums (:class:`~dmixed.kernels.HessianSums`) at the step's ``Λ``
-        for the basis ``E_j`` (m, 2, 2) and ``w = [−β; 1]``, from the moments of
-        :class:`~dmixed.kernels.hessian_moments.HessianMoments` added chunk by chunk."""
+        for the basis ``E_j`` (m, 2, 2) and ``w = [−β; 1]``
+        (:meth:`Dense2Step.hessian`)."""
         return step.hessian(basis, w)
 
 
@@ -174,28 +253,34 @@ def fixed_numbers(k: int) -> int:
     return 5 + 4 * k + 2 * k * (k + 1)
 
 
-def _coefficients(lam: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """At ``B = ΛΛ'`` (in floats): the (4 × 5) rows that map ``[1, u00, u01, u11,
-    det(U)]`` to the numerators of ``S`` at (0, 0), (1, 0), (1, 1) and ``d``; the
-    weights ``[b00, b01, b11, det(B)]`` of the fixed products of ``_Dense2Chunk``
-    (``d P`` in their terms); the ``adj(B)`` rows of ``H``'s numerators."""
-    (l00, l01), (l10, l11) = lam.tolist()
-    b00 = l00 * l00 + l01 * l01
-    b01 = l00 * l10 + l01 * l11
-    b11 = l10 * l10 + l11 * l11
-    det_l = l00 * l11 - l01 * l10
-    det_b = det_l * det_l
+def _residual_coefficients(
+    b00: float, b01: float, b11: float, det_b: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """At ``B = ΛΛ'`` (in floats): the ``adj(B)`` rows of ``H``'s numerators (2 × 4) and
+    the (3 × 5) rows that map ``[1, u00, u01, u11, det(U)]`` to the numerators of ``S``
+    at (0, 0), (1, 0), (1, 1)."""
+    # H = (F + adj(B) adj(U) F) / d: adj(B) = [[b11, −b01], [−b01, b00]]
+    mix = np.array([[1.0, 0.0, b11, -b01], [0.0, 1.0, -b01, b00]])
     coef = np.array(
         [
             [0.0, 1.0, 0.0, 0.0, b11],  # S00·d = u00 + det(U) b11
             [0.0, 0.0, 1.0, 0.0, -b01],  # S01·d = u01 − det(U) b01
             [0.0, 0.0, 0.0, 1.0, b00],  # S11·d = u11 + det(U) b00
-            [1.0, b00, 2.0 * b01, b11, det_b],  # d
         ]
     )
-    # H = (F + adj(B) adj(U) F) / d: adj(B) = [[b11, −b01], [−b01, b00]]
-    mix = np.array([[1.0, 0.0, b11, -b01], [0.0, 1.0, -b01, b00]])
-    return coef, np.array([b00, b01, b11, det_b]), mix
+    return mix, coef
+
+
+def _moment_c(rows: np.ndarray) -> np.ndarray:
+    """The Hessian moments' ``C`` of one chunk's rows ``[v; S pairs]``
+    (:attr:`Dense2Step.rows`): the product of the rows ``v S`` (every ``v_ax S_bc`` in
+    ``C``'s row order) with ``v``."""
+    rk = rows.shape[0] - 3
+    g = rows.shape[1]
+    v = rows[:rk]
+    vs = np.empty((rk, 3, g))
+    np.multiply(v[:, None], rows[rk:][None], out=vs)
+    return vs.reshape(3 * rk, g) @ v.T
 
 
 @functools.lru_cache(maxsize=16)
@@ -219,8 +304,11 @@ class _Dense2Chunk:
         k, g = zxy.shape[1:]
         self.k = k
         self.n_groups = g
-        # [1, u00, u01, u11, det(U)]: d and the numerators of S in one product
-        urow = self._urow = np.empty((5, g))
+        rows, cols, self.square = _triangle(k)
+        # [1, u00, u01, u11, det(U)] (d and the numerators of S) over the upper
+        # triangles of T0..T3: one product with 1/d sums them all
+        self._rows = np.empty((5 + 4 * rows.size, g))
+        urow = self._urow = self._rows[:5]
         urow[0] = 1.0
         urow[1] = u00
         urow[2] = u01
@@ -238,12 +326,10 @@ class _Dense2Chunk:
         self._fa = fa.reshape(4, k * g)
         # d P = B + det(B) adj(U), so d F'PF = b00 T0 + b01 T1 + b11 T2 + det(B) T3
         # with the fixed T0 = F0'F0, T1 = F0'F1 + F1'F0, T2 = F1'F1,
-        # T3 = F'adj(U)F = u11 T0 − u01 T1 + u00 T2 (their upper triangles, per
-        # group): Σ ZXy'P ZXy is one product of these rows with 1/d
-        rows, cols, self._square = _triangle(k)
+        # T3 = F'adj(U)F = u11 T0 − u01 T1 + u00 T2 (their upper triangles, per group)
         at_rows = zxy.take(rows, axis=1)  # (2, k (k + 1) / 2, G)
         at_cols = zxy.take(cols, axis=1)
-        fixed = np.empty((4,) + at_rows.shape[1:])
+        fixed = self._rows[5:].reshape((4,) + at_rows.shape[1:])
         t0 = np.multiply(at_rows[0], at_cols[0], out=fixed[0])
         t1 = np.multiply(at_rows[0], at_cols[1], out=fixed[1])
         t1 += at_rows[1] * at_cols[0]
@@ -251,28 +337,31 @@ class _Dense2Chunk:
         t3 = np.multiply(u11, t0, out=fixed[3])
         t3 -= u01 * t1
         t3 += u00 * t2
-        self._fixed = fixed.reshape(-1, g)
 
-    def sums(self, coef: np.ndarray, c4: np.ndarray) -> tuple:
-        """``(1/d, log-determinant, numerators of S at (0,0), (1,0), (1,1) over the
-        groups, Σ ZXy'P ZXy)`` at the rows ``coef`` and weights ``c4``
-        (:func:`_coefficients`)."""
-        rows = coef @ self._urow
-        d = rows[3]
+    def first_sums(self, d_coef: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+        """``(1/d, Σ log d, Σ rows/d)`` over the groups at ``d``'s coefficients
+        ``d_coef`` ``[1, b00, 2 b01, b11, det(B)]`` (:meth:`Dense2Statistics.step`)."""
+        d = d_coef @ self._urow
         inv_d = 1.0 / d
-        logdet = float(np.log(d).sum())
-        fixed = self._fixed @ inv_d  # Σ T_j / d, four upper triangles
-        m = (c4 @ fixed.reshape(4, -1)).take(self._square)  # exactly symmetric
-        return inv_d, logdet, rows[:3], m
+        return inv_d, float(np.log(d).sum()), self._rows @ inv_d
 
-    def step(self, coef: np.ndarray, c4: np.ndarray, mix: np.ndarray) -> tuple:
-        """This chunk's ``(log-determinant, m, Σ S, Σ h h', h, S pairs)``
-        (:class:`Dense2Step`'s fields) at ``coef``, ``c4`` and the ``adj(B)`` rows
-        ``mix``."""
-        inv_d, logdet, pairs, m = self.sums(coef, c4)
-        pairs *= inv_d
-        s00, s01, s11 = pairs.sum(axis=1).tolist()
+    def h_rows(self, inv_d: np.ndarray, mix: np.ndarray) -> np.ndarray:
+        """The rows ``H_i[a, x]`` (2 k, G) at the ``adj(B)`` rows ``mix``."""
         h = (mix @ self._fa).reshape(2 * self.k, self.n_groups)
         h *= inv_d
-        s_mat = np.array([[s00, s01], [s01, s11]])
-        return logdet, m, s_mat, gram_rows(h), h, pairs
+        return h
+
+    def residual_rows(
+        self, inv_d: np.ndarray, mix: np.ndarray, coef: np.ndarray, w: np.ndarray
+    ) -> np.ndarray:
+        """:attr:`Dense2Step.rows` of this chunk: ``[v; S pairs]`` (2 k + 3, G) at the
+        ``adj(B)`` rows ``mix``, the rows ``coef`` of ``S``'s numerators and
+        ``w = [−β; 1]``."""
+        k, g = self.k, self.n_groups
+        out = np.empty((2 * k + 3, g))
+        np.matmul(mix, self._fa, out=out[: 2 * k].reshape(2, k * g))
+        np.matmul(coef, self._urow, out=out[2 * k :])
+        out *= inv_d
+        v = out[: 2 * k].reshape(2, k, g)
+        v[:, -1] = np.matmul(w, v)  # u_i = H_i w in place of y's column
+        return out

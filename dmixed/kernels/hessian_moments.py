@@ -272,12 +272,12 @@ _ZERO = np.zeros(1)
 
 
 def _residual_side(h: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """``u_i = H_i w`` (r, G) of entry-major ``h`` (r, k, G), summed in the order the
-    dense kernels have always summed it: a matrix-vector product for ``r = 1``
-    (:class:`~dmixed.kernels.dense1.Dense1Statistics`), ``einsum`` for ``r = 2``
-    (:class:`~dmixed.kernels.dense2.Dense2Statistics`).  The two orders differ in the
-    last bits (for ``k ≥ 3``), and a last bit of the Newton steps' Hessian can move a
-    quasi-Newton fit that follows them by its tolerance."""
+    """``u_i = H_i w`` (r, G) of entry-major ``h`` (r, k, G): a matrix-vector product
+    for ``r = 1`` (the order :class:`~dmixed.kernels.dense1.Dense1Statistics` has always
+    summed it), ``einsum`` for wider ``r`` (as :meth:`HessianMoments.add` sums it;
+    :class:`~dmixed.kernels.dense2.Dense2Step` makes its own ``u_i`` with its rows).
+    The two orders differ in the last bits (for ``k ≥ 3``), and a last bit of the Newton
+    steps' Hessian can move a quasi-Newton fit that follows them by its tolerance."""
     if h.shape[0] == 1:
         return w @ h
     return np.einsum("ajg,j->ag", h, w)

@@ -14,12 +14,13 @@ no longer has the gufuncs under these names, ``np.linalg``'s own functions stand
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import NoReturn
 
 import numpy as np
 
-__all__ = ["cholesky", "det", "eigh", "eigvalsh", "inv", "solve"]
+__all__ = ["cholesky", "det", "eigh", "eigvalsh", "inv", "solve", "spd_inverse_3"]
 
 try:  # numpy's own LAPACK gufuncs (numpy >= 1.8; what np.linalg calls)
     from numpy.linalg import _umath_linalg as _gufuncs
@@ -161,3 +162,58 @@ def det(a: np.ndarray) -> float:
     except ValueError as error:
         _refused(_DET, (a,), error)
     return float(value)
+
+
+def spd_inverse_3(t: list[list[float]], p: int) -> tuple[float, list[list[float]]] | None:
+    """``(log|A|, A⁻¹)`` of the symmetric leading ``p × p`` block ``A`` of the nested
+    lists ``t`` (``1 ≤ p ≤ 3``; its lower triangle read), in floats: the Cholesky
+    factor ``A = LL'`` column by column (LAPACK's ``dpotf2``, a block of ``p < 3``
+    completed by the identity, which adds exact zeros and ones), then
+    ``A⁻¹ = L⁻ᵀL⁻¹``; None where a pivot is not positive (or is NaN): where
+    ``np.linalg.cholesky`` fails, up to the rounding of a pivot within a few units of
+    rounding of zero (its dot products may add in another order).  On a 3 × 3 block
+    the arithmetic costs less than the calls of numpy that would run it."""
+    row0 = t[0]
+    a00 = row0[0]
+    if p == 3:
+        row1, row2 = t[1], t[2]
+        a10, a11 = row1[0], row1[1]
+        a20, a21, a22 = row2[0], row2[1], row2[2]
+    elif p == 2:
+        row1 = t[1]
+        a10, a11 = row1[0], row1[1]
+        a20, a21, a22 = 0.0, 0.0, 1.0
+    elif p == 1:
+        a10, a11, a20, a21, a22 = 0.0, 1.0, 0.0, 0.0, 1.0
+    else:
+        raise ValueError(f"spd_inverse_3 takes blocks of 1 to 3 rows, not {p}")
+    if not a00 > 0.0:
+        return None
+    l00 = math.sqrt(a00)
+    l10 = a10 / l00
+    l20 = a20 / l00
+    pivot = a11 - l10 * l10
+    if not pivot > 0.0:
+        return None
+    l11 = math.sqrt(pivot)
+    l21 = (a21 - l20 * l10) / l11
+    pivot = a22 - (l20 * l20 + l21 * l21)
+    if not pivot > 0.0:
+        return None
+    l22 = math.sqrt(pivot)
+    logdet = 2.0 * (math.log(l00) + math.log(l11) + math.log(l22))
+    # L⁻¹ (lower triangular), then A⁻¹ = L⁻ᵀL⁻¹
+    i00, i11, i22 = 1.0 / l00, 1.0 / l11, 1.0 / l22
+    i10 = -(l10 * i00) * i11
+    i21 = -(l21 * i11) * i22
+    i20 = -(l20 * i00 + l21 * i10) * i22
+    v00 = i00 * i00 + i10 * i10 + i20 * i20
+    v10 = i10 * i11 + i20 * i21
+    v20 = i20 * i22
+    v11 = i11 * i11 + i21 * i21
+    v21 = i21 * i22
+    if p == 3:
+        return logdet, [[v00, v10, v20], [v10, v11, v21], [v20, v21, i22 * i22]]
+    if p == 2:
+        return logdet, [[v00, v10], [v10, v11]]
+    return logdet, [[v00]]

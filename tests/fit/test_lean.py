@@ -23,12 +23,23 @@ from tests._synth import QUICK, make_data
 RTOL = 1e-12
 
 
-def _fit(df, q: int, reml: bool, use_lean: bool, monkeypatch, weights: float = 0.0, **kw):
+def _fit(
+    df,
+    q: int,
+    reml: bool,
+    use_lean: bool,
+    monkeypatch,
+    weights: float = 0.0,
+    p: int = 3,
+    **kw,
+):
     """The fit of ``y ~ x1 + x2`` with ``q`` random-effect columns (1, x1, x2), with the
     lean steps where they apply or without them (``weights``: the column ``w`` times
-    that, 0 for none); and how many times they ran."""
-    exog_re = np.column_stack([np.ones(len(df)), df["x1"], df["x2"]])[:, :q]
-    exog = np.column_stack([np.ones(len(df)), df["x1"], df["x2"]])
+    that, 0 for none; ``p`` fixed-effect columns of 1, x1, x2, x1 x2, x2²); and how
+    many times they ran."""
+    x1, x2 = np.asarray(df["x1"]), np.asarray(df["x2"])
+    exog_re = np.column_stack([np.ones(len(df)), x1, x2])[:, :q]
+    exog = np.column_stack([np.ones(len(df)), x1, x2, x1 * x2, x2 * x2])[:, :p]
     runs = []
     original = LeanSteps.run
 
@@ -125,6 +136,27 @@ def test_lean_steps_give_the_general_fit(
     fast, runs = _fit(df, 2, reml, True, monkeypatch, weights)
     slow, none = _fit(df, 2, reml, False, monkeypatch, weights)
     assert not none
+    _assert_same_fit(fast, slow)
+
+
+@settings(max_examples=12, **QUICK)
+@given(
+    n_groups=st.integers(10, 200),
+    p=st.sampled_from([1, 2, 4, 5]),
+    slope_sd=st.sampled_from([0.0, 0.05, 1.0]),
+    reml=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_lean_steps_give_the_general_fit_of_other_fixed_widths(
+    n_groups, p, slope_sd, reml, seed, monkeypatch
+):
+    """One, two, four and five fixed-effect columns: the profile in floats for
+    ``p ≤ 3`` (:func:`~dmixed.kernels.small_linalg.spd_inverse_3`) and through LAPACK
+    above it gives the general path's fit."""
+    df = make_data(n_groups=n_groups, max_size=12, slope_sd=slope_sd, seed=seed)
+    fast, runs = _fit(df, 2, reml, True, monkeypatch, p=p)
+    slow, none = _fit(df, 2, reml, False, monkeypatch, p=p)
+    assert runs and not none
     _assert_same_fit(fast, slow)
 
 

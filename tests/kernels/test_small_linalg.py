@@ -186,3 +186,55 @@ def test_without_numpy_gufuncs_numpy_linalg_stands_in(monkeypatch) -> None:
     monkeypatch.setattr(np.linalg, "cholesky", lambda a: asked.append(a) or numpy_cholesky(a))
     alone.cholesky(np.eye(2))
     assert len(asked) == 1  # np.linalg's function did the work, not a gufunc
+
+
+@pytest.mark.parametrize("p", [1, 2, 3])
+def test_spd_inverse_3_is_the_lapack_inverse_to_rounding(p: int) -> None:
+    """``(log|A|, A⁻¹)`` of the floats agree with LAPACK's factor to rounding on matrices
+    of widely different scales (to ``ε`` times their condition number), read from the
+    leading block of a larger one (the profile's ``[X y]'V*⁻¹[X y]``)."""
+    for a in _matrices(p, 30, seed=p):
+        cond = np.linalg.cond(a)
+        t = np.full((p + 1, p + 1), np.nan)
+        t[:p, :p] = a
+        out = small_linalg.spd_inverse_3(t.tolist(), p)
+        assert out is not None
+        logdet, inverse = out
+        chol = np.linalg.cholesky(a)
+        assert abs(logdet - 2.0 * np.log(chol.diagonal()).sum()) <= 1e-14 * cond
+        chol_inv = np.linalg.inv(chol)
+        ref = chol_inv.T @ chol_inv
+        np.testing.assert_allclose(
+            np.array(inverse) @ a, np.eye(p), atol=1e-13 * cond, err_msg=str(cond)
+        )
+        assert np.array_equal(np.array(inverse), np.array(inverse).T)
+        assert np.abs(np.array(inverse) - ref).max() <= 1e-12 * cond * np.abs(ref).max()
+
+
+@pytest.mark.parametrize(
+    "a",
+    [
+        np.array([[1.0, 2.0], [2.0, 1.0]]),  # indefinite: the second pivot negative
+        np.array([[0.0, 0.0], [0.0, 1.0]]),  # a zero pivot
+        np.array([[-1.0]]),
+        np.array([[np.nan]]),
+        np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0], [0.0, 1.0, 1.0]]),  # singular: pivot 0
+        np.array([[4.0, 2.0, 1.0], [2.0, 1.0, 3.0], [1.0, 3.0, 2.0]]),
+        np.array([[1.0, 0.5, 0.5], [0.5, 1.0, np.nan], [0.5, np.nan, 1.0]]),
+    ],
+)
+def test_spd_inverse_3_fails_where_cholesky_fails(a: np.ndarray) -> None:
+    """None where ``np.linalg.cholesky`` refuses the matrix (a pivot not positive) or
+    gives a factor that is not finite (OpenBLAS lets a NaN pivot through: the profile
+    rejects the point then as ℓ is not finite), on matrices whose pivots are not within
+    rounding of zero."""
+    try:
+        assert not np.isfinite(np.linalg.cholesky(a)).all()
+    except np.linalg.LinAlgError:
+        pass
+    assert small_linalg.spd_inverse_3(a.tolist(), a.shape[0]) is None
+
+
+def test_spd_inverse_3_takes_one_to_three_rows() -> None:
+    with pytest.raises(ValueError, match="1 to 3 rows"):
+        small_linalg.spd_inverse_3([[1.0] * 4] * 4, 4)
