@@ -253,31 +253,28 @@ class _Graph:
     bookkeeping, before any chain starts.  The keys are ``(name-token, i)`` with the
     function's name (the task stream's kinds) and one random token per graph.
 
-    A task may be placed on a worker (``place=(stage, address)`` of :meth:`call`): Dask
-    places tasks by the annotations of their graph's layers, so the placed tasks of a
-    stage and worker form a layer of their own, annotated with that worker (preferred,
-    not required: ``allow_other_workers``, so that a task whose worker was lost runs
-    elsewhere); the others share one layer.  Dask culls a graph layer by layer in their
-    order, so the layers' dependencies must not loop: the stages are ``"read"`` (tasks
-    that depend on no task of the graph) and ``"bucket"`` (tasks no unplaced task
-    depends on).
+    A task may be placed on a worker (``place`` of :meth:`call`): the graph's layer
+    is annotated with each placed task's worker, preferred, not required
+    (``allow_other_workers``: a task whose worker was lost runs elsewhere); the
+    annotations are functions of the key, whose None (the other tasks) Dask's
+    scheduler skips.
     """
 
     def __init__(self) -> None:
         self.token = uuid.uuid4().hex
         self.tasks: dict = {}
         self.inputs: dict = {}  # delayed values the tasks take (a slot map, partitions)
-        self.places: dict = {}  # key → (stage, worker address) of the placed tasks
+        self.places: dict = {}  # key → [worker address] of the placed tasks
 
-    def call(self, func, *args, name: str | None = None, place: tuple | None = None) -> TaskRef:
+    def call(self, func, *args, name: str | None = None, place: str | None = None) -> TaskRef:
         """A task ``func(*args)``; ``args`` may hold :class:`TaskRef` of this graph's
         tasks, delayed values and futures, also inside tuples, lists and dicts.
-        ``place``: ``(stage, worker address)`` where it runs (see the class), or None
+        ``place``: the address of the worker it runs on (see the class), or None
         (where Dask's scheduler chooses)."""
         key = (f"{name or funcname(func)}-{self.token}", len(self.tasks))
         self.tasks[key] = Task(key, func, *[self._node(a) for a in args])
-        if place is not None and place[1] is not None:
-            self.places[key] = place
+        if place is not None:
+            self.places[key] = [place]
         return TaskRef(key)
 
     def item(self, ref: TaskRef, i: int) -> TaskRef:
@@ -308,33 +305,15 @@ class _Graph:
     def blocks(self, refs: list) -> list:
         """Delayed values of ``refs``, sharing this one graph."""
         layer = f"dmixed-data-pass-{self.token}"
-        of = {}  # key → its layer's name
-        placed: dict = {}  # layer's name → (its tasks, its worker)
-        for key in self.tasks:
-            place = self.places.get(key)
-            if place is None:
-                of[key] = layer
-                continue
-            stage, worker = place
-            of[key] = f"dmixed-data-pass-{stage}-{worker}-{self.token}"
-            placed.setdefault(of[key], ({}, worker))[0][key] = self.tasks[key]
-        own = {k: t for k, t in self.tasks.items() if of[k] == layer}
-        graph = HighLevelGraph.from_collections(layer, own, dependencies=list(self.inputs.values()))
-        if not placed:
-            return [Delayed(ref.key, graph, layer=layer) for ref in refs]
-        for obj in self.inputs.values():
-            of.setdefault(obj.key, obj.__dask_layers__()[0])
-        layers = dict(graph.layers)
-        for name, (tasks, worker) in placed.items():
-            annotations = {"workers": [worker], "allow_other_workers": True}
-            layers[name] = MaterializedLayer(tasks, annotations=annotations)
-        dependencies = dict(graph.dependencies)
-        for name in [layer, *placed]:
-            tasks = layers[name]
-            needs = {of[d] for k in tasks for d in self.tasks[k].dependencies if d in of}
-            dependencies[name] = needs - {name}
-        graph = HighLevelGraph(layers, dependencies)
-        return [Delayed(ref.key, graph, layer=of[ref.key]) for ref in refs]
+        tasks = self.tasks
+        if self.places:
+            loose = dict.fromkeys(self.places, True)
+            annotations = {"workers": self.places.get, "allow_other_workers": loose.get}
+            tasks = MaterializedLayer(self.tasks, annotations=annotations)
+        graph = HighLevelGraph.from_collections(
+            layer, tasks, dependencies=list(self.inputs.values())
+        )
+        return [Delayed(ref.key, graph, layer=layer) for ref in refs]
 
 
 def _pack(*items) -> tuple:
@@ -367,7 +346,7 @@ def _partial_tasks(
                 rec,
                 *shared,
                 parquet_reads(rec, spec) if direct else None,
-                place=None if where is None else ("read", where[i]),
+                place=None if where is None else where[i],
             )
             for i, rec in enumerate(recipes)
         ]
@@ -398,7 +377,7 @@ def _bucket_parts(g: _Graph, tasks: list, b: int, where: list | None, worker) ->
     if where is None or worker is None:
         return parts
     return [
-        part if w == worker else g.call(_moved, part, name="moved_part", place=("bucket", worker))
+        part if w == worker else g.call(_moved, part, name="moved_part", place=worker)
         for part, w in zip(parts, where, strict=True)
     ]
 
@@ -494,7 +473,7 @@ def block_graph(
                 conv,
                 root=(combined_block, block_args),
                 early=len(tasks),
-                place=("bucket", homes[b]),
+                place=homes[b],
             )
         )
     return g.blocks(blocks)
@@ -529,7 +508,7 @@ def _ragged_blocks(
     blocks = []
     for b in range(n_blocks):
         bucket = _bucket_parts(g, tasks, b, where, homes[b])
-        place = ("bucket", homes[b])
+        place = homes[b]
         combined = _converted_tree(
             g,
             combine_tables_converted,
@@ -554,7 +533,7 @@ def _converted_tree(
     fan_in: int = 8,
     root: tuple | None = None,
     early: int = 0,
-    place: tuple | None = None,
+    place: str | None = None,
 ):
     """Tree reduction whose first level (``leaf``) converts each item from its map to
     the target's (``conv = (target, packed, vc_widths)``, or ``(target, RaggedPacked)``
@@ -588,7 +567,7 @@ def _converted_tree(
         level = [(node, conv, None, done[i : i + fan_in]) for i in range(0, len(done), fan_in)]
 
 
-def _bundled_call(g: _Graph, func, lead: tuple, bundle, rest: list, place: tuple | None):
+def _bundled_call(g: _Graph, func, lead: tuple, bundle, rest: list, place: str | None):
     """The task ``func(*lead, *bundled, *rest)`` of a tree's node, ``bundled`` the
     items of the task ``bundle`` (none where it is None), named after ``func``, placed
     by ``place`` (:meth:`_Graph.call`)."""

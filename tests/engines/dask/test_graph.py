@@ -89,13 +89,19 @@ def test_a_buckets_parts_reach_one_worker_before_the_target_map(source):
 
 
 def _annotated(blocks) -> dict:
-    """Each task's ``workers`` annotation (its layer's), or None, by key."""
+    """Each task's ``workers`` annotation, or None, by key (as Dask's client reads them:
+    a layer's annotation, or its function of the key; the scheduler skips None)."""
     hlg = blocks[0].__dask_graph__()
     out = {}
     for layer in hlg.layers.values():
-        workers = (layer.annotations or {}).get("workers")
+        annotations = layer.annotations or {}
+        workers = annotations.get("workers")
+        loose = annotations.get("allow_other_workers")
         for key in layer:
-            out[key] = None if workers is None else tuple(workers)
+            value = workers(key) if callable(workers) else workers
+            out[key] = None if value is None else tuple(value)
+            if value is not None:  # preferred, not required: a lost worker's tasks move
+                assert (loose(key) if callable(loose) else loose) is True
     return out
 
 
@@ -126,10 +132,6 @@ def test_placed_chains_send_each_part_to_its_buckets_worker_alone():
         assert where[bundle] == (workers[b],)
         taken = {kinds[d] for d in graph[bundle].dependencies}
         assert "moved_part" in taken
-    # no unplaced task waits for a placed one of the buckets (Dask culls layer by layer)
-    unplaced = [k for k in graph if where[k] is None]
-    bucket_side = {k for k in graph if kinds[k] in ("moved_part", "bucket_parts", "combined_block")}
-    assert not any(set(graph[k].dependencies) & bucket_side for k in unplaced)
     with dask.config.set(scheduler="sync"):
         ours, theirs = dask.compute(placed, plain)
     for a, b in zip(ours, theirs, strict=True):
