@@ -60,7 +60,7 @@ from .evaluator import (
     submit_evaluators,
 )
 from .graph import block_graph, project_columns, slot_map_graph
-from .progress import ask_workers, gather, wait_for, worker_threads
+from .progress import ask_workers, gather, thread_workers, wait_for, worker_threads
 from .ragged import RaggedPacked
 from .relay import raise_relayed, relay_mark
 from .structured import (
@@ -528,6 +528,7 @@ def _data_pass(run: _Pass, standardization: Standardization | None) -> FittedSta
         client,
         standardization,
         layout.vc_widths,
+        None if client is None else thread_workers(client)[:n_blocks],
     )
     if client is None:
         engine_obj, asm = _gather_in_process(graph, packed, layout)

@@ -22,7 +22,7 @@ import uuid
 import dask
 import numpy as np
 from dask.delayed import Delayed
-from dask.highlevelgraph import HighLevelGraph
+from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from dask.task_spec import GraphNode, List, Task, TaskRef
 from dask.utils import funcname
 
@@ -252,18 +252,29 @@ class _Graph:
     few dozen tasks of a data pass that cost the driver more than the tasks' own
     bookkeeping, before any chain starts.  The keys are ``(name-token, i)`` with the
     function's name (the task stream's kinds) and one random token per graph.
+
+    A task may be placed on a worker (``place`` of :meth:`call`): the graph's layer
+    is annotated with each placed task's worker, preferred, not required
+    (``allow_other_workers``: a task whose worker was lost runs elsewhere); the
+    annotations are functions of the key, whose None (the other tasks) Dask's
+    scheduler skips.
     """
 
     def __init__(self) -> None:
         self.token = uuid.uuid4().hex
         self.tasks: dict = {}
         self.inputs: dict = {}  # delayed values the tasks take (a slot map, partitions)
+        self.places: dict = {}  # key → [worker address] of the placed tasks
 
-    def call(self, func, *args, name: str | None = None) -> TaskRef:
+    def call(self, func, *args, name: str | None = None, place: str | None = None) -> TaskRef:
         """A task ``func(*args)``; ``args`` may hold :class:`TaskRef` of this graph's
-        tasks, delayed values and futures, also inside tuples, lists and dicts."""
+        tasks, delayed values and futures, also inside tuples, lists and dicts.
+        ``place``: the address of the worker it runs on (see the class), or None
+        (where Dask's scheduler chooses)."""
         key = (f"{name or funcname(func)}-{self.token}", len(self.tasks))
         self.tasks[key] = Task(key, func, *[self._node(a) for a in args])
+        if place is not None:
+            self.places[key] = [place]
         return TaskRef(key)
 
     def item(self, ref: TaskRef, i: int) -> TaskRef:
@@ -294,8 +305,13 @@ class _Graph:
     def blocks(self, refs: list) -> list:
         """Delayed values of ``refs``, sharing this one graph."""
         layer = f"dmixed-data-pass-{self.token}"
+        tasks = self.tasks
+        if self.places:
+            loose = dict.fromkeys(self.places, True)
+            annotations = {"workers": self.places.get, "allow_other_workers": loose.get}
+            tasks = MaterializedLayer(self.tasks, annotations=annotations)
         graph = HighLevelGraph.from_collections(
-            layer, self.tasks, dependencies=list(self.inputs.values())
+            layer, tasks, dependencies=list(self.inputs.values())
         )
         return [Delayed(ref.key, graph, layer=layer) for ref in refs]
 
@@ -310,10 +326,12 @@ _PARTIAL_ITEMS = 5
 
 
 def _partial_tasks(
-    g: _Graph, ddf, spec, slot_arg, packed, key_dtype, n_blocks, n_chains, client, std
-) -> list:
-    """The items of every partials task (:data:`_PARTIAL_ITEMS`): chains where the
-    collection allows them, else one task per partition (see the module)."""
+    g: _Graph, ddf, spec, slot_arg, packed, key_dtype, n_blocks, n_chains, client, std, workers
+) -> tuple[list, list | None]:
+    """``(items, where)``: the items of every partials task (:data:`_PARTIAL_ITEMS`),
+    chains where the collection allows them, else one task per partition (see the
+    module); ``where[i]`` the worker task ``i`` is placed on (chains read from storage,
+    given ``workers``), else None (where the scheduler chooses)."""
     mode = data_pass_mode()
     exchange = exchange_mode()  # read here: the workers do not see the driver's config
     # what every chain's task takes after its rows (chain_partials, resident_chain_partials)
@@ -321,30 +339,52 @@ def _partial_tasks(
     recipes = chain_recipes(ddf, n_chains, mode, allow_fallback=client is not None)
     if recipes is not None:
         direct = columns_design_applies(spec)  # else the design needs pandas frames
+        where = None if not workers else [workers[i % len(workers)] for i in range(len(recipes))]
         tasks = [
             g.call(
                 chain_partials,
                 rec,
                 *shared,
                 parquet_reads(rec, spec) if direct else None,
+                place=None if where is None else where[i],
             )
-            for rec in recipes
+            for i, rec in enumerate(recipes)
         ]
-        return [g.items(t, _PARTIAL_ITEMS) for t in tasks]
+        return [g.items(t, _PARTIAL_ITEMS) for t in tasks], where
     resident = resident_chains(ddf, client, mode)
     if resident is not None:
         tasks = [
             g.call(resident_chain_partials, pieces, *shared, *futures)
             for pieces, futures in resident
         ]
-        return [g.items(t, _PARTIAL_ITEMS) for t in tasks]
+        return [g.items(t, _PARTIAL_ITEMS) for t in tasks], None
     if mode == "chains":
         raise SpecError(_CHAINS_REFUSED)
     tasks = [
         g.call(partition_partials, p, spec, slot_arg, packed, n_blocks, std, i, key_dtype)
         for i, p in enumerate(ddf.to_delayed(optimize_graph=True))
     ]
-    return [g.items(t, _PARTIAL_ITEMS) for t in tasks]
+    return [g.items(t, _PARTIAL_ITEMS) for t in tasks], None
+
+
+def _bucket_parts(g: _Graph, tasks: list, b: int, where: list | None, worker) -> list:
+    """Bucket ``b``'s part of every partials task.  Where the tasks' workers are known
+    (``where``) and the bucket's (``worker``), a part made on another worker is taken
+    there by a task of its own (:func:`_moved`), placed on the bucket's worker: its
+    transfer starts as soon as its task ends, while the other tasks still run, and the
+    bucket's combine then finds it there."""
+    parts = [g.item(t[0], b) for t in tasks]
+    if where is None or worker is None:
+        return parts
+    return [
+        part if w == worker else g.call(_moved, part, name="moved_part", place=worker)
+        for part, w in zip(parts, where, strict=True)
+    ]
+
+
+def _moved(part):
+    """``part`` as it is, where this task runs (see :func:`_bucket_parts`)."""
+    return part
 
 
 def block_graph(
@@ -358,6 +398,7 @@ def block_graph(
     client=None,
     std=None,
     vc_widths: tuple = (),
+    workers: list | None = None,
 ) -> list:
     """Delayed blocks: partial statistics → sums by group key → blocks.
 
@@ -374,13 +415,23 @@ def block_graph(
     other task.  ``slot_arg`` is the slot map (or a delayed of it, or None); ``std`` the
     columns' map every partition's rows are accumulated in.  The blocks share one graph
     (:class:`_Graph`).
+
+    ``workers``: a worker's address per thread of the cluster (the roster's,
+    :func:`~dmixed.engines.dask.progress.thread_workers`), or None.  Given, chain ``i``
+    and bucket ``i``'s combine are placed on ``workers[i]`` (modulo their number), and a
+    chain's part of a bucket on another worker is moved there as soon as the chain ends
+    (:func:`_bucket_parts`): not all of them after the last chain.
     """
     g = _Graph()
-    tasks = _partial_tasks(
-        g, ddf, spec, slot_arg, packed, key_dtype, n_blocks, n_chains, client, std
+    tasks, where = _partial_tasks(
+        g, ddf, spec, slot_arg, packed, key_dtype, n_blocks, n_chains, client, std, workers
     )
+    # where each bucket is combined: known only where the chains' workers are
+    homes = [None if where is None else workers[b % len(workers)] for b in range(n_blocks)]
     if isinstance(packed, RaggedPacked):
-        return g.blocks(_ragged_blocks(g, tasks, spec, slot_arg, packed, n_blocks, std))
+        return g.blocks(
+            _ragged_blocks(g, tasks, spec, slot_arg, packed, n_blocks, std, where, homes)
+        )
     # every task chose its own column map from its first rows (no read ahead of the
     # pass); the first tree level converts them all to the one chosen from most rows
     maps = [t[2] for t in tasks]
@@ -404,7 +455,7 @@ def block_graph(
     held = client is not None and not widths
     blocks = []
     for b in range(n_blocks):
-        bucket = [g.item(t[0], b) for t in tasks] + [owners[b][0]]
+        bucket = _bucket_parts(g, tasks, b, where, homes[b]) + [owners[b][0]]
         block_args = {
             "packed": packed,
             "global_sums": global_sums if b == 0 else None,
@@ -422,6 +473,7 @@ def block_graph(
                 conv,
                 root=(combined_block, block_args),
                 early=len(tasks),
+                place=homes[b],
             )
         )
     return g.blocks(blocks)
@@ -441,11 +493,12 @@ def _target_map(g: _Graph, spec, maps: list, std):
 
 
 def _ragged_blocks(
-    g: _Graph, tasks: list, spec, slot_arg, rp: RaggedPacked, n_blocks: int, std
+    g: _Graph, tasks: list, spec, slot_arg, rp: RaggedPacked, n_blocks: int, std, where, homes
 ) -> list:
     """:func:`block_graph`'s blocks from ragged partials
     (:mod:`~dmixed.engines.dask.ragged`): each bucket's tables added by key, no rows
-    routed."""
+    routed; ``where`` and ``homes`` the partials tasks' and the buckets' workers, as
+    in :func:`block_graph`."""
     maps = [t[2] for t in tasks]
     target = _target_map(g, spec, maps, std)
     global_sums = _converted_tree(
@@ -454,12 +507,19 @@ def _ragged_blocks(
     exchange = g.call(exchange_summary, *[t[4] for t in tasks])
     blocks = []
     for b in range(n_blocks):
-        bucket = [g.item(t[0], b) for t in tasks]
+        bucket = _bucket_parts(g, tasks, b, where, homes[b])
+        place = homes[b]
         combined = _converted_tree(
-            g, combine_tables_converted, combine_tables_node, bucket, maps, (target, rp)
+            g,
+            combine_tables_converted,
+            combine_tables_node,
+            bucket,
+            maps,
+            (target, rp),
+            place=place,
         )
         extra = (global_sums, target, exchange) if b == 0 else (None, target)
-        blocks.append(g.call(to_ragged_block, combined, rp, slot_arg, *extra))
+        blocks.append(g.call(to_ragged_block, combined, rp, slot_arg, *extra, place=place))
     return blocks
 
 
@@ -473,6 +533,7 @@ def _converted_tree(
     fan_in: int = 8,
     root: tuple | None = None,
     early: int = 0,
+    place: str | None = None,
 ):
     """Tree reduction whose first level (``leaf``) converts each item from its map to
     the target's (``conv = (target, packed, vc_widths)``, or ``(target, RaggedPacked)``
@@ -485,30 +546,34 @@ def _converted_tree(
     leaf's two or more of them are first brought to one worker by a task of their own
     (:func:`_bundle`), so that their transfer (the bulk of the bytes) runs while the
     leaf's other inputs, the target map among them, are still being made; the leaf
-    then adds them in the same order as without it."""
+    then adds them in the same order as without it.  ``place``: where every task of
+    the tree runs (:meth:`_Graph.call`), or None."""
     pairs = list(zip(items, maps, strict=True))
     level = []
     for i in range(0, len(pairs), fan_in):
         ready = pairs[i : min(i + fan_in, early)] if i < early else []
         rest = pairs[i + len(ready) : i + fan_in]
-        bundle = g.call(_bundle, *ready, name="bucket_parts") if len(ready) > 1 else None
+        bundle = (
+            g.call(_bundle, *ready, name="bucket_parts", place=place) if len(ready) > 1 else None
+        )
         level.append((leaf, conv, bundle, rest if bundle is not None else ready + rest))
     while True:
         if len(level) == 1 and root is not None:
             func, lead, bundle, rest = level[0]
-            return _bundled_call(g, root[0], (root[1], func, *lead), bundle, rest)
-        done = [_bundled_call(g, *entry) for entry in level]
+            return _bundled_call(g, root[0], (root[1], func, *lead), bundle, rest, place)
+        done = [_bundled_call(g, *entry, place) for entry in level]
         if len(done) == 1:
             return done[0]
         level = [(node, conv, None, done[i : i + fan_in]) for i in range(0, len(done), fan_in)]
 
 
-def _bundled_call(g: _Graph, func, lead: tuple, bundle, rest: list):
+def _bundled_call(g: _Graph, func, lead: tuple, bundle, rest: list, place: str | None):
     """The task ``func(*lead, *bundled, *rest)`` of a tree's node, ``bundled`` the
-    items of the task ``bundle`` (none where it is None), named after ``func``."""
+    items of the task ``bundle`` (none where it is None), named after ``func``, placed
+    by ``place`` (:meth:`_Graph.call`)."""
     if bundle is None:
-        return g.call(func, *lead, *rest)
-    return g.call(_unbundled, func, lead, bundle, *rest, name=funcname(func))
+        return g.call(func, *lead, *rest, place=place)
+    return g.call(_unbundled, func, lead, bundle, *rest, name=funcname(func), place=place)
 
 
 def _bundle(*pairs) -> tuple:

@@ -165,6 +165,16 @@ def worker_threads(client) -> int:
     return 0 if known is None else int(sum(known.threads.values()))
 
 
+def thread_workers(client) -> list[str]:
+    """A worker's address per thread of ``client``'s roster (:func:`roster`), the
+    workers in address order, each as many times as it has threads (empty when
+    unknown)."""
+    known = roster(client)
+    if known is None:
+        return []
+    return [addr for addr in sorted(known.threads) for _ in range(int(known.threads[addr]))]
+
+
 class _WorkerWatch:
     """Ends a wait once the scheduler has had no worker for :func:`no_workers_timeout`."""
 

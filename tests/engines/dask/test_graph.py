@@ -35,14 +35,16 @@ def _collections(df: pd.DataFrame, n: int) -> dict:
     }
 
 
-def _blocks(source: str, n: int) -> tuple:
-    """``(data, packed layout, delayed blocks)`` of 2 blocks of ``n`` partitions."""
+def _blocks(source: str, n: int, workers: list | None = None) -> tuple:
+    """``(data, packed layout, delayed blocks)`` of 2 blocks of ``n`` partitions
+    (``workers``: as :func:`block_graph`'s)."""
     df = make_data(n_groups=30, seed=7)
     ddf = _collections(df, n)[source]
     spec = dmixed.mixedlm("y ~ x1", ddf, groups="g", re_formula="1 + x1").spec
     ddf = project_columns(ddf, spec)
     packed = PackedLayout(len(spec.exog_re_names), len(spec.exog_names) + 1)
-    return df, packed, block_graph(ddf, spec, None, packed, group_key_dtype(ddf, spec), 2, 2, None)
+    key_dtype = group_key_dtype(ddf, spec)
+    return df, packed, block_graph(ddf, spec, None, packed, key_dtype, 2, 2, None, workers=workers)
 
 
 @pytest.mark.parametrize("source", ["chains", "partitions"])
@@ -84,3 +86,62 @@ def test_a_buckets_parts_reach_one_worker_before_the_target_map(source):
     assert {kinds[k] for k in users} == {
         "combined_block" if source == "chains" else "combine_converted"
     }
+
+
+def _annotated(blocks) -> dict:
+    """Each task's ``workers`` annotation, or None, by key (as Dask's client reads them:
+    a layer's annotation, or its function of the key; the scheduler skips None)."""
+    hlg = blocks[0].__dask_graph__()
+    out = {}
+    for layer in hlg.layers.values():
+        annotations = layer.annotations or {}
+        workers = annotations.get("workers")
+        loose = annotations.get("allow_other_workers")
+        for key in layer:
+            value = workers(key) if callable(workers) else workers
+            out[key] = None if value is None else tuple(value)
+            if value is not None:  # preferred, not required: a lost worker's tasks move
+                assert (loose(key) if callable(loose) else loose) is True
+    return out
+
+
+def test_placed_chains_send_each_part_to_its_buckets_worker_alone():
+    # given a worker per thread, chain i and bucket i's combine run on worker i, and a
+    # chain's part of the other bucket is taken there by a task of its own (whose
+    # transfer starts when that chain ends); the blocks are those of the unplaced graph
+    workers = ["tcp://a:1", "tcp://b:2"]
+    _, _, placed = _blocks("chains", 4, workers)
+    _, _, plain = _blocks("chains", 4)
+    where = _annotated(placed)
+    graph = dict(placed[0].__dask_graph__())
+    kinds = {k: key_split(k) for k in graph}
+    chains = sorted(k for k, kind in kinds.items() if kind == "chain_partials")
+    assert [where[k] for k in chains] == [(w,) for w in workers]
+    moved = [k for k, kind in kinds.items() if kind == "moved_part"]
+    assert len(moved) == 2
+    for k in moved:
+        (part,) = graph[k].dependencies
+        (chain_items,) = graph[part].dependencies
+        (chain,) = graph[chain_items].dependencies
+        # a part moves to the other chain's worker, never to its own
+        assert where[k] != where[chain]
+    for b, block in enumerate(placed):
+        assert where[block.key] == (workers[b],)
+        # bucket b's bundle takes its own chain's part and the other chain's moved part
+        (bundle,) = [k for k in graph[block.key].dependencies if kinds[k] == "bucket_parts"]
+        assert where[bundle] == (workers[b],)
+        taken = {kinds[d] for d in graph[bundle].dependencies}
+        assert "moved_part" in taken
+    with dask.config.set(scheduler="sync"):
+        ours, theirs = dask.compute(placed, plain)
+    for a, b in zip(ours, theirs, strict=True):
+        np.testing.assert_array_equal(a.zz, b.zz)
+        np.testing.assert_array_equal(a.zxy, b.zxy)
+
+
+def test_without_the_chains_workers_nothing_is_placed():
+    # one task per partition (in-memory data): where the partials run is the
+    # scheduler's choice, so no part is moved ahead and no task is placed
+    _, _, blocks = _blocks("partitions", 4, ["tcp://a:1"])
+    assert set(_annotated(blocks).values()) == {None}
+    assert "moved_part" not in {key_split(k) for k in dict(blocks[0].__dask_graph__())}
