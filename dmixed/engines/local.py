@@ -169,9 +169,19 @@ def rank_one_engine(engine, glob: GlobalStats, layout: Layout):
     component (:func:`~dmixed.kernels.rows.wants_rank_one_within`).  Other engines
     are left as they are: their step sums then say they are not rank one, and the
     profile does not read ``W`` (``StepSums.rank_one``)."""
+    return rank_one_if(engine, glob.within is not None and not layout.k_vc)
+
+
+def rank_one_if(engine, within: bool):
+    """``engine``, its block told to take the rank-one forms where ``within`` (the
+    statistics hold within-group sums; no variance component) and the random design
+    has several columns (:func:`rank_one_engine`'s rule, for an engine built where the
+    layout and the global sums are not at hand: a Dask worker's evaluator of a block
+    that says whether its rows kept them)."""
     block = getattr(engine, "block", None)
-    if glob.within is not None and layout.r >= 2 and not layout.k_vc:
-        if isinstance(block, kernels.StatsBlock):
+    if within and isinstance(block, kernels.StatsBlock):
+        zz, _ = next(block.chunks())
+        if zz.shape[0] >= 2:
             block.use_rank_one()
     return engine
 

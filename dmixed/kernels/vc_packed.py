@@ -23,6 +23,7 @@ def accumulate_padded_into(
     weights: np.ndarray | None = None,
     std: Standardization | None = None,
     vc_widths=(),
+    rank_one: bool = False,
 ) -> dict:
     """:func:`~dmixed.kernels.accumulate_packed_into`, the same sums (to rounding), in
     time linear in the rows where no row of the padded design ``ztilde`` (n, r) has two
@@ -32,11 +33,15 @@ def accumulate_padded_into(
 
     ``acc`` (width, G) column-major packed, ``codes`` the rows' columns in it, as
     :func:`~dmixed.kernels.accumulate_packed_into`; returns the rows' global sums
-    (``within``: None, as the dense pass with more than one random-design column).
+    (``within``: None, as the dense pass with more than one random-design column and
+    variance components).  ``rank_one``: as :func:`~dmixed.kernels.accumulate_packed_into`'s
+    (rows without variance components: the dense pass).
     """
     found = _entries_of_padded(ztilde, vc_widths)
     if found is None:
-        return accumulate_packed_into(acc, codes, endog, exog, ztilde, weights, std, vc_widths)
+        return accumulate_packed_into(
+            acc, codes, endog, exog, ztilde, weights, std, vc_widths, rank_one=rank_one
+        )
     q, slots, vals = found
     target, local = np.unique(np.asarray(codes, dtype=np.int64), return_inverse=True)
     rv, base = ragged_statistics(

@@ -273,7 +273,7 @@ def test_statistics_of_groups_split_between_batches_fit_as_all_rows():
     np.testing.assert_allclose(split.fe_params, whole.fe_params, rtol=1e-6)
 
 
-def _llf_one_group_general(y, exog, g, zrows, psi, odd):
+def llf_one_group_general(y, exog, g, zrows, psi, odd):
     """REML ℓ at Ψ* where group ``odd`` has rows of different ``Z`` rows (``zrows``
     (n, q)): its ``[X_i y_i]'V*_i⁻¹[X_i y_i]`` and ``log|V*_i|`` in 40 digits, the other
     groups' by the within/between form."""
@@ -319,16 +319,10 @@ def test_a_group_whose_batches_carry_different_constants():
     model = _merged_model(spec, df[~second], df[second])
     for packed in ([5000.0, 0.0, 10.0], [7000.0, 60.0, 3.0]):
         lmat = np.array([[packed[0], 0.0], [packed[1], packed[2]]])
-        want = _llf_one_group_general(y, exog, g, exog[:, :2], lmat @ lmat.T, odd)
+        want = llf_one_group_general(y, exog, g, exog[:, :2], lmat @ lmat.T, odd)
         assert model.loglike(np.array(packed)) == pytest.approx(want, abs=1e-6)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="benchmarks/RESULTS.md, rankone-s29: the Dask data pass keeps no within-group "
-    "sums for a random design of several columns (and its combines add no correction "
-    "for them), so a Dask model of these rows still takes [X y]'[X y] − Σ m_i",
-)
 def test_dask_loglike_of_a_slope_constant_within_groups():
     dd = pytest.importorskip("dask.dataframe")
     import dask

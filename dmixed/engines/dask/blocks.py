@@ -24,7 +24,7 @@ from ...stats import GlobalStats, Layout
 from ...stats.keys import order_distinct
 from ...stats.packed import PackedLayout
 from ...stats.standardize import Standardization
-from ..local import local_engine
+from ..local import local_engine, rank_one_engine
 from .combine import root_term_parts
 
 
@@ -40,7 +40,10 @@ class Block:
     :class:`~dmixed.kernels.vc_border.CrossedVC`, components sharing rows,
     :mod:`~dmixed.engines.dask.crossed`); ``labels``, ``nobs`` and the block's
     share of the global sums are what the driver gathers once (:func:`block_summary`:
-    the labels and row counts as :class:`NarrowInts` on their way).
+    the labels and row counts as :class:`NarrowInts` on their way).  ``within``: block
+    0's the global within-group sums, the others' their combines' correction of them;
+    None where the rows kept none (a block of several random-design columns with one
+    took the rank-one forms' sums: :func:`~dmixed.engines.dask.combine.combine_exact`).
     """
 
     labels: np.ndarray
@@ -231,8 +234,8 @@ def combined_block(block_args: dict, combine, *args) -> Block:
         return to_block(combine(*args), **block_args)
     labels, nobs, stats = merged
     rest = {key: value for key, value in block_args.items() if key != "held"}
-    k = block_args["packed"].k
-    return _block(labels, nobs, np.zeros((k, k)), stats=stats, **rest)
+    # rows of terms carry no within-group sums (combine_terms): nothing to correct
+    return _block(labels, nobs, None, stats=stats, **rest)
 
 
 @dataclass
@@ -465,4 +468,4 @@ def gathered_engine(dense: list, asm: Assembly, layout: Layout):
     k = asm.glob.xyxy.shape[0]
     zz = reorder_parts(asm.position, [np.zeros((0, r, r))] + [d[0] for d in dense])
     zxy = reorder_parts(asm.position, [np.zeros((0, r, k))] + [d[1] for d in dense])
-    return local_engine(zz, zxy, layout)
+    return rank_one_engine(local_engine(zz, zxy, layout), asm.glob, layout)

@@ -21,7 +21,7 @@ import operator
 import numpy as np
 import pandas as pd
 
-from ...kernels.rows import wants_within
+from ...kernels.rows import CONSTANT_CHECK_FIRST, wants_rank_one_within, wants_within
 from ...kernels.term_table import (
     TermRows,
     TermTable,
@@ -39,7 +39,9 @@ from ...stats.standardize import Standardization, check_weights_range, widened
 #: (no hash table) when that range is at most this many times the number of keys.
 DENSE_COMBINE_SPAN = 4
 
-Partial = tuple[np.ndarray, np.ndarray]  # (keys (G,), packed rows (G, width))
+# (keys (G,), packed rows (G, width)), and a third entry where the rows' within-group sums
+# were kept for a random design of several columns (:func:`combine_exact`)
+Partial = tuple
 
 
 # ---------------------------------------------------------------------------
@@ -133,6 +135,9 @@ class GroupAccumulator:
         # grown or reordered); ``written``: the reference added sums into ``acc``
         self.terms = TermTable()
         self.written = False
+        # within-group sums kept for rows of several random-design columns (rank one:
+        # :func:`~dmixed.kernels.rows.wants_rank_one_within`); the partials then say so
+        self.rank_one = False
 
     @staticmethod
     def _new_index(keys: np.ndarray) -> pd.Index:
@@ -267,15 +272,21 @@ class GroupAccumulator:
         (:mod:`dmixed.stats.standardize`); returns their global sums (see
         :func:`dmixed.kernels.accumulate_packed`)."""
         col = self._columns(keys)
-        if self.terms.applies(col.size, ztilde.shape[1], std, vc_widths):
-            # one compiled pass into the chain's row-major table of the plan's terms
+        if self.terms.applies(
+            col.size, ztilde.shape[1], std, vc_widths
+        ) and not wants_rank_one_within(std, col, ztilde, vc_widths):
+            # one compiled pass into the chain's row-major table of the plan's terms (which
+            # makes no within-group sums)
             return self.terms.add(self.acc, col, dm.endog, dm.exog, ztilde, dm.weights, std)
         self._flush()
         self.written = True
         # variance components of one entry per row: summed without the padded products
-        return accumulate_padded_into(
-            self.acc, col, dm.endog, dm.exog, ztilde, dm.weights, std, vc_widths
+        sums = accumulate_padded_into(
+            self.acc, col, dm.endog, dm.exog, ztilde, dm.weights, std, vc_widths, rank_one=True
         )
+        if sums["within"] is not None and ztilde.shape[1] >= 2:
+            self.rank_one = True
+        return sums
 
     def add_columns(self, keys: np.ndarray, columns: list, plan, std) -> tuple[int, dict] | None:
         """Add one partition's rows given as raw columns (``plan``, a
@@ -286,6 +297,8 @@ class GroupAccumulator:
         if not self.terms.applies_columns(keys.size, len(plan.z_of), std):
             return None
         col = self._columns(keys)  # first: new keys may grow (replace) ``acc``
+        if _rank_one_columns(std, col, columns, plan):  # the sweep makes no within sums
+            return None
         return self.terms.add_columns(self.acc, col, columns, plan, std)
 
     def _columns(self, keys: np.ndarray) -> np.ndarray:
@@ -305,7 +318,9 @@ class GroupAccumulator:
         return 8 * self.width if terms is None else terms
 
     def result(self, n_buckets: int) -> list[Partial]:
-        """``(keys, values)`` of the groups seen, split by output block: one packed row
+        """``(keys, values)`` of the groups seen, split by output block (and a
+        correction of zeros where the within-group sums were kept for several
+        random-design columns, :func:`rank_one_partials`): one packed row
         per group (one gather from the accumulator per block), or, when the compiled
         table holds all the sums, its rows as a
         :class:`~dmixed.kernels.term_table.TermRows` per block (views of the table,
@@ -345,10 +360,37 @@ class GroupAccumulator:
             return [(keys[starts[b] : starts[b + 1]], rows[b]) for b in range(n_buckets)]
         # gather the groups seen along each accumulator row (contiguous reads), then
         # transpose: gathering rows of the transposed view reads strided memory
-        return [
+        parts = [
             (keys[pick], np.ascontiguousarray(self.acc[:, seen[pick]].T))
             for pick in bucket_rows(keys, n_buckets)
         ]
+        return rank_one_partials(parts) if self.rank_one else parts
+
+
+def rank_one_partials(parts: list[Partial]) -> list[Partial]:
+    """``parts`` marked as holding rows whose within-group sums were kept for a random
+    design of several columns (the intercept and columns constant within the groups:
+    :func:`~dmixed.kernels.rows.wants_rank_one_within`): each with a correction of
+    zeros, so that :func:`combine_exact` adds the Chan correction of the groups several
+    parts hold (as it does for one random-design column, the intercept).  Only such
+    partials pay for it: an ordinary random slope's combines stay as they were."""
+    return [(keys, values, 0.0) for keys, values in parts]
+
+
+def _rank_one_columns(std, codes: np.ndarray, columns: list, plan) -> bool:
+    """Whether raw ``columns`` (``plan``'s) make a random design whose rows keep
+    within-group sums (:func:`~dmixed.kernels.rows.wants_rank_one_within`), checked on
+    the first rows first: an ordinary random slope fails there, at the cost of copying
+    those rows only."""
+    if len(plan.z_of) < 2 or std is None or std.z_intercept != 0:
+        return False
+    for end in (CONSTANT_CHECK_FIRST, None):
+        z = np.column_stack(
+            [np.ones(codes[:end].size) if c < 0 else columns[c][:end] for c in plan.z_of]
+        )
+        if not wants_rank_one_within(std, codes[:end], z):
+            return False
+    return True
 
 
 # ---------------------------------------------------------------------------
@@ -476,12 +518,13 @@ def combine_converted(
     if terms is not None:
         return terms
     parts = []
-    for (keys, values), std in pairs:
+    for partial, std in pairs:
+        keys, values = partial[0], partial[1]
         conv = _conversions(std, target, vc_widths) if len(keys) else None
         values = as_packed(values)
         if conv is not None:
             values = values @ packed.conversion(conv[1], conv[0])
-        parts.append((keys, values))
+        parts.append((keys, values, *partial[2:]))  # a rank-one partial's mark kept
     return combine_exact(target, packed, vc_widths, *parts)
 
 
@@ -495,8 +538,8 @@ def combine_terms(
     non-empty part a :class:`~dmixed.kernels.term_table.TermRows` of one plan whose
     factors are powers of two, in ``target``'s map already, its keys integers filling
     their range (or one part), and no within-group sums (more than one random-design
-    column, or none of them the intercept).  ``(keys, term rows, correction)``, else
-    None (then :func:`combine_converted`).
+    column, or none of them the intercept).  ``(keys, term rows, None)`` (no correction
+    of within-group sums: there are none), else None (then :func:`combine_converted`).
 
     The term rows are added by position as :func:`combine_partials` adds packed rows,
     in the same order; times a power of two, the sums are the packed sums bit for bit
@@ -514,7 +557,8 @@ def combine_terms(
         if dense is None:
             return None
         keys, rows = _add_by_position([(k, v.rows) for k, v in parts], *dense)
-    return keys, TermRows(rows, first.columns, first.factors), np.zeros((packed.k, packed.k))
+    # no within-group sums in rows of terms (term_parts): nothing to correct
+    return keys, TermRows(rows, first.columns, first.factors), None
 
 
 def term_parts(
@@ -527,10 +571,10 @@ def term_parts(
     added as they are (:func:`combine_terms`, whatever their keys): every one a
     :class:`~dmixed.kernels.term_table.TermRows` of one plan whose factors are powers of
     two, in ``target``'s map already, and no within-group sums; else None."""
-    parts = [(keys, values) for (keys, values), _ in pairs if len(keys)]
+    parts = [(p[0], p[1]) for p, _ in pairs if len(p[0])]
     if not parts or not all(isinstance(v, TermRows) for _, v in parts):
         return None
-    if any(_conversions(std, target, vc_widths) is not None for (k, _), std in pairs if len(k)):
+    if any(_conversions(std, target, vc_widths) is not None for p, std in pairs if len(p[0])):
         return None
     first = parts[0][1]
     if not all(first.same_plan(v) for _, v in parts[1:]) or not _powers_of_two(first.factors):
@@ -565,25 +609,32 @@ def combine_exact(
     """:func:`combine_partials`, and the within-group sums' correction of the groups
     that several parts hold: ``(keys, values, correction)``.
 
-    A part may carry a correction already (a third entry, from a lower level).  Each
-    part's groups were summed about their own means; adding parts of one group adds
-    ``Σ_p U_p (c_p − c)(c_p − c)'`` to the within-group cross-products (``U_p`` the
-    part's weight on the intercept column, ``c_p`` its mean, ``c`` the combined mean;
-    Chan, Golub and LeVeque 1983).
+    A part may carry a correction already (a third entry, from a lower level, or the
+    zero of :func:`rank_one_partials`).  Each part's groups were summed about their own
+    means; adding parts of one group adds ``Σ_p U_p (c_p − c)(c_p − c)'`` to the
+    within-group cross-products (``U_p`` the part's weight on the intercept column,
+    ``c_p`` its mean, ``c`` the combined mean; Chan, Golub and LeVeque 1983).
+
+    The correction is made where the within-group sums exist: one random-design column,
+    the intercept (:func:`~dmixed.kernels.rows.wants_within`), or some part carrying
+    one (rows of several columns whose sums were kept: :func:`rank_one_partials`); it is
+    None otherwise (nothing to correct: a block of it holds no ``within``).
     """
     k = packed.k
     corr = np.zeros((k, k))
+    marked = False
     for part in parts:
         if len(part) > 2 and part[2] is not None:
             corr = corr + part[2]
+            marked = True
     plain = [(part[0], as_packed(part[1])) for part in parts]
     keys, values = combine_partials(*plain)
     e = target.z_intercept
     rows = sum(len(p[0]) for p in plain)
-    # within-group sums exist where the profile uses them: one column, the intercept
-    if wants_within(target, packed.r) and rows > len(keys):  # a group in several parts
+    kept = wants_within(target, packed.r) or marked
+    if kept and rows > len(keys):  # a group in several parts
         corr = corr + _chan_correction(plain, keys, values, packed, e)
-    return keys, values, corr
+    return keys, values, corr if kept else None
 
 
 def _chan_correction(parts, keys, values, packed: PackedLayout, e: int) -> np.ndarray:

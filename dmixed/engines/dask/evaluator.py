@@ -25,7 +25,7 @@ from ... import kernels
 from ...kernels.vc_border import CrossedVC
 from ...stats import Layout
 from ...stats.blup_cov import RaggedBlup
-from ..local import LocalEngine
+from ..local import LocalEngine, rank_one_if
 from ..vc_crossed import CrossedVCEngine
 from ..vc_local import StructuredVCEngine
 from . import tuning
@@ -80,7 +80,10 @@ def make_evaluator(
     evaluator (one copy on the worker, none made here).  With
     ``layout``, the variance components held structured (ragged, one slot per component
     in the sums: every block's variance-component block must be diagonal,
-    :func:`~dmixed.engines.dask.structured.structured_slots`).
+    :func:`~dmixed.engines.dask.structured.structured_slots`).  A block of several
+    random-design columns whose rows kept within-group sums (``Block.within`` not None:
+    the intercept and columns constant within the groups) takes the rank-one forms
+    (:func:`~dmixed.engines.local.rank_one_if`), as the in-process engine does.
     """
     if tune_malloc:
         tuning.tune_malloc()
@@ -91,8 +94,10 @@ def make_evaluator(
     if layout is not None:
         return StructuredVCEngine.from_dense(*block_dense(block), layout)
     if block.stats is not None:  # held as the kernels want them: shared, not copied
-        return LocalEngine.of_block(block.stats)
-    return LocalEngine(block.zz, block.zxy)
+        engine = LocalEngine.of_block(block.stats)
+    else:
+        engine = LocalEngine(block.zz, block.zxy)
+    return rank_one_if(engine, block.within is not None)
 
 
 def _block_step(ev: Evaluator, lam: np.ndarray, q: int) -> kernels.StepSums:

@@ -53,7 +53,7 @@ from ...stats.keys import conform_keys, key_series, key_values
 from ...stats.packed import GLOBAL_HEAD, PackedLayout
 from ...stats.slots import SlotMap, present_pairs
 from ...stats.standardize import SAMPLE_ROWS, Standardization
-from .combine import GroupAccumulator, split_buckets
+from .combine import GroupAccumulator, rank_one_partials, split_buckets
 from .crossed import RowOverlap, overlap_marks, read_overlap
 from .parquet_direct import ParquetReads, read_columns
 from .pieces import Pieces, compute_piece
@@ -191,9 +191,13 @@ def _partition_partials(pdf, spec, slot_map, packed, n_buckets: int, std, key_dt
     codes, uniq = pd.factorize(keys)
     widths = () if slot_map is None else slot_map.widths
     acc = np.zeros((packed.width, len(uniq)))
-    glob = accumulate_padded_into(acc, codes, dm.endog, dm.exog, ztilde, dm.weights, std, widths)
+    glob = accumulate_padded_into(
+        acc, codes, dm.endog, dm.exog, ztilde, dm.weights, std, widths, rank_one=True
+    )
     values = np.ascontiguousarray(acc.T)
     parts = split_buckets(np.asarray(uniq), values, n_buckets)
+    if glob["within"] is not None and ztilde.shape[1] >= 2:
+        parts = rank_one_partials(parts)
     routed = [None] * n_buckets
     glob_packed = packed.pack_global(glob, dm.n_dropped)
     return parts, glob_packed, std, routed, exchange_report(parts, routed)
