@@ -24,13 +24,13 @@ from .design.arrays import (
     convert_exog_vc,
     detached,
     exog_names,
+    group_label_array,
     handle_missing,
     ones_columns,
     pandas_index,
     random_design,
     random_intercept,
 )
-from .design.dtypes import key_class
 from .design.frame_rows import rows_of_frame
 from .design.missing import missing_option
 from .design.model_data import ModelData
@@ -151,11 +151,9 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             if not np.may_share_memory(z, x):  # a run of x's columns is x's own memory
                 z = detached(z, exog_re)
             re_names = column_names(exog_re, "x_re", z.shape[1])
-        g = detached(np.asarray(groups), groups)
+        g = detached(group_label_array(groups), groups)
         if g.ndim != 1:
             g = g.reshape(-1)
-        if g.dtype == object:  # 5 and '5': refused as a formula's group column is
-            key_class(g, "groups")
         for name, arr in (("exog", x), ("groups", g), ("exog_re", z)):
             if arr.shape[0] != n:
                 raise DataError(f"{name} has {arr.shape[0]} rows but endog has {n}")
@@ -278,7 +276,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             # statsmodels also takes the labels themselves; they are named "Group"
             if is_dask(data):
                 raise TypeError("with Dask data, groups must be the name of a column")
-            labels = np.asarray(groups)
+            labels = group_label_array(groups, "Group")
             if labels.shape != (len(data),):
                 raise SpecError(
                     f"groups has shape {labels.shape}; expected a column name or {len(data)} labels"

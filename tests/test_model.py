@@ -718,3 +718,20 @@ def test_group_labels_of_several_kinds_are_refused_from_arrays_as_from_a_formula
         dmixed.mixedlm("y ~ x", frame, groups="g")
     labels = MixedLM(endog, exog, groups.astype(str).astype(object)).fit().random_effects
     assert len(labels) == len(np.unique(groups))
+
+
+def test_group_labels_of_several_kinds_are_refused_from_a_list():
+    """A list holding 5 and '5' is turned into text by numpy (one group) where the same
+    values as an object array are refused: the list is refused too, in both entry points;
+    a list of one kind keeps its groups."""
+    endog, exog, _, groups = _arrays()
+    mixed = [str(v) if i % 2 else int(v) for i, v in enumerate(groups)]
+    with pytest.raises(dmixed.BadValuesError, match=r"'groups' holds values of several.*int, str"):
+        MixedLM(endog, exog, mixed)
+    frame = pd.DataFrame({"y": endog, "x": exog[:, 1]})
+    with pytest.raises(dmixed.BadValuesError, match=r"holds values of several.*int, str"):
+        dmixed.mixedlm("y ~ x", frame, groups=mixed)
+    with pytest.raises(dmixed.BadValuesError, match=r"holds values of several.*bool, int"):
+        MixedLM(endog, exog, [bool(v % 2) if i % 2 else int(v) for i, v in enumerate(groups)])
+    model = MixedLM(endog, exog, [str(v) for v in groups])
+    assert len(model.group_labels) == len(np.unique(groups))

@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..errors import BadValuesError, DataError, DroppedRowsWarning
 from ..stats.slots import present_pairs
-from .dtypes import NUMERIC, warn_rounded_integers
+from .dtypes import NUMERIC, key_class, warn_rounded_integers
 from .missing import missing_mask, missing_rows
 
 
@@ -74,6 +74,28 @@ def detached(array: np.ndarray, source) -> np.ndarray:
     ):
         return array
     return array.copy(order="K")
+
+
+def group_label_array(groups, name: str = "groups") -> np.ndarray:
+    """``groups`` as an array, with labels of several kinds (``5`` and ``'5'``, ``True``
+    and ``1``) refused as a formula's group column refuses them
+    (:func:`~dmixed.design.dtypes.key_class`).  numpy turns a list of such values into
+    one type (``5`` becomes ``'5'``, ``True`` becomes ``1``) and so merges groups, so a
+    Python sequence is classed by its values before that conversion.
+
+    Raises
+    ------
+    BadValuesError
+        Labels of several kinds.
+    """
+    labels = np.asarray(groups)
+    if isinstance(groups, (list, tuple)):
+        values = np.asarray(groups, dtype=object)
+        if values.ndim == 1:  # (rows of tuples: refused by the caller's shape check)
+            key_class(values, name)
+    elif labels.dtype == object:
+        key_class(labels.reshape(-1), name)
+    return labels
 
 
 def random_design(value, exog: np.ndarray, argname: str = "exog_re") -> np.ndarray:
