@@ -400,5 +400,5 @@ def test_a_group_whose_rows_carry_different_constants_in_one_pass():
     model = MixedLM.from_spec(build_spec(df, "y ~ c + x2", "g", re_formula="1 + c"), df)
     for packed in ([5000.0, 0.0, 10.0], [7000.0, 60.0, 3.0]):
         lmat = np.array([[packed[0], 0.0], [packed[1], packed[2]]])
-        want = _llf_one_group_general(y, exog, g, exog[:, :2], lmat @ lmat.T, odd)
+        want = llf_one_group_general(y, exog, g, exog[:, :2], lmat @ lmat.T, odd)
         assert model.loglike(np.array(packed)) == pytest.approx(want, abs=1e-6)
