@@ -243,12 +243,16 @@ def test_diagonal_covariance_equals_the_coordinates_map(
     zeros = cov.copy()
     zeros[0, -1] = zeros[-1, 0] = 0.0
     zeros[1 % k, 1 % k] = -0.0
+    # one entry set outright: a draw whose entries are all positive has none to replace
+    nan = np.where(cov > 0, cov, np.nan)
+    nan[-1, 0] = np.nan
     inf = np.where(cov > 0, cov, np.inf)
+    inf[0, -1] = np.inf
     huge = cov * 1e306  # entries the map may take beyond float64's range
     diagonal = is_identity(coords.a_opt) and np.array_equal(
         coords.fe_matrix, np.diag(np.diagonal(coords.fe_matrix))
     )
-    for value in (cov, zeros, np.where(cov > 0, cov, np.nan), inf, huge):
+    for value in (cov, zeros, nan, inf, huge):
         got = fit_record.diagonal_covariance(coords, value)
         if value is cov:
             assert (got is not None) == diagonal
