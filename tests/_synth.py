@@ -9,12 +9,9 @@ import pandas as pd
 from hypothesis import HealthCheck, Phase
 
 #: settings of the property tests whose examples are fits: no shrinking (each example
-#: costs fits) and no example database; derandomized so that CI runs the same examples
-#: every time
+#: costs fits); which examples run (the same on every run, or new ones) is the profile's
+#: (tests/conftest.py)
 QUICK = dict(
-    deadline=None,
-    database=None,
-    derandomize=True,
     phases=[Phase.explicit, Phase.generate],
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )

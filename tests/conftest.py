@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.regression.tests
+from hypothesis import settings
 
 # Subprocesses (the CLI's tests, the Dask workers) import the dmixed of this tree, not
 # whichever copy the interpreter has installed: PYTHONPATH precedes site-packages.
@@ -38,6 +39,28 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 )
 
 SM_RESULTS_DIR = os.path.join(os.path.dirname(statsmodels.regression.tests.__file__), "results")
+
+# The property tests' profiles, the one place that says which examples they run: "ci"
+# (the default) the same examples on every run and on every machine (derandomized, no
+# example database), a failure printed with the blob that reproduces it; "explore"
+# (``pytest --hypothesis-profile=explore``, hypothesis' own option, which its plugin
+# applies after this file) new random examples on each run, failures kept in
+# .hypothesis/ and replayed first.  Neither has a deadline: an example's time is not a
+# test (a first call compiles the numba kernels).  Both derive from hypothesis' own
+# "default" profile, not from its "ci" one, which it loads where a CI variable is set.
+# A test's own @settings keep only what is its own (max_examples, phases, health checks).
+settings.register_profile(
+    "ci",
+    settings.get_profile("default"),
+    derandomize=True,
+    database=None,
+    deadline=None,
+    print_blob=True,
+)
+settings.register_profile(
+    "explore", settings.get_profile("default"), deadline=None, print_blob=True
+)
+settings.load_profile("ci")
 
 
 @pytest.fixture(autouse=True)

@@ -71,7 +71,7 @@ def test_exog_vc_keys_that_match_no_group_are_refused():
     st.integers(0, 59),
     st.integers(0, 2),
 )
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40)
 def test_rows_with_nan_or_inf_are_found_whatever_the_sum(values, row, column):
     """Arrays whose sum is finite skip the per-entry mask; NaN, ±inf and finite values
     whose sum overflows (1e308 + 1e308) are each found where they are."""
@@ -116,7 +116,7 @@ def test_an_exog_vc_matrix_that_is_not_2d_is_refused_naming_it(shape):
 
 @pytest.mark.filterwarnings("ignore::dmixed.errors.BoundaryWarning")
 @given(st.sampled_from(["C", "F"]), st.integers(0, 2**31))
-@settings(max_examples=6, deadline=None)
+@settings(max_examples=6)
 def test_array_input_is_held_column_major_and_fits_as_its_formula(order, seed):
     """Row-major arrays were kept as given: numpy's reductions down the rows of a narrow
     row-major array are many times slower (the 2M-row array fit took twice its formula
@@ -142,7 +142,7 @@ def test_array_input_is_held_column_major_and_fits_as_its_formula(order, seed):
 _VALUES = st.sampled_from([0.0, -0.0, 1.0, 2.5, -1.0, np.nan, np.inf])
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(
     st.integers(1, 20).flatmap(
         lambda n: st.lists(
@@ -175,7 +175,7 @@ def test_exog_names_of_arrays_are_statsmodels_rule(columns):
 _ENTRIES = st.sampled_from([0.0, -0.0, 1.0, -2.5, 3.0])
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(
     st.integers(1, 4).flatmap(
         lambda p: st.tuples(
@@ -210,7 +210,7 @@ def test_random_design_shares_exog_columns_only_when_bitwise_equal(case, order, 
 
 
 @given(st.lists(_ENTRIES, min_size=1, max_size=4), st.integers(2, 9))
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40)
 def test_default_random_intercept_is_a_column_of_ones_of_exog_if_any(values, n):
     """The default random design (statsmodels: a random intercept) is ``exog``'s own
     column of ones where it has one, else new ones: the same values either way."""
@@ -222,7 +222,7 @@ def test_default_random_intercept_is_a_column_of_ones_of_exog_if_any(values, n):
 
 
 @given(st.integers(0, 2**31), st.sampled_from([None, (0, 1), (1, 3), (0, 2)]))
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=8)
 def test_a_fit_whose_random_design_shares_exog_equals_the_fit_of_a_copy(seed, run):
     """Holding ``exog_re`` as ``exog``'s own columns changes no number of the fit: the
     same fit as with a random design that cannot share (its columns in another order,
@@ -248,7 +248,7 @@ def test_a_fit_whose_random_design_shares_exog_equals_the_fit_of_a_copy(seed, ru
     )
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=80)
 @given(
     st.integers(1, 4).flatmap(
         lambda p: st.tuples(
@@ -275,7 +275,7 @@ def test_ones_columns_are_the_column_maps_own_finding(case, shared):
 
 @pytest.mark.filterwarnings("ignore::dmixed.errors.DroppedRowsWarning")
 @given(st.integers(0, 2**31), st.sampled_from(["raise", "drop"]), st.booleans())
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=10)
 def test_statistics_of_arrays_with_known_intercepts_are_those_found_by_looking(
     seed, missing, default_re
 ):
@@ -298,7 +298,7 @@ def test_statistics_of_arrays_with_known_intercepts_are_those_found_by_looking(
     np.testing.assert_array_equal(known.glob.xyxy, looked.glob.xyxy)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(
     st.lists(st.tuples(st.integers(0, 11), st.integers(0, 2)), max_size=3),
     st.sampled_from([np.nan, np.inf]),

@@ -167,7 +167,7 @@ def zoo_frames(draw):
     return base, variant
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
 @given(zoo_frames())
 def test_property_dtypes_and_missing(frames):
     base, variant = frames
@@ -237,7 +237,7 @@ def test_object_columns_of_several_kinds_are_refused(values, shown):
         object_class(types, "c")
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40)
 @given(
     st.lists(
         st.one_of(
@@ -458,7 +458,7 @@ def _fit(df: pd.DataFrame, dask_partitions: int):
         return mixedlm("y ~ c", ddf, groups="g").fit()
 
 
-@settings(max_examples=6, deadline=None, derandomize=True, database=None)
+@settings(max_examples=6)
 @given(
     offset=st.integers(-(2**53) + 1000, 2**53 - 1000),
     dask_partitions=st.sampled_from([0, 3]),
@@ -515,7 +515,6 @@ def test_array_designs_warn_for_integers_they_round():
 _NATIVE_RANGES = {"int": (-(2.0**63), 2.0**63), "uint": (0.0, 2.0**64), "bool": (0.0, 2.0)}
 
 
-@settings(deadline=None, database=None, derandomize=True)
 @given(
     st.lists(st.one_of(st.integers(-(2**70), 2**70), st.floats(allow_nan=False)), max_size=20),
     st.sampled_from(["int", "uint", "bool"]),

@@ -96,7 +96,7 @@ def test_dask_synchronous_and_parquet_fits_are_exact(tmp_path):
             _assert_same_fit(_fit(ddf), ref)
 
 
-@settings(max_examples=8, deadline=None, derandomize=True, database=None)
+@settings(max_examples=8)
 @given(
     below=st.integers(0, 2**40),
     dtype=st.sampled_from([np.int64, np.uint64]),

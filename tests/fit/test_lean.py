@@ -297,7 +297,7 @@ def test_numba_forced_takes_the_general_path(monkeypatch):
     assert not runs
 
 
-@settings(max_examples=300, deadline=None, derandomize=True)
+@settings(max_examples=300)
 @given(
     theta=st.one_of(st.floats(-1.0, 1e6), st.sampled_from([0.0, 1e-300, 5e-324, 1e300])),
     grad=st.one_of(st.floats(-1e6, 1e6), st.sampled_from([0.0, 1e300, -1e300])),
@@ -343,7 +343,7 @@ def test_singular_of_one_entry_is_its_eigenvalue_test(value):
     assert singular(hess) == expected
 
 
-@settings(max_examples=300, deadline=None, derandomize=True)
+@settings(max_examples=300)
 @given(
     factor=st.lists(st.floats(-3.0, 3.0), min_size=3, max_size=3),
     ridge=st.sampled_from([1e-8, 1e-3, 1.0]),

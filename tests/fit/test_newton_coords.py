@@ -458,7 +458,7 @@ def _steps_both_ways(monkeypatch, *args):
     return out
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(
     shape=st.sampled_from([(1, ()), (1, (2,)), (2, ()), (2, (3,)), (3, ()), (1, (2, 2))]),
     seed=st.integers(0, 2**32 - 1),

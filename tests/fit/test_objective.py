@@ -80,7 +80,7 @@ def _packed(point, with_vc: bool, use_sqrt: bool) -> np.ndarray:
     return np.array(vals + (tail if with_vc else []))
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25)
 @given(
     point=_point,
     with_vc=st.booleans(),
@@ -117,7 +117,7 @@ def test_score_uses_the_optimizers_own_factor():
     np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-6)
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=12)
 @given(point=_point, with_vc=st.booleans(), reml=st.booleans(), beta_shift=st.floats(-0.3, 0.3))
 def test_hessian_matches_finite_differences(point, with_vc, reml, beta_shift):
     """Full Hessian of ℓ(β, θ) in [β, vech(Ψ*), τ*], also away from β̂."""

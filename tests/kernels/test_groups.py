@@ -245,9 +245,7 @@ def test_value_is_the_step_s_value_bit_for_bit(monkeypatch, r, chunk):
 
 
 # the environment is set the same for every example: the fixture's scope does not matter
-@settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     r=st.integers(1, 4),
     n_groups=st.integers(0, 40),

@@ -53,7 +53,7 @@ def _packed_by_hand(codes, n_groups, y, x, z, w):
     return out
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(
     seed=st.integers(0, 2**32 - 1),
     n_rows=st.integers(1, 60),
@@ -116,7 +116,7 @@ def test_product_plan_shares_columns():
     assert sum(t[0] == "prod" for t in terms) == 4  # x1², x1·x2, x1·x3, x1·y
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30)
 @given(st.integers(0, 10**6), st.integers(0, 3), st.integers(0, 3))
 def test_product_plan_with_known_ones_is_the_plan_found_by_looking(seed, q, n_ones):
     """Ones columns named by the caller (a broadcast indicator among them) give the
@@ -153,7 +153,7 @@ def test_few_rows_into_many_groups_sum_the_same(monkeypatch, weighted):
     np.testing.assert_array_equal(glob_c["xyxy"], glob_d["xyxy"])
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25)
 @given(
     seed=st.integers(0, 2**32 - 1),
     n_rows=st.integers(1, 400),
@@ -228,7 +228,7 @@ def test_kernels_environment_variable(monkeypatch):
         rows_compiled(1)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40)
 @given(
     seed=st.integers(0, 2**32 - 1),
     k=st.sampled_from(rows.GRAM_DOTS_COLUMNS),
@@ -294,7 +294,7 @@ _SCALES = st.one_of(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(
     x_scale=st.lists(_SCALES, min_size=1, max_size=4),
     y_scale=_SCALES,
@@ -331,7 +331,7 @@ def test_the_maps_scales_are_read_as_numpy_reads_them(x_scale, y_scale, z_scale,
         np.testing.assert_array_equal(got.view(np.int64), expected.view(np.int64))
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=80)
 @given(
     seed=st.integers(0, 2**32 - 1),
     n_rows=st.integers(1, 80),

@@ -61,7 +61,7 @@ def compiled_rows(monkeypatch):
     monkeypatch.setenv("DMIXED_KERNELS", "numba")
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40)
 @given(
     n=st.integers(1, 400),
     n_groups=st.integers(1, 50),
@@ -291,7 +291,7 @@ def _plans(draw):
     return n_raw, x_of, z_of
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=15)
 @given(
     n=st.integers(1, 3 * COLUMNS_CHUNK),
     n_groups=st.integers(1, 60),
@@ -394,7 +394,7 @@ def _merge_parts(rng, sizes: list[int], universe: int, n_terms: int, width: int)
     return keys, parts
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40)
 @given(
     sizes=st.lists(st.integers(0, 60), min_size=1, max_size=4),
     universe=st.integers(1, 120),
@@ -452,7 +452,7 @@ def _splitmix_buckets(keys: np.ndarray, n_buckets: int) -> np.ndarray:
     return (u % np.uint64(n_buckets)).astype(np.int64)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(
     dtype=st.sampled_from(["i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8"]),
     n=st.integers(0, 300),
@@ -483,7 +483,7 @@ def test_hash_buckets_left_to_the_caller(keys, monkeypatch):
     assert hash_buckets(np.arange(5), 2) is None
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(
     n=st.integers(1, 300),
     span=st.sampled_from([10, 2**40, 2**62]),

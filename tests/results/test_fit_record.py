@@ -57,7 +57,7 @@ def _fit_and_its_record_arguments(df, **kw):
     return _recorded(fit)
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=8)
 @given(
     q=st.integers(1, 3),
     vc=st.booleans(),
@@ -209,7 +209,7 @@ def _same_bits(a, b) -> bool:
     )
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=12)
 @given(
     q=st.integers(1, 3),
     vc=st.booleans(),

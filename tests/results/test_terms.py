@@ -121,7 +121,7 @@ def _constant_in_rows_by_range(x: np.ndarray) -> int:
 _ENTRIES = st.sampled_from([0.0, -0.0, 1.0, 2.0, -3.5, np.nan, np.inf, -np.inf, 1e-300])
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(
     st.integers(1, 6).flatmap(
         lambda n: st.lists(
@@ -149,7 +149,7 @@ def test_k_constant_of_rows_is_the_rule_by_range(columns):
     assert outcome(constant_in_rows) == outcome(_constant_in_rows_by_range)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40)
 @given(
     st.lists(
         st.lists(st.sampled_from([0.0, 1.0, 2.0, -1.5]), min_size=8, max_size=8),

@@ -84,7 +84,7 @@ def test_integer_keys_numbered_as_pandas_does():
         assert labels.dtype == np.asarray(ref_labels).dtype, keys.dtype
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=80)
 @given(
     dtype=st.sampled_from(["int8", "int16", "int32", "int64", "uint8", "uint16", "uint64"]),
     n_keys=st.integers(1, 60),

@@ -43,7 +43,7 @@ def test_packed_rows_round_trip_to_the_plain_statistics():
     assert layout.empty_global(2).shape == (layout.global_width,)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25)
 @given(r=st.integers(1, 9), k=st.integers(1, 4), seed=st.integers(0, 2**16))
 def test_conversion_maps_rows_of_the_converted_columns(r, k, seed):
     """``rows @ W`` are the packed rows of ``Z M_z`` and ``[X y] M_x`` (any square maps,
@@ -76,7 +76,7 @@ def test_conversion_of_a_wide_design_is_block_diagonal():
     np.testing.assert_array_equal(w[cross, cross], np.kron(m_z, np.eye(4)))
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=20)
 @given(k=st.integers(1, 12), within=st.booleans(), seed=st.integers(0, 2**16))
 def test_convert_global_maps_the_sums_of_the_converted_columns(k, within, seed):
     """``convert_global`` gives the packed global sums of ``[X y] M_x`` (and of the
@@ -97,7 +97,7 @@ def test_convert_global_maps_the_sums_of_the_converted_columns(k, within, seed):
     np.testing.assert_allclose(got[ok], want[ok], rtol=0, atol=1e-12 * np.abs(want[ok]).max())
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=20)
 @given(k=st.integers(1, 9), step=st.sampled_from([-2, -1, 1, 3]), seed=st.integers(0, 2**16))
 def test_convert_global_to_another_weights_scale_is_that_of_the_weights_scaled(k, step, seed):
     """Sums of weights ``w`` converted by ``ρ = 4^step`` (``M_x`` holding ``√ρ``, as
@@ -122,7 +122,7 @@ def test_convert_global_to_another_weights_scale_is_that_of_the_weights_scaled(k
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=20)
 @given(k=st.integers(1, 9), within=st.booleans(), seed=st.integers(0, 2**16))
 def test_global_slices_hold_what_pack_global_packs(k, within, seed):
     """One owner of the global sums' order: after the head (n, Σ log w, rows dropped),

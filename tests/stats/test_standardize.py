@@ -110,7 +110,7 @@ def test_json_round_trip_and_malformed_maps():
         Standardization.from_json({"x_shift": [0.0]}, 3, 2)
 
 
-@settings(max_examples=25, deadline=None, derandomize=True)
+@settings(max_examples=25)
 @given(
     seed=st.integers(0, 1000),
     offset=st.sampled_from([0.0, 1e3, 1e6, 1.7e9]),
@@ -168,7 +168,7 @@ def _defined_map(col: np.ndarray) -> tuple[float, float]:
     return shift, 2.0 ** np.round(np.log2(spread if spread > 0 else size))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(
     seed=st.integers(0, 2**31),
     log_scale=st.integers(-30, 30),
@@ -209,7 +209,7 @@ def _spoil_a_column(cols: np.ndarray, rng, kind: str) -> int:
     return j
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(
     seed=st.integers(0, 2**31),
     n=st.sampled_from([1, 2, 7, 17, 300, 8193, 70_000]),
@@ -244,7 +244,7 @@ def test_columns_measured_together_get_each_ones_own_map(seed, n, log_scales, of
         assert (together.y_shift, together.y_scale) == defined or not intercept
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=80)
 @given(
     seed=st.integers(0, 2**31),
     n=st.sampled_from([1, 2, 9, 300, 20_000, SAMPLE_ROWS]),
@@ -330,7 +330,7 @@ def _defined_vc_scale(values: np.ndarray) -> float:
     return float(2.0 ** np.round(np.log2(size * np.sqrt(np.mean((v / size) ** 2)))))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(
     seed=st.integers(0, 2**31),
     log_scale=st.integers(-1000, 1000),
@@ -366,7 +366,7 @@ def _choose_weighted(weights: np.ndarray) -> Standardization:
     return Standardization.choose(rng.normal(size=n), x, x[:, :1], weights=weights)
 
 
-@settings(max_examples=40, deadline=None, derandomize=True, database=None)
+@settings(max_examples=40)
 @given(exponent=st.floats(-1000, 1000), spread=st.floats(0, 8))
 def test_the_weights_scale_is_a_step_power_of_two_near_their_geometric_mean(exponent, spread):
     """A power of ``2^WEIGHT_STEP_LOG2`` (so of four: ``√s_w`` is exact) within half a
@@ -452,7 +452,7 @@ def test_weights_in_another_unit_than_the_map_are_refused():
     np.testing.assert_array_equal(m_z, 2.0**128 * plain[1])
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(
     lo=st.floats(-300.0, 300.0),
     extra=st.floats(1e-9, 200.0),
@@ -472,7 +472,7 @@ def test_weights_range_error_states_a_span_below_the_weights_own(lo, extra):
     assert f"more than the 2^{WEIGHT_SPAN_LOG2} a fit takes" in str(got.value)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(lo=st.floats(-1000.0, 1000.0), width=st.floats(0.0, float(WEIGHT_SPAN_LOG2)))
 @example(lo=-20.0, width=float(WEIGHT_SPAN_LOG2))
 def test_weights_range_takes_every_span_up_to_the_significand(lo, width):
@@ -487,7 +487,7 @@ def test_weights_range_takes_every_span_up_to_the_significand(lo, width):
 _COLUMN_VALUES = st.sampled_from([0.0, -0.0, 1.0, -1.0, 2.5, np.nan, np.inf, -np.inf, 1e300])
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(
     a=st.lists(_COLUMN_VALUES, min_size=0, max_size=20),
     b=st.lists(_COLUMN_VALUES, min_size=0, max_size=20),

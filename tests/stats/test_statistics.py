@@ -63,7 +63,7 @@ def test_one_group_of_variance_components_only_is_statsmodels_crossed_design():
     check_identifiable(_stats([30], q=0, vc_used=[[5], [6]]), "g", ["a", "b"])
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(
     sizes=st.lists(st.integers(1, 6), min_size=1, max_size=12),
     q=st.integers(0, 3),

@@ -120,7 +120,7 @@ def test_reorder_puts_every_group_at_its_position(shape):
         np.testing.assert_array_equal(np.signbit(out), np.signbit(expected))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(
     sizes=st.lists(st.integers(0, 40), min_size=1, max_size=4),
     shape=st.sampled_from([(), (1,), (3,), (2, 2), (2, 5)]),

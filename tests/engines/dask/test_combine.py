@@ -90,7 +90,7 @@ def _draw_keys(kind: str, rng: np.random.Generator, n: int, step: int) -> np.nda
     return np.array([f"k{v}" for v in rng.integers(0, 30, n)], dtype=object)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(
     kind=KEYS,
     sizes=st.lists(st.integers(1, 80), min_size=1, max_size=6),
@@ -107,7 +107,7 @@ def test_accumulator_equals_one_pass_over_all_rows(kind, sizes, n_buckets, seed)
     _assert_one_pass(acc, batches, rng, n_buckets)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30)
 @given(
     kind=KEYS,
     sizes=st.lists(st.integers(1, 80), min_size=1, max_size=6),
@@ -164,7 +164,7 @@ def test_dense_integer_keys_use_a_range_and_wide_ones_a_hash_table():
     assert out[0].sum() == 5_002
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40)
 @given(
     stride=st.sampled_from([3, 16, 101]),
     sizes=st.lists(st.integers(1, 80), min_size=1, max_size=6),
@@ -205,7 +205,7 @@ def test_thin_integer_keys_use_a_lookup_as_wide_as_the_groups():
     assert out.loc[2**45, 0] == 1 and out[0].sum() == 60_001
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(data=st.data())
 def test_combine_by_position_is_the_hash_table_sum(data):
     """Integer keys that fill their range are added by position in it, with the same
@@ -268,7 +268,7 @@ def test_target_map_is_the_one_chosen_from_most_rows():
     assert combine.target_map(2, 1, None, None) == Standardization.identity(2, 1)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30)
 @given(first=st.floats(-300, 300), second=st.floats(-300, 300), spread=st.floats(0, 4))
 def test_checked_target_judges_the_weights_of_all_partitions_as_one(first, second, spread):
     """The weights' span over every task's map (each only its own rows') is judged as
@@ -486,7 +486,7 @@ def test_a_bucket_root_of_sparse_keys_merges_them_in_key_order(merges):
         np.testing.assert_array_equal(a, b[order])
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40)
 @given(
     dtype=st.sampled_from(["i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8"]),
     n=st.integers(0, 200),
@@ -520,7 +520,7 @@ def _raw_bits_hash(values, *args, **kwargs):
 _PANDAS_HASH = pd.util.hash_array
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40)
 @given(
     values=st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=60),
     n_buckets=st.integers(2, 9),

@@ -125,9 +125,7 @@ def test_dask_statistics_are_the_in_process_crossed_ones(
     _assert_equal_fits(res, ref)
 
 
-@settings(
-    max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=6, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(cuts=st.lists(st.integers(0, 800), max_size=5), seed=st.integers(0, 2**16))
 def test_any_partitioning_gives_the_same_fit(data, in_process, cuts, seed):
     """Rows shuffled and cut anywhere: the fit of the in-process statistics."""

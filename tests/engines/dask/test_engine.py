@@ -216,7 +216,7 @@ def test_in_process_weights_and_unknown_divisions(source):
     _assert_same(res, ref)
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=10)
 @given(
     nparts=st.integers(min_value=1, max_value=24),
     order=st.integers(min_value=0, max_value=2**31 - 1),

@@ -101,9 +101,7 @@ def test_dask_statistics_are_the_in_process_ragged_ones(data, in_process_fit, ki
     _assert_same_ragged(stats.engine.ragged, want.engine.ragged)
 
 
-@settings(
-    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=8, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     cuts=st.lists(st.integers(0, 700), max_size=6),
     seed=st.integers(0, 2**16),
