@@ -18,6 +18,7 @@ import pandas as pd
 from .design import ModelDimensions, build_spec_prepared, is_dask
 from .design.arrays import (
     RowData,
+    as_float_column,
     as_float_matrix,
     column_names,
     constant_columns,
@@ -30,6 +31,7 @@ from .design.arrays import (
     pandas_index,
     random_design,
     random_intercept,
+    refuse_dask,
 )
 from .design.frame_rows import rows_of_frame
 from .design.missing import missing_option
@@ -42,6 +44,7 @@ from .fit.fit_warnings import warn_boundary, warn_convergence, warn_precision
 from .fit.model_methods import LikelihoodMethods
 from .fit.model_statistics import ModelStatistics
 from .fit.optimize import maximize
+from .fit.options import check_flag
 from .fit.params import MixedLMParams
 from .fit.start import check_distinct_component_values, moment_start_packed
 from .fit.steps import check_fit_options, check_statsmodels_options, fit_start, objective
@@ -112,12 +115,17 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
     Raises
     ------
     SpecError
-        ``missing`` not one of the values above.
+        ``missing`` not one of the values above; ``use_sqrt`` not a bool; a Dask
+        collection as one of the arrays (Dask data is fitted through
+        :meth:`from_formula`); ``exog_vc`` not a dict.
     DataError
         Arrays of different lengths, no rows, too few rows, missing values (with
-        ``missing="raise"``), weights that are not positive and finite.
-    TypeError
-        Dask inputs (fitted through :meth:`from_formula`) or non-numeric columns.
+        ``missing="raise"``; ``None`` and ``pd.NA`` in an object array are missing
+        values), weights that are not positive and finite; ``endog`` or ``weights`` of
+        more than one column, ``groups`` of more than one label per row.
+    BadValuesError
+        Text, or values that are not real numbers, in ``endog``, ``exog``,
+        ``exog_re`` or ``weights`` (numbers written as text are not read as numbers).
     """
 
     def __init__(
@@ -132,13 +140,8 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         missing: str = "raise",
     ) -> None:
         missing = missing_option(missing)
-        if is_dask(endog) or is_dask(exog):
-            raise TypeError(
-                "Dask inputs are fitted through MixedLM.from_formula(formula, data=ddf, ...)"
-            )
-        y = detached(as_float_matrix(endog, "endog"), endog)
-        if y.shape[1] != 1:
-            raise DataError(f"endog must be one column, got shape {y.shape}")
+        refuse_dask(endog=endog, exog=exog, groups=groups, exog_re=exog_re, weights=weights)
+        y = detached(as_float_column(endog, "endog"), endog)
         x = detached(as_float_matrix(exog, "exog"), exog)
         n = y.shape[0]
         if n == 0:
@@ -153,13 +156,15 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             re_names = column_names(exog_re, "x_re", z.shape[1])
         g = detached(group_label_array(groups), groups)
         if g.ndim != 1:
+            if g.ndim > 1 and g.size != g.shape[0]:  # (n, 2): not one label per row
+                raise DataError(f"groups must be one label per row, got shape {g.shape}")
             g = g.reshape(-1)
         for name, arr in (("exog", x), ("groups", g), ("exog_re", z)):
             if arr.shape[0] != n:
                 raise DataError(f"{name} has {arr.shape[0]} rows but endog has {n}")
         w = None
         if weights is not None:
-            w = detached(as_float_matrix(weights, "weights"), weights)[:, 0]
+            w = detached(as_float_column(weights, "weights"), weights)[:, 0]
             if w.shape[0] != n:
                 raise DataError(f"weights has {w.shape[0]} rows but endog has {n}")
         vc_names, vc_colnames, vc_cols, vc_vals = convert_exog_vc(exog_vc, g, n)
@@ -202,7 +207,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         source: Any = None,
     ) -> None:
         """Set every attribute of a model: the one construction path of all constructors."""
-        self.use_sqrt = bool(use_sqrt)
+        self.use_sqrt = bool(check_flag(use_sqrt, "use_sqrt"))
         self.missing = missing
         self.spec = spec
         self.endog_name = endog_name
@@ -275,7 +280,10 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         if not isinstance(groups, str):
             # statsmodels also takes the labels themselves; they are named "Group"
             if is_dask(data):
-                raise TypeError("with Dask data, groups must be the name of a column")
+                raise SpecError(
+                    "with Dask data, groups must be the name of a column of the Dask "
+                    f"DataFrame, got a {type(groups).__name__}"
+                )
             labels = group_label_array(groups, "Group")
             if labels.shape != (len(data),):
                 raise SpecError(
@@ -533,9 +541,11 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         Raises
         ------
         SpecError
-            A bad ``cov_fe``, ``method``, ``start_params``, ``free`` or ``check_nobs``,
-            or starting values where the log-likelihood is not finite; statsmodels'
-            ``niter_sa``, ``do_cg``, ``fe_pen`` or ``cov_pen`` other than its default.
+            A bad ``cov_fe``, ``method``, ``start_params``, ``free`` or ``check_nobs``;
+            ``reml`` or ``skip_hessian`` not a bool, ``maxiter`` not an integer >= 0,
+            ``gtol`` not a finite number >= 0; starting values where the log-likelihood
+            is not finite; statsmodels' ``niter_sa``, ``do_cg``, ``fe_pen`` or
+            ``cov_pen`` other than its default.
         DataError
             See :meth:`statistics`; an unidentifiable model (``check_nobs``); a response
             the effects reproduce exactly (no maximum of the likelihood: the optimizer
@@ -548,7 +558,10 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         BoundaryWarning
             The estimate is on the boundary of the parameter space.
         """
-        check_fit_options(cov_fe, check_nobs, method)  # before the data pass
+        settings = check_fit_options(  # before the data pass
+            cov_fe, check_nobs, method, reml=reml, skip_hessian=skip_hessian,
+            maxiter=maxiter, gtol=gtol,
+        )  # fmt: skip
         check_statsmodels_options(niter_sa=niter_sa, do_cg=do_cg, fe_pen=fe_pen, cov_pen=cov_pen)
         del full_output  # statsmodels' argument; the history is always kept
         t_start = time.perf_counter()
@@ -559,7 +572,6 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             check_distinct_component_values(
                 stats, self.vc_names, self.group_name, self.exog_re_names
             )
-        settings = {"maxiter": maxiter, "gtol": gtol}
         start = fit_start(self, stats, reml, start_params, method, free, settings, progress)
         opt = maximize(
             start.obj,

@@ -14,6 +14,7 @@ from scipy import optimize
 
 import dmixed
 from dmixed import BoundaryWarning, MixedLM
+from dmixed.errors import BadValuesError, DataError
 from dmixed.stats.standardize import WEIGHT_SPAN_LOG2
 
 from ._synth import design, dyestuff2_arrays, make_data, vc_dict
@@ -80,7 +81,7 @@ def test_inf_in_endog_is_refused():
 def test_non_numeric_exog_names_column():
     endog, exog, _, groups = _arrays()
     frame = pd.DataFrame({"const": 1.0, "colour": np.where(exog[:, 1] > 0, "red", "blue")})
-    with pytest.raises(TypeError, match="colour"):
+    with pytest.raises(BadValuesError, match="colour"):
         MixedLM(endog, frame, groups)
 
 
@@ -735,3 +736,31 @@ def test_group_labels_of_several_kinds_are_refused_from_a_list():
         MixedLM(endog, exog, [bool(v % 2) if i % 2 else int(v) for i, v in enumerate(groups)])
     model = MixedLM(endog, exog, [str(v) for v in groups])
     assert len(model.group_labels) == len(np.unique(groups))
+
+
+@pytest.mark.parametrize("use_sqrt", ["yes", "False", None, 0, 1])
+def test_use_sqrt_that_is_not_a_bool_is_refused(use_sqrt):
+    """``use_sqrt="False"`` optimized the square-root factor (a true string)."""
+    endog, exog, exog_re, groups = design(make_data(n_groups=20, max_size=8, seed=1))
+    with pytest.raises(dmixed.SpecError, match=f"use_sqrt must be True or False, not {use_sqrt!r}"):
+        MixedLM(endog, exog, groups, exog_re=exog_re, use_sqrt=use_sqrt)
+    df = make_data(n_groups=20, max_size=8, seed=1)
+    with pytest.raises(dmixed.SpecError, match="use_sqrt must be True or False"):
+        dmixed.mixedlm("y ~ x1", df, groups="g", use_sqrt=use_sqrt)
+
+
+@pytest.mark.parametrize(
+    ("shape", "refused"), [((-1, 2), True), ((-1, 1), False), ((-1, 1, 1), False)]
+)
+def test_groups_of_more_than_one_label_per_row_are_refused(shape, refused):
+    """Groups of shape (n, 2) were flattened to 2n labels and refused as "groups has 2n
+    rows"; a column of labels is one per row."""
+    endog, exog, _, groups = design(make_data(n_groups=20, max_size=8, seed=1))
+    labels = (np.column_stack([groups, groups]) if shape[1] == 2 else groups).reshape(shape)
+    if refused:
+        with pytest.raises(
+            DataError, match=r"groups must be one label per row, got shape \(\d+, 2\)"
+        ):
+            MixedLM(endog, exog, labels)
+    else:
+        assert MixedLM(endog, exog, labels).fit().llf == MixedLM(endog, exog, groups).fit().llf

@@ -7,6 +7,7 @@ statsmodels' ``exog_vc`` dict converted to per-row sparse entries.
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,10 +15,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..errors import BadValuesError, DataError, DroppedRowsWarning
+from ..errors import BadValuesError, DataError, DroppedRowsWarning, SpecError
 from ..stats.slots import present_pairs
 from .dtypes import NUMERIC, key_class, warn_rounded_integers
 from .missing import missing_mask, missing_rows
+from .scan import is_dask
 
 
 @dataclass
@@ -59,6 +61,53 @@ def as_float_matrix(value, argname: str) -> np.ndarray:
     the rows column by column, and numpy's reductions down the rows of a narrow
     row-major array are an order of magnitude slower (benchmarks/RESULTS.md)."""
     return np.asfortranarray(_float_matrix(value, argname))
+
+
+def as_float_column(value, argname: str) -> np.ndarray:
+    """:func:`as_float_matrix` of a value per row: ``(n, 1)``.
+
+    Raises
+    ------
+    DataError
+        ``value`` of more than one column (a weight per row is one number, not the
+        first of several); as :func:`as_float_matrix` otherwise.
+    """
+    arr = as_float_matrix(value, argname)
+    if arr.shape[1] != 1:
+        raise DataError(
+            f"{argname} must be one column (one value per row), got shape {np.shape(value)}"
+        )
+    return arr
+
+
+def refuse_dask(**arrays) -> None:
+    """Refuse a Dask collection among the arrays of ``MixedLM(endog, exog, groups,
+    ...)`` (by name), which would otherwise be computed into memory, whole, here.
+
+    Raises
+    ------
+    SpecError
+        Naming the argument and the way Dask data is fitted: a formula over one Dask
+        DataFrame (``dmixed.mixedlm``, ``MixedLM.from_formula``), whose partitions are
+        read where they are.
+    """
+    for name, value in arrays.items():
+        if not is_dask(value):
+            continue
+        kind = type(value).__name__
+        array = (
+            " (dask.dataframe.from_dask_array(x, columns=[...]) makes one of a Dask "
+            "Array's columns)"
+            if "array" in type(value).__module__
+            else ""
+        )
+        raise SpecError(
+            f"MixedLM(endog, exog, groups, ...) takes data in memory, and {name} is a Dask "
+            f"{kind}: fit Dask data with a formula over one Dask DataFrame{array}, "
+            "dmixed.mixedlm('y ~ x1 + x2', ddf, groups='g') (MixedLM.from_formula), "
+            f"which reads its partitions where they are; or pass {name}.compute() for "
+            "data that fits in memory"
+        )
 
 
 def detached(array: np.ndarray, source) -> np.ndarray:
@@ -190,7 +239,7 @@ def _float_matrix(value, argname: str) -> np.ndarray:
             if not (
                 pd.api.types.is_numeric_dtype(value[col]) or pd.api.types.is_bool_dtype(value[col])
             ):
-                raise TypeError(
+                raise BadValuesError(
                     f"{argname}: column {col!r} has non-numeric dtype {value[col].dtype}; "
                     "encode it (e.g. with a formula and C(...)) first"
                 )
@@ -199,14 +248,74 @@ def _float_matrix(value, argname: str) -> np.ndarray:
     if isinstance(value, np.ndarray):
         warn_rounded_integers(value, argname)
     try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{argname} must be numeric: {exc}") from exc
+        arr = np.asarray(value)
+    except ValueError as exc:  # nested sequences of several lengths
+        raise BadValuesError(f"{argname} must be numeric: {exc}") from exc
+    if arr.dtype.kind in "US" and not isinstance(value, np.ndarray):
+        arr = np.asarray(value, dtype=object)  # [1.0, "x"]: the text, not "1.0"
+    arr = _numbers(arr, argname)
     if arr.ndim == 1:
         arr = arr[:, None]
     if arr.ndim != 2:
         raise DataError(f"{argname} must be 1- or 2-dimensional, got shape {arr.shape}")
     return arr
+
+
+def _numbers(arr: np.ndarray, argname: str) -> np.ndarray:
+    """``arr`` (numpy, any shape) as float64: numbers and booleans as they are, and in
+    an object array the numbers, with ``None``, ``NaN``, ``pd.NA`` and ``NaT`` as NaN
+    (missing values, which the model's ``missing`` handles as it does NaN).
+
+    numpy alone reads the text ``"1.5"`` as 1.5 (where a formula reads such a column
+    as a factor) and fails on ``pd.NA`` with a ``TypeError`` about ``float()``.
+
+    Raises
+    ------
+    BadValuesError
+        Text (a text dtype, or a string in an object array: the first is shown with
+        its position), other objects, or complex or date values; the message names
+        ``argname``.
+    """
+    kind = arr.dtype.kind
+    if kind in "biuf" or (kind in "US" and arr.size == 0):
+        return arr.astype(np.float64, copy=False)
+    if kind == "O":
+        missing = pd.isna(arr)
+        kinds = set(map(type, arr[~missing]))  # one pass in C, no Python per value
+        if all(_is_real(t) for t in kinds):
+            return np.where(missing, np.nan, arr).astype(np.float64)
+        first = next(
+            j
+            for j, (v, na) in enumerate(
+                zip(arr.reshape(-1).tolist(), missing.reshape(-1), strict=True)
+            )
+            if not (na or _is_real(type(v)))
+        )
+    elif kind in "US":
+        first = 0
+    else:
+        raise BadValuesError(f"{argname} must be numeric (real numbers), got dtype {arr.dtype}")
+    value = arr.reshape(-1)[first]
+    position = tuple(int(i) for i in np.unravel_index(first, arr.shape))
+    where = {0: "", 1: " at row {}", 2: " at row {}, column {}"}.get(arr.ndim, " at {}")
+    if isinstance(value, (str, bytes)):
+        shown = str(value) if isinstance(value, str) else bytes(value)  # not np.str_('a')
+        what = (
+            "it holds text (numbers written as text: convert them with .astype(float); "
+            "categories: encode them, e.g. with a formula and C(...))"
+        )
+    else:
+        shown, what = value, f"it holds {type(value).__name__} values"
+    where = where.format(*position) if arr.ndim <= 2 else where.format(position)
+    raise BadValuesError(f"{argname} must be numeric: {what}{where}: {shown!r}")
+
+
+def _is_real(kind: type) -> bool:
+    """Whether values of type ``kind`` are read as real numbers: Python's and numpy's
+    numbers but complex ones (``Decimal`` included), and booleans."""
+    if issubclass(kind, (bool, np.bool_, numbers.Real)):
+        return True
+    return issubclass(kind, numbers.Number) and not issubclass(kind, numbers.Complex)
 
 
 def column_names(value, default_prefix: str, k: int) -> list[str]:
@@ -330,11 +439,18 @@ def _check_vc_keys(name, per_group, labels) -> None:
 
     Raises
     ------
+    SpecError
+        ``per_group`` not a dict (an array of all rows, say).
     DataError
         ``per_group`` is empty, or some of its keys equal no label of ``groups``
         (integer groups with string keys, say); up to five such keys are named.
     """
-    if not isinstance(per_group, Mapping) or not per_group:
+    if not isinstance(per_group, Mapping):
+        raise SpecError(
+            f"exog_vc[{name!r}] must be a dict {{group label: matrix of the group's rows}} "
+            f"(statsmodels' exog_vc), got {type(per_group).__name__}"
+        )
+    if not per_group:
         raise DataError(
             f"exog_vc[{name!r}] has no matrices: it must be a non-empty dict "
             "{group label: matrix} (statsmodels' exog_vc)"
@@ -387,11 +503,14 @@ def convert_exog_vc(exog_vc, groups: np.ndarray, n: int):
             name: dict(zip(group_keys, cn, strict=False))
             for name, cn in zip(exog_vc.names, exog_vc.colnames, strict=True)
         }
-    elif isinstance(exog_vc, dict):
+    elif isinstance(exog_vc, Mapping):
         comps = exog_vc
         colnames_by = None
     else:
-        raise TypeError("exog_vc must be a dict {name: {group: matrix}} or a VCSpec")
+        raise SpecError(
+            f"exog_vc must be a dict {{name: {{group: matrix}}}} (statsmodels' exog_vc) or "
+            f"a VCSpec, got {type(exog_vc).__name__}"
+        )
     codes, labels = pd.factorize(pd.Series(groups), sort=True)
     order = np.argsort(codes, kind="stable")
     starts = np.searchsorted(codes[order], np.arange(len(labels)))

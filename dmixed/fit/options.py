@@ -1,17 +1,79 @@
-"""statsmodels' optimizer options of ``fit``, checked: ``method=`` and ``free=``.
+"""statsmodels' optimizer options of ``fit``, checked: ``method=`` and ``free=``, and
+the kinds of scalar argument dmixed's functions take (a switch, a count, a tolerance).
 
 :func:`choose_methods` names the optimizers :func:`~dmixed.fit.optimize.maximize` runs in
 turn; :func:`parse_free` turns statsmodels' ``free`` into a mask over the packed
-covariance parameters.
+covariance parameters.  :func:`check_flag`, :func:`check_integer` and
+:func:`check_tolerance` refuse a switch, a count or a tolerance of the wrong kind or
+range, naming the argument, where Python would take ``"no"`` as true or numpy fail
+deep inside the optimizer.
 """
 
 from __future__ import annotations
+
+import math
+import numbers
 
 import numpy as np
 
 from ..errors import SpecError
 
-__all__ = ["DEFAULT_METHODS", "METHODS", "choose_methods", "parse_free"]
+__all__ = [
+    "DEFAULT_METHODS",
+    "METHODS",
+    "check_flag",
+    "check_integer",
+    "check_tolerance",
+    "choose_methods",
+    "parse_free",
+]
+
+
+def check_flag(value, name: str, optional: bool = False) -> bool | None:
+    """``value`` if it is a bool (or None where ``optional``), else :class:`SpecError`
+    naming the argument (statsmodels' ``bool_like(..., strict=True)``): ``"no"`` is
+    true in Python, and ``None`` or ``2`` says nothing of what was meant."""
+    if isinstance(value, (bool, np.bool_)) or (optional and value is None):
+        return None if value is None else bool(value)
+    allowed = "True, False or None" if optional else "True or False"
+    raise SpecError(f"{name} must be {allowed}, not {value!r}")
+
+
+def check_integer(value, name: str, minimum: int) -> int:
+    """``value`` as an ``int`` of at least ``minimum``.
+
+    Raises
+    ------
+    SpecError
+        ``value`` not a Python or numpy integer (a bool, a float such as ``2.5`` or
+        ``1e3``, text), or below ``minimum``; the message names ``name``.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        kind = f" ({type(value).__name__})"
+    elif value < minimum:
+        kind = ""
+    else:
+        return int(value)
+    wanted = {0: "a non-negative integer", 1: "a positive integer"}.get(
+        minimum, f"an integer of at least {minimum}"
+    )
+    raise SpecError(f"{name} must be {wanted}, got {value!r}{kind}")
+
+
+def check_tolerance(value, name: str) -> float:
+    """``value`` as a ``float``: a real number, finite and at least 0.
+
+    Raises
+    ------
+    SpecError
+        ``value`` not a real number (a bool, text, None), NaN, infinite or negative;
+        the message names ``name``.
+    """
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
+        number = float(value)
+        if math.isfinite(number) and number >= 0:
+            return number
+    raise SpecError(f"{name} must be a finite number >= 0, got {value!r}")
 
 
 #: statsmodels' default sequence of optimizers.
@@ -65,14 +127,29 @@ def parse_free(free, n_params: int, k_fe: int) -> np.ndarray:
     Raises
     ------
     SpecError
-        A mask holding a fixed effect, or of another length.
+        A mask holding a fixed effect, of another length, not 1-D, or holding anything
+        but 0 and 1 (``True`` and ``False``): text, NaN, another number.
     """
     if free is None:
         return np.ones(n_params, dtype=bool)
     if hasattr(free, "get_packed"):
         full = np.asarray(free.get_packed(use_sqrt=False, has_fe=True))
     else:
-        full = np.asarray(free, dtype=np.float64).ravel()
+        full = np.asarray(free)
+    if full.dtype.kind not in "biuf":
+        raise SpecError(
+            f"free must be a mask of 0 (held) and 1 (estimated), got values of dtype "
+            f"{full.dtype}: {np.ravel(full)[:5].tolist()}"
+        )
+    if full.ndim > 1:
+        raise SpecError(f"free must be one mask entry per parameter (1-D), got shape {full.shape}")
+    full = full.astype(np.float64).ravel()
+    odd = (full != 0) & (full != 1)
+    if odd.any():
+        raise SpecError(
+            "free must hold 0 (held at its start value) or 1 (estimated) for each "
+            f"parameter, got {full[odd][:5].tolist()}"
+        )
     if full.size == n_params + k_fe:
         if np.any(full[:k_fe] == 0):
             raise SpecError(

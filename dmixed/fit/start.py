@@ -473,14 +473,25 @@ def start_packed(start_params, layout: Layout, use_sqrt: bool, k_fe: int) -> np.
     Raises
     ------
     SpecError
-        ``start_params`` of another length, or with a covariance parameter that is not
-        finite (named by its position and value as given).
+        ``start_params`` of another length, not 1-D, not numbers (text, bools, other
+        objects), or with a covariance parameter that is not finite (named by its
+        position and value as given).
     """
     if start_params is None:
         return _default_start(layout, use_sqrt).copy()
     if hasattr(start_params, "get_packed"):
         return _finite_start(np.asarray(start_params.get_packed(use_sqrt=use_sqrt, has_fe=False)))
-    arr = np.asarray(start_params, dtype=np.float64).ravel()
+    arr = np.asarray(start_params)
+    if arr.dtype.kind not in "iuf":  # numpy reads "0.5" as 0.5 and True as 1.0
+        raise SpecError(
+            f"start_params must be numbers, got values of dtype {arr.dtype}: "
+            f"{arr.ravel()[:5].tolist()}"
+        )
+    if arr.ndim > 1:
+        raise SpecError(
+            f"start_params must be one value per parameter (1-D), got shape {arr.shape}"
+        )
+    arr = arr.astype(np.float64).ravel()
     if arr.size == layout.n_params:
         return _finite_start(arr.copy())
     if arr.size == layout.n_params + k_fe:

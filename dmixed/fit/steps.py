@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import SpecError
 from ..stats import CHECK_NOBS_OPTIONS, FittedStatistics
 from .coordinates import Coordinates, weight_factor
-from .options import choose_methods, parse_free
+from .options import check_flag, check_integer, check_tolerance, choose_methods, parse_free
 from .profiled import ProfiledObjective
 from .start import choose_start, start_packed
 from .summary import DEFAULTS, OptSummary
@@ -37,21 +37,32 @@ STATSMODELS_DEFAULTS = {
 }
 
 
-def check_fit_options(cov_fe: str, check_nobs: str, method) -> None:
-    """Refuse bad options of a fit before its data pass.
+def check_fit_options(
+    cov_fe: str, check_nobs: str, method, *, reml, skip_hessian, maxiter, gtol
+) -> dict[str, float | int]:
+    """Refuse bad options of a fit before its data pass; the optimizer's settings
+    (``maxiter`` and ``gtol``, for :meth:`~dmixed.fit.summary.OptSummary.start`) as
+    the optimizer reads them.
 
     Raises
     ------
     SpecError
         ``cov_fe`` not ``"hessian"`` or ``"conditional"``; ``check_nobs`` not one of
         :data:`~dmixed.stats.CHECK_NOBS_OPTIONS`; an unknown ``method``
-        (:func:`~dmixed.fit.options.choose_methods`).
+        (:func:`~dmixed.fit.options.choose_methods`); ``reml`` or ``skip_hessian`` not
+        a bool; ``maxiter`` not an integer >= 0; ``gtol`` not a finite number >= 0.
     """
     if cov_fe not in ("hessian", "conditional"):
         raise SpecError(f"cov_fe must be 'hessian' or 'conditional', got {cov_fe!r}")
     if check_nobs not in CHECK_NOBS_OPTIONS:
         raise SpecError(f"check_nobs must be 'raise' or 'ignore', got {check_nobs!r}")
     choose_methods(method, opt_sqrt=True)
+    check_flag(reml, "reml")
+    check_flag(skip_hessian, "skip_hessian")
+    return {
+        "maxiter": check_integer(maxiter, "maxiter", 0),
+        "gtol": check_tolerance(gtol, "gtol"),
+    }
 
 
 def check_statsmodels_options(**given) -> None:

@@ -21,7 +21,7 @@ from ..design.messages import clean_message
 from ..errors import ConstraintRankWarning, SpecError
 from ..inference import check_alpha
 
-__all__ = ["ContrastResults", "by_name", "check_flag", "hypothesis", "t_test", "wald_test"]
+__all__ = ["ContrastResults", "by_name", "hypothesis", "t_test", "wald_test"]
 
 
 @dataclass
@@ -348,15 +348,6 @@ def t_test(fe_params, cov_fe, r_matrix, names, use_t: bool | None, df_resid: flo
         # statsmodels' shapes for one row: sd and statistic (1, 1), pvalue 0-d
         sd, stat, pvalue = sd[:, None], stat[:, None], np.asarray(pvalue[0])
     return ContrastResults(effect, sd, stat, pvalue, dist, 1.0, df_denom, labels)
-
-
-def check_flag(value, name: str, optional: bool = False) -> bool | None:
-    """``value`` if it is a bool (or None where ``optional``), else :class:`SpecError`
-    naming the argument (statsmodels' ``bool_like(..., strict=True)``)."""
-    if isinstance(value, (bool, np.bool_)) or (optional and value is None):
-        return None if value is None else bool(value)
-    allowed = "True, False or None" if optional else "True or False"
-    raise SpecError(f"{name} must be {allowed}, not {value!r}")
 
 
 def wald_test(

@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import SpecError
-from .contrasts import ContrastResults, by_name, check_flag, t_test, wald_test
+from ..fit.options import check_flag
+from .contrasts import ContrastResults, by_name, t_test, wald_test
 from .terms import fe_terms
 
 __all__ = ["Hypotheses", "TermTests", "check_covariance", "refuse_flags"]

@@ -118,17 +118,10 @@ def _frame(value) -> bool:
     return isinstance(value, pd.DataFrame) or is_dask(value)
 
 
-def _float_rows(value, argname: str) -> np.ndarray:
-    """``value`` as a 2-D float64 matrix; a DataError naming ``argname`` if it is not
-    numeric (text, ``pd.NA``) or not 1- or 2-dimensional."""
-    try:
-        return as_float_matrix(value, argname)
-    except TypeError as exc:
-        raise DataError(str(exc)) from exc
-
-
 def _new_rows(value, width: int, argname: str) -> np.ndarray:
-    """New rows of a design ``width`` columns wide as :func:`_float_rows` makes them, a
+    """New rows of a design ``width`` columns wide, a 2-D float64 matrix
+    (:func:`~dmixed.design.arrays.as_float_matrix`: a DataError naming ``argname`` for
+    text or values that are not 1- or 2-dimensional; ``None`` and ``pd.NA`` are NaN), a
     1-D ``value`` read as statsmodels' ``predict`` reads a 1-D ``exog``: one row, or
     a column where the design has one column; a scalar is one row (statsmodels'
     ``predict(5.0)`` of a model of one fixed effect)."""
@@ -136,7 +129,7 @@ def _new_rows(value, width: int, argname: str) -> np.ndarray:
         value = [[value]]
     if np.ndim(value) == 1 and width != 1:
         value = np.asarray(value)[None, :]
-    return _float_rows(value, argname)
+    return as_float_matrix(value, argname)
 
 
 def transform_for_prediction(spec, df: pd.DataFrame, include_random: bool = True):

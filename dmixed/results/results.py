@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..design.references import design_coordinates
+from ..errors import SpecError
 from ..fit.coordinates import Coordinates
 from ..fit.params import MixedLMParams
 from ..fit.summary import OptSummary
@@ -446,7 +447,22 @@ class MixedLMResults(FittedValues, Hypotheses):
     def random_effects_var(self) -> pd.DataFrame:
         """Conditional variances of the ``exog_re`` random effects: the diagonals of
         :attr:`random_effects_cov` (``σ̂² Λ K_i⁻¹ Λ'``) as one DataFrame (G, k_re), indexed
-        and with columns as :meth:`random_effects_frame` (lme4's ``condVar``)."""
+        and with columns as :meth:`random_effects_frame` (lme4's ``condVar``).
+
+        Raises
+        ------
+        SpecError
+            A model without ``exog_re`` random effects (variance components only),
+            whose frame would have no column: the components' conditional variances
+            are the diagonals of :attr:`random_effects_cov`, by group.
+        """
+        if not self.k_re:
+            raise SpecError(
+                "random_effects_var() gives the conditional variances of the exog_re "
+                "random effects, and this model has none (variance components "
+                f"{list(self.names.vc_names)} only): theirs are the diagonals of "
+                "random_effects_cov, by group"
+            )
         diag = cov_diagonal(self._blup_cov, self.k_re)
         return pd.DataFrame(
             diag,

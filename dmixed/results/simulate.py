@@ -26,6 +26,7 @@ from ..design.prepare import needed_columns, prepare_columns
 from ..design.references import design_coordinates, design_effects
 from ..errors import SpecError
 from ..fit.coordinates import Coordinates
+from ..fit.options import check_integer
 from ..fit.params import MixedLMParams
 from ..stats import Layout, Standardization
 from .prediction import Predictor
@@ -219,9 +220,7 @@ def simulation_frame(values: np.ndarray, index, pandas_output: bool):
 
 def check_nsim(nsim, what: str = "nsim") -> int:
     """``nsim`` as a positive int (SpecError otherwise)."""
-    if isinstance(nsim, bool) or not isinstance(nsim, (int, np.integer)) or nsim < 1:
-        raise SpecError(f"{what} must be a positive integer, got {nsim!r}")
-    return int(nsim)
+    return check_integer(nsim, what, 1)
 
 
 @dataclass(frozen=True)

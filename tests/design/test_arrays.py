@@ -22,8 +22,10 @@ from dmixed.design.arrays import (
     random_intercept,
 )
 from dmixed.engines.local import statistics_from_rows
-from dmixed.errors import BadValuesError, DataError, DroppedRowsWarning
+from dmixed.errors import BadValuesError, DataError, DroppedRowsWarning, SpecError
 from dmixed.stats.standardize import Standardization
+
+from .._synth import design, make_data
 
 
 def test_two_columns_of_one_name_are_refused():
@@ -326,3 +328,175 @@ def test_missing_values_of_exog_re_held_as_exog_columns_are_found_as_in_a_copy(b
     shared = outcome(x[:, :2])
     assert np.shares_memory(x[:, :2], x)
     assert str(shared) == str(outcome(np.asfortranarray(np.array(x[:, :2]))))
+
+
+def _user_arrays():
+    """(endog, exog, exog_re, groups, weights) of 20 groups, as a user passes them."""
+    df = make_data(n_groups=20, max_size=8, seed=1)
+    endog, exog, exog_re, groups = design(df)
+    return endog, exog, exog_re, groups, df["w"].to_numpy()
+
+
+def _with(arrays: tuple, name: str, value) -> dict:
+    """``MixedLM``'s keyword arguments of ``arrays`` with ``name`` replaced by ``value``."""
+    kw = dict(zip(("endog", "exog", "exog_re", "groups", "weights"), arrays, strict=True))
+    kw[name] = value(kw[name]) if callable(value) else value
+    return kw
+
+
+def _text(dtype):
+    """The array's numbers written as text, of ``dtype`` (``"<U32"`` or object)."""
+    return lambda arr: arr.astype(str).astype(dtype)
+
+
+def _one_text(value: str):
+    """The array's numbers in an object array, row 3 replaced by the text ``value``."""
+
+    def make(arr):
+        out = arr.astype(object)
+        out[3] = value
+        return out
+
+    return make
+
+
+@pytest.mark.parametrize("name", ["endog", "exog", "exog_re", "weights"])
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        (_text("<U32"), r"at row 0.*: '[0-9.-]+'$"),  # numbers written as text
+        (_text(object), r"at row 0.*: '[0-9.-]+'$"),
+        (_one_text("abc"), r"at row 3.*: 'abc'$"),
+        (_one_text("1.5"), r"at row 3.*: '1.5'$"),  # read as 1.5, silently
+    ],
+)
+def test_text_where_numbers_are_read_is_refused_naming_the_argument(name, text, shown):
+    """numpy arrays of text (``<U``, or strings in an object array): a BadValuesError
+    naming the argument, the first text and its place; numbers written as text were
+    read as numbers (where a formula reads such a column as a factor), and other text
+    failed with a TypeError quoting numpy."""
+    kw = _with(_user_arrays(), name, text)
+    with pytest.raises(BadValuesError, match=rf"^{name} must be numeric: it holds text .*{shown}"):
+        MixedLM(**kw)
+
+
+@pytest.mark.parametrize("dtype", ["<U32", object])
+def test_groups_of_text_are_labels(dtype):
+    """Text is what group labels often are: the fit of the same groups as numbers (in
+    another order: ``"10"`` sorts before ``"2"``)."""
+    arrays = _user_arrays()
+    want = MixedLM(**_with(arrays, "weights", None)).fit()
+    kw = _with(arrays, "groups", _text(dtype))
+    got = MixedLM(**{**kw, "weights": None}).fit()
+    assert got.llf == pytest.approx(want.llf, rel=1e-12)
+    np.testing.assert_allclose(got.params, want.params, rtol=1e-8)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (np.array([1.0, 2 + 1j], dtype=object), r"it holds complex values at row 1: \(2\+1j\)$"),
+        (np.array([1.0, [2.0]], dtype=object), r"it holds list values at row 1: \[2.0\]$"),
+        (np.array([1.0, 2.0]) + 0j, r"must be numeric \(real numbers\), got dtype complex128"),
+        (np.array(["2020-01-01"], dtype="datetime64[D]"), "got dtype datetime64"),
+        (np.array([b"1.5"]), r"it holds text .* at row 0: b'1.5'$"),
+        ([1.0, "x"], r"it holds text .* at row 1: 'x'$"),
+        ([[1.0], [2.0, 3.0]], "exog must be numeric: setting an array element"),
+    ],
+)
+def test_values_that_are_not_real_numbers_are_refused(value, message):
+    with pytest.raises(BadValuesError, match=message):
+        as_float_matrix(value, "exog")
+
+
+def test_real_numbers_of_any_kind_in_object_arrays_are_read():
+    """Decimal, Fraction, numpy scalars, bools and integers beyond int64 are numbers."""
+    from decimal import Decimal
+    from fractions import Fraction
+
+    value = np.array([Decimal("1.5"), Fraction(1, 4), np.float32(2), True, 2**70], dtype=object)
+    np.testing.assert_array_equal(as_float_matrix(value, "exog")[:, 0], [1.5, 0.25, 2, 1, 2.0**70])
+
+
+@pytest.mark.parametrize("name", ["endog", "exog", "exog_re", "weights"])
+@pytest.mark.parametrize("na", [pd.NA, None, np.nan, pd.NaT])
+def test_missing_values_in_an_object_array_are_missing_values(name, na):
+    """pd.NA (and NaT) in an object matrix are missing values, as None and NaN: refused
+    naming the argument, or dropped with ``missing="drop"``; pd.NA failed with numpy's
+    TypeError about ``float()``."""
+    arrays = _user_arrays()
+
+    def holed(arr):
+        out = arr.astype(object)
+        out[2] = na
+        return out
+
+    kw = _with(arrays, name, holed)
+    with pytest.raises(BadValuesError, match=rf"missing or infinite values in {name} \(1 rows\)"):
+        MixedLM(**kw)
+    with pytest.warns(DroppedRowsWarning, match="dropped 1 rows"):
+        dropped = MixedLM(**kw, missing="drop")
+    keep = np.arange(len(arrays[0])) != 2
+    want = MixedLM(*(a[keep] for a in arrays[:2]), arrays[3][keep], arrays[2][keep],
+                   weights=arrays[4][keep])  # fmt: skip
+    np.testing.assert_array_equal(dropped.rows.exog, want.rows.exog)
+    np.testing.assert_array_equal(dropped.rows.endog, want.rows.endog)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "error", "message"),
+    [
+        ("weights", lambda w: np.column_stack([w, w]), DataError,
+         r"weights must be one column \(one value per row\), got shape \(\d+, 2\)"),
+        ("endog", lambda y: np.column_stack([y, y]), DataError,
+         r"endog must be one column \(one value per row\), got shape \(\d+, 2\)"),
+    ],
+)  # fmt: skip
+def test_a_value_per_row_is_one_column(name, value, error, message):
+    """Weights of shape (n, 2) were read as their first column, silently."""
+    with pytest.raises(error, match=message):
+        MixedLM(**_with(_user_arrays(), name, value))
+
+
+@pytest.mark.parametrize(
+    ("exog_vc", "message"),
+    [
+        ([1, 2], r"exog_vc must be a dict .* or a VCSpec, got list"),
+        (np.ones((4, 2)), r"exog_vc must be a dict .* or a VCSpec, got ndarray"),
+        (pd.DataFrame({"a": [1.0]}), r"exog_vc must be a dict .* or a VCSpec, got DataFrame"),
+        ({"sub": np.ones((4, 2))}, r"exog_vc\['sub'\] must be a dict \{group label: .*got ndarray"),
+        ({"sub": [1, 2]}, r"exog_vc\['sub'\] must be a dict \{group label: .*got list"),
+    ],
+)
+def test_an_exog_vc_that_is_not_a_dict_is_refused_naming_it(exog_vc, message):
+    """exog_vc of the wrong kind: a SpecError (the whole was a TypeError, and a
+    component's array was said to have "no matrices")."""
+    endog, exog, _, groups, _ = _user_arrays()
+    with pytest.raises(SpecError, match=message):
+        MixedLM(endog, exog, groups, exog_vc=exog_vc)
+
+
+@pytest.mark.parametrize("name", ["endog", "exog", "exog_re", "groups", "weights"])
+@pytest.mark.parametrize("kind", ["frame", "array"])
+def test_dask_collections_are_refused_pointing_at_the_formula(name, kind):
+    """A Dask Series, DataFrame or Array as one of MixedLM's arrays: refused naming it
+    and the Dask way (a formula over one Dask DataFrame); groups, exog_re and weights
+    were computed into memory, whole."""
+    import dask.array as da
+    import dask.dataframe as dd
+
+    arrays = _user_arrays()
+
+    def lazy(arr):
+        if kind == "array":
+            return da.from_array(arr, chunks=40)
+        frame = pd.DataFrame(arr) if arr.ndim == 2 else pd.Series(arr)
+        return dd.from_pandas(frame, npartitions=2)
+
+    with pytest.raises(
+        SpecError, match=rf"and {name} is a Dask \w+: fit Dask data with a formula"
+    ) as err:
+        MixedLM(**_with(arrays, name, lazy))
+    assert "dmixed.mixedlm('y ~ x1 + x2', ddf, groups='g')" in str(err.value)
+    assert f"{name}.compute()" in str(err.value)
+    assert ("from_dask_array" in str(err.value)) == (kind == "array")

@@ -23,7 +23,7 @@ from dmixed.fit.start import (
     weighted_moment_start,
 )
 
-from .._synth import make_data
+from .._synth import design, make_data
 
 SLOPE = {"re_formula": "1 + x1"}
 VC = {"re_formula": "1", "vc_formula": {"s": "0 + C(sub)"}}
@@ -645,3 +645,26 @@ def test_the_floor_is_made_only_where_it_is_read(slope_sd, vc):
     assert psi.tobytes() == ref_psi.tobytes() and tau.tobytes() == ref_tau.tobytes()
     floored = np.linalg.eigvalsh(psi).min() <= START_FLOOR * np.linalg.eigvalsh(psi).max() * 1.01
     assert floored == (slope_sd == 0.0)  # both cases met
+
+
+@pytest.mark.parametrize(
+    ("start_params", "message"),
+    [
+        ([1.0], "start_params has 1 values; expected 3 covariance parameters"),
+        (np.ones(5), "start_params has 5 values; expected 3 covariance parameters"),
+        (["a", "b", "c"], r"start_params must be numbers, got values of dtype <U1: \['a'"),
+        (["1", "0", "1"], r"start_params must be numbers, got values of dtype <U1: \['1'"),
+        ("abc", "start_params must be numbers"),
+        ([True, False, True], "start_params must be numbers, got values of dtype bool"),
+        ([1.0, None, 1.0], "start_params must be numbers, got values of dtype object"),
+        (np.ones((3, 1)), r"start_params must be one value per parameter \(1-D\), got shape"),
+        ([np.nan, 0.0, 1.0], r"not finite \(\[0\] = nan\)"),
+        ([0.0, 0.0, 0.0, 1.0, np.inf, 1.0], r"not finite \(\[4\] = inf\)"),
+    ],
+)
+def test_a_bad_start_is_refused_naming_what_is_wrong(start_params, message):
+    """start_params of the wrong length, text (numpy read ``"1"`` as 1.0 and failed on
+    ``"a"`` with its own ValueError), booleans, 2-D or not finite: a SpecError."""
+    endog, exog, exog_re, groups = design(make_data(n_groups=20, max_size=8, seed=1))
+    with pytest.raises(dmixed.SpecError, match=message):
+        MixedLM(endog, exog, groups, exog_re=exog_re).fit(start_params=start_params)

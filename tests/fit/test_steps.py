@@ -88,3 +88,39 @@ def test_a_masked_fit_in_the_plain_packing_that_stops_short_goes_on_with_bfgs(of
     assert res.converged
     assert res.llf == pytest.approx(ref.llf, rel=1e-10)
     np.testing.assert_allclose(res.cov_re / res.scale, ref.cov_re / ref.scale, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("maxiter", -1, "maxiter must be a non-negative integer, got -1"),
+        ("maxiter", 2.5, r"maxiter must be a non-negative integer, got 2.5 \(float\)"),
+        ("maxiter", "10", r"maxiter must be a non-negative integer, got '10' \(str\)"),
+        ("maxiter", None, r"maxiter must be a non-negative integer, got None"),
+        ("maxiter", True, r"maxiter must be a non-negative integer, got True \(bool\)"),
+        ("gtol", -1, "gtol must be a finite number >= 0, got -1"),
+        ("gtol", float("nan"), "gtol must be a finite number >= 0, got nan"),
+        ("gtol", float("inf"), "gtol must be a finite number >= 0, got inf"),
+        ("gtol", "1e-8", "gtol must be a finite number >= 0, got '1e-8'"),
+        ("reml", "yes", "reml must be True or False, not 'yes'"),
+        ("reml", "no", "reml must be True or False, not 'no'"),
+        ("reml", None, "reml must be True or False, not None"),
+        ("reml", 2, "reml must be True or False, not 2"),
+        ("skip_hessian", "no", "skip_hessian must be True or False, not 'no'"),
+    ],
+)
+def test_bad_settings_are_refused_before_the_data_pass(model, name, value, message):
+    """A count, a tolerance or a switch of the wrong kind: a SpecError naming it, where
+    ``reml="no"`` fitted REML (a true string), ``maxiter=-1`` ran no iteration and
+    ``maxiter=2.5`` failed inside the Newton steps with numpy's TypeError."""
+    with pytest.raises(dmixed.SpecError, match=message):
+        model.fit(**{name: value})
+
+
+def test_numpy_scalars_are_settings_as_python_ones(model):
+    """numpy's integers, floats and bools are read as Python's: the same fit."""
+    plain = model.fit(reml=False, maxiter=200, gtol=1e-7)
+    given = model.fit(reml=np.False_, maxiter=np.int64(200), gtol=np.float64(1e-7))
+    assert given.llf == plain.llf
+    np.testing.assert_array_equal(given.params, plain.params)
+    assert given.fit_options["maxiter"] == 200 and type(given.fit_options["maxiter"]) is int

@@ -248,8 +248,9 @@ def test_a_frame_passed_as_exog_to_a_formula_model_goes_through_the_formula():
 
 
 def test_raw_exog_that_is_not_numeric_is_named():
-    """Text or pd.NA in a raw matrix: a DataError naming the argument, not numpy's bare
-    ValueError/TypeError."""
+    """Text in a raw matrix: a DataError naming the argument, not numpy's bare
+    ValueError/TypeError; pd.NA is a missing value there, as None and NaN are: its row
+    predicts NaN."""
     df = make_data(n_groups=12, seed=16)
     endog, exog, exog_re, groups = design(df)
     res = MixedLM(endog, exog, groups, exog_re=exog_re).fit()
@@ -258,10 +259,15 @@ def test_raw_exog_that_is_not_numeric_is_named():
     text[0, 1] = "a"
     missing = exog[:2].astype(object)
     missing[1, 2] = pd.NA
-    for bad in (text, missing):
-        for fit in (res, formula_res):
-            with pytest.raises(DataError, match="exog must be numeric"):
-                fit.predict(exog=bad)
+    nan = exog[:2].copy()
+    nan[1, 2] = np.nan
+    for fit in (res, formula_res):
+        with pytest.raises(DataError, match="exog must be numeric"):
+            fit.predict(exog=text)
+        np.testing.assert_array_equal(
+            np.asarray(fit.predict(exog=missing)), np.asarray(fit.predict(exog=nan))
+        )
+        assert np.isnan(np.asarray(fit.predict(exog=missing))[1])
     with pytest.raises(DataError, match="exog_re must be numeric"):
         res.predict(exog=exog[:2], exog_re=text[:, :2], groups=groups[:2], include_random=True)
     with pytest.raises(DataError, match="exog has 2 columns; the model has 3"):

@@ -271,3 +271,20 @@ def test_normalized_cov_params_is_statsmodels():
     want = theirs.normalized_cov_params.loc[got.index, got.columns]
     np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-9)
     np.testing.assert_allclose(got * ours.scale, ours.cov_params(), rtol=1e-14)
+
+
+def test_random_effects_var_of_variance_components_only_is_refused():
+    """A model of variance components alone has no exog_re random effects: the frame of
+    their conditional variances had no column; the refusal says where the components'
+    are (the diagonals of random_effects_cov), which are their BLUPs' layout."""
+    df = make_data(n_groups=20, max_size=8, vc_sd=0.6, seed=1)
+    endog, exog, _, groups = design(df)
+    res = MixedLM(endog, exog, groups, exog_vc=vc_dict(df)).fit()
+    with pytest.raises(
+        SpecError, match=r"this model has none \(variance components \['sub'\] only\)"
+    ):
+        res.random_effects_var()
+    first = res.group_labels[0]
+    cov = res.random_effects_cov[first]
+    assert list(cov.index) == list(res.random_effects[first].index)
+    assert (np.diag(cov) > 0).all()

@@ -1,0 +1,86 @@
+"""dmixed.fit.options: ``free=`` and the checks of a switch, a count and a tolerance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dmixed import MixedLM
+from dmixed.errors import SpecError
+from dmixed.fit.options import check_flag, check_integer, check_tolerance, parse_free
+
+from .._synth import design, make_data
+
+
+@pytest.fixture(scope="module")
+def model():
+    """Random intercept and slope: 3 covariance parameters after 3 fixed effects."""
+    endog, exog, exog_re, groups = design(make_data(n_groups=20, max_size=8, seed=1))
+    return MixedLM(endog, exog, groups, exog_re=exog_re)
+
+
+@pytest.mark.parametrize(
+    ("free", "message"),
+    [
+        (np.ones((2, 3)), r"free must be one mask entry per parameter \(1-D\), got shape \(2, 3\)"),
+        (np.ones((3, 1)), r"free must be one mask entry per parameter \(1-D\), got shape \(3, 1\)"),
+        (["a", "b", "c"], r"free must be a mask of 0 \(held\) and 1 \(estimated\), got values"),
+        ("110", r"free must be a mask of 0 \(held\) and 1 \(estimated\), got values"),
+        ([np.nan, 1, 1], r"free must hold 0 .* or 1 .* for each parameter, got \[nan\]"),
+        ([1, 2, 1], r"free must hold 0 .* or 1 .* for each parameter, got \[2.0\]"),
+        ([1, 1], "free has 2 entries; expected 3 .* or 6"),
+    ],
+)
+def test_a_bad_free_is_refused_naming_what_is_wrong(model, free, message):
+    """A mask of the wrong shape, text, NaN or a number other than 0 and 1: refused
+    (a (2, 3) matrix of ones had the length of fixed and covariance parameters together,
+    and NaN read as "estimated")."""
+    with pytest.raises(SpecError, match=message):
+        model.fit(free=free)
+
+
+@pytest.mark.parametrize("free", [[1, 0, 1], [True, False, True], np.array([1.0, 0.0, 1.0])])
+def test_zeros_and_ones_of_any_kind_are_one_mask(free):
+    np.testing.assert_array_equal(parse_free(free, 3, 2), [True, False, True])
+    np.testing.assert_array_equal(parse_free([1, 1, *free], 3, 2), [True, False, True])
+
+
+@pytest.mark.parametrize("value", ["yes", "False", None, 0, 1, 2.0])
+def test_a_switch_is_a_bool(value):
+    with pytest.raises(SpecError, match=f"use_sqrt must be True or False, not {value!r}"):
+        check_flag(value, "use_sqrt")
+
+
+@pytest.mark.parametrize(
+    ("value", "minimum", "wanted"),
+    [
+        (0, 1, "a positive integer"),
+        (-1, 0, "a non-negative integer"),
+        (1, 2, "an integer of at least 2"),
+        (1.0, 0, "a non-negative integer"),
+        (np.float64(3), 0, "a non-negative integer"),
+        (np.True_, 0, "a non-negative integer"),
+        ("3", 0, "a non-negative integer"),
+    ],
+)
+def test_a_count_is_an_integer_of_its_range(value, minimum, wanted):
+    with pytest.raises(SpecError, match=f"n must be {wanted}, got"):
+        check_integer(value, "n", minimum)
+
+
+@pytest.mark.parametrize("value", [0, 3, np.int8(3), np.uint64(3)])
+def test_integers_of_any_kind_are_counts(value):
+    got = check_integer(value, "n", 0)
+    assert got == int(value) and type(got) is int
+
+
+@pytest.mark.parametrize("value", [-1e-9, float("nan"), -float("inf"), float("inf"), True, "0.1"])
+def test_a_tolerance_is_a_finite_number_at_least_zero(value):
+    with pytest.raises(SpecError, match="tol must be a finite number >= 0"):
+        check_tolerance(value, "tol")
+
+
+@pytest.mark.parametrize("value", [0, 1e-8, np.float32(0.5), np.int64(1)])
+def test_real_numbers_are_tolerances(value):
+    got = check_tolerance(value, "tol")
+    assert got == float(value) and type(got) is float
