@@ -261,6 +261,11 @@ def _float_matrix(value, argname: str) -> np.ndarray:
     return arr
 
 
+#: what ``pd.api.types.infer_dtype(..., skipna=True)`` says of values that are all numbers
+#: (or missing: ``"empty"``), without text among them
+_NUMBERS_INFERRED = frozenset({"floating", "integer", "mixed-integer-float", "boolean", "empty"})
+
+
 def _numbers(arr: np.ndarray, argname: str) -> np.ndarray:
     """``arr`` (numpy, any shape) as float64: numbers and booleans as they are, and in
     an object array the numbers, with ``None``, ``NaN``, ``pd.NA`` and ``NaT`` as NaN
@@ -280,9 +285,16 @@ def _numbers(arr: np.ndarray, argname: str) -> np.ndarray:
     if kind in "biuf" or (kind in "US" and arr.size == 0):
         return arr.astype(np.float64, copy=False)
     if kind == "O":
+        # pandas' inference (one pass in C) tells the common object arrays, numbers and
+        # missing values alone, from those that may hold text; the others are looked at
+        # by the types of their values
+        if pd.api.types.infer_dtype(arr.reshape(-1), skipna=True) in _NUMBERS_INFERRED:
+            try:
+                return arr.astype(np.float64)
+            except TypeError:  # pd.NA, NaT
+                return np.where(pd.isna(arr), np.nan, arr).astype(np.float64)
         missing = pd.isna(arr)
-        kinds = set(map(type, arr[~missing]))  # one pass in C, no Python per value
-        if all(_is_real(t) for t in kinds):
+        if all(_is_real(t) for t in set(map(type, arr[~missing]))):
             return np.where(missing, np.nan, arr).astype(np.float64)
         first = next(
             j
