@@ -54,12 +54,22 @@ def pandas_index(*values) -> pd.Index | None:
 
 
 def as_float_matrix(value, argname: str) -> np.ndarray:
-    """A 2-D column-major float64 array, with an error naming the argument (and column)
-    if not numeric, or if a DataFrame has two columns of one name (DataError).
+    """A 2-D column-major float64 array; ``None``, ``pd.NA`` and ``NaT`` of an object
+    array are NaN (missing values).
 
     Column-major as the formula's design is built: the data pass and the checks read
     the rows column by column, and numpy's reductions down the rows of a narrow
-    row-major array are an order of magnitude slower (benchmarks/RESULTS.md)."""
+    row-major array are an order of magnitude slower (benchmarks/RESULTS.md).
+
+    Raises
+    ------
+    BadValuesError
+        Values that are not real numbers (text, numbers written as text included; other
+        objects), naming ``argname`` and the first such value's place, or the column of
+        a DataFrame.
+    DataError
+        A DataFrame with two columns of one name; not 1- or 2-dimensional.
+    """
     return np.asfortranarray(_float_matrix(value, argname))
 
 
