@@ -764,3 +764,18 @@ def test_groups_of_more_than_one_label_per_row_are_refused(shape, refused):
             MixedLM(endog, exog, labels)
     else:
         assert MixedLM(endog, exog, labels).fit().llf == MixedLM(endog, exog, groups).fit().llf
+
+
+@pytest.mark.parametrize("labels", ["series", "array"])
+def test_dask_data_with_groups_that_are_not_a_column_name_is_refused(labels):
+    """statsmodels' groups as the labels themselves work for pandas data only: with a
+    Dask DataFrame a SpecError says to name the column (it was a TypeError)."""
+    import dask.dataframe as dd
+
+    df = make_data(n_groups=20, max_size=8, seed=1)
+    ddf = dd.from_pandas(df, npartitions=2)
+    groups = ddf["g"] if labels == "series" else df["g"].to_numpy()
+    with pytest.raises(
+        dmixed.SpecError, match="with Dask data, groups must be the name of a column"
+    ):
+        dmixed.mixedlm("y ~ x1", ddf, groups=groups)
