@@ -34,6 +34,7 @@ from .design.arrays import (
     refuse_dask,
 )
 from .design.frame_rows import rows_of_frame
+from .design.messages import check_enough_rows
 from .design.missing import missing_option
 from .design.model_data import ModelData
 from .design.partitions import select_columns
@@ -381,11 +382,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         if len(self.exog_names) != p:
             self.exog_names = [f"x{j + 1}" for j in range(p)]
         k_cov = n_tril(rows.exog_re.shape[1]) + len(rows.vc_cols)
-        if n <= p + k_cov:
-            raise DataError(
-                f"too few rows: {n} rows for {p} fixed effects and {k_cov} covariance "
-                "parameters (plus the residual variance)"
-            )
+        check_enough_rows(n, p, k_cov)
         if rows.weights is not None:
             w = rows.weights
             if np.any(~np.isfinite(w)):

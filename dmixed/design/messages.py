@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import re
 
-__all__ = ["check_present", "clean_message", "plural", "suggest"]
+__all__ = ["check_enough_rows", "check_present", "clean_message", "plural", "suggest"]
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -53,3 +53,23 @@ def check_present(wanted, available) -> None:
         )
         err.absent = absent  # the command line names the input files lacking them
         raise err
+
+
+def check_enough_rows(n: int, p: int, k_cov: int) -> None:
+    """Refuse ``n`` rows for ``p`` fixed effects and ``k_cov`` covariance parameters:
+    the fit estimates ``p + k_cov + 1`` numbers (the residual variance too), so it
+    needs ``n > p + k_cov`` rows.  The one owner of the message, for rows in memory and
+    for the partial sums of a Dask data pass alike.
+
+    Raises
+    ------
+    DataError
+        ``n <= p + k_cov``.
+    """
+    from ..errors import DataError
+
+    if n <= p + k_cov:
+        raise DataError(
+            f"too few rows: {n} rows for {p} fixed effects and {k_cov} covariance "
+            "parameters (plus the residual variance)"
+        )

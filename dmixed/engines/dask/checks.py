@@ -1,5 +1,10 @@
 """Errors of the data pass worded for the whole data, not the partition that raised.
 
+:func:`rows_checked` refuses too few rows for the model from the partials tasks' counts,
+in the graph, before the tree converts the partials (a padded random design of ``r``
+columns converts with a matrix of ``(r²/2 + r·k)²`` values: gigabytes at a few hundred
+columns, where the in-process fit refuses the rows with a message).
+
 A task of the data pass stops at the first partition with missing values
 (``missing="raise"``), with that partition's counts.  On that error path only,
 :func:`missing_values_total` reads every partition once more and counts the missing
@@ -11,10 +16,36 @@ from __future__ import annotations
 
 import dask
 
+from ...design.messages import check_enough_rows
 from ...design.origin import partition_files
 from ...design.prepare import missing_counts, missing_values_error, needed_columns
 from ...errors import DataError
+from ...stats.packed import GLOBAL_HEAD
 from .progress import gather
+
+
+def rows_checked(p: int, k_cov: int, globs: list, reports: list, func, *args):
+    """``func(*args)`` (the task that makes the columns' map every partial is converted
+    to) once the rows of the data pass are enough for ``p`` fixed effects and ``k_cov``
+    covariance parameters (:func:`~dmixed.design.messages.check_enough_rows`, the
+    in-process message); ``func`` None: ``args[0]`` (a map given).
+
+    The rows are counted from what every partials task returns: its packed global sums
+    ``globs`` (the rows it summed, after dropping missing values) and its exchange
+    report ``reports`` (``"routed_rows"``: the rows it sent to their bucket's owner
+    instead, :func:`~dmixed.engines.dask.routing.exchange_report`).  No rows at all are
+    left to the pass's own message ("no data").
+
+    Raises
+    ------
+    DataError
+        Too few rows.
+    """
+    n_at = GLOBAL_HEAD.index("n")
+    n = int(sum(g[n_at] for g in globs)) + sum(int(r["routed_rows"]) for r in reports)
+    if n:
+        check_enough_rows(n, p, k_cov)
+    return args[0] if func is None else func(*args)
 
 
 def partition_missing_counts(pdf, spec) -> dict:

@@ -37,7 +37,15 @@ from .ahead import (
 )
 from .blocks import Block, block_dense, reorder_parts
 from .placement import call_keys
-from .progress import ask_workers, died_error, gather, memory_limits, wait_for
+from .progress import (
+    ask_workers,
+    died_error,
+    gather,
+    gather_direct,
+    laid_out,
+    memory_limits,
+    wait_for,
+)
 from .structured import concatenate_ragged
 
 logger = logging.getLogger("dmixed")
@@ -352,7 +360,9 @@ class DaskEngine:
             started, limits = time.time(), memory_limits(self._client)
             try:
                 wait_for(self._client, futures, what="an optimizer step")
-                return self._client.gather(futures)
+                direct = gather_direct(self._client)
+                parts = self._client.gather(futures, direct=direct)
+                return parts if not direct else laid_out(parts)
             except RETRY_ERRORS as exc:
                 self._check_client(exc)
                 if attempt and isinstance(exc, KilledWorker):

@@ -29,8 +29,10 @@ from dask.utils import funcname
 from ...design.columnar import columns_design_applies
 from ...design.partitions import select_columns
 from ...errors import SpecError
+from ...stats.layout import n_tril
 from ...stats.packed import PackedLayout
 from .blocks import combined_block
+from .checks import rows_checked
 from .combine import (
     checked_target,
     combine_converted,
@@ -435,7 +437,7 @@ def block_graph(
     # every task chose its own column map from its first rows (no read ahead of the
     # pass); the first tree level converts them all to the one chosen from most rows
     maps = [t[2] for t in tasks]
-    target = _target_map(g, spec, maps, std)
+    target = _target_map(g, spec, tasks, std)
     # the variance components' slots (their columns take the component's scale)
     widths = tuple(int(w) for w in vc_widths)
     conv = (target, packed, widths)
@@ -479,17 +481,25 @@ def block_graph(
     return g.blocks(blocks)
 
 
-def _target_map(g: _Graph, spec, maps: list, std):
-    """The columns' map all partials are converted to: ``std``, else (a task) the one
+def _target_map(g: _Graph, spec, tasks: list, std):
+    """The task of the columns' map all partials are converted to: ``std``, else the one
     chosen from the most rows (:func:`~dmixed.engines.dask.combine.target_map`); with
-    prior weights a task that first judges their span over all partitions
-    (:func:`~dmixed.engines.dask.combine.checked_target`)."""
+    prior weights first judging their span over all partitions
+    (:func:`~dmixed.engines.dask.combine.checked_target`).  Every leaf of the trees
+    waits for it, so it first refuses too few rows for the model, counted from the
+    partials ``tasks``' items (:func:`~dmixed.engines.dask.checks.rows_checked`): no
+    leaf converts a partial of a model the rows cannot fit."""
     p, q = len(spec.exog_names), len(spec.exog_re_names)
+    maps = [t[2] for t in tasks]
+    k_cov = n_tril(q) + len(spec.vc_names)
+    counts = (p, k_cov, [t[1] for t in tasks], [t[4] for t in tasks])
     if spec.weights_name is not None:
-        return g.call(checked_target, p, q, spec.weights_name, std, *maps)
-    if std is not None:
-        return std
-    return g.call(target_map, p, q, *maps)
+        target = (checked_target, p, q, spec.weights_name, std, *maps)
+    elif std is not None:
+        target = (None, std)
+    else:
+        target = (target_map, p, q, *maps)
+    return g.call(rows_checked, *counts, *target, name="target_map")
 
 
 def _ragged_blocks(
@@ -500,7 +510,7 @@ def _ragged_blocks(
     routed; ``where`` and ``homes`` the partials tasks' and the buckets' workers, as
     in :func:`block_graph`."""
     maps = [t[2] for t in tasks]
-    target = _target_map(g, spec, maps, std)
+    target = _target_map(g, spec, tasks, std)
     global_sums = _converted_tree(
         g, sum_converted, _sum_node, [t[1] for t in tasks], maps, (target, rp.group, ())
     )

@@ -451,6 +451,7 @@ def accumulate_ragged(
         "form": "partials",
         "bytes": [tables_bytes(t) for t in parts],
         "why": "components summed ragged are sent as partials",
+        "routed_rows": 0,
     }
     return parts, glob, std, [None] * n_buckets, report_sent
 

@@ -14,12 +14,14 @@ limit (:func:`gather`).
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 import weakref
 from dataclasses import dataclass
 
 import dask
+import numpy as np
 from dask.utils import format_bytes, parse_timedelta
 
 from ...errors import NoWorkersError, WorkersDiedError
@@ -127,6 +129,10 @@ class Roster:
     limits: tuple
     #: ``time.monotonic()`` of the request
     asked: float
+    #: whether the scheduler and every worker listen on this machine's loopback (or
+    #: in this process): the driver then gathers results from the workers itself
+    #: (:func:`gather_direct`)
+    loopback: bool = False
 
 
 #: the roster each client last reported
@@ -144,13 +150,79 @@ def ask_workers(client) -> Roster | None:
     limits = tuple(sorted({int(w.get("memory_limit") or 0) for w in workers.values()} - {0}))
     if not limits and client in _ROSTERS:
         limits = _ROSTERS[client].limits
+    scheduler = getattr(getattr(client, "scheduler", None), "address", None)
     roster = Roster(
         {addr: int(w.get("nthreads") or 1) for addr, w in workers.items()},
         limits,
         time.monotonic(),
+        bool(workers) and all(map(on_loopback, [scheduler, *workers])),
     )
     _ROSTERS[client] = roster
     return roster
+
+
+def on_loopback(address) -> bool:
+    """Whether a Dask ``address`` (``"tcp://127.0.0.1:8786"``, ``"inproc://..."``) is
+    one only this machine reaches: in this process, or on a loopback interface (then
+    the driver, which reached the scheduler there, can reach it too)."""
+    if not isinstance(address, str):
+        return False
+    from distributed.comm import get_address_host, parse_address
+
+    scheme, _ = parse_address(address)
+    if scheme == "inproc":
+        return True
+    try:
+        host = get_address_host(address)
+    except ValueError:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def gather_direct(client) -> bool | None:
+    """``direct`` of ``client.gather``: True where the cluster is on this machine's
+    loopback (:attr:`Roster.loopback`), so each result comes straight from its worker
+    rather than through the scheduler, which would receive and send every byte once more
+    (``benchmarks/bench_gather_direct.py``); else None (distributed's choice, or the
+    client's own ``direct_to_workers`` where it was given one).
+
+    Arrays gathered directly may come unaligned or in Fortran order (views into the
+    received frames), which numpy's ``matmul`` computes by another loop than for
+    aligned C-ordered ones, to other bits: their consumer first lays them out
+    (:func:`laid_out`)."""
+    if getattr(client, "direct_to_workers", None) is not None:
+        return None
+    known = roster(client)
+    return True if known is not None and known.loopback else None
+
+
+#: numpy's own alignment of a fresh array's data (malloc's on 64-bit glibc)
+_ALIGNMENT = 16
+
+
+def laid_out(obj, depth: int = 4):
+    """``obj`` with every array inside it (in tuples, lists, the attributes of objects,
+    ``depth`` levels down) C-ordered and aligned as a fresh numpy array is, copied only
+    where it is not: the layout that results gathered through the scheduler have, so
+    that what the driver computes from them is the same bits either way."""
+    if isinstance(obj, np.ndarray):
+        if obj.flags.c_contiguous and obj.ctypes.data % _ALIGNMENT == 0:
+            return obj
+        return np.array(obj, order="C")
+    if depth == 0:
+        return obj
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(laid_out(v, depth - 1) for v in obj) if obj else obj
+    attrs = getattr(obj, "__dict__", None)
+    if attrs:
+        for name, value in list(attrs.items()):
+            attrs[name] = laid_out(value, depth - 1)
+    return obj
 
 
 def roster(client) -> Roster | None:

@@ -474,15 +474,19 @@ class Router:
 
 def exchange_report(parts: list, routed: list, why: str = "") -> dict:
     """What one task sends to the bucket nodes: ``{"form": "rows" | "partials",
-    "bytes": [per bucket], "why": why}`` (``why``: :meth:`Router.reason`, or empty)."""
+    "bytes": [per bucket], "why": why, "routed_rows": rows sent as rows}`` (``why``:
+    :meth:`Router.reason`, or empty; the routed rows are in no global sums of the task's
+    own, :func:`~dmixed.engines.dask.checks.rows_checked` counts them)."""
     sizes = []
+    n_routed = 0
     for part, rows in zip(parts, routed, strict=True):
         size = partial_bytes(part)
         if rows is not None:
             size += sum(piece.nbytes for piece in rows)
+            n_routed += sum(int(piece.keys.size) for piece in rows)
         sizes.append(size)
     form = "rows" if any(rows is not None for rows in routed) else "partials"
-    return {"form": form, "bytes": sizes, "why": why}
+    return {"form": form, "bytes": sizes, "why": why, "routed_rows": n_routed}
 
 
 def exchange_summary(*reports: dict) -> dict:

@@ -326,16 +326,12 @@ with dask.config.set(scheduler="sync"):
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="no row-count check on Dask before the partial statistics are combined: "
-    "the packed map of a random design of 320 columns (51,360 covariance parameters) "
-    "asks for a width x width matrix (stats/packed.py, conversion) first",
-)
 def test_a_random_design_wider_than_the_rows_is_refused_on_dask_as_in_process():
     """A text column in ``re_formula`` (numbers Dask made text) is a factor of one
-    column per value: in process "too few rows" (DataError); on Dask it was a
-    MemoryError.  Run under an 8 GiB address-space limit, in a process of its own."""
+    column per value: "too few rows" (DataError) in process and on Dask, where the
+    packed map of 320 random-design columns would ask for a width x width matrix
+    (stats/packed.py, conversion) were the rows not counted first.  Run under an 8 GiB
+    address-space limit, in a process of its own."""
     import subprocess
     import sys
 
@@ -343,3 +339,46 @@ def test_a_random_design_wider_than_the_rows_is_refused_on_dask_as_in_process():
         [sys.executable, "-c", _WIDE_RANDOM_DESIGN], capture_output=True, text=True, timeout=300
     )
     assert "DataError: too few rows" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("where", "exchange"), [("sync", "auto"), ("cluster", "partials"), ("cluster", "rows")]
+)
+def test_too_few_rows_message_on_dask_is_the_in_process_one(
+    frame, where, exchange, tmp_path, request
+):
+    """Nine rows for 3 fixed effects and 6 covariance parameters: the same DataError,
+    word for word, in process and on Dask (partials sent, or rows routed to their
+    bucket's owner: chains reading Parquet files)."""
+    df = frame.iloc[:9].reset_index(drop=True)
+    kw = {"groups": "g", "re_formula": "1 + x1 + x2"}
+    with pytest.raises(DataError, match="too few rows") as in_process:
+        dmixed.mixedlm("y ~ x1 + x2", df, **kw).fit()
+    for i in range(3):
+        df.iloc[i::3].to_parquet(tmp_path / f"part{i}.parquet")
+    ddf = dd.read_parquet(tmp_path)
+    fit_kw = {} if where == "sync" else {"client": request.getfixturevalue("client")}
+    config = {"scheduler": "sync", "dmixed.exchange": exchange}
+    with dask.config.set(config), pytest.raises(DataError) as on_dask:
+        dmixed.mixedlm("y ~ x1 + x2", ddf, **kw).fit(**fit_kw)
+    assert _message(on_dask) == _message(in_process)
+
+
+def test_rows_checked_counts_the_rows_routed_and_leaves_no_rows_to_the_pass():
+    """The rows of the pass are the tasks' global sums' counts plus the rows they
+    routed; the map task's result is returned when they are enough."""
+    from dmixed.engines.dask.checks import rows_checked
+    from dmixed.stats.packed import PackedLayout
+
+    packed = PackedLayout(2, 3)
+    globs = [packed.empty_global(), packed.empty_global()]
+    globs[0][0], globs[1][0] = 4, 3
+    reports = [{"routed_rows": 0}, {"routed_rows": 3}]
+    # 10 rows for 3 + 6 parameters: enough; 9 are not
+    assert rows_checked(3, 6, globs, reports, None, "map") == "map"
+    assert rows_checked(3, 6, globs, reports, max, 1, 2) == 2
+    with pytest.raises(DataError, match="too few rows: 9 rows for 3 fixed effects and 6 "):
+        rows_checked(3, 6, globs, reports[:1] + [{"routed_rows": 2}], None, "map")
+    # no rows at all: the pass's own "no data" message follows
+    empty = [packed.empty_global()]
+    assert rows_checked(3, 6, empty, [{"routed_rows": 0}], None, "map") == "map"

@@ -93,3 +93,69 @@ def test_a_fit_asks_the_scheduler_for_its_workers_once(client, monkeypatch):
     assert asked == [client]
     assert progress.worker_threads(client) == sum(client.nthreads().values())
     assert progress.memory_limits(client).endswith("per worker")
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        ("tcp://127.0.0.1:8786", True),
+        ("tcp://localhost:8786", True),
+        ("tcp://[::1]:8786", True),
+        ("inproc://10.0.0.5/123/1", True),
+        ("tcp://10.0.0.5:8786", False),
+        ("tls://192.168.1.2:8786", False),
+        (None, False),
+    ],
+)
+def test_on_loopback_tells_the_addresses_only_this_machine_reaches(address, expected):
+    from dmixed.engines.dask.progress import on_loopback
+
+    assert on_loopback(address) is expected
+
+
+def test_laid_out_copies_only_the_arrays_that_are_unaligned_or_not_c_ordered():
+    from dmixed.engines.dask.progress import laid_out
+
+    class Sums:  # an object of arrays, as the kernels' sums are
+        def __init__(self, m):
+            self.m = m
+
+    base = np.arange(40, dtype=np.float64)
+    raw = np.frombuffer(b"\0" + base.tobytes(), dtype=np.float64, count=40, offset=1)
+    fortran = np.asfortranarray(base.reshape(5, 8))
+    plain = base.reshape(8, 5)
+    got = laid_out([(raw, fortran), Sums(plain), None, 3.0])
+    (a, b), sums = got[0], got[1]
+    assert got[2:] == [None, 3.0]
+    assert sums.m is plain  # aligned and C-ordered: as it is
+    for old, new in ((raw, a), (fortran, b)):
+        assert new is not old
+        assert new.flags.c_contiguous and new.ctypes.data % 16 == 0
+        np.testing.assert_array_equal(new, old)
+
+
+def test_a_loopback_cluster_gathers_from_the_workers_to_the_same_bits():
+    """Worker processes on 127.0.0.1: the optimizer's round trips gather straight from
+    the workers, and the fit is the fit of results gathered through the scheduler (a
+    client told ``direct_to_workers=False``), bit for bit."""
+    from distributed import Client, LocalCluster
+
+    from dmixed.engines.dask.progress import gather_direct
+
+    ddf = dd.from_pandas(make_data(n_groups=200, seed=8), npartitions=4)
+    fits = {}
+    with (
+        dask.config.set({"dmixed.engine": "distributed"}),
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+    ):
+        for direct in (None, False):
+            with Client(cluster, direct_to_workers=direct) as client:
+                model = dmixed.mixedlm("y ~ x1 + x2", ddf, groups="g", re_formula="1 + x1")
+                res = model.fit(client=client)
+                assert gather_direct(client) is (True if direct is None else None)
+                blups = np.asarray(list(res.random_effects.values()))
+                fits[direct] = (res.params.to_numpy(), res.bse.to_numpy(), res.llf, blups)
+    for a, b in zip(fits[None], fits[False], strict=True):
+        assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
