@@ -118,6 +118,14 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         ``missing="raise"``), weights that are not positive and finite.
     TypeError
         Dask inputs (fitted through :meth:`from_formula`) or non-numeric columns.
+
+    Notes
+    -----
+    The model holds the rows in memory of its own (:func:`dmixed.design.arrays.detached`;
+    a formula's group keys, :func:`dmixed.design.dtypes.group_keys`): arrays, Series or
+    a DataFrame changed by the caller after the model is built change neither the model,
+    its fits, nor the results read later.  statsmodels keeps references to the caller's
+    arrays instead.
     """
 
     def __init__(
@@ -250,6 +258,9 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         (e.g. ``{"cask": "0 + C(cask)"}``).  ``weights`` names a column of prior weights.
         ``use_sparse`` is statsmodels' argument, accepted and ignored (the statistics
         are per group whatever the design's sparsity).
+
+        The model's rows are its own (see :class:`MixedLM`): the DataFrame may be
+        changed or reused after this returns.
 
         A formula may call functions of the caller's own code, as statsmodels'
         ``eval_env``: None (default) or 0 looks names up in the scope that calls
