@@ -389,7 +389,9 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
                 f"too few rows: {n} rows for {p} fixed effects and {k_cov} covariance "
                 "parameters (plus the residual variance)"
             )
-        if rows.weights is not None:
+        # a formula's weights were checked as a column when its rows were prepared
+        # (dmixed.design.prepare): finite, positive, within the span; not read again
+        if rows.weights is not None and self.spec is None:
             w = rows.weights
             if np.any(~np.isfinite(w)):
                 raise BadValuesError("weights: missing or infinite values")

@@ -79,6 +79,8 @@ def plain_matrix(plan: PlainPlan, frame, n: int, names: list[str], what: str) ->
             out[:, j] = 1.0
             continue
         np.copyto(out[:, j], np.asarray(frame[cols[0]], dtype=np.float64))
+        if len(cols) == 1:
+            continue  # a copy: no product, no floating-point state to set
         # an overflow is the error check_output raises below, naming the column, not
         # numpy's RuntimeWarning besides it
         with np.errstate(over="ignore", invalid="ignore"):
