@@ -461,8 +461,8 @@ def group_keys(s: pd.Series, native: str | None = None) -> np.ndarray:
     if cls in ("string", "arrow-dict"):
         return s.to_numpy(dtype=object, copy=copy)
     if cls == "int":
-        unsigned = pd.api.types.is_unsigned_integer_dtype(dt)
-        return s.to_numpy(dtype=np.uint64 if unsigned else np.int64, copy=copy)
+        # (numpy's and Arrow's integer dtypes both say "u" for unsigned)
+        return s.to_numpy(dtype=np.uint64 if dt.kind == "u" else np.int64, copy=copy)
     if cls == "float":
         return s.to_numpy(dtype=np.float64, copy=copy)
     if cls == "bool":
