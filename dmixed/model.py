@@ -127,6 +127,14 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
     BadValuesError
         Text, or values that are not real numbers, in ``endog``, ``exog``,
         ``exog_re`` or ``weights`` (numbers written as text are not read as numbers).
+
+    Notes
+    -----
+    The model holds the rows in memory of its own (:func:`dmixed.design.arrays.detached`;
+    a formula's group keys, :func:`dmixed.design.dtypes.group_keys`): arrays, Series or
+    a DataFrame changed by the caller after the model is built change neither the model,
+    its fits, nor the results read later.  statsmodels keeps references to the caller's
+    arrays instead.
     """
 
     def __init__(
@@ -257,6 +265,9 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         ``use_sparse`` is statsmodels' argument, accepted and ignored (the statistics
         are per group whatever the design's sparsity).
 
+        The model's rows are its own (see :class:`MixedLM`): the DataFrame may be
+        changed or reused after this returns.
+
         A formula may call functions of the caller's own code, as statsmodels'
         ``eval_env``: None (default) or 0 looks names up in the scope that calls
         ``from_formula``, ``k`` that many frames further out, a mapping in that mapping,
@@ -383,7 +394,9 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             self.exog_names = [f"x{j + 1}" for j in range(p)]
         k_cov = n_tril(rows.exog_re.shape[1]) + len(rows.vc_cols)
         check_enough_rows(n, p, k_cov)
-        if rows.weights is not None:
+        # a formula's weights were checked as a column when its rows were prepared
+        # (dmixed.design.prepare): finite, positive, within the span; not read again
+        if rows.weights is not None and self.spec is None:
             w = rows.weights
             if np.any(~np.isfinite(w)):
                 raise BadValuesError("weights: missing or infinite values")

@@ -779,3 +779,137 @@ def test_dask_data_with_groups_that_are_not_a_column_name_is_refused(labels):
         dmixed.SpecError, match="with Dask data, groups must be the name of a column"
     ):
         dmixed.mixedlm("y ~ x1", ddf, groups=groups)
+
+
+# -- the caller's DataFrame changed after the model is built -----------------------------
+
+
+def _frame_of_group_kind(kind: str) -> pd.DataFrame:
+    """make_data's frame with its group column as ``kind``, and an integer column ``h``
+    (a variance component's levels)."""
+    df = make_data(n_groups=25, seed=4)
+    df["h"] = np.arange(len(df)) % 3
+    g = df["g"]
+    df["g"] = {
+        "int": g,
+        "uint": g.astype(np.uint64),
+        "float": g.astype(np.float64),
+        "object": g.astype(str).astype(object),
+        "string": g.astype(str).astype("string[python]"),
+        "str": g.astype(str),  # pandas' default strings, in Arrow memory
+        "category": g.astype("category"),
+    }[kind]
+    return df
+
+
+def _overwrite(df: pd.DataFrame, column: str) -> None:
+    """Write other values of ``column`` into the frame's own memory (``loc`` sets them
+    in place), as a caller reusing its frame does: the rows in reverse order."""
+    df.loc[:, column] = df[column].to_numpy()[::-1].copy()
+
+
+def _fit_numbers(res) -> list[np.ndarray]:
+    """What a fit is read for: estimates, standard errors, BLUPs, fitted values, residuals."""
+    blups = res.random_effects
+    return [
+        np.asarray(res.params),
+        np.asarray(res.bse),
+        np.concatenate([np.ravel(blups[k]) for k in sorted(blups)]),
+        np.asarray(res.fittedvalues),
+        np.asarray(res.resid),
+    ]
+
+
+def _assert_same_fit(got, want) -> None:
+    for a, b in zip(_fit_numbers(got), _fit_numbers(want), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+_FORMULA = dict(formula="y ~ x1 + x2", groups="g", re_formula="~x1", weights="w")
+
+
+@pytest.mark.parametrize("column", ["g", "w", "y", "x1"])
+@pytest.mark.parametrize("missing", ["raise", "drop"])
+def test_a_formula_model_is_not_changed_by_its_frame_changed_before_the_fit(column, missing):
+    """A model keeps the rows it was built from: writing into the caller's DataFrame
+    between ``from_formula`` and ``fit`` changes neither the fit nor what is read from
+    it (the group keys were a view of the group column)."""
+    df = _frame_of_group_kind("int")
+    want = MixedLM.from_formula(data=df.copy(), missing=missing, **_FORMULA).fit()
+    model = MixedLM.from_formula(data=df, missing=missing, **_FORMULA)
+    _overwrite(df, column)
+    _assert_same_fit(model.fit(), want)
+
+
+@pytest.mark.parametrize("kind", ["int", "uint", "float", "object", "string", "str", "category"])
+def test_a_formula_model_keeps_group_keys_of_every_kind_of_its_own(kind):
+    """Group columns of every kind: keys read as they are (numbers, objects, pandas'
+    numpy-backed strings) are copied, so writing new labels into the column after the
+    model is built moves no row to another group; Arrow strings and categoricals are
+    converted into new arrays."""
+    df = _frame_of_group_kind(kind)
+    want = MixedLM.from_formula(data=df.copy(), **_FORMULA).fit()
+    model = MixedLM.from_formula(data=df, **_FORMULA)
+    _overwrite(df, "g")
+    _assert_same_fit(model.fit(), want)
+
+
+@pytest.mark.parametrize("column", ["g", "w", "y", "x1"])
+def test_results_are_not_changed_by_the_frame_changed_after_the_fit(column):
+    """After the fit: fitted values, residuals, BLUPs, predictions on new rows and a
+    refit of the model are those of the rows fitted."""
+    df = _frame_of_group_kind("int")
+    new = df.iloc[:40].copy()
+    model0 = MixedLM.from_formula(data=df.copy(), **_FORMULA)
+    want = model0.fit()
+    model = MixedLM.from_formula(data=df, **_FORMULA)
+    res = model.fit()
+    _overwrite(df, column)
+    _assert_same_fit(res, want)
+    np.testing.assert_array_equal(
+        np.asarray(res.predict(new, include_random=True)),
+        np.asarray(want.predict(new, include_random=True)),
+    )
+    _assert_same_fit(model.fit(), want)
+
+
+def test_a_formula_model_of_formulaic_terms_and_components_is_not_changed_by_its_frame():
+    """Terms formulaic builds (``C()``, a function), a variance component over an
+    integer column inside ``C()`` and one over a numeric column: each column
+    overwritten after the model is built changes nothing."""
+    df = _frame_of_group_kind("int")
+    spec = dict(
+        formula="y ~ x1 + np.exp(x2 / 4) + C(sub)",
+        groups="g",
+        vc_formula={"h": "0 + C(h)", "x2": "0 + x2"},
+    )
+    want = MixedLM.from_formula(data=df.copy(), **spec).fit()
+    model = MixedLM.from_formula(data=df, **spec)
+    for column in ("g", "y", "x1", "x2", "h", "sub"):
+        _overwrite(df, column)
+    _assert_same_fit(model.fit(), want)
+
+
+def test_a_formula_model_keeps_group_labels_passed_as_an_array():
+    """``groups`` given as the labels themselves (statsmodels' form): refilling the
+    caller's array after the model is built changes nothing."""
+    df = _frame_of_group_kind("int")
+    labels = df["g"].to_numpy().copy()
+    want = MixedLM.from_formula("y ~ x1", df, groups=labels.copy()).fit()
+    model = MixedLM.from_formula("y ~ x1", df, groups=labels)
+    labels[:] = labels[::-1]
+    _assert_same_fit(model.fit(), want)
+
+
+def test_an_array_model_keeps_its_variance_component_matrices():
+    """The arrays API copies what it is given as well (statsmodels keeps references):
+    the per-group matrices of ``exog_vc`` refilled after the model is built change
+    nothing."""
+    df = make_data(n_groups=20, seed=3)
+    endog, exog, _, groups = design(df)
+    want = MixedLM(endog, exog, groups, exog_vc=vc_dict(df)).fit()
+    vc = vc_dict(df)
+    model = MixedLM(endog, exog, groups, exog_vc=vc)
+    for matrix in vc["sub"].values():
+        matrix.loc[:, :] = 1.0
+    _assert_same_fit(model.fit(), want)

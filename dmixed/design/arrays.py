@@ -37,9 +37,11 @@ class RowData:
     #: the pandas index of the rows (kept rows only) for pandas input; None for arrays
     index: pd.Index | None = None
     #: the first column of ``exog`` and of ``exog_re`` that is 1.0 on every row (−1:
-    #: none), found with the rows (:func:`ones_columns`); None: not looked for (the data
-    #: pass looks, :meth:`~dmixed.stats.standardize.Standardization.choose`).  Rows
-    #: replaced (``dataclasses.replace``) must reset it.
+    #: none), found with the rows (:func:`ones_columns`), or the formulas' intercepts
+    #: (:meth:`~dmixed.design.spec.ModelSpec.intercept_columns`: columns of ones by
+    #: construction); None: not looked for (the data pass looks,
+    #: :meth:`~dmixed.stats.standardize.Standardization.choose`).  Rows replaced
+    #: (``dataclasses.replace``) must reset it.
     intercepts: tuple[int, int] | None = None
 
 

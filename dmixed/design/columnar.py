@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from .dtypes import NUMERIC, warn_rounded_integers
-from .matrices import fixed_effects, main_plain_plans, needs_frame, random_effects
+from .matrices import fixed_effects, needs_frame, random_effects
 from .references import referenced_values
 from .spec import DesignMatrices, ModelSpec
 
@@ -129,7 +129,7 @@ def column_sources(spec: ModelSpec) -> tuple[list[str], list[int], list[int]] | 
     :func:`columns_design_applies` refuses): the caller builds the matrices."""
     if not columns_design_applies(spec) or spec.re_kind == "none":
         return None
-    rhs, lhs = main_plain_plans(spec)
+    rhs, lhs = spec.main_plans()
     re = [()] if spec.re_kind == "ones" else spec.plain_plan("re")
     if rhs is None or lhs is None or re is None or len(re) != len(spec.exog_re_names):
         return None

@@ -425,18 +425,26 @@ def object_class(types: set[str], name: str) -> str | None:
 
 
 def group_keys(s: pd.Series, native: str | None = None) -> np.ndarray:
-    """The group labels of a column as numpy values of the matching type.
+    """The group labels of a column as numpy values of the matching type, in memory of
+    their own.
 
     Categoricals give their categories' values; strings give objects; unsigned
     integers stay unsigned (ids above 2**63 must not wrap to negatives).  ``native``
     (``"int"``, ``"float"``, ``"bool"``) converts an ``object`` column of numbers or
     booleans (:func:`object_class`), so that ``5`` and ``np.int64(5)`` are one group and
     keys of mixed number types sort.
+
+    Keys that would be the column's own values (a numpy column of numbers, booleans or
+    objects, pandas' numpy-backed strings) are copied (pandas copies only then): a model
+    keeps its keys, and a caller who writes new labels into the column later (``loc``
+    writes into the column's memory) moves no row of the model to another group.  Arrow
+    memory is never written in place, and its conversions are new arrays already.
     """
     dt = s.dtype
+    copy = not (isinstance(dt, pd.ArrowDtype) or getattr(dt, "storage", None) == "pyarrow")
     if native is not None and pd.api.types.is_object_dtype(dt):
         try:
-            return s.to_numpy(dtype=native_dtype(native))
+            return s.to_numpy(dtype=native_dtype(native), copy=copy)
         except OverflowError:
             raise DataError(
                 f"group column {s.name!r} holds integers outside the int64 range as Python "
@@ -448,18 +456,18 @@ def group_keys(s: pd.Series, native: str | None = None) -> np.ndarray:
             values = cats.to_numpy()
         else:
             values = cats.to_numpy(dtype=object)
-        return values[s.cat.codes.to_numpy()]
+        return values[s.cat.codes.to_numpy()]  # (a new array)
     cls = column_class(dt)
     if cls in ("string", "arrow-dict"):
-        return s.to_numpy(dtype=object)
+        return s.to_numpy(dtype=object, copy=copy)
     if cls == "int":
-        unsigned = pd.api.types.is_unsigned_integer_dtype(dt)
-        return s.to_numpy(dtype=np.uint64 if unsigned else np.int64)
+        # (numpy's and Arrow's integer dtypes both say "u" for unsigned)
+        return s.to_numpy(dtype=np.uint64 if dt.kind == "u" else np.int64, copy=copy)
     if cls == "float":
-        return s.to_numpy(dtype=np.float64)
+        return s.to_numpy(dtype=np.float64, copy=copy)
     if cls == "bool":
-        return s.to_numpy(dtype=bool)
-    return s.to_numpy()
+        return s.to_numpy(dtype=bool, copy=copy)
+    return s.to_numpy(copy=copy)
 
 
 #: What group keys of each value class compare with (:func:`key_class`).

@@ -12,7 +12,9 @@ __all__ = ["rows_of_frame"]
 
 def rows_of_frame(spec, data, prepared=None) -> RowData:
     """The model matrices of a pandas DataFrame, by ``spec`` (``prepared``: its columns
-    prepared already, :func:`dmixed.design.build_spec_prepared`)."""
+    prepared already, :func:`dmixed.design.build_spec_prepared`), with the formulas'
+    intercepts as their columns of ones (``RowData.intercepts``: ``k_constant`` then
+    reads no column)."""
     dm = spec.transform(data, prepared=prepared)
     rows = RowData(
         dm.endog,
@@ -24,6 +26,7 @@ def rows_of_frame(spec, data, prepared=None) -> RowData:
         dm.weights,
         dm.n_dropped,
         data.index if dm.keep is None else data.index[dm.keep],
+        spec.intercept_columns(),
     )
     if dm.n_dropped:
         warnings.warn(

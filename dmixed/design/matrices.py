@@ -79,6 +79,8 @@ def plain_matrix(plan: PlainPlan, frame, n: int, names: list[str], what: str) ->
             out[:, j] = 1.0
             continue
         np.copyto(out[:, j], np.asarray(frame[cols[0]], dtype=np.float64))
+        if len(cols) == 1:
+            continue  # a copy: no product, no floating-point state to set
         # an overflow is the error check_output raises below, naming the column, not
         # numpy's RuntimeWarning besides it
         with np.errstate(over="ignore", invalid="ignore"):
@@ -107,7 +109,7 @@ def needs_frame(spec: ModelSpec) -> bool:
     reads the partition as a DataFrame (formulaic); False when every matrix is a plain
     plan and every component reads columns only (:func:`~dmixed.design.vc.reads_columns`),
     which read the normalised columns as they are."""
-    rhs, _ = main_plain_plans(spec)
+    rhs, _ = spec.main_plans()
     if rhs is None or not all(reads_columns(plan) for plan in spec.vc_plans):
         return True
     if spec.re_kind != "formula":
@@ -128,7 +130,7 @@ def fixed_effects(spec: ModelSpec, frame: pd.DataFrame, n: int, response: bool =
     p = len(spec.exog_names)
     if n == 0:
         return np.empty(0), np.empty((0, p))
-    rhs, lhs = main_plain_plans(spec)
+    rhs, lhs = spec.main_plans()
     if rhs is not None:
         exog = plain_matrix(rhs, frame, n, spec.exog_names, "fixed-effects design")
         if not response:
@@ -159,7 +161,7 @@ def shared_re_columns(spec: ModelSpec, exog: np.ndarray) -> np.ndarray | None:
     """``exog_re`` as a view of ``exog`` when its columns are a run of the fixed-effects
     columns (``1 + x`` in both formulas), both built with numpy: no copy, and the
     statistics pass sees the shared columns as one (:func:`kernels.product_plan`)."""
-    rhs, _ = main_plain_plans(spec)
+    rhs, _ = spec.main_plans()
     if rhs is None or not exog.flags.f_contiguous:
         return None
     if spec.re_kind == "ones":

@@ -54,6 +54,7 @@ from .matrices import (
     PlainPlan,
     find_plain_plan,
     fixed_effects,
+    main_plain_plans,
     needs_frame,
     random_effects,
     shared_re_columns,
@@ -274,6 +275,11 @@ class ModelSpec(ModelNames):
             return self.plain_plans[which] or None
         plan = self._cached("plain:" + which, lambda: find_plain_plan(self, which))
         return plan or None
+
+    def main_plans(self) -> tuple[PlainPlan | None, PlainPlan | None]:
+        """:func:`~dmixed.design.matrices.main_plain_plans` of this spec (cached: each
+        partition's transform asks for them three times)."""
+        return self._cached("main_plans", lambda: main_plain_plans(self))
 
     def formulaic_spec(self, which: str) -> Any:
         """formulaic's spec of the main (``"main"``) or random-effects (``"re"``)
@@ -597,7 +603,8 @@ def build_plain_numeric(
     values = {}
     for c in formula_columns:
         s = data[c]
-        if not isinstance(s.dtype, np.dtype) or s.dtype != np.float64:
+        dtype = s.dtype  # (a property of three calls under pandas 3)
+        if not isinstance(dtype, np.dtype) or dtype != np.float64:
             return None
         v = s.to_numpy()  # (read only: the design matrices are copies)
         if not np.isfinite(v).all():  # missing or infinite: the general steps say so
