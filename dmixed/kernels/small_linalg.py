@@ -28,6 +28,7 @@ __all__ = [
     "eigh",
     "eigvalsh",
     "inv",
+    "smallest_eigenvalue",
     "solve",
     "spd_inverse_3",
 ]
@@ -192,6 +193,30 @@ def definite_share_3(t: list[list[float]]) -> float | None:
             det_m += m20 * (m10 * m21 - m11 * m20)
         return det_m if 1e-6 < det_m <= 1.0 else None  # not where 1/tr M overflowed
     return None
+
+
+def smallest_eigenvalue(a: np.ndarray, bound: float, initial: float = 1.0) -> float:
+    """``eigvalsh(a).min(initial=initial)`` of a symmetric float64 ``a`` (n × n) where
+    that is at most ``bound``; where it is shown above ``bound`` without the
+    eigenvalues, a lower bound of it above ``bound`` (so that comparisons with ``bound``
+    decide as the eigenvalues do).
+
+    For ``1 ≤ n ≤ 3``, ``a`` positive definite by its leading minors: ``λmin ≥ det a /
+    (tr a)^(n−1)`` (``λmax ≤ tr a``), from :func:`definite_share_3`'s normalized
+    determinant, less ``10⁻¹⁴ tr a`` for the rounding of both it and an eigenvalue
+    solver's; :func:`eigvalsh` where that is not above ``bound`` (its
+    ``np.linalg.LinAlgError`` where it fails).  The Newton steps ask whether a 2 × 2 Ψ*
+    is well inside the parameter space three or four times a fit."""
+    n = a.shape[0]
+    if 1 <= n <= 3 and a.shape == (n, n) and initial > bound:
+        t = a.tolist()
+        share = definite_share_3(t)
+        trace = sum(t[i][i] for i in range(n))
+        if share is not None and trace > 0.0:
+            lower = min((share - 1e-14) * trace, initial)
+            if lower > bound:
+                return lower
+    return float(eigvalsh(a).min(initial=initial))
 
 
 def inv(a: np.ndarray) -> np.ndarray:

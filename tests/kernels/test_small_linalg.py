@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 import re
 import sys
 import warnings
@@ -344,3 +345,37 @@ def test_definite_share_3_of_subnormal_entries() -> None:
     share, however far apart its entries."""
     assert small_linalg.definite_share_3([[1e-310, 0.0], [0.0, 1e-320]]) is None
     assert small_linalg.definite_share_3([[-1e-310, 0.0], [0.0, -1e-320]]) is None
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 4])
+@pytest.mark.parametrize("initial", [1.0, math.inf])
+def test_smallest_eigenvalue_decides_as_the_eigenvalues(n: int, initial: float) -> None:
+    """Compared with its bound (above, at most, below), ``smallest_eigenvalue`` decides
+    as ``eigvalsh(a).min(initial=initial)`` does: definite, indefinite and nearly
+    singular matrices of scales 1e±100, bounds about their smallest eigenvalue, above
+    ``initial``, and matrices that are not finite."""
+    rng = np.random.default_rng(10 + n)
+    for i in range(3000):
+        q, _ = np.linalg.qr(rng.normal(size=(n, n)))
+        values = 10.0 ** rng.uniform(-10, 0, size=n) * 10.0 ** rng.uniform(-100, 100)
+        if i % 4 == 0 and n:
+            values[-1] = -values[-1]
+        a = (q * values) @ q.T
+        a = 0.5 * (a + a.T)
+        if i % 50 == 7 and n:
+            a[0, 0] = np.nan
+        near = values.min(initial=1.0) * rng.choice([0.5, 1.0 - 1e-13, 1.0, 1.0 + 1e-13, 2.0])
+        bound = float(near if i % 9 else rng.choice([0.5, 1.5, 1e-6, 1e-8]))
+        with np.errstate(invalid="ignore"):
+            try:
+                expected = small_linalg.eigvalsh(a).min(initial=initial)
+            except np.linalg.LinAlgError:
+                with pytest.raises(np.linalg.LinAlgError):
+                    small_linalg.smallest_eigenvalue(a, bound, initial)
+                continue
+            ours = small_linalg.smallest_eigenvalue(a, bound, initial)
+        assert (ours > bound) == (expected > bound)
+        assert (ours <= bound) == (expected <= bound)
+        assert (ours < bound) == (expected < bound)
+        if not ours > bound:
+            _same(np.float64(ours), np.float64(expected))
