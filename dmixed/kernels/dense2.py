@@ -34,7 +34,7 @@ from .conditionals import gram_rows
 from .groups import HessianSums
 from .hessian_moments import HessianMoments
 
-__all__ = ["GATHER_BYTES", "Dense2Statistics", "Dense2Step", "DenseStep", "fixed_numbers"]
+__all__ = ["Dense2Statistics", "Dense2Step", "DenseStep", "fixed_numbers"]
 
 
 @dataclass
@@ -283,13 +283,6 @@ def _moment_c(rows: np.ndarray) -> np.ndarray:
     return vs.reshape(3 * rk, g) @ v.T
 
 
-#: The size in bytes of one triangle's rows over a chunk's groups from which
-#: :class:`_Dense2Chunk` makes them row by row rather than from gathered copies: the
-#: copies (several arrays that size) are then above glibc's default threshold for
-#: memory mapped afresh (128 KiB), whose pages fault in on every fit.
-GATHER_BYTES = 128 * 1024
-
-
 @functools.lru_cache(maxsize=16)
 def _triangle(k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The rows and columns of the upper triangle of a ``k × k`` matrix
@@ -334,32 +327,16 @@ class _Dense2Chunk:
         # d P = B + det(B) adj(U), so d F'PF = b00 T0 + b01 T1 + b11 T2 + det(B) T3
         # with the fixed T0 = F0'F0, T1 = F0'F1 + F1'F0, T2 = F1'F1,
         # T3 = F'adj(U)F = u11 T0 − u01 T1 + u00 T2 (their upper triangles, per group)
-        fixed = self._rows[5:].reshape(4, rows.size, g)
-        t0, t1, t2, t3 = fixed
-        if rows.size * g * 8 < GATHER_BYTES:
-            # gather the rows and columns of the triangles, then four products
-            at_rows = zxy.take(rows, axis=1)  # (2, k (k + 1) / 2, G)
-            at_cols = zxy.take(cols, axis=1)
-            np.multiply(at_rows[0], at_cols[0], out=t0)
-            np.multiply(at_rows[0], at_cols[1], out=t1)
-            t1 += at_rows[1] * at_cols[0]
-            np.multiply(at_rows[1], at_cols[1], out=t2)
-        else:
-            # row x of a triangle holds the products of column x with columns x..k−1:
-            # written in place, row by row (the same products, bit for bit)
-            f0, f1 = zxy
-            start = 0
-            for x in range(k):
-                at = slice(start, start + k - x)
-                start = at.stop
-                np.multiply(f0[x], f0[x:], out=t0[at])
-                np.multiply(f0[x], f1[x:], out=t1[at])
-                t1[at] += f1[x] * f0[x:]
-                np.multiply(f1[x], f1[x:], out=t2[at])
-        np.multiply(u11, t0, out=t3)
-        scratch = np.multiply(u01, t1)
-        t3 -= scratch
-        t3 += np.multiply(u00, t2, out=scratch)
+        at_rows = zxy.take(rows, axis=1)  # (2, k (k + 1) / 2, G)
+        at_cols = zxy.take(cols, axis=1)
+        fixed = self._rows[5:].reshape((4,) + at_rows.shape[1:])
+        t0 = np.multiply(at_rows[0], at_cols[0], out=fixed[0])
+        t1 = np.multiply(at_rows[0], at_cols[1], out=fixed[1])
+        t1 += at_rows[1] * at_cols[0]
+        t2 = np.multiply(at_rows[1], at_cols[1], out=fixed[2])
+        t3 = np.multiply(u11, t0, out=fixed[3])
+        t3 -= u01 * t1
+        t3 += u00 * t2
 
     def first_sums(self, d_coef: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
         """``(1/d, Σ log d, Σ rows/d)`` over the groups at ``d``'s coefficients

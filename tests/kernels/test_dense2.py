@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dmixed import kernels
-from dmixed.kernels import compiled, dense2
+from dmixed.kernels import compiled
 from dmixed.kernels.dense2 import Dense2Statistics
 from dmixed.kernels.hessian_moments import contract
 from dmixed.stats import Layout
@@ -155,30 +153,3 @@ def test_step_sums_match_the_row_by_row_products(seed, n_groups, k, scale, offse
     _close(step.s, [[s00, s01], [s01, s11]], "s")
     assert data.value(lam)[0] == step.logdet
     np.testing.assert_array_equal(data.value(lam)[1], step.m)
-
-
-@settings(max_examples=30, **QUICK)
-@given(
-    seed=st.integers(0, 2**16),
-    n_groups=st.sampled_from([1, 7, 300, 2000]),
-    k=st.integers(2, 6),
-    scale=st.sampled_from([1e-60, 1e-4, 1.0, 1e60]),
-)
-def test_fixed_rows_row_by_row_equal_the_gathered_ones(monkeypatch, seed, n_groups, k, scale):
-    """The fixed products made row by row (a block past
-    :data:`~dmixed.kernels.dense2.GATHER_BYTES`) are those made from gathered copies,
-    bit for bit: every sum of a step and the Hessian moments are the same numbers."""
-    rng = np.random.default_rng(seed)
-    zz = rng.normal(size=(n_groups, 6, 2)) * math.sqrt(scale)
-    zz = np.einsum("gna,gnb->abg", zz, zz)
-    zxy = rng.normal(size=(2, k, n_groups)) * scale
-    lam = np.array([[rng.random(), 0.0], [rng.normal(), rng.random()]])
-    w = np.append(-rng.normal(size=k - 1), 1.0)
-    out = []
-    for size in (0, 2**62):
-        monkeypatch.setattr(dense2, "GATHER_BYTES", size)
-        step = Dense2Statistics(zz, zxy).step(lam)
-        va, c = step.moments(w)
-        out.append([step.logdet, step.m, step.s, step.gram, va, c])
-    for gathered, row_by_row in zip(*out, strict=True):
-        np.testing.assert_array_equal(gathered, row_by_row)
