@@ -257,18 +257,24 @@ def _spd_2(count: int, seed: int) -> list[tuple[float, float, float]]:
     return out
 
 
+def _same_as_cholesky(a00: float, a10: float, a11: float) -> None:
+    """``cholesky_2`` of the entries gives :func:`cholesky`'s factor bit for bit, or
+    raises where it raises."""
+    a = np.array([[a00, a10], [a10, a11]])
+    try:
+        expected = small_linalg.cholesky(a)
+    except np.linalg.LinAlgError:
+        with pytest.raises(np.linalg.LinAlgError):
+            small_linalg.cholesky_2(a00, a10, a11)
+        return
+    l00, l10, l11 = small_linalg.cholesky_2(a00, a10, a11)
+    _same(np.array([[l00, 0.0], [l10, l11]]), expected)
+
+
 def test_cholesky_2_is_the_lapack_factor_bit_for_bit() -> None:
     """``cholesky_2`` gives :func:`cholesky`'s factor of the same matrix, bit for bit."""
-    for a00, a10, a11 in _spd_2(20_000, 5):
-        a = np.array([[a00, a10], [a10, a11]])
-        try:
-            expected = small_linalg.cholesky(a)
-        except np.linalg.LinAlgError:
-            with pytest.raises(np.linalg.LinAlgError):
-                small_linalg.cholesky_2(a00, a10, a11)
-            continue
-        l00, l10, l11 = small_linalg.cholesky_2(a00, a10, a11)
-        _same(np.array([[l00, 0.0], [l10, l11]]), expected)
+    for entries in _spd_2(20_000, 5):
+        _same_as_cholesky(*entries)
 
 
 @pytest.mark.parametrize(
@@ -287,16 +293,7 @@ def test_cholesky_2_is_the_lapack_factor_bit_for_bit() -> None:
 def test_cholesky_2_fails_or_not_as_cholesky(entries) -> None:
     """Where a pivot is not positive or an entry not finite, :func:`cholesky`'s numbers
     or its error."""
-    a00, a10, a11 = entries
-    a = np.array([[a00, a10], [a10, a11]])
-    try:
-        expected = small_linalg.cholesky(a)
-    except np.linalg.LinAlgError:
-        with pytest.raises(np.linalg.LinAlgError):
-            small_linalg.cholesky_2(a00, a10, a11)
-        return
-    l00, l10, l11 = small_linalg.cholesky_2(a00, a10, a11)
-    _same(np.array([[l00, 0.0], [l10, l11]]), expected)
+    _same_as_cholesky(*entries)
 
 
 @pytest.mark.parametrize("n", [1, 2, 3])
