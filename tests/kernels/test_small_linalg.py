@@ -258,11 +258,11 @@ def _spd_2(count: int, seed: int) -> list[tuple[float, float, float]]:
 
 
 def _same_as_cholesky(a00: float, a10: float, a11: float) -> None:
-    """``cholesky_2`` of the entries gives :func:`cholesky`'s factor bit for bit, or
-    raises where it raises."""
+    """``cholesky_2`` of the entries gives ``np.linalg.cholesky``'s factor bit for bit,
+    or raises where it raises."""
     a = np.array([[a00, a10], [a10, a11]])
     try:
-        expected = small_linalg.cholesky(a)
+        expected = np.linalg.cholesky(a)
     except np.linalg.LinAlgError:
         with pytest.raises(np.linalg.LinAlgError):
             small_linalg.cholesky_2(a00, a10, a11)
