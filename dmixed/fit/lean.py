@@ -554,9 +554,10 @@ class LeanSteps:
 
     def pack(self, theta: np.ndarray) -> np.ndarray:
         """:meth:`~dmixed.stats.Layout.pack_theta` in the square-root packing: the
-        Cholesky factor of a positive definite 2 × 2 Ψ* in floats (LAPACK's
-        operations), the layout's own elsewhere (raises ``np.linalg.LinAlgError``
-        outside the parameter space)."""
+        Cholesky factor of a positive definite 2 × 2 Ψ* in floats
+        (:func:`~dmixed.kernels.small_linalg.cholesky_2`: LAPACK's factor, bit for
+        bit), the layout's own elsewhere (raises ``np.linalg.LinAlgError`` outside the
+        parameter space)."""
         if self.r == 1:
             (t0,) = theta.tolist()
             if t0 > 0.0:
@@ -564,11 +565,10 @@ class LeanSteps:
             return self.layout.pack_theta(theta, True)
         t0, t1, t2 = theta.tolist()
         if t0 > 0.0:
-            l00 = math.sqrt(t0)
-            l10 = t1 / l00
-            rest = t2 - l10 * l10
-            if rest > 0.0:
-                return np.array([l00, l10, math.sqrt(rest)])
+            try:
+                return np.array(small_linalg.cholesky_2(t0, t1, t2))
+            except np.linalg.LinAlgError:
+                pass
         return self.layout.pack_theta(theta, True)
 
     # -- the loop ------------------------------------------------------------------------
