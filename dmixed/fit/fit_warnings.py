@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -44,7 +45,8 @@ def warn_boundary(model, opt: OptSummary, layout: Layout, psi: np.ndarray | None
     has it."""
     if psi is None:
         psi, _ = layout.unpack(opt.packed, model.use_sqrt)
-    singular = layout.k_re > 0 and small_linalg.eigvalsh(psi).min() < opt.singular_eigenvalue
+    bound = opt.singular_eigenvalue
+    singular = layout.k_re > 0 and small_linalg.smallest_eigenvalue(psi, bound, math.inf) < bound
     if not (opt.boundary or singular):
         return
     which = []

@@ -554,9 +554,10 @@ class LeanSteps:
 
     def pack(self, theta: np.ndarray) -> np.ndarray:
         """:meth:`~dmixed.stats.Layout.pack_theta` in the square-root packing: the
-        Cholesky factor of a positive definite 2 × 2 Ψ* in floats (LAPACK's
-        operations), the layout's own elsewhere (raises ``np.linalg.LinAlgError``
-        outside the parameter space)."""
+        Cholesky factor of a positive definite 2 × 2 Ψ* in floats
+        (:func:`~dmixed.kernels.small_linalg.cholesky_2`: LAPACK's factor, bit for
+        bit), the layout's own elsewhere (raises ``np.linalg.LinAlgError`` outside the
+        parameter space)."""
         if self.r == 1:
             (t0,) = theta.tolist()
             if t0 > 0.0:
@@ -564,11 +565,10 @@ class LeanSteps:
             return self.layout.pack_theta(theta, True)
         t0, t1, t2 = theta.tolist()
         if t0 > 0.0:
-            l00 = math.sqrt(t0)
-            l10 = t1 / l00
-            rest = t2 - l10 * l10
-            if rest > 0.0:
-                return np.array([l00, l10, math.sqrt(rest)])
+            try:
+                return np.array(small_linalg.cholesky_2(t0, t1, t2))
+            except np.linalg.LinAlgError:
+                pass
         return self.layout.pack_theta(theta, True)
 
     # -- the loop ------------------------------------------------------------------------
@@ -717,6 +717,8 @@ def singular(hess: np.ndarray) -> bool:
     if hess.shape == (1, 1):  # its eigenvalue is its entry: singular only where zero
         (h,) = hess.ravel().tolist()
         return not math.isfinite(h) or h == 0.0
+    if hess.shape[0] <= 3 and small_linalg.definite_share_3(hess.tolist()) is not None:
+        return False  # definite with a share above 1e-6: no eigenvalues wanted
     try:
         size = list(map(abs, small_linalg.eigvalsh(hess).tolist()))
     except np.linalg.LinAlgError:
@@ -767,8 +769,8 @@ def block_step(
     sh = shift.tolist()
     c0, c1 = sh[0], sh[2]
     m00, m11 = t0 + c0, t2 + c1
-    try:  # LAPACK's factor, as newton_coords takes it
-        (r0, _), (l10, r1) = small_linalg.cholesky(np.array([[m00, t1], [t1, m11]])).tolist()
+    try:  # LAPACK's factor, as newton_coords takes it (bit for bit)
+        r0, l10, r1 = small_linalg.cholesky_2(m00, t1, m11)
     except np.linalg.LinAlgError:
         return None
     d0, d1 = r0 * r0, r1 * r1

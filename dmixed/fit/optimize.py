@@ -171,7 +171,7 @@ class _Optimization:
         psi, tau = self.obj.layout.unpack(packed, self.obj.use_sqrt)
         out = bool(
             psi.diagonal().min(initial=1.0) > s.interior_variance
-            and small_linalg.eigvalsh(psi).min(initial=1.0) > s.interior_eigenvalue
+            and small_linalg.smallest_eigenvalue(psi, s.interior_eigenvalue) > s.interior_eigenvalue
             and tau.min(initial=1.0) > s.interior_variance
         )
         self.last_interior = (key, out)
@@ -459,7 +459,8 @@ class _Optimization:
         if not movable.any():
             return x
         psi, tau = layout.unpack(x, obj.use_sqrt)
-        if small_linalg.eigvalsh(psi).min(initial=1.0) <= s.singular_eigenvalue and not boundary:
+        smallest = small_linalg.smallest_eigenvalue(psi, s.singular_eigenvalue)
+        if smallest <= s.singular_eigenvalue and not boundary:
             return x  # singular Ψ* that is not a settled zero variance: leave as is
         if not boundary:
             done = self.lean_steps(x, steps, on_step, contraction, secant, shifted)

@@ -431,14 +431,18 @@ def moment_start_packed(
 
 def _packed_sqrt(psi: np.ndarray, tau: np.ndarray, layout: Layout) -> np.ndarray:
     """``layout.pack(psi, tau, use_sqrt=True)``, the same numbers, its Cholesky factor
-    through :mod:`~dmixed.kernels.small_linalg` (the same LAPACK call); ``layout.pack``
-    itself where that fails (its factor of a singular Ψ*)."""
+    through :mod:`~dmixed.kernels.small_linalg` (the same LAPACK call, or for a 2 × 2
+    Ψ* its ``cholesky_2``: the same bits); ``layout.pack`` itself where that fails (its
+    factor of a singular Ψ*)."""
     try:
-        factor = small_linalg.cholesky(psi)
+        if psi.shape == (2, 2):  # a random intercept and slope: the factor in floats
+            (a00, _), (a10, a11) = psi.tolist()
+            lower = np.array(small_linalg.cholesky_2(a00, a10, a11))  # tril order
+        else:
+            rows, cols = layout.tril()
+            lower = small_linalg.cholesky(psi)[rows, cols]
     except np.linalg.LinAlgError:
         return layout.pack(psi, tau, use_sqrt=True)
-    rows, cols = layout.tril()
-    lower = factor[rows, cols]
     return np.concatenate([lower, np.sqrt(np.maximum(tau, 0.0))]) if tau.size else lower
 
 

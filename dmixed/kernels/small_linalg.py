@@ -20,7 +20,18 @@ from typing import NoReturn
 
 import numpy as np
 
-__all__ = ["cholesky", "det", "eigh", "eigvalsh", "inv", "solve", "spd_inverse_3"]
+__all__ = [
+    "cholesky",
+    "cholesky_2",
+    "definite_share_3",
+    "det",
+    "eigh",
+    "eigvalsh",
+    "inv",
+    "smallest_eigenvalue",
+    "solve",
+    "spd_inverse_3",
+]
 
 try:  # numpy's own LAPACK gufuncs (numpy >= 1.8; what np.linalg calls)
     from numpy.linalg import _umath_linalg as _gufuncs
@@ -122,6 +133,90 @@ def cholesky(a: np.ndarray) -> np.ndarray:
     if not _plain(a):
         return np.linalg.cholesky(a)
     return _NOT_POSITIVE_DEFINITE(_CHOLESKY, "d->d", a)
+
+
+def cholesky_2(a00: float, a10: float, a11: float) -> tuple[float, float, float]:
+    """The lower Cholesky factor ``(l00, l10, l11)`` of the symmetric 2 × 2 matrix
+    ``[[a00, a10], [a10, a11]]``, the numbers of :func:`cholesky` of it, bit for bit.
+
+    LAPACK's unblocked factorization (``dpotf2``, as OpenBLAS runs it for a matrix this
+    small) in floats: ``l00 = √a00``, the column below scaled by the reciprocal of the
+    pivot, ``l10 = a10 · (1/l00)`` (not ``a10 / l00``: the two differ in the last bit
+    for about a quarter of matrices), ``l11 = √(a11 − l10²)``
+    (tests/kernels/test_small_linalg.py compares them on random matrices of scales
+    1e±150 and subnormal ones).  Where a pivot is not positive or a number not finite,
+    :func:`cholesky` itself: its numbers, or its ``np.linalg.LinAlgError`` where the
+    matrix is not positive definite.  Three float operations and two square roots where
+    the call costs some microseconds (a Newton step of a 2 × 2 Ψ* factors one)."""
+    if a00 > 0.0:
+        l00 = math.sqrt(a00)
+        l10 = a10 * (1.0 / l00)
+        pivot = a11 - l10 * l10
+        if pivot > 0.0 and math.isfinite(l00 + l10 + pivot):
+            return l00, l10, math.sqrt(pivot)
+    (l00, _), (l10, l11) = cholesky(np.array([[a00, a10], [a10, a11]])).tolist()
+    return l00, l10, l11
+
+
+def definite_share_3(t: list[list[float]]) -> float | None:
+    """A lower bound of ``min |λ| / max |λ|`` over the eigenvalues ``λ`` of the symmetric
+    ``t`` (nested lists, 1 × 1 to 3 × 3, its lower triangle read) where ``t`` or ``−t``
+    is positive definite by Sylvester's criterion (its leading minors positive), in
+    floats; None where neither is shown so (indefinite, singular, not finite, or minors
+    lost to rounding): then ask :func:`eigvalsh`.
+
+    For a positive definite ``M`` of order ``n``: ``λmax ≤ tr M`` and ``λmin ≥ det M /
+    λmax^(n−1)``, so ``λmin / λmax ≥ det M / (tr M)^n``.  The bound is returned only
+    where it is above ``1e-6`` (else None): the determinant's rounding, some ``10 ε (tr
+    M)^n`` at most (every entry of a positive definite matrix is at most its trace),
+    then moves it by under 1e-14, and an eigenvalue solver's by as little, so that a
+    test of the share against a threshold well below ``1e-6`` (as
+    :func:`~dmixed.fit.lean.singular`'s 1e-8) decides as the eigenvalues would."""
+    n = len(t)
+    if not 1 <= n <= 3:
+        raise ValueError(f"definite_share_3 takes 1 to 3 rows, not {n}")
+    trace = sum(t[i][i] for i in range(n))
+    for sign in (1.0, -1.0):  # M = t, then M = −t
+        size = sign * trace  # tr M
+        if not (size > 0.0 and math.isfinite(size) and sign * t[0][0] > 0.0):
+            continue
+        if n == 1:
+            return 1.0
+        # M's entries over its trace (at most 1 in size where M is positive definite):
+        # the minors neither overflow nor underflow unless the share is far below 1e-6
+        scale = sign / size
+        m00, m10, m11 = t[0][0] * scale, t[1][0] * scale, t[1][1] * scale
+        det_m = m00 * m11 - m10 * m10
+        if n == 3 and det_m > 0.0:
+            m20, m21, m22 = t[2][0] * scale, t[2][1] * scale, t[2][2] * scale
+            det_m = m00 * (m11 * m22 - m21 * m21) - m10 * (m10 * m22 - m21 * m20)
+            det_m += m20 * (m10 * m21 - m11 * m20)
+        return det_m if 1e-6 < det_m <= 1.0 else None  # not where 1/tr M overflowed
+    return None
+
+
+def smallest_eigenvalue(a: np.ndarray, bound: float, initial: float = 1.0) -> float:
+    """``eigvalsh(a).min(initial=initial)`` of a symmetric float64 ``a`` (n × n) where
+    that is at most ``bound``; where it is shown above ``bound`` without the
+    eigenvalues, a lower bound of it above ``bound`` (so that comparisons with ``bound``
+    decide as the eigenvalues do).
+
+    For ``1 ≤ n ≤ 3``, ``a`` positive definite by its leading minors: ``λmin ≥ det a /
+    (tr a)^(n−1)`` (``λmax ≤ tr a``), from :func:`definite_share_3`'s normalized
+    determinant, less ``10⁻¹⁴ tr a`` for the rounding of both it and an eigenvalue
+    solver's; :func:`eigvalsh` where that is not above ``bound`` (its
+    ``np.linalg.LinAlgError`` where it fails).  The Newton steps ask whether a 2 × 2 Ψ*
+    is well inside the parameter space three or four times a fit."""
+    n = a.shape[0]
+    if 1 <= n <= 3 and a.shape == (n, n) and initial > bound:
+        t = a.tolist()
+        share = definite_share_3(t)
+        trace = sum(t[i][i] for i in range(n))
+        if share is not None and trace > 0.0:
+            lower = min((share - 1e-14) * trace, initial)
+            if lower > bound:
+                return lower
+    return float(eigvalsh(a).min(initial=initial))
 
 
 def inv(a: np.ndarray) -> np.ndarray:

@@ -333,6 +333,27 @@ def test_scalar_step_is_newton_step_bit_for_bit(theta, grad, curvature, shift, s
         np.testing.assert_array_equal(ours.point(fraction), theirs.point(fraction))
 
 
+@pytest.mark.parametrize("n", [2, 3])
+def test_singular_is_the_eigenvalue_test(n):
+    """A 2 × 2 or 3 × 3 curvature is singular exactly where the share of its smallest
+    absolute eigenvalue is at most :data:`~dmixed.fit.lean.SINGULAR_CURVATURE` (those
+    shown definite by their minors without eigenvalues too): definite, indefinite and
+    nearly singular matrices of scales 1e±100, shares about the threshold among them."""
+    rng = np.random.default_rng(n)
+    for i in range(3000):
+        q, _ = np.linalg.qr(rng.normal(size=(n, n)))
+        values = -(10.0 ** rng.uniform(-12, 0, size=n))
+        if i % 4 == 0:
+            values[-1] = -values[-1]  # indefinite
+        if i % 4 == 1:
+            values[-1] = values[0] * 1e-8 * rng.uniform(0.5, 2.0)  # about the threshold
+        hess = (q * values) @ q.T * 10.0 ** rng.uniform(-100, 100)
+        hess = 0.5 * (hess + hess.T)
+        size = np.abs(np.linalg.eigvalsh(hess))
+        expected = bool(size.min() <= lean.SINGULAR_CURVATURE * size.max())
+        assert singular(hess) == expected
+
+
 @pytest.mark.parametrize("value", [1.0, -2.5, 1e-300, 0.0, np.inf, np.nan])
 def test_singular_of_one_entry_is_its_eigenvalue_test(value):
     """A 1 × 1 curvature is singular exactly where its eigenvalue test says so."""

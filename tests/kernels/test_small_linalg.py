@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 import re
 import sys
 import warnings
@@ -238,3 +239,140 @@ def test_spd_inverse_3_fails_where_cholesky_fails(a: np.ndarray) -> None:
 def test_spd_inverse_3_takes_one_to_three_rows() -> None:
     with pytest.raises(ValueError, match="1 to 3 rows"):
         small_linalg.spd_inverse_3([[1.0] * 4] * 4, 4)
+
+
+def _spd_2(count: int, seed: int) -> list[tuple[float, float, float]]:
+    """Entries ``(a00, a10, a11)`` of symmetric positive definite 2 × 2 matrices: scales
+    1e±150 on each coordinate, subnormal and nearly singular ones among them."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(count):
+        low = np.array([[rng.normal(), 0.0], [rng.normal(), rng.normal()]])
+        scale = 10.0 ** rng.uniform(-150, 150, size=2) if i % 2 else np.exp(rng.normal(size=2))
+        if i % 7 == 3:
+            low[1, 1] *= 1e-9  # nearly singular
+        a = (low @ low.T) * np.sqrt(np.outer(scale, scale))
+        out.append((float(a[0, 0]), float(a[1, 0]), float(a[1, 1])))
+    out += [(5e-324, 0.0, 5e-324), (1e-310, 1e-311, 1e-310), (1e300, 1e299, 1e300)]
+    return out
+
+
+def _same_as_cholesky(a00: float, a10: float, a11: float) -> None:
+    """``cholesky_2`` of the entries gives ``np.linalg.cholesky``'s factor bit for bit,
+    or raises where it raises."""
+    a = np.array([[a00, a10], [a10, a11]])
+    try:
+        expected = np.linalg.cholesky(a)
+    except np.linalg.LinAlgError:
+        with pytest.raises(np.linalg.LinAlgError):
+            small_linalg.cholesky_2(a00, a10, a11)
+        return
+    l00, l10, l11 = small_linalg.cholesky_2(a00, a10, a11)
+    _same(np.array([[l00, 0.0], [l10, l11]]), expected)
+
+
+def test_cholesky_2_is_the_lapack_factor_bit_for_bit() -> None:
+    """``cholesky_2`` gives :func:`cholesky`'s factor of the same matrix, bit for bit."""
+    for entries in _spd_2(20_000, 5):
+        _same_as_cholesky(*entries)
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        (0.0, 0.0, 1.0),
+        (-1.0, 0.0, 1.0),
+        (1.0, 2.0, 1.0),
+        (1.0, 1.0, 1.0),
+        (np.nan, 0.0, 1.0),
+        (1.0, 0.0, np.nan),
+        (np.inf, 0.0, 1.0),
+        (1.0, np.inf, 1.0),
+    ],
+)
+def test_cholesky_2_fails_or_not_as_cholesky(entries) -> None:
+    """Where a pivot is not positive or an entry not finite, :func:`cholesky`'s numbers
+    or its error."""
+    _same_as_cholesky(*entries)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_definite_share_3_bounds_the_eigenvalue_share(n: int) -> None:
+    """Where it gives a share, the matrix (or its negative) is definite and the share is
+    at most ``min |λ| / max |λ|`` and above 1e-6; every definite matrix of a share above
+    0.1 gets one; none for indefinite, singular or not finite matrices."""
+    rng = np.random.default_rng(n)
+    given = 0
+    for i in range(4000):
+        q, _ = np.linalg.qr(rng.normal(size=(n, n)))
+        values = 10.0 ** rng.uniform(-9 if i % 2 else -2, 0, size=n)
+        values[0] = 1.0
+        if i % 5 == 0 and n > 1:
+            values[-1] *= -1.0  # indefinite
+        a = (q * values) @ q.T * 10.0 ** rng.uniform(-100, 100)
+        a = 0.5 * (a + a.T)
+        if i % 3 == 0:
+            a = -a
+        share = small_linalg.definite_share_3(a.tolist())
+        size = np.abs(small_linalg.eigvalsh(a))
+        true_share = size.min() / size.max()
+        if share is None:
+            definite = (values > 0).all()
+            assert not (definite and true_share > 0.1 and n == len(values)), a
+            continue
+        given += 1
+        assert share > 1e-6
+        assert share <= true_share * (1.0 + 1e-9)
+        assert (values > 0).all()
+    assert given > 100
+    bad = np.eye(n)
+    bad[-1, -1] = np.nan
+    assert small_linalg.definite_share_3(bad.tolist()) is None
+    assert small_linalg.definite_share_3(np.zeros((n, n)).tolist()) is None
+
+
+def test_definite_share_3_takes_one_to_three_rows() -> None:
+    """Four rows are refused with the count."""
+    with pytest.raises(ValueError, match="not 4"):
+        small_linalg.definite_share_3(np.eye(4).tolist())
+
+
+def test_definite_share_3_of_subnormal_entries() -> None:
+    """A diagonal of subnormal entries (whose trace has no finite reciprocal) gets no
+    share, however far apart its entries."""
+    assert small_linalg.definite_share_3([[1e-310, 0.0], [0.0, 1e-320]]) is None
+    assert small_linalg.definite_share_3([[-1e-310, 0.0], [0.0, -1e-320]]) is None
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 4])
+@pytest.mark.parametrize("initial", [1.0, math.inf])
+def test_smallest_eigenvalue_decides_as_the_eigenvalues(n: int, initial: float) -> None:
+    """Compared with its bound (above, at most, below), ``smallest_eigenvalue`` decides
+    as ``eigvalsh(a).min(initial=initial)`` does: definite, indefinite and nearly
+    singular matrices of scales 1e±100, bounds about their smallest eigenvalue, above
+    ``initial``, and matrices that are not finite."""
+    rng = np.random.default_rng(10 + n)
+    for i in range(3000):
+        q, _ = np.linalg.qr(rng.normal(size=(n, n)))
+        values = 10.0 ** rng.uniform(-10, 0, size=n) * 10.0 ** rng.uniform(-100, 100)
+        if i % 4 == 0 and n:
+            values[-1] = -values[-1]
+        a = (q * values) @ q.T
+        a = 0.5 * (a + a.T)
+        if i % 50 == 7 and n:
+            a[0, 0] = np.nan
+        near = values.min(initial=1.0) * rng.choice([0.5, 1.0 - 1e-13, 1.0, 1.0 + 1e-13, 2.0])
+        bound = float(near if i % 9 else rng.choice([0.5, 1.5, 1e-6, 1e-8]))
+        with np.errstate(invalid="ignore"):
+            try:
+                expected = small_linalg.eigvalsh(a).min(initial=initial)
+            except np.linalg.LinAlgError:
+                with pytest.raises(np.linalg.LinAlgError):
+                    small_linalg.smallest_eigenvalue(a, bound, initial)
+                continue
+            ours = small_linalg.smallest_eigenvalue(a, bound, initial)
+        assert (ours > bound) == (expected > bound)
+        assert (ours <= bound) == (expected <= bound)
+        assert (ours < bound) == (expected < bound)
+        if not ours > bound:
+            _same(np.float64(ours), np.float64(expected))
