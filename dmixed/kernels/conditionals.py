@@ -153,16 +153,21 @@ def conditional(
     :func:`_conditional_2`.  ``one``: the groups of the chunk (bool (G,)) whose
     ``Z̃_i'Z̃_i`` has rank one through column 0 (:func:`rank_one_groups`), which take
     the closed forms of :func:`_rank_one_values` instead.  ``centred``: the chunk's
-    centred sums (:class:`CentredSums`), whose lossy groups take
-    :func:`centred_conditional` instead.
+    centred sums (:class:`CentredSums`), from which all its groups take
+    :func:`centred_conditional` instead (``zz`` and ``zxy`` unread).
     """
+    if centred is not None:
+        p_mat, logdet, s, h = centred_conditional(centred, lam)
+        return (
+            p_mat,
+            None if blups_only else logdet,
+            None if value_only or blups_only else s,
+            (None if value_only else h),
+        )
     out = _conditional(zz, zxy, lam, value_only, blups_only)
     if one is not None and one.any():
         sel = np.flatnonzero(one)
         out = _put(out, sel, _rank_one_values(zz[..., sel], zxy[..., sel], lam))
-    if centred is not None and centred.lossy.any():
-        sel = np.flatnonzero(centred.lossy)
-        out = _put(out, sel, centred_conditional(centred.take(sel), lam))
     return out
 
 
@@ -334,8 +339,9 @@ LOSSY_DETERMINANT = 1e8 * float(np.finfo(float).eps)
 def lossy_groups(zz: np.ndarray, nobs: np.ndarray) -> np.ndarray:
     """The groups of an entry-major chunk (bool (G,)) whose ``Z̃_i'Z̃_i`` is too close to
     singular for the uncentred sums: the determinant of ``D^{-1/2} Z̃_i'Z̃_i D^{-1/2}``
-    (``D`` its diagonal; a column of zeros leaves a zero row and column: singular)
-    below ``LOSSY_DETERMINANT · r^r`` (:data:`LOSSY_DETERMINANT`).  A random slope on a
+    (``D`` its diagonal; a column of zeros in the group, which carries nothing of it,
+    left out: a diagonal entry of 1, its row and column zero) below
+    ``LOSSY_DETERMINANT · r^r`` (:data:`LOSSY_DETERMINANT`).  A random slope on a
     column constant or nearly constant within the group, or one of large offset
     (timestamps), next to the intercept.  One-row groups (``nobs`` (G,) ≤ 1) are never
     lossy: their ``Z̃_i'Z̃_i`` is of rank one whatever the data.  ``r < 2``: none.
@@ -350,7 +356,7 @@ def lossy_groups(zz: np.ndarray, nobs: np.ndarray) -> np.ndarray:
         inv = np.where(diag > 0, 1.0 / np.sqrt(diag), 0.0)
     scaled = zz * inv[:, None] * inv[None, :]
     for a in range(r):
-        scaled[a, a] = np.where(diag[a] > 0, 1.0, 0.0)
+        scaled[a, a] = 1.0
     if r == 2:
         det = scaled[0, 0] * scaled[1, 1] - scaled[0, 1] * scaled[1, 0]
     else:
@@ -379,7 +385,9 @@ class CentredSums:
     d : ndarray (r, k, G)
         ``D = Z_c'A_c``.
     lossy : ndarray (G,) bool
-        The groups that take :func:`centred_conditional` (:func:`lossy_groups`).
+        The groups whose uncentred sums would lose digits (:func:`lossy_groups`), for
+        which the sums were made (all the groups then take :func:`centred_conditional`:
+        exact for every group, and none of them subtracts ``u m m'`` from ``W``).
     within : ndarray (k, k) or None
         ``Σ_i A_c'A_c`` over the groups summed (``GlobalStats.within``).
     """

@@ -175,12 +175,13 @@ class StatsBlock:
         of every group of the block, in its order) with the within-group
         cross-products ``W`` of the same rows at hand; ``self``.
 
-        From now on the groups ``sums.lossy`` take
+        From now on its groups take
         :func:`~dmixed.kernels.conditionals.centred_conditional`, and
-        :attr:`StepSums.between` is what ``[X y]'V*⁻¹[X y]`` adds to ``W``: their
-        :func:`~dmixed.kernels.conditionals.centred_between`, and ``u m m' − m_i`` of
-        the others (``[X_i y_i]'[X_i y_i] = A_c'A_c + u m m'``).  The block then says it
-        is :attr:`rank_one`: the numpy kernels evaluate it."""
+        :attr:`StepSums.between` is what ``[X y]'V*⁻¹[X y]`` adds to ``W``
+        (:func:`~dmixed.kernels.conditionals.centred_between`).  All of them: a
+        well-conditioned group's ``u m m' − m_i`` would subtract the size of its mean
+        (a random intercept next to a large spread of the groups).  The block then says
+        it is :attr:`rank_one`: the numpy kernels evaluate it."""
         parts, lo = [], 0
         for zzc, _ in self._chunks:
             hi = lo + zzc.shape[-1]
@@ -197,7 +198,8 @@ class StatsBlock:
 
     @property
     def centred_groups(self) -> int:
-        """The groups that take the centred forms (:meth:`use_centred`); 0 without."""
+        """The lossy groups for which the block takes the centred forms
+        (:meth:`use_centred`); 0 without."""
         return 0 if self._centred is None else sum(int(c.lossy.sum()) for c in self._centred)
 
     def inexact_groups(self, nobs: np.ndarray) -> int:
@@ -212,9 +214,8 @@ class StatsBlock:
             lossy = lossy_groups(zzc, nobs[lo:hi])
             if one is not None:
                 lossy &= ~one
-            if centred is not None:
-                lossy &= ~centred.lossy
-            count += int(lossy.sum())
+            if centred is None:
+                count += int(lossy.sum())
             lo = hi
         return count
 
@@ -396,7 +397,7 @@ def _step_part(
     hr = h[:q].reshape(q * k, h.shape[-1])  # a view: rows (a, x)
     hv = h[q:]
     if centred is not None:
-        between = _between_centred(zxyc, lam, p_mat, centred)
+        between = centred_between(centred, lam)
     elif one is not None:
         between = _between_rank_one(zzc, zxyc, lam, p_mat, one)
     else:
@@ -410,26 +411,6 @@ def _step_part(
         between,
         one is not None or centred is not None,
     )
-
-
-def _between_centred(
-    zxy: np.ndarray, lam: np.ndarray, p_mat: np.ndarray, centred: CentredSums
-) -> np.ndarray:
-    """What ``[X y]'V*⁻¹[X y]`` adds to the within-group cross-products over a chunk
-    taken centred (:meth:`StatsBlock.use_centred`): the lossy groups'
-    :func:`~dmixed.kernels.conditionals.centred_between`, and ``Σ_i (u m m' − m_i)``
-    over the others (well-conditioned: ``m_i`` from ``P_i`` as ever)."""
-    lossy = centred.lossy
-    rest = np.flatnonzero(~lossy & (centred.u > 0))
-    k = zxy.shape[1]
-    out = np.zeros((k, k))
-    if rest.size:
-        mean = centred.mean[:, rest]
-        out = (mean * centred.u[rest]) @ mean.T
-        out = 0.5 * (out + out.T) - m_sum(zxy[..., rest], np.ascontiguousarray(p_mat[..., rest]))
-    if lossy.any():
-        out = out + centred_between(centred.take(np.flatnonzero(lossy)), lam)
-    return out
 
 
 def value_contributions(block: StatsBlock, lam: np.ndarray, q: int) -> StepSums:

@@ -356,17 +356,12 @@ def test_saved_statistics_keep_the_within_group_sums(tmp_path):
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the rank-one forms are taken only where column 0 of the random design is the "
-    "intercept (kernels.rows.wants_rank_one_within); the same model with the intercept "
-    "column elsewhere or scaled still takes [X y]'[X y] − Σ m_i (off by 4e-4 to 0.44 "
-    "at these points; fits of such data end 13-159 units off, converged, without a warning)",
-)
 @pytest.mark.parametrize(
     "order", [pytest.param("slope-first", id="slope-first"), pytest.param("scaled", id="2-not-1")]
 )
 def test_loglike_where_the_intercept_is_not_column_0_of_ones(order):
+    """The same model with the intercept column elsewhere or scaled: its groups take the
+    centred sums (``kernels.lossy_groups``), as exact as the rank-one forms."""
     y, exog, g, zbar, w = _design()
     if order == "slope-first":
         zbar = zbar[:, ::-1]
@@ -380,17 +375,10 @@ def test_loglike_where_the_intercept_is_not_column_0_of_ones(order):
         assert model.loglike(packed) == pytest.approx(want, abs=1e-7)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="wants_rank_one_within keeps the within-group sums only where every group's "
-    "slope is constant: one group whose rows differ turns the exact forms off for all, "
-    "and the rows of one data pass take [X y]'[X y] − Σ m_i (off by 0.06 and 0.007 at "
-    "these points, where the same rows in two batches merged are exact, test above; a fit "
-    "of 100 groups with one group's slope varying ends 122 units off, converged, silent)",
-)
 def test_a_group_whose_rows_carry_different_constants_in_one_pass():
     """The rows of test_a_group_whose_batches_carry_different_constants in one data
-    pass: the model is the same, so is ℓ."""
+    pass: the model is the same, so is ℓ (the lossy groups take the centred sums, the
+    varying one its own statistics)."""
     y, exog, g, zbar, w = _design(sizes=(2, 21), spread=7800.0, seed=1188)
     odd = 3
     rows = np.flatnonzero(g == odd)
