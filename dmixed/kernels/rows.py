@@ -882,10 +882,10 @@ def centred_statistics(
     def group_sums(values: np.ndarray) -> np.ndarray:
         return np.bincount(codes, weights=values if e is None else e * values, minlength=n_groups)
 
-    if e is None:
-        u = np.bincount(codes, minlength=n_groups).astype(np.float64)
-    else:
-        u = np.bincount(codes, weights=e * e, minlength=n_groups)
+    u = np.asarray(
+        np.bincount(codes, weights=None if e is None else e * e, minlength=n_groups),
+        dtype=np.float64,
+    )
     with np.errstate(divide="ignore", invalid="ignore"):
         inv_u = np.where(u > 0, 1.0 / u, 0.0)
     resid = np.empty((len(cols), codes.size))

@@ -27,7 +27,7 @@ from dmixed.kernels import groups as kernel_groups
 from dmixed.model import MixedLM
 from dmixed.stats import GroupArrays
 
-from .test_rank_one import _design, _exact_llf, _psi
+from .test_rank_one import _exact_llf, _psi, intercept_elsewhere
 
 
 def near_constant(seed=11, n_groups=30, sizes=(2, 12), delta=1e-6, spread=7500.0, odd=None):
@@ -88,6 +88,18 @@ def _lmat(packed):
     return lmat
 
 
+def central_gradient(fun, x: np.ndarray, rel: float) -> np.ndarray:
+    """Central differences of ``fun`` at ``x``, steps ``rel · max(|x_j|, 1)``."""
+    out = np.empty(x.size)
+    for j in range(x.size):
+        h = rel * max(abs(x[j]), 1.0)
+        up, down = x.copy(), x.copy()
+        up[j] += h
+        down[j] -= h
+        out[j] = (fun(up) - fun(down)) / (2 * h)
+    return out
+
+
 def _model(y, exog, g, zrows):
     return dmixed.MixedLM(y, exog, g, exog_re=zrows)
 
@@ -109,15 +121,7 @@ def test_score_of_near_constant_slopes_is_the_gradient_of_the_exact_loglike():
     y, exog, g, z = near_constant(delta=1e-6)
     model = _model(y, exog, g, z)
     packed = POINTS[1]
-    want = np.empty(3)
-    for j in range(3):
-        h = 1e-4 * max(abs(packed[j]), 1.0)
-        up, down = packed.copy(), packed.copy()
-        up[j] += h
-        down[j] -= h
-        llf_up = mp_llf(y, exog, g, z, _lmat(up))
-        llf_down = mp_llf(y, exog, g, z, _lmat(down))
-        want[j] = (llf_up - llf_down) / (2 * h)
+    want = central_gradient(lambda x: mp_llf(y, exog, g, z, _lmat(x)), packed, 1e-4)
     np.testing.assert_allclose(model.score(packed), want, rtol=1e-5, atol=1e-9)
 
 
@@ -150,24 +154,9 @@ def test_lbfgs_fit_of_near_constant_slopes_reaches_the_exact_maximum():
 
 @pytest.mark.parametrize("order", ["slope-first", "scaled"])
 def test_score_where_the_intercept_is_not_column_0_of_ones(order):
-    y, exog, g, zbar, w = _design()
-    if order == "slope-first":
-        zbar = zbar[:, ::-1]
-        exog_re = exog[:, 1::-1].copy()
-    else:
-        zbar = zbar * np.array([2.0, 1.0])
-        exog_re = exog[:, :2] * np.array([2.0, 1.0])
-    model = dmixed.MixedLM(y, exog, g, exog_re=exog_re)
+    (y, exog, g, zbar, w), model = intercept_elsewhere(order)
     packed = POINTS[1]
-    want = np.empty(3)
-    for j in range(3):
-        h = 1e-5 * max(abs(packed[j]), 1.0)
-        up, down = packed.copy(), packed.copy()
-        up[j] += h
-        down[j] -= h
-        llf_up = _exact_llf(y, exog, g, zbar, w, _psi(up, 2))
-        llf_down = _exact_llf(y, exog, g, zbar, w, _psi(down, 2))
-        want[j] = (llf_up - llf_down) / (2 * h)
+    want = central_gradient(lambda x: _exact_llf(y, exog, g, zbar, w, _psi(x, 2)), packed, 1e-5)
     np.testing.assert_allclose(model.score(packed), want, rtol=1e-5, atol=1e-9)
 
 
@@ -253,7 +242,7 @@ def test_loglike_is_exact_for_any_near_constant_design(seed, delta, offset, slop
     """Small designs (8 groups) with slopes ``offset + c_i + δ·N(0, 1)``: ℓ as the
     40-digit reference, the slope column first or second.  (Offsets of 1e9 leave 4e-4
     in ℓ, the rank-one forms with δ = 0 included: the fixed-effects column then shares
-    all but 1e-17 of its direction with the intercept.)"""
+    all but about 1e-16 of its direction with the intercept.)"""
     y, exog, g, z = near_constant(seed=seed, n_groups=8, sizes=(1, 6), delta=delta)
     exog = exog.copy()
     exog[:, 1] += offset

@@ -356,12 +356,9 @@ def test_saved_statistics_keep_the_within_group_sums(tmp_path):
     )
 
 
-@pytest.mark.parametrize(
-    "order", [pytest.param("slope-first", id="slope-first"), pytest.param("scaled", id="2-not-1")]
-)
-def test_loglike_where_the_intercept_is_not_column_0_of_ones(order):
-    """The same model with the intercept column elsewhere or scaled: its groups take the
-    centred sums (``kernels.lossy_groups``), as exact as the rank-one forms."""
+def intercept_elsewhere(order: str):
+    """The data of :func:`_design` and its model with the random intercept after the
+    slope (``order`` "slope-first") or a column of twos ("scaled"), ``zbar`` to match."""
     y, exog, g, zbar, w = _design()
     if order == "slope-first":
         zbar = zbar[:, ::-1]
@@ -369,7 +366,16 @@ def test_loglike_where_the_intercept_is_not_column_0_of_ones(order):
     else:
         zbar = zbar * np.array([2.0, 1.0])
         exog_re = exog[:, :2] * np.array([2.0, 1.0])
-    model = dmixed.MixedLM(y, exog, g, exog_re=exog_re)
+    return (y, exog, g, zbar, w), dmixed.MixedLM(y, exog, g, exog_re=exog_re)
+
+
+@pytest.mark.parametrize(
+    "order", [pytest.param("slope-first", id="slope-first"), pytest.param("scaled", id="2-not-1")]
+)
+def test_loglike_where_the_intercept_is_not_column_0_of_ones(order):
+    """The same model with the intercept column elsewhere or scaled: its groups take the
+    centred sums (``kernels.lossy_groups``), as exact as the rank-one forms."""
+    (y, exog, g, zbar, w), model = intercept_elsewhere(order)
     for packed in _points(2):
         want = _exact_llf(y, exog, g, zbar, w, _psi(packed, 2))
         assert model.loglike(packed) == pytest.approx(want, abs=1e-7)
