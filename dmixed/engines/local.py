@@ -330,12 +330,10 @@ def _centred_if_lossy(
         or layout.r < 2
     ):
         return glob
-    lossy = np.concatenate(
-        [np.zeros(0, dtype=bool)]
-        + [kernels.lossy_groups(zz, nobs_c) for zz, nobs_c in _chunked(block, nobs)]
-    )
-    if not lossy.any():
-        return glob
+    masks = [kernels.lossy_groups(zz, nobs_c) for zz, nobs_c in _chunked(block, nobs)]
+    if not any(mask.any() for mask in masks):
+        return glob  # the common case: one check of every chunk, nothing more
+    lossy = np.concatenate(masks)
     sums = kernels.centred_statistics(
         codes, lossy.size, rows.endog, rows.exog, rows.exog_re, lossy, rows.weights, std
     )

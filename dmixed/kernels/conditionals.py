@@ -330,9 +330,11 @@ def _scaled_sum(
 
 
 #: :func:`lossy_groups`: a group's ``Z̃_i'Z̃_i`` scaled to a unit diagonal whose
-#: determinant is below this times ``r^r`` loses about ``log10(1/det)`` of float64's
-#: digits in ``[X y]'[X y] − Σ_i m_i`` (what the group's mean direction has in common
-#: with its spread): eight of them left, at most
+#: determinant is below this loses about ``log10(1/det)`` of float64's digits in
+#: ``[X y]'[X y] − Σ_i m_i`` (what the group's mean direction has in common with its
+#: spread): eight of them left, at most.  (Not scaled by ``r^r``: at ``r = 9`` that
+#: bound exceeds 1, the largest determinant of a unit diagonal, and every group of
+#: nine ordinary random slopes would be lossy.)
 LOSSY_DETERMINANT = 1e8 * float(np.finfo(float).eps)
 
 
@@ -340,28 +342,32 @@ def lossy_groups(zz: np.ndarray, nobs: np.ndarray) -> np.ndarray:
     """The groups of an entry-major chunk (bool (G,)) whose ``Z̃_i'Z̃_i`` is too close to
     singular for the uncentred sums: the determinant of ``D^{-1/2} Z̃_i'Z̃_i D^{-1/2}``
     (``D`` its diagonal; a column of zeros in the group, which carries nothing of it,
-    left out: a diagonal entry of 1, its row and column zero) below
-    ``LOSSY_DETERMINANT · r^r`` (:data:`LOSSY_DETERMINANT`).  A random slope on a
-    column constant or nearly constant within the group, or one of large offset
-    (timestamps), next to the intercept.  One-row groups (``nobs`` (G,) ≤ 1) are never
-    lossy: their ``Z̃_i'Z̃_i`` is of rank one whatever the data.  ``r < 2``: none.
+    left out) below :data:`LOSSY_DETERMINANT`.  A random slope on a column constant or
+    nearly constant within the group, or one of large offset (timestamps), next to the
+    intercept.  One-row groups (``nobs`` (G,) ≤ 1) are never lossy: their
+    ``Z̃_i'Z̃_i`` is of rank one whatever the data.  ``r < 2``: none.
 
-    Raises nothing; NaN determinants (NaN statistics) are not lossy.
+    For ``r = 2`` the determinant is ``1 − ZZ₀₁²/(ZZ₀₀ZZ₁₁)``, compared without a
+    quotient (three vector operations: the check of every data pass).  NaN statistics
+    are not lossy.
     """
     r, _, g = zz.shape
     if r < 2:
         return np.zeros(g, dtype=bool)
-    diag = np.stack([zz[a, a] for a in range(r)])  # (r, G)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        inv = np.where(diag > 0, 1.0 / np.sqrt(diag), 0.0)
-    scaled = zz * inv[:, None] * inv[None, :]
-    for a in range(r):
-        scaled[a, a] = 1.0
     if r == 2:
-        det = scaled[0, 0] * scaled[1, 1] - scaled[0, 1] * scaled[1, 0]
+        # det < b  ⇔  ZZ₀₁² > (1 − b) ZZ₀₀ZZ₁₁ (a zero column: 0 > 0, not lossy)
+        lossy = zz[0, 1] * zz[0, 1] > (1.0 - LOSSY_DETERMINANT) * (zz[0, 0] * zz[1, 1])
     else:
-        det = np.linalg.det(np.moveaxis(scaled, -1, 0))
-    return (det < LOSSY_DETERMINANT * r**r) & (np.asarray(nobs) > 1)
+        diag = np.stack([zz[a, a] for a in range(r)])  # (r, G)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            inv = np.where(diag > 0, 1.0 / np.sqrt(diag), 0.0)
+        scaled = zz * inv[:, None] * inv[None, :]
+        for a in range(r):
+            scaled[a, a] = 1.0
+        lossy = np.linalg.det(np.moveaxis(scaled, -1, 0)) < LOSSY_DETERMINANT
+    if lossy.any():
+        lossy &= np.asarray(nobs) > 1
+    return lossy
 
 
 @dataclass

@@ -27,7 +27,7 @@ from dmixed.kernels import groups as kernel_groups
 from dmixed.model import MixedLM
 from dmixed.stats import GroupArrays
 
-from .test_rank_one import _exact_llf, _psi, intercept_elsewhere
+from .test_rank_one import _design, _exact_llf, _psi, intercept_elsewhere
 
 
 def near_constant(seed=11, n_groups=30, sizes=(2, 12), delta=1e-6, spread=7500.0, odd=None):
@@ -253,3 +253,16 @@ def test_loglike_is_exact_for_any_near_constant_design(seed, delta, offset, slop
     packed = np.array([3000.0, 20.0, 5.0])
     lmat = _lmat(packed)
     assert model.loglike(packed) == pytest.approx(mp_llf(y, exog, g, z, lmat), abs=1e-6)
+
+
+@pytest.mark.parametrize("reml", [True, False])
+def test_weighted_loglike_with_the_slope_column_first(reml):
+    """Prior weights: the groups are centred about their weighted means (rows scaled by
+    ``√w``), ℓ as the weighted within/between form."""
+    y, exog, g, zbar, w = _design(weights=True, seed=31)
+    model = dmixed.MixedLM(y, exog, g, exog_re=exog[:, 1::-1].copy(), weights=w)
+    model.reml = reml
+    assert model.statistics().engine.block.centred_groups > 0
+    for packed in POINTS:
+        want = _exact_llf(y, exog, g, zbar[:, ::-1], w, _psi(packed, 2), reml)
+        assert model.loglike(packed) == pytest.approx(want, abs=1e-7)
