@@ -17,6 +17,7 @@ from dmixed.engines.dask.evaluator import DaskEngine, make_evaluator
 from dmixed.stats import Layout
 from dmixed.stats.packed import PackedLayout
 
+from ..._centred import near_constant
 from ..._synth import make_data
 
 
@@ -142,8 +143,6 @@ def test_a_dask_fit_of_a_lossy_random_design_is_refused():
     """The rows of groups whose slope varies in one group only, in one partition (no
     ``W`` kept): the data pass on Dask refuses them, where in process they are exact
     (tests/fit/test_centred.py)."""
-    from ...fit.test_centred import near_constant
-
     y, exog, g, _ = near_constant(odd=4, seed=3)
     df = pd.DataFrame({"y": y, "c": exog[:, 1], "x2": exog[:, 2], "g": g})
     with dask.config.set(scheduler="sync"):
