@@ -182,11 +182,18 @@ def test_fit_reaches_the_maximum_of_the_exact_loglike(kind, below, method):
     assert top - below <= res.llf <= top + 1e-7
 
 
-def test_hessian_is_the_second_derivative_of_the_exact_loglike():
+@pytest.mark.parametrize("slope_first", [False, True], ids=["rank-one", "centred"])
+def test_hessian_is_the_second_derivative_of_the_exact_loglike(slope_first):
     """``hessian`` at the estimates against central differences of the exact ℓ(β, Ψ*)
-    (σ² profiled), each entry scaled by its parameters' sizes."""
+    (σ² profiled), each entry scaled by its parameters' sizes; with the slope column
+    first, from the centred sums (``StatsBlock.use_centred``)."""
     y, exog, g, zbar, w = _design(sizes=(1, 21), spread=7800.0, seed=1188)
-    model = _model(y, exog, g, zbar, w)
+    if slope_first:
+        zbar = zbar[:, ::-1]
+        model = dmixed.MixedLM(y, exog, g, exog_re=exog[:, 1::-1].copy())
+        assert model.statistics().engine.block.centred_groups
+    else:
+        model = _model(y, exog, g, zbar, w)
     res = model.fit()
     beta = np.asarray(res.fe_params)
     psi = np.asarray(res.cov_re) / res.scale
