@@ -13,7 +13,7 @@ What every sum of :mod:`~dmixed.kernels.groups` is built from.  Notation as in
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -405,6 +405,7 @@ class CentredSums:
     d: np.ndarray
     lossy: np.ndarray
     within: np.ndarray | None = None
+    _kept: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     def take(self, sel) -> CentredSums:
         """The sums of the groups ``sel`` (an index array or a slice), contiguous."""
@@ -428,6 +429,18 @@ class CentredSums:
 
 
 def _centred_parts(sums: CentredSums, lam: np.ndarray):
+    """:func:`_centred_terms` at ``lam``, kept on ``sums`` for the next call at the same
+    ``Λ`` (a step asks for the conditionals, then for ``between``)."""
+    key = lam.tobytes() + str(lam.shape).encode()
+    kept = sums._kept  # read once (another thread may step meanwhile)
+    if kept is not None and kept[0] == key:
+        return kept[1]
+    parts = _centred_terms(sums, lam)
+    sums._kept = (key, parts)
+    return parts
+
+
+def _centred_terms(sums: CentredSums, lam: np.ndarray):
     """What :func:`centred_conditional` and :func:`centred_between` are made of.
 
     ``K = K_c + u a a'`` with ``K_c = I + Λ'CΛ`` and ``a = Λ'z̄``; with
@@ -453,7 +466,12 @@ def _centred_parts(sums: CentredSums, lam: np.ndarray):
     kc = np.moveaxis(lam.T @ np.moveaxis(sums.c, -1, 0) @ lam, 0, -1)
     for i in range(r):
         kc[i, i] += 1.0
-    x = np.linalg.solve(np.moveaxis(kc, -1, 0), a.T[..., None])[..., 0].T  # K_c⁻¹a
+    if r == 2:  # K_c⁻¹a by its adjugate (|K_c| ≥ 1): no batched LAPACK call per step
+        det = kc[0, 0] * kc[1, 1] - kc[0, 1] * kc[1, 0]
+        x = np.stack([kc[1, 1] * a[0] - kc[0, 1] * a[1], kc[0, 0] * a[1] - kc[1, 0] * a[0]])
+        x /= det
+    else:
+        x = np.linalg.solve(np.moveaxis(kc, -1, 0), a.T[..., None])[..., 0].T  # K_c⁻¹a
     t = np.maximum((a * x).sum(axis=0), 0.0)
     pz = lam @ x  # (r, G): P_c z̄
     ut = sums.u * t

@@ -874,9 +874,11 @@ def centred_statistics(
     the sums.
     """
     codes = np.asarray(codes, dtype=np.int64)
-    rows = prepare_rows(endog, exog, exog_re, weights, std)
+    k = np.shape(exog)[1] + 1
+    # the rows' gram is not wanted here: zeros stand in for it (no pass over the rows)
+    rows = prepare_rows(endog, exog, exog_re, weights, std, gram=np.zeros((k, k)))
     cols = [*rows.zcols, *rows.xcols]  # Z̃ then [X y], each scaled by e, shifted
-    r, k = len(rows.zcols), len(rows.xcols)
+    r = len(rows.zcols)
     e = None if weights is None else np.sqrt(np.asarray(weights, dtype=np.float64))
 
     def group_sums(values: np.ndarray) -> np.ndarray:
