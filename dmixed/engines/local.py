@@ -355,7 +355,8 @@ def refuse_inexact(engine, nobs, source: str) -> None:
     lossy groups (:func:`~dmixed.kernels.lossy_groups`) that take neither the rank-one
     nor the centred forms (:meth:`~dmixed.kernels.StatsBlock.inexact_groups`): their
     likelihood would lose most of its digits without a sign.  ``source``: where the
-    statistics come from, for the message.
+    statistics come from, for the message.  A random design singular over all the
+    groups is left to the model's rank check (its message names the columns).
 
     Raises
     ------
@@ -365,6 +366,8 @@ def refuse_inexact(engine, nobs, source: str) -> None:
     block = getattr(engine, "block", None)
     if not isinstance(block, kernels.StatsBlock):
         return
+    if np.linalg.matrix_rank(kernels.re_gram(block, block.r)) < block.r:
+        return  # singular for all the groups: the model's rank check names the columns
     count = block.inexact_groups(nobs)
     if count:
         raise DataError(

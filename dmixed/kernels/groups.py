@@ -127,6 +127,11 @@ class StatsBlock:
         return total
 
     @property
+    def r(self) -> int:
+        """Columns of the padded random design ``Z̃``."""
+        return self._chunks[0][0].shape[0]
+
+    @property
     def k(self) -> int:
         """``p + 1``: columns of ``[X y]``."""
         return self._chunks[0][1].shape[1]
