@@ -317,7 +317,7 @@ def _centred_if_lossy(
 ) -> GlobalStats:
     """``glob`` with the within-group cross-products ``W`` where some groups of an
     in-process block are lossy (:func:`~dmixed.kernels.lossy_groups`) and not already
-    rank one about ``W``: the block then takes those groups' centred sums
+    rank one about ``W``: the block then takes the centred sums of all its groups
     (:func:`~dmixed.kernels.centred_statistics`, a second pass over ``rows``;
     :meth:`~dmixed.kernels.StatsBlock.use_centred`).  ``glob`` as it is elsewhere (no
     lossy group: the statistics and every number made from them unchanged)."""
