@@ -14,6 +14,7 @@ import numpy as np
 
 from .. import kernels
 from ..design.arrays import RowData
+from ..errors import DataError
 from ..kernels.compiled import nested_numbering, rows_compiled
 from ..kernels.groups import random_effects_later
 from ..kernels.vc_blocks import one_entry_per_row, ragged_statistics
@@ -296,8 +297,10 @@ def statistics_from_rows(
         st.get("within"),
         st.get("column_sums"),
     )
+    engine = rank_one_engine(engine, glob, layout)
+    glob = _centred_if_lossy(engine, glob, layout, rows, codes, group_sizes, std)
     return FittedStatistics(
-        engine=rank_one_engine(engine, glob, layout),
+        engine=engine,
         glob=glob,
         layout=layout,
         group_labels=labels,
@@ -307,6 +310,74 @@ def statistics_from_rows(
         n_dropped=rows.n_dropped,
         standardization=std,
     )
+
+
+def _centred_if_lossy(
+    engine, glob: GlobalStats, layout: Layout, rows: RowData, codes, nobs, std
+) -> GlobalStats:
+    """``glob`` with the within-group cross-products ``W`` where some groups of an
+    in-process block are lossy (:func:`~dmixed.kernels.lossy_groups`) and not already
+    rank one about ``W``: the block then takes the centred sums of all its groups
+    (:func:`~dmixed.kernels.centred_statistics`, a second pass over ``rows``;
+    :meth:`~dmixed.kernels.StatsBlock.use_centred`).  ``glob`` as it is elsewhere (no
+    lossy group: the statistics and every number made from them unchanged)."""
+    block = getattr(engine, "block", None)
+    if (
+        type(engine) is not LocalEngine
+        or not isinstance(block, kernels.StatsBlock)
+        or glob.within is not None
+        or layout.k_vc
+        or layout.r < 2
+    ):
+        return glob
+    masks = [kernels.lossy_groups(zz, nobs_c) for zz, nobs_c in _chunked(block, nobs)]
+    if not any(mask.any() for mask in masks):
+        return glob  # the common case: one check of every chunk, nothing more
+    lossy = np.concatenate(masks)
+    sums = kernels.centred_statistics(
+        codes, lossy.size, rows.endog, rows.exog, rows.exog_re, lossy, rows.weights, std
+    )
+    block.use_centred(sums)
+    return dataclasses.replace(glob, within=sums.within)
+
+
+def _chunked(block: kernels.StatsBlock, nobs):
+    """Each chunk's ``zz`` with its groups' ``nobs``."""
+    nobs = np.asarray(nobs)
+    lo = 0
+    for zz, _ in block.chunks():
+        yield zz, nobs[lo : lo + zz.shape[-1]]
+        lo += zz.shape[-1]
+
+
+def refuse_inexact(engine, nobs, source: str) -> None:
+    """Raise where ``engine``'s statistics (``nobs`` (G,): the groups' rows) hold
+    lossy groups (:func:`~dmixed.kernels.lossy_groups`) that take neither the rank-one
+    nor the centred forms (:meth:`~dmixed.kernels.StatsBlock.inexact_groups`): their
+    likelihood would lose most of its digits without a sign.  ``source``: where the
+    statistics come from, for the message.  A random design singular over all the
+    groups is left to the model's rank check (its message names the columns).
+
+    Raises
+    ------
+    DataError
+        Naming the number of such groups and what to do instead.
+    """
+    block = getattr(engine, "block", None)
+    if not isinstance(block, kernels.StatsBlock):
+        return
+    if np.linalg.matrix_rank(kernels.re_gram(block, block.r)) < block.r:
+        return  # singular for all the groups: the model's rank check names the columns
+    count = block.inexact_groups(nobs)
+    if count:
+        raise DataError(
+            f"{count} group(s) of {source} have a random design whose columns are "
+            "constant or nearly constant within the group (Z_i'Z_i close to singular), "
+            "which these statistics cannot fit without losing most digits of the "
+            "likelihood: they hold no sums about each group's mean. Fit the rows in "
+            "one pass in process (dmixed.MixedLM on the data in memory), or centre the "
+            "random-effects columns within groups first"
+        )
 
 
 def _gram_chooses(rows: RowData) -> bool:
@@ -334,8 +405,11 @@ def statistics_from_arrays(arrays: GroupArrays) -> FittedStatistics:
         engine = StructuredVCEngine.of_arrays(arrays.ragged)
     else:
         engine = local_engine(arrays.zz, arrays.zxy, arrays.layout)
+    engine = rank_one_engine(engine, arrays.glob, arrays.layout)
+    if not arrays.layout.k_vc:
+        refuse_inexact(engine, arrays.nobs, "the saved or merged statistics")
     return FittedStatistics(
-        engine=rank_one_engine(engine, arrays.glob, arrays.layout),
+        engine=engine,
         glob=arrays.glob,
         layout=arrays.layout,
         group_labels=arrays.labels,

@@ -13,6 +13,7 @@ slots), the fixed design ``X_i`` (``n_i × p``) and the response ``y_i``.  The s
 are ``ZZ_i = Z̃_i'Z̃_i`` and ``ZXy_i = Z̃_i'[X_i, y_i]``.
 """
 
+from .conditionals import CentredSums, lossy_groups
 from .groups import (
     MOMENT_MAX_R,
     HessianSums,
@@ -33,6 +34,7 @@ from .rows import (
     accumulate_packed,
     accumulate_packed_into,
     accumulate_statistics,
+    centred_statistics,
     dense_random_design,
     packed_width,
     plain_statistics,
@@ -43,6 +45,9 @@ from .rows import (
 )
 
 __all__ = [
+    "CentredSums",
+    "centred_statistics",
+    "lossy_groups",
     "MOMENT_MAX_R",
     "COMPACT_BELOW",
     "HessianSums",

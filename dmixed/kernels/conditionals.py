@@ -13,13 +13,21 @@ What every sum of :mod:`~dmixed.kernels.groups` is built from.  Notation as in
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
 __all__ = [
+    "LOSSY_DETERMINANT",
     "MM_BLAS_ABOVE",
     "RANK_ONE_ROUNDING",
+    "CentredSums",
+    "centred_between",
+    "centred_conditional",
     "conditional",
     "gram_rows",
+    "lossy_groups",
+    "m_sum",
     "mm",
     "rank_one_groups",
 ]
@@ -52,6 +60,15 @@ def mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         for c in range(1, a.shape[1]):
             out += np.multiply(a[:, c : c + 1], b[c : c + 1], out=term)
     return out
+
+
+def m_sum(zxy: np.ndarray, p_mat: np.ndarray) -> np.ndarray:
+    """``Σ_i ZXy_i' P_i ZXy_i`` (k × k, symmetrized) over an entry-major chunk:
+    ``zxy`` (r, k, G), ``p_mat`` (r, r, G)."""
+    r, k = p_mat.shape[0], zxy.shape[1]
+    pz = mm(p_mat, zxy)
+    m = sum(zxy[a] @ pz[a].T for a in range(r)) if r else np.zeros((k, k))
+    return 0.5 * (m + m.T)
 
 
 #: :func:`gram_rows` copies for ``gemm`` up to this many entries of ``a`` (past it the
@@ -123,6 +140,7 @@ def conditional(
     value_only: bool = False,
     blups_only: bool = False,
     one: np.ndarray | None = None,
+    centred: CentredSums | None = None,
 ):
     """Entry-major ``P``, ``log|K|``, ``S`` and ``H`` of a chunk (module docstring);
     ``S`` and ``H`` ``None`` with ``value_only`` (what ℓ alone needs), ``log|K|`` and
@@ -134,15 +152,29 @@ def conditional(
     general ``ZZ − ZZ·P·ZZ`` loses the digits of ``1/(1 + λ²U)``); for ``r = 2`` see
     :func:`_conditional_2`.  ``one``: the groups of the chunk (bool (G,)) whose
     ``Z̃_i'Z̃_i`` has rank one through column 0 (:func:`rank_one_groups`), which take
-    the closed forms of :func:`_rank_one_values` instead.
+    the closed forms of :func:`_rank_one_values` instead.  ``centred``: the chunk's
+    centred sums (:class:`CentredSums`), from which all its groups take
+    :func:`centred_conditional` instead (``zz`` and ``zxy`` unread).
     """
+    if centred is not None:
+        p_mat, logdet, s, h = centred_conditional(centred, lam)
+        return (
+            p_mat,
+            None if blups_only else logdet,
+            None if value_only or blups_only else s,
+            (None if value_only else h),
+        )
     out = _conditional(zz, zxy, lam, value_only, blups_only)
-    if one is None or not one.any():
-        return out
-    sel = np.flatnonzero(one)
-    closed = _rank_one_values(zz[..., sel], zxy[..., sel], lam)
+    if one is not None and one.any():
+        sel = np.flatnonzero(one)
+        out = _put(out, sel, _rank_one_values(zz[..., sel], zxy[..., sel], lam))
+    return out
+
+
+def _put(out: tuple, sel: np.ndarray, values: tuple) -> tuple:
+    """``out``'s arrays (None kept) with the groups ``sel`` set to ``values``."""
     parts = []
-    for arr, value in zip(out, closed, strict=True):
+    for arr, value in zip(out, values, strict=True):
         if arr is not None:
             arr = np.array(arr)  # r = 1's H and S are fresh; the others may be views
             arr[..., sel] = value
@@ -295,3 +327,186 @@ def _scaled_sum(
     else:
         out += first
     out *= inv_d
+
+
+#: :func:`lossy_groups`: a group's ``Z̃_i'Z̃_i`` scaled to a unit diagonal whose
+#: determinant is below this loses about ``log10(1/det)`` of float64's digits in
+#: ``[X y]'[X y] − Σ_i m_i`` (what the group's mean direction has in common with its
+#: spread): eight of them left, at most.  (Not scaled by ``r^r``: at ``r = 9`` that
+#: bound exceeds 1, the largest determinant of a unit diagonal, and every group of
+#: nine ordinary random slopes would be lossy.)
+LOSSY_DETERMINANT = 1e8 * float(np.finfo(float).eps)
+
+
+def lossy_groups(zz: np.ndarray, nobs: np.ndarray) -> np.ndarray:
+    """The groups of an entry-major chunk (bool (G,)) whose ``Z̃_i'Z̃_i`` is too close to
+    singular for the uncentred sums: the determinant of ``D^{-1/2} Z̃_i'Z̃_i D^{-1/2}``
+    (``D`` its diagonal; a column of zeros in the group, which carries nothing of it,
+    left out) below :data:`LOSSY_DETERMINANT`.  A random slope on a column constant or
+    nearly constant within the group, or one of large offset (timestamps), next to the
+    intercept.  One-row groups (``nobs`` (G,) ≤ 1) are never lossy: their
+    ``Z̃_i'Z̃_i`` is of rank one whatever the data.  ``r < 2``: none.
+
+    For ``r = 2`` the determinant is ``1 − ZZ₀₁²/(ZZ₀₀ZZ₁₁)``, compared without a
+    quotient (three vector operations: the check of every data pass).  NaN statistics
+    are not lossy.
+    """
+    r, _, g = zz.shape
+    if r < 2:
+        return np.zeros(g, dtype=bool)
+    if r == 2:
+        # det < b  ⇔  ZZ₀₁² > (1 − b) ZZ₀₀ZZ₁₁ (a zero column: 0 > 0, not lossy)
+        lossy = zz[0, 1] * zz[0, 1] > (1.0 - LOSSY_DETERMINANT) * (zz[0, 0] * zz[1, 1])
+    else:
+        diag = np.stack([zz[a, a] for a in range(r)])  # (r, G)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            inv = np.where(diag > 0, 1.0 / np.sqrt(diag), 0.0)
+        scaled = zz * inv[:, None] * inv[None, :]
+        for a in range(r):
+            scaled[a, a] = 1.0
+        lossy = np.linalg.det(np.moveaxis(scaled, -1, 0)) < LOSSY_DETERMINANT
+    if lossy.any():
+        lossy &= np.asarray(nobs) > 1
+    return lossy
+
+
+@dataclass
+class CentredSums:
+    """Per-group sums about each group's own (weighted) mean, entry-major.
+
+    For group ``i`` with rows scaled by ``e = √w`` (ones without weights) write
+    ``Z̃_i = e z̄' + Z_c`` and ``[X_i y_i] = e m' + A_c`` with ``e'Z_c = 0`` and
+    ``e'A_c = 0``.  Then ``Z̃_i'Z̃_i = u z̄z̄' + C`` and ``Z̃_i'[X_i y_i] = u z̄m' + D``.
+
+    Attributes
+    ----------
+    u : ndarray (G,)
+        ``e'e``: the group's weight (its rows, unweighted).
+    zbar : ndarray (r, G)
+        ``z̄``, the random-design columns' means.
+    mean : ndarray (k, G)
+        ``m``, the means of ``[X y]``.
+    c : ndarray (r, r, G)
+        ``C = Z_c'Z_c``.
+    d : ndarray (r, k, G)
+        ``D = Z_c'A_c``.
+    lossy : ndarray (G,) bool
+        The groups whose uncentred sums would lose digits (:func:`lossy_groups`), for
+        which the sums were made (all the groups then take :func:`centred_conditional`:
+        exact for every group, and none of them subtracts ``u m m'`` from ``W``).
+    within : ndarray (k, k) or None
+        ``Σ_i A_c'A_c`` over the groups summed (``GlobalStats.within``).
+    """
+
+    u: np.ndarray
+    zbar: np.ndarray
+    mean: np.ndarray
+    c: np.ndarray
+    d: np.ndarray
+    lossy: np.ndarray
+    within: np.ndarray | None = None
+    _kept: tuple | None = field(default=None, init=False, repr=False, compare=False)
+
+    def take(self, sel) -> CentredSums:
+        """The sums of the groups ``sel`` (an index array or a slice), contiguous."""
+
+        def cut(arr: np.ndarray) -> np.ndarray:
+            return np.ascontiguousarray(arr[..., sel])
+
+        return CentredSums(
+            cut(self.u),
+            cut(self.zbar),
+            cut(self.mean),
+            cut(self.c),
+            cut(self.d),
+            cut(self.lossy),
+        )
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the per-group arrays."""
+        return sum(a.nbytes for a in (self.u, self.zbar, self.mean, self.c, self.d, self.lossy))
+
+
+def _centred_parts(sums: CentredSums, lam: np.ndarray):
+    """:func:`_centred_terms` at ``lam``, kept on ``sums`` for the next call at the same
+    ``Λ`` (a step asks for the conditionals, then for ``between``)."""
+    key = lam.tobytes() + str(lam.shape).encode()
+    kept = sums._kept  # read once (another thread may step meanwhile)
+    if kept is not None and kept[0] == key:
+        return kept[1]
+    parts = _centred_terms(sums, lam)
+    sums._kept = (key, parts)
+    return parts
+
+
+def _centred_terms(sums: CentredSums, lam: np.ndarray):
+    """What :func:`centred_conditional` and :func:`centred_between` are made of.
+
+    ``K = K_c + u a a'`` with ``K_c = I + Λ'CΛ`` and ``a = Λ'z̄``; with
+    ``P_c = ΛK_c⁻¹Λ'``, ``t = z̄'P_c z̄`` and ``s = 1 + u t = |K|/|K_c|`` (matrix
+    determinant lemma), Sherman–Morrison on the mean direction gives, for any two
+    column blocks ``X = e m_X' + X_c`` and ``Y = e m_Y' + Y_c`` of the group::
+
+        X'V*⁻¹Y = X_c'Y_c − X_c'Z_c P_c Z_c'Y_c + (u/s) φ_X φ_Y',
+        φ_X = m_X − X_c'Z_c P_c z̄
+
+    ``(I + CB)⁻¹[D z̄]`` (``B = ΛΛ'``) comes from the subtraction-free forms of
+    :func:`_conditional`.  Returns ``P_c``, ``log|K_c|``, ``S_c``, ``(I + CB)⁻¹[D z̄]``,
+    ``P_c z̄``, ``f = u/s``, ``log s`` and ``φ`` of ``[X y]``.
+    """
+    r, k, g = sums.d.shape
+    dz = np.empty((r, k + 1, g))
+    dz[:, :k] = sums.d
+    dz[:, k] = sums.zbar
+    p_c, logdet_c, s_c, hz = _conditional(sums.c, dz, lam, False, False)
+    # t = a'K_c⁻¹a from a = Λ'z̄ (a sum of squares where C is small), not z̄'P_c z̄
+    # (whose terms cancel where z̄'s entries differ in sign)
+    a = lam.T @ sums.zbar  # (r, G)
+    kc = np.moveaxis(lam.T @ np.moveaxis(sums.c, -1, 0) @ lam, 0, -1)
+    for i in range(r):
+        kc[i, i] += 1.0
+    if r == 2:  # K_c⁻¹a by its adjugate (|K_c| ≥ 1): no batched LAPACK call per step
+        det = kc[0, 0] * kc[1, 1] - kc[0, 1] * kc[1, 0]
+        x = np.stack([kc[1, 1] * a[0] - kc[0, 1] * a[1], kc[0, 0] * a[1] - kc[1, 0] * a[0]])
+        x /= det
+    else:
+        x = np.linalg.solve(np.moveaxis(kc, -1, 0), a.T[..., None])[..., 0].T  # K_c⁻¹a
+    t = np.maximum((a * x).sum(axis=0), 0.0)
+    pz = lam @ x  # (r, G): P_c z̄
+    ut = sums.u * t
+    f = sums.u / (1.0 + ut)
+    phi = sums.mean - (sums.d * pz[:, None, :]).sum(axis=0)  # m − D'P_c z̄
+    return p_c, logdet_c, s_c, hz, pz, f, np.log1p(ut), phi
+
+
+def centred_conditional(sums: CentredSums, lam: np.ndarray):
+    """``P``, ``log|K|``, ``S`` and ``H`` (entry-major, as :func:`conditional`) of groups
+    from their centred sums, exact however close to singular ``Z̃_i'Z̃_i`` is.
+
+    With the terms of :func:`_centred_parts` (``w_z = (I + CB)⁻¹z̄``)::
+
+        log|K| = log|K_c| + log1p(u t)
+        S = (I + CB)⁻¹C + (u/s) w_z w_z'
+        H = (I + CB)⁻¹D + (u/s) w_z φ'
+        P = P_c − (u/s) (P_c z̄)(P_c z̄)'
+
+    nothing of the size of ``u z̄z̄'`` subtracted (only ``P``'s last term, as in the
+    rank-one forms).  ``sums``: :class:`CentredSums` of the groups (G of them).
+    """
+    k = sums.d.shape[1]
+    p_c, logdet_c, s_c, hz, pz, f, log_s, phi = _centred_parts(sums, lam)
+    wz = hz[:, k]
+    s = s_c + wz[:, None] * wz[None, :] * f
+    h = hz[:, :k] + wz[:, None] * (phi * f)[None, :]
+    p_mat = p_c - pz[:, None] * pz[None, :] * f
+    return p_mat, logdet_c + log_s, s, h
+
+
+def centred_between(sums: CentredSums, lam: np.ndarray) -> np.ndarray:
+    """``Σ_i ([X_i y_i]'V*_i⁻¹[X_i y_i] − A_c'A_c)`` (k × k, symmetric) over the groups
+    of ``sums``: ``Σ_i ((u/s) φφ' − D'P_c D)`` (:func:`_centred_parts`), what they add
+    to the within-group cross-products ``W`` in the profile."""
+    p_c, _, _, _, _, f, _, phi = _centred_parts(sums, lam)
+    out = (phi * f) @ phi.T
+    return 0.5 * (out + out.T) - m_sum(sums.d, p_c)

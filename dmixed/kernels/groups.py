@@ -17,7 +17,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import compiled
-from .conditionals import conditional, gram_rows, mm, rank_one_groups
+from .conditionals import (
+    CentredSums,
+    centred_between,
+    conditional,
+    gram_rows,
+    lossy_groups,
+    m_sum,
+    rank_one_groups,
+)
 from .hessian_moments import HessianMoments
 
 # Groups are processed in chunks of this many, to bound the size of the
@@ -55,7 +63,7 @@ class StatsBlock:
         ``Z̃_i'[X_i, y_i]`` per group.
     """
 
-    __slots__ = ("_chunks", "_keep", "_kept", "_one")
+    __slots__ = ("_centred", "_chunks", "_keep", "_kept", "_one")
 
     def __init__(self, zz: np.ndarray, zxy: np.ndarray) -> None:
         zz = np.asarray(zz, dtype=np.float64)
@@ -72,6 +80,7 @@ class StatsBlock:
         self._keep = False
         self._kept: tuple[bytes, list] | None = None
         self._one: list | None = None
+        self._centred: list | None = None
 
     @classmethod
     def from_entry_major(cls, zz: np.ndarray, zxy: np.ndarray) -> StatsBlock:
@@ -85,7 +94,7 @@ class StatsBlock:
             )
             for lo in range(0, max(zz.shape[-1], 1), GROUP_CHUNK)
         ]
-        block._keep, block._kept, block._one = False, None, None
+        block._keep, block._kept, block._one, block._centred = False, None, None, None
         return block
 
     @classmethod
@@ -95,7 +104,7 @@ class StatsBlock:
         groups each but the last, one chunk of no groups when there are none): no copy."""
         block = cls.__new__(cls)
         block._chunks = list(chunks)
-        block._keep, block._kept, block._one = False, None, None
+        block._keep, block._kept, block._one, block._centred = False, None, None, None
         return block
 
     @property
@@ -110,10 +119,17 @@ class StatsBlock:
         """Bytes of the arrays the block holds: its statistics, and the last step's
         per-group values where it keeps them (:meth:`keep_conditionals`)."""
         total = sum(zzc.nbytes + zxyc.nbytes for zzc, zxyc in self._chunks)
+        if self._centred is not None:
+            total += sum(part.nbytes for part in self._centred)
         if self._kept is not None:
             for *_, cond in self._kept[1]:
                 total += sum(arr.nbytes for arr in cond if isinstance(arr, np.ndarray))
         return total
+
+    @property
+    def r(self) -> int:
+        """Columns of the padded random design ``Z̃``."""
+        return self._chunks[0][0].shape[0]
 
     @property
     def k(self) -> int:
@@ -131,13 +147,16 @@ class StatsBlock:
         return zz, zxy
 
     def __getstate__(self):
+        if self._centred is not None:
+            return (self._chunks, False, self._centred)
         return self._chunks if self._one is None else (self._chunks, True)
 
     def __setstate__(self, state) -> None:
         rank_one = isinstance(state, tuple)
         self._chunks = state[0] if rank_one else state
         self._keep, self._kept, self._one = False, None, None
-        if rank_one:
+        self._centred = state[2] if rank_one and len(state) > 2 else None
+        if rank_one and state[1]:
             self.use_rank_one()
 
     def use_rank_one(self) -> StatsBlock:
@@ -152,17 +171,68 @@ class StatsBlock:
         conditionals, and :attr:`StepSums.between` is what ``[X y]'V*⁻¹[X y]`` adds to
         ``W`` (:func:`_between_rank_one`); the numpy kernels evaluate them."""
         self._one = [rank_one_groups(zzc) for zzc, _ in self._chunks]
+        self._centred = None
         self._kept = None
+        return self
+
+    def use_centred(self, sums: CentredSums) -> StatsBlock:
+        """Take the centred sums ``sums`` (:class:`~dmixed.kernels.conditionals.CentredSums`
+        of every group of the block, in its order) with the within-group
+        cross-products ``W`` of the same rows at hand; ``self``.
+
+        From now on its groups take
+        :func:`~dmixed.kernels.conditionals.centred_conditional`, and
+        :attr:`StepSums.between` is what ``[X y]'V*⁻¹[X y]`` adds to ``W``
+        (:func:`~dmixed.kernels.conditionals.centred_between`).  All of them: a
+        well-conditioned group's ``u m m' − m_i`` would subtract the size of its mean
+        (a random intercept next to a large spread of the groups).  The block then says
+        it is :attr:`rank_one`: the numpy kernels evaluate it."""
+        parts, lo = [], 0
+        for zzc, _ in self._chunks:
+            hi = lo + zzc.shape[-1]
+            parts.append(sums.take(slice(lo, hi)))
+            lo = hi
+        self._centred, self._one, self._kept = parts, None, None
         return self
 
     @property
     def rank_one(self) -> bool:
-        """Whether :meth:`use_rank_one` applies."""
-        return self._one is not None
+        """Whether :meth:`use_rank_one` or :meth:`use_centred` applies (the sums are
+        then the numpy kernels', about ``W``)."""
+        return self._one is not None or self._centred is not None
+
+    @property
+    def centred_groups(self) -> int:
+        """The lossy groups for which the block takes the centred forms
+        (:meth:`use_centred`); 0 without."""
+        return 0 if self._centred is None else sum(int(c.lossy.sum()) for c in self._centred)
+
+    def inexact_groups(self, nobs: np.ndarray) -> int:
+        """The groups of the block (``nobs`` (G,): their rows, in its order) that are
+        lossy (:func:`~dmixed.kernels.conditionals.lossy_groups`) and take neither the
+        rank-one nor the centred forms: those whose ``[X y]'V*⁻¹[X y]`` would lose
+        digits."""
+        nobs = np.asarray(nobs)
+        count, lo = 0, 0
+        for (zzc, _), (one, centred) in zip(self._chunks, self._forms(), strict=True):
+            hi = lo + zzc.shape[-1]
+            lossy = lossy_groups(zzc, nobs[lo:hi])
+            if one is not None:
+                lossy &= ~one
+            if centred is None:
+                count += int(lossy.sum())
+            lo = hi
+        return count
 
     def _masks(self):
         """Each chunk's rank-one groups (:meth:`use_rank_one`), or None per chunk."""
         return iter(self._one) if self._one is not None else (None for _ in self._chunks)
+
+    def _forms(self):
+        """Each chunk's ``(rank-one groups, centred sums)`` (:meth:`use_rank_one`,
+        :meth:`use_centred`; None where not taken)."""
+        centred = self._centred if self._centred is not None else [None] * len(self._chunks)
+        return zip(self._masks(), centred, strict=True)
 
     def keep_conditionals(self) -> StatsBlock:
         """Keep the last step's per-group values from now on (:meth:`conditionals`);
@@ -186,11 +256,17 @@ class StatsBlock:
         if kept is not None and kept[0] == key:
             return iter(kept[1])
         r, k = lam.shape[0], self.k
-        pairs = zip(self._chunks, self._masks(), strict=True)
+        pairs = zip(self._chunks, self._forms(), strict=True)
         if not self._keep or 8 * self.n_groups * (2 * r * r + 1 + r * k) > KEPT_CONDITIONALS_BYTES:
             self._kept = None
-            return ((zzc, zxyc, conditional(zzc, zxyc, lam, one=one)) for (zzc, zxyc), one in pairs)
-        out = [(zzc, zxyc, conditional(zzc, zxyc, lam, one=one)) for (zzc, zxyc), one in pairs]
+            return (
+                (zzc, zxyc, conditional(zzc, zxyc, lam, one=one, centred=centred))
+                for (zzc, zxyc), (one, centred) in pairs
+            )
+        out = [
+            (zzc, zxyc, conditional(zzc, zxyc, lam, one=one, centred=centred))
+            for (zzc, zxyc), (one, centred) in pairs
+        ]
         for *_, cond in out:
             for arr in cond:
                 if isinstance(arr, np.ndarray):
@@ -300,45 +376,46 @@ def step_contributions(block, lam: np.ndarray, q: int, zxy=None) -> StepSums:
     k = block.k
     if not block.rank_one and compiled.backend(block.n_groups, r) == "numba":
         return StepSums(*compiled.step_sums(block.chunks(), lam, q, k))
-    chunks = zip(block.conditionals(lam), block._masks(), strict=True)
-    (zzc, zxyc, cond), one = next(chunks)  # a block has at least one chunk
-    total = _step_part(zzc, zxyc, cond, lam, q, one)
-    for (zzc, zxyc, cond), one in chunks:
-        total = total + _step_part(zzc, zxyc, cond, lam, q, one)
+    chunks = zip(block.conditionals(lam), block._forms(), strict=True)
+    (zzc, zxyc, cond), forms = next(chunks)  # a block has at least one chunk
+    total = _step_part(zzc, zxyc, cond, lam, q, *forms)
+    for (zzc, zxyc, cond), forms in chunks:
+        total = total + _step_part(zzc, zxyc, cond, lam, q, *forms)
     return total
 
 
 def _step_part(
-    zzc: np.ndarray, zxyc: np.ndarray, cond, lam: np.ndarray, q: int, one=None
+    zzc: np.ndarray,
+    zxyc: np.ndarray,
+    cond,
+    lam: np.ndarray,
+    q: int,
+    one=None,
+    centred: CentredSums | None = None,
 ) -> StepSums:
     """:func:`step_contributions` of one entry-major chunk, in numpy, from its
     :func:`~dmixed.kernels.conditionals.conditional` values ``cond`` (``one``: its
-    rank-one groups where the block takes them, :meth:`StatsBlock.use_rank_one`)."""
+    rank-one groups where the block takes them, :meth:`StatsBlock.use_rank_one`;
+    ``centred``: its centred sums, :meth:`StatsBlock.use_centred`)."""
     k = zxyc.shape[1]
     p_mat, logdet, s, h = cond
     hr = h[:q].reshape(q * k, h.shape[-1])  # a view: rows (a, x)
     hv = h[q:]
+    if centred is not None:
+        between = centred_between(centred, lam)
+    elif one is not None:
+        between = _between_rank_one(zzc, zxyc, lam, p_mat, one)
+    else:
+        between = _between(zzc, zxyc, lam)
     return StepSums(
         float(logdet.sum()),
-        _m_sum(zxyc, p_mat),
+        m_sum(zxyc, p_mat),
         s.sum(axis=2),
         gram_rows(hr).reshape(q, k, q, k).transpose(0, 2, 1, 3),
         np.matmul(hv, hv.transpose(0, 2, 1)),
-        (
-            _between(zzc, zxyc, lam)
-            if one is None
-            else _between_rank_one(zzc, zxyc, lam, p_mat, one)
-        ),
-        one is not None,
+        between,
+        one is not None or centred is not None,
     )
-
-
-def _m_sum(zxy: np.ndarray, p_mat: np.ndarray) -> np.ndarray:
-    """``Σ_i ZXy_i' P_i ZXy_i`` over a chunk (symmetrized)."""
-    r, k = p_mat.shape[0], zxy.shape[1]
-    pz = mm(p_mat, zxy)
-    m = sum(zxy[a] @ pz[a].T for a in range(r)) if r else np.zeros((k, k))
-    return 0.5 * (m + m.T)
 
 
 def value_contributions(block: StatsBlock, lam: np.ndarray, q: int) -> StepSums:
@@ -355,7 +432,7 @@ def value_contributions(block: StatsBlock, lam: np.ndarray, q: int) -> StepSums:
 
     def part(zzc: np.ndarray, zxyc: np.ndarray) -> StepSums:
         p_mat, logdet, _, _ = conditional(zzc, zxyc, lam, value_only=True)
-        return StepSums(float(logdet.sum()), _m_sum(zxyc, p_mat), *nan, _between(zzc, zxyc, lam))
+        return StepSums(float(logdet.sum()), m_sum(zxyc, p_mat), *nan, _between(zzc, zxyc, lam))
 
     parts = (part(zzc, zxyc) for zzc, zxyc in block.chunks())
     total = next(parts)  # a block has at least one chunk (of no groups when empty)
@@ -382,7 +459,7 @@ def _between_rank_one(
     out = (f * c) @ f.T
     rest = np.flatnonzero(~one & (u > 0))
     if rest.size:
-        out = out - _m_sum(zxy[..., rest], np.ascontiguousarray(p_mat[..., rest]))
+        out = out - m_sum(zxy[..., rest], np.ascontiguousarray(p_mat[..., rest]))
     return 0.5 * (out + out.T)
 
 
@@ -671,8 +748,8 @@ def _random_effects_numpy(block: StatsBlock, lam: np.ndarray, w: np.ndarray):
     chunks = block.kept_conditionals(lam)
     if chunks is None:
         chunks = (
-            (zzc, zxyc, conditional(zzc, zxyc, lam, blups_only=True, one=one))
-            for (zzc, zxyc), one in zip(block.chunks(), block._masks(), strict=True)
+            (zzc, zxyc, conditional(zzc, zxyc, lam, blups_only=True, one=one, centred=centred))
+            for (zzc, zxyc), (one, centred) in zip(block.chunks(), block._forms(), strict=True)
         )
     parts = [
         ((bstar @ np.einsum("ajg,j->ag", h, w)).T, np.moveaxis(p_mat, -1, 0))

@@ -18,6 +18,7 @@ from ..stats.packed import PackedLayout
 from ..stats.standardize import Standardization, same_column
 from ..stats.statistics import chan_correction
 from .compiled import rows_compiled
+from .conditionals import CentredSums
 
 # ---------------------------------------------------------------------------
 # Sufficient statistics from rows
@@ -845,3 +846,85 @@ def accumulate_statistics(
     )
     nobs, zz, zxy = unpack_statistics(packed, r)
     return {"zz": zz, "zxy": zxy, "nobs": nobs, **glob}
+
+
+def centred_statistics(
+    codes: np.ndarray,
+    n_groups: int,
+    endog: np.ndarray,
+    exog: np.ndarray,
+    exog_re: np.ndarray,
+    lossy: np.ndarray,
+    weights: np.ndarray | None = None,
+    std: Standardization | None = None,
+) -> CentredSums:
+    """Per-group sums of rows about each group's own (weighted) mean, in the map
+    ``std``'s units (those of :func:`accumulate_packed_into`'s statistics of the same
+    rows): the :class:`~dmixed.kernels.conditionals.CentredSums` of the random design
+    ``exog_re`` (n, r) (no variance component) and ``[X y]``, with ``within``
+    ``Σ_i A_c'A_c`` (k × k) of all the groups.
+
+    Two passes over the rows (Chan, Golub and LeVeque's corrected two-pass form): the
+    means ``c = Σ e v / u`` (``e = √w``, ones without weights; ``u = Σ e²``), then the
+    residuals ``v − e c`` and their sums ``δ = Σ e (v − e c)`` (the rounding of ``c``:
+    ``c + δ/u`` is the mean), the cross-products of the residuals less ``δ_a δ_b/u``.
+    Nothing of the size of the means is subtracted from a sum.  ``codes`` (n,) the
+    rows' groups in ``0 … n_groups−1``; ``lossy`` (n_groups,) bool, the groups that take
+    the centred forms (:func:`~dmixed.kernels.conditionals.lossy_groups`), kept with
+    the sums.
+    """
+    codes = np.asarray(codes, dtype=np.int64)
+    k = np.shape(exog)[1] + 1
+    # the rows' gram is not wanted here: zeros stand in for it (no pass over the rows)
+    rows = prepare_rows(endog, exog, exog_re, weights, std, gram=np.zeros((k, k)))
+    cols = [*rows.zcols, *rows.xcols]  # Z̃ then [X y], each scaled by e, shifted
+    r = len(rows.zcols)
+    e = None if weights is None else np.sqrt(np.asarray(weights, dtype=np.float64))
+
+    def group_sums(values: np.ndarray) -> np.ndarray:
+        return np.bincount(codes, weights=values if e is None else e * values, minlength=n_groups)
+
+    u = np.asarray(
+        np.bincount(codes, weights=None if e is None else e * e, minlength=n_groups),
+        dtype=np.float64,
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv_u = np.where(u > 0, 1.0 / u, 0.0)
+    resid = np.empty((len(cols), codes.size))
+    means = np.empty((len(cols), n_groups))
+    delta = np.empty_like(means)
+    for j, col in enumerate(cols):
+        means[j] = group_sums(col) * inv_u
+        centre = means[j][codes]
+        np.subtract(col, centre if e is None else e * centre, out=resid[j])
+        delta[j] = group_sums(resid[j])
+    means += delta * inv_u
+    prod = np.empty(codes.size)
+
+    def cross(a: int, b: int) -> np.ndarray:
+        np.multiply(resid[a], resid[b], out=prod)
+        return np.bincount(codes, weights=prod, minlength=n_groups) - delta[a] * delta[b] * inv_u
+
+    c = np.empty((r, r, n_groups))
+    for a in range(r):
+        for b in range(a + 1):
+            c[a, b] = c[b, a] = cross(a, b)
+    d = np.empty((r, k, n_groups))
+    for a in range(r):
+        for j in range(k):
+            d[a, j] = cross(a, r + j)
+    rx = resid[r:]
+    within = rx @ rx.T - (delta[r:] * inv_u) @ delta[r:].T
+    within = 0.5 * (within + within.T)
+    # the map's scales (powers of two: exact), as column_scales applies them to the sums
+    sx = np.ones(k) if rows.sx is None else rows.sx
+    sz = np.ones(r) if rows.std is None else rows.std.z_scale[:r]
+    return CentredSums(
+        u,
+        means[:r] / sz[:, None],
+        means[r:] / sx[:, None],
+        c / (sz[:, None, None] * sz[None, :, None]),
+        d / (sz[:, None, None] * sx[None, :, None]),
+        np.asarray(lossy, dtype=bool),
+        within / np.outer(sx, sx),
+    )

@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ..errors import DataError
 from .crossed_stats import CrossSums, cross_from_dense
 from .layout import Layout
 from .ragged_stats import RaggedArrays, diagonal_block
@@ -149,8 +150,26 @@ class GroupArrays:
         """The statistics of a ``FittedStatistics``, gathered from its engine: padded, or
         with ``ragged`` ragged where the engine holds the variance components
         structured (its ``collapsed_vc`` and ``gather_ragged``; crossed ones with their
-        co-occurrence sums, ``to_slots``)."""
+        co-occurrence sums, ``to_slots``).
+
+        Raises
+        ------
+        DataError
+            The engine's groups take centred sums (``StatsBlock.centred_groups``: a
+            random design close to singular within them), which these arrays do not
+            hold: saved, merged or drawn from, their likelihood would lose most of its
+            digits.
+        """
         engine = stats.engine
+        centred = getattr(getattr(engine, "block", None), "centred_groups", 0)
+        if centred:
+            raise DataError(
+                f"{centred} group(s) have a random design whose columns are constant or "
+                "nearly constant within the group, fitted from sums about each group's "
+                "mean that saved statistics, checkpoints, updates and the bootstrap do "
+                "not carry; fit the rows in process instead, or centre the random-effects "
+                "columns within groups first"
+            )
         held = cross = None
         if ragged and getattr(engine, "collapsed_vc", False) and hasattr(engine, "gather_ragged"):
             held = engine.gather_ragged()

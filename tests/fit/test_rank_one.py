@@ -182,11 +182,18 @@ def test_fit_reaches_the_maximum_of_the_exact_loglike(kind, below, method):
     assert top - below <= res.llf <= top + 1e-7
 
 
-def test_hessian_is_the_second_derivative_of_the_exact_loglike():
+@pytest.mark.parametrize("slope_first", [False, True], ids=["rank-one", "centred"])
+def test_hessian_is_the_second_derivative_of_the_exact_loglike(slope_first):
     """``hessian`` at the estimates against central differences of the exact ℓ(β, Ψ*)
-    (σ² profiled), each entry scaled by its parameters' sizes."""
+    (σ² profiled), each entry scaled by its parameters' sizes; with the slope column
+    first, from the centred sums (``StatsBlock.use_centred``)."""
     y, exog, g, zbar, w = _design(sizes=(1, 21), spread=7800.0, seed=1188)
-    model = _model(y, exog, g, zbar, w)
+    if slope_first:
+        zbar = zbar[:, ::-1]
+        model = dmixed.MixedLM(y, exog, g, exog_re=exog[:, 1::-1].copy())
+        assert model.statistics().engine.block.centred_groups
+    else:
+        model = _model(y, exog, g, zbar, w)
     res = model.fit()
     beta = np.asarray(res.fe_params)
     psi = np.asarray(res.cov_re) / res.scale
@@ -356,17 +363,9 @@ def test_saved_statistics_keep_the_within_group_sums(tmp_path):
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the rank-one forms are taken only where column 0 of the random design is the "
-    "intercept (kernels.rows.wants_rank_one_within); the same model with the intercept "
-    "column elsewhere or scaled still takes [X y]'[X y] − Σ m_i (off by 4e-4 to 0.44 "
-    "at these points; fits of such data end 13-159 units off, converged, without a warning)",
-)
-@pytest.mark.parametrize(
-    "order", [pytest.param("slope-first", id="slope-first"), pytest.param("scaled", id="2-not-1")]
-)
-def test_loglike_where_the_intercept_is_not_column_0_of_ones(order):
+def intercept_elsewhere(order: str):
+    """The data of :func:`_design` and its model with the random intercept after the
+    slope (``order`` "slope-first") or a column of twos ("scaled"), ``zbar`` to match."""
     y, exog, g, zbar, w = _design()
     if order == "slope-first":
         zbar = zbar[:, ::-1]
@@ -374,23 +373,25 @@ def test_loglike_where_the_intercept_is_not_column_0_of_ones(order):
     else:
         zbar = zbar * np.array([2.0, 1.0])
         exog_re = exog[:, :2] * np.array([2.0, 1.0])
-    model = dmixed.MixedLM(y, exog, g, exog_re=exog_re)
+    return (y, exog, g, zbar, w), dmixed.MixedLM(y, exog, g, exog_re=exog_re)
+
+
+@pytest.mark.parametrize(
+    "order", [pytest.param("slope-first", id="slope-first"), pytest.param("scaled", id="2-not-1")]
+)
+def test_loglike_where_the_intercept_is_not_column_0_of_ones(order):
+    """The same model with the intercept column elsewhere or scaled: its groups take the
+    centred sums (``kernels.lossy_groups``), as exact as the rank-one forms."""
+    (y, exog, g, zbar, w), model = intercept_elsewhere(order)
     for packed in _points(2):
         want = _exact_llf(y, exog, g, zbar, w, _psi(packed, 2))
         assert model.loglike(packed) == pytest.approx(want, abs=1e-7)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="wants_rank_one_within keeps the within-group sums only where every group's "
-    "slope is constant: one group whose rows differ turns the exact forms off for all, "
-    "and the rows of one data pass take [X y]'[X y] − Σ m_i (off by 0.06 and 0.007 at "
-    "these points, where the same rows in two batches merged are exact, test above; a fit "
-    "of 100 groups with one group's slope varying ends 122 units off, converged, silent)",
-)
 def test_a_group_whose_rows_carry_different_constants_in_one_pass():
     """The rows of test_a_group_whose_batches_carry_different_constants in one data
-    pass: the model is the same, so is ℓ."""
+    pass: the model is the same, so is ℓ (the lossy groups take the centred sums, the
+    varying one its own statistics)."""
     y, exog, g, zbar, w = _design(sizes=(2, 21), spread=7800.0, seed=1188)
     odd = 3
     rows = np.flatnonzero(g == odd)

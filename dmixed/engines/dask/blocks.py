@@ -24,7 +24,7 @@ from ...stats import GlobalStats, Layout
 from ...stats.keys import order_distinct
 from ...stats.packed import PackedLayout
 from ...stats.standardize import Standardization
-from ..local import local_engine, rank_one_engine
+from ..local import local_engine, rank_one_engine, refuse_inexact
 from .combine import root_term_parts
 
 
@@ -463,9 +463,20 @@ def reorder_parts(position: np.ndarray, parts: list[np.ndarray]) -> np.ndarray:
 def gathered_engine(dense: list, asm: Assembly, layout: Layout):
     """The in-process engine (:func:`~dmixed.engines.local.local_engine`: structured
     variance components where they apply, as for in-memory rows) on gathered
-    ``(zz, zxy)`` pairs of the blocks, groups in sorted order."""
+    ``(zz, zxy)`` pairs of the blocks, groups in sorted order.
+
+    Raises
+    ------
+    DataError
+        Lossy groups that are not rank one about the within-group sums
+        (:func:`~dmixed.engines.local.refuse_inexact`): the partial statistics carry no
+        centred sums.
+    """
     r = layout.r
     k = asm.glob.xyxy.shape[0]
     zz = reorder_parts(asm.position, [np.zeros((0, r, r))] + [d[0] for d in dense])
     zxy = reorder_parts(asm.position, [np.zeros((0, r, k))] + [d[1] for d in dense])
-    return rank_one_engine(local_engine(zz, zxy, layout), asm.glob, layout)
+    engine = rank_one_engine(local_engine(zz, zxy, layout), asm.glob, layout)
+    if not layout.k_vc:
+        refuse_inexact(engine, asm.group_sizes, "the statistics summed on the cluster")
+    return engine

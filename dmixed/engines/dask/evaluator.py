@@ -25,7 +25,7 @@ from ... import kernels
 from ...kernels.vc_border import CrossedVC
 from ...stats import Layout
 from ...stats.blup_cov import RaggedBlup
-from ..local import LocalEngine, rank_one_if
+from ..local import LocalEngine, rank_one_if, refuse_inexact
 from ..vc_crossed import CrossedVCEngine
 from ..vc_local import StructuredVCEngine
 from . import tuning
@@ -92,6 +92,14 @@ def make_evaluator(
     random-design columns whose rows kept within-group sums (``Block.within`` not None:
     the intercept and columns constant within the groups) takes the rank-one forms
     (:func:`~dmixed.engines.local.rank_one_if`), as the in-process engine does.
+
+    Raises
+    ------
+    DataError
+        Groups of the block are lossy (a random design close to singular within them,
+        :func:`~dmixed.kernels.lossy_groups`) and not rank one about the within-group
+        sums: the cluster's partial statistics carry no centred sums
+        (:func:`~dmixed.engines.local.refuse_inexact`).
     """
     if tune_malloc:
         tuning.tune_malloc()
@@ -105,7 +113,12 @@ def make_evaluator(
         engine = LocalEngine.of_block(block.stats)
     else:
         engine = LocalEngine(block.zz, block.zxy)
-    return rank_one_if(engine, block.within is not None)
+    engine = rank_one_if(engine, block.within is not None)
+    std = block.standardization
+    r = next(engine.block.chunks())[0].shape[0]
+    if std is not None and r == std.k_re:  # no variance component: r is exog_re's
+        refuse_inexact(engine, block.nobs, "the statistics summed on the cluster")
+    return engine
 
 
 def _block_step(ev: Evaluator, lam: np.ndarray, q: int) -> kernels.StepSums:

@@ -8,6 +8,7 @@ import dask
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
+import pytest
 from distributed import Client, LocalCluster
 
 import dmixed
@@ -16,6 +17,7 @@ from dmixed.engines.dask.evaluator import DaskEngine, make_evaluator
 from dmixed.stats import Layout
 from dmixed.stats.packed import PackedLayout
 
+from ..._centred import near_constant
 from ..._synth import make_data
 
 
@@ -103,3 +105,49 @@ def test_frobenius_gram_is_the_in_process_one_added_over_the_blocks(client):
     want = local.engine.frobenius_gram(layout.k_re, layout.slot_component)
     assert got.shape == (layout.k_re + layout.k_vc,) * 2
     np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def _lossy_block(within: bool):
+    """A block of 40 groups of 5 rows with a random intercept and a slope on a column
+    constant within each group (``Z_i'Z_i`` of rank one: lossy), ``W`` kept or not."""
+    from dmixed.engines.dask.blocks import Block
+    from dmixed.stats.standardize import Standardization
+
+    rng = np.random.default_rng(2)
+    zbar = np.column_stack([np.ones(40), rng.integers(-9, 9, 40).astype(float)])
+    zz = 5.0 * zbar[:, :, None] * zbar[:, None, :]
+    zxy = zbar[:, :, None] * rng.normal(size=(40, 1, 3)) * 5.0
+    return Block(
+        labels=np.arange(40),
+        nobs=np.full(40, 5),
+        xyxy=np.eye(3) * 1e3,
+        n=200,
+        sum_log_weights=0.0,
+        zz=zz,
+        zxy=zxy,
+        standardization=Standardization.identity(2, 2),
+        within=np.eye(3) if within else None,
+    )
+
+
+def test_an_evaluator_refuses_lossy_groups_without_the_within_group_sums():
+    """Statistics kept on a worker without ``W``: a random design close to singular in
+    40 groups is refused (no centred sums on the cluster), not fitted with the digits
+    of ``[X y]'[X y] − Σ m_i`` lost; with ``W`` the same groups are rank one about it."""
+    with pytest.raises(dmixed.DataError, match=r"40 group\(s\) of the statistics summed"):
+        make_evaluator(_lossy_block(within=False))
+    assert make_evaluator(_lossy_block(within=True)).block.rank_one
+
+
+def test_a_dask_fit_of_a_lossy_random_design_is_refused():
+    """The rows of groups whose slope varies in one group only, in one partition (no
+    ``W`` kept): the data pass on Dask refuses them, where in process they are exact
+    (tests/fit/test_centred.py)."""
+    y, exog, g, _ = near_constant(odd=4, seed=3)
+    df = pd.DataFrame({"y": y, "c": exog[:, 1], "x2": exog[:, 2], "g": g})
+    with dask.config.set(scheduler="sync"):
+        model = dmixed.MixedLM.from_formula(
+            "y ~ c + x2", data=dd.from_pandas(df, npartitions=2), groups="g", re_formula="1 + c"
+        )
+        with pytest.raises(dmixed.DataError, match=r"group\(s\) of the statistics summed"):
+            model.loglike(np.array([5000.0, 0.0, 10.0]))
