@@ -424,6 +424,14 @@ _RELOADED_CALLS = (
 )
 
 
+def _state(obj) -> dict:
+    """What a saved object holds: its pickled state where its class says what that is
+    (a spec leaves out the caches it fills as it is used), else its attributes."""
+    if type(obj).__getstate__ is not object.__getstate__:
+        return obj.__getstate__()
+    return vars(obj)
+
+
 def _assert_same(got, want, name: str) -> None:
     """``got`` is ``want``'s type and holds the same values bit for bit."""
     assert type(got) is type(want), f"{name}: {type(got).__name__}, {type(want).__name__}"
@@ -439,8 +447,8 @@ def _assert_same(got, want, name: str) -> None:
         for key in want.keys():
             _assert_same(got[key], want[key], f"{name}[{key!r}]")
     elif dataclasses.is_dataclass(want) or isinstance(want, dmixed.MixedLMParams):
-        assert vars(got).keys() == vars(want).keys(), name
-        for key, value in vars(want).items():
+        assert _state(got).keys() == _state(want).keys(), name
+        for key, value in _state(want).items():
             _assert_same(getattr(got, key), value, f"{name}.{key}")
     elif isinstance(want, float) and np.isnan(want):
         assert np.isnan(got), name
