@@ -244,10 +244,14 @@ def _weighted_rows_2(zz: np.ndarray, psi0: np.ndarray) -> np.ndarray:
     d += np.multiply(b11, u11, out=out[0])
     d += np.multiply(det_b, det_u, out=out[0])
     inv_d = np.divide(1.0, d, out=d)
-    np.multiply(np.subtract(u01, np.multiply(b01, det_u, out=out[1]), out=out[1]), inv_d, out=out[1])
-    out[2] = out[1]
-    np.multiply(np.add(np.multiply(b11, det_u, out=out[0]), u00, out=out[0]), inv_d, out=out[0])
-    np.multiply(np.add(np.multiply(b00, det_u, out=out[3]), u11, out=out[3]), inv_d, out=out[3])
+    s00, s01, s10, s11 = out
+    np.subtract(u01, np.multiply(b01, det_u, out=s01), out=s01)
+    s01 *= inv_d
+    s10[:] = s01
+    np.add(np.multiply(b11, det_u, out=s00), u00, out=s00)
+    s00 *= inv_d
+    np.add(np.multiply(b00, det_u, out=s11), u11, out=s11)
+    s11 *= inv_d
     return out
 
 
