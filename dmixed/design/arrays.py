@@ -195,19 +195,25 @@ def ones_columns(
     ``constant``: :func:`constant_columns` of these very ``exog`` rows, found already:
     its columns whose one value is 1.0 are the columns of ones, without a look."""
     found: dict[tuple, bool] = {}
+
+    def column_key(matrix: np.ndarray, start: int, j: int) -> tuple:
+        # column j's memory: its first entry's address (the matrix's, ``start``, moved
+        # on by j column strides, as numpy places a column view), stride and length
+        return (start + j * matrix.strides[1], matrix.strides[:1], matrix.shape[:1])
+
     if constant is not None and exog.shape[0]:
         first = exog[0].tolist()
+        start = exog.__array_interface__["data"][0]
         for j in range(exog.shape[1]):
-            column = exog[:, j]
-            key = (column.__array_interface__["data"][0], column.strides, column.shape)
-            found[key] = j in constant and first[j] == 1.0
+            found[column_key(exog, start, j)] = j in constant and first[j] == 1.0
 
     def first_ones(matrix: np.ndarray) -> int:
         if matrix.shape[0] == 0:
             return -1
+        start = matrix.__array_interface__["data"][0]
         for j in range(matrix.shape[1]):
             column = matrix[:, j]
-            key = (column.__array_interface__["data"][0], column.strides, column.shape)
+            key = column_key(matrix, start, j)
             if key not in found:
                 found[key] = bool((column[:8] == 1.0).all() and (column == 1.0).all())
             if found[key]:

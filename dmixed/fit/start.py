@@ -139,7 +139,7 @@ def _bordered_estimate(
     except np.linalg.LinAlgError:
         return None
     sigma2 = float(sol[m])
-    if not (sigma2 > 0 and np.isfinite(sol).all()):
+    if not (sigma2 > 0 and all(map(math.isfinite, sol.tolist()))):
         return None
     return _floored(sol[:m] / sigma2, layout, inv_k)
 
@@ -232,10 +232,27 @@ def _weighted_rows_2(zz: np.ndarray, psi0: np.ndarray) -> np.ndarray:
     (b00, b01), (_, b11) = psi0.tolist()
     det_b = b00 * b11 - b01 * b01
     u00, u01, u11 = zz[0, 0], zz[0, 1], zz[1, 1]
-    det_u = np.maximum(u00 * u11 - u01 * u01, 0.0)
-    inv_d = 1.0 / (1.0 + b00 * u00 + (2.0 * b01) * u01 + b11 * u11 + det_b * det_u)
-    s01 = (u01 - b01 * det_u) * inv_d
-    return np.stack([(u00 + b11 * det_u) * inv_d, s01, s01, (u11 + b00 * det_u) * inv_d])
+    # the operations of the closed form in its order, into buffers made once (an
+    # addition's operands swapped are the same bits): no temporary per operation
+    out = np.empty((4, u00.shape[0]))
+    det_u = u00 * u11
+    det_u -= np.multiply(u01, u01, out=out[0])
+    np.maximum(det_u, 0.0, out=det_u)
+    d = b00 * u00
+    d += 1.0
+    d += np.multiply(2.0 * b01, u01, out=out[0])
+    d += np.multiply(b11, u11, out=out[0])
+    d += np.multiply(det_b, det_u, out=out[0])
+    inv_d = np.divide(1.0, d, out=d)
+    s00, s01, s10, s11 = out
+    np.subtract(u01, np.multiply(b01, det_u, out=s01), out=s01)
+    s01 *= inv_d
+    s10[:] = s01
+    np.add(np.multiply(b11, det_u, out=s00), u00, out=s00)
+    s00 *= inv_d
+    np.add(np.multiply(b00, det_u, out=s11), u11, out=s11)
+    s11 *= inv_d
+    return out
 
 
 def _weighted_rows(zz: np.ndarray, psi0: np.ndarray) -> np.ndarray:
