@@ -84,3 +84,44 @@ def test_a_tolerance_is_a_finite_number_at_least_zero(value):
 def test_real_numbers_are_tolerances(value):
     got = check_tolerance(value, "tol")
     assert got == float(value) and type(got) is float
+
+
+@pytest.mark.parametrize(
+    ("check", "value", "want"),
+    [
+        (lambda v: check_integer(v, "n", 0), np.array(3), 3),
+        (lambda v: check_integer(v, "n", 0), np.array(3, dtype=np.uint8), 3),
+        (lambda v: check_tolerance(v, "tol"), np.array(1e-6), 1e-6),
+        (lambda v: check_tolerance(v, "tol"), np.array(2, dtype=np.int32), 2.0),
+        (lambda v: check_flag(v, "flag"), np.array(True), True),
+        (lambda v: check_flag(v, "flag"), np.array(False), False),
+    ],
+)
+def test_zero_dimensional_arrays_are_their_scalar(check, value, want):
+    """A 0-d array (``np.array(100)``, what numpy's reductions of arrays and ``np.load``
+    give) is its one value, as numpy and scipy read it: it was refused."""
+    got = check(value)
+    assert got == want and type(got) is type(want)
+
+
+@pytest.mark.parametrize(
+    ("check", "value", "message"),
+    [
+        (lambda v: check_integer(v, "n", 0), np.array([3]), r"n must be a non-negative integer"),
+        (lambda v: check_integer(v, "n", 0), np.array(2.5), r"n must be a non-negative integer"),
+        (lambda v: check_integer(v, "n", 0), np.array(True), r"n must be a non-negative integer"),
+        (lambda v: check_tolerance(v, "tol"), np.array([1e-6]), "tol must be a finite number"),
+        (lambda v: check_tolerance(v, "tol"), np.array(np.nan), "tol must be a finite number"),
+        (lambda v: check_flag(v, "flag"), np.array([True]), "flag must be True or False"),
+        (lambda v: check_flag(v, "flag"), np.array(1), "flag must be True or False"),
+    ],
+)
+def test_arrays_of_one_value_that_is_not_a_scalar_are_refused(check, value, message):
+    with pytest.raises(SpecError, match=message):
+        check(value)
+
+
+def test_a_fit_takes_zero_dimensional_options(model):
+    want = model.fit(maxiter=50, gtol=1e-6, reml=False)
+    got = model.fit(maxiter=np.array(50), gtol=np.array(1e-6), reml=np.array(False))
+    np.testing.assert_array_equal(got.params, want.params)
