@@ -57,7 +57,7 @@ def pandas_index(*values) -> pd.Index | None:
 
 def as_float_matrix(value, argname: str) -> np.ndarray:
     """A 2-D column-major float64 array; ``None``, ``pd.NA`` and ``NaT`` of an object
-    array are NaN (missing values).
+    array, or of an object column of a DataFrame or Series, are NaN (missing values).
 
     Column-major as the formula's design is built: the data pass and the checks read
     the rows column by column, and numpy's reductions down the rows of a narrow
@@ -247,6 +247,13 @@ def _float_matrix(value, argname: str) -> np.ndarray:
                 f"{argname} has more than one column named {dup[0]!r}: the parameters "
                 "are read by name, so each column needs its own"
             )
+        objects = [col for col, dt in value.dtypes.items() if pd.api.types.is_object_dtype(dt)]
+        if objects:
+            # numbers in an object column (and None, pd.NA) are read as in an object
+            # array; the caller's frame is not written
+            value = value.copy(deep=False)
+            for col in objects:
+                value[col] = _numbers(value[col].to_numpy(), f"{argname}: column {col!r}")
         for col in value.columns:
             if not (
                 pd.api.types.is_numeric_dtype(value[col]) or pd.api.types.is_bool_dtype(value[col])

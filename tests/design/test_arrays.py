@@ -443,6 +443,34 @@ def test_missing_values_in_an_object_array_are_missing_values(name, na):
     np.testing.assert_array_equal(dropped.rows.endog, want.rows.endog)
 
 
+@pytest.mark.parametrize("name", ["endog", "exog", "exog_re", "weights"])
+@pytest.mark.parametrize("na", [None, pd.NA])
+def test_object_columns_of_pandas_are_read_as_object_arrays(name, na):
+    """A DataFrame or Series of object dtype holding numbers (and missing values) is
+    read as the object array of its values is (it was refused as "non-numeric dtype
+    object" where the array itself was read); text in it is refused naming the column."""
+    arrays = _user_arrays()
+
+    def frame(arr, holed=False, text=None):
+        values = arr.astype(object)
+        if holed:
+            values[2] = na
+        if text is not None:
+            values[3] = text
+        return pd.DataFrame(values) if values.ndim == 2 else pd.Series(values, name="v")
+
+    got = MixedLM(**_with(arrays, name, frame))
+    want = MixedLM(**_with(arrays, name, lambda arr: arr.astype(object)))
+    for field in ("endog", "exog", "exog_re", "weights"):
+        np.testing.assert_array_equal(getattr(got.rows, field), getattr(want.rows, field))
+    with pytest.warns(DroppedRowsWarning, match="dropped 1 rows"):
+        dropped = MixedLM(**_with(arrays, name, lambda a: frame(a, holed=True)), missing="drop")
+    assert dropped.rows.endog.shape[0] == len(arrays[0]) - 1
+    column = "'v'" if _with(arrays, name, lambda a: a)[name].ndim == 1 else "0"
+    with pytest.raises(BadValuesError, match=rf"{name}: column {column} .*text.* row 3: 'x'"):
+        MixedLM(**_with(arrays, name, lambda a: frame(a, text="x")))
+
+
 @pytest.mark.parametrize(
     ("name", "value", "error", "message"),
     [
