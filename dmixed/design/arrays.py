@@ -304,17 +304,10 @@ def _numbers(arr: np.ndarray, argname: str) -> np.ndarray:
     if kind in "biuf" or (kind in "US" and arr.size == 0):
         return arr.astype(np.float64, copy=False)
     if kind == "O":
-        # pandas' inference (one pass in C) tells the common object arrays, numbers and
-        # missing values alone, from those that may hold text; the others are looked at
-        # by the types of their values
-        if pd.api.types.infer_dtype(arr.reshape(-1), skipna=True) in _NUMBERS_INFERRED:
-            try:
-                return arr.astype(np.float64)
-            except TypeError:  # pd.NA, NaT
-                return np.where(pd.isna(arr), np.nan, arr).astype(np.float64)
+        numbers = object_numbers(arr)
+        if numbers is not None:
+            return numbers
         missing = pd.isna(arr)
-        if all(_is_real(t) for t in set(map(type, arr[~missing]))):
-            return np.where(missing, np.nan, arr).astype(np.float64)
         first = next(
             j
             for j, (v, na) in enumerate(
@@ -339,6 +332,42 @@ def _numbers(arr: np.ndarray, argname: str) -> np.ndarray:
         shown, what = value, f"it holds {type(value).__name__} values"
     where = where.format(*position) if arr.ndim <= 2 else where.format(position)
     raise BadValuesError(f"{argname} must be numeric: {what}{where}: {shown!r}")
+
+
+def object_numbers(arr: np.ndarray, missing: bool = True) -> np.ndarray | None:
+    """An object array (any shape) of real numbers as float64: Python's and numpy's
+    numbers but complex ones (``Decimal`` and ``Fraction`` included) and booleans, with
+    ``None``, ``NaN``, ``pd.NA`` and ``NaT`` as NaN where ``missing``; None where a
+    value is anything else (text, other objects), or missing where not ``missing``.
+
+    The one reading of numbers held as objects: the model's arrays and DataFrame
+    columns (:func:`as_float_matrix`), ``start_params`` and ``free``."""
+    # pandas' inference (one pass in C) tells the common object arrays, numbers and
+    # missing values alone, from those that may hold text; the others are looked at by
+    # the types of their values
+    inferred = pd.api.types.infer_dtype(arr.reshape(-1), skipna=True) in _NUMBERS_INFERRED
+    if inferred and missing:
+        try:
+            return arr.astype(np.float64)  # None is NaN
+        except TypeError:  # pd.NA, NaT
+            pass
+    na = pd.isna(arr)
+    if not missing and na.any():
+        return None
+    if not inferred and not all(_is_real(t) for t in set(map(type, arr[~na]))):
+        return None
+    return np.where(na, np.nan, arr).astype(np.float64)
+
+
+def unboxed(arr: np.ndarray) -> np.ndarray:
+    """``arr``, or for an object array of real numbers alone (no missing values) their
+    float64 (:func:`object_numbers`), as numpy reads them: a Series of object dtype or
+    a list of ``Decimal`` given as ``start_params`` or ``free``.  Any other object array
+    is returned as it is, for the caller to refuse by its dtype."""
+    if arr.dtype.kind != "O":
+        return arr
+    numbers = object_numbers(arr, missing=False)
+    return arr if numbers is None else numbers
 
 
 def _is_real(kind: type) -> bool:

@@ -16,6 +16,7 @@ import numbers
 
 import numpy as np
 
+from ..design.arrays import unboxed
 from ..errors import SpecError
 
 __all__ = [
@@ -147,7 +148,7 @@ def parse_free(free, n_params: int, k_fe: int) -> np.ndarray:
     if hasattr(free, "get_packed"):
         full = np.asarray(free.get_packed(use_sqrt=False, has_fe=True))
     else:
-        full = np.asarray(free)
+        full = unboxed(np.asarray(free))
     if full.dtype.kind not in "biuf":
         raise SpecError(
             f"free must be a mask of 0 (held) and 1 (estimated), got values of dtype "

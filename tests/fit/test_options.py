@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from dmixed import MixedLM
@@ -125,3 +126,18 @@ def test_a_fit_takes_zero_dimensional_options(model):
     want = model.fit(maxiter=50, gtol=1e-6, reml=False)
     got = model.fit(maxiter=np.array(50), gtol=np.array(1e-6), reml=np.array(False))
     np.testing.assert_array_equal(got.params, want.params)
+
+
+@pytest.mark.parametrize(
+    "free", [np.array([1, 0, 1], dtype=object), pd.Series([1.0, 0.0, 1.0], dtype=object)]
+)
+def test_a_mask_held_as_objects_is_a_mask(free):
+    """Zeros and ones in an object array are the mask their numbers are (statsmodels
+    reads them so); they were refused as "not a mask" with the zeros and ones shown."""
+    np.testing.assert_array_equal(parse_free(free, 3, 2), [True, False, True])
+
+
+@pytest.mark.parametrize("free", [np.array([1, None, 1], dtype=object), [1, "1", 1]])
+def test_missing_values_or_text_held_as_objects_are_not_a_mask(free):
+    with pytest.raises(SpecError, match=r"free must be a mask of 0 \(held\) and 1 \(estimated\)"):
+        parse_free(free, 3, 2)
