@@ -238,8 +238,13 @@ def _column_run(z: np.ndarray, exog: np.ndarray) -> int | None:
 
 def _float_matrix(value, argname: str) -> np.ndarray:
     """:func:`as_float_matrix` in the array's own memory order."""
+    unnamed = isinstance(value, pd.Series) and value.name is None
     if isinstance(value, pd.Series):
         value = value.to_frame()
+
+    def where(col) -> str:  # a Series without a name is the argument itself
+        return argname if unnamed else f"{argname}: column {col!r}"
+
     if isinstance(value, pd.DataFrame):
         if not value.columns.is_unique:
             dup = value.columns[value.columns.duplicated()].unique().tolist()
@@ -253,13 +258,13 @@ def _float_matrix(value, argname: str) -> np.ndarray:
             # array; the caller's frame is not written
             value = value.copy(deep=False)
             for col in objects:
-                value[col] = _numbers(value[col].to_numpy(), f"{argname}: column {col!r}")
+                value[col] = _numbers(value[col].to_numpy(), where(col))
         for col in value.columns:
             if not (
                 pd.api.types.is_numeric_dtype(value[col]) or pd.api.types.is_bool_dtype(value[col])
             ):
                 raise BadValuesError(
-                    f"{argname}: column {col!r} has non-numeric dtype {value[col].dtype}; "
+                    f"{where(col)} has non-numeric dtype {value[col].dtype}; "
                     "encode it (e.g. with a formula and C(...)) first"
                 )
             warn_rounded_integers(value[col], f"{argname}[{col!r}]")

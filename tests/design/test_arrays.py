@@ -528,3 +528,19 @@ def test_dask_collections_are_refused_pointing_at_the_formula(name, kind):
     assert "dmixed.mixedlm('y ~ x1 + x2', ddf, groups='g')" in str(err.value)
     assert f"{name}.compute()" in str(err.value)
     assert ("from_dask_array" in str(err.value)) == (kind == "array")
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (pd.Series(["1.5", "2"]), r"^endog has non-numeric dtype (str|object)"),
+        (pd.Series(["1.5", "2"], dtype="string"), r"^endog has non-numeric dtype string"),
+        (pd.Series([1.5, "x"], dtype=object), r"^endog must be numeric: it holds text .* row 1"),
+        (pd.Series(["1.5", "2"], dtype="string", name="y"), r"^endog: column 'y' has non-num"),
+    ],
+)
+def test_an_unnamed_series_is_named_by_its_argument(value, message):
+    """A Series without a name is the argument itself ("endog: column 0" named a
+    column the caller never made)."""
+    with pytest.raises(BadValuesError, match=message):
+        as_float_matrix(value, "endog")
