@@ -555,6 +555,17 @@ def convert_exog_vc(exog_vc, groups: np.ndarray, n: int):
     Returns component names (sorted), global column names per component, and per
     component ``cols``/``vals`` of shape (n, k).  The input is one matrix per group, so
     this conversion loops over groups once (the input itself is per group).
+
+    Raises
+    ------
+    SpecError
+        ``exog_vc``, or a component's matrices, not a dict (or a VCSpec).
+    DataError
+        A component without matrices, keys that are no group label, a matrix not 2-D
+        or of another number of rows than its group.
+    BadValuesError
+        Text or values that are not real numbers in a matrix, named
+        ``exog_vc[name][group]`` (:func:`as_float_matrix`'s reading).
     """
     if exog_vc is None:
         return [], [], [], []
@@ -600,7 +611,8 @@ def convert_exog_vc(exog_vc, groups: np.ndarray, n: int):
                 cnames = [str(c) for c in colnames_by[name][g]]
             else:
                 cnames = [str(j) for j in range(np.asarray(mat).shape[1])]
-            mat = np.asarray(mat, dtype=np.float64)
+            # as the model's other arrays are read: text refused, pd.NA a missing value
+            mat = _float_matrix(mat, f"exog_vc[{name!r}][{g!r}]")
             idx = order[starts[gi] : ends[gi]]
             if mat.shape[0] != idx.size:
                 raise DataError(

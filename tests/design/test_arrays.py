@@ -108,6 +108,30 @@ def test_missing_values_of_exog_vc_name_their_component():
         _vc_model({"a": mats, "b": bad})
 
 
+@pytest.mark.parametrize(
+    ("matrix", "message"),
+    [
+        (np.full((5, 1), "1.5"), r"exog_vc\['a'\]\[2\] must be numeric: it holds text .* row 0"),
+        (np.array([[1.0]] * 4 + [["x"]], dtype=object), r"exog_vc\['a'\]\[2\] .*text.* row 4"),
+        (pd.DataFrame({"c": ["1"] * 5}), r"exog_vc\['a'\]\[2\]: column 'c' has non-numeric"),
+    ],
+)
+def test_text_in_an_exog_vc_matrix_is_refused_naming_it(matrix, message):
+    """Numbers written as text in a group's matrix are refused, as in exog: they were
+    read as numbers (numpy's float conversion of text)."""
+    mats = {g: np.ones((5, 1)) for g in range(6)}
+    with pytest.raises(BadValuesError, match=message):
+        _vc_model({"a": {**mats, 2: matrix}})
+
+
+def test_numbers_held_as_objects_in_an_exog_vc_matrix_are_read():
+    mats = {g: np.arange(5.0)[:, None] for g in range(6)}
+    objects = {g: pd.DataFrame(m, dtype=object) for g, m in mats.items()}
+    np.testing.assert_array_equal(
+        _vc_model({"a": objects}).rows.vc_vals[0], _vc_model({"a": mats}).rows.vc_vals[0]
+    )
+
+
 @pytest.mark.parametrize("shape", [(5,), (5, 1, 1), ()])
 def test_an_exog_vc_matrix_that_is_not_2d_is_refused_naming_it(shape):
     """A 1-D array (one column) raised numpy's IndexError 'tuple index out of range'."""
