@@ -612,7 +612,7 @@ def convert_exog_vc(exog_vc, groups: np.ndarray, n: int):
             else:
                 cnames = [str(j) for j in range(np.asarray(mat).shape[1])]
             if isinstance(mat, np.ndarray) and mat.dtype.kind in "biuf":
-                mat = mat.astype(np.float64, copy=False)  # numbers: numpy's reading
+                mat = np.asarray(mat, dtype=np.float64)  # numbers: numpy's reading
             else:  # as the model's other arrays: text refused, pd.NA a missing value
                 mat = _float_matrix(mat, f"exog_vc[{name!r}][{g!r}]")
             idx = order[starts[gi] : ends[gi]]
