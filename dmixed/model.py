@@ -283,7 +283,8 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             ``subset`` given (statsmodels' argument: filter the DataFrame first),
             ``drop_cols`` naming no fixed-effects column (statsmodels' argument: those
             columns are dropped from the design built), ``groups`` neither a column
-            name nor one label per row, or a formula that cannot be built
+            name nor one label per row (a Dask Series: its column's name, or
+            ``groups.compute()`` for pandas data), or a formula that cannot be built
             (:func:`dmixed.design.build_spec`).
         """
         del use_sparse  # accepted for statsmodels' signature, ignored
@@ -295,6 +296,13 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
                 raise SpecError(
                     "with Dask data, groups must be the name of a column of the Dask "
                     f"DataFrame, got a {type(groups).__name__}"
+                )
+            if is_dask(groups):  # computed here, whole, as MixedLM(...) refuses to
+                name = getattr(groups, "name", None)
+                column = f"groups={name!r} (its column's name) or " if name in data else ""
+                raise SpecError(
+                    f"groups is a Dask {type(groups).__name__} and data a pandas "
+                    f"DataFrame: pass {column}groups.compute()"
                 )
             labels = group_label_array(groups, "Group")
             if labels.shape != (len(data),):

@@ -781,6 +781,21 @@ def test_dask_data_with_groups_that_are_not_a_column_name_is_refused(labels):
         dmixed.mixedlm("y ~ x1", ddf, groups=groups)
 
 
+def test_labels_of_a_dask_series_with_data_in_memory_are_refused():
+    """A pandas DataFrame with ``groups`` a Dask Series: refused naming what to pass, as
+    MixedLM refuses Dask arrays (the Series was computed into memory, whole, silently)."""
+    import dask.dataframe as dd
+
+    df = make_data(n_groups=20, max_size=8, seed=1)
+    groups = dd.from_pandas(df["g"], npartitions=2)
+    with pytest.raises(
+        dmixed.SpecError,
+        match=r"groups is a Dask Series and data a pandas DataFrame: pass groups='g' "
+        r"\(its column's name\) or groups.compute\(\)",
+    ):
+        dmixed.mixedlm("y ~ x1", df, groups=groups)
+
+
 # -- the caller's DataFrame changed after the model is built -----------------------------
 
 

@@ -57,7 +57,7 @@ def pandas_index(*values) -> pd.Index | None:
 
 def as_float_matrix(value, argname: str) -> np.ndarray:
     """A 2-D column-major float64 array; ``None``, ``pd.NA`` and ``NaT`` of an object
-    array are NaN (missing values).
+    array, or of an object column of a DataFrame or Series, are NaN (missing values).
 
     Column-major as the formula's design is built: the data pass and the checks read
     the rows column by column, and numpy's reductions down the rows of a narrow
@@ -244,8 +244,13 @@ def _column_run(z: np.ndarray, exog: np.ndarray) -> int | None:
 
 def _float_matrix(value, argname: str) -> np.ndarray:
     """:func:`as_float_matrix` in the array's own memory order."""
+    unnamed = isinstance(value, pd.Series) and value.name is None
     if isinstance(value, pd.Series):
         value = value.to_frame()
+
+    def where(col) -> str:  # a Series without a name is the argument itself
+        return argname if unnamed else f"{argname}: column {col!r}"
+
     if isinstance(value, pd.DataFrame):
         if not value.columns.is_unique:
             dup = value.columns[value.columns.duplicated()].unique().tolist()
@@ -253,12 +258,19 @@ def _float_matrix(value, argname: str) -> np.ndarray:
                 f"{argname} has more than one column named {dup[0]!r}: the parameters "
                 "are read by name, so each column needs its own"
             )
+        objects = [col for col, dt in value.dtypes.items() if pd.api.types.is_object_dtype(dt)]
+        if objects:
+            # numbers in an object column (and None, pd.NA) are read as in an object
+            # array; the caller's frame is not written
+            value = value.copy(deep=False)
+            for col in objects:
+                value[col] = _numbers(value[col].to_numpy(), where(col))
         for col in value.columns:
             if not (
                 pd.api.types.is_numeric_dtype(value[col]) or pd.api.types.is_bool_dtype(value[col])
             ):
                 raise BadValuesError(
-                    f"{argname}: column {col!r} has non-numeric dtype {value[col].dtype}; "
+                    f"{where(col)} has non-numeric dtype {value[col].dtype}; "
                     "encode it (e.g. with a formula and C(...)) first"
                 )
             warn_rounded_integers(value[col], f"{argname}[{col!r}]")
@@ -303,17 +315,10 @@ def _numbers(arr: np.ndarray, argname: str) -> np.ndarray:
     if kind in "biuf" or (kind in "US" and arr.size == 0):
         return arr.astype(np.float64, copy=False)
     if kind == "O":
-        # pandas' inference (one pass in C) tells the common object arrays, numbers and
-        # missing values alone, from those that may hold text; the others are looked at
-        # by the types of their values
-        if pd.api.types.infer_dtype(arr.reshape(-1), skipna=True) in _NUMBERS_INFERRED:
-            try:
-                return arr.astype(np.float64)
-            except TypeError:  # pd.NA, NaT
-                return np.where(pd.isna(arr), np.nan, arr).astype(np.float64)
+        numbers = object_numbers(arr)
+        if numbers is not None:
+            return numbers
         missing = pd.isna(arr)
-        if all(_is_real(t) for t in set(map(type, arr[~missing]))):
-            return np.where(missing, np.nan, arr).astype(np.float64)
         first = next(
             j
             for j, (v, na) in enumerate(
@@ -338,6 +343,42 @@ def _numbers(arr: np.ndarray, argname: str) -> np.ndarray:
         shown, what = value, f"it holds {type(value).__name__} values"
     where = where.format(*position) if arr.ndim <= 2 else where.format(position)
     raise BadValuesError(f"{argname} must be numeric: {what}{where}: {shown!r}")
+
+
+def object_numbers(arr: np.ndarray, missing: bool = True) -> np.ndarray | None:
+    """An object array (any shape) of real numbers as float64: Python's and numpy's
+    numbers but complex ones (``Decimal`` and ``Fraction`` included) and booleans, with
+    ``None``, ``NaN``, ``pd.NA`` and ``NaT`` as NaN where ``missing``; None where a
+    value is anything else (text, other objects), or missing where not ``missing``.
+
+    The one reading of numbers held as objects: the model's arrays and DataFrame
+    columns (:func:`as_float_matrix`), ``start_params`` and ``free``."""
+    # pandas' inference (one pass in C) tells the common object arrays, numbers and
+    # missing values alone, from those that may hold text; the others are looked at by
+    # the types of their values
+    inferred = pd.api.types.infer_dtype(arr.reshape(-1), skipna=True) in _NUMBERS_INFERRED
+    if inferred and missing:
+        try:
+            return arr.astype(np.float64)  # None is NaN
+        except TypeError:  # pd.NA, NaT
+            pass
+    na = pd.isna(arr)
+    if not missing and na.any():
+        return None
+    if not inferred and not all(_is_real(t) for t in set(map(type, arr[~na]))):
+        return None
+    return np.where(na, np.nan, arr).astype(np.float64)
+
+
+def unboxed(arr: np.ndarray) -> np.ndarray:
+    """``arr``, or for an object array of real numbers alone (no missing values) their
+    float64 (:func:`object_numbers`), as numpy reads them: a Series of object dtype or
+    a list of ``Decimal`` given as ``start_params`` or ``free``.  Any other object array
+    is returned as it is, for the caller to refuse by its dtype."""
+    if arr.dtype.kind != "O":
+        return arr
+    numbers = object_numbers(arr, missing=False)
+    return arr if numbers is None else numbers
 
 
 def _is_real(kind: type) -> bool:
@@ -520,6 +561,17 @@ def convert_exog_vc(exog_vc, groups: np.ndarray, n: int):
     Returns component names (sorted), global column names per component, and per
     component ``cols``/``vals`` of shape (n, k).  The input is one matrix per group, so
     this conversion loops over groups once (the input itself is per group).
+
+    Raises
+    ------
+    SpecError
+        ``exog_vc``, or a component's matrices, not a dict (or a VCSpec).
+    DataError
+        A component without matrices, keys that are no group label, a matrix not 2-D
+        or of another number of rows than its group.
+    BadValuesError
+        Text or values that are not real numbers in a matrix, named
+        ``exog_vc[name][group]`` (:func:`as_float_matrix`'s reading).
     """
     if exog_vc is None:
         return [], [], [], []
@@ -565,7 +617,10 @@ def convert_exog_vc(exog_vc, groups: np.ndarray, n: int):
                 cnames = [str(c) for c in colnames_by[name][g]]
             else:
                 cnames = [str(j) for j in range(np.asarray(mat).shape[1])]
-            mat = np.asarray(mat, dtype=np.float64)
+            if isinstance(mat, np.ndarray) and mat.dtype.kind in "biuf":
+                mat = np.asarray(mat, dtype=np.float64)  # numbers: numpy's reading
+            else:  # as the model's other arrays: text refused, pd.NA a missing value
+                mat = _float_matrix(mat, f"exog_vc[{name!r}][{g!r}]")
             idx = order[starts[gi] : ends[gi]]
             if mat.shape[0] != idx.size:
                 raise DataError(

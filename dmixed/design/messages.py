@@ -70,6 +70,6 @@ def check_enough_rows(n: int, p: int, k_cov: int) -> None:
 
     if n <= p + k_cov:
         raise DataError(
-            f"too few rows: {n} rows for {p} fixed effects and {k_cov} covariance "
-            "parameters (plus the residual variance)"
+            f"too few rows: {plural(n)} for {plural(p, 'fixed effect')} and "
+            f"{plural(k_cov, 'covariance parameter')} (plus the residual variance)"
         )

@@ -6,7 +6,7 @@ turn; :func:`parse_free` turns statsmodels' ``free`` into a mask over the packed
 covariance parameters.  :func:`check_flag`, :func:`check_integer` and
 :func:`check_tolerance` refuse a switch, a count or a tolerance of the wrong kind or
 range, naming the argument, where Python would take ``"no"`` as true or numpy fail
-deep inside the optimizer.
+deep inside the optimizer; a 0-d array is read as its one value, as numpy reads it.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import numbers
 
 import numpy as np
 
+from ..design.arrays import unboxed
 from ..errors import SpecError
 
 __all__ = [
@@ -33,6 +34,7 @@ def check_flag(value, name: str, optional: bool = False) -> bool | None:
     """``value`` if it is a bool (or None where ``optional``), else :class:`SpecError`
     naming the argument (statsmodels' ``bool_like(..., strict=True)``): ``"no"`` is
     true in Python, and ``None`` or ``2`` says nothing of what was meant."""
+    value = _scalar(value)
     if isinstance(value, (bool, np.bool_)) or (optional and value is None):
         return None if value is None else bool(value)
     allowed = "True, False or None" if optional else "True or False"
@@ -48,6 +50,7 @@ def check_integer(value, name: str, minimum: int) -> int:
         ``value`` not a Python or numpy integer (a bool, a float such as ``2.5`` or
         ``1e3``, text), or below ``minimum``; the message names ``name``.
     """
+    value = _scalar(value)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         kind = f" ({type(value).__name__})"
     elif value < minimum:
@@ -69,11 +72,21 @@ def check_tolerance(value, name: str) -> float:
         ``value`` not a real number (a bool, text, None), NaN, infinite or negative;
         the message names ``name``.
     """
+    value = _scalar(value)
     if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
         number = float(value)
         if math.isfinite(number) and number >= 0:
             return number
     raise SpecError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+def _scalar(value):
+    """The numpy scalar of a 0-d array (``np.array(100)``, as reductions and ``np.load``
+    give), which numpy and scipy read as its value; anything else as it is, for the
+    checks above to judge (an array of one entry and more dimensions is not a scalar)."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        return value[()]
+    return value
 
 
 #: statsmodels' default sequence of optimizers.
@@ -135,7 +148,7 @@ def parse_free(free, n_params: int, k_fe: int) -> np.ndarray:
     if hasattr(free, "get_packed"):
         full = np.asarray(free.get_packed(use_sqrt=False, has_fe=True))
     else:
-        full = np.asarray(free)
+        full = unboxed(np.asarray(free))
     if full.dtype.kind not in "biuf":
         raise SpecError(
             f"free must be a mask of 0 (held) and 1 (estimated), got values of dtype "

@@ -39,6 +39,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import kernels
+from ..design.arrays import unboxed
 from ..errors import DataError, SpecError
 from ..kernels import MomentSums, small_linalg
 from ..stats import GlobalStats, Layout, tril_indices
@@ -502,7 +503,7 @@ def start_packed(start_params, layout: Layout, use_sqrt: bool, k_fe: int) -> np.
         return _default_start(layout, use_sqrt).copy()
     if hasattr(start_params, "get_packed"):
         return _finite_start(np.asarray(start_params.get_packed(use_sqrt=use_sqrt, has_fe=False)))
-    arr = np.asarray(start_params)
+    arr = unboxed(np.asarray(start_params))
     if arr.dtype.kind not in "iuf":  # numpy reads "0.5" as 0.5 and True as 1.0
         raise SpecError(
             f"start_params must be numbers, got values of dtype {arr.dtype}: "

@@ -108,6 +108,30 @@ def test_missing_values_of_exog_vc_name_their_component():
         _vc_model({"a": mats, "b": bad})
 
 
+@pytest.mark.parametrize(
+    ("matrix", "message"),
+    [
+        (np.full((5, 1), "1.5"), r"exog_vc\['a'\]\[2\] must be numeric: it holds text .* row 0"),
+        (np.array([[1.0]] * 4 + [["x"]], dtype=object), r"exog_vc\['a'\]\[2\] .*text.* row 4"),
+        (pd.DataFrame({"c": ["1"] * 5}), r"exog_vc\['a'\]\[2\]: column 'c' has non-numeric"),
+    ],
+)
+def test_text_in_an_exog_vc_matrix_is_refused_naming_it(matrix, message):
+    """Numbers written as text in a group's matrix are refused, as in exog: they were
+    read as numbers (numpy's float conversion of text)."""
+    mats = {g: np.ones((5, 1)) for g in range(6)}
+    with pytest.raises(BadValuesError, match=message):
+        _vc_model({"a": {**mats, 2: matrix}})
+
+
+def test_numbers_held_as_objects_in_an_exog_vc_matrix_are_read():
+    mats = {g: np.arange(5.0)[:, None] for g in range(6)}
+    objects = {g: pd.DataFrame(m, dtype=object) for g, m in mats.items()}
+    np.testing.assert_array_equal(
+        _vc_model({"a": objects}).rows.vc_vals[0], _vc_model({"a": mats}).rows.vc_vals[0]
+    )
+
+
 @pytest.mark.parametrize("shape", [(5,), (5, 1, 1), ()])
 def test_an_exog_vc_matrix_that_is_not_2d_is_refused_naming_it(shape):
     """A 1-D array (one column) raised numpy's IndexError 'tuple index out of range'."""
@@ -443,6 +467,34 @@ def test_missing_values_in_an_object_array_are_missing_values(name, na):
     np.testing.assert_array_equal(dropped.rows.endog, want.rows.endog)
 
 
+@pytest.mark.parametrize("name", ["endog", "exog", "exog_re", "weights"])
+@pytest.mark.parametrize("na", [None, pd.NA])
+def test_object_columns_of_pandas_are_read_as_object_arrays(name, na):
+    """A DataFrame or Series of object dtype holding numbers (and missing values) is
+    read as the object array of its values is (it was refused as "non-numeric dtype
+    object" where the array itself was read); text in it is refused naming the column."""
+    arrays = _user_arrays()
+
+    def frame(arr, holed=False, text=None):
+        values = arr.astype(object)
+        if holed:
+            values[2] = na
+        if text is not None:
+            values[3] = text
+        return pd.DataFrame(values) if values.ndim == 2 else pd.Series(values, name="v")
+
+    got = MixedLM(**_with(arrays, name, frame))
+    want = MixedLM(**_with(arrays, name, lambda arr: arr.astype(object)))
+    for field in ("endog", "exog", "exog_re", "weights"):
+        np.testing.assert_array_equal(getattr(got.rows, field), getattr(want.rows, field))
+    with pytest.warns(DroppedRowsWarning, match="dropped 1 rows"):
+        dropped = MixedLM(**_with(arrays, name, lambda a: frame(a, holed=True)), missing="drop")
+    assert dropped.rows.endog.shape[0] == len(arrays[0]) - 1
+    column = "'v'" if _with(arrays, name, lambda a: a)[name].ndim == 1 else "0"
+    with pytest.raises(BadValuesError, match=rf"{name}: column {column} .*text.* row 3: 'x'"):
+        MixedLM(**_with(arrays, name, lambda a: frame(a, text="x")))
+
+
 @pytest.mark.parametrize(
     ("name", "value", "error", "message"),
     [
@@ -500,3 +552,19 @@ def test_dask_collections_are_refused_pointing_at_the_formula(name, kind):
     assert "dmixed.mixedlm('y ~ x1 + x2', ddf, groups='g')" in str(err.value)
     assert f"{name}.compute()" in str(err.value)
     assert ("from_dask_array" in str(err.value)) == (kind == "array")
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (pd.Series(["1.5", "2"]), r"^endog has non-numeric dtype (str|object)"),
+        (pd.Series(["1.5", "2"], dtype="string"), r"^endog has non-numeric dtype string"),
+        (pd.Series([1.5, "x"], dtype=object), r"^endog must be numeric: it holds text .* row 1"),
+        (pd.Series(["1.5", "2"], dtype="string", name="y"), r"^endog: column 'y' has non-num"),
+    ],
+)
+def test_an_unnamed_series_is_named_by_its_argument(value, message):
+    """A Series without a name is the argument itself ("endog: column 0" named a
+    column the caller never made)."""
+    with pytest.raises(BadValuesError, match=message):
+        as_float_matrix(value, "endog")

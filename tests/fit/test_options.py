@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from dmixed import MixedLM
@@ -84,3 +85,59 @@ def test_a_tolerance_is_a_finite_number_at_least_zero(value):
 def test_real_numbers_are_tolerances(value):
     got = check_tolerance(value, "tol")
     assert got == float(value) and type(got) is float
+
+
+@pytest.mark.parametrize(
+    ("check", "value", "want"),
+    [
+        (lambda v: check_integer(v, "n", 0), np.array(3), 3),
+        (lambda v: check_integer(v, "n", 0), np.array(3, dtype=np.uint8), 3),
+        (lambda v: check_tolerance(v, "tol"), np.array(1e-6), 1e-6),
+        (lambda v: check_tolerance(v, "tol"), np.array(2, dtype=np.int32), 2.0),
+        (lambda v: check_flag(v, "flag"), np.array(True), True),
+        (lambda v: check_flag(v, "flag"), np.array(False), False),
+    ],
+)
+def test_zero_dimensional_arrays_are_their_scalar(check, value, want):
+    """A 0-d array (``np.array(100)``, what numpy's reductions of arrays and ``np.load``
+    give) is its one value, as numpy and scipy read it: it was refused."""
+    got = check(value)
+    assert got == want and type(got) is type(want)
+
+
+@pytest.mark.parametrize(
+    ("check", "value", "message"),
+    [
+        (lambda v: check_integer(v, "n", 0), np.array([3]), r"n must be a non-negative integer"),
+        (lambda v: check_integer(v, "n", 0), np.array(2.5), r"n must be a non-negative integer"),
+        (lambda v: check_integer(v, "n", 0), np.array(True), r"n must be a non-negative integer"),
+        (lambda v: check_tolerance(v, "tol"), np.array([1e-6]), "tol must be a finite number"),
+        (lambda v: check_tolerance(v, "tol"), np.array(np.nan), "tol must be a finite number"),
+        (lambda v: check_flag(v, "flag"), np.array([True]), "flag must be True or False"),
+        (lambda v: check_flag(v, "flag"), np.array(1), "flag must be True or False"),
+    ],
+)
+def test_arrays_of_one_value_that_is_not_a_scalar_are_refused(check, value, message):
+    with pytest.raises(SpecError, match=message):
+        check(value)
+
+
+def test_a_fit_takes_zero_dimensional_options(model):
+    want = model.fit(maxiter=50, gtol=1e-6, reml=False)
+    got = model.fit(maxiter=np.array(50), gtol=np.array(1e-6), reml=np.array(False))
+    np.testing.assert_array_equal(got.params, want.params)
+
+
+@pytest.mark.parametrize(
+    "free", [np.array([1, 0, 1], dtype=object), pd.Series([1.0, 0.0, 1.0], dtype=object)]
+)
+def test_a_mask_held_as_objects_is_a_mask(free):
+    """Zeros and ones in an object array are the mask their numbers are (statsmodels
+    reads them so); they were refused as "not a mask" with the zeros and ones shown."""
+    np.testing.assert_array_equal(parse_free(free, 3, 2), [True, False, True])
+
+
+@pytest.mark.parametrize("free", [np.array([1, None, 1], dtype=object), [1, "1", 1]])
+def test_missing_values_or_text_held_as_objects_are_not_a_mask(free):
+    with pytest.raises(SpecError, match=r"free must be a mask of 0 \(held\) and 1 \(estimated\)"):
+        parse_free(free, 3, 2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from decimal import Decimal
 
 import numpy as np
 import pandas as pd
@@ -668,3 +669,23 @@ def test_a_bad_start_is_refused_naming_what_is_wrong(start_params, message):
     endog, exog, exog_re, groups = design(make_data(n_groups=20, max_size=8, seed=1))
     with pytest.raises(dmixed.SpecError, match=message):
         MixedLM(endog, exog, groups, exog_re=exog_re).fit(start_params=start_params)
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        lambda v: np.array(v, dtype=object),
+        lambda v: [Decimal(repr(x)) for x in v],
+        lambda v: pd.Series(v, dtype=object),
+    ],
+)
+def test_numbers_held_as_objects_are_a_start(given):
+    """An object array of numbers (a Series of object dtype, Decimals) is the start its
+    floats are, as statsmodels reads it and as MixedLM reads such arrays of data: it was
+    refused as "not numbers" with the numbers shown."""
+    endog, exog, exog_re, groups = design(make_data(n_groups=20, max_size=8, seed=1))
+    model = MixedLM(endog, exog, groups, exog_re=exog_re)
+    start = [0.5, 0.1, 0.25]
+    want = model.fit(start_params=start)
+    got = model.fit(start_params=given(start))
+    np.testing.assert_array_equal(got.params, want.params)
