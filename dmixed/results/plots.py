@@ -14,6 +14,7 @@ import pandas as pd
 
 from ..design import is_dask
 from ..errors import SpecError
+from ..fit.options import check_integer
 from ..inference import check_alpha
 
 __all__ = ["MAX_CATERPILLAR_GROUPS", "MAX_RESIDUAL_POINTS", "caterpillar", "residual_plot"]
@@ -62,7 +63,8 @@ def caterpillar(results, term=None, alpha: float = 0.05, ax=None, max_groups=Non
     ax : matplotlib Axes, optional
         Where to draw; a new figure by default.
     max_groups : int, optional
-        Groups drawn at most (default :data:`MAX_CATERPILLAR_GROUPS`): beyond that,
+        Groups drawn at most, a positive integer (a numpy integer or 0-d array of one
+        is read as its value) (default :data:`MAX_CATERPILLAR_GROUPS`): beyond that,
         groups evenly spaced by rank are drawn and the title says how many.
 
     Returns
@@ -75,7 +77,7 @@ def caterpillar(results, term=None, alpha: float = 0.05, ax=None, max_groups=Non
     ------
     SpecError
         A model without ``exog_re`` effects; an unknown ``term``; ``alpha`` outside
-        (0, 1).
+        (0, 1); ``max_groups`` not a positive integer (``2.5``, ``7.0``, ``0``).
     ImportError
         matplotlib is not installed.
     """
@@ -89,7 +91,8 @@ def caterpillar(results, term=None, alpha: float = 0.05, ax=None, max_groups=Non
     blup = results.random_effects_frame().iloc[:, col]
     var = results.random_effects_var().iloc[:, col].to_numpy()
     order = np.argsort(blup.to_numpy(), kind="stable")
-    shown = _spread(order, MAX_CATERPILLAR_GROUPS if max_groups is None else int(max_groups))
+    limit = MAX_CATERPILLAR_GROUPS if max_groups is None else max_groups
+    shown = _spread(order, check_integer(limit, "max_groups", 1))
     half = norm.ppf(1 - alpha / 2) * np.sqrt(np.maximum(var[shown], 0.0))
     ax = _axes(ax)
     y = np.arange(len(shown))
@@ -118,9 +121,7 @@ def _term_position(term, names: list[str]) -> int:
 
 
 def _spread(order: np.ndarray, limit: int) -> np.ndarray:
-    """At most ``limit`` entries of ``order``, evenly spaced, first and last kept."""
-    if limit < 1:
-        raise SpecError(f"max_groups must be a positive integer, got {limit!r}")
+    """At most ``limit`` (>= 1) entries of ``order``, evenly spaced, first and last kept."""
     if len(order) <= limit:
         return order
     return order[np.unique(np.linspace(0, len(order) - 1, limit).round().astype(np.int64))]
@@ -139,7 +140,7 @@ def residual_plot(results, ax=None, max_points=None, seed: int = 0):
         A fit of this session (loaded results have no rows).
     ax : matplotlib Axes, optional
     max_points : int, optional
-        Points drawn at most (default :data:`MAX_RESIDUAL_POINTS`).
+        Points drawn at most, a positive integer (default :data:`MAX_RESIDUAL_POINTS`).
     seed : int
         Seed of the sample.
 
@@ -150,13 +151,13 @@ def residual_plot(results, ax=None, max_points=None, seed: int = 0):
     Raises
     ------
     SpecError
-        Loaded results (no fitted rows); ``max_points`` below 1.
+        Loaded results (no fitted rows); ``max_points`` not a positive integer.
     ImportError
         matplotlib is not installed.
     """
-    limit = MAX_RESIDUAL_POINTS if max_points is None else int(max_points)
-    if limit < 1:
-        raise SpecError(f"max_points must be a positive integer, got {max_points!r}")
+    limit = check_integer(
+        MAX_RESIDUAL_POINTS if max_points is None else max_points, "max_points", 1
+    )
     fitted, resid = _fitted_and_resid(results, limit, seed)
     ax = _axes(ax)
     ax.scatter(fitted, resid, s=4, alpha=0.5, linewidths=0)

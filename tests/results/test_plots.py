@@ -79,11 +79,29 @@ def test_caterpillar_of_many_groups_draws_a_spread(fit):
         ({"term": 2}, "term must be one of"),
         ({"alpha": 1.5}, "alpha must be a number in"),
         ({"max_groups": 0}, "max_groups must be"),
+        ({"max_groups": -3}, "max_groups must be a positive integer"),
+        ({"max_groups": 2.5}, "max_groups must be a positive integer"),
+        ({"max_groups": 7.0}, "max_groups must be a positive integer"),
+        ({"max_groups": "7"}, "max_groups must be a positive integer"),
+        ({"max_groups": True}, "max_groups must be a positive integer"),
     ],
 )
 def test_caterpillar_refuses_bad_arguments(fit, kwargs, match):
     with pytest.raises(SpecError, match=match):
         fit[0].plot_random_effects(**kwargs)
+
+
+@pytest.mark.parametrize("count", [np.int32(7), np.array(7)])
+def test_caterpillar_takes_numpy_counts(fit, count):
+    ax = fit[0].plot_random_effects(max_groups=count)
+    assert len(ax.lines[0].get_xdata()) == 7
+    plt.close(ax.figure)
+
+
+@pytest.mark.parametrize("count", [0, 2.5, 50.0, "50"])
+def test_residual_plot_refuses_a_count_that_is_not_a_positive_integer(fit, count):
+    with pytest.raises(SpecError, match="max_points must be a positive integer"):
+        fit[0].plot_residuals(max_points=count)
 
 
 def test_residual_plot_draws_fitted_and_resid(fit, tmp_path):
