@@ -515,8 +515,9 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             Mask over the packed covariance parameters (1 estimated, 0 held at its start
             value), e.g. to fit independent random effects.  A mask that tries to hold
             fixed effects fixed is refused (they are profiled out).
-        maxiter, gtol : optimizer settings (gtol applies to the gradient of ℓ/n); the
-            other settings and tolerances are those of
+        maxiter, gtol : optimizer settings (gtol applies to the gradient of ℓ/n): an
+            integer ≥ 0 and a finite real number ≥ 0 (a ``Decimal`` or ``Fraction`` is
+            read as its float); the other settings and tolerances are those of
             :data:`dmixed.fit.summary.DEFAULTS`.
         cov_fe : {"hessian", "conditional"}
             Standard errors of the fixed effects from statsmodels' full inverse Hessian

@@ -324,7 +324,7 @@ def _numbers(arr: np.ndarray, argname: str) -> np.ndarray:
             for j, (v, na) in enumerate(
                 zip(arr.reshape(-1).tolist(), missing.reshape(-1), strict=True)
             )
-            if not (na or _is_real(type(v)))
+            if not (na or is_real_type(type(v)))
         )
     elif kind in "US":
         first = 0
@@ -365,7 +365,7 @@ def object_numbers(arr: np.ndarray, missing: bool = True) -> np.ndarray | None:
     na = pd.isna(arr)
     if not missing and na.any():
         return None
-    if not inferred and not all(_is_real(t) for t in set(map(type, arr[~na]))):
+    if not inferred and not all(is_real_type(t) for t in set(map(type, arr[~na]))):
         return None
     return np.where(na, np.nan, arr).astype(np.float64)
 
@@ -381,9 +381,13 @@ def unboxed(arr: np.ndarray) -> np.ndarray:
     return arr if numbers is None else numbers
 
 
-def _is_real(kind: type) -> bool:
+def is_real_type(kind: type) -> bool:
     """Whether values of type ``kind`` are read as real numbers: Python's and numpy's
-    numbers but complex ones (``Decimal`` included), and booleans."""
+    numbers but complex ones (``Decimal`` included), and booleans.
+
+    The one rule of what a real number is, for the data, ``start_params`` and ``free``
+    (:func:`object_numbers`) and the tolerances of ``fit`` (a caller that refuses a
+    bool there does so itself)."""
     if issubclass(kind, (bool, np.bool_, numbers.Real)):
         return True
     return issubclass(kind, numbers.Number) and not issubclass(kind, numbers.Complex)

@@ -12,11 +12,10 @@ deep inside the optimizer; a 0-d array is read as its one value, as numpy reads 
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
-from ..design.arrays import unboxed
+from ..design.arrays import is_real_type, unboxed
 from ..errors import SpecError
 
 __all__ = [
@@ -66,15 +65,23 @@ def check_integer(value, name: str, minimum: int) -> int:
 def check_tolerance(value, name: str) -> float:
     """``value`` as a ``float``: a real number, finite and at least 0.
 
+    A real number is one the data and ``start_params`` take
+    (:func:`~dmixed.design.arrays.is_real_type`): Python's and numpy's, ``Decimal`` and
+    ``Fraction`` among them, read as their nearest float.
+
     Raises
     ------
     SpecError
-        ``value`` not a real number (a bool, text, None), NaN, infinite or negative;
-        the message names ``name``.
+        ``value`` not a real number (a bool, text, None, a complex number), NaN
+        (a signalling ``Decimal("sNaN")`` too), infinite or negative; the message names
+        ``name``.
     """
     value = _scalar(value)
-    if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
-        number = float(value)
+    if is_real_type(type(value)) and not isinstance(value, (bool, np.bool_)):
+        try:
+            number = float(value)
+        except ValueError:  # Decimal("sNaN") does not convert
+            number = math.nan
         if math.isfinite(number) and number >= 0:
             return number
     raise SpecError(f"{name} must be a finite number >= 0, got {value!r}")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+from fractions import Fraction
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -75,16 +78,32 @@ def test_integers_of_any_kind_are_counts(value):
     assert got == int(value) and type(got) is int
 
 
-@pytest.mark.parametrize("value", [-1e-9, float("nan"), -float("inf"), float("inf"), True, "0.1"])
+@pytest.mark.parametrize(
+    "value",
+    [-1e-9, float("nan"), -float("inf"), float("inf"), True, "0.1", 1j]
+    + [Decimal("-1e-8"), Decimal("NaN"), Decimal("sNaN"), Decimal("Infinity"), Fraction(-1, 3)],
+)
 def test_a_tolerance_is_a_finite_number_at_least_zero(value):
     with pytest.raises(SpecError, match="tol must be a finite number >= 0"):
         check_tolerance(value, "tol")
 
 
-@pytest.mark.parametrize("value", [0, 1e-8, np.float32(0.5), np.int64(1)])
+@pytest.mark.parametrize(
+    "value",
+    [0, 1e-8, np.float32(0.5), np.int64(1), Decimal("1e-8"), Decimal(0), Fraction(1, 3)]
+    + [np.array(Decimal("1e-6"), dtype=object)],
+)
 def test_real_numbers_are_tolerances(value):
+    """Decimal and Fraction too, as their float, as they are read as data and as
+    ``start_params``."""
     got = check_tolerance(value, "tol")
     assert got == float(value) and type(got) is float
+
+
+def test_a_fit_takes_a_decimal_tolerance(model):
+    want = model.fit(maxiter=50, gtol=1e-6, reml=False)
+    got = model.fit(maxiter=50, gtol=Decimal("1e-6"), reml=False)
+    np.testing.assert_array_equal(got.params, want.params)
 
 
 @pytest.mark.parametrize(
