@@ -444,6 +444,16 @@ class MixedLMResults(FittedValues, Hypotheses):
             vcomp=np.asarray(self.vcomp, dtype=np.float64) / self.scale,
         )
 
+    def _need_exog_re(self, gives: str, instead: str) -> None:
+        """Refuse a frame of one column per ``exog_re`` effect for a model of variance
+        components alone, which would have no column, saying where the components'
+        values are instead."""
+        if not self.k_re:
+            raise SpecError(
+                f"{gives} of the exog_re random effects, and this model has none "
+                f"(variance components {list(self.names.vc_names)} only): {instead}"
+            )
+
     def random_effects_var(self) -> pd.DataFrame:
         """Conditional variances of the ``exog_re`` random effects: the diagonals of
         :attr:`random_effects_cov` (``σ̂² Λ K_i⁻¹ Λ'``) as one DataFrame (G, k_re), indexed
@@ -456,13 +466,10 @@ class MixedLMResults(FittedValues, Hypotheses):
             whose frame would have no column: the components' conditional variances
             are the diagonals of :attr:`random_effects_cov`, by group.
         """
-        if not self.k_re:
-            raise SpecError(
-                "random_effects_var() gives the conditional variances of the exog_re "
-                "random effects, and this model has none (variance components "
-                f"{list(self.names.vc_names)} only): theirs are the diagonals of "
-                "random_effects_cov, by group"
-            )
+        self._need_exog_re(
+            "random_effects_var() gives the conditional variances",
+            "theirs are the diagonals of random_effects_cov, by group",
+        )
         diag = cov_diagonal(self._blup_cov, self.k_re)
         return pd.DataFrame(
             diag,
@@ -491,7 +498,26 @@ class MixedLMResults(FittedValues, Hypotheses):
             ``column`` and ``value`` for the variance-component effects.
         dask : bool
             Return a Dask DataFrame (``npartitions`` defaults to one per million rows).
+
+        Returns
+        -------
+        pandas or Dask DataFrame
+            (G, k_re) wide; or with ``vc`` one row per (group, variance-component
+            column) the group has, a group's rows in the order of its
+            :attr:`random_effects` Series.
+
+        Raises
+        ------
+        SpecError
+            ``vc`` false for a model without ``exog_re`` random effects (variance
+            components only), whose frame would have no column: their BLUPs are the
+            long frame of ``vc=True``.
         """
+        if not vc:
+            self._need_exog_re(
+                "random_effects_frame() gives the BLUPs",
+                "theirs are in random_effects_frame(vc=True), one row per group and column",
+            )
         return blup_frame(
             self.names, self.group_labels, self._blup, self._vc_slot_cols, self.k_re, vc, dask,
             npartitions,

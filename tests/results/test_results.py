@@ -288,3 +288,24 @@ def test_random_effects_var_of_variance_components_only_is_refused():
     cov = res.random_effects_cov[first]
     assert list(cov.index) == list(res.random_effects[first].index)
     assert (np.diag(cov) > 0).all()
+
+
+@pytest.mark.parametrize("dask", [False, True])
+def test_random_effects_frame_of_variance_components_only_is_refused(dask):
+    """The wide frame of a model of variance components alone had no column (it was
+    returned empty, as if there were no BLUPs): refused as random_effects_var(), the
+    message naming vc=True, whose long frame holds the components' BLUPs."""
+    df = make_data(n_groups=20, max_size=8, vc_sd=0.6, seed=1)
+    endog, exog, _, groups = design(df)
+    res = MixedLM(endog, exog, groups, exog_vc=vc_dict(df)).fit()
+    with pytest.raises(
+        SpecError,
+        match=r"random_effects_frame\(\) .* this model has none \(variance components "
+        r"\['sub'\] only\): .*random_effects_frame\(vc=True\)",
+    ):
+        res.random_effects_frame(dask=dask)
+    long = res.random_effects_frame(vc=True, dask=dask)
+    long = long.compute() if dask else long
+    first = res.group_labels[0]
+    mine = long[long["group"] == first]
+    np.testing.assert_array_equal(mine["value"], res.random_effects[first].to_numpy())
