@@ -15,6 +15,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -619,5 +620,19 @@ def test_ctrl_c_while_local_workers_start_prints_no_worker_tracebacks(tmp_path):
         timeout=300,
         start_new_session=True,  # the signal reaches this group only, never pytest's
     )
-    assert "Traceback" not in proc.stderr and "KeyboardInterrupt" not in proc.stderr, proc.stderr
+    stderr = _without_heartbeats_at_close(proc.stderr)
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, proc.stderr
     assert (proc.returncode, proc.stdout) == (0, "workers 2\nclosed\n"), proc.stderr
+
+
+def _without_heartbeats_at_close(stderr: str) -> str:
+    """``stderr`` without distributed's own log records of a worker's heartbeat cut off
+    because the worker was closing ("ConnectionPool closing"): a race inside
+    distributed's close, at the end of the command, that has nothing to do with SIGINT
+    (seen once in CI)."""
+    records = re.split(r"(?m)^(?=\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)", stderr)
+    return "".join(
+        r
+        for r in records
+        if not ("during heartbeat" in r and r.rstrip().endswith("ConnectionPool closing."))
+    )
