@@ -49,6 +49,7 @@ def _faults(mode: str) -> int:
 )
 def test_tuned_thread_keeps_its_heaps():
     # untuned, every round unmaps the arena's second heap and faults its pages in again
-    untuned, tuned = _faults("untuned"), _faults("tuned")
-    assert untuned > 1000
-    assert tuned < untuned // 4
+    untuned = _faults("untuned")
+    if untuned < 1000:
+        pytest.skip(f"this glibc keeps a thread's heaps untuned ({untuned} faults)")
+    assert _faults("tuned") < untuned // 4
