@@ -13,11 +13,23 @@ workers' malloc settings, two buckets; exchange ``auto`` (as fits run) and ``par
 ``--once``: one pass, exchange ``partials``, nothing timed (run it under ``valgrind``
 with two values of ``--parts`` and subtract, so that the imports and the start cancel).
 Runs on older trees too (set ``PYTHONPATH`` to one), for a before/after in turn.
+
+With ``--where`` the chain (exchange ``auto``) runs elsewhere, to compare its cost in
+a Dask worker with its cost in a plain process: ``main`` (this process's main thread),
+``thread`` (a thread of this process, as a worker's task runs), ``worker`` (worker 0
+of a LocalCluster of 2 single-threaded worker processes, as ``bench_dask.py`` starts,
+the other idle) and ``workers`` (the next ``--parts`` partitions on worker 1 at the
+same time, as a fit's two chains run).  Prints the medians of ``--repeat`` chains after
+a warm one: the CPU seconds of the chain's thread (user and system), of its whole
+process, its minor page faults and the wall time.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import resource
+import sys
 import time
 
 import numpy as np
@@ -29,7 +41,11 @@ def main() -> None:
     ap.add_argument("--parts", type=int, default=8)
     ap.add_argument("--repeat", type=int, default=4)
     ap.add_argument("--once", action="store_true")
+    ap.add_argument("--where", choices=["main", "thread", "worker", "workers"])
     args = ap.parse_args()
+    if args.where is not None:
+        where(args)
+        return
 
     import dask.dataframe as dd
     import numba  # noqa: F401 - loaded, as in a worker that ran a chain before
@@ -76,5 +92,79 @@ def main() -> None:
         )
 
 
+def chain_usage(directory: str, first: int, parts: int) -> dict:
+    """Run the chain of partitions ``first`` to ``first + parts`` of ``directory`` (as
+    :func:`main`'s, exchange ``auto``) on this thread; what it cost this thread and
+    this process, and where dmixed was imported from."""
+    import dask.dataframe as dd
+
+    import dmixed
+    from dmixed.engines.dask.graph import chain_recipes, project_columns
+    from dmixed.engines.dask.parquet_direct import parquet_reads
+    from dmixed.engines.dask.partials import chain_partials
+    from dmixed.engines.dask.pieces import Pieces
+    from dmixed.engines.dask.tuning import tune_malloc
+    from dmixed.stats.packed import PackedLayout
+
+    tune_malloc()  # as the fit's chains do first
+    ddf = dd.read_parquet(directory)
+    spec = dmixed.mixedlm("y ~ x1 + x2 + x3", ddf, groups="g", re_formula="1 + x1").spec
+    (chain,) = chain_recipes(project_columns(ddf, spec), 1)
+    chain = Pieces(chain.items[first : first + parts])
+    reads = parquet_reads(chain, spec)
+    thread0, proc0 = resource.getrusage(resource.RUSAGE_THREAD), time.process_time()
+    wall0 = time.perf_counter()
+    chain_partials(chain, spec, None, PackedLayout(2, 5), 2, np.dtype("int64"), reads=reads)
+    wall = time.perf_counter() - wall0
+    thread1, proc1 = resource.getrusage(resource.RUSAGE_THREAD), time.process_time()
+    return {
+        "user": thread1.ru_utime - thread0.ru_utime,
+        "system": thread1.ru_stime - thread0.ru_stime,
+        "process": proc1 - proc0,
+        "faults": thread1.ru_minflt - thread0.ru_minflt,
+        "wall": wall,
+        "dmixed": dmixed.__file__,
+    }
+
+
+def where(args) -> None:
+    """``--where``: the chain's cost where it runs (see the module)."""
+    runs: dict[str, list[dict]] = {}
+    job = (args.dir, 0, args.parts)
+    if args.where in ("main", "thread"):
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1) as pool:
+            for _ in range(args.repeat + 1):
+                got = pool.submit(chain_usage, *job) if args.where == "thread" else None
+                runs.setdefault(args.where, []).append(
+                    chain_usage(*job) if got is None else got.result()
+                )
+    else:
+        from bench_dask import local_cluster
+        from distributed import Client
+
+        with local_cluster(2, "6GiB") as cluster, Client(cluster) as client:
+            w0, w1 = sorted(client.scheduler_info()["workers"])
+            for _ in range(args.repeat + 1):
+                tasks = {"worker 0": client.submit(chain_usage, *job, pure=False, workers=[w0])}
+                if args.where == "workers":
+                    later = (args.dir, args.parts, args.parts)
+                    tasks["worker 1"] = client.submit(chain_usage, *later, pure=False, workers=[w1])
+                for name, task in tasks.items():
+                    runs.setdefault(name, []).append(task.result())
+    print(f"load average {os.getloadavg()[0]:.2f}; chains of {args.parts} partitions")
+    for name, got in runs.items():
+        kept = got[1:]  # after a warm one
+        med = {k: float(np.median([r[k] for r in kept])) for k in kept[0] if k != "dmixed"}
+        print(
+            f"{name:9s}: thread CPU {med['user'] + med['system']:.3f} s (user "
+            f"{med['user']:.3f}, system {med['system']:.3f}); process CPU "
+            f"{med['process']:.3f} s; {med['faults']:.0f} minor faults; wall {med['wall']:.3f} s "
+            f"(dmixed from {got[0]['dmixed']})"
+        )
+
+
 if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     main()

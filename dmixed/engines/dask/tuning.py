@@ -6,6 +6,17 @@ kernel call then is a fresh ``mmap`` whose pages fault in one by one, and the da
 pass's per-partition temporaries (tens of MB) go back to the OS after every partition
 and fault in again for the next.  :func:`tune_malloc` raises both thresholds, once per
 process.
+
+A worker runs its tasks on threads of its own, and glibc gives such a thread an arena
+of its own, made of heaps of at most 64 MB (``HEAP_MAX_SIZE``): a heap whose every
+chunk is freed is unmapped whatever the trim threshold, unless the heap before it lacks
+``M_TOP_PAD`` bytes of room.  A chain's per-partition temporaries (tens of MB) fill more
+than one heap, so without a pad every partition unmapped heaps and faulted fresh
+(huge) pages into new ones, in the kernel (benchmarks/RESULTS.md, ooc-s32): a worker's
+chain cost more than the same chain in a plain process's main thread, whose arena is
+the ``brk`` heap that the trim threshold governs.  :func:`tune_malloc` sets the pad to
+the mmap threshold: a heap goes back only when the one before it can serve any request
+that is not mapped on its own.
 """
 
 from __future__ import annotations
@@ -14,21 +25,27 @@ import ctypes
 import os
 import sys
 
-#: Apply :func:`tune_malloc` in the worker processes: the mmap threshold to 32 MB and
-#: the trim threshold to :data:`WORKER_TRIM_THRESHOLD` (benchmarks/RESULTS.md).
+#: Apply :func:`tune_malloc` in the worker processes: the mmap threshold to 32 MB, the
+#: trim threshold to :data:`WORKER_TRIM_THRESHOLD` and the top pad to
+#: :data:`WORKER_TOP_PAD` (benchmarks/RESULTS.md).
 TUNE_WORKER_MALLOC = True
 #: Bytes of free heap a worker may keep instead of returning them to the OS.
 WORKER_TRIM_THRESHOLD = 128 << 20
 #: glibc's mmap threshold in tuned workers.
 WORKER_MMAP_THRESHOLD = 32 << 20
+#: glibc's top pad in tuned workers: the room a thread arena's heap must have for the
+#: heap after it to be unmapped when it empties (see the module).
+WORKER_TOP_PAD = WORKER_MMAP_THRESHOLD
 
 _M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers
+_M_TOP_PAD = -2
 _M_MMAP_THRESHOLD = -3
 _malloc_tuned = False
 
 
 def tune_malloc() -> None:
-    """Raise glibc's mmap and trim thresholds in this process (see the module).
+    """Raise glibc's mmap and trim thresholds and its top pad in this process (see the
+    module).
 
     Once per process, and only on Linux with glibc and with ``MALLOC_TRIM_THRESHOLD_``
     set in the environment (as Dask's nanny does); otherwise nothing.
@@ -45,6 +62,7 @@ def tune_malloc() -> None:
         return
     mallopt(ctypes.c_int(_M_MMAP_THRESHOLD), ctypes.c_int(WORKER_MMAP_THRESHOLD))
     mallopt(ctypes.c_int(_M_TRIM_THRESHOLD), ctypes.c_int(WORKER_TRIM_THRESHOLD))
+    mallopt(ctypes.c_int(_M_TOP_PAD), ctypes.c_int(WORKER_TOP_PAD))
 
 
 def tune_worker_malloc() -> None:
