@@ -1,0 +1,76 @@
+"""Whether the C kernels of ``dmixed.kernels._native`` run: the one place that says so.
+
+The extension (``dmixed/kernels/_native.c``, built by ``pip install`` where a C compiler
+is at hand, optional: dmixed installs and fits without it) computes the per-group sums of
+:mod:`~dmixed.kernels.dense2` (two random-effect coordinates) in one loop over the
+groups per call, the same sums as the numpy reference in another order (they agree to
+rounding; the construction's fixed rows bit for bit).  It is loaded on the first call
+of :func:`extension` (a small shared library: no numpy C API, nothing else imported).
+
+:func:`forced` reads ``DMIXED_NATIVE`` as :func:`dmixed.kernels.compiled.forced` reads
+``DMIXED_KERNELS`` (which chooses between the numpy and numba kernels, and leaves this
+choice alone): ``numpy`` runs the numpy reference, ``c`` asks for the extension (an
+error where it is not built), ``auto`` (or unset) runs it where it loaded.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from types import ModuleType
+
+__all__ = ["ENV_VAR", "extension", "forced", "loaded"]
+
+#: the environment variable that forces an implementation: ``numpy``, ``c`` or ``auto``
+#: (the default)
+ENV_VAR = "DMIXED_NATIVE"
+
+_CHOICES = ("auto", "numpy", "c")
+
+
+@functools.cache
+def _module() -> ModuleType | None:
+    """The extension module, or None where it was not built (imported once)."""
+    try:
+        from . import _native
+    except ImportError:
+        return None
+    return _native
+
+
+def loaded() -> bool:
+    """Whether the extension is built and loads in this process."""
+    return _module() is not None
+
+
+def forced() -> str:
+    """``"numpy"`` or ``"c"`` when ``DMIXED_NATIVE`` forces one, else ``"auto"``.
+
+    Raises
+    ------
+    ValueError
+        ``DMIXED_NATIVE`` is set to anything else, or to ``c`` when the extension is not
+        built.
+    """
+    choice = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
+    if choice not in _CHOICES:
+        raise ValueError(
+            f"environment variable {ENV_VAR} must be one of {_CHOICES}, got {choice!r}"
+        )
+    if choice == "c" and not loaded():
+        raise ValueError(f"{ENV_VAR}=c but the extension dmixed.kernels._native is not built")
+    return choice
+
+
+def extension() -> ModuleType | None:
+    """The extension module where its kernels run (:func:`forced` not ``numpy``, and
+    it loaded), else None: the numpy reference runs.
+
+    Raises
+    ------
+    ValueError
+        As :func:`forced`.
+    """
+    if forced() == "numpy":
+        return None
+    return _module()
