@@ -91,19 +91,74 @@ fold(double *acc)
     return acc[0];
 }
 
-/* Σ_i a_i b_i over n terms. */
+/* Σ_i a_i b_i r_i over n terms (r NULL: Σ_i a_i b_i), the product a_i b_i made first. */
 WIDE static double
-dot(const double *a, const double *b, Py_ssize_t n)
+dot(const double *a, const double *b, const double *r, Py_ssize_t n)
+{
+    double acc[LANES] = {0.0};
+    Py_ssize_t i = 0;
+    if (r == NULL) {
+        for (; i + LANES <= n; i += LANES) {
+            for (int j = 0; j < LANES; j++) {
+                acc[j] += a[i + j] * b[i + j];
+            }
+        }
+        for (; i < n; i++) {
+            acc[i % LANES] += a[i] * b[i];
+        }
+        return fold(acc);
+    }
+    for (; i + LANES <= n; i += LANES) {
+        for (int j = 0; j < LANES; j++) {
+            acc[j] += (a[i + j] * b[i + j]) * r[i + j];
+        }
+    }
+    for (; i < n; i++) {
+        acc[i % LANES] += (a[i] * b[i]) * r[i];
+    }
+    return fold(acc);
+}
+
+/* Σ_i (a_i b_i + c_i e_i) r_i: T1 = F0x F1y + F1x F0y over d. */
+WIDE static double
+cross(const double *a, const double *b, const double *c, const double *e, const double *r,
+      Py_ssize_t n)
 {
     double acc[LANES] = {0.0};
     Py_ssize_t i = 0;
     for (; i + LANES <= n; i += LANES) {
         for (int j = 0; j < LANES; j++) {
-            acc[j] += a[i + j] * b[i + j];
+            acc[j] += (a[i + j] * b[i + j] + c[i + j] * e[i + j]) * r[i + j];
         }
     }
     for (; i < n; i++) {
-        acc[0] += a[i] * b[i];
+        acc[i % LANES] += (a[i] * b[i] + c[i] * e[i]) * r[i];
+    }
+    return fold(acc);
+}
+
+/* Σ_i T3_i r_i with T3 = u11 T0 - u01 T1 + u00 T2 of F0x, F0y, F1x, F1y (T3 = F'adj(U)F). */
+WIDE static double
+adjugate(const double *f0x, const double *f0y, const double *f1x, const double *f1y,
+         const double *u00, const double *u01, const double *u11, const double *r,
+         Py_ssize_t n)
+{
+    double acc[LANES] = {0.0};
+    Py_ssize_t i = 0;
+    for (; i + LANES <= n; i += LANES) {
+        for (int j = 0; j < LANES; j++) {
+            Py_ssize_t at = i + j;
+            double t0 = f0x[at] * f0y[at];
+            double t1 = f0x[at] * f1y[at] + f1x[at] * f0y[at];
+            double t2 = f1x[at] * f1y[at];
+            acc[j] += (u11[at] * t0 - u01[at] * t1 + u00[at] * t2) * r[at];
+        }
+    }
+    for (; i < n; i++) {
+        double t0 = f0x[i] * f0y[i];
+        double t1 = f0x[i] * f1y[i] + f1x[i] * f0y[i];
+        double t2 = f1x[i] * f1y[i];
+        acc[i % LANES] += (u11[i] * t0 - u01[i] * t1 + u00[i] * t2) * r[i];
     }
     return fold(acc);
 }
@@ -125,18 +180,46 @@ dot3(const double *a, const double *s, const double *b, Py_ssize_t n)
     return fold(acc);
 }
 
-PyDoc_STRVAR(dense2_fill_doc,
-"dense2_fill(zz, zxy, k, g, rows, fa)\n\n"
-"The fixed rows of _Dense2Chunk: rows (5 + 4 k(k+1)/2, g) = [1, u00, u01, u11, det(U)]\n"
-"over the upper triangles of T0..T3, fa (4, k, g) = [F0; F1; adj(U)F], from zz (2, 2, g)\n"
-"and zxy (2, k, g).");
+/* The buffers of a call: obj[i] taken as names[i] of sizes[i] numbers (writable where
+   writes[i]); on failure those taken are released and -1 returned. */
+static int
+take_all(PyObject **obj, Py_buffer *views, int n, const char **names, const Py_ssize_t *sizes,
+         const int *writes)
+{
+    for (int i = 0; i < n; i++) {
+        if (take(obj[i], &views[i], writes[i], sizes[i], names[i]) != 0) {
+            release(views, i);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* det(U) of each group as _Dense2Chunk makes it: u00 u11 - u01 u01, clipped at 0 (as
+   np.maximum(det, 0): a nan stays). */
+static inline double
+det_u(double u00, double u01, double u11)
+{
+    double det = u00 * u11 - u01 * u01;
+    return det < 0.0 ? 0.0 : det;
+}
+
+PyDoc_STRVAR(dense2_first_doc,
+"dense2_first(zz, zxy, k, g, c0, c1, c2, c3, c4, inv_d, sums) -> float\n\n"
+"For zz (2, 2, g) and zxy (2, k, g): d_i = c0 + c1 u00 + c2 u01 + c3 u11 + c4 det(U)\n"
+"into inv_d (g) as 1/d_i, and into sums (5 + 2 k (k + 1)) the sums over the groups of\n"
+"the fixed rows [1, u00, u01, u11, det(U)] and the upper triangles of T0..T3 of\n"
+"dmixed.kernels.dense2 (made per group as _Dense2Chunk makes them) over d_i; returns\n"
+"the sum of log d_i.");
 
 static PyObject *
-dense2_fill(PyObject *self, PyObject *args)
+dense2_first(PyObject *self, PyObject *args)
 {
     PyObject *o[4];
     Py_ssize_t k, g;
-    if (!PyArg_ParseTuple(args, "OOnnOO", &o[0], &o[1], &k, &g, &o[2], &o[3])) {
+    double c[5];
+    if (!PyArg_ParseTuple(args, "OOnndddddOO", &o[0], &o[1], &k, &g, &c[0], &c[1], &c[2],
+                          &c[3], &c[4], &o[2], &o[3])) {
         return NULL;
     }
     if (check_sizes(k, g) != 0) {
@@ -144,124 +227,78 @@ dense2_fill(PyObject *self, PyObject *args)
     }
     Py_ssize_t t = k * (k + 1) / 2;
     Py_buffer v[4];
-    if (take(o[0], &v[0], 0, 4 * g, "zz") != 0) {
-        return NULL;
-    }
-    if (take(o[1], &v[1], 0, 2 * k * g, "zxy") != 0) {
-        release(v, 1);
-        return NULL;
-    }
-    if (take(o[2], &v[2], 1, (5 + 4 * t) * g, "rows") != 0) {
-        release(v, 2);
-        return NULL;
-    }
-    if (take(o[3], &v[3], 1, 4 * k * g, "fa") != 0) {
-        release(v, 3);
+    const char *names[4] = {"zz", "zxy", "inv_d", "sums"};
+    Py_ssize_t sizes[4] = {4 * g, 2 * k * g, g, 5 + 4 * t};
+    int writes[4] = {0, 0, 1, 1};
+    if (take_all(o, v, 4, names, sizes, writes) != 0) {
         return NULL;
     }
     const double *zz = v[0].buf, *zxy = v[1].buf;
-    double *rows = v[2].buf, *fa = v[3].buf;
+    double *inv_d = v[2].buf, *sums = v[3].buf;
     const double *u00 = zz, *u01 = zz + g, *u11 = zz + 3 * g;
     const double *f0 = zxy, *f1 = zxy + k * g;
+    double logdet = 0.0;
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < g; i++) {
-        double det = u00[i] * u11[i] - u01[i] * u01[i];
-        rows[i] = 1.0;
-        rows[g + i] = u00[i];
-        rows[2 * g + i] = u01[i];
-        rows[3 * g + i] = u11[i];
-        rows[4 * g + i] = det < 0.0 ? 0.0 : det; /* as np.maximum(det, 0): nan stays */
+    double acc[5][LANES] = {{0.0}};
+    Py_ssize_t i = 0;
+    for (; i < g; i++) {
+        double det = det_u(u00[i], u01[i], u11[i]);
+        double d = c[0] + c[1] * u00[i] + c[2] * u01[i] + c[3] * u11[i] + c[4] * det;
+        double r = 1.0 / d;
+        inv_d[i] = r;
+        logdet += log(d);
+        int j = (int)(i % LANES);
+        acc[0][j] += r;
+        acc[1][j] += u00[i] * r;
+        acc[2][j] += u01[i] * r;
+        acc[3][j] += u11[i] * r;
+        acc[4][j] += det * r;
     }
-    for (Py_ssize_t x = 0; x < k; x++) {
-        const double *a0 = f0 + x * g, *a1 = f1 + x * g;
-        double *h0 = fa + x * g, *h1 = fa + (k + x) * g;
-        double *h2 = fa + (2 * k + x) * g, *h3 = fa + (3 * k + x) * g;
-        for (Py_ssize_t i = 0; i < g; i++) {
-            h0[i] = a0[i];
-            h1[i] = a1[i];
-            h2[i] = u11[i] * a0[i] - u01[i] * a1[i];
-            h3[i] = u00[i] * a1[i] - u01[i] * a0[i];
-        }
+    for (int j = 0; j < 5; j++) {
+        sums[j] = fold(acc[j]);
     }
-    double *t0 = rows + 5 * g, *t1 = t0 + t * g, *t2 = t1 + t * g, *t3 = t2 + t * g;
     Py_ssize_t at = 0;
     for (Py_ssize_t x = 0; x < k; x++) {
         for (Py_ssize_t y = x; y < k; y++, at++) {
-            const double *r0 = f0 + x * g, *r1 = f1 + x * g;
-            const double *c0 = f0 + y * g, *c1 = f1 + y * g;
-            double *o0 = t0 + at * g, *o1 = t1 + at * g, *o2 = t2 + at * g, *o3 = t3 + at * g;
-            for (Py_ssize_t i = 0; i < g; i++) {
-                double a = r0[i] * c0[i];
-                double b = r0[i] * c1[i] + r1[i] * c0[i];
-                double c = r1[i] * c1[i];
-                o0[i] = a;
-                o1[i] = b;
-                o2[i] = c;
-                o3[i] = u11[i] * a - u01[i] * b + u00[i] * c;
-            }
+            sums[5 + at] = dot(f0 + x * g, f0 + y * g, inv_d, g);
+            sums[5 + t + at] = cross(f0 + x * g, f1 + y * g, f1 + x * g, f0 + y * g, inv_d, g);
+            sums[5 + 2 * t + at] = dot(f1 + x * g, f1 + y * g, inv_d, g);
+            sums[5 + 3 * t + at] = adjugate(f0 + x * g, f0 + y * g, f1 + x * g, f1 + y * g,
+                                            u00, u01, u11, inv_d, g);
         }
     }
     Py_END_ALLOW_THREADS
     release(v, 4);
-    Py_RETURN_NONE;
-}
-
-PyDoc_STRVAR(dense2_first_doc,
-"dense2_first(rows, k, g, c0, c1, c2, c3, c4, inv_d, sums) -> float\n\n"
-"d_i = c0 + c1 u00 + c2 u01 + c3 u11 + c4 det(U) over the rows (5 + 4 k(k+1)/2, g) of\n"
-"dense2_fill: fills inv_d (g) with 1/d_i and sums (5 + 4 k(k+1)/2) with the rows' sums\n"
-"weighted by 1/d_i; returns the sum of log d_i.");
-
-static PyObject *
-dense2_first(PyObject *self, PyObject *args)
-{
-    PyObject *o[3];
-    Py_ssize_t k, g;
-    double c[5];
-    if (!PyArg_ParseTuple(args, "OnndddddOO", &o[0], &k, &g, &c[0], &c[1], &c[2], &c[3],
-                          &c[4], &o[1], &o[2])) {
-        return NULL;
-    }
-    if (check_sizes(k, g) != 0) {
-        return NULL;
-    }
-    Py_ssize_t n = 5 + 2 * k * (k + 1);
-    Py_buffer v[3];
-    if (take(o[0], &v[0], 0, n * g, "rows") != 0) {
-        return NULL;
-    }
-    if (take(o[1], &v[1], 1, g, "inv_d") != 0) {
-        release(v, 1);
-        return NULL;
-    }
-    if (take(o[2], &v[2], 1, n, "sums") != 0) {
-        release(v, 2);
-        return NULL;
-    }
-    const double *rows = v[0].buf;
-    double *inv_d = v[1].buf, *sums = v[2].buf;
-    double logdet = 0.0;
-    Py_BEGIN_ALLOW_THREADS
-    const double *u00 = rows + g, *u01 = rows + 2 * g, *u11 = rows + 3 * g, *du = rows + 4 * g;
-    for (Py_ssize_t i = 0; i < g; i++) {
-        double d = c[0] + c[1] * u00[i] + c[2] * u01[i] + c[3] * u11[i] + c[4] * du[i];
-        inv_d[i] = 1.0 / d;
-        logdet += log(d);
-    }
-    for (Py_ssize_t j = 0; j < n; j++) {
-        sums[j] = dot(rows + j * g, inv_d, g);
-    }
-    Py_END_ALLOW_THREADS
-    release(v, 3);
     return PyFloat_FromDouble(logdet);
 }
 
+/* The rows H[a, x] = (F + adj(B) adj(U) F)[a, x] / d of the groups lo..hi-1 into out's
+   columns 0..hi-lo-1 (rows a k + x, stride ld), as _Dense2Chunk.residual_rows makes them:
+   adj(U)F = [u11 F0 - u01 F1; u00 F1 - u01 F0], then F + [b11, -b01; -b01, b00] adj(U)F. */
+static void
+h_rows(const double *zz, const double *zxy, const double *inv_d, Py_ssize_t k, Py_ssize_t g,
+       double b00, double b01, double b11, Py_ssize_t lo, Py_ssize_t hi, double *out,
+       Py_ssize_t ld)
+{
+    const double *u00 = zz, *u01 = zz + g, *u11 = zz + 3 * g;
+    for (Py_ssize_t x = 0; x < k; x++) {
+        const double *a0 = zxy + x * g, *a1 = zxy + (k + x) * g;
+        double *h0 = out + x * ld - lo, *h1 = out + (k + x) * ld - lo;
+        for (Py_ssize_t i = lo; i < hi; i++) {
+            double a2 = u11[i] * a0[i] - u01[i] * a1[i];
+            double a3 = u00[i] * a1[i] - u01[i] * a0[i];
+            h0[i] = (a0[i] + b11 * a2 - b01 * a3) * inv_d[i];
+            h1[i] = (a1[i] - b01 * a2 + b00 * a3) * inv_d[i];
+        }
+    }
+}
+
 PyDoc_STRVAR(dense2_residual_doc,
-"dense2_residual(fa, rows, inv_d, k, g, b00, b01, b11, w, out, va)\n\n"
+"dense2_residual(zz, zxy, inv_d, k, g, b00, b01, b11, w, out, va)\n\n"
 "The rows [v; S pairs] (2 k + 3, g) of Dense2Step.rows into out, at B's entries and\n"
-"w = [-beta; 1] (k): H = (F + adj(B) adj(U) F)/d from fa (4, k, g), S's pairs from\n"
-"the first five rows of dense2_fill, u = H w in place of y's column; and va\n"
-"(2 k + 3, 2 k + 3), the products of out's rows.");
+"w = [-beta; 1] (k): H = (F + adj(B) adj(U) F)/d, S's pairs (U + det(U) adj(B))/d,\n"
+"u = H w in place of y's column; and into va (2 k + 3, 2 k + 3) the products of out's\n"
+"rows.");
 
 static PyObject *
 dense2_residual(PyObject *self, PyObject *args)
@@ -278,36 +315,24 @@ dense2_residual(PyObject *self, PyObject *args)
     }
     Py_ssize_t n = 2 * k + 3;
     Py_buffer v[6];
-    const char *names[6] = {"fa", "rows", "inv_d", "w", "out", "va"};
-    Py_ssize_t sizes[6] = {4 * k * g, (5 + 2 * k * (k + 1)) * g, g, k, n * g, n * n};
+    const char *names[6] = {"zz", "zxy", "inv_d", "w", "out", "va"};
+    Py_ssize_t sizes[6] = {4 * g, 2 * k * g, g, k, n * g, n * n};
     int writes[6] = {0, 0, 0, 0, 1, 1};
-    for (int i = 0; i < 6; i++) {
-        if (take(o[i], &v[i], writes[i], sizes[i], names[i]) != 0) {
-            release(v, i);
-            return NULL;
-        }
+    if (take_all(o, v, 6, names, sizes, writes) != 0) {
+        return NULL;
     }
-    const double *fa = v[0].buf, *urow = v[1].buf, *inv_d = v[2].buf, *w = v[3].buf;
+    const double *zz = v[0].buf, *zxy = v[1].buf, *inv_d = v[2].buf, *w = v[3].buf;
     double *out = v[4].buf, *va = v[5].buf;
     Py_BEGIN_ALLOW_THREADS
-    const double *u00 = urow + g, *u01 = urow + 2 * g, *u11 = urow + 3 * g;
-    const double *du = urow + 4 * g;
+    const double *u00 = zz, *u01 = zz + g, *u11 = zz + 3 * g;
     double *s00 = out + 2 * k * g, *s01 = s00 + g, *s11 = s01 + g;
     for (Py_ssize_t i = 0; i < g; i++) {
-        s00[i] = (u00[i] + b11 * du[i]) * inv_d[i];
-        s01[i] = (u01[i] - b01 * du[i]) * inv_d[i];
-        s11[i] = (u11[i] + b00 * du[i]) * inv_d[i];
+        double det = det_u(u00[i], u01[i], u11[i]);
+        s00[i] = (u00[i] + b11 * det) * inv_d[i];
+        s01[i] = (u01[i] - b01 * det) * inv_d[i];
+        s11[i] = (u11[i] + b00 * det) * inv_d[i];
     }
-    /* H[0] = (F0 + b11 adj(U)F[0] - b01 adj(U)F[1]) / d, H[1] = (F1 - b01 .. + b00 ..) / d */
-    for (Py_ssize_t x = 0; x < k; x++) {
-        const double *a0 = fa + x * g, *a1 = fa + (k + x) * g;
-        const double *a2 = fa + (2 * k + x) * g, *a3 = fa + (3 * k + x) * g;
-        double *h0 = out + x * g, *h1 = out + (k + x) * g;
-        for (Py_ssize_t i = 0; i < g; i++) {
-            h0[i] = (a0[i] + b11 * a2[i] - b01 * a3[i]) * inv_d[i];
-            h1[i] = (a1[i] - b01 * a2[i] + b00 * a3[i]) * inv_d[i];
-        }
-    }
+    h_rows(zz, zxy, inv_d, k, g, b00, b01, b11, 0, g, out, g);
     /* u_a = sum_x w_x H[a, x] in place of y's column (whose w is 1) */
     double *u0 = out + (k - 1) * g, *u1 = out + (2 * k - 1) * g;
     for (Py_ssize_t i = 0; i < g; i++) {
@@ -321,13 +346,73 @@ dense2_residual(PyObject *self, PyObject *args)
     }
     for (Py_ssize_t a = 0; a < n; a++) {
         for (Py_ssize_t b = 0; b <= a; b++) {
-            double s = dot(out + a * g, out + b * g, g);
+            double s = dot(out + a * g, out + b * g, NULL, g);
             va[a * n + b] = s;
             va[b * n + a] = s;
         }
     }
     Py_END_ALLOW_THREADS
     release(v, 6);
+    Py_RETURN_NONE;
+}
+
+/* groups a block of the Gram of H's rows takes at a time (its rows stay in cache) */
+#define BLOCK 256
+
+PyDoc_STRVAR(dense2_gram_doc,
+"dense2_gram(zz, zxy, inv_d, k, g, b00, b01, b11, gram)\n\n"
+"Into gram (2 k, 2 k) the products over the groups of the rows H[a, x] (at a k + x)\n"
+"of dense2_residual (y's own column, not u): Dense2Step.gram.");
+
+static PyObject *
+dense2_gram(PyObject *self, PyObject *args)
+{
+    PyObject *o[4];
+    Py_ssize_t k, g;
+    double b00, b01, b11;
+    if (!PyArg_ParseTuple(args, "OOOnndddO", &o[0], &o[1], &o[2], &k, &g, &b00, &b01, &b11,
+                          &o[3])) {
+        return NULL;
+    }
+    if (check_sizes(k, g) != 0) {
+        return NULL;
+    }
+    Py_ssize_t n = 2 * k;
+    Py_buffer v[4];
+    const char *names[4] = {"zz", "zxy", "inv_d", "gram"};
+    Py_ssize_t sizes[4] = {4 * g, 2 * k * g, g, n * n};
+    int writes[4] = {0, 0, 0, 1};
+    if (take_all(o, v, 4, names, sizes, writes) != 0) {
+        return NULL;
+    }
+    double *block = PyMem_Malloc(sizeof(double) * n * BLOCK);
+    if (block == NULL) {
+        release(v, 4);
+        return PyErr_NoMemory();
+    }
+    const double *zz = v[0].buf, *zxy = v[1].buf, *inv_d = v[2].buf;
+    double *gram = v[3].buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t j = 0; j < n * n; j++) {
+        gram[j] = 0.0;
+    }
+    for (Py_ssize_t lo = 0; lo < g; lo += BLOCK) {
+        Py_ssize_t hi = lo + BLOCK < g ? lo + BLOCK : g;
+        h_rows(zz, zxy, inv_d, k, g, b00, b01, b11, lo, hi, block, BLOCK);
+        for (Py_ssize_t a = 0; a < n; a++) {
+            for (Py_ssize_t b = 0; b <= a; b++) {
+                gram[a * n + b] += dot(block + a * BLOCK, block + b * BLOCK, NULL, hi - lo);
+            }
+        }
+    }
+    for (Py_ssize_t a = 0; a < n; a++) {
+        for (Py_ssize_t b = 0; b < a; b++) {
+            gram[b * n + a] = gram[a * n + b];
+        }
+    }
+    Py_END_ALLOW_THREADS
+    PyMem_Free(block);
+    release(v, 4);
     Py_RETURN_NONE;
 }
 
@@ -375,9 +460,9 @@ dense2_moment_c(PyObject *self, PyObject *args)
 }
 
 static PyMethodDef methods[] = {
-    {"dense2_fill", dense2_fill, METH_VARARGS, dense2_fill_doc},
     {"dense2_first", dense2_first, METH_VARARGS, dense2_first_doc},
     {"dense2_residual", dense2_residual, METH_VARARGS, dense2_residual_doc},
+    {"dense2_gram", dense2_gram, METH_VARARGS, dense2_gram_doc},
     {"dense2_moment_c", dense2_moment_c, METH_VARARGS, dense2_moment_c_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -140,12 +140,10 @@ class Dense2Step:
         ``a k + x``): ``t_re[a, b] = gram[a k:(a+1) k, b k:(b+1) k]`` of
         :class:`~dmixed.kernels.StepSums` (made when first asked for)."""
         if self._gram is None:
-            b00, b01, b11, det_b = self.b
-            mix, _ = _residual_coefficients(b00, b01, b11, det_b)
             out = None
             for chunk, inv_d in zip(self.chunks, self.inv_d, strict=True):
-                h = chunk.h_rows(inv_d, mix)
-                out = gram_rows(h) if out is None else out + gram_rows(h)
+                more = chunk.h_gram(inv_d, self.b)
+                out = more if out is None else out + more
             self._gram = out
         assert self._gram is not None
         return self._gram
@@ -315,12 +313,8 @@ class _Dense2Chunk:
         self._ext = ext
         rows, cols, self.square = _triangle(k)
         if ext is not None:
-            # the same rows, bit for bit, in one pass over the groups
-            self._rows = np.empty((5 + 4 * rows.size, g))
-            self._urow = self._rows[:5]
-            fa = np.empty((4, k, g))
-            ext.dense2_fill(_contiguous(zz), _contiguous(zxy), k, g, self._rows, fa)
-            self._fa = fa.reshape(4, k * g)
+            # the extension makes each group's rows as it sums them: none kept
+            self._zz, self._zxy = _contiguous(zz), _contiguous(zxy)
             return
         u00, u01, u11 = zz[0, 0], zz[0, 1], zz[1, 1]
         # [1, u00, u01, u11, det(U)] (d and the numerators of S) over the upper
@@ -364,12 +358,25 @@ class _Dense2Chunk:
         ext = self._ext
         if ext is not None:
             inv_d = np.empty(self.n_groups)
-            sums = np.empty(self._rows.shape[0])
-            logdet = ext.dense2_first(self._rows, self.k, self.n_groups, *d_coef, inv_d, sums)
+            sums = np.empty(5 + 2 * self.k * (self.k + 1))
+            logdet = ext.dense2_first(
+                self._zz, self._zxy, self.k, self.n_groups, *d_coef, inv_d, sums
+            )
             return inv_d, logdet, sums
         d = np.array(d_coef) @ self._urow
         inv_d = 1.0 / d
         return inv_d, float(np.log(d).sum()), self._rows @ inv_d
+
+    def h_gram(self, inv_d: np.ndarray, b: tuple[float, float, float, float]) -> np.ndarray:
+        """``Σ_i h_i h_i'`` (2 k, 2 k) of the rows of :meth:`h_rows` at ``B``'s
+        ``b = (b00, b01, b11, det(B))``."""
+        ext = self._ext
+        if ext is None:
+            mix, _ = _residual_coefficients(*b)
+            return gram_rows(self.h_rows(inv_d, mix))
+        out = np.empty((2 * self.k, 2 * self.k))
+        ext.dense2_gram(self._zz, self._zxy, inv_d, self.k, self.n_groups, *b[:3], out)
+        return out
 
     def h_rows(self, inv_d: np.ndarray, mix: np.ndarray) -> np.ndarray:
         """The rows ``H_i[a, x]`` (2 k, G) at the ``adj(B)`` rows ``mix``."""
@@ -391,7 +398,7 @@ class _Dense2Chunk:
         n = 2 * k + 3
         rows, va = np.empty((n, g)), np.empty((n, n))
         w = _contiguous(w)
-        ext.dense2_residual(self._fa, self._rows, inv_d, k, g, b[0], b[1], b[2], w, rows, va)
+        ext.dense2_residual(self._zz, self._zxy, inv_d, k, g, b[0], b[1], b[2], w, rows, va)
         return rows, va
 
     def moment_c(self, rows: np.ndarray) -> np.ndarray:
