@@ -199,6 +199,11 @@ class Dense2Statistics:
         self.k = zxy.shape[1]
         self.n_groups = zxy.shape[2]
 
+    @property
+    def uses_extension(self) -> bool:
+        """Whether the extension (:mod:`~dmixed.kernels.native`) makes the sums."""
+        return self._ext is not None
+
     @classmethod
     def of_chunks(cls, chunks) -> Dense2Statistics:
         """The rows of every chunk ``(zz (2, 2, G_c), zxy (2, k, G_c))`` of a block
