@@ -17,6 +17,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
+#include <stdint.h>
+#include <string.h>
 
 /* A float64 C-contiguous buffer of exactly n numbers, or an exception naming it. */
 static int
@@ -459,11 +461,215 @@ dense2_moment_c(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* the most terms term_sums sums in one pass (their running sums stay on the stack) */
+#define MAX_TERMS 64
+
+/* terms summed in one pass over the rows, their running sums in registers */
+#define PASS 8
+
+/* One pass of term_sums over the rows for the terms at[0..PASS-1]: each group's running
+   sums held while its rows follow one another, read from and written back to the table
+   around each run, so that every entry is 0 + its rows' values in row order, as
+   np.bincount adds them.  Returns 1 on a code outside [0, n_groups), else 0. */
+static int
+pass_terms(const int64_t *codes, Py_ssize_t n, Py_ssize_t n_groups, const char **xb,
+           const Py_ssize_t *xs, const char **yb, const Py_ssize_t *ys, const Py_ssize_t *at,
+           double *table)
+{
+    const char *x[PASS], *y[PASS];
+    Py_ssize_t sx[PASS], sy[PASS];
+    double *row[PASS];
+    double acc[PASS];
+    for (int j = 0; j < PASS; j++) {
+        x[j] = xb[at[j]];
+        y[j] = yb[at[j]];
+        sx[j] = xs[at[j]];
+        sy[j] = ys[at[j]];
+        row[j] = table + at[j] * n_groups;
+        acc[j] = 0.0;
+    }
+    int64_t cur = -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int64_t g = codes[i];
+        if (g != cur) {
+            if (g < 0 || g >= n_groups) {
+                return 1;
+            }
+            if (cur >= 0) {
+                for (int j = 0; j < PASS; j++) {
+                    row[j][cur] = acc[j];
+                }
+            }
+            for (int j = 0; j < PASS; j++) {
+                acc[j] = row[j][g];
+            }
+            cur = g;
+        }
+        for (int j = 0; j < PASS; j++) {
+            acc[j] += *(const double *)(x[j] + i * sx[j]) * *(const double *)(y[j] + i * sy[j]);
+        }
+    }
+    if (cur >= 0) {
+        for (int j = 0; j < PASS; j++) {
+            row[j][cur] = acc[j];
+        }
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(term_sums_doc,
+"term_sums(codes, columns, terms, n_groups, table)\n\n"
+"The per-group sums of plain_statistics' terms in one pass over the rows: codes (n,)\n"
+"int64 in [0, n_groups), columns a sequence of (n,) float64 buffers (any stride),\n"
+"terms a sequence of (u, v) column positions (v = -1: column u itself; else the\n"
+"product col_u * col_v); table (len(terms), n_groups) float64 is filled with\n"
+"table[t, g] = sum over the rows of group g of term t, added in row order (each\n"
+"entry the same sum as np.bincount's, bit for bit).");
+
+static PyObject *
+term_sums(PyObject *self, PyObject *args)
+{
+    PyObject *codes_obj, *columns_obj, *terms_obj, *table_obj;
+    Py_ssize_t n_groups;
+    if (!PyArg_ParseTuple(args, "OOOnO", &codes_obj, &columns_obj, &terms_obj, &n_groups,
+                          &table_obj)) {
+        return NULL;
+    }
+    PyObject *columns = PySequence_Fast(columns_obj, "columns: a sequence is needed");
+    if (columns == NULL) {
+        return NULL;
+    }
+    PyObject *terms = PySequence_Fast(terms_obj, "terms: a sequence is needed");
+    if (terms == NULL) {
+        Py_DECREF(columns);
+        return NULL;
+    }
+    Py_ssize_t n_cols = PySequence_Fast_GET_SIZE(columns);
+    Py_ssize_t n_terms = PySequence_Fast_GET_SIZE(terms);
+    Py_buffer codes_view, table_view;
+    Py_buffer *cols = NULL;
+    Py_ssize_t taken = 0, n = 0;
+    int ok = 0;
+    int u[MAX_TERMS], v[MAX_TERMS];
+    codes_view.obj = NULL;
+    table_view.obj = NULL;
+    if (n_terms > MAX_TERMS || n_groups < 0) {
+        PyErr_Format(PyExc_ValueError, "terms: at most %d, and n_groups >= 0", MAX_TERMS);
+        goto done;
+    }
+    for (Py_ssize_t t = 0; t < n_terms; t++) {
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(terms, t), "ii", &u[t], &v[t])) {
+            goto done;
+        }
+        if (u[t] < 0 || u[t] >= n_cols || v[t] < -1 || v[t] >= n_cols) {
+            PyErr_Format(PyExc_ValueError, "terms[%zd]: a column position out of range", t);
+            goto done;
+        }
+    }
+    if (PyObject_GetBuffer(codes_obj, &codes_view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) {
+        codes_view.obj = NULL;
+        goto done;
+    }
+    {
+        const char *f = codes_view.format;
+        if (f != NULL && (f[0] == '<' || f[0] == '=' || f[0] == '@')) {
+            f++;
+        }
+        if (codes_view.itemsize != 8 || f == NULL || (strcmp(f, "q") != 0 && strcmp(f, "l") != 0)) {
+            PyErr_SetString(PyExc_TypeError, "codes: an int64 buffer is needed");
+            goto done;
+        }
+    }
+    n = codes_view.len / 8;
+    if (take(table_obj, &table_view, 1, n_terms * n_groups, "table") != 0) {
+        table_view.obj = NULL;
+        goto done;
+    }
+    cols = PyMem_Calloc(n_cols > 0 ? n_cols : 1, sizeof(Py_buffer));
+    if (cols == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (; taken < n_cols; taken++) {
+        Py_buffer *c = &cols[taken];
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(columns, taken), c,
+                               PyBUF_STRIDES | PyBUF_FORMAT) != 0) {
+            goto done;
+        }
+        const char *f = c->format;
+        if (f != NULL && (f[0] == '<' || f[0] == '=' || f[0] == '@')) {
+            f++;
+        }
+        if (c->ndim != 1 || c->shape[0] != n || c->itemsize != 8 || f == NULL ||
+            strcmp(f, "d") != 0) {
+            PyErr_Format(PyExc_ValueError,
+                         "columns[%zd]: a 1-d float64 buffer of %zd numbers is needed", taken,
+                         n);
+            taken++;
+            goto done;
+        }
+    }
+    {
+        const int64_t *codes = codes_view.buf;
+        double *table = table_view.buf;
+        const char *xb[MAX_TERMS], *yb[MAX_TERMS];
+        Py_ssize_t xs[MAX_TERMS], ys[MAX_TERMS];
+        static const double one = 1.0;
+        for (Py_ssize_t t = 0; t < n_terms; t++) {
+            xb[t] = cols[u[t]].buf;
+            xs[t] = cols[u[t]].strides[0];
+            /* a column alone: its product with ones (exact: the same sums) */
+            yb[t] = v[t] < 0 ? (const char *)&one : cols[v[t]].buf;
+            ys[t] = v[t] < 0 ? 0 : cols[v[t]].strides[0];
+        }
+        int bad = 0;
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t j = 0; j < n_terms * n_groups; j++) {
+            table[j] = 0.0;
+        }
+        for (Py_ssize_t t0 = 0; t0 < n_terms && !bad; t0 += PASS) {
+            /* PASS terms a pass, the last one repeated where fewer are left (it then
+               writes the same sums twice) */
+            Py_ssize_t at[PASS];
+            for (int j = 0; j < PASS; j++) {
+                at[j] = t0 + j < n_terms ? t0 + j : n_terms - 1;
+            }
+            bad = pass_terms(codes, n, n_groups, xb, xs, yb, ys, at, table);
+        }
+        Py_END_ALLOW_THREADS
+        if (bad) {
+            PyErr_Format(PyExc_ValueError, "codes: a code outside [0, %zd)", n_groups);
+            goto done;
+        }
+    }
+    ok = 1;
+done:
+    for (Py_ssize_t j = 0; j < taken && cols != NULL; j++) {
+        if (cols[j].obj != NULL) {
+            PyBuffer_Release(&cols[j]);
+        }
+    }
+    PyMem_Free(cols);
+    if (table_view.obj != NULL) {
+        PyBuffer_Release(&table_view);
+    }
+    if (codes_view.obj != NULL) {
+        PyBuffer_Release(&codes_view);
+    }
+    Py_DECREF(columns);
+    Py_DECREF(terms);
+    if (!ok) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"dense2_first", dense2_first, METH_VARARGS, dense2_first_doc},
     {"dense2_residual", dense2_residual, METH_VARARGS, dense2_residual_doc},
     {"dense2_gram", dense2_gram, METH_VARARGS, dense2_gram_doc},
     {"dense2_moment_c", dense2_moment_c, METH_VARARGS, dense2_moment_c_doc},
+    {"term_sums", term_sums, METH_VARARGS, term_sums_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -473,6 +679,10 @@ static struct PyModuleDef module = {
     "The per-group sums of dmixed.kernels.dense2 in C (dmixed.kernels.native loads it).",
     -1,
     methods,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
 };
 
 PyMODINIT_FUNC

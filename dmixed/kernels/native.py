@@ -19,11 +19,16 @@ import functools
 import os
 from types import ModuleType
 
-__all__ = ["ENV_VAR", "extension", "forced", "loaded"]
+__all__ = ["ENV_VAR", "MAX_TERMS", "extension", "forced", "loaded"]
 
 #: the environment variable that forces an implementation: ``numpy``, ``c`` or ``auto``
 #: (the default)
 ENV_VAR = "DMIXED_NATIVE"
+
+#: the most terms of :func:`~dmixed.kernels.rows.plain_statistics` the extension's
+#: one pass over the rows sums (its running sums kept on the stack; ``MAX_TERMS`` of
+#: ``_native.c``)
+MAX_TERMS = 64
 
 _CHOICES = ("auto", "numpy", "c")
 
