@@ -66,120 +66,147 @@ check_sizes(Py_ssize_t k, Py_ssize_t g)
     return 0;
 }
 
-/* The lanes of the sums over groups: LANES partial sums, each the sum of every LANES-th
-   term, added pairwise at the end.  Each lane's order is fixed (no reassociation), so a
-   compiler vectorizes the lanes with the baseline instruction set, and enough of them
-   hide the adds' latency. */
-#define LANES 16
+/* The sums over groups run in LANES partial sums a result (two vectors of four), each
+   the sum of every LANES-th term, folded pairwise at the end with the terms past the
+   last whole vector's; each lane's order is fixed, and several results a pass keep
+   enough independent additions in flight to hide their latency.  The order differs
+   from BLAS's: the sums agree with numpy's to rounding.  The vectors are GCC's and
+   clang's vector extensions (a compiler without them does not build the extension,
+   and dmixed runs its numpy kernels). */
+#if !defined(__GNUC__)
+#error "the vector extensions of GCC or clang are needed"
+#endif
+typedef double vec __attribute__((vector_size(32)));
+#define LANES 8
+/* results of one pass of dots4 (a row against up to this many) */
+#define WIDTH 4
 
 /* Where the compiler and loader can pick a function's version at load time (GNU ifunc),
-   the sums over groups also come in an AVX2 version (4 lanes an instruction against
-   SSE2's 2; no fused multiply-add, as -ffp-contract=off asks), chosen on CPUs that
-   have it. */
-#if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(__clang__)
+   the sums also come in an AVX2 version (a vector an instruction against SSE2's two;
+   no fused multiply-add, as -ffp-contract=off asks), chosen on CPUs that have it. */
+#if defined(__x86_64__) && defined(__linux__) && !defined(__clang__)
 #define WIDE __attribute__((target_clones("avx2", "default")))
 #else
 #define WIDE
 #endif
 
-static double
-fold(double *acc)
+/* four numbers from p, aligned or not (a macro: a function returning a vector would
+   have an ABI of its own without AVX) */
+#define load(p)                                                                          \
+    __extension__({                                                                      \
+        vec v_;                                                                          \
+        memcpy(&v_, (p), sizeof v_);                                                     \
+        v_;                                                                              \
+    })
+
+/* The sum of a result's two vectors of lanes and its tail (the terms past them). */
+static inline __attribute__((always_inline)) double
+fold(vec lo, vec hi, double tail)
 {
-    for (int width = LANES / 2; width > 0; width /= 2) {
-        for (int j = 0; j < width; j++) {
-            acc[j] += acc[j + width];
-        }
-    }
-    return acc[0];
+    vec both = lo + hi;
+    return ((both[0] + both[2]) + (both[1] + both[3])) + tail;
 }
 
-/* Σ_i a_i b_i r_i over n terms (r NULL: Σ_i a_i b_i), the product a_i b_i made first. */
-WIDE static double
-dot(const double *a, const double *b, const double *r, Py_ssize_t n)
+/* out[j] = Σ_i (a_i s_i) b_j,i for j < WIDTH (s NULL: Σ_i a_i b_j,i), the product a_i s_i
+   made first (as numpy's rows v S are). */
+WIDE static void
+dots4(const double *a, const double *s, const double *const *b, Py_ssize_t n, double *out)
 {
-    double acc[LANES] = {0.0};
+    vec lo[WIDTH], hi[WIDTH];
+    double tail[WIDTH];
+    for (int j = 0; j < WIDTH; j++) {
+        lo[j] = (vec){0.0, 0.0, 0.0, 0.0};
+        hi[j] = lo[j];
+        tail[j] = 0.0;
+    }
     Py_ssize_t i = 0;
-    if (r == NULL) {
-        for (; i + LANES <= n; i += LANES) {
-            for (int j = 0; j < LANES; j++) {
-                acc[j] += a[i + j] * b[i + j];
+    for (; i + LANES <= n; i += LANES) {
+        vec w0 = load(a + i), w1 = load(a + i + 4);
+        if (s != NULL) {
+            w0 *= load(s + i);
+            w1 *= load(s + i + 4);
+        }
+        for (int j = 0; j < WIDTH; j++) {
+            lo[j] += w0 * load(b[j] + i);
+            hi[j] += w1 * load(b[j] + i + 4);
+        }
+    }
+    for (; i < n; i++) {
+        double w = s == NULL ? a[i] : a[i] * s[i];
+        for (int j = 0; j < WIDTH; j++) {
+            tail[j] += w * b[j][i];
+        }
+    }
+    for (int j = 0; j < WIDTH; j++) {
+        out[j] = fold(lo[j], hi[j], tail[j]);
+    }
+}
+
+/* The products of the rows 0..n_rows-1 of rows (each g numbers, ld apart), weighted
+   by s (NULL: none): into out (n_rows × n_rows, ldo a row) out[a][b] = Σ_i rows_a,i s_i
+   rows_b,i for b ≤ a, mirrored. */
+static void
+row_products(const double *rows, Py_ssize_t n_rows, Py_ssize_t ld, const double *s,
+             Py_ssize_t g, double *out, Py_ssize_t ldo)
+{
+    for (Py_ssize_t a = 0; a < n_rows; a++) {
+        for (Py_ssize_t b = 0; b <= a; b += WIDTH) {
+            const double *bs[WIDTH];
+            double sums[WIDTH];
+            for (int j = 0; j < WIDTH; j++) {
+                /* past a: row a again, its sum not kept */
+                bs[j] = rows + (b + j <= a ? b + j : a) * ld;
+            }
+            dots4(rows + a * ld, s, bs, g, sums);
+            for (Py_ssize_t j = 0; j < WIDTH && b + j <= a; j++) {
+                out[a * ldo + b + j] = sums[j];
+                out[(b + j) * ldo + a] = sums[j];
             }
         }
-        for (; i < n; i++) {
-            acc[i % LANES] += a[i] * b[i];
-        }
-        return fold(acc);
     }
-    for (; i + LANES <= n; i += LANES) {
-        for (int j = 0; j < LANES; j++) {
-            acc[j] += (a[i + j] * b[i + j]) * r[i + j];
-        }
-    }
-    for (; i < n; i++) {
-        acc[i % LANES] += (a[i] * b[i]) * r[i];
-    }
-    return fold(acc);
 }
 
-/* Σ_i (a_i b_i + c_i e_i) r_i: T1 = F0x F1y + F1x F0y over d. */
-WIDE static double
-cross(const double *a, const double *b, const double *c, const double *e, const double *r,
-      Py_ssize_t n)
+/* Σ_i r_i [T0, T1, T2, T3]_i of the pair (x, y): T0 = F0x F0y, T1 = F0x F1y + F1x F0y,
+   T2 = F1x F1y and T3 = u11 T0 - u01 T1 + u00 T2 (F'adj(U)F), made per group as
+   _Dense2Chunk makes them, into out[0..3]. */
+WIDE static void
+t_sums(const double *f0x, const double *f0y, const double *f1x, const double *f1y,
+       const double *u00, const double *u01, const double *u11, const double *r, Py_ssize_t n,
+       double *out)
 {
-    double acc[LANES] = {0.0};
+    vec acc[4][2];
+    double tail[4] = {0.0, 0.0, 0.0, 0.0};
+    for (int j = 0; j < 4; j++) {
+        acc[j][0] = (vec){0.0, 0.0, 0.0, 0.0};
+        acc[j][1] = acc[j][0];
+    }
     Py_ssize_t i = 0;
     for (; i + LANES <= n; i += LANES) {
-        for (int j = 0; j < LANES; j++) {
-            acc[j] += (a[i + j] * b[i + j] + c[i + j] * e[i + j]) * r[i + j];
-        }
-    }
-    for (; i < n; i++) {
-        acc[i % LANES] += (a[i] * b[i] + c[i] * e[i]) * r[i];
-    }
-    return fold(acc);
-}
-
-/* Σ_i T3_i r_i with T3 = u11 T0 - u01 T1 + u00 T2 of F0x, F0y, F1x, F1y (T3 = F'adj(U)F). */
-WIDE static double
-adjugate(const double *f0x, const double *f0y, const double *f1x, const double *f1y,
-         const double *u00, const double *u01, const double *u11, const double *r,
-         Py_ssize_t n)
-{
-    double acc[LANES] = {0.0};
-    Py_ssize_t i = 0;
-    for (; i + LANES <= n; i += LANES) {
-        for (int j = 0; j < LANES; j++) {
-            Py_ssize_t at = i + j;
-            double t0 = f0x[at] * f0y[at];
-            double t1 = f0x[at] * f1y[at] + f1x[at] * f0y[at];
-            double t2 = f1x[at] * f1y[at];
-            acc[j] += (u11[at] * t0 - u01[at] * t1 + u00[at] * t2) * r[at];
+        for (int h = 0; h < 2; h++) {
+            Py_ssize_t at = i + 4 * h;
+            vec a0 = load(f0x + at), b0 = load(f0y + at), a1 = load(f1x + at);
+            vec b1 = load(f1y + at), rr = load(r + at);
+            vec t0 = a0 * b0, t1 = a0 * b1 + a1 * b0, t2 = a1 * b1;
+            vec t3 = load(u11 + at) * t0 - load(u01 + at) * t1 + load(u00 + at) * t2;
+            acc[0][h] += t0 * rr;
+            acc[1][h] += t1 * rr;
+            acc[2][h] += t2 * rr;
+            acc[3][h] += t3 * rr;
         }
     }
     for (; i < n; i++) {
         double t0 = f0x[i] * f0y[i];
         double t1 = f0x[i] * f1y[i] + f1x[i] * f0y[i];
         double t2 = f1x[i] * f1y[i];
-        acc[i % LANES] += (u11[i] * t0 - u01[i] * t1 + u00[i] * t2) * r[i];
+        double t3 = u11[i] * t0 - u01[i] * t1 + u00[i] * t2;
+        tail[0] += t0 * r[i];
+        tail[1] += t1 * r[i];
+        tail[2] += t2 * r[i];
+        tail[3] += t3 * r[i];
     }
-    return fold(acc);
-}
-
-/* Σ_i a_i s_i b_i, the product a_i s_i made first (as numpy's rows v S are). */
-WIDE static double
-dot3(const double *a, const double *s, const double *b, Py_ssize_t n)
-{
-    double acc[LANES] = {0.0};
-    Py_ssize_t i = 0;
-    for (; i + LANES <= n; i += LANES) {
-        for (int j = 0; j < LANES; j++) {
-            acc[j] += (a[i + j] * s[i + j]) * b[i + j];
-        }
+    for (int j = 0; j < 4; j++) {
+        out[j] = fold(acc[j][0], acc[j][1], tail[j]);
     }
-    for (; i < n; i++) {
-        acc[0] += (a[i] * s[i]) * b[i];
-    }
-    return fold(acc);
 }
 
 /* The buffers of a call: obj[i] taken as names[i] of sizes[i] numbers (writable where
@@ -241,14 +268,29 @@ dense2_first(PyObject *self, PyObject *args)
     const double *f0 = zxy, *f1 = zxy + k * g;
     double logdet = 0.0;
     Py_BEGIN_ALLOW_THREADS
-    double acc[5][LANES] = {{0.0}};
-    Py_ssize_t i = 0;
-    for (; i < g; i++) {
+    /* Σ log d_i as the log of their product, its binary exponent taken apart whenever
+       it leaves [2^-500, 2^500] (each d_i ≥ 1 in exact arithmetic: K_i's eigenvalues
+       are ≥ 1): one log where there were g, to rounding the same sum (g roundings of
+       a product, each ε of it, against g of the logs); a d_i out of [2^-400, 2^400]
+       (nan, 0, inf among them) takes its own log */
+    double product = 1.0, acc[5][LANES] = {{0.0}};
+    long exponent = 0;
+    for (Py_ssize_t i = 0; i < g; i++) {
         double det = det_u(u00[i], u01[i], u11[i]);
         double d = c[0] + c[1] * u00[i] + c[2] * u01[i] + c[3] * u11[i] + c[4] * det;
         double r = 1.0 / d;
         inv_d[i] = r;
-        logdet += log(d);
+        if (d >= 0x1p-400 && d <= 0x1p400) {
+            product *= d;
+            if (product > 0x1p500 || product < 0x1p-500) {
+                int e;
+                product = frexp(product, &e);
+                exponent += e;
+            }
+        }
+        else {
+            logdet += log(d);
+        }
         int j = (int)(i % LANES);
         acc[0][j] += r;
         acc[1][j] += u00[i] * r;
@@ -256,17 +298,20 @@ dense2_first(PyObject *self, PyObject *args)
         acc[3][j] += u11[i] * r;
         acc[4][j] += det * r;
     }
+    logdet += log(product) + (double)exponent * 0.69314718055994530942;
     for (int j = 0; j < 5; j++) {
-        sums[j] = fold(acc[j]);
+        /* the lanes pairwise, as fold adds a vector's */
+        double *l = acc[j];
+        sums[j] = ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
     }
     Py_ssize_t at = 0;
     for (Py_ssize_t x = 0; x < k; x++) {
         for (Py_ssize_t y = x; y < k; y++, at++) {
-            sums[5 + at] = dot(f0 + x * g, f0 + y * g, inv_d, g);
-            sums[5 + t + at] = cross(f0 + x * g, f1 + y * g, f1 + x * g, f0 + y * g, inv_d, g);
-            sums[5 + 2 * t + at] = dot(f1 + x * g, f1 + y * g, inv_d, g);
-            sums[5 + 3 * t + at] = adjugate(f0 + x * g, f0 + y * g, f1 + x * g, f1 + y * g,
-                                            u00, u01, u11, inv_d, g);
+            double four[4];
+            t_sums(f0 + x * g, f0 + y * g, f1 + x * g, f1 + y * g, u00, u01, u11, inv_d, g, four);
+            for (int j = 0; j < 4; j++) {
+                sums[5 + j * t + at] = four[j];
+            }
         }
     }
     Py_END_ALLOW_THREADS
@@ -346,13 +391,7 @@ dense2_residual(PyObject *self, PyObject *args)
         u0[i] = p0;
         u1[i] = p1;
     }
-    for (Py_ssize_t a = 0; a < n; a++) {
-        for (Py_ssize_t b = 0; b <= a; b++) {
-            double s = dot(out + a * g, out + b * g, NULL, g);
-            va[a * n + b] = s;
-            va[b * n + a] = s;
-        }
-    }
+    row_products(out, n, g, NULL, g, va, n);
     Py_END_ALLOW_THREADS
     release(v, 6);
     Py_RETURN_NONE;
@@ -387,13 +426,13 @@ dense2_gram(PyObject *self, PyObject *args)
     if (take_all(o, v, 4, names, sizes, writes) != 0) {
         return NULL;
     }
-    double *block = PyMem_Malloc(sizeof(double) * n * BLOCK);
+    double *block = PyMem_Malloc(sizeof(double) * (n * BLOCK + n * n));
     if (block == NULL) {
         release(v, 4);
         return PyErr_NoMemory();
     }
     const double *zz = v[0].buf, *zxy = v[1].buf, *inv_d = v[2].buf;
-    double *gram = v[3].buf;
+    double *gram = v[3].buf, *part = block + n * BLOCK;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t j = 0; j < n * n; j++) {
         gram[j] = 0.0;
@@ -401,15 +440,9 @@ dense2_gram(PyObject *self, PyObject *args)
     for (Py_ssize_t lo = 0; lo < g; lo += BLOCK) {
         Py_ssize_t hi = lo + BLOCK < g ? lo + BLOCK : g;
         h_rows(zz, zxy, inv_d, k, g, b00, b01, b11, lo, hi, block, BLOCK);
-        for (Py_ssize_t a = 0; a < n; a++) {
-            for (Py_ssize_t b = 0; b <= a; b++) {
-                gram[a * n + b] += dot(block + a * BLOCK, block + b * BLOCK, NULL, hi - lo);
-            }
-        }
-    }
-    for (Py_ssize_t a = 0; a < n; a++) {
-        for (Py_ssize_t b = 0; b < a; b++) {
-            gram[b * n + a] = gram[a * n + b];
+        row_products(block, n, BLOCK, NULL, hi - lo, part, n);
+        for (Py_ssize_t j = 0; j < n * n; j++) {
+            gram[j] += part[j];
         }
     }
     Py_END_ALLOW_THREADS
@@ -449,10 +482,17 @@ dense2_moment_c(PyObject *self, PyObject *args)
     for (Py_ssize_t bc = 0; bc < 3; bc++) {
         const double *s = rows + (rk + bc) * g;
         for (Py_ssize_t ax = 0; ax < rk; ax++) {
-            for (Py_ssize_t dy = 0; dy <= ax; dy++) {
-                double sum = dot3(rows + ax * g, s, rows + dy * g, g);
-                c[(3 * ax + bc) * rk + dy] = sum;
-                c[(3 * dy + bc) * rk + ax] = sum;
+            for (Py_ssize_t dy = 0; dy <= ax; dy += WIDTH) {
+                const double *bs[WIDTH];
+                double sums[WIDTH];
+                for (int j = 0; j < WIDTH; j++) {
+                    bs[j] = rows + (dy + j <= ax ? dy + j : ax) * g;
+                }
+                dots4(rows + ax * g, s, bs, g, sums);
+                for (Py_ssize_t j = 0; j < WIDTH && dy + j <= ax; j++) {
+                    c[(3 * ax + bc) * rk + dy + j] = sums[j];
+                    c[(3 * (dy + j) + bc) * rk + ax] = sums[j];
+                }
             }
         }
     }
