@@ -226,3 +226,20 @@ def test_c_sums_match_numpy(monkeypatch, seed, n_groups, k, one_row, design, fac
     hs, hs_ref = ours.hessian(step, basis, w), ref.hessian(theirs, basis, w)
     for name in hs_ref.__dataclass_fields__:
         _close(getattr(hs, name), getattr(hs_ref, name), name, rtol=rtol)
+
+
+@pytest.mark.skipif(not native.loaded(), reason="the C extension is not built")
+@pytest.mark.parametrize("scale", [0.0, 1e-3, 1.0, 1e30, 1e70])
+def test_c_logdet_over_the_range_of_d(monkeypatch, scale):
+    """``Σ log d`` through the extension (the log of the product, its exponent taken
+    apart; a ``d`` past 2^400 its own log) is numpy's to ε of each term's size, from
+    ``d = 1`` (Λ = 0) to ``d`` some 1e280 a group."""
+    rng = np.random.default_rng(7)
+    zz = rng.normal(size=(3000, 6, 2))
+    zz = np.einsum("gna,gnb->abg", zz, zz)
+    zxy = rng.normal(size=(2, 3, 3000))
+    lam = np.array([[1.0, 0.0], [0.5, 0.7]]) * scale
+    chunks = [(zz, zxy)]
+    theirs = _statistics(monkeypatch, "numpy", chunks).step(lam).logdet
+    ours = _statistics(monkeypatch, "c", chunks).step(lam).logdet
+    _close(ours, theirs, "logdet", floor=3000.0, rtol=1e-14)
