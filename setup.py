@@ -1,7 +1,9 @@
-"""The optional C kernels of dmixed.kernels._native (the rest is in pyproject.toml).
+"""The optional C kernels of dmixed.kernels.c_sums (the rest is in pyproject.toml).
 
 A machine without a C compiler still installs dmixed (``optional=True``): the numpy
 kernels run there, and :mod:`dmixed.kernels.native` says whether the extension loaded.
+Declared here rather than under ``[tool.setuptools]`` of pyproject.toml, whose
+``ext-modules`` needs setuptools 74.1 or later (``build-system.requires`` asks for 64).
 """
 
 import sys
@@ -15,8 +17,8 @@ FLAGS = [] if sys.platform == "win32" else ["-O3", "-ffp-contract=off"]
 setup(
     ext_modules=[
         Extension(
-            "dmixed.kernels._native",
-            ["dmixed/kernels/_native.c"],
+            "dmixed.kernels.c_sums",
+            ["dmixed/kernels/c_sums.c"],
             extra_compile_args=FLAGS,
             optional=True,
         )

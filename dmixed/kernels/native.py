@@ -1,6 +1,6 @@
-"""Whether the C kernels of ``dmixed.kernels._native`` run: the one place that says so.
+"""Whether the C kernels of ``dmixed.kernels.c_sums`` run: the one place that says so.
 
-The extension (``dmixed/kernels/_native.c``, built by ``pip install`` where a C compiler
+The extension (``dmixed/kernels/c_sums.c``, built by ``pip install`` where a C compiler
 is at hand, optional: dmixed installs and fits without it) computes the per-group sums of
 :mod:`~dmixed.kernels.dense2` (two random-effect coordinates) in one loop over the
 groups per call, the same sums as the numpy reference in another order (they agree to
@@ -27,7 +27,7 @@ ENV_VAR = "DMIXED_NATIVE"
 
 #: the most terms of :func:`~dmixed.kernels.rows.plain_statistics` the extension's
 #: one pass over the rows sums (its running sums kept on the stack; ``MAX_TERMS`` of
-#: ``_native.c``)
+#: ``c_sums.c``)
 MAX_TERMS = 64
 
 _CHOICES = ("auto", "numpy", "c")
@@ -37,10 +37,10 @@ _CHOICES = ("auto", "numpy", "c")
 def _module() -> ModuleType | None:
     """The extension module, or None where it was not built (imported once)."""
     try:
-        from . import _native
+        from . import c_sums
     except ImportError:
         return None
-    return _native
+    return c_sums
 
 
 def loaded() -> bool:
@@ -63,7 +63,7 @@ def forced() -> str:
             f"environment variable {ENV_VAR} must be one of {_CHOICES}, got {choice!r}"
         )
     if choice == "c" and not loaded():
-        raise ValueError(f"{ENV_VAR}=c but the extension dmixed.kernels._native is not built")
+        raise ValueError(f"{ENV_VAR}=c but the extension dmixed.kernels.c_sums is not built")
     return choice
 
 

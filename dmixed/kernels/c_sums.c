@@ -715,7 +715,7 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
-    "dmixed.kernels._native",
+    "dmixed.kernels.c_sums",
     "The per-group sums of dmixed.kernels.dense2 in C (dmixed.kernels.native loads it).",
     -1,
     methods,
@@ -726,7 +726,7 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC
-PyInit__native(void)
+PyInit_c_sums(void)
 {
     return PyModule_Create(&module);
 }

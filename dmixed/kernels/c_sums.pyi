@@ -1,4 +1,4 @@
-# The signatures of the C extension dmixed/kernels/_native.c (its docstrings say what
+# The signatures of the C extension dmixed/kernels/c_sums.c (its docstrings say what
 # each fills); dmixed.kernels.native loads it.
 from typing import Any
 
