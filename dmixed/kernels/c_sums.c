@@ -479,22 +479,9 @@ dense2_moment_c(PyObject *self, PyObject *args)
     const double *rows = v[0].buf;
     double *c = v[1].buf;
     Py_BEGIN_ALLOW_THREADS
+    /* c[3 ax + bc, dy] for one bc: the rows v weighted by S_bc, in c's rows 3 ax + bc */
     for (Py_ssize_t bc = 0; bc < 3; bc++) {
-        const double *s = rows + (rk + bc) * g;
-        for (Py_ssize_t ax = 0; ax < rk; ax++) {
-            for (Py_ssize_t dy = 0; dy <= ax; dy += WIDTH) {
-                const double *bs[WIDTH];
-                double sums[WIDTH];
-                for (int j = 0; j < WIDTH; j++) {
-                    bs[j] = rows + (dy + j <= ax ? dy + j : ax) * g;
-                }
-                dots4(rows + ax * g, s, bs, g, sums);
-                for (Py_ssize_t j = 0; j < WIDTH && dy + j <= ax; j++) {
-                    c[(3 * ax + bc) * rk + dy + j] = sums[j];
-                    c[(3 * (dy + j) + bc) * rk + ax] = sums[j];
-                }
-            }
-        }
+        row_products(rows, rk, g, rows + (rk + bc) * g, g, c + bc * rk, 3 * rk);
     }
     Py_END_ALLOW_THREADS
     release(v, 2);

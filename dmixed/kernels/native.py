@@ -16,8 +16,9 @@ error where it is not built), ``auto`` (or unset) runs it where it loaded.
 from __future__ import annotations
 
 import functools
-import os
 from types import ModuleType
+
+from .compiled import env_choice
 
 __all__ = ["ENV_VAR", "MAX_TERMS", "extension", "forced", "loaded"]
 
@@ -57,11 +58,7 @@ def forced() -> str:
         ``DMIXED_NATIVE`` is set to anything else, or to ``c`` when the extension is not
         built.
     """
-    choice = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
-    if choice not in _CHOICES:
-        raise ValueError(
-            f"environment variable {ENV_VAR} must be one of {_CHOICES}, got {choice!r}"
-        )
+    choice = env_choice(ENV_VAR, _CHOICES)
     if choice == "c" and not loaded():
         raise ValueError(f"{ENV_VAR}=c but the extension dmixed.kernels.c_sums is not built")
     return choice

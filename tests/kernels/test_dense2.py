@@ -17,6 +17,15 @@ from .._synth import QUICK
 
 RTOL = 1e-12
 
+#: the factors Λ of the property tests: a plain one, one large next to ``U⁻¹``, a
+#: singular one (a variance on the boundary), a small one
+FACTORS = {
+    "plain": np.array([[0.9, 0.0], [0.3, 0.5]]),
+    "large": np.array([[300.0, 0.0], [-40.0, 90.0]]),
+    "singular": np.array([[0.8, 0.0], [0.4, 0.0]]),
+    "small": np.array([[1e-4, 0.0], [2e-5, 3e-4]]),
+}
+
 
 def _close(ours, theirs, name: str, floor: float = 1e-300, rtol: float = RTOL) -> None:
     """``ours`` equals ``theirs`` to ``rtol`` of its largest entry (or ``floor``)."""
@@ -30,7 +39,7 @@ def _close(ours, theirs, name: str, floor: float = 1e-300, rtol: float = RTOL) -
     seed=st.integers(0, 2**16),
     n_groups=st.sampled_from([1, 7, 300]),
     one_row=st.sampled_from([0.0, 0.3, 1.0]),
-    factor=st.sampled_from(["plain", "large", "singular", "small"]),
+    factor=st.sampled_from(sorted(FACTORS)),
     chunk=st.sampled_from([None, 1, 7, 64]),
 )
 def test_step_and_hessian_sums_match_the_kernels(
@@ -50,12 +59,7 @@ def test_step_and_hessian_sums_match_the_kernels(
         z = np.column_stack([np.ones(n_i), rng.normal(size=n_i)])
         xy = np.column_stack([np.ones(n_i), rng.normal(size=(n_i, 3))])
         zz[i], zxy[i] = z.T @ z, z.T @ xy
-    lam = {
-        "plain": np.array([[0.9, 0.0], [0.3, 0.5]]),
-        "large": np.array([[300.0, 0.0], [-40.0, 90.0]]),
-        "singular": np.array([[0.8, 0.0], [0.4, 0.0]]),
-        "small": np.array([[1e-4, 0.0], [2e-5, 3e-4]]),
-    }[factor]
+    lam = FACTORS[factor]
     block = kernels.StatsBlock(zz, zxy)
     data = Dense2Statistics.of_chunks(block.chunks())
     assert data.n_groups == n_groups
@@ -170,7 +174,7 @@ def _statistics(monkeypatch, choice: str, chunks) -> Dense2Statistics:
     k=st.integers(1, 6),
     one_row=st.sampled_from([0.0, 0.3, 1.0]),
     design=st.sampled_from(["plain", "near_singular", "offset"]),
-    factor=st.sampled_from(["plain", "large", "singular", "small"]),
+    factor=st.sampled_from(sorted(FACTORS)),
     chunk=st.sampled_from([None, 7, 64]),
 )
 def test_c_sums_match_numpy(monkeypatch, seed, n_groups, k, one_row, design, factor, chunk):
@@ -194,12 +198,7 @@ def test_c_sums_match_numpy(monkeypatch, seed, n_groups, k, one_row, design, fac
         xy = np.column_stack([np.ones(n_i), x1 + (1e6 if design == "offset" else 0.0)])
         xy = np.column_stack([xy, rng.normal(size=(n_i, k))])[:, :k]
         zz[i], zxy[i] = z.T @ z, z.T @ xy
-    lam = {
-        "plain": np.array([[0.9, 0.0], [0.3, 0.5]]),
-        "large": np.array([[300.0, 0.0], [-40.0, 90.0]]),
-        "singular": np.array([[0.8, 0.0], [0.4, 0.0]]),
-        "small": np.array([[1e-4, 0.0], [2e-5, 3e-4]]),
-    }[factor]
+    lam = FACTORS[factor]
     block = kernels.StatsBlock(zz, zxy)
     ref = _statistics(monkeypatch, "numpy", block.chunks())
     ours = _statistics(monkeypatch, "c", block.chunks())
