@@ -1,18 +1,21 @@
 /*
  * The per-group sums of dmixed.kernels.dense2 (two random-effect coordinates) in one
- * loop over the groups per call.
+ * loop over the groups per call, and the per-group term sums of
+ * dmixed.kernels.rows.plain_statistics in one pass over the rows.
  *
  * The arrays are those of the numpy reference (dmixed/kernels/dense2.py), entry-major:
  * an entry's values over the G groups of a chunk lie together (C order, float64).  They
  * come through the buffer protocol, with their sizes as integers; each function checks
- * that every buffer is C-contiguous float64 of the size the integers give, and fills
- * the output buffers the caller made.  No numpy C API: the module builds against the
- * Python headers alone, and dmixed.kernels.native says whether it loaded.
+ * that every buffer is C-contiguous float64 of the size the integers give (the rows'
+ * columns of term_sums: 1-d float64 of any stride), and fills the output buffers the
+ * caller made.  No numpy C API: the module builds against the Python headers alone, and
+ * dmixed.kernels.native says whether it loaded.
  *
- * The construction's rows are the reference's bit for bit (the same operations on each
- * entry, with no contraction to fused multiply-adds: setup.py compiles with
- * -ffp-contract=off); the sums over groups are added in another order than BLAS adds
- * them, so they agree with the reference to rounding.
+ * Each group's values are made with the reference's operations on each entry, with no
+ * contraction to fused multiply-adds (setup.py compiles with -ffp-contract=off); the
+ * sums over groups are added in another order than BLAS adds them, so they agree with
+ * the reference to rounding.  term_sums adds each group's terms in row order, as
+ * np.bincount does: the same sums bit for bit.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

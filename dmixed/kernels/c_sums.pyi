@@ -1,10 +1,11 @@
 # The signatures of the C extension dmixed/kernels/c_sums.c (its docstrings say what
 # each fills); dmixed.kernels.native loads it.
+from collections.abc import Sequence
 from typing import Any
 
-def dense2_fill(zz: Any, zxy: Any, k: int, g: int, rows: Any, fa: Any, /) -> None: ...
 def dense2_first(
-    rows: Any,
+    zz: Any,
+    zxy: Any,
     k: int,
     g: int,
     c0: float,
@@ -17,8 +18,8 @@ def dense2_first(
     /,
 ) -> float: ...
 def dense2_residual(
-    fa: Any,
-    rows: Any,
+    zz: Any,
+    zxy: Any,
     inv_d: Any,
     k: int,
     g: int,
@@ -30,4 +31,15 @@ def dense2_residual(
     va: Any,
     /,
 ) -> None: ...
+def dense2_gram(
+    zz: Any, zxy: Any, inv_d: Any, k: int, g: int, b00: float, b01: float, b11: float, gram: Any, /
+) -> None: ...
 def dense2_moment_c(rows: Any, k: int, g: int, c: Any, /) -> None: ...
+def term_sums(
+    codes: Any,
+    columns: Sequence[Any],
+    terms: Sequence[tuple[int, int]],
+    n_groups: int,
+    table: Any,
+    /,
+) -> None: ...

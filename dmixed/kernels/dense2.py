@@ -18,7 +18,9 @@ those of ``S`` give the score's and the Hessian's sums in one more product each
 (:class:`Dense2Step`): some fifteen calls of numpy per evaluation where the per-chunk
 path makes some fifty, for the same formulas (the sums over groups in another order:
 they agree with :func:`~dmixed.kernels.groups.step_contributions` to rounding).  The fixed rows hold
-:func:`fixed_numbers` numbers per group.
+:func:`fixed_numbers` numbers per group.  Where the C extension runs
+(:mod:`~dmixed.kernels.native`), it makes each group's values of the same formulas as it
+sums them, one loop over the groups a call, and keeps no fixed rows.
 
 Notation as in :mod:`dmixed.kernels`; nothing here knows the optimizer.
 """

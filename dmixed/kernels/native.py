@@ -4,8 +4,10 @@ The extension (``dmixed/kernels/c_sums.c``, built by ``pip install`` where a C c
 is at hand, optional: dmixed installs and fits without it) computes the per-group sums of
 :mod:`~dmixed.kernels.dense2` (two random-effect coordinates) in one loop over the
 groups per call, the same sums as the numpy reference in another order (they agree to
-rounding; the construction's fixed rows bit for bit).  It is loaded on the first call
-of :func:`extension` (a small shared library: no numpy C API, nothing else imported).
+rounding), and the per-group term sums of
+:func:`~dmixed.kernels.rows.plain_statistics` in one pass over the rows (``np.bincount``'s
+sums, bit for bit).  It is loaded on the first call of :func:`extension` (a small shared
+library: no numpy C API, nothing else imported).
 
 :func:`forced` reads ``DMIXED_NATIVE`` as :func:`dmixed.kernels.compiled.forced` reads
 ``DMIXED_KERNELS`` (which chooses between the numpy and numba kernels, and leaves this
@@ -60,7 +62,10 @@ def forced() -> str:
     """
     choice = env_choice(ENV_VAR, _CHOICES)
     if choice == "c" and not loaded():
-        raise ValueError(f"{ENV_VAR}=c but the extension dmixed.kernels.c_sums is not built")
+        raise ValueError(
+            f"{ENV_VAR}=c but the extension dmixed.kernels.c_sums is not built"
+            " (pip install needs a C compiler for it)"
+        )
     return choice
 
 
