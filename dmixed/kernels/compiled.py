@@ -67,6 +67,23 @@ def numba_available() -> bool:
     return importlib.util.find_spec("numba") is not None
 
 
+def env_choice(name: str, choices: tuple[str, ...]) -> str:
+    """The environment variable ``name`` as one of ``choices`` (its first, ``"auto"``,
+    where unset or empty; case and surrounding spaces aside): the one reading of the
+    switches of the kernels (``DMIXED_KERNELS`` here, ``DMIXED_NATIVE`` of
+    :mod:`~dmixed.kernels.native`).
+
+    Raises
+    ------
+    ValueError
+        The variable is set to anything else, named with the choices.
+    """
+    choice = os.environ.get(name, choices[0]).strip().lower() or choices[0]
+    if choice not in choices:
+        raise ValueError(f"environment variable {name} must be one of {choices}, got {choice!r}")
+    return choice
+
+
 def forced() -> str:
     """``"numpy"`` or ``"numba"`` when ``DMIXED_KERNELS`` forces one, else ``"auto"``.
 
@@ -76,11 +93,7 @@ def forced() -> str:
         ``DMIXED_KERNELS`` is set to anything else, or to ``numba`` when numba cannot
         be imported.
     """
-    choice = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
-    if choice not in _CHOICES:
-        raise ValueError(
-            f"environment variable {ENV_VAR} must be one of {_CHOICES}, got {choice!r}"
-        )
+    choice = env_choice(ENV_VAR, _CHOICES)
     if choice == "numba" and not numba_available():
         raise ValueError(f"{ENV_VAR}=numba but numba cannot be imported")
     return choice

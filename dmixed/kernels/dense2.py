@@ -18,7 +18,9 @@ those of ``S`` give the score's and the Hessian's sums in one more product each
 (:class:`Dense2Step`): some fifteen calls of numpy per evaluation where the per-chunk
 path makes some fifty, for the same formulas (the sums over groups in another order:
 they agree with :func:`~dmixed.kernels.groups.step_contributions` to rounding).  The fixed rows hold
-:func:`fixed_numbers` numbers per group.
+:func:`fixed_numbers` numbers per group.  Where the C extension runs
+(:mod:`~dmixed.kernels.native`), it makes each group's values of the same formulas as it
+sums them, one loop over the groups a call, and keeps no fixed rows.
 
 Notation as in :mod:`dmixed.kernels`; nothing here knows the optimizer.
 """
@@ -27,9 +29,11 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from types import ModuleType
 
 import numpy as np
 
+from . import native
 from .conditionals import gram_rows
 from .groups import HessianSums
 from .hessian_moments import HessianMoments
@@ -123,16 +127,13 @@ class Dense2Step:
         known = self.w
         if self.va is not None and known is not None and (w is known or np.array_equal(w, known)):
             return self.va
-        b00, b01, b11, det_b = self.b
-        mix, coef = _residual_coefficients(b00, b01, b11, det_b)
-        rows = tuple(
-            c.residual_rows(inv_d, mix, coef, w)
-            for c, inv_d in zip(self.chunks, self.inv_d, strict=True)
-        )
-        va = gram_rows(rows[0])
-        for more in rows[1:]:
-            va = va + gram_rows(more)
-        self.rows, self.va, self.w = rows, va, w
+        made = [
+            c.residual(inv_d, self.b, w) for c, inv_d in zip(self.chunks, self.inv_d, strict=True)
+        ]
+        va = made[0][1]
+        for _, more in made[1:]:
+            va = va + more
+        self.rows, self.va, self.w = tuple(rows for rows, _ in made), va, w
         return va
 
     @property
@@ -141,12 +142,10 @@ class Dense2Step:
         ``a k + x``): ``t_re[a, b] = gram[a k:(a+1) k, b k:(b+1) k]`` of
         :class:`~dmixed.kernels.StepSums` (made when first asked for)."""
         if self._gram is None:
-            b00, b01, b11, det_b = self.b
-            mix, _ = _residual_coefficients(b00, b01, b11, det_b)
             out = None
             for chunk, inv_d in zip(self.chunks, self.inv_d, strict=True):
-                h = chunk.h_rows(inv_d, mix)
-                out = gram_rows(h) if out is None else out + gram_rows(h)
+                more = chunk.h_gram(inv_d, self.b)
+                out = more if out is None else out + more
             self._gram = out
         assert self._gram is not None
         return self._gram
@@ -158,8 +157,8 @@ class Dense2Step:
         va = self.residual_rows(w)
         assert self.rows is not None
         c = None
-        for rows in self.rows:
-            more = _moment_c(rows)
+        for chunk, rows in zip(self.chunks, self.rows, strict=True):
+            more = chunk.moment_c(rows)
             c = more if c is None else c + more
         assert c is not None
         return va, c
@@ -186,12 +185,26 @@ class Dense2Statistics:
         Entry-major ``Z̃_i'Z̃_i`` (a chunk of :class:`~dmixed.kernels.StatsBlock`).
     zxy : ndarray (2, k, G)
         Entry-major ``Z̃_i'[X_i, y_i]``.
+
+    The sums run in C where :func:`~dmixed.kernels.native.extension` gives the extension
+    (chosen once here, for every chunk), else in numpy.
+
+    Raises
+    ------
+    ValueError
+        ``DMIXED_NATIVE`` is set to what :func:`~dmixed.kernels.native.forced` refuses.
     """
 
     def __init__(self, zz: np.ndarray, zxy: np.ndarray) -> None:
-        self._chunks = [_Dense2Chunk(zz, zxy)]
+        self._ext = native.extension()
+        self._chunks = [_Dense2Chunk(zz, zxy, self._ext)]
         self.k = zxy.shape[1]
         self.n_groups = zxy.shape[2]
+
+    @property
+    def uses_extension(self) -> bool:
+        """Whether the extension (:mod:`~dmixed.kernels.native`) makes the sums."""
+        return self._ext is not None
 
     @classmethod
     def of_chunks(cls, chunks) -> Dense2Statistics:
@@ -200,7 +213,7 @@ class Dense2Statistics:
         sums added in their order, as the per-chunk kernels add theirs."""
         chunks = list(chunks)
         out = cls(*chunks[0])
-        out._chunks += [_Dense2Chunk(zz, zxy) for zz, zxy in chunks[1:]]
+        out._chunks += [_Dense2Chunk(zz, zxy, out._ext) for zz, zxy in chunks[1:]]
         out.n_groups = sum(c.n_groups for c in out._chunks)
         return out
 
@@ -222,7 +235,7 @@ class Dense2Statistics:
         b11 = l10 * l10 + l11 * l11
         det_l = l00 * l11 - l01 * l10
         det_b = det_l * det_l
-        d_coef = np.array([1.0, b00, 2.0 * b01, b11, det_b])
+        d_coef = (1.0, b00, 2.0 * b01, b11, det_b)
         logdet, inv_ds, sums = 0.0, [], None
         for chunk in self._chunks:
             inv_d, more, more_sums = chunk.first_sums(d_coef)
@@ -297,14 +310,20 @@ def _triangle(k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 class _Dense2Chunk:
-    """The fixed rows of one chunk of groups (:class:`Dense2Statistics`)."""
+    """The fixed rows of one chunk of groups (:class:`Dense2Statistics`), and its sums
+    by the extension ``ext`` (:mod:`~dmixed.kernels.native`), or numpy where None."""
 
-    def __init__(self, zz: np.ndarray, zxy: np.ndarray) -> None:
-        u00, u01, u11 = zz[0, 0], zz[0, 1], zz[1, 1]
+    def __init__(self, zz: np.ndarray, zxy: np.ndarray, ext: ModuleType | None = None) -> None:
         k, g = zxy.shape[1:]
         self.k = k
         self.n_groups = g
+        self._ext = ext
         rows, cols, self.square = _triangle(k)
+        if ext is not None:
+            # the extension makes each group's rows as it sums them: none kept
+            self._zz, self._zxy = _contiguous(zz), _contiguous(zxy)
+            return
+        u00, u01, u11 = zz[0, 0], zz[0, 1], zz[1, 1]
         # [1, u00, u01, u11, det(U)] (d and the numerators of S) over the upper
         # triangles of T0..T3: one product with 1/d sums them all
         self._rows = np.empty((5 + 4 * rows.size, g))
@@ -338,18 +357,67 @@ class _Dense2Chunk:
         t3 -= u01 * t1
         t3 += u00 * t2
 
-    def first_sums(self, d_coef: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+    def first_sums(
+        self, d_coef: tuple[float, float, float, float, float]
+    ) -> tuple[np.ndarray, float, np.ndarray]:
         """``(1/d, Σ log d, Σ rows/d)`` over the groups at ``d``'s coefficients
         ``d_coef`` ``[1, b00, 2 b01, b11, det(B)]`` (:meth:`Dense2Statistics.step`)."""
-        d = d_coef @ self._urow
+        ext = self._ext
+        if ext is not None:
+            inv_d = np.empty(self.n_groups)
+            sums = np.empty(5 + 2 * self.k * (self.k + 1))
+            logdet = ext.dense2_first(
+                self._zz, self._zxy, self.k, self.n_groups, *d_coef, inv_d, sums
+            )
+            return inv_d, logdet, sums
+        d = np.array(d_coef) @ self._urow
         inv_d = 1.0 / d
         return inv_d, float(np.log(d).sum()), self._rows @ inv_d
+
+    def h_gram(self, inv_d: np.ndarray, b: tuple[float, float, float, float]) -> np.ndarray:
+        """``Σ_i h_i h_i'`` (2 k, 2 k) of the rows of :meth:`h_rows` at ``B``'s
+        ``b = (b00, b01, b11, det(B))``."""
+        ext = self._ext
+        if ext is None:
+            mix, _ = _residual_coefficients(*b)
+            return gram_rows(self.h_rows(inv_d, mix))
+        out = np.empty((2 * self.k, 2 * self.k))
+        ext.dense2_gram(self._zz, self._zxy, inv_d, self.k, self.n_groups, *b[:3], out)
+        return out
 
     def h_rows(self, inv_d: np.ndarray, mix: np.ndarray) -> np.ndarray:
         """The rows ``H_i[a, x]`` (2 k, G) at the ``adj(B)`` rows ``mix``."""
         h = (mix @ self._fa).reshape(2 * self.k, self.n_groups)
         h *= inv_d
         return h
+
+    def residual(
+        self, inv_d: np.ndarray, b: tuple[float, float, float, float], w: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`residual_rows` at ``B``'s ``b = (b00, b01, b11, det(B))`` and the
+        product of those rows with themselves (their share of :attr:`Dense2Step.va`)."""
+        ext = self._ext
+        if ext is None:
+            mix, coef = _residual_coefficients(*b)
+            rows = self.residual_rows(inv_d, mix, coef, w)
+            return rows, gram_rows(rows)
+        k, g = self.k, self.n_groups
+        n = 2 * k + 3
+        rows, va = np.empty((n, g)), np.empty((n, n))
+        w = _contiguous(w)
+        ext.dense2_residual(self._zz, self._zxy, inv_d, k, g, b[0], b[1], b[2], w, rows, va)
+        return rows, va
+
+    def moment_c(self, rows: np.ndarray) -> np.ndarray:
+        """The Hessian moments' ``C`` of this chunk's rows ``[v; S pairs]``
+        (:func:`_moment_c`)."""
+        ext = self._ext
+        if ext is None:
+            return _moment_c(rows)
+        rk = 2 * self.k
+        c = np.empty((3 * rk, rk))
+        ext.dense2_moment_c(rows, self.k, self.n_groups, c)
+        return c
 
     def residual_rows(
         self, inv_d: np.ndarray, mix: np.ndarray, coef: np.ndarray, w: np.ndarray
@@ -365,3 +433,8 @@ class _Dense2Chunk:
         v = out[: 2 * k].reshape(2, k, g)
         v[:, -1] = np.matmul(w, v)  # u_i = H_i w in place of y's column
         return out
+
+
+def _contiguous(a: np.ndarray) -> np.ndarray:
+    """``a`` as the extension reads it: C-contiguous float64 (``a`` itself where it is)."""
+    return np.ascontiguousarray(a, dtype=np.float64)

@@ -17,6 +17,7 @@ import numpy as np
 from ..stats.packed import PackedLayout
 from ..stats.standardize import Standardization, same_column
 from ..stats.statistics import chan_correction
+from . import native
 from .compiled import rows_compiled
 from .conditionals import CentredSums
 
@@ -696,15 +697,26 @@ def plain_statistics(
     counts = np.bincount(codes, minlength=n_groups)
     table = np.empty((len(terms), n_groups))
     table[0] = counts
-    product = None
-    for term_key, t in terms.items():
-        if term_key[0] == "col":
-            table[t] = np.bincount(codes, weights=sources[term_key[1]], minlength=n_groups)
-        elif term_key[0] == "prod":
-            if product is None:
-                product = np.empty(codes.shape[0])
-            np.multiply(sources[term_key[1]], sources[term_key[2]], out=product)
-            table[t] = np.bincount(codes, weights=product, minlength=n_groups)
+    ext = native.extension()
+    if (
+        ext is not None
+        and codes.dtype == np.int64
+        and len(terms) <= native.MAX_TERMS
+        and all(c.dtype == np.float64 for c in sources)
+    ):
+        # every term in one pass over the rows, each sum in row order as bincount's
+        pairs = [(key[1], key[2] if key[0] == "prod" else -1) for key in list(terms)[1:]]
+        ext.term_sums(codes, sources, pairs, n_groups, table[1:])
+    else:
+        product = None
+        for term_key, t in terms.items():
+            if term_key[0] == "col":
+                table[t] = np.bincount(codes, weights=sources[term_key[1]], minlength=n_groups)
+            elif term_key[0] == "prod":
+                if product is None:
+                    product = np.empty(codes.shape[0])
+                np.multiply(sources[term_key[1]], sources[term_key[2]], out=product)
+                table[t] = np.bincount(codes, weights=product, minlength=n_groups)
     sx = [*std.x_scale.tolist(), std.y_scale]
     sz = std.z_scale.tolist()
     # column_scales' quotients, entry by entry (x 1.0 where a scale is 1: the same sums)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dmixed import kernels
-from dmixed.kernels import compiled
+from dmixed.kernels import compiled, native
 from dmixed.kernels.dense2 import Dense2Statistics
 from dmixed.kernels.hessian_moments import contract
 from dmixed.stats import Layout
@@ -15,6 +16,15 @@ from dmixed.stats import Layout
 from .._synth import QUICK
 
 RTOL = 1e-12
+
+#: the factors Λ of the property tests: a plain one, one large next to ``U⁻¹``, a
+#: singular one (a variance on the boundary), a small one
+FACTORS = {
+    "plain": np.array([[0.9, 0.0], [0.3, 0.5]]),
+    "large": np.array([[300.0, 0.0], [-40.0, 90.0]]),
+    "singular": np.array([[0.8, 0.0], [0.4, 0.0]]),
+    "small": np.array([[1e-4, 0.0], [2e-5, 3e-4]]),
+}
 
 
 def _close(ours, theirs, name: str, floor: float = 1e-300, rtol: float = RTOL) -> None:
@@ -29,7 +39,7 @@ def _close(ours, theirs, name: str, floor: float = 1e-300, rtol: float = RTOL) -
     seed=st.integers(0, 2**16),
     n_groups=st.sampled_from([1, 7, 300]),
     one_row=st.sampled_from([0.0, 0.3, 1.0]),
-    factor=st.sampled_from(["plain", "large", "singular", "small"]),
+    factor=st.sampled_from(sorted(FACTORS)),
     chunk=st.sampled_from([None, 1, 7, 64]),
 )
 def test_step_and_hessian_sums_match_the_kernels(
@@ -49,12 +59,7 @@ def test_step_and_hessian_sums_match_the_kernels(
         z = np.column_stack([np.ones(n_i), rng.normal(size=n_i)])
         xy = np.column_stack([np.ones(n_i), rng.normal(size=(n_i, 3))])
         zz[i], zxy[i] = z.T @ z, z.T @ xy
-    lam = {
-        "plain": np.array([[0.9, 0.0], [0.3, 0.5]]),
-        "large": np.array([[300.0, 0.0], [-40.0, 90.0]]),
-        "singular": np.array([[0.8, 0.0], [0.4, 0.0]]),
-        "small": np.array([[1e-4, 0.0], [2e-5, 3e-4]]),
-    }[factor]
+    lam = FACTORS[factor]
     block = kernels.StatsBlock(zz, zxy)
     data = Dense2Statistics.of_chunks(block.chunks())
     assert data.n_groups == n_groups
@@ -153,3 +158,87 @@ def test_step_sums_match_the_row_by_row_products(seed, n_groups, k, scale, offse
     _close(step.s, [[s00, s01], [s01, s11]], "s")
     assert data.value(lam)[0] == step.logdet
     np.testing.assert_array_equal(data.value(lam)[1], step.m)
+
+
+def _statistics(monkeypatch, choice: str, chunks) -> Dense2Statistics:
+    """:class:`Dense2Statistics` of ``chunks`` with ``DMIXED_NATIVE`` at ``choice``."""
+    monkeypatch.setenv(native.ENV_VAR, choice)
+    return Dense2Statistics.of_chunks(chunks)
+
+
+@pytest.mark.skipif(not native.loaded(), reason="the C extension is not built")
+@settings(max_examples=80, **QUICK)
+@given(
+    seed=st.integers(0, 2**16),
+    n_groups=st.sampled_from([1, 5, 17, 300, 1100]),
+    k=st.integers(1, 6),
+    one_row=st.sampled_from([0.0, 0.3, 1.0]),
+    design=st.sampled_from(["plain", "near_singular", "offset"]),
+    factor=st.sampled_from(sorted(FACTORS)),
+    chunk=st.sampled_from([None, 7, 64]),
+)
+def test_c_sums_match_numpy(monkeypatch, seed, n_groups, k, one_row, design, factor, chunk):
+    """The extension's sums (:mod:`dmixed.kernels.native`) against the numpy reference,
+    to 1e-12 of each one's largest entry (``Σ log d`` to ε of each term's 1): ``Σ log|K|``,
+    ``Σ S``, ``Σ ZXy'P ZXy``, ``1/d``, the rows ``[v; S pairs]`` and their products, the
+    Hessian moments' ``C``, ``t_re``'s Gram and the Hessian sums; on groups of one row
+    (rank-one ``U``), a nearly collinear random design (``U`` near singular), a column
+    far from zero (1e6 + noise), for the factors of the test above, in one chunk or
+    several.  The per-group values are the same formulas; where Λ is large next to
+    ``U⁻¹``, ``H``'s cancellation (above) makes its products agree to 1e-10."""
+    if chunk is not None:
+        monkeypatch.setattr(kernels.groups, "GROUP_CHUNK", chunk)
+    rng = np.random.default_rng(seed)
+    sizes = np.where(rng.random(n_groups) < one_row, 1, rng.integers(2, 12, n_groups))
+    zz, zxy = np.zeros((n_groups, 2, 2)), np.zeros((n_groups, 2, k))
+    for i, n_i in enumerate(sizes):
+        x1 = rng.normal(size=n_i)
+        z1 = {"plain": x1, "near_singular": 1.0 + 1e-7 * x1, "offset": 1e6 + x1}[design]
+        z = np.column_stack([np.ones(n_i), z1])
+        xy = np.column_stack([np.ones(n_i), x1 + (1e6 if design == "offset" else 0.0)])
+        xy = np.column_stack([xy, rng.normal(size=(n_i, k))])[:, :k]
+        zz[i], zxy[i] = z.T @ z, z.T @ xy
+    lam = FACTORS[factor]
+    block = kernels.StatsBlock(zz, zxy)
+    ref = _statistics(monkeypatch, "numpy", block.chunks())
+    ours = _statistics(monkeypatch, "c", block.chunks())
+    assert not ref.uses_extension and ours.uses_extension
+    theirs, step = ref.step(lam), ours.step(lam)
+    _close(step.logdet, theirs.logdet, "logdet", floor=float(n_groups))
+    _close(step.s, theirs.s, "s")
+    _close(step.m, theirs.m, "m")
+    np.testing.assert_array_equal(step.m, step.m.T)
+    for got, want in zip(step.inv_d, theirs.inv_d, strict=True):
+        _close(got, want, "inv_d")
+    rtol = 1e-10 if factor == "large" else RTOL
+    _close(step.gram, theirs.gram, "gram", rtol=rtol)
+    w = np.append(-rng.normal(size=k - 1), 1.0)
+    va, c = step.moments(w)
+    va_ref, c_ref = theirs.moments(w)
+    _close(va, va_ref, "va", rtol=rtol)
+    _close(c, c_ref, "c", rtol=rtol)
+    assert step.rows is not None and theirs.rows is not None
+    for got, want in zip(step.rows, theirs.rows, strict=True):
+        for name, a, b in (("v", got[: 2 * k], want[: 2 * k]), ("s", got[2 * k :], want[2 * k :])):
+            _close(a, b, name, rtol=rtol)
+    basis = Layout(2, ()).basis()
+    hs, hs_ref = ours.hessian(step, basis, w), ref.hessian(theirs, basis, w)
+    for name in hs_ref.__dataclass_fields__:
+        _close(getattr(hs, name), getattr(hs_ref, name), name, rtol=rtol)
+
+
+@pytest.mark.skipif(not native.loaded(), reason="the C extension is not built")
+@pytest.mark.parametrize("scale", [0.0, 1e-3, 1.0, 1e30, 1e70])
+def test_c_logdet_over_the_range_of_d(monkeypatch, scale):
+    """``Σ log d`` through the extension (the log of the product, its exponent taken
+    apart; a ``d`` past 2^400 its own log) is numpy's to ε of each term's size, from
+    ``d = 1`` (Λ = 0) to ``d`` some 1e280 a group."""
+    rng = np.random.default_rng(7)
+    zz = rng.normal(size=(3000, 6, 2))
+    zz = np.einsum("gna,gnb->abg", zz, zz)
+    zxy = rng.normal(size=(2, 3, 3000))
+    lam = np.array([[1.0, 0.0], [0.5, 0.7]]) * scale
+    chunks = [(zz, zxy)]
+    theirs = _statistics(monkeypatch, "numpy", chunks).step(lam).logdet
+    ours = _statistics(monkeypatch, "c", chunks).step(lam).logdet
+    _close(ours, theirs, "logdet", floor=3000.0, rtol=1e-14)

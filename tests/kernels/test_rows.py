@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dmixed import kernels
-from dmixed.kernels import rows
+from dmixed.kernels import native, rows
 from dmixed.stats.packed import PackedLayout
 from dmixed.stats.standardize import Standardization
 
@@ -388,6 +388,88 @@ def test_plain_statistics_are_the_general_pass_bit_for_bit(
             assert np.asarray(a).tobytes() == np.asarray(b).tobytes(), key
     assert int(glob["n"]) == int(plain_glob["n"])
     assert glob["sum_log_weights"] == plain_glob["sum_log_weights"]
+
+
+@pytest.mark.skipif(not native.loaded(), reason="the C extension is not built")
+@settings(max_examples=60)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n_rows=st.integers(0, 300),
+    n_groups=st.integers(1, 40),
+    n_cols=st.integers(1, 5),
+    n_terms=st.integers(1, 20),
+    order=st.sampled_from(["sorted", "shuffled", "runs"]),
+    c_order=st.booleans(),
+)
+def test_term_sums_are_bincount_bit_for_bit(
+    seed, n_rows, n_groups, n_cols, n_terms, order, c_order
+):
+    """The extension's one pass over the rows (:func:`rows.plain_statistics`' terms)
+    gives ``np.bincount``'s sums to the bit: each entry 0 plus its rows' values in row
+    order, whether a group's rows follow one another, come back in several runs or are
+    shuffled; columns of any stride (those of a C-ordered matrix), more terms than one
+    pass holds, groups with no row, negative zeros and values far apart in size."""
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, n_groups, n_rows).astype(np.int64)
+    if order == "sorted":
+        codes.sort()
+    elif order == "runs":
+        codes = np.repeat(codes[: max(n_rows // 4, 1)], 4)[:n_rows]
+    n_rows = codes.size
+    values = rng.normal(size=(n_rows, n_cols)) * 10.0 ** rng.integers(-8, 9, (n_rows, n_cols))
+    values[rng.random(values.shape) < 0.1] = -0.0
+    matrix = np.ascontiguousarray(values) if c_order else np.asfortranarray(values)
+    columns = [matrix[:, j] for j in range(n_cols)]
+    pairs = [(int(rng.integers(n_cols)), int(rng.integers(-1, n_cols))) for _ in range(n_terms)]
+    table = np.full((n_terms, n_groups), np.nan)
+    ext = native.extension()
+    assert ext is not None
+    ext.term_sums(codes, columns, pairs, n_groups, table)
+    for t, (u, v) in enumerate(pairs):
+        weights = columns[u] if v < 0 else columns[u] * columns[v]
+        want = np.bincount(codes, weights=weights, minlength=n_groups)
+        assert table[t].tobytes() == want.tobytes(), (t, u, v)
+
+
+@pytest.mark.skipif(not native.loaded(), reason="the C extension is not built")
+def test_term_sums_refuse_what_they_cannot_read():
+    """Codes outside the groups, codes not int64, a column of another length or type,
+    a term that names no column: refused by name, nothing read out of bounds."""
+    ext = native.extension()
+    assert ext is not None
+    col = np.ones(4)
+    table = np.empty((1, 2))
+    with pytest.raises(ValueError, match=r"codes: a code outside \[0, 2\)"):
+        ext.term_sums(np.array([0, 1, 2, 1]), [col], [(0, -1)], 2, table)
+    with pytest.raises(ValueError, match=r"codes: a code outside"):
+        ext.term_sums(np.array([0, -1, 0, 1]), [col], [(0, -1)], 2, table)
+    with pytest.raises(TypeError, match="codes: an int64 buffer"):
+        ext.term_sums(np.zeros(4, dtype=np.int32), [col], [(0, -1)], 2, table)
+    with pytest.raises(ValueError, match=r"columns\[1\]: a 1-d float64 buffer of 4"):
+        ext.term_sums(np.zeros(4, dtype=np.int64), [col, np.ones(3)], [(0, 1)], 2, table)
+    with pytest.raises(ValueError, match=r"columns\[0\]"):
+        ext.term_sums(np.zeros(4, dtype=np.int64), [col.astype(np.float32)], [(0, -1)], 2, table)
+    with pytest.raises(ValueError, match=r"terms\[0\]: a column position out of range"):
+        ext.term_sums(np.zeros(4, dtype=np.int64), [col], [(1, -1)], 2, table)
+    with pytest.raises(ValueError, match="table: 2 numbers needed, got 4"):
+        ext.term_sums(np.zeros(4, dtype=np.int64), [col], [(0, -1)], 2, np.empty((2, 2)))
+
+
+def test_plain_statistics_in_numpy_and_c_are_the_same(monkeypatch):
+    """``DMIXED_NATIVE=numpy`` and the default give the same statistics to the bit."""
+    rng = np.random.default_rng(3)
+    codes = np.sort(rng.integers(0, 30, 400)).astype(np.int64)
+    x = np.asfortranarray(np.column_stack([np.ones(400), rng.normal(size=(400, 2))]))
+    y = rng.normal(size=400)
+    std = Standardization.choose(y, x, x[:, :2], (0, 0))
+    got = {}
+    for choice in ("numpy", "auto"):
+        monkeypatch.setenv(native.ENV_VAR, choice)
+        out = rows.plain_statistics(codes, 30, y, x, x[:, :2], std)
+        assert out is not None
+        got[choice] = out
+    for a, b in zip(got["numpy"][:3], got["auto"][:3], strict=True):
+        assert a.tobytes() == b.tobytes()
 
 
 def test_plain_statistics_decline_shifted_or_weighted_rows():

@@ -1,0 +1,45 @@
+# The signatures of the C extension dmixed/kernels/c_sums.c (its docstrings say what
+# each fills); dmixed.kernels.native loads it.
+from collections.abc import Sequence
+from typing import Any
+
+def dense2_first(
+    zz: Any,
+    zxy: Any,
+    k: int,
+    g: int,
+    c0: float,
+    c1: float,
+    c2: float,
+    c3: float,
+    c4: float,
+    inv_d: Any,
+    sums: Any,
+    /,
+) -> float: ...
+def dense2_residual(
+    zz: Any,
+    zxy: Any,
+    inv_d: Any,
+    k: int,
+    g: int,
+    b00: float,
+    b01: float,
+    b11: float,
+    w: Any,
+    out: Any,
+    va: Any,
+    /,
+) -> None: ...
+def dense2_gram(
+    zz: Any, zxy: Any, inv_d: Any, k: int, g: int, b00: float, b01: float, b11: float, gram: Any, /
+) -> None: ...
+def dense2_moment_c(rows: Any, k: int, g: int, c: Any, /) -> None: ...
+def term_sums(
+    codes: Any,
+    columns: Sequence[Any],
+    terms: Sequence[tuple[int, int]],
+    n_groups: int,
+    table: Any,
+    /,
+) -> None: ...

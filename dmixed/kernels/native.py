@@ -1,0 +1,83 @@
+"""Whether the C kernels of ``dmixed.kernels.c_sums`` run: the one place that says so.
+
+The extension (``dmixed/kernels/c_sums.c``, built by ``pip install`` where a C compiler
+is at hand, optional: dmixed installs and fits without it) computes the per-group sums of
+:mod:`~dmixed.kernels.dense2` (two random-effect coordinates) in one loop over the
+groups per call, the same sums as the numpy reference in another order (they agree to
+rounding), and the per-group term sums of
+:func:`~dmixed.kernels.rows.plain_statistics` in one pass over the rows (``np.bincount``'s
+sums, bit for bit).  It is loaded on the first call of :func:`extension` (a small shared
+library: no numpy C API, nothing else imported).
+
+:func:`forced` reads ``DMIXED_NATIVE`` as :func:`dmixed.kernels.compiled.forced` reads
+``DMIXED_KERNELS`` (which chooses between the numpy and numba kernels, and leaves this
+choice alone): ``numpy`` runs the numpy reference, ``c`` asks for the extension (an
+error where it is not built), ``auto`` (or unset) runs it where it loaded.
+"""
+
+from __future__ import annotations
+
+import functools
+from types import ModuleType
+
+from .compiled import env_choice
+
+__all__ = ["ENV_VAR", "MAX_TERMS", "extension", "forced", "loaded"]
+
+#: the environment variable that forces an implementation: ``numpy``, ``c`` or ``auto``
+#: (the default)
+ENV_VAR = "DMIXED_NATIVE"
+
+#: the most terms of :func:`~dmixed.kernels.rows.plain_statistics` the extension's
+#: one pass over the rows sums (its running sums kept on the stack; ``MAX_TERMS`` of
+#: ``c_sums.c``)
+MAX_TERMS = 64
+
+_CHOICES = ("auto", "numpy", "c")
+
+
+@functools.cache
+def _module() -> ModuleType | None:
+    """The extension module, or None where it was not built (imported once)."""
+    try:
+        from . import c_sums
+    except ImportError:
+        return None
+    return c_sums
+
+
+def loaded() -> bool:
+    """Whether the extension is built and loads in this process."""
+    return _module() is not None
+
+
+def forced() -> str:
+    """``"numpy"`` or ``"c"`` when ``DMIXED_NATIVE`` forces one, else ``"auto"``.
+
+    Raises
+    ------
+    ValueError
+        ``DMIXED_NATIVE`` is set to anything else, or to ``c`` when the extension is not
+        built.
+    """
+    choice = env_choice(ENV_VAR, _CHOICES)
+    if choice == "c" and not loaded():
+        raise ValueError(
+            f"{ENV_VAR}=c but the extension dmixed.kernels.c_sums is not built"
+            " (pip install needs a C compiler for it)"
+        )
+    return choice
+
+
+def extension() -> ModuleType | None:
+    """The extension module where its kernels run (:func:`forced` not ``numpy``, and
+    it loaded), else None: the numpy reference runs.
+
+    Raises
+    ------
+    ValueError
+        As :func:`forced`.
+    """
+    if forced() == "numpy":
+        return None
+    return _module()

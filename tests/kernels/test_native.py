@@ -1,0 +1,137 @@
+"""The switch of the C extension (:mod:`dmixed.kernels.native`), its checks of what it
+is given, and fits through it against fits through the numpy reference."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import dmixed
+from dmixed.kernels import native
+
+from .._synth import QUICK, make_data
+
+built = pytest.mark.skipif(not native.loaded(), reason="the C extension is not built")
+
+#: fits through the extension against fits through numpy: rounding of sums added in
+#: another order (the Newton steps' own tolerance is far coarser)
+RTOL = 1e-10
+
+
+@pytest.mark.parametrize("value", ["", "auto", " Auto ", "numpy", "NUMPY"])
+def test_forced_reads_the_switch(monkeypatch, value):
+    """``DMIXED_NATIVE`` unset, empty or ``auto`` is ``auto``; case and spaces aside."""
+    monkeypatch.setenv(native.ENV_VAR, value)
+    assert native.forced() == (value.strip().lower() or "auto")
+    if native.forced() == "numpy":
+        assert native.extension() is None
+
+
+def test_forced_refuses_anything_else(monkeypatch):
+    monkeypatch.setenv(native.ENV_VAR, "numba")
+    with pytest.raises(ValueError, match="DMIXED_NATIVE must be one of"):
+        native.forced()
+
+
+def test_c_asked_for_where_it_is_not_built(monkeypatch):
+    """``c`` where the extension did not build (no compiler at install): an error that
+    names the switch, while ``auto`` runs the numpy reference."""
+    monkeypatch.setattr(native, "loaded", lambda: False)
+    monkeypatch.setenv(native.ENV_VAR, "c")
+    with pytest.raises(ValueError, match="DMIXED_NATIVE=c but the extension"):
+        native.extension()
+
+
+@built
+def test_the_extension_runs_by_default(monkeypatch):
+    monkeypatch.delenv(native.ENV_VAR, raising=False)
+    assert native.extension() is not None
+
+
+@built
+@pytest.mark.parametrize(
+    "zz, message",
+    [
+        (np.zeros((2, 2, 3), dtype=np.float32), "zz: a float64 buffer is needed"),
+        (np.zeros((2, 2, 4)), "zz: 12 numbers needed, got 16"),
+        (np.zeros((2, 2, 6))[..., ::2], "contiguous"),
+    ],
+)
+def test_buffers_are_checked(zz, message):
+    """A buffer of another type, size or layout than the sizes say is refused by name."""
+    ext = native.extension()
+    assert ext is not None
+    with pytest.raises((TypeError, ValueError, BufferError), match=message):
+        ext.dense2_first(
+            zz, np.zeros((2, 4, 3)), 4, 3, 1.0, 0.0, 0.0, 0.0, 0.0, np.zeros(3), np.zeros(25)
+        )
+
+
+@built
+def test_sizes_are_checked():
+    ext = native.extension()
+    assert ext is not None
+    with pytest.raises(ValueError, match="k must be in"):
+        ext.dense2_moment_c(np.zeros(3), 0, 1, np.zeros(0))
+
+
+def _fit(df, reml: bool, monkeypatch, choice: str) -> dict:
+    """``y ~ x1 + x2`` with a random intercept and slope on x1, arrays in, with
+    ``DMIXED_NATIVE`` at ``choice``."""
+    monkeypatch.setenv(native.ENV_VAR, choice)
+    x1, x2 = np.asarray(df["x1"]), np.asarray(df["x2"])
+    with warnings.catch_warnings(record=True) as seen:
+        # the fits' warnings (boundary, convergence) are compared
+        warnings.simplefilter("always", dmixed.errors.DmixedWarning)
+        res = dmixed.MixedLM(
+            np.asarray(df["y"], dtype=np.float64),
+            np.column_stack([np.ones(len(df)), x1, x2]),
+            np.asarray(df["g"]),
+            exog_re=np.column_stack([np.ones(len(df)), x1]),
+        ).fit(reml=reml)
+    return {
+        "warnings": sorted({w.category.__name__ for w in seen}),
+        "params": res.params,
+        "bse": res.bse,
+        "cov_re": res.cov_re,
+        "llf": res.llf,
+        "scale": res.scale,
+        "converged": res.converged,
+        "n_iter": res.n_iter,
+    }
+
+
+@built
+@settings(max_examples=15, **QUICK)
+@given(
+    n_groups=st.integers(2, 400),
+    max_size=st.integers(1, 20),
+    slope_sd=st.sampled_from([0.0, 0.05, 0.5, 2.0]),
+    reml=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_fits_through_c_and_numpy_agree(monkeypatch, n_groups, max_size, slope_sd, reml, seed):
+    """The fit through the extension and through the numpy reference: the same
+    iterations and convergence, params, standard errors, ``cov_re``, ℓ and scale to
+    1e-10 (groups of one row among them, a slope variance at the boundary)."""
+    df = make_data(n_groups=n_groups, min_size=1, max_size=max_size, slope_sd=slope_sd, seed=seed)
+    try:
+        ref = _fit(df, reml, monkeypatch, "numpy")
+    except dmixed.errors.DmixedError:
+        with pytest.raises(dmixed.errors.DmixedError):
+            _fit(df, reml, monkeypatch, "c")
+        return
+    ours = _fit(df, reml, monkeypatch, "c")
+    for name in ("converged", "n_iter", "warnings"):
+        assert ours[name] == ref[name], name
+    for name in ("params", "bse", "cov_re", "llf", "scale"):
+        a = np.ravel(np.asarray(ours[name], dtype=np.float64))
+        b = np.ravel(np.asarray(ref[name], dtype=np.float64))
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+        a, b = a[~np.isnan(a)], b[~np.isnan(b)]
+        scale = max(float(np.max(np.abs(b), initial=0.0)), 1e-300)
+        assert float(np.max(np.abs(a - b), initial=0.0)) <= RTOL * scale, name
