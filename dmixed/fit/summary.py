@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import logging
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -205,7 +206,8 @@ class OptSummary:
         values: list[Any] = list(_settings_of()(self))
         for name, value in settings.items():
             values[position[name]] = value
-        return OptSummary(*values, _DEFAULT_USE_SQRT, np.array(initial, dtype=np.float64))
+        make: Callable[..., OptSummary] = OptSummary  # (fields by position)
+        return make(*values, _DEFAULT_USE_SQRT, np.array(initial, dtype=np.float64))
 
 
 @functools.cache
