@@ -124,6 +124,8 @@ class _Optimization:
         # quadratically, so the quasi-Newton method can hand over as soon as the
         # gradient is small and the point is well inside the parameter space.
         self.handover = bool(self.free.all())
+        #: every parameter free: the score's norm reads all of it, without a mask
+        self.all_free = self.handover
         #: the last :meth:`profiled_hessian` (its point and movable mask, and the value)
         self.last_curvature: tuple[bytes, np.ndarray | None] | None = None
         #: the last :meth:`newton_direction` (curvature, gradient, step)
@@ -158,9 +160,15 @@ class _Optimization:
         return self.scaled_score_norm(ev.score, mask)
 
     def scaled_score_norm(self, score: np.ndarray, mask: np.ndarray | None = None) -> float:
-        """:meth:`scaled_grad_norm` of the packed ``score``."""
-        g = score[self.free if mask is None else mask]
-        return float(np.abs(g).max() / self.n) if g.size else 0.0
+        """:meth:`scaled_grad_norm` of the packed ``score``: ``np.abs(g).max() / n``
+        (NaN where an entry is NaN), on the few entries as Python floats (the same
+        number: a float64 division either way; numpy's reduction costs more than the
+        rest of a Newton step's log entry)."""
+        if mask is None and self.all_free:
+            values = np.asarray(score).tolist()
+        else:
+            values = score[self.free if mask is None else mask].tolist()
+        return largest_magnitude(values) / self.n if values else 0.0
 
     def interior(self, packed: np.ndarray) -> bool:
         """Whether every variance is well away from zero (the hand-over may happen)."""
@@ -170,9 +178,9 @@ class _Optimization:
         s = self.summary
         psi, tau = self.obj.layout.unpack(packed, self.obj.use_sqrt)
         out = bool(
-            psi.diagonal().min(initial=1.0) > s.interior_variance
+            all_above(psi.diagonal().tolist(), s.interior_variance)
             and small_linalg.smallest_eigenvalue(psi, s.interior_eigenvalue) > s.interior_eigenvalue
-            and tau.min(initial=1.0) > s.interior_variance
+            and all_above(tau.tolist(), s.interior_variance)
         )
         self.last_interior = (key, out)
         return out
@@ -682,3 +690,17 @@ class _Optimization:
             ):
                 return trial, trial_packed, tev
         return None
+
+
+def largest_magnitude(values: list[float]) -> float:
+    """``float(np.abs(values).max())`` of a non-empty list of floats: NaN where one of
+    them is NaN (``max`` alone would skip a NaN that is not first)."""
+    magnitudes = list(map(abs, values))
+    # the magnitudes are >= 0 or NaN: their sum is NaN only where one of them is
+    return math.nan if math.isnan(sum(magnitudes)) else max(magnitudes)
+
+
+def all_above(values: list[float], bound: float) -> bool:
+    """``np.min(values, initial=1.0) > bound`` of a list of floats: False where one of
+    them is NaN, as the NaN minimum compares."""
+    return 1.0 > bound and all(v > bound for v in values)

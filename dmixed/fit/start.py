@@ -42,7 +42,8 @@ from .. import kernels
 from ..design.arrays import unboxed
 from ..errors import DataError, SpecError
 from ..kernels import MomentSums, small_linalg
-from ..stats import GlobalStats, Layout, tril_indices
+from ..stats import GlobalStats, Layout
+from ..stats.layout import symmetric_indices
 from ..stats.statistics import RANK_TOL
 from .coordinates import weight_factor
 from .lean import lean_steps
@@ -271,18 +272,7 @@ def _unpacked_plain(theta: np.ndarray, layout: Layout) -> tuple[np.ndarray, np.n
     """``layout.unpack(theta, use_sqrt=False)``, the same numbers, without its checks
     (``theta`` is of the layout's length here)."""
     # + 0.0: unpack adds each entry to a zero, which turns a −0 into +0
-    return theta[_symmetric_index(layout.k_re)] + 0.0, theta[layout.k_re2 :]
-
-
-@functools.lru_cache(maxsize=16)
-def _symmetric_index(q: int) -> np.ndarray:
-    """The position in ``vech_lt`` of each entry of a symmetric ``q × q`` matrix
-    (q, q): indexing a packed vector with it unpacks it in one operation."""
-    rows, cols = tril_indices(q)
-    index = np.empty((q, q), dtype=np.int64)
-    index[rows, cols] = index[cols, rows] = np.arange(rows.size)
-    index.flags.writeable = False
-    return index
+    return theta[symmetric_indices(layout.k_re)] + 0.0, theta[layout.k_re2 :]
 
 
 #: The share by which every estimate must exceed the floor for :func:`_above_floor`:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -179,7 +181,7 @@ class OptSummary:
 
     def settings(self) -> dict[str, float | int]:
         """The settings and tolerances, by name."""
-        return {name: getattr(self, name) for name in _setting_names()}
+        return dict(zip(_setting_names(), _settings_of()(self), strict=True))
 
     def repack(self, layout: Layout, use_sqrt: bool) -> bool:
         """Pack ``initial`` and ``packed`` as ``use_sqrt`` packs; True when that changed them."""
@@ -195,11 +197,17 @@ class OptSummary:
 
     def start(self, initial: np.ndarray, **settings: float | int) -> OptSummary:
         """A fresh record from ``initial`` with these settings, ``settings`` overriding."""
-        unknown = set(settings).difference(_setting_names())
+        position = _setting_positions()
+        unknown = settings.keys() - position.keys()
         if unknown:
             raise TypeError(f"not settings of OptSummary: {sorted(unknown)}")
-        values: dict[str, Any] = {**self.settings(), **settings}
-        return OptSummary(initial=np.array(initial, dtype=np.float64), **values)
+        # the settings are the first fields, then use_sqrt and initial: given by
+        # position (every fit makes a record; keyword arguments cost more than it)
+        values: list[Any] = list(_settings_of()(self))
+        for name, value in settings.items():
+            values[position[name]] = value
+        make: Callable[..., OptSummary] = OptSummary  # (fields by position)
+        return make(*values, _DEFAULT_USE_SQRT, np.array(initial, dtype=np.float64))
 
 
 @functools.cache
@@ -208,6 +216,31 @@ def _setting_names() -> tuple[str, ...]:
     order: found once (``dataclasses.fields`` costs more than the rest of a lookup)."""
     return tuple(f.name for f in dataclasses.fields(OptSummary) if f.metadata)
 
+
+@functools.cache
+def _setting_positions() -> dict[str, int]:
+    """Each setting's position among the fields of :class:`OptSummary`, which begin
+    with the settings and go on with ``use_sqrt`` and ``initial``
+    (:meth:`OptSummary.start` gives them in that order)."""
+    names = [f.name for f in dataclasses.fields(OptSummary)]
+    settings = _setting_names()
+    if tuple(names[: len(settings)]) != settings or names[len(settings) :][:2] != [
+        "use_sqrt",
+        "initial",
+    ]:
+        raise RuntimeError("internal error: OptSummary's fields are not in start()'s order")
+    return {name: i for i, name in enumerate(settings)}
+
+
+@functools.cache
+def _settings_of() -> Any:
+    """The getter of every setting of a record, as a tuple in :func:`_setting_names`
+    order."""
+    return operator.attrgetter(*_setting_names())
+
+
+#: ``use_sqrt``'s default: the packing of a record :meth:`OptSummary.start` makes
+_DEFAULT_USE_SQRT = OptSummary.__dataclass_fields__["use_sqrt"].default
 
 #: The settings every fit starts from (``DEFAULTS.start(initial, maxiter=..., gtol=...)``);
 #: set a field (``DEFAULTS.handover_gtol = 0.0``) to change it for every later fit.  Its

@@ -10,7 +10,7 @@ import pytest
 
 import dmixed
 from dmixed import BoundaryWarning, FitConvergenceWarning, MixedLM
-from dmixed.fit.optimize import maximize
+from dmixed.fit.optimize import all_above, largest_magnitude, maximize
 from dmixed.fit.options import METHODS
 from dmixed.fit.profiled import ProfiledObjective
 from dmixed.fit.start import choose_start
@@ -438,3 +438,24 @@ def test_prefetch_evaluates_the_two_starts_in_one_round_trip(monkeypatch):
     assert res.llf == ref.llf and res.n_evals == ref.n_evals
     np.testing.assert_array_equal(res.params, ref.params)
     np.testing.assert_array_equal(res.bse, ref.bse)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [[0.5], [-3.0, 2.0, -0.0], [1.0, np.nan, -2.0], [np.nan, 1.0], [np.inf, -np.inf], [-0.0]],
+)
+def test_largest_magnitude_is_numpys_including_nan(values):
+    """The score's norm on Python floats: numpy's ``np.abs(g).max()``, a NaN anywhere
+    giving NaN (``max`` alone would skip one that is not first)."""
+    expected = float(np.abs(np.array(values)).max())
+    got = largest_magnitude(values)
+    assert np.array(got).tobytes() == np.array(expected).tobytes()
+
+
+@pytest.mark.parametrize(
+    "values", [[], [0.5, 2.0], [1e-3], [2e-3, 5.0], [np.nan], [3.0, np.nan], [-1.0]]
+)
+@pytest.mark.parametrize("bound", [1e-3, 0.9, 1.0, 2.0])
+def test_all_above_is_numpys_minimum_with_initial_one(values, bound):
+    expected = bool(np.array(values, dtype=np.float64).min(initial=1.0) > bound)
+    assert all_above(values, bound) is expected

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+import pytest
+
 from dmixed.fit.summary import DEFAULTS, OptSummary
 
 
@@ -16,3 +19,29 @@ def test_settings_are_the_fields_with_metadata_in_field_order():
     assert list(record.settings()) == list(expected)
     assert record.settings() == expected
     assert record.settings()["maxiter"] == 7
+
+
+def test_start_is_the_constructor_with_the_settings_by_name():
+    """``start`` gives the settings by position: the record the constructor makes from
+    them by name, field for field and in field order, with its own new lists and
+    arrays; an unknown setting is refused."""
+    template = OptSummary(maxiter=9, handover_gtol=0.0)
+    initial = [0.5, -0.25, 1.0]
+    record = template.start(initial, gtol=1e-6, lbfgs_maxcor=3)
+    expected = OptSummary(
+        initial=np.array(initial, dtype=np.float64),
+        **{**template.settings(), "gtol": 1e-6, "lbfgs_maxcor": 3},
+    )
+    assert list(vars(record)) == list(vars(expected))
+    for name, value in vars(expected).items():
+        got = getattr(record, name)
+        if isinstance(value, np.ndarray):
+            assert got.dtype == value.dtype and got.tobytes() == value.tobytes()
+        elif isinstance(value, float) and np.isnan(value):
+            assert np.isnan(got)
+        else:
+            assert got == value and type(got) is type(value), name
+    assert record.history is not DEFAULTS.history and record.methods is not DEFAULTS.methods
+    assert record.initial is not initial
+    with pytest.raises(TypeError, match="not settings of OptSummary: \\['tol'\\]"):
+        DEFAULTS.start(initial, tol=1.0)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dmixed.stats import Layout
-from dmixed.stats.layout import BASIS_KEPT_MAX_R
+from dmixed.stats import Layout, tril_indices
+from dmixed.stats.layout import BASIS_KEPT_MAX_R, symmetric_indices, tril_flat_indices
 
 _LAYOUTS = [Layout(1, ()), Layout(2, ()), Layout(3, (2, 1)), Layout(0, (1,))]
 
@@ -81,3 +81,44 @@ def test_kept_basis_cannot_be_made_writeable(layout):
         basis[0, 0, 0] = 7.0
     np.testing.assert_array_equal(Layout(layout.k_re, tuple(layout.vc_widths)).basis()[0], basis[0])
     assert basis[0, 0, 0] == 1.0
+
+
+@pytest.mark.parametrize("q", [1, 2, 3, 4])
+@pytest.mark.parametrize("use_sqrt", [True, False])
+def test_unpack_gives_the_bits_of_the_triangle_placed_by_rows_and_columns(q, use_sqrt):
+    """unpack places the triangle through its flat positions (and, plain, gathers the
+    symmetric matrix): the numbers of the assignment by (rows, cols) and of
+    ``mat + tril(mat, -1).T``, signed zeros and NaN included."""
+    layout = Layout(q, (2,))
+    rng = np.random.default_rng(q)
+    packed = rng.normal(size=layout.n_params)
+    packed[0] = -0.0
+    if packed.size > 2:
+        packed[2] = np.nan
+    rows, cols = tril_indices(q)
+    mat = np.zeros((q, q))
+    mat[rows, cols] = packed[: layout.k_re2]
+    if use_sqrt:
+        psi_ref, tau_ref = mat @ mat.T, packed[layout.k_re2 :] ** 2
+    else:
+        psi_ref, tau_ref = mat + np.tril(mat, -1).T, packed[layout.k_re2 :].copy()
+    psi, tau = layout.unpack(packed, use_sqrt)
+    assert psi.tobytes() == psi_ref.tobytes()
+    assert tau.tobytes() == tau_ref.tobytes()
+    assert psi.flags.writeable and tau.flags.writeable  # the caller's own arrays
+    if not use_sqrt:
+        assert not np.signbit(psi[0, 0])  # −0 + 0.0, as the sum made it
+
+
+@pytest.mark.parametrize("q", [0, 1, 2, 5])
+def test_triangle_index_tables_match_tril_indices_and_are_read_only(q):
+    rows, cols = tril_indices(q)
+    flat = tril_flat_indices(q)
+    assert flat.tolist() == (q * rows + cols).tolist()
+    sym = symmetric_indices(q)
+    assert sym.shape == (q, q)
+    for k, (i, j) in enumerate(zip(rows.tolist(), cols.tolist(), strict=True)):
+        assert sym[i, j] == sym[j, i] == k
+    for table in (flat, sym):
+        with pytest.raises(ValueError):
+            table[...] = 0
