@@ -58,12 +58,20 @@ release(Py_buffer *views, int n)
     }
 }
 
+/* k in [1, 64] and g >= 0, and the bytes of the largest buffer of g groups (the
+   2 k + 3 rows of dense2_residual) within Py_ssize_t: take()'s n * 8 of a size that
+   wrapped would let an empty buffer pass for one of 2^62 groups. */
 static int
 check_sizes(Py_ssize_t k, Py_ssize_t g)
 {
     if (k < 1 || g < 0 || k > 64) {
         PyErr_Format(PyExc_ValueError, "k must be in [1, 64] and g >= 0, got k=%zd, g=%zd",
                      k, g);
+        return -1;
+    }
+    if (g > PY_SSIZE_T_MAX / (8 * (2 * k + 3))) {
+        PyErr_Format(PyExc_ValueError, "g: %zd groups of k=%zd is more than a buffer can hold",
+                     g, k);
         return -1;
     }
     return 0;
@@ -585,6 +593,12 @@ term_sums(PyObject *self, PyObject *args)
     table_view.obj = NULL;
     if (n_terms > MAX_TERMS || n_groups < 0) {
         PyErr_Format(PyExc_ValueError, "terms: at most %d, and n_groups >= 0", MAX_TERMS);
+        goto done;
+    }
+    /* the table's bytes within Py_ssize_t (a size that wrapped would pass take()) */
+    if (n_groups > PY_SSIZE_T_MAX / (8 * MAX_TERMS)) {
+        PyErr_Format(PyExc_ValueError, "n_groups: %zd is more than a buffer can hold",
+                     n_groups);
         goto done;
     }
     for (Py_ssize_t t = 0; t < n_terms; t++) {

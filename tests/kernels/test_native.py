@@ -79,6 +79,19 @@ def test_sizes_are_checked():
         ext.dense2_moment_c(np.zeros(3), 0, 1, np.zeros(0))
 
 
+@built
+def test_sizes_whose_bytes_wrap_are_refused():
+    """Sizes whose bytes pass Py_ssize_t (``4 g * 8`` wraps to 0 at ``g = 2**62``) are
+    refused before any buffer is read: empty buffers must not pass for 2**62 groups."""
+    ext = native.extension()
+    assert ext is not None
+    empty = np.empty(0)
+    with pytest.raises(ValueError, match="g: 4611686018427387904 groups"):
+        ext.dense2_first(empty, empty, 1, 2**62, 1.0, 0.0, 0.0, 0.0, 0.0, empty, np.zeros(9))
+    with pytest.raises(ValueError, match="n_groups: 288230376151711744"):
+        ext.term_sums(np.zeros(3, np.int64), [np.ones(3)], [(0, -1)] * 64, 2**58, empty)
+
+
 def _fit(df, reml: bool, monkeypatch, choice: str) -> dict:
     """``y ~ x1 + x2`` with a random intercept and slope on x1, arrays in, with
     ``DMIXED_NATIVE`` at ``choice``."""
