@@ -526,17 +526,26 @@ pass_terms(const int64_t *codes, Py_ssize_t n, Py_ssize_t n_groups, const char *
         row[j] = table + at[j] * n_groups;
         acc[j] = 0.0;
     }
+    /* the first row's group taken before the loop: a running code of -1 would let
+       leading rows of code -1 pass unchecked (and unsummed) */
     int64_t cur = -1;
+    if (n > 0) {
+        cur = codes[0];
+        if (cur < 0 || cur >= n_groups) {
+            return 1;
+        }
+        for (int j = 0; j < PASS; j++) {
+            acc[j] = row[j][cur];
+        }
+    }
     for (Py_ssize_t i = 0; i < n; i++) {
         int64_t g = codes[i];
         if (g != cur) {
             if (g < 0 || g >= n_groups) {
                 return 1;
             }
-            if (cur >= 0) {
-                for (int j = 0; j < PASS; j++) {
-                    row[j][cur] = acc[j];
-                }
+            for (int j = 0; j < PASS; j++) {
+                row[j][cur] = acc[j];
             }
             for (int j = 0; j < PASS; j++) {
                 acc[j] = row[j][g];

@@ -92,6 +92,19 @@ def test_sizes_whose_bytes_wrap_are_refused():
         ext.term_sums(np.zeros(3, np.int64), [np.ones(3)], [(0, -1)] * 64, 2**58, empty)
 
 
+@built
+@pytest.mark.parametrize(
+    "codes", [[-1, -1, 0, 1], [0, -1, 1, 1], [0, 1, 2, 1], [2, 0, 0, 1], [-(2**63), 0, 0, 1]]
+)
+def test_codes_out_of_range_are_refused(codes):
+    """Every code outside ``[0, n_groups)`` is refused, as ``np.bincount`` refuses a
+    negative one: leading rows of code -1 were once summed nowhere, without an error."""
+    ext = native.extension()
+    assert ext is not None
+    with pytest.raises(ValueError, match=r"codes: a code outside \[0, 2\)"):
+        ext.term_sums(np.array(codes, dtype=np.int64), [np.ones(4)], [(0, -1)], 2, np.empty((1, 2)))
+
+
 def _fit(df, reml: bool, monkeypatch, choice: str) -> dict:
     """``y ~ x1 + x2`` with a random intercept and slope on x1, arrays in, with
     ``DMIXED_NATIVE`` at ``choice``."""
