@@ -611,7 +611,11 @@ term_sums(PyObject *self, PyObject *args)
         goto done;
     }
     for (Py_ssize_t t = 0; t < n_terms; t++) {
-        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(terms, t), "ii", &u[t], &v[t])) {
+        /* "(ii)": any sequence of two (a list too: "ii" of PyArg_ParseTuple raised
+           SystemError on anything but a tuple) */
+        if (!PyArg_Parse(PySequence_Fast_GET_ITEM(terms, t),
+                         "(ii);terms: pairs (u, v) of column positions are needed", &u[t],
+                         &v[t])) {
             goto done;
         }
         if (u[t] < 0 || u[t] >= n_cols || v[t] < -1 || v[t] >= n_cols) {

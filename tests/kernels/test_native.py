@@ -105,6 +105,21 @@ def test_codes_out_of_range_are_refused(codes):
         ext.term_sums(np.array(codes, dtype=np.int64), [np.ones(4)], [(0, -1)], 2, np.empty((1, 2)))
 
 
+@built
+def test_terms_are_any_pairs():
+    """``terms`` as lists or arrays of two (once a ``SystemError``: only tuples were
+    read); anything but pairs is refused by name."""
+    ext = native.extension()
+    assert ext is not None
+    codes, cols = np.array([0, 1, 1], dtype=np.int64), [np.array([1.0, 2.0, 3.0])]
+    for pair in ([0, -1], np.array([0, -1]), (0, -1)):
+        table = np.empty((1, 2))
+        ext.term_sums(codes, cols, [pair], 2, table)
+        np.testing.assert_array_equal(table, [[1.0, 5.0]])
+    with pytest.raises(TypeError, match=r"terms: pairs \(u, v\)"):
+        ext.term_sums(codes, cols, [(0,)], 2, np.empty((1, 2)))
+
+
 def _fit(df, reml: bool, monkeypatch, choice: str) -> dict:
     """``y ~ x1 + x2`` with a random intercept and slope on x1, arrays in, with
     ``DMIXED_NATIVE`` at ``choice``."""
