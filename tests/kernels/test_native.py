@@ -176,3 +176,23 @@ def test_fits_through_c_and_numpy_agree(monkeypatch, n_groups, max_size, slope_s
         a, b = a[~np.isnan(a)], b[~np.isnan(b)]
         scale = max(float(np.max(np.abs(b), initial=0.0)), 1e-300)
         assert float(np.max(np.abs(a - b), initial=0.0)) <= RTOL * scale, name
+
+
+@built
+def test_a_fit_of_more_columns_than_the_extension_takes(monkeypatch):
+    """Two random coefficients and 64 fixed-effects columns (``k = 65``, past
+    :data:`~dmixed.kernels.native.MAX_K`): the fit runs (numpy's sums there) and is
+    the numpy reference's fit (it once failed in the extension's check of ``k``)."""
+    rng = np.random.default_rng(3)
+    n_groups, size, p = 40, 20, native.MAX_K
+    g = np.repeat(np.arange(n_groups), size)
+    x = np.column_stack([np.ones(g.size), rng.normal(size=(g.size, p - 1))])
+    z = np.column_stack([np.ones(g.size), rng.normal(size=g.size)])
+    b = rng.normal(size=(n_groups, 2))
+    y = 0.1 * x @ rng.normal(size=p) + (b[g] * z).sum(axis=1) + rng.normal(size=g.size)
+    fits = {}
+    for choice in ("numpy", "auto"):
+        monkeypatch.setenv(native.ENV_VAR, choice)
+        fits[choice] = dmixed.MixedLM(y, x, g, exog_re=z).fit()
+    assert fits["auto"].converged and fits["auto"].n_iter == fits["numpy"].n_iter
+    np.testing.assert_array_equal(fits["auto"].params, fits["numpy"].params)
