@@ -58,12 +58,20 @@ release(Py_buffer *views, int n)
     }
 }
 
+/* k in [1, 64] and g >= 0, and the bytes of the largest buffer of g groups (the
+   2 k + 3 rows of dense2_residual) within Py_ssize_t: take()'s n * 8 of a size that
+   wrapped would let an empty buffer pass for one of 2^62 groups. */
 static int
 check_sizes(Py_ssize_t k, Py_ssize_t g)
 {
     if (k < 1 || g < 0 || k > 64) {
         PyErr_Format(PyExc_ValueError, "k must be in [1, 64] and g >= 0, got k=%zd, g=%zd",
                      k, g);
+        return -1;
+    }
+    if (g > PY_SSIZE_T_MAX / (8 * (2 * k + 3))) {
+        PyErr_Format(PyExc_ValueError, "g: %zd groups of k=%zd is more than a buffer can hold",
+                     g, k);
         return -1;
     }
     return 0;
@@ -518,17 +526,26 @@ pass_terms(const int64_t *codes, Py_ssize_t n, Py_ssize_t n_groups, const char *
         row[j] = table + at[j] * n_groups;
         acc[j] = 0.0;
     }
+    /* the first row's group taken before the loop: a running code of -1 would let
+       leading rows of code -1 pass unchecked (and unsummed) */
     int64_t cur = -1;
+    if (n > 0) {
+        cur = codes[0];
+        if (cur < 0 || cur >= n_groups) {
+            return 1;
+        }
+        for (int j = 0; j < PASS; j++) {
+            acc[j] = row[j][cur];
+        }
+    }
     for (Py_ssize_t i = 0; i < n; i++) {
         int64_t g = codes[i];
         if (g != cur) {
             if (g < 0 || g >= n_groups) {
                 return 1;
             }
-            if (cur >= 0) {
-                for (int j = 0; j < PASS; j++) {
-                    row[j][cur] = acc[j];
-                }
+            for (int j = 0; j < PASS; j++) {
+                row[j][cur] = acc[j];
             }
             for (int j = 0; j < PASS; j++) {
                 acc[j] = row[j][g];
@@ -587,8 +604,18 @@ term_sums(PyObject *self, PyObject *args)
         PyErr_Format(PyExc_ValueError, "terms: at most %d, and n_groups >= 0", MAX_TERMS);
         goto done;
     }
+    /* the table's bytes within Py_ssize_t (a size that wrapped would pass take()) */
+    if (n_groups > PY_SSIZE_T_MAX / (8 * MAX_TERMS)) {
+        PyErr_Format(PyExc_ValueError, "n_groups: %zd is more than a buffer can hold",
+                     n_groups);
+        goto done;
+    }
     for (Py_ssize_t t = 0; t < n_terms; t++) {
-        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(terms, t), "ii", &u[t], &v[t])) {
+        /* "(ii)": any sequence of two (a list too: "ii" of PyArg_ParseTuple raised
+           SystemError on anything but a tuple) */
+        if (!PyArg_Parse(PySequence_Fast_GET_ITEM(terms, t),
+                         "(ii);terms: pairs (u, v) of column positions are needed", &u[t],
+                         &v[t])) {
             goto done;
         }
         if (u[t] < 0 || u[t] >= n_cols || v[t] < -1 || v[t] >= n_cols) {

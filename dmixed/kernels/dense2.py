@@ -187,7 +187,8 @@ class Dense2Statistics:
         Entry-major ``Z̃_i'[X_i, y_i]``.
 
     The sums run in C where :func:`~dmixed.kernels.native.extension` gives the extension
-    (chosen once here, for every chunk), else in numpy.
+    and ``k`` is at most :data:`~dmixed.kernels.native.MAX_K` (chosen once here, for
+    every chunk), else in numpy.
 
     Raises
     ------
@@ -196,7 +197,8 @@ class Dense2Statistics:
     """
 
     def __init__(self, zz: np.ndarray, zxy: np.ndarray) -> None:
-        self._ext = native.extension()
+        ext = native.extension()
+        self._ext = ext if zxy.shape[1] <= native.MAX_K else None
         self._chunks = [_Dense2Chunk(zz, zxy, self._ext)]
         self.k = zxy.shape[1]
         self.n_groups = zxy.shape[2]

@@ -22,11 +22,16 @@ from types import ModuleType
 
 from .compiled import env_choice
 
-__all__ = ["ENV_VAR", "MAX_TERMS", "extension", "forced", "loaded"]
+__all__ = ["ENV_VAR", "MAX_K", "MAX_TERMS", "extension", "forced", "loaded"]
 
 #: the environment variable that forces an implementation: ``numpy``, ``c`` or ``auto``
 #: (the default)
 ENV_VAR = "DMIXED_NATIVE"
+
+#: the largest ``k = p + 1`` (fixed-effects columns and y) the extension's r = 2 sums
+#: take (``check_sizes`` of ``c_sums.c``); :class:`~dmixed.kernels.dense2.Dense2Statistics`
+#: of a larger ``k`` runs numpy
+MAX_K = 64
 
 #: the most terms of :func:`~dmixed.kernels.rows.plain_statistics` the extension's
 #: one pass over the rows sums (its running sums kept on the stack; ``MAX_TERMS`` of

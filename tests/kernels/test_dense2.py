@@ -242,3 +242,21 @@ def test_c_logdet_over_the_range_of_d(monkeypatch, scale):
     theirs = _statistics(monkeypatch, "numpy", chunks).step(lam).logdet
     ours = _statistics(monkeypatch, "c", chunks).step(lam).logdet
     _close(ours, theirs, "logdet", floor=3000.0, rtol=1e-14)
+
+
+@pytest.mark.skipif(not native.loaded(), reason="the C extension is not built")
+def test_more_columns_than_the_extension_takes(monkeypatch):
+    """``k`` past :data:`~dmixed.kernels.native.MAX_K` (64 fixed-effects columns
+    and y) runs numpy, even where ``DMIXED_NATIVE=c`` (the extension refuses such a
+    ``k``: a fit of 64 columns and two random coefficients once failed there), and
+    ``k = MAX_K`` still runs C; both the numpy reference's sums."""
+    rng = np.random.default_rng(5)
+    for k in (native.MAX_K, native.MAX_K + 1):
+        zz = rng.normal(size=(20, 6, 2))
+        zz = np.einsum("gna,gnb->abg", zz, zz)
+        zxy = rng.normal(size=(2, k, 20))
+        ref = _statistics(monkeypatch, "numpy", [(zz, zxy)])
+        ours = _statistics(monkeypatch, "c", [(zz, zxy)])
+        assert ours.uses_extension == (k <= native.MAX_K)
+        lam = FACTORS["plain"]
+        _close(ours.step(lam).m, ref.step(lam).m, "m")

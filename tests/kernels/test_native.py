@@ -79,6 +79,47 @@ def test_sizes_are_checked():
         ext.dense2_moment_c(np.zeros(3), 0, 1, np.zeros(0))
 
 
+@built
+def test_sizes_whose_bytes_wrap_are_refused():
+    """Sizes whose bytes pass Py_ssize_t (``4 g * 8`` wraps to 0 at ``g = 2**62``) are
+    refused before any buffer is read: empty buffers must not pass for 2**62 groups."""
+    ext = native.extension()
+    assert ext is not None
+    empty = np.empty(0)
+    with pytest.raises(ValueError, match="g: 4611686018427387904 groups"):
+        ext.dense2_first(empty, empty, 1, 2**62, 1.0, 0.0, 0.0, 0.0, 0.0, empty, np.zeros(9))
+    with pytest.raises(ValueError, match="n_groups: 288230376151711744"):
+        ext.term_sums(np.zeros(3, np.int64), [np.ones(3)], [(0, -1)] * 64, 2**58, empty)
+
+
+@built
+@pytest.mark.parametrize(
+    "codes", [[-1, -1, 0, 1], [0, -1, 1, 1], [0, 1, 2, 1], [2, 0, 0, 1], [-(2**63), 0, 0, 1]]
+)
+def test_codes_out_of_range_are_refused(codes):
+    """Every code outside ``[0, n_groups)`` is refused, as ``np.bincount`` refuses a
+    negative one: leading rows of code -1 were once summed nowhere, without an error."""
+    ext = native.extension()
+    assert ext is not None
+    with pytest.raises(ValueError, match=r"codes: a code outside \[0, 2\)"):
+        ext.term_sums(np.array(codes, dtype=np.int64), [np.ones(4)], [(0, -1)], 2, np.empty((1, 2)))
+
+
+@built
+def test_terms_are_any_pairs():
+    """``terms`` as lists or arrays of two (once a ``SystemError``: only tuples were
+    read); anything but pairs is refused by name."""
+    ext = native.extension()
+    assert ext is not None
+    codes, cols = np.array([0, 1, 1], dtype=np.int64), [np.array([1.0, 2.0, 3.0])]
+    for pair in ([0, -1], np.array([0, -1]), (0, -1)):
+        table = np.empty((1, 2))
+        ext.term_sums(codes, cols, [pair], 2, table)
+        np.testing.assert_array_equal(table, [[1.0, 5.0]])
+    with pytest.raises(TypeError, match=r"terms: pairs \(u, v\)"):
+        ext.term_sums(codes, cols, [(0,)], 2, np.empty((1, 2)))
+
+
 def _fit(df, reml: bool, monkeypatch, choice: str) -> dict:
     """``y ~ x1 + x2`` with a random intercept and slope on x1, arrays in, with
     ``DMIXED_NATIVE`` at ``choice``."""
@@ -135,3 +176,23 @@ def test_fits_through_c_and_numpy_agree(monkeypatch, n_groups, max_size, slope_s
         a, b = a[~np.isnan(a)], b[~np.isnan(b)]
         scale = max(float(np.max(np.abs(b), initial=0.0)), 1e-300)
         assert float(np.max(np.abs(a - b), initial=0.0)) <= RTOL * scale, name
+
+
+@built
+def test_a_fit_of_more_columns_than_the_extension_takes(monkeypatch):
+    """Two random coefficients and 64 fixed-effects columns (``k = 65``, past
+    :data:`~dmixed.kernels.native.MAX_K`): the fit runs (numpy's sums there) and is
+    the numpy reference's fit (it once failed in the extension's check of ``k``)."""
+    rng = np.random.default_rng(3)
+    n_groups, size, p = 40, 20, native.MAX_K
+    g = np.repeat(np.arange(n_groups), size)
+    x = np.column_stack([np.ones(g.size), rng.normal(size=(g.size, p - 1))])
+    z = np.column_stack([np.ones(g.size), rng.normal(size=g.size)])
+    b = rng.normal(size=(n_groups, 2))
+    y = 0.1 * x @ rng.normal(size=p) + (b[g] * z).sum(axis=1) + rng.normal(size=g.size)
+    fits = {}
+    for choice in ("numpy", "auto"):
+        monkeypatch.setenv(native.ENV_VAR, choice)
+        fits[choice] = dmixed.MixedLM(y, x, g, exog_re=z).fit()
+    assert fits["auto"].converged and fits["auto"].n_iter == fits["numpy"].n_iter
+    np.testing.assert_array_equal(fits["auto"].params, fits["numpy"].params)
