@@ -742,8 +742,18 @@ static struct PyModuleDef module = {
     NULL,
 };
 
+/* the entry points' arguments as this file defines them: dmixed.kernels.native.VERSION
+   must say the same, or the module is not used (an editable install keeps the library it
+   built from an older file until it is rebuilt) */
+#define C_SUMS_VERSION 1
+
 PyMODINIT_FUNC
 PyInit_c_sums(void)
 {
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && PyModule_AddIntConstant(m, "VERSION", C_SUMS_VERSION) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -3,6 +3,9 @@
 from collections.abc import Sequence
 from typing import Any
 
+# the version of the entry points' arguments (C_SUMS_VERSION; native.VERSION)
+VERSION: int
+
 def dense2_first(
     zz: Any,
     zxy: Any,

@@ -22,7 +22,7 @@ from types import ModuleType
 
 from .compiled import env_choice
 
-__all__ = ["ENV_VAR", "MAX_K", "MAX_TERMS", "extension", "forced", "loaded"]
+__all__ = ["ENV_VAR", "MAX_K", "MAX_TERMS", "VERSION", "extension", "forced", "loaded"]
 
 #: the environment variable that forces an implementation: ``numpy``, ``c`` or ``auto``
 #: (the default)
@@ -38,12 +38,18 @@ MAX_K = 64
 #: ``c_sums.c``)
 MAX_TERMS = 64
 
+#: the version of the entry points' arguments this module calls (``C_SUMS_VERSION`` of
+#: ``c_sums.c``): a library built from another version of the file (an editable install
+#: that was not rebuilt after a change) is not used
+VERSION = 1
+
 _CHOICES = ("auto", "numpy", "c")
 
 
 @functools.cache
-def _module() -> ModuleType | None:
-    """The extension module, or None where it was not built (imported once)."""
+def _built() -> ModuleType | None:
+    """The extension module as built, whatever its version, or None where it was not
+    built (imported once)."""
     try:
         from . import c_sums
     except ImportError:
@@ -51,8 +57,17 @@ def _module() -> ModuleType | None:
     return c_sums
 
 
+def _module() -> ModuleType | None:
+    """The extension module where it was built from this version of ``c_sums.c``."""
+    built = _built()
+    if built is None or getattr(built, "VERSION", None) != VERSION:
+        return None
+    return built
+
+
 def loaded() -> bool:
-    """Whether the extension is built and loads in this process."""
+    """Whether the extension is built, from the version of ``c_sums.c`` this module
+    calls (:data:`VERSION`), and loads in this process."""
     return _module() is not None
 
 
@@ -67,9 +82,16 @@ def forced() -> str:
     """
     choice = env_choice(ENV_VAR, _CHOICES)
     if choice == "c" and not loaded():
+        version = getattr(_built(), "VERSION", None)
+        if _built() is None or version == VERSION:
+            raise ValueError(
+                f"{ENV_VAR}=c but the extension dmixed.kernels.c_sums is not built"
+                " (pip install needs a C compiler for it)"
+            )
         raise ValueError(
-            f"{ENV_VAR}=c but the extension dmixed.kernels.c_sums is not built"
-            " (pip install needs a C compiler for it)"
+            f"{ENV_VAR}=c but the extension dmixed.kernels.c_sums was built from another"
+            f" version of c_sums.c (version {version}, this"
+            f" dmixed calls version {VERSION}): rebuild it with pip install -e ."
         )
     return choice
 

@@ -47,6 +47,27 @@ def test_c_asked_for_where_it_is_not_built(monkeypatch):
 
 
 @built
+def test_the_built_extension_is_the_version_called():
+    from dmixed.kernels import c_sums
+
+    assert c_sums.VERSION == native.VERSION
+
+
+@built
+def test_an_extension_built_from_another_version_is_not_used(monkeypatch):
+    """An editable install keeps the library it built until it is rebuilt: one built
+    from another ``c_sums.c`` is not called (its arguments may differ); ``auto`` runs
+    numpy, ``c`` says to rebuild."""
+    monkeypatch.setattr(native, "VERSION", native.VERSION + 1)
+    monkeypatch.delenv(native.ENV_VAR, raising=False)
+    assert not native.loaded()
+    assert native.extension() is None
+    monkeypatch.setenv(native.ENV_VAR, "c")
+    with pytest.raises(ValueError, match="built from another version.*pip install -e"):
+        native.extension()
+
+
+@built
 def test_the_extension_runs_by_default(monkeypatch):
     monkeypatch.delenv(native.ENV_VAR, raising=False)
     assert native.extension() is not None
