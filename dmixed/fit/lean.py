@@ -802,7 +802,8 @@ def block_step(
     delta = modified_newton_step(h_v, g_v)
     if delta is None:
         return None
-    longest = max(abs(delta[0]), abs(delta[2]))
+    v0, _, v2 = delta.tolist()
+    longest = max(abs(v0), abs(v2))
     if longest > MAX_LOG_STEP:
         delta = delta * (MAX_LOG_STEP / longest)
     rise = 0.5 * float(g_v @ delta)
