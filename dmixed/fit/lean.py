@@ -446,8 +446,11 @@ class LeanSteps:
         statistics' resolution is 0 then)."""
         # |w|'(|[X y]'[X y]| + |m|)|w| is at most (Σ|w|)² (max|[X y]'[X y]| + max|m|):
         # where that bound (a little over, for its own rounding) passes, so does the sum
+        # max|m| in floats (a NaN in m leaves the point resolved either way: a NaN
+        # bound passes below, a finite one reaches the sum, which is NaN then)
         w_sum = 1.0 + sum(map(abs, prof.beta.tolist()))
-        bound = w_sum * w_sum * (self._max_xyxy + float(np.abs(m).max())) * (1.0 + 1e-9)
+        bound = w_sum * w_sum * (self._max_xyxy + max(map(abs, m.ravel().tolist())))
+        bound *= 1.0 + 1e-9
         if not _EPS * bound / prof.q > RESOLUTION_LIMIT:
             return False
         abs_w = np.abs(prof.w)
@@ -542,7 +545,7 @@ class LeanSteps:
             tr_ql -= (a_jk.reshape(m * m, p * p) @ a_inv.ravel()).reshape(m, m)
             h_jk += 0.5 * tr_ql
         h_jk[...] = 0.5 * (h_jk + h_jk.T)
-        if not np.isfinite(hess).all():
+        if not all(map(math.isfinite, hess.ravel().tolist())):
             return None, None
         g_e_u = half_q[p:, :p]
         prof_h = h_jk - c1 * (g_e_u @ a_inv @ g_e_u.T) if p else h_jk.copy()
@@ -799,7 +802,8 @@ def block_step(
     delta = modified_newton_step(h_v, g_v)
     if delta is None:
         return None
-    longest = max(abs(delta[0]), abs(delta[2]))
+    v0, _, v2 = delta.tolist()
+    longest = max(abs(v0), abs(v2))
     if longest > MAX_LOG_STEP:
         delta = delta * (MAX_LOG_STEP / longest)
     rise = 0.5 * float(g_v @ delta)
