@@ -29,14 +29,15 @@ from __future__ import annotations
 import math
 import operator
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 
 from ..engines.local import LocalEngine
-from ..kernels import StatsBlock, StepSums, compiled, small_linalg
+from ..kernels import StatsBlock, StepSums, compiled, native, small_linalg
 from ..kernels.dense1 import Dense1Statistics, Dense1Step
 from ..kernels.dense2 import Dense2Statistics, Dense2Step, fixed_numbers
-from ..kernels.hessian_moments import full_sums
+from ..kernels.hessian_moments import full_gather, full_sums
 from ..stats.standardize import psi_map_matrix
 from .coordinates import lam_in_statistics
 from .newton_coords import MAX_LOG_STEP, SHIFT_SHARE, NewtonStep, newton_step
@@ -59,7 +60,14 @@ from .objective import (
 )
 from .profiled import Evaluation
 
-__all__ = ["LEAN_ROWS_BYTES", "LeanPoint", "LeanResult", "LeanSteps", "lean_steps"]
+__all__ = [
+    "LEAN_ROWS_BYTES",
+    "LeanPoint",
+    "LeanResult",
+    "LeanSteps",
+    "hessian_of_moments",
+    "lean_steps",
+]
 
 _EPS = float(np.finfo(float).eps)
 
@@ -183,6 +191,11 @@ class LeanSteps:
         self._score_weights = np.zeros(1 + (k - 1) ** 2)
         #: the last point :meth:`evaluate` defined (the steps start where it was kept)
         self._last: LeanPoint | None = None
+        #: the extension where it makes the statistics' sums (:mod:`~dmixed.kernels.native`):
+        #: :meth:`profiled_hessian_2`'s arithmetic runs there too
+        self._ext = None
+        if isinstance(data, Dense2Statistics) and data.uses_extension:
+            self._ext = native.extension()
 
     @classmethod
     def of(cls, obj) -> LeanSteps | None:
@@ -518,42 +531,19 @@ class LeanSteps:
         gathered into the Hessian's blocks (:func:`~dmixed.kernels.hessian_moments.full_sums`),
         the formulas of :func:`~dmixed.fit.objective.hessian` at ``Q(β̂)`` as
         :func:`~dmixed.fit.objective.quadratic_form` takes it (no pivot for ``r = 2``),
-        and the β block eliminated in closed form."""
-        reml = self.obj.reml
-        k = self.data.k
-        p = k - 1
-        beta, a, a_inv = prof.beta, prof.a, prof.a_inv
-        half_q, u_e_u, tr_ss, a_j, a_jk = full_sums(*step.moments(prof.w), a, self.basis, k)
-        m = u_e_u.size
-        # quadratic_form at β̂ about β₀ = 0: Q(0) − 2β̂'b + β̂'Aβ̂ (in floats)
-        beta_l, b_l = beta.tolist(), prof.b.tolist()
-        a_beta = [sum(map(operator.mul, row, beta_l)) for row in a.tolist()]
-        qf = (self._xyxy_pp - step.m[p, p].item()) - 2.0 * sum(map(operator.mul, beta_l, b_l))
-        qf += sum(map(operator.mul, beta_l, a_beta))
-        fac = prof.fac
-        # hessian_blocks' formulas with Q_β = −2(b − Aβ̂) = 0 (β̂ maximizes ℓ in β; the
-        # general path's Q_β is its rounding): the β block is −(fac/Q) A, so the
-        # profiled Hessian is H_θθ − H_θβ H_ββ⁻¹ H_βθ = H_θθ + (fac/Q) g_e_u A⁻¹ g_e_u'
-        c1 = -fac / qf
-        hess = half_q * c1
-        h_jk = hess[p:, p:]  # the θθ block, made in place
-        h_jk += 0.5 * tr_ss
-        h_jk += np.multiply.outer(u_e_u, (0.5 * fac / qf**2) * u_e_u)
-        if reml and p:
-            ql = (a_inv @ a_j).reshape(m, p * p)  # A⁻¹A_j
-            tr_ql = ql @ ql.reshape(m, p, p).transpose(0, 2, 1).reshape(m, p * p).T
-            tr_ql -= (a_jk.reshape(m * m, p * p) @ a_inv.ravel()).reshape(m, m)
-            h_jk += 0.5 * tr_ql
-        h_jk[...] = 0.5 * (h_jk + h_jk.T)
-        if not all(map(math.isfinite, hess.ravel().tolist())):
+        and the β block eliminated in closed form (:func:`hessian_of_moments`; in C
+        where the extension makes the statistics' sums)."""
+        p = self.data.k - 1
+        va, c = step.moments(prof.w)
+        q0 = self._xyxy_pp - step.m[p, p].item()
+        made = hessian_of_moments(va, c, prof, self.basis, q0, self.obj.reml, self._ext)
+        if made is None:
             return None, None
-        g_e_u = half_q[p:, :p]
-        prof_h = h_jk - c1 * (g_e_u @ a_inv @ g_e_u.T) if p else h_jk.copy()
+        hess, prof_h, trace_ss = made
         (s00, s01), (_, s11) = step.s.tolist()
         trace_s = np.array([s00, 2.0 * s01, s11])
-        trace_ss = tr_ss.diagonal().copy()
         point.hessian = (hess, (trace_s, trace_ss))
-        return 0.5 * (prof_h + prof_h.T), (trace_s, trace_ss)
+        return prof_h, (trace_s, trace_ss)
 
     def pack(self, theta: np.ndarray) -> np.ndarray:
         """:meth:`~dmixed.stats.Layout.pack_theta` in the square-root packing: the
@@ -677,6 +667,91 @@ class LeanSteps:
             final = ev
         done_there = done is final.packed
         return LeanResult(final, accepted, settled, expected, trials, rejected, done_there)
+
+
+def hessian_of_moments(
+    va: np.ndarray,
+    c: np.ndarray,
+    prof: Profile,
+    basis: np.ndarray,
+    q0: float,
+    reml: bool,
+    ext: ModuleType | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The Hessian of ℓ in ``[β, θ]`` and the profiled one in θ from the moments of
+    :meth:`~dmixed.kernels.dense2.Dense2Step.moments` (:meth:`LeanSteps.profiled_hessian_2`).
+
+    Parameters
+    ----------
+    va, c : ndarray
+        The moments at ``w = prof.w``: ``va`` (2 k + 3, 2 k + 3) and ``C`` (6 k, 2 k).
+    prof : Profile
+        The profile there (``A``, ``b``, ``A⁻¹``, β̂ and ``fac`` read; ``p = k − 1``).
+    basis : ndarray (m, 2, 2)
+        The ``E_j`` (entries 0 or 1).
+    q0 : float
+        ``Q(0) = y'V*⁻¹y`` (``[X y]'V*⁻¹[X y]``'s last entry).
+    reml : bool
+        REML (the terms of ``log|A|``) or ML.
+    ext : module or None
+        The extension (:func:`~dmixed.kernels.native.extension`): its
+        ``profiled_hessian`` makes all of it in one call; None: numpy.
+
+    Returns
+    -------
+    tuple of ndarray or None
+        ``(hess (p + m, p + m), profiled (m, m), trace_ss (m,))``: the Hessian of
+        :func:`~dmixed.fit.objective.hessian` at ``Q(β̂) = Q(0) − 2β̂'b + β̂'Aβ̂``, with
+        ``Q_β = 0`` (β̂ maximizes ℓ in β), so that its β block is ``−(fac/Q) A`` and the
+        profiled Hessian ``H_θθ − H_θβ H_ββ⁻¹ H_βθ = H_θθ + (fac/Q) g'A⁻¹g`` (``g`` the
+        θβ block of ``½ Q``'s second derivatives), symmetrized; ``tr(S E_j S E_j)``.
+        None where the Hessian is not finite.
+
+    Notes
+    -----
+    The extension sums the moments into the blocks as
+    :func:`~dmixed.kernels.hessian_moments.full_sums` does (bit for bit) and makes the
+    products with ``A⁻¹`` in its own order where numpy calls BLAS: they agree to
+    rounding.
+    """
+    a, a_inv = prof.a, prof.a_inv
+    p = a.shape[0]
+    if ext is not None:
+        m = basis.shape[0]
+        index = full_gather(basis, p + 1)
+        hess = np.empty((p + m, p + m))
+        prof_h = np.empty((m, m))
+        trace_ss = np.empty(m)
+        args = (prof.beta, index, index.shape[1], p, m, q0, prof.fac, reml)
+        if not ext.profiled_hessian(va, c, a, prof.b, a_inv, *args, hess, prof_h, trace_ss):
+            return None
+        return hess, prof_h, trace_ss
+    half_q, u_e_u, tr_ss, a_j, a_jk = full_sums(va, c, a, basis, p + 1)
+    m = u_e_u.size
+    # quadratic_form at β̂ about β₀ = 0: Q(0) − 2β̂'b + β̂'Aβ̂ (in floats)
+    beta_l, b_l = prof.beta.tolist(), prof.b.tolist()
+    a_beta = [sum(map(operator.mul, row, beta_l)) for row in a.tolist()]
+    qf = q0 - 2.0 * sum(map(operator.mul, beta_l, b_l))
+    qf += sum(map(operator.mul, beta_l, a_beta))
+    fac = prof.fac
+    # hessian_blocks' formulas with Q_β = −2(b − Aβ̂) = 0 (the general path's Q_β is
+    # its rounding)
+    c1 = -fac / qf
+    hess = half_q * c1
+    h_jk = hess[p:, p:]  # the θθ block, made in place
+    h_jk += 0.5 * tr_ss
+    h_jk += np.multiply.outer(u_e_u, (0.5 * fac / qf**2) * u_e_u)
+    if reml and p:
+        ql = (a_inv @ a_j).reshape(m, p * p)  # A⁻¹A_j
+        tr_ql = ql @ ql.reshape(m, p, p).transpose(0, 2, 1).reshape(m, p * p).T
+        tr_ql -= (a_jk.reshape(m * m, p * p) @ a_inv.ravel()).reshape(m, m)
+        h_jk += 0.5 * tr_ql
+    h_jk[...] = 0.5 * (h_jk + h_jk.T)
+    if not all(map(math.isfinite, hess.ravel().tolist())):
+        return None
+    g_e_u = half_q[p:, :p]
+    prof_h = h_jk - c1 * (g_e_u @ a_inv @ g_e_u.T) if p else h_jk.copy()
+    return hess, 0.5 * (prof_h + prof_h.T), tr_ss.diagonal().copy()
 
 
 def shift_of(theta: np.ndarray, trace_s: np.ndarray, trace_ss: np.ndarray) -> np.ndarray:

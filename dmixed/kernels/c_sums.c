@@ -721,12 +721,362 @@ done:
     Py_RETURN_NONE;
 }
 
+/* The sum of n numbers at x[0], x[stride], ... as numpy's add.reduce adds a row of a
+   contiguous array (its pairwise summation: fewer than 8 one after another, else eight
+   running sums folded as a tree, the rest one after another, halves past 128), so that
+   each of profiled_hessian's gathered sums is full_sums' to the bit. */
+static double
+pairwise(const double *x, Py_ssize_t n)
+{
+    if (n < 8) {
+        double res = 0.0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            res += x[i];
+        }
+        return res;
+    }
+    if (n <= 128) {
+        double r[8];
+        for (int j = 0; j < 8; j++) {
+            r[j] = x[j];
+        }
+        Py_ssize_t i = 8;
+        for (; i < n - (n % 8); i += 8) {
+            for (int j = 0; j < 8; j++) {
+                r[j] += x[i + j];
+            }
+        }
+        double res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+        for (; i < n; i++) {
+            res += x[i];
+        }
+        return res;
+    }
+    Py_ssize_t half = n / 2;
+    half -= half % 8;
+    return pairwise(x, half) + pairwise(x + half, n - half);
+}
+
+/* The float64 numbers of an array of ndim (1 or 2) dimensions of the given shape and any
+   strides, copied in C order into out; or an exception naming it. */
+static int
+take_copy(PyObject *obj, int ndim, Py_ssize_t rows, Py_ssize_t cols, double *out,
+          const char *name)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(obj, &view, PyBUF_STRIDES | PyBUF_FORMAT) != 0) {
+        return -1;
+    }
+    const char *fmt = view.format;
+    if (fmt != NULL && (fmt[0] == '<' || fmt[0] == '=' || fmt[0] == '@')) {
+        fmt++;
+    }
+    if (view.itemsize != 8 || fmt == NULL || fmt[0] != 'd' || fmt[1] != '\0') {
+        PyErr_Format(PyExc_TypeError, "%s: a float64 buffer is needed, got format %s", name,
+                     view.format == NULL ? "B" : view.format);
+        PyBuffer_Release(&view);
+        return -1;
+    }
+    if (view.ndim != ndim || view.shape[0] != rows || (ndim == 2 && view.shape[1] != cols)) {
+        if (ndim == 2) {
+            PyErr_Format(PyExc_ValueError, "%s: shape (%zd, %zd) needed", name, rows, cols);
+        }
+        else {
+            PyErr_Format(PyExc_ValueError, "%s: shape (%zd,) needed", name, rows);
+        }
+        PyBuffer_Release(&view);
+        return -1;
+    }
+    const char *base = view.buf;
+    Py_ssize_t s0 = view.strides[0], s1 = ndim == 2 ? view.strides[1] : 0;
+    for (Py_ssize_t i = 0; i < rows; i++) {
+        for (Py_ssize_t j = 0; j < (ndim == 2 ? cols : 1); j++) {
+            *out++ = *(const double *)(base + i * s0 + j * s1);
+        }
+    }
+    PyBuffer_Release(&view);
+    return 0;
+}
+
+/* the largest p and m profiled_hessian takes (native.MAX_K - 1 and m's bound) */
+#define MAX_P 63
+#define MAX_M 64
+
+/* out (rows × cols, C order) = x (rows × inner) @ y (inner × cols), each entry a sum over
+   the inner index in order (BLAS adds in its own order: the products agree to rounding) */
+static void
+product(const double *x, const double *y, Py_ssize_t rows, Py_ssize_t inner, Py_ssize_t cols,
+        double *out)
+{
+    for (Py_ssize_t i = 0; i < rows; i++) {
+        for (Py_ssize_t j = 0; j < cols; j++) {
+            double acc = 0.0;
+            for (Py_ssize_t l = 0; l < inner; l++) {
+                acc += x[i * inner + l] * y[l * cols + j];
+            }
+            out[i * cols + j] = acc;
+        }
+    }
+}
+
+/* The arithmetic of profiled_hessian once the buffers are read: sums (the gathered
+   entries, laid out as full_sums returns them) into hess, prof and tr_ss; returns
+   whether hess is finite.  work holds n p + m m numbers. */
+static int
+hessian_arith(const double *sums, const double *a, const double *b, const double *a_inv,
+              const double *beta, Py_ssize_t p, Py_ssize_t m, double q0, double fac, int reml,
+              double *hess, double *prof, double *tr_ss, double *work)
+{
+    Py_ssize_t n = p + m;
+    const double *half_q = sums, *u_e_u = sums + n * n, *ss = u_e_u + m;
+    const double *a_j = ss + m * m, *a_jk = a_j + m * p * p;
+    /* quadratic_form at beta about 0: Q(0) - 2 beta'b + beta'A beta, each sum in order
+       from 0 as Python's sum of the products */
+    double beta_b = 0.0, beta_a_beta = 0.0;
+    for (Py_ssize_t i = 0; i < p; i++) {
+        beta_b += beta[i] * b[i];
+    }
+    for (Py_ssize_t i = 0; i < p; i++) {
+        double row = 0.0;
+        for (Py_ssize_t j = 0; j < p; j++) {
+            row += a[i * p + j] * beta[j];
+        }
+        beta_a_beta += beta[i] * row;
+    }
+    double qf = q0 - 2.0 * beta_b;
+    qf += beta_a_beta;
+    double c1 = -fac / qf;
+    for (Py_ssize_t i = 0; i < n * n; i++) {
+        hess[i] = half_q[i] * c1;
+    }
+    double scale = 0.5 * fac / (qf * qf);
+    for (Py_ssize_t j = 0; j < m; j++) {
+        double *h = hess + (p + j) * n + p;
+        for (Py_ssize_t l = 0; l < m; l++) {
+            h[l] += 0.5 * ss[j * m + l];
+        }
+        for (Py_ssize_t l = 0; l < m; l++) {
+            h[l] += u_e_u[j] * (scale * u_e_u[l]);
+        }
+    }
+    if (reml && p) {
+        /* tr(A^-1 A_j A^-1 A_l) - sum A_jl[x, y] A^-1[x, y], with ql_j = A^-1 A_j (in
+           work, m p p numbers) */
+        double *ql = work;
+        for (Py_ssize_t j = 0; j < m; j++) {
+            product(a_inv, a_j + j * p * p, p, p, p, ql + j * p * p);
+        }
+        for (Py_ssize_t j = 0; j < m; j++) {
+            double *h = hess + (p + j) * n + p;
+            for (Py_ssize_t l = 0; l < m; l++) {
+                const double *qj = ql + j * p * p, *qlm = ql + l * p * p;
+                const double *ajl = a_jk + (j * m + l) * p * p;
+                double tr = 0.0, contracted = 0.0;
+                for (Py_ssize_t x = 0; x < p; x++) {
+                    for (Py_ssize_t y = 0; y < p; y++) {
+                        tr += qj[x * p + y] * qlm[y * p + x];
+                        contracted += ajl[x * p + y] * a_inv[x * p + y];
+                    }
+                }
+                h[l] += 0.5 * (tr - contracted);
+            }
+        }
+    }
+    for (Py_ssize_t j = 0; j < m; j++) {
+        double *hj = hess + (p + j) * n + p;
+        for (Py_ssize_t l = j; l < m; l++) {
+            double *hl = hess + (p + l) * n + p;
+            double both = 0.5 * (hj[l] + hl[j]);
+            hj[l] = both;
+            hl[j] = both;
+        }
+    }
+    int finite = 1;
+    for (Py_ssize_t i = 0; i < n * n; i++) {
+        finite &= isfinite(hess[i]) ? 1 : 0;
+    }
+    for (Py_ssize_t j = 0; j < m; j++) {
+        tr_ss[j] = ss[j * m + j];
+    }
+    if (!finite) {
+        return 0;
+    }
+    /* the beta block eliminated: H_tt - c1 G A^-1 G' (G = half_q's theta-beta block, its
+       product with A^-1 in work), symmetrized */
+    double *ga = work;
+    for (Py_ssize_t j = 0; j < m; j++) {
+        product(half_q + (p + j) * n, a_inv, 1, p, p, ga + j * p);
+    }
+    for (Py_ssize_t j = 0; j < m; j++) {
+        for (Py_ssize_t l = 0; l < m; l++) {
+            double x = 0.0;
+            for (Py_ssize_t y = 0; y < p; y++) {
+                x += ga[j * p + y] * half_q[(p + l) * n + y];
+            }
+            prof[j * m + l] = p ? hess[(p + j) * n + p + l] - c1 * x : hess[(p + j) * n + p + l];
+        }
+    }
+    for (Py_ssize_t j = 0; j < m; j++) {
+        for (Py_ssize_t l = j; l < m; l++) {
+            double both = 0.5 * (prof[j * m + l] + prof[l * m + j]);
+            prof[j * m + l] = both;
+            prof[l * m + j] = both;
+        }
+    }
+    return 1;
+}
+
+PyDoc_STRVAR(profiled_hessian_doc,
+"profiled_hessian(va, c, a, b, a_inv, beta, index, width, p, m, q0, fac, reml, hess, prof,\n"
+"                 tr_ss) -> bool\n\n"
+"The Hessian of the profiled log-likelihood from full_sums' inputs, as\n"
+"dmixed.fit.lean.LeanSteps.profiled_hessian_2 makes it: each row of index (int64,\n"
+"C-contiguous, (n n + m + m m + m p p + m m p p) x width, n = p + m) the positions in\n"
+"[va, c, A, 0] (va and c float64 C-contiguous, any size) whose sum is an entry of\n"
+"full_sums (summed as numpy sums a row); a (p, p), b (p,), a_inv (p, p) and beta (p,)\n"
+"of the profile (float64, any strides); q0 = Q(0) and fac as the profile's; reml true\n"
+"for REML.  Into hess (n n) the full Hessian, into prof (m m) the profiled one and into\n"
+"tr_ss (m) the diagonal of tr(S E_j S E_j); returns whether hess is finite (prof not\n"
+"made where it is not).");
+
+static PyObject *
+profiled_hessian(PyObject *self, PyObject *args)
+{
+    PyObject *o[10];
+    Py_ssize_t width, p, m;
+    double q0, fac;
+    int reml;
+    if (!PyArg_ParseTuple(args, "OOOOOOOnnnddpOOO", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5],
+                          &o[6], &width, &p, &m, &q0, &fac, &reml, &o[7], &o[8], &o[9])) {
+        return NULL;
+    }
+    if (p < 0 || p > MAX_P || m < 1 || m > MAX_M || width < 1 || width > 4096) {
+        PyErr_Format(PyExc_ValueError,
+                     "p must be in [0, %d], m in [1, %d] and width in [1, 4096], got p=%zd,"
+                     " m=%zd, width=%zd",
+                     MAX_P, MAX_M, p, m, width);
+        return NULL;
+    }
+    Py_ssize_t n = p + m, pp = p * p;
+    Py_ssize_t n_rows = n * n + m + m * m + m * pp + m * m * pp;
+    /* the profile's arrays, then the sums, then the arithmetic's work */
+    double *store = PyMem_Malloc(sizeof(double) * (2 * pp + 2 * p + n_rows + m * pp + m * p));
+    if (store == NULL) {
+        return PyErr_NoMemory();
+    }
+    double *a = store, *b = a + pp, *a_inv = b + p, *beta = a_inv + pp, *sums = beta + p;
+    double *work = sums + n_rows;
+    PyObject *result = NULL;
+    Py_buffer v[6];
+    int taken = 0;
+    if (take_copy(o[2], 2, p, p, a, "a") != 0 || take_copy(o[3], 1, p, 0, b, "b") != 0 ||
+        take_copy(o[4], 2, p, p, a_inv, "a_inv") != 0 ||
+        take_copy(o[5], 1, p, 0, beta, "beta") != 0) {
+        goto done;
+    }
+    for (int i = 0; i < 2; i++, taken++) {
+        if (PyObject_GetBuffer(o[i], &v[i], PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) {
+            goto done;
+        }
+        const char *fmt = v[i].format;
+        if (fmt != NULL && (fmt[0] == '<' || fmt[0] == '=' || fmt[0] == '@')) {
+            fmt++;
+        }
+        if (v[i].itemsize != 8 || fmt == NULL || fmt[0] != 'd' || fmt[1] != '\0') {
+            PyErr_Format(PyExc_TypeError, "%s: a float64 buffer is needed",
+                         i == 0 ? "va" : "c");
+            taken++;
+            goto done;
+        }
+    }
+    if (PyObject_GetBuffer(o[6], &v[2], PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) {
+        goto done;
+    }
+    taken++;
+    {
+        const char *fmt = v[2].format;
+        if (fmt != NULL && (fmt[0] == '<' || fmt[0] == '=' || fmt[0] == '@')) {
+            fmt++;
+        }
+        if (v[2].itemsize != 8 || fmt == NULL || (strcmp(fmt, "q") != 0 && strcmp(fmt, "l") != 0)) {
+            PyErr_SetString(PyExc_TypeError, "index: an int64 buffer is needed");
+            goto done;
+        }
+        if (v[2].len != n_rows * width * 8) {
+            PyErr_Format(PyExc_ValueError, "index: %zd x %zd positions needed, got %zd",
+                         n_rows, width, v[2].len / 8);
+            goto done;
+        }
+    }
+    {
+        const char *names[3] = {"hess", "prof", "tr_ss"};
+        Py_ssize_t sizes[3] = {n * n, m * m, m};
+        for (int i = 0; i < 3; i++, taken++) {
+            if (take(o[7 + i], &v[3 + i], 1, sizes[i], names[i]) != 0) {
+                goto done;
+            }
+        }
+    }
+    {
+        const double *va = v[0].buf, *c = v[1].buf;
+        const int64_t *index = v[2].buf;
+        Py_ssize_t n_va = v[0].len / 8, n_c = v[1].len / 8;
+        Py_ssize_t total = n_va + n_c + pp + 1;
+        double *row = work; /* width numbers at a time: work holds at least m p + m p p */
+        double *own = NULL;
+        if (width > m * pp + m * p) {
+            own = PyMem_Malloc(sizeof(double) * width);
+            if (own == NULL) {
+                PyErr_NoMemory();
+                goto done;
+            }
+            row = own;
+        }
+        int bad = 0, finite = 0;
+        /* a long loop (the widest p) without the GIL */
+        PyThreadState *state = p > 8 ? PyEval_SaveThread() : NULL;
+        for (Py_ssize_t r = 0; r < n_rows && !bad; r++) {
+            const int64_t *at = index + r * width;
+            for (Py_ssize_t w = 0; w < width; w++) {
+                int64_t pos = at[w];
+                if (pos < 0 || pos >= total) {
+                    bad = 1;
+                    break;
+                }
+                row[w] = pos < n_va                ? va[pos]
+                         : pos < n_va + n_c        ? c[pos - n_va]
+                         : pos < n_va + n_c + pp   ? a[pos - n_va - n_c]
+                                                   : 0.0;
+            }
+            sums[r] = pairwise(row, width);
+        }
+        if (!bad) {
+            finite = hessian_arith(sums, a, b, a_inv, beta, p, m, q0, fac, reml, v[3].buf,
+                                   v[4].buf, v[5].buf, work);
+        }
+        if (state != NULL) {
+            PyEval_RestoreThread(state);
+        }
+        PyMem_Free(own);
+        if (bad) {
+            PyErr_Format(PyExc_ValueError, "index: a position outside [0, %zd)", total);
+            goto done;
+        }
+        result = PyBool_FromLong(finite);
+    }
+done:
+    release(v, taken);
+    PyMem_Free(store);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"dense2_first", dense2_first, METH_VARARGS, dense2_first_doc},
     {"dense2_residual", dense2_residual, METH_VARARGS, dense2_residual_doc},
     {"dense2_gram", dense2_gram, METH_VARARGS, dense2_gram_doc},
     {"dense2_moment_c", dense2_moment_c, METH_VARARGS, dense2_moment_c_doc},
     {"term_sums", term_sums, METH_VARARGS, term_sums_doc},
+    {"profiled_hessian", profiled_hessian, METH_VARARGS, profiled_hessian_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -745,7 +1095,7 @@ static struct PyModuleDef module = {
 /* the entry points' arguments as this file defines them: dmixed.kernels.native.VERSION
    must say the same, or the module is not used (an editable install keeps the library it
    built from an older file until it is rebuilt) */
-#define C_SUMS_VERSION 1
+#define C_SUMS_VERSION 2
 
 PyMODINIT_FUNC
 PyInit_c_sums(void)

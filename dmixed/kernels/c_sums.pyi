@@ -46,3 +46,22 @@ def term_sums(
     table: Any,
     /,
 ) -> None: ...
+def profiled_hessian(
+    va: Any,
+    c: Any,
+    a: Any,
+    b: Any,
+    a_inv: Any,
+    beta: Any,
+    index: Any,
+    width: int,
+    p: int,
+    m: int,
+    q0: float,
+    fac: float,
+    reml: bool,
+    hess: Any,
+    prof: Any,
+    tr_ss: Any,
+    /,
+) -> bool: ...

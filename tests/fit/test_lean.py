@@ -446,3 +446,93 @@ def test_shift_of_is_log_shift_bit_for_bit(values):
         want = log_shift(theta, trace_s, trace_ss)
         ours = shift_of(theta, trace_s, trace_ss)
     assert ours.tobytes() == want.tobytes()
+
+
+#: E_j of vech(Ψ*) for r = 2 (the lean steps' basis: each sum of full_sums 8 wide), of
+#: one diagonal entry (2 wide: summed one after another) and of all four entries (32
+#: wide: numpy's eight running sums)
+_BASES = {
+    "vech": [[[1, 0], [0, 0]], [[0, 1], [1, 0]], [[0, 0], [0, 1]]],
+    "one": [[[1, 0], [0, 0]]],
+    "all": [[[1, 1], [1, 1]], [[0, 0], [0, 1]]],
+}
+
+
+def _moments_and_profile(p: int, reml: bool, near_singular: bool, offset: float, seed: int):
+    """Moments (``va``, ``C``) of random per-group rows and the profile of a random
+    ``[X y]'V*⁻¹[X y]`` with ``p`` fixed effects (``A`` and ``b`` as views of it, as
+    :meth:`LeanSteps.profile` makes them; the first column offset by ``offset``; ``A``
+    near singular where asked: two columns that differ by 1e-6 of each entry), and
+    ``Q(0)``."""
+    from dmixed.fit.objective import Profile
+
+    rng = np.random.default_rng(seed)
+    k = p + 1
+    n_groups = 40
+    rows = rng.normal(size=(2 * k + 3, n_groups))
+    rows[2 * k :] = np.abs(rows[2 * k :])
+    va = rows @ rows.T
+    v, s = rows[: 2 * k], rows[2 * k :]
+    c = (v[:, None, :] * s[None]).reshape(6 * k, n_groups) @ v.T
+    design = rng.normal(size=(3 * k + 5, k))
+    design[:, 0] += offset
+    if near_singular and p >= 2:  # A's condition number 1e12 and more
+        design[:, p - 1] = design[:, p - 2] * (1.0 + 1e-6 * rng.normal(size=design.shape[0]))
+    t = design.T @ design
+    a, b = t[:p, :p], t[:p, p]
+    a_inv = np.linalg.inv(a) if p else np.zeros((0, 0))
+    beta = a_inv @ b
+    q = float(t[p, p] - b @ beta)
+    fac = float(3 * k + 5 - (p if reml else 0))
+    return va, c, Profile(a, b, a_inv, 0.0, beta, q, fac, None), float(t[p, p])
+
+
+@pytest.mark.skipif(not kernels.native.loaded(), reason="the C extension is not built")
+@settings(max_examples=120, **QUICK)
+@given(
+    p=st.sampled_from([0, 1, 2, 5]),
+    reml=st.booleans(),
+    basis=st.sampled_from(sorted(_BASES)),
+    near_singular=st.booleans(),
+    offset=st.sampled_from([0.0, 10.0, 1e4]),
+    seed=st.integers(0, 2**16),
+)
+def test_hessian_of_moments_in_c_is_numpys(p, reml, basis, near_singular, offset, seed):
+    """The extension's ``profiled_hessian`` against the numpy formulas of
+    :func:`~dmixed.fit.lean.hessian_of_moments`: the moments' sums and what only
+    scales them (the β rows, ``tr(S E_j S E_j)``) bit for bit, the rest (products with
+    ``A⁻¹`` in another order than BLAS's) to 1e-12 of each array's largest entry (of
+    the terms of the β block it eliminates, where those are larger)."""
+    va, c, prof, q0 = _moments_and_profile(p, reml, near_singular, offset, seed)
+    e = np.array(_BASES[basis], dtype=np.float64)
+    ref = lean.hessian_of_moments(va, c, prof, e, q0, reml)
+    ours = lean.hessian_of_moments(va, c, prof, e, q0, reml, kernels.native.extension())
+    assert ref is not None and ours is not None
+    np.testing.assert_array_equal(ours[0][:p], ref[0][:p])
+    np.testing.assert_array_equal(ours[0][:, :p], ref[0][:, :p])
+    np.testing.assert_array_equal(ours[2], ref[2])
+    # the profiled Hessian is H_θθ less the β block eliminated, H_θβ H_ββ⁻¹ H_βθ: near
+    # a singular A its terms nearly cancel, and its rounding is that of their sizes
+    hess = ref[0]
+    eliminated = np.zeros(0)
+    if p:
+        left = np.abs(np.linalg.solve(hess[:p, :p], hess[:p, p:]).T)
+        eliminated = left @ np.abs(hess[:p, p:])
+    for mine, theirs in zip(ours[:2], ref[:2], strict=True):
+        scale = max(float(np.abs(theirs).max()), float(np.abs(eliminated).max(initial=0.0)))
+        assert float(np.abs(mine - theirs).max()) <= 1e-12 * scale
+        np.testing.assert_array_equal(mine, mine.T)
+
+
+@pytest.mark.skipif(not kernels.native.loaded(), reason="the C extension is not built")
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+@pytest.mark.parametrize("reml", [True, False])
+def test_hessian_of_moments_not_finite_is_none_in_c_as_in_numpy(bad, reml):
+    """A moment that is not finite (``Σ u_0 u_0``): no Hessian either way (the steps
+    hand over)."""
+    va, c, prof, q0 = _moments_and_profile(2, reml, False, 0.0, 1)
+    va[2, 2] = bad
+    e = np.array(_BASES["vech"], dtype=np.float64)
+    with np.errstate(all="ignore"):
+        assert lean.hessian_of_moments(va, c, prof, e, q0, reml) is None
+    assert lean.hessian_of_moments(va, c, prof, e, q0, reml, kernels.native.extension()) is None

@@ -141,6 +141,90 @@ def test_terms_are_any_pairs():
         ext.term_sums(codes, cols, [(0,)], 2, np.empty((1, 2)))
 
 
+def _hessian_args(**change):
+    """Arguments of the extension's ``profiled_hessian`` for p = 2, m = 3 (the r = 2
+    basis: index 85 rows, 8 wide), by name, with ``change`` in place of some."""
+    from dmixed.kernels.hessian_moments import full_gather
+
+    basis = np.array([[[1, 0], [0, 0]], [[0, 1], [1, 0]], [[0, 0], [0, 1]]], dtype=np.float64)
+    index = full_gather(basis, 3)
+    args = dict(
+        va=np.zeros((9, 9)),
+        c=np.zeros((18, 6)),
+        a=np.eye(2),
+        b=np.zeros(2),
+        a_inv=np.eye(2),
+        beta=np.zeros(2),
+        index=index,
+        width=index.shape[1],
+        p=2,
+        m=3,
+        q0=1.0,
+        fac=10.0,
+        reml=True,
+        hess=np.empty((5, 5)),
+        prof=np.empty((3, 3)),
+        tr_ss=np.empty(3),
+    )
+    args.update(change)
+    return tuple(args.values())
+
+
+@built
+def test_profiled_hessian_runs_on_its_arguments():
+    """The arguments of :func:`_hessian_args` as they are: a finite Hessian (the checks
+    below refuse only what they change)."""
+    ext = native.extension()
+    assert ext is not None
+    args = _hessian_args()
+    assert ext.profiled_hessian(*args) is True
+    np.testing.assert_array_equal(args[-3][:2, :2], -10.0 * np.eye(2))
+
+
+@built
+@pytest.mark.parametrize(
+    "change, error, message",
+    [
+        (dict(va=np.zeros((9, 9), dtype=np.float32)), TypeError, "va: a float64 buffer"),
+        (dict(c=np.zeros((18, 12))[:, ::2]), ValueError, "not C-contiguous"),
+        (dict(a=np.eye(3)), ValueError, r"a: shape \(2, 2\) needed"),
+        (dict(a=np.eye(2, dtype=np.int64)), TypeError, "a: a float64 buffer"),
+        (dict(b=np.zeros((2, 1))), ValueError, r"b: shape \(2,\) needed"),
+        (dict(a_inv=np.eye(2)[:1]), ValueError, r"a_inv: shape \(2, 2\) needed"),
+        (dict(beta=np.zeros(3)), ValueError, r"beta: shape \(2,\) needed"),
+        (dict(index=np.zeros((85, 8), dtype=np.int32)), TypeError, "index: an int64 buffer"),
+        (dict(index=np.zeros((85, 7), dtype=np.intp)), ValueError, "index: 85 x 8 positions"),
+        (dict(index=np.full((85, 8), 194, dtype=np.intp)), ValueError, "outside \\[0, 194\\)"),
+        (dict(index=np.full((85, 8), -1, dtype=np.intp)), ValueError, "index: a position outside"),
+        (dict(hess=np.empty((4, 4))), ValueError, "hess: 25 numbers needed, got 16"),
+        (dict(prof=np.empty(8)), ValueError, "prof: 9 numbers needed, got 8"),
+        (dict(tr_ss=np.empty(3)[::-1]), ValueError, "not C-contiguous"),
+        (dict(tr_ss=None), TypeError, "buffer|bytes-like"),
+        (dict(p=64), ValueError, r"p must be in \[0, 63\]"),
+        (dict(p=-1), ValueError, r"p must be in \[0, 63\]"),
+        (dict(m=0), ValueError, r"m in \[1, 64\]"),
+        (dict(width=0), ValueError, r"width in \[1, 4096\]"),
+    ],
+)
+def test_profiled_hessian_checks_its_arguments(change, error, message):
+    """A buffer of another type, size or layout, a position outside its inputs or a
+    size out of range: refused by name, nothing read or written."""
+    ext = native.extension()
+    assert ext is not None
+    with pytest.raises(error, match=message):
+        ext.profiled_hessian(*_hessian_args(**change))
+
+
+@built
+def test_profiled_hessian_wants_writable_outputs():
+    ext = native.extension()
+    assert ext is not None
+    hess = np.empty((5, 5))
+    hess.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        ext.profiled_hessian(*_hessian_args(hess=hess))
+
+
 def _fit(df, reml: bool, monkeypatch, choice: str) -> dict:
     """``y ~ x1 + x2`` with a random intercept and slope on x1, arrays in, with
     ``DMIXED_NATIVE`` at ``choice``."""
