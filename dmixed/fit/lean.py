@@ -194,8 +194,13 @@ class LeanSteps:
         #: the extension where it makes the statistics' sums (:mod:`~dmixed.kernels.native`):
         #: :meth:`profiled_hessian_2`'s arithmetic runs there too
         self._ext = None
+        #: the block's arrays where the extension makes a whole evaluation in one call
+        #: (:meth:`evaluate_fused`: one chunk, 1 ≤ p ≤ 3, no ``re_map``)
+        self._fused = None
         if isinstance(data, Dense2Statistics) and data.uses_extension:
             self._ext = native.extension()
+            if 2 <= k <= 4 and obj.re_map is None:
+                self._fused = data.fused()
 
     @classmethod
     def of(cls, obj) -> LeanSteps | None:
@@ -275,6 +280,8 @@ class LeanSteps:
         obj = self.obj
         if self.r == 1:
             return self.evaluate_1(packed)
+        if self._fused is not None:
+            return self.evaluate_fused(packed)
         l00, l10, l11 = packed.tolist()
         lam = self.lam_2(packed)
         data = self.data
@@ -307,6 +314,61 @@ class LeanSteps:
         d_psi = np.array([[d00, d01], [d01, d11]])
         grad = np.array([d00, 2.0 * d01, d11])
         # the sums as StepSums only where an Evaluation is made of the point
+        self._last = LeanPoint(packed, llf, np.array(score), grad, lam, step, None, prof, d_psi)
+        return self._last, False
+
+    def evaluate_fused(self, packed: np.ndarray) -> tuple[LeanPoint, bool]:
+        """:meth:`evaluate` for ``r = 2`` in one call of the extension's
+        ``lean_evaluate`` (:mod:`~dmixed.kernels.native`; a block of one chunk,
+        ``1 ≤ p ≤ 3``, no ``re_map``): the same formulas, the profile in the floats of
+        :meth:`profile`, the sums over groups as the extension's kernels add them; the
+        products that numpy makes through BLAS (``Σ ZXy'P ZXy``'s weights, the score's
+        entries, the resolution's sum) in another order: to rounding."""
+        lam = self.lam_2(packed)
+        l00, l10, l11 = packed.tolist()
+        data = self.data
+        assert isinstance(data, Dense2Statistics) and self._fused is not None
+        ext = self._ext
+        assert ext is not None
+        k, g = data.k, data.n_groups
+        p, n = k - 1, 2 * k + 3
+        inv_d, rows, va = np.empty(g), np.empty((n, g)), np.empty((n, n))
+        m, t, a_inv, beta = np.empty((k, k)), np.empty((k, k)), np.empty((p, p)), np.empty(p)
+        numbers = np.empty(17)
+        status = ext.lean_evaluate(
+            *self._fused,
+            k,
+            g,
+            l00,
+            l10,
+            l11,
+            self._xyxy,
+            self._abs_xyxy,
+            self._max_xyxy,
+            self._score_at,
+            self._fac,
+            self._const,
+            RESOLUTION_LIMIT,
+            self.obj.reml,
+            inv_d,
+            rows,
+            va,
+            m,
+            t,
+            a_inv,
+            beta,
+            numbers,
+        )
+        if status != 2:  # 1: Q not resolved
+            return nowhere(packed), status == 1
+        llf, logdet, logdet_a, q, d00, d01, d11, *score, b00, b01, b11, det_b, s00, s01, s11 = (
+            numbers.tolist()
+        )
+        prof = Profile(t[:p, :p], t[:p, p], a_inv, logdet_a, beta, q, self._fac, None)
+        s = np.array([[s00, s01], [s01, s11]])
+        step = data.made_step(logdet, m, s, (b00, b01, b11, det_b), inv_d, rows, va, prof.w)
+        d_psi = np.array([[d00, d01], [d01, d11]])
+        grad = np.array([d00, 2.0 * d01, d11])
         self._last = LeanPoint(packed, llf, np.array(score), grad, lam, step, None, prof, d_psi)
         return self._last, False
 

@@ -536,3 +536,110 @@ def test_hessian_of_moments_not_finite_is_none_in_c_as_in_numpy(bad, reml):
     with np.errstate(all="ignore"):
         assert lean.hessian_of_moments(va, c, prof, e, q0, reml) is None
     assert lean.hessian_of_moments(va, c, prof, e, q0, reml, kernels.native.extension()) is None
+
+
+def _lean_of(df, p: int, reml: bool, offset: float) -> LeanSteps:
+    """The lean steps of ``y + offset`` on ``p`` fixed-effects columns (1, x1,
+    x2 + offset, x1 x2) with a random intercept and slope on x1, arrays in (no
+    ``re_map``)."""
+    from dmixed.fit.coordinates import Coordinates
+    from dmixed.fit.profiled import ProfiledObjective
+
+    x1, x2 = np.asarray(df["x1"]), np.asarray(df["x2"]) + offset
+    exog = np.column_stack([np.ones(len(df)), x1, x2, x1 * x2])[:, :p]
+    model = dmixed.MixedLM(
+        np.asarray(df["y"], dtype=np.float64) + offset,
+        exog,
+        np.asarray(df["g"]),
+        exog_re=np.column_stack([np.ones(len(df)), x1]),
+    )
+    stats = model.statistics()
+    coords = Coordinates.model(stats.columns, stats.layout)
+    obj = ProfiledObjective(stats.engine, stats.glob, stats.layout, reml, True, coords.re_map)
+    steps = LeanSteps.of(obj)
+    assert steps is not None
+    return steps
+
+
+@pytest.mark.skipif(not kernels.native.loaded(), reason="the C extension is not built")
+@settings(max_examples=100, **QUICK)
+@given(
+    p=st.sampled_from([1, 2, 3]),
+    reml=st.booleans(),
+    offset=st.sampled_from([0.0, 1e4]),
+    scale=st.sampled_from([1e-4, 1.0, 1e3]),
+    kind=st.sampled_from(["data", "data", "resolved", "unresolved", "singular"]),
+    seed=st.integers(0, 2**16),
+)
+def test_evaluate_fused_is_the_formulas(p, reml, offset, scale, kind, seed):
+    """The extension's whole evaluation (:meth:`LeanSteps.evaluate_fused`) against
+    :meth:`LeanSteps.evaluate`'s numpy formulas: the same rejection and
+    ``Σ ZXy'P ZXy`` to rounding; and on that sum of its own, the profile, ℓ and the rows
+    at ``w`` bit for bit, the score to rounding (its products in another order)."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        df = make_data(n_groups=40, min_size=1, max_size=12, seed=seed)
+        steps = _lean_of(df, p, reml, offset)
+        fused = steps._fused
+        if fused is None:  # the block in several chunks
+            return
+        rng = np.random.default_rng(seed)
+        packed = scale * np.array([rng.uniform(0.1, 2.0), rng.normal(), rng.uniform(0.0, 2.0)])
+        if kind == "singular":  # A not positive definite: ℓ not defined
+            steps._xyxy = steps._xyxy.copy()
+            steps._xyxy[0, 0] = -1.0
+        elif kind != "data":
+            # the resolution test's bound at 0.1% of ε |w|'(|[X y]'[X y]| + |m|)|w| / Q: the
+            # bound fails, the sum passes it (or not)
+            steps._fused = None
+            there, _ = steps.evaluate(packed)
+            assert there.prof is not None and there.step is not None
+            abs_w = np.abs(there.prof.w)
+            size = float(abs_w @ (steps._abs_xyxy + np.abs(there.step.m)) @ abs_w)
+            ratio = float(np.finfo(float).eps) * size / there.prof.q
+            monkeypatch.setattr(
+                lean, "RESOLUTION_LIMIT", ratio * (1.001 if kind == "resolved" else 0.999)
+            )
+            steps._fused = fused
+        ours, ours_unresolved = steps.evaluate(packed)
+        steps._fused = None
+        ref, ref_unresolved = steps.evaluate(packed)
+        assert ref_unresolved == (kind == "unresolved")
+        assert (ref.prof is None) == (kind in ("singular", "unresolved"))
+        assert ours_unresolved == ref_unresolved
+        assert (ours.prof is None) == (ref.prof is None)
+        if ref.prof is None:
+            assert ours.llf == ref.llf == -np.inf
+            return
+        assert ours.step is not None and ref.step is not None and ours.prof is not None
+        for name in ("m", "s"):
+            mine, theirs = getattr(ours.step, name), getattr(ref.step, name)
+            assert float(np.abs(mine - theirs).max()) <= 1e-12 * float(np.abs(theirs).max()), name
+        assert ours.step.logdet == ref.step.logdet
+        np.testing.assert_array_equal(ours.step.inv_d[0], ref.step.inv_d[0])
+        # the numpy formulas on the extension's own Σ ZXy'P ZXy (A, b and Q, differences of
+        # [X y]'[X y] and it, carry its rounding far where they nearly cancel)
+        data, made = steps.data, ours.step.m
+
+        def step_with_its_m(lam):
+            out = type(data).step(data, lam)
+            out.m = made
+            return out
+
+        monkeypatch.setattr(data, "step", step_with_its_m)
+        same, _ = steps.evaluate(packed)
+        assert same.prof is not None and same.step is not None
+        for name in ("a", "b", "a_inv", "beta", "q", "logdet_a", "w"):
+            np.testing.assert_array_equal(getattr(ours.prof, name), getattr(same.prof, name), name)
+        assert ours.llf == same.llf
+        np.testing.assert_array_equal(ours.step.va, same.step.va)
+        assert ours.step.rows is not None and same.step.rows is not None
+        np.testing.assert_array_equal(ours.step.rows[0], same.step.rows[0])
+        # ∂ℓ/∂Ψ* = −½ Σ S + the products of va's entries with the weights: to the rounding
+        # of the larger of their sizes
+        terms = np.abs(same.step.va.take(steps._score_at)) @ np.abs(steps._score_weights)
+        size = max(float(np.abs(same.step.s).max()), float(terms.max()))
+        assert ours.d_psi is not None and same.d_psi is not None
+        for mine, theirs in ((ours.d_psi, same.d_psi), (ours.grad, same.grad)):
+            assert float(np.abs(mine - theirs).max()) <= 1e-12 * size
+        size_score = size * max(1.0, float(np.abs(packed).max()))
+        assert float(np.abs(ours.score - same.score).max()) <= 1e-12 * size_score

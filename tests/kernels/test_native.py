@@ -225,6 +225,95 @@ def test_profiled_hessian_wants_writable_outputs():
         ext.profiled_hessian(*_hessian_args(hess=hess))
 
 
+def _evaluate_args(**change):
+    """Arguments of the extension's ``lean_evaluate`` for k = 3 (p = 2) and 4 groups,
+    by name, with ``change`` in place of some."""
+    k, g, n = 3, 4, 9
+    zz = np.zeros((2, 2, g))
+    zz[0, 0] = zz[1, 1] = 1.0
+    xyxy = 10.0 * np.eye(k)
+    score_at = np.zeros((3, 5), dtype=np.intp)
+    args = dict(
+        zz=zz,
+        zxy=np.zeros((2, k, g)),
+        k=k,
+        g=g,
+        l00=1.0,
+        l10=0.0,
+        l11=1.0,
+        xyxy=xyxy,
+        abs_xyxy=np.abs(xyxy),
+        max_xyxy=10.0,
+        score_at=score_at,
+        fac=10.0,
+        const=0.0,
+        limit=1e-5,
+        reml=True,
+        inv_d=np.empty(g),
+        rows=np.empty((n, g)),
+        va=np.empty((n, n)),
+        m=np.empty((k, k)),
+        t=np.empty((k, k)),
+        a_inv=np.empty((2, 2)),
+        beta=np.empty(2),
+        scalars=np.empty(17),
+    )
+    args.update(change)
+    return tuple(args.values())
+
+
+@built
+def test_lean_evaluate_runs_on_its_arguments():
+    """The arguments of :func:`_evaluate_args` as they are: an evaluation (the checks
+    below refuse only what they change); ``A`` not positive definite: 0."""
+    ext = native.extension()
+    assert ext is not None
+    assert ext.lean_evaluate(*_evaluate_args()) == 2
+    assert ext.lean_evaluate(*_evaluate_args(xyxy=-np.eye(3))) == 0
+
+
+@built
+@pytest.mark.parametrize(
+    "change, error, message",
+    [
+        (dict(k=5), ValueError, r"k must be in \[2, 4\], got k=5"),
+        (dict(k=1, zxy=np.ones((2, 1, 4))), ValueError, r"k must be in \[2, 4\]"),
+        (dict(g=-1), ValueError, "k must be in .* and g >= 0"),
+        (dict(zz=np.zeros((2, 2, 4), dtype=np.float32)), TypeError, "zz: a float64 buffer"),
+        (dict(zxy=np.ones((2, 3, 5))), ValueError, "zxy: 24 numbers needed, got 30"),
+        (dict(xyxy=np.eye(4)[:3, :3]), ValueError, "not C-contiguous"),
+        (dict(abs_xyxy=np.eye(2)), ValueError, "abs_xyxy: 9 numbers needed, got 4"),
+        (dict(score_at=np.zeros((3, 5), dtype=np.int32)), TypeError, "score_at: an int64"),
+        (dict(score_at=np.zeros((3, 4), dtype=np.intp)), ValueError, "score_at: 15 positions"),
+        (dict(score_at=np.full((3, 5), 81, dtype=np.intp)), ValueError, r"outside \[0, 81\)"),
+        (dict(score_at=np.full((3, 5), -1, dtype=np.intp)), ValueError, r"outside \[0, 81\)"),
+        (dict(rows=np.empty((9, 3))), ValueError, "rows: 36 numbers needed, got 27"),
+        (dict(va=np.empty((9, 18))[:, ::2]), ValueError, "not C-contiguous"),
+        (dict(a_inv=np.empty((3, 3))), ValueError, "a_inv: 4 numbers needed, got 9"),
+        (dict(beta=np.empty(3)), ValueError, "beta: 2 numbers needed, got 3"),
+        (dict(scalars=np.empty(16)), ValueError, "scalars: 17 numbers needed, got 16"),
+        (dict(m=None), TypeError, "buffer|bytes-like"),
+    ],
+)
+def test_lean_evaluate_checks_its_arguments(change, error, message):
+    """A buffer of another type, size or layout, a position outside ``va`` or a size
+    out of range: refused by name, nothing read or written."""
+    ext = native.extension()
+    assert ext is not None
+    with pytest.raises(error, match=message):
+        ext.lean_evaluate(*_evaluate_args(**change))
+
+
+@built
+def test_lean_evaluate_wants_writable_outputs():
+    ext = native.extension()
+    assert ext is not None
+    va = np.empty((9, 9))
+    va.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        ext.lean_evaluate(*_evaluate_args(va=va))
+
+
 def _fit(df, reml: bool, monkeypatch, choice: str) -> dict:
     """``y ~ x1 + x2`` with a random intercept and slope on x1, arrays in, with
     ``DMIXED_NATIVE`` at ``choice``."""
