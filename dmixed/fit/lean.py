@@ -684,7 +684,7 @@ class LeanSteps:
                 break
             step: BlockStep | ScalarStep | NewtonStep | None = None
             if self.r == 2 and shifted:
-                step = block_step(theta, grad, curvature, shift)
+                step = block_step(theta, grad, curvature, shift, self._ext)
             elif self.r == 1:
                 step = scalar_step(theta, grad, curvature, shift)
             if step is None:
@@ -896,11 +896,16 @@ class BlockStep:
 
 
 def block_step(
-    theta: np.ndarray, grad: np.ndarray, hess: np.ndarray, shift: np.ndarray
+    theta: np.ndarray,
+    grad: np.ndarray,
+    hess: np.ndarray,
+    shift: np.ndarray,
+    ext: ModuleType | None = None,
 ) -> BlockStep | None:
     """:func:`~dmixed.fit.newton_coords.newton_step` of θ = vech_lt(Ψ*) for a 2 × 2 Ψ*,
     every entry movable, in the shifted coordinates (``cholesky``), written out: the
-    chain rule of its ``_block_chain_rule`` for ``q = 2`` in floats, the direction
+    chain rule of its ``_block_chain_rule`` for ``q = 2`` (:func:`block_terms`; in C
+    with the extension ``ext``), the direction
     :func:`~dmixed.fit.newton_rules.modified_newton_step`.  None where a variance is not
     positive or the shifted Ψ* has no Cholesky factor (then :func:`newton_step`)."""
     t0, t1, t2 = theta.tolist()
@@ -918,7 +923,39 @@ def block_step(
     s0 = SHIFT_SHARE * max(m00 - d0, 0.0)
     s1 = SHIFT_SHARE * max(m11 - d1, 0.0)
     x0, x1 = d0 + s0, d1 + s1
+    g_v, h_v = block_terms(grad, hess, x0, big_l, d0, x1, ext)
+    delta = modified_newton_step(h_v, g_v)
+    if delta is None:
+        return None
+    v0, _, v2 = delta.tolist()
+    longest = max(abs(v0), abs(v2))
+    if longest > MAX_LOG_STEP:
+        delta = delta * (MAX_LOG_STEP / longest)
+    rise = 0.5 * float(g_v @ delta)
+    log_x0, _, log_x1 = np.log([x0, 1.0, x1]).tolist()  # numpy's logarithm, as newton_coords
+    origin = (log_x0, big_l, log_x1)
+    return BlockStep(delta, rise, origin, c0, c1, s0, s1)
+
+
+def block_terms(
+    grad: np.ndarray,
+    hess: np.ndarray,
+    x0: float,
+    big_l: float,
+    d0: float,
+    x1: float,
+    ext: ModuleType | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The gradient and Hessian of ℓ in :func:`block_step`'s coordinates ``v`` from
+    ``grad`` (3,) and ``hess`` (3, 3) in θ: ``g_v = J'g`` and ``h_v = J'HJ + Σ_k g_k
+    ∂²θ_k/∂v²`` (symmetrized), ``J = ∂θ/∂v`` at the shifted variances ``x0``, ``x1``,
+    the factor's ``d0`` and ``L = big_l``; with the extension ``ext`` (its
+    ``block_terms``) the products in C (another order than BLAS's: to rounding)."""
     g0, g1, g2 = grad.tolist()
+    if ext is not None:
+        g_v, h_v = np.empty(3), np.empty((3, 3))
+        ext.block_terms(np.ascontiguousarray(hess), g0, g1, g2, x0, big_l, d0, x1, g_v, h_v)
+        return g_v, h_v
     half = 0.5 * g1
     # J = ∂θ/∂v: columns v0 (x0 L_0 L_0'), v1 (d0 (e1 L_0' + L_0 e1')), v2 (x1 e1 e1')
     jac = np.array(
@@ -935,18 +972,7 @@ def block_step(
     second = np.array([[s00, s01, 0.0], [s01, g2 * (d0 * 2.0), 0.0], [0.0, 0.0, g2 * x1]])
     g_v = jac.T @ grad
     h_v = jac.T @ hess @ jac + second
-    h_v = 0.5 * (h_v + h_v.T)
-    delta = modified_newton_step(h_v, g_v)
-    if delta is None:
-        return None
-    v0, _, v2 = delta.tolist()
-    longest = max(abs(v0), abs(v2))
-    if longest > MAX_LOG_STEP:
-        delta = delta * (MAX_LOG_STEP / longest)
-    rise = 0.5 * float(g_v @ delta)
-    log_x0, _, log_x1 = np.log([x0, 1.0, x1]).tolist()  # numpy's logarithm, as newton_coords
-    origin = (log_x0, big_l, log_x1)
-    return BlockStep(delta, rise, origin, c0, c1, s0, s1)
+    return g_v, 0.5 * (h_v + h_v.T)
 
 
 @dataclass(frozen=True)

@@ -1349,6 +1349,77 @@ lean_evaluate(PyObject *self, PyObject *args)
     return PyLong_FromLong(status);
 }
 
+PyDoc_STRVAR(block_terms_doc,
+"block_terms(hess, g0, g1, g2, x0, big_l, d0, x1, g_v, h_v)\n\n"
+"The chain rule of dmixed.fit.lean.block_step from theta = vech_lt(Psi*) (2 x 2) to its\n"
+"modified Cholesky coordinates v: with J = [[x0, 0, 0], [x0 L, d0, 0],\n"
+"[x0 L L, d0 (L + L), x1]] (L = big_l) and the gradient g = (g0, g1, g2) in theta,\n"
+"g_v = J'g into g_v (3) and h_v = J' hess J + sum_k g_k d2 theta_k / dv2, symmetrized,\n"
+"into h_v (3, 3) (hess (3, 3) float64, C-contiguous).");
+
+static PyObject *
+block_terms(PyObject *self, PyObject *args)
+{
+    PyObject *o[3];
+    double g0, g1, g2, x0, big_l, d0, x1;
+    if (!PyArg_ParseTuple(args, "OdddddddOO", &o[0], &g0, &g1, &g2, &x0, &big_l, &d0, &x1,
+                          &o[1], &o[2])) {
+        return NULL;
+    }
+    Py_buffer v[3];
+    const char *names[3] = {"hess", "g_v", "h_v"};
+    Py_ssize_t sizes[3] = {9, 3, 9};
+    int writes[3] = {0, 1, 1};
+    if (take_all(o, v, 3, names, sizes, writes) != 0) {
+        return NULL;
+    }
+    const double *hess = v[0].buf;
+    double *g_v = v[1].buf, *h_v = v[2].buf;
+    /* block_step's J and second derivatives, in its operations */
+    double half = 0.5 * g1;
+    double jac[3][3] = {{x0, 0.0, 0.0},
+                        {x0 * big_l, d0, 0.0},
+                        {x0 * (big_l * big_l), d0 * (big_l + big_l), x1}};
+    double ratio = x0 / d0;
+    double s00 = ((g0 * x0 + half * (x0 * big_l)) + half * (x0 * big_l)) +
+                 g2 * (x0 * (big_l * big_l));
+    double s01 = (half * (d0 * ratio) + half * (d0 * ratio)) +
+                 g2 * ((d0 * (big_l + big_l)) * ratio);
+    double second[3][3] = {{s00, s01, 0.0}, {s01, g2 * (d0 * 2.0), 0.0}, {0.0, 0.0, g2 * x1}};
+    double grad[3] = {g0, g1, g2}, left[3][3], full[3][3];
+    for (int a = 0; a < 3; a++) {
+        double acc = 0.0;
+        for (int i = 0; i < 3; i++) {
+            acc += jac[i][a] * grad[i];
+        }
+        g_v[a] = acc;
+        /* (J' hess)[a][b], then its product with J, as numpy's (jac.T @ hess) @ jac */
+        for (int b = 0; b < 3; b++) {
+            double sum = 0.0;
+            for (int i = 0; i < 3; i++) {
+                sum += jac[i][a] * hess[i * 3 + b];
+            }
+            left[a][b] = sum;
+        }
+    }
+    for (int a = 0; a < 3; a++) {
+        for (int c = 0; c < 3; c++) {
+            double sum = 0.0;
+            for (int b = 0; b < 3; b++) {
+                sum += left[a][b] * jac[b][c];
+            }
+            full[a][c] = sum + second[a][c];
+        }
+    }
+    for (int a = 0; a < 3; a++) {
+        for (int c = 0; c < 3; c++) {
+            h_v[a * 3 + c] = 0.5 * (full[a][c] + full[c][a]);
+        }
+    }
+    release(v, 3);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"dense2_first", dense2_first, METH_VARARGS, dense2_first_doc},
     {"dense2_residual", dense2_residual, METH_VARARGS, dense2_residual_doc},
@@ -1357,6 +1428,7 @@ static PyMethodDef methods[] = {
     {"term_sums", term_sums, METH_VARARGS, term_sums_doc},
     {"profiled_hessian", profiled_hessian, METH_VARARGS, profiled_hessian_doc},
     {"lean_evaluate", lean_evaluate, METH_VARARGS, lean_evaluate_doc},
+    {"block_terms", block_terms, METH_VARARGS, block_terms_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1375,7 +1447,7 @@ static struct PyModuleDef module = {
 /* the entry points' arguments as this file defines them: dmixed.kernels.native.VERSION
    must say the same, or the module is not used (an editable install keeps the library it
    built from an older file until it is rebuilt) */
-#define C_SUMS_VERSION 3
+#define C_SUMS_VERSION 4
 
 PyMODINIT_FUNC
 PyInit_c_sums(void)

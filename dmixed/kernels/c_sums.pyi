@@ -91,3 +91,16 @@ def lean_evaluate(
     scalars: Any,
     /,
 ) -> int: ...
+def block_terms(
+    hess: Any,
+    g0: float,
+    g1: float,
+    g2: float,
+    x0: float,
+    big_l: float,
+    d0: float,
+    x1: float,
+    g_v: Any,
+    h_v: Any,
+    /,
+) -> None: ...

@@ -643,3 +643,43 @@ def test_evaluate_fused_is_the_formulas(p, reml, offset, scale, kind, seed):
             assert float(np.abs(mine - theirs).max()) <= 1e-12 * size
         size_score = size * max(1.0, float(np.abs(packed).max()))
         assert float(np.abs(ours.score - same.score).max()) <= 1e-12 * size_score
+
+
+@pytest.mark.skipif(not kernels.native.loaded(), reason="the C extension is not built")
+@settings(max_examples=300)
+@given(
+    factor=st.lists(st.floats(-3.0, 3.0), min_size=3, max_size=3),
+    ridge=st.sampled_from([1e-8, 1e-3, 1.0]),
+    grad=st.lists(st.floats(-1e3, 1e3), min_size=3, max_size=3),
+    curvature=st.lists(st.floats(-3.0, 3.0), min_size=9, max_size=9),
+    shift=st.lists(st.sampled_from([0.0, 1e-3, 0.2, 5.0]), min_size=3, max_size=3),
+)
+def test_block_terms_in_c_are_numpys(factor, ridge, grad, curvature, shift):
+    """:func:`~dmixed.fit.lean.block_terms` in the extension against its numpy products:
+    to 1e-12 of the sizes of their terms; and so :func:`block_step`'s step, through
+    the same direction, to rounding where the curvature is far from singular."""
+    lmat = np.array([[factor[0], 0.0], [factor[1], factor[2]]])
+    psi = lmat @ lmat.T + ridge * np.eye(2)
+    root = np.array(curvature).reshape(3, 3)
+    hess = -(root @ root.T) - 1e-6 * np.eye(3)
+    g = np.array(grad)
+    ext = kernels.native.extension()
+    x0, d0 = psi[0, 0] + shift[0], psi[0, 0]
+    big_l, x1 = psi[1, 0] / psi[0, 0], psi[1, 1] + shift[2]
+    ours = lean.block_terms(g, hess, x0, big_l, d0, x1, ext)
+    theirs = lean.block_terms(g, hess, x0, big_l, d0, x1)
+    jac = np.abs(np.array([[x0, 0, 0], [x0 * big_l, d0, 0], [x0 * big_l**2, 2 * d0 * big_l, x1]]))
+    second = (np.abs(g).sum() + 1.0) * (x0 + d0 + x1) * (1.0 + big_l**2 + x0 / d0)
+    sizes = (float((jac.T @ np.abs(g)).max()), float((jac.T @ np.abs(hess) @ jac).max() + second))
+    for mine, ref, size in zip(ours, theirs, sizes, strict=True):
+        assert float(np.abs(mine - ref).max()) <= 1e-12 * size
+    np.testing.assert_array_equal(ours[1], ours[1].T)
+    theta = np.array([psi[0, 0], psi[1, 0], psi[1, 1]])
+    step = block_step(theta, g, hess, np.array(shift), ext)
+    ref_step = block_step(theta, g, hess, np.array(shift))
+    assert (step is None) == (ref_step is None)
+    if step is None or ref_step is None:
+        return
+    evals = np.abs(np.linalg.eigvalsh(theirs[1]))
+    if evals.min() > 1e-6 * evals.max():
+        np.testing.assert_allclose(step.delta, ref_step.delta, rtol=1e-8, atol=1e-8)

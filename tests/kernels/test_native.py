@@ -314,6 +314,35 @@ def test_lean_evaluate_wants_writable_outputs():
         ext.lean_evaluate(*_evaluate_args(va=va))
 
 
+@built
+@pytest.mark.parametrize(
+    "hess, g_v, h_v, error, message",
+    [
+        (np.eye(3, dtype=np.float32), np.empty(3), np.empty((3, 3)), TypeError, "hess: a float64"),
+        (np.eye(2), np.empty(3), np.empty((3, 3)), ValueError, "hess: 9 numbers needed, got 4"),
+        (np.eye(6)[::2, ::2], np.empty(3), np.empty((3, 3)), ValueError, "not C-contiguous"),
+        (np.eye(3), np.empty(2), np.empty((3, 3)), ValueError, "g_v: 3 numbers needed, got 2"),
+        (np.eye(3), np.empty(3), np.empty(3), ValueError, "h_v: 9 numbers needed, got 3"),
+        (np.eye(3), np.empty(3), None, TypeError, "buffer|bytes-like"),
+    ],
+)
+def test_block_terms_checks_its_arguments(hess, g_v, h_v, error, message):
+    ext = native.extension()
+    assert ext is not None
+    with pytest.raises(error, match=message):
+        ext.block_terms(hess, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0, g_v, h_v)
+
+
+@built
+def test_block_terms_wants_writable_outputs():
+    ext = native.extension()
+    assert ext is not None
+    h_v = np.empty((3, 3))
+    h_v.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        ext.block_terms(np.eye(3), 1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0, np.empty(3), h_v)
+
+
 def _fit(df, reml: bool, monkeypatch, choice: str) -> dict:
     """``y ~ x1 + x2`` with a random intercept and slope on x1, arrays in, with
     ``DMIXED_NATIVE`` at ``choice``."""
