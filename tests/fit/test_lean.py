@@ -364,23 +364,32 @@ def test_singular_of_one_entry_is_its_eigenvalue_test(value):
     assert singular(hess) == expected
 
 
-@settings(max_examples=300)
-@given(
+#: :func:`block_step`'s cases: Ψ* = LL' + ridge I (``factor`` L's entries), a gradient,
+#: a negative definite curvature −RR' − 1e-6 I (``curvature`` R's entries) and shifts
+_BLOCK_CASES = dict(
     factor=st.lists(st.floats(-3.0, 3.0), min_size=3, max_size=3),
     ridge=st.sampled_from([1e-8, 1e-3, 1.0]),
     grad=st.lists(st.floats(-1e3, 1e3), min_size=3, max_size=3),
     curvature=st.lists(st.floats(-3.0, 3.0), min_size=9, max_size=9),
     shift=st.lists(st.sampled_from([0.0, 1e-3, 0.2, 5.0]), min_size=3, max_size=3),
-    fraction=st.sampled_from([1.0, 0.5, 2.0**-10]),
 )
+
+
+def _block_case(factor, ridge, curvature) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(Ψ*, θ = vech_lt(Ψ*), hess)`` of a case of :data:`_BLOCK_CASES`."""
+    lmat = np.array([[factor[0], 0.0], [factor[1], factor[2]]])
+    psi = lmat @ lmat.T + ridge * np.eye(2)
+    root = np.array(curvature).reshape(3, 3)
+    hess = -(root @ root.T) - 1e-6 * np.eye(3)
+    return psi, np.array([psi[0, 0], psi[1, 0], psi[1, 1]]), hess
+
+
+@settings(max_examples=300)
+@given(**_BLOCK_CASES, fraction=st.sampled_from([1.0, 0.5, 2.0**-10]))
 def test_block_step_is_newton_step_bit_for_bit(factor, ridge, grad, curvature, shift, fraction):
     """The 2 × 2 step written out gives :func:`newton_step`'s decrement and trial points
     bit for bit (a positive definite Ψ*, any gradient, curvature and shifts)."""
-    lmat = np.array([[factor[0], 0.0], [factor[1], factor[2]]])
-    psi = lmat @ lmat.T + ridge * np.eye(2)
-    theta = np.array([psi[0, 0], psi[1, 0], psi[1, 1]])
-    root = np.array(curvature).reshape(3, 3)
-    hess = -(root @ root.T) - 1e-6 * np.eye(3)
+    _, theta, hess = _block_case(factor, ridge, curvature)
     ours = block_step(theta, np.array(grad), hess, np.array(shift))
     theirs = newton_step(
         Layout(k_re=2, vc_widths=()),
@@ -647,21 +656,12 @@ def test_evaluate_fused_is_the_formulas(p, reml, offset, scale, kind, seed):
 
 @pytest.mark.skipif(not kernels.native.loaded(), reason="the C extension is not built")
 @settings(max_examples=300)
-@given(
-    factor=st.lists(st.floats(-3.0, 3.0), min_size=3, max_size=3),
-    ridge=st.sampled_from([1e-8, 1e-3, 1.0]),
-    grad=st.lists(st.floats(-1e3, 1e3), min_size=3, max_size=3),
-    curvature=st.lists(st.floats(-3.0, 3.0), min_size=9, max_size=9),
-    shift=st.lists(st.sampled_from([0.0, 1e-3, 0.2, 5.0]), min_size=3, max_size=3),
-)
+@given(**_BLOCK_CASES)
 def test_block_terms_in_c_are_numpys(factor, ridge, grad, curvature, shift):
     """:func:`~dmixed.fit.lean.block_terms` in the extension against its numpy products:
     to 1e-12 of the sizes of their terms; and so :func:`block_step`'s step, through
     the same direction, to rounding where the curvature is far from singular."""
-    lmat = np.array([[factor[0], 0.0], [factor[1], factor[2]]])
-    psi = lmat @ lmat.T + ridge * np.eye(2)
-    root = np.array(curvature).reshape(3, 3)
-    hess = -(root @ root.T) - 1e-6 * np.eye(3)
+    psi, theta, hess = _block_case(factor, ridge, curvature)
     g = np.array(grad)
     ext = kernels.native.extension()
     x0, d0 = psi[0, 0] + shift[0], psi[0, 0]
@@ -674,7 +674,6 @@ def test_block_terms_in_c_are_numpys(factor, ridge, grad, curvature, shift):
     for mine, ref, size in zip(ours, theirs, sizes, strict=True):
         assert float(np.abs(mine - ref).max()) <= 1e-12 * size
     np.testing.assert_array_equal(ours[1], ours[1].T)
-    theta = np.array([psi[0, 0], psi[1, 0], psi[1, 1]])
     step = block_step(theta, g, hess, np.array(shift), ext)
     ref_step = block_step(theta, g, hess, np.array(shift))
     assert (step is None) == (ref_step is None)

@@ -181,50 +181,6 @@ def test_profiled_hessian_runs_on_its_arguments():
     np.testing.assert_array_equal(args[-3][:2, :2], -10.0 * np.eye(2))
 
 
-@built
-@pytest.mark.parametrize(
-    "change, error, message",
-    [
-        (dict(va=np.zeros((9, 9), dtype=np.float32)), TypeError, "va: a float64 buffer"),
-        (dict(c=np.zeros((18, 12))[:, ::2]), ValueError, "not C-contiguous"),
-        (dict(a=np.eye(3)), ValueError, r"a: shape \(2, 2\) needed"),
-        (dict(a=np.eye(2, dtype=np.int64)), TypeError, "a: a float64 buffer"),
-        (dict(b=np.zeros((2, 1))), ValueError, r"b: shape \(2,\) needed"),
-        (dict(a_inv=np.eye(2)[:1]), ValueError, r"a_inv: shape \(2, 2\) needed"),
-        (dict(beta=np.zeros(3)), ValueError, r"beta: shape \(2,\) needed"),
-        (dict(index=np.zeros((85, 8), dtype=np.int32)), TypeError, "index: an int64 buffer"),
-        (dict(index=np.zeros((85, 7), dtype=np.intp)), ValueError, "index: 85 x 8 positions"),
-        (dict(index=np.full((85, 8), 194, dtype=np.intp)), ValueError, "outside \\[0, 194\\)"),
-        (dict(index=np.full((85, 8), -1, dtype=np.intp)), ValueError, "index: a position outside"),
-        (dict(hess=np.empty((4, 4))), ValueError, "hess: 25 numbers needed, got 16"),
-        (dict(prof=np.empty(8)), ValueError, "prof: 9 numbers needed, got 8"),
-        (dict(tr_ss=np.empty(3)[::-1]), ValueError, "not C-contiguous"),
-        (dict(tr_ss=None), TypeError, "buffer|bytes-like"),
-        (dict(p=64), ValueError, r"p must be in \[0, 63\]"),
-        (dict(p=-1), ValueError, r"p must be in \[0, 63\]"),
-        (dict(m=0), ValueError, r"m in \[1, 64\]"),
-        (dict(width=0), ValueError, r"width in \[1, 4096\]"),
-    ],
-)
-def test_profiled_hessian_checks_its_arguments(change, error, message):
-    """A buffer of another type, size or layout, a position outside its inputs or a
-    size out of range: refused by name, nothing read or written."""
-    ext = native.extension()
-    assert ext is not None
-    with pytest.raises(error, match=message):
-        ext.profiled_hessian(*_hessian_args(**change))
-
-
-@built
-def test_profiled_hessian_wants_writable_outputs():
-    ext = native.extension()
-    assert ext is not None
-    hess = np.empty((5, 5))
-    hess.flags.writeable = False
-    with pytest.raises(ValueError, match="read-only"):
-        ext.profiled_hessian(*_hessian_args(hess=hess))
-
-
 def _evaluate_args(**change):
     """Arguments of the extension's ``lean_evaluate`` for k = 3 (p = 2) and 4 groups,
     by name, with ``change`` in place of some."""
@@ -272,75 +228,104 @@ def test_lean_evaluate_runs_on_its_arguments():
     assert ext.lean_evaluate(*_evaluate_args(xyxy=-np.eye(3))) == 0
 
 
-@built
-@pytest.mark.parametrize(
-    "change, error, message",
-    [
-        (dict(k=5), ValueError, r"k must be in \[2, 4\], got k=5"),
-        (dict(k=1, zxy=np.ones((2, 1, 4))), ValueError, r"k must be in \[2, 4\]"),
-        (dict(g=-1), ValueError, "k must be in .* and g >= 0"),
-        (dict(zz=np.zeros((2, 2, 4), dtype=np.float32)), TypeError, "zz: a float64 buffer"),
-        (dict(zxy=np.ones((2, 3, 5))), ValueError, "zxy: 24 numbers needed, got 30"),
-        (dict(xyxy=np.eye(4)[:3, :3]), ValueError, "not C-contiguous"),
-        (dict(abs_xyxy=np.eye(2)), ValueError, "abs_xyxy: 9 numbers needed, got 4"),
-        (dict(score_at=np.zeros((3, 5), dtype=np.int32)), TypeError, "score_at: an int64"),
-        (dict(score_at=np.zeros((3, 4), dtype=np.intp)), ValueError, "score_at: 15 positions"),
-        (dict(score_at=np.full((3, 5), 81, dtype=np.intp)), ValueError, r"outside \[0, 81\)"),
-        (dict(score_at=np.full((3, 5), -1, dtype=np.intp)), ValueError, r"outside \[0, 81\)"),
-        (dict(rows=np.empty((9, 3))), ValueError, "rows: 36 numbers needed, got 27"),
-        (dict(va=np.empty((9, 18))[:, ::2]), ValueError, "not C-contiguous"),
-        (dict(a_inv=np.empty((3, 3))), ValueError, "a_inv: 4 numbers needed, got 9"),
-        (dict(beta=np.empty(3)), ValueError, "beta: 2 numbers needed, got 3"),
-        (dict(scalars=np.empty(16)), ValueError, "scalars: 17 numbers needed, got 16"),
-        (dict(m=None), TypeError, "buffer|bytes-like"),
-    ],
-)
-def test_lean_evaluate_checks_its_arguments(change, error, message):
-    """A buffer of another type, size or layout, a position outside ``va`` or a size
-    out of range: refused by name, nothing read or written."""
-    ext = native.extension()
-    assert ext is not None
-    with pytest.raises(error, match=message):
-        ext.lean_evaluate(*_evaluate_args(**change))
+def _block_args(**change):
+    """Arguments of the extension's ``block_terms``, by name, with ``change`` in place
+    of some."""
+    args = dict(
+        hess=np.eye(3),
+        g0=1.0,
+        g1=0.0,
+        g2=1.0,
+        x0=1.0,
+        big_l=0.0,
+        d0=1.0,
+        x1=1.0,
+        g_v=np.empty(3),
+        h_v=np.empty((3, 3)),
+    )
+    args.update(change)
+    return tuple(args.values())
 
 
-@built
-def test_lean_evaluate_wants_writable_outputs():
-    ext = native.extension()
-    assert ext is not None
-    va = np.empty((9, 9))
-    va.flags.writeable = False
-    with pytest.raises(ValueError, match="read-only"):
-        ext.lean_evaluate(*_evaluate_args(va=va))
+_PH, _LE, _BT = "profiled_hessian", "lean_evaluate", "block_terms"
+
+#: the arguments of these entry points by name (:func:`_hessian_args`, ...)
+_ARGS = {_PH: _hessian_args, _LE: _evaluate_args, _BT: _block_args}
 
 
 @built
 @pytest.mark.parametrize(
-    "hess, g_v, h_v, error, message",
+    "entry, change, error, message",
     [
-        (np.eye(3, dtype=np.float32), np.empty(3), np.empty((3, 3)), TypeError, "hess: a float64"),
-        (np.eye(2), np.empty(3), np.empty((3, 3)), ValueError, "hess: 9 numbers needed, got 4"),
-        (np.eye(6)[::2, ::2], np.empty(3), np.empty((3, 3)), ValueError, "not C-contiguous"),
-        (np.eye(3), np.empty(2), np.empty((3, 3)), ValueError, "g_v: 3 numbers needed, got 2"),
-        (np.eye(3), np.empty(3), np.empty(3), ValueError, "h_v: 9 numbers needed, got 3"),
-        (np.eye(3), np.empty(3), None, TypeError, "buffer|bytes-like"),
+        (_PH, dict(va=np.zeros((9, 9), np.float32)), TypeError, "va: a float64 buffer"),
+        (_PH, dict(c=np.zeros((18, 12))[:, ::2]), ValueError, "not C-contiguous"),
+        (_PH, dict(a=np.eye(3)), ValueError, r"a: shape \(2, 2\) needed"),
+        (_PH, dict(a=np.eye(2, dtype=int)), TypeError, "a: a float64 buffer"),
+        (_PH, dict(b=np.zeros((2, 1))), ValueError, r"b: shape \(2,\) needed"),
+        (_PH, dict(a_inv=np.eye(2)[:1]), ValueError, r"a_inv: shape \(2, 2\) needed"),
+        (_PH, dict(beta=np.zeros(3)), ValueError, r"beta: shape \(2,\) needed"),
+        (_PH, dict(index=np.zeros((85, 8), np.int32)), TypeError, "index: an int64 buffer"),
+        (_PH, dict(index=np.zeros((85, 7), np.intp)), ValueError, "index: 85 x 8 positions"),
+        (_PH, dict(index=np.full((85, 8), 194, np.intp)), ValueError, "outside \\[0, 194\\)"),
+        (_PH, dict(index=np.full((85, 8), -1, np.intp)), ValueError, "index: a position outside"),
+        (_PH, dict(hess=np.empty((4, 4))), ValueError, "hess: 25 numbers needed, got 16"),
+        (_PH, dict(prof=np.empty(8)), ValueError, "prof: 9 numbers needed, got 8"),
+        (_PH, dict(tr_ss=np.empty(3)[::-1]), ValueError, "not C-contiguous"),
+        (_PH, dict(tr_ss=None), TypeError, "buffer|bytes-like"),
+        (_PH, dict(p=64), ValueError, r"p must be in \[0, 63\]"),
+        (_PH, dict(p=-1), ValueError, r"p must be in \[0, 63\]"),
+        (_PH, dict(m=0), ValueError, r"m in \[1, 64\]"),
+        (_PH, dict(width=0), ValueError, r"width in \[1, 4096\]"),
+        (_LE, dict(k=5), ValueError, r"k must be in \[2, 4\], got k=5"),
+        (_LE, dict(k=1, zxy=np.ones((2, 1, 4))), ValueError, r"k must be in \[2, 4\]"),
+        (_LE, dict(g=-1), ValueError, "k must be in .* and g >= 0"),
+        (_LE, dict(zz=np.zeros((2, 2, 4), np.float32)), TypeError, "zz: a float64 buffer"),
+        (_LE, dict(zxy=np.ones((2, 3, 5))), ValueError, "zxy: 24 numbers needed, got 30"),
+        (_LE, dict(xyxy=np.eye(4)[:3, :3]), ValueError, "not C-contiguous"),
+        (_LE, dict(abs_xyxy=np.eye(2)), ValueError, "abs_xyxy: 9 numbers needed, got 4"),
+        (_LE, dict(score_at=np.zeros((3, 5), np.int32)), TypeError, "score_at: an int64"),
+        (_LE, dict(score_at=np.zeros((3, 4), np.intp)), ValueError, "score_at: 15 positions"),
+        (_LE, dict(score_at=np.full((3, 5), 81, np.intp)), ValueError, r"outside \[0, 81\)"),
+        (_LE, dict(score_at=np.full((3, 5), -1, np.intp)), ValueError, r"outside \[0, 81\)"),
+        (_LE, dict(rows=np.empty((9, 3))), ValueError, "rows: 36 numbers needed, got 27"),
+        (_LE, dict(va=np.empty((9, 18))[:, ::2]), ValueError, "not C-contiguous"),
+        (_LE, dict(a_inv=np.empty((3, 3))), ValueError, "a_inv: 4 numbers needed, got 9"),
+        (_LE, dict(beta=np.empty(3)), ValueError, "beta: 2 numbers needed, got 3"),
+        (_LE, dict(scalars=np.empty(16)), ValueError, "scalars: 17 numbers needed, got 16"),
+        (_LE, dict(m=None), TypeError, "buffer|bytes-like"),
+        (_BT, dict(hess=np.eye(3, dtype=np.float32)), TypeError, "hess: a float64"),
+        (_BT, dict(hess=np.eye(2)), ValueError, "hess: 9 numbers needed, got 4"),
+        (_BT, dict(hess=np.eye(6)[::2, ::2]), ValueError, "not C-contiguous"),
+        (_BT, dict(g_v=np.empty(2)), ValueError, "g_v: 3 numbers needed, got 2"),
+        (_BT, dict(h_v=np.empty(3)), ValueError, "h_v: 9 numbers needed, got 3"),
+        (_BT, dict(h_v=None), TypeError, "buffer|bytes-like"),
     ],
 )
-def test_block_terms_checks_its_arguments(hess, g_v, h_v, error, message):
+def test_entry_points_check_their_arguments(entry, change, error, message):
+    """A buffer of another type, size or layout, a position outside its inputs or a
+    size out of range: refused by name, nothing read or written."""
     ext = native.extension()
     assert ext is not None
     with pytest.raises(error, match=message):
-        ext.block_terms(hess, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0, g_v, h_v)
+        getattr(ext, entry)(*_ARGS[entry](**change))
 
 
 @built
-def test_block_terms_wants_writable_outputs():
+@pytest.mark.parametrize(
+    "entry, name, shape",
+    [
+        ("profiled_hessian", "hess", (5, 5)),
+        ("lean_evaluate", "va", (9, 9)),
+        ("block_terms", "h_v", (3, 3)),
+    ],
+)
+def test_entry_points_want_writable_outputs(entry, name, shape):
     ext = native.extension()
     assert ext is not None
-    h_v = np.empty((3, 3))
-    h_v.flags.writeable = False
+    out = np.empty(shape)
+    out.flags.writeable = False
     with pytest.raises(ValueError, match="read-only"):
-        ext.block_terms(np.eye(3), 1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0, np.empty(3), h_v)
+        getattr(ext, entry)(*_ARGS[entry](**{name: out}))
 
 
 def _fit(df, reml: bool, monkeypatch, choice: str) -> dict:
