@@ -1,7 +1,12 @@
 /*
  * The per-group sums of dmixed.kernels.dense2 (two random-effect coordinates) in one
- * loop over the groups per call, and the per-group term sums of
- * dmixed.kernels.rows.plain_statistics in one pass over the rows.
+ * loop over the groups per call, the per-group term sums of
+ * dmixed.kernels.rows.plain_statistics in one pass over the rows, and the small-matrix
+ * arithmetic of dmixed.fit.lean's Newton steps for r = 2 (lean_evaluate: an evaluation
+ * on those sums; profiled_hessian: the profiled Hessian from the Hessian moments;
+ * block_terms: a step's chain rule), the numpy formulas there being the reference: the
+ * same operations on each number, the small products in their own order (BLAS's differs:
+ * they agree to rounding).
  *
  * The arrays are those of the numpy reference (dmixed/kernels/dense2.py), entry-major:
  * an entry's values over the G groups of a chunk lie together (C order, float64).  They
