@@ -71,6 +71,10 @@ __all__ = [
 
 _EPS = float(np.finfo(float).eps)
 
+#: the numbers the extension's ``lean_evaluate`` returns (``LEAN_SCALARS`` of ``c_sums.c``):
+#: ℓ, Σ log d, log|A|, Q, D00, D01, D11, the packed score, b00, b01, b11, det(B), S00, S01, S11
+_FUSED_NUMBERS = 17
+
 #: The steps hand over where the exact profiled Hessian's smallest curvature (in
 #: absolute value) is below this share of its largest: ℓ is flat to rounding along a
 #: direction (a random-effects design of deficient rank in every group, a correlation
@@ -334,7 +338,7 @@ class LeanSteps:
         p, n = k - 1, 2 * k + 3
         inv_d, rows, va = np.empty(g), np.empty((n, g)), np.empty((n, n))
         m, t, a_inv, beta = np.empty((k, k)), np.empty((k, k)), np.empty((p, p)), np.empty(p)
-        numbers = np.empty(17)
+        numbers = np.empty(_FUSED_NUMBERS)
         status = ext.lean_evaluate(
             *self._fused,
             k,
