@@ -1,7 +1,12 @@
 /*
  * The per-group sums of dmixed.kernels.dense2 (two random-effect coordinates) in one
- * loop over the groups per call, and the per-group term sums of
- * dmixed.kernels.rows.plain_statistics in one pass over the rows.
+ * loop over the groups per call, the per-group term sums of
+ * dmixed.kernels.rows.plain_statistics in one pass over the rows, and the small-matrix
+ * arithmetic of dmixed.fit.lean's Newton steps for r = 2 (lean_evaluate: an evaluation
+ * on those sums; profiled_hessian: the profiled Hessian from the Hessian moments;
+ * block_terms: a step's chain rule), the numpy formulas there being the reference: the
+ * same operations on each number, the small products in their own order (BLAS's differs:
+ * they agree to rounding).
  *
  * The arrays are those of the numpy reference (dmixed/kernels/dense2.py), entry-major:
  * an entry's values over the G groups of a chunk lie together (C order, float64).  They
@@ -19,6 +24,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -244,41 +250,16 @@ det_u(double u00, double u01, double u11)
     return det < 0.0 ? 0.0 : det;
 }
 
-PyDoc_STRVAR(dense2_first_doc,
-"dense2_first(zz, zxy, k, g, c0, c1, c2, c3, c4, inv_d, sums) -> float\n\n"
-"For zz (2, 2, g) and zxy (2, k, g): d_i = c0 + c1 u00 + c2 u01 + c3 u11 + c4 det(U)\n"
-"into inv_d (g) as 1/d_i, and into sums (5 + 2 k (k + 1)) the sums over the groups of\n"
-"the fixed rows [1, u00, u01, u11, det(U)] and the upper triangles of T0..T3 of\n"
-"dmixed.kernels.dense2 (made per group as _Dense2Chunk makes them) over d_i; returns\n"
-"the sum of log d_i.");
-
-static PyObject *
-dense2_first(PyObject *self, PyObject *args)
+/* dense2_first's sums (its docstring) of the g groups of zz and zxy at d's coefficients
+   c into inv_d and sums; returns the sum of log d_i. */
+static double
+first_pass(const double *zz, const double *zxy, Py_ssize_t k, Py_ssize_t g, const double *c,
+           double *inv_d, double *sums)
 {
-    PyObject *o[4];
-    Py_ssize_t k, g;
-    double c[5];
-    if (!PyArg_ParseTuple(args, "OOnndddddOO", &o[0], &o[1], &k, &g, &c[0], &c[1], &c[2],
-                          &c[3], &c[4], &o[2], &o[3])) {
-        return NULL;
-    }
-    if (check_sizes(k, g) != 0) {
-        return NULL;
-    }
-    Py_ssize_t t = k * (k + 1) / 2;
-    Py_buffer v[4];
-    const char *names[4] = {"zz", "zxy", "inv_d", "sums"};
-    Py_ssize_t sizes[4] = {4 * g, 2 * k * g, g, 5 + 4 * t};
-    int writes[4] = {0, 0, 1, 1};
-    if (take_all(o, v, 4, names, sizes, writes) != 0) {
-        return NULL;
-    }
-    const double *zz = v[0].buf, *zxy = v[1].buf;
-    double *inv_d = v[2].buf, *sums = v[3].buf;
     const double *u00 = zz, *u01 = zz + g, *u11 = zz + 3 * g;
     const double *f0 = zxy, *f1 = zxy + k * g;
     double logdet = 0.0;
-    Py_BEGIN_ALLOW_THREADS
+    Py_ssize_t t = k * (k + 1) / 2;
     /* Σ log d_i as the log of their product, its binary exponent taken apart whenever
        it leaves [2^-500, 2^500] (each d_i ≥ 1 in exact arithmetic: K_i's eigenvalues
        are ≥ 1): one log where there were g, to rounding the same sum (g roundings of
@@ -325,6 +306,43 @@ dense2_first(PyObject *self, PyObject *args)
             }
         }
     }
+    return logdet;
+}
+
+PyDoc_STRVAR(dense2_first_doc,
+"dense2_first(zz, zxy, k, g, c0, c1, c2, c3, c4, inv_d, sums) -> float\n\n"
+"For zz (2, 2, g) and zxy (2, k, g): d_i = c0 + c1 u00 + c2 u01 + c3 u11 + c4 det(U)\n"
+"into inv_d (g) as 1/d_i, and into sums (5 + 2 k (k + 1)) the sums over the groups of\n"
+"the fixed rows [1, u00, u01, u11, det(U)] and the upper triangles of T0..T3 of\n"
+"dmixed.kernels.dense2 (made per group as _Dense2Chunk makes them) over d_i; returns\n"
+"the sum of log d_i.");
+
+static PyObject *
+dense2_first(PyObject *self, PyObject *args)
+{
+    PyObject *o[4];
+    Py_ssize_t k, g;
+    double c[5];
+    if (!PyArg_ParseTuple(args, "OOnndddddOO", &o[0], &o[1], &k, &g, &c[0], &c[1], &c[2],
+                          &c[3], &c[4], &o[2], &o[3])) {
+        return NULL;
+    }
+    if (check_sizes(k, g) != 0) {
+        return NULL;
+    }
+    Py_ssize_t t = k * (k + 1) / 2;
+    Py_buffer v[4];
+    const char *names[4] = {"zz", "zxy", "inv_d", "sums"};
+    Py_ssize_t sizes[4] = {4 * g, 2 * k * g, g, 5 + 4 * t};
+    int writes[4] = {0, 0, 1, 1};
+    if (take_all(o, v, 4, names, sizes, writes) != 0) {
+        return NULL;
+    }
+    const double *zz = v[0].buf, *zxy = v[1].buf;
+    double *inv_d = v[2].buf, *sums = v[3].buf;
+    double logdet;
+    Py_BEGIN_ALLOW_THREADS
+    logdet = first_pass(zz, zxy, k, g, c, inv_d, sums);
     Py_END_ALLOW_THREADS
     release(v, 4);
     return PyFloat_FromDouble(logdet);
@@ -349,6 +367,37 @@ h_rows(const double *zz, const double *zxy, const double *inv_d, Py_ssize_t k, P
             h1[i] = (a1[i] - b01 * a2 + b00 * a3) * inv_d[i];
         }
     }
+}
+
+/* dense2_residual's rows and their products (its docstring) of the g groups at B's
+   entries and w into out and va. */
+static void
+residual_pass(const double *zz, const double *zxy, const double *inv_d, Py_ssize_t k,
+              Py_ssize_t g, double b00, double b01, double b11, const double *w, double *out,
+              double *va)
+{
+    Py_ssize_t n = 2 * k + 3;
+    const double *u00 = zz, *u01 = zz + g, *u11 = zz + 3 * g;
+    double *s00 = out + 2 * k * g, *s01 = s00 + g, *s11 = s01 + g;
+    for (Py_ssize_t i = 0; i < g; i++) {
+        double det = det_u(u00[i], u01[i], u11[i]);
+        s00[i] = (u00[i] + b11 * det) * inv_d[i];
+        s01[i] = (u01[i] - b01 * det) * inv_d[i];
+        s11[i] = (u11[i] + b00 * det) * inv_d[i];
+    }
+    h_rows(zz, zxy, inv_d, k, g, b00, b01, b11, 0, g, out, g);
+    /* u_a = sum_x w_x H[a, x] in place of y's column (whose w is 1) */
+    double *u0 = out + (k - 1) * g, *u1 = out + (2 * k - 1) * g;
+    for (Py_ssize_t i = 0; i < g; i++) {
+        double p0 = 0.0, p1 = 0.0;
+        for (Py_ssize_t x = 0; x < k; x++) {
+            p0 += w[x] * out[x * g + i];
+            p1 += w[x] * out[(k + x) * g + i];
+        }
+        u0[i] = p0;
+        u1[i] = p1;
+    }
+    row_products(out, n, g, NULL, g, va, n);
 }
 
 PyDoc_STRVAR(dense2_residual_doc,
@@ -382,27 +431,7 @@ dense2_residual(PyObject *self, PyObject *args)
     const double *zz = v[0].buf, *zxy = v[1].buf, *inv_d = v[2].buf, *w = v[3].buf;
     double *out = v[4].buf, *va = v[5].buf;
     Py_BEGIN_ALLOW_THREADS
-    const double *u00 = zz, *u01 = zz + g, *u11 = zz + 3 * g;
-    double *s00 = out + 2 * k * g, *s01 = s00 + g, *s11 = s01 + g;
-    for (Py_ssize_t i = 0; i < g; i++) {
-        double det = det_u(u00[i], u01[i], u11[i]);
-        s00[i] = (u00[i] + b11 * det) * inv_d[i];
-        s01[i] = (u01[i] - b01 * det) * inv_d[i];
-        s11[i] = (u11[i] + b00 * det) * inv_d[i];
-    }
-    h_rows(zz, zxy, inv_d, k, g, b00, b01, b11, 0, g, out, g);
-    /* u_a = sum_x w_x H[a, x] in place of y's column (whose w is 1) */
-    double *u0 = out + (k - 1) * g, *u1 = out + (2 * k - 1) * g;
-    for (Py_ssize_t i = 0; i < g; i++) {
-        double p0 = 0.0, p1 = 0.0;
-        for (Py_ssize_t x = 0; x < k; x++) {
-            p0 += w[x] * out[x * g + i];
-            p1 += w[x] * out[(k + x) * g + i];
-        }
-        u0[i] = p0;
-        u1[i] = p1;
-    }
-    row_products(out, n, g, NULL, g, va, n);
+    residual_pass(zz, zxy, inv_d, k, g, b00, b01, b11, w, out, va);
     Py_END_ALLOW_THREADS
     release(v, 6);
     Py_RETURN_NONE;
@@ -721,12 +750,690 @@ done:
     Py_RETURN_NONE;
 }
 
+/* The sum of n numbers at x[0], x[stride], ... as numpy's add.reduce adds a row of a
+   contiguous array (its pairwise summation: fewer than 8 one after another, else eight
+   running sums folded as a tree, the rest one after another, halves past 128), so that
+   each of profiled_hessian's gathered sums is full_sums' to the bit. */
+static double
+pairwise(const double *x, Py_ssize_t n)
+{
+    if (n < 8) {
+        double res = 0.0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            res += x[i];
+        }
+        return res;
+    }
+    if (n <= 128) {
+        double r[8];
+        for (int j = 0; j < 8; j++) {
+            r[j] = x[j];
+        }
+        Py_ssize_t i = 8;
+        for (; i < n - (n % 8); i += 8) {
+            for (int j = 0; j < 8; j++) {
+                r[j] += x[i + j];
+            }
+        }
+        double res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+        for (; i < n; i++) {
+            res += x[i];
+        }
+        return res;
+    }
+    Py_ssize_t half = n / 2;
+    half -= half % 8;
+    return pairwise(x, half) + pairwise(x + half, n - half);
+}
+
+/* The float64 numbers of an array of ndim (1 or 2) dimensions of the given shape and any
+   strides, copied in C order into out; or an exception naming it. */
+static int
+take_copy(PyObject *obj, int ndim, Py_ssize_t rows, Py_ssize_t cols, double *out,
+          const char *name)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(obj, &view, PyBUF_STRIDES | PyBUF_FORMAT) != 0) {
+        return -1;
+    }
+    const char *fmt = view.format;
+    if (fmt != NULL && (fmt[0] == '<' || fmt[0] == '=' || fmt[0] == '@')) {
+        fmt++;
+    }
+    if (view.itemsize != 8 || fmt == NULL || fmt[0] != 'd' || fmt[1] != '\0') {
+        PyErr_Format(PyExc_TypeError, "%s: a float64 buffer is needed, got format %s", name,
+                     view.format == NULL ? "B" : view.format);
+        PyBuffer_Release(&view);
+        return -1;
+    }
+    if (view.ndim != ndim || view.shape[0] != rows || (ndim == 2 && view.shape[1] != cols)) {
+        if (ndim == 2) {
+            PyErr_Format(PyExc_ValueError, "%s: shape (%zd, %zd) needed", name, rows, cols);
+        }
+        else {
+            PyErr_Format(PyExc_ValueError, "%s: shape (%zd,) needed", name, rows);
+        }
+        PyBuffer_Release(&view);
+        return -1;
+    }
+    const char *base = view.buf;
+    Py_ssize_t s0 = view.strides[0], s1 = ndim == 2 ? view.strides[1] : 0;
+    for (Py_ssize_t i = 0; i < rows; i++) {
+        for (Py_ssize_t j = 0; j < (ndim == 2 ? cols : 1); j++) {
+            *out++ = *(const double *)(base + i * s0 + j * s1);
+        }
+    }
+    PyBuffer_Release(&view);
+    return 0;
+}
+
+/* the largest p and m profiled_hessian takes (native.MAX_K - 1 and m's bound) */
+#define MAX_P 63
+#define MAX_M 64
+
+/* out (rows × cols, C order) = x (rows × inner) @ y (inner × cols), each entry a sum over
+   the inner index in order (BLAS adds in its own order: the products agree to rounding) */
+static void
+product(const double *x, const double *y, Py_ssize_t rows, Py_ssize_t inner, Py_ssize_t cols,
+        double *out)
+{
+    for (Py_ssize_t i = 0; i < rows; i++) {
+        for (Py_ssize_t j = 0; j < cols; j++) {
+            double acc = 0.0;
+            for (Py_ssize_t l = 0; l < inner; l++) {
+                acc += x[i * inner + l] * y[l * cols + j];
+            }
+            out[i * cols + j] = acc;
+        }
+    }
+}
+
+/* The arithmetic of profiled_hessian once the buffers are read: sums (the gathered
+   entries, laid out as full_sums returns them) into hess, prof and tr_ss; returns
+   whether hess is finite.  work holds n p + m m numbers. */
+static int
+hessian_arith(const double *sums, const double *a, const double *b, const double *a_inv,
+              const double *beta, Py_ssize_t p, Py_ssize_t m, double q0, double fac, int reml,
+              double *hess, double *prof, double *tr_ss, double *work)
+{
+    Py_ssize_t n = p + m;
+    const double *half_q = sums, *u_e_u = sums + n * n, *ss = u_e_u + m;
+    const double *a_j = ss + m * m, *a_jk = a_j + m * p * p;
+    /* quadratic_form at beta about 0: Q(0) - 2 beta'b + beta'A beta, each sum in order
+       from 0 as Python's sum of the products */
+    double beta_b = 0.0, beta_a_beta = 0.0;
+    for (Py_ssize_t i = 0; i < p; i++) {
+        beta_b += beta[i] * b[i];
+    }
+    for (Py_ssize_t i = 0; i < p; i++) {
+        double row = 0.0;
+        for (Py_ssize_t j = 0; j < p; j++) {
+            row += a[i * p + j] * beta[j];
+        }
+        beta_a_beta += beta[i] * row;
+    }
+    double qf = q0 - 2.0 * beta_b;
+    qf += beta_a_beta;
+    double c1 = -fac / qf;
+    for (Py_ssize_t i = 0; i < n * n; i++) {
+        hess[i] = half_q[i] * c1;
+    }
+    double scale = 0.5 * fac / (qf * qf);
+    for (Py_ssize_t j = 0; j < m; j++) {
+        double *h = hess + (p + j) * n + p;
+        for (Py_ssize_t l = 0; l < m; l++) {
+            h[l] += 0.5 * ss[j * m + l];
+        }
+        for (Py_ssize_t l = 0; l < m; l++) {
+            h[l] += u_e_u[j] * (scale * u_e_u[l]);
+        }
+    }
+    if (reml && p) {
+        /* tr(A^-1 A_j A^-1 A_l) - sum A_jl[x, y] A^-1[x, y], with ql_j = A^-1 A_j (in
+           work, m p p numbers) */
+        double *ql = work;
+        for (Py_ssize_t j = 0; j < m; j++) {
+            product(a_inv, a_j + j * p * p, p, p, p, ql + j * p * p);
+        }
+        for (Py_ssize_t j = 0; j < m; j++) {
+            double *h = hess + (p + j) * n + p;
+            for (Py_ssize_t l = 0; l < m; l++) {
+                const double *qj = ql + j * p * p, *qlm = ql + l * p * p;
+                const double *ajl = a_jk + (j * m + l) * p * p;
+                double tr = 0.0, contracted = 0.0;
+                for (Py_ssize_t x = 0; x < p; x++) {
+                    for (Py_ssize_t y = 0; y < p; y++) {
+                        tr += qj[x * p + y] * qlm[y * p + x];
+                        contracted += ajl[x * p + y] * a_inv[x * p + y];
+                    }
+                }
+                h[l] += 0.5 * (tr - contracted);
+            }
+        }
+    }
+    for (Py_ssize_t j = 0; j < m; j++) {
+        double *hj = hess + (p + j) * n + p;
+        for (Py_ssize_t l = j; l < m; l++) {
+            double *hl = hess + (p + l) * n + p;
+            double both = 0.5 * (hj[l] + hl[j]);
+            hj[l] = both;
+            hl[j] = both;
+        }
+    }
+    int finite = 1;
+    for (Py_ssize_t i = 0; i < n * n; i++) {
+        finite &= isfinite(hess[i]) ? 1 : 0;
+    }
+    for (Py_ssize_t j = 0; j < m; j++) {
+        tr_ss[j] = ss[j * m + j];
+    }
+    if (!finite) {
+        return 0;
+    }
+    /* the beta block eliminated: H_tt - c1 G A^-1 G' (G = half_q's theta-beta block, its
+       product with A^-1 in work), symmetrized */
+    double *ga = work;
+    for (Py_ssize_t j = 0; j < m; j++) {
+        product(half_q + (p + j) * n, a_inv, 1, p, p, ga + j * p);
+    }
+    for (Py_ssize_t j = 0; j < m; j++) {
+        for (Py_ssize_t l = 0; l < m; l++) {
+            double x = 0.0;
+            for (Py_ssize_t y = 0; y < p; y++) {
+                x += ga[j * p + y] * half_q[(p + l) * n + y];
+            }
+            prof[j * m + l] = p ? hess[(p + j) * n + p + l] - c1 * x : hess[(p + j) * n + p + l];
+        }
+    }
+    for (Py_ssize_t j = 0; j < m; j++) {
+        for (Py_ssize_t l = j; l < m; l++) {
+            double both = 0.5 * (prof[j * m + l] + prof[l * m + j]);
+            prof[j * m + l] = both;
+            prof[l * m + j] = both;
+        }
+    }
+    return 1;
+}
+
+PyDoc_STRVAR(profiled_hessian_doc,
+"profiled_hessian(va, c, a, b, a_inv, beta, index, width, p, m, q0, fac, reml, hess, prof,\n"
+"                 tr_ss) -> bool\n\n"
+"The Hessian of the profiled log-likelihood from full_sums' inputs, as\n"
+"dmixed.fit.lean.LeanSteps.profiled_hessian_2 makes it: each row of index (int64,\n"
+"C-contiguous, (n n + m + m m + m p p + m m p p) x width, n = p + m) the positions in\n"
+"[va, c, A, 0] (va and c float64 C-contiguous, any size) whose sum is an entry of\n"
+"full_sums (summed as numpy sums a row); a (p, p), b (p,), a_inv (p, p) and beta (p,)\n"
+"of the profile (float64, any strides); q0 = Q(0) and fac as the profile's; reml true\n"
+"for REML.  Into hess (n n) the full Hessian, into prof (m m) the profiled one and into\n"
+"tr_ss (m) the diagonal of tr(S E_j S E_j); returns whether hess is finite (prof not\n"
+"made where it is not).");
+
+static PyObject *
+profiled_hessian(PyObject *self, PyObject *args)
+{
+    PyObject *o[10];
+    Py_ssize_t width, p, m;
+    double q0, fac;
+    int reml;
+    if (!PyArg_ParseTuple(args, "OOOOOOOnnnddpOOO", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5],
+                          &o[6], &width, &p, &m, &q0, &fac, &reml, &o[7], &o[8], &o[9])) {
+        return NULL;
+    }
+    if (p < 0 || p > MAX_P || m < 1 || m > MAX_M || width < 1 || width > 4096) {
+        PyErr_Format(PyExc_ValueError,
+                     "p must be in [0, %d], m in [1, %d] and width in [1, 4096], got p=%zd,"
+                     " m=%zd, width=%zd",
+                     MAX_P, MAX_M, p, m, width);
+        return NULL;
+    }
+    Py_ssize_t n = p + m, pp = p * p;
+    Py_ssize_t n_rows = n * n + m + m * m + m * pp + m * m * pp;
+    /* the profile's arrays, then the sums, then the arithmetic's work */
+    double *store = PyMem_Malloc(sizeof(double) * (2 * pp + 2 * p + n_rows + m * pp + m * p));
+    if (store == NULL) {
+        return PyErr_NoMemory();
+    }
+    double *a = store, *b = a + pp, *a_inv = b + p, *beta = a_inv + pp, *sums = beta + p;
+    double *work = sums + n_rows;
+    PyObject *result = NULL;
+    Py_buffer v[6];
+    int taken = 0;
+    if (take_copy(o[2], 2, p, p, a, "a") != 0 || take_copy(o[3], 1, p, 0, b, "b") != 0 ||
+        take_copy(o[4], 2, p, p, a_inv, "a_inv") != 0 ||
+        take_copy(o[5], 1, p, 0, beta, "beta") != 0) {
+        goto done;
+    }
+    for (int i = 0; i < 2; i++, taken++) {
+        if (PyObject_GetBuffer(o[i], &v[i], PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) {
+            goto done;
+        }
+        const char *fmt = v[i].format;
+        if (fmt != NULL && (fmt[0] == '<' || fmt[0] == '=' || fmt[0] == '@')) {
+            fmt++;
+        }
+        if (v[i].itemsize != 8 || fmt == NULL || fmt[0] != 'd' || fmt[1] != '\0') {
+            PyErr_Format(PyExc_TypeError, "%s: a float64 buffer is needed",
+                         i == 0 ? "va" : "c");
+            taken++;
+            goto done;
+        }
+    }
+    if (PyObject_GetBuffer(o[6], &v[2], PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) {
+        goto done;
+    }
+    taken++;
+    {
+        const char *fmt = v[2].format;
+        if (fmt != NULL && (fmt[0] == '<' || fmt[0] == '=' || fmt[0] == '@')) {
+            fmt++;
+        }
+        if (v[2].itemsize != 8 || fmt == NULL || (strcmp(fmt, "q") != 0 && strcmp(fmt, "l") != 0)) {
+            PyErr_SetString(PyExc_TypeError, "index: an int64 buffer is needed");
+            goto done;
+        }
+        if (v[2].len != n_rows * width * 8) {
+            PyErr_Format(PyExc_ValueError, "index: %zd x %zd positions needed, got %zd",
+                         n_rows, width, v[2].len / 8);
+            goto done;
+        }
+    }
+    {
+        const char *names[3] = {"hess", "prof", "tr_ss"};
+        Py_ssize_t sizes[3] = {n * n, m * m, m};
+        for (int i = 0; i < 3; i++, taken++) {
+            if (take(o[7 + i], &v[3 + i], 1, sizes[i], names[i]) != 0) {
+                goto done;
+            }
+        }
+    }
+    {
+        const double *va = v[0].buf, *c = v[1].buf;
+        const int64_t *index = v[2].buf;
+        Py_ssize_t n_va = v[0].len / 8, n_c = v[1].len / 8;
+        Py_ssize_t total = n_va + n_c + pp + 1;
+        double *row = work; /* width numbers at a time: work holds at least m p + m p p */
+        double *own = NULL;
+        if (width > m * pp + m * p) {
+            own = PyMem_Malloc(sizeof(double) * width);
+            if (own == NULL) {
+                PyErr_NoMemory();
+                goto done;
+            }
+            row = own;
+        }
+        int bad = 0, finite = 0;
+        /* a long loop (the widest p) without the GIL */
+        PyThreadState *state = p > 8 ? PyEval_SaveThread() : NULL;
+        for (Py_ssize_t r = 0; r < n_rows && !bad; r++) {
+            const int64_t *at = index + r * width;
+            for (Py_ssize_t w = 0; w < width; w++) {
+                int64_t pos = at[w];
+                if (pos < 0 || pos >= total) {
+                    bad = 1;
+                    break;
+                }
+                row[w] = pos < n_va                ? va[pos]
+                         : pos < n_va + n_c        ? c[pos - n_va]
+                         : pos < n_va + n_c + pp   ? a[pos - n_va - n_c]
+                                                   : 0.0;
+            }
+            sums[r] = pairwise(row, width);
+        }
+        if (!bad) {
+            finite = hessian_arith(sums, a, b, a_inv, beta, p, m, q0, fac, reml, v[3].buf,
+                                   v[4].buf, v[5].buf, work);
+        }
+        if (state != NULL) {
+            PyEval_RestoreThread(state);
+        }
+        PyMem_Free(own);
+        if (bad) {
+            PyErr_Format(PyExc_ValueError, "index: a position outside [0, %zd)", total);
+            goto done;
+        }
+        result = PyBool_FromLong(finite);
+    }
+done:
+    release(v, taken);
+    PyMem_Free(store);
+    return result;
+}
+
+/* The profile of t = [X y]'V*^-1[X y] (k x k, 2 <= k <= 4) about beta0 = 0 as
+   dmixed.kernels.small_linalg.spd_inverse_3 and LeanSteps.profile make it in floats
+   (the same operations on each number): A^-1 (p x p) into a_inv, beta = A^-1 b into
+   beta, log|A| and Q into *logdet_a and *q; 0 where A has no Cholesky factor or Q is not
+   positive, else 1. */
+static int
+profile_3(const double *t, Py_ssize_t k, double *a_inv, double *beta, double *logdet_a,
+          double *q)
+{
+    Py_ssize_t p = k - 1;
+    double a00 = t[0], a10 = 0.0, a11 = 1.0, a20 = 0.0, a21 = 0.0, a22 = 1.0;
+    if (p >= 2) {
+        a10 = t[k];
+        a11 = t[k + 1];
+    }
+    if (p == 3) {
+        a20 = t[2 * k];
+        a21 = t[2 * k + 1];
+        a22 = t[2 * k + 2];
+    }
+    if (!(a00 > 0.0)) {
+        return 0;
+    }
+    double c00 = sqrt(a00);
+    double c10 = a10 / c00, c20 = a20 / c00;
+    double pivot = a11 - c10 * c10;
+    if (!(pivot > 0.0)) {
+        return 0;
+    }
+    double c11 = sqrt(pivot);
+    double c21 = (a21 - c20 * c10) / c11;
+    pivot = a22 - (c20 * c20 + c21 * c21);
+    if (!(pivot > 0.0)) {
+        return 0;
+    }
+    double c22 = sqrt(pivot);
+    *logdet_a = 2.0 * ((log(c00) + log(c11)) + log(c22));
+    double i00 = 1.0 / c00, i11 = 1.0 / c11, i22 = 1.0 / c22;
+    double i10 = -(c10 * i00) * i11;
+    double i21 = -(c21 * i11) * i22;
+    double i20 = -(c20 * i00 + c21 * i10) * i22;
+    double full[3][3];
+    full[0][0] = (i00 * i00 + i10 * i10) + i20 * i20;
+    full[1][0] = full[0][1] = i10 * i11 + i20 * i21;
+    full[2][0] = full[0][2] = i20 * i22;
+    full[1][1] = i11 * i11 + i21 * i21;
+    full[2][1] = full[1][2] = i21 * i22;
+    full[2][2] = i22 * i22;
+    for (Py_ssize_t i = 0; i < p; i++) {
+        for (Py_ssize_t j = 0; j < p; j++) {
+            a_inv[i * p + j] = full[i][j];
+        }
+    }
+    double b_beta = 0.0;
+    for (Py_ssize_t i = 0; i < p; i++) {
+        double acc = 0.0;
+        for (Py_ssize_t j = 0; j < p; j++) {
+            acc += a_inv[i * p + j] * t[j * k + p];
+        }
+        beta[i] = acc;
+    }
+    for (Py_ssize_t i = 0; i < p; i++) {
+        b_beta += t[i * k + p] * beta[i];
+    }
+    *q = t[p * k + p] - b_beta;
+    return *q > 0.0;
+}
+
+/* the numbers lean_evaluate returns in scalars */
+#define LEAN_SCALARS 17
+
+PyDoc_STRVAR(lean_evaluate_doc,
+"lean_evaluate(zz, zxy, k, g, l00, l10, l11, xyxy, abs_xyxy, max_xyxy, score_at, fac,\n"
+"              const, limit, reml, inv_d, rows, va, m, t, a_inv, beta, scalars) -> int\n\n"
+"One evaluation of dmixed.fit.lean.LeanSteps.evaluate for r = 2 and 2 <= k <= 4 at the\n"
+"square-root packing (l00, l10, l11) of Lambda: the sums of dense2_first at\n"
+"B = Lambda Lambda' (1/d into inv_d (g)), m = sum ZXy'P ZXy (k, k) and\n"
+"t = xyxy - m (k, k), the profile of t as small_linalg.spd_inverse_3 makes it (A^-1\n"
+"into a_inv (p, p), beta into beta (p)), l, the rows and their products of\n"
+"dense2_residual at w = [-beta; 1] (rows (2 k + 3, g), va (2 k + 3, 2 k + 3)), the\n"
+"score's entries of va at score_at (int64, 3 x (1 + p p)) weighted by\n"
+"[fac / 2Q, A^-1 / 2 for REML, else 0], and the resolution test of\n"
+"LeanSteps.unresolved (abs_xyxy = |xyxy| as the objective holds it, max_xyxy its\n"
+"largest entry, limit the test's bound).  Into scalars (17): l, sum log d, log|A|, Q,\n"
+"D00, D01, D11, the packed score (3), b00, b01, b11, det(B), S00, S01, S11.  Returns 0\n"
+"where l is not defined or it or the score is not finite, 1 where Q is not resolved,\n"
+"else 2.");
+
+static PyObject *
+lean_evaluate(PyObject *self, PyObject *args)
+{
+    PyObject *o[13];
+    Py_ssize_t k, g;
+    double l00, l10, l11, max_xyxy, fac, cons, limit;
+    int reml;
+    if (!PyArg_ParseTuple(args, "OOnndddOOdOdddpOOOOOOOO", &o[0], &o[1], &k, &g, &l00, &l10,
+                          &l11, &o[2], &o[3], &max_xyxy, &o[4], &fac, &cons, &limit, &reml,
+                          &o[5], &o[6], &o[7], &o[8], &o[9], &o[10], &o[11], &o[12])) {
+        return NULL;
+    }
+    if (check_sizes(k, g) != 0) {
+        return NULL;
+    }
+    if (k < 2 || k > 4) {
+        PyErr_Format(PyExc_ValueError, "k must be in [2, 4], got k=%zd", k);
+        return NULL;
+    }
+    Py_ssize_t p = k - 1, n = 2 * k + 3, width = 1 + p * p;
+    Py_buffer v[13];
+    /* score_at (o[4]) is read apart: int64 */
+    PyObject *floats[12] = {o[0], o[1], o[2], o[3], o[5], o[6], o[7], o[8], o[9], o[10], o[11],
+                            o[12]};
+    const char *names[12] = {"zz", "zxy", "xyxy", "abs_xyxy", "inv_d", "rows",
+                             "va", "m",   "t",    "a_inv",    "beta",  "scalars"};
+    Py_ssize_t sizes[12] = {4 * g, 2 * k * g, k * k, k * k, g, n * g,
+                            n * n, k * k,     k * k, p * p, p, LEAN_SCALARS};
+    int writes[12] = {0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1};
+    if (take_all(floats, v, 12, names, sizes, writes) != 0) {
+        return NULL;
+    }
+    Py_buffer *at_view = &v[12];
+    if (PyObject_GetBuffer(o[4], at_view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) {
+        release(v, 12);
+        return NULL;
+    }
+    const char *fmt = at_view->format;
+    if (fmt != NULL && (fmt[0] == '<' || fmt[0] == '=' || fmt[0] == '@')) {
+        fmt++;
+    }
+    if (at_view->itemsize != 8 || fmt == NULL || (strcmp(fmt, "q") != 0 && strcmp(fmt, "l") != 0)) {
+        PyErr_SetString(PyExc_TypeError, "score_at: an int64 buffer is needed");
+        release(v, 13);
+        return NULL;
+    }
+    if (at_view->len != 3 * width * 8) {
+        PyErr_Format(PyExc_ValueError, "score_at: %zd positions needed, got %zd", 3 * width,
+                     at_view->len / 8);
+        release(v, 13);
+        return NULL;
+    }
+    const int64_t *score_at = at_view->buf;
+    for (Py_ssize_t i = 0; i < 3 * width; i++) {
+        if (score_at[i] < 0 || score_at[i] >= n * n) {
+            PyErr_Format(PyExc_ValueError, "score_at: a position outside [0, %zd)", n * n);
+            release(v, 13);
+            return NULL;
+        }
+    }
+    const double *zz = v[0].buf, *zxy = v[1].buf, *xyxy = v[2].buf, *abs_xyxy = v[3].buf;
+    double *inv_d = v[4].buf, *rows = v[5].buf, *va = v[6].buf, *m = v[7].buf, *t = v[8].buf;
+    double *a_inv = v[9].buf, *beta = v[10].buf, *out = v[11].buf;
+    int status = 0;
+    Py_BEGIN_ALLOW_THREADS
+    /* Dense2Statistics.step: B = Lambda Lambda' of the lower-triangular Lambda, in its
+       operations (l01 = 0 kept in them) */
+    double l01 = 0.0;
+    double b00 = l00 * l00 + l01 * l01;
+    double b01 = l00 * l10 + l01 * l11;
+    double b11 = l10 * l10 + l11 * l11;
+    double det_l = l00 * l11 - l01 * l10;
+    double det_b = det_l * det_l;
+    double coef[5] = {1.0, b00, 2.0 * b01, b11, det_b};
+    Py_ssize_t tri = k * (k + 1) / 2;
+    double sums[5 + 4 * 10];
+    double logdet = first_pass(zz, zxy, k, g, coef, inv_d, sums);
+    double s00 = sums[1] + b11 * sums[4];
+    double s01 = sums[2] - b01 * sums[4];
+    double s11 = sums[3] + b00 * sums[4];
+    Py_ssize_t at = 0;
+    for (Py_ssize_t x = 0; x < k; x++) {
+        for (Py_ssize_t y = x; y < k; y++, at++) {
+            const double *four = sums + 5 + at;
+            double value = ((b00 * four[0] + b01 * four[tri]) + b11 * four[2 * tri]) +
+                           det_b * four[3 * tri];
+            m[x * k + y] = value;
+            m[y * k + x] = value;
+        }
+    }
+    for (Py_ssize_t i = 0; i < k * k; i++) {
+        t[i] = xyxy[i] - m[i];
+    }
+    double logdet_a = 0.0, q = 0.0, llf = 0.0, d00 = 0.0, d01 = 0.0, d11 = 0.0;
+    double score[3] = {0.0, 0.0, 0.0};
+    if (profile_3(t, k, a_inv, beta, &logdet_a, &q)) {
+        llf = (-0.5 * logdet - 0.5 * fac * log(q)) + cons;
+        if (reml) {
+            llf -= 0.5 * logdet_a;
+        }
+        double w[4];
+        for (Py_ssize_t i = 0; i < p; i++) {
+            w[i] = -beta[i];
+        }
+        w[p] = 1.0;
+        residual_pass(zz, zxy, inv_d, k, g, b00, b01, b11, w, rows, va);
+        /* dl/dPsi* = -S/2 + (fac/2Q) u u' (+ A^-1 G G'/2 for REML) at (0,0), (1,0), (1,1) */
+        double weights[10];
+        weights[0] = fac / (2.0 * q);
+        for (Py_ssize_t i = 0; i < p * p; i++) {
+            weights[1 + i] = reml ? a_inv[i] * 0.5 : 0.0;
+        }
+        double r[3];
+        for (int j = 0; j < 3; j++) {
+            double acc = 0.0;
+            for (Py_ssize_t i = 0; i < width; i++) {
+                acc += va[score_at[j * width + i]] * weights[i];
+            }
+            r[j] = acc;
+        }
+        d00 = r[0] - 0.5 * s00;
+        d01 = r[1] - 0.5 * s01;
+        d11 = r[2] - 0.5 * s11;
+        score[0] = 2.0 * (d00 * l00 + d01 * l10);
+        score[1] = 2.0 * (d01 * l00 + d11 * l10);
+        score[2] = 2.0 * (d11 * l11);
+        if (isfinite(llf) && isfinite(score[0]) && isfinite(score[1]) && isfinite(score[2])) {
+            status = 2;
+            /* LeanSteps.unresolved: a bound first, the sum where the bound does not pass
+               (max as Python's: a NaN after the first entry is passed over) */
+            double w_sum = 0.0;
+            for (Py_ssize_t i = 0; i < p; i++) {
+                w_sum += fabs(beta[i]);
+            }
+            w_sum = 1.0 + w_sum;
+            double max_m = fabs(m[0]);
+            for (Py_ssize_t i = 1; i < k * k; i++) {
+                if (fabs(m[i]) > max_m) {
+                    max_m = fabs(m[i]);
+                }
+            }
+            double bound = w_sum * w_sum * (max_xyxy + max_m);
+            bound *= 1.0 + 1e-9;
+            if (DBL_EPSILON * bound / q > limit) {
+                double size = 0.0;
+                for (Py_ssize_t j = 0; j < k; j++) {
+                    double col = 0.0;
+                    for (Py_ssize_t i = 0; i < k; i++) {
+                        col += fabs(w[i]) * (abs_xyxy[i * k + j] + fabs(m[i * k + j]));
+                    }
+                    size += col * fabs(w[j]);
+                }
+                if (DBL_EPSILON * size / q > limit) {
+                    status = 1;
+                }
+            }
+        }
+    }
+    double numbers[LEAN_SCALARS] = {llf, logdet, logdet_a, q, d00, d01, d11,
+                                    score[0], score[1], score[2], b00, b01, b11, det_b,
+                                    s00, s01, s11};
+    memcpy(out, numbers, sizeof numbers);
+    Py_END_ALLOW_THREADS
+    release(v, 13);
+    return PyLong_FromLong(status);
+}
+
+PyDoc_STRVAR(block_terms_doc,
+"block_terms(hess, g0, g1, g2, x0, big_l, d0, x1, g_v, h_v)\n\n"
+"The chain rule of dmixed.fit.lean.block_step from theta = vech_lt(Psi*) (2 x 2) to its\n"
+"modified Cholesky coordinates v: with J = [[x0, 0, 0], [x0 L, d0, 0],\n"
+"[x0 L L, d0 (L + L), x1]] (L = big_l) and the gradient g = (g0, g1, g2) in theta,\n"
+"g_v = J'g into g_v (3) and h_v = J' hess J + sum_k g_k d2 theta_k / dv2, symmetrized,\n"
+"into h_v (3, 3) (hess (3, 3) float64, C-contiguous).");
+
+static PyObject *
+block_terms(PyObject *self, PyObject *args)
+{
+    PyObject *o[3];
+    double g0, g1, g2, x0, big_l, d0, x1;
+    if (!PyArg_ParseTuple(args, "OdddddddOO", &o[0], &g0, &g1, &g2, &x0, &big_l, &d0, &x1,
+                          &o[1], &o[2])) {
+        return NULL;
+    }
+    Py_buffer v[3];
+    const char *names[3] = {"hess", "g_v", "h_v"};
+    Py_ssize_t sizes[3] = {9, 3, 9};
+    int writes[3] = {0, 1, 1};
+    if (take_all(o, v, 3, names, sizes, writes) != 0) {
+        return NULL;
+    }
+    const double *hess = v[0].buf;
+    double *g_v = v[1].buf, *h_v = v[2].buf;
+    /* block_step's J and second derivatives, in its operations */
+    double half = 0.5 * g1;
+    double jac[3][3] = {{x0, 0.0, 0.0},
+                        {x0 * big_l, d0, 0.0},
+                        {x0 * (big_l * big_l), d0 * (big_l + big_l), x1}};
+    double ratio = x0 / d0;
+    double s00 = ((g0 * x0 + half * (x0 * big_l)) + half * (x0 * big_l)) +
+                 g2 * (x0 * (big_l * big_l));
+    double s01 = (half * (d0 * ratio) + half * (d0 * ratio)) +
+                 g2 * ((d0 * (big_l + big_l)) * ratio);
+    double second[3][3] = {{s00, s01, 0.0}, {s01, g2 * (d0 * 2.0), 0.0}, {0.0, 0.0, g2 * x1}};
+    double grad[3] = {g0, g1, g2}, left[3][3], full[3][3];
+    for (int a = 0; a < 3; a++) {
+        double acc = 0.0;
+        for (int i = 0; i < 3; i++) {
+            acc += jac[i][a] * grad[i];
+        }
+        g_v[a] = acc;
+        /* (J' hess)[a][b], then its product with J, as numpy's (jac.T @ hess) @ jac */
+        for (int b = 0; b < 3; b++) {
+            double sum = 0.0;
+            for (int i = 0; i < 3; i++) {
+                sum += jac[i][a] * hess[i * 3 + b];
+            }
+            left[a][b] = sum;
+        }
+    }
+    for (int a = 0; a < 3; a++) {
+        for (int c = 0; c < 3; c++) {
+            double sum = 0.0;
+            for (int b = 0; b < 3; b++) {
+                sum += left[a][b] * jac[b][c];
+            }
+            full[a][c] = sum + second[a][c];
+        }
+    }
+    for (int a = 0; a < 3; a++) {
+        for (int c = 0; c < 3; c++) {
+            h_v[a * 3 + c] = 0.5 * (full[a][c] + full[c][a]);
+        }
+    }
+    release(v, 3);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"dense2_first", dense2_first, METH_VARARGS, dense2_first_doc},
     {"dense2_residual", dense2_residual, METH_VARARGS, dense2_residual_doc},
     {"dense2_gram", dense2_gram, METH_VARARGS, dense2_gram_doc},
     {"dense2_moment_c", dense2_moment_c, METH_VARARGS, dense2_moment_c_doc},
     {"term_sums", term_sums, METH_VARARGS, term_sums_doc},
+    {"profiled_hessian", profiled_hessian, METH_VARARGS, profiled_hessian_doc},
+    {"lean_evaluate", lean_evaluate, METH_VARARGS, lean_evaluate_doc},
+    {"block_terms", block_terms, METH_VARARGS, block_terms_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -745,7 +1452,7 @@ static struct PyModuleDef module = {
 /* the entry points' arguments as this file defines them: dmixed.kernels.native.VERSION
    must say the same, or the module is not used (an editable install keeps the library it
    built from an older file until it is rebuilt) */
-#define C_SUMS_VERSION 1
+#define C_SUMS_VERSION 4
 
 PyMODINIT_FUNC
 PyInit_c_sums(void)

@@ -219,6 +219,31 @@ class Dense2Statistics:
         out.n_groups = sum(c.n_groups for c in out._chunks)
         return out
 
+    def fused(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(zz, zxy)`` of the block as the extension reads them where it makes the
+        sums and the block is one chunk (its ``lean_evaluate`` makes a whole evaluation
+        of them in one call: :meth:`made_step` takes its sums), else None."""
+        if self._ext is None or len(self._chunks) != 1:
+            return None
+        chunk = self._chunks[0]
+        return chunk._zz, chunk._zxy
+
+    def made_step(
+        self,
+        logdet: float,
+        m: np.ndarray,
+        s: np.ndarray,
+        b: tuple[float, float, float, float],
+        inv_d: np.ndarray,
+        rows: np.ndarray,
+        va: np.ndarray,
+        w: np.ndarray,
+    ) -> Dense2Step:
+        """The :class:`Dense2Step` of sums made at once for the one chunk of :meth:`fused`
+        (:meth:`step` and :meth:`Dense2Step.residual_rows` at ``w``, as the fields of
+        :class:`Dense2Step` name them)."""
+        return Dense2Step(logdet, m, s, b, (inv_d,), tuple(self._chunks), (rows,), va, w)
+
     def value(self, lam: np.ndarray) -> tuple[float, np.ndarray]:
         """``(Σ_i log|K_i|, Σ_i ZXy_i'P_iZXy_i)`` at ``lam``: what ℓ alone needs (the
         numbers of :meth:`step`)."""

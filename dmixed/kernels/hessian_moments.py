@@ -41,7 +41,7 @@ import numpy as np
 from ..stats import tril_indices
 from .conditionals import gram_rows
 
-__all__ = ["HessianMoments", "contract", "full_sums"]
+__all__ = ["HessianMoments", "contract", "full_gather", "full_sums"]
 
 
 @functools.lru_cache(maxsize=16)
@@ -239,6 +239,23 @@ def _full_gather(basis: bytes, m: int, r: int, k: int) -> np.ndarray:
     return index
 
 
+def full_gather(basis: np.ndarray, k: int) -> np.ndarray:
+    """The positions :func:`full_sums` sums for ``basis`` (m, r, r) and ``k``:
+    ``(n n + m + m m + m p p + m m p p, width)`` (``n = p + m``) flat positions into the
+    concatenation ``[va, c, A, 0]`` of its inputs, one entry of its outputs a row (in their
+    order), padded with the position of the zero; read-only, made once per basis and
+    ``k``.  What the extension's ``profiled_hessian`` (:mod:`~dmixed.kernels.native`) sums
+    as :func:`full_sums` does.
+
+    Raises
+    ------
+    ValueError
+        An entry of ``basis`` is neither 0 nor 1.
+    """
+    m, r, _ = basis.shape
+    return _full_gather(np.ascontiguousarray(basis).tobytes(), m, r, k)
+
+
 def full_sums(
     va: np.ndarray, c: np.ndarray, a: np.ndarray, basis: np.ndarray, k: int
 ) -> tuple[np.ndarray, ...]:
@@ -249,9 +266,9 @@ def full_sums(
     themselves (``V`` and the moments' ``A`` as its diagonal blocks), ``c`` the
     moments' ``C``; the basis entries are 0 or 1, so each entry is a sum of stored
     ones (in another order than :func:`contract` adds them: to rounding)."""
-    m, r, _ = basis.shape
+    m = basis.shape[0]
     p = k - 1
-    index = _full_gather(np.ascontiguousarray(basis).tobytes(), m, r, k)
+    index = full_gather(basis, k)
     flat = np.concatenate((va.ravel(), c.ravel(), a.ravel(), _ZERO))
     sums = flat.take(index).sum(axis=1)
     n = p + m

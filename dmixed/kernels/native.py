@@ -4,10 +4,13 @@ The extension (``dmixed/kernels/c_sums.c``, built by ``pip install`` where a C c
 is at hand, optional: dmixed installs and fits without it) computes the per-group sums of
 :mod:`~dmixed.kernels.dense2` (two random-effect coordinates) in one loop over the
 groups per call, the same sums as the numpy reference in another order (they agree to
-rounding), and the per-group term sums of
+rounding), the per-group term sums of
 :func:`~dmixed.kernels.rows.plain_statistics` in one pass over the rows (``np.bincount``'s
-sums, bit for bit).  It is loaded on the first call of :func:`extension` (a small shared
-library: no numpy C API, nothing else imported).
+sums, bit for bit), and the small-matrix arithmetic of the lean Newton steps of
+:mod:`dmixed.fit.lean` for ``r = 2`` (an evaluation, the profiled Hessian, the step's
+chain rule: each one call where numpy makes dozens on 3 × 3 arrays; their products in
+another order than BLAS's, to rounding).  It is loaded on the first call of
+:func:`extension` (a small shared library: no numpy C API, nothing else imported).
 
 :func:`forced` reads ``DMIXED_NATIVE`` as :func:`dmixed.kernels.compiled.forced` reads
 ``DMIXED_KERNELS`` (which chooses between the numpy and numba kernels, and leaves this
@@ -41,7 +44,7 @@ MAX_TERMS = 64
 #: the version of the entry points' arguments this module calls (``C_SUMS_VERSION`` of
 #: ``c_sums.c``): a library built from another version of the file (an editable install
 #: that was not rebuilt after a change) is not used
-VERSION = 1
+VERSION = 4
 
 _CHOICES = ("auto", "numpy", "c")
 

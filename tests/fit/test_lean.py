@@ -364,23 +364,32 @@ def test_singular_of_one_entry_is_its_eigenvalue_test(value):
     assert singular(hess) == expected
 
 
-@settings(max_examples=300)
-@given(
+#: :func:`block_step`'s cases: Ψ* = LL' + ridge I (``factor`` L's entries), a gradient,
+#: a negative definite curvature −RR' − 1e-6 I (``curvature`` R's entries) and shifts
+_BLOCK_CASES = dict(
     factor=st.lists(st.floats(-3.0, 3.0), min_size=3, max_size=3),
     ridge=st.sampled_from([1e-8, 1e-3, 1.0]),
     grad=st.lists(st.floats(-1e3, 1e3), min_size=3, max_size=3),
     curvature=st.lists(st.floats(-3.0, 3.0), min_size=9, max_size=9),
     shift=st.lists(st.sampled_from([0.0, 1e-3, 0.2, 5.0]), min_size=3, max_size=3),
-    fraction=st.sampled_from([1.0, 0.5, 2.0**-10]),
 )
+
+
+def _block_case(factor, ridge, curvature) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(Ψ*, θ = vech_lt(Ψ*), hess)`` of a case of :data:`_BLOCK_CASES`."""
+    lmat = np.array([[factor[0], 0.0], [factor[1], factor[2]]])
+    psi = lmat @ lmat.T + ridge * np.eye(2)
+    root = np.array(curvature).reshape(3, 3)
+    hess = -(root @ root.T) - 1e-6 * np.eye(3)
+    return psi, np.array([psi[0, 0], psi[1, 0], psi[1, 1]]), hess
+
+
+@settings(max_examples=300)
+@given(**_BLOCK_CASES, fraction=st.sampled_from([1.0, 0.5, 2.0**-10]))
 def test_block_step_is_newton_step_bit_for_bit(factor, ridge, grad, curvature, shift, fraction):
     """The 2 × 2 step written out gives :func:`newton_step`'s decrement and trial points
     bit for bit (a positive definite Ψ*, any gradient, curvature and shifts)."""
-    lmat = np.array([[factor[0], 0.0], [factor[1], factor[2]]])
-    psi = lmat @ lmat.T + ridge * np.eye(2)
-    theta = np.array([psi[0, 0], psi[1, 0], psi[1, 1]])
-    root = np.array(curvature).reshape(3, 3)
-    hess = -(root @ root.T) - 1e-6 * np.eye(3)
+    _, theta, hess = _block_case(factor, ridge, curvature)
     ours = block_step(theta, np.array(grad), hess, np.array(shift))
     theirs = newton_step(
         Layout(k_re=2, vc_widths=()),
@@ -446,3 +455,230 @@ def test_shift_of_is_log_shift_bit_for_bit(values):
         want = log_shift(theta, trace_s, trace_ss)
         ours = shift_of(theta, trace_s, trace_ss)
     assert ours.tobytes() == want.tobytes()
+
+
+#: E_j of vech(Ψ*) for r = 2 (the lean steps' basis: each sum of full_sums 8 wide), of
+#: one diagonal entry (2 wide: summed one after another) and of all four entries (32
+#: wide: numpy's eight running sums)
+_BASES = {
+    "vech": [[[1, 0], [0, 0]], [[0, 1], [1, 0]], [[0, 0], [0, 1]]],
+    "one": [[[1, 0], [0, 0]]],
+    "all": [[[1, 1], [1, 1]], [[0, 0], [0, 1]]],
+}
+
+
+def _moments_and_profile(p: int, reml: bool, near_singular: bool, offset: float, seed: int):
+    """Moments (``va``, ``C``) of random per-group rows and the profile of a random
+    ``[X y]'V*⁻¹[X y]`` with ``p`` fixed effects (``A`` and ``b`` as views of it, as
+    :meth:`LeanSteps.profile` makes them; the first column offset by ``offset``; ``A``
+    near singular where asked: two columns that differ by 1e-6 of each entry), and
+    ``Q(0)``."""
+    from dmixed.fit.objective import Profile
+
+    rng = np.random.default_rng(seed)
+    k = p + 1
+    n_groups = 40
+    rows = rng.normal(size=(2 * k + 3, n_groups))
+    rows[2 * k :] = np.abs(rows[2 * k :])
+    va = rows @ rows.T
+    v, s = rows[: 2 * k], rows[2 * k :]
+    c = (v[:, None, :] * s[None]).reshape(6 * k, n_groups) @ v.T
+    design = rng.normal(size=(3 * k + 5, k))
+    design[:, 0] += offset
+    if near_singular and p >= 2:  # A's condition number 1e12 and more
+        design[:, p - 1] = design[:, p - 2] * (1.0 + 1e-6 * rng.normal(size=design.shape[0]))
+    t = design.T @ design
+    a, b = t[:p, :p], t[:p, p]
+    a_inv = np.linalg.inv(a) if p else np.zeros((0, 0))
+    beta = a_inv @ b
+    q = float(t[p, p] - b @ beta)
+    fac = float(3 * k + 5 - (p if reml else 0))
+    return va, c, Profile(a, b, a_inv, 0.0, beta, q, fac, None), float(t[p, p])
+
+
+@pytest.mark.skipif(not kernels.native.loaded(), reason="the C extension is not built")
+@settings(max_examples=120, **QUICK)
+@given(
+    p=st.sampled_from([0, 1, 2, 5]),
+    reml=st.booleans(),
+    basis=st.sampled_from(sorted(_BASES)),
+    near_singular=st.booleans(),
+    offset=st.sampled_from([0.0, 10.0, 1e4]),
+    seed=st.integers(0, 2**16),
+)
+def test_hessian_of_moments_in_c_is_numpys(p, reml, basis, near_singular, offset, seed):
+    """The extension's ``profiled_hessian`` against the numpy formulas of
+    :func:`~dmixed.fit.lean.hessian_of_moments`: the moments' sums and what only
+    scales them (the β rows, ``tr(S E_j S E_j)``) bit for bit, the rest (products with
+    ``A⁻¹`` in another order than BLAS's) to 1e-12 of each array's largest entry (of
+    the terms of the β block it eliminates, where those are larger)."""
+    va, c, prof, q0 = _moments_and_profile(p, reml, near_singular, offset, seed)
+    e = np.array(_BASES[basis], dtype=np.float64)
+    ref = lean.hessian_of_moments(va, c, prof, e, q0, reml)
+    ours = lean.hessian_of_moments(va, c, prof, e, q0, reml, kernels.native.extension())
+    assert ref is not None and ours is not None
+    np.testing.assert_array_equal(ours[0][:p], ref[0][:p])
+    np.testing.assert_array_equal(ours[0][:, :p], ref[0][:, :p])
+    np.testing.assert_array_equal(ours[2], ref[2])
+    # the profiled Hessian is H_θθ less the β block eliminated, H_θβ H_ββ⁻¹ H_βθ: near
+    # a singular A its terms nearly cancel, and its rounding is that of their sizes
+    hess = ref[0]
+    eliminated = np.zeros(0)
+    if p:
+        left = np.abs(np.linalg.solve(hess[:p, :p], hess[:p, p:]).T)
+        eliminated = left @ np.abs(hess[:p, p:])
+    for mine, theirs in zip(ours[:2], ref[:2], strict=True):
+        scale = max(float(np.abs(theirs).max()), float(np.abs(eliminated).max(initial=0.0)))
+        assert float(np.abs(mine - theirs).max()) <= 1e-12 * scale
+        np.testing.assert_array_equal(mine, mine.T)
+
+
+@pytest.mark.skipif(not kernels.native.loaded(), reason="the C extension is not built")
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+@pytest.mark.parametrize("reml", [True, False])
+def test_hessian_of_moments_not_finite_is_none_in_c_as_in_numpy(bad, reml):
+    """A moment that is not finite (``Σ u_0 u_0``): no Hessian either way (the steps
+    hand over)."""
+    va, c, prof, q0 = _moments_and_profile(2, reml, False, 0.0, 1)
+    va[2, 2] = bad
+    e = np.array(_BASES["vech"], dtype=np.float64)
+    with np.errstate(all="ignore"):
+        assert lean.hessian_of_moments(va, c, prof, e, q0, reml) is None
+    assert lean.hessian_of_moments(va, c, prof, e, q0, reml, kernels.native.extension()) is None
+
+
+def _lean_of(df, p: int, reml: bool, offset: float) -> LeanSteps:
+    """The lean steps of ``y + offset`` on ``p`` fixed-effects columns (1, x1,
+    x2 + offset, x1 x2) with a random intercept and slope on x1, arrays in (no
+    ``re_map``)."""
+    from dmixed.fit.coordinates import Coordinates
+    from dmixed.fit.profiled import ProfiledObjective
+
+    x1, x2 = np.asarray(df["x1"]), np.asarray(df["x2"]) + offset
+    exog = np.column_stack([np.ones(len(df)), x1, x2, x1 * x2])[:, :p]
+    model = dmixed.MixedLM(
+        np.asarray(df["y"], dtype=np.float64) + offset,
+        exog,
+        np.asarray(df["g"]),
+        exog_re=np.column_stack([np.ones(len(df)), x1]),
+    )
+    stats = model.statistics()
+    coords = Coordinates.model(stats.columns, stats.layout)
+    obj = ProfiledObjective(stats.engine, stats.glob, stats.layout, reml, True, coords.re_map)
+    steps = LeanSteps.of(obj)
+    assert steps is not None
+    return steps
+
+
+@pytest.mark.skipif(not kernels.native.loaded(), reason="the C extension is not built")
+@settings(max_examples=100, **QUICK)
+@given(
+    p=st.sampled_from([1, 2, 3]),
+    reml=st.booleans(),
+    offset=st.sampled_from([0.0, 1e4]),
+    scale=st.sampled_from([1e-4, 1.0, 1e3]),
+    kind=st.sampled_from(["data", "data", "resolved", "unresolved", "singular"]),
+    seed=st.integers(0, 2**16),
+)
+def test_evaluate_fused_is_the_formulas(p, reml, offset, scale, kind, seed):
+    """The extension's whole evaluation (:meth:`LeanSteps.evaluate_fused`) against
+    :meth:`LeanSteps.evaluate`'s numpy formulas: the same rejection and
+    ``Σ ZXy'P ZXy`` to rounding; and on that sum of its own, the profile, ℓ and the rows
+    at ``w`` bit for bit, the score to rounding (its products in another order)."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        df = make_data(n_groups=40, min_size=1, max_size=12, seed=seed)
+        steps = _lean_of(df, p, reml, offset)
+        fused = steps._fused
+        if fused is None:  # the block in several chunks
+            return
+        rng = np.random.default_rng(seed)
+        packed = scale * np.array([rng.uniform(0.1, 2.0), rng.normal(), rng.uniform(0.0, 2.0)])
+        if kind == "singular":  # A not positive definite: ℓ not defined
+            steps._xyxy = steps._xyxy.copy()
+            steps._xyxy[0, 0] = -1.0
+        elif kind != "data":
+            # the resolution test's bound at 0.1% of ε |w|'(|[X y]'[X y]| + |m|)|w| / Q: the
+            # bound fails, the sum passes it (or not)
+            steps._fused = None
+            there, _ = steps.evaluate(packed)
+            assert there.prof is not None and there.step is not None
+            abs_w = np.abs(there.prof.w)
+            size = float(abs_w @ (steps._abs_xyxy + np.abs(there.step.m)) @ abs_w)
+            ratio = float(np.finfo(float).eps) * size / there.prof.q
+            monkeypatch.setattr(
+                lean, "RESOLUTION_LIMIT", ratio * (1.001 if kind == "resolved" else 0.999)
+            )
+            steps._fused = fused
+        ours, ours_unresolved = steps.evaluate(packed)
+        steps._fused = None
+        ref, ref_unresolved = steps.evaluate(packed)
+        assert ref_unresolved == (kind == "unresolved")
+        assert (ref.prof is None) == (kind in ("singular", "unresolved"))
+        assert ours_unresolved == ref_unresolved
+        assert (ours.prof is None) == (ref.prof is None)
+        if ref.prof is None:
+            assert ours.llf == ref.llf == -np.inf
+            return
+        assert ours.step is not None and ref.step is not None and ours.prof is not None
+        for name in ("m", "s"):
+            mine, theirs = getattr(ours.step, name), getattr(ref.step, name)
+            assert float(np.abs(mine - theirs).max()) <= 1e-12 * float(np.abs(theirs).max()), name
+        assert ours.step.logdet == ref.step.logdet
+        np.testing.assert_array_equal(ours.step.inv_d[0], ref.step.inv_d[0])
+        # the numpy formulas on the extension's own Σ ZXy'P ZXy (A, b and Q, differences of
+        # [X y]'[X y] and it, carry its rounding far where they nearly cancel)
+        data, made = steps.data, ours.step.m
+
+        def step_with_its_m(lam):
+            out = type(data).step(data, lam)
+            out.m = made
+            return out
+
+        monkeypatch.setattr(data, "step", step_with_its_m)
+        same, _ = steps.evaluate(packed)
+        assert same.prof is not None and same.step is not None
+        for name in ("a", "b", "a_inv", "beta", "q", "logdet_a", "w"):
+            np.testing.assert_array_equal(getattr(ours.prof, name), getattr(same.prof, name), name)
+        assert ours.llf == same.llf
+        np.testing.assert_array_equal(ours.step.va, same.step.va)
+        assert ours.step.rows is not None and same.step.rows is not None
+        np.testing.assert_array_equal(ours.step.rows[0], same.step.rows[0])
+        # ∂ℓ/∂Ψ* = −½ Σ S + the products of va's entries with the weights: to the rounding
+        # of the larger of their sizes
+        terms = np.abs(same.step.va.take(steps._score_at)) @ np.abs(steps._score_weights)
+        size = max(float(np.abs(same.step.s).max()), float(terms.max()))
+        assert ours.d_psi is not None and same.d_psi is not None
+        for mine, theirs in ((ours.d_psi, same.d_psi), (ours.grad, same.grad)):
+            assert float(np.abs(mine - theirs).max()) <= 1e-12 * size
+        size_score = size * max(1.0, float(np.abs(packed).max()))
+        assert float(np.abs(ours.score - same.score).max()) <= 1e-12 * size_score
+
+
+@pytest.mark.skipif(not kernels.native.loaded(), reason="the C extension is not built")
+@settings(max_examples=300)
+@given(**_BLOCK_CASES)
+def test_block_terms_in_c_are_numpys(factor, ridge, grad, curvature, shift):
+    """:func:`~dmixed.fit.lean.block_terms` in the extension against its numpy products:
+    to 1e-12 of the sizes of their terms; and so :func:`block_step`'s step, through
+    the same direction, to rounding where the curvature is far from singular."""
+    psi, theta, hess = _block_case(factor, ridge, curvature)
+    g = np.array(grad)
+    ext = kernels.native.extension()
+    x0, d0 = psi[0, 0] + shift[0], psi[0, 0]
+    big_l, x1 = psi[1, 0] / psi[0, 0], psi[1, 1] + shift[2]
+    ours = lean.block_terms(g, hess, x0, big_l, d0, x1, ext)
+    theirs = lean.block_terms(g, hess, x0, big_l, d0, x1)
+    jac = np.abs(np.array([[x0, 0, 0], [x0 * big_l, d0, 0], [x0 * big_l**2, 2 * d0 * big_l, x1]]))
+    second = (np.abs(g).sum() + 1.0) * (x0 + d0 + x1) * (1.0 + big_l**2 + x0 / d0)
+    sizes = (float((jac.T @ np.abs(g)).max()), float((jac.T @ np.abs(hess) @ jac).max() + second))
+    for mine, ref, size in zip(ours, theirs, sizes, strict=True):
+        assert float(np.abs(mine - ref).max()) <= 1e-12 * size
+    np.testing.assert_array_equal(ours[1], ours[1].T)
+    step = block_step(theta, g, hess, np.array(shift), ext)
+    ref_step = block_step(theta, g, hess, np.array(shift))
+    assert (step is None) == (ref_step is None)
+    if step is None or ref_step is None:
+        return
+    evals = np.abs(np.linalg.eigvalsh(theirs[1]))
+    if evals.min() > 1e-6 * evals.max():
+        np.testing.assert_allclose(step.delta, ref_step.delta, rtol=1e-8, atol=1e-8)

@@ -141,6 +141,193 @@ def test_terms_are_any_pairs():
         ext.term_sums(codes, cols, [(0,)], 2, np.empty((1, 2)))
 
 
+def _hessian_args(**change):
+    """Arguments of the extension's ``profiled_hessian`` for p = 2, m = 3 (the r = 2
+    basis: index 85 rows, 8 wide), by name, with ``change`` in place of some."""
+    from dmixed.kernels.hessian_moments import full_gather
+
+    basis = np.array([[[1, 0], [0, 0]], [[0, 1], [1, 0]], [[0, 0], [0, 1]]], dtype=np.float64)
+    index = full_gather(basis, 3)
+    args = dict(
+        va=np.zeros((9, 9)),
+        c=np.zeros((18, 6)),
+        a=np.eye(2),
+        b=np.zeros(2),
+        a_inv=np.eye(2),
+        beta=np.zeros(2),
+        index=index,
+        width=index.shape[1],
+        p=2,
+        m=3,
+        q0=1.0,
+        fac=10.0,
+        reml=True,
+        hess=np.empty((5, 5)),
+        prof=np.empty((3, 3)),
+        tr_ss=np.empty(3),
+    )
+    args.update(change)
+    return tuple(args.values())
+
+
+@built
+def test_profiled_hessian_runs_on_its_arguments():
+    """The arguments of :func:`_hessian_args` as they are: a finite Hessian (the checks
+    below refuse only what they change)."""
+    ext = native.extension()
+    assert ext is not None
+    args = _hessian_args()
+    assert ext.profiled_hessian(*args) is True
+    np.testing.assert_array_equal(args[-3][:2, :2], -10.0 * np.eye(2))
+
+
+def _evaluate_args(**change):
+    """Arguments of the extension's ``lean_evaluate`` for k = 3 (p = 2) and 4 groups,
+    by name, with ``change`` in place of some."""
+    k, g, n = 3, 4, 9
+    zz = np.zeros((2, 2, g))
+    zz[0, 0] = zz[1, 1] = 1.0
+    xyxy = 10.0 * np.eye(k)
+    score_at = np.zeros((3, 5), dtype=np.intp)
+    args = dict(
+        zz=zz,
+        zxy=np.zeros((2, k, g)),
+        k=k,
+        g=g,
+        l00=1.0,
+        l10=0.0,
+        l11=1.0,
+        xyxy=xyxy,
+        abs_xyxy=np.abs(xyxy),
+        max_xyxy=10.0,
+        score_at=score_at,
+        fac=10.0,
+        const=0.0,
+        limit=1e-5,
+        reml=True,
+        inv_d=np.empty(g),
+        rows=np.empty((n, g)),
+        va=np.empty((n, n)),
+        m=np.empty((k, k)),
+        t=np.empty((k, k)),
+        a_inv=np.empty((2, 2)),
+        beta=np.empty(2),
+        scalars=np.empty(17),
+    )
+    args.update(change)
+    return tuple(args.values())
+
+
+@built
+def test_lean_evaluate_runs_on_its_arguments():
+    """The arguments of :func:`_evaluate_args` as they are: an evaluation (the checks
+    below refuse only what they change); ``A`` not positive definite: 0."""
+    ext = native.extension()
+    assert ext is not None
+    assert ext.lean_evaluate(*_evaluate_args()) == 2
+    assert ext.lean_evaluate(*_evaluate_args(xyxy=-np.eye(3))) == 0
+
+
+def _block_args(**change):
+    """Arguments of the extension's ``block_terms``, by name, with ``change`` in place
+    of some."""
+    args = dict(
+        hess=np.eye(3),
+        g0=1.0,
+        g1=0.0,
+        g2=1.0,
+        x0=1.0,
+        big_l=0.0,
+        d0=1.0,
+        x1=1.0,
+        g_v=np.empty(3),
+        h_v=np.empty((3, 3)),
+    )
+    args.update(change)
+    return tuple(args.values())
+
+
+_PH, _LE, _BT = "profiled_hessian", "lean_evaluate", "block_terms"
+
+#: the arguments of these entry points by name (:func:`_hessian_args`, ...)
+_ARGS = {_PH: _hessian_args, _LE: _evaluate_args, _BT: _block_args}
+
+
+@built
+@pytest.mark.parametrize(
+    "entry, change, error, message",
+    [
+        (_PH, dict(va=np.zeros((9, 9), np.float32)), TypeError, "va: a float64 buffer"),
+        (_PH, dict(c=np.zeros((18, 12))[:, ::2]), ValueError, "not C-contiguous"),
+        (_PH, dict(a=np.eye(3)), ValueError, r"a: shape \(2, 2\) needed"),
+        (_PH, dict(a=np.eye(2, dtype=int)), TypeError, "a: a float64 buffer"),
+        (_PH, dict(b=np.zeros((2, 1))), ValueError, r"b: shape \(2,\) needed"),
+        (_PH, dict(a_inv=np.eye(2)[:1]), ValueError, r"a_inv: shape \(2, 2\) needed"),
+        (_PH, dict(beta=np.zeros(3)), ValueError, r"beta: shape \(2,\) needed"),
+        (_PH, dict(index=np.zeros((85, 8), np.int32)), TypeError, "index: an int64 buffer"),
+        (_PH, dict(index=np.zeros((85, 7), np.intp)), ValueError, "index: 85 x 8 positions"),
+        (_PH, dict(index=np.full((85, 8), 194, np.intp)), ValueError, "outside \\[0, 194\\)"),
+        (_PH, dict(index=np.full((85, 8), -1, np.intp)), ValueError, "index: a position outside"),
+        (_PH, dict(hess=np.empty((4, 4))), ValueError, "hess: 25 numbers needed, got 16"),
+        (_PH, dict(prof=np.empty(8)), ValueError, "prof: 9 numbers needed, got 8"),
+        (_PH, dict(tr_ss=np.empty(3)[::-1]), ValueError, "not C-contiguous"),
+        (_PH, dict(tr_ss=None), TypeError, "buffer|bytes-like"),
+        (_PH, dict(p=64), ValueError, r"p must be in \[0, 63\]"),
+        (_PH, dict(p=-1), ValueError, r"p must be in \[0, 63\]"),
+        (_PH, dict(m=0), ValueError, r"m in \[1, 64\]"),
+        (_PH, dict(width=0), ValueError, r"width in \[1, 4096\]"),
+        (_LE, dict(k=5), ValueError, r"k must be in \[2, 4\], got k=5"),
+        (_LE, dict(k=1, zxy=np.ones((2, 1, 4))), ValueError, r"k must be in \[2, 4\]"),
+        (_LE, dict(g=-1), ValueError, "k must be in .* and g >= 0"),
+        (_LE, dict(zz=np.zeros((2, 2, 4), np.float32)), TypeError, "zz: a float64 buffer"),
+        (_LE, dict(zxy=np.ones((2, 3, 5))), ValueError, "zxy: 24 numbers needed, got 30"),
+        (_LE, dict(xyxy=np.eye(4)[:3, :3]), ValueError, "not C-contiguous"),
+        (_LE, dict(abs_xyxy=np.eye(2)), ValueError, "abs_xyxy: 9 numbers needed, got 4"),
+        (_LE, dict(score_at=np.zeros((3, 5), np.int32)), TypeError, "score_at: an int64"),
+        (_LE, dict(score_at=np.zeros((3, 4), np.intp)), ValueError, "score_at: 15 positions"),
+        (_LE, dict(score_at=np.full((3, 5), 81, np.intp)), ValueError, r"outside \[0, 81\)"),
+        (_LE, dict(score_at=np.full((3, 5), -1, np.intp)), ValueError, r"outside \[0, 81\)"),
+        (_LE, dict(rows=np.empty((9, 3))), ValueError, "rows: 36 numbers needed, got 27"),
+        (_LE, dict(va=np.empty((9, 18))[:, ::2]), ValueError, "not C-contiguous"),
+        (_LE, dict(a_inv=np.empty((3, 3))), ValueError, "a_inv: 4 numbers needed, got 9"),
+        (_LE, dict(beta=np.empty(3)), ValueError, "beta: 2 numbers needed, got 3"),
+        (_LE, dict(scalars=np.empty(16)), ValueError, "scalars: 17 numbers needed, got 16"),
+        (_LE, dict(m=None), TypeError, "buffer|bytes-like"),
+        (_BT, dict(hess=np.eye(3, dtype=np.float32)), TypeError, "hess: a float64"),
+        (_BT, dict(hess=np.eye(2)), ValueError, "hess: 9 numbers needed, got 4"),
+        (_BT, dict(hess=np.eye(6)[::2, ::2]), ValueError, "not C-contiguous"),
+        (_BT, dict(g_v=np.empty(2)), ValueError, "g_v: 3 numbers needed, got 2"),
+        (_BT, dict(h_v=np.empty(3)), ValueError, "h_v: 9 numbers needed, got 3"),
+        (_BT, dict(h_v=None), TypeError, "buffer|bytes-like"),
+    ],
+)
+def test_entry_points_check_their_arguments(entry, change, error, message):
+    """A buffer of another type, size or layout, a position outside its inputs or a
+    size out of range: refused by name, nothing read or written."""
+    ext = native.extension()
+    assert ext is not None
+    with pytest.raises(error, match=message):
+        getattr(ext, entry)(*_ARGS[entry](**change))
+
+
+@built
+@pytest.mark.parametrize(
+    "entry, name, shape",
+    [
+        ("profiled_hessian", "hess", (5, 5)),
+        ("lean_evaluate", "va", (9, 9)),
+        ("block_terms", "h_v", (3, 3)),
+    ],
+)
+def test_entry_points_want_writable_outputs(entry, name, shape):
+    ext = native.extension()
+    assert ext is not None
+    out = np.empty(shape)
+    out.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        getattr(ext, entry)(*_ARGS[entry](**{name: out}))
+
+
 def _fit(df, reml: bool, monkeypatch, choice: str) -> dict:
     """``y ~ x1 + x2`` with a random intercept and slope on x1, arrays in, with
     ``DMIXED_NATIVE`` at ``choice``."""
