@@ -42,6 +42,13 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=4)
     ap.add_argument("--once", action="store_true")
     ap.add_argument("--where", choices=["main", "thread", "worker", "workers"])
+    ap.add_argument(
+        "--gap",
+        type=float,
+        default=0.0,
+        help="with --where: seconds idle before each chain (memory freed that long ago "
+        "is no longer backed in a virtual machine that reports free pages to its host)",
+    )
     args = ap.parse_args()
     if args.where is not None:
         where(args)
@@ -136,6 +143,7 @@ def where(args) -> None:
 
         with ThreadPoolExecutor(1) as pool:
             for _ in range(args.repeat + 1):
+                time.sleep(args.gap)
                 got = pool.submit(chain_usage, *job) if args.where == "thread" else None
                 runs.setdefault(args.where, []).append(
                     chain_usage(*job) if got is None else got.result()
@@ -147,6 +155,7 @@ def where(args) -> None:
         with local_cluster(2, "6GiB") as cluster, Client(cluster) as client:
             w0, w1 = sorted(client.scheduler_info()["workers"])
             for _ in range(args.repeat + 1):
+                time.sleep(args.gap)
                 tasks = {"worker 0": client.submit(chain_usage, *job, pure=False, workers=[w0])}
                 if args.where == "workers":
                     later = (args.dir, args.parts, args.parts)
