@@ -21,7 +21,8 @@ of a LocalCluster of 2 single-threaded worker processes, as ``bench_dask.py`` st
 the other idle) and ``workers`` (the next ``--parts`` partitions on worker 1 at the
 same time, as a fit's two chains run).  Prints the medians of ``--repeat`` chains after
 a warm one: the CPU seconds of the chain's thread (user and system), of its whole
-process, its minor page faults and the wall time.
+process, its minor page faults, the huge pages faulted in on the whole machine meanwhile
+(both chains' with ``workers``) and the wall time.
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ def chain_usage(directory: str, first: int, parts: int) -> dict:
     (chain,) = chain_recipes(project_columns(ddf, spec), 1)
     chain = Pieces(chain.items[first : first + parts])
     reads = parquet_reads(chain, spec)
+    huge0 = huge_page_faults()
     thread0, proc0 = resource.getrusage(resource.RUSAGE_THREAD), time.process_time()
     wall0 = time.perf_counter()
     chain_partials(chain, spec, None, PackedLayout(2, 5), 2, np.dtype("int64"), reads=reads)
@@ -129,9 +131,24 @@ def chain_usage(directory: str, first: int, parts: int) -> dict:
         "system": thread1.ru_stime - thread0.ru_stime,
         "process": proc1 - proc0,
         "faults": thread1.ru_minflt - thread0.ru_minflt,
+        "huge": huge_page_faults() - huge0,
         "wall": wall,
         "dmixed": dmixed.__file__,
     }
+
+
+def huge_page_faults() -> int:
+    """Transparent huge pages faulted in so far on this machine, by every process
+    (``thp_fault_alloc`` of ``/proc/vmstat``; 0 where it cannot be read): 2 MB each,
+    zeroed by the kernel."""
+    try:
+        with open("/proc/vmstat") as fh:
+            for line in fh:
+                if line.startswith("thp_fault_alloc "):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def where(args) -> None:
@@ -169,7 +186,8 @@ def where(args) -> None:
         print(
             f"{name:9s}: thread CPU {med['user'] + med['system']:.3f} s (user "
             f"{med['user']:.3f}, system {med['system']:.3f}); process CPU "
-            f"{med['process']:.3f} s; {med['faults']:.0f} minor faults; wall {med['wall']:.3f} s "
+            f"{med['process']:.3f} s; {med['faults']:.0f} minor faults; {med['huge']:.0f} huge "
+            f"pages faulted in on the machine; wall {med['wall']:.3f} s "
             f"(dmixed from {got[0]['dmixed']})"
         )
 
