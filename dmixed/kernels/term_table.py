@@ -55,6 +55,9 @@ REUSE_MIN_BYTES = 32 << 20
 #: Buffers :func:`table_buffer` keeps for later tables, at most (a chain's table and
 #: spill; two chains at once on a worker of two threads).
 REUSE_KEPT = 4
+#: Bytes of the buffers :func:`table_buffer` keeps, at most (two chains' tables and
+#: spills of 1M groups of a random slope are 270 MB).
+REUSE_MAX_BYTES = 512 << 20
 
 _kept: list[np.ndarray] = []  # flat float64 buffers of earlier tables
 _kept_lock = threading.Lock()
@@ -88,8 +91,9 @@ def table_buffer(shape: tuple[int, int], zeroed: bool) -> np.ndarray:
     :data:`REUSE_MIN_BYTES` on, it is a view of a buffer this process made for an
     earlier table, at least as large, that no array views any more (its only reference
     the list that keeps it), zeroed by a pass over pages already in memory; else a
-    fresh array, kept for later tables (at most :data:`REUSE_KEPT`; a full list drops
-    the first buffer no array views).  A fresh array's pages are faulted in and
+    fresh array, kept for later tables (at most :data:`REUSE_KEPT` of
+    :data:`REUSE_MAX_BYTES` in all; buffers no array views are dropped, the first
+    first, to make room).  A fresh array's pages are faulted in and
     zeroed by the kernel one by one on first touch, which costs a chain of 1M groups
     more than its sums where the OS had taken the memory back
     (benchmarks/RESULTS.md, ooc-s33); a buffer in use (a chain's partials, views of
@@ -105,14 +109,27 @@ def table_buffer(shape: tuple[int, int], zeroed: bool) -> np.ndarray:
             out = _kept[min(fits, key=lambda i: _kept[i].size)][:size].reshape(shape)
         else:
             buffer = np.zeros(size) if zeroed else np.empty(size)
-            if len(_kept) >= REUSE_KEPT and free:
-                del _kept[free[0]]
-            if len(_kept) < REUSE_KEPT:
-                _kept.append(buffer)
+            _kept_with(buffer, [_kept[i] for i in free])
             return buffer.reshape(shape)
     if zeroed:
         out.fill(0.0)
     return out
+
+
+def _kept_with(buffer: np.ndarray, free: list) -> None:
+    """Keep ``buffer`` (the lock held), first dropping buffers of ``free`` (none viewed;
+    the first first) while the list would hold more than :data:`REUSE_KEPT` buffers or
+    :data:`REUSE_MAX_BYTES` with it; not kept where that is not enough."""
+
+    def room() -> bool:
+        held = sum(b.nbytes for b in _kept) + buffer.nbytes
+        return len(_kept) < REUSE_KEPT and held <= REUSE_MAX_BYTES
+
+    while free and not room():
+        victim = free.pop(0)
+        _kept[:] = [b for b in _kept if b is not victim]
+    if room():
+        _kept.append(buffer)
 
 
 @dataclass(frozen=True)

@@ -568,6 +568,21 @@ def test_table_buffer_keeps_at_most_reuse_kept(kept_buffers):
     assert kept_buffers.kept_table_buffers() == n
 
 
+def test_table_buffer_keeps_at_most_reuse_max_bytes(kept_buffers, monkeypatch):
+    """Buffers no array views make room for a new one within REUSE_MAX_BYTES; one
+    larger than that is not kept."""
+    monkeypatch.setattr(kept_buffers, "REUSE_MAX_BYTES", 40_000)
+    first = kept_buffers.table_buffer((300, 10), zeroed=True)  # 24 kB
+    second = kept_buffers.table_buffer((200, 10), zeroed=True)  # 16 kB: 40 kB in all
+    assert kept_buffers.kept_table_buffers() == 2
+    del first
+    third = kept_buffers.table_buffer((400, 10), zeroed=True)  # 32 kB: first dropped, no room
+    assert kept_buffers.kept_table_buffers() == 1 and not third.any()
+    del second, third
+    huge = kept_buffers.table_buffer((600, 10), zeroed=False)  # 48 kB: never kept
+    assert huge.shape == (600, 10) and kept_buffers.kept_table_buffers() == 0
+
+
 def test_table_buffer_is_numpys_without_keeping(kept_buffers):
     """Outside a process that keeps tables (the driver, in-process Dask), plain numpy
     arrays, nothing kept."""
