@@ -97,12 +97,26 @@ def table_buffer(shape: tuple[int, int], zeroed: bool) -> np.ndarray:
     zeroed by the kernel one by one on first touch, which costs a chain of 1M groups
     more than its sums where the OS had taken the memory back
     (benchmarks/RESULTS.md, ooc-s33); a buffer in use (a chain's partials, views of
-    its table, until their combine) is never handed out.  Thread-safe."""
+    its table, until their combine) is never handed out.  Thread-safe.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        ``(rows, columns)``.
+    zeroed : bool
+        Zeros (a table), else values left as they are (a spill, written whole).
+
+    Returns
+    -------
+    ndarray (rows, columns) of float64
+        C-ordered; a view of a kept buffer or a fresh array.
+    """
     size = int(shape[0]) * int(shape[1])
     if not _keeping or size * 8 < REUSE_MIN_BYTES:
         return np.zeros(shape) if zeroed else np.empty(shape)
     with _kept_lock:
         # references of a buffer no array views: the list's and getrefcount's argument
+        # (an interpreter that counts fewer never reuses one: fresh arrays, as before)
         free = [i for i in range(len(_kept)) if sys.getrefcount(_kept[i]) == 2]
         fits = [i for i in free if _kept[i].size >= size]
         if fits:
