@@ -115,9 +115,12 @@ def table_buffer(shape: tuple[int, int], zeroed: bool) -> np.ndarray:
     if not _keeping or size * 8 < REUSE_MIN_BYTES:
         return np.zeros(shape) if zeroed else np.empty(shape)
     with _kept_lock:
-        # references of a buffer no array views: the list's and getrefcount's argument
-        # (an interpreter that counts fewer never reuses one: fresh arrays, as before)
-        free = [i for i in range(len(_kept)) if sys.getrefcount(_kept[i]) == 2]
+        # a buffer no array views has the references of a list's element nothing else
+        # holds, counted the same way (the list's, and getrefcount's argument where the
+        # interpreter counts it)
+        alone = [np.empty(0)]
+        baseline = sys.getrefcount(alone[0])
+        free = [i for i in range(len(_kept)) if sys.getrefcount(_kept[i]) == baseline]
         fits = [i for i in free if _kept[i].size >= size]
         if fits:
             out = _kept[min(fits, key=lambda i: _kept[i].size)][:size].reshape(shape)
