@@ -22,8 +22,8 @@ Blocks above the mmap threshold are mapped on their own and go back to the OS wh
 freed, whatever the settings: a chain's table of terms (a row per group: 90 MB for 1M
 groups of a random slope) and its spill.  A page the OS took back is faulted in and
 zeroed again on first touch, and in a virtual machine that reports free pages to its
-host a page freed seconds before costs some 20 times more to fault in than one freed
-just now (benchmarks/RESULTS.md, ooc-s33): :func:`tune_malloc` also has
+host a page freed seconds before costs many times more to fault in than one freed just
+now (benchmarks/RESULTS.md, ooc-s33): :func:`tune_malloc` also has
 :func:`~dmixed.kernels.term_table.table_buffer` keep those buffers for the next data
 pass's chains (:func:`~dmixed.kernels.term_table.keep_table_buffers`).
 """
