@@ -21,7 +21,8 @@ of a LocalCluster of 2 single-threaded worker processes, as ``bench_dask.py`` st
 the other idle) and ``workers`` (the next ``--parts`` partitions on worker 1 at the
 same time, as a fit's two chains run).  Prints the medians of ``--repeat`` chains after
 a warm one: the CPU seconds of the chain's thread (user and system), of its whole
-process, its minor page faults and the wall time.
+process, its minor page faults, the huge pages faulted in on the whole machine meanwhile
+(both chains' with ``workers``) and the wall time.
 """
 
 from __future__ import annotations
@@ -42,6 +43,13 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=4)
     ap.add_argument("--once", action="store_true")
     ap.add_argument("--where", choices=["main", "thread", "worker", "workers"])
+    ap.add_argument(
+        "--gap",
+        type=float,
+        default=0.0,
+        help="with --where: seconds idle before each chain (memory freed that long ago "
+        "is no longer backed in a virtual machine that reports free pages to its host)",
+    )
     args = ap.parse_args()
     if args.where is not None:
         where(args)
@@ -112,6 +120,7 @@ def chain_usage(directory: str, first: int, parts: int) -> dict:
     (chain,) = chain_recipes(project_columns(ddf, spec), 1)
     chain = Pieces(chain.items[first : first + parts])
     reads = parquet_reads(chain, spec)
+    huge0 = huge_page_faults()
     thread0, proc0 = resource.getrusage(resource.RUSAGE_THREAD), time.process_time()
     wall0 = time.perf_counter()
     chain_partials(chain, spec, None, PackedLayout(2, 5), 2, np.dtype("int64"), reads=reads)
@@ -122,9 +131,24 @@ def chain_usage(directory: str, first: int, parts: int) -> dict:
         "system": thread1.ru_stime - thread0.ru_stime,
         "process": proc1 - proc0,
         "faults": thread1.ru_minflt - thread0.ru_minflt,
+        "huge": huge_page_faults() - huge0,
         "wall": wall,
         "dmixed": dmixed.__file__,
     }
+
+
+def huge_page_faults() -> int:
+    """Transparent huge pages faulted in so far on this machine, by every process
+    (``thp_fault_alloc`` of ``/proc/vmstat``; 0 where it cannot be read): 2 MB each,
+    zeroed by the kernel."""
+    try:
+        with open("/proc/vmstat") as fh:
+            for line in fh:
+                if line.startswith("thp_fault_alloc "):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def where(args) -> None:
@@ -136,6 +160,7 @@ def where(args) -> None:
 
         with ThreadPoolExecutor(1) as pool:
             for _ in range(args.repeat + 1):
+                time.sleep(args.gap)
                 got = pool.submit(chain_usage, *job) if args.where == "thread" else None
                 runs.setdefault(args.where, []).append(
                     chain_usage(*job) if got is None else got.result()
@@ -147,6 +172,7 @@ def where(args) -> None:
         with local_cluster(2, "6GiB") as cluster, Client(cluster) as client:
             w0, w1 = sorted(client.scheduler_info()["workers"])
             for _ in range(args.repeat + 1):
+                time.sleep(args.gap)
                 tasks = {"worker 0": client.submit(chain_usage, *job, pure=False, workers=[w0])}
                 if args.where == "workers":
                     later = (args.dir, args.parts, args.parts)
@@ -160,7 +186,8 @@ def where(args) -> None:
         print(
             f"{name:9s}: thread CPU {med['user'] + med['system']:.3f} s (user "
             f"{med['user']:.3f}, system {med['system']:.3f}); process CPU "
-            f"{med['process']:.3f} s; {med['faults']:.0f} minor faults; wall {med['wall']:.3f} s "
+            f"{med['process']:.3f} s; {med['faults']:.0f} minor faults; {med['huge']:.0f} huge "
+            f"pages faulted in on the machine; wall {med['wall']:.3f} s "
             f"(dmixed from {got[0]['dmixed']})"
         )
 

@@ -294,6 +294,14 @@ def _optional(module: str, package: str, kind: str):
         ) from exc
 
 
+#: Environment of the embedded cluster's worker processes, where this process's does
+#: not set it: Arrow's mimalloc keeps the buffers it frees instead of giving them back
+#: to the OS 10 ms later, so a chain's Parquet reads do not fault them in again for
+#: every partition (benchmarks/RESULTS.md, ooc-s33: with the chains' tables kept too,
+#: a chain faults in almost nothing after the first fit).
+WORKER_ENV = {"MIMALLOC_PURGE_DELAY": "-1"}
+
+
 def run_credentials():
     """TLS credentials made for one run of the embedded cluster (distributed's
     ``Security.temporary()``: a self-signed certificate and key held in this process's
@@ -325,6 +333,8 @@ def _make_cluster(config: dict):
             defaults["dashboard_address"] = "127.0.0.1:0"
             defaults["scheduler_kwargs"] = {"dashboard": False}
         defaults.update(kwargs)
+        if defaults["processes"]:  # read when the worker process loads Arrow
+            defaults["env"] = {k: os.environ.get(k, v) for k, v in WORKER_ENV.items()}
         if "protocol" not in kwargs and "security" not in kwargs:
             defaults.update(protocol="tls://", security=run_credentials())
         elif not defaults["processes"]:

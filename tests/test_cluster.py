@@ -327,6 +327,25 @@ def test_connect_starts_and_closes_a_local_cluster():
     assert started.status.name == "closed"
 
 
+def test_local_workers_keep_arrows_freed_buffers(monkeypatch):
+    """The embedded cluster's worker processes get :data:`WORKER_ENV` (mimalloc's purge
+    delay), unless this process's environment sets it."""
+    from dmixed.cluster import WORKER_ENV
+
+    def worker_value():  # the worker's environment (os.environ.get would send ours)
+        return os.environ.get("MIMALLOC_PURGE_DELAY")
+
+    monkeypatch.delenv("MIMALLOC_PURGE_DELAY", raising=False)
+    config = {"kind": "local", "cluster": {"n_workers": 1, "protocol": "tcp://"}}
+    with connect(config) as client:
+        got = client.run(worker_value)
+    assert list(got.values()) == [WORKER_ENV["MIMALLOC_PURGE_DELAY"]]
+    monkeypatch.setenv("MIMALLOC_PURGE_DELAY", "25")
+    with connect(config) as client:
+        got = client.run(worker_value)
+    assert list(got.values()) == ["25"]
+
+
 def test_local_kind_with_threads_only():
     """``cluster: {processes: false}`` (workers as threads in the dmixed process) is a
     documented LocalCluster option, but connect() adds host=127.0.0.1 to it, which the

@@ -23,6 +23,8 @@ column, the intercept) and whenever the compiled pass is not picked
 
 from __future__ import annotations
 
+import sys
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +45,108 @@ from .rows import (
 
 #: rows whose product plan estimates a partial's width (:meth:`TermTable.row_bytes`)
 PLAN_SAMPLE = 64
+
+#: Tables (and their spills) of at least this many bytes are made in the memory of an
+#: earlier one that nothing references any more (:func:`table_buffer`): glibc maps
+#: such a block on its own (above its mmap threshold, 32 MB in tuned workers) and
+#: gives it back to the OS when freed, so a fresh one faults every page in again,
+#: zeroed by the kernel; smaller ones come from heaps that keep their pages.
+REUSE_MIN_BYTES = 32 << 20
+#: Buffers :func:`table_buffer` keeps for later tables, at most (a chain's table and
+#: spill; two chains at once on a worker of two threads).
+REUSE_KEPT = 4
+#: Bytes of the buffers :func:`table_buffer` keeps, at most (two chains' tables and
+#: spills of 1M groups of a random slope are 270 MB).
+REUSE_MAX_BYTES = 512 << 20
+
+_kept: list[np.ndarray] = []  # flat float64 buffers of earlier tables
+_kept_lock = threading.Lock()
+_keeping = False  # whether table_buffer keeps buffers (keep_table_buffers)
+
+
+def keep_table_buffers(keep: bool = True) -> bool:
+    """Whether :func:`table_buffer` keeps large buffers for later tables in this
+    process from now on (a process that makes such tables again and again, as a Dask
+    worker's data passes do; elsewhere the memory goes back to the OS as before);
+    returns the setting before.  Switched off, the buffers kept are dropped."""
+    global _keeping
+    with _kept_lock:
+        before, _keeping = _keeping, bool(keep)
+        if not keep:
+            _kept.clear()
+    return before
+
+
+def kept_table_buffers() -> int:
+    """How many buffers :func:`table_buffer` keeps now."""
+    with _kept_lock:
+        return len(_kept)
+
+
+def table_buffer(shape: tuple[int, int], zeroed: bool) -> np.ndarray:
+    """A C-ordered float64 array of ``shape``, all zeros where ``zeroed`` (else its
+    values unset), for a table of terms or its spill.
+
+    In a process that keeps them (:func:`keep_table_buffers`), from
+    :data:`REUSE_MIN_BYTES` on, it is a view of a buffer this process made for an
+    earlier table, at least as large, that no array views any more (its only reference
+    the list that keeps it), zeroed by a pass over pages already in memory; else a
+    fresh array, kept for later tables (at most :data:`REUSE_KEPT` of
+    :data:`REUSE_MAX_BYTES` in all; buffers no array views are dropped, the first
+    first, to make room).  A fresh array's pages are faulted in and
+    zeroed by the kernel one by one on first touch, which costs a chain of 1M groups
+    more than its sums where the OS had taken the memory back
+    (benchmarks/RESULTS.md, ooc-s33); a buffer in use (a chain's partials, views of
+    its table, until their combine) is never handed out.  Thread-safe.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        ``(rows, columns)``.
+    zeroed : bool
+        Zeros (a table), else values left as they are (a spill, written whole).
+
+    Returns
+    -------
+    ndarray (rows, columns) of float64
+        C-ordered; a view of a kept buffer or a fresh array.
+    """
+    size = int(shape[0]) * int(shape[1])
+    if not _keeping or size * 8 < REUSE_MIN_BYTES:
+        return np.zeros(shape) if zeroed else np.empty(shape)
+    with _kept_lock:
+        # a buffer no array views has the references of a list's element nothing else
+        # holds, counted the same way (the list's, and getrefcount's argument where the
+        # interpreter counts it)
+        alone = [np.empty(0)]
+        baseline = sys.getrefcount(alone[0])
+        free = [i for i in range(len(_kept)) if sys.getrefcount(_kept[i]) == baseline]
+        fits = [i for i in free if _kept[i].size >= size]
+        if fits:
+            out = _kept[min(fits, key=lambda i: _kept[i].size)][:size].reshape(shape)
+        else:
+            buffer = np.zeros(size) if zeroed else np.empty(size)
+            _kept_with(buffer, [_kept[i] for i in free])
+            return buffer.reshape(shape)
+    if zeroed:
+        out.fill(0.0)
+    return out
+
+
+def _kept_with(buffer: np.ndarray, free: list) -> None:
+    """Keep ``buffer`` (the lock held), first dropping buffers of ``free`` (none viewed;
+    the first first) while the list would hold more than :data:`REUSE_KEPT` buffers or
+    :data:`REUSE_MAX_BYTES` with it; not kept where that is not enough."""
+
+    def room() -> bool:
+        held = sum(b.nbytes for b in _kept) + buffer.nbytes
+        return len(_kept) < REUSE_KEPT and held <= REUSE_MAX_BYTES
+
+    while free and not room():
+        victim = free.pop(0)
+        _kept[:] = [b for b in _kept if b is not victim]
+    if room():
+        _kept.append(buffer)
 
 
 @dataclass(frozen=True)
@@ -165,8 +269,8 @@ class TermTable:
             self.plan = plan
             # np.zeros, as numpy allocates it: the kernel's zeroed pages, huge where
             # numpy advises them (the sweep's rows in random order then miss the TLB
-            # far less); not np.empty and a fill (a pass more, the same first touch)
-            self.table = np.zeros((acc.shape[1], len(live) + 1))  # the last: zeros
+            # far less), or a large earlier table's pages, zeroed again
+            self.table = table_buffer((acc.shape[1], len(live) + 1), zeroed=True)
         return live
 
     def applies_columns(self, n_rows: int, r: int, std: Standardization | None) -> bool:
@@ -378,7 +482,7 @@ class TermTable:
         columns, factors = self._plan_columns()
         n_buckets = counts.size
         starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        spill = np.empty((rows.size - starts[1], table.shape[1]))
+        spill = table_buffer((rows.size - starts[1], table.shape[1]), zeroed=False)
         order = np.empty(rows.size, dtype=np.int64)
         move_rows(table, rows, bucket, starts, spill, order)
         held = [table[: starts[1]]] + [

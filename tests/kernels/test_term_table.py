@@ -514,3 +514,102 @@ def test_key_codes_left_to_the_caller(keys, monkeypatch):
     assert key_codes(keys, 0) is None
     monkeypatch.setenv("DMIXED_KERNELS", "numpy")
     assert key_codes(np.arange(5), 0) is None
+
+
+@pytest.fixture
+def kept_buffers(monkeypatch):
+    """Tables kept for later ones (as in a tuned worker), from 1 kB on, none kept
+    before; the process's setting restored after."""
+    from dmixed.kernels import term_table
+
+    before = term_table.keep_table_buffers(False)  # drops any kept before
+    term_table.keep_table_buffers(True)
+    monkeypatch.setattr(term_table, "REUSE_MIN_BYTES", 1024)
+    yield term_table
+    term_table.keep_table_buffers(False)
+    term_table.keep_table_buffers(before)
+
+
+def test_table_buffer_reuses_a_buffer_no_array_views(kept_buffers):
+    """A buffer is handed out again, zeroed, once nothing views it; never while a view
+    of it (a part of a chain's partials) lives; small tables are fresh arrays."""
+    first = kept_buffers.table_buffer((100, 10), zeroed=True)
+    assert first.shape == (100, 10) and first.flags.c_contiguous and not first.any()
+    address = first.ctypes.data
+    part = first[:30]  # a view given away, as split_rows' parts
+    first[:] = 7.0
+    del first
+    busy = kept_buffers.table_buffer((100, 10), zeroed=True)
+    assert busy.ctypes.data != address and not busy.any()
+    del part
+    again = kept_buffers.table_buffer((90, 10), zeroed=True)
+    assert again.ctypes.data == address and again.shape == (90, 10) and not again.any()
+    other = busy.ctypes.data
+    del busy
+    spill = kept_buffers.table_buffer((50, 10), zeroed=False)
+    assert spill.shape == (50, 10) and spill.ctypes.data == other
+    small = kept_buffers.table_buffer((10, 10), zeroed=True)  # 800 bytes: not kept
+    assert not small.any() and kept_buffers.kept_table_buffers() == 2
+
+
+def test_table_buffer_keeps_at_most_reuse_kept(kept_buffers):
+    """A full list drops a buffer no array views for a new one; with every buffer in
+    use, the new one is not kept."""
+    n = kept_buffers.REUSE_KEPT
+    held = [kept_buffers.table_buffer((200, 10), zeroed=False) for _ in range(n)]
+    extra = kept_buffers.table_buffer((200, 10), zeroed=True)
+    assert kept_buffers.kept_table_buffers() == n and not extra.any()
+    assert all(extra.ctypes.data != h.ctypes.data for h in held)
+    del held[0]
+    larger = kept_buffers.table_buffer((400, 10), zeroed=True)  # kept, in held[0]'s place
+    address = larger.ctypes.data
+    del larger
+    assert kept_buffers.table_buffer((400, 10), zeroed=True).ctypes.data == address
+    assert kept_buffers.kept_table_buffers() == n
+
+
+def test_table_buffer_keeps_at_most_reuse_max_bytes(kept_buffers, monkeypatch):
+    """Buffers no array views make room for a new one within REUSE_MAX_BYTES; one
+    larger than that is not kept."""
+    monkeypatch.setattr(kept_buffers, "REUSE_MAX_BYTES", 40_000)
+    first = kept_buffers.table_buffer((300, 10), zeroed=True)  # 24 kB
+    second = kept_buffers.table_buffer((200, 10), zeroed=True)  # 16 kB: 40 kB in all
+    assert kept_buffers.kept_table_buffers() == 2
+    del first
+    third = kept_buffers.table_buffer((400, 10), zeroed=True)  # 32 kB: first dropped, no room
+    assert kept_buffers.kept_table_buffers() == 1 and not third.any()
+    del second, third
+    huge = kept_buffers.table_buffer((600, 10), zeroed=False)  # 48 kB: never kept
+    assert huge.shape == (600, 10) and kept_buffers.kept_table_buffers() == 0
+
+
+def test_table_buffer_is_numpys_without_keeping(kept_buffers):
+    """Outside a process that keeps tables (the driver, in-process Dask), plain numpy
+    arrays, nothing kept."""
+    kept_buffers.keep_table_buffers(False)
+    got = kept_buffers.table_buffer((10_000, 10), zeroed=True)
+    assert got.base is None and not got.any() and kept_buffers.kept_table_buffers() == 0
+
+
+def test_split_rows_of_a_reused_table_are_those_of_a_fresh_one(kept_buffers, compiled_rows):
+    """Two tables in turn, the second in the first's memory (dirty from its moved
+    rows): the parts are those of tables in fresh memory, bit for bit."""
+    got: dict = {}
+    address: dict = {}
+    for keeping in (False, True):
+        kept_buffers.keep_table_buffers(keeping)
+        for seed in (1, 2):
+            rng = np.random.default_rng(seed)
+            codes, y, exog, ztilde, _, std = _data(rng, 500, 60, 4, 2, 3.0, False)
+            acc = np.zeros((kernels.packed_width(2, 5), 60))
+            table = TermTable()
+            table.add(acc, codes, y, exog, ztilde, std=std)
+            address[keeping, seed] = table.table.ctypes.data
+            rows = np.flatnonzero(table.counts() != 0)
+            _, parts = table.split_rows(rows, rng.integers(0, 2, rows.size), 2)
+            got[keeping, seed] = [np.asarray(p).copy() for p in parts]
+            del table, parts  # the first's memory free for the second
+    assert address[True, 2] == address[True, 1]
+    for seed in (1, 2):
+        for mine, ref in zip(got[True, seed], got[False, seed], strict=True):
+            np.testing.assert_array_equal(mine, ref)

@@ -17,6 +17,15 @@ chain cost more than the same chain in a plain process's main thread, whose aren
 the ``brk`` heap that the trim threshold governs.  :func:`tune_malloc` sets the pad to
 the mmap threshold: a heap goes back only when the one before it can serve any request
 that is not mapped on its own.
+
+Blocks above the mmap threshold are mapped on their own and go back to the OS when
+freed, whatever the settings: a chain's table of terms (a row per group: 90 MB for 1M
+groups of a random slope) and its spill.  A page the OS took back is faulted in and
+zeroed again on first touch, and in a virtual machine that reports free pages to its
+host a page freed seconds before costs many times more to fault in than one freed just
+now (benchmarks/RESULTS.md, ooc-s33): :func:`tune_malloc` also has
+:func:`~dmixed.kernels.term_table.table_buffer` keep those buffers for the next data
+pass's chains (:func:`~dmixed.kernels.term_table.keep_table_buffers`).
 """
 
 from __future__ import annotations
@@ -24,6 +33,8 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+
+from ...kernels.term_table import keep_table_buffers
 
 #: Apply :func:`tune_malloc` in the worker processes: the mmap threshold to 32 MB, the
 #: trim threshold to :data:`WORKER_TRIM_THRESHOLD` and the top pad to
@@ -63,6 +74,9 @@ def tune_malloc() -> None:
     mallopt(ctypes.c_int(_M_MMAP_THRESHOLD), ctypes.c_int(WORKER_MMAP_THRESHOLD))
     mallopt(ctypes.c_int(_M_TRIM_THRESHOLD), ctypes.c_int(WORKER_TRIM_THRESHOLD))
     mallopt(ctypes.c_int(_M_TOP_PAD), ctypes.c_int(WORKER_TOP_PAD))
+    # the blocks above the mmap threshold glibc gives back when freed: a chain's table
+    # of terms and its spill, kept for the next data pass's chains instead
+    keep_table_buffers()
 
 
 def tune_worker_malloc() -> None:
