@@ -601,6 +601,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             newton_first=start.newton_first,
         )
         obj, coords = start.obj, start.coords
+        obj.release_lean()  # the optimizer is done with them
         if opt.repack(stats.layout, self.use_sqrt):
             obj = objective(stats, coords, reml, self.use_sqrt)
         ev = obj.evaluate(opt.packed)

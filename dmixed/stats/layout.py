@@ -104,6 +104,8 @@ class Layout:
     @functools.cached_property
     def slot_component(self) -> np.ndarray:
         """Component index of each variance-component slot (length ``r − q``; read-only)."""
+        if not self.vc_widths:  # no component (most models): no slot, no numpy calls
+            return _NO_SLOTS
         out = np.repeat(np.arange(self.k_vc), self.vc_widths).astype(np.int64)
         out.flags.writeable = False
         return out
@@ -321,6 +323,10 @@ def _psd_factor(mat: np.ndarray, strict: bool = False) -> np.ndarray:
         raise np.linalg.LinAlgError("covariance matrix is not positive semi-definite")
     return lmat
 
+
+#: :attr:`Layout.slot_component` of a layout without variance components (read-only)
+_NO_SLOTS = np.zeros(0, dtype=np.int64)
+_NO_SLOTS.flags.writeable = False
 
 #: :meth:`Layout.unpack` keeps this many points (a fit's start and its optimum)
 UNPACKED_KEPT = 2
