@@ -59,12 +59,27 @@ SAMPLE_ROWS = 65536
 
 
 def _power_of_two(value: float) -> float:
-    """The power of two nearest ``value`` (> 0) in the log scale; 1 for 0 or non-finite."""
+    """The power of two nearest ``value`` (> 0) in the log scale; 1 for 0 or non-finite.
+
+    ``value = m 2^e`` (``½ ≤ m < 1``) is nearer ``2^e`` than ``2^(e−1)`` in the log
+    scale exactly where ``m > 1/√2``: decided from ``m`` itself, without a numpy call
+    (which costs more than the rest), where ``m`` is clearly on one side; near
+    ``1/√2``, from numpy's ``log2`` rounded as ever (half to even)."""
     if not (math.isfinite(value) and value > 0):
         return 1.0
-    # numpy's log2 as ever; Python's round is numpy's (half to even) and 2.0**k exact
-    exponent = round(float(np.log2(value)))
+    mantissa, exponent = math.frexp(value)
+    if abs(mantissa - _HALF_ROOT) <= _HALF_ROOT_MARGIN:
+        exponent = round(float(np.log2(value)))
+    elif mantissa < _HALF_ROOT:
+        exponent -= 1
     return 2.0**exponent if exponent < 1024 else math.inf
+
+
+#: ``1/√2``: the mantissa at which :func:`_power_of_two` turns to the next power
+_HALF_ROOT = math.sqrt(0.5)
+#: How near ``1/√2`` a mantissa leaves :func:`_power_of_two` to numpy's ``log2`` (far
+#: beyond the few units of rounding by which ``log2`` may miss near it)
+_HALF_ROOT_MARGIN = 1e-9
 
 
 def _ones_column(matrix: np.ndarray) -> int:
