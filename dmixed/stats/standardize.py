@@ -58,8 +58,10 @@ from .layout import tril_indices
 SAMPLE_ROWS = 65536
 
 
-def _power_of_two(value: float) -> float:
-    """The power of two nearest ``value`` (> 0) in the log scale; 1 for 0 or non-finite.
+def nearest_power_of_two(value: float) -> float:
+    """The power of two nearest ``value`` (> 0) in the log scale (``2^round(log2 v)``,
+    numpy's ``log2``, half to even); 1 for 0 or non-finite: the scale of the map's
+    columns.
 
     ``value = m 2^e`` (``½ ≤ m < 1``) is nearer ``2^e`` than ``2^(e−1)`` in the log
     scale exactly where ``m > 1/√2``: decided from ``m`` itself, without a numpy call
@@ -75,9 +77,9 @@ def _power_of_two(value: float) -> float:
     return 2.0**exponent if exponent < 1024 else math.inf
 
 
-#: ``1/√2``: the mantissa at which :func:`_power_of_two` turns to the next power
+#: ``1/√2``: the mantissa at which :func:`nearest_power_of_two` turns to the next power
 _HALF_ROOT = math.sqrt(0.5)
-#: How near ``1/√2`` a mantissa leaves :func:`_power_of_two` to numpy's ``log2`` (far
+#: How near ``1/√2`` a mantissa leaves :func:`nearest_power_of_two` to numpy's ``log2`` (far
 #: beyond the few units of rounding by which ``log2`` may miss near it)
 _HALF_ROOT_MARGIN = 1e-9
 
@@ -274,17 +276,17 @@ def _vc_scale(values: np.ndarray) -> float:
     """The power of two nearest the root mean square of the non-zero finite entries."""
     value = constant_value(np.asarray(values))
     if value is not None and value != 0 and np.isfinite(value):  # one value broadcast
-        return _power_of_two(abs(value))
+        return nearest_power_of_two(abs(value))
     v = np.asarray(values, dtype=np.float64).ravel()[: SAMPLE_ROWS * 8]
     if v.size and v.min() == v.max() and v[0] != 0 and np.isfinite(v[0]):
         # one value throughout (an indicator component): its magnitude is the root mean
         # square, with the same rounding as below, without the masked copy and squares
-        return _power_of_two(abs(float(v[0])))
+        return nearest_power_of_two(abs(float(v[0])))
     v = v[np.isfinite(v) & (v != 0)]
     if v.size == 0:
         return 1.0
     size = float(np.max(np.abs(v)))
-    return _power_of_two(size * float(np.sqrt(np.mean((v / size) ** 2))))
+    return nearest_power_of_two(size * float(np.sqrt(np.mean((v / size) ** 2))))
 
 
 def same_column(a: np.ndarray, b: np.ndarray) -> bool:
@@ -408,7 +410,7 @@ def settled_scale(total: float, squares: float, n: int, shift: bool) -> float | 
     exponent = math.log2(rms)
     if abs(exponent - math.floor(exponent) - 0.5) < SETTLED_MARGIN:
         return None  # too near a midpoint between two powers of two
-    return _power_of_two(rms)
+    return nearest_power_of_two(rms)
 
 
 def _settled_columns(
@@ -472,7 +474,7 @@ def _unshifted_scale(about_zero: float, size: float) -> float:
     """The scale of an unshifted column: the power of two nearest its spread about zero
     (its size where that is 0: a column constant in the sample)."""
     spread = float(np.sqrt(about_zero)) * size
-    return _power_of_two(spread if spread != 0.0 else size)
+    return nearest_power_of_two(spread if spread != 0.0 else size)
 
 
 def _chosen_for(col: np.ndarray, chosen) -> tuple[float, float] | None:
