@@ -511,6 +511,7 @@ def test_power_of_two_is_numpys_log2_rounded():
     """The nearest power of two in the log scale, decided from the mantissa away from
     1/√2 and by numpy's ``log2`` near it: the powers ``2^round(log2 v)`` gives (half to
     even), over the whole range, at powers of two and on either side of 1/√2."""
+
     def by_log2(value: float) -> float:
         if not (math.isfinite(value) and value > 0):
             return 1.0
