@@ -461,7 +461,9 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         """statsmodels' parameter names: fixed effects, 'a Var'/'a x b Cov', 'name Var'."""
         names = list(self.exog_names)
         re_names = self.exog_re_names
-        for i, j in zip(*tril_indices(len(re_names)), strict=True):
+        rows, cols = tril_indices(len(re_names))
+        # Python integers: formatting beside numpy's integers costs more than the names
+        for i, j in zip(rows.tolist(), cols.tolist(), strict=True):
             names.append(f"{re_names[i]} Var" if i == j else f"{re_names[j]} x {re_names[i]} Cov")
         names.extend(f"{v} Var" for v in self.vc_names)
         return names
@@ -601,6 +603,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             newton_first=start.newton_first,
         )
         obj, coords = start.obj, start.coords
+        obj.release_lean()  # the optimizer is done with them
         if opt.repack(stats.layout, self.use_sqrt):
             obj = objective(stats, coords, reml, self.use_sqrt)
         ev = obj.evaluate(opt.packed)

@@ -928,3 +928,33 @@ def test_an_array_model_keeps_its_variance_component_matrices():
     for matrix in vc["sub"].values():
         matrix.loc[:, :] = 1.0
     _assert_same_fit(model.fit(), want)
+
+
+@pytest.mark.parametrize("formula", [False, True])
+def test_a_fit_leaves_no_reference_cycle(formula):
+    """A fit's objects go when nothing holds them, without the garbage collector: the
+    lean Newton steps hold their objective, which holds them (and the statistics) until
+    the fit lets go of them (:meth:`dmixed.fit.profiled.ProfiledObjective.release_lean`)."""
+    import gc
+
+    df = make_data(n_groups=40, min_size=5, max_size=5, seed=1)
+    gc.collect()
+    gc.disable()
+    try:
+        if formula:
+            model = MixedLM.from_formula("y ~ x1 + x2", df, groups="g", re_formula="~x1")
+        else:
+            exog = np.column_stack([np.ones(len(df)), df["x1"], df["x2"]])
+            exog_re = np.column_stack([np.ones(len(df)), df["x1"]])
+            model = MixedLM(df["y"].to_numpy(), exog, df["g"].to_numpy(), exog_re=exog_re)
+        res = model.fit()
+        assert np.isfinite(res.bse).all()
+        del model, res
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        left = [type(o).__qualname__ for o in gc.garbage if type(o).__module__.startswith("dmixed")]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert left == []

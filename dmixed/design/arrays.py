@@ -201,16 +201,17 @@ def ones_columns(
         # on by j column strides, as numpy places a column view), stride and length
         return (start + j * matrix.strides[1], matrix.strides[:1], matrix.shape[:1])
 
+    # exog's address read once (numpy's array interface costs more than a ufunc call)
+    exog_start = exog.__array_interface__["data"][0] if exog.shape[0] else None
     if constant is not None and exog.shape[0]:
         first = exog[0].tolist()
-        start = exog.__array_interface__["data"][0]
         for j in range(exog.shape[1]):
-            found[column_key(exog, start, j)] = j in constant and first[j] == 1.0
+            found[column_key(exog, exog_start, j)] = j in constant and first[j] == 1.0
 
     def first_ones(matrix: np.ndarray) -> int:
         if matrix.shape[0] == 0:
             return -1
-        start = matrix.__array_interface__["data"][0]
+        start = exog_start if matrix is exog else matrix.__array_interface__["data"][0]
         for j in range(matrix.shape[1]):
             column = matrix[:, j]
             key = column_key(matrix, start, j)

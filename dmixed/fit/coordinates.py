@@ -122,7 +122,7 @@ class Coordinates:
         """``A_o⁻¹`` (q × q), computed once per instance (the maps back use it several
         times per fit); read only.  ``I`` itself where ``A_o = I`` (what the inverse of
         LAPACK gives there; the statistics' columns of most fits are not rescaled)."""
-        inv = np.eye(self.a_opt.shape[0]) if is_identity(self.a_opt) else np.linalg.inv(self.a_opt)
+        inv = np.eye(self.a_opt.shape[0]) if self.a_opt_is_identity else np.linalg.inv(self.a_opt)
         inv.flags.writeable = False
         return inv
 
@@ -201,10 +201,25 @@ class Coordinates:
 
     # -- the estimates -----------------------------------------------------------------
 
+    @cached_property
+    def a_opt_is_identity(self) -> bool:
+        """Whether ``A_o = I`` (:func:`is_identity`; computed once per instance)."""
+        return is_identity(self.a_opt)
+
     def psi(self, psi_opt: np.ndarray) -> np.ndarray:
-        """``Ψ* = A_o⁻¹ Ψ_o A_o⁻ᵀ``."""
-        inv = self.a_opt_inv
-        out = inv @ psi_opt @ inv.T
+        """``Ψ* = A_o⁻¹ Ψ_o A_o⁻ᵀ``.
+
+        Where ``A_o = I`` and every entry of ``Ψ_o`` is finite and not zero, each entry
+        of the products is the entry itself plus exact zeros: ``Ψ_o``, the same bits,
+        without the products (a zero entry's sign, or a NaN that ``0 · inf`` makes,
+        could differ: such ``Ψ_o`` go through them)."""
+        out = None
+        if self.a_opt_is_identity and type(psi_opt) is np.ndarray and psi_opt.dtype == np.float64:
+            if all(v != 0.0 and math.isfinite(v) for v in psi_opt.ravel().tolist()):
+                out = psi_opt
+        if out is None:
+            inv = self.a_opt_inv
+            out = inv @ psi_opt @ inv.T
         return 0.5 * (out + out.T)
 
     def tau(self, tau_opt: np.ndarray) -> np.ndarray:
@@ -222,9 +237,36 @@ class Coordinates:
 
     def beta(self, beta_std: np.ndarray) -> np.ndarray:
         """``β = T⁻¹ (s_y β̃ + c_y e_0)`` (:meth:`Standardization.beta_from_std
-        <dmixed.stats.standardize.Standardization.beta_from_std>`: the same solve)."""
+        <dmixed.stats.standardize.Standardization.beta_from_std>`: the same solve).
+
+        Where ``T`` is diagonal with powers of two on its diagonal (no shifted column:
+        :attr:`fe_divisors`) and every entry of the right-hand side is finite and not
+        zero, LAPACK's solve divides each entry by its diagonal entry (by its exact
+        reciprocal, or adding exact zeros): the same bits, divided here in floats."""
         rhs = self.columns.beta_rhs(beta_std)
-        return small_linalg.solve(self.fe_matrix, rhs) if rhs.size else rhs
+        if not rhs.size:
+            return rhs
+        divisors = self.fe_divisors
+        if divisors is not None:
+            values = rhs.tolist()
+            if all(v != 0.0 and math.isfinite(v) for v in values):
+                return np.array([v / d for v, d in zip(values, divisors, strict=True)])
+        return small_linalg.solve(self.fe_matrix, rhs)
+
+    @cached_property
+    def fe_divisors(self) -> list[float] | None:
+        """The diagonal of ``T`` (:attr:`fe_matrix`) as floats where ``T`` is diagonal
+        and each of them a power of two (the column map's scales, no shift); else None
+        (computed once per instance)."""
+        t = self.fe_matrix
+        p = t.shape[0]
+        flat = t.ravel().tolist()
+        diagonal = flat[:: p + 1]
+        if flat.count(0.0) != p * p - p or not all(
+            math.isfinite(d) and d > 0.0 and math.frexp(d)[0] == 0.5 for d in diagonal
+        ):
+            return None
+        return diagonal
 
     def scale(self, scale_std: float) -> float:
         return float(np.float64(scale_std) * np.float64(self.columns.sigma_scale) ** 2)

@@ -107,6 +107,14 @@ class ProfiledObjective:
         self._basis.flags.writeable = False
         self._slot_component = self.layout.slot_component
 
+    def release_lean(self) -> None:
+        """Let go of the lean steps (:attr:`lean`), which hold this objective: a
+        reference cycle that only the garbage collector would break, keeping the
+        statistics, the objective's cached evaluations and the steps' sums alive until
+        it runs (and making it run more often).  The optimizer calls them no more; an
+        objective asked for them again makes them anew."""
+        self.lean = None
+
     def evaluate(self, packed: np.ndarray) -> Evaluation:
         """ℓ and its score at ``packed`` (this objective's packing); cached."""
         packed = np.array(packed, dtype=np.float64)

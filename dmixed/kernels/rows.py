@@ -664,16 +664,23 @@ def plain_statistics(
     if r == 0:
         return None
     xcols = [exog[:, j] for j in range(p)] + [endog]
-    where = [(c.__array_interface__["data"][0], c.strides) for c in xcols[:p]]
+    # each column's memory: its first entry's address (the matrix's, moved on by j
+    # column strides, as numpy places a column view) and its stride; one read of the
+    # address per matrix (numpy's array interface costs more than a ufunc call)
+    x_start, (x_row, x_col) = exog.__array_interface__["data"][0], exog.strides
+    where = [(x_start + j * x_col, x_row) for j in range(p)]
     sources = list(xcols)  # [X y] then the Z̃ columns of their own (ids into sources)
     zsrc = []
     ones = set(known_ones(std, None))
+    z_start = None
     for a in range(r):
         col = ztilde[:, a]
         if a == std.z_intercept and std.x_intercept >= 0:
             zsrc.append(std.x_intercept)  # both all ones (the map's own finding)
             continue
-        key = (col.__array_interface__["data"][0], col.strides)
+        if z_start is None:
+            z_start = ztilde.__array_interface__["data"][0]
+        key = (z_start + a * ztilde.strides[1], ztilde.strides[0])
         if key in where:
             zsrc.append(where.index(key))
             continue

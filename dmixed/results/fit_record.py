@@ -174,7 +174,12 @@ def mapped_back(
     except (OverflowError, np.linalg.LinAlgError):
         psi = np.full_like(psi_opt, np.inf)
         beta, scale = np.full_like(prof.beta, np.inf), np.inf
-    if not (math.isfinite(scale) and np.isfinite(psi).all() and np.isfinite(beta).all()):
+    # the few entries tested as Python floats (a numpy test of each costs more)
+    if not (
+        math.isfinite(scale)
+        and all(map(math.isfinite, psi.ravel().tolist()))
+        and all(map(math.isfinite, beta.tolist()))
+    ):
         names = list(exog_names) if exog_names is not None else [f"x{j}" for j in range(len(beta))]
         # an infinite coefficient makes its solve's other entries NaN: name the cause
         bad = np.isinf(beta) if np.isinf(beta).any() else ~np.isfinite(beta)

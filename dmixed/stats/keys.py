@@ -208,7 +208,12 @@ def _dense_integer_codes(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray] | No
     if present.all():
         # every key of the range present (ids lo … hi, in any order): each row's
         # position is its offset, without the running count and the lookup per row
-        labels = (np.arange(span + 1, dtype=np.int64).astype(base.dtype) + base).astype(keys.dtype)
+        if keys.dtype.kind == "i":  # lo … hi in int64, then the keys' own type (exact)
+            labels = np.arange(int(lo), int(hi) + 1, dtype=np.int64).astype(keys.dtype, copy=False)
+        else:
+            labels = (np.arange(span + 1, dtype=np.int64).astype(base.dtype) + base).astype(
+                keys.dtype
+            )
         # the offsets are the codes: copied where they are the caller's own keys (a
         # read-only view instead would be copied by every bincount that reads it)
         codes = offsets.copy() if offsets is keys else offsets.astype(np.int64, copy=False)

@@ -104,6 +104,8 @@ class Layout:
     @functools.cached_property
     def slot_component(self) -> np.ndarray:
         """Component index of each variance-component slot (length ``r − q``; read-only)."""
+        if not self.vc_widths:  # no component (most models): no slot, no numpy calls
+            return _NO_SLOTS
         out = np.repeat(np.arange(self.k_vc), self.vc_widths).astype(np.int64)
         out.flags.writeable = False
         return out
@@ -152,8 +154,13 @@ class Layout:
     # -- packing ----------------------------------------------------------------
 
     def unpack(self, packed: np.ndarray, use_sqrt: bool) -> tuple[np.ndarray, np.ndarray]:
-        """Return (Ψ*, τ*) from a packed vector; :class:`SpecError` for one of another
-        length (e.g. ``start_params``)."""
+        """Return (Ψ*, τ*) from a packed vector (new arrays each call); :class:`SpecError`
+        for one of another length (e.g. ``start_params``).
+
+        Up to :data:`UNPACKED_KEPT` unpacked points are kept by their values: a fit
+        unpacks its start and its optimum several times each (the optimizer's tests,
+        its Newton steps, the results), and a point kept is copied rather than made
+        again (the same numbers)."""
         packed = np.asarray(packed, dtype=np.float64)
         if packed.shape != (self.n_params,):
             raise SpecError(
@@ -161,6 +168,29 @@ class Layout:
                 f"({self.k_re2} for cov_re, {self.k_vc} variance components), "
                 f"got {packed.shape}"
             )
+        key = (packed.tobytes(), bool(use_sqrt))
+        kept = self._unpacked
+        found = kept.get(key)
+        if found is None:
+            found = self._unpack(packed, use_sqrt)
+            if len(kept) >= UNPACKED_KEPT:
+                kept.clear()  # (not one by one: other threads may unpack too)
+            kept[key] = found
+        return found[0].copy(), found[1].copy()
+
+    @functools.cached_property
+    def _unpacked(self) -> dict[tuple[bytes, bool], tuple[np.ndarray, np.ndarray]]:
+        """:meth:`unpack`'s kept points (by the packed vector's bytes and the packing);
+        never handed out (copies are), nor pickled."""
+        return {}
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_unpacked", None)
+        return state
+
+    def _unpack(self, packed: np.ndarray, use_sqrt: bool) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`unpack` of a float64 vector of the layout's length."""
         q = self.k_re
         tail = packed[self.k_re2 :]
         if not use_sqrt:
@@ -293,6 +323,13 @@ def _psd_factor(mat: np.ndarray, strict: bool = False) -> np.ndarray:
         raise np.linalg.LinAlgError("covariance matrix is not positive semi-definite")
     return lmat
 
+
+#: :attr:`Layout.slot_component` of a layout without variance components (read-only)
+_NO_SLOTS = np.zeros(0, dtype=np.int64)
+_NO_SLOTS.flags.writeable = False
+
+#: :meth:`Layout.unpack` keeps this many points (a fit's start and its optimum)
+UNPACKED_KEPT = 2
 
 #: :meth:`Layout.basis` is kept (read-only) for layouts of at most this many random-design
 #: columns (``m r²`` floats: 18 KB at most), those of the small fits that ask for it often

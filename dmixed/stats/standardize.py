@@ -58,13 +58,30 @@ from .layout import tril_indices
 SAMPLE_ROWS = 65536
 
 
-def _power_of_two(value: float) -> float:
-    """The power of two nearest ``value`` (> 0) in the log scale; 1 for 0 or non-finite."""
+def nearest_power_of_two(value: float) -> float:
+    """The power of two nearest ``value`` (> 0) in the log scale (``2^round(log2 v)``,
+    numpy's ``log2``, half to even); 1 for 0 or non-finite: the scale of the map's
+    columns.
+
+    ``value = m 2^e`` (``½ ≤ m < 1``) is nearer ``2^e`` than ``2^(e−1)`` in the log
+    scale exactly where ``m > 1/√2``: decided from ``m`` itself, without a numpy call
+    (which costs more than the rest), where ``m`` is clearly on one side; near
+    ``1/√2``, from numpy's ``log2`` rounded as ever (half to even)."""
     if not (math.isfinite(value) and value > 0):
         return 1.0
-    # numpy's log2 as ever; Python's round is numpy's (half to even) and 2.0**k exact
-    exponent = round(float(np.log2(value)))
+    mantissa, exponent = math.frexp(value)
+    if abs(mantissa - _HALF_ROOT) <= _HALF_ROOT_MARGIN:
+        exponent = round(float(np.log2(value)))
+    elif mantissa < _HALF_ROOT:
+        exponent -= 1
     return 2.0**exponent if exponent < 1024 else math.inf
+
+
+#: ``1/√2``: the mantissa at which :func:`nearest_power_of_two` turns to the next power
+_HALF_ROOT = math.sqrt(0.5)
+#: How near ``1/√2`` a mantissa leaves :func:`nearest_power_of_two` to numpy's ``log2`` (far
+#: beyond the few units of rounding by which ``log2`` may miss near it)
+_HALF_ROOT_MARGIN = 1e-9
 
 
 def _ones_column(matrix: np.ndarray) -> int:
@@ -259,17 +276,17 @@ def _vc_scale(values: np.ndarray) -> float:
     """The power of two nearest the root mean square of the non-zero finite entries."""
     value = constant_value(np.asarray(values))
     if value is not None and value != 0 and np.isfinite(value):  # one value broadcast
-        return _power_of_two(abs(value))
+        return nearest_power_of_two(abs(value))
     v = np.asarray(values, dtype=np.float64).ravel()[: SAMPLE_ROWS * 8]
     if v.size and v.min() == v.max() and v[0] != 0 and np.isfinite(v[0]):
         # one value throughout (an indicator component): its magnitude is the root mean
         # square, with the same rounding as below, without the masked copy and squares
-        return _power_of_two(abs(float(v[0])))
+        return nearest_power_of_two(abs(float(v[0])))
     v = v[np.isfinite(v) & (v != 0)]
     if v.size == 0:
         return 1.0
     size = float(np.max(np.abs(v)))
-    return _power_of_two(size * float(np.sqrt(np.mean((v / size) ** 2))))
+    return nearest_power_of_two(size * float(np.sqrt(np.mean((v / size) ** 2))))
 
 
 def same_column(a: np.ndarray, b: np.ndarray) -> bool:
@@ -277,11 +294,7 @@ def same_column(a: np.ndarray, b: np.ndarray) -> bool:
     the full compare)."""
     if a is b:
         return True
-    if (
-        a.shape == b.shape
-        and a.strides == b.strides
-        and a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
-    ):
+    if a.shape == b.shape and a.strides == b.strides and _same_start(a, b):
         return True
     if a.shape != b.shape:
         return False
@@ -290,6 +303,24 @@ def same_column(a: np.ndarray, b: np.ndarray) -> bool:
     head = min(a.shape[0], 8)
     # np.array_equal's test for arrays of one shape, without its wrappers
     return bool((a[:head] == b[:head]).all() and (a == b).all())
+
+
+def _same_start(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether the arrays ``a`` and ``b`` start at one address.  For columns of one
+    dtype whose entries are aligned to their own size, from whether their first entries
+    overlap (``np.may_share_memory``, exact for one entry each: two such entries
+    overlap only where they start at one address); else from numpy's array interface
+    (which costs several times more)."""
+    if (
+        a.ndim == 1
+        and a.shape[0]
+        and a.dtype == b.dtype
+        and a.dtype.alignment == a.dtype.itemsize
+        and a.flags.aligned
+        and b.flags.aligned
+    ):
+        return bool(np.may_share_memory(a[:1], b[:1]))
+    return a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
 
 
 def _choose_columns(
@@ -379,7 +410,7 @@ def settled_scale(total: float, squares: float, n: int, shift: bool) -> float | 
     exponent = math.log2(rms)
     if abs(exponent - math.floor(exponent) - 0.5) < SETTLED_MARGIN:
         return None  # too near a midpoint between two powers of two
-    return _power_of_two(rms)
+    return nearest_power_of_two(rms)
 
 
 def _settled_columns(
@@ -443,7 +474,7 @@ def _unshifted_scale(about_zero: float, size: float) -> float:
     """The scale of an unshifted column: the power of two nearest its spread about zero
     (its size where that is 0: a column constant in the sample)."""
     spread = float(np.sqrt(about_zero)) * size
-    return _power_of_two(spread if spread != 0.0 else size)
+    return nearest_power_of_two(spread if spread != 0.0 else size)
 
 
 def _chosen_for(col: np.ndarray, chosen) -> tuple[float, float] | None:
@@ -843,7 +874,7 @@ class Standardization:
         fac = n - p if reml else n
         out = -fac * np.log(self.y_scale)
         if reml:
-            out -= float(np.sum(np.log(self.x_scale)))
+            out -= float(np.add.reduce(np.log(self.x_scale)))  # np.sum's, without its wrapper
         return float(out)
 
     def a_inv_from_std(self, a_inv_std: np.ndarray) -> np.ndarray:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from dmixed.fit.coordinates import Coordinates, is_identity, weight_factor
+from dmixed.kernels import small_linalg
 from dmixed.stats import GlobalStats, Layout
 from dmixed.stats.standardize import Standardization, psi_map_matrix
 
@@ -282,3 +283,49 @@ def test_the_jacobian_beta_and_covariance_are_the_former_bit_for_bit(shift, all_
         assert coords.covariance(cov, weighted).tobytes() == want.tobytes()
         # a Fortran-ordered copy goes through np.where as before: the same numbers
         assert np.array_equal(coords.covariance(np.asfortranarray(cov), weighted), want)
+
+
+@pytest.mark.parametrize("scales", [(1.0, 1.0, 1.0), (1.0, 2.0**-7, 2.0**12)])
+def test_beta_and_psi_without_products_are_the_solves_bits(scales):
+    """Where ``T`` is diagonal with powers of two (no shifted column) and ``A_o = I``,
+    β and Ψ* are mapped back in floats: the very bits of the solve with ``T`` and of the
+    products with ``I``, for entries of every size; an entry that is zero or not finite
+    takes the solve (and the products)."""
+    columns = Standardization(
+        x_shift=np.zeros(3),
+        x_scale=np.array(scales),
+        y_shift=0.0,
+        y_scale=2.0**-3,
+        z_shift=np.zeros(2),
+        z_scale=np.ones(2),
+        x_intercept=0,
+        z_intercept=0,
+    )
+    coords = Coordinates.for_fit(columns, Layout(2, ()), True)
+    assert coords.fe_divisors == list(scales) and coords.a_opt_is_identity
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        beta_std = rng.normal(size=3) * 10.0 ** rng.uniform(-300, 300, size=3)
+        want = small_linalg.solve(coords.fe_matrix, columns.beta_rhs(beta_std))
+        assert coords.beta(beta_std).tobytes() == want.tobytes()
+        psi_opt = rng.normal(size=(2, 2)) * 10.0 ** rng.uniform(-150, 150)
+        eye = np.eye(2)
+        product = eye @ psi_opt @ eye.T
+        assert coords.psi(psi_opt).tobytes() == (0.5 * (product + product.T)).tobytes()
+    for odd in (0.0, -0.0, np.inf, np.nan):
+        with np.errstate(invalid="ignore"):  # 0 · inf in the products
+            beta_std = np.array([1.5, odd, -2.0])
+            want = small_linalg.solve(coords.fe_matrix, columns.beta_rhs(beta_std))
+            assert coords.beta(beta_std).tobytes() == want.tobytes()
+            psi_opt = np.array([[1.0, odd], [odd, 2.0]])
+            product = np.eye(2) @ psi_opt @ np.eye(2)
+            assert coords.psi(psi_opt).tobytes() == (0.5 * (product + product.T)).tobytes()
+
+
+def test_beta_with_a_shifted_column_is_the_solve():
+    """A shifted column makes ``T`` not diagonal: the solve itself."""
+    coords = Coordinates.for_fit(_columns(shift=40.0, scale=4.0), Layout(2, (1,)), True)
+    assert coords.fe_divisors is None
+    beta_std = np.array([0.3, -1.25, 2.0])
+    want = small_linalg.solve(coords.fe_matrix, coords.columns.beta_rhs(beta_std))
+    assert coords.beta(beta_std).tobytes() == want.tobytes()

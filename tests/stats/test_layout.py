@@ -3,9 +3,12 @@ space (:meth:`dmixed.stats.Layout.pack_theta`)."""
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 
+from dmixed.errors import SpecError
 from dmixed.stats import Layout, tril_indices
 from dmixed.stats.layout import BASIS_KEPT_MAX_R, symmetric_indices, tril_flat_indices
 
@@ -108,6 +111,37 @@ def test_unpack_gives_the_bits_of_the_triangle_placed_by_rows_and_columns(q, use
     assert psi.flags.writeable and tau.flags.writeable  # the caller's own arrays
     if not use_sqrt:
         assert not np.signbit(psi[0, 0])  # −0 + 0.0, as the sum made it
+
+
+@pytest.mark.parametrize("use_sqrt", [True, False])
+def test_unpack_of_a_kept_point_is_a_new_copy_of_the_same_numbers(use_sqrt):
+    """A point unpacked again (a fit unpacks its start and its optimum several times)
+    gives the same bits in new arrays of the caller's own: changing them, or the
+    packed vector, changes nothing unpacked later; the kept points are not pickled."""
+    layout = Layout(2, (1,))
+    packed = np.array([1.5, -0.25, 0.75, 0.5])
+    first = layout.unpack(packed, use_sqrt)
+    reference = [a.copy() for a in first]
+    first[0][...] = 9.0  # the caller's own arrays
+    first[1][...] = 9.0
+    again = layout.unpack(packed.copy(), use_sqrt)
+    for got, want in zip(again, reference, strict=True):
+        assert got.tobytes() == want.tobytes()
+        assert got.flags.writeable
+    packed[1] = 0.5  # another point: unpacked anew
+    other = layout.unpack(packed, use_sqrt)
+    fresh = Layout(2, (1,)).unpack(packed, use_sqrt)
+    assert other[0].tobytes() == fresh[0].tobytes()
+    assert other[0].tobytes() != reference[0].tobytes()
+    for point in ([0.0, 0.0, 1.0, 1.0], [2.0, 0.0, 1.0, 1.0], [3.0, 0.0, 1.0, 1.0]):
+        layout.unpack(np.array(point), use_sqrt)  # more points than are kept
+    assert layout.unpack(packed, use_sqrt)[0].tobytes() == fresh[0].tobytes()
+    restored = pickle.loads(pickle.dumps(layout))
+    assert restored == layout
+    assert "_unpacked" not in restored.__dict__
+    assert restored.unpack(packed, use_sqrt)[0].tobytes() == fresh[0].tobytes()
+    with pytest.raises(SpecError, match="expected 4 covariance parameters"):
+        layout.unpack(packed[:3], use_sqrt)
 
 
 @pytest.mark.parametrize("q", [0, 1, 2, 5])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import replace
 
@@ -20,6 +21,7 @@ from dmixed.stats.standardize import (
     WEIGHT_STEP_LOG2,
     Standardization,
     check_weights_range,
+    nearest_power_of_two,
     same_column,
     weight_scale,
 )
@@ -503,3 +505,25 @@ def test_same_column_is_array_equal(a, b, strided):
         y = np.repeat(y, 2)[::2]
     assert same_column(x, y) == np.array_equal(x, y)
     assert same_column(x, x[:])
+
+
+def test_power_of_two_is_numpys_log2_rounded():
+    """The nearest power of two in the log scale, decided from the mantissa away from
+    1/√2 and by numpy's ``log2`` near it: the powers ``2^round(log2 v)`` gives (half to
+    even), over the whole range, at powers of two and on either side of 1/√2."""
+
+    def by_log2(value: float) -> float:
+        if not (math.isfinite(value) and value > 0):
+            return 1.0
+        exponent = round(float(np.log2(value)))
+        return 2.0**exponent if exponent < 1024 else math.inf
+
+    rng = np.random.default_rng(7)
+    values = np.exp(rng.uniform(-744.0, 709.0, 20_000)).tolist()
+    half_root = math.sqrt(0.5)
+    for exponent in range(-1074, 1024, 7):
+        for offset in (-2e-9, -1e-9, -1e-15, 0.0, 1e-15, 1e-9, 2e-9):
+            values.append(math.ldexp(half_root + offset, exponent))
+        values.append(math.ldexp(0.5, exponent))
+    values += [0.0, -1.0, math.inf, math.nan, 5e-324, 1.7976931348623157e308, 3.0]
+    assert [nearest_power_of_two(v) for v in values] == [by_log2(v) for v in values]
