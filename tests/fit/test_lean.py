@@ -655,6 +655,33 @@ def test_evaluate_fused_is_the_formulas(p, reml, offset, scale, kind, seed):
 
 
 @pytest.mark.skipif(not kernels.native.loaded(), reason="the C extension is not built")
+def test_the_steps_call_the_extension_their_statistics_chose(monkeypatch):
+    """``DMIXED_NATIVE`` set to ``numpy`` (by another thread) after the statistics chose
+    the extension and before the steps were made: the steps keep the statistics' choice
+    (a second reading of the switch once left :meth:`LeanSteps.evaluate_fused` without
+    the extension, an ``AssertionError``), and evaluate as the numpy formulas do."""
+    from dmixed.kernels.dense2 import Dense2Statistics
+
+    monkeypatch.setenv(kernels.native.ENV_VAR, "auto")
+    made = Dense2Statistics.of_chunks.__func__
+
+    def then_numpy(cls, chunks):
+        out = made(cls, chunks)
+        monkeypatch.setenv(kernels.native.ENV_VAR, "numpy")
+        return out
+
+    monkeypatch.setattr(Dense2Statistics, "of_chunks", classmethod(then_numpy))
+    steps = _lean_of(make_data(n_groups=40, seed=1), 2, True, 0.0)
+    assert steps.data.uses_extension and steps._fused is not None
+    packed = np.array([1.0, 0.1, 0.5])
+    ours, unresolved = steps.evaluate(packed)
+    steps._fused = None
+    ref, _ = steps.evaluate(packed)
+    assert not unresolved and ours.prof is not None
+    assert abs(ours.llf - ref.llf) <= 1e-12 * abs(ref.llf)
+
+
+@pytest.mark.skipif(not kernels.native.loaded(), reason="the C extension is not built")
 @settings(max_examples=300)
 @given(**_BLOCK_CASES)
 def test_block_terms_in_c_are_numpys(factor, ridge, grad, curvature, shift):
