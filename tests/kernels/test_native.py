@@ -13,27 +13,8 @@ from hypothesis import strategies as st
 import dmixed
 from dmixed.kernels import native
 
+from .._native_marks import built, called
 from .._synth import QUICK, make_data
-
-built = pytest.mark.skipif(not native.loaded(), reason="the C extension is not built")
-
-
-def _numpy_forced() -> bool:
-    """Whether the suite runs with ``DMIXED_NATIVE=numpy`` (a value ``forced`` refuses
-    is its tests' to report, not a reason to skip)."""
-    try:
-        return native.forced() == "numpy"
-    except ValueError:
-        return False
-
-
-#: the tests that call the extension through :func:`~dmixed.kernels.native.extension`,
-#: which gives None under ``DMIXED_NATIVE=numpy``: skipped there (the tests that set the
-#: switch themselves run)
-called = pytest.mark.skipif(
-    not native.loaded() or _numpy_forced(),
-    reason="the C extension is not built, or DMIXED_NATIVE=numpy keeps it from being called",
-)
 
 #: fits through the extension against fits through numpy: rounding of sums added in
 #: another order (the Newton steps' own tolerance is far coarser)
