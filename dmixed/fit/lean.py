@@ -199,12 +199,14 @@ class LeanSteps:
         #: :meth:`profiled_hessian_2`'s arithmetic runs there too.  The statistics' own
         #: choice, not ``DMIXED_NATIVE`` read again: set to ``numpy`` in between (another
         #: thread), a second reading left :meth:`evaluate_fused` without the extension
-        self._ext = data.extension if isinstance(data, Dense2Statistics) else None
+        self._ext = None
         #: the block's arrays where the extension makes a whole evaluation in one call
         #: (:meth:`evaluate_fused`: one chunk, 1 ≤ p ≤ 3, no ``re_map``)
         self._fused = None
-        if self._ext is not None and 2 <= k <= 4 and obj.re_map is None:
-            self._fused = data.fused()
+        if isinstance(data, Dense2Statistics):
+            self._ext = data.extension
+            if self._ext is not None and 2 <= k <= 4 and obj.re_map is None:
+                self._fused = data.fused()
 
     @classmethod
     def of(cls, obj) -> LeanSteps | None:
