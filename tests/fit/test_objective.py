@@ -143,3 +143,23 @@ def test_hessian_matches_finite_differences(point, with_vc, reml, beta_shift):
             ) / (4 * h * h)
     scale = np.abs(numeric).max()
     np.testing.assert_allclose(analytic, numeric, rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_a_profile_whose_q_is_zero_is_outside_the_space(monkeypatch):
+    """``Q`` of exactly 0 (met with prior weights: the within-group pivot of an
+    intercept-only design, whose within sums are rounding, left ``Q(β₀) − g'A⁻¹g`` at 0 in
+    a moment start): ℓ is not defined there, an evaluation of −inf, once a
+    ``ZeroDivisionError`` of the score's ``fac / 2Q``."""
+    import dataclasses
+
+    from dmixed.fit import profiled
+
+    obj = _objective(False, False, True)
+    made = profiled.profile
+
+    def q_zero(step, glob, reml):
+        return dataclasses.replace(made(step, glob, reml), q=0.0)
+
+    monkeypatch.setattr(profiled, "profile", q_zero)
+    ev = obj.evaluate(_packed((1.0, 0.2, 0.8, 1.0), False, True))
+    assert ev.llf == -np.inf and ev.prof is None
