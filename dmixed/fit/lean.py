@@ -34,7 +34,7 @@ from types import ModuleType
 import numpy as np
 
 from ..engines.local import LocalEngine
-from ..kernels import StatsBlock, StepSums, compiled, native, small_linalg
+from ..kernels import StatsBlock, StepSums, compiled, small_linalg
 from ..kernels.dense1 import Dense1Statistics, Dense1Step
 from ..kernels.dense2 import Dense2Statistics, Dense2Step, fixed_numbers
 from ..kernels.hessian_moments import full_gather, full_sums
@@ -196,14 +196,16 @@ class LeanSteps:
         #: the last point :meth:`evaluate` defined (the steps start where it was kept)
         self._last: LeanPoint | None = None
         #: the extension where it makes the statistics' sums (:mod:`~dmixed.kernels.native`):
-        #: :meth:`profiled_hessian_2`'s arithmetic runs there too
+        #: :meth:`profiled_hessian_2`'s arithmetic runs there too.  The statistics' own
+        #: choice, not ``DMIXED_NATIVE`` read again: set to ``numpy`` in between (another
+        #: thread), a second reading left :meth:`evaluate_fused` without the extension
         self._ext = None
         #: the block's arrays where the extension makes a whole evaluation in one call
         #: (:meth:`evaluate_fused`: one chunk, 1 ≤ p ≤ 3, no ``re_map``)
         self._fused = None
-        if isinstance(data, Dense2Statistics) and data.uses_extension:
-            self._ext = native.extension()
-            if 2 <= k <= 4 and obj.re_map is None:
+        if isinstance(data, Dense2Statistics):
+            self._ext = data.extension
+            if self._ext is not None and 2 <= k <= 4 and obj.re_map is None:
                 self._fused = data.fused()
 
     @classmethod

@@ -15,6 +15,8 @@ import numpy as np
 from ..kernels import HessianSums, StepSums, small_linalg
 from ..stats import GlobalStats
 
+_EPS = float(np.finfo(float).eps)
+
 _LOG_2PI = float(np.log(2.0 * np.pi))
 
 
@@ -124,10 +126,14 @@ class WithinPivot:
 
 
 @functools.lru_cache(maxsize=8)
-def _within_pivot(within: bytes, k: int) -> WithinPivot:
+def _within_pivot(within: bytes, k: int, all_constant: bool) -> WithinPivot:
     w = np.frombuffer(within, dtype=np.float64).reshape(k, k)
     p = k - 1
-    beta0 = np.linalg.lstsq(w[:p, :p], w[:p, p], rcond=1e-10)[0] if p else np.zeros(0)
+    # every column constant within the groups: W's X block is rounding alone, which
+    # lstsq's relative rcond keeps (no larger singular value to compare it with)
+    beta0: np.ndarray = np.zeros(p)
+    if p and not all_constant:
+        beta0 = np.linalg.lstsq(w[:p, :p], w[:p, p], rcond=1e-10)[0]
     w0 = np.append(-beta0, 1.0)
     abs_w, abs_w0 = np.abs(w), np.abs(w0)
     out = WithinPivot(
@@ -159,7 +165,14 @@ def within_pivot(glob: GlobalStats) -> WithinPivot | None:
     if glob.within is None:
         return None
     within = np.ascontiguousarray(glob.within, dtype=np.float64)
-    return _within_pivot(within.tobytes(), within.shape[0])
+    p = within.shape[0] - 1
+    # a column constant within the groups (the intercept, a group-level covariate) has
+    # within sums of squares of rounding-sized deviations, ε² of its total's size (with
+    # prior weights 1e-34 of it, and W_xy ~1e-16: β₀ = 5e14 once, and Q(β₀) − g'A⁻¹g
+    # cancelled to 0); ε of its total bounds them
+    diagonal = np.diagonal(within)[:p]
+    all_constant = bool(p) and bool((diagonal <= _EPS * np.abs(np.diagonal(glob.xyxy)[:p])).all())
+    return _within_pivot(within.tobytes(), within.shape[0], all_constant)
 
 
 def _pivot_form(step: StepSums, glob: GlobalStats, t: np.ndarray) -> tuple[bool, np.ndarray, float]:

@@ -210,6 +210,10 @@ class ProfiledObjective:
             if step is None:
                 step = self.engine.step(lam, self.layout.k_re)
             prof = profile(step, self.glob, self.reml)
+            if not prof.q > 0:
+                # ℓ not defined (loglike's −inf), and the score's fac / 2Q would divide
+                # by a Q of exactly 0: rejected before it, as outside the space
+                return Evaluation(packed, None, None, -np.inf, np.zeros(packed.shape))
             llf = loglike(step, prof, self.glob, self.reml)
             ev = Evaluation(packed, step, prof, llf, np.zeros(packed.shape), lam=lam)
             d_psi, d_tau = self.score_parts(ev)

@@ -208,6 +208,13 @@ class Dense2Statistics:
         """Whether the extension (:mod:`~dmixed.kernels.native`) makes the sums."""
         return self._ext is not None
 
+    @property
+    def extension(self) -> ModuleType | None:
+        """The extension that makes the sums, as chosen once at construction (None:
+        numpy): what calls it on these sums' results calls this one, not a second
+        reading of ``DMIXED_NATIVE``, which may have changed since."""
+        return self._ext
+
     @classmethod
     def of_chunks(cls, chunks) -> Dense2Statistics:
         """The rows of every chunk ``(zz (2, 2, G_c), zxy (2, k, G_c))`` of a block

@@ -17,6 +17,7 @@ from dmixed.fit.lean import LeanSteps, block_step, scalar_step, singular
 from dmixed.fit.newton_coords import newton_step
 from dmixed.fit.newton_rules import modified_newton_step
 from dmixed.stats import Layout
+from tests._native_marks import built, called
 from tests._synth import QUICK, make_data
 
 #: what the lean steps may move the fit by: rounding of sums added in another order
@@ -496,7 +497,7 @@ def _moments_and_profile(p: int, reml: bool, near_singular: bool, offset: float,
     return va, c, Profile(a, b, a_inv, 0.0, beta, q, fac, None), float(t[p, p])
 
 
-@pytest.mark.skipif(not kernels.native.loaded(), reason="the C extension is not built")
+@called
 @settings(max_examples=120, **QUICK)
 @given(
     p=st.sampled_from([0, 1, 2, 5]),
@@ -533,7 +534,7 @@ def test_hessian_of_moments_in_c_is_numpys(p, reml, basis, near_singular, offset
         np.testing.assert_array_equal(mine, mine.T)
 
 
-@pytest.mark.skipif(not kernels.native.loaded(), reason="the C extension is not built")
+@called
 @pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
 @pytest.mark.parametrize("reml", [True, False])
 def test_hessian_of_moments_not_finite_is_none_in_c_as_in_numpy(bad, reml):
@@ -570,7 +571,7 @@ def _lean_of(df, p: int, reml: bool, offset: float) -> LeanSteps:
     return steps
 
 
-@pytest.mark.skipif(not kernels.native.loaded(), reason="the C extension is not built")
+@called
 @settings(max_examples=100, **QUICK)
 @given(
     p=st.sampled_from([1, 2, 3]),
@@ -654,7 +655,34 @@ def test_evaluate_fused_is_the_formulas(p, reml, offset, scale, kind, seed):
         assert float(np.abs(ours.score - same.score).max()) <= 1e-12 * size_score
 
 
-@pytest.mark.skipif(not kernels.native.loaded(), reason="the C extension is not built")
+@built
+def test_the_steps_call_the_extension_their_statistics_chose(monkeypatch):
+    """``DMIXED_NATIVE`` set to ``numpy`` (by another thread) after the statistics chose
+    the extension and before the steps were made: the steps keep the statistics' choice
+    (a second reading of the switch once left :meth:`LeanSteps.evaluate_fused` without
+    the extension, an ``AssertionError``), and evaluate as the numpy formulas do."""
+    from dmixed.kernels.dense2 import Dense2Statistics
+
+    monkeypatch.setenv(kernels.native.ENV_VAR, "auto")
+    made = Dense2Statistics.of_chunks.__func__
+
+    def then_numpy(cls, chunks):
+        out = made(cls, chunks)
+        monkeypatch.setenv(kernels.native.ENV_VAR, "numpy")
+        return out
+
+    monkeypatch.setattr(Dense2Statistics, "of_chunks", classmethod(then_numpy))
+    steps = _lean_of(make_data(n_groups=40, seed=1), 2, True, 0.0)
+    assert steps.data.uses_extension and steps._fused is not None
+    packed = np.array([1.0, 0.1, 0.5])
+    ours, unresolved = steps.evaluate(packed)
+    steps._fused = None
+    ref, _ = steps.evaluate(packed)
+    assert not unresolved and ours.prof is not None
+    assert abs(ours.llf - ref.llf) <= 1e-12 * abs(ref.llf)
+
+
+@called
 @settings(max_examples=300)
 @given(**_BLOCK_CASES)
 def test_block_terms_in_c_are_numpys(factor, ridge, grad, curvature, shift):

@@ -143,3 +143,51 @@ def test_hessian_matches_finite_differences(point, with_vc, reml, beta_shift):
             ) / (4 * h * h)
     scale = np.abs(numeric).max()
     np.testing.assert_allclose(analytic, numeric, rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_a_profile_whose_q_is_zero_is_outside_the_space(monkeypatch):
+    """``Q`` of exactly 0 (met with prior weights: the within-group pivot of an
+    intercept-only design, whose within sums are rounding, left ``Q(β₀) − g'A⁻¹g`` at 0 in
+    a moment start): ℓ is not defined there, an evaluation of −inf, once a
+    ``ZeroDivisionError`` of the score's ``fac / 2Q``."""
+    import dataclasses
+
+    from dmixed.fit import profiled
+
+    obj = _objective(False, False, True)
+    made = profiled.profile
+
+    def q_zero(step, glob, reml):
+        return dataclasses.replace(made(step, glob, reml), q=0.0)
+
+    monkeypatch.setattr(profiled, "profile", q_zero)
+    ev = obj.evaluate(_packed((1.0, 0.2, 0.8, 1.0), False, True))
+    assert ev.llf == -np.inf and ev.prof is None
+
+
+def test_the_within_pivot_of_columns_all_constant_within_the_groups_is_zero():
+    """An intercept-only design with prior weights (``W`` of a weighted fit with
+    lossy groups): ``W``'s intercept entries are rounding (1.5e-30 and 1.6e-15 next to a
+    total of 1.3e4), which ``lstsq`` solved to β₀ = 1e15, and ``Q(β₀) − g'A⁻¹g`` then
+    cancelled to 0 at every point (the fit could not start).  β₀ = 0 there, and the
+    profile about it is about β₀ = 0's numbers."""
+    from dmixed.fit.objective import within_pivot
+
+    within = np.array(
+        [
+            [1.5004235385041388e-30, 1.5583903483817199e-15],
+            [1.5583903483817199e-15, 11779.382579107121],
+        ]
+    )
+    xyxy = np.array(
+        [[12757.355693127955, 2319.0351985590955], [2319.0351985590955, 6958.4145207530855]]
+    )
+    pivot = within_pivot(GlobalStats(xyxy, 10161, within=within))
+    assert pivot is not None
+    np.testing.assert_array_equal(pivot.beta0, [0.0])
+    assert pivot.q == within[1, 1]
+    # a column with within-group variation keeps its least-squares coefficient
+    moving = within.copy()
+    moving[0, 0] = 1e-3 * xyxy[0, 0]
+    pivot = within_pivot(GlobalStats(xyxy, 10161, within=moving))
+    assert pivot is not None and pivot.beta0[0] == moving[0, 1] / moving[0, 0]

@@ -13,9 +13,8 @@ from hypothesis import strategies as st
 import dmixed
 from dmixed.kernels import native
 
+from .._native_marks import built, called
 from .._synth import QUICK, make_data
-
-built = pytest.mark.skipif(not native.loaded(), reason="the C extension is not built")
 
 #: fits through the extension against fits through numpy: rounding of sums added in
 #: another order (the Newton steps' own tolerance is far coarser)
@@ -73,7 +72,7 @@ def test_the_extension_runs_by_default(monkeypatch):
     assert native.extension() is not None
 
 
-@built
+@called
 @pytest.mark.parametrize(
     "zz, message",
     [
@@ -92,7 +91,7 @@ def test_buffers_are_checked(zz, message):
         )
 
 
-@built
+@called
 def test_sizes_are_checked():
     ext = native.extension()
     assert ext is not None
@@ -100,7 +99,7 @@ def test_sizes_are_checked():
         ext.dense2_moment_c(np.zeros(3), 0, 1, np.zeros(0))
 
 
-@built
+@called
 def test_sizes_whose_bytes_wrap_are_refused():
     """Sizes whose bytes pass Py_ssize_t (``4 g * 8`` wraps to 0 at ``g = 2**62``) are
     refused before any buffer is read: empty buffers must not pass for 2**62 groups."""
@@ -113,7 +112,7 @@ def test_sizes_whose_bytes_wrap_are_refused():
         ext.term_sums(np.zeros(3, np.int64), [np.ones(3)], [(0, -1)] * 64, 2**58, empty)
 
 
-@built
+@called
 @pytest.mark.parametrize(
     "codes", [[-1, -1, 0, 1], [0, -1, 1, 1], [0, 1, 2, 1], [2, 0, 0, 1], [-(2**63), 0, 0, 1]]
 )
@@ -126,7 +125,7 @@ def test_codes_out_of_range_are_refused(codes):
         ext.term_sums(np.array(codes, dtype=np.int64), [np.ones(4)], [(0, -1)], 2, np.empty((1, 2)))
 
 
-@built
+@called
 def test_terms_are_any_pairs():
     """``terms`` as lists or arrays of two (once a ``SystemError``: only tuples were
     read); anything but pairs is refused by name."""
@@ -170,7 +169,7 @@ def _hessian_args(**change):
     return tuple(args.values())
 
 
-@built
+@called
 def test_profiled_hessian_runs_on_its_arguments():
     """The arguments of :func:`_hessian_args` as they are: a finite Hessian (the checks
     below refuse only what they change)."""
@@ -218,7 +217,7 @@ def _evaluate_args(**change):
     return tuple(args.values())
 
 
-@built
+@called
 def test_lean_evaluate_runs_on_its_arguments():
     """The arguments of :func:`_evaluate_args` as they are: an evaluation (the checks
     below refuse only what they change); ``A`` not positive definite: 0."""
@@ -253,7 +252,7 @@ _PH, _LE, _BT = "profiled_hessian", "lean_evaluate", "block_terms"
 _ARGS = {_PH: _hessian_args, _LE: _evaluate_args, _BT: _block_args}
 
 
-@built
+@called
 @pytest.mark.parametrize(
     "entry, change, error, message",
     [
@@ -310,7 +309,7 @@ def test_entry_points_check_their_arguments(entry, change, error, message):
         getattr(ext, entry)(*_ARGS[entry](**change))
 
 
-@built
+@called
 @pytest.mark.parametrize(
     "entry, name, shape",
     [

@@ -12,6 +12,8 @@ from dmixed.kernels import native, rows
 from dmixed.stats.packed import PackedLayout
 from dmixed.stats.standardize import Standardization
 
+from .._native_marks import called
+
 
 def test_statistics_add_over_row_splits():
     """Statistics are sums over rows: any split of the rows adds up to the whole."""
@@ -390,7 +392,7 @@ def test_plain_statistics_are_the_general_pass_bit_for_bit(
     assert glob["sum_log_weights"] == plain_glob["sum_log_weights"]
 
 
-@pytest.mark.skipif(not native.loaded(), reason="the C extension is not built")
+@called
 @settings(max_examples=60)
 @given(
     seed=st.integers(0, 2**32 - 1),
@@ -431,7 +433,7 @@ def test_term_sums_are_bincount_bit_for_bit(
         assert table[t].tobytes() == want.tobytes(), (t, u, v)
 
 
-@pytest.mark.skipif(not native.loaded(), reason="the C extension is not built")
+@called
 def test_term_sums_refuse_what_they_cannot_read():
     """Codes outside the groups, codes not int64, a column of another length or type,
     a term that names no column: refused by name, nothing read out of bounds."""
