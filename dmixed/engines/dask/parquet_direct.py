@@ -16,15 +16,6 @@ schema or nulls differ from that returns None and the chain computes the piece a
 before.  Dask's reader is recognized by its classes
 (``dask.dataframe.io.parquet``'s ``ParquetFunctionWrapper`` and
 ``ArrowDatasetEngine``): any other version or shape of task is simply not recognized.
-
-Arrow's default allocator (mimalloc) gives the pages of a partition's decoding buffers
-back to the OS soon after they are freed, and the next partition faults them in again;
-in a virtual machine that reports free pages to its host, pages freed seconds before
-cost many times more to fault in (benchmarks/RESULTS.md, ooc-s33).  In a process that
-keeps them (:func:`keep_read_pages`, switched on with the workers' malloc settings),
-:func:`read_columns` decodes into Arrow's jemalloc pool, which nothing else uses and
-which is set never to give its freed pages back, from a memory map of the file (no
-read buffers from the default pool).
 """
 
 from __future__ import annotations
@@ -34,7 +25,7 @@ import numpy as np
 from ...design.columnar import design_columns
 from .pieces import Pieces
 
-__all__ = ["ParquetReads", "keep_read_pages", "parquet_reads", "read_columns"]
+__all__ = ["ParquetReads", "parquet_reads", "read_columns"]
 
 #: The numpy dtypes read directly, with the Arrow type each must have in the file.
 _ARROW_TYPES = {"float64": "double", "int64": "int64"}
@@ -47,11 +38,6 @@ _PLAIN_OPTIONS = {
     "read": ({}, {"open_file_options": {}}),
 }
 _IGNORED_OPTIONS = {"schema", "dataset", "convert_string"}
-#: Arrow's memory pool of :func:`read_columns` (None: Arrow's default pool); see
-#: :func:`keep_read_pages`.
-_read_pool = None
-#: A scan's batch size (its largest, an int32) above any row group's rows.
-_ONE_BATCH = (1 << 31) - 1
 
 
 class ParquetReads:
@@ -157,11 +143,17 @@ def read_columns(read: tuple) -> dict[str, np.ndarray] | None:
     on this thread; None when the file lacks one of them, or they are not of the
     expected Arrow types or hold nulls (Dask's frame would then differ, or Dask raises:
     the caller computes the piece)."""
+    import pyarrow.parquet as pq
+
     path, row_groups, pairs = read
     names = [name for name, _ in pairs]
-    table = _read_table(path, row_groups, names)
-    if table is None:
-        return None  # Dask's reader raises (a file lacking a column), worded by dmixed
+    with pq.ParquetFile(path) as file:
+        if not set(names) <= set(file.schema_arrow.names):
+            return None  # Dask's reader raises (a file lacking a column), worded by dmixed
+        if row_groups is None:
+            table = file.read(columns=names, use_threads=False)
+        else:
+            table = file.read_row_groups(list(row_groups), columns=names, use_threads=False)
     out = {}
     for name, dtype in pairs:
         column = table.column(name)
@@ -169,60 +161,3 @@ def read_columns(read: tuple) -> dict[str, np.ndarray] | None:
             return None
         out[name] = column.to_numpy()
     return out
-
-
-def keep_read_pages(keep: bool = True) -> bool:
-    """Whether :func:`read_columns` decodes, from now on in this process, into Arrow's
-    jemalloc pool set never to give freed pages back to the OS (a process that reads
-    partition after partition, as a Dask worker's data passes do; see the module);
-    returns the setting before.  Where pyarrow lacks jemalloc nothing changes.
-    ``jemalloc_set_decay_ms`` is process-wide, but only for that pool, which nothing
-    else in the process uses by default."""
-    global _read_pool
-    before = _read_pool is not None
-    if not keep:
-        _read_pool = None
-        return before
-    if _read_pool is None:
-        import pyarrow as pa
-
-        try:
-            pool = pa.jemalloc_memory_pool()
-            pa.jemalloc_set_decay_ms(-1)
-        except NotImplementedError:  # pragma: no cover - pyarrow built without jemalloc
-            return before
-        _read_pool = pool
-    return before
-
-
-def read_pool():
-    """Arrow's memory pool :func:`read_columns` decodes into in this process (None:
-    Arrow's default pool)."""
-    return _read_pool
-
-
-def _read_table(path: str, row_groups: tuple | None, names: list[str]):
-    """The columns ``names`` of the file's row groups (None: all of them) as a pyarrow
-    table, read on this thread; None when the file lacks one of them."""
-    pool = _read_pool
-    if pool is None:
-        import pyarrow.parquet as pq
-
-        with pq.ParquetFile(path) as file:
-            if not set(names) <= set(file.schema_arrow.names):
-                return None
-            if row_groups is None:
-                return file.read(columns=names, use_threads=False)
-            return file.read_row_groups(list(row_groups), columns=names, use_threads=False)
-    import pyarrow.dataset as ds
-    import pyarrow.fs as pafs
-
-    fragment = ds.ParquetFileFormat().make_fragment(path, pafs.LocalFileSystem(use_mmap=True))
-    if not set(names) <= set(fragment.physical_schema.names):
-        return None
-    if row_groups is not None:
-        fragment = fragment.subset(row_group_ids=list(row_groups))
-    # one batch a row group, as ParquetFile.read_row_groups decodes them
-    return fragment.to_table(
-        columns=names, use_threads=False, memory_pool=pool, batch_size=_ONE_BATCH
-    )

@@ -25,9 +25,7 @@ zeroed again on first touch, and in a virtual machine that reports free pages to
 host a page freed seconds before costs many times more to fault in than one freed just
 now (benchmarks/RESULTS.md, ooc-s33): :func:`tune_malloc` also has
 :func:`~dmixed.kernels.term_table.table_buffer` keep those buffers for the next data
-pass's chains (:func:`~dmixed.kernels.term_table.keep_table_buffers`), and the
-direct Parquet reads decode into a pool of Arrow's that keeps its pages
-(:func:`~dmixed.engines.dask.parquet_direct.keep_read_pages`).
+pass's chains (:func:`~dmixed.kernels.term_table.keep_table_buffers`).
 """
 
 from __future__ import annotations
@@ -37,7 +35,6 @@ import os
 import sys
 
 from ...kernels.term_table import keep_table_buffers
-from .parquet_direct import keep_read_pages
 
 #: Apply :func:`tune_malloc` in the worker processes: the mmap threshold to 32 MB, the
 #: trim threshold to :data:`WORKER_TRIM_THRESHOLD` and the top pad to
@@ -80,9 +77,6 @@ def tune_malloc() -> None:
     # the blocks above the mmap threshold glibc gives back when freed: a chain's table
     # of terms and its spill, kept for the next data pass's chains instead
     keep_table_buffers()
-    # and Arrow's decoding buffers of the direct Parquet reads, which Arrow's default
-    # pool gives back between partitions
-    keep_read_pages()
 
 
 def tune_worker_malloc() -> None:

@@ -10,17 +10,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from distributed import Client, LocalCluster
 
 import dmixed
 import dmixed.engines.dask.graph as graph_module
 from dmixed.engines.dask.graph import chain_recipes, project_columns
-from dmixed.engines.dask.parquet_direct import (
-    keep_read_pages,
-    parquet_reads,
-    read_columns,
-    read_pool,
-)
+from dmixed.engines.dask.parquet_direct import parquet_reads, read_columns
 from dmixed.engines.dask.partials import chain_partials
 from dmixed.engines.dask.pieces import compute_piece
 from dmixed.errors import DroppedRowsWarning
@@ -53,17 +47,8 @@ def _chain(ddf):
     return spec, recipe
 
 
-@pytest.fixture(params=[False, True], ids=["default-pool", "kept-pages"])
-def kept_pages(request):
-    """Reads into Arrow's default pool, or into the pool that keeps its pages (as in
-    Dask's workers)."""
-    before = keep_read_pages(request.param)
-    yield request.param
-    keep_read_pages(before)
-
-
 @pytest.mark.parametrize("split_row_groups", [False, True])
-def test_reads_are_the_frames_columns(tmp_path, split_row_groups, kept_pages):
+def test_reads_are_the_frames_columns(tmp_path, split_row_groups):
     _write(_frame(), tmp_path / "d", 3)
     ddf = dd.read_parquet(tmp_path / "d", split_row_groups=split_row_groups)
     spec, recipe = _chain(ddf)
@@ -77,45 +62,6 @@ def test_reads_are_the_frames_columns(tmp_path, split_row_groups, kept_pages):
             expected = frame[name].to_numpy()
             assert values.dtype == expected.dtype
             np.testing.assert_array_equal(values, expected)
-    assert (read_pool() is not None) == kept_pages
-    if kept_pages:
-        assert read_pool().max_memory() > 0
-
-
-def _worker_read_pool():
-    pool = read_pool()
-    return None if pool is None else (pool.backend_name, pool.max_memory())
-
-
-def test_workers_read_into_the_pool_that_keeps_its_pages(tmp_path):
-    """A fit on a cluster of worker processes (Dask's nanny sets
-    ``MALLOC_TRIM_THRESHOLD_``): the chains' direct reads decode into the jemalloc
-    pool, and the fit is the in-process one's."""
-    try:
-        pa.jemalloc_memory_pool()
-    except NotImplementedError:  # pragma: no cover - pyarrow built without jemalloc
-        pytest.skip("pyarrow without jemalloc")
-    df = _frame()
-    _write(df, tmp_path / "d", 4)
-    with (
-        LocalCluster(
-            n_workers=1,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",
-        ) as cluster,
-        Client(cluster, set_as_default=False) as client,
-        client.as_current(),
-    ):
-        assert all(p is None for p in client.run(_worker_read_pool).values())
-        res = dmixed.mixedlm(
-            FORMULA, dd.read_parquet(tmp_path / "d"), groups="g", re_formula=RE
-        ).fit()
-        pools = list(client.run(_worker_read_pool).values())
-    assert [name for name, _ in pools] == ["jemalloc"] and pools[0][1] > 0
-    ref = dmixed.mixedlm(FORMULA, df, groups="g", re_formula=RE).fit()
-    np.testing.assert_allclose(res.fe_params, ref.fe_params, rtol=1e-9)
 
 
 @pytest.mark.parametrize(
