@@ -289,11 +289,59 @@ def unresolved_within_limit(glob: GlobalStats) -> bool:
     return not pivot.q > 0 or rounding / pivot.q > STATISTICS_RESOLUTION_LIMIT
 
 
-def out_of_resolution(step: StepSums, prof: Profile, glob: GlobalStats) -> bool:
-    """Whether the optimizer must reject the point: :func:`resolution` above
-    :data:`RESOLUTION_LIMIT` or :func:`statistics_resolution` above
-    :data:`STATISTICS_RESOLUTION_LIMIT`."""
-    if resolution(step, prof, glob) > RESOLUTION_LIMIT:
+def factor_resolution(step: StepSums, prof: Profile, glob: GlobalStats, reml: bool) -> float:
+    """The rounding that ``A = X'V*⁻¹X`` and its factor add to ℓ, in the units of
+    :func:`resolution` (a relative error of ``Q``; ℓ off by about (f/2) times it).
+
+    Three parts, each ``O(p²)``, with ``s`` the size of the numbers each entry of
+    ``[X y]'V*⁻¹[X y]`` is the difference of (``|[X y]'[X y]| + |Σ m_i|``, or about the
+    within-group pivot ``|W| + |between|``: :func:`resolution`'s sizes):
+
+    - REML's ``−½ log|A|``: entries of ``A`` off by ``ε s`` move ``log|A|`` by
+      ``tr(A⁻¹ δA)``, up to ``K = ε Σ_xy |A⁻¹_xy| s_xy`` (the smallest pivot against
+      the rounding of the sums it is made of); ``K / f`` in these units;
+    - the factor's own arithmetic: ``A⁻¹`` (``L⁻ᵀL⁻¹``) is off by about
+      ``κ = ε Σ_xy |A⁻¹_xy| √(A_xx A_yy)`` relative (the condition of ``A`` scaled to a
+      unit diagonal, which the factor's rounding does not see), and with it the part
+      ``b'A⁻¹b`` (``g'A⁻¹g = δ'Aδ`` about the pivot, ``δ = β̂ − β₀``) that ``Q`` is the
+      remainder of: ``κ |δ'Aδ| / Q``;
+    - the sums' rounding through β̂: ``Q`` is stationary in β̂, so ``r = ε s_x·|w|``
+      (``w = [−β̂; 1]``) moves it by the second-order ``r'|A⁻¹|r / Q``.
+
+    Below ε times ordinary condition numbers, and beyond 1 where ``A`` is singular to
+    its entries' rounding (a random slope and intercept variance of 1e16 at correlation
+    −1 makes the fixed intercept and slope indistinguishable), where the extension's
+    sums, numpy's and the general path's gave ℓ units apart.  0 without fixed effects;
+    ``inf`` where ``Q ≤ 0``.
+    """
+    if not prof.q > 0:
+        return np.inf
+    p = prof.beta.shape[0]
+    if not p:
+        return 0.0
+    pivot = within_pivot(glob) if prof.beta0 is not None else None
+    if pivot is None or prof.beta0 is None:
+        size = np.abs(glob.xyxy[:p]) + np.abs(step.m[:p])
+        delta = prof.beta
+    else:
+        assert glob.within is not None  # a pivot is made of it
+        size = np.abs(glob.within[:p]) + np.abs(step.between[:p])
+        delta = prof.beta - prof.beta0
+    abs_inv = np.abs(prof.a_inv)
+    root = np.sqrt(np.abs(np.diagonal(prof.a)))
+    share = _EPS * float(root @ abs_inv @ root) * abs(float(delta @ prof.a @ delta))
+    r = _EPS * (size @ np.abs(prof.w))
+    share += float(r @ abs_inv @ r)
+    if reml:
+        share += _EPS * float((abs_inv * size[:, :p]).sum()) * prof.q / prof.fac
+    return share / prof.q
+
+
+def out_of_resolution(step: StepSums, prof: Profile, glob: GlobalStats, reml: bool) -> bool:
+    """Whether the optimizer must reject the point: :func:`resolution` plus
+    :func:`factor_resolution` (the criterion ``reml``) above :data:`RESOLUTION_LIMIT`,
+    or :func:`statistics_resolution` above :data:`STATISTICS_RESOLUTION_LIMIT`."""
+    if resolution(step, prof, glob) + factor_resolution(step, prof, glob, reml) > RESOLUTION_LIMIT:
         return True
     return statistics_resolution(prof, glob) > STATISTICS_RESOLUTION_LIMIT
 
@@ -307,7 +355,7 @@ def value_loglike(sums: StepSums, glob: GlobalStats, reml: bool) -> float:
         llf = loglike(sums, prof, glob, reml)
     except np.linalg.LinAlgError:
         return -np.inf
-    if not np.isfinite(llf) or out_of_resolution(sums, prof, glob):
+    if not np.isfinite(llf) or out_of_resolution(sums, prof, glob, reml):
         return -np.inf
     return float(llf)
 

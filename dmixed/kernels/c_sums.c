@@ -1181,11 +1181,12 @@ PyDoc_STRVAR(lean_evaluate_doc,
 "dense2_residual at w = [-beta; 1] (rows (2 k + 3, g), va (2 k + 3, 2 k + 3)), the\n"
 "score's entries of va at score_at (int64, 3 x (1 + p p)) weighted by\n"
 "[fac / 2Q, A^-1 / 2 for REML, else 0], and the resolution test of\n"
-"LeanSteps.unresolved (abs_xyxy = |xyxy| as the objective holds it, max_xyxy its\n"
-"largest entry, limit the test's bound).  Into scalars (17): l, sum log d, log|A|, Q,\n"
+"LeanSteps.unresolved, the factor's share of objective.factor_resolution included\n"
+"(abs_xyxy = |xyxy| as the objective holds it, max_xyxy its largest entry, limit the\n"
+"test's bound).  Into scalars (17): l, sum log d, log|A|, Q,\n"
 "D00, D01, D11, the packed score (3), b00, b01, b11, det(B), S00, S01, S11.  Returns 0\n"
-"where l is not defined or it or the score is not finite, 1 where Q is not resolved,\n"
-"else 2.");
+"where l is not defined or it or the score is not finite, 1 where Q or A's factor is\n"
+"not resolved, else 2.");
 
 static PyObject *
 lean_evaluate(PyObject *self, PyObject *args)
@@ -1328,10 +1329,20 @@ lean_evaluate(PyObject *self, PyObject *args)
                     max_m = fabs(m[i]);
                 }
             }
-            double bound = w_sum * w_sum * (max_xyxy + max_m);
+            /* the factor's share (objective.factor_resolution): |b'beta| = |T_pp - Q|,
+               Q / fac for REML's log|A|, and the bound of LeanSteps.unresolved */
+            double made = fabs(t[p * k + p] - q);
+            double log_share = reml ? q / fac : 0.0;
+            double a_sum = 0.0;
+            for (Py_ssize_t i = 0; i < p * p; i++) {
+                a_sum += fabs(a_inv[i]);
+            }
+            double top = max_xyxy + max_m;
+            double bound = (w_sum * w_sum * (1.0 + DBL_EPSILON * top * a_sum) +
+                            a_sum * (made + log_share)) * top;
             bound *= 1.0 + 1e-9;
             if (DBL_EPSILON * bound / q > limit) {
-                double size = 0.0;
+                double size = 0.0, r[3] = {0.0, 0.0, 0.0};
                 for (Py_ssize_t j = 0; j < k; j++) {
                     double col = 0.0;
                     for (Py_ssize_t i = 0; i < k; i++) {
@@ -1339,7 +1350,28 @@ lean_evaluate(PyObject *self, PyObject *args)
                     }
                     size += col * fabs(w[j]);
                 }
-                if (DBL_EPSILON * size / q > limit) {
+                for (Py_ssize_t i = 0; i < p; i++) {
+                    double acc = 0.0;
+                    for (Py_ssize_t j = 0; j < k; j++) {
+                        acc += (abs_xyxy[i * k + j] + fabs(m[i * k + j])) * fabs(w[j]);
+                    }
+                    r[i] = DBL_EPSILON * acc;
+                }
+                /* sum |A^-1_xy| sqrt(A_xx A_yy), r'|A^-1|r, sum |A^-1| o S over the X block */
+                double scaled = 0.0, second = 0.0, cond = 0.0;
+                for (Py_ssize_t i = 0; i < p; i++) {
+                    for (Py_ssize_t j = 0; j < p; j++) {
+                        double inv = fabs(a_inv[i * p + j]);
+                        scaled += sqrt(fabs(t[i * k + i])) * inv * sqrt(fabs(t[j * k + j]));
+                        second += r[i] * inv * r[j];
+                        cond += inv * (abs_xyxy[i * k + j] + fabs(m[i * k + j]));
+                    }
+                }
+                double share = DBL_EPSILON * size;
+                share += DBL_EPSILON * scaled * made;
+                share += second;
+                share += DBL_EPSILON * cond * log_share;
+                if (share / q > limit) {
                     status = 1;
                 }
             }
@@ -1452,7 +1484,7 @@ static struct PyModuleDef module = {
 /* the entry points' arguments as this file defines them: dmixed.kernels.native.VERSION
    must say the same, or the module is not used (an editable install keeps the library it
    built from an older file until it is rebuilt) */
-#define C_SUMS_VERSION 4
+#define C_SUMS_VERSION 5
 
 PyMODINIT_FUNC
 PyInit_c_sums(void)
