@@ -48,6 +48,7 @@ from .newton_rules import (
     slow_steps,
 )
 from .objective import (
+    PIVOT_RESOLUTION_LIMIT,
     RESOLUTION_LIMIT,
     Profile,
     hessian,
@@ -355,6 +356,7 @@ class LeanSteps:
             self._fac,
             self._const,
             RESOLUTION_LIMIT,
+            PIVOT_RESOLUTION_LIMIT,
             self.obj.reml,
             inv_d,
             rows,
@@ -526,13 +528,14 @@ class LeanSteps:
         """:func:`~dmixed.fit.objective.out_of_resolution` without the pivot (its
         statistics' resolution is 0 then): :func:`~dmixed.fit.objective.resolution`
         plus :func:`~dmixed.fit.objective.factor_resolution`, whose ``|δ'Aδ|`` is
-        ``|b'β̂| = |T_pp − Q|`` here (``T = [X y]'V*⁻¹[X y]``, about β₀ = 0)."""
+        ``|b'β̂| = |T_pp − Q|`` here (``T = [X y]'V*⁻¹[X y]``, about β₀ = 0), and
+        :func:`~dmixed.fit.objective.pivot_resolution`."""
         # with S = |[X y]'[X y]| + |m| and t = max S (at most max|[X y]'[X y]| + max|m|,
         # which also bounds A's diagonal): |w|'S|w| ≤ (Σ|w|)² t, the factor's
-        # Σ|A⁻¹_xy| √(A_xx A_yy) and Σ|A⁻¹| ∘ S_xx ≤ Σ|A⁻¹| t, and r'|A⁻¹|r ≤
-        # ε² (Σ|w|)² t² Σ|A⁻¹|: where that bound (a little over, for its own rounding)
-        # passes, so do the sums in floats (a NaN in m leaves the point resolved either
-        # way: a NaN bound passes below, a finite one reaches the sums, NaN then)
+        # Σ|A⁻¹_xy| √(A_xx A_yy) and K/ε = Σ|A⁻¹| ∘ S_xx ≤ Σ|A⁻¹| t, and r'|A⁻¹|r ≤
+        # ε² (Σ|w|)² t² Σ|A⁻¹|: where those bounds (a little over, for their own
+        # rounding) pass, so do the sums in floats (a NaN in m leaves the point resolved
+        # either way: a NaN bound passes below, a finite one reaches the sums, NaN then)
         m_list = m.ravel().tolist()
         top = self._max_xyxy + max(map(abs, m_list))
         w_sum = 1.0 + sum(map(abs, prof.beta.tolist()))
@@ -541,7 +544,8 @@ class LeanSteps:
         a_sum = sum(map(abs, prof.a_inv.ravel().tolist()))
         bound = (w_sum * w_sum * (1.0 + _EPS * top * a_sum) + a_sum * (made + log_share)) * top
         bound *= 1.0 + 1e-9
-        if not _EPS * bound / prof.q > RESOLUTION_LIMIT:
+        pivot_bound = _EPS * a_sum * top * (1.0 + 1e-9)
+        if not (_EPS * bound / prof.q > RESOLUTION_LIMIT or pivot_bound > PIVOT_RESOLUTION_LIMIT):
             return False
         abs_w = np.abs(prof.w)
         big_s = self._abs_xyxy + np.abs(m)
@@ -549,11 +553,12 @@ class LeanSteps:
         abs_inv = np.abs(prof.a_inv)
         root = np.sqrt(np.abs(np.diagonal(prof.a)))
         r = _EPS * (big_s[:p] @ abs_w)
+        k = _EPS * float((abs_inv * big_s[:p, :p]).sum())
         share = _EPS * float(abs_w @ big_s @ abs_w)
         share += _EPS * float(root @ abs_inv @ root) * made
         share += float(r @ abs_inv @ r)
-        share += _EPS * float((abs_inv * big_s[:p, :p]).sum()) * log_share
-        return share / prof.q > RESOLUTION_LIMIT
+        share += k * log_share
+        return k > PIVOT_RESOLUTION_LIMIT or share / prof.q > RESOLUTION_LIMIT
 
     def profiled_hessian(
         self, point: LeanPoint

@@ -1172,7 +1172,8 @@ profile_3(const double *t, Py_ssize_t k, double *a_inv, double *beta, double *lo
 
 PyDoc_STRVAR(lean_evaluate_doc,
 "lean_evaluate(zz, zxy, k, g, l00, l10, l11, xyxy, abs_xyxy, max_xyxy, score_at, fac,\n"
-"              const, limit, reml, inv_d, rows, va, m, t, a_inv, beta, scalars) -> int\n\n"
+"              const, limit, pivot_limit, reml, inv_d, rows, va, m, t, a_inv, beta,\n"
+"              scalars) -> int\n\n"
 "One evaluation of dmixed.fit.lean.LeanSteps.evaluate for r = 2 and 2 <= k <= 4 at the\n"
 "square-root packing (l00, l10, l11) of Lambda: the sums of dense2_first at\n"
 "B = Lambda Lambda' (1/d into inv_d (g)), m = sum ZXy'P ZXy (k, k) and\n"
@@ -1182,8 +1183,8 @@ PyDoc_STRVAR(lean_evaluate_doc,
 "score's entries of va at score_at (int64, 3 x (1 + p p)) weighted by\n"
 "[fac / 2Q, A^-1 / 2 for REML, else 0], and the resolution test of\n"
 "LeanSteps.unresolved, the factor's share of objective.factor_resolution included\n"
-"(abs_xyxy = |xyxy| as the objective holds it, max_xyxy its largest entry, limit the\n"
-"test's bound).  Into scalars (17): l, sum log d, log|A|, Q,\n"
+"and of objective.pivot_resolution (abs_xyxy = |xyxy| as the objective holds it,\n"
+"max_xyxy its largest entry, limit and pivot_limit the test's bounds).  Into scalars (17): l, sum log d, log|A|, Q,\n"
 "D00, D01, D11, the packed score (3), b00, b01, b11, det(B), S00, S01, S11.  Returns 0\n"
 "where l is not defined or it or the score is not finite, 1 where Q or A's factor is\n"
 "not resolved, else 2.");
@@ -1193,10 +1194,11 @@ lean_evaluate(PyObject *self, PyObject *args)
 {
     PyObject *o[13];
     Py_ssize_t k, g;
-    double l00, l10, l11, max_xyxy, fac, cons, limit;
+    double l00, l10, l11, max_xyxy, fac, cons, limit, pivot_limit;
     int reml;
-    if (!PyArg_ParseTuple(args, "OOnndddOOdOdddpOOOOOOOO", &o[0], &o[1], &k, &g, &l00, &l10,
-                          &l11, &o[2], &o[3], &max_xyxy, &o[4], &fac, &cons, &limit, &reml,
+    if (!PyArg_ParseTuple(args, "OOnndddOOdOddddpOOOOOOOO", &o[0], &o[1], &k, &g, &l00, &l10,
+                          &l11, &o[2], &o[3], &max_xyxy, &o[4], &fac, &cons, &limit,
+                          &pivot_limit, &reml,
                           &o[5], &o[6], &o[7], &o[8], &o[9], &o[10], &o[11], &o[12])) {
         return NULL;
     }
@@ -1341,7 +1343,8 @@ lean_evaluate(PyObject *self, PyObject *args)
             double bound = (w_sum * w_sum * (1.0 + DBL_EPSILON * top * a_sum) +
                             a_sum * (made + log_share)) * top;
             bound *= 1.0 + 1e-9;
-            if (DBL_EPSILON * bound / q > limit) {
+            double pivot_bound = DBL_EPSILON * a_sum * top * (1.0 + 1e-9);
+            if (DBL_EPSILON * bound / q > limit || pivot_bound > pivot_limit) {
                 double size = 0.0, r[3] = {0.0, 0.0, 0.0};
                 for (Py_ssize_t j = 0; j < k; j++) {
                     double col = 0.0;
@@ -1367,11 +1370,12 @@ lean_evaluate(PyObject *self, PyObject *args)
                         cond += inv * (abs_xyxy[i * k + j] + fabs(m[i * k + j]));
                     }
                 }
+                double pivot_k = DBL_EPSILON * cond;
                 double share = DBL_EPSILON * size;
                 share += DBL_EPSILON * scaled * made;
                 share += second;
-                share += DBL_EPSILON * cond * log_share;
-                if (share / q > limit) {
+                share += pivot_k * log_share;
+                if (pivot_k > pivot_limit || share / q > limit) {
                     status = 1;
                 }
             }
