@@ -70,8 +70,9 @@ class _OnFirstRead:
 
 class FitState(ResultsState):
     """The :class:`~dmixed.io.ResultsState` of a fit in this session, whose BLUPs (with
-    their conditional covariances; where the statistics hold at most
-    :data:`DEFER_BLUPS_BYTES`), ``(X'V*⁻¹X)⁻¹``, the optimizer's log and packed
+    their conditional covariances; where the statistics in this process hold at most
+    :data:`DEFER_BLUPS_BYTES`: a Dask fit's always, gathered at the fit and put in
+    group order and units when read), ``(X'V*⁻¹X)⁻¹``, the optimizer's log and packed
     estimate in the model's coordinates, and the covariances of the estimates in the
     statistics' coordinates are made when first read (most fits never read them), each as
     it would have been made at the fit: from what the fit gave (copies, or arrays
