@@ -70,8 +70,9 @@ class _OnFirstRead:
 
 class FitState(ResultsState):
     """The :class:`~dmixed.io.ResultsState` of a fit in this session, whose BLUPs (with
-    their conditional covariances; where the statistics hold at most
-    :data:`DEFER_BLUPS_BYTES`), ``(X'V*⁻¹X)⁻¹``, the optimizer's log and packed
+    their conditional covariances; where the statistics in this process hold at most
+    :data:`DEFER_BLUPS_BYTES`: a Dask fit's always, gathered at the fit and put in
+    group order and units when read), ``(X'V*⁻¹X)⁻¹``, the optimizer's log and packed
     estimate in the model's coordinates, and the covariances of the estimates in the
     statistics' coordinates are made when first read (most fits never read them), each as
     it would have been made at the fit: from what the fit gave (copies, or arrays
@@ -375,13 +376,23 @@ def _random_effects(made, coords: Coordinates, scale: float) -> dict:
     coordinates (:meth:`~dmixed.engines.base.Engine.random_effects`)."""
     blup_std, cond_std = made
     blup, cond = coords.blups(blup_std, cond_std)
-    cond = cond * scale
+    if (
+        type(cond) is np.ndarray
+        and cond.dtype == np.float64
+        and cond.flags.writeable
+        and not np.may_share_memory(cond, cond_std)
+    ):
+        # the map back's own array (not the statistics' kept one): scaled in place, the
+        # same products without a second (G, r, r) array's fresh pages
+        np.multiply(cond, scale, out=cond)
+    else:
+        cond = cond * scale
     if isinstance(cond, np.ndarray) and cond.shape[-1] > 1:
         # the map back (A⁻¹ C̃ A⁻ᵀ) rounds its two triangles apart; a results directory
         # keeps the lower one: take it as the covariance, so that a reload gives it
-        # back bit for bit
-        upper, lower = np.triu_indices(cond.shape[-1], 1)
-        cond[:, upper, lower] = cond[:, lower, upper]
+        # back bit for bit (one strided copy per entry, not a fancy index over groups)
+        for upper, lower in zip(*np.triu_indices(cond.shape[-1], 1), strict=True):
+            cond[:, upper, lower] = cond[:, lower, upper]
     return {"blup": blup, "blup_cov": cond, "blup_cov_statistics": cond_std}
 
 

@@ -233,6 +233,20 @@ def collect_evaluators(
 # ---------------------------------------------------------------------------
 
 
+def _ordered_random_effects(
+    parts: list, position: np.ndarray, ragged: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """The blocks' ``(blup, cond)`` ``parts`` in sorted group order (``position``:
+    :class:`DaskEngine`'s), padded to the design's width r (Λ is narrower when the
+    components are structured): ragged where ``ragged`` (RaggedBlup; RaggedCov, or
+    BorderCov when crossed).  There is one block at least."""
+    if ragged:
+        blup = RaggedBlup.concatenate([b for b, _ in parts], position)
+        return blup, type(parts[0][1]).concatenate([c for _, c in parts], position)
+    blup = reorder_parts(position, [b for b, _ in parts])
+    return blup, reorder_parts(position, [c for _, c in parts])
+
+
 class DaskEngine:
     """Evaluate the kernels where the statistics live: on the workers of a Dask cluster.
 
@@ -508,23 +522,30 @@ class DaskEngine:
         parts = self._map(_block_frobenius_gram, q=q, slot_component=slot_component)
         return functools.reduce(operator.add, parts)
 
+    #: Bytes of the statistics held in this process: none, they live on the workers.
+    #: :meth:`random_effects_later` gathers the BLUPs at once, so that the results of a
+    #: fit that make them on first read keep no statistics alive (nor the cluster).
+    nbytes = 0
+
     def random_effects(self, lam: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-group BLUPs and conditional covariances relative to σ² (DESIGN.md §6),
         in sorted group order: those made with the Hessian at ``lam`` and ``w`` where
         they were (:meth:`hessian_random_effects`; handed out once), else one round
         trip."""
+        return self.random_effects_later(lam, w)()
+
+    def random_effects_later(self, lam: np.ndarray, w: np.ndarray):
+        """:meth:`random_effects` as a function of no arguments: the blocks' BLUPs are
+        gathered now (kept, or one round trip), put in sorted group order when it is
+        called.  It holds the gathered arrays and the group positions only (never the
+        client or a future), so that it stays valid after the cluster is closed; the
+        results of a fit make their BLUPs on first read with it."""
         kept, self._kept_random_effects = self._kept_random_effects, None
         if kept is not None and kept[0] == self._random_effects_key(lam, w):
             parts = kept[1]
         else:
             parts = self._map(_block_random_effects, lam=lam, w=w)
-        # padded to the design's width r (Λ is narrower when the components are
-        # structured); there is one block at least
-        if self.collapsed_vc:  # ragged (RaggedBlup; RaggedCov, or BorderCov when crossed)
-            blup = RaggedBlup.concatenate([b for b, _ in parts], self._position)
-            return blup, type(parts[0][1]).concatenate([c for _, c in parts], self._position)
-        blup = reorder_parts(self._position, [b for b, _ in parts])
-        return blup, reorder_parts(self._position, [c for _, c in parts])
+        return functools.partial(_ordered_random_effects, parts, self._position, self.collapsed_vc)
 
     def gather(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-group ``zz`` (G, r, r) and ``zxy`` (G, r, p+1) on the driver, in sorted

@@ -538,6 +538,45 @@ def test_results_pickle_without_client_or_futures(cluster_client, force_distribu
         pickle.loads(pickle.dumps(engine)).step(np.eye(2), 2)
 
 
+#: a fit's state fields of the BLUPs (:class:`~dmixed.results.fit_record.FitState`)
+BLUP_FIELDS = ("blup", "blup_cov", "blup_cov_statistics")
+
+
+@pytest.mark.parametrize("key", ["int", "str"])
+@pytest.mark.parametrize("model_kw", [SLOPE, VC], ids=["slope", "vc"])
+def test_blups_made_on_first_read_after_the_cluster_is_closed(
+    tmp_path, force_distributed, key, model_kw
+):
+    """A Dask fit gathers its BLUPs at the fit and makes them (the map back, the group
+    order) on first read: after its cluster is closed, its random effects, their
+    covariances, a save and a pickle equal bit for bit those of the same fit read while
+    the cluster was up."""
+    ddf = dd.from_pandas(_frame(key=key), npartitions=3)
+    with _two_worker_client() as client:
+        model, at_once = _fit(ddf, model_kw, client=client)
+        assert isinstance(model.statistics(client=client).engine, DaskEngine)
+        want = {name: pickle.dumps(getattr(at_once.to_state(), name)) for name in BLUP_FIELDS}
+        _, res = _fit(ddf, model_kw, client=client)
+        held = res.to_state().__dict__
+        assert not any(isinstance(held[name], np.ndarray) for name in BLUP_FIELDS)
+    assert client.status == "closed"
+    back = pickle.loads(pickle.dumps(res))
+    assert {name: pickle.dumps(getattr(res.to_state(), name)) for name in BLUP_FIELDS} == want
+    assert {name: pickle.dumps(getattr(back.to_state(), name)) for name in BLUP_FIELDS} == want
+    res.save(tmp_path / "res")
+    at_once.save(tmp_path / "at_once")
+    loaded, loaded_at_once = dmixed.load(tmp_path / "res"), dmixed.load(tmp_path / "at_once")
+    for group in (at_once.group_labels[0], at_once.group_labels[-1]):
+        for got in (res, back, loaded):
+            pd.testing.assert_series_equal(got.random_effects[group], at_once.random_effects[group])
+            pd.testing.assert_frame_equal(
+                got.random_effects_cov[group], at_once.random_effects_cov[group]
+            )
+        pd.testing.assert_series_equal(
+            loaded.random_effects[group], loaded_at_once.random_effects[group]
+        )
+
+
 def test_progress_logs_the_data_pass(cluster_client, caplog):
     df = _frame()
     caplog.set_level(logging.INFO, logger="dmixed")
