@@ -1,7 +1,9 @@
 /*
  * The per-group sums of dmixed.kernels.dense2 (two random-effect coordinates) in one
  * loop over the groups per call, the per-group term sums of
- * dmixed.kernels.rows.plain_statistics in one pass over the rows, and the small-matrix
+ * dmixed.kernels.rows.plain_statistics in one pass over the rows, the check of
+ * dmixed.kernels.rows.constant_within (one pass that stops at the first row differing
+ * from its group's first), and the small-matrix
  * arithmetic of dmixed.fit.lean's Newton steps for r = 2 (lean_evaluate: an evaluation
  * on those sums; profiled_hessian: the profiled Hessian from the Hessian moments;
  * block_terms: a step's chain rule), the numpy formulas there being the reference: the
@@ -12,7 +14,7 @@
  * an entry's values over the G groups of a chunk lie together (C order, float64).  They
  * come through the buffer protocol, with their sizes as integers; each function checks
  * that every buffer is C-contiguous float64 of the size the integers give (the rows'
- * columns of term_sums: 1-d float64 of any stride), and fills the output buffers the
+ * columns of term_sums and constant_within: 1-d float64 of any stride), and fills the output buffers the
  * caller made.  No numpy C API: the module builds against the Python headers alone, and
  * dmixed.kernels.native says whether it loaded.
  *
@@ -750,6 +752,144 @@ done:
     Py_RETURN_NONE;
 }
 
+/* The most columns constant_within checks in one pass (their values of a group's first
+   row held side by side in one row of the scratch table). */
+#define MAX_CONSTANT_COLUMNS 64
+
+PyDoc_STRVAR(constant_within_doc,
+"constant_within(codes, columns, n_groups) -> bool\n\n"
+"Whether every column is constant within each group: codes (n,) int64 in\n"
+"[0, n_groups), columns a sequence of at most 64 (n,) float64 buffers (any stride).\n"
+"Each row's value is compared (==) with the value of its group's first row, in one\n"
+"pass over the rows that stops at the first row that differs: False there, and False\n"
+"at a NaN (no NaN equals anything); True for no rows.  A ValueError for a code\n"
+"outside [0, n_groups) met before the pass stops.");
+
+static PyObject *
+constant_within(PyObject *self, PyObject *args)
+{
+    PyObject *codes_obj, *columns_obj;
+    Py_ssize_t n_groups;
+    if (!PyArg_ParseTuple(args, "OOn", &codes_obj, &columns_obj, &n_groups)) {
+        return NULL;
+    }
+    PyObject *columns = PySequence_Fast(columns_obj, "columns: a sequence is needed");
+    if (columns == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n_cols = PySequence_Fast_GET_SIZE(columns);
+    Py_buffer codes_view;
+    Py_buffer cols[MAX_CONSTANT_COLUMNS];
+    Py_ssize_t taken = 0, n = 0;
+    PyObject *result = NULL;
+    codes_view.obj = NULL;
+    if (n_cols > MAX_CONSTANT_COLUMNS || n_groups < 0 ||
+        n_groups > PY_SSIZE_T_MAX / (8 * MAX_CONSTANT_COLUMNS)) {
+        PyErr_Format(PyExc_ValueError, "columns: at most %d, and n_groups in [0, %zd]",
+                     MAX_CONSTANT_COLUMNS, PY_SSIZE_T_MAX / (8 * MAX_CONSTANT_COLUMNS));
+        goto done;
+    }
+    if (PyObject_GetBuffer(codes_obj, &codes_view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) {
+        codes_view.obj = NULL;
+        goto done;
+    }
+    {
+        const char *f = codes_view.format;
+        if (f != NULL && (f[0] == '<' || f[0] == '=' || f[0] == '@')) {
+            f++;
+        }
+        if (codes_view.itemsize != 8 || f == NULL || (strcmp(f, "q") != 0 && strcmp(f, "l") != 0)) {
+            PyErr_SetString(PyExc_TypeError, "codes: an int64 buffer is needed");
+            goto done;
+        }
+    }
+    n = codes_view.len / 8;
+    for (; taken < n_cols; taken++) {
+        Py_buffer *c = &cols[taken];
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(columns, taken), c,
+                               PyBUF_STRIDES | PyBUF_FORMAT) != 0) {
+            goto done;
+        }
+        const char *f = c->format;
+        if (f != NULL && (f[0] == '<' || f[0] == '=' || f[0] == '@')) {
+            f++;
+        }
+        if (c->ndim != 1 || c->shape[0] != n || c->itemsize != 8 || f == NULL ||
+            strcmp(f, "d") != 0) {
+            PyErr_Format(PyExc_ValueError,
+                         "columns[%zd]: a 1-d float64 buffer of %zd numbers is needed", taken,
+                         n);
+            taken++;
+            goto done;
+        }
+    }
+    {
+        const int64_t *codes = codes_view.buf;
+        const char *base[MAX_CONSTANT_COLUMNS];
+        Py_ssize_t stride[MAX_CONSTANT_COLUMNS];
+        for (Py_ssize_t j = 0; j < n_cols; j++) {
+            base[j] = cols[j].buf;
+            stride[j] = cols[j].strides[0];
+        }
+        /* 0: constant, 1: a row differs (or a NaN), 2: a code out of range, 3: no memory.
+           The scratch is as large as the groups, touched only where rows fall: a column
+           that varies fails after a few rows (the first group seen twice), having
+           faulted in a few pages of it, not all. */
+        int status = 0;
+        Py_BEGIN_ALLOW_THREADS
+        unsigned char *seen = n_cols && n ? PyMem_RawCalloc(n_groups ? n_groups : 1, 1) : NULL;
+        double *first = n_cols && n ? PyMem_RawMalloc(8 * (n_groups ? n_groups : 1) * n_cols)
+                                    : NULL;
+        if (n_cols && n && (seen == NULL || first == NULL)) {
+            status = 3;
+        }
+        for (Py_ssize_t i = 0; i < n && n_cols && !status; i++) {
+            uint64_t g = (uint64_t)codes[i];
+            if (g >= (uint64_t)n_groups) {
+                status = 2;
+                break;
+            }
+            double *row = first + g * n_cols;
+            if (!seen[g]) {
+                seen[g] = 1;
+                for (Py_ssize_t j = 0; j < n_cols; j++) {
+                    row[j] = *(const double *)(base[j] + i * stride[j]);
+                }
+            }
+            for (Py_ssize_t j = 0; j < n_cols; j++) {
+                /* != is true of a NaN: its own first row fails too */
+                if (!(*(const double *)(base[j] + i * stride[j]) == row[j])) {
+                    status = 1;
+                    break;
+                }
+            }
+        }
+        PyMem_RawFree(seen);
+        PyMem_RawFree(first);
+        Py_END_ALLOW_THREADS
+        if (status == 2) {
+            PyErr_Format(PyExc_ValueError, "codes: a code outside [0, %zd)", n_groups);
+            goto done;
+        }
+        if (status == 3) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        result = PyBool_FromLong(status == 0);
+    }
+done:
+    for (Py_ssize_t j = 0; j < taken; j++) {
+        if (cols[j].obj != NULL) {
+            PyBuffer_Release(&cols[j]);
+        }
+    }
+    if (codes_view.obj != NULL) {
+        PyBuffer_Release(&codes_view);
+    }
+    Py_DECREF(columns);
+    return result;
+}
+
 /* The sum of n numbers at x[0], x[stride], ... as numpy's add.reduce adds a row of a
    contiguous array (its pairwise summation: fewer than 8 one after another, else eight
    running sums folded as a tree, the rest one after another, halves past 128), so that
@@ -1431,6 +1571,7 @@ static PyMethodDef methods[] = {
     {"dense2_gram", dense2_gram, METH_VARARGS, dense2_gram_doc},
     {"dense2_moment_c", dense2_moment_c, METH_VARARGS, dense2_moment_c_doc},
     {"term_sums", term_sums, METH_VARARGS, term_sums_doc},
+    {"constant_within", constant_within, METH_VARARGS, constant_within_doc},
     {"profiled_hessian", profiled_hessian, METH_VARARGS, profiled_hessian_doc},
     {"lean_evaluate", lean_evaluate, METH_VARARGS, lean_evaluate_doc},
     {"block_terms", block_terms, METH_VARARGS, block_terms_doc},
@@ -1452,7 +1593,7 @@ static struct PyModuleDef module = {
 /* the entry points' arguments as this file defines them: dmixed.kernels.native.VERSION
    must say the same, or the module is not used (an editable install keeps the library it
    built from an older file until it is rebuilt) */
-#define C_SUMS_VERSION 4
+#define C_SUMS_VERSION 5
 
 PyMODINIT_FUNC
 PyInit_c_sums(void)
