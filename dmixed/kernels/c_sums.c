@@ -755,15 +755,18 @@ done:
 /* The most columns constant_within checks in one pass (their values of a group's first
    row held side by side in one row of the scratch table). */
 #define MAX_CONSTANT_COLUMNS 64
+/* constant_within's first rows (dmixed.kernels.rows.CONSTANT_CHECK_FIRST) */
+#define CONSTANT_FIRST 256
 
 PyDoc_STRVAR(constant_within_doc,
 "constant_within(codes, columns, n_groups) -> bool\n\n"
 "Whether every column is constant within each group: codes (n,) int64 in\n"
 "[0, n_groups), columns a sequence of at most 64 (n,) float64 buffers (any stride).\n"
-"Each row's value is compared (==) with the value of its group's first row, in one\n"
-"pass over the rows that stops at the first row that differs: False there, and False\n"
-"at a NaN (no NaN equals anything); True for no rows.  A ValueError for a code\n"
-"outside [0, n_groups) met before the pass stops.");
+"Each row's value is compared (==) with its group's value at one of its rows, over\n"
+"the first 256 rows, then 16 times as many, and so on up to all of them: False at\n"
+"the first of these prefixes where a row differs or a value is NaN (no NaN equals\n"
+"anything), else True (also for no rows).  A ValueError for a code outside\n"
+"[0, n_groups) in a prefix checked.");
 
 static PyObject *
 constant_within(PyObject *self, PyObject *args)
@@ -832,39 +835,51 @@ constant_within(PyObject *self, PyObject *args)
             stride[j] = cols[j].strides[0];
         }
         /* 0: constant, 1: a row differs (or a NaN), 2: a code out of range, 3: no memory.
-           The scratch is as large as the groups, touched only where rows fall: a column
-           that varies fails after a few rows (the first group seen twice), having
-           faulted in a few pages of it, not all. */
+           Over the first CONSTANT_FIRST rows, then 16 times as many, and so on up to
+           all: each group's value at one of the rows scattered into a table of the
+           groups, then every row's compared with it (no branch on whether a group was
+           seen: the misses of the table overlap).  A column that varies fails on the
+           first rows, having touched a few pages of the table, not all of it. */
         int status = 0;
         Py_BEGIN_ALLOW_THREADS
-        unsigned char *seen = n_cols && n ? PyMem_RawCalloc(n_groups ? n_groups : 1, 1) : NULL;
         double *first = n_cols && n ? PyMem_RawMalloc(8 * (n_groups ? n_groups : 1) * n_cols)
                                     : NULL;
-        if (n_cols && n && (seen == NULL || first == NULL)) {
+        if (n_cols && n && first == NULL) {
             status = 3;
         }
-        for (Py_ssize_t i = 0; i < n && n_cols && !status; i++) {
-            uint64_t g = (uint64_t)codes[i];
-            if (g >= (uint64_t)n_groups) {
+        for (Py_ssize_t end = CONSTANT_FIRST; n_cols && n && !status; end *= 16) {
+            if (end > n) {
+                end = n;
+            }
+            /* the codes checked first, so that the scatter and the comparison run
+               without a branch (their misses of the table overlap) */
+            uint64_t top = 0;
+            for (Py_ssize_t i = 0; i < end; i++) {
+                uint64_t g = (uint64_t)codes[i];
+                top = g > top ? g : top;
+            }
+            if (top >= (uint64_t)n_groups) {
                 status = 2;
                 break;
             }
-            double *row = first + g * n_cols;
-            if (!seen[g]) {
-                seen[g] = 1;
-                for (Py_ssize_t j = 0; j < n_cols; j++) {
-                    row[j] = *(const double *)(base[j] + i * stride[j]);
+            for (Py_ssize_t j = 0; j < n_cols && !status; j++) {
+                const char *col = base[j];
+                Py_ssize_t step = stride[j];
+                double *table = first + j * n_groups;
+                for (Py_ssize_t i = 0; i < end; i++) {
+                    table[codes[i]] = *(const double *)(col + i * step);
                 }
+                int differs = 0;
+                for (Py_ssize_t i = 0; i < end; i++) {
+                    /* false of a NaN: no NaN equals anything, itself included */
+                    differs |= !(*(const double *)(col + i * step) == table[codes[i]]);
+                }
+                status = differs;
             }
-            for (Py_ssize_t j = 0; j < n_cols; j++) {
-                /* != is true of a NaN: its own first row fails too */
-                if (!(*(const double *)(base[j] + i * stride[j]) == row[j])) {
-                    status = 1;
-                    break;
-                }
+            if (end == n) {
+                break;
             }
         }
-        PyMem_RawFree(seen);
         PyMem_RawFree(first);
         Py_END_ALLOW_THREADS
         if (status == 2) {

@@ -564,14 +564,13 @@ def wants_rank_one_within(
 def constant_within(codes, columns: list, n_groups: int | None = None) -> bool:
     """Whether every column is constant within each group, compared exactly (``==``).
 
-    The C extension's one pass over the rows (:mod:`~dmixed.kernels.native`), which
-    stops at the first row whose value differs from its group's first row's: a column
-    that varies within groups fails after a few rows, however many groups there are.
-    Else (or where the extension refuses the arguments) the numpy reference: each
-    group's value at one of its rows, scattered into a table of the groups, compared
-    with every row's, over the first :data:`CONSTANT_CHECK_FIRST` rows, then 16 times
-    as many, and so on up to all of them (a varying column fails on the first rows).
-    The same answer either way.
+    Each group's value at one of its rows is scattered into a table of the groups and
+    compared with every row's, over the first :data:`CONSTANT_CHECK_FIRST` rows, then
+    16 times as many, and so on up to all of them: a column that varies within groups
+    fails on the first rows, however many groups there are (the first group seen
+    twice), having touched a few pages of the table.  The C extension's loops
+    (:mod:`~dmixed.kernels.native`: no copy of a column, no temporaries), else (or
+    where the extension refuses the arguments) the numpy reference, the same answer.
 
     Parameters
     ----------
