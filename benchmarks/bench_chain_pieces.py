@@ -1,0 +1,133 @@
+"""Where one chain's thread CPU goes: its pieces timed by name, and the rank-one check.
+
+Run:  MALLOC_TRIM_THRESHOLD_=65536 python benchmarks/bench_chain_pieces.py [--dir /tmp/bd20]
+                                         [--parts 8] [--repeat 4]
+
+1. The chain of ``bench_chain.py`` (the first ``--parts`` partitions of ``--dir``,
+   ``y ~ x1 + x2 + x3`` with a random intercept and slope on x1, exchange ``auto``) on
+   this thread, with the functions below wrapped so that each call adds the thread CPU
+   it took (``time.thread_time``) to its name's total; the medians over ``--repeat``
+   chains after a warm one.  The pieces nest (a sweep inside ``add_columns`` inside
+   ``ColumnSweep.add``); what ``accumulate_frames`` spends outside ``ColumnSweep.add``
+   and ``GroupAccumulator.result`` is mostly the reads.  With ``MALLOC_TRIM_THRESHOLD_``
+   set, ``tune_malloc`` keeps glibc's and the tables' memory as a Dask worker's nanny
+   has it; without it the fresh pages of each chain count too.
+2. The rank-one check of one partition's rows (its first ``--parts``' keys as the
+   accumulator codes them, the random design's x1: ``_rank_one_columns`` of
+   ``engines/dask/combine.py``), and of the same rows with x1 replaced by a value per
+   group (a group-level slope, constant within groups: the check reads every row).
+   Runs on older trees too (set ``PYTHONPATH`` to one), for a before/after in turn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import functools
+import importlib
+import inspect
+import os
+import sys
+import time
+
+import numpy as np
+
+PIECES = [
+    ("dmixed.engines.dask.partials", "accumulate_frames"),
+    ("dmixed.engines.dask.partials", "ColumnSweep.add"),
+    ("dmixed.engines.dask.partials", "ColumnSweep._route"),
+    ("dmixed.engines.dask.combine", "GroupAccumulator.add_columns"),
+    ("dmixed.engines.dask.combine", "GroupAccumulator._columns"),
+    ("dmixed.engines.dask.combine", "_rank_one_columns"),
+    ("dmixed.kernels.term_table", "TermTable.add_columns"),
+    ("dmixed.engines.dask.combine", "GroupAccumulator.result"),
+    ("dmixed.kernels.term_table", "TermTable.split_seen"),
+    ("dmixed.kernels.term_table", "TermTable._moved"),
+]
+
+
+def wrap(spent: collections.Counter, module: str, name: str) -> None:
+    """Replace ``module.name`` (a function or ``Class.method``) by a wrapper adding the
+    thread CPU of each call to ``spent[name]``."""
+    mod = importlib.import_module(module)
+    owner_name, _, attr = name.rpartition(".")
+    owner = getattr(mod, owner_name) if owner_name else mod
+    fn = getattr(owner, attr)
+
+    @functools.wraps(fn)
+    def timed(*args, **kwargs):
+        start = time.thread_time()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            spent[name] += time.thread_time() - start
+
+    setattr(owner, attr, timed)
+
+
+def rank_one_check(directory: str, repeat: int) -> dict:
+    """Thread CPU (ms, median of ``repeat``) of the rank-one check of one partition's
+    rows, x1 as it is and x1 constant within groups."""
+    import pyarrow.parquet as pq
+
+    from dmixed.engines.dask import combine
+    from dmixed.kernels.term_table import ColumnPlan
+
+    files = sorted(f for f in os.listdir(directory) if f.endswith(".parquet"))
+    table = pq.read_table(os.path.join(directory, files[0]), columns=["x1", "g"])
+    keys = table.column("g").to_numpy().astype(np.int64)
+    x1 = np.ascontiguousarray(table.column("x1").to_numpy(), dtype=np.float64)
+    per_group = np.random.default_rng(0).normal(size=int(keys.max()) + 1)[keys]
+    plan = ColumnPlan(x_of=(-1, 0, 1), z_of=(-1, 0))
+
+    class Std:  # what the check reads of the map: column 0 of Z the intercept
+        z_intercept = 0
+
+    width = int(keys.max()) + 1
+    check = combine._rank_one_columns
+    extra = (width,) if len(inspect.signature(check).parameters) == 5 else ()
+    out = {}
+    for label, col in (("x1 varying", x1), ("x1 constant within groups", per_group)):
+        runs = []
+        for _ in range(repeat + 1):
+            start = time.thread_time()
+            got = check(Std, keys, [col], plan, *extra)
+            runs.append(time.thread_time() - start)
+        out[label] = (got, 1e3 * float(np.median(runs[1:])))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dir", default="/tmp/bd20", help="Parquet data (see bench_dask.py)")
+    ap.add_argument("--parts", type=int, default=8)
+    ap.add_argument("--repeat", type=int, default=4)
+    args = ap.parse_args()
+    from bench_chain import chain_usage
+
+    spent: collections.Counter = collections.Counter()
+    for module, name in PIECES:
+        try:
+            wrap(spent, module, name)
+        except AttributeError:  # not in this tree
+            pass
+    runs = []
+    for _ in range(args.repeat + 1):
+        spent.clear()
+        usage = chain_usage(args.dir, 0, args.parts)
+        runs.append((usage, dict(spent)))
+    kept = runs[1:]
+    print(f"load average {os.getloadavg()[0]:.2f}; dmixed from {runs[0][0]['dmixed']}")
+    cpu = [u["user"] + u["system"] for u, _ in kept]
+    print(f"chain of {args.parts} partitions: thread CPU {np.median(cpu):.3f} s (median)")
+    for _, name in PIECES:
+        if name in kept[-1][1]:
+            ms = 1e3 * float(np.median([s.get(name, 0.0) for _, s in kept]))
+            print(f"  {name:32s} {ms:7.1f} ms")
+    for label, (got, ms) in rank_one_check(args.dir, 2 * args.repeat).items():
+        print(f"rank-one check of one partition, {label}: {ms:.2f} ms (answer {got})")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    main()
