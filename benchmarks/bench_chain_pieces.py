@@ -16,7 +16,10 @@ Run:  MALLOC_TRIM_THRESHOLD_=65536 python benchmarks/bench_chain_pieces.py [--di
    accumulator codes them, the random design's x1: ``_rank_one_columns`` of
    ``engines/dask/combine.py``), and of the same rows with x1 replaced by a value per
    group (a group-level slope, constant within groups: the check reads every row).
-   Runs on older trees too (set ``PYTHONPATH`` to one), for a before/after in turn.
+3. In process: ``kernels.rows.wants_rank_one_within`` (which ``plain_statistics`` and
+   ``accumulate_packed_into`` call with ``rank_one``) on rows drawn at random, ``[1,
+   x1]`` against ``[1, a value per group]``, at several sizes.
+Runs on older trees too (set ``PYTHONPATH`` to one), for a before/after in turn.
 """
 
 from __future__ import annotations
@@ -97,6 +100,35 @@ def rank_one_check(directory: str, repeat: int) -> dict:
     return out
 
 
+def in_process_check(repeat: int) -> list[str]:
+    """Thread CPU (µs, median of ``repeat``) of ``wants_rank_one_within`` in process."""
+    from dmixed.kernels import rows
+    from dmixed.stats.standardize import Standardization
+
+    bound = "n_groups" in inspect.signature(rows.wants_rank_one_within).parameters
+    lines = []
+    for n, g in ((2_000, 200), (200_000, 20_000), (1_000_000, 200_000), (1_250_000, 1_000_000)):
+        rng = np.random.default_rng(1)
+        codes = rng.integers(0, g, n).astype(np.int64)
+        x = np.asfortranarray(np.column_stack([np.ones(n), rng.normal(size=(n, 2))]))
+        y = rng.normal(size=n)
+        level = np.asfortranarray(np.column_stack([np.ones(n), rng.normal(size=g)[codes]]))
+        std = Standardization.choose(y, x, x[:, :2], (0, 0))
+        got = []
+        for z in (x[:, :2], level):
+            extra = ((), g) if bound else ()
+            runs = []
+            for _ in range(repeat + 1):
+                start = time.thread_time()
+                rows.wants_rank_one_within(std, codes, z, *extra)
+                runs.append(time.thread_time() - start)
+            got.append(1e6 * float(np.median(runs[1:])))
+        lines.append(
+            f"{n:>9,} rows, {g:>9,} groups: x1 {got[0]:8.1f} µs, per group {got[1]:8.1f} µs"
+        )
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dir", default="/tmp/bd20", help="Parquet data (see bench_dask.py)")
@@ -126,6 +158,9 @@ def main() -> None:
             print(f"  {name:32s} {ms:7.1f} ms")
     for label, (got, ms) in rank_one_check(args.dir, 2 * args.repeat).items():
         print(f"rank-one check of one partition, {label}: {ms:.2f} ms (answer {got})")
+    print("wants_rank_one_within in process (thread CPU, median):")
+    for line in in_process_check(4 * args.repeat):
+        print("  " + line)
 
 
 if __name__ == "__main__":

@@ -763,10 +763,10 @@ PyDoc_STRVAR(constant_within_doc,
 "Whether every column is constant within each group: codes (n,) int64 in\n"
 "[0, n_groups), columns a sequence of at most 64 (n,) float64 buffers (any stride).\n"
 "Each row's value is compared (==) with its group's value at one of its rows, over\n"
-"the first 256 rows, then 16 times as many, and so on up to all of them: False at\n"
-"the first of these prefixes where a row differs or a value is NaN (no NaN equals\n"
-"anything), else True (also for no rows).  A ValueError for a code outside\n"
-"[0, n_groups) in a prefix checked.");
+"the first 256 rows, then 16 times as many, and so on (all of them once that would\n"
+"be more than half): False at the first of these prefixes where a row differs or a\n"
+"value is NaN (no NaN equals anything), else True (also for no rows).  A ValueError\n"
+"for a code outside [0, n_groups) in a prefix checked.");
 
 static PyObject *
 constant_within(PyObject *self, PyObject *args)
@@ -836,7 +836,7 @@ constant_within(PyObject *self, PyObject *args)
         }
         /* 0: constant, 1: a row differs (or a NaN), 2: a code out of range, 3: no memory.
            Over the first CONSTANT_FIRST rows, then 16 times as many, and so on up to
-           all: each group's value at one of the rows scattered into a table of the
+           all (as the doc says): each group's value at one of the rows scattered into a table of the
            groups, then every row's compared with it (no branch on whether a group was
            seen: the misses of the table overlap).  A column that varies fails on the
            first rows, having touched a few pages of the table, not all of it. */
@@ -847,7 +847,8 @@ constant_within(PyObject *self, PyObject *args)
         if (n_cols && n && first == NULL) {
             status = 3;
         }
-        for (Py_ssize_t end = CONSTANT_FIRST; n_cols && n && !status; end *= 16) {
+        Py_ssize_t end = CONSTANT_FIRST;
+        while (n_cols && n && !status) {
             if (end > n) {
                 end = n;
             }
@@ -879,6 +880,9 @@ constant_within(PyObject *self, PyObject *args)
             if (end == n) {
                 break;
             }
+            /* all the rows where the next prefix would hold more than half of them: a
+               column constant within groups is not read nearly twice over */
+            end = end > n / 32 ? n : 16 * end;
         }
         PyMem_RawFree(first);
         Py_END_ALLOW_THREADS

@@ -566,7 +566,8 @@ def constant_within(codes, columns: list, n_groups: int | None = None) -> bool:
 
     Each group's value at one of its rows is scattered into a table of the groups and
     compared with every row's, over the first :data:`CONSTANT_CHECK_FIRST` rows, then
-    16 times as many, and so on up to all of them: a column that varies within groups
+    16 times as many, and so on (all of them once that would be more than half): a
+    column that varies within groups
     fails on the first rows, however many groups there are (the first group seen
     twice), having touched a few pages of the table.  The C extension's loops
     (:mod:`~dmixed.kernels.native`: no copy of a column, no temporaries), else (or
@@ -611,7 +612,8 @@ def constant_within(codes, columns: list, n_groups: int | None = None) -> bool:
                 return False
         if end >= codes.size:
             return True
-        end *= 16
+        # all the rows where the next prefix would hold most of them (as the C loop)
+        end = codes.size if 32 * end > codes.size else 16 * end
 
 
 #: :func:`constant_within`'s numpy reference checks this many rows first (an ordinary

@@ -601,16 +601,24 @@ def test_constant_within_in_c_and_numpy_agree(
     assert got["numpy"] is want and got["auto"] is want
 
 
-def test_constant_within_finds_a_late_difference_among_many_groups():
-    """Many groups, each seen once in the first rows, a column varying in a group only
-    at the end: found by both (the reference's first rows pass; its later prefix fails)."""
+@pytest.mark.parametrize("choice", ["numpy", "auto"])
+def test_constant_within_finds_a_difference_in_any_prefix(monkeypatch, choice):
+    """Many groups, each seen once in the first rows, a column differing in one group
+    at one row: found wherever that row lies among the growing prefixes checked (the
+    first rows, 16 times as many, all of them), by the C loop and by numpy."""
+    monkeypatch.setenv(native.ENV_VAR, choice)
     rng = np.random.default_rng(5)
-    codes = np.concatenate([rng.permutation(5000), rng.permutation(5000)]).astype(np.int64)
-    col = rng.normal(size=5000)[codes]
+    g = 100_000
+    codes = np.concatenate([rng.permutation(g), rng.permutation(g)]).astype(np.int64)
+    col = rng.normal(size=g)[codes]
     assert rows.constant_within(codes, [col])
-    col[-1] += 1.0
-    assert not rows.constant_within(codes, [col])
-    assert not rows.constant_within(codes, [col], 6000)
+    assert rows.constant_within(codes, [col], g + 5)
+    for at in (g + 10, 2 * g - 1):
+        for first in (True, False):  # the group's first row or its second
+            varied = col.copy()
+            row = at if not first else int(np.flatnonzero(codes == codes[at])[0])
+            varied[row] += 1.0
+            assert not rows.constant_within(codes, [varied])
 
 
 @called
