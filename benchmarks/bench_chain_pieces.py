@@ -19,6 +19,12 @@ Run:  MALLOC_TRIM_THRESHOLD_=65536 python benchmarks/bench_chain_pieces.py [--di
 3. In process: ``kernels.rows.wants_rank_one_within`` (which ``plain_statistics`` and
    ``accumulate_packed_into`` call with ``rank_one``) on rows drawn at random, ``[1,
    x1]`` against ``[1, a value per group]``, at several sizes.
+4. With ``--kernels`` (this tree only): on one partition's rows (the first file), the
+   chain's generated sweep (``term_jit.columns_kernel`` of the plan) into a table of
+   1.125M rows (the codes as read) and of 1,000 rows (codes modulo 1,000: a table in
+   the cache); the in-process pass's C sums (``c_sums.term_sums``) of the same terms,
+   codes as read and sorted; and the C ``constant_within`` of a value per group against
+   the check it replaced (the first 256 rows, then all: numpy).
 Runs on older trees too (set ``PYTHONPATH`` to one), for a before/after in turn.
 """
 
@@ -129,11 +135,73 @@ def in_process_check(repeat: int) -> list[str]:
     return lines
 
 
+def old_check(codes: np.ndarray, cols: list) -> bool:
+    """The rank-one check before ``constant_within``: the first 256 rows, then all."""
+    for end in (256, None):
+        c = codes[:end]
+        rep = np.empty(int(c.max()) + 1)
+        for col in cols:
+            part = col[:end]
+            rep[c] = part
+            if not (rep[c] == part).all():
+                return False
+    return True
+
+
+def kernels_on_a_partition(directory: str, repeat: int) -> list[str]:
+    """Thread CPU (ms, medians of ``repeat``) of the kernels of section 4."""
+    import pyarrow.parquet as pq
+
+    from dmixed.kernels import native, term_jit
+
+    files = sorted(f for f in os.listdir(directory) if f.endswith(".parquet"))
+    table = pq.read_table(os.path.join(directory, files[0]), columns=["x1", "x2", "x3", "y", "g"])
+    cols = [np.ascontiguousarray(table.column(c).to_numpy()) for c in ("x1", "x2", "x3", "y")]
+    keys = table.column("g").to_numpy().astype(np.int64)
+    terms = (("count",), ("col", 0), ("prod", 0, 0), ("col", 1), ("col", 2), ("col", 3))
+    terms += (("prod", 0, 1), ("prod", 0, 2), ("prod", 0, 3))
+    sweep = term_jit.columns_kernel(terms, (0, 1, 2, 3), (-1, 0, 1, 2, 3), 4)
+    ext = native.extension()
+    pairs = [(0, -1), (1, -1), (1, 1), (2, -1), (3, -1), (4, -1), (1, 2), (1, 3), (1, 4)]
+    sources = [np.ones(keys.size), *cols]
+    rows = 1_125_000
+    per_group = np.random.default_rng(0).normal(size=rows)[keys]
+
+    def median_ms(fn, *args) -> float:
+        fn(*args)
+        runs = []
+        for _ in range(repeat):
+            start = time.thread_time()
+            fn(*args)
+            runs.append(time.thread_time() - start)
+        return 1e3 * float(np.median(runs))
+
+    lines = []
+    for label, codes, size in (
+        ("codes as read, 1.125M-row table", keys, rows),
+        ("codes modulo 1,000, 1,000-row table", keys % 1000, 1000),
+    ):
+        out, gram = np.zeros((size, len(terms) + 1)), np.zeros((5, 5))
+        ms = median_ms(sweep, codes, out, gram, np.zeros(4), *cols)
+        lines.append(f"column sweep, {label}: {ms:.2f} ms")
+    if ext is not None:
+        for label, codes in (("codes as read", keys), ("codes sorted", np.sort(keys))):
+            out = np.zeros((len(pairs), rows))
+            ms = median_ms(ext.term_sums, codes, sources, pairs, rows, out)
+            lines.append(f"c_sums.term_sums, {label}: {ms:.2f} ms")
+        ms = median_ms(ext.constant_within, keys, [per_group], rows)
+        lines.append(f"constant_within in C, a value per group: {ms:.2f} ms")
+    ms = median_ms(old_check, keys, [per_group])
+    lines.append(f"the old check (256 rows, then all; numpy), a value per group: {ms:.2f} ms")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dir", default="/tmp/bd20", help="Parquet data (see bench_dask.py)")
     ap.add_argument("--parts", type=int, default=8)
     ap.add_argument("--repeat", type=int, default=4)
+    ap.add_argument("--kernels", action="store_true", help="section 4 (this tree only)")
     args = ap.parse_args()
     from bench_chain import chain_usage
 
@@ -161,6 +229,10 @@ def main() -> None:
     print("wants_rank_one_within in process (thread CPU, median):")
     for line in in_process_check(4 * args.repeat):
         print("  " + line)
+    if args.kernels:
+        print("one partition's kernels (thread CPU, median):")
+        for line in kernels_on_a_partition(args.dir, 4 * args.repeat):
+            print("  " + line)
 
 
 if __name__ == "__main__":
