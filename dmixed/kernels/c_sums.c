@@ -1,7 +1,9 @@
 /*
  * The per-group sums of dmixed.kernels.dense2 (two random-effect coordinates) in one
  * loop over the groups per call, the per-group term sums of
- * dmixed.kernels.rows.plain_statistics in one pass over the rows, and the small-matrix
+ * dmixed.kernels.rows.plain_statistics in one pass over the rows, the check of
+ * dmixed.kernels.rows.constant_within (one pass that stops at the first row differing
+ * from its group's first), and the small-matrix
  * arithmetic of dmixed.fit.lean's Newton steps for r = 2 (lean_evaluate: an evaluation
  * on those sums; profiled_hessian: the profiled Hessian from the Hessian moments;
  * block_terms: a step's chain rule), the numpy formulas there being the reference: the
@@ -12,7 +14,7 @@
  * an entry's values over the G groups of a chunk lie together (C order, float64).  They
  * come through the buffer protocol, with their sizes as integers; each function checks
  * that every buffer is C-contiguous float64 of the size the integers give (the rows'
- * columns of term_sums: 1-d float64 of any stride), and fills the output buffers the
+ * columns of term_sums and constant_within: 1-d float64 of any stride), and fills the output buffers the
  * caller made.  No numpy C API: the module builds against the Python headers alone, and
  * dmixed.kernels.native says whether it loaded.
  *
@@ -750,6 +752,163 @@ done:
     Py_RETURN_NONE;
 }
 
+/* The most columns constant_within checks in one pass (their values of a group's first
+   row held side by side in one row of the scratch table). */
+#define MAX_CONSTANT_COLUMNS 64
+/* constant_within's first rows (dmixed.kernels.rows.CONSTANT_CHECK_FIRST) */
+#define CONSTANT_FIRST 256
+
+PyDoc_STRVAR(constant_within_doc,
+"constant_within(codes, columns, n_groups) -> bool\n\n"
+"Whether every column is constant within each group: codes (n,) int64 in\n"
+"[0, n_groups), columns a sequence of at most 64 (n,) float64 buffers (any stride).\n"
+"Each row's value is compared (==) with its group's value at one of its rows, over\n"
+"the first 256 rows, then 16 times as many, and so on (all of them once that would\n"
+"be more than half): False at the first of these prefixes where a row differs or a\n"
+"value is NaN (no NaN equals anything), else True (also for no rows).  A ValueError\n"
+"for a code outside [0, n_groups) in a prefix checked.");
+
+static PyObject *
+constant_within(PyObject *self, PyObject *args)
+{
+    PyObject *codes_obj, *columns_obj;
+    Py_ssize_t n_groups;
+    if (!PyArg_ParseTuple(args, "OOn", &codes_obj, &columns_obj, &n_groups)) {
+        return NULL;
+    }
+    PyObject *columns = PySequence_Fast(columns_obj, "columns: a sequence is needed");
+    if (columns == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n_cols = PySequence_Fast_GET_SIZE(columns);
+    Py_buffer codes_view;
+    Py_buffer cols[MAX_CONSTANT_COLUMNS];
+    Py_ssize_t taken = 0, n = 0;
+    PyObject *result = NULL;
+    codes_view.obj = NULL;
+    if (n_cols > MAX_CONSTANT_COLUMNS || n_groups < 0 ||
+        n_groups > PY_SSIZE_T_MAX / (8 * MAX_CONSTANT_COLUMNS)) {
+        PyErr_Format(PyExc_ValueError, "columns: at most %d, and n_groups in [0, %zd]",
+                     MAX_CONSTANT_COLUMNS, PY_SSIZE_T_MAX / (8 * MAX_CONSTANT_COLUMNS));
+        goto done;
+    }
+    if (PyObject_GetBuffer(codes_obj, &codes_view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) {
+        codes_view.obj = NULL;
+        goto done;
+    }
+    {
+        const char *f = codes_view.format;
+        if (f != NULL && (f[0] == '<' || f[0] == '=' || f[0] == '@')) {
+            f++;
+        }
+        if (codes_view.itemsize != 8 || f == NULL || (strcmp(f, "q") != 0 && strcmp(f, "l") != 0)) {
+            PyErr_SetString(PyExc_TypeError, "codes: an int64 buffer is needed");
+            goto done;
+        }
+    }
+    n = codes_view.len / 8;
+    for (; taken < n_cols; taken++) {
+        Py_buffer *c = &cols[taken];
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(columns, taken), c,
+                               PyBUF_STRIDES | PyBUF_FORMAT) != 0) {
+            goto done;
+        }
+        const char *f = c->format;
+        if (f != NULL && (f[0] == '<' || f[0] == '=' || f[0] == '@')) {
+            f++;
+        }
+        if (c->ndim != 1 || c->shape[0] != n || c->itemsize != 8 || f == NULL ||
+            strcmp(f, "d") != 0) {
+            PyErr_Format(PyExc_ValueError,
+                         "columns[%zd]: a 1-d float64 buffer of %zd numbers is needed", taken,
+                         n);
+            taken++;
+            goto done;
+        }
+    }
+    {
+        const int64_t *codes = codes_view.buf;
+        const char *base[MAX_CONSTANT_COLUMNS];
+        Py_ssize_t stride[MAX_CONSTANT_COLUMNS];
+        for (Py_ssize_t j = 0; j < n_cols; j++) {
+            base[j] = cols[j].buf;
+            stride[j] = cols[j].strides[0];
+        }
+        /* 0: constant, 1: a row differs (or a NaN), 2: a code out of range, 3: no memory.
+           Over the first CONSTANT_FIRST rows, then 16 times as many, and so on up to
+           all (as the doc says): each group's value at one of the rows scattered into a table of the
+           groups, then every row's compared with it (no branch on whether a group was
+           seen: the misses of the table overlap).  A column that varies fails on the
+           first rows, having touched a few pages of the table, not all of it. */
+        int status = 0;
+        Py_BEGIN_ALLOW_THREADS
+        double *first = n_cols && n ? PyMem_RawMalloc(8 * (n_groups ? n_groups : 1) * n_cols)
+                                    : NULL;
+        if (n_cols && n && first == NULL) {
+            status = 3;
+        }
+        Py_ssize_t end = CONSTANT_FIRST;
+        while (n_cols && n && !status) {
+            if (end > n) {
+                end = n;
+            }
+            /* the codes checked first, so that the scatter and the comparison run
+               without a branch (their misses of the table overlap) */
+            uint64_t top = 0;
+            for (Py_ssize_t i = 0; i < end; i++) {
+                uint64_t g = (uint64_t)codes[i];
+                top = g > top ? g : top;
+            }
+            if (top >= (uint64_t)n_groups) {
+                status = 2;
+                break;
+            }
+            for (Py_ssize_t j = 0; j < n_cols && !status; j++) {
+                const char *col = base[j];
+                Py_ssize_t step = stride[j];
+                double *table = first + j * n_groups;
+                for (Py_ssize_t i = 0; i < end; i++) {
+                    table[codes[i]] = *(const double *)(col + i * step);
+                }
+                int differs = 0;
+                for (Py_ssize_t i = 0; i < end; i++) {
+                    /* false of a NaN: no NaN equals anything, itself included */
+                    differs |= !(*(const double *)(col + i * step) == table[codes[i]]);
+                }
+                status = differs;
+            }
+            if (end == n) {
+                break;
+            }
+            /* all the rows where the next prefix would hold more than half of them: a
+               column constant within groups is not read nearly twice over */
+            end = end > n / 32 ? n : 16 * end;
+        }
+        PyMem_RawFree(first);
+        Py_END_ALLOW_THREADS
+        if (status == 2) {
+            PyErr_Format(PyExc_ValueError, "codes: a code outside [0, %zd)", n_groups);
+            goto done;
+        }
+        if (status == 3) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        result = PyBool_FromLong(status == 0);
+    }
+done:
+    for (Py_ssize_t j = 0; j < taken; j++) {
+        if (cols[j].obj != NULL) {
+            PyBuffer_Release(&cols[j]);
+        }
+    }
+    if (codes_view.obj != NULL) {
+        PyBuffer_Release(&codes_view);
+    }
+    Py_DECREF(columns);
+    return result;
+}
+
 /* The sum of n numbers at x[0], x[stride], ... as numpy's add.reduce adds a row of a
    contiguous array (its pairwise summation: fewer than 8 one after another, else eight
    running sums folded as a tree, the rest one after another, halves past 128), so that
@@ -1467,6 +1626,7 @@ static PyMethodDef methods[] = {
     {"dense2_gram", dense2_gram, METH_VARARGS, dense2_gram_doc},
     {"dense2_moment_c", dense2_moment_c, METH_VARARGS, dense2_moment_c_doc},
     {"term_sums", term_sums, METH_VARARGS, term_sums_doc},
+    {"constant_within", constant_within, METH_VARARGS, constant_within_doc},
     {"profiled_hessian", profiled_hessian, METH_VARARGS, profiled_hessian_doc},
     {"lean_evaluate", lean_evaluate, METH_VARARGS, lean_evaluate_doc},
     {"block_terms", block_terms, METH_VARARGS, block_terms_doc},

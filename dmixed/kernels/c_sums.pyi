@@ -46,6 +46,7 @@ def term_sums(
     table: Any,
     /,
 ) -> None: ...
+def constant_within(codes: Any, columns: Sequence[Any], n_groups: int, /) -> bool: ...
 def profiled_hessian(
     va: Any,
     c: Any,

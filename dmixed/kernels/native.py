@@ -6,8 +6,10 @@ is at hand, optional: dmixed installs and fits without it) computes the per-grou
 groups per call, the same sums as the numpy reference in another order (they agree to
 rounding), the per-group term sums of
 :func:`~dmixed.kernels.rows.plain_statistics` in one pass over the rows (``np.bincount``'s
-sums, bit for bit), and the small-matrix arithmetic of the lean Newton steps of
-:mod:`dmixed.fit.lean` for ``r = 2`` (an evaluation, the profiled Hessian, the step's
+sums, bit for bit), the check of :func:`~dmixed.kernels.rows.constant_within` in one
+pass that stops at the first row that differs (its answer), and the small-matrix
+arithmetic of the lean Newton steps of :mod:`dmixed.fit.lean` for ``r = 2`` (an
+evaluation, the profiled Hessian, the step's
 chain rule: each one call where numpy makes dozens on 3 × 3 arrays; their products in
 another order than BLAS's, to rounding).  It is loaded on the first call of
 :func:`extension` (a small shared library: no numpy C API, nothing else imported).

@@ -407,7 +407,7 @@ def accumulate_packed_into(
     """
     codes = np.asarray(codes, dtype=np.int64)
     rows = prepare_rows(endog, exog, ztilde, weights, std, vc_widths, gram)
-    if rank_one and wants_rank_one_within(std, codes, ztilde, vc_widths):
+    if rank_one and wants_rank_one_within(std, codes, ztilde, vc_widths, acc.shape[1]):
         rows.within_wanted = True
     layout, xcols, zcols = rows.layout, rows.xcols, rows.zcols
     n_groups = acc.shape[1]
@@ -543,24 +543,66 @@ def _column_sums(xcols: list, weights, sx: np.ndarray | None) -> np.ndarray:
     return out
 
 
-def wants_rank_one_within(std: Standardization | None, codes, ztilde, vc_widths=()) -> bool:
+def wants_rank_one_within(
+    std: Standardization | None, codes, ztilde, vc_widths=(), n_groups: int | None = None
+) -> bool:
     """Whether rows get within-group sums about the random design's column 0 where it
     has more: no variance component, column 0 the intercept (``std``'s finding), and
-    every other column constant within each group of these rows (checked exactly:
-    each group's value at its last row, compared with every row's).  The random design
-    of a group is then ``Z̃_i = e z̄_i'`` (``Z̃_i'Z̃_i`` of rank one), and the profile
-    takes ``W`` and the kernels' rank-one forms
+    every other column constant within each group of these rows (checked exactly by
+    :func:`constant_within`; ``n_groups``: a bound on the codes, as there).  The random
+    design of a group is then ``Z̃_i = e z̄_i'`` (``Z̃_i'Z̃_i`` of rank one), and the
+    profile takes ``W`` and the kernels' rank-one forms
     (:meth:`~dmixed.kernels.StatsBlock.use_rank_one`) instead of subtracting
     ``Σ_i m_i`` from ``[X y]'[X y]``, which cancels where the groups' spread is
     large."""
     r = np.shape(ztilde)[1]
     if std is None or r < 2 or len(vc_widths) or std.z_intercept != 0:
         return False
+    return constant_within(codes, [ztilde[:, a] for a in range(1, r)], n_groups)
+
+
+def constant_within(codes, columns: list, n_groups: int | None = None) -> bool:
+    """Whether every column is constant within each group, compared exactly (``==``).
+
+    Each group's value at one of its rows is scattered into a table of the groups and
+    compared with every row's, over the first :data:`CONSTANT_CHECK_FIRST` rows, then
+    16 times as many, and so on (all of them once that would be more than half): a
+    column that varies within groups
+    fails on the first rows, however many groups there are (the first group seen
+    twice), having touched a few pages of the table.  The C extension's loops
+    (:mod:`~dmixed.kernels.native`: no copy of a column, no temporaries), else (or
+    where the extension refuses the arguments) the numpy reference, the same answer.
+
+    Parameters
+    ----------
+    codes : ndarray of int (n,)
+        Each row's group, ``0 … n_groups − 1``.
+    columns : list of array_like (n,)
+        The columns checked, as float64 (any stride: not copied where they are float64).
+    n_groups : int, optional
+        A bound on the codes (the scratch table's size, touched only where rows fall);
+        ``codes.max() + 1`` where not given.
+
+    Returns
+    -------
+    bool
+        True where no column differs between two rows of a group and none holds a NaN
+        (also for no rows or no columns).
+    """
     codes = np.asarray(codes)
-    if not codes.size:
+    if not codes.size or not len(columns):
         return True
-    cols = [np.asarray(ztilde[:, a], dtype=np.float64) for a in range(1, r)]
-    for end in (CONSTANT_CHECK_FIRST, None):  # a varying column fails on the first rows
+    cols = [np.asarray(col, dtype=np.float64) for col in columns]
+    ext = native.extension()
+    if ext is not None and codes.dtype.kind in "iu":
+        flat = np.ascontiguousarray(codes, dtype=np.int64)
+        size = int(flat.max()) + 1 if n_groups is None else int(n_groups)
+        try:
+            return bool(ext.constant_within(flat, cols, size))
+        except ValueError:  # codes outside the bound, more columns than it takes
+            pass
+    end = CONSTANT_CHECK_FIRST
+    while True:
         c = codes[:end]
         rep = np.empty(int(c.max()) + 1)
         for col in cols:
@@ -568,11 +610,14 @@ def wants_rank_one_within(std: Standardization | None, codes, ztilde, vc_widths=
             rep[c] = part
             if not (rep[c] == part).all():  # (NaN: not constant)
                 return False
-    return True
+        if end >= codes.size:
+            return True
+        # all the rows where the next prefix would hold most of them (as the C loop)
+        end = codes.size if 32 * end > codes.size else 16 * end
 
 
-#: :func:`wants_rank_one_within` checks this many rows first (an ordinary random slope
-#: then costs the check of these rows, not of all)
+#: :func:`constant_within`'s numpy reference checks this many rows first (an ordinary
+#: random slope then costs the check of these rows, not of all)
 CONSTANT_CHECK_FIRST = 256
 
 
@@ -738,7 +783,9 @@ def plain_statistics(
     if (sx_arr != 1.0).any():
         gram = gram / (sx_arr[:, None] * sx_arr)
     within = None
-    if wants_within(std, r) or (rank_one and wants_rank_one_within(std, codes, ztilde)):
+    if wants_within(std, r) or (
+        rank_one and wants_rank_one_within(std, codes, ztilde, (), n_groups)
+    ):
         layout = PackedLayout(r, k)
         kept = _Within(np.zeros((layout.width, n_groups)), slice(None), layout)
         kept.take(1, out[0])  # Σ z₀², then Σ z₀[X y]: entries (0, 0) and (0, ·)

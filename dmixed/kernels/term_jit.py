@@ -22,7 +22,11 @@ twelfth session of 2026-12-02).
 :func:`columns_kernel` is the same pass over a partition's raw columns (the design's
 columns are those columns and ones), which also checks them finite and sums
 ``[X y]'[X y]`` on the way, so that no design matrix is built
-(:meth:`~dmixed.kernels.term_table.TermTable.add_columns`).
+(:meth:`~dmixed.kernels.term_table.TermTable.add_columns`).  Its loop counters are
+unsigned: numba indexes an array with a signed counter that starts at a run-time offset
+(``range(lo, hi)``) through a check for negative indices, which LLVM vectorized with
+gathers, one lane at a time, in the chunk's sums; an unsigned index has no such check,
+and the same sums (the same vector lanes, added in the same order) load contiguously.
 
 This module imports numba at its top; :mod:`~dmixed.kernels.term_table` imports it only
 when it first runs a compiled pass, never ``import dmixed``.  The generated modules
@@ -47,7 +51,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 #: changes whenever the generated source changes (old modules are then left unused)
-KERNEL_VERSION = 5
+KERNEL_VERSION = 6
 #: how many rows ahead the generated loop prefetches its table row (64–128 measured
 #: alike from 200k to 2M groups, 48 a little slower: benchmarks/RESULTS.md, twelfth
 #: session of 2026-12-02)
@@ -101,13 +105,16 @@ def _module_head(args: list[str]) -> list[str]:
     ]
 
 
-def _row_updates(terms: tuple, values: list[str], pad: str) -> list[str]:
+def _row_updates(
+    terms: tuple, values: list[str], pad: str, ahead: str = str(PREFETCH_DISTANCE)
+) -> list[str]:
     """The loop body adding row ``i``'s ``terms`` (over ``v0, v1, …``, set by
     ``values``) into its group's table row, the table row :data:`PREFETCH_DISTANCE`
-    rows ahead asked for first."""
+    rows ahead (``ahead``: that distance spelled in the type of ``i``) asked for
+    first."""
     lines = [
-        f"{pad}if i + {PREFETCH_DISTANCE} < n:",
-        f"{pad}    prefetch_row(table, codes[i + {PREFETCH_DISTANCE}])",
+        f"{pad}if i + {ahead} < n:",
+        f"{pad}    prefetch_row(table, codes[i + {ahead}])",
         f"{pad}row = table[codes[i]]",
         *[pad + v for v in values],
     ]
@@ -173,16 +180,16 @@ def columns_kernel_source(key: tuple) -> str:
         "",
         "",
         *_module_head(["codes", "table", "gram", "shift", *raw_args])[4:],
-        "    n = codes.size",
+        "    n = numba.uint64(codes.size)",
         "    rows = numba.uint64(table.shape[0])",
         *[f"    h{u} = shift[{u}]" for u in range(len(raws))],
-        "    lo = 0",
+        "    lo = numba.uint64(0)",
         "    while lo < n:",
-        f"        hi = min(lo + {COLUMNS_CHUNK}, n)",
+        f"        hi = min(lo + numba.uint64({COLUMNS_CHUNK}), n)",
         f"        if not chunk_sums(lo, hi, codes, rows, gram, shift, {', '.join(raw_args)}):",
         "            return lo",
         "        for i in range(lo, hi):",
-        *_row_updates(terms, values, " " * 12),
+        *_row_updates(terms, values, " " * 12, f"numba.uint64({PREFETCH_DISTANCE})"),
         "        lo = hi",
         "    return n",
     ]

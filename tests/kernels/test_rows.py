@@ -543,3 +543,105 @@ def test_rank_one_within_is_the_within_group_gram_from_either_pass():
         acc, codes_v, y_v, x_v, x_v[:, :2], None, std, rank_one=True
     )
     assert glob_v["within"] is None
+
+
+def _constant_by_group(codes: np.ndarray, columns: list) -> bool:
+    """Whether every column is one value (not NaN) within each group, group by group."""
+    for g in np.unique(codes):
+        for col in columns:
+            values = np.asarray(col, dtype=np.float64)[codes == g]
+            if np.isnan(values).any() or not (values == values[0]).all():
+                return False
+    return True
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    n_rows=st.integers(0, 700),
+    n_groups=st.integers(1, 400),
+    n_cols=st.integers(0, 3),
+    kind=st.sampled_from(["constant", "varies", "nan", "one_row", "signed_zero"]),
+    code_type=st.sampled_from(["int64", "int32", "uint32", "uint64"]),
+    c_order=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_constant_within_in_c_and_numpy_agree(
+    n_rows, n_groups, n_cols, kind, code_type, c_order, seed
+):
+    """The C pass and the numpy reference of :func:`rows.constant_within` give the answer
+    of a check group by group: constant columns, one varying after many rows (past the
+    reference's first rows), a NaN, groups of one row, ``-0.0`` against ``0.0``; codes
+    of every integer type; columns strided (C order) or not."""
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, n_groups, n_rows).astype(code_type)
+    per_group = rng.integers(-3, 4, (n_groups, max(n_cols, 1))).astype(np.float64)
+    values = per_group[codes.astype(np.int64)][:, :n_cols]
+    if kind == "signed_zero" and values.size:
+        values[values == 0.0] = -0.0
+        values[rng.random(values.shape) < 0.5] *= -1.0  # 0.0 and -0.0 in one group
+    if n_rows and n_cols:
+        at, col = int(rng.integers(n_rows)), int(rng.integers(n_cols))
+        if kind == "varies":
+            values[at, col] += 0.5
+        elif kind == "nan":
+            values[at, col] = np.nan
+        elif kind == "one_row":
+            codes = np.arange(n_rows).astype(code_type)  # every group one row
+            values[at, col] = np.nan if rng.random() < 0.5 else values[at, col]
+    matrix = np.ascontiguousarray(values) if c_order else np.asfortranarray(values)
+    columns = [matrix[:, j] for j in range(n_cols)]
+    want = _constant_by_group(codes, columns)
+    got = {}
+    for choice in ("numpy", "auto"):
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            monkeypatch.setenv(native.ENV_VAR, choice)
+            got[choice] = rows.constant_within(codes, columns)
+            bound = int(codes.max()) + 1 if n_rows else 1
+            assert rows.constant_within(codes, columns, bound + 7) is got[choice]
+    assert got["numpy"] is want and got["auto"] is want
+
+
+@pytest.mark.parametrize("choice", ["numpy", "auto"])
+def test_constant_within_finds_a_difference_in_any_prefix(monkeypatch, choice):
+    """Many groups, each seen once in the first rows, a column differing in one group
+    at one row: found wherever that row lies among the growing prefixes checked (the
+    first rows, 16 times as many, all of them), by the C loop and by numpy."""
+    monkeypatch.setenv(native.ENV_VAR, choice)
+    rng = np.random.default_rng(5)
+    g = 100_000
+    codes = np.concatenate([rng.permutation(g), rng.permutation(g)]).astype(np.int64)
+    col = rng.normal(size=g)[codes]
+    assert rows.constant_within(codes, [col])
+    assert rows.constant_within(codes, [col], g + 5)
+    for at in (g + 10, 2 * g - 1):
+        for first in (True, False):  # the group's first row or its second
+            varied = col.copy()
+            row = at if not first else int(np.flatnonzero(codes == codes[at])[0])
+            varied[row] += 1.0
+            assert not rows.constant_within(codes, [varied])
+
+
+@called
+def test_constant_within_refuses_what_it_cannot_read():
+    """Codes outside the bound, codes not int64, a column of another length or type,
+    too many columns: refused by name (the Python function then runs the reference)."""
+    ext = native.extension()
+    assert ext is not None
+    col = np.ones(4)
+    codes = np.array([0, 1, 2, 1])
+    with pytest.raises(ValueError, match=r"codes: a code outside \[0, 2\)"):
+        ext.constant_within(codes, [col], 2)
+    with pytest.raises(ValueError, match=r"codes: a code outside"):
+        ext.constant_within(np.array([0, -1, 0, 1]), [col], 2)
+    with pytest.raises(TypeError, match="codes: an int64 buffer"):
+        ext.constant_within(codes.astype(np.int32), [col], 3)
+    with pytest.raises(ValueError, match=r"columns\[1\]: a 1-d float64 buffer of 4"):
+        ext.constant_within(codes, [col, np.ones(3)], 3)
+    with pytest.raises(ValueError, match=r"columns\[0\]"):
+        ext.constant_within(codes, [col.astype(np.float32)], 3)
+    with pytest.raises(ValueError, match="columns: at most 64"):
+        ext.constant_within(codes, [col] * 65, 3)
+    assert ext.constant_within(codes, [col] * 64, 3) is True
+    assert ext.constant_within(np.empty(0, dtype=np.int64), [np.empty(0)], 0) is True
+    assert rows.constant_within(codes, [col], 2)  # out of the bound: the reference's
+    assert rows.constant_within(codes, [np.arange(4.0) * 0] * 65)

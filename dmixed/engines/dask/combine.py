@@ -21,7 +21,7 @@ import operator
 import numpy as np
 import pandas as pd
 
-from ...kernels.rows import CONSTANT_CHECK_FIRST, wants_rank_one_within, wants_within
+from ...kernels.rows import constant_within, wants_rank_one_within, wants_within
 from ...kernels.term_table import (
     TermRows,
     TermTable,
@@ -274,7 +274,7 @@ class GroupAccumulator:
         col = self._columns(keys)
         if self.terms.applies(
             col.size, ztilde.shape[1], std, vc_widths
-        ) and not wants_rank_one_within(std, col, ztilde, vc_widths):
+        ) and not wants_rank_one_within(std, col, ztilde, vc_widths, self.acc.shape[1]):
             # one compiled pass into the chain's row-major table of the plan's terms (which
             # makes no within-group sums)
             return self.terms.add(self.acc, col, dm.endog, dm.exog, ztilde, dm.weights, std)
@@ -297,7 +297,8 @@ class GroupAccumulator:
         if not self.terms.applies_columns(keys.size, len(plan.z_of), std):
             return None
         col = self._columns(keys)  # first: new keys may grow (replace) ``acc``
-        if _rank_one_columns(std, col, columns, plan):  # the sweep makes no within sums
+        # the sweep makes no within sums
+        if _rank_one_columns(std, col, columns, plan, self.acc.shape[1]):
             return None
         return self.terms.add_columns(self.acc, col, columns, plan, std)
 
@@ -377,20 +378,14 @@ def rank_one_partials(parts: list[Partial]) -> list[Partial]:
     return [(keys, values, 0.0) for keys, values in parts]
 
 
-def _rank_one_columns(std, codes: np.ndarray, columns: list, plan) -> bool:
+def _rank_one_columns(std, codes: np.ndarray, columns: list, plan, n_groups: int) -> bool:
     """Whether raw ``columns`` (``plan``'s) make a random design whose rows keep
-    within-group sums (:func:`~dmixed.kernels.rows.wants_rank_one_within`), checked on
-    the first rows first: an ordinary random slope fails there, at the cost of copying
-    those rows only."""
+    within-group sums (:func:`~dmixed.kernels.rows.wants_rank_one_within`): the random
+    design's columns after the intercept, checked where they lie
+    (:func:`~dmixed.kernels.rows.constant_within`; a column of ones is constant)."""
     if len(plan.z_of) < 2 or std is None or std.z_intercept != 0:
         return False
-    for end in (CONSTANT_CHECK_FIRST, None):
-        z = np.column_stack(
-            [np.ones(codes[:end].size) if c < 0 else columns[c][:end] for c in plan.z_of]
-        )
-        if not wants_rank_one_within(std, codes[:end], z):
-            return False
-    return True
+    return constant_within(codes, [columns[c] for c in plan.z_of[1:] if c >= 0], n_groups)
 
 
 # ---------------------------------------------------------------------------
