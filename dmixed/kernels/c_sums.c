@@ -1648,7 +1648,7 @@ static struct PyModuleDef module = {
 /* the entry points' arguments as this file defines them: dmixed.kernels.native.VERSION
    must say the same, or the module is not used (an editable install keeps the library it
    built from an older file until it is rebuilt) */
-#define C_SUMS_VERSION 5
+#define C_SUMS_VERSION 6
 
 PyMODINIT_FUNC
 PyInit_c_sums(void)
