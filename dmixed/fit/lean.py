@@ -14,8 +14,8 @@ intercept), :class:`LeanSteps` runs the same loop on the whole-block sums of
 :class:`~dmixed.kernels.dense1.Dense1Statistics` for one; added chunk by chunk): the same
 tests (gradient, contraction, secant, decrement), the same coordinates
 (:func:`~dmixed.fit.newton_coords.newton_step`), the same line search and the same
-rejections (ℓ or its score not finite, ``X'V*⁻¹X`` not positive definite, ``Q`` or
-``X'V*⁻¹X``'s factor not resolved), with ℓ, its score and the profiled Hessian from the formulas of
+rejections (ℓ or its score not finite, ``X'V*⁻¹X`` not positive definite, ``Q`` not
+resolved), with ℓ, its score and the profiled Hessian from the formulas of
 :mod:`~dmixed.fit.objective`.  The sums over groups are added in another order than the
 per-chunk kernels add them, so the points agree with the general path's to rounding
 (``tests/fit/test_lean.py``), not bit for bit.  Where anything else happens (a trial
@@ -48,7 +48,6 @@ from .newton_rules import (
     slow_steps,
 )
 from .objective import (
-    PIVOT_RESOLUTION_LIMIT,
     RESOLUTION_LIMIT,
     Profile,
     hessian,
@@ -356,7 +355,6 @@ class LeanSteps:
             self._fac,
             self._const,
             RESOLUTION_LIMIT,
-            PIVOT_RESOLUTION_LIMIT,
             self.obj.reml,
             inv_d,
             rows,
@@ -367,7 +365,7 @@ class LeanSteps:
             beta,
             numbers,
         )
-        if status != 2:  # 1: Q or A's factor not resolved
+        if status != 2:  # 1: Q not resolved
             return nowhere(packed), status == 1
         llf, logdet, logdet_a, q, d00, d01, d11, *score, b00, b01, b11, det_b, s00, s01, s11 = (
             numbers.tolist()
@@ -423,7 +421,7 @@ class LeanSteps:
         score = self.layout.score_packed(d_psi, d_tau, packed, True)
         if not (math.isfinite(llf) and np.isfinite(score).all()):
             return nowhere(packed), False
-        if out_of_resolution(sums, prof, glob, obj.reml):
+        if out_of_resolution(sums, prof, glob):
             return nowhere(packed), True
         grad = np.array([d_psi[0, 0]])
         self._last = LeanPoint(packed, llf, score, grad, lam, step, sums, prof, d_psi)
@@ -526,39 +524,19 @@ class LeanSteps:
 
     def unresolved(self, m: np.ndarray, prof: Profile) -> bool:
         """:func:`~dmixed.fit.objective.out_of_resolution` without the pivot (its
-        statistics' resolution is 0 then): :func:`~dmixed.fit.objective.resolution`
-        plus :func:`~dmixed.fit.objective.factor_resolution`, whose ``|δ'Aδ|`` is
-        ``|b'β̂| = |T_pp − Q|`` here (``T = [X y]'V*⁻¹[X y]``, about β₀ = 0), and
-        :func:`~dmixed.fit.objective.pivot_resolution`."""
-        # with S = |[X y]'[X y]| + |m| and t = max S (at most max|[X y]'[X y]| + max|m|,
-        # which also bounds A's diagonal): |w|'S|w| ≤ (Σ|w|)² t, the factor's
-        # Σ|A⁻¹_xy| √(A_xx A_yy) and K/ε = Σ|A⁻¹| ∘ S_xx ≤ Σ|A⁻¹| t, and r'|A⁻¹|r ≤
-        # ε² (Σ|w|)² t² Σ|A⁻¹|: where those bounds (a little over, for their own
-        # rounding) pass, so do the sums in floats (a NaN in m leaves the point resolved
-        # either way: a NaN bound passes below, a finite one reaches the sums, NaN then)
-        m_list = m.ravel().tolist()
-        top = self._max_xyxy + max(map(abs, m_list))
+        statistics' resolution is 0 then)."""
+        # |w|'(|[X y]'[X y]| + |m|)|w| is at most (Σ|w|)² (max|[X y]'[X y]| + max|m|):
+        # where that bound (a little over, for its own rounding) passes, so does the sum
+        # max|m| in floats (a NaN in m leaves the point resolved either way: a NaN
+        # bound passes below, a finite one reaches the sum, which is NaN then)
         w_sum = 1.0 + sum(map(abs, prof.beta.tolist()))
-        made = abs((self._xyxy_pp - m_list[-1]) - prof.q)
-        log_share = prof.q / self._fac if self.obj.reml else 0.0
-        a_sum = sum(map(abs, prof.a_inv.ravel().tolist()))
-        bound = (w_sum * w_sum * (1.0 + _EPS * top * a_sum) + a_sum * (made + log_share)) * top
+        bound = w_sum * w_sum * (self._max_xyxy + max(map(abs, m.ravel().tolist())))
         bound *= 1.0 + 1e-9
-        pivot_bound = _EPS * a_sum * top * (1.0 + 1e-9)
-        if not (_EPS * bound / prof.q > RESOLUTION_LIMIT or pivot_bound > PIVOT_RESOLUTION_LIMIT):
+        if not _EPS * bound / prof.q > RESOLUTION_LIMIT:
             return False
         abs_w = np.abs(prof.w)
-        big_s = self._abs_xyxy + np.abs(m)
-        p = prof.beta.size
-        abs_inv = np.abs(prof.a_inv)
-        root = np.sqrt(np.abs(np.diagonal(prof.a)))
-        r = _EPS * (big_s[:p] @ abs_w)
-        k = _EPS * float((abs_inv * big_s[:p, :p]).sum())
-        share = _EPS * float(abs_w @ big_s @ abs_w)
-        share += _EPS * float(root @ abs_inv @ root) * made
-        share += float(r @ abs_inv @ r)
-        share += k * log_share
-        return k > PIVOT_RESOLUTION_LIMIT or share / prof.q > RESOLUTION_LIMIT
+        size = float(abs_w @ (self._abs_xyxy + np.abs(m)) @ abs_w)
+        return _EPS * size / prof.q > RESOLUTION_LIMIT
 
     def profiled_hessian(
         self, point: LeanPoint

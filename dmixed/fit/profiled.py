@@ -224,7 +224,7 @@ class ProfiledObjective:
             return Evaluation(packed, None, None, -np.inf, np.zeros(packed.shape))
         if not (math.isfinite(llf) and np.isfinite(ev.score).all()):
             return Evaluation(packed, None, None, -np.inf, np.zeros(packed.shape))
-        if out_of_resolution(step, prof, self.glob, self.reml):
+        if out_of_resolution(step, prof, self.glob):
             # the float64 sums cannot resolve Q here: ℓ would be noise (a spurious
             # maximum far out on a ridge); a rejected step, as outside the space
             self.rejected_for_resolution = packed

@@ -1331,8 +1331,7 @@ profile_3(const double *t, Py_ssize_t k, double *a_inv, double *beta, double *lo
 
 PyDoc_STRVAR(lean_evaluate_doc,
 "lean_evaluate(zz, zxy, k, g, l00, l10, l11, xyxy, abs_xyxy, max_xyxy, score_at, fac,\n"
-"              const, limit, pivot_limit, reml, inv_d, rows, va, m, t, a_inv, beta,\n"
-"              scalars) -> int\n\n"
+"              const, limit, reml, inv_d, rows, va, m, t, a_inv, beta, scalars) -> int\n\n"
 "One evaluation of dmixed.fit.lean.LeanSteps.evaluate for r = 2 and 2 <= k <= 4 at the\n"
 "square-root packing (l00, l10, l11) of Lambda: the sums of dense2_first at\n"
 "B = Lambda Lambda' (1/d into inv_d (g)), m = sum ZXy'P ZXy (k, k) and\n"
@@ -1341,23 +1340,21 @@ PyDoc_STRVAR(lean_evaluate_doc,
 "dense2_residual at w = [-beta; 1] (rows (2 k + 3, g), va (2 k + 3, 2 k + 3)), the\n"
 "score's entries of va at score_at (int64, 3 x (1 + p p)) weighted by\n"
 "[fac / 2Q, A^-1 / 2 for REML, else 0], and the resolution test of\n"
-"LeanSteps.unresolved, the factor's share of objective.factor_resolution included\n"
-"and of objective.pivot_resolution (abs_xyxy = |xyxy| as the objective holds it,\n"
-"max_xyxy its largest entry, limit and pivot_limit the test's bounds).  Into scalars (17): l, sum log d, log|A|, Q,\n"
+"LeanSteps.unresolved (abs_xyxy = |xyxy| as the objective holds it, max_xyxy its\n"
+"largest entry, limit the test's bound).  Into scalars (17): l, sum log d, log|A|, Q,\n"
 "D00, D01, D11, the packed score (3), b00, b01, b11, det(B), S00, S01, S11.  Returns 0\n"
-"where l is not defined or it or the score is not finite, 1 where Q or A's factor is\n"
-"not resolved, else 2.");
+"where l is not defined or it or the score is not finite, 1 where Q is not resolved,\n"
+"else 2.");
 
 static PyObject *
 lean_evaluate(PyObject *self, PyObject *args)
 {
     PyObject *o[13];
     Py_ssize_t k, g;
-    double l00, l10, l11, max_xyxy, fac, cons, limit, pivot_limit;
+    double l00, l10, l11, max_xyxy, fac, cons, limit;
     int reml;
-    if (!PyArg_ParseTuple(args, "OOnndddOOdOddddpOOOOOOOO", &o[0], &o[1], &k, &g, &l00, &l10,
-                          &l11, &o[2], &o[3], &max_xyxy, &o[4], &fac, &cons, &limit,
-                          &pivot_limit, &reml,
+    if (!PyArg_ParseTuple(args, "OOnndddOOdOdddpOOOOOOOO", &o[0], &o[1], &k, &g, &l00, &l10,
+                          &l11, &o[2], &o[3], &max_xyxy, &o[4], &fac, &cons, &limit, &reml,
                           &o[5], &o[6], &o[7], &o[8], &o[9], &o[10], &o[11], &o[12])) {
         return NULL;
     }
@@ -1490,21 +1487,10 @@ lean_evaluate(PyObject *self, PyObject *args)
                     max_m = fabs(m[i]);
                 }
             }
-            /* the factor's share (objective.factor_resolution): |b'beta| = |T_pp - Q|,
-               Q / fac for REML's log|A|, and the bound of LeanSteps.unresolved */
-            double made = fabs(t[p * k + p] - q);
-            double log_share = reml ? q / fac : 0.0;
-            double a_sum = 0.0;
-            for (Py_ssize_t i = 0; i < p * p; i++) {
-                a_sum += fabs(a_inv[i]);
-            }
-            double top = max_xyxy + max_m;
-            double bound = (w_sum * w_sum * (1.0 + DBL_EPSILON * top * a_sum) +
-                            a_sum * (made + log_share)) * top;
+            double bound = w_sum * w_sum * (max_xyxy + max_m);
             bound *= 1.0 + 1e-9;
-            double pivot_bound = DBL_EPSILON * a_sum * top * (1.0 + 1e-9);
-            if (DBL_EPSILON * bound / q > limit || pivot_bound > pivot_limit) {
-                double size = 0.0, r[3] = {0.0, 0.0, 0.0};
+            if (DBL_EPSILON * bound / q > limit) {
+                double size = 0.0;
                 for (Py_ssize_t j = 0; j < k; j++) {
                     double col = 0.0;
                     for (Py_ssize_t i = 0; i < k; i++) {
@@ -1512,29 +1498,7 @@ lean_evaluate(PyObject *self, PyObject *args)
                     }
                     size += col * fabs(w[j]);
                 }
-                for (Py_ssize_t i = 0; i < p; i++) {
-                    double acc = 0.0;
-                    for (Py_ssize_t j = 0; j < k; j++) {
-                        acc += (abs_xyxy[i * k + j] + fabs(m[i * k + j])) * fabs(w[j]);
-                    }
-                    r[i] = DBL_EPSILON * acc;
-                }
-                /* sum |A^-1_xy| sqrt(A_xx A_yy), r'|A^-1|r, sum |A^-1| o S over the X block */
-                double scaled = 0.0, second = 0.0, cond = 0.0;
-                for (Py_ssize_t i = 0; i < p; i++) {
-                    for (Py_ssize_t j = 0; j < p; j++) {
-                        double inv = fabs(a_inv[i * p + j]);
-                        scaled += sqrt(fabs(t[i * k + i])) * inv * sqrt(fabs(t[j * k + j]));
-                        second += r[i] * inv * r[j];
-                        cond += inv * (abs_xyxy[i * k + j] + fabs(m[i * k + j]));
-                    }
-                }
-                double pivot_k = DBL_EPSILON * cond;
-                double share = DBL_EPSILON * size;
-                share += DBL_EPSILON * scaled * made;
-                share += second;
-                share += pivot_k * log_share;
-                if (pivot_k > pivot_limit || share / q > limit) {
+                if (DBL_EPSILON * size / q > limit) {
                     status = 1;
                 }
             }
@@ -1648,7 +1612,7 @@ static struct PyModuleDef module = {
 /* the entry points' arguments as this file defines them: dmixed.kernels.native.VERSION
    must say the same, or the module is not used (an editable install keeps the library it
    built from an older file until it is rebuilt) */
-#define C_SUMS_VERSION 6
+#define C_SUMS_VERSION 7
 
 PyMODINIT_FUNC
 PyInit_c_sums(void)

@@ -81,7 +81,6 @@ def lean_evaluate(
     fac: float,
     const: float,
     limit: float,
-    pivot_limit: float,
     reml: bool,
     inv_d: Any,
     rows: Any,
