@@ -53,8 +53,9 @@ PLAN_SAMPLE = 64
 #: zeroed by the kernel; smaller ones come from heaps that keep their pages.
 REUSE_MIN_BYTES = 32 << 20
 #: Buffers :func:`table_buffer` keeps for later tables, at most (a chain's table and
-#: spill; two chains at once on a worker of two threads).
-REUSE_KEPT = 4
+#: spill; two chains at once on a worker of two threads; the merged rows of
+#: :func:`merge_term_rows`, made once their partials are done).
+REUSE_KEPT = 6
 #: Bytes of the buffers :func:`table_buffer` keeps, at most (two chains' tables and
 #: spills of 1M groups of a random slope are 270 MB).
 REUSE_MAX_BYTES = 512 << 20
@@ -85,7 +86,8 @@ def kept_table_buffers() -> int:
 
 def table_buffer(shape: tuple[int, int], zeroed: bool) -> np.ndarray:
     """A C-ordered float64 array of ``shape``, all zeros where ``zeroed`` (else its
-    values unset), for a table of terms or its spill.
+    values unset), for a table of terms, its spill or the merged rows of
+    :func:`merge_term_rows`.
 
     In a process that keeps them (:func:`keep_table_buffers`), from
     :data:`REUSE_MIN_BYTES` on, it is a view of a buffer this process made for an
@@ -723,7 +725,9 @@ def merge_term_rows(
         count, as a float) and, per run of ``chunk`` keys (one of no keys when there
         are none), an ``(E, G_c)`` C-contiguous array of its entries; None when some
         part's keys are not increasing.  Compiled where the per-row pass is
-        (:func:`~dmixed.kernels.compiled.rows_compiled`), else numpy.
+        (:func:`~dmixed.kernels.compiled.rows_compiled`), else numpy.  The chunks view
+        one buffer of :func:`table_buffer` (in a process that keeps them, memory an
+        earlier merge or table had: no fresh pages to fault in every data pass).
     """
     first = parts[0]
     cols = np.ascontiguousarray(first.columns[entries], dtype=np.int64)
@@ -737,7 +741,7 @@ def merge_term_rows(
         total = merged_count(tuple(keys))
         if total < 0:
             return None
-        out = np.empty(cols.size * total)
+        out = table_buffer((total, cols.size), zeroed=False).reshape(-1)  # written whole
         merged = np.empty(total, dtype=np.int64)
         counts = np.empty(total)
         args = (cols, factors, count_col, count_factor, chunk, out, merged, counts)
@@ -751,7 +755,7 @@ def merge_term_rows(
         for k, r in zip(keys, rows, strict=True):
             table[np.searchsorted(merged, k)] += r
         counts = table[:, count_col] * count_factor
-        out = np.empty(cols.size * total)
+        out = table_buffer((total, cols.size), zeroed=False).reshape(-1)
         for lo in range(0, total, chunk):
             hi = min(lo + chunk, total)
             block = out[cols.size * lo : cols.size * hi].reshape(cols.size, hi - lo)

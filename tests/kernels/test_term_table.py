@@ -613,3 +613,34 @@ def test_split_rows_of_a_reused_table_are_those_of_a_fresh_one(kept_buffers, com
     for seed in (1, 2):
         for mine, ref in zip(got[True, seed], got[False, seed], strict=True):
             np.testing.assert_array_equal(mine, ref)
+
+
+@pytest.mark.parametrize("mode", ["numba", "numpy"])
+def test_merge_term_rows_of_a_reused_buffer_are_those_of_a_fresh_one(kept_buffers, mode):
+    """Merges in turn where buffers are kept: the second in the first's memory once
+    nothing views it (dirty with the first's sums), never while a chunk of the first
+    lives; the chunks are those of a merge in fresh memory, bit for bit."""
+    from dmixed.kernels import term_table
+
+    rng = np.random.default_rng(5)
+    runs = [_merge_parts(rng, [300, 250, 280], 300, 5, 9) for _ in range(3)]  # 300 keys
+    entries = np.array([4, 0, 7, 2, 8, 1])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DMIXED_KERNELS", mode)
+        term_table.keep_table_buffers(False)
+        want = [merge_term_rows(keys, parts, entries, 64)[2] for keys, parts in runs]
+        term_table.keep_table_buffers(True)
+        first = merge_term_rows(*runs[0], entries, 64)[2]
+        held = first[0].ctypes.data
+        assert kept_buffers.kept_table_buffers() == 1
+        second = merge_term_rows(*runs[1], entries, 64)[2]  # the first's chunks live
+        assert second[0].ctypes.data != held and kept_buffers.kept_table_buffers() == 2
+        got = [[c.copy() for c in first], [c.copy() for c in second]]
+        del first
+        third = merge_term_rows(*runs[2], entries, 64)[2]  # in the first's memory
+        assert third[0].ctypes.data == held
+        got.append(third)
+    for mine, ref in zip(got, want, strict=True):
+        for a, b in zip(mine, ref, strict=True):
+            np.testing.assert_array_equal(a, b)
+            np.testing.assert_array_equal(np.signbit(a), np.signbit(b))
