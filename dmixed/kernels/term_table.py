@@ -95,7 +95,7 @@ def table_buffer(shape: tuple[int, int], zeroed: bool) -> np.ndarray:
     the list that keeps it), zeroed by a pass over pages already in memory; else a
     fresh array, kept for later tables (at most :data:`REUSE_KEPT` of
     :data:`REUSE_MAX_BYTES` in all; buffers no array views are dropped, the first
-    first, to make room).  A fresh array's pages are faulted in and
+    first, to make room, then buffers still viewed).  A fresh array's pages are faulted in and
     zeroed by the kernel one by one on first touch, which costs a chain of 1M groups
     more than its sums where the OS had taken the memory back
     (benchmarks/RESULTS.md, ooc-s33); a buffer in use (a chain's partials, views of
@@ -137,15 +137,17 @@ def table_buffer(shape: tuple[int, int], zeroed: bool) -> np.ndarray:
 
 def _kept_with(buffer: np.ndarray, free: list) -> None:
     """Keep ``buffer`` (the lock held), first dropping buffers of ``free`` (none viewed;
-    the first first) while the list would hold more than :data:`REUSE_KEPT` buffers or
-    :data:`REUSE_MAX_BYTES` with it; not kept where that is not enough."""
+    the first first), then buffers still viewed (the first first: a live result's
+    merged rows; their arrays keep the memory, which is no longer handed out) while
+    the list would hold more than :data:`REUSE_KEPT` buffers or :data:`REUSE_MAX_BYTES`
+    with it; not kept where ``buffer`` alone is more than that."""
 
     def room() -> bool:
         held = sum(b.nbytes for b in _kept) + buffer.nbytes
         return len(_kept) < REUSE_KEPT and held <= REUSE_MAX_BYTES
 
-    while free and not room():
-        victim = free.pop(0)
+    while _kept and not room():
+        victim = free.pop(0) if free else _kept[0]
         _kept[:] = [b for b in _kept if b is not victim]
     if room():
         _kept.append(buffer)

@@ -554,30 +554,38 @@ def test_table_buffer_reuses_a_buffer_no_array_views(kept_buffers):
 
 def test_table_buffer_keeps_at_most_reuse_kept(kept_buffers):
     """A full list drops a buffer no array views for a new one; with every buffer in
-    use, the new one is not kept."""
+    use, the first kept (its arrays keep their values, and it is not handed out
+    again)."""
     n = kept_buffers.REUSE_KEPT
     held = [kept_buffers.table_buffer((200, 10), zeroed=False) for _ in range(n)]
-    extra = kept_buffers.table_buffer((200, 10), zeroed=True)
+    for h in held:
+        h[:] = 3.0
+    extra = kept_buffers.table_buffer((200, 10), zeroed=True)  # kept, held[0] dropped
     assert kept_buffers.kept_table_buffers() == n and not extra.any()
     assert all(extra.ctypes.data != h.ctypes.data for h in held)
-    del held[0]
-    larger = kept_buffers.table_buffer((400, 10), zeroed=True)  # kept, in held[0]'s place
+    first = held[0].ctypes.data
+    del held[1]
+    larger = kept_buffers.table_buffer((400, 10), zeroed=True)  # kept, in held[1]'s place
     address = larger.ctypes.data
     del larger
     assert kept_buffers.table_buffer((400, 10), zeroed=True).ctypes.data == address
     assert kept_buffers.kept_table_buffers() == n
+    del extra
+    again = kept_buffers.table_buffer((200, 10), zeroed=False)  # extra's, not held[0]'s
+    assert again.ctypes.data != first and (held[0] == 3.0).all()
 
 
 def test_table_buffer_keeps_at_most_reuse_max_bytes(kept_buffers, monkeypatch):
-    """Buffers no array views make room for a new one within REUSE_MAX_BYTES; one
-    larger than that is not kept."""
+    """Buffers no array views, then buffers in use, make room for a new one within
+    REUSE_MAX_BYTES; one larger than that is not kept."""
     monkeypatch.setattr(kept_buffers, "REUSE_MAX_BYTES", 40_000)
     first = kept_buffers.table_buffer((300, 10), zeroed=True)  # 24 kB
     second = kept_buffers.table_buffer((200, 10), zeroed=True)  # 16 kB: 40 kB in all
     assert kept_buffers.kept_table_buffers() == 2
     del first
-    third = kept_buffers.table_buffer((400, 10), zeroed=True)  # 32 kB: first dropped, no room
+    third = kept_buffers.table_buffer((400, 10), zeroed=True)  # 32 kB: first, then second dropped
     assert kept_buffers.kept_table_buffers() == 1 and not third.any()
+    assert (second == 0.0).all()  # still its array's memory
     del second, third
     huge = kept_buffers.table_buffer((600, 10), zeroed=False)  # 48 kB: never kept
     assert huge.shape == (600, 10) and kept_buffers.kept_table_buffers() == 0
