@@ -96,8 +96,8 @@ def table_buffer(shape: tuple[int, int], zeroed: bool) -> np.ndarray:
     fresh array, kept for later tables (at most :data:`REUSE_KEPT` of
     :data:`REUSE_MAX_BYTES` in all; buffers no array views are dropped, the first
     first, to make room, then buffers still viewed).  A fresh array's pages are
-    faulted in and zeroed by the kernel one by one on first touch, which costs a chain of 1M groups
-    more than its sums where the OS had taken the memory back
+    faulted in and zeroed by the kernel one by one on first touch, which costs a chain
+    of 1M groups more than its sums where the OS had taken the memory back
     (benchmarks/RESULTS.md, ooc-s33); a buffer in use (a chain's partials, views of
     its table, until their combine) is never handed out.  Thread-safe.
 
