@@ -53,8 +53,9 @@ PLAN_SAMPLE = 64
 #: zeroed by the kernel; smaller ones come from heaps that keep their pages.
 REUSE_MIN_BYTES = 32 << 20
 #: Buffers :func:`table_buffer` keeps for later tables, at most (a chain's table and
-#: spill; two chains at once on a worker of two threads).
-REUSE_KEPT = 4
+#: spill; two chains at once on a worker of two threads; the merged rows of
+#: :func:`merge_term_rows`, made once their partials are done).
+REUSE_KEPT = 6
 #: Bytes of the buffers :func:`table_buffer` keeps, at most (two chains' tables and
 #: spills of 1M groups of a random slope are 270 MB).
 REUSE_MAX_BYTES = 512 << 20
@@ -85,7 +86,8 @@ def kept_table_buffers() -> int:
 
 def table_buffer(shape: tuple[int, int], zeroed: bool) -> np.ndarray:
     """A C-ordered float64 array of ``shape``, all zeros where ``zeroed`` (else its
-    values unset), for a table of terms or its spill.
+    values unset), for a table of terms, its spill or the merged rows of
+    :func:`merge_term_rows`.
 
     In a process that keeps them (:func:`keep_table_buffers`), from
     :data:`REUSE_MIN_BYTES` on, it is a view of a buffer this process made for an
@@ -93,9 +95,9 @@ def table_buffer(shape: tuple[int, int], zeroed: bool) -> np.ndarray:
     the list that keeps it), zeroed by a pass over pages already in memory; else a
     fresh array, kept for later tables (at most :data:`REUSE_KEPT` of
     :data:`REUSE_MAX_BYTES` in all; buffers no array views are dropped, the first
-    first, to make room).  A fresh array's pages are faulted in and
-    zeroed by the kernel one by one on first touch, which costs a chain of 1M groups
-    more than its sums where the OS had taken the memory back
+    first, to make room, then buffers still viewed).  A fresh array's pages are
+    faulted in and zeroed by the kernel one by one on first touch, which costs a chain
+    of 1M groups more than its sums where the OS had taken the memory back
     (benchmarks/RESULTS.md, ooc-s33); a buffer in use (a chain's partials, views of
     its table, until their combine) is never handed out.  Thread-safe.
 
@@ -135,15 +137,17 @@ def table_buffer(shape: tuple[int, int], zeroed: bool) -> np.ndarray:
 
 def _kept_with(buffer: np.ndarray, free: list) -> None:
     """Keep ``buffer`` (the lock held), first dropping buffers of ``free`` (none viewed;
-    the first first) while the list would hold more than :data:`REUSE_KEPT` buffers or
-    :data:`REUSE_MAX_BYTES` with it; not kept where that is not enough."""
+    the first first), then buffers still viewed (the first first: a live result's
+    merged rows; their arrays keep the memory, which is no longer handed out) while
+    the list would hold more than :data:`REUSE_KEPT` buffers or :data:`REUSE_MAX_BYTES`
+    with it; not kept where ``buffer`` alone is more than that."""
 
     def room() -> bool:
         held = sum(b.nbytes for b in _kept) + buffer.nbytes
         return len(_kept) < REUSE_KEPT and held <= REUSE_MAX_BYTES
 
-    while free and not room():
-        victim = free.pop(0)
+    while _kept and not room():
+        victim = free.pop(0) if free else _kept[0]
         _kept[:] = [b for b in _kept if b is not victim]
     if room():
         _kept.append(buffer)
@@ -723,7 +727,9 @@ def merge_term_rows(
         count, as a float) and, per run of ``chunk`` keys (one of no keys when there
         are none), an ``(E, G_c)`` C-contiguous array of its entries; None when some
         part's keys are not increasing.  Compiled where the per-row pass is
-        (:func:`~dmixed.kernels.compiled.rows_compiled`), else numpy.
+        (:func:`~dmixed.kernels.compiled.rows_compiled`), else numpy.  The chunks view
+        one buffer of :func:`table_buffer` (in a process that keeps them, memory an
+        earlier merge or table had: no fresh pages to fault in every data pass).
     """
     first = parts[0]
     cols = np.ascontiguousarray(first.columns[entries], dtype=np.int64)
@@ -737,7 +743,7 @@ def merge_term_rows(
         total = merged_count(tuple(keys))
         if total < 0:
             return None
-        out = np.empty(cols.size * total)
+        out = table_buffer((total, cols.size), zeroed=False).reshape(-1)  # written whole
         merged = np.empty(total, dtype=np.int64)
         counts = np.empty(total)
         args = (cols, factors, count_col, count_factor, chunk, out, merged, counts)
@@ -751,7 +757,7 @@ def merge_term_rows(
         for k, r in zip(keys, rows, strict=True):
             table[np.searchsorted(merged, k)] += r
         counts = table[:, count_col] * count_factor
-        out = np.empty(cols.size * total)
+        out = table_buffer((total, cols.size), zeroed=False).reshape(-1)
         for lo in range(0, total, chunk):
             hi = min(lo + chunk, total)
             block = out[cols.size * lo : cols.size * hi].reshape(cols.size, hi - lo)

@@ -554,30 +554,38 @@ def test_table_buffer_reuses_a_buffer_no_array_views(kept_buffers):
 
 def test_table_buffer_keeps_at_most_reuse_kept(kept_buffers):
     """A full list drops a buffer no array views for a new one; with every buffer in
-    use, the new one is not kept."""
+    use, the first kept (its arrays keep their values, and it is not handed out
+    again)."""
     n = kept_buffers.REUSE_KEPT
     held = [kept_buffers.table_buffer((200, 10), zeroed=False) for _ in range(n)]
-    extra = kept_buffers.table_buffer((200, 10), zeroed=True)
+    for h in held:
+        h[:] = 3.0
+    extra = kept_buffers.table_buffer((200, 10), zeroed=True)  # kept, held[0] dropped
     assert kept_buffers.kept_table_buffers() == n and not extra.any()
     assert all(extra.ctypes.data != h.ctypes.data for h in held)
-    del held[0]
-    larger = kept_buffers.table_buffer((400, 10), zeroed=True)  # kept, in held[0]'s place
+    first = held[0].ctypes.data
+    del held[1]
+    larger = kept_buffers.table_buffer((400, 10), zeroed=True)  # kept, in held[1]'s place
     address = larger.ctypes.data
     del larger
     assert kept_buffers.table_buffer((400, 10), zeroed=True).ctypes.data == address
     assert kept_buffers.kept_table_buffers() == n
+    del extra
+    again = kept_buffers.table_buffer((200, 10), zeroed=False)  # extra's, not held[0]'s
+    assert again.ctypes.data != first and (held[0] == 3.0).all()
 
 
 def test_table_buffer_keeps_at_most_reuse_max_bytes(kept_buffers, monkeypatch):
-    """Buffers no array views make room for a new one within REUSE_MAX_BYTES; one
-    larger than that is not kept."""
+    """Buffers no array views, then buffers in use, make room for a new one within
+    REUSE_MAX_BYTES; one larger than that is not kept."""
     monkeypatch.setattr(kept_buffers, "REUSE_MAX_BYTES", 40_000)
     first = kept_buffers.table_buffer((300, 10), zeroed=True)  # 24 kB
     second = kept_buffers.table_buffer((200, 10), zeroed=True)  # 16 kB: 40 kB in all
     assert kept_buffers.kept_table_buffers() == 2
     del first
-    third = kept_buffers.table_buffer((400, 10), zeroed=True)  # 32 kB: first dropped, no room
+    third = kept_buffers.table_buffer((400, 10), zeroed=True)  # 32 kB: first, then second dropped
     assert kept_buffers.kept_table_buffers() == 1 and not third.any()
+    assert (second == 0.0).all()  # still its array's memory
     del second, third
     huge = kept_buffers.table_buffer((600, 10), zeroed=False)  # 48 kB: never kept
     assert huge.shape == (600, 10) and kept_buffers.kept_table_buffers() == 0
@@ -613,3 +621,34 @@ def test_split_rows_of_a_reused_table_are_those_of_a_fresh_one(kept_buffers, com
     for seed in (1, 2):
         for mine, ref in zip(got[True, seed], got[False, seed], strict=True):
             np.testing.assert_array_equal(mine, ref)
+
+
+@pytest.mark.parametrize("mode", ["numba", "numpy"])
+def test_merge_term_rows_of_a_reused_buffer_are_those_of_a_fresh_one(kept_buffers, mode):
+    """Merges in turn where buffers are kept: the second in the first's memory once
+    nothing views it (dirty with the first's sums), never while a chunk of the first
+    lives; the chunks are those of a merge in fresh memory, bit for bit."""
+    from dmixed.kernels import term_table
+
+    rng = np.random.default_rng(5)
+    runs = [_merge_parts(rng, [300, 250, 280], 300, 5, 9) for _ in range(3)]  # 300 keys
+    entries = np.array([4, 0, 7, 2, 8, 1])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DMIXED_KERNELS", mode)
+        term_table.keep_table_buffers(False)
+        want = [merge_term_rows(keys, parts, entries, 64)[2] for keys, parts in runs]
+        term_table.keep_table_buffers(True)
+        first = merge_term_rows(*runs[0], entries, 64)[2]
+        held = first[0].ctypes.data
+        assert kept_buffers.kept_table_buffers() == 1
+        second = merge_term_rows(*runs[1], entries, 64)[2]  # the first's chunks live
+        assert second[0].ctypes.data != held and kept_buffers.kept_table_buffers() == 2
+        got = [[c.copy() for c in first], [c.copy() for c in second]]
+        del first
+        third = merge_term_rows(*runs[2], entries, 64)[2]  # in the first's memory
+        assert third[0].ctypes.data == held
+        got.append(third)
+    for mine, ref in zip(got, want, strict=True):
+        for a, b in zip(mine, ref, strict=True):
+            np.testing.assert_array_equal(a, b)
+            np.testing.assert_array_equal(np.signbit(a), np.signbit(b))
