@@ -561,7 +561,9 @@ def choose_start(
     ------
     SpecError
         The log-likelihood cannot be evaluated at the chosen start (a factorization
-        fails or a value is not finite there); the message says so and what to check.
+        fails or a value is not finite there, or the point is refused as out of float64's
+        resolution: :func:`~dmixed.fit.objective.out_of_resolution`); the message says
+        which and what to check.
     """
     layout = obj.layout
     chosen, from_moments = start, False
@@ -595,12 +597,22 @@ def choose_start(
     if chosen_ev is None:
         chosen_ev = obj.evaluate(chosen)
     if not math.isfinite(chosen_ev.llf):
+        rejected = getattr(obj, "rejected_for_resolution", None)
+        if rejected is not None and np.array_equal(rejected, chosen):
+            # refused by out_of_resolution, not undefined: say which, or the user looks
+            # for a factorization that did not fail
+            why = (
+                "the float64 sums cannot resolve it there: X'V^-1 X is singular to the "
+                "rounding of its sums, or Q is lost to cancellation, as at very large or "
+                "nearly perfectly correlated variances"
+            )
+        else:
+            why = "X'V^-1 X is not positive definite in floating point, or a value is not finite"
         raise SpecError(
             f"the fit cannot start: the log-likelihood cannot be evaluated at the starting "
-            f"covariance parameters {np.round(chosen, 6).tolist()} (X'V^-1 X is not positive "
-            "definite in floating point, or a value is not finite); check start_params if "
-            "given, else rescale or centre the columns whose values are large next to their "
-            "spread"
+            f"covariance parameters {np.round(chosen, 6).tolist()} ({why}); check "
+            "start_params if given, else rescale or centre the columns whose values are "
+            "large next to their spread"
         )
     return chosen, from_moments
 

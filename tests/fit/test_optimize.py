@@ -10,6 +10,7 @@ import pytest
 
 import dmixed
 from dmixed import BoundaryWarning, FitConvergenceWarning, MixedLM
+from dmixed.fit import profiled
 from dmixed.fit.optimize import all_above, largest_magnitude, maximize
 from dmixed.fit.options import METHODS
 from dmixed.fit.profiled import ProfiledObjective
@@ -325,6 +326,24 @@ def test_a_fit_that_cannot_start_says_so():
 
 
 @pytest.mark.filterwarnings("ignore::dmixed.errors.FitConvergenceWarning")
+def test_a_start_refused_for_resolution_says_so(monkeypatch):
+    """A start where ℓ is defined but the resolution test refuses it
+    (:func:`~dmixed.fit.objective.out_of_resolution`, here made to refuse every point):
+    the error says that the float64 sums cannot resolve ℓ there, not that a
+    factorization failed (the message where one does: the test above)."""
+    monkeypatch.setattr(profiled, "out_of_resolution", lambda *args: True)
+    obj = _stub_objective(0.0, [[1.0, 0.0], [0.0, 1.0]])
+    with pytest.raises(dmixed.SpecError, match="cannot start.*cannot resolve") as info:
+        choose_start(obj, np.array([1.0]), use_sqrt=True, moment=None)
+    assert "not positive definite" not in str(info.value)
+
+
+def test_a_start_where_the_factor_fails_says_so():
+    obj = _stub_objective(0.0, [[20.0, 0.0], [0.0, 0.0]])
+    with pytest.raises(dmixed.SpecError, match="not positive definite"):
+        choose_start(obj, np.array([1.0]), use_sqrt=True, moment=None)
+
+
 @pytest.mark.filterwarnings("ignore::dmixed.errors.SingularHessianWarning")
 @pytest.mark.filterwarnings("ignore::dmixed.errors.BoundaryWarning")
 def test_a_covariate_in_the_millions_raises_no_linalg_error():
