@@ -595,6 +595,57 @@ pass_terms(const int64_t *codes, Py_ssize_t n, Py_ssize_t n_groups, const char *
     return 0;
 }
 
+/* ``obj`` as a C-contiguous int64 buffer of group codes (format q or l): 0, or -1 with
+   an exception set (``view->obj`` NULL where nothing was taken, else the view to
+   release) */
+static int
+take_codes(PyObject *obj, Py_buffer *view)
+{
+    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) {
+        view->obj = NULL;
+        return -1;
+    }
+    const char *f = view->format;
+    if (f != NULL && (f[0] == '<' || f[0] == '=' || f[0] == '@')) {
+        f++;
+    }
+    if (view->itemsize != 8 || f == NULL || (strcmp(f, "q") != 0 && strcmp(f, "l") != 0)) {
+        PyErr_SetString(PyExc_TypeError, "codes: an int64 buffer is needed");
+        return -1;
+    }
+    return 0;
+}
+
+/* The buffers of the first ``n_cols`` items of the fast sequence ``columns`` into
+   ``cols``, each a 1-d float64 buffer of ``n`` numbers (any stride): 0, or -1 with an
+   exception set; ``*taken`` counts the buffers taken, which the caller releases (the
+   one refused among them) */
+static int
+take_columns(PyObject *columns, Py_buffer *cols, Py_ssize_t n_cols, Py_ssize_t n,
+             Py_ssize_t *taken)
+{
+    for (; *taken < n_cols; (*taken)++) {
+        Py_buffer *c = &cols[*taken];
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(columns, *taken), c,
+                               PyBUF_STRIDES | PyBUF_FORMAT) != 0) {
+            return -1;
+        }
+        const char *f = c->format;
+        if (f != NULL && (f[0] == '<' || f[0] == '=' || f[0] == '@')) {
+            f++;
+        }
+        if (c->ndim != 1 || c->shape[0] != n || c->itemsize != 8 || f == NULL ||
+            strcmp(f, "d") != 0) {
+            PyErr_Format(PyExc_ValueError,
+                         "columns[%zd]: a 1-d float64 buffer of %zd numbers is needed", *taken,
+                         n);
+            (*taken)++;
+            return -1;
+        }
+    }
+    return 0;
+}
+
 PyDoc_STRVAR(term_sums_doc,
 "term_sums(codes, columns, terms, n_groups, table)\n\n"
 "The per-group sums of plain_statistics' terms in one pass over the rows: codes (n,)\n"
@@ -654,19 +705,8 @@ term_sums(PyObject *self, PyObject *args)
             goto done;
         }
     }
-    if (PyObject_GetBuffer(codes_obj, &codes_view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) {
-        codes_view.obj = NULL;
+    if (take_codes(codes_obj, &codes_view) != 0) {
         goto done;
-    }
-    {
-        const char *f = codes_view.format;
-        if (f != NULL && (f[0] == '<' || f[0] == '=' || f[0] == '@')) {
-            f++;
-        }
-        if (codes_view.itemsize != 8 || f == NULL || (strcmp(f, "q") != 0 && strcmp(f, "l") != 0)) {
-            PyErr_SetString(PyExc_TypeError, "codes: an int64 buffer is needed");
-            goto done;
-        }
     }
     n = codes_view.len / 8;
     if (take(table_obj, &table_view, 1, n_terms * n_groups, "table") != 0) {
@@ -678,24 +718,8 @@ term_sums(PyObject *self, PyObject *args)
         PyErr_NoMemory();
         goto done;
     }
-    for (; taken < n_cols; taken++) {
-        Py_buffer *c = &cols[taken];
-        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(columns, taken), c,
-                               PyBUF_STRIDES | PyBUF_FORMAT) != 0) {
-            goto done;
-        }
-        const char *f = c->format;
-        if (f != NULL && (f[0] == '<' || f[0] == '=' || f[0] == '@')) {
-            f++;
-        }
-        if (c->ndim != 1 || c->shape[0] != n || c->itemsize != 8 || f == NULL ||
-            strcmp(f, "d") != 0) {
-            PyErr_Format(PyExc_ValueError,
-                         "columns[%zd]: a 1-d float64 buffer of %zd numbers is needed", taken,
-                         n);
-            taken++;
-            goto done;
-        }
+    if (take_columns(columns, cols, n_cols, n, &taken) != 0) {
+        goto done;
     }
     {
         const int64_t *codes = codes_view.buf;
@@ -792,39 +816,12 @@ constant_within(PyObject *self, PyObject *args)
                      MAX_CONSTANT_COLUMNS, PY_SSIZE_T_MAX / (8 * MAX_CONSTANT_COLUMNS));
         goto done;
     }
-    if (PyObject_GetBuffer(codes_obj, &codes_view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) {
-        codes_view.obj = NULL;
+    if (take_codes(codes_obj, &codes_view) != 0) {
         goto done;
     }
-    {
-        const char *f = codes_view.format;
-        if (f != NULL && (f[0] == '<' || f[0] == '=' || f[0] == '@')) {
-            f++;
-        }
-        if (codes_view.itemsize != 8 || f == NULL || (strcmp(f, "q") != 0 && strcmp(f, "l") != 0)) {
-            PyErr_SetString(PyExc_TypeError, "codes: an int64 buffer is needed");
-            goto done;
-        }
-    }
     n = codes_view.len / 8;
-    for (; taken < n_cols; taken++) {
-        Py_buffer *c = &cols[taken];
-        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(columns, taken), c,
-                               PyBUF_STRIDES | PyBUF_FORMAT) != 0) {
-            goto done;
-        }
-        const char *f = c->format;
-        if (f != NULL && (f[0] == '<' || f[0] == '=' || f[0] == '@')) {
-            f++;
-        }
-        if (c->ndim != 1 || c->shape[0] != n || c->itemsize != 8 || f == NULL ||
-            strcmp(f, "d") != 0) {
-            PyErr_Format(PyExc_ValueError,
-                         "columns[%zd]: a 1-d float64 buffer of %zd numbers is needed", taken,
-                         n);
-            taken++;
-            goto done;
-        }
+    if (take_columns(columns, cols, n_cols, n, &taken) != 0) {
+        goto done;
     }
     {
         const int64_t *codes = codes_view.buf;
