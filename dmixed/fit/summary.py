@@ -75,7 +75,12 @@ class OptSummary:
         there a Hessian costs several evaluations (benchmarks/RESULTS.md, seventh
         session); the polish still takes the exact Hessian at the optimum.
     polish_steps : int
-        Newton steps of the final polish.
+        The most Newton steps of the final polish (within ``maxiter``).  The polish
+        ends on its own tests (``newton_decrement``, a step that does not help); the
+        count only bounds it.  A quasi-Newton method can stop far out on a flat
+        variance, where its gradient test passes while ℓ still rises by tens of units
+        (residual noise 1e-4 next to group effects of 1: Ψ* near 1e8), and the Newton
+        steps from there need more than the handful a handed-over optimum does.
     newton_gtol : float
         Newton steps stop without computing the Hessian when ``max |∂ℓ/∂θ_j|`` is at
         most this times n (0: always judge by ``newton_decrement``, which does not
@@ -150,7 +155,7 @@ class OptSummary:
     newton_first_steps: int = _setting(6)
     newton_first_contraction: float = _setting(0.25)
     newton_secant_rows: int = _setting(100_000)
-    polish_steps: int = _setting(6)
+    polish_steps: int = _setting(30)
     newton_gtol: float = _setting(0.0)
     newton_decrement: float = _setting(1e-18)
     newton_llf_rtol: float = _setting(1e-12)
