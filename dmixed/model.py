@@ -575,7 +575,11 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         Warns
         -----
         FitConvergenceWarning
-            A method did not converge (and the next is tried), or none did.
+            A method did not converge (and the next is tried), or none did; or
+            ``maxiter`` (or the polish's count of Newton steps) ended the iterations
+            where a Newton step still promises ℓ a rise above
+            ``DEFAULTS.converged_rise`` (``converged`` is then False, as statsmodels
+            reports a fit stopped by ``maxiter``).
         BoundaryWarning
             The estimate is on the boundary of the parameter space.
         """

@@ -29,6 +29,16 @@ def warn_convergence(opt: OptSummary) -> None:
             FitConvergenceWarning,
             stacklevel=3,
         )
+    elif not opt.converged and opt.final_rise > opt.converged_rise:
+        warnings.warn(
+            f"the optimizer did not converge: a Newton step from the estimates promises "
+            f"llf a rise of {opt.final_rise:.3g} (more than converged_rise = "
+            f"{opt.converged_rise:.3g}) although max |gradient of llf/n| = "
+            f"{opt.grad_norm:.3g}; the iterations stopped short of the maximum (maxiter, "
+            "or a flat likelihood in these parameters' units)",
+            FitConvergenceWarning,
+            stacklevel=3,
+        )
     elif not opt.converged:
         warnings.warn(
             f"the optimizer did not converge: max |gradient of llf/n| = {opt.grad_norm:.3g}",

@@ -137,6 +137,9 @@ class _Optimization:
         #: the point is the optimum: the point (packed, as bytes), the variances settled
         #: at zero and the coordinates; Newton steps asked for again there stop as well
         self.settled: tuple[bytes, tuple[str, ...], bool] | None = None
+        #: where :meth:`newton_steps` last stopped because its count of steps ran out
+        #: (or ``maxiter`` left none), not a test: the point and the settled variances
+        self.cut_short: tuple[bytes, tuple[str, ...]] | None = None
         #: the last :meth:`interior` (the point, as bytes, and its answer)
         self.last_interior: tuple[bytes, bool] | None = None
 
@@ -343,10 +346,13 @@ class _Optimization:
         constraint in the packed coordinates that the plain-θ Newton step cannot keep.
         """
         if self.free.all():
+            left = self.iterations_left(steps)
+            if left == 0 < steps:  # maxiter spent before the polish
+                self.cut_short = (self.x.tobytes(), tuple(boundary))
             self.x = self.newton_steps(
                 self.x,
                 boundary,
-                steps=self.iterations_left(steps),
+                steps=left,
                 shifted=bool(self.summary.methods) and self.summary.methods[-1] == "newton",
             )
 
@@ -367,6 +373,12 @@ class _Optimization:
             converged = gnorm <= max(s.gtol, s.convergence_floor)
         s.resolution_edge = obj.at_resolution_edge(ev, self.free)
         converged = converged and not s.resolution_edge
+        if converged and self.cut_short == (self.x.tobytes(), tuple(boundary)):
+            # the polish's count (or maxiter) ended the Newton steps here, not their
+            # tests: a gradient test alone passes far out on a flat variance with ℓ
+            # still rising by units; the Newton decrement does not depend on the units
+            s.final_rise = self.promised_rise(boundary, ev)
+            converged = not s.final_rise > s.converged_rise
         self.record(self.x[self.free], "final")
         s.history[-1]["grad_norm"] = gnorm
         s.packed = self.x
@@ -531,6 +543,9 @@ class _Optimization:
             moved = True
             if on_step is not None:
                 on_step(cur_packed)
+        else:
+            # every step taken, none stopped by a test: the count ended them
+            self.cut_short = (cur_packed.tobytes(), tuple(boundary))
         if not moved:
             return x
         before = obj.evaluate(x).llf  # both points were evaluated: no round trip here
@@ -586,6 +601,30 @@ class _Optimization:
             # and the Hessian there, where the steps made it (the standard errors)
             obj.keep_hessian(final.packed, final.prof.beta, *final.hessian)
         return out.final.packed
+
+    def promised_rise(self, boundary: list[str], ev: Evaluation) -> float:
+        """The rise of ℓ a Newton step from the current point promises in the
+        parameters not settled at zero (its decrement ``g'(−H)⁻¹g / 2``, the plain log
+        coordinates; a modified step where ``H`` is not negative definite): one
+        Hessian round trip unless the steps made it here.  NaN where there is no such
+        step (a singular Ψ* that is not a settled zero variance, no curvature)."""
+        obj, layout = self.obj, self.obj.layout
+        movable = ~layout.boundary_mask(boundary, use_sqrt=False)
+        psi, tau = layout.unpack(self.x, obj.use_sqrt)
+        bound = self.summary.singular_eigenvalue
+        if not boundary and small_linalg.smallest_eigenvalue(psi, bound) <= bound:
+            return math.nan  # the polish leaves such a point as is; so does the test
+        if ev.step is None:
+            return math.nan
+        theta = layout.pack(psi, tau, use_sqrt=False)
+        d_psi, d_tau = obj.score_parts(ev)
+        grad = layout.score_packed(d_psi, d_tau, theta, use_sqrt=False)[movable]
+        curvature = self.profiled_hessian(self.x, movable, ev)
+        if curvature is None:
+            return math.nan
+        shift = np.zeros(layout.n_params)
+        step = self.newton_direction(curvature, grad, theta, movable, shift, False)
+        return math.nan if step is None else float(step.rise)
 
     def profiled_hessian(
         self, packed: np.ndarray, movable: np.ndarray, ev: Evaluation | None = None

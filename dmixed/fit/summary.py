@@ -90,6 +90,15 @@ class OptSummary:
         step promises) is at most this times n: parameters then sit within about
         ``√(2·newton_decrement)`` of the optimum relative to their standard errors' scale,
         whatever their units.
+    converged_rise : float
+        Where every parameter is free and the polish did not end on its own tests at
+        the final point (it ran out of steps or ``maxiter``, a step did not help, or a
+        quasi-Newton method stopped on its gradient test far out on a flat variance),
+        the fit is converged only if a Newton step from there promises ℓ a rise of at
+        most this (the decrement ``g'(−H)⁻¹g / 2``, in units of ℓ; the parameters then
+        sit within about ``√(2·converged_rise)`` standard errors of the optimum,
+        whatever their units; lme4's ``check.conv.grad`` tests the scaled gradient
+        ``H⁻¹g`` in the same spirit).
     newton_llf_rtol : float
         A Newton step (and the polish as a whole) is kept when ℓ drops by at most this
         relative amount (``· max(1, |ℓ|)``).
@@ -122,8 +131,13 @@ class OptSummary:
     grad_norm : float
         Final scaled gradient over the free parameters not settled on the boundary.
     converged : bool
-        Whether ``grad_norm`` reached ``max(gtol, convergence_floor)`` (and the point is
-        not at the resolution edge).
+        Whether ``grad_norm`` reached ``max(gtol, convergence_floor)``, the point is
+        not at the resolution edge, and (every parameter free, the polish not ended on
+        its own tests there) ``final_rise`` is at most ``converged_rise``.
+    final_rise : float
+        The rise of ℓ a Newton step from the final point promises, where the fit
+        computed it to judge convergence (see ``converged_rise``); NaN elsewhere (and in
+        saved results).
     resolution_edge : bool
         The optimum lies beyond what the float64 statistics resolve: ℓ still rises
         toward points the objective rejects
@@ -158,6 +172,7 @@ class OptSummary:
     polish_steps: int = _setting(30)
     newton_gtol: float = _setting(0.0)
     newton_decrement: float = _setting(1e-18)
+    converged_rise: float = _setting(1e-6)
     newton_llf_rtol: float = _setting(1e-12)
     newton_halvings: int = _setting(20)
     singular_eigenvalue: float = _setting(1e-8)
@@ -177,6 +192,7 @@ class OptSummary:
     #: the optimizer stopped where the statistics' rounding starts to dominate ``Q``,
     #: with ℓ still rising beyond (``converged`` is then False)
     resolution_edge: bool = False
+    final_rise: float = np.nan
     boundary: list[str] = field(default_factory=list)
     # -- optimizer and fit log -----------------------------------------------------------
     methods: list[str] = field(default_factory=list)

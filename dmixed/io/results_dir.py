@@ -132,6 +132,7 @@ _OPTIMIZER_KEYS = (
     "grad_norm",
     "n_held",
     "resolution_edge",
+    "final_rise",
 )
 
 
@@ -283,7 +284,7 @@ def _names_from(model: dict) -> ModelNames:
 def _optimizer_fields(fit: dict) -> dict:
     """The optimizer's settings and start, added to the fit section later (None or
     absent in older directories: the defaults, no start)."""
-    initial, initial_llf, grad_norm, n_held, edge = (fit.get(k) for k in _OPTIMIZER_KEYS[1:])
+    initial, initial_llf, grad_norm, n_held, edge, rise = (fit.get(k) for k in _OPTIMIZER_KEYS[1:])
     return {
         "optimizer_settings": dict(fit.get("optimizer_settings") or {}),
         "initial_params": None if initial is None else np.asarray(initial, dtype=np.float64),
@@ -291,6 +292,7 @@ def _optimizer_fields(fit: dict) -> dict:
         "grad_norm": np.nan if grad_norm is None else float(grad_norm),
         "n_held": int(n_held or 0),
         "resolution_edge": bool(edge or False),
+        "final_rise": np.nan if rise is None else float(rise),
     }
 
 

@@ -99,6 +99,10 @@ class ResultsState:
         The packed covariance parameters the optimizer started from (None: not saved).
     initial_llf, grad_norm : float
         ℓ at the start; the final scaled gradient norm (NaN: not saved).
+    final_rise : float
+        The rise of ℓ a Newton step from the estimates promised where the fit judged
+        its convergence by it (:class:`~dmixed.fit.summary.OptSummary`; NaN: not
+        computed, or not saved).
     resolution_edge : bool
         The optimizer stopped where the statistics could not resolve ``Q`` further
         with ℓ still rising (:class:`~dmixed.fit.summary.OptSummary`; False where not
@@ -170,6 +174,7 @@ class ResultsState:
     initial_params: np.ndarray | None = None
     initial_llf: float = np.nan
     grad_norm: float = np.nan
+    final_rise: float = np.nan
     resolution_edge: bool = False
     n_held: int = 0
     cov_fe_statistics: np.ndarray | None = None
@@ -197,6 +202,7 @@ class ResultsState:
         record.packed = np.asarray(self.packed_params)
         record.llf = self.llf
         record.grad_norm = self.grad_norm
+        record.final_rise = self.final_rise
         record.resolution_edge = bool(self.resolution_edge)
         record.converged = self.converged
         record.boundary = list(self.boundary)

@@ -342,6 +342,7 @@ def record_fit(
         vc_empty_cols=empty_slots(model, stats.group_labels),
         k_constant=constant_of_fit(model, stats),
         grad_norm=float(optimize_result.grad_norm),
+        final_rise=float(optimize_result.final_rise),
         resolution_edge=bool(optimize_result.resolution_edge),
         statistics_columns=coords.columns,
         weight_scale=weight_scale,

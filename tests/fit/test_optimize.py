@@ -509,3 +509,65 @@ def test_a_fit_whose_quasi_newton_stops_far_out_on_a_flat_variance_reaches_the_m
     # the maximum statsmodels' estimate leads to (3419.3076…; statsmodels itself stops
     # at 3408.89 there)
     assert res.llf > 3419.30
+
+
+#: ℓ's maximum on :func:`_tiny_noise_frame` (REML; reached from statsmodels' estimate)
+_TINY_NOISE_TOP = 3419.307617680642
+
+
+@pytest.mark.parametrize("maxiter", [5, 10, 15, 20, 25, 30, 40, 60, 100])
+def test_a_fit_cut_short_by_maxiter_is_converged_only_at_the_maximum(maxiter):
+    """``maxiter`` ends the iterations before the polish's tests do: the gradient test
+    alone (1.7e-8 far out on the flat variance) said converged at ℓ 80 and 176 units
+    below the maximum (maxiter 5 and 30).  Converged now means a Newton step from the
+    estimates promises ℓ no rise above ``converged_rise``; a fit that is not says so."""
+    model = MixedLM.from_formula("y ~ x", _tiny_noise_frame(), groups="g", re_formula="1 + x")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = model.fit(maxiter=maxiter)
+    convergence = [w for w in caught if issubclass(w.category, FitConvergenceWarning)]
+    if res.converged:
+        assert res.llf >= _TINY_NOISE_TOP - 1e-6
+        assert not convergence
+    else:
+        assert res.llf < _TINY_NOISE_TOP - 1e-7
+        assert any("promises llf a rise" in str(w.message) for w in convergence)
+    if maxiter >= 60:  # enough iterations: the polish ends on its tests at the maximum
+        assert res.converged
+
+
+def test_the_polish_cut_by_its_count_is_judged_by_the_newton_decrement(monkeypatch, tmp_path):
+    """With six polish steps (the bound before 585f8c8) the fit stops 30 units below
+    the maximum with a gradient under the floor: not converged, and the warning gives
+    the rise a Newton step still promises (the record's ``final_rise``)."""
+    monkeypatch.setattr(DEFAULTS, "polish_steps", 6)
+    model = MixedLM.from_formula("y ~ x", _tiny_noise_frame(), groups="g", re_formula="1 + x")
+    # also warned: how well σ̂² ~ 1e-8 is resolved next to y's spread of ~2, and the
+    # Hessian where the steps were cut short (not negative definite there)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = model.fit()
+    kinds = {w.category for w in caught}
+    assert kinds <= {FitConvergenceWarning, dmixed.PrecisionWarning, dmixed.SingularHessianWarning}
+    assert any("promises llf a rise" in str(w.message) for w in caught)
+    assert not res.converged
+    assert res.llf < _TINY_NOISE_TOP - 1.0
+    # the record's judge: a Newton step promises more than converged_rise from there;
+    # saved with the results
+    assert res.optimizer.final_rise > DEFAULTS.converged_rise
+    res.save(tmp_path / "out")
+    back = dmixed.load(tmp_path / "out")
+    assert back.optimizer.final_rise == res.optimizer.final_rise
+    assert not back.converged
+
+
+def test_polish_steps_zero_keeps_the_gradient_verdict(monkeypatch):
+    """``polish_steps=0`` asks for no polish (the bootstrap's refits judge their Newton
+    steps themselves): no Hessian is made to judge the end, the gradient test decides."""
+    monkeypatch.setattr(DEFAULTS, "polish_steps", 0)
+    model = MixedLM.from_formula("y ~ x", _tiny_noise_frame(), groups="g", re_formula="1 + x")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = model.fit()
+    assert res.converged
+    assert np.isnan(res.optimizer.final_rise)
