@@ -363,7 +363,7 @@ def test_a_covariate_in_the_millions_raises_no_linalg_error():
     assert np.all(np.isfinite(res.fe_params))
 
 
-def _far_off_model():
+def _far_off_model(use_sqrt: bool = False):
     """A slope's column in the millions (1e6 x1) with a random intercept and slope: a
     slope variance of 1 in those units is 1e12 too large, where ``X'V*⁻¹X`` is near
     singular (REML's ``log|A|`` known to about 3e-3 units)."""
@@ -373,7 +373,7 @@ def _far_off_model():
     y = 1 + x1 + rng.normal(size=40)[g] + 0.6 * rng.normal(size=40)[g] * x1
     y = y + 0.6 * rng.normal(size=g.size)
     exog = np.column_stack([np.ones(g.size), 1e6 * x1])
-    return MixedLM(y, exog, g, exog_re=exog, use_sqrt=False)
+    return MixedLM(y, exog, g, exog_re=exog, use_sqrt=use_sqrt)
 
 
 def test_a_masked_fit_started_far_off_in_its_units_is_not_converged():
@@ -393,6 +393,23 @@ def test_a_masked_fit_started_far_off_in_its_units_is_not_converged():
     assert not res.converged
     ok = _far_off_model().fit(free=[1, 0, 1], start_params=[1.0, 0.0, 1e-12], method="lbfgs")
     assert ok.converged and ok.llf > res.llf + 10
+
+
+@pytest.mark.parametrize("use_sqrt", [False, True])
+def test_a_fit_started_where_the_factor_is_not_resolved_is_not_reported_converged(use_sqrt):
+    """Every parameter free, started at a slope variance 1e12 too large in its units:
+    every point around the start is one where ``X'V*⁻¹X``'s factor does not resolve ℓ,
+    so the fit stays at its start and says so, not converged (accepting those points,
+    the steps stopped 520 units below the maximum on a gradient tiny in those units and
+    reported convergence)."""
+    model = _far_off_model(use_sqrt)
+    with pytest.warns(dmixed.FitConvergenceWarning):
+        with pytest.warns(dmixed.PrecisionWarning, match="ended at its start"):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", dmixed.SingularHessianWarning)
+                res = model.fit(start_params=[1.0, 0.0, 1.0])
+    assert not res.converged
+    assert _far_off_model().fit().llf > res.llf + 500
 
 
 def test_a_fit_held_where_the_factor_is_not_resolved_says_so():
