@@ -583,6 +583,11 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             A method did not converge (and the next is tried), or none did.
         BoundaryWarning
             The estimate is on the boundary of the parameter space.
+        PrecisionWarning
+            The residual variance is resolved only coarsely by the float64 statistics;
+            or the fit ended at its start, where ``X'V*⁻¹X`` is singular to the rounding
+            of its sums so that the llf there is not resolved (the optimizer refuses
+            every such point beyond a start).
         """
         settings = check_fit_options(  # before the data pass
             cov_fe, check_nobs, method, reml=reml, skip_hessian=skip_hessian,

@@ -116,7 +116,7 @@ def warn_unresolved_start(ev, glob, reml: bool) -> bool:
         "log-likelihood: X'V^-1 X is singular to the rounding of its sums (the fixed "
         "effects' columns nearly indistinguishable after the random effects, as at very "
         f"large or perfectly correlated variances), so the llf may be off by about "
-        f"{0.5 * ev.prof.fac * share:.1g} or more; the optimizer accepted no point "
+        f"{0.5 * ev.prof.fac * share:.1g}; the optimizer accepted no point "
         "beyond it: give start_params where the variances are moderate, or centre the "
         "columns whose values are large next to their spread",
         PrecisionWarning,
