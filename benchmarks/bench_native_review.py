@@ -226,6 +226,7 @@ def _arguments():
             10.0,
             0.0,
             1e-5,
+            0.1,
             True,
             np.empty(4),
             np.empty((9, 4)),

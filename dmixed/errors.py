@@ -169,7 +169,9 @@ class DroppedRowsWarning(DmixedWarning):
 class PrecisionWarning(DmixedWarning):
     """The statistics resolve the residual variance only coarsely: σ̂² is so small next
     to the spread of the response that float64 sums carry a visible relative error
-    (:func:`dmixed.fit.objective.resolution`)."""
+    (:func:`dmixed.fit.objective.resolution`); or the fit ended at its start, where
+    ``X'V*⁻¹X`` is singular to the rounding of its sums
+    (:func:`dmixed.fit.objective.factor_resolution`)."""
 
 
 class NumericFactorWarning(DmixedWarning):

@@ -41,7 +41,12 @@ from .design.partitions import select_columns
 from .design.scope import capture
 from .design.vc import LevelNames
 from .errors import BadValuesError, DataError, SpecError
-from .fit.fit_warnings import warn_boundary, warn_convergence, warn_precision
+from .fit.fit_warnings import (
+    warn_boundary,
+    warn_convergence,
+    warn_precision,
+    warn_unresolved_start,
+)
 from .fit.model_methods import LikelihoodMethods
 from .fit.model_statistics import ModelStatistics
 from .fit.optimize import maximize
@@ -582,6 +587,11 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             reports a fit stopped by ``maxiter``).
         BoundaryWarning
             The estimate is on the boundary of the parameter space.
+        PrecisionWarning
+            The residual variance is resolved only coarsely by the float64 statistics;
+            or the fit ended at its start, where ``X'V*⁻¹X`` is singular to the rounding
+            of its sums so that the llf there is not resolved (the optimizer refuses
+            every such point beyond a start).
         """
         settings = check_fit_options(  # before the data pass
             cov_fe, check_nobs, method, reml=reml, skip_hessian=skip_hessian,
@@ -610,6 +620,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         obj.release_lean()  # the optimizer is done with them
         if opt.repack(stats.layout, self.use_sqrt):
             obj = objective(stats, coords, reml, self.use_sqrt)
+            obj.add_start(opt.initial)  # the start, repacked: still the fit's start
         ev = obj.evaluate(opt.packed)
         unpacked = stats.layout.unpack(opt.packed, self.use_sqrt)  # (Ψ, τ): both ask
         if ev.prof is None:
@@ -625,6 +636,8 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             )
         warn_convergence(opt)
         warn_precision(ev, stats.glob)
+        if obj.is_start(opt.packed):  # the only point whose factor may be unresolved
+            warn_unresolved_start(ev, stats.glob, reml)
         warn_boundary(self, opt, stats.layout, unpacked[0])
         # the Hessian's basis is the plain packing, the mask's own (fit_start's, which
         # the optimizer reads and leaves as it is)

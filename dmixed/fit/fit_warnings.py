@@ -10,10 +10,22 @@ import numpy as np
 from ..errors import BoundaryWarning, FitConvergenceWarning, PrecisionWarning
 from ..kernels import small_linalg
 from ..stats import Layout
-from .objective import resolution, statistics_resolution
+from .objective import (
+    FACTOR_UNRESOLVED,
+    factor_resolution,
+    resolution,
+    resolution_verdict,
+    statistics_resolution,
+)
 from .summary import OptSummary
 
-__all__ = ["PRECISION_WARN_ABOVE", "warn_boundary", "warn_convergence", "warn_precision"]
+__all__ = [
+    "PRECISION_WARN_ABOVE",
+    "warn_boundary",
+    "warn_convergence",
+    "warn_precision",
+    "warn_unresolved_start",
+]
 
 
 def warn_convergence(opt: OptSummary) -> None:
@@ -21,11 +33,13 @@ def warn_convergence(opt: OptSummary) -> None:
     (saying why where it stopped at the edge of the statistics' resolution)."""
     if opt.resolution_edge:
         warnings.warn(
-            "the optimizer did not converge: the likelihood still rises toward a smaller "
-            "residual variance, where the rounding of the float64 statistics is as large "
-            "as the residual sum of squares itself (the response is linear in the "
-            "covariates within the groups up to rounding), so the optimum is beyond what "
-            "the statistics resolve; the fit stopped at the edge of that region",
+            "the optimizer did not converge: the likelihood still rises toward points "
+            "where the float64 statistics do not resolve it (a residual variance so "
+            "small that their rounding is as large as the residual sum of squares "
+            "itself, the response linear in the covariates within the groups up to "
+            "rounding; or X'V^-1 X singular to the rounding of its sums), so the optimum "
+            "is beyond what the statistics resolve; the fit stopped at the edge of that "
+            "region",
             FitConvergenceWarning,
             stacklevel=3,
         )
@@ -93,3 +107,29 @@ def warn_precision(ev, glob) -> None:
             PrecisionWarning,
             stacklevel=3,
         )
+
+
+def warn_unresolved_start(ev, glob, reml: bool) -> bool:
+    """A PrecisionWarning when the fit reports its start (``ev``, the evaluation there)
+    and ``X'V*⁻¹X``'s factor does not resolve ℓ there
+    (:func:`~dmixed.fit.objective.resolution_verdict`): a start is accepted so
+    (:func:`~dmixed.fit.objective.out_of_resolution`), every point the optimizer moves
+    to is not, so the fit ends there only where it could not move.  Returns whether it
+    warned."""
+    if ev.prof is None or ev.step is None:
+        return False
+    if resolution_verdict(ev.step, ev.prof, glob, reml) != FACTOR_UNRESOLVED:
+        return False
+    share = resolution(ev.step, ev.prof, glob) + factor_resolution(ev.step, ev.prof, glob, reml)
+    warnings.warn(
+        "the fit ended at its start, where the float64 sums do not resolve the "
+        "log-likelihood: X'V^-1 X is singular to the rounding of its sums (the fixed "
+        "effects' columns nearly indistinguishable after the random effects, as at very "
+        f"large or perfectly correlated variances), so the llf may be off by about "
+        f"{0.5 * ev.prof.fac * share:.1g}; the optimizer accepted no point "
+        "beyond it: give start_params where the variances are moderate, or centre the "
+        "columns whose values are large next to their spread",
+        PrecisionWarning,
+        stacklevel=3,
+    )
+    return True

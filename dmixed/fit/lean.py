@@ -15,7 +15,8 @@ intercept), :class:`LeanSteps` runs the same loop on the whole-block sums of
 tests (gradient, contraction, secant, decrement), the same coordinates
 (:func:`~dmixed.fit.newton_coords.newton_step`), the same line search and the same
 rejections (ℓ or its score not finite, ``X'V*⁻¹X`` not positive definite, ``Q`` not
-resolved), with ℓ, its score and the profiled Hessian from the formulas of
+resolved, or ``X'V*⁻¹X``'s factor not resolved at a point other than the objective's
+starts), with ℓ, its score and the profiled Hessian from the formulas of
 :mod:`~dmixed.fit.objective`.  The sums over groups are added in another order than the
 per-chunk kernels add them, so the points agree with the general path's to rounding
 (``tests/fit/test_lean.py``), not bit for bit.  Where anything else happens (a trial
@@ -48,13 +49,17 @@ from .newton_rules import (
     slow_steps,
 )
 from .objective import (
+    FACTOR_UNRESOLVED,
+    PIVOT_RESOLUTION_LIMIT,
     RESOLUTION_LIMIT,
+    RESOLVED,
+    UNRESOLVED,
     Profile,
     hessian,
     loglike,
     loglike_constant,
-    out_of_resolution,
     profile,
+    resolution_verdict,
     score_matrices,
     value_loglike,
 )
@@ -273,8 +278,9 @@ class LeanSteps:
         :func:`~dmixed.fit.objective.loglike`,
         :func:`~dmixed.fit.objective.score_matrices` and
         :func:`~dmixed.fit.objective.out_of_resolution` for ``r = 1, 2``, written out on
-        the whole-block sums); with whether the point was rejected because ``Q`` is not
-        resolved.
+        the whole-block sums); with whether the point was rejected because ℓ is not
+        resolved there (``Q``, or ``A``'s factor where ``packed`` is not one of the
+        objective's starts).
 
         For ``r = 2`` in one pass: the sums that need ``Λ`` alone
         (:meth:`~dmixed.kernels.dense2.Dense2Statistics.step`), the profile
@@ -315,7 +321,7 @@ class LeanSteps:
         score = [2.0 * (d00 * l00 + d01 * l10), 2.0 * (d01 * l00 + d11 * l10), 2.0 * (d11 * l11)]
         if not (math.isfinite(llf) and all(map(math.isfinite, score))):
             return nowhere(packed), False
-        if self.unresolved(step.m, prof):
+        if self.refused(self.verdict(step.m, prof), packed):
             return nowhere(packed), True
         d_psi = np.array([[d00, d01], [d01, d11]])
         grad = np.array([d00, 2.0 * d01, d11])
@@ -355,6 +361,7 @@ class LeanSteps:
             self._fac,
             self._const,
             RESOLUTION_LIMIT,
+            PIVOT_RESOLUTION_LIMIT,
             self.obj.reml,
             inv_d,
             rows,
@@ -365,8 +372,9 @@ class LeanSteps:
             beta,
             numbers,
         )
-        if status != 2:  # 1: Q not resolved
-            return nowhere(packed), status == 1
+        # 1: Q not resolved; 3: A's factor not resolved (accepted at a start alone)
+        if status != 2 and (status != 3 or not self.obj.is_start(packed)):
+            return nowhere(packed), status != 0
         llf, logdet, logdet_a, q, d00, d01, d11, *score, b00, b01, b11, det_b, s00, s01, s11 = (
             numbers.tolist()
         )
@@ -421,7 +429,7 @@ class LeanSteps:
         score = self.layout.score_packed(d_psi, d_tau, packed, True)
         if not (math.isfinite(llf) and np.isfinite(score).all()):
             return nowhere(packed), False
-        if out_of_resolution(sums, prof, glob):
+        if self.refused(resolution_verdict(sums, prof, glob, obj.reml), packed):
             return nowhere(packed), True
         grad = np.array([d_psi[0, 0]])
         self._last = LeanPoint(packed, llf, score, grad, lam, step, sums, prof, d_psi)
@@ -464,7 +472,8 @@ class LeanSteps:
         if prof is None:
             return -math.inf
         llf = self.loglike(logdet, prof)
-        if not math.isfinite(llf) or self.unresolved(m, prof):
+        # a start's value (the start selection's): refused for Q alone
+        if not math.isfinite(llf) or self.verdict(m, prof) == UNRESOLVED:
             return -math.inf
         return llf
 
@@ -522,21 +531,53 @@ class LeanSteps:
             llf -= 0.5 * prof.logdet_a
         return llf
 
-    def unresolved(self, m: np.ndarray, prof: Profile) -> bool:
-        """:func:`~dmixed.fit.objective.out_of_resolution` without the pivot (its
-        statistics' resolution is 0 then)."""
-        # |w|'(|[X y]'[X y]| + |m|)|w| is at most (Σ|w|)² (max|[X y]'[X y]| + max|m|):
-        # where that bound (a little over, for its own rounding) passes, so does the sum
-        # max|m| in floats (a NaN in m leaves the point resolved either way: a NaN
-        # bound passes below, a finite one reaches the sum, which is NaN then)
-        w_sum = 1.0 + sum(map(abs, prof.beta.tolist()))
-        bound = w_sum * w_sum * (self._max_xyxy + max(map(abs, m.ravel().tolist())))
-        bound *= 1.0 + 1e-9
-        if not _EPS * bound / prof.q > RESOLUTION_LIMIT:
+    def refused(self, verdict: int, packed: np.ndarray) -> bool:
+        """Whether the :func:`~dmixed.fit.objective.resolution_verdict` ``verdict`` at
+        ``packed`` refuses the point (:func:`~dmixed.fit.objective.out_of_resolution`:
+        ``A``'s factor not resolved refuses every point but a start)."""
+        if verdict == RESOLVED:
             return False
+        return verdict == UNRESOLVED or not self.obj.is_start(packed)
+
+    def verdict(self, m: np.ndarray, prof: Profile) -> int:
+        """:func:`~dmixed.fit.objective.resolution_verdict` without the pivot (its
+        statistics' resolution is 0 then): :func:`~dmixed.fit.objective.resolution`
+        (``Q``), then with :func:`~dmixed.fit.objective.factor_resolution`, whose
+        ``|δ'Aδ|`` is ``|b'β̂| = |T_pp − Q|`` here (``T = [X y]'V*⁻¹[X y]``, about
+        β₀ = 0), and :func:`~dmixed.fit.objective.pivot_resolution` (``A``'s factor)."""
+        # with S = |[X y]'[X y]| + |m| and t = max S (at most max|[X y]'[X y]| + max|m|,
+        # which also bounds A's diagonal): |w|'S|w| ≤ (Σ|w|)² t, the factor's
+        # Σ|A⁻¹_xy| √(A_xx A_yy) and K/ε = Σ|A⁻¹| ∘ S_xx ≤ Σ|A⁻¹| t, and r'|A⁻¹|r ≤
+        # ε² (Σ|w|)² t² Σ|A⁻¹|: where those bounds (a little over, for their own
+        # rounding) pass, so do the sums in floats (a NaN in m leaves the point resolved
+        # either way: a NaN bound passes below, a finite one reaches the sums, NaN then)
+        m_list = m.ravel().tolist()
+        top = self._max_xyxy + max(map(abs, m_list))
+        w_sum = 1.0 + sum(map(abs, prof.beta.tolist()))
+        made = abs((self._xyxy_pp - m_list[-1]) - prof.q)
+        log_share = prof.q / self._fac if self.obj.reml else 0.0
+        a_sum = sum(map(abs, prof.a_inv.ravel().tolist()))
+        bound = (w_sum * w_sum * (1.0 + _EPS * top * a_sum) + a_sum * (made + log_share)) * top
+        bound *= 1.0 + 1e-9
+        pivot_bound = _EPS * a_sum * top * (1.0 + 1e-9)
+        if not (_EPS * bound / prof.q > RESOLUTION_LIMIT or pivot_bound > PIVOT_RESOLUTION_LIMIT):
+            return RESOLVED
         abs_w = np.abs(prof.w)
-        size = float(abs_w @ (self._abs_xyxy + np.abs(m)) @ abs_w)
-        return _EPS * size / prof.q > RESOLUTION_LIMIT
+        big_s = self._abs_xyxy + np.abs(m)
+        p = prof.beta.size
+        abs_inv = np.abs(prof.a_inv)
+        root = np.sqrt(np.abs(np.diagonal(prof.a)))
+        r = _EPS * (big_s[:p] @ abs_w)
+        k = _EPS * float((abs_inv * big_s[:p, :p]).sum())
+        share = _EPS * float(abs_w @ big_s @ abs_w)
+        if share / prof.q > RESOLUTION_LIMIT:
+            return UNRESOLVED
+        share += _EPS * float(root @ abs_inv @ root) * made
+        share += float(r @ abs_inv @ r)
+        share += k * log_share
+        if k > PIVOT_RESOLUTION_LIMIT or share / prof.q > RESOLUTION_LIMIT:
+            return FACTOR_UNRESOLVED
+        return RESOLVED
 
     def profiled_hessian(
         self, point: LeanPoint

@@ -289,25 +289,140 @@ def unresolved_within_limit(glob: GlobalStats) -> bool:
     return not pivot.q > 0 or rounding / pivot.q > STATISTICS_RESOLUTION_LIMIT
 
 
-def out_of_resolution(step: StepSums, prof: Profile, glob: GlobalStats) -> bool:
-    """Whether the optimizer must reject the point: :func:`resolution` above
-    :data:`RESOLUTION_LIMIT` or :func:`statistics_resolution` above
-    :data:`STATISTICS_RESOLUTION_LIMIT`."""
-    if resolution(step, prof, glob) > RESOLUTION_LIMIT:
-        return True
-    return statistics_resolution(prof, glob) > STATISTICS_RESOLUTION_LIMIT
+#: ... and where :func:`pivot_resolution` exceeds this: a pivot of ``A = X'V*⁻¹X`` is
+#: then within a tenth of its own rounding of zero, so that whether ``A`` is positive
+#: definite at all (whether ℓ is defined there) is rounding, which the extension's
+#: sums, numpy's and the general path's decide each their own way (and β̂ is not known
+#: to a tenth along that direction), whatever the criterion.
+PIVOT_RESOLUTION_LIMIT = 0.1
+
+
+def _factor_parts(step: StepSums, prof: Profile, glob: GlobalStats) -> tuple[float, float]:
+    """``(K, the factor's rounding of Q)`` of :func:`factor_resolution` (both 0 without
+    fixed effects)."""
+    p = prof.beta.shape[0]
+    if not p:
+        return 0.0, 0.0
+    pivot = within_pivot(glob) if prof.beta0 is not None else None
+    if pivot is None or prof.beta0 is None:
+        size = np.abs(glob.xyxy[:p]) + np.abs(step.m[:p])
+        delta = prof.beta
+    else:
+        assert glob.within is not None  # a pivot is made of it
+        size = np.abs(glob.within[:p]) + np.abs(step.between[:p])
+        delta = prof.beta - prof.beta0
+    abs_inv = np.abs(prof.a_inv)
+    root = np.sqrt(np.abs(np.diagonal(prof.a)))
+    q_share = _EPS * float(root @ abs_inv @ root) * abs(float(delta @ prof.a @ delta))
+    r = _EPS * (size @ np.abs(prof.w))
+    q_share += float(r @ abs_inv @ r)
+    return _EPS * float((abs_inv * size[:, :p]).sum()), q_share
+
+
+def pivot_resolution(step: StepSums, prof: Profile, glob: GlobalStats) -> float:
+    """``K = ε Σ_xy |A⁻¹_xy| s_xy``: the relative rounding of ``|A|`` and of the
+    smallest pivot of ``A = X'V*⁻¹X`` from the rounding of its entries
+    (:func:`factor_resolution`); 0 without fixed effects."""
+    return _factor_parts(step, prof, glob)[0]
+
+
+def factor_resolution(step: StepSums, prof: Profile, glob: GlobalStats, reml: bool) -> float:
+    """The rounding that ``A = X'V*⁻¹X`` and its factor add to ℓ, in the units of
+    :func:`resolution` (a relative error of ``Q``; ℓ off by about (f/2) times it).
+
+    Three parts, each ``O(p²)``, with ``s`` the size of the numbers each entry of
+    ``[X y]'V*⁻¹[X y]`` is the difference of (``|[X y]'[X y]| + |Σ m_i|``, or about the
+    within-group pivot ``|W| + |between|``: :func:`resolution`'s sizes):
+
+    - REML's ``−½ log|A|``: entries of ``A`` off by ``ε s`` move ``log|A|`` by
+      ``tr(A⁻¹ δA)``, up to ``K = ε Σ_xy |A⁻¹_xy| s_xy`` (the smallest pivot against
+      the rounding of the sums it is made of, :func:`pivot_resolution`); ``K / f`` in
+      these units;
+    - the factor's own arithmetic: ``A⁻¹`` (``L⁻ᵀL⁻¹``) is off by about
+      ``κ = ε Σ_xy |A⁻¹_xy| √(A_xx A_yy)`` relative (the condition of ``A`` scaled to a
+      unit diagonal, which the factor's rounding does not see), and with it the part
+      ``b'A⁻¹b`` (``g'A⁻¹g = δ'Aδ`` about the pivot, ``δ = β̂ − β₀``) that ``Q`` is the
+      remainder of: ``κ |δ'Aδ| / Q``;
+    - the sums' rounding through β̂: ``Q`` is stationary in β̂, so ``r = ε s_x·|w|``
+      (``w = [−β̂; 1]``) moves it by the second-order ``r'|A⁻¹|r / Q``.
+
+    Below ε times ordinary condition numbers, and beyond 1 where ``A`` is singular to
+    its entries' rounding (a random slope and intercept variance of 1e16 at correlation
+    −1 makes the fixed intercept and slope indistinguishable), where the extension's
+    sums, numpy's and the general path's gave ℓ units apart.  0 without fixed effects;
+    ``inf`` where ``Q ≤ 0``.
+    """
+    if not prof.q > 0:
+        return np.inf
+    k, q_share = _factor_parts(step, prof, glob)
+    if reml:
+        q_share += k * prof.q / prof.fac
+    return q_share / prof.q
+
+
+#: :func:`resolution_verdict`: ℓ resolved; ``Q`` not resolved (refused everywhere); ``Q``
+#: resolved but not ``A = X'V*⁻¹X``'s factor (refused everywhere but at a start)
+RESOLVED, UNRESOLVED, FACTOR_UNRESOLVED = 0, 1, 2
+
+
+def resolution_verdict(step: StepSums, prof: Profile, glob: GlobalStats, reml: bool) -> int:
+    """Whether the float64 sums resolve ℓ at the point of ``step`` and ``prof``.
+
+    Returns
+    -------
+    int
+        :data:`UNRESOLVED` where :func:`resolution` exceeds :data:`RESOLUTION_LIMIT`
+        (``Q ≤ 0`` among them) or :func:`statistics_resolution` exceeds
+        :data:`STATISTICS_RESOLUTION_LIMIT`; else :data:`FACTOR_UNRESOLVED` where
+        :func:`pivot_resolution` exceeds :data:`PIVOT_RESOLUTION_LIMIT` or
+        :func:`resolution` plus :func:`factor_resolution` (the criterion ``reml``)
+        exceeds :data:`RESOLUTION_LIMIT`; else :data:`RESOLVED`.
+    """
+    res = resolution(step, prof, glob)
+    if res > RESOLUTION_LIMIT:  # Q ≤ 0 among them (inf)
+        return UNRESOLVED
+    if statistics_resolution(prof, glob) > STATISTICS_RESOLUTION_LIMIT:
+        return UNRESOLVED
+    k, q_share = _factor_parts(step, prof, glob)
+    if k > PIVOT_RESOLUTION_LIMIT:
+        return FACTOR_UNRESOLVED
+    if reml:
+        q_share += k * prof.q / prof.fac
+    if res + q_share / prof.q > RESOLUTION_LIMIT:
+        return FACTOR_UNRESOLVED
+    return RESOLVED
+
+
+def out_of_resolution(
+    step: StepSums, prof: Profile, glob: GlobalStats, reml: bool, start: bool = False
+) -> bool:
+    """Whether the optimizer must reject the point (:func:`resolution_verdict`): where
+    ``Q`` is not resolved, and, unless the point is a ``start``, where ``A``'s factor is
+    not.
+
+    A start's ℓ only anchors the first line search (and the choice between the default
+    and the moment start): ℓ uncertain there to the factor's share (about
+    (f/2)·:data:`RESOLUTION_LIMIT`, 1e-3 units at the limit) moves no estimate, whereas
+    refusing it stops fits whose optimum lies where ``A`` is well resolved (a slope's
+    column shifted far from zero makes ``A`` near singular at Ψ = I).  Every point the
+    optimizer moves to, and so every point it can report other than its start, passes
+    the whole test.
+    """
+    verdict = resolution_verdict(step, prof, glob, reml)
+    return verdict == UNRESOLVED or (verdict == FACTOR_UNRESOLVED and not start)
 
 
 def value_loglike(sums: StepSums, glob: GlobalStats, reml: bool) -> float:
     """ℓ of the sums of a value alone (:func:`profile`, :func:`loglike`), or −inf
     where a factorization fails, ℓ is not finite or :func:`out_of_resolution` rejects
-    the point: the rejections of the objective's evaluation, its score aside."""
+    the point as a start (the start selection's values): the rejections of the
+    objective's evaluation at a start, its score aside."""
     try:
         prof = profile(sums, glob, reml)
         llf = loglike(sums, prof, glob, reml)
     except np.linalg.LinAlgError:
         return -np.inf
-    if not np.isfinite(llf) or out_of_resolution(sums, prof, glob):
+    if not np.isfinite(llf) or out_of_resolution(sums, prof, glob, reml, start=True):
         return -np.inf
     return float(llf)
 

@@ -81,9 +81,14 @@ class ProfiledObjective:
     #: the fit's log adds to the values it prints (the values kept stay as computed)
     llf_offset: float = 0.0
     n_evals: int = 0
-    #: the last point rejected because the statistics cannot resolve ``Q`` there
-    #: (:func:`~dmixed.fit.objective.out_of_resolution`); None: none was
+    #: the last point rejected because the statistics cannot resolve ℓ there (``Q``, or
+    #: ``X'V*⁻¹X``'s factor: :func:`~dmixed.fit.objective.out_of_resolution`); None:
+    #: none was
     rejected_for_resolution: np.ndarray | None = None
+    #: the starts (packed, as bytes: :meth:`add_start`), where only ``Q``'s resolution
+    #: refuses the point, not that of ``X'V*⁻¹X``'s factor
+    #: (:func:`~dmixed.fit.objective.out_of_resolution`'s ``start``)
+    starts: set[bytes] = field(default_factory=set, repr=False)
     #: the lean evaluations and Newton steps of this objective's fit
     #: (:func:`dmixed.fit.lean.lean_steps`): None until asked for, False where the fit
     #: is not of their case
@@ -106,6 +111,15 @@ class ProfiledObjective:
         self._basis = self.layout.basis()
         self._basis.flags.writeable = False
         self._slot_component = self.layout.slot_component
+
+    def add_start(self, packed: np.ndarray) -> None:
+        """Take ``packed`` as a start of the fit (:attr:`starts`): before it is
+        evaluated, so that its evaluation, kept, is a start's."""
+        self.starts.add(np.array(packed, dtype=np.float64).tobytes())
+
+    def is_start(self, packed: np.ndarray) -> bool:
+        """Whether ``packed`` is one of :attr:`starts`."""
+        return bool(self.starts) and np.asarray(packed).tobytes() in self.starts
 
     def release_lean(self) -> None:
         """Let go of the lean steps (:attr:`lean`), which hold this objective: a
@@ -224,9 +238,11 @@ class ProfiledObjective:
             return Evaluation(packed, None, None, -np.inf, np.zeros(packed.shape))
         if not (math.isfinite(llf) and np.isfinite(ev.score).all()):
             return Evaluation(packed, None, None, -np.inf, np.zeros(packed.shape))
-        if out_of_resolution(step, prof, self.glob):
-            # the float64 sums cannot resolve Q here: ℓ would be noise (a spurious
-            # maximum far out on a ridge); a rejected step, as outside the space
+        if out_of_resolution(step, prof, self.glob, self.reml, key in self.starts):
+            # the float64 sums cannot resolve ℓ here: it would be noise (a spurious
+            # maximum far out on a ridge, or a value each path rounds its own way where
+            # X'V*⁻¹X is singular to rounding); a rejected step, as outside the space
+            # (objective.out_of_resolution: a start is refused for Q alone)
             self.rejected_for_resolution = packed
             return Evaluation(packed, None, None, -np.inf, np.zeros(packed.shape))
         self.keep(ev)

@@ -562,8 +562,14 @@ def choose_start(
     SpecError
         The log-likelihood cannot be evaluated at the chosen start (a factorization
         fails or a value is not finite there, or the point is refused as out of float64's
-        resolution: :func:`~dmixed.fit.objective.out_of_resolution`); the message says
-        which and what to check.
+        resolution: :func:`~dmixed.fit.objective.out_of_resolution` of a start, ``Q``
+        not resolved); the message says which and what to check.
+
+    Notes
+    -----
+    Both points are the objective's starts (:meth:`ProfiledObjective.add_start`): there
+    ``X'V*⁻¹X``'s factor unresolved does not refuse them, as it refuses every point the
+    optimizer moves to.
     """
     layout = obj.layout
     chosen, from_moments = start, False
@@ -572,7 +578,11 @@ def choose_start(
     chosen_ev = None
     if obj.use_sqrt and not use_sqrt:
         chosen = layout.pack(*layout.unpack(start, False), use_sqrt=True)
+    # both are starts: ℓ there only anchors the first steps, and X'V*⁻¹X's factor
+    # unresolved there does not refuse them (objective.out_of_resolution)
+    obj.add_start(chosen)
     if moment is not None:
+        obj.add_start(moment)
         lean = lean_steps(obj) if newton_first else None
         if lean is None:
             # one round trip on a cluster, with the Hessian at the moment start (the
@@ -602,9 +612,9 @@ def choose_start(
             # refused by out_of_resolution, not undefined: say which, or the user looks
             # for a factorization that did not fail
             why = (
-                "the float64 sums cannot resolve it there: X'V^-1 X is singular to the "
-                "rounding of its sums, or Q is lost to cancellation, as at very large or "
-                "nearly perfectly correlated variances"
+                "the float64 sums cannot resolve it there: the residual sum of squares "
+                "is lost to cancellation, as at very large or nearly perfectly "
+                "correlated variances"
             )
         else:
             why = "X'V^-1 X is not positive definite in floating point, or a value is not finite"

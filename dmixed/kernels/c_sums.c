@@ -1328,7 +1328,8 @@ profile_3(const double *t, Py_ssize_t k, double *a_inv, double *beta, double *lo
 
 PyDoc_STRVAR(lean_evaluate_doc,
 "lean_evaluate(zz, zxy, k, g, l00, l10, l11, xyxy, abs_xyxy, max_xyxy, score_at, fac,\n"
-"              const, limit, reml, inv_d, rows, va, m, t, a_inv, beta, scalars) -> int\n\n"
+"              const, limit, pivot_limit, reml, inv_d, rows, va, m, t, a_inv, beta,\n"
+"              scalars) -> int\n\n"
 "One evaluation of dmixed.fit.lean.LeanSteps.evaluate for r = 2 and 2 <= k <= 4 at the\n"
 "square-root packing (l00, l10, l11) of Lambda: the sums of dense2_first at\n"
 "B = Lambda Lambda' (1/d into inv_d (g)), m = sum ZXy'P ZXy (k, k) and\n"
@@ -1337,21 +1338,24 @@ PyDoc_STRVAR(lean_evaluate_doc,
 "dense2_residual at w = [-beta; 1] (rows (2 k + 3, g), va (2 k + 3, 2 k + 3)), the\n"
 "score's entries of va at score_at (int64, 3 x (1 + p p)) weighted by\n"
 "[fac / 2Q, A^-1 / 2 for REML, else 0], and the resolution test of\n"
-"LeanSteps.unresolved (abs_xyxy = |xyxy| as the objective holds it, max_xyxy its\n"
-"largest entry, limit the test's bound).  Into scalars (17): l, sum log d, log|A|, Q,\n"
-"D00, D01, D11, the packed score (3), b00, b01, b11, det(B), S00, S01, S11.  Returns 0\n"
-"where l is not defined or it or the score is not finite, 1 where Q is not resolved,\n"
-"else 2.");
+"LeanSteps.verdict: Q's, then with the factor's share of objective.factor_resolution\n"
+"and objective.pivot_resolution (abs_xyxy = |xyxy| as the objective holds it,\n"
+"max_xyxy its largest entry, limit and pivot_limit the test's bounds).  Into scalars\n"
+"(17): l, sum log d, log|A|, Q, D00, D01, D11, the packed score (3), b00, b01, b11,\n"
+"det(B), S00, S01, S11.  Returns 0 where l is not defined or it or the score is not\n"
+"finite, 1 where Q is not resolved, 3 where Q is but A's factor is not (scalars and\n"
+"the arrays made in full: a start's), else 2.");
 
 static PyObject *
 lean_evaluate(PyObject *self, PyObject *args)
 {
     PyObject *o[13];
     Py_ssize_t k, g;
-    double l00, l10, l11, max_xyxy, fac, cons, limit;
+    double l00, l10, l11, max_xyxy, fac, cons, limit, pivot_limit;
     int reml;
-    if (!PyArg_ParseTuple(args, "OOnndddOOdOdddpOOOOOOOO", &o[0], &o[1], &k, &g, &l00, &l10,
-                          &l11, &o[2], &o[3], &max_xyxy, &o[4], &fac, &cons, &limit, &reml,
+    if (!PyArg_ParseTuple(args, "OOnndddOOdOddddpOOOOOOOO", &o[0], &o[1], &k, &g, &l00, &l10,
+                          &l11, &o[2], &o[3], &max_xyxy, &o[4], &fac, &cons, &limit,
+                          &pivot_limit, &reml,
                           &o[5], &o[6], &o[7], &o[8], &o[9], &o[10], &o[11], &o[12])) {
         return NULL;
     }
@@ -1484,10 +1488,21 @@ lean_evaluate(PyObject *self, PyObject *args)
                     max_m = fabs(m[i]);
                 }
             }
-            double bound = w_sum * w_sum * (max_xyxy + max_m);
+            /* the factor's share (objective.factor_resolution): |b'beta| = |T_pp - Q|,
+               Q / fac for REML's log|A|, and the bound of LeanSteps.unresolved */
+            double made = fabs(t[p * k + p] - q);
+            double log_share = reml ? q / fac : 0.0;
+            double a_sum = 0.0;
+            for (Py_ssize_t i = 0; i < p * p; i++) {
+                a_sum += fabs(a_inv[i]);
+            }
+            double top = max_xyxy + max_m;
+            double bound = (w_sum * w_sum * (1.0 + DBL_EPSILON * top * a_sum) +
+                            a_sum * (made + log_share)) * top;
             bound *= 1.0 + 1e-9;
-            if (DBL_EPSILON * bound / q > limit) {
-                double size = 0.0;
+            double pivot_bound = DBL_EPSILON * a_sum * top * (1.0 + 1e-9);
+            if (DBL_EPSILON * bound / q > limit || pivot_bound > pivot_limit) {
+                double size = 0.0, r[3] = {0.0, 0.0, 0.0};
                 for (Py_ssize_t j = 0; j < k; j++) {
                     double col = 0.0;
                     for (Py_ssize_t i = 0; i < k; i++) {
@@ -1495,8 +1510,34 @@ lean_evaluate(PyObject *self, PyObject *args)
                     }
                     size += col * fabs(w[j]);
                 }
-                if (DBL_EPSILON * size / q > limit) {
+                for (Py_ssize_t i = 0; i < p; i++) {
+                    double acc = 0.0;
+                    for (Py_ssize_t j = 0; j < k; j++) {
+                        acc += (abs_xyxy[i * k + j] + fabs(m[i * k + j])) * fabs(w[j]);
+                    }
+                    r[i] = DBL_EPSILON * acc;
+                }
+                /* sum |A^-1_xy| sqrt(A_xx A_yy), r'|A^-1|r, sum |A^-1| o S over the X block */
+                double scaled = 0.0, second = 0.0, cond = 0.0;
+                for (Py_ssize_t i = 0; i < p; i++) {
+                    for (Py_ssize_t j = 0; j < p; j++) {
+                        double inv = fabs(a_inv[i * p + j]);
+                        scaled += sqrt(fabs(t[i * k + i])) * inv * sqrt(fabs(t[j * k + j]));
+                        second += r[i] * inv * r[j];
+                        cond += inv * (abs_xyxy[i * k + j] + fabs(m[i * k + j]));
+                    }
+                }
+                double pivot_k = DBL_EPSILON * cond;
+                double share = DBL_EPSILON * size;
+                if (share / q > limit) {
                     status = 1;
+                } else {
+                    share += DBL_EPSILON * scaled * made;
+                    share += second;
+                    share += pivot_k * log_share;
+                    if (pivot_k > pivot_limit || share / q > limit) {
+                        status = 3;
+                    }
                 }
             }
         }
@@ -1609,7 +1650,7 @@ static struct PyModuleDef module = {
 /* the entry points' arguments as this file defines them: dmixed.kernels.native.VERSION
    must say the same, or the module is not used (an editable install keeps the library it
    built from an older file until it is rebuilt) */
-#define C_SUMS_VERSION 7
+#define C_SUMS_VERSION 8
 
 PyMODINIT_FUNC
 PyInit_c_sums(void)

@@ -81,6 +81,7 @@ def lean_evaluate(
     fac: float,
     const: float,
     limit: float,
+    pivot_limit: float,
     reml: bool,
     inv_d: Any,
     rows: Any,

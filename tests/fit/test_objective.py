@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -191,3 +194,93 @@ def test_the_within_pivot_of_columns_all_constant_within_the_groups_is_zero():
     moving[0, 0] = 1e-3 * xyxy[0, 0]
     pivot = within_pivot(GlobalStats(xyxy, 10161, within=moving))
     assert pivot is not None and pivot.beta0[0] == moving[0, 1] / moving[0, 0]
+
+
+def _no_sums(k: int) -> StepSums:
+    """Step sums of nothing (``m = 0``: ``[X y]'V*⁻¹[X y]`` is ``[X y]'[X y]``) for
+    ``k − 1`` fixed-effects columns and two random-effect columns."""
+    zeros = np.zeros((k, k))
+    return StepSums(
+        0.0, zeros, np.zeros((2, 2)), np.zeros((2, 2, k, k)), np.zeros((0, k, k)), zeros
+    )
+
+
+def _exact_profile(t: np.ndarray, p: int) -> tuple[Fraction, Fraction]:
+    """``(|A|, Q)`` of the float matrix ``t`` ((p + 1) × (p + 1)) in rationals: the
+    exact numbers its rounding is measured against."""
+    rows = [[Fraction(float(v)) for v in row] for row in t.tolist()]
+    # elimination of the X block: the pivots' product is |A|, and what is left of the
+    # last entry is Q = c − b'A⁻¹b
+    det = Fraction(1)
+    for j in range(p):
+        pivot = rows[j][j]
+        det *= pivot
+        if pivot == 0:
+            return det, Fraction(0)
+        for i in range(j + 1, p + 1):
+            factor = rows[i][j] / pivot
+            rows[i] = [a - factor * b for a, b in zip(rows[i], rows[j], strict=True)]
+    return det, rows[p][p]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    p=st.sampled_from([1, 2, 3]),
+    reml=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+    apart=st.floats(-16.0, 0.0),
+    noise=st.floats(-6.0, 0.0),
+)
+def test_the_factors_share_bounds_its_rounding_of_the_likelihood(p, reml, seed, apart, noise):
+    """:func:`~dmixed.fit.objective.factor_resolution` against the rational value of the
+    float matrix ``[X y]'[X y]`` (``m = 0``): where ``A`` is near singular (two columns
+    10^apart apart, scales up to 1e±3), ℓ's rounding by the factor (``−½ log|A|`` for
+    REML, ``−(f/2) log Q`` through ``A⁻¹``) stays within a few times (f/2) times
+    :func:`~dmixed.fit.objective.resolution` plus the factor's share — which is what
+    keeps such points out of the fit, the share being large there."""
+    from dmixed.fit.objective import factor_resolution, resolution
+
+    rng = np.random.default_rng(seed)
+    n, k = 50, p + 1
+    x = rng.normal(size=(n, k)) * 10.0 ** rng.uniform(-3, 3, k)
+    if p >= 2:
+        x[:, 1] = x[:, 0] * rng.normal() + 10.0**apart * rng.normal(size=n) * np.abs(x[:, 0]).max()
+    x[:, p] = x[:, :p] @ rng.normal(size=p) + 10.0**noise * rng.normal(size=n) * np.abs(x).max()
+    t = x.T @ x
+    t = 0.5 * (t + t.T)
+    glob = GlobalStats(t, n)
+    step = _no_sums(k)
+    det, q = _exact_profile(t, p)
+    if not (det > 0 and q > 0):
+        return
+    try:
+        prof = profile(step, glob, reml)
+    except np.linalg.LinAlgError:
+        return
+    if not prof.q > 0:
+        return
+    share = resolution(step, prof, glob) + factor_resolution(step, prof, glob, reml)
+    err = 0.5 * prof.fac * abs(math.log(prof.q) - math.log(q))
+    if reml:
+        err += 0.5 * abs(prof.logdet_a - (math.log(det.numerator) - math.log(det.denominator)))
+    assert err <= 4.0 * 0.5 * prof.fac * share + 1e-9
+
+
+def test_the_factors_share_is_rounding_for_a_well_conditioned_a():
+    """Orthogonal columns: the share is of the order of ε (nothing for the test to
+    refuse); none without fixed effects; infinite where ``Q`` is not positive."""
+    from dmixed.fit.objective import factor_resolution
+
+    t = np.diag([4.0, 9.0, 2.0])
+    t[2, :2] = t[:2, 2] = [1.0, -1.0]
+    glob = GlobalStats(t, 50)
+    step = _no_sums(3)
+    for reml in (True, False):
+        prof = profile(step, glob, reml)
+        assert 0.0 < factor_resolution(step, prof, glob, reml) < 1e-14
+    no_x = GlobalStats(np.array([[2.0]]), 50)
+    step_1 = _no_sums(1)
+    assert factor_resolution(step_1, profile(step_1, no_x, True), no_x, True) == 0.0
+    prof = profile(step, glob, True)
+    prof.q = 0.0
+    assert factor_resolution(step, prof, glob, True) == np.inf

@@ -363,26 +363,66 @@ def test_a_covariate_in_the_millions_raises_no_linalg_error():
     assert np.all(np.isfinite(res.fe_params))
 
 
-def test_a_masked_fit_started_far_off_in_its_units_is_not_converged():
-    """``free`` with the plain packing (no Newton polish) and a start off by 1e12 in the
-    slope variance's units: the gradient in those units is tiny while ℓ still rises by
-    hundreds; the log-scaled gradient says so (a tester's case: converged=True)."""
+def _far_off_model(use_sqrt: bool = False):
+    """A slope's column in the millions (1e6 x1) with a random intercept and slope: a
+    slope variance of 1 in those units is 1e12 too large, where ``X'V*⁻¹X`` is near
+    singular (REML's ``log|A|`` known to about 3e-3 units)."""
     rng = np.random.default_rng(4)
     g = np.repeat(np.arange(40), 15)
     x1 = rng.normal(size=g.size)
     y = 1 + x1 + rng.normal(size=40)[g] + 0.6 * rng.normal(size=40)[g] * x1
     y = y + 0.6 * rng.normal(size=g.size)
     exog = np.column_stack([np.ones(g.size), 1e6 * x1])
-    model = MixedLM(y, exog, g, exog_re=exog, use_sqrt=False)
+    return MixedLM(y, exog, g, exog_re=exog, use_sqrt=use_sqrt)
+
+
+def test_a_masked_fit_started_far_off_in_its_units_is_not_converged():
+    """``free`` with the plain packing (no Newton polish) and a start off by 1e12 in the
+    slope variance's units: the gradient in those units is tiny while ℓ still rises by
+    hundreds; the log-scaled gradient says so (a tester's case: converged=True).  There
+    ``X'V*⁻¹X``'s factor does not resolve ℓ
+    (:func:`~dmixed.fit.objective.factor_resolution` 1.12e-5 all around the start): the
+    start is accepted as a start, every point beyond it is refused, and the fit says
+    that it ended at its start."""
+    model = _far_off_model()
     with pytest.warns(dmixed.FitConvergenceWarning):
-        with warnings.catch_warnings():  # the Hessian there is that of a point far off
-            warnings.simplefilter("ignore", dmixed.SingularHessianWarning)
-            res = model.fit(free=[1, 0, 1], start_params=[1.0, 0.0, 1.0], method="lbfgs")
+        with pytest.warns(dmixed.PrecisionWarning, match="ended at its start"):
+            with warnings.catch_warnings():  # the Hessian there is that of a point far off
+                warnings.simplefilter("ignore", dmixed.SingularHessianWarning)
+                res = model.fit(free=[1, 0, 1], start_params=[1.0, 0.0, 1.0], method="lbfgs")
     assert not res.converged
-    ok = MixedLM(y, exog, g, exog_re=exog, use_sqrt=False).fit(
-        free=[1, 0, 1], start_params=[1.0, 0.0, 1e-12], method="lbfgs"
-    )
+    ok = _far_off_model().fit(free=[1, 0, 1], start_params=[1.0, 0.0, 1e-12], method="lbfgs")
     assert ok.converged and ok.llf > res.llf + 10
+
+
+@pytest.mark.parametrize("use_sqrt", [False, True])
+def test_a_fit_started_where_the_factor_is_not_resolved_is_not_reported_converged(use_sqrt):
+    """Every parameter free, started at a slope variance 1e12 too large in its units:
+    every point around the start is one where ``X'V*⁻¹X``'s factor does not resolve ℓ,
+    so the fit stays at its start and says so, not converged (accepting those points,
+    the steps stopped 520 units below the maximum on a gradient tiny in those units and
+    reported convergence)."""
+    model = _far_off_model(use_sqrt)
+    with pytest.warns(dmixed.FitConvergenceWarning):
+        with pytest.warns(dmixed.PrecisionWarning, match="ended at its start"):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", dmixed.SingularHessianWarning)
+                res = model.fit(start_params=[1.0, 0.0, 1.0])
+    assert not res.converged
+    assert _far_off_model().fit().llf > res.llf + 500
+
+
+def test_a_fit_held_where_the_factor_is_not_resolved_says_so():
+    """Every parameter held (``free`` all 0) at a start where ``X'V*⁻¹X`` is singular to
+    the rounding of its sums: the fit reports its start, whose llf is off by up to the
+    factor's share (3.1e-3 here against the rows in extended precision), and warns that
+    the float64 sums do not resolve it there; at a moderate start it does not."""
+    model = _far_off_model()
+    with pytest.warns(dmixed.PrecisionWarning, match="ended at its start.*off by about"):
+        model.fit(free=[0, 0, 0], start_params=[10.0, 0.0, 1.0], method="lbfgs")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", dmixed.PrecisionWarning)
+        model.fit(free=[0, 0, 0], start_params=[10.0, 0.0, 1e-12], method="lbfgs")
 
 
 @pytest.mark.parametrize(

@@ -203,6 +203,7 @@ def _evaluate_args(**change):
         fac=10.0,
         const=0.0,
         limit=1e-5,
+        pivot_limit=0.1,
         reml=True,
         inv_d=np.empty(g),
         rows=np.empty((n, g)),
