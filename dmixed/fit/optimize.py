@@ -140,6 +140,11 @@ class _Optimization:
         #: where :meth:`newton_steps` last stopped because its count of steps ran out
         #: (or ``maxiter`` left none), not a test: the point and the settled variances
         self.cut_short: tuple[bytes, tuple[str, ...]] | None = None
+        #: the point, movable entries and Newton step of the last :meth:`promised_rise`
+        self.promise: tuple[np.ndarray, np.ndarray, NewtonStep] | None = None
+        #: the point where the Newton steps' hand-over or a scipy method's gradient test
+        #: passed (as bytes): their verdict holds for that point only
+        self.passed_at: bytes | None = None
         #: the last :meth:`interior` (the point, as bytes, and its answer)
         self.last_interior: tuple[bytes, bool] | None = None
 
@@ -252,6 +257,7 @@ class _Optimization:
         ev = self.obj.evaluate(self.x)
         if self.scaled_grad_norm(ev) <= s.handover_gtol and self.interior(self.x):
             s.methods.append("newton")
+            self.passed_at = self.x.tobytes()
             return True
         return False
 
@@ -268,6 +274,7 @@ class _Optimization:
             if np.isfinite(ev.llf) and self.scaled_grad_norm(ev) <= max(
                 s.gtol, s.convergence_floor
             ):
+                self.passed_at = self.x.tobytes()
                 return True
             if method != methods[-1]:
                 warnings.warn(
@@ -363,6 +370,10 @@ class _Optimization:
         ev = obj.evaluate(self.x)
         mask = self.free & ~obj.layout.boundary_mask(boundary, obj.use_sqrt)
         gnorm = self.scaled_grad_norm(ev, mask)
+        # a verdict made before the boundary settling and the polish holds where it was
+        # made: a polish that moved the point and stopped on a failed step is judged
+        # at its end, by the gradient there
+        converged = converged and self.passed_at == self.x.tobytes()
         converged = converged or gnorm <= max(s.gtol, s.convergence_floor)
         if converged and not self.free.all() and mask.any():
             # no Newton polish ran (a mask): the gradient depends on the units of the free
@@ -378,7 +389,12 @@ class _Optimization:
             # tests: a gradient test alone passes far out on a flat variance with ℓ
             # still rising by units; the Newton decrement does not depend on the units
             s.final_rise = self.promised_rise(boundary, ev)
-            converged = not s.final_rise > s.converged_rise
+            # NaN (no Newton step: a singular Ψ* not settled at zero) is no evidence of
+            # an optimum; a promise above the setting is checked against ℓ itself, as a
+            # near-singular profiled Hessian promises rises of units that rounding makes
+            converged = s.final_rise <= s.converged_rise or (
+                s.final_rise > s.converged_rise and self.realized_rise(ev) <= s.converged_rise
+            )
         self.record(self.x[self.free], "final")
         s.history[-1]["grad_norm"] = gnorm
         s.packed = self.x
@@ -624,7 +640,37 @@ class _Optimization:
             return math.nan
         shift = np.zeros(layout.n_params)
         step = self.newton_direction(curvature, grad, theta, movable, shift, False)
+        self.promise = None if step is None else (theta, movable, step)
         return math.nan if step is None else float(step.rise)
+
+    def realized_rise(self, ev: Evaluation) -> float:
+        """The largest rise of ℓ over the point :meth:`promised_rise` last stepped from,
+        along its step at fractions 1, 1/2, ... 1/2**(``newton_halvings`` − 1) (points
+        outside the parameter space skipped), stopping at the first above
+        ``converged_rise``; ``inf`` where there is no step or none of its points is
+        inside the parameter space."""
+        if self.promise is None:
+            return math.inf
+        theta, movable, step = self.promise
+        obj, s, layout = self.obj, self.summary, self.obj.layout
+        best = -math.inf
+        fraction = 1.0
+        for _half in range(s.newton_halvings):
+            trial = theta.copy()
+            trial[movable] = step.point(fraction)
+            fraction /= 2
+            try:
+                packed = layout.pack_theta(trial, obj.use_sqrt)
+            except np.linalg.LinAlgError:
+                continue
+            llf = obj.evaluate(packed).llf
+            if math.isfinite(llf):
+                best = max(best, llf - ev.llf)
+                if best > s.converged_rise:
+                    break
+        obj.evaluate(self.x)  # the final point's evaluation is the one kept for the results
+        # no point of the step inside the parameter space: the promise is not tested
+        return math.inf if best == -math.inf else best
 
     def profiled_hessian(
         self, packed: np.ndarray, movable: np.ndarray, ev: Evaluation | None = None

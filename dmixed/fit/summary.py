@@ -91,14 +91,18 @@ class OptSummary:
         ``√(2·newton_decrement)`` of the optimum relative to their standard errors' scale,
         whatever their units.
     converged_rise : float
-        Where every parameter is free and the polish did not end on its own tests at
-        the final point (it ran out of steps or ``maxiter``, a step did not help, or a
-        quasi-Newton method stopped on its gradient test far out on a flat variance),
-        the fit is converged only if a Newton step from there promises ℓ a rise of at
-        most this (the decrement ``g'(−H)⁻¹g / 2``, in units of ℓ; the parameters then
-        sit within about ``√(2·converged_rise)`` standard errors of the optimum,
-        whatever their units; lme4's ``check.conv.grad`` tests the scaled gradient
-        ``H⁻¹g`` in the same spirit).
+        Where every parameter is free and the polish's Newton steps were cut short
+        (``maxiter`` left none, or all ``polish_steps`` ran without a test stopping
+        them), the fit is converged only if a Newton step from the final point promises
+        ℓ a rise of at most this (the decrement ``g'(−H)⁻¹g / 2``, in units of ℓ: the
+        parameters then sit within about ``√(2·converged_rise)`` standard errors of the
+        optimum, whatever their units; lme4's ``check.conv.grad`` tests the scaled
+        gradient ``H⁻¹g`` in the same spirit), or if ℓ itself rises by at most this
+        along that step (a near-singular profiled Hessian promises rises that rounding
+        makes).  No Newton step there (a singular Ψ* not settled at zero): not
+        converged.  Elsewhere (the polish ended on its tests, or on a step that did not
+        help) the gradient at the final point decides, with ``gtol`` and
+        ``convergence_floor``.
     newton_llf_rtol : float
         A Newton step (and the polish as a whole) is kept when ℓ drops by at most this
         relative amount (``· max(1, |ℓ|)``).
@@ -131,13 +135,14 @@ class OptSummary:
     grad_norm : float
         Final scaled gradient over the free parameters not settled on the boundary.
     converged : bool
-        Whether ``grad_norm`` reached ``max(gtol, convergence_floor)``, the point is
-        not at the resolution edge, and (every parameter free, the polish not ended on
-        its own tests there) ``final_rise`` is at most ``converged_rise``.
+        Whether ``grad_norm`` at the final point reached ``max(gtol,
+        convergence_floor)`` (or a method's own test passed there), the point is not at
+        the resolution edge, and, where the polish was cut short, the test of
+        ``converged_rise`` passed.
     final_rise : float
         The rise of ℓ a Newton step from the final point promises, where the fit
-        computed it to judge convergence (see ``converged_rise``); NaN elsewhere (and in
-        saved results).
+        computed it to judge convergence (see ``converged_rise``; saved with the
+        results); NaN where it was not computed or there is no such step.
     resolution_edge : bool
         The optimum lies beyond what the float64 statistics resolve: ℓ still rises
         toward points the objective rejects

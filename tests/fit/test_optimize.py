@@ -611,3 +611,42 @@ def test_polish_steps_zero_keeps_the_gradient_verdict(monkeypatch):
         res = model.fit()
     assert res.converged
     assert np.isnan(res.optimizer.final_rise)
+
+
+def _tiny_noise_frame_with_z() -> pd.DataFrame:
+    """:func:`_tiny_noise_frame` and a column z on which no slope varies: a random slope
+    on it leaves Ψ* singular or nearly so at the optimum, not settled at zero."""
+    df = _tiny_noise_frame()
+    df["z"] = np.random.default_rng(3).normal(size=len(df))
+    return df
+
+
+def test_a_polish_that_moved_the_point_is_judged_at_its_end():
+    """BFGS's gradient test passes at ℓ = 3382.96 far out on the flat variances; the
+    polish then climbs 19.7 units and stops on a step that does not help, with a
+    gradient of 0.0236 there (236 times the floor).  The fit was reported converged on
+    BFGS's verdict, made at another point, 16.65 units below the nested model's own
+    maximum (which this model contains: z's row of Ψ* zero); it is judged at its end."""
+    model = MixedLM.from_formula(
+        "y ~ x", _tiny_noise_frame_with_z(), groups="g", re_formula="1 + x + z"
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = model.fit()
+    assert res.llf < _TINY_NOISE_TOP - 10  # the optimum is not reached ...
+    assert not res.converged  # ... and the fit says so
+    assert any(issubclass(w.category, FitConvergenceWarning) for w in caught)
+
+
+def test_a_fit_cut_short_at_a_singular_psi_is_not_converged():
+    """Cut short by maxiter at a singular Ψ* not settled at zero, the fit has no Newton
+    step to judge by (``final_rise`` NaN): no evidence of an optimum, not converged (it
+    was reported converged 19.7 units below the fit with maxiter 5000)."""
+    model = MixedLM.from_formula(
+        "y ~ x", _tiny_noise_frame_with_z(), groups="g", re_formula="1 + x + z"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = model.fit(maxiter=100)
+    assert res.llf < 3402.65 - 10
+    assert not res.converged
