@@ -15,7 +15,7 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -652,17 +652,9 @@ class _Optimization:
         if self.promise is None:
             return math.inf
         theta, movable, step = self.promise
-        obj, s, layout = self.obj, self.summary, self.obj.layout
+        obj, s = self.obj, self.summary
         best = -math.inf
-        fraction = 1.0
-        for _half in range(s.newton_halvings):
-            trial = theta.copy()
-            trial[movable] = step.point(fraction)
-            fraction /= 2
-            try:
-                packed = layout.pack_theta(trial, obj.use_sqrt)
-            except np.linalg.LinAlgError:
-                continue
+        for _trial, packed in self.step_points(theta, movable, step):
             llf = obj.evaluate(packed).llf
             if math.isfinite(llf):
                 best = max(best, llf - ev.llf)
@@ -739,6 +731,24 @@ class _Optimization:
         self.last_direction = (curvature, grad, theta.copy(), step, shift.copy(), cholesky)
         return step
 
+    def step_points(
+        self, theta: np.ndarray, movable: np.ndarray, step: NewtonStep
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The points of ``step`` from ``theta`` at fractions 1, 1/2, … (``newton_halvings``
+        of them), as θ and packed as the objective packs; those outside the parameter
+        space (no factor to pack) left out."""
+        obj, layout = self.obj, self.obj.layout
+        fraction = 1.0
+        for _half in range(self.summary.newton_halvings):
+            trial = theta.copy()
+            trial[movable] = step.point(fraction)
+            fraction /= 2
+            try:
+                packed = layout.pack_theta(trial, obj.use_sqrt)
+            except np.linalg.LinAlgError:
+                continue
+            yield trial, packed
+
     def line_search(
         self,
         ev: Evaluation,
@@ -756,16 +766,8 @@ class _Optimization:
         expected to end at the optimum) its BLUPs too.  Returns that θ, its packed
         form and its evaluation, or ``None`` after ``newton_halvings`` tries.
         """
-        obj, s, layout = self.obj, self.summary, self.obj.layout
-        fraction = 1.0
-        for _half in range(s.newton_halvings):
-            trial = theta.copy()
-            trial[movable] = step.point(fraction)
-            fraction /= 2
-            try:
-                trial_packed = layout.pack_theta(trial, obj.use_sqrt)
-            except np.linalg.LinAlgError:
-                continue
+        obj, s = self.obj, self.summary
+        for trial, trial_packed in self.step_points(theta, movable, step):
             if ahead:
                 tev = obj.evaluate_ahead(trial_packed, random_effects=last_step)
             else:
