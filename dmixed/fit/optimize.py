@@ -140,8 +140,6 @@ class _Optimization:
         #: where :meth:`newton_steps` last stopped because its count of steps ran out
         #: (or ``maxiter`` left none), not a test: the point and the settled variances
         self.cut_short: tuple[bytes, tuple[str, ...]] | None = None
-        #: the point, movable entries and Newton step of the last :meth:`promised_rise`
-        self.promise: tuple[np.ndarray, np.ndarray, NewtonStep] | None = None
         #: the point where the Newton steps' hand-over or a scipy method's gradient test
         #: passed (as bytes): their verdict holds for that point only
         self.passed_at: bytes | None = None
@@ -388,12 +386,14 @@ class _Optimization:
             # the polish's count (or maxiter) ended the Newton steps here, not their
             # tests: a gradient test alone passes far out on a flat variance with ℓ
             # still rising by units; the Newton decrement does not depend on the units
-            s.final_rise = self.promised_rise(boundary, ev)
-            # NaN (no Newton step: a singular Ψ* not settled at zero) is no evidence of
-            # an optimum; a promise above the setting is checked against ℓ itself, as a
+            promise = self.final_step(boundary, ev)
+            # no Newton step (a singular Ψ* not settled at zero) is no evidence of an
+            # optimum; a promise above the setting is checked against ℓ itself, as a
             # near-singular profiled Hessian promises rises of units that rounding makes
-            converged = s.final_rise <= s.converged_rise or (
-                s.final_rise > s.converged_rise and self.realized_rise(ev) <= s.converged_rise
+            s.final_rise = math.nan if promise is None else float(promise[2].rise)
+            converged = promise is not None and (
+                s.final_rise <= s.converged_rise
+                or self.realized_rise(promise, ev) <= s.converged_rise
             )
         self.record(self.x[self.free], "final")
         s.history[-1]["grad_norm"] = gnorm
@@ -618,40 +618,42 @@ class _Optimization:
             obj.keep_hessian(final.packed, final.prof.beta, *final.hessian)
         return out.final.packed
 
-    def promised_rise(self, boundary: list[str], ev: Evaluation) -> float:
-        """The rise of ℓ a Newton step from the current point promises in the
-        parameters not settled at zero (its decrement ``g'(−H)⁻¹g / 2``, the plain log
-        coordinates; a modified step where ``H`` is not negative definite): one
-        Hessian round trip unless the steps made it here.  NaN where there is no such
-        step (a singular Ψ* that is not a settled zero variance, no curvature)."""
+    def final_step(
+        self, boundary: list[str], ev: Evaluation
+    ) -> tuple[np.ndarray, np.ndarray, NewtonStep] | None:
+        """The Newton step from the current point in the parameters not settled at
+        zero (θ in the plain log coordinates, the movable mask, the step; its ``rise``
+        is the decrement ``g'(−H)⁻¹g / 2``; a modified step where ``H`` is not negative
+        definite): one Hessian round trip unless the steps made it here.  None where
+        there is no such step (a singular Ψ* that is not a settled zero variance, no
+        curvature)."""
         obj, layout = self.obj, self.obj.layout
         movable = ~layout.boundary_mask(boundary, use_sqrt=False)
         psi, tau = layout.unpack(self.x, obj.use_sqrt)
         bound = self.summary.singular_eigenvalue
         if not boundary and small_linalg.smallest_eigenvalue(psi, bound) <= bound:
-            return math.nan  # the polish leaves such a point as is; so does the test
+            return None  # the polish leaves such a point as is; so does the test
         if ev.step is None:
-            return math.nan
+            return None
         theta = layout.pack(psi, tau, use_sqrt=False)
         d_psi, d_tau = obj.score_parts(ev)
         grad = layout.score_packed(d_psi, d_tau, theta, use_sqrt=False)[movable]
         curvature = self.profiled_hessian(self.x, movable, ev)
         if curvature is None:
-            return math.nan
+            return None
         shift = np.zeros(layout.n_params)
         step = self.newton_direction(curvature, grad, theta, movable, shift, False)
-        self.promise = None if step is None else (theta, movable, step)
-        return math.nan if step is None else float(step.rise)
+        return None if step is None else (theta, movable, step)
 
-    def realized_rise(self, ev: Evaluation) -> float:
-        """The largest rise of ℓ over the point :meth:`promised_rise` last stepped from,
-        along its step at fractions 1, 1/2, ... 1/2**(``newton_halvings`` − 1) (points
-        outside the parameter space skipped), stopping at the first above
-        ``converged_rise``; ``inf`` where there is no step or none of its points is
-        inside the parameter space."""
-        if self.promise is None:
-            return math.inf
-        theta, movable, step = self.promise
+    def realized_rise(
+        self, promise: tuple[np.ndarray, np.ndarray, NewtonStep], ev: Evaluation
+    ) -> float:
+        """The largest rise of ℓ over the current point (evaluated: ``ev``) along a
+        :meth:`final_step` at fractions 1, 1/2, ... 1/2**(``newton_halvings`` − 1)
+        (points outside the parameter space skipped), stopping at the first above
+        ``converged_rise``; ``inf`` where none of its points is inside the parameter
+        space."""
+        theta, movable, step = promise
         obj, s = self.obj, self.summary
         best = -math.inf
         for _trial, packed in self.step_points(theta, movable, step):
