@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import FitConvergenceWarning, SpecError
 from ..kernels import small_linalg
+from .charts import Face, chain_curvature, cone_rise, scaled_newton
 from .lean import lean_steps
 from .newton_coords import NewtonStep, log_shift, newton_step
 from .newton_rules import (
@@ -145,6 +146,9 @@ class _Optimization:
         self.passed_at: bytes | None = None
         #: the last :meth:`interior` (the point, as bytes, and its answer)
         self.last_interior: tuple[bytes, bool] | None = None
+        #: where :meth:`face_steps` ended (as bytes), the rise of ℓ a Newton step
+        #: promises there (along the face of Ψ* and into the cone) and their verdict
+        self.face: tuple[bytes, float, bool] | None = None
 
     # -- the point and its evaluation ------------------------------------------------
 
@@ -360,6 +364,17 @@ class _Optimization:
                 steps=left,
                 shifted=bool(self.summary.methods) and self.summary.methods[-1] == "newton",
             )
+            if steps > 0 and not boundary and self.singular(self.x):
+                # the Newton steps leave such a point as is: the steps on its face
+                self.x = self.face_steps(self.x, left)
+
+    def singular(self, packed: np.ndarray) -> bool:
+        """Whether Ψ* at ``packed`` has an eigenvalue at most ``singular_eigenvalue``."""
+        if self.obj.layout.k_re == 0:
+            return False
+        psi, _tau = self.obj.layout.unpack(packed, self.obj.use_sqrt)
+        bound = self.summary.singular_eigenvalue
+        return bool(small_linalg.smallest_eigenvalue(psi, bound) <= bound)
 
     def finish(self, boundary: list[str], converged: bool) -> OptSummary:
         """Judge convergence at the final point, log it, and fill in the summary."""
@@ -380,9 +395,16 @@ class _Optimization:
             log_grad = float(np.max(np.abs(ev.score[mask] * self.x[mask]))) / self.n
             gnorm = max(gnorm, log_grad)
             converged = gnorm <= max(s.gtol, s.convergence_floor)
+        face = self.face if self.face is not None and self.face[0] == self.x.tobytes() else None
+        if face is not None:
+            # a singular Ψ* not settled at zero: in the square-root packing the gradient
+            # vanishes with the factor's zero column whatever ℓ does along the face (ML
+            # on the tiny-noise data with a slope on z: 8.2e-6, 41 units below the
+            # maximum); the Newton step on the face and into the cone judges instead
+            s.final_rise, converged = face[1], face[2]
         s.resolution_edge = obj.at_resolution_edge(ev, self.free)
         converged = converged and not s.resolution_edge
-        if converged and self.cut_short == (self.x.tobytes(), tuple(boundary)):
+        if converged and face is None and self.cut_short == (self.x.tobytes(), tuple(boundary)):
             # the polish's count (or maxiter) ended the Newton steps here, not their
             # tests: a gradient test alone passes far out on a flat variance with ℓ
             # still rising by units; the Newton decrement does not depend on the units
@@ -665,6 +687,74 @@ class _Optimization:
         obj.evaluate(self.x)  # the final point's evaluation is the one kept for the results
         # no point of the step inside the parameter space: the promise is not tested
         return math.inf if best == -math.inf else best
+
+    def face_steps(self, x: np.ndarray, steps: int) -> np.ndarray:
+        """Up to ``steps`` Newton steps on the face of the positive semi-definite cone
+        that ``x``'s singular Ψ* lies on (:class:`~dmixed.fit.charts.Face`: the matrices
+        of its rank, the null space moving too), then the test at their end; every
+        parameter free, none settled at zero.
+
+        Each step starts from the point with Ψ*'s ``k`` smallest eigenvalues set to zero
+        (``k`` those at most ``singular_eigenvalue`` at ``x``; ℓ there within rounding
+        of ℓ at the point), takes the profiled Hessian there (one round trip), and is
+        halved until ℓ rises over the current point.  The verdict's test, kept in
+        :attr:`face` with the point and the promise: the rise a step promises, along the
+        face (its Newton decrement) and into the cone
+        (:func:`~dmixed.fit.charts.cone_rise`), is at most ``converged_rise``, or no
+        point of the step has ℓ above the current point's (the promise is one of
+        rounding, as :meth:`realized_rise` checks it; not where every point of the step
+        is outside the parameter space).  None of it made (no Hessian, no step): NaN,
+        not converged.  Returns the last accepted point, or ``x``."""
+        obj, s, layout = self.obj, self.summary, self.obj.layout
+        psi, tau = layout.unpack(x, obj.use_sqrt)
+        bound = s.singular_eigenvalue
+        k = int(np.count_nonzero(np.linalg.eigvalsh(psi) <= bound))
+        cur, cur_llf = x, obj.evaluate(x).llf
+        # no test made (no Hessian, no step) is no evidence of an optimum: NaN, not converged
+        self.face = (cur.tobytes(), math.nan, False)
+        for taken in range(steps + 1):
+            face = Face.of(*layout.unpack(cur, obj.use_sqrt), k)
+            try:
+                base = layout.pack_theta(layout.pack(face.base, face.tau, False), obj.use_sqrt)
+            except np.linalg.LinAlgError:
+                break
+            ev = obj.evaluate(base)
+            hess = self.profiled_hessian(base, np.ones(layout.n_params, dtype=bool), ev)
+            if ev.step is None or hess is None:
+                break
+            d_psi, d_tau = obj.score_parts(ev)
+            grad, curvature = chain_curvature(layout, face.chart(), d_psi, d_tau, hess)
+            newton = scaled_newton(curvature, grad)
+            if newton is None:
+                break
+            delta, rise = newton
+            rise = max(rise, cone_rise(layout, face.null, d_psi, hess))
+            self.face = (cur.tobytes(), rise, rise <= s.converged_rise)
+            if rise <= s.converged_rise or taken == steps:
+                break
+            accepted = None
+            inside = False  # a point of the step in the parameter space
+            fraction = 1.0
+            for _half in range(s.newton_halvings):
+                trial_psi, trial_tau = face.point(fraction * delta)
+                fraction /= 2
+                try:
+                    theta = layout.pack(trial_psi, trial_tau, use_sqrt=False)
+                    packed = layout.pack_theta(theta, obj.use_sqrt)
+                except np.linalg.LinAlgError:
+                    continue
+                llf = obj.evaluate(packed).llf
+                inside = inside or math.isfinite(llf)
+                if math.isfinite(llf) and llf > cur_llf:
+                    accepted = (packed, llf)
+                    break
+            if accepted is None:
+                # ℓ rises nowhere along the step: the promise is one of rounding
+                self.face = (cur.tobytes(), rise, inside)
+                break
+            cur, cur_llf = accepted
+        obj.evaluate(cur)  # the final point's evaluation is the one kept for the results
+        return cur
 
     def profiled_hessian(
         self, packed: np.ndarray, movable: np.ndarray, ev: Evaluation | None = None
