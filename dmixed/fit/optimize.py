@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import FitConvergenceWarning, SpecError
 from ..kernels import small_linalg
-from .charts import Face, chain_curvature, cone_rise, scaled_newton
+from .charts import Face, chain_curvature, cone_rise, plain_chart, scaled_newton, sqrt_chart
 from .lean import lean_steps
 from .newton_coords import NewtonStep, log_shift, newton_step
 from .newton_rules import (
@@ -149,6 +149,9 @@ class _Optimization:
         #: where :meth:`face_steps` ended (as bytes), the rise of ℓ a Newton step
         #: promises there (along the face of Ψ* and into the cone) and their verdict
         self.face: tuple[bytes, float, bool] | None = None
+        #: the last scipy method stopped on its count of iterations (``maxiter``), not
+        #: on its own tests
+        self.method_cut_short = False
 
     # -- the point and its evaluation ------------------------------------------------
 
@@ -325,6 +328,8 @@ class _Optimization:
             callback=lambda xf, *_: self.callback(xf, method),
         )
         self.x = self.full(res.x)
+        count = getattr(res, "nfev" if name == "TNC" else "nit", 0)
+        self.method_cut_short = bool(isinstance(count, (int, np.integer)) and count >= s.maxiter)
 
     def variance_bounds(self) -> Any:
         """With the plain packing, variances (diagonal of Ψ*, τ*) cannot be negative."""
@@ -395,6 +400,15 @@ class _Optimization:
             log_grad = float(np.max(np.abs(ev.score[mask] * self.x[mask]))) / self.n
             gnorm = max(gnorm, log_grad)
             converged = gnorm <= max(s.gtol, s.convergence_floor)
+        if converged and not self.free.all() and mask.any() and self.method_cut_short:
+            # maxiter ended the method, not its tests: the cut-short rule below, with the
+            # Newton step in the free packed coordinates
+            packed_promise = self.packed_step(mask, ev)
+            s.final_rise = math.nan if packed_promise is None else packed_promise[1]
+            converged = packed_promise is not None and (
+                s.final_rise <= s.converged_rise
+                or self.realized_packed_rise(mask, packed_promise[0], ev) <= s.converged_rise
+            )
         face = self.face if self.face is not None and self.face[0] == self.x.tobytes() else None
         if face is not None:
             # a singular Ψ* not settled at zero: in the square-root packing the gradient
@@ -755,6 +769,38 @@ class _Optimization:
             cur, cur_llf = accepted
         obj.evaluate(cur)  # the final point's evaluation is the one kept for the results
         return cur
+
+    def packed_step(self, mask: np.ndarray, ev: Evaluation) -> tuple[np.ndarray, float] | None:
+        """The Newton step from the current point in the packed coordinates ``mask``
+        (a fit with ``free=`` held entries: the constraint is on those coordinates) and
+        the rise of ℓ it promises (:func:`~dmixed.fit.charts.scaled_newton`); one Hessian
+        round trip.  None where there is no such step."""
+        obj, layout = self.obj, self.obj.layout
+        if ev.step is None:
+            return None
+        hess = self.profiled_hessian(self.x, np.ones(layout.n_params, dtype=bool), ev)
+        if hess is None:
+            return None
+        chart = sqrt_chart(layout, self.x) if obj.use_sqrt else plain_chart(layout)
+        grad, curvature = chain_curvature(layout, chart, *obj.score_parts(ev), hess)
+        return scaled_newton(curvature[np.ix_(mask, mask)], grad[mask])
+
+    def realized_packed_rise(self, mask: np.ndarray, delta: np.ndarray, ev: Evaluation) -> float:
+        """:meth:`realized_rise` of a :meth:`packed_step` ``delta`` in the entries ``mask``."""
+        obj, s = self.obj, self.summary
+        best = -math.inf
+        fraction = 1.0
+        for _half in range(s.newton_halvings):
+            packed = self.x.copy()
+            packed[mask] += fraction * delta
+            fraction /= 2
+            llf = obj.evaluate(packed).llf
+            if math.isfinite(llf):
+                best = max(best, llf - ev.llf)
+                if best > s.converged_rise:
+                    break
+        obj.evaluate(self.x)  # the final point's evaluation is the one kept for the results
+        return math.inf if best == -math.inf else best
 
     def profiled_hessian(
         self, packed: np.ndarray, movable: np.ndarray, ev: Evaluation | None = None

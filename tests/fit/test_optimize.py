@@ -671,3 +671,43 @@ def test_a_fit_cut_short_at_a_singular_psi_is_not_converged():
     # maxiter leaves the steps on the face none: their test alone, at the fit's end
     assert res.optimizer.final_rise > DEFAULTS.converged_rise
     assert any("promises llf a rise" in str(w.message) for w in caught)
+
+
+def _random_slope_frame() -> pd.DataFrame:
+    """80 groups of 12, a random intercept and slope (variances 1 and 0.5, covariance
+    0.3) and unit noise: an ordinary fit."""
+    rng = np.random.default_rng(1)
+    g = np.repeat(np.arange(80), 12)
+    x = rng.normal(size=g.size)
+    u = rng.multivariate_normal([0, 0], [[1.0, 0.3], [0.3, 0.5]], size=80)
+    y = 1 + 0.5 * x + u[g, 0] + u[g, 1] * x + rng.normal(size=g.size)
+    return pd.DataFrame({"g": g, "x": x, "y": y})
+
+
+@pytest.mark.parametrize(
+    ("method", "maxiter", "reml"),
+    [("nm", 20, False), ("lbfgs", 5, False), ("lbfgs", 5, True), ("nm", 30, False)],
+)
+def test_a_masked_fit_cut_short_by_maxiter_is_judged_by_the_newton_decrement(method, maxiter, reml):
+    """``free=`` (the covariance held at 0) runs no polish; a method ended by
+    ``maxiter`` was judged by the gradient floor alone and reported converged 3.7e-5
+    (Nelder–Mead, 20 iterations) and 4.6e-6 (L-BFGS, 5) below the maximum.  Now the
+    Newton step in the free packed coordinates judges: converged only where it promises
+    ℓ no rise above ``converged_rise`` (Nelder–Mead with 30 iterations ends 1.1e-7 below
+    the maximum: converged); the promise is the real gap."""
+    model = MixedLM.from_formula("y ~ x", _random_slope_frame(), groups="g", re_formula="1 + x")
+    free = [1.0, 0.0, 1.0]
+    top = model.fit(reml=reml, free=free, maxiter=5000)
+    assert top.converged and np.isnan(top.optimizer.final_rise)  # ended on its tests
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = model.fit(reml=reml, free=free, method=method, maxiter=maxiter)
+    gap = top.llf - res.llf
+    rise = res.optimizer.final_rise
+    assert abs(rise - gap) <= 0.05 * gap
+    convergence = [w for w in caught if issubclass(w.category, FitConvergenceWarning)]
+    if gap > DEFAULTS.converged_rise:
+        assert not res.converged
+        assert any("promises llf a rise" in str(w.message) for w in convergence)
+    else:
+        assert res.converged and not convergence
