@@ -75,9 +75,12 @@ def scaled_newton(hess: np.ndarray, grad: np.ndarray) -> tuple[np.ndarray, float
     """The modified Newton step (:func:`~dmixed.fit.newton_rules.modified_newton_step`)
     of ℓ with Hessian ``hess`` and gradient ``grad``, made with the Hessian scaled to unit
     diagonal (the same step where ℓ is concave, whatever the coordinates' units), and its
-    promise ``½ g'δ`` (the Newton decrement); None where no step can be made."""
+    promise ``½ g'δ`` (the Newton decrement); None where no step can be made.  No
+    coordinates (the face of Ψ* = 0 without variance components): no step, no rise."""
+    if grad.size == 0:
+        return np.zeros(0), 0.0
     diag = np.abs(np.diag(hess))
-    if not (diag.size and np.all(np.isfinite(diag)) and np.all(diag > 0.0)):
+    if not (np.all(np.isfinite(diag)) and np.all(diag > 0.0)):
         return None
     scale = 1.0 / np.sqrt(diag)
     step = modified_newton_step(scale[:, None] * hess * scale[None, :], scale * grad)

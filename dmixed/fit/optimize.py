@@ -710,14 +710,17 @@ class _Optimization:
 
         Each step starts from the point with Ψ*'s ``k`` smallest eigenvalues set to zero
         (``k`` those at most ``singular_eigenvalue`` at ``x``; ℓ there within rounding
-        of ℓ at the point), takes the profiled Hessian there (one round trip), and is
+        of ℓ at the point; none are taken where ℓ rises into the cone from the first
+        such point: ``x`` is then left as it is, and judged as any other point), takes
+        the profiled Hessian there (one round trip), and is
         halved until ℓ rises over the current point.  The verdict's test, kept in
         :attr:`face` with the point and the promise: the rise a step promises, along the
         face (its Newton decrement) and into the cone
-        (:func:`~dmixed.fit.charts.cone_rise`), is at most ``converged_rise``, or no
-        point of the step has ℓ above the current point's (the promise is one of
-        rounding, as :meth:`realized_rise` checks it; not where every point of the step
-        is outside the parameter space).  None of it made (no Hessian, no step): NaN,
+        (:func:`~dmixed.fit.charts.cone_rise`, which ends the steps: they stay on the
+        face), is at most ``converged_rise``, or, the rise into the cone within it, no
+        point of the step along the face has ℓ above the current point's (the promise
+        is one of rounding, as :meth:`realized_rise` checks it; not where every point of
+        the step is outside the parameter space).  None of it made (no Hessian, no step): NaN,
         not converged.  Returns the last accepted point, or ``x``."""
         obj, s, layout = self.obj, self.summary, self.obj.layout
         psi, tau = layout.unpack(x, obj.use_sqrt)
@@ -741,10 +744,18 @@ class _Optimization:
             newton = scaled_newton(curvature, grad)
             if newton is None:
                 break
-            delta, rise = newton
-            rise = max(rise, cone_rise(layout, face.null, d_psi, hess))
+            delta, along = newton
+            into = cone_rise(layout, face.null, d_psi, hess)
+            if taken == 0 and into > s.converged_rise:
+                # ℓ rises into the cone from x's projection: x's small eigenvalue is
+                # where ℓ's maximum is, not on the face (weights 2^50 apart: a variance
+                # of 8e-9, ℓ 83 units lower at zero); the verdict as for any point
+                self.face = None
+                break
+            rise = max(along, into)
             self.face = (cur.tobytes(), rise, rise <= s.converged_rise)
-            if rise <= s.converged_rise or taken == steps:
+            # a rise into the cone is not stepped: the point is not the maximum
+            if rise <= s.converged_rise or taken == steps or into > s.converged_rise:
                 break
             accepted = None
             inside = False  # a point of the step in the parameter space
