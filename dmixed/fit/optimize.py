@@ -427,10 +427,17 @@ class _Optimization:
             # optimum; a promise above the setting is checked against ℓ itself, as a
             # near-singular profiled Hessian promises rises of units that rounding makes
             s.final_rise = math.nan if promise is None else float(promise[2].rise)
-            converged = promise is not None and (
-                s.final_rise <= s.converged_rise
-                or self.realized_rise(promise, ev) <= s.converged_rise
-            )
+            converged = promise is not None and s.final_rise <= s.converged_rise
+            if promise is not None and not converged:
+                realized = self.realized_rise(promise, ev)
+                converged = realized <= s.converged_rise
+                if realized == math.inf and not boundary:
+                    # every point of the step is outside the cone: the quadratic model's
+                    # maximum is beyond its boundary, and ℓ's near the point is on it
+                    # (near-constant slopes, maxiter 27 and 28: promises of 4.5 and 4.4
+                    # from a Hessian not negative definite); the face judges
+                    s.final_rise = self.boundary_rise(promise, ev)
+                    converged = s.final_rise <= s.converged_rise
         self.record(self.x[self.free], "final")
         s.history[-1]["grad_norm"] = gnorm
         s.packed = self.x
@@ -701,6 +708,38 @@ class _Optimization:
         obj.evaluate(self.x)  # the final point's evaluation is the one kept for the results
         # no point of the step inside the parameter space: the promise is not tested
         return math.inf if best == -math.inf else best
+
+    def boundary_rise(
+        self, promise: tuple[np.ndarray, np.ndarray, NewtonStep], ev: Evaluation
+    ) -> float:
+        """The rise of ℓ that the face of the cone near the current point promises, where
+        every point of the :meth:`final_step` ``promise`` is outside the cone: Ψ* with the
+        eigenvalues the step drives below zero set to zero (at least its smallest), ℓ's
+        rise there over the current point (``ev``) and the Newton step on that face and
+        into the cone from it (as :meth:`face_steps` judges a point); one Hessian round
+        trip.  NaN where none can be made (not converged)."""
+        obj, s, layout = self.obj, self.summary, self.obj.layout
+        theta, movable, step = promise
+        trial = theta.copy()
+        trial[movable] = step.point(0.5 ** (s.newton_halvings - 1))
+        below = np.linalg.eigvalsh(layout.unpack(trial, use_sqrt=False)[0]) < 0.0
+        face = Face.of(*layout.unpack(self.x, obj.use_sqrt), max(1, int(below.sum())))
+        out = math.nan
+        try:
+            base = layout.pack_theta(layout.pack(face.base, face.tau, False), obj.use_sqrt)
+        except np.linalg.LinAlgError:
+            return out
+        bev = obj.evaluate(base)
+        hess = self.profiled_hessian(base, np.ones(layout.n_params, dtype=bool), bev)
+        if bev.step is not None and hess is not None and math.isfinite(bev.llf):
+            d_psi, d_tau = obj.score_parts(bev)
+            grad, curvature = chain_curvature(layout, face.chart(), d_psi, d_tau, hess)
+            newton = scaled_newton(curvature, grad)
+            if newton is not None:
+                rise = max(newton[1], cone_rise(layout, face.null, d_psi, hess))
+                out = rise + max(0.0, bev.llf - ev.llf)
+        obj.evaluate(self.x)  # the final point's evaluation is the one kept for the results
+        return out
 
     def face_steps(self, x: np.ndarray, steps: int) -> np.ndarray:
         """Up to ``steps`` Newton steps on the face of the positive semi-definite cone
