@@ -4,7 +4,8 @@
 :class:`~dmixed.fit.profiled.ProfiledObjective` (statsmodels' sequence BFGS → L-BFGS →
 CG, each from where the last stopped), then settles variances that belong on the
 boundary at exactly zero and polishes an interior optimum with a few Newton steps on the
-exact profiled Hessian.  It reads its settings and tolerances from an
+exact profiled Hessian (an optimum at a singular Ψ* on the face of the cone it lies
+on).  It reads its settings and tolerances from an
 :class:`~dmixed.fit.summary.OptSummary` and fills in the outcome there.  The options
 ``method=`` and ``free=`` are checked in :mod:`~dmixed.fit.options`.
 """
@@ -74,7 +75,8 @@ def maximize(
     scipy ``methods`` in turn, each from where the last stopped, until one converges
     (a :class:`~dmixed.errors.FitConvergenceWarning` announces each retry); (3) variances
     that belong on the boundary settled at exactly zero; (4) a Newton polish of the
-    interior parameters.
+    interior parameters (at a singular Ψ* not settled at zero, Newton steps on the face
+    of the cone it lies on: :meth:`_Optimization.face_steps`).
 
     Parameters
     ----------
