@@ -750,19 +750,21 @@ class _Optimization:
         parameter free, none settled at zero.
 
         Each step starts from the point with Ψ*'s ``k`` smallest eigenvalues set to zero
-        (``k`` those at most ``singular_eigenvalue`` at ``x``; ℓ there within rounding
-        of ℓ at the point; none are taken where ℓ rises into the cone from the first
-        such point: ``x`` is then left as it is, and judged as any other point), takes
-        the profiled Hessian there (one round trip), and is
-        halved until ℓ rises over the current point.  The verdict's test, kept in
-        :attr:`face` with the point and the promise: the rise a step promises, along the
-        face (its Newton decrement) and into the cone
-        (:func:`~dmixed.fit.charts.cone_rise`, which ends the steps: they stay on the
-        face), is at most ``converged_rise``, or, the rise into the cone within it, no
-        point of the step along the face has ℓ above the current point's (the promise
-        is one of rounding, as :meth:`realized_rise` checks it; not where every point of
-        the step is outside the parameter space).  None of it made (no Hessian, no step): NaN,
-        not converged.  Returns the last accepted point, or ``x``."""
+        (``k`` those at most ``singular_eigenvalue`` at ``x``; ℓ there is ℓ at the point
+        within rounding), takes the profiled Hessian there (one round trip), and is
+        halved until ℓ rises over the current point.  Where ℓ rises into the cone from
+        ``x``'s projection, its small eigenvalue is where ℓ's maximum is: no step is
+        taken, and ``x`` is judged as any other point.
+
+        The verdict's test, kept in :attr:`face` with the point and the promise: the rise
+        a step promises along the face (its Newton decrement) and into the cone
+        (:func:`~dmixed.fit.charts.cone_rise`; the steps stay on the face, so such a
+        rise ends them, not converged) is at most ``converged_rise``; or, the rise into
+        the cone within it, no point of the step along the face has ℓ above the current
+        point's (the promise is one of rounding, as :meth:`realized_rise` checks it; not
+        where every point of the step is outside the parameter space).  No test made (no
+        Hessian, no step): NaN, not converged.  Returns the last accepted point, or
+        ``x``."""
         obj, s, layout = self.obj, self.summary, self.obj.layout
         psi, tau = layout.unpack(x, obj.use_sqrt)
         bound = s.singular_eigenvalue
