@@ -732,8 +732,12 @@ class _Optimization:
         except np.linalg.LinAlgError:
             return out
         bev = obj.evaluate(base)
-        hess = self.profiled_hessian(base, np.ones(layout.n_params, dtype=bool), bev)
-        if bev.step is not None and hess is not None and math.isfinite(bev.llf):
+        hess = (
+            self.profiled_hessian(base, np.ones(layout.n_params, dtype=bool), bev)
+            if defined(bev)
+            else None
+        )
+        if hess is not None:
             d_psi, d_tau = obj.score_parts(bev)
             grad, curvature = chain_curvature(layout, face.chart(), d_psi, d_tau, hess)
             newton = scaled_newton(curvature, grad)
@@ -779,8 +783,10 @@ class _Optimization:
             except np.linalg.LinAlgError:
                 break
             ev = obj.evaluate(base)
+            if not defined(ev):
+                break
             hess = self.profiled_hessian(base, np.ones(layout.n_params, dtype=bool), ev)
-            if ev.step is None or hess is None:
+            if hess is None:
                 break
             d_psi, d_tau = obj.score_parts(ev)
             grad, curvature = chain_curvature(layout, face.chart(), d_psi, d_tau, hess)
@@ -830,7 +836,7 @@ class _Optimization:
         the rise of ℓ it promises (:func:`~dmixed.fit.charts.scaled_newton`); one Hessian
         round trip.  None where there is no such step."""
         obj, layout = self.obj, self.obj.layout
-        if ev.step is None:
+        if not defined(ev):
             return None
         hess = self.profiled_hessian(self.x, np.ones(layout.n_params, dtype=bool), ev)
         if hess is None:
@@ -969,6 +975,12 @@ class _Optimization:
             ):
                 return trial, trial_packed, tev
         return None
+
+
+def defined(ev: Evaluation) -> bool:
+    """Whether ``ev`` is inside the parameter space with ℓ finite: its score and Hessian
+    can be made (a point whose residual sum of squares is not resolved has none)."""
+    return ev.step is not None and ev.prof is not None and math.isfinite(ev.llf)
 
 
 def largest_magnitude(values: list[float]) -> float:
