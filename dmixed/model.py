@@ -584,7 +584,9 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             ``maxiter`` (or the polish's count of Newton steps) ended the iterations
             where a Newton step still promises ℓ a rise above
             ``DEFAULTS.converged_rise`` (``converged`` is then False, as statsmodels
-            reports a fit stopped by ``maxiter``).
+            reports a fit stopped by ``maxiter``; with ``free=``, the step in the free
+            packed coordinates); or the fit ended at a singular Ψ* not settled at zero
+            where a Newton step on the face of the cone still promises such a rise.
         BoundaryWarning
             The estimate is on the boundary of the parameter space.
         PrecisionWarning

@@ -4,7 +4,8 @@
 :class:`~dmixed.fit.profiled.ProfiledObjective` (statsmodels' sequence BFGS → L-BFGS →
 CG, each from where the last stopped), then settles variances that belong on the
 boundary at exactly zero and polishes an interior optimum with a few Newton steps on the
-exact profiled Hessian.  It reads its settings and tolerances from an
+exact profiled Hessian (an optimum at a singular Ψ* on the face of the cone it lies
+on).  It reads its settings and tolerances from an
 :class:`~dmixed.fit.summary.OptSummary` and fills in the outcome there.  The options
 ``method=`` and ``free=`` are checked in :mod:`~dmixed.fit.options`.
 """
@@ -22,6 +23,7 @@ import numpy as np
 
 from ..errors import FitConvergenceWarning, SpecError
 from ..kernels import small_linalg
+from .charts import Face, chain_curvature, cone_rise, plain_chart, scaled_newton, sqrt_chart
 from .lean import lean_steps
 from .newton_coords import NewtonStep, log_shift, newton_step
 from .newton_rules import (
@@ -73,7 +75,8 @@ def maximize(
     scipy ``methods`` in turn, each from where the last stopped, until one converges
     (a :class:`~dmixed.errors.FitConvergenceWarning` announces each retry); (3) variances
     that belong on the boundary settled at exactly zero; (4) a Newton polish of the
-    interior parameters.
+    interior parameters (at a singular Ψ* not settled at zero, Newton steps on the face
+    of the cone it lies on: :meth:`_Optimization.face_steps`).
 
     Parameters
     ----------
@@ -145,6 +148,12 @@ class _Optimization:
         self.passed_at: bytes | None = None
         #: the last :meth:`interior` (the point, as bytes, and its answer)
         self.last_interior: tuple[bytes, bool] | None = None
+        #: where :meth:`face_steps` ended (as bytes), the rise of ℓ a Newton step
+        #: promises there (along the face of Ψ* and into the cone) and their verdict
+        self.face: tuple[bytes, float, bool] | None = None
+        #: the last scipy method stopped on its count of iterations (``maxiter``), not
+        #: on its own tests
+        self.method_cut_short = False
 
     # -- the point and its evaluation ------------------------------------------------
 
@@ -321,6 +330,8 @@ class _Optimization:
             callback=lambda xf, *_: self.callback(xf, method),
         )
         self.x = self.full(res.x)
+        count = getattr(res, "nfev" if name == "TNC" else "nit", 0)
+        self.method_cut_short = bool(isinstance(count, (int, np.integer)) and count >= s.maxiter)
 
     def variance_bounds(self) -> Any:
         """With the plain packing, variances (diagonal of Ψ*, τ*) cannot be negative."""
@@ -360,6 +371,17 @@ class _Optimization:
                 steps=left,
                 shifted=bool(self.summary.methods) and self.summary.methods[-1] == "newton",
             )
+            if steps > 0 and not boundary and self.singular(self.x):
+                # the Newton steps leave such a point as is: the steps on its face
+                self.x = self.face_steps(self.x, left)
+
+    def singular(self, packed: np.ndarray) -> bool:
+        """Whether Ψ* at ``packed`` has an eigenvalue at most ``singular_eigenvalue``."""
+        if self.obj.layout.k_re == 0:
+            return False
+        psi, _tau = self.obj.layout.unpack(packed, self.obj.use_sqrt)
+        bound = self.summary.singular_eigenvalue
+        return bool(small_linalg.smallest_eigenvalue(psi, bound) <= bound)
 
     def finish(self, boundary: list[str], converged: bool) -> OptSummary:
         """Judge convergence at the final point, log it, and fill in the summary."""
@@ -380,9 +402,25 @@ class _Optimization:
             log_grad = float(np.max(np.abs(ev.score[mask] * self.x[mask]))) / self.n
             gnorm = max(gnorm, log_grad)
             converged = gnorm <= max(s.gtol, s.convergence_floor)
+        if converged and not self.free.all() and mask.any() and self.method_cut_short:
+            # maxiter ended the method, not its tests: the cut-short rule below, with the
+            # Newton step in the free packed coordinates
+            packed_promise = self.packed_step(mask, ev)
+            s.final_rise = math.nan if packed_promise is None else packed_promise[1]
+            converged = packed_promise is not None and (
+                s.final_rise <= s.converged_rise
+                or self.realized_packed_rise(mask, packed_promise[0], ev) <= s.converged_rise
+            )
+        face = self.face if self.face is not None and self.face[0] == self.x.tobytes() else None
+        if face is not None:
+            # a singular Ψ* not settled at zero: in the square-root packing the gradient
+            # vanishes with the factor's zero column whatever ℓ does along the face (ML
+            # on the tiny-noise data with a slope on z: 8.2e-6, 41 units below the
+            # maximum); the Newton step on the face and into the cone judges instead
+            s.final_rise, converged = face[1], face[2]
         s.resolution_edge = obj.at_resolution_edge(ev, self.free)
         converged = converged and not s.resolution_edge
-        if converged and self.cut_short == (self.x.tobytes(), tuple(boundary)):
+        if converged and face is None and self.cut_short == (self.x.tobytes(), tuple(boundary)):
             # the polish's count (or maxiter) ended the Newton steps here, not their
             # tests: a gradient test alone passes far out on a flat variance with ℓ
             # still rising by units; the Newton decrement does not depend on the units
@@ -391,10 +429,17 @@ class _Optimization:
             # optimum; a promise above the setting is checked against ℓ itself, as a
             # near-singular profiled Hessian promises rises of units that rounding makes
             s.final_rise = math.nan if promise is None else float(promise[2].rise)
-            converged = promise is not None and (
-                s.final_rise <= s.converged_rise
-                or self.realized_rise(promise, ev) <= s.converged_rise
-            )
+            converged = promise is not None and s.final_rise <= s.converged_rise
+            if promise is not None and not converged:
+                realized = self.realized_rise(promise, ev)
+                converged = realized <= s.converged_rise
+                if realized == math.inf and not boundary:
+                    # every point of the step is outside the cone: the quadratic model's
+                    # maximum is beyond its boundary, and ℓ's near the point is on it
+                    # (near-constant slopes, maxiter 27 and 28: promises of 4.5 and 4.4
+                    # from a Hessian not negative definite); the face judges
+                    s.final_rise = self.boundary_rise(promise, ev)
+                    converged = s.final_rise <= s.converged_rise
         self.record(self.x[self.free], "final")
         s.history[-1]["grad_norm"] = gnorm
         s.packed = self.x
@@ -666,6 +711,157 @@ class _Optimization:
         # no point of the step inside the parameter space: the promise is not tested
         return math.inf if best == -math.inf else best
 
+    def boundary_rise(
+        self, promise: tuple[np.ndarray, np.ndarray, NewtonStep], ev: Evaluation
+    ) -> float:
+        """The rise of ℓ that the face of the cone near the current point promises, where
+        every point of the :meth:`final_step` ``promise`` is outside the cone: Ψ* with the
+        eigenvalues the step drives below zero set to zero (at least its smallest), ℓ's
+        rise there over the current point (``ev``) and the Newton step on that face and
+        into the cone from it (as :meth:`face_steps` judges a point); one Hessian round
+        trip.  NaN where none can be made (not converged)."""
+        obj, s, layout = self.obj, self.summary, self.obj.layout
+        theta, movable, step = promise
+        trial = theta.copy()
+        trial[movable] = step.point(0.5 ** (s.newton_halvings - 1))
+        below = np.linalg.eigvalsh(layout.unpack(trial, use_sqrt=False)[0]) < 0.0
+        face = Face.of(*layout.unpack(self.x, obj.use_sqrt), max(1, int(below.sum())))
+        out = math.nan
+        try:
+            base = layout.pack_theta(layout.pack(face.base, face.tau, False), obj.use_sqrt)
+        except np.linalg.LinAlgError:
+            return out
+        bev = obj.evaluate(base)
+        hess = (
+            self.profiled_hessian(base, np.ones(layout.n_params, dtype=bool), bev)
+            if defined(bev)
+            else None
+        )
+        if hess is not None:
+            d_psi, d_tau = obj.score_parts(bev)
+            grad, curvature = chain_curvature(layout, face.chart(), d_psi, d_tau, hess)
+            newton = scaled_newton(curvature, grad)
+            if newton is not None:
+                rise = max(newton[1], cone_rise(layout, face.null, d_psi, hess))
+                out = rise + max(0.0, bev.llf - ev.llf)
+        obj.evaluate(self.x)  # the final point's evaluation is the one kept for the results
+        return out
+
+    def face_steps(self, x: np.ndarray, steps: int) -> np.ndarray:
+        """Up to ``steps`` Newton steps on the face of the positive semi-definite cone
+        that ``x``'s singular Ψ* lies on (:class:`~dmixed.fit.charts.Face`: the matrices
+        of its rank, the null space moving too), then the test at their end; every
+        parameter free, none settled at zero.
+
+        Each step starts from the point with Ψ*'s ``k`` smallest eigenvalues set to zero
+        (``k`` those at most ``singular_eigenvalue`` at ``x``; ℓ there is ℓ at the point
+        within rounding), takes the profiled Hessian there (one round trip), and is
+        halved until ℓ rises over the current point.  Where ℓ rises into the cone from
+        ``x``'s projection, its small eigenvalue is where ℓ's maximum is: no step is
+        taken, and ``x`` is judged as any other point.
+
+        The verdict's test, kept in :attr:`face` with the point and the promise: the rise
+        a step promises along the face (its Newton decrement) and into the cone
+        (:func:`~dmixed.fit.charts.cone_rise`; the steps stay on the face, so such a
+        rise ends them, not converged) is at most ``converged_rise``; or, the rise into
+        the cone within it, no point of the step along the face has ℓ above the current
+        point's (the promise is one of rounding, as :meth:`realized_rise` checks it; not
+        where every point of the step is outside the parameter space).  No test made (no
+        Hessian, no step): NaN, not converged.  Returns the last accepted point, or
+        ``x``."""
+        obj, s, layout = self.obj, self.summary, self.obj.layout
+        psi, tau = layout.unpack(x, obj.use_sqrt)
+        bound = s.singular_eigenvalue
+        k = int(np.count_nonzero(np.linalg.eigvalsh(psi) <= bound))
+        cur, cur_llf = x, obj.evaluate(x).llf
+        # no test made (no Hessian, no step) is no evidence of an optimum: NaN, not converged
+        self.face = (cur.tobytes(), math.nan, False)
+        for taken in range(steps + 1):
+            face = Face.of(*layout.unpack(cur, obj.use_sqrt), k)
+            try:
+                base = layout.pack_theta(layout.pack(face.base, face.tau, False), obj.use_sqrt)
+            except np.linalg.LinAlgError:
+                break
+            ev = obj.evaluate(base)
+            if not defined(ev):
+                break
+            hess = self.profiled_hessian(base, np.ones(layout.n_params, dtype=bool), ev)
+            if hess is None:
+                break
+            d_psi, d_tau = obj.score_parts(ev)
+            grad, curvature = chain_curvature(layout, face.chart(), d_psi, d_tau, hess)
+            newton = scaled_newton(curvature, grad)
+            if newton is None:
+                break
+            delta, along = newton
+            into = cone_rise(layout, face.null, d_psi, hess)
+            if taken == 0 and into > s.converged_rise:
+                # ℓ rises into the cone from x's projection: x's small eigenvalue is
+                # where ℓ's maximum is, not on the face (weights 2^50 apart: a variance
+                # of 8e-9, ℓ 83 units lower at zero); the verdict as for any point
+                self.face = None
+                break
+            rise = max(along, into)
+            self.face = (cur.tobytes(), rise, rise <= s.converged_rise)
+            # a rise into the cone is not stepped: the point is not the maximum
+            if rise <= s.converged_rise or taken == steps or into > s.converged_rise:
+                break
+            accepted = None
+            inside = False  # a point of the step in the parameter space
+            fraction = 1.0
+            for _half in range(s.newton_halvings):
+                trial_psi, trial_tau = face.point(fraction * delta)
+                fraction /= 2
+                try:
+                    theta = layout.pack(trial_psi, trial_tau, use_sqrt=False)
+                    packed = layout.pack_theta(theta, obj.use_sqrt)
+                except np.linalg.LinAlgError:
+                    continue
+                llf = obj.evaluate(packed).llf
+                inside = inside or math.isfinite(llf)
+                if math.isfinite(llf) and llf > cur_llf:
+                    accepted = (packed, llf)
+                    break
+            if accepted is None:
+                # ℓ rises nowhere along the step: the promise is one of rounding
+                self.face = (cur.tobytes(), rise, inside)
+                break
+            cur, cur_llf = accepted
+        obj.evaluate(cur)  # the final point's evaluation is the one kept for the results
+        return cur
+
+    def packed_step(self, mask: np.ndarray, ev: Evaluation) -> tuple[np.ndarray, float] | None:
+        """The Newton step from the current point in the packed coordinates ``mask``
+        (a fit with ``free=`` held entries: the constraint is on those coordinates) and
+        the rise of ℓ it promises (:func:`~dmixed.fit.charts.scaled_newton`); one Hessian
+        round trip.  None where there is no such step."""
+        obj, layout = self.obj, self.obj.layout
+        if not defined(ev):
+            return None
+        hess = self.profiled_hessian(self.x, np.ones(layout.n_params, dtype=bool), ev)
+        if hess is None:
+            return None
+        chart = sqrt_chart(layout, self.x) if obj.use_sqrt else plain_chart(layout)
+        grad, curvature = chain_curvature(layout, chart, *obj.score_parts(ev), hess)
+        return scaled_newton(curvature[np.ix_(mask, mask)], grad[mask])
+
+    def realized_packed_rise(self, mask: np.ndarray, delta: np.ndarray, ev: Evaluation) -> float:
+        """:meth:`realized_rise` of a :meth:`packed_step` ``delta`` in the entries ``mask``."""
+        obj, s = self.obj, self.summary
+        best = -math.inf
+        fraction = 1.0
+        for _half in range(s.newton_halvings):
+            packed = self.x.copy()
+            packed[mask] += fraction * delta
+            fraction /= 2
+            llf = obj.evaluate(packed).llf
+            if math.isfinite(llf):
+                best = max(best, llf - ev.llf)
+                if best > s.converged_rise:
+                    break
+        obj.evaluate(self.x)  # the final point's evaluation is the one kept for the results
+        return math.inf if best == -math.inf else best
+
     def profiled_hessian(
         self, packed: np.ndarray, movable: np.ndarray, ev: Evaluation | None = None
     ) -> np.ndarray | None:
@@ -779,6 +975,12 @@ class _Optimization:
             ):
                 return trial, trial_packed, tev
         return None
+
+
+def defined(ev: Evaluation) -> bool:
+    """Whether ``ev`` is inside the parameter space with ℓ finite: its score and Hessian
+    can be made (a point whose residual sum of squares is not resolved has none)."""
+    return ev.step is not None and ev.prof is not None and math.isfinite(ev.llf)
 
 
 def largest_magnitude(values: list[float]) -> float:

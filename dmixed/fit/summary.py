@@ -99,18 +99,23 @@ class OptSummary:
         optimum, whatever their units; lme4's ``check.conv.grad`` tests the scaled
         gradient ``H⁻¹g`` in the same spirit), or if ℓ itself rises by at most this
         along that step (a near-singular profiled Hessian promises rises that rounding
-        makes).  No Newton step there (a singular Ψ* not settled at zero): not
-        converged.  Elsewhere (the polish ended on its tests, or on a step that did not
-        help) the gradient at the final point decides, with ``gtol`` and
-        ``convergence_floor``.
+        makes).  The same test judges a fit with ``free=`` held entries whose method
+        ``maxiter`` ended (the Newton step in the free packed coordinates), and every
+        fit that ends at a singular Ψ* not settled at zero, after the Newton steps on
+        the face of the cone it lies on (the step along the face and into the cone;
+        none could be made: not converged): there the gradient in the square-root
+        packing vanishes with the factor's zero column whatever ℓ does along the face.
+        Elsewhere (the polish ended on its tests, or on a step that did not help) the
+        gradient at the final point decides, with ``gtol`` and ``convergence_floor``.
     newton_llf_rtol : float
         A Newton step (and the polish as a whole) is kept when ℓ drops by at most this
         relative amount (``· max(1, |ℓ|)``).
     newton_halvings : int
         Times a Newton step is halved before the polish gives up.
     singular_eigenvalue : float
-        Ψ* with its smallest eigenvalue at most this is singular: not polished unless a
-        variance was settled at zero, and reported as a boundary estimate.
+        Ψ* with its smallest eigenvalue at most this is singular: polished on the face
+        of the cone (its eigenvalues at most this set to zero) unless a variance was
+        settled at zero, and reported as a boundary estimate.
     boundary_candidate : float
         A relative variance (diagonal of Ψ*, τ*) below this is tried at exactly zero.
     boundary_llf_rtol : float
@@ -137,8 +142,9 @@ class OptSummary:
     converged : bool
         Whether ``grad_norm`` at the final point reached ``max(gtol,
         convergence_floor)`` (or a method's own test passed there), the point is not at
-        the resolution edge, and, where the polish was cut short, the test of
-        ``converged_rise`` passed.
+        the resolution edge, and, where the polish or a masked fit's method was cut
+        short, the test of ``converged_rise`` passed; at a singular Ψ* not settled at
+        zero, that test alone.
     final_rise : float
         The rise of ℓ a Newton step from the final point promises, where the fit
         computed it to judge convergence (see ``converged_rise``; saved with the

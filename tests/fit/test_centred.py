@@ -109,6 +109,26 @@ def test_score_where_the_intercept_is_not_column_0_of_ones(order):
     np.testing.assert_allclose(model.score(packed), want, rtol=1e-5, atol=1e-9)
 
 
+@pytest.mark.parametrize(("maxiter", "gap"), [(27, 9.0e-4), (28, 3.0e-5)])
+def test_lbfgs_cut_short_at_near_constant_slopes_is_judged_on_the_face(maxiter, gap):
+    """``maxiter`` ends L-BFGS near the top, which is on the boundary of the cone (Ψ*'s
+    eigenvalues 71 and 5.5e7 at 28 iterations, the slope's effect a multiple of the
+    intercept's at the top): the final Newton step promises 4.4 from a Hessian that is
+    not negative definite, and every point of it is outside the cone.  Judged on the
+    face of Ψ* with that eigenvalue at zero, the promise is the real gap: 9.2e-4 at 27
+    iterations (8.96e-4 below the default fit) and 3.0e-5 at 28 (the steps on that face
+    reach 3.0e-5 above the default fit's point, which is the same point), both not
+    converged (not 4.5 and 4.4, and not converged for want of a point to check)."""
+    y, exog, g, z = near_constant(delta=1e-6)
+    model = _model(y, exog, g, z)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = model.fit(method="lbfgs", maxiter=maxiter)
+    assert not res.converged
+    assert any("promises llf a rise" in str(w.message) for w in caught)
+    assert res.optimizer.final_rise == pytest.approx(gap, rel=0.1)
+
+
 def test_one_varying_group_among_constant_ones():
     """One group's slope varies, the others' are constant: every group stays exact."""
     y, exog, g, z = near_constant(odd=4, seed=3)
