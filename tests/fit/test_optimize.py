@@ -13,6 +13,7 @@ from dmixed import BoundaryWarning, FitConvergenceWarning, MixedLM
 from dmixed.fit import profiled
 from dmixed.fit.optimize import all_above, largest_magnitude, maximize
 from dmixed.fit.options import METHODS
+from dmixed.fit.params import MixedLMParams
 from dmixed.fit.profiled import ProfiledObjective
 from dmixed.fit.start import choose_start
 from dmixed.fit.summary import DEFAULTS, OptSummary
@@ -722,3 +723,64 @@ def test_a_masked_fit_cut_short_by_maxiter_is_judged_by_the_newton_decrement(
         assert any("promises llf a rise" in str(w.message) for w in convergence)
     else:
         assert res.converged and not convergence
+
+
+def _zero_slopes_frame() -> pd.DataFrame:
+    """50 groups of 6, a random intercept only (the slopes on x and z truly zero)."""
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(50), 6)
+    x, z, u = rng.normal(size=g.size), rng.normal(size=g.size), rng.normal(size=50)
+    return pd.DataFrame({"g": g, "x": x, "z": z, "y": 1 + x + u[g] + rng.normal(size=g.size)})
+
+
+@pytest.mark.parametrize("reml", [False, True])
+@pytest.mark.parametrize("method", [None, "lbfgs", "cg"])
+def test_a_fit_from_a_rank_one_start_that_stays_there_is_not_converged(reml, method):
+    """Started at Ψ* of rank one, the square-root packing's gradient vanishes with the
+    factor's zero columns: the quasi-Newton methods end where they started, on that face,
+    0.18 (REML) and 0.16 (ML) below the maximum (of rank two), where ℓ rises into the cone.
+    A point whose small eigenvalues are zero to rounding has not taken that rise: it is
+    not the maximum, and the fit says so (it was reported converged)."""
+    model = MixedLM.from_formula("y ~ x", _zero_slopes_frame(), groups="g", re_formula="1 + x + z")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BoundaryWarning)
+        top = model.fit(reml=reml)
+    assert top.converged
+    start = MixedLMParams.from_components(fe_params=np.zeros(2), cov_re=np.ones((3, 3)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = model.fit(reml=reml, start_params=start, method=method)
+    assert res.converged == (res.llf >= top.llf - 1e-6)
+    if not res.converged:
+        assert res.optimizer.final_rise > DEFAULTS.converged_rise
+        assert any(isinstance(w.message, FitConvergenceWarning) for w in caught)
+
+
+def _three_groups_frame() -> pd.DataFrame:
+    """3 groups of 4 rows, a random intercept only (the slopes on x and z truly zero)."""
+    rng = np.random.default_rng(5)
+    rng.normal(size=61)  # the draws of the data the fault was found on
+    g = np.repeat(np.arange(3), 4)
+    x, z = rng.normal(size=12), rng.normal(size=12)
+    y = 1 + x + rng.normal(size=3)[g] + rng.normal(size=12)
+    return pd.DataFrame({"g": g, "x": x, "z": z, "y": y})
+
+
+def test_a_face_step_wholly_outside_the_cone_is_judged_on_the_smaller_face():
+    """Nelder-Mead ends 5.7e-7 below the maximum (of rank one) with Ψ*'s eigenvalues
+    5e-13, 3e-7 and 6.6: the face of rank two keeps the 3e-7, and every point of its
+    Newton step is outside the cone; its promise (0.18) was reported as the rise left.
+    The face with the eigenvalues that step drives below zero set to zero judges: its
+    promise, with ℓ's rise at the projection, is the real gap."""
+    model = MixedLM.from_formula("y ~ x", _three_groups_frame(), groups="g", re_formula="1 + x + z")
+    with warnings.catch_warnings():
+        # three groups: a singular Ψ* and a Hessian not negative definite, both warned
+        warnings.simplefilter("ignore", BoundaryWarning)
+        warnings.simplefilter("ignore", dmixed.SingularHessianWarning)
+        top = model.fit(reml=False, check_nobs="ignore")
+        res = model.fit(reml=False, method="nm", check_nobs="ignore")
+    assert top.converged
+    gap = top.llf - res.llf
+    assert 0.0 < gap < DEFAULTS.converged_rise
+    assert res.converged
+    assert res.optimizer.final_rise == pytest.approx(gap, rel=0.05)
