@@ -53,20 +53,29 @@ PLAN_SAMPLE = 64
 #: zeroed by the kernel; smaller ones come from heaps that keep their pages.
 REUSE_MIN_BYTES = 32 << 20
 #: Buffers :func:`table_buffer` keeps for later tables, at most (a chain's table and
-#: spill; two chains at once on a worker of two threads; the merged rows of
-#: :func:`merge_term_rows`, made once their partials are done, those of a result
-#: still held and the next fit's).
+#: spill; two chains at once on a worker of two threads; the rows of a part from
+#: another worker; the merged rows of :func:`merge_term_rows`, made once their
+#: partials are done, those of a result still held and the next fit's).
 REUSE_KEPT = 6
 #: Bytes of the buffers :func:`table_buffer` keeps, at most (two chains' tables and
 #: spills of 1M groups of a random slope are 270 MB).
 REUSE_MAX_BYTES = 512 << 20
 #: What a buffer of :func:`table_buffer` is made for: a chain's table of terms, the
-#: rows it moves out of it (its spill), or a block's merged rows.  A buffer is handed
-#: out again for its own use only: a table's and a spill's views live until their
-#: block's merge, a merge's as long as the result that holds its block, so a merge
+#: rows it moves out of it (its spill), a block's merged rows, or the rows of a part
+#: that came from another worker (:data:`MOVED_PIECE_BYTES`).  A buffer is handed out
+#: again for its own use only: a table's, a spill's and a moved part's views live until
+#: their block's merge, a merge's as long as the result that holds its block, so a merge
 #: in a free table's memory leaves the next data pass's table fresh pages to fault in
 #: (benchmarks/RESULTS.md, alt-s36).
-BUFFER_USES = ("table", "spill", "merge")
+BUFFER_USES = ("table", "spill", "merge", "moved")
+#: A :class:`TermRows` sent to another process (pickled: a chain's part of a bucket
+#: combined on another worker) goes as row pieces of at most this many bytes, joined
+#: on arrival in a buffer of :func:`table_buffer` (use ``"moved"``): Dask's transfer
+#: reads every pickled buffer into memory of its own, and one above glibc's mmap
+#: threshold (32 MB in tuned workers) is fresh pages, faulted in by the worker's event
+#: loop in every data pass (benchmarks/RESULTS.md, alt-s36); smaller ones come from the
+#: heap, which keeps its pages.
+MOVED_PIECE_BYTES = 16 << 20
 
 _kept: list[tuple[str, np.ndarray]] = []  # (use, flat float64 buffer) of earlier tables
 _kept_lock = threading.Lock()
@@ -607,6 +616,27 @@ class TermRows:
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         out = self.packed()
         return out if dtype is None else out.astype(dtype, copy=False)
+
+    def __reduce__(self) -> tuple:
+        # pickled as row pieces of at most MOVED_PIECE_BYTES (views: no copy where the
+        # pickler takes buffers out of band, as Dask's does), joined where unpickled
+        rows = np.ascontiguousarray(self.rows, dtype=np.float64)
+        step = max(1, MOVED_PIECE_BYTES // max(1, rows.shape[1] * 8))
+        pieces = [rows[lo : lo + step] for lo in range(0, rows.shape[0], step)] or [rows]
+        return (_joined_rows, (pieces, self.columns, self.factors))
+
+
+def _joined_rows(pieces: list, columns: np.ndarray, factors: np.ndarray) -> TermRows:
+    """A :class:`TermRows` unpickled from its row pieces: one piece as it came, more
+    joined in a buffer of :func:`table_buffer` (a kept one where this process keeps
+    them: memory an earlier data pass's moved rows had, not fresh pages)."""
+    if len(pieces) == 1:
+        return TermRows(pieces[0], columns, factors)
+    rows = table_buffer(
+        (sum(p.shape[0] for p in pieces), pieces[0].shape[1]), zeroed=False, use="moved"
+    )
+    np.concatenate(pieces, out=rows)
+    return TermRows(rows, columns, factors)
 
 
 def as_packed(values) -> np.ndarray:

@@ -704,3 +704,38 @@ def test_merge_term_rows_of_a_reused_buffer_are_those_of_a_fresh_one(kept_buffer
         for a, b in zip(mine, ref, strict=True):
             np.testing.assert_array_equal(a, b)
             np.testing.assert_array_equal(np.signbit(a), np.signbit(b))
+
+
+@pytest.mark.parametrize("protocol", [4, 5])
+def test_term_rows_pickled_in_pieces_are_the_same_rows(kept_buffers, monkeypatch, protocol):
+    """A TermRows sent to another process goes as row pieces of at most
+    MOVED_PIECE_BYTES (out of band with protocol 5: views, no copy) and comes back the
+    same rows bit for bit, joined in a kept buffer of its own use where buffers are
+    kept; one piece comes back as it went."""
+    import pickle
+
+    monkeypatch.setattr(kept_buffers, "MOVED_PIECE_BYTES", 2000)  # 25 rows of 10
+    rng = np.random.default_rng(7)
+    rows = rng.standard_normal((110, 10))
+    rows[3, 4] = -0.0
+    part = kept_buffers.TermRows(rows[:103], np.arange(14) % 10, 2.0 ** np.arange(14))
+    buffers: list = []
+    if protocol == 5:
+        data = pickle.dumps(part, protocol=protocol, buffer_callback=buffers.append)
+        sizes = [b.raw().nbytes for b in buffers]
+        assert sizes[:5] == [2000, 2000, 2000, 2000, 240]  # the rows' pieces
+    else:
+        data = pickle.dumps(part, protocol=protocol)
+    for _ in range(2):  # the second in the first's memory, once nothing views it
+        got = pickle.loads(data, buffers=buffers or None)
+        np.testing.assert_array_equal(got.rows, rows[:103])
+        np.testing.assert_array_equal(np.signbit(got.rows), np.signbit(rows[:103]))
+        np.testing.assert_array_equal(got.columns, part.columns)
+        np.testing.assert_array_equal(got.factors, part.factors)
+        assert got.rows.flags.c_contiguous and kept_buffers.kept_table_buffers() == 1
+        del got
+    small = kept_buffers.TermRows(rows[:20], part.columns, part.factors)
+    back = pickle.loads(pickle.dumps(small, protocol=protocol))
+    np.testing.assert_array_equal(back.rows, rows[:20])
+    empty = kept_buffers.TermRows(rows[:0], part.columns, part.factors)
+    assert pickle.loads(pickle.dumps(empty, protocol=protocol)).rows.shape == (0, 10)
