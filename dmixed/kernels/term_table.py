@@ -103,8 +103,8 @@ def kept_table_buffers() -> int:
 
 def table_buffer(shape: tuple[int, int], zeroed: bool, use: str) -> np.ndarray:
     """A C-ordered float64 array of ``shape``, all zeros where ``zeroed`` (else its
-    values unset), for a table of terms, its spill or the merged rows of
-    :func:`merge_term_rows`.
+    values unset), for a table of terms, its spill, the merged rows of
+    :func:`merge_term_rows` or the rows of a part from another process.
 
     In a process that keeps them (:func:`keep_table_buffers`), from
     :data:`REUSE_MIN_BYTES` on, it is a view of a buffer this process made for an
@@ -797,9 +797,8 @@ def merge_term_rows(
         total = merged_count(tuple(keys))
         if total < 0:
             return None
-        out = table_buffer((total, cols.size), zeroed=False, use="merge").reshape(
-            -1
-        )  # written whole
+        # written whole: a kept buffer's old values never show
+        out = table_buffer((total, cols.size), zeroed=False, use="merge").reshape(-1)
         merged = np.empty(total, dtype=np.int64)
         counts = np.empty(total)
         args = (cols, factors, count_col, count_factor, chunk, out, merged, counts)
