@@ -53,14 +53,31 @@ PLAN_SAMPLE = 64
 #: zeroed by the kernel; smaller ones come from heaps that keep their pages.
 REUSE_MIN_BYTES = 32 << 20
 #: Buffers :func:`table_buffer` keeps for later tables, at most (a chain's table and
-#: spill; two chains at once on a worker of two threads; the merged rows of
-#: :func:`merge_term_rows`, made once their partials are done).
-REUSE_KEPT = 6
+#: spill; two chains at once on a worker of two threads; the rows of a part from
+#: another worker, one a block; the merged rows of :func:`merge_term_rows`, made once
+#: their partials are done, those of a result still held and the next fit's).
+REUSE_KEPT = 8
 #: Bytes of the buffers :func:`table_buffer` keeps, at most (two chains' tables and
 #: spills of 1M groups of a random slope are 270 MB).
 REUSE_MAX_BYTES = 512 << 20
+#: What a buffer of :func:`table_buffer` is made for: a chain's table of terms, the
+#: rows it moves out of it (its spill), a block's merged rows, or the rows of a part
+#: that came from another worker (:data:`MOVED_PIECE_BYTES`).  A buffer is handed out
+#: again for its own use only: a table's, a spill's and a moved part's views live until
+#: their block's merge, a merge's as long as the result that holds its block, so a merge
+#: in a free table's memory leaves the next data pass's table fresh pages to fault in
+#: (benchmarks/RESULTS.md, alt-s36).
+BUFFER_USES = ("table", "spill", "merge", "moved")
+#: A :class:`TermRows` sent to another process (pickled: a chain's part of a bucket
+#: combined on another worker) goes as row pieces of at most this many bytes, joined
+#: on arrival in a buffer of :func:`table_buffer` (use ``"moved"``): Dask's transfer
+#: reads every pickled buffer into memory of its own, and one above glibc's mmap
+#: threshold (32 MB in tuned workers) is fresh pages, faulted in by the worker's event
+#: loop in every data pass (benchmarks/RESULTS.md, alt-s36); smaller ones come from the
+#: heap, which keeps its pages.
+MOVED_PIECE_BYTES = 16 << 20
 
-_kept: list[np.ndarray] = []  # flat float64 buffers of earlier tables
+_kept: list[tuple[str, np.ndarray]] = []  # (use, flat float64 buffer) of earlier tables
 _kept_lock = threading.Lock()
 _keeping = False  # whether table_buffer keeps buffers (keep_table_buffers)
 
@@ -84,73 +101,89 @@ def kept_table_buffers() -> int:
         return len(_kept)
 
 
-def table_buffer(shape: tuple[int, int], zeroed: bool) -> np.ndarray:
+def table_buffer(shape: tuple[int, int], zeroed: bool, use: str) -> np.ndarray:
     """A C-ordered float64 array of ``shape``, all zeros where ``zeroed`` (else its
-    values unset), for a table of terms, its spill or the merged rows of
-    :func:`merge_term_rows`.
+    values unset), for a table of terms, its spill, the merged rows of
+    :func:`merge_term_rows` or the rows of a part from another process.
 
     In a process that keeps them (:func:`keep_table_buffers`), from
     :data:`REUSE_MIN_BYTES` on, it is a view of a buffer this process made for an
-    earlier table, at least as large, that no array views any more (its only reference
-    the list that keeps it), zeroed by a pass over pages already in memory; else a
-    fresh array, kept for later tables (at most :data:`REUSE_KEPT` of
-    :data:`REUSE_MAX_BYTES` in all; buffers no array views are dropped, the first
-    first, to make room, then buffers still viewed).  A fresh array's pages are
-    faulted in and zeroed by the kernel one by one on first touch, which costs a chain
-    of 1M groups more than its sums where the OS had taken the memory back
+    earlier request of the same ``use``, at least as large, that no array views any
+    more (its only reference the list that keeps it), zeroed by a pass over pages
+    already in memory; else a fresh array, kept for later requests (at most
+    :data:`REUSE_KEPT` of :data:`REUSE_MAX_BYTES` in all; to make room, buffers of the
+    same use are dropped first, those no array views before those in use, the first
+    first; then those of other uses, the same way).  A fresh array's pages are faulted
+    in and zeroed by the kernel one by one on first touch, which costs a chain of 1M
+    groups more than its sums where the OS had taken the memory back
     (benchmarks/RESULTS.md, ooc-s33); a buffer in use (a chain's partials, views of
-    its table, until their combine) is never handed out.  Thread-safe.
+    its table, until their combine; a held result's merged rows) is never handed out,
+    and a buffer of another use never is either (:data:`BUFFER_USES`).  Thread-safe.
 
     Parameters
     ----------
     shape : (int, int)
         ``(rows, columns)``.
     zeroed : bool
-        Zeros (a table), else values left as they are (a spill, written whole).
+        Zeros (a table), else values left as they are (a spill or merged rows, written
+        whole).
+    use : str
+        One of :data:`BUFFER_USES`.
 
     Returns
     -------
     ndarray (rows, columns) of float64
         C-ordered; a view of a kept buffer or a fresh array.
+
+    Raises
+    ------
+    ValueError
+        ``use`` not one of :data:`BUFFER_USES`.
     """
+    if use not in BUFFER_USES:
+        raise ValueError(f"use must be one of {BUFFER_USES}, got {use!r}")
     size = int(shape[0]) * int(shape[1])
     if not _keeping or size * 8 < REUSE_MIN_BYTES:
         return np.zeros(shape) if zeroed else np.empty(shape)
     with _kept_lock:
-        # a buffer no array views has the references of a list's element nothing else
-        # holds, counted the same way (the list's, and getrefcount's argument where the
-        # interpreter counts it)
-        alone = [np.empty(0)]
-        baseline = sys.getrefcount(alone[0])
-        free = [i for i in range(len(_kept)) if sys.getrefcount(_kept[i]) == baseline]
-        fits = [i for i in free if _kept[i].size >= size]
+        # a buffer no array views has the references of a kept tuple's element nothing
+        # else holds, counted the same way (the tuple's, the loop's name, and
+        # getrefcount's argument where the interpreter counts it)
+        alone = [("", np.empty(0))]
+        baseline = [sys.getrefcount(b) for _, b in alone][0]
+        free = [sys.getrefcount(b) == baseline for _, b in _kept]
+        fits = [i for i, (u, b) in enumerate(_kept) if free[i] and u == use and b.size >= size]
         if fits:
-            out = _kept[min(fits, key=lambda i: _kept[i].size)][:size].reshape(shape)
+            out = _kept[min(fits, key=lambda i: _kept[i][1].size)][1][:size].reshape(shape)
         else:
             buffer = np.zeros(size) if zeroed else np.empty(size)
-            _kept_with(buffer, [_kept[i] for i in free])
+            _kept_with(use, buffer, free)
             return buffer.reshape(shape)
     if zeroed:
         out.fill(0.0)
     return out
 
 
-def _kept_with(buffer: np.ndarray, free: list) -> None:
-    """Keep ``buffer`` (the lock held), first dropping buffers of ``free`` (none viewed;
-    the first first), then buffers still viewed (the first first: a live result's
-    merged rows; their arrays keep the memory, which is no longer handed out) while
-    the list would hold more than :data:`REUSE_KEPT` buffers or :data:`REUSE_MAX_BYTES`
-    with it; not kept where ``buffer`` alone is more than that."""
+def _kept_with(use: str, buffer: np.ndarray, free: list[bool]) -> None:
+    """Keep ``buffer`` for ``use`` (the lock held; ``free[i]``: whether no array views
+    ``_kept[i]``), first dropping buffers while the list would hold more than
+    :data:`REUSE_KEPT` buffers or :data:`REUSE_MAX_BYTES` with it: those of ``use``
+    before those of other uses (a fresh buffer of ``use`` stands for the ones of its
+    use that were too small or in use: a held result's merged rows, whose arrays keep
+    their memory, no longer handed out), and within each, those no array views before
+    those in use, the first first; not kept where ``buffer`` alone is more than that."""
+    order = sorted(range(len(_kept)), key=lambda i: (_kept[i][0] != use, not free[i], i))
+    victims = [_kept[i][1] for i in order]
 
     def room() -> bool:
-        held = sum(b.nbytes for b in _kept) + buffer.nbytes
+        held = sum(b.nbytes for _, b in _kept) + buffer.nbytes
         return len(_kept) < REUSE_KEPT and held <= REUSE_MAX_BYTES
 
     while _kept and not room():
-        victim = free.pop(0) if free else _kept[0]
-        _kept[:] = [b for b in _kept if b is not victim]
+        victim = victims.pop(0)
+        _kept[:] = [(u, b) for u, b in _kept if b is not victim]
     if room():
-        _kept.append(buffer)
+        _kept.append((use, buffer))
 
 
 @dataclass(frozen=True)
@@ -274,7 +307,7 @@ class TermTable:
             # np.zeros, as numpy allocates it: the kernel's zeroed pages, huge where
             # numpy advises them (the sweep's rows in random order then miss the TLB
             # far less), or a large earlier table's pages, zeroed again
-            self.table = table_buffer((acc.shape[1], len(live) + 1), zeroed=True)
+            self.table = table_buffer((acc.shape[1], len(live) + 1), zeroed=True, use="table")
         return live
 
     def applies_columns(self, n_rows: int, r: int, std: Standardization | None) -> bool:
@@ -486,7 +519,7 @@ class TermTable:
         columns, factors = self._plan_columns()
         n_buckets = counts.size
         starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        spill = table_buffer((rows.size - starts[1], table.shape[1]), zeroed=False)
+        spill = table_buffer((rows.size - starts[1], table.shape[1]), zeroed=False, use="spill")
         order = np.empty(rows.size, dtype=np.int64)
         move_rows(table, rows, bucket, starts, spill, order)
         held = [table[: starts[1]]] + [
@@ -583,6 +616,27 @@ class TermRows:
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         out = self.packed()
         return out if dtype is None else out.astype(dtype, copy=False)
+
+    def __reduce__(self) -> tuple:
+        # pickled as row pieces of at most MOVED_PIECE_BYTES (views: no copy where the
+        # pickler takes buffers out of band, as Dask's does), joined where unpickled
+        rows = np.ascontiguousarray(self.rows, dtype=np.float64)
+        step = max(1, MOVED_PIECE_BYTES // max(1, rows.shape[1] * 8))
+        pieces = [rows[lo : lo + step] for lo in range(0, rows.shape[0], step)] or [rows]
+        return (_joined_rows, (pieces, self.columns, self.factors))
+
+
+def _joined_rows(pieces: list, columns: np.ndarray, factors: np.ndarray) -> TermRows:
+    """A :class:`TermRows` unpickled from its row pieces: one piece as it came, more
+    joined in a buffer of :func:`table_buffer` (a kept one where this process keeps
+    them: memory an earlier data pass's moved rows had, not fresh pages)."""
+    if len(pieces) == 1:
+        return TermRows(pieces[0], columns, factors)
+    rows = table_buffer(
+        (sum(p.shape[0] for p in pieces), pieces[0].shape[1]), zeroed=False, use="moved"
+    )
+    np.concatenate(pieces, out=rows)
+    return TermRows(rows, columns, factors)
 
 
 def as_packed(values) -> np.ndarray:
@@ -743,7 +797,8 @@ def merge_term_rows(
         total = merged_count(tuple(keys))
         if total < 0:
             return None
-        out = table_buffer((total, cols.size), zeroed=False).reshape(-1)  # written whole
+        # written whole: a kept buffer's old values never show
+        out = table_buffer((total, cols.size), zeroed=False, use="merge").reshape(-1)
         merged = np.empty(total, dtype=np.int64)
         counts = np.empty(total)
         args = (cols, factors, count_col, count_factor, chunk, out, merged, counts)
@@ -757,7 +812,7 @@ def merge_term_rows(
         for k, r in zip(keys, rows, strict=True):
             table[np.searchsorted(merged, k)] += r
         counts = table[:, count_col] * count_factor
-        out = table_buffer((total, cols.size), zeroed=False).reshape(-1)
+        out = table_buffer((total, cols.size), zeroed=False, use="merge").reshape(-1)
         for lo in range(0, total, chunk):
             hi = min(lo + chunk, total)
             block = out[cols.size * lo : cols.size * hi].reshape(cols.size, hi - lo)

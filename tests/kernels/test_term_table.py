@@ -533,22 +533,22 @@ def kept_buffers(monkeypatch):
 def test_table_buffer_reuses_a_buffer_no_array_views(kept_buffers):
     """A buffer is handed out again, zeroed, once nothing views it; never while a view
     of it (a part of a chain's partials) lives; small tables are fresh arrays."""
-    first = kept_buffers.table_buffer((100, 10), zeroed=True)
+    first = kept_buffers.table_buffer((100, 10), zeroed=True, use="table")
     assert first.shape == (100, 10) and first.flags.c_contiguous and not first.any()
     address = first.ctypes.data
     part = first[:30]  # a view given away, as split_rows' parts
     first[:] = 7.0
     del first
-    busy = kept_buffers.table_buffer((100, 10), zeroed=True)
+    busy = kept_buffers.table_buffer((100, 10), zeroed=True, use="table")
     assert busy.ctypes.data != address and not busy.any()
     del part
-    again = kept_buffers.table_buffer((90, 10), zeroed=True)
+    again = kept_buffers.table_buffer((90, 10), zeroed=True, use="table")
     assert again.ctypes.data == address and again.shape == (90, 10) and not again.any()
     other = busy.ctypes.data
     del busy
-    spill = kept_buffers.table_buffer((50, 10), zeroed=False)
-    assert spill.shape == (50, 10) and spill.ctypes.data == other
-    small = kept_buffers.table_buffer((10, 10), zeroed=True)  # 800 bytes: not kept
+    unset = kept_buffers.table_buffer((50, 10), zeroed=False, use="table")
+    assert unset.shape == (50, 10) and unset.ctypes.data == other
+    small = kept_buffers.table_buffer((10, 10), zeroed=True, use="table")  # 800 bytes: not kept
     assert not small.any() and kept_buffers.kept_table_buffers() == 2
 
 
@@ -557,21 +557,25 @@ def test_table_buffer_keeps_at_most_reuse_kept(kept_buffers):
     use, the first kept (its arrays keep their values, and it is not handed out
     again)."""
     n = kept_buffers.REUSE_KEPT
-    held = [kept_buffers.table_buffer((200, 10), zeroed=False) for _ in range(n)]
+    held = [kept_buffers.table_buffer((200, 10), zeroed=False, use="table") for _ in range(n)]
     for h in held:
         h[:] = 3.0
-    extra = kept_buffers.table_buffer((200, 10), zeroed=True)  # kept, held[0] dropped
+    extra = kept_buffers.table_buffer((200, 10), zeroed=True, use="table")  # kept, held[0] dropped
     assert kept_buffers.kept_table_buffers() == n and not extra.any()
     assert all(extra.ctypes.data != h.ctypes.data for h in held)
     first = held[0].ctypes.data
     del held[1]
-    larger = kept_buffers.table_buffer((400, 10), zeroed=True)  # kept, in held[1]'s place
+    larger = kept_buffers.table_buffer(
+        (400, 10), zeroed=True, use="table"
+    )  # kept, in held[1]'s place
     address = larger.ctypes.data
     del larger
-    assert kept_buffers.table_buffer((400, 10), zeroed=True).ctypes.data == address
+    assert kept_buffers.table_buffer((400, 10), zeroed=True, use="table").ctypes.data == address
     assert kept_buffers.kept_table_buffers() == n
     del extra
-    again = kept_buffers.table_buffer((200, 10), zeroed=False)  # extra's, not held[0]'s
+    again = kept_buffers.table_buffer(
+        (200, 10), zeroed=False, use="table"
+    )  # extra's, not held[0]'s
     assert again.ctypes.data != first and (held[0] == 3.0).all()
 
 
@@ -579,23 +583,71 @@ def test_table_buffer_keeps_at_most_reuse_max_bytes(kept_buffers, monkeypatch):
     """Buffers no array views, then buffers in use, make room for a new one within
     REUSE_MAX_BYTES; one larger than that is not kept."""
     monkeypatch.setattr(kept_buffers, "REUSE_MAX_BYTES", 40_000)
-    first = kept_buffers.table_buffer((300, 10), zeroed=True)  # 24 kB
-    second = kept_buffers.table_buffer((200, 10), zeroed=True)  # 16 kB: 40 kB in all
+    first = kept_buffers.table_buffer((300, 10), zeroed=True, use="table")  # 24 kB
+    second = kept_buffers.table_buffer((200, 10), zeroed=True, use="table")  # 16 kB: 40 kB in all
     assert kept_buffers.kept_table_buffers() == 2
     del first
-    third = kept_buffers.table_buffer((400, 10), zeroed=True)  # 32 kB: first, then second dropped
+    third = kept_buffers.table_buffer(
+        (400, 10), zeroed=True, use="table"
+    )  # 32 kB: first, then second dropped
     assert kept_buffers.kept_table_buffers() == 1 and not third.any()
     assert (second == 0.0).all()  # still its array's memory
     del second, third
-    huge = kept_buffers.table_buffer((600, 10), zeroed=False)  # 48 kB: never kept
+    huge = kept_buffers.table_buffer((600, 10), zeroed=False, use="table")  # 48 kB: never kept
     assert huge.shape == (600, 10) and kept_buffers.kept_table_buffers() == 0
+
+
+def test_table_buffer_hands_a_buffer_out_for_its_own_use_only(kept_buffers):
+    """A merge never gets a free table's memory (the next data pass's table would get
+    fresh pages instead), nor a table a free merge's; each gets its own use's."""
+    table = kept_buffers.table_buffer((200, 10), zeroed=True, use="table")
+    taddress = table.ctypes.data
+    del table  # free: the chain's rows all moved out
+    merged = kept_buffers.table_buffer((100, 10), zeroed=False, use="merge")
+    maddress = merged.ctypes.data
+    assert maddress != taddress and kept_buffers.kept_table_buffers() == 2
+    spill = kept_buffers.table_buffer((100, 10), zeroed=False, use="spill")  # merged held
+    assert spill.ctypes.data not in (taddress, maddress)
+    del spill, merged
+    assert kept_buffers.table_buffer((200, 10), zeroed=True, use="table").ctypes.data == taddress
+    assert kept_buffers.table_buffer((90, 10), zeroed=False, use="merge").ctypes.data == maddress
+    assert kept_buffers.kept_table_buffers() == 3
+    with pytest.raises(ValueError, match="use must be one of"):
+        kept_buffers.table_buffer((200, 10), zeroed=True, use="tables")
+
+
+def test_table_buffer_drops_its_own_uses_buffers_first(kept_buffers):
+    """Results held one after another (each keeps its merged rows): every new merge's
+    buffer takes the place of an earlier merge's, the first first, even one in use,
+    and never of a free table's or spill's, which later passes get again."""
+    table = kept_buffers.table_buffer((200, 10), zeroed=True, use="table")
+    spill = kept_buffers.table_buffer((100, 10), zeroed=False, use="spill")
+    addresses = (table.ctypes.data, spill.ctypes.data)
+    del table, spill
+    held = []
+    for _ in range(kept_buffers.REUSE_KEPT + 2):
+        held.append(kept_buffers.table_buffer((150, 10), zeroed=False, use="merge"))
+        held[-1][:] = len(held)
+        assert kept_buffers.kept_table_buffers() == min(len(held) + 2, kept_buffers.REUSE_KEPT)
+    assert (
+        kept_buffers.table_buffer((200, 10), zeroed=True, use="table").ctypes.data == addresses[0]
+    )
+    assert (
+        kept_buffers.table_buffer((100, 10), zeroed=False, use="spill").ctypes.data == addresses[1]
+    )
+    for i, h in enumerate(held):  # the dropped ones' arrays keep their values
+        assert (h == i + 1).all()
+    del held[-1]  # the last result let go: its memory the next merge's
+    last = kept_buffers.table_buffer((150, 10), zeroed=False, use="merge")
+    assert all(last.ctypes.data != h.ctypes.data for h in held)
+    assert kept_buffers.kept_table_buffers() == kept_buffers.REUSE_KEPT
 
 
 def test_table_buffer_is_numpys_without_keeping(kept_buffers):
     """Outside a process that keeps tables (the driver, in-process Dask), plain numpy
     arrays, nothing kept."""
     kept_buffers.keep_table_buffers(False)
-    got = kept_buffers.table_buffer((10_000, 10), zeroed=True)
+    got = kept_buffers.table_buffer((10_000, 10), zeroed=True, use="table")
     assert got.base is None and not got.any() and kept_buffers.kept_table_buffers() == 0
 
 
@@ -652,3 +704,38 @@ def test_merge_term_rows_of_a_reused_buffer_are_those_of_a_fresh_one(kept_buffer
         for a, b in zip(mine, ref, strict=True):
             np.testing.assert_array_equal(a, b)
             np.testing.assert_array_equal(np.signbit(a), np.signbit(b))
+
+
+@pytest.mark.parametrize("protocol", [4, 5])
+def test_term_rows_pickled_in_pieces_are_the_same_rows(kept_buffers, monkeypatch, protocol):
+    """A TermRows sent to another process goes as row pieces of at most
+    MOVED_PIECE_BYTES (out of band with protocol 5: views, no copy) and comes back the
+    same rows bit for bit, joined in a kept buffer of its own use where buffers are
+    kept; one piece comes back as it went."""
+    import pickle
+
+    monkeypatch.setattr(kept_buffers, "MOVED_PIECE_BYTES", 2000)  # 25 rows of 10
+    rng = np.random.default_rng(7)
+    rows = rng.standard_normal((110, 10))
+    rows[3, 4] = -0.0
+    part = kept_buffers.TermRows(rows[:103], np.arange(14) % 10, 2.0 ** np.arange(14))
+    buffers: list = []
+    if protocol == 5:
+        data = pickle.dumps(part, protocol=protocol, buffer_callback=buffers.append)
+        sizes = [b.raw().nbytes for b in buffers]
+        assert sizes[:5] == [2000, 2000, 2000, 2000, 240]  # the rows' pieces
+    else:
+        data = pickle.dumps(part, protocol=protocol)
+    for _ in range(2):  # the second in the first's memory, once nothing views it
+        got = pickle.loads(data, buffers=buffers or None)
+        np.testing.assert_array_equal(got.rows, rows[:103])
+        np.testing.assert_array_equal(np.signbit(got.rows), np.signbit(rows[:103]))
+        np.testing.assert_array_equal(got.columns, part.columns)
+        np.testing.assert_array_equal(got.factors, part.factors)
+        assert got.rows.flags.c_contiguous and kept_buffers.kept_table_buffers() == 1
+        del got
+    small = kept_buffers.TermRows(rows[:20], part.columns, part.factors)
+    back = pickle.loads(pickle.dumps(small, protocol=protocol))
+    np.testing.assert_array_equal(back.rows, rows[:20])
+    empty = kept_buffers.TermRows(rows[:0], part.columns, part.factors)
+    assert pickle.loads(pickle.dumps(empty, protocol=protocol)).rows.shape == (0, 10)

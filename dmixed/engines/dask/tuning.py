@@ -25,7 +25,12 @@ zeroed again on first touch, and in a virtual machine that reports free pages to
 host a page freed seconds before costs many times more to fault in than one freed just
 now (benchmarks/RESULTS.md, ooc-s33): :func:`tune_malloc` also has
 :func:`~dmixed.kernels.term_table.table_buffer` keep those buffers for the next data
-pass's chains (:func:`~dmixed.kernels.term_table.keep_table_buffers`).
+pass's chains (:func:`~dmixed.kernels.term_table.keep_table_buffers`), and a block's
+merged rows and the rows of a part that came from another worker, each for its own use.
+Dask reads every buffer it receives into memory of its own, so a part is sent in pieces
+below the mmap threshold (:data:`~dmixed.kernels.term_table.MOVED_PIECE_BYTES`), which
+the heap serves from pages it keeps, and joined in a kept buffer (benchmarks/RESULTS.md,
+alt-s36).
 """
 
 from __future__ import annotations
