@@ -23,7 +23,15 @@ import numpy as np
 
 from ..errors import FitConvergenceWarning, SpecError
 from ..kernels import small_linalg
-from .charts import Face, chain_curvature, cone_rise, plain_chart, scaled_newton, sqrt_chart
+from .charts import (
+    Face,
+    chain_curvature,
+    cone_rise,
+    cone_step,
+    plain_chart,
+    scaled_newton,
+    sqrt_chart,
+)
 from .lean import lean_steps
 from .newton_coords import NewtonStep, log_shift, newton_step
 from .newton_rules import (
@@ -100,7 +108,21 @@ def maximize(
     boundary = run.settle_boundary()
     # Newton steps count against maxiter like the quasi-Newton iterations
     run.polish(boundary, summary.polish_steps)
+    restarts = FACE_RESTARTS
+    # a singular Ψ* where ℓ rises off its face (along it, or into the cone): the
+    # methods again from a point off it, as from a start (:meth:`_Optimization.off_face`)
+    while run.off_face(boundary, move=restarts > 0):
+        restarts -= 1
+        converged = run.run_scipy(methods)
+        boundary = run.settle_boundary()
+        run.polish(boundary, summary.polish_steps)
     return run.finish(boundary, converged)
+
+
+#: The most times one fit leaves a singular Ψ* where ℓ rises off its face and runs its
+#: methods again (a start at Ψ* = 0: the intercept's variance, then the range turned on
+#: the face of rank one, then into the cone to the maximum of rank two)
+FACE_RESTARTS = 3
 
 
 class _Optimization:
@@ -154,6 +176,9 @@ class _Optimization:
         #: the last scipy method stopped on its count of iterations (``maxiter``), not
         #: on its own tests
         self.method_cut_short = False
+        #: where :meth:`off_face` judged a singular Ψ* with variances settled at zero
+        #: (as bytes), the rise of ℓ a step off its face promises and the verdict
+        self.settled_face: tuple[bytes, float, bool] | None = None
 
     # -- the point and its evaluation ------------------------------------------------
 
@@ -418,6 +443,13 @@ class _Optimization:
             # on the tiny-noise data with a slope on z: 8.2e-6, 41 units below the
             # maximum); the Newton step on the face and into the cone judges instead
             s.final_rise, converged = face[1], face[2]
+        settled = self.settled_face
+        if settled is not None and settled[0] == self.x.tobytes():
+            # variances settled at zero, each on its own one-sided slope: the rise from
+            # turning Ψ*'s range (the cross terms) or into the cone judges too (a start
+            # at Ψ* = 0 was reported converged 0.43 below the maximum)
+            s.final_rise = settled[1]
+            converged = converged and settled[2]
         s.resolution_edge = obj.at_resolution_edge(ev, self.free)
         converged = converged and not s.resolution_edge
         if converged and face is None and self.cut_short == (self.x.tobytes(), tuple(boundary)):
@@ -846,6 +878,92 @@ class _Optimization:
             cur, cur_llf = accepted
         obj.evaluate(cur)  # the final point's evaluation is the one kept for the results
         return cur
+
+    def off_face(self, boundary: list[str], move: bool) -> bool:
+        """Whether the fit leaves the singular Ψ* it ended at: there ℓ rises off its
+        face, and (``move``) a point off it, with ℓ above the current point's, is now
+        :attr:`x`; the methods then run again from it (:func:`maximize`).  Every
+        parameter free, and ``maxiter`` not spent.
+
+        Two kinds of such points.  Variances settled at zero (``boundary``) were
+        judged each on its one-sided slope alone: the face verdict
+        (:meth:`face_verdict`: the rise along the face, which turns Ψ*'s range into
+        the settled coordinates, and into the cone) is made here, kept in
+        :attr:`settled_face` and judges the fit where it is not left.  A singular Ψ*
+        not settled at zero that :meth:`face_steps` found not converged with a rise
+        above ``converged_rise`` (the steps stay on the face: a rise into the cone ends
+        them).  Elsewhere (a non-singular Ψ*, a face verdict that holds) no evaluation
+        is made and the fit is not left."""
+        s = self.summary
+        if not (self.free.all() and s.polish_steps > 0 and self.singular(self.x)):
+            return False
+        key = self.x.tobytes()
+        if boundary:
+            if self.settled_face is not None and self.settled_face[0] == key:
+                return False  # judged here already, and not left
+        else:
+            face = self.face
+            if face is None or face[0] != key or face[2] or not face[1] > s.converged_rise:
+                return False
+        rise, escape = self.face_verdict(self.x)
+        if boundary:
+            self.settled_face = (key, rise, rise <= s.converged_rise)
+            if rise <= s.converged_rise:
+                return False
+        if not move or escape is None or self.iterations_left(1) == 0:
+            return False
+        self.x = escape
+        return True
+
+    def face_verdict(self, x: np.ndarray) -> tuple[float, np.ndarray | None]:
+        """At ``x``'s singular Ψ* (its eigenvalues at most ``singular_eigenvalue`` set
+        to zero: :class:`~dmixed.fit.charts.Face`), the rise of ℓ a Newton step along
+        the face (its decrement) and into the cone
+        (:func:`~dmixed.fit.charts.cone_step`) promises, with ℓ's rise at the
+        projection; and a point off the face with ℓ above ``x``'s (packed), the two
+        steps together halved until ℓ rises, or None.  One Hessian round trip; NaN and
+        None where no Hessian or step can be made."""
+        obj, s, layout = self.obj, self.summary, self.obj.layout
+        psi, tau = layout.unpack(x, obj.use_sqrt)
+        k = int(np.count_nonzero(np.linalg.eigvalsh(psi) <= s.singular_eigenvalue))
+        face = Face.of(psi, tau, k)
+        cur_llf = obj.evaluate(x).llf
+        rise, escape = math.nan, None
+        try:
+            base = layout.pack_theta(layout.pack(face.base, face.tau, False), obj.use_sqrt)
+        except np.linalg.LinAlgError:
+            return rise, escape
+        bev = obj.evaluate(base)
+        hess = (
+            self.profiled_hessian(base, np.ones(layout.n_params, dtype=bool), bev)
+            if defined(bev)
+            else None
+        )
+        newton = None
+        if hess is not None:
+            d_psi, d_tau = obj.score_parts(bev)
+            grad, curvature = chain_curvature(layout, face.chart(), d_psi, d_tau, hess)
+            newton = scaled_newton(curvature, grad)
+        if hess is not None and newton is not None:
+            delta, along = newton
+            into, turn = cone_step(layout, face.null, d_psi, hess)
+            rise = max(along, into) + max(0.0, bev.llf - cur_llf)
+            fraction = 1.0
+            for _half in range(s.newton_halvings if rise > s.converged_rise else 0):
+                trial_psi, trial_tau = face.point(fraction * delta)
+                if turn is not None:
+                    trial_psi = trial_psi + fraction * turn
+                fraction /= 2
+                try:
+                    theta = layout.pack(trial_psi, trial_tau, use_sqrt=False)
+                    packed = layout.pack_theta(theta, obj.use_sqrt)
+                except np.linalg.LinAlgError:
+                    continue
+                if obj.evaluate(packed).llf > cur_llf:
+                    escape = packed
+                    break
+        obj.evaluate(x)  # the point's evaluation is the one kept for the results
+        return rise, escape
 
     def packed_step(self, mask: np.ndarray, ev: Evaluation) -> tuple[np.ndarray, float] | None:
         """The Newton step from the current point in the packed coordinates ``mask``
