@@ -636,7 +636,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
                 "grow and has no maximum; drop a random effect, or check that the response "
                 "is not a copy of the model's columns"
             )
-        warn_convergence(opt)
+        warn_convergence(opt, stats.layout)
         warn_precision(ev, stats.glob)
         if obj.is_start(opt.packed):  # the only point whose factor may be unresolved
             warn_unresolved_start(ev, stats.glob, reml)
