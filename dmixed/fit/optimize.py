@@ -5,7 +5,8 @@
 CG, each from where the last stopped), then settles variances that belong on the
 boundary at exactly zero and polishes an interior optimum with a few Newton steps on the
 exact profiled Hessian (an optimum at a singular Ψ* on the face of the cone it lies
-on).  It reads its settings and tolerances from an
+on); where ℓ rises off the face of a singular Ψ* (along it, or into the cone) it runs
+its methods again from a point off it.  It reads its settings and tolerances from an
 :class:`~dmixed.fit.summary.OptSummary` and fills in the outcome there.  The options
 ``method=`` and ``free=`` are checked in :mod:`~dmixed.fit.options`.
 """
@@ -84,7 +85,12 @@ def maximize(
     (a :class:`~dmixed.errors.FitConvergenceWarning` announces each retry); (3) variances
     that belong on the boundary settled at exactly zero; (4) a Newton polish of the
     interior parameters (at a singular Ψ* not settled at zero, Newton steps on the face
-    of the cone it lies on: :meth:`_Optimization.face_steps`).
+    of the cone it lies on: :meth:`_Optimization.face_steps`); (5) at a singular Ψ*
+    where ℓ rises off its face (a step along it, turning Ψ*'s range into coordinates
+    settled at zero, or into the cone promises more than ``summary.converged_rise``),
+    steps (2) to (4) again from a point off the face where ℓ is higher, at most
+    :data:`FACE_RESTARTS` times (:meth:`_Optimization.off_face`); the last such point
+    not left is not converged.
 
     Parameters
     ----------
