@@ -182,8 +182,9 @@ class _Optimization:
         #: the last scipy method stopped on its count of iterations (``maxiter``), not
         #: on its own tests
         self.method_cut_short = False
-        #: where :meth:`off_face` judged a singular Ψ* with variances settled at zero
-        #: (as bytes), the rise of ℓ a step off its face promises and the verdict
+        #: where :meth:`off_face` judged a singular Ψ* with variances settled at zero,
+        #: or :meth:`masked_off_face` a zero column of the factor (as bytes), the rise of
+        #: ℓ a step off its face promises and the verdict
         self.settled_face: tuple[bytes, float, bool] | None = None
 
     # -- the point and its evaluation ------------------------------------------------
@@ -454,7 +455,7 @@ class _Optimization:
             # variances settled at zero, each on its own one-sided slope: the rise from
             # turning Ψ*'s range (the cross terms) or into the cone judges too (a start
             # at Ψ* = 0 was reported converged 0.43 below the maximum)
-            s.final_rise = settled[1]
+            s.final_rise = settled[1] if math.isnan(s.final_rise) else max(s.final_rise, settled[1])
             converged = converged and settled[2]
         s.resolution_edge = obj.at_resolution_edge(ev, self.free)
         converged = converged and not s.resolution_edge
@@ -901,7 +902,9 @@ class _Optimization:
         them).  Elsewhere (a non-singular Ψ*, a face verdict that holds) no evaluation
         is made and the fit is not left."""
         s = self.summary
-        if not (self.free.all() and s.polish_steps > 0 and self.singular(self.x)):
+        if not self.free.all():
+            return self.masked_off_face(move)
+        if not (s.polish_steps > 0 and self.singular(self.x)):
             return False
         key = self.x.tobytes()
         if boundary:
@@ -917,6 +920,74 @@ class _Optimization:
             if rise <= s.converged_rise:
                 return False
         if not move or escape is None or self.iterations_left(1) == 0:
+            return False
+        self.x = escape
+        return True
+
+    def masked_off_face(self, move: bool) -> bool:
+        """:meth:`off_face` of a fit with ``free=`` held entries in the square-root
+        packing: a zero column ``j`` of the factor ``L`` (its entries' squares summing to
+        at most ``singular_eigenvalue``) is a point where ℓ's gradient in the column's
+        entries vanishes, its curvature there ``2·D`` on the column's free rows (``D``
+        = ∂ℓ/∂Ψ*).  Where ``D`` has a positive eigenvalue ``μ`` there (eigenvector
+        ``v``), ℓ rises along ``L[:, j] = √t·v`` by ``μ t`` to first order in ``t``;
+        the promise is ``μ² / (2|c|)`` with ``c`` ℓ's curvature in ``t`` (one Hessian
+        round trip), kept in :attr:`settled_face` (no such ``μ``: no verdict, no
+        evaluation beyond the point's own).  Above ``converged_rise`` (and
+        ``move``), the point with the column set so (``t = μ/|c|``, halved until ℓ
+        rises) is :attr:`x`: True.  The masked fit's gradient test passes at such a
+        point whatever ℓ does (a start of rank one holding an entry of ``L``: reported
+        converged 1.2e-3 below the constrained maximum)."""
+        obj, s, layout = self.obj, self.summary, self.obj.layout
+        if not (obj.use_sqrt and layout.k_re > 0 and self.free.any()):
+            return False
+        x, key = self.x, self.x.tobytes()
+        if self.settled_face is not None and self.settled_face[0] == key:
+            return False  # judged here already, and not left
+        q, k2 = layout.k_re, layout.k_re2
+        rows, cols = layout.tril()
+        entries = np.asarray(x[:k2])
+        zero = [
+            j for j in range(q) if float(np.sum(entries[cols == j] ** 2)) <= s.singular_eigenvalue
+        ]
+        if not zero:
+            return False
+        ev = obj.evaluate(x)
+        if not defined(ev):
+            return False
+        d_psi = obj.score_parts(ev)[0]
+        best: tuple[float, int, np.ndarray, np.ndarray] | None = None
+        for j in zero:
+            where = np.flatnonzero((cols == j) & self.free[:k2])
+            if where.size == 0:
+                continue
+            free_rows = rows[where]
+            values, vectors = np.linalg.eigh(d_psi[np.ix_(free_rows, free_rows)])
+            if values[-1] > 0.0 and (best is None or values[-1] > best[0]):
+                best = (float(values[-1]), j, where, vectors[:, -1])
+        rise, escape = 0.0, None
+        if best is not None:
+            mu, j, where, w = best
+            hess = self.profiled_hessian(x, np.ones(layout.n_params, dtype=bool), ev)
+            v = np.zeros(q)
+            v[rows[where]] = w
+            direction = np.zeros(layout.n_params)
+            direction[:k2] = np.outer(v, v)[rows, cols]
+            curvature = math.nan if hess is None else float(direction @ hess @ direction)
+            rise = mu * mu / (2.0 * -curvature) if curvature < 0.0 else math.inf
+            t = mu / -curvature if curvature < 0.0 else 1.0
+            for _half in range(s.newton_halvings if rise > s.converged_rise else 0):
+                trial = x.copy()
+                trial[where] = math.sqrt(t) * w
+                t /= 2
+                if obj.evaluate(trial).llf > ev.llf:
+                    escape = trial
+                    break
+            obj.evaluate(x)  # the point's evaluation is the one kept for the results
+            self.settled_face = (key, rise, rise <= s.converged_rise)
+        if rise <= s.converged_rise or not move or escape is None:
+            return False
+        if self.iterations_left(1) == 0:
             return False
         self.x = escape
         return True
