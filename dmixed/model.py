@@ -585,8 +585,10 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             where a Newton step still promises ℓ a rise above
             ``DEFAULTS.converged_rise`` (``converged`` is then False, as statsmodels
             reports a fit stopped by ``maxiter``; with ``free=``, the step in the free
-            packed coordinates); or the fit ended at a singular Ψ* not settled at zero
-            where a Newton step on the face of the cone still promises such a rise.
+            packed coordinates); or the fit ended at a singular Ψ* (rank r of q, named
+            in the warning) where a Newton step along the face of the cone and into it
+            still promises such a rise after the methods ran again from points off the
+            face (a start of lower rank: one with a full-rank Ψ* may reach the maximum).
         BoundaryWarning
             The estimate is on the boundary of the parameter space.
         PrecisionWarning
@@ -636,7 +638,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
                 "grow and has no maximum; drop a random effect, or check that the response "
                 "is not a copy of the model's columns"
             )
-        warn_convergence(opt)
+        warn_convergence(opt, stats.layout)
         warn_precision(ev, stats.glob)
         if obj.is_start(opt.packed):  # the only point whose factor may be unresolved
             warn_unresolved_start(ev, stats.glob, reml)

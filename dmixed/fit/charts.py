@@ -35,6 +35,7 @@ __all__ = [
     "Face",
     "chain_curvature",
     "cone_rise",
+    "cone_step",
     "plain_chart",
     "scaled_newton",
     "sqrt_chart",
@@ -200,11 +201,22 @@ def cone_rise(layout: Layout, null: np.ndarray, d_psi: np.ndarray, hess_theta: n
     ``v`` of ``N'DN`` whose eigenvalue ``μ`` is positive, ``μ² / (2|c|)`` with ``c`` ℓ's
     curvature in ``t`` (∞ where it is not negative); 0 where ℓ falls into the cone in
     every such direction (the first-order condition of a maximum on the cone)."""
+    return cone_step(layout, null, d_psi, hess_theta)[0]
+
+
+def cone_step(
+    layout: Layout, null: np.ndarray, d_psi: np.ndarray, hess_theta: np.ndarray
+) -> tuple[float, np.ndarray | None]:
+    """:func:`cone_rise` and the step into the cone of the direction that promises it:
+    ``t vv'`` (q, q) with ``t = μ / |c|`` (the Newton step along the ray), or with ``t``
+    1 where ℓ's curvature there is not negative (Ψ* is relative to σ², so 1 is the
+    scale of a variance as large as the noise's); None where ℓ rises into the cone in
+    no direction."""
     if null.shape[1] == 0:
-        return 0.0
+        return 0.0, None
     values, vectors = np.linalg.eigh(null.T @ d_psi @ null)
     rows, cols = layout.tril()
-    out = 0.0
+    out, step = 0.0, None
     for mu, w in zip(values.tolist(), vectors.T, strict=True):
         if mu <= 0.0:
             continue
@@ -212,5 +224,8 @@ def cone_rise(layout: Layout, null: np.ndarray, d_psi: np.ndarray, hess_theta: n
         direction = np.zeros(layout.n_params)
         direction[: layout.k_re2] = np.outer(v, v)[rows, cols]
         curvature = float(direction @ hess_theta @ direction)
-        out = max(out, mu * mu / (2.0 * -curvature) if curvature < 0.0 else np.inf)
-    return out
+        rise = mu * mu / (2.0 * -curvature) if curvature < 0.0 else np.inf
+        if step is None or rise > out:
+            out = rise
+            step = (mu / -curvature if curvature < 0.0 else 1.0) * np.outer(v, v)
+    return out, step

@@ -28,9 +28,14 @@ __all__ = [
 ]
 
 
-def warn_convergence(opt: OptSummary) -> None:
+def warn_convergence(opt: OptSummary, layout: Layout | None = None) -> None:
     """A FitConvergenceWarning (to the caller of ``fit``) when ``opt`` did not converge
-    (saying why where it stopped at the edge of the statistics' resolution)."""
+    (saying why where it stopped at the edge of the statistics' resolution, or on a
+    face of the cone: a singular Ψ* where the step off it promises a rise).
+
+    ``layout``: the fit's :class:`~dmixed.stats.Layout`, to read the ranks of the final
+    and the start's Ψ* (``opt.packed`` and ``opt.initial``, packed as ``opt.use_sqrt``);
+    without it the warning does not name them."""
     if opt.resolution_edge:
         warnings.warn(
             "the optimizer did not converge: the likelihood still rises toward points "
@@ -44,21 +49,50 @@ def warn_convergence(opt: OptSummary) -> None:
             stacklevel=3,
         )
     elif not opt.converged and opt.final_rise > opt.converged_rise:
-        warnings.warn(
-            f"the optimizer did not converge: a Newton step from the estimates promises "
-            f"llf a rise of {opt.final_rise:.3g} (more than converged_rise = "
-            f"{opt.converged_rise:.3g}) although max |gradient of llf/n| = "
-            f"{opt.grad_norm:.3g}; the iterations stopped short of the maximum (maxiter, "
-            "or a flat likelihood in these parameters' units)",
-            FitConvergenceWarning,
-            stacklevel=3,
-        )
+        ranks = _ranks(opt, layout)
+        if ranks is not None and ranks[0] < ranks[2]:
+            rank, start_rank, q = ranks
+            start = (
+                f"; the start's Psi* has rank {start_rank} of {q}: a start with a "
+                "full-rank Psi* may reach the maximum"
+                if start_rank < q
+                else ""
+            )
+            message = (
+                f"the optimizer did not converge: the fit ended at a singular Psi* (rank "
+                f"{rank} of {q}), where a Newton step along the face of the cone of "
+                f"covariance matrices it lies on and into the cone promises llf a rise "
+                f"of {opt.final_rise:.3g} (more than converged_rise = "
+                f"{opt.converged_rise:.3g}): the maximum is not there{start}"
+            )
+        else:
+            message = (
+                f"the optimizer did not converge: a Newton step from the estimates "
+                f"promises llf a rise of {opt.final_rise:.3g} (more than converged_rise "
+                f"= {opt.converged_rise:.3g}) although max |gradient of llf/n| = "
+                f"{opt.grad_norm:.3g}; the iterations stopped short of the maximum "
+                "(maxiter, or a flat likelihood in these parameters' units)"
+            )
+        warnings.warn(message, FitConvergenceWarning, stacklevel=3)
     elif not opt.converged:
         warnings.warn(
             f"the optimizer did not converge: max |gradient of llf/n| = {opt.grad_norm:.3g}",
             FitConvergenceWarning,
             stacklevel=3,
         )
+
+
+def _ranks(opt: OptSummary, layout: Layout | None) -> tuple[int, int, int] | None:
+    """The ranks of Ψ* at ``opt.packed`` and at ``opt.initial`` (eigenvalues above
+    ``opt.singular_eigenvalue``, as the fit counts a singular Ψ*) and its order q, or
+    None without a ``layout`` or random effects."""
+    if layout is None or layout.k_re == 0:
+        return None
+    out = []
+    for packed in (opt.packed, opt.initial):
+        psi = layout.unpack(packed, opt.use_sqrt)[0]
+        out.append(int(np.count_nonzero(np.linalg.eigvalsh(psi) > opt.singular_eigenvalue)))
+    return out[0], out[1], layout.k_re
 
 
 def warn_boundary(model, opt: OptSummary, layout: Layout, psi: np.ndarray | None = None) -> None:

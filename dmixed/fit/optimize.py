@@ -5,7 +5,8 @@
 CG, each from where the last stopped), then settles variances that belong on the
 boundary at exactly zero and polishes an interior optimum with a few Newton steps on the
 exact profiled Hessian (an optimum at a singular Ψ* on the face of the cone it lies
-on).  It reads its settings and tolerances from an
+on); where ℓ rises off the face of a singular Ψ* (along it, or into the cone) it runs
+its methods again from a point off it.  It reads its settings and tolerances from an
 :class:`~dmixed.fit.summary.OptSummary` and fills in the outcome there.  The options
 ``method=`` and ``free=`` are checked in :mod:`~dmixed.fit.options`.
 """
@@ -23,7 +24,15 @@ import numpy as np
 
 from ..errors import FitConvergenceWarning, SpecError
 from ..kernels import small_linalg
-from .charts import Face, chain_curvature, cone_rise, plain_chart, scaled_newton, sqrt_chart
+from .charts import (
+    Face,
+    chain_curvature,
+    cone_rise,
+    cone_step,
+    plain_chart,
+    scaled_newton,
+    sqrt_chart,
+)
 from .lean import lean_steps
 from .newton_coords import NewtonStep, log_shift, newton_step
 from .newton_rules import (
@@ -76,7 +85,12 @@ def maximize(
     (a :class:`~dmixed.errors.FitConvergenceWarning` announces each retry); (3) variances
     that belong on the boundary settled at exactly zero; (4) a Newton polish of the
     interior parameters (at a singular Ψ* not settled at zero, Newton steps on the face
-    of the cone it lies on: :meth:`_Optimization.face_steps`).
+    of the cone it lies on: :meth:`_Optimization.face_steps`); (5) at a singular Ψ*
+    where ℓ rises off its face (a step along it, turning Ψ*'s range into coordinates
+    settled at zero, or into the cone promises more than ``summary.converged_rise``),
+    steps (2) to (4) again from a point off the face where ℓ is higher, at most
+    :data:`FACE_RESTARTS` times (:meth:`_Optimization.off_face`); the last such point
+    not left is not converged.
 
     Parameters
     ----------
@@ -100,7 +114,21 @@ def maximize(
     boundary = run.settle_boundary()
     # Newton steps count against maxiter like the quasi-Newton iterations
     run.polish(boundary, summary.polish_steps)
+    restarts = FACE_RESTARTS
+    # a singular Ψ* where ℓ rises off its face (along it, or into the cone): the
+    # methods again from a point off it, as from a start (:meth:`_Optimization.off_face`)
+    while run.off_face(boundary, move=restarts > 0):
+        restarts -= 1
+        converged = run.run_scipy(methods)
+        boundary = run.settle_boundary()
+        run.polish(boundary, summary.polish_steps)
     return run.finish(boundary, converged)
+
+
+#: The most times one fit leaves a singular Ψ* where ℓ rises off its face and runs its
+#: methods again (a start at Ψ* = 0: the intercept's variance, then the range turned on
+#: the face of rank one, then into the cone to the maximum of rank two)
+FACE_RESTARTS = 3
 
 
 class _Optimization:
@@ -154,6 +182,10 @@ class _Optimization:
         #: the last scipy method stopped on its count of iterations (``maxiter``), not
         #: on its own tests
         self.method_cut_short = False
+        #: where :meth:`off_face` judged a singular Ψ* with variances settled at zero,
+        #: or :meth:`masked_off_face` a zero column of the factor (as bytes), the rise of
+        #: ℓ a step off its face promises and the verdict
+        self.settled_face: tuple[bytes, float, bool] | None = None
 
     # -- the point and its evaluation ------------------------------------------------
 
@@ -418,6 +450,13 @@ class _Optimization:
             # on the tiny-noise data with a slope on z: 8.2e-6, 41 units below the
             # maximum); the Newton step on the face and into the cone judges instead
             s.final_rise, converged = face[1], face[2]
+        settled = self.settled_face
+        if settled is not None and settled[0] == self.x.tobytes():
+            # variances settled at zero, each on its own one-sided slope: the rise from
+            # turning Ψ*'s range (the cross terms) or into the cone judges too (a start
+            # at Ψ* = 0 was reported converged 0.43 below the maximum)
+            s.final_rise = settled[1] if math.isnan(s.final_rise) else max(s.final_rise, settled[1])
+            converged = converged and settled[2]
         s.resolution_edge = obj.at_resolution_edge(ev, self.free)
         converged = converged and not s.resolution_edge
         if converged and face is None and self.cut_short == (self.x.tobytes(), tuple(boundary)):
@@ -846,6 +885,162 @@ class _Optimization:
             cur, cur_llf = accepted
         obj.evaluate(cur)  # the final point's evaluation is the one kept for the results
         return cur
+
+    def off_face(self, boundary: list[str], move: bool) -> bool:
+        """Whether the fit leaves the singular Ψ* it ended at: there ℓ rises off its
+        face, and (``move``) a point off it, with ℓ above the current point's, is now
+        :attr:`x`; the methods then run again from it (:func:`maximize`).  Every
+        parameter free, and ``maxiter`` not spent.
+
+        Two kinds of such points.  Variances settled at zero (``boundary``) were
+        judged each on its one-sided slope alone: the face verdict
+        (:meth:`face_verdict`: the rise along the face, which turns Ψ*'s range into
+        the settled coordinates, and into the cone) is made here, kept in
+        :attr:`settled_face` and judges the fit where it is not left.  A singular Ψ*
+        not settled at zero that :meth:`face_steps` found not converged with a rise
+        above ``converged_rise`` (the steps stay on the face: a rise into the cone ends
+        them).  Elsewhere (a non-singular Ψ*, a face verdict that holds) no evaluation
+        is made and the fit is not left."""
+        s = self.summary
+        if not self.free.all():
+            return self.masked_off_face(move)
+        if not (s.polish_steps > 0 and self.singular(self.x)):
+            return False
+        key = self.x.tobytes()
+        if boundary:
+            if self.settled_face is not None and self.settled_face[0] == key:
+                return False  # judged here already, and not left
+        else:
+            face = self.face
+            if face is None or face[0] != key or face[2] or not face[1] > s.converged_rise:
+                return False
+        rise, escape = self.face_verdict(self.x)
+        if boundary:
+            self.settled_face = (key, rise, rise <= s.converged_rise)
+            if rise <= s.converged_rise:
+                return False
+        if not move or escape is None or self.iterations_left(1) == 0:
+            return False
+        self.x = escape
+        return True
+
+    def masked_off_face(self, move: bool) -> bool:
+        """:meth:`off_face` of a fit with ``free=`` held entries in the square-root
+        packing: a zero column ``j`` of the factor ``L`` (its entries' squares summing to
+        at most ``singular_eigenvalue``) is a point where ℓ's gradient in the column's
+        entries vanishes, its curvature there ``2·D`` on the column's free rows (``D``
+        = ∂ℓ/∂Ψ*).  Where ``D`` has a positive eigenvalue ``μ`` there (eigenvector
+        ``v``), ℓ rises along ``L[:, j] = √t·v`` by ``μ t`` to first order in ``t``;
+        the promise is ``μ² / (2|c|)`` with ``c`` ℓ's curvature in ``t`` (one Hessian
+        round trip), kept in :attr:`settled_face` (no such ``μ``: no verdict, no
+        evaluation beyond the point's own).  Above ``converged_rise`` (and
+        ``move``), the point with the column set so (``t = μ/|c|``, halved until ℓ
+        rises) is :attr:`x`: True.  The masked fit's gradient test passes at such a
+        point whatever ℓ does (a start of rank one holding an entry of ``L``: reported
+        converged 1.2e-3 below the constrained maximum)."""
+        obj, s, layout = self.obj, self.summary, self.obj.layout
+        if not (obj.use_sqrt and layout.k_re > 0 and self.free.any()):
+            return False
+        x, key = self.x, self.x.tobytes()
+        if self.settled_face is not None and self.settled_face[0] == key:
+            return False  # judged here already, and not left
+        q, k2 = layout.k_re, layout.k_re2
+        rows, cols = layout.tril()
+        entries = np.asarray(x[:k2])
+        zero = [
+            j for j in range(q) if float(np.sum(entries[cols == j] ** 2)) <= s.singular_eigenvalue
+        ]
+        if not zero:
+            return False
+        ev = obj.evaluate(x)
+        if not defined(ev):
+            return False
+        d_psi = obj.score_parts(ev)[0]
+        best: tuple[float, int, np.ndarray, np.ndarray] | None = None
+        for j in zero:
+            where = np.flatnonzero((cols == j) & self.free[:k2])
+            if where.size == 0:
+                continue
+            free_rows = rows[where]
+            values, vectors = np.linalg.eigh(d_psi[np.ix_(free_rows, free_rows)])
+            if values[-1] > 0.0 and (best is None or values[-1] > best[0]):
+                best = (float(values[-1]), j, where, vectors[:, -1])
+        rise, escape = 0.0, None
+        if best is not None:
+            mu, j, where, w = best
+            hess = self.profiled_hessian(x, np.ones(layout.n_params, dtype=bool), ev)
+            v = np.zeros(q)
+            v[rows[where]] = w
+            direction = np.zeros(layout.n_params)
+            direction[:k2] = np.outer(v, v)[rows, cols]
+            curvature = math.nan if hess is None else float(direction @ hess @ direction)
+            rise = mu * mu / (2.0 * -curvature) if curvature < 0.0 else math.inf
+            t = mu / -curvature if curvature < 0.0 else 1.0
+            for _half in range(s.newton_halvings if rise > s.converged_rise else 0):
+                trial = x.copy()
+                trial[where] = math.sqrt(t) * w
+                t /= 2
+                if obj.evaluate(trial).llf > ev.llf:
+                    escape = trial
+                    break
+            obj.evaluate(x)  # the point's evaluation is the one kept for the results
+            self.settled_face = (key, rise, rise <= s.converged_rise)
+        if rise <= s.converged_rise or not move or escape is None:
+            return False
+        if self.iterations_left(1) == 0:
+            return False
+        self.x = escape
+        return True
+
+    def face_verdict(self, x: np.ndarray) -> tuple[float, np.ndarray | None]:
+        """At ``x``'s singular Ψ* (its eigenvalues at most ``singular_eigenvalue`` set
+        to zero: :class:`~dmixed.fit.charts.Face`), the rise of ℓ a Newton step along
+        the face (its decrement) and into the cone
+        (:func:`~dmixed.fit.charts.cone_step`) promises, with ℓ's rise at the
+        projection; and a point off the face with ℓ above ``x``'s (packed), the two
+        steps together halved until ℓ rises, or None.  One Hessian round trip; NaN and
+        None where no Hessian or step can be made."""
+        obj, s, layout = self.obj, self.summary, self.obj.layout
+        psi, tau = layout.unpack(x, obj.use_sqrt)
+        k = int(np.count_nonzero(np.linalg.eigvalsh(psi) <= s.singular_eigenvalue))
+        face = Face.of(psi, tau, k)
+        cur_llf = obj.evaluate(x).llf
+        rise, escape = math.nan, None
+        try:
+            base = layout.pack_theta(layout.pack(face.base, face.tau, False), obj.use_sqrt)
+        except np.linalg.LinAlgError:
+            return rise, escape
+        bev = obj.evaluate(base)
+        hess = (
+            self.profiled_hessian(base, np.ones(layout.n_params, dtype=bool), bev)
+            if defined(bev)
+            else None
+        )
+        newton = None
+        if hess is not None:
+            d_psi, d_tau = obj.score_parts(bev)
+            grad, curvature = chain_curvature(layout, face.chart(), d_psi, d_tau, hess)
+            newton = scaled_newton(curvature, grad)
+        if hess is not None and newton is not None:
+            delta, along = newton
+            into, turn = cone_step(layout, face.null, d_psi, hess)
+            rise = max(along, into) + max(0.0, bev.llf - cur_llf)
+            fraction = 1.0
+            for _half in range(s.newton_halvings if rise > s.converged_rise else 0):
+                trial_psi, trial_tau = face.point(fraction * delta)
+                if turn is not None:
+                    trial_psi = trial_psi + fraction * turn
+                fraction /= 2
+                try:
+                    theta = layout.pack(trial_psi, trial_tau, use_sqrt=False)
+                    packed = layout.pack_theta(theta, obj.use_sqrt)
+                except np.linalg.LinAlgError:
+                    continue
+                if obj.evaluate(packed).llf > cur_llf:
+                    escape = packed
+                    break
+        obj.evaluate(x)  # the point's evaluation is the one kept for the results
+        return rise, escape
 
     def packed_step(self, mask: np.ndarray, ev: Evaluation) -> tuple[np.ndarray, float] | None:
         """The Newton step from the current point in the packed coordinates ``mask``

@@ -105,6 +105,11 @@ class OptSummary:
         the face of the cone it lies on (the step along the face and into the cone;
         none could be made: not converged): there the gradient in the square-root
         packing vanishes with the factor's zero column whatever ℓ does along the face.
+        A singular Ψ* with variances settled at zero is judged by the same step too
+        (each settled variance's one-sided slope misses the rise from turning Ψ*'s
+        range into the settled coordinates).  Where the step promises more, the fit
+        runs its methods again from a point off the face (up to
+        :data:`~dmixed.fit.optimize.FACE_RESTARTS` times).
         Elsewhere (the polish ended on its tests, or on a step that did not help) the
         gradient at the final point decides, with ``gtol`` and ``convergence_floor``.
     newton_llf_rtol : float
@@ -144,7 +149,7 @@ class OptSummary:
         convergence_floor)`` (or a method's own test passed there), the point is not at
         the resolution edge, and, where the polish or a masked fit's method was cut
         short, the test of ``converged_rise`` passed; at a singular Ψ* not settled at
-        zero, that test alone.
+        zero, that test alone; at one with variances settled at zero, that test too.
     final_rise : float
         The rise of ℓ a Newton step from the final point promises, where the fit
         computed it to judge convergence (see ``converged_rise``; saved with the
