@@ -914,7 +914,7 @@ class _Optimization:
             face = self.face
             if face is None or face[0] != key or face[2] or not face[1] > s.converged_rise:
                 return False
-        rise, escape = self.face_verdict(self.x)
+        rise, escape = self.face_verdict(self.x, boundary)
         if boundary:
             self.settled_face = (key, rise, rise <= s.converged_rise)
             if rise <= s.converged_rise:
@@ -992,14 +992,16 @@ class _Optimization:
         self.x = escape
         return True
 
-    def face_verdict(self, x: np.ndarray) -> tuple[float, np.ndarray | None]:
+    def face_verdict(self, x: np.ndarray, boundary: list[str]) -> tuple[float, np.ndarray | None]:
         """At ``x``'s singular Ψ* (its eigenvalues at most ``singular_eigenvalue`` set
         to zero: :class:`~dmixed.fit.charts.Face`), the rise of ℓ a Newton step along
         the face (its decrement) and into the cone
         (:func:`~dmixed.fit.charts.cone_step`) promises, with ℓ's rise at the
         projection; and a point off the face with ℓ above ``x``'s (packed), the two
         steps together halved until ℓ rises, or None.  One Hessian round trip; NaN and
-        None where no Hessian or step can be made."""
+        None where no Hessian or step can be made.  The variance components settled at
+        zero (``boundary``) are held: each was settled on its own one-sided slope, which
+        the step along the face would follow below zero."""
         obj, s, layout = self.obj, self.summary, self.obj.layout
         psi, tau = layout.unpack(x, obj.use_sqrt)
         k = int(np.count_nonzero(np.linalg.eigvalsh(psi) <= s.singular_eigenvalue))
@@ -1020,7 +1022,14 @@ class _Optimization:
         if hess is not None:
             d_psi, d_tau = obj.score_parts(bev)
             grad, curvature = chain_curvature(layout, face.chart(), d_psi, d_tau, hess)
-            newton = scaled_newton(curvature, grad)
+            # the face's coordinates end with τ*, in the layout's order
+            keep = np.ones(grad.size, dtype=bool)
+            keep[grad.size - layout.k_vc :] = ~layout.boundary_mask(boundary, False)[layout.k_re2 :]
+            held = scaled_newton(curvature[np.ix_(keep, keep)], grad[keep])
+            if held is not None:
+                full = np.zeros(grad.size)
+                full[keep] = held[0]
+                newton = (full, held[1])
         if hess is not None and newton is not None:
             delta, along = newton
             into, turn = cone_step(layout, face.null, d_psi, hess)

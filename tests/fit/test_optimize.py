@@ -857,3 +857,39 @@ def test_a_masked_fit_from_a_rank_one_start_reaches_the_constrained_maximum(reml
         )
     assert top.converged and res.converged
     assert abs(res.llf - top.llf) <= 1e-8
+
+
+def _zero_slope_and_component_frame() -> pd.DataFrame:
+    """40 groups of 5, a random intercept (the slope on x truly zero) and a 3-level
+    factor ``c`` whose variance component is truly zero."""
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(40), 5)
+    x, z = rng.normal(size=g.size), rng.normal(size=g.size)
+    b = rng.normal(size=(40, 3))[:, 0]
+    c = rng.integers(0, 3, g.size)
+    rng.normal(size=(40, 3))  # the draws of the data the fault was found on
+    y = 1 + 0.5 * x - 0.3 * z + b[g] + rng.normal(size=g.size)
+    return pd.DataFrame({"g": g, "x": x, "z": z, "y": y, "c": c})
+
+
+@pytest.mark.parametrize("reml", [False, True])
+@pytest.mark.parametrize("method", [None, "lbfgs", "nm"])
+def test_a_settled_component_is_held_in_the_face_verdict(reml, method):
+    """Ψ* singular (the slope's variance) and the component's variance settled at zero
+    on its one-sided slope: the Newton step along the face followed that slope below zero
+    and promised a rise of 1.2 (REML) that no point of the parameter space has; the fit
+    at the maximum (the model without the component's) was reported not converged."""
+    frame = _zero_slope_and_component_frame()
+    model = MixedLM.from_formula(
+        "y ~ x + z", frame, groups="g", re_formula="1 + x", vc_formula={"c": "0 + C(c)"}
+    )
+    plain = MixedLM.from_formula("y ~ x + z", frame, groups="g", re_formula="1 + x")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = model.fit(reml=reml, **({} if method is None else {"method": method}))
+        top = plain.fit(reml=reml)
+    assert list(res.optimizer.boundary) == ["vc:0"]
+    assert top.converged and res.converged
+    assert res.optimizer.final_rise <= DEFAULTS.converged_rise
+    assert not [w for w in caught if issubclass(w.category, FitConvergenceWarning)]
+    assert abs(res.llf - top.llf) <= 1e-6
