@@ -58,13 +58,21 @@ def warn_convergence(opt: OptSummary, layout: Layout | None = None) -> None:
                 if start_rank < q
                 else ""
             )
-            message = (
-                f"the optimizer did not converge: the fit ended at a singular Psi* (rank "
-                f"{rank} of {q}), where a Newton step along the face of the cone of "
-                f"covariance matrices it lies on and into the cone promises llf a rise "
-                f"of {opt.final_rise:.3g} (more than converged_rise = "
-                f"{opt.converged_rise:.3g}): the maximum is not there{start}"
-            )
+            if opt.n_iter >= opt.maxiter:  # maxiter ended it: the promise is the step's
+                message = (
+                    f"the optimizer did not converge: maxiter ({opt.maxiter}) ended the "
+                    f"iterations at a singular Psi* (rank {rank} of {q}), where a Newton "
+                    f"step promises llf a rise of {opt.final_rise:.3g} (more than "
+                    f"converged_rise = {opt.converged_rise:.3g}){start}"
+                )
+            else:
+                message = (
+                    f"the optimizer did not converge: the fit ended at a singular Psi* "
+                    f"(rank {rank} of {q}), where a Newton step along the face of the cone "
+                    f"of covariance matrices it lies on and into the cone promises llf a "
+                    f"rise of {opt.final_rise:.3g} (more than converged_rise = "
+                    f"{opt.converged_rise:.3g}): the maximum is not there{start}"
+                )
         else:
             message = (
                 f"the optimizer did not converge: a Newton step from the estimates "

@@ -893,3 +893,35 @@ def test_a_settled_component_is_held_in_the_face_verdict(reml, method):
     assert res.optimizer.final_rise <= DEFAULTS.converged_rise
     assert not [w for w in caught if issubclass(w.category, FitConvergenceWarning)]
     assert abs(res.llf - top.llf) <= 1e-6
+
+
+def test_a_fit_that_maxiter_ended_at_a_singular_psi_says_maxiter_ended_it():
+    """A fit at a singular Ψ* (a random slope whose variance settles at zero) that
+    maxiter cut short is judged by the cut-short Newton step, not by a step on the face:
+    its warning says that maxiter ended it (the face's wording said "the maximum is not
+    there", which a longer fit contradicts: it converges at the same llf)."""
+    rng = np.random.default_rng(1)
+    g = np.repeat(np.arange(40), 5)
+    x, z = rng.normal(size=g.size), rng.normal(size=g.size)
+    b = rng.normal(size=(40, 3))[:, 0]
+    c = rng.integers(0, 3, g.size)
+    rng.normal(size=(40, 3))  # the draws of the data this case was found on
+    y = 1 + 0.5 * x - 0.3 * z + b[g] + rng.normal(size=g.size)
+    frame = pd.DataFrame({"g": g, "x": x, "z": z, "y": y, "c": c})
+    model = MixedLM.from_formula(
+        "y ~ x + z", frame, groups="g", re_formula="1 + x", vc_formula={"c": "0 + C(c)"}
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = model.fit(maxiter=8)
+    assert not res.converged
+    messages = [str(w.message) for w in caught if issubclass(w.category, FitConvergenceWarning)]
+    assert any(
+        "maxiter (8) ended the iterations at a singular Psi* (rank 1 of 2)" in m for m in messages
+    )
+    assert not any("the maximum is not there" in m for m in messages)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        full = model.fit()
+    assert full.converged
+    assert abs(full.llf - res.llf) < 1e-8
