@@ -17,7 +17,7 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -738,16 +738,23 @@ class _Optimization:
         ``converged_rise``; ``inf`` where none of its points is inside the parameter
         space."""
         theta, movable, step = promise
+        return self.largest_rise(
+            (packed for _trial, packed in self.step_points(theta, movable, step)), ev
+        )
+
+    def largest_rise(self, points: Iterable[np.ndarray], ev: Evaluation) -> float:
+        """The largest rise of ℓ over the current point (``ev``) at ``points`` (packed;
+        those outside the parameter space skipped), stopping at the first above
+        ``converged_rise``; ``inf`` where none is inside (the promise is not tested)."""
         obj, s = self.obj, self.summary
         best = -math.inf
-        for _trial, packed in self.step_points(theta, movable, step):
+        for packed in points:
             llf = obj.evaluate(packed).llf
             if math.isfinite(llf):
                 best = max(best, llf - ev.llf)
                 if best > s.converged_rise:
                     break
         obj.evaluate(self.x)  # the final point's evaluation is the one kept for the results
-        # no point of the step inside the parameter space: the promise is not tested
         return math.inf if best == -math.inf else best
 
     def boundary_rise(
@@ -856,15 +863,7 @@ class _Optimization:
                 break
             accepted = None
             inside = False  # a point of the step in the parameter space
-            fraction = 1.0
-            for _half in range(s.newton_halvings):
-                trial_psi, trial_tau = face.point(fraction * delta)
-                fraction /= 2
-                try:
-                    theta = layout.pack(trial_psi, trial_tau, use_sqrt=False)
-                    packed = layout.pack_theta(theta, obj.use_sqrt)
-                except np.linalg.LinAlgError:
-                    continue
+            for packed in self.face_points(face, delta, None, s.newton_halvings):
                 llf = obj.evaluate(packed).llf
                 inside = inside or math.isfinite(llf)
                 if math.isfinite(llf) and llf > cur_llf:
@@ -885,6 +884,24 @@ class _Optimization:
             cur, cur_llf = accepted
         obj.evaluate(cur)  # the final point's evaluation is the one kept for the results
         return cur
+
+    def face_points(
+        self, face: Face, delta: np.ndarray, turn: np.ndarray | None, halvings: int
+    ) -> Iterator[np.ndarray]:
+        """The points (packed as the objective packs them) of a Newton step ``delta`` on
+        ``face``, and ``turn`` into the cone (or none), at fractions 1, 1/2, …
+        (``halvings`` of them); those that cannot be packed (a factorization fails) are
+        skipped."""
+        layout, use_sqrt = self.obj.layout, self.obj.use_sqrt
+        for half in range(halvings):
+            fraction = 0.5**half
+            trial_psi, trial_tau = face.point(fraction * delta)
+            if turn is not None:
+                trial_psi = trial_psi + fraction * turn
+            try:
+                yield layout.pack_theta(layout.pack(trial_psi, trial_tau, use_sqrt=False), use_sqrt)
+            except np.linalg.LinAlgError:
+                continue
 
     def off_face(self, boundary: list[str], move: bool) -> bool:
         """Whether the fit leaves the singular Ψ* it ended at: there ℓ rises off its
@@ -1034,17 +1051,8 @@ class _Optimization:
             delta, along = newton
             into, turn = cone_step(layout, face.null, d_psi, hess)
             rise = max(along, into) + max(0.0, bev.llf - cur_llf)
-            fraction = 1.0
-            for _half in range(s.newton_halvings if rise > s.converged_rise else 0):
-                trial_psi, trial_tau = face.point(fraction * delta)
-                if turn is not None:
-                    trial_psi = trial_psi + fraction * turn
-                fraction /= 2
-                try:
-                    theta = layout.pack(trial_psi, trial_tau, use_sqrt=False)
-                    packed = layout.pack_theta(theta, obj.use_sqrt)
-                except np.linalg.LinAlgError:
-                    continue
+            halvings = s.newton_halvings if rise > s.converged_rise else 0
+            for packed in self.face_points(face, delta, turn, halvings):
                 if obj.evaluate(packed).llf > cur_llf:
                     escape = packed
                     break
@@ -1068,20 +1076,14 @@ class _Optimization:
 
     def realized_packed_rise(self, mask: np.ndarray, delta: np.ndarray, ev: Evaluation) -> float:
         """:meth:`realized_rise` of a :meth:`packed_step` ``delta`` in the entries ``mask``."""
-        obj, s = self.obj, self.summary
-        best = -math.inf
-        fraction = 1.0
-        for _half in range(s.newton_halvings):
-            packed = self.x.copy()
-            packed[mask] += fraction * delta
-            fraction /= 2
-            llf = obj.evaluate(packed).llf
-            if math.isfinite(llf):
-                best = max(best, llf - ev.llf)
-                if best > s.converged_rise:
-                    break
-        obj.evaluate(self.x)  # the final point's evaluation is the one kept for the results
-        return math.inf if best == -math.inf else best
+
+        def points() -> Iterator[np.ndarray]:
+            for half in range(self.summary.newton_halvings):
+                packed = self.x.copy()
+                packed[mask] += delta / 2.0**half
+                yield packed
+
+        return self.largest_rise(points(), ev)
 
     def profiled_hessian(
         self, packed: np.ndarray, movable: np.ndarray, ev: Evaluation | None = None

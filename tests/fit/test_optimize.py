@@ -859,10 +859,10 @@ def test_a_masked_fit_from_a_rank_one_start_reaches_the_constrained_maximum(reml
     assert abs(res.llf - top.llf) <= 1e-8
 
 
-def _zero_slope_and_component_frame() -> pd.DataFrame:
+def _zero_slope_and_component_frame(seed: int = 0) -> pd.DataFrame:
     """40 groups of 5, a random intercept (the slope on x truly zero) and a 3-level
     factor ``c`` whose variance component is truly zero."""
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     g = np.repeat(np.arange(40), 5)
     x, z = rng.normal(size=g.size), rng.normal(size=g.size)
     b = rng.normal(size=(40, 3))[:, 0]
@@ -900,14 +900,7 @@ def test_a_fit_that_maxiter_ended_at_a_singular_psi_says_maxiter_ended_it():
     maxiter cut short is judged by the cut-short Newton step, not by a step on the face:
     its warning says that maxiter ended it (the face's wording said "the maximum is not
     there", which a longer fit contradicts: it converges at the same llf)."""
-    rng = np.random.default_rng(1)
-    g = np.repeat(np.arange(40), 5)
-    x, z = rng.normal(size=g.size), rng.normal(size=g.size)
-    b = rng.normal(size=(40, 3))[:, 0]
-    c = rng.integers(0, 3, g.size)
-    rng.normal(size=(40, 3))  # the draws of the data this case was found on
-    y = 1 + 0.5 * x - 0.3 * z + b[g] + rng.normal(size=g.size)
-    frame = pd.DataFrame({"g": g, "x": x, "z": z, "y": y, "c": c})
+    frame = _zero_slope_and_component_frame(seed=1)
     model = MixedLM.from_formula(
         "y ~ x + z", frame, groups="g", re_formula="1 + x", vc_formula={"c": "0 + C(c)"}
     )
