@@ -21,6 +21,7 @@ import numpy as np
 from ... import kernels
 from ...kernels import compiled
 from ..local import LocalEngine
+from .handover import cut
 from .placement import call_keys
 
 __all__ = [
@@ -50,7 +51,9 @@ def _block_hessian_at(ev, lam: np.ndarray, basis: np.ndarray, w) -> kernels.Hess
 
 def block_hessian_random_effects(ev, lam: np.ndarray, basis: np.ndarray, w) -> tuple | None:
     """A block's Hessian sums and its BLUPs with their conditional covariances at
-    ``lam`` and ``w`` (``(HessianSums, (blup, cov))``, one task); None where ``w`` is."""
+    ``lam`` and ``w`` (``(HessianSums, (blup, cov))``, one task), each per-group array
+    cut for the way to the driver (:func:`~dmixed.engines.dask.handover.cut`); None
+    where ``w`` is."""
     if w is None:
         return None
     if isinstance(ev, LocalEngine) and _one_pass(ev.block.n_groups, lam.shape[0]):
@@ -58,8 +61,9 @@ def block_hessian_random_effects(ev, lam: np.ndarray, basis: np.ndarray, w) -> t
         fields, blup, cov = compiled.hessian_random_effects(
             block.chunks(), lam, basis, w, block.n_groups
         )
-        return kernels.HessianSums(*fields), (blup, cov)
-    return ev.hessian(lam, basis, w), ev.random_effects(lam, w)
+        return kernels.HessianSums(*fields), (cut(blup), cut(cov))
+    blup, cov = ev.random_effects(lam, w)
+    return ev.hessian(lam, basis, w), (cut(blup), cut(cov))
 
 
 def _one_pass(n_groups: int, r: int) -> bool:

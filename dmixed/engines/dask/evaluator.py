@@ -36,6 +36,7 @@ from .ahead import (
     submit_steps_hessian,
 )
 from .blocks import Block, block_dense, reorder_parts
+from .handover import cut, rows
 from .placement import call_keys
 from .progress import (
     ask_workers,
@@ -151,8 +152,9 @@ def _block_frobenius_gram(ev: LocalEngine, q: int, slot_component: np.ndarray) -
     return ev.frobenius_gram(q, slot_component)
 
 
-def _block_random_effects(ev: Evaluator, lam: np.ndarray, w: np.ndarray):
-    return ev.random_effects(lam, w)
+def _block_random_effects(ev: Evaluator, lam: np.ndarray, w: np.ndarray) -> tuple:
+    blup, cov = ev.random_effects(lam, w)
+    return cut(blup), cut(cov)
 
 
 def _block_gather(ev: Evaluator) -> tuple[np.ndarray, np.ndarray]:
@@ -239,12 +241,14 @@ def _ordered_random_effects(
     """The blocks' ``(blup, cond)`` ``parts`` in sorted group order (``position``:
     :class:`DaskEngine`'s), padded to the design's width r (Λ is narrower when the
     components are structured): ragged where ``ragged`` (RaggedBlup; RaggedCov, or
-    BorderCov when crossed).  There is one block at least."""
+    BorderCov when crossed).  The padded arrays come in pieces
+    (:class:`~dmixed.engines.dask.handover.RowPieces`), put in place here.  There is one
+    block at least."""
     if ragged:
         blup = RaggedBlup.concatenate([b for b, _ in parts], position)
         return blup, type(parts[0][1]).concatenate([c for _, c in parts], position)
-    blup = reorder_parts(position, [b for b, _ in parts])
-    return blup, reorder_parts(position, [c for _, c in parts])
+    blup = reorder_parts(position, rows([b for b, _ in parts]))
+    return blup, reorder_parts(position, rows([c for _, c in parts]))
 
 
 class DaskEngine:

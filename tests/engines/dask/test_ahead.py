@@ -223,6 +223,6 @@ def test_a_blocks_hessian_and_blups_in_one_task_are_the_evaluators_calls(
     hs, (blup, cov) = block_hessian_random_effects(ev, lam, basis, w)
     _assert_same(hs, ev.hessian(lam, basis, w))
     ref_blup, ref_cov = ev.random_effects(lam, w)
-    np.testing.assert_array_equal(blup, ref_blup)
-    np.testing.assert_array_equal(cov, ref_cov)
+    np.testing.assert_array_equal(blup.whole(), ref_blup)  # cut for the driver
+    np.testing.assert_array_equal(cov.whole(), ref_cov)
     assert block_hessian_random_effects(ev, lam, basis, None) is None
