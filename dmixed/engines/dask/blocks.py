@@ -25,6 +25,7 @@ from ...stats.keys import order_distinct
 from ...stats.packed import PackedLayout
 from ...stats.standardize import Standardization
 from ..local import local_engine, rank_one_engine, refuse_inexact
+from . import handover
 from .combine import root_term_parts
 
 
@@ -329,6 +330,13 @@ def opened_summary(summary: Block) -> Block:
     return summary
 
 
+def dense_pieces(block: Block) -> tuple:
+    """:func:`block_dense` cut for the way to the driver
+    (:func:`~dmixed.engines.dask.handover.cut`; :func:`gathered_engine` takes them)."""
+    zz, zxy = block_dense(block)
+    return handover.cut(zz), handover.cut(zxy)
+
+
 def block_dense(block: Block) -> tuple[np.ndarray, np.ndarray]:
     """(zz, zxy) of a block, to gather to the driver (padded from a ragged block)."""
     if block.ragged is not None:
@@ -474,8 +482,8 @@ def gathered_engine(dense: list, asm: Assembly, layout: Layout):
     """
     r = layout.r
     k = asm.glob.xyxy.shape[0]
-    zz = reorder_parts(asm.position, [np.zeros((0, r, r))] + [d[0] for d in dense])
-    zxy = reorder_parts(asm.position, [np.zeros((0, r, k))] + [d[1] for d in dense])
+    zz = reorder_parts(asm.position, [np.zeros((0, r, r)), *handover.rows([d[0] for d in dense])])
+    zxy = reorder_parts(asm.position, [np.zeros((0, r, k)), *handover.rows([d[1] for d in dense])])
     engine = rank_one_engine(local_engine(zz, zxy, layout), asm.glob, layout)
     if not layout.k_vc:
         refuse_inexact(engine, asm.group_sizes, "the statistics summed on the cluster")

@@ -51,7 +51,7 @@ from ...stats.standardize import Standardization
 from ..base import ENGINE_CHOICES
 from ..vc_crossed import CrossedVCEngine, worth_crossing
 from ..vc_local import StructuredVCEngine, worth_structure
-from .blocks import assemble_blocks, block_dense, block_summary, gathered_engine, opened_summary
+from .blocks import assemble_blocks, block_summary, dense_pieces, gathered_engine, opened_summary
 from .checks import missing_values_total
 from .evaluator import (
     DaskEngine,
@@ -398,7 +398,7 @@ def _compute_on_cluster(run: _Pass, graph: list, packed: PackedLayout, layout: L
         elif structured is not None:
             engine = gather_structured(client, futures, layout, asm.position)
         else:
-            dense = gather(client, client.map(block_dense, futures, pure=False), "the data pass")
+            dense = gather(client, client.map(dense_pieces, futures, pure=False), "the data pass")
             engine = gathered_engine(dense, asm, layout)
         why = _why(run, n_groups)
         logger.log(run.level, "statistics gathered (%s): optimizing in-process", why)

@@ -279,13 +279,19 @@ class _Graph:
             self.places[key] = [place]
         return TaskRef(key)
 
-    def item(self, ref: TaskRef, i: int) -> TaskRef:
-        """The task of ``ref``'s result's item ``i``."""
-        return self.call(operator.getitem, ref, i)
+    def item(self, ref: TaskRef, i: int, place: str | None = None) -> TaskRef:
+        """The task of ``ref``'s result's item ``i`` (placed by ``place``)."""
+        return self.call(operator.getitem, ref, i, place=place)
 
-    def items(self, ref: TaskRef, n: int) -> list[TaskRef]:
-        """The tasks of ``ref``'s result's ``n`` items."""
-        return [self.item(ref, i) for i in range(n)]
+    def items(self, ref: TaskRef, n: int, place: str | None = None) -> list[TaskRef]:
+        """The tasks of ``ref``'s result's ``n`` items (placed by ``place``)."""
+        return [self.item(ref, i, place) for i in range(n)]
+
+    def partials(self, ref: TaskRef, place: str | None = None) -> _Partials:
+        """The items of a partials task's result (:data:`_PARTIAL_ITEMS`), each made a
+        task when first asked for (:class:`_Partials`); ``place``: the partials task's
+        worker, or None."""
+        return _Partials(self, ref, place)
 
     def _node(self, obj):
         if isinstance(obj, Delayed):
@@ -322,6 +328,44 @@ def _pack(*items) -> tuple:
     return items
 
 
+class _Partials:
+    """A partials task's items (:data:`_PARTIAL_ITEMS`): ``partials[i]`` the task of
+    item ``i`` (made once, when first asked for), ``partials.part(i, b)`` that of item
+    ``b`` of item ``i`` (a bucket's part).
+
+    Where the partials task is placed (``place``), its items' tasks are placed with it
+    and a bucket's part is taken in one task, where ``partials[i][b]`` takes two: each
+    task between a chain's end and its bucket's combine is one more turn of the
+    scheduler on the way.  Unplaced, the part is the item of the item: a task placed
+    nowhere whose group of small tasks has none of its own among its dependencies is
+    taken by Dask's scheduler for a root task and sent to any worker, its input after
+    it (the whole result of a chain), where a getitem of a getitem runs where its
+    input is."""
+
+    __slots__ = ("_g", "_items", "place", "ref")
+
+    def __init__(self, g: _Graph, ref: TaskRef, place: str | None = None) -> None:
+        self._g = g
+        self.ref = ref
+        self.place = place
+        self._items: dict[int, TaskRef] = {}
+
+    def __getitem__(self, i: int) -> TaskRef:
+        if i not in self._items:
+            self._items[i] = self._g.item(self.ref, i, self.place)
+        return self._items[i]
+
+    def part(self, i: int, b: int) -> TaskRef:
+        """The task of item ``b`` of item ``i``."""
+        if self.place is None:
+            return self._g.item(self[i], b)
+        return self._g.call(_item_of_item, self.ref, i, b, name="getitem", place=self.place)
+
+
+def _item_of_item(result, i: int, b: int):
+    return result[i][b]
+
+
 #: Items of a data pass task's result (:func:`~dmixed.engines.dask.partials.chain_partials`):
 #: parts by bucket, global sums, column map, routed rows by bucket, exchange record.
 _PARTIAL_ITEMS = 5
@@ -352,21 +396,23 @@ def _partial_tasks(
             )
             for i, rec in enumerate(recipes)
         ]
-        return [g.items(t, _PARTIAL_ITEMS) for t in tasks], where
+        return [
+            g.partials(t, None if where is None else where[i]) for i, t in enumerate(tasks)
+        ], where
     resident = resident_chains(ddf, client, mode)
     if resident is not None:
         tasks = [
             g.call(resident_chain_partials, pieces, *shared, *futures)
             for pieces, futures in resident
         ]
-        return [g.items(t, _PARTIAL_ITEMS) for t in tasks], None
+        return [g.partials(t) for t in tasks], None
     if mode == "chains":
         raise SpecError(_CHAINS_REFUSED)
     tasks = [
         g.call(partition_partials, p, spec, slot_arg, packed, n_blocks, std, i, key_dtype)
         for i, p in enumerate(ddf.to_delayed(optimize_graph=True))
     ]
-    return [g.items(t, _PARTIAL_ITEMS) for t in tasks], None
+    return [g.partials(t) for t in tasks], None
 
 
 def _bucket_parts(g: _Graph, tasks: list, b: int, where: list | None, worker) -> list:
@@ -375,7 +421,7 @@ def _bucket_parts(g: _Graph, tasks: list, b: int, where: list | None, worker) ->
     there by a task of its own (:func:`_moved`), placed on the bucket's worker: its
     transfer starts as soon as its task ends, while the other tasks still run, and the
     bucket's combine then finds it there."""
-    parts = [g.item(t[0], b) for t in tasks]
+    parts = [t.part(0, b) for t in tasks]
     if where is None or worker is None:
         return parts
     return [
@@ -441,10 +487,20 @@ def block_graph(
     # the variance components' slots (their columns take the component's scale)
     widths = tuple(int(w) for w in vc_widths)
     conv = (target, packed, widths)
-    # per bucket, the owner of the rows the tasks routed there (routing.py)
+    # per bucket, the owner of the rows the tasks routed there (routing.py), on the
+    # bucket's worker where that is known (its combine takes the owner's part there)
     owners = [
         g.items(
-            g.call(reduce_routed, packed, key_dtype, widths, *[g.item(t[3], b) for t in tasks]), 3
+            g.call(
+                reduce_routed,
+                packed,
+                key_dtype,
+                widths,
+                *[t.part(3, b) for t in tasks],
+                place=homes[b],
+            ),
+            3,
+            homes[b],
         )
         for b in range(n_blocks)
     ]
@@ -557,15 +613,16 @@ def _converted_tree(
     (:func:`_bundle`), so that their transfer (the bulk of the bytes) runs while the
     leaf's other inputs, the target map among them, are still being made; the leaf
     then adds them in the same order as without it.  ``place``: where every task of
-    the tree runs (:meth:`_Graph.call`), or None."""
+    the tree runs (:meth:`_Graph.call`), or None; a placed tree's items made on other
+    workers are moved there by tasks of their own (:func:`_bucket_parts`), so it
+    bundles none (a bundle would be one more turn of the scheduler on the way)."""
     pairs = list(zip(items, maps, strict=True))
     level = []
     for i in range(0, len(pairs), fan_in):
         ready = pairs[i : min(i + fan_in, early)] if i < early else []
         rest = pairs[i + len(ready) : i + fan_in]
-        bundle = (
-            g.call(_bundle, *ready, name="bucket_parts", place=place) if len(ready) > 1 else None
-        )
+        bundled = len(ready) > 1 and place is None
+        bundle = g.call(_bundle, *ready, name="bucket_parts") if bundled else None
         level.append((leaf, conv, bundle, rest if bundle is not None else ready + rest))
     while True:
         if len(level) == 1 and root is not None:

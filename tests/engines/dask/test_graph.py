@@ -120,18 +120,25 @@ def test_placed_chains_send_each_part_to_its_buckets_worker_alone():
     moved = [k for k, kind in kinds.items() if kind == "moved_part"]
     assert len(moved) == 2
     for k in moved:
+        # a bucket's part is taken from its chain's result in one task, where the
+        # chain ran, and moves to the other chain's worker, never to its own
         (part,) = graph[k].dependencies
-        (chain_items,) = graph[part].dependencies
-        (chain,) = graph[chain_items].dependencies
-        # a part moves to the other chain's worker, never to its own
-        assert where[k] != where[chain]
+        (chain,) = graph[part].dependencies
+        assert kinds[part] == "getitem" and kinds[chain] == "chain_partials"
+        assert where[part] == where[chain] != where[k]
     for b, block in enumerate(placed):
         assert where[block.key] == (workers[b],)
-        # bucket b's bundle takes its own chain's part and the other chain's moved part
-        (bundle,) = [k for k in graph[block.key].dependencies if kinds[k] == "bucket_parts"]
-        assert where[bundle] == (workers[b],)
-        taken = {kinds[d] for d in graph[bundle].dependencies}
-        assert "moved_part" in taken
+        # bucket b's combine takes its own chain's part and the other chain's moved
+        # part itself (no bundle: the moved part is on its worker already)
+        taken = {kinds[d] for d in graph[block.key].dependencies}
+        assert "moved_part" in taken and "bucket_parts" not in taken
+    # every item of a chain's result is taken where the chain ran, the routed rows'
+    # owner and its items where the bucket is combined: none is left to the scheduler,
+    # which would send a small task of a large group anywhere (a root task to it)
+    for k, kind in kinds.items():
+        if kind in ("getitem", "reduce_routed"):
+            assert where[k] is not None, k
+    assert "bucket_parts" not in kinds.values()
     with dask.config.set(scheduler="sync"):
         ours, theirs = dask.compute(placed, plain)
     for a, b in zip(ours, theirs, strict=True):
