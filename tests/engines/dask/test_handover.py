@@ -135,3 +135,30 @@ def test_few_groups_of_blups_in_pieces(client, monkeypatch, n_groups):
     assert whole[0].shape == (n_groups, 2) and whole[1].shape == (n_groups, 2, 2)
     for a, b in zip(got, whole, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_statistics_gathered_in_pieces_fit_as_whole_ones(client, monkeypatch):
+    """Statistics gathered to the driver for an in-process optimization (few groups)
+    cross in pieces too: the same fit, bit for bit, as from whole arrays."""
+    data = make_data(n_groups=40, min_size=5, seed=11)
+    cuts = []
+    monkeypatch.setattr(handover, "cut", lambda value: cuts.append(1) or cut(value))
+    fits = []
+    for piece_bytes in (1 << 30, 40):
+        monkeypatch.setattr(handover, "PIECE_BYTES", piece_bytes)
+        ddf = dd.from_pandas(data, npartitions=3)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = dmixed.mixedlm("y ~ x1 + x2", ddf, groups="g", re_formula="1 + x1")
+            stats = model.statistics(client=client, engine="local")
+            assert stats.engine.name != "dask"
+            fits.append((model.fit(client=client, engine="local"), stats.engine.gather()))
+    assert cuts  # the blocks' statistics were cut on their way
+    (a, (zz_a, zxy_a)), (b, (zz_b, zxy_b)) = fits
+    assert a.llf == b.llf
+    np.testing.assert_array_equal(a.fe_params, b.fe_params)
+    np.testing.assert_array_equal(zz_a, zz_b)
+    np.testing.assert_array_equal(zxy_a, zxy_b)
+    np.testing.assert_array_equal(
+        a.random_effects_frame().to_numpy(), b.random_effects_frame().to_numpy()
+    )
