@@ -3,11 +3,12 @@
 distributed receives every buffer of a message into memory of its own, fresh from the
 driver's allocator.  An array of tens of MB (the BLUPs' conditional covariances of half a
 million groups) is then mapped anew and first touched page by page as it arrives, at a
-cost that varies tenfold from one fit to the next; pieces of about a megabyte are served
-from (and go back to) memory the driver's heap already holds.  A worker cuts a per-group
-array into :class:`RowPieces` (views, no copy: each piece travels as its own buffer); the
-driver keeps the pieces as they came and puts their rows in place only when the values
-are read (:func:`~dmixed.engines.dask.blocks.reorder_parts` takes them as they are).
+cost that varies widely from one fit to the next (benchmarks/RESULTS.md); pieces of about
+a megabyte are served from (and go back to) memory the driver's heap already holds.  A
+worker cuts a per-group array into :class:`RowPieces` (views, no copy: each piece travels
+as its own buffer); the driver keeps the pieces as they came and puts their rows in place
+only when the values are read (:func:`~dmixed.engines.dask.blocks.reorder_parts` takes
+them as they are).
 """
 
 from __future__ import annotations
