@@ -17,19 +17,17 @@ before.  Dask's reader is recognized by its classes
 (``dask.dataframe.io.parquet``'s ``ParquetFunctionWrapper`` and
 ``ArrowDatasetEngine``): any other version or shape of task is simply not recognized.
 
-How the file is read (benchmarks/RESULTS.md, chain-s37): into glibc's heap
-(``pyarrow.system_memory_pool()``), not pyarrow's default mimalloc, which hands the
-pages of a partition's columns back to the system between two partitions, so that the
-next partition faults them in zeroed again (in a virtual machine whose host takes freed
-pages back, at times tens of milliseconds a partition); the heap keeps them in a worker
-(:mod:`~dmixed.engines.dask.tuning`).  Without pyarrow's pre-buffering, which reads
-the column chunks ahead on an I/O thread of its own (CPU that the chains' cores do not
-have to spare).  And not memory-mapped: a mapped file cut short while it is read faults
-the process (``SIGBUS``), and the zeros past the new end of its last page read as
-values.  Read with ``pread``, a file that is gone, cut short or rewritten since the
-driver planned its read raises pyarrow's error, which :func:`read_columns` words as a
-:class:`~dmixed.errors.DataError` the chain locates (partition and file); a file renamed
-over the planned one is read whole as it now is, as Dask's reader would.
+How the file is read (benchmarks/RESULTS.md, chain-s37): without pyarrow's
+pre-buffering, which reads the column chunks ahead on an I/O thread of its own (CPU
+that the chains' cores do not have to spare), and not memory-mapped: a mapped file cut
+short while it is read faults the process (``SIGBUS``), and the zeros past the new end
+of its last page read as values.  Read with ``pread``, a file that is gone, cut short
+or rewritten since the driver planned its read raises pyarrow's error, which
+:func:`read_columns` words as a :class:`~dmixed.errors.DataError` the chain locates
+(partition and file); a file renamed over the planned one is read whole as it now is,
+as Dask's reader would.  The columns are views of pyarrow's buffers (its default
+memory pool); a chain that keeps a partition's rows past the next read copies them out
+(:meth:`~dmixed.engines.dask.partials.ColumnSweep.add`).
 """
 
 from __future__ import annotations
@@ -154,11 +152,10 @@ def parquet_reads(pieces: Pieces, spec) -> ParquetReads | None:
 
 
 def read_columns(read: tuple) -> dict[str, np.ndarray] | None:
-    """The columns of one :class:`ParquetReads` item as numpy arrays, read with pyarrow
-    on this thread into glibc's heap, the file read as it goes (see the module); None
-    when the file lacks one of them, or they are not of the expected Arrow types or
-    hold nulls (Dask's frame would then differ, or Dask raises: the caller computes the
-    piece).
+    """The columns of one :class:`ParquetReads` item as numpy arrays (views of pyarrow's
+    buffers), read with pyarrow on this thread as the module says; None when the file
+    lacks one of them, or they are not of the expected Arrow types or hold nulls (Dask's
+    frame would then differ, or Dask raises: the caller computes the piece).
 
     Raises
     ------
@@ -171,21 +168,14 @@ def read_columns(read: tuple) -> dict[str, np.ndarray] | None:
 
     path, row_groups, pairs = read
     names = [name for name, _ in pairs]
-    reader = pq.ParquetReader(memory_pool=pa.system_memory_pool())
     try:
-        reader.open(path, pre_buffer=False)
-        try:
-            if not set(names) <= set(reader.schema_arrow.names):
+        with pq.ParquetFile(path, pre_buffer=False) as file:
+            if not set(names) <= set(file.schema_arrow.names):
                 return None  # Dask's reader raises (a file lacking a column), worded by dmixed
-            indices = [reader.column_name_idx(name) for name in names]
             if row_groups is None:
-                table = reader.read_all(column_indices=indices, use_threads=False)
+                table = file.read(columns=names, use_threads=False)
             else:
-                table = reader.read_row_groups(
-                    list(row_groups), column_indices=indices, use_threads=False
-                )
-        finally:
-            reader.close()
+                table = file.read_row_groups(list(row_groups), columns=names, use_threads=False)
     except (OSError, pa.ArrowInvalid) as exc:
         said = " ".join(str(exc).split())  # pyarrow's message, on one line
         raise DataError(

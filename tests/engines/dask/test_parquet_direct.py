@@ -19,6 +19,7 @@ from dmixed.engines.dask.graph import chain_recipes, project_columns
 from dmixed.engines.dask.parquet_direct import parquet_reads, read_columns
 from dmixed.engines.dask.partials import chain_partials
 from dmixed.engines.dask.pieces import compute_piece
+from dmixed.engines.dask.routing import Router
 from dmixed.errors import DataError, DroppedRowsWarning
 from dmixed.kernels.term_table import as_packed
 from dmixed.stats.packed import PackedLayout
@@ -304,3 +305,36 @@ def test_file_with_fewer_row_groups_after_the_plan_is_a_clear_error(tmp_path):
     _write(df, tmp_path / "d", 1, row_group_size=1200)
     with pytest.raises(DataError, match=r"part-000\.parquet.*cut short"):
         _partials(recipe, spec, reads)
+
+
+@pytest.mark.parametrize("exchange", ["rows", "auto"])
+def test_routed_rows_of_direct_reads_are_copies(tmp_path, monkeypatch, exchange):
+    """Rows a chain buffers for routing from direct reads are held in numpy's own memory
+    (not views of pyarrow's buffers, which the next reads would then not reuse), and
+    the chain's output is the one from Dask's frames, bit for bit."""
+    df = _frame(n=6000, groups=3000)
+    _write(df, tmp_path / "d", 3, row_group_size=1000)
+    spec, recipe = _chain(dd.read_parquet(tmp_path / "d"))
+    reads = parquet_reads(recipe, spec)
+    taken = []
+    take = Router.take_columns
+
+    def spy(self, keys, columns, plan, std):
+        taken.append([keys, *columns])
+        return take(self, keys, columns, plan, std)
+
+    monkeypatch.setattr(Router, "take_columns", spy)
+    monkeypatch.setenv("DMIXED_KERNELS", "numba")  # the sweep, whatever the rows
+    packed = PackedLayout(2, 4)
+    args = (spec, None, packed, 2, np.dtype(np.int64), None, exchange)
+    direct = chain_partials(recipe, *args, reads)
+    assert taken and all(a.base is None for arrays in taken for a in arrays)
+    taken.clear()
+    through_frames = chain_partials(recipe, *args, None)
+    assert taken
+    _assert_identical(direct, through_frames)
+    for a, b in zip(direct[3], through_frames[3], strict=True):
+        assert (a is None) == (b is None)
+        for piece_a, piece_b in zip(a or [], b or [], strict=True):
+            np.testing.assert_array_equal(piece_a.keys, piece_b.keys)
+            np.testing.assert_array_equal(piece_a.cols, piece_b.cols)
