@@ -16,6 +16,18 @@ schema or nulls differ from that returns None and the chain computes the piece a
 before.  Dask's reader is recognized by its classes
 (``dask.dataframe.io.parquet``'s ``ParquetFunctionWrapper`` and
 ``ArrowDatasetEngine``): any other version or shape of task is simply not recognized.
+
+How the file is read (benchmarks/RESULTS.md, chain-s37): without pyarrow's
+pre-buffering, which reads the column chunks ahead on an I/O thread of its own (CPU
+that the chains' cores do not have to spare), and not memory-mapped: a mapped file cut
+short while it is read faults the process (``SIGBUS``), and the zeros past the new end
+of its last page read as values.  Read with ``pread``, a file that is gone, cut short
+or rewritten since the driver planned its read raises pyarrow's error, which
+:func:`read_columns` words as a :class:`~dmixed.errors.DataError` the chain locates
+(partition and file); a file renamed over the planned one is read whole as it now is,
+as Dask's reader would.  The columns are views of pyarrow's buffers (its default
+memory pool); a chain that keeps a partition's rows past the next read copies them out
+(:meth:`~dmixed.engines.dask.partials.ColumnSweep.add`).
 """
 
 from __future__ import annotations
@@ -23,6 +35,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...design.columnar import design_columns
+from ...errors import DataError
 from .pieces import Pieces
 
 __all__ = ["ParquetReads", "parquet_reads", "read_columns"]
@@ -139,21 +152,36 @@ def parquet_reads(pieces: Pieces, spec) -> ParquetReads | None:
 
 
 def read_columns(read: tuple) -> dict[str, np.ndarray] | None:
-    """The columns of one :class:`ParquetReads` item as numpy arrays, read with pyarrow
-    on this thread; None when the file lacks one of them, or they are not of the
-    expected Arrow types or hold nulls (Dask's frame would then differ, or Dask raises:
-    the caller computes the piece)."""
+    """The columns of one :class:`ParquetReads` item as numpy arrays (views of pyarrow's
+    buffers), read with pyarrow on this thread as the module says; None when the file
+    lacks one of them, or they are not of the expected Arrow types or hold nulls (Dask's
+    frame would then differ, or Dask raises: the caller computes the piece).
+
+    Raises
+    ------
+    DataError
+        pyarrow cannot read the file (gone, cut short or rewritten since the driver
+        planned the read); the chain names the partition and the file.
+    """
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     path, row_groups, pairs = read
     names = [name for name, _ in pairs]
-    with pq.ParquetFile(path) as file:
-        if not set(names) <= set(file.schema_arrow.names):
-            return None  # Dask's reader raises (a file lacking a column), worded by dmixed
-        if row_groups is None:
-            table = file.read(columns=names, use_threads=False)
-        else:
-            table = file.read_row_groups(list(row_groups), columns=names, use_threads=False)
+    try:
+        with pq.ParquetFile(path, pre_buffer=False) as file:
+            if not set(names) <= set(file.schema_arrow.names):
+                return None  # Dask's reader raises (a file lacking a column), worded by dmixed
+            if row_groups is None:
+                table = file.read(columns=names, use_threads=False)
+            else:
+                table = file.read_row_groups(list(row_groups), columns=names, use_threads=False)
+    except (OSError, pa.ArrowInvalid) as exc:
+        said = " ".join(str(exc).split())  # pyarrow's message, on one line
+        raise DataError(
+            f"pyarrow cannot read the file ({said}): was it changed or cut short while "
+            "the fit read it?"
+        ) from None
     out = {}
     for name, dtype in pairs:
         column = table.column(name)

@@ -390,6 +390,14 @@ class ColumnSweep:
         if router.routing:
             if not all(np.isfinite(c).all() for c in columns):
                 return frame, std  # the design drops or refuses those rows
+            if isinstance(frame, dict):
+                # columns read directly are views of pyarrow's pool, which hands pages
+                # back to the system once a fit is over: kept past the next read, they
+                # would make the next reads fault fresh pages in, slow in a virtual
+                # machine whose host took them back (benchmarks/RESULTS.md, chain-s37).
+                # Copied, they are numpy's (the worker's heap keeps its pages), and the
+                # pool serves every read from the pages of the read before.
+                keys, columns = keys.copy(), [c.copy() for c in columns]
             self._route(keys, columns, acc, chosen, glob, packed, router)
             report.add(n)
             return None, chosen

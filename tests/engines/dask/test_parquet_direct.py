@@ -3,6 +3,8 @@ straight to numpy, and the statistics are those of Dask's pandas frames bit for 
 
 from __future__ import annotations
 
+import os
+
 import dask
 import dask.dataframe as dd
 import numpy as np
@@ -17,7 +19,8 @@ from dmixed.engines.dask.graph import chain_recipes, project_columns
 from dmixed.engines.dask.parquet_direct import parquet_reads, read_columns
 from dmixed.engines.dask.partials import chain_partials
 from dmixed.engines.dask.pieces import compute_piece
-from dmixed.errors import DroppedRowsWarning
+from dmixed.engines.dask.routing import Router
+from dmixed.errors import DataError, DroppedRowsWarning
 from dmixed.kernels.term_table import as_packed
 from dmixed.stats.packed import PackedLayout
 
@@ -249,3 +252,89 @@ def test_sweep_of_integer_and_float32_columns(tmp_path, monkeypatch, direct, swe
     monkeypatch.setenv("DMIXED_KERNELS", "numpy")
     want = _partials(recipe, spec, reads)
     _assert_same_partials(got, want)
+
+
+def _cut_short(path, how: str) -> None:
+    """``path`` (a Parquet file) cut short: at half its size (its footer gone), or with
+    the second half of its body left out before an intact footer (the column chunks it
+    lists there lie past the file's end)."""
+    data = path.read_bytes()
+    if how == "end":
+        path.write_bytes(data[: len(data) // 2])
+        return
+    footer = int.from_bytes(data[-8:-4], "little") + 8  # the footer, its length, "PAR1"
+    path.write_bytes(data[: len(data) // 2] + data[-footer:])
+
+
+@pytest.mark.parametrize("how", ["end", "body"])
+def test_file_cut_short_after_the_plan_is_a_clear_error(tmp_path, how):
+    """A file cut short between the driver's plan and the chain's read: a DataError
+    naming the partition and the file, never values read from what is left."""
+    _write(_frame(), tmp_path / "d", 3, row_group_size=100)
+    spec, recipe = _chain(dd.read_parquet(tmp_path / "d"))
+    reads = parquet_reads(recipe, spec)
+    assert reads is not None
+    _cut_short(tmp_path / "d" / "part-001.parquet", how)
+    with pytest.raises(DataError, match=r"partition 1 .*part-001\.parquet.*cut short"):
+        _partials(recipe, spec, reads)
+
+
+def test_file_replaced_after_the_plan_is_read_as_it_is_now(tmp_path):
+    """A file replaced (another file renamed over it) between the plan and the read,
+    with the same columns: the chain reads the new file, as Dask's reader would."""
+    df = _frame()
+    _write(df, tmp_path / "d", 3)
+    spec, recipe = _chain(dd.read_parquet(tmp_path / "d"))
+    reads = parquet_reads(recipe, spec)
+    other = _frame(n=500, seed=11)
+    pq.write_table(pa.Table.from_pandas(other, preserve_index=False), tmp_path / "new.parquet")
+    os.replace(tmp_path / "new.parquet", tmp_path / "d" / "part-001.parquet")
+    got = read_columns(reads.items[1])
+    np.testing.assert_array_equal(got["x1"], other["x1"].to_numpy())
+    _assert_identical(_partials(recipe, spec, reads), _partials(recipe, spec, None))
+
+
+def test_file_with_fewer_row_groups_after_the_plan_is_a_clear_error(tmp_path):
+    """A file split by row groups, rewritten with fewer of them after the plan: a
+    DataError naming the file."""
+    df = _frame()
+    _write(df, tmp_path / "d", 1, row_group_size=300)
+    spec, recipe = _chain(dd.read_parquet(tmp_path / "d", split_row_groups=True))
+    reads = parquet_reads(recipe, spec)
+    assert reads is not None and reads.items[-1][1] == (3,)
+    _write(df, tmp_path / "d", 1, row_group_size=1200)
+    with pytest.raises(DataError, match=r"part-000\.parquet.*cut short"):
+        _partials(recipe, spec, reads)
+
+
+@pytest.mark.parametrize("exchange", ["rows", "auto"])
+def test_routed_rows_of_direct_reads_are_copies(tmp_path, monkeypatch, exchange):
+    """Rows a chain buffers for routing from direct reads are held in numpy's own memory
+    (not views of pyarrow's buffers, which the next reads would then not reuse), and
+    the chain's output is the one from Dask's frames, bit for bit."""
+    df = _frame(n=6000, groups=3000)
+    _write(df, tmp_path / "d", 3, row_group_size=1000)
+    spec, recipe = _chain(dd.read_parquet(tmp_path / "d"))
+    reads = parquet_reads(recipe, spec)
+    taken = []
+    take = Router.take_columns
+
+    def spy(self, keys, columns, plan, std):
+        taken.append([keys, *columns])
+        return take(self, keys, columns, plan, std)
+
+    monkeypatch.setattr(Router, "take_columns", spy)
+    monkeypatch.setenv("DMIXED_KERNELS", "numba")  # the sweep, whatever the rows
+    packed = PackedLayout(2, 4)
+    args = (spec, None, packed, 2, np.dtype(np.int64), None, exchange)
+    direct = chain_partials(recipe, *args, reads)
+    assert taken and all(a.base is None for arrays in taken for a in arrays)
+    taken.clear()
+    through_frames = chain_partials(recipe, *args, None)
+    assert taken
+    _assert_identical(direct, through_frames)
+    for a, b in zip(direct[3], through_frames[3], strict=True):
+        assert (a is None) == (b is None)
+        for piece_a, piece_b in zip(a or [], b or [], strict=True):
+            np.testing.assert_array_equal(piece_a.keys, piece_b.keys)
+            np.testing.assert_array_equal(piece_a.cols, piece_b.cols)
