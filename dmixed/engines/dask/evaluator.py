@@ -36,6 +36,7 @@ from .ahead import (
     submit_steps_hessian,
 )
 from .blocks import Block, block_dense, reorder_parts
+from .next_point import gathered_step_then, submit_step_then
 from .placement import call_keys
 from .progress import (
     ask_workers,
@@ -299,6 +300,10 @@ class DaskEngine:
         # the BLUPs made with a Hessian (key of Λ and w, per-block parts): random_effects
         # there needs no round trip of its own
         self._kept_random_effects: tuple[bytes, list] | None = None
+        # what step_then made at the point it chained (key of Λ, q and the basis; step
+        # sums; whether the Hessian was asked for; Hessian sums, w, BLUPs made): step or
+        # step_hessian there needs no round trip of its own
+        self._kept_next: tuple | None = None
         self._detached = False
 
     @property
@@ -409,8 +414,72 @@ class DaskEngine:
     # -- the engine interface ------------------------------------------------------
 
     def step(self, lam: np.ndarray, q: int) -> kernels.StepSums:
-        """Σ over groups of the per-step contributions (DESIGN.md §3–4)."""
+        """Σ over groups of the per-step contributions (DESIGN.md §3–4): those
+        :meth:`step_then` made at ``lam`` where it chained that point, else one round
+        trip."""
+        kept = self._take_next(lam, q, None)
+        if kept is not None:
+            return kept[1]
         return functools.reduce(operator.add, self._map(_block_step, lam=lam, q=q))
+
+    def step_then(self, lam: np.ndarray, q: int, basis: np.ndarray, weights, following):
+        """:meth:`step` at ``lam``, with the point ``following`` makes of those sums
+        chained on the workers in the same round trip
+        (:func:`~dmixed.engines.dask.next_point.submit_step_then`): its step sums, and
+        with ``w = weights(its sums)`` its Hessian sums (and its BLUPs, kept for
+        :meth:`random_effects` there) where ``following`` asks for them.  What was made
+        there is kept for the next :meth:`step` or :meth:`step_hessian` at that Λ, ``q``
+        and ``basis`` (bit for bit; one of them elsewhere drops it).
+
+        Parameters
+        ----------
+        lam : ndarray (r, r)
+        q : int
+        basis : ndarray (m, r, r)
+        weights : callable
+            ``weights(StepSums) -> w`` (p+1,); raises ``np.linalg.LinAlgError`` where
+            there is none.
+        following : callable
+            ``following(StepSums) -> (Λ₂, hessian, random_effects)`` or None (no point);
+            one that raises is taken as None.
+
+        Returns
+        -------
+        kernels.StepSums
+            The sums at ``lam``, as :meth:`step` adds them.
+        """
+        self._kept_next = None
+
+        def submit(args: dict) -> list:
+            return submit_step_then(self._client, self._blocks, args, weights, following)
+
+        args = dict(lam=lam, q=q, basis=basis)
+        sums, point, made, hs, w, blups = gathered_step_then(self._round_trip(submit, args))
+        if point is not None:
+            lam_next, hessian, random_effects = point
+            key = self._next_key(lam_next, q, basis if hessian else None)
+            self._kept_next = (key, made, bool(hessian), hs, w, bool(random_effects))
+            if blups is not None:
+                self._keep_random_effects(lam_next, w, blups)
+        return sums
+
+    @staticmethod
+    def _next_key(lam: np.ndarray, q: int, basis: np.ndarray | None) -> bytes:
+        lam = np.asarray(lam, dtype=np.float64)
+        head = repr((lam.shape, q)).encode() + lam.tobytes()
+        return head if basis is None else head + np.asarray(basis, dtype=np.float64).tobytes()
+
+    def _take_next(self, lam: np.ndarray, q: int, basis: np.ndarray | None) -> tuple | None:
+        """What :meth:`step_then` made at ``lam`` and ``q`` (and ``basis``, where the
+        Hessian is asked for: its Hessian made there), handed out once; None where it
+        made nothing there.  Asked elsewhere, it is dropped."""
+        kept, self._kept_next = self._kept_next, None
+        if kept is None:
+            return None
+        if basis is not None and not kept[2]:
+            return None
+        wanted = self._next_key(lam, q, basis if kept[2] else None)
+        return kept if kept[0] == wanted else None
 
     def steps(self, lams: list[np.ndarray], q: int) -> list[kernels.StepSums]:
         """:meth:`step` at each of ``lams``, in one round trip (the optimizer's starts):
@@ -439,7 +508,11 @@ class DaskEngine:
     ):
         """:meth:`step` and :meth:`hessian` at one ``lam`` in one round trip
         (:meth:`steps_hessian` of ``[lam]``): ``(step sums, Hessian sums or None, w or
-        None)``."""
+        None)``; none where :meth:`step_then` made them at ``lam`` (with the BLUPs, where
+        ``random_effects`` asks for them)."""
+        kept = self._take_next(lam, q, basis)
+        if kept is not None and (kept[5] or not random_effects):
+            return kept[1], kept[3], kept[4]
         sums, hs, w = self.steps_hessian([lam], q, basis, weights, 0, random_effects)
         return sums[0], hs, w
 
@@ -568,6 +641,7 @@ class DaskEngine:
         """Release the statistics on the cluster."""
         blocks, self._blocks, self._graph = self._blocks, [], []
         self._kept_random_effects = None
+        self._kept_next = None
         self._detached = True
         for f in blocks:
             f.release()
@@ -585,4 +659,5 @@ class DaskEngine:
         self._layout = state.get("_layout")
         self._moments = None
         self._kept_random_effects = None
+        self._kept_next = None
         self._detached = True
