@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import functools
 import logging
 import operator
@@ -248,6 +249,36 @@ def _ordered_random_effects(
     return blup, reorder_parts(position, [c for _, c in parts])
 
 
+@dataclasses.dataclass(frozen=True)
+class _Chained:
+    """What :meth:`DaskEngine.step_then` made at the point it chained: the key of its Λ
+    and ``q``, its step sums, the bytes of the basis of its Hessian sums (None: none
+    asked for), its Hessian sums and ``w`` (None where ``weights`` raised), and whether
+    its BLUPs were made (kept for ``random_effects``)."""
+
+    key: bytes
+    sums: kernels.StepSums
+    basis: bytes | None
+    hs: kernels.HessianSums | None
+    w: np.ndarray | None
+    random_effects: bool
+
+
+def _bytes(basis: np.ndarray) -> bytes:
+    basis = np.asarray(basis, dtype=np.float64)
+    return repr(basis.shape).encode() + basis.tobytes()
+
+
+def _same_weights(weights, sums: kernels.StepSums, w: np.ndarray | None) -> bool:
+    """Whether ``w`` (None: none was made) is ``weights(sums)`` here, bit for bit: a
+    chained Hessian was made with the ``weights`` of the call that chained it."""
+    try:
+        mine = weights(sums)
+    except np.linalg.LinAlgError:
+        return w is None
+    return w is not None and np.array_equal(mine, w)
+
+
 class DaskEngine:
     """Evaluate the kernels where the statistics live: on the workers of a Dask cluster.
 
@@ -300,10 +331,9 @@ class DaskEngine:
         # the BLUPs made with a Hessian (key of Λ and w, per-block parts): random_effects
         # there needs no round trip of its own
         self._kept_random_effects: tuple[bytes, list] | None = None
-        # what step_then made at the point it chained (key of Λ, q and the basis; step
-        # sums; whether the Hessian was asked for; Hessian sums, w, BLUPs made): step or
-        # step_hessian there needs no round trip of its own
-        self._kept_next: tuple | None = None
+        # what step_then made at the point it chained: step or step_hessian there
+        # needs no round trip of its own
+        self._kept_next: _Chained | None = None
         self._detached = False
 
     @property
@@ -419,7 +449,7 @@ class DaskEngine:
         trip."""
         kept = self._take_next(lam, q, None)
         if kept is not None:
-            return kept[1]
+            return kept.sums
         return functools.reduce(operator.add, self._map(_block_step, lam=lam, q=q))
 
     def step_then(self, lam: np.ndarray, q: int, basis: np.ndarray, weights, following):
@@ -428,8 +458,10 @@ class DaskEngine:
         (:func:`~dmixed.engines.dask.next_point.submit_step_then`): its step sums, and
         with ``w = weights(its sums)`` its Hessian sums (and its BLUPs, kept for
         :meth:`random_effects` there) where ``following`` asks for them.  What was made
-        there is kept for the next :meth:`step` or :meth:`step_hessian` at that Λ, ``q``
-        and ``basis`` (bit for bit; one of them elsewhere drops it).
+        there is kept for the next :meth:`step`, :meth:`step_hessian` or
+        :meth:`step_then` at that Λ, ``q`` and ``basis`` (bit for bit; one of them
+        elsewhere drops it); a :meth:`step_then` at such a Λ makes no round trip, and no
+        next point.
 
         Parameters
         ----------
@@ -448,7 +480,9 @@ class DaskEngine:
         kernels.StepSums
             The sums at ``lam``, as :meth:`step` adds them.
         """
-        self._kept_next = None
+        kept = self._take_next(lam, q, None)
+        if kept is not None:  # chained here by the call before: its next point its own trip
+            return kept.sums
 
         def submit(args: dict) -> list:
             return submit_step_then(self._client, self._blocks, args, weights, following)
@@ -457,29 +491,30 @@ class DaskEngine:
         sums, point, made, hs, w, blups = gathered_step_then(self._round_trip(submit, args))
         if point is not None:
             lam_next, hessian, random_effects = point
-            key = self._next_key(lam_next, q, basis if hessian else None)
-            self._kept_next = (key, made, bool(hessian), hs, w, bool(random_effects))
+            basis_key = _bytes(basis) if hessian else None
+            key = self._next_key(lam_next, q)
+            self._kept_next = _Chained(key, made, basis_key, hs, w, bool(random_effects))
             if blups is not None:
                 self._keep_random_effects(lam_next, w, blups)
         return sums
 
     @staticmethod
-    def _next_key(lam: np.ndarray, q: int, basis: np.ndarray | None) -> bytes:
+    def _next_key(lam: np.ndarray, q: int) -> bytes:
         lam = np.asarray(lam, dtype=np.float64)
-        head = repr((lam.shape, q)).encode() + lam.tobytes()
-        return head if basis is None else head + np.asarray(basis, dtype=np.float64).tobytes()
+        return repr((lam.shape, q)).encode() + lam.tobytes()
 
-    def _take_next(self, lam: np.ndarray, q: int, basis: np.ndarray | None) -> tuple | None:
+    def _take_next(self, lam: np.ndarray, q: int, basis: np.ndarray | None) -> _Chained | None:
         """What :meth:`step_then` made at ``lam`` and ``q`` (and ``basis``, where the
         Hessian is asked for: its Hessian made there), handed out once; None where it
         made nothing there.  Asked elsewhere, it is dropped."""
         kept, self._kept_next = self._kept_next, None
         if kept is None:
             return None
-        if basis is not None and not kept[2]:
+        if kept.key != self._next_key(lam, q):
             return None
-        wanted = self._next_key(lam, q, basis if kept[2] else None)
-        return kept if kept[0] == wanted else None
+        if basis is not None and kept.basis != _bytes(basis):
+            return None  # no Hessian made there, or with another basis
+        return kept
 
     def steps(self, lams: list[np.ndarray], q: int) -> list[kernels.StepSums]:
         """:meth:`step` at each of ``lams``, in one round trip (the optimizer's starts):
@@ -509,10 +544,11 @@ class DaskEngine:
         """:meth:`step` and :meth:`hessian` at one ``lam`` in one round trip
         (:meth:`steps_hessian` of ``[lam]``): ``(step sums, Hessian sums or None, w or
         None)``; none where :meth:`step_then` made them at ``lam`` (with the BLUPs, where
-        ``random_effects`` asks for them)."""
+        ``random_effects`` asks for them) with the ``w`` of ``weights`` here."""
         kept = self._take_next(lam, q, basis)
-        if kept is not None and (kept[5] or not random_effects):
-            return kept[1], kept[3], kept[4]
+        if kept is not None and (kept.random_effects or not random_effects):
+            if _same_weights(weights, kept.sums, kept.w):
+                return kept.sums, kept.hs, kept.w
         sums, hs, w = self.steps_hessian([lam], q, basis, weights, 0, random_effects)
         return sums[0], hs, w
 
