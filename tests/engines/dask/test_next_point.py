@@ -16,6 +16,7 @@ from distributed import Client, LocalCluster
 
 import dmixed
 from dmixed.engines.dask import DaskEngine
+from dmixed.engines.dask.next_point import submit_step_then
 from dmixed.fit.newton_ahead import NextNewtonPoint
 from dmixed.fit.objective import profile_weights
 from dmixed.fit.summary import DEFAULTS
@@ -233,3 +234,36 @@ def test_the_chained_blups_stay_valid_after_the_cluster_closes(monkeypatch):
         np.testing.assert_array_equal(
             np.asarray(fit.to_state().blup_cov), np.asarray(ref.to_state().blup_cov)
         )
+
+
+def test_the_chained_tasks_are_never_root_ish_and_stay_with_their_evaluators(client, monkeypatch):
+    """Rounds of the chain not yet released when the next is submitted make no root-ish
+    task group; in a fit whose secant steps chain their points no evaluator moves."""
+    from .test_placement import _assert_no_evaluator_moves, _data, _evaluator_keys
+
+    model, stats = _evaluator_keys(client, _data())
+    layout = stats.fit_layout
+    lam = layout.lam(np.full(layout.n_params, 0.8), True)
+    lam2 = layout.lam(np.full(layout.n_params, 0.9), True)
+    args = dict(lam=lam, q=layout.k_re, basis=layout.basis())
+    weights = functools.partial(profile_weights, glob=stats.glob, reml=True)
+    blocks = stats.engine.blocks
+    following = _next(lam2, True, True)
+    rounds = [submit_step_then(client, blocks, args, weights, following) for _ in range(3)]
+    client.gather([f for futures in rounds for f in futures])
+    keys = [f.key for futures in rounds for f in futures]
+    rootish = client.run_on_scheduler(
+        lambda dask_scheduler: [dask_scheduler.is_rootish(dask_scheduler.tasks[k]) for k in keys]
+    )
+    assert len(rootish) == 3 * 3 * len(blocks) and not any(rootish)
+    monkeypatch.setattr(DEFAULTS, "newton_secant_rows", 0)
+    chained = []
+    step_then = DaskEngine.step_then
+
+    def counted(self, *args):
+        chained.append(1)
+        return step_then(self, *args)
+
+    monkeypatch.setattr(DaskEngine, "step_then", counted)
+    _assert_no_evaluator_moves(client, model, stats)
+    assert chained
