@@ -156,7 +156,7 @@ class NextNewtonPoint:
         n = obj.glob.n
         if step is None or step.rise <= st.newton_decrement * n:
             return None
-        last_step = step.rise <= LAST_STEP_DECREMENT * np.sqrt(st.newton_decrement) * n
+        last_step = bool(step.rise <= LAST_STEP_DECREMENT * np.sqrt(st.newton_decrement) * n)
         fraction = 1.0
         for _half in range(st.newton_halvings):
             trial = theta.copy()
