@@ -44,31 +44,36 @@ def _block_next_step(ev, following, q: int, parts: list):
     """``(point, the block's step sums there)``: ``following`` of every block's step
     sums (``parts``, added in block order) made by each block's task (the same point in
     each: the same sums, function and machine), so that no task of one worker waits on
-    another's for it; ``(None, None)`` where it gives none or raises (the chain is a
-    guess, and a guess that fails costs the round trip it would have saved, never the
-    step)."""
+    another's for it; ``(None, None)`` where it gives none, or it or the sums raise (the
+    chain is a guess, and a guess that fails costs the round trip it would have saved,
+    never the step at Λ)."""
     try:
         point = following(_sum(parts))
+        return (None, None) if point is None else (point, ev.step(point[0], q))
     except Exception:  # see above: the driver's own step follows
-        point = None
-    return (None, None) if point is None else (point, ev.step(point[0], q))
+        return None, None
 
 
 def _block_next_hessian(ev, mine, weights, basis: np.ndarray, parts: list):
     """``(w, the block's Hessian sums, with its BLUPs where the point asks)`` at the
     block's point (``mine``: its :func:`_block_next_step`), ``w`` of every block's step
-    sums there (``parts``) made by each block's task; None where the point asks for no
-    Hessian, or ``weights`` raises ``np.linalg.LinAlgError``."""
+    sums there (``parts``) made by each block's task; ``(None, None)`` where ``weights``
+    raises ``np.linalg.LinAlgError`` (no Hessian there); None where the point asks for
+    no Hessian (or there is no point); False where the sums raise (the chain dropped, as
+    :func:`_block_next_step`'s)."""
     point = mine[0]
     if point is None or not point[1] or any(p[1] is None for p in parts):
         return None
     try:
         w = weights(_sum([p[1] for p in parts]))
     except np.linalg.LinAlgError:
-        return None
-    if point[2]:
-        return w, block_hessian_random_effects(ev, point[0], basis, w)
-    return w, ev.hessian(point[0], basis, w)
+        return None, None
+    try:
+        if point[2]:
+            return w, block_hessian_random_effects(ev, point[0], basis, w)
+        return w, ev.hessian(point[0], basis, w)
+    except Exception:  # as _block_next_step's
+        return False
 
 
 def submit_step_then(client, blocks: list, args: dict, weights, following) -> list:
@@ -124,16 +129,23 @@ def gathered_step_then(parts: list):
     sums = functools.reduce(operator.add, parts[:n])
     nexts, hessians = parts[n : 2 * n], parts[2 * n :]
     point = nexts[0][0]
+    none = sums, None, None, None, None, None
     if point is None or not all(_same_point(p[0], point) for p in nexts):
-        return sums, None, None, None, None, None
+        return none
     following = functools.reduce(operator.add, [p[1] for p in nexts])
-    if hessians[0] is None:
-        if not all(h is None for h in hessians):
-            return sums, None, None, None, None, None
+    if any(h is False for h in hessians):
+        return none
+    if all(h is None for h in hessians):
         return sums, point, following, None, None, None
+    if any(h is None for h in hessians):
+        return none
     w = hessians[0][0]
-    if not all(h is not None and np.array_equal(h[0], w) for h in hessians):
-        return sums, None, None, None, None, None
+    if w is None:
+        if any(h[0] is not None for h in hessians):
+            return none
+        return sums, point, following, None, None, None
+    if not all(h[0] is not None and np.array_equal(h[0], w) for h in hessians):
+        return none
     hs, blups = hessian_parts([h[1] for h in hessians])
     return sums, point, following, hs, w, blups
 

@@ -43,6 +43,10 @@ def _doubled(weights, sums):
     return 2.0 * weights(sums)
 
 
+def _longer(weights, sums):
+    return np.r_[weights(sums), 1.0]
+
+
 def _raises(sums):
     raise ValueError("no point")
 
@@ -126,19 +130,30 @@ def test_only_the_chained_point_is_taken(client, monkeypatch):
 
 
 def test_no_point_or_a_failing_one_chains_nothing(client, monkeypatch):
-    """``following`` that gives no point, or raises on the worker: the step sums at Λ
-    all the same, and nothing kept."""
+    """``following`` that gives no point or raises on the worker, a point whose step
+    sums raise (Λ₂ of another shape), or whose Hessian raises (a ``w`` of another
+    length): the step sums at Λ all the same, and nothing kept at Λ₂."""
     stats = _stats(client)
     engine, layout = stats.engine, stats.fit_layout
     basis, q = layout.basis(), layout.k_re
     weights = functools.partial(profile_weights, glob=stats.glob, reml=True)
     lam = layout.lam(np.full(layout.n_params, 0.7), True)
+    lam2 = layout.lam(np.linspace(0.4, 1.2, layout.n_params), True)
     want = engine.step(lam, q)
-    for following in (functools.partial(_point, None), _raises):
-        _assert_same(engine.step_then(lam, q, basis, weights, following), want)
+    ref = engine.step_hessian(lam2, q, basis, weights, True)
+    cases = [
+        (functools.partial(_point, None), weights),
+        (_raises, weights),
+        (_next(np.eye(lam2.shape[0] + 1), True, True), weights),
+        (_next(lam2, True, True), functools.partial(_longer, weights)),
+    ]
+    for following, made_with in cases:
+        _assert_same(engine.step_then(lam, q, basis, made_with, following), want)
+        assert engine._kept_next is None
         trips = _count_round_trips(monkeypatch)
-        engine.step(lam, q)
+        got = engine.step_hessian(lam2, q, basis, weights, True)
         assert len(trips) == 1
+        _assert_same(got[1], ref[1])
         monkeypatch.undo()
 
 
