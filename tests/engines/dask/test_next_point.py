@@ -17,6 +17,7 @@ from distributed import Client, LocalCluster
 import dmixed
 from dmixed.engines.dask import DaskEngine
 from dmixed.engines.dask.next_point import submit_step_then
+from dmixed.engines.local import LocalEngine
 from dmixed.fit.newton_ahead import NextNewtonPoint
 from dmixed.fit.objective import profile_weights
 from dmixed.fit.summary import DEFAULTS
@@ -41,10 +42,6 @@ def _point(point, sums):
 
 def _doubled(weights, sums):
     return 2.0 * weights(sums)
-
-
-def _longer(weights, sums):
-    return np.r_[weights(sums), 1.0]
 
 
 def _raises(sums):
@@ -131,8 +128,8 @@ def test_only_the_chained_point_is_taken(client, monkeypatch):
 
 def test_no_point_or_a_failing_one_chains_nothing(client, monkeypatch):
     """``following`` that gives no point or raises on the worker, a point whose step
-    sums raise (Λ₂ of another shape), or whose Hessian raises (a ``w`` of another
-    length): the step sums at Λ all the same, and nothing kept at Λ₂."""
+    sums raise, or whose Hessian sums raise: the step sums at Λ all the same, and
+    nothing kept at Λ₂."""
     stats = _stats(client)
     engine, layout = stats.engine, stats.fit_layout
     basis, q = layout.basis(), layout.k_re
@@ -140,21 +137,39 @@ def test_no_point_or_a_failing_one_chains_nothing(client, monkeypatch):
     lam = layout.lam(np.full(layout.n_params, 0.7), True)
     lam2 = layout.lam(np.linspace(0.4, 1.2, layout.n_params), True)
     want = engine.step(lam, q)
-    ref = engine.step_hessian(lam2, q, basis, weights, True)
+    ref = engine.step_hessian(lam2, q, basis, weights)
+    raised = []
+
+    def raising(name):
+        """The evaluators' ``name`` raising at Λ₂ (the workers run in this process)."""
+        made = getattr(LocalEngine, name)
+
+        def call(self, at, *args):
+            if np.asarray(at).tobytes() == lam2.tobytes():
+                raised.append(name)
+                raise RuntimeError(f"{name} at the chained point")
+            return made(self, at, *args)
+
+        return call
+
     cases = [
-        (functools.partial(_point, None), weights),
-        (_raises, weights),
-        (_next(np.eye(lam2.shape[0] + 1), True, True), weights),
-        (_next(lam2, True, True), functools.partial(_longer, weights)),
+        (functools.partial(_point, None), None),
+        (_raises, None),
+        (_next(lam2, True, False), "step"),
+        (_next(lam2, True, False), "hessian"),
     ]
-    for following, made_with in cases:
-        _assert_same(engine.step_then(lam, q, basis, made_with, following), want)
+    for following, name in cases:
+        if name is not None:
+            monkeypatch.setattr(LocalEngine, name, raising(name))
+        _assert_same(engine.step_then(lam, q, basis, weights, following), want)
         assert engine._kept_next is None
+        monkeypatch.undo()
         trips = _count_round_trips(monkeypatch)
-        got = engine.step_hessian(lam2, q, basis, weights, True)
+        got = engine.step_hessian(lam2, q, basis, weights)
         assert len(trips) == 1
         _assert_same(got[1], ref[1])
         monkeypatch.undo()
+    assert set(raised) == {"step", "hessian"}
 
 
 def _fit(case: str, client):
