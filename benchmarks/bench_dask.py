@@ -219,6 +219,8 @@ ROUND_TRIP_TASKS = (
     "block_hessian_at",
     "block_hessian_random_effects",
     "block_random_effects",
+    "block_next_step",
+    "block_next_hessian",
     "block_moments",
 )
 

@@ -41,10 +41,12 @@ class Engine(Protocol):
     ``None``) to tell whether cached statistics died with their client, and ``steps``
     (several Λ in one round trip: the start selection's prefetch), and ``step_hessian``
     / ``steps_hessian`` (the step sums and the Hessian sums at a Λ in one round trip:
-    the Newton steps' trial points, :mod:`dmixed.engines.dask.ahead`).  The in-process
-    engine also has ``value(lam, q)``: the sums of ``step`` that ℓ alone needs (the
-    start selection's default point, :func:`dmixed.fit.start.start_value`).  All are
-    optional (read with ``getattr``).
+    the Newton steps' trial points, :mod:`dmixed.engines.dask.ahead`), and ``step_then``
+    (the step sums at a Λ, with the next secant step's trial point made from them on the
+    workers and evaluated in the same round trip: :mod:`dmixed.engines.dask.next_point`).
+    The in-process engine also has ``value(lam, q)``: the sums of ``step`` that ℓ alone
+    needs (the start selection's default point, :func:`dmixed.fit.start.start_value`).
+    All are optional (read with ``getattr``).
     """
 
     #: ``"local"`` or ``"dask"``.

@@ -34,6 +34,7 @@ from .charts import (
     sqrt_chart,
 )
 from .lean import lean_steps
+from .newton_ahead import NewtonState, NextNewtonPoint, ObjectiveParts
 from .newton_coords import NewtonStep, log_shift, newton_step
 from .newton_rules import (
     LAST_STEP_DECREMENT,
@@ -595,7 +596,7 @@ class _Optimization:
         last: tuple[np.ndarray, np.ndarray] | None = None  # θ and gradient of that step
         shift = np.zeros(layout.n_params)  # of the log coordinates, from the last Hessian
         ev = obj.evaluate(cur_packed)
-        for _ in range(steps):
+        for taken in range(steps):
             if ev.step is None:  # a rejected point (not finite, or not resolved)
                 break
             d_psi, d_tau = obj.score_parts(ev)
@@ -634,7 +635,28 @@ class _Optimization:
             # stands in for it; after a last step the polish takes it there anyway (with
             # the BLUPs), so it rides on the step's round trip then too
             ahead = not secant or last_step
-            accepted = self.line_search(ev, theta, movable, step, ahead, last_step)
+            # else the next step's secant point, made from the trial point's sums, rides
+            # on that round trip (where the engine chains it: a cluster's)
+            state = None
+            if not ahead and steps - taken > 1 and getattr(obj.engine, "step_then", None):
+                state = NewtonState(
+                    s.newton_gtol,
+                    s.newton_decrement,
+                    s.newton_halvings,
+                    s.newton_llf_rtol,
+                    movable,
+                    curvature,
+                    last,
+                    shift,
+                    size,
+                    slow,
+                    contraction,
+                    secant,
+                    shifted,
+                    ev.llf,
+                    steps - taken - 1,
+                )
+            accepted = self.line_search(ev, theta, movable, step, ahead, last_step, state)
             if accepted is None:
                 break
             theta, cur_packed, ev = accepted
@@ -1178,19 +1200,29 @@ class _Optimization:
         step: NewtonStep,
         ahead: bool = False,
         last_step: bool = False,
+        state: NewtonState | None = None,
     ) -> tuple[np.ndarray, np.ndarray, Evaluation] | None:
         """Halve ``step`` until its point is a valid one where ℓ does not drop.
 
         With ``ahead``, each trial point's Hessian is made with its evaluation where the
         engine can (:meth:`ProfiledObjective.evaluate_ahead`: one round trip on a
         cluster, not two, when the step is taken), and with ``last_step`` (the step is
-        expected to end at the optimum) its BLUPs too.  Returns that θ, its packed
+        expected to end at the optimum) its BLUPs too.  Else, with ``state`` (the Newton
+        steps' after this step's direction: a secant step follows), the next step's
+        first trial point is made from each trial point's sums and evaluated in its
+        round trip where the engine can (:meth:`ProfiledObjective.evaluate_then`,
+        :class:`~dmixed.fit.newton_ahead.NextNewtonPoint`).  Returns that θ, its packed
         form and its evaluation, or ``None`` after ``newton_halvings`` tries.
         """
         obj, s = self.obj, self.summary
+        parts = None
         for trial, trial_packed in self.step_points(theta, movable, step):
             if ahead:
                 tev = obj.evaluate_ahead(trial_packed, random_effects=last_step)
+            elif state is not None:
+                parts = ObjectiveParts.of(obj) if parts is None else parts
+                following = NextNewtonPoint(parts, state, trial_packed, trial)
+                tev = obj.evaluate_then(trial_packed, following)
             else:
                 tev = obj.evaluate(trial_packed)
             if math.isfinite(tev.llf) and tev.llf >= ev.llf - s.newton_llf_rtol * max(

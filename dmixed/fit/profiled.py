@@ -215,6 +215,25 @@ class ProfiledObjective:
             self._keep_ahead(ev, hs, w)
         return ev
 
+    def evaluate_then(self, packed: np.ndarray, following) -> Evaluation:
+        """:meth:`evaluate`, with the point that ``following`` makes of the step sums at
+        ``packed`` evaluated in the same round trip where the engine can
+        (``engine.step_then``: a Dask cluster; the Hessian sums and the BLUPs there as
+        it asks), for the engine to hand out when that point is asked for next
+        (:class:`~dmixed.fit.newton_ahead.NextNewtonPoint`); else just :meth:`evaluate`.
+        The same evaluation either way."""
+        step_then = getattr(self.engine, "step_then", None)
+        packed = np.array(packed, dtype=np.float64)
+        key = packed.tobytes()
+        if step_then is None or key in self._cache:
+            return self.evaluate(packed)
+        try:
+            lam = self.lam(packed)
+        except np.linalg.LinAlgError:
+            return self.evaluate(packed)
+        step = step_then(lam, self.layout.k_re, self._basis, self._weights(), following)
+        return self._evaluated(packed, key, lam, step)
+
     def _evaluated(self, packed, key: bytes, lam: np.ndarray, step) -> Evaluation:
         """:meth:`evaluate` at ``packed`` from its Λ (and the engine's sums ``step``,
         None: computed here)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import functools
 import logging
 import operator
@@ -37,6 +38,7 @@ from .ahead import (
 )
 from .blocks import Block, block_dense, reorder_parts
 from .handover import cut, rows
+from .next_point import gathered_step_then, submit_step_then
 from .placement import call_keys
 from .progress import (
     ask_workers,
@@ -251,6 +253,36 @@ def _ordered_random_effects(
     return blup, reorder_parts(position, rows([c for _, c in parts]))
 
 
+@dataclasses.dataclass(frozen=True)
+class _Chained:
+    """What :meth:`DaskEngine.step_then` made at the point it chained: the key of its Λ
+    and ``q``, its step sums, the bytes of the basis of its Hessian sums (None: none
+    asked for), its Hessian sums and ``w`` (None where ``weights`` raised), and whether
+    its BLUPs were made (kept for ``random_effects``)."""
+
+    key: bytes
+    sums: kernels.StepSums
+    basis: bytes | None
+    hs: kernels.HessianSums | None
+    w: np.ndarray | None
+    random_effects: bool
+
+
+def _bytes(basis: np.ndarray) -> bytes:
+    basis = np.asarray(basis, dtype=np.float64)
+    return repr(basis.shape).encode() + basis.tobytes()
+
+
+def _same_weights(weights, sums: kernels.StepSums, w: np.ndarray | None) -> bool:
+    """Whether ``w`` (None: none was made) is ``weights(sums)`` here, bit for bit: a
+    chained Hessian was made with the ``weights`` of the call that chained it."""
+    try:
+        mine = weights(sums)
+    except np.linalg.LinAlgError:
+        return w is None
+    return w is not None and np.array_equal(mine, w)
+
+
 class DaskEngine:
     """Evaluate the kernels where the statistics live: on the workers of a Dask cluster.
 
@@ -303,6 +335,9 @@ class DaskEngine:
         # the BLUPs made with a Hessian (key of Λ and w, per-block parts): random_effects
         # there needs no round trip of its own
         self._kept_random_effects: tuple[bytes, list] | None = None
+        # what step_then made at the point it chained: step or step_hessian there
+        # needs no round trip of its own
+        self._kept_next: _Chained | None = None
         self._detached = False
 
     @property
@@ -413,8 +448,77 @@ class DaskEngine:
     # -- the engine interface ------------------------------------------------------
 
     def step(self, lam: np.ndarray, q: int) -> kernels.StepSums:
-        """Σ over groups of the per-step contributions (DESIGN.md §3–4)."""
+        """Σ over groups of the per-step contributions (DESIGN.md §3–4): those
+        :meth:`step_then` made at ``lam`` where it chained that point, else one round
+        trip."""
+        kept = self._take_next(lam, q, None)
+        if kept is not None:
+            return kept.sums
         return functools.reduce(operator.add, self._map(_block_step, lam=lam, q=q))
+
+    def step_then(self, lam: np.ndarray, q: int, basis: np.ndarray, weights, following):
+        """:meth:`step` at ``lam``, with the point ``following`` makes of those sums
+        chained on the workers in the same round trip
+        (:func:`~dmixed.engines.dask.next_point.submit_step_then`): its step sums, and
+        with ``w = weights(its sums)`` its Hessian sums (and its BLUPs, kept for
+        :meth:`random_effects` there) where ``following`` asks for them.  What was made
+        there is kept for the next :meth:`step`, :meth:`step_hessian` or
+        :meth:`step_then` at that Λ, ``q`` and ``basis`` (bit for bit; one of them
+        elsewhere drops it); a :meth:`step_then` at such a Λ makes no round trip, and no
+        next point.
+
+        Parameters
+        ----------
+        lam : ndarray (r, r)
+        q : int
+        basis : ndarray (m, r, r)
+        weights : callable
+            ``weights(StepSums) -> w`` (p+1,); raises ``np.linalg.LinAlgError`` where
+            there is none.
+        following : callable
+            ``following(StepSums) -> (Λ₂, hessian, random_effects)`` or None (no point);
+            one that raises is taken as None.
+
+        Returns
+        -------
+        kernels.StepSums
+            The sums at ``lam``, as :meth:`step` adds them.
+        """
+        kept = self._take_next(lam, q, None)
+        if kept is not None:  # chained here by the call before: its next point its own trip
+            return kept.sums
+
+        def submit(args: dict) -> list:
+            return submit_step_then(self._client, self._blocks, args, weights, following)
+
+        args = dict(lam=lam, q=q, basis=basis)
+        sums, point, made, hs, w, blups = gathered_step_then(self._round_trip(submit, args))
+        if point is not None:
+            lam_next, hessian, random_effects = point
+            basis_key = _bytes(basis) if hessian else None
+            key = self._next_key(lam_next, q)
+            self._kept_next = _Chained(key, made, basis_key, hs, w, bool(random_effects))
+            if blups is not None:
+                self._keep_random_effects(lam_next, w, blups)
+        return sums
+
+    @staticmethod
+    def _next_key(lam: np.ndarray, q: int) -> bytes:
+        lam = np.asarray(lam, dtype=np.float64)
+        return repr((lam.shape, q)).encode() + lam.tobytes()
+
+    def _take_next(self, lam: np.ndarray, q: int, basis: np.ndarray | None) -> _Chained | None:
+        """What :meth:`step_then` made at ``lam`` and ``q`` (and ``basis``, where the
+        Hessian is asked for: its Hessian made there), handed out once; None where it
+        made nothing there.  Asked elsewhere, it is dropped."""
+        kept, self._kept_next = self._kept_next, None
+        if kept is None:
+            return None
+        if kept.key != self._next_key(lam, q):
+            return None
+        if basis is not None and kept.basis != _bytes(basis):
+            return None  # no Hessian made there, or with another basis
+        return kept
 
     def steps(self, lams: list[np.ndarray], q: int) -> list[kernels.StepSums]:
         """:meth:`step` at each of ``lams``, in one round trip (the optimizer's starts):
@@ -443,7 +547,12 @@ class DaskEngine:
     ):
         """:meth:`step` and :meth:`hessian` at one ``lam`` in one round trip
         (:meth:`steps_hessian` of ``[lam]``): ``(step sums, Hessian sums or None, w or
-        None)``."""
+        None)``; none where :meth:`step_then` made them at ``lam`` (with the BLUPs, where
+        ``random_effects`` asks for them) with the ``w`` of ``weights`` here."""
+        kept = self._take_next(lam, q, basis)
+        if kept is not None and (kept.random_effects or not random_effects):
+            if _same_weights(weights, kept.sums, kept.w):
+                return kept.sums, kept.hs, kept.w
         sums, hs, w = self.steps_hessian([lam], q, basis, weights, 0, random_effects)
         return sums[0], hs, w
 
@@ -572,6 +681,7 @@ class DaskEngine:
         """Release the statistics on the cluster."""
         blocks, self._blocks, self._graph = self._blocks, [], []
         self._kept_random_effects = None
+        self._kept_next = None
         self._detached = True
         for f in blocks:
             f.release()
@@ -589,4 +699,5 @@ class DaskEngine:
         self._layout = state.get("_layout")
         self._moments = None
         self._kept_random_effects = None
+        self._kept_next = None
         self._detached = True
