@@ -38,7 +38,7 @@ from ...design.columnar import design_columns
 from ...errors import DataError
 from .pieces import Pieces
 
-__all__ = ["ParquetReads", "parquet_reads", "read_columns"]
+__all__ = ["ParquetReads", "parquet_reads", "read_columns", "unreadable_file"]
 
 #: The numpy dtypes read directly, with the Arrow type each must have in the file.
 _ARROW_TYPES = {"float64": "double", "int64": "int64"}
@@ -163,7 +163,6 @@ def read_columns(read: tuple) -> dict[str, np.ndarray] | None:
         pyarrow cannot read the file (gone, cut short or rewritten since the driver
         planned the read); the chain names the partition and the file.
     """
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     path, row_groups, pairs = read
@@ -176,12 +175,11 @@ def read_columns(read: tuple) -> dict[str, np.ndarray] | None:
                 table = file.read(columns=names, use_threads=False)
             else:
                 table = file.read_row_groups(list(row_groups), columns=names, use_threads=False)
-    except (OSError, pa.ArrowInvalid) as exc:
-        said = " ".join(str(exc).split())  # pyarrow's message, on one line
-        raise DataError(
-            f"pyarrow cannot read the file ({said}): was it changed or cut short while "
-            "the fit read it?"
-        ) from None
+    except (OSError, ValueError) as exc:
+        err = unreadable_file(exc)
+        if err is None:
+            raise
+        raise err from None
     out = {}
     for name, dtype in pairs:
         column = table.column(name)
@@ -189,3 +187,26 @@ def read_columns(read: tuple) -> dict[str, np.ndarray] | None:
             return None
         out[name] = column.to_numpy()
     return out
+
+
+def unreadable_file(exc: BaseException, reader: str = "pyarrow") -> DataError | None:
+    """The :class:`~dmixed.errors.DataError` for a file that ``reader`` cannot read
+    (an ``OSError``: gone or cut short since the driver planned the read; pyarrow's
+    ``ArrowInvalid``: no longer a Parquet file, or without the row groups planned),
+    with ``reader``'s message; None for any other error (a :class:`DataError` too).
+    The chain names the partition and the file
+    (:meth:`~dmixed.engines.dask.partials.ChainFrames.located`)."""
+    if isinstance(exc, DataError):
+        return None
+    if not isinstance(exc, OSError):
+        try:
+            import pyarrow as pa
+        except ImportError:  # pragma: no cover - pyarrow is a dependency of the reads
+            return None
+        if not isinstance(exc, pa.ArrowInvalid):
+            return None
+    said = " ".join(str(exc).split())  # the reader's message, on one line
+    return DataError(
+        f"{reader} cannot read the file ({said}): was it changed or cut short while "
+        "the fit read it?"
+    )

@@ -55,7 +55,7 @@ from ...stats.slots import SlotMap, present_pairs
 from ...stats.standardize import SAMPLE_ROWS, Standardization
 from .combine import GroupAccumulator, rank_one_partials, split_buckets
 from .crossed import RowOverlap, overlap_marks, read_overlap
-from .parquet_direct import ParquetReads, read_columns
+from .parquet_direct import ParquetReads, read_columns, unreadable_file
 from .pieces import Pieces, compute_piece
 from .progress import BatchedReport, report_partitions
 from .ragged import RaggedAccumulator, RaggedPacked, ragged_rows, tables_bytes
@@ -517,15 +517,20 @@ class ChainFrames:
         """One partition; what Dask's reader raises for a file unlike the first (lacking
         a model column, a CSV column of another type) as a
         :class:`~dmixed.errors.DataError`
-        (:func:`~dmixed.design.partitions.reader_error`)."""
+        (:func:`~dmixed.design.partitions.reader_error`), and for a file gone, cut short
+        or rewritten since the driver planned the read, the error of a direct read of it
+        (:func:`~dmixed.engines.dask.parquet_direct.unreadable_file`)."""
         graph, out_key, leaf_key = piece
         try:
             if self.frames is not None:
                 return compute_piece(graph, out_key, frame, leaf_key)
             columns = None if read is None else read_columns(read)
             return compute_piece(graph, out_key) if columns is None else columns
-        except (KeyError, ValueError) as exc:  # a file unlike the first (not a DataError)
+        except (KeyError, ValueError, OSError) as exc:  # a file unlike the first, or
+            # changed since the plan (not a DataError): located as a direct read's error
             err = reader_error(exc)
+            if err is None and self.frames is None:
+                err = unreadable_file(exc, "Dask's reader")
             if err is None:
                 raise
             raise err from None

@@ -307,6 +307,24 @@ def test_file_with_fewer_row_groups_after_the_plan_is_a_clear_error(tmp_path):
         _partials(recipe, spec, reads)
 
 
+@pytest.mark.parametrize("how", ["gone", "end", "body"])
+def test_file_changed_after_the_plan_is_a_clear_error_where_dask_reads_it(tmp_path, how):
+    """Where the chain has Dask's reader compute the piece (a float32 column), a file
+    gone or cut short between the plan and the read: the DataError of a direct read,
+    naming the partition and the file, not pyarrow's bare OSError."""
+    df = _frame()
+    _write(df.assign(x2=df["x2"].astype(np.float32)), tmp_path / "d", 3)
+    spec, recipe = _chain(dd.read_parquet(tmp_path / "d"))
+    assert parquet_reads(recipe, spec) is None
+    path = tmp_path / "d" / "part-001.parquet"
+    if how == "gone":
+        path.unlink()
+    else:
+        _cut_short(path, how)
+    with pytest.raises(DataError, match=r"partition 1 .*part-001\.parquet.*cut short"):
+        _partials(recipe, spec, None)
+
+
 @pytest.mark.parametrize("exchange", ["rows", "auto"])
 def test_routed_rows_of_direct_reads_are_copies(tmp_path, monkeypatch, exchange):
     """Rows a chain buffers for routing from direct reads are held in numpy's own memory
