@@ -12,7 +12,12 @@ Run:  python benchmarks/bench_dask.py [--rows 50_000_000] [--groups 1_000_000]
    cluster closed); the best of the four runs counts.  The same scan streamed
    (``to_batches``, each batch dropped) is timed the same way and its ratio printed
    too: it does not fault in the table's pages (2 GB at 50M rows), so its time grows
-   with the rows as the fit's reads do, where the table's grows faster.
+   with the rows as the fit's reads do, where the table's grows faster.  The table
+   scan also runs once before every fit and once after the last (the cluster idle), in
+   one long-lived child process kept warm as the workers are (:class:`WarmScanner`):
+   each fit is divided by the mean of the scans on either side of it, so that drift in
+   the machine's speed over minutes moves both sides of the ratio alike; the median of
+   these ratios over the fits after the first is printed with the rest.
 3. Fit: ``dmixed.mixedlm("y ~ x1 + x2 + x3", dd.read_parquet(dir), groups="g",
    re_formula="1 + x1").fit(client=client)`` on a LocalCluster with ``--workers``
    single-threaded worker processes, REML, standard errors included; ``--repeat`` times
@@ -116,11 +121,12 @@ def local_cluster(n_workers: int, memory_limit: str, worker_env: bool = False):
 class PeakRSS:
     """Samples the resident memory of this process and its descendants."""
 
-    def __init__(self, interval: float = 0.1) -> None:
+    def __init__(self, interval: float = 0.1, skip: str | None = None) -> None:
         import psutil
 
         self._psutil = psutil
         self.interval = interval
+        self.skip = skip  # processes whose command line holds this are not sampled
         self.peak: dict[int, tuple[str, int]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -130,8 +136,11 @@ class PeakRSS:
         while not self._stop.is_set():
             for proc in [me, *me.children(recursive=True)]:
                 try:
+                    cmdline = proc.cmdline()
+                    if self.skip is not None and any(self.skip in a for a in cmdline):
+                        continue
                     rss = proc.memory_info().rss
-                    name = " ".join(proc.cmdline()[-2:]) or proc.name()
+                    name = " ".join(cmdline[-2:]) or proc.name()
                 except (self._psutil.NoSuchProcess, self._psutil.AccessDenied):
                     continue
                 if rss > self.peak.get(proc.pid, ("", 0))[1]:
@@ -381,13 +390,48 @@ def main() -> None:
         ).stdout.split()
         return float(out[0]), int(out[1])
 
+    class WarmScanner:
+        """The table scan in one long-lived child process, run on request: warm like the
+        fits' workers (its imports done, its allocator holding the pages of the scans
+        before), so that a scan between two fits pays no process start and no first
+        touch of fresh memory (which costs seconds a GiB on this VM after a while idle)."""
+
+        def __init__(self) -> None:
+            code = (
+                "import sys, time, pyarrow.dataset as ds\n"
+                "for _ in sys.stdin:\n"
+                "    t0 = time.perf_counter()\n"
+                f"    n = ds.dataset({args.dir!r}, format='parquet').to_table("
+                f"columns={columns!r}).num_rows\n"
+                "    print(time.perf_counter() - t0, n, flush=True)\n"
+            )
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", code],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(3):
+                self.scan()
+
+        def scan(self) -> float:
+            assert self.proc.stdin is not None and self.proc.stdout is not None
+            self.proc.stdin.write("\n")
+            self.proc.stdin.flush()
+            return float(self.proc.stdout.readline().split()[0])
+
+        def close(self) -> None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            self.proc.wait()
+
     # the scan runs twice before the fits and twice after (the cluster closed): the
     # better of the four counts. This machine's speed drifts by 2-3x over minutes, and a
     # scan that only ran before the fits could land in a slow spell the fits missed.
     scans_before = [run_scan() for _ in range(2)]
     streams_before = [run_scan(True) for _ in range(2)]
     with (
-        PeakRSS() as rss,
+        PeakRSS(skip="pyarrow.dataset") as rss,
         local_cluster(args.workers, args.memory_limit, args.worker_env) as cluster,
         Client(cluster) as client,
     ):
@@ -399,6 +443,11 @@ def main() -> None:
             persisted = client.persist(dd.read_parquet(args.dir))
             wait(persisted)
         cpu = PhaseCPU(client)
+        # a warm table scan before every fit and after the last: each fit is compared
+        # with the scans on either side of it, so that the machine's drift (2-3x over
+        # minutes here) moves both sides of a ratio alike
+        scanner = WarmScanner()
+        interleaved = [scanner.scan()]
         dmixed_log = logging.getLogger("dmixed")
         dmixed_log.addHandler(cpu)
         dmixed_log.setLevel(logging.DEBUG)
@@ -417,6 +466,7 @@ def main() -> None:
             if split is not None:  # the workers' busy time after the chains
                 split["busy_after_chains"] = busy_seconds(ts.data, wall0, split["chains"])
             fits.append((wall, spec_seconds, res, model, tasks, cpu.phases(), split))
+            interleaved.append(scanner.scan())
             print(
                 f"  fit {fits[-1][0]:.2f} s (data pass {res.data_pass_seconds:.2f} s, "
                 f"{res.n_evals} evaluations); CPU s driver / workers: data pass "
@@ -426,6 +476,7 @@ def main() -> None:
                 f"{fits[-1][5]['optimization']['workers']:.2f}"
             )
         dmixed_log.removeHandler(cpu)
+        scanner.close()
         fit, spec_seconds, res, model, tasks, _, tail = min(fits, key=lambda f: f[0])
         stats = model.statistics(client=client)
         lam = stats.layout.lam(res.packed_params, True)
@@ -459,6 +510,9 @@ def main() -> None:
     optimization = fit - spec_seconds - res.data_pass_seconds
     peaks = sorted(rss.peak.values(), key=lambda v: -v[1])
     warm_median = float(np.median([f[0] for f in fits[1:]])) if len(fits) > 1 else None
+    # fit i against the mean of the scans just before and just after it
+    pair_ratios = [f[0] / (0.5 * (interleaved[i] + interleaved[i + 1])) for i, f in enumerate(fits)]
+    warm_pairs = pair_ratios[1:] if len(pair_ratios) > 1 else pair_ratios
     report = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "rows": res.nobs,
@@ -485,6 +539,9 @@ def main() -> None:
         "n_evals": res.n_evals,
         "fit_over_scan": fit / scan,
         "fit_over_stream_scan": fit / stream,
+        "interleaved_scan_runs_seconds": interleaved,
+        "fit_over_neighbour_scans": pair_ratios,
+        "fit_over_neighbour_scans_warm_median": float(np.median(warm_pairs)),
         "llf": res.llf,
         "fe_params": res.fe_params.tolist(),
         "floor_seconds": floors,
@@ -505,6 +562,12 @@ def main() -> None:
             f"workers' first touch of their memory left out): {warm_median:.2f} s "
             f"= {warm_median / scan:.2f} x the scan, {warm_median / stream:.2f} x the streamed scan"
         )
+    print(
+        "  each fit over the mean of the warm table scans run just before and just after it: "
+        + ", ".join(f"{r:.2f}" for r in pair_ratios)
+        + f" (scans {', '.join(f'{t:.2f}' for t in interleaved)} s); median after the "
+        f"first {np.median(warm_pairs):.2f}, best {min(pair_ratios):.2f}"
+    )
     print(
         f"  model spec {spec_seconds:.2f} s, data pass {res.data_pass_seconds:.2f} s, "
         f"optimization and standard errors {optimization:.2f} s: "
