@@ -21,7 +21,12 @@ import operator
 import numpy as np
 import pandas as pd
 
-from ...kernels.rows import constant_within, wants_rank_one_within, wants_within
+from ...kernels.rows import (
+    CONSTANT_CHECK_FIRST,
+    constant_within,
+    wants_rank_one_within,
+    wants_within,
+)
 from ...kernels.term_table import (
     TermRows,
     TermTable,
@@ -29,6 +34,7 @@ from ...kernels.term_table import (
     as_packed,
     hash_buckets,
     key_codes,
+    key_range,
 )
 from ...kernels.vc_packed import accumulate_padded_into
 from ...stats.keys import hashed_bits
@@ -296,11 +302,29 @@ class GroupAccumulator:
         the caller builds the design and calls :meth:`add`)."""
         if not self.terms.applies_columns(keys.size, len(plan.z_of), std):
             return None
+        if self._within_range(keys):
+            # every key has its column already (key − base): the sweep finds them
+            # itself, no array of codes made; the first rows' codes rule the rank-one
+            # form out as all of them would (a group not constant there is not at all)
+            head = keys[:CONSTANT_CHECK_FIRST] - np.int64(self.base)
+            firsts = [c[: head.size] for c in columns]
+            if not _rank_one_columns(std, head, firsts, plan, self.acc.shape[1]):
+                return self.terms.add_columns(self.acc, keys, columns, plan, std, self.base)
         col = self._columns(keys)  # first: new keys may grow (replace) ``acc``
         # the sweep makes no within sums
         if _rank_one_columns(std, col, columns, plan, self.acc.shape[1]):
             return None
         return self.terms.add_columns(self.acc, col, columns, plan, std)
+
+    def _within_range(self, keys: np.ndarray) -> bool:
+        """Whether every key (int64) has its column ``key − base`` in the range held
+        (found by one compiled pass that makes no array; false where it does not
+        run)."""
+        cap = self.acc.shape[1]
+        if not (self.ranged and cap and keys.dtype == np.int64):
+            return False
+        got = key_range(keys)
+        return got is not None and self.base <= got[0] and got[1] < self.base + cap
 
     def _columns(self, keys: np.ndarray) -> np.ndarray:
         """The accumulator's column of every key (new keys get new columns)."""
