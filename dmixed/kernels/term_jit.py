@@ -190,7 +190,8 @@ def columns_kernel_source(key: tuple) -> str:
         "    lo = numba.uint64(0)",
         "    while lo < n:",
         f"        hi = min(lo + numba.uint64({COLUMNS_CHUNK}), n)",
-        f"        if not chunk_sums(lo, hi, codes, base, rows, gram, shift, {', '.join(raw_args)}):",
+        "        if not chunk_sums(lo, hi, codes, base, rows, gram, shift, "
+        f"{', '.join(raw_args)}):",
         "            return lo",
         "        for i in range(lo, hi):",
         *_row_updates(terms, values, " " * 12, f"numba.uint64({PREFETCH_DISTANCE})", " - base"),
