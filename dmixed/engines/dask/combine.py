@@ -312,20 +312,31 @@ class GroupAccumulator:
         the caller builds the design and calls :meth:`add`)."""
         if not self.terms.applies_columns(keys.size, len(plan.z_of), std):
             return None
-        if self._keyed(keys):
+        if self._keyed(keys) and not self._rank_one_first(keys, columns, plan, std):
             # every key has its column (key − base), the range grown where needed: the
-            # sweep finds them itself, no array of codes made; the first rows' codes
-            # rule the rank-one form out as all of them would (a group not constant
-            # there is not at all)
-            head = keys[:CONSTANT_CHECK_FIRST] - np.int64(self.base)
-            firsts = [c[: head.size] for c in columns]
-            if not _rank_one_columns(std, head, firsts, plan, self.acc.shape[1]):
-                return self.terms.add_columns(self.acc, keys, columns, plan, std, self.base)
+            # sweep finds them itself, no array of codes made
+            return self.terms.add_columns(self.acc, keys, columns, plan, std, self.base)
         col = self._columns(keys)  # first: new keys may grow (replace) ``acc``
         # the sweep makes no within sums
         if _rank_one_columns(std, col, columns, plan, self.acc.shape[1]):
             return None
         return self.terms.add_columns(self.acc, col, columns, plan, std)
+
+    def _rank_one_first(self, keys: np.ndarray, columns: list, plan, std) -> bool:
+        """:func:`_rank_one_columns` of the rows keyed by range (their codes ``key −
+        base``) where some of their first rows rule the rank-one form out: their
+        first :data:`~dmixed.kernels.rows.CONSTANT_CHECK_FIRST` rows' codes, then 16
+        times as many, and so on, short of all of them (a group not constant within
+        some rows is not within all; true where none of those rules it out: then all
+        the rows' codes are made and checked)."""
+        end = CONSTANT_CHECK_FIRST
+        while end < keys.size:
+            head = keys[:end] - np.int64(self.base)
+            firsts = [c[:end] for c in columns]
+            if not _rank_one_columns(std, head, firsts, plan, self.acc.shape[1]):
+                return False
+            end *= 16
+        return True
 
     def _keyed(self, keys: np.ndarray) -> bool:
         """Whether every key (int64) has its column ``key − base`` in the range, grown
