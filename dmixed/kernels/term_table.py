@@ -521,9 +521,9 @@ class TermTable:
             # found, into a spill that could hold them all (its pages past the rows
             # copied are never touched)
             spill = table_buffer(table.shape, zeroed=False, use="spill")
-            seen = np.empty((2, table.shape[0]), dtype=np.int64)
-            n0, n1 = split_seen_two(table, count_col, np.int64(base), spill, seen[0], seen[1])
-            rows = np.concatenate([seen[0, :n0], seen[1, :n1]])
+            found = np.empty((2, table.shape[0]), dtype=np.int64)
+            n0, n1 = split_seen_two(table, count_col, np.int64(base), spill, found[0], found[1])
+            rows = np.concatenate([found[0, :n0], found[1, :n1]])
             return rows, self._given_away([table[:n0], spill[:n1]])
         seen = np.empty(table.shape[0], dtype=np.int64)
         bucket = np.empty(table.shape[0], dtype=np.int64)
