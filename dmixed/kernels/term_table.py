@@ -55,7 +55,8 @@ REUSE_MIN_BYTES = 32 << 20
 #: Buffers :func:`table_buffer` keeps for later tables, at most (a chain's table and
 #: spill; two chains at once on a worker of two threads; the rows of a part from
 #: another worker, one a block; the merged rows of :func:`merge_term_rows`, made once
-#: their partials are done, those of a result still held and the next fit's).
+#: their partials are done, those of a result still held and the next fit's; the
+#: columns of the partitions a chain holds while it routes, :func:`held_columns`).
 REUSE_KEPT = 8
 #: Bytes of the buffers :func:`table_buffer` keeps, at most (two chains' tables and
 #: spills of 1M groups of a random slope are 270 MB).
