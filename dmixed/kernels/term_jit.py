@@ -51,7 +51,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 #: changes whenever the generated source changes (old modules are then left unused)
-KERNEL_VERSION = 6
+KERNEL_VERSION = 7
 #: how many rows ahead the generated loop prefetches its table row (64–128 measured
 #: alike from 200k to 2M groups, 48 a little slower: benchmarks/RESULTS.md, twelfth
 #: session of 2026-12-02)
@@ -106,16 +106,20 @@ def _module_head(args: list[str]) -> list[str]:
 
 
 def _row_updates(
-    terms: tuple, values: list[str], pad: str, ahead: str = str(PREFETCH_DISTANCE)
+    terms: tuple,
+    values: list[str],
+    pad: str,
+    ahead: str = str(PREFETCH_DISTANCE),
+    less: str = "",
 ) -> list[str]:
     """The loop body adding row ``i``'s ``terms`` (over ``v0, v1, …``, set by
-    ``values``) into its group's table row, the table row :data:`PREFETCH_DISTANCE`
-    rows ahead (``ahead``: that distance spelled in the type of ``i``) asked for
-    first."""
+    ``values``) into its group's table row (``codes[i]``, followed by ``less``: the
+    row of a key less the base), the table row :data:`PREFETCH_DISTANCE` rows ahead
+    (``ahead``: that distance spelled in the type of ``i``) asked for first."""
     lines = [
         f"{pad}if i + {ahead} < n:",
-        f"{pad}    prefetch_row(table, codes[i + {ahead}])",
-        f"{pad}row = table[codes[i]]",
+        f"{pad}    prefetch_row(table, codes[i + {ahead}]{less})",
+        f"{pad}row = table[codes[i]{less}]",
         *[pad + v for v in values],
     ]
     for t, term in enumerate(terms):
@@ -160,14 +164,14 @@ def columns_kernel_source(key: tuple) -> str:
         # sums are the gram to rounding, and a value that is not finite makes ``bad``
         # NaN whatever the order; no other flag (no contraction, no NaN assumed away)
         "@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'reassoc'})",
-        f"def chunk_sums(lo, hi, codes, rows, gram, shift, {', '.join(raw_args)}):",
+        f"def chunk_sums(lo, hi, codes, base, rows, gram, shift, {', '.join(raw_args)}):",
         *[f"    h{u} = shift[{u}]" for u in range(len(raws))],
         "    bad = 0.0",
         "    top = numba.uint64(0)",
         *[f"    g{a}_{b} = 0.0" for a, b in sums],
         "    for i in range(lo, hi):",
         # a negative code is a huge unsigned one: one maximum checks both bounds
-        "        top = max(top, numba.uint64(codes[i]))",
+        "        top = max(top, numba.uint64(codes[i] - base))",
         "        bad += " + (" + ".join(f"c{j}[i] * 0.0" for j in range(n_raw)) or "0.0"),
         *[f"        {v}" for v in values],
         *[f"        g{a}_{b} += {product(a, b)}" for a, b in sums],
@@ -179,17 +183,18 @@ def columns_kernel_source(key: tuple) -> str:
         "    return True",
         "",
         "",
-        *_module_head(["codes", "table", "gram", "shift", *raw_args])[4:],
+        *_module_head(["codes", "table", "gram", "shift", "base", *raw_args])[4:],
         "    n = numba.uint64(codes.size)",
         "    rows = numba.uint64(table.shape[0])",
         *[f"    h{u} = shift[{u}]" for u in range(len(raws))],
         "    lo = numba.uint64(0)",
         "    while lo < n:",
         f"        hi = min(lo + numba.uint64({COLUMNS_CHUNK}), n)",
-        f"        if not chunk_sums(lo, hi, codes, rows, gram, shift, {', '.join(raw_args)}):",
+        "        if not chunk_sums(lo, hi, codes, base, rows, gram, shift, "
+        f"{', '.join(raw_args)}):",
         "            return lo",
         "        for i in range(lo, hi):",
-        *_row_updates(terms, values, " " * 12, f"numba.uint64({PREFETCH_DISTANCE})"),
+        *_row_updates(terms, values, " " * 12, f"numba.uint64({PREFETCH_DISTANCE})", " - base"),
         "        lo = hi",
         "    return n",
     ]
@@ -197,9 +202,12 @@ def columns_kernel_source(key: tuple) -> str:
 
 
 def columns_kernel(terms: tuple, raws: tuple, gram: tuple, n_raw: int):
-    """The compiled ``accumulate(codes, table, gram, shift, c0, c1, …)`` of one sweep
-    over raw columns (:func:`columns_kernel_source`; generated and imported once per
-    process, compiled on its first call or loaded from numba's cache).
+    """The compiled ``accumulate(codes, table, gram, shift, base, c0, c1, …)`` of one
+    sweep over raw columns (:func:`columns_kernel_source`; generated and imported once
+    per process, compiled on its first call or loaded from numba's cache).  Row ``i``
+    goes to table row ``codes[i] − base`` (int64): codes as they are with ``base`` 0,
+    or the rows' int64 group keys with the key of table row 0, so that no array of
+    codes is made.
 
     The rows go in chunks of :data:`COLUMNS_CHUNK`: each chunk's raw values are first
     checked finite (``c · 0`` is 0 for a finite ``c``, NaN otherwise) while the
@@ -329,6 +337,32 @@ def key_codes(keys, base, out):  # pragma: no cover - compiled
     return lo, hi
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
+def copy_finite(src, dst):  # pragma: no cover - compiled
+    """``dst[:] = src`` (float64, one size) and whether every value is finite, in one
+    pass (:func:`~dmixed.kernels.term_table.held_columns`): ``c · 0`` is 0 for a finite
+    ``c`` and NaN otherwise, so their sum, in any order, is NaN where one is not."""
+    bad = 0.0
+    for i in range(src.size):
+        v = src[i]
+        dst[i] = v
+        bad += v * 0.0
+    return bad == bad
+
+
+@numba.njit(cache=True, nogil=True)
+def key_range(keys):  # pragma: no cover - compiled
+    """The int64 keys' ``(min, max)`` in one pass
+    (:func:`~dmixed.kernels.term_table.key_range`); ``keys`` not empty."""
+    lo = keys[0]
+    hi = keys[0]
+    for i in range(keys.size):
+        k = keys[i]
+        lo = min(lo, k)
+        hi = max(hi, k)
+    return lo, hi
+
+
 @numba.njit(inline="always")
 def _bucket(v, n, mask, power_of_two):  # pragma: no cover - compiled
     """``mix(v) mod n`` of uint64 ``v``, ``mix`` the 64-bit finalizer of splitmix64 (the
@@ -371,6 +405,38 @@ def seen_buckets(table, count_col, base, n_buckets, seen, bucket, sizes):  # pra
             sizes[b] += 1
             m += 1
     return m
+
+
+@numba.njit(cache=True, nogil=True)
+def split_seen_two(table, count_col, base, spill, seen0, seen1):  # pragma: no cover
+    """:func:`seen_buckets` and :func:`move_rows` of two buckets in one pass over the
+    table (:meth:`~dmixed.kernels.term_table.TermTable.split_seen`): every row whose
+    count (column ``count_col``) is not zero, in increasing order, is moved forward
+    to ``table[n0]`` where its key's bucket (row + ``base``, as :func:`hash_buckets`
+    gives it) is 0 (``n0 ≤`` the row: no row not yet read is overwritten), else
+    copied to ``spill[n1]``; its row goes to ``seen0[n0]`` or ``seen1[n1]``.  Returns
+    ``(n0, n1)``."""
+    two = np.uint64(2)
+    mask = np.uint64(1)
+    n0 = 0
+    n1 = 0
+    for r in range(table.shape[0]):
+        if table[r, count_col] != 0.0:
+            src = table[r]
+            if _bucket(np.uint64(np.int64(r) + base), two, mask, True) == 0:
+                seen0[n0] = r
+                if n0 != r:
+                    dst = table[n0]
+                    for c in range(src.size):
+                        dst[c] = src[c]
+                n0 += 1
+            else:
+                seen1[n1] = r
+                dst = spill[n1]
+                for c in range(src.size):
+                    dst[c] = src[c]
+                n1 += 1
+    return n0, n1
 
 
 @numba.njit(cache=True, nogil=True)

@@ -55,7 +55,8 @@ REUSE_MIN_BYTES = 32 << 20
 #: Buffers :func:`table_buffer` keeps for later tables, at most (a chain's table and
 #: spill; two chains at once on a worker of two threads; the rows of a part from
 #: another worker, one a block; the merged rows of :func:`merge_term_rows`, made once
-#: their partials are done, those of a result still held and the next fit's).
+#: their partials are done, those of a result still held and the next fit's; the
+#: columns of the partitions a chain holds while it routes, :func:`held_columns`).
 REUSE_KEPT = 8
 #: Bytes of the buffers :func:`table_buffer` keeps, at most (two chains' tables and
 #: spills of 1M groups of a random slope are 270 MB).
@@ -67,7 +68,8 @@ REUSE_MAX_BYTES = 512 << 20
 #: their block's merge, a merge's as long as the result that holds its block, so a merge
 #: in a free table's memory leaves the next data pass's table fresh pages to fault in
 #: (benchmarks/RESULTS.md, alt-s36).
-BUFFER_USES = ("table", "spill", "merge", "moved")
+BUFFER_USES = ("table", "spill", "merge", "moved", "held")
+#: (``"held"``: a partition's columns a chain holds while it routes, :func:`held_columns`.)
 #: A :class:`TermRows` sent to another process (pickled: a chain's part of a bucket
 #: combined on another worker) goes as row pieces of at most this many bytes, joined
 #: on arrival in a buffer of :func:`table_buffer` (use ``"moved"``): Dask's transfer
@@ -320,7 +322,13 @@ class TermTable:
         )
 
     def add_columns(
-        self, acc, codes, columns: list, plan: ColumnPlan, std: Standardization | None
+        self,
+        acc,
+        codes,
+        columns: list,
+        plan: ColumnPlan,
+        std: Standardization | None,
+        base: int = 0,
     ) -> tuple[int, dict]:
         """Add rows given as their raw columns, in one compiled sweep (only where
         :meth:`applies_columns`): the same sums as :meth:`add` of the design matrices
@@ -337,8 +345,12 @@ class TermTable:
 
         Parameters
         ----------
-        acc, codes
+        acc
             As :meth:`add`.
+        codes : ndarray of int (n,)
+            Each row's column of ``acc`` plus ``base``: the codes themselves (``base``
+            0), or the rows' int64 group keys where ``acc``'s column ``g`` is the key
+            ``g + base`` (no array of codes made: the sweep subtracts ``base``).
         columns : list of ndarray (n,) of float64
             The raw columns :class:`ColumnPlan` numbers.
         plan : ColumnPlan
@@ -354,9 +366,9 @@ class TermTable:
         Raises
         ------
         ValueError
-            A code outside ``0 … G−1``, found by the sweep chunk by chunk: the chunks
-            before its own are summed (an internal error: the table is then not to be
-            used).
+            A code (``codes[i] − base``) outside ``0 … G−1``, found by the sweep chunk
+            by chunk: the chunks before its own are summed (an internal error: the
+            table is then not to be used).
         """
         from .term_jit import columns_kernel  # numba: imported on first use only
 
@@ -391,7 +403,7 @@ class TermTable:
         if codes.size:
             kernel = columns_kernel(kernel_terms, raws, gram_slots, len(columns))
             shifts = np.array([src[u][1] for u in used])
-            done = kernel(codes, self.table, gram, shifts, *columns)
+            done = kernel(codes, self.table, gram, shifts, np.int64(base), *columns)
         ones_x = [j for j in range(k) if j in ones]
         gram[np.ix_(ones_x, ones_x)] = done  # the ones' products, which the sweep leaves out
         gram = np.triu(gram) + np.triu(gram, 1).T
@@ -482,8 +494,10 @@ class TermTable:
         int64 key ``row + base``: :meth:`split_rows` of ``np.flatnonzero(counts != 0)``
         and those keys' :func:`hash_buckets`, the same rows and parts, with the groups
         seen, their keys' buckets and the buckets' sizes found in one compiled pass
-        over the count column (:func:`~dmixed.kernels.term_jit.seen_buckets`).  The
-        table is given away, as by :meth:`split_rows`.
+        over the count column (:func:`~dmixed.kernels.term_jit.seen_buckets`); of two
+        buckets, the move itself finds them, in the same pass
+        (:func:`~dmixed.kernels.term_jit.split_seen_two`).  The table is given away,
+        as by :meth:`split_rows`.
 
         Parameters
         ----------
@@ -499,13 +513,22 @@ class TermTable:
             (increasing within each); ``parts[b]`` the :class:`TermRows` of bucket
             ``b``.
         """
-        from .term_jit import seen_buckets
+        from .term_jit import seen_buckets, split_seen_two
 
         table, plan = self._held()
+        count_col = int(plan[1][0])
+        if n_buckets == 2:
+            # one pass: each row seen moved (bucket 0) or copied (bucket 1) as it is
+            # found, into a spill that could hold them all (its pages past the rows
+            # copied are never touched)
+            spill = table_buffer(table.shape, zeroed=False, use="spill")
+            found = np.empty((2, table.shape[0]), dtype=np.int64)
+            n0, n1 = split_seen_two(table, count_col, np.int64(base), spill, found[0], found[1])
+            rows = np.concatenate([found[0, :n0], found[1, :n1]])
+            return rows, self._given_away([table[:n0], spill[:n1]])
         seen = np.empty(table.shape[0], dtype=np.int64)
         bucket = np.empty(table.shape[0], dtype=np.int64)
         sizes = np.zeros(n_buckets, dtype=np.int64)
-        count_col = int(plan[1][0])
         m = seen_buckets(table, count_col, np.int64(base), n_buckets, seen, bucket, sizes)
         order, parts = self._moved(seen[:m], bucket[:m], sizes)
         return seen[order], parts
@@ -516,7 +539,6 @@ class TermTable:
         from .term_jit import move_rows
 
         table, _ = self._held()
-        columns, factors = self._plan_columns()
         n_buckets = counts.size
         starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         spill = table_buffer((rows.size - starts[1], table.shape[1]), zeroed=False, use="spill")
@@ -525,11 +547,17 @@ class TermTable:
         held = [table[: starts[1]]] + [
             spill[starts[b] - starts[1] : starts[b + 1] - starts[1]] for b in range(1, n_buckets)
         ]
+        return order, self._given_away(held)
+
+    def _given_away(self, held: list[np.ndarray]) -> list[TermRows]:
+        """The :class:`TermRows` of each bucket's rows ``held`` (views of the table or
+        its spill), the table given away."""
+        columns, factors = self._plan_columns()
         parts = [TermRows(rows_b, columns, factors) for rows_b in held]
         self.table = None
         self.plan = None
         self.given = True
-        return order, parts
+        return parts
 
     def flush(self, acc: np.ndarray) -> bool:
         """Add the table into ``acc`` (packed, column-major) and empty it; whether it
@@ -711,6 +739,85 @@ def key_codes(keys: np.ndarray, base: int) -> tuple[int, int, np.ndarray] | None
     out = np.empty(keys.size, dtype=np.int64)
     lo, hi = compiled(np.ascontiguousarray(keys), np.int64(base), out)
     return int(lo), int(hi), out
+
+
+def held_columns(keys: np.ndarray, columns: list) -> tuple[np.ndarray, list] | None:
+    """Copies of a partition's group ``keys`` and float64 ``columns`` (all ``(n,)``)
+    in one buffer of :func:`table_buffer` (use ``"held"``), every value checked finite
+    on the way; None (nothing kept) where one is not.
+
+    A chain holds the columns of the partitions it routes until it sends them or adds
+    them up: copied out of the reader's memory, so that the reader's next partitions
+    reuse its pages, and into memory an earlier data pass's held columns had where the
+    process keeps buffers (:func:`keep_table_buffers`): fresh pages, faulted in one by
+    one, cost more than the copy (benchmarks/RESULTS.md).  The copy and the check are
+    one compiled pass a column where the per-row pass runs compiled
+    (:func:`~dmixed.kernels.compiled.rows_compiled`), else numpy's.
+
+    Parameters
+    ----------
+    keys : ndarray (n,)
+        Group keys (copied as they are; in the buffer where their items are 8 bytes).
+    columns : list of ndarray (n,) of float64
+
+    Returns
+    -------
+    (keys, columns) or None
+        The copies (views of the buffer), or None where a value is not finite.
+
+    Raises
+    ------
+    ValueError
+        A column that is not float64 of ``n`` rows.
+    """
+    n = keys.shape[0]
+    for col in columns:
+        if col.ndim != 1 or col.dtype != np.float64 or col.shape[0] != n:
+            raise ValueError(f"columns must be float64 of {n} rows")
+    in_buffer = keys.ndim == 1 and keys.dtype.itemsize == 8 and keys.dtype != object
+    buffer = table_buffer((len(columns) + in_buffer, n), zeroed=False, use="held")
+    compiled = rows_compiled(n)
+    if compiled:
+        from .term_jit import copy_finite  # numba: imported on first use only
+    held = []
+    for col, out in zip(columns, buffer[in_buffer:], strict=True):
+        if compiled:
+            if not copy_finite(np.ascontiguousarray(col), out):
+                return None
+        elif np.isfinite(col).all():
+            out[:] = col
+        else:
+            return None
+        held.append(out)
+    if in_buffer:
+        kept = buffer[0].view(keys.dtype)
+        kept[:] = keys
+    else:
+        kept = keys.copy()
+    return kept, held
+
+
+def key_range(keys: np.ndarray) -> tuple[int, int] | None:
+    """The int64 keys' ``(min, max)``, in one compiled pass (no array made).
+
+    Parameters
+    ----------
+    keys : ndarray (n,)
+        Group keys.
+
+    Returns
+    -------
+    (int, int) or None
+        None where the keys are not int64, are empty, or the pass does not run
+        compiled (:func:`~dmixed.kernels.compiled.rows_compiled`): then the caller
+        finds them itself.
+    """
+    if keys.dtype != np.int64 or keys.ndim != 1 or not keys.size or not rows_compiled(keys.size):
+        return None
+    from .term_jit import key_range as compiled  # numba: imported on first use only
+
+    lo, hi = compiled(np.ascontiguousarray(keys))
+    return int(lo), int(hi)
 
 
 def hash_buckets(keys: np.ndarray, n_buckets: int) -> np.ndarray | None:

@@ -20,7 +20,9 @@ from dmixed.kernels.term_table import (
     add_rows_into,
     as_packed,
     hash_buckets,
+    held_columns,
     key_codes,
+    key_range,
     merge_term_rows,
 )
 from dmixed.stats.standardize import Standardization
@@ -337,6 +339,43 @@ def test_sweep_of_columns_equals_the_numpy_reference(n, n_groups, plan, offset, 
     assert np.all(np.abs(gram - want_glob["xyxy"]) <= 1e-12 * gram_scale)
 
 
+@settings(max_examples=30)
+@given(
+    n=st.integers(1, 3 * COLUMNS_CHUNK),
+    n_groups=st.integers(1, 50),
+    base=st.integers(-(2**61), 2**61),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_sweep_of_keys_less_a_base_equals_the_sweep_of_codes(n, n_groups, base, seed):
+    """Group keys with the key of table row 0 (``base``) sum as their codes do, bit for
+    bit: the table and the global sums."""
+    rng = np.random.default_rng(seed)
+    columns, plan, std = _column_rows(rng, n, 3, 7.0, [-1, 0, 1, 2], [-1, 0])
+    codes = rng.integers(0, n_groups, n)
+    width = kernels.packed_width(2, 4)
+    by_codes, by_keys = np.zeros((width, n_groups)), np.zeros((width, n_groups))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DMIXED_KERNELS", "numba")
+        table, keyed = TermTable(), TermTable()
+        want = table.add_columns(by_codes, codes, columns, plan, std)
+        got = keyed.add_columns(by_keys, codes + np.int64(base), columns, plan, std, base)
+    table.flush(by_codes)
+    keyed.flush(by_keys)
+    np.testing.assert_array_equal(by_keys, by_codes)
+    assert got[0] == want[0] == n
+    for name in want[1]:
+        np.testing.assert_array_equal(got[1][name], want[1][name])
+
+
+def test_sweep_of_keys_refuses_a_key_outside_the_table(compiled_rows):
+    """A key less the base outside the table's rows: the sweep's error."""
+    columns, plan, std = _column_rows(np.random.default_rng(3), 10, 3, 1.0, [-1, 0, 1, 2], [-1, 0])
+    acc = np.zeros((kernels.packed_width(2, 4), 4))
+    keys = np.arange(100, 110, dtype=np.int64)
+    with pytest.raises(ValueError, match="codes must be in"):
+        TermTable().add_columns(acc, keys, columns, plan, std, 101)
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 @pytest.mark.parametrize("row", [0, COLUMNS_CHUNK - 1, COLUMNS_CHUNK, 2 * COLUMNS_CHUNK + 7])
 def test_sweep_stops_before_the_chunk_of_a_value_not_finite(bad, row, compiled_rows):
@@ -514,6 +553,76 @@ def test_key_codes_left_to_the_caller(keys, monkeypatch):
     assert key_codes(keys, 0) is None
     monkeypatch.setenv("DMIXED_KERNELS", "numpy")
     assert key_codes(np.arange(5), 0) is None
+
+
+@settings(max_examples=60)
+@given(
+    n=st.integers(1, 300),
+    span=st.sampled_from([10, 2**40, 2**62]),
+    base=st.integers(-(2**62), 2**62),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_key_range_is_the_minimum_and_maximum(n, span, base, seed):
+    """Compiled: the int64 keys' minimum and maximum."""
+    rng = np.random.default_rng(seed)
+    keys = base + rng.integers(-span, span, size=n, dtype=np.int64, endpoint=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DMIXED_KERNELS", "numba")
+        assert key_range(keys) == (int(keys.min()), int(keys.max()))
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [np.arange(5, dtype=np.int32), np.arange(5, dtype=np.uint64), np.arange(5.0), np.arange(0)],
+)
+def test_key_range_left_to_the_caller(keys, monkeypatch):
+    """Keys that are not int64 or none, or a pass that does not run compiled: None."""
+    monkeypatch.setenv("DMIXED_KERNELS", "numba")
+    assert key_range(keys) is None
+    monkeypatch.setenv("DMIXED_KERNELS", "numpy")
+    assert key_range(np.arange(5)) is None
+
+
+@pytest.mark.parametrize("choice", ["numba", "numpy"])
+@pytest.mark.parametrize(
+    "dtype", [np.int64, np.uint64, np.float64, np.int32, object], ids=lambda d: str(d)
+)
+@settings(max_examples=20)
+@given(
+    n=st.integers(0, 3000),
+    bad=st.sampled_from([None, np.nan, np.inf, -np.inf]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_held_columns_are_copies_checked_finite(choice, dtype, n, bad, seed):
+    """Compiled and numpy alike: copies of the keys and columns (no memory shared with
+    them), or None where a value is not finite."""
+    rng = np.random.default_rng(seed)
+    keys = rng.integers(0, 1000, n).astype(dtype)
+    columns = [rng.normal(size=n) for _ in range(3)]
+    if bad is not None and n:
+        columns[int(rng.integers(3))][int(rng.integers(n))] = bad
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DMIXED_KERNELS", choice)
+        got = held_columns(keys, columns)
+    if bad is not None and n:
+        assert got is None
+        return
+    assert got is not None
+    held_keys, held = got
+    assert held_keys.dtype == keys.dtype
+    np.testing.assert_array_equal(held_keys, keys)
+    assert not np.shares_memory(held_keys, keys) or not n
+    for h, c in zip(held, columns, strict=True):
+        assert h.dtype == np.float64 and h.shape == c.shape
+        np.testing.assert_array_equal(h, c)
+        assert not np.shares_memory(h, c) or not n
+
+
+def test_held_columns_refuse_columns_unlike_the_keys():
+    with pytest.raises(ValueError, match="float64 of 4 rows"):
+        held_columns(np.arange(4), [np.zeros(3)])
+    with pytest.raises(ValueError, match="float64 of 4 rows"):
+        held_columns(np.arange(4), [np.zeros(4, dtype=np.float32)])
 
 
 @pytest.fixture

@@ -21,7 +21,12 @@ import operator
 import numpy as np
 import pandas as pd
 
-from ...kernels.rows import constant_within, wants_rank_one_within, wants_within
+from ...kernels.rows import (
+    CONSTANT_CHECK_FIRST,
+    constant_within,
+    wants_rank_one_within,
+    wants_within,
+)
 from ...kernels.term_table import (
     TermRows,
     TermTable,
@@ -29,6 +34,7 @@ from ...kernels.term_table import (
     as_packed,
     hash_buckets,
     key_codes,
+    key_range,
 )
 from ...kernels.vc_packed import accumulate_padded_into
 from ...stats.keys import hashed_bits
@@ -159,21 +165,31 @@ class GroupAccumulator:
         # the range and the codes from the current base in one pass where compiled
         got = key_codes(keys, self.base) if keys.size else None
         lo, hi = (int(keys.min()), int(keys.max())) if got is None else got[:2]
+        base = self.base
+        if not self._range_room(lo, hi, keys.size):
+            return None
+        if got is not None and self.base == base:  # the codes from the base held
+            return got[2]
+        return keys.astype(np.int64, copy=False) - self.base
+
+    def _range_room(self, lo: int, hi: int, n: int) -> bool:
+        """Make the range hold the keys ``lo … hi`` (``n`` keys), growing it where it
+        does not; false where range mode is left instead (a lookup or the hash
+        table)."""
         if hi >= 2**62 or lo < -(2**62):  # keep key − base within int64
             self._to_hash()
-            return None
-        keys = keys.astype(np.int64, copy=False)
+            return False
         cap = self.acc.shape[1]
         if cap and self.base <= lo and hi < self.base + cap:
-            return keys - self.base if got is None else got[2]
+            return True
         self._flush()  # the groups seen are counted from acc[0]
         new_lo = lo if not cap else min(lo, self.base)
         new_hi = hi if not cap else max(hi, self.base + cap - 1)
         span = new_hi - new_lo + 1
         seen = int(np.count_nonzero(self.acc[0])) if cap else 0
-        if span > max(self.MIN_RANGE, 2 * (seen + keys.size)):
+        if span > max(self.MIN_RANGE, 2 * (seen + n)):
             self._to_lookup()
-            return None
+            return False
         # some slack above the first range (keys seldom all show up in the first
         # partition) and geometric growth after: each growth copies the accumulator
         if not cap:
@@ -186,7 +202,7 @@ class GroupAccumulator:
                 new_lo = min(new_lo, new_hi + 1 - size)
         self._grow(size, shift=self.base - new_lo if cap else 0)
         self.base = new_lo
-        return keys - self.base
+        return True
 
     def _to_hash(self) -> None:
         """Leave range (or lookup) mode: the groups seen become the hash table's first
@@ -296,11 +312,41 @@ class GroupAccumulator:
         the caller builds the design and calls :meth:`add`)."""
         if not self.terms.applies_columns(keys.size, len(plan.z_of), std):
             return None
+        if self._keyed(keys) and not self._rank_one_first(keys, columns, plan, std):
+            # every key has its column (key − base), the range grown where needed: the
+            # sweep finds them itself, no array of codes made
+            return self.terms.add_columns(self.acc, keys, columns, plan, std, self.base)
         col = self._columns(keys)  # first: new keys may grow (replace) ``acc``
         # the sweep makes no within sums
         if _rank_one_columns(std, col, columns, plan, self.acc.shape[1]):
             return None
         return self.terms.add_columns(self.acc, col, columns, plan, std)
+
+    def _rank_one_first(self, keys: np.ndarray, columns: list, plan, std) -> bool:
+        """:func:`_rank_one_columns` of the rows keyed by range (their codes ``key −
+        base``) where some of their first rows rule the rank-one form out: their
+        first :data:`~dmixed.kernels.rows.CONSTANT_CHECK_FIRST` rows' codes, then 16
+        times as many, and so on, short of all of them (a group not constant within
+        some rows is not within all; true where none of those rules it out: then all
+        the rows' codes are made and checked)."""
+        end = CONSTANT_CHECK_FIRST
+        while end < keys.size:
+            head = keys[:end] - np.int64(self.base)
+            firsts = [c[:end] for c in columns]
+            if not _rank_one_columns(std, head, firsts, plan, self.acc.shape[1]):
+                return False
+            end *= 16
+        return True
+
+    def _keyed(self, keys: np.ndarray) -> bool:
+        """Whether every key (int64) has its column ``key − base`` in the range, grown
+        where it did not (:meth:`_range_room`, from the keys' range found by one
+        compiled pass that makes no array); false where that pass does not run or
+        range mode is left."""
+        if not (self.ranged and keys.dtype == np.int64):
+            return False
+        got = key_range(keys)
+        return got is not None and self._range_room(got[0], got[1], keys.size)
 
     def _columns(self, keys: np.ndarray) -> np.ndarray:
         """The accumulator's column of every key (new keys get new columns)."""

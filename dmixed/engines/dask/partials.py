@@ -47,7 +47,7 @@ from ...design.partitions import check_column_kinds, reader_error
 from ...design.references import column_references
 from ...design.spec import DesignMatrices
 from ...errors import DataError
-from ...kernels.term_table import PLAN_SAMPLE, ColumnPlan
+from ...kernels.term_table import PLAN_SAMPLE, ColumnPlan, held_columns
 from ...kernels.vc_packed import accumulate_padded_into
 from ...stats.keys import conform_keys, key_series, key_values
 from ...stats.packed import GLOBAL_HEAD, PackedLayout
@@ -388,16 +388,17 @@ class ColumnSweep:
         if chosen is None or not acc.terms.applies_columns(n, len(self.plan.z_of), chosen):
             return frame, std
         if router.routing:
-            if not all(np.isfinite(c).all() for c in columns):
+            # columns read directly are views of pyarrow's pool, which hands pages back
+            # to the system once a fit is over: kept past the next read, they would make
+            # the next reads fault fresh pages in, slow in a virtual machine whose host
+            # took them back (benchmarks/RESULTS.md, chain-s37).  Copied (and checked
+            # finite in the same pass) into a buffer earlier data passes' held columns
+            # had, the pool serves every read from the pages of the read before, and
+            # the copy faults no fresh pages either.
+            held = held_columns(keys, columns)
+            if held is None:
                 return frame, std  # the design drops or refuses those rows
-            if isinstance(frame, dict):
-                # columns read directly are views of pyarrow's pool, which hands pages
-                # back to the system once a fit is over: kept past the next read, they
-                # would make the next reads fault fresh pages in, slow in a virtual
-                # machine whose host took them back (benchmarks/RESULTS.md, chain-s37).
-                # Copied, they are numpy's (the worker's heap keeps its pages), and the
-                # pool serves every read from the pages of the read before.
-                keys, columns = keys.copy(), [c.copy() for c in columns]
+            keys, columns = held
             self._route(keys, columns, acc, chosen, glob, packed, router)
             report.add(n)
             return None, chosen
