@@ -42,7 +42,10 @@ def _block_step(ev, lam: np.ndarray, q: int) -> kernels.StepSums:
     return ev.step(lam, q)
 
 
-def _block_steps(ev, lams: list, q: int) -> list:
+def _block_steps_after(ev, before, lams: list, q: int) -> list:
+    """The block's step sums at each of ``lams``, after ``before`` (its task at the
+    Hessian's Λ, on the same worker; not read): ready only once its worker's thread is
+    free, as :func:`_block_hessian_at`'s tasks are."""
     return [ev.step(lam, q) for lam in lams]
 
 
@@ -56,16 +59,21 @@ def _weights(weights, parts: list) -> np.ndarray | None:
         return None
 
 
-def _block_hessian_at(ev, weights, lam: np.ndarray, basis: np.ndarray, parts: list):
+def _block_hessian_at(ev, after, weights, lam: np.ndarray, basis: np.ndarray, parts: list):
     """``(w, the block's Hessian sums)`` at ``lam``, ``w`` of every block's step sums
     there (``parts``) made by each block's task (the same ``w`` in each: the same sums,
     function and machine); None where ``weights`` raises ``np.linalg.LinAlgError`` (no
-    Hessian there)."""
+    Hessian there).  ``after`` (not read): the block's last step task, so that the
+    task is ready only once its worker's thread is free: the scheduler places a ready
+    task by its workers' queues too, and one ready while its worker was still busy was
+    placed on the other, with the evaluator sent across."""
     w = _weights(weights, parts)
     return None if w is None else (w, ev.hessian(lam, basis, w))
 
 
-def _block_hessian_random_effects_at(ev, weights, lam: np.ndarray, basis: np.ndarray, parts: list):
+def _block_hessian_random_effects_at(
+    ev, after, weights, lam: np.ndarray, basis: np.ndarray, parts: list
+):
     """:func:`_block_hessian_at` with the block's BLUPs there:
     ``(w, (HessianSums, (blup, cov)))`` (:func:`block_hessian_random_effects`)."""
     w = _weights(weights, parts)
@@ -133,12 +141,18 @@ def submit_steps_hessian(
     others = []
     if rest:
         others = client.map(
-            _block_steps, blocks, lams=rest, q=args["q"], key=call_keys(_block_steps, n)
+            _block_steps_after,
+            blocks,
+            here,
+            lams=rest,
+            q=args["q"],
+            key=call_keys(_block_steps_after, n),
         )
     block = _block_hessian_random_effects_at if random_effects else _block_hessian_at
     hessians = client.map(
         block,
         blocks,
+        others or here,
         weights=weights,
         lam=args["lam"],
         basis=args["basis"],
