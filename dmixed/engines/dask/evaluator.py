@@ -566,9 +566,10 @@ class DaskEngine:
         random_effects: bool = False,
     ):
         """:meth:`steps` at ``lams`` and :meth:`hessian` at ``lams[at]`` in one round
-        trip: each block's Hessian task adds every block's step sums at ``lams[at]`` (in
-        block order, as :meth:`step` adds them) and makes its Hessian sums with ``w =
-        weights(sums)`` (:func:`~dmixed.engines.dask.ahead.submit_steps_hessian`).  With
+        trip: the blocks' step sums are added on a worker (in block order, as
+        :meth:`step` adds them), ``w = weights(sums)`` computed there, and the Hessian
+        sums mapped with that ``w``
+        (:func:`~dmixed.engines.dask.ahead.submit_steps_hessian`).  With
         ``random_effects``, the BLUPs there too, kept for :meth:`random_effects` at
         ``lams[at]`` and that ``w`` (as :meth:`hessian_random_effects`).
 
@@ -582,8 +583,7 @@ class DaskEngine:
             )
 
         args = dict(lams=list(lams), lam=lams[at], q=q, basis=basis)
-        parts = self._round_trip(submit, args)
-        sums, hs, w, blups = gathered_steps_hessian(parts, len(lams), at)
+        sums, hs, w, blups = gathered_steps_hessian(self._round_trip(submit, args))
         if blups is not None:
             self._keep_random_effects(lams[at], w, blups)
         return sums, hs, w

@@ -96,8 +96,8 @@ def test_step_hessian_is_the_step_and_the_hessian(client, case):
 
 @pytest.mark.parametrize("at", [0, 1, 2])
 def test_the_hessians_lambda_anywhere_among_several(client, at):
-    """The step sums at ``lams[at]`` come from tasks of their own, the other Λ's after
-    them: every Λ's sums in their place, the Hessian at ``lams[at]``."""
+    """Every Λ's step sums in their place, the Hessian at ``lams[at]`` with the ``w``
+    each block's task made there."""
     stats = _model("padded").statistics(client=client, engine="distributed")
     engine, layout = stats.engine, stats.fit_layout
     basis = layout.basis()
@@ -115,16 +115,16 @@ def test_blocks_that_made_other_weights_give_no_hessian():
     the chain's Hessian is dropped, its step sums kept."""
     from dmixed.engines.dask.ahead import gathered_steps_hessian
 
-    here, others = [np.ones(2), 2 * np.ones(2)], [[10 * np.ones(2)], [20 * np.ones(2)]]
+    steps = [[np.ones(2), 10 * np.ones(2)], [2 * np.ones(2), 20 * np.ones(2)]]
     made = [(np.array([1.0, 1.0]), np.ones(3)), (np.array([1.0, 2.0]), np.ones(3))]
-    sums, hs, w, blups = gathered_steps_hessian([*here, *others, *made], 2, 1)
-    np.testing.assert_array_equal(sums[0], 30 * np.ones(2))
-    np.testing.assert_array_equal(sums[1], 3 * np.ones(2))
+    sums, hs, w, blups = gathered_steps_hessian([*steps, *made])
+    np.testing.assert_array_equal(sums[0], 3 * np.ones(2))
+    np.testing.assert_array_equal(sums[1], 30 * np.ones(2))
     assert hs is None and w is None and blups is None
     same = [made[0], (made[0][0].copy(), 2 * np.ones(3))]
-    sums, hs, w, blups = gathered_steps_hessian([*here, *same], 1, 0)
-    np.testing.assert_array_equal(sums[0], 3 * np.ones(2))
+    sums, hs, w, blups = gathered_steps_hessian([*steps, *same])
     np.testing.assert_array_equal(hs, 3 * np.ones(3))
+    np.testing.assert_array_equal(w, made[0][0])
     assert blups is None
 
 

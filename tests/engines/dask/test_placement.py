@@ -123,8 +123,8 @@ def test_the_optimizer_tasks_are_never_root_ish(client):
     rootish = client.run_on_scheduler(
         lambda dask_scheduler: [dask_scheduler.is_rootish(dask_scheduler.tasks[k]) for k in keys]
     )
-    # per block: the step at the Hessian's Λ, the other's, the Hessian
-    assert len(rootish) == 3 * 3 * len(stats.engine.blocks) and not any(rootish)
+    # per block: the steps, the Hessian (which makes w itself)
+    assert len(rootish) == 3 * 2 * len(stats.engine.blocks) and not any(rootish)
 
 
 def _assert_no_evaluator_moves(client, model, stats) -> None:
