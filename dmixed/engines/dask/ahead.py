@@ -3,12 +3,15 @@
 The Hessian sums need ``w = [−β̂; 1]``, and β̂ needs the step sums of every block.  Made
 one after the other from the driver, that is two round trips per Newton iteration, which
 is most of a fit's time when the statistics are small and kept on the workers.  Here the
-driver submits the whole chain at once: the blocks' step tasks, one task on a worker
-that adds their sums in block order and computes ``w`` (with a function the fit layer
-passes in: this layer knows no statistics theory), and the blocks' Hessian tasks that
-depend on it; then it waits once.  Asked for, each block's Hessian task also makes its
-BLUPs at that Λ and ``w`` (the results' last round trip, ridden on the one before when
-the driver expects that point to be the optimum).
+driver submits the whole chain at once: the blocks' step tasks, then per block a task
+that adds every block's sums in block order (as the driver adds them), computes ``w``
+(with a function the fit layer passes in: this layer knows no statistics theory) and
+makes its block's Hessian sums with it; then it waits once.  Each block's task makes
+``w`` itself from the other blocks' few sums rather than one task that the others then
+wait on: one hop between the workers, not two (the second also waited on a worker that
+had started its own Hessian and answered only after it).  Asked for, each block's
+Hessian task also makes its BLUPs at that Λ and ``w`` (the results' last round trip,
+ridden on the one before when the driver expects that point to be the optimum).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from ...kernels import compiled
 from ..local import LocalEngine
 from .handover import cut
 from .placement import call_keys
+from .progress import laid_out
 
 __all__ = [
     "block_hessian_random_effects",
@@ -36,17 +40,32 @@ def _block_steps(ev, lams: list, q: int) -> list:
     return [ev.step(lam, q) for lam in lams]
 
 
-def _weights(weights, at: int, *parts: list) -> np.ndarray | None:
-    """``weights`` of the blocks' step sums at ``lams[at]`` added in block order (as the
-    driver adds them); None where it raises ``np.linalg.LinAlgError``."""
+def _weights(weights, at: int, parts: list) -> np.ndarray | None:
+    """``weights`` of the blocks' step sums at ``lams[at]`` added in block order, laid
+    out as the driver's gathered copies are (the same bits as the driver's sum); None
+    where it raises ``np.linalg.LinAlgError``."""
     try:
-        return weights(functools.reduce(operator.add, [p[at] for p in parts]))
+        return weights(functools.reduce(operator.add, [laid_out(p[at]) for p in parts]))
     except np.linalg.LinAlgError:
         return None
 
 
-def _block_hessian_at(ev, lam: np.ndarray, basis: np.ndarray, w) -> kernels.HessianSums | None:
-    return None if w is None else ev.hessian(lam, basis, w)
+def _block_hessian_at(ev, weights, at: int, lam: np.ndarray, basis: np.ndarray, parts: list):
+    """``(w, the block's Hessian sums)`` at ``lam``, ``w`` of every block's step sums
+    there (``parts``: their :func:`_block_steps`) made by each block's task (the same
+    ``w`` in each: the same sums, function and machine); None where ``weights`` raises
+    ``np.linalg.LinAlgError`` (no Hessian there)."""
+    w = _weights(weights, at, parts)
+    return None if w is None else (w, ev.hessian(lam, basis, w))
+
+
+def _block_hessian_random_effects_at(
+    ev, weights, at: int, lam: np.ndarray, basis: np.ndarray, parts: list
+):
+    """:func:`_block_hessian_at` with the block's BLUPs there:
+    ``(w, (HessianSums, (blup, cov)))`` (:func:`block_hessian_random_effects`)."""
+    w = _weights(weights, at, parts)
+    return None if w is None else (w, block_hessian_random_effects(ev, lam, basis, w))
 
 
 def block_hessian_random_effects(ev, lam: np.ndarray, basis: np.ndarray, w) -> tuple | None:
@@ -105,25 +124,35 @@ def submit_steps_hessian(
     steps = client.map(
         _block_steps, blocks, lams=args["lams"], q=args["q"], key=call_keys(_block_steps, n)
     )
-    w = client.submit(_weights, weights, at, *steps, key=call_keys(_weights, 1)[0])
-    block = block_hessian_random_effects if random_effects else _block_hessian_at
+    block = _block_hessian_random_effects_at if random_effects else _block_hessian_at
     hessians = client.map(
-        block, blocks, lam=args["lam"], basis=args["basis"], w=w, key=call_keys(block, n)
+        block,
+        blocks,
+        weights=weights,
+        at=at,
+        lam=args["lam"],
+        basis=args["basis"],
+        parts=steps,
+        key=call_keys(block, n),
     )
-    return [*steps, w, *hessians]
+    return [*steps, *hessians]
 
 
 def gathered_steps_hessian(parts: list):
     """``(step sums per Λ, Hessian sums or None, w or None, per-block BLUPs or None)``
     from the gathered chain of :func:`submit_steps_hessian`, each sum added over the
     blocks in block order; the BLUPs (``(blup, cov)`` per block, in block order) where
-    they were asked for."""
-    n = (len(parts) - 1) // 2
+    they were asked for.  No Hessian where the blocks made none, or not with the same
+    ``w`` bit for bit."""
+    n = len(parts) // 2
     sums = [functools.reduce(operator.add, [p[i] for p in parts[:n]]) for i in range(len(parts[0]))]
-    w = parts[n]
-    if w is None:
+    made = parts[n:]
+    if any(h is None for h in made):
         return sums, None, None, None
-    hs, blups = hessian_parts(parts[n + 1 :])
+    w = made[0][0]
+    if not all(np.array_equal(h[0], w) for h in made):
+        return sums, None, None, None
+    hs, blups = hessian_parts([h[1] for h in made])
     return sums, hs, w, blups
 
 

@@ -566,10 +566,9 @@ class DaskEngine:
         random_effects: bool = False,
     ):
         """:meth:`steps` at ``lams`` and :meth:`hessian` at ``lams[at]`` in one round
-        trip: the blocks' step sums are added on a worker (in block order, as
-        :meth:`step` adds them), ``w = weights(sums)`` computed there, and the Hessian
-        sums mapped with that ``w``
-        (:func:`~dmixed.engines.dask.ahead.submit_steps_hessian`).  With
+        trip: each block's Hessian task adds every block's step sums at ``lams[at]`` (in
+        block order, as :meth:`step` adds them) and makes its Hessian sums with ``w =
+        weights(sums)`` (:func:`~dmixed.engines.dask.ahead.submit_steps_hessian`).  With
         ``random_effects``, the BLUPs there too, kept for :meth:`random_effects` at
         ``lams[at]`` and that ``w`` (as :meth:`hessian_random_effects`).
 

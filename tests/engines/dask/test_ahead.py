@@ -94,6 +94,40 @@ def test_step_hessian_is_the_step_and_the_hessian(client, case):
     _assert_same(hs, engine.hessian(lams[1], basis, w))
 
 
+@pytest.mark.parametrize("at", [0, 1, 2])
+def test_the_hessians_lambda_anywhere_among_several(client, at):
+    """Every Λ's step sums in their place, the Hessian at ``lams[at]`` with the ``w``
+    each block's task made there."""
+    stats = _model("padded").statistics(client=client, engine="distributed")
+    engine, layout = stats.engine, stats.fit_layout
+    basis = layout.basis()
+    weights = functools.partial(profile_weights, glob=stats.glob, reml=False)
+    lams = [layout.lam(np.full(layout.n_params, v), True) for v in (0.4, 0.9, 1.3)]
+    sums, hs, w = engine.steps_hessian(lams, layout.k_re, basis, weights, at)
+    for got, lam in zip(sums, lams, strict=True):
+        _assert_same(got, engine.step(lam, layout.k_re))
+    np.testing.assert_array_equal(w, profile(sums[at], stats.glob, False).w)
+    _assert_same(hs, engine.hessian(lams[at], basis, w))
+
+
+def test_blocks_that_made_other_weights_give_no_hessian():
+    """Each block's task makes ``w`` itself: where they disagree (never on one machine),
+    the chain's Hessian is dropped, its step sums kept."""
+    from dmixed.engines.dask.ahead import gathered_steps_hessian
+
+    steps = [[np.ones(2), 10 * np.ones(2)], [2 * np.ones(2), 20 * np.ones(2)]]
+    made = [(np.array([1.0, 1.0]), np.ones(3)), (np.array([1.0, 2.0]), np.ones(3))]
+    sums, hs, w, blups = gathered_steps_hessian([*steps, *made])
+    np.testing.assert_array_equal(sums[0], 3 * np.ones(2))
+    np.testing.assert_array_equal(sums[1], 30 * np.ones(2))
+    assert hs is None and w is None and blups is None
+    same = [made[0], (made[0][0].copy(), 2 * np.ones(3))]
+    sums, hs, w, blups = gathered_steps_hessian([*steps, *same])
+    np.testing.assert_array_equal(hs, 3 * np.ones(3))
+    np.testing.assert_array_equal(w, made[0][0])
+    assert blups is None
+
+
 def test_no_weights_no_hessian(client):
     stats = _model("nested").statistics(client=client, engine="distributed")
     layout = stats.fit_layout

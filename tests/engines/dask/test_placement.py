@@ -114,15 +114,17 @@ def test_the_optimizer_tasks_are_never_root_ish(client):
     _, stats = _evaluator_keys(client, _data())
     layout = stats.fit_layout
     lam = layout.lam(np.full(layout.n_params, 0.8), True)
-    args = dict(lams=[lam], lam=lam, q=layout.k_re, basis=layout.basis())
+    other = layout.lam(np.full(layout.n_params, 0.5), True)
+    args = dict(lams=[other, lam], lam=lam, q=layout.k_re, basis=layout.basis())
     weights = functools.partial(profile_weights, glob=stats.glob, reml=True)
-    rounds = [submit_steps_hessian(client, stats.engine.blocks, args, weights, 0) for _ in range(3)]
+    rounds = [submit_steps_hessian(client, stats.engine.blocks, args, weights, 1) for _ in range(3)]
     client.gather([f for futures in rounds for f in futures])
     keys = [f.key for futures in rounds for f in futures]
     rootish = client.run_on_scheduler(
         lambda dask_scheduler: [dask_scheduler.is_rootish(dask_scheduler.tasks[k]) for k in keys]
     )
-    assert len(rootish) == 3 * 5 and not any(rootish)
+    # per block: the steps, the Hessian (which makes w itself)
+    assert len(rootish) == 3 * 2 * len(stats.engine.blocks) and not any(rootish)
 
 
 def _assert_no_evaluator_moves(client, model, stats) -> None:
