@@ -571,14 +571,15 @@ def _placed_blocks(
 
     - A chain's share of a bucket on another worker (its part, its routed rows, its
       global sums, map and exchange record: :func:`_outbound`) is taken by one task
-      run first on the chain's worker and moved at once to the bucket's
-      (:func:`_moved`, fetched first there): one transfer a chain and bucket, not
-      queued behind the small items the bucket's block needs from the chain.
+      run first on the chain's worker: one transfer a chain and bucket, not queued
+      behind the small items the bucket's block needs from the chain.
+    - The first task on the bucket's worker reduces the rows routed to it
+      (:func:`bucket_owner`; the global sums take its sums too): it takes every
+      chain's share, so the shares move there as soon as they are made (fetched
+      first), while the other chains still run.
     - The bucket's block (:func:`bucket_block`) takes those shares, and the whole
       results of the chains on its own worker, and makes the target map, the
-      combine and the block in one task; only the rows routed to the bucket are
-      reduced by a task of their own (:func:`bucket_owner`: the global sums take
-      its sums too).
+      combine and the block in one task.
     - The global sums and the exchange summary join block 0 last
       (:func:`with_globals`), off the combine's way.
 
@@ -599,17 +600,14 @@ def _placed_blocks(
         sources = [
             t.ref
             if w == home
-            else g.call(
-                _moved,
-                g.call(_outbound, t.ref, b, name="outbound_part", place=w, urgent=True),
-                name="moved_part",
-                place=home,
-                urgent=True,
-            )
+            else g.call(_outbound, t.ref, b, name="outbound_part", place=w, urgent=True)
             for t, w in zip(tasks, where, strict=True)
         ]
         local = tuple(w == home for w in where)
-        owner = g.call(bucket_owner, b, local, packed, key_dtype, widths, *sources, place=home)
+        # its first task on the bucket's worker: it fetches the shares as they are made
+        owner = g.call(
+            bucket_owner, b, local, packed, key_dtype, widths, *sources, place=home, urgent=True
+        )
         owners.append(owner)
         blocks.append(
             g.call(
