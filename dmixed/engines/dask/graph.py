@@ -31,7 +31,7 @@ from ...design.partitions import select_columns
 from ...errors import SpecError
 from ...stats.layout import n_tril
 from ...stats.packed import PackedLayout
-from .blocks import combined_block, with_globals
+from .blocks import Block, combined_block, with_globals
 from .checks import rows_checked
 from .combine import (
     checked_target,
@@ -580,8 +580,8 @@ def _placed_blocks(
     - The bucket's block (:func:`bucket_block`) takes those shares, and the whole
       results of the chains on its own worker, and makes the target map, the
       combine and the block in one task.
-    - The global sums and the exchange summary join block 0 last
-      (:func:`with_globals`), off the combine's way.
+    - The global sums and the exchange summary join block 0 last, in one task on its
+      worker (:func:`joined_globals`), off the combine's way.
 
     The sums are those of :func:`block_graph`'s other graph bit for bit: the same
     additions in the same order."""
@@ -596,6 +596,7 @@ def _placed_blocks(
     held = client is not None and not widths
     blocks = []
     owners = []
+    shares = []  # bucket 0's sources and where they are
     for b, home in enumerate(homes):
         sources = [
             t.ref
@@ -608,7 +609,9 @@ def _placed_blocks(
         owner = g.call(
             bucket_owner, b, local, packed, key_dtype, widths, *sources, place=home, urgent=True
         )
-        owners.append(owner)
+        # the owner's sums and map for block 0 (a bucket's routed rows stay there)
+        owners.append(owner if b == 0 else g.call(_owner_sums, owner, place=home))
+        shares.append((local, sources))
         blocks.append(
             g.call(
                 bucket_block,
@@ -622,22 +625,46 @@ def _placed_blocks(
                 place=home,
             )
         )
-    target = _target_map(g, spec, tasks, std)
-    conv = (target, packed, widths)
-    globs = [t[1] for t in tasks] + [g.item(o, 1, homes[b]) for b, o in enumerate(owners)]
-    maps = [t[2] for t in tasks] + [g.item(o, 2, homes[b]) for b, o in enumerate(owners)]
-    global_sums = _converted_tree(g, sum_converted, _sum_node, globs, maps, conv)
-    exchange = g.call(exchange_summary, *[t[4] for t in tasks])
+    local, sources = shares[0]
     blocks[0] = g.call(
-        with_globals,
+        joined_globals,
         blocks[0],
-        packed,
-        global_sums,
-        exchange,
+        (packed, widths, local, len(owners)),
+        *owners,
+        *sources,
         name="combined_block",
         place=homes[0],
     )
     return blocks
+
+
+def _owner_sums(owner) -> tuple:
+    """The packed global sums and map of a bucket owner's result (:func:`bucket_owner`):
+    what block 0 takes of another bucket's routed rows."""
+    return owner[1], owner[2]
+
+
+def joined_globals(block: Block, layout: tuple, *args) -> Block:
+    """Block 0 with the global sums and the exchange summary
+    (:func:`~dmixed.engines.dask.blocks.with_globals`): ``layout = (packed, vc_widths,
+    local, n_owners)``, ``args`` every bucket owner's sums and map (bucket 0's whole
+    result, :func:`bucket_owner`; the others' :func:`_owner_sums`) and bucket 0's
+    sources (as :func:`bucket_block` takes them).  The global sums are those of
+    :func:`block_graph`'s tree of :func:`~dmixed.engines.dask.combine.sum_converted`:
+    every partials task's and then every owner's, converted to the block's map (the
+    target map, made as :func:`_target_map`'s task makes it), added in the same order
+    by the same tree."""
+    packed, widths, local, n_owners = layout
+    owners, sources = args[:n_owners], args[n_owners:]
+    shares = _shares(0, local, sources)
+    owned = [(owners[0][1], owners[0][2]), *owners[1:]]
+    pairs = [(s[1], s[2]) for s in shares] + owned
+    conv = (block.standardization, packed, widths)
+    level = [sum_converted(*conv, *pairs[i : i + 8]) for i in range(0, len(pairs), 8)]
+    while len(level) > 1:
+        level = [_sum_node(*conv, *level[i : i + 8]) for i in range(0, len(level), 8)]
+    exchange = exchange_summary(*[s[4] for s in shares])
+    return with_globals(block, packed, level[0], exchange)
 
 
 def _outbound(result, b: int) -> tuple:
