@@ -571,12 +571,11 @@ def _placed_blocks(
 
     - A chain's share of a bucket on another worker (its part, its routed rows, its
       global sums, map and exchange record: :func:`_outbound`) is taken by one task
-      run first on the chain's worker: one transfer a chain and bucket, not queued
-      behind the small items the bucket's block needs from the chain.
-    - The first task on the bucket's worker reduces the rows routed to it
-      (:func:`bucket_owner`; the global sums take its sums too): it takes every
-      chain's share, so the shares move there as soon as they are made (fetched
-      first), while the other chains still run.
+      run first on the chain's worker and moved at once to the bucket's
+      (:func:`_moved_share`): one transfer a chain and bucket, not queued behind the
+      small items the bucket's block needs from the chain.
+    - The rows routed to the bucket are reduced by a task of their own
+      (:func:`bucket_owner`; the global sums take its sums too).
     - The bucket's block (:func:`bucket_block`) takes those shares, and the whole
       results of the chains on its own worker, and makes the target map, the
       combine and the block in one task.
@@ -599,13 +598,10 @@ def _placed_blocks(
     shares = []  # bucket 0's sources and where they are
     for b, home in enumerate(homes):
         sources = [
-            t.ref
-            if w == home
-            else g.call(_outbound, t.ref, b, name="outbound_part", place=w, urgent=True)
+            t.ref if w == home else _moved_share(g, t.ref, b, w, home)
             for t, w in zip(tasks, where, strict=True)
         ]
         local = tuple(w == home for w in where)
-        # its first task on the bucket's worker: it fetches the shares as they are made
         owner = g.call(
             bucket_owner, b, local, packed, key_dtype, widths, *sources, place=home, urgent=True
         )
@@ -636,6 +632,16 @@ def _placed_blocks(
         place=homes[0],
     )
     return blocks
+
+
+def _moved_share(g: _Graph, chain: TaskRef, b: int, where: str, home: str) -> TaskRef:
+    """The task of a chain's share of bucket ``b`` (:func:`_outbound`, run first on the
+    chain's worker ``where``) moved to the bucket's worker ``home`` by a task that takes
+    it alone (:func:`_moved`, fetched first there): its transfer starts as soon as the
+    share is made, while the chain of ``home`` still runs (a task of ``home`` that also
+    took that chain's result would only be given to ``home`` after it)."""
+    share = g.call(_outbound, chain, b, name="outbound_part", place=where, urgent=True)
+    return g.call(_moved, share, name="moved_part", place=home, urgent=True)
 
 
 def _owner_sums(owner) -> tuple:

@@ -131,20 +131,20 @@ def test_placed_chains_send_each_part_to_its_buckets_worker_alone(exchange):
     kinds = {k: key_split(k) for k in graph}
     chains = sorted(k for k, kind in kinds.items() if kind == "chain_partials")
     assert [where[k] for k in chains] == [(w,) for w in workers]
-    owners = [k for k, kind in kinds.items() if kind == "bucket_owner"]
-    assert len(owners) == 2
-    for k in owners:
+    moved = [k for k, kind in kinds.items() if kind == "moved_part"]
+    assert len(moved) == 2
+    for k in moved:
         # a bucket's share is taken from its chain's result in one task, where the
-        # chain ran, and moves to the other chain's worker, never to its own, taken
-        # there by the first task of the bucket (the routed rows' owner)
-        (part,) = [d for d in graph[k].dependencies if kinds[d] == "outbound_part"]
+        # chain ran, and moves to the other chain's worker, never to its own, by a
+        # task that takes it alone (its transfer is not held back by the other chain)
+        (part,) = graph[k].dependencies
         (chain,) = graph[part].dependencies
-        assert kinds[chain] == "chain_partials"
+        assert kinds[part] == "outbound_part" and kinds[chain] == "chain_partials"
         assert where[part] == where[chain] != where[k]
         assert first[k] == first[part] and first[k] > 0
-    rest = {first[k] for k in graph if kinds[k] not in ("bucket_owner", "outbound_part")}
+    urgent = ("moved_part", "outbound_part", "bucket_owner")
+    rest = {first[k] for k in graph if kinds[k] not in urgent}
     assert rest == {None}
-    assert "moved_part" not in kinds.values()
     for b, block in enumerate(placed):
         assert where[block.key] == (workers[b],)
         # bucket b's block takes its own chain's whole result and the other chain's
@@ -154,7 +154,7 @@ def test_placed_chains_send_each_part_to_its_buckets_worker_alone(exchange):
             (key,) = [d for d in graph[key].dependencies if kinds[d] == "combined_block"]
             assert where[key] == (workers[b],)
         taken = {kinds[d] for d in graph[key].dependencies}
-        assert taken == {"outbound_part", "chain_partials", "bucket_owner"}
+        assert taken == {"moved_part", "chain_partials", "bucket_owner"}
     # every item of a chain's result is taken where the chain ran, the routed rows'
     # owner and its items where the bucket is combined: none is left to the scheduler,
     # which would send a small task of a large group anywhere (a root task to it)
