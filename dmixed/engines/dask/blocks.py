@@ -239,28 +239,6 @@ def combined_block(block_args: dict, combine, *args) -> Block:
     return _block(labels, nobs, None, stats=stats, **rest)
 
 
-def with_globals(
-    block: Block, packed: PackedLayout, global_sums: np.ndarray, exchange: dict | None
-) -> Block:
-    """A block made without the global sums (:func:`to_block` or
-    :func:`combined_block` not given them) with the packed ``global_sums`` and the
-    ``exchange`` summary: the block they make when given them, value for value (its
-    ``within``, the combines' correction, added to the global within-group sums as
-    there), its per-group sums shared, not copied.  Block 0 of the data pass's graph
-    where they join it last (:func:`~dmixed.engines.dask.graph.block_graph`)."""
-    sums = {"stats": block.stats} if block.stats is not None else {"zz": block.zz, "zxy": block.zxy}
-    return _block(
-        block.labels,
-        block.nobs,
-        block.within,
-        packed,
-        global_sums,
-        block.standardization,
-        exchange,
-        **sums,
-    )
-
-
 @dataclass
 class NarrowInts:
     """Integers sent in the narrowest dtype that holds them, exactly: increasing keys

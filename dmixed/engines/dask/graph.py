@@ -31,7 +31,7 @@ from ...design.partitions import select_columns
 from ...errors import SpecError
 from ...stats.layout import n_tril
 from ...stats.packed import PackedLayout
-from .blocks import Block, combined_block, with_globals
+from .blocks import combined_block
 from .checks import rows_checked
 from .combine import (
     checked_target,
@@ -579,8 +579,9 @@ def _placed_blocks(
     - The bucket's block (:func:`bucket_block`) takes those shares, and the whole
       results of the chains on its own worker, and makes the target map, the
       combine and the block in one task.
-    - The global sums and the exchange summary join block 0 last, in one task on its
-      worker (:func:`joined_globals`), off the combine's way.
+    - Block 0's task also makes the global sums and the exchange summary, from the
+      shares it holds and the other buckets' owners' sums (small, made as soon as
+      their buckets' shares arrive): no tree of tasks on the way.
 
     The sums are those of :func:`block_graph`'s other graph bit for bit: the same
     additions in the same order."""
@@ -593,44 +594,45 @@ def _placed_blocks(
     else:
         target_args = (target_map, p, q)
     held = client is not None and not widths
-    blocks = []
-    owners = []
-    shares = []  # bucket 0's sources and where they are
+    sources, local, owners = [], [], []
     for b, home in enumerate(homes):
-        sources = [
-            t.ref if w == home else _moved_share(g, t.ref, b, w, home)
-            for t, w in zip(tasks, where, strict=True)
-        ]
-        local = tuple(w == home for w in where)
-        owner = g.call(
-            bucket_owner, b, local, packed, key_dtype, widths, *sources, place=home, urgent=True
+        sources.append(
+            [
+                t.ref if w == home else _moved_share(g, t.ref, b, w, home)
+                for t, w in zip(tasks, where, strict=True)
+            ]
         )
-        # the owner's sums and map for block 0 (a bucket's routed rows stay there)
-        owners.append(owner if b == 0 else g.call(_owner_sums, owner, place=home))
-        shares.append((local, sources))
-        blocks.append(
+        local.append(tuple(w == home for w in where))
+        owners.append(
             g.call(
-                bucket_block,
+                bucket_owner,
                 b,
-                local,
-                (p, k_cov, target_args),
-                (packed, widths, held),
-                owner,
-                *sources,
-                name="combined_block",
+                local[b],
+                packed,
+                key_dtype,
+                widths,
+                *sources[b],
                 place=home,
+                urgent=True,
             )
         )
-    local, sources = shares[0]
-    blocks[0] = g.call(
-        joined_globals,
-        blocks[0],
-        (packed, widths, local, len(owners)),
-        *owners,
-        *sources,
-        name="combined_block",
-        place=homes[0],
-    )
+    # block 0 also takes the other buckets' owners' sums and maps (their routed rows
+    # stay where they are) and makes the global sums and the exchange summary
+    others = [g.call(_owner_sums, o, place=homes[b]) for b, o in enumerate(owners) if b]
+    blocks = [
+        g.call(
+            bucket_block,
+            b,
+            local[b],
+            (p, k_cov, target_args),
+            (packed, widths, held),
+            (owners[0], *others) if b == 0 else (owners[b],),
+            *sources[b],
+            name="combined_block",
+            place=home,
+        )
+        for b, home in enumerate(homes)
+    ]
     return blocks
 
 
@@ -648,29 +650,6 @@ def _owner_sums(owner) -> tuple:
     """The packed global sums and map of a bucket owner's result (:func:`bucket_owner`):
     what block 0 takes of another bucket's routed rows."""
     return owner[1], owner[2]
-
-
-def joined_globals(block: Block, layout: tuple, *args) -> Block:
-    """Block 0 with the global sums and the exchange summary
-    (:func:`~dmixed.engines.dask.blocks.with_globals`): ``layout = (packed, vc_widths,
-    local, n_owners)``, ``args`` every bucket owner's sums and map (bucket 0's whole
-    result, :func:`bucket_owner`; the others' :func:`_owner_sums`) and bucket 0's
-    sources (as :func:`bucket_block` takes them).  The global sums are those of
-    :func:`block_graph`'s tree of :func:`~dmixed.engines.dask.combine.sum_converted`:
-    every partials task's and then every owner's, converted to the block's map (the
-    target map, made as :func:`_target_map`'s task makes it), added in the same order
-    by the same tree."""
-    packed, widths, local, n_owners = layout
-    owners, sources = args[:n_owners], args[n_owners:]
-    shares = _shares(0, local, sources)
-    owned = [(owners[0][1], owners[0][2]), *owners[1:]]
-    pairs = [(s[1], s[2]) for s in shares] + owned
-    conv = (block.standardization, packed, widths)
-    level = [sum_converted(*conv, *pairs[i : i + 8]) for i in range(0, len(pairs), 8)]
-    while len(level) > 1:
-        level = [_sum_node(*conv, *level[i : i + 8]) for i in range(0, len(level), 8)]
-    exchange = exchange_summary(*[s[4] for s in shares])
-    return with_globals(block, packed, level[0], exchange)
 
 
 def _outbound(result, b: int) -> tuple:
@@ -693,16 +672,22 @@ def bucket_owner(b: int, local: tuple, packed, key_dtype, widths: tuple, *source
     return reduce_routed(packed, key_dtype, widths, *routed)
 
 
-def bucket_block(b: int, local: tuple, checks: tuple, layout: tuple, owner, *sources):
+def bucket_block(b: int, local: tuple, checks: tuple, layout: tuple, owners: tuple, *sources):
     """Bucket ``b``'s block from every partials task's share of it (``sources``: the
     whole results of the tasks on this worker, ``local``, and the others'
-    :func:`_outbound` shares) and the rows routed to it (``owner``,
+    :func:`_outbound` shares) and the rows routed to it (``owners[0]``,
     :func:`bucket_owner`): the target map
     (:func:`~dmixed.engines.dask.checks.rows_checked` of ``checks = (p, k_cov,
     target_args)``, as :func:`_target_map`'s task makes it), and the tree of combines
     of :func:`_converted_tree` run here, its root :func:`combined_block`; ``layout =
-    (packed, vc_widths, held)``.  Block 0's global sums and exchange summary are left
-    to :func:`with_globals`."""
+    (packed, vc_widths, held)``.
+
+    Block 0 also carries the global sums and the exchange summary: ``owners[1:]`` are
+    the other buckets' owners' sums and maps (:func:`_owner_sums`), and the global
+    sums those of :func:`block_graph`'s tree of
+    :func:`~dmixed.engines.dask.combine.sum_converted`: every partials task's and then
+    every owner's, converted to the target map, added in the same order by the same
+    tree."""
     shares = _shares(b, local, sources)
     p, k_cov, target_args = checks
     func, *args = target_args
@@ -712,7 +697,7 @@ def bucket_block(b: int, local: tuple, checks: tuple, layout: tuple, owner, *sou
     target = rows_checked(p, k_cov, globs, reports, func, *args, *(maps if func else ()))
     packed, widths, held = layout
     conv = (target, packed, widths)
-    pairs = [(s[0], s[2]) for s in shares] + [(owner[0], owner[2])]
+    owner = owners[0]
     block_args = {
         "packed": packed,
         "global_sums": None,
@@ -720,12 +705,27 @@ def bucket_block(b: int, local: tuple, checks: tuple, layout: tuple, owner, *sou
         "exchange": None,
         "held": held,
     }
+    if b == 0:
+        owned = [(owner[1], owner[2]), *owners[1:]]
+        block_args["global_sums"] = _tree_sums(conv, [*zip(globs, maps, strict=True), *owned])
+        block_args["exchange"] = exchange_summary(*reports)
+    pairs = [(s[0], s[2]) for s in shares] + [(owner[0], owner[2])]
     level = [(combine_converted, pairs[i : i + 8]) for i in range(0, len(pairs), 8)]
     while len(level) > 1:
         done = [func(*conv, *items) for func, items in level]
         level = [(combine_exact, done[i : i + 8]) for i in range(0, len(done), 8)]
     func, items = level[0]
     return combined_block(block_args, func, *conv, *items)
+
+
+def _tree_sums(conv: tuple, pairs: list):
+    """:func:`_converted_tree`'s sums of packed global sums ``(sums, map)`` pairs, here:
+    :func:`~dmixed.engines.dask.combine.sum_converted` of runs of 8, then sums of runs
+    of 8 of those until one is left."""
+    level = [sum_converted(*conv, *pairs[i : i + 8]) for i in range(0, len(pairs), 8)]
+    while len(level) > 1:
+        level = [_sum_node(*conv, *level[i : i + 8]) for i in range(0, len(level), 8)]
+    return level[0]
 
 
 def _target_map(g: _Graph, spec, tasks: list, std):

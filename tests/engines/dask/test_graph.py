@@ -148,18 +148,15 @@ def test_placed_chains_send_each_part_to_its_buckets_worker_alone(exchange):
     for b, block in enumerate(placed):
         assert where[block.key] == (workers[b],)
         # bucket b's block takes its own chain's whole result and the other chain's
-        # moved share itself; block 0 takes the global sums last, after its combine
-        key = block.key
-        if b == 0:
-            (key,) = [d for d in graph[key].dependencies if kinds[d] == "combined_block"]
-            assert where[key] == (workers[b],)
-        taken = {kinds[d] for d in graph[key].dependencies}
-        assert taken == {"moved_part", "chain_partials", "bucket_owner"}
+        # moved share itself; block 0 the other bucket's owner's sums too
+        taken = {kinds[d] for d in graph[block.key].dependencies}
+        extra = {"owner_sums"} if b == 0 else set()
+        assert taken == {"moved_part", "chain_partials", "bucket_owner"} | extra
     # every item of a chain's result is taken where the chain ran, the routed rows'
     # owner and its items where the bucket is combined: none is left to the scheduler,
     # which would send a small task of a large group anywhere (a root task to it)
     for k, kind in kinds.items():
-        if kind in ("getitem", "bucket_owner", "outbound_part"):
+        if kind in ("getitem", "bucket_owner", "outbound_part", "owner_sums"):
             assert where[k] is not None, k
     assert "bucket_parts" not in kinds.values()
     with dask.config.set(scheduler="sync"):
