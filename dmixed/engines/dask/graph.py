@@ -489,7 +489,9 @@ def block_graph(
     :func:`~dmixed.engines.dask.progress.thread_workers`), or None.  Given, chain ``i``
     and bucket ``i``'s combine are placed on ``workers[i]`` (modulo their number), and a
     chain's part of a bucket on another worker is moved there as soon as the chain ends
-    (:func:`_bucket_parts`): not all of them after the last chain.
+    (:func:`_bucket_parts`): not all of them after the last chain.  Where every chain
+    runs on a bucket's worker, the graph from the chains to the blocks is
+    :func:`_placed_blocks`'s: the same sums in fewer tasks.
     """
     g = _Graph()
     tasks, where = _partial_tasks(
@@ -690,11 +692,11 @@ def bucket_block(b: int, local: tuple, checks: tuple, layout: tuple, owners: tup
     tree."""
     shares = _shares(b, local, sources)
     p, k_cov, target_args = checks
-    func, *args = target_args
+    make, *args = target_args  # None: the map given (``args[0]``)
     globs = [s[1] for s in shares]
     reports = [s[4] for s in shares]
     maps = [s[2] for s in shares]
-    target = rows_checked(p, k_cov, globs, reports, func, *args, *(maps if func else ()))
+    target = rows_checked(p, k_cov, globs, reports, make, *args, *(maps if make else ()))
     packed, widths, held = layout
     conv = (target, packed, widths)
     owner = owners[0]
@@ -712,10 +714,10 @@ def bucket_block(b: int, local: tuple, checks: tuple, layout: tuple, owners: tup
     pairs = [(s[0], s[2]) for s in shares] + [(owner[0], owner[2])]
     level = [(combine_converted, pairs[i : i + 8]) for i in range(0, len(pairs), 8)]
     while len(level) > 1:
-        done = [func(*conv, *items) for func, items in level]
+        done = [combine(*conv, *items) for combine, items in level]
         level = [(combine_exact, done[i : i + 8]) for i in range(0, len(done), 8)]
-    func, items = level[0]
-    return combined_block(block_args, func, *conv, *items)
+    combine, items = level[0]
+    return combined_block(block_args, combine, *conv, *items)
 
 
 def _tree_sums(conv: tuple, pairs: list):
