@@ -598,13 +598,14 @@ def _placed_blocks(
     held = client is not None and not widths
     sources, local, owners = [], [], []
     for b, home in enumerate(homes):
-        sources.append(
-            [
-                t.ref if w == home else _moved_share(g, t.ref, b, w, home)
-                for t, w in zip(tasks, where, strict=True)
-            ]
-        )
+        shares = [
+            (t.ref, t.ref) if w == home else _moved_share(g, t.ref, b, w, home)
+            for t, w in zip(tasks, where, strict=True)
+        ]
+        sources.append([moved for moved, _ in shares])
         local.append(tuple(w == home for w in where))
+        # the owner takes the shares as made (not their moving tasks): it runs as soon
+        # as they arrive, with the moving tasks, and the block one turn after both
         owners.append(
             g.call(
                 bucket_owner,
@@ -613,7 +614,7 @@ def _placed_blocks(
                 packed,
                 key_dtype,
                 widths,
-                *sources[b],
+                *[made for _, made in shares],
                 place=home,
                 urgent=True,
             )
@@ -638,14 +639,17 @@ def _placed_blocks(
     return blocks
 
 
-def _moved_share(g: _Graph, chain: TaskRef, b: int, where: str, home: str) -> TaskRef:
-    """The task of a chain's share of bucket ``b`` (:func:`_outbound`, run first on the
-    chain's worker ``where``) moved to the bucket's worker ``home`` by a task that takes
-    it alone (:func:`_moved`, fetched first there): its transfer starts as soon as the
-    share is made, while the chain of ``home`` still runs (a task of ``home`` that also
-    took that chain's result would only be given to ``home`` after it)."""
-    share = g.call(_outbound, chain, b, name="outbound_part", place=where, urgent=True)
-    return g.call(_moved, share, name="moved_part", place=home, urgent=True)
+def _moved_share(
+    g: _Graph, chain: TaskRef, b: int, where: str, home: str
+) -> tuple[TaskRef, TaskRef]:
+    """``(moved, made)``: the task of a chain's share of bucket ``b`` (``made``,
+    :func:`_outbound`, run first on the chain's worker ``where``) and the task that
+    moves it to the bucket's worker ``home`` taking it alone (``moved``, :func:`_moved`,
+    fetched first there): its transfer starts as soon as the share is made, while the
+    chain of ``home`` still runs (a task of ``home`` that also took that chain's result
+    would only be given to ``home`` after it)."""
+    made = g.call(_outbound, chain, b, name="outbound_part", place=where, urgent=True)
+    return g.call(_moved, made, name="moved_part", place=home, urgent=True), made
 
 
 def _owner_sums(owner) -> tuple:

@@ -150,6 +150,12 @@ def test_placed_chains_send_each_part_to_its_buckets_worker_alone(exchange):
         # bucket b's block takes its own chain's whole result and the other chain's
         # moved share itself; block 0 the other bucket's owner's sums too
         taken = {kinds[d] for d in graph[block.key].dependencies}
+        (owner,) = [d for d in graph[block.key].dependencies if kinds[d] == "bucket_owner"]
+        # the owner takes the share as made (it runs as soon as the share arrives)
+        assert {kinds[d] for d in graph[owner].dependencies} == {
+            "outbound_part",
+            "chain_partials",
+        }
         extra = {"owner_sums"} if b == 0 else set()
         assert taken == {"moved_part", "chain_partials", "bucket_owner"} | extra
     # every item of a chain's result is taken where the chain ran, the routed rows'
