@@ -267,16 +267,28 @@ class _Graph:
         self.tasks: dict = {}
         self.inputs: dict = {}  # delayed values the tasks take (a slot map, partitions)
         self.places: dict = {}  # key → [worker address] of the placed tasks
+        self.urgent: dict = {}  # key → priority of the tasks run (and fetched) first
 
-    def call(self, func, *args, name: str | None = None, place: str | None = None) -> TaskRef:
+    def call(
+        self,
+        func,
+        *args,
+        name: str | None = None,
+        place: str | None = None,
+        urgent: bool = False,
+    ) -> TaskRef:
         """A task ``func(*args)``; ``args`` may hold :class:`TaskRef` of this graph's
         tasks, delayed values and futures, also inside tuples, lists and dicts.
         ``place``: the address of the worker it runs on (see the class), or None
-        (where Dask's scheduler chooses)."""
+        (where Dask's scheduler chooses).  ``urgent``: run before the graph's other
+        ready tasks on its worker, and its result fetched before theirs (Dask's
+        ``priority`` annotation)."""
         key = (f"{name or funcname(func)}-{self.token}", len(self.tasks))
         self.tasks[key] = Task(key, func, *[self._node(a) for a in args])
         if place is not None:
             self.places[key] = [place]
+        if urgent:
+            self.urgent[key] = URGENT_PRIORITY
         return TaskRef(key)
 
     def item(self, ref: TaskRef, i: int, place: str | None = None) -> TaskRef:
@@ -314,14 +326,23 @@ class _Graph:
         """Delayed values of ``refs``, sharing this one graph."""
         layer = f"dmixed-data-pass-{self.token}"
         tasks = self.tasks
+        annotations: dict = {}
         if self.places:
             loose = dict.fromkeys(self.places, True)
             annotations = {"workers": self.places.get, "allow_other_workers": loose.get}
+        if self.urgent:
+            annotations["priority"] = self.urgent.get
+        if annotations:
             tasks = MaterializedLayer(self.tasks, annotations=annotations)
         graph = HighLevelGraph.from_collections(
             layer, tasks, dependencies=list(self.inputs.values())
         )
         return [Delayed(ref.key, graph, layer=layer) for ref in refs]
+
+
+#: Dask's ``priority`` annotation of the tasks a graph marks urgent (:meth:`_Graph.call`):
+#: a worker runs, and fetches the results of, tasks of higher priority first.
+URGENT_PRIORITY = 10
 
 
 def _pack(*items) -> tuple:
@@ -468,7 +489,9 @@ def block_graph(
     :func:`~dmixed.engines.dask.progress.thread_workers`), or None.  Given, chain ``i``
     and bucket ``i``'s combine are placed on ``workers[i]`` (modulo their number), and a
     chain's part of a bucket on another worker is moved there as soon as the chain ends
-    (:func:`_bucket_parts`): not all of them after the last chain.
+    (:func:`_bucket_parts`): not all of them after the last chain.  Where every chain
+    runs on a bucket's worker, the graph from the chains to the blocks is
+    :func:`_placed_blocks`'s: the same sums in fewer tasks.
     """
     g = _Graph()
     tasks, where = _partial_tasks(
@@ -480,12 +503,16 @@ def block_graph(
         return g.blocks(
             _ragged_blocks(g, tasks, spec, slot_arg, packed, n_blocks, std, where, homes)
         )
+    widths = tuple(int(w) for w in vc_widths)
+    if where is not None and set(where) <= set(homes):
+        return g.blocks(
+            _placed_blocks(g, tasks, spec, packed, key_dtype, std, widths, where, homes, client)
+        )
     # every task chose its own column map from its first rows (no read ahead of the
     # pass); the first tree level converts them all to the one chosen from most rows
     maps = [t[2] for t in tasks]
     target = _target_map(g, spec, tasks, std)
     # the variance components' slots (their columns take the component's scale)
-    widths = tuple(int(w) for w in vc_widths)
     conv = (target, packed, widths)
     # per bucket, the owner of the rows the tasks routed there (routing.py), on the
     # bucket's worker where that is known (its combine takes the owner's part there)
@@ -535,6 +562,176 @@ def block_graph(
             )
         )
     return g.blocks(blocks)
+
+
+def _placed_blocks(
+    g: _Graph, tasks: list, spec, packed, key_dtype, std, widths: tuple, where, homes, client
+) -> list:
+    """:func:`block_graph`'s blocks where every partials task runs on the worker of a
+    bucket (``where[i]`` among ``homes``): from a chain's end to its
+    bucket's block, as few tasks and turns of the scheduler as there can be.
+
+    - A chain's share of a bucket on another worker (its part, its routed rows, its
+      global sums, map and exchange record: :func:`_outbound`) is taken by one task
+      run first on the chain's worker and moved at once to the bucket's
+      (:func:`_moved_share`): one transfer a chain and bucket, not queued behind the
+      small items the bucket's block needs from the chain.
+    - The rows routed to the bucket are reduced by a task of their own
+      (:func:`bucket_owner`; the global sums take its sums too).
+    - The bucket's block (:func:`bucket_block`) takes those shares, and the whole
+      results of the chains on its own worker, and makes the target map, the
+      combine and the block in one task.
+    - Block 0's task also makes the global sums and the exchange summary, from the
+      shares it holds and the other buckets' owners' sums (small, made as soon as
+      their buckets' shares arrive): no tree of tasks on the way.
+
+    The sums are those of :func:`block_graph`'s other graph bit for bit: the same
+    additions in the same order."""
+    p, q = len(spec.exog_names), len(spec.exog_re_names)
+    k_cov = n_tril(q) + len(spec.vc_names)
+    if spec.weights_name is not None:
+        target_args: tuple = (checked_target, p, q, spec.weights_name, std)
+    elif std is not None:
+        target_args = (None, std)
+    else:
+        target_args = (target_map, p, q)
+    held = client is not None and not widths
+    sources, local, owners = [], [], []
+    for b, home in enumerate(homes):
+        shares = [
+            (t.ref, t.ref) if w == home else _moved_share(g, t.ref, b, w, home)
+            for t, w in zip(tasks, where, strict=True)
+        ]
+        sources.append([moved for moved, _ in shares])
+        local.append(tuple(w == home for w in where))
+        # the owner takes the shares as made (not their moving tasks): it runs as soon
+        # as they arrive, with the moving tasks, and the block one turn after both
+        owners.append(
+            g.call(
+                bucket_owner,
+                b,
+                local[b],
+                packed,
+                key_dtype,
+                widths,
+                *[made for _, made in shares],
+                place=home,
+                urgent=True,
+            )
+        )
+    # block 0 also takes the other buckets' owners' sums and maps (their routed rows
+    # stay where they are) and makes the global sums and the exchange summary
+    others = [g.call(_owner_sums, o, place=homes[b]) for b, o in enumerate(owners) if b]
+    blocks = [
+        g.call(
+            bucket_block,
+            b,
+            local[b],
+            (p, k_cov, target_args),
+            (packed, widths, held),
+            (owners[0], *others) if b == 0 else (owners[b],),
+            *sources[b],
+            name="combined_block",
+            place=home,
+        )
+        for b, home in enumerate(homes)
+    ]
+    return blocks
+
+
+def _moved_share(
+    g: _Graph, chain: TaskRef, b: int, where: str, home: str
+) -> tuple[TaskRef, TaskRef]:
+    """``(moved, made)``: the task of a chain's share of bucket ``b`` (``made``,
+    :func:`_outbound`, run first on the chain's worker ``where``) and the task that
+    moves it to the bucket's worker ``home`` taking it alone (``moved``, :func:`_moved`,
+    fetched first there): its transfer starts as soon as the share is made, while the
+    chain of ``home`` still runs (a task of ``home`` that also took that chain's result
+    would only be given to ``home`` after it)."""
+    made = g.call(_outbound, chain, b, name="outbound_part", place=where, urgent=True)
+    return g.call(_moved, made, name="moved_part", place=home, urgent=True), made
+
+
+def _owner_sums(owner) -> tuple:
+    """The packed global sums and map of a bucket owner's result (:func:`bucket_owner`):
+    what block 0 takes of another bucket's routed rows."""
+    return owner[1], owner[2]
+
+
+def _outbound(result, b: int) -> tuple:
+    """What a partials task's ``result`` sends to bucket ``b``'s worker: its items
+    (:data:`_PARTIAL_ITEMS`) with bucket ``b``'s part and routed rows in place of all
+    buckets' (:func:`_placed_blocks`)."""
+    return (result[0][b], result[1], result[2], result[3][b], result[4])
+
+
+def _shares(b: int, local: tuple, sources: tuple) -> list[tuple]:
+    """Bucket ``b``'s share of every partials task: :func:`_outbound` of the whole
+    results on this worker (``local``), the others' as moved here."""
+    return [_outbound(s, b) if here else s for here, s in zip(local, sources, strict=True)]
+
+
+def bucket_owner(b: int, local: tuple, packed, key_dtype, widths: tuple, *sources):
+    """:func:`~dmixed.engines.dask.routing.reduce_routed` of the rows every partials
+    task routed to bucket ``b`` (``sources`` as :func:`bucket_block` takes them)."""
+    routed = [share[3] for share in _shares(b, local, sources)]
+    return reduce_routed(packed, key_dtype, widths, *routed)
+
+
+def bucket_block(b: int, local: tuple, checks: tuple, layout: tuple, owners: tuple, *sources):
+    """Bucket ``b``'s block from every partials task's share of it (``sources``: the
+    whole results of the tasks on this worker, ``local``, and the others'
+    :func:`_outbound` shares) and the rows routed to it (``owners[0]``,
+    :func:`bucket_owner`): the target map
+    (:func:`~dmixed.engines.dask.checks.rows_checked` of ``checks = (p, k_cov,
+    target_args)``, as :func:`_target_map`'s task makes it), and the tree of combines
+    of :func:`_converted_tree` run here, its root :func:`combined_block`; ``layout =
+    (packed, vc_widths, held)``.
+
+    Block 0 also carries the global sums and the exchange summary: ``owners[1:]`` are
+    the other buckets' owners' sums and maps (:func:`_owner_sums`), and the global
+    sums those of :func:`block_graph`'s tree of
+    :func:`~dmixed.engines.dask.combine.sum_converted`: every partials task's and then
+    every owner's, converted to the target map, added in the same order by the same
+    tree."""
+    shares = _shares(b, local, sources)
+    p, k_cov, target_args = checks
+    make, *args = target_args  # None: the map given (``args[0]``)
+    globs = [s[1] for s in shares]
+    reports = [s[4] for s in shares]
+    maps = [s[2] for s in shares]
+    target = rows_checked(p, k_cov, globs, reports, make, *args, *(maps if make else ()))
+    packed, widths, held = layout
+    conv = (target, packed, widths)
+    owner = owners[0]
+    block_args = {
+        "packed": packed,
+        "global_sums": None,
+        "standardization": target,
+        "exchange": None,
+        "held": held,
+    }
+    if b == 0:
+        owned = [(owner[1], owner[2]), *owners[1:]]
+        block_args["global_sums"] = _tree_sums(conv, [*zip(globs, maps, strict=True), *owned])
+        block_args["exchange"] = exchange_summary(*reports)
+    pairs = [(s[0], s[2]) for s in shares] + [(owner[0], owner[2])]
+    level = [(combine_converted, pairs[i : i + 8]) for i in range(0, len(pairs), 8)]
+    while len(level) > 1:
+        done = [combine(*conv, *items) for combine, items in level]
+        level = [(combine_exact, done[i : i + 8]) for i in range(0, len(done), 8)]
+    combine, items = level[0]
+    return combined_block(block_args, combine, *conv, *items)
+
+
+def _tree_sums(conv: tuple, pairs: list):
+    """:func:`_converted_tree`'s sums of packed global sums ``(sums, map)`` pairs, here:
+    :func:`~dmixed.engines.dask.combine.sum_converted` of runs of 8, then sums of runs
+    of 8 of those until one is left."""
+    level = [sum_converted(*conv, *pairs[i : i + 8]) for i in range(0, len(pairs), 8)]
+    while len(level) > 1:
+        level = [_sum_node(*conv, *level[i : i + 8]) for i in range(0, len(level), 8)]
+    return level[0]
 
 
 def _target_map(g: _Graph, spec, tasks: list, std):

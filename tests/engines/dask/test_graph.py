@@ -105,14 +105,28 @@ def _annotated(blocks) -> dict:
     return out
 
 
-def test_placed_chains_send_each_part_to_its_buckets_worker_alone():
-    # given a worker per thread, chain i and bucket i's combine run on worker i, and a
-    # chain's part of the other bucket is taken there by a task of its own (whose
-    # transfer starts when that chain ends); the blocks are those of the unplaced graph
+def _priorities(blocks) -> dict:
+    """Each task's ``priority`` annotation, or None, by key."""
+    out = {}
+    for layer in blocks[0].__dask_graph__().layers.values():
+        priority = (layer.annotations or {}).get("priority")
+        for key in layer:
+            out[key] = priority(key) if callable(priority) else priority
+    return out
+
+
+@pytest.mark.parametrize("exchange", ["auto", "rows", "partials"])
+def test_placed_chains_send_each_part_to_its_buckets_worker_alone(exchange):
+    # given a worker per thread, chain i and bucket i's block run on worker i, and a
+    # chain's share of the other bucket is taken there by a task of its own, run first
+    # (whose transfer starts when that chain ends, fetched first); the blocks are those
+    # of the unplaced graph, value for value
     workers = ["tcp://a:1", "tcp://b:2"]
-    _, _, placed = _blocks("chains", 4, workers)
-    _, _, plain = _blocks("chains", 4)
+    with dask.config.set({"dmixed.exchange": exchange}):
+        _, packed, placed = _blocks("chains", 4, workers)
+        _, _, plain = _blocks("chains", 4)
     where = _annotated(placed)
+    first = _priorities(placed)
     graph = dict(placed[0].__dask_graph__())
     kinds = {k: key_split(k) for k in graph}
     chains = sorted(k for k, kind in kinds.items() if kind == "chain_partials")
@@ -120,30 +134,57 @@ def test_placed_chains_send_each_part_to_its_buckets_worker_alone():
     moved = [k for k, kind in kinds.items() if kind == "moved_part"]
     assert len(moved) == 2
     for k in moved:
-        # a bucket's part is taken from its chain's result in one task, where the
-        # chain ran, and moves to the other chain's worker, never to its own
+        # a bucket's share is taken from its chain's result in one task, where the
+        # chain ran, and moves to the other chain's worker, never to its own, by a
+        # task that takes it alone (its transfer is not held back by the other chain)
         (part,) = graph[k].dependencies
         (chain,) = graph[part].dependencies
-        assert kinds[part] == "getitem" and kinds[chain] == "chain_partials"
+        assert kinds[part] == "outbound_part" and kinds[chain] == "chain_partials"
         assert where[part] == where[chain] != where[k]
+        assert first[k] == first[part] and first[k] > 0
+    urgent = ("moved_part", "outbound_part", "bucket_owner")
+    rest = {first[k] for k in graph if kinds[k] not in urgent}
+    assert rest == {None}
     for b, block in enumerate(placed):
         assert where[block.key] == (workers[b],)
-        # bucket b's combine takes its own chain's part and the other chain's moved
-        # part itself (no bundle: the moved part is on its worker already)
+        # bucket b's block takes its own chain's whole result and the other chain's
+        # moved share itself; block 0 the other bucket's owner's sums too
         taken = {kinds[d] for d in graph[block.key].dependencies}
-        assert "moved_part" in taken and "bucket_parts" not in taken
+        (owner,) = [d for d in graph[block.key].dependencies if kinds[d] == "bucket_owner"]
+        # the owner takes the share as made (it runs as soon as the share arrives)
+        assert {kinds[d] for d in graph[owner].dependencies} == {
+            "outbound_part",
+            "chain_partials",
+        }
+        extra = {"owner_sums"} if b == 0 else set()
+        assert taken == {"moved_part", "chain_partials", "bucket_owner"} | extra
     # every item of a chain's result is taken where the chain ran, the routed rows'
     # owner and its items where the bucket is combined: none is left to the scheduler,
     # which would send a small task of a large group anywhere (a root task to it)
     for k, kind in kinds.items():
-        if kind in ("getitem", "reduce_routed"):
+        if kind in ("getitem", "bucket_owner", "outbound_part", "owner_sums"):
             assert where[k] is not None, k
     assert "bucket_parts" not in kinds.values()
     with dask.config.set(scheduler="sync"):
         ours, theirs = dask.compute(placed, plain)
     for a, b in zip(ours, theirs, strict=True):
+        np.testing.assert_array_equal(a.labels, b.labels)
+        np.testing.assert_array_equal(a.nobs, b.nobs)
         np.testing.assert_array_equal(a.zz, b.zz)
         np.testing.assert_array_equal(a.zxy, b.zxy)
+        np.testing.assert_array_equal(a.xyxy, b.xyxy)
+        assert (a.n, a.sum_log_weights, a.n_dropped) == (b.n, b.sum_log_weights, b.n_dropped)
+        assert (a.within is None) == (b.within is None)
+        if a.within is not None:
+            np.testing.assert_array_equal(a.within, b.within)
+        assert a.exchange == b.exchange
+        assert a.standardization == b.standardization
+    if exchange != "auto":
+        assert ours[0].exchange[exchange] == 2
+    asm = assemble_blocks(list(ours), packed.k)
+    ref = assemble_blocks(list(theirs), packed.k)
+    np.testing.assert_array_equal(asm.glob.xyxy, ref.glob.xyxy)
+    np.testing.assert_array_equal(asm.glob.column_sums, ref.glob.column_sums)
 
 
 def test_without_the_chains_workers_nothing_is_placed():
