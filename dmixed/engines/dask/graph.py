@@ -275,20 +275,21 @@ class _Graph:
         *args,
         name: str | None = None,
         place: str | None = None,
-        urgent: bool = False,
+        urgent: int = 0,
     ) -> TaskRef:
         """A task ``func(*args)``; ``args`` may hold :class:`TaskRef` of this graph's
         tasks, delayed values and futures, also inside tuples, lists and dicts.
         ``place``: the address of the worker it runs on (see the class), or None
-        (where Dask's scheduler chooses).  ``urgent``: run before the graph's other
-        ready tasks on its worker, and its result fetched before theirs (Dask's
-        ``priority`` annotation)."""
+        (where Dask's scheduler chooses).  ``urgent``: a priority above 0 (Dask's
+        ``priority`` annotation, :data:`URGENT_PRIORITY` or :data:`LEAVING_PRIORITY`):
+        run before the graph's ready tasks of lower priority on its worker, and its
+        result fetched before theirs."""
         key = (f"{name or funcname(func)}-{self.token}", len(self.tasks))
         self.tasks[key] = Task(key, func, *[self._node(a) for a in args])
         if place is not None:
             self.places[key] = [place]
         if urgent:
-            self.urgent[key] = URGENT_PRIORITY
+            self.urgent[key] = urgent
         return TaskRef(key)
 
     def item(self, ref: TaskRef, i: int, place: str | None = None) -> TaskRef:
@@ -343,6 +344,11 @@ class _Graph:
 #: Dask's ``priority`` annotation of the tasks a graph marks urgent (:meth:`_Graph.call`):
 #: a worker runs, and fetches the results of, tasks of higher priority first.
 URGENT_PRIORITY = 10
+
+#: The priority of a chain's share of a bucket on another worker (:func:`_moved_share`):
+#: above the bucket owner's reduction on the same worker, so that the share leaves
+#: before that worker spends its thread on its own bucket's routed rows.
+LEAVING_PRIORITY = 20
 
 
 def _pack(*items) -> tuple:
@@ -616,7 +622,7 @@ def _placed_blocks(
                 widths,
                 *[made for _, made in shares],
                 place=home,
-                urgent=True,
+                urgent=URGENT_PRIORITY,
             )
         )
     # block 0 also takes the other buckets' owners' sums and maps (their routed rows
@@ -648,8 +654,9 @@ def _moved_share(
     fetched first there): its transfer starts as soon as the share is made, while the
     chain of ``home`` still runs (a task of ``home`` that also took that chain's result
     would only be given to ``home`` after it)."""
-    made = g.call(_outbound, chain, b, name="outbound_part", place=where, urgent=True)
-    return g.call(_moved, made, name="moved_part", place=home, urgent=True), made
+    made = g.call(_outbound, chain, b, name="outbound_part", place=where, urgent=LEAVING_PRIORITY)
+    moved = g.call(_moved, made, name="moved_part", place=home, urgent=LEAVING_PRIORITY)
+    return moved, made
 
 
 def _owner_sums(owner) -> tuple:

@@ -142,6 +142,9 @@ def test_placed_chains_send_each_part_to_its_buckets_worker_alone(exchange):
         assert kinds[part] == "outbound_part" and kinds[chain] == "chain_partials"
         assert where[part] == where[chain] != where[k]
         assert first[k] == first[part] and first[k] > 0
+        # and it leaves before its worker reduces the rows routed to its own bucket
+        owners = [o for o, kind in kinds.items() if kind == "bucket_owner"]
+        assert all(first[part] > first[o] > 0 for o in owners)
     urgent = ("moved_part", "outbound_part", "bucket_owner")
     rest = {first[k] for k in graph if kinds[k] not in urgent}
     assert rest == {None}
