@@ -184,12 +184,15 @@ def sorted_codes(groups) -> tuple[np.ndarray, np.ndarray]:
 DENSE_RANGE_PER_ROW = 2
 
 
-def _dense_integer_codes(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+def _dense_integer_codes(
+    keys: np.ndarray, owned: bool = False
+) -> tuple[np.ndarray, np.ndarray] | None:
     """:func:`sorted_codes` of integer keys whose range is small next to their number
     (ids 0 … G−1, in any order): one table of the keys present over the range, its
     running count, and one lookup per row (a few times faster than sorting a hash
     table); keys that fill their range are numbered by their offsets alone.  None when
-    the range is too wide."""
+    the range is too wide.  ``owned``: ``keys`` are the caller's to overwrite (int64
+    keys become their offsets in place, and may be returned as the codes)."""
     lo, hi = keys.min(), keys.max()
     span = int(hi) - int(lo)  # Python integers: no overflow for any int64/uint64 range
     if span > DENSE_RANGE_PER_ROW * keys.size + 1024:
@@ -200,8 +203,8 @@ def _dense_integer_codes(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray] | No
         base = np.uint64(lo)
     else:
         offsets = keys.astype(np.int64, copy=False)
-        if lo != 0:
-            offsets = offsets - int(lo)  # within [0, span]
+        if lo != 0:  # within [0, span]
+            offsets = np.subtract(offsets, int(lo), out=offsets if owned else None)
         base = np.int64(lo)
     present = np.zeros(span + 1, dtype=bool)
     present[offsets] = True
@@ -216,7 +219,9 @@ def _dense_integer_codes(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray] | No
             )
         # the offsets are the codes: copied where they are the caller's own keys (a
         # read-only view instead would be copied by every bincount that reads it)
-        codes = offsets.copy() if offsets is keys else offsets.astype(np.int64, copy=False)
+        if offsets is keys and not owned:
+            return offsets.copy(), labels
+        codes = offsets.astype(np.int64, copy=False)
         return codes, labels
     position = np.cumsum(present, dtype=np.int64) - 1
     offsets_present = np.flatnonzero(present).astype(base.dtype)
@@ -232,15 +237,25 @@ class KeyOrder(NamedTuple):
     repeated: bool  # some key occurs more than once (then the order is not defined)
 
 
-def order_distinct(keys: np.ndarray) -> KeyOrder:
+def order_distinct(keys: np.ndarray, owned: bool = False) -> KeyOrder:
     """The sorted order of distinct keys, the same order as :func:`sorted_codes`.
 
     Integer keys whose range is small next to their number take one table over the
     range (as :func:`sorted_codes`: no sort), other integer keys one ``argsort``
     (distinct keys have one sorted order whatever the sort), other keys a sorted hash
     table.  A key given twice is reported in :attr:`KeyOrder.repeated`.
+
+    Parameters
+    ----------
+    keys : ndarray (G,)
+    owned : bool
+        ``keys`` are the caller's to give up: their memory may be overwritten and
+        returned as :attr:`KeyOrder.position` (int64 keys over a small range), saving
+        a copy of ``G`` int64.  The caller reads ``keys`` no more.
     """
-    dense = _dense_integer_codes(keys) if keys.dtype.kind in "iu" and keys.size else None
+    dense = None
+    if keys.dtype.kind in "iu" and keys.size:
+        dense = _dense_integer_codes(keys, owned)
     if dense is not None:
         position, uniq = dense
         return KeyOrder(uniq, position.astype(np.int64, copy=False), len(uniq) != len(keys))

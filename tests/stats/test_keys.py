@@ -180,3 +180,34 @@ def test_hashed_bits_spell_equal_floats_alike():
     assert np.signbit(keys[1])  # the caller's keys untouched
     ints = np.arange(3)
     assert hashed_bits(ints) is ints
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    n=st.integers(0, 300),
+    dtype=st.sampled_from(["int64", "int32", "int8", "uint64", "uint16"]),
+    spread=st.sampled_from([1, 2, 5, 10**6]),  # every id, gaps, a wide range: the sort
+    offset=st.sampled_from([0, 1, -50, 10**12]),
+    repeat=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_owned_keys_order_as_keys_not_owned(n, dtype, spread, offset, repeat, seed):
+    """``order_distinct(keys, owned=True)`` (the keys' memory reused) gives the labels,
+    positions and repeats of ``order_distinct(keys)``, value for value and dtype for
+    dtype, whatever the keys' range and type."""
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(seed)
+    span = min(max(n * spread, 1), int(info.max) - int(info.min))
+    n = min(n, span)
+    base = int(np.clip(offset, info.min, info.max - span))
+    keys = (rng.choice(span, n, replace=False) + base).astype(dtype)
+    if repeat and n:
+        keys = np.concatenate([keys, keys[-1:]])
+    want = order_distinct(keys.copy())
+    got = order_distinct(keys.copy(), owned=True)
+    assert got.repeated == want.repeated
+    for a, b in ((got.labels, want.labels), (got.position, want.position)):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+    if not want.repeated:
+        np.testing.assert_array_equal(want.labels[want.position], keys)

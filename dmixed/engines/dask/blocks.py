@@ -284,10 +284,29 @@ class NarrowInts:
         if self.first is None:
             return self.values.astype(self.dtype)
         out = np.empty(len(self), dtype=np.int64)
-        out[0] = self.first
-        np.cumsum(self.values, dtype=np.int64, out=out[1:])
-        out[1:] += self.first
+        self.into(out)
         return out.astype(self.dtype, copy=False)
+
+    def into(self, out: np.ndarray) -> None:
+        """Write the original integers into ``out`` (shape ``(len(self),)``, any dtype
+        they are cast to, as ``out[:] = self.array()``), expanded in place where ``out``
+        is int64: no array of their own.
+
+        Raises
+        ------
+        ValueError
+            ``out`` is not of this length.
+        """
+        if out.shape != (len(self),):
+            raise ValueError(f"NarrowInts of {len(self)} values into an array of {out.shape}")
+        if self.first is None:
+            out[...] = self.values
+        elif out.dtype != np.int64:
+            out[...] = self.array()
+        else:
+            out[0] = self.first
+            np.cumsum(self.values, dtype=np.int64, out=out[1:])
+            out[1:] += self.first
 
 
 _INT64 = np.iinfo(np.int64)
@@ -305,7 +324,8 @@ def _narrowest(lo: int, hi: int) -> np.dtype:
 
 def block_summary(block: Block) -> Block:
     """The block without its statistics: what the driver needs once, its labels and row
-    counts narrowed (:class:`NarrowInts`; :func:`opened_summary` on the driver)."""
+    counts narrowed (:class:`NarrowInts`; :func:`assemble_blocks` opens them on the
+    driver)."""
     return Block(
         NarrowInts.of(np.asarray(block.labels)),
         NarrowInts.of(np.asarray(block.nobs)),
@@ -320,14 +340,35 @@ def block_summary(block: Block) -> Block:
     )
 
 
-def opened_summary(summary: Block) -> Block:
-    """A gathered :func:`block_summary` with its labels and row counts in their own
-    dtypes again (the summary itself, changed)."""
-    for name in ("labels", "nobs"):
-        value = getattr(summary, name)
-        if isinstance(value, NarrowInts):
-            setattr(summary, name, value.array())
-    return summary
+def joined(parts: list) -> np.ndarray:
+    """``np.concatenate`` of ``parts`` (arrays or :class:`NarrowInts`, their original
+    values) into one array written part by part (numpy's promotion of their dtypes;
+    an empty ``object`` array of none): no array of its own for a part sent narrow."""
+    if not parts:
+        return np.empty(0, dtype=object)
+    out = np.empty(sum(len(p) for p in parts), dtype=np.result_type(*(p.dtype for p in parts)))
+    start = 0
+    for part in parts:
+        stop = start + len(part)
+        if isinstance(part, NarrowInts):
+            part.into(out[start:stop])
+        else:
+            out[start:stop] = part
+        start = stop
+    return out
+
+
+def _scattered(out: np.ndarray, position: np.ndarray, parts: list) -> None:
+    """``out[position] = joined(parts)``, part by part: a part sent narrow as its
+    values where they are not steps (cast on the way), none joined first."""
+    start = 0
+    for part in parts:
+        stop = start + len(part)
+        values = part
+        if isinstance(part, NarrowInts):
+            values = part.values if part.first is None else part.array()
+        out[position[start:stop]] = values
+        start = stop
 
 
 def dense_pieces(block: Block) -> tuple:
@@ -383,25 +424,24 @@ def assemble_blocks(summaries: list[Block], k: int) -> Assembly:
     """Sorted group order (statsmodels', as :func:`~dmixed.stats.keys.sorted_codes`) and
     global sums of the blocks; ``k`` = p + 1.
 
+    The blocks' labels and row counts may be arrays or :class:`NarrowInts` (gathered
+    :func:`block_summary`): the labels are written into one array and ordered in place
+    (:func:`~dmixed.stats.keys.order_distinct` with ``owned``), the row counts
+    scattered to their sorted places block by block.
+
     Raises
     ------
     RuntimeError
         A group key occurs in two blocks (an internal error).
     """
-    labels = (
-        np.concatenate([np.asarray(b.labels) for b in summaries])
-        if summaries
-        else np.empty(0, dtype=object)
-    )
-    order = order_distinct(labels)
+    order = order_distinct(joined([b.labels for b in summaries]), owned=True)
     if order.repeated:
         raise RuntimeError(
             "internal error: a group key occurs in two combined partitions "
             "(group keys of different dtypes in different partitions?)"
         )
     nobs = np.zeros(len(order.labels), dtype=np.int64)
-    if summaries:
-        nobs[order.position] = np.concatenate([b.nobs for b in summaries])
+    _scattered(nobs, order.position, [b.nobs for b in summaries])
     xyxy = functools.reduce(operator.add, (b.xyxy for b in summaries), np.zeros((k, k)))
     # block 0 holds the global within-group sums; the others their combines' corrections
     has_within = bool(summaries) and summaries[0].within is not None

@@ -51,7 +51,7 @@ from ...stats.standardize import Standardization
 from ..base import ENGINE_CHOICES
 from ..vc_crossed import CrossedVCEngine, worth_crossing
 from ..vc_local import StructuredVCEngine, worth_structure
-from .blocks import assemble_blocks, block_summary, dense_pieces, gathered_engine, opened_summary
+from .blocks import assemble_blocks, block_summary, dense_pieces, gathered_engine
 from .checks import missing_values_total
 from .evaluator import (
     DaskEngine,
@@ -377,7 +377,7 @@ def _compute_on_cluster(run: _Pass, graph: list, packed: PackedLayout, layout: L
     summary_futures = (
         client.map(block_summary, futures, pure=False) if early is None else early.summaries
     )
-    summaries = [opened_summary(s) for s in gather(client, summary_futures, "the data pass")]
+    summaries = gather(client, summary_futures, "the data pass")
     asm = assemble_blocks(summaries, packed.k)
     n_groups = len(asm.group_labels)
     if early is not None:

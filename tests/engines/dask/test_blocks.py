@@ -13,7 +13,7 @@ from dmixed.engines.dask.blocks import (
     assemble_blocks,
     block_dense,
     block_summary,
-    opened_summary,
+    joined,
     packed_stats,
     reorder,
     reorder_parts,
@@ -21,6 +21,7 @@ from dmixed.engines.dask.blocks import (
 )
 from dmixed.kernels import StatsBlock
 from dmixed.kernels.groups import GROUP_CHUNK
+from dmixed.stats.keys import order_distinct
 from dmixed.stats.packed import PackedLayout
 
 
@@ -93,15 +94,151 @@ def test_narrow_ints_leave_what_they_cannot_narrow():
     assert _narrowed(keys) is keys
 
 
-def test_a_summary_opened_is_the_block_s_labels_and_counts():
+def test_a_summary_assembles_as_its_block():
+    """The driver assembles gathered summaries (labels and row counts narrowed) as it
+    would the blocks themselves: the same labels, positions and row counts, dtypes too."""
     keys = np.array([2, 5, 9, 10, 400], dtype=np.int64)
-    block = Block(keys, np.array([3, 1, 7, 2, 9]), np.eye(2), 22, 0.0)
-    summary = block_summary(block)
-    assert isinstance(summary.labels, NarrowInts) and isinstance(summary.nobs, NarrowInts)
-    opened = opened_summary(summary)
-    for got, want in ((opened.labels, block.labels), (opened.nobs, block.nobs)):
-        assert got.dtype == want.dtype
-        np.testing.assert_array_equal(got, want)
+    blocks = [
+        Block(keys, np.array([3, 1, 7, 2, 9]), np.eye(2), 22, 0.0),
+        Block(np.array([7, 1, 3], dtype=np.int64), np.array([5, 5, 6]), np.eye(2), 16, 0.0),
+    ]
+    summaries = [block_summary(b) for b in blocks]
+    assert isinstance(summaries[0].labels, NarrowInts)
+    assert isinstance(summaries[0].nobs, NarrowInts)
+    _same_assembly(assemble_blocks(summaries, 2), assemble_blocks(blocks, 2))
+
+
+def _same_assembly(got, want) -> None:
+    for name in ("group_labels", "group_sizes", "position"):
+        a, b = getattr(got, name), getattr(want, name)
+        assert a.dtype == b.dtype, name
+        np.testing.assert_array_equal(a, b)
+    assert got.block_sizes == want.block_sizes
+    assert got.glob.n == want.glob.n
+
+
+def _reference_assembly(blocks: list):
+    """What the driver made before the blocks were assembled in place: every part
+    opened to its own array, concatenated, ordered and scattered."""
+    labels = [b.labels.array() if isinstance(b.labels, NarrowInts) else b.labels for b in blocks]
+    nobs = [b.nobs.array() if isinstance(b.nobs, NarrowInts) else b.nobs for b in blocks]
+    order = order_distinct(np.concatenate(labels) if labels else np.empty(0, dtype=object))
+    sizes = np.zeros(len(order.labels), dtype=np.int64)
+    if blocks:
+        sizes[order.position] = np.concatenate(nobs)
+    return order.labels, sizes, order.position
+
+
+_KEY_KINDS = ["int64", "int32", "uint64", "uint8", "object", "str", "datetime64[ns]"]
+
+
+def _keys_of(kind: str, ids: np.ndarray) -> np.ndarray:
+    if kind == "object":  # tuples
+        keys = np.empty(ids.size, dtype=object)
+        keys[:] = [(i % 3, f"k{i}") for i in ids.tolist()]
+        return keys
+    if kind == "str":
+        return np.array([f"g{i:05d}" for i in ids.tolist()], dtype=object)
+    if kind == "datetime64[ns]":
+        return (np.datetime64("2020-01-01", "ns") + ids.astype("timedelta64[s]")).astype(kind)
+    return ids.astype(kind)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 60), min_size=0, max_size=5),
+    kind=st.sampled_from(_KEY_KINDS),
+    spread=st.sampled_from([1, 3, 10**6]),  # dense ids, ids with gaps, a wide range
+    offset=st.sampled_from([0, 7, 10**12]),
+    sent=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_assembly_in_place_is_the_assembly_of_opened_parts(
+    sizes, kind, spread, offset, sent, seed
+):
+    """Labels and row counts written straight into one array each (narrowed or not,
+    increasing or not, empty blocks among them) give the labels, positions and row
+    counts of the parts opened, concatenated, ordered and scattered, value for value
+    and in the same dtypes, for every kind of key."""
+    rng = np.random.default_rng(seed)
+    n = sum(sizes)
+    if kind in ("uint8",):
+        spread, offset = 1, 0
+    ids = rng.choice(max(n * spread, 1), n, replace=False) + (offset if kind != "uint8" else 0)
+    keys = _keys_of(kind, ids)
+    nobs = rng.integers(1, 300, n)
+    blocks, start = [], 0
+    for size in sizes:
+        sel = slice(start, start + size)
+        part = keys[sel]
+        if rng.random() < 0.5:  # a block's labels in increasing order: sent as steps
+            part = np.sort(part) if kind != "object" else part
+        keys[sel] = part
+        blocks.append(Block(part, nobs[sel], np.eye(2), int(nobs[sel].sum()), 0.0))
+        start += size
+    if sent:
+        blocks = [block_summary(b) for b in blocks]
+    labels, group_sizes, position = _reference_assembly(blocks)
+    asm = assemble_blocks(blocks, 2)
+    assert asm.group_labels.dtype == labels.dtype
+    np.testing.assert_array_equal(asm.group_labels, labels)
+    np.testing.assert_array_equal(asm.group_sizes, group_sizes)
+    np.testing.assert_array_equal(asm.position, position)
+    assert asm.block_sizes == sizes
+    if n:  # a key in two blocks
+        twice = [*blocks, Block(keys[:1], nobs[:1], np.eye(2), 1, 0.0)]
+        with pytest.raises(RuntimeError, match="occurs in two combined partitions"):
+            assemble_blocks(twice, 2)
+
+
+def test_no_summaries_assemble_to_no_groups():
+    asm = assemble_blocks([], 2)
+    assert asm.group_labels.size == 0 and asm.group_sizes.size == 0
+    assert asm.group_labels.dtype == object and asm.block_sizes == []
+    assert asm.glob.n == 0
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    parts=st.lists(
+        st.tuples(
+            st.lists(st.integers(-(2**40), 2**40), max_size=20),
+            st.sampled_from(["int64", "int32", "uint32", "int8"]),
+            st.booleans(),  # increasing (steps)
+        ),
+        max_size=4,
+    ),
+)
+def test_joined_is_the_concatenation_of_the_parts_opened(parts):
+    """``joined`` of parts sent narrowed or not is ``np.concatenate`` of their values:
+    the same values in numpy's promoted dtype."""
+    arrays = []
+    for values, dtype, increasing in parts:
+        info = np.iinfo(dtype)
+        values = np.clip(np.array(values, dtype=np.int64), info.min, info.max)
+        values = np.unique(values) if increasing else values
+        arrays.append(values.astype(dtype))
+    sent = [NarrowInts.of(a) for a in arrays]
+    got = joined(sent)
+    want = np.concatenate(arrays) if arrays else np.empty(0, dtype=object)
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
+
+
+def test_narrow_ints_into_casts_as_an_assignment():
+    steps = NarrowInts.of(np.array([10, 11, 300], dtype=np.int64))
+    plain = NarrowInts.of(np.array([4, 1, 2], dtype=np.int32))
+    assert isinstance(steps, NarrowInts) and steps.first == 10
+    assert isinstance(plain, NarrowInts) and plain.first is None
+    for out_dtype in (np.int64, np.float64, object):
+        for sent in (steps, plain):
+            out = np.empty(3, dtype=out_dtype)
+            sent.into(out)
+            want = np.empty(3, dtype=out_dtype)
+            want[:] = sent.array()
+            np.testing.assert_array_equal(out, want)
+    with pytest.raises(ValueError, match="into an array"):
+        steps.into(np.empty(2, dtype=np.int64))
 
 
 @pytest.mark.parametrize("shape", [(), (3,), (2, 2), (2, 5)])
