@@ -53,12 +53,7 @@ from ..vc_crossed import CrossedVCEngine, worth_crossing
 from ..vc_local import StructuredVCEngine, worth_structure
 from .blocks import assemble_blocks, block_summary, dense_pieces, gathered_engine
 from .checks import missing_values_total
-from .evaluator import (
-    DaskEngine,
-    collect_evaluators,
-    start_evaluators,
-    submit_evaluators,
-)
+from .evaluator import DaskEngine, collect_evaluators, submit_evaluators
 from .graph import block_graph, project_columns, slot_map_graph
 from .progress import ask_workers, gather, thread_workers, wait_for, worker_threads
 from .ragged import RaggedPacked
@@ -380,6 +375,7 @@ def _compute_on_cluster(run: _Pass, graph: list, packed: PackedLayout, layout: L
     summaries = gather(client, summary_futures, "the data pass")
     asm = assemble_blocks(summaries, packed.k)
     n_groups = len(asm.group_labels)
+    moment_futures = None if early is None else early.moments
     if early is not None:
         started = _kept_early(run, early, summaries, packed)
         keep, evaluators, moments = (None, None, None) if started is None else started
@@ -389,9 +385,9 @@ def _compute_on_cluster(run: _Pass, graph: list, packed: PackedLayout, layout: L
         keep = None
         if _keeps_on_cluster(run, n_groups, packed, n_values):
             keep = [i for i, size in enumerate(asm.block_sizes) if size > 0]
-            evaluators, moments = start_evaluators(
-                client, [futures[i] for i in keep], structured, packed.r
-            )
+            blocks = [futures[i] for i in keep]
+            evaluators, moment_futures = submit_evaluators(client, blocks, structured, packed.r)
+            evaluators, moments = collect_evaluators(client, evaluators, moment_futures)
     if keep is None:
         if _crossed(packed):
             engine = gather_crossed(client, futures, asm.position)
@@ -402,18 +398,22 @@ def _compute_on_cluster(run: _Pass, graph: list, packed: PackedLayout, layout: L
             engine = gathered_engine(dense, asm, layout)
         why = _why(run, n_groups)
         logger.log(run.level, "statistics gathered (%s): optimizing in-process", why)
-    else:
-        kept = [graph[i] for i in keep]
-        engine = DaskEngine(client, evaluators, kept, asm.position, structured, moments)
-        logger.log(
-            run.level,
-            "statistics kept on the cluster in %d blocks (%s)",
-            len(keep),
-            _why(run, n_groups),
-        )
-    # the plain blocks are released; the scheduler keeps their recipe (lineage)
-    for f in futures:
-        f.release()
+        # the plain blocks are released; the scheduler keeps their recipe (lineage)
+        for f in futures:
+            f.release()
+        return engine, asm
+    kept = [graph[i] for i in keep]
+    # the plain blocks (and the futures that made the summaries and moment sums) are
+    # released by the engine just after its first round trip's submission: released
+    # here, they would hold that submission back (DaskEngine's notes)
+    spent = [*futures, *summary_futures, *(moment_futures or ())]
+    engine = DaskEngine(client, evaluators, kept, asm.position, structured, moments, spent=spent)
+    logger.log(
+        run.level,
+        "statistics kept on the cluster in %d blocks (%s)",
+        len(keep),
+        _why(run, n_groups),
+    )
     return engine, asm
 
 

@@ -20,7 +20,7 @@ import operator
 import time
 
 import numpy as np
-from distributed import KilledWorker
+from distributed import Future, KilledWorker
 
 from ... import kernels
 from ...kernels.vc_border import CrossedVC
@@ -58,6 +58,11 @@ logger = logging.getLogger("dmixed")
 #: (DESIGN.md §10).  Λ is r × r, so this only matters for variance components with
 #: hundreds of slots.
 SMALL_ARG_BYTES = 32_000
+
+#: Seconds after which the futures handed to a new :class:`DaskEngine` (``spent``) are
+#: released where no round trip released them before: statistics made and never fitted
+#: hold no spent blocks on the workers past this.
+SPENT_RELEASE_SECONDS = 1.0
 
 #: Errors after which a step is resubmitted once: a worker died (its tasks were retried
 #: too often, or a connection broke), or futures were cancelled under us.
@@ -167,15 +172,6 @@ def _block_gather_ragged(ev: StructuredVCEngine):
     return ev.gather_ragged()
 
 
-def start_evaluators(
-    client, blocks: list, layout: Layout | None, r: int
-) -> tuple[list, kernels.MomentSums | None]:
-    """One :func:`make_evaluator` task per block future, waited for; ``(evaluator
-    futures, moment sums)``: :func:`submit_evaluators` then :func:`collect_evaluators`.
-    """
-    return collect_evaluators(client, *submit_evaluators(client, blocks, layout, r))
-
-
 def submit_evaluators(
     client, blocks: list, layout: Layout | None, r: int
 ) -> tuple[list, list | None]:
@@ -235,6 +231,21 @@ def collect_evaluators(
 # ---------------------------------------------------------------------------
 # The engine on the driver
 # ---------------------------------------------------------------------------
+
+
+def _release_later(client, futures: list, delay: float) -> None:
+    """Release ``futures`` after ``delay`` seconds, on the client's event loop (a
+    future released before is left as it is: ``Future.release`` is idempotent)."""
+
+    def release() -> None:
+        for f in futures:
+            f.release()
+
+    loop = getattr(client, "loop", None)
+    if loop is None:  # no event loop to wait on: at once
+        release()
+        return
+    loop.add_callback(loop.call_later, delay, release)
 
 
 def _ordered_random_effects(
@@ -313,6 +324,22 @@ class DaskEngine:
         Given when the evaluators hold the variance components structured
         (:func:`make_evaluator`): the sums then come with one slot per component
         (:attr:`collapsed_vc`).
+    moments : kernels.MomentSums, optional
+        The moment sums, where the data pass summed them with the evaluators.
+    spent : list of Future, optional
+        Futures the engine no longer needs (the data pass's blocks, the evaluators'
+        inputs): released just after the first round trip's submission, else after
+        :data:`SPENT_RELEASE_SECONDS` (or when the engine is closed).
+
+    Notes
+    -----
+    The distributed client sends its messages to the scheduler in batches, one every
+    few milliseconds (``distributed.scheduler.batched-send-interval`` of its
+    ``BatchedSend``): futures released just before a round trip's submission would hold
+    that submission back until the next batch.  So each round trip's own futures are
+    kept and released just after the next round trip's submission (in its batch), or
+    at the end of a fit (:meth:`random_effects_later`), on :meth:`close`, or when the
+    engine is garbage collected.
     """
 
     name = "dask"
@@ -325,13 +352,14 @@ class DaskEngine:
         position: np.ndarray,
         layout: Layout | None = None,
         moments: kernels.MomentSums | None = None,
+        spent: list | None = None,
     ) -> None:
         self._client = client
         self._blocks = list(evaluators)  # futures of one evaluator per block
         self._graph = list(graph)  # delayed of each block, to resubmit if it errs
         self._position = position
         self._layout = layout
-        self._moments = moments  # summed with the evaluators (start_evaluators), or None
+        self._moments = moments  # summed with the evaluators (submit_evaluators), or None
         # the BLUPs made with a Hessian (key of Λ and w, per-block parts): random_effects
         # there needs no round trip of its own
         self._kept_random_effects: tuple[bytes, list] | None = None
@@ -339,6 +367,10 @@ class DaskEngine:
         # needs no round trip of its own
         self._kept_next: _Chained | None = None
         self._detached = False
+        # futures released just after the next round trip's submission (class notes)
+        self._spent = list(spent or ())
+        if self._spent:
+            _release_later(client, self._spent, SPENT_RELEASE_SECONDS)
 
     @property
     def collapsed_vc(self) -> bool:
@@ -369,6 +401,12 @@ class DaskEngine:
         if isinstance(value, np.ndarray) and value.nbytes > SMALL_ARG_BYTES:
             return self._client.scatter(value, hash=False)
         return value
+
+    def _release_spent(self) -> None:
+        """Release the futures kept for release (see the class notes)."""
+        spent, self._spent = self._spent, []
+        for f in spent:
+            f.release()
 
     def _revive(self) -> None:
         """Resubmit blocks whose futures ended in error or were cancelled."""
@@ -417,17 +455,22 @@ class DaskEngine:
     def _round_trip(self, submit, kwargs: dict) -> list:
         """The futures ``submit(arguments)`` makes, waited for and gathered in one round
         trip (resubmitted once after a lost worker); ``kwargs`` are the arguments, large
-        arrays scattered first."""
+        arrays scattered first.  The futures spent before are released just after the
+        submission, and this round trip's are kept to be released after the next one's
+        (see the class notes); a failed attempt's are released at once."""
         self._check()
         self._check_client()
         for attempt in range(2):
             args = {name: self._arg(v) for name, v in kwargs.items()}
             futures = submit(args)
+            self._release_spent()  # in the submission's batch
             started, limits = time.time(), memory_limits(self._client)
             try:
                 wait_for(self._client, futures, what="an optimizer step")
                 direct = gather_direct(self._client)
                 parts = self._client.gather(futures, direct=direct)
+                scattered = [v for v in args.values() if isinstance(v, Future)]
+                self._spent = [*futures, *scattered]
                 return parts if not direct else laid_out(parts)
             except RETRY_ERRORS as exc:
                 self._check_client(exc)
@@ -442,7 +485,7 @@ class DaskEngine:
                 ask_workers(self._client)  # a worker lost: the roster changed
                 self._revive()
             finally:
-                del futures
+                del futures, args  # kept in self._spent where the round trip succeeded
         raise AssertionError("unreachable")  # pragma: no cover
 
     # -- the engine interface ------------------------------------------------------
@@ -598,7 +641,7 @@ class DaskEngine:
 
     def moments(self) -> kernels.MomentSums:
         """Σ over groups of the parameter-free moment sums (starting values): those
-        summed with the evaluators (:func:`start_evaluators`), else one round trip."""
+        summed with the evaluators (:func:`submit_evaluators`), else one round trip."""
         self._check()
         if self._moments is None:
             self._moments = functools.reduce(operator.add, self._map(_block_moments))
@@ -657,12 +700,16 @@ class DaskEngine:
             parts = kept[1]
         else:
             parts = self._map(_block_random_effects, lam=lam, w=w)
+        # the end of a fit (its results' BLUPs): no round trip follows at once, and the
+        # workers hold no BLUPs for the life of the model
+        self._release_spent()
         return functools.partial(_ordered_random_effects, parts, self._position, self.collapsed_vc)
 
     def gather(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-group ``zz`` (G, r, r) and ``zxy`` (G, r, p+1) on the driver, in sorted
         group order (e.g. to save the statistics)."""
         parts = self._map(_block_gather)
+        self._release_spent()  # the copies of the statistics made for the driver
         zz = reorder_parts(self._position, [z for z, _ in parts])
         return zz, reorder_parts(self._position, [x for _, x in parts])
 
@@ -672,6 +719,7 @@ class DaskEngine:
         ``kernels.vc_border.CrossedVC`` where the components share rows): never padded
         (for the saved statistics)."""
         parts = self._map(_block_gather_ragged)
+        self._release_spent()  # the copies of the statistics made for the driver
         if isinstance(parts[0], CrossedVC):
             return CrossedVC.concatenate(parts, self._position)
         return concatenate_ragged(parts, self._position)
@@ -684,6 +732,7 @@ class DaskEngine:
         self._detached = True
         for f in blocks:
             f.release()
+        self._release_spent()
 
     # -- pickling: never carry a client or futures -----------------------------------
 
@@ -700,3 +749,4 @@ class DaskEngine:
         self._kept_random_effects = None
         self._kept_next = None
         self._detached = True
+        self._spent = []

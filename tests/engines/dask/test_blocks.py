@@ -153,9 +153,7 @@ def _keys_of(kind: str, ids: np.ndarray) -> np.ndarray:
     sent=st.booleans(),
     seed=st.integers(0, 2**32 - 1),
 )
-def test_assembly_in_place_is_the_assembly_of_opened_parts(
-    sizes, kind, spread, offset, sent, seed
-):
+def test_assembly_in_place_is_the_assembly_of_opened_parts(sizes, kind, spread, offset, sent, seed):
     """Labels and row counts written straight into one array each (narrowed or not,
     increasing or not, empty blocks among them) give the labels, positions and row
     counts of the parts opened, concatenated, ordered and scattered, value for value

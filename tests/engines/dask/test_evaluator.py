@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import pickle
+import time
 import warnings
 
 import dask
@@ -12,6 +15,7 @@ import pytest
 from distributed import Client, LocalCluster
 
 import dmixed
+from dmixed.engines.dask import evaluator
 from dmixed.engines.dask.blocks import to_block
 from dmixed.engines.dask.evaluator import DaskEngine, make_evaluator
 from dmixed.stats import Layout
@@ -151,3 +155,87 @@ def test_a_dask_fit_of_a_lossy_random_design_is_refused():
         )
         with pytest.raises(dmixed.DataError, match=r"group\(s\) of the statistics summed"):
             model.loglike(np.array([5000.0, 0.0, 10.0]))
+
+
+def _held_keys(client) -> set:
+    """The keys whose values the scheduler holds on the workers."""
+
+    def held(dask_scheduler) -> set:
+        return {ts.key for ts in dask_scheduler.tasks.values() if ts.state == "memory"}
+
+    return client.run_on_scheduler(held)
+
+
+def _settled(client, want) -> set:
+    """The held keys once they are ``want()`` (releases reach the scheduler in their
+    own time), or as they are after a few seconds."""
+    for _ in range(100):
+        keys = _held_keys(client)
+        if keys == want():
+            return keys
+        time.sleep(0.05)
+    return keys
+
+
+def _keys(futures) -> set:
+    return {f.key for f in futures}
+
+
+@pytest.fixture
+def ddf():
+    return dd.from_pandas(make_data(n_groups=120, seed=4), npartitions=4)
+
+
+def test_the_spent_blocks_go_with_the_first_round_trip(client, ddf, monkeypatch):
+    """The data pass's blocks stay held until the engine's first round trip is
+    submitted (then released), that round trip's futures until the next one's or the
+    engine's close; a closed engine holds nothing on the workers."""
+    monkeypatch.setattr(evaluator, "SPENT_RELEASE_SECONDS", 3600.0)
+    model = dmixed.mixedlm("y ~ x1 + x2", ddf, groups="g", re_formula="1 + x1")
+    stats = model.statistics(client=client, engine="distributed")
+    engine = stats.engine
+    assert isinstance(engine, DaskEngine)
+    evaluators = _keys(engine.blocks)
+    before = _held_keys(client)
+    assert before > evaluators  # the blocks too
+    lam = stats.layout.lam(np.array([1.0, 0.0, 1.0]), True)
+    engine.step(lam, stats.layout.k_re)
+    first = _settled(client, lambda: evaluators | (_held_keys(client) - before))
+    assert not first & (before - evaluators)  # the blocks released
+    assert first - evaluators  # the round trip's own futures, kept
+    engine.step(lam, stats.layout.k_re)
+    second = _settled(client, lambda: evaluators | (_held_keys(client) - first))
+    assert not second & (first - evaluators)  # the first round trip's released
+    assert second - evaluators  # the second round trip's, kept
+    held = pickle.loads(pickle.dumps(engine))  # a detached copy carries no futures
+    assert held.blocks == []
+    with pytest.raises(RuntimeError, match="unpickled or closed"):
+        held.step(lam, stats.layout.k_re)
+    engine.close()
+    assert _settled(client, set) == set()
+
+
+def test_statistics_never_fitted_release_their_blocks(client, ddf, monkeypatch):
+    """Statistics made and never fitted release the data pass's blocks after
+    ``SPENT_RELEASE_SECONDS``: the workers hold the evaluators alone."""
+    monkeypatch.setattr(evaluator, "SPENT_RELEASE_SECONDS", 0.01)
+    model = dmixed.mixedlm("y ~ x1 + x2", ddf, groups="g", re_formula="1 + x1")
+    engine = model.statistics(client=client, engine="distributed").engine
+    evaluators = _keys(engine.blocks)
+    assert _settled(client, evaluators.copy) == evaluators
+    engine.close()
+
+
+def test_repeated_fits_hold_no_more_on_the_workers(client, ddf):
+    """Fit after fit on one client: once a fit's results are dropped, the workers hold
+    nothing of it, and a live fit holds its engine's evaluators alone (no data-pass
+    block, no round trip's sums)."""
+    for _ in range(3):
+        model = dmixed.mixedlm("y ~ x1 + x2", ddf, groups="g", re_formula="1 + x1")
+        res = model.fit(client=client, engine="distributed")
+        engine = model.statistics(client=client).engine
+        evaluators = _keys(engine.blocks)
+        assert evaluators and _settled(client, evaluators.copy) == evaluators
+        del res, model, engine
+        gc.collect()
+        assert _settled(client, set) == set()
