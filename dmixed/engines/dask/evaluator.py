@@ -333,13 +333,12 @@ class DaskEngine:
 
     Notes
     -----
-    The distributed client sends its messages to the scheduler in batches, one every
-    few milliseconds (``distributed.scheduler.batched-send-interval`` of its
-    ``BatchedSend``): futures released just before a round trip's submission would hold
-    that submission back until the next batch.  So each round trip's own futures are
-    kept and released just after the next round trip's submission (in its batch), or
-    at the end of a fit (:meth:`random_effects_later`), on :meth:`close`, or when the
-    engine is garbage collected.
+    The distributed client sends its messages to the scheduler in batches, at most one
+    batch every 10 ms (its ``BatchedSend``): futures released just before a round
+    trip's submission would hold that submission back until the next batch.  So each
+    round trip's own futures are kept and released just after the next round trip's
+    submission (in its batch), or at the end of a fit (:meth:`random_effects_later`),
+    on :meth:`close`, or when the engine is garbage collected.
     """
 
     name = "dask"
