@@ -53,8 +53,8 @@ LEDGER = {"owed_ns": 0.0, "bought": False}
 #: the pass it replaces: the C extension's one pass over the rows
 #: (:func:`~dmixed.kernels.rows.plain_statistics`; nothing saved: that pass is as fast
 #: or faster) or numpy's ``bincount`` per term (rows with weights or variance
-#: components, or no extension); the medians at 200k-2M rows, rounded down
-#: (benchmarks/RESULTS.md, "2026-12-04: the first fit of a fresh process")
+#: components, or no extension); the medians, rounded down (benchmarks/RESULTS.md,
+#: "2026-12-04: the first fit of a fresh process")
 ROWS_SAVED_NS = {"c": 0.0, "numpy": 5.0}
 #: the per-row pass of a process that buys eagerly (:func:`load_eagerly`), with numba
 #: not loaded yet, from this many rows: a long-lived process repays the load within a
@@ -159,7 +159,8 @@ def rows_compiled(n_rows: int, table_bytes: int = 0) -> bool:
 def rows_pass(n_rows: int, table_bytes: int = 0, against: str = "numpy") -> bool:
     """Whether an in-process fit's per-row pass over ``n_rows`` rows runs compiled: the
     one decision of the pass, made before its first step (each step then asks
-    :func:`rows_compiled`, which answers the same while the pass runs).
+    :func:`rows_compiled`, which answers from the state this call leaves: numba bought
+    or not).
 
     With numba not loaded, in a process that buys by the ledger (the default), the pass
     runs the other one (``against``: ``"c"`` the C extension's pass, ``"numpy"`` the
