@@ -15,7 +15,8 @@ import numpy as np
 from .. import kernels
 from ..design.arrays import RowData
 from ..errors import DataError
-from ..kernels.compiled import nested_numbering, rows_compiled
+from ..kernels import native
+from ..kernels.compiled import nested_numbering, rows_pass
 from ..kernels.groups import random_effects_later
 from ..kernels.vc_blocks import one_entry_per_row, ragged_statistics
 from ..stats import FittedStatistics, GlobalStats, GroupArrays, Layout
@@ -205,6 +206,11 @@ def statistics_from_rows(
     t0 = time.perf_counter()
     codes, labels = sorted_codes(rows.groups)
     n_groups = len(labels)
+    # the pass's one choice of the compiled kernels, before its first step (the
+    # numbering): the C extension's pass where the plain statistics can run
+    plain_rows = not rows.vc_cols and rows.weights is None
+    against = "c" if plain_rows and native.extension() is not None else "numpy"
+    compiled = rows_pass(codes.shape[0], against=against)
     nums = [
         number_vc_cells(codes, cols, vals, n_groups, nested_numbering(cols.size))
         for cols, vals in zip(rows.vc_cols, rows.vc_vals, strict=True)
@@ -241,7 +247,7 @@ def statistics_from_rows(
         rows = dataclasses.replace(rows, weights=weights)
     structured = worth_structure(layout)
     plain = None
-    if not nums and rows.weights is None and not rows_compiled(codes.shape[0]):
+    if plain_rows and not compiled:
         # the common case's pass: no plan found by looking, no packed table to unpack
         plain = kernels.plain_statistics(
             codes, n_groups, rows.endog, rows.exog, rows.exog_re, std, gram, rank_one=True

@@ -4,11 +4,18 @@ The numpy kernels of :mod:`~dmixed.kernels.groups` and :mod:`~dmixed.kernels.row
 the reference; the numba kernels of :mod:`~dmixed.kernels.jit` (per group) and
 :mod:`~dmixed.kernels.rows_jit` (per row) compute the same sums in one pass.  This
 module is the one place that chooses between them: :func:`backend` for the per-group
-sums (step, Hessian, BLUPs), :func:`rows_compiled` for the per-row pass (and
-:func:`nested_numbering` for a nested component's numbering), all through
-:func:`forced` (the ``DMIXED_KERNELS`` environment variable).  numba is imported (and the
-kernels compiled, or loaded from the on-disk cache) on the first call that picks it,
-never by ``import dmixed``.
+sums (step, Hessian, BLUPs), :func:`rows_pass` and :func:`rows_compiled` for the
+per-row pass (and :func:`nested_numbering` for a nested component's numbering), all
+through :func:`forced` (the ``DMIXED_KERNELS`` environment variable).  numba is imported
+(and the kernels compiled, or loaded from the on-disk cache) on the first call that picks
+it, never by ``import dmixed``.
+
+Loading numba costs a fresh process about as much as a fit of millions of rows, so it is
+rented before it is bought: while numba is not loaded the numpy kernels run and
+:data:`LEDGER` adds up what they are estimated to cost beyond the compiled ones, per
+group (:func:`backend`) and per row (:func:`rows_pass`); numba is loaded once that sum
+reaches :data:`LOAD_NS`.  A process that stays up for many large passes (a Dask worker)
+buys at its first large pass instead (:func:`load_eagerly`).
 """
 
 from __future__ import annotations
@@ -32,18 +39,26 @@ SAVED_NS = {"step": (12, 36, 530), "hessian": (0, 0, 550), "blups": (0, 18, 500)
 #: calls of each kernel in a typical fit: about 5 evaluations, 2 Hessians (Newton
 #: steps with BFGS updates, and the standard errors), one set of BLUPs
 FIT_CALLS = {"step": 5, "hessian": 2, "blups": 1}
-#: importing numba and loading the cached kernels, once per process (ns; about 0.4 s,
-#: benchmarks/RESULTS.md)
-LOAD_NS = 400e6
+#: importing numba and loading a fit's cached kernels, once per process (ns: a fresh
+#: process's first fit forced to numba against one forced to numpy, bytecode cached;
+#: benchmarks/RESULTS.md, "2026-12-04: the first fit of a fresh process")
+LOAD_NS = 450e6
 #: the estimated time the numpy kernels have cost this process beyond the compiled
-#: ones (ns): once it reaches :data:`LOAD_NS`, numba is loaded (rent until buying
-#: would have been cheaper: a process never pays more than about twice the best
-#: choice made in hindsight)
-LEDGER = {"owed_ns": 0.0}
+#: ones (ns), and whether the compiled ones were bought (``bought``): once the cost
+#: reaches :data:`LOAD_NS`, numba is loaded (rent until buying would have been cheaper:
+#: a process never pays more than about twice the best choice made in hindsight)
+LEDGER = {"owed_ns": 0.0, "bought": False}
 
-#: the per-row pass, with numba not loaded yet, from this many rows: loading numba and
-#: the cached kernel costs about 0.2 s once per process, which the pass repays within a
-#: few fits of this size (benchmarks/RESULTS.md, seventh session)
+#: what the compiled per-row pass of an in-process fit saves, in ns per row, against
+#: the pass it replaces: the C extension's one pass over the rows
+#: (:func:`~dmixed.kernels.rows.plain_statistics`; nothing saved: that pass is as fast
+#: or faster) or numpy's ``bincount`` per term (rows with weights or variance
+#: components, or no extension); the medians, rounded down (benchmarks/RESULTS.md,
+#: "2026-12-04: the first fit of a fresh process")
+ROWS_SAVED_NS = {"c": 0.0, "numpy": 5.0}
+#: the per-row pass of a process that buys eagerly (:func:`load_eagerly`), with numba
+#: not loaded yet, from this many rows: a long-lived process repays the load within a
+#: few passes of this size (benchmarks/RESULTS.md, seventh session)
 ROWS_MIN_COLD = 500_000
 #: the per-row pass, with numba already loaded, from this many rows
 ROWS_MIN_LOADED = 10_000
@@ -56,6 +71,10 @@ ROWS_MIN_LOADED = 10_000
 #: won from 50k groups on; on a quiet machine the compiled pass won at 200k groups (a
 #: 12.8 MB table, seventh session), so the limit keeps that size compiled.
 ROWS_MAX_TABLE_BYTES = 16 << 20
+#: how this process buys numba for the per-row pass: by the ledger (``eager`` False,
+#: the default: :func:`rows_pass`) or at its first pass of :data:`ROWS_MIN_COLD` rows
+#: (:func:`load_eagerly`)
+ROWS_POLICY = {"eager": False}
 
 _CHOICES = ("auto", "numpy", "numba")
 
@@ -99,11 +118,28 @@ def forced() -> str:
     return choice
 
 
+def numba_loaded() -> bool:
+    """Whether the compiled kernels are this process's already: numba imported, or
+    bought by :data:`LEDGER` (the pass that bought it imports it)."""
+    return bool(LEDGER["bought"]) or "numba" in sys.modules
+
+
+def load_eagerly() -> None:
+    """Have this process load numba at its first per-row pass of :data:`ROWS_MIN_COLD`
+    rows, without the ledger (:data:`ROWS_POLICY`): for processes that stay up for many
+    large passes, as the Dask engine's workers (a pass of numpy there costs more than
+    the load within a few partitions).  Once per process; it cannot be undone."""
+    ROWS_POLICY["eager"] = True
+
+
 def rows_compiled(n_rows: int, table_bytes: int = 0) -> bool:
-    """Whether the per-row pass over ``n_rows`` rows runs compiled: when forced, or
-    when numba is importable, the rows are many enough (:data:`ROWS_MIN_COLD`, or
-    :data:`ROWS_MIN_LOADED` once numba is loaded) and the table of sums
-    (``table_bytes``) small enough (:data:`ROWS_MAX_TABLE_BYTES`).
+    """Whether a step of the per-row pass over ``n_rows`` rows runs compiled, as this
+    process stands (nothing charged, nothing bought: :func:`rows_pass` decides a pass
+    and the steps of the pass ask here): when forced, or when numba is importable, the
+    table of sums (``table_bytes``) is small enough (:data:`ROWS_MAX_TABLE_BYTES`) and
+    the rows are many enough: :data:`ROWS_MIN_LOADED` once numba is loaded
+    (:func:`numba_loaded`), :data:`ROWS_MIN_COLD` before in a process that buys eagerly
+    (:func:`load_eagerly`), never before otherwise.
 
     Raises
     ------
@@ -115,23 +151,59 @@ def rows_compiled(n_rows: int, table_bytes: int = 0) -> bool:
         return choice == "numba"
     if table_bytes > ROWS_MAX_TABLE_BYTES:
         return False
-    if "numba" in sys.modules:
+    if numba_loaded():
         return n_rows >= ROWS_MIN_LOADED
-    return n_rows >= ROWS_MIN_COLD and numba_available()
+    return ROWS_POLICY["eager"] and n_rows >= ROWS_MIN_COLD and numba_available()
+
+
+def rows_pass(n_rows: int, table_bytes: int = 0, against: str = "numpy") -> bool:
+    """Whether an in-process fit's per-row pass over ``n_rows`` rows runs compiled: the
+    one decision of the pass, made before its first step (each step then asks
+    :func:`rows_compiled`, which answers from the state this call leaves: numba bought
+    or not).
+
+    With numba not loaded, in a process that buys by the ledger (the default), the pass
+    runs the other one (``against``: ``"c"`` the C extension's pass, ``"numpy"`` the
+    ``bincount`` per term) and adds to :data:`LEDGER` what it is estimated to cost beyond
+    the compiled pass (``n_rows`` × :data:`ROWS_SAVED_NS`); once the ledger reaches
+    :data:`LOAD_NS` (at once for a pass that alone would save as much), numba is bought
+    and this pass runs compiled.  Passes below :data:`ROWS_MIN_LOADED` rows, or whose
+    table of sums (``table_bytes``) is past :data:`ROWS_MAX_TABLE_BYTES`, would not run
+    compiled anyway and are not charged.
+
+    Raises
+    ------
+    ValueError
+        As :func:`forced`; ``against`` not a key of :data:`ROWS_SAVED_NS`.
+    """
+    if against not in ROWS_SAVED_NS:
+        raise ValueError(f"against must be one of {sorted(ROWS_SAVED_NS)}, got {against!r}")
+    if (
+        forced() == "auto"
+        and not ROWS_POLICY["eager"]
+        and not numba_loaded()
+        and n_rows >= ROWS_MIN_LOADED
+        and table_bytes <= ROWS_MAX_TABLE_BYTES
+        and numba_available()
+    ):
+        LEDGER["owed_ns"] += n_rows * ROWS_SAVED_NS[against]
+        LEDGER["bought"] = LEDGER["owed_ns"] >= LOAD_NS
+    return rows_compiled(n_rows, table_bytes)
 
 
 def nested_numbering(n_entries: int):
     """The compiled numbering of a nested component's ``n_entries`` entries
     (:func:`dmixed.kernels.slots_jit.nested_pairs`, numba imported here) where the
     per-row pass over as many rows would run compiled (:func:`rows_compiled`: loading
-    numba for it alone costs more than it saves), else None (numpy's numbering).
+    numba for it alone costs more than it saves; an in-process fit's pass decides first,
+    :func:`rows_pass`), else None (numpy's numbering).
 
     Raises
     ------
     ValueError
         As :func:`forced`.
     """
-    if not rows_compiled(n_entries):
+    if not rows_compiled(n_entries):  # the pass's decision (rows_pass), not a new one
         return None
     from .slots_jit import nested_pairs  # numba loads here, on first use
 
@@ -146,10 +218,11 @@ def backend(n_groups: int, r: int, kernel: str = "step") -> str:
     ``DMIXED_KERNELS=numpy`` or ``=numba`` forces one; ``auto`` (or unset) picks numba
     when it is importable and either already loaded in this process, or one fit of
     this size saves more than loading it costs (:data:`SAVED_NS`, :data:`FIT_CALLS`,
-    :data:`LOAD_NS`: from about 6.7M, 2M and 94k groups at r = 1, 2, ≥ 3), or the
-    numpy kernels have by now cost the process more than loading it would have
-    (:data:`LEDGER`: repeated fits of a smaller size switch after some fits, the first
-    fit of a fresh process does not pay the load).
+    :data:`LOAD_NS`: from about 7.5M, 2.3M and 106k groups at r = 1, 2, ≥ 3), or the
+    numpy kernels (per group, and the per-row pass: :func:`rows_pass`) have by now cost
+    the process more than loading it would have (:data:`LEDGER`: repeated fits of a
+    smaller size switch after some fits, the first fit of a fresh process does not pay
+    the load).
 
     Raises
     ------
@@ -160,14 +233,15 @@ def backend(n_groups: int, r: int, kernel: str = "step") -> str:
     choice = forced()
     if choice != "auto":
         return choice
-    if "numba" in sys.modules:
+    if numba_loaded():
         return "numba"
     if not numba_available():
         return "numpy"
     i = min(max(r, 1), 3) - 1
     per_fit = n_groups * sum(calls * SAVED_NS[k][i] for k, calls in FIT_CALLS.items())
     LEDGER["owed_ns"] += n_groups * SAVED_NS[kernel][i]
-    return "numba" if max(per_fit, LEDGER["owed_ns"]) >= LOAD_NS else "numpy"
+    LEDGER["bought"] = max(per_fit, LEDGER["owed_ns"]) >= LOAD_NS
+    return "numba" if LEDGER["bought"] else "numpy"
 
 
 def _upper_to_full(a: np.ndarray) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import warnings
@@ -244,17 +245,23 @@ def test_backend_choice(monkeypatch):
     assert compiled.backend(10**8, 3) == "numpy"
 
 
+def _fresh_ledger(monkeypatch) -> None:
+    """The ledger of a process that has bought nothing yet."""
+    monkeypatch.setitem(compiled.LEDGER, "owed_ns", 0.0)
+    monkeypatch.setitem(compiled.LEDGER, "bought", False)
+
+
 def test_backend_loads_numba_when_it_pays(monkeypatch):
     """numba not loaded: a fit large enough to repay the load picks it at once; smaller
     fits stay in numpy until the estimated cost of numpy reaches the load."""
     monkeypatch.delenv(compiled.ENV_VAR, raising=False)
     monkeypatch.setattr(compiled, "numba_available", lambda: True)
     monkeypatch.delitem(sys.modules, "numba", raising=False)
-    monkeypatch.setitem(compiled.LEDGER, "owed_ns", 0.0)
+    _fresh_ledger(monkeypatch)
     assert compiled.backend(3 * 10**6, 2) == "numba"  # one fit repays the load
-    monkeypatch.setitem(compiled.LEDGER, "owed_ns", 0.0)
-    assert compiled.backend(10**5, 3, "hessian") == "numba"
-    monkeypatch.setitem(compiled.LEDGER, "owed_ns", 0.0)
+    _fresh_ledger(monkeypatch)
+    assert compiled.backend(2 * 10**5, 3, "hessian") == "numba"
+    _fresh_ledger(monkeypatch)
     picks = []
     for _ in range(200):  # fits of 20k groups, r = 2: 5 steps, 2 Hessians, BLUPs
         for kernel, calls in compiled.FIT_CALLS.items():
@@ -277,6 +284,110 @@ def test_rows_pass_leaves_large_tables_to_numpy(monkeypatch):
     assert not rows_compiled(10**7, ROWS_MAX_TABLE_BYTES + 1)
     monkeypatch.setenv("DMIXED_KERNELS", "numba")
     assert rows_compiled(10**7, ROWS_MAX_TABLE_BYTES + 1)
+
+
+def test_rows_pass_rents_numpy_until_the_ledger_buys(monkeypatch):
+    """numba not loaded, buying by the ledger: a pass runs numpy and charges its rows'
+    estimated saving; the pass that brings the ledger to the load runs compiled, and
+    every step after it (numba bought).  A pass that alone saves the load buys at once;
+    a pass against the C extension's (which saves nothing) or one too small or with too
+    large a table charges nothing."""
+    monkeypatch.delenv(compiled.ENV_VAR, raising=False)
+    monkeypatch.setattr(compiled, "numba_available", lambda: True)
+    monkeypatch.delitem(sys.modules, "numba", raising=False)
+    monkeypatch.setitem(compiled.ROWS_POLICY, "eager", False)
+    _fresh_ledger(monkeypatch)
+    per_row = compiled.ROWS_SAVED_NS["numpy"]
+    n = 10**6
+    assert not compiled.rows_pass(n, against="c")
+    assert not compiled.rows_pass(compiled.ROWS_MIN_LOADED - 1)
+    assert not compiled.rows_pass(n, compiled.ROWS_MAX_TABLE_BYTES + 1)
+    assert compiled.LEDGER["owed_ns"] == 0.0
+    passes = []
+    while not passes or not passes[-1]:
+        passes.append(compiled.rows_pass(n))
+        assert compiled.rows_compiled(n) is passes[-1]  # the steps answer as the pass
+    assert len(passes) == -(-compiled.LOAD_NS // (n * per_row))
+    assert compiled.LEDGER["bought"] and compiled.rows_compiled(compiled.ROWS_MIN_LOADED)
+    assert compiled.backend(1, 1) == "numba"  # one ledger: the per-group kernels too
+    _fresh_ledger(monkeypatch)
+    assert compiled.rows_pass(int(compiled.LOAD_NS / per_row) + 1)  # one pass repays
+    _fresh_ledger(monkeypatch)
+    with pytest.raises(ValueError, match="against"):
+        compiled.rows_pass(n, against="fortran")
+
+
+def test_rows_pass_forced_and_eager(monkeypatch):
+    """``DMIXED_KERNELS`` wins over the ledger (nothing charged); a process that buys
+    eagerly (a Dask worker) runs compiled from :data:`ROWS_MIN_COLD` rows at once."""
+    monkeypatch.setattr(compiled, "numba_available", lambda: True)
+    monkeypatch.delitem(sys.modules, "numba", raising=False)
+    monkeypatch.setitem(compiled.ROWS_POLICY, "eager", False)
+    _fresh_ledger(monkeypatch)
+    monkeypatch.setenv(compiled.ENV_VAR, "numpy")
+    assert not compiled.rows_pass(10**12)
+    monkeypatch.setenv(compiled.ENV_VAR, "numba")
+    assert compiled.rows_pass(1)
+    assert compiled.LEDGER == {"owed_ns": 0.0, "bought": False}
+    monkeypatch.setenv(compiled.ENV_VAR, "auto")
+    assert not compiled.rows_compiled(compiled.ROWS_MIN_COLD)  # renting: never cold
+    compiled.load_eagerly()
+    assert compiled.ROWS_POLICY["eager"]
+    assert not compiled.rows_pass(compiled.ROWS_MIN_COLD - 1)
+    assert compiled.rows_pass(compiled.ROWS_MIN_COLD)
+    assert compiled.LEDGER == {"owed_ns": 0.0, "bought": False}
+
+
+# A fresh interpreter's in-process fits of 600k rows: the first leaves numba unloaded
+# and charges the ledger; forced numpy charges nothing; with the load made cheap the
+# ledger buys numba after some more fits of numpy, a later fit's pass runs compiled,
+# and it agrees with the first fit to 1e-12.
+_RENT = """
+import os, sys
+import numpy as np
+import dmixed
+from dmixed.kernels import compiled
+rng = np.random.default_rng(0)
+n_groups, size = 60_000, 10
+g = np.repeat(np.arange(n_groups), size)
+x = np.column_stack([np.ones(g.size), rng.normal(size=(g.size, 2))])
+b = rng.normal(size=(n_groups, 2)) * [1.0, 0.5]
+y = x @ [1.0, 2.0, 3.0] + b[g, 0] + b[g, 1] * x[:, 1] + rng.normal(size=g.size)
+def fit():
+    model = dmixed.MixedLM(y, x, g, exog_re=x[:, :2])
+    return model.fit(reml=True), model.statistics()
+first, numpy_pass = fit()
+assert "numba" not in sys.modules, "numba loaded by the first fit"
+per_fit = compiled.LEDGER["owed_ns"]
+assert per_fit > 0 and not compiled.LEDGER["bought"], compiled.LEDGER
+os.environ[compiled.ENV_VAR] = "numpy"
+compiled.LOAD_NS = 1.0
+fit()
+assert "numba" not in sys.modules and compiled.LEDGER["owed_ns"] == per_fit
+del os.environ[compiled.ENV_VAR]
+# a load that one fit's estimate does not repay and a few fits' charges do
+estimate = n_groups * sum(c * compiled.SAVED_NS[k][1] for k, c in compiled.FIT_CALLS.items())
+compiled.LOAD_NS = estimate + 1.5 * per_fit
+rented = 0
+while "numba" not in sys.modules:
+    owed = compiled.LEDGER["owed_ns"]
+    assert owed < compiled.LOAD_NS and rented < 40, "not bought once the ledger reached the load"
+    fit()
+    rented += 1
+assert rented >= 2, rented
+last, compiled_pass = fit()
+assert "dmixed.kernels.rows_jit" in sys.modules, "the pass did not run compiled"
+for a, b in zip(numpy_pass.engine.gather(), compiled_pass.engine.gather(), strict=True):
+    np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12 * np.abs(a).max())
+# the fits differ in the per-group kernels too (bought with the pass): to rounding
+np.testing.assert_allclose(last.fe_params, first.fe_params, rtol=1e-12, atol=1e-12)
+assert abs(last.llf - first.llf) <= 1e-12 * abs(first.llf)
+"""
+
+
+def test_fresh_process_rents_before_it_buys():
+    env = {k: v for k, v in os.environ.items() if k != compiled.ENV_VAR}
+    subprocess.run([sys.executable, "-c", _RENT], check=True, env=env)
 
 
 @settings(max_examples=30, **QUICK)

@@ -27,6 +27,7 @@ from ...stats.standardize import Standardization
 from ..local import local_engine, rank_one_engine, refuse_inexact
 from . import handover
 from .combine import root_term_parts
+from .tuning import prepare_worker
 
 
 @dataclass
@@ -228,7 +229,9 @@ def combined_block(block_args: dict, combine, *args) -> Block:
     combines and its block in one task (one pass less over the bucket's sums between
     tasks, and one task less to schedule).  A held block of the chains' rows of terms
     is made by :func:`merged_block` where it can be: the combine and the block's
-    layout in one pass."""
+    layout in one pass.  The worker is prepared as a chain's
+    (:func:`~dmixed.engines.dask.tuning.prepare_worker`): it may have read no chain."""
+    prepare_worker()
     parts = root_term_parts(combine, *args) if block_args.get("held") else None
     merged = None if parts is None else merged_block(parts, block_args["packed"])
     if merged is None:

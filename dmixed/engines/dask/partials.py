@@ -61,7 +61,7 @@ from .progress import BatchedReport, report_partitions
 from .ragged import RaggedAccumulator, RaggedPacked, ragged_rows, tables_bytes
 from .relay import relayed
 from .routing import PendingRows, Router, exchange_report
-from .tuning import tune_worker_malloc
+from .tuning import prepare_worker
 
 #: Column holding the group key in the frames of variance-component pairs.
 KEY_COLUMN = "__dmixed_group__"
@@ -171,7 +171,7 @@ def partition_partials(
 
 
 def _partition_partials(pdf, spec, slot_map, packed, n_buckets: int, std, key_dtype) -> tuple:
-    tune_worker_malloc()
+    prepare_worker()
     if isinstance(packed, RaggedPacked):
         return accumulate_ragged([pdf], spec, slot_map, packed, n_buckets, key_dtype, std)
     rows, n_dropped = partition_rows(pdf, spec, slot_map)
@@ -240,7 +240,7 @@ def accumulate_frames(
     :class:`~dmixed.engines.dask.combine.GroupAccumulator`: the body of
     :func:`chain_partials` and :func:`resident_chain_partials` (:func:`accumulate_ragged`
     for a :class:`~dmixed.engines.dask.ragged.RaggedPacked` layout)."""
-    tune_worker_malloc()
+    prepare_worker()
     if isinstance(packed, RaggedPacked):
         return accumulate_ragged(frames, spec, slot_map, packed, n_buckets, key_dtype, std)
     acc = GroupAccumulator(packed.width, key_dtype)

@@ -31,6 +31,11 @@ Dask reads every buffer it receives into memory of its own, so a part is sent in
 below the mmap threshold (:data:`~dmixed.kernels.term_table.MOVED_PIECE_BYTES`), which
 the heap serves from pages it keeps, and joined in a kept buffer (benchmarks/RESULTS.md,
 alt-s36).
+
+A worker also loads numba at its first large per-row pass (:func:`prepare_worker`,
+:func:`~dmixed.kernels.compiled.load_eagerly`): it stays up for many passes over large
+partitions, where a pass of numpy costs more than the load within a few partitions, while
+an in-process fit rents numpy until the ledger says to buy.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import ctypes
 import os
 import sys
 
+from ...kernels.compiled import load_eagerly
 from ...kernels.term_table import keep_table_buffers
 
 #: Apply :func:`tune_malloc` in the worker processes: the mmap threshold to 32 MB, the
@@ -89,3 +95,12 @@ def tune_worker_malloc() -> None:
     call this first: they allocate large temporaries too)."""
     if TUNE_WORKER_MALLOC:
         tune_malloc()
+
+
+def prepare_worker() -> None:
+    """What a task of the data pass sets up in its worker process first: the kernels'
+    eager purchase of numba (:func:`~dmixed.kernels.compiled.load_eagerly`: the
+    process stays up for many large passes) and the malloc settings
+    (:func:`tune_worker_malloc`)."""
+    load_eagerly()
+    tune_worker_malloc()

@@ -53,3 +53,42 @@ def test_tuned_thread_keeps_its_heaps():
     if untuned < 1000:
         pytest.skip(f"this glibc keeps a thread's heaps untuned ({untuned} faults)")
     assert _faults("tuned") < untuned // 4
+
+
+def _kernels_state(cold: int | None = None) -> tuple[bool, bool]:
+    """On a worker: whether it buys numba eagerly and whether numba is loaded (with
+    ``cold``, :data:`~dmixed.kernels.compiled.ROWS_MIN_COLD` set to it first)."""
+    from dmixed.kernels import compiled
+
+    if cold is not None:
+        compiled.ROWS_MIN_COLD = cold
+    return compiled.ROWS_POLICY["eager"], "numba" in sys.modules
+
+
+def test_workers_buy_numba_at_their_first_large_pass():
+    """The data pass's tasks have their worker processes buy numba eagerly
+    (:func:`~dmixed.engines.dask.tuning.prepare_worker`): a worker that ran one loads
+    numba during the first fit (a pass of ``ROWS_MIN_COLD`` rows, set small here)."""
+    pytest.importorskip("numba")
+    import dask
+    import dask.dataframe as dd
+    from distributed import Client, LocalCluster
+
+    import dmixed
+
+    from ..._synth import make_data
+
+    ddf = dd.from_pandas(make_data(n_groups=200, seed=8), npartitions=4)
+    with (
+        dask.config.set({"dmixed.engine": "distributed"}),
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        before = client.run(_kernels_state, 100)
+        assert not any(eager or loaded for eager, loaded in before.values()), before
+        dmixed.mixedlm("y ~ x1 + x2", ddf, groups="g", re_formula="1 + x1").fit(client=client)
+        after = client.run(_kernels_state)
+    assert any(eager for eager, _ in after.values()), after
+    assert all(loaded for eager, loaded in after.values() if eager), after
