@@ -83,9 +83,9 @@ def main() -> None:
                 out = []
                 for _ in range(args.fits):
                     data = dd.read_parquet(f"{tmp}/{name}")
-                    res = dmixed.mixedlm(
-                        "y ~ x1 + x2", data, groups="g", re_formula="1 + x1"
-                    ).fit(client=client)
+                    res = dmixed.mixedlm("y ~ x1 + x2", data, groups="g", re_formula="1 + x1").fit(
+                        client=client
+                    )
                     if args.read:
                         key = res.group_labels[0]
                         res.random_effects[key], res.random_effects_cov[key], res.summary()
