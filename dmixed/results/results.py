@@ -399,10 +399,6 @@ class MixedLMResults(FittedValues, Hypotheses):
 
     # -- random effects -----------------------------------------------------------
 
-    def _re_names(self, gi: int) -> tuple[list[str], np.ndarray]:
-        """Names of group gi's random effects and their padded slot positions."""
-        return _state_effect_names(self._state, gi)
-
     @cached_property
     def random_effects(self) -> dict:
         """Conditional means (BLUPs) of each group's random effects: ``B* u_i``.
