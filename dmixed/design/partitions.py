@@ -233,8 +233,24 @@ def restored_values(ddf, columns, groups: str | None = None):
         elif c == groups and types and types != {"str"}:
             object_class(types, c)  # several kinds refused, with the in-process message
             keys = _keys_of_text(original, ddf._meta[c].dtype, c)
-            restored[c] = ddf[c].map(keys, meta=(c, object))
+            if isinstance(keys.iloc[0], tuple):
+                # pandas gives the map of Arrow text an Arrow type inferred from its
+                # values, and Arrow reads tuples as lists: the keys would come back as
+                # arrays (other values keep their value under Arrow's types); the
+                # values are of one type (object_class), so the first one tells
+                restored[c] = ddf[c].map_partitions(_objects_of_text, keys, meta=(c, object))
+            else:
+                restored[c] = ddf[c].map(keys, meta=(c, object))
     return ddf.assign(**restored) if restored else ddf
+
+
+def _objects_of_text(text: pd.Series, keys: pd.Series) -> pd.Series:
+    """``text.map(keys)`` as an ``object`` column of ``keys``' own values (missing where
+    the text is missing), whatever type Arrow would infer for them."""
+    at = keys.index.get_indexer(pd.Index(text))
+    values = keys.to_numpy(dtype=object)[at]
+    values[at < 0] = None
+    return pd.Series(values, index=text.index, name=text.name, dtype=object)
 
 
 def _keys_of_text(original: pd.Series, dtype, column: str) -> pd.Series:

@@ -68,11 +68,20 @@ def _refused(gufunc, args: tuple, error: ValueError) -> NoReturn:
     """Raise what ``np.linalg`` raises for ``args`` that ``gufunc`` refused with
     ``error`` (not a LAPACK failure: a shape that is not a (stack of) square matrices,
     which np.linalg's checks refuse first with a ``LinAlgError`` of its own); ``error``
-    itself where np.linalg takes them."""
-    if isinstance(error, np.linalg.LinAlgError):
+    itself where np.linalg takes them.
+
+    The frame lets go of ``error`` as it leaves: a frame that holds the exception it
+    raises is in a cycle with it (the traceback holds the frame), and that cycle keeps
+    every caller's frame and their locals (a fit's model and statistics, futures on a
+    cluster) until Python's cyclic garbage collector runs, where a caller catches it
+    (a Cholesky that fails on the way to a fallback)."""
+    try:
+        if isinstance(error, np.linalg.LinAlgError):
+            raise error
+        _NUMPY[gufunc](*args)
         raise error
-    _NUMPY[gufunc](*args)
-    raise error
+    finally:
+        del error
 
 
 def _guarded(message: str):

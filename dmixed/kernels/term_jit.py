@@ -325,15 +325,18 @@ def move_rows(table, rows, bucket, starts, spill, order):  # pragma: no cover - 
 @numba.njit(cache=True, nogil=True)
 def key_codes(keys, base, out):  # pragma: no cover - compiled
     """``out[i] = keys[i] − base`` (int64, wrapping on overflow) and the keys' ``(min,
-    max)``, in one pass (:func:`~dmixed.kernels.term_table.key_codes`); ``keys`` not
-    empty."""
+    max)``, in one pass (:func:`~dmixed.kernels.term_table.key_codes`); with ``out``
+    None the range alone (:func:`~dmixed.kernels.term_table.key_range`: numba compiles
+    that call apart, the store pruned with its branch, as ``out`` is None by type);
+    ``keys`` not empty."""
     lo = keys[0]
     hi = keys[0]
     for i in range(keys.size):
         k = keys[i]
         lo = min(lo, k)
         hi = max(hi, k)
-        out[i] = k - base
+        if out is not None:
+            out[i] = k - base
     return lo, hi
 
 
@@ -348,19 +351,6 @@ def copy_finite(src, dst):  # pragma: no cover - compiled
         dst[i] = v
         bad += v * 0.0
     return bad == bad
-
-
-@numba.njit(cache=True, nogil=True)
-def key_range(keys):  # pragma: no cover - compiled
-    """The int64 keys' ``(min, max)`` in one pass
-    (:func:`~dmixed.kernels.term_table.key_range`); ``keys`` not empty."""
-    lo = keys[0]
-    hi = keys[0]
-    for i in range(keys.size):
-        k = keys[i]
-        lo = min(lo, k)
-        hi = max(hi, k)
-    return lo, hi
 
 
 @numba.njit(inline="always")

@@ -814,9 +814,9 @@ def key_range(keys: np.ndarray) -> tuple[int, int] | None:
     """
     if keys.dtype != np.int64 or keys.ndim != 1 or not keys.size or not rows_compiled(keys.size):
         return None
-    from .term_jit import key_range as compiled  # numba: imported on first use only
+    from .term_jit import key_codes as compiled  # numba: imported on first use only
 
-    lo, hi = compiled(np.ascontiguousarray(keys))
+    lo, hi = compiled(np.ascontiguousarray(keys), np.int64(0), None)  # (no codes made)
     return int(lo), int(hi)
 
 

@@ -399,12 +399,6 @@ class MixedLMResults(FittedValues, Hypotheses):
 
     # -- random effects -----------------------------------------------------------
 
-    def _re_names(self, gi: int) -> tuple[list[str], np.ndarray]:
-        """Names of group gi's random effects and their padded slot positions."""
-        return effect_names(
-            self.names, self.k_re, self._vc_slot_cols, gi, self._state.vc_empty_cols
-        )
-
     @cached_property
     def random_effects(self) -> dict:
         """Conditional means (BLUPs) of each group's random effects: ``B* u_i``.
@@ -415,9 +409,11 @@ class MixedLMResults(FittedValues, Hypotheses):
         one DataFrame.  Finite on the boundary (computed in Λ-form).
         """
 
+        state = self._state  # (not self: see _state_effect_names)
+
         def make(gi: int) -> pd.Series:
-            names, pos = self._re_names(gi)
-            return pd.Series(np.where(pos >= 0, self._blup[gi, np.maximum(pos, 0)], 0.0), names)
+            names, pos = _state_effect_names(state, gi)
+            return pd.Series(np.where(pos >= 0, state.blup[gi, np.maximum(pos, 0)], 0.0), names)
 
         return ByGroup(self.group_labels, make)
 
@@ -426,9 +422,11 @@ class MixedLMResults(FittedValues, Hypotheses):
         """Conditional covariance of each group's random effects: ``σ̂² Λ K_i⁻¹ Λ'``
         (a dict group → DataFrame, made on first lookup as :attr:`random_effects`)."""
 
+        state = self._state  # (not self: see _state_effect_names)
+
         def make(gi: int) -> pd.DataFrame:
-            names, pos = self._re_names(gi)
-            block = with_empty(cov_block(self._blup_cov, gi, pos[pos >= 0]), pos, self.vcomp)
+            names, pos = _state_effect_names(state, gi)
+            block = with_empty(cov_block(state.blup_cov, gi, pos[pos >= 0]), pos, state.vcomp)
             return pd.DataFrame(block, index=names, columns=names, copy=False)
 
         return ByGroup(self.group_labels, make)
@@ -653,6 +651,14 @@ class MixedLMResults(FittedValues, Hypotheses):
             f"<dmixed MixedLMResults: {self.method}, nobs={self.nobs}, groups={self.n_groups}, "
             f"llf={self.llf:.4f}, converged={self.converged}>"
         )
+
+
+def _state_effect_names(state: ResultsState, gi: int) -> tuple[list[str], np.ndarray]:
+    """Names of group gi's random effects and their padded slot positions, from the
+    state record alone: the by-group dicts' lookups read it, never the results that
+    cache the dicts (that would be a reference cycle, which keeps the fitted model and
+    its statistics, on a cluster too, until Python's cyclic garbage collector runs)."""
+    return effect_names(state.names, state.k_re, state.vc_slot_cols, gi, state.vc_empty_cols)
 
 
 def load(path, eval_env=None) -> MixedLMResults:

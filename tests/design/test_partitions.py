@@ -160,6 +160,23 @@ def test_group_keys_of_every_pandas_frame_of_a_collection_are_restored():
     assert restored["g"].tolist() == frame["g"].tolist()
 
 
+def test_group_keys_that_arrow_reads_as_lists_are_restored_as_tuples():
+    """Tuples of numbers: pandas types the map of Arrow text by its values, and Arrow
+    reads tuples as lists, so the keys came back as arrays ("nested values", refused as
+    a Parquet list column).  They are the pandas frame's tuples, missing ones missing."""
+    key = np.empty(12, dtype=object)
+    key[:] = [(i % 3, i % 2) for i in range(11)] + [None]
+    frame = pd.DataFrame({"g": key, "y": np.arange(12.0)})
+    with dask.config.set({"dataframe.convert-string": True}):
+        ddf = dd.from_pandas(frame, npartitions=3, sort=False)
+    with dask.config.set(scheduler="sync"):
+        restored = restored_values(ddf, ["g", "y"], "g").compute()
+    assert restored["g"].dtype == object
+    assert restored["g"].iloc[:11].tolist() == frame["g"].iloc[:11].tolist()
+    assert all(type(v) is tuple for v in restored["g"].iloc[:11])
+    assert restored["g"].iloc[11] is None
+
+
 def test_a_renamed_column_is_not_read_back_from_the_pandas_column_of_its_new_name():
     """``rename(columns={"g": "old", "h": "g"})`` once read the text of ``h`` back through
     the keys of the pandas frame's ``g``: every group missing.  Names a later step

@@ -7,11 +7,14 @@ import math
 import re
 import sys
 import warnings
+import weakref
 
 import numpy as np
 import pytest
 
 from dmixed.kernels import small_linalg
+
+from .._collector import Held, collector_off
 
 
 def _matrices(n: int, count: int, seed: int) -> list[np.ndarray]:
@@ -376,3 +379,29 @@ def test_smallest_eigenvalue_decides_as_the_eigenvalues(n: int, initial: float) 
         assert (ours < bound) == (expected < bound)
         if not ours > bound:
             _same(np.float64(ours), np.float64(expected))
+
+
+@pytest.mark.parametrize(
+    "refused",
+    [np.array([[1.0, 2.0], [2.0, 1.0]]), np.ones((2, 3))],
+    ids=["not positive definite", "not square"],
+)
+def test_a_caught_refusal_leaves_no_reference_cycle(refused):
+    """The ``LinAlgError`` of a matrix refused, caught by a caller (a fallback), leaves
+    no reference cycle: the frame that raised it held it, which kept every caller's
+    frame and their locals (a fit's model, its futures on a cluster) until Python's
+    cyclic garbage collector ran."""
+
+    def caller(held: Held) -> bool:
+        try:
+            small_linalg.cholesky(refused)
+        except np.linalg.LinAlgError:
+            return False
+        return True
+
+    with collector_off():
+        held = Held()
+        gone = weakref.ref(held)
+        assert not caller(held)
+        del held
+        assert gone() is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+import weakref
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,7 @@ import pytest
 import dmixed
 from dmixed.results.by_group import ByGroup
 
+from .._collector import collector_off
 from .._synth import make_data
 
 
@@ -82,3 +84,25 @@ def test_numbers_as_keys_find_their_group():
     assert lazy[5] == 10 and lazy[np.int64(7)] == 20 and lazy[5.0] == 10
     assert list(lazy.values()) == [0, 10, 20] and len(lazy) == 3
     assert repr(lazy) == "<3 groups: {np.int64(3): ..., np.int64(5): ..., np.int64(7): ...}>"
+
+
+def test_results_whose_dicts_were_read_go_with_their_last_reference():
+    """Results whose ``random_effects`` and ``random_effects_cov`` were read (cached,
+    with their lookups) go, and their model with them, with the last reference: the
+    lookups once read the results themselves, a reference cycle that kept the model and
+    its statistics (futures on a cluster) until Python's cyclic garbage collector ran.
+    The dicts outlive the results."""
+    df = make_data(n_groups=12, vc_sd=0.5, seed=3)
+    with collector_off():
+        res = dmixed.mixedlm(
+            "y ~ x1", df, groups="g", re_formula="1 + x1", vc_formula={"sub": "0 + C(sub)"}
+        ).fit()
+        means, covs = res.random_effects, res.random_effects_cov
+        assert len(means[0]) and len(covs[0])  # looked up: cached in the dicts
+        frame = res.random_effects_frame()
+        gone, model_gone = weakref.ref(res), weakref.ref(res.model)
+        del res
+        assert gone() is None and model_gone() is None
+    # looked up after the results are gone
+    np.testing.assert_array_equal(means[1].to_numpy()[: frame.shape[1]], frame.loc[1].to_numpy())
+    assert covs[1].shape == (len(means[1]), len(means[1]))

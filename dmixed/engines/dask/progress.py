@@ -306,7 +306,13 @@ def wait_for(
                 try:
                     wait(futures, timeout=tick)
                     return
-                except TimeoutError:
+                except TimeoutError as timeout:
+                    # distributed's sync() raises the error its closure's cell holds,
+                    # so the error's traceback holds the cell's frame and the frame the
+                    # error: that cycle would keep this frame and its callers' (the fit's
+                    # futures on the cluster) until Python's cyclic garbage collector
+                    # runs; the traceback is not needed
+                    timeout.__traceback__ = None
                     watch.check()
                     if not progress or time.monotonic() - last_line < PROGRESS_INTERVAL:
                         continue

@@ -47,11 +47,14 @@ RTOL = 1e-8
 
 
 def _keys(g: np.ndarray, kind: str) -> pd.Series:
-    """Group keys of one of the kinds users have: int, strings of every dtype, categorical."""
+    """Group keys of one of the kinds users have: int, strings of every dtype,
+    categorical, tuples."""
     if kind == "int":
         return pd.Series(g * 7 + 3, dtype=np.int64)
     if kind == "dense_int":  # ids 0..G-1: partials are added by position (combine_partials)
         return pd.Series(g, dtype=np.int64)
+    if kind == "tuple":  # hashable labels, as statsmodels groups them (Arrow reads a list)
+        return pd.Series([(int(v) % 4, int(v)) for v in g], dtype=object)
     labels = np.array([f"g{v:03d}" if v % 3 else f"G{v}" for v in g], dtype=object)
     if kind == "object":
         return pd.Series(labels, dtype=object)
@@ -324,6 +327,22 @@ def test_cluster_distributed_matches_pandas(
     assert isinstance(engine, DaskEngine)
     assert all(isinstance(f, Future) for f in engine.blocks)
     _assert_same(res, _reference(df, model_kw, key))
+
+
+@pytest.mark.parametrize("engine", ["distributed", "local"])
+def test_cluster_tuple_keys_match_pandas(cluster_client, engine):
+    """Tuple group keys of a ``dd.from_pandas`` collection (Dask holds them as text) are
+    the pandas frame's tuples on the cluster too, with the statistics on the workers or
+    gathered.  (``dd.from_map`` of a function returning them makes text of them in Dask
+    itself: its keys are that text.)"""
+    df = _frame(key="tuple")
+    ref = _reference(df, SLOPE, "tuple")
+    assert isinstance(ref.group_labels[0], tuple)
+    with dask.config.set({"dmixed.engine": engine}):
+        m, res = _fit(dd.from_pandas(df, npartitions=3), SLOPE, client=cluster_client)
+    held = DaskEngine if engine == "distributed" else LocalEngine
+    assert isinstance(m.statistics(client=cluster_client).engine, held)
+    _assert_same(res, ref)
 
 
 @pytest.mark.parametrize("steps", ["as persisted", "filtered and assigned after"])

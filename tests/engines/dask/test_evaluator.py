@@ -15,13 +15,14 @@ import pytest
 from distributed import Client, LocalCluster
 
 import dmixed
-from dmixed.engines.dask import evaluator
+from dmixed.engines.dask import evaluator, progress
 from dmixed.engines.dask.blocks import to_block
 from dmixed.engines.dask.evaluator import DaskEngine, make_evaluator
 from dmixed.stats import Layout
 from dmixed.stats.packed import PackedLayout
 
 from ..._centred import near_constant
+from ..._collector import collector_off
 from ..._synth import make_data
 
 
@@ -224,6 +225,44 @@ def test_statistics_never_fitted_release_their_blocks(client, ddf, monkeypatch):
     evaluators = _keys(engine.blocks)
     assert _settled(client, evaluators.copy) == evaluators
     engine.close()
+
+
+def _scheduler_tasks(client, want: set | None = None) -> set:
+    """Every key the scheduler knows (held, released with their recipe, waiting): once
+    they are ``want`` (releases reach the scheduler in their own time), or as they are
+    after a few seconds; without ``want``, as they are now."""
+    for _ in range(100):
+        keys = client.run_on_scheduler(lambda dask_scheduler: set(dask_scheduler.tasks))
+        if want is None or keys == want:
+            break
+        time.sleep(0.05)
+    return keys
+
+
+@pytest.mark.parametrize("engine", ["distributed", "local"])
+def test_dropped_fits_leave_no_task_without_the_cyclic_collector(client, ddf, engine, monkeypatch):
+    """With Python's cyclic garbage collector off, fits whose results were read and
+    then dropped leave no task on the scheduler, the statistics kept on the workers or
+    gathered: reference cycles kept each fit's futures until that collector ran (a
+    ``TimeoutError`` of the data pass's wait, a refused Cholesky on the way to a
+    fallback, the results' by-group dicts).  A live fit on the workers holds its
+    engine's evaluators and their recipe (the model may fit again); one gathered
+    holds nothing."""
+    monkeypatch.setattr(progress, "WORKER_CHECK_INTERVAL", 0.001)  # waits time out
+    before = _scheduler_tasks(client, set())
+    with collector_off():
+        for _ in range(3):
+            model = dmixed.mixedlm("y ~ x1 + x2", ddf, groups="g", re_formula="1 + x1")
+            res = model.fit(client=client, engine=engine)
+            assert len(res.random_effects[0]) == len(res.random_effects_cov[0]) == 2
+            assert res.summary() is not None
+            if engine == "distributed":
+                evaluators = _keys(model.statistics(client=client).engine.blocks)
+                assert evaluators and evaluators <= _scheduler_tasks(client) - before
+            else:
+                assert _scheduler_tasks(client, before) == before
+            del res, model
+            assert _scheduler_tasks(client, before) == before
 
 
 def test_repeated_fits_hold_no_more_on_the_workers(client, ddf):

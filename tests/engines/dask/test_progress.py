@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import weakref
 
 import dask
 import dask.dataframe as dd
@@ -14,6 +15,7 @@ import dmixed
 from dmixed.engines.dask.progress import no_workers_timeout
 from dmixed.errors import NoWorkersError, WorkersDiedError
 
+from ..._collector import Held, collector_off
 from ..._synth import make_data
 
 
@@ -93,6 +95,29 @@ def test_a_fit_asks_the_scheduler_for_its_workers_once(client, monkeypatch):
     assert asked == [client]
     assert progress.worker_threads(client) == sum(client.nthreads().values())
     assert progress.memory_limits(client).endswith("per worker")
+
+
+def test_a_wait_past_its_checks_leaves_no_reference_cycle(client, monkeypatch):
+    """A wait that outlasts its checks of the workers (distributed's wait timing out:
+    a data pass longer than a second) leaves no reference cycle: distributed's
+    ``TimeoutError`` is in one with the frame that raised it, whose traceback held the
+    waiting frame and its callers' (a fit's futures) until Python's cyclic garbage
+    collector ran."""
+    from dmixed.engines.dask import progress
+
+    monkeypatch.setattr(progress, "WORKER_CHECK_INTERVAL", 0.01)  # 30 checks in the wait
+
+    def caller(held: Held) -> bool:
+        future = client.submit(time.sleep, 0.3, pure=False)
+        progress.wait_for(client, [future], what="a wait")
+        return future.done()
+
+    with collector_off():
+        held = Held()
+        gone = weakref.ref(held)
+        assert caller(held)
+        del held
+        assert gone() is None
 
 
 @pytest.mark.parametrize(
