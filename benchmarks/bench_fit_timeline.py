@@ -15,9 +15,16 @@ and prints per fit, in milliseconds:
 
 - ``dp→rt1``: from the end of the last task before the first round trip (the data
   pass's last: a block, a summary or moment sums) to that round trip's submission;
+- ``dp→run1``: from the end of that last task to the first round trip's first task's
+  start on a worker: what the workers wait between the data pass and the optimizer
+  (the driver's turn ``dp→rt1`` and the first ``sub→run``);
 - ``sub→run``: from a round trip's submission to its first task's start on a worker
   (median over the fit's round trips): the scheduler's turn, and the client's batching
   of messages (``BatchedSend``) where a release was queued just before;
+- ``rt1``: from the first round trip's submission to the end of its gather (the
+  driver's work between them, if longer than the workers', counts here);
+- ``work1``: from the first round trip's first task's start to its last task's end on the
+  workers (their compute, slowed where the driver's work shares their cores);
 - ``turn``: from the end of a round trip's gather to the next one's submission (median:
   the driver's own work between round trips);
 - ``idle``: from the last task of a round trip to the first of the next (median: what
@@ -74,16 +81,19 @@ class Recorder:
 
         def timed_gather(*args, **kwargs):
             start = time.time()
+            futures = args[0] if args else kwargs.get("futures", ())
+            names = {_name(f.key) for f in futures if hasattr(f, "key")}
             try:
                 return gather(*args, **kwargs)
             finally:
-                self.events.append(("gather", start, time.time()))
+                self.events.append(("gather", start, time.time(), names))
 
         client.map, client.gather = timed_map, timed_gather
 
     def round_trips(self) -> list[tuple[float, float, set]]:
         """``(submission, gather end, key names)`` of each round trip: its first keyed
-        map after the previous one's gather, to the gather after it."""
+        map after the previous one's gather, to the gather of its tasks after it (a
+        gather of other tasks between, the data pass's, is not the round trip's)."""
         trips: list = []
         current = None
         for event in self.events:
@@ -91,7 +101,7 @@ class Recorder:
                 if current is None:
                     current = [event[1], None, set()]
                 current[2] |= event[2]
-            elif current is not None:
+            elif current is not None and event[3] & current[2]:
                 current[1] = event[2]
                 trips.append(tuple(current))
                 current = None
@@ -135,10 +145,14 @@ def fit_timeline(trips: list, tasks: list) -> dict:
         for i in range(len(trips) - 1)
         if by_trip[i] and by_trip[i + 1]
     ]
+    run1 = min(s for s, _ in by_trip[0]) if by_trip[0] else float("nan")
     return {
         "dp_rt1": (first_submit - max(before)) * ms if before else float("nan"),
+        "dp_run1": (run1 - max(before)) * ms if before else float("nan"),
         "sub_run": statistics.median(sub_run) * ms,
         "sub_run_rt1": sub_run[0] * ms,
+        "rt1": (trips[0][1] - first_submit) * ms,
+        "work1": (max(e for _, e in by_trip[0]) - run1) * ms if by_trip[0] else float("nan"),
         "turn": statistics.median(turn) * ms if turn else float("nan"),
         "idle": statistics.median(idle) * ms if idle else float("nan"),
         "trips": len(trips),
@@ -187,6 +201,8 @@ def main() -> None:
             line["wall"] = wall * 1e3
             print(
                 f"fit {i}: wall {line['wall']:.0f}  dp→rt1 {line['dp_rt1']:.1f}  "
+                f"dp→run1 {line['dp_run1']:.1f}  rt1 {line['rt1']:.1f}  "
+                f"work1 {line['work1']:.1f}  "
                 f"sub→run rt1 {line['sub_run_rt1']:.1f} median {line['sub_run']:.1f}  "
                 f"turn {line['turn']:.1f}  idle {line['idle']:.1f}  trips {line['trips']}  "
                 f"llf {res.llf!r}",
