@@ -14,6 +14,7 @@ limit (:func:`gather`).
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import logging
 import time
@@ -356,6 +357,8 @@ def gather(client, futures, what: str = ""):
     WorkersDiedError
         The workers running a task died (``distributed``'s ``KilledWorker``); the message
         says when the nannies restarted them at their memory limit, and the limit.
+    Exception
+        What a task raised on a worker, as :func:`detached` gives it.
     """
     from distributed.scheduler import KilledWorker
 
@@ -366,6 +369,29 @@ def gather(client, futures, what: str = ""):
         return client.gather(futures)
     except KilledWorker as exc:
         raise died_error(client, started, what, exc, limits) from exc
+    except Exception as exc:  # noqa: BLE001 - raised again, detached
+        raise detached(exc) from None
+
+
+def detached(exc: Exception) -> Exception:
+    """A copy of ``exc``, the error a task raised on a worker, to raise on the driver in
+    its place (same type, arguments and attributes; ``copy.copy``, as the error was
+    unpickled), ``exc``'s own traceback dropped; ``exc`` itself where it cannot be
+    copied alike.
+
+    ``distributed`` keeps the error in the state of every future of an erred task, and
+    the client holds those states while any of the futures lives.  Raised as it is, the
+    error takes in its traceback the driver's frames it passes through, which hold the
+    futures: the client would then hold the futures, the tasks stay on the scheduler for
+    the client's life, whatever the garbage collector does."""
+    try:
+        twin = copy.copy(exc)
+    except Exception:  # noqa: BLE001 - not copied: raised as it is
+        return exc
+    if type(twin) is not type(exc) or twin.args != exc.args:
+        return exc
+    exc.__traceback__ = None
+    return twin
 
 
 def memory_limits(client) -> str:

@@ -184,3 +184,62 @@ def test_a_loopback_cluster_gathers_from_the_workers_to_the_same_bits():
                 fits[direct] = (res.params.to_numpy(), res.bse.to_numpy(), res.llf, blups)
     for a, b in zip(fits[None], fits[False], strict=True):
         assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
+
+
+class _Refused(ValueError):
+    """An error with an attribute of its own, as the project's errors carry."""
+
+    def __init__(self, message: str, column: str = "") -> None:
+        super().__init__(message)
+        self.column = column
+
+
+def _raises_on_the_worker() -> None:
+    raise _Refused("refused on the worker", column="x2")
+
+
+def test_detached_copies_the_error_and_drops_the_kept_ones_traceback():
+    from dmixed.engines.dask.progress import detached
+
+    try:
+        _raises_on_the_worker()
+    except _Refused as exc:
+        twin = detached(exc)
+        assert exc.__traceback__ is None
+        kept = exc
+    assert type(twin) is _Refused and twin is not kept
+    assert twin.args == ("refused on the worker",) and twin.column == "x2"
+    assert twin.__traceback__ is None
+
+
+def test_detached_keeps_an_error_it_cannot_copy_alike():
+    from dmixed.engines.dask.progress import detached
+
+    class Odd(Exception):
+        def __init__(self, a: int, b: int) -> None:
+            super().__init__(a + b)  # args unlike __init__'s: copy.copy fails
+
+    odd = Odd(1, 2)
+    assert detached(odd) is odd
+
+
+def test_an_error_raised_on_a_worker_lets_go_of_the_driver_frames(client):
+    """The error a task raised is kept by distributed in the erred future's state, which
+    the client holds while the future lives: raised as it was, its traceback took the
+    frame that held the future, so the client held that frame (and the tasks stayed on
+    the scheduler) for its life, a garbage collection or not.  Raised detached, the
+    frame goes with the error that left it."""
+    from dmixed.engines.dask import progress
+
+    def caller(held: Held) -> None:
+        future = client.submit(_raises_on_the_worker, pure=False)
+        progress.gather(client, [future], "a task")
+
+    with collector_off():
+        held = Held()
+        gone = weakref.ref(held)
+        with pytest.raises(_Refused, match="refused on the worker") as info:
+            caller(held)
+        assert info.value.column == "x2"
+        del held, info
+        assert gone() is None
