@@ -118,6 +118,47 @@ def local_cluster(n_workers: int, memory_limit: str, worker_env: bool = False):
     )
 
 
+class WarmScanner:
+    """The peer's table scan (``pyarrow.dataset`` of ``columns``, ``to_table``) in one
+    long-lived child process, run on request: warm like the fits' workers (its imports
+    done, its allocator holding the pages of the scans before), so that a scan between
+    two fits pays no process start and no first touch of fresh memory (which costs
+    seconds a GiB on this VM after a while idle).  ``threads``: Arrow's CPU and I/O
+    thread pools set to that many (the fit's number of workers); None: Arrow's defaults.
+    Three scans run at the start, untimed."""
+
+    def __init__(self, directory: str, columns: list[str], threads: int | None = None) -> None:
+        pools = (
+            f"pa.set_cpu_count({threads}); pa.set_io_thread_count({threads})\n" if threads else ""
+        )
+        code = (
+            "import sys, time, pyarrow as pa, pyarrow.dataset as ds\n"
+            + pools
+            + "for _ in sys.stdin:\n"
+            "    t0 = time.perf_counter()\n"
+            f"    n = ds.dataset({directory!r}, format='parquet').to_table("
+            f"columns={columns!r}).num_rows\n"
+            "    print(time.perf_counter() - t0, n, flush=True)\n"
+        )
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(3):
+            self.scan()
+
+    def scan(self) -> float:
+        """Seconds of one scan."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
+        return float(self.proc.stdout.readline().split()[0])
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
 class PeakRSS:
     """Samples the resident memory of this process and its descendants."""
 
@@ -390,41 +431,6 @@ def main() -> None:
         ).stdout.split()
         return float(out[0]), int(out[1])
 
-    class WarmScanner:
-        """The table scan in one long-lived child process, run on request: warm like the
-        fits' workers (its imports done, its allocator holding the pages of the scans
-        before), so that a scan between two fits pays no process start and no first
-        touch of fresh memory (which costs seconds a GiB on this VM after a while idle)."""
-
-        def __init__(self) -> None:
-            code = (
-                "import sys, time, pyarrow.dataset as ds\n"
-                "for _ in sys.stdin:\n"
-                "    t0 = time.perf_counter()\n"
-                f"    n = ds.dataset({args.dir!r}, format='parquet').to_table("
-                f"columns={columns!r}).num_rows\n"
-                "    print(time.perf_counter() - t0, n, flush=True)\n"
-            )
-            self.proc = subprocess.Popen(
-                [sys.executable, "-c", code],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            for _ in range(3):
-                self.scan()
-
-        def scan(self) -> float:
-            assert self.proc.stdin is not None and self.proc.stdout is not None
-            self.proc.stdin.write("\n")
-            self.proc.stdin.flush()
-            return float(self.proc.stdout.readline().split()[0])
-
-        def close(self) -> None:
-            assert self.proc.stdin is not None
-            self.proc.stdin.close()
-            self.proc.wait()
-
     # the scan runs twice before the fits and twice after (the cluster closed): the
     # better of the four counts. This machine's speed drifts by 2-3x over minutes, and a
     # scan that only ran before the fits could land in a slow spell the fits missed.
@@ -446,7 +452,7 @@ def main() -> None:
         # a warm table scan before every fit and after the last: each fit is compared
         # with the scans on either side of it, so that the machine's drift (2-3x over
         # minutes here) moves both sides of a ratio alike
-        scanner = WarmScanner()
+        scanner = WarmScanner(args.dir, columns)
         interleaved = [scanner.scan()]
         dmixed_log = logging.getLogger("dmixed")
         dmixed_log.addHandler(cpu)

@@ -12,14 +12,18 @@ use ``--rows 5000000 --files 16 --workers 1,2``.  For every number of groups:
    slope on x1, 3 fixed effects), with a process pool;
 2. for every ``W`` in ``--workers``: a LocalCluster of ``W`` single-threaded worker
    processes; one untimed fit (warm-up), then ``--repeat`` rounds of, interleaved, a
-   pyarrow scan of the same columns with ``W`` threads (in a child process) and the fit
+   warm pyarrow scan of the same columns with ``W`` threads (``bench_dask.WarmScanner``:
+   one long-lived child process, so the scan pays no process start and no first touch
+   of fresh memory, as the warm workers do not) before each fit and after the last, and
+   the fit
    (``dmixed.mixedlm("y ~ x1 + x2 + x3", dd.read_parquet(dir), groups="g",
    re_formula="1 + x1").fit(client=...)``, REML, standard errors included) under each
    exchange of ``--exchange`` (Dask config ``dmixed.exchange``);
 3. records per ``W`` and exchange the median, min and max of the fit, of the scan and of
-   their ratio, the data pass, the bytes the data pass's tasks sent to the bucket nodes
-   (from the engine's ``exchange:`` log line), the efficiency against 1 worker
-   (``fit(1) / (W · fit(W))``, medians), the fits' tasks by kind (median compute seconds
+   the fit over the mean of the scans just before and after it, the data pass, the
+   bytes the data pass's tasks sent to the bucket nodes (from the engine's
+   ``exchange:`` log line), the efficiency against 1 worker (``fit(1) / (W · fit(W))``,
+   medians), the fits' tasks by kind (median compute seconds
    summed over the workers, and when the last one ended), the CPU seconds of the driver
    and of the workers in the data pass and in the optimization (medians; see
    ``bench_dask.PhaseCPU``) and one optimizer step at the
@@ -37,7 +41,6 @@ import datetime
 import json
 import logging
 import os
-import subprocess
 import sys
 import time
 from multiprocessing import Pool
@@ -46,7 +49,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"
 
 import numpy as np  # noqa: E402
-from bench_dask import PhaseCPU, local_cluster, task_times  # noqa: E402
+from bench_dask import PhaseCPU, WarmScanner, local_cluster, task_times  # noqa: E402
 
 COLUMNS = ["g", "x1", "x2", "x3", "y"]
 
@@ -87,19 +90,6 @@ def generate(directory: str, rows: int, groups: int, files: int) -> float:
     with open(marker, "w") as fh:
         json.dump(params, fh)
     return time.perf_counter() - t0
-
-
-def scan(directory: str, threads: int) -> float:
-    """Seconds of a pyarrow scan of the columns with ``threads`` threads (child process)."""
-    code = (
-        "import time, pyarrow as pa, pyarrow.dataset as ds\n"
-        f"pa.set_cpu_count({threads}); pa.set_io_thread_count({threads})\n"
-        "t = time.perf_counter()\n"
-        f"ds.dataset({directory!r}, format='parquet').to_table(columns={COLUMNS!r})\n"
-        "print(time.perf_counter() - t)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(out.stdout.split()[0])
 
 
 class ExchangeLog(logging.Handler):
@@ -214,11 +204,18 @@ def series(args, directory: str, groups: int, report: dict, save) -> None:
             logging.getLogger("dmixed").addHandler(cpu)
             logging.getLogger("dmixed").setLevel(logging.DEBUG)
             runs: dict[str, list[dict]] = {e: [] for e in args.exchange}
-            scans: list[float] = []
+            # each fit against the mean of the warm scans just before and after it: the
+            # machine's drift moves both sides of the ratio alike
+            ratios: dict[str, list[float]] = {e: [] for e in args.exchange}
+            scanner = WarmScanner(directory, COLUMNS, workers)
+            scans = [scanner.scan()]
             for _ in range(args.repeat):
                 for exchange in args.exchange:
-                    scans.append(scan(directory, workers))
                     runs[exchange].append(fit_once(directory, client, exchange, log, cpu))
+                    scans.append(scanner.scan())
+                    neighbours = (scans[-2] + scans[-1]) / 2
+                    ratios[exchange].append(runs[exchange][-1]["seconds"] / neighbours)
+            scanner.close()
             logging.getLogger("dmixed").removeHandler(cpu)
             trip = step_round_trip(client, runs[args.exchange[-1]][-1])
         for exchange, fits in runs.items():
@@ -231,7 +228,7 @@ def series(args, directory: str, groups: int, report: dict, save) -> None:
                 "exchange": exchange,
                 "fit_seconds": _stats(fit),
                 "scan_seconds": _stats(scans),
-                "fit_over_scan": _stats([f / s for f, s in zip(fit, scans, strict=False)]),
+                "fit_over_scan": _stats(ratios[exchange]),
                 "data_pass_seconds": _stats([f["data_pass"] for f in fits]),
                 "exchanged": fits[-1]["exchange"],
                 "efficiency_vs_first": base[exchange] / workers / median,

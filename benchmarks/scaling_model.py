@@ -21,7 +21,7 @@ of ``--rows`` rows on ``W`` single-threaded workers of an otherwise idle machine
   (``C``, measured at 1–2 workers, holds them once too: a small overcount there);
 - ``O``: the workers' CPU seconds of the optimization (per-group kernels), divided
   among the workers;
-- ``n · L(W)``: ``n`` round trips (:data:`ROUND_TRIPS`) of latency
+- ``n · L(W)``: ``n`` round trips (``--round-trips``, :data:`ROUND_TRIPS`) of latency
   ``L(W) = L(2) + (W − 2) · l``, ``l`` the growth of the measured latency from 1 to 2
   workers (the scheduler's time per task);
 - the scan: ``--scan-ns`` CPU ns a row (pyarrow, warm page cache), divided among ``W``
@@ -51,10 +51,12 @@ import json
 #: Bytes a row sends when routed, and a group when in a partial (``y ~ x1 + x2 + x3``
 #: with a random intercept and slope on x1: routing.py).
 ROW_BYTES, GROUP_BYTES = 40, 120
-#: Round trips of one fit whose statistics stay on the workers: the blocks' sizes and
-#: their summaries (the evaluators and their moments made meanwhile), the moments'
-#: gather, the starts (one), 3 steps, 2 Hessians, the random effects.
-ROUND_TRIPS = 10
+#: Round trips of one fit whose statistics stay on the workers (``--round-trips``): the
+#: blocks' summaries (the evaluators and their moments made meanwhile), the moments'
+#: gather, and the optimizer's two (the starts' steps with the Hessian there; a step,
+#: the chained secant step and the last Hessian with the random effects).  Ten before
+#: the steps were chained on the workers.
+ROUND_TRIPS = 4
 
 
 def constants(entries: dict[int, dict], rows: int, groups: int, args) -> dict:
@@ -73,7 +75,9 @@ def constants(entries: dict[int, dict], rows: int, groups: int, args) -> dict:
     }
 
 
-def predict(c: dict, rows: int, workers: int, scan_ns: float) -> dict:
+def predict(
+    c: dict, rows: int, workers: int, scan_ns: float, round_trips: int = ROUND_TRIPS
+) -> dict:
     """Parts (seconds) of a fit of ``rows`` rows on ``workers`` workers, and the scan."""
     latency = c["latency"][0] + (workers - 2) * c["latency"][1]
     parts = {
@@ -81,7 +85,7 @@ def predict(c: dict, rows: int, workers: int, scan_ns: float) -> dict:
         "data pass": c["data_per_row"] * rows / workers,
         "partials by group": c["fixed"],
         "optimization": c["optimization"] / workers,
-        "round trips": ROUND_TRIPS * max(0.0, latency),
+        "round trips": round_trips * max(0.0, latency),
     }
     return {"parts": parts, "fit": sum(parts.values()), "scan": rows * scan_ns * 1e-9 / workers}
 
@@ -94,6 +98,7 @@ def main() -> None:
     ap.add_argument("--scan-ns", type=float, default=36.0, help="scan CPU ns a row")
     ap.add_argument("--extract-ns", type=float, default=200.0, help="a chain's partial, a group")
     ap.add_argument("--combine-ns", type=float, default=25.0, help="an owner's combine, a group")
+    ap.add_argument("--round-trips", type=int, default=ROUND_TRIPS, help="round trips a fit")
     ap.add_argument(
         "--cpu-from",
         type=int,
@@ -120,9 +125,9 @@ def main() -> None:
             f"{c['optimization']:.2f} worker-s, latency {1e3 * c['latency'][0]:.1f} ms "
             f"+ {1e3 * c['latency'][1]:.1f} ms a worker"
         )
-        base = predict(c, args.rows, 1, args.scan_ns)["fit"]
+        base = predict(c, args.rows, 1, args.scan_ns, args.round_trips)["fit"]
         for w in (int(x) for x in args.workers.split(",")):
-            pr = predict(c, args.rows, w, args.scan_ns)
+            pr = predict(c, args.rows, w, args.scan_ns, args.round_trips)
             ratio, eff = pr["fit"] / pr["scan"], base / (w * pr["fit"])
             largest = max(pr["parts"], key=pr["parts"].get)
             sent = min(args.rows * ROW_BYTES, w * groups * GROUP_BYTES)
