@@ -394,22 +394,34 @@ def _keys_of_text(original: pd.Series, dtype, column: str) -> pd.Series:
     return pd.Series(values[firsts], index=pd.Index(np.asarray(texts, dtype=object)))
 
 
-#: the steps a groups column of text can come from where the text may be what Dask's
-#: ``dataframe.convert-string`` made of tuples that dmixed could not read back: persisted
-#: data (converted before it was persisted), a conversion below a step that changes rows,
-#: a column that comes from several frames (None)
-_CONVERTED_ORIGINS = {None, "FromGraph", "FromPandas", "ArrowStringConversion"}
+def _lost_tuples(expr, groups: str) -> str | None:
+    """Why the groups column of ``expr`` may hold Dask's text of tuples that
+    :func:`restored_values` could not read back, or None where it cannot: persisted
+    data (converted before it was persisted); Dask's conversion of the user's
+    ``object`` column below a step that changes rows; a column of several collections
+    (``dd.concat``).  A ``dd.from_pandas`` frame's keys are checked, and read back,
+    whatever the steps after (its text is the frame's own text)."""
+    node, name = _origin(expr, groups)
+    kind = type(node).__name__
+    if node is None:
+        return "the column comes from several collections"
+    if kind == "FromGraph":
+        return "the collection was persisted"
+    if kind == "ArrowStringConversion":
+        below = node.operand("frame")
+        if name in below.columns and below._meta[name].dtype == object:
+            return "a step after Dask's conversion changes the rows"
+    return None
 
 
 def warn_text_keys(ddf, labels: np.ndarray, groups: str) -> None:
     """Warn when the group keys a Dask collection gave a fit are text that reads as
-    tuples (every key ``'(...)'``) and may be Dask's text of the user's tuples: the
-    groups column of a persisted collection, or one that Dask converted below a step
-    that changes rows (a filter), where dmixed cannot read the tuples back (they are
-    gone, or the rows no longer line up); a reader's text (Parquet, CSV) is the data's
-    own and is not warned of.  The keys of a plain ``dd.from_pandas``, ``dd.from_map``
-    or ``dd.from_delayed`` collection are read back as tuples before the fit
-    (:func:`restored_values`).
+    tuples (every key ``'(...)'``) and may be Dask's text of the user's tuples that
+    dmixed cannot read back (:func:`_lost_tuples`: persisted data, a filter after
+    Dask's conversion); a reader's text (Parquet, CSV) and a pandas frame's text are
+    the data's own and are not warned of.  The keys of ``dd.from_pandas``,
+    ``dd.from_map`` and ``dd.from_delayed`` collections are read back as tuples before
+    the fit (:func:`restored_values`).
 
     Parameters
     ----------
@@ -431,17 +443,12 @@ def warn_text_keys(ddf, labels: np.ndarray, groups: str) -> None:
     if not (isinstance(first, str) and first.startswith("(") and first.endswith(")")):
         return  # (keys of one kind: the first tells before every key is read)
     expr = getattr(ddf, "expr", None)
-    node = None if expr is None else _origin(expr, groups)[0]
-    if type(node).__name__ not in _CONVERTED_ORIGINS and node is not None:
+    where = None if expr is None else _lost_tuples(expr, groups)
+    if where is None:
         return
     text = pd.Series(pd.array(labels, dtype="string[pyarrow]"))
     if not (text.str.startswith("(") & text.str.endswith(")")).all():
         return
-    where = (
-        "the collection was persisted"
-        if type(node).__name__ == "FromGraph"
-        else ("a step after the conversion changes its rows")
-    )
     warnings.warn(
         f"the groups column {groups!r} reached the fit as text that reads as tuples "
         f"(such as {first!r}): if its keys were tuples, Dask's dataframe.convert-string "

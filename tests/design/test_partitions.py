@@ -251,21 +251,27 @@ def test_text_that_reads_as_tuples_warns_where_dask_may_have_made_it(tmp_path):
     and how to keep tuples; a reader's text, and other text, do not."""
     labels = np.array(["(0, 'a')", "(1, 'b')"], dtype=object)
     frame = pd.DataFrame({"g": pd.Series(labels, dtype=object).repeat(2), "y": np.arange(4.0)})
+    keys = np.empty(4, dtype=object)
+    keys[:] = [(0, "a"), (0, "a"), (1, "b"), (1, "b")]
+    tuples = frame.assign(g=keys)
     with dask.config.set({"dataframe.convert-string": True}):
         made = dd.from_pandas(frame.reset_index(drop=True), npartitions=2)
-        parts = dd.from_map(lambda p: p, [frame.iloc[:2], frame.iloc[2:]])
+        parts = dd.from_map(lambda p: p, [tuples.iloc[:2], tuples.iloc[2:]])
     with dask.config.set(scheduler="sync"):
         persisted = made.persist()
     frame.to_parquet(tmp_path / "t.parquet")
     read = dd.read_parquet(tmp_path / "t.parquet")
     text = r"groups column 'g' reached the fit as text that reads as tuples \(such as "
-    for ddf, where in ((persisted, "persisted"), (parts[parts.y > 0], "changes its rows")):
+    for ddf, where in ((persisted, "persisted"), (parts[parts.y > 0], "changes the rows")):
         with pytest.warns(TextConversionWarning, match=text + r".*" + where) as rec:
             warn_text_keys(ddf, labels, "g")
         message = str(rec[0].message)
         assert "dataframe.convert-string': False" in message
         assert "pd.factorize(df['g'])[0]" in message
     warn_text_keys(read, labels, "g")  # the file's own text
+    warn_text_keys(made[made.y > 0], labels, "g")  # the pandas frame's own text
+    text_parts = dd.from_map(lambda p: p, [frame.iloc[:2].astype({"g": str}), frame.iloc[2:]])
+    warn_text_keys(text_parts[text_parts.y > 0], labels, "g")  # text before Dask's step
     warn_text_keys(persisted, np.array(["a", "(b)"], dtype=object), "g")
     warn_text_keys(persisted, np.array(["(b)", "a"], dtype=object), "g")
     tuples = np.empty(2, dtype=object)
