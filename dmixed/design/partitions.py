@@ -414,12 +414,18 @@ def _lost_tuples(expr, groups: str) -> str | None:
     return None
 
 
+#: The text ``str`` gives a tuple: ``'()'``, or parts joined by ``', '`` (``'(3,)'`` for
+#: one part); labels such as ``'(north)'`` are the data's own text, never a tuple's
+_TUPLE_TEXT = re.compile(r"\(\)|\(.*,\)|\(.*, .*\)", re.DOTALL)
+
+
 def warn_text_keys(ddf, labels: np.ndarray, groups: str) -> None:
     """Warn when the group keys a Dask collection gave a fit are text that reads as
-    tuples (every key ``'(...)'``) and may be Dask's text of the user's tuples that
-    dmixed cannot read back (:func:`_lost_tuples`: persisted data, a filter after
-    Dask's conversion); a reader's text (Parquet, CSV) and a pandas frame's text are
-    the data's own and are not warned of.  The keys of ``dd.from_pandas``,
+    tuples (every key as ``str`` writes a tuple: ``'()'``, ``'(3,)'``, ``'(3, 3)'``)
+    and may be Dask's text of the user's tuples that dmixed cannot read back
+    (:func:`_lost_tuples`: persisted data, a filter after Dask's conversion); a
+    reader's text (Parquet, CSV) and a pandas frame's text are the data's own and are
+    not warned of.  The keys of ``dd.from_pandas``,
     ``dd.from_map`` and ``dd.from_delayed`` collections are read back as tuples before
     the fit (:func:`restored_values`).
 
@@ -440,14 +446,14 @@ def warn_text_keys(ddf, labels: np.ndarray, groups: str) -> None:
     if len(labels) == 0 or labels.dtype != object:
         return
     first = labels[0]
-    if not (isinstance(first, str) and first.startswith("(") and first.endswith(")")):
+    if not (isinstance(first, str) and _TUPLE_TEXT.fullmatch(first)):
         return  # (keys of one kind: the first tells before every key is read)
     expr = getattr(ddf, "expr", None)
     where = None if expr is None else _lost_tuples(expr, groups)
     if where is None:
         return
     text = pd.Series(pd.array(labels, dtype="string[pyarrow]"))
-    if not (text.str.startswith("(") & text.str.endswith(")")).all():
+    if not text.str.fullmatch(_TUPLE_TEXT.pattern).all():
         return
     warnings.warn(
         f"the groups column {groups!r} reached the fit as text that reads as tuples "

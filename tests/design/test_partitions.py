@@ -277,3 +277,17 @@ def test_text_that_reads_as_tuples_warns_where_dask_may_have_made_it(tmp_path):
     tuples = np.empty(2, dtype=object)
     tuples[:] = [(0, "a"), (1, "b")]
     warn_text_keys(persisted, tuples, "g")
+
+
+def test_text_in_parentheses_that_no_tuple_writes_does_not_warn():
+    """Labels of the data's own in parentheses (``'(site 3)'``, ``'(0)'``), which ``str``
+    of no tuple gives, are not warned of on a persisted collection; a tuple's text of one
+    part, or none, is."""
+    frame = pd.DataFrame({"g": ["(site 1)", "(site 2)"], "y": [0.0, 1.0]})
+    with dask.config.set(scheduler="sync"):
+        persisted = dd.from_pandas(frame, npartitions=1).persist()
+    for own in (["(site 1)", "(site 2)"], ["(0)", "(1)"], ["()", "(x)"]):
+        warn_text_keys(persisted, np.array(own, dtype=object), "g")
+    for made in (["(0,)", "(1,)"], ["()", "(1,)"], ["(0, 'a')", "('b', None)"]):
+        with pytest.warns(TextConversionWarning, match="persisted"):
+            warn_text_keys(persisted, np.array(made, dtype=object), "g")
