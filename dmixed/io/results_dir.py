@@ -329,7 +329,8 @@ def saved_labels(labels) -> np.ndarray:
 def loaded_labels(table: pd.DataFrame, estimates: dict) -> np.ndarray:
     """The group labels of a ``random_effects.parquet`` table read back as
     :func:`saved_labels` wrote them (``estimates``: the ``estimates`` section of
-    ``estimates.json``).
+    ``estimates.json``); the list cells of tuple labels that directories of formats
+    before 5 hold are read back as tuples.
 
     Raises
     ------
@@ -340,6 +341,10 @@ def loaded_labels(table: pd.DataFrame, estimates: dict) -> np.ndarray:
     values = table[columns.GROUP].to_numpy()
     form = estimates.get(_LABEL_FORM)
     if form is None:
+        if values.dtype == object and len(values) and isinstance(values[0], np.ndarray):
+            # a directory written before tuple labels had a form (format < 5): pyarrow
+            # wrote each tuple as a list cell, which reads back as an array
+            return np.fromiter((tuple(v.tolist()) for v in values), dtype=object, count=len(values))
         return values
     if form != TUPLE_JSON:
         raise ValueError(f"group labels saved as {form!r}, a form this dmixed does not read")

@@ -18,6 +18,7 @@ from dmixed import CheckpointError, MixedLM
 from dmixed.io import load_state, save_state
 from dmixed.io.results_dir import ESTIMATES_SHA256, estimates_sha256
 from dmixed.io.state import MEMORY_ONLY
+from dmixed.stats import columns
 
 from .._synth import design, make_data, vc_dict
 
@@ -593,3 +594,18 @@ def test_labels_saved_in_a_form_this_version_does_not_read_are_refused(tmp_path)
     file.write_text(json.dumps(doc))
     with pytest.raises(CheckpointError, match="'tuple-msgpack', a form this dmixed does not read"):
         dmixed.load(tmp_path / "r")
+
+
+def test_tuple_labels_of_directories_before_format_5_load_as_tuples(tmp_path):
+    """Directories written before tuple labels had a form of their own hold each tuple
+    as a Parquet list cell, which read back as an array: lookups by the tuple failed
+    (``KeyError``, or ``TypeError: unhashable``).  They are tuples again."""
+    keys = np.empty(3, dtype=object)
+    keys[:] = [(0, 1), (0, 2), (1, 1)]
+    pd.DataFrame({columns.GROUP: keys, "x": [1.0, 2.0, 3.0]}).to_parquet(tmp_path / "t.parquet")
+    table = pd.read_parquet(tmp_path / "t.parquet")
+    assert isinstance(table[columns.GROUP].iloc[0], np.ndarray)  # as pyarrow reads them
+    labels = dmixed.io.results_dir.loaded_labels(table, {})
+    assert list(labels) == [(0, 1), (0, 2), (1, 1)]
+    assert all(type(p) is int for key in labels for p in key)
+    assert dict(zip(labels, range(3), strict=True))[(0, 2)] == 1
