@@ -35,8 +35,8 @@ The hierarchy follows formulaic's ``errors.py`` (one root, grouped subclasses)::
     ├── PrecisionWarning       the statistics resolve the residual variance coarsely
     ├── NumericFactorWarning   a column of numbers (a categorical of numbers, numbers
     │                          written as text) is used as a factor in a plain term
-    ├── TextConversionWarning  Dask's from_pandas turned an object column of numbers
-    │                          (Decimal, say) into text
+    ├── TextConversionWarning  Dask turned an object column of numbers (Decimal, say)
+    │                          or of tuple group keys into text that dmixed reads
     └── ConstraintRankWarning  a joint Wald test's constraints are dependent: tested on
                                their rank (statsmodels' ValueWarning)
 """
@@ -183,7 +183,10 @@ class NumericFactorWarning(DmixedWarning):
 class TextConversionWarning(DmixedWarning):
     """``dd.from_pandas`` turned an ``object`` column that holds numbers or booleans
     into text (Dask's ``dataframe.convert-string``), so the Dask collection holds labels
-    where the pandas frame held values: the model reads what the collection holds."""
+    where the pandas frame held values: the model reads what the collection holds.  Also
+    a groups column whose keys are text that reads as tuples where Dask may have made
+    that text of tuples that dmixed cannot read back (a persisted collection): the
+    fit's group labels are the text."""
 
 
 class UnseenGroupsWarning(DmixedWarning):

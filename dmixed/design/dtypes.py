@@ -473,12 +473,16 @@ def group_keys(s: pd.Series, native: str | None = None) -> np.ndarray:
 #: What group keys of each value class compare with (:func:`key_class`).
 _KEY_CLASSES = {"int": "number", "float": "number", "bool": "bool", "string": "label"}
 
+#: How :func:`comparable_keys` names each key class in its refusal.
+_KEY_WORDS = {"number": "numeric", "label": "text", "bool": "boolean", "tuple": "tuple"}
+
 
 def key_class(keys: np.ndarray, name: str) -> str | None:
     """How group keys compare under the column rules: ``"number"`` (integers, floats
     and Decimals compare by value, so ``5``, ``5.0`` and ``np.int64(5)`` are one key),
-    ``"bool"``, ``"label"`` (text, or one other type such as dates), or None when there
-    is no key.
+    ``"bool"``, ``"tuple"`` (tuples, pandas' keys of several parts: their text, such
+    as the ``'(3, 3)'`` Dask makes of ``(3, 3)``, is another key), ``"label"`` (text, or
+    one other type such as dates), or None when there is no key.
 
     ``keys`` is what :func:`group_keys` gives; an ``object`` array is classed by the
     Python types of its values (:func:`object_class`, which raises
@@ -489,8 +493,11 @@ def key_class(keys: np.ndarray, name: str) -> str | None:
         return "number"
     if kind == "b":
         return "bool"
-    cls = object_class(object_types(pd.Series(keys, dtype=object)), name)
-    return None if cls is None else _KEY_CLASSES[cls]
+    types = object_types(pd.Series(keys, dtype=object))
+    cls = object_class(types, name)
+    if cls is None:
+        return None
+    return "tuple" if types == {"tuple"} else _KEY_CLASSES[cls]
 
 
 def comparable_keys(keys: np.ndarray, fitted: np.ndarray, name: str) -> np.ndarray:
@@ -509,9 +516,11 @@ def comparable_keys(keys: np.ndarray, fitted: np.ndarray, name: str) -> np.ndarr
     Raises
     ------
     DataError
-        If the keys are of another class than the fitted ones (text for groups fitted
-        as numbers, numbers for groups fitted as text, ...): under the column rules
-        they are other groups, and a silent population prediction would follow.
+        If the keys are of another class than the fitted ones (:func:`key_class`: text
+        for groups fitted as numbers, tuples for groups fitted as text such as
+        ``'(3, 3)'``, ...): under the column rules they are other groups, and a silent
+        population prediction would follow.  The message names the column and both
+        classes.
     """
     want = key_class(fitted, "fitted groups")
     have = key_class(keys, name)
@@ -521,16 +530,16 @@ def comparable_keys(keys: np.ndarray, fitted: np.ndarray, name: str) -> np.ndarr
             return keys.astype(np.int64 if whole else np.float64)
         return keys
     example = py_scalars([next((v for v in keys if not pd.isna(v)), None), fitted[0]])
-    shown = {"number": "numeric", "label": "text", "bool": "boolean"}
     convert = {
         "number": f"pd.to_numeric(data[{name!r}])",
         "label": f"data[{name!r}].astype(str)",
         "bool": f"data[{name!r}].astype(bool)",
+        "tuple": f"a column of tuples (pd.Series(list_of_tuples, dtype=object)) as {name!r}",
     }[want]
     raise DataError(
-        f"group column {name!r} holds {shown[have]} keys (such as {example[0]!r}) but the "
-        f"model was fitted with {shown[want]} keys (such as {example[1]!r}); they are "
-        "other groups under "
+        f"group column {name!r} holds {_KEY_WORDS[have]} keys (such as {example[0]!r}) but "
+        f"the model was fitted with {_KEY_WORDS[want]} keys (such as {example[1]!r}); they "
+        "are other groups under "
         f"dmixed's column rules, so no row would find its group: convert them first, "
         f"e.g. {convert}"
     )

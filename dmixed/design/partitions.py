@@ -15,6 +15,10 @@ compute it ("lost dependencies").
   that ``dd.from_pandas`` turned into text (Dask's ``dataframe.convert-string``);
 - :func:`restored_values`: read such a column of booleans as booleans again, and the
   groups column as the pandas frame holds it (its values are the fit's group keys);
+  the tuples of a ``dd.from_map`` or ``dd.from_delayed`` groups column read from below
+  Dask's conversion (:func:`tuples_or_text`);
+- :func:`warn_text_keys`: say when a fit's keys are text that may be Dask's text of
+  tuples that could not be read back (persisted data);
 - :func:`check_column_kinds`: refuse a partition whose column holds another kind of
   values (text, numbers) than the collection declares (a file unlike the first).
 """
@@ -45,6 +49,8 @@ __all__ = [
     "lost_futures",
     "restored_values",
     "select_columns",
+    "tuples_or_text",
+    "warn_text_keys",
 ]
 
 
@@ -172,18 +178,48 @@ def check_persisted(ddf) -> None:
 #: dask-expr's steps that give columns other names (``rename``, ``df.columns = ...``)
 _RENAMING = {"RenameFrame", "ColumnsSetter"}
 
+#: dask-expr's steps after which every row of a partition is the row of the step below
+#: it, in its place (columns chosen, renamed or added): a column of a step below can
+#: be assigned to the collection's partitions as they are
+_ROW_PRESERVING = {"Projection", "Assign", *_RENAMING}
+
+
+def _origin(expr, column: str, steps: set | None = None) -> tuple:
+    """``(step, name)``: the step of ``expr`` that makes its column ``column``, and the
+    column's name there, following renames down the steps that read one frame (only
+    ``steps`` where given): an ``Assign`` of it, Dask's text conversion
+    (``ArrowStringConversion``, ``FromPandas``), persisted data (``FromGraph``), a
+    reader.  ``(None, name)`` where the column comes from several frames (``dd.concat``,
+    a merge) or through a step not in ``steps``."""
+    node, name = expr, column
+    while True:
+        kind = type(node).__name__
+        if kind == "Assign" and name in node.operands[1::2]:
+            return node, name
+        if kind in ("ArrowStringConversion", "FromPandas", "FromGraph"):
+            return node, name
+        frame = node.operand("frame") if "frame" in node._parameters else None
+        if frame is None or not hasattr(frame, "columns"):
+            return (node, name) if not node.dependencies() else (None, name)
+        if steps is not None and kind not in steps:
+            return None, name
+        if kind in _RENAMING:  # a rename keeps the columns' order
+            name = list(frame.columns)[list(node.columns).index(name)]
+        node = frame
+
 
 def _converted_columns(ddf, columns) -> dict:
     """``{column: the pandas frames' object column}`` for the ``columns`` that
     ``dd.from_pandas`` turned into text and that no later step of ``ddf`` rewrote: the
     values of every pandas frame of the collection (``dd.concat`` of several), one after
-    the other; none where a step renamed columns."""
+    the other; where a step renamed columns, the pandas column each comes from (none
+    where the rename cannot be followed: the text stays, as Dask holds it)."""
     expr = getattr(ddf, "expr", None)
     if expr is None:
         return {}
     nodes = list(expr.walk())
     if any(type(node).__name__ in _RENAMING for node in nodes):
-        return {}  # its names are not the pandas frame's: the text stays, as Dask holds it
+        return _renamed_converted_columns(ddf, columns)
     rewritten = set()
     for node in nodes:
         if type(node).__name__ == "Assign":
@@ -207,6 +243,26 @@ def _converted_columns(ddf, columns) -> dict:
         c: parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
         for c, parts in found.items()
     }
+
+
+def _renamed_converted_columns(ddf, columns) -> dict:
+    """:func:`_converted_columns` of a collection some step of which renamed columns:
+    each column followed down to the ``dd.from_pandas`` step that made it
+    (:func:`_origin`), and read there by its name there."""
+    found = {}
+    for c in columns:
+        node, name = _origin(ddf.expr, c)
+        if node is None or type(node).__name__ != "FromPandas":
+            continue
+        if not node.operand("pyarrow_strings_enabled"):
+            continue
+        frame = node.operand("frame")
+        frame = getattr(frame, "_data", frame)  # dask-expr wraps the pandas frame
+        if not isinstance(frame, pd.DataFrame) or name not in frame.columns:
+            continue
+        if frame[name].dtype == object and column_class(ddf._meta[c].dtype) == "string":
+            found[c] = frame[name].rename(c)
+    return found
 
 
 def restored_values(ddf, columns, groups: str | None = None):
@@ -241,7 +297,65 @@ def restored_values(ddf, columns, groups: str | None = None):
                 restored[c] = ddf[c].map_partitions(_objects_of_text, keys, meta=(c, object))
             else:
                 restored[c] = ddf[c].map(keys, meta=(c, object))
+    if groups is not None and groups in columns and groups not in restored:
+        unconverted = _unconverted_groups(ddf, groups)
+        if unconverted is not None:
+            restored[groups] = unconverted
     return ddf.assign(**restored) if restored else ddf
+
+
+def _unconverted_groups(ddf, groups: str):
+    """The groups column of ``ddf`` read from below Dask's text conversion of a
+    collection made of the user's pandas frames (``dd.from_map``, ``dd.from_delayed``:
+    Dask's ``ArrowStringConversion`` step), each partition's values as
+    :func:`tuples_or_text` gives them (tuples kept, the rest Dask's text); None where
+    the column is not that text, or reaches ``ddf`` through a step that changes rows
+    (:func:`warn_text_keys` then says so after the data pass).
+
+    The conversion's step stays where it is for the other columns: Dask's optimizer
+    drops the groups column from it (the column is converted once)."""
+    expr = getattr(ddf, "expr", None)
+    dtype = ddf._meta[groups].dtype
+    if expr is None or pd.api.types.is_object_dtype(dtype) or column_class(dtype) != "string":
+        return None
+    node, name = _origin(expr, groups, _ROW_PRESERVING)
+    if node is None or type(node).__name__ != "ArrowStringConversion":
+        return None
+    below = node.operand("frame")
+    if name not in below.columns or below._meta[name].dtype != object:
+        return None  # (text already: Dask's conversion changes no value)
+    from dask.dataframe.dask_expr import new_collection
+
+    return new_collection(below)[name].map_partitions(
+        tuples_or_text,
+        dtype,
+        groups,
+        meta=ddf._meta[groups],
+        enforce_metadata=False,
+    )
+
+
+def tuples_or_text(values: pd.Series, dtype, column: str) -> pd.Series:
+    """One partition's groups column as Dask's text conversion gives it (``astype`` to
+    the collection's string ``dtype``), except for a column of tuples, whose values are
+    the keys, kept as they are (an ``object`` column named ``column``).
+
+    The values' types are those of :func:`~dmixed.design.dtypes.object_types` (walked
+    row by row for tuples, as for a ``dd.from_pandas`` frame's keys): values of several
+    kinds are refused as a pandas frame's are.
+
+    Raises
+    ------
+    DataError
+        The values are of several kinds (tuples and text, say).
+    """
+    values = values.rename(column)
+    if values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) == "mixed":
+        types = object_types(values)
+        object_class(types, column)  # several kinds refused, with the in-process message
+        if types == {"tuple"}:
+            return values
+    return values.astype(dtype)
 
 
 def _objects_of_text(text: pd.Series, keys: pd.Series) -> pd.Series:
@@ -278,6 +392,81 @@ def _keys_of_text(original: pd.Series, dtype, column: str) -> pd.Series:
             f"or give the groups labels that tell them apart (df[{column!r}].astype(str))"
         )
     return pd.Series(values[firsts], index=pd.Index(np.asarray(texts, dtype=object)))
+
+
+def _lost_tuples(expr, groups: str) -> str | None:
+    """Why the groups column of ``expr`` may hold Dask's text of tuples that
+    :func:`restored_values` could not read back, or None where it cannot: persisted
+    data (converted before it was persisted); Dask's conversion of the user's
+    ``object`` column below a step that changes rows; a column of several collections
+    (``dd.concat``).  A ``dd.from_pandas`` frame's keys are checked, and read back,
+    whatever the steps after (its text is the frame's own text)."""
+    node, name = _origin(expr, groups)
+    kind = type(node).__name__
+    if node is None:
+        return "the column comes from several collections"
+    if kind == "FromGraph":
+        return "the collection was persisted"
+    if kind == "ArrowStringConversion":
+        below = node.operand("frame")
+        if name in below.columns and below._meta[name].dtype == object:
+            return "a step after Dask's conversion changes the rows"
+    return None
+
+
+#: The text ``str`` gives a tuple: ``'()'``, or parts joined by ``', '`` (``'(3,)'`` for
+#: one part); labels such as ``'(north)'`` are the data's own text, never a tuple's
+_TUPLE_TEXT = re.compile(r"\(\)|\(.*,\)|\(.*, .*\)", re.DOTALL)
+
+
+def warn_text_keys(ddf, labels: np.ndarray, groups: str) -> None:
+    """Warn when the group keys a Dask collection gave a fit are text that reads as
+    tuples (every key as ``str`` writes a tuple: ``'()'``, ``'(3,)'``, ``'(3, 3)'``)
+    and may be Dask's text of the user's tuples that dmixed cannot read back
+    (:func:`_lost_tuples`: persisted data, a filter after Dask's conversion); a
+    reader's text (Parquet, CSV) and a pandas frame's text are the data's own and are
+    not warned of.  The keys of ``dd.from_pandas``,
+    ``dd.from_map`` and ``dd.from_delayed`` collections are read back as tuples before
+    the fit (:func:`restored_values`).
+
+    Parameters
+    ----------
+    ddf : dask.dataframe.DataFrame
+        The collection the fit read.
+    labels : ndarray (G,)
+        The fit's group labels.
+    groups : str
+        The groups column.
+
+    Warns
+    -----
+    TextConversionWarning
+        Naming the column and a key, saying the keys are text and how to keep tuples.
+    """
+    if len(labels) == 0 or labels.dtype != object:
+        return
+    first = labels[0]
+    if not (isinstance(first, str) and _TUPLE_TEXT.fullmatch(first)):
+        return  # (keys of one kind: the first tells before every key is read)
+    expr = getattr(ddf, "expr", None)
+    where = None if expr is None else _lost_tuples(expr, groups)
+    if where is None:
+        return
+    text = pd.Series(pd.array(labels, dtype="string[pyarrow]"))
+    if not text.str.fullmatch(_TUPLE_TEXT.pattern).all():
+        return
+    warnings.warn(
+        f"the groups column {groups!r} reached the fit as text that reads as tuples "
+        f"(such as {first!r}): if its keys were tuples, Dask's dataframe.convert-string "
+        f"turned them into their text, which dmixed cannot read back here ({where}), so "
+        "the groups are labelled by that text, not by the tuples (random_effects and "
+        "predict take the text; tuple keys are refused); to keep tuple keys, call "
+        "dask.config.set({'dataframe.convert-string': False}) before the collection is "
+        "made, or encode each key as one number or label first (e.g. "
+        f"pd.factorize(df[{groups!r}])[0])",
+        TextConversionWarning,
+        stacklevel=4,
+    )
 
 
 def check_text_conversion(ddf, columns) -> None:

@@ -13,6 +13,7 @@ import warnings
 from typing import Any
 
 from ..design.arrays import RowData
+from ..design.partitions import warn_text_keys
 from ..design.references import column_references
 from ..engines.base import ENGINE_CHOICES
 from ..engines.local import statistics_from_rows
@@ -84,6 +85,12 @@ class ModelStatistics:
             or engine than they were built with.
         SpecError
             Neither rows nor statistics: a model unpickled after ``remove_data()``.
+
+        Warns
+        -----
+        TextConversionWarning
+            Dask data whose group keys are text that may be Dask's text of tuples
+            (:func:`~dmixed.design.partitions.warn_text_keys`).
         """
         cached = self.cached_statistics
         if standardization is not None and cached is not None:
@@ -110,6 +117,8 @@ class ModelStatistics:
                     DroppedRowsWarning,
                     stacklevel=3,
                 )
+            if self.spec is not None:  # keys that may be Dask's text of tuples
+                warn_text_keys(self.source, stats.group_labels, self.spec.group_name)
         elif self.rows is not None:
             check_in_memory_engine(engine)
             spec = getattr(self, "spec", None)

@@ -5,7 +5,9 @@ Layout of a results directory::
     estimates.json       estimates, covariances, fit log, model names/spec, versions
     random_effects.parquet   one row per group: key, size, BLUPs and their conditional
                              covariances (padded slots: ``vc_slot_widths`` in the JSON;
-                             column names from :mod:`dmixed.stats.columns`)
+                             column names from :mod:`dmixed.stats.columns`); keys that
+                             are tuples as the JSON text of each (format 5,
+                             ``group_label_form`` in the JSON: :func:`saved_labels`)
     random_effects_slots.parquet   format 2, variance components held structured: the
                              BLUPs and covariances ragged, one row per slot
                              (:mod:`dmixed.io.ragged_re`; the first table then holds
@@ -35,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from ..design import ModelNames, ModelSpec
-from ..errors import CheckpointError
+from ..errors import CheckpointError, DataError
 from ..files import (
     atomic_directory,
     file_sha256,
@@ -62,17 +64,22 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "estimates_document",
+    "loaded_labels",
     "random_effects_table",
+    "saved_labels",
     "save_state",
     "load_state",
 ]
 
 FORMAT = "dmixed-results"
-#: The newest format read (and written for a fit whose prior weights were scaled in
-#: its statistics, ``weight_scale`` and ``cov_params_weighted``, which older versions
-#: would not read); other directories are written in the format of their random
-#: effects: crossed 3, ragged 2, padded 1, which older versions read.
-FORMAT_VERSION = 4
+#: The newest format read, written for group labels that are tuples (older versions
+#: would read their JSON text as labels); 4 for a fit whose prior weights were scaled
+#: in its statistics (``weight_scale`` and ``cov_params_weighted``, which older
+#: versions would not read); other directories are written in the format of their
+#: random effects: crossed 3, ragged 2, padded 1, which older versions read.
+FORMAT_VERSION = 5
+TUPLE_LABELS_FORMAT_VERSION = 5
+WEIGHTED_FORMAT_VERSION = 4
 CROSSED_FORMAT_VERSION = 3
 RAGGED_FORMAT_VERSION = 2
 PADDED_FORMAT_VERSION = 1
@@ -168,6 +175,7 @@ def _estimates_section(state: ResultsState) -> dict:
         **_ragged_section(state),
         **_empty_section(state),
         **_weighted_section(state),
+        **_labels_section(state),
     }
 
 
@@ -196,11 +204,19 @@ def _ragged_section(state: ResultsState) -> dict:
     return {"random_effects_form": form, "blup_cov_prior": prior}
 
 
+def _labels_section(state: ResultsState) -> dict:
+    """How ``random_effects.parquet`` holds the group labels, where not as themselves
+    (:func:`saved_labels`); absent otherwise (and in older directories)."""
+    return {} if _tuple_labels(state.group_labels) is None else {_LABEL_FORM: TUPLE_JSON}
+
+
 def estimates_document(state: ResultsState) -> dict:
     """The content of ``estimates.json`` (before conversion to JSON types)."""
     return {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION
+        "format_version": TUPLE_LABELS_FORMAT_VERSION
+        if _tuple_labels(state.group_labels) is not None
+        else WEIGHTED_FORMAT_VERSION
         if state.cov_params_weighted is not None
         else CROSSED_FORMAT_VERSION
         if is_crossed(state)
@@ -220,11 +236,7 @@ def random_effects_table(state: ResultsState) -> pd.DataFrame:
     and, per variance component, the column index each slot stands for
     (``vc_column[c][s]``): the content of ``random_effects.parquet``; for ragged random
     effects, their per-group part only (:mod:`dmixed.io.ragged_re`)."""
-    g = state.group_labels
-    labels = pd.Series(np.asarray(g))
-    if labels.dtype == object:
-        labels = labels.astype(str) if all(isinstance(v, str) for v in g) else labels
-    cols = {columns.GROUP: labels.to_numpy(), _SIZE: np.asarray(state.group_sizes)}
+    cols = {columns.GROUP: saved_labels(state.group_labels), _SIZE: np.asarray(state.group_sizes)}
     if is_ragged(state):  # the slots go to their own table (:mod:`dmixed.io.ragged_re`)
         ragged_group_columns(state, cols)
         return pd.DataFrame(cols)
@@ -237,6 +249,111 @@ def random_effects_table(state: ResultsState) -> pd.DataFrame:
     return pd.DataFrame(cols)
 
 
+#: ``estimates.json``'s key (in ``estimates``) for how ``random_effects.parquet`` holds
+#: the group labels where not as themselves, and its one value: tuples, each as the
+#: JSON array of its parts
+_LABEL_FORM = "group_label_form"
+TUPLE_JSON = "tuple-json"
+
+
+def _tuple_labels(labels) -> np.ndarray | None:
+    """``labels`` as an ``object`` array where they are tuples (a fit's labels are of one
+    kind: the first tells), else None."""
+    g = np.asarray(labels) if not isinstance(labels, np.ndarray) else labels
+    if g.dtype != object or len(g) == 0 or not isinstance(g[0], tuple):
+        return None
+    return g
+
+
+def _json_part(value):
+    """A tuple part that JSON does not hold as it is: a numpy scalar as its Python value;
+    anything else refused (:func:`saved_labels` names it)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(type(value).__name__)
+
+
+def saved_labels(labels) -> np.ndarray:
+    """The group labels as ``random_effects.parquet`` holds them (the one owner of that
+    convention, with :func:`loaded_labels`): text, numbers, booleans and dates as they
+    are; tuples (pandas' keys of several parts) each as the JSON array of its parts,
+    which keeps every part's type (``1``, ``1.0``, ``'1'``, ``True``, ``None``), and
+    ``estimates.json`` says so (``group_label_form``, format 5).  Arrow would make
+    lists of tuples of one type (read back as arrays) and refuse others.
+
+    Raises
+    ------
+    DataError
+        Labels that cannot be saved, naming their kind and one of them: tuples holding
+        a part JSON does not hold exactly (a nested tuple, NaN, a ``Decimal``, bytes,
+        dates), or values Parquet does not hold.  Raised before anything is written.
+    """
+    import pyarrow as pa
+
+    tuples = _tuple_labels(labels)
+    if tuples is None:
+        g = pd.Series(np.asarray(labels))
+        if g.dtype != object:
+            return g.to_numpy()
+        if all(isinstance(v, str) for v in g):
+            return g.astype(str).to_numpy()
+        try:  # objects of another type (bytes, dates): converted here, as Parquet would
+            pa.array(g, from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+            kinds = ", ".join(sorted({type(v).__name__ for v in g.head(1000)}))
+            raise DataError(
+                f"the group labels ({kinds}, such as {g.iloc[0]!r}) cannot be saved: "
+                f"Parquet does not hold them ({exc}); refit with labels of text or numbers "
+                "(e.g. df[groups].astype(str)), or pickle the results instead"
+            ) from None
+        return g.to_numpy()
+    encode = json.JSONEncoder(allow_nan=False, default=_json_part, ensure_ascii=False).encode
+    try:
+        texts = list(map(encode, tuples))
+        exact = list(map(tuple, json.loads("[" + ",".join(texts) + "]"))) == list(tuples)
+    except (TypeError, ValueError) as exc:
+        exact, why = False, f"a part of type {exc}" if isinstance(exc, TypeError) else "NaN"
+    else:
+        why = "a nested tuple"
+    if not exact:
+        shown = next(iter(tuples), None)
+        raise DataError(
+            f"the group labels are tuples (such as {shown!r}) holding {why}, which a results "
+            "directory cannot hold exactly: it saves tuples of numbers, text, booleans and "
+            "None; refit with such keys (e.g. df[groups].astype(str) for text labels), or "
+            "pickle the results instead"
+        )
+    return np.asarray(texts, dtype=object)
+
+
+def loaded_labels(table: pd.DataFrame, estimates: dict) -> np.ndarray:
+    """The group labels of a ``random_effects.parquet`` table read back as
+    :func:`saved_labels` wrote them (``estimates``: the ``estimates`` section of
+    ``estimates.json``); the list cells of tuple labels that directories of formats
+    before 5 hold are read back as tuples.
+
+    Raises
+    ------
+    ValueError
+        A ``group_label_form`` this version does not know, or text that is not the JSON
+        array of a tuple's parts.
+    """
+    values = table[columns.GROUP].to_numpy()
+    form = estimates.get(_LABEL_FORM)
+    if form is None:
+        if values.dtype == object and len(values) and isinstance(values[0], np.ndarray):
+            # a directory written before tuple labels had a form (format < 5): pyarrow
+            # wrote each tuple as a list cell, which reads back as an array
+            return np.fromiter((tuple(v.tolist()) for v in values), dtype=object, count=len(values))
+        return values
+    if form != TUPLE_JSON:
+        raise ValueError(f"group labels saved as {form!r}, a form this dmixed does not read")
+    parts = json.loads("[" + ",".join(values.tolist()) + "]")
+    if not all(map(isinstance, parts, [list] * len(parts))):
+        raise ValueError("group labels saved as tuples hold a value that is not one")
+    return np.fromiter(map(tuple, parts), dtype=object, count=len(parts))
+
+
 def save_state(state: ResultsState, path, summary_text: str) -> None:
     """Write ``state`` to the directory ``path`` atomically (replacing an old one).
 
@@ -245,9 +362,13 @@ def save_state(state: ResultsState, path, summary_text: str) -> None:
     PathExistsError
         ``path`` exists and is not a results directory (it is never replaced), or
         lies under a file (:func:`dmixed.files.check_target`).
+    DataError
+        Group labels a results directory cannot hold (:func:`saved_labels`): nothing
+        is written.
     """
+    table = random_effects_table(state)  # labels refused before anything is written
     with atomic_directory(path, marker="estimates.json", kind="results") as tmp:
-        random_effects_table(state).to_parquet(tmp / _TABLE, index=False)
+        table.to_parquet(tmp / _TABLE, index=False)
         doc = estimates_document(state)
         doc["files"] = {_TABLE: {"sha256": file_sha256(tmp / _TABLE)}}
         extra = {}
@@ -359,7 +480,7 @@ def _state_from(
         if e.get("cov_params_weighted") is None
         else _matrix(e["cov_params_weighted"]),
         a_inv=_matrix(e["a_inv"]),
-        group_labels=table[columns.GROUP].to_numpy(),
+        group_labels=loaded_labels(table, e),
         group_sizes=table[_SIZE].to_numpy(),
         **_random_effects(e, table, slots, cov),
         vc_empty_cols=None

@@ -14,7 +14,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dmixed.design import build_spec
-from dmixed.design.dtypes import native_values_exact, object_class, object_types, to_float
+from dmixed.design.dtypes import (
+    comparable_keys,
+    key_class,
+    native_values_exact,
+    object_class,
+    object_types,
+    to_float,
+)
 from dmixed.errors import DataError, NumericFactorWarning, PrecisionWarning
 
 from .frames import assert_same
@@ -544,3 +551,36 @@ def test_native_values_exact_of_integers_of_another_kind(values, native, flagged
     out, inexact = native_values_exact(pd.Series(values), native)
     np.testing.assert_array_equal(inexact, flagged)
     np.testing.assert_array_equal(out[~inexact], values[~inexact].astype(out.dtype))
+
+
+def _objects(values: list) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
+def test_tuples_are_a_key_class_of_their_own():
+    """Tuples and text were one class ("label"), so the text ``'(3, 3)'`` and the tuple
+    ``(3, 3)`` met as keys of one class and found no group, silently.  Tuples of any
+    parts are their own class; text, numbers and booleans keep theirs."""
+    tuples = _objects([(3, 3), (1, "a"), (2.5,), ()])
+    assert key_class(tuples, "g") == "tuple"
+    assert key_class(_objects(["(3, 3)", "a"]), "g") == "label"
+    assert key_class(np.array([1, 2]), "g") == "number"
+    assert key_class(_objects([None, None]), "g") is None
+    with pytest.raises(DataError, match=r"column 'g' holds values of several .*str, tuple"):
+        key_class(_objects([(3, 3), "a"]), "g")
+    np.testing.assert_array_equal(comparable_keys(tuples[:2], tuples, "g"), tuples[:2])
+    text = _objects(["(3, 3)", "(1, 'a')"])
+    with pytest.raises(
+        DataError,
+        match=r"^group column 'g' holds text keys \(such as '\(3, 3\)'\) but the model was "
+        r"fitted with tuple keys \(such as \(3, 3\)\); .*pd.Series\(list_of_tuples",
+    ):
+        comparable_keys(text, tuples, "g")
+    with pytest.raises(
+        DataError,
+        match=r"^group column 'g' holds tuple keys \(such as \(3, 3\)\) but the model was "
+        r"fitted with text keys \(such as '\(3, 3\)'\); .*data\['g'\].astype\(str\)$",
+    ):
+        comparable_keys(tuples, text, "g")

@@ -16,8 +16,10 @@ from dmixed.design.partitions import (
     lost_futures,
     restored_values,
     select_columns,
+    tuples_or_text,
+    warn_text_keys,
 )
-from dmixed.errors import DataError
+from dmixed.errors import DataError, TextConversionWarning
 
 
 def test_checked_partition():
@@ -177,17 +179,115 @@ def test_group_keys_that_arrow_reads_as_lists_are_restored_as_tuples():
     assert restored["g"].iloc[11] is None
 
 
-def test_a_renamed_column_is_not_read_back_from_the_pandas_column_of_its_new_name():
+def test_a_renamed_column_is_read_back_from_the_pandas_column_of_its_old_name():
     """``rename(columns={"g": "old", "h": "g"})`` once read the text of ``h`` back through
-    the keys of the pandas frame's ``g``: every group missing.  Names a later step
-    changed are not the pandas frame's: the column stays as Dask holds it."""
+    the keys of the pandas frame's ``g`` (every group missing), then was left as text
+    (the tuples' text as labels, silently).  A renamed column is followed to the pandas
+    column it comes from (``rename`` and ``df.columns = ...``), and read as it holds it."""
     g, h = np.empty(6, dtype=object), np.empty(6, dtype=object)
     g[:], h[:] = [b"a", b"b", b"c"] * 2, [(1, "x"), (2, "y"), (3, "z")] * 2
     frame = pd.DataFrame({"g": g, "h": h, "y": np.arange(6.0)})
     with dask.config.set({"dataframe.convert-string": True}):
         ddf = dd.from_pandas(frame, npartitions=2)
     renamed = ddf.rename(columns={"g": "old", "h": "g"})
-    assert restored_values(renamed, ["g", "y"], "g") is renamed
     relabelled = ddf.copy()
     relabelled.columns = ["old", "g", "y"]
-    assert restored_values(relabelled, ["g", "y"], "g") is relabelled
+    with dask.config.set(scheduler="sync"):
+        for made in (renamed, relabelled):
+            restored = restored_values(made, ["g", "y"], "g").compute()
+            assert restored["g"].tolist() == frame["h"].tolist()
+            assert all(type(v) is tuple for v in restored["g"])
+
+
+def _tuple_parts() -> list[pd.DataFrame]:
+    keys = np.empty(9, dtype=object)
+    keys[:] = [(i % 3, f"k{i}") for i in range(9)]
+    frame = pd.DataFrame({"g": keys, "y": np.arange(9.0), "s": [f"s{i}" for i in range(9)]})
+    return [frame.iloc[i::3] for i in range(3)]
+
+
+@pytest.mark.parametrize("source", ["from_map", "from_delayed"])
+def test_tuple_keys_of_pandas_frames_dask_made_text_are_read_from_below_the_conversion(source):
+    """``dd.from_map`` and ``dd.from_delayed`` of frames holding tuple keys: Dask's own
+    step (``ArrowStringConversion``) turns them into text; the groups column is read
+    from below that step (the tuples), its other text columns stay Dask's text."""
+    parts = _tuple_parts()
+    with dask.config.set({"dataframe.convert-string": True}):
+        if source == "from_map":
+            ddf = dd.from_map(lambda p: p, parts)
+        else:
+            ddf = dd.from_delayed([dask.delayed(lambda p: p)(p) for p in parts], meta=parts[0])
+    assert ddf["g"].dtype != object  # Dask's text
+    restored = restored_values(ddf, ["g", "y", "s"], "g")
+    with dask.config.set(scheduler="sync"):
+        got = restored.compute()
+        again = restored_values(restored, ["g", "y", "s"], "g").compute()  # idempotent
+    expected = pd.concat(parts)
+    assert got["g"].tolist() == expected["g"].tolist() == again["g"].tolist()
+    assert all(type(v) is tuple for v in got["g"])
+    assert got["s"].dtype == ddf["s"].dtype and got["s"].tolist() == expected["s"].tolist()
+    assert restored_values(ddf, ["g", "y"], None) is ddf  # not the groups: the text stays
+
+
+def test_tuples_or_text_is_dasks_text_but_for_tuples():
+    """A partition's groups column: tuples kept as they are; text, and values of one
+    other kind, as Dask's conversion gives them; several kinds refused as in process."""
+    dtype = pd.StringDtype("pyarrow")
+    tuples = pd.Series([(1, "a"), (2.5, "b"), None], dtype=object, name="raw")
+    kept = tuples_or_text(tuples, dtype, "g")
+    assert kept.name == "g" and kept.dtype == object and kept.tolist() == tuples.tolist()
+    for values in (pd.Series(["a", None, "c"], dtype=object), pd.Series([b"a", b"b"])):
+        pd.testing.assert_series_equal(
+            tuples_or_text(values, dtype, "g"), values.astype(dtype).rename("g")
+        )
+    mixed = pd.Series([(1, "a"), "b"], dtype=object)
+    with pytest.raises(DataError, match=r"column 'g' holds values of several .*str, tuple"):
+        tuples_or_text(mixed, dtype, "g")
+
+
+def test_text_that_reads_as_tuples_warns_where_dask_may_have_made_it(tmp_path):
+    """Keys of text ``'(…)'`` that may be Dask's text of tuples it could not read back
+    (a persisted collection; a filter after Dask's conversion) warn, naming the column
+    and how to keep tuples; a reader's text, and other text, do not."""
+    labels = np.array(["(0, 'a')", "(1, 'b')"], dtype=object)
+    frame = pd.DataFrame({"g": pd.Series(labels, dtype=object).repeat(2), "y": np.arange(4.0)})
+    keys = np.empty(4, dtype=object)
+    keys[:] = [(0, "a"), (0, "a"), (1, "b"), (1, "b")]
+    tuples = frame.assign(g=keys)
+    with dask.config.set({"dataframe.convert-string": True}):
+        made = dd.from_pandas(frame.reset_index(drop=True), npartitions=2)
+        parts = dd.from_map(lambda p: p, [tuples.iloc[:2], tuples.iloc[2:]])
+    with dask.config.set(scheduler="sync"):
+        persisted = made.persist()
+    frame.to_parquet(tmp_path / "t.parquet")
+    read = dd.read_parquet(tmp_path / "t.parquet")
+    text = r"groups column 'g' reached the fit as text that reads as tuples \(such as "
+    for ddf, where in ((persisted, "persisted"), (parts[parts.y > 0], "changes the rows")):
+        with pytest.warns(TextConversionWarning, match=text + r".*" + where) as rec:
+            warn_text_keys(ddf, labels, "g")
+        message = str(rec[0].message)
+        assert "dataframe.convert-string': False" in message
+        assert "pd.factorize(df['g'])[0]" in message
+    warn_text_keys(read, labels, "g")  # the file's own text
+    warn_text_keys(made[made.y > 0], labels, "g")  # the pandas frame's own text
+    text_parts = dd.from_map(lambda p: p, [frame.iloc[:2].astype({"g": str}), frame.iloc[2:]])
+    warn_text_keys(text_parts[text_parts.y > 0], labels, "g")  # text before Dask's step
+    warn_text_keys(persisted, np.array(["a", "(b)"], dtype=object), "g")
+    warn_text_keys(persisted, np.array(["(b)", "a"], dtype=object), "g")
+    tuples = np.empty(2, dtype=object)
+    tuples[:] = [(0, "a"), (1, "b")]
+    warn_text_keys(persisted, tuples, "g")
+
+
+def test_text_in_parentheses_that_no_tuple_writes_does_not_warn():
+    """Labels of the data's own in parentheses (``'(site 3)'``, ``'(0)'``), which ``str``
+    of no tuple gives, are not warned of on a persisted collection; a tuple's text of one
+    part, or none, is."""
+    frame = pd.DataFrame({"g": ["(site 1)", "(site 2)"], "y": [0.0, 1.0]})
+    with dask.config.set(scheduler="sync"):
+        persisted = dd.from_pandas(frame, npartitions=1).persist()
+    for own in (["(site 1)", "(site 2)"], ["(0)", "(1)"], ["()", "(x)"]):
+        warn_text_keys(persisted, np.array(own, dtype=object), "g")
+    for made in (["(0,)", "(1,)"], ["()", "(1,)"], ["(0, 'a')", "('b', None)"]):
+        with pytest.warns(TextConversionWarning, match="persisted"):
+            warn_text_keys(persisted, np.array(made, dtype=object), "g")

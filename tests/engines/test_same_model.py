@@ -586,6 +586,72 @@ def test_group_keys_that_dask_made_text_keep_their_type(kind):
     np.testing.assert_allclose(on_dask.loc[expected.index], expected, rtol=1e-8)
 
 
+def _tuple_keyed(seed: int) -> pd.DataFrame:
+    frame = base_frame(seed=seed)
+    keys = np.empty(len(frame), dtype=object)
+    keys[:] = [(int(v[1:]) % 4, f"g{v[1:]}") for v in frame["g"]]
+    frame["g"] = keys
+    return frame
+
+
+def _thirds(frame: pd.DataFrame, rename: dict | None = None) -> list[pd.DataFrame]:
+    return [frame.iloc[i::3].rename(columns=rename or {}) for i in range(3)]
+
+
+#: Dask collections of a frame's rows, tuple keys in ``g``, that are no plain
+#: ``dd.from_pandas`` frame: Dask turns the keys into text in them
+TUPLE_SOURCES = {
+    "from_map": lambda f: dd.from_map(lambda p: p, _thirds(f)),
+    "from_delayed": lambda f: dd.from_delayed(
+        [dask.delayed(lambda p: p)(p) for p in _thirds(f)], meta=f.iloc[:0]
+    ),
+    "from_map, renamed": lambda f: dd.from_map(lambda p: p, _thirds(f, {"g": "k"})).rename(
+        columns={"k": "g"}
+    ),
+    "from_pandas, renamed": lambda f: dd.from_pandas(
+        f.rename(columns={"g": "k"}), npartitions=3
+    ).rename(columns={"k": "g"}),
+}
+
+
+@pytest.mark.parametrize("source", sorted(TUPLE_SOURCES))
+def test_tuple_keys_outside_a_plain_from_pandas_frame_are_the_tuples(source):
+    """Tuple group keys of ``dd.from_map``, ``dd.from_delayed`` and renamed collections
+    were the text Dask made of them (``'(0, 0)'``), silently: ``random_effects[key]``
+    raised KeyError.  They are the frame's tuples, as in process."""
+    frame = _tuple_keyed(seed=35)
+    with dask.config.set({"dataframe.convert-string": True}):
+        ddf = TUPLE_SOURCES[source](frame)
+    local, remote = fit_both(frame, ddf, "y ~ x", **SLOPE)
+    assert_same_model(local, remote)  # the group labels with their types
+    key = frame["g"].iloc[0]
+    pd.testing.assert_series_equal(
+        remote.result.random_effects[key], local.result.random_effects[key], rtol=1e-8
+    )
+
+
+@pytest.mark.parametrize("steps", ["persisted", "filtered"])
+def test_tuple_keys_dask_made_text_that_cannot_be_read_back_warn(steps):
+    """Where Dask's text of tuple keys cannot be read back (a persisted collection holds
+    only the text; a filter after ``dd.from_map``'s conversion), the fit's labels are that
+    text, and it says so."""
+    frame = _tuple_keyed(seed=37)
+    with dask.config.set({"dataframe.convert-string": True}):
+        if steps == "persisted":
+            with dask.config.set(scheduler="sync"):
+                ddf = dd.from_pandas(frame, npartitions=3).persist()
+        else:
+            ddf = dd.from_map(lambda p: p, _thirds(frame))
+            ddf = ddf[ddf.x > -1e9]
+    warns = (dmixed.errors.TextConversionWarning,)
+    remote = fit(ddf, "y ~ x", warns, **SLOPE)
+    assert remote.error is None, remote.error
+    assert remote.result.group_labels[0] == str(sorted(frame["g"])[0])
+    message = remote.warnings[0]
+    assert message.startswith("the groups column 'g' reached the fit as text that reads as")
+    assert "dask.config.set({'dataframe.convert-string': False})" in message
+
+
 # --------------------------------------------------------------------------------------
 # missing values and partitions (Dask-side rules)
 # --------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import pickle
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from dmixed import CheckpointError, MixedLM
 from dmixed.io import load_state, save_state
 from dmixed.io.results_dir import ESTIMATES_SHA256, estimates_sha256
 from dmixed.io.state import MEMORY_ONLY
+from dmixed.stats import columns
 
 from .._synth import design, make_data, vc_dict
 
@@ -400,9 +402,9 @@ def test_results_of_weights_in_any_unit_round_trip(tmp_path, factor):
     estimates = json.loads((tmp_path / "out" / "estimates.json").read_text())
     if factor == 1.0:
         assert "cov_params_weighted" not in estimates["estimates"]
-        assert estimates["format_version"] < dmixed.io.FORMAT_VERSION
+        assert estimates["format_version"] < dmixed.io.results_dir.WEIGHTED_FORMAT_VERSION
     else:
-        assert estimates["format_version"] == dmixed.io.FORMAT_VERSION
+        assert estimates["format_version"] == dmixed.io.results_dir.WEIGHTED_FORMAT_VERSION == 4
         assert estimates["estimates"]["weight_scale"] == fit.to_state().weight_scale != 1
     for what in ("bse", "bse_re", "bse_fe", "fe_params"):
         values = np.asarray(getattr(fit, what))
@@ -487,3 +489,123 @@ def test_reloaded_results_have_every_attribute_of_the_fit(tmp_path, kind, q):
             _assert_same(getattr(back, name), want, name)
     for name in _RELOADED_CALLS:
         _assert_same(getattr(back, name)(), getattr(fit, name)(), f"{name}()")
+
+
+#: tuple group keys of each kind of parts: group i's key
+TUPLE_KEYS = {
+    "ints": lambda i: (i % 4, i),
+    "floats": lambda i: (i / 4, float(i)),  # 2.0 stays a float
+    "text": lambda i: (f"a{i % 4}", f"b{i}"),
+    "mixed": lambda i: (i, f"s{i % 4}", i / 2, i % 3 == 0, None),
+    "numpy": lambda i: (np.int64(i), np.float64(i / 2), np.bool_(i % 2)),
+}
+
+
+def _tuple_keyed_fit(keys):
+    df = make_data(n_groups=12, seed=6)
+    labels = np.empty(len(df), dtype=object)
+    labels[:] = [keys(int(g)) for g in df.g]
+    df["g"] = labels
+    return df, dmixed.mixedlm("y ~ x1", df, groups="g", re_formula="1 + x1").fit()
+
+
+def _typed(labels) -> list:
+    return [tuple((type(p).__name__, p) for p in key) for key in labels]
+
+
+@pytest.mark.parametrize("kind", sorted(TUPLE_KEYS))
+def test_tuple_labels_round_trip_with_their_parts_types(tmp_path, kind):
+    """Tuple group labels: mixed parts raised pyarrow's ArrowInvalid, and tuples of one
+    type came back as arrays (lookups by the tuple failed).  They are saved as the JSON
+    of their parts (format 5): the labels, their parts' types, lookups and predictions
+    come back as the fit had them (numpy scalars as their Python values)."""
+    df, fit = _tuple_keyed_fit(TUPLE_KEYS[kind])
+    fit.save(tmp_path / "r")
+    doc = json.loads((tmp_path / "r" / "estimates.json").read_text())
+    assert doc["format_version"] == dmixed.io.FORMAT_VERSION == 5
+    assert doc["estimates"]["group_label_form"] == "tuple-json"
+    back = dmixed.load(tmp_path / "r")
+    expected = [
+        tuple(p.item() if isinstance(p, np.generic) else p for p in k) for k in fit.group_labels
+    ]
+    assert _typed(back.group_labels) == _typed(expected)
+    for key in list(fit.random_effects)[:3]:
+        np.testing.assert_array_equal(back.random_effects[key], fit.random_effects[key])
+        pd.testing.assert_frame_equal(back.random_effects_cov[key], fit.random_effects_cov[key])
+    new = df.drop(columns=["y"]).iloc[:20]
+    np.testing.assert_array_equal(
+        back.predict(new, include_random=True), fit.predict(new, include_random=True)
+    )
+    back.save(tmp_path / "again")  # loaded labels save again
+    assert _typed(dmixed.load(tmp_path / "again").group_labels) == _typed(expected)
+
+
+@pytest.mark.parametrize(
+    "part, why",
+    [
+        (Decimal("1.5"), "holding a part of type Decimal"),
+        ((1, 2), "holding a nested tuple"),
+        (float("nan"), "holding NaN"),
+        (b"b", "holding a part of type bytes"),
+    ],
+    ids=["Decimal", "nested", "NaN", "bytes"],
+)
+def test_tuple_labels_a_directory_cannot_hold_are_refused_before_writing(tmp_path, part, why):
+    """Tuples holding a part JSON does not hold exactly are refused at save, naming the
+    labels' kind and what they hold, before anything is written."""
+    _, fit = _tuple_keyed_fit(lambda i: (i, part) if i == 0 else (i, 0.5))
+    with pytest.raises(dmixed.DataError, match=rf"group labels are tuples \(such as .*\) {why}"):
+        fit.save(tmp_path / "r")
+    assert os.listdir(tmp_path) == []  # no directory, no temporary
+
+
+def test_labels_parquet_does_not_hold_are_refused_before_writing(tmp_path):
+    """Labels of a type Parquet does not hold raised pyarrow's own error from inside the
+    save: refused naming their type, before anything is written."""
+    _, fit = _tuple_keyed_fit(lambda i: (i,))
+    state = fit.to_state()
+    labels = np.empty(len(state.group_labels), dtype=object)
+    labels[:] = [Opaque(i) for i in range(len(labels))]
+    odd = dataclasses.replace(state, group_labels=labels)
+    with pytest.raises(dmixed.DataError, match=r"group labels \(Opaque, such as .*\) cannot be"):
+        save_state(odd, tmp_path / "r", "")
+    assert os.listdir(tmp_path) == []
+
+
+class Opaque:
+    """A hashable label that is neither text nor a number (Parquet holds no such value)."""
+
+    def __init__(self, i: int) -> None:
+        self.i = i
+
+    def __hash__(self) -> int:
+        return self.i
+
+
+def test_labels_saved_in_a_form_this_version_does_not_read_are_refused(tmp_path):
+    """A ``group_label_form`` this dmixed does not know (a newer writer's) is refused as a
+    damaged directory, never read as labels of text."""
+    _, fit = _tuple_keyed_fit(TUPLE_KEYS["ints"])
+    fit.save(tmp_path / "r")
+    file = tmp_path / "r" / "estimates.json"
+    doc = json.loads(file.read_text())
+    doc["estimates"]["group_label_form"] = "tuple-msgpack"
+    doc[ESTIMATES_SHA256] = estimates_sha256(doc)
+    file.write_text(json.dumps(doc))
+    with pytest.raises(CheckpointError, match="'tuple-msgpack', a form this dmixed does not read"):
+        dmixed.load(tmp_path / "r")
+
+
+def test_tuple_labels_of_directories_before_format_5_load_as_tuples(tmp_path):
+    """Directories written before tuple labels had a form of their own hold each tuple
+    as a Parquet list cell, which read back as an array: lookups by the tuple failed
+    (``KeyError``, or ``TypeError: unhashable``).  They are tuples again."""
+    keys = np.empty(3, dtype=object)
+    keys[:] = [(0, 1), (0, 2), (1, 1)]
+    pd.DataFrame({columns.GROUP: keys, "x": [1.0, 2.0, 3.0]}).to_parquet(tmp_path / "t.parquet")
+    table = pd.read_parquet(tmp_path / "t.parquet")
+    assert isinstance(table[columns.GROUP].iloc[0], np.ndarray)  # as pyarrow reads them
+    labels = dmixed.io.results_dir.loaded_labels(table, {})
+    assert list(labels) == [(0, 1), (0, 2), (1, 1)]
+    assert all(type(p) is int for key in labels for p in key)
+    assert dict(zip(labels, range(3), strict=True))[(0, 2)] == 1

@@ -118,6 +118,41 @@ def test_keys_of_another_class_are_refused(int_fit, keys, have):
     assert int_fit.predict(_new(keys)).notna().all()
 
 
+def _tuple_keys(values: list) -> pd.Series:
+    keys = np.empty(len(values), dtype=object)
+    keys[:] = values
+    return pd.Series(keys, dtype=object)
+
+
+@pytest.mark.parametrize("fitted", ["tuples", "their text"])
+@pytest.mark.parametrize("engine", ["pandas", "dask"])
+def test_tuple_keys_and_their_text_are_refused_for_each_other(fitted, engine):
+    """Groups fitted as the text ``'(3, 3)'`` (the labels of a Dask collection whose
+    tuple keys Dask made text) and new rows keyed ``(3, 3)``, or the reverse: once one
+    key class, so every row got the population prediction with only a warning; an error
+    naming the column and both kinds of keys."""
+    df = make_data(n_groups=12, seed=5)
+    tuples = _tuple_keys([(int(v) % 4, int(v)) for v in df.g])
+    text = tuples.astype(str)
+    df["g"] = tuples if fitted == "tuples" else text
+    res = mixedlm("y ~ x1", df, groups="g").fit()
+    new = df.iloc[:4].assign(g=(text if fitted == "tuples" else tuples).iloc[:4].to_numpy())
+    have, want = ("text", "tuple") if fitted == "tuples" else ("tuple", "text")
+    shown = rf"'g' holds {have} keys \(such as .*\) but the model was fitted with {want} keys"
+    if engine == "dask":
+        with dask.config.set({"dataframe.convert-string": True}):
+            new = dd.from_pandas(new, npartitions=2)
+    with pytest.raises(DataError, match=shown), dask.config.set(scheduler="sync"):
+        pred = res.predict(new, include_random=True)
+        if engine == "dask":
+            pred.compute()
+    same = df.iloc[:4] if engine == "pandas" else dd.from_pandas(df.iloc[:4], npartitions=2)
+    with dask.config.set(scheduler="sync"):
+        pred = res.predict(same, include_random=True)
+        pred = pred.compute() if engine == "dask" else pred
+    assert pred.notna().all()  # keys of the fit's own kind find their groups
+
+
 def test_text_keys_are_refused_as_numbers():
     df = make_data(n_groups=12, seed=4)
     df["g"] = "s" + df.g.astype(str)

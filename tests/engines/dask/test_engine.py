@@ -333,8 +333,7 @@ def test_cluster_distributed_matches_pandas(
 def test_cluster_tuple_keys_match_pandas(cluster_client, engine):
     """Tuple group keys of a ``dd.from_pandas`` collection (Dask holds them as text) are
     the pandas frame's tuples on the cluster too, with the statistics on the workers or
-    gathered.  (``dd.from_map`` of a function returning them makes text of them in Dask
-    itself: its keys are that text.)"""
+    gathered."""
     df = _frame(key="tuple")
     ref = _reference(df, SLOPE, "tuple")
     assert isinstance(ref.group_labels[0], tuple)
