@@ -37,6 +37,7 @@ from ...errors import SpecError
 from ...stats.packed import PackedLayout
 from ...stats.standardize import Standardization
 from .combine import GroupAccumulator, Partial, bucket_of
+from .text_columns import HashColumns, text_hashes
 
 #: Estimated bytes of one key of object dtype (strings) once pickled.
 OBJECT_KEY_BYTES = 24
@@ -328,16 +329,26 @@ def split_routed(pieces: list[RoutedRows], n_buckets: int) -> list[RoutedRows | 
 
 
 class DistinctKeys:
-    """How many distinct keys were added (a bitmap for small non-negative integers, a
-    set otherwise)."""
+    """How many distinct keys were added (a bitmap for small non-negative integers, the
+    64-bit hashes of text keys, :func:`~dmixed.engines.dask.text_columns.text_hashes`, a
+    set otherwise).  Counted by their hashes, two text keys whose hashes collide count
+    once: the count is the routing's estimate of a partial's size, never a result."""
 
     def __init__(self) -> None:
         self.bitmap = np.zeros(0, dtype=bool)
         self.other: set | None = None
+        self.hashes: HashColumns | None = None
 
     def add(self, keys: np.ndarray) -> None:
         if not keys.size:
             return
+        if keys.dtype == object:
+            hashes = text_hashes(keys)
+            if hashes is not None:
+                if self.hashes is None:
+                    self.hashes = HashColumns()
+                self.hashes.add(hashes)
+                return
         if self.other is None and keys.dtype.kind in "iu":
             lo, hi = int(keys.min()), int(keys.max())
             if lo >= 0 and hi < 2**BITMAP_BITS:
@@ -353,7 +364,8 @@ class DistinctKeys:
 
     @property
     def count(self) -> int:
-        return int(np.count_nonzero(self.bitmap)) if self.other is None else len(self.other)
+        n = int(np.count_nonzero(self.bitmap)) if self.other is None else len(self.other)
+        return n + (0 if self.hashes is None else len(self.hashes))
 
 
 @dataclass

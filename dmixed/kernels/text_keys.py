@@ -1,0 +1,90 @@
+"""Text keys from their bytes: the calls into the compiled passes of
+:mod:`~dmixed.kernels.text_jit` (numba imported on first use only, where the per-row
+pass runs compiled: :func:`~dmixed.kernels.compiled.rows_compiled`).
+
+Strings are given as Arrow lays them out: ``offsets`` (int32 or int64, ``n + 1``) into
+``data`` (uint8), string ``i`` the bytes ``data[offsets[i] : offsets[i + 1]]``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .compiled import rows_compiled
+
+
+def string_hashes(offsets: np.ndarray, data: np.ndarray) -> np.ndarray | None:
+    """A 64-bit hash of every string's bytes (FNV-1a, Fowler–Noll–Vo), in one compiled
+    pass.
+
+    Parameters
+    ----------
+    offsets : ndarray of int32 or int64 (n + 1,)
+        Where each string starts in ``data`` (and the last one ends).
+    data : ndarray of uint8
+        The strings' UTF-8 bytes.
+
+    Returns
+    -------
+    ndarray of int64 (n,) or None
+        The hashes' bits as int64; None where the pass does not run compiled (then
+        the caller maps the keys another way).  Equal strings have equal hashes;
+        distinct strings may too (a collision), which the caller checks for
+        (:func:`first_mismatch`).
+    """
+    n = offsets.size - 1
+    if n < 0 or not rows_compiled(n):
+        return None
+    from .text_jit import hash_strings  # numba: imported on first use only
+
+    out = np.empty(n, dtype=np.int64)
+    hash_strings(offsets, data, out)
+    return out
+
+
+def first_mismatch(
+    offsets: np.ndarray,
+    data: np.ndarray,
+    col: np.ndarray,
+    rep_offsets: np.ndarray,
+    rep_data: np.ndarray,
+) -> int:
+    """The first string that is not byte for byte the representative of the column it
+    was mapped to, or −1 (every one is).
+
+    Parameters
+    ----------
+    offsets, data : ndarray
+        The strings (module doc), ``n`` of them.
+    col : ndarray of int64 (n,)
+        Each string's column, ``0 <= col < G``.
+    rep_offsets : ndarray of int64 (≥ G + 1,)
+        Where each column's representative starts in ``rep_data``.
+    rep_data : ndarray of uint8
+        The representatives' bytes.
+
+    Returns
+    -------
+    int
+        The row, or −1.
+    """
+    from .text_jit import first_mismatch as compiled  # numba: imported on first use only
+
+    return int(compiled(offsets, data, col, rep_offsets, rep_data))
+
+
+def append_strings(
+    offsets: np.ndarray,
+    data: np.ndarray,
+    rows: np.ndarray,
+    rep_offsets: np.ndarray,
+    rep_data: np.ndarray,
+    start: int,
+) -> None:
+    """Write strings ``rows`` (int64 positions) after the first ``start``
+    representatives: representative ``start + k`` becomes string ``rows[k]``
+    (``rep_offsets[start]`` set; the buffers hold room enough: ``start + len(rows) +
+    1`` offsets and ``rep_offsets[start]`` plus the strings' bytes)."""
+    from .text_jit import append_strings as compiled  # numba: imported on first use only
+
+    compiled(offsets, data, rows, rep_offsets, rep_data, np.int64(start))
