@@ -17,9 +17,16 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from .term_jit import prefetch_row
+
 #: FNV-1a, 64 bits (Fowler, Noll and Vo): the offset basis and the prime
 FNV_BASIS = np.uint64(14695981039346656037)
 FNV_PRIME = np.uint64(1099511628211)
+#: bytes of a representative kept with its length (:func:`first_mismatch`)
+HEAD_BYTES = 8
+#: rows ahead whose representative :func:`first_mismatch` asks for (as the per-row
+#: pass asks for its table row: many misses in flight at once)
+AHEAD = 64
 
 
 @numba.njit(cache=True, nogil=True)
@@ -33,28 +40,47 @@ def hash_strings(offsets, data, out):  # pragma: no cover - compiled
         out[i] = np.int64(h)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _head(data, lo, n):  # pragma: no cover - compiled
+    """The first ``min(n, 8)`` bytes from ``data[lo]`` as one int64, little-endian, the
+    bytes after them zero."""
+    word = np.uint64(0)
+    for j in range(min(n, HEAD_BYTES)):
+        word |= np.uint64(data[lo + j]) << np.uint64(8 * j)
+    return np.int64(word)
+
+
 @numba.njit(cache=True, nogil=True)
-def first_mismatch(offsets, data, col, rep_offsets, rep_data):  # pragma: no cover
-    """The first row ``i`` whose string is not byte for byte string ``col[i]`` of the
-    representatives (``rep_offsets``, ``rep_data``), or −1 where every row's is."""
-    for i in range(col.size):
+def first_mismatch(offsets, data, col, heads, rep_offsets, rep_data):  # pragma: no cover
+    """The first row ``i`` whose string is not byte for byte representative ``col[i]``,
+    or −1 where every row's is.  ``heads[c]``: representative ``c``'s length and first
+    bytes (:func:`_head`), one 16-byte row read (and asked for :data:`AHEAD` rows
+    before, :func:`~dmixed.kernels.term_jit.prefetch_row`) where the string is at most
+    :data:`HEAD_BYTES` long; the bytes after those from ``rep_data`` (representative
+    ``c`` is ``rep_data[rep_offsets[c] : rep_offsets[c + 1]]``)."""
+    n_rows = col.size
+    for i in range(n_rows):
+        if i + AHEAD < n_rows:
+            prefetch_row(heads, col[i + AHEAD])
         c = col[i]
         lo = offsets[i]
         n = offsets[i + 1] - lo
-        rep = rep_offsets[c]
-        if rep_offsets[c + 1] - rep != n:
+        if heads[c, 0] != n or heads[c, 1] != _head(data, lo, n):
             return i
-        for j in range(n):
-            if data[lo + j] != rep_data[rep + j]:
-                return i
+        if n > HEAD_BYTES:
+            rep = rep_offsets[c]
+            for j in range(HEAD_BYTES, n):
+                if data[lo + j] != rep_data[rep + j]:
+                    return i
     return -1
 
 
 @numba.njit(cache=True, nogil=True)
-def append_strings(offsets, data, rows, rep_offsets, rep_data, start):  # pragma: no cover
+def append_strings(offsets, data, rows, heads, rep_offsets, rep_data, start):  # pragma: no cover
     """Strings ``rows`` appended to the representatives after their first ``start``
-    (``rep_offsets[start]`` set, room enough in both buffers): representative
-    ``start + k`` becomes string ``rows[k]``."""
+    (``rep_offsets[start]`` set, room enough in every buffer): representative
+    ``start + k`` becomes string ``rows[k]`` (its bytes, and its length and first bytes
+    in ``heads``)."""
     end = rep_offsets[start]
     for k in range(rows.size):
         i = rows[k]
@@ -62,5 +88,7 @@ def append_strings(offsets, data, rows, rep_offsets, rep_data, start):  # pragma
         n = offsets[i + 1] - lo
         for j in range(n):
             rep_data[end + j] = data[lo + j]
+        heads[start + k, 0] = n
+        heads[start + k, 1] = _head(data, lo, n)
         end += n
         rep_offsets[start + k + 1] = end

@@ -46,6 +46,7 @@ def first_mismatch(
     offsets: np.ndarray,
     data: np.ndarray,
     col: np.ndarray,
+    heads: np.ndarray,
     rep_offsets: np.ndarray,
     rep_data: np.ndarray,
 ) -> int:
@@ -58,6 +59,9 @@ def first_mismatch(
         The strings (module doc), ``n`` of them.
     col : ndarray of int64 (n,)
         Each string's column, ``0 <= col < G``.
+    heads : ndarray of int64 (≥ G, 2), C-contiguous
+        Each representative's length and first 8 bytes as one little-endian int64 (the
+        bytes after the string zero), as :func:`append_strings` writes them.
     rep_offsets : ndarray of int64 (≥ G + 1,)
         Where each column's representative starts in ``rep_data``.
     rep_data : ndarray of uint8
@@ -70,21 +74,23 @@ def first_mismatch(
     """
     from .text_jit import first_mismatch as compiled  # numba: imported on first use only
 
-    return int(compiled(offsets, data, col, rep_offsets, rep_data))
+    return int(compiled(offsets, data, col, heads, rep_offsets, rep_data))
 
 
 def append_strings(
     offsets: np.ndarray,
     data: np.ndarray,
     rows: np.ndarray,
+    heads: np.ndarray,
     rep_offsets: np.ndarray,
     rep_data: np.ndarray,
     start: int,
 ) -> None:
     """Write strings ``rows`` (int64 positions) after the first ``start``
-    representatives: representative ``start + k`` becomes string ``rows[k]``
-    (``rep_offsets[start]`` set; the buffers hold room enough: ``start + len(rows) +
-    1`` offsets and ``rep_offsets[start]`` plus the strings' bytes)."""
+    representatives: representative ``start + k`` becomes string ``rows[k]`` (its
+    length and first bytes in ``heads``, its bytes in ``rep_data``; ``rep_offsets[start]``
+    set; the buffers hold room enough: ``start + len(rows)`` heads, ``start + len(rows)
+    + 1`` offsets and ``rep_offsets[start]`` plus the strings' bytes)."""
     from .text_jit import append_strings as compiled  # numba: imported on first use only
 
-    compiled(offsets, data, rows, rep_offsets, rep_data, np.int64(start))
+    compiled(offsets, data, rows, heads, rep_offsets, rep_data, np.int64(start))

@@ -42,26 +42,50 @@ def test_no_hash_where_the_pass_does_not_run_compiled(monkeypatch):
     assert text_keys.string_hashes(*_buffers(STRINGS, np.int32)) is None
 
 
+def _reps(strings: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Representatives as :func:`text_keys.append_strings` writes them."""
+    offsets, data = _buffers(strings, np.int64)
+    n = len(strings)
+    heads = np.zeros((n, 2), dtype=np.int64)
+    rep_offsets = np.zeros(n + 1, dtype=np.int64)
+    rep_data = np.zeros(max(1, int(offsets[-1])), dtype=np.uint8)
+    rows = np.arange(n, dtype=np.int64)
+    text_keys.append_strings(offsets, data, rows, heads, rep_offsets, rep_data, 0)
+    return heads, rep_offsets, rep_data
+
+
 def test_first_mismatch_finds_a_string_unlike_its_representative():
-    reps = ["ab", "", "é"]
-    rep_offsets, rep_data = _buffers(reps, np.int64)
-    offsets, data = _buffers(["", "ab", "é", "ab"], np.int32)
-    col = np.array([1, 0, 2, 0])
-    assert text_keys.first_mismatch(offsets, data, col, rep_offsets, rep_data) == -1
-    for wrong, row in [([1, 0, 2, 1], 3), ([0, 0, 2, 0], 0), ([1, 2, 2, 0], 1)]:
-        got = text_keys.first_mismatch(offsets, data, np.array(wrong), rep_offsets, rep_data)
-        assert got == row
-    # a prefix of the representative is another key
-    offsets, data = _buffers(["a"], np.int32)
-    assert text_keys.first_mismatch(offsets, data, np.array([0]), rep_offsets, rep_data) == 0
+    # lengths either side of the 8 bytes kept with the length, and keys that differ
+    # only after them
+    reps = ["ab", "", "é", "abcdefgh", "abcdefghij", "abcdefghik"]
+    heads, rep_offsets, rep_data = _reps(reps)
+    rows = ["", "ab", "é", "ab", "abcdefghik", "abcdefgh", "abcdefghij"]
+    offsets, data = _buffers(rows, np.int32)
+    col = np.array([1, 0, 2, 0, 5, 3, 4])
+    assert text_keys.first_mismatch(offsets, data, col, heads, rep_offsets, rep_data) == -1
+    for row, wrong in [(3, 1), (0, 0), (1, 2), (4, 4), (6, 5), (5, 4), (2, 0)]:
+        bad = col.copy()
+        bad[row] = wrong
+        assert text_keys.first_mismatch(offsets, data, bad, heads, rep_offsets, rep_data) == row
+    # a prefix of the representative, or the representative and a NUL, is another key
+    offsets, data = _buffers(["a", "ab\0"], np.int32)
+    for row in (0, 1):
+        one = (offsets[row : row + 2] - offsets[row], data[offsets[row] :])
+        assert text_keys.first_mismatch(*one, np.array([0]), heads, rep_offsets, rep_data) == 0
 
 
 def test_appended_strings_become_the_next_representatives():
-    offsets, data = _buffers(["x", "", "yé", "zz"], np.int32)
-    rep_offsets = np.zeros(5, dtype=np.int64)
+    offsets, data = _buffers(["x", "", "yé", "zz", "0123456789"], np.int32)
+    heads = np.zeros((6, 2), dtype=np.int64)
+    rep_offsets = np.zeros(7, dtype=np.int64)
     rep_offsets[:2] = [0, 1]
-    rep_data = np.zeros(16, dtype=np.uint8)
+    heads[0] = [1, ord("q")]
+    rep_data = np.zeros(32, dtype=np.uint8)
     rep_data[0] = ord("q")
-    text_keys.append_strings(offsets, data, np.array([2, 1, 3]), rep_offsets, rep_data, 1)
-    got = [bytes(rep_data[rep_offsets[c] : rep_offsets[c + 1]]).decode() for c in range(4)]
-    assert got == ["q", "yé", "", "zz"]
+    rows = np.array([2, 1, 3, 4])
+    text_keys.append_strings(offsets, data, rows, heads, rep_offsets, rep_data, 1)
+    got = [bytes(rep_data[rep_offsets[c] : rep_offsets[c + 1]]).decode() for c in range(5)]
+    assert got == ["q", "yé", "", "zz", "0123456789"]
+    want = [int.from_bytes(s.encode()[:8].ljust(8, b"\0"), "little", signed=True) for s in got]
+    assert heads[:5, 0].tolist() == [len(s.encode()) for s in got]
+    assert heads[:5, 1].tolist() == want

@@ -110,12 +110,14 @@ class HashColumns:
 
 class TextColumns:
     """The columns of a chain's text keys (module doc): the hashes of the groups seen,
-    the bytes of each column's first key (``rep_offsets``, ``rep_data``) and its
-    Python string (the labels)."""
+    the bytes of each column's first key (its length and first bytes in ``heads``, all
+    its bytes in ``rep_data`` from ``rep_offsets``) and its Python string (the
+    labels)."""
 
     def __init__(self) -> None:
         self.hashes = HashColumns()
-        self.rep_offsets = np.zeros(1024, dtype=np.int64)
+        self.heads = np.zeros((1024, 2), dtype=np.int64)
+        self.rep_offsets = np.zeros(1025, dtype=np.int64)
         self.rep_data = np.empty(1 << 16, dtype=np.uint8)
         self.labels: list[np.ndarray] = []
 
@@ -138,8 +140,8 @@ class TextColumns:
         g = len(self.hashes)
         if firsts.size:
             self._room(g + firsts.size, int(np.sum(offsets[firsts + 1] - offsets[firsts])))
-            append_strings(offsets, data, firsts, self.rep_offsets, self.rep_data, g)
-        if first_mismatch(offsets, data, col, self.rep_offsets, self.rep_data) >= 0:
+            append_strings(offsets, data, firsts, self.heads, self.rep_offsets, self.rep_data, g)
+        if first_mismatch(offsets, data, col, self.heads, self.rep_offsets, self.rep_data) >= 0:
             return None
         self.hashes.commit(fresh)
         if firsts.size:
@@ -149,10 +151,13 @@ class TextColumns:
     def _room(self, n_reps: int, more_bytes: int) -> None:
         """Room for ``n_reps`` representatives and ``more_bytes`` bytes after the
         representatives kept (geometric growth)."""
-        if n_reps + 1 > self.rep_offsets.size:
-            grown = np.zeros(max(n_reps + 1, 2 * self.rep_offsets.size), dtype=np.int64)
-            grown[: self.rep_offsets.size] = self.rep_offsets
-            self.rep_offsets = grown
+        if n_reps > self.heads.shape[0]:
+            size = max(n_reps, 2 * self.heads.shape[0])
+            heads = np.zeros((size, 2), dtype=np.int64)
+            heads[: self.heads.shape[0]] = self.heads
+            offsets = np.zeros(size + 1, dtype=np.int64)
+            offsets[: self.rep_offsets.size] = self.rep_offsets
+            self.heads, self.rep_offsets = heads, offsets
         end = int(self.rep_offsets[len(self.hashes)]) + more_bytes
         if end > self.rep_data.size:
             grown_data = np.empty(max(end, 2 * self.rep_data.size), dtype=np.uint8)
