@@ -61,7 +61,7 @@ def first_mismatch(offsets, data, col, heads, rep_offsets, rep_data):  # pragma:
     n_rows = col.size
     for i in range(n_rows):
         if i + AHEAD < n_rows:
-            prefetch_row(heads, col[i + AHEAD])
+            prefetch_row(heads, col[i + AHEAD])  # type: ignore[call-arg]  # numba intrinsic
         c = col[i]
         lo = offsets[i]
         n = offsets[i + 1] - lo
