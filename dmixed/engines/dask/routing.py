@@ -332,7 +332,9 @@ class DistinctKeys:
     """How many distinct keys were added (a bitmap for small non-negative integers, the
     64-bit hashes of text keys, :func:`~dmixed.engines.dask.text_columns.text_hashes`, a
     set otherwise).  Counted by their hashes, two text keys whose hashes collide count
-    once: the count is the routing's estimate of a partial's size, never a result."""
+    once, and a key in partitions counted both ways (a partition whose hash did not run
+    compiled, :func:`~dmixed.engines.dask.text_columns.text_hashes`) twice: the count
+    is the routing's estimate of a partial's size, never a result."""
 
     def __init__(self) -> None:
         self.bitmap = np.zeros(0, dtype=bool)

@@ -88,9 +88,11 @@ class HashColumns:
         if new.size:
             codes, uniq = pd.factorize(mk[new])
             sub[new] = len(self.extra) + codes
-            first = np.empty(len(uniq), dtype=np.int64)
-            first[codes[::-1]] = new[::-1]  # the last write of each code is its first row
-            firsts = miss[first]
+            # codes number the hashes in order of first appearance: a code's first row
+            # is where the running maximum of the codes grows
+            top = np.maximum.accumulate(codes)
+            first = np.flatnonzero(np.concatenate([[True], top[1:] > top[:-1]]))
+            firsts = miss[new[first]]
         col[miss] = n_main + sub
         return col, firsts, np.asarray(uniq, dtype=np.int64)
 
