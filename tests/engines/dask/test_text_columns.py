@@ -4,6 +4,8 @@ of two keys collide."""
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,6 +18,7 @@ from dmixed.engines.dask import text_columns
 from dmixed.engines.dask.combine import GroupAccumulator
 from dmixed.engines.dask.routing import DistinctKeys
 from dmixed.engines.dask.text_columns import TextColumns, text_buffers
+from dmixed.errors import DroppedRowsWarning
 
 # short keys from a few characters (ASCII, accented, CJK, NUL): empty strings, keys
 # that are prefixes of each other and repeats are frequent
@@ -143,3 +146,63 @@ def test_text_keys_are_counted_by_their_hashes(compiled):
     seen.add(_objects(["a", "", "é"]))
     seen.add(_objects(["", "b", "ab", "a"]))
     assert seen.hashes is not None and seen.count == 5
+
+
+def _text_fit(path, monkeypatch, exact: bool, **options) -> tuple:
+    """A Dask fit of the Parquet files ``path`` in chains (in process) with the chains'
+    text keys by hash (or, ``exact``, the hash made unavailable: the exact path), and
+    how many partitions the hash path mapped."""
+    import dask
+    import dask.dataframe as dd
+
+    import dmixed
+
+    checked = []
+    real = text_columns.first_mismatch
+
+    def counting(*args):
+        checked.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(text_columns, "first_mismatch", counting)
+    if exact:
+        monkeypatch.setattr(text_columns, "string_hashes", lambda offsets, data: None)
+    with dask.config.set({"scheduler": "sync", "dmixed.data_pass": "chains"}):
+        ddf = dd.read_parquet(path)
+        model = dmixed.mixedlm("y ~ x", ddf, groups="g", re_formula="1 + x", **options)
+        dropping = "missing" in options
+        with pytest.warns(DroppedRowsWarning) if dropping else contextlib.nullcontext():
+            res = model.fit()
+    monkeypatch.undo()
+    return res, len(checked)
+
+
+@pytest.mark.parametrize(
+    "dtype", ["object", "string[python]", "string[pyarrow]", "category", "missing"]
+)
+def test_a_dask_fit_of_text_keys_is_the_exact_paths(compiled, monkeypatch, tmp_path, dtype):
+    rng = np.random.default_rng(7)
+    n = 900
+    labels = np.array(["", "é", "g1", "g10", "g100", "日本", "a\0b"] + [f"k{i}" for i in range(40)])
+    code = rng.integers(0, labels.size, n)
+    g = pd.Series(labels[code], dtype=object)
+    options = {}
+    if dtype == "missing":
+        g[::50] = None  # rows without a group, dropped
+        options["missing"] = "drop"
+    elif dtype != "object":
+        g = g.astype(dtype)
+    x = rng.normal(size=n)
+    u, b = rng.normal(size=(2, labels.size))
+    y = x + u[code] + b[code] * x + 0.5 * rng.normal(size=n)
+    df = pd.DataFrame({"y": y, "x": x, "g": g})
+    for part in range(3):  # three files: partitions a chain reads one after the other
+        df.iloc[part * 300 : (part + 1) * 300].to_parquet(tmp_path / f"part.{part}.parquet")
+    monkeypatch.setenv("DMIXED_KERNELS", "numba")
+    got, checked = _text_fit(tmp_path, monkeypatch, exact=False, **options)
+    monkeypatch.setenv("DMIXED_KERNELS", "numba")
+    want, _ = _text_fit(tmp_path, monkeypatch, exact=True, **options)
+    assert checked > 0  # the hash path ran
+    np.testing.assert_array_equal(got.params, want.params)
+    assert got.llf == want.llf
+    assert list(got.random_effects) == list(want.random_effects)
