@@ -92,3 +92,64 @@ def append_strings(offsets, data, rows, heads, rep_offsets, rep_data, start):  #
         heads[start + k, 1] = _head(data, lo, n)
         end += n
         rep_offsets[start + k + 1] = end
+
+
+@numba.njit(inline="always")
+def _slot(h, mask):  # pragma: no cover - compiled
+    """The home slot of hash ``h``: splitmix64's finalizer of its bits, masked (the
+    low bits of FNV-1a alone are poorly mixed for keys that differ in one byte)."""
+    z = np.uint64(h)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return np.int64(z & np.uint64(mask))
+
+
+@numba.njit(cache=True, nogil=True)
+def map_hashes(slots, hashes, start, col, firsts, n_known, base, limit):  # pragma: no cover
+    """Columns of ``hashes[start:]`` through the open-addressing table ``slots`` (``(C,
+    2)``, C a power of two: hash and column, column −1 for an empty slot; linear
+    probing): ``col[i]`` the hash's column, a new hash inserted with column
+    ``n_known`` (then ``n_known + 1``, …: order of first appearance) and its row written
+    to ``firsts[column − base]``.  Stops before inserting the ``limit``-th column (the
+    caller grows the table, :func:`rehash`, and calls again from the row returned);
+    returns ``(next row, n_known)``."""
+    mask = slots.shape[0] - 1
+    n = hashes.size
+    for i in range(start, n):
+        if i + AHEAD < n:
+            prefetch_row(slots, _slot(hashes[i + AHEAD], mask))  # type: ignore[call-arg]  # numba intrinsic
+        h = hashes[i]
+        s = _slot(h, mask)
+        while True:
+            c = slots[s, 1]
+            if c < 0:
+                if n_known >= limit:
+                    return i, n_known
+                slots[s, 0] = h
+                slots[s, 1] = n_known
+                firsts[n_known - base] = i
+                col[i] = n_known
+                n_known += 1
+                break
+            if slots[s, 0] == h:
+                col[i] = c
+                break
+            s = (s + 1) & mask
+    return n, n_known
+
+
+@numba.njit(cache=True, nogil=True)
+def rehash(old, new):  # pragma: no cover - compiled
+    """Every filled slot of the table ``old`` inserted into the empty table ``new``
+    (:func:`map_hashes`' layout)."""
+    mask = new.shape[0] - 1
+    for t in range(old.shape[0]):
+        c = old[t, 1]
+        if c >= 0:
+            h = old[t, 0]
+            s = _slot(h, mask)
+            while new[s, 1] >= 0:
+                s = (s + 1) & mask
+            new[s, 0] = h
+            new[s, 1] = c

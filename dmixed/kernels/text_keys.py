@@ -94,3 +94,42 @@ def append_strings(
     from .text_jit import append_strings as compiled  # numba: imported on first use only
 
     compiled(offsets, data, rows, heads, rep_offsets, rep_data, np.int64(start))
+
+
+class HashColumns:
+    """int64 hashes → columns ``0, 1, …`` in order of first appearance: an
+    open-addressing table of the hashes seen (compiled, :func:`~dmixed.kernels.text_jit.map_hashes`;
+    at most half full, doubled when it would be more), whose slot for a row some rows
+    ahead is asked for before it is read (many misses in flight at once).  Call only
+    where the per-row pass runs compiled (as :func:`string_hashes` did)."""
+
+    #: slots of a new table
+    FIRST_SLOTS = 1024
+
+    def __init__(self) -> None:
+        self.slots = np.full((self.FIRST_SLOTS, 2), -1, dtype=np.int64)
+        self.n = 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def lookup(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(columns, first rows)`` of ``hashes`` (int64 ``(n,)``): new hashes get
+        columns from ``len(self)`` on, in order of first appearance, and are kept;
+        ``first rows[k]`` is the row where new column ``len(self) + k`` (counted before
+        the call) first appears."""
+        from .text_jit import map_hashes, rehash  # numba: imported on first use only
+
+        hashes = np.ascontiguousarray(hashes, dtype=np.int64)
+        col = np.empty(hashes.size, dtype=np.int64)
+        firsts = np.empty(hashes.size, dtype=np.int64)
+        base = self.n
+        row = 0
+        while True:
+            limit = self.slots.shape[0] // 2
+            row, self.n = map_hashes(self.slots, hashes, row, col, firsts, self.n, base, limit)
+            if row >= hashes.size:
+                return col, firsts[: self.n - base]
+            grown = np.full((2 * self.slots.shape[0], 2), -1, dtype=np.int64)
+            rehash(self.slots, grown)
+            self.slots = grown

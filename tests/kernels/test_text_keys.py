@@ -4,6 +4,7 @@ append."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from dmixed.kernels import text_keys
@@ -89,3 +90,22 @@ def test_appended_strings_become_the_next_representatives():
     want = [int.from_bytes(s.encode()[:8].ljust(8, b"\0"), "little", signed=True) for s in got]
     assert heads[:5, 0].tolist() == [len(s.encode()) for s in got]
     assert heads[:5, 1].tolist() == want
+
+
+def test_hash_columns_number_hashes_in_order_of_first_appearance():
+    rng = np.random.default_rng(3)
+    # more distinct hashes than a first table holds at half load: grown (rehashed) in
+    # the middle of a call and between calls; repeats within and across calls
+    distinct = rng.integers(-(2**63), 2**63 - 1, 5000, dtype=np.int64)
+    batches = [distinct[rng.integers(0, m, 3000)] for m in (10, 1500, 5000, 5000)]
+    table = text_keys.HashColumns()
+    got, firsts = [], []
+    for batch in batches:
+        before = len(table)
+        col, first = table.lookup(batch)
+        got.append(col)
+        np.testing.assert_array_equal(col[first], before + np.arange(first.size))
+        firsts.append(first)
+    codes, uniq = pd.factorize(np.concatenate(batches))
+    np.testing.assert_array_equal(np.concatenate(got), codes)
+    assert len(table) == len(uniq)

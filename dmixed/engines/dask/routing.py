@@ -34,10 +34,11 @@ import numpy as np
 import pandas as pd
 
 from ...errors import SpecError
+from ...kernels.text_keys import HashColumns
 from ...stats.packed import PackedLayout
 from ...stats.standardize import Standardization
 from .combine import GroupAccumulator, Partial, bucket_of
-from .text_columns import HashColumns, text_hashes
+from .text_columns import text_hashes
 
 #: Estimated bytes of one key of object dtype (strings) once pickled.
 OBJECT_KEY_BYTES = 24
@@ -330,7 +331,8 @@ def split_routed(pieces: list[RoutedRows], n_buckets: int) -> list[RoutedRows | 
 
 class DistinctKeys:
     """How many distinct keys were added (a bitmap for small non-negative integers, the
-    64-bit hashes of text keys, :func:`~dmixed.engines.dask.text_columns.text_hashes`, a
+    64-bit hashes of text keys, :func:`~dmixed.engines.dask.text_columns.text_hashes`, in a
+    :class:`~dmixed.kernels.text_keys.HashColumns`, a
     set otherwise).  Counted by their hashes, two text keys whose hashes collide count
     once, and a key in partitions counted both ways (a partition whose hash did not run
     compiled, :func:`~dmixed.engines.dask.text_columns.text_hashes`) twice: the count
@@ -349,7 +351,7 @@ class DistinctKeys:
             if hashes is not None:
                 if self.hashes is None:
                     self.hashes = HashColumns()
-                self.hashes.add(hashes)
+                self.hashes.lookup(hashes)
                 return
         if self.other is None and keys.dtype.kind in "iu":
             lo, hi = int(keys.min()), int(keys.max())

@@ -6,13 +6,14 @@ group a column; for keys of Python ``str`` its exact path looks them up in a pan
 of objects (hashing and comparing every row's ``str``).  :class:`TextColumns` maps them
 instead through their UTF-8 bytes laid out as an Arrow string array
 (:func:`text_buffers`): a 64-bit hash of each key
-(:func:`~dmixed.kernels.text_keys.string_hashes`), looked up in an int64 Index of the
-hashes of the groups seen (:class:`HashColumns`), new hashes getting new columns in order
-of first appearance, as the exact path numbers new keys.  A collision of two keys' hashes
-would merge two groups, so every row's bytes are then checked against those of its
-column's first key (:func:`~dmixed.kernels.text_keys.first_mismatch`); where one differs,
-nothing is kept of the partition's mapping and the caller takes the exact path (from then
-on).  Python strings are kept for the new keys only (the partial's labels).
+(:func:`~dmixed.kernels.text_keys.string_hashes`), looked up in a compiled table of the
+hashes of the groups seen (:class:`~dmixed.kernels.text_keys.HashColumns`), new hashes
+getting new columns in order of first appearance, as the exact path numbers new keys.
+A collision of two keys' hashes would merge two groups, so every row's bytes are then
+checked against those of its column's first key
+(:func:`~dmixed.kernels.text_keys.first_mismatch`); where one differs, the caller takes
+the exact path from then on (with the labels of the partitions mapped before).
+Python strings are kept for the new keys only (the partial's labels).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from ...kernels.text_keys import append_strings, first_mismatch, string_hashes
+from ...kernels.text_keys import HashColumns, append_strings, first_mismatch, string_hashes
 
 #: what :func:`pandas.api.types.infer_dtype` says of keys that are all ``str``
 _ALL_TEXT = "string"
@@ -57,59 +58,6 @@ def text_hashes(keys: np.ndarray) -> np.ndarray | None:
     return None if got is None else string_hashes(*got)
 
 
-class HashColumns:
-    """int64 hashes → columns ``0, 1, …`` in order of first appearance: an Index of the
-    hashes known, whose hash table is built once and kept, and a small Index of those
-    added since, merged into the main one when it reaches a quarter of its size (as the
-    accumulator's exact path keeps its keys)."""
-
-    def __init__(self) -> None:
-        self.index = pd.Index(np.empty(0, dtype=np.int64))
-        self.extra = pd.Index(np.empty(0, dtype=np.int64))
-
-    def __len__(self) -> int:
-        return len(self.index) + len(self.extra)
-
-    def lookup(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(columns, first rows, new hashes)`` of ``hashes`` (int64 ``(n,)``): new
-        hashes numbered from ``len(self)`` in order of first appearance, the row of each
-        one's first appearance, and the new hashes in that order; nothing is kept until
-        :meth:`commit`."""
-        n_main = len(self.index)
-        col = self.index.get_indexer(pd.Index(hashes))
-        miss = np.flatnonzero(col < 0)
-        none = np.empty(0, dtype=np.int64)
-        if not miss.size:
-            return col, none, none
-        mk = hashes[miss]
-        sub = self.extra.get_indexer(pd.Index(mk)) if len(self.extra) else np.full(mk.size, -1)
-        new = np.flatnonzero(sub < 0)
-        firsts, uniq = none, none
-        if new.size:
-            codes, uniq = pd.factorize(mk[new])
-            sub[new] = len(self.extra) + codes
-            # codes number the hashes in order of first appearance: a code's first row
-            # is where the running maximum of the codes grows
-            top = np.maximum.accumulate(codes)
-            first = np.flatnonzero(np.concatenate([[True], top[1:] > top[:-1]]))
-            firsts = miss[new[first]]
-        col[miss] = n_main + sub
-        return col, firsts, np.asarray(uniq, dtype=np.int64)
-
-    def commit(self, fresh: np.ndarray) -> None:
-        """Keep ``fresh``, the new hashes of the last :meth:`lookup`."""
-        if not fresh.size:
-            return
-        self.extra = self.extra.append(pd.Index(fresh))
-        if len(self.extra) > max(1024, len(self.index) // 4):
-            self.index = self.index.append(self.extra)
-            self.extra = pd.Index(np.empty(0, dtype=np.int64))
-
-    def add(self, hashes: np.ndarray) -> None:
-        """Keep every hash of ``hashes``."""
-        self.commit(self.lookup(hashes)[2])
-
-
 class TextColumns:
     """The columns of a chain's text keys (module doc): the hashes of the groups seen,
     the bytes of each column's first key (its length and first bytes in ``heads``, all
@@ -128,9 +76,11 @@ class TextColumns:
 
     def columns(self, keys: np.ndarray) -> np.ndarray | None:
         """The column of every key (object ``(n,)``), new keys getting new columns in
-        order of first appearance; None (nothing kept) where the keys are not all
-        ``str``, the hash does not run compiled, or a key's bytes differ from those of
-        its column's first key (a collision of hashes): the caller maps them exactly."""
+        order of first appearance; None where the keys are not all ``str`` or the hash
+        does not run compiled (nothing kept), or where a key's bytes differ from those
+        of its column's first key (a collision of hashes: the hashes were kept, this
+        map is not to be used again, its :meth:`keys` are those of the partitions
+        mapped before): the caller maps them exactly."""
         got = text_buffers(keys)
         if got is None:
             return None
@@ -138,21 +88,21 @@ class TextColumns:
         hashes = string_hashes(offsets, data)
         if hashes is None:
             return None
-        col, firsts, fresh = self.hashes.lookup(hashes)
         g = len(self.hashes)
+        col, firsts = self.hashes.lookup(hashes)
         if firsts.size:
-            self._room(g + firsts.size, int(np.sum(offsets[firsts + 1] - offsets[firsts])))
+            self._room(g, firsts.size, int(np.sum(offsets[firsts + 1] - offsets[firsts])))
             append_strings(offsets, data, firsts, self.heads, self.rep_offsets, self.rep_data, g)
         if first_mismatch(offsets, data, col, self.heads, self.rep_offsets, self.rep_data) >= 0:
             return None
-        self.hashes.commit(fresh)
         if firsts.size:
             self.labels.append(keys[firsts])
         return col
 
-    def _room(self, n_reps: int, more_bytes: int) -> None:
-        """Room for ``n_reps`` representatives and ``more_bytes`` bytes after the
-        representatives kept (geometric growth)."""
+    def _room(self, kept: int, more: int, more_bytes: int) -> None:
+        """Room for ``more`` representatives and ``more_bytes`` bytes after the first
+        ``kept`` (geometric growth)."""
+        n_reps = kept + more
         if n_reps > self.heads.shape[0]:
             size = max(n_reps, 2 * self.heads.shape[0])
             heads = np.zeros((size, 2), dtype=np.int64)
@@ -160,7 +110,7 @@ class TextColumns:
             offsets = np.zeros(size + 1, dtype=np.int64)
             offsets[: self.rep_offsets.size] = self.rep_offsets
             self.heads, self.rep_offsets = heads, offsets
-        end = int(self.rep_offsets[len(self.hashes)]) + more_bytes
+        end = int(self.rep_offsets[kept]) + more_bytes
         if end > self.rep_data.size:
             grown_data = np.empty(max(end, 2 * self.rep_data.size), dtype=np.uint8)
             grown_data[: self.rep_data.size] = self.rep_data
