@@ -40,6 +40,7 @@ from ...kernels.vc_packed import accumulate_padded_into
 from ...stats.keys import hashed_bits
 from ...stats.packed import PackedLayout
 from ...stats.standardize import Standardization, check_weights_range, widened
+from .text_columns import TextColumns
 
 #: :func:`combine_partials` adds integer-keyed partials by position in their key range
 #: (no hash table) when that range is at most this many times the number of keys.
@@ -104,6 +105,10 @@ class GroupAccumulator:
       partition of many more groups than rows): a lookup array over the range gives
       each key its column, and the columns are the groups seen, in order of arrival
       (one gather a row, where a hash table costs tens of ns a row);
+    * text keys (Python ``str``): through a 64-bit hash of their bytes
+      (:class:`~dmixed.engines.dask.text_columns.TextColumns`: the same columns as the
+      hash table below gives them, each row's bytes checked against its column's first
+      key), while every partition's keys are all ``str`` and no two hashes collide;
     * otherwise a hash table: a pandas Index of the keys known so far, whose hash table
       is built once and kept, plus a small Index of keys added since, merged into the
       main one when it reaches a quarter of its size (amortized linear time).
@@ -137,6 +142,8 @@ class GroupAccumulator:
         self.looked_up = np.empty(0, dtype=np.int64)  # the keys of the columns, in order
         self.index = self._new_index(np.empty(0, dtype=self.key_dtype))
         self.extra = self._new_index(np.empty(0, dtype=self.key_dtype))
+        # text keys by their hashes until a partition's are not (then the hash table)
+        self.text = TextColumns() if self.key_dtype.kind == "O" else None
         # the compiled pass's sums not yet in ``acc`` (flushed before ``acc`` is read,
         # grown or reordered); ``written``: the reference added sums into ``acc``
         self.terms = TermTable()
@@ -353,9 +360,31 @@ class GroupAccumulator:
         col = self._range_columns(keys) if self.ranged else None
         if col is None and self.lookup is not None:
             col = self._lookup_columns(keys)
+        if col is None and self.text is not None:
+            col = self._text_columns(keys)
         if col is None:
             col = self._hash_columns(keys)
         return col
+
+    def _text_columns(self, keys: np.ndarray) -> np.ndarray | None:
+        """Columns of text ``keys`` through their hashes (:class:`TextColumns`); None
+        (and the hash table from now on, holding the keys seen) where they do not
+        apply."""
+        col = None if self.text is None else self.text.columns(keys)
+        if col is None or self.text is None:
+            self._leave_text()
+            return None
+        n_total = len(self.text)
+        if n_total > self.acc.shape[1]:
+            self._grow(max(n_total, self.acc.shape[1] + self.acc.shape[1] // 2))
+        return col
+
+    def _leave_text(self) -> None:
+        """The keys seen by their hashes become the hash table's first keys."""
+        if self.text is not None:
+            self.index = self._new_index(self.text.keys())
+            self.extra = self._new_index(np.empty(0, dtype=self.key_dtype))
+            self.text = None
 
     def row_bytes(self, dm, ztilde: np.ndarray, std=None, vc_widths=()) -> int:
         """Bytes of a group's row in this accumulator's partial for rows like these
@@ -392,6 +421,9 @@ class GroupAccumulator:
             keys = (seen + self.base).astype(self.key_dtype)
         elif self.lookup is not None:
             keys = self.looked_up.astype(self.key_dtype)
+            seen = np.arange(keys.size)
+        elif self.text is not None:
+            keys = self.text.keys()
             seen = np.arange(keys.size)
         else:
             keys = np.asarray(self.index.append(self.extra), dtype=self.key_dtype)

@@ -34,9 +34,11 @@ import numpy as np
 import pandas as pd
 
 from ...errors import SpecError
+from ...kernels.text_keys import HashColumns
 from ...stats.packed import PackedLayout
 from ...stats.standardize import Standardization
 from .combine import GroupAccumulator, Partial, bucket_of
+from .text_columns import text_hashes
 
 #: Estimated bytes of one key of object dtype (strings) once pickled.
 OBJECT_KEY_BYTES = 24
@@ -328,16 +330,29 @@ def split_routed(pieces: list[RoutedRows], n_buckets: int) -> list[RoutedRows | 
 
 
 class DistinctKeys:
-    """How many distinct keys were added (a bitmap for small non-negative integers, a
-    set otherwise)."""
+    """How many distinct keys were added (a bitmap for small non-negative integers, the
+    64-bit hashes of text keys, :func:`~dmixed.engines.dask.text_columns.text_hashes`, in a
+    :class:`~dmixed.kernels.text_keys.HashColumns`, a
+    set otherwise).  Counted by their hashes, two text keys whose hashes collide count
+    once, and a key in partitions counted both ways (a partition whose hash did not run
+    compiled, :func:`~dmixed.engines.dask.text_columns.text_hashes`) twice: the count
+    is the routing's estimate of a partial's size, never a result."""
 
     def __init__(self) -> None:
         self.bitmap = np.zeros(0, dtype=bool)
         self.other: set | None = None
+        self.hashes: HashColumns | None = None
 
     def add(self, keys: np.ndarray) -> None:
         if not keys.size:
             return
+        if keys.dtype == object:
+            hashes = text_hashes(keys)
+            if hashes is not None:
+                if self.hashes is None:
+                    self.hashes = HashColumns()
+                self.hashes.lookup(hashes)
+                return
         if self.other is None and keys.dtype.kind in "iu":
             lo, hi = int(keys.min()), int(keys.max())
             if lo >= 0 and hi < 2**BITMAP_BITS:
@@ -353,7 +368,8 @@ class DistinctKeys:
 
     @property
     def count(self) -> int:
-        return int(np.count_nonzero(self.bitmap)) if self.other is None else len(self.other)
+        n = int(np.count_nonzero(self.bitmap)) if self.other is None else len(self.other)
+        return n + (0 if self.hashes is None else len(self.hashes))
 
 
 @dataclass
