@@ -259,9 +259,7 @@ def test_thin_integer_keys_use_a_lookup_as_wide_as_the_groups():
     columns=st.booleans(),
     seed=st.integers(0, 2**32 - 1),
 )
-def test_keys_thin_at_first_then_dense_equal_one_pass(
-    span, sizes, base, n_buckets, columns, seed
-):
+def test_keys_thin_at_first_then_dense_equal_one_pass(span, sizes, base, n_buckets, columns, seed):
     """Keys of a range their first partition samples thinly (a lookup), later ones
     fill (back to the range, the table's rows moved with their columns): the partial is
     that of all rows at once, through the design's rows or the columns' sweep."""
