@@ -425,6 +425,44 @@ class TermTable:
         rows = prepare_rows(endog[:m], exog[:m], ztilde[:m], w, std, vc_widths)
         return 8 * (len(live_terms(rows.terms)) + 1)  # (as the table :meth:`add` makes)
 
+    def grow(self, old: int, size: int, to: int | np.ndarray = 0) -> bool:
+        """Make the table ``size`` rows long as the accumulator it belongs to goes from
+        ``old`` to ``size`` columns, its rows moving with the columns (new rows zero):
+        old row ``g`` to ``g + to`` (an int: the columns shifted), or old row ``i`` to
+        ``to[i]`` (an array of distinct rows, one for each of the first ``to.size`` old
+        rows; those after it must hold no sums).  Whether it did, or held nothing;
+        false where its rows are not the accumulator's ``old`` columns (the caller
+        flushes it instead).
+
+        Moving costs one copy of the rows held, where a flush would transpose them into
+        the accumulator and leave the partial to be packed from it.
+
+        Raises
+        ------
+        ValueError
+            ``to`` moves a row outside ``0 … size − 1``.
+        """
+        if self.given:
+            raise RuntimeError("internal error: the table of terms was given away (split_rows)")
+        moved = np.asarray(to, dtype=np.int64)
+        if moved.ndim == 0:
+            bad = old and (int(moved) < 0 or int(moved) + old > size)
+        else:
+            bad = moved.size > old or (moved.size and (moved.min() < 0 or moved.max() >= size))
+        if bad:
+            raise ValueError(f"cannot move the table's {old} rows into {size}")
+        if self.table is None:
+            return True
+        if self.table.shape[0] != old:
+            return False
+        grown = table_buffer((size, self.table.shape[1]), zeroed=True, use="table")
+        if moved.ndim == 0:
+            grown[int(moved) : int(moved) + old] = self.table
+        else:
+            grown[moved] = self.table[: moved.size]
+        self.table = grown
+        return True
+
     @property
     def pending(self) -> bool:
         """Whether the table holds sums not yet in the accumulator."""

@@ -121,6 +121,53 @@ def test_plan_change_and_growth_flush_the_table(compiled_rows):
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-9)
 
 
+@settings(max_examples=40)
+@given(
+    n_groups=st.integers(1, 40),
+    extra=st.integers(0, 30),
+    shift=st.integers(0, 30),
+    permute=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_grow_moves_the_rows_with_the_accumulators_columns(n_groups, extra, shift, permute, seed):
+    """Growing the table with its accumulator (the columns shifted, or each moved to a
+    column of its own) and flushing it gives the flush of the table as it was, with
+    the columns moved the same way: nothing flushed at the growth."""
+    rng = np.random.default_rng(seed)
+    codes, y, exog, ztilde, _, std = _data(rng, 200, n_groups, 3, 2, 5.0, False)
+    width, size = kernels.packed_width(2, 4), n_groups + extra + shift
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DMIXED_KERNELS", "numba")
+        before = np.zeros((width, n_groups))
+        table = TermTable()
+        table.add(before, codes, y, exog, ztilde, std=std)
+        flat = np.zeros((width, n_groups))
+        other = TermTable()
+        other.add(np.zeros((width, n_groups)), codes, y, exog, ztilde, std=std)
+        other.flush(flat)
+        to = rng.permutation(size)[:n_groups] if permute else shift
+        assert table.grow(n_groups, size, to)
+        assert not table.flushed and np.all(before == 0)  # still the table's, not flushed
+        got = np.zeros((width, size))
+        table.flush(got)
+    want = np.zeros((width, size))
+    want[:, to if permute else np.arange(n_groups) + shift] = flat
+    np.testing.assert_array_equal(got, want)
+
+
+def test_grow_of_a_table_not_the_accumulators_is_left_to_a_flush(compiled_rows):
+    rng = np.random.default_rng(5)
+    codes, y, exog, ztilde, _, std = _data(rng, 50, 10, 3, 2, 0.0, False)
+    table = TermTable()
+    assert table.grow(10, 20)  # nothing held: nothing to move
+    table.add(np.zeros((kernels.packed_width(2, 4), 10)), codes, y, exog, ztilde, std=std)
+    assert not table.grow(12, 20)  # rows for another accumulator: the caller flushes
+    with pytest.raises(ValueError, match="cannot move"):
+        table.grow(10, 15, 6)
+    with pytest.raises(ValueError, match="cannot move"):
+        table.grow(10, 15, np.array([0, 15]))
+
+
 def test_reference_kept_for_components_within_sums_and_numpy(monkeypatch):
     std = Standardization.identity(2, 1)
     table = TermTable()
@@ -248,7 +295,7 @@ def test_split_rows_refuses_rows_out_of_order(compiled_rows):
     rng = np.random.default_rng(7)
     codes, y, exog, ztilde, _, std = _data(rng, 50, 10, 2, 2, 0.0, False)
     table = TermTable()
-    table.add(np.zeros((kernels.packed_width(2, 3), 10)), codes, y, exog, ztilde, std=std)
+    table.add(np.zeros((kernels.packed_width(2, 4), 10)), codes, y, exog, ztilde, std=std)
     with pytest.raises(ValueError, match="increasing"):
         table.split_rows(np.array([3, 2]), np.zeros(2, int), 1)
 

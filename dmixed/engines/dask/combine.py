@@ -104,7 +104,9 @@ class GroupAccumulator:
     * integer keys spread thinly over their range (a bucket's share of ids, or the first
       partition of many more groups than rows): a lookup array over the range gives
       each key its column, and the columns are the groups seen, in order of arrival
-      (one gather a row, where a hash table costs tens of ns a row);
+      (one gather a row, where a hash table costs tens of ns a row); once the groups
+      looked up fill half their range (the first partitions were thin samples of
+      dense keys), back to the range, each column moved to ``key − base``;
     * text keys (Python ``str``): through a 64-bit hash of their bytes
       (:class:`~dmixed.engines.dask.text_columns.TextColumns`: the same columns as the
       hash table below gives them, each row's bytes checked against its column's first
@@ -157,12 +159,28 @@ class GroupAccumulator:
         return pd.Index(keys, dtype=object if keys.dtype == object else keys.dtype)
 
     def _grow(self, size: int, shift: int = 0) -> None:
-        """Make ``acc`` ``size`` columns wide, old column c moving to c + shift."""
-        self._flush()
-        new = np.zeros((self.width, size))
+        """Make ``acc`` ``size`` columns wide, old column c moving to c + shift, and the
+        compiled table's rows with them (:meth:`~dmixed.kernels.term_table.TermTable.grow`),
+        so that its sums stay unflushed and the partial can still be its rows."""
         old = self.acc.shape[1]
-        new[:, shift : shift + old] = self.acc
+        if not self.terms.grow(old, size, shift):
+            self._flush()
+        new = np.zeros((self.width, size))
+        if self._acc_written():  # else all zeros: nothing to copy (no page touched)
+            new[:, shift : shift + old] = self.acc
         self.acc = new
+
+    def _acc_written(self) -> bool:
+        """Whether ``acc`` holds any sums (else it is all zeros)."""
+        return self.written or self.terms.flushed
+
+    def _seen_count(self) -> int:
+        """How many groups have a row so far (their count not zero), from ``acc`` and
+        the compiled table, without flushing the table."""
+        counts = self.terms.counts() if self.terms.pending else None
+        if self._acc_written():
+            counts = self.acc[0] if counts is None else self.acc[0] + counts
+        return 0 if counts is None else int(np.count_nonzero(counts))
 
     def _flush(self) -> None:
         """The compiled table's sums into ``acc`` (see :class:`TermTable`)."""
@@ -189,11 +207,10 @@ class GroupAccumulator:
         cap = self.acc.shape[1]
         if cap and self.base <= lo and hi < self.base + cap:
             return True
-        self._flush()  # the groups seen are counted from acc[0]
         new_lo = lo if not cap else min(lo, self.base)
         new_hi = hi if not cap else max(hi, self.base + cap - 1)
         span = new_hi - new_lo + 1
-        seen = int(np.count_nonzero(self.acc[0])) if cap else 0
+        seen = self._seen_count() if cap else 0
         if span > max(self.MIN_RANGE, 2 * (seen + n)):
             self._to_lookup()
             return False
@@ -261,11 +278,35 @@ class GroupAccumulator:
             fresh = np.flatnonzero(lookup == -2)
             lookup[fresh] = np.arange(known.size, known.size + fresh.size, dtype=np.int32)
             self.looked_up = np.concatenate([known, fresh + self.base])
+            if 2 * self.looked_up.size >= span:
+                looked_from = self.base
+                self._lookup_to_range(lo, span)
+                return offsets + np.int64(looked_from - self.base)
             if self.looked_up.size > self.acc.shape[1]:
                 cap = self.acc.shape[1]
                 self._grow(max(self.looked_up.size, cap + cap // 2))
             col = lookup[offsets]
         return col.astype(np.int64)
+
+    def _lookup_to_range(self, lo: int, span: int) -> None:
+        """Back to range mode once the groups looked up fill half their range ``lo …
+        lo + span − 1`` (the keys were dense after all, the first partitions thin
+        samples of them): each column moves to ``key − base``, the compiled table's
+        rows with it, and later partitions are swept by key (no codes, no lookup)."""
+        slack = span // 16  # as a first range gets, either side
+        size = span + 2 * slack
+        # the columns held (the keys just looked up may lie beyond them, with no sums)
+        to = self.looked_up[: self.acc.shape[1]] - (lo - slack)
+        if not self.terms.grow(self.acc.shape[1], size, to):
+            self._flush()
+        new = np.zeros((self.width, size))
+        if self._acc_written():
+            new[:, to] = self.acc[:, : to.size]
+        self.acc = new
+        self.base = lo - slack
+        self.ranged = True
+        self.lookup = None
+        self.looked_up = np.empty(0, dtype=np.int64)
 
     def _hash_columns(self, keys: np.ndarray) -> np.ndarray:
         n_main = len(self.index)

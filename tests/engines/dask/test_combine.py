@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from dmixed import kernels
@@ -242,14 +242,79 @@ def test_thin_integer_keys_use_a_lookup_as_wide_as_the_groups():
     more = rng.integers(0, 40_000, 30_000) * 16 + 3
     acc.add(more, *_rows(more, rng))
     assert acc.lookup is not None
-    out = _accumulated(acc, 3)
-    assert set(out.index) == set(np.concatenate([keys, more]).tolist())
-    assert out[0].sum() == 60_000
     far = np.array([2**45])
     acc.add(far, *_rows(far, rng))  # a lookup up to 2**45 would not fit: hash table
     assert acc.lookup is None and not acc.ranged
     out = _accumulated(acc, 2)
+    assert set(out.index) == set(np.concatenate([keys, more, far]).tolist())
     assert out.loc[2**45, 0] == 1 and out[0].sum() == 60_001
+
+
+@settings(max_examples=40)
+@given(
+    span=st.integers(40, 400),
+    sizes=st.lists(st.integers(30, 300), min_size=1, max_size=8),
+    base=st.sampled_from([0, -1000, 10**12]),
+    n_buckets=st.integers(1, 4),
+    columns=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_keys_thin_at_first_then_dense_equal_one_pass(span, sizes, base, n_buckets, columns, seed):
+    """Keys of a range their first partition samples thinly (a lookup), later ones
+    fill (back to the range, the table's rows moved with their columns): the partial is
+    that of all rows at once, through the design's rows or the columns' sweep."""
+    from dmixed.kernels.term_table import ColumnPlan
+
+    rng = np.random.default_rng(seed)
+    batches = [base + rng.integers(0, span, n) for n in sizes]
+    acc = GroupAccumulator(kernels.packed_width(2, 3), np.int64)
+    acc.MIN_RANGE = 16
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DMIXED_KERNELS", "numba")
+        if not columns:
+            _assert_one_pass(acc, batches, rng, n_buckets)
+            return
+        # the columns' sweep against the same sweep of all rows at once (a range
+        # from the start): the same sums in the same order
+        plan = ColumnPlan(x_of=(-1, 0, 1), z_of=(-1, 0))
+        std = Standardization.identity(3, 2)
+        raws = [[rng.normal(size=keys.size) for _ in range(3)] for keys in batches]
+        for keys, cols in zip(batches, raws, strict=True):
+            # None: a partition of one row a group (the rank-one form, left to the design)
+            assume(acc.add_columns(keys, cols, plan, std) is not None)
+        whole = GroupAccumulator(kernels.packed_width(2, 3), np.int64)
+        every = [np.concatenate([c[j] for c in raws]) for j in range(3)]
+        assert whole.add_columns(np.concatenate(batches), every, plan, std) is not None
+        want = _accumulated(whole, n_buckets)
+        seen = np.unique(np.concatenate(batches))
+        if 2 * seen.size >= seen[-1] - seen[0] + 1 and seen.size > 2 * max(sizes):
+            assert acc.ranged  # dense at the end: swept by key again
+        got = _accumulated(acc, n_buckets)
+    np.testing.assert_array_equal(got.loc[want.index].to_numpy(), want.to_numpy())
+
+
+def test_a_chain_of_thin_samples_of_dense_keys_ends_in_the_range():
+    # the first partition holds a third of the keys (a lookup), the second fills more
+    # than half of their range: the range again, its rows moved, no flush
+    rng = np.random.default_rng(6)
+    acc = GroupAccumulator(kernels.packed_width(2, 3), np.int64)
+    first = rng.integers(0, 600_000, 100_000)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DMIXED_KERNELS", "numba")
+        dms = []
+        for keys in (first, rng.integers(0, 600_000, 400_000), rng.integers(0, 600_000, 5)):
+            dm, zt = _rows(keys, rng)
+            acc.add(keys, dm, zt)
+            dms.append(dm)
+            if keys is first:
+                assert acc.lookup is not None and not acc.ranged
+            else:
+                assert acc.ranged and acc.lookup is None
+        assert not acc.terms.flushed  # the partial is still the table's rows
+        got = _accumulated(acc, 2)
+    keys = np.concatenate([d.groups for d in dms])
+    want = _expected(keys, dms)
+    np.testing.assert_allclose(got.loc[want.index].to_numpy(), want.to_numpy(), rtol=1e-12)
 
 
 @settings(max_examples=60)
