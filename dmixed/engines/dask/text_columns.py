@@ -50,6 +50,28 @@ def text_buffers(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     return offsets, np.frombuffer(data_buf, dtype=np.uint8)
 
 
+def arrow_buffers(keys: pa.Array) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(offsets, data)`` of an Arrow ``string`` array without nulls (as
+    :func:`text_buffers` gives them: views of its buffers, no copy); None for any
+    other array."""
+    if not isinstance(keys, pa.StringArray) or keys.null_count or not len(keys):
+        return None
+    _, offset_buf, data_buf = keys.buffers()
+    offsets = np.frombuffer(offset_buf, dtype=np.int32)[keys.offset : keys.offset + len(keys) + 1]
+    if data_buf is None:  # all empty strings
+        return offsets, np.zeros(0, dtype=np.uint8)
+    return offsets, np.frombuffer(data_buf, dtype=np.uint8)
+
+
+def text_objects(keys):
+    """Keys as numpy: an Arrow array (text keys read as Arrow,
+    :func:`~dmixed.engines.dask.parquet_direct.read_columns`) as an object array of
+    Python ``str``, as Dask's reader gives them; any other keys as they are."""
+    if isinstance(keys, pa.Array):
+        return np.asarray(keys.to_numpy(zero_copy_only=False), dtype=object)
+    return keys
+
+
 def text_hashes(keys: np.ndarray) -> np.ndarray | None:
     """64-bit hashes of keys that are all Python ``str`` (:func:`text_buffers`,
     :func:`~dmixed.kernels.text_keys.string_hashes`), None for other keys or where the
@@ -74,14 +96,14 @@ class TextColumns:
     def __len__(self) -> int:
         return len(self.hashes)
 
-    def columns(self, keys: np.ndarray) -> np.ndarray | None:
-        """The column of every key (object ``(n,)``), new keys getting new columns in
-        order of first appearance; None where the keys are not all ``str`` or the hash
-        does not run compiled (nothing kept), or where a key's bytes differ from those
-        of its column's first key (a collision of hashes: the hashes were kept, this
-        map is not to be used again, its :meth:`keys` are those of the partitions
-        mapped before): the caller maps them exactly."""
-        got = text_buffers(keys)
+    def columns(self, keys) -> np.ndarray | None:
+        """The column of every key (object ``(n,)``, or an Arrow ``string`` array), new
+        keys getting new columns in order of first appearance; None where the keys are
+        not all ``str`` or the hash does not run compiled (nothing kept), or where a
+        key's bytes differ from those of its column's first key (a collision of hashes:
+        the hashes were kept, this map is not to be used again, its :meth:`keys` are
+        those of the partitions mapped before): the caller maps them exactly."""
+        got = arrow_buffers(keys) if isinstance(keys, pa.Array) else text_buffers(keys)
         if got is None:
             return None
         offsets, data = got
@@ -95,8 +117,9 @@ class TextColumns:
             append_strings(offsets, data, firsts, self.heads, self.rep_offsets, self.rep_data, g)
         if first_mismatch(offsets, data, col, self.heads, self.rep_offsets, self.rep_data) >= 0:
             return None
-        if firsts.size:
-            self.labels.append(keys[firsts])
+        if firsts.size:  # Python strings for the new groups only
+            new = keys.take(firsts) if isinstance(keys, pa.Array) else keys[firsts]
+            self.labels.append(text_objects(new))
         return col
 
     def _room(self, kept: int, more: int, more_bytes: int) -> None:
