@@ -41,13 +41,7 @@ def text_buffers(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         arr = pa.array(keys, type=pa.string(), from_pandas=False)
     except (pa.ArrowException, UnicodeError, OverflowError, TypeError):
         return None
-    if not isinstance(arr, pa.StringArray) or arr.null_count:
-        return None
-    _, offset_buf, data_buf = arr.buffers()
-    offsets = np.frombuffer(offset_buf, dtype=np.int32)[arr.offset : arr.offset + len(arr) + 1]
-    if data_buf is None:  # all empty strings
-        return offsets, np.zeros(0, dtype=np.uint8)
-    return offsets, np.frombuffer(data_buf, dtype=np.uint8)
+    return arrow_buffers(arr)
 
 
 def arrow_buffers(keys: pa.Array) -> tuple[np.ndarray, np.ndarray] | None:
