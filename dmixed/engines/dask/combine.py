@@ -40,7 +40,7 @@ from ...kernels.vc_packed import accumulate_padded_into
 from ...stats.keys import hashed_bits
 from ...stats.packed import PackedLayout
 from ...stats.standardize import Standardization, check_weights_range, widened
-from .text_columns import TextColumns
+from .text_columns import TextColumns, text_objects
 
 #: :func:`combine_partials` adds integer-keyed partials by position in their key range
 #: (no hash table) when that range is at most this many times the number of keys.
@@ -358,7 +358,7 @@ class GroupAccumulator:
         (:meth:`~dmixed.kernels.term_table.TermTable.add_columns`): ``(rows summed,
         their global sums)``, or None where the sweep does not apply (nothing added:
         the caller builds the design and calls :meth:`add`)."""
-        if not self.terms.applies_columns(keys.size, len(plan.z_of), std):
+        if not self.terms.applies_columns(len(keys), len(plan.z_of), std):
             return None
         if self._keyed(keys) and not self._rank_one_first(keys, columns, plan, std):
             # every key has its column (key − base), the range grown where needed: the
@@ -391,7 +391,7 @@ class GroupAccumulator:
         where it did not (:meth:`_range_room`, from the keys' range found by one
         compiled pass that makes no array); false where that pass does not run or
         range mode is left."""
-        if not (self.ranged and keys.dtype == np.int64):
+        if not (self.ranged and isinstance(keys, np.ndarray) and keys.dtype == np.int64):
             return False
         got = key_range(keys)
         return got is not None and self._range_room(got[0], got[1], keys.size)
@@ -404,7 +404,7 @@ class GroupAccumulator:
         if col is None and self.text is not None:
             col = self._text_columns(keys)
         if col is None:
-            col = self._hash_columns(keys)
+            col = self._hash_columns(text_objects(keys))
         return col
 
     def _text_columns(self, keys: np.ndarray) -> np.ndarray | None:

@@ -33,15 +33,21 @@ memory pool); a chain that keeps a partition's rows past the next read copies th
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
 
 from ...design.columnar import design_columns
 from ...errors import DataError
 from .pieces import Pieces
+from .text_columns import text_objects
 
 __all__ = ["ParquetReads", "parquet_reads", "read_columns", "unreadable_file"]
 
 #: The numpy dtypes read directly, with the Arrow type each must have in the file.
 _ARROW_TYPES = {"float64": "double", "int64": "int64"}
+#: the pair's dtype of a group column of text, read as an Arrow ``string`` array (the
+#: chain hashes its keys from its buffers: no Python string a row)
+TEXT = "text"
 #: Options of Dask's reader (``common_kwargs``) that change nothing for such a read.
 _PLAIN_OPTIONS = {
     "partitions": ([], (), None),
@@ -95,9 +101,10 @@ def _plain_options(options: dict) -> bool:
     )
 
 
-def _piece_read(piece, names: list[str], classes) -> tuple | None:
+def _piece_read(piece, names: list[str], classes, text: frozenset = frozenset()) -> tuple | None:
     """``(path, row_groups, columns)`` of one piece that is a plain Parquet read of
-    (at least) the columns ``names``, else None."""
+    (at least) the columns ``names``, else None; the columns ``text`` may be text (the
+    group column: :data:`TEXT`)."""
     wrapper_cls, engine_cls, local_fs = classes
     graph, out_key, leaf_key = piece
     if leaf_key is not None or len(graph) != 1 or out_key not in graph:
@@ -132,6 +139,9 @@ def _piece_read(piece, names: list[str], classes) -> tuple | None:
     pairs = []
     for name in names:
         dtype = dtypes[name]
+        if name in text and (dtype == np.dtype(object) or isinstance(dtype, pd.StringDtype)):
+            pairs.append((name, TEXT))
+            continue
         if not isinstance(dtype, np.dtype) or dtype.name not in _ARROW_TYPES:
             return None
         pairs.append((name, dtype.name))
@@ -147,13 +157,15 @@ def parquet_reads(pieces: Pieces, spec) -> ParquetReads | None:
     if classes is None:  # pragma: no cover - another dask or fsspec
         return None
     names = design_columns(spec)
-    items = [_piece_read(piece, names, classes) for piece in pieces.items]
+    text = frozenset([spec.group_name])
+    items = [_piece_read(piece, names, classes, text) for piece in pieces.items]
     return ParquetReads(items) if any(item is not None for item in items) else None
 
 
-def read_columns(read: tuple) -> dict[str, np.ndarray] | None:
+def read_columns(read: tuple) -> dict | None:
     """The columns of one :class:`ParquetReads` item as numpy arrays (views of pyarrow's
-    buffers), read with pyarrow on this thread as the module says; None when the file
+    buffers; a :data:`TEXT` column as its Arrow ``string`` array), read with pyarrow on
+    this thread as the module says; None when the file
     lacks one of them, or they are not of the expected Arrow types or hold nulls (Dask's
     frame would then differ, or Dask raises: the caller computes the piece).
 
@@ -183,10 +195,36 @@ def read_columns(read: tuple) -> dict[str, np.ndarray] | None:
     out = {}
     for name, dtype in pairs:
         column = table.column(name)
-        if str(column.type) != _ARROW_TYPES[dtype] or column.null_count:
+        if column.null_count:
+            return None
+        if dtype == TEXT:
+            text = _text_array(column)
+            if text is None:
+                return None
+            out[name] = text
+            continue
+        if str(column.type) != _ARROW_TYPES[dtype]:
             return None
         out[name] = column.to_numpy()
     return out
+
+
+def _text_array(column) -> pa.StringArray | None:
+    """A text column as one Arrow ``string`` array (``large_string``, as pandas writes
+    its strings, with its offsets narrowed: one array holds under 2 GiB of text); None
+    for other types (dictionaries, binary: Dask's way) or where it does not fit."""
+    if column.type not in (pa.string(), pa.large_string()):
+        return None
+    try:
+        return column.combine_chunks().cast(pa.string())
+    except (pa.ArrowInvalid, pa.ArrowCapacityError):
+        return None
+
+
+def numpy_columns(columns: dict) -> dict:
+    """:func:`read_columns`' columns all as numpy arrays (text as Python ``str``
+    objects, as Dask's reader gives them): for the design's way."""
+    return {name: text_objects(col) for name, col in columns.items()}
 
 
 def unreadable_file(exc: BaseException, reader: str = "pyarrow") -> DataError | None:

@@ -32,6 +32,7 @@ import dataclasses
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from ... import kernels
 from ...design.columnar import (
@@ -55,12 +56,13 @@ from ...stats.slots import SlotMap, present_pairs
 from ...stats.standardize import SAMPLE_ROWS, Standardization
 from .combine import GroupAccumulator, rank_one_partials, split_buckets
 from .crossed import RowOverlap, overlap_marks, read_overlap
-from .parquet_direct import ParquetReads, read_columns, unreadable_file
+from .parquet_direct import ParquetReads, numpy_columns, read_columns, unreadable_file
 from .pieces import Pieces, compute_piece
 from .progress import BatchedReport, report_partitions
 from .ragged import RaggedAccumulator, RaggedPacked, ragged_rows, tables_bytes
 from .relay import relayed
 from .routing import PendingRows, Router, exchange_report
+from .text_columns import text_objects
 from .tuning import prepare_worker
 
 #: Column holding the group key in the frames of variance-component pairs.
@@ -112,6 +114,8 @@ def partition_design(pdf, spec):
 
 
 def _design(pdf, spec):
+    if isinstance(pdf, dict):
+        pdf = numpy_columns(pdf)  # text keys read as Arrow: as Dask's reader gives them
     if isinstance(pdf, pd.DataFrame):
         check_column_kinds(pdf, spec.column_kinds)
     dm = None
@@ -339,14 +343,20 @@ class ColumnSweep:
             return None
         groups = got.get(self.group_name)
         columns = [got.get(name) for name in self.names]
-        if groups is None or groups.ndim != 1 or groups.dtype.kind not in "iu" or not groups.size:
+        if isinstance(groups, pa.Array):
+            # text keys read as Arrow: the accumulator hashes them from their buffers
+            keys = groups if key_dtype is object else text_objects(groups)
+            n = len(groups)
+        elif groups is None or groups.ndim != 1 or groups.dtype.kind not in "iu":
             return None
-        n = groups.shape[0]
-        if any(c is None or c.dtype.kind not in "fiu" or c.shape != (n,) for c in columns):
+        else:
+            # group_keys' dtypes, as columns_design: signed → int64, unsigned → uint64
+            keys = np.asarray(groups, dtype=np.int64 if groups.dtype.kind == "i" else np.uint64)
+            n = groups.shape[0]
+        if not n or any(c is None or c.dtype.kind not in "fiu" or c.shape != (n,) for c in columns):
             return None
-        # group_keys' dtypes, as columns_design: signed → int64, unsigned → uint64
-        keys = np.asarray(groups, dtype=np.int64 if groups.dtype.kind == "i" else np.uint64)
-        keys = conform_keys(keys, key_dtype, self.group_name)
+        if not isinstance(keys, pa.Array):  # (Arrow keys are text, as the collection's)
+            keys = conform_keys(keys, key_dtype, self.group_name)
         return keys, [self._float(c, name) for c, name in zip(columns, self.names, strict=True)]
 
     @staticmethod
@@ -383,7 +393,7 @@ class ColumnSweep:
         if got is None:
             return frame, std
         keys, columns = got
-        n = keys.shape[0]
+        n = len(keys)
         chosen = self.choose(columns) if std is None else std
         if chosen is None or not acc.terms.applies_columns(n, len(self.plan.z_of), chosen):
             return frame, std
@@ -395,7 +405,7 @@ class ColumnSweep:
             # finite in the same pass) into a buffer earlier data passes' held columns
             # had, the pool serves every read from the pages of the read before, and
             # the copy faults no fresh pages either.
-            held = held_columns(keys, columns)
+            held = held_columns(text_objects(keys), columns)
             if held is None:
                 return frame, std  # the design drops or refuses those rows
             keys, columns = held

@@ -41,13 +41,29 @@ def text_buffers(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         arr = pa.array(keys, type=pa.string(), from_pandas=False)
     except (pa.ArrowException, UnicodeError, OverflowError, TypeError):
         return None
-    if not isinstance(arr, pa.StringArray) or arr.null_count:
+    return arrow_buffers(arr)
+
+
+def arrow_buffers(keys: pa.Array) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(offsets, data)`` of an Arrow ``string`` array without nulls (as
+    :func:`text_buffers` gives them: views of its buffers, no copy); None for any
+    other array."""
+    if not isinstance(keys, pa.StringArray) or keys.null_count or not len(keys):
         return None
-    _, offset_buf, data_buf = arr.buffers()
-    offsets = np.frombuffer(offset_buf, dtype=np.int32)[arr.offset : arr.offset + len(arr) + 1]
+    _, offset_buf, data_buf = keys.buffers()
+    offsets = np.frombuffer(offset_buf, dtype=np.int32)[keys.offset : keys.offset + len(keys) + 1]
     if data_buf is None:  # all empty strings
         return offsets, np.zeros(0, dtype=np.uint8)
     return offsets, np.frombuffer(data_buf, dtype=np.uint8)
+
+
+def text_objects(keys):
+    """Keys as numpy: an Arrow array (text keys read as Arrow,
+    :func:`~dmixed.engines.dask.parquet_direct.read_columns`) as an object array of
+    Python ``str``, as Dask's reader gives them; any other keys as they are."""
+    if isinstance(keys, pa.Array):
+        return np.asarray(keys.to_numpy(zero_copy_only=False), dtype=object)
+    return keys
 
 
 def text_hashes(keys: np.ndarray) -> np.ndarray | None:
@@ -74,14 +90,14 @@ class TextColumns:
     def __len__(self) -> int:
         return len(self.hashes)
 
-    def columns(self, keys: np.ndarray) -> np.ndarray | None:
-        """The column of every key (object ``(n,)``), new keys getting new columns in
-        order of first appearance; None where the keys are not all ``str`` or the hash
-        does not run compiled (nothing kept), or where a key's bytes differ from those
-        of its column's first key (a collision of hashes: the hashes were kept, this
-        map is not to be used again, its :meth:`keys` are those of the partitions
-        mapped before): the caller maps them exactly."""
-        got = text_buffers(keys)
+    def columns(self, keys) -> np.ndarray | None:
+        """The column of every key (object ``(n,)``, or an Arrow ``string`` array), new
+        keys getting new columns in order of first appearance; None where the keys are
+        not all ``str`` or the hash does not run compiled (nothing kept), or where a
+        key's bytes differ from those of its column's first key (a collision of hashes:
+        the hashes were kept, this map is not to be used again, its :meth:`keys` are
+        those of the partitions mapped before): the caller maps them exactly."""
+        got = arrow_buffers(keys) if isinstance(keys, pa.Array) else text_buffers(keys)
         if got is None:
             return None
         offsets, data = got
@@ -95,8 +111,9 @@ class TextColumns:
             append_strings(offsets, data, firsts, self.heads, self.rep_offsets, self.rep_data, g)
         if first_mismatch(offsets, data, col, self.heads, self.rep_offsets, self.rep_data) >= 0:
             return None
-        if firsts.size:
-            self.labels.append(keys[firsts])
+        if firsts.size:  # Python strings for the new groups only
+            new = keys.take(firsts) if isinstance(keys, pa.Array) else keys[firsts]
+            self.labels.append(text_objects(new))
         return col
 
     def _room(self, kept: int, more: int, more_bytes: int) -> None:

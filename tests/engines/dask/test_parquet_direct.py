@@ -16,7 +16,7 @@ import pytest
 import dmixed
 import dmixed.engines.dask.graph as graph_module
 from dmixed.engines.dask.graph import chain_recipes, project_columns
-from dmixed.engines.dask.parquet_direct import parquet_reads, read_columns
+from dmixed.engines.dask.parquet_direct import numpy_columns, parquet_reads, read_columns
 from dmixed.engines.dask.partials import chain_partials
 from dmixed.engines.dask.pieces import compute_piece
 from dmixed.engines.dask.routing import Router
@@ -364,3 +364,79 @@ def test_routed_rows_of_direct_reads_are_copies(tmp_path, monkeypatch, exchange)
         for piece_a, piece_b in zip(a or [], b or [], strict=True):
             np.testing.assert_array_equal(piece_a.keys, piece_b.keys)
             np.testing.assert_array_equal(piece_a.cols, piece_b.cols)
+
+
+def _text_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """The frame with its group keys as text (``"u<int>"``, some empty or non-ASCII)."""
+    labels = np.array(["", "é", "日本", "a\0b"] + [f"u{i}" for i in range(200)], dtype=object)
+    return df.assign(g=labels[df["g"].to_numpy() % labels.size])
+
+
+@pytest.mark.parametrize("arrow_type", [pa.string(), pa.large_string()])
+def test_text_group_keys_are_read_as_arrow_strings(tmp_path, arrow_type):
+    df = _text_frame(_frame())
+    path = tmp_path / "d"
+    path.mkdir()
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    table = table.set_column(0, "g", table.column("g").cast(arrow_type))
+    pq.write_table(table, path / "part-000.parquet", row_group_size=300)
+    spec, recipe = _chain(dd.read_parquet(path, split_row_groups=True))
+    reads = parquet_reads(recipe, spec)
+    assert reads is not None and all(item is not None for item in reads.items)
+    for item, (graph, out_key, _) in zip(reads.items, recipe.items, strict=True):
+        columns = read_columns(item)
+        keys = columns["g"]
+        assert isinstance(keys, pa.StringArray)  # no Python string a row
+        frame = compute_piece(graph, out_key)
+        assert keys.to_pylist() == frame["g"].tolist()
+        numpy = numpy_columns(columns)
+        assert numpy["g"].dtype == object and numpy["g"].tolist() == frame["g"].tolist()
+        np.testing.assert_array_equal(numpy["x1"], columns["x1"])
+
+
+def test_text_keys_with_nulls_or_a_dictionary_are_computed_by_dask(tmp_path):
+    df = _text_frame(_frame())
+    for name, table in [
+        ("nulls", pa.Table.from_pandas(df.assign(g=df["g"].where(df.index % 7 > 0)))),
+        ("dict", pa.Table.from_pandas(df.assign(g=df["g"].astype("category")))),
+    ]:
+        path = tmp_path / name
+        path.mkdir()
+        pq.write_table(table, path / "part-000.parquet")
+        ddf = dd.read_parquet(path)
+        spec = dmixed.mixedlm(FORMULA, ddf, groups="g", re_formula=RE, missing="drop").spec
+        recipes = chain_recipes(project_columns(ddf, spec), 1)
+        reads = None if recipes is None else parquet_reads(recipes[0], spec)
+        items = [] if reads is None else [i for i in reads.items if i is not None]
+        assert all(read_columns(item) is None for item in items)
+
+
+def test_text_columns_other_than_the_groups_are_computed_by_dask(tmp_path):
+    df = _frame()
+    _write(df, tmp_path / "d", 2)
+    ddf = dd.read_parquet(tmp_path / "d")
+    spec = dmixed.mixedlm("y ~ x1 + s", ddf, groups="g", re_formula=RE).spec
+    (recipe,) = chain_recipes(project_columns(ddf, spec), 1)
+    assert parquet_reads(recipe, spec) is None  # the predictor s is text
+
+
+@pytest.mark.parametrize("n_files", [1, 3])
+def test_text_key_statistics_bit_for_bit(tmp_path, n_files):
+    """A chain's partial of text keys read as Arrow is the one from Dask's frames."""
+    _write(_text_frame(_frame()), tmp_path / "d", n_files)
+    spec, recipe = _chain(dd.read_parquet(tmp_path / "d", split_row_groups=n_files == 1))
+    reads = parquet_reads(recipe, spec)
+    assert reads is not None
+
+    def partials(reads):
+        packed = PackedLayout(2, 4)
+        return chain_partials(recipe, spec, None, packed, 2, object, None, "partials", reads)
+
+    got, want = partials(reads), partials(None)
+    (parts_a, glob_a, std_a, _, _), (parts_b, glob_b, std_b, _, _) = got, want
+    assert std_a == std_b
+    np.testing.assert_array_equal(glob_a, glob_b)
+    for (keys_a, values_a), (keys_b, values_b) in zip(parts_a, parts_b, strict=True):
+        assert keys_a.dtype == keys_b.dtype == object
+        assert keys_a.tolist() == keys_b.tolist()
+        np.testing.assert_array_equal(as_packed(values_a), as_packed(values_b))

@@ -8,6 +8,7 @@ import contextlib
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -206,3 +207,44 @@ def test_a_dask_fit_of_text_keys_is_the_exact_paths(compiled, monkeypatch, tmp_p
     np.testing.assert_array_equal(got.params, want.params)
     assert got.llf == want.llf
     assert list(got.random_effects) == list(want.random_effects)
+
+
+def _arrow(keys: np.ndarray, sliced: bool):
+    """The keys as an Arrow ``string`` array (a slice of a longer one: offset not 0)."""
+    if not sliced:
+        return pa.array(list(keys), type=pa.string())
+    return pa.array(["pad", *keys, "pad"], type=pa.string()).slice(1, keys.size)
+
+
+@settings(max_examples=40, deadline=None)
+@given(batches=BATCHES, sliced=st.booleans())
+def test_arrow_keys_map_as_their_python_strings(batches, sliced):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DMIXED_KERNELS", "numba")
+        want, got = TextColumns(), TextColumns()
+        for b in batches:
+            keys = _objects(b)
+            np.testing.assert_array_equal(got.columns(_arrow(keys, sliced)), want.columns(keys))
+    assert got.keys().dtype == object and got.keys().tolist() == want.keys().tolist()
+
+
+@pytest.mark.parametrize("collide", [False, True])
+def test_partials_of_arrow_keys_are_the_exact_paths(compiled, monkeypatch, collide):
+    rng = np.random.default_rng(3)
+    batches = [_objects([f"k{v}" for v in rng.integers(0, 40, 200)]) for _ in range(3)]
+    want, _ = _partials(batches, exact=True)
+    if collide:  # the second batch's hashes collide: the exact path from there on
+        real, calls = text_columns.string_hashes, []
+
+        def colliding(offsets, data):
+            calls.append(1)
+            hashes = real(offsets, data)
+            return hashes if len(calls) < 2 else np.zeros_like(hashes)
+
+        monkeypatch.setattr(text_columns, "string_hashes", colliding)
+    acc = GroupAccumulator(kernels.packed_width(2, 3), object)
+    for seed, keys in enumerate(batches):
+        dm, zt = _rows(keys, seed)
+        acc.add(_arrow(keys, seed % 2 == 1), dm, zt)
+    assert (acc.text is None) == collide
+    _assert_same_partials(acc.result(2), want)
