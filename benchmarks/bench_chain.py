@@ -63,6 +63,7 @@ def main() -> None:
     from dmixed.engines.dask.partials import chain_partials
     from dmixed.engines.dask.pieces import Pieces
     from dmixed.engines.dask.tuning import tune_malloc
+    from dmixed.stats.keys import key_dtype
     from dmixed.stats.packed import PackedLayout
 
     tune_malloc()
@@ -112,6 +113,7 @@ def chain_usage(directory: str, first: int, parts: int) -> dict:
     from dmixed.engines.dask.partials import chain_partials
     from dmixed.engines.dask.pieces import Pieces
     from dmixed.engines.dask.tuning import tune_malloc
+    from dmixed.stats.keys import key_dtype
     from dmixed.stats.packed import PackedLayout
 
     tune_malloc()  # as the fit's chains do first
@@ -123,7 +125,8 @@ def chain_usage(directory: str, first: int, parts: int) -> dict:
     huge0 = huge_page_faults()
     thread0, proc0 = resource.getrusage(resource.RUSAGE_THREAD), time.process_time()
     wall0 = time.perf_counter()
-    chain_partials(chain, spec, None, PackedLayout(2, 5), 2, np.dtype("int64"), reads=reads)
+    keys = key_dtype(ddf.dtypes[spec.group_name])  # int64, or object for text keys
+    chain_partials(chain, spec, None, PackedLayout(2, 5), 2, keys, reads=reads)
     wall = time.perf_counter() - wall0
     thread1, proc1 = resource.getrusage(resource.RUSAGE_THREAD), time.process_time()
     return {
