@@ -779,7 +779,7 @@ def key_codes(keys: np.ndarray, base: int) -> tuple[int, int, np.ndarray] | None
     return int(lo), int(hi), out
 
 
-def held_columns(keys: np.ndarray, columns: list) -> tuple[np.ndarray, list] | None:
+def held_columns(keys: np.ndarray | None, columns: list) -> tuple[np.ndarray | None, list] | None:
     """Copies of a partition's group ``keys`` and float64 ``columns`` (all ``(n,)``)
     in one buffer of :func:`table_buffer` (use ``"held"``), every value checked finite
     on the way; None (nothing kept) where one is not.
@@ -794,9 +794,10 @@ def held_columns(keys: np.ndarray, columns: list) -> tuple[np.ndarray, list] | N
 
     Parameters
     ----------
-    keys : ndarray (n,)
-        Group keys (copied as they are; in the buffer where their items are 8 bytes).
-    columns : list of ndarray (n,) of float64
+    keys : ndarray (n,) or None
+        Group keys (copied as they are; in the buffer where their items are 8 bytes),
+        or None: keys the caller holds itself (an immutable Arrow array), not copied.
+    columns : list of ndarray (n,) of float64 (at least one where ``keys`` is None)
 
     Returns
     -------
@@ -808,11 +809,13 @@ def held_columns(keys: np.ndarray, columns: list) -> tuple[np.ndarray, list] | N
     ValueError
         A column that is not float64 of ``n`` rows.
     """
-    n = keys.shape[0]
+    n = columns[0].shape[0] if keys is None else keys.shape[0]
     for col in columns:
         if col.ndim != 1 or col.dtype != np.float64 or col.shape[0] != n:
             raise ValueError(f"columns must be float64 of {n} rows")
-    in_buffer = keys.ndim == 1 and keys.dtype.itemsize == 8 and keys.dtype != object
+    in_buffer = (
+        keys is not None and keys.ndim == 1 and keys.dtype.itemsize == 8 and keys.dtype != object
+    )
     buffer = table_buffer((len(columns) + in_buffer, n), zeroed=False, use="held")
     compiled = rows_compiled(n)
     if compiled:
@@ -827,6 +830,8 @@ def held_columns(keys: np.ndarray, columns: list) -> tuple[np.ndarray, list] | N
         else:
             return None
         held.append(out)
+    if keys is None:
+        return None, held
     if in_buffer:
         kept = buffer[0].view(keys.dtype)
         kept[:] = keys

@@ -665,6 +665,16 @@ def test_held_columns_are_copies_checked_finite(choice, dtype, n, bad, seed):
         assert not np.shares_memory(h, c) or not n
 
 
+def test_held_columns_without_keys_hold_the_columns_alone():
+    columns = [np.arange(5.0), np.ones(5)]
+    keys, held = held_columns(None, columns)
+    assert keys is None
+    for got, want in zip(held, columns, strict=True):
+        np.testing.assert_array_equal(got, want)
+        assert not np.shares_memory(got, want)
+    assert held_columns(None, [np.array([1.0, np.nan])]) is None
+
+
 def test_held_columns_refuse_columns_unlike_the_keys():
     with pytest.raises(ValueError, match="float64 of 4 rows"):
         held_columns(np.arange(4), [np.zeros(3)])

@@ -285,12 +285,13 @@ def _add_pending(acc: GroupAccumulator, pending: PendingRows, std, widths) -> di
     if pending.columns is None:
         return acc.add(pending.keys, pending.dm, pending.ztilde, std, widths)
     got = acc.add_columns(pending.keys, pending.columns, pending.plan, std)
-    if got is not None and got[0] == pending.keys.size:
+    if got is not None and got[0] == len(pending.keys):
         return got[1]
     if got is not None:  # pragma: no cover - the columns were checked finite when taken
         raise RuntimeError("internal error: buffered rows not all summed")
-    dm = column_design(pending.plan, pending.keys, pending.columns)
-    return acc.add(pending.keys, dm, dm.exog_re, std, widths)
+    keys = text_objects(pending.keys)  # the design's way: keys as numpy
+    dm = column_design(pending.plan, keys, pending.columns)
+    return acc.add(keys, dm, dm.exog_re, std, widths)
 
 
 def column_design(plan: ColumnPlan, keys: np.ndarray, columns: list) -> DesignMatrices:
@@ -405,10 +406,12 @@ class ColumnSweep:
             # finite in the same pass) into a buffer earlier data passes' held columns
             # had, the pool serves every read from the pages of the read before, and
             # the copy faults no fresh pages either.
-            held = held_columns(text_objects(keys), columns)
+            arrow = isinstance(keys, pa.Array)  # immutable: held as read, not copied
+            held = held_columns(None if arrow else keys, columns)
             if held is None:
                 return frame, std  # the design drops or refuses those rows
-            keys, columns = held
+            kept, columns = held
+            keys = keys if arrow else kept
             self._route(keys, columns, acc, chosen, glob, packed, router)
             report.add(n)
             return None, chosen
@@ -430,7 +433,7 @@ class ColumnSweep:
         and the buffered rows added once a partial is the cheaper form."""
         if router.row_bytes is None:  # a partial's row as this chain will send it
             head = [c[:PLAN_SAMPLE] for c in columns]
-            dm = column_design(self.plan, keys[:PLAN_SAMPLE], head)
+            dm = column_design(self.plan, text_objects(keys[:PLAN_SAMPLE]), head)
             router.row_bytes = acc.row_bytes(dm, dm.exog_re, std)
         router.take_columns(keys, columns, self.plan, std)
         for pending in router.switch():

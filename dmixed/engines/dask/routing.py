@@ -32,13 +32,14 @@ from dataclasses import dataclass, field
 import dask
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from ...errors import SpecError
 from ...kernels.text_keys import HashColumns
 from ...stats.packed import PackedLayout
 from ...stats.standardize import Standardization
 from .combine import GroupAccumulator, Partial, bucket_of
-from .text_columns import text_hashes
+from .text_columns import text_hashes, text_objects
 
 #: Estimated bytes of one key of object dtype (strings) once pickled.
 OBJECT_KEY_BYTES = 24
@@ -66,8 +67,11 @@ def exchange_mode() -> str:
     return mode
 
 
-def key_bytes(keys: np.ndarray) -> int:
-    """Bytes of these keys as sent (object keys: :data:`OBJECT_KEY_BYTES` each)."""
+def key_bytes(keys) -> int:
+    """Bytes of these keys as sent (object keys, and text keys read as an Arrow array,
+    which are sent as objects: :data:`OBJECT_KEY_BYTES` each)."""
+    if isinstance(keys, pa.Array):
+        return len(keys) * OBJECT_KEY_BYTES
     return keys.size * (OBJECT_KEY_BYTES if keys.dtype == object else keys.dtype.itemsize)
 
 
@@ -170,7 +174,9 @@ class RoutedRows:
     @classmethod
     def columns_bytes(cls, keys, plan) -> int:
         """:attr:`nbytes` of :meth:`of_columns` of these rows, without making them."""
-        return key_bytes(np.asarray(keys)) + 8 * keys.size * len(cls._plan_sources(plan)[0])
+        n = len(keys)
+        keys = keys if isinstance(keys, pa.Array) else np.asarray(keys)
+        return key_bytes(keys) + 8 * n * len(cls._plan_sources(plan)[0])
 
     @classmethod
     def sent_bytes(cls, keys, dm, ztilde: np.ndarray) -> int:
@@ -343,16 +349,19 @@ class DistinctKeys:
         self.other: set | None = None
         self.hashes: HashColumns | None = None
 
-    def add(self, keys: np.ndarray) -> None:
-        if not keys.size:
+    def add(self, keys) -> None:
+        """Count these keys (numpy, or text keys as an Arrow ``string`` array)."""
+        if not len(keys):
             return
-        if keys.dtype == object:
+        arrow = isinstance(keys, pa.Array)
+        if arrow or keys.dtype == object:
             hashes = text_hashes(keys)
             if hashes is not None:
                 if self.hashes is None:
                     self.hashes = HashColumns()
                 self.hashes.lookup(hashes)
                 return
+            keys = text_objects(keys)
         if self.other is None and keys.dtype.kind in "iu":
             lo, hi = int(keys.min()), int(keys.max())
             if lo >= 0 and hi < 2**BITMAP_BITS:
@@ -389,8 +398,9 @@ class PendingRows:
 
     def routed(self) -> RoutedRows:
         """These rows in compact form."""
-        if self.columns is not None:
-            return RoutedRows.of_columns(self.keys, self.columns, self.plan, self.std)
+        if self.columns is not None:  # text keys read as Arrow are sent as objects
+            keys = text_objects(self.keys)
+            return RoutedRows.of_columns(keys, self.columns, self.plan, self.std)
         return RoutedRows.compact(self.keys, self.dm, self.ztilde, self.std)
 
 
@@ -457,8 +467,10 @@ class Router:
         keys = pending.keys
         self.buffer.append(pending)
         self.rows_bytes += sent
-        self.seen.add(np.asarray(keys))
-        self.key_size = OBJECT_KEY_BYTES if keys.dtype == object else keys.dtype.itemsize
+        arrow = isinstance(keys, pa.Array)
+        self.seen.add(keys if arrow else np.asarray(keys))
+        text = arrow or keys.dtype == object
+        self.key_size = OBJECT_KEY_BYTES if text else keys.dtype.itemsize
 
     @property
     def partial_estimate(self) -> int:

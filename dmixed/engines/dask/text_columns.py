@@ -66,11 +66,12 @@ def text_objects(keys):
     return keys
 
 
-def text_hashes(keys: np.ndarray) -> np.ndarray | None:
-    """64-bit hashes of keys that are all Python ``str`` (:func:`text_buffers`,
+def text_hashes(keys) -> np.ndarray | None:
+    """64-bit hashes of keys that are all Python ``str``, or of an Arrow ``string``
+    array (:func:`text_buffers`, :func:`arrow_buffers`,
     :func:`~dmixed.kernels.text_keys.string_hashes`), None for other keys or where the
     hash does not run compiled."""
-    got = text_buffers(keys)
+    got = arrow_buffers(keys) if isinstance(keys, pa.Array) else text_buffers(keys)
     return None if got is None else string_hashes(*got)
 
 

@@ -420,9 +420,11 @@ def test_text_columns_other_than_the_groups_are_computed_by_dask(tmp_path):
     assert parquet_reads(recipe, spec) is None  # the predictor s is text
 
 
+@pytest.mark.parametrize("exchange", ["partials", "auto", "rows"])
 @pytest.mark.parametrize("n_files", [1, 3])
-def test_text_key_statistics_bit_for_bit(tmp_path, n_files):
-    """A chain's partial of text keys read as Arrow is the one from Dask's frames."""
+def test_text_key_statistics_bit_for_bit(tmp_path, n_files, exchange):
+    """A chain's partial (and routed rows) of text keys read as Arrow are those from
+    Dask's frames, whichever exchange the chain makes."""
     _write(_text_frame(_frame()), tmp_path / "d", n_files)
     spec, recipe = _chain(dd.read_parquet(tmp_path / "d", split_row_groups=n_files == 1))
     reads = parquet_reads(recipe, spec)
@@ -430,13 +432,19 @@ def test_text_key_statistics_bit_for_bit(tmp_path, n_files):
 
     def partials(reads):
         packed = PackedLayout(2, 4)
-        return chain_partials(recipe, spec, None, packed, 2, object, None, "partials", reads)
+        return chain_partials(recipe, spec, None, packed, 2, object, None, exchange, reads)
 
     got, want = partials(reads), partials(None)
-    (parts_a, glob_a, std_a, _, _), (parts_b, glob_b, std_b, _, _) = got, want
+    (parts_a, glob_a, std_a, routed_a, _), (parts_b, glob_b, std_b, routed_b, _) = got, want
     assert std_a == std_b
     np.testing.assert_array_equal(glob_a, glob_b)
     for (keys_a, values_a), (keys_b, values_b) in zip(parts_a, parts_b, strict=True):
         assert keys_a.dtype == keys_b.dtype == object
         assert keys_a.tolist() == keys_b.tolist()
         np.testing.assert_array_equal(as_packed(values_a), as_packed(values_b))
+    for bucket_a, bucket_b in zip(routed_a, routed_b, strict=True):
+        assert (bucket_a is None) == (bucket_b is None)
+        for rows_a, rows_b in zip(bucket_a or [], bucket_b or [], strict=True):
+            assert rows_a.keys.dtype == rows_b.keys.dtype == object
+            assert rows_a.keys.tolist() == rows_b.keys.tolist()
+            np.testing.assert_array_equal(rows_a.cols, rows_b.cols)

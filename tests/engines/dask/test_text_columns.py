@@ -248,3 +248,22 @@ def test_partials_of_arrow_keys_are_the_exact_paths(compiled, monkeypatch, colli
         acc.add(_arrow(keys, seed % 2 == 1), dm, zt)
     assert (acc.text is None) == collide
     _assert_same_partials(acc.result(2), want)
+
+
+def test_arrow_keys_are_counted_and_sized_as_their_python_strings(compiled):
+    from dmixed.engines.dask.routing import PendingRows, RoutedRows, key_bytes
+    from dmixed.kernels.term_table import ColumnPlan
+
+    rng = np.random.default_rng(4)
+    keys = _objects([f"k{v}" for v in rng.integers(0, 500, 2000)])
+    arrow = _arrow(keys, sliced=True)
+    counted = [DistinctKeys(), DistinctKeys()]
+    counted[0].add(keys)
+    counted[1].add(arrow)
+    assert counted[0].count == counted[1].count == np.unique(keys).size
+    assert key_bytes(arrow) == key_bytes(keys)
+    plan = ColumnPlan(x_of=(-1, 0, 1), z_of=(-1, 0))
+    assert RoutedRows.columns_bytes(arrow, plan) == RoutedRows.columns_bytes(keys, plan)
+    columns = [rng.normal(size=keys.size) for _ in range(2)]
+    sent = PendingRows(arrow, None, None, None, columns, plan).routed()
+    assert sent.keys.dtype == object and sent.keys.tolist() == keys.tolist()
