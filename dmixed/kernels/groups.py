@@ -64,7 +64,7 @@ class StatsBlock:
         ``Z̃_i'[X_i, y_i]`` per group.
     """
 
-    __slots__ = ("_centred", "_chunks", "_keep", "_kept", "_one", "_subset")
+    __slots__ = ("_centred", "_chunks", "_keep", "_kept", "_one", "_shifted", "_subset")
 
     def __init__(self, zz: np.ndarray, zxy: np.ndarray) -> None:
         zz = np.asarray(zz, dtype=np.float64)
@@ -83,6 +83,7 @@ class StatsBlock:
         self._one: list | None = None
         self._centred: list | None = None
         self._subset: list | None = None
+        self._shifted: tuple | None = None
 
     @classmethod
     def from_entry_major(cls, zz: np.ndarray, zxy: np.ndarray) -> StatsBlock:
@@ -97,7 +98,7 @@ class StatsBlock:
             for lo in range(0, max(zz.shape[-1], 1), GROUP_CHUNK)
         ]
         block._keep, block._kept, block._one, block._centred = False, None, None, None
-        block._subset = None
+        block._subset = block._shifted = None
         return block
 
     @classmethod
@@ -108,7 +109,7 @@ class StatsBlock:
         block = cls.__new__(cls)
         block._chunks = list(chunks)
         block._keep, block._kept, block._one, block._centred = False, None, None, None
-        block._subset = None
+        block._subset = block._shifted = None
         return block
 
     @property
@@ -154,7 +155,7 @@ class StatsBlock:
 
     def __getstate__(self):
         if self._subset is not None:
-            return (self._chunks, False, None, self._subset)
+            return (self._chunks, False, None, self._subset, self._shifted)
         if self._centred is not None:
             return (self._chunks, False, self._centred)
         return self._chunks if self._one is None else (self._chunks, True)
@@ -165,6 +166,7 @@ class StatsBlock:
         self._keep, self._kept, self._one = False, None, None
         self._centred = state[2] if rank_one and len(state) > 2 else None
         self._subset = state[3] if rank_one and len(state) > 3 else None
+        self._shifted = state[4] if rank_one and len(state) > 4 else None
         if rank_one and state[1]:
             self.use_rank_one()
 
@@ -180,7 +182,7 @@ class StatsBlock:
         conditionals, and :attr:`StepSums.between` is what ``[X y]'V*⁻¹[X y]`` adds to
         ``W`` (:func:`_between_rank_one`); the numpy kernels evaluate them."""
         self._one = [rank_one_groups(zzc) for zzc, _ in self._chunks]
-        self._centred = None
+        self._centred = self._subset = self._shifted = None
         self._kept = None
         return self
 
@@ -201,7 +203,8 @@ class StatsBlock:
             hi = lo + zzc.shape[-1]
             parts.append(sums.take(slice(lo, hi)))
             lo = hi
-        self._centred, self._one, self._kept, self._subset = parts, None, None, None
+        self._centred, self._one, self._kept = parts, None, None
+        self._subset = self._shifted = None
         return self
 
     def use_shifted(self, sel: np.ndarray, shifted: tuple, e: int, shared: tuple) -> StatsBlock:
@@ -225,7 +228,14 @@ class StatsBlock:
             parts.append((local, centred_from_shifted(zzc, zxyc, e, local, mine, shared)))
             lo = hi
         self._subset, self._kept = parts, None
+        self._shifted = (sel, tuple(shifted), e, tuple(shared))
         return self
+
+    @property
+    def shifted(self) -> tuple | None:
+        """The arguments :meth:`use_shifted` took (``(sel, shifted, e, shared)``), or
+        None: what a copy of the sums elsewhere takes again."""
+        return self._shifted
 
     @property
     def numpy_only(self) -> bool:

@@ -115,20 +115,40 @@ def _row_updates(
     """The loop body adding row ``i``'s ``terms`` (over ``v0, v1, …``, set by
     ``values``) into its group's table row (``codes[i]``, followed by ``less``: the
     row of a key less the base), the table row :data:`PREFETCH_DISTANCE` rows ahead
-    (``ahead``: that distance spelled in the type of ``i``) asked for first."""
+    (``ahead``: that distance spelled in the type of ``i``) asked for first.
+
+    Terms about a shift of each group's own (:class:`~dmixed.kernels.term_table.ShiftTerms`)
+    come after the others, their values named as the kernel reads them (``c3[i]``,
+    ``v2``): ``("first", x, c)`` keeps ``x`` of the group's first row (where its
+    count, table column ``c``, is still 0), before any term is added; ``("dsum", x,
+    f)`` adds ``x − row[f]`` (``f`` the column of the kept value), ``("dprod", x, f,
+    y, h)`` the product of two such differences, ``("dcross", x, f, y)`` one times
+    ``y``."""
     lines = [
         f"{pad}if i + {ahead} < n:",
         f"{pad}    prefetch_row(table, codes[i + {ahead}]{less})",
         f"{pad}row = table[codes[i]{less}]",
         *[pad + v for v in values],
     ]
+    firsts = [(t, term) for t, term in enumerate(terms) if term[0] == "first"]
+    if firsts:
+        lines.append(f"{pad}if row[{firsts[0][1][2]}] == 0.0:")
+        lines += [f"{pad}    row[{t}] = {term[1]}" for t, term in firsts]
     for t, term in enumerate(terms):
+        if term[0] == "first":
+            continue
         if term[0] == "count":
             value = "1.0"
         elif term[0] == "col":
             value = f"v{term[1]}"
-        else:
+        elif term[0] == "prod":
             value = f"v{term[1]} * v{term[2]}"
+        elif term[0] == "dsum":
+            value = f"({term[1]} - row[{term[2]}])"
+        elif term[0] == "dprod":
+            value = f"({term[1]} - row[{term[2]}]) * ({term[3]} - row[{term[4]}])"
+        else:  # "dcross"
+            value = f"({term[1]} - row[{term[2]}]) * {term[3]}"
         lines.append(f"{pad}row[{t}] += {value}")
     return lines
 

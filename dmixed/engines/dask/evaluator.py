@@ -122,6 +122,8 @@ def make_evaluator(
     else:
         engine = LocalEngine(block.zz, block.zxy)
     engine = rank_one_if(engine, block.within is not None)
+    if block.shifted is not None and not engine.block.rank_one:
+        engine.block.use_shifted(*block.shifted)  # its lossy groups' centred forms
     std = block.standardization
     r = next(engine.block.chunks())[0].shape[0]
     if std is not None and r == std.k_re:  # no variance component: r is exog_re's
