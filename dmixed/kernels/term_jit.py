@@ -85,11 +85,19 @@ def cache_directory() -> str:
 def kernel_source(terms: tuple) -> str:
     """The generated module's source for ``terms`` (``("count",)``, ``("col", s)``,
     ``("prod", s, t)``, with ``s, t`` indexing the kernel's source arguments)."""
-    n_src = 1 + max((u for term in terms for u in term[1:]), default=-1)
+    n_src = 1 + max((u for term in terms for u in _sources(term)), default=-1)
     lines = _module_head(["codes", "table"] + [f"s{u}" for u in range(n_src)])
     lines += ["    n = codes.size", "    for i in range(n):"]
     lines += _row_updates(terms, [f"v{u} = s{u}[i]" for u in range(n_src)], " " * 8)
     return "\n".join(lines) + "\n"
+
+
+def _sources(term: tuple) -> list[int]:
+    """The source arguments a term reads: its indices, or for a term about the groups'
+    shifts the sources its values name (``v3``)."""
+    if term[0] in ("count", "col", "prod", "zero"):
+        return list(term[1:])
+    return [int(x[1:]) for x in term[1:] if isinstance(x, str) and x[:1] == "v" and x[1:].isdigit()]
 
 
 def _module_head(args: list[str]) -> list[str]:

@@ -35,6 +35,7 @@ from .compiled import rows_compiled
 from .rows import (
     column_scales,
     extreme_scales,
+    known_ones,
     live_terms,
     plan_terms,
     prepare_rows,
@@ -314,12 +315,34 @@ class TermTable:
 
         codes = self._codes(acc, codes)
         rows = prepare_rows(endog, exog, ztilde, weights, std, vc_widths)
-        live = self._start(acc, rows.terms, rows.column_term, rows.scales)
-        self.shifted = None  # (the design's rows keep no sums about the groups' shifts)
-        used = sorted({u for t in live for u in t[1:]})
+        k, r = len(rows.xcols), len(rows.zcols)
+        shifts = None
+        if weights is None and not len(vc_widths) and rows.std is std:
+            # a Z̃ column that is an [X y] column is that very array (prepare_rows)
+            canon = list(range(k)) + [
+                next((j for j in range(k) if rows.zcols[a] is rows.xcols[j]), k + a)
+                for a in range(r)
+            ]
+            ones = set(known_ones(std, None))
+            raw_at = {canon[k + a]: a for a in range(r)}  # a slope's raw column of Z̃
+            names = {u: f"raw{a}" for u, a in raw_at.items()}
+            shifts = _shift_terms(live_terms(rows.terms), k, r, canon, ones, names, std)
+        extra = () if shifts is None else shifts[0]
+        live = self._start(acc, rows.terms, rows.column_term, rows.scales, extra)
+        self.shifted = None if shifts is None else shifts[1]
+        used = sorted(
+            {u for t in live for u in t[1:]}
+            | {u for t in extra if t[0] == "dcross" for u in t[3:4]}
+        )
         slot = {u: i for i, u in enumerate(used)}
         kernel_terms = tuple((t[0], *[slot[u] for u in t[1:]]) for t in live)
         sources = [np.ascontiguousarray(rows.sources[u], dtype=np.float64) for u in used]
+        if extra:
+            # the slopes' raw columns as sources after the plan's ones (``raw{a}``)
+            raws = sorted({int(t[1][3:]) for t in extra})
+            at = {f"raw{a}": f"v{len(sources) + i}" for i, a in enumerate(raws)}
+            sources += [np.ascontiguousarray(ztilde[:, a], dtype=np.float64) for a in raws]
+            kernel_terms += tuple(_named(t, slot, at) for t in extra)
         if codes.size:
             term_kernel(kernel_terms)(codes, self.table, *sources)
         return rows.global_sums(codes.size)
@@ -430,7 +453,7 @@ class TermTable:
         ones = {u for u in set(canon) if src[u][0] < 0}
         terms, column_term = plan_terms(k, r, canon, ones, set())
         scales = column_scales(std, PackedLayout(r, k))
-        raw_of = {u: src[u][0] for u in range(k + r)}
+        raw_of = {u: f"c{src[u][0]}[i]" for u in range(k + r)}
         shifts = _shift_terms(live_terms(terms), k, r, canon, ones, raw_of, std)
         extra = () if shifts is None else shifts[0]
         live = self._start(acc, terms, column_term, scales, extra)
@@ -438,7 +461,7 @@ class TermTable:
         used = sorted({u for t in live for u in t[1:]} | {j for j in range(k) if j not in ones})
         slot = {u: i for i, u in enumerate(used)}
         kernel_terms = tuple((t[0], *[slot[u] for u in t[1:]]) for t in live)
-        kernel_terms += tuple(_slotted(t, slot) for t in extra)
+        kernel_terms += tuple(_named(t, slot, {n: n for n in raw_of.values()}) for t in extra)
         raws = tuple(src[u][0] for u in used)
         gram_slots = tuple(-1 if j in ones else slot[j] for j in range(k))
         for col in columns:
@@ -756,7 +779,7 @@ def _shift_terms(
         extra.append(term)
         return at + len(extra) - 1
 
-    raw = [raws[zsrc[a]] for a in slopes]
+    raw = [raws[zsrc[a]] for a in slopes]  # what names each slope's raw column
     first = tuple(add(("first", raw[b], count)) for b in range(len(slopes)))
     dsum = tuple(add(("dsum", raw[b], first[b])) for b in range(len(slopes)))
     dgram = tuple(add(("dprod", raw[b], first[b], raw[c], first[c])) for b, c in layout.dgram)
@@ -765,15 +788,16 @@ def _shift_terms(
     return tuple(extra), ShiftTerms(layout, first, dsum, dgram, dxy, xsum, count)
 
 
-def _slotted(term: tuple, slot: dict) -> tuple:
-    """An extra term of :func:`_shift_terms` for the kernel: its raw columns as the
-    kernel's names (``c3[i]``), a source of ``[X y]`` as the kernel's slot."""
+def _named(term: tuple, slot: dict, names: dict) -> tuple:
+    """An extra term of :func:`_shift_terms` for the kernel: its raw columns' names as
+    the kernel reads them (``names``), a source of ``[X y]`` as the kernel's value of
+    its slot (``v2``)."""
     kind = term[0]
     if kind in ("first", "dsum"):
-        return (kind, f"c{term[1]}[i]", term[2])
+        return (kind, names[term[1]], term[2])
     if kind == "dprod":
-        return (kind, f"c{term[1]}[i]", term[2], f"c{term[3]}[i]", term[4])
-    return (kind, f"c{term[1]}[i]", term[2], f"v{slot[term[3]]}")
+        return (kind, names[term[1]], term[2], names[term[3]], term[4])
+    return (kind, names[term[1]], term[2], f"v{slot[term[3]]}")
 
 
 def _table_parts(parts: list, keys: list, wanted: np.ndarray | None) -> list:

@@ -493,10 +493,9 @@ class GroupAccumulator:
             (keys[pick], np.ascontiguousarray(self.acc[:, seen[pick]].T))
             for pick in bucket_rows(keys, n_buckets)
         ]
-        if self.rank_one:
-            return rank_one_partials(parts)
         side = None if not self.sides else merge_parts(self.sides)
-        return parts if side is None else with_sides(parts, side)
+        parts = parts if side is None else with_sides(parts, side)
+        return rank_one_partials(parts) if self.rank_one else parts
 
 
 def with_sides(parts: list[Partial], side: ShiftPart) -> list[Partial]:
@@ -518,7 +517,7 @@ def rank_one_partials(parts: list[Partial]) -> list[Partial]:
     zeros, so that :func:`combine_exact` adds the Chan correction of the groups several
     parts hold (as it does for one random-design column, the intercept).  Only such
     partials pay for it: an ordinary random slope's combines stay as they were."""
-    return [(keys, values, 0.0) for keys, values in parts]
+    return [(part[0], part[1], 0.0, *part[3:]) for part in parts]  # sides kept
 
 
 def _rank_one_columns(std, codes: np.ndarray, columns: list, plan, n_groups: int) -> bool:

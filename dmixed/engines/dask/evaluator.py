@@ -121,9 +121,12 @@ def make_evaluator(
         engine = LocalEngine.of_block(block.stats)
     else:
         engine = LocalEngine(block.zz, block.zxy)
-    engine = rank_one_if(engine, block.within is not None)
-    if block.shifted is not None and not engine.block.rank_one:
-        engine.block.use_shifted(*block.shifted)  # its lossy groups' centred forms
+    shifted = block.shifted if block.stats is None else block.stats.shifted
+    if shifted is not None:  # its lossy groups' centred forms, exact (no W needed)
+        if engine.block.shifted is None:
+            engine.block.use_shifted(*shifted)
+    else:
+        engine = rank_one_if(engine, block.within is not None)
     std = block.standardization
     r = next(engine.block.chunks())[0].shape[0]
     if std is not None and r == std.k_re:  # no variance component: r is exog_re's

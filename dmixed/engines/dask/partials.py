@@ -197,12 +197,12 @@ def _partition_partials(pdf, spec, slot_map, packed, n_buckets: int, std, key_dt
     )
     values = np.ascontiguousarray(acc.T)
     parts = split_buckets(np.asarray(uniq), values, n_buckets)
-    if glob["within"] is not None and ztilde.shape[1] >= 2:
-        parts = rank_one_partials(parts)
-    elif not widths and ztilde.shape[1] >= 2:
+    if not widths and ztilde.shape[1] >= 2:
         # the rows' sums about each group's shift, for the block's lossy groups
         side = rows_part(np.asarray(uniq), codes, dm.endog, dm.exog, ztilde, dm.weights, std)
         parts = parts if side is None else with_sides(parts, side)
+    if glob["within"] is not None and ztilde.shape[1] >= 2:
+        parts = rank_one_partials(parts)
     routed = [None] * n_buckets
     glob_packed = packed.pack_global(glob, dm.n_dropped)
     return parts, glob_packed, std, routed, exchange_report(parts, routed)
