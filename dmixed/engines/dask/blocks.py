@@ -617,13 +617,11 @@ def gathered_engine(dense: list, asm: Assembly, layout: Layout):
     k = asm.glob.xyxy.shape[0]
     zz = reorder_parts(asm.position, [np.zeros((0, r, r)), *handover.rows([d[0] for d in dense])])
     zxy = reorder_parts(asm.position, [np.zeros((0, r, k)), *handover.rows([d[1] for d in dense])])
-    engine = local_engine(zz, zxy, layout)
+    engine = rank_one_engine(local_engine(zz, zxy, layout), asm.glob, layout)
     shifted = _gathered_shifts(dense, asm)
     block = getattr(engine, "block", None)
-    if shifted is not None and isinstance(block, StatsBlock):
+    if shifted is not None and isinstance(block, StatsBlock) and not block.rank_one:
         block.use_shifted(*shifted)  # the lossy groups' centred forms, as on the workers
-    else:
-        engine = rank_one_engine(engine, asm.glob, layout)
     if not layout.k_vc:
         refuse_inexact(engine, asm.group_sizes, "the statistics summed on the cluster")
     return engine

@@ -122,11 +122,9 @@ def make_evaluator(
     else:
         engine = LocalEngine(block.zz, block.zxy)
     shifted = block.shifted if block.stats is None else block.stats.shifted
-    if shifted is not None:  # its lossy groups' centred forms, exact (no W needed)
-        if engine.block.shifted is None:
-            engine.block.use_shifted(*shifted)
-    else:
-        engine = rank_one_if(engine, block.within is not None)
+    engine = rank_one_if(engine, block.within is not None)  # (W at hand: exact, first)
+    if shifted is not None and not engine.block.rank_one and engine.block.shifted is None:
+        engine.block.use_shifted(*shifted)  # its lossy groups' centred forms (no W)
     std = block.standardization
     r = next(engine.block.chunks())[0].shape[0]
     if std is not None and r == std.k_re:  # no variance component: r is exog_re's
