@@ -138,10 +138,17 @@ def _row_updates(
         f"{pad}row = table[codes[i]{less}]",
         *[pad + v for v in values],
     ]
+    # the kept values by a select, not a branch: a group's first row among many is
+    # taken at random, which a branch would mispredict; each difference made once
     firsts = [(t, term) for t, term in enumerate(terms) if term[0] == "first"]
     if firsts:
-        lines.append(f"{pad}if row[{firsts[0][1][2]}] == 0.0:")
-        lines += [f"{pad}    row[{t}] = {term[1]}" for t, term in firsts]
+        lines.append(f"{pad}fresh = row[{firsts[0][1][2]}] == 0.0")
+    kept = {}
+    for t, term in firsts:
+        name = kept[t] = f"k{len(kept)}"
+        lines.append(f"{pad}{name} = {term[1]} if fresh else row[{t}]")
+        lines.append(f"{pad}row[{t}] = {name}")
+        lines.append(f"{pad}d{name} = {term[1]} - {name}")
     for t, term in enumerate(terms):
         if term[0] == "first":
             continue
@@ -152,11 +159,11 @@ def _row_updates(
         elif term[0] == "prod":
             value = f"v{term[1]} * v{term[2]}"
         elif term[0] == "dsum":
-            value = f"({term[1]} - row[{term[2]}])"
+            value = f"d{kept[term[2]]}"
         elif term[0] == "dprod":
-            value = f"({term[1]} - row[{term[2]}]) * ({term[3]} - row[{term[4]}])"
+            value = f"d{kept[term[2]]} * d{kept[term[4]]}"
         else:  # "dcross"
-            value = f"({term[1]} - row[{term[2]}]) * {term[3]}"
+            value = f"d{kept[term[2]]} * {term[3]}"
         lines.append(f"{pad}row[{t}] += {value}")
     return lines
 

@@ -23,6 +23,7 @@ column, the intercept) and whenever the compiled pass is not picked
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from dataclasses import dataclass
@@ -80,6 +81,12 @@ BUFFER_USES = ("table", "spill", "merge", "moved", "held")
 #: loop in every data pass (benchmarks/RESULTS.md, alt-s36); smaller ones come from the
 #: heap, which keeps its pages.
 MOVED_PIECE_BYTES = 16 << 20
+
+#: Environment variable: ``1`` makes the compiled passes keep every group's random
+#: slopes about its first row's values too (:class:`ShiftTerms`), so that a chain's
+#: lossy groups fit on Dask; off by default: those terms make the sweep about 3× slower
+#: (benchmarks/RESULTS.md), and without them such groups are refused as before.
+SHIFTED_SWEEP_ENV = "DMIXED_SHIFTED_SWEEP"
 
 _kept: list[tuple[str, np.ndarray]] = []  # (use, flat float64 buffer) of earlier tables
 _kept_lock = threading.Lock()
@@ -759,6 +766,8 @@ def _shift_terms(
     a slope read as its raw column ``raws[u]`` (the shift and its differences as the
     rows hold them, in no map), their table columns after the ``live`` ones), for a
     random design of an intercept and slopes; None for any other (nothing kept)."""
+    if os.environ.get(SHIFTED_SWEEP_ENV, "") != "1":
+        return None
     if r < 2 or ("count",) not in live or std is None or std.z_intercept < 0:
         return None
     zsrc = [canon[k + a] for a in range(r)]

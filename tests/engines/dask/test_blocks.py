@@ -413,14 +413,16 @@ def test_lossy_groups_of_chains_compiled_fit_as_in_process(
     clicks_in_process, client, tmp_path, monkeypatch, n_files
 ):
     """The same rows in Parquet files read by chains whose compiled sweep keeps every
-    group's slope about its first value in its table of terms (the chains' tables
-    flushed where their keys' range grows, their rows of terms added by key)."""
+    group's slope about its first value in its table of terms (``DMIXED_SHIFTED_SWEEP``;
+    the chains' tables flushed where their keys' range grows, their rows of terms added
+    by key)."""
     import dask
     import dask.dataframe as dd
 
     import dmixed
 
     monkeypatch.setenv("DMIXED_KERNELS", "numba")
+    monkeypatch.setenv("DMIXED_SHIFTED_SWEEP", "1")  # (the workers are threads here)
     df, want = clicks_in_process
     shuffled = df.sample(frac=1.0, random_state=n_files).reset_index(drop=True)
     dd.from_pandas(shuffled, npartitions=n_files).to_parquet(tmp_path / "clicks")
@@ -470,3 +472,25 @@ def test_lossy_groups_with_prior_weights_are_still_refused_on_dask():
     assert dmixed.mixedlm("y ~ t", df, **kw).fit().converged
     with dask.config.set(scheduler="sync"), pytest.raises(dmixed.DataError, match="nearly"):
         dmixed.mixedlm("y ~ t", dd.from_pandas(df, npartitions=2), **kw).fit()
+
+
+def test_lossy_groups_of_chains_compiled_are_refused_by_default(
+    clicks_in_process, client, tmp_path, monkeypatch
+):
+    """Without ``DMIXED_SHIFTED_SWEEP`` the compiled sweep keeps no sums about the
+    groups' shifts (they would slow every sweep): its lossy groups are refused, the
+    message naming the switch."""
+    import dask
+    import dask.dataframe as dd
+
+    import dmixed
+
+    monkeypatch.setenv("DMIXED_KERNELS", "numba")
+    monkeypatch.delenv("DMIXED_SHIFTED_SWEEP", raising=False)
+    df, _ = clicks_in_process
+    dd.from_pandas(df, npartitions=3).to_parquet(tmp_path / "clicks")
+    with dask.config.set({"dmixed.data_pass": "chains"}):
+        ddf = dd.read_parquet(tmp_path / "clicks")
+        model = dmixed.mixedlm("y ~ t", ddf, groups="g", re_formula="1 + t")
+        with pytest.raises(dmixed.DataError, match="DMIXED_SHIFTED_SWEEP=1"):
+            model.fit(client=client)
