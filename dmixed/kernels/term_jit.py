@@ -143,7 +143,7 @@ def _row_updates(
     firsts = [(t, term) for t, term in enumerate(terms) if term[0] == "first"]
     if firsts:
         lines.append(f"{pad}fresh = row[{firsts[0][1][2]}] == 0.0")
-    kept = {}
+    kept: dict[int, str] = {}
     for t, term in firsts:
         name = kept[t] = f"k{len(kept)}"
         lines.append(f"{pad}{name} = {term[1]} if fresh else row[{t}]")

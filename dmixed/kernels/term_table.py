@@ -461,10 +461,10 @@ class TermTable:
         terms, column_term = plan_terms(k, r, canon, ones, set())
         scales = column_scales(std, PackedLayout(r, k))
         raw_of = {u: f"c{src[u][0]}[i]" for u in range(k + r)}
-        shifts = _shift_terms(live_terms(terms), k, r, canon, ones, raw_of, std)
-        extra = () if shifts is None else shifts[0]
+        kept = _shift_terms(live_terms(terms), k, r, canon, ones, raw_of, std)
+        extra = () if kept is None else kept[0]
         live = self._start(acc, terms, column_term, scales, extra)
-        self.shifted = None if shifts is None else shifts[1]
+        self.shifted = None if kept is None else kept[1]
         used = sorted({u for t in live for u in t[1:]} | {j for j in range(k) if j not in ones})
         slot = {u: i for i, u in enumerate(used)}
         kernel_terms = tuple((t[0], *[slot[u] for u in t[1:]]) for t in live)

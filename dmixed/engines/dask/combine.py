@@ -489,13 +489,13 @@ class GroupAccumulator:
             return [(keys[starts[b] : starts[b + 1]], rows[b]) for b in range(n_buckets)]
         # gather the groups seen along each accumulator row (contiguous reads), then
         # transpose: gathering rows of the transposed view reads strided memory
-        parts = [
+        gathered: list[Partial] = [
             (keys[pick], np.ascontiguousarray(self.acc[:, seen[pick]].T))
             for pick in bucket_rows(keys, n_buckets)
         ]
         side = None if not self.sides else merge_parts(self.sides)
-        parts = parts if side is None else with_sides(parts, side)
-        return rank_one_partials(parts) if self.rank_one else parts
+        gathered = gathered if side is None else with_sides(gathered, side)
+        return rank_one_partials(gathered) if self.rank_one else gathered
 
 
 def with_sides(parts: list[Partial], side: ShiftPart) -> list[Partial]:
@@ -676,7 +676,7 @@ def combine_terms(
     packed: PackedLayout,
     vc_widths: tuple,
     *pairs: tuple[Partial, Standardization | None],
-) -> tuple[np.ndarray, TermRows, np.ndarray] | None:
+) -> tuple[np.ndarray, TermRows, None] | None:
     """:func:`combine_converted`'s sums kept as rows of terms, where they can be: every
     non-empty part a :class:`~dmixed.kernels.term_table.TermRows` of one plan whose
     factors are powers of two, in ``target``'s map already, its keys integers filling
@@ -764,7 +764,7 @@ def _powers_of_two(factors: np.ndarray) -> bool:
 
 def combine_exact(
     target: Standardization, packed: PackedLayout, vc_widths: tuple, *parts
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> Partial:
     """:func:`combine_partials`, and the within-group sums' correction of the groups
     that several parts hold: ``(keys, values, correction)``.
 
@@ -803,8 +803,13 @@ def _combined_side(parts, keys: np.ndarray) -> ShiftPart | None:
     """The parts' sums about their groups' shifts added by key, in the order of
     ``keys`` (:func:`~dmixed.kernels.shifts.merge_parts`), where every part with groups
     carries them (:func:`with_sides`); else None."""
-    sides = [p[3] if len(p) > 3 else None for p in parts if len(p[0])]
-    if not sides or any(s is None for s in sides):
+    sides: list[ShiftPart] = []
+    for p in parts:
+        if len(p[0]):
+            if len(p) < 4 or p[3] is None:
+                return None
+            sides.append(p[3])
+    if not sides:
         return None
     merged = merge_parts(sides)
     return None if merged is None else merged.of_keys(keys)
