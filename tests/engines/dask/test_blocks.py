@@ -432,8 +432,7 @@ def test_lossy_groups_of_chains_compiled_fit_as_in_process(
     _same_fit(got, want)
 
 
-@pytest.mark.filterwarnings("ignore::dmixed.BoundaryWarning")  # some draws: a boundary fit
-@settings(max_examples=6, deadline=None)
+@settings(max_examples=6, deadline=None, derandomize=True)
 @given(
     seed=st.integers(0, 2**16),
     log_gap=st.floats(-3.0, 2.0),
@@ -443,7 +442,9 @@ def test_lossy_groups_of_chains_compiled_fit_as_in_process(
 def test_lossy_groups_on_dask_any_spread_and_offset(seed, log_gap, offset, n_parts):
     """Random near-constant slopes (two events ``10^log_gap`` seconds apart, from 1e-3
     s, at offsets up to 1.7e9): the Dask fit (synchronous scheduler) is the in-process
-    fit."""
+    fit: the same ℓ, and the same parameters where the top is not on the boundary."""
+    import warnings
+
     import dask
     import dask.dataframe as dd
 
@@ -451,12 +452,16 @@ def test_lossy_groups_on_dask_any_spread_and_offset(seed, log_gap, offset, n_par
 
     df = _clicks(seed, n_users=300, gap=10.0**log_gap, close=4)
     df["t"] = df["t"] - 1.7e9 + offset
-    want = dmixed.mixedlm("y ~ t", df, groups="g", re_formula="1 + t").fit()
     ddf = dd.from_pandas(df.sample(frac=1.0, random_state=seed), npartitions=n_parts)
-    with dask.config.set(scheduler="sync"):
-        got = dmixed.mixedlm("y ~ t", ddf, groups="g", re_formula="1 + t").fit()
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always", dmixed.BoundaryWarning)
+        want = dmixed.mixedlm("y ~ t", df, groups="g", re_formula="1 + t").fit()
+        with dask.config.set(scheduler="sync"):
+            got = dmixed.mixedlm("y ~ t", ddf, groups="g", re_formula="1 + t").fit()
+    assert all(issubclass(w.category, dmixed.BoundaryWarning) for w in seen)
     assert got.llf == pytest.approx(want.llf, rel=1e-10)
-    np.testing.assert_allclose(np.asarray(got.params), np.asarray(want.params), rtol=1e-8)
+    if not seen:  # (on the boundary the top is a ridge: the points may differ along it)
+        np.testing.assert_allclose(np.asarray(got.params), np.asarray(want.params), rtol=1e-8)
 
 
 def test_lossy_groups_with_prior_weights_are_still_refused_on_dask():
