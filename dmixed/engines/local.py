@@ -382,7 +382,9 @@ def refuse_inexact(engine, nobs, source: str) -> None:
             "which these statistics cannot fit without losing most digits of the "
             "likelihood: they hold no sums about each group's mean. Fit the rows in "
             "one pass in process (dmixed.MixedLM on the data in memory), or centre the "
-            "random-effects columns within groups first"
+            "random-effects columns within groups first; on Dask, unweighted rows keep "
+            "such sums where the compiled pass does not run or the workers' environment "
+            "sets DMIXED_SHIFTED_SWEEP=1"
         )
 
 

@@ -236,7 +236,7 @@ class LeanSteps:
         ):
             return None
         block = engine.block
-        if not isinstance(block, StatsBlock) or block.rank_one:  # rank one: the numpy kernels'
+        if not isinstance(block, StatsBlock) or block.numpy_only:  # the numpy kernels' forms
             return None
         chunks = list(block.chunks())
         if chunks[0][0].shape[0] != layout.r:

@@ -24,6 +24,7 @@ __all__ = [
     "CentredSums",
     "centred_between",
     "centred_conditional",
+    "centred_from_shifted",
     "conditional",
     "gram_rows",
     "lossy_groups",
@@ -141,6 +142,7 @@ def conditional(
     blups_only: bool = False,
     one: np.ndarray | None = None,
     centred: CentredSums | None = None,
+    subset: tuple | None = None,
 ):
     """Entry-major ``P``, ``log|K|``, ``S`` and ``H`` of a chunk (module docstring);
     ``S`` and ``H`` ``None`` with ``value_only`` (what ℓ alone needs), ``log|K|`` and
@@ -154,7 +156,10 @@ def conditional(
     ``Z̃_i'Z̃_i`` has rank one through column 0 (:func:`rank_one_groups`), which take
     the closed forms of :func:`_rank_one_values` instead.  ``centred``: the chunk's
     centred sums (:class:`CentredSums`), from which all its groups take
-    :func:`centred_conditional` instead (``zz`` and ``zxy`` unread).
+    :func:`centred_conditional` instead (``zz`` and ``zxy`` unread).  ``subset``:
+    ``(sel, sums)``, the positions ``sel`` (L,) of some groups of the chunk (its lossy
+    ones) with their centred sums ``sums`` (L groups, :func:`centred_from_shifted`):
+    those groups take :func:`centred_conditional`, the others the forms above.
     """
     if centred is not None:
         p_mat, logdet, s, h = centred_conditional(centred, lam)
@@ -168,6 +173,8 @@ def conditional(
     if one is not None and one.any():
         sel = np.flatnonzero(one)
         out = _put(out, sel, _rank_one_values(zz[..., sel], zxy[..., sel], lam))
+    if subset is not None and subset[0].size:
+        out = _put(out, subset[0], centred_conditional(subset[1], lam))
     return out
 
 
@@ -510,3 +517,45 @@ def centred_between(sums: CentredSums, lam: np.ndarray) -> np.ndarray:
     p_c, _, _, _, _, f, _, phi = _centred_parts(sums, lam)
     out = (phi * f) @ phi.T
     return 0.5 * (out + out.T) - m_sum(sums.d, p_c)
+
+
+def centred_from_shifted(
+    zz: np.ndarray,
+    zxy: np.ndarray,
+    e: int,
+    sel: np.ndarray,
+    shifted: tuple,
+    shared: tuple,
+) -> CentredSums:
+    """The :class:`CentredSums` of the groups ``sel`` (L,) of an entry-major chunk,
+    from its plain sums ``zz`` (r, r, G) and ``zxy`` (r, k, G) and the random design's
+    sums about a shift of each group's own (its first row's values, in the map's
+    units): exact however close to constant the columns are within the group.
+
+    With ``e = √w`` (column ``e`` of ``Z̃``, the intercept), ``t`` a group's shift
+    and ``δ = Z̃ − e t'`` its rows about it, ``shifted`` is ``(t (r, L), e'δ (r, L),
+    δ'δ (r, r, L), δ'[X y] (r, k, L))`` (:func:`~dmixed.kernels.rows.shifted_statistics`;
+    ``t_e = 1``).  With ``u = ZZ[e, e]``, ``d = e'δ/u`` and ``m = ZXy[e]/u``::
+
+        z̄ = t + d,   C = δ'δ − u d d',   D = δ'[X y] − u d m'
+
+    each term of the size of the group's spread (nothing of the size of its mean
+    subtracted); ``D``'s column of a column of ``[X y]`` that is column ``b`` of ``Z̃``
+    (``shared[j] = b``; −1: none) is ``C``'s column ``b``.  The groups are marked lossy
+    (all of them take the centred forms).
+    """
+    shift, dsum, dgram, dxy = shifted
+    zxy_s = zxy[..., sel]
+    u = zz[e, e][sel]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv_u = np.where(u > 0, 1.0 / u, 0.0)
+    d = dsum * inv_u
+    c = dgram - dsum[:, None] * d[None, :]
+    c = 0.5 * (c + np.swapaxes(c, 0, 1))
+    mean = zxy_s[e] * inv_u  # (k, L)
+    dm = dxy - dsum[:, None] * mean[None]
+    for j, b in enumerate(shared):
+        if b >= 0:
+            dm[:, j] = c[:, b]
+    dm[e] = 0.0  # the intercept's row: e less e·1, nothing
+    return CentredSums(u, shift + d, mean, c, dm, np.ones(u.shape, dtype=bool))

@@ -20,6 +20,7 @@ from . import compiled
 from .conditionals import (
     CentredSums,
     centred_between,
+    centred_from_shifted,
     conditional,
     gram_rows,
     lossy_groups,
@@ -63,7 +64,7 @@ class StatsBlock:
         ``Z̃_i'[X_i, y_i]`` per group.
     """
 
-    __slots__ = ("_centred", "_chunks", "_keep", "_kept", "_one")
+    __slots__ = ("_centred", "_chunks", "_keep", "_kept", "_one", "_shifted", "_subset")
 
     def __init__(self, zz: np.ndarray, zxy: np.ndarray) -> None:
         zz = np.asarray(zz, dtype=np.float64)
@@ -81,6 +82,8 @@ class StatsBlock:
         self._kept: tuple[bytes, list] | None = None
         self._one: list | None = None
         self._centred: list | None = None
+        self._subset: list | None = None
+        self._shifted: tuple | None = None
 
     @classmethod
     def from_entry_major(cls, zz: np.ndarray, zxy: np.ndarray) -> StatsBlock:
@@ -95,6 +98,7 @@ class StatsBlock:
             for lo in range(0, max(zz.shape[-1], 1), GROUP_CHUNK)
         ]
         block._keep, block._kept, block._one, block._centred = False, None, None, None
+        block._subset = block._shifted = None
         return block
 
     @classmethod
@@ -105,6 +109,7 @@ class StatsBlock:
         block = cls.__new__(cls)
         block._chunks = list(chunks)
         block._keep, block._kept, block._one, block._centred = False, None, None, None
+        block._subset = block._shifted = None
         return block
 
     @property
@@ -121,6 +126,8 @@ class StatsBlock:
         total = sum(zzc.nbytes + zxyc.nbytes for zzc, zxyc in self._chunks)
         if self._centred is not None:
             total += sum(part.nbytes for part in self._centred)
+        if self._subset is not None:
+            total += sum(sel.nbytes + part.nbytes for sel, part in self._subset)
         if self._kept is not None:
             for *_, cond in self._kept[1]:
                 total += sum(arr.nbytes for arr in cond if isinstance(arr, np.ndarray))
@@ -147,6 +154,8 @@ class StatsBlock:
         return zz, zxy
 
     def __getstate__(self):
+        if self._subset is not None:
+            return (self._chunks, False, None, self._subset, self._shifted)
         if self._centred is not None:
             return (self._chunks, False, self._centred)
         return self._chunks if self._one is None else (self._chunks, True)
@@ -156,6 +165,8 @@ class StatsBlock:
         self._chunks = state[0] if rank_one else state
         self._keep, self._kept, self._one = False, None, None
         self._centred = state[2] if rank_one and len(state) > 2 else None
+        self._subset = state[3] if rank_one and len(state) > 3 else None
+        self._shifted = state[4] if rank_one and len(state) > 4 else None
         if rank_one and state[1]:
             self.use_rank_one()
 
@@ -171,7 +182,7 @@ class StatsBlock:
         conditionals, and :attr:`StepSums.between` is what ``[X y]'V*⁻¹[X y]`` adds to
         ``W`` (:func:`_between_rank_one`); the numpy kernels evaluate them."""
         self._one = [rank_one_groups(zzc) for zzc, _ in self._chunks]
-        self._centred = None
+        self._centred = self._subset = self._shifted = None
         self._kept = None
         return self
 
@@ -193,7 +204,44 @@ class StatsBlock:
             parts.append(sums.take(slice(lo, hi)))
             lo = hi
         self._centred, self._one, self._kept = parts, None, None
+        self._subset = self._shifted = None
         return self
+
+    def use_shifted(self, sel: np.ndarray, shifted: tuple, e: int, shared: tuple) -> StatsBlock:
+        """Let the groups ``sel`` (L,) of the block (positions in its order, increasing:
+        its lossy groups) take the centred forms from their sums about a shift of their
+        own (``shifted``, ``e`` and ``shared`` as
+        :func:`~dmixed.kernels.conditionals.centred_from_shifted` takes them, the
+        arrays' last axis the L groups); ``self``.  The other groups keep their forms
+        and their numbers, and so does the profile's ``[X y]'[X y] − Σ_i m_i``: each
+        such group's ``m_i`` is ``u m m'`` less what its ``[X y]'V*⁻¹[X y]`` adds to
+        its centred ``A_c'A_c`` (:func:`~dmixed.kernels.conditionals.centred_between`),
+        no ``W`` needed.  The block is then evaluated by the numpy kernels
+        (:attr:`numpy_only`)."""
+        sel = np.asarray(sel, dtype=np.int64)
+        parts, lo = [], 0
+        for zzc, zxyc in self._chunks:
+            hi = lo + zzc.shape[-1]
+            a, b = np.searchsorted(sel, [lo, hi])
+            local = sel[a:b] - lo
+            mine = tuple(arr[..., a:b] for arr in shifted)
+            parts.append((local, centred_from_shifted(zzc, zxyc, e, local, mine, shared)))
+            lo = hi
+        self._subset, self._kept = parts, None
+        self._shifted = (sel, tuple(shifted), e, tuple(shared))
+        return self
+
+    @property
+    def shifted(self) -> tuple | None:
+        """The arguments :meth:`use_shifted` took (``(sel, shifted, e, shared)``), or
+        None: what a copy of the sums elsewhere takes again."""
+        return self._shifted
+
+    @property
+    def numpy_only(self) -> bool:
+        """Whether the block takes forms only the numpy kernels evaluate
+        (:meth:`use_rank_one`, :meth:`use_centred`, :meth:`use_shifted`)."""
+        return self.rank_one or self._subset is not None
 
     @property
     def rank_one(self) -> bool:
@@ -205,6 +253,8 @@ class StatsBlock:
     def centred_groups(self) -> int:
         """The lossy groups for which the block takes the centred forms
         (:meth:`use_centred`); 0 without."""
+        if self._subset is not None:
+            return sum(int(sel.size) for sel, _ in self._subset)
         return 0 if self._centred is None else sum(int(c.lossy.sum()) for c in self._centred)
 
     def inexact_groups(self, nobs: np.ndarray) -> int:
@@ -214,11 +264,13 @@ class StatsBlock:
         digits."""
         nobs = np.asarray(nobs)
         count, lo = 0, 0
-        for (zzc, _), (one, centred) in zip(self._chunks, self._forms(), strict=True):
+        for (zzc, _), (one, centred, subset) in zip(self._chunks, self._forms(), strict=True):
             hi = lo + zzc.shape[-1]
             lossy = lossy_groups(zzc, nobs[lo:hi])
             if one is not None:
                 lossy &= ~one
+            if subset is not None:
+                lossy[subset[0]] = False
             if centred is None:
                 count += int(lossy.sum())
             lo = hi
@@ -229,10 +281,13 @@ class StatsBlock:
         return iter(self._one) if self._one is not None else (None for _ in self._chunks)
 
     def _forms(self):
-        """Each chunk's ``(rank-one groups, centred sums)`` (:meth:`use_rank_one`,
-        :meth:`use_centred`; None where not taken)."""
-        centred = self._centred if self._centred is not None else [None] * len(self._chunks)
-        return zip(self._masks(), centred, strict=True)
+        """Each chunk's ``(rank-one groups, centred sums, (lossy groups, their centred
+        sums))`` (:meth:`use_rank_one`, :meth:`use_centred`, :meth:`use_shifted`; None
+        where not taken)."""
+        none = [None] * len(self._chunks)
+        centred = self._centred if self._centred is not None else none
+        subset = self._subset if self._subset is not None else none
+        return zip(self._masks(), centred, subset, strict=True)
 
     def keep_conditionals(self) -> StatsBlock:
         """Keep the last step's per-group values from now on (:meth:`conditionals`);
@@ -260,12 +315,12 @@ class StatsBlock:
         if not self._keep or 8 * self.n_groups * (2 * r * r + 1 + r * k) > KEPT_CONDITIONALS_BYTES:
             self._kept = None
             return (
-                (zzc, zxyc, conditional(zzc, zxyc, lam, one=one, centred=centred))
-                for (zzc, zxyc), (one, centred) in pairs
+                (zzc, zxyc, conditional(zzc, zxyc, lam, one=one, centred=centred, subset=sub))
+                for (zzc, zxyc), (one, centred, sub) in pairs
             )
         out = [
-            (zzc, zxyc, conditional(zzc, zxyc, lam, one=one, centred=centred))
-            for (zzc, zxyc), (one, centred) in pairs
+            (zzc, zxyc, conditional(zzc, zxyc, lam, one=one, centred=centred, subset=sub))
+            for (zzc, zxyc), (one, centred, sub) in pairs
         ]
         for *_, cond in out:
             for arr in cond:
@@ -374,7 +429,7 @@ def step_contributions(block, lam: np.ndarray, q: int, zxy=None) -> StepSums:
     block = _as_block(block, zxy)
     r = lam.shape[0]
     k = block.k
-    if not block.rank_one and compiled.backend(block.n_groups, r) == "numba":
+    if not block.numpy_only and compiled.backend(block.n_groups, r) == "numba":
         return StepSums(*compiled.step_sums(block.chunks(), lam, q, k))
     chunks = zip(block.conditionals(lam), block._forms(), strict=True)
     (zzc, zxyc, cond), forms = next(chunks)  # a block has at least one chunk
@@ -392,11 +447,13 @@ def _step_part(
     q: int,
     one=None,
     centred: CentredSums | None = None,
+    subset: tuple | None = None,
 ) -> StepSums:
     """:func:`step_contributions` of one entry-major chunk, in numpy, from its
     :func:`~dmixed.kernels.conditionals.conditional` values ``cond`` (``one``: its
     rank-one groups where the block takes them, :meth:`StatsBlock.use_rank_one`;
-    ``centred``: its centred sums, :meth:`StatsBlock.use_centred`)."""
+    ``centred``: its centred sums, :meth:`StatsBlock.use_centred`; ``subset``: its
+    lossy groups and their centred sums, :meth:`StatsBlock.use_shifted`)."""
     k = zxyc.shape[1]
     p_mat, logdet, s, h = cond
     hr = h[:q].reshape(q * k, h.shape[-1])  # a view: rows (a, x)
@@ -407,9 +464,10 @@ def _step_part(
         between = _between_rank_one(zzc, zxyc, lam, p_mat, one)
     else:
         between = _between(zzc, zxyc, lam)
+    m = m_sum(zxyc, p_mat) if subset is None else _m_shifted(zxyc, p_mat, lam, *subset)
     return StepSums(
         float(logdet.sum()),
-        m_sum(zxyc, p_mat),
+        m,
         s.sum(axis=2),
         gram_rows(hr).reshape(q, k, q, k).transpose(0, 2, 1, 3),
         np.matmul(hv, hv.transpose(0, 2, 1)),
@@ -426,7 +484,7 @@ def value_contributions(block: StatsBlock, lam: np.ndarray, q: int) -> StepSums:
     :func:`~dmixed.kernels.compiled.backend` picks them, compute the whole step.
     """
     r, k = lam.shape[0], block.k
-    if block.rank_one or compiled.backend(block.n_groups, r) == "numba":
+    if block.numpy_only or compiled.backend(block.n_groups, r) == "numba":
         return step_contributions(block, lam, q)
     nan = (np.full((r, r), np.nan), np.full((q, q, k, k), np.nan), np.full((r - q, k, k), np.nan))
 
@@ -439,6 +497,22 @@ def value_contributions(block: StatsBlock, lam: np.ndarray, q: int) -> StepSums:
     for more in parts:
         total = total + more
     return total
+
+
+def _m_shifted(
+    zxy: np.ndarray, p_mat: np.ndarray, lam: np.ndarray, sel: np.ndarray, sums: CentredSums
+) -> np.ndarray:
+    """``Σ_i m_i`` of a chunk whose groups ``sel`` take the centred forms
+    (:meth:`StatsBlock.use_shifted`): the others' ``ZXy_i'P_iZXy_i``, and for each of
+    those ``u m m'`` less :func:`~dmixed.kernels.conditionals.centred_between`'s part
+    (``[X y]'[X y] − [X y]'V*⁻¹[X y]`` of the group, without the ``ZXy'P ZXy`` that
+    loses its digits)."""
+    keep = np.ones(zxy.shape[-1], dtype=bool)
+    keep[sel] = False
+    out = m_sum(np.ascontiguousarray(zxy[..., keep]), np.ascontiguousarray(p_mat[..., keep]))
+    mean_u = sums.mean * sums.u
+    lossy = mean_u @ sums.mean.T
+    return out + 0.5 * (lossy + lossy.T) - centred_between(sums, lam)
 
 
 def _between_rank_one(
@@ -545,7 +619,7 @@ def hessian_contributions(
     p = block.k - 1
     if (
         lam.shape[0]
-        and not block.rank_one
+        and not block.numpy_only
         and compiled.backend(block.n_groups, lam.shape[0], "hessian") == "numba"
     ):
         out = HessianSums.zeros(m, p)
@@ -735,7 +809,7 @@ def random_effects_later(block, lam: np.ndarray, w: np.ndarray, zxy=None):
     lam = np.array(lam, dtype=np.float64, order="K")
     w = np.array(w, dtype=np.float64, order="K")
     r = lam.shape[0]
-    if r and not block.rank_one and compiled.backend(block.n_groups, r, "blups") == "numba":
+    if r and not block.numpy_only and compiled.backend(block.n_groups, r, "blups") == "numba":
         return lambda: compiled.random_effects(block.chunks(), lam, w, block.n_groups)
     return lambda: _random_effects_numpy(block, lam, w)
 
@@ -748,8 +822,12 @@ def _random_effects_numpy(block: StatsBlock, lam: np.ndarray, w: np.ndarray):
     chunks = block.kept_conditionals(lam)
     if chunks is None:
         chunks = (
-            (zzc, zxyc, conditional(zzc, zxyc, lam, blups_only=True, one=one, centred=centred))
-            for (zzc, zxyc), (one, centred) in zip(block.chunks(), block._forms(), strict=True)
+            (
+                zzc,
+                zxyc,
+                conditional(zzc, zxyc, lam, blups_only=True, one=one, centred=centred, subset=sub),
+            )
+            for (zzc, zxyc), (one, centred, sub) in zip(block.chunks(), block._forms(), strict=True)
         )
     parts = [
         ((bstar @ np.einsum("ajg,j->ag", h, w)).T, np.moveaxis(p_mat, -1, 0))

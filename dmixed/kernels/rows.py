@@ -994,3 +994,64 @@ def centred_statistics(
         np.asarray(lossy, dtype=bool),
         within / np.outer(sx, sx),
     )
+
+
+def shifted_statistics(
+    codes: np.ndarray,
+    n_groups: int,
+    endog: np.ndarray,
+    exog: np.ndarray,
+    exog_re: np.ndarray,
+    weights: np.ndarray | None = None,
+    std: Standardization | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-group sums of the random design ``exog_re`` (n, r) about a shift of each
+    group's own, in the map ``std``'s units (those of :func:`accumulate_packed_into`'s
+    statistics of the same rows): ``(t (r, G), e'δ (r, G), δ'δ (r, r, G), δ'[X y]
+    (r, k, G))``, what :func:`~dmixed.kernels.conditionals.centred_from_shifted` takes
+    (``endog``, ``exog``: the rows' others, as :func:`centred_statistics`' arguments).
+
+    With ``e = √w`` (ones without weights), a group's shift ``t`` is its first row's
+    ``Z̃/e`` (the intercept's: 1) and ``δ = Z̃ − e t'`` its rows about it: of the size
+    of the group's spread, however large its mean.  One pass (the numpy reference;
+    ``codes`` (n,) in ``0 … n_groups−1``; a group with no rows: zeros).
+    """
+    codes = np.asarray(codes, dtype=np.int64)
+    r = np.shape(exog_re)[1]
+    n = codes.size
+    k = np.shape(exog)[1] + 1
+    rows = prepare_rows(endog, exog, exog_re, weights, std, gram=np.zeros((k, k)))
+    e = None if weights is None else np.sqrt(np.asarray(weights, dtype=np.float64))
+    seen, first = np.unique(codes, return_index=True)
+    shift = np.zeros((r, n_groups))
+    dz = np.empty((r, n))
+    for a, col in enumerate(rows.zcols):
+        col = np.broadcast_to(np.asarray(col, dtype=np.float64), (n,))
+        if e is None:
+            shift[a, seen] = col[first]
+            dz[a] = col - shift[a][codes]
+        else:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                shift[a, seen] = np.where(e[first] > 0, col[first] / e[first], 0.0)
+            dz[a] = col - e * shift[a][codes]
+
+    def group_sums(values) -> np.ndarray:
+        return np.bincount(codes, weights=values, minlength=n_groups)
+
+    dsum = np.empty((r, n_groups))
+    dgram = np.empty((r, r, n_groups))
+    dxy = np.empty((r, k, n_groups))
+    for a in range(r):
+        dsum[a] = group_sums(dz[a] if e is None else e * dz[a])
+        for b in range(a + 1):
+            dgram[a, b] = dgram[b, a] = group_sums(dz[a] * dz[b])
+        for j, col in enumerate(rows.xcols):
+            dxy[a, j] = group_sums(dz[a] * np.broadcast_to(col, (n,)))
+    sz = np.ones(r) if rows.std is None else rows.std.z_scale[:r]
+    sx = np.ones(k) if rows.sx is None else rows.sx
+    return (
+        shift / sz[:, None],
+        dsum / sz[:, None],
+        dgram / (sz[:, None, None] * sz[None, :, None]),
+        dxy / (sz[:, None, None] * sx[None, :, None]),
+    )

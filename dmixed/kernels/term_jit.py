@@ -85,11 +85,19 @@ def cache_directory() -> str:
 def kernel_source(terms: tuple) -> str:
     """The generated module's source for ``terms`` (``("count",)``, ``("col", s)``,
     ``("prod", s, t)``, with ``s, t`` indexing the kernel's source arguments)."""
-    n_src = 1 + max((u for term in terms for u in term[1:]), default=-1)
+    n_src = 1 + max((u for term in terms for u in _sources(term)), default=-1)
     lines = _module_head(["codes", "table"] + [f"s{u}" for u in range(n_src)])
     lines += ["    n = codes.size", "    for i in range(n):"]
     lines += _row_updates(terms, [f"v{u} = s{u}[i]" for u in range(n_src)], " " * 8)
     return "\n".join(lines) + "\n"
+
+
+def _sources(term: tuple) -> list[int]:
+    """The source arguments a term reads: its indices, or for a term about the groups'
+    shifts the sources its values name (``v3``)."""
+    if term[0] in ("count", "col", "prod", "zero"):
+        return list(term[1:])
+    return [int(x[1:]) for x in term[1:] if isinstance(x, str) and x[:1] == "v" and x[1:].isdigit()]
 
 
 def _module_head(args: list[str]) -> list[str]:
@@ -115,20 +123,47 @@ def _row_updates(
     """The loop body adding row ``i``'s ``terms`` (over ``v0, v1, …``, set by
     ``values``) into its group's table row (``codes[i]``, followed by ``less``: the
     row of a key less the base), the table row :data:`PREFETCH_DISTANCE` rows ahead
-    (``ahead``: that distance spelled in the type of ``i``) asked for first."""
+    (``ahead``: that distance spelled in the type of ``i``) asked for first.
+
+    Terms about a shift of each group's own (:class:`~dmixed.kernels.term_table.ShiftTerms`)
+    come after the others, their values named as the kernel reads them (``c3[i]``,
+    ``v2``): ``("first", x, c)`` keeps ``x`` of the group's first row (where its
+    count, table column ``c``, is still 0), before any term is added; ``("dsum", x,
+    f)`` adds ``x − row[f]`` (``f`` the column of the kept value), ``("dprod", x, f,
+    y, h)`` the product of two such differences, ``("dcross", x, f, y)`` one times
+    ``y``."""
     lines = [
         f"{pad}if i + {ahead} < n:",
         f"{pad}    prefetch_row(table, codes[i + {ahead}]{less})",
         f"{pad}row = table[codes[i]{less}]",
         *[pad + v for v in values],
     ]
+    # the kept values by a select, not a branch: a group's first row among many is
+    # taken at random, which a branch would mispredict; each difference made once
+    firsts = [(t, term) for t, term in enumerate(terms) if term[0] == "first"]
+    if firsts:
+        lines.append(f"{pad}fresh = row[{firsts[0][1][2]}] == 0.0")
+    kept: dict[int, str] = {}
+    for t, term in firsts:
+        name = kept[t] = f"k{len(kept)}"
+        lines.append(f"{pad}{name} = {term[1]} if fresh else row[{t}]")
+        lines.append(f"{pad}row[{t}] = {name}")
+        lines.append(f"{pad}d{name} = {term[1]} - {name}")
     for t, term in enumerate(terms):
+        if term[0] == "first":
+            continue
         if term[0] == "count":
             value = "1.0"
         elif term[0] == "col":
             value = f"v{term[1]}"
-        else:
+        elif term[0] == "prod":
             value = f"v{term[1]} * v{term[2]}"
+        elif term[0] == "dsum":
+            value = f"d{kept[term[2]]}"
+        elif term[0] == "dprod":
+            value = f"d{kept[term[2]]} * d{kept[term[4]]}"
+        else:  # "dcross"
+            value = f"d{kept[term[2]]} * {term[3]}"
         lines.append(f"{pad}row[{t}] += {value}")
     return lines
 

@@ -23,6 +23,7 @@ column, the intercept) and whenever the compiled pass is not picked
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from .compiled import rows_compiled
 from .rows import (
     column_scales,
     extreme_scales,
+    known_ones,
     live_terms,
     plan_terms,
     prepare_rows,
@@ -42,6 +44,7 @@ from .rows import (
     wants_column_sums,
     wants_within,
 )
+from .shifts import ShiftLayout, ShiftPart, layout_in, merge_parts
 
 #: rows whose product plan estimates a partial's width (:meth:`TermTable.row_bytes`)
 PLAN_SAMPLE = 64
@@ -78,6 +81,12 @@ BUFFER_USES = ("table", "spill", "merge", "moved", "held")
 #: loop in every data pass (benchmarks/RESULTS.md, alt-s36); smaller ones come from the
 #: heap, which keeps its pages.
 MOVED_PIECE_BYTES = 16 << 20
+
+#: Environment variable: ``1`` makes the compiled passes keep every group's random
+#: slopes about its first row's values too (:class:`ShiftTerms`), so that a chain's
+#: lossy groups fit on Dask; off by default: those terms make the sweep about 3× slower
+#: (benchmarks/RESULTS.md), and without them such groups are refused as before.
+SHIFTED_SWEEP_ENV = "DMIXED_SHIFTED_SWEEP"
 
 _kept: list[tuple[str, np.ndarray]] = []  # (use, flat float64 buffer) of earlier tables
 _kept_lock = threading.Lock()
@@ -220,6 +229,43 @@ class ColumnPlan:
         return xy[:, -1].copy(), np.asfortranarray(xy[:, :-1]), matrix(self.z_of)
 
 
+@dataclass(frozen=True)
+class ShiftTerms:
+    """Where a table of terms keeps its groups' random-design sums about a shift of
+    each group's own (:meth:`TermTable.add_columns`; what they are:
+    :class:`~dmixed.kernels.shifts.ShiftLayout`, ``layout``): the table columns of
+    every slope's first value as read (``first``), of ``Σ δ`` (``dsum``), of the
+    products ``δ'δ`` (``dgram``, in ``layout.dgram``'s order), of ``Σ δ a``
+    (``dxy``, ``layout.dxy``'s order), of the plain ``Σ a`` (``xsum``,
+    ``layout.others``' order) and of the rows' count (``count``)."""
+
+    layout: ShiftLayout
+    first: tuple
+    dsum: tuple
+    dgram: tuple
+    dxy: tuple
+    xsum: tuple
+    count: int
+
+    def part(self, keys: np.ndarray, rows: np.ndarray) -> ShiftPart:
+        """The :class:`~dmixed.kernels.shifts.ShiftPart` of table rows ``rows`` (one per
+        key of ``keys``)."""
+
+        def cols(which: tuple) -> np.ndarray:
+            return np.ascontiguousarray(rows[:, list(which)].T).reshape(len(which), -1)
+
+        return ShiftPart(
+            np.asarray(keys),
+            np.asarray(rows[:, self.count], dtype=np.float64),
+            cols(self.first),
+            cols(self.dsum),
+            cols(self.dgram),
+            cols(self.dxy),
+            cols(self.xsum),
+            self.layout,
+        )
+
+
 class TermTable:
     """Per-group sums of many calls for one packed accumulator (see the module).
 
@@ -232,6 +278,7 @@ class TermTable:
         self.plan: tuple | None = None  # (kernel terms, packed column → table column, scales)
         self.flushed = False  # some sums went into an accumulator already
         self.given = False  # given away as views (split_rows): nothing more to add
+        self.shifted: ShiftTerms | None = None  # the plan's sums about the groups' shifts
 
     def applies(self, n_rows: int, r: int, std: Standardization | None, vc_widths) -> bool:
         """Whether :meth:`add` sums these rows (else the caller runs the reference,
@@ -275,11 +322,34 @@ class TermTable:
 
         codes = self._codes(acc, codes)
         rows = prepare_rows(endog, exog, ztilde, weights, std, vc_widths)
-        live = self._start(acc, rows.terms, rows.column_term, rows.scales)
-        used = sorted({u for t in live for u in t[1:]})
+        k, r = len(rows.xcols), len(rows.zcols)
+        shifts = None
+        if weights is None and not len(vc_widths) and rows.std is std:
+            # a Z̃ column that is an [X y] column is that very array (prepare_rows)
+            canon = list(range(k)) + [
+                next((j for j in range(k) if rows.zcols[a] is rows.xcols[j]), k + a)
+                for a in range(r)
+            ]
+            ones = set(known_ones(std, None))
+            raw_at = {canon[k + a]: a for a in range(r)}  # a slope's raw column of Z̃
+            names = {u: f"raw{a}" for u, a in raw_at.items()}
+            shifts = _shift_terms(live_terms(rows.terms), k, r, canon, ones, names, std)
+        extra = () if shifts is None else shifts[0]
+        live = self._start(acc, rows.terms, rows.column_term, rows.scales, extra)
+        self.shifted = None if shifts is None else shifts[1]
+        used = sorted(
+            {u for t in live for u in t[1:]}
+            | {u for t in extra if t[0] == "dcross" for u in t[3:4]}
+        )
         slot = {u: i for i, u in enumerate(used)}
         kernel_terms = tuple((t[0], *[slot[u] for u in t[1:]]) for t in live)
         sources = [np.ascontiguousarray(rows.sources[u], dtype=np.float64) for u in used]
+        if extra:
+            # the slopes' raw columns as sources after the plan's ones (``raw{a}``)
+            raws = sorted({int(t[1][3:]) for t in extra})
+            at = {f"raw{a}": f"v{len(sources) + i}" for i, a in enumerate(raws)}
+            sources += [np.ascontiguousarray(ztilde[:, a], dtype=np.float64) for a in raws]
+            kernel_terms += tuple(_named(t, slot, at) for t in extra)
         if codes.size:
             term_kernel(kernel_terms)(codes, self.table, *sources)
         return rows.global_sums(codes.size)
@@ -294,22 +364,23 @@ class TermTable:
             raise ValueError(f"codes must be in 0 … {acc.shape[1] - 1} (the accumulator's columns)")
         return codes
 
-    def _start(self, acc, terms: list, column_term: list, scales) -> list:
-        """The live terms of a plan (the table's columns), the table flushed into
-        ``acc`` and started again when the plan (or the accumulator's width) differs
-        from the table's."""
+    def _start(self, acc, terms: list, column_term: list, scales, extra: tuple = ()) -> list:
+        """The live terms of a plan (the table's columns, then ``extra`` ones), the
+        table flushed into ``acc`` and started again when the plan (or the
+        accumulator's width) differs from the table's."""
         live = live_terms(terms)  # the table's columns, then one of zeros
         place = {t: i for i, t in enumerate(live)}
         packed_to_table = tuple(place.get(terms[t], -1) for t in column_term)  # −1: zero
         scales = None if scales is None else tuple(scales.tolist())
-        plan = (tuple(live), packed_to_table, scales)
+        plan = (tuple(live) + tuple(extra), packed_to_table, scales)
         if plan != self.plan or self.table is None or self.table.shape[0] != acc.shape[1]:
             self.flush(acc)
             self.plan = plan
             # np.zeros, as numpy allocates it: the kernel's zeroed pages, huge where
             # numpy advises them (the sweep's rows in random order then miss the TLB
             # far less), or a large earlier table's pages, zeroed again
-            self.table = table_buffer((acc.shape[1], len(live) + 1), zeroed=True, use="table")
+            width = len(live) + len(extra) + 1
+            self.table = table_buffer((acc.shape[1], width), zeroed=True, use="table")
         return live
 
     def applies_columns(self, n_rows: int, r: int, std: Standardization | None) -> bool:
@@ -389,10 +460,15 @@ class TermTable:
         ones = {u for u in set(canon) if src[u][0] < 0}
         terms, column_term = plan_terms(k, r, canon, ones, set())
         scales = column_scales(std, PackedLayout(r, k))
-        live = self._start(acc, terms, column_term, scales)
+        raw_of = {u: f"c{src[u][0]}[i]" for u in range(k + r)}
+        kept = _shift_terms(live_terms(terms), k, r, canon, ones, raw_of, std)
+        extra = () if kept is None else kept[0]
+        live = self._start(acc, terms, column_term, scales, extra)
+        self.shifted = None if kept is None else kept[1]
         used = sorted({u for t in live for u in t[1:]} | {j for j in range(k) if j not in ones})
         slot = {u: i for i, u in enumerate(used)}
         kernel_terms = tuple((t[0], *[slot[u] for u in t[1:]]) for t in live)
+        kernel_terms += tuple(_named(t, slot, {n: n for n in raw_of.values()}) for t in extra)
         raws = tuple(src[u][0] for u in used)
         gram_slots = tuple(-1 if j in ones else slot[j] for j in range(k))
         for col in columns:
@@ -591,7 +667,9 @@ class TermTable:
         """The :class:`TermRows` of each bucket's rows ``held`` (views of the table or
         its spill), the table given away."""
         columns, factors = self._plan_columns()
-        parts = [TermRows(rows_b, columns, factors) for rows_b in held]
+        # sums about the groups' shifts only where every row of the table went into them
+        shifted = None if self.flushed else self.shifted
+        parts = [TermRows(rows_b, columns, factors, shifted) for rows_b in held]
         self.table = None
         self.plan = None
         self.given = True
@@ -633,12 +711,22 @@ class TermRows:
     rows : ndarray (n, T), C-contiguous float64
     columns : ndarray of int64 (width,)
     factors : ndarray (width,)
+    shifted : ShiftTerms, optional
+        Where the rows also hold their groups' sums about shifts of their own (columns
+        no packed column reads), or None.
     """
 
-    def __init__(self, rows: np.ndarray, columns: np.ndarray, factors: np.ndarray) -> None:
+    def __init__(
+        self,
+        rows: np.ndarray,
+        columns: np.ndarray,
+        factors: np.ndarray,
+        shifted: ShiftTerms | None = None,
+    ) -> None:
         self.rows = rows
         self.columns = columns
         self.factors = factors
+        self.shifted = shifted  # where the rows keep sums about the groups' shifts
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -689,20 +777,124 @@ class TermRows:
         rows = np.ascontiguousarray(self.rows, dtype=np.float64)
         step = max(1, MOVED_PIECE_BYTES // max(1, rows.shape[1] * 8))
         pieces = [rows[lo : lo + step] for lo in range(0, rows.shape[0], step)] or [rows]
-        return (_joined_rows, (pieces, self.columns, self.factors))
+        return (_joined_rows, (pieces, self.columns, self.factors, self.shifted))
 
 
-def _joined_rows(pieces: list, columns: np.ndarray, factors: np.ndarray) -> TermRows:
+def _joined_rows(
+    pieces: list, columns: np.ndarray, factors: np.ndarray, shifted: ShiftTerms | None = None
+) -> TermRows:
     """A :class:`TermRows` unpickled from its row pieces: one piece as it came, more
     joined in a buffer of :func:`table_buffer` (a kept one where this process keeps
     them: memory an earlier data pass's moved rows had, not fresh pages)."""
     if len(pieces) == 1:
-        return TermRows(pieces[0], columns, factors)
+        return TermRows(pieces[0], columns, factors, shifted)
     rows = table_buffer(
         (sum(p.shape[0] for p in pieces), pieces[0].shape[1]), zeroed=False, use="moved"
     )
     np.concatenate(pieces, out=rows)
-    return TermRows(rows, columns, factors)
+    return TermRows(rows, columns, factors, shifted)
+
+
+def _shift_terms(
+    live: list, k: int, r: int, canon: list, ones: set, raws: dict, std
+) -> tuple | None:
+    """``(extra terms, ShiftTerms)``: the terms that keep a table's groups' random
+    slopes about shifts of their own (:class:`ShiftTerms`; over the sources
+    ``[xcols..., zcols...]`` as :func:`~dmixed.kernels.rows.plan_terms` numbers them,
+    a slope read as its raw column ``raws[u]`` (the shift and its differences as the
+    rows hold them, in no map), their table columns after the ``live`` ones), for a
+    random design of an intercept and slopes; None for any other (nothing kept)."""
+    if os.environ.get(SHIFTED_SWEEP_ENV, "") != "1":
+        return None
+    if r < 2 or ("count",) not in live or std is None or std.z_intercept < 0:
+        return None
+    zsrc = [canon[k + a] for a in range(r)]
+    e = int(std.z_intercept)
+    slopes = tuple(a for a in range(r) if a != e)
+    if zsrc[e] not in ones or any(zsrc[a] in ones for a in slopes):
+        return None
+    shared = tuple(next((a for a in range(r) if zsrc[a] == j), -1) for j in range(k))
+    others = tuple(j for j in range(k) if j not in ones and shared[j] < 0)
+    if any(("col", j) not in live for j in others):
+        return None
+    layout = layout_in(ShiftLayout(slopes, others, shared, e, (), (), (), ()), std)
+    count = live.index(("count",))
+    at = len(live)
+    extra: list[tuple] = []
+
+    def add(term: tuple) -> int:
+        extra.append(term)
+        return at + len(extra) - 1
+
+    raw = [raws[zsrc[a]] for a in slopes]  # what names each slope's raw column
+    first = tuple(add(("first", raw[b], count)) for b in range(len(slopes)))
+    dsum = tuple(add(("dsum", raw[b], first[b])) for b in range(len(slopes)))
+    dgram = tuple(add(("dprod", raw[b], first[b], raw[c], first[c])) for b, c in layout.dgram)
+    dxy = tuple(add(("dcross", raw[b], first[b], j)) for b, j in layout.dxy)
+    xsum = tuple(live.index(("col", j)) for j in others)
+    return tuple(extra), ShiftTerms(layout, first, dsum, dgram, dxy, xsum, count)
+
+
+def _named(term: tuple, slot: dict, names: dict) -> tuple:
+    """An extra term of :func:`_shift_terms` for the kernel: its raw columns' names as
+    the kernel reads them (``names``), a source of ``[X y]`` as the kernel's value of
+    its slot (``v2``)."""
+    kind = term[0]
+    if kind in ("first", "dsum"):
+        return (kind, names[term[1]], term[2])
+    if kind == "dprod":
+        return (kind, names[term[1]], term[2], names[term[3]], term[4])
+    return (kind, names[term[1]], term[2], f"v{slot[term[3]]}")
+
+
+def _table_parts(parts: list, keys: list, wanted: np.ndarray | None) -> list:
+    """Each part's :class:`~dmixed.kernels.shifts.ShiftPart` of the groups ``wanted``
+    it holds (all of its groups where None)."""
+    out = []
+    for part, part_keys in zip(parts, keys, strict=True):
+        rows = np.asarray(part.rows)
+        if wanted is None:
+            out.append(part.shifted.part(part_keys, rows))
+            continue
+        pos = np.searchsorted(part_keys, wanted)
+        hit = pos < part_keys.size
+        hit[hit] = part_keys[pos[hit]] == wanted[hit]
+        out.append(part.shifted.part(wanted[hit], rows[pos[hit]]))
+    return out
+
+
+def shifted_rows(rows: np.ndarray, merged: np.ndarray, parts: list, keys: list) -> None:
+    """Write into ``rows`` (the parts' rows of terms added by key, one per key of
+    ``merged``, increasing int64) their sums about each group's shift
+    (:class:`ShiftTerms`) added as :func:`~dmixed.kernels.shifts.merge_parts` adds
+    them: the columns an addition by position mixes."""
+    desc: ShiftTerms = parts[0].shifted
+    got = merge_parts(_table_parts(parts, keys, None))
+    got = None if got is None else got.of_keys(merged)
+    if got is None:  # pragma: no cover - every key is some part's
+        raise RuntimeError("internal error: a key of no part")
+    for cols, values in (
+        (desc.first, got.first),
+        (desc.dsum, got.dsum),
+        (desc.dgram, got.dgram),
+        (desc.dxy, got.dxy),
+    ):
+        if cols:
+            rows[:, list(cols)] = values.T
+
+
+def shifted_sums(parts: list, keys: list, wanted: np.ndarray) -> ShiftPart | None:
+    """The :class:`~dmixed.kernels.shifts.ShiftPart` of the groups ``wanted`` (int64
+    keys, increasing, each some part's) added over rows of terms ``parts`` (each with
+    its increasing int64 ``keys``; :func:`~dmixed.kernels.shifts.merge_parts`), in the
+    order of ``wanted``; None where some part keeps none.  Only the groups asked for
+    are read (a look-up of their keys in each part)."""
+    if not parts or any(p.shifted is None for p in parts):
+        return None
+    if any(p.shifted != parts[0].shifted for p in parts[1:]):
+        return None
+    got = merge_parts(_table_parts(parts, keys, wanted))
+    return None if got is None else got.of_keys(wanted)
 
 
 def as_packed(values) -> np.ndarray:

@@ -422,3 +422,76 @@ def test_conditionals_are_those_of_the_lam_asked_while_the_block_steps_on(monkey
     ((_, _, (p_mat, _, _, h)),) = list(block.conditionals(lam.copy()))
     want_p, _, _, want_h = kernels.conditionals.conditional(zz, zxy, lam)
     assert p_mat.tobytes() == want_p.tobytes() and h.tobytes() == want_h.tobytes()
+
+
+def _shifted_and_centred(seed: int, weighted: bool):
+    """Blocks of the same rows, some groups' random slope nearly constant (offsets of
+    1e6, spreads down to 1e-3): one taking the centred sums of every group with ``W``
+    (:meth:`StatsBlock.use_centred`), one taking its lossy groups' sums about shifts of
+    their own (:meth:`StatsBlock.use_shifted`); with ``[X y]'[X y]`` and ``W``."""
+    rng = np.random.default_rng(seed)
+    n_groups = 40
+    codes = np.repeat(np.arange(n_groups), rng.integers(1, 7, n_groups))
+    n = codes.size
+    t = 1e6 + 1e4 * rng.normal(size=n_groups)[codes] + rng.normal(size=n)
+    near = rng.random(n_groups) < 0.4
+    spread = 10.0 ** rng.uniform(-3, 0, n_groups)
+    t = np.where(near[codes], 1e6 + 1e4 * rng.normal(size=n_groups)[codes], t)
+    t = t + np.where(near[codes], spread[codes] * rng.normal(size=n), 0.0)
+    x = np.column_stack([np.ones(n), t, rng.normal(size=n)])
+    z = x[:, :2].copy()
+    y = 1.0 + 1e-4 * t + rng.normal(size=n_groups)[codes] + rng.normal(size=n)
+    w = rng.uniform(0.5, 2.0, n) if weighted else None
+    st_ = kernels.accumulate_statistics(codes, n_groups, y, x, z, w)
+    lossy = kernels.lossy_groups(np.moveaxis(st_["zz"], 0, -1), st_["nobs"])
+    assert lossy.any() and not lossy.all()
+    centred = kernels.centred_statistics(codes, n_groups, y, x, z, lossy, w)
+    a = kernels.StatsBlock(st_["zz"], st_["zxy"]).use_centred(centred)
+    shifted = kernels.shifted_statistics(codes, n_groups, y, x, z, w)
+    sel = np.flatnonzero(lossy)
+    b = kernels.StatsBlock(st_["zz"], st_["zxy"])
+    b.use_shifted(sel, tuple(arr[..., sel] for arr in shifted), 0, (0, 1, -1, -1))
+    plain = kernels.StatsBlock(st_["zz"], st_["zxy"])
+    return a, b, plain, st_["xyxy"], centred.within, st_["nobs"]
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_shifted_sums_of_lossy_groups_give_the_centred_forms(seed, weighted):
+    """A block whose lossy groups take the centred forms from their sums about shifts
+    of their own (:meth:`StatsBlock.use_shifted`; the others their plain sums, the
+    profile ``[X y]'[X y] − Σ m_i``) gives the numbers of the block of the same rows
+    centred by two passes (:meth:`StatsBlock.use_centred`, the profile ``W + between``),
+    to rounding of the sums' size; the other groups' BLUPs are the plain block's."""
+    centred, shifted, plain, xyxy, within, nobs = _shifted_and_centred(seed, weighted)
+    n_lossy = centred.centred_groups
+    assert shifted.numpy_only and shifted.centred_groups == n_lossy
+    assert shifted.inexact_groups(nobs) == 0
+    rng = np.random.default_rng(seed)
+    for scale in (1e-3, 1.0, 30.0):
+        lam = np.tril(rng.normal(size=(2, 2))) * np.array([[1.0, 0.0], [1e-4, 1e-4]]) * scale
+        want = kernels.step_contributions(centred, lam, 2)
+        got = kernels.step_contributions(shifted, lam, 2)
+        assert not got.rank_one
+        size = np.abs(xyxy).max()
+        np.testing.assert_allclose(xyxy - got.m, within + want.between, rtol=0, atol=1e-12 * size)
+        assert got.logdet == pytest.approx(want.logdet, rel=1e-12, abs=1e-9)
+        np.testing.assert_allclose(got.s, want.s, rtol=1e-10, atol=1e-12 * np.abs(want.s).max())
+        w_vec = np.array([-1.0, -1e-4, 0.3, 1.0])
+        blup_a, cov_a = kernels.random_effects_block(centred, lam, w_vec)
+        blup_b, cov_b = kernels.random_effects_block(shifted, lam, w_vec)
+        blup_p, cov_p = kernels.random_effects_block(plain, lam, w_vec)
+        lossy = np.zeros(nobs.size, dtype=bool)
+        for sel, _ in shifted._subset:  # one chunk
+            lossy[sel] = True
+        ba, bb = blup_a[lossy], blup_b[lossy]
+        np.testing.assert_allclose(bb, ba, rtol=1e-8, atol=1e-10 * np.abs(ba).max())
+        np.testing.assert_allclose(cov_b[lossy], cov_a[lossy], rtol=1e-8, atol=1e-14)
+        # (the plain block's may be the compiled kernels': the same forms to rounding)
+        np.testing.assert_allclose(blup_b[~lossy], blup_p[~lossy], rtol=1e-12, atol=1e-300)
+        np.testing.assert_allclose(cov_b[~lossy], cov_p[~lossy], rtol=1e-12, atol=1e-300)
+    # pickled (a block sent to a worker) it keeps its forms
+    import pickle
+
+    again = pickle.loads(pickle.dumps(shifted))
+    assert again.centred_groups == n_lossy

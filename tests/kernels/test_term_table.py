@@ -25,6 +25,7 @@ from dmixed.kernels.term_table import (
     key_range,
     merge_term_rows,
 )
+from dmixed.stats.packed import PackedLayout
 from dmixed.stats.standardize import Standardization
 
 
@@ -905,3 +906,40 @@ def test_term_rows_pickled_in_pieces_are_the_same_rows(kept_buffers, monkeypatch
     np.testing.assert_array_equal(back.rows, rows[:20])
     empty = kept_buffers.TermRows(rows[:0], part.columns, part.factors)
     assert pickle.loads(pickle.dumps(empty, protocol=protocol)).rows.shape == (0, 10)
+
+
+def test_the_sweep_keeps_each_groups_slope_about_its_first_value(monkeypatch):
+    """A random intercept and a slope (the plan's :class:`ShiftTerms`): the sweep's table
+    keeps every group's first slope value and the sums about it, two calls adding to
+    one table, as :func:`~dmixed.kernels.shifts.part_of_rows` makes them of all the
+    rows (the same differences and products in the same order)."""
+    from dmixed.kernels import shifts
+
+    monkeypatch.setenv("DMIXED_SHIFTED_SWEEP", "1")
+    rng = np.random.default_rng(5)
+    n_groups = 50
+    codes = np.repeat(np.arange(n_groups), rng.integers(1, 6, n_groups))
+    rng.shuffle(codes)
+    n = codes.size
+    t = 1.7e9 + 3e7 * rng.random(n_groups)[codes] + rng.normal(size=n)
+    x2, y = rng.normal(size=n), rng.normal(size=n)
+    exog = np.column_stack([np.ones(n), t, x2])
+    std = Standardization.choose(y, exog, exog[:, :2].copy())
+    plan = ColumnPlan(x_of=(-1, 0, 1, 2), z_of=(-1, 0))
+    columns = [t, x2, y]
+    table = TermTable()
+    acc = np.zeros((PackedLayout(2, 4).width, n_groups))
+    half = n // 2
+    for rows in (slice(0, half), slice(half, n)):
+        table.add_columns(acc, codes[rows], [c[rows] for c in columns], plan, std)
+    assert table.shifted is not None
+    monkeypatch.delenv("DMIXED_SHIFTED_SWEEP")
+    off = TermTable()
+    off.add_columns(np.zeros_like(acc), codes, columns, plan, std)
+    assert off.shifted is None and off.table.shape[1] < table.table.shape[1]
+    got = table.shifted.part(np.arange(n_groups), table.table[:n_groups])
+    want = shifts.rows_part(np.arange(n_groups), codes, y, exog, exog[:, :2], None, std)
+    assert got.layout == want.layout
+    for name in ("count", "first", "dsum", "dgram", "dxy", "xsum"):
+        np.testing.assert_allclose(getattr(got, name), getattr(want, name), rtol=1e-12, atol=0)
+    np.testing.assert_array_equal(got.first, want.first)

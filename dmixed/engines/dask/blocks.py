@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...kernels import StatsBlock
+from ...kernels import StatsBlock, lossy_groups
 from ...kernels.groups import GROUP_CHUNK
-from ...kernels.term_table import TermRows, merge_term_rows
+from ...kernels.term_table import TermRows, as_packed, merge_term_rows, shifted_sums
 from ...kernels.vc_blocks import RaggedVC
 from ...kernels.vc_border import CrossedVC
 from ...stats import GlobalStats, Layout
@@ -63,6 +63,9 @@ class Block:
     crossed: CrossedVC | None = None
     stats: StatsBlock | None = None
     column_sums: np.ndarray | None = None
+    #: the lossy groups' sums about shifts of their own, for a block of ``zz`` and
+    #: ``zxy``: ``use_shifted``'s arguments (:func:`lossy_shifts`), or None
+    shifted: tuple | None = None
 
 
 def packed_stats(values: np.ndarray, packed: PackedLayout) -> StatsBlock:
@@ -145,11 +148,66 @@ def merged_block(
     if got is None:
         return None
     merged, counts, chunks = got
-    return merged.astype(dtype), np.rint(counts).astype(np.int64), _held_stats(chunks, packed)
+    nobs = np.rint(counts).astype(np.int64)
+    stats = _held_stats(chunks, packed)
+    shifted_lossy(stats, merged, nobs, keys, terms, packed)
+    return merged.astype(dtype), nobs, stats
+
+
+def shifted_lossy(
+    stats: StatsBlock, labels: np.ndarray, nobs: np.ndarray, keys: list, terms: list, packed
+) -> None:
+    """Let the lossy groups of ``stats`` (:func:`~dmixed.kernels.lossy_groups`; labels
+    ``labels``, rows ``nobs``) take the centred forms from their sums about shifts of
+    their own (:meth:`~dmixed.kernels.StatsBlock.use_shifted`), read from the rows of
+    terms ``terms`` they were added from (each with its increasing int64 ``keys``,
+    :func:`~dmixed.kernels.term_table.shifted_sums`).  Nothing where no group is lossy
+    (one check of every chunk: the common case) or the rows keep no such sums (the
+    evaluator then refuses the lossy groups, :func:`~dmixed.engines.local.refuse_inexact`)."""
+    if packed.r < 2 or not terms or any(t.shifted is None for t in terms):
+        return
+    nobs = np.asarray(nobs)
+    sel = _lossy(stats, nobs)
+    if sel is None:
+        return
+    wanted = np.asarray(labels)[sel].astype(np.int64)
+    side = shifted_sums(terms, keys, wanted)
+    if side is not None and np.array_equal(side.count, nobs[sel]):
+        sums = side.layout.centred_inputs(side, packed.r, packed.k)
+        stats.use_shifted(sel, sums, side.layout.e, side.layout.shared)
+
+
+def _lossy(stats: StatsBlock, nobs: np.ndarray) -> np.ndarray | None:
+    """The positions of the lossy groups of ``stats`` (:func:`~dmixed.kernels.lossy_groups`,
+    ``nobs`` their rows), or None where there are none."""
+    masks, lo = [], 0
+    for zz, _ in stats.chunks():
+        masks.append(lossy_groups(zz, nobs[lo : lo + zz.shape[-1]]))
+        lo += zz.shape[-1]
+    if not any(m.any() for m in masks):
+        return None
+    return np.flatnonzero(np.concatenate(masks))
+
+
+def lossy_shifts(stats: StatsBlock, nobs: np.ndarray, side, packed: PackedLayout) -> tuple | None:
+    """:meth:`~dmixed.kernels.StatsBlock.use_shifted`'s arguments for the lossy groups
+    of ``stats`` (:func:`~dmixed.kernels.lossy_groups`; ``nobs`` their rows) from
+    ``side`` (a :class:`~dmixed.kernels.shifts.ShiftPart` of the block's groups, in its
+    order): None where none is lossy, or where a lossy group's sums about its shift
+    do not hold all its rows (then refused, as without them)."""
+    nobs = np.asarray(nobs)
+    sel = _lossy(stats, nobs)
+    if sel is None:
+        return None
+    mine = side.take(sel)
+    if not np.array_equal(mine.count, nobs[sel]):
+        return None
+    sums = side.layout.centred_inputs(mine, packed.r, packed.k)
+    return sel, sums, side.layout.e, side.layout.shared
 
 
 def to_block(
-    combined: tuple[np.ndarray, np.ndarray],
+    combined: tuple,
     packed: PackedLayout,
     global_sums: np.ndarray | None = None,
     standardization: Standardization | None = None,
@@ -162,11 +220,27 @@ def to_block(
     ``standardization``: the columns' map the statistics are in.  ``held``: the sums
     as the kernels hold them (``Block.stats``, :func:`packed_stats`) instead of ``zz``
     and ``zxy`` (for blocks without variance components, whose evaluator then takes
-    them as they are)."""
+    them as they are).  A fourth entry of ``combined``: the groups' sums about their
+    shifts (:class:`~dmixed.kernels.shifts.ShiftPart`), which its lossy groups take
+    (:func:`lossy_shifts`)."""
     labels, values = combined[0], combined[1]
+    side = combined[3] if len(combined) > 3 else None
     terms = values if isinstance(values, TermRows) else None
     if terms is not None and not held:
         values, terms = terms.packed(), None
+    if side is not None:
+        nobs = packed.unpack_nobs(as_packed(values))
+        stats = packed_stats(values, packed)
+        shifts = lossy_shifts(stats, nobs, side, packed)
+        rest = (combined[2], packed, global_sums, standardization, exchange)
+        if held:
+            if shifts is not None:
+                stats.use_shifted(*shifts)
+            return _block(labels, nobs, *rest, stats=stats)
+        zz, zxy = packed.unpack_zz(values), packed.unpack_zxy(values)
+        block = _block(labels, nobs, *rest, zz=zz, zxy=zxy)
+        block.shifted = shifts
+        return block
     return _block(
         labels,
         packed.unpack_nobs(values) if terms is None else _nobs(terms),
@@ -177,8 +251,21 @@ def to_block(
         exchange,
         zz=None if held else packed.unpack_zz(values),
         zxy=None if held else packed.unpack_zxy(values),
-        stats=packed_stats(values, packed) if held else None,
+        stats=_held_stats_of(labels, values, packed) if held else None,
     )
+
+
+def _held_stats_of(labels, values, packed: PackedLayout) -> StatsBlock:
+    """:func:`packed_stats` of a held block's values, its lossy groups taking their sums
+    about shifts of their own where its rows of terms keep them (:func:`shifted_lossy`;
+    integer labels, increasing)."""
+    stats = packed_stats(values, packed)
+    labels = np.asarray(labels)
+    if isinstance(values, TermRows) and values.shifted is not None and labels.dtype.kind == "i":
+        if labels.size < 2 or bool(np.all(labels[1:] > labels[:-1])):
+            keys = labels.astype(np.int64)
+            shifted_lossy(stats, labels, _nobs(values), [keys], [values], packed)
+    return stats
 
 
 def _block(
@@ -376,9 +463,12 @@ def _scattered(out: np.ndarray, position: np.ndarray, parts: list) -> None:
 
 def dense_pieces(block: Block) -> tuple:
     """:func:`block_dense` cut for the way to the driver
-    (:func:`~dmixed.engines.dask.handover.cut`; :func:`gathered_engine` takes them)."""
+    (:func:`~dmixed.engines.dask.handover.cut`; :func:`gathered_engine` takes them),
+    with the block's lossy groups' sums about their shifts where it has them
+    (:meth:`~dmixed.kernels.StatsBlock.use_shifted`'s arguments, else None)."""
     zz, zxy = block_dense(block)
-    return handover.cut(zz), handover.cut(zxy)
+    shifted = block.shifted if block.stats is None else block.stats.shifted
+    return handover.cut(zz), handover.cut(zxy), shifted
 
 
 def block_dense(block: Block) -> tuple[np.ndarray, np.ndarray]:
@@ -528,6 +618,32 @@ def gathered_engine(dense: list, asm: Assembly, layout: Layout):
     zz = reorder_parts(asm.position, [np.zeros((0, r, r)), *handover.rows([d[0] for d in dense])])
     zxy = reorder_parts(asm.position, [np.zeros((0, r, k)), *handover.rows([d[1] for d in dense])])
     engine = rank_one_engine(local_engine(zz, zxy, layout), asm.glob, layout)
+    shifted = _gathered_shifts(dense, asm)
+    block = getattr(engine, "block", None)
+    if shifted is not None and isinstance(block, StatsBlock) and not block.rank_one:
+        block.use_shifted(*shifted)  # the lossy groups' centred forms, as on the workers
     if not layout.k_vc:
         refuse_inexact(engine, asm.group_sizes, "the statistics summed on the cluster")
     return engine
+
+
+def _gathered_shifts(dense: list, asm: Assembly) -> tuple | None:
+    """The blocks' lossy groups' sums about their shifts (:func:`dense_pieces`' third
+    entries) as :meth:`~dmixed.kernels.StatsBlock.use_shifted` takes them for the
+    gathered groups (sorted order: ``asm.position``); None where no block has any."""
+    found = []
+    lo = 0
+    for piece, size in zip(dense, asm.block_sizes, strict=True):
+        shifted = piece[2] if len(piece) > 2 else None
+        if shifted is not None:
+            found.append((asm.position[lo + shifted[0]], shifted))
+        lo += size
+    if not found:
+        return None
+    e, shared = found[0][1][2], found[0][1][3]
+    if any(f[1][2] != e or tuple(f[1][3]) != tuple(shared) for f in found):
+        return None
+    where = np.concatenate([f[0] for f in found])
+    order = np.argsort(where, kind="stable")
+    sums = tuple(np.concatenate([f[1][1][i] for f in found], axis=-1)[..., order] for i in range(4))
+    return where[order], sums, e, shared

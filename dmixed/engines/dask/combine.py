@@ -27,6 +27,7 @@ from ...kernels.rows import (
     wants_rank_one_within,
     wants_within,
 )
+from ...kernels.shifts import ShiftPart, merge_parts, rows_part
 from ...kernels.term_table import (
     TermRows,
     TermTable,
@@ -35,6 +36,7 @@ from ...kernels.term_table import (
     hash_buckets,
     key_codes,
     key_range,
+    shifted_rows,
 )
 from ...kernels.vc_packed import accumulate_padded_into
 from ...stats.keys import hashed_bits
@@ -153,6 +155,9 @@ class GroupAccumulator:
         # within-group sums kept for rows of several random-design columns (rank one:
         # :func:`~dmixed.kernels.rows.wants_rank_one_within`); the partials then say so
         self.rank_one = False
+        # the rows' sums about each group's shift where the reference summed them
+        # (:mod:`~dmixed.kernels.shifts`); None once rows were summed without them
+        self.sides: list | None = []
 
     @staticmethod
     def _new_index(keys: np.ndarray) -> pd.Index:
@@ -183,8 +188,27 @@ class GroupAccumulator:
         return 0 if counts is None else int(np.count_nonzero(counts))
 
     def _flush(self) -> None:
-        """The compiled table's sums into ``acc`` (see :class:`TermTable`)."""
-        self.terms.flush(self.acc)
+        """The compiled table's sums into ``acc`` (see :class:`TermTable`), its groups'
+        sums about their shifts kept apart (:attr:`sides`)."""
+        terms = self.terms
+        if terms.pending and self.sides is not None:
+            if terms.shifted is None or terms.table is None:
+                self.sides = None
+            else:
+                seen = np.flatnonzero(terms.table[:, terms.shifted.count] != 0)
+                part = terms.shifted.part(self._keys_of(seen), terms.table[seen])
+                self.sides.append(part)
+        terms.flush(self.acc)
+
+    def _keys_of(self, cols: np.ndarray) -> np.ndarray:
+        """The keys of the accumulator's columns ``cols``."""
+        if self.ranged:
+            return (cols + self.base).astype(self.key_dtype)
+        if self.lookup is not None:
+            return self.looked_up[cols].astype(self.key_dtype)
+        if self.text is not None:
+            return np.asarray(self.text.keys())[cols]
+        return np.asarray(self.index.append(self.extra), dtype=self.key_dtype)[cols]
 
     def _range_columns(self, keys: np.ndarray) -> np.ndarray | None:
         # the range and the codes from the current base in one pass where compiled
@@ -341,9 +365,11 @@ class GroupAccumulator:
         ) and not wants_rank_one_within(std, col, ztilde, vc_widths, self.acc.shape[1]):
             # one compiled pass into the chain's row-major table of the plan's terms (which
             # makes no within-group sums)
+            self.sides = None  # the design's rows keep no sums about the groups' shifts
             return self.terms.add(self.acc, col, dm.endog, dm.exog, ztilde, dm.weights, std)
         self._flush()
         self.written = True
+        self._add_side(keys, dm, ztilde, std, vc_widths)
         # variance components of one entry per row: summed without the padded products
         sums = accumulate_padded_into(
             self.acc, col, dm.endog, dm.exog, ztilde, dm.weights, std, vc_widths, rank_one=True
@@ -363,12 +389,36 @@ class GroupAccumulator:
         if self._keyed(keys) and not self._rank_one_first(keys, columns, plan, std):
             # every key has its column (key − base), the range grown where needed: the
             # sweep finds them itself, no array of codes made
-            return self.terms.add_columns(self.acc, keys, columns, plan, std, self.base)
+            return self._tabled(
+                self.terms.add_columns(self.acc, keys, columns, plan, std, self.base)
+            )
         col = self._columns(keys)  # first: new keys may grow (replace) ``acc``
         # the sweep makes no within sums
         if _rank_one_columns(std, col, columns, plan, self.acc.shape[1]):
             return None
-        return self.terms.add_columns(self.acc, col, columns, plan, std)
+        return self._tabled(self.terms.add_columns(self.acc, col, columns, plan, std))
+
+    def _tabled(self, got: tuple[int, dict]) -> tuple[int, dict]:
+        """``got``, no sums about the groups' shifts kept from now on where the table's
+        plan keeps none (:class:`~dmixed.kernels.term_table.ShiftTerms`)."""
+        if self.terms.shifted is None:
+            self.sides = None
+        return got
+
+    def _add_side(self, keys: np.ndarray, dm, ztilde: np.ndarray, std, vc_widths) -> None:
+        """Keep these rows' sums about each group's shift
+        (:func:`~dmixed.kernels.shifts.rows_part`), or none from now on where they
+        make none (weights, variance components, no slope)."""
+        if self.sides is None:
+            return
+        part = None
+        if not len(vc_widths) and ztilde.shape[1] >= 2:
+            codes, uniq = pd.factorize(keys)
+            part = rows_part(np.asarray(uniq), codes, dm.endog, dm.exog, ztilde, dm.weights, std)
+        if part is None:
+            self.sides = None
+        else:
+            self.sides.append(part)
 
     def _rank_one_first(self, keys: np.ndarray, columns: list, plan, std) -> bool:
         """:func:`_rank_one_columns` of the rows keyed by range (their codes ``key −
@@ -480,11 +530,25 @@ class GroupAccumulator:
             return [(keys[starts[b] : starts[b + 1]], rows[b]) for b in range(n_buckets)]
         # gather the groups seen along each accumulator row (contiguous reads), then
         # transpose: gathering rows of the transposed view reads strided memory
-        parts = [
+        gathered: list[Partial] = [
             (keys[pick], np.ascontiguousarray(self.acc[:, seen[pick]].T))
             for pick in bucket_rows(keys, n_buckets)
         ]
-        return rank_one_partials(parts) if self.rank_one else parts
+        side = None if not self.sides else merge_parts(self.sides)
+        gathered = gathered if side is None else with_sides(gathered, side)
+        return rank_one_partials(gathered) if self.rank_one else gathered
+
+
+def with_sides(parts: list[Partial], side: ShiftPart) -> list[Partial]:
+    """``parts`` each with its groups' sums about their shifts (``side``'s, a
+    :class:`~dmixed.kernels.shifts.ShiftPart` of all their groups) as a fourth entry
+    (no correction of within-group sums: None), which :func:`combine_exact` adds and
+    :func:`~dmixed.engines.dask.blocks.to_block` gives the block's lossy groups."""
+    out = []
+    for keys, values in parts:
+        mine = side.of_keys(keys)
+        out.append((keys, values) if mine is None else (keys, values, None, mine))
+    return out
 
 
 def rank_one_partials(parts: list[Partial]) -> list[Partial]:
@@ -494,7 +558,7 @@ def rank_one_partials(parts: list[Partial]) -> list[Partial]:
     zeros, so that :func:`combine_exact` adds the Chan correction of the groups several
     parts hold (as it does for one random-design column, the intercept).  Only such
     partials pay for it: an ordinary random slope's combines stay as they were."""
-    return [(keys, values, 0.0) for keys, values in parts]
+    return [(part[0], part[1], 0.0, *part[3:]) for part in parts]  # sides kept
 
 
 def _rank_one_columns(std, codes: np.ndarray, columns: list, plan, n_groups: int) -> bool:
@@ -635,10 +699,16 @@ def combine_converted(
     for partial, std in pairs:
         keys, values = partial[0], partial[1]
         conv = _conversions(std, target, vc_widths) if len(keys) else None
+        rest = partial[2:]  # a rank-one partial's mark kept
+        if isinstance(values, TermRows) and values.shifted is not None and len(keys):
+            # its sums about the groups' shifts, as a partial of packed rows carries them
+            rest = (None, values.shifted.part(keys, np.asarray(values.rows)))
         values = as_packed(values)
         if conv is not None:
             values = values @ packed.conversion(conv[1], conv[0])
-        parts.append((keys, values, *partial[2:]))  # a rank-one partial's mark kept
+            if len(rest) > 1:  # the sums about the groups' shifts, in the target's map
+                rest = (rest[0], rest[1].in_map(target), *rest[2:])
+        parts.append((keys, values, *rest))
     return combine_exact(target, packed, vc_widths, *parts)
 
 
@@ -647,7 +717,7 @@ def combine_terms(
     packed: PackedLayout,
     vc_widths: tuple,
     *pairs: tuple[Partial, Standardization | None],
-) -> tuple[np.ndarray, TermRows, np.ndarray] | None:
+) -> tuple[np.ndarray, TermRows, None] | None:
     """:func:`combine_converted`'s sums kept as rows of terms, where they can be: every
     non-empty part a :class:`~dmixed.kernels.term_table.TermRows` of one plan whose
     factors are powers of two, in ``target``'s map already, its keys integers filling
@@ -664,15 +734,31 @@ def combine_terms(
     if parts is None:
         return None
     first = parts[0][1]
-    if len(parts) == 1:
-        keys, rows = parts[0][0], first.rows
+    if len(parts) == 1:  # its sums about the groups' shifts kept with it
+        return parts[0][0], TermRows(first.rows, first.columns, first.factors, first.shifted), None
     else:
         dense = dense_key_range([k for k, _ in parts])
         if dense is None:
             return None
         keys, rows = _add_by_position([(k, v.rows) for k, v in parts], *dense)
+    shifted = first.shifted
+    if shifted is not None:
+        if all(v.shifted == shifted for _, v in parts) and _increasing(parts):
+            # the sums about the groups' shifts, which the addition by position mixed
+            merged = keys.astype(np.int64)
+            part_keys = [k.astype(np.int64) for k, _ in parts]
+            shifted_rows(rows, merged, [v for _, v in parts], part_keys)
+        else:
+            shifted = None
     # no within-group sums in rows of terms (term_parts): nothing to correct
-    return keys, TermRows(rows, first.columns, first.factors), None
+    return keys, TermRows(rows, first.columns, first.factors, shifted), None
+
+
+def _increasing(parts: list) -> bool:
+    """Whether every part's keys are integers, increasing (as a chain's are)."""
+    return all(
+        k.dtype.kind == "i" and (k.size < 2 or bool(np.all(k[1:] > k[:-1]))) for k, _ in parts
+    )
 
 
 def term_parts(
@@ -719,7 +805,7 @@ def _powers_of_two(factors: np.ndarray) -> bool:
 
 def combine_exact(
     target: Standardization, packed: PackedLayout, vc_widths: tuple, *parts
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> Partial:
     """:func:`combine_partials`, and the within-group sums' correction of the groups
     that several parts hold: ``(keys, values, correction)``.
 
@@ -748,7 +834,26 @@ def combine_exact(
     kept = wants_within(target, packed.r) or marked
     if kept and rows > len(keys):  # a group in several parts
         corr = corr + _chan_correction(plain, keys, values, packed, e)
+    side = _combined_side(parts, keys)
+    if side is not None:
+        return keys, values, corr if kept else None, side
     return keys, values, corr if kept else None
+
+
+def _combined_side(parts, keys: np.ndarray) -> ShiftPart | None:
+    """The parts' sums about their groups' shifts added by key, in the order of
+    ``keys`` (:func:`~dmixed.kernels.shifts.merge_parts`), where every part with groups
+    carries them (:func:`with_sides`); else None."""
+    sides: list[ShiftPart] = []
+    for p in parts:
+        if len(p[0]):
+            if len(p) < 4 or p[3] is None:
+                return None
+            sides.append(p[3])
+    if not sides:
+        return None
+    merged = merge_parts(sides)
+    return None if merged is None else merged.of_keys(keys)
 
 
 def _chan_correction(parts, keys, values, packed: PackedLayout, e: int) -> np.ndarray:

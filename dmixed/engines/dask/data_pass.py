@@ -268,7 +268,8 @@ def _gather_in_process(graph: list, packed: PackedLayout | RaggedPacked, layout:
     if isinstance(packed, RaggedPacked):
         ragged = concatenate_ragged([b.ragged for b in blocks], asm.position)
         return StructuredVCEngine(ragged), asm
-    return gathered_engine([(b.zz, b.zxy) for b in blocks], asm, layout), asm
+    # each block's lossy groups' sums about their shifts with it (Block.shifted)
+    return gathered_engine([(b.zz, b.zxy, b.shifted) for b in blocks], asm, layout), asm
 
 
 def _keeps_on_cluster(run: _Pass, n_groups: int, packed: PackedLayout, n_values) -> bool:

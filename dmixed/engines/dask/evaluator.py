@@ -121,7 +121,10 @@ def make_evaluator(
         engine = LocalEngine.of_block(block.stats)
     else:
         engine = LocalEngine(block.zz, block.zxy)
-    engine = rank_one_if(engine, block.within is not None)
+    shifted = block.shifted if block.stats is None else block.stats.shifted
+    engine = rank_one_if(engine, block.within is not None)  # (W at hand: exact, first)
+    if shifted is not None and not engine.block.rank_one and engine.block.shifted is None:
+        engine.block.use_shifted(*shifted)  # its lossy groups' centred forms (no W)
     std = block.standardization
     r = next(engine.block.chunks())[0].shape[0]
     if std is not None and r == std.k_re:  # no variance component: r is exog_re's

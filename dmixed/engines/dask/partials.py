@@ -48,13 +48,14 @@ from ...design.partitions import check_column_kinds, reader_error
 from ...design.references import column_references
 from ...design.spec import DesignMatrices
 from ...errors import DataError
+from ...kernels.shifts import rows_part
 from ...kernels.term_table import PLAN_SAMPLE, ColumnPlan, held_columns
 from ...kernels.vc_packed import accumulate_padded_into
 from ...stats.keys import conform_keys, key_series, key_values
 from ...stats.packed import GLOBAL_HEAD, PackedLayout
 from ...stats.slots import SlotMap, present_pairs
 from ...stats.standardize import SAMPLE_ROWS, Standardization
-from .combine import GroupAccumulator, rank_one_partials, split_buckets
+from .combine import GroupAccumulator, rank_one_partials, split_buckets, with_sides
 from .crossed import RowOverlap, overlap_marks, read_overlap
 from .parquet_direct import ParquetReads, numpy_columns, read_columns, unreadable_file
 from .pieces import Pieces, compute_piece
@@ -200,6 +201,10 @@ def _partition_partials(pdf, spec, slot_map, packed, n_buckets: int, std, key_dt
     )
     values = np.ascontiguousarray(acc.T)
     parts = split_buckets(np.asarray(uniq), values, n_buckets)
+    if not widths and ztilde.shape[1] >= 2:
+        # the rows' sums about each group's shift, for the block's lossy groups
+        side = rows_part(np.asarray(uniq), codes, dm.endog, dm.exog, ztilde, dm.weights, std)
+        parts = parts if side is None else with_sides(parts, side)
     if glob["within"] is not None and ztilde.shape[1] >= 2:
         parts = rank_one_partials(parts)
     routed = [None] * n_buckets

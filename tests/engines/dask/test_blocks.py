@@ -341,3 +341,161 @@ def test_a_held_block_is_the_plain_block():
     assert (held.n, held.n_dropped) == (plain.n, plain.n_dropped)
     summary = block_summary(held)
     assert summary.stats is None and summary.zz is None
+
+
+# ---------------------------------------------------------------------------
+# Lossy groups: random slopes nearly constant within a few groups
+# ---------------------------------------------------------------------------
+
+
+def _clicks(seed: int = 0, n_users: int = 2000, gap: float = 10.0, close: int = 3, weights=False):
+    """A random slope on a timestamp (seconds over a year, near 1.7e9), users of 2–5
+    events, ``close`` users with their two events ``gap`` seconds apart (their
+    ``Z_i'Z_i`` close to singular: lossy)."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    n = rng.integers(2, 6, n_users)
+    g = np.repeat(np.arange(n_users), n)
+    t = 1.7e9 + rng.uniform(0, 3e7, g.size)
+    for c in np.flatnonzero(n == 2)[:close]:
+        i = np.flatnonzero(g == c)
+        t[i[1]] = t[i[0]] + gap
+    y = 1 + 1e-7 * (t - 1.7e9) + rng.normal(size=n_users)[g] + rng.normal(size=g.size)
+    df = pd.DataFrame({"y": y, "t": t, "g": g})
+    if weights:
+        df["w"] = rng.uniform(0.5, 2.0, g.size)
+    return df
+
+
+def _same_fit(got, want, rtol: float = 1e-10) -> None:
+    """Two fits' ℓ, parameters and random effects equal to ``rtol``."""
+    assert got.converged and want.converged
+    assert got.llf == pytest.approx(want.llf, rel=rtol)
+    np.testing.assert_allclose(np.asarray(got.params), np.asarray(want.params), rtol=rtol)
+    a, b = got.random_effects, want.random_effects
+    assert list(a) == list(b)
+    re_a = np.array([np.asarray(a[k]) for k in a])
+    re_b = np.array([np.asarray(b[k]) for k in b])
+    for j in range(re_b.shape[1]):  # each random effect to its own size
+        size = np.abs(re_b[:, j]).max()
+        np.testing.assert_allclose(re_a[:, j], re_b[:, j], rtol=0, atol=rtol * size)
+
+
+@pytest.fixture(scope="module")
+def clicks_in_process():
+    import dmixed
+
+    df = _clicks()
+    return df, dmixed.mixedlm("y ~ t", df, groups="g", re_formula="1 + t").fit()
+
+
+@pytest.mark.parametrize("n_parts", [1, 3, 7])
+def test_lossy_groups_on_dask_fit_as_in_process(clicks_in_process, client, n_parts):
+    """The clickstream of benchmarks/RESULTS.md ("Dask refuses a random slope whose
+    values are nearly equal within a few groups"): on Dask, from 1, 3 or 7 partitions,
+    its 3 lossy users take the centred forms from their sums about their own first
+    event (the partials' sums about the groups' shifts), and the fit is the in-process
+    fit's (ℓ −11472.3367)."""
+    import dask.dataframe as dd
+
+    import dmixed
+
+    df, want = clicks_in_process
+    assert want.llf == pytest.approx(-11472.3367, abs=1e-4)
+    ddf = dd.from_pandas(df.sample(frac=1.0, random_state=n_parts), npartitions=n_parts)
+    got = dmixed.mixedlm("y ~ t", ddf, groups="g", re_formula="1 + t").fit(client=client)
+    _same_fit(got, want)
+
+
+@pytest.mark.parametrize("n_files", [2, 3, 7])
+def test_lossy_groups_of_chains_compiled_fit_as_in_process(
+    clicks_in_process, client, tmp_path, monkeypatch, n_files
+):
+    """The same rows in Parquet files read by chains whose compiled sweep keeps every
+    group's slope about its first value in its table of terms (``DMIXED_SHIFTED_SWEEP``;
+    the chains' tables flushed where their keys' range grows, their rows of terms added
+    by key)."""
+    import dask
+    import dask.dataframe as dd
+
+    import dmixed
+
+    monkeypatch.setenv("DMIXED_KERNELS", "numba")
+    monkeypatch.setenv("DMIXED_SHIFTED_SWEEP", "1")  # (the workers are threads here)
+    df, want = clicks_in_process
+    shuffled = df.sample(frac=1.0, random_state=n_files).reset_index(drop=True)
+    dd.from_pandas(shuffled, npartitions=n_files).to_parquet(tmp_path / "clicks")
+    with dask.config.set({"dmixed.data_pass": "chains"}):
+        ddf = dd.read_parquet(tmp_path / "clicks")
+        got = dmixed.mixedlm("y ~ t", ddf, groups="g", re_formula="1 + t").fit(client=client)
+    _same_fit(got, want)
+
+
+@settings(max_examples=6, deadline=None, derandomize=True)
+@given(
+    seed=st.integers(0, 2**16),
+    log_gap=st.floats(-3.0, 2.0),
+    offset=st.sampled_from([0.0, 1e6, 1.7e9]),
+    n_parts=st.integers(1, 5),
+)
+def test_lossy_groups_on_dask_any_spread_and_offset(seed, log_gap, offset, n_parts):
+    """Random near-constant slopes (two events ``10^log_gap`` seconds apart, from 1e-3
+    s, at offsets up to 1.7e9): the Dask fit (synchronous scheduler) is the in-process
+    fit: the same ℓ, and the same parameters where the top is not on the boundary."""
+    import warnings
+
+    import dask
+    import dask.dataframe as dd
+
+    import dmixed
+
+    df = _clicks(seed, n_users=300, gap=10.0**log_gap, close=4)
+    df["t"] = df["t"] - 1.7e9 + offset
+    ddf = dd.from_pandas(df.sample(frac=1.0, random_state=seed), npartitions=n_parts)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always", dmixed.BoundaryWarning)
+        want = dmixed.mixedlm("y ~ t", df, groups="g", re_formula="1 + t").fit()
+        with dask.config.set(scheduler="sync"):
+            got = dmixed.mixedlm("y ~ t", ddf, groups="g", re_formula="1 + t").fit()
+    assert all(issubclass(w.category, dmixed.BoundaryWarning) for w in seen)
+    assert got.llf == pytest.approx(want.llf, rel=1e-10)
+    if not seen:  # (on the boundary the top is a ridge: the points may differ along it)
+        np.testing.assert_allclose(np.asarray(got.params), np.asarray(want.params), rtol=1e-8)
+
+
+def test_lossy_groups_with_prior_weights_are_still_refused_on_dask():
+    """Weighted rows keep no sums about the groups' shifts: their lossy groups are
+    refused on Dask as before (``DataError``), fitted in process."""
+    import dask
+    import dask.dataframe as dd
+
+    import dmixed
+
+    df = _clicks(1, n_users=300, weights=True)
+    kw = {"groups": "g", "re_formula": "1 + t", "weights": "w"}
+    assert dmixed.mixedlm("y ~ t", df, **kw).fit().converged
+    with dask.config.set(scheduler="sync"), pytest.raises(dmixed.DataError, match="nearly"):
+        dmixed.mixedlm("y ~ t", dd.from_pandas(df, npartitions=2), **kw).fit()
+
+
+def test_lossy_groups_of_chains_compiled_are_refused_by_default(
+    clicks_in_process, client, tmp_path, monkeypatch
+):
+    """Without ``DMIXED_SHIFTED_SWEEP`` the compiled sweep keeps no sums about the
+    groups' shifts (they would slow every sweep): its lossy groups are refused, the
+    message naming the switch."""
+    import dask
+    import dask.dataframe as dd
+
+    import dmixed
+
+    monkeypatch.setenv("DMIXED_KERNELS", "numba")
+    monkeypatch.delenv("DMIXED_SHIFTED_SWEEP", raising=False)
+    df, _ = clicks_in_process
+    dd.from_pandas(df, npartitions=3).to_parquet(tmp_path / "clicks")
+    with dask.config.set({"dmixed.data_pass": "chains"}):
+        ddf = dd.read_parquet(tmp_path / "clicks")
+        model = dmixed.mixedlm("y ~ t", ddf, groups="g", re_formula="1 + t")
+        with pytest.raises(dmixed.DataError, match="DMIXED_SHIFTED_SWEEP=1"):
+            model.fit(client=client)
