@@ -364,9 +364,11 @@ class GroupAccumulator:
             col.size, ztilde.shape[1], std, vc_widths
         ) and not wants_rank_one_within(std, col, ztilde, vc_widths, self.acc.shape[1]):
             # one compiled pass into the chain's row-major table of the plan's terms (which
-            # makes no within-group sums)
-            self.sides = None  # the design's rows keep no sums about the groups' shifts
-            return self.terms.add(self.acc, col, dm.endog, dm.exog, ztilde, dm.weights, std)
+            # makes no within-group sums; the sums about the groups' shifts where its plan
+            # keeps them)
+            return self._tabled(
+                self.terms.add(self.acc, col, dm.endog, dm.exog, ztilde, dm.weights, std)
+            )
         self._flush()
         self.written = True
         self._add_side(keys, dm, ztilde, std, vc_widths)
@@ -398,7 +400,7 @@ class GroupAccumulator:
             return None
         return self._tabled(self.terms.add_columns(self.acc, col, columns, plan, std))
 
-    def _tabled(self, got: tuple[int, dict]) -> tuple[int, dict]:
+    def _tabled(self, got):
         """``got``, no sums about the groups' shifts kept from now on where the table's
         plan keeps none (:class:`~dmixed.kernels.term_table.ShiftTerms`)."""
         if self.terms.shifted is None:

@@ -432,6 +432,34 @@ def test_lossy_groups_of_chains_compiled_fit_as_in_process(
     _same_fit(got, want)
 
 
+@pytest.mark.parametrize("keys", ["int", "text"])
+def test_lossy_groups_of_chains_compiled_on_the_design_path_fit_as_in_process(
+    client, tmp_path, monkeypatch, keys
+):
+    """A categorical fixed effect sends the chains' partitions through the design,
+    whose compiled pass keeps the sums about the groups' shifts too (with
+    ``DMIXED_SHIFTED_SWEEP``); text group keys, read as Arrow, go through the sweep."""
+    import dask
+    import dask.dataframe as dd
+
+    import dmixed
+
+    monkeypatch.setenv("DMIXED_KERNELS", "numba")
+    monkeypatch.setenv("DMIXED_SHIFTED_SWEEP", "1")  # (the workers are threads here)
+    df = _clicks()
+    df = df.assign(k=np.array(["a", "b", "c"])[df["g"].to_numpy() % 3])
+    if keys == "text":
+        df = df.assign(g="u" + df["g"].astype(str))
+    want = dmixed.mixedlm("y ~ t + C(k)", df, groups="g", re_formula="1 + t").fit()
+    shuffled = df.sample(frac=1.0, random_state=3).reset_index(drop=True)
+    dd.from_pandas(shuffled, npartitions=3).to_parquet(tmp_path / "clicks")
+    with dask.config.set({"dmixed.data_pass": "chains"}):
+        ddf = dd.read_parquet(tmp_path / "clicks")
+        got = dmixed.mixedlm("y ~ t + C(k)", ddf, groups="g", re_formula="1 + t")
+        got = got.fit(client=client)
+    _same_fit(got, want)
+
+
 @settings(max_examples=6, deadline=None, derandomize=True)
 @given(
     seed=st.integers(0, 2**16),

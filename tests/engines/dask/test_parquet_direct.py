@@ -439,7 +439,7 @@ def test_text_key_statistics_bit_for_bit(tmp_path, n_files, exchange):
     (parts_a, glob_a, std_a, routed_a, _), (parts_b, glob_b, std_b, routed_b, _) = got, want
     assert std_a == std_b
     np.testing.assert_array_equal(glob_a, glob_b)
-    for (keys_a, values_a), (keys_b, values_b) in zip(parts_a, parts_b, strict=True):
+    for (keys_a, values_a, *_), (keys_b, values_b, *_) in zip(parts_a, parts_b, strict=True):
         assert keys_a.dtype == keys_b.dtype == object
         assert keys_a.tolist() == keys_b.tolist()
         np.testing.assert_array_equal(as_packed(values_a), as_packed(values_b))
