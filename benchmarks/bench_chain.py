@@ -63,7 +63,6 @@ def main() -> None:
     from dmixed.engines.dask.partials import chain_partials
     from dmixed.engines.dask.pieces import Pieces
     from dmixed.engines.dask.tuning import tune_malloc
-    from dmixed.stats.keys import key_dtype
     from dmixed.stats.packed import PackedLayout
 
     tune_malloc()
