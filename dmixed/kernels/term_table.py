@@ -32,7 +32,7 @@ import numpy as np
 
 from ..stats.packed import PackedLayout
 from ..stats.standardize import Standardization
-from .compiled import rows_compiled
+from .compiled import CACHE_LINE, rows_compiled
 from .rows import (
     column_scales,
     extreme_scales,
@@ -87,6 +87,9 @@ MOVED_PIECE_BYTES = 16 << 20
 #: lossy groups fit on Dask; off by default: those terms make the sweep about 3× slower
 #: (benchmarks/RESULTS.md), and without them such groups are refused as before.
 SHIFTED_SWEEP_ENV = "DMIXED_SHIFTED_SWEEP"
+
+#: float64 entries a buffer has beyond its array, so that the array starts on a cache line
+_ALIGN_SLACK = CACHE_LINE // 8 - 1
 
 _kept: list[tuple[str, np.ndarray]] = []  # (use, flat float64 buffer) of earlier tables
 _kept_lock = threading.Lock()
@@ -155,7 +158,8 @@ def table_buffer(shape: tuple[int, int], zeroed: bool, use: str) -> np.ndarray:
         raise ValueError(f"use must be one of {BUFFER_USES}, got {use!r}")
     size = int(shape[0]) * int(shape[1])
     if not _keeping or size * 8 < REUSE_MIN_BYTES:
-        return np.zeros(shape) if zeroed else np.empty(shape)
+        flat = np.zeros(size + _ALIGN_SLACK) if zeroed else np.empty(size + _ALIGN_SLACK)
+        return _aligned(flat, shape)
     with _kept_lock:
         # a buffer no array views has the references of a kept tuple's element nothing
         # else holds, counted the same way (the tuple's, the loop's name, and
@@ -163,16 +167,28 @@ def table_buffer(shape: tuple[int, int], zeroed: bool, use: str) -> np.ndarray:
         alone = [("", np.empty(0))]
         baseline = [sys.getrefcount(b) for _, b in alone][0]
         free = [sys.getrefcount(b) == baseline for _, b in _kept]
-        fits = [i for i, (u, b) in enumerate(_kept) if free[i] and u == use and b.size >= size]
+        fits = [
+            i
+            for i, (u, b) in enumerate(_kept)
+            if free[i] and u == use and b.size >= size + _ALIGN_SLACK
+        ]
         if fits:
-            out = _kept[min(fits, key=lambda i: _kept[i][1].size)][1][:size].reshape(shape)
+            out = _aligned(_kept[min(fits, key=lambda i: _kept[i][1].size)][1], shape)
         else:
-            buffer = np.zeros(size) if zeroed else np.empty(size)
+            buffer = np.zeros(size + _ALIGN_SLACK) if zeroed else np.empty(size + _ALIGN_SLACK)
             _kept_with(use, buffer, free)
-            return buffer.reshape(shape)
+            return _aligned(buffer, shape)
     if zeroed:
         out.fill(0.0)
     return out
+
+
+def _aligned(buffer: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The view of flat float64 ``buffer`` (at least :data:`_ALIGN_SLACK` entries more
+    than ``shape`` holds) of ``shape`` that starts at its first address on a cache line
+    (:data:`~dmixed.kernels.compiled.CACHE_LINE` bytes)."""
+    skip = (-buffer.ctypes.data % CACHE_LINE) // buffer.itemsize
+    return buffer[skip : skip + int(shape[0]) * int(shape[1])].reshape(shape)
 
 
 def _kept_with(use: str, buffer: np.ndarray, free: list[bool]) -> None:
