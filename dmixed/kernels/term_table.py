@@ -23,7 +23,6 @@ column, the intercept) and whenever the compiled pass is not picked
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 from dataclasses import dataclass
@@ -81,12 +80,6 @@ BUFFER_USES = ("table", "spill", "merge", "moved", "held")
 #: loop in every data pass (benchmarks/RESULTS.md, alt-s36); smaller ones come from the
 #: heap, which keeps its pages.
 MOVED_PIECE_BYTES = 16 << 20
-
-#: Environment variable: ``1`` makes the compiled passes keep every group's random
-#: slopes about its first row's values too (:class:`ShiftTerms`), so that a chain's
-#: lossy groups fit on Dask; off by default: those terms make the sweep about 3× slower
-#: (benchmarks/RESULTS.md), and without them such groups are refused as before.
-SHIFTED_SWEEP_ENV = "DMIXED_SHIFTED_SWEEP"
 
 #: float64 entries a buffer has beyond its array, so that the array starts on a cache line
 _ALIGN_SLACK = CACHE_LINE // 8 - 1
@@ -287,9 +280,15 @@ class TermTable:
 
     The table's row ``g`` belongs to the accumulator's column ``g``; whoever moves the
     accumulator's columns (grows, reorders, reads them) calls :meth:`flush` first.
+
+    ``keep_shifts``: the passes also keep every group's random slopes about its first
+    row's values (:class:`ShiftTerms`, where the plan allows them), so that its lossy
+    groups fit exactly; off, they cost nothing (they make the sweep about 1.5× as long:
+    benchmarks/RESULTS.md, lossy-s44) and a lossy group is refused where it is found.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, keep_shifts: bool = False) -> None:
+        self.keep_shifts = bool(keep_shifts)
         self.table: np.ndarray | None = None  # (groups, live terms + 1 of zeros)
         self.plan: tuple | None = None  # (kernel terms, packed column → table column, scales)
         self.flushed = False  # some sums went into an accumulator already
@@ -340,7 +339,7 @@ class TermTable:
         rows = prepare_rows(endog, exog, ztilde, weights, std, vc_widths)
         k, r = len(rows.xcols), len(rows.zcols)
         shifts = None
-        if weights is None and not len(vc_widths) and rows.std is std:
+        if self.keep_shifts and weights is None and not len(vc_widths) and rows.std is std:
             # a Z̃ column that is an [X y] column is that very array (prepare_rows)
             canon = list(range(k)) + [
                 next((j for j in range(k) if rows.zcols[a] is rows.xcols[j]), k + a)
@@ -477,7 +476,9 @@ class TermTable:
         terms, column_term = plan_terms(k, r, canon, ones, set())
         scales = column_scales(std, PackedLayout(r, k))
         raw_of = {u: f"c{src[u][0]}[i]" for u in range(k + r)}
-        kept = _shift_terms(live_terms(terms), k, r, canon, ones, raw_of, std)
+        kept = None
+        if self.keep_shifts:
+            kept = _shift_terms(live_terms(terms), k, r, canon, ones, raw_of, std)
         extra = () if kept is None else kept[0]
         live = self._start(acc, terms, column_term, scales, extra)
         self.shifted = None if kept is None else kept[1]
@@ -820,8 +821,6 @@ def _shift_terms(
     a slope read as its raw column ``raws[u]`` (the shift and its differences as the
     rows hold them, in no map), their table columns after the ``live`` ones), for a
     random design of an intercept and slopes; None for any other (nothing kept)."""
-    if os.environ.get(SHIFTED_SWEEP_ENV, "") != "1":
-        return None
     if r < 2 or ("count",) not in live or std is None or std.z_intercept < 0:
         return None
     zsrc = [canon[k + a] for a in range(r)]

@@ -926,14 +926,13 @@ def test_term_rows_pickled_in_pieces_are_the_same_rows(kept_buffers, monkeypatch
     assert pickle.loads(pickle.dumps(empty, protocol=protocol)).rows.shape == (0, 10)
 
 
-def test_the_sweep_keeps_each_groups_slope_about_its_first_value(monkeypatch):
+def test_the_sweep_keeps_each_groups_slope_about_its_first_value():
     """A random intercept and a slope (the plan's :class:`ShiftTerms`): the sweep's table
     keeps every group's first slope value and the sums about it, two calls adding to
     one table, as :func:`~dmixed.kernels.shifts.part_of_rows` makes them of all the
     rows (the same differences and products in the same order)."""
     from dmixed.kernels import shifts
 
-    monkeypatch.setenv("DMIXED_SHIFTED_SWEEP", "1")
     rng = np.random.default_rng(5)
     n_groups = 50
     codes = np.repeat(np.arange(n_groups), rng.integers(1, 6, n_groups))
@@ -945,14 +944,13 @@ def test_the_sweep_keeps_each_groups_slope_about_its_first_value(monkeypatch):
     std = Standardization.choose(y, exog, exog[:, :2].copy())
     plan = ColumnPlan(x_of=(-1, 0, 1, 2), z_of=(-1, 0))
     columns = [t, x2, y]
-    table = TermTable()
+    table = TermTable(keep_shifts=True)
     acc = np.zeros((PackedLayout(2, 4).width, n_groups))
     half = n // 2
     for rows in (slice(0, half), slice(half, n)):
         table.add_columns(acc, codes[rows], [c[rows] for c in columns], plan, std)
     assert table.shifted is not None
-    monkeypatch.delenv("DMIXED_SHIFTED_SWEEP")
-    off = TermTable()
+    off = TermTable()  # (keep_shifts off: the plain table)
     off.add_columns(np.zeros_like(acc), codes, columns, plan, std)
     assert off.shifted is None and off.table.shape[1] < table.table.shape[1]
     got = table.shifted.part(np.arange(n_groups), table.table[:n_groups])
