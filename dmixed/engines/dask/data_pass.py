@@ -42,6 +42,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import dask
 import numpy as np
@@ -552,8 +553,9 @@ def _passes(run: _Pass, standardization, shifted: str) -> FittedStatistics:
             raise
     # out of the handler: the first pass's futures, held by the error's frames until
     # here, are released before the second pass starts
-    names = list(run.spec.exog_re_names)
-    intercept = run.spec.intercept_columns()[1]
+    spec: Any = run.spec  # a ModelSpec (the pass takes it as it comes)
+    names = list(spec.exog_re_names)
+    intercept = spec.intercept_columns()[1]
     slopes = [n for j, n in enumerate(names) if j != intercept]
     logger.info(
         "lossy groups (%d or more: random slope %s nearly constant within the group): "
