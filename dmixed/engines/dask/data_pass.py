@@ -544,16 +544,17 @@ def shifted_sweep_mode() -> str:
 def _passes(run: _Pass, standardization, shifted: str) -> FittedStatistics:
     """:func:`_data_pass`, and in mode ``"auto"`` where its blocks refuse lossy groups
     (a :class:`~dmixed.errors.DataError` with ``lossy_groups``) and the pass kept no
-    sums about the groups' shifts, the pass again with them (logged at INFO)."""
+    sums about the groups' shifts, the pass again with them (logged at INFO); not
+    for weighted rows, which no pass keeps them for."""
+    spec: Any = run.spec  # a ModelSpec (the pass takes it as it comes)
     try:
         return _data_pass(run, standardization)
     except DataError as err:
         count = getattr(err, "lossy_groups", 0)
-        if not count or run.shifts or shifted != "auto":
+        if not count or run.shifts or shifted != "auto" or spec.weights_name is not None:
             raise
     # out of the handler: the first pass's futures, held by the error's frames until
     # here, are released before the second pass starts
-    spec: Any = run.spec  # a ModelSpec (the pass takes it as it comes)
     names = list(spec.exog_re_names)
     intercept = spec.intercept_columns()[1]
     slopes = [n for j, n in enumerate(names) if j != intercept]
