@@ -80,10 +80,10 @@ class ModelStatistics:
         events seconds apart, near 1.7e9: a "lossy" group, whose plain sums lose the
         digits of its centred ones) is fitted from sums about a shift of its own.  Data
         read from storage are summed by a compiled pass that keeps those sums only when
-        asked, as they make it about 1.5× as long: by default (the Dask config key
-        ``dmixed.shifted_sweep`` = ``"auto"``) a data pass whose blocks find lossy
-        groups runs once more keeping them, so such data are read twice (logged at
-        INFO on logger ``"dmixed"``; the first pass's blocks are released first);
+        asked, as they make it slower (benchmarks/RESULTS.md, lossy-s44): by default (the Dask
+        config key ``dmixed.shifted_sweep`` = ``"auto"``) a data pass whose blocks find lossy groups
+        runs once more keeping them, so such data are read twice (logged at INFO on logger
+        ``"dmixed"``; the first pass's blocks are released first);
         ``"always"`` keeps them from the start (one pass, each a little longer),
         ``"never"`` refuses such groups.
 

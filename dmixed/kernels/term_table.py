@@ -283,7 +283,7 @@ class TermTable:
 
     ``keep_shifts``: the passes also keep every group's random slopes about its first
     row's values (:class:`ShiftTerms`, where the plan allows them), so that its lossy
-    groups fit exactly; off, they cost nothing (they make the sweep about 1.5× as long:
+    groups fit exactly; off, they cost nothing (they make the sweep slower:
     benchmarks/RESULTS.md, lossy-s44) and a lossy group is refused where it is found.
     """
 

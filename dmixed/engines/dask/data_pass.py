@@ -28,10 +28,10 @@ cluster.
 
 Lossy groups (a random slope nearly constant within a group,
 :func:`~dmixed.kernels.lossy_groups`) fit from sums about a shift of each group's own.
-The chains' compiled sweep keeps them only when asked (:func:`shifted_sweep_mode`):
-they make it about 1.5× as long, and such groups are rare (timestamps of two events
-seconds apart).  So by default (``"auto"``) the pass runs without them, and where the
-blocks refuse lossy groups it runs once more, with them: the data are read again (the
+The chains' compiled sweep keeps them only when asked (:func:`shifted_sweep_mode`): they make it
+slower (benchmarks/RESULTS.md, lossy-s44), and such groups are rare (timestamps of two events
+seconds apart). So by default (``"auto"``) the pass runs without them, and where the blocks refuse
+lossy groups it runs once more, with them: the data are read again (the
 cost falls on the fits that need it, a second pass, never on the others), and the
 first pass's blocks are released before (nothing of it stays on the cluster).
 """

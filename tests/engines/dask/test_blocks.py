@@ -509,6 +509,29 @@ def test_lossy_groups_of_chains_compiled_reml_ml_and_text_keys(
     _same_fit(got, want, 1e-10 if reml else 1e-9)
 
 
+@pytest.mark.parametrize("keys", ["sparse", "negative", "text"])
+@pytest.mark.parametrize("n_files", [3, 12])
+def test_lossy_groups_of_chains_compiled_keys_out_of_order(
+    client, tmp_path, monkeypatch, keys, n_files
+):
+    """Sparse or negative integer keys (a chain's look-up numbers its groups in the
+    order they came, not by key) and text keys: the lossy groups of a block held as
+    one table's rows still take their sums about their shifts, by the row they are
+    on, and the fit is the one in process."""
+    import dmixed
+
+    monkeypatch.setenv("DMIXED_KERNELS", "numba")
+    df = _clicks(2, n_users=600)
+    g = df["g"].to_numpy()
+    df = df.assign(g={"sparse": g * 1000 + 12345, "negative": -(g * 1000) - 7}.get(keys, None))
+    if keys == "text":
+        df = df.assign(g=[f"u{v:05d}" for v in g])
+    want = dmixed.mixedlm("y ~ t", df, groups="g", re_formula="1 + t").fit()
+    got, records = _chains_fit(_split(df, n_files, 2), tmp_path / "c", client)
+    assert _passes_run(records) == 2
+    _same_fit(got, want)
+
+
 def test_lossy_groups_of_chains_compiled_always_is_auto(client, tmp_path, monkeypatch):
     """``"always"`` (one pass keeping the sums) and ``"auto"`` (two) fit alike, bit
     for bit."""
