@@ -367,7 +367,9 @@ def refuse_inexact(engine, nobs, source: str) -> None:
     Raises
     ------
     DataError
-        Naming the number of such groups and what to do instead.
+        Naming the number of such groups and what to do instead; its ``lossy_groups``
+        is that number (a Dask fit reads its data again with the sums these groups
+        need, :func:`~dmixed.engines.dask.data_pass.statistics_from_dask`).
     """
     block = getattr(engine, "block", None)
     if not isinstance(block, kernels.StatsBlock):
@@ -376,16 +378,18 @@ def refuse_inexact(engine, nobs, source: str) -> None:
         return  # singular for all the groups: the model's rank check names the columns
     count = block.inexact_groups(nobs)
     if count:
-        raise DataError(
+        err = DataError(
             f"{count} group(s) of {source} have a random design whose columns are "
             "constant or nearly constant within the group (Z_i'Z_i close to singular), "
             "which these statistics cannot fit without losing most digits of the "
             "likelihood: they hold no sums about each group's mean. Fit the rows in "
             "one pass in process (dmixed.MixedLM on the data in memory), or centre the "
-            "random-effects columns within groups first; on Dask, unweighted rows keep "
-            "such sums where the compiled pass does not run or the workers' environment "
-            "sets DMIXED_SHIFTED_SWEEP=1"
+            "random-effects columns within groups first; on Dask, unweighted rows without "
+            "variance components keep such sums unless the dask config "
+            "'dmixed.shifted_sweep' is 'never' (weighted rows never do)"
         )
+        err.lossy_groups = count  # type: ignore[attr-defined]
+        raise err
 
 
 def _gram_chooses(rows: RowData) -> bool:

@@ -76,11 +76,24 @@ class ModelStatistics:
         but on the sum (:meth:`from_statistics`), and the statistics are not cached
         (a fit of this model alone computes and checks them again).
 
+        On Dask, a group whose random slope is nearly constant within it (timestamps of
+        events seconds apart, near 1.7e9: a "lossy" group, whose plain sums lose the
+        digits of its centred ones) is fitted from sums about a shift of its own.  Data
+        read from storage are summed by a compiled pass that keeps those sums only when
+        asked, as they make it slower (benchmarks/RESULTS.md, lossy-s44): by default (the Dask
+        config key ``dmixed.shifted_sweep`` = ``"auto"``) a data pass whose blocks find lossy groups
+        runs once more keeping them, so such data are read twice (logged at INFO on logger
+        ``"dmixed"``; the first pass's blocks are released first);
+        ``"always"`` keeps them from the start (one pass, each a little longer),
+        ``"never"`` refuses such groups.
+
         Raises
         ------
         DataError
             A rank-deficient fixed-effects design or a response without variation
-            (unless ``partial``); or
+            (unless ``partial``); lossy groups on Dask with weighted rows, or with
+            ``dmixed.shifted_sweep`` = ``"never"`` where the compiled pass summed them
+            (:func:`~dmixed.engines.local.refuse_inexact`); or
             a model built from statistics (no data) asked for them with another client
             or engine than they were built with.
         SpecError

@@ -75,6 +75,12 @@ ROWS_MAX_TABLE_BYTES = 16 << 20
 #: the default: :func:`rows_pass`) or at its first pass of :data:`ROWS_MIN_COLD` rows
 #: (:func:`load_eagerly`)
 ROWS_POLICY = {"eager": False}
+#: bytes of a cache line: a table of terms starts on one
+#: (:func:`~dmixed.kernels.term_table.table_buffer`), so that the compiled sweep knows,
+#: from the table's width alone, which lines a row can touch and asks for each of them
+#: ahead (:func:`~dmixed.kernels.term_jit.row_prefetches`; a line not asked for is a
+#: miss the loop waits on: benchmarks/RESULTS.md, lossy-s44)
+CACHE_LINE = 64
 
 _CHOICES = ("auto", "numpy", "numba")
 

@@ -50,6 +50,8 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
+from .compiled import CACHE_LINE
+
 #: changes whenever the generated source changes (old modules are then left unused)
 KERNEL_VERSION = 7
 #: how many rows ahead the generated loop prefetches its table row (64–128 measured
@@ -86,7 +88,9 @@ def kernel_source(terms: tuple) -> str:
     """The generated module's source for ``terms`` (``("count",)``, ``("col", s)``,
     ``("prod", s, t)``, with ``s, t`` indexing the kernel's source arguments)."""
     n_src = 1 + max((u for term in terms for u in _sources(term)), default=-1)
-    lines = _module_head(["codes", "table"] + [f"s{u}" for u in range(n_src)])
+    lines = _module_head(
+        ["codes", "table"] + [f"s{u}" for u in range(n_src)], bool(row_prefetches(len(terms) + 1))
+    )
     lines += ["    n = codes.size", "    for i in range(n):"]
     lines += _row_updates(terms, [f"v{u} = s{u}[i]" for u in range(n_src)], " " * 8)
     return "\n".join(lines) + "\n"
@@ -100,12 +104,31 @@ def _sources(term: tuple) -> list[int]:
     return [int(x[1:]) for x in term[1:] if isinstance(x, str) and x[:1] == "v" and x[1:].isdigit()]
 
 
-def _module_head(args: list[str]) -> list[str]:
-    """A generated module's lines up to its function's ``def`` line."""
+def row_prefetches(width: int) -> tuple[int, ...]:
+    """The entries between a table row's first and last whose cache lines the sweep
+    asks for too (:func:`prefetch_entry`), for a table of ``width`` float64 entries a
+    row that starts on a cache line (:data:`~dmixed.kernels.compiled.CACHE_LINE`):
+    every 8th entry whose line, for some row, is neither the first entry's nor the
+    last's (:func:`prefetch_row` asks for those two); empty for a row that never
+    touches more than those two lines (a plain table of up to 10 entries, or 16)."""
+    per_line = CACHE_LINE // 8
+    starts = {(width * g) % per_line for g in range(per_line)}  # rows' first entry in a line
+    out = []
+    for c in range(per_line, width - 1, per_line):
+        if any((o + c) // per_line not in (0, (o + width - 1) // per_line) for o in starts):
+            out.append(c)
+    return tuple(out)
+
+
+def _module_head(args: list[str], entries: bool = False) -> list[str]:
+    """A generated module's lines up to its function's ``def`` line (``entries``: its
+    loop asks for a row's middle lines too, :func:`prefetch_entry`)."""
     return [
         "import numba",
         "",
-        "from dmixed.kernels.term_jit import prefetch_row",
+        "from dmixed.kernels.term_jit import prefetch_entry, prefetch_row"
+        if entries
+        else "from dmixed.kernels.term_jit import prefetch_row",
         "",
         "",
         "@numba.njit(cache=True, nogil=True, error_model='numpy')",
@@ -131,10 +154,13 @@ def _row_updates(
     count, table column ``c``, is still 0), before any term is added; ``("dsum", x,
     f)`` adds ``x − row[f]`` (``f`` the column of the kept value), ``("dprod", x, f,
     y, h)`` the product of two such differences, ``("dcross", x, f, y)`` one times
-    ``y``."""
+    ``y``.  The table has a column of zeros after the terms' ones."""
+    ahead_row = f"codes[i + {ahead}]{less}"
+    middle = row_prefetches(len(terms) + 1)
     lines = [
         f"{pad}if i + {ahead} < n:",
-        f"{pad}    prefetch_row(table, codes[i + {ahead}]{less})",
+        f"{pad}    prefetch_row(table, {ahead_row})",
+        *[f"{pad}    prefetch_entry(table, {ahead_row}, {c})" for c in middle],
         f"{pad}row = table[codes[i]{less}]",
         *[pad + v for v in values],
     ]
@@ -191,8 +217,9 @@ def columns_kernel_source(key: tuple) -> str:
 
     values = [f"v{u} = c{raw}[i] - h{u}" for u, raw in enumerate(raws)]
     raw_args = [f"c{j}" for j in range(n_raw)]
+    entries = bool(row_prefetches(len(terms) + 1))
     lines = [
-        *_module_head(["codes", "table", "gram", "shift", *raw_args])[:3],
+        *_module_head(["codes", "table", "gram", "shift", *raw_args], entries)[:3],
         "",
         "",
         # the chunk's check and gram may be summed in any order (vectorized): their
@@ -218,7 +245,7 @@ def columns_kernel_source(key: tuple) -> str:
         "    return True",
         "",
         "",
-        *_module_head(["codes", "table", "gram", "shift", "base", *raw_args])[4:],
+        *_module_head(["codes", "table", "gram", "shift", "base", *raw_args], entries)[4:],
         "    n = numba.uint64(codes.size)",
         "    rows = numba.uint64(table.shape[0])",
         *[f"    h{u} = shift[{u}]" for u in range(len(raws))],
@@ -283,6 +310,31 @@ def _generated(key: tuple, make_source):
     return kernel
 
 
+def _prefetch(context, builder, aryty, table, row, cols) -> None:
+    """The ``llvm.prefetch`` of entries ``cols`` (functions of the row's width) of
+    ``table``'s row ``row`` (read, locality 2, data: ``prefetcht1`` on x86)."""
+    ary = context.make_array(aryty)(context, builder, table)
+    i8p = ir.IntType(8).as_pointer()
+    i32 = ir.IntType(32)
+    fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+    fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
+    for col in cols(builder.extract_value(ary.shape, 1)):
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [row, col], wraparound=False)
+        # read, locality 2 (the second-level cache and beyond), data cache
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(2), i32(1)])
+
+
+def _row_type(table, row) -> bool:
+    """Whether an intrinsic's ``table`` and ``row`` are a 2-d C-contiguous array and
+    an integer."""
+    return (
+        isinstance(table, types.Array)
+        and table.ndim == 2
+        and table.layout == "C"
+        and isinstance(row, types.Integer)
+    )
+
+
 @intrinsic
 def prefetch_row(typingctx, table, row):
     """``prefetch_row(table, g)`` in compiled code: asks the processor to bring row ``g``
@@ -291,29 +343,37 @@ def prefetch_row(typingctx, table, row):
     on x86; the write hint is ``prefetchw`` into the first level, whose few miss slots
     held the loop back, see the module).  A hint: it reads,
     writes and checks nothing (an index out of range is not an error here; the access
-    that follows is where it would be)."""
-    if not (isinstance(table, types.Array) and table.ndim == 2 and table.layout == "C"):
-        return None
-    if not isinstance(row, types.Integer):
+    that follows is where it would be).  A row of more than two lines has its middle
+    ones asked for by :func:`prefetch_entry`."""
+    if not _row_type(table, row):
         return None
     sig = types.void(table, row)
 
     def codegen(context, builder, signature, args):
-        aryty = signature.args[0]
-        ary = context.make_array(aryty)(context, builder, args[0])
         index = context.cast(builder, args[1], signature.args[1], types.intp)
-        i8p = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
-        ncols = builder.extract_value(ary.shape, 1)
-        last = builder.sub(ncols, ir.Constant(ncols.type, 1))
-        for col in (ir.Constant(ncols.type, 0), last):
-            ptr = cgutils.get_item_pointer(
-                context, builder, aryty, ary, [index, col], wraparound=False
-            )
-            # read, locality 2 (the second-level cache and beyond), data cache
-            builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(2), i32(1)])
+
+        def cols(ncols):
+            return (ir.Constant(ncols.type, 0), builder.sub(ncols, ir.Constant(ncols.type, 1)))
+
+        _prefetch(context, builder, signature.args[0], args[0], index, cols)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def prefetch_entry(typingctx, table, row, col):
+    """``prefetch_entry(table, g, c)`` in compiled code: :func:`prefetch_row`'s hint for
+    the cache line of entry ``c`` of row ``g`` (a line in the middle of a long row,
+    :func:`row_prefetches`)."""
+    if not _row_type(table, row) or not isinstance(col, types.Integer):
+        return None
+    sig = types.void(table, row, col)
+
+    def codegen(context, builder, signature, args):
+        index = context.cast(builder, args[1], signature.args[1], types.intp)
+        entry = context.cast(builder, args[2], signature.args[2], types.intp)
+        _prefetch(context, builder, signature.args[0], args[0], index, lambda ncols: (entry,))
         return context.get_dummy_value()
 
     return sig, codegen

@@ -23,7 +23,6 @@ column, the intercept) and whenever the compiled pass is not picked
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ import numpy as np
 
 from ..stats.packed import PackedLayout
 from ..stats.standardize import Standardization
-from .compiled import rows_compiled
+from .compiled import CACHE_LINE, rows_compiled
 from .rows import (
     column_scales,
     extreme_scales,
@@ -82,11 +81,8 @@ BUFFER_USES = ("table", "spill", "merge", "moved", "held")
 #: heap, which keeps its pages.
 MOVED_PIECE_BYTES = 16 << 20
 
-#: Environment variable: ``1`` makes the compiled passes keep every group's random
-#: slopes about its first row's values too (:class:`ShiftTerms`), so that a chain's
-#: lossy groups fit on Dask; off by default: those terms make the sweep about 3× slower
-#: (benchmarks/RESULTS.md), and without them such groups are refused as before.
-SHIFTED_SWEEP_ENV = "DMIXED_SHIFTED_SWEEP"
+#: float64 entries a buffer has beyond its array, so that the array starts on a cache line
+_ALIGN_SLACK = CACHE_LINE // 8 - 1
 
 _kept: list[tuple[str, np.ndarray]] = []  # (use, flat float64 buffer) of earlier tables
 _kept_lock = threading.Lock()
@@ -155,7 +151,8 @@ def table_buffer(shape: tuple[int, int], zeroed: bool, use: str) -> np.ndarray:
         raise ValueError(f"use must be one of {BUFFER_USES}, got {use!r}")
     size = int(shape[0]) * int(shape[1])
     if not _keeping or size * 8 < REUSE_MIN_BYTES:
-        return np.zeros(shape) if zeroed else np.empty(shape)
+        flat = np.zeros(size + _ALIGN_SLACK) if zeroed else np.empty(size + _ALIGN_SLACK)
+        return _aligned(flat, shape)
     with _kept_lock:
         # a buffer no array views has the references of a kept tuple's element nothing
         # else holds, counted the same way (the tuple's, the loop's name, and
@@ -163,16 +160,28 @@ def table_buffer(shape: tuple[int, int], zeroed: bool, use: str) -> np.ndarray:
         alone = [("", np.empty(0))]
         baseline = [sys.getrefcount(b) for _, b in alone][0]
         free = [sys.getrefcount(b) == baseline for _, b in _kept]
-        fits = [i for i, (u, b) in enumerate(_kept) if free[i] and u == use and b.size >= size]
+        fits = [
+            i
+            for i, (u, b) in enumerate(_kept)
+            if free[i] and u == use and b.size >= size + _ALIGN_SLACK
+        ]
         if fits:
-            out = _kept[min(fits, key=lambda i: _kept[i][1].size)][1][:size].reshape(shape)
+            out = _aligned(_kept[min(fits, key=lambda i: _kept[i][1].size)][1], shape)
         else:
-            buffer = np.zeros(size) if zeroed else np.empty(size)
+            buffer = np.zeros(size + _ALIGN_SLACK) if zeroed else np.empty(size + _ALIGN_SLACK)
             _kept_with(use, buffer, free)
-            return buffer.reshape(shape)
+            return _aligned(buffer, shape)
     if zeroed:
         out.fill(0.0)
     return out
+
+
+def _aligned(buffer: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The view of flat float64 ``buffer`` (at least :data:`_ALIGN_SLACK` entries more
+    than ``shape`` holds) of ``shape`` that starts at its first address on a cache line
+    (:data:`~dmixed.kernels.compiled.CACHE_LINE` bytes)."""
+    skip = (-buffer.ctypes.data % CACHE_LINE) // buffer.itemsize
+    return buffer[skip : skip + int(shape[0]) * int(shape[1])].reshape(shape)
 
 
 def _kept_with(use: str, buffer: np.ndarray, free: list[bool]) -> None:
@@ -271,9 +280,15 @@ class TermTable:
 
     The table's row ``g`` belongs to the accumulator's column ``g``; whoever moves the
     accumulator's columns (grows, reorders, reads them) calls :meth:`flush` first.
+
+    ``keep_shifts``: the passes also keep every group's random slopes about its first
+    row's values (:class:`ShiftTerms`, where the plan allows them), so that its lossy
+    groups fit exactly; off, they cost nothing (they make the sweep slower:
+    benchmarks/RESULTS.md, lossy-s44) and a lossy group is refused where it is found.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, keep_shifts: bool = False) -> None:
+        self.keep_shifts = bool(keep_shifts)
         self.table: np.ndarray | None = None  # (groups, live terms + 1 of zeros)
         self.plan: tuple | None = None  # (kernel terms, packed column → table column, scales)
         self.flushed = False  # some sums went into an accumulator already
@@ -324,7 +339,7 @@ class TermTable:
         rows = prepare_rows(endog, exog, ztilde, weights, std, vc_widths)
         k, r = len(rows.xcols), len(rows.zcols)
         shifts = None
-        if weights is None and not len(vc_widths) and rows.std is std:
+        if self.keep_shifts and weights is None and not len(vc_widths) and rows.std is std:
             # a Z̃ column that is an [X y] column is that very array (prepare_rows)
             canon = list(range(k)) + [
                 next((j for j in range(k) if rows.zcols[a] is rows.xcols[j]), k + a)
@@ -461,7 +476,9 @@ class TermTable:
         terms, column_term = plan_terms(k, r, canon, ones, set())
         scales = column_scales(std, PackedLayout(r, k))
         raw_of = {u: f"c{src[u][0]}[i]" for u in range(k + r)}
-        kept = _shift_terms(live_terms(terms), k, r, canon, ones, raw_of, std)
+        kept = None
+        if self.keep_shifts:
+            kept = _shift_terms(live_terms(terms), k, r, canon, ones, raw_of, std)
         extra = () if kept is None else kept[0]
         live = self._start(acc, terms, column_term, scales, extra)
         self.shifted = None if kept is None else kept[1]
@@ -804,8 +821,6 @@ def _shift_terms(
     a slope read as its raw column ``raws[u]`` (the shift and its differences as the
     rows hold them, in no map), their table columns after the ``live`` ones), for a
     random design of an intercept and slopes; None for any other (nothing kept)."""
-    if os.environ.get(SHIFTED_SWEEP_ENV, "") != "1":
-        return None
     if r < 2 or ("count",) not in live or std is None or std.z_intercept < 0:
         return None
     zsrc = [canon[k + a] for a in range(r)]

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from dmixed.kernels import term_jit
+from dmixed.kernels.compiled import CACHE_LINE
 
 TERMS = (("count",), ("col", 0), ("prod", 0, 1), ("prod", 1, 1))
 
@@ -106,3 +107,52 @@ def test_a_damaged_disk_cache_is_compiled_again(tmp_path):
     again = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
     assert again.stdout.strip() == first.stdout.strip() == "[[3.0, 3.0]]"
+
+
+@pytest.mark.parametrize("width", range(1, 41))
+def test_row_prefetches_ask_for_every_line_a_row_touches(width):
+    """On a table that starts on a cache line, every line of every row is the first
+    entry's, the last's or one of :func:`row_prefetches`' entries', and each of those
+    entries is, for some row, the only one of them in its line."""
+    per_line = CACHE_LINE // 8
+    middle = term_jit.row_prefetches(width)
+    needed = set()
+    for g in range(per_line):  # every row start a line can hold
+        first = width * g
+
+        def line(c, first=first):
+            return (first + c) // per_line
+
+        touched = {line(c) for c in range(width)}
+        assert touched <= {line(0), line(width - 1)} | {line(c) for c in middle}
+        needed |= {c for c in middle if line(c) not in (line(0), line(width - 1))}
+    assert set(middle) == needed
+    assert all(0 < c < width - 1 for c in middle)
+
+
+def test_a_plain_tables_rows_are_asked_for_as_before():
+    """A table of up to ten entries, or sixteen (a row in two lines), asks for no
+    middle line: those kernels' sources are what they were."""
+    for width in [*range(1, 11), 16]:
+        assert term_jit.row_prefetches(width) == ()
+    terms = (("count",), ("col", 0), ("prod", 0, 0), ("col", 1), ("prod", 0, 1))
+    assert "prefetch_entry" not in term_jit.kernel_source(terms)
+
+
+def test_a_wide_rows_middle_line_is_asked_for_and_changes_no_sum(tmp_path, monkeypatch):
+    """Eleven entries (a row in three lines where it starts late in one): entry 8 is
+    asked for too; the sums are the plain loop's, bit for bit."""
+    monkeypatch.setenv(term_jit.CACHE_ENV, str(tmp_path))
+    terms = (("count",), *[("col", u) for u in range(5)], *[("prod", u, u) for u in range(4)])
+    assert term_jit.row_prefetches(len(terms) + 1) == (8,)
+    assert f"prefetch_entry(table, codes[i + {AHEAD}], 8)" in term_jit.kernel_source(terms)
+    rng = np.random.default_rng(2)
+    n, groups = 3 * AHEAD + 5, 9
+    codes = rng.integers(0, groups, n)
+    s = rng.normal(size=(5, n)) * 1e3
+    table = np.zeros((groups, len(terms) + 1))
+    term_jit.term_kernel(terms)(codes, table, *s)
+    expected = np.zeros_like(table)
+    for i in range(n):
+        expected[codes[i], : len(terms)] += [1.0, *s[:, i], *(s[:4, i] * s[:4, i])]
+    assert np.array_equal(table, expected)

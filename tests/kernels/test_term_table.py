@@ -11,9 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dmixed import kernels
+from dmixed.kernels.compiled import CACHE_LINE
 from dmixed.kernels.rows import prepare_rows
 from dmixed.kernels.term_jit import COLUMNS_CHUNK
 from dmixed.kernels.term_table import (
+    BUFFER_USES,
     ColumnPlan,
     TermRows,
     TermTable,
@@ -749,7 +751,8 @@ def test_table_buffer_keeps_at_most_reuse_kept(kept_buffers):
 def test_table_buffer_keeps_at_most_reuse_max_bytes(kept_buffers, monkeypatch):
     """Buffers no array views, then buffers in use, make room for a new one within
     REUSE_MAX_BYTES; one larger than that is not kept."""
-    monkeypatch.setattr(kept_buffers, "REUSE_MAX_BYTES", 40_000)
+    # (each buffer holds a cache line more than its array: table_buffer aligns it)
+    monkeypatch.setattr(kept_buffers, "REUSE_MAX_BYTES", 40_000 + 2 * CACHE_LINE)
     first = kept_buffers.table_buffer((300, 10), zeroed=True, use="table")  # 24 kB
     second = kept_buffers.table_buffer((200, 10), zeroed=True, use="table")  # 16 kB: 40 kB in all
     assert kept_buffers.kept_table_buffers() == 2
@@ -811,11 +814,26 @@ def test_table_buffer_drops_its_own_uses_buffers_first(kept_buffers):
 
 
 def test_table_buffer_is_numpys_without_keeping(kept_buffers):
-    """Outside a process that keeps tables (the driver, in-process Dask), plain numpy
-    arrays, nothing kept."""
+    """Outside a process that keeps tables (the driver, in-process Dask), numpy arrays
+    of their own (a view of one, on a cache line), nothing kept."""
     kept_buffers.keep_table_buffers(False)
     got = kept_buffers.table_buffer((10_000, 10), zeroed=True, use="table")
-    assert got.base is None and not got.any() and kept_buffers.kept_table_buffers() == 0
+    assert got.base is not None and got.base.base is None and got.flags.c_contiguous
+    assert not got.any() and kept_buffers.kept_table_buffers() == 0
+
+
+@pytest.mark.parametrize("keeping", [False, True])
+@pytest.mark.parametrize("use", BUFFER_USES)
+def test_table_buffers_start_on_a_cache_line(kept_buffers, keeping, use):
+    """Every buffer, fresh or handed out again, starts on a cache line, its rows where
+    the sweep's prefetches expect them (:func:`~dmixed.kernels.term_jit.row_prefetches`)."""
+    kept_buffers.keep_table_buffers(keeping)
+    for rows, width in [(3000, 10), (2999, 11), (5, 3), (4000, 16), (2000, 7)]:
+        got = kept_buffers.table_buffer((rows, width), zeroed=True, use=use)
+        assert got.shape == (rows, width) and got.flags.c_contiguous and not got.any()
+        assert got.ctypes.data % CACHE_LINE == 0
+        got[:] = 1.0
+        del got
 
 
 def test_split_rows_of_a_reused_table_are_those_of_a_fresh_one(kept_buffers, compiled_rows):
@@ -908,14 +926,13 @@ def test_term_rows_pickled_in_pieces_are_the_same_rows(kept_buffers, monkeypatch
     assert pickle.loads(pickle.dumps(empty, protocol=protocol)).rows.shape == (0, 10)
 
 
-def test_the_sweep_keeps_each_groups_slope_about_its_first_value(monkeypatch):
+def test_the_sweep_keeps_each_groups_slope_about_its_first_value():
     """A random intercept and a slope (the plan's :class:`ShiftTerms`): the sweep's table
     keeps every group's first slope value and the sums about it, two calls adding to
     one table, as :func:`~dmixed.kernels.shifts.part_of_rows` makes them of all the
     rows (the same differences and products in the same order)."""
     from dmixed.kernels import shifts
 
-    monkeypatch.setenv("DMIXED_SHIFTED_SWEEP", "1")
     rng = np.random.default_rng(5)
     n_groups = 50
     codes = np.repeat(np.arange(n_groups), rng.integers(1, 6, n_groups))
@@ -927,14 +944,13 @@ def test_the_sweep_keeps_each_groups_slope_about_its_first_value(monkeypatch):
     std = Standardization.choose(y, exog, exog[:, :2].copy())
     plan = ColumnPlan(x_of=(-1, 0, 1, 2), z_of=(-1, 0))
     columns = [t, x2, y]
-    table = TermTable()
+    table = TermTable(keep_shifts=True)
     acc = np.zeros((PackedLayout(2, 4).width, n_groups))
     half = n // 2
     for rows in (slice(0, half), slice(half, n)):
         table.add_columns(acc, codes[rows], [c[rows] for c in columns], plan, std)
     assert table.shifted is not None
-    monkeypatch.delenv("DMIXED_SHIFTED_SWEEP")
-    off = TermTable()
+    off = TermTable()  # (keep_shifts off: the plain table)
     off.add_columns(np.zeros_like(acc), codes, columns, plan, std)
     assert off.shifted is None and off.table.shape[1] < table.table.shape[1]
     got = table.shifted.part(np.arange(n_groups), table.table[:n_groups])

@@ -261,11 +261,28 @@ def _held_stats_of(labels, values, packed: PackedLayout) -> StatsBlock:
     integer labels, increasing)."""
     stats = packed_stats(values, packed)
     labels = np.asarray(labels)
-    if isinstance(values, TermRows) and values.shifted is not None and labels.dtype.kind == "i":
-        if labels.size < 2 or bool(np.all(labels[1:] > labels[:-1])):
-            keys = labels.astype(np.int64)
-            shifted_lossy(stats, labels, _nobs(values), [keys], [values], packed)
+    if isinstance(values, TermRows) and values.shifted is not None:
+        held_shifted_lossy(stats, labels, _nobs(values), values, packed)
     return stats
+
+
+def held_shifted_lossy(
+    stats: StatsBlock, labels: np.ndarray, nobs: np.ndarray, values: TermRows, packed
+) -> None:
+    """:func:`shifted_lossy` for a block held as one table's rows of terms ``values``,
+    row ``i`` that of label ``labels[i]``: each lossy group's sums about its shift read
+    at its own row, so any labels do (text, or integers in the order a chain's look-up
+    gave them), with no look-up of keys."""
+    if packed.r < 2:
+        return
+    nobs = np.asarray(nobs)
+    sel = _lossy(stats, nobs)
+    if sel is None:
+        return
+    side = values.shifted.part(np.asarray(labels)[sel], np.asarray(values.rows)[sel])
+    if np.array_equal(side.count, nobs[sel]):
+        sums = side.layout.centred_inputs(side, packed.r, packed.k)
+        stats.use_shifted(sel, sums, side.layout.e, side.layout.shared)
 
 
 def _block(

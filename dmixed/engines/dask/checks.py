@@ -19,7 +19,7 @@ import dask
 from ...design.messages import check_enough_rows
 from ...design.origin import partition_files
 from ...design.prepare import missing_counts, missing_values_error, needed_columns
-from ...errors import DataError
+from ...errors import DataError, SpecError
 from ...stats.packed import GLOBAL_HEAD
 from .progress import gather
 
@@ -90,3 +90,19 @@ def _places(numbers: list[int], files: list[str | None], n_parts: int, shown: in
     word = "partition" if len(numbers) == 1 else "partitions"
     listed = ", ".join(map(str, numbers[:shown]))
     return f"in {word} {listed}{more} of the Dask DataFrame"
+
+
+def config_choice(key: str, choices: tuple) -> str:
+    """The Dask config value of ``key`` (a ``dmixed.`` key read on the driver: the
+    workers do not see its config), lower case, one of ``choices`` (the first its
+    default).
+
+    Raises
+    ------
+    SpecError
+        Any other value.
+    """
+    mode = str(dask.config.get(key, choices[0])).lower()
+    if mode not in choices:
+        raise SpecError(f"dask config '{key}' must be one of {choices}")
+    return mode

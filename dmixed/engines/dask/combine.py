@@ -131,12 +131,16 @@ class GroupAccumulator:
         Columns of a packed row (:attr:`~dmixed.stats.packed.PackedLayout.width`).
     key_dtype : dtype
         The keys' dtype (:func:`~dmixed.stats.keys.key_dtype`).
+    keep_shifts : bool
+        Whether the compiled passes keep the groups' random slopes about shifts of
+        their own (:class:`~dmixed.kernels.term_table.TermTable`'s ``keep_shifts``);
+        the reference's rows keep them always.
     """
 
     MIN_RANGE = 1 << 18
     LOOKUP_SPAN = 32
 
-    def __init__(self, width: int, key_dtype) -> None:
+    def __init__(self, width: int, key_dtype, keep_shifts: bool = False) -> None:
         self.width = width
         self.key_dtype = np.dtype(key_dtype) if key_dtype is not object else np.dtype(object)
         self.acc = np.zeros((width, 0))
@@ -150,7 +154,7 @@ class GroupAccumulator:
         self.text = TextColumns() if self.key_dtype.kind == "O" else None
         # the compiled pass's sums not yet in ``acc`` (flushed before ``acc`` is read,
         # grown or reordered); ``written``: the reference added sums into ``acc``
-        self.terms = TermTable()
+        self.terms = TermTable(keep_shifts)
         self.written = False
         # within-group sums kept for rows of several random-design columns (rank one:
         # :func:`~dmixed.kernels.rows.wants_rank_one_within`); the partials then say so

@@ -25,6 +25,15 @@
 Without a distributed client the same graph runs on Dask's local scheduler and the
 statistics are gathered into the in-process engine.  The library never starts a
 cluster.
+
+Lossy groups (a random slope nearly constant within a group,
+:func:`~dmixed.kernels.lossy_groups`) fit from sums about a shift of each group's own.
+The chains' compiled sweep keeps them only when asked (:func:`shifted_sweep_mode`): they make it
+slower (benchmarks/RESULTS.md, lossy-s44), and such groups are rare (timestamps of two events
+seconds apart). So by default (``"auto"``) the pass runs without them, and where the blocks refuse
+lossy groups it runs once more, with them: the data are read again (the
+cost falls on the fits that need it, a second pass, never on the others), and the
+first pass's blocks are released before (nothing of it stays on the cluster).
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import dask
 import numpy as np
@@ -52,7 +62,7 @@ from ..base import ENGINE_CHOICES
 from ..vc_crossed import CrossedVCEngine, worth_crossing
 from ..vc_local import StructuredVCEngine, worth_structure
 from .blocks import assemble_blocks, block_summary, dense_pieces, gathered_engine
-from .checks import missing_values_total
+from .checks import config_choice, missing_values_total
 from .evaluator import DaskEngine, collect_evaluators, submit_evaluators
 from .graph import block_graph, project_columns, slot_map_graph
 from .progress import ask_workers, gather, thread_workers, wait_for, worker_threads
@@ -73,6 +83,8 @@ logger = logging.getLogger("dmixed")
 #: Engine used when ``statistics_from_dask(engine=None)`` and the Dask config key
 #: ``"dmixed.engine"`` is unset: ``"auto"``, ``"distributed"`` or ``"local"``.
 DEFAULT_ENGINE = "auto"
+#: values of the Dask config key ``"dmixed.shifted_sweep"`` (:func:`shifted_sweep_mode`)
+SHIFTED_SWEEP_CHOICES = ("auto", "always", "never")
 
 #: ``engine="auto"`` gathers the statistics to the driver and optimizes in-process when
 #: they hold at most this many float64 values (``G · r · (r + p + 1)``, the ``zz`` and
@@ -184,6 +196,7 @@ class _Pass:
     progress: bool
     t0: float
     key_dtype: object
+    shifts: bool = False  # the chains' compiled passes keep sums about the groups' shifts
 
     @property
     def level(self) -> int:
@@ -468,10 +481,14 @@ def statistics_from_dask(
     Raises
     ------
     SpecError
-        An unknown ``engine``; ``engine="distributed"`` without a client.
+        An unknown ``engine``; ``engine="distributed"`` without a client; a Dask config
+        ``"dmixed.shifted_sweep"`` other than :data:`SHIFTED_SWEEP_CHOICES`.
     DataError
-        No rows left; missing values with ``missing="raise"`` (counted over the whole
-        data: on this error path only, one more read of the partitions); a partition
+        Lossy groups that no pass keeps sums about their shifts for (weighted rows, or
+        ``"dmixed.shifted_sweep"`` = ``"never"``: see the module; with ``"auto"`` the
+        data are read a second time, keeping them); no rows left; missing values with
+        ``missing="raise"`` (counted over the whole data: on this error path only, one
+        more read of the partitions); a partition
         that lacks a used column (named with its number); a persisted collection whose
         data were released (``client.restart()``, ``client.cancel``).
     """
@@ -488,10 +505,13 @@ def statistics_from_dask(
         ask_workers(client)
     check_persisted(ddf)
     ddf = project_columns(ddf, spec)
-    run = _Pass(ddf, spec, client, mode, bool(progress), t0, group_key_dtype(ddf, spec))
+    shifted = shifted_sweep_mode()
+    run = _Pass(
+        ddf, spec, client, mode, bool(progress), t0, group_key_dtype(ddf, spec), shifted == "always"
+    )
     mark = relay_mark(client)
     try:
-        stats = _data_pass(run, standardization)
+        stats = _passes(run, standardization, shifted)
     except DataError as err:
         if not is_missing_values_error(err):
             raise located(err, ddf) from None
@@ -504,6 +524,49 @@ def statistics_from_dask(
         raise located(err, ddf) from None
     raise_relayed(client, mark, stacklevel=3)  # the workers' warnings, once each
     return stats
+
+
+def shifted_sweep_mode() -> str:
+    """The Dask config key ``"dmixed.shifted_sweep"``: whether the chains' compiled
+    passes keep every group's random slopes about shifts of its own, which lossy groups
+    need (see the module): ``"auto"`` (default: without them, and where lossy groups
+    are found, the data pass again with them), ``"always"`` (with them from the start:
+    one pass) or ``"never"`` (lossy groups of those passes refused).
+
+    Raises
+    ------
+    SpecError
+        Any other value.
+    """
+    return config_choice("dmixed.shifted_sweep", SHIFTED_SWEEP_CHOICES)
+
+
+def _passes(run: _Pass, standardization, shifted: str) -> FittedStatistics:
+    """:func:`_data_pass`, and in mode ``"auto"`` where its blocks refuse lossy groups
+    (a :class:`~dmixed.errors.DataError` with ``lossy_groups``) and the pass kept no
+    sums about the groups' shifts, the pass again with them (logged at INFO); not
+    for weighted rows, which no pass keeps them for."""
+    spec: Any = run.spec  # a ModelSpec (the pass takes it as it comes)
+    try:
+        return _data_pass(run, standardization)
+    except DataError as err:
+        count = getattr(err, "lossy_groups", 0)
+        if not count or run.shifts or shifted != "auto" or spec.weights_name is not None:
+            raise
+    # out of the handler: the first pass's futures, held by the error's frames until
+    # here, are released before the second pass starts
+    names = list(spec.exog_re_names)
+    intercept = spec.intercept_columns()[1]
+    slopes = [n for j, n in enumerate(names) if j != intercept]
+    logger.info(
+        "lossy groups (%d or more: random slope %s nearly constant within the group): "
+        "the data pass again, its compiled sweep keeping the sums about each group's "
+        "shift (dask config 'dmixed.shifted_sweep'='always' does so in one pass)",
+        count,
+        ", ".join(slopes) or "?",
+    )
+    run.shifts = True
+    return _data_pass(run, standardization)
 
 
 def _data_pass(run: _Pass, standardization: Standardization | None) -> FittedStatistics:
@@ -530,6 +593,7 @@ def _data_pass(run: _Pass, standardization: Standardization | None) -> FittedSta
         standardization,
         layout.vc_widths,
         None if client is None else thread_workers(client)[:n_blocks],
+        run.shifts,
     )
     if client is None:
         engine_obj, asm = _gather_in_process(graph, packed, layout)

@@ -399,7 +399,18 @@ _PARTIAL_ITEMS = 5
 
 
 def _partial_tasks(
-    g: _Graph, ddf, spec, slot_arg, packed, key_dtype, n_blocks, n_chains, client, std, workers
+    g: _Graph,
+    ddf,
+    spec,
+    slot_arg,
+    packed,
+    key_dtype,
+    n_blocks,
+    n_chains,
+    client,
+    std,
+    workers,
+    shifts: bool = False,
 ) -> tuple[list, list | None]:
     """``(items, where)``: the items of every partials task (:data:`_PARTIAL_ITEMS`),
     chains where the collection allows them, else one task per partition (see the
@@ -419,6 +430,7 @@ def _partial_tasks(
                 rec,
                 *shared,
                 parquet_reads(rec, spec) if direct else None,
+                shifts,
                 place=None if where is None else where[i],
             )
             for i, rec in enumerate(recipes)
@@ -429,7 +441,7 @@ def _partial_tasks(
     resident = resident_chains(ddf, client, mode)
     if resident is not None:
         tasks = [
-            g.call(resident_chain_partials, pieces, *shared, *futures)
+            g.call(resident_chain_partials, pieces, *shared, shifts, *futures)
             for pieces, futures in resident
         ]
         return [g.partials(t) for t in tasks], None
@@ -474,6 +486,7 @@ def block_graph(
     std=None,
     vc_widths: tuple = (),
     workers: list | None = None,
+    shifts: bool = False,
 ) -> list:
     """Delayed blocks: partial statistics → sums by group key → blocks.
 
@@ -498,10 +511,16 @@ def block_graph(
     (:func:`_bucket_parts`): not all of them after the last chain.  Where every chain
     runs on a bucket's worker, the graph from the chains to the blocks is
     :func:`_placed_blocks`'s: the same sums in fewer tasks.
+
+    ``shifts``: the chains' compiled passes (and their routed rows' owners) keep every
+    group's random slopes about shifts of their own, so that lossy groups fit
+    (:class:`~dmixed.kernels.term_table.TermTable`'s ``keep_shifts``); without, such a
+    group is refused where the blocks find it, and the fit reads the data again with
+    them (:func:`~dmixed.engines.dask.data_pass.statistics_from_dask`).
     """
     g = _Graph()
     tasks, where = _partial_tasks(
-        g, ddf, spec, slot_arg, packed, key_dtype, n_blocks, n_chains, client, std, workers
+        g, ddf, spec, slot_arg, packed, key_dtype, n_blocks, n_chains, client, std, workers, shifts
     )
     # where each bucket is combined: known only where the chains' workers are
     homes = [None if where is None else workers[b % len(workers)] for b in range(n_blocks)]
@@ -512,7 +531,9 @@ def block_graph(
     widths = tuple(int(w) for w in vc_widths)
     if where is not None and set(where) <= set(homes):
         return g.blocks(
-            _placed_blocks(g, tasks, spec, packed, key_dtype, std, widths, where, homes, client)
+            _placed_blocks(
+                g, tasks, spec, packed, key_dtype, std, (widths, shifts), where, homes, client
+            )
         )
     # every task chose its own column map from its first rows (no read ahead of the
     # pass); the first tree level converts them all to the one chosen from most rows
@@ -529,6 +550,7 @@ def block_graph(
                 packed,
                 key_dtype,
                 widths,
+                shifts,
                 *[t.part(3, b) for t in tasks],
                 place=homes[b],
             ),
@@ -571,7 +593,7 @@ def block_graph(
 
 
 def _placed_blocks(
-    g: _Graph, tasks: list, spec, packed, key_dtype, std, widths: tuple, where, homes, client
+    g: _Graph, tasks: list, spec, packed, key_dtype, std, routing: tuple, where, homes, client
 ) -> list:
     """:func:`block_graph`'s blocks where every partials task runs on the worker of a
     bucket (``where[i]`` among ``homes``): from a chain's end to its
@@ -592,7 +614,9 @@ def _placed_blocks(
       their buckets' shares arrive): no tree of tasks on the way.
 
     The sums are those of :func:`block_graph`'s other graph bit for bit: the same
-    additions in the same order."""
+    additions in the same order.  ``routing``: ``(vc widths, shifts)`` of the rows'
+    owners (:func:`bucket_owner`)."""
+    widths, shifts = routing
     p, q = len(spec.exog_names), len(spec.exog_re_names)
     k_cov = n_tril(q) + len(spec.vc_names)
     if spec.weights_name is not None:
@@ -620,6 +644,7 @@ def _placed_blocks(
                 packed,
                 key_dtype,
                 widths,
+                shifts,
                 *[made for _, made in shares],
                 place=home,
                 urgent=URGENT_PRIORITY,
@@ -678,11 +703,11 @@ def _shares(b: int, local: tuple, sources: tuple) -> list[tuple]:
     return [_outbound(s, b) if here else s for here, s in zip(local, sources, strict=True)]
 
 
-def bucket_owner(b: int, local: tuple, packed, key_dtype, widths: tuple, *sources):
+def bucket_owner(b: int, local: tuple, packed, key_dtype, widths: tuple, shifts: bool, *sources):
     """:func:`~dmixed.engines.dask.routing.reduce_routed` of the rows every partials
     task routed to bucket ``b`` (``sources`` as :func:`bucket_block` takes them)."""
     routed = [share[3] for share in _shares(b, local, sources)]
-    return reduce_routed(packed, key_dtype, widths, *routed)
+    return reduce_routed(packed, key_dtype, widths, shifts, *routed)
 
 
 def bucket_block(b: int, local: tuple, checks: tuple, layout: tuple, owners: tuple, *sources):

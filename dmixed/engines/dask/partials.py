@@ -244,15 +244,18 @@ def accumulate_frames(
     key_dtype,
     std: Standardization | None = None,
     exchange: str = "auto",
+    shifts: bool = False,
 ) -> tuple:
     """Add pandas partitions, one at a time, into one
     :class:`~dmixed.engines.dask.combine.GroupAccumulator`: the body of
     :func:`chain_partials` and :func:`resident_chain_partials` (:func:`accumulate_ragged`
-    for a :class:`~dmixed.engines.dask.ragged.RaggedPacked` layout)."""
+    for a :class:`~dmixed.engines.dask.ragged.RaggedPacked` layout).  ``shifts``: the
+    compiled passes keep the groups' sums about shifts of their own (the accumulator's
+    ``keep_shifts``)."""
     prepare_worker()
     if isinstance(packed, RaggedPacked):
         return accumulate_ragged(frames, spec, slot_map, packed, n_buckets, key_dtype, std)
-    acc = GroupAccumulator(packed.width, key_dtype)
+    acc = GroupAccumulator(packed.width, key_dtype, shifts)
     router = Router(exchange, packed.width)
     glob = packed.empty_global()
     report = BatchedReport()
@@ -493,13 +496,15 @@ def chain_partials(
     std: Standardization | None = None,
     exchange: str = "auto",
     reads: ParquetReads | None = None,
+    shifts: bool = False,
 ) -> tuple:
     """Partial statistics of a chain of partitions, read one after the other here.
 
     Every partition is read, reduced into the chain's accumulator and dropped, so a
     worker holds one partition plus one row of statistics per group seen.  Same output
     as :func:`partition_partials`.  ``reads``: the partitions read as numpy columns
-    (:mod:`~dmixed.engines.dask.parquet_direct`), where they can be.
+    (:mod:`~dmixed.engines.dask.parquet_direct`), where they can be; ``shifts``: as
+    :func:`accumulate_frames`'.
     """
     return accumulate_frames(
         chain_frames(pieces, reads),
@@ -510,6 +515,7 @@ def chain_partials(
         key_dtype,
         std,
         exchange,
+        shifts,
     )
 
 
@@ -583,6 +589,7 @@ def resident_chain_partials(
     key_dtype,
     std: Standardization | None,
     exchange: str,
+    shifts: bool,
     *frames,
 ) -> tuple:
     """:func:`chain_partials` for partitions already in this worker's memory (persisted).
@@ -595,7 +602,7 @@ def resident_chain_partials(
     """
     partitions = ChainFrames(pieces, frames=frames)
     return accumulate_frames(
-        partitions, spec, slot_map, packed, n_buckets, key_dtype, std, exchange
+        partitions, spec, slot_map, packed, n_buckets, key_dtype, std, exchange, shifts
     )
 
 

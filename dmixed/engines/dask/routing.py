@@ -29,15 +29,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import dask
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from ...errors import SpecError
 from ...kernels.text_keys import HashColumns
 from ...stats.packed import PackedLayout
 from ...stats.standardize import Standardization
+from .checks import config_choice
 from .combine import GroupAccumulator, Partial, bucket_of
 from .text_columns import text_hashes, text_objects
 
@@ -61,10 +60,7 @@ def exchange_mode() -> str:
     SpecError
         Any other value.
     """
-    mode = str(dask.config.get("dmixed.exchange", "auto")).lower()
-    if mode not in EXCHANGE_CHOICES:
-        raise SpecError(f"dask config 'dmixed.exchange' must be one of {EXCHANGE_CHOICES}")
-    return mode
+    return config_choice("dmixed.exchange", EXCHANGE_CHOICES)
 
 
 def key_bytes(keys) -> int:
@@ -538,20 +534,21 @@ def exchange_summary(*reports: dict) -> dict:
 
 
 def reduce_routed(
-    packed: PackedLayout, key_dtype, vc_widths: tuple, *routed
+    packed: PackedLayout, key_dtype, vc_widths: tuple, shifts: bool, *routed
 ) -> tuple[Partial, np.ndarray, Standardization | None]:
     """The rows every chain routed to one bucket, reduced to a partial with the per-row
     kernel: ``(partial, packed global sums, map)``, as a chain's output.
 
     ``routed`` are the chains' lists of :class:`RoutedRows` for this bucket (or None);
     all rows are added into one :class:`~dmixed.engines.dask.combine.GroupAccumulator`
-    in the map of the first piece, as a chain adds its partitions.
+    in the map of the first piece, as a chain adds its partitions (``shifts``: as the
+    chains', :func:`~dmixed.engines.dask.partials.accumulate_frames`).
     """
     pieces = [p for chain in routed if chain is not None for p in chain if p.keys.size]
     if not pieces:
         empty = (np.empty(0, dtype=key_dtype), np.empty((0, packed.width)))
         return empty, packed.empty_global(), None
-    acc = GroupAccumulator(packed.width, key_dtype)
+    acc = GroupAccumulator(packed.width, key_dtype, shifts)
     glob = packed.empty_global()
     std = pieces[0].std
     for piece in pieces:
