@@ -89,9 +89,13 @@ class DataError(DmixedError):
 
     ``of_all_rows`` (True on the instance) marks a refusal of all the rows, not of the
     partition it is found in (the prior weights' span): it is not worded for a
-    partition (:func:`dmixed.design.origin.in_partition`)."""
+    partition (:func:`dmixed.design.origin.in_partition`).  ``lossy_groups`` (set on the
+    instance) counts the groups refused as lossy, a random slope nearly constant within
+    the group (:func:`dmixed.engines.local.refuse_inexact`): a Dask fit reads the data
+    again keeping their sums about shifts of their own (0: not that refusal)."""
 
     of_all_rows: bool = False
+    lossy_groups: int = 0
 
 
 class BadValuesError(DataError):

@@ -388,7 +388,7 @@ def refuse_inexact(engine, nobs, source: str) -> None:
             "variance components keep such sums unless the dask config "
             "'dmixed.shifted_sweep' is 'never' (weighted rows never do)"
         )
-        err.lossy_groups = count  # type: ignore[attr-defined]
+        err.lossy_groups = count
         raise err
 
 

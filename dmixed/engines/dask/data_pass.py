@@ -550,7 +550,7 @@ def _passes(run: _Pass, standardization, shifted: str) -> FittedStatistics:
     try:
         return _data_pass(run, standardization)
     except DataError as err:
-        count = getattr(err, "lossy_groups", 0)
+        count = err.lossy_groups
         if not count or run.shifts or shifted != "auto" or spec.weights_name is not None:
             raise
     # out of the handler: the first pass's futures, held by the error's frames until
