@@ -382,10 +382,12 @@ def inexact_count(block: kernels.StatsBlock, nobs, rank_one: bool = False) -> in
     rank-one nor the centred forms (:meth:`~dmixed.kernels.StatsBlock.inexact_groups`;
     ``rank_one``: counted as after :meth:`~dmixed.kernels.StatsBlock.use_rank_one`).
     0 where the random design is singular over all the groups: the model's rank check
-    names its columns."""
-    if np.linalg.matrix_rank(kernels.re_gram(block, block.r)) < block.r:
+    names its columns (asked only where some group is lossy: the common case is one
+    check of every chunk)."""
+    count = block.inexact_groups(nobs, rank_one)
+    if count and np.linalg.matrix_rank(kernels.re_gram(block, block.r)) < block.r:
         return 0
-    return block.inexact_groups(nobs, rank_one)
+    return count
 
 
 def inexact_error(count: int, source: str) -> DataError:
