@@ -166,7 +166,8 @@ def shifted_lossy(
     terms ``terms`` they were added from (each with its increasing int64 ``keys``,
     :func:`~dmixed.kernels.term_table.shifted_sums`).  Nothing where no group is lossy
     (one check of every chunk: the common case) or the rows keep no such sums (the
-    evaluator then refuses the lossy groups, :func:`~dmixed.engines.local.refuse_inexact`)."""
+    block's summary then counts the lossy groups, :func:`inexact_groups`, and the driver
+    refuses them)."""
     if packed.r < 2 or not terms or any(t.shifted is None for t in terms):
         return
     nobs = np.asarray(nobs)
@@ -468,7 +469,9 @@ def inexact_groups(block: Block) -> int:
     if stats is None:
         if block.zz is None or block.zxy is None or block.zz.shape[-1] != std.k_re:
             return 0
-        stats = StatsBlock(block.zz, block.zxy)  # (a block gathered in process, not held)
+        # not reached where the statistics stay on the workers (their blocks are held);
+        # counted all the same, from a copy, so that no path skips the check
+        stats = StatsBlock(block.zz, block.zxy)
     if stats.r != std.k_re:
         return 0
     rank_one = block.within is not None and stats.r >= 2

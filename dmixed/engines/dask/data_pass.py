@@ -435,18 +435,23 @@ def _compute_on_cluster(run: _Pass, graph: list, packed: PackedLayout, layout: L
             evaluators, moment_futures = submit_evaluators(client, blocks, structured, packed.r)
             evaluators, moments = collect_evaluators(client, evaluators, moment_futures)
     if keep is None:
-        if _crossed(packed):
-            engine = gather_crossed(client, futures, asm.position)
-        elif structured is not None:
-            engine = gather_structured(client, futures, layout, asm.position)
-        else:
-            dense = gather(client, client.map(dense_pieces, futures, pure=False), "the data pass")
-            engine = gathered_engine(dense, asm, layout)
+        pieces: list = []
+        try:
+            if _crossed(packed):
+                engine = gather_crossed(client, futures, asm.position)
+            elif structured is not None:
+                engine = gather_structured(client, futures, layout, asm.position)
+            else:
+                pieces = client.map(dense_pieces, futures, pure=False)
+                engine = gathered_engine(gather(client, pieces, "the data pass"), asm, layout)
+        finally:
+            # the plain blocks are released, the scheduler keeping their recipe (lineage);
+            # also where the gathered statistics are refused: the error's traceback
+            # would otherwise hold them on the cluster while it lives
+            for f in [*futures, *summary_futures, *pieces]:
+                f.release()
         why = _why(run, n_groups)
         logger.log(run.level, "statistics gathered (%s): optimizing in-process", why)
-        # the plain blocks are released; the scheduler keeps their recipe (lineage)
-        for f in futures:
-            f.release()
         return engine, asm
     kept = [graph[i] for i in keep]
     # the plain blocks (and the futures that made the summaries and moment sums) are

@@ -739,3 +739,35 @@ def test_lossy_groups_of_chains_compiled_fail_no_task(client, tmp_path, monkeypa
         _chains_fit(files, tmp_path / "n", client, "never", engine="distributed")
     assert err.value.lossy_groups == 12
     assert _worker_errors(client) == errors
+
+
+def _scheduler_tasks(client, deadline: float = 10.0) -> int:
+    """The tasks the scheduler holds once the client's releases have reached it (polled:
+    a release travels in the client's next batch), at most ``deadline`` seconds."""
+    import time
+
+    end = time.monotonic() + deadline
+    while True:
+        held = client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks))
+        if held == 0 or time.monotonic() > end:
+            return held
+        time.sleep(0.05)
+
+
+def test_lossy_groups_refused_on_the_driver_hold_nothing_on_the_cluster(
+    client, tmp_path, monkeypatch
+):
+    """Statistics to be gathered to the driver (a small fit, the default engine) whose
+    lossy groups are refused there (``"never"``): while the error lives (its traceback
+    holding the data pass's frames, as a notebook's last error does), the cluster holds
+    none of the pass's blocks or summaries."""
+    import dmixed
+
+    monkeypatch.setenv("DMIXED_KERNELS", "numba")
+    df = _clicks(6, n_users=800, close=12)
+    assert _scheduler_tasks(client) == 0
+    with pytest.raises(dmixed.DataError, match="'dmixed.shifted_sweep' is 'never'") as err:
+        _chains_fit(_split(df, 3, 6), tmp_path / "n", client, "never")
+    assert err.value.lossy_groups == 12
+    assert err.value.__traceback__ is not None
+    assert _scheduler_tasks(client) == 0
