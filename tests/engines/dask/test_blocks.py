@@ -754,20 +754,26 @@ def _scheduler_tasks(client, deadline: float = 10.0) -> int:
         time.sleep(0.05)
 
 
-def test_lossy_groups_refused_on_the_driver_hold_nothing_on_the_cluster(
-    client, tmp_path, monkeypatch
-):
+def test_lossy_groups_refused_on_the_driver_hold_nothing_on_the_cluster(tmp_path, monkeypatch):
     """Statistics to be gathered to the driver (a small fit, the default engine) whose
     lossy groups are refused there (``"never"``): while the error lives (its traceback
     holding the data pass's frames, as a notebook's last error does), the cluster holds
-    none of the pass's blocks or summaries."""
+    none of the pass's blocks or summaries.  A cluster of its own: nothing of another
+    test's is held there."""
+    from distributed import Client, LocalCluster
+
     import dmixed
 
     monkeypatch.setenv("DMIXED_KERNELS", "numba")
     df = _clicks(6, n_users=800, close=12)
-    assert _scheduler_tasks(client) == 0
-    with pytest.raises(dmixed.DataError, match="'dmixed.shifted_sweep' is 'never'") as err:
-        _chains_fit(_split(df, 3, 6), tmp_path / "n", client, "never")
-    assert err.value.lossy_groups == 12
-    assert err.value.__traceback__ is not None
-    assert _scheduler_tasks(client) == 0
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        with pytest.raises(dmixed.DataError, match="'dmixed.shifted_sweep' is 'never'") as err:
+            _chains_fit(_split(df, 3, 6), tmp_path / "n", client, "never")
+        assert err.value.lossy_groups == 12
+        assert err.value.__traceback__ is not None
+        assert _scheduler_tasks(client) == 0
