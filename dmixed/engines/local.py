@@ -359,37 +359,54 @@ def _chunked(block: kernels.StatsBlock, nobs):
 def refuse_inexact(engine, nobs, source: str) -> None:
     """Raise where ``engine``'s statistics (``nobs`` (G,): the groups' rows) hold
     lossy groups (:func:`~dmixed.kernels.lossy_groups`) that take neither the rank-one
-    nor the centred forms (:meth:`~dmixed.kernels.StatsBlock.inexact_groups`): their
-    likelihood would lose most of its digits without a sign.  ``source``: where the
-    statistics come from, for the message.  A random design singular over all the
-    groups is left to the model's rank check (its message names the columns).
+    nor the centred forms (:func:`inexact_count`): their likelihood would lose most of
+    its digits without a sign.  ``source``: where the statistics come from, for the
+    message.
 
     Raises
     ------
     DataError
-        Naming the number of such groups and what to do instead; its ``lossy_groups``
-        is that number (a Dask fit reads its data again with the sums these groups
-        need, :func:`~dmixed.engines.dask.data_pass.statistics_from_dask`).
+        Naming the number of such groups and what to do instead
+        (:func:`inexact_error`).
     """
     block = getattr(engine, "block", None)
     if not isinstance(block, kernels.StatsBlock):
         return
-    if np.linalg.matrix_rank(kernels.re_gram(block, block.r)) < block.r:
-        return  # singular for all the groups: the model's rank check names the columns
-    count = block.inexact_groups(nobs)
+    count = inexact_count(block, nobs)
     if count:
-        err = DataError(
-            f"{count} group(s) of {source} have a random design whose columns are "
-            "constant or nearly constant within the group (Z_i'Z_i close to singular), "
-            "which these statistics cannot fit without losing most digits of the "
-            "likelihood: they hold no sums about each group's mean. Fit the rows in "
-            "one pass in process (dmixed.MixedLM on the data in memory), or centre the "
-            "random-effects columns within groups first; on Dask, unweighted rows without "
-            "variance components keep such sums unless the dask config "
-            "'dmixed.shifted_sweep' is 'never' (weighted rows never do)"
-        )
-        err.lossy_groups = count
-        raise err
+        raise inexact_error(count, source)
+
+
+def inexact_count(block: kernels.StatsBlock, nobs, rank_one: bool = False) -> int:
+    """The lossy groups of ``block`` (``nobs`` (G,): their rows) that take neither the
+    rank-one nor the centred forms (:meth:`~dmixed.kernels.StatsBlock.inexact_groups`;
+    ``rank_one``: counted as after :meth:`~dmixed.kernels.StatsBlock.use_rank_one`).
+    0 where the random design is singular over all the groups: the model's rank check
+    names its columns (asked only where some group is lossy: the common case is one
+    check of every chunk)."""
+    count = block.inexact_groups(nobs, rank_one)
+    if count and np.linalg.matrix_rank(kernels.re_gram(block, block.r)) < block.r:
+        return 0
+    return count
+
+
+def inexact_error(count: int, source: str) -> DataError:
+    """The refusal of ``count`` lossy groups (:func:`inexact_count`) of the statistics
+    from ``source``: a :class:`~dmixed.errors.DataError` whose ``lossy_groups`` is
+    ``count`` (a Dask fit reads its data again with the sums these groups need,
+    :func:`~dmixed.engines.dask.data_pass.statistics_from_dask`)."""
+    err = DataError(
+        f"{count} group(s) of {source} have a random design whose columns are "
+        "constant or nearly constant within the group (Z_i'Z_i close to singular), "
+        "which these statistics cannot fit without losing most digits of the "
+        "likelihood: they hold no sums about each group's mean. Fit the rows in "
+        "one pass in process (dmixed.MixedLM on the data in memory), or centre the "
+        "random-effects columns within groups first; on Dask, unweighted rows without "
+        "variance components keep such sums unless the dask config "
+        "'dmixed.shifted_sweep' is 'never' (weighted rows never do)"
+    )
+    err.lossy_groups = count
+    return err
 
 
 def _gram_chooses(rows: RowData) -> bool:

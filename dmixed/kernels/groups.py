@@ -257,13 +257,22 @@ class StatsBlock:
             return sum(int(sel.size) for sel, _ in self._subset)
         return 0 if self._centred is None else sum(int(c.lossy.sum()) for c in self._centred)
 
-    def inexact_groups(self, nobs: np.ndarray) -> int:
+    def inexact_groups(self, nobs: np.ndarray, rank_one: bool = False) -> int:
         """The groups of the block (``nobs`` (G,): their rows, in its order) that are
         lossy (:func:`~dmixed.kernels.conditionals.lossy_groups`) and take neither the
         rank-one nor the centred forms: those whose ``[X y]'V*⁻¹[X y]`` would lose
-        digits."""
+        digits.  ``rank_one``: counted as after :meth:`use_rank_one`, without taking
+        it (the block is only read: another thread may hold it)."""
         nobs = np.asarray(nobs)
         count, lo = 0, 0
+        if rank_one:
+            for zzc, _ in self._chunks:
+                hi = lo + zzc.shape[-1]
+                lossy = lossy_groups(zzc, nobs[lo:hi])
+                if lossy.any():
+                    count += int((lossy & ~rank_one_groups(zzc)).sum())
+                lo = hi
+            return count
         for (zzc, _), (one, centred, subset) in zip(self._chunks, self._forms(), strict=True):
             hi = lo + zzc.shape[-1]
             lossy = lossy_groups(zzc, nobs[lo:hi])

@@ -24,7 +24,7 @@ from ...stats import GlobalStats, Layout
 from ...stats.keys import order_distinct
 from ...stats.packed import PackedLayout
 from ...stats.standardize import Standardization
-from ..local import local_engine, rank_one_engine, refuse_inexact
+from ..local import inexact_count, local_engine, rank_one_engine, refuse_inexact
 from . import handover
 from .combine import root_term_parts
 from .tuning import prepare_worker
@@ -66,6 +66,9 @@ class Block:
     #: the lossy groups' sums about shifts of their own, for a block of ``zz`` and
     #: ``zxy``: ``use_shifted``'s arguments (:func:`lossy_shifts`), or None
     shifted: tuple | None = None
+    #: a summary's count of the block's lossy groups that its evaluator would hold
+    #: without the forms they need (:func:`inexact_groups`); 0 in the block itself
+    inexact: int = 0
 
 
 def packed_stats(values: np.ndarray, packed: PackedLayout) -> StatsBlock:
@@ -163,7 +166,8 @@ def shifted_lossy(
     terms ``terms`` they were added from (each with its increasing int64 ``keys``,
     :func:`~dmixed.kernels.term_table.shifted_sums`).  Nothing where no group is lossy
     (one check of every chunk: the common case) or the rows keep no such sums (the
-    evaluator then refuses the lossy groups, :func:`~dmixed.engines.local.refuse_inexact`)."""
+    block's summary then counts the lossy groups, :func:`inexact_groups`, and the driver
+    refuses them)."""
     if packed.r < 2 or not terms or any(t.shifted is None for t in terms):
         return
     nobs = np.asarray(nobs)
@@ -432,7 +436,9 @@ def _narrowest(lo: int, hi: int) -> np.dtype:
 def block_summary(block: Block) -> Block:
     """The block without its statistics: what the driver needs once, its labels and row
     counts narrowed (:class:`NarrowInts`; :func:`assemble_blocks` opens them on the
-    driver)."""
+    driver), with the count of its lossy groups that its evaluator would hold without
+    the forms they need (:func:`inexact_groups`): the data pass refuses them, or reads
+    the data again keeping their sums, on the driver, and no task fails."""
     return Block(
         NarrowInts.of(np.asarray(block.labels)),
         NarrowInts.of(np.asarray(block.nobs)),
@@ -444,7 +450,34 @@ def block_summary(block: Block) -> Block:
         within=block.within,
         exchange=block.exchange,
         column_sums=block.column_sums,
+        inexact=inexact_groups(block),
     )
+
+
+def inexact_groups(block: Block) -> int:
+    """The lossy groups (:func:`~dmixed.kernels.lossy_groups`) of a block without
+    variance components that its evaluator
+    (:func:`~dmixed.engines.dask.evaluator.make_evaluator`) would hold in neither the
+    rank-one forms (the block's rows kept the within-group sums) nor the centred ones
+    (the groups' sums about their shifts): :func:`~dmixed.engines.local.inexact_count`
+    of the forms it would take, the block only read (its evaluator may be made from it
+    at the same time).  0 for a block of variance components."""
+    std = block.standardization
+    if std is None or block.ragged is not None or block.crossed is not None:
+        return 0
+    stats = block.stats
+    if stats is None:
+        if block.zz is None or block.zxy is None or block.zz.shape[-1] != std.k_re:
+            return 0
+        # not reached where the statistics stay on the workers (their blocks are held);
+        # counted all the same, from a copy, so that no path skips the check
+        stats = StatsBlock(block.zz, block.zxy)
+    if stats.r != std.k_re:
+        return 0
+    rank_one = block.within is not None and stats.r >= 2
+    if block.stats is None and block.shifted is not None and not rank_one:
+        stats.use_shifted(*block.shifted)
+    return inexact_count(stats, block.nobs, rank_one)
 
 
 def joined(parts: list) -> np.ndarray:
@@ -518,6 +551,9 @@ class Assembly:
     exchange : dict or None
         What the data pass's tasks sent to the bucket nodes
         (:func:`~dmixed.engines.dask.routing.exchange_summary`).
+    inexact : int
+        The blocks' lossy groups their evaluators would hold without the forms they
+        need (the summaries' counts, :func:`inexact_groups`).
     """
 
     group_labels: np.ndarray
@@ -528,6 +564,7 @@ class Assembly:
     n_dropped: int = 0
     standardization: Standardization | None = None
     exchange: dict | None = None
+    inexact: int = 0
 
 
 def assemble_blocks(summaries: list[Block], k: int) -> Assembly:
@@ -576,6 +613,7 @@ def assemble_blocks(summaries: list[Block], k: int) -> Assembly:
         int(sum(b.n_dropped for b in summaries)),
         summaries[0].standardization if summaries else None,
         summaries[0].exchange if summaries else None,
+        int(sum(b.inexact for b in summaries)),
     )
 
 

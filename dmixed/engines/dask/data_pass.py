@@ -30,8 +30,9 @@ Lossy groups (a random slope nearly constant within a group,
 :func:`~dmixed.kernels.lossy_groups`) fit from sums about a shift of each group's own.
 The chains' compiled sweep keeps them only when asked (:func:`shifted_sweep_mode`): they make it
 slower (benchmarks/RESULTS.md, lossy-s44), and such groups are rare (timestamps of two events
-seconds apart). So by default (``"auto"``) the pass runs without them, and where the blocks refuse
-lossy groups it runs once more, with them: the data are read again (the
+seconds apart). So by default (``"auto"``) the pass runs without them, and where the blocks'
+summaries count lossy groups (the driver refuses them: no task fails) it runs once more, with
+them: the data are read again (the
 cost falls on the fits that need it, a second pass, never on the others), and the
 first pass's blocks are released before (nothing of it stays on the cluster).
 """
@@ -59,9 +60,10 @@ from ...stats.packed import PackedLayout
 from ...stats.slots import SlotMap
 from ...stats.standardize import Standardization
 from ..base import ENGINE_CHOICES
+from ..local import inexact_error
 from ..vc_crossed import CrossedVCEngine, worth_crossing
 from ..vc_local import StructuredVCEngine, worth_structure
-from .blocks import assemble_blocks, block_summary, dense_pieces, gathered_engine
+from .blocks import Assembly, assemble_blocks, block_summary, dense_pieces, gathered_engine
 from .checks import config_choice, missing_values_total
 from .evaluator import DaskEngine, collect_evaluators, submit_evaluators
 from .graph import block_graph, project_columns, slot_map_graph
@@ -347,27 +349,56 @@ def _early_evaluators(run: _Pass, futures: list, packed, layout: Layout) -> _Ear
     return _Early(summaries, *submit_evaluators(run.client, futures, None, packed.r))
 
 
-def _kept_early(run: _Pass, early: _Early, summaries: list, packed) -> tuple | None:
+def _kept_early(
+    run: _Pass, early: _Early, summaries: list, packed, asm: Assembly, spent: list
+) -> tuple | None:
     """``(kept blocks, evaluator futures, moment sums or None)`` of what
-    :func:`_early_evaluators` started, given the gathered ``summaries``: the non-empty
-    blocks where the statistics stay on the workers (their evaluators and moment sums
-    waited for: :func:`~dmixed.engines.dask.evaluator.collect_evaluators`), else None
-    (no rows, an error after the assembly, or gathered: as without early evaluators).
-    The moment sums are added over the kept blocks in block order (as
-    :meth:`DaskEngine.moments`)."""
+    :func:`_early_evaluators` started, given the gathered ``summaries`` (assembled:
+    ``asm``): the non-empty blocks where the statistics stay on the workers (their
+    evaluators and moment sums waited for:
+    :func:`~dmixed.engines.dask.evaluator.collect_evaluators`), else None (no rows, an
+    error after the assembly, or gathered: as without early evaluators).  The moment
+    sums are added over the kept blocks in block order (as :meth:`DaskEngine.moments`).
+    Kept blocks with lossy groups are refused (:func:`_refuse_inexact`, the data pass's
+    futures ``spent`` and all those started released first)."""
     sizes = [len(s.labels) for s in summaries]
     keep = [i for i, size in enumerate(sizes) if size > 0]
     if not keep or not _keeps_on_cluster(run, int(sum(sizes)), packed, None):
+        keep = []
+    refused = bool(keep) and asm.inexact > 0
+    if refused:
         keep = []
     for i in set(range(len(summaries))) - set(keep):
         early.evaluators[i].release()
         if early.moments is not None:
             early.moments[i].release()
+    if refused:
+        _refuse_inexact(asm, spent)
     if not keep:
         return None
     moments = None if early.moments is None else [early.moments[i] for i in keep]
     evaluators, sums = collect_evaluators(run.client, [early.evaluators[i] for i in keep], moments)
     return keep, evaluators, sums
+
+
+def _refuse_inexact(asm: Assembly, spent: list) -> None:
+    """Where the blocks to be kept on the workers hold lossy groups their evaluators
+    would hold without the forms they need (``asm.inexact``, the summaries' count:
+    :func:`~dmixed.engines.dask.blocks.inexact_groups`), release the futures ``spent``
+    and refuse them here, on the driver: no task of the pass fails (a worker would log
+    it as an error before a second pass fits, :func:`_passes`).
+
+    Raises
+    ------
+    DataError
+        Its ``lossy_groups`` the number of such groups in all the blocks
+        (:func:`~dmixed.engines.local.inexact_error`).
+    """
+    if not asm.inexact:
+        return
+    for f in spent:
+        f.release()
+    raise inexact_error(asm.inexact, "the statistics summed on the cluster")
 
 
 def _why(run: _Pass, n_groups: int) -> str:
@@ -391,30 +422,36 @@ def _compute_on_cluster(run: _Pass, graph: list, packed: PackedLayout, layout: L
     n_groups = len(asm.group_labels)
     moment_futures = None if early is None else early.moments
     if early is not None:
-        started = _kept_early(run, early, summaries, packed)
+        started = _kept_early(run, early, summaries, packed, asm, [*futures, *summary_futures])
         keep, evaluators, moments = (None, None, None) if started is None else started
         structured = None
     else:
         structured, n_values = _structure_on_cluster(run, futures, packed, layout, n_groups)
         keep = None
         if _keeps_on_cluster(run, n_groups, packed, n_values):
+            _refuse_inexact(asm, [*futures, *summary_futures])
             keep = [i for i, size in enumerate(asm.block_sizes) if size > 0]
             blocks = [futures[i] for i in keep]
             evaluators, moment_futures = submit_evaluators(client, blocks, structured, packed.r)
             evaluators, moments = collect_evaluators(client, evaluators, moment_futures)
     if keep is None:
-        if _crossed(packed):
-            engine = gather_crossed(client, futures, asm.position)
-        elif structured is not None:
-            engine = gather_structured(client, futures, layout, asm.position)
-        else:
-            dense = gather(client, client.map(dense_pieces, futures, pure=False), "the data pass")
-            engine = gathered_engine(dense, asm, layout)
+        pieces: list = []
+        try:
+            if _crossed(packed):
+                engine = gather_crossed(client, futures, asm.position)
+            elif structured is not None:
+                engine = gather_structured(client, futures, layout, asm.position)
+            else:
+                pieces = client.map(dense_pieces, futures, pure=False)
+                engine = gathered_engine(gather(client, pieces, "the data pass"), asm, layout)
+        finally:
+            # the plain blocks are released, the scheduler keeping their recipe (lineage);
+            # also where the gathered statistics are refused: the error's traceback
+            # would otherwise hold them on the cluster while it lives
+            for f in [*futures, *summary_futures, *pieces]:
+                f.release()
         why = _why(run, n_groups)
         logger.log(run.level, "statistics gathered (%s): optimizing in-process", why)
-        # the plain blocks are released; the scheduler keeps their recipe (lineage)
-        for f in futures:
-            f.release()
         return engine, asm
     kept = [graph[i] for i in keep]
     # the plain blocks (and the futures that made the summaries and moment sums) are
@@ -542,10 +579,12 @@ def shifted_sweep_mode() -> str:
 
 
 def _passes(run: _Pass, standardization, shifted: str) -> FittedStatistics:
-    """:func:`_data_pass`, and in mode ``"auto"`` where its blocks refuse lossy groups
-    (a :class:`~dmixed.errors.DataError` with ``lossy_groups``) and the pass kept no
-    sums about the groups' shifts, the pass again with them (logged at INFO); not
-    for weighted rows, which no pass keeps them for."""
+    """:func:`_data_pass`, and in mode ``"auto"`` where it refuses lossy groups (a
+    :class:`~dmixed.errors.DataError` with ``lossy_groups``, their number in all the
+    blocks: raised on the driver from the blocks' summaries, :func:`_refuse_inexact`,
+    so no task fails) and the pass kept no sums about the groups' shifts, the pass
+    again with them (logged at INFO with that number); not for weighted rows, which no
+    pass keeps them for."""
     spec: Any = run.spec  # a ModelSpec (the pass takes it as it comes)
     try:
         return _data_pass(run, standardization)
@@ -559,7 +598,7 @@ def _passes(run: _Pass, standardization, shifted: str) -> FittedStatistics:
     intercept = spec.intercept_columns()[1]
     slopes = [n for j, n in enumerate(names) if j != intercept]
     logger.info(
-        "lossy groups (%d or more: random slope %s nearly constant within the group): "
+        "lossy groups (%d: random slope %s nearly constant within the group): "
         "the data pass again, its compiled sweep keeping the sums about each group's "
         "shift (dask config 'dmixed.shifted_sweep'='always' does so in one pass)",
         count,

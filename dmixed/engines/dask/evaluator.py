@@ -26,7 +26,7 @@ from ... import kernels
 from ...kernels.vc_border import CrossedVC
 from ...stats import Layout
 from ...stats.blup_cov import RaggedBlup
-from ..local import LocalEngine, rank_one_if, refuse_inexact
+from ..local import LocalEngine, rank_one_if
 from ..vc_crossed import CrossedVCEngine
 from ..vc_local import StructuredVCEngine
 from . import tuning
@@ -101,13 +101,12 @@ def make_evaluator(
     the intercept and columns constant within the groups) takes the rank-one forms
     (:func:`~dmixed.engines.local.rank_one_if`), as the in-process engine does.
 
-    Raises
-    ------
-    DataError
-        Groups of the block are lossy (a random design close to singular within them,
-        :func:`~dmixed.kernels.lossy_groups`) and not rank one about the within-group
-        sums: the cluster's partial statistics carry no centred sums
-        (:func:`~dmixed.engines.local.refuse_inexact`).
+    Lossy groups (a random design close to singular within them,
+    :func:`~dmixed.kernels.lossy_groups`) left without the forms they need are not
+    refused here: the block's summary counts them
+    (:func:`~dmixed.engines.dask.blocks.inexact_groups`) and the data pass refuses them,
+    or reads the data again keeping their sums, on the driver, before any evaluator is
+    used (:func:`~dmixed.engines.dask.data_pass.statistics_from_dask`): no task fails.
     """
     if tune_malloc:
         tuning.tune_malloc()
@@ -125,10 +124,6 @@ def make_evaluator(
     engine = rank_one_if(engine, block.within is not None)  # (W at hand: exact, first)
     if shifted is not None and not engine.block.rank_one and engine.block.shifted is None:
         engine.block.use_shifted(*shifted)  # its lossy groups' centred forms (no W)
-    std = block.standardization
-    r = next(engine.block.chunks())[0].shape[0]
-    if std is not None and r == std.k_re:  # no variance component: r is exog_re's
-        refuse_inexact(engine, block.nobs, "the statistics summed on the cluster")
     return engine
 
 

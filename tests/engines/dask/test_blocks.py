@@ -702,3 +702,78 @@ def test_lossy_groups_of_chains_compiled_are_refused_with_never(
     assert err.value.lossy_groups == 3
     with pytest.raises(dmixed.SpecError, match="dmixed.shifted_sweep"):
         _chains_fit(_split(df, 3, 0), tmp_path / "d", client, shifted="sometimes")
+
+
+def _worker_errors(client) -> int:
+    """The records at ERROR in the workers' logs (distributed's "Compute Failed", with
+    its traceback, of a task that raised)."""
+    logs = client.get_worker_logs()
+    return sum(level == "ERROR" for records in logs.values() for level, _ in records)
+
+
+def test_lossy_groups_of_chains_compiled_fail_no_task(client, tmp_path, monkeypatch):
+    """The default's first pass finds 12 lossy groups in the blocks of both workers,
+    the statistics to be kept there: no task fails (nothing at ERROR in the workers'
+    logs: the blocks' summaries count the groups and the driver decides), the INFO line
+    gives their number over all the blocks, and the fit is ``"always"``'s (one pass)
+    bit for bit, its ℓ the in-process fit's; ``"never"`` refuses them, the message
+    naming the setting and the number the same, again with no task failed."""
+    import dmixed
+
+    monkeypatch.setenv("DMIXED_KERNELS", "numba")
+    df = _clicks(6, n_users=800, close=12)  # (the base logged "5 or more": one block's)
+    want = dmixed.mixedlm("y ~ t", df, groups="g", re_formula="1 + t").fit()
+    files = _split(df, 3, 6)
+    errors = _worker_errors(client)
+    got, records = _chains_fit(files, tmp_path / "a", client, engine="distributed")
+    assert _worker_errors(client) == errors
+    assert _passes_run(records) == 2
+    again = [r for r in records if r.getMessage().startswith("lossy groups")]
+    assert len(again) == 1 and again[0].levelname == "INFO"
+    assert again[0].getMessage().startswith("lossy groups (12: random slope t")
+    always, _ = _chains_fit(files, tmp_path / "b", client, "always", engine="distributed")
+    assert got.llf == always.llf
+    np.testing.assert_array_equal(np.asarray(got.params), np.asarray(always.params))
+    assert got.llf == pytest.approx(want.llf, rel=1e-12)
+    with pytest.raises(dmixed.DataError, match="'dmixed.shifted_sweep' is 'never'") as err:
+        _chains_fit(files, tmp_path / "n", client, "never", engine="distributed")
+    assert err.value.lossy_groups == 12
+    assert _worker_errors(client) == errors
+
+
+def _scheduler_tasks(client, deadline: float = 10.0) -> int:
+    """The tasks the scheduler holds once the client's releases have reached it (polled:
+    a release travels in the client's next batch), at most ``deadline`` seconds."""
+    import time
+
+    end = time.monotonic() + deadline
+    while True:
+        held = client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks))
+        if held == 0 or time.monotonic() > end:
+            return held
+        time.sleep(0.05)
+
+
+def test_lossy_groups_refused_on_the_driver_hold_nothing_on_the_cluster(tmp_path, monkeypatch):
+    """Statistics to be gathered to the driver (a small fit, the default engine) whose
+    lossy groups are refused there (``"never"``): while the error lives (its traceback
+    holding the data pass's frames, as a notebook's last error does), the cluster holds
+    none of the pass's blocks or summaries.  A cluster of its own: nothing of another
+    test's is held there."""
+    from distributed import Client, LocalCluster
+
+    import dmixed
+
+    monkeypatch.setenv("DMIXED_KERNELS", "numba")
+    df = _clicks(6, n_users=800, close=12)
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        with pytest.raises(dmixed.DataError, match="'dmixed.shifted_sweep' is 'never'") as err:
+            _chains_fit(_split(df, 3, 6), tmp_path / "n", client, "never")
+        assert err.value.lossy_groups == 12
+        assert err.value.__traceback__ is not None
+        assert _scheduler_tasks(client) == 0

@@ -16,8 +16,9 @@ from distributed import Client, LocalCluster
 
 import dmixed
 from dmixed.engines.dask import evaluator, progress
-from dmixed.engines.dask.blocks import to_block
+from dmixed.engines.dask.blocks import block_summary, to_block
 from dmixed.engines.dask.evaluator import DaskEngine, make_evaluator
+from dmixed.kernels import StatsBlock
 from dmixed.stats import Layout
 from dmixed.stats.packed import PackedLayout
 
@@ -135,13 +136,22 @@ def _lossy_block(within: bool):
     )
 
 
-def test_an_evaluator_refuses_lossy_groups_without_the_within_group_sums():
+def test_a_block_summary_counts_the_lossy_groups_its_evaluator_would_refuse():
     """Statistics kept on a worker without ``W``: a random design close to singular in
-    40 groups is refused (no centred sums on the cluster), not fitted with the digits
-    of ``[X y]'[X y] − Σ m_i`` lost; with ``W`` the same groups are rank one about it."""
-    with pytest.raises(dmixed.DataError, match=r"40 group\(s\) of the statistics summed"):
-        make_evaluator(_lossy_block(within=False))
+    40 groups is counted in the block's summary (the data pass refuses them on the
+    driver, no task failing), not fitted with the digits of ``[X y]'[X y] − Σ m_i``
+    lost; with ``W`` the same groups are rank one about it and none is counted.  The
+    evaluator itself refuses nothing, and counting takes no form for the block."""
+    lossy = _lossy_block(within=False)
+    assert block_summary(lossy).inexact == 40
+    assert block_summary(_lossy_block(within=True)).inexact == 0
+    assert not make_evaluator(lossy).block.rank_one
     assert make_evaluator(_lossy_block(within=True)).block.rank_one
+    held = _lossy_block(within=True)
+    held.stats, held.zz, held.zxy = StatsBlock(held.zz, held.zxy), None, None
+    assert block_summary(held).inexact == 0 and not held.stats.rank_one
+    held.within = None
+    assert block_summary(held).inexact == 40
 
 
 def test_a_dask_fit_of_a_lossy_random_design_is_exact():
