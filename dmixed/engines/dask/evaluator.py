@@ -23,6 +23,7 @@ import numpy as np
 from distributed import Future, KilledWorker
 
 from ... import kernels
+from ...kernels import compiled
 from ...kernels.vc_border import CrossedVC
 from ...stats import Layout
 from ...stats.blup_cov import RaggedBlup
@@ -37,7 +38,7 @@ from .ahead import (
     submit_steps_hessian,
 )
 from .blocks import Block, block_dense, reorder_parts
-from .handover import cut, rows
+from .handover import covariance_rows, cut, rows
 from .next_point import gathered_step_then, submit_step_then
 from .placement import call_keys
 from .progress import (
@@ -286,13 +287,17 @@ def _ordered_random_effects(
     :class:`DaskEngine`'s), padded to the design's width r (Λ is narrower when the
     components are structured): ragged where ``ragged`` (RaggedBlup; RaggedCov, or
     BorderCov when crossed).  The padded arrays come in pieces
-    (:class:`~dmixed.engines.dask.handover.RowPieces`), put in place here.  There is one
-    block at least."""
+    (:class:`~dmixed.engines.dask.handover.RowPieces`), put in place here; covariances
+    that came as their upper triangles (two axes, not three:
+    :func:`~dmixed.engines.dask.ahead.block_hessian_random_effects`) are unfolded here.
+    There is one block at least."""
     if ragged:
         blup = RaggedBlup.concatenate([b for b, _ in parts], position)
         return blup, type(parts[0][1]).concatenate([c for _, c in parts], position)
     blup = reorder_parts(position, rows([b for b, _ in parts]))
-    return blup, reorder_parts(position, rows([c for _, c in parts]))
+    covs, upper = covariance_rows([c for _, c in parts])
+    cov = reorder_parts(position, covs)
+    return blup, compiled.upper_unfolded(cov) if upper else cov
 
 
 @dataclasses.dataclass(frozen=True)
