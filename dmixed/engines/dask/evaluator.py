@@ -164,7 +164,9 @@ def block_moments(block: Block) -> kernels.MomentSums:
         return make_evaluator(block).moments()
     if block.stats is not None:
         return kernels.moment_contributions(block.stats)
-    return LocalEngine(block.zz, block.zxy).moments()
+    zz, zxy = block.zz, block.zxy
+    assert zz is not None and zxy is not None  # plain sums where none are held
+    return LocalEngine(zz, zxy).moments()
 
 
 def _block_re_gram(ev: Evaluator, q: int) -> np.ndarray:
