@@ -179,13 +179,20 @@ def test_a_blocks_moment_sums_are_its_evaluators(make):
             np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
 
 
-def test_an_evaluators_error_is_raised_with_the_blocks_moment_sums(client):
-    """The moment sums no longer wait for the evaluator: an evaluator's error (lossy
-    groups without ``W``) is raised where the sums are collected, as before."""
-    block = client.scatter(_lossy_block(within=False))
+def test_an_evaluators_error_is_raised_with_the_blocks_moment_sums(client, monkeypatch):
+    """The moment sums no longer wait for the evaluator: an evaluator's error is raised
+    where the sums are collected (as before, when the sums' task took it from the
+    evaluator), though the sums themselves were made."""
+
+    def refusing(block, tune_malloc=False, layout=None):
+        raise dmixed.DataError("no evaluator of this block")
+
+    monkeypatch.setattr(evaluator, "make_evaluator", refusing)  # the workers are threads
+    block = client.scatter(_plain_block(True))
     evaluators, moments = evaluator.submit_evaluators(client, [block], None, 2)
-    with pytest.raises(dmixed.DataError, match=r"40 group\(s\) of the statistics summed"):
+    with pytest.raises(dmixed.DataError, match="no evaluator of this block"):
         evaluator.collect_evaluators(client, evaluators, moments)
+    assert moments[0].status == "finished"
     for f in [*evaluators, *moments, block]:
         f.release()
 
