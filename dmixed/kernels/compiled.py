@@ -414,27 +414,34 @@ def random_effects(chunks, lam: np.ndarray, w: np.ndarray, n_groups: int):
     w = np.ascontiguousarray(w, dtype=np.float64)
     r = lam.shape[0]
     blup = np.empty((n_groups, r))
-    cov = np.empty((n_groups, r, r))
+    cov = np.empty((n_groups, r * r))  # each P_i row by row
     lo = 0
     for zz, zxy in chunks:
         jit.random_effects(kind, zz, zxy, lam, b, det_b, w, lo, blup, cov)
         lo += zz.shape[-1]
-    return blup, cov
+    return blup, cov.reshape(n_groups, r, r)
 
 
 def hessian_random_effects(
-    chunks, lam: np.ndarray, basis: np.ndarray, w: np.ndarray, n_groups: int
+    chunks,
+    lam: np.ndarray,
+    basis: np.ndarray,
+    w: np.ndarray,
+    n_groups: int,
+    upper: bool = False,
 ):
     """:func:`hessian_sums` and :func:`random_effects` at one ``lam`` and ``w`` in one pass
     over the groups, for ``r ≤ 2`` (the arguments as there): each run of groups' per-group
     values made once for both (:func:`dmixed.kernels.jit.hessian_moments`),
-    the same results bit for bit as the two calls.
+    the same results bit for bit as the two calls.  With ``upper``, the conditional
+    covariances as their upper triangles (:func:`upper_unfolded` gives them back whole).
 
     Returns
     -------
     (tuple, ndarray, ndarray)
         The Hessian sums' fields (as :func:`hessian_sums`), the BLUPs (n_groups, r) and
-        the conditional covariances (n_groups, r, r).
+        the conditional covariances (n_groups, r, r), or with ``upper`` their upper
+        triangles row by row (n_groups, r(r+1)/2).
 
     Raises
     ------
@@ -445,7 +452,26 @@ def hessian_random_effects(
         raise ValueError(f"one pass for the Hessian and the BLUPs needs r ≤ 2, not {lam.shape[0]}")
     kind, lam, b, det_b = _lam_forms(lam)
     w = np.ascontiguousarray(w, dtype=np.float64)
-    blup = np.empty((n_groups, lam.shape[0]))
-    cov = np.empty((n_groups, lam.shape[0], lam.shape[0]))
+    r = lam.shape[0]
+    blup = np.empty((n_groups, r))
+    cov = np.empty((n_groups, r * (r + 1) // 2 if upper else r * r))
     fields = _moment_hessian_sums(chunks, kind, lam, b, det_b, basis, w, blup, cov)
-    return fields, blup, cov
+    return fields, blup, cov if upper else cov.reshape(n_groups, r, r)
+
+
+def upper_unfolded(upper: np.ndarray) -> np.ndarray:
+    """Symmetric matrices (n, r, r) from their upper triangles row by row
+    (n, r(r+1)/2), as :func:`hessian_random_effects` writes them with ``upper``: the
+    same values where the triangles were taken from exactly symmetric matrices."""
+    n, m = upper.shape
+    r = int(round((np.sqrt(8 * m + 1) - 1) / 2))
+    if r * (r + 1) // 2 != m:
+        raise ValueError(f"{m} entries a row are no upper triangle")
+    out = np.empty((n, r, r), dtype=upper.dtype)
+    t = 0
+    for a in range(r):
+        for c in range(a, r):
+            out[:, a, c] = upper[:, t]
+            out[:, c, a] = upper[:, t]
+            t += 1
+    return out

@@ -480,8 +480,11 @@ def _moment_run(h, s, u, n, k, rows, cols, v, sp, sv, out_a, out_v, out_c):  # p
 
 @_exact
 def _random_effects_run(b, u, pm, n, row0, blup, cov):  # pragma: no cover
-    """The run's BLUPs ``B u_i`` and ``P_i`` into rows ``row0 … row0 + n − 1``."""
+    """The run's BLUPs ``B u_i`` and ``P_i`` into rows ``row0 … row0 + n − 1``: ``cov``
+    (G, r²) takes each ``P_i`` row by row, or (G, r(r+1)/2) its upper triangle row by
+    row (``P_i`` is symmetric, both halves written alike by the conditionals)."""
     r = b.shape[0]
+    upper = cov.shape[1] != r * r
     for i in range(n):
         row = row0 + i
         for a in range(r):
@@ -489,14 +492,17 @@ def _random_effects_run(b, u, pm, n, row0, blup, cov):  # pragma: no cover
             for c in range(r):
                 acc += b[a, c] * u[c, i]
             blup[row, a] = acc
-            for c in range(r):
-                cov[row, a, c] = pm[a, c, i]
+        t = 0
+        for a in range(r):
+            for c in range(a if upper else 0, r):
+                cov[row, t] = pm[a, c, i]
+                t += 1
 
 
 @_exact
 def random_effects(kind, zz, zxy, lam, b, det_b, w, lo_out, blup, cov):  # pragma: no cover
     """One chunk's BLUPs ``B u_i`` and ``P_i`` into rows ``lo_out …`` of ``blup`` (G, r)
-    and ``cov`` (G, r, r)."""
+    and ``cov`` (G, r²), or (G, r(r+1)/2): :func:`_random_effects_run`."""
     r, k, g = zxy.shape
     zz_run, zxy_run, dv, sq, rect = _buffers(r, k)
     u = np.empty((r, RUN))

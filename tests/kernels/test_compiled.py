@@ -413,6 +413,28 @@ def test_hessian_and_blups_in_one_pass_are_the_two_calls(
         np.testing.assert_array_equal(got, getattr(ref, name))
     for a, b in zip((blup, cov), kernels.random_effects_block(block, lam, w), strict=True):
         np.testing.assert_array_equal(a, b)
+    upper = compiled.hessian_random_effects(block.chunks(), lam, basis, w, block.n_groups, True)
+    for name, got in zip(ref.__dataclass_fields__, upper[0], strict=True):
+        np.testing.assert_array_equal(got, getattr(ref, name))
+    np.testing.assert_array_equal(upper[1], blup)
+    assert upper[2].shape == (block.n_groups, r * (r + 1) // 2)
+    np.testing.assert_array_equal(compiled.upper_unfolded(upper[2]), cov)
+
+
+def test_upper_triangles_unfold_to_the_symmetric_matrices():
+    """``upper_unfolded`` gives back each symmetric matrix whose upper triangle (row by
+    row) it takes, for r = 1 … 4 and no rows; a row that is no triangle is refused."""
+    rng = np.random.default_rng(5)
+    for r in range(1, 5):
+        for n in (0, 7):
+            a = rng.normal(size=(n, r, r))
+            sym = a + a.transpose(0, 2, 1)
+            rows, cols = np.triu_indices(r)
+            got = compiled.upper_unfolded(np.ascontiguousarray(sym[:, rows, cols]))
+            np.testing.assert_array_equal(got, sym)
+            assert got.shape == (n, r, r)
+    with pytest.raises(ValueError, match="no upper triangle"):
+        compiled.upper_unfolded(np.ones((3, 2)))
 
 
 def test_hessian_and_blups_in_one_pass_refuse_r_above_two():

@@ -72,13 +72,16 @@ def block_hessian_random_effects(ev, lam: np.ndarray, basis: np.ndarray, w) -> t
     """A block's Hessian sums and its BLUPs with their conditional covariances at
     ``lam`` and ``w`` (``(HessianSums, (blup, cov))``, one task), each per-group array
     cut for the way to the driver (:func:`~dmixed.engines.dask.handover.cut`); None
-    where ``w`` is."""
+    where ``w`` is.  Made in one compiled pass, the covariances travel as their upper
+    triangles (``cov`` (G, r(r+1)/2): a quarter less to move for ``r = 2``), unfolded
+    on the driver where the BLUPs are read
+    (:func:`~dmixed.kernels.compiled.upper_unfolded`)."""
     if w is None:
         return None
     if isinstance(ev, LocalEngine) and _one_pass(ev.block.n_groups, lam.shape[0]):
         block = ev.block
         fields, blup, cov = compiled.hessian_random_effects(
-            block.chunks(), lam, basis, w, block.n_groups
+            block.chunks(), lam, basis, w, block.n_groups, upper=True
         )
         return kernels.HessianSums(*fields), (cut(blup), cut(cov))
     blup, cov = ev.random_effects(lam, w)

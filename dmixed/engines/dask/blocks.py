@@ -507,7 +507,8 @@ def _scattered(out: np.ndarray, position: np.ndarray, parts: list) -> None:
         values = part
         if isinstance(part, NarrowInts):
             values = part.values if part.first is None else part.array()
-        out[position[start:stop]] = values
+        # cast before the scatter: numpy's fancy assignment casts value by value
+        out[position[start:stop]] = np.asarray(values).astype(out.dtype, copy=False)
         start = stop
 
 

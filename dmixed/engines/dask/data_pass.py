@@ -85,6 +85,10 @@ logger = logging.getLogger("dmixed")
 #: Engine used when ``statistics_from_dask(engine=None)`` and the Dask config key
 #: ``"dmixed.engine"`` is unset: ``"auto"``, ``"distributed"`` or ``"local"``.
 DEFAULT_ENGINE = "auto"
+#: Dask priority of the blocks' summaries submitted with their evaluators: a worker makes
+#: its block's summary before the evaluator and its moment sums (the driver assembles the
+#: summaries while the workers go on).
+SUMMARY_PRIORITY = 1
 #: values of the Dask config key ``"dmixed.shifted_sweep"`` (:func:`shifted_sweep_mode`)
 SHIFTED_SWEEP_CHOICES = ("auto", "always", "never")
 
@@ -345,7 +349,9 @@ def _early_evaluators(run: _Pass, futures: list, packed, layout: Layout) -> _Ear
     ragged = isinstance(packed, RaggedPacked)
     if run.mode == "local" or _crossed(packed) or structure_possible(layout, ragged):
         return None
-    summaries = run.client.map(block_summary, futures, pure=False)
+    # first on each worker: the driver's assembly waits on them, the evaluators and their
+    # moment sums on nothing but the block (handed over with them, in any order)
+    summaries = run.client.map(block_summary, futures, pure=False, priority=SUMMARY_PRIORITY)
     return _Early(summaries, *submit_evaluators(run.client, futures, None, packed.r))
 
 

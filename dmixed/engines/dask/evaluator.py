@@ -23,6 +23,7 @@ import numpy as np
 from distributed import Future, KilledWorker
 
 from ... import kernels
+from ...kernels import compiled
 from ...kernels.vc_border import CrossedVC
 from ...stats import Layout
 from ...stats.blup_cov import RaggedBlup
@@ -37,7 +38,7 @@ from .ahead import (
     submit_steps_hessian,
 )
 from .blocks import Block, block_dense, reorder_parts
-from .handover import cut, rows
+from .handover import covariance_rows, cut, rows
 from .next_point import gathered_step_then, submit_step_then
 from .placement import call_keys
 from .progress import (
@@ -145,6 +146,24 @@ def _block_moments(ev: Evaluator) -> kernels.MomentSums:
     return ev.moments()
 
 
+def block_moments(block: Block) -> kernels.MomentSums:
+    """The parameter-free moment sums of the evaluator :func:`make_evaluator` makes of
+    ``block`` with no layout, made from the block itself (the same bits: they read the
+    sums as the block holds them, which the evaluator's forms leave as they are).
+
+    A task of the block's rather than of its evaluator's: the scheduler hands a worker a
+    task only once its inputs are done, so that a task after the evaluator would wait
+    for the evaluator's end to be reported; the block's tasks (its summary, its
+    evaluator, these sums) are handed over together and run one after the other."""
+    if block.ragged is not None or block.crossed is not None:
+        return make_evaluator(block).moments()
+    if block.stats is not None:
+        return kernels.moment_contributions(block.stats)
+    zz, zxy = block.zz, block.zxy
+    assert zz is not None and zxy is not None  # plain sums where none are held
+    return LocalEngine(zz, zxy).moments()
+
+
 def _block_re_gram(ev: Evaluator, q: int) -> np.ndarray:
     return ev.re_gram(q)
 
@@ -176,9 +195,11 @@ def submit_evaluators(
     """One :func:`make_evaluator` task per block future, and with ``r ≤
     kernels.MOMENT_MAX_R`` (the padded design's width: the starting values use the
     moments then, :func:`~dmixed.fit.start.moment_start_packed`) each evaluator's
-    parameter-free moment sums mapped over them as soon as it is made, not waited for:
-    the driver's own work (the blocks' assembly) runs meanwhile and the optimizer's first
-    round trip rides on the data pass's last one.
+    parameter-free moment sums, not waited for: the driver's own work (the blocks'
+    assembly) runs meanwhile and the optimizer's first round trip rides on the data
+    pass's last one.  Without ``layout`` the moment sums are a task of the block's
+    (:func:`block_moments`: no scheduler turn between the evaluator and them), with it
+    of the evaluator's.
 
     Parameters
     ----------
@@ -204,6 +225,8 @@ def submit_evaluators(
     )
     if r > kernels.MOMENT_MAX_R:
         return evaluators, None
+    if layout is None:
+        return evaluators, client.map(block_moments, blocks, pure=False)
     return evaluators, client.map(_block_moments, evaluators, pure=False)
 
 
@@ -212,16 +235,24 @@ def collect_evaluators(
 ) -> tuple[list, kernels.MomentSums | None]:
     """What :func:`submit_evaluators` started, waited for: ``(evaluator futures, moment
     sums)``; the moment sums (added over the blocks in block order) are ``None`` when
-    none were mapped (a round trip when asked for).
+    none were mapped (a round trip when asked for).  With the moment sums, an
+    evaluator's error is raised here (the sums may be the block's, made without it).
 
     Raises
     ------
     WorkersDiedError, NoWorkersError
         As :func:`~dmixed.engines.dask.progress.gather`.
+    Exception
+        What an evaluator's task raised (with moment sums), as
+        :func:`~dmixed.engines.dask.progress.gather` raises it.
     """
     if moments is None:
         wait_for(client, evaluators, what="the data pass")
         return evaluators, None
+    wait_for(client, [*evaluators, *moments], what="the data pass")
+    failed = [f for f in evaluators if f.status == "error"]
+    if failed:
+        gather(client, failed, "the data pass")  # raises the first one's error
     sums = gather(client, moments, "the data pass")
     return evaluators, functools.reduce(operator.add, sums)
 
@@ -253,13 +284,17 @@ def _ordered_random_effects(
     :class:`DaskEngine`'s), padded to the design's width r (Λ is narrower when the
     components are structured): ragged where ``ragged`` (RaggedBlup; RaggedCov, or
     BorderCov when crossed).  The padded arrays come in pieces
-    (:class:`~dmixed.engines.dask.handover.RowPieces`), put in place here.  There is one
-    block at least."""
+    (:class:`~dmixed.engines.dask.handover.RowPieces`), put in place here; covariances
+    that came as their upper triangles (two axes, not three:
+    :func:`~dmixed.engines.dask.ahead.block_hessian_random_effects`) are unfolded here.
+    There is one block at least."""
     if ragged:
         blup = RaggedBlup.concatenate([b for b, _ in parts], position)
         return blup, type(parts[0][1]).concatenate([c for _, c in parts], position)
     blup = reorder_parts(position, rows([b for b, _ in parts]))
-    return blup, reorder_parts(position, rows([c for _, c in parts]))
+    covs, upper = covariance_rows([c for _, c in parts])
+    cov = reorder_parts(position, covs)
+    return blup, compiled.upper_unfolded(cov) if upper else cov
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["PIECE_BYTES", "RowPieces", "cut", "rows"]
+from ...kernels.compiled import upper_unfolded
+
+__all__ = ["PIECE_BYTES", "RowPieces", "covariance_rows", "cut", "rows"]
 
 #: Bytes of one piece of a per-group array sent to the driver: small enough to be served
 #: from the driver's heap (a whole array of tens of MB is mapped fresh and first touched on
@@ -72,3 +74,21 @@ def rows(parts: list) -> list:
     for part in parts:
         out.extend(part.items if isinstance(part, RowPieces) else [part])
     return out
+
+
+def covariance_rows(parts: list) -> tuple[list, bool]:
+    """The pieces of the blocks' conditional covariances ``parts`` (one per block, in
+    block order: :class:`RowPieces` or arrays of whole matrices (n, r, r), or of their
+    upper triangles row by row (n, r(r+1)/2), two axes: what one compiled pass sends),
+    and whether they are triangles: as they came where every block sent triangles (to
+    be unfolded once their rows are in place,
+    :func:`~dmixed.kernels.compiled.upper_unfolded`), else each block's triangles
+    unfolded, all whole matrices."""
+    blocks = [rows([part]) for part in parts]
+    upper = [all(piece.ndim == 2 for piece in pieces) for pieces in blocks]
+    if all(upper):
+        return [piece for pieces in blocks for piece in pieces], True
+    out: list = []
+    for pieces, up in zip(blocks, upper, strict=True):
+        out.extend([upper_unfolded(np.concatenate(pieces))] if up else pieces)
+    return out, False

@@ -72,6 +72,33 @@ def test_small_statistics_are_gathered_and_the_log_says_why(client, caplog):
     )
 
 
+def test_a_workers_first_task_after_its_block_is_the_blocks_summary(client):
+    """Kept on the workers, each block's summary (what the driver assembles while the
+    workers go on) runs on its worker before the block's evaluator and moment sums."""
+    from dask.utils import key_split
+    from distributed import get_task_stream
+
+    df = make_data(n_groups=150, seed=5)
+    model = dmixed.mixedlm(
+        "y ~ x1 + x2", dd.from_pandas(df, npartitions=4), groups="g", re_formula="1 + x1"
+    )
+    with warnings.catch_warnings(), get_task_stream(client) as ts:
+        warnings.simplefilter("ignore")
+        stats = statistics_from_dask(model.source, model.spec, client=client, engine="distributed")
+    assert isinstance(stats.engine, DaskEngine)
+    starts: dict = {}
+    for rec in ts.data:
+        name = key_split(rec["key"])
+        if name in ("block_summary", "make_evaluator", "block_moments"):
+            start = min(s["start"] for s in rec["startstops"] if s["action"] == "compute")
+            starts.setdefault(rec["worker"], {}).setdefault(name, []).append(start)
+    assert starts
+    for mine in starts.values():
+        assert set(mine) == {"block_summary", "make_evaluator", "block_moments"}
+        assert max(mine["block_summary"]) < min(mine["make_evaluator"] + mine["block_moments"])
+    stats.engine.close()
+
+
 def test_the_moments_come_with_the_summaries_in_their_one_gather(client, monkeypatch):
     """Kept on the workers, the data pass gathers once after its blocks (the summaries,
     which bring the sizes and the moments), and the engine's moments need no round trip

@@ -154,6 +154,59 @@ def test_a_block_summary_counts_the_lossy_groups_its_evaluator_would_refuse():
     assert block_summary(held).inexact == 40
 
 
+def _plain_block(held: bool):
+    """A block of 300 groups of two random-design columns (positive definite ``Z'Z``),
+    its sums held as the kernels want them or plain."""
+    packed = PackedLayout(2, 4)
+    rng = np.random.default_rng(11)
+    values = rng.standard_normal((300, packed.width))
+    values[:, 0] = rng.integers(1, 9, 300)
+    a, b = rng.standard_normal((2, 300, 6))
+    values[:, 1:4] = np.stack([(a * a).sum(1), (b * a).sum(1), (b * b).sum(1)], axis=1)
+    return to_block((np.arange(300, dtype=np.int64), values), packed, held=held)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda: _plain_block(True), id="held"),
+        pytest.param(lambda: _plain_block(False), id="plain"),
+        pytest.param(lambda: _lossy_block(within=True), id="rank-one"),
+    ],
+)
+def test_a_blocks_moment_sums_are_its_evaluators(make):
+    """The moment sums made from a block (a task of the block's, beside its evaluator)
+    are its evaluator's, bit for bit, made before or after the evaluator (whose forms,
+    rank one here, leave the block's sums as they are)."""
+    before = evaluator.block_moments(make())
+    block = make()
+    ev = make_evaluator(block)
+    after = evaluator.block_moments(block)
+    want = ev.moments()
+    assert vars(want)
+    for got in (before, after):
+        for name in vars(want):
+            np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
+
+
+def test_an_evaluators_error_is_raised_with_the_blocks_moment_sums(client, monkeypatch):
+    """The moment sums no longer wait for the evaluator: an evaluator's error is raised
+    where the sums are collected (as before, when the sums' task took it from the
+    evaluator), though the sums themselves were made."""
+
+    def refusing(block, tune_malloc=False, layout=None):
+        raise dmixed.DataError("no evaluator of this block")
+
+    monkeypatch.setattr(evaluator, "make_evaluator", refusing)  # the workers are threads
+    block = client.scatter(_plain_block(True))
+    evaluators, moments = evaluator.submit_evaluators(client, [block], None, 2)
+    with pytest.raises(dmixed.DataError, match="no evaluator of this block"):
+        evaluator.collect_evaluators(client, evaluators, moments)
+    assert moments[0].status == "finished"
+    for f in [*evaluators, *moments, block]:
+        f.release()
+
+
 def test_a_dask_fit_of_a_lossy_random_design_is_exact():
     """The rows of groups whose slope varies in one group only, in two partitions (no
     ``W`` kept): on Dask the lossy groups take the centred forms from their sums about

@@ -162,3 +162,34 @@ def test_statistics_gathered_in_pieces_fit_as_whole_ones(client, monkeypatch):
     np.testing.assert_array_equal(
         a.random_effects_frame().to_numpy(), b.random_effects_frame().to_numpy()
     )
+
+
+@pytest.mark.parametrize("forms", [("upper", "upper"), ("upper", "whole"), ("whole", "whole")])
+def test_covariances_sent_as_triangles_or_whole_are_the_whole_matrices(monkeypatch, forms):
+    """Blocks' conditional covariances sent as upper triangles (one compiled pass) or
+    whole, in pieces or not: put in place and unfolded, the whole symmetric matrices in
+    sorted group order, bit for bit; triangles stay triangles (unfolded once, after the
+    reorder) only where every block sent them."""
+    from dmixed.kernels.compiled import upper_unfolded
+
+    monkeypatch.setattr(handover, "PIECE_BYTES", 200)
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(90, 2, 2))
+    sym = a + a.transpose(0, 2, 1)
+    rows_, cols_ = np.triu_indices(2)
+    sizes = (50, 40)
+    parts, start = [], 0
+    for form, size in zip(forms, sizes, strict=True):
+        block = sym[start : start + size]
+        start += size
+        sent = np.ascontiguousarray(block[:, rows_, cols_]) if form == "upper" else block
+        parts.append(cut(sent))
+    position = rng.permutation(90)
+    pieces, upper = handover.covariance_rows(parts)
+    assert upper == (forms == ("upper", "upper"))
+    got = reorder_parts(position, pieces)
+    if upper:
+        got = upper_unfolded(got)
+    want = np.empty_like(sym)
+    want[position] = sym
+    np.testing.assert_array_equal(got, want)
