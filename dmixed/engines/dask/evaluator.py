@@ -645,11 +645,14 @@ class DaskEngine:
         its Hessian sums (and BLUPs) where it asks for them, else the point ``then``
         makes of its sums (as :meth:`step_then`'s ``following``) and what that asks
         for.  What was made is kept for the next calls at those Λ, in that order, as
-        :meth:`step_then` keeps its point.
+        :meth:`step_then` keeps its point.  Not with ``random_effects``: each block's
+        chained task reads every block's Hessian task, BLUPs and all.
 
         Returns ``(step sums per Λ, Hessian sums or None, w or None)``: ``None`` where
         ``weights`` raised ``np.linalg.LinAlgError`` (no Hessian at that point).
         """
+        if following is not None and random_effects:
+            raise ValueError("steps_hessian chains no point after the BLUPs")
         n = len(self._blocks)
 
         def submit(args: dict) -> list:
