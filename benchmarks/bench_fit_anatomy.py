@@ -56,7 +56,9 @@ STAGES = (
     ("combined_end", "combined_block", max, 1),
     ("moments_end", "block_moments", max, 1),
     ("optimizer_start", "block_steps", min, 0),
-    ("optimizer_end", "block_next_hessian", max, 1),
+    # the last stage of a chained point: a secant step's (next_point's), or the first
+    # step's chained on the starts' round trip
+    ("optimizer_end", ("block_next_hessian", "block_first_next", "block_first_last"), max, 1),
 )
 
 
@@ -168,8 +170,9 @@ def main() -> None:
                         span = ((ss["start"] - t0) * 1e3, (ss["stop"] - t0) * 1e3)
                         spans.setdefault(prefix, []).append(span)
             row = {"fit": wall}
-            for name, prefix, pick, end in STAGES:
-                got = spans.get(prefix)
+            for name, prefixes, pick, end in STAGES:
+                names = (prefixes,) if isinstance(prefixes, str) else prefixes
+                got = [span for prefix in names for span in spans.get(prefix, ())]
                 row[name] = pick(s[end] for s in got) if got else float("nan")
             stages.append(row)
             print("fit " + " ".join(f"{k} {v:.0f}" for k, v in row.items()), flush=True)

@@ -1,5 +1,8 @@
 """The next Newton step's first trial point, made from the step sums at this one's.
 
+(And the first Newton step's from the starts' sums and the Hessian at the moment start:
+:class:`FirstNewtonPoint`, the same for the optimizer's first round trip.)
+
 On a cluster each evaluation is a round trip from the driver.  After a secant Newton
 step (:meth:`~dmixed.fit.optimize._Optimization.newton_steps`) the next step needs no
 Hessian round trip: its point follows from the sums at the trial point alone.  A
@@ -18,18 +21,27 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..kernels import StepSums
+from ..kernels import HessianSums, StepSums, small_linalg
 from ..stats import GlobalStats, Layout
-from .newton_coords import newton_step
+from .newton_coords import log_shift, newton_step
 from .newton_rules import (
     LAST_STEP_DECREMENT,
     modified_newton_step,
+    profiled_curvature,
     secant_curvature,
     slow_steps,
+    well_inside,
 )
 from .profiled import ProfiledObjective
+from .summary import OptSummary
 
-__all__ = ["NewtonState", "NextNewtonPoint", "ObjectiveParts"]
+__all__ = [
+    "FirstNewtonPoint",
+    "NewtonSettings",
+    "NewtonState",
+    "NextNewtonPoint",
+    "ObjectiveParts",
+]
 
 
 @dataclass(frozen=True)
@@ -61,8 +73,12 @@ class ObjectiveParts:
     def objective(self, sums: StepSums) -> ProfiledObjective:
         """An objective whose engine's step sums are ``sums`` at any Λ (evaluated once,
         at the point they were made at)."""
+        return self.with_engine(_GivenSums(sums))
+
+    def with_engine(self, engine) -> ProfiledObjective:
+        """An objective of these parts on ``engine``."""
         obj = ProfiledObjective(
-            _GivenSums(sums),
+            engine,
             self.glob,
             self.layout,
             self.reml,
@@ -82,6 +98,183 @@ class _GivenSums:
 
     def step(self, lam: np.ndarray, q: int) -> StepSums:
         return self.sums
+
+
+def _key(lam: np.ndarray) -> bytes:
+    lam = np.asarray(lam, dtype=np.float64)
+    return repr(lam.shape).encode() + lam.tobytes()
+
+
+class _GivenPoints:
+    """An engine that answers ``step`` at each Λ it was given the sums of, and
+    ``hessian`` at the one Λ and ``w`` it was given the Hessian sums of; elsewhere it
+    raises ``LookupError`` (no round trip to make)."""
+
+    def __init__(
+        self,
+        points: list[tuple[np.ndarray, StepSums]],
+        hessian: tuple[np.ndarray, np.ndarray, HessianSums] | None,
+    ) -> None:
+        self.sums = {_key(lam): sums for lam, sums in points}
+        self.given = hessian
+
+    def step(self, lam: np.ndarray, q: int) -> StepSums:
+        return self.sums[_key(lam)]
+
+    def hessian(self, lam: np.ndarray, basis: np.ndarray, w: np.ndarray) -> HessianSums:
+        given = self.given
+        if given is None or _key(lam) != _key(given[0]) or not np.array_equal(w, given[1]):
+            raise LookupError("no Hessian sums given there")
+        return given[2]
+
+
+@dataclass(frozen=True)
+class NewtonSettings:
+    """The settings of the Newton steps from a moment start
+    (:meth:`~dmixed.fit.optimize._Optimization.run_newton_first`) that their first step
+    reads: the summary's tests, the contraction, whether its steps are secant ones
+    (``secant``: the fit's rows) and how many steps there are (``steps``)."""
+
+    newton_gtol: float
+    newton_decrement: float
+    newton_halvings: int
+    newton_llf_rtol: float
+    interior_variance: float
+    interior_eigenvalue: float
+    singular_eigenvalue: float
+    contraction: float | None
+    secant: bool
+    steps: int
+
+    @classmethod
+    def of(cls, summary: OptSummary, n: float) -> NewtonSettings:
+        """The settings of a fit of ``n`` rows whose optimizer runs on ``summary``, as
+        its Newton steps from a moment start read them (before any iteration)."""
+        s = summary
+        return cls(
+            s.newton_gtol,
+            s.newton_decrement,
+            s.newton_halvings,
+            s.newton_llf_rtol,
+            s.interior_variance,
+            s.interior_eigenvalue,
+            s.singular_eigenvalue,
+            s.newton_first_contraction,
+            bool(n >= s.newton_secant_rows),
+            min(s.newton_first_steps, max(0, s.maxiter - len(s.history))),
+        )
+
+
+@dataclass(frozen=True)
+class FirstNewtonPoint:
+    """From the step sums at the fit's two starts (the default ``chosen`` and the
+    ``moment`` estimate, packed as the objective packs) and the Hessian sums at the
+    moment start, the Λ of the first trial point of the first Newton step, as the
+    driver would make it when it chooses the moment start and takes that step from it
+    (:func:`~dmixed.fit.start.choose_start`, then
+    :meth:`~dmixed.fit.optimize._Optimization.newton_steps` with ``settings``); with
+    whether its Hessian is wanted with its evaluation (``ahead``), its BLUPs
+    (``last_step``), and the :class:`NextNewtonPoint` that the step's line search
+    chains from it (None where it chains none).
+
+    Calling it with ``points`` (``[(Λ, step sums)]``: the starts') and ``hessian``
+    (``(Λ, w, Hessian sums)`` at the moment start, or None) returns ``(Λ, ahead,
+    last_step, next point or None)``, or None where the driver would not take such a
+    step (it keeps the default start, a test ends the steps before one, no step or no
+    trial point can be made, a sum it needs was not given).  A guess: the engine hands
+    out what was made at that Λ only where the driver asks for it next, bit for bit.
+    """
+
+    parts: ObjectiveParts
+    settings: NewtonSettings
+    chosen: np.ndarray
+    moment: np.ndarray
+
+    def __call__(self, points: list, hessian: tuple | None):
+        try:
+            return self._point(self.parts.with_engine(_GivenPoints(points, hessian)))
+        except LookupError:  # a sum the driver's steps would read was not given
+            return None
+
+    def _point(self, obj: ProfiledObjective):
+        st = self.settings
+        layout = obj.layout
+        if st.steps <= 0 or layout.n_params == 0:
+            return None
+        # the start's choice (choose_start): the moment start where ℓ is no lower
+        default_llf = obj.evaluate(self.chosen).llf
+        ev = obj.evaluate(self.moment)
+        if not ev.llf >= default_llf or ev.prof is None:
+            return None
+        x = ev.packed
+        psi, tau = layout.unpack(x, obj.use_sqrt)
+        if not well_inside(psi, tau, st.interior_variance, st.interior_eigenvalue):
+            return None  # no hand-over there: no Newton steps first
+        if small_linalg.smallest_eigenvalue(psi, st.singular_eigenvalue) <= st.singular_eigenvalue:
+            return None
+        # the first of the Newton steps (newton_steps: no variance settled at zero)
+        movable = ~layout.boundary_mask([], use_sqrt=False)
+        theta = layout.pack(psi, tau, use_sqrt=False)
+        if ev.step is None:
+            return None
+        d_psi, d_tau = obj.score_parts(ev)
+        grad = layout.score_packed(d_psi, d_tau, theta, use_sqrt=False)[movable]
+        size = float(np.abs(grad).max())
+        n = obj.glob.n
+        if size <= st.newton_gtol * n:
+            return None
+        slow = slow_steps(0, size, None, st.contraction)
+        if slow >= 2:
+            return None
+        if secant_curvature(st.secant and not slow, None, None, theta[movable], grad) is not None:
+            return None  # (none without a step before)
+        hess = obj.hessian_full(x, random_effects=False, ev=ev)
+        curvature = profiled_curvature(hess, obj.glob.k_fe, movable)
+        if curvature is None:
+            return None
+        traces = obj.logdet_traces(x)
+        shift = np.zeros(layout.n_params) if traces is None else log_shift(theta, *traces)
+        step = newton_step(
+            layout, movable, theta, grad, curvature, modified_newton_step, shift, True
+        )
+        if step is None or step.rise <= st.newton_decrement * n:
+            return None
+        last_step = bool(step.rise <= LAST_STEP_DECREMENT * np.sqrt(st.newton_decrement) * n)
+        ahead = not st.secant or last_step
+        state = None
+        if not ahead and st.steps > 1:
+            state = NewtonState(
+                st.newton_gtol,
+                st.newton_decrement,
+                st.newton_halvings,
+                st.newton_llf_rtol,
+                movable,
+                curvature,
+                (theta[movable].copy(), grad),
+                shift,
+                size,
+                slow,
+                st.contraction,
+                st.secant,
+                True,
+                ev.llf,
+                st.steps - 1,
+            )
+        fraction = 1.0
+        for _half in range(st.newton_halvings):  # the line search's first trial point
+            trial = theta.copy()
+            trial[movable] = step.point(fraction)
+            fraction /= 2
+            try:
+                packed = layout.pack_theta(trial, obj.use_sqrt)
+                lam = obj.lam(packed)
+            except np.linalg.LinAlgError:
+                continue
+            following = None
+            if state is not None:
+                following = NextNewtonPoint(self.parts, state, packed, trial)
+            return lam, ahead, last_step, following
+        return None
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,13 @@ from ..kernels import small_linalg
 
 __all__ = [
     "LAST_STEP_DECREMENT",
+    "all_above",
     "modified_newton_step",
+    "profiled_curvature",
     "secant_curvature",
     "secant_update",
     "slow_steps",
+    "well_inside",
 ]
 
 #: A Newton step whose decrement is at most this times √(newton_decrement)·n probably
@@ -46,6 +49,41 @@ def modified_newton_step(hess: np.ndarray, grad: np.ndarray) -> np.ndarray | Non
     curv = np.array([v if v < 0.0 else -max(v, floor) for v in values])
     delta = evecs @ ((evecs.T @ grad) / -curv)
     return delta if all(map(math.isfinite, delta.tolist())) else None
+
+
+def profiled_curvature(hess: np.ndarray, k: int, movable: np.ndarray) -> np.ndarray | None:
+    """The profiled Hessian in the movable θ of the full Hessian ``hess`` in [β, θ]
+    (``k`` fixed effects): the Schur complement H_θθ − H_θβ H_ββ⁻¹ H_βθ (β̂(θ) is
+    optimal, so this is d²ℓ(β̂(θ), θ)/dθ²), symmetrized and read-only; None where
+    ``hess`` is not finite or H_ββ cannot be solved."""
+    if not np.isfinite(hess).all():  # no curvature information at this point
+        return None
+    hbb, hbt, htt = hess[:k, :k], hess[:k, k:], hess[k:, k:]
+    try:
+        prof_h = htt - hbt.T @ small_linalg.solve(hbb, hbt) if k else htt
+    except np.linalg.LinAlgError:
+        return None
+    sub = prof_h if movable.all() else prof_h[np.ix_(movable, movable)]
+    out = 0.5 * (sub + sub.T)
+    out.flags.writeable = False
+    return out
+
+
+def all_above(values: list[float], bound: float) -> bool:
+    """``np.min(values, initial=1.0) > bound`` of a list of floats: False where one of
+    them is NaN, as the NaN minimum compares."""
+    return 1.0 > bound and all(v > bound for v in values)
+
+
+def well_inside(psi: np.ndarray, tau: np.ndarray, variance: float, eigenvalue: float) -> bool:
+    """Whether every variance of Ψ* and τ* is above ``variance`` and Ψ*'s smallest
+    eigenvalue above ``eigenvalue``: the point is well inside the parameter space (the
+    Newton steps' hand-over may happen there)."""
+    return bool(
+        all_above(psi.diagonal().tolist(), variance)
+        and small_linalg.smallest_eigenvalue(psi, eigenvalue) > eigenvalue
+        and all_above(tau.tolist(), variance)
+    )
 
 
 def slow_steps(slow: int, size: float, previous: float | None, contraction: float | None) -> int:

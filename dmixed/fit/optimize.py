@@ -39,9 +39,12 @@ from .newton_coords import NewtonStep, log_shift, newton_step
 from .newton_rules import (
     LAST_STEP_DECREMENT,
     modified_newton_step,
+    profiled_curvature,
     secant_curvature,
     slow_steps,
+    well_inside,
 )
+from .newton_rules import all_above as all_above  # its tests' import, kept
 from .profiled import Evaluation, ProfiledObjective
 from .summary import OptSummary
 
@@ -225,11 +228,7 @@ class _Optimization:
             return self.last_interior[1]  # the Newton steps' end, asked again after them
         s = self.summary
         psi, tau = self.obj.layout.unpack(packed, self.obj.use_sqrt)
-        out = bool(
-            all_above(psi.diagonal().tolist(), s.interior_variance)
-            and small_linalg.smallest_eigenvalue(psi, s.interior_eigenvalue) > s.interior_eigenvalue
-            and all_above(tau.tolist(), s.interior_variance)
-        )
+        out = well_inside(psi, tau, s.interior_variance, s.interior_eigenvalue)
         self.last_interior = (key, out)
         return out
 
@@ -1124,16 +1123,7 @@ class _Optimization:
         k = self.obj.glob.k_fe
         expected = point == self.expected_optimum
         h = self.obj.hessian_full(packed, random_effects=expected, ev=ev)
-        out = None
-        if np.isfinite(h).all():  # else no curvature information at this point
-            hbb, hbt, htt = h[:k, :k], h[:k, k:], h[k:, k:]
-            try:
-                prof_h = htt - hbt.T @ small_linalg.solve(hbb, hbt) if k else htt
-                sub = prof_h if movable.all() else prof_h[np.ix_(movable, movable)]
-                out = 0.5 * (sub + sub.T)
-                out.flags.writeable = False
-            except np.linalg.LinAlgError:
-                pass
+        out = profiled_curvature(h, k, movable)
         self.last_curvature = (key, out)
         return out
 
@@ -1244,9 +1234,3 @@ def largest_magnitude(values: list[float]) -> float:
     magnitudes = list(map(abs, values))
     # the magnitudes are >= 0 or NaN: their sum is NaN only where one of them is
     return math.nan if math.isnan(sum(magnitudes)) else max(magnitudes)
-
-
-def all_above(values: list[float], bound: float) -> bool:
-    """``np.min(values, initial=1.0) > bound`` of a list of floats: False where one of
-    them is NaN, as the NaN minimum compares."""
-    return 1.0 > bound and all(v > bound for v in values)

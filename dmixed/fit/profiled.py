@@ -145,12 +145,16 @@ class ProfiledObjective:
             return Evaluation(packed, None, None, -np.inf, np.zeros(packed.shape))
         return self._evaluated(packed, key, lam, None)
 
-    def prefetch(self, points: list[np.ndarray], ahead: int | None = None) -> None:
+    def prefetch(self, points: list[np.ndarray], ahead: int | None = None, then=None) -> None:
         """Evaluate the ``points`` not cached yet in one engine round trip, where the
         engine maps several Λ at once (``engine.steps``: a Dask cluster); else nothing
         (:meth:`evaluate` computes them one by one).  The same evaluations either way.
         With ``ahead``, also the Hessian sums at ``points[ahead]`` in that round trip
-        where the engine can (``engine.steps_hessian``), as :meth:`evaluate_ahead`."""
+        where the engine can (``engine.steps_hessian``), as :meth:`evaluate_ahead`; with
+        ``then`` too (``then(points, hessian)``: the point the first Newton step tries,
+        :class:`~dmixed.fit.newton_ahead.FirstNewtonPoint`), the engine chains that
+        point's evaluation on the same round trip, kept for the engine to hand out
+        when that point is asked for next."""
         todo = {}
         for point in points:
             packed = np.array(point, dtype=np.float64)
@@ -168,8 +172,9 @@ class ProfiledObjective:
             if at is None or getattr(self.engine, "steps_hessian", None) is None:
                 sums, hs = self.engine.steps(lams, self.layout.k_re), None
             else:
+                chained = {} if then is None else {"following": then}
                 sums, hs, w = self.engine.steps_hessian(
-                    lams, self.layout.k_re, self._basis, self._weights(), at
+                    lams, self.layout.k_re, self._basis, self._weights(), at, **chained
                 )
         except np.linalg.LinAlgError:
             return  # evaluate finds which point fails

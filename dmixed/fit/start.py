@@ -47,6 +47,7 @@ from ..stats.layout import symmetric_indices
 from ..stats.statistics import RANK_TOL
 from .coordinates import weight_factor
 from .lean import lean_steps
+from .newton_ahead import FirstNewtonPoint, NewtonSettings, ObjectiveParts
 from .objective import value_loglike
 from .profiled import ProfiledObjective
 
@@ -544,6 +545,7 @@ def choose_start(
     moment: np.ndarray | None,
     level: int = logging.DEBUG,
     newton_first: bool = True,
+    newton: NewtonSettings | None = None,
 ) -> tuple[np.ndarray, bool]:
     """The start in the objective's packing, and whether it is the moment estimate.
 
@@ -556,6 +558,9 @@ def choose_start(
     (:mod:`~dmixed.fit.lean`, whose steps then begin at the evaluation kept there);
     without, the objective's own: a quasi-Newton method from the start reads that
     evaluation, and one made on other sums moves its iterations by more than rounding.
+    With ``newton`` (the settings of the Newton steps that follow from a moment start),
+    the first of those steps' trial point is chained on the starts' round trip where
+    the engine can (:class:`~dmixed.fit.newton_ahead.FirstNewtonPoint`).
 
     Raises
     ------
@@ -587,7 +592,11 @@ def choose_start(
         if lean is None:
             # one round trip on a cluster, with the Hessian at the moment start (the
             # Newton steps that follow from there begin with it)
-            obj.prefetch([chosen, moment], ahead=1)
+            then = None
+            if newton is not None and getattr(obj.engine, "step_then", None):
+                # where the engine chains the Newton steps' points (a cluster's)
+                then = FirstNewtonPoint(ObjectiveParts.of(obj), newton, chosen, moment)
+            obj.prefetch([chosen, moment], ahead=1, then=then)
             default_llf = start_value(obj, chosen)
             moment_ev = obj.evaluate(moment)
         else:  # the same values on whole-block sums (dmixed.fit.lean)

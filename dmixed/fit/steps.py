@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import SpecError
 from ..stats import CHECK_NOBS_OPTIONS, FittedStatistics
 from .coordinates import Coordinates, weight_factor
+from .newton_ahead import NewtonSettings
 from .options import check_flag, check_integer, check_tolerance, choose_methods, parse_free
 from .profiled import ProfiledObjective
 from .start import choose_start, start_packed
@@ -160,8 +161,12 @@ def fit_start(
         if moment is not None:  # in the statistics' coordinates
             moment = coords.statistics_to_opt_sqrt(moment)
     level = logging.INFO if progress else logging.DEBUG
+    # the Newton steps' settings do not depend on the start: their first step may ride
+    # on the starts' round trip
+    summary = DEFAULTS.start(start, **settings)
+    newton = NewtonSettings.of(summary, obj.glob.n) if method is None else None
     start_opt, from_moments = choose_start(
-        obj, start, model.use_sqrt, moment, level, newton_first=method is None
+        obj, start, model.use_sqrt, moment, level, newton_first=method is None, newton=newton
     )
     summary = DEFAULTS.start(start_opt, **settings)
     return FitStart(obj, coords, summary, free_mask, methods, from_moments and method is None)

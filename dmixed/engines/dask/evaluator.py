@@ -39,7 +39,12 @@ from .ahead import (
 )
 from .blocks import Block, block_dense, reorder_parts
 from .handover import covariance_rows, cut, rows
-from .next_point import gathered_step_then, submit_step_then
+from .next_point import (
+    gathered_first_then,
+    gathered_step_then,
+    submit_first_then,
+    submit_step_then,
+)
 from .placement import call_keys
 from .progress import (
     ask_workers,
@@ -395,9 +400,11 @@ class DaskEngine:
         # the BLUPs made with a Hessian (key of Λ and w, per-block parts): random_effects
         # there needs no round trip of its own
         self._kept_random_effects: tuple[bytes, list] | None = None
-        # what step_then made at the point it chained: step or step_hessian there
-        # needs no round trip of its own
+        # what step_then (or steps_hessian) made at the point it chained: step or
+        # step_hessian there needs no round trip of its own; and at the points chained
+        # after that one, in the order the driver asks for them
         self._kept_next: _Chained | None = None
+        self._kept_later: tuple[_Chained, ...] = ()
         self._detached = False
         # futures released just after the next round trip's submission (class notes)
         self._spent = list(spent or ())
@@ -567,15 +574,23 @@ class DaskEngine:
             return submit_step_then(self._client, self._blocks, args, weights, following)
 
         args = dict(lam=lam, q=q, basis=basis)
-        sums, point, made, hs, w, blups = gathered_step_then(self._round_trip(submit, args))
-        if point is not None:
+        sums, *made = gathered_step_then(self._round_trip(submit, args))
+        self._keep_chained([made] if made[0] is not None else [], q, basis)
+        return sums
+
+    def _keep_chained(self, made: list, q: int, basis: np.ndarray) -> None:
+        """Keep the points a chain made (``(point, step sums, Hessian sums, w, BLUPs)``
+        each, in the order the driver asks for them) for :meth:`_take_next`, and the
+        BLUPs made at one of them for :meth:`random_effects`."""
+        kept = []
+        for point, sums, hs, w, blups in made:
             lam_next, hessian, random_effects = point
             basis_key = _bytes(basis) if hessian else None
             key = self._next_key(lam_next, q)
-            self._kept_next = _Chained(key, made, basis_key, hs, w, bool(random_effects))
+            kept.append(_Chained(key, sums, basis_key, hs, w, bool(random_effects)))
             if blups is not None:
                 self._keep_random_effects(lam_next, w, blups)
-        return sums
+        self._kept_next, self._kept_later = (kept[0], tuple(kept[1:])) if kept else (None, ())
 
     @staticmethod
     def _next_key(lam: np.ndarray, q: int) -> bytes:
@@ -583,16 +598,20 @@ class DaskEngine:
         return repr((lam.shape, q)).encode() + lam.tobytes()
 
     def _take_next(self, lam: np.ndarray, q: int, basis: np.ndarray | None) -> _Chained | None:
-        """What :meth:`step_then` made at ``lam`` and ``q`` (and ``basis``, where the
-        Hessian is asked for: its Hessian made there), handed out once; None where it
-        made nothing there.  Asked elsewhere, it is dropped."""
-        kept, self._kept_next = self._kept_next, None
+        """What :meth:`step_then` (or :meth:`steps_hessian`) made at ``lam`` and ``q``
+        (and ``basis``, where the Hessian is asked for: its Hessian made there) where it
+        is the next of the points kept, handed out once (the points after it stay
+        kept); None where none was made there.  Asked elsewhere, all are dropped."""
+        kept, later = self._kept_next, self._kept_later
+        self._kept_next, self._kept_later = None, ()
         if kept is None:
             return None
         if kept.key != self._next_key(lam, q):
             return None
         if basis is not None and kept.basis != _bytes(basis):
             return None  # no Hessian made there, or with another basis
+        if later:
+            self._kept_next, self._kept_later = later[0], later[1:]
         return kept
 
     def steps(self, lams: list[np.ndarray], q: int) -> list[kernels.StepSums]:
@@ -639,6 +658,7 @@ class DaskEngine:
         weights,
         at: int,
         random_effects: bool = False,
+        following=None,
     ):
         """:meth:`steps` at ``lams`` and :meth:`hessian` at ``lams[at]`` in one round
         trip: each block's Hessian task adds every block's step sums at ``lams[at]`` (in
@@ -647,19 +667,42 @@ class DaskEngine:
         ``random_effects``, the BLUPs there too, kept for :meth:`random_effects` at
         ``lams[at]`` and that ``w`` (as :meth:`hessian_random_effects`).
 
+        With ``following`` (``following([(Λ, step sums)], (Λ, w, Hessian sums) or
+        None) -> (Λ₁, hessian, random_effects, then)`` or None, pickled to the
+        workers; one that raises is taken as None), the point it makes of those sums is
+        chained on the workers in the same round trip
+        (:func:`~dmixed.engines.dask.next_point.submit_first_then`): its step sums, and
+        its Hessian sums (and BLUPs) where it asks for them, else the point ``then``
+        makes of its sums (as :meth:`step_then`'s ``following``) and what that asks
+        for.  What was made is kept for the next calls at those Λ, in that order, as
+        :meth:`step_then` keeps its point.  Not with ``random_effects``: each block's
+        chained task reads every block's Hessian task, BLUPs and all.
+
         Returns ``(step sums per Λ, Hessian sums or None, w or None)``: ``None`` where
         ``weights`` raised ``np.linalg.LinAlgError`` (no Hessian at that point).
         """
+        if following is not None and random_effects:
+            raise ValueError("steps_hessian chains no point after the BLUPs")
+        n = len(self._blocks)
 
         def submit(args: dict) -> list:
-            return submit_steps_hessian(
+            futures = submit_steps_hessian(
                 self._client, self._blocks, args, weights, at, random_effects
             )
+            if following is None:
+                return futures
+            client, blocks = self._client, self._blocks
+            steps, hessians = futures[:n], futures[n:]
+            chain = submit_first_then(client, blocks, args, weights, following, at, steps, hessians)
+            return [*futures, *chain]
 
         args = dict(lams=list(lams), lam=lams[at], q=q, basis=basis)
-        sums, hs, w, blups = gathered_steps_hessian(self._round_trip(submit, args))
+        parts = self._round_trip(submit, args)
+        sums, hs, w, blups = gathered_steps_hessian(parts[: 2 * n])
         if blups is not None:
             self._keep_random_effects(lams[at], w, blups)
+        if following is not None:
+            self._keep_chained(gathered_first_then(parts[2 * n :]), q, basis)
         return sums, hs, w
 
     @staticmethod
@@ -760,7 +803,7 @@ class DaskEngine:
         """Release the statistics on the cluster."""
         blocks, self._blocks, self._graph = self._blocks, [], []
         self._kept_random_effects = None
-        self._kept_next = None
+        self._kept_next, self._kept_later = None, ()
         self._detached = True
         for f in blocks:
             f.release()
@@ -779,6 +822,6 @@ class DaskEngine:
         self._layout = state.get("_layout")
         self._moments = None
         self._kept_random_effects = None
-        self._kept_next = None
+        self._kept_next, self._kept_later = None, ()
         self._detached = True
         self._spent = []

@@ -27,7 +27,12 @@ from .ahead import block_hessian_random_effects, hessian_parts
 from .placement import call_keys
 from .progress import laid_out
 
-__all__ = ["gathered_step_then", "submit_step_then"]
+__all__ = [
+    "gathered_first_then",
+    "gathered_step_then",
+    "submit_first_then",
+    "submit_step_then",
+]
 
 
 def _block_step(ev, lam: np.ndarray, q: int) -> kernels.StepSums:
@@ -127,27 +132,166 @@ def gathered_step_then(parts: list):
     where the blocks made none, or not the same one (nor ``w``) bit for bit."""
     n = len(parts) // 3
     sums = functools.reduce(operator.add, parts[:n])
-    nexts, hessians = parts[n : 2 * n], parts[2 * n :]
+    return (sums, *_gathered_next(parts[n : 2 * n], parts[2 * n :]))
+
+
+def _gathered_next(nexts: list, hessians: list) -> tuple:
+    """``(point or None, its step sums, its Hessian sums or None, w or None, its
+    per-block BLUPs or None)`` of the blocks' :func:`_block_next_step` (``nexts``:
+    ``(point, sums, ...)`` each) and :func:`_block_next_hessian` there (``hessians``);
+    no point where the blocks made none, or not the same one (nor ``w``) bit for bit."""
     point = nexts[0][0]
-    none = sums, None, None, None, None, None
+    none = None, None, None, None, None
     if point is None or not all(_same_point(p[0], point) for p in nexts):
         return none
     following = functools.reduce(operator.add, [p[1] for p in nexts])
     if any(h is False for h in hessians):
         return none
     if all(h is None for h in hessians):
-        return sums, point, following, None, None, None
+        return point, following, None, None, None
     if any(h is None for h in hessians):
         return none
     w = hessians[0][0]
     if w is None:
         if any(h[0] is not None for h in hessians):
             return none
-        return sums, point, following, None, None, None
+        return point, following, None, None, None
     if not all(h[0] is not None and np.array_equal(h[0], w) for h in hessians):
         return none
     hs, blups = hessian_parts([h[1] for h in hessians])
-    return sums, point, following, hs, w, blups
+    return point, following, hs, w, blups
+
+
+# -- the first Newton step's point chained on the starts' round trip -------------------
+
+
+def _block_first_step(ev, first, at: int, q: int, lams: list, steps: list, hessians: list):
+    """``(point, the block's step sums there, the point it chains next)``: ``first`` of
+    the starts' step sums (``steps``: every block's :func:`~.ahead.submit_steps_hessian`
+    step task, added in block order) and the Hessian sums at ``lams[at]`` (its Hessian
+    tasks, ``hessians``), made by each block's task as :func:`_block_next_step`'s;
+    ``(None, None, None)`` where it gives none, or it or the sums raise."""
+    try:
+        sums = [_sum([p[i] for p in steps]) for i in range(len(lams))]
+        hessian = None
+        if all(h is not None for h in hessians):
+            w = hessians[0][0]
+            if all(np.array_equal(h[0], w) for h in hessians):
+                hs, _ = hessian_parts([laid_out(h[1]) for h in hessians])
+                hessian = (lams[at], w, hs)
+        made = first(list(zip(lams, sums, strict=True)), hessian)
+        if made is None:
+            return None, None, None
+        point, following = tuple(made[:3]), made[3]
+        return point, ev.step(point[0], q), following
+    except Exception:  # as _block_next_step's
+        return None, None, None
+
+
+def _block_first_next(ev, mine, weights, basis: np.ndarray, q: int, parts: list):
+    """After :func:`_block_first_step` (the block's: ``mine``; every block's:
+    ``parts``): ``("hessian", …)`` of :func:`_block_next_hessian` at its point where
+    the point asks for its Hessian; else ``("step", …)`` of :func:`_block_next_step` of
+    the point it chains; None where there is neither."""
+    point, following = mine[0], mine[2]
+    if point is None:
+        return None
+    if point[1]:
+        return "hessian", _block_next_hessian(ev, mine, weights, basis, parts)
+    if following is None or any(p[1] is None for p in parts):
+        return None
+    return "step", _block_next_step(ev, following, q, [p[1] for p in parts])
+
+
+def _block_first_last(ev, mine, weights, basis: np.ndarray, parts: list):
+    """:func:`_block_next_hessian` at the point chained by :func:`_block_first_next`
+    (the block's: ``mine``; every block's: ``parts``); None where there is none."""
+    if mine is None or mine[0] != "step" or any(p is None or p[0] != "step" for p in parts):
+        return None
+    return _block_next_hessian(ev, mine[1], weights, basis, [p[1] for p in parts])
+
+
+def submit_first_then(
+    client, blocks: list, args: dict, weights, first, at: int, steps: list, hessians: list
+) -> list:
+    """The futures of the first Newton step chained after
+    :func:`~dmixed.engines.dask.ahead.submit_steps_hessian`'s (its step futures
+    ``steps`` and Hessian futures ``hessians``, at ``args["lams"]`` and ``lams[at]``), a
+    flat list for the same gather: per block the point ``first`` makes of their sums and
+    its step sums there; per block that point's Hessian sums (with its BLUPs where the
+    point says so) or the step sums at the point it chains; per block the Hessian sums
+    at that chained point where it asks for them.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    blocks : list of Future
+        One evaluator per block.
+    args : dict
+        ``lams``, ``q`` and ``basis``, arrays or their futures.
+    weights : callable
+        ``weights(StepSums) -> w`` (p+1,), pickled to the workers.
+    first : callable
+        ``first([(Λ, StepSums)], (Λ, w, HessianSums) or None) -> (Λ₁ (r, r), hessian:
+        bool, random_effects: bool, following or None)`` or None, pickled to the
+        workers; ``following`` as :func:`submit_step_then`'s.
+    at : int
+    steps, hessians : list of Future
+    """
+    n = len(blocks)
+    firsts = client.map(
+        _block_first_step,
+        blocks,
+        first=first,
+        at=at,
+        q=args["q"],
+        lams=args["lams"],
+        steps=steps,
+        hessians=hessians,
+        key=call_keys(_block_first_step, n),
+    )
+    nexts = client.map(
+        _block_first_next,
+        blocks,
+        firsts,
+        weights=weights,
+        basis=args["basis"],
+        q=args["q"],
+        parts=firsts,
+        key=call_keys(_block_first_next, n),
+    )
+    lasts = client.map(
+        _block_first_last,
+        blocks,
+        nexts,
+        weights=weights,
+        basis=args["basis"],
+        parts=nexts,
+        key=call_keys(_block_first_last, n),
+    )
+    return [*firsts, *nexts, *lasts]
+
+
+def gathered_first_then(parts: list) -> list:
+    """The points made by the gathered chain of :func:`submit_first_then`, in the
+    order the driver asks for them: a list of ``(point, its step sums, its Hessian sums
+    or None, w or None, its per-block BLUPs or None)`` (the first point, then the point
+    it chains), each sum added over the blocks in block order; as long as the blocks
+    made the same points (and ``w``) bit for bit."""
+    n = len(parts) // 3
+    firsts, nexts, lasts = parts[:n], parts[n : 2 * n], parts[2 * n :]
+    kinds = {None if p is None else p[0] for p in nexts}
+    if len(kinds) > 1:
+        return []
+    kind = kinds.pop()
+    hessians = [p[1] for p in nexts] if kind == "hessian" else [None] * n
+    made = _gathered_next(firsts, hessians)
+    if made[0] is None:
+        return []
+    if kind != "step":
+        return [made]
+    chained = _gathered_next([p[1] for p in nexts], lasts)
+    return [made] if chained[0] is None else [made, chained]
 
 
 def _same_point(a, b) -> bool:

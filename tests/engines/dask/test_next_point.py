@@ -18,7 +18,7 @@ import dmixed
 from dmixed.engines.dask import DaskEngine
 from dmixed.engines.dask.next_point import submit_step_then
 from dmixed.engines.local import LocalEngine
-from dmixed.fit.newton_ahead import NextNewtonPoint
+from dmixed.fit.newton_ahead import FirstNewtonPoint, NextNewtonPoint
 from dmixed.fit.objective import profile_weights
 from dmixed.fit.summary import DEFAULTS
 
@@ -214,15 +214,21 @@ def test_the_fit_makes_its_secant_steps_in_one_round_trip_fewer(client, case, mo
 def test_a_chained_point_the_fit_does_not_ask_for_is_not_taken(client, case, monkeypatch):
     """A chained point off the one the driver's step makes (Λ₂ moved by one ulp, or the
     BLUPs' w moved): nothing of it is taken, and the fit is the one without the chain,
-    bit for bit, in as many round trips."""
+    bit for bit, in as many round trips (the first step's point, chained on the starts'
+    round trip, moved too)."""
     monkeypatch.setattr(DEFAULTS, "newton_secant_rows", 0)
-    call = NextNewtonPoint.__call__
+    call, first = NextNewtonPoint.__call__, FirstNewtonPoint.__call__
 
     def off(self, sums):
         out = call(self, sums)
         return None if out is None else (np.nextafter(out[0], np.inf), *out[1:])
 
+    def first_off(self, points, hessian):
+        out = first(self, points, hessian)
+        return None if out is None else (np.nextafter(out[0], np.inf), *out[1:])
+
     monkeypatch.setattr(NextNewtonPoint, "__call__", off)
+    monkeypatch.setattr(FirstNewtonPoint, "__call__", first_off)
     trips = _count_round_trips(monkeypatch)
     res = _fit(case, client)
     chained = len(trips)
@@ -297,3 +303,161 @@ def test_the_chained_tasks_are_never_root_ish_and_stay_with_their_evaluators(cli
     monkeypatch.setattr(DaskEngine, "step_then", counted)
     _assert_no_evaluator_moves(client, model, stats)
     assert chained
+
+
+# -- the first Newton step chained on the starts' round trip ---------------------------
+
+
+def _first(lam1, hessian, random_effects, following):
+    """A ``following`` of ``steps_hessian`` that makes ``lam1`` (and chains
+    ``following``) of any sums (picklable)."""
+    return functools.partial(_first_point, (lam1, hessian, random_effects, following))
+
+
+def _first_point(point, points, hessian):
+    assert hessian is not None and len(points) == 2
+    return point
+
+
+def _first_raises(points, hessian):
+    raise ValueError("no point")
+
+
+@pytest.mark.parametrize("secant", [True, False])
+def test_the_first_point_and_the_one_it_chains_are_their_own_round_trips(
+    client, monkeypatch, secant
+):
+    """After the starts' round trip with a first point chained: at that point (then at
+    the secant point it chains) the step sums, the Hessian sums, w and the BLUPs of
+    their own round trips, bit for bit, without one; asked elsewhere, dropped."""
+    stats = _stats(client)
+    engine, layout = stats.engine, stats.fit_layout
+    basis, q = layout.basis(), layout.k_re
+    weights = functools.partial(profile_weights, glob=stats.glob, reml=True)
+    lams = [layout.lam(np.full(layout.n_params, v), True) for v in (0.5, 0.7)]
+    lam1 = layout.lam(np.linspace(0.4, 1.2, layout.n_params), True)
+    lam2 = layout.lam(np.linspace(0.5, 1.1, layout.n_params), True)
+    ref_sums, ref_hs, ref_w = engine.steps_hessian(lams, q, basis, weights, 1)
+    ref1 = engine.step_hessian(lam1, q, basis, weights)
+    ref2 = engine.step_hessian(lam2, q, basis, weights)
+    last = lam2 if secant else lam1
+    ref_blups = engine.random_effects(last, (ref2 if secant else ref1)[2])
+    trips = _count_round_trips(monkeypatch)
+    if secant:
+        following = _first(lam1, False, False, _next(lam2, True, True))
+    else:
+        following = _first(lam1, True, True, None)
+    sums, hs, w = engine.steps_hessian(lams, q, basis, weights, 1, following=following)
+    for got, want in zip(sums, ref_sums, strict=True):
+        _assert_same(got, want)
+    _assert_same(hs, ref_hs)
+    np.testing.assert_array_equal(w, ref_w)
+    if secant:
+        _assert_same(engine.step_then(lam1, q, basis, weights, _raises), ref1[0])
+        got = engine.step_hessian(lam2, q, basis, weights, True)
+        want = ref2
+    else:
+        got = engine.step_hessian(lam1, q, basis, weights, True)
+        want = ref1
+    for a, b in zip(got, want, strict=True):
+        _assert_same(a, b) if not isinstance(a, np.ndarray) else np.testing.assert_array_equal(a, b)
+    blups = engine.random_effects(last, got[2])
+    assert len(trips) == 1
+    for a, b in zip(blups, ref_blups, strict=True):
+        np.testing.assert_array_equal(a, b)
+    # asked elsewhere first: nothing of the chain is taken
+    engine.steps_hessian(lams, q, basis, weights, 1, following=following)
+    trips.clear()
+    engine.step(lam2 if not secant else lam1 * 2.0, q)
+    engine.step(lam1, q)
+    assert len(trips) == 2
+
+
+def test_no_first_point_or_a_failing_one_chains_nothing(client, monkeypatch):
+    """A first point that is None or raises on the worker: the starts' sums and the
+    Hessian all the same, nothing kept at the point."""
+    stats = _stats(client)
+    engine, layout = stats.engine, stats.fit_layout
+    basis, q = layout.basis(), layout.k_re
+    weights = functools.partial(profile_weights, glob=stats.glob, reml=True)
+    lams = [layout.lam(np.full(layout.n_params, v), True) for v in (0.5, 0.7)]
+    lam1 = layout.lam(np.linspace(0.4, 1.2, layout.n_params), True)
+    ref_sums, ref_hs, _ = engine.steps_hessian(lams, q, basis, weights, 1)
+    for following in (functools.partial(_first_point, None), _first_raises):
+        sums, hs, _w = engine.steps_hessian(lams, q, basis, weights, 1, following=following)
+        _assert_same(sums[1], ref_sums[1])
+        _assert_same(hs, ref_hs)
+        assert engine._kept_next is None
+        trips = _count_round_trips(monkeypatch)
+        engine.step(lam1, q)
+        assert len(trips) == 1
+        monkeypatch.undo()
+
+
+def _without_first_point(monkeypatch):
+    """The starts' round trips of a :class:`DaskEngine` without the first point."""
+    steps_hessian = DaskEngine.steps_hessian
+
+    def plain(self, *args, following=None, **kwargs):
+        return steps_hessian(self, *args, **kwargs)
+
+    monkeypatch.setattr(DaskEngine, "steps_hessian", plain)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_the_fit_makes_its_first_newton_step_in_the_starts_round_trip(client, case, monkeypatch):
+    """Secant steps: the first Newton step's trial point (and the secant point it chains)
+    ride on the starts' round trip: one round trip fewer than the fit without, the same
+    evaluations, estimates, standard errors and BLUPs, bit for bit."""
+    monkeypatch.setattr(DEFAULTS, "newton_secant_rows", 0)
+    made = []
+    call = FirstNewtonPoint.__call__
+
+    def counted(self, points, hessian):
+        out = call(self, points, hessian)
+        made.append(out is not None)
+        return out
+
+    monkeypatch.setattr(FirstNewtonPoint, "__call__", counted)
+    trips = _count_round_trips(monkeypatch)
+    res = _fit(case, client)
+    chained = len(trips)
+    assert made and all(made)
+    _without_first_point(monkeypatch)
+    trips.clear()
+    ref = _fit(case, client)
+    assert chained == len(trips) - 1
+    _assert_same_fit(res, ref)
+    assert res.n_iter == ref.n_iter and res.converged == ref.converged
+    np.testing.assert_array_equal(res.cov_params(), ref.cov_params())
+    np.testing.assert_array_equal(
+        res.random_effects_frame().to_numpy(), ref.random_effects_frame().to_numpy()
+    )
+
+
+def test_a_first_point_the_line_search_rejects_is_dropped(client, monkeypatch):
+    """Where the driver's line search rejects the first trial point (every point is
+    rejected here) the secant point is not chained and the halved point is its own
+    round trip: the same fit, bit for bit, as without the first point, in one round
+    trip fewer (the rejected point's)."""
+    monkeypatch.setattr(DEFAULTS, "newton_secant_rows", 0)
+    monkeypatch.setattr(DEFAULTS, "newton_llf_rtol", -1.0)
+    taken = []
+    take_next = DaskEngine._take_next
+
+    def counted(self, *args):
+        out = take_next(self, *args)
+        taken.append(out is not None)
+        return out
+
+    monkeypatch.setattr(DaskEngine, "_take_next", counted)
+    trips = _count_round_trips(monkeypatch)
+    res = _fit("padded", client)
+    chained, taken_chained = len(trips), list(taken)
+    assert taken_chained.count(True) == 1
+    _without_first_point(monkeypatch)
+    trips.clear()
+    ref = _fit("padded", client)
+    assert chained == len(trips) - 1
+    _assert_same_fit(res, ref)
+    np.testing.assert_array_equal(res.cov_params(), ref.cov_params())
