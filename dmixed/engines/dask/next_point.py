@@ -64,8 +64,8 @@ def _block_next_hessian(ev, mine, weights, basis: np.ndarray, parts: list):
     block's point (``mine``: its :func:`_block_next_step`), ``w`` of every block's step
     sums there (``parts``) made by each block's task; ``(None, None)`` where ``weights``
     raises ``np.linalg.LinAlgError`` (no Hessian there); None where the point asks for
-    no Hessian (or there is no point); False where the sums raise (the chain dropped, as
-    :func:`_block_next_step`'s)."""
+    no Hessian (or there is no point); False where ``weights`` raises anything else or
+    the sums raise (the chain dropped, as :func:`_block_next_step`'s)."""
     point = mine[0]
     if point is None or not point[1] or any(p[1] is None for p in parts):
         return None
@@ -73,6 +73,8 @@ def _block_next_hessian(ev, mine, weights, basis: np.ndarray, parts: list):
         w = weights(_sum([p[1] for p in parts]))
     except np.linalg.LinAlgError:
         return None, None
+    except Exception:  # a chained point is a guess: its failure drops the chain, never the fit
+        return False
     try:
         if point[2]:
             return w, block_hessian_random_effects(ev, point[0], basis, w)

@@ -172,6 +172,28 @@ def test_no_point_or_a_failing_one_chains_nothing(client, monkeypatch):
     assert set(raised) == {"step", "hessian"}
 
 
+def _weights_failing(sums):
+    """Profiled weights that fail with an error other than ``LinAlgError``."""
+    raise ValueError("no weights here")
+
+
+def test_weights_failing_at_the_chained_point_drop_the_chain_not_the_trip(client):
+    """``weights`` raising something other than ``LinAlgError`` at the chained point (a
+    guess of the driver's next point): the step sums at Λ all the same, nothing kept
+    at Λ₂; the driver's own request there then meets the error itself."""
+    stats = _stats(client)
+    engine, layout = stats.engine, stats.fit_layout
+    basis, q = layout.basis(), layout.k_re
+    lam = layout.lam(np.full(layout.n_params, 0.7), True)
+    lam2 = layout.lam(np.linspace(0.4, 1.2, layout.n_params), True)
+    want = engine.step(lam, q)
+    got = engine.step_then(lam, q, basis, _weights_failing, _next(lam2, True, False))
+    _assert_same(got, want)
+    assert engine._kept_next is None
+    with pytest.raises(ValueError, match="no weights here"):
+        engine.step_hessian(lam2, q, basis, _weights_failing)
+
+
 def _fit(case: str, client):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
