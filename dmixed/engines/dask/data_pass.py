@@ -383,8 +383,21 @@ def _kept_early(
     if not keep:
         return None
     moments = None if early.moments is None else [early.moments[i] for i in keep]
-    evaluators, sums = collect_evaluators(run.client, [early.evaluators[i] for i in keep], moments)
+    evaluators, sums = _collected(run.client, [early.evaluators[i] for i in keep], moments, spent)
     return keep, evaluators, sums
+
+
+def _collected(client, evaluators: list, moments: list | None, spent: list):
+    """:func:`~dmixed.engines.dask.evaluator.collect_evaluators`; where it raises (an
+    evaluator's error, workers lost), the data pass's futures ``spent``, the evaluators
+    and the moment sums are released first: the error's traceback would otherwise hold
+    them on the cluster for as long as it lives (a notebook keeps its last error)."""
+    try:
+        return collect_evaluators(client, evaluators, moments)
+    except BaseException:
+        for f in [*spent, *evaluators, *(moments or ())]:
+            f.release()
+        raise
 
 
 def _refuse_inexact(asm: Assembly, spent: list) -> None:
@@ -439,7 +452,8 @@ def _compute_on_cluster(run: _Pass, graph: list, packed: PackedLayout, layout: L
             keep = [i for i, size in enumerate(asm.block_sizes) if size > 0]
             blocks = [futures[i] for i in keep]
             evaluators, moment_futures = submit_evaluators(client, blocks, structured, packed.r)
-            evaluators, moments = collect_evaluators(client, evaluators, moment_futures)
+            spent = [*futures, *summary_futures]
+            evaluators, moments = _collected(client, evaluators, moment_futures, spent)
     if keep is None:
         pieces: list = []
         try:

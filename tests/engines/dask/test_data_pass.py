@@ -10,6 +10,8 @@ import warnings
 
 import dask.dataframe as dd
 import numpy as np
+import pandas as pd
+import pytest
 
 import dmixed
 from dmixed.engines.dask import data_pass
@@ -133,3 +135,51 @@ def test_the_moments_come_with_the_summaries_in_their_one_gather(client, monkeyp
     for name in vars(want):
         np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
     stats.engine.close()
+
+
+def test_an_evaluators_error_leaves_nothing_held_on_the_cluster(monkeypatch):
+    """The evaluator of one block fails (here: made to) where the statistics are to stay
+    on the workers: the fit raises that error, and while the error lives (its traceback
+    holding the data pass's frames, as a notebook's last error does) the cluster holds
+    none of the pass's blocks, summaries, evaluators or moment sums.  A cluster of its
+    own (threads: the patched function is the workers'), so that nothing of another
+    test's is held there."""
+    import time
+
+    import dask.dataframe as dd
+    from distributed import Client, LocalCluster
+
+    from dmixed.engines.dask import evaluator
+
+    made = evaluator.make_evaluator
+
+    def failing(block, tune_malloc=False, layout=None):
+        if 0 in np.asarray(block.labels):
+            raise MemoryError("the evaluator of the block of group 0")
+        return made(block, tune_malloc, layout)
+
+    monkeypatch.setattr(evaluator, "make_evaluator", failing)
+    rng = np.random.default_rng(4)
+    g = np.repeat(np.arange(2000), 5)
+    df = pd.DataFrame({"g": g, "x1": rng.normal(size=g.size)})
+    df["y"] = df.x1 + rng.normal(size=2000)[g] + rng.normal(size=g.size)
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        model = dmixed.mixedlm(
+            "y ~ x1", dd.from_pandas(df, npartitions=4), groups="g", re_formula="1 + x1"
+        )
+        with pytest.raises(MemoryError, match="block of group 0") as err:
+            model.fit(client=client, engine="distributed")
+        assert err.value.__traceback__ is not None
+
+        def held() -> int:
+            return client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks))
+
+        end = time.monotonic() + 10.0  # a release reaches the scheduler in a later batch
+        while held() and time.monotonic() < end:
+            time.sleep(0.05)
+        assert held() == 0
