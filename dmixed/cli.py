@@ -45,6 +45,7 @@ from .errors import (
 from .files import check_target
 from .input_data import (
     check_input,
+    column_names,
     culprit_of_message,
     files_lacking,
     files_named,
@@ -337,6 +338,7 @@ def _under_stats_lock(command):
 def run_fit(job: Job) -> int:
     """``dmixed fit``: data pass (or saved statistics of the same job), fit, write."""
     from .cluster import connect
+    from .design.build import parse_formulas
     from .stats import checkpoint
 
     files = input_files(job)
@@ -345,7 +347,11 @@ def run_fit(job: Job) -> int:
     job_digest = _job_digest(job, fingerprint)
     reuse = _reusable_statistics(job, job_digest, fingerprint) is not None
     if not reuse:
-        check_input(job, files)  # before a cluster is started
+        fmt = check_input(job, files)  # before a cluster is started
+        columns = column_names(job, files, fmt)
+        if columns is not None:  # the formulas checked node by node before a cluster too
+            with _job_errors(job, reads_data=True):
+                parse_formulas(job.formula, job.re_formula, job.vc_formula, columns)
     # a reuse needs no cluster either: the optimization runs on the saved statistics
     cluster = contextlib.nullcontext() if reuse else connect(_cluster_of(job))
     with cluster as client, _job_errors(job, reads_data=not reuse):

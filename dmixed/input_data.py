@@ -39,6 +39,7 @@ from .job import EXIT_CONFIG, EXIT_DATA, Job, JobError
 
 __all__ = [
     "check_input",
+    "column_names",
     "csv_culprit",
     "files_lacking",
     "files_named",
@@ -373,6 +374,35 @@ def check_input(job: Job, files: list[str]) -> str:
                 EXIT_DATA,
             )
     return fmt
+
+
+def column_names(job: Job, files: list[str], fmt: str) -> set[str] | None:
+    """The data's column names as its first file declares them, where they can be read
+    without its rows and are all that a read of the input gives (Dask takes the first
+    file's columns for the whole input): a CSV file's header; a local Parquet file's
+    schema where no file lies under a ``key=value`` folder (Hive partitioning: Dask adds
+    the keys as columns).  None where they cannot be known so (remote Parquet).
+
+    Raises
+    ------
+    JobError
+        A first file whose header or schema cannot be read (exit status 3).
+    """
+    if not files:
+        return None
+    first = files[0]
+    if fmt != "parquet":
+        return set(csv_header(first, job.storage_options))
+    hive = any("=" in part for f in files for part in os.path.dirname(f).split(os.sep))
+    if "://" in first or hive or not os.path.isfile(first):
+        return None
+    import pyarrow.parquet as pq
+
+    try:
+        return set(pq.read_schema(first).names)
+    except Exception as exc:  # pyarrow raises several types for an unreadable footer
+        message = f"cannot read parquet data: {first}: {read_error_message(exc)}"
+        raise JobError(message, EXIT_DATA) from exc
 
 
 def _read_csv_input(job: Job, files: list[str], model: dict, saved: dict):

@@ -10,8 +10,10 @@ import io
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -202,3 +204,66 @@ def test_saved_results_marking_names_of_code_load_only_with_them_given(saved, tm
     code, err = _main_stderr(["show", res], tmp_path)
     assert code in (2, 3) and "code is never read from a file" in err
     assert not m.exists()
+
+
+class _Connected(Exception):
+    """Raised by the test's stand-in for :func:`dmixed.cluster.connect`."""
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_command_line_formulas_are_refused_before_a_cluster_starts(
+    saved, tmp_path, monkeypatch, fmt
+):
+    """A formula that would run code, or that names a column the data lacks, is refused
+    with the first file's column names before any cluster is started or reached (an
+    unreachable scheduler is not waited for); a good formula goes on to the cluster."""
+    import dmixed.cluster
+
+    called = []
+
+    def connect(*args, **kwargs):
+        called.append(args)
+        raise _Connected
+
+    monkeypatch.setattr(dmixed.cluster, "connect", connect)
+    data = saved / "A.parquet"
+    if fmt == "csv":
+        data = tmp_path / "A.csv"
+        pd.read_parquet(saved / "A.parquet").to_csv(data, index=False)
+    base = ["fit", "--data", data, "--groups", "g", "--quiet", "--output", tmp_path / "out"]
+    base += ["--cluster", "tcp://127.0.0.1:1"]
+    m = _marker(tmp_path, "early")
+    for extra in (
+        ["--formula", f"y ~ {PAYLOADS['builtin-call'].format(m=m)}"],
+        ["--formula", "y ~ x1", "--re-formula", f"1 + {PAYLOADS['lambda'].format(m=m)}"],
+        ["--formula", "y ~ x1", "--vc", f"c=0 + {PAYLOADS['dunder-chain'].format(m=m)}"],
+    ):
+        code, err = _main_stderr(base + extra, tmp_path)
+        assert code == 2, err
+    code, err = _main_stderr(base + ["--formula", "y ~ xx1"], tmp_path)
+    assert code == 2 and "unknown column 'xx1'" in err and "'x1'" in err
+    assert not m.exists()
+    assert not (tmp_path / "out").exists()
+    assert not called
+    _main_stderr(base + ["--formula", "y ~ x1"], tmp_path)  # the stand-in's error: any status
+    assert called
+
+
+def test_hive_partitioned_parquet_columns_are_left_to_the_read(saved, tmp_path, monkeypatch):
+    """Files under ``key=value`` folders: Dask adds the key as a column, which the first
+    file's schema lacks, so a formula naming it is not refused before the read."""
+    import dmixed.cluster
+
+    called = []
+
+    def connect(*args, **kwargs):
+        called.append(args)
+        raise _Connected
+
+    monkeypatch.setattr(dmixed.cluster, "connect", connect)
+    (tmp_path / "site=1").mkdir()
+    shutil.copy(saved / "A.parquet", tmp_path / "site=1" / "A.parquet")
+    args = ["fit", "--data", "site=1/A.parquet", "--groups", "g", "--quiet"]
+    args += ["--formula", "y ~ x1 + site", "--output", tmp_path / "out"]
+    _main_stderr(args, tmp_path)
+    assert called
