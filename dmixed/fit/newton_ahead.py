@@ -260,21 +260,30 @@ class FirstNewtonPoint:
                 ev.llf,
                 st.steps - 1,
             )
-        fraction = 1.0
-        for _half in range(st.newton_halvings):  # the line search's first trial point
-            trial = theta.copy()
-            trial[movable] = step.point(fraction)
-            fraction /= 2
-            try:
-                packed = layout.pack_theta(trial, obj.use_sqrt)
-                lam = obj.lam(packed)
-            except np.linalg.LinAlgError:
-                continue
-            following = None
-            if state is not None:
-                following = NextNewtonPoint(self.parts, state, packed, trial)
-            return lam, ahead, last_step, following
-        return None
+        found = _first_trial(obj, movable, theta, step, st.newton_halvings)
+        if found is None:
+            return None
+        packed, trial, lam = found
+        following = None if state is None else NextNewtonPoint(self.parts, state, packed, trial)
+        return lam, ahead, last_step, following
+
+
+def _first_trial(obj: ProfiledObjective, movable, theta: np.ndarray, step, halvings: int):
+    """The line search's first trial point (the steps' halvings of ``step`` from
+    ``theta`` over the ``movable`` parameters, as the optimizer's line search tries
+    them): ``(packed parameters, θ, Λ)`` at the first fraction 1, ½, … whose Λ can be
+    made, or None where none of ``halvings`` can."""
+    fraction = 1.0
+    for _half in range(halvings):
+        trial = theta.copy()
+        trial[movable] = step.point(fraction)
+        fraction /= 2
+        try:
+            packed = obj.layout.pack_theta(trial, obj.use_sqrt)
+            return packed, trial, obj.lam(packed)
+        except np.linalg.LinAlgError:
+            continue
+    return None
 
 
 @dataclass(frozen=True)
@@ -350,15 +359,7 @@ class NextNewtonPoint:
         if step is None or step.rise <= st.newton_decrement * n:
             return None
         last_step = bool(step.rise <= LAST_STEP_DECREMENT * np.sqrt(st.newton_decrement) * n)
-        fraction = 1.0
-        for _half in range(st.newton_halvings):
-            trial = theta.copy()
-            trial[movable] = step.point(fraction)
-            fraction /= 2
-            try:
-                packed = layout.pack_theta(trial, obj.use_sqrt)
-                lam = obj.lam(packed)
-            except np.linalg.LinAlgError:
-                continue
-            return lam, not st.secant or last_step, last_step
-        return None
+        found = _first_trial(obj, movable, theta, step, st.newton_halvings)
+        if found is None:
+            return None
+        return found[2], not st.secant or last_step, last_step
