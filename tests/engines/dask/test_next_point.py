@@ -194,6 +194,21 @@ def test_weights_failing_at_the_chained_point_drop_the_chain_not_the_trip(client
         engine.step_hessian(lam2, q, basis, _weights_failing)
 
 
+def _count_taken(monkeypatch) -> list:
+    """Whether each of the engine's requests took a point chained before (True) or not
+    (False), in order, for the test's length (``DaskEngine._take_next`` wrapped)."""
+    taken: list = []
+    take_next = DaskEngine._take_next
+
+    def counted(self, *args):
+        out = take_next(self, *args)
+        taken.append(out is not None)
+        return out
+
+    monkeypatch.setattr(DaskEngine, "_take_next", counted)
+    return taken
+
+
 def _fit(case: str, client):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -207,15 +222,7 @@ def test_the_fit_makes_its_secant_steps_in_one_round_trip_fewer(client, case, mo
     BLUPs; the same evaluations, estimates, standard errors and BLUPs, bit for bit, as
     with each point in a round trip of its own, in fewer round trips."""
     monkeypatch.setattr(DEFAULTS, "newton_secant_rows", 0)
-    taken = []
-    take_next = DaskEngine._take_next
-
-    def counted(self, *args):
-        out = take_next(self, *args)
-        taken.append(out is not None)
-        return out
-
-    monkeypatch.setattr(DaskEngine, "_take_next", counted)
+    taken = _count_taken(monkeypatch)
     trips = _count_round_trips(monkeypatch)
     res = _fit(case, client)
     chained = len(trips)
@@ -464,15 +471,7 @@ def test_a_first_point_the_line_search_rejects_is_dropped(client, monkeypatch):
     trip fewer (the rejected point's)."""
     monkeypatch.setattr(DEFAULTS, "newton_secant_rows", 0)
     monkeypatch.setattr(DEFAULTS, "newton_llf_rtol", -1.0)
-    taken = []
-    take_next = DaskEngine._take_next
-
-    def counted(self, *args):
-        out = take_next(self, *args)
-        taken.append(out is not None)
-        return out
-
-    monkeypatch.setattr(DaskEngine, "_take_next", counted)
+    taken = _count_taken(monkeypatch)
     trips = _count_round_trips(monkeypatch)
     res = _fit("padded", client)
     chained, taken_chained = len(trips), list(taken)
