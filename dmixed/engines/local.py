@@ -401,9 +401,9 @@ def inexact_error(count: int, source: str) -> DataError:
         "which these statistics cannot fit without losing most digits of the "
         "likelihood: they hold no sums about each group's mean. Fit the rows in "
         "one pass in process (dmixed.MixedLM on the data in memory), or centre the "
-        "random-effects columns within groups first; on Dask, unweighted rows without "
-        "variance components keep such sums unless the dask config "
-        "'dmixed.shifted_sweep' is 'never' (weighted rows never do)"
+        "random-effects columns within groups first; on Dask, rows without variance "
+        "components keep such sums unless the dask config "
+        "'dmixed.shifted_sweep' is 'never'"
     )
     err.lossy_groups = count
     return err

@@ -414,7 +414,7 @@ class GroupAccumulator:
     def _add_side(self, keys: np.ndarray, dm, ztilde: np.ndarray, std, vc_widths) -> None:
         """Keep these rows' sums about each group's shift
         (:func:`~dmixed.kernels.shifts.rows_part`), or none from now on where they
-        make none (weights, variance components, no slope)."""
+        make none (variance components, no slope)."""
         if self.sides is None:
             return
         part = None

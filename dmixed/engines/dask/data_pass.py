@@ -541,7 +541,7 @@ def statistics_from_dask(
         An unknown ``engine``; ``engine="distributed"`` without a client; a Dask config
         ``"dmixed.shifted_sweep"`` other than :data:`SHIFTED_SWEEP_CHOICES`.
     DataError
-        Lossy groups that no pass keeps sums about their shifts for (weighted rows, or
+        Lossy groups that no pass keeps sums about their shifts for (variance components, or
         ``"dmixed.shifted_sweep"`` = ``"never"``: see the module; with ``"auto"`` the
         data are read a second time, keeping them); no rows left; missing values with
         ``missing="raise"`` (counted over the whole data: on this error path only, one
@@ -603,14 +603,14 @@ def _passes(run: _Pass, standardization, shifted: str) -> FittedStatistics:
     :class:`~dmixed.errors.DataError` with ``lossy_groups``, their number in all the
     blocks: raised on the driver from the blocks' summaries, :func:`_refuse_inexact`,
     so no task fails) and the pass kept no sums about the groups' shifts, the pass
-    again with them (logged at INFO with that number); not for weighted rows, which no
-    pass keeps them for."""
+    again with them (logged at INFO with that number), for weighted rows as for
+    unweighted ones."""
     spec: Any = run.spec  # a ModelSpec (the pass takes it as it comes)
     try:
         return _data_pass(run, standardization)
     except DataError as err:
         count = err.lossy_groups
-        if not count or run.shifts or shifted != "auto" or spec.weights_name is not None:
+        if not count or run.shifts or shifted != "auto":
             raise
     # out of the handler: the first pass's futures, held by the error's frames until
     # here, are released before the second pass starts
