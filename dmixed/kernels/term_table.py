@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -289,10 +290,20 @@ class TermTable:
     row's values (:class:`ShiftTerms`, where the plan allows them), so that its lossy
     groups fit exactly; off, they cost nothing (they make the sweep slower:
     benchmarks/RESULTS.md, lossy-s44) and a lossy group is refused where it is found.
+
+    ``on_flush``: called with the table before every :meth:`flush` adds its sums into
+    the accumulator, the caller's flushes and those of a plan change in :meth:`add`
+    or :meth:`add_columns` alike (a weighted chain's batch of weights of 1 takes the
+    unweighted plan), while :attr:`shifted` and the table's rows are still the
+    flushed plan's: where the sums about the groups' shifts are taken out before
+    they go.
     """
 
-    def __init__(self, keep_shifts: bool = False) -> None:
+    def __init__(
+        self, keep_shifts: bool = False, on_flush: Callable[[TermTable], None] | None = None
+    ) -> None:
         self.keep_shifts = bool(keep_shifts)
+        self.on_flush = on_flush
         self.table: np.ndarray | None = None  # (groups, live terms + 1 of zeros)
         self.plan: tuple | None = None  # (kernel terms, packed column → table column, scales)
         self.flushed = False  # some sums went into an accumulator already
@@ -707,6 +718,8 @@ class TermTable:
         held anything (then :attr:`flushed`)."""
         if self.table is None or self.plan is None:
             return False
+        if self.on_flush is not None:
+            self.on_flush(self)
         _, packed_to_table, scales = self.plan
         by_term = np.ascontiguousarray(self.table.T)  # one pass, then contiguous rows
         n = by_term.shape[1]

@@ -743,6 +743,33 @@ def test_weighted_lossy_groups_of_chains_compiled_fit_as_in_process(client, tmp_
     assert err.value.lossy_groups == 5
 
 
+@pytest.mark.parametrize("shifted", ["auto", "always"])
+def test_weighted_lossy_groups_of_chains_whose_weights_are_1_in_some_files(
+    client, tmp_path, monkeypatch, shifted
+):
+    """Files whose weights are all 1 read by the same chains as weighted ones (the
+    compiled table's plan changes between them, unweighted to weighted and back): the
+    sums about the groups' shifts of every file are kept, and the lossy groups fit as
+    in process (they were refused, all of a file's sums lost at the change)."""
+    import pandas
+
+    import dmixed
+
+    monkeypatch.setenv("DMIXED_KERNELS", "numba")
+    df = _clicks(2, n_users=300, close=5)
+    files = _split(df, 4, 0)
+    for n, frame in enumerate(files):
+        w = _weights(np.random.default_rng(n), len(frame), "uniform")
+        files[n] = frame.assign(w=1.0 if n % 2 == 0 else w)
+    whole = pandas.concat(files, ignore_index=True)
+    kw = {"groups": "g", "re_formula": "1 + t", "weights": "w"}
+    want = dmixed.mixedlm("y ~ t", whole, **kw).fit()
+    got, records = _chains_fit(files, tmp_path / shifted, client, shifted, weights="w")
+    assert _passes_run(records) == (2 if shifted == "auto" else 1)
+    _same_fit(got, want)
+    np.testing.assert_allclose(np.asarray(got.bse), np.asarray(want.bse), rtol=1e-8)
+
+
 def test_lossy_groups_of_chains_compiled_are_refused_with_never(
     clicks_in_process, client, tmp_path, monkeypatch
 ):
