@@ -610,10 +610,12 @@ def _passes(run: _Pass, standardization, shifted: str) -> FittedStatistics:
         return _data_pass(run, standardization)
     except DataError as err:
         count = err.lossy_groups
-        if not count or run.shifts or shifted != "auto":
+        if not count:
             raise
     # out of the handler: the first pass's futures, held by the error's frames until
-    # here, are released before the second pass starts
+    # here, are released before the second pass starts (or the refusal is raised)
+    if run.shifts or shifted != "auto":
+        raise _lossy_refusal(count, run.shifts)
     names = list(spec.exog_re_names)
     intercept = spec.intercept_columns()[1]
     slopes = [n for j, n in enumerate(names) if j != intercept]
@@ -625,7 +627,33 @@ def _passes(run: _Pass, standardization, shifted: str) -> FittedStatistics:
         ", ".join(slopes) or "?",
     )
     run.shifts = True
-    return _data_pass(run, standardization)
+    try:
+        return _data_pass(run, standardization)
+    except DataError as err:
+        count = err.lossy_groups
+        if not count:
+            raise
+    raise _lossy_refusal(count, True)
+
+
+def _lossy_refusal(count: int, kept: bool) -> DataError:
+    """The refusal of ``count`` lossy groups of a data pass that kept the sums about
+    the groups' shifts where the random design allows them (``kept``: they are none
+    of those) or whose compiled sweep kept none (``"dmixed.shifted_sweep"`` =
+    ``"never"``), its message saying which (:func:`~dmixed.engines.local.inexact_error`)."""
+    if kept:
+        why = (
+            "the data pass kept such sums where the random design allows them "
+            "(an intercept and slopes without variance components): these groups' "
+            "design does not"
+        )
+    else:
+        why = (
+            "the dask config 'dmixed.shifted_sweep' is 'never', so the compiled sweep "
+            "kept no such sums ('auto' or 'always' keeps them for a random design of an "
+            "intercept and slopes without variance components)"
+        )
+    return inexact_error(count, "the statistics summed on the cluster", why)
 
 
 def _data_pass(run: _Pass, standardization: Standardization | None) -> FittedStatistics:
