@@ -694,6 +694,40 @@ def test_weighted_lossy_groups_on_dask_fit_as_in_process(
         np.testing.assert_allclose(np.asarray(got.bse), np.asarray(want.bse), rtol=1e-6)
 
 
+@pytest.mark.parametrize("offset", [0.0, -1.7e9])
+@pytest.mark.parametrize("kind", ["powers of 4", "eight decades"])
+def test_two_slopes_of_weights_over_eight_decades_on_dask_near_in_process(kind, offset):
+    """Two random slopes (``1 + t + t2``) and weights spread over 8 decades: many
+    groups' weighted ``Z_i'Z_i`` are near singular (their weight on one row).  In
+    process, a block with a lossy group takes the centred sums of all its groups; on
+    Dask only the lossy ones (``LOSSY_DETERMINANT``) take them, and the groups just
+    above that bound keep the rounding of the uncentred sums: ℓ agrees to a few
+    1e-10 (moderate weights: to rounding, the tests above), the fixed effects to a
+    small part of their standard errors."""
+    import dask
+    import dask.dataframe as dd
+
+    import dmixed
+
+    df = _clicks(4, n_users=600, close=6)
+    rng = np.random.default_rng(11)
+    df["x"] = rng.normal(size=len(df))
+    df["t2"] = (df["t"] - 1.7e9) * 1e-3 + rng.normal(size=len(df)) * 1e3
+    df["t"] += offset
+    if kind == "powers of 4":
+        df["w"] = 4.0 ** rng.integers(-6, 7, len(df))
+    else:
+        df["w"] = 10.0 ** rng.uniform(-4.0, 4.0, len(df))
+    kw = {"groups": "g", "re_formula": "1 + t + t2", "weights": "w"}
+    want = dmixed.mixedlm("y ~ t + x", df, **kw).fit()
+    with dask.config.set(scheduler="sync"):
+        got = dmixed.mixedlm("y ~ t + x", dd.from_pandas(df, npartitions=3), **kw).fit()
+    assert got.converged and want.converged
+    assert got.llf == pytest.approx(want.llf, rel=1e-9)
+    fe = np.abs(np.asarray(got.fe_params) - np.asarray(want.fe_params))
+    assert np.all(fe <= 1e-3 * np.asarray(want.bse_fe))
+
+
 def test_weights_of_one_fit_lossy_groups_on_dask_as_no_weights():
     """Weights of 1 on lossy data: the Dask fit from partitions is the unweighted one's
     bit for bit (as it is without lossy groups)."""
