@@ -390,20 +390,28 @@ def inexact_count(block: kernels.StatsBlock, nobs, rank_one: bool = False) -> in
     return count
 
 
-def inexact_error(count: int, source: str) -> DataError:
+#: Where a Dask fit keeps the sums lossy groups need (:func:`inexact_error`'s ``why``).
+DASK_SHIFTS = (
+    "a Dask fit keeps such sums for a random design of an intercept and slopes "
+    "without variance components, unless the dask config 'dmixed.shifted_sweep' "
+    "is 'never'"
+)
+
+
+def inexact_error(count: int, source: str, why: str = DASK_SHIFTS) -> DataError:
     """The refusal of ``count`` lossy groups (:func:`inexact_count`) of the statistics
     from ``source``: a :class:`~dmixed.errors.DataError` whose ``lossy_groups`` is
     ``count`` (a Dask fit reads its data again with the sums these groups need,
-    :func:`~dmixed.engines.dask.data_pass.statistics_from_dask`)."""
+    :func:`~dmixed.engines.dask.data_pass.statistics_from_dask`); ``why``: the
+    message's last clause, why these statistics hold none of those sums or where they
+    are kept."""
     err = DataError(
         f"{count} group(s) of {source} have a random design whose columns are "
         "constant or nearly constant within the group (Z_i'Z_i close to singular), "
         "which these statistics cannot fit without losing most digits of the "
         "likelihood: they hold no sums about each group's mean. Fit the rows in "
         "one pass in process (dmixed.MixedLM on the data in memory), or centre the "
-        "random-effects columns within groups first; on Dask, unweighted rows without "
-        "variance components keep such sums unless the dask config "
-        "'dmixed.shifted_sweep' is 'never' (weighted rows never do)"
+        f"random-effects columns within groups first; {why}"
     )
     err.lossy_groups = count
     return err

@@ -91,7 +91,7 @@ class ModelStatistics:
         ------
         DataError
             A rank-deficient fixed-effects design or a response without variation
-            (unless ``partial``); lossy groups on Dask with weighted rows, or with
+            (unless ``partial``); lossy groups on Dask with
             ``dmixed.shifted_sweep`` = ``"never"`` where the compiled pass summed them
             (:func:`~dmixed.engines.local.refuse_inexact`); or
             a model built from statistics (no data) asked for them with another client

@@ -8,10 +8,12 @@ row's values ``t`` keep them: ``Σδ``, ``δ'δ`` and ``δ'a`` with ``δ = z −
 slope and the columns ``a`` of ``[X y]`` that are neither ones nor slopes, and with
 them the centred sums (:func:`~dmixed.kernels.conditionals.centred_from_shifted`).
 Parts of one group summed about different shifts are moved to one before they are
-added (:func:`merge_parts`): ``Σ(z − t) = Σ(z − t_p) + n_p δ_p``, ``Σ(z − t)(w − s) =
-Σ(z − t_p)(w − s_p) + δ_z Σ(w − s_p) + Σ(z − t_p) δ_w + n_p δ_z δ_w`` and ``Σ(z − t)a
+added (:func:`merge_parts`): ``Σ(z − t) = Σ(z − t_p) + n_p δ_p``, ``Σ(z − t)(v − s) =
+Σ(z − t_p)(v − s_p) + δ_z Σ(v − s_p) + Σ(z − t_p) δ_v + n_p δ_z δ_v`` and ``Σ(z − t)a
 = Σ(z − t_p)a + δ Σa`` (``δ_p = t_p − t``): every term of the size of the group's
-spread.  Unweighted rows only.  The shifts are the rows' own values and the slopes'
+spread.  With prior weights every sum is weighted (``Σw(z − t)``, ``Σw δδ'``, ``Σw δa``,
+``Σw a``) and the part's weight sum ``W_p = Σw`` takes ``n_p``'s place in the moves
+(without weights it is ``n_p``).  The shifts are the rows' own values and the slopes'
 sums are unscaled (the same in every column map); ``a`` is in its map's units but for
 its scale, as the statistics' sums are (:meth:`ShiftPart.in_map` takes them to another
 map's, :meth:`ShiftLayout.centred_inputs` to the map's units).
@@ -83,12 +85,15 @@ class ShiftLayout:
 @dataclass
 class ShiftPart:
     """The sums about each group's shift of some groups (:class:`ShiftLayout`), one
-    column per group: ``keys`` (G,), ``count`` (G,) their rows, ``first`` (S, G) the
-    shifts, ``dsum`` (S, G), ``dgram`` (len(layout.dgram), G), ``dxy``
-    (len(layout.dxy), G) and ``xsum`` (len(layout.others), G) the plain ``Σ a_j``."""
+    column per group: ``keys`` (G,), ``count`` (G,) their rows, ``wsum`` (G,) their
+    weights' sum (the rows' count without weights), ``first`` (S, G) the shifts,
+    ``dsum`` (S, G), ``dgram`` (len(layout.dgram), G), ``dxy`` (len(layout.dxy), G) and
+    ``xsum`` (len(layout.others), G) the plain ``Σ a_j`` (each sum weighted where the
+    rows are)."""
 
     keys: np.ndarray
     count: np.ndarray
+    wsum: np.ndarray
     first: np.ndarray
     dsum: np.ndarray
     dgram: np.ndarray
@@ -105,6 +110,7 @@ class ShiftPart:
         return ShiftPart(
             cut(self.keys),
             cut(self.count),
+            cut(self.wsum),
             cut(self.first),
             cut(self.dsum),
             cut(self.dgram),
@@ -115,17 +121,18 @@ class ShiftPart:
 
     def in_map(self, std) -> ShiftPart:
         """The part in the column map ``std``'s units: ``Σ δa`` and ``Σ a`` of ``a``
-        about the other map's shift (``a + Δ``: ``Σ δ(a + Δ) = Σ δa + Δ Σ δ``), the
-        map's factors; the shifts and the slopes' sums are the same in every map."""
+        about the other map's shift (``a + Δ``: ``Σ δ(a + Δ) = Σ δa + Δ Σ δ``,
+        ``Σ (a + Δ) = Σ a + Δ W``), the map's factors; the shifts and the slopes' sums
+        are the same in every map."""
         layout = layout_in(self.layout, std)
         delta = np.asarray(self.layout.x_shift) - np.asarray(layout.x_shift)
         others = {j: i for i, j in enumerate(layout.others)}
         dxy = self.dxy.copy()
         for i, (b, j) in enumerate(layout.dxy):
             dxy[i] += delta[j] * self.dsum[b]
-        xsum = self.xsum + np.array([delta[j] for j in others])[:, None] * self.count
+        xsum = self.xsum + np.array([delta[j] for j in others])[:, None] * self.wsum
         return ShiftPart(
-            self.keys, self.count, self.first, self.dsum, self.dgram, dxy, xsum, layout
+            self.keys, self.count, self.wsum, self.first, self.dsum, self.dgram, dxy, xsum, layout
         )
 
     def of_keys(self, keys: np.ndarray) -> ShiftPart | None:
@@ -137,16 +144,26 @@ class ShiftPart:
 
 
 def part_of_rows(
-    keys: np.ndarray, codes: np.ndarray, zraw: list, xcols: list, layout: ShiftLayout
+    keys: np.ndarray,
+    codes: np.ndarray,
+    zraw: list,
+    xcols: list,
+    layout: ShiftLayout,
+    weights: np.ndarray | None = None,
 ) -> ShiftPart:
-    """The :class:`ShiftPart` of rows (unweighted; ``codes`` (n,) their groups'
-    positions in ``keys``, every group with a row; ``zraw`` the columns of ``Z̃`` as
-    they are, ``xcols`` those of ``[X y]`` less the map's shifts): each group's shift
-    its first row's values.  One pass of ``bincount`` per sum."""
+    """The :class:`ShiftPart` of rows (``codes`` (n,) their groups' positions in
+    ``keys``, every group with a row; ``zraw`` the columns of ``Z̃`` as they are,
+    unweighted, ``xcols`` those of ``[X y]`` less the map's shifts, unweighted;
+    ``weights`` (n,) the rows' prior weights as the statistics sum them, or None):
+    each group's shift its first row's values.  One pass of ``bincount`` per sum.
+    Weights of 1 give the unweighted sums bit for bit (each product's first factor
+    the weight)."""
     codes = np.asarray(codes, dtype=np.int64)
     n_groups = len(keys)
     n = codes.size
-    _, first_row = np.unique(codes, return_index=True)
+    # each group's first row by a scatter of the rows' positions (O(n), no sort)
+    first_row = np.full(n_groups, n, dtype=np.int64)
+    np.minimum.at(first_row, codes, np.arange(n, dtype=np.int64))
 
     def sums(values) -> np.ndarray:
         return np.bincount(codes, weights=values, minlength=n_groups)
@@ -158,14 +175,25 @@ def part_of_rows(
     first = np.array([z[first_row] for z in zs]).reshape(len(zs), n_groups)
     dz = [z - first[b][codes] for b, z in enumerate(zs)]
     xs = {j: column(xcols[j]) for j in layout.others}
+    count = np.bincount(codes, minlength=n_groups).astype(np.float64)
+    if weights is None:
+        wsum = count
+        wz = dz
+    else:
+        w = column(weights)
+        wsum = sums(w)
+        wz = [w * d for d in dz]  # w δ: each weighted sum's first factors
     return ShiftPart(
         np.asarray(keys),
-        np.bincount(codes, minlength=n_groups).astype(np.float64),
+        count,
+        wsum,
         first,
-        np.array([sums(d) for d in dz]).reshape(len(zs), n_groups),
-        np.array([sums(dz[b] * dz[c]) for b, c in layout.dgram]).reshape(-1, n_groups),
-        np.array([sums(dz[b] * xs[j]) for b, j in layout.dxy]).reshape(-1, n_groups),
-        np.array([sums(xs[j]) for j in layout.others]).reshape(-1, n_groups),
+        np.array([sums(d) for d in wz]).reshape(len(zs), n_groups),
+        np.array([sums(wz[b] * dz[c]) for b, c in layout.dgram]).reshape(-1, n_groups),
+        np.array([sums(wz[b] * xs[j]) for b, j in layout.dxy]).reshape(-1, n_groups),
+        np.array([sums(xs[j] if weights is None else w * xs[j]) for j in layout.others]).reshape(
+            -1, n_groups
+        ),
         layout,
     )
 
@@ -187,6 +215,7 @@ def merge_parts(parts: list[ShiftPart]) -> ShiftPart | None:
     out = ShiftPart(
         np.asarray(uniq),
         np.zeros(n),
+        np.zeros(n),
         np.zeros((parts[0].first.shape[0], n)),
         np.zeros((parts[0].dsum.shape[0], n)),
         np.zeros((parts[0].dgram.shape[0], n)),
@@ -203,20 +232,21 @@ def merge_parts(parts: list[ShiftPart]) -> ShiftPart | None:
         base = np.where(seen[pos], out.first[:, pos], p.first)
         delta = p.first - base  # 0 for a group's first part
         out.first[:, pos] = base
-        out.dsum[:, pos] += p.dsum + p.count * delta
+        out.dsum[:, pos] += p.dsum + p.wsum * delta
         for i, (b, c) in enumerate(layout.dgram):
-            moved = delta[b] * p.dsum[c] + p.dsum[b] * delta[c] + p.count * delta[b] * delta[c]
+            moved = delta[b] * p.dsum[c] + p.dsum[b] * delta[c] + p.wsum * delta[b] * delta[c]
             out.dgram[i, pos] += p.dgram[i] + moved
         for i, (b, j) in enumerate(layout.dxy):
             out.dxy[i, pos] += p.dxy[i] + delta[b] * p.xsum[others[j]]
         out.xsum[:, pos] += p.xsum
         out.count[pos] += p.count
+        out.wsum[pos] += p.wsum
         seen[pos] = True
     return out
 
 
 def layout_of(zcols: list, xcols: list, std) -> ShiftLayout | None:
-    """The :class:`ShiftLayout` of unweighted rows' columns (as
+    """The :class:`ShiftLayout` of rows' columns (unweighted, as
     :func:`~dmixed.kernels.rows.prepare_rows` makes them: a column of ``Z̃`` equal to
     one of ``[X y]`` is that very array) in the map ``std``: None without an intercept
     and a slope in ``Z̃``."""
@@ -249,11 +279,12 @@ def layout_in(layout: ShiftLayout, std) -> ShiftLayout:
 
 def rows_part(keys, codes, endog, exog, ztilde, weights, std) -> ShiftPart | None:
     """:func:`part_of_rows` of design rows (``keys`` (G,) the groups, ``codes`` (n,)
-    each row's position in them) in the map ``std``; None with weights (not kept),
-    rows the map divides up front, or without a slope (:func:`layout_of`)."""
+    each row's position in them; ``weights`` the rows' prior weights as the statistics
+    sum them, or None) in the map ``std``; None for rows the map divides up front, or
+    without a slope (:func:`layout_of`)."""
     from .rows import prepare_rows
 
-    if weights is not None or np.shape(ztilde)[1] < 2:
+    if np.shape(ztilde)[1] < 2:
         return None
     k = np.shape(exog)[1] + 1
     rows = prepare_rows(endog, exog, ztilde, None, std, gram=np.zeros((k, k)))
@@ -264,4 +295,6 @@ def rows_part(keys, codes, endog, exog, ztilde, weights, std) -> ShiftPart | Non
         return None
     ztilde = np.asarray(ztilde, dtype=np.float64)
     zraw = [ztilde[:, a] for a in range(ztilde.shape[1])]
-    return part_of_rows(keys, codes, zraw, rows.xcols, layout)
+    if weights is not None:
+        weights = np.asarray(weights, dtype=np.float64)
+    return part_of_rows(keys, codes, zraw, rows.xcols, layout, weights)

@@ -154,7 +154,10 @@ def _row_updates(
     count, table column ``c``, is still 0), before any term is added; ``("dsum", x,
     f)`` adds ``x − row[f]`` (``f`` the column of the kept value), ``("dprod", x, f,
     y, h)`` the product of two such differences, ``("dcross", x, f, y)`` one times
-    ``y``.  The table has a column of zeros after the terms' ones."""
+    ``y``; for weighted rows each but ``"first"`` carries one more element, the value
+    ``s`` of ``√w`` (``v1``): ``"dsum"`` and ``"dprod"`` times ``s * s``, ``"dcross"``
+    (whose ``y`` is scaled by ``√w``) times ``s``.  The table has a column of zeros
+    after the terms' ones."""
     ahead_row = f"codes[i + {ahead}]{less}"
     middle = row_prefetches(len(terms) + 1)
     lines = [
@@ -186,10 +189,16 @@ def _row_updates(
             value = f"v{term[1]} * v{term[2]}"
         elif term[0] == "dsum":
             value = f"d{kept[term[2]]}"
+            if len(term) > 3:  # weighted: w δ
+                value = f"{term[3]} * {term[3]} * {value}"
         elif term[0] == "dprod":
             value = f"d{kept[term[2]]} * d{kept[term[4]]}"
+            if len(term) > 5:  # weighted: (w δ) δ
+                value = f"{term[5]} * {term[5]} * d{kept[term[2]]} * d{kept[term[4]]}"
         else:  # "dcross"
             value = f"d{kept[term[2]]} * {term[3]}"
+            if len(term) > 4:  # weighted: (√w δ)(√w a)
+                value = f"{term[4]} * d{kept[term[2]]} * {term[3]}"
         lines.append(f"{pad}row[{t}] += {value}")
     return lines
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -246,7 +247,9 @@ class ShiftTerms:
     every slope's first value as read (``first``), of ``Σ δ`` (``dsum``), of the
     products ``δ'δ`` (``dgram``, in ``layout.dgram``'s order), of ``Σ δ a``
     (``dxy``, ``layout.dxy``'s order), of the plain ``Σ a`` (``xsum``,
-    ``layout.others``' order) and of the rows' count (``count``)."""
+    ``layout.others``' order), of the rows' count (``count``) and of their weights'
+    sum (``wsum``: ``count`` without weights).  With weights every sum but the count
+    is weighted (:class:`~dmixed.kernels.shifts.ShiftPart`)."""
 
     layout: ShiftLayout
     first: tuple
@@ -255,6 +258,7 @@ class ShiftTerms:
     dxy: tuple
     xsum: tuple
     count: int
+    wsum: int
 
     def part(self, keys: np.ndarray, rows: np.ndarray) -> ShiftPart:
         """The :class:`~dmixed.kernels.shifts.ShiftPart` of table rows ``rows`` (one per
@@ -266,6 +270,7 @@ class ShiftTerms:
         return ShiftPart(
             np.asarray(keys),
             np.asarray(rows[:, self.count], dtype=np.float64),
+            np.asarray(rows[:, self.wsum], dtype=np.float64),
             cols(self.first),
             cols(self.dsum),
             cols(self.dgram),
@@ -285,10 +290,20 @@ class TermTable:
     row's values (:class:`ShiftTerms`, where the plan allows them), so that its lossy
     groups fit exactly; off, they cost nothing (they make the sweep slower:
     benchmarks/RESULTS.md, lossy-s44) and a lossy group is refused where it is found.
+
+    ``on_flush``: called with the table before every :meth:`flush` adds its sums into
+    the accumulator, the caller's flushes and those of a plan change in :meth:`add`
+    or :meth:`add_columns` alike (a weighted chain's batch of weights of 1 takes the
+    unweighted plan), while :attr:`shifted` and the table's rows are still the
+    flushed plan's: where the sums about the groups' shifts are taken out before
+    they go.
     """
 
-    def __init__(self, keep_shifts: bool = False) -> None:
+    def __init__(
+        self, keep_shifts: bool = False, on_flush: Callable[[TermTable], None] | None = None
+    ) -> None:
         self.keep_shifts = bool(keep_shifts)
+        self.on_flush = on_flush
         self.table: np.ndarray | None = None  # (groups, live terms + 1 of zeros)
         self.plan: tuple | None = None  # (kernel terms, packed column → table column, scales)
         self.flushed = False  # some sums went into an accumulator already
@@ -339,22 +354,28 @@ class TermTable:
         rows = prepare_rows(endog, exog, ztilde, weights, std, vc_widths)
         k, r = len(rows.xcols), len(rows.zcols)
         shifts = None
-        if self.keep_shifts and weights is None and not len(vc_widths) and rows.std is std:
+        if self.keep_shifts and not len(vc_widths) and rows.std is std:
             # a Z̃ column that is an [X y] column is that very array (prepare_rows)
             canon = list(range(k)) + [
                 next((j for j in range(k) if rows.zcols[a] is rows.xcols[j]), k + a)
                 for a in range(r)
             ]
             ones = set(known_ones(std, None))
+            weight = None
+            if weights is not None and std is not None and not _intercept_ones(rows, std):
+                # the intercept's column is √w: the sums about the shifts weighted by it
+                ones, weight = set(), canon[k + int(std.z_intercept)]
             raw_at = {canon[k + a]: a for a in range(r)}  # a slope's raw column of Z̃
             names = {u: f"raw{a}" for u, a in raw_at.items()}
-            shifts = _shift_terms(live_terms(rows.terms), k, r, canon, ones, names, std)
+            live = live_terms(rows.terms)
+            shifts = _shift_terms(live, k, r, canon, ones, names, std, weight)
         extra = () if shifts is None else shifts[0]
         live = self._start(acc, rows.terms, rows.column_term, rows.scales, extra)
         self.shifted = None if shifts is None else shifts[1]
         used = sorted(
             {u for t in live for u in t[1:]}
             | {u for t in extra if t[0] == "dcross" for u in t[3:4]}
+            | {u for t in extra if t[0] != "first" and len(t) > _PLAIN_SIZE[t[0]] for u in t[-1:]}
         )
         slot = {u: i for i, u in enumerate(used)}
         kernel_terms = tuple((t[0], *[slot[u] for u in t[1:]]) for t in live)
@@ -697,6 +718,8 @@ class TermTable:
         held anything (then :attr:`flushed`)."""
         if self.table is None or self.plan is None:
             return False
+        if self.on_flush is not None:
+            self.on_flush(self)
         _, packed_to_table, scales = self.plan
         by_term = np.ascontiguousarray(self.table.T)  # one pass, then contiguous rows
         n = by_term.shape[1]
@@ -812,26 +835,60 @@ def _joined_rows(
     return TermRows(rows, columns, factors, shifted)
 
 
+#: The length of a term about the groups' shifts without weights; a weighted one has
+#: one element more, the source of ``√w`` (:func:`_shift_terms`).
+_PLAIN_SIZE = {"first": 3, "dsum": 3, "dprod": 5, "dcross": 4}
+
+
+def _intercept_ones(rows, std) -> bool:
+    """Whether the random intercept's column of prepared rows ``rows`` is ones on every
+    row (weights of 1: their plan is the unweighted one's), read from its plan: the
+    term of ``Σ z̃_e z̃_e`` is the count."""
+    if std is None or std.z_intercept < 0:
+        return False
+    e = int(std.z_intercept)
+    at = PackedLayout(len(rows.zcols), len(rows.xcols)).column_sources().index(("zz", e, e))
+    return rows.terms[rows.column_term[at]] == ("count",)
+
+
 def _shift_terms(
-    live: list, k: int, r: int, canon: list, ones: set, raws: dict, std
+    live: list, k: int, r: int, canon: list, ones: set, raws: dict, std, weight: int | None = None
 ) -> tuple | None:
     """``(extra terms, ShiftTerms)``: the terms that keep a table's groups' random
     slopes about shifts of their own (:class:`ShiftTerms`; over the sources
     ``[xcols..., zcols...]`` as :func:`~dmixed.kernels.rows.plan_terms` numbers them,
     a slope read as its raw column ``raws[u]`` (the shift and its differences as the
     rows hold them, in no map), their table columns after the ``live`` ones), for a
-    random design of an intercept and slopes; None for any other (nothing kept)."""
+    random design of an intercept and slopes; None for any other (nothing kept).
+    ``weight``: for weighted rows, the source of the intercept's column ``√w`` (the
+    sources scaled by it): each sum about the shifts then weighted by ``w``, its
+    terms one element longer (that source), the weights' and the columns' weighted
+    sums read from the plan's products with it."""
     if r < 2 or ("count",) not in live or std is None or std.z_intercept < 0:
         return None
     zsrc = [canon[k + a] for a in range(r)]
     e = int(std.z_intercept)
     slopes = tuple(a for a in range(r) if a != e)
-    if zsrc[e] not in ones or any(zsrc[a] in ones for a in slopes):
+    if weight is None and zsrc[e] not in ones:
+        return None
+    if weight is not None and zsrc[e] != weight:
+        return None
+    if any(zsrc[a] in ones or zsrc[a] == weight for a in slopes):
         return None
     shared = tuple(next((a for a in range(r) if zsrc[a] == j), -1) for j in range(k))
-    others = tuple(j for j in range(k) if j not in ones and shared[j] < 0)
-    if any(("col", j) not in live for j in others):
+    others = tuple(j for j in range(k) if j not in ones and shared[j] < 0 and j != weight)
+
+    def summed(j: int) -> tuple:
+        """The plan's term of ``Σ a_j`` (weighted: ``Σ √w (√w a_j)``)."""
+        return ("col", j) if weight is None else ("prod", min(j, weight), max(j, weight))
+
+    if any(summed(j) not in live for j in others):
         return None
+    wsum = live.index(("count",))
+    if weight is not None:
+        if ("prod", weight, weight) not in live:
+            return None
+        wsum = live.index(("prod", weight, weight))
     layout = layout_in(ShiftLayout(slopes, others, shared, e, (), (), (), ()), std)
     count = live.index(("count",))
     at = len(live)
@@ -842,12 +899,13 @@ def _shift_terms(
         return at + len(extra) - 1
 
     raw = [raws[zsrc[a]] for a in slopes]  # what names each slope's raw column
+    by = () if weight is None else (weight,)
     first = tuple(add(("first", raw[b], count)) for b in range(len(slopes)))
-    dsum = tuple(add(("dsum", raw[b], first[b])) for b in range(len(slopes)))
-    dgram = tuple(add(("dprod", raw[b], first[b], raw[c], first[c])) for b, c in layout.dgram)
-    dxy = tuple(add(("dcross", raw[b], first[b], j)) for b, j in layout.dxy)
-    xsum = tuple(live.index(("col", j)) for j in others)
-    return tuple(extra), ShiftTerms(layout, first, dsum, dgram, dxy, xsum, count)
+    dsum = tuple(add(("dsum", raw[b], first[b], *by)) for b in range(len(slopes)))
+    dgram = tuple(add(("dprod", raw[b], first[b], raw[c], first[c], *by)) for b, c in layout.dgram)
+    dxy = tuple(add(("dcross", raw[b], first[b], j, *by)) for b, j in layout.dxy)
+    xsum = tuple(live.index(summed(j)) for j in others)
+    return tuple(extra), ShiftTerms(layout, first, dsum, dgram, dxy, xsum, count, wsum)
 
 
 def _named(term: tuple, slot: dict, names: dict) -> tuple:
@@ -855,11 +913,13 @@ def _named(term: tuple, slot: dict, names: dict) -> tuple:
     the kernel reads them (``names``), a source of ``[X y]`` as the kernel's value of
     its slot (``v2``)."""
     kind = term[0]
+    # a weighted term's last element, the source of √w, as the kernel's value of its slot
+    by = tuple(f"v{slot[u]}" for u in term[_PLAIN_SIZE[kind] :])
     if kind in ("first", "dsum"):
-        return (kind, names[term[1]], term[2])
+        return (kind, names[term[1]], term[2], *by)
     if kind == "dprod":
-        return (kind, names[term[1]], term[2], names[term[3]], term[4])
-    return (kind, names[term[1]], term[2], f"v{slot[term[3]]}")
+        return (kind, names[term[1]], term[2], names[term[3]], term[4], *by)
+    return (kind, names[term[1]], term[2], f"v{slot[term[3]]}", *by)
 
 
 def _table_parts(parts: list, keys: list, wanted: np.ndarray | None) -> list:

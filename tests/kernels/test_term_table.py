@@ -959,3 +959,93 @@ def test_the_sweep_keeps_each_groups_slope_about_its_first_value():
     for name in ("count", "first", "dsum", "dgram", "dxy", "xsum"):
         np.testing.assert_allclose(getattr(got, name), getattr(want, name), rtol=1e-12, atol=0)
     np.testing.assert_array_equal(got.first, want.first)
+
+
+@pytest.mark.parametrize("ones", [False, True])
+def test_the_sweep_of_weighted_rows_keeps_their_weighted_sums_about_the_shifts(ones, compiled_rows):
+    """Weighted rows (:meth:`TermTable.add`, two calls into one table): the table keeps
+    every group's first slope value and the weighted sums about it (``Σw``, ``Σw δ``,
+    ``Σw δδ'``, ``Σw δa``, ``Σw a``), as :func:`~dmixed.kernels.shifts.rows_part` makes
+    them of the weighted rows; weights of 1 keep the unweighted table's sums bit for
+    bit (their plan is the unweighted one's)."""
+    from dmixed.kernels import shifts
+
+    rng = np.random.default_rng(6)
+    n_groups = 50
+    codes = np.repeat(np.arange(n_groups), rng.integers(1, 6, n_groups))
+    rng.shuffle(codes)
+    n = codes.size
+    t = 1.7e9 + 3e7 * rng.random(n_groups)[codes] + rng.normal(size=n)
+    x2, y = rng.normal(size=n), rng.normal(size=n)
+    exog = np.asfortranarray(np.column_stack([np.ones(n), t, x2]))
+    z = np.asfortranarray(exog[:, :2])
+    std = Standardization.choose(y, exog, z)
+    w = np.ones(n) if ones else rng.uniform(0.25, 4.0, n)
+    table = TermTable(keep_shifts=True)
+    acc = np.zeros((PackedLayout(2, 4).width, n_groups))
+    half = n // 2
+    for rows in (slice(0, half), slice(half, n)):
+        table.add(acc, codes[rows], y[rows], exog[rows], z[rows], w[rows], std)
+    assert table.shifted is not None
+    got = table.shifted.part(np.arange(n_groups), table.table[:n_groups])
+    want = shifts.rows_part(np.arange(n_groups), codes, y, exog, z, w, std)
+    assert got.layout == want.layout
+    np.testing.assert_array_equal(got.first, want.first)
+    np.testing.assert_array_equal(got.count, want.count)
+    for name in ("wsum", "dsum", "dgram", "dxy", "xsum"):
+        a, b = getattr(got, name), getattr(want, name)
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * np.abs(b).max())
+    if ones:
+        plain = TermTable(keep_shifts=True)
+        for rows in (slice(0, half), slice(half, n)):
+            plain.add(np.zeros_like(acc), codes[rows], y[rows], exog[rows], z[rows], None, std)
+        assert plain.shifted == table.shifted
+        np.testing.assert_array_equal(plain.table, table.table)
+
+
+def test_a_plan_change_hands_the_flushed_tables_sums_about_the_shifts_over(compiled_rows):
+    """Weighted rows whose first call's weights are all 1 (the unweighted plan) and the
+    next call's not (the weighted plan): the change flushes the first table, and
+    ``on_flush`` gets it while its :attr:`TermTable.shifted` is still its own, so the
+    two tables' sums about the shifts, added by key, are :func:`rows_part`'s of all
+    the rows (none dropped at the change)."""
+    from dmixed.kernels import shifts
+
+    rng = np.random.default_rng(6)
+    n_groups = 50
+    codes = np.repeat(np.arange(n_groups), rng.integers(2, 6, n_groups))
+    rng.shuffle(codes)
+    n = codes.size
+    t = 1.7e9 + 3e7 * rng.random(n_groups)[codes] + rng.normal(size=n)
+    x2, y = rng.normal(size=n), rng.normal(size=n)
+    exog = np.asfortranarray(np.column_stack([np.ones(n), t, x2]))
+    z = np.asfortranarray(exog[:, :2])
+    std = Standardization.choose(y, exog, z)
+    half = n // 2
+    w = np.concatenate([np.ones(half), rng.uniform(0.5, 2.0, n - half)])
+    keys = np.arange(n_groups)
+    handed = []
+
+    def keep(table: TermTable) -> None:
+        assert table.shifted is not None and table.table is not None
+        seen = np.flatnonzero(table.table[:n_groups, table.shifted.count] != 0)
+        handed.append(table.shifted.part(keys[seen], table.table[seen]))
+
+    table = TermTable(keep_shifts=True, on_flush=keep)
+    acc = np.zeros((PackedLayout(2, 4).width, n_groups))
+    for rows in (slice(0, half), slice(half, n)):
+        table.add(acc, codes[rows], y[rows], exog[rows], z[rows], w[rows], std)
+    assert table.flushed and len(handed) == 1  # the plan changed once
+    np.testing.assert_array_equal(handed[0].wsum, handed[0].count)  # unweighted plan
+    assert table.shifted is not None
+    seen = np.flatnonzero(table.table[:n_groups, table.shifted.count] != 0)
+    got = shifts.merge_parts([*handed, table.shifted.part(keys[seen], table.table[seen])])
+    want = shifts.rows_part(keys, codes, y, exog, z, w, std)
+    assert got is not None and want is not None
+    got = got.of_keys(keys)
+    np.testing.assert_array_equal(got.count, want.count)
+    for name in ("wsum", "dsum", "dgram", "dxy", "xsum"):
+        a, b = getattr(got, name), getattr(want, name)
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * np.abs(b).max())
+    assert table.flush(acc) and len(handed) == 2  # the caller's flush hands it too
+    assert not table.flush(acc) and len(handed) == 2  # nothing pending: nothing handed

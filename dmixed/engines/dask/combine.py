@@ -154,7 +154,7 @@ class GroupAccumulator:
         self.text = TextColumns() if self.key_dtype.kind == "O" else None
         # the compiled pass's sums not yet in ``acc`` (flushed before ``acc`` is read,
         # grown or reordered); ``written``: the reference added sums into ``acc``
-        self.terms = TermTable(keep_shifts)
+        self.terms = TermTable(keep_shifts, self._keep_side)
         self.written = False
         # within-group sums kept for rows of several random-design columns (rank one:
         # :func:`~dmixed.kernels.rows.wants_rank_one_within`); the partials then say so
@@ -193,16 +193,20 @@ class GroupAccumulator:
 
     def _flush(self) -> None:
         """The compiled table's sums into ``acc`` (see :class:`TermTable`), its groups'
-        sums about their shifts kept apart (:attr:`sides`)."""
-        terms = self.terms
-        if terms.pending and self.sides is not None:
-            if terms.shifted is None or terms.table is None:
-                self.sides = None
-            else:
-                seen = np.flatnonzero(terms.table[:, terms.shifted.count] != 0)
-                part = terms.shifted.part(self._keys_of(seen), terms.table[seen])
-                self.sides.append(part)
-        terms.flush(self.acc)
+        sums about their shifts kept apart (:meth:`_keep_side`)."""
+        self.terms.flush(self.acc)
+
+    def _keep_side(self, terms: TermTable) -> None:
+        """Keep the sums about their shifts of the groups of ``terms``' table (about to
+        be flushed: by :meth:`_flush` or by a change of the table's plan) in
+        :attr:`sides`, or none from now on where its plan keeps none."""
+        if self.sides is None:
+            return
+        if terms.shifted is None or terms.table is None:
+            self.sides = None
+            return
+        seen = np.flatnonzero(terms.table[:, terms.shifted.count] != 0)
+        self.sides.append(terms.shifted.part(self._keys_of(seen), terms.table[seen]))
 
     def _keys_of(self, cols: np.ndarray) -> np.ndarray:
         """The keys of the accumulator's columns ``cols``."""
@@ -414,7 +418,7 @@ class GroupAccumulator:
     def _add_side(self, keys: np.ndarray, dm, ztilde: np.ndarray, std, vc_widths) -> None:
         """Keep these rows' sums about each group's shift
         (:func:`~dmixed.kernels.shifts.rows_part`), or none from now on where they
-        make none (weights, variance components, no slope)."""
+        make none (variance components, no slope)."""
         if self.sides is None:
             return
         part = None

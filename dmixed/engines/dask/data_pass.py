@@ -541,7 +541,7 @@ def statistics_from_dask(
         An unknown ``engine``; ``engine="distributed"`` without a client; a Dask config
         ``"dmixed.shifted_sweep"`` other than :data:`SHIFTED_SWEEP_CHOICES`.
     DataError
-        Lossy groups that no pass keeps sums about their shifts for (weighted rows, or
+        Lossy groups that no pass keeps sums about their shifts for (variance components, or
         ``"dmixed.shifted_sweep"`` = ``"never"``: see the module; with ``"auto"`` the
         data are read a second time, keeping them); no rows left; missing values with
         ``missing="raise"`` (counted over the whole data: on this error path only, one
@@ -603,17 +603,19 @@ def _passes(run: _Pass, standardization, shifted: str) -> FittedStatistics:
     :class:`~dmixed.errors.DataError` with ``lossy_groups``, their number in all the
     blocks: raised on the driver from the blocks' summaries, :func:`_refuse_inexact`,
     so no task fails) and the pass kept no sums about the groups' shifts, the pass
-    again with them (logged at INFO with that number); not for weighted rows, which no
-    pass keeps them for."""
+    again with them (logged at INFO with that number), for weighted rows as for
+    unweighted ones."""
     spec: Any = run.spec  # a ModelSpec (the pass takes it as it comes)
     try:
         return _data_pass(run, standardization)
     except DataError as err:
         count = err.lossy_groups
-        if not count or run.shifts or shifted != "auto" or spec.weights_name is not None:
+        if not count:
             raise
     # out of the handler: the first pass's futures, held by the error's frames until
-    # here, are released before the second pass starts
+    # here, are released before the second pass starts (or the refusal is raised)
+    if run.shifts or shifted != "auto":
+        raise _lossy_refusal(count, run.shifts)
     names = list(spec.exog_re_names)
     intercept = spec.intercept_columns()[1]
     slopes = [n for j, n in enumerate(names) if j != intercept]
@@ -625,7 +627,33 @@ def _passes(run: _Pass, standardization, shifted: str) -> FittedStatistics:
         ", ".join(slopes) or "?",
     )
     run.shifts = True
-    return _data_pass(run, standardization)
+    try:
+        return _data_pass(run, standardization)
+    except DataError as err:
+        count = err.lossy_groups
+        if not count:
+            raise
+    raise _lossy_refusal(count, True)
+
+
+def _lossy_refusal(count: int, kept: bool) -> DataError:
+    """The refusal of ``count`` lossy groups of a data pass that kept the sums about
+    the groups' shifts where the random design allows them (``kept``: they are none
+    of those) or whose compiled sweep kept none (``"dmixed.shifted_sweep"`` =
+    ``"never"``), its message saying which (:func:`~dmixed.engines.local.inexact_error`)."""
+    if kept:
+        why = (
+            "the data pass kept such sums where the random design allows them "
+            "(an intercept and slopes without variance components): these groups' "
+            "design does not"
+        )
+    else:
+        why = (
+            "the dask config 'dmixed.shifted_sweep' is 'never', so the compiled sweep "
+            "kept no such sums ('auto' or 'always' keeps them for a random design of an "
+            "intercept and slopes without variance components)"
+        )
+    return inexact_error(count, "the statistics summed on the cluster", why)
 
 
 def _data_pass(run: _Pass, standardization: Standardization | None) -> FittedStatistics:

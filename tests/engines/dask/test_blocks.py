@@ -408,7 +408,7 @@ def test_lossy_groups_on_dask_fit_as_in_process(clicks_in_process, client, n_par
     _same_fit(got, want)
 
 
-def _chains_fit(files: list, path, client, shifted: str = "auto", **fit_kw):
+def _chains_fit(files: list, path, client, shifted: str = "auto", weights=None, **fit_kw):
     """The fit on ``client`` of the frames ``files`` written as Parquet files under
     ``path`` and read by chains (with the compiled sweep where ``DMIXED_KERNELS`` says
     so); ``(result, the "dmixed" logger's records of the fit)``."""
@@ -433,7 +433,7 @@ def _chains_fit(files: list, path, client, shifted: str = "auto", **fit_kw):
         config = {"dmixed.data_pass": "chains", "dmixed.shifted_sweep": shifted}
         with dask.config.set(config):
             ddf = dd.read_parquet(path)
-            model = dmixed.mixedlm("y ~ t", ddf, groups="g", re_formula="1 + t")
+            model = dmixed.mixedlm("y ~ t", ddf, groups="g", re_formula="1 + t", weights=weights)
             got = model.fit(client=client, **fit_kw)
     finally:
         log.removeHandler(handler)
@@ -644,47 +644,164 @@ def test_lossy_groups_on_dask_any_spread_and_offset(seed, log_gap, offset, n_par
         np.testing.assert_allclose(np.asarray(got.params), np.asarray(want.params), rtol=1e-8)
 
 
-def test_lossy_groups_with_prior_weights_are_still_refused_on_dask():
-    """Weighted rows keep no sums about the groups' shifts: their lossy groups are
-    refused on Dask as before (``DataError``), fitted in process."""
+def _weights(rng, size: int, kind: str) -> np.ndarray:
+    """Prior weights: powers of 4 (``√w`` exact, ``4^±2``) or uniform in [0.5, 2]."""
+    if kind == "powers of 4":
+        return 4.0 ** rng.integers(-2, 3, size)
+    return rng.uniform(0.5, 2.0, size)
+
+
+@settings(max_examples=8, deadline=None, derandomize=True)
+@given(
+    seed=st.integers(0, 2**16),
+    log_gap=st.floats(-1.0, 2.0),
+    offset=st.sampled_from([0.0, 1e6, 1.7e9]),
+    t_unit=st.sampled_from([1.0, 1e3, 1.0 / 3600]),
+    unit=st.sampled_from([1.0, 1e-3, 1e3]),
+    kind=st.sampled_from(["powers of 4", "uniform"]),
+    n_parts=st.integers(1, 5),
+)
+def test_weighted_lossy_groups_on_dask_fit_as_in_process(
+    seed, log_gap, offset, t_unit, unit, kind, n_parts
+):
+    """Prior weights and near-constant slopes (two events ``10^log_gap`` seconds apart,
+    the timestamps at an offset up to 1.7e9 in seconds, milliseconds or hours, the
+    weights in a unit ``unit``): the Dask fit (synchronous scheduler, any split into
+    partitions) is the in-process weighted fit, which fits them in one pass: the same
+    ℓ, and the same parameters and standard errors where the top is not on the
+    boundary."""
+    import warnings
+
     import dask
     import dask.dataframe as dd
 
     import dmixed
 
-    df = _clicks(1, n_users=300, weights=True)
+    df = _clicks(seed, n_users=300, gap=10.0**log_gap, close=4)
+    df["t"] = (df["t"] - 1.7e9 + offset) * t_unit
+    df["w"] = unit * _weights(np.random.default_rng(seed), len(df), kind)
     kw = {"groups": "g", "re_formula": "1 + t", "weights": "w"}
-    assert dmixed.mixedlm("y ~ t", df, **kw).fit().converged
-    with dask.config.set(scheduler="sync"), pytest.raises(dmixed.DataError, match="nearly"):
-        dmixed.mixedlm("y ~ t", dd.from_pandas(df, npartitions=2), **kw).fit()
+    ddf = dd.from_pandas(df.sample(frac=1.0, random_state=seed), npartitions=n_parts)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always", dmixed.BoundaryWarning)
+        want = dmixed.mixedlm("y ~ t", df, **kw).fit()
+        with dask.config.set(scheduler="sync"):
+            got = dmixed.mixedlm("y ~ t", ddf, **kw).fit()
+    assert all(issubclass(w.category, dmixed.BoundaryWarning) for w in seen)
+    assert got.llf == pytest.approx(want.llf, rel=1e-10)
+    if not seen:  # (on the boundary the top is a ridge: the points may differ along it)
+        np.testing.assert_allclose(np.asarray(got.params), np.asarray(want.params), rtol=1e-8)
+        np.testing.assert_allclose(np.asarray(got.bse), np.asarray(want.bse), rtol=1e-6)
 
 
-def test_weighted_lossy_groups_of_chains_compiled_are_refused_in_one_pass(
-    client, tmp_path, monkeypatch, caplog
-):
-    """Weighted rows keep no sums about the groups' shifts in any pass: their lossy
-    groups are refused without a second read (the message says so)."""
-    import logging
-
+@pytest.mark.parametrize("offset", [0.0, -1.7e9])
+@pytest.mark.parametrize("kind", ["powers of 4", "eight decades"])
+def test_two_slopes_of_weights_over_eight_decades_on_dask_near_in_process(kind, offset):
+    """Two random slopes (``1 + t + t2``) and weights spread over 8 decades: many
+    groups' weighted ``Z_i'Z_i`` are near singular (their weight on one row).  In
+    process, a block with a lossy group takes the centred sums of all its groups; on
+    Dask only the lossy ones (``LOSSY_DETERMINANT``) take them, and the groups just
+    above that bound keep the rounding of the uncentred sums: ℓ agrees to a few
+    1e-10 (moderate weights: to rounding, the tests above), the fixed effects to a
+    small part of their standard errors."""
     import dask
     import dask.dataframe as dd
+
+    import dmixed
+
+    df = _clicks(4, n_users=600, close=6)
+    rng = np.random.default_rng(11)
+    df["x"] = rng.normal(size=len(df))
+    df["t2"] = (df["t"] - 1.7e9) * 1e-3 + rng.normal(size=len(df)) * 1e3
+    df["t"] += offset
+    if kind == "powers of 4":
+        df["w"] = 4.0 ** rng.integers(-6, 7, len(df))
+    else:
+        df["w"] = 10.0 ** rng.uniform(-4.0, 4.0, len(df))
+    kw = {"groups": "g", "re_formula": "1 + t + t2", "weights": "w"}
+    want = dmixed.mixedlm("y ~ t + x", df, **kw).fit()
+    with dask.config.set(scheduler="sync"):
+        got = dmixed.mixedlm("y ~ t + x", dd.from_pandas(df, npartitions=3), **kw).fit()
+    assert got.converged and want.converged
+    assert got.llf == pytest.approx(want.llf, rel=1e-9)
+    fe = np.abs(np.asarray(got.fe_params) - np.asarray(want.fe_params))
+    assert np.all(fe <= 1e-3 * np.asarray(want.bse_fe))
+
+
+def test_weights_of_one_fit_lossy_groups_on_dask_as_no_weights():
+    """Weights of 1 on lossy data: the Dask fit from partitions is the unweighted one's
+    bit for bit (as it is without lossy groups)."""
+    import dask
+    import dask.dataframe as dd
+
+    import dmixed
+
+    df = _clicks(3, n_users=300, close=4).assign(w=1.0)
+    ddf = dd.from_pandas(df, npartitions=3)
+    kw = {"groups": "g", "re_formula": "1 + t"}
+    with dask.config.set(scheduler="sync"):
+        got = dmixed.mixedlm("y ~ t", ddf, weights="w", **kw).fit()
+        want = dmixed.mixedlm("y ~ t", ddf, **kw).fit()
+    assert got.llf == want.llf
+    np.testing.assert_array_equal(np.asarray(got.params), np.asarray(want.params))
+    np.testing.assert_array_equal(np.asarray(got.bse), np.asarray(want.bse))
+
+
+def test_weighted_lossy_groups_of_chains_compiled_fit_as_in_process(client, tmp_path, monkeypatch):
+    """Weighted rows read by chains with the compiled sweep: the default's first pass
+    finds the lossy groups and the second keeps their weighted sums about their
+    shifts; the fit (its statistics gathered, or kept on the workers) is the
+    in-process weighted fit's, and ``"always"``'s bit for bit; ``"never"`` refuses
+    them with their number."""
+    import dmixed
+
+    monkeypatch.setenv("DMIXED_KERNELS", "numba")
+    df = _clicks(1, n_users=300, close=5)
+    df["w"] = _weights(np.random.default_rng(1), len(df), "uniform")
+    want = dmixed.mixedlm("y ~ t", df, groups="g", re_formula="1 + t", weights="w").fit()
+    files = _split(df, 3, 0)
+    got, records = _chains_fit(files, tmp_path / "a", client, weights="w")
+    assert _passes_run(records) == 2
+    assert any(r.getMessage().startswith("lossy groups (5: ") for r in records)
+    _same_fit(got, want)
+    np.testing.assert_allclose(np.asarray(got.bse), np.asarray(want.bse), rtol=1e-8)
+    kept, _ = _chains_fit(files, tmp_path / "d", client, weights="w", engine="distributed")
+    _same_fit(kept, want)
+    np.testing.assert_allclose(np.asarray(kept.bse), np.asarray(want.bse), rtol=1e-8)
+    always, records = _chains_fit(files, tmp_path / "b", client, "always", weights="w")
+    assert _passes_run(records) == 1
+    assert got.llf == always.llf
+    np.testing.assert_array_equal(np.asarray(got.params), np.asarray(always.params))
+    with pytest.raises(dmixed.DataError, match="'dmixed.shifted_sweep' is 'never'") as err:
+        _chains_fit(files, tmp_path / "n", client, "never", weights="w")
+    assert err.value.lossy_groups == 5
+
+
+@pytest.mark.parametrize("shifted", ["auto", "always"])
+def test_weighted_lossy_groups_of_chains_whose_weights_are_1_in_some_files(
+    client, tmp_path, monkeypatch, shifted
+):
+    """Files whose weights are all 1 read by the same chains as weighted ones (the
+    compiled table's plan changes between them, unweighted to weighted and back): the
+    sums about the groups' shifts of every file are kept, and the lossy groups fit as
+    in process (they were refused, all of a file's sums lost at the change)."""
+    import pandas
 
     import dmixed
 
     monkeypatch.setenv("DMIXED_KERNELS", "numba")
-    caplog.set_level(logging.DEBUG, logger="dmixed")
-    df = _clicks(1, n_users=300, weights=True)
-    path = tmp_path / "w"
-    path.mkdir()
-    for n, frame in enumerate(_split(df, 3, 0)):
-        frame.reset_index(drop=True).to_parquet(path / f"part.{n}.parquet")
+    df = _clicks(2, n_users=300, close=5)
+    files = _split(df, 4, 0)
+    for n, frame in enumerate(files):
+        w = _weights(np.random.default_rng(n), len(frame), "uniform")
+        files[n] = frame.assign(w=1.0 if n % 2 == 0 else w)
+    whole = pandas.concat(files, ignore_index=True)
     kw = {"groups": "g", "re_formula": "1 + t", "weights": "w"}
-    with dask.config.set({"dmixed.data_pass": "chains"}):
-        model = dmixed.mixedlm("y ~ t", dd.read_parquet(path), **kw)
-        with pytest.raises(dmixed.DataError, match="weighted rows never do"):
-            model.fit(client=client)
-    ours = [r for r in caplog.records if r.name == "dmixed"]
-    assert _passes_run(ours) == 1
+    want = dmixed.mixedlm("y ~ t", whole, **kw).fit()
+    got, records = _chains_fit(files, tmp_path / shifted, client, shifted, weights="w")
+    assert _passes_run(records) == (2 if shifted == "auto" else 1)
+    _same_fit(got, want)
+    np.testing.assert_allclose(np.asarray(got.bse), np.asarray(want.bse), rtol=1e-8)
 
 
 def test_lossy_groups_of_chains_compiled_are_refused_with_never(

@@ -657,3 +657,44 @@ def test_bucket_of_floats_does_not_depend_on_pandas_float_hash(values, n_buckets
     both = np.concatenate([keys, -keys])
     for alike in (both == 0, np.isnan(both)):
         assert len(set(signed[alike].tolist())) == 1
+
+
+def test_accumulator_keeps_the_sums_about_the_shifts_of_a_plan_change(monkeypatch):
+    """A weighted chain whose first batch's weights are all 1 (the compiled table's
+    unweighted plan) and whose next batch's are not (the weighted plan): the partial's
+    sums about the groups' shifts hold every row of both batches (the table flushed at
+    the change included), as :func:`~dmixed.kernels.shifts.rows_part` of all the rows."""
+    from dmixed.kernels import shifts
+
+    monkeypatch.setenv("DMIXED_KERNELS", "numba")
+    rng = np.random.default_rng(6)
+    n_groups = 40
+    keys = np.repeat(np.arange(n_groups), rng.integers(2, 6, n_groups))
+    rng.shuffle(keys)
+    n = keys.size
+    t = 1.7e9 + 3e7 * rng.random(n_groups)[keys] + rng.normal(size=n)
+    x = np.column_stack([np.ones(n), t])
+    y = rng.normal(size=n)
+    std = Standardization.choose(y, x, x)
+    half = n // 2
+    w = np.concatenate([np.ones(half), rng.uniform(0.5, 2.0, n - half)])
+    acc = GroupAccumulator(kernels.packed_width(2, 3), np.int64, keep_shifts=True)
+    for rows in (slice(0, half), slice(half, n)):
+        dm = DesignMatrices(
+            endog=y[rows], exog=x[rows], exog_re=x[rows].copy(), vc_cols=[], vc_vals=[],
+            groups=keys[rows], weights=w[rows], n_dropped=0,
+        )  # fmt: skip
+        acc.add(keys[rows], dm, x[rows].copy(), std)
+    assert acc.terms.flushed  # the plan changed
+    parts = acc.result(2)
+    assert all(len(p) == 4 for p in parts)  # every bucket with its groups' sums
+    got = shifts.merge_parts([p[3] for p in parts])
+    uniq = np.arange(n_groups)
+    want = shifts.rows_part(uniq, keys, y, x, x, w, std)
+    assert got is not None and want is not None
+    got = got.of_keys(uniq)
+    assert got is not None
+    np.testing.assert_array_equal(got.count, want.count)
+    for name in ("wsum", "dsum", "dgram", "dxy", "xsum"):
+        a, b = getattr(got, name), getattr(want, name)
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * np.abs(b).max())
