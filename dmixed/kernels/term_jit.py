@@ -618,6 +618,64 @@ def merge_rows(  # pragma: no cover - compiled
             counts[lo + i] = buf[i, count_col] * count_factor
 
 
+@numba.njit(cache=True, nogil=True)
+def merge_two_rows(  # pragma: no cover - compiled
+    keys0, keys1, rows0, rows1, cols, factors, count_col, count_factor, chunk, out, merged, counts
+):
+    """:func:`merge_rows` of two runs (``keys0`` with ``rows0``, then ``keys1`` with
+    ``rows1``), the same additions in the same order and the same writes: a key of both
+    runs is ``(0 + rows0[a]) + rows1[b]`` term by term, a key of one run ``0 + row``.
+
+    Two runs are the common merge (a bucket's partials of two workers, whose keys are
+    mostly the same); with two positions held as scalars (no array of heads to read and
+    write a key) the pass is bound by its reads and writes."""
+    n_entries = cols.size
+    total = merged.size
+    n_terms = rows0.shape[1]
+    n0, n1 = keys0.size, keys1.size
+    last = np.iinfo(np.int64).max
+    a0, a1 = 0, 0
+    h0 = keys0[0] if n0 else last  # each run's next key, ``last`` past its end
+    h1 = keys1[0] if n1 else last
+    buf = np.empty((min(chunk, total), n_terms))
+    for lo in range(0, total, chunk):
+        width = min(chunk, total - lo)
+        for i in range(width):
+            dst = buf[i]
+            if h0 == h1 and a0 < n0 and a1 < n1:
+                src0, src1 = rows0[a0], rows1[a1]
+                for t in range(n_terms):
+                    dst[t] = (0.0 + src0[t]) + src1[t]
+                merged[lo + i] = h0
+                a0 += 1
+                a1 += 1
+                h0 = keys0[a0] if a0 < n0 else last
+                h1 = keys1[a1] if a1 < n1 else last
+            elif h0 < h1 or a1 == n1:  # a key of run 0 only (run 1 ended, or ahead)
+                src0 = rows0[a0]
+                for t in range(n_terms):
+                    dst[t] = 0.0 + src0[t]
+                merged[lo + i] = h0
+                a0 += 1
+                h0 = keys0[a0] if a0 < n0 else last
+            else:
+                src1 = rows1[a1]
+                for t in range(n_terms):
+                    dst[t] = 0.0 + src1[t]
+                merged[lo + i] = h1
+                a1 += 1
+                h1 = keys1[a1] if a1 < n1 else last
+        start = n_entries * lo
+        for e in range(n_entries):
+            col = cols[e]
+            factor = factors[e]
+            base = start + e * width
+            for i in range(width):
+                out[base + i] = buf[i, col] * factor
+        for i in range(width):
+            counts[lo + i] = buf[i, count_col] * count_factor
+
+
 def _drop_unreadable_cache(directory: str, name: str) -> None:
     """Remove numba's cached index and code of module ``name`` when a file of it does not
     unpickle (cut short by a full disk or a killed process, or edited): numba raises on

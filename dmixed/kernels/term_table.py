@@ -1138,7 +1138,8 @@ def merge_term_rows(
         count, as a float) and, per run of ``chunk`` keys (one of no keys when there
         are none), an ``(E, G_c)`` C-contiguous array of its entries; None when some
         part's keys are not increasing.  Compiled where the per-row pass is
-        (:func:`~dmixed.kernels.compiled.rows_compiled`), else numpy.  The chunks view
+        (:func:`~dmixed.kernels.compiled.rows_compiled`; two parts by a kernel of their
+        own, the same sums), else numpy.  The chunks view
         one buffer of :func:`table_buffer` (in a process that keeps them, memory an
         earlier merge or table had: no fresh pages to fault in every data pass).
     """
@@ -1149,7 +1150,8 @@ def merge_term_rows(
     keys = [np.ascontiguousarray(k, dtype=np.int64) for k in keys]
     rows = [np.ascontiguousarray(p.rows, dtype=np.float64) for p in parts]
     if rows_compiled(sum(k.size for k in keys)):
-        from .term_jit import merge_rows, merged_count  # numba: imported on first use only
+        # numba: imported on first use only
+        from .term_jit import merge_rows, merge_two_rows, merged_count
 
         total = merged_count(tuple(keys))
         if total < 0:
@@ -1159,7 +1161,10 @@ def merge_term_rows(
         merged = np.empty(total, dtype=np.int64)
         counts = np.empty(total)
         args = (cols, factors, count_col, count_factor, chunk, out, merged, counts)
-        merge_rows(tuple(keys), tuple(rows), *args)
+        if len(rows) == 2:
+            merge_two_rows(keys[0], keys[1], rows[0], rows[1], *args)
+        else:
+            merge_rows(tuple(keys), tuple(rows), *args)
     else:
         if any(k.size > 1 and np.any(k[1:] <= k[:-1]) for k in keys):
             return None
