@@ -86,10 +86,11 @@ def cache_directory() -> str:
 
 def kernel_source(terms: tuple) -> str:
     """The generated module's source for ``terms`` (``("count",)``, ``("col", s)``,
-    ``("prod", s, t)``, with ``s, t`` indexing the kernel's source arguments)."""
+    ``("prod", s, t)``, with ``s, t`` indexing the kernel's source arguments; a last
+    ``("zero",)``: the table's column of zeros, nothing added), one a table column."""
     n_src = 1 + max((u for term in terms for u in _sources(term)), default=-1)
     lines = _module_head(
-        ["codes", "table"] + [f"s{u}" for u in range(n_src)], bool(row_prefetches(len(terms) + 1))
+        ["codes", "table"] + [f"s{u}" for u in range(n_src)], bool(row_prefetches(len(terms)))
     )
     lines += ["    n = codes.size", "    for i in range(n):"]
     lines += _row_updates(terms, [f"v{u} = s{u}[i]" for u in range(n_src)], " " * 8)
@@ -154,9 +155,10 @@ def _row_updates(
     count, table column ``c``, is still 0), before any term is added; ``("dsum", x,
     f)`` adds ``x − row[f]`` (``f`` the column of the kept value), ``("dprod", x, f,
     y, h)`` the product of two such differences, ``("dcross", x, f, y)`` one times
-    ``y``.  The table has a column of zeros after the terms' ones."""
+    ``y``; ``("zero",)``, last, the table's column of zeros (nothing added; it counts in
+    the row's width)."""
     ahead_row = f"codes[i + {ahead}]{less}"
-    middle = row_prefetches(len(terms) + 1)
+    middle = row_prefetches(len(terms))
     lines = [
         f"{pad}if i + {ahead} < n:",
         f"{pad}    prefetch_row(table, {ahead_row})",
@@ -176,7 +178,7 @@ def _row_updates(
         lines.append(f"{pad}row[{t}] = {name}")
         lines.append(f"{pad}d{name} = {term[1]} - {name}")
     for t, term in enumerate(terms):
-        if term[0] == "first":
+        if term[0] in ("first", "zero"):
             continue
         if term[0] == "count":
             value = "1.0"
@@ -217,7 +219,7 @@ def columns_kernel_source(key: tuple) -> str:
 
     values = [f"v{u} = c{raw}[i] - h{u}" for u, raw in enumerate(raws)]
     raw_args = [f"c{j}" for j in range(n_raw)]
-    entries = bool(row_prefetches(len(terms) + 1))
+    entries = bool(row_prefetches(len(terms)))
     lines = [
         *_module_head(["codes", "table", "gram", "shift", *raw_args], entries)[:3],
         "",

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from dmixed import kernels
 from dmixed.kernels.compiled import CACHE_LINE
-from dmixed.kernels.rows import prepare_rows
+from dmixed.kernels.rows import live_terms, prepare_rows
 from dmixed.kernels.term_jit import COLUMNS_CHUNK
 from dmixed.kernels.term_table import (
     BUFFER_USES,
@@ -169,6 +169,46 @@ def test_grow_of_a_table_not_the_accumulators_is_left_to_a_flush(compiled_rows):
         table.grow(10, 15, 6)
     with pytest.raises(ValueError, match="cannot move"):
         table.grow(10, 15, np.array([0, 15]))
+
+
+def test_a_table_keeps_a_column_of_zeros_only_where_a_packed_column_reads_it(compiled_rows):
+    """A random slope's plan reads no zero term: its table, and the parts it splits into,
+    hold its live terms only (9 columns for four fixed effects), and the router's
+    estimate counts those; a slope of all zeros makes zero terms, whose packed columns
+    read the table's last column, kept zero.  Either way the packed sums are the
+    reference's (to 1e-12), the zero ones exactly zero."""
+    rng = np.random.default_rng(11)
+    codes, y, exog, ztilde, _, std = _data(rng, 400, 30, 4, 2, 0.0, False)
+    width = kernels.packed_width(2, 5)
+    table = TermTable()
+    acc = np.zeros((width, 30))
+    table.add(acc, codes, y, exog, ztilde, std=std)
+    assert (
+        table.table.shape[1] == 9 == len(live_terms(prepare_rows(y, exog, ztilde, None, std).terms))
+    )
+    assert table.row_bytes(y, exog, ztilde, std=std) == 9 * 8
+    rows, parts = table.split_seen(0, 2)
+    assert all(p.rows.shape[1] == 9 and p.columns.max() < 9 for p in parts)
+    columns, plan, cstd = _column_rows(rng, 300, 3, 0.0, [-1, 0, 1, 2], [-1, 0])
+    swept = TermTable()
+    swept.add_columns(
+        np.zeros((kernels.packed_width(2, 4), 20)), rng.integers(0, 20, 300), columns, plan, cstd
+    )
+    assert swept.table.shape[1] == len(swept.plan[0])  # no column of zeros
+    flat = ztilde.copy(order="F")
+    flat[:, 1] = 0.0  # a slope of zeros: its products are zero terms
+    std = Standardization.choose(y, exog, flat, (0, 0), [])
+    zeroed = TermTable()
+    got = np.zeros((width, 30))
+    zeroed.add(got, codes, y, exog, flat, std=std)
+    live = zeroed.table.shape[1] - 1
+    assert live == len(zeroed.plan[0]) and not zeroed.table[:, live].any()
+    assert zeroed.row_bytes(y, exog, flat, std=std) == (live + 1) * 8
+    zeroed.flush(got)
+    want = np.zeros_like(got)
+    kernels.accumulate_packed_into(want, codes, y, exog, flat, std=std, compiled=False)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=0)
+    assert np.array_equal(got == 0, want == 0)
 
 
 def test_reference_kept_for_components_within_sums_and_numpy(monkeypatch):
