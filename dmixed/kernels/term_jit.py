@@ -86,10 +86,11 @@ def cache_directory() -> str:
 
 def kernel_source(terms: tuple) -> str:
     """The generated module's source for ``terms`` (``("count",)``, ``("col", s)``,
-    ``("prod", s, t)``, with ``s, t`` indexing the kernel's source arguments)."""
+    ``("prod", s, t)``, with ``s, t`` indexing the kernel's source arguments; a last
+    ``("zero",)``: the table's column of zeros, nothing added), one a table column."""
     n_src = 1 + max((u for term in terms for u in _sources(term)), default=-1)
     lines = _module_head(
-        ["codes", "table"] + [f"s{u}" for u in range(n_src)], bool(row_prefetches(len(terms) + 1))
+        ["codes", "table"] + [f"s{u}" for u in range(n_src)], bool(row_prefetches(len(terms)))
     )
     lines += ["    n = codes.size", "    for i in range(n):"]
     lines += _row_updates(terms, [f"v{u} = s{u}[i]" for u in range(n_src)], " " * 8)
@@ -156,10 +157,10 @@ def _row_updates(
     y, h)`` the product of two such differences, ``("dcross", x, f, y)`` one times
     ``y``; for weighted rows each but ``"first"`` carries one more element, the value
     ``s`` of ``√w`` (``v1``): ``"dsum"`` and ``"dprod"`` times ``s * s``, ``"dcross"``
-    (whose ``y`` is scaled by ``√w``) times ``s``.  The table has a column of zeros
-    after the terms' ones."""
+    (whose ``y`` is scaled by ``√w``) times ``s``; ``("zero",)``, last, the table's
+    column of zeros (nothing added; it counts in the row's width)."""
     ahead_row = f"codes[i + {ahead}]{less}"
-    middle = row_prefetches(len(terms) + 1)
+    middle = row_prefetches(len(terms))
     lines = [
         f"{pad}if i + {ahead} < n:",
         f"{pad}    prefetch_row(table, {ahead_row})",
@@ -179,7 +180,7 @@ def _row_updates(
         lines.append(f"{pad}row[{t}] = {name}")
         lines.append(f"{pad}d{name} = {term[1]} - {name}")
     for t, term in enumerate(terms):
-        if term[0] == "first":
+        if term[0] in ("first", "zero"):
             continue
         if term[0] == "count":
             value = "1.0"
@@ -226,7 +227,7 @@ def columns_kernel_source(key: tuple) -> str:
 
     values = [f"v{u} = c{raw}[i] - h{u}" for u, raw in enumerate(raws)]
     raw_args = [f"c{j}" for j in range(n_raw)]
-    entries = bool(row_prefetches(len(terms) + 1))
+    entries = bool(row_prefetches(len(terms)))
     lines = [
         *_module_head(["codes", "table", "gram", "shift", *raw_args], entries)[:3],
         "",
@@ -616,6 +617,64 @@ def merge_rows(  # pragma: no cover - compiled
                     at[j] += 1
                     head[j] = keys[j][at[j]] if at[j] < size[j] else last
             merged[lo + i] = low
+        start = n_entries * lo
+        for e in range(n_entries):
+            col = cols[e]
+            factor = factors[e]
+            base = start + e * width
+            for i in range(width):
+                out[base + i] = buf[i, col] * factor
+        for i in range(width):
+            counts[lo + i] = buf[i, count_col] * count_factor
+
+
+@numba.njit(cache=True, nogil=True)
+def merge_two_rows(  # pragma: no cover - compiled
+    keys0, keys1, rows0, rows1, cols, factors, count_col, count_factor, chunk, out, merged, counts
+):
+    """:func:`merge_rows` of two runs (``keys0`` with ``rows0``, then ``keys1`` with
+    ``rows1``), the same additions in the same order and the same writes: a key of both
+    runs is ``(0 + rows0[a]) + rows1[b]`` term by term, a key of one run ``0 + row``.
+
+    Two runs are the common merge (a bucket's partials of two workers, whose keys are
+    mostly the same); with two positions held as scalars (no array of heads to read and
+    write a key) the pass is bound by its reads and writes."""
+    n_entries = cols.size
+    total = merged.size
+    n_terms = rows0.shape[1]
+    n0, n1 = keys0.size, keys1.size
+    last = np.iinfo(np.int64).max
+    a0, a1 = 0, 0
+    h0 = keys0[0] if n0 else last  # each run's next key, ``last`` past its end
+    h1 = keys1[0] if n1 else last
+    buf = np.empty((min(chunk, total), n_terms))
+    for lo in range(0, total, chunk):
+        width = min(chunk, total - lo)
+        for i in range(width):
+            dst = buf[i]
+            if h0 == h1 and a0 < n0 and a1 < n1:
+                src0, src1 = rows0[a0], rows1[a1]
+                for t in range(n_terms):
+                    dst[t] = (0.0 + src0[t]) + src1[t]
+                merged[lo + i] = h0
+                a0 += 1
+                a1 += 1
+                h0 = keys0[a0] if a0 < n0 else last
+                h1 = keys1[a1] if a1 < n1 else last
+            elif h0 < h1 or a1 == n1:  # a key of run 0 only (run 1 ended, or ahead)
+                src0 = rows0[a0]
+                for t in range(n_terms):
+                    dst[t] = 0.0 + src0[t]
+                merged[lo + i] = h0
+                a0 += 1
+                h0 = keys0[a0] if a0 < n0 else last
+            else:
+                src1 = rows1[a1]
+                for t in range(n_terms):
+                    dst[t] = 0.0 + src1[t]
+                merged[lo + i] = h1
+                a1 += 1
+                h1 = keys1[a1] if a1 < n1 else last
         start = n_entries * lo
         for e in range(n_entries):
             col = cols[e]

@@ -207,6 +207,15 @@ def _kept_with(use: str, buffer: np.ndarray, free: list[bool]) -> None:
         _kept.append((use, buffer))
 
 
+def zero_column(packed_to_table: tuple) -> int:
+    """1 where a table of terms has a column of zeros after its terms (its last): where
+    some packed column reads a zero term (−1 in ``packed_to_table``, the table column of
+    every packed column), else 0.  A plan without zero terms (every plan of
+    :meth:`TermTable.add_columns`) keeps no such column: it would be summed, split,
+    sent and merged for nothing."""
+    return int(any(t < 0 for t in packed_to_table))
+
+
 @dataclass(frozen=True)
 class ColumnPlan:
     """Which raw column each column of ``[X y]`` and of ``Z`` is, for
@@ -304,7 +313,7 @@ class TermTable:
     ) -> None:
         self.keep_shifts = bool(keep_shifts)
         self.on_flush = on_flush
-        self.table: np.ndarray | None = None  # (groups, live terms + 1 of zeros)
+        self.table: np.ndarray | None = None  # (groups, live terms [+ 1 of zeros])
         self.plan: tuple | None = None  # (kernel terms, packed column → table column, scales)
         self.flushed = False  # some sums went into an accumulator already
         self.given = False  # given away as views (split_rows): nothing more to add
@@ -386,6 +395,7 @@ class TermTable:
             at = {f"raw{a}": f"v{len(sources) + i}" for i, a in enumerate(raws)}
             sources += [np.ascontiguousarray(ztilde[:, a], dtype=np.float64) for a in raws]
             kernel_terms += tuple(_named(t, slot, at) for t in extra)
+        kernel_terms += (("zero",),) * zero_column(self._held()[1][1])  # (the table's width)
         if codes.size:
             term_kernel(kernel_terms)(codes, self.table, *sources)
         return rows.global_sums(codes.size)
@@ -404,7 +414,7 @@ class TermTable:
         """The live terms of a plan (the table's columns, then ``extra`` ones), the
         table flushed into ``acc`` and started again when the plan (or the
         accumulator's width) differs from the table's."""
-        live = live_terms(terms)  # the table's columns, then one of zeros
+        live = live_terms(terms)  # the table's columns, then one of zeros where read
         place = {t: i for i, t in enumerate(live)}
         packed_to_table = tuple(place.get(terms[t], -1) for t in column_term)  # −1: zero
         scales = None if scales is None else tuple(scales.tolist())
@@ -415,7 +425,7 @@ class TermTable:
             # np.zeros, as numpy allocates it: the kernel's zeroed pages, huge where
             # numpy advises them (the sweep's rows in random order then miss the TLB
             # far less), or a large earlier table's pages, zeroed again
-            width = len(live) + len(extra) + 1
+            width = len(live) + len(extra) + zero_column(packed_to_table)
             self.table = table_buffer((acc.shape[1], width), zeroed=True, use="table")
         return live
 
@@ -507,6 +517,7 @@ class TermTable:
         slot = {u: i for i, u in enumerate(used)}
         kernel_terms = tuple((t[0], *[slot[u] for u in t[1:]]) for t in live)
         kernel_terms += tuple(_named(t, slot, {n: n for n in raw_of.values()}) for t in extra)
+        kernel_terms += (("zero",),) * zero_column(self._held()[1][1])  # (the table's width)
         raws = tuple(src[u][0] for u in used)
         gram_slots = tuple(-1 if j in ones else slot[j] for j in range(k))
         for col in columns:
@@ -537,7 +548,8 @@ class TermTable:
         m = PLAN_SAMPLE
         w = None if weights is None else weights[:m]
         rows = prepare_rows(endog[:m], exog[:m], ztilde[:m], w, std, vc_widths)
-        return 8 * (len(live_terms(rows.terms)) + 1)  # (as the table :meth:`add` makes)
+        # as the table :meth:`add` makes: its column of zeros is the plan's zero term
+        return 8 * len(rows.terms)
 
     def grow(self, old: int, size: int, to: int | np.ndarray = 0) -> bool:
         """Make the table ``size`` rows long as the accumulator it belongs to goes from
@@ -596,9 +608,10 @@ class TermTable:
 
     def _plan_columns(self) -> tuple[np.ndarray, np.ndarray]:
         """``(columns, factors)``: the table column (the last, of zeros, for a zero
-        term) and the factor of every packed column; only while :attr:`pending`."""
+        term: :func:`zero_column`) and the factor of every packed column; only while
+        :attr:`pending`."""
         table, (_, packed_to_table, scales) = self._held()
-        zero = table.shape[1] - 1  # the table's last column stays zero
+        zero = table.shape[1] - 1  # where a packed column reads it, the last stays zero
         cols = np.array([zero if t < 0 else t for t in packed_to_table], dtype=np.int64)
         factors = np.ones(cols.size) if scales is None else np.asarray(scales, dtype=np.float64)
         return cols, factors
@@ -1198,7 +1211,8 @@ def merge_term_rows(
         count, as a float) and, per run of ``chunk`` keys (one of no keys when there
         are none), an ``(E, G_c)`` C-contiguous array of its entries; None when some
         part's keys are not increasing.  Compiled where the per-row pass is
-        (:func:`~dmixed.kernels.compiled.rows_compiled`), else numpy.  The chunks view
+        (:func:`~dmixed.kernels.compiled.rows_compiled`; two parts by a kernel of their
+        own, the same sums), else numpy.  The chunks view
         one buffer of :func:`table_buffer` (in a process that keeps them, memory an
         earlier merge or table had: no fresh pages to fault in every data pass).
     """
@@ -1209,7 +1223,8 @@ def merge_term_rows(
     keys = [np.ascontiguousarray(k, dtype=np.int64) for k in keys]
     rows = [np.ascontiguousarray(p.rows, dtype=np.float64) for p in parts]
     if rows_compiled(sum(k.size for k in keys)):
-        from .term_jit import merge_rows, merged_count  # numba: imported on first use only
+        # numba: imported on first use only
+        from .term_jit import merge_rows, merge_two_rows, merged_count
 
         total = merged_count(tuple(keys))
         if total < 0:
@@ -1219,7 +1234,10 @@ def merge_term_rows(
         merged = np.empty(total, dtype=np.int64)
         counts = np.empty(total)
         args = (cols, factors, count_col, count_factor, chunk, out, merged, counts)
-        merge_rows(tuple(keys), tuple(rows), *args)
+        if len(rows) == 2:
+            merge_two_rows(keys[0], keys[1], rows[0], rows[1], *args)
+        else:
+            merge_rows(tuple(keys), tuple(rows), *args)
     else:
         if any(k.size > 1 and np.any(k[1:] <= k[:-1]) for k in keys):
             return None

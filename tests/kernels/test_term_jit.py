@@ -140,19 +140,23 @@ def test_a_plain_tables_rows_are_asked_for_as_before():
 
 
 def test_a_wide_rows_middle_line_is_asked_for_and_changes_no_sum(tmp_path, monkeypatch):
-    """Eleven entries (a row in three lines where it starts late in one): entry 8 is
-    asked for too; the sums are the plain loop's, bit for bit."""
+    """Eleven entries (a row in three lines where it starts late in one; the last the
+    table's column of zeros, nothing added to it): entry 8 is asked for too; the sums
+    are the plain loop's, bit for bit."""
     monkeypatch.setenv(term_jit.CACHE_ENV, str(tmp_path))
     terms = (("count",), *[("col", u) for u in range(5)], *[("prod", u, u) for u in range(4)])
-    assert term_jit.row_prefetches(len(terms) + 1) == (8,)
-    assert f"prefetch_entry(table, codes[i + {AHEAD}], 8)" in term_jit.kernel_source(terms)
+    terms += (("zero",),)
+    assert term_jit.row_prefetches(len(terms)) == (8,)
+    source = term_jit.kernel_source(terms)
+    assert f"prefetch_entry(table, codes[i + {AHEAD}], 8)" in source
+    assert "row[10]" not in source
     rng = np.random.default_rng(2)
     n, groups = 3 * AHEAD + 5, 9
     codes = rng.integers(0, groups, n)
     s = rng.normal(size=(5, n)) * 1e3
-    table = np.zeros((groups, len(terms) + 1))
+    table = np.zeros((groups, len(terms)))
     term_jit.term_kernel(terms)(codes, table, *s)
     expected = np.zeros_like(table)
     for i in range(n):
-        expected[codes[i], : len(terms)] += [1.0, *s[:, i], *(s[:4, i] * s[:4, i])]
+        expected[codes[i], : len(terms) - 1] += [1.0, *s[:, i], *(s[:4, i] * s[:4, i])]
     assert np.array_equal(table, expected)

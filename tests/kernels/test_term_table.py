@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from dmixed import kernels
 from dmixed.kernels.compiled import CACHE_LINE
-from dmixed.kernels.rows import prepare_rows
+from dmixed.kernels.rows import live_terms, prepare_rows
 from dmixed.kernels.term_jit import COLUMNS_CHUNK
 from dmixed.kernels.term_table import (
     BUFFER_USES,
@@ -169,6 +169,46 @@ def test_grow_of_a_table_not_the_accumulators_is_left_to_a_flush(compiled_rows):
         table.grow(10, 15, 6)
     with pytest.raises(ValueError, match="cannot move"):
         table.grow(10, 15, np.array([0, 15]))
+
+
+def test_a_table_keeps_a_column_of_zeros_only_where_a_packed_column_reads_it(compiled_rows):
+    """A random slope's plan reads no zero term: its table, and the parts it splits into,
+    hold its live terms only (9 columns for four fixed effects), and the router's
+    estimate counts those; a slope of all zeros makes zero terms, whose packed columns
+    read the table's last column, kept zero.  Either way the packed sums are the
+    reference's (to 1e-12), the zero ones exactly zero."""
+    rng = np.random.default_rng(11)
+    codes, y, exog, ztilde, _, std = _data(rng, 400, 30, 4, 2, 0.0, False)
+    width = kernels.packed_width(2, 5)
+    table = TermTable()
+    acc = np.zeros((width, 30))
+    table.add(acc, codes, y, exog, ztilde, std=std)
+    assert (
+        table.table.shape[1] == 9 == len(live_terms(prepare_rows(y, exog, ztilde, None, std).terms))
+    )
+    assert table.row_bytes(y, exog, ztilde, std=std) == 9 * 8
+    rows, parts = table.split_seen(0, 2)
+    assert all(p.rows.shape[1] == 9 and p.columns.max() < 9 for p in parts)
+    columns, plan, cstd = _column_rows(rng, 300, 3, 0.0, [-1, 0, 1, 2], [-1, 0])
+    swept = TermTable()
+    swept.add_columns(
+        np.zeros((kernels.packed_width(2, 4), 20)), rng.integers(0, 20, 300), columns, plan, cstd
+    )
+    assert swept.table.shape[1] == len(swept.plan[0])  # no column of zeros
+    flat = ztilde.copy(order="F")
+    flat[:, 1] = 0.0  # a slope of zeros: its products are zero terms
+    std = Standardization.choose(y, exog, flat, (0, 0), [])
+    zeroed = TermTable()
+    got = np.zeros((width, 30))
+    zeroed.add(got, codes, y, exog, flat, std=std)
+    live = zeroed.table.shape[1] - 1
+    assert live == len(zeroed.plan[0]) and not zeroed.table[:, live].any()
+    assert zeroed.row_bytes(y, exog, flat, std=std) == (live + 1) * 8
+    zeroed.flush(got)
+    want = np.zeros_like(got)
+    kernels.accumulate_packed_into(want, codes, y, exog, flat, std=std, compiled=False)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=0)
+    assert np.array_equal(got == 0, want == 0)
 
 
 def test_reference_kept_for_components_within_sums_and_numpy(monkeypatch):
@@ -516,6 +556,90 @@ def test_merge_term_rows_is_the_add_by_position_then_expanded(sizes, universe, c
         got = np.concatenate(chunks, axis=1)
         np.testing.assert_array_equal(got, want)
         np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+
+
+def _two_runs(rng, relation: str, size: int, n_terms: int):
+    """Two runs of increasing keys: the same keys (``"same"``), the first's keys with
+    one left out of the second or one added to it (``"drop"``, ``"add"``: at the start,
+    inside or at the end), one empty (``"empty0"``, ``"empty1"``), both empty
+    (``"none"``); keys up to int64's largest; rows with signed zeros, NaN-free."""
+    top = np.iinfo(np.int64).max
+    base = np.sort(rng.choice(4 * size + 8, size=size, replace=False)).astype(np.int64)
+    if rng.integers(2):  # keys that end at int64's largest (the kernels' end marker)
+        base = base - base[-1] + top if size else base
+    k0, k1 = base, base.copy()
+    if relation in ("drop", "add") and size:
+        at = int(rng.choice([0, size // 2, size - 1]))
+        if relation == "drop":
+            k1 = np.delete(base, at)
+        else:  # a key the first run lacks, next to position ``at``
+            spare = np.setdiff1d(np.arange(base[0] - 1, base[-1]), base)
+            new = base[0] - 1 if at == 0 or not spare.size else spare[-1 if at else 0]
+            k1 = np.sort(np.append(base, new))
+    elif relation == "empty0":
+        k0 = base[:0]
+    elif relation == "empty1":
+        k1 = base[:0]
+    elif relation == "none":
+        k0 = k1 = base[:0]
+
+    def rows(n: int) -> np.ndarray:
+        out = rng.standard_normal((n, n_terms)) * 10.0 ** rng.integers(-8, 8, (n, 1))
+        out.flat[:: int(rng.integers(2, 6))] = -0.0
+        out.flat[1 :: int(rng.integers(3, 9))] = 0.0
+        return out
+
+    return (k0, k1), (rows(k0.size), rows(k1.size))
+
+
+@settings(max_examples=60)
+@given(
+    relation=st.sampled_from(["same", "drop", "add", "empty0", "empty1", "none"]),
+    size=st.integers(0, 70),
+    chunk=st.sampled_from([1, 3, 16, 4096]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_merge_of_two_runs_is_the_general_merge(relation, size, chunk, seed):
+    """The kernel of two runs writes what the general kernel of any number of runs does,
+    bit for bit (signed zeros too): keys the same, one key apart either way, one or both
+    runs empty, keys up to int64's largest; and so does :func:`merge_term_rows` of the
+    two parts, compiled (the two runs' kernel) and numpy."""
+    from dmixed.kernels.term_jit import merge_rows, merge_two_rows, merged_count
+
+    rng = np.random.default_rng(seed)
+    n_terms, width = 6, 9
+    keys, rows = _two_runs(rng, relation, size, n_terms)
+    columns = rng.integers(0, n_terms, width)
+    factors = 2.0 ** rng.integers(-6, 6, width)
+    entries = rng.permutation(width)[: int(rng.integers(1, width + 1))]
+    cols = np.ascontiguousarray(columns[entries])
+    facs = np.ascontiguousarray(factors[entries])
+    total = merged_count(keys)
+    assert total == np.union1d(*keys).size
+    got = []
+    for run in ("general", "two"):
+        out = np.full(total * cols.size, np.nan)
+        merged, counts = np.full(total, -1, dtype=np.int64), np.full(total, np.nan)
+        args = (cols, facs, int(columns[0]), float(factors[0]), chunk, out, merged, counts)
+        if run == "general":
+            merge_rows(keys, rows, *args)
+        else:
+            merge_two_rows(keys[0], keys[1], rows[0], rows[1], *args)
+        got.append((out, merged, counts))
+    out, merged, counts = got[1]
+    assert not np.isnan(out).any() and not np.isnan(counts).any()  # every entry written
+    for a, b in zip(*got, strict=True):
+        np.testing.assert_array_equal(a.view(np.int64), b.view(np.int64))  # bits
+    np.testing.assert_array_equal(got[1][1], np.union1d(*keys))
+    parts = [TermRows(r, columns, factors) for r in rows]
+    for mode in ("numba", "numpy"):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("DMIXED_KERNELS", mode)
+            merged, counts, chunks = merge_term_rows(list(keys), parts, entries, chunk)
+        np.testing.assert_array_equal(merged, got[0][1])
+        np.testing.assert_array_equal(counts.view(np.int64), got[0][2].view(np.int64))
+        flat = np.concatenate([c.reshape(-1) for c in chunks]) if total else np.empty(0)
+        np.testing.assert_array_equal(flat.view(np.int64), got[0][0].view(np.int64))
 
 
 @pytest.mark.parametrize("mode", ["numba", "numpy"])
