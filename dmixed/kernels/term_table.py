@@ -207,6 +207,14 @@ def _kept_with(use: str, buffer: np.ndarray, free: list[bool]) -> None:
         _kept.append((use, buffer))
 
 
+def _table_columns(terms: list, column_term: list) -> tuple[list, tuple]:
+    """A plan's live terms (the table's columns, in order) and each packed column's
+    table column (−1: a zero term, read from the column of zeros)."""
+    live = live_terms(terms)
+    place = {t: i for i, t in enumerate(live)}
+    return live, tuple(place.get(terms[t], -1) for t in column_term)
+
+
 def zero_column(packed_to_table: tuple) -> int:
     """1 where a table of terms has a column of zeros after its terms (its last): where
     some packed column reads a zero term (−1 in ``packed_to_table``, the table column of
@@ -361,23 +369,7 @@ class TermTable:
 
         codes = self._codes(acc, codes)
         rows = prepare_rows(endog, exog, ztilde, weights, std, vc_widths)
-        k, r = len(rows.xcols), len(rows.zcols)
-        shifts = None
-        if self.keep_shifts and not len(vc_widths) and rows.std is std:
-            # a Z̃ column that is an [X y] column is that very array (prepare_rows)
-            canon = list(range(k)) + [
-                next((j for j in range(k) if rows.zcols[a] is rows.xcols[j]), k + a)
-                for a in range(r)
-            ]
-            ones = set(known_ones(std, None))
-            weight = None
-            if weights is not None and std is not None and not _intercept_ones(rows, std):
-                # the intercept's column is √w: the sums about the shifts weighted by it
-                ones, weight = set(), canon[k + int(std.z_intercept)]
-            raw_at = {canon[k + a]: a for a in range(r)}  # a slope's raw column of Z̃
-            names = {u: f"raw{a}" for u, a in raw_at.items()}
-            live = live_terms(rows.terms)
-            shifts = _shift_terms(live, k, r, canon, ones, names, std, weight)
+        shifts = self._kept_shifts(rows, weights, std, vc_widths)
         extra = () if shifts is None else shifts[0]
         live = self._start(acc, rows.terms, rows.column_term, rows.scales, extra)
         self.shifted = None if shifts is None else shifts[1]
@@ -400,6 +392,26 @@ class TermTable:
             term_kernel(kernel_terms)(codes, self.table, *sources)
         return rows.global_sums(codes.size)
 
+    def _kept_shifts(self, rows, weights, std, vc_widths) -> tuple | None:
+        """:func:`_shift_terms` of :meth:`add`'s rows where the table keeps the sums
+        about the groups' shifts for them, else None: one plan for the sums and for
+        :meth:`row_bytes`' width."""
+        if not (self.keep_shifts and not len(vc_widths) and rows.std is std):
+            return None
+        k, r = len(rows.xcols), len(rows.zcols)
+        # a Z̃ column that is an [X y] column is that very array (prepare_rows)
+        canon = list(range(k)) + [
+            next((j for j in range(k) if rows.zcols[a] is rows.xcols[j]), k + a) for a in range(r)
+        ]
+        ones = set(known_ones(std, None))
+        weight = None
+        if weights is not None and std is not None and not _intercept_ones(rows, std):
+            # the intercept's column is √w: the sums about the shifts weighted by it
+            ones, weight = set(), canon[k + int(std.z_intercept)]
+        raw_at = {canon[k + a]: a for a in range(r)}  # a slope's raw column of Z̃
+        names = {u: f"raw{a}" for u, a in raw_at.items()}
+        return _shift_terms(live_terms(rows.terms), k, r, canon, ones, names, std, weight)
+
     def _codes(self, acc, codes, check: bool = True) -> np.ndarray:
         """``codes`` as int64, checked in ``0 … G−1`` (``check`` false: the kernel
         checks them)."""
@@ -414,9 +426,7 @@ class TermTable:
         """The live terms of a plan (the table's columns, then ``extra`` ones), the
         table flushed into ``acc`` and started again when the plan (or the
         accumulator's width) differs from the table's."""
-        live = live_terms(terms)  # the table's columns, then one of zeros where read
-        place = {t: i for i, t in enumerate(live)}
-        packed_to_table = tuple(place.get(terms[t], -1) for t in column_term)  # −1: zero
+        live, packed_to_table = _table_columns(terms, column_term)
         scales = None if scales is None else tuple(scales.tolist())
         plan = (tuple(live) + tuple(extra), packed_to_table, scales)
         if plan != self.plan or self.table is None or self.table.shape[0] != acc.shape[1]:
@@ -548,8 +558,12 @@ class TermTable:
         m = PLAN_SAMPLE
         w = None if weights is None else weights[:m]
         rows = prepare_rows(endog[:m], exog[:m], ztilde[:m], w, std, vc_widths)
-        # as the table :meth:`add` makes: its column of zeros is the plan's zero term
-        return 8 * len(rows.terms)
+        # as wide as the table :meth:`add` makes: the live terms, the sums about the
+        # shifts where it keeps them, a column of zeros where a packed column reads one
+        shifts = self._kept_shifts(rows, w, std, vc_widths)
+        extra = () if shifts is None else shifts[0]
+        live, packed_to_table = _table_columns(rows.terms, rows.column_term)
+        return 8 * (len(live) + len(extra) + zero_column(packed_to_table))
 
     def grow(self, old: int, size: int, to: int | np.ndarray = 0) -> bool:
         """Make the table ``size`` rows long as the accumulator it belongs to goes from

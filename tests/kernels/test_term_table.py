@@ -1173,3 +1173,26 @@ def test_a_plan_change_hands_the_flushed_tables_sums_about_the_shifts_over(compi
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * np.abs(b).max())
     assert table.flush(acc) and len(handed) == 2  # the caller's flush hands it too
     assert not table.flush(acc) and len(handed) == 2  # nothing pending: nothing handed
+
+
+@pytest.mark.parametrize("keep_shifts", [False, True])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_the_routers_row_estimate_is_the_tables_row(keep_shifts, weighted, compiled_rows):
+    """:meth:`TermTable.row_bytes` (what the exchange's router weighs a partial's row
+    at) is the width of the table :meth:`TermTable.add` makes of such rows: with the
+    sums about the groups' shifts where the table keeps them, weighted or not (an
+    estimate of 10 columns for a table of 16 once picked partials where rows were
+    fewer bytes)."""
+    rng = np.random.default_rng(12)
+    n_groups, n = 40, 600
+    codes = rng.integers(0, n_groups, n)
+    t = 1.7e9 + 3e7 * rng.random(n_groups)[codes] + rng.normal(size=n)
+    x2, y = rng.normal(size=n), rng.normal(size=n)
+    exog = np.asfortranarray(np.column_stack([np.ones(n), t, x2]))
+    z = np.asfortranarray(exog[:, :2])
+    std = Standardization.choose(y, exog, z)
+    w = rng.uniform(0.25, 4.0, n) if weighted else None
+    table = TermTable(keep_shifts=keep_shifts)
+    table.add(np.zeros((PackedLayout(2, 4).width, n_groups)), codes, y, exog, z, w, std)
+    assert (table.shifted is not None) == keep_shifts
+    assert table.row_bytes(y, exog, z, w, std) == 8 * table.table.shape[1]
