@@ -12,7 +12,8 @@ an output directory dmixed did not write, saved statistics of other data or anot
 model); 3 data that cannot be read or used (input files: unreadable, text where numbers
 are read, missing or infinite values, no rows; damaged saved statistics or results);
 4 the fit did not converge (unless ``--allow-nonconverged``); 5 the cluster cannot be
-reached; 130 interrupted; 141 the output closed early (``dmixed show out/ | head``).
+reached; 130 interrupted; 143 terminated (SIGTERM, taken as Ctrl-C); 141 the output
+closed early (``dmixed show out/ | head``).
 Problems are one line each on stderr (``dmixed: error: ...``,
 dmixed's warnings ``dmixed: warning: ...``), never a traceback; progress goes to stderr,
 the path of the written results to stdout.
@@ -26,7 +27,9 @@ import functools
 import logging
 import os
 import re
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
 
@@ -67,6 +70,7 @@ from .job import (
     EXIT_OK,
     EXIT_PIPE,
     EXIT_STATUSES,
+    EXIT_TERMINATED,
     MODEL_KEYS,
     Job,
     JobError,
@@ -79,7 +83,17 @@ from .job import (
 )
 from .stats.last_fit import last_fit, remember_fit
 
-__all__ = ["EXIT_STATUSES", "Job", "JobError", "build_parser", "main", "make_job", "read_job_file"]
+__all__ = [
+    "EXIT_STATUSES",
+    "Job",
+    "JobError",
+    "Terminated",
+    "build_parser",
+    "main",
+    "make_job",
+    "read_job_file",
+    "sigterm_as_interrupt",
+]
 
 logger = logging.getLogger("dmixed")
 
@@ -573,8 +587,51 @@ def warnings_as_lines(quiet: bool) -> Iterator[None]:
         yield
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM received by the command: it ends the command as a Ctrl-C does (every
+    ``except KeyboardInterrupt`` and ``finally`` on the way closes what it opened)."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated` in the body, and the handler found is given back
+    when it ends.
+
+    SIGTERM is what SLURM, PBS, Kubernetes and systemd send at a time limit or a cancel.
+    Its default action ends the process at once: the embedded cluster's processes were
+    left to the resource tracker, the statistics' lock file stayed beside the directory
+    and nothing said why.  Raised as an interrupt, it takes Ctrl-C's path instead.  The
+    handler is a Python one, so the embedded cluster's worker processes (started through
+    ``exec``) keep SIGTERM's default, and the start of that cluster, which ignores SIGINT,
+    leaves it in place (:func:`dmixed.cluster.interrupts_ignored` delays it to the end
+    of the start).  Only the main thread may set a handler: elsewhere nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:  # None: a handler set outside Python; the default is the nearest
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """The ``dmixed`` command; returns its exit status (:data:`EXIT_STATUSES`)."""
+    """The ``dmixed`` command; returns its exit status (:data:`EXIT_STATUSES`).
+
+    SIGTERM ends it as Ctrl-C does (:func:`sigterm_as_interrupt`), with exit status 143
+    (128 + SIGTERM, as a shell reports the signal); SIGTERM's handler is given back on
+    return.
+    """
+    with sigterm_as_interrupt():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     quiet = bool(args.quiet)
@@ -587,6 +644,9 @@ def main(argv: list[str] | None = None) -> int:
             _setup_logging(job.quiet)
             commands = {"fit": run_fit, "update": run_update, "bootstrap": run_bootstrap}
             return commands[args.command](job)
+    except Terminated:
+        print("dmixed: error: terminated (SIGTERM)", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("dmixed: error: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -43,7 +43,7 @@ from .errors import DmixedError
 from .results.bootstrap import REPLICATES_LIMIT
 
 EXIT_OK, EXIT_CONFIG, EXIT_DATA, EXIT_NOT_CONVERGED, EXIT_CLUSTER = 0, 2, 3, 4, 5
-EXIT_BUG, EXIT_INTERRUPTED, EXIT_PIPE = 1, 130, 141
+EXIT_BUG, EXIT_INTERRUPTED, EXIT_PIPE, EXIT_TERMINATED = 1, 130, 141, 143
 #: every exit status of the command and what it means (``dmixed --help``, README)
 EXIT_STATUSES = {
     EXIT_OK: "success",
@@ -57,6 +57,8 @@ EXIT_STATUSES = {
     EXIT_CLUSTER: "the cluster cannot be reached or cannot run the work (no workers for "
     "the Dask config dmixed.no-workers-timeout, workers killed at their memory limit)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+    EXIT_TERMINATED: "terminated (SIGTERM: a batch system's time limit or cancel), "
+    "as interrupted: nothing written, the cluster closed",
     EXIT_PIPE: "its output was closed early (piped into head): as a command killed by SIGPIPE",
 }
 
@@ -76,6 +78,7 @@ __all__ = [
     "EXIT_BUG",
     "EXIT_INTERRUPTED",
     "EXIT_PIPE",
+    "EXIT_TERMINATED",
     "EXIT_STATUSES",
     "build_parser",
     "Job",

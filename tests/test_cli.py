@@ -53,6 +53,7 @@ from dmixed import cli
 from dmixed.files import directory_lock
 
 from ._dask_processes import scheduler_and_workers
+from ._interrupts import signal_on_import
 from ._synth import make_data, make_nested_ids
 
 REPO = Path(__file__).resolve().parent.parent
@@ -1736,6 +1737,54 @@ def test_killed_in_the_write_window_many_times(data, scheduler, ab_result, a_res
         tmp_path, data, scheduler, ab_result, a_result, 20, seed=2, targeted=True
     )
     print(f"kills (new data, out afterwards): {seen}; hidden leftovers: {leftovers}")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize(
+    "moment",
+    ["worker:distributed", "dmixed.model", "worker:pyarrow.parquet"],
+    ids=["while-workers-start", "cluster-up-lock-held", "in-the-data-pass"],
+)
+def test_sigterm_ends_the_command_as_ctrl_c_does(data, tmp_path, moment):
+    """SIGTERM, what SLURM, PBS, Kubernetes and systemd send at a time limit or a
+    cancel, ended the command at once: the statistics' lock file stayed beside the
+    directory, the embedded cluster's semaphores were reported leaked, and it exited
+    143 saying nothing.  It now takes Ctrl-C's path, at any moment: the cluster closed,
+    nothing written, no lock file, one line naming the signal, exit status 128 + 15.
+    The signal is sent to the command only, as ``kill PID`` and Kubernetes send it."""
+    env = signal_on_import(tmp_path, moment, "SIGTERM")
+    args = ["fit", "--data", str(data.A), *MODEL, "--output", "out/R", "--stats-dir", "out/S"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "dmixed", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 143, f"dmixed bug: exit {proc.returncode}\n{proc.stderr}"
+    assert proc.stderr.splitlines()[-1] == "dmixed: error: terminated (SIGTERM)", proc.stderr
+    assert "leaked" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stdout == ""
+    assert os.listdir(tmp_path / "out") == []  # no results, statistics or lock file
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_the_command_gives_back_the_sigterm_handler_it_found(monkeypatch):
+    """The command handles SIGTERM while it runs (``cli.main``), and only then: the
+    Python API called after it keeps the handler it had."""
+    during = []
+    monkeypatch.setattr(cli, "run_show", lambda path: during.append(signal.getsignal(15)) or 0)
+    for found in (signal.SIG_DFL, lambda signum, frame: None):
+        previous = signal.signal(signal.SIGTERM, found)
+        try:
+            assert cli.main(["show", "out"]) == 0
+            assert signal.getsignal(signal.SIGTERM) is found
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    assert len(during) == 2 and all(callable(h) and h is not found for h in during)
+    with pytest.raises(cli.Terminated):
+        during[0](signal.SIGTERM, None)
 
 
 # --------------------------------------------------------------------------------------
