@@ -629,6 +629,7 @@ def _bad_cases(d: Path, data, scheduler) -> dict[str, list[str]]:
     inf.to_parquet(d / "inf.parquet", index=False)
     data.full.head(0).to_csv(d / "header_only.csv", index=False)
     (d / "empty.csv").write_bytes(b"")
+    data.full.head(0).to_parquet(d / "schema_only.parquet", index=False)
     text_groups = data.frame_b.assign(g=data.frame_b["g"].map("g{}".format))
     text_groups.to_parquet(d / "text_groups.parquet", index=False)
     data.frame_a.to_parquet(d / "numbers.parquet", index=False)
@@ -711,6 +712,8 @@ def _bad_cases(d: Path, data, scheduler) -> dict[str, list[str]]:
         "header_only_csv": ["fit", "--data", "header_only.csv", *MODEL]
         + ["--output", "o", "--quiet", "--cluster", scheduler.file],
         "empty_csv": ["fit", "--data", "empty.csv", *MODEL, "--output", "o", "--quiet"],
+        "schema_only_parquet": ["fit", "--data", "schema_only.parquet", *MODEL]
+        + ["--output", "o", "--quiet", "--cluster", scheduler.file],
         "text_groups_in_one_file": ["fit", "--data", "text_groups.parquet", "numbers.parquet"]
         + [*MODEL, "--output", "o", "--quiet", "--cluster", scheduler.file],
         "show_no_results": ["show", "absent"],
@@ -795,6 +798,9 @@ BAD = {
     "header_only_csv": (3, ["no rows: header_only.csv holds only a header"]),
     # Dask's reader said "An error occurred while calling the read_csv method ..."
     "empty_csv": (3, ["empty.csv is an empty file (no header, no rows)"]),
+    # named before the data pass (which said "no data: the Dask DataFrame has no rows
+    # (after dropping missing values)", naming no file, where no row had been dropped)
+    "schema_only_parquet": (3, ["no rows: schema_only.parquet holds no rows (a schema only)"]),
     # the partition's file, which holds text (another guess named the file of numbers)
     "text_groups_in_one_file": (3, ["(file ", "text_groups.parquet): the group column 'g'"]),
     "show_no_results": (2, ["absent is not a dmixed results directory"]),
