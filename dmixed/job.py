@@ -395,7 +395,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--maxiter",
         type=int,
-        help=f"optimizer iterations, {Job.model_fields['maxiter'].description} (default 500)",
+        help="iterations allowed to each optimizer method in turn (BFGS, then L-BFGS, then "
+        f"CG, as statsmodels), {Job.model_fields['maxiter'].description} (default 500)",
     )
     p.add_argument(
         "--quiet",

@@ -170,7 +170,7 @@ def test_fit_end_to_end_on_the_embedded_local_cluster(data, tmp_path):
     assert proc.stdout.splitlines() == [str(tmp_path / "out")]
     assert "(local)" in proc.stderr and "connected to tls://127.0.0.1:" in proc.stderr
     assert DATA_PASS_LINE.search(proc.stderr)
-    assert "iteration 1 (" in proc.stderr and "(final)" in proc.stderr
+    assert "iteration 1 (" in proc.stderr and "final, after " in proc.stderr
     assert result_dirs(tmp_path / "out") == RESULT_FILES
     assert hidden_leftovers(tmp_path, "out") == []
     assert "Mixed Linear Model Regression Results" in (tmp_path / "out/summary.txt").read_text()
@@ -961,6 +961,19 @@ def test_not_converged_exits_4_without_output_unless_allowed(data, scheduler, tm
     res = dmixed.load(tmp_path / "out")
     assert not res.converged
     assert "Converged: No" in " ".join((tmp_path / "out/summary.txt").read_text().split())
+    # the iterations reported are those made (maxiter bounds each method in turn, as in
+    # statsmodels), as the in-process fit counts them: the final point was counted as
+    # one more ("iteration 4 (final)", n_iter 4 after one BFGS, L-BFGS and CG iteration)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = dmixed.mixedlm(FORMULA, data.full, groups="g", re_formula="1 + x1").fit(maxiter=1)
+    made = [h["method"] for h in ref.fit_history[:-1]]
+    logged = re.findall(r"(?m)^dmixed: iteration (\d+) \((\w+)\)", proc.stderr)
+    assert logged == [(str(i), m) for i, m in enumerate(made, 1)], proc.stderr
+    assert res.n_iter == ref.n_iter == len(made) == len(res.fit_history) - 1
+    assert res.fit_history[-1]["method"] == "final"
+    counts = ", ".join(f"{m} {made.count(m)}" for m in dict.fromkeys(made))
+    assert f"dmixed: final, after {len(made)} iterations ({counts}): " in proc.stderr
 
 
 def test_unidentifiable_model_is_refused_unless_check_nobs_ignore(scheduler, tmp_path):
@@ -1697,7 +1710,7 @@ def _kill_loop(tmp_path, data, scheduler, ab_result, a_result, n_kills, seed, ta
 
             def watch(stream=proc.stderr, final=final):
                 for line in stream:
-                    if "(final)" in line:
+                    if "final, after " in line:
                         final.set()
                 final.set()
 

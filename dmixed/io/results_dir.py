@@ -442,6 +442,16 @@ def _random_effects(e: dict, table: pd.DataFrame, slots: pd.DataFrame | None, co
     }
 
 
+def _iterations_made(fit: dict) -> int:
+    """The ``fit`` section's ``n_iter``: the iterations made.  Directories written before
+    it counted them so counted the fit log's final entry too (the point they ended at,
+    whose ``iteration`` was then one more than the last iteration's)."""
+    history = fit.get("history") or []
+    last = history[-1] if history else {}
+    older = last.get("method") == "final" and last.get("iteration") == len(history)
+    return int(fit["n_iter"]) - 1 if older and fit["n_iter"] == len(history) else fit["n_iter"]
+
+
 def _state_from(
     doc: dict, table: pd.DataFrame, eval_env=None, slots: pd.DataFrame | None = None, cov=None
 ) -> ResultsState:
@@ -456,7 +466,8 @@ def _state_from(
         spec=ModelSpec.from_dict(m["spec"], eval_env) if m.get("spec") is not None else None,
         use_sqrt=m["use_sqrt"],
         pandas_output=bool(m.get("pandas_output", True)),  # absent: saved before it was
-        **{key: f[key] for key in _FIT_KEYS},
+        **{key: f[key] for key in _FIT_KEYS if key != "n_iter"},
+        n_iter=_iterations_made(f),
         **_optimizer_fields(f),
         nobs=e["nobs"],
         n_groups=e["n_groups"],
