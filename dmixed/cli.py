@@ -558,8 +558,25 @@ def exit_status(exc: BaseException) -> int:
     return EXIT_BUG
 
 
+def _input_words(line: str) -> str:
+    """A message about a partition of the library's Dask DataFrame in the words of the
+    command's input: the partition's file where it is known (``FILE: ...``, as a CSV
+    line's culprit leads), else the partition of the input files as Dask splits them."""
+    line = re.sub(
+        r"\b(?:a partition|partition \d+) of the Dask DataFrame \(file ([^)]+)\)", r"\1", line
+    )
+    line = line.replace(": a partition of the Dask DataFrame: ", ": ")  # a culprit leads
+    line = line.replace("a partition of the Dask DataFrame", "a part of the input")
+    line = line.replace(" of the Dask DataFrame", " of the input (as Dask splits its files)")
+    return line.replace("the Dask DataFrame", "the input")
+
+
 def _error_lines(exc: Exception) -> list[str]:
     """The lines ``main`` prints for an error: one per problem."""
+    return [_input_words(line) for line in _problem_lines(exc)]
+
+
+def _problem_lines(exc: Exception) -> list[str]:
     if isinstance(exc, JobError):
         return [one_line(line) for line in str(exc).splitlines() if line.strip()]
     if isinstance(exc, ConnectionError):

@@ -802,7 +802,7 @@ BAD = {
     # (after dropping missing values)", naming no file, where no row had been dropped)
     "schema_only_parquet": (3, ["no rows: schema_only.parquet holds no rows (a schema only)"]),
     # the partition's file, which holds text (another guess named the file of numbers)
-    "text_groups_in_one_file": (3, ["(file ", "text_groups.parquet): the group column 'g'"]),
+    "text_groups_in_one_file": (3, ["error: ", "text_groups.parquet: the group column 'g'"]),
     "show_no_results": (2, ["absent is not a dmixed results directory"]),
 }
 # problems reported one line each (several lines for several problems)
@@ -853,6 +853,7 @@ def test_bad_configuration_exit_status_and_message(bad_runs, case):
     assert not (bad_runs["_dir"] / "o").exists()
     assert "--stats_dir" not in proc.stderr and 'missing="drop"' not in proc.stderr
     assert "pd." not in proc.stderr  # what to change in the input, not a pandas call
+    assert "Dask DataFrame" not in proc.stderr  # the files the user gave, not ours
     if case == "text_groups_in_one_file":  # not the file of numbers as the culprit too
         assert "numbers.parquet" not in proc.stderr, proc.stderr
 
@@ -1051,6 +1052,11 @@ def test_stats_dir_first_run_saves_statistics(checkpointed):
     d = checkpointed.dir
     assert "saved statistics to stats" in checkpointed.first.stderr
     assert DATA_PASS_LINE.search(checkpointed.first.stderr)
+    # the fit after the data pass said "statistics reused (no data pass)"
+    assert "no data pass" not in checkpointed.first.stderr
+    assert "fitting the statistics of the model's earlier data pass: " in (
+        checkpointed.first.stderr
+    )
     manifest = json.loads((d / "stats/manifest.json").read_text())
     # the variance component is held structured: saved ragged, with its slot files
     assert manifest["storage"] == "ragged" and manifest["format_version"] == 4
@@ -1109,7 +1115,7 @@ def test_rerun_reuses_saved_statistics(checkpointed):
     d = checkpointed.dir
     proc = ok(run(*checkpointed.args, "--stats-dir", "stats", "--output", "out2", cwd=d))
     assert "reusing saved statistics from stats (no data pass)" in proc.stderr
-    assert "statistics reused (no data pass)" in proc.stderr
+    assert "fitting the statistics the model was built from (no data pass)" in proc.stderr
     assert "data pass: " not in proc.stderr.split("reusing saved statistics")[1]
     assert not DATA_PASS_LINE.search(proc.stderr), proc.stderr
     assert "VC prepass" not in proc.stderr
@@ -2103,8 +2109,10 @@ def test_a_bad_file_of_several_is_exit_3_naming_it_no_lock_left(data, scheduler,
     assert proc.returncode == 3, proc.stderr
     if bad == "text first":
         other = os.path.join("in", "a.parquet")
-        assert f"(file {os.path.abspath(os.path.join(tmp_path, other))})" in proc.stderr
-        assert "column 'x2' holds numbers (float64) where the model reads text" in proc.stderr
+        first = os.path.abspath(os.path.join(tmp_path, other))
+        assert f"{first}: column 'x2' holds numbers (float64) where the model reads text" in (
+            proc.stderr
+        )
         assert f"in {other}: column 'x2' holds numbers" in proc.stderr  # a tie: the first's
         return
     if bad in ("no column first", "no groups first"):
@@ -2118,7 +2126,7 @@ def test_a_bad_file_of_several_is_exit_3_naming_it_no_lock_left(data, scheduler,
         assert f"in {os.path.join('in', 'b.parquet')}: " in proc.stderr
         assert "'y' holds text" in proc.stderr
     else:  # the partition's message names the file and the columns, once
-        assert f"(file {tmp_path / 'in' / 'b.parquet'}): it has no column(s) [" in proc.stderr
+        assert f"{tmp_path / 'in' / 'b.parquet'}: it has no column(s) [" in proc.stderr
         assert "'x2'" in proc.stderr and "; in " not in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
 
@@ -2193,6 +2201,46 @@ def test_every_exit_status_is_documented_in_help_and_readme():
     for code in statuses:
         assert re.search(rf"\b{code} [a-z(]", readme.split("Exit status")[-1]), code
     assert "dmixed show" in readme and "dmixed --version" in readme
+
+
+@pytest.mark.parametrize(
+    "message, line",
+    [
+        (
+            "partition 2 of the Dask DataFrame (file /d/c.parquet): column 'y' holds text",
+            "/d/c.parquet: column 'y' holds text",
+        ),
+        (
+            "a partition of the Dask DataFrame (file /d/c.parquet): it has no column(s) 'f'",
+            "/d/c.parquet: it has no column(s) 'f'",
+        ),
+        (
+            "partition 3 of the Dask DataFrame: column 'y' holds text",
+            "partition 3 of the input (as Dask splits its files): column 'y' holds text",
+        ),
+        (
+            "a partition of the Dask DataFrame: column 'y' holds text",
+            "a part of the input: column 'y' holds text",
+        ),
+        (
+            "missing values in column 'x' (2 rows: in partitions 0, 4 of the Dask DataFrame)",
+            "missing values in column 'x' (2 rows: in partitions 0, 4 of the input (as Dask "
+            "splits its files))",
+        ),
+        ("no data: the Dask DataFrame has no rows", "no data: the input has no rows"),
+    ],
+)
+def test_a_partitions_error_is_worded_for_the_input_files(monkeypatch, capsys, message, line):
+    """Errors of the library's Dask DataFrame ("partition 0 of the Dask DataFrame") in
+    the words of the command's input: the file where it is known, else the partition
+    of the input files."""
+
+    def fails(path):
+        raise dmixed.errors.BadValuesError(message)
+
+    monkeypatch.setattr(cli, "run_show", fails)
+    assert cli.main(["show", "out"]) != 0
+    assert capsys.readouterr().err == f"dmixed: error: {line}\n"
 
 
 def test_library_warnings_are_one_line_and_hidden_under_quiet(capsys):
