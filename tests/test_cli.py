@@ -1795,7 +1795,7 @@ def test_sigterm_ends_the_command_as_ctrl_c_does(data, tmp_path, moment):
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-def test_the_command_gives_back_the_sigterm_handler_it_found(monkeypatch):
+def test_the_command_gives_back_the_sigterm_handler_it_found(monkeypatch, tmp_path):
     """The command handles SIGTERM while it runs (``cli.main``), and only then: the
     Python API called after it keeps the handler it had."""
     during = []
@@ -1803,7 +1803,7 @@ def test_the_command_gives_back_the_sigterm_handler_it_found(monkeypatch):
     for found in (signal.SIG_DFL, lambda signum, frame: None):
         previous = signal.signal(signal.SIGTERM, found)
         try:
-            assert cli.main(["show", "out"]) == 0
+            assert run_in_process("show", "out", cwd=tmp_path).returncode == 0
             assert signal.getsignal(signal.SIGTERM) is found
         finally:
             signal.signal(signal.SIGTERM, previous)
@@ -2230,7 +2230,7 @@ def test_every_exit_status_is_documented_in_help_and_readme():
         ("no data: the Dask DataFrame has no rows", "no data: the input has no rows"),
     ],
 )
-def test_a_partitions_error_is_worded_for_the_input_files(monkeypatch, capsys, message, line):
+def test_a_partitions_error_is_worded_for_the_input_files(monkeypatch, tmp_path, message, line):
     """Errors of the library's Dask DataFrame ("partition 0 of the Dask DataFrame") in
     the words of the command's input: the file where it is known, else the partition
     of the input files."""
@@ -2239,8 +2239,8 @@ def test_a_partitions_error_is_worded_for_the_input_files(monkeypatch, capsys, m
         raise dmixed.errors.BadValuesError(message)
 
     monkeypatch.setattr(cli, "run_show", fails)
-    assert cli.main(["show", "out"]) != 0
-    assert capsys.readouterr().err == f"dmixed: error: {line}\n"
+    proc = run_in_process("show", "out", cwd=tmp_path)
+    assert proc.returncode != 0 and proc.stderr == f"dmixed: error: {line}\n"
 
 
 def test_library_warnings_are_one_line_and_hidden_under_quiet(capsys):
