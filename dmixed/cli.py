@@ -181,8 +181,8 @@ def _job_errors(job: Job, reads_data: bool) -> Iterator[None]:
             if absent and not named and not getattr(exc, "file", None):
                 named = files_lacking(job, absent)  # update: the saved model's columns
             # a partition's error names its file: a guess naming another contradicts it
-            located = re.search(r"\(file ([^)]+)\)", message) if about_data else None
-            if located and os.path.basename(located.group(1)) not in named:
+            located = getattr(exc, "file", None) if about_data else None
+            if located and os.path.basename(located) not in named:
                 named = ""
             bad = named or located or isinstance(exc, BadValuesError)
             raise JobError(message + named, EXIT_DATA if bad else EXIT_CONFIG) from exc
@@ -558,12 +558,21 @@ def exit_status(exc: BaseException) -> int:
     return EXIT_BUG
 
 
-def _input_words(line: str) -> str:
+def _input_words(line: str, places: dict[str, str] | None = None) -> str:
     """A message about a partition of the library's Dask DataFrame in the words of the
     command's input: the partition's file where it is known (``FILE: ...``, as a CSV
-    line's culprit leads), else the partition of the input files as Dask splits them."""
+    line's culprit leads), else the partition of the input files as Dask splits them.
+
+    ``places`` maps the library's words for a partition and its file (as the error
+    carries them, :func:`~dmixed.design.origin.partition_words`) to the file: found as
+    they are, whatever the file's name holds.  A message without them (raised as text)
+    is matched with the file's name allowed parentheses in pairs."""
+    for words, file in (places or {}).items():
+        line = line.replace(words, file)
     line = re.sub(
-        r"\b(?:a partition|partition \d+) of the Dask DataFrame \(file ([^)]+)\)", r"\1", line
+        r"\b(?:a partition|partition \d+) of the Dask DataFrame \(file ((?:[^()]|\([^()]*\))+)\)",
+        r"\1",
+        line,
     )
     line = line.replace(": a partition of the Dask DataFrame: ", ": ")  # a culprit leads
     line = line.replace("a partition of the Dask DataFrame", "a part of the input")
@@ -571,9 +580,29 @@ def _input_words(line: str) -> str:
     return line.replace("the Dask DataFrame", "the input")
 
 
+def _partition_places(exc: BaseException) -> dict[str, str]:
+    """The library's words for the partition and file of each error on ``exc``'s chain
+    that knows its file (:func:`~dmixed.design.origin.in_partition`), mapped to the
+    file."""
+    from .design.origin import partition_words
+
+    places: dict[str, str] = {}
+    seen: set[int] = set()
+    err: BaseException | None = exc
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        file = getattr(err, "file", None)
+        if isinstance(file, str) and file:
+            number = getattr(err, "partition", None)
+            places[partition_words(number if isinstance(number, int) else None, file)] = file
+        err = err.__cause__ or err.__context__
+    return places
+
+
 def _error_lines(exc: Exception) -> list[str]:
     """The lines ``main`` prints for an error: one per problem."""
-    return [_input_words(line) for line in _problem_lines(exc)]
+    places = _partition_places(exc)
+    return [_input_words(line, places) for line in _problem_lines(exc)]
 
 
 def _problem_lines(exc: Exception) -> list[str]:

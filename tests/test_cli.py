@@ -2228,6 +2228,10 @@ def test_every_exit_status_is_documented_in_help_and_readme():
             "splits its files))",
         ),
         ("no data: the Dask DataFrame has no rows", "no data: the input has no rows"),
+        (
+            "partition 2 of the Dask DataFrame (file /d/x (2).parquet): column 'y' holds text",
+            "/d/x (2).parquet: column 'y' holds text",
+        ),
     ],
 )
 def test_a_partitions_error_is_worded_for_the_input_files(monkeypatch, tmp_path, message, line):
@@ -2241,6 +2245,25 @@ def test_a_partitions_error_is_worded_for_the_input_files(monkeypatch, tmp_path,
     monkeypatch.setattr(cli, "run_show", fails)
     proc = run_in_process("show", "out", cwd=tmp_path)
     assert proc.returncode != 0 and proc.stderr == f"dmixed: error: {line}\n"
+
+
+@pytest.mark.parametrize("name", ["x (2).parquet", "a) b.parquet", "c (d.parquet", "(e).parquet"])
+@pytest.mark.parametrize("number", [2, None])
+def test_a_partitions_file_is_named_whole_whatever_its_name_holds(
+    monkeypatch, tmp_path, name, number
+):
+    """A file's name holding parentheses is named whole (it was cut at its first ")")."""
+    from dmixed.design.origin import in_partition
+
+    file = f"/d/{name}"
+    err = in_partition(dmixed.errors.BadValuesError("column 'y' holds text"), number, file)
+
+    def fails(path):
+        raise err
+
+    monkeypatch.setattr(cli, "run_show", fails)
+    proc = run_in_process("show", "out", cwd=tmp_path)
+    assert proc.stderr == f"dmixed: error: {file}: column 'y' holds text\n"
 
 
 def test_library_warnings_are_one_line_and_hidden_under_quiet(capsys):
