@@ -638,10 +638,6 @@ class Terminated(KeyboardInterrupt):
     ``except KeyboardInterrupt`` and ``finally`` on the way closes what it opened)."""
 
 
-def _raise_terminated(signum, frame) -> None:
-    raise Terminated
-
-
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM raises :class:`Terminated` in the body, and the handler found is given back
@@ -654,12 +650,28 @@ def sigterm_as_interrupt() -> Iterator[None]:
     handler is a Python one, so the embedded cluster's worker processes (started through
     ``exec``) keep SIGTERM's default, and the start of that cluster, which ignores SIGINT,
     leaves it in place (:func:`dmixed.cluster.interrupts_ignored` delays it to the end
-    of the start).  Only the main thread may set a handler: elsewhere nothing changes.
+    of the start).  The first SIGTERM raises; later ones are only noted, so the cleanup
+    it starts runs to its end.  Only the main thread may set a handler: elsewhere
+    nothing changes.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    received: list[int] = []
+
+    def note(signum, frame) -> None:
+        # the command is already ending: a second signal (systemd and SLURM may send
+        # more than one) would break into the cleanup, and distributed's closing
+        # tasks print tracebacks; ignoring it instead (SIG_IGN) would be inherited by
+        # worker processes started meanwhile
+        received.append(signum)
+
+    def terminate(signum, frame) -> None:
+        received.append(signum)
+        signal.signal(signal.SIGTERM, note)  # handlers run in the main thread
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
         yield
     finally:  # None: a handler set outside Python; the default is the nearest
@@ -673,8 +685,16 @@ def main(argv: list[str] | None = None) -> int:
     (128 + SIGTERM, as a shell reports the signal); SIGTERM's handler is given back on
     return.
     """
-    with sigterm_as_interrupt():
-        return _main(argv)
+    try:
+        with sigterm_as_interrupt():
+            return _main(argv)
+    except Terminated:  # before the command began (its arguments read) or after it
+        return _terminated()
+
+
+def _terminated() -> int:
+    print("dmixed: error: terminated (SIGTERM)", file=sys.stderr)
+    return EXIT_TERMINATED
 
 
 def _main(argv: list[str] | None) -> int:
@@ -691,8 +711,7 @@ def _main(argv: list[str] | None) -> int:
             commands = {"fit": run_fit, "update": run_update, "bootstrap": run_bootstrap}
             return commands[args.command](job)
     except Terminated:
-        print("dmixed: error: terminated (SIGTERM)", file=sys.stderr)
-        return EXIT_TERMINATED
+        return _terminated()
     except KeyboardInterrupt:
         print("dmixed: error: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -1808,8 +1808,51 @@ def test_the_command_gives_back_the_sigterm_handler_it_found(monkeypatch, tmp_pa
         finally:
             signal.signal(signal.SIGTERM, previous)
     assert len(during) == 2 and all(callable(h) and h is not found for h in during)
-    with pytest.raises(cli.Terminated):
-        during[0](signal.SIGTERM, None)
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(cli.Terminated):
+            during[0](signal.SIGTERM, None)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_sigterm_while_the_arguments_are_read_is_a_termination(monkeypatch, tmp_path):
+    """Exit status 143 and its line, not Ctrl-C's 130 "interrupted"."""
+    real = cli.build_parser
+
+    def build_parser():
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real()
+
+    monkeypatch.setattr(cli, "build_parser", build_parser)
+    proc = run_in_process("show", "out", cwd=tmp_path)
+    assert proc.returncode == 143 and proc.stderr == "dmixed: error: terminated (SIGTERM)\n"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_second_sigterm_does_not_break_into_the_cleanup_of_the_first(monkeypatch, tmp_path):
+    """The cleanup the first SIGTERM starts runs to its end under more of them, and the
+    handler it leaves meanwhile is neither the default nor SIG_IGN (which worker
+    processes started meanwhile would inherit)."""
+    cleaned = []
+
+    def show(path):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)
+            handler = signal.getsignal(signal.SIGTERM)
+            cleaned.append(callable(handler))
+        return 0
+
+    monkeypatch.setattr(cli, "run_show", show)
+    found = signal.getsignal(signal.SIGTERM)
+    proc = run_in_process("show", "out", cwd=tmp_path)
+    assert proc.returncode == 143 and proc.stderr == "dmixed: error: terminated (SIGTERM)\n"
+    assert cleaned == [True]
+    assert signal.getsignal(signal.SIGTERM) is found
 
 
 # --------------------------------------------------------------------------------------
