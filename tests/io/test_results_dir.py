@@ -270,6 +270,8 @@ def test_iterations_made_are_counted_as_the_fit_counted_them_in_older_directorie
     _edit_estimates(tmp_path / "out", as_written_before)
     old = dmixed.load(tmp_path / "out")
     assert old.n_iter == old.optimizer.n_iter == fit.n_iter
+    assert old.fit_history[-1]["iteration"] == fit.n_iter
+    assert old.fit_history == fit.fit_history
     assert old.llf == fit.llf
 
 
