@@ -56,9 +56,10 @@ EXIT_STATUSES = {
     EXIT_NOT_CONVERGED: "the fit did not converge (unless --allow-nonconverged)",
     EXIT_CLUSTER: "the cluster cannot be reached or cannot run the work (no workers for "
     "the Dask config dmixed.no-workers-timeout, workers killed at their memory limit)",
-    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
-    EXIT_TERMINATED: "terminated (SIGTERM: a batch system's time limit or cancel), "
-    "as interrupted: nothing written, the cluster closed",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C): the cluster closed, each directory written whole "
+    "or left as it was; a command ended between two of its writes (update: the results, "
+    "then the statistics) leaves the later ones old until it is run again",
+    EXIT_TERMINATED: "terminated (SIGTERM: a batch system's time limit or cancel), as interrupted",
     EXIT_PIPE: "its output was closed early (piped into head): as a command killed by SIGPIPE",
 }
 

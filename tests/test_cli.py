@@ -2338,6 +2338,40 @@ def _update_args(checkpointed, tmp_path, stats: str, seed: int = 41) -> list:
     return ["update", "--stats-dir", stats, "--data", f"N{seed}.parquet", *cluster]
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_an_update_ended_between_its_results_and_its_statistics_is_made_whole_by_a_rerun(
+    checkpointed, tmp_path, monkeypatch
+):
+    """What exit statuses 130 and 143 say: each directory whole or as it was; the
+    update's results written, its statistics the old ones, until it is run again."""
+    from dmixed.stats import checkpoint
+
+    shutil.copytree(checkpointed.dir / "stats", tmp_path / "stats")
+    before = (tmp_path / "stats" / "manifest.json").read_text()
+    args = [*_update_args(checkpointed, tmp_path, "stats"), "--output", "out"]
+
+    def terminated(*a, **k):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(checkpoint, "save_statistics", terminated)
+        proc = run_in_process(*args, cwd=tmp_path)
+    assert proc.returncode == 143, proc.stderr
+    assert proc.stderr.splitlines()[-1] == "dmixed: error: terminated (SIGTERM)"
+    assert (tmp_path / "stats" / "manifest.json").read_text() == before
+    ended = json.loads((tmp_path / "out" / "estimates.json").read_text())
+    assert hidden_leftovers(tmp_path, "stats") == hidden_leftovers(tmp_path, "out") == []
+    proc = run_in_process(*args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((tmp_path / "stats" / "manifest.json").read_text())
+    assert any("N41.parquet" in i["path"] for i in manifest["inputs"])
+    again = json.loads((tmp_path / "out" / "estimates.json").read_text())
+    assert again["estimates"]["llf"] == ended["estimates"]["llf"]
+    assert again["estimates"]["params"] == ended["estimates"]["params"]
+    help_text = " ".join(cli.build_parser().format_help().split())
+    assert "nothing written" not in help_text and "until it is run again" in help_text
+
+
 def test_a_statistics_directory_named_by_a_symbolic_link_is_written_through_it(
     checkpointed, tmp_path
 ):
