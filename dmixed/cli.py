@@ -12,7 +12,8 @@ an output directory dmixed did not write, saved statistics of other data or anot
 model); 3 data that cannot be read or used (input files: unreadable, text where numbers
 are read, missing or infinite values, no rows; damaged saved statistics or results);
 4 the fit did not converge (unless ``--allow-nonconverged``); 5 the cluster cannot be
-reached; 130 interrupted; 141 the output closed early (``dmixed show out/ | head``).
+reached; 130 interrupted; 143 terminated (SIGTERM, taken as Ctrl-C); 141 the output
+closed early (``dmixed show out/ | head``).
 Problems are one line each on stderr (``dmixed: error: ...``,
 dmixed's warnings ``dmixed: warning: ...``), never a traceback; progress goes to stderr,
 the path of the written results to stdout.
@@ -26,7 +27,9 @@ import functools
 import logging
 import os
 import re
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
 
@@ -67,6 +70,7 @@ from .job import (
     EXIT_OK,
     EXIT_PIPE,
     EXIT_STATUSES,
+    EXIT_TERMINATED,
     MODEL_KEYS,
     Job,
     JobError,
@@ -79,7 +83,17 @@ from .job import (
 )
 from .stats.last_fit import last_fit, remember_fit
 
-__all__ = ["EXIT_STATUSES", "Job", "JobError", "build_parser", "main", "make_job", "read_job_file"]
+__all__ = [
+    "EXIT_STATUSES",
+    "Job",
+    "JobError",
+    "Terminated",
+    "build_parser",
+    "main",
+    "make_job",
+    "read_job_file",
+    "sigterm_as_interrupt",
+]
 
 logger = logging.getLogger("dmixed")
 
@@ -167,8 +181,8 @@ def _job_errors(job: Job, reads_data: bool) -> Iterator[None]:
             if absent and not named and not getattr(exc, "file", None):
                 named = files_lacking(job, absent)  # update: the saved model's columns
             # a partition's error names its file: a guess naming another contradicts it
-            located = re.search(r"\(file ([^)]+)\)", message) if about_data else None
-            if located and os.path.basename(located.group(1)) not in named:
+            located = getattr(exc, "file", None) if about_data else None
+            if located and os.path.basename(located) not in named:
                 named = ""
             bad = named or located or isinstance(exc, BadValuesError)
             raise JobError(message + named, EXIT_DATA if bad else EXIT_CONFIG) from exc
@@ -544,8 +558,54 @@ def exit_status(exc: BaseException) -> int:
     return EXIT_BUG
 
 
+def _input_words(line: str, places: dict[str, str] | None = None) -> str:
+    """A message about a partition of the library's Dask DataFrame in the words of the
+    command's input: the partition's file where it is known (``FILE: ...``, as a CSV
+    line's culprit leads), else the partition of the input files as Dask splits them.
+
+    ``places`` maps the library's words for a partition and its file (as the error
+    carries them, :func:`~dmixed.design.origin.partition_words`) to the file: found as
+    they are, whatever the file's name holds.  A message without them (raised as text)
+    is matched with the file's name allowed parentheses in pairs."""
+    for words, file in (places or {}).items():
+        line = line.replace(words, file)
+    line = re.sub(
+        r"\b(?:a partition|partition \d+) of the Dask DataFrame \(file ((?:[^()]|\([^()]*\))+)\)",
+        r"\1",
+        line,
+    )
+    line = line.replace(": a partition of the Dask DataFrame: ", ": ")  # a culprit leads
+    line = line.replace("a partition of the Dask DataFrame", "a part of the input")
+    line = line.replace(" of the Dask DataFrame", " of the input (as Dask splits its files)")
+    return line.replace("the Dask DataFrame", "the input")
+
+
+def _partition_places(exc: BaseException) -> dict[str, str]:
+    """The library's words for the partition and file of each error on ``exc``'s chain
+    that knows its file (:func:`~dmixed.design.origin.in_partition`), mapped to the
+    file."""
+    from .design.origin import partition_words
+
+    places: dict[str, str] = {}
+    seen: set[int] = set()
+    err: BaseException | None = exc
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        file = getattr(err, "file", None)
+        if isinstance(file, str) and file:
+            number = getattr(err, "partition", None)
+            places[partition_words(number if isinstance(number, int) else None, file)] = file
+        err = err.__cause__ or err.__context__
+    return places
+
+
 def _error_lines(exc: Exception) -> list[str]:
     """The lines ``main`` prints for an error: one per problem."""
+    places = _partition_places(exc)
+    return [_input_words(line, places) for line in _problem_lines(exc)]
+
+
+def _problem_lines(exc: Exception) -> list[str]:
     if isinstance(exc, JobError):
         return [one_line(line) for line in str(exc).splitlines() if line.strip()]
     if isinstance(exc, ConnectionError):
@@ -573,8 +633,71 @@ def warnings_as_lines(quiet: bool) -> Iterator[None]:
         yield
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM received by the command: it ends the command as a Ctrl-C does (every
+    ``except KeyboardInterrupt`` and ``finally`` on the way closes what it opened)."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated` in the body, and the handler found is given back
+    when it ends.
+
+    SIGTERM is what SLURM, PBS, Kubernetes and systemd send at a time limit or a cancel.
+    Its default action ends the process at once: the embedded cluster's processes were
+    left to the resource tracker, the statistics' lock file stayed beside the directory
+    and nothing said why.  Raised as an interrupt, it takes Ctrl-C's path instead.  The
+    handler is a Python one, so the embedded cluster's worker processes (started through
+    ``exec``) keep SIGTERM's default, and the start of that cluster, which ignores SIGINT,
+    leaves it in place (:func:`dmixed.cluster.interrupts_ignored` delays it to the end
+    of the start).  The first SIGTERM raises; later ones are only noted, so the cleanup
+    it starts runs to its end.  Only the main thread may set a handler: elsewhere
+    nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def note(signum, frame) -> None:
+        # the command is already ending: a second signal (systemd and SLURM may send
+        # more than one) would break into the cleanup, and distributed's closing
+        # tasks print tracebacks; ignoring it instead (SIG_IGN) would be inherited by
+        # worker processes started meanwhile
+        received.append(signum)
+
+    def terminate(signum, frame) -> None:
+        received.append(signum)
+        signal.signal(signal.SIGTERM, note)  # handlers run in the main thread
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:  # None: a handler set outside Python; the default is the nearest
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """The ``dmixed`` command; returns its exit status (:data:`EXIT_STATUSES`)."""
+    """The ``dmixed`` command; returns its exit status (:data:`EXIT_STATUSES`).
+
+    SIGTERM ends it as Ctrl-C does (:func:`sigterm_as_interrupt`), with exit status 143
+    (128 + SIGTERM, as a shell reports the signal); SIGTERM's handler is given back on
+    return.
+    """
+    try:
+        with sigterm_as_interrupt():
+            return _main(argv)
+    except Terminated:  # before the command began (its arguments read) or after it
+        return _terminated()
+
+
+def _terminated() -> int:
+    print("dmixed: error: terminated (SIGTERM)", file=sys.stderr)
+    return EXIT_TERMINATED
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     quiet = bool(args.quiet)
@@ -587,6 +710,8 @@ def main(argv: list[str] | None = None) -> int:
             _setup_logging(job.quiet)
             commands = {"fit": run_fit, "update": run_update, "bootstrap": run_bootstrap}
             return commands[args.command](job)
+    except Terminated:
+        return _terminated()
     except KeyboardInterrupt:
         print("dmixed: error: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

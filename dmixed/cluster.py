@@ -340,8 +340,15 @@ def _make_cluster(config: dict):
         elif not defaults["processes"]:
             # threads only: the default transport (inproc://) takes no host
             defaults.setdefault("protocol", "tcp://")
-        with interrupts_ignored(bool(defaults["processes"])):
-            return LocalCluster(**defaults)
+        started = None
+        try:
+            with interrupts_ignored(bool(defaults["processes"])):
+                started = LocalCluster(**defaults)
+        except BaseException:  # a SIGTERM held back until the start ended
+            if started is not None:
+                started.close()
+            raise
+        return started
     if kind == "ssh":
         from distributed import SSHCluster
 
@@ -373,6 +380,13 @@ def interrupts_ignored(processes: bool) -> Iterator[None]:
     a signal's handler; elsewhere (and for threads only) nothing changes.  The handler
     found is given back when the block ends, whether it succeeds or raises.
 
+    A Python handler of SIGTERM (the command's: it ends the command as a Ctrl-C) is held
+    back the same way: raised inside the start, it would leave a cluster half started
+    and never closed.  A SIGTERM received meanwhile is handed to that handler when the
+    block ends, so the caller closes what was started (:func:`_make_cluster`).  SIGTERM
+    is not ignored: an ignored signal is kept by the worker processes, which would then
+    outlive a batch system's cancel.
+
     Parameters
     ----------
     processes : bool
@@ -382,10 +396,18 @@ def interrupts_ignored(processes: bool) -> Iterator[None]:
         yield
         return
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    on_term = signal.getsignal(signal.SIGTERM)
+    held: list = []
+    if callable(on_term):
+        signal.signal(signal.SIGTERM, lambda signum, frame: held.append((signum, frame)))
     try:
         yield
     finally:  # None: a handler set outside Python, Python's own in practice
         signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
+        if callable(on_term):
+            signal.signal(signal.SIGTERM, on_term)
+            if held:
+                on_term(*held[0])
 
 
 _CLIENT_CONFIG_KEYS = ("scheduler", "shuffle")

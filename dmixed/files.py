@@ -134,14 +134,22 @@ def replace_dir(new: Path, target: Path, marker: str, kind: str) -> None:
     """Move ``new`` to ``target``; an existing target is swapped out, then removed.
 
     A non-empty ``target`` without the file ``marker`` (not a dmixed ``kind`` directory,
-    e.g. ``"results"``), or a file, is never replaced (:func:`check_target`).
+    e.g. ``"results"``), or a file, is never replaced (:func:`check_target`).  An
+    interrupt (Ctrl-C, SIGTERM) or error between the two renames puts the old target
+    back before it propagates: ``target`` is never left missing.
     """
     old = None
-    if target.exists():
-        check_target(target, marker, kind)
-        old = sibling_path(target, "old")
-        os.rename(target, old)
-    os.rename(new, target)
+    try:
+        if target.exists():
+            check_target(target, marker, kind)
+            old = sibling_path(target, "old")  # named before the rename it may undo
+            os.rename(target, old)
+        os.rename(new, target)
+    except BaseException:
+        if old is not None and not os.path.lexists(target) and os.path.lexists(old):
+            with contextlib.suppress(OSError):  # the first error is the one to tell
+                os.rename(old, target)
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

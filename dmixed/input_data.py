@@ -144,16 +144,37 @@ def refuse_inside_inputs(job: Job) -> None:
 
 def _check_parquet_files(files: list[str]) -> None:
     """Refuse a local input file that is not Parquet (it neither starts nor ends with
-    ``PAR1``), naming it: pyarrow's error says what is wrong, not in which file."""
+    ``PAR1``), naming it: pyarrow's error says what is wrong, not in which file; and
+    local files that all hold no rows (a schema only), naming them: the data pass
+    found no rows and said nothing of the files."""
     from .stats.inputs import is_parquet_file
 
-    for f in files:
-        if "://" not in f and os.path.isfile(f) and not is_parquet_file(f):
+    local = [f for f in files if "://" not in f and os.path.isfile(f)]
+    for f in local:
+        if not is_parquet_file(f):
             raise JobError(
                 f"cannot read parquet data: {f} is not a Parquet file (it does not start "
                 "and end with PAR1); remove it from the input",
                 EXIT_DATA,
             )
+    # the footers' row counts, read until a file holds a row (the first, in practice)
+    if local and len(local) == len(files) and not any(map(_parquet_has_rows, local)):
+        raise JobError(
+            f"cannot read parquet data: no rows: {', '.join(files)} "
+            f"{'holds' if len(files) == 1 else 'hold'} no rows (a schema only)",
+            EXIT_DATA,
+        )
+
+
+def _parquet_has_rows(path: str) -> bool:
+    """Whether a Parquet file's footer counts a row (True where it cannot be read: the
+    read of the data names the file and what is wrong)."""
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_metadata(path).num_rows > 0
+    except Exception:  # noqa: BLE001 - pyarrow raises several types for a damaged footer
+        return True
 
 
 # ---------------------------------------------------------------------------
@@ -352,8 +373,9 @@ def read_data(
 def check_input(job: Job, files: list[str]) -> str:
     """The input's one format, every file checked as far as it can be without reading
     its rows (cheap: before a cluster is started): a local file called Parquet that is
-    not; an empty CSV file, a CSV header naming a column twice, CSV files that all hold
-    only a header (the first two records of each file read until one holds a row).
+    not, local Parquet files that all hold no rows (their footers); an empty CSV file,
+    a CSV header naming a column twice, CSV files that all hold only a header (the
+    first two records of each file read until one holds a row).
 
     Raises
     ------

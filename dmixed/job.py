@@ -43,7 +43,7 @@ from .errors import DmixedError
 from .results.bootstrap import REPLICATES_LIMIT
 
 EXIT_OK, EXIT_CONFIG, EXIT_DATA, EXIT_NOT_CONVERGED, EXIT_CLUSTER = 0, 2, 3, 4, 5
-EXIT_BUG, EXIT_INTERRUPTED, EXIT_PIPE = 1, 130, 141
+EXIT_BUG, EXIT_INTERRUPTED, EXIT_PIPE, EXIT_TERMINATED = 1, 130, 141, 143
 #: every exit status of the command and what it means (``dmixed --help``, README)
 EXIT_STATUSES = {
     EXIT_OK: "success",
@@ -56,7 +56,10 @@ EXIT_STATUSES = {
     EXIT_NOT_CONVERGED: "the fit did not converge (unless --allow-nonconverged)",
     EXIT_CLUSTER: "the cluster cannot be reached or cannot run the work (no workers for "
     "the Dask config dmixed.no-workers-timeout, workers killed at their memory limit)",
-    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C): the cluster closed, each directory written whole "
+    "or left as it was; a command ended between two of its writes (update: the results, "
+    "then the statistics) leaves the later ones old until it is run again",
+    EXIT_TERMINATED: "terminated (SIGTERM: a batch system's time limit or cancel), as interrupted",
     EXIT_PIPE: "its output was closed early (piped into head): as a command killed by SIGPIPE",
 }
 
@@ -76,6 +79,7 @@ __all__ = [
     "EXIT_BUG",
     "EXIT_INTERRUPTED",
     "EXIT_PIPE",
+    "EXIT_TERMINATED",
     "EXIT_STATUSES",
     "build_parser",
     "Job",
@@ -392,7 +396,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--maxiter",
         type=int,
-        help=f"optimizer iterations, {Job.model_fields['maxiter'].description} (default 500)",
+        help="iterations allowed to each optimizer method in turn (BFGS, then L-BFGS, then "
+        f"CG, as statsmodels), {Job.model_fields['maxiter'].description} (default 500)",
     )
     p.add_argument(
         "--quiet",

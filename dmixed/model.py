@@ -525,7 +525,12 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         maxiter, gtol : optimizer settings (gtol applies to the gradient of ℓ/n): an
             integer ≥ 0 and a finite real number ≥ 0 (a ``Decimal`` or ``Fraction`` is
             read as its float); the other settings and tolerances are those of
-            :data:`dmixed.fit.summary.DEFAULTS`.
+            :data:`dmixed.fit.summary.DEFAULTS`.  As in statsmodels, ``maxiter`` bounds
+            each method of ``method`` in turn (``maxiter=1`` may make one BFGS, one
+            L-BFGS and one CG iteration); the Newton steps take what the iterations
+            made before them leave of it.  ``n_iter`` of the results counts the
+            iterations made, all methods together, and ``fit_history`` has one entry
+            per iteration and a last one for the final point.
         cov_fe : {"hessian", "conditional"}
             Standard errors of the fixed effects from statsmodels' full inverse Hessian
             (default), or lme4's conditional ``σ̂²(X'V⁻¹X)⁻¹``.

@@ -53,6 +53,7 @@ from dmixed import cli
 from dmixed.files import directory_lock
 
 from ._dask_processes import scheduler_and_workers
+from ._interrupts import signal_on_import
 from ._synth import make_data, make_nested_ids
 
 REPO = Path(__file__).resolve().parent.parent
@@ -169,7 +170,7 @@ def test_fit_end_to_end_on_the_embedded_local_cluster(data, tmp_path):
     assert proc.stdout.splitlines() == [str(tmp_path / "out")]
     assert "(local)" in proc.stderr and "connected to tls://127.0.0.1:" in proc.stderr
     assert DATA_PASS_LINE.search(proc.stderr)
-    assert "iteration 1 (" in proc.stderr and "(final)" in proc.stderr
+    assert "iteration 1 (" in proc.stderr and "final, after " in proc.stderr
     assert result_dirs(tmp_path / "out") == RESULT_FILES
     assert hidden_leftovers(tmp_path, "out") == []
     assert "Mixed Linear Model Regression Results" in (tmp_path / "out/summary.txt").read_text()
@@ -628,6 +629,7 @@ def _bad_cases(d: Path, data, scheduler) -> dict[str, list[str]]:
     inf.to_parquet(d / "inf.parquet", index=False)
     data.full.head(0).to_csv(d / "header_only.csv", index=False)
     (d / "empty.csv").write_bytes(b"")
+    data.full.head(0).to_parquet(d / "schema_only.parquet", index=False)
     text_groups = data.frame_b.assign(g=data.frame_b["g"].map("g{}".format))
     text_groups.to_parquet(d / "text_groups.parquet", index=False)
     data.frame_a.to_parquet(d / "numbers.parquet", index=False)
@@ -710,6 +712,8 @@ def _bad_cases(d: Path, data, scheduler) -> dict[str, list[str]]:
         "header_only_csv": ["fit", "--data", "header_only.csv", *MODEL]
         + ["--output", "o", "--quiet", "--cluster", scheduler.file],
         "empty_csv": ["fit", "--data", "empty.csv", *MODEL, "--output", "o", "--quiet"],
+        "schema_only_parquet": ["fit", "--data", "schema_only.parquet", *MODEL]
+        + ["--output", "o", "--quiet", "--cluster", scheduler.file],
         "text_groups_in_one_file": ["fit", "--data", "text_groups.parquet", "numbers.parquet"]
         + [*MODEL, "--output", "o", "--quiet", "--cluster", scheduler.file],
         "show_no_results": ["show", "absent"],
@@ -794,8 +798,11 @@ BAD = {
     "header_only_csv": (3, ["no rows: header_only.csv holds only a header"]),
     # Dask's reader said "An error occurred while calling the read_csv method ..."
     "empty_csv": (3, ["empty.csv is an empty file (no header, no rows)"]),
+    # named before the data pass (which said "no data: the Dask DataFrame has no rows
+    # (after dropping missing values)", naming no file, where no row had been dropped)
+    "schema_only_parquet": (3, ["no rows: schema_only.parquet holds no rows (a schema only)"]),
     # the partition's file, which holds text (another guess named the file of numbers)
-    "text_groups_in_one_file": (3, ["(file ", "text_groups.parquet): the group column 'g'"]),
+    "text_groups_in_one_file": (3, ["error: ", "text_groups.parquet: the group column 'g'"]),
     "show_no_results": (2, ["absent is not a dmixed results directory"]),
 }
 # problems reported one line each (several lines for several problems)
@@ -846,6 +853,7 @@ def test_bad_configuration_exit_status_and_message(bad_runs, case):
     assert not (bad_runs["_dir"] / "o").exists()
     assert "--stats_dir" not in proc.stderr and 'missing="drop"' not in proc.stderr
     assert "pd." not in proc.stderr  # what to change in the input, not a pandas call
+    assert "Dask DataFrame" not in proc.stderr  # the files the user gave, not ours
     if case == "text_groups_in_one_file":  # not the file of numbers as the culprit too
         assert "numbers.parquet" not in proc.stderr, proc.stderr
 
@@ -954,6 +962,19 @@ def test_not_converged_exits_4_without_output_unless_allowed(data, scheduler, tm
     res = dmixed.load(tmp_path / "out")
     assert not res.converged
     assert "Converged: No" in " ".join((tmp_path / "out/summary.txt").read_text().split())
+    # the iterations reported are those made (maxiter bounds each method in turn, as in
+    # statsmodels), as the in-process fit counts them: the final point was counted as
+    # one more ("iteration 4 (final)", n_iter 4 after one BFGS, L-BFGS and CG iteration)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = dmixed.mixedlm(FORMULA, data.full, groups="g", re_formula="1 + x1").fit(maxiter=1)
+    made = [h["method"] for h in ref.fit_history[:-1]]
+    logged = re.findall(r"(?m)^dmixed: iteration (\d+) \((\w+)\)", proc.stderr)
+    assert logged == [(str(i), m) for i, m in enumerate(made, 1)], proc.stderr
+    assert res.n_iter == ref.n_iter == len(made) == len(res.fit_history) - 1
+    assert res.fit_history[-1]["method"] == "final"
+    counts = ", ".join(f"{m} {made.count(m)}" for m in dict.fromkeys(made))
+    assert f"dmixed: final, after {len(made)} iterations ({counts}): " in proc.stderr
 
 
 def test_unidentifiable_model_is_refused_unless_check_nobs_ignore(scheduler, tmp_path):
@@ -1031,6 +1052,11 @@ def test_stats_dir_first_run_saves_statistics(checkpointed):
     d = checkpointed.dir
     assert "saved statistics to stats" in checkpointed.first.stderr
     assert DATA_PASS_LINE.search(checkpointed.first.stderr)
+    # the fit after the data pass said "statistics reused (no data pass)"
+    assert "no data pass" not in checkpointed.first.stderr
+    assert "fitting the statistics of the model's earlier data pass: " in (
+        checkpointed.first.stderr
+    )
     manifest = json.loads((d / "stats/manifest.json").read_text())
     # the variance component is held structured: saved ragged, with its slot files
     assert manifest["storage"] == "ragged" and manifest["format_version"] == 4
@@ -1089,7 +1115,7 @@ def test_rerun_reuses_saved_statistics(checkpointed):
     d = checkpointed.dir
     proc = ok(run(*checkpointed.args, "--stats-dir", "stats", "--output", "out2", cwd=d))
     assert "reusing saved statistics from stats (no data pass)" in proc.stderr
-    assert "statistics reused (no data pass)" in proc.stderr
+    assert "fitting the statistics the model was built from (no data pass)" in proc.stderr
     assert "data pass: " not in proc.stderr.split("reusing saved statistics")[1]
     assert not DATA_PASS_LINE.search(proc.stderr), proc.stderr
     assert "VC prepass" not in proc.stderr
@@ -1690,7 +1716,7 @@ def _kill_loop(tmp_path, data, scheduler, ab_result, a_result, n_kills, seed, ta
 
             def watch(stream=proc.stderr, final=final):
                 for line in stream:
-                    if "(final)" in line:
+                    if "final, after " in line:
                         final.set()
                 final.set()
 
@@ -1736,6 +1762,97 @@ def test_killed_in_the_write_window_many_times(data, scheduler, ab_result, a_res
         tmp_path, data, scheduler, ab_result, a_result, 20, seed=2, targeted=True
     )
     print(f"kills (new data, out afterwards): {seen}; hidden leftovers: {leftovers}")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize(
+    "moment",
+    ["worker:distributed", "dmixed.model", "worker:pyarrow.parquet"],
+    ids=["while-workers-start", "cluster-up-lock-held", "in-the-data-pass"],
+)
+def test_sigterm_ends_the_command_as_ctrl_c_does(data, tmp_path, moment):
+    """SIGTERM, what SLURM, PBS, Kubernetes and systemd send at a time limit or a
+    cancel, ended the command at once: the statistics' lock file stayed beside the
+    directory, the embedded cluster's semaphores were reported leaked, and it exited
+    143 saying nothing.  It now takes Ctrl-C's path, at any moment: the cluster closed,
+    nothing written, no lock file, one line naming the signal, exit status 128 + 15.
+    The signal is sent to the command only, as ``kill PID`` and Kubernetes send it."""
+    env = signal_on_import(tmp_path, moment, "SIGTERM")
+    args = ["fit", "--data", str(data.A), *MODEL, "--output", "out/R", "--stats-dir", "out/S"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "dmixed", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 143, f"dmixed bug: exit {proc.returncode}\n{proc.stderr}"
+    assert proc.stderr.splitlines()[-1] == "dmixed: error: terminated (SIGTERM)", proc.stderr
+    assert "leaked" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stdout == ""
+    assert os.listdir(tmp_path / "out") == []  # no results, statistics or lock file
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_the_command_gives_back_the_sigterm_handler_it_found(monkeypatch, tmp_path):
+    """The command handles SIGTERM while it runs (``cli.main``), and only then: the
+    Python API called after it keeps the handler it had."""
+    during = []
+    monkeypatch.setattr(cli, "run_show", lambda path: during.append(signal.getsignal(15)) or 0)
+    for found in (signal.SIG_DFL, lambda signum, frame: None):
+        previous = signal.signal(signal.SIGTERM, found)
+        try:
+            assert run_in_process("show", "out", cwd=tmp_path).returncode == 0
+            assert signal.getsignal(signal.SIGTERM) is found
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    assert len(during) == 2 and all(callable(h) and h is not found for h in during)
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(cli.Terminated):
+            during[0](signal.SIGTERM, None)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_sigterm_while_the_arguments_are_read_is_a_termination(monkeypatch, tmp_path):
+    """Exit status 143 and its line, not Ctrl-C's 130 "interrupted"."""
+    real = cli.build_parser
+
+    def build_parser():
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real()
+
+    monkeypatch.setattr(cli, "build_parser", build_parser)
+    proc = run_in_process("show", "out", cwd=tmp_path)
+    assert proc.returncode == 143 and proc.stderr == "dmixed: error: terminated (SIGTERM)\n"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_second_sigterm_does_not_break_into_the_cleanup_of_the_first(monkeypatch, tmp_path):
+    """The cleanup the first SIGTERM starts runs to its end under more of them, and the
+    handler it leaves meanwhile is neither the default nor SIG_IGN (which worker
+    processes started meanwhile would inherit)."""
+    cleaned = []
+
+    def show(path):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)
+            handler = signal.getsignal(signal.SIGTERM)
+            cleaned.append(callable(handler))
+        return 0
+
+    monkeypatch.setattr(cli, "run_show", show)
+    found = signal.getsignal(signal.SIGTERM)
+    proc = run_in_process("show", "out", cwd=tmp_path)
+    assert proc.returncode == 143 and proc.stderr == "dmixed: error: terminated (SIGTERM)\n"
+    assert cleaned == [True]
+    assert signal.getsignal(signal.SIGTERM) is found
 
 
 # --------------------------------------------------------------------------------------
@@ -2035,8 +2152,10 @@ def test_a_bad_file_of_several_is_exit_3_naming_it_no_lock_left(data, scheduler,
     assert proc.returncode == 3, proc.stderr
     if bad == "text first":
         other = os.path.join("in", "a.parquet")
-        assert f"(file {os.path.abspath(os.path.join(tmp_path, other))})" in proc.stderr
-        assert "column 'x2' holds numbers (float64) where the model reads text" in proc.stderr
+        first = os.path.abspath(os.path.join(tmp_path, other))
+        assert f"{first}: column 'x2' holds numbers (float64) where the model reads text" in (
+            proc.stderr
+        )
         assert f"in {other}: column 'x2' holds numbers" in proc.stderr  # a tie: the first's
         return
     if bad in ("no column first", "no groups first"):
@@ -2050,7 +2169,7 @@ def test_a_bad_file_of_several_is_exit_3_naming_it_no_lock_left(data, scheduler,
         assert f"in {os.path.join('in', 'b.parquet')}: " in proc.stderr
         assert "'y' holds text" in proc.stderr
     else:  # the partition's message names the file and the columns, once
-        assert f"(file {tmp_path / 'in' / 'b.parquet'}): it has no column(s) [" in proc.stderr
+        assert f"{tmp_path / 'in' / 'b.parquet'}: it has no column(s) [" in proc.stderr
         assert "'x2'" in proc.stderr and "; in " not in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
 
@@ -2127,6 +2246,69 @@ def test_every_exit_status_is_documented_in_help_and_readme():
     assert "dmixed show" in readme and "dmixed --version" in readme
 
 
+@pytest.mark.parametrize(
+    "message, line",
+    [
+        (
+            "partition 2 of the Dask DataFrame (file /d/c.parquet): column 'y' holds text",
+            "/d/c.parquet: column 'y' holds text",
+        ),
+        (
+            "a partition of the Dask DataFrame (file /d/c.parquet): it has no column(s) 'f'",
+            "/d/c.parquet: it has no column(s) 'f'",
+        ),
+        (
+            "partition 3 of the Dask DataFrame: column 'y' holds text",
+            "partition 3 of the input (as Dask splits its files): column 'y' holds text",
+        ),
+        (
+            "a partition of the Dask DataFrame: column 'y' holds text",
+            "a part of the input: column 'y' holds text",
+        ),
+        (
+            "missing values in column 'x' (2 rows: in partitions 0, 4 of the Dask DataFrame)",
+            "missing values in column 'x' (2 rows: in partitions 0, 4 of the input (as Dask "
+            "splits its files))",
+        ),
+        ("no data: the Dask DataFrame has no rows", "no data: the input has no rows"),
+        (
+            "partition 2 of the Dask DataFrame (file /d/x (2).parquet): column 'y' holds text",
+            "/d/x (2).parquet: column 'y' holds text",
+        ),
+    ],
+)
+def test_a_partitions_error_is_worded_for_the_input_files(monkeypatch, tmp_path, message, line):
+    """Errors of the library's Dask DataFrame ("partition 0 of the Dask DataFrame") in
+    the words of the command's input: the file where it is known, else the partition
+    of the input files."""
+
+    def fails(path):
+        raise dmixed.errors.BadValuesError(message)
+
+    monkeypatch.setattr(cli, "run_show", fails)
+    proc = run_in_process("show", "out", cwd=tmp_path)
+    assert proc.returncode != 0 and proc.stderr == f"dmixed: error: {line}\n"
+
+
+@pytest.mark.parametrize("name", ["x (2).parquet", "a) b.parquet", "c (d.parquet", "(e).parquet"])
+@pytest.mark.parametrize("number", [2, None])
+def test_a_partitions_file_is_named_whole_whatever_its_name_holds(
+    monkeypatch, tmp_path, name, number
+):
+    """A file's name holding parentheses is named whole (it was cut at its first ")")."""
+    from dmixed.design.origin import in_partition
+
+    file = f"/d/{name}"
+    err = in_partition(dmixed.errors.BadValuesError("column 'y' holds text"), number, file)
+
+    def fails(path):
+        raise err
+
+    monkeypatch.setattr(cli, "run_show", fails)
+    proc = run_in_process("show", "out", cwd=tmp_path)
+    assert proc.stderr == f"dmixed: error: {file}: column 'y' holds text\n"
+
+
 def test_library_warnings_are_one_line_and_hidden_under_quiet(capsys):
     with warnings.catch_warnings():
         warnings.simplefilter("always")
@@ -2154,6 +2336,40 @@ def _update_args(checkpointed, tmp_path, stats: str, seed: int = 41) -> list:
     new.assign(g=new["g"] + 3000 + seed).to_parquet(tmp_path / f"N{seed}.parquet", index=False)
     cluster = checkpointed.args[checkpointed.args.index("--cluster") :][:2]
     return ["update", "--stats-dir", stats, "--data", f"N{seed}.parquet", *cluster]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_an_update_ended_between_its_results_and_its_statistics_is_made_whole_by_a_rerun(
+    checkpointed, tmp_path, monkeypatch
+):
+    """What exit statuses 130 and 143 say: each directory whole or as it was; the
+    update's results written, its statistics the old ones, until it is run again."""
+    from dmixed.stats import checkpoint
+
+    shutil.copytree(checkpointed.dir / "stats", tmp_path / "stats")
+    before = (tmp_path / "stats" / "manifest.json").read_text()
+    args = [*_update_args(checkpointed, tmp_path, "stats"), "--output", "out"]
+
+    def terminated(*a, **k):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(checkpoint, "save_statistics", terminated)
+        proc = run_in_process(*args, cwd=tmp_path)
+    assert proc.returncode == 143, proc.stderr
+    assert proc.stderr.splitlines()[-1] == "dmixed: error: terminated (SIGTERM)"
+    assert (tmp_path / "stats" / "manifest.json").read_text() == before
+    ended = json.loads((tmp_path / "out" / "estimates.json").read_text())
+    assert hidden_leftovers(tmp_path, "stats") == hidden_leftovers(tmp_path, "out") == []
+    proc = run_in_process(*args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((tmp_path / "stats" / "manifest.json").read_text())
+    assert any("N41.parquet" in i["path"] for i in manifest["inputs"])
+    again = json.loads((tmp_path / "out" / "estimates.json").read_text())
+    assert again["estimates"]["llf"] == ended["estimates"]["llf"]
+    assert again["estimates"]["params"] == ended["estimates"]["params"]
+    help_text = " ".join(cli.build_parser().format_help().split())
+    assert "nothing written" not in help_text and "until it is run again" in help_text
 
 
 def test_a_statistics_directory_named_by_a_symbolic_link_is_written_through_it(

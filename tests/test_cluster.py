@@ -28,6 +28,8 @@ from dask.utils import parse_timedelta
 from dmixed import cluster
 from dmixed.cluster import KINDS, ClusterConfigError, connect, read_config
 
+from ._interrupts import signal_on_import
+
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = sorted((REPO / "cluster_configs").glob("*.yaml"))
 UNREACHABLE = "tcp://127.0.0.1:1"  # nothing listens on port 1
@@ -575,27 +577,7 @@ def test_file_settings_of_a_cluster_config_are_relative_to_it(tmp_path, monkeypa
     assert read_config("conf/c.yaml")["scheduler_file"] == str(tmp_path / "conf" / "s.json")
 
 
-#: a ``sitecustomize`` on ``PYTHONPATH``: a worker process (another pid than the
-#: command's, ``CTRL_C_PARENT``) sends SIGINT to the whole process group, as a Ctrl-C
-#: does, when it starts to import distributed (the moment is the worker's own, not a
-#: guessed delay)
-_CTRL_C_IN_WORKERS = """
-import importlib.abc, os, signal, sys
-
-class _CtrlCOnImport(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        parent = os.environ.get("CTRL_C_PARENT")
-        if name == "distributed" and parent and int(parent) != os.getpid():
-            sys.meta_path.remove(self)
-            os.killpg(os.getpgid(0), signal.SIGINT)
-        return None
-
-sys.meta_path.insert(0, _CtrlCOnImport())
-"""
-
 _START_LOCAL = """
-import os
-os.environ.setdefault("CTRL_C_PARENT", str(os.getpid()))  # the workers re-run this
 from dmixed.cluster import connect
 
 if __name__ == "__main__":
@@ -621,19 +603,42 @@ def test_sigint_is_ignored_while_local_workers_start_and_restored_after(fails):
         assert signal.getsignal(signal.SIGINT) is before
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_sigterm_handler_is_held_back_while_local_workers_start():
+    """A Python handler of SIGTERM (the command's, which ends it as a Ctrl-C does) run
+    inside the embedded cluster's start left the cluster half started and never closed;
+    it now runs once the start has ended, and stays installed.  SIGTERM is not ignored
+    (worker processes would keep an ignored signal), and its default is left as it is."""
+    got = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: got.append(signum))
+    try:
+        handler = signal.getsignal(signal.SIGTERM)
+        with cluster.interrupts_ignored(True):
+            assert signal.getsignal(signal.SIGTERM) not in (handler, signal.SIG_IGN)
+            signal.raise_signal(signal.SIGTERM)
+            assert got == []
+        assert got == [signal.SIGTERM]
+        assert signal.getsignal(signal.SIGTERM) is handler
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        with cluster.interrupts_ignored(True):
+            assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @pytest.mark.skipif(not hasattr(os, "killpg"), reason="POSIX process groups")
 def test_ctrl_c_while_local_workers_start_prints_no_worker_tracebacks(tmp_path):
     """A Ctrl-C while the embedded cluster's workers imported their libraries printed a
     KeyboardInterrupt traceback per worker (and stopped the command mid-start); the
     workers now start with SIGINT ignored, and the command starts and closes them."""
-    (tmp_path / "hook").mkdir()
-    (tmp_path / "hook/sitecustomize.py").write_text(_CTRL_C_IN_WORKERS)
     (tmp_path / "run.py").write_text(_START_LOCAL)
-    paths = [str(tmp_path / "hook"), os.getcwd(), os.environ.get("PYTHONPATH", "")]
+    # a worker sends SIGINT to the whole process group, as a Ctrl-C does, when it starts
+    # to import distributed (the moment is the worker's own, not a guessed delay)
+    env = signal_on_import(tmp_path, "worker:distributed", "SIGINT", group=True)
     proc = subprocess.run(
         [sys.executable, "run.py"],
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)},
+        env=env,
         capture_output=True,
         text=True,
         timeout=300,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -125,3 +126,32 @@ def test_no_lock_file_outlives_its_holder(tmp_path, written, fails):
                 raise RuntimeError("the job failed")
     assert not file.exists()
     assert (tmp_path / "stats").exists() == written
+
+
+@pytest.mark.parametrize("raised", [KeyboardInterrupt, OSError])
+def test_an_interrupt_between_the_renames_puts_the_old_directory_back(
+    tmp_path, monkeypatch, raised
+):
+    """The old directory had been renamed aside, the new one not yet into place: the
+    target was missing, the old one hidden beside it."""
+    import dmixed.files as files
+
+    target, new = tmp_path / "R", tmp_path / "R.tmp"
+    for path, text in ((target, "old"), (new, "new")):
+        path.mkdir()
+        (path / "estimates.json").write_text(text)
+    renames = []
+    real_rename = os.rename
+
+    def rename(src, dst):
+        renames.append(src)
+        if len(renames) == 2:
+            raise raised
+        real_rename(src, dst)
+
+    monkeypatch.setattr(files.os, "rename", rename)
+    with pytest.raises(raised):
+        files.replace_dir(new, target, "estimates.json", "results")
+    monkeypatch.setattr(files.os, "rename", real_rename)
+    assert (target / "estimates.json").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["R", "R.tmp"]

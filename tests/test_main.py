@@ -1,10 +1,9 @@
 """``python -m dmixed`` / the ``dmixed`` command's entry point (dmixed/__main__.py):
 Ctrl-C from the first moment, while the libraries underneath are imported.
 
-The interrupt is made deterministic: a ``sitecustomize`` module on ``PYTHONPATH``
-sends SIGINT to the process itself when a given module starts to be imported (the
-signal is a real one: Python raises KeyboardInterrupt at the next instruction, inside
-that import), instead of a signal sent after a guessed delay.
+The interrupt is made deterministic (:mod:`tests._interrupts`): SIGINT is sent to the
+process itself when a given module starts to be imported (Python raises
+KeyboardInterrupt at the next instruction, inside that import).
 """
 
 from __future__ import annotations
@@ -18,18 +17,7 @@ import pytest
 
 from dmixed.job import EXIT_INTERRUPTED
 
-SITECUSTOMIZE = """
-import importlib.abc, os, signal, sys
-
-class _InterruptOnImport(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == os.environ["INTERRUPT_ON_IMPORT"]:
-            sys.meta_path.remove(self)
-            os.kill(os.getpid(), signal.SIGINT)
-        return None
-
-sys.meta_path.insert(0, _InterruptOnImport())
-"""
+from ._interrupts import signal_on_import
 
 
 def _default_sigint() -> None:
@@ -86,13 +74,7 @@ def test_the_entry_point_exits_as_the_command_does_when_interrupted():
 def test_ctrl_c_while_the_command_imports_is_one_line_and_exit_130(tmp_path, module):
     """A Ctrl-C in the first seconds of ``dmixed fit`` (``import dmixed`` imported the
     whole library, outside any handler) printed a Python traceback."""
-    (tmp_path / "hook").mkdir()
-    (tmp_path / "hook/sitecustomize.py").write_text(SITECUSTOMIZE)
-    env = {
-        **os.environ,
-        "INTERRUPT_ON_IMPORT": module,
-        "PYTHONPATH": os.pathsep.join([str(tmp_path / "hook"), os.environ["PYTHONPATH"]]),
-    }
+    env = signal_on_import(tmp_path, module)
     args = ["fit", "--data", "a.parquet", "--formula", "y ~ x", "--groups", "g"]
     proc = subprocess.run(
         [sys.executable, "-m", "dmixed", *args, "--output", "out"],

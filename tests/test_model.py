@@ -289,7 +289,7 @@ def test_names_follow_statsmodels():
     assert ml.aic == pytest.approx(-2 * (ml.llf - 7))
     assert "Mixed Linear Model Regression Results" in str(ml.summary())
     assert "<table" in ml._repr_html_()
-    assert len(ml.fit_history) == ml.n_iter and ml.fit_history[-1]["llf"] == ml.llf
+    assert len(ml.fit_history) == ml.n_iter + 1 and ml.fit_history[-1]["llf"] == ml.llf
 
 
 def test_public_names_exported():
@@ -303,11 +303,15 @@ def test_progress_logs_one_line_per_iteration(caplog):
     lines = [r.getMessage() for r in caplog.records if r.name == "dmixed"]
     assert any(line.startswith("data pass:") for line in lines)
     iterations = [line for line in lines if line.startswith("iteration ")]
-    assert len(iterations) == res.n_iter
-    assert all("llf=" in line and "|grad|=" in line and "elapsed=" in line for line in iterations)
+    final = [line for line in lines if line.startswith("final, after ")]
+    assert len(iterations) == res.n_iter == len(res.fit_history) - 1 and len(final) == 1
+    assert f"final, after {res.n_iter} iterations (" in final[0]
+    assert all(
+        "llf=" in line and "|grad|=" in line and "elapsed=" in line for line in iterations + final
+    )
     assert [h["llf"] for h in res.fit_history][-1] == res.llf
     # the llf logged is the fit's (the data's units), not the standardized statistics'
-    logged = [float(re.search(r"llf=(\S+)", line).group(1)) for line in iterations]
+    logged = [float(re.search(r"llf=(\S+)", line).group(1)) for line in iterations + final]
     np.testing.assert_allclose(logged, [h["llf"] for h in res.fit_history], rtol=0, atol=1e-6)
     start = next(line for line in lines if line.startswith("start: moment estimates"))
     both = [float(v) for v in re.findall(r"llf=(\S+?),?(?: |$)", start)]

@@ -21,7 +21,14 @@ from __future__ import annotations
 from ..errors import DataError
 from .file_schemas import file_columns
 
-__all__ = ["in_partition", "located", "partition_files", "piece_file", "reader_file"]
+__all__ = [
+    "in_partition",
+    "located",
+    "partition_files",
+    "partition_words",
+    "piece_file",
+    "reader_file",
+]
 
 #: Attributes an error of a partition carries (pickled with it from a worker).
 _ATTRIBUTES = ("detail", "partition", "file", "column", "absent")
@@ -56,13 +63,21 @@ def in_partition(err: DataError, number: int | None, file: str | None = None) ->
     file = old_file or file
     if getattr(err, "detail", None) and (number, file) == (old_number, old_file):
         return err
-    where = "a partition" if number is None else f"partition {number}"
-    where += " of the Dask DataFrame" + (f" (file {file})" if file else "")
-    out = type(err)(f"{where}: {detail}")  # a BadValuesError stays one (exit status 3)
+    # a BadValuesError stays one (exit status 3)
+    out = type(err)(f"{partition_words(number, file)}: {detail}")
     values = {"detail": detail, "partition": number, "file": file}
     for name in _ATTRIBUTES:
         setattr(out, name, values.get(name, getattr(err, name, None)))
     return out
+
+
+def partition_words(number: int | None, file: str | None) -> str:
+    """How :func:`in_partition` names a partition (and its file) before the message:
+    ``"partition 3 of the Dask DataFrame (file /data/c.parquet)"``, ``"a partition of the
+    Dask DataFrame"``.  The text to find where the partition and file are known (a file's
+    name may hold any character, parentheses included)."""
+    where = "a partition" if number is None else f"partition {number}"
+    return where + " of the Dask DataFrame" + (f" (file {file})" if file else "")
 
 
 def _wrapper_class():

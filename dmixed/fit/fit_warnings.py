@@ -58,7 +58,9 @@ def warn_convergence(opt: OptSummary, layout: Layout | None = None) -> None:
                 if start_rank < q
                 else ""
             )
-            if opt.n_iter >= opt.maxiter:  # maxiter ended it: the promise is the step's
+            # maxiter ended it (it left the polish at most one Newton step): the
+            # promise is the step's
+            if opt.n_iter + 1 >= opt.maxiter:
                 message = (
                     f"the optimizer did not converge: maxiter ({opt.maxiter}) ended the "
                     f"iterations at a singular Psi* (rank {rank} of {q}), where a Newton "

@@ -183,16 +183,25 @@ class ModelStatistics:
         logged (at INFO level with ``progress``), checked against the model's layout."""
         if progress:
             ensure_progress_handler()
-        reused = self.cached_statistics is not None
+        before = self.cached_statistics
         stats = self.statistics(client=client, progress=progress, engine=engine)
+        # the cached statistics, unless they were made again (another client or engine)
+        reused = before is not None and stats is before
         layout = stats.layout
         if layout.k_re != self.k_re or layout.k_vc != self.k_vc:
             raise RuntimeError("internal error: statistics layout does not match the model")
+        if not reused:
+            what = "data pass: %d rows, %d groups in %.2fs"
+        elif self.rows is None and self.source is None and not self.data_removed:
+            # MixedLM.from_statistics
+            what = (
+                "fitting the statistics the model was built from (no data pass): %d rows, %d groups"
+            )
+        else:  # model.statistics() or an earlier fit made them: a data pass did run
+            what = "fitting the statistics of the model's earlier data pass: %d rows, %d groups"
         logger.log(
             logging.INFO if progress else logging.DEBUG,
-            "statistics reused (no data pass): %d rows, %d groups"
-            if reused
-            else "data pass: %d rows, %d groups in %.2fs",
+            what,
             *(stats.glob.n, len(stats.group_labels)),
             *(() if reused else (stats.data_pass_seconds,)),
         )

@@ -13,6 +13,7 @@ its methods again from a point off it.  It reads its settings and tolerances fro
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import time
@@ -249,8 +250,10 @@ class _Optimization:
             llf, score = known
             grad_norm = self.scaled_score_norm(score)
         history = self.summary.history
+        final = method == "final"
         entry = {
-            "iteration": len(history) + 1,
+            # the final point is no iteration: it carries the count of those made
+            "iteration": len(history) + (0 if final else 1),
             "method": method,
             "llf": llf,
             "grad_norm": grad_norm,
@@ -258,6 +261,20 @@ class _Optimization:
             "params": packed.tolist(),
         }
         history.append(entry)
+        if final:
+            made = collections.Counter(h["method"] for h in history[:-1])
+            by_method = ", ".join(f"{name} {count}" for name, count in made.items())
+            logger.log(
+                self.level,
+                "final, after %d iteration%s%s: llf=%.6f |grad|=%.3g elapsed=%.2fs",
+                entry["iteration"],
+                "" if entry["iteration"] == 1 else "s",
+                f" ({by_method})" if by_method else "",
+                entry["llf"] + self.obj.llf_offset,
+                entry["grad_norm"],
+                entry["elapsed"],
+            )
+            return
         logger.log(
             self.level,
             "iteration %d (%s): llf=%.6f |grad|=%.3g elapsed=%.2fs",
@@ -486,7 +503,7 @@ class _Optimization:
         s.grad_norm = gnorm
         s.converged = bool(converged)
         s.boundary = boundary
-        s.n_iter = len(s.history)
+        s.n_iter = len(s.history) - 1  # the final entry records the point, not an iteration
         s.n_evals = obj.n_evals
         return s
 

@@ -44,7 +44,9 @@ class OptSummary:
     Attributes
     ----------
     maxiter : int
-        Iterations allowed, quasi-Newton iterations and Newton steps together.
+        Iterations allowed to each quasi-Newton method in turn (as statsmodels gives
+        ``maxiter`` to each method of its list); the Newton steps, first and in the
+        polish, take only what the iterations made before them leave of it.
     gtol : float
         Gradient tolerance of the scipy methods (on ℓ/n).
     convergence_floor : float
@@ -164,7 +166,9 @@ class OptSummary:
         Methods that ran, in order (``"newton"`` for converging Newton steps first,
         then ``"bfgs"``, ``"lbfgs"``, ``"cg"`` as tried).
     n_iter : int
-        Entries of ``history``.
+        Iterations made: the entries of ``history`` before its final one (the Newton
+        steps from the start and the methods' iterations, all methods together; the
+        polish's Newton steps are not counted).
     n_evals : int
         Evaluations of the objective (engine round trips) by the end of the run,
         including those of the start selection on the same objective.
@@ -172,7 +176,8 @@ class OptSummary:
         The fit log: per iteration ``iteration``, ``method``, ``llf``, ``grad_norm``
         (max |∂ℓ/∂θ_j|/n over the free parameters; in the last entry ``grad_norm``
         above, over those not settled at zero), ``elapsed`` (seconds) and ``params``
-        (packed); the last entry has method ``"final"``.
+        (packed); the last entry, method ``"final"``, is the final point, not an
+        iteration: its ``iteration`` is the count made before it (``n_iter``).
     """
 
     # -- settings and tolerances ---------------------------------------------------

@@ -442,6 +442,20 @@ def _random_effects(e: dict, table: pd.DataFrame, slots: pd.DataFrame | None, co
     }
 
 
+def _iterations_made(fit: dict) -> tuple[int, list]:
+    """The ``fit`` section's ``n_iter`` (the iterations made) and ``history``, whose
+    final entry carries that count.  Directories written before they counted so counted
+    the fit log's final entry too (the point they ended at), in ``n_iter`` and in that
+    entry's ``iteration``, one more than the last iteration's: both are corrected."""
+    history = fit.get("history") or []
+    last = history[-1] if history else {}
+    older = last.get("method") == "final" and last.get("iteration") == len(history)
+    if not (older and fit["n_iter"] == len(history)):
+        return fit["n_iter"], fit["history"]
+    made = len(history) - 1
+    return made, [*history[:-1], {**last, "iteration": made}]
+
+
 def _state_from(
     doc: dict, table: pd.DataFrame, eval_env=None, slots: pd.DataFrame | None = None, cov=None
 ) -> ResultsState:
@@ -449,6 +463,7 @@ def _state_from(
     (``eval_env``: as :func:`load_state`'s; ``slots``: the per-slot table of ragged or
     crossed random effects, ``cov`` the factors' table of crossed ones)."""
     m, f, e = doc["model"], doc["fit"], doc["estimates"]
+    n_iter, history = _iterations_made(f)
     names = _names_from(m)
     k_re = e["k_re"]
     return ResultsState(
@@ -456,7 +471,9 @@ def _state_from(
         spec=ModelSpec.from_dict(m["spec"], eval_env) if m.get("spec") is not None else None,
         use_sqrt=m["use_sqrt"],
         pandas_output=bool(m.get("pandas_output", True)),  # absent: saved before it was
-        **{key: f[key] for key in _FIT_KEYS},
+        **{key: f[key] for key in _FIT_KEYS if key not in ("n_iter", "history")},
+        n_iter=n_iter,
+        history=history,
         **_optimizer_fields(f),
         nobs=e["nobs"],
         n_groups=e["n_groups"],

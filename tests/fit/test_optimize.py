@@ -239,7 +239,9 @@ def test_opt_summary_records_settings_start_and_outcome():
     np.testing.assert_array_equal(summary.initial, start)
     assert summary.initial_llf == obj.evaluate(start).llf < summary.llf
     assert summary.llf == obj.evaluate(summary.packed).llf == summary.history[-1]["llf"]
-    assert summary.n_iter == len(summary.history)
+    # the iterations made: the final entry records the point they ended at
+    assert summary.n_iter == len(summary.history) - 1 == summary.history[-1]["iteration"]
+    assert [h["iteration"] for h in summary.history[:-1]] == list(range(1, summary.n_iter + 1))
     assert summary.methods == ["bfgs"] and summary.boundary == []
     assert summary.grad_norm <= max(summary.gtol, summary.convergence_floor)
     with pytest.raises(TypeError, match="not settings"):

@@ -255,6 +255,26 @@ def test_the_optimizer_record_is_saved_and_older_directories_load(tmp_path, res)
     assert old.llf == fit.llf
 
 
+def test_iterations_made_are_counted_as_the_fit_counted_them_in_older_directories(tmp_path, res):
+    """``n_iter`` counted the fit log's final entry (the point the iterations ended at) as
+    one more iteration; a directory written so loads with the iterations made."""
+    fit, _ = res
+    assert fit.n_iter == len(fit.fit_history) - 1 == fit.fit_history[-1]["iteration"]
+    fit.save(tmp_path / "out")
+    assert dmixed.load(tmp_path / "out").n_iter == fit.n_iter
+
+    def as_written_before(doc):
+        doc["fit"]["n_iter"] = len(doc["fit"]["history"])
+        doc["fit"]["history"][-1]["iteration"] = len(doc["fit"]["history"])
+
+    _edit_estimates(tmp_path / "out", as_written_before)
+    old = dmixed.load(tmp_path / "out")
+    assert old.n_iter == old.optimizer.n_iter == fit.n_iter
+    assert old.fit_history[-1]["iteration"] == fit.n_iter
+    assert old.fit_history == fit.fit_history
+    assert old.llf == fit.llf
+
+
 def test_a_corrupt_estimates_file_is_a_checkpoint_error(tmp_path, res):
     fit, _ = res
     fit.save(tmp_path / "out")

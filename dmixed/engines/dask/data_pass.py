@@ -688,8 +688,9 @@ def _data_pass(run: _Pass, standardization: Standardization | None) -> FittedSta
         engine_obj, asm = _compute_on_cluster(run, graph, packed, layout, t1)
     if asm.glob.n == 0:
         engine_obj.close()
+        dropped = f": all {asm.n_dropped} rows had missing values and were dropped"
         raise BadValuesError(
-            "no data: the Dask DataFrame has no rows (after dropping missing values)"
+            "no data: the Dask DataFrame has no rows" + (dropped if asm.n_dropped else "")
         )
     logger.log(
         run.level,

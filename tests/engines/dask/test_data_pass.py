@@ -183,3 +183,29 @@ def test_an_evaluators_error_leaves_nothing_held_on_the_cluster(monkeypatch):
         while held() and time.monotonic() < end:
             time.sleep(0.05)
         assert held() == 0
+
+
+def test_a_data_pass_of_no_rows_says_whether_rows_were_dropped(client):
+    """A data pass that found no rows said "(after dropping missing values)" whether or
+    not any row had been dropped (the command gave it for an input of empty files)."""
+    df = make_data(n_groups=20, seed=5)
+    spec = dmixed.mixedlm("y ~ x1", dd.from_pandas(df, npartitions=2), groups="g").spec
+    spec_drop = dmixed.mixedlm(
+        "y ~ x1", dd.from_pandas(df, npartitions=2), groups="g", missing="drop"
+    ).spec
+    cases = [
+        (spec, df.head(0), "no data: the Dask DataFrame has no rows"),
+        (
+            spec_drop,
+            df.assign(x1=np.nan),
+            f"no data: the Dask DataFrame has no rows: all {len(df)} rows had missing "
+            "values and were dropped",
+        ),
+    ]
+    for model_spec, frame, message in cases:
+        model = dmixed.MixedLM.from_spec(model_spec, dd.from_pandas(frame, npartitions=2))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", dmixed.DroppedRowsWarning)
+            with pytest.raises(dmixed.errors.BadValuesError) as info:
+                statistics_from_dask(model.source, model.spec, client=client)
+        assert str(info.value) == message
