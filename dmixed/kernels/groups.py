@@ -155,7 +155,7 @@ class StatsBlock:
 
     def __getstate__(self):
         if self._subset is not None:
-            return (self._chunks, False, None, self._subset, self._shifted)
+            return (self._chunks, self._one is not None, None, self._subset, self._shifted)
         if self._centred is not None:
             return (self._chunks, False, self._centred)
         return self._chunks if self._one is None else (self._chunks, True)
@@ -180,9 +180,13 @@ class StatsBlock:
         (:func:`~dmixed.kernels.conditionals.rank_one_groups`: all but a group whose
         rows in several batches carry different constants) take the closed-form
         conditionals, and :attr:`StepSums.between` is what ``[X y]'V*⁻¹[X y]`` adds to
-        ``W`` (:func:`_between_rank_one`); the numpy kernels evaluate them."""
+        ``W`` (:func:`_between_rank_one`); the numpy kernels evaluate them.  Lossy
+        groups told to take the centred forms (:meth:`use_shifted`, before or after)
+        keep them: rows of batches of different constants make a group that is not
+        of rank one, and may make a lossy one (a batch of one-row groups is constant
+        within each)."""
         self._one = [rank_one_groups(zzc) for zzc, _ in self._chunks]
-        self._centred = self._subset = self._shifted = None
+        self._centred = None
         self._kept = None
         return self
 
@@ -216,7 +220,8 @@ class StatsBlock:
         and their numbers, and so does the profile's ``[X y]'[X y] − Σ_i m_i``: each
         such group's ``m_i`` is ``u m m'`` less what its ``[X y]'V*⁻¹[X y]`` adds to
         its centred ``A_c'A_c`` (:func:`~dmixed.kernels.conditionals.centred_between`),
-        no ``W`` needed.  The block is then evaluated by the numpy kernels
+        no ``W`` needed; with the rank-one forms (:meth:`use_rank_one`) what it adds to
+        ``W`` is that part itself.  The block is then evaluated by the numpy kernels
         (:attr:`numpy_only`)."""
         sel = np.asarray(sel, dtype=np.int64)
         parts, lo = [], 0
@@ -266,11 +271,15 @@ class StatsBlock:
         nobs = np.asarray(nobs)
         count, lo = 0, 0
         if rank_one:
-            for zzc, _ in self._chunks:
+            subsets = self._subset if self._subset is not None else [None] * len(self._chunks)
+            for (zzc, _), subset in zip(self._chunks, subsets, strict=True):
                 hi = lo + zzc.shape[-1]
                 lossy = lossy_groups(zzc, nobs[lo:hi])
                 if lossy.any():
-                    count += int((lossy & ~rank_one_groups(zzc)).sum())
+                    lossy &= ~rank_one_groups(zzc)
+                    if subset is not None:  # their centred forms (use_shifted)
+                        lossy[subset[0]] = False
+                    count += int(lossy.sum())
                 lo = hi
             return count
         for (zzc, _), (one, centred, subset) in zip(self._chunks, self._forms(), strict=True):
@@ -470,7 +479,7 @@ def _step_part(
     if centred is not None:
         between = centred_between(centred, lam)
     elif one is not None:
-        between = _between_rank_one(zzc, zxyc, lam, p_mat, one)
+        between = _between_rank_one(zzc, zxyc, lam, p_mat, one, subset)
     else:
         between = _between(zzc, zxyc, lam)
     m = m_sum(zxyc, p_mat) if subset is None else _m_shifted(zxyc, p_mat, lam, *subset)
@@ -525,25 +534,39 @@ def _m_shifted(
 
 
 def _between_rank_one(
-    zz: np.ndarray, zxy: np.ndarray, lam: np.ndarray, p_mat: np.ndarray, one: np.ndarray
+    zz: np.ndarray,
+    zxy: np.ndarray,
+    lam: np.ndarray,
+    p_mat: np.ndarray,
+    one: np.ndarray,
+    subset: tuple | None = None,
 ) -> np.ndarray:
     """What ``[X y]'V*⁻¹[X y]`` adds to the within-group cross-products about column 0
     (:meth:`StatsBlock.use_rank_one`) over a chunk: ``Σ_i F_iF_i'/(U_i d_i)`` over its
     rank-one groups (``F_i = ZXy_i[0]``, ``U_i = ZZ_i[0, 0]``, ``d_i = 1 + λ_i²U_i =
     |K_i|``, exact: no cancellation), and ``Σ_i (F_iF_i'/U_i − m_i)`` over the
     others (a group whose rows in several batches carry different constants:
-    ``[X_i y_i]'[X_i y_i] = W_i + F_iF_i'/U_i``)."""
+    ``[X_i y_i]'[X_i y_i] = W_i + F_iF_i'/U_i``).  ``subset``: the chunk's lossy groups
+    and their centred sums (:meth:`StatsBlock.use_shifted`), whose part is
+    :func:`~dmixed.kernels.conditionals.centred_between` (their ``W_i`` is the centred
+    ``A_c'A_c``), not the difference above, which loses their digits."""
     u = zz[0, 0]
     f = zxy[0]
     with np.errstate(divide="ignore", invalid="ignore"):
         c = np.where(u > 0, 1.0 / u, 0.0)
         lam2 = ((lam.T @ (zz[:, 0] * c)) ** 2).sum(axis=0)  # |Λ'z̄_i|²
         c = np.where(one, c / (1.0 + lam2 * u), c)
+    sel, sums = subset if subset is not None and subset[0].size else (None, None)
+    if sel is not None:
+        one = one.copy()
+        one[sel] = True  # (not among the rest below)
+        c[sel] = 0.0
     out = (f * c) @ f.T
     rest = np.flatnonzero(~one & (u > 0))
     if rest.size:
         out = out - m_sum(zxy[..., rest], np.ascontiguousarray(p_mat[..., rest]))
-    return 0.5 * (out + out.T)
+    out = 0.5 * (out + out.T)
+    return out if sums is None else out + centred_between(sums, lam)
 
 
 def _between(zz: np.ndarray, zxy: np.ndarray, lam: np.ndarray) -> np.ndarray:

@@ -495,3 +495,45 @@ def test_shifted_sums_of_lossy_groups_give_the_centred_forms(seed, weighted):
 
     again = pickle.loads(pickle.dumps(shifted))
     assert again.centred_groups == n_lossy
+
+
+@pytest.mark.parametrize("first", ["rank_one", "shifted"])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_rank_one_forms_keep_the_lossy_groups_centred_forms(seed, weighted, first):
+    """A block told to take the rank-one forms (its rows kept ``W``: on Dask, a batch
+    of one-row groups is constant within each) whose lossy groups take the centred
+    forms from their sums about their shifts, in either order: both kept, nothing
+    refused, and the profile ``W + between`` the centred block's to rounding of the
+    sums' size (the lossy groups' part ``centred_between``, not ``F F'/U − m_i``);
+    pickled, it keeps both."""
+    import pickle
+
+    centred, shifted, _, xyxy, within, nobs = _shifted_and_centred(seed, weighted)
+    n_lossy = centred.centred_groups
+    assert kernels.StatsBlock.from_chunks(list(shifted.chunks())).inexact_groups(nobs, True)
+    if first == "rank_one":
+        both = kernels.StatsBlock.from_chunks(list(shifted.chunks())).use_rank_one()
+        both.use_shifted(*shifted.shifted)
+    else:
+        both = pickle.loads(pickle.dumps(shifted)).use_rank_one()
+    for block in (both, pickle.loads(pickle.dumps(both))):
+        assert block.rank_one and block.numpy_only and block.centred_groups == n_lossy
+        assert block.inexact_groups(nobs) == 0 and block.inexact_groups(nobs, True) == 0
+    rng = np.random.default_rng(seed)
+    size = np.abs(xyxy).max()
+    for scale in (1e-3, 1.0, 30.0):
+        lam = np.tril(rng.normal(size=(2, 2))) * np.array([[1.0, 0.0], [1e-4, 1e-4]]) * scale
+        want = kernels.step_contributions(centred, lam, 2)
+        got = kernels.step_contributions(both, lam, 2)
+        plain_shifted = kernels.step_contributions(shifted, lam, 2)
+        assert got.rank_one
+        np.testing.assert_allclose(
+            within + got.between, within + want.between, rtol=0, atol=1e-12 * size
+        )
+        # the score's sums and ℓ's log-determinant are the shifted block's, bit for bit
+        # where the rank-one groups' closed forms agree to rounding
+        assert got.logdet == pytest.approx(plain_shifted.logdet, rel=1e-12)
+        np.testing.assert_allclose(
+            got.s, plain_shifted.s, rtol=1e-10, atol=1e-12 * np.abs(want.s).max()
+        )

@@ -475,7 +475,7 @@ def inexact_groups(block: Block) -> int:
     if stats.r != std.k_re:
         return 0
     rank_one = block.within is not None and stats.r >= 2
-    if block.stats is None and block.shifted is not None and not rank_one:
+    if block.stats is None and block.shifted is not None:
         stats.use_shifted(*block.shifted)
     return inexact_count(stats, block.nobs, rank_one)
 
@@ -676,7 +676,7 @@ def gathered_engine(dense: list, asm: Assembly, layout: Layout):
     engine = rank_one_engine(local_engine(zz, zxy, layout), asm.glob, layout)
     shifted = _gathered_shifts(dense, asm)
     block = getattr(engine, "block", None)
-    if shifted is not None and isinstance(block, StatsBlock) and not block.rank_one:
+    if shifted is not None and isinstance(block, StatsBlock):
         block.use_shifted(*shifted)  # the lossy groups' centred forms, as on the workers
     if not layout.k_vc:
         refuse_inexact(engine, asm.group_sizes, "the statistics summed on the cluster")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from dmixed.engines.dask.blocks import (
@@ -569,27 +569,57 @@ def test_without_lossy_groups_the_data_pass_runs_once(client, tmp_path, monkeypa
 
 
 @settings(max_examples=5, deadline=None, derandomize=True)
-@given(cuts=st.lists(st.integers(1, 1400), min_size=0, max_size=3, unique=True))
+@given(cuts=st.lists(st.integers(1, 1372), min_size=0, max_size=3, unique=True))
+@example(cuts=[600, 601])  # a file of one row, second in its chain
+@example(cuts=[1, 300, 301])  # files of one row, first and second in their chains
 def test_lossy_groups_of_chains_compiled_any_split_into_files(client, tmp_path_factory, cuts):
-    """However the rows are split into files (contiguous runs of any sizes), the
-    default's fit is the in-process fit."""
+    """However the rows are split into files (contiguous runs of any sizes, one row
+    too), the default's fit is the in-process fit."""
     import dmixed
 
     df = _clicks(5, n_users=400)
+    assert len(df) == 1373
     want = dmixed.mixedlm("y ~ t", df, groups="g", re_formula="1 + t").fit()
-    # files of 20 rows or more (one file is not read by chains: Dask reads it as one
-    # partition of its own kind; a chain of one row is refused: benchmarks/RESULTS.md,
-    # lossy-s44, left open)
-    bounds = [0]
-    for c in sorted(cuts) + [len(df) // 2, len(df)]:
-        if c - bounds[-1] >= 20 and len(df) - c >= 20 or c == len(df):
-            bounds.append(c)
+    # at least two files (one file is not read by chains: Dask reads it as one
+    # partition of its own kind)
+    bounds = [0, *sorted({*cuts, len(df) // 2}), len(df)]
     files = [df.iloc[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
     assert len(files) >= 2
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DMIXED_KERNELS", "numba")
         got, _ = _chains_fit(files, tmp_path_factory.mktemp("split"), client)
     _same_fit(got, want)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("shifted", ["auto", "always"])
+def test_lossy_groups_of_chains_with_a_file_of_one_row_fit_as_in_process(
+    client, tmp_path, monkeypatch, shifted, weighted
+):
+    """A file of one row read second in its chain: its one-row group is constant
+    within it, so the chain keeps that file's within-group sums and its blocks take the
+    rank-one forms, and the lossy groups, not of rank one, keep the centred forms from
+    their sums about their shifts (they were refused).  The fit is the in-process fit,
+    weighted rows too, the statistics gathered or kept on the workers, and
+    ``"always"`` reads once."""
+    import dmixed
+
+    monkeypatch.setenv("DMIXED_KERNELS", "numba")
+    df = _clicks(1, n_users=300, close=5) if weighted else _clicks(2, n_users=600)
+    weights = None
+    if weighted:
+        df["w"] = _weights(np.random.default_rng(1), len(df), "uniform")
+        weights = "w"
+    want = dmixed.mixedlm("y ~ t", df, groups="g", re_formula="1 + t", weights=weights).fit()
+    # three files, two chains: [400 rows, 1 row] and [the rest]
+    files = [df.iloc[:400], df.iloc[400:401], df.iloc[401:]]
+    got, records = _chains_fit(files, tmp_path / "c", client, shifted, weights=weights)
+    assert _passes_run(records) == (2 if shifted == "auto" else 1)
+    _same_fit(got, want)
+    np.testing.assert_allclose(np.asarray(got.bse), np.asarray(want.bse), rtol=1e-8)
+    # the statistics kept on the workers (held blocks) too
+    kept, _ = _chains_fit(files, tmp_path / "d", client, shifted, weights, engine="distributed")
+    _same_fit(kept, want)
 
 
 @pytest.mark.parametrize("keys", ["int", "text"])
