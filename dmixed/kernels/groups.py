@@ -395,7 +395,9 @@ class StepSums:
         ``[X y]'V*⁻¹[X y]`` adds to the within-group cross-products
         (:attr:`~dmixed.stats.GlobalStats.within`), in closed form; for ``r ≥ 2`` where
         :attr:`rank_one`, what it adds to the within-group sums about column 0
-        (:meth:`StatsBlock.use_rank_one`); zeros otherwise.
+        (:meth:`StatsBlock.use_rank_one`), its lossy groups (those of
+        :meth:`StatsBlock.use_shifted`) adding what it adds to their centred sums
+        (:func:`~dmixed.kernels.conditionals.centred_between`) instead; zeros otherwise.
     rank_one : bool
         Whether ``between`` is that of :meth:`StatsBlock.use_rank_one` (every part of
         the sum: a sum of parts of which some are not has none).
