@@ -160,10 +160,21 @@ def _check_parquet_files(files: list[str]) -> None:
     # the footers' row counts, read until a file holds a row (the first, in practice)
     if local and len(local) == len(files) and not any(map(_parquet_has_rows, local)):
         raise JobError(
-            f"cannot read parquet data: no rows: {', '.join(files)} "
+            f"cannot read parquet data: no rows: {_some_of(files)} "
             f"{'holds' if len(files) == 1 else 'hold'} no rows (a schema only)",
             EXIT_DATA,
         )
+
+
+#: how many files a message about all of them names before "and N more"
+NAMED_FILES = 3
+
+
+def _some_of(files: list[str]) -> str:
+    """The first :data:`NAMED_FILES` of ``files`` and how many more (an input of
+    thousands of files is one readable line)."""
+    more = len(files) - NAMED_FILES
+    return ", ".join(files[:NAMED_FILES]) + (f" and {more} more" if more > 0 else "")
 
 
 def _parquet_has_rows(path: str) -> bool:
@@ -389,9 +400,8 @@ def check_input(job: Job, files: list[str]) -> str:
         for f in files:
             csv_header(f, job.storage_options)
         if not any(csv_has_rows(f, job.storage_options) for f in files):
-            named = ", ".join(files)
             raise JobError(
-                f"cannot read csv data: no rows: {named} "
+                f"cannot read csv data: no rows: {_some_of(files)} "
                 f"{'holds' if len(files) == 1 else 'hold'} only a header",
                 EXIT_DATA,
             )

@@ -8,6 +8,8 @@ import os
 import pytest
 
 from dmixed.input_data import (
+    NAMED_FILES,
+    check_input,
     csv_culprit,
     csv_header,
     label_types,
@@ -132,3 +134,30 @@ def test_a_file_with_rows_among_header_only_ones_is_read(tmp_path):
     b = _write(tmp_path / "b.csv", "\ny,g\n1.5,2\n")
     ddf, _ = read_data(Job(data=[a, b], output=str(tmp_path / "out")))
     assert len(ddf.compute()) == 1
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+@pytest.mark.parametrize("n_files", [NAMED_FILES, NAMED_FILES + 37])
+def test_many_files_without_rows_are_named_in_one_short_line(tmp_path, fmt, n_files):
+    """An input whose files all hold no rows names its first few files and how many
+    more, not thousands of paths in one line."""
+    import pandas as pd
+
+    paths = []
+    for i in range(n_files):
+        path = tmp_path / f"part{i:03d}.{fmt}"
+        if fmt == "csv":
+            path.write_text("y,g\n")
+        else:
+            pd.DataFrame(
+                {"y": pd.Series([], dtype=float), "g": pd.Series([], dtype=int)}
+            ).to_parquet(path, index=False)
+        paths.append(str(path))
+    job = Job(data=paths, output=str(tmp_path / "out"))
+    with pytest.raises(JobError, match="no rows") as err:
+        check_input(job, paths)
+    assert err.value.status == 3
+    message = str(err.value)
+    assert all(p in message for p in paths[:NAMED_FILES])
+    assert not any(p in message for p in paths[NAMED_FILES:])
+    assert (f"and {n_files - NAMED_FILES} more" in message) == (n_files > NAMED_FILES)
