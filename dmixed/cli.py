@@ -52,7 +52,9 @@ from .input_data import (
     culprit_of_message,
     files_lacking,
     files_named,
+    holds_rows,
     input_files,
+    input_format,
     is_read_error,
     label_columns,
     one_line,
@@ -357,7 +359,7 @@ def run_fit(job: Job) -> int:
 
     files = input_files(job)
     fingerprint = checkpoint.input_fingerprint(files, job.storage_options)
-    _refuse_repeated(fingerprint, [])
+    _refuse_repeated(job, fingerprint, [])
     job_digest = _job_digest(job, fingerprint)
     reuse = _reusable_statistics(job, job_digest, fingerprint) is not None
     if not reuse:
@@ -388,11 +390,15 @@ def run_fit(job: Job) -> int:
     return EXIT_OK
 
 
-def _refuse_repeated(inputs: list[dict], included: list[dict], stats_dir=None) -> None:
-    """Refuse inputs given twice, or already in the statistics, by path or by content."""
+def _refuse_repeated(job: Job, inputs: list[dict], included: list[dict], stats_dir=None) -> None:
+    """Refuse inputs given twice, or already in the statistics, by path or by content
+    (not files of no rows that are copies of each other: they count nothing twice)."""
     from .stats.inputs import repeated_inputs
 
-    again = repeated_inputs(inputs, included)
+    def holds(path: str) -> bool:  # asked of copies only
+        return holds_rows(path, input_format(job, [path]), job.storage_options)
+
+    again = repeated_inputs(inputs, included, holds)
     if again:
         more = f" and {len(again) - 3} more" if len(again) > 3 else ""
         where = f"already included in the statistics of {stats_dir}" if stats_dir else "given twice"
@@ -417,7 +423,7 @@ def run_update(job: Job) -> int:
     spec = saved_model(job, ModelSpec.from_dict(manifest["spec"]), manifest["spec"])
     files = input_files(job)
     new_inputs = checkpoint.input_fingerprint(files, job.storage_options)
-    _refuse_repeated(new_inputs, manifest.get("inputs", []), job.stats_dir)
+    _refuse_repeated(job, new_inputs, manifest.get("inputs", []), job.stats_dir)
     check_input(job, files)  # before a cluster is started
     old, _ = checkpoint.load_statistics(job.stats_dir)
     start = last_fit(job.stats_dir)

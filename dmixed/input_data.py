@@ -177,6 +177,20 @@ def _some_of(files: list[str]) -> str:
     return ", ".join(files[:NAMED_FILES]) + (f" and {more} more" if more > 0 else "")
 
 
+def holds_rows(path: str, fmt: str, storage_options: dict | None = None) -> bool:
+    """Whether an input file of format ``fmt`` holds a row: a local Parquet file's
+    footer, a CSV file's first records; True where it cannot be told without a read
+    (a URL, a damaged footer: the read of the data says what is wrong)."""
+    if "://" in path or not os.path.isfile(path):
+        return True
+    if fmt == "parquet":
+        return _parquet_has_rows(path)
+    try:
+        return csv_has_rows(path, storage_options)
+    except (OSError, UnicodeDecodeError):
+        return True
+
+
 def _parquet_has_rows(path: str) -> bool:
     """Whether a Parquet file's footer counts a row (True where it cannot be read: the
     read of the data names the file and what is wrong)."""

@@ -2556,3 +2556,32 @@ def test_update_of_weights_in_an_extreme_unit(data, scheduler, tmp_path):
     assert (proc.returncode, proc.stderr) == (refused.returncode, refused.stderr)
     assert (tmp_path / "S/manifest.json").read_bytes() == before
     assert not (tmp_path / "U2").exists()
+
+
+def test_copies_of_files_without_rows_are_not_inputs_given_twice(data, scheduler, tmp_path):
+    """Writers leave part files of a schema only, alike byte for byte: they count no
+    row twice, so a directory holding them beside data fits (was refused as "input(s)
+    given twice", exit 2), and a directory of nothing else is refused for holding no
+    rows (exit 3); a copy of a file with rows is still refused."""
+    import pandas as pd
+
+    d = tmp_path / "parts"
+    d.mkdir()
+    shutil.copy2(data.A, d / "part-0.parquet")
+    empty = pd.read_parquet(data.A).iloc[:0]
+    for name in ("part-1.parquet", "part-2.parquet"):
+        empty.to_parquet(d / name, index=False)
+    assert (d / "part-1.parquet").read_bytes() == (d / "part-2.parquet").read_bytes()
+    cluster = ["--cluster", scheduler.file]
+    proc = run_in_process("fit", "--data", "parts", *MODEL, *cluster, "--output", "O", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    only = tmp_path / "only"
+    only.mkdir()
+    for name in ("part-1.parquet", "part-2.parquet"):
+        shutil.copy2(d / name, only / name)
+    proc = run_in_process("fit", "--data", "only", *MODEL, *cluster, "--output", "P", cwd=tmp_path)
+    assert proc.returncode == 3, proc.stderr
+    assert "hold no rows" in proc.stderr and "given twice" not in proc.stderr
+    shutil.copy2(data.A, d / "part-3.parquet")
+    proc = run_in_process("fit", "--data", "parts", *MODEL, *cluster, "--output", "Q", cwd=tmp_path)
+    assert proc.returncode == 2 and "(the content of" in proc.stderr, proc.stderr

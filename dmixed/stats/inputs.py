@@ -22,6 +22,7 @@ import filecmp
 import hashlib
 import json
 import os
+from collections.abc import Callable
 
 from ..errors import DataError
 
@@ -211,12 +212,18 @@ def remote_identity(url: str, storage_options: dict | None = None) -> str:
     return "store-sha256:" + hashlib.sha256(blob.encode()).hexdigest()
 
 
-def repeated_inputs(inputs: list[dict], included: list[dict] | None = None) -> list[str]:
+def repeated_inputs(
+    inputs: list[dict],
+    included: list[dict] | None = None,
+    holds_rows: Callable[[str], bool] | None = None,
+) -> list[str]:
     """The inputs of ``inputs`` whose rows would be counted twice: a path of
     ``included`` or of an earlier input given again (``"PATH"``; ``"PATH (changed since
     it was added ...)"`` where its size or content is no longer the included one's:
     rows appended to it cannot be told from the counted ones), or the content of one
-    under another name (``"PATH (the content of EARLIER)"``, :func:`same_content`).
+    under another name (``"PATH (the content of EARLIER)"``, :func:`same_content`),
+    unless ``holds_rows(PATH)`` says it holds none (files of a schema or a header only,
+    as writers leave them, are alike byte for byte and count nothing twice).
 
     ``inputs`` and ``included`` are records of
     :func:`dmixed.stats.checkpoint.input_fingerprint` (absolute local paths, so
@@ -231,8 +238,11 @@ def repeated_inputs(inputs: list[dict], included: list[dict] | None = None) -> l
         (again if rec["path"] in done else fresh).append(rec)
         done.add(rec["path"])
     out = [_again(rec, before.get(rec["path"])) for rec in again]
+    copies = same_content(fresh, included)
     return out + [
-        f"{path} (the content of {earlier})" for path, earlier in same_content(fresh, included)
+        f"{path} (the content of {earlier})"
+        for path, earlier in copies
+        if holds_rows is None or holds_rows(path)
     ]
 
 

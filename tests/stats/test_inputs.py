@@ -160,6 +160,29 @@ def test_repeated_inputs_sees_one_file_given_twice_by_two_names(tmp_path, monkey
     assert inputs.repeated_inputs(input_fingerprint(files[:1]), recs[:1]) == [a]
 
 
+def test_copies_said_to_hold_no_rows_are_not_repeated_inputs(tmp_path, monkeypatch):
+    """A copy is left out where ``holds_rows`` says it holds no rows (it counts nothing
+    twice); a path given twice is still named, and ``holds_rows`` is asked of copies
+    only."""
+    monkeypatch.chdir(tmp_path)
+    _frame(1).iloc[:0].to_parquet("e1.parquet", index=False)
+    shutil.copy("e1.parquet", "e2.parquet")
+    _frame(2).to_parquet("b.parquet", index=False)
+    shutil.copy("b.parquet", "b_copy.parquet")
+    recs = input_fingerprint(["e1.parquet", "e2.parquet", "b.parquet", "b_copy.parquet"])
+    asked: list[str] = []
+
+    def holds(path: str) -> bool:
+        asked.append(path)
+        return not path.endswith(("e1.parquet", "e2.parquet"))
+
+    b, b_copy = str(tmp_path / "b.parquet"), str(tmp_path / "b_copy.parquet")
+    assert inputs.repeated_inputs(recs, holds_rows=holds) == [f"{b_copy} (the content of {b})"]
+    assert sorted(asked) == sorted([str(tmp_path / "e2.parquet"), b_copy])
+    again = input_fingerprint(["e1.parquet", "./e1.parquet"])
+    assert inputs.repeated_inputs(again, holds_rows=holds) == [str(tmp_path / "e1.parquet")]
+
+
 def test_an_included_input_changed_since_is_named_as_changed(tmp_path):
     """Rows appended to a file already in the statistics (``update --data`` of it
     again): still refused (its earlier rows are counted and the new ones cannot be told
