@@ -61,6 +61,18 @@ def _abs_scale(codes, n_groups, y, exog, ztilde, weights, std) -> np.ndarray:
     return out
 
 
+def _timestamp_rows(rng, codes: np.ndarray, n_groups: int) -> tuple:
+    """``(y, exog, z, std)`` of rows of ``codes``: an intercept, a timestamp near 1.7e9
+    spread between groups (3e7 s) and by ~1 s within them, and a plain column; a random
+    intercept and slope on the timestamp."""
+    n = codes.size
+    t = 1.7e9 + 3e7 * rng.random(n_groups)[codes] + rng.normal(size=n)
+    x2, y = rng.normal(size=n), rng.normal(size=n)
+    exog = np.asfortranarray(np.column_stack([np.ones(n), t, x2]))
+    z = np.asfortranarray(exog[:, :2])
+    return y, exog, z, Standardization.choose(y, exog, z)
+
+
 @pytest.fixture
 def compiled_rows(monkeypatch):
     monkeypatch.setenv("DMIXED_KERNELS", "numba")
@@ -1099,11 +1111,7 @@ def test_the_sweep_of_weighted_rows_keeps_their_weighted_sums_about_the_shifts(o
     codes = np.repeat(np.arange(n_groups), rng.integers(1, 6, n_groups))
     rng.shuffle(codes)
     n = codes.size
-    t = 1.7e9 + 3e7 * rng.random(n_groups)[codes] + rng.normal(size=n)
-    x2, y = rng.normal(size=n), rng.normal(size=n)
-    exog = np.asfortranarray(np.column_stack([np.ones(n), t, x2]))
-    z = np.asfortranarray(exog[:, :2])
-    std = Standardization.choose(y, exog, z)
+    y, exog, z, std = _timestamp_rows(rng, codes, n_groups)
     w = np.ones(n) if ones else rng.uniform(0.25, 4.0, n)
     table = TermTable(keep_shifts=True)
     acc = np.zeros((PackedLayout(2, 4).width, n_groups))
@@ -1140,11 +1148,7 @@ def test_a_plan_change_hands_the_flushed_tables_sums_about_the_shifts_over(compi
     codes = np.repeat(np.arange(n_groups), rng.integers(2, 6, n_groups))
     rng.shuffle(codes)
     n = codes.size
-    t = 1.7e9 + 3e7 * rng.random(n_groups)[codes] + rng.normal(size=n)
-    x2, y = rng.normal(size=n), rng.normal(size=n)
-    exog = np.asfortranarray(np.column_stack([np.ones(n), t, x2]))
-    z = np.asfortranarray(exog[:, :2])
-    std = Standardization.choose(y, exog, z)
+    y, exog, z, std = _timestamp_rows(rng, codes, n_groups)
     half = n // 2
     w = np.concatenate([np.ones(half), rng.uniform(0.5, 2.0, n - half)])
     keys = np.arange(n_groups)
@@ -1186,11 +1190,7 @@ def test_the_routers_row_estimate_is_the_tables_row(keep_shifts, weighted, compi
     rng = np.random.default_rng(12)
     n_groups, n = 40, 600
     codes = rng.integers(0, n_groups, n)
-    t = 1.7e9 + 3e7 * rng.random(n_groups)[codes] + rng.normal(size=n)
-    x2, y = rng.normal(size=n), rng.normal(size=n)
-    exog = np.asfortranarray(np.column_stack([np.ones(n), t, x2]))
-    z = np.asfortranarray(exog[:, :2])
-    std = Standardization.choose(y, exog, z)
+    y, exog, z, std = _timestamp_rows(rng, codes, n_groups)
     w = rng.uniform(0.25, 4.0, n) if weighted else None
     table = TermTable(keep_shifts=keep_shifts)
     table.add(np.zeros((PackedLayout(2, 4).width, n_groups)), codes, y, exog, z, w, std)

@@ -606,14 +606,9 @@ def _passes(run: _Pass, standardization, shifted: str) -> FittedStatistics:
     again with them (logged at INFO with that number), for weighted rows as for
     unweighted ones."""
     spec: Any = run.spec  # a ModelSpec (the pass takes it as it comes)
-    try:
-        return _data_pass(run, standardization)
-    except DataError as err:
-        count = err.lossy_groups
-        if not count:
-            raise
-    # out of the handler: the first pass's futures, held by the error's frames until
-    # here, are released before the second pass starts (or the refusal is raised)
+    done, count = _pass_or_lossy(run, standardization)
+    if done is not None:
+        return done
     if run.shifts or shifted != "auto":
         raise _lossy_refusal(count, run.shifts)
     names = list(spec.exog_re_names)
@@ -627,13 +622,24 @@ def _passes(run: _Pass, standardization, shifted: str) -> FittedStatistics:
         ", ".join(slopes) or "?",
     )
     run.shifts = True
-    try:
-        return _data_pass(run, standardization)
-    except DataError as err:
-        count = err.lossy_groups
-        if not count:
-            raise
+    done, count = _pass_or_lossy(run, standardization)
+    if done is not None:
+        return done
     raise _lossy_refusal(count, True)
+
+
+def _pass_or_lossy(run: _Pass, standardization) -> tuple[FittedStatistics | None, int]:
+    """:func:`_data_pass`'s statistics and 0, or None and the number of lossy groups
+    it refused (any other error raised).  The count is returned out of the handler, so
+    the pass's futures, held by the error's frames, are released before the caller
+    starts another pass or raises the refusal."""
+    try:
+        return _data_pass(run, standardization), 0
+    except DataError as err:
+        if not err.lossy_groups:
+            raise
+        count = err.lossy_groups
+    return None, count
 
 
 def _lossy_refusal(count: int, kept: bool) -> DataError:
