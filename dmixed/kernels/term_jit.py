@@ -574,6 +574,25 @@ def merged_count(keys):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
+def _write_chunk(  # pragma: no cover - compiled
+    buf, width, lo, cols, factors, count_col, count_factor, out, counts
+):
+    """A merge's chunk of ``width`` merged rows (``buf``, from key ``lo``) written out
+    entry-major, each entry its table column times its factor, and the counts: one
+    owner for :func:`merge_rows` and :func:`merge_two_rows`."""
+    n_entries = cols.size
+    start = n_entries * lo
+    for e in range(n_entries):
+        col = cols[e]
+        factor = factors[e]
+        base = start + e * width
+        for i in range(width):
+            out[base + i] = buf[i, col] * factor
+    for i in range(width):
+        counts[lo + i] = buf[i, count_col] * count_factor
+
+
+@numba.njit(cache=True, nogil=True)
 def merge_rows(  # pragma: no cover - compiled
     keys, rows, cols, factors, count_col, count_factor, chunk, out, merged, counts
 ):
@@ -589,7 +608,6 @@ def merge_rows(  # pragma: no cover - compiled
     run), its count (term ``count_col`` times ``count_factor``) to ``counts[g]``, the
     key to ``merged[g]``."""
     n_runs = len(keys)
-    n_entries = cols.size
     total = merged.size
     n_terms = rows[0].shape[1]
     at = np.zeros(n_runs, dtype=np.int64)
@@ -617,15 +635,7 @@ def merge_rows(  # pragma: no cover - compiled
                     at[j] += 1
                     head[j] = keys[j][at[j]] if at[j] < size[j] else last
             merged[lo + i] = low
-        start = n_entries * lo
-        for e in range(n_entries):
-            col = cols[e]
-            factor = factors[e]
-            base = start + e * width
-            for i in range(width):
-                out[base + i] = buf[i, col] * factor
-        for i in range(width):
-            counts[lo + i] = buf[i, count_col] * count_factor
+        _write_chunk(buf, width, lo, cols, factors, count_col, count_factor, out, counts)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -639,7 +649,6 @@ def merge_two_rows(  # pragma: no cover - compiled
     Two runs are the common merge (a bucket's partials of two workers, whose keys are
     mostly the same); with two positions held as scalars (no array of heads to read and
     write a key) the pass is bound by its reads and writes."""
-    n_entries = cols.size
     total = merged.size
     n_terms = rows0.shape[1]
     n0, n1 = keys0.size, keys1.size
@@ -675,15 +684,7 @@ def merge_two_rows(  # pragma: no cover - compiled
                 merged[lo + i] = h1
                 a1 += 1
                 h1 = keys1[a1] if a1 < n1 else last
-        start = n_entries * lo
-        for e in range(n_entries):
-            col = cols[e]
-            factor = factors[e]
-            base = start + e * width
-            for i in range(width):
-                out[base + i] = buf[i, col] * factor
-        for i in range(width):
-            counts[lo + i] = buf[i, count_col] * count_factor
+        _write_chunk(buf, width, lo, cols, factors, count_col, count_factor, out, counts)
 
 
 def _drop_unreadable_cache(directory: str, name: str) -> None:
