@@ -258,7 +258,7 @@ def collect_evaluators(
     failed = [f for f in evaluators if f.status == "error"]
     if failed:
         gather(client, failed, "the data pass")  # raises the first one's error
-    sums = gather(client, moments, "the data pass")
+    sums = gather(client, moments, "the data pass", straight=True)
     return evaluators, functools.reduce(operator.add, sums)
 
 

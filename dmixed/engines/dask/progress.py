@@ -347,8 +347,11 @@ def _memory_restarts(client, since: float) -> list[dict]:
     return [msg for stamp, msg in events if stamp >= since and isinstance(msg, dict)]
 
 
-def gather(client, futures, what: str = ""):
-    """``client.gather(futures)`` after a bounded :func:`wait_for`.
+def gather(client, futures, what: str = "", straight: bool = False):
+    """``client.gather(futures)`` after a bounded :func:`wait_for`; with ``straight``,
+    from the workers themselves where :func:`gather_direct` says so (a loopback
+    cluster: no second copy of every byte through the scheduler), laid out
+    (:func:`laid_out`) as results gathered through the scheduler are.
 
     Raises
     ------
@@ -365,12 +368,14 @@ def gather(client, futures, what: str = ""):
     started = time.time()
     limits = memory_limits(client)  # as known before a worker can be lost
     wait_for(client, futures, what=what)
+    direct = gather_direct(client) if straight else None
     try:
-        return client.gather(futures)
+        parts = client.gather(futures, direct=direct)
     except KilledWorker as exc:
         raise died_error(client, started, what, exc, limits) from exc
     except Exception as exc:  # noqa: BLE001 - raised again, detached
         raise detached(exc) from None
+    return laid_out(parts) if direct else parts
 
 
 def detached(exc: Exception) -> Exception:

@@ -159,16 +159,25 @@ def test_laid_out_copies_only_the_arrays_that_are_unaligned_or_not_c_ordered():
         np.testing.assert_array_equal(new, old)
 
 
-def test_a_loopback_cluster_gathers_from_the_workers_to_the_same_bits():
-    """Worker processes on 127.0.0.1: the optimizer's round trips gather straight from
-    the workers, and the fit is the fit of results gathered through the scheduler (a
-    client told ``direct_to_workers=False``), bit for bit."""
+def test_a_loopback_cluster_gathers_from_the_workers_to_the_same_bits(monkeypatch):
+    """Worker processes on 127.0.0.1: every gather of a fit kept on the workers (the
+    data pass's summaries and moment sums, the optimizer's round trips) comes straight
+    from the workers, and the fit is the fit of results gathered through the scheduler
+    (a client told ``direct_to_workers=False``), bit for bit."""
     from distributed import Client, LocalCluster
 
     from dmixed.engines.dask.progress import gather_direct
 
+    asked: list = []
+    client_gather = Client.gather
+
+    def recorded(self, futures, *args, **kwargs):
+        asked.append(kwargs.get("direct"))
+        return client_gather(self, futures, *args, **kwargs)
+
+    monkeypatch.setattr(Client, "gather", recorded)
     ddf = dd.from_pandas(make_data(n_groups=200, seed=8), npartitions=4)
-    fits = {}
+    fits, directs = {}, {}
     with (
         dask.config.set({"dmixed.engine": "distributed"}),
         LocalCluster(
@@ -178,12 +187,18 @@ def test_a_loopback_cluster_gathers_from_the_workers_to_the_same_bits():
         for direct in (None, False):
             with Client(cluster, direct_to_workers=direct) as client:
                 model = dmixed.mixedlm("y ~ x1 + x2", ddf, groups="g", re_formula="1 + x1")
+                asked.clear()
                 res = model.fit(client=client)
+                directs[direct] = list(asked)
                 assert gather_direct(client) is (True if direct is None else None)
                 blups = np.asarray(list(res.random_effects.values()))
                 fits[direct] = (res.params.to_numpy(), res.bse.to_numpy(), res.llf, blups)
     for a, b in zip(fits[None], fits[False], strict=True):
         assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
+    # the summaries, the moment sums and at least one round trip
+    assert len(directs[None]) >= 3
+    assert set(directs[None]) == {True}
+    assert set(directs[False]) == {None}
 
 
 class _Refused(ValueError):
