@@ -51,6 +51,7 @@ from .progress import (
     died_error,
     gather,
     gather_direct,
+    gathered_in_turn,
     laid_out,
     memory_limits,
     wait_for,
@@ -482,21 +483,25 @@ class DaskEngine:
                 "the cluster are lost; reconnect and fit again"
             ) from cause
 
-    def _map(self, func, **kwargs) -> list:
-        """``func(block, **kwargs)`` on every block; results in block order."""
+    def _map(self, func, in_turn: bool = False, **kwargs) -> list:
+        """``func(block, **kwargs)`` on every block; results in block order
+        (``in_turn``: as :meth:`_round_trip`'s)."""
 
         def submit(args: dict) -> list:
             keys = call_keys(func, len(self._blocks))
             return self._client.map(func, self._blocks, key=keys, **args)
 
-        return self._round_trip(submit, kwargs)
+        return self._round_trip(submit, kwargs, in_turn)
 
-    def _round_trip(self, submit, kwargs: dict) -> list:
+    def _round_trip(self, submit, kwargs: dict, in_turn: bool = False) -> list:
         """The futures ``submit(arguments)`` makes, waited for and gathered in one round
         trip (resubmitted once after a lost worker); ``kwargs`` are the arguments, large
         arrays scattered first.  The futures spent before are released just after the
         submission, and this round trip's are kept to be released after the next one's
-        (see the class notes); a failed attempt's are released at once."""
+        (see the class notes); a failed attempt's are released at once.  With
+        ``in_turn`` (a round trip whose last stage, one task a block at the end of the
+        list, may carry the BLUPs), a block's results are gathered as soon as its last
+        task is done (:func:`~dmixed.engines.dask.progress.gathered_in_turn`)."""
         self._check()
         self._check_client()
         for attempt in range(2):
@@ -505,9 +510,14 @@ class DaskEngine:
             self._release_spent()  # in the submission's batch
             started, limits = time.time(), memory_limits(self._client)
             try:
-                wait_for(self._client, futures, what="an optimizer step")
                 direct = gather_direct(self._client)
-                parts = self._client.gather(futures, direct=direct)
+                if in_turn:
+                    last = len(self._blocks)
+                    step = "an optimizer step"
+                    parts = gathered_in_turn(self._client, futures, last, direct, step)
+                else:
+                    wait_for(self._client, futures, what="an optimizer step")
+                    parts = self._client.gather(futures, direct=direct)
                 scattered = [v for v in args.values() if isinstance(v, Future)]
                 self._spent = [*futures, *scattered]
                 return parts if not direct else laid_out(parts)
@@ -574,7 +584,7 @@ class DaskEngine:
             return submit_step_then(self._client, self._blocks, args, weights, following)
 
         args = dict(lam=lam, q=q, basis=basis)
-        sums, *made = gathered_step_then(self._round_trip(submit, args))
+        sums, *made = gathered_step_then(self._round_trip(submit, args, True))
         self._keep_chained([made] if made[0] is not None else [], q, basis)
         return sums
 
@@ -631,7 +641,7 @@ class DaskEngine:
         """:meth:`hessian`, with the BLUPs at ``lam`` and ``w`` made in the same round
         trip (one task per block returning both) and kept for :meth:`random_effects`
         there: for the point expected to be the optimum."""
-        parts = self._map(block_hessian_random_effects, lam=lam, basis=basis, w=w)
+        parts = self._map(block_hessian_random_effects, True, lam=lam, basis=basis, w=w)
         hs, blups = hessian_parts(parts)
         self._keep_random_effects(lam, w, blups)
         return hs
@@ -697,7 +707,8 @@ class DaskEngine:
             return [*futures, *chain]
 
         args = dict(lams=list(lams), lam=lams[at], q=q, basis=basis)
-        parts = self._round_trip(submit, args)
+        in_turn = random_effects or following is not None
+        parts = self._round_trip(submit, args, in_turn)
         sums, hs, w, blups = gathered_steps_hessian(parts[: 2 * n])
         if blups is not None:
             self._keep_random_effects(lams[at], w, blups)
@@ -774,7 +785,7 @@ class DaskEngine:
         if kept is not None and kept[0] == self._random_effects_key(lam, w):
             parts = kept[1]
         else:
-            parts = self._map(_block_random_effects, lam=lam, w=w)
+            parts = self._map(_block_random_effects, True, lam=lam, w=w)
         # the end of a fit (its results' BLUPs): no round trip follows at once, and the
         # workers hold no BLUPs for the life of the model
         self._release_spent()

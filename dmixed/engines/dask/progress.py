@@ -281,9 +281,16 @@ class _WorkerWatch:
 
 
 def wait_for(
-    client, futures, progress: bool = False, what: str = "", t0: float = 0.0, n_parts: int = 0
+    client,
+    futures,
+    progress: bool = False,
+    what: str = "",
+    t0: float = 0.0,
+    n_parts: int = 0,
+    first: bool = False,
 ) -> None:
-    """Wait for ``futures`` on ``client`` (not necessarily the default client).
+    """Wait for ``futures`` on ``client`` (not necessarily the default client); with
+    ``first``, for the first of them to be done.
 
     With ``progress``, log every :data:`PROGRESS_INTERVAL` seconds the futures done and,
     for a data pass of ``n_parts`` partitions, the partitions read so far.  Errors
@@ -301,11 +308,12 @@ def wait_for(
     watch = _WorkerWatch(client, what)
     last_line = time.monotonic()
     tick = min(WORKER_CHECK_INTERVAL, PROGRESS_INTERVAL) if progress else WORKER_CHECK_INTERVAL
+    until = "FIRST_COMPLETED" if first else "ALL_COMPLETED"
     try:
         with client.as_current():  # distributed.wait() works on the current client
             while True:
                 try:
-                    wait(futures, timeout=tick)
+                    wait(futures, timeout=tick, return_when=until)
                     return
                 except TimeoutError as timeout:
                     # distributed's sync() raises the error its closure's cell holds,
@@ -376,6 +384,31 @@ def gather(client, futures, what: str = "", straight: bool = False):
     except Exception as exc:  # noqa: BLE001 - raised again, detached
         raise detached(exc) from None
     return laid_out(parts) if direct else parts
+
+
+def gathered_in_turn(client, futures: list, last: int, direct, what: str = "") -> list:
+    """``client.gather(futures, direct=direct)`` in two turns: when the first of the
+    ``last`` futures that end the list is done, those of them done by then; every other
+    one when all are.  For a round trip whose last stage is one task a block: one
+    block's last results (its BLUPs, where the stage makes them) cross to the driver
+    from its worker, idle by then, while the other blocks still compute, where one
+    gather would wait for the slowest block first.  The earlier stages' results are
+    left to the second turn: they are small, and a worker still computing would be
+    asked for them.  Waits as :func:`wait_for`; a future that failed raises at its
+    gather, as in one gather."""
+    tail = len(futures) - last
+    wait_for(client, futures[tail:], what=what, first=True)
+    early = [i >= tail and f.done() for i, f in enumerate(futures)]
+    parts: list = [None] * len(futures)
+    for turn in (True, False):
+        if turn is False:
+            wait_for(client, futures, what=what)
+        at = [i for i, done in enumerate(early) if done is turn]
+        if at:
+            got = client.gather([futures[i] for i in at], direct=direct)
+            for i, value in zip(at, got, strict=True):
+                parts[i] = value
+    return parts
 
 
 def detached(exc: Exception) -> Exception:

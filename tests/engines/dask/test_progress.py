@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import weakref
 
@@ -258,3 +259,49 @@ def test_an_error_raised_on_a_worker_lets_go_of_the_driver_frames(client):
         assert info.value.column == "x2"
         del held, info
         assert gone() is None
+
+
+#: what the late task of the next test waits for (the fixture's workers are threads of
+#: this process; no client is made inside the task, which would become Dask's default)
+_LATE = threading.Event()
+
+
+def _late(x):
+    _LATE.wait(60)
+    return x * 10
+
+
+def test_a_done_blocks_last_results_are_gathered_while_the_others_run(client, monkeypatch):
+    """:func:`gathered_in_turn`: the first turn takes only the last stage's results
+    that are done (one block's, its worker idle), while another block's last task still
+    runs; the second turn every other result; the results in the futures' order."""
+    from distributed import Client
+
+    from dmixed.engines.dask.progress import gathered_in_turn
+
+    slow_worker, fast_worker = sorted(client.scheduler_info()["workers"])
+    _LATE.clear()
+    first = [
+        client.submit(lambda v: v, v, workers=[w], pure=False)
+        for v, w in ((1, fast_worker), (2, slow_worker))
+    ]
+    last = [
+        client.submit(lambda a, b: a + b, *first, workers=[fast_worker], pure=False),
+        client.submit(_late, first[1], workers=[slow_worker], pure=False),
+    ]
+    futures = [*first, *last]
+    turns: list = []
+    client_gather = Client.gather
+
+    def recorded(self, fs, *args, **kwargs):
+        turns.append([f.key for f in fs])
+        _LATE.set()  # the late task ends only once the first turn is asked for
+        return client_gather(self, fs, *args, **kwargs)
+
+    monkeypatch.setattr(Client, "gather", recorded)
+    try:
+        got = gathered_in_turn(client, futures, 2, None)
+    finally:
+        _LATE.set()
+    assert turns == [[last[0].key], [f.key for f in (*first, last[1])]]
+    assert got == [1, 2, 3, 20]
