@@ -584,7 +584,9 @@ class DaskEngine:
             return submit_step_then(self._client, self._blocks, args, weights, following)
 
         args = dict(lam=lam, q=q, basis=basis)
-        sums, *made = gathered_step_then(self._round_trip(submit, args, True))
+        # in one turn: made at every iteration, this round trip carries the BLUPs at most
+        # once a fit, and a second turn would be one more request to the scheduler each
+        sums, *made = gathered_step_then(self._round_trip(submit, args))
         self._keep_chained([made] if made[0] is not None else [], q, basis)
         return sums
 
