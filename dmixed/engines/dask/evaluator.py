@@ -48,6 +48,7 @@ from .next_point import (
 from .placement import call_keys
 from .progress import (
     ask_workers,
+    detached,
     died_error,
     gather,
     gather_direct,
@@ -525,14 +526,21 @@ class DaskEngine:
                 self._check_client(exc)
                 if attempt and isinstance(exc, KilledWorker):
                     step = "an optimizer step"
+                    exc.__traceback__ = None  # kept in the futures' state: see detached
                     raise died_error(self._client, started, step, exc, limits) from exc
                 if attempt:
-                    raise
+                    raise detached(exc) from None
                 logger.warning(
                     "dmixed: %s on the cluster (%s); resubmitting", type(exc).__name__, exc
                 )
                 ask_workers(self._client)  # a worker lost: the roster changed
                 self._revive()
+            except Exception as exc:  # noqa: BLE001 - raised again, detached
+                # what a task raised: distributed keeps that object in the state of its
+                # futures and raises it again; raised as it is, its traceback would hold
+                # this frame and its callers' (the engine, every future of the fit) for
+                # the client's life (progress.detached)
+                raise detached(exc) from None
             finally:
                 del futures, args  # kept in self._spent where the round trip succeeded
         raise AssertionError("unreachable")  # pragma: no cover

@@ -380,6 +380,7 @@ def gather(client, futures, what: str = "", straight: bool = False):
     try:
         parts = client.gather(futures, direct=direct)
     except KilledWorker as exc:
+        exc.__traceback__ = None  # kept in the futures' state, as detached's
         raise died_error(client, started, what, exc, limits) from exc
     except Exception as exc:  # noqa: BLE001 - raised again, detached
         raise detached(exc) from None

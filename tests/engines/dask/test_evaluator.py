@@ -15,7 +15,7 @@ import pytest
 from distributed import Client, LocalCluster
 
 import dmixed
-from dmixed.engines.dask import evaluator, progress
+from dmixed.engines.dask import ahead, evaluator, progress
 from dmixed.engines.dask.blocks import block_summary, to_block
 from dmixed.engines.dask.evaluator import DaskEngine, make_evaluator
 from dmixed.kernels import StatsBlock
@@ -330,6 +330,41 @@ def test_dropped_fits_leave_no_task_without_the_cyclic_collector(client, ddf, en
                 assert _scheduler_tasks(client, before) == before
             del res, model
             assert _scheduler_tasks(client, before) == before
+
+
+def _raising_blup_task(real):
+    """``real`` (a BLUP task), raising on the first block's worker."""
+
+    def task(*args, **kwargs):
+        from distributed import get_worker
+
+        if get_worker().name == 0:
+            raise ValueError("a BLUP task failed")
+        return real(*args, **kwargs)
+
+    return task
+
+
+def test_a_fit_whose_blup_task_raises_leaves_nothing_on_the_cluster(client, ddf, monkeypatch):
+    """A fit whose round trip with the BLUPs fails on a worker raises the task's error,
+    and once it is handled the scheduler holds no task of that fit: ``distributed``
+    keeps the error in its futures' state and raises that same object, so raised as it
+    is its traceback held the driver's frames (the engine, every future of the fit)
+    for the client's life, whatever the garbage collector did."""
+    monkeypatch.setattr(
+        ahead,
+        "_block_hessian_random_effects_at",
+        _raising_blup_task(ahead._block_hessian_random_effects_at),
+    )
+    before = _scheduler_tasks(client, set())
+    model = dmixed.mixedlm("y ~ x1 + x2", ddf, groups="g", re_formula="1 + x1")
+    with pytest.raises(ValueError, match="a BLUP task failed"):
+        model.fit(client=client, engine="distributed")
+    del model
+    # distributed's own gather makes reference cycles of a failed gather's frames
+    # (its coroutine's); those are the collector's, the error's traceback is not
+    gc.collect()
+    assert _scheduler_tasks(client, before) == before
 
 
 def test_repeated_fits_hold_no_more_on_the_workers(client, ddf):
