@@ -395,11 +395,14 @@ def gathered_in_turn(client, futures: list, last: int, direct, what: str = "") -
     from its worker, idle by then, while the other blocks still compute, where one
     gather would wait for the slowest block first.  The earlier stages' results are
     left to the second turn: they are small, and a worker still computing would be
-    asked for them.  Waits as :func:`wait_for`; a future that failed raises at its
+    asked for them.  Where the last futures done by then hold None (a stage that made
+    nothing: a chain that stopped), one gather only: a first turn would be one more
+    request for nothing.  Waits as :func:`wait_for`; a future that failed raises at its
     gather, as in one gather."""
     tail = len(futures) - last
     wait_for(client, futures[tail:], what=what, first=True)
-    early = [i >= tail and f.done() for i, f in enumerate(futures)]
+    # a future's type comes with its done message (unknown, e.g. an error: taken)
+    early = [i >= tail and f.done() and f.type is not type(None) for i, f in enumerate(futures)]
     parts: list = [None] * len(futures)
     for turn in (True, False):
         if turn is False:

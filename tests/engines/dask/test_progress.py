@@ -305,3 +305,26 @@ def test_a_done_blocks_last_results_are_gathered_while_the_others_run(client, mo
         _LATE.set()
     assert turns == [[last[0].key], [f.key for f in (*first, last[1])]]
     assert got == [1, 2, 3, 20]
+
+
+def test_last_results_of_none_are_gathered_in_one_turn(client, monkeypatch):
+    """:func:`gathered_in_turn`: where the last stage's results done at the first turn
+    are None (a chain that stopped), one gather of every result."""
+    from distributed import Client
+
+    from dmixed.engines.dask.progress import gathered_in_turn, wait_for
+
+    first = [client.submit(lambda v: v, v, pure=False) for v in (1, 2)]
+    last = [client.submit(lambda v: None, f, pure=False) for f in first]
+    futures = [*first, *last]
+    wait_for(client, futures)
+    turns: list = []
+    client_gather = Client.gather
+
+    def recorded(self, fs, *args, **kwargs):
+        turns.append([f.key for f in fs])
+        return client_gather(self, fs, *args, **kwargs)
+
+    monkeypatch.setattr(Client, "gather", recorded)
+    assert gathered_in_turn(client, futures, 2, None) == [1, 2, None, None]
+    assert turns == [[f.key for f in futures]]
