@@ -484,7 +484,7 @@ class DaskEngine:
                 "the cluster are lost; reconnect and fit again"
             ) from cause
 
-    def _map(self, func, in_turn: bool = False, **kwargs) -> list:
+    def _map(self, func, *, in_turn: bool = False, **kwargs) -> list:
         """``func(block, **kwargs)`` on every block; results in block order
         (``in_turn``: as :meth:`_round_trip`'s)."""
 
@@ -492,9 +492,9 @@ class DaskEngine:
             keys = call_keys(func, len(self._blocks))
             return self._client.map(func, self._blocks, key=keys, **args)
 
-        return self._round_trip(submit, kwargs, in_turn)
+        return self._round_trip(submit, kwargs, in_turn=in_turn)
 
-    def _round_trip(self, submit, kwargs: dict, in_turn: bool = False) -> list:
+    def _round_trip(self, submit, kwargs: dict, *, in_turn: bool = False) -> list:
         """The futures ``submit(arguments)`` makes, waited for and gathered in one round
         trip (resubmitted once after a lost worker); ``kwargs`` are the arguments, large
         arrays scattered first.  The futures spent before are released just after the
@@ -651,7 +651,7 @@ class DaskEngine:
         """:meth:`hessian`, with the BLUPs at ``lam`` and ``w`` made in the same round
         trip (one task per block returning both) and kept for :meth:`random_effects`
         there: for the point expected to be the optimum."""
-        parts = self._map(block_hessian_random_effects, True, lam=lam, basis=basis, w=w)
+        parts = self._map(block_hessian_random_effects, in_turn=True, lam=lam, basis=basis, w=w)
         hs, blups = hessian_parts(parts)
         self._keep_random_effects(lam, w, blups)
         return hs
@@ -717,8 +717,12 @@ class DaskEngine:
             return [*futures, *chain]
 
         args = dict(lams=list(lams), lam=lams[at], q=q, basis=basis)
+        # the BLUPs are the last stage's with ``random_effects``; with ``following``,
+        # the last stage's where the point it chains asks for them (a first point's come
+        # in the middle stage, and the last stage's results are then None: one gather,
+        # as gathered_in_turn makes it where the last results done first are None)
         in_turn = random_effects or following is not None
-        parts = self._round_trip(submit, args, in_turn)
+        parts = self._round_trip(submit, args, in_turn=in_turn)
         sums, hs, w, blups = gathered_steps_hessian(parts[: 2 * n])
         if blups is not None:
             self._keep_random_effects(lams[at], w, blups)
@@ -795,7 +799,7 @@ class DaskEngine:
         if kept is not None and kept[0] == self._random_effects_key(lam, w):
             parts = kept[1]
         else:
-            parts = self._map(_block_random_effects, True, lam=lam, w=w)
+            parts = self._map(_block_random_effects, in_turn=True, lam=lam, w=w)
         # the end of a fit (its results' BLUPs): no round trip follows at once, and the
         # workers hold no BLUPs for the life of the model
         self._release_spent()

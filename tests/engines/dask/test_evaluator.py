@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import pickle
+import threading
 import time
 import warnings
 
@@ -18,6 +19,7 @@ import dmixed
 from dmixed.engines.dask import ahead, evaluator, progress
 from dmixed.engines.dask.blocks import block_summary, to_block
 from dmixed.engines.dask.evaluator import DaskEngine, make_evaluator
+from dmixed.engines.dask.handover import cut
 from dmixed.kernels import StatsBlock
 from dmixed.stats import Layout
 from dmixed.stats.packed import PackedLayout
@@ -365,6 +367,55 @@ def test_a_fit_whose_blup_task_raises_leaves_nothing_on_the_cluster(client, ddf,
     # (its coroutine's); those are the collector's, the error's traceback is not
     gc.collect()
     assert _scheduler_tasks(client, before) == before
+
+
+_SLOW_BLOCK = threading.Event()
+
+
+def _slow_random_effects(ev, lam, w):
+    """A block's BLUPs as the engine's task makes them, held on the first worker until
+    ``_SLOW_BLOCK`` is set."""
+    from distributed import get_worker
+
+    if get_worker().name == 0:
+        _SLOW_BLOCK.wait(30)
+    blup, cov = ev.random_effects(lam, w)
+    return cut(blup), cut(cov)
+
+
+def test_a_blup_round_trip_gathers_a_done_blocks_blups_before_the_others(client, ddf, monkeypatch):
+    """A round trip that makes the BLUPs gathers in two turns (the block done first,
+    then the other, still computing at the first turn); a round trip of step sums in
+    one gather.  The same BLUPs as the engine's in-process blocks give."""
+    model = dmixed.mixedlm("y ~ x1 + x2", ddf, groups="g", re_formula="1 + x1")
+    stats = model.statistics(client=client, engine="distributed")
+    engine = stats.engine
+    assert len(engine.blocks) == 2
+    assert len({w for ws in client.who_has(engine.blocks).values() for w in ws}) == 2
+    lam = stats.layout.lam(np.array([1.0, 0.0, 1.0]), True)
+    w = np.ones(stats.glob.k_fe + 1)
+    want = engine.random_effects(lam, w)
+    asked: list = []
+    client_gather = Client.gather
+
+    def recorded(self, futures, *args, **kwargs):
+        asked.append(len(futures))
+        _SLOW_BLOCK.set()  # the slow block ends only once a gather is asked for
+        return client_gather(self, futures, *args, **kwargs)
+
+    monkeypatch.setattr(evaluator, "_block_random_effects", _slow_random_effects)
+    monkeypatch.setattr(Client, "gather", recorded)
+    _SLOW_BLOCK.clear()
+    try:
+        got = engine.random_effects(lam, w)
+    finally:
+        _SLOW_BLOCK.set()
+    assert asked == [1, 1]
+    assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
+    asked.clear()
+    engine.step(lam, stats.layout.k_re)
+    assert asked == [2]
+    engine.close()
 
 
 def test_repeated_fits_hold_no_more_on_the_workers(client, ddf):
