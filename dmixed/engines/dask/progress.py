@@ -415,7 +415,7 @@ def gathered_in_turn(client, futures: list, last: int, direct, what: str = "") -
     return parts
 
 
-def detached(exc: Exception) -> Exception:
+def detached(exc: BaseException) -> BaseException:
     """A copy of ``exc``, the error a task raised on a worker, to raise on the driver in
     its place (same type, arguments and attributes; ``copy.copy``, as the error was
     unpickled), ``exc``'s own traceback dropped; ``exc`` itself where it cannot be
