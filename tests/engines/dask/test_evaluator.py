@@ -355,8 +355,8 @@ def test_a_fit_whose_blup_task_raises_leaves_nothing_on_the_cluster(client, ddf,
     for the client's life, whatever the garbage collector did."""
     monkeypatch.setattr(
         ahead,
-        "_block_hessian_random_effects_at",
-        _raising_blup_task(ahead._block_hessian_random_effects_at),
+        "block_hessian_random_effects",
+        _raising_blup_task(ahead.block_hessian_random_effects),
     )
     before = _scheduler_tasks(client, set())
     model = dmixed.mixedlm("y ~ x1 + x2", ddf, groups="g", re_formula="1 + x1")
@@ -372,15 +372,14 @@ def test_a_fit_whose_blup_task_raises_leaves_nothing_on_the_cluster(client, ddf,
 _SLOW_BLOCK = threading.Event()
 
 
-def _slow_random_effects(ev, lam, w):
-    """A block's BLUPs as the engine's task makes them, held on the first worker until
+def _slow_cut(value):
+    """:func:`cut` (how a block's BLUPs leave its task), held on the first worker until
     ``_SLOW_BLOCK`` is set."""
     from distributed import get_worker
 
     if get_worker().name == 0:
         _SLOW_BLOCK.wait(30)
-    blup, cov = ev.random_effects(lam, w)
-    return cut(blup), cut(cov)
+    return cut(value)
 
 
 def test_a_blup_round_trip_gathers_a_done_blocks_blups_before_the_others(client, ddf, monkeypatch):
@@ -403,7 +402,7 @@ def test_a_blup_round_trip_gathers_a_done_blocks_blups_before_the_others(client,
         _SLOW_BLOCK.set()  # the slow block ends only once a gather is asked for
         return client_gather(self, futures, *args, **kwargs)
 
-    monkeypatch.setattr(evaluator, "_block_random_effects", _slow_random_effects)
+    monkeypatch.setattr(evaluator, "cut", _slow_cut)
     monkeypatch.setattr(Client, "gather", recorded)
     _SLOW_BLOCK.clear()
     try:
