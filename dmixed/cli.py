@@ -269,7 +269,7 @@ def _model_from_data(job: Job, ddf, client, job_digest: str, fingerprint: list[d
     stats = model.statistics(client=client, progress=not job.quiet)
     if job.stats_dir:
         checkpoint.save_statistics(
-            checkpoint.GroupArrays.from_statistics(stats, ragged=True),
+            _saved_arrays(stats, model.exog_re_names, "fit"),
             job.stats_dir,
             {
                 "digest": job_digest,
@@ -280,6 +280,26 @@ def _model_from_data(job: Job, ddf, client, job_digest: str, fingerprint: list[d
         )
         logger.info("saved statistics to %s", job.stats_dir)
     return model
+
+
+def _saved_arrays(stats, names: list[str], command: str):
+    """The statistics ``stats`` as saved arrays; groups whose random design is nearly
+    constant within them, whose sums about their means saved statistics do not hold,
+    refused naming the groups and the column, with what to do in the command's words."""
+    from .stats.group_arrays import CENTRED_REMEDY, GroupArrays
+
+    try:
+        return GroupArrays.from_statistics(stats, ragged=True, names=names)
+    except DataError as exc:
+        message = one_line(exc)
+        if not message.endswith(CENTRED_REMEDY):
+            raise
+        what = "fit" if command == "fit" else "fit all the data with `dmixed fit`"
+        remedy = (
+            f"{what} without --stats-dir (a fit of the rows keeps those sums), or "
+            "centre the random-effects columns within groups first"
+        )
+        raise JobError(message[: -len(CENTRED_REMEDY)] + remedy) from exc
 
 
 def _refuse_foreign(path: str | None, marker: str, kind: str, flag: str) -> None:
@@ -433,14 +453,15 @@ def run_update(job: Job) -> int:
         ddf = read_data(job, files, model=manifest["spec"], saved_labels=saved)[0]
         spec, column_maps = grown_spec(spec, ddf)  # new levels of nested components
         new_model = MixedLM.from_spec(spec, ddf)
-        new = checkpoint.GroupArrays.from_statistics(
+        new = _saved_arrays(
             new_model.statistics(
                 client=client,
                 progress=not job.quiet,
                 standardization=old.columns,
                 partial=True,
             ),
-            ragged=True,
+            new_model.exog_re_names,
+            "update",
         )
     if column_maps is not None:
         old = old.renumbered(column_maps)

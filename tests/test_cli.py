@@ -1048,6 +1048,44 @@ def checkpointed(data, scheduler, tmp_path_factory):
     return SimpleNamespace(dir=d, args=args, first=proc)
 
 
+def test_stats_dir_refuses_lossy_groups_naming_them_the_column_and_what_to_do(scheduler, tmp_path):
+    """Three 2-row groups whose timestamps (about 1.7e9) differ by 1e-3 take sums about
+    their means, which saved statistics do not hold: ``fit --stats-dir`` and ``update``
+    refuse them naming the groups, the column and what to do, and write nothing; the
+    fit without ``--stats-dir`` runs."""
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(3, 8, size=60)
+    sizes[:3] = 2
+    g = np.repeat(np.arange(60), sizes)
+    ts = 1.7e9 + rng.uniform(0, 1e5, 60)[g] + rng.uniform(0, 1e3, g.size)
+    for k in range(3):
+        ts[g == k] = 1.7e9 + 5e4 * k + np.array([0.0, 1e-3])
+    x = rng.normal(size=g.size)
+    y = 3 + 0.5 * x + rng.normal(0, 2, 60)[g] + rng.normal(size=g.size)
+    frame = pd.DataFrame({"y": y, "x": x, "ts": ts, "g": g})
+    frame[g >= 20].to_parquet(tmp_path / "old.parquet", index=False)
+    frame[g < 20].to_parquet(tmp_path / "new.parquet", index=False)
+    model = ["--formula", "y ~ x + ts", "--groups", "g", "--re-formula", "1 + ts", "--quiet"]
+    model += ["--cluster", scheduler.file]
+    fit = ["fit", *model, "--data", "old.parquet", "new.parquet", "--output", "o"]
+    proc = run_in_process(*fit, "--stats-dir", "s", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    named = "dmixed: error: 3 group(s) (0, 1, 2) have the random-effects column 'ts' nearly "
+    assert proc.stderr.startswith(named) and proc.stderr.count("\n") == 1, proc.stderr
+    assert "; fit without --stats-dir (a fit of the rows keeps those sums)" in proc.stderr
+    assert not (tmp_path / "s").exists() and not (tmp_path / "o").exists()
+    ok(run_in_process(*fit, cwd=tmp_path, warns=True))  # a variance on the boundary
+    first = ["fit", *model, "--data", "old.parquet", "--output", "o2", "--stats-dir", "s"]
+    ok(run_in_process(*first, cwd=tmp_path, warns=True))
+    saved = (tmp_path / "s/manifest.json").read_bytes()
+    update = ["update", "--data", "new.parquet", "--stats-dir", "s", "--output", "o2"]
+    proc = run_in_process(*update, "--quiet", "--cluster", scheduler.file, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(named) and proc.stderr.count("\n") == 1, proc.stderr
+    assert "; fit all the data with `dmixed fit` without --stats-dir" in proc.stderr
+    assert (tmp_path / "s/manifest.json").read_bytes() == saved
+
+
 def test_stats_dir_first_run_saves_statistics(checkpointed):
     d = checkpointed.dir
     assert "saved statistics to stats" in checkpointed.first.stderr
