@@ -10,7 +10,8 @@ Exit status (:data:`EXIT_STATUSES`): 0 success; 1 a bug in dmixed (nothing else)
 2 bad configuration (flags, job file, cluster config, formula against the data's columns,
 an output directory dmixed did not write, saved statistics of other data or another
 model); 3 data that cannot be read or used (input files: unreadable, text where numbers
-are read, missing or infinite values, no rows; damaged saved statistics or results);
+are read, missing or infinite values, no rows, weights not positive or more than 2^53
+apart; damaged saved statistics or results);
 4 the fit did not converge (unless ``--allow-nonconverged``); 5 the cluster cannot be
 reached; 130 interrupted; 143 terminated (SIGTERM, taken as Ctrl-C); 141 the output
 closed early (``dmixed show out/ | head``).

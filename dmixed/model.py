@@ -414,7 +414,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             if np.any(~np.isfinite(w)):
                 raise BadValuesError("weights: missing or infinite values")
             if np.any(w <= 0):
-                raise DataError(
+                raise BadValuesError(
                     f"weights must be positive: {int(np.sum(w <= 0))} rows have weight <= 0"
                 )
             check_weights_range("weights", log2_range(w))  # as a formula's weights column

@@ -2555,7 +2555,7 @@ def test_update_of_weights_a_scale_step_away_is_the_fit_from_scratch(
     before = (tmp_path / "S/manifest.json").read_bytes()
     scratch = ("fit", "--data", "A.parquet", "B.parquet", *common, "--output", "F")
     refused = run_in_process(*scratch, cwd=tmp_path)
-    assert refused.returncode == 2 and "column 'w' are too far apart" in refused.stderr
+    assert refused.returncode == cli.EXIT_DATA and "column 'w' are too far apart" in refused.stderr
     update = ("update", "--stats-dir", "S", "--data", "B.parquet", "--output", "U")
     proc = run_in_process(*update, "--cluster", scheduler.file, "--quiet", cwd=tmp_path)
     assert (proc.returncode, proc.stderr) == (refused.returncode, refused.stderr)
@@ -2563,13 +2563,39 @@ def test_update_of_weights_a_scale_step_away_is_the_fit_from_scratch(
     assert not (tmp_path / "U").exists()
 
 
+@pytest.mark.parametrize(
+    ("weights", "words"),
+    [
+        ([0.0], "weights column 'w' has 1 zero value; weights must be positive"),
+        ([-1.0], "weights column 'w' has 1 negative value; weights must be positive"),
+        ([np.nan], "missing values in column 'w'"),
+        ([np.inf], "column 'w'"),
+        ([1e-150, 1e150], "the prior weights in column 'w' are too far apart"),
+        ([2.0**-30, 2.0**30], "the prior weights in column 'w' are too far apart"),
+    ],
+    ids=["zero", "negative", "nan", "inf", "span_997", "span_60"],
+)
+def test_every_weight_error_is_bad_data(data, scheduler, tmp_path, weights, words):
+    """Weights that cannot be used (not positive, missing, infinite, or more than 2^53
+    apart) are values of the input, whatever the model: exit status 3, as the README's
+    exit statuses say (a span was 2, zero and missing weights 3)."""
+    w = np.ones(len(data.frame_a))
+    w[: len(weights)] = weights
+    data.frame_a.assign(w=w).to_parquet(tmp_path / "w.parquet", index=False)
+    fit = ["fit", "--data", "w.parquet", *MODEL, "--weights", "w", "--output", "o", "--quiet"]
+    proc = run_in_process(*fit, "--cluster", scheduler.file, cwd=tmp_path)
+    assert proc.returncode == cli.EXIT_DATA, proc.stderr
+    assert words in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
 def test_update_of_weights_in_an_extreme_unit(data, scheduler, tmp_path):
     """Weights near 1e150 (scaled by 2^512 in the saved statistics): ``update`` with new
     rows in the same unit is the fit of all rows from scratch; new rows whose weights
     are 2^300 times larger again (two steps of the weights' scale away, which the saved
     unit cannot hold) are refused as the fit of all the rows from scratch refuses them
-    (exit status 2, the same message naming the weights column; were: exit status 3,
-    "in another unit" for the partition), the statistics untouched."""
+    (exit status 3, bad values of the input, and the same message naming the weights
+    column; were: "in another unit" for the partition), the statistics untouched."""
     frames = {"A": data.frame_a, "B": data.frame_b}
     for name, frame in frames.items():
         frame.assign(w=frame["w"] * 1e150).to_parquet(tmp_path / f"{name}.parquet", index=False)
@@ -2590,7 +2616,7 @@ def test_update_of_weights_in_an_extreme_unit(data, scheduler, tmp_path):
     proc = run_in_process(*args, "--cluster", scheduler.file, cwd=tmp_path)
     scratch = ("fit", "--data", "A.parquet", "C.parquet", *common, "--output", "F2")
     refused = run_in_process(*scratch, cwd=tmp_path)
-    assert refused.returncode == 2 and "column 'w' are too far apart" in refused.stderr
+    assert refused.returncode == cli.EXIT_DATA and "column 'w' are too far apart" in refused.stderr
     assert (proc.returncode, proc.stderr) == (refused.returncode, refused.stderr)
     assert (tmp_path / "S/manifest.json").read_bytes() == before
     assert not (tmp_path / "U2").exists()
