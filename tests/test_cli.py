@@ -1833,6 +1833,41 @@ def test_sigterm_ends_the_command_as_ctrl_c_does(data, tmp_path, moment):
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("moment", ["worker:pyarrow.parquet", "worker:dmixed.kernels.rows"])
+def test_an_interrupted_data_pass_prints_only_the_commands_lines(
+    data, tmp_path, moment, signal_name
+):
+    """An interrupt while the embedded cluster's workers run the data pass printed
+    distributed's records of the close before the one line: the scheduler's broadcasts
+    to closed workers, futures whose exception was never retrieved, the workers'
+    heartbeats cut by their own close (tracebacks), their running tasks cancelled.
+    Now every line on stderr is the command's."""
+    shutil.copy2(data.A, tmp_path / "A.parquet")
+    for part in range(3):  # work in flight on both workers when the signal comes
+        more = data.full.assign(g=data.full["g"] + 1000 * (part + 1))
+        more.to_parquet(tmp_path / f"more{part}.parquet", index=False)
+    env = signal_on_import(tmp_path, moment, signal_name)
+    args = ["fit", "--data", "A.parquet", "more0.parquet", "more1.parquet", "more2.parquet"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "dmixed", *args, *MODEL, "--output", "out"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    status, line = {"SIGINT": (130, "interrupted"), "SIGTERM": (143, "terminated (SIGTERM)")}[
+        signal_name
+    ]
+    assert proc.returncode == status, proc.stderr
+    assert proc.stderr.splitlines()[-1] == f"dmixed: error: {line}", proc.stderr
+    assert all(x.startswith("dmixed: ") for x in proc.stderr.splitlines()), proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_the_command_gives_back_the_sigterm_handler_it_found(monkeypatch, tmp_path):
     """The command handles SIGTERM while it runs (``cli.main``), and only then: the
     Python API called after it keeps the handler it had."""
