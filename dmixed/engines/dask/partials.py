@@ -253,6 +253,8 @@ def accumulate_frames(
     compiled passes keep the groups' sums about shifts of their own (the accumulator's
     ``keep_shifts``)."""
     prepare_worker()
+    if std is None:
+        frames = MapRowsFirst(frames)
     if isinstance(packed, RaggedPacked):
         return accumulate_ragged(frames, spec, slot_map, packed, n_buckets, key_dtype, std)
     acc = GroupAccumulator(packed.width, key_dtype, shifts)
@@ -285,6 +287,60 @@ def accumulate_frames(
     report.flush()
     parts, routed = acc.result(n_buckets), router.result(n_buckets)
     return parts, glob, std, routed, exchange_report(parts, routed, router.reason())
+
+
+#: Partitions of one row a chain holds back at most while it looks for a partition of
+#: more rows to choose its map from (:class:`MapRowsFirst`).
+HELD_FRAMES = 1024
+
+
+def frame_rows(frame) -> int:
+    """The rows of a partition as a chain reads it: a pandas frame, or a ``dict`` of
+    columns (:func:`~dmixed.engines.dask.parquet_direct.read_columns`)."""
+    if isinstance(frame, dict):
+        return len(next(iter(frame.values()))) if frame else 0
+    return len(frame)
+
+
+class MapRowsFirst:
+    """A chain's partitions ``frames`` (an iterable) with the first one of more than one
+    row moved before the partitions of one row that lead (at most :data:`HELD_FRAMES`
+    of them; partitions without rows among them stay where they are), else as they
+    are.  The chain chooses its column map from the first rows
+    it reads, and from one row every column is a constant whose scale is its own size
+    (a timestamp near 1.7e9 mapped with a scale of 2^31, not its spread): the
+    statistics' and the optimizer's coordinates are then badly scaled, and the
+    curvatures of the Hessian at the optimum span orders of magnitude that say nothing
+    about the data.  The sums do not depend on the order of the partitions but for
+    rounding.  :meth:`located` names the partition last yielded, held back or not, as
+    :meth:`ChainFrames.located` does."""
+
+    def __init__(self, frames) -> None:
+        self.frames = frames
+        self.chain = frames if isinstance(frames, ChainFrames) else None
+
+    def __iter__(self):
+        chain = self.chain
+        held: list[tuple] = []
+        it = iter(self.frames)
+        for frame in it:
+            rows = frame_rows(frame)
+            if rows == 1 and len(held) < HELD_FRAMES:
+                held.append((frame, None if chain is None else chain.current))
+                continue
+            yield frame  # (a partition without rows chooses no map: the search goes on)
+            if rows:
+                break
+        for frame, where in held:
+            if chain is not None:
+                chain.current = where
+            yield frame
+        yield from it
+
+    def located(self, err: DataError) -> DataError:
+        """``err`` naming the partition last yielded (where the frames are a
+        :class:`ChainFrames`)."""
+        return err if self.chain is None else self.chain.located(err)
 
 
 def _add_pending(acc: GroupAccumulator, pending: PendingRows, std, widths) -> dict:
@@ -572,7 +628,7 @@ class ChainFrames:
 
 
 def _where(frames, err: DataError) -> DataError:
-    return frames.located(err) if isinstance(frames, ChainFrames) else err
+    return frames.located(err) if isinstance(frames, ChainFrames | MapRowsFirst) else err
 
 
 def chain_frames(pieces: Pieces, reads: ParquetReads | None = None) -> ChainFrames:

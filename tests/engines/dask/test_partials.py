@@ -170,3 +170,94 @@ def test_nan_float_keys_are_missing_values_as_in_process(missing):
     else:
         assert got[0][:2] == got[1][:2] == (1498, 30)
         assert got[1][2] == pytest.approx(got[0][2], rel=1e-10)
+
+
+def _events(n_users: int = 400, seed: int = 1) -> pd.DataFrame:
+    """Users' events at timestamps near 1.7e9 (a spread of about 100 s), a random slope
+    on them, revenue near 1e6, prior weights; a fifth of the users have two events
+    1 ms apart."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 12, size=n_users)
+    sizes[: n_users // 5] = 2
+    u = np.repeat(np.arange(n_users), sizes)
+    start = 1.7e9 + rng.uniform(0, 100, size=n_users)
+    ts = start[u] + rng.uniform(0, 10, size=u.size)
+    pairs = np.flatnonzero(u < n_users // 5)
+    ts[pairs] = start[u[pairs]] + np.tile([0.0, 1e-3], n_users // 5)
+    slope = rng.normal(0, 0.03, n_users)
+    y = 1e6 + rng.normal(0, 5, n_users)[u] + slope[u] * (ts - 1.7e9) + rng.normal(size=u.size)
+    df = pd.DataFrame({"u": u, "ts": ts, "y": y, "w": rng.uniform(0.2, 5, u.size)})
+    return df.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+
+
+def _one_row_files_first(tmp_path, df, n_one: int = 3) -> list[str]:
+    """Two runs of files, each ``n_one`` files of one row and then half the other rows:
+    with two chains, each chain's first file holds one row."""
+    paths = []
+    rest = df.iloc[2 * n_one :]
+    half = len(rest) // 2
+    for run, big in enumerate((rest.iloc[:half], rest.iloc[half:])):
+        for i in range(n_one):
+            row = 2 * n_one - 1 - (run * n_one + i)
+            paths.append(tmp_path / f"r{run}_{i}_one.parquet")
+            df.iloc[[row]].to_parquet(paths[-1], index=False)
+        paths.append(tmp_path / f"r{run}_{n_one}_rows.parquet")
+        big.to_parquet(paths[-1], index=False)
+    return [str(p) for p in paths]
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_chains_starting_with_files_of_one_row_fit_in_the_map_of_more_rows(
+    tmp_path, monkeypatch, weighted
+):
+    """Two chains whose first files hold one row each: a map chosen from one row scales
+    the timestamps by their size (2^31), not their spread, and the fit's coordinates
+    were so badly scaled that the Hessian's curvature in the slope's variance looked
+    like none (NaN standard errors, a warning), and the optimizer took another route.
+    Each chain now chooses its map from its first file of more rows: the fit is the
+    in-process fit, its standard errors too."""
+    monkeypatch.setattr("dmixed.engines.dask.data_pass.os.cpu_count", lambda: 2)
+    df = _events()
+    kw = {"groups": "u", "re_formula": "1 + ts", "weights": "w" if weighted else None}
+    want = dmixed.mixedlm("y ~ ts", df, **kw).fit()
+    files = _one_row_files_first(tmp_path, df)
+    with dask.config.set({"scheduler": "sync", "dmixed.data_pass": "chains"}):
+        got = dmixed.mixedlm("y ~ ts", dd.read_parquet(files), **kw).fit()
+    assert got.llf == pytest.approx(want.llf, rel=1e-12)
+    np.testing.assert_allclose(np.asarray(got.params), np.asarray(want.params), rtol=1e-9)
+    assert np.isfinite(np.asarray(got.bse)).all()
+    np.testing.assert_allclose(np.asarray(got.bse), np.asarray(want.bse), rtol=1e-8)
+
+
+def test_a_file_of_one_row_read_after_its_chains_map_is_named_in_its_errors(tmp_path, monkeypatch):
+    """A chain reads its leading files of one row after the first file of more rows;
+    an error in one of them still names that file."""
+    monkeypatch.setattr("dmixed.engines.dask.data_pass.os.cpu_count", lambda: 1)
+    df = _events(n_users=50)
+    bad = tmp_path / "a_one.parquet"
+    df.iloc[[0]].assign(w=-1.0).to_parquet(bad, index=False)
+    df.iloc[1:].to_parquet(tmp_path / "b_rows.parquet", index=False)
+    files = [str(bad), str(tmp_path / "b_rows.parquet")]
+    with dask.config.set({"scheduler": "sync", "dmixed.data_pass": "chains"}):
+        model = dmixed.mixedlm("y ~ ts", dd.read_parquet(files), groups="u", weights="w")
+        with pytest.raises(DataError, match="a_one.parquet"):
+            model.fit()
+
+
+def test_map_rows_first_moves_the_first_partition_of_more_rows_before_those_of_one():
+    """Leading partitions of one row wait for the first of more rows; partitions without
+    rows stay where they are; the rest keep their order; frames or dicts of columns."""
+    from dmixed.engines.dask.partials import MapRowsFirst
+
+    def frame(n, tag):
+        return pd.DataFrame({"y": np.full(n, float(tag))})
+
+    def columns(n, tag):
+        return {"y": np.full(n, float(tag))}
+
+    for make in (frame, columns):
+        parts = [make(1, 0), make(0, 1), make(1, 2), make(3, 3), make(1, 4), make(2, 5)]
+        order = [int(p["y"][0]) if len(p["y"]) else 1 for p in MapRowsFirst(parts)]
+        assert order == [1, 3, 0, 2, 4, 5]
+        ones = [make(1, i) for i in range(3)]
+        assert [int(p["y"][0]) for p in MapRowsFirst(ones)] == [0, 1, 2]
