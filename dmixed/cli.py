@@ -390,7 +390,11 @@ def run_fit(job: Job) -> int:
             with _job_errors(job, reads_data=True):
                 parse_formulas(job.formula, job.re_formula, job.vc_formula, columns)
     # a reuse needs no cluster either: the optimization runs on the saved statistics
-    cluster = contextlib.nullcontext() if reuse else connect(_cluster_of(job))
+    cluster = (
+        contextlib.nullcontext()
+        if reuse
+        else connect(_cluster_of(job), on_interrupt=quiet_after_interrupt)
+    )
     with cluster as client, _job_errors(job, reads_data=not reuse):
         if reuse:  # no data read
             model = _model_from_saved(job)
@@ -449,7 +453,10 @@ def run_update(job: Job) -> int:
     old, _ = checkpoint.load_statistics(job.stats_dir)
     start = last_fit(job.stats_dir)
     method = job.method or manifest.get("job", {}).get("method", "reml")
-    with connect(_cluster_of(job)) as client, _job_errors(job, reads_data=True):
+    with (
+        connect(_cluster_of(job), on_interrupt=quiet_after_interrupt) as client,
+        _job_errors(job, reads_data=True),
+    ):
         saved = _saved_label_types(manifest["spec"], old.labels)
         ddf = read_data(job, files, model=manifest["spec"], saved_labels=saved)[0]
         spec, column_maps = grown_spec(spec, ddf)  # new levels of nested components
@@ -659,6 +666,34 @@ def warnings_as_lines(quiet: bool) -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.showwarning = show
         yield
+
+
+#: The loggers of the libraries under the embedded cluster that report the closing of
+#: an interrupted computation's connections and tasks (a broadcast to a worker that
+#: closed, a future whose exception nobody retrieves, a worker process killed after the
+#: close's timeout), each with a traceback: noise once the command is ending.
+CLOSING_NOISE = ("distributed", "asyncio", "tornado")
+
+
+def quiet_after_interrupt() -> None:
+    """The loggers :data:`CLOSING_NOISE` (and those below them) report nothing below
+    CRITICAL from now on: what the command passes to :func:`dmixed.cluster.connect` as
+    ``on_interrupt``, so it runs when an interrupt ends the command, before its cluster
+    is closed.  Not given back: the records come while the cluster closes and after (a
+    broadcast of the scheduler's loop ending after the close; a future whose exception
+    nobody retrieved, reported when the interpreter frees it at exit), and the command
+    is ending.  A command that is not interrupted keeps every record, so a failure of a
+    normal close is still reported; ``connect`` called by a library user changes no
+    logger."""
+    manager = logging.Logger.manager
+    names = [
+        name
+        for name in list(manager.loggerDict)
+        if name.split(".")[0] in CLOSING_NOISE
+        and isinstance(manager.loggerDict[name], logging.Logger)
+    ]
+    for name in (*CLOSING_NOISE, *names):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 class Terminated(KeyboardInterrupt):

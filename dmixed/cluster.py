@@ -23,7 +23,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .errors import ClusterConfigError
@@ -482,38 +482,27 @@ def _quiet_dmixed_errors(client) -> None:
         logger.debug("worker logs keep dmixed's errors: %s", exc)
 
 
-#: The loggers of the libraries under the embedded cluster that report the closing of
-#: an interrupted computation's connections and tasks (a broadcast to a worker that
-#: closed, a future whose exception nobody retrieves, a worker process killed after the
-#: close's timeout), each with a traceback: noise once the command is ending.
-CLOSING_NOISE = ("distributed", "asyncio", "tornado")
-
-
-def quiet_after_interrupt() -> None:
-    """The loggers :data:`CLOSING_NOISE` (and those below them) report nothing below
-    CRITICAL from now on: called when an interrupt ends the command, before its cluster
-    is closed.  Not given back: the records come while the cluster closes and after
-    (a broadcast of the scheduler's loop ending after the close; a future whose
-    exception nobody retrieved, reported when the interpreter frees it at exit), and
-    the command is ending.  A command that is not interrupted keeps every record, so
-    a failure of a normal close is still reported."""
-    manager = logging.Logger.manager
-    names = [
-        name
-        for name in list(manager.loggerDict)
-        if name.split(".")[0] in CLOSING_NOISE
-        and isinstance(manager.loggerDict[name], logging.Logger)
-    ]
-    for name in (*CLOSING_NOISE, *names):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
-
-
 @contextlib.contextmanager
-def connect(cluster: str | os.PathLike | dict | None = None) -> Iterator:
+def connect(
+    cluster: str | os.PathLike | dict | None = None,
+    *,
+    on_interrupt: Callable[[], None] | None = None,
+) -> Iterator:
     """A ``distributed.Client`` for the named cluster; closes what it started.
 
     A scheduler that cannot be reached raises :class:`ConnectionError` after the
     client timeout (``client: {timeout: 30s}`` in the config), never hangs.
+
+    Parameters
+    ----------
+    cluster : str, path, dict or None
+        The cluster: an address, a scheduler file, a config file or a config
+        (:func:`read_config`); None starts a local cluster.
+    on_interrupt : callable, optional
+        Called without arguments when a ``KeyboardInterrupt`` passes through (while
+        the client connects or while it is used), before the client and the cluster
+        are closed; the interrupt is raised again.  None (the default) changes
+        nothing: the caller's logging is left as it was.
     """
     from distributed import Client
 
@@ -547,14 +536,17 @@ def connect(cluster: str | os.PathLike | dict | None = None) -> Iterator:
         try:
             yield client
         except KeyboardInterrupt:
-            quiet_after_interrupt()
+            if on_interrupt is not None:
+                on_interrupt()
+                on_interrupt = None  # once
             raise
         finally:
             client.close()
             # a close that times out leaves the client as Dask's scheduler
             _restore_client_config(saved)
     except KeyboardInterrupt:  # also while the client connects
-        quiet_after_interrupt()
+        if on_interrupt is not None:
+            on_interrupt()
         raise
     finally:
         if started is not None:

@@ -36,11 +36,13 @@ _PREFIXES = tuple(
 )
 _LOGGER = "distributed.worker"
 #: distributed's records of what a worker closed while its tasks run cuts short, by
-#: logger: a heartbeat to the scheduler under way (its connection closed under it) and
-#: the tasks running (cancelled: "This should exclusively happen in Worker.close()")
+#: logger, as the start and the end of the message: a heartbeat to the scheduler under
+#: way (its connection closed under it) and the tasks running, cancelled ("This should
+#: exclusively happen in Worker.close()"; the message names the exception, the record
+#: holds none; an instruction that ended otherwise is kept)
 _CLOSING_RECORDS = {
-    "distributed.worker": ("Failed to communicate with scheduler during heartbeat",),
-    "distributed.worker.state_machine": ("Async instruction for ",),
+    "distributed.worker": ("Failed to communicate with scheduler during heartbeat", ""),
+    "distributed.worker.state_machine": ("Async instruction for ", " ended with CancelledError"),
 }
 
 
@@ -73,13 +75,15 @@ class QuietClosing(logging.Filter):
     share one logger where they are threads: a record is dropped once one of them
     closes)."""
 
-    def __init__(self, starts: tuple[str, ...]) -> None:
+    def __init__(self, start: str, end: str = "") -> None:
         super().__init__()
-        self.starts = starts
+        self.start = start
+        self.end = end
         self.workers: weakref.WeakSet = weakref.WeakSet()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not str(record.msg).startswith(self.starts):
+        msg = str(record.msg)
+        if not (msg.startswith(self.start) and msg.endswith(self.end)):
             return True
         states = {getattr(getattr(w, "status", None), "name", "") for w in self.workers}
         return not states & {"closing", "closing_gracefully", "closed", "failed"}
@@ -88,11 +92,11 @@ class QuietClosing(logging.Filter):
 def install_quiet_closing(worker) -> None:
     """Add :class:`QuietClosing` to this process's loggers of :data:`_CLOSING_RECORDS`
     (once), watching ``worker``."""
-    for name, starts in _CLOSING_RECORDS.items():
+    for name, (start, end) in _CLOSING_RECORDS.items():
         log = logging.getLogger(name)
         found = [f for f in log.filters if isinstance(f, QuietClosing)]
         if not found:
-            found = [QuietClosing(starts)]
+            found = [QuietClosing(start, end)]
             log.addFilter(found[0])
         found[0].workers.add(worker)
 
