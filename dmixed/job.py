@@ -398,7 +398,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         "--maxiter",
         type=int,
         help="iterations allowed to each optimizer method in turn (BFGS, then L-BFGS, then "
-        f"CG, as statsmodels), {Job.model_fields['maxiter'].description} (default 500)",
+        f"CG, as statsmodels), {Job.model_fields['maxiter'].description} (default 500; "
+        "0, the results at the start without a fit, only through the API)",
     )
     p.add_argument(
         "--quiet",

@@ -523,16 +523,16 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             value), e.g. to fit independent random effects.  A mask that tries to hold
             fixed effects fixed is refused (they are profiled out).
         maxiter, gtol : optimizer settings (gtol applies to the gradient of ℓ/n): an
-            integer ≥ 1 (0 is refused: L-BFGS would still make one iteration; to
-            evaluate given parameters use :meth:`loglike`) and a finite real number ≥ 0
-            (a ``Decimal`` or ``Fraction`` is read as its float); the other settings
-            and tolerances are those of :data:`dmixed.fit.summary.DEFAULTS`.  As in
-            statsmodels, ``maxiter`` bounds each method of ``method`` in turn
-            (``maxiter=1`` may make one BFGS, one L-BFGS and one CG iteration); the
-            Newton steps take what the iterations made before them leave of it.
-            ``n_iter`` of the results counts the iterations made, all methods
-            together, and ``fit_history`` has one entry per iteration and a last one
-            for the final point.
+            integer ≥ 0 and a finite real number ≥ 0 (a ``Decimal`` or ``Fraction`` is
+            read as its float); the other settings and tolerances are those of
+            :data:`dmixed.fit.summary.DEFAULTS`.  As in statsmodels, ``maxiter`` bounds
+            each method of ``method`` in turn (``maxiter=1`` may make one BFGS, one
+            L-BFGS and one CG iteration); the Newton steps take what the iterations
+            made before them leave of it.  ``n_iter`` of the results counts the
+            iterations made, all methods together, and ``fit_history`` has one entry
+            per iteration and a last one for the final point.  ``maxiter=0`` gives the
+            results at the start for every method (no optimizer runs; ``n_iter`` 0, not
+            converged), where scipy's L-BFGS-B and Powell would make one iteration.
         cov_fe : {"hessian", "conditional"}
             Standard errors of the fixed effects from statsmodels' full inverse Hessian
             (default), or lme4's conditional ``σ̂²(X'V⁻¹X)⁻¹``.
@@ -575,7 +575,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
         ------
         SpecError
             A bad ``cov_fe``, ``method``, ``start_params``, ``free`` or ``check_nobs``;
-            ``reml`` or ``skip_hessian`` not a bool, ``maxiter`` not an integer >= 1,
+            ``reml`` or ``skip_hessian`` not a bool, ``maxiter`` not an integer >= 0,
             ``gtol`` not a finite number >= 0; starting values where the log-likelihood
             is not finite; statsmodels' ``niter_sa``, ``do_cg``, ``fe_pen`` or
             ``cov_pen`` other than its default.

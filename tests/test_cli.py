@@ -690,6 +690,7 @@ def _bad_cases(d: Path, data, scheduler) -> dict[str, list[str]]:
         "strings_as_booleans": ["fit", "--job", "typed.yaml"],
         "maxiter_text_in_job": ["fit", "--job", "maxiter.yaml"],
         "maxiter_negative_flag": [*fit, "--maxiter", "-5"],
+        "maxiter_zero_flag": [*fit, "--maxiter", "0"],  # no fit: the API's maxiter=0
         "cluster_preload_in_job": [*fit, "--job", "preload.yaml"],
         "tls_without_certificates": [*fit, "--cluster", "tls://127.0.0.1:1"],
         "tls_certificate_missing": [*fit, "--cluster", "tls_files.yaml"],
@@ -765,6 +766,7 @@ BAD = {
     ),
     "maxiter_text_in_job": (2, ["maxiter.yaml: key 'maxiter': got 'abc'", "from 1 to"]),
     "maxiter_negative_flag": (2, ["--maxiter: got -5 (an integer); allowed: a whole number"]),
+    "maxiter_zero_flag": (2, ["--maxiter: got 0 (an integer); allowed: a whole number from 1"]),
     "cluster_preload_in_job": (2, ["preload.yaml: key 'cluster'", "undocumented", "'preload'"]),
     "tls_without_certificates": (2, ["--cluster", "tls://127.0.0.1:1 needs TLS certificates"]),
     # the certificate path is relative to the config file, and shown resolved
