@@ -1557,6 +1557,29 @@ def test_update_takes_rows_holding_one_level_of_a_factor(scheduler, tmp_path):
     assert_same_fit(dmixed.load(tmp_path / "U"), dmixed.load(tmp_path / "F"))
 
 
+def test_update_takes_fewer_new_rows_than_the_model_has_parameters(scheduler, tmp_path):
+    """Six new rows of groups already saved, for a model of 3 fixed effects and 3
+    covariance parameters: refused ("too few rows: 6 rows for 3 fixed effects and 3
+    covariance parameters"), the new rows counted alone.  The count is the sum's: the
+    fit of all rows."""
+    rng = np.random.default_rng(0)
+    n = 406
+    df = pd.DataFrame(
+        {"g": np.r_[rng.integers(0, 40, n - 6), [0, 0, 1, 1, 2, 2]], "x": rng.normal(size=n)}
+    )
+    df["w"] = rng.uniform(1, 2, n)
+    slopes = 1 + 0.7 * rng.normal(size=40)
+    df["y"] = slopes[df.g] * df.x + rng.normal(size=40)[df.g] + 0.5 * rng.normal(size=n)
+    df.iloc[:400].to_parquet(tmp_path / "A.parquet", index=False)
+    df.iloc[400:].to_parquet(tmp_path / "B.parquet", index=False)
+    common = ["--formula", "y ~ x + w", "--groups", "g", "--re-formula", "1 + x"]
+    common += ["--cluster", scheduler.file, "--quiet"]
+    _fit_update_and_scratch(tmp_path, common, scheduler.file)
+    upd, ref = dmixed.load(tmp_path / "U"), dmixed.load(tmp_path / "F")
+    assert upd.nobs == ref.nobs == 406
+    assert_same_fit(upd, ref)
+
+
 def test_update_takes_the_method_from_its_job_file(incremental, data):
     """``dmixed update --job J`` with ``method: ml`` in J must fit by ML; main() resets
     the method to "as the saved fit" whenever --method is not on the command line."""
