@@ -287,20 +287,17 @@ def _saved_arrays(stats, names: list[str], command: str):
     """The statistics ``stats`` as saved arrays; groups whose random design is nearly
     constant within them, whose sums about their means saved statistics do not hold,
     refused naming the groups and the column, with what to do in the command's words."""
-    from .stats.group_arrays import CENTRED_REMEDY, GroupArrays
+    from .stats.group_arrays import CentredGroupsError, GroupArrays
 
     try:
         return GroupArrays.from_statistics(stats, ragged=True, names=names)
-    except DataError as exc:
-        message = one_line(exc)
-        if not message.endswith(CENTRED_REMEDY):
-            raise
+    except CentredGroupsError as exc:
         what = "fit" if command == "fit" else "fit all the data with `dmixed fit`"
         remedy = (
             f"{what} without --stats-dir (a fit of the rows keeps those sums), or "
             "centre the random-effects columns within groups first"
         )
-        raise JobError(message[: -len(CENTRED_REMEDY)] + remedy) from exc
+        raise JobError(f"{one_line(exc.problem)}; {remedy}") from exc
 
 
 def _refuse_foreign(path: str | None, marker: str, kind: str, flag: str) -> None:

@@ -160,12 +160,14 @@ class GroupArrays:
 
         Raises
         ------
-        DataError
-            The engine's groups take centred sums (``StatsBlock.centred_groups``: a
-            random design close to singular within them), which these arrays do not
-            hold: saved, merged or drawn from, their likelihood would lose most of its
-            digits.  The message names the first few groups and the column nearly
-            constant within them, and ends with :data:`CENTRED_REMEDY`.
+        CentredGroupsError
+            (A :class:`~dmixed.errors.DataError`.)  The engine's groups take centred
+            sums (``StatsBlock.centred_groups``: a random design close to singular
+            within them), which these arrays do not hold: saved, merged or drawn
+            from, their likelihood would lose most of its digits.  The message names
+            the first few groups and the column nearly constant within them
+            (:attr:`CentredGroupsError.problem`), and ends with
+            :data:`CENTRED_REMEDY`.
         """
         engine = stats.engine
         block = getattr(engine, "block", None)
@@ -204,7 +206,19 @@ CENTRED_REMEDY = (
 )
 
 
-def centred_groups_error(stats, block, names: Sequence[str] | None) -> DataError:
+class CentredGroupsError(DataError):
+    """Statistics of groups fitted from sums about their means, which saved statistics
+    do not carry (:func:`centred_groups_error`): the message is :attr:`problem`, then
+    :data:`CENTRED_REMEDY`; a caller with other words for the remedy (the command
+    line's options) takes :attr:`problem`."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(f"{problem}; {CENTRED_REMEDY}")
+        #: the groups, the column and why, without what to do
+        self.problem = problem
+
+
+def centred_groups_error(stats, block, names: Sequence[str] | None) -> CentredGroupsError:
     """The refusal of statistics whose ``block`` (a ``StatsBlock`` in the order of
     ``stats.group_labels``) takes centred sums for some groups: the groups (the first
     :data:`NAMED_GROUPS` by label, and how many more) and the random design's column
@@ -232,11 +246,11 @@ def centred_groups_error(stats, block, names: Sequence[str] | None) -> DataError
     more = f" and {len(labels) - NAMED_GROUPS} more" if len(labels) > NAMED_GROUPS else ""
     words = " and ".join(repr(c) if isinstance(c, str) else str(c) for c in columns)
     plural = "s" if len(columns) > 1 else ""
-    return DataError(
+    return CentredGroupsError(
         f"{len(labels)} group(s) ({shown}{more}) have the random-effects column{plural} "
         f"{words} nearly constant within the group, fitted from sums about each group's "
         "mean that saved statistics, checkpoints, updates and the bootstrap do not "
-        f"carry; {CENTRED_REMEDY}"
+        "carry"
     )
 
 

@@ -9,7 +9,12 @@ import pytest
 
 import dmixed
 from dmixed.errors import DataError
-from dmixed.stats.group_arrays import CENTRED_REMEDY, GroupArrays, no_padding
+from dmixed.stats.group_arrays import (
+    CENTRED_REMEDY,
+    CentredGroupsError,
+    GroupArrays,
+    no_padding,
+)
 from dmixed.stats.layout import Layout
 from dmixed.stats.statistics import GlobalStats
 
@@ -65,5 +70,9 @@ def test_statistics_of_lossy_groups_are_refused_naming_the_groups_and_the_column
     with pytest.raises(DataError, match=want) as err:
         GroupArrays.from_statistics(stats, names=model.exog_re_names)
     assert str(err.value).endswith(CENTRED_REMEDY)
+    # the command line words the remedy for its options: the rest, by attribute
+    assert isinstance(err.value, CentredGroupsError)
+    assert str(err.value) == f"{err.value.problem}; {CENTRED_REMEDY}"
+    assert "nearly constant" in err.value.problem and CENTRED_REMEDY not in err.value.problem
     with pytest.raises(DataError, match=rf"{groups} have the random-effects column 1 "):
         GroupArrays.from_statistics(stats)  # no names: the column's index
