@@ -10,7 +10,8 @@ Exit status (:data:`EXIT_STATUSES`): 0 success; 1 a bug in dmixed (nothing else)
 2 bad configuration (flags, job file, cluster config, formula against the data's columns,
 an output directory dmixed did not write, saved statistics of other data or another
 model); 3 data that cannot be read or used (input files: unreadable, text where numbers
-are read, missing or infinite values, no rows; damaged saved statistics or results);
+are read, missing or infinite values, no rows, weights not positive or more than 2^53
+apart; damaged saved statistics or results);
 4 the fit did not converge (unless ``--allow-nonconverged``); 5 the cluster cannot be
 reached; 130 interrupted; 143 terminated (SIGTERM, taken as Ctrl-C); 141 the output
 closed early (``dmixed show out/ | head``).
@@ -269,7 +270,7 @@ def _model_from_data(job: Job, ddf, client, job_digest: str, fingerprint: list[d
     stats = model.statistics(client=client, progress=not job.quiet)
     if job.stats_dir:
         checkpoint.save_statistics(
-            checkpoint.GroupArrays.from_statistics(stats, ragged=True),
+            _saved_arrays(stats, model.exog_re_names, "fit"),
             job.stats_dir,
             {
                 "digest": job_digest,
@@ -280,6 +281,23 @@ def _model_from_data(job: Job, ddf, client, job_digest: str, fingerprint: list[d
         )
         logger.info("saved statistics to %s", job.stats_dir)
     return model
+
+
+def _saved_arrays(stats, names: list[str], command: str):
+    """The statistics ``stats`` as saved arrays; groups whose random design is nearly
+    constant within them, whose sums about their means saved statistics do not hold,
+    refused naming the groups and the column, with what to do in the command's words."""
+    from .stats.group_arrays import CentredGroupsError, GroupArrays
+
+    try:
+        return GroupArrays.from_statistics(stats, ragged=True, names=names)
+    except CentredGroupsError as exc:
+        what = "fit" if command == "fit" else "fit all the data with `dmixed fit`"
+        remedy = (
+            f"{what} without --stats-dir (a fit of the rows keeps those sums), or "
+            "centre the random-effects columns within groups first"
+        )
+        raise JobError(f"{one_line(exc.problem)}; {remedy}") from exc
 
 
 def _refuse_foreign(path: str | None, marker: str, kind: str, flag: str) -> None:
@@ -369,7 +387,11 @@ def run_fit(job: Job) -> int:
             with _job_errors(job, reads_data=True):
                 parse_formulas(job.formula, job.re_formula, job.vc_formula, columns)
     # a reuse needs no cluster either: the optimization runs on the saved statistics
-    cluster = contextlib.nullcontext() if reuse else connect(_cluster_of(job))
+    cluster = (
+        contextlib.nullcontext()
+        if reuse
+        else connect(_cluster_of(job), on_interrupt=quiet_after_interrupt)
+    )
     with cluster as client, _job_errors(job, reads_data=not reuse):
         if reuse:  # no data read
             model = _model_from_saved(job)
@@ -428,19 +450,23 @@ def run_update(job: Job) -> int:
     old, _ = checkpoint.load_statistics(job.stats_dir)
     start = last_fit(job.stats_dir)
     method = job.method or manifest.get("job", {}).get("method", "reml")
-    with connect(_cluster_of(job)) as client, _job_errors(job, reads_data=True):
+    with (
+        connect(_cluster_of(job), on_interrupt=quiet_after_interrupt) as client,
+        _job_errors(job, reads_data=True),
+    ):
         saved = _saved_label_types(manifest["spec"], old.labels)
         ddf = read_data(job, files, model=manifest["spec"], saved_labels=saved)[0]
         spec, column_maps = grown_spec(spec, ddf)  # new levels of nested components
         new_model = MixedLM.from_spec(spec, ddf)
-        new = checkpoint.GroupArrays.from_statistics(
+        new = _saved_arrays(
             new_model.statistics(
                 client=client,
                 progress=not job.quiet,
                 standardization=old.columns,
                 partial=True,
             ),
-            ragged=True,
+            new_model.exog_re_names,
+            "update",
         )
     if column_maps is not None:
         old = old.renumbered(column_maps)
@@ -637,6 +663,34 @@ def warnings_as_lines(quiet: bool) -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.showwarning = show
         yield
+
+
+#: The loggers of the libraries under the embedded cluster that report the closing of
+#: an interrupted computation's connections and tasks (a broadcast to a worker that
+#: closed, a future whose exception nobody retrieves, a worker process killed after the
+#: close's timeout), each with a traceback: noise once the command is ending.
+CLOSING_NOISE = ("distributed", "asyncio", "tornado")
+
+
+def quiet_after_interrupt() -> None:
+    """The loggers :data:`CLOSING_NOISE` (and those below them) report nothing below
+    CRITICAL from now on: what the command passes to :func:`dmixed.cluster.connect` as
+    ``on_interrupt``, so it runs when an interrupt ends the command, before its cluster
+    is closed.  Not given back: the records come while the cluster closes and after (a
+    broadcast of the scheduler's loop ending after the close; a future whose exception
+    nobody retrieved, reported when the interpreter frees it at exit), and the command
+    is ending.  A command that is not interrupted keeps every record, so a failure of a
+    normal close is still reported; ``connect`` called by a library user changes no
+    logger."""
+    manager = logging.Logger.manager
+    names = [
+        name
+        for name in list(manager.loggerDict)
+        if name.split(".")[0] in CLOSING_NOISE
+        and isinstance(manager.loggerDict[name], logging.Logger)
+    ]
+    for name in (*CLOSING_NOISE, *names):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 class Terminated(KeyboardInterrupt):

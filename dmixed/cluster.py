@@ -23,7 +23,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .errors import ClusterConfigError
@@ -483,11 +483,26 @@ def _quiet_dmixed_errors(client) -> None:
 
 
 @contextlib.contextmanager
-def connect(cluster: str | os.PathLike | dict | None = None) -> Iterator:
+def connect(
+    cluster: str | os.PathLike | dict | None = None,
+    *,
+    on_interrupt: Callable[[], None] | None = None,
+) -> Iterator:
     """A ``distributed.Client`` for the named cluster; closes what it started.
 
     A scheduler that cannot be reached raises :class:`ConnectionError` after the
     client timeout (``client: {timeout: 30s}`` in the config), never hangs.
+
+    Parameters
+    ----------
+    cluster : str, path, dict or None
+        The cluster: an address, a scheduler file, a config file or a config
+        (:func:`read_config`); None starts a local cluster.
+    on_interrupt : callable, optional
+        Called without arguments when a ``KeyboardInterrupt`` passes through (while
+        the client connects or while it is used), before the client and the cluster
+        are closed; the interrupt is raised again.  None (the default) changes
+        nothing: the caller's logging is left as it was.
     """
     from distributed import Client
 
@@ -520,10 +535,19 @@ def connect(cluster: str | os.PathLike | dict | None = None) -> Iterator:
         _quiet_dmixed_errors(client)
         try:
             yield client
+        except KeyboardInterrupt:
+            if on_interrupt is not None:
+                on_interrupt()
+                on_interrupt = None  # once
+            raise
         finally:
             client.close()
             # a close that times out leaves the client as Dask's scheduler
             _restore_client_config(saved)
+    except KeyboardInterrupt:  # also while the client connects
+        if on_interrupt is not None:
+            on_interrupt()
+        raise
     finally:
         if started is not None:
             started.close()

@@ -100,8 +100,9 @@ class DataError(DmixedError):
 
 class BadValuesError(DataError):
     """The input's values cannot be used, whatever the model: missing values (without
-    ``missing="drop"``), infinite values, text where numbers are read, or no rows (none
-    at all, or none left after dropping those with missing values).
+    ``missing="drop"``), infinite values, text where numbers are read, no rows (none
+    at all, or none left after dropping those with missing values), or prior weights
+    that are not positive or lie more than 2^53 apart.
 
     The command line exits 3 for these (bad data, as for unreadable files), and 2 for
     the other :class:`DataError` s: a model that asks the impossible of good data (a

@@ -52,7 +52,8 @@ EXIT_STATUSES = {
     "directory dmixed did not write or cannot write, saved statistics of other data or "
     "another model",
     EXIT_DATA: "data that cannot be read or used: input files (unreadable, text where numbers "
-    "are read, missing or infinite values, no rows), damaged saved statistics or results",
+    "are read, missing or infinite values, no rows, weights not positive or more than "
+    "2^53 apart), damaged saved statistics or results",
     EXIT_NOT_CONVERGED: "the fit did not converge (unless --allow-nonconverged)",
     EXIT_CLUSTER: "the cluster cannot be reached or cannot run the work (no workers for "
     "the Dask config dmixed.no-workers-timeout, workers killed at their memory limit)",
@@ -397,7 +398,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         "--maxiter",
         type=int,
         help="iterations allowed to each optimizer method in turn (BFGS, then L-BFGS, then "
-        f"CG, as statsmodels), {Job.model_fields['maxiter'].description} (default 500)",
+        f"CG, as statsmodels), {Job.model_fields['maxiter'].description} (default 500; "
+        "0, the results at the start without a fit, only through the API)",
     )
     p.add_argument(
         "--quiet",

@@ -414,7 +414,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             if np.any(~np.isfinite(w)):
                 raise BadValuesError("weights: missing or infinite values")
             if np.any(w <= 0):
-                raise DataError(
+                raise BadValuesError(
                     f"weights must be positive: {int(np.sum(w <= 0))} rows have weight <= 0"
                 )
             check_weights_range("weights", log2_range(w))  # as a formula's weights column
@@ -530,7 +530,9 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             L-BFGS and one CG iteration); the Newton steps take what the iterations
             made before them leave of it.  ``n_iter`` of the results counts the
             iterations made, all methods together, and ``fit_history`` has one entry
-            per iteration and a last one for the final point.
+            per iteration and a last one for the final point.  ``maxiter=0`` gives the
+            results at the start for every method (no optimizer runs; ``n_iter`` 0, not
+            converged), where scipy's L-BFGS-B and Powell would make one iteration.
         cov_fe : {"hessian", "conditional"}
             Standard errors of the fixed effects from statsmodels' full inverse Hessian
             (default), or lme4's conditional ``σ̂²(X'V⁻¹X)⁻¹``.

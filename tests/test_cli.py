@@ -690,6 +690,7 @@ def _bad_cases(d: Path, data, scheduler) -> dict[str, list[str]]:
         "strings_as_booleans": ["fit", "--job", "typed.yaml"],
         "maxiter_text_in_job": ["fit", "--job", "maxiter.yaml"],
         "maxiter_negative_flag": [*fit, "--maxiter", "-5"],
+        "maxiter_zero_flag": [*fit, "--maxiter", "0"],  # no fit: the API's maxiter=0
         "cluster_preload_in_job": [*fit, "--job", "preload.yaml"],
         "tls_without_certificates": [*fit, "--cluster", "tls://127.0.0.1:1"],
         "tls_certificate_missing": [*fit, "--cluster", "tls_files.yaml"],
@@ -765,6 +766,7 @@ BAD = {
     ),
     "maxiter_text_in_job": (2, ["maxiter.yaml: key 'maxiter': got 'abc'", "from 1 to"]),
     "maxiter_negative_flag": (2, ["--maxiter: got -5 (an integer); allowed: a whole number"]),
+    "maxiter_zero_flag": (2, ["--maxiter: got 0 (an integer); allowed: a whole number from 1"]),
     "cluster_preload_in_job": (2, ["preload.yaml: key 'cluster'", "undocumented", "'preload'"]),
     "tls_without_certificates": (2, ["--cluster", "tls://127.0.0.1:1 needs TLS certificates"]),
     # the certificate path is relative to the config file, and shown resolved
@@ -1046,6 +1048,44 @@ def checkpointed(data, scheduler, tmp_path_factory):
     args = ["fit", "--data", "A.parquet", "B.parquet", *MODEL, *VC, "--cluster", scheduler.file]
     proc = ok(run(*args, "--stats-dir", "stats", "--output", "out1", cwd=d))
     return SimpleNamespace(dir=d, args=args, first=proc)
+
+
+def test_stats_dir_refuses_lossy_groups_naming_them_the_column_and_what_to_do(scheduler, tmp_path):
+    """Three 2-row groups whose timestamps (about 1.7e9) differ by 1e-3 take sums about
+    their means, which saved statistics do not hold: ``fit --stats-dir`` and ``update``
+    refuse them naming the groups, the column and what to do, and write nothing; the
+    fit without ``--stats-dir`` runs."""
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(3, 8, size=60)
+    sizes[:3] = 2
+    g = np.repeat(np.arange(60), sizes)
+    ts = 1.7e9 + rng.uniform(0, 1e5, 60)[g] + rng.uniform(0, 1e3, g.size)
+    for k in range(3):
+        ts[g == k] = 1.7e9 + 5e4 * k + np.array([0.0, 1e-3])
+    x = rng.normal(size=g.size)
+    y = 3 + 0.5 * x + rng.normal(0, 2, 60)[g] + rng.normal(size=g.size)
+    frame = pd.DataFrame({"y": y, "x": x, "ts": ts, "g": g})
+    frame[g >= 20].to_parquet(tmp_path / "old.parquet", index=False)
+    frame[g < 20].to_parquet(tmp_path / "new.parquet", index=False)
+    model = ["--formula", "y ~ x + ts", "--groups", "g", "--re-formula", "1 + ts", "--quiet"]
+    model += ["--cluster", scheduler.file]
+    fit = ["fit", *model, "--data", "old.parquet", "new.parquet", "--output", "o"]
+    proc = run_in_process(*fit, "--stats-dir", "s", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    named = "dmixed: error: 3 group(s) (0, 1, 2) have the random-effects column 'ts' nearly "
+    assert proc.stderr.startswith(named) and proc.stderr.count("\n") == 1, proc.stderr
+    assert "; fit without --stats-dir (a fit of the rows keeps those sums)" in proc.stderr
+    assert not (tmp_path / "s").exists() and not (tmp_path / "o").exists()
+    ok(run_in_process(*fit, cwd=tmp_path, warns=True))  # a variance on the boundary
+    first = ["fit", *model, "--data", "old.parquet", "--output", "o2", "--stats-dir", "s"]
+    ok(run_in_process(*first, cwd=tmp_path, warns=True))
+    saved = (tmp_path / "s/manifest.json").read_bytes()
+    update = ["update", "--data", "new.parquet", "--stats-dir", "s", "--output", "o2"]
+    proc = run_in_process(*update, "--quiet", "--cluster", scheduler.file, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(named) and proc.stderr.count("\n") == 1, proc.stderr
+    assert "; fit all the data with `dmixed fit` without --stats-dir" in proc.stderr
+    assert (tmp_path / "s/manifest.json").read_bytes() == saved
 
 
 def test_stats_dir_first_run_saves_statistics(checkpointed):
@@ -1517,6 +1557,29 @@ def test_update_takes_rows_holding_one_level_of_a_factor(scheduler, tmp_path):
     assert_same_fit(dmixed.load(tmp_path / "U"), dmixed.load(tmp_path / "F"))
 
 
+def test_update_takes_fewer_new_rows_than_the_model_has_parameters(scheduler, tmp_path):
+    """Six new rows of groups already saved, for a model of 3 fixed effects and 3
+    covariance parameters: refused ("too few rows: 6 rows for 3 fixed effects and 3
+    covariance parameters"), the new rows counted alone.  The count is the sum's: the
+    fit of all rows."""
+    rng = np.random.default_rng(0)
+    n = 406
+    df = pd.DataFrame(
+        {"g": np.r_[rng.integers(0, 40, n - 6), [0, 0, 1, 1, 2, 2]], "x": rng.normal(size=n)}
+    )
+    df["w"] = rng.uniform(1, 2, n)
+    slopes = 1 + 0.7 * rng.normal(size=40)
+    df["y"] = slopes[df.g] * df.x + rng.normal(size=40)[df.g] + 0.5 * rng.normal(size=n)
+    df.iloc[:400].to_parquet(tmp_path / "A.parquet", index=False)
+    df.iloc[400:].to_parquet(tmp_path / "B.parquet", index=False)
+    common = ["--formula", "y ~ x + w", "--groups", "g", "--re-formula", "1 + x"]
+    common += ["--cluster", scheduler.file, "--quiet"]
+    _fit_update_and_scratch(tmp_path, common, scheduler.file)
+    upd, ref = dmixed.load(tmp_path / "U"), dmixed.load(tmp_path / "F")
+    assert upd.nobs == ref.nobs == 406
+    assert_same_fit(upd, ref)
+
+
 def test_update_takes_the_method_from_its_job_file(incremental, data):
     """``dmixed update --job J`` with ``method: ml`` in J must fit by ML; main() resets
     the method to "as the saved fit" whenever --method is not on the command line."""
@@ -1792,6 +1855,41 @@ def test_sigterm_ends_the_command_as_ctrl_c_does(data, tmp_path, moment):
     assert "leaked" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stdout == ""
     assert os.listdir(tmp_path / "out") == []  # no results, statistics or lock file
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("moment", ["worker:pyarrow.parquet", "worker:dmixed.kernels.rows"])
+def test_an_interrupted_data_pass_prints_only_the_commands_lines(
+    data, tmp_path, moment, signal_name
+):
+    """An interrupt while the embedded cluster's workers run the data pass printed
+    distributed's records of the close before the one line: the scheduler's broadcasts
+    to closed workers, futures whose exception was never retrieved, the workers'
+    heartbeats cut by their own close (tracebacks), their running tasks cancelled.
+    Now every line on stderr is the command's."""
+    shutil.copy2(data.A, tmp_path / "A.parquet")
+    for part in range(3):  # work in flight on both workers when the signal comes
+        more = data.full.assign(g=data.full["g"] + 1000 * (part + 1))
+        more.to_parquet(tmp_path / f"more{part}.parquet", index=False)
+    env = signal_on_import(tmp_path, moment, signal_name)
+    args = ["fit", "--data", "A.parquet", "more0.parquet", "more1.parquet", "more2.parquet"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "dmixed", *args, *MODEL, "--output", "out"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    status, line = {"SIGINT": (130, "interrupted"), "SIGTERM": (143, "terminated (SIGTERM)")}[
+        signal_name
+    ]
+    assert proc.returncode == status, proc.stderr
+    assert proc.stderr.splitlines()[-1] == f"dmixed: error: {line}", proc.stderr
+    assert all(x.startswith("dmixed: ") for x in proc.stderr.splitlines()), proc.stderr
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -2517,7 +2615,7 @@ def test_update_of_weights_a_scale_step_away_is_the_fit_from_scratch(
     before = (tmp_path / "S/manifest.json").read_bytes()
     scratch = ("fit", "--data", "A.parquet", "B.parquet", *common, "--output", "F")
     refused = run_in_process(*scratch, cwd=tmp_path)
-    assert refused.returncode == 2 and "column 'w' are too far apart" in refused.stderr
+    assert refused.returncode == cli.EXIT_DATA and "column 'w' are too far apart" in refused.stderr
     update = ("update", "--stats-dir", "S", "--data", "B.parquet", "--output", "U")
     proc = run_in_process(*update, "--cluster", scheduler.file, "--quiet", cwd=tmp_path)
     assert (proc.returncode, proc.stderr) == (refused.returncode, refused.stderr)
@@ -2525,13 +2623,39 @@ def test_update_of_weights_a_scale_step_away_is_the_fit_from_scratch(
     assert not (tmp_path / "U").exists()
 
 
+@pytest.mark.parametrize(
+    ("weights", "words"),
+    [
+        ([0.0], "weights column 'w' has 1 zero value; weights must be positive"),
+        ([-1.0], "weights column 'w' has 1 negative value; weights must be positive"),
+        ([np.nan], "missing values in column 'w'"),
+        ([np.inf], "column 'w'"),
+        ([1e-150, 1e150], "the prior weights in column 'w' are too far apart"),
+        ([2.0**-30, 2.0**30], "the prior weights in column 'w' are too far apart"),
+    ],
+    ids=["zero", "negative", "nan", "inf", "span_997", "span_60"],
+)
+def test_every_weight_error_is_bad_data(data, scheduler, tmp_path, weights, words):
+    """Weights that cannot be used (not positive, missing, infinite, or more than 2^53
+    apart) are values of the input, whatever the model: exit status 3, as the README's
+    exit statuses say (a span was 2, zero and missing weights 3)."""
+    w = np.ones(len(data.frame_a))
+    w[: len(weights)] = weights
+    data.frame_a.assign(w=w).to_parquet(tmp_path / "w.parquet", index=False)
+    fit = ["fit", "--data", "w.parquet", *MODEL, "--weights", "w", "--output", "o", "--quiet"]
+    proc = run_in_process(*fit, "--cluster", scheduler.file, cwd=tmp_path)
+    assert proc.returncode == cli.EXIT_DATA, proc.stderr
+    assert words in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
 def test_update_of_weights_in_an_extreme_unit(data, scheduler, tmp_path):
     """Weights near 1e150 (scaled by 2^512 in the saved statistics): ``update`` with new
     rows in the same unit is the fit of all rows from scratch; new rows whose weights
     are 2^300 times larger again (two steps of the weights' scale away, which the saved
     unit cannot hold) are refused as the fit of all the rows from scratch refuses them
-    (exit status 2, the same message naming the weights column; were: exit status 3,
-    "in another unit" for the partition), the statistics untouched."""
+    (exit status 3, bad values of the input, and the same message naming the weights
+    column; were: "in another unit" for the partition), the statistics untouched."""
     frames = {"A": data.frame_a, "B": data.frame_b}
     for name, frame in frames.items():
         frame.assign(w=frame["w"] * 1e150).to_parquet(tmp_path / f"{name}.parquet", index=False)
@@ -2552,7 +2676,7 @@ def test_update_of_weights_in_an_extreme_unit(data, scheduler, tmp_path):
     proc = run_in_process(*args, "--cluster", scheduler.file, cwd=tmp_path)
     scratch = ("fit", "--data", "A.parquet", "C.parquet", *common, "--output", "F2")
     refused = run_in_process(*scratch, cwd=tmp_path)
-    assert refused.returncode == 2 and "column 'w' are too far apart" in refused.stderr
+    assert refused.returncode == cli.EXIT_DATA and "column 'w' are too far apart" in refused.stderr
     assert (proc.returncode, proc.stderr) == (refused.returncode, refused.stderr)
     assert (tmp_path / "S/manifest.json").read_bytes() == before
     assert not (tmp_path / "U2").exists()

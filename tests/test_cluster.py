@@ -667,3 +667,27 @@ def _is_heartbeat_cut_at_close(record: str) -> bool:
         and bool(lines)
         and lines[-1].startswith("distributed.comm.core.CommClosedError: ")
     )
+
+
+def test_an_interrupt_through_connect_leaves_the_loggers_as_they_were(running):
+    """An interrupt through ``connect`` set distributed's, asyncio's and tornado's
+    loggers to CRITICAL for the rest of the process (in a notebook, the kernel's own
+    records muted).  That is the command's choice only: ``connect`` changes no logger
+    and calls ``on_interrupt`` when given, once, before it closes the client."""
+    names = ["distributed", "distributed.client", "distributed.worker", "asyncio", "tornado"]
+    before = {name: logging.getLogger(name).level for name in names}
+    with pytest.raises(KeyboardInterrupt), connect(running.scheduler_address) as client:
+        assert _works(client)
+        raise KeyboardInterrupt
+    assert {name: logging.getLogger(name).level for name in names} == before
+    calls = []
+
+    def note() -> None:
+        calls.append(client.status)
+
+    with pytest.raises(KeyboardInterrupt):
+        with connect(running.scheduler_address, on_interrupt=note) as client:
+            raise KeyboardInterrupt
+    assert calls == ["running"]  # before the close
+    assert client.status == "closed"
+    assert {name: logging.getLogger(name).level for name in names} == before

@@ -321,7 +321,7 @@ def _check_weights_positive(name: str | None, wv: np.ndarray) -> np.ndarray:
     if nz or neg:
         parts = [plural(nz, "zero value")] if nz else []
         parts += [plural(neg, "negative value")] if neg else []
-        raise DataError(
+        raise BadValuesError(
             f"weights column {name!r} has " + " and ".join(parts) + "; weights must be positive"
         )
     wv = np.ascontiguousarray(wv, dtype=np.float64)

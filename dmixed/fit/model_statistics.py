@@ -72,8 +72,9 @@ class ModelStatistics:
         (``GroupArrays.standardization``).
         ``partial``: these rows are a part of the data whose statistics will be added
         to others' (``dmixed update``: one day's rows may all hold one level of a
-        factor): the design's rank and the response's variation are not checked here
-        but on the sum (:meth:`from_statistics`), and the statistics are not cached
+        factor): the design's rank, the response's variation and (on Dask) the count of
+        rows are not checked here but on the sum (:meth:`from_statistics`), and the
+        statistics are not cached
         (a fit of this model alone computes and checks them again).
 
         On Dask, a group whose random slope is nearly constant within it (timestamps of
@@ -123,6 +124,7 @@ class ModelStatistics:
                 progress=progress,
                 engine=engine,
                 standardization=standardization,
+                partial=partial,
             )
             if stats.n_dropped:
                 warnings.warn(

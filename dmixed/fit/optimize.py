@@ -364,6 +364,12 @@ class _Optimization:
             opts.update(gtol=s.gtol, ftol=s.lbfgs_ftol, maxcor=s.lbfgs_maxcor)
         if not self.free.any():
             return
+        if s.maxiter == 0:
+            # no iteration: the point stays the start, as BFGS and CG leave it (L-BFGS-B
+            # and Powell would still make one, Nelder-Mead move to its simplex's best
+            # vertex); stopped by maxiter, as BFGS's count of 0 says
+            self.method_cut_short = True
+            return
         bounds = self.variance_bounds() if name == "L-BFGS-B" else None
         from scipy import optimize  # here: a fit that converges by Newton steps never needs it
 

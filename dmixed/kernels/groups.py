@@ -262,6 +262,20 @@ class StatsBlock:
             return sum(int(sel.size) for sel, _ in self._subset)
         return 0 if self._centred is None else sum(int(c.lossy.sum()) for c in self._centred)
 
+    def centred_positions(self) -> np.ndarray:
+        """The positions (in the block's order, increasing) of the groups counted by
+        :attr:`centred_groups`: int64 (L,), empty without."""
+        if self._subset is not None:
+            parts, lo = [], 0
+            for (zzc, _), (sel, _) in zip(self._chunks, self._subset, strict=True):
+                parts.append(np.asarray(sel, dtype=np.int64) + lo)
+                lo += zzc.shape[-1]
+            return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        if self._centred is None:
+            return np.zeros(0, dtype=np.int64)
+        lossy = np.concatenate([np.asarray(c.lossy, dtype=bool) for c in self._centred])
+        return np.flatnonzero(lossy).astype(np.int64)
+
     def inexact_groups(self, nobs: np.ndarray, rank_one: bool = False) -> int:
         """The groups of the block (``nobs`` (G,): their rows, in its order) that are
         lossy (:func:`~dmixed.kernels.conditionals.lossy_groups`) and take neither the

@@ -3,6 +3,7 @@ statistics (:mod:`dmixed.stats.checkpoint`) hold, merge and give to the engines.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -146,30 +147,32 @@ class GroupArrays:
         return replace(self, slot_cols=tables)
 
     @classmethod
-    def from_statistics(cls, stats, ragged: bool = False) -> GroupArrays:
+    def from_statistics(
+        cls, stats, ragged: bool = False, names: Sequence[str] | None = None
+    ) -> GroupArrays:
         """The statistics of a ``FittedStatistics``, gathered from its engine: padded, or
         with ``ragged`` ragged where the engine holds the variance components
         structured (its ``collapsed_vc`` and ``gather_ragged``; crossed ones with their
         co-occurrence sums, ``to_slots``).
 
+        ``names``: the random design's column names (the model's ``exog_re_names``),
+        for the message of the refusal below.
+
         Raises
         ------
-        DataError
-            The engine's groups take centred sums (``StatsBlock.centred_groups``: a
-            random design close to singular within them), which these arrays do not
-            hold: saved, merged or drawn from, their likelihood would lose most of its
-            digits.
+        CentredGroupsError
+            (A :class:`~dmixed.errors.DataError`.)  The engine's groups take centred
+            sums (``StatsBlock.centred_groups``: a random design close to singular
+            within them), which these arrays do not hold: saved, merged or drawn
+            from, their likelihood would lose most of its digits.  The message names
+            the first few groups and the column nearly constant within them
+            (:attr:`CentredGroupsError.problem`), and ends with
+            :data:`CENTRED_REMEDY`.
         """
         engine = stats.engine
-        centred = getattr(getattr(engine, "block", None), "centred_groups", 0)
-        if centred:
-            raise DataError(
-                f"{centred} group(s) have a random design whose columns are constant or "
-                "nearly constant within the group, fitted from sums about each group's "
-                "mean that saved statistics, checkpoints, updates and the bootstrap do "
-                "not carry; fit the rows in process instead, or centre the random-effects "
-                "columns within groups first"
-            )
+        block = getattr(engine, "block", None)
+        if getattr(block, "centred_groups", 0):
+            raise centred_groups_error(stats, block, names)
         held = cross = None
         if ragged and getattr(engine, "collapsed_vc", False) and hasattr(engine, "gather_ragged"):
             held = engine.gather_ragged()
@@ -191,6 +194,64 @@ class GroupArrays:
             held,
             cross,
         )
+
+
+#: The lossy groups a refusal names by their labels (the others are counted).
+NAMED_GROUPS = 3
+
+#: What :func:`centred_groups_error` says to do instead (the command line words it for
+#: its options).
+CENTRED_REMEDY = (
+    "fit the rows in process instead, or centre the random-effects columns within groups first"
+)
+
+
+class CentredGroupsError(DataError):
+    """Statistics of groups fitted from sums about their means, which saved statistics
+    do not carry (:func:`centred_groups_error`): the message is :attr:`problem`, then
+    :data:`CENTRED_REMEDY`; a caller with other words for the remedy (the command
+    line's options) takes :attr:`problem`."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(f"{problem}; {CENTRED_REMEDY}")
+        #: the groups, the column and why, without what to do
+        self.problem = problem
+
+
+def centred_groups_error(stats, block, names: Sequence[str] | None) -> CentredGroupsError:
+    """The refusal of statistics whose ``block`` (a ``StatsBlock`` in the order of
+    ``stats.group_labels``) takes centred sums for some groups: the groups (the first
+    :data:`NAMED_GROUPS` by label, and how many more) and the random design's column
+    nearly constant within them (``names``: the design's column names; None: their
+    indices).  In each such group that column is the one whose Gram matrix with the
+    intercept is the closest to singular; without an intercept every column is named."""
+    positions = np.asarray(block.centred_positions(), dtype=np.int64)
+    labels = np.asarray(stats.group_labels)[positions]
+    q = stats.layout.k_re
+    zz = np.asarray(stats.engine.gather()[0])[positions][:, :q, :q]
+    one = stats.columns.z_intercept
+    if 0 <= one < q and q > 1 and len(positions):
+        others = np.array([j for j in range(q) if j != one])
+        diag = zz[:, others, others]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cos2 = zz[:, one, others] ** 2 / (zz[:, one, one][:, None] * diag)
+        cos2 = np.where(np.isfinite(cos2), cos2, -1.0)
+        culprits = sorted(set(others[np.argmax(cos2, axis=1)].tolist()))
+    else:
+        culprits = list(range(q))
+    columns = [names[j] if names is not None else j for j in culprits]
+    shown = ", ".join(
+        repr(label.item() if hasattr(label, "item") else label) for label in labels[:NAMED_GROUPS]
+    )
+    more = f" and {len(labels) - NAMED_GROUPS} more" if len(labels) > NAMED_GROUPS else ""
+    words = " and ".join(repr(c) if isinstance(c, str) else str(c) for c in columns)
+    plural = "s" if len(columns) > 1 else ""
+    return CentredGroupsError(
+        f"{len(labels)} group(s) ({shown}{more}) have the random-effects column{plural} "
+        f"{words} nearly constant within the group, fitted from sums about each group's "
+        "mean that saved statistics, checkpoints, updates and the bootstrap do not "
+        "carry"
+    )
 
 
 def no_padding(n_groups: int, k: int) -> tuple[np.ndarray, np.ndarray]:

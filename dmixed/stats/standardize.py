@@ -49,7 +49,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..errors import CheckpointError, DataError
+from ..errors import BadValuesError, CheckpointError, DataError
 from .blup_cov import RaggedBlup
 from .constant import constant_value
 from .layout import tril_indices
@@ -167,18 +167,19 @@ def widened(a: tuple | None, b: tuple | None) -> tuple | None:
 WEIGHT_SPAN_LOG2 = 53
 
 
-def weights_span_error(name: str | None, width: float) -> DataError:
+def weights_span_error(name: str | None, width: float) -> BadValuesError:
     """The refusal of prior weights whose largest is ``2^width`` times their smallest
     (``width`` above :data:`WEIGHT_SPAN_LOG2`), naming the column ``name`` (None: "the
-    prior weights"); its ``of_all_rows`` (True) keeps it from being worded for a
-    partition (:func:`~dmixed.design.origin.in_partition`)."""
+    prior weights"): values of the input that cannot be used, as weights that are not
+    positive (the command line's exit status 3); its ``of_all_rows`` (True) keeps it
+    from being worded for a partition (:func:`~dmixed.design.origin.in_partition`)."""
     subject = f"the prior weights in column {name!r}" if name else "the prior weights"
     # the exponent cut to a tenth, "over" it: rounded to a whole number, a span just
     # past the limit read "2^53 times the smallest, more than 2^53"
     # (the product width * 10 may round up to the next tenth: 63.0999... read 63.1)
     tenth = math.floor(width * 10.0) / 10.0
     width = tenth - 0.1 if tenth > width else tenth
-    err = DataError(
+    err = BadValuesError(
         f"{subject} are too far apart: the largest is over 2^{width:.1f} times the "
         f"smallest, more than the 2^{WEIGHT_SPAN_LOG2} a fit takes (float64's precision: a "
         "row weighted less than 2^-53 times another is lost to rounding in the sums they "

@@ -920,3 +920,33 @@ def test_a_fit_that_maxiter_ended_at_a_singular_psi_says_maxiter_ended_it():
         full = model.fit()
     assert full.converged
     assert abs(full.llf - res.llf) < 1e-8
+
+
+@pytest.mark.parametrize("method", ["bfgs", "lbfgs", "cg", "nm", "powell", "newton", None])
+def test_maxiter_0_gives_the_results_at_the_start_for_every_method(method):
+    """``maxiter=0`` left BFGS, CG and Newton at the start (``n_iter`` 0), but L-BFGS-B
+    and Powell made one iteration and Nelder-Mead moved to its simplex's best vertex.
+    Now every method, and the default list, gives the results at the start: no
+    iteration, the start's log-likelihood, standard errors, not converged (as BFGS)."""
+    rng = np.random.default_rng(0)
+    n = 200
+    df = pd.DataFrame(
+        {"y": rng.normal(size=n), "x": rng.normal(size=n), "g": np.repeat(np.arange(20), 10)}
+    )
+    model = dmixed.mixedlm("y ~ x", df, groups="g")
+    kw = {} if method is None else {"method": method}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = model.fit(maxiter=0, **kw)
+    with warnings.catch_warnings(record=True) as caught_bfgs:
+        warnings.simplefilter("always")
+        ref = model.fit(maxiter=0, method="bfgs")
+    assert res.n_iter == 0 and not res.converged
+    assert [h["method"] for h in res.fit_history] == ["final"]
+    np.testing.assert_array_equal(res.packed_params, ref.packed_params)
+    assert res.llf == ref.llf
+    np.testing.assert_allclose(res.bse, ref.bse, rtol=1e-12)
+    assert np.all(np.isfinite(res.bse))
+    last = [str(w.message) for w in caught if issubclass(w.category, FitConvergenceWarning)]
+    assert last[-1] == str(caught_bfgs[-1].message)
+    assert last[-1].startswith("the optimizer did not converge")

@@ -1,11 +1,20 @@
-"""dmixed.stats.group_arrays: renumbering the variance components' columns."""
+"""dmixed.stats.group_arrays: renumbering the variance components' columns; the refusal of
+statistics of lossy groups."""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from dmixed.stats.group_arrays import GroupArrays, no_padding
+import dmixed
+from dmixed.errors import DataError
+from dmixed.stats.group_arrays import (
+    CENTRED_REMEDY,
+    CentredGroupsError,
+    GroupArrays,
+    no_padding,
+)
 from dmixed.stats.layout import Layout
 from dmixed.stats.statistics import GlobalStats
 
@@ -36,3 +45,34 @@ def test_renumbered_maps_used_slots_and_keeps_unused_ones():
 def test_renumbered_refuses_maps_that_lose_a_column_or_its_order(maps):
     with pytest.raises(ValueError):
         _arrays().renumbered(maps)
+
+
+def _lossy_model(odd_groups: int):
+    """A random slope on ``t`` nearly constant (a spread of 1e-6 about ~1e3) within the
+    first ``odd_groups`` of 12 groups of 2–6 rows, spread in the others."""
+    rng = np.random.default_rng(3)
+    g = np.repeat(np.arange(12), rng.integers(2, 7, 12))
+    t = 1000.0 + 40.0 * g + np.where(g < odd_groups, 1e-6, 1.0) * rng.normal(size=g.size)
+    frame = pd.DataFrame({"y": rng.normal(size=g.size), "x": rng.normal(size=g.size)})
+    frame = frame.assign(t=t, g=g * 10)
+    return dmixed.mixedlm("y ~ x + t", frame, groups="g", re_formula="1 + t")
+
+
+@pytest.mark.parametrize(("odd", "groups"), [(2, r"\(0, 10\)"), (5, r"\(0, 10, 20 and 2 more\)")])
+def test_statistics_of_lossy_groups_are_refused_naming_the_groups_and_the_column(odd, groups):
+    """Groups fitted from their sums about their means (a random slope nearly constant
+    within them) cannot be saved: the refusal names the first three by label, counts the
+    rest, and names the column (the intercept, constant in every group, is not named)."""
+    model = _lossy_model(odd)
+    stats = model.statistics()
+    assert stats.engine.block.centred_groups == odd
+    want = rf"^{odd} group\(s\) {groups} have the random-effects column 't' nearly constant"
+    with pytest.raises(DataError, match=want) as err:
+        GroupArrays.from_statistics(stats, names=model.exog_re_names)
+    assert str(err.value).endswith(CENTRED_REMEDY)
+    # the command line words the remedy for its options: the rest, by attribute
+    assert isinstance(err.value, CentredGroupsError)
+    assert str(err.value) == f"{err.value.problem}; {CENTRED_REMEDY}"
+    assert "nearly constant" in err.value.problem and CENTRED_REMEDY not in err.value.problem
+    with pytest.raises(DataError, match=rf"{groups} have the random-effects column 1 "):
+        GroupArrays.from_statistics(stats)  # no names: the column's index

@@ -203,6 +203,7 @@ class _Pass:
     t0: float
     key_dtype: object
     shifts: bool = False  # the chains' compiled passes keep sums about the groups' shifts
+    partial: bool = False  # a part of the data: its count of rows not checked
 
     @property
     def level(self) -> int:
@@ -495,6 +496,7 @@ def statistics_from_dask(
     progress: bool = False,
     engine=None,
     standardization: Standardization | None = None,
+    partial: bool = False,
 ):
     """One pass over a Dask DataFrame → :class:`~dmixed.stats.FittedStatistics`.
 
@@ -520,6 +522,10 @@ def statistics_from_dask(
         The columns' map (:mod:`dmixed.stats.standardize`).  Default: each task chooses
         one from its first rows and the first tree level converts them all to the one
         chosen from the most rows (exactly: no read ahead of the pass).
+    partial : bool
+        The rows are a part of the data whose statistics are added to others' (``dmixed
+        update``'s new files): too few rows for the model are not refused here but by
+        the fit of the sum (no rows at all still are).
 
     Returns
     -------
@@ -564,7 +570,15 @@ def statistics_from_dask(
     ddf = project_columns(ddf, spec)
     shifted = shifted_sweep_mode()
     run = _Pass(
-        ddf, spec, client, mode, bool(progress), t0, group_key_dtype(ddf, spec), shifted == "always"
+        ddf,
+        spec,
+        client,
+        mode,
+        bool(progress),
+        t0,
+        group_key_dtype(ddf, spec),
+        shifted == "always",
+        partial,
     )
     mark = relay_mark(client)
     try:
@@ -687,6 +701,7 @@ def _data_pass(run: _Pass, standardization: Standardization | None) -> FittedSta
         layout.vc_widths,
         None if client is None else thread_workers(client)[:n_blocks],
         run.shifts,
+        run.partial,
     )
     if client is None:
         engine_obj, asm = _gather_in_process(graph, packed, layout)

@@ -487,6 +487,7 @@ def block_graph(
     vc_widths: tuple = (),
     workers: list | None = None,
     shifts: bool = False,
+    partial: bool = False,
 ) -> list:
     """Delayed blocks: partial statistics → sums by group key → blocks.
 
@@ -517,6 +518,9 @@ def block_graph(
     (:class:`~dmixed.kernels.term_table.TermTable`'s ``keep_shifts``); without, such a
     group is refused where the blocks find it, and the fit reads the data again with
     them (:func:`~dmixed.engines.dask.data_pass.statistics_from_dask`).
+
+    ``partial``: the rows are a part of the data whose statistics are added to others'
+    (:func:`~dmixed.engines.dask.checks.rows_checked` does not count them).
     """
     g = _Graph()
     tasks, where = _partial_tasks(
@@ -526,19 +530,29 @@ def block_graph(
     homes = [None if where is None else workers[b % len(workers)] for b in range(n_blocks)]
     if isinstance(packed, RaggedPacked):
         return g.blocks(
-            _ragged_blocks(g, tasks, spec, slot_arg, packed, n_blocks, std, where, homes)
+            _ragged_blocks(g, tasks, spec, slot_arg, packed, n_blocks, std, where, homes, partial)
         )
     widths = tuple(int(w) for w in vc_widths)
     if where is not None and set(where) <= set(homes):
         return g.blocks(
             _placed_blocks(
-                g, tasks, spec, packed, key_dtype, std, (widths, shifts), where, homes, client
+                g,
+                tasks,
+                spec,
+                packed,
+                key_dtype,
+                std,
+                (widths, shifts),
+                where,
+                homes,
+                client,
+                partial,
             )
         )
     # every task chose its own column map from its first rows (no read ahead of the
     # pass); the first tree level converts them all to the one chosen from most rows
     maps = [t[2] for t in tasks]
-    target = _target_map(g, spec, tasks, std)
+    target = _target_map(g, spec, tasks, std, partial)
     # the variance components' slots (their columns take the component's scale)
     conv = (target, packed, widths)
     # per bucket, the owner of the rows the tasks routed there (routing.py), on the
@@ -593,7 +607,17 @@ def block_graph(
 
 
 def _placed_blocks(
-    g: _Graph, tasks: list, spec, packed, key_dtype, std, routing: tuple, where, homes, client
+    g: _Graph,
+    tasks: list,
+    spec,
+    packed,
+    key_dtype,
+    std,
+    routing: tuple,
+    where,
+    homes,
+    client,
+    partial: bool,
 ) -> list:
     """:func:`block_graph`'s blocks where every partials task runs on the worker of a
     bucket (``where[i]`` among ``homes``): from a chain's end to its
@@ -658,7 +682,7 @@ def _placed_blocks(
             bucket_block,
             b,
             local[b],
-            (p, k_cov, target_args),
+            (p, k_cov, partial, target_args),
             (packed, widths, held),
             (owners[0], *others) if b == 0 else (owners[b],),
             *sources[b],
@@ -716,7 +740,7 @@ def bucket_block(b: int, local: tuple, checks: tuple, layout: tuple, owners: tup
     :func:`_outbound` shares) and the rows routed to it (``owners[0]``,
     :func:`bucket_owner`): the target map
     (:func:`~dmixed.engines.dask.checks.rows_checked` of ``checks = (p, k_cov,
-    target_args)``, as :func:`_target_map`'s task makes it), and the tree of combines
+    partial, target_args)``, as :func:`_target_map`'s task makes it), and the tree of combines
     of :func:`_converted_tree` run here, its root :func:`combined_block`; ``layout =
     (packed, vc_widths, held)``.
 
@@ -727,12 +751,12 @@ def bucket_block(b: int, local: tuple, checks: tuple, layout: tuple, owners: tup
     every owner's, converted to the target map, added in the same order by the same
     tree."""
     shares = _shares(b, local, sources)
-    p, k_cov, target_args = checks
+    p, k_cov, partial, target_args = checks
     make, *args = target_args  # None: the map given (``args[0]``)
     globs = [s[1] for s in shares]
     reports = [s[4] for s in shares]
     maps = [s[2] for s in shares]
-    target = rows_checked(p, k_cov, globs, reports, make, *args, *(maps if make else ()))
+    target = rows_checked(p, k_cov, partial, globs, reports, make, *args, *(maps if make else ()))
     packed, widths, held = layout
     conv = (target, packed, widths)
     owner = owners[0]
@@ -766,18 +790,19 @@ def _tree_sums(conv: tuple, pairs: list):
     return level[0]
 
 
-def _target_map(g: _Graph, spec, tasks: list, std):
+def _target_map(g: _Graph, spec, tasks: list, std, partial: bool):
     """The task of the columns' map all partials are converted to: ``std``, else the one
     chosen from the most rows (:func:`~dmixed.engines.dask.combine.target_map`); with
     prior weights first judging their span over all partitions
     (:func:`~dmixed.engines.dask.combine.checked_target`).  Every leaf of the trees
     waits for it, so it first refuses too few rows for the model, counted from the
     partials ``tasks``' items (:func:`~dmixed.engines.dask.checks.rows_checked`): no
-    leaf converts a partial of a model the rows cannot fit."""
+    leaf converts a partial of a model the rows cannot fit (``partial``: a part of the
+    data, whose count is not checked)."""
     p, q = len(spec.exog_names), len(spec.exog_re_names)
     maps = [t[2] for t in tasks]
     k_cov = n_tril(q) + len(spec.vc_names)
-    counts = (p, k_cov, [t[1] for t in tasks], [t[4] for t in tasks])
+    counts = (p, k_cov, partial, [t[1] for t in tasks], [t[4] for t in tasks])
     if spec.weights_name is not None:
         target = (checked_target, p, q, spec.weights_name, std, *maps)
     elif std is not None:
@@ -788,14 +813,23 @@ def _target_map(g: _Graph, spec, tasks: list, std):
 
 
 def _ragged_blocks(
-    g: _Graph, tasks: list, spec, slot_arg, rp: RaggedPacked, n_blocks: int, std, where, homes
+    g: _Graph,
+    tasks: list,
+    spec,
+    slot_arg,
+    rp: RaggedPacked,
+    n_blocks: int,
+    std,
+    where,
+    homes,
+    partial: bool,
 ) -> list:
     """:func:`block_graph`'s blocks from ragged partials
     (:mod:`~dmixed.engines.dask.ragged`): each bucket's tables added by key, no rows
     routed; ``where`` and ``homes`` the partials tasks' and the buckets' workers, as
     in :func:`block_graph`."""
     maps = [t[2] for t in tasks]
-    target = _target_map(g, spec, tasks, std)
+    target = _target_map(g, spec, tasks, std, partial)
     global_sums = _converted_tree(
         g, sum_converted, _sum_node, [t[1] for t in tasks], maps, (target, rp.group, ())
     )

@@ -29,6 +29,7 @@ components ragged instead (:func:`accumulate_ragged`): ``parts[b]`` are then blo
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import numpy as np
 import pandas as pd
@@ -217,11 +218,25 @@ def _partition_partials(pdf, spec, slot_map, packed, n_buckets: int, std, key_dt
 # ---------------------------------------------------------------------------
 
 
-def read_frames(frames, spec, slot_map, glob: np.ndarray, report, std, padded: bool = True):
+def read_frames(
+    frames,
+    spec,
+    slot_map,
+    glob: np.ndarray,
+    report,
+    std,
+    padded: bool = True,
+    sample: MapSample | None = None,
+    last: bool = True,
+):
     """The partitions of a chain with rows left, one at a time: yields ``(dm, keys, Z̃,
-    std)`` (:func:`partition_rows`; ``std`` the chain's map, chosen from its first rows
-    when not given); counts the dropped rows into the packed global sums ``glob`` and
-    the partitions without rows into ``report``."""
+    std)`` (:func:`partition_rows`; ``std`` the chain's map); counts the dropped rows
+    into the packed global sums ``glob`` and the partitions without rows into
+    ``report``.  Where ``std`` is not given, the rows are held in ``sample`` (a
+    :class:`MapSample` of ``frames`` when None) until the map is chosen from them
+    (:meth:`MapSample.take`), then yielded in it; ``last``: ``frames`` end the chain,
+    so rows still held then are yielded in the map chosen from them all."""
+    held = MapSample(frames) if sample is None else sample
     for pdf in frames:
         rows, n_dropped = partition_rows(pdf, spec, slot_map, padded)
         glob[GLOBAL_HEAD.index("n_dropped")] += n_dropped
@@ -229,10 +244,21 @@ def read_frames(frames, spec, slot_map, glob: np.ndarray, report, std, padded: b
             report.add(0)
             continue
         dm, keys, ztilde = rows
-        if std is None:  # one map for the whole chain, from its first rows
-            std = partition_standardization(dm, spec)
+        if std is None:  # one map for the whole chain, from its first rows with spread
+            if not held.take(dm, keys, ztilde, spec.intercept_columns()):
+                continue
+            std = held.choose(spec)
+            for dm, keys, ztilde in held.released():
+                dm, std = weighted_in(dm, std, spec)
+                yield dm, keys, ztilde, std
+            continue
         dm, std = weighted_in(dm, std, spec)
         yield dm, keys, ztilde, std
+    if std is None and last and held.held:
+        std = held.choose(spec)  # no spread in all the chain's rows: chosen from them all
+        for dm, keys, ztilde in held.released():
+            dm, std = weighted_in(dm, std, spec)
+            yield dm, keys, ztilde, std
 
 
 def accumulate_frames(
@@ -253,8 +279,6 @@ def accumulate_frames(
     compiled passes keep the groups' sums about shifts of their own (the accumulator's
     ``keep_shifts``)."""
     prepare_worker()
-    if std is None:
-        frames = MapRowsFirst(frames)
     if isinstance(packed, RaggedPacked):
         return accumulate_ragged(frames, spec, slot_map, packed, n_buckets, key_dtype, std)
     acc = GroupAccumulator(packed.width, key_dtype, shifts)
@@ -263,14 +287,17 @@ def accumulate_frames(
     report = BatchedReport()
     widths = () if slot_map is None else slot_map.widths
     sweep = ColumnSweep.of(spec)
+    sample = MapSample(frames) if std is None else None
     try:
-        for frame in frames:
-            if sweep is not None:
+        for frame in itertools.chain(frames, [None]):  # None: the chain's end
+            if frame is not None and sweep is not None and not (sample and sample.held):
                 # numpy columns summed (or routed) as they are, without their design
                 frame, std = sweep.add(frame, acc, std, glob, packed, report, router)
                 if frame is None:
                     continue
-            for dm, keys, ztilde, chosen in read_frames([frame], spec, slot_map, glob, report, std):
+            batch, last = ([], True) if frame is None else ([frame], False)
+            rows = read_frames(batch, spec, slot_map, glob, report, std, True, sample, last)
+            for dm, keys, ztilde, chosen in rows:
                 std = chosen
                 keys = conform_keys(keys, acc.key_dtype, spec.group_name)
                 if router.row_bytes is None:  # a partial's row as this chain will send it
@@ -289,58 +316,81 @@ def accumulate_frames(
     return parts, glob, std, routed, exchange_report(parts, routed, router.reason())
 
 
-#: Partitions of one row a chain holds back at most while it looks for a partition of
-#: more rows to choose its map from (:class:`MapRowsFirst`).
-HELD_FRAMES = 1024
-
-
-def frame_rows(frame) -> int:
-    """The rows of a partition as a chain reads it: a pandas frame, or a ``dict`` of
-    columns (:func:`~dmixed.engines.dask.parquet_direct.read_columns`)."""
-    if isinstance(frame, dict):
-        return len(next(iter(frame.values()))) if frame else 0
-    return len(frame)
-
-
-class MapRowsFirst:
-    """A chain's partitions ``frames`` (an iterable) with the first one of more than one
-    row moved before the partitions of one row that lead (at most :data:`HELD_FRAMES`
-    of them; partitions without rows among them stay where they are), else as they
-    are.  The chain chooses its column map from the first rows
-    it reads, and from one row every column is a constant whose scale is its own size
-    (a timestamp near 1.7e9 mapped with a scale of 2^31, not its spread): the
-    statistics' and the optimizer's coordinates are then badly scaled, and the
-    curvatures of the Hessian at the optimum span orders of magnitude that say nothing
-    about the data.  The sums do not depend on the order of the partitions but for
-    rounding.  :meth:`located` names the partition last yielded, held back or not, as
-    :meth:`ChainFrames.located` does."""
+class MapSample:
+    """The rows a chain holds while it has no column map: the map is chosen from its
+    first rows (at most :data:`~dmixed.stats.standardize.SAMPLE_ROWS`, those the
+    design keeps), and from rows where a column is constant (one row, or a file of one
+    user's events at one instant) that column's scale is its own size (a timestamp
+    near 1.7e9 scaled by 2^31, not its spread): the statistics' and the optimizer's
+    coordinates are then badly scaled, the curvatures of the Hessian at the optimum
+    span orders of magnitude that say nothing about the data, and the optimizer may
+    stop elsewhere.  So the chain holds its partitions' rows (:meth:`take`) until every
+    column of ``y``, ``X`` and ``Z`` but the intercepts varies in them, or they fill the
+    sample, and chooses the map from all it holds together (:meth:`choose`); the held
+    rows are then summed in it, in their order (:meth:`released`).  A chain whose
+    first partition has spread holds it alone: its map is chosen from it as it always
+    was.  ``frames``: the chain's partitions; where a :class:`ChainFrames`, an error in
+    released rows names their partition."""
 
     def __init__(self, frames) -> None:
-        self.frames = frames
         self.chain = frames if isinstance(frames, ChainFrames) else None
+        self.held: list[tuple] = []  # (dm, keys, Z̃, sample rows, partition)
+        self.rows = 0
+        self.low: np.ndarray | None = None
+        self.high: np.ndarray | None = None
 
-    def __iter__(self):
-        chain = self.chain
-        held: list[tuple] = []
-        it = iter(self.frames)
-        for frame in it:
-            rows = frame_rows(frame)
-            if rows == 1 and len(held) < HELD_FRAMES:
-                held.append((frame, None if chain is None else chain.current))
-                continue
-            yield frame  # (a partition without rows chooses no map: the search goes on)
-            if rows:
-                break
-        for frame, where in held:
-            if chain is not None:
-                chain.current = where
-            yield frame
-        yield from it
+    def take(self, dm, keys, ztilde, intercepts: tuple[int, int]) -> bool:
+        """Hold one partition's rows (``dm``, ``keys``, ``Z̃``: :func:`partition_rows`);
+        whether the map can now be chosen: every column but the ``intercepts`` of
+        ``exog`` and ``exog_re`` varies in the sample, ``endog`` too, or the sample is
+        full."""
+        take = min(SAMPLE_ROWS - self.rows, dm.endog.shape[0])
+        where = None if self.chain is None else self.chain.current
+        self.held.append((dm, keys, ztilde, take, where))
+        if take <= 0:
+            return True
+        xi, zi = intercepts
+        x = np.delete(dm.exog[:take], xi, axis=1) if xi >= 0 else dm.exog[:take]
+        z = np.delete(dm.exog_re[:take], zi, axis=1) if zi >= 0 else dm.exog_re[:take]
+        y = np.asarray(dm.endog[:take], dtype=np.float64).reshape(-1, 1)
+        low = np.concatenate([y.min(axis=0), x.min(axis=0), z.min(axis=0)])
+        high = np.concatenate([y.max(axis=0), x.max(axis=0), z.max(axis=0)])
+        if self.low is not None and self.high is not None:
+            low, high = np.fmin(low, self.low), np.fmax(high, self.high)
+        self.low, self.high = low, high
+        self.rows += take
+        return self.rows >= SAMPLE_ROWS or bool((high > low).all())
 
-    def located(self, err: DataError) -> DataError:
-        """``err`` naming the partition last yielded (where the frames are a
-        :class:`ChainFrames`)."""
-        return err if self.chain is None else self.chain.located(err)
+    def choose(self, spec) -> Standardization:
+        """The map chosen from the held rows' sample taken together (from the one
+        partition held, :func:`partition_standardization`)."""
+        if len(self.held) == 1:
+            return partition_standardization(self.held[0][0], spec)
+        dms = [(dm, take) for dm, _, _, take, _ in self.held if take > 0]
+
+        def head(of) -> np.ndarray:
+            return np.concatenate([np.asarray(of(dm))[:take] for dm, take in dms])
+
+        weights = None
+        if dms[0][0].weights is not None:
+            weights = head(lambda dm: np.broadcast_to(dm.weights, dm.endog.shape))
+        vc = [
+            np.concatenate([np.asarray(dm.vc_vals[j])[:take].ravel() for dm, take in dms])
+            for j in range(len(dms[0][0].vc_vals))
+        ]
+        return Standardization.choose(
+            head(lambda dm: dm.endog), head(lambda dm: dm.exog), head(lambda dm: dm.exog_re),
+            spec.intercept_columns(), vc, column_references(spec), weights,
+        )  # fmt: skip
+
+    def released(self):
+        """The held rows, ``(dm, keys, Z̃)`` a partition at a time in their order (its
+        partition the one an error names), and none held after."""
+        held, self.held = self.held, []
+        for dm, keys, ztilde, _, where in held:
+            if self.chain is not None:
+                self.chain.current = where
+            yield dm, keys, ztilde
 
 
 def _add_pending(acc: GroupAccumulator, pending: PendingRows, std, widths) -> dict:
@@ -438,9 +488,12 @@ class ColumnSweep:
         partition of these columns, chosen from its first
         :data:`~dmixed.stats.standardize.SAMPLE_ROWS` rows' columns; None where one
         of their values is not finite (the design drops or refuses that row: its
-        matrices' first rows are others)."""
+        matrices' first rows are others), or where a column is constant in fewer rows
+        than the sample (the design's way holds them, :class:`MapSample`)."""
         head = [c[:SAMPLE_ROWS] for c in columns]
         if not all(np.isfinite(c).all() for c in head):
+            return None
+        if head and head[0].shape[0] < SAMPLE_ROWS and any(c.min() == c.max() for c in head):
             return None
         endog, exog, exog_re = self.plan.matrices(head)
         # as partition_standardization of columns_design's matrices: no component, no
@@ -628,7 +681,7 @@ class ChainFrames:
 
 
 def _where(frames, err: DataError) -> DataError:
-    return frames.located(err) if isinstance(frames, ChainFrames | MapRowsFirst) else err
+    return frames.located(err) if isinstance(frames, ChainFrames) else err
 
 
 def chain_frames(pieces: Pieces, reads: ParquetReads | None = None) -> ChainFrames:

@@ -13,12 +13,19 @@ installs it on every worker of a cluster, those that join later included
 from __future__ import annotations
 
 import logging
+import weakref
 
 from distributed import WorkerPlugin
 
 from ... import errors
 
-__all__ = ["QuietDmixedErrors", "QuietDmixedErrorsPlugin", "install_quiet_errors"]
+__all__ = [
+    "QuietClosing",
+    "QuietDmixedErrors",
+    "QuietDmixedErrorsPlugin",
+    "install_quiet_closing",
+    "install_quiet_errors",
+]
 
 #: the start of the text distributed logs for an exception of one of dmixed's errors
 _PREFIXES = tuple(
@@ -28,6 +35,15 @@ _PREFIXES = tuple(
     and issubclass(getattr(errors, name), errors.DmixedError)
 )
 _LOGGER = "distributed.worker"
+#: distributed's records of what a worker closed while its tasks run cuts short, by
+#: logger, as the start and the end of the message: a heartbeat to the scheduler under
+#: way (its connection closed under it) and the tasks running, cancelled ("This should
+#: exclusively happen in Worker.close()"; the message names the exception, the record
+#: holds none; an instruction that ended otherwise is kept)
+_CLOSING_RECORDS = {
+    "distributed.worker": ("Failed to communicate with scheduler during heartbeat", ""),
+    "distributed.worker.state_machine": ("Async instruction for ", " ended with CancelledError"),
+}
 
 
 class QuietDmixedErrors(logging.Filter):
@@ -50,10 +66,47 @@ def install_quiet_errors() -> None:
         log.addFilter(QuietDmixedErrors())
 
 
+class QuietClosing(logging.Filter):
+    """Drop distributed's records of what closing a worker cuts short
+    (:data:`_CLOSING_RECORDS`: a heartbeat whose connection the closing worker closed
+    under it, a ``CommClosedError`` and its traceback; each running task cancelled), as
+    a worker closed by an interrupted command logs while its tasks still run, once the
+    worker is closing; keep every record while the workers of the process run (several
+    share one logger where they are threads: a record is dropped once one of them
+    closes)."""
+
+    def __init__(self, start: str, end: str = "") -> None:
+        super().__init__()
+        self.start = start
+        self.end = end
+        self.workers: weakref.WeakSet = weakref.WeakSet()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = str(record.msg)
+        if not (msg.startswith(self.start) and msg.endswith(self.end)):
+            return True
+        states = {getattr(getattr(w, "status", None), "name", "") for w in self.workers}
+        return not states & {"closing", "closing_gracefully", "closed", "failed"}
+
+
+def install_quiet_closing(worker) -> None:
+    """Add :class:`QuietClosing` to this process's loggers of :data:`_CLOSING_RECORDS`
+    (once), watching ``worker``."""
+    for name, (start, end) in _CLOSING_RECORDS.items():
+        log = logging.getLogger(name)
+        found = [f for f in log.filters if isinstance(f, QuietClosing)]
+        if not found:
+            found = [QuietClosing(start, end)]
+            log.addFilter(found[0])
+        found[0].workers.add(worker)
+
+
 class QuietDmixedErrorsPlugin(WorkerPlugin):
-    """:func:`install_quiet_errors` on every worker (``client.register_plugin``)."""
+    """:func:`install_quiet_errors` and :func:`install_quiet_closing` on every worker
+    (``client.register_plugin``)."""
 
     name = "dmixed-quiet-errors"
 
     def setup(self, worker) -> None:
         install_quiet_errors()
+        install_quiet_closing(worker)

@@ -375,10 +375,25 @@ def test_rows_checked_counts_the_rows_routed_and_leaves_no_rows_to_the_pass():
     globs[0][0], globs[1][0] = 4, 3
     reports = [{"routed_rows": 0}, {"routed_rows": 3}]
     # 10 rows for 3 + 6 parameters: enough; 9 are not
-    assert rows_checked(3, 6, globs, reports, None, "map") == "map"
-    assert rows_checked(3, 6, globs, reports, max, 1, 2) == 2
+    assert rows_checked(3, 6, False, globs, reports, None, "map") == "map"
+    assert rows_checked(3, 6, False, globs, reports, max, 1, 2) == 2
     with pytest.raises(DataError, match="too few rows: 9 rows for 3 fixed effects and 6 "):
-        rows_checked(3, 6, globs, reports[:1] + [{"routed_rows": 2}], None, "map")
+        rows_checked(3, 6, False, globs, reports[:1] + [{"routed_rows": 2}], None, "map")
     # no rows at all: the pass's own "no data" message follows
     empty = [packed.empty_global()]
-    assert rows_checked(3, 6, empty, [{"routed_rows": 0}], None, "map") == "map"
+    assert rows_checked(3, 6, False, empty, [{"routed_rows": 0}], None, "map") == "map"
+
+
+def test_rows_checked_of_a_part_of_the_data_refuses_no_count():
+    """A partial pass (``dmixed update``'s new files) is a part of the data: its rows
+    are not judged too few for the model (the fit of the sum judges them)."""
+    from dmixed.engines.dask.checks import rows_checked
+    from dmixed.stats.packed import PackedLayout
+
+    packed = PackedLayout(2, 3)
+    globs = [packed.empty_global()]
+    globs[0][0] = 6
+    reports = [{"routed_rows": 0}]
+    with pytest.raises(DataError, match="too few rows: 6 rows for 3 fixed effects and 3 "):
+        rows_checked(3, 3, False, globs, reports, None, "map")
+    assert rows_checked(3, 3, True, globs, reports, None, "map") == "map"

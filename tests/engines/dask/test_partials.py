@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 import dmixed
-from dmixed.errors import DataError
+from dmixed.errors import DataError, DroppedRowsWarning
 
 MODELS = {
     "intercept": {},
@@ -230,8 +230,8 @@ def test_chains_starting_with_files_of_one_row_fit_in_the_map_of_more_rows(
 
 
 def test_a_file_of_one_row_read_after_its_chains_map_is_named_in_its_errors(tmp_path, monkeypatch):
-    """A chain reads its leading files of one row after the first file of more rows;
-    an error in one of them still names that file."""
+    """A chain holds its leading file of one row until it has rows enough to choose its
+    map from, and sums it after; an error in it still names that file."""
     monkeypatch.setattr("dmixed.engines.dask.data_pass.os.cpu_count", lambda: 1)
     df = _events(n_users=50)
     bad = tmp_path / "a_one.parquet"
@@ -244,20 +244,107 @@ def test_a_file_of_one_row_read_after_its_chains_map_is_named_in_its_errors(tmp_
             model.fit()
 
 
-def test_map_rows_first_moves_the_first_partition_of_more_rows_before_those_of_one():
-    """Leading partitions of one row wait for the first of more rows; partitions without
-    rows stay where they are; the rest keep their order; frames or dicts of columns."""
-    from dmixed.engines.dask.partials import MapRowsFirst
+def _head_files(tmp_path, df, head: list[pd.DataFrame]) -> list[str]:
+    """Files of the frames ``head`` (in their order) and then one of the rows of ``df``
+    after theirs."""
+    paths = []
+    for i, frame in enumerate(head):
+        paths.append(str(tmp_path / f"a{i:05d}.parquet"))
+        frame.to_parquet(paths[-1], index=False)
+    paths.append(str(tmp_path / "b_rest.parquet"))
+    df.iloc[sum(len(f) for f in head) :].to_parquet(paths[-1], index=False)
+    return paths
 
-    def frame(n, tag):
-        return pd.DataFrame({"y": np.full(n, float(tag))})
 
-    def columns(n, tag):
-        return {"y": np.full(n, float(tag))}
+def _layout(df: pd.DataFrame, layout: str) -> list[pd.DataFrame]:
+    """The leading files of one chain: files of one row, then (``nan``) a file of two
+    rows one of which the design drops, or (``constant``) one of two rows at one
+    instant; ``many``: more one-row files than a chain used to hold."""
+    if layout == "many":
+        return [df.iloc[[i]] for i in range(1030)]
+    ones = [df.iloc[[i]] for i in range(3)]
+    two = df.iloc[[3, 4]]
+    if layout == "nan":
+        return [*ones, two.assign(ts=[np.nan, two["ts"].iloc[1]])]
+    return [*ones, two.assign(ts=two["ts"].iloc[1])]
 
-    for make in (frame, columns):
-        parts = [make(1, 0), make(0, 1), make(1, 2), make(3, 3), make(1, 4), make(2, 5)]
-        order = [int(p["y"][0]) if len(p["y"]) else 1 for p in MapRowsFirst(parts)]
-        assert order == [1, 3, 0, 2, 4, 5]
-        ones = [make(1, i) for i in range(3)]
-        assert [int(p["y"][0]) for p in MapRowsFirst(ones)] == [0, 1, 2]
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("layout", ["nan", "constant", "many"])
+def test_a_chain_chooses_its_map_from_rows_where_every_column_varies(
+    tmp_path, monkeypatch, layout, weighted
+):
+    """One chain whose first rows the design keeps hold one timestamp: after files of
+    one row, a file of two rows one of which has no timestamp (dropped), or two events
+    at one instant, or over a thousand files of one row.  A map chosen from them scales
+    the timestamps by their size, not their spread: NaN standard errors, a warning.
+    The chain holds its rows until the timestamps vary in them: the fit is the
+    in-process fit of the rows kept, its standard errors too."""
+    monkeypatch.setattr("dmixed.engines.dask.data_pass.os.cpu_count", lambda: 1)
+    df = _events()
+    files = _head_files(tmp_path, df, _layout(df, layout))
+    kept = pd.concat([pd.read_parquet(f) for f in files]).dropna()
+    kw = {"groups": "u", "re_formula": "1 + ts", "weights": "w" if weighted else None}
+    want = dmixed.mixedlm("y ~ ts", kept, **kw).fit()
+    with dask.config.set({"scheduler": "sync", "dmixed.data_pass": "chains"}):
+        model = dmixed.mixedlm("y ~ ts", dd.read_parquet(files), missing="drop", **kw)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DroppedRowsWarning)
+            got = model.fit()
+    assert got.llf == pytest.approx(want.llf, rel=1e-12)
+    np.testing.assert_allclose(np.asarray(got.params), np.asarray(want.params), rtol=1e-9)
+    assert np.isfinite(np.asarray(got.bse)).all()
+    np.testing.assert_allclose(np.asarray(got.bse), np.asarray(want.bse), rtol=1e-8)
+
+
+def test_a_chain_of_variance_components_after_many_files_of_one_row_fits_the_optimum(
+    tmp_path, monkeypatch
+):
+    """Variance components on one chain whose first 1,030 files hold one row: in a map
+    chosen from one row the optimizer stopped short of the optimum and called it
+    converged; now the fit is the in-process fit."""
+    monkeypatch.setattr("dmixed.engines.dask.data_pass.os.cpu_count", lambda: 1)
+    df = _events()
+    df["c"] = np.random.default_rng(3).integers(0, 4, len(df)).astype(float)
+    files = _head_files(tmp_path, df, _layout(df, "many"))
+    kw = {"groups": "u", "re_formula": "1 + ts", "vc_formula": {"c": "0 + C(c)"}, "weights": "w"}
+    want = dmixed.mixedlm("y ~ ts", df, **kw).fit()
+    with dask.config.set({"scheduler": "sync", "dmixed.data_pass": "chains"}):
+        got = dmixed.mixedlm("y ~ ts", dd.read_parquet(files), **kw).fit()
+    assert got.converged
+    assert got.llf == pytest.approx(want.llf, rel=1e-12)
+    np.testing.assert_allclose(np.asarray(got.params), np.asarray(want.params), rtol=1e-8)
+    np.testing.assert_allclose(np.asarray(got.bse), np.asarray(want.bse), rtol=1e-7)
+
+
+def test_map_sample_holds_rows_until_every_column_but_the_intercepts_varies():
+    """:class:`MapSample` holds partitions until ``y`` and every column of ``X`` and ``Z``
+    but the intercepts vary in them (the rows the design keeps), or the sample is full;
+    it yields them in their order and holds none after; a map chosen from several
+    partitions is the map of their rows together."""
+    from dmixed.design.spec import DesignMatrices
+    from dmixed.engines.dask.partials import MapSample
+    from dmixed.stats.standardize import SAMPLE_ROWS, Standardization
+
+    def dm(y, x):
+        y, x = np.asarray(y, dtype=float), np.asarray(x, dtype=float)
+        exog = np.column_stack([np.ones_like(x), x])
+        return DesignMatrices(y, exog, exog.copy(), [], [], np.zeros(len(y)), None, 0, None)
+
+    class Spec:
+        def intercept_columns(self):
+            return 0, 0
+
+    sample = MapSample([])
+    parts = [dm([1.0], [5.0]), dm([2.0, 3.0], [5.0, 5.0]), dm([4.0], [6.0])]
+    assert [sample.take(p, None, None, (0, 0)) for p in parts] == [False, False, True]
+    got = sample.choose(Spec())
+    rows = dm([1.0, 2.0, 3.0, 4.0], [5.0, 5.0, 5.0, 6.0])
+    want = Standardization.choose(rows.endog, rows.exog, rows.exog_re, (0, 0), [], None)
+    assert got == want and got.sample_rows == 4
+    assert [d is p for (d, _, _), p in zip(sample.released(), parts, strict=True)] == [True] * 3
+    assert sample.held == []
+    full = MapSample([])
+    assert full.take(dm(np.ones(SAMPLE_ROWS), np.ones(SAMPLE_ROWS)), None, None, (0, 0))
+    spread = MapSample([])
+    assert spread.take(dm([1.0, 2.0], [3.0, 4.0]), None, None, (0, 0))

@@ -7,9 +7,15 @@ from __future__ import annotations
 import logging
 
 import pytest
+from distributed.core import Status
 
 from dmixed.cluster import connect
-from dmixed.engines.dask.worker_logs import QuietDmixedErrors, QuietDmixedErrorsPlugin
+from dmixed.engines.dask.worker_logs import (
+    QuietClosing,
+    QuietDmixedErrors,
+    QuietDmixedErrorsPlugin,
+    install_quiet_closing,
+)
 from dmixed.errors import DataError
 
 
@@ -60,3 +66,69 @@ def test_connect_quiets_the_workers_of_the_cluster_it_connects_to(client):
     log = logging.getLogger("distributed.worker")
     for f in [f for f in log.filters if isinstance(f, QuietDmixedErrors)]:
         log.removeFilter(f)
+
+
+class _Worker:  # what the filter reads of a worker: its status
+    def __init__(self, status) -> None:
+        self.status = status
+
+
+def _record(name: str, msg: str) -> logging.LogRecord:
+    return logging.LogRecord(name, logging.ERROR, __file__, 1, msg, None, None)
+
+
+def _remove_quiet_closing() -> None:
+    for name in ("distributed.worker", "distributed.worker.state_machine"):
+        log = logging.getLogger(name)
+        for f in [f for f in log.filters if isinstance(f, QuietClosing)]:
+            log.removeFilter(f)
+
+
+@pytest.fixture
+def no_quiet_closing():
+    """No filter before the test (in-process workers of other tests, closed since,
+    install one) and none left after it, on every logger they go on."""
+    _remove_quiet_closing()
+    yield
+    _remove_quiet_closing()
+
+
+@pytest.mark.parametrize(
+    ("name", "msg"),
+    [
+        ("distributed.worker", "Failed to communicate with scheduler during heartbeat."),
+        (
+            "distributed.worker.state_machine",
+            "Async instruction for <Task> ended with CancelledError",
+        ),
+    ],
+)
+def test_a_closing_workers_cut_heartbeat_and_cancelled_tasks_are_not_logged(
+    name, msg, no_quiet_closing
+):
+    """What a worker closed under running tasks logs of them is dropped once it is
+    closing; a running worker's records, and other records, are kept."""
+    worker = _Worker(Status.running)
+    install_quiet_closing(worker)
+    install_quiet_closing(worker)  # once
+    log = logging.getLogger(name)
+    quiet = [f for f in log.filters if isinstance(f, QuietClosing)]
+    assert len(quiet) == 1
+    assert quiet[0].filter(_record(name, msg))
+    worker.status = Status.closing
+    assert not quiet[0].filter(_record(name, msg))
+    assert quiet[0].filter(_record(name, "Compute Failed"))
+
+
+def test_a_closing_workers_instruction_that_ended_otherwise_is_logged(no_quiet_closing):
+    """Only the cancelled instructions of a closing worker are dropped: an instruction
+    that ended with another exception is still reported."""
+    name = "distributed.worker.state_machine"
+    worker = _Worker(Status.closing)
+    install_quiet_closing(worker)
+    log = logging.getLogger(name)
+    quiet = [f for f in log.filters if isinstance(f, QuietClosing)]
+    assert not quiet[0].filter(
+        _record(name, "Async instruction for <Task> ended with CancelledError")
+    )
+    assert quiet[0].filter(_record(name, "Async instruction for <Task> ended with OSError"))
