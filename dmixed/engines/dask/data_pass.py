@@ -437,7 +437,7 @@ def _compute_on_cluster(run: _Pass, graph: list, packed: PackedLayout, layout: L
     summary_futures = (
         client.map(block_summary, futures, pure=False) if early is None else early.summaries
     )
-    summaries = gather(client, summary_futures, "the data pass")
+    summaries = gather(client, summary_futures, "the data pass", straight=True)
     asm = assemble_blocks(summaries, packed.k)
     n_groups = len(asm.group_labels)
     moment_futures = None if early is None else early.moments

@@ -48,9 +48,11 @@ from .next_point import (
 from .placement import call_keys
 from .progress import (
     ask_workers,
+    detached,
     died_error,
     gather,
     gather_direct,
+    gathered_in_turn,
     laid_out,
     memory_limits,
     wait_for,
@@ -258,7 +260,7 @@ def collect_evaluators(
     failed = [f for f in evaluators if f.status == "error"]
     if failed:
         gather(client, failed, "the data pass")  # raises the first one's error
-    sums = gather(client, moments, "the data pass")
+    sums = gather(client, moments, "the data pass", straight=True)
     return evaluators, functools.reduce(operator.add, sums)
 
 
@@ -482,21 +484,25 @@ class DaskEngine:
                 "the cluster are lost; reconnect and fit again"
             ) from cause
 
-    def _map(self, func, **kwargs) -> list:
-        """``func(block, **kwargs)`` on every block; results in block order."""
+    def _map(self, func, *, in_turn: bool = False, **kwargs) -> list:
+        """``func(block, **kwargs)`` on every block; results in block order
+        (``in_turn``: as :meth:`_round_trip`'s)."""
 
         def submit(args: dict) -> list:
             keys = call_keys(func, len(self._blocks))
             return self._client.map(func, self._blocks, key=keys, **args)
 
-        return self._round_trip(submit, kwargs)
+        return self._round_trip(submit, kwargs, in_turn=in_turn)
 
-    def _round_trip(self, submit, kwargs: dict) -> list:
+    def _round_trip(self, submit, kwargs: dict, *, in_turn: bool = False) -> list:
         """The futures ``submit(arguments)`` makes, waited for and gathered in one round
         trip (resubmitted once after a lost worker); ``kwargs`` are the arguments, large
         arrays scattered first.  The futures spent before are released just after the
         submission, and this round trip's are kept to be released after the next one's
-        (see the class notes); a failed attempt's are released at once."""
+        (see the class notes); a failed attempt's are released at once.  With
+        ``in_turn`` (a round trip whose last stage, one task a block at the end of the
+        list, may carry the BLUPs), a block's results are gathered as soon as its last
+        task is done (:func:`~dmixed.engines.dask.progress.gathered_in_turn`)."""
         self._check()
         self._check_client()
         for attempt in range(2):
@@ -505,9 +511,14 @@ class DaskEngine:
             self._release_spent()  # in the submission's batch
             started, limits = time.time(), memory_limits(self._client)
             try:
-                wait_for(self._client, futures, what="an optimizer step")
                 direct = gather_direct(self._client)
-                parts = self._client.gather(futures, direct=direct)
+                if in_turn:
+                    last = len(self._blocks)
+                    step = "an optimizer step"
+                    parts = gathered_in_turn(self._client, futures, last, direct, step)
+                else:
+                    wait_for(self._client, futures, what="an optimizer step")
+                    parts = self._client.gather(futures, direct=direct)
                 scattered = [v for v in args.values() if isinstance(v, Future)]
                 self._spent = [*futures, *scattered]
                 return parts if not direct else laid_out(parts)
@@ -515,14 +526,21 @@ class DaskEngine:
                 self._check_client(exc)
                 if attempt and isinstance(exc, KilledWorker):
                     step = "an optimizer step"
+                    exc.__traceback__ = None  # kept in the futures' state: see detached
                     raise died_error(self._client, started, step, exc, limits) from exc
                 if attempt:
-                    raise
+                    raise detached(exc) from None
                 logger.warning(
                     "dmixed: %s on the cluster (%s); resubmitting", type(exc).__name__, exc
                 )
                 ask_workers(self._client)  # a worker lost: the roster changed
                 self._revive()
+            except Exception as exc:  # noqa: BLE001 - raised again, detached
+                # what a task raised: distributed keeps that object in the state of its
+                # futures and raises it again; raised as it is, its traceback would hold
+                # this frame and its callers' (the engine, every future of the fit) for
+                # the client's life (progress.detached)
+                raise detached(exc) from None
             finally:
                 del futures, args  # kept in self._spent where the round trip succeeded
         raise AssertionError("unreachable")  # pragma: no cover
@@ -574,6 +592,8 @@ class DaskEngine:
             return submit_step_then(self._client, self._blocks, args, weights, following)
 
         args = dict(lam=lam, q=q, basis=basis)
+        # in one turn: made at every iteration, this round trip carries the BLUPs at most
+        # once a fit, and a second turn would be one more request to the scheduler each
         sums, *made = gathered_step_then(self._round_trip(submit, args))
         self._keep_chained([made] if made[0] is not None else [], q, basis)
         return sums
@@ -631,7 +651,7 @@ class DaskEngine:
         """:meth:`hessian`, with the BLUPs at ``lam`` and ``w`` made in the same round
         trip (one task per block returning both) and kept for :meth:`random_effects`
         there: for the point expected to be the optimum."""
-        parts = self._map(block_hessian_random_effects, lam=lam, basis=basis, w=w)
+        parts = self._map(block_hessian_random_effects, in_turn=True, lam=lam, basis=basis, w=w)
         hs, blups = hessian_parts(parts)
         self._keep_random_effects(lam, w, blups)
         return hs
@@ -697,7 +717,12 @@ class DaskEngine:
             return [*futures, *chain]
 
         args = dict(lams=list(lams), lam=lams[at], q=q, basis=basis)
-        parts = self._round_trip(submit, args)
+        # the BLUPs are the last stage's with ``random_effects``; with ``following``,
+        # the last stage's where the point it chains asks for them (a first point's come
+        # in the middle stage, and the last stage's results are then None: one gather,
+        # as gathered_in_turn makes it where the last results done first are None)
+        in_turn = random_effects or following is not None
+        parts = self._round_trip(submit, args, in_turn=in_turn)
         sums, hs, w, blups = gathered_steps_hessian(parts[: 2 * n])
         if blups is not None:
             self._keep_random_effects(lams[at], w, blups)
@@ -774,7 +799,7 @@ class DaskEngine:
         if kept is not None and kept[0] == self._random_effects_key(lam, w):
             parts = kept[1]
         else:
-            parts = self._map(_block_random_effects, lam=lam, w=w)
+            parts = self._map(_block_random_effects, in_turn=True, lam=lam, w=w)
         # the end of a fit (its results' BLUPs): no round trip follows at once, and the
         # workers hold no BLUPs for the life of the model
         self._release_spent()

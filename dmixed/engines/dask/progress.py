@@ -281,9 +281,16 @@ class _WorkerWatch:
 
 
 def wait_for(
-    client, futures, progress: bool = False, what: str = "", t0: float = 0.0, n_parts: int = 0
+    client,
+    futures,
+    progress: bool = False,
+    what: str = "",
+    t0: float = 0.0,
+    n_parts: int = 0,
+    first: bool = False,
 ) -> None:
-    """Wait for ``futures`` on ``client`` (not necessarily the default client).
+    """Wait for ``futures`` on ``client`` (not necessarily the default client); with
+    ``first``, for the first of them to be done.
 
     With ``progress``, log every :data:`PROGRESS_INTERVAL` seconds the futures done and,
     for a data pass of ``n_parts`` partitions, the partitions read so far.  Errors
@@ -301,11 +308,12 @@ def wait_for(
     watch = _WorkerWatch(client, what)
     last_line = time.monotonic()
     tick = min(WORKER_CHECK_INTERVAL, PROGRESS_INTERVAL) if progress else WORKER_CHECK_INTERVAL
+    until = "FIRST_COMPLETED" if first else "ALL_COMPLETED"
     try:
         with client.as_current():  # distributed.wait() works on the current client
             while True:
                 try:
-                    wait(futures, timeout=tick)
+                    wait(futures, timeout=tick, return_when=until)
                     return
                 except TimeoutError as timeout:
                     # distributed's sync() raises the error its closure's cell holds,
@@ -347,8 +355,11 @@ def _memory_restarts(client, since: float) -> list[dict]:
     return [msg for stamp, msg in events if stamp >= since and isinstance(msg, dict)]
 
 
-def gather(client, futures, what: str = ""):
-    """``client.gather(futures)`` after a bounded :func:`wait_for`.
+def gather(client, futures, what: str = "", straight: bool = False):
+    """``client.gather(futures)`` after a bounded :func:`wait_for`; with ``straight``,
+    from the workers themselves where :func:`gather_direct` says so (a loopback
+    cluster: no second copy of every byte through the scheduler), laid out
+    (:func:`laid_out`) as results gathered through the scheduler are.
 
     Raises
     ------
@@ -365,15 +376,46 @@ def gather(client, futures, what: str = ""):
     started = time.time()
     limits = memory_limits(client)  # as known before a worker can be lost
     wait_for(client, futures, what=what)
+    direct = gather_direct(client) if straight else None
     try:
-        return client.gather(futures)
+        parts = client.gather(futures, direct=direct)
     except KilledWorker as exc:
+        exc.__traceback__ = None  # kept in the futures' state, as detached's
         raise died_error(client, started, what, exc, limits) from exc
     except Exception as exc:  # noqa: BLE001 - raised again, detached
         raise detached(exc) from None
+    return laid_out(parts) if direct else parts
 
 
-def detached(exc: Exception) -> Exception:
+def gathered_in_turn(client, futures: list, last: int, direct, what: str = "") -> list:
+    """``client.gather(futures, direct=direct)`` in two turns: when the first of the
+    ``last`` futures that end the list is done, those of them done by then; every other
+    one when all are.  For a round trip whose last stage is one task a block: one
+    block's last results (its BLUPs, where the stage makes them) cross to the driver
+    from its worker, idle by then, while the other blocks still compute, where one
+    gather would wait for the slowest block first.  The earlier stages' results are
+    left to the second turn: they are small, and a worker still computing would be
+    asked for them.  Where the last futures done by then hold None (a stage that made
+    nothing: a chain that stopped), one gather only: a first turn would be one more
+    request for nothing.  Waits as :func:`wait_for`; a future that failed raises at its
+    gather, as in one gather."""
+    tail = len(futures) - last
+    wait_for(client, futures[tail:], what=what, first=True)
+    # a future's type comes with its done message (unknown, e.g. an error: taken)
+    early = [i >= tail and f.done() and f.type is not type(None) for i, f in enumerate(futures)]
+    parts: list = [None] * len(futures)
+    for turn in (True, False):
+        if turn is False:
+            wait_for(client, futures, what=what)
+        at = [i for i, done in enumerate(early) if done is turn]
+        if at:
+            got = client.gather([futures[i] for i in at], direct=direct)
+            for i, value in zip(at, got, strict=True):
+                parts[i] = value
+    return parts
+
+
+def detached(exc: BaseException) -> BaseException:
     """A copy of ``exc``, the error a task raised on a worker, to raise on the driver in
     its place (same type, arguments and attributes; ``copy.copy``, as the error was
     unpickled), ``exc``'s own traceback dropped; ``exc`` itself where it cannot be

@@ -53,9 +53,9 @@ def _count_round_trips(monkeypatch) -> list:
     trips = []
     round_trip = DaskEngine._round_trip
 
-    def counted(self, submit, kwargs):
+    def counted(self, submit, kwargs, **in_turn):
         trips.append(1)
-        return round_trip(self, submit, kwargs)
+        return round_trip(self, submit, kwargs, **in_turn)
 
     monkeypatch.setattr(DaskEngine, "_round_trip", counted)
     return trips

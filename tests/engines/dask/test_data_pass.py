@@ -112,9 +112,9 @@ def test_the_moments_come_with_the_summaries_in_their_one_gather(client, monkeyp
     gathered = []
     real_gather = data_pass.gather
 
-    def counted_gather(client, futures, what=""):
+    def counted_gather(client, futures, what="", straight=False):
         gathered.append(len(futures))
-        return real_gather(client, futures, what)
+        return real_gather(client, futures, what, straight)
 
     monkeypatch.setattr(data_pass, "gather", counted_gather)
     with warnings.catch_warnings():

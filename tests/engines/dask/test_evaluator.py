@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import pickle
+import threading
 import time
 import warnings
 
@@ -15,9 +16,10 @@ import pytest
 from distributed import Client, LocalCluster
 
 import dmixed
-from dmixed.engines.dask import evaluator, progress
+from dmixed.engines.dask import ahead, evaluator, progress
 from dmixed.engines.dask.blocks import block_summary, to_block
 from dmixed.engines.dask.evaluator import DaskEngine, make_evaluator
+from dmixed.engines.dask.handover import cut
 from dmixed.kernels import StatsBlock
 from dmixed.stats import Layout
 from dmixed.stats.packed import PackedLayout
@@ -330,6 +332,89 @@ def test_dropped_fits_leave_no_task_without_the_cyclic_collector(client, ddf, en
                 assert _scheduler_tasks(client, before) == before
             del res, model
             assert _scheduler_tasks(client, before) == before
+
+
+def _raising_blup_task(real):
+    """``real`` (a BLUP task), raising on the first block's worker."""
+
+    def task(*args, **kwargs):
+        from distributed import get_worker
+
+        if get_worker().name == 0:
+            raise ValueError("a BLUP task failed")
+        return real(*args, **kwargs)
+
+    return task
+
+
+def test_a_fit_whose_blup_task_raises_leaves_nothing_on_the_cluster(client, ddf, monkeypatch):
+    """A fit whose round trip with the BLUPs fails on a worker raises the task's error,
+    and once it is handled the scheduler holds no task of that fit: ``distributed``
+    keeps the error in its futures' state and raises that same object, so raised as it
+    is its traceback held the driver's frames (the engine, every future of the fit)
+    for the client's life, whatever the garbage collector did."""
+    monkeypatch.setattr(
+        ahead,
+        "block_hessian_random_effects",
+        _raising_blup_task(ahead.block_hessian_random_effects),
+    )
+    before = _scheduler_tasks(client, set())
+    model = dmixed.mixedlm("y ~ x1 + x2", ddf, groups="g", re_formula="1 + x1")
+    with pytest.raises(ValueError, match="a BLUP task failed"):
+        model.fit(client=client, engine="distributed")
+    del model
+    # distributed's own gather makes reference cycles of a failed gather's frames
+    # (its coroutine's); those are the collector's, the error's traceback is not
+    gc.collect()
+    assert _scheduler_tasks(client, before) == before
+
+
+_SLOW_BLOCK = threading.Event()
+
+
+def _slow_cut(value):
+    """:func:`cut` (how a block's BLUPs leave its task), held on the first worker until
+    ``_SLOW_BLOCK`` is set."""
+    from distributed import get_worker
+
+    if get_worker().name == 0:
+        _SLOW_BLOCK.wait(30)
+    return cut(value)
+
+
+def test_a_blup_round_trip_gathers_a_done_blocks_blups_before_the_others(client, ddf, monkeypatch):
+    """A round trip that makes the BLUPs gathers in two turns (the block done first,
+    then the other, still computing at the first turn); a round trip of step sums in
+    one gather.  The same BLUPs as the engine's in-process blocks give."""
+    model = dmixed.mixedlm("y ~ x1 + x2", ddf, groups="g", re_formula="1 + x1")
+    stats = model.statistics(client=client, engine="distributed")
+    engine = stats.engine
+    assert len(engine.blocks) == 2
+    assert len({w for ws in client.who_has(engine.blocks).values() for w in ws}) == 2
+    lam = stats.layout.lam(np.array([1.0, 0.0, 1.0]), True)
+    w = np.ones(stats.glob.k_fe + 1)
+    want = engine.random_effects(lam, w)
+    asked: list = []
+    client_gather = Client.gather
+
+    def recorded(self, futures, *args, **kwargs):
+        asked.append(len(futures))
+        _SLOW_BLOCK.set()  # the slow block ends only once a gather is asked for
+        return client_gather(self, futures, *args, **kwargs)
+
+    monkeypatch.setattr(evaluator, "cut", _slow_cut)
+    monkeypatch.setattr(Client, "gather", recorded)
+    _SLOW_BLOCK.clear()
+    try:
+        got = engine.random_effects(lam, w)
+    finally:
+        _SLOW_BLOCK.set()
+    assert asked == [1, 1]
+    assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
+    asked.clear()
+    engine.step(lam, stats.layout.k_re)
+    assert asked == [2]
+    engine.close()
 
 
 def test_repeated_fits_hold_no_more_on_the_workers(client, ddf):

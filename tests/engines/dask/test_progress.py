@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import weakref
 
@@ -159,16 +160,25 @@ def test_laid_out_copies_only_the_arrays_that_are_unaligned_or_not_c_ordered():
         np.testing.assert_array_equal(new, old)
 
 
-def test_a_loopback_cluster_gathers_from_the_workers_to_the_same_bits():
-    """Worker processes on 127.0.0.1: the optimizer's round trips gather straight from
-    the workers, and the fit is the fit of results gathered through the scheduler (a
-    client told ``direct_to_workers=False``), bit for bit."""
+def test_a_loopback_cluster_gathers_from_the_workers_to_the_same_bits(monkeypatch):
+    """Worker processes on 127.0.0.1: every gather of a fit kept on the workers (the
+    data pass's summaries and moment sums, the optimizer's round trips) comes straight
+    from the workers, and the fit is the fit of results gathered through the scheduler
+    (a client told ``direct_to_workers=False``), bit for bit."""
     from distributed import Client, LocalCluster
 
     from dmixed.engines.dask.progress import gather_direct
 
+    asked: list = []
+    client_gather = Client.gather
+
+    def recorded(self, futures, *args, **kwargs):
+        asked.append(kwargs.get("direct"))
+        return client_gather(self, futures, *args, **kwargs)
+
+    monkeypatch.setattr(Client, "gather", recorded)
     ddf = dd.from_pandas(make_data(n_groups=200, seed=8), npartitions=4)
-    fits = {}
+    fits, directs = {}, {}
     with (
         dask.config.set({"dmixed.engine": "distributed"}),
         LocalCluster(
@@ -178,12 +188,18 @@ def test_a_loopback_cluster_gathers_from_the_workers_to_the_same_bits():
         for direct in (None, False):
             with Client(cluster, direct_to_workers=direct) as client:
                 model = dmixed.mixedlm("y ~ x1 + x2", ddf, groups="g", re_formula="1 + x1")
+                asked.clear()
                 res = model.fit(client=client)
+                directs[direct] = list(asked)
                 assert gather_direct(client) is (True if direct is None else None)
                 blups = np.asarray(list(res.random_effects.values()))
                 fits[direct] = (res.params.to_numpy(), res.bse.to_numpy(), res.llf, blups)
     for a, b in zip(fits[None], fits[False], strict=True):
         assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
+    # the summaries, the moment sums and at least one round trip
+    assert len(directs[None]) >= 3
+    assert set(directs[None]) == {True}
+    assert set(directs[False]) == {None}
 
 
 class _Refused(ValueError):
@@ -243,3 +259,72 @@ def test_an_error_raised_on_a_worker_lets_go_of_the_driver_frames(client):
         assert info.value.column == "x2"
         del held, info
         assert gone() is None
+
+
+#: what the late task of the next test waits for (the fixture's workers are threads of
+#: this process; no client is made inside the task, which would become Dask's default)
+_LATE = threading.Event()
+
+
+def _late(x):
+    _LATE.wait(60)
+    return x * 10
+
+
+def test_a_done_blocks_last_results_are_gathered_while_the_others_run(client, monkeypatch):
+    """:func:`gathered_in_turn`: the first turn takes only the last stage's results
+    that are done (one block's, its worker idle), while another block's last task still
+    runs; the second turn every other result; the results in the futures' order."""
+    from distributed import Client
+
+    from dmixed.engines.dask.progress import gathered_in_turn
+
+    slow_worker, fast_worker = sorted(client.scheduler_info()["workers"])
+    _LATE.clear()
+    first = [
+        client.submit(lambda v: v, v, workers=[w], pure=False)
+        for v, w in ((1, fast_worker), (2, slow_worker))
+    ]
+    last = [
+        client.submit(lambda a, b: a + b, *first, workers=[fast_worker], pure=False),
+        client.submit(_late, first[1], workers=[slow_worker], pure=False),
+    ]
+    futures = [*first, *last]
+    turns: list = []
+    client_gather = Client.gather
+
+    def recorded(self, fs, *args, **kwargs):
+        turns.append([f.key for f in fs])
+        _LATE.set()  # the late task ends only once the first turn is asked for
+        return client_gather(self, fs, *args, **kwargs)
+
+    monkeypatch.setattr(Client, "gather", recorded)
+    try:
+        got = gathered_in_turn(client, futures, 2, None)
+    finally:
+        _LATE.set()
+    assert turns == [[last[0].key], [f.key for f in (*first, last[1])]]
+    assert got == [1, 2, 3, 20]
+
+
+def test_last_results_of_none_are_gathered_in_one_turn(client, monkeypatch):
+    """:func:`gathered_in_turn`: where the last stage's results done at the first turn
+    are None (a chain that stopped), one gather of every result."""
+    from distributed import Client
+
+    from dmixed.engines.dask.progress import gathered_in_turn, wait_for
+
+    first = [client.submit(lambda v: v, v, pure=False) for v in (1, 2)]
+    last = [client.submit(lambda v: None, f, pure=False) for f in first]
+    futures = [*first, *last]
+    wait_for(client, futures)
+    turns: list = []
+    client_gather = Client.gather
+
+    def recorded(self, fs, *args, **kwargs):
+        turns.append([f.key for f in fs])
+        return client_gather(self, fs, *args, **kwargs)
+
+    monkeypatch.setattr(Client, "gather", recorded)
+    assert gathered_in_turn(client, futures, 2, None) == [1, 2, None, None]
+    assert turns == [[f.key for f in futures]]
