@@ -227,7 +227,7 @@ def _number_slots(run: _Pass) -> tuple[SlotMap | None, object, bool]:
     if not run.spec.vc_names:
         return None, None, False
     logger.log(run.level, "VC prepass: %d partitions on %s", run.n_parts, run.where)
-    slot_graph, overlap_graph = slot_map_graph(run.ddf, run.spec, run.key_dtype)
+    slot_graph, overlap_graph = slot_map_graph(run.ddf, run.spec, run.key_dtype, _count_blocks(run))
     if run.client is None:
         slot_map, overlap = dask.compute(slot_graph, overlap_graph, scheduler=local_scheduler())
         slot_arg = slot_map

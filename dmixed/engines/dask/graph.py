@@ -45,6 +45,8 @@ from .parquet_direct import parquet_reads
 from .partials import (
     build_slot_plan,
     chain_partials,
+    chain_vc_pairs,
+    chained_slot_plan,
     empty_pairs,
     partition_partials,
     partition_vc_pairs,
@@ -233,9 +235,19 @@ def tree(func, items: list, fan_in: int = 8):
     return items[0]
 
 
-def slot_map_graph(ddf, spec, key_dtype):
+def slot_map_graph(ddf, spec, key_dtype, n_chains: int = 0):
     """Delayed ``(SlotMap, overlap)`` from one pass over the data (the VC prepass,
-    :func:`~dmixed.engines.dask.partials.build_slot_plan`)."""
+    :func:`~dmixed.engines.dask.partials.build_slot_plan`).
+
+    Where the collection is read in chains (:func:`chain_recipes`), ``n_chains`` tasks
+    each read a run of partitions themselves
+    (:func:`~dmixed.engines.dask.partials.chain_vc_pairs`), as the data pass's chains
+    do: not one task per partition, whose scheduling costs more than reading a small
+    file; else one task per partition and a tree of their distinct pairs."""
+    recipes = chain_recipes(ddf, n_chains, allow_fallback=True)
+    if recipes is not None:
+        chains = [dask.delayed(chain_vc_pairs, pure=True)(rec, spec, key_dtype) for rec in recipes]
+        return dask.delayed(chained_slot_plan, nout=2, pure=True)(vc_ncols(spec), *chains)
     pairs = ddf.map_partitions(
         partition_vc_pairs, spec, key_dtype, partition_info=True, meta=empty_pairs(key_dtype)
     )

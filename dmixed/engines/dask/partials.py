@@ -783,6 +783,40 @@ def _vc_pairs(pdf: pd.DataFrame, spec, key_dtype) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+#: Partitions' triples a chain holds before it collapses them to the distinct ones
+#: (:func:`chain_vc_pairs`).
+PAIRS_HELD = 8
+
+
+def chain_vc_pairs(pieces: Pieces, spec, key_dtype) -> pd.DataFrame:
+    """:func:`partition_vc_pairs` of a run of partitions read one after the other here
+    (as :func:`chain_partials` reads them): their distinct triples, each partition's in
+    turn.  A :class:`~dmixed.errors.DataError` names the partition and its file
+    (:meth:`ChainFrames.located`)."""
+    frames = chain_frames(pieces)
+    found: list[pd.DataFrame] = []
+    try:
+        for pdf in frames:
+            found.append(_vc_pairs(pdf, spec, key_dtype))
+            if len(found) == PAIRS_HELD:
+                # a group's triples recur in every file holding its rows: collapse them
+                # as they come, so a chain holds about its distinct triples, not the sum
+                # of its files' (the slot map numbers them independently of their order)
+                found = [pd.concat(found, ignore_index=True).drop_duplicates(ignore_index=True)]
+    except DataError as err:
+        raise frames.located(err) from None
+    if not found:
+        return empty_pairs(key_dtype)
+    return pd.concat(found, ignore_index=True).drop_duplicates(ignore_index=True)
+
+
+def chained_slot_plan(ncols: list[int], *chains: pd.DataFrame) -> tuple[SlotMap, RowOverlap]:
+    """:func:`build_slot_plan` of the triples of every chain (:func:`chain_vc_pairs`),
+    in chain order."""
+    pairs = pd.concat(chains, ignore_index=True).drop_duplicates(ignore_index=True)
+    return build_slot_plan(pairs, ncols)
+
+
 def build_slot_map(pairs: pd.DataFrame, ncols: list[int]) -> SlotMap:
     """The :class:`~dmixed.stats.slots.SlotMap` of all distinct pairs of the data."""
     pairs = pairs[pairs["comp"].to_numpy() != OVERLAP]

@@ -12,7 +12,7 @@ from dask.utils import key_split
 import dmixed
 from dmixed.engines.dask.blocks import assemble_blocks
 from dmixed.engines.dask.data_pass import group_key_dtype
-from dmixed.engines.dask.graph import block_graph, project_columns
+from dmixed.engines.dask.graph import block_graph, project_columns, slot_map_graph
 from dmixed.stats.packed import PackedLayout
 
 from ..._synth import make_data
@@ -196,3 +196,38 @@ def test_without_the_chains_workers_nothing_is_placed():
     _, _, blocks = _blocks("partitions", 4, ["tcp://a:1"])
     assert set(_annotated(blocks).values()) == {None}
     assert "moved_part" not in {key_split(k) for k in dict(blocks[0].__dask_graph__())}
+
+
+def _slot_table(slot_map) -> dict:
+    """``{(component, group key, column): slot}`` of a slot map (its groups' order aside)."""
+    out = {}
+    for ell, nc in enumerate(slot_map.ncols):
+        keys = slot_map.pair_keys[ell]
+        groups = slot_map.groups[keys // nc]
+        for g, col, slot in zip(groups, keys % nc, slot_map.pair_slots[ell], strict=True):
+            out[ell, g, int(col)] = int(slot)
+    return out
+
+
+def test_slot_map_graph_in_chains():
+    """The VC prepass over a collection read in chains: one task per chain (none per
+    partition), and the same slots, widths and overlap as one task per partition."""
+    from tests.engines.test_vc_crossed import CROSSED, crossed_data
+
+    df = crossed_data(n_groups=12, seed=1).sample(frac=1.0, random_state=5)
+    df = df.reset_index(drop=True)
+    ddf = _collections(df, 7)["chains"]
+    spec = dmixed.MixedLM.from_formula(
+        "y ~ x", data=ddf, groups="g", re_formula="1", vc_formula=CROSSED
+    ).spec
+    chained = slot_map_graph(ddf, spec, np.int64, 3)
+    kinds = {key_split(k) for k in chained[0].__dask_graph__()}
+    assert "chain_vc_pairs" in kinds and "partition_vc_pairs" not in kinds
+    assert sum(key_split(k) == "chain_vc_pairs" for k in chained[0].__dask_graph__()) == 3
+    got_map, got_overlap = dask.compute(*chained, scheduler="sync")
+    want_map, want_overlap = dask.compute(*slot_map_graph(ddf, spec, np.int64), scheduler="sync")
+    assert got_map.widths == want_map.widths
+    assert _slot_table(got_map) == _slot_table(want_map)
+    assert len(_slot_table(got_map)) == sum(k.size for k in want_map.pair_keys) > 0
+    assert bool(got_overlap) and not got_overlap.repeated
+    np.testing.assert_array_equal(got_overlap.pairs, want_overlap.pairs)
