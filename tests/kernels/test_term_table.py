@@ -61,6 +61,13 @@ def _abs_scale(codes, n_groups, y, exog, ztilde, weights, std) -> np.ndarray:
     return out
 
 
+def _shuffled_codes(rng, n_groups: int, least: int) -> np.ndarray:
+    """Group codes of ``least`` to 5 rows a group, in a shuffled order."""
+    codes = np.repeat(np.arange(n_groups), rng.integers(least, 6, n_groups))
+    rng.shuffle(codes)
+    return codes
+
+
 def _timestamp_rows(rng, codes: np.ndarray, n_groups: int) -> tuple:
     """``(y, exog, z, std)`` of rows of ``codes``: an intercept, a timestamp near 1.7e9
     spread between groups (3e7 s) and by ~1 s within them, and a plain column; a random
@@ -1071,8 +1078,7 @@ def test_the_sweep_keeps_each_groups_slope_about_its_first_value():
 
     rng = np.random.default_rng(5)
     n_groups = 50
-    codes = np.repeat(np.arange(n_groups), rng.integers(1, 6, n_groups))
-    rng.shuffle(codes)
+    codes = _shuffled_codes(rng, n_groups, 1)
     n = codes.size
     t = 1.7e9 + 3e7 * rng.random(n_groups)[codes] + rng.normal(size=n)
     x2, y = rng.normal(size=n), rng.normal(size=n)
@@ -1108,8 +1114,7 @@ def test_the_sweep_of_weighted_rows_keeps_their_weighted_sums_about_the_shifts(o
 
     rng = np.random.default_rng(6)
     n_groups = 50
-    codes = np.repeat(np.arange(n_groups), rng.integers(1, 6, n_groups))
-    rng.shuffle(codes)
+    codes = _shuffled_codes(rng, n_groups, 1)
     n = codes.size
     y, exog, z, std = _timestamp_rows(rng, codes, n_groups)
     w = np.ones(n) if ones else rng.uniform(0.25, 4.0, n)
@@ -1145,8 +1150,7 @@ def test_a_plan_change_hands_the_flushed_tables_sums_about_the_shifts_over(compi
 
     rng = np.random.default_rng(6)
     n_groups = 50
-    codes = np.repeat(np.arange(n_groups), rng.integers(2, 6, n_groups))
-    rng.shuffle(codes)
+    codes = _shuffled_codes(rng, n_groups, 2)
     n = codes.size
     y, exog, z, std = _timestamp_rows(rng, codes, n_groups)
     half = n // 2
