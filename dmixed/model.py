@@ -70,6 +70,16 @@ from .stats.standardize import check_weights_range, log2_range
 __all__ = ["MixedLM", "MixedLMParams", "mixedlm"]
 
 
+def _scan_chains(data):
+    """The Dask engine's runs of partitions for the level scan of Dask ``data``
+    (:data:`~dmixed.design.scan.ScanChains`; imported only for Dask data)."""
+    if not is_dask(data):
+        return None
+    from .engines.dask import level_scan_chains
+
+    return level_scan_chains
+
+
 class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
     """Linear mixed model, statsmodels' ``MixedLM`` parametrization (DESIGN.md §1).
 
@@ -333,6 +343,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             missing=missing,
             env=env,
             drop_cols=drop_cols,
+            scan_chains=_scan_chains(data),
         )
         if prepared is not None:  # pandas data, prepared once for the spec's checks
             return cls._with_spec(spec, use_sqrt, rows=rows_of_frame(spec, data, prepared))

@@ -13,6 +13,7 @@ column for the empty / constant-response checks.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,6 +49,7 @@ __all__ = [
     "ScanPlan",
     "dask_scan",
     "is_dask",
+    "merged_summary",
     "object_columns",
     "pandas_scan",
 ]
@@ -237,9 +239,19 @@ def _declared_categories(ddf, meta, kinds, level_cols) -> dict[str, pd.Categoric
     return declared
 
 
-def dask_scan(ddf, meta, kinds, plan: ScanPlan) -> LevelScan:
+#: What runs the scan's tasks over runs of partitions where the collection allows it
+#: (the Dask engine's chains, passed in by the model: the design does not import the
+#: engines): ``chains(ddf, kinds, plan, to_scan)`` → one delayed
+#: :class:`PartitionSummary` per run of consecutive partitions, each the
+#: :func:`merged_summary` of its partitions' :func:`summarize_partition`, in partition
+#: order; None where the collection is read one task per partition.
+ScanChains = Callable[..., list | None]
+
+
+def dask_scan(ddf, meta, kinds, plan: ScanPlan, chains: ScanChains | None = None) -> LevelScan:
     """Levels, object types, row counts and response range of a Dask frame, in at most
-    one compute."""
+    one compute: one task per run of partitions where ``chains`` gives them
+    (:data:`ScanChains`), else one task per partition."""
     import dask
 
     check_persisted(ddf)
@@ -256,9 +268,12 @@ def dask_scan(ddf, meta, kinds, plan: ScanPlan) -> LevelScan:
     also = [plan.resp_col] if plan.resp_col is not None else []
     also += plan.object_cols + (list(plan.columns_used) if plan.drop else [])
     read = list(dict.fromkeys([*to_scan, *also]))
-    summarize = dask.delayed(summarize_partition)
-    parts = select_columns(ddf, read).to_delayed()
-    tasks = [summarize(p, kinds, plan, to_scan, i) for i, p in enumerate(parts)]
+    selected = select_columns(ddf, read)
+    tasks = None if chains is None else chains(selected, kinds, plan, to_scan)
+    if tasks is None:
+        summarize = dask.delayed(summarize_partition)
+        parts = selected.to_delayed()
+        tasks = [summarize(p, kinds, plan, to_scan, i) for i, p in enumerate(parts)]
     try:
         results = dask.compute(*tasks)
     except DataError as err:
@@ -269,6 +284,31 @@ def dask_scan(ddf, meta, kinds, plan: ScanPlan) -> LevelScan:
             raise
         raise located(err, ddf) from None
     return _combine(results, levels, to_scan, declared, meta)
+
+
+def merged_summary(summaries: list[PartitionSummary]) -> PartitionSummary:
+    """One summary of consecutive partitions' ``summaries`` (in partition order), which
+    the scan's combine reads as it reads theirs: rows added, distinct values in order of
+    first appearance (the combine sorts them, or keeps the declared order), the types
+    united, the widest range; a column's categories merged in order of first appearance
+    where every partition with rows declares them, else left out (then the combine finds
+    a partition with rows and none, as it would among the partitions themselves)."""
+    out = PartitionSummary(n=sum(s.n for s in summaries), n_kept=sum(s.n_kept for s in summaries))
+    columns = dict.fromkeys(itertools.chain.from_iterable(s.levels for s in summaries))
+    for c in columns:
+        vals = itertools.chain.from_iterable(s.levels.get(c, []) for s in summaries)
+        out.levels[c] = list(dict.fromkeys(vals))
+    for c in dict.fromkeys(itertools.chain.from_iterable(s.categories for s in summaries)):
+        if all(c in s.categories for s in summaries if s.n):
+            cats = itertools.chain.from_iterable(s.categories.get(c, []) for s in summaries)
+            out.categories[c] = list(dict.fromkeys(cats))
+    for s in summaries:
+        for c, t in s.types.items():
+            out.types.setdefault(c, set()).update(t)
+    ranges = [s.range for s in summaries if s.range is not None]
+    if ranges:
+        out.range = (min(r[0] for r in ranges), max(r[1] for r in ranges))
+    return out
 
 
 def _partition_categories(results, c: str, meta) -> pd.CategoricalDtype | None:

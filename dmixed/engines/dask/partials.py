@@ -47,6 +47,7 @@ from ...design.dtypes import warn_rounded_integers
 from ...design.origin import in_partition, piece_file
 from ...design.partitions import check_column_kinds, reader_error
 from ...design.references import column_references
+from ...design.scan import PartitionSummary, ScanPlan, merged_summary, summarize_partition
 from ...design.spec import DesignMatrices
 from ...errors import DataError
 from ...kernels.shifts import rows_part
@@ -669,13 +670,22 @@ class ChainFrames:
                 raise
             raise err from None
 
+    @property
+    def number(self) -> int | None:
+        """The number of the partition last yielded in the collection (None: none yet,
+        or not known)."""
+        if self.current is None:
+            return None
+        out_key = self.current[0][1]
+        return out_key[-1] if isinstance(out_key, tuple) else None
+
     def located(self, err: DataError) -> DataError:
         """``err`` naming the partition last yielded and, where Dask's Parquet reader
         reads it, its file (:func:`~dmixed.design.origin.in_partition`)."""
         if self.current is None:
             return err
-        (graph, out_key, _), read = self.current
-        number = out_key[-1] if isinstance(out_key, tuple) else None
+        (graph, _, _), read = self.current
+        number = self.number
         file = read[0] if read is not None else piece_file(graph)
         return in_partition(err, number, file)
 
@@ -687,6 +697,22 @@ def _where(frames, err: DataError) -> DataError:
 def chain_frames(pieces: Pieces, reads: ParquetReads | None = None) -> ChainFrames:
     """A chain's partitions, one at a time (:class:`ChainFrames`)."""
     return ChainFrames(pieces, reads)
+
+
+def chain_summary(pieces: Pieces, kinds, plan: ScanPlan, to_scan: list) -> PartitionSummary:
+    """The level scan of a run of partitions read one after the other here (as
+    :func:`chain_partials` reads them): each partition's
+    :func:`~dmixed.design.scan.summarize_partition`, given its number in the
+    collection as the task of one partition is (its errors name it alike), merged
+    (:func:`~dmixed.design.scan.merged_summary`) as they come.  What Dask's reader
+    raises is left to the driver to locate, as for the task of one partition."""
+    frames = chain_frames(pieces)
+    held: list[PartitionSummary] = []
+    for pdf in frames:
+        held.append(summarize_partition(pdf, kinds, plan, to_scan, frames.number))
+        if len(held) == PAIRS_HELD:
+            held = [merged_summary(held)]
+    return merged_summary(held)
 
 
 def resident_chain_partials(
