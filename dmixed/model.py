@@ -108,7 +108,11 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
     missing : {"raise", "drop", "none"}
         What to do with NaN/inf/missing values in a used column.  ``"none"``
         (statsmodels' default name) is accepted and acts as ``"raise"``: a missing
-        value never reaches the statistics unchecked.
+        value never reaches the statistics unchecked.  On Dask data whose model has
+        no factor and no ``object`` column, nothing is read before the fit, ``"drop"``
+        or not: no row left after dropping (``"no rows left after dropping rows with
+        missing values (N rows dropped)"``) and a constant response are then refused
+        by ``fit()``, from the data pass's statistics, not by ``mixedlm()``.
 
     Attributes
     ----------

@@ -4,7 +4,9 @@ range.
 
 On pandas the frame is at hand.  On Dask one ``dask.compute`` reads the factor columns
 (categoricals too: their levels are the declared categories that occur, as in process;
-all used columns with ``missing="drop"``, because levels must come from the rows kept),
+all used columns with ``missing="drop"``, because levels must come from the rows kept;
+with neither a factor nor an ``object`` column nothing is read, ``missing="drop"`` or
+not: the data pass counts the rows and those dropped),
 the ``object`` columns (their types decide how they are read, the same whatever the
 partitioning: each partition reports the set of types it holds), plus the response
 column for the empty / constant-response checks.
@@ -261,9 +263,10 @@ def dask_scan(ddf, meta, kinds, plan: ScanPlan, chains: ScanChains | None = None
     # every factor column is read, declared categories too: the levels are the categories
     # that occur, as in process (a filtered hive dataset declares keys it no longer holds)
     to_scan = list(plan.level_cols)
-    if not to_scan and not plan.drop and not plan.object_cols:
+    if not to_scan and not plan.object_cols:
         # nothing to learn before the data pass: no extra read (the data pass itself
-        # finds empty data and a constant response, from the statistics)
+        # finds empty data, no row left after dropping missing values and a constant
+        # response, from the statistics; ``missing="drop"`` alone needs no levels)
         return LevelScan(levels)
     also = [plan.resp_col] if plan.resp_col is not None else []
     also += plan.object_cols + (list(plan.columns_used) if plan.drop else [])

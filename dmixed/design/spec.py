@@ -703,7 +703,9 @@ def build_spec_prepared(
         For a formula that does not parse, fails the whitelist, or cannot be evaluated.
     DataError
         For data that cannot be used: empty, all rows missing, a column of the wrong
-        kind, a constant response.
+        kind, a constant response (for Dask data, only where the level scan reads the
+        data: a factor or an ``object`` column; else the data pass refuses them, from
+        its statistics, :func:`~dmixed.design.scan.dask_scan`).
     """
     plain = build_plain_numeric(
         data, formula, groups, re_formula, vc_formula, weights, missing, drop_cols

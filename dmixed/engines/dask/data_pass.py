@@ -719,10 +719,12 @@ def _data_pass(run: _Pass, standardization: Standardization | None) -> FittedSta
         engine_obj, asm = _compute_on_cluster(run, graph, packed, layout, t1)
     if asm.glob.n == 0:
         engine_obj.close()
-        dropped = f": all {asm.n_dropped} rows had missing values and were dropped"
-        raise BadValuesError(
-            "no data: the Dask DataFrame has no rows" + (dropped if asm.n_dropped else "")
-        )
+        if asm.n_dropped:  # the words of the level scan, where it counts them
+            raise BadValuesError(
+                "no rows left after dropping rows with missing values "
+                f"({asm.n_dropped} rows dropped)"
+            )
+        raise BadValuesError("no data: the Dask DataFrame has no rows")
     logger.log(
         run.level,
         "data pass done in %.2fs: %d rows, %d groups",
