@@ -49,6 +49,7 @@ __all__ = [
     "LevelScan",
     "PartitionSummary",
     "ScanPlan",
+    "SummaryMerge",
     "dask_scan",
     "is_dask",
     "merged_summary",
@@ -289,29 +290,70 @@ def dask_scan(ddf, meta, kinds, plan: ScanPlan, chains: ScanChains | None = None
     return _combine(results, levels, to_scan, declared, meta)
 
 
+class SummaryMerge:
+    """Consecutive partitions' summaries merged as they come (:meth:`add`, in partition
+    order) into one the scan's combine reads as it reads theirs (:meth:`summary`): rows
+    added, distinct values in order of first appearance (the first of equal values kept,
+    as the combine's ``dict.fromkeys`` keeps it; the combine sorts them, or keeps the
+    declared order), the types united, the widest range (the first of equal ends kept);
+    a column's categories merged in order of first appearance where every partition
+    with rows declares them, else left out (then the combine finds a partition with rows
+    and none, as it would among the partitions themselves).  Each summary's values are
+    read once, when it is added: what is held is not read again."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.n_kept = 0
+        self.levels: dict[str, dict] = {}
+        self.categories: dict[str, dict] = {}
+        self.undeclared: set[str] = set()
+        self.types: dict[str, set] = {}
+        self.range: tuple[float, float] | None = None
+
+    def add(self, s: PartitionSummary) -> None:
+        """Merge the summary of the next partition (or run of partitions)."""
+        rows_before = self.n > 0
+        self.n += s.n
+        self.n_kept += s.n_kept
+        for c, vals in s.levels.items():
+            # dict.update keeps the key already held where an equal one comes
+            self.levels.setdefault(c, {}).update(zip(vals, itertools.repeat(None)))
+        if s.n:
+            self.undeclared.update(c for c in self.categories if c not in s.categories)
+        for c, cats in s.categories.items():
+            if c not in self.categories and rows_before:
+                # an earlier partition with rows did not declare it
+                self.undeclared.add(c)
+            self.categories.setdefault(c, {}).update(zip(cats, itertools.repeat(None)))
+        for c, t in s.types.items():
+            self.types.setdefault(c, set()).update(t)
+        if s.range is not None:
+            if self.range is None:
+                self.range = s.range
+            else:
+                lo = s.range[0] if s.range[0] < self.range[0] else self.range[0]
+                hi = s.range[1] if s.range[1] > self.range[1] else self.range[1]
+                self.range = (lo, hi)
+
+    def summary(self) -> PartitionSummary:
+        """The summaries added so far as one."""
+        return PartitionSummary(
+            n=self.n,
+            n_kept=self.n_kept,
+            levels={c: list(v) for c, v in self.levels.items()},
+            range=self.range,
+            types={c: set(t) for c, t in self.types.items()},
+            categories={c: list(v) for c, v in self.categories.items() if c not in self.undeclared},
+        )
+
+
 def merged_summary(summaries: list[PartitionSummary]) -> PartitionSummary:
     """One summary of consecutive partitions' ``summaries`` (in partition order), which
-    the scan's combine reads as it reads theirs: rows added, distinct values in order of
-    first appearance (the combine sorts them, or keeps the declared order), the types
-    united, the widest range; a column's categories merged in order of first appearance
-    where every partition with rows declares them, else left out (then the combine finds
-    a partition with rows and none, as it would among the partitions themselves)."""
-    out = PartitionSummary(n=sum(s.n for s in summaries), n_kept=sum(s.n_kept for s in summaries))
-    columns = dict.fromkeys(itertools.chain.from_iterable(s.levels for s in summaries))
-    for c in columns:
-        vals = itertools.chain.from_iterable(s.levels.get(c, []) for s in summaries)
-        out.levels[c] = list(dict.fromkeys(vals))
-    for c in dict.fromkeys(itertools.chain.from_iterable(s.categories for s in summaries)):
-        if all(c in s.categories for s in summaries if s.n):
-            cats = itertools.chain.from_iterable(s.categories.get(c, []) for s in summaries)
-            out.categories[c] = list(dict.fromkeys(cats))
+    the scan's combine reads as it reads theirs (:class:`SummaryMerge`)."""
+    merge = SummaryMerge()
     for s in summaries:
-        for c, t in s.types.items():
-            out.types.setdefault(c, set()).update(t)
-    ranges = [s.range for s in summaries if s.range is not None]
-    if ranges:
-        out.range = (min(r[0] for r in ranges), max(r[1] for r in ranges))
-    return out
+        merge.add(s)
+    return merge.summary()
 
 
 def _partition_categories(results, c: str, meta) -> pd.CategoricalDtype | None:

@@ -47,7 +47,7 @@ from ...design.dtypes import warn_rounded_integers
 from ...design.origin import in_partition, piece_file
 from ...design.partitions import check_column_kinds, reader_error
 from ...design.references import column_references
-from ...design.scan import PartitionSummary, ScanPlan, merged_summary, summarize_partition
+from ...design.scan import PartitionSummary, ScanPlan, SummaryMerge, summarize_partition
 from ...design.spec import DesignMatrices
 from ...errors import DataError
 from ...kernels.shifts import rows_part
@@ -704,15 +704,14 @@ def chain_summary(pieces: Pieces, kinds, plan: ScanPlan, to_scan: list) -> Parti
     :func:`chain_partials` reads them): each partition's
     :func:`~dmixed.design.scan.summarize_partition`, given its number in the
     collection as the task of one partition is (its errors name it alike), merged
-    (:func:`~dmixed.design.scan.merged_summary`) as they come.  What Dask's reader
-    raises is left to the driver to locate, as for the task of one partition."""
+    (:class:`~dmixed.design.scan.SummaryMerge`) as they come, each read once.  What
+    Dask's reader raises is left to the driver to locate, as for the task of one
+    partition."""
     frames = chain_frames(pieces)
-    held: list[PartitionSummary] = []
+    merge = SummaryMerge()
     for pdf in frames:
-        held.append(summarize_partition(pdf, kinds, plan, to_scan, frames.number))
-        if len(held) == PAIRS_HELD:
-            held = [merged_summary(held)]
-    return merged_summary(held)
+        merge.add(summarize_partition(pdf, kinds, plan, to_scan, frames.number))
+    return merge.summary()
 
 
 def resident_chain_partials(

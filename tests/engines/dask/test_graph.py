@@ -318,6 +318,76 @@ def test_merged_summaries_read_as_the_partitions():
     assert out.categories == {"d": ["x", "y"]}
 
 
+class _Counted:
+    """A level that counts the times it is hashed: once per look-up in a dict."""
+
+    __slots__ = ("v",)
+    hashed = [0]
+
+    def __init__(self, v) -> None:
+        self.v = v
+
+    def __hash__(self) -> int:
+        self.hashed[0] += 1
+        return hash(self.v)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _Counted) and self.v == other.v
+
+
+def test_summaries_merged_as_they_come_read_each_value_once():
+    """Many partitions of many new levels each, merged as a chain merges them: every
+    value looked up about once (what is held is not read again for each partition), and
+    the summary the combine would read from the partitions themselves: values in order
+    of first appearance, the first of equal values kept, categories declared by every
+    partition with rows, the widest range."""
+    import itertools
+
+    from dmixed.design.scan import PartitionSummary, SummaryMerge
+
+    rng = np.random.default_rng(3)
+    parts = []
+    for p in range(300):
+        new = [_Counted(f"u{p}-{i}") for i in range(40)]
+        again = [_Counted(f"u{max(p - 1, 0)}-{i}") for i in range(0, 40, 4)]
+        ints = [1, 2.0] if p % 2 else [2, 1.0]
+        rows = int(p % 50 != 7)  # some partitions empty
+        cats = {"d": [f"k{p % 5}"]} if p != 120 or not rows else {}
+        if p == 130:
+            cats["e"] = ["z"]  # first declared after partitions with rows
+        lo, hi = rng.normal(size=2)
+        parts.append(
+            PartitionSummary(
+                3 * rows,
+                2 * rows,
+                {"c": new + again, "i": ints},
+                (min(lo, hi), max(lo, hi)) if rows else None,
+                {"c": {"str"}, "i": {"int", "float"}},
+                cats,
+            )
+        )
+    _Counted.hashed[0] = 0
+    merge = SummaryMerge()
+    for s in parts:
+        merge.add(s)
+    out = merge.summary()
+    walked = sum(len(s.levels["c"]) for s in parts)
+    assert _Counted.hashed[0] <= 2 * walked  # not read again: once per value
+    want = list(dict.fromkeys(itertools.chain.from_iterable(s.levels["c"] for s in parts)))
+    assert len(out.levels["c"]) == len(want) == 300 * 40
+    assert all(a is b for a, b in zip(out.levels["c"], want, strict=True))
+    assert out.levels["i"] == [2, 1.0] and [type(v) for v in out.levels["i"]] == [int, float]
+    assert (out.n, out.n_kept) == (sum(s.n for s in parts), sum(s.n_kept for s in parts))
+    ranges = [s.range for s in parts if s.range is not None]
+    assert out.range == (min(r[0] for r in ranges), max(r[1] for r in ranges))
+    assert out.types == {"c": {"str"}, "i": {"int", "float"}}
+    assert out.categories == {}  # partition 120 has rows and no "d"; "e" comes late
+    held = SummaryMerge()
+    for s in parts[:120]:
+        held.add(s)
+    assert held.summary().categories == {"d": [f"k{i}" for i in range(5)]}
+
+
 @pytest.mark.parametrize("odd", [1, 3])
 def test_a_level_scan_error_in_chains_names_the_partition_and_file(tmp_path, odd):
     """A file unlike the first found by the level scan in chains: the error of one task
