@@ -634,12 +634,22 @@ class ChainFrames:
     gives a plain Parquet read of the partition and the file matches it
     (:func:`~dmixed.engines.dask.parquet_direct.read_columns`), else the pandas frame
     its piece computes (from ``frames``, the persisted partitions, where given).
-    :meth:`located` words an error for the partition last yielded."""
+    :meth:`located` words an error for the partition last yielded.  ``changed_files``:
+    whether a file gone, cut short or rewritten since the driver planned the read is
+    worded as the fit's :class:`~dmixed.errors.DataError`; else what the reader raised
+    is left as it is (the level scan, which the task of one partition leaves so)."""
 
-    def __init__(self, pieces: Pieces, reads: ParquetReads | None = None, frames=None) -> None:
+    def __init__(
+        self,
+        pieces: Pieces,
+        reads: ParquetReads | None = None,
+        frames=None,
+        changed_files: bool = True,
+    ) -> None:
         self.pieces = pieces
         self.reads = [None] * len(pieces) if reads is None else reads.items
         self.frames = frames
+        self.changed_files = changed_files
         self.current = None
 
     def __iter__(self):
@@ -664,7 +674,7 @@ class ChainFrames:
         except (KeyError, ValueError, OSError) as exc:  # a file unlike the first, or
             # changed since the plan (not a DataError): located as a direct read's error
             err = reader_error(exc)
-            if err is None and self.frames is None:
+            if err is None and self.frames is None and self.changed_files:
                 err = unreadable_file(exc, "Dask's reader")
             if err is None:
                 raise
@@ -694,9 +704,11 @@ def _where(frames, err: DataError) -> DataError:
     return frames.located(err) if isinstance(frames, ChainFrames) else err
 
 
-def chain_frames(pieces: Pieces, reads: ParquetReads | None = None) -> ChainFrames:
+def chain_frames(
+    pieces: Pieces, reads: ParquetReads | None = None, changed_files: bool = True
+) -> ChainFrames:
     """A chain's partitions, one at a time (:class:`ChainFrames`)."""
-    return ChainFrames(pieces, reads)
+    return ChainFrames(pieces, reads, changed_files=changed_files)
 
 
 def chain_summary(pieces: Pieces, kinds, plan: ScanPlan, to_scan: list) -> PartitionSummary:
@@ -706,8 +718,9 @@ def chain_summary(pieces: Pieces, kinds, plan: ScanPlan, to_scan: list) -> Parti
     collection as the task of one partition is (its errors name it alike), merged
     (:class:`~dmixed.design.scan.SummaryMerge`) as they come, each read once.  What
     Dask's reader raises is left to the driver to locate, as for the task of one
-    partition."""
-    frames = chain_frames(pieces)
+    partition, and a file gone or changed since the plan raises what the reader raised
+    (an ``OSError``), as it does there."""
+    frames = chain_frames(pieces, changed_files=False)
     merge = SummaryMerge()
     for pdf in frames:
         merge.add(summarize_partition(pdf, kinds, plan, to_scan, frames.number))

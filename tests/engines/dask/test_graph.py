@@ -416,3 +416,31 @@ def test_a_level_scan_error_in_chains_names_the_partition_and_file(tmp_path, odd
         errors.append(str(exc.value))
     assert errors[0] == errors[1]
     assert errors[0].startswith(f"partition {odd} of the Dask DataFrame (file {tmp_path}/p{odd}")
+
+
+@pytest.mark.parametrize("data_pass", ["auto", "tree"])
+def test_a_file_gone_before_the_level_scan_raises_what_the_reader_raised(tmp_path, data_pass):
+    """A file deleted after the collection was planned: the level scan, in chains or one
+    task per partition, raises the reader's ``FileNotFoundError``, as the scan of one
+    task per partition always has."""
+    from functools import partial
+
+    from dmixed.design.scan import ScanPlan, dask_scan
+    from dmixed.engines.dask.graph import scan_chain_graph
+
+    from ...design.frames import make_df
+
+    df = make_df(250, seed=7)
+    for i, rows in enumerate(np.array_split(np.arange(len(df)), 5)):
+        df.iloc[rows].to_parquet(tmp_path / f"p{i}.parquet", index=False)
+    ddf = dd.read_parquet(sorted(str(p) for p in tmp_path.iterdir()))
+    (tmp_path / "p3.parquet").unlink()
+    kinds = {"y": "numeric", "a": "categorical", "g": "numeric"}
+    plan = ScanPlan(["a"], [], set(), ["y", "a", "g"], "raise", resp_col="y")
+    chains = partial(_three_chains, scan_chain_graph)
+    with dask.config.set({"scheduler": "sync", "dmixed.data_pass": data_pass}):
+        for how in (chains, None):
+            with pytest.raises(FileNotFoundError, match="p3.parquet"):
+                dask_scan(ddf, ddf._meta, kinds, plan, how)
+        with pytest.raises(FileNotFoundError, match="p3.parquet"):
+            dmixed.mixedlm("y ~ x1 + a", ddf, groups="g")
