@@ -254,6 +254,7 @@ def _model_from_saved(job: Job):
 def _model_from_data(job: Job, ddf, client, job_digest: str, fingerprint: list[dict]):
     """The model of the data, after its data pass (statistics saved if ``--stats-dir``)."""
     from .design import build_spec
+    from .engines.dask import level_scan_chains
     from .model import MixedLM
     from .stats import checkpoint
 
@@ -265,6 +266,7 @@ def _model_from_data(job: Job, ddf, client, job_digest: str, fingerprint: list[d
         vc_formula=job.vc_formula,
         weights=job.weights,
         missing=job.missing,
+        scan_chains=level_scan_chains,
     )
     model = MixedLM.from_spec(spec, ddf)
     stats = model.statistics(client=client, progress=not job.quiet)

@@ -70,6 +70,16 @@ from .stats.standardize import check_weights_range, log2_range
 __all__ = ["MixedLM", "MixedLMParams", "mixedlm"]
 
 
+def _scan_chains(data):
+    """The Dask engine's runs of partitions for the level scan of Dask ``data``
+    (:data:`~dmixed.design.scan.ScanChains`; imported only for Dask data)."""
+    if not is_dask(data):
+        return None
+    from .engines.dask import level_scan_chains
+
+    return level_scan_chains
+
+
 class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
     """Linear mixed model, statsmodels' ``MixedLM`` parametrization (DESIGN.md §1).
 
@@ -98,7 +108,11 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
     missing : {"raise", "drop", "none"}
         What to do with NaN/inf/missing values in a used column.  ``"none"``
         (statsmodels' default name) is accepted and acts as ``"raise"``: a missing
-        value never reaches the statistics unchecked.
+        value never reaches the statistics unchecked.  On Dask data whose model has
+        no factor and no ``object`` column, nothing is read before the fit, ``"drop"``
+        or not: no row left after dropping (``"no rows left after dropping rows with
+        missing values (N rows dropped)"``) and a constant response are then refused
+        by ``fit()``, from the data pass's statistics, not by ``mixedlm()``.
 
     Attributes
     ----------
@@ -333,6 +347,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             missing=missing,
             env=env,
             drop_cols=drop_cols,
+            scan_chains=_scan_chains(data),
         )
         if prepared is not None:  # pandas data, prepared once for the spec's checks
             return cls._with_spec(spec, use_sqrt, rows=rows_of_frame(spec, data, prepared))

@@ -10,7 +10,7 @@ import numpy as np
 from ..errors import BadValuesError, DataError, NumericFactorWarning
 from .build import ParsedFormulas
 from .dtypes import CATEGORICAL, NUMERIC, NUMERIC_LEVELS, check_numbers_as_text, object_class
-from .scan import LevelScan, ScanPlan, dask_scan, object_columns, pandas_scan
+from .scan import LevelScan, ScanChains, ScanPlan, dask_scan, object_columns, pandas_scan
 
 __all__ = ["group_native", "scan_levels"]
 
@@ -24,14 +24,27 @@ def _check_response_numeric(meta, parsed: ParsedFormulas, kinds: dict) -> None:
             )
 
 
-def scan_levels(data, meta, dask_input, kinds, native, parsed, columns_used, missing, dtypes=None):
+def scan_levels(
+    data,
+    meta,
+    dask_input,
+    kinds,
+    native,
+    parsed,
+    columns_used,
+    missing,
+    dtypes=None,
+    scan_chains: ScanChains | None = None,
+):
     """The levels of the factor columns and the whole-data row counts (:class:`LevelScan`).
 
     ``object`` columns are read by the Python types of their values: ``kinds``,
     ``native`` and the levels are updated for those holding numbers or booleans
     (:func:`~dmixed.design.dtypes.object_class`).  A plain term that reads a column of
     numbers as a factor raises :class:`~dmixed.errors.NumericFactorWarning`.
-    ``dtypes``: ``meta.dtypes`` where the caller has it.
+    ``dtypes``: ``meta.dtypes`` where the caller has it.  ``scan_chains``: what reads a
+    Dask collection's partitions in runs (:data:`~dmixed.design.scan.ScanChains`; None:
+    one task per partition).
 
     Raises
     ------
@@ -51,7 +64,7 @@ def scan_levels(data, meta, dask_input, kinds, native, parsed, columns_used, mis
     )
     if dask_input:
         plan.resp_col = parsed.lhs.columns[0] if len(parsed.lhs.columns) == 1 else None
-        scan = dask_scan(data, meta, kinds, plan)
+        scan = dask_scan(data, meta, kinds, plan, scan_chains)
     else:
         scan = pandas_scan(data, kinds, plan)
     if scan.n_total is not None and scan.n_total == 0:

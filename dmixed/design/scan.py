@@ -4,7 +4,9 @@ range.
 
 On pandas the frame is at hand.  On Dask one ``dask.compute`` reads the factor columns
 (categoricals too: their levels are the declared categories that occur, as in process;
-all used columns with ``missing="drop"``, because levels must come from the rows kept),
+all used columns with ``missing="drop"``, because levels must come from the rows kept;
+with neither a factor nor an ``object`` column nothing is read, ``missing="drop"`` or
+not: the data pass counts the rows and those dropped),
 the ``object`` columns (their types decide how they are read, the same whatever the
 partitioning: each partition reports the set of types it holds), plus the response
 column for the empty / constant-response checks.
@@ -13,6 +15,7 @@ column for the empty / constant-response checks.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,8 +49,10 @@ __all__ = [
     "LevelScan",
     "PartitionSummary",
     "ScanPlan",
+    "SummaryMerge",
     "dask_scan",
     "is_dask",
+    "merged_summary",
     "object_columns",
     "pandas_scan",
 ]
@@ -237,9 +242,19 @@ def _declared_categories(ddf, meta, kinds, level_cols) -> dict[str, pd.Categoric
     return declared
 
 
-def dask_scan(ddf, meta, kinds, plan: ScanPlan) -> LevelScan:
+#: What runs the scan's tasks over runs of partitions where the collection allows it
+#: (the Dask engine's chains, passed in by the model: the design does not import the
+#: engines): ``chains(ddf, kinds, plan, to_scan)`` → one delayed
+#: :class:`PartitionSummary` per run of consecutive partitions, each the
+#: :func:`merged_summary` of its partitions' :func:`summarize_partition`, in partition
+#: order; None where the collection is read one task per partition.
+ScanChains = Callable[..., list | None]
+
+
+def dask_scan(ddf, meta, kinds, plan: ScanPlan, chains: ScanChains | None = None) -> LevelScan:
     """Levels, object types, row counts and response range of a Dask frame, in at most
-    one compute."""
+    one compute: one task per run of partitions where ``chains`` gives them
+    (:data:`ScanChains`), else one task per partition."""
     import dask
 
     check_persisted(ddf)
@@ -249,16 +264,20 @@ def dask_scan(ddf, meta, kinds, plan: ScanPlan) -> LevelScan:
     # every factor column is read, declared categories too: the levels are the categories
     # that occur, as in process (a filtered hive dataset declares keys it no longer holds)
     to_scan = list(plan.level_cols)
-    if not to_scan and not plan.drop and not plan.object_cols:
+    if not to_scan and not plan.object_cols:
         # nothing to learn before the data pass: no extra read (the data pass itself
-        # finds empty data and a constant response, from the statistics)
+        # finds empty data, no row left after dropping missing values and a constant
+        # response, from the statistics; ``missing="drop"`` alone needs no levels)
         return LevelScan(levels)
     also = [plan.resp_col] if plan.resp_col is not None else []
     also += plan.object_cols + (list(plan.columns_used) if plan.drop else [])
     read = list(dict.fromkeys([*to_scan, *also]))
-    summarize = dask.delayed(summarize_partition)
-    parts = select_columns(ddf, read).to_delayed()
-    tasks = [summarize(p, kinds, plan, to_scan, i) for i, p in enumerate(parts)]
+    selected = select_columns(ddf, read)
+    tasks = None if chains is None else chains(selected, kinds, plan, to_scan)
+    if tasks is None:
+        summarize = dask.delayed(summarize_partition)
+        parts = selected.to_delayed()
+        tasks = [summarize(p, kinds, plan, to_scan, i) for i, p in enumerate(parts)]
     try:
         results = dask.compute(*tasks)
     except DataError as err:
@@ -269,6 +288,72 @@ def dask_scan(ddf, meta, kinds, plan: ScanPlan) -> LevelScan:
             raise
         raise located(err, ddf) from None
     return _combine(results, levels, to_scan, declared, meta)
+
+
+class SummaryMerge:
+    """Consecutive partitions' summaries merged as they come (:meth:`add`, in partition
+    order) into one the scan's combine reads as it reads theirs (:meth:`summary`): rows
+    added, distinct values in order of first appearance (the first of equal values kept,
+    as the combine's ``dict.fromkeys`` keeps it; the combine sorts them, or keeps the
+    declared order), the types united, the widest range (the first of equal ends kept);
+    a column's categories merged in order of first appearance where every partition
+    with rows declares them, else left out (then the combine finds a partition with rows
+    and none, as it would among the partitions themselves).  Each summary's values are
+    read once, when it is added: what is held is not read again."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.n_kept = 0
+        self.levels: dict[str, dict] = {}
+        self.categories: dict[str, dict] = {}
+        self.undeclared: set[str] = set()
+        self.types: dict[str, set] = {}
+        self.range: tuple[float, float] | None = None
+
+    def add(self, s: PartitionSummary) -> None:
+        """Merge the summary of the next partition (or run of partitions)."""
+        rows_before = self.n > 0
+        self.n += s.n
+        self.n_kept += s.n_kept
+        for c, vals in s.levels.items():
+            # dict.update keeps the key already held where an equal one comes
+            self.levels.setdefault(c, {}).update(zip(vals, itertools.repeat(None)))
+        if s.n:
+            self.undeclared.update(c for c in self.categories if c not in s.categories)
+        for c, cats in s.categories.items():
+            if c not in self.categories and rows_before:
+                # an earlier partition with rows did not declare it
+                self.undeclared.add(c)
+            self.categories.setdefault(c, {}).update(zip(cats, itertools.repeat(None)))
+        for c, t in s.types.items():
+            self.types.setdefault(c, set()).update(t)
+        if s.range is not None:
+            if self.range is None:
+                self.range = s.range
+            else:
+                lo = s.range[0] if s.range[0] < self.range[0] else self.range[0]
+                hi = s.range[1] if s.range[1] > self.range[1] else self.range[1]
+                self.range = (lo, hi)
+
+    def summary(self) -> PartitionSummary:
+        """The summaries added so far as one."""
+        return PartitionSummary(
+            n=self.n,
+            n_kept=self.n_kept,
+            levels={c: list(v) for c, v in self.levels.items()},
+            range=self.range,
+            types={c: set(t) for c, t in self.types.items()},
+            categories={c: list(v) for c, v in self.categories.items() if c not in self.undeclared},
+        )
+
+
+def merged_summary(summaries: list[PartitionSummary]) -> PartitionSummary:
+    """One summary of consecutive partitions' ``summaries`` (in partition order), which
+    the scan's combine reads as it reads theirs (:class:`SummaryMerge`)."""
+    merge = SummaryMerge()
+    for s in summaries:
+        merge.add(s)
+    return merge.summary()
 
 
 def _partition_categories(results, c: str, meta) -> pd.CategoricalDtype | None:

@@ -64,6 +64,7 @@ from .missing import missing_option
 from .partitions import restored_values
 from .prepare import FrameColumns, PreparedColumns, normalized_frame, prepare_columns
 from .references import choose_references, saved_references
+from .scan import ScanChains
 from .scope import CallerNames, Environment, caller_names_shippable, saved_environment
 from .vc import LevelNames, VCPlan, eval_vc, reads_columns
 
@@ -547,6 +548,7 @@ def build_spec(
     missing: str = "raise",
     env: Environment | None = None,
     drop_cols=None,
+    scan_chains: ScanChains | None = None,
 ) -> ModelSpec:
     """Build the model spec once from the whole dataset (see :func:`build_spec_prepared`)."""
     return build_spec_prepared(
@@ -559,6 +561,7 @@ def build_spec(
         missing=missing,
         env=env,
         drop_cols=drop_cols,
+        scan_chains=scan_chains,
     ).spec
 
 
@@ -663,6 +666,7 @@ def build_spec_prepared(
     missing: str = "raise",
     env: Environment | None = None,
     drop_cols=None,
+    scan_chains: ScanChains | None = None,
 ) -> BuiltSpec:
     """Build the model spec once from the whole dataset; with the prepared columns of a
     pandas ``data`` (None for Dask), which ``spec.transform(data, prepared=...)`` takes
@@ -680,6 +684,9 @@ def build_spec_prepared(
     switch (:mod:`dmixed.design.scope`), None for every formula from a file, a job,
     saved results or the command line.  ``drop_cols`` (statsmodels' argument): names of
     fixed-effects columns dropped once the design is built (:func:`without_columns`).
+    ``scan_chains``: what reads a Dask collection's partitions in runs for the level
+    scan (:data:`~dmixed.design.scan.ScanChains`, the Dask engine's chains; None: one
+    task per partition).
 
     ``data`` is a pandas DataFrame or a Dask DataFrame.  For Dask, the meta
     gives the dtypes, and one ``dask.compute`` reads the categorical/string
@@ -696,7 +703,9 @@ def build_spec_prepared(
         For a formula that does not parse, fails the whitelist, or cannot be evaluated.
     DataError
         For data that cannot be used: empty, all rows missing, a column of the wrong
-        kind, a constant response.
+        kind, a constant response (for Dask data, only where the level scan reads the
+        data: a factor or an ``object`` column; else the data pass refuses them, from
+        its statistics, :func:`~dmixed.design.scan.dask_scan`).
     """
     plain = build_plain_numeric(
         data, formula, groups, re_formula, vc_formula, weights, missing, drop_cols
@@ -719,7 +728,9 @@ def build_spec_prepared(
     frame_columns = None if dask_input else FrameColumns(data)
     dtypes = meta.dtypes if dask_input else frame_columns.dtypes(columns_used)
     kinds, native, integers = column_kinds(meta, parsed, formula_columns, dtypes)
-    scan = scan_levels(data, meta, dask_input, kinds, native, parsed, columns_used, missing, dtypes)
+    scan = scan_levels(
+        data, meta, dask_input, kinds, native, parsed, columns_used, missing, dtypes, scan_chains
+    )
     levels = scan.levels
     specs = formula_specs(parsed, formula, re_formula, kinds, native, levels, groups, caller)
     vc_plans, vc_column_names = plan_variance_components(

@@ -18,7 +18,7 @@
 """
 
 from . import placement  # noqa: F401  (registers the held statistics' sizes with Dask)
-from .data_pass import AUTO_LOCAL_MAX_VALUES, statistics_from_dask
+from .data_pass import AUTO_LOCAL_MAX_VALUES, level_scan_chains, statistics_from_dask
 from .evaluator import DaskEngine
 
-__all__ = ["AUTO_LOCAL_MAX_VALUES", "DaskEngine", "statistics_from_dask"]
+__all__ = ["AUTO_LOCAL_MAX_VALUES", "DaskEngine", "level_scan_chains", "statistics_from_dask"]

@@ -66,7 +66,7 @@ from ..vc_local import StructuredVCEngine, worth_structure
 from .blocks import Assembly, assemble_blocks, block_summary, dense_pieces, gathered_engine
 from .checks import config_choice, missing_values_total
 from .evaluator import DaskEngine, collect_evaluators, submit_evaluators
-from .graph import block_graph, project_columns, slot_map_graph
+from .graph import block_graph, project_columns, scan_chain_graph, slot_map_graph
 from .progress import ask_workers, gather, thread_workers, wait_for, worker_threads
 from .ragged import RaggedPacked
 from .relay import raise_relayed, relay_mark
@@ -147,6 +147,16 @@ def resolve_client(client):
     except ValueError:  # no client in this process
         return None
     return current if getattr(current, "status", "running") == "running" else None
+
+
+def level_scan_chains(ddf, kinds, plan, to_scan: list) -> list | None:
+    """The level scan's tasks over runs of partitions
+    (:data:`~dmixed.design.scan.ScanChains`, :func:`~dmixed.engines.dask.graph.scan_chain_graph`):
+    one per thread of the current client's workers (per CPU without a client), as the
+    data pass's chains; None where the collection is read one task per partition."""
+    client = resolve_client(None)
+    threads = worker_threads(client) if client is not None else os.cpu_count() or 1
+    return scan_chain_graph(ddf, kinds, plan, to_scan, max(1, threads))
 
 
 def resolve_engine(engine: str | None) -> str:
@@ -709,10 +719,12 @@ def _data_pass(run: _Pass, standardization: Standardization | None) -> FittedSta
         engine_obj, asm = _compute_on_cluster(run, graph, packed, layout, t1)
     if asm.glob.n == 0:
         engine_obj.close()
-        dropped = f": all {asm.n_dropped} rows had missing values and were dropped"
-        raise BadValuesError(
-            "no data: the Dask DataFrame has no rows" + (dropped if asm.n_dropped else "")
-        )
+        if asm.n_dropped:  # the words of the level scan, where it counts them
+            raise BadValuesError(
+                "no rows left after dropping rows with missing values "
+                f"({asm.n_dropped} rows dropped)"
+            )
+        raise BadValuesError("no data: the Dask DataFrame has no rows")
     logger.log(
         run.level,
         "data pass done in %.2fs: %d rows, %d groups",

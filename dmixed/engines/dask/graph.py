@@ -45,6 +45,7 @@ from .parquet_direct import parquet_reads
 from .partials import (
     build_slot_plan,
     chain_partials,
+    chain_summary,
     chain_vc_pairs,
     chained_slot_plan,
     empty_pairs,
@@ -255,6 +256,19 @@ def slot_map_graph(ddf, spec, key_dtype, n_chains: int = 0):
     distinct = pairs.drop_duplicates(split_out=1)
     (part,) = distinct.to_delayed()
     return dask.delayed(build_slot_plan, nout=2, pure=True)(part, vc_ncols(spec))
+
+
+def scan_chain_graph(ddf, kinds, plan, to_scan: list, n_chains: int) -> list[Delayed] | None:
+    """The level scan's tasks (:func:`~dmixed.design.scan.dask_scan`) where the collection
+    is read in chains (:func:`chain_recipes`): ``n_chains`` tasks each read a run of
+    partitions themselves and merge their summaries
+    (:func:`~dmixed.engines.dask.partials.chain_summary`), as the data pass's chains
+    do; None where it is not (then one task per partition)."""
+    recipes = chain_recipes(ddf, n_chains, allow_fallback=True)
+    if recipes is None:
+        return None
+    summary = dask.delayed(chain_summary, pure=True)
+    return [summary(rec, kinds, plan, to_scan) for rec in recipes]
 
 
 class _Graph:

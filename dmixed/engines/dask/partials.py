@@ -47,6 +47,7 @@ from ...design.dtypes import warn_rounded_integers
 from ...design.origin import in_partition, piece_file
 from ...design.partitions import check_column_kinds, reader_error
 from ...design.references import column_references
+from ...design.scan import PartitionSummary, ScanPlan, SummaryMerge, summarize_partition
 from ...design.spec import DesignMatrices
 from ...errors import DataError
 from ...kernels.shifts import rows_part
@@ -633,12 +634,22 @@ class ChainFrames:
     gives a plain Parquet read of the partition and the file matches it
     (:func:`~dmixed.engines.dask.parquet_direct.read_columns`), else the pandas frame
     its piece computes (from ``frames``, the persisted partitions, where given).
-    :meth:`located` words an error for the partition last yielded."""
+    :meth:`located` words an error for the partition last yielded.  ``changed_files``:
+    whether a file gone, cut short or rewritten since the driver planned the read is
+    worded as the fit's :class:`~dmixed.errors.DataError`; else what the reader raised
+    is left as it is (the level scan, which the task of one partition leaves so)."""
 
-    def __init__(self, pieces: Pieces, reads: ParquetReads | None = None, frames=None) -> None:
+    def __init__(
+        self,
+        pieces: Pieces,
+        reads: ParquetReads | None = None,
+        frames=None,
+        changed_files: bool = True,
+    ) -> None:
         self.pieces = pieces
         self.reads = [None] * len(pieces) if reads is None else reads.items
         self.frames = frames
+        self.changed_files = changed_files
         self.current = None
 
     def __iter__(self):
@@ -663,19 +674,28 @@ class ChainFrames:
         except (KeyError, ValueError, OSError) as exc:  # a file unlike the first, or
             # changed since the plan (not a DataError): located as a direct read's error
             err = reader_error(exc)
-            if err is None and self.frames is None:
+            if err is None and self.frames is None and self.changed_files:
                 err = unreadable_file(exc, "Dask's reader")
             if err is None:
                 raise
             raise err from None
+
+    @property
+    def number(self) -> int | None:
+        """The number of the partition last yielded in the collection (None: none yet,
+        or not known)."""
+        if self.current is None:
+            return None
+        out_key = self.current[0][1]
+        return out_key[-1] if isinstance(out_key, tuple) else None
 
     def located(self, err: DataError) -> DataError:
         """``err`` naming the partition last yielded and, where Dask's Parquet reader
         reads it, its file (:func:`~dmixed.design.origin.in_partition`)."""
         if self.current is None:
             return err
-        (graph, out_key, _), read = self.current
-        number = out_key[-1] if isinstance(out_key, tuple) else None
+        (graph, _, _), read = self.current
+        number = self.number
         file = read[0] if read is not None else piece_file(graph)
         return in_partition(err, number, file)
 
@@ -684,9 +704,27 @@ def _where(frames, err: DataError) -> DataError:
     return frames.located(err) if isinstance(frames, ChainFrames) else err
 
 
-def chain_frames(pieces: Pieces, reads: ParquetReads | None = None) -> ChainFrames:
+def chain_frames(
+    pieces: Pieces, reads: ParquetReads | None = None, changed_files: bool = True
+) -> ChainFrames:
     """A chain's partitions, one at a time (:class:`ChainFrames`)."""
-    return ChainFrames(pieces, reads)
+    return ChainFrames(pieces, reads, changed_files=changed_files)
+
+
+def chain_summary(pieces: Pieces, kinds, plan: ScanPlan, to_scan: list) -> PartitionSummary:
+    """The level scan of a run of partitions read one after the other here (as
+    :func:`chain_partials` reads them): each partition's
+    :func:`~dmixed.design.scan.summarize_partition`, given its number in the
+    collection as the task of one partition is (its errors name it alike), merged
+    (:class:`~dmixed.design.scan.SummaryMerge`) as they come, each read once.  What
+    Dask's reader raises is left to the driver to locate, as for the task of one
+    partition, and a file gone or changed since the plan raises what the reader raised
+    (an ``OSError``), as it does there."""
+    frames = chain_frames(pieces, changed_files=False)
+    merge = SummaryMerge()
+    for pdf in frames:
+        merge.add(summarize_partition(pdf, kinds, plan, to_scan, frames.number))
+    return merge.summary()
 
 
 def resident_chain_partials(

@@ -187,7 +187,8 @@ def test_an_evaluators_error_leaves_nothing_held_on_the_cluster(monkeypatch):
 
 def test_a_data_pass_of_no_rows_says_whether_rows_were_dropped(client):
     """A data pass that found no rows said "(after dropping missing values)" whether or
-    not any row had been dropped (the command gave it for an input of empty files)."""
+    not any row had been dropped (the command gave it for an input of empty files); with
+    rows dropped it words it as the level scan did."""
     df = make_data(n_groups=20, seed=5)
     spec = dmixed.mixedlm("y ~ x1", dd.from_pandas(df, npartitions=2), groups="g").spec
     spec_drop = dmixed.mixedlm(
@@ -198,8 +199,8 @@ def test_a_data_pass_of_no_rows_says_whether_rows_were_dropped(client):
         (
             spec_drop,
             df.assign(x1=np.nan),
-            f"no data: the Dask DataFrame has no rows: all {len(df)} rows had missing "
-            "values and were dropped",
+            # the words mixedlm() gave when its level scan found it
+            f"no rows left after dropping rows with missing values ({len(df)} rows dropped)",
         ),
     ]
     for model_spec, frame, message in cases:
@@ -209,3 +210,29 @@ def test_a_data_pass_of_no_rows_says_whether_rows_were_dropped(client):
             with pytest.raises(dmixed.errors.BadValuesError) as info:
                 statistics_from_dask(model.source, model.spec, client=client)
         assert str(info.value) == message
+
+
+@pytest.mark.parametrize("where", ["sync", "cluster"])
+def test_missing_drop_without_a_factor_reads_nothing_before_the_fit(where, request, monkeypatch):
+    """``missing="drop"`` with no factor and no object column: ``mixedlm()`` reads no
+    data (no level scan); no row left after dropping and a constant response are
+    refused by ``fit()``, from the data pass's statistics."""
+    import dask
+
+    kw = {"client": request.getfixturevalue("client")} if where == "cluster" else {}
+    df = make_data(n_groups=20, seed=6)
+    computed = []
+    real = dask.compute
+    monkeypatch.setattr(dask, "compute", lambda *a, **k: computed.append(1) or real(*a, **k))
+    gone = dd.from_pandas(df.assign(x1=np.nan), npartitions=3)
+    model = dmixed.mixedlm("y ~ x1", gone, groups="g", missing="drop")
+    flat = dd.from_pandas(df.assign(y=2.5).astype({"y": float}), npartitions=3)
+    flat_model = dmixed.mixedlm("y ~ x1", flat, groups="g", missing="drop")
+    assert computed == []  # no scan
+    words = rf"^no rows left after dropping rows with missing values \({len(df)} rows dropped\)$"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dmixed.DroppedRowsWarning)
+        with pytest.raises(dmixed.errors.BadValuesError, match=words):
+            model.fit(**kw)
+    with pytest.raises(dmixed.errors.DataError, match=r"^the response 'y' is constant"):
+        flat_model.fit(**kw)

@@ -231,3 +231,216 @@ def test_slot_map_graph_in_chains():
     assert len(_slot_table(got_map)) == sum(k.size for k in want_map.pair_keys) > 0
     assert bool(got_overlap) and not got_overlap.repeated
     np.testing.assert_array_equal(got_overlap.pairs, want_overlap.pairs)
+
+
+def _scan_graphs(monkeypatch) -> list:
+    """The task kinds of every ``dask.compute`` made while the test runs."""
+    seen = []
+    real = dask.compute
+
+    def recording(*args, **kwargs):
+        seen.append([key_split(k) for a in args for k in dict(a.__dask_graph__())])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(dask, "compute", recording)
+    return seen
+
+
+@pytest.mark.parametrize("missing", ["raise", "drop"])
+def test_level_scan_in_chains(monkeypatch, missing):
+    """The level scan of a collection read in chains: one task per chain (none per
+    partition), and the levels, object types, row counts and response range of one task
+    per partition, categoricals of per-file categories, a partition without them and
+    empty partitions among them."""
+    from functools import partial
+
+    from dmixed.design.scan import ScanPlan, dask_scan
+    from dmixed.engines.dask.graph import scan_chain_graph
+
+    from ...design.frames import make_df
+
+    df = make_df(300, seed=4)
+    df.loc[::7, "x1"] = np.nan
+    df.loc[3, "y"] = -0.0
+    df["cat"] = pd.Categorical(df["b"], categories=["w", "v", "u"])
+    n = 9
+    ddf = _collections(df, n)["chains"]
+    ddf = ddf[ddf["x2"] < 1.9]  # a filter: some partitions hold fewer rows
+    kinds = dmixed.design.build_spec(df.dropna(), "y ~ x1 + a + C(k)", groups="g").column_kinds
+    kinds = {**kinds, "cat": kinds["a"], "cls": kinds["a"]}
+    plan = ScanPlan(
+        level_cols=["a", "k", "cls", "cat"],
+        object_cols=["a", "cls"],
+        c_columns={"k"},
+        columns_used=["y", "x1", "a", "k", "cls", "cat", "g"],
+        missing=missing,
+        resp_col="y",
+    )
+    seen = _scan_graphs(monkeypatch)
+    chains = partial(_three_chains, scan_chain_graph)
+    got = dask_scan(ddf, ddf._meta, kinds, plan, chains)
+    assert seen[-1].count("chain_summary") == 3 and "summarize_partition" not in seen[-1]
+    want = dask_scan(ddf, ddf._meta, kinds, plan)
+    assert seen[-1].count("summarize_partition") == n
+    assert got.levels == want.levels and got.types == want.types
+    assert (got.n_total, got.n_kept) == (want.n_total, want.n_kept)
+    assert got.response_range == want.response_range
+    kept = df[df["x2"] < 1.9]
+    assert got.n_total == len(kept)
+    assert got.levels["cat"] == ["w", "v", "u"]
+
+
+def _three_chains(graph, ddf, kinds, plan, to_scan):
+    return graph(ddf, kinds, plan, to_scan, 3)
+
+
+def test_merged_summaries_read_as_the_partitions():
+    """A run's merged summary reads as its partitions' do: categories left out where a
+    partition with rows lacks them, the first of equal values and zeros kept."""
+    from dmixed.design.scan import PartitionSummary, merged_summary
+
+    parts = [
+        PartitionSummary(3, 2, {"c": [1, 2.0]}, (0.0, 1.0), {"c": {"int"}}, {"d": ["x"]}),
+        PartitionSummary(0, 0, {"c": []}, None, {}, {"d": ["y"]}),
+        PartitionSummary(2, 2, {"c": [2, 1.0, 3]}, (-0.0, 4.0), {"c": {"float"}}, {}),
+    ]
+    out = merged_summary(parts)
+    assert (out.n, out.n_kept) == (5, 4)
+    assert out.levels["c"] == [1, 2.0, 3] and [type(v) for v in out.levels["c"]] == [
+        int,
+        float,
+        int,
+    ]
+    assert out.types == {"c": {"int", "float"}}
+    assert out.range == (0.0, 4.0) and np.copysign(1.0, out.range[0]) == 1.0
+    assert "d" not in out.categories  # the third partition has rows and no categories
+    out = merged_summary(parts[:2])
+    assert out.categories == {"d": ["x", "y"]}
+
+
+class _Counted:
+    """A level that counts the times it is hashed: once per look-up in a dict."""
+
+    __slots__ = ("v",)
+    hashed = [0]
+
+    def __init__(self, v) -> None:
+        self.v = v
+
+    def __hash__(self) -> int:
+        self.hashed[0] += 1
+        return hash(self.v)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _Counted) and self.v == other.v
+
+
+def test_summaries_merged_as_they_come_read_each_value_once():
+    """Many partitions of many new levels each, merged as a chain merges them: every
+    value looked up about once (what is held is not read again for each partition), and
+    the summary the combine would read from the partitions themselves: values in order
+    of first appearance, the first of equal values kept, categories declared by every
+    partition with rows, the widest range."""
+    import itertools
+
+    from dmixed.design.scan import PartitionSummary, SummaryMerge
+
+    rng = np.random.default_rng(3)
+    parts = []
+    for p in range(300):
+        new = [_Counted(f"u{p}-{i}") for i in range(40)]
+        again = [_Counted(f"u{max(p - 1, 0)}-{i}") for i in range(0, 40, 4)]
+        ints = [1, 2.0] if p % 2 else [2, 1.0]
+        rows = int(p % 50 != 7)  # some partitions empty
+        cats = {"d": [f"k{p % 5}"]} if p != 120 or not rows else {}
+        if p == 130:
+            cats["e"] = ["z"]  # first declared after partitions with rows
+        lo, hi = rng.normal(size=2)
+        parts.append(
+            PartitionSummary(
+                3 * rows,
+                2 * rows,
+                {"c": new + again, "i": ints},
+                (min(lo, hi), max(lo, hi)) if rows else None,
+                {"c": {"str"}, "i": {"int", "float"}},
+                cats,
+            )
+        )
+    _Counted.hashed[0] = 0
+    merge = SummaryMerge()
+    for s in parts:
+        merge.add(s)
+    out = merge.summary()
+    walked = sum(len(s.levels["c"]) for s in parts)
+    assert _Counted.hashed[0] <= 2 * walked  # not read again: once per value
+    want = list(dict.fromkeys(itertools.chain.from_iterable(s.levels["c"] for s in parts)))
+    assert len(out.levels["c"]) == len(want) == 300 * 40
+    assert all(a is b for a, b in zip(out.levels["c"], want, strict=True))
+    assert out.levels["i"] == [2, 1.0] and [type(v) for v in out.levels["i"]] == [int, float]
+    assert (out.n, out.n_kept) == (sum(s.n for s in parts), sum(s.n_kept for s in parts))
+    ranges = [s.range for s in parts if s.range is not None]
+    assert out.range == (min(r[0] for r in ranges), max(r[1] for r in ranges))
+    assert out.types == {"c": {"str"}, "i": {"int", "float"}}
+    assert out.categories == {}  # partition 120 has rows and no "d"; "e" comes late
+    held = SummaryMerge()
+    for s in parts[:120]:
+        held.add(s)
+    assert held.summary().categories == {"d": [f"k{i}" for i in range(5)]}
+
+
+@pytest.mark.parametrize("odd", [1, 3])
+def test_a_level_scan_error_in_chains_names_the_partition_and_file(tmp_path, odd):
+    """A file unlike the first found by the level scan in chains: the error of one task
+    per partition, naming the same partition and file."""
+    from functools import partial
+
+    from dmixed.design.scan import ScanPlan, dask_scan
+    from dmixed.engines.dask.graph import scan_chain_graph
+    from dmixed.errors import DataError
+
+    from ...design.frames import make_df
+
+    df = make_df(250, seed=6)
+    for i, rows in enumerate(np.array_split(np.arange(len(df)), 5)):
+        part = df.iloc[rows]
+        part = part.assign(y=part["y"].astype(str)) if i == odd else part
+        part.to_parquet(tmp_path / f"p{i}.parquet", index=False)
+    ddf = dd.read_parquet(sorted(str(p) for p in tmp_path.iterdir()))
+    kinds = {"y": "numeric", "a": "categorical", "g": "numeric"}
+    plan = ScanPlan(["a"], [], set(), ["y", "a", "g"], "raise", resp_col="y")
+    chains = partial(_three_chains, scan_chain_graph)
+    errors = []
+    for how in (chains, None):
+        with dask.config.set(scheduler="sync"), pytest.raises(DataError) as exc:
+            dask_scan(ddf, ddf._meta, kinds, plan, how)
+        errors.append(str(exc.value))
+    assert errors[0] == errors[1]
+    assert errors[0].startswith(f"partition {odd} of the Dask DataFrame (file {tmp_path}/p{odd}")
+
+
+@pytest.mark.parametrize("data_pass", ["auto", "tree"])
+def test_a_file_gone_before_the_level_scan_raises_what_the_reader_raised(tmp_path, data_pass):
+    """A file deleted after the collection was planned: the level scan, in chains or one
+    task per partition, raises the reader's ``FileNotFoundError``, as the scan of one
+    task per partition always has."""
+    from functools import partial
+
+    from dmixed.design.scan import ScanPlan, dask_scan
+    from dmixed.engines.dask.graph import scan_chain_graph
+
+    from ...design.frames import make_df
+
+    df = make_df(250, seed=7)
+    for i, rows in enumerate(np.array_split(np.arange(len(df)), 5)):
+        df.iloc[rows].to_parquet(tmp_path / f"p{i}.parquet", index=False)
+    ddf = dd.read_parquet(sorted(str(p) for p in tmp_path.iterdir()))
+    (tmp_path / "p3.parquet").unlink()
+    kinds = {"y": "numeric", "a": "categorical", "g": "numeric"}
+    plan = ScanPlan(["a"], [], set(), ["y", "a", "g"], "raise", resp_col="y")
+    chains = partial(_three_chains, scan_chain_graph)
+    with dask.config.set({"scheduler": "sync", "dmixed.data_pass": data_pass}):
+        for how in (chains, None):
+            with pytest.raises(FileNotFoundError, match="p3.parquet"):
+                dask_scan(ddf, ddf._meta, kinds, plan, how)
+        with pytest.raises(FileNotFoundError, match="p3.parquet"):
+            dmixed.mixedlm("y ~ x1 + a", ddf, groups="g")
