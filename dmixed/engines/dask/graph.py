@@ -48,7 +48,7 @@ from .partials import (
     chain_summary,
     chain_vc_pairs,
     chained_slot_plan,
-    empty_pairs,
+    distinct_pairs,
     partition_partials,
     partition_vc_pairs,
     resident_chain_partials,
@@ -249,13 +249,20 @@ def slot_map_graph(ddf, spec, key_dtype, n_chains: int = 0):
     if recipes is not None:
         chains = [dask.delayed(chain_vc_pairs, pure=True)(rec, spec, key_dtype) for rec in recipes]
         return dask.delayed(chained_slot_plan, nout=2, pure=True)(vc_ncols(spec), *chains)
-    pairs = ddf.map_partitions(
-        partition_vc_pairs, spec, key_dtype, partition_info=True, meta=empty_pairs(key_dtype)
-    )
+    # one task per partition of the collection's own optimized graph, numbered as the
+    # driver numbers them to find a partition's file (design.origin.partition_files): a
+    # map_partitions graph is optimized on its own, where Dask may read several files
+    # in one partition, so its partition numbers are not the collection's
+    g = _Graph()
+    found = [
+        g.call(partition_vc_pairs, part, spec, key_dtype, i)
+        for i, part in enumerate(ddf.to_delayed(optimize_graph=True))
+    ]
     # a tree reduction of the distinct pairs, then numbering in one task
-    distinct = pairs.drop_duplicates(split_out=1)
-    (part,) = distinct.to_delayed()
-    return dask.delayed(build_slot_plan, nout=2, pure=True)(part, vc_ncols(spec))
+    while len(found) > 1:
+        found = [g.call(distinct_pairs, *found[i : i + 8]) for i in range(0, len(found), 8)]
+    plan = g.call(build_slot_plan, found[0], vc_ncols(spec))
+    return tuple(g.blocks(g.items(plan, 2)))
 
 
 def scan_chain_graph(ddf, kinds, plan, to_scan: list, n_chains: int) -> list[Delayed] | None:

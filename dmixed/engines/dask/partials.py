@@ -772,15 +772,18 @@ def empty_pairs(key_dtype) -> pd.DataFrame:
     return frame
 
 
-def partition_vc_pairs(pdf: pd.DataFrame, spec, key_dtype, partition_info=None) -> pd.DataFrame:
+def partition_vc_pairs(
+    pdf: pd.DataFrame, spec, key_dtype, number: int | None = None
+) -> pd.DataFrame:
     """Distinct (group key, component, column) triples with a non-zero entry, and
     triples of component :data:`OVERLAP` where rows have two entries (column:
     :func:`~dmixed.engines.dask.crossed.overlap_marks`).  A
-    :class:`~dmixed.errors.DataError` names the partition (Dask's ``partition_info``)."""
+    :class:`~dmixed.errors.DataError` names the partition, ``number`` (its position in
+    the collection's optimized partitions, as the driver finds its file:
+    :func:`~dmixed.design.origin.located`)."""
     try:
         return _vc_pairs(pdf, spec, key_dtype)
     except DataError as err:
-        number = None if partition_info is None else partition_info.get("number")
         raise in_partition(err, number) from None
 
 
@@ -848,11 +851,17 @@ def chain_vc_pairs(pieces: Pieces, spec, key_dtype) -> pd.DataFrame:
     return pd.concat(found, ignore_index=True).drop_duplicates(ignore_index=True)
 
 
+def distinct_pairs(*found: pd.DataFrame) -> pd.DataFrame:
+    """The distinct triples of several partitions' or chains' (:func:`partition_vc_pairs`,
+    :func:`chain_vc_pairs`), in their order."""
+    pairs = pd.concat(found, ignore_index=True)
+    return pairs[~pairs.duplicated()].reset_index(drop=True)
+
+
 def chained_slot_plan(ncols: list[int], *chains: pd.DataFrame) -> tuple[SlotMap, RowOverlap]:
     """:func:`build_slot_plan` of the triples of every chain (:func:`chain_vc_pairs`),
     in chain order."""
-    pairs = pd.concat(chains, ignore_index=True).drop_duplicates(ignore_index=True)
-    return build_slot_plan(pairs, ncols)
+    return build_slot_plan(distinct_pairs(*chains), ncols)
 
 
 def build_slot_map(pairs: pd.DataFrame, ncols: list[int]) -> SlotMap:

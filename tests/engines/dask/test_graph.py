@@ -13,6 +13,7 @@ import dmixed
 from dmixed.engines.dask.blocks import assemble_blocks
 from dmixed.engines.dask.data_pass import group_key_dtype
 from dmixed.engines.dask.graph import block_graph, project_columns, slot_map_graph
+from dmixed.errors import DataError
 from dmixed.stats.packed import PackedLayout
 
 from ..._synth import make_data
@@ -444,3 +445,80 @@ def test_a_file_gone_before_the_level_scan_raises_what_the_reader_raised(tmp_pat
                 dask_scan(ddf, ddf._meta, kinds, plan, how)
         with pytest.raises(FileNotFoundError, match="p3.parquet"):
             dmixed.mixedlm("y ~ x1 + a", ddf, groups="g")
+
+
+def _small_files(tmp_path, bad: str, k: int, n_files: int = 12) -> list[str]:
+    """A split of a VC model's data into ``n_files`` small Parquet files, file ``k``
+    with one bad value: ``"inf"`` in ``x``, ``"text"`` (``x`` as text) or ``"float"``
+    (1.5 in the component's column ``c``), and columns the model does not read."""
+    rng = np.random.default_rng(11)
+    n = 60 * n_files
+    df = pd.DataFrame({"g": rng.integers(0, 20, n), "x": rng.normal(size=n)})
+    df["c"] = rng.integers(0, 3, n)
+    df["y"] = df.x + rng.normal(size=20)[df.g] + df.c + rng.normal(size=n)
+    # columns the model does not read: Dask reads the projection of two or more of
+    # these files in one partition where a graph goes on after the read
+    for j in range(4):
+        df[f"u{j}"] = rng.normal(size=n)
+    files = []
+    for i, rows in enumerate(np.array_split(np.arange(n), n_files)):
+        part = df.iloc[rows].reset_index(drop=True)
+        if i == k and bad == "inf":
+            part.loc[2, "x"] = np.inf
+        elif i == k and bad == "text":
+            part["x"] = part["x"].astype(str)
+        elif i == k:
+            part["c"] = part["c"].astype(float)
+            part.loc[3, "c"] = 1.5
+        files.append(str(tmp_path / f"p{i:03d}.parquet"))
+        part.to_parquet(files[-1], index=False)
+    return files
+
+
+@pytest.mark.parametrize("bad", ["inf", "text", "float"])
+@pytest.mark.parametrize("mode", ["tree", "auto"])
+def test_a_bad_value_names_its_partition_and_file(tmp_path, bad, mode):
+    """A bad value in file k of a split of small files: the message names partition k
+    and file k, in the VC prepass's one task per partition (``"tree"``) as in its
+    chains.  The prepass's partitions were once those of a ``map_partitions`` graph,
+    where Dask reads two of these files in one partition: a bad value in file 7 was
+    named partition 3, file 3."""
+    k = 7
+    files = _small_files(tmp_path, bad, k)
+    ddf = dd.read_parquet(files)
+    with dask.config.set({"dmixed.data_pass": mode}), pytest.raises(DataError) as exc:
+        dmixed.mixedlm("y ~ x", ddf, groups="g", re_formula="1", vc_formula={"c": "0 + C(c)"}).fit()
+    assert str(exc.value).startswith(f"partition {k} of the Dask DataFrame (file {files[k]}): ")
+    assert (exc.value.partition, exc.value.file) == (k, files[k])
+
+
+def test_the_prepass_has_one_task_per_partition_of_the_collection(tmp_path):
+    """Not chained, the VC prepass reads the collection's own partitions (one per small
+    file here), one task each, numbered as the driver finds their files; the same slots
+    as its chains."""
+    files = _small_files(tmp_path, "none", -1)
+    ddf = dd.read_parquet(files)
+    spec = dmixed.mixedlm(
+        "y ~ x", ddf, groups="g", re_formula="1", vc_formula={"c": "0 + C(c)"}
+    ).spec
+    ddf = project_columns(ddf, spec)
+    with dask.config.set({"dmixed.data_pass": "tree"}):
+        per_partition = slot_map_graph(ddf, spec, np.int64, 3)
+    keys = list(per_partition[0].__dask_graph__())
+    assert sum(key_split(k) == "partition_vc_pairs" for k in keys) == len(files)
+    got_map, got_overlap = dask.compute(*per_partition, scheduler="sync")
+    want_map, want_overlap = dask.compute(*slot_map_graph(ddf, spec, np.int64, 3), scheduler="sync")
+    assert got_map.widths == want_map.widths == (3,)
+    assert _slot_table(got_map) == _slot_table(want_map)
+    assert not got_overlap and not want_overlap
+
+
+@pytest.mark.parametrize("mode", ["tree", "auto"])
+def test_a_bad_value_of_the_data_pass_names_its_partition_and_file(tmp_path, mode):
+    """Without variance components the data pass finds the bad value: in its one task
+    per partition (``"tree"``) as in its chains, partition k and file k."""
+    k = 5
+    files = _small_files(tmp_path, "inf", k)
+    with dask.config.set({"dmixed.data_pass": mode}), pytest.raises(DataError) as exc:
+        dmixed.mixedlm("y ~ x", dd.read_parquet(files), groups="g").fit()
+    assert str(exc.value).startswith(f"partition {k} of the Dask DataFrame (file {files[k]}): ")
