@@ -279,8 +279,8 @@ def scan_chain_graph(ddf, kinds, plan, to_scan: list, n_chains: int) -> list[Del
 
 
 class _Graph:
-    """The data pass's graph, built task by task into one low-level graph and handed to
-    Dask at once (:meth:`blocks`).
+    """A graph of the data pass (or of its variance-component prepass), built task by
+    task into one low-level graph and handed to Dask at once (:meth:`blocks`).
 
     ``dask.delayed`` would, at every call, tokenize its arguments (the partitions'
     recipes among them) and merge the graphs of the delayed values it is given: for the
