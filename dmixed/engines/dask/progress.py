@@ -145,7 +145,13 @@ def ask_workers(client) -> Roster | None:
     ``client``'s roster; ``None`` (the roster kept as it was) when the client cannot
     tell.  A fit asks once at its start and again after a worker was lost."""
     try:
-        workers = client.scheduler_info().get("workers", {})
+        info = client.scheduler_info()
+        workers = info.get("workers", {})
+        if len(workers) != info.get("n_workers", len(workers)):
+            # the answer is the client's cached one, which its periodic refresh (the
+            # totals only, no workers) can replace between this request's arrival and
+            # its read: the scheduler's own answer, not through that cache
+            workers = client.sync(client.scheduler.identity, n_workers=-1).get("workers", {})
     except Exception:  # noqa: BLE001 - a client that cannot tell: do not judge
         return None
     limits = tuple(sorted({int(w.get("memory_limit") or 0) for w in workers.values()} - {0}))

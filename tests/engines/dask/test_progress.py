@@ -328,3 +328,25 @@ def test_last_results_of_none_are_gathered_in_one_turn(client, monkeypatch):
     monkeypatch.setattr(Client, "gather", recorded)
     assert gathered_in_turn(client, futures, 2, None) == [1, 2, None, None]
     assert turns == [[f.key for f in futures]]
+
+
+def test_the_roster_is_the_schedulers_when_the_clients_refresh_lands_between(client, monkeypatch):
+    """The client's periodic refresh of its cached scheduler info (the totals only, no
+    workers) landing between a fit's request and its read: the roster still lists every
+    worker (not none, which made a fit of two worker threads one of one block)."""
+    from distributed import Client
+
+    from dmixed.engines.dask import progress
+
+    update = Client._update_scheduler_info
+
+    async def refreshed_after(self, n_workers=0):
+        await update(self, n_workers=n_workers)
+        if n_workers == -1:  # the periodic refresh's answer arrives just after this one
+            await update(self)
+
+    monkeypatch.setattr(Client, "_update_scheduler_info", refreshed_after)
+    assert client.scheduler_info()["workers"] == {}  # what the fit read before
+    known = progress.ask_workers(client)
+    assert known is not None and known.threads == client.nthreads()
+    assert progress.worker_threads(client) == sum(client.nthreads().values()) == 2
