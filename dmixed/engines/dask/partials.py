@@ -289,27 +289,37 @@ def accumulate_frames(
     widths = () if slot_map is None else slot_map.widths
     sweep = ColumnSweep.of(spec)
     sample = MapSample(frames) if std is None else None
+
+    def add(rows) -> None:
+        nonlocal glob, std
+        for dm, keys, ztilde, chosen in rows:
+            std = chosen
+            keys = conform_keys(keys, acc.key_dtype, spec.group_name)
+            if router.row_bytes is None:  # a partial's row as this chain will send it
+                router.row_bytes = acc.row_bytes(dm, ztilde, std, widths)
+            if router.take(keys, dm, ztilde, std):
+                # a partial is now fewer bytes than the rows: add the buffered rows
+                for pending in router.switch():
+                    glob += packed.pack_global(_add_pending(acc, pending, std, widths))
+            else:
+                glob += packed.pack_global(acc.add(keys, dm, ztilde, std, widths))
+            report.add(len(keys))
+
     try:
         for frame in itertools.chain(frames, [None]):  # None: the chain's end
-            if frame is not None and sweep is not None and not (sample and sample.held):
-                # numpy columns summed (or routed) as they are, without their design
-                frame, std = sweep.add(frame, acc, std, glob, packed, report, router)
-                if frame is None:
-                    continue
+            if frame is not None and sweep is not None:
+                got = sweep.columns(frame, acc.key_dtype)
+                if sample and sample.held and sweep.completes(got, sample):
+                    # the partition whose first rows complete the sample is swept as
+                    # those after it: the held rows first, in the map chosen with them
+                    add(read_frames([], spec, slot_map, glob, report, None, True, sample))
+                if not (sample and sample.held):
+                    # numpy columns summed (or routed) as they are, without their design
+                    frame, std = sweep.add(frame, acc, std, glob, packed, report, router, got)
+                    if frame is None:
+                        continue
             batch, last = ([], True) if frame is None else ([frame], False)
-            rows = read_frames(batch, spec, slot_map, glob, report, std, True, sample, last)
-            for dm, keys, ztilde, chosen in rows:
-                std = chosen
-                keys = conform_keys(keys, acc.key_dtype, spec.group_name)
-                if router.row_bytes is None:  # a partial's row as this chain will send it
-                    router.row_bytes = acc.row_bytes(dm, ztilde, std, widths)
-                if router.take(keys, dm, ztilde, std):
-                    # a partial is now fewer bytes than the rows: add the buffered rows
-                    for pending in router.switch():
-                        glob += packed.pack_global(_add_pending(acc, pending, std, widths))
-                else:
-                    glob += packed.pack_global(acc.add(keys, dm, ztilde, std, widths))
-                report.add(len(keys))
+            add(read_frames(batch, spec, slot_map, glob, report, std, True, sample, last))
     except DataError as err:
         raise _where(frames, err) from None
     report.flush()
@@ -333,6 +343,9 @@ class MapSample:
     was.  ``frames``: the chain's partitions; where a :class:`ChainFrames`, an error in
     released rows names their partition."""
 
+    #: The place of rows held for the map's sample only (:meth:`completes`).
+    SAMPLE_ONLY = object()
+
     def __init__(self, frames) -> None:
         self.chain = frames if isinstance(frames, ChainFrames) else None
         self.held: list[tuple] = []  # (dm, keys, Z̃, sample rows, partition)
@@ -348,6 +361,26 @@ class MapSample:
         take = min(SAMPLE_ROWS - self.rows, dm.endog.shape[0])
         where = None if self.chain is None else self.chain.current
         self.held.append((dm, keys, ztilde, take, where))
+        return self._sampled(dm, intercepts)
+
+    def completes(self, head, intercepts: tuple[int, int]) -> bool:
+        """Whether the design rows ``head`` (the first
+        ``SAMPLE_ROWS - rows`` rows of a partition, or all of a smaller one) complete the
+        sample, as :meth:`take` of the partition would; where they do, they join the
+        sample (:meth:`choose`) but not the rows :meth:`released` yields: the partition
+        is summed in the chosen map by its caller.  Where they do not, nothing
+        changes."""
+        low, high, rows = self.low, self.high, self.rows
+        take = min(SAMPLE_ROWS - rows, head.endog.shape[0])
+        if self._sampled(head, intercepts):
+            self.held.append((head, None, None, take, self.SAMPLE_ONLY))
+            return True
+        self.low, self.high, self.rows = low, high, rows
+        return False
+
+    def _sampled(self, dm, intercepts: tuple[int, int]) -> bool:
+        """Add ``dm``'s rows that fit to the sample's extent; whether it is complete."""
+        take = min(SAMPLE_ROWS - self.rows, dm.endog.shape[0])
         if take <= 0:
             return True
         xi, zi = intercepts
@@ -388,10 +421,15 @@ class MapSample:
         """The held rows, ``(dm, keys, Z̃)`` a partition at a time in their order (its
         partition the one an error names), and none held after."""
         held, self.held = self.held, []
+        now = None if self.chain is None else self.chain.current
         for dm, keys, ztilde, _, where in held:
+            if where is self.SAMPLE_ONLY:  # (:meth:`completes`)
+                continue
             if self.chain is not None:
                 self.chain.current = where
             yield dm, keys, ztilde
+        if self.chain is not None:  # the partition read last, which may not be held
+            self.chain.current = now
 
 
 def _add_pending(acc: GroupAccumulator, pending: PendingRows, std, widths) -> dict:
@@ -501,14 +539,31 @@ class ColumnSweep:
         # reference (column_sources refuses both)
         return Standardization.choose(endog, exog, exog_re, self.intercepts, [], None)
 
-    def add(self, frame, acc: GroupAccumulator, std, glob, packed, report, router) -> tuple:
+    def completes(self, got, sample: MapSample) -> bool:
+        """Whether the first rows of a partition's columns ``got`` (:meth:`columns`)
+        complete the chain's held ``sample`` (:meth:`MapSample.completes`), where its
+        design's first rows are those columns' (all finite)."""
+        if got is None:
+            return False
+        keys, columns = got
+        head = [c[: SAMPLE_ROWS - sample.rows] for c in columns]
+        if not all(np.isfinite(c).all() for c in head):
+            return False  # the design drops or refuses one of these rows
+        dm = column_design(self.plan, keys[: head[0].shape[0]], head)
+        return sample.completes(dm, self.intercepts)
+
+    def add(
+        self, frame, acc: GroupAccumulator, std, glob, packed, report, router, got=False
+    ) -> tuple:
         """Add the partition ``frame`` into ``acc`` (its global sums into ``glob``) where
         the sweep applies, in the map ``std`` (None: :meth:`choose`'s of these
         columns), or, while ``router`` routes, buffer its raw columns there when every
         value is finite; returns ``(left, std)``: what is left for the design's way,
         None (all taken), the rows from the chunk of the first value that is not finite
-        on (which the design drops or refuses) or ``frame`` itself, and the map."""
-        got = self.columns(frame, acc.key_dtype)
+        on (which the design drops or refuses) or ``frame`` itself, and the map.
+        ``got``: :meth:`columns` of ``frame`` where already read."""
+        if got is False:
+            got = self.columns(frame, acc.key_dtype)
         if got is None:
             return frame, std
         keys, columns = got

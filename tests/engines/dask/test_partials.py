@@ -348,3 +348,99 @@ def test_map_sample_holds_rows_until_every_column_but_the_intercepts_varies():
     assert full.take(dm(np.ones(SAMPLE_ROWS), np.ones(SAMPLE_ROWS)), None, None, (0, 0))
     spread = MapSample([])
     assert spread.take(dm([1.0, 2.0], [3.0, 4.0]), None, None, (0, 0))
+
+
+@pytest.mark.parametrize("sizes", [[1, 1, 1], [1, 2, 1, 3]])
+def test_the_partition_that_completes_a_chains_sample_is_swept(tmp_path, monkeypatch, sizes):
+    """One chain whose first files hold events at one instant (of one row, or a few):
+    the chain holds them until rows where the timestamps vary come, and the partition
+    whose first rows complete the sample is summed by the compiled sweep, as the
+    partitions after it, not the design's way; the held rows are summed first, in the
+    map chosen with it.  The fit is the in-process fit."""
+    from dmixed.engines.dask import partials
+
+    monkeypatch.setattr("dmixed.engines.dask.data_pass.os.cpu_count", lambda: 1)
+    monkeypatch.setenv("DMIXED_KERNELS", "numba")
+    swept: list[int] = []
+    add = partials.ColumnSweep.add
+
+    def counted(self, frame, *args, **kwargs):
+        left = add(self, frame, *args, **kwargs)
+        if left[0] is None:
+            swept.append(len(frame["y"]))
+        return left
+
+    monkeypatch.setattr(partials.ColumnSweep, "add", counted)
+    df = _events().drop(columns="w")
+    n_head = sum(sizes)
+    df.loc[: n_head - 1, "ts"] = df["ts"].iloc[0]
+    cuts = np.cumsum([0, *sizes])
+    head = [df.iloc[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+    half = (len(df) - n_head) // 2
+    files = _head_files(tmp_path, df, [*head, df.iloc[n_head : n_head + half]])
+    kw = {"groups": "u", "re_formula": "1 + ts"}
+    want = dmixed.mixedlm("y ~ ts", df, **kw).fit()
+    with dask.config.set({"scheduler": "sync", "dmixed.data_pass": "chains"}):
+        got = dmixed.mixedlm("y ~ ts", dd.read_parquet(files), **kw).fit()
+    # in each pass over the data, both files of many rows swept and no file of the head
+    big = [half, len(df) - n_head - half]
+    assert swept and swept == big * (len(swept) // 2)
+    assert got.llf == pytest.approx(want.llf, rel=1e-12)
+    np.testing.assert_allclose(np.asarray(got.params), np.asarray(want.params), rtol=1e-10)
+    np.testing.assert_allclose(np.asarray(got.bse), np.asarray(want.bse), rtol=1e-8)
+
+
+def test_map_sample_takes_a_partitions_first_rows_only_where_they_complete_it():
+    """:meth:`MapSample.completes`: rows that do not complete the sample leave it as it
+    was; rows that do join the map's sample but are not among the rows released (their
+    partition is summed by its caller)."""
+    from dmixed.design.spec import DesignMatrices
+    from dmixed.engines.dask.partials import ChainFrames, MapSample
+    from dmixed.stats.standardize import Standardization
+
+    def dm(y, x):
+        y, x = np.asarray(y, dtype=float), np.asarray(x, dtype=float)
+        exog = np.column_stack([np.ones_like(x), x])
+        return DesignMatrices(y, exog, exog.copy(), [], [], np.zeros(len(y)), None, 0, None)
+
+    class Spec:
+        def intercept_columns(self):
+            return 0, 0
+
+    chain = ChainFrames.__new__(ChainFrames)  # only its place in the chain
+    chain.current = "first"
+    sample = MapSample(chain)
+    first = dm([1.0], [5.0])
+    assert not sample.take(first, None, None, (0, 0))
+    chain.current = "second"
+    before = (sample.rows, sample.low.copy(), sample.high.copy(), len(sample.held))
+    assert not sample.completes(dm([2.0, 3.0], [5.0, 5.0]), (0, 0))
+    assert (sample.rows, len(sample.held)) == (before[0], before[3])
+    np.testing.assert_array_equal(sample.low, before[1])
+    np.testing.assert_array_equal(sample.high, before[2])
+    assert sample.completes(dm([2.0, 3.0], [5.0, 6.0]), (0, 0))
+    got = sample.choose(Spec())
+    rows = dm([1.0, 2.0, 3.0], [5.0, 5.0, 6.0])
+    assert got == Standardization.choose(rows.endog, rows.exog, rows.exog_re, (0, 0), [], None)
+    released = sample.released()
+    assert next(released)[0] is first and chain.current == "first"
+    assert list(released) == []
+    assert sample.held == [] and chain.current == "second"  # the partition read last
+
+
+def test_an_error_in_the_partition_that_completes_a_chains_sample_names_its_file(
+    tmp_path, monkeypatch
+):
+    """The held rows are summed before the partition that completes the sample is
+    swept; a value the sweep leaves to the design (an infinite response far into that
+    partition) still names that partition's file, not a held one."""
+    monkeypatch.setattr("dmixed.engines.dask.data_pass.os.cpu_count", lambda: 1)
+    monkeypatch.setenv("DMIXED_KERNELS", "numba")
+    df = _events().drop(columns="w")
+    df.loc[:2, "ts"] = df["ts"].iloc[0]
+    df.loc[len(df) - 5, "y"] = np.inf
+    files = _head_files(tmp_path, df, [df.iloc[[i]] for i in range(3)])
+    with dask.config.set({"scheduler": "sync", "dmixed.data_pass": "chains"}):
+        model = dmixed.mixedlm("y ~ ts", dd.read_parquet(files), groups="u", re_formula="1 + ts")
+        with pytest.raises(DataError, match="b_rest.parquet"):
+            model.fit()
