@@ -428,6 +428,31 @@ def test_map_sample_takes_a_partitions_first_rows_only_where_they_complete_it():
     assert sample.held == [] and chain.current == "second"  # the partition read last
 
 
+def test_a_value_left_past_the_head_of_the_completing_partition_names_its_file(
+    tmp_path, monkeypatch
+):
+    """The partition whose first rows complete the sample is swept once the held rows
+    are summed, which moves the chain's place to the held partitions.  An infinite
+    predictor past those first rows, which the sweep leaves to the design, is worded by
+    the chain's place: it names the completing file (the place put back after the
+    held rows), not the last held one."""
+    from dmixed.stats.standardize import SAMPLE_ROWS
+
+    monkeypatch.setattr("dmixed.engines.dask.data_pass.os.cpu_count", lambda: 1)
+    monkeypatch.setenv("DMIXED_KERNELS", "numba")
+    rng = np.random.default_rng(7)
+    n = SAMPLE_ROWS + 20000
+    df = pd.DataFrame({"u": rng.integers(0, 3000, n), "x": rng.normal(size=n)})
+    df["y"] = rng.normal(0, 1, 3000)[df["u"]] + 0.5 * df["x"] + rng.normal(size=n)
+    df.loc[:2, "x"] = 0.25  # no spread in the held one-row files
+    df.loc[SAMPLE_ROWS + 10000, "x"] = np.inf  # past the completing file's head
+    files = _head_files(tmp_path, df, [df.iloc[[i]] for i in range(3)])
+    with dask.config.set({"scheduler": "sync", "dmixed.data_pass": "chains"}):
+        model = dmixed.mixedlm("y ~ x", dd.read_parquet(files), groups="u", re_formula="1 + x")
+        with pytest.raises(DataError, match=r"partition 3 .*b_rest\.parquet.*infinite"):
+            model.fit()
+
+
 def test_an_error_in_the_partition_that_completes_a_chains_sample_names_its_file(
     tmp_path, monkeypatch
 ):
