@@ -883,12 +883,13 @@ def score_entries(k: int) -> np.ndarray:
     ``a k + p``) of ``Σ u_a u_b`` and of ``Σ G_ax G_by`` (x, y < p, x-major) for
     ``(a, b)`` = (0, 0), (1, 0), (1, 1): (3, 1 + p²)."""
     p, n = k - 1, 2 * k + 3
-    out = [
-        [(a * k + p) * n + b * k + p]
-        + [(a * k + x) * n + b * k + y for x in range(p) for y in range(p)]
-        for a, b in ((0, 0), (1, 0), (1, 1))
-    ]
-    index = np.array(out, dtype=np.intp)
+    a, b = np.array([[0, 1, 1], [0, 0, 1]], dtype=np.intp)[:, :, None, None]
+    x = np.arange(p, dtype=np.intp)[:, None]
+    y = np.arange(p, dtype=np.intp)[None, :]
+    # built with numpy, not entry by entry: p² entries (a fixed part of 1,000 columns)
+    cross = ((a * k + x) * n + b * k + y).reshape(3, p * p)
+    first = ((a * k + p) * n + b * k + p).reshape(3, 1)
+    index = np.concatenate([first, cross], axis=1)
     index.flags.writeable = False
     return index
 

@@ -852,3 +852,16 @@ def test_accepted_points_near_a_singular_psi_agree_in_c_and_numpy(
     assert promise <= 0.5 * ref.prof.fac * lean.RESOLUTION_LIMIT * (1.0 + 1e-6)
     gap = abs(ours.llf - ref.llf)
     assert gap <= max(1e-9 * abs(ref.llf), 2.0 * promise), (gap, ours.llf, ref.llf)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5, 8])
+def test_score_entries_are_the_positions_of_the_uu_and_gg_sums(k):
+    """Every entry where the docstring puts it: ``u_a u_b`` first, then ``G_ax G_by``
+    x-major, for (a, b) = (0, 0), (1, 0), (1, 1), in a (2 k + 3)² entry-major table."""
+    p, n = k - 1, 2 * k + 3
+    got = lean.score_entries(k)
+    assert got.shape == (3, 1 + p * p) and got.dtype == np.intp and not got.flags.writeable
+    for row, (a, b) in zip(got, ((0, 0), (1, 0), (1, 1)), strict=True):
+        assert divmod(int(row[0]), n) == (a * k + p, b * k + p)
+        pairs = [divmod(int(v), n) for v in row[1:]]
+        assert pairs == [(a * k + x, b * k + y) for x in range(p) for y in range(p)]
