@@ -317,28 +317,36 @@ def test_a_chain_of_variance_components_after_many_files_of_one_row_fits_the_opt
     np.testing.assert_allclose(np.asarray(got.bse), np.asarray(want.bse), rtol=1e-7)
 
 
+def _intercept_and_x(y, x):
+    """A partition's design: ``y`` and the columns (1, ``x``) of ``X`` and ``Z``."""
+    from dmixed.design.spec import DesignMatrices
+
+    y, x = np.asarray(y, dtype=float), np.asarray(x, dtype=float)
+    exog = np.column_stack([np.ones_like(x), x])
+    return DesignMatrices(y, exog, exog.copy(), [], [], np.zeros(len(y)), None, 0, None)
+
+
+class _InterceptsFirst:
+    """A spec whose intercepts are the first columns of ``X`` and ``Z``."""
+
+    def intercept_columns(self):
+        return 0, 0
+
+
 def test_map_sample_holds_rows_until_every_column_but_the_intercepts_varies():
     """:class:`MapSample` holds partitions until ``y`` and every column of ``X`` and ``Z``
     but the intercepts vary in them (the rows the design keeps), or the sample is full;
     it yields them in their order and holds none after; a map chosen from several
     partitions is the map of their rows together."""
-    from dmixed.design.spec import DesignMatrices
     from dmixed.engines.dask.partials import MapSample
     from dmixed.stats.standardize import SAMPLE_ROWS, Standardization
 
-    def dm(y, x):
-        y, x = np.asarray(y, dtype=float), np.asarray(x, dtype=float)
-        exog = np.column_stack([np.ones_like(x), x])
-        return DesignMatrices(y, exog, exog.copy(), [], [], np.zeros(len(y)), None, 0, None)
-
-    class Spec:
-        def intercept_columns(self):
-            return 0, 0
+    dm = _intercept_and_x
 
     sample = MapSample([])
     parts = [dm([1.0], [5.0]), dm([2.0, 3.0], [5.0, 5.0]), dm([4.0], [6.0])]
     assert [sample.take(p, None, None, (0, 0)) for p in parts] == [False, False, True]
-    got = sample.choose(Spec())
+    got = sample.choose(_InterceptsFirst())
     rows = dm([1.0, 2.0, 3.0, 4.0], [5.0, 5.0, 5.0, 6.0])
     want = Standardization.choose(rows.endog, rows.exog, rows.exog_re, (0, 0), [], None)
     assert got == want and got.sample_rows == 4
@@ -394,18 +402,10 @@ def test_map_sample_takes_a_partitions_first_rows_only_where_they_complete_it():
     """:meth:`MapSample.completes`: rows that do not complete the sample leave it as it
     was; rows that do join the map's sample but are not among the rows released (their
     partition is summed by its caller)."""
-    from dmixed.design.spec import DesignMatrices
     from dmixed.engines.dask.partials import ChainFrames, MapSample
     from dmixed.stats.standardize import Standardization
 
-    def dm(y, x):
-        y, x = np.asarray(y, dtype=float), np.asarray(x, dtype=float)
-        exog = np.column_stack([np.ones_like(x), x])
-        return DesignMatrices(y, exog, exog.copy(), [], [], np.zeros(len(y)), None, 0, None)
-
-    class Spec:
-        def intercept_columns(self):
-            return 0, 0
+    dm = _intercept_and_x
 
     chain = ChainFrames.__new__(ChainFrames)  # only its place in the chain
     chain.current = "first"
@@ -419,7 +419,7 @@ def test_map_sample_takes_a_partitions_first_rows_only_where_they_complete_it():
     np.testing.assert_array_equal(sample.low, before[1])
     np.testing.assert_array_equal(sample.high, before[2])
     assert sample.completes(dm([2.0, 3.0], [5.0, 6.0]), (0, 0))
-    got = sample.choose(Spec())
+    got = sample.choose(_InterceptsFirst())
     rows = dm([1.0, 2.0, 3.0], [5.0, 5.0, 6.0])
     assert got == Standardization.choose(rows.endog, rows.exog, rows.exog_re, (0, 0), [], None)
     released = sample.released()
