@@ -633,6 +633,11 @@ def _bad_cases(d: Path, data, scheduler) -> dict[str, list[str]]:
     text_groups = data.frame_b.assign(g=data.frame_b["g"].map("g{}".format))
     text_groups.to_parquet(d / "text_groups.parquet", index=False)
     data.frame_a.to_parquet(d / "numbers.parquet", index=False)
+    # numbers written as text in both files, one word among them in the second
+    data.frame_a.assign(x1=data.frame_a["x1"].astype(str)).to_parquet(d / "digits.parquet")
+    word = data.frame_b.assign(x1=data.frame_b["x1"].astype(str))
+    word.loc[5, "x1"] = "abc"
+    word.to_parquet(d / "word.parquet", index=False)
     fit = ["fit", "--data", str(data.A), *MODEL, "--output", "o", "--quiet"]
     cases = {
         "unknown_job_key": ["fit", "--job", "unknown_key.yaml"],
@@ -716,6 +721,8 @@ def _bad_cases(d: Path, data, scheduler) -> dict[str, list[str]]:
         "schema_only_parquet": ["fit", "--data", "schema_only.parquet", *MODEL]
         + ["--output", "o", "--quiet", "--cluster", scheduler.file],
         "text_groups_in_one_file": ["fit", "--data", "text_groups.parquet", "numbers.parquet"]
+        + [*MODEL, "--output", "o", "--quiet", "--cluster", scheduler.file],
+        "text_among_numbers_in_one_file": ["fit", "--data", "digits.parquet", "word.parquet"]
         + [*MODEL, "--output", "o", "--quiet", "--cluster", scheduler.file],
         "show_no_results": ["show", "absent"],
         "help_fit": ["fit", "--help"],
@@ -805,6 +812,12 @@ BAD = {
     "schema_only_parquet": (3, ["no rows: schema_only.parquet holds no rows (a schema only)"]),
     # the partition's file, which holds text (another guess named the file of numbers)
     "text_groups_in_one_file": (3, ["error: ", "text_groups.parquet: the group column 'g'"]),
+    # the refusal is decided on the whole data's levels: the file holding the word is
+    # sought then (it named no file)
+    "text_among_numbers_in_one_file": (
+        3,
+        ["error: ", "/word.parquet: column 'x1' holds text (such as 'abc') among "],
+    ),
     "show_no_results": (2, ["absent is not a dmixed results directory"]),
 }
 # problems reported one line each (several lines for several problems)
@@ -858,6 +871,8 @@ def test_bad_configuration_exit_status_and_message(bad_runs, case):
     assert "Dask DataFrame" not in proc.stderr  # the files the user gave, not ours
     if case == "text_groups_in_one_file":  # not the file of numbers as the culprit too
         assert "numbers.parquet" not in proc.stderr, proc.stderr
+    if case == "text_among_numbers_in_one_file":
+        assert "digits.parquet" not in proc.stderr, proc.stderr
 
 
 def test_an_unreachable_scheduler_is_waited_for_the_configured_client_timeout(

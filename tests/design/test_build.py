@@ -213,6 +213,33 @@ def test_numbers_with_a_few_text_cells_are_refused_not_a_factor_of_every_row(eng
         assert len(build_spec(frames[2], "y ~ x", groups="g").levels["x"]) == n
 
 
+@pytest.mark.parametrize("missing", ["raise", "drop"])
+def test_numbers_with_a_text_cell_name_the_partition_holding_it(missing):
+    """Numbers written as text in every partition, a word among them in partition 2: the
+    refusal, decided on the whole data's levels, names partition 2 (it named none), as a
+    bad value found in one partition is named.  With ``missing="drop"`` a word in a row
+    dropped (partition 1) is not the culprit."""
+    import dask.dataframe as dd
+
+    rng = np.random.default_rng(3)
+    n = 400
+    df = pd.DataFrame({"y": rng.normal(size=n), "x": rng.normal(size=n), "g": np.arange(n) % 10})
+    df["x"] = df["x"].astype(str)
+    df.loc[250, "x"] = "abc"
+    if missing == "drop":
+        df.loc[150, ["x", "y"]] = ["n/a", np.nan]
+    ddf = dd.from_pandas(df, npartitions=4)
+    with pytest.raises(DataError) as info:
+        build_spec(ddf, "y ~ x", groups="g", missing=missing)
+    assert str(info.value).startswith(
+        "partition 2 of the Dask DataFrame: column 'x' holds text (such as 'abc') among "
+    )
+    assert info.value.partition == 2
+    with pytest.raises(DataError) as info:  # in process: no partition to name
+        build_spec(df, "y ~ x", groups="g", missing=missing)
+    assert str(info.value).startswith("column 'x' holds text (such as 'abc') among ")
+
+
 def _flagged(seed: int = 5) -> pd.DataFrame:
     df = make_data(n_groups=25, seed=seed)
     df["flag"] = np.random.default_rng(seed).random(len(df)) > 0.4
