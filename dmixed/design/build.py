@@ -48,6 +48,8 @@ __all__ = [
     "ParsedFormulas",
     "check_arguments",
     "check_response_not_constant",
+    "constant_response",
+    "dask_constant_response",
     "FormulaSpecs",
     "column_kinds",
     "formula_specs",
@@ -640,17 +642,55 @@ def check_response_not_constant(
             n = len(data) - prepared.n_dropped
             frame = normalized_frame(spec, prepared.columns, n, spec.dense_columns)
             endog = materialize(spec.formulaic_spec("main").lhs, frame, spec.formula, spec.context)
-        endog = np.asarray(endog, dtype=np.float64).reshape(-1)
-        low, high = (endog.min(), endog.max()) if endog.size else (np.nan, np.nan)
-        if not (np.isfinite(low) and np.isfinite(high)):  # NaN or ±inf: the finite ones
-            finite = endog[np.isfinite(endog)]
-            low, high = (finite.min(), finite.max()) if finite.size else (np.nan, np.nan)
-        if low == high:  # (NaN: no finite value, nothing to refuse)
-            raise DataError(
-                f"the response {spec.endog_name!r} is constant (all values {float(low)!r})"
-            )
+        err = constant_response(spec.endog_name, *_finite_range(endog))
+        if err is not None:
+            raise err
         return prepared
-    if scan.response_range is not None and scan.response_range[0] == scan.response_range[1]:
-        value = float(scan.response_range[0])
-        raise DataError(f"the response {spec.endog_name!r} is constant (all values {value!r})")
+    if scan.response_range is not None:
+        err = constant_response(spec.endog_name, *scan.response_range)
+        if err is not None:
+            raise err
     return None
+
+
+def constant_response(name: str, low: float, high: float) -> DataError | None:
+    """The refusal of a response whose finite values, from ``low`` to ``high``, are all
+    one (the one owner of its words, in process and on Dask); None where they differ
+    or there is none (NaN)."""
+    if low == high:
+        return DataError(f"the response {name!r} is constant (all values {float(low)!r})")
+    return None
+
+
+def _finite_range(endog) -> tuple[float, float]:
+    """The smallest and largest finite value of a response (NaN, NaN: none)."""
+    endog = np.asarray(endog, dtype=np.float64).reshape(-1)
+    low, high = (endog.min(), endog.max()) if endog.size else (np.nan, np.nan)
+    if not (np.isfinite(low) and np.isfinite(high)):  # NaN or ±inf: the finite ones
+        finite = endog[np.isfinite(endog)]
+        low, high = (finite.min(), finite.max()) if finite.size else (np.nan, np.nan)
+    return float(low), float(high)
+
+
+def dask_constant_response(spec: ModelSpec, ddf, client=None) -> DataError | None:
+    """:func:`constant_response` of a Dask collection's response as the spec reads it
+    (rows dropped, the response's formula applied: the values a fit in process checks),
+    from one task per partition.  For a refusal of the statistics (no residual
+    variation) where the level scan read no response: one more read of the data, on
+    that error's path only.  ``client``: the fit's Dask client (None: Dask's default)."""
+    import dask
+
+    ranges = [dask.delayed(_partition_range)(part, spec) for part in ddf.to_delayed()]
+    found = client.gather(client.compute(ranges)) if client is not None else dask.compute(*ranges)
+    lows = [low for low, _ in found if not np.isnan(low)]
+    highs = [high for _, high in found if not np.isnan(high)]
+    if not lows:
+        return None
+    return constant_response(spec.endog_name, min(lows), max(highs))
+
+
+def _partition_range(pdf: pd.DataFrame, spec: ModelSpec) -> tuple[float, float]:
+    """:func:`_finite_range` of one partition's response (NaN, NaN: no row)."""
+    if not len(pdf):
+        return np.nan, np.nan
+    return _finite_range(spec.transform(pdf).endog)
