@@ -240,6 +240,33 @@ def test_numbers_with_a_text_cell_name_the_partition_holding_it(missing):
     assert str(info.value).startswith("column 'x' holds text (such as 'abc') among ")
 
 
+@pytest.mark.parametrize(
+    ("word", "shown", "number"), [("nan", "'abc', 'nan'", 2), ("", "'', 'abc'", 1)]
+)
+def test_text_among_numbers_names_the_partition_of_the_example_shown(word, shown, number):
+    """Text that reads as a missing number (``"nan"``, ``""``) in partition 1 and a word
+    in partition 2: the partition named is the one holding the first value the message
+    shows (it was the first holding any text that does not read as a number), and the
+    error keeps that value as ``example``."""
+    import dask.dataframe as dd
+
+    rng = np.random.default_rng(3)
+    n = 400
+    df = pd.DataFrame({"y": rng.normal(size=n), "x": rng.normal(size=n), "g": np.arange(n) % 10})
+    df["x"] = df["x"].astype(str)
+    df.loc[120, "x"] = word
+    df.loc[250, "x"] = "abc"
+    ddf = dd.from_pandas(df, npartitions=4)
+    with pytest.raises(DataError) as info:
+        build_spec(ddf, "y ~ x", groups="g")
+    assert str(info.value).startswith(
+        f"partition {number} of the Dask DataFrame: column 'x' holds text (such as {shown}) "
+    )
+    assert info.value.partition == number
+    assert info.value.example in ddf.partitions[number]["x"].compute().tolist()
+    assert shown.startswith(repr(info.value.example))
+
+
 def _flagged(seed: int = 5) -> pd.DataFrame:
     df = make_data(n_groups=25, seed=seed)
     df["flag"] = np.random.default_rng(seed).random(len(df)) > 0.4
