@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import BadValuesError, DataError, FormulaError, SpecError
-from .dtypes import NUMERIC, NUMERIC_LEVELS, check_no_text, column_kind, native_class
+from .dtypes import NUMERIC, NUMERIC_LEVELS, check_no_text, column_kind, native_class, to_float
 from .evaluate import materialize, model_matrix
 from .formula import (
     FactorInfo,
@@ -36,8 +36,9 @@ from .formula import (
 from .levels import prototype
 from .messages import suggest
 from .missing import missing_option
+from .partitions import select_columns
 from .plain import PlainFormula, indicator_info, read_plain
-from .prepare import normalized_frame, prepare_columns
+from .prepare import needed_columns, normalized_frame, prepare_columns
 from .scan import LevelScan, is_dask
 from .vc import LevelNames, VCPlan, plan_variance_component
 
@@ -50,6 +51,7 @@ __all__ = [
     "check_response_not_constant",
     "constant_response",
     "dask_constant_response",
+    "response_columns",
     "FormulaSpecs",
     "column_kinds",
     "formula_specs",
@@ -677,10 +679,13 @@ def dask_constant_response(spec: ModelSpec, ddf, client=None) -> DataError | Non
     (rows dropped, the response's formula applied: the values a fit in process checks),
     from one task per partition.  For a refusal of the statistics (no residual
     variation) where the level scan read no response: one more read of the data, on
-    that error's path only.  ``client``: the fit's Dask client (None: Dask's default)."""
+    that error's path only, of the columns the response needs (:func:`response_columns`).
+    ``client``: the fit's Dask client (None: Dask's default)."""
     import dask
 
-    ranges = [dask.delayed(_partition_range)(part, spec) for part in ddf.to_delayed()]
+    column = _response_column(spec)
+    parts = select_columns(ddf, response_columns(spec), spec.group_name).to_delayed()
+    ranges = [dask.delayed(_partition_range)(part, spec, column) for part in parts]
     found = client.gather(client.compute(ranges)) if client is not None else dask.compute(*ranges)
     lows = [low for low, _ in found if not np.isnan(low)]
     highs = [high for _, high in found if not np.isnan(high)]
@@ -689,8 +694,33 @@ def dask_constant_response(spec: ModelSpec, ddf, client=None) -> DataError | Non
     return constant_response(spec.endog_name, min(lows), max(highs))
 
 
-def _partition_range(pdf: pd.DataFrame, spec: ModelSpec) -> tuple[float, float]:
-    """:func:`_finite_range` of one partition's response (NaN, NaN: no row)."""
+def response_columns(spec: ModelSpec) -> list[str]:
+    """The columns of a Dask collection that :func:`dask_constant_response` reads: the
+    response's column alone where the response is one numeric column read as it is and
+    no row is dropped for a missing value in another column (``missing="drop"``
+    decides the rows kept from every used column); else every used column (the
+    response's formula is applied to the prepared columns)."""
+    column = _response_column(spec)
+    return [column] if column is not None else needed_columns(spec)
+
+
+def _response_column(spec: ModelSpec) -> str | None:
+    """The response's column where its values are the column's (see
+    :func:`response_columns`), else None."""
+    plan = spec.plain_plan("lhs")
+    if spec.missing == "drop" or plan is None or len(plan) != 1 or len(plan[0]) != 1:
+        return None
+    column = plan[0][0]
+    # an integer column read about a reference is not its values
+    return None if column in spec.references else column
+
+
+def _partition_range(pdf: pd.DataFrame, spec: ModelSpec, column: str | None) -> tuple[float, float]:
+    """:func:`_finite_range` of one partition's response (NaN, NaN: no row); ``column``:
+    the response's column, read as a fit in process reads it (None: the spec's
+    transform of the partition)."""
     if not len(pdf):
         return np.nan, np.nan
+    if column is not None:
+        return _finite_range(to_float(pdf[column], column))
     return _finite_range(spec.transform(pdf).endog)

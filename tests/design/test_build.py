@@ -407,3 +407,37 @@ def test_a_boolean_column_read_as_levels_by_a_component_computes_in_an_expressio
     names = list(fitted.fe_params.index)
     np.testing.assert_allclose(ours.fe_params[names], fitted.fe_params, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(ours.vcomp, fitted.vcomp, rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("formula", "missing", "read"),
+    [
+        ("y ~ x1", "raise", ["y"]),
+        ("y ~ x1", "none", ["y"]),
+        ("y ~ x1", "drop", ["y", "x1", "g"]),
+        ("np.log(y) ~ x1", "raise", ["y", "x1", "g"]),
+    ],
+)
+def test_a_constant_response_on_dask_reads_only_the_columns_it_needs(formula, missing, read):
+    """The constant response's value, read on a Dask fit's refusal, reads the response's
+    column alone where the response is that column and no row is dropped for another
+    column's missing value; else the model's columns (the formula applied to the
+    prepared columns, or the rows kept decided by all of them).  The collection of
+    those columns alone is enough."""
+    import dask
+    import dask.dataframe as dd
+
+    from dmixed.design.build import dask_constant_response, response_columns
+
+    df = make_data(n_groups=20, seed=6).astype({"y": float})
+    df["y"] = 3.0
+    # the spec of rows whose response varies (a constant one is refused in process)
+    varied = df.assign(y=np.arange(len(df), dtype=float) + 1)
+    spec = build_spec(varied, formula, groups="g", missing=missing)
+    assert response_columns(spec) == read
+    ddf = dd.from_pandas(df[read], npartitions=3)
+    with dask.config.set(scheduler="sync"):
+        err = dask_constant_response(spec, ddf)
+    value = 3.0 if formula == "y ~ x1" else float(np.log(3.0))
+    name = "y" if formula == "y ~ x1" else "np.log(y)"
+    assert str(err) == f"the response {name!r} is constant (all values {value!r})"
