@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -154,3 +156,23 @@ def test_a_given_start_takes_newton_steps_first_as_moment_estimates_do():
     assert named.optimizer_methods == ["bfgs"]
     masked = model.fit(start_params=part.packed_params, free=np.ones(len(part.packed_params)))
     assert "newton" not in masked.optimizer_methods
+
+
+def test_newton_steps_that_fall_short_are_recorded_alike_from_either_start(monkeypatch):
+    """Newton steps first that do not reach the hand-over gradient (one step allowed
+    here) are left out of ``optimizer_methods`` and kept in the history, from moment
+    estimates and from a given start alike: the methods list the route that converged
+    (BFGS, from where the Newton step stopped), the history and ``n_iter`` every step
+    taken."""
+    from dmixed.fit.summary import DEFAULTS
+
+    part, model = _split_fits()
+    monkeypatch.setattr(DEFAULTS, "newton_first_steps", 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fits = [model.fit(), model.fit(start_params=part.packed_params)]
+    for fit in fits:
+        assert fit.optimizer_methods == ["bfgs"]
+        route = [h["method"] for h in fit.optimizer.history[:-1]]
+        assert route[0] == "newton" and set(route[1:]) == {"bfgs"}
+        assert fit.optimizer.n_iter == len(route)
