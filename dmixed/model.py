@@ -523,9 +523,11 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             an object with statsmodels' ``get_packed(use_sqrt, has_fe)``.  Default
             (with every parameter free): moment estimates (:mod:`dmixed.fit.start`, one
             more round trip after the data pass) or statsmodels' Ψ* = I, τ* = 1,
-            whichever has the higher likelihood; from moment estimates the fit takes
-            exact Newton steps first and needs the quasi-Newton methods only when those
-            do not converge quadratically.
+            whichever has the higher likelihood; from moment estimates, or from
+            ``start_params`` without ``free`` (a previous fit's estimates, as
+            ``dmixed update`` passes them), the fit takes exact Newton steps first and
+            needs the quasi-Newton methods only when those do not converge
+            quadratically.
         method : str or list of str, optional
             Optimizers tried in turn, each from where the last stopped; default
             ``["bfgs", "lbfgs", "cg"]`` as statsmodels.  statsmodels' names

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import BadValuesError, DataError, FormulaError, SpecError
-from .dtypes import NUMERIC, NUMERIC_LEVELS, check_no_text, column_kind, native_class
+from .dtypes import NUMERIC, NUMERIC_LEVELS, check_no_text, column_kind, native_class, to_float
 from .evaluate import materialize, model_matrix
 from .formula import (
     FactorInfo,
@@ -36,8 +36,9 @@ from .formula import (
 from .levels import prototype
 from .messages import suggest
 from .missing import missing_option
+from .partitions import select_columns
 from .plain import PlainFormula, indicator_info, read_plain
-from .prepare import normalized_frame, prepare_columns
+from .prepare import needed_columns, normalized_frame, prepare_columns
 from .scan import LevelScan, is_dask
 from .vc import LevelNames, VCPlan, plan_variance_component
 
@@ -48,6 +49,9 @@ __all__ = [
     "ParsedFormulas",
     "check_arguments",
     "check_response_not_constant",
+    "constant_response",
+    "dask_constant_response",
+    "response_columns",
     "FormulaSpecs",
     "column_kinds",
     "formula_specs",
@@ -640,17 +644,83 @@ def check_response_not_constant(
             n = len(data) - prepared.n_dropped
             frame = normalized_frame(spec, prepared.columns, n, spec.dense_columns)
             endog = materialize(spec.formulaic_spec("main").lhs, frame, spec.formula, spec.context)
-        endog = np.asarray(endog, dtype=np.float64).reshape(-1)
-        low, high = (endog.min(), endog.max()) if endog.size else (np.nan, np.nan)
-        if not (np.isfinite(low) and np.isfinite(high)):  # NaN or ±inf: the finite ones
-            finite = endog[np.isfinite(endog)]
-            low, high = (finite.min(), finite.max()) if finite.size else (np.nan, np.nan)
-        if low == high:  # (NaN: no finite value, nothing to refuse)
-            raise DataError(
-                f"the response {spec.endog_name!r} is constant (all values {float(low)!r})"
-            )
+        err = constant_response(spec.endog_name, *_finite_range(endog))
+        if err is not None:
+            raise err
         return prepared
-    if scan.response_range is not None and scan.response_range[0] == scan.response_range[1]:
-        value = float(scan.response_range[0])
-        raise DataError(f"the response {spec.endog_name!r} is constant (all values {value!r})")
+    if scan.response_range is not None:
+        err = constant_response(spec.endog_name, *scan.response_range)
+        if err is not None:
+            raise err
     return None
+
+
+def constant_response(name: str, low: float, high: float) -> DataError | None:
+    """The refusal of a response whose finite values, from ``low`` to ``high``, are all
+    one (the one owner of its words, in process and on Dask); None where they differ
+    or there is none (NaN)."""
+    if low == high:
+        return DataError(f"the response {name!r} is constant (all values {float(low)!r})")
+    return None
+
+
+def _finite_range(endog) -> tuple[float, float]:
+    """The smallest and largest finite value of a response (NaN, NaN: none)."""
+    endog = np.asarray(endog, dtype=np.float64).reshape(-1)
+    low, high = (endog.min(), endog.max()) if endog.size else (np.nan, np.nan)
+    if not (np.isfinite(low) and np.isfinite(high)):  # NaN or ±inf: the finite ones
+        finite = endog[np.isfinite(endog)]
+        low, high = (finite.min(), finite.max()) if finite.size else (np.nan, np.nan)
+    return float(low), float(high)
+
+
+def dask_constant_response(spec: ModelSpec, ddf, client=None) -> DataError | None:
+    """:func:`constant_response` of a Dask collection's response as the spec reads it
+    (rows dropped, the response's formula applied: the values a fit in process checks),
+    from one task per partition.  For a refusal of the statistics (no residual
+    variation) where the level scan read no response: one more read of the data, on
+    that error's path only, of the columns the response needs (:func:`response_columns`).
+    ``client``: the fit's Dask client (None: Dask's default)."""
+    import dask
+
+    column = _response_column(spec)
+    parts = select_columns(ddf, response_columns(spec), spec.group_name).to_delayed()
+    ranges = [dask.delayed(_partition_range)(part, spec, column) for part in parts]
+    found = client.gather(client.compute(ranges)) if client is not None else dask.compute(*ranges)
+    lows = [low for low, _ in found if not np.isnan(low)]
+    highs = [high for _, high in found if not np.isnan(high)]
+    if not lows:
+        return None
+    return constant_response(spec.endog_name, min(lows), max(highs))
+
+
+def response_columns(spec: ModelSpec) -> list[str]:
+    """The columns of a Dask collection that :func:`dask_constant_response` reads: the
+    response's column alone where the response is one numeric column read as it is and
+    no row is dropped for a missing value in another column (``missing="drop"``
+    decides the rows kept from every used column); else every used column (the
+    response's formula is applied to the prepared columns)."""
+    column = _response_column(spec)
+    return [column] if column is not None else needed_columns(spec)
+
+
+def _response_column(spec: ModelSpec) -> str | None:
+    """The response's column where its values are the column's (see
+    :func:`response_columns`), else None."""
+    plan = spec.plain_plan("lhs")
+    if spec.missing == "drop" or plan is None or len(plan) != 1 or len(plan[0]) != 1:
+        return None
+    column = plan[0][0]
+    # an integer column read about a reference is not its values
+    return None if column in spec.references else column
+
+
+def _partition_range(pdf: pd.DataFrame, spec: ModelSpec, column: str | None) -> tuple[float, float]:
+    """:func:`_finite_range` of one partition's response (NaN, NaN: no row); ``column``:
+    the response's column, read as a fit in process reads it (None: the spec's
+    transform of the partition)."""
+    if not len(pdf):
+        return np.nan, np.nan
+    if column is not None:
+        return _finite_range(to_float(pdf[column], column))
+    return _finite_range(spec.transform(pdf).endog)

@@ -10,7 +10,15 @@ import numpy as np
 from ..errors import BadValuesError, DataError, NumericFactorWarning
 from .build import ParsedFormulas
 from .dtypes import CATEGORICAL, NUMERIC, NUMERIC_LEVELS, check_numbers_as_text, object_class
-from .scan import LevelScan, ScanChains, ScanPlan, dask_scan, object_columns, pandas_scan
+from .scan import (
+    LevelScan,
+    ScanChains,
+    ScanPlan,
+    dask_scan,
+    locate_text,
+    object_columns,
+    pandas_scan,
+)
 
 __all__ = ["group_native", "scan_levels"]
 
@@ -79,7 +87,14 @@ def scan_levels(
         if kinds[c] != NUMERIC and not scan.levels[c]:
             raise BadValuesError(f"column {c!r} has no non-missing values")
         if kinds[c] == CATEGORICAL and c not in plan.c_columns:
-            check_numbers_as_text(c, scan.levels[c], scan.n_kept)
+            try:
+                check_numbers_as_text(c, scan.levels[c], scan.n_kept)
+            except BadValuesError as err:
+                if not dask_input:
+                    raise
+                # the levels are the whole data's: the partition and file holding the
+                # text are sought only now, as a bad value of one partition is named
+                raise locate_text(err, data, kinds, plan, c) from None
     _warn_numeric_factors(parsed, kinds, scan.levels, meta)
     return scan
 

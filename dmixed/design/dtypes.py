@@ -167,15 +167,19 @@ def text_error(name: str, shown: list, where: str, convert: str = "") -> BadValu
     """The refusal of text in a column of numbers: ``column NAME holds text (such as
     ...) WHERE; ...``, with at most three of the ``shown`` values (none: no ``such
     as``, the values not at hand) (the one owner of these words, :func:`to_float`,
-    :func:`check_numbers_as_text` and :func:`check_no_text`)."""
+    :func:`check_numbers_as_text` and :func:`check_no_text`).  The first value shown
+    is kept as the error's ``example`` (None: none shown), the value whose partition a
+    Dask fit names (:func:`~dmixed.design.scan.locate_text`)."""
     more = f" and {len(shown) - 3} more" if len(shown) > 3 else ""
     such = ", ".join(repr(v) for v in shown[:3]) + more
     such = f" (such as {such})" if shown else ""
-    return BadValuesError(
+    err = BadValuesError(
         f"column {name!r} holds text{such} {where}; text is a factor under "
         f"dmixed's column rules: convert it first, e.g. pd.to_numeric(data[{name!r}]"
         f"{convert})"
     )
+    err.example = shown[0] if shown else None
+    return err
 
 
 #: A text column read as a factor is refused as numbers read as text when it has at

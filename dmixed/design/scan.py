@@ -52,6 +52,7 @@ __all__ = [
     "SummaryMerge",
     "dask_scan",
     "is_dask",
+    "locate_text",
     "merged_summary",
     "object_columns",
     "pandas_scan",
@@ -288,6 +289,34 @@ def dask_scan(ddf, meta, kinds, plan: ScanPlan, chains: ScanChains | None = None
             raise
         raise located(err, ddf) from None
     return _combine(results, levels, to_scan, declared, meta)
+
+
+def locate_text(err: DataError, ddf, kinds, plan: ScanPlan, column: str) -> DataError:
+    """``err``, a refusal of text among the numbers of ``column`` found on the whole
+    data's levels (:func:`~dmixed.design.dtypes.check_numbers_as_text`), naming the
+    first partition of ``ddf`` whose rows (those kept, with ``missing="drop"``) hold the
+    text the message shows first (``err.example``), and its file
+    (:func:`~dmixed.design.origin.located`), as a bad value found in one partition is
+    named; ``err`` where none is found.  One compute of that column (and of the
+    columns deciding which rows are kept), on this error's path only."""
+    import dask
+
+    example = getattr(err, "example", None)
+    if example is None:
+        return err
+    read = list(dict.fromkeys([column, *(plan.columns_used if plan.drop else [])]))
+    holds = dask.delayed(_holds_value)
+    parts = select_columns(ddf, read).to_delayed()
+    found = dask.compute(*[holds(p, kinds, plan, column, example) for p in parts])
+    number = next((i for i, f in enumerate(found) if f), None)
+    return err if number is None else located(in_partition(err, number), ddf)
+
+
+def _holds_value(pdf: pd.DataFrame, kinds, plan: ScanPlan, column: str, value) -> bool:
+    """Whether the kept rows of one partition hold ``value`` in ``column`` (as one of
+    the levels the scan reads there)."""
+    values = pd.Series(unique_values(_kept_rows(pdf, kinds, plan)[0][column]), dtype=object)
+    return bool((values == value).any())
 
 
 class SummaryMerge:

@@ -13,6 +13,7 @@ import warnings
 from typing import Any
 
 from ..design.arrays import RowData
+from ..design.build import dask_constant_response
 from ..design.partitions import warn_text_keys
 from ..design.references import column_references
 from ..engines.base import ENGINE_CHOICES
@@ -152,7 +153,15 @@ class ModelStatistics:
             return stats
         spec = getattr(self, "spec", None)
         re_formula = None if spec is None else spec.re_formula
-        check_designs(stats, self.exog_names, self.exog_re_names, self.endog_name, re_formula)
+        try:
+            check_designs(stats, self.exog_names, self.exog_re_names, self.endog_name, re_formula)
+        except DataError as err:
+            if self.source is None or spec is None or not getattr(err, "no_residual_variation", 0):
+                raise
+            # the level scan reads the response only beside a factor: a constant one is
+            # told apart here, in the words of a fit in process (naming its value)
+            constant = dask_constant_response(spec, self.source, client)
+            raise (err if constant is None else constant) from None
         self.cached_statistics, self.cached_client = stats, client
         return stats
 

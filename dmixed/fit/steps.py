@@ -112,7 +112,8 @@ class FitStart:
     """Where the optimizer of a fit starts (:func:`fit_start`): the objective ``obj`` in
     the optimizer's packing, the ``coords`` it works in, the ``summary`` holding the
     start and the settings, the ``free`` mask, the ``methods`` and whether Newton steps
-    come first (``newton_first``: from moment estimates, ``method`` not given)."""
+    come first (``newton_first``: from moment estimates, or from ``start_params`` without
+    ``free``; ``method`` not given)."""
 
     obj: ProfiledObjective
     coords: Coordinates
@@ -169,4 +170,8 @@ def fit_start(
         obj, start, model.use_sqrt, moment, level, newton_first=method is None, newton=newton
     )
     summary = DEFAULTS.start(start_opt, **settings)
-    return FitStart(obj, coords, summary, free_mask, methods, from_moments and method is None)
+    # a given start (a previous fit's estimates, as ``dmixed update`` passes) takes the
+    # route of moment estimates, a fresh fit's: Newton steps first, handing over to the
+    # quasi-Newton methods where they do not converge
+    newton_first = method is None and (from_moments or (start_params is not None and free is None))
+    return FitStart(obj, coords, summary, free_mask, methods, newton_first)

@@ -164,7 +164,9 @@ class OptSummary:
         Variances settled at exactly zero (:meth:`Layout.boundary_labels` labels).
     methods : list of str
         Methods that ran, in order (``"newton"`` for converging Newton steps first,
-        then ``"bfgs"``, ``"lbfgs"``, ``"cg"`` as tried).
+        then ``"bfgs"``, ``"lbfgs"``, ``"cg"`` as tried).  Newton steps first that stop
+        short of ``handover_gtol`` are not listed, whether the start was moment
+        estimates or a given start: their steps are in ``history`` and ``n_iter``.
     n_iter : int
         Iterations made: the entries of ``history`` before its final one (the Newton
         steps from the start and the methods' iterations, all methods together; the

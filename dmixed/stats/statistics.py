@@ -304,10 +304,13 @@ def _check_residual(rss: float, yy: float, name: str) -> None:
     """:func:`check_response_varies`'s refusal of a residual sum of squares ``rss`` of
     the response (``y'y = yy``) too small to be told from zero."""
     if not rss > 1e-12 * max(yy, TINY):
-        raise DataError(
+        err = DataError(
             f"the response {name!r} is constant or fitted exactly by the fixed effects: "
             "there is no residual variation to model"
         )
+        # a caller holding the data tells a constant response apart (its own words)
+        err.no_residual_variation = True  # type: ignore[attr-defined]
+        raise err
 
 
 #: The values of ``MixedLM.fit(check_nobs=...)``: refuse an unidentifiable model, or fit.

@@ -213,6 +213,60 @@ def test_numbers_with_a_few_text_cells_are_refused_not_a_factor_of_every_row(eng
         assert len(build_spec(frames[2], "y ~ x", groups="g").levels["x"]) == n
 
 
+@pytest.mark.parametrize("missing", ["raise", "drop"])
+def test_numbers_with_a_text_cell_name_the_partition_holding_it(missing):
+    """Numbers written as text in every partition, a word among them in partition 2: the
+    refusal, decided on the whole data's levels, names partition 2 (it named none), as a
+    bad value found in one partition is named.  With ``missing="drop"`` a word in a row
+    dropped (partition 1) is not the culprit."""
+    import dask.dataframe as dd
+
+    rng = np.random.default_rng(3)
+    n = 400
+    df = pd.DataFrame({"y": rng.normal(size=n), "x": rng.normal(size=n), "g": np.arange(n) % 10})
+    df["x"] = df["x"].astype(str)
+    df.loc[250, "x"] = "abc"
+    if missing == "drop":
+        df.loc[150, ["x", "y"]] = ["n/a", np.nan]
+    ddf = dd.from_pandas(df, npartitions=4)
+    with pytest.raises(DataError) as info:
+        build_spec(ddf, "y ~ x", groups="g", missing=missing)
+    assert str(info.value).startswith(
+        "partition 2 of the Dask DataFrame: column 'x' holds text (such as 'abc') among "
+    )
+    assert info.value.partition == 2
+    with pytest.raises(DataError) as info:  # in process: no partition to name
+        build_spec(df, "y ~ x", groups="g", missing=missing)
+    assert str(info.value).startswith("column 'x' holds text (such as 'abc') among ")
+
+
+@pytest.mark.parametrize(
+    ("word", "shown", "number"), [("nan", "'abc', 'nan'", 2), ("", "'', 'abc'", 1)]
+)
+def test_text_among_numbers_names_the_partition_of_the_example_shown(word, shown, number):
+    """Text that reads as a missing number (``"nan"``, ``""``) in partition 1 and a word
+    in partition 2: the partition named is the one holding the first value the message
+    shows (it was the first holding any text that does not read as a number), and the
+    error keeps that value as ``example``."""
+    import dask.dataframe as dd
+
+    rng = np.random.default_rng(3)
+    n = 400
+    df = pd.DataFrame({"y": rng.normal(size=n), "x": rng.normal(size=n), "g": np.arange(n) % 10})
+    df["x"] = df["x"].astype(str)
+    df.loc[120, "x"] = word
+    df.loc[250, "x"] = "abc"
+    ddf = dd.from_pandas(df, npartitions=4)
+    with pytest.raises(DataError) as info:
+        build_spec(ddf, "y ~ x", groups="g")
+    assert str(info.value).startswith(
+        f"partition {number} of the Dask DataFrame: column 'x' holds text (such as {shown}) "
+    )
+    assert info.value.partition == number
+    assert info.value.example in ddf.partitions[number]["x"].compute().tolist()
+    assert shown.startswith(repr(info.value.example))
+
+
 def _flagged(seed: int = 5) -> pd.DataFrame:
     df = make_data(n_groups=25, seed=seed)
     df["flag"] = np.random.default_rng(seed).random(len(df)) > 0.4
@@ -353,3 +407,37 @@ def test_a_boolean_column_read_as_levels_by_a_component_computes_in_an_expressio
     names = list(fitted.fe_params.index)
     np.testing.assert_allclose(ours.fe_params[names], fitted.fe_params, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(ours.vcomp, fitted.vcomp, rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("formula", "missing", "read"),
+    [
+        ("y ~ x1", "raise", ["y"]),
+        ("y ~ x1", "none", ["y"]),
+        ("y ~ x1", "drop", ["y", "x1", "g"]),
+        ("np.log(y) ~ x1", "raise", ["y", "x1", "g"]),
+    ],
+)
+def test_a_constant_response_on_dask_reads_only_the_columns_it_needs(formula, missing, read):
+    """The constant response's value, read on a Dask fit's refusal, reads the response's
+    column alone where the response is that column and no row is dropped for another
+    column's missing value; else the model's columns (the formula applied to the
+    prepared columns, or the rows kept decided by all of them).  The collection of
+    those columns alone is enough."""
+    import dask
+    import dask.dataframe as dd
+
+    from dmixed.design.build import dask_constant_response, response_columns
+
+    df = make_data(n_groups=20, seed=6).astype({"y": float})
+    df["y"] = 3.0
+    # the spec of rows whose response varies (a constant one is refused in process)
+    varied = df.assign(y=np.arange(len(df), dtype=float) + 1)
+    spec = build_spec(varied, formula, groups="g", missing=missing)
+    assert response_columns(spec) == read
+    ddf = dd.from_pandas(df[read], npartitions=3)
+    with dask.config.set(scheduler="sync"):
+        err = dask_constant_response(spec, ddf)
+    value = 3.0 if formula == "y ~ x1" else float(np.log(3.0))
+    name = "y" if formula == "y ~ x1" else "np.log(y)"
+    assert str(err) == f"the response {name!r} is constant (all values {value!r})"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -124,3 +126,53 @@ def test_numpy_scalars_are_settings_as_python_ones(model):
     assert given.llf == plain.llf
     np.testing.assert_array_equal(given.params, plain.params)
     assert given.fit_options["maxiter"] == 200 and type(given.fit_options["maxiter"]) is int
+
+
+def _split_fits():
+    """A fit of the first 1,800 of 3,000 rows, and the model of all of them."""
+    import pandas as pd
+
+    rng = np.random.default_rng(2)
+    g, x1 = rng.integers(0, 120, 3000), rng.normal(size=3000)
+    y = 1 + 0.5 * x1 + rng.normal(size=120)[g] + rng.normal(0, 0.3, 120)[g] * x1
+    df = pd.DataFrame({"y": y + rng.normal(size=3000), "x1": x1, "g": g})
+    part = dmixed.mixedlm("y ~ x1", df.iloc[:1800], groups="g", re_formula="1 + x1").fit()
+    return part, dmixed.mixedlm("y ~ x1", df, groups="g", re_formula="1 + x1")
+
+
+def test_a_given_start_takes_newton_steps_first_as_moment_estimates_do():
+    """``start_params`` without ``method`` (a previous fit's estimates, as ``dmixed
+    update`` passes them): Newton steps first, the route of a fit from moment estimates
+    (it took BFGS: 12 iterations here, against 3); ``method`` named, or a ``free`` mask,
+    keep their routes."""
+    part, model = _split_fits()
+    fresh = model.fit()
+    warm = model.fit(start_params=part.packed_params)
+    assert fresh.optimizer_methods == warm.optimizer_methods == ["newton"]
+    assert warm.optimizer.n_iter <= fresh.optimizer.n_iter
+    assert warm.llf >= fresh.llf - 1e-12 * abs(fresh.llf)
+    np.testing.assert_allclose(warm.params, fresh.params, rtol=1e-7)
+    named = model.fit(start_params=part.packed_params, method="bfgs")
+    assert named.optimizer_methods == ["bfgs"]
+    masked = model.fit(start_params=part.packed_params, free=np.ones(len(part.packed_params)))
+    assert "newton" not in masked.optimizer_methods
+
+
+def test_newton_steps_that_fall_short_are_recorded_alike_from_either_start(monkeypatch):
+    """Newton steps first that do not reach the hand-over gradient (one step allowed
+    here) are left out of ``optimizer_methods`` and kept in the history, from moment
+    estimates and from a given start alike: the methods list the route that converged
+    (BFGS, from where the Newton step stopped), the history and ``n_iter`` every step
+    taken."""
+    from dmixed.fit.summary import DEFAULTS
+
+    part, model = _split_fits()
+    monkeypatch.setattr(DEFAULTS, "newton_first_steps", 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fits = [model.fit(), model.fit(start_params=part.packed_params)]
+    for fit in fits:
+        assert fit.optimizer_methods == ["bfgs"]
+        route = [h["method"] for h in fit.optimizer.history[:-1]]
+        assert route[0] == "newton" and set(route[1:]) == {"bfgs"}
+        assert fit.optimizer.n_iter == len(route)

@@ -492,6 +492,30 @@ def test_a_bad_value_names_its_partition_and_file(tmp_path, bad, mode):
     assert (exc.value.partition, exc.value.file) == (k, files[k])
 
 
+@pytest.mark.parametrize("vc", [False, True])
+@pytest.mark.parametrize("mode", ["tree", "auto"])
+def test_a_word_among_numbers_written_as_text_names_its_partition_and_file(tmp_path, vc, mode):
+    """Numbers written as text in every file, a word among them in file k: refused on
+    the whole data's levels, naming partition k and file k (it named no file), with and
+    without variance components, in one task per partition as in chains."""
+    k = 7
+    files = _small_files(tmp_path, "none", -1)
+    for i, path in enumerate(files):
+        part = pd.read_parquet(path)
+        part["x"] = part["x"].astype(str)
+        if i == k:
+            part.loc[4, "x"] = "abc"
+        part.to_parquet(path, index=False)
+    extra = {"re_formula": "1", "vc_formula": {"c": "0 + C(c)"}} if vc else {}
+    with dask.config.set({"dmixed.data_pass": mode}), pytest.raises(DataError) as exc:
+        dmixed.mixedlm("y ~ x", dd.read_parquet(files), groups="g", **extra).fit()
+    assert str(exc.value).startswith(
+        f"partition {k} of the Dask DataFrame (file {files[k]}): column 'x' holds text "
+        "(such as 'abc') among "
+    )
+    assert (exc.value.partition, exc.value.file) == (k, files[k])
+
+
 def test_the_prepass_has_one_task_per_partition_of_the_collection(tmp_path):
     """Not chained, the VC prepass reads the collection's own partitions (one per small
     file here), one task each, numbered as the driver finds their files; the same slots
