@@ -186,6 +186,25 @@ class RoutedRows:
     @staticmethod
     def _sources(dm, ztilde: np.ndarray) -> tuple:
         """``(distinct columns, x_src, y_src, z_src, vc_pos, vc_val)`` of :meth:`compact`."""
+        exog = np.asarray(dm.exog, dtype=np.float64)
+        endog = np.asarray(dm.endog, dtype=np.float64)
+        z = np.asarray(ztilde, dtype=np.float64)
+        q = np.shape(getattr(dm, "exog_re", ztilde))[1]  # none: no variance components
+        vc_pos, vc_val = one_entry_per_row(z[:, q:], q)
+        if vc_pos is not None:
+            z = z[:, :q]
+        found = _distinct_sources([exog, endog[:, None], z])
+        if found is None:
+            return RoutedRows.sources_one_by_one(dm, ztilde)
+        distinct, src = found
+        p = exog.shape[1]
+        return distinct, src[:p], int(src[p]), src[p + 1 :], vc_pos, vc_val
+
+    @staticmethod
+    def sources_one_by_one(dm, ztilde: np.ndarray) -> tuple:
+        """``(distinct columns, x_src, y_src, z_src, vc_pos, vc_val)`` of :meth:`compact`,
+        each column compared with the distinct ones found before it (a key per column
+        where the columns are many: :func:`_distinct_sources`)."""
         distinct: list[np.ndarray] = []
 
         def source(col: np.ndarray) -> int:
@@ -276,6 +295,30 @@ class RoutedRows:
             keys, cols, first.x_src, first.y_src, first.z_src, w, first.std, *vc, first.z_width
         )
 
+    def expanded(self) -> RoutedRows:
+        """These rows with every column of ``[X y]`` and of ``Z`` held as a column of its
+        own (ones included): the one layout of all pieces of the same design's widths,
+        so that pieces whose columns repeat differently can be joined
+        (:func:`coalesced`)."""
+        p, q = self.x_src.size, self.z_src.size
+        n = self.keys.size
+        cols = np.empty((p + 1 + q, n)).T  # column-major, as the design
+        cols[:, :p] = self.exog
+        cols[:, p] = self.endog
+        cols[:, p + 1 :] = self._matrix(self.z_src)
+        return RoutedRows(
+            self.keys,
+            cols,
+            np.arange(p, dtype=np.int64),
+            p,
+            np.arange(p + 1, p + 1 + q, dtype=np.int64),
+            self.weights,
+            self.std,
+            vc_pos=self.vc_pos,
+            vc_val=self.vc_val,
+            z_width=self.z_width,
+        )
+
     def same_sources(self, other: RoutedRows) -> bool:
         return (
             np.array_equal(self.x_src, other.x_src)
@@ -285,6 +328,116 @@ class RoutedRows:
             and (self.vc_pos is None) == (other.vc_pos is None)
             and self.z_width == other.z_width
         )
+
+
+#: :func:`_distinct_sources` compares the columns one by one below this many columns
+#: (a few comparisons each), and through one key per column from it on (a wide fixed
+#: part: a factor of many levels, of which a small partition holds a few)
+SOURCES_BY_KEY = 32
+
+
+def _distinct_sources(mats: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray] | None:
+    """``(distinct columns, source of each column)`` of the columns of ``mats`` (each
+    (n, m_j), taken one after the other) as :meth:`RoutedRows.sources_one_by_one`
+    finds them: −1 for a column of ones, else the position of its value among the
+    distinct columns that are not, in the order they first appear.  None where the
+    columns are few (:data:`SOURCES_BY_KEY`), some value is not finite, or two columns
+    of the same key differ: the caller compares them one by one.
+
+    Columns are grouped by a key (their first value and a weighted sum of their values,
+    the same sum for equal columns: each column reduced alike), and the columns of a key
+    are checked equal to its first, value by value, one comparison per key: a Python
+    loop over the distinct columns, not over every pair.
+    """
+    n = mats[0].shape[0]
+    widths = [m.shape[1] for m in mats]
+    if sum(widths) < SOURCES_BY_KEY or n == 0:
+        return None
+    weights = 1.0 + np.arange(n, dtype=np.float64) % 61 / 64.0
+    # each column contiguous, so that every column's sum is taken in the same order
+    mats = [np.asfortranarray(m) for m in mats]
+    sums = np.concatenate([(m * weights[:, None]).sum(axis=0) for m in mats])
+    firsts = np.concatenate([m[0] for m in mats])
+    if not (np.isfinite(sums).all() and np.isfinite(firsts).all()):
+        return None
+    ones = np.concatenate([(m == 1.0).all(axis=0) for m in mats])
+    where = np.repeat(np.arange(len(mats)), widths)
+    offset = np.concatenate([[0], np.cumsum(widths)[:-1]])
+
+    def column(j: int) -> np.ndarray:
+        return mats[where[j]][:, j - offset[where[j]]]
+
+    live = np.flatnonzero(~ones)
+    src = np.full(sum(widths), -1, dtype=np.int64)
+    if live.size == 0:
+        return [], src
+    keys = np.stack([firsts[live], sums[live]], axis=1) + 0.0  # −0.0 as 0.0
+    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    rank = np.empty(first.size, dtype=np.int64)
+    order = np.argsort(first, kind="stable")  # keys in the order they first appear
+    rank[order] = np.arange(first.size)
+    counts = np.bincount(inverse, minlength=first.size)
+    for g in np.flatnonzero(counts > 1):
+        members = live[inverse == g]
+        head = column(members[0])[:, None]
+        for b, m in enumerate(mats):
+            mine = members[where[members] == b] - offset[b]
+            if mine.size and not (m[:, mine] == head).all():
+                return None
+    src[live] = rank[inverse]
+    distinct = [column(live[first[g]]) for g in order]
+    return distinct, src
+
+
+def coalesced(pieces: list[RoutedRows], k: int) -> list[RoutedRows]:
+    """``pieces`` with each run of consecutive pieces of fewer than ``k`` rows joined
+    (:meth:`RoutedRows.expanded`, then :meth:`RoutedRows.concat`) until it holds ``k``
+    rows or more; a piece of ``k`` rows or more stays as it is.
+
+    Adding rows to an accumulator costs work in ``k²`` per call (the global sums
+    ``[X y]'[X y]`` and the within-group sums, k × k, besides the rows' own products):
+    with a wide fixed part and partitions of a few rows, each piece added on its own
+    costs ``k²`` for a few rows.  Joined, the square sums are made once per ``k`` rows
+    or more.  The rows' per-group sums are the same sums, added in another order.
+    """
+    out: list[RoutedRows] = []
+    run: list[RoutedRows] = []
+    run_rows = 0
+
+    def flush() -> None:
+        nonlocal run, run_rows
+        if len(run) == 1:
+            out.append(run[0])
+        elif run:
+            out.append(RoutedRows.concat([piece.expanded() for piece in run]))
+        run, run_rows = [], 0
+
+    for piece in pieces:
+        if piece.keys.size >= k:
+            flush()
+            out.append(piece)
+            continue
+        if run and not _joinable(run[0], piece):
+            flush()
+        run.append(piece)
+        run_rows += piece.keys.size
+        if run_rows >= k:
+            flush()
+    flush()
+    return out
+
+
+def _joinable(a: RoutedRows, b: RoutedRows) -> bool:
+    """Whether :meth:`RoutedRows.expanded` of ``a`` and ``b`` have the same sources."""
+    return (
+        a.x_src.size == b.x_src.size
+        and a.z_src.size == b.z_src.size
+        and (a.weights is None) == (b.weights is None)
+        and (a.vc_pos is None) == (b.vc_pos is None)
+        and a.z_width == b.z_width
+        and a.keys.dtype == b.keys.dtype
+    )
 
 
 def one_entry_per_row(vc: np.ndarray, q: int) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -542,7 +695,8 @@ def reduce_routed(
     ``routed`` are the chains' lists of :class:`RoutedRows` for this bucket (or None);
     all rows are added into one :class:`~dmixed.engines.dask.combine.GroupAccumulator`
     in the map of the first piece, as a chain adds its partitions (``shifts``: as the
-    chains', :func:`~dmixed.engines.dask.partials.accumulate_frames`).
+    chains', :func:`~dmixed.engines.dask.partials.accumulate_frames`); runs of pieces
+    of fewer rows than ``[X y]`` has columns are added joined (:func:`coalesced`).
     """
     pieces = [p for chain in routed if chain is not None for p in chain if p.keys.size]
     if not pieces:
@@ -551,7 +705,7 @@ def reduce_routed(
     acc = GroupAccumulator(packed.width, key_dtype, shifts)
     glob = packed.empty_global()
     std = pieces[0].std
-    for piece in pieces:
+    for piece in coalesced(pieces, packed.k):
         sums = acc.add(piece.keys, piece, piece.ztilde, std, vc_widths)
         glob += packed.pack_global(sums)
     (partial,) = acc.result(1)
