@@ -8,6 +8,7 @@ rows, and the statistics must not depend on the routing.
 from __future__ import annotations
 
 import warnings
+import weakref
 from types import SimpleNamespace
 
 import dask
@@ -17,6 +18,7 @@ import pandas as pd
 import pytest
 
 import dmixed
+from dmixed.engines.dask import routing
 from dmixed.engines.dask.blocks import assemble_blocks, reorder
 from dmixed.engines.dask.data_pass import group_key_dtype
 from dmixed.engines.dask.graph import block_graph, chain_recipes, project_columns
@@ -27,6 +29,7 @@ from dmixed.engines.dask.routing import (
     RoutedRows,
     Router,
     coalesced,
+    column_hashes,
     exchange_mode,
     split_routed,
 )
@@ -338,13 +341,130 @@ def test_coalesced_joins_runs_of_small_pieces():
         dm, keys = _one_hot_rows(rng, n, p)
         pieces.append(RoutedRows.compact(keys, dm, dm.exog_re))
     assert not pieces[0].same_sources(pieces[1])  # no run of them is joined as it is
-    out = coalesced(pieces, p + 1)
+    out = list(coalesced(pieces, p + 1))
     assert [piece.keys.size for piece in out] == [7, 100, 4]
     assert out[1] is pieces[4]
     for got, run in ((out[0], pieces[:4]), (out[2], pieces[5:])):
         for name in ("keys", "exog", "endog", "ztilde"):
             want = np.concatenate([getattr(piece, name) for piece in run])
             np.testing.assert_array_equal(getattr(got, name), want)
+
+
+def test_coalesced_makes_one_run_at_a_time():
+    """The runs are made as they are taken: a run takes only its own pieces, and a run
+    taken and dropped is not held while the next is made (one run at a time, each of
+    fewer than twice ``k`` rows)."""
+    rng = np.random.default_rng(3)
+    p = 60
+    pieces = []
+    for n in (5, 30, 40, 20, 50, 7, 9):
+        dm, keys = _one_hot_rows(rng, n, p)
+        pieces.append(RoutedRows.compact(keys, dm, dm.exog_re))
+    taken = []
+
+    def source():
+        for piece in pieces:
+            taken.append(piece)
+            yield piece
+
+    runs = coalesced(source(), p + 1)
+    run = next(runs)
+    assert run.keys.size == 75 and len(taken) == 3  # 5 + 30 + 40: nothing past the run
+    held = weakref.ref(run)
+    del run
+    rest = [next(runs).keys.size]
+    assert held() is None
+    assert len(taken) == 5
+    rest += [piece.keys.size for piece in runs]
+    assert rest == [70, 16]
+    assert all(size < 2 * (p + 1) for size in [75, *rest])
+
+
+def _same_as_one_by_one(dm, monkeypatch) -> RoutedRows:
+    """:meth:`RoutedRows.compact` of ``dm``, asserted to hold the columns of
+    :meth:`RoutedRows.sources_one_by_one` in its order (signed zeros too), found without
+    it (the one-by-one comparison refused while compacting)."""
+    distinct, x_src, y_src, z_src, *_ = RoutedRows.sources_one_by_one(dm, dm.exog_re)
+
+    def refused(*args):
+        raise AssertionError("compared one by one")
+
+    with monkeypatch.context() as m:
+        m.setattr(RoutedRows, "sources_one_by_one", staticmethod(refused))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            got = RoutedRows.compact(np.zeros(dm.exog.shape[0], dtype=np.int64), dm, dm.exog_re)
+    assert got.cols.shape[1] == len(distinct)
+    for j, col in enumerate(distinct):
+        np.testing.assert_array_equal(got.cols[:, j], col)
+        np.testing.assert_array_equal(np.signbit(got.cols[:, j]), np.signbit(col))
+    np.testing.assert_array_equal(got.x_src, x_src)
+    np.testing.assert_array_equal(got.z_src, z_src)
+    assert got.y_src == y_src
+    return got
+
+
+@pytest.mark.parametrize("n", [62, 80, 200, 1000])
+def test_wide_sources_of_taller_one_hot_partitions_are_found_by_key(n, monkeypatch):
+    """One-hot columns of partitions of many rows (a row weight of the key per row) are
+    grouped by key exactly, as one by one: the same columns, signs of zeros and order."""
+    rng = np.random.default_rng(n)
+    dm, _ = _one_hot_rows(rng, n, 1100)
+    dm.exog[:, 5] = -0.0  # a zero column written first with −0.0: kept as it is
+    dm.exog[:5, 5] = 0.0
+    dm.exog[: n // 2, 2] = -0.0
+    got = _same_as_one_by_one(dm, monkeypatch)
+    assert got.cols.shape[1] <= n + 3
+
+
+def test_wide_sources_split_keys_whose_columns_differ(monkeypatch):
+    """Columns of the same key that differ (every hash the same) are told apart exactly,
+    without the one-by-one comparison; values past the largest float raise no warning."""
+    n, p = 4, 40
+    exog = np.zeros((n, p))
+    exog[:, 0] = 1.0
+    exog[1, 4] = exog[2, 5] = 2.0
+    exog[1, 6] = exog[2, 7] = 2.0
+    exog[:, 8] = 1e308
+    exog[:, 9] = np.inf
+    exog[:, 10] = [1e308, -1e308, 1e308, 1e308]
+    exog[:, 11] = exog[:, 10]
+    exog[:, 12] = -0.0
+    exog = np.asfortranarray(exog)
+    dm = SimpleNamespace(endog=np.arange(n, dtype=np.float64), exog=exog, exog_re=exog[:, :1])
+    dm.weights = None
+    monkeypatch.setattr(routing, "column_hashes", lambda cols: np.zeros(cols.shape[1], np.uint64))
+    got = _same_as_one_by_one(dm, monkeypatch)
+    assert list(got.x_src[1:13]) == [0, 0, 0, 1, 2, 1, 2, 3, 4, 5, 5, 0]
+
+
+def test_column_hashes_are_those_of_the_values_bits():
+    """Columns of the same values hash alike wherever they are held; the hashes of
+    one-hot columns of 2,000 rows all differ."""
+    rng = np.random.default_rng(4)
+    a = rng.normal(size=(1000, 3))
+    b = np.ascontiguousarray(a[:, [2, 0, 1, 2]])
+    np.testing.assert_array_equal(column_hashes(b), column_hashes(a)[[2, 0, 1, 2]])
+    assert np.unique(column_hashes(np.eye(2000))).size == 2000
+
+
+def test_wide_sources_with_a_nan_are_those_compared_one_by_one():
+    """A NaN equals nothing but the same memory: columns holding one are compared one
+    by one where they share a key, and are distinct columns where they do not."""
+    n, p = 3, 40
+    exog = np.zeros((n, p))
+    exog[:, 0] = 1.0
+    exog[:, 4] = [0.0, np.nan, 1.0]
+    exog[:, 5] = [0.0, np.nan, 1.0]
+    exog[:, 6] = [np.nan, 2.0, 1.0]
+    exog = np.asfortranarray(exog)
+    dm = SimpleNamespace(endog=np.ones(n), exog=exog, exog_re=exog[:, [0, 4]], weights=None)
+    got = RoutedRows.compact(np.zeros(n, dtype=np.int64), dm, dm.exog_re)
+    distinct, x_src, y_src, z_src, *_ = RoutedRows.sources_one_by_one(dm, dm.exog_re)
+    assert got.cols.shape[1] == len(distinct)
+    np.testing.assert_array_equal(got.x_src, x_src)
+    np.testing.assert_array_equal(got.z_src, z_src)
+    assert got.y_src == y_src == -1
 
 
 def _wide_frame(seed: int = 6) -> pd.DataFrame:
