@@ -27,6 +27,7 @@ different maps or centres are added as before
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -186,6 +187,25 @@ class RoutedRows:
     @staticmethod
     def _sources(dm, ztilde: np.ndarray) -> tuple:
         """``(distinct columns, x_src, y_src, z_src, vc_pos, vc_val)`` of :meth:`compact`."""
+        exog = np.asarray(dm.exog, dtype=np.float64)
+        endog = np.asarray(dm.endog, dtype=np.float64)
+        z = np.asarray(ztilde, dtype=np.float64)
+        q = np.shape(getattr(dm, "exog_re", ztilde))[1]  # none: no variance components
+        vc_pos, vc_val = one_entry_per_row(z[:, q:], q)
+        if vc_pos is not None:
+            z = z[:, :q]
+        found = _distinct_sources([exog, endog[:, None], z])
+        if found is None:
+            return RoutedRows.sources_one_by_one(dm, ztilde)
+        distinct, src = found
+        p = exog.shape[1]
+        return distinct, src[:p], int(src[p]), src[p + 1 :], vc_pos, vc_val
+
+    @staticmethod
+    def sources_one_by_one(dm, ztilde: np.ndarray) -> tuple:
+        """``(distinct columns, x_src, y_src, z_src, vc_pos, vc_val)`` of :meth:`compact`,
+        each column compared with the distinct ones found before it (a key per column
+        where the columns are many: :func:`_distinct_sources`)."""
         distinct: list[np.ndarray] = []
 
         def source(col: np.ndarray) -> int:
@@ -276,6 +296,42 @@ class RoutedRows:
             keys, cols, first.x_src, first.y_src, first.z_src, w, first.std, *vc, first.z_width
         )
 
+    @classmethod
+    def joined(cls, pieces: list[RoutedRows]) -> RoutedRows:
+        """Pieces of the same design's widths (:func:`_joinable`), one after the other,
+        with every column of ``[X y]`` and of ``Z`` held as a column of its own (ones
+        included: the one layout of pieces whose columns repeat differently); one piece
+        as it is.  Each piece's columns are written into the joined rows directly."""
+        first = pieces[0]
+        if len(pieces) == 1:
+            return first
+        p, q = first.x_src.size, first.z_src.size
+        cols = np.empty((p + 1 + q, sum(piece.keys.size for piece in pieces))).T
+        at = 0
+        for piece in pieces:
+            rows = cols[at : at + piece.keys.size]
+            for j, s in enumerate(np.concatenate([piece.x_src, [piece.y_src], piece.z_src])):
+                rows[:, j] = 1.0 if s < 0 else piece.cols[:, s]
+            at += piece.keys.size
+
+        def joined_field(name: str) -> np.ndarray | None:
+            if getattr(first, name) is None:
+                return None
+            return np.concatenate([getattr(piece, name) for piece in pieces])
+
+        return cls(
+            np.concatenate([piece.keys for piece in pieces]),
+            cols,
+            np.arange(p, dtype=np.int64),
+            p,
+            np.arange(p + 1, p + 1 + q, dtype=np.int64),
+            joined_field("weights"),
+            first.std,
+            vc_pos=joined_field("vc_pos"),
+            vc_val=joined_field("vc_val"),
+            z_width=first.z_width,
+        )
+
     def same_sources(self, other: RoutedRows) -> bool:
         return (
             np.array_equal(self.x_src, other.x_src)
@@ -285,6 +341,162 @@ class RoutedRows:
             and (self.vc_pos is None) == (other.vc_pos is None)
             and self.z_width == other.z_width
         )
+
+
+#: :func:`_distinct_sources` compares the columns one by one below this many columns
+#: (a few comparisons each), and through one key per column from it on (a wide fixed
+#: part: a factor of many levels, of which a small partition holds a few)
+SOURCES_BY_KEY = 32
+
+
+def _distinct_sources(mats: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray] | None:
+    """``(distinct columns, source of each column)`` of the columns of ``mats`` (each
+    (n, m_j), taken one after the other) as :meth:`RoutedRows.sources_one_by_one`
+    finds them: −1 for a column of ones, else the position of its value among the
+    distinct columns that are not, in the order they first appear.  None where the
+    columns are few (:data:`SOURCES_BY_KEY`) or where two columns of one key hold a
+    NaN (equal there only as the same memory): the caller compares them one by one.
+
+    A column whose first value no other column has is distinct.  The others are grouped
+    by a key (their first value and :func:`column_hashes`: integer sums, so equal
+    columns always share a key); the columns of a key are checked equal to its first,
+    vectorized, and a key whose columns differ is split exactly by sorting its columns:
+    the grouping is exact whatever the keys' collisions.
+    """
+    n = mats[0].shape[0]
+    widths = [m.shape[1] for m in mats]
+    if sum(widths) < SOURCES_BY_KEY or n == 0:
+        return None
+    where = np.repeat(np.arange(len(mats)), widths)
+    offset = np.concatenate([[0], np.cumsum(widths)[:-1]])
+
+    def column(j: int) -> np.ndarray:
+        return mats[where[j]][:, j - offset[where[j]]]
+
+    def take(js: np.ndarray) -> np.ndarray:
+        """Columns ``js`` as one (n, len(js)) array, −0.0 as 0.0 (equal by value)."""
+        out = np.empty((js.size, n)).T
+        for b, m in enumerate(mats):
+            mine = where[js] == b
+            if mine.any():
+                out[:, mine] = m[:, js[mine] - offset[b]]
+        return out + 0.0
+
+    firsts = np.concatenate([m[0] for m in mats]) + 0.0
+    ones = np.zeros(firsts.size, dtype=bool)
+    maybe = np.flatnonzero(firsts == 1.0)
+    if maybe.size:
+        ones[maybe] = (take(maybe) == 1.0).all(axis=0)
+    live = np.flatnonzero(~ones)
+    src = np.full(sum(widths), -1, dtype=np.int64)
+    if live.size == 0:
+        return [], src
+    # a column whose first value no other column has is distinct: only the columns
+    # sharing a first value (a factor's zeros) are keyed further
+    _, _, label, count = np.unique(
+        firsts[live].view(np.uint64), return_index=True, return_inverse=True, return_counts=True
+    )
+    label = label.reshape(-1)
+    shared = np.flatnonzero(count[label] > 1)
+    if shared.size:
+        mine = take(live[shared])
+        if np.isnan(mine).any():
+            return None
+        keys = np.stack([firsts[live[shared]].view(np.uint64), column_hashes(mine)], axis=1)
+        _, head, sub = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+        sub = sub.reshape(-1)
+        n_sub = head.size
+        differ = (mine != mine[:, head[sub]]).any(axis=0)
+        for g in np.unique(sub[differ]):
+            # a collision of keys: the key's columns sorted and split where they differ
+            at = np.flatnonzero(sub == g)
+            cols = mine[:, at]
+            order = np.lexsort(cols[::-1])
+            cols = cols[:, order]
+            starts = np.concatenate([[True], (cols[:, 1:] != cols[:, :-1]).any(axis=0)])
+            part = np.cumsum(starts) - 1
+            sub[at[order]] = np.where(part == 0, g, n_sub + part - 1)
+            n_sub += int(part[-1])
+        label[shared] = count.size + sub
+    _, first, inverse = np.unique(label, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")  # the columns in the order they first appear
+    rank = np.empty(first.size, dtype=np.int64)
+    rank[order] = np.arange(first.size)
+    src[live] = rank[inverse.reshape(-1)]
+    distinct = [column(live[first[g]]) for g in order]
+    return distinct, src
+
+
+def column_hashes(cols: np.ndarray) -> np.ndarray:
+    """A hash of each column of ``cols``, the key :func:`_distinct_sources` groups
+    columns by.
+
+    Parameters
+    ----------
+    cols : numpy.ndarray
+        (n, m) float64.
+
+    Returns
+    -------
+    numpy.ndarray
+        (m,) uint64: each value's bits mixed, weighted by its row (an odd weight a row)
+        and summed, wrapping.  Integer sums do not depend on the order they are taken
+        in, so columns of the same bits always hash alike.
+    """
+    bits = cols.view(np.uint64)
+    bits = (bits ^ (bits >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    bits = (bits ^ (bits >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    bits ^= bits >> np.uint64(31)
+    rows = np.arange(cols.shape[0], dtype=np.uint64)
+    weights = rows * np.uint64(0x9E3779B97F4A7C15) | np.uint64(1)
+    return (bits * weights[:, None]).sum(axis=0, dtype=np.uint64)
+
+
+def coalesced(pieces: Iterable[RoutedRows], k: int) -> Iterator[RoutedRows]:
+    """``pieces`` with each run of consecutive pieces of fewer than ``k`` rows joined
+    (:meth:`RoutedRows.joined`: one column per design column) until it holds
+    ``k`` rows or more; a piece of ``k`` rows or more stays as it is.
+
+    Adding rows to an accumulator costs work in ``k²`` per call (the global sums
+    ``[X y]'[X y]`` and the within-group sums, k × k, besides the rows' own products):
+    with a wide fixed part and partitions of a few rows, each piece added on its own
+    costs ``k²`` for a few rows.  Joined, the square sums are made once per ``k`` rows
+    or more.  The rows' per-group sums are the same sums, added in another order.
+
+    The runs are made as they are taken (a generator): a joined run holds every design
+    column, so one run (fewer than ``2k`` rows) is held at a time, not all of them.
+    """
+    run: list[RoutedRows] = []
+    run_rows = 0
+    for piece in pieces:
+        if piece.keys.size >= k:
+            if run:
+                yield RoutedRows.joined(run)
+                run, run_rows = [], 0
+            yield piece
+            continue
+        if run and not _joinable(run[0], piece):
+            yield RoutedRows.joined(run)
+            run, run_rows = [], 0
+        run.append(piece)
+        run_rows += piece.keys.size
+        if run_rows >= k:
+            yield RoutedRows.joined(run)
+            run, run_rows = [], 0
+    if run:
+        yield RoutedRows.joined(run)
+
+
+def _joinable(a: RoutedRows, b: RoutedRows) -> bool:
+    """Whether ``a`` and ``b`` can be joined (:meth:`RoutedRows.joined`): the same widths."""
+    return (
+        a.x_src.size == b.x_src.size
+        and a.z_src.size == b.z_src.size
+        and (a.weights is None) == (b.weights is None)
+        and (a.vc_pos is None) == (b.vc_pos is None)
+        and a.z_width == b.z_width
+        and a.keys.dtype == b.keys.dtype
+    )
 
 
 def one_entry_per_row(vc: np.ndarray, q: int) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -542,7 +754,8 @@ def reduce_routed(
     ``routed`` are the chains' lists of :class:`RoutedRows` for this bucket (or None);
     all rows are added into one :class:`~dmixed.engines.dask.combine.GroupAccumulator`
     in the map of the first piece, as a chain adds its partitions (``shifts``: as the
-    chains', :func:`~dmixed.engines.dask.partials.accumulate_frames`).
+    chains', :func:`~dmixed.engines.dask.partials.accumulate_frames`); runs of pieces
+    of fewer rows than ``[X y]`` has columns are added joined (:func:`coalesced`).
     """
     pieces = [p for chain in routed if chain is not None for p in chain if p.keys.size]
     if not pieces:
@@ -551,7 +764,7 @@ def reduce_routed(
     acc = GroupAccumulator(packed.width, key_dtype, shifts)
     glob = packed.empty_global()
     std = pieces[0].std
-    for piece in pieces:
+    for piece in coalesced(pieces, packed.k):
         sums = acc.add(piece.keys, piece, piece.ztilde, std, vc_widths)
         glob += packed.pack_global(sums)
     (partial,) = acc.result(1)

@@ -8,6 +8,7 @@ rows, and the statistics must not depend on the routing.
 from __future__ import annotations
 
 import warnings
+import weakref
 from types import SimpleNamespace
 
 import dask
@@ -17,14 +18,18 @@ import pandas as pd
 import pytest
 
 import dmixed
+from dmixed.engines.dask import routing
 from dmixed.engines.dask.blocks import assemble_blocks, reorder
 from dmixed.engines.dask.data_pass import group_key_dtype
 from dmixed.engines.dask.graph import block_graph, chain_recipes, project_columns
 from dmixed.engines.dask.partials import chain_partials
 from dmixed.engines.dask.routing import (
+    SOURCES_BY_KEY,
     DistinctKeys,
     RoutedRows,
     Router,
+    coalesced,
+    column_hashes,
     exchange_mode,
     split_routed,
 )
@@ -291,3 +296,211 @@ def test_variance_component_fits_do_not_depend_on_the_routing():
     ref = fits["partials"]
     np.testing.assert_allclose(fits["rows"].params, ref.params, rtol=1e-10)
     np.testing.assert_allclose(fits["rows"].llf, ref.llf, rtol=1e-10)
+
+
+def _one_hot_rows(rng, n: int, p: int):
+    """Design rows of a wide factor (``p`` columns: the intercept, a covariate, one-hot
+    levels), as a small partition of a ``y ~ x + C(level)`` design holds them."""
+    exog = np.zeros((n, p))
+    exog[np.arange(n), rng.integers(2, p, size=n)] = 1.0
+    exog[:, 0] = 1.0
+    exog[:, 1] = rng.normal(size=n)
+    exog[:, 3] = -0.0  # equal to the zero columns by value
+    exog = np.asfortranarray(exog)
+    y = rng.normal(size=n) if n % 2 else exog[:, 1].copy()  # y equal to a column
+    dm = SimpleNamespace(endog=y, exog=exog, exog_re=exog[:, :1], weights=None)
+    return dm, rng.integers(0, 9, n)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7])
+def test_wide_sources_by_key_are_those_compared_one_by_one(n):
+    """The distinct columns of a wide design, found through one key per column, are
+    those of the comparison of each column with those before it, in the same order."""
+    rng = np.random.default_rng(n)
+    for p in (SOURCES_BY_KEY, 40, 300):
+        dm, keys = _one_hot_rows(rng, n, p)
+        got = RoutedRows.compact(keys, dm, dm.exog_re)
+        distinct, x_src, y_src, z_src, *_ = RoutedRows.sources_one_by_one(dm, dm.exog_re)
+        assert got.cols.shape[1] == len(distinct) <= n + 3  # x, zeros, the levels, y
+        for j, col in enumerate(distinct):
+            np.testing.assert_array_equal(got.cols[:, j], col)
+        np.testing.assert_array_equal(got.x_src, x_src)
+        np.testing.assert_array_equal(got.z_src, z_src)
+        assert got.y_src == y_src
+        np.testing.assert_array_equal(got.exog, dm.exog)
+        assert RoutedRows.sent_bytes(keys, dm, dm.exog_re) == got.nbytes
+
+
+def test_coalesced_joins_runs_of_small_pieces():
+    """Pieces of fewer rows than ``[X y]`` has columns are joined, in order, into pieces
+    of at least that many rows holding the same rows; a larger piece stays as it is."""
+    rng = np.random.default_rng(2)
+    p = 60
+    pieces = []
+    for n in (1, 2, 1, 3, 100, 1, 1, 2):
+        dm, keys = _one_hot_rows(rng, n, p)
+        pieces.append(RoutedRows.compact(keys, dm, dm.exog_re))
+    assert not pieces[0].same_sources(pieces[1])  # no run of them is joined as it is
+    out = list(coalesced(pieces, p + 1))
+    assert [piece.keys.size for piece in out] == [7, 100, 4]
+    assert out[1] is pieces[4]
+    for got, run in ((out[0], pieces[:4]), (out[2], pieces[5:])):
+        for name in ("keys", "exog", "endog", "ztilde"):
+            want = np.concatenate([getattr(piece, name) for piece in run])
+            np.testing.assert_array_equal(getattr(got, name), want)
+
+
+def test_coalesced_makes_one_run_at_a_time():
+    """The runs are made as they are taken: a run takes only its own pieces, and a run
+    taken and dropped is not held while the next is made (one run at a time, each of
+    fewer than twice ``k`` rows)."""
+    rng = np.random.default_rng(3)
+    p = 60
+    pieces = []
+    for n in (5, 30, 40, 20, 50, 7, 9):
+        dm, keys = _one_hot_rows(rng, n, p)
+        pieces.append(RoutedRows.compact(keys, dm, dm.exog_re))
+    taken = []
+
+    def source():
+        for piece in pieces:
+            taken.append(piece)
+            yield piece
+
+    runs = coalesced(source(), p + 1)
+    run = next(runs)
+    assert run.keys.size == 75 and len(taken) == 3  # 5 + 30 + 40: nothing past the run
+    held = weakref.ref(run)
+    del run
+    rest = [next(runs).keys.size]
+    assert held() is None
+    assert len(taken) == 5
+    rest += [piece.keys.size for piece in runs]
+    assert rest == [70, 16]
+    assert all(size < 2 * (p + 1) for size in [75, *rest])
+
+
+def _same_as_one_by_one(dm, monkeypatch) -> RoutedRows:
+    """:meth:`RoutedRows.compact` of ``dm``, asserted to hold the columns of
+    :meth:`RoutedRows.sources_one_by_one` in its order (signed zeros too), found without
+    it (the one-by-one comparison refused while compacting)."""
+    distinct, x_src, y_src, z_src, *_ = RoutedRows.sources_one_by_one(dm, dm.exog_re)
+
+    def refused(*args):
+        raise AssertionError("compared one by one")
+
+    with monkeypatch.context() as m:
+        m.setattr(RoutedRows, "sources_one_by_one", staticmethod(refused))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            got = RoutedRows.compact(np.zeros(dm.exog.shape[0], dtype=np.int64), dm, dm.exog_re)
+    assert got.cols.shape[1] == len(distinct)
+    for j, col in enumerate(distinct):
+        np.testing.assert_array_equal(got.cols[:, j], col)
+        np.testing.assert_array_equal(np.signbit(got.cols[:, j]), np.signbit(col))
+    np.testing.assert_array_equal(got.x_src, x_src)
+    np.testing.assert_array_equal(got.z_src, z_src)
+    assert got.y_src == y_src
+    return got
+
+
+@pytest.mark.parametrize("n", [62, 80, 200, 1000])
+def test_wide_sources_of_taller_one_hot_partitions_are_found_by_key(n, monkeypatch):
+    """One-hot columns of partitions of many rows (a row weight of the key per row) are
+    grouped by key exactly, as one by one: the same columns, signs of zeros and order."""
+    rng = np.random.default_rng(n)
+    dm, _ = _one_hot_rows(rng, n, 1100)
+    dm.exog[:, 5] = -0.0  # a zero column written first with −0.0: kept as it is
+    dm.exog[:5, 5] = 0.0
+    dm.exog[: n // 2, 2] = -0.0
+    got = _same_as_one_by_one(dm, monkeypatch)
+    assert got.cols.shape[1] <= n + 3
+
+
+def test_wide_sources_split_keys_whose_columns_differ(monkeypatch):
+    """Columns of the same key that differ (every hash the same) are told apart exactly,
+    without the one-by-one comparison; values past the largest float raise no warning."""
+    n, p = 4, 40
+    exog = np.zeros((n, p))
+    exog[:, 0] = 1.0
+    exog[1, 4] = exog[2, 5] = 2.0
+    exog[1, 6] = exog[2, 7] = 2.0
+    exog[:, 8] = 1e308
+    exog[:, 9] = np.inf
+    exog[:, 10] = [1e308, -1e308, 1e308, 1e308]
+    exog[:, 11] = exog[:, 10]
+    exog[:, 12] = -0.0
+    exog = np.asfortranarray(exog)
+    dm = SimpleNamespace(endog=np.arange(n, dtype=np.float64), exog=exog, exog_re=exog[:, :1])
+    dm.weights = None
+    monkeypatch.setattr(routing, "column_hashes", lambda cols: np.zeros(cols.shape[1], np.uint64))
+    got = _same_as_one_by_one(dm, monkeypatch)
+    assert list(got.x_src[1:13]) == [0, 0, 0, 1, 2, 1, 2, 3, 4, 5, 5, 0]
+
+
+def test_column_hashes_are_those_of_the_values_bits():
+    """Columns of the same values hash alike wherever they are held; the hashes of
+    one-hot columns of 2,000 rows all differ."""
+    rng = np.random.default_rng(4)
+    a = rng.normal(size=(1000, 3))
+    b = np.ascontiguousarray(a[:, [2, 0, 1, 2]])
+    np.testing.assert_array_equal(column_hashes(b), column_hashes(a)[[2, 0, 1, 2]])
+    assert np.unique(column_hashes(np.eye(2000))).size == 2000
+
+
+def test_wide_sources_with_a_nan_are_those_compared_one_by_one():
+    """A NaN equals nothing but the same memory: columns holding one are compared one
+    by one where they share a key, and are distinct columns where they do not."""
+    n, p = 3, 40
+    exog = np.zeros((n, p))
+    exog[:, 0] = 1.0
+    exog[:, 4] = [0.0, np.nan, 1.0]
+    exog[:, 5] = [0.0, np.nan, 1.0]
+    exog[:, 6] = [np.nan, 2.0, 1.0]
+    exog = np.asfortranarray(exog)
+    dm = SimpleNamespace(endog=np.ones(n), exog=exog, exog_re=exog[:, [0, 4]], weights=None)
+    got = RoutedRows.compact(np.zeros(n, dtype=np.int64), dm, dm.exog_re)
+    distinct, x_src, y_src, z_src, *_ = RoutedRows.sources_one_by_one(dm, dm.exog_re)
+    assert got.cols.shape[1] == len(distinct)
+    np.testing.assert_array_equal(got.x_src, x_src)
+    np.testing.assert_array_equal(got.z_src, z_src)
+    assert got.y_src == y_src == -1
+
+
+def _wide_frame(seed: int = 6) -> pd.DataFrame:
+    """``y ~ x + C(big)`` with 120 levels in 300 rows of 30 groups."""
+    rng = np.random.default_rng(seed)
+    n, levels, n_groups = 300, 120, 30
+    big = np.concatenate([np.arange(levels), rng.integers(0, levels, n - levels)])
+    g = rng.integers(0, n_groups, n)
+    x = rng.normal(size=n)
+    y = 0.5 * x + 0.3 * rng.normal(size=levels)[big] + rng.normal(size=n_groups)[g]
+    y = y + rng.normal(size=n)
+    return pd.DataFrame({"y": y, "x": x, "big": big, "g": g.astype(np.int64)})
+
+
+@pytest.mark.parametrize("exchange", ["rows", "auto", "partials"])
+def test_wide_fixed_part_over_partitions_of_a_row_or_two(exchange):
+    """A fixed part of 121 columns over partitions of one or two rows fits as in process
+    and as statsmodels' likelihood has it, whatever the exchange."""
+    df = _wide_frame()
+    formula = "y ~ x + C(big)"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = dmixed.mixedlm(formula, df, groups="g").fit()
+        with dask.config.set({"dmixed.exchange": exchange, "scheduler": "sync"}):
+            res = dmixed.mixedlm(formula, _ddf(df, 200), groups="g").fit()
+    assert len(ref.fe_params) == 121
+    np.testing.assert_allclose(res.fe_params, ref.fe_params, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(res.llf, ref.llf, rtol=1e-12)
+    np.testing.assert_allclose(res.scale, ref.scale, rtol=1e-10)
+    np.testing.assert_allclose(res.cov_re, ref.cov_re, rtol=1e-10)
+    sm = pytest.importorskip("statsmodels.regression.mixed_linear_model")
+    model = sm.MixedLM.from_formula(formula, df, groups="g")
+    model.cov_pen = model.fe_pen = None  # what fit() sets before it evaluates
+    model.reml = True
+    params = sm.MixedLMParams.from_components(
+        fe_params=np.asarray(res.fe_params), cov_re=np.asarray(res.cov_re) / res.scale
+    )
+    # statsmodels' own REML likelihood, its β̂ the GLS estimate at these parameters
+    np.testing.assert_allclose(model.loglike(params, profile_fe=True), res.llf, rtol=1e-10)
