@@ -142,6 +142,27 @@ def transform_for_prediction(spec, df: pd.DataFrame, include_random: bool = True
     return spec.transform(df, response=False, random=include_random)
 
 
+def unseen_rows(n_unseen: int, n_rows: int, keys, name: str) -> str:
+    """The words of an unseen-groups warning or error: ``n_unseen`` of ``n_rows`` rows
+    in the distinct ``keys`` (the first five shown) of the group column ``name``."""
+    shown = ", ".join(repr(v) for v in keys[:5].tolist())
+    return (
+        f"{n_unseen} of {n_rows} rows belong to {len(keys)} group(s) of {name!r} the fit "
+        f"did not see ({shown}{', ...' if len(keys) > 5 else ''})"
+    )
+
+
+def warn_unseen(what: str, stacklevel: int) -> None:
+    """The :class:`~dmixed.errors.UnseenGroupsWarning` of ``new_groups="population"``
+    (``what``: :func:`unseen_rows`)."""
+    warnings.warn(
+        f"{what}: they get the population prediction X·fe_params; pass "
+        "new_groups='nan' or 'error' to have NaN or an error instead",
+        UnseenGroupsWarning,
+        stacklevel=stacklevel,
+    )
+
+
 class Predictor:
     """What prediction needs from a fit (shipped to Dask workers for lazy predictions).
 
@@ -174,13 +195,16 @@ class Predictor:
         self.k_re = k_re
         self.vc_names = vc_names
 
-    def positions(self, groups, name: str, new_groups: str = "population") -> np.ndarray:
+    def positions(
+        self, groups, name: str, new_groups: str = "population", warn: bool = True
+    ) -> np.ndarray:
         """Row of each key in the fitted groups, -1 for a group the fit did not see.
 
         Keys match by the identity rule of the fit (:func:`~dmixed.design.dtypes.
         comparable_keys`: ``5`` and ``5.0`` are one group, ``'5'`` is refused for groups
         fitted as numbers).  Unseen groups warn (``new_groups="population"``), or raise
-        (``"error"``); ``"nan"`` is left to the caller.
+        (``"error"``); ``"nan"`` is left to the caller.  ``warn=False``: no warning (the
+        caller warns once for all its rows: :func:`predict_dask`).
 
         Raises
         ------
@@ -192,22 +216,19 @@ class Predictor:
         idx = pd.Index(self.group_labels).get_indexer(pd.Index(keys))
         unseen = idx < 0
         if unseen.any() and new_groups != "nan":
-            shown = ", ".join(repr(v) for v in pd.unique(keys[unseen])[:5].tolist())
-            n_groups = len(pd.unique(keys[unseen]))
-            what = (
-                f"{int(unseen.sum())} of {len(idx)} rows belong to {n_groups} group(s) "
-                f"of {name!r} the fit did not see ({shown}"
-                f"{', ...' if n_groups > 5 else ''})"
-            )
+            what = unseen_rows(int(unseen.sum()), len(idx), pd.unique(keys[unseen]), name)
             if new_groups == "error":
                 raise DataError(f"{what}; new_groups='error' refuses them")
-            warnings.warn(
-                f"{what}: they get the population prediction X·fe_params; pass "
-                "new_groups='nan' or 'error' to have NaN or an error instead",
-                UnseenGroupsWarning,
-                stacklevel=4,
-            )
+            if warn:
+                warn_unseen(what, stacklevel=5)
         return idx
+
+    def unseen_keys(self, groups, name: str) -> tuple[int, np.ndarray]:
+        """The number of ``groups`` the fit did not see and their distinct keys (in
+        order of appearance), by the rule of :meth:`positions`."""
+        keys = comparable_keys(np.asarray(groups), np.asarray(self.group_labels), name)
+        unseen = pd.Index(self.group_labels).get_indexer(pd.Index(keys)) < 0
+        return int(unseen.sum()), pd.unique(keys[unseen])
 
     def vc_slots(self, idx: np.ndarray, vc_cols, vc_vals) -> list[tuple[int, np.ndarray]]:
         """Per variance component: its first position among the padded random effects
@@ -271,15 +292,16 @@ class Predictor:
         name: str = "groups",
         new_groups: str = "population",
         new_levels: str = "error",
+        warn: bool = True,
     ) -> np.ndarray:
         """``X β̂`` (+ ``Z̃ γ̂`` with ``include_random``) for design matrices ``dm``
-        (``name``: the group column; ``new_groups``: see :meth:`positions`;
+        (``name``: the group column; ``new_groups`` and ``warn``: see :meth:`positions`;
         ``new_levels``: what rows with a level new to their group get, see
         :meth:`new_to_groups`)."""
         fixed = dm.exog @ self.fe_params
         if not include_random:
             return fixed
-        idx = self.positions(dm.groups, name, new_groups)
+        idx = self.positions(dm.groups, name, new_groups, warn)
         slots = self.vc_slots(idx, dm.vc_cols, dm.vc_vals)
         fresh = self.new_to_groups(idx, slots, dm, new_levels, name)
         out = fixed + self.random_part(idx, dm.exog_re, dm.vc_cols, dm.vc_vals, slots)
@@ -366,15 +388,16 @@ def predict_frame(
     include_random: bool,
     new_groups: str,
     new_levels: str = "error",
+    warn: bool = True,
 ) -> pd.Series:
     """Predictions for every row of a pandas frame, indexed like it: NaN where a column
     the prediction uses is missing (and, with ``new_groups="nan"``, for unseen groups;
     with ``new_levels="nan"``, for new levels of the variance components:
-    :mod:`dmixed.results.new_levels`)."""
+    :mod:`dmixed.results.new_levels`); ``warn=False``: no warning for unseen groups."""
 
     def compute(dm, squares):
         del squares  # a new level's random effect has mean zero
-        return predictor.predict(dm, include_random, spec.group_name, new_groups, new_levels)
+        return predictor.predict(dm, include_random, spec.group_name, new_groups, new_levels, warn)
 
     values = on_rows_with_new_levels(
         spec, df, predictor.group_labels, include_random, new_levels, compute, 1
@@ -422,9 +445,12 @@ def fitted_partition(
     new_levels: str = "error",
 ):
     """One partition's predictions (every row), or fitted values or residuals (the rows
-    kept), indexed like them in ``pdf`` (``what``: see :func:`predict_dask`)."""
+    kept), indexed like them in ``pdf`` (``what``: see :func:`predict_dask`).  Unseen
+    groups are not warned of here: :func:`predict_dask` warns once for all partitions."""
     if what == "predict":
-        return predict_frame(predictor, spec, pdf, include_random, new_groups, new_levels)
+        return predict_frame(
+            predictor, spec, pdf, include_random, new_groups, new_levels, warn=False
+        )
     name = "resid" if what == "resid" else "fittedvalues"
     if len(pdf) == 0:
         return pd.Series([], index=pdf.index, dtype="float64", name=name)
@@ -433,6 +459,38 @@ def fitted_partition(
     pred = predictor.predict(dm, include_random, spec.group_name)
     values = dm.endog - pred if what == "resid" else pred
     return pd.Series(values, index=index, name=name)
+
+
+def unseen_partition(pdf, spec, predictor: Predictor) -> tuple[int, int, np.ndarray]:
+    """``(rows, unseen rows, distinct unseen keys)`` of one partition's rows that a
+    prediction with ``include_random`` reads (:func:`on_rows_with_new_levels`: the rows
+    without a missing value in a used column)."""
+    counts: list = []
+
+    def compute(dm, squares):
+        del squares
+        n_unseen, keys = predictor.unseen_keys(dm.groups, spec.group_name)
+        counts.append((len(dm.groups), n_unseen, keys))
+        return np.zeros(len(dm.groups))
+
+    labels = predictor.group_labels
+    on_rows_with_new_levels(spec, pdf, labels, True, "population", compute, 1)
+    return counts[0] if counts else (0, 0, np.array([], dtype=object))
+
+
+def warn_unseen_dask(predictor: Predictor, spec, data) -> None:
+    """Warn once, here, of the rows of the Dask DataFrame ``data`` in groups the fit did
+    not see (the totals over its partitions, as :meth:`Predictor.positions` words them
+    for a pandas frame); computes ``data`` (the columns a prediction reads) once."""
+    import dask
+
+    parts = [dask.delayed(unseen_partition)(part, spec, predictor) for part in data.to_delayed()]
+    found = dask.compute(*parts)
+    n_unseen = sum(f[1] for f in found)
+    if n_unseen:
+        keys = pd.unique(np.concatenate([np.asarray(f[2], dtype=object) for f in found]))
+        what = unseen_rows(n_unseen, sum(f[0] for f in found), keys, spec.group_name)
+        warn_unseen(what, stacklevel=4)
 
 
 def predict_dask(
@@ -460,8 +518,11 @@ def predict_dask(
         ``"resid"`` gives ``y − fitted``.
     new_groups : {"population", "nan", "error"}
         ``"predict"`` with ``include_random``: what rows of unseen groups get
-        (:meth:`Predictor.positions`; the warning of ``"population"`` is raised where the
-        partition is computed).
+        (:meth:`Predictor.positions`).  The warning of ``"population"`` is raised here,
+        in the calling process, once with the totals of every partition: the rows of
+        ``ddf`` are read once for it now (the group keys of the rows the prediction
+        reads), and again when the result is computed; ``"nan"`` and ``"error"`` read
+        nothing now.
     new_levels : {"error", "population", "nan"}
         ``"predict"`` with ``include_random``: what rows of fitted groups with levels of
         a variance component the fit did not see get (:mod:`dmixed.results.new_levels`).
@@ -497,6 +558,8 @@ def predict_dask(
     data = select_columns(ddf, needed, spec.group_name)
     # one task holding the predictor: a dependency of every partition, not a literal
     state = dask.delayed(predictor, pure=True)
+    if predicting and include_random and new_groups == "population":
+        warn_unseen_dask(predictor, spec, data)
     name = None if what == "predict" else what
     return data.map_partitions(
         fitted_partition,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import dask
 import dask.dataframe as dd
 import numpy as np
@@ -9,6 +11,7 @@ import pandas as pd
 import pytest
 
 from dmixed import MixedLM, mixedlm
+from dmixed.design import is_dask
 from dmixed.errors import DataError, DroppedRowsWarning, SpecError, UnseenGroupsWarning
 
 from .._synth import design, make_data
@@ -186,6 +189,46 @@ def test_unseen_groups_and_missing_covariates(int_fit, engine):
         run(new_groups="error")
     with pytest.raises(SpecError, match="new_groups must be one of"):
         int_fit.predict(new, include_random=True, new_groups="drop")
+
+
+def _unseen_warnings(fit, data):
+    """The warnings of ``predict(data, include_random=True)`` computed, in this process."""
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        out = fit.predict(data, include_random=True)
+        out = out.compute() if is_dask(out) else out
+    return [str(w.message) for w in got if w.category is UnseenGroupsWarning], out
+
+
+@pytest.fixture(scope="module")
+def unseen_rows():
+    """Four rows in two partitions, each with one group the fit did not see."""
+    return pd.DataFrame({"g": [0, 98, 1, 99], "x": [0.1, 0.2, 0.3, 0.4]})
+
+
+def test_unseen_groups_of_dask_partitions_warn_once_with_the_totals(int_fit, unseen_rows):
+    """One warning, at predict(), with the totals of every partition: the words of the
+    pandas prediction, not one per partition."""
+    expected, ref = _unseen_warnings(int_fit, unseen_rows)
+    assert len(expected) == 1
+    assert expected[0].startswith("2 of 4 rows belong to 2 group(s) of 'g' the fit did not see")
+    with dask.config.set(scheduler="sync"):
+        got, out = _unseen_warnings(int_fit, dd.from_pandas(unseen_rows, npartitions=2))
+    assert got == expected
+    np.testing.assert_allclose(out.to_numpy(), ref.to_numpy(), rtol=1e-12)
+    with dask.config.set(scheduler="sync"), warnings.catch_warnings():
+        warnings.simplefilter("error", UnseenGroupsWarning)
+        lazy = int_fit.predict(dd.from_pandas(unseen_rows, npartitions=2), True, new_groups="nan")
+        assert np.isnan(lazy.compute().to_numpy()[[1, 3]]).all()
+
+
+def test_unseen_groups_on_a_cluster_warn_in_the_calling_process(int_fit, unseen_rows, client):
+    """On a distributed cluster the warning is the caller's (no longer a worker's log)."""
+    expected, _ = _unseen_warnings(int_fit, unseen_rows)
+    with client.as_current():
+        got, out = _unseen_warnings(int_fit, dd.from_pandas(unseen_rows, npartitions=2))
+    assert got == expected
+    assert len(out) == 4
 
 
 @pytest.mark.parametrize("engine", ["pandas", "dask"])
