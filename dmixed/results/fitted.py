@@ -81,12 +81,14 @@ class FittedValues:
         pandas.Series (n,) for a pandas ``data``: every row, indexed like ``data``, NaN
         where a column the prediction uses is missing (as statsmodels' ``predict``); a
         lazy Dask Series for Dask data (the same, partition by partition); an ndarray
-        for arrays, and for the fitted rows (``missing="drop"``: the kept rows).
+        for arrays, and for the fitted rows (``missing="drop"``: the kept rows; a lazy
+        Dask Series of them, indexed as in the fitted collection, for a Dask fit).
 
         Raises
         ------
         ValueError
-            Dask ``data`` for a model built from arrays; no data for loaded results;
+            Dask ``data`` for a model built from arrays; no data for loaded results
+            or after :meth:`remove_data`;
             ``exog`` of the wrong width; ``include_random`` without ``groups``; group
             keys of another class than the fitted ones; unseen groups with
             ``new_groups="error"``; new levels with ``new_levels="error"``; a
@@ -115,6 +117,12 @@ class FittedValues:
                 self.predictor(), self.spec, data, include_random, new_groups, new_levels
             )
         if exog is None:
+            source = self._fitted_source()
+            if source is not None:  # a Dask fit: lazily, as fittedvalues
+                what = predict_dask(
+                    self.predictor(), self.spec, source, include_random, "fittedvalues"
+                )
+                return what.rename(None)
             rows = self._fitted_rows()
             if rows is None:
                 raise SpecError(

@@ -71,6 +71,16 @@ def test_dask_fitted_values_of_a_drop_fit_are_the_kept_rows():
     pd.testing.assert_index_equal(expected.index, df.index)
     np.testing.assert_array_equal(np.isnan(pred.to_numpy()), df.x2.isna().to_numpy())
     np.testing.assert_allclose(pred.to_numpy(), expected.to_numpy(), rtol=1e-8)
+    # predict() with no data: the fixed part at the kept rows, lazily, as statsmodels'
+    with dask.config.set(scheduler="sync"):
+        fixed = res.predict()
+        assert is_dask(fixed)
+        fixed = fixed.compute()
+        with_re = res.predict(include_random=True).compute()
+    pd.testing.assert_index_equal(fixed.index, kept)
+    assert fixed.name is None
+    np.testing.assert_allclose(fixed.to_numpy(), ref.predict(), rtol=1e-8)
+    np.testing.assert_allclose(with_re.to_numpy(), ref.fittedvalues, rtol=1e-8)
 
 
 @pytest.fixture(scope="module")
