@@ -26,11 +26,11 @@ class FittedValues:
 
     def _fitted_rows(self):
         """The fitted model's in-memory rows (None for loaded results and Dask fits)."""
-        return None if self.model is None else self.model.rows
+        return None if self.fitted_model is None else self.fitted_model.rows
 
     def _fitted_source(self):
         """The fitted model's Dask DataFrame (None unless a Dask fit of this session)."""
-        return None if self.model is None else self.model.source
+        return None if self.fitted_model is None else self.fitted_model.source
 
     def predict(
         self,
@@ -187,5 +187,5 @@ class FittedValues:
         then raise SpecError."""
         for key in ("_fitted_in_memory", "_resid_in_memory"):
             self.__dict__.pop(key, None)
-        if self.model is not None:
-            self.model.remove_data()
+        if self.fitted_model is not None:
+            self.fitted_model.remove_data()

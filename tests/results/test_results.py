@@ -10,7 +10,7 @@ import pytest
 from statsmodels.regression.mixed_linear_model import MixedLM as SmMixedLM
 
 from dmixed import BoundaryWarning, DroppedRowsWarning, MixedLM, MixedLMResults, load, mixedlm
-from dmixed.errors import SpecError
+from dmixed.errors import NoModelError, SpecError
 
 from .._synth import design, make_data, vc_dict
 
@@ -145,6 +145,20 @@ def test_results_are_built_from_their_state_record(vc_fits):
     np.testing.assert_array_equal(back.cov_params(), res.cov_params())
     np.testing.assert_array_equal(back.random_effects_frame(), res.random_effects_frame())
     assert back.aic == res.aic or (np.isnan(back.aic) and np.isnan(res.aic))
+
+
+def test_loaded_results_refuse_their_model_saying_what_to_do(vc_fits, tmp_path):
+    """``load(dir).model`` was None (``.model.loglike``: AttributeError on None); a
+    results directory holds no data or statistics to build the model from."""
+    fit = vc_fits[1]
+    fit.save(tmp_path / "res")
+    loaded = load(tmp_path / "res")
+    assert loaded.fitted_model is None and fit.fitted_model is fit.model
+    with pytest.raises(NoModelError, match="loaded results have no model: .*from_statistics"):
+        loaded.model.loglike  # noqa: B018 - the access is what is checked
+    assert not hasattr(loaded, "model")  # an AttributeError too
+    assert isinstance(NoModelError("x"), SpecError)
+    np.testing.assert_array_equal(loaded.fe_params, fit.fe_params)
 
 
 @pytest.mark.parametrize("reml", [True, False])
