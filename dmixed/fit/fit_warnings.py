@@ -118,15 +118,45 @@ def warn_boundary(model, opt: OptSummary, layout: Layout, psi: np.ndarray | None
     if not (opt.boundary or singular):
         return
     which = []
+    zero_re = set()
     for label in opt.boundary:
         kind, i = layout.parse_boundary_label(label)
         which.append(model.exog_re_names[i] if kind == "re" else model.vc_names[i])
-    detail = f" (zero variance: {', '.join(which)})" if which else ""
+        if kind == "re":
+            zero_re.add(i)
+    parts = [f"zero variance: {', '.join(which)}"] if which else []
+    if singular:
+        parts.append(_singular_detail(psi, bound, list(model.exog_re_names), zero_re))
+    parts = [p for p in parts if p]
+    detail = f" ({'; '.join(parts)})" if parts else ""
     warnings.warn(
         f"the MLE is on the boundary of the parameter space{detail}",
         BoundaryWarning,
         stacklevel=3,
     )
+
+
+def _singular_detail(psi: np.ndarray, bound: float, names: list[str], zero: set[int]) -> str:
+    """The words naming a singular Ψ: its rank, the random effects of the block, and
+    the pairs of effects of non-zero variance whose own 2×2 block of Ψ is singular by
+    the fit's rule (smallest eigenvalue under ``bound``): a correlation of ±1; empty
+    where the variances at zero (``zero``, or under ``bound``) are all its deficiency."""
+    q = psi.shape[0]
+    rank = int(np.count_nonzero(np.linalg.eigvalsh(psi) > bound))
+    live = [i for i in range(q) if i not in zero and psi[i, i] >= bound]
+    if rank >= len(live):  # the zero variances are all of it
+        return ""
+    text = f"singular Psi of the random effects {', '.join(names)}: rank {rank} of {q}"
+    pairs = []
+    for a, i in enumerate(live):  # over the k_re effects: a few, whatever the data
+        for j in live[a + 1 :]:
+            block = psi[np.ix_([i, j], [i, j])]
+            if np.linalg.eigvalsh(block)[0] < bound:
+                corr = psi[i, j] / math.sqrt(psi[i, i] * psi[j, j])
+                pairs.append(f"{names[i]} and {names[j]} ({corr:+.4f})")
+    if pairs:
+        text += f"; correlation near ±1: {', '.join(pairs)}"
+    return text
 
 
 #: :class:`PrecisionWarning` when σ̂²'s relative rounding error may exceed this (ℓ is
