@@ -66,7 +66,12 @@ class FittedValues:
             the population prediction ``X β̂`` (their random effects have mean zero;
             an :class:`~dmixed.errors.UnseenGroupsWarning` counts them), NaN, or a
             :class:`~dmixed.errors.DataError` naming them (lme4's
-            ``allow.new.levels = FALSE``).
+            ``allow.new.levels = FALSE``).  For Dask ``data``, ``"population"`` warns
+            at this call, once with the totals of every partition: it computes the
+            group column and the missing values of the columns the prediction uses
+            now (and everything ``data`` is built from), before the returned Series is
+            computed; ``"nan"`` and ``"error"`` keep the call lazy (``"error"`` raises
+            when the Series is computed).
         new_levels : {"error", "population", "nan"}
             With ``include_random``, what rows of groups the fit saw get when they hold
             a level of a variance component's own column that the fit did not see: a

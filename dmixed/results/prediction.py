@@ -8,6 +8,8 @@ maps it over the partitions of a Dask DataFrame lazily.
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import os
 import warnings
 from collections.abc import Mapping
 
@@ -17,6 +19,7 @@ import pandas as pd
 from ..design import is_dask
 from ..design.arrays import as_float_matrix
 from ..design.dtypes import comparable_keys
+from ..design.missing import rows_with_missing
 from ..design.partitions import check_persisted, select_columns
 from ..design.prepare import needed_columns
 from ..errors import DataError, SpecError, UnseenGroupsWarning
@@ -152,15 +155,32 @@ def unseen_rows(n_unseen: int, n_rows: int, keys, name: str) -> str:
     )
 
 
-def warn_unseen(what: str, stacklevel: int) -> None:
+def warn_unseen(what: str) -> None:
     """The :class:`~dmixed.errors.UnseenGroupsWarning` of ``new_groups="population"``
-    (``what``: :func:`unseen_rows`)."""
+    (``what``: :func:`unseen_rows`), attributed to the first caller outside dmixed
+    (:func:`caller_stacklevel`): the paths that reach it differ in depth."""
     warnings.warn(
         f"{what}: they get the population prediction X·fe_params; pass "
         "new_groups='nan' or 'error' to have NaN or an error instead",
         UnseenGroupsWarning,
-        stacklevel=stacklevel,
+        stacklevel=caller_stacklevel(),
     )
+
+
+def caller_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning raised by the function calling this one
+    point at the innermost frame outside the dmixed package (the user's line, or Dask's
+    on a worker)."""
+    frame = inspect.currentframe()
+    frame = frame.f_back if frame is not None else None  # the function that warns
+    level = 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+        level += 1
+    return level
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
 class Predictor:
@@ -194,6 +214,24 @@ class Predictor:
         self.vc_ncols = vc_ncols
         self.k_re = k_re
         self.vc_names = vc_names
+        self._label_index: pd.Index | None = None
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_label_index"] = None  # rebuilt where used: its hash table is not shipped
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update({"_label_index": None, **state})
+
+    @property
+    def label_index(self) -> pd.Index:
+        """``group_labels`` as a pandas Index, built once per process: its hash table
+        over every fitted group is what each partition's lookup would otherwise build
+        again."""
+        if self._label_index is None:
+            self._label_index = pd.Index(self.group_labels)
+        return self._label_index
 
     def positions(
         self, groups, name: str, new_groups: str = "population", warn: bool = True
@@ -213,21 +251,21 @@ class Predictor:
             ``new_groups="error"``.
         """
         keys = comparable_keys(np.asarray(groups), np.asarray(self.group_labels), name)
-        idx = pd.Index(self.group_labels).get_indexer(pd.Index(keys))
+        idx = self.label_index.get_indexer(pd.Index(keys))
         unseen = idx < 0
         if unseen.any() and new_groups != "nan":
             what = unseen_rows(int(unseen.sum()), len(idx), pd.unique(keys[unseen]), name)
             if new_groups == "error":
                 raise DataError(f"{what}; new_groups='error' refuses them")
             if warn:
-                warn_unseen(what, stacklevel=5)
+                warn_unseen(what)
         return idx
 
     def unseen_keys(self, groups, name: str) -> tuple[int, np.ndarray]:
         """The number of ``groups`` the fit did not see and their distinct keys (in
         order of appearance), by the rule of :meth:`positions`."""
         keys = comparable_keys(np.asarray(groups), np.asarray(self.group_labels), name)
-        unseen = pd.Index(self.group_labels).get_indexer(pd.Index(keys)) < 0
+        unseen = self.label_index.get_indexer(pd.Index(keys)) < 0
         return int(unseen.sum()), pd.unique(keys[unseen])
 
     def vc_slots(self, idx: np.ndarray, vc_cols, vc_vals) -> list[tuple[int, np.ndarray]]:
@@ -461,36 +499,42 @@ def fitted_partition(
     return pd.Series(values, index=index, name=name)
 
 
-def unseen_partition(pdf, spec, predictor: Predictor) -> tuple[int, int, np.ndarray]:
-    """``(rows, unseen rows, distinct unseen keys)`` of one partition's rows that a
-    prediction with ``include_random`` reads (:func:`on_rows_with_new_levels`: the rows
-    without a missing value in a used column)."""
-    counts: list = []
+def unseen_partition(
+    pdf, group_name: str, kinds, columns: list, predictor: Predictor
+) -> tuple[int, int, np.ndarray]:
+    """``(rows, unseen rows, distinct unseen keys)`` of the rows of one partition that a
+    prediction with ``include_random`` reads: those without a missing value in any of
+    ``columns`` (:func:`~dmixed.design.missing.rows_with_missing`, the rule of
+    ``missing="drop"``; ``kinds``: the spec's column kinds), their groups matched by the
+    rule of :meth:`Predictor.positions`.  Only the group column and the missing-value
+    masks are read: no design is built."""
+    if len(pdf) == 0:
+        return 0, 0, np.array([], dtype=object)
+    groups = pdf[group_name].to_numpy()
+    if columns:
+        groups = groups[~rows_with_missing(pdf, kinds, columns)]
+    n_unseen, keys = predictor.unseen_keys(groups, group_name)
+    return len(groups), n_unseen, keys
 
-    def compute(dm, squares):
-        del squares
-        n_unseen, keys = predictor.unseen_keys(dm.groups, spec.group_name)
-        counts.append((len(dm.groups), n_unseen, keys))
-        return np.zeros(len(dm.groups))
 
-    labels = predictor.group_labels
-    on_rows_with_new_levels(spec, pdf, labels, True, "population", compute, 1)
-    return counts[0] if counts else (0, 0, np.array([], dtype=object))
-
-
-def warn_unseen_dask(predictor: Predictor, spec, data) -> None:
+def warn_unseen_dask(state, spec, data) -> None:
     """Warn once, here, of the rows of the Dask DataFrame ``data`` in groups the fit did
     not see (the totals over its partitions, as :meth:`Predictor.positions` words them
-    for a pandas frame); computes ``data`` (the columns a prediction reads) once."""
+    for a pandas frame); computes the group column and the missing-value masks of the
+    columns a prediction reads, once.  ``state``: the :class:`Predictor` as one Dask task
+    (a dependency of every partition's count, not a literal of each)."""
     import dask
 
-    parts = [dask.delayed(unseen_partition)(part, spec, predictor) for part in data.to_delayed()]
+    columns = needed_columns(spec, response=False, random=True)
+    kinds = dict(spec.column_kinds)
+    count = dask.delayed(unseen_partition, pure=True)
+    parts = [count(part, spec.group_name, kinds, columns, state) for part in data.to_delayed()]
     found = dask.compute(*parts)
     n_unseen = sum(f[1] for f in found)
     if n_unseen:
         keys = pd.unique(np.concatenate([np.asarray(f[2], dtype=object) for f in found]))
         what = unseen_rows(n_unseen, sum(f[0] for f in found), keys, spec.group_name)
-        warn_unseen(what, stacklevel=4)
+        warn_unseen(what)
 
 
 def predict_dask(
@@ -519,9 +563,10 @@ def predict_dask(
     new_groups : {"population", "nan", "error"}
         ``"predict"`` with ``include_random``: what rows of unseen groups get
         (:meth:`Predictor.positions`).  The warning of ``"population"`` is raised here,
-        in the calling process, once with the totals of every partition: the rows of
-        ``ddf`` are read once for it now (the group keys of the rows the prediction
-        reads), and again when the result is computed; ``"nan"`` and ``"error"`` read
+        in the calling process, once with the totals of every partition: ``ddf``'s
+        group column and the missing values of the columns the prediction uses are
+        computed for it now (:func:`unseen_partition`), and the rows again when the
+        result is computed; ``"nan"`` and ``"error"`` read
         nothing now.
     new_levels : {"error", "population", "nan"}
         ``"predict"`` with ``include_random``: what rows of fitted groups with levels of
@@ -559,7 +604,7 @@ def predict_dask(
     # one task holding the predictor: a dependency of every partition, not a literal
     state = dask.delayed(predictor, pure=True)
     if predicting and include_random and new_groups == "population":
-        warn_unseen_dask(predictor, spec, data)
+        warn_unseen_dask(state, spec, data)
     name = None if what == "predict" else what
     return data.map_partitions(
         fitted_partition,
