@@ -123,6 +123,10 @@ class MixedLMResults(FittedValues, Hypotheses):
             )
         return self.fitted_model
 
+    @model.setter
+    def model(self, model) -> None:
+        self.fitted_model = model
+
     @property
     def fit_history(self) -> list:
         """The optimizer's per-iteration record (the fit log)."""
@@ -636,6 +640,13 @@ class MixedLMResults(FittedValues, Hypotheses):
         ):
             state.pop(key, None)  # lazy Dask collections or large arrays: recomputed
         return state
+
+    def __setstate__(self, state: dict) -> None:
+        state = dict(state)
+        if "model" in state and "fitted_model" not in state:
+            # results pickled before the model became a property kept it as "model"
+            state["fitted_model"] = state.pop("model")
+        self.__dict__.update(state)
 
     # -- display -----------------------------------------------------------------
 

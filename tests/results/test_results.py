@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import warnings
 
 import numpy as np
@@ -159,6 +160,28 @@ def test_loaded_results_refuse_their_model_saying_what_to_do(vc_fits, tmp_path):
     assert not hasattr(loaded, "model")  # an AttributeError too
     assert isinstance(NoModelError("x"), SpecError)
     np.testing.assert_array_equal(loaded.fe_params, fit.fe_params)
+
+
+def test_results_pickled_with_the_model_as_an_attribute_keep_it(vc_fits):
+    """Results pickled before ``model`` became a property hold it as ``"model"`` in
+    their state: unpickled now they have it (fitted values, predictions), and the model
+    can be set."""
+    fit = vc_fits[1]
+    state = fit.__getstate__()
+    state["model"] = state.pop("fitted_model")  # the state's old form
+    kind, args, *_ = fit.__reduce_ex__(2)
+    old = kind(*args)
+    old.__setstate__(state)
+    assert old.model is fit.model and old.fitted_model is fit.model
+    np.testing.assert_array_equal(old.fittedvalues, fit.fittedvalues)
+    np.testing.assert_array_equal(old.predict(), fit.predict())
+    again = pickle.loads(pickle.dumps(old))
+    assert again.fitted_model is not None
+    np.testing.assert_array_equal(again.fittedvalues, fit.fittedvalues)
+    old.model = None
+    assert old.fitted_model is None and not hasattr(old, "model")
+    old.model = fit.model
+    assert old.fitted_model is fit.model
 
 
 @pytest.mark.parametrize("reml", [True, False])
