@@ -87,6 +87,10 @@ _LATEX = {
 }
 
 
+#: Characters a LaTeX ``\\label`` key cannot hold (:meth:`Summary.as_latex`).
+_LABEL_REFUSED = "\\{}%#"
+
+
 def latex_escape(text: str) -> str:
     """``text`` as LaTeX typesets it literally (names such as ``x_1``, ``P>|z|``)."""
     return "".join(_LATEX.get(c, c) for c in text)
@@ -217,7 +221,20 @@ class Summary:
         ``as_latex``: the title as caption, ``label`` as its label, the model
         information and the coefficient table as two ``tabular`` s, then the random
         effects' block verbatim after ``\\bigskip``.  Special characters of names and
-        labels are escaped."""
+        of the title are escaped; ``label`` is a cross-reference key, written as given.
+
+        Raises
+        ------
+        SpecError
+            A ``label`` holding one of ``\\ { } % #``, which would end or break the
+            ``\\label`` command (escaping them would change the key ``\\ref`` reads).
+        """
+        bad = sorted({c for c in str(label) if c in _LABEL_REFUSED})
+        if bad:
+            shown = " ".join(bad)
+            raise SpecError(
+                f"label {label!r} holds {shown}: a LaTeX label cannot hold any of \\ {{ }} % #"
+            )
         pairs = [p for p in self.info if p[0]]
         rows = [
             [*pairs[i], *(pairs[i + 1] if i + 1 < len(pairs) else ("", ""))]

@@ -70,3 +70,11 @@ def test_latex_has_the_form_of_statsmodels_summary2():
             [float(c) for c in mine[1:] if c], [float(c) for c in sm[1:] if c], atol=2e-3
         )
     assert got[6][1:3] == ["Coef.", "Std.Err."] and got[6][4] == "P$>$$|$z$|$"
+
+
+@pytest.mark.parametrize("label", ["tab:a_b%", "tab:{x}", "tab:\\x", "tab#1"])
+def test_latex_label_that_would_break_the_command_is_refused(res, label):
+    """A label was written as given: ``%`` commented out the rest of ``\\label{...``."""
+    with pytest.raises(SpecError, match="a LaTeX label cannot hold any of"):
+        res.summary().as_latex(label=label)
+    assert "\\label{tab:a_b}\n" in res.summary().as_latex(label="tab:a_b")
