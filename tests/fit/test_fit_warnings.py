@@ -8,6 +8,7 @@ import pytest
 
 import dmixed
 from dmixed.errors import BoundaryWarning, SingularHessianWarning
+from dmixed.fit.fit_warnings import singular_psi_words
 
 
 def test_a_singular_psi_names_its_block_and_the_pair_at_one():
@@ -42,3 +43,16 @@ def test_a_zero_variance_alone_is_named_as_before():
         dmixed.mixedlm("y ~ x", df, groups="g").fit()
     messages = [str(w.message) for w in got if w.category is BoundaryWarning]
     assert messages == ["the MLE is on the boundary of the parameter space (zero variance: g)"]
+
+
+def test_a_singular_pair_at_a_moderate_correlation_is_not_said_near_one():
+    """Variances of very different sizes make a 2×2 block singular by the fit's rule at
+    a correlation of 0.7: it was worded "correlation near ±1"."""
+    c = 0.7 * np.sqrt(1e6 * 1.5e-8)
+    words = singular_psi_words(np.array([[1e6, c], [c, 1.5e-8]]), 1e-8, ["a", "b"], set())
+    assert (
+        words
+        == "singular Psi of the random effects a, b: rank 1 of 2; singular pair: a and b (+0.7000)"
+    )
+    at_one = singular_psi_words(np.array([[1.0, -1.0], [-1.0, 1.0]]), 1e-8, ["a", "b"], set())
+    assert at_one.endswith("; correlation near ±1: a and b (-1.0000)")
