@@ -47,6 +47,7 @@ __all__ = [
     "DmixedError",
     "SpecError",
     "FormulaError",
+    "NoModelError",
     "DataError",
     "BadValuesError",
     "PathError",
@@ -81,6 +82,12 @@ class SpecError(DmixedError):
 
 class FormulaError(SpecError):
     """A formula that does not parse or uses something outside the whitelist."""
+
+
+class NoModelError(SpecError, AttributeError):
+    """``results.model`` of results without their model (loaded from a results
+    directory, which holds neither the data nor the statistics a model is built on).
+    Also an ``AttributeError``: ``hasattr(results, "model")`` is False for them."""
 
 
 class DataError(DmixedError):

@@ -195,7 +195,7 @@ class ProfileLikelihood:
     """
 
     def __init__(self, results, which: str) -> None:
-        model = results.model
+        model = results.fitted_model
         if model is None:
             raise SpecError("profile likelihoods need the fitted model's statistics")
         if which in model.exog_re_names:
@@ -402,13 +402,13 @@ def _by_ml(fit, label: str):
     """``fit`` itself if by ML, else refitted by ML from its model's statistics."""
     if not fit.reml:
         return fit
-    if fit.model is None:
+    if fit.fitted_model is None:
         raise SpecError(
             f"{label} was fitted by REML and its model is not at hand (loaded results) to "
             "refit it by ML: pass ML fits, or refit=False for fits with the same fixed effects"
         )
     logger.info("refitting %s with ML (instead of REML)", label)
-    model = fit.model
+    model = fit.fitted_model
     criterion = model.reml  # a fit sets the model's criterion; this one is anova's own
     # the fit's own options (free, start_params, method, ...), on the client whose
     # statistics the model holds; anova reads the likelihood only

@@ -20,7 +20,9 @@ from .objective import (
 from .summary import OptSummary
 
 __all__ = [
+    "NEAR_ONE",
     "PRECISION_WARN_ABOVE",
+    "singular_psi_words",
     "warn_boundary",
     "warn_convergence",
     "warn_precision",
@@ -118,15 +120,72 @@ def warn_boundary(model, opt: OptSummary, layout: Layout, psi: np.ndarray | None
     if not (opt.boundary or singular):
         return
     which = []
+    zero_re = set()
     for label in opt.boundary:
         kind, i = layout.parse_boundary_label(label)
         which.append(model.exog_re_names[i] if kind == "re" else model.vc_names[i])
-    detail = f" (zero variance: {', '.join(which)})" if which else ""
+        if kind == "re":
+            zero_re.add(i)
+    parts = [f"zero variance: {', '.join(which)}"] if which else []
+    if singular:
+        parts.append(singular_psi_words(psi, bound, list(model.exog_re_names), zero_re))
+    parts = [p for p in parts if p]
+    detail = f" ({'; '.join(parts)})" if parts else ""
     warnings.warn(
         f"the MLE is on the boundary of the parameter space{detail}",
         BoundaryWarning,
         stacklevel=3,
     )
+
+
+def singular_psi_words(psi: np.ndarray, bound: float, names: list[str], zero: set[int]) -> str:
+    """The words naming a singular Ψ: its rank, the random effects of the block, and
+    the pairs of effects of non-zero variance whose own 2×2 block of Ψ is singular by
+    the fit's rule (smallest eigenvalue under ``bound``), with their correlation: "near
+    ±1" where it is within :data:`NEAR_ONE` of ±1, else "singular pair" (variances of
+    very different sizes make a block singular at a moderate correlation); empty where
+    the variances at zero (``zero``, or under ``bound``) are all its deficiency.
+
+    Parameters
+    ----------
+    psi : ndarray (q, q)
+        Ψ of the random effects.
+    bound : float
+        The fit's eigenvalue under which Ψ (or a block of it) is singular.
+    names : list of str
+        The random effects' names.
+    zero : set of int
+        The effects whose variance the fit reports at zero.
+
+    Returns
+    -------
+    str
+    """
+    q = psi.shape[0]
+    rank = int(np.count_nonzero(np.linalg.eigvalsh(psi) > bound))
+    live = [i for i in range(q) if i not in zero and psi[i, i] >= bound]
+    if rank >= len(live):  # the zero variances are all of it
+        return ""
+    text = f"singular Psi of the random effects {', '.join(names)}: rank {rank} of {q}"
+    near: list[str] = []
+    other: list[str] = []
+    for a, i in enumerate(live):  # over the k_re effects: a few, whatever the data
+        for j in live[a + 1 :]:
+            block = psi[np.ix_([i, j], [i, j])]
+            if np.linalg.eigvalsh(block)[0] < bound:
+                corr = psi[i, j] / math.sqrt(psi[i, i] * psi[j, j])
+                pair = f"{names[i]} and {names[j]} ({corr:+.4f})"
+                (near if abs(corr) > 1 - NEAR_ONE else other).append(pair)
+    if near:
+        text += f"; correlation near ±1: {', '.join(near)}"
+    if other:
+        text += f"; singular pair: {', '.join(other)}"
+    return text
+
+
+#: A singular pair's correlation is worded "near ±1" within this of ±1
+#: (:func:`singular_psi_words`).
+NEAR_ONE = 1e-3
 
 
 #: :class:`PrecisionWarning` when σ̂²'s relative rounding error may exceed this (ℓ is

@@ -332,6 +332,9 @@ class _Optimization:
             ):
                 self.passed_at = self.x.tobytes()
                 return True
+            if s.maxiter == 0:
+                # no method iterates: the next would stop where this one did
+                return False
             if method != methods[-1]:
                 warnings.warn(
                     f"retrying the optimization with {methods[methods.index(method) + 1]}",

@@ -230,12 +230,13 @@ def parametric_bootstrap(
             f"n must be at most {REPLICATES_LIMIT} replicates, got {n}: run several "
             "bootstraps with different seeds and concatenate their replicates"
         )
-    model = results.model
+    model = results.fitted_model
     stats = None if model is None else model.cached_statistics
     if stats is None:
         why = (
-            "loaded results do not hold them (a fit of this session, or a model built "
-            "from saved statistics, does)"
+            "loaded results do not hold them: fit the model again (on its data, or "
+            "built with MixedLM.from_statistics from saved statistics) and bootstrap "
+            "those results"
             if model is None
             else model.lost_statistics()
         )

@@ -26,11 +26,11 @@ class FittedValues:
 
     def _fitted_rows(self):
         """The fitted model's in-memory rows (None for loaded results and Dask fits)."""
-        return None if self.model is None else self.model.rows
+        return None if self.fitted_model is None else self.fitted_model.rows
 
     def _fitted_source(self):
         """The fitted model's Dask DataFrame (None unless a Dask fit of this session)."""
-        return None if self.model is None else self.model.source
+        return None if self.fitted_model is None else self.fitted_model.source
 
     def predict(
         self,
@@ -66,7 +66,12 @@ class FittedValues:
             the population prediction ``X β̂`` (their random effects have mean zero;
             an :class:`~dmixed.errors.UnseenGroupsWarning` counts them), NaN, or a
             :class:`~dmixed.errors.DataError` naming them (lme4's
-            ``allow.new.levels = FALSE``).
+            ``allow.new.levels = FALSE``).  For Dask ``data``, ``"population"`` warns
+            at this call, once with the totals of every partition: it computes the
+            group column and the missing values of the columns the prediction uses
+            now (and everything ``data`` is built from), before the returned Series is
+            computed; ``"nan"`` and ``"error"`` keep the call lazy (``"error"`` raises
+            when the Series is computed).
         new_levels : {"error", "population", "nan"}
             With ``include_random``, what rows of groups the fit saw get when they hold
             a level of a variance component's own column that the fit did not see: a
@@ -81,12 +86,14 @@ class FittedValues:
         pandas.Series (n,) for a pandas ``data``: every row, indexed like ``data``, NaN
         where a column the prediction uses is missing (as statsmodels' ``predict``); a
         lazy Dask Series for Dask data (the same, partition by partition); an ndarray
-        for arrays, and for the fitted rows (``missing="drop"``: the kept rows).
+        for arrays, and for the fitted rows (``missing="drop"``: the kept rows; a lazy
+        Dask Series of them, indexed as in the fitted collection, for a Dask fit).
 
         Raises
         ------
         ValueError
-            Dask ``data`` for a model built from arrays; no data for loaded results;
+            Dask ``data`` for a model built from arrays; no data for loaded results
+            or after :meth:`remove_data`;
             ``exog`` of the wrong width; ``include_random`` without ``groups``; group
             keys of another class than the fitted ones; unseen groups with
             ``new_groups="error"``; new levels with ``new_levels="error"``; a
@@ -115,6 +122,12 @@ class FittedValues:
                 self.predictor(), self.spec, data, include_random, new_groups, new_levels
             )
         if exog is None:
+            source = self._fitted_source()
+            if source is not None:  # a Dask fit: lazily, as fittedvalues
+                what = predict_dask(
+                    self.predictor(), self.spec, source, include_random, "fittedvalues"
+                )
+                return what.rename(None)
             rows = self._fitted_rows()
             if rows is None:
                 raise SpecError(
@@ -179,5 +192,5 @@ class FittedValues:
         then raise SpecError."""
         for key in ("_fitted_in_memory", "_resid_in_memory"):
             self.__dict__.pop(key, None)
-        if self.model is not None:
-            self.model.remove_data()
+        if self.fitted_model is not None:
+            self.fitted_model.remove_data()

@@ -172,7 +172,7 @@ def residual_plot(results, ax=None, max_points=None, seed: int = 0):
 
 
 def _fitted_and_resid(results, limit: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    if results.model is None:
+    if results.fitted_model is None:
         raise SpecError("a residual plot needs the fitted rows; loaded results have none")
     fitted, resid = results.fittedvalues, results.resid
     if is_dask(fitted):

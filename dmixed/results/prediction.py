@@ -8,6 +8,8 @@ maps it over the partitions of a Dask DataFrame lazily.
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import os
 import warnings
 from collections.abc import Mapping
 
@@ -17,6 +19,7 @@ import pandas as pd
 from ..design import is_dask
 from ..design.arrays import as_float_matrix
 from ..design.dtypes import comparable_keys
+from ..design.missing import rows_with_missing
 from ..design.partitions import check_persisted, select_columns
 from ..design.prepare import needed_columns
 from ..errors import DataError, SpecError, UnseenGroupsWarning
@@ -142,6 +145,44 @@ def transform_for_prediction(spec, df: pd.DataFrame, include_random: bool = True
     return spec.transform(df, response=False, random=include_random)
 
 
+def unseen_rows(n_unseen: int, n_rows: int, keys, name: str) -> str:
+    """The words of an unseen-groups warning or error: ``n_unseen`` of ``n_rows`` rows
+    in the distinct ``keys`` (the first five shown) of the group column ``name``."""
+    shown = ", ".join(repr(v) for v in keys[:5].tolist())
+    return (
+        f"{n_unseen} of {n_rows} rows belong to {len(keys)} group(s) of {name!r} the fit "
+        f"did not see ({shown}{', ...' if len(keys) > 5 else ''})"
+    )
+
+
+def warn_unseen(what: str) -> None:
+    """The :class:`~dmixed.errors.UnseenGroupsWarning` of ``new_groups="population"``
+    (``what``: :func:`unseen_rows`), attributed to the first caller outside dmixed
+    (:func:`caller_stacklevel`): the paths that reach it differ in depth."""
+    warnings.warn(
+        f"{what}: they get the population prediction X·fe_params; pass "
+        "new_groups='nan' or 'error' to have NaN or an error instead",
+        UnseenGroupsWarning,
+        stacklevel=caller_stacklevel(),
+    )
+
+
+def caller_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning raised by the function calling this one
+    point at the innermost frame outside the dmixed package (the user's line, or Dask's
+    on a worker)."""
+    frame = inspect.currentframe()
+    frame = frame.f_back if frame is not None else None  # the function that warns
+    level = 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+        level += 1
+    return level
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
 class Predictor:
     """What prediction needs from a fit (shipped to Dask workers for lazy predictions).
 
@@ -173,14 +214,35 @@ class Predictor:
         self.vc_ncols = vc_ncols
         self.k_re = k_re
         self.vc_names = vc_names
+        self._label_index: pd.Index | None = None
 
-    def positions(self, groups, name: str, new_groups: str = "population") -> np.ndarray:
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_label_index"] = None  # rebuilt where used: its hash table is not shipped
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update({"_label_index": None, **state})
+
+    @property
+    def label_index(self) -> pd.Index:
+        """``group_labels`` as a pandas Index, built once per process: its hash table
+        over every fitted group is what each partition's lookup would otherwise build
+        again."""
+        if self._label_index is None:
+            self._label_index = pd.Index(self.group_labels)
+        return self._label_index
+
+    def positions(
+        self, groups, name: str, new_groups: str = "population", warn: bool = True
+    ) -> np.ndarray:
         """Row of each key in the fitted groups, -1 for a group the fit did not see.
 
         Keys match by the identity rule of the fit (:func:`~dmixed.design.dtypes.
         comparable_keys`: ``5`` and ``5.0`` are one group, ``'5'`` is refused for groups
         fitted as numbers).  Unseen groups warn (``new_groups="population"``), or raise
-        (``"error"``); ``"nan"`` is left to the caller.
+        (``"error"``); ``"nan"`` is left to the caller.  ``warn=False``: no warning (the
+        caller warns once for all its rows: :func:`predict_dask`).
 
         Raises
         ------
@@ -189,25 +251,22 @@ class Predictor:
             ``new_groups="error"``.
         """
         keys = comparable_keys(np.asarray(groups), np.asarray(self.group_labels), name)
-        idx = pd.Index(self.group_labels).get_indexer(pd.Index(keys))
+        idx = self.label_index.get_indexer(pd.Index(keys))
         unseen = idx < 0
         if unseen.any() and new_groups != "nan":
-            shown = ", ".join(repr(v) for v in pd.unique(keys[unseen])[:5].tolist())
-            n_groups = len(pd.unique(keys[unseen]))
-            what = (
-                f"{int(unseen.sum())} of {len(idx)} rows belong to {n_groups} group(s) "
-                f"of {name!r} the fit did not see ({shown}"
-                f"{', ...' if n_groups > 5 else ''})"
-            )
+            what = unseen_rows(int(unseen.sum()), len(idx), pd.unique(keys[unseen]), name)
             if new_groups == "error":
                 raise DataError(f"{what}; new_groups='error' refuses them")
-            warnings.warn(
-                f"{what}: they get the population prediction X·fe_params; pass "
-                "new_groups='nan' or 'error' to have NaN or an error instead",
-                UnseenGroupsWarning,
-                stacklevel=4,
-            )
+            if warn:
+                warn_unseen(what)
         return idx
+
+    def unseen_keys(self, groups, name: str) -> tuple[int, np.ndarray]:
+        """The number of ``groups`` the fit did not see and their distinct keys (in
+        order of appearance), by the rule of :meth:`positions`."""
+        keys = comparable_keys(np.asarray(groups), np.asarray(self.group_labels), name)
+        unseen = self.label_index.get_indexer(pd.Index(keys)) < 0
+        return int(unseen.sum()), pd.unique(keys[unseen])
 
     def vc_slots(self, idx: np.ndarray, vc_cols, vc_vals) -> list[tuple[int, np.ndarray]]:
         """Per variance component: its first position among the padded random effects
@@ -271,15 +330,16 @@ class Predictor:
         name: str = "groups",
         new_groups: str = "population",
         new_levels: str = "error",
+        warn: bool = True,
     ) -> np.ndarray:
         """``X β̂`` (+ ``Z̃ γ̂`` with ``include_random``) for design matrices ``dm``
-        (``name``: the group column; ``new_groups``: see :meth:`positions`;
+        (``name``: the group column; ``new_groups`` and ``warn``: see :meth:`positions`;
         ``new_levels``: what rows with a level new to their group get, see
         :meth:`new_to_groups`)."""
         fixed = dm.exog @ self.fe_params
         if not include_random:
             return fixed
-        idx = self.positions(dm.groups, name, new_groups)
+        idx = self.positions(dm.groups, name, new_groups, warn)
         slots = self.vc_slots(idx, dm.vc_cols, dm.vc_vals)
         fresh = self.new_to_groups(idx, slots, dm, new_levels, name)
         out = fixed + self.random_part(idx, dm.exog_re, dm.vc_cols, dm.vc_vals, slots)
@@ -366,15 +426,16 @@ def predict_frame(
     include_random: bool,
     new_groups: str,
     new_levels: str = "error",
+    warn: bool = True,
 ) -> pd.Series:
     """Predictions for every row of a pandas frame, indexed like it: NaN where a column
     the prediction uses is missing (and, with ``new_groups="nan"``, for unseen groups;
     with ``new_levels="nan"``, for new levels of the variance components:
-    :mod:`dmixed.results.new_levels`)."""
+    :mod:`dmixed.results.new_levels`); ``warn=False``: no warning for unseen groups."""
 
     def compute(dm, squares):
         del squares  # a new level's random effect has mean zero
-        return predictor.predict(dm, include_random, spec.group_name, new_groups, new_levels)
+        return predictor.predict(dm, include_random, spec.group_name, new_groups, new_levels, warn)
 
     values = on_rows_with_new_levels(
         spec, df, predictor.group_labels, include_random, new_levels, compute, 1
@@ -422,9 +483,12 @@ def fitted_partition(
     new_levels: str = "error",
 ):
     """One partition's predictions (every row), or fitted values or residuals (the rows
-    kept), indexed like them in ``pdf`` (``what``: see :func:`predict_dask`)."""
+    kept), indexed like them in ``pdf`` (``what``: see :func:`predict_dask`).  Unseen
+    groups are not warned of here: :func:`predict_dask` warns once for all partitions."""
     if what == "predict":
-        return predict_frame(predictor, spec, pdf, include_random, new_groups, new_levels)
+        return predict_frame(
+            predictor, spec, pdf, include_random, new_groups, new_levels, warn=False
+        )
     name = "resid" if what == "resid" else "fittedvalues"
     if len(pdf) == 0:
         return pd.Series([], index=pdf.index, dtype="float64", name=name)
@@ -433,6 +497,44 @@ def fitted_partition(
     pred = predictor.predict(dm, include_random, spec.group_name)
     values = dm.endog - pred if what == "resid" else pred
     return pd.Series(values, index=index, name=name)
+
+
+def unseen_partition(
+    pdf, group_name: str, kinds, columns: list, predictor: Predictor
+) -> tuple[int, int, np.ndarray]:
+    """``(rows, unseen rows, distinct unseen keys)`` of the rows of one partition that a
+    prediction with ``include_random`` reads: those without a missing value in any of
+    ``columns`` (:func:`~dmixed.design.missing.rows_with_missing`, the rule of
+    ``missing="drop"``; ``kinds``: the spec's column kinds), their groups matched by the
+    rule of :meth:`Predictor.positions`.  Only the group column and the missing-value
+    masks are read: no design is built."""
+    if len(pdf) == 0:
+        return 0, 0, np.array([], dtype=object)
+    groups = pdf[group_name].to_numpy()
+    if columns:
+        groups = groups[~rows_with_missing(pdf, kinds, columns)]
+    n_unseen, keys = predictor.unseen_keys(groups, group_name)
+    return len(groups), n_unseen, keys
+
+
+def warn_unseen_dask(state, spec, data) -> None:
+    """Warn once, here, of the rows of the Dask DataFrame ``data`` in groups the fit did
+    not see (the totals over its partitions, as :meth:`Predictor.positions` words them
+    for a pandas frame); computes the group column and the missing-value masks of the
+    columns a prediction reads, once.  ``state``: the :class:`Predictor` as one Dask task
+    (a dependency of every partition's count, not a literal of each)."""
+    import dask
+
+    columns = needed_columns(spec, response=False, random=True)
+    kinds = dict(spec.column_kinds)
+    count = dask.delayed(unseen_partition, pure=True)
+    parts = [count(part, spec.group_name, kinds, columns, state) for part in data.to_delayed()]
+    found = dask.compute(*parts)
+    n_unseen = sum(f[1] for f in found)
+    if n_unseen:
+        keys = pd.unique(np.concatenate([np.asarray(f[2], dtype=object) for f in found]))
+        what = unseen_rows(n_unseen, sum(f[0] for f in found), keys, spec.group_name)
+        warn_unseen(what)
 
 
 def predict_dask(
@@ -460,8 +562,12 @@ def predict_dask(
         ``"resid"`` gives ``y − fitted``.
     new_groups : {"population", "nan", "error"}
         ``"predict"`` with ``include_random``: what rows of unseen groups get
-        (:meth:`Predictor.positions`; the warning of ``"population"`` is raised where the
-        partition is computed).
+        (:meth:`Predictor.positions`).  The warning of ``"population"`` is raised here,
+        in the calling process, once with the totals of every partition: ``ddf``'s
+        group column and the missing values of the columns the prediction uses are
+        computed for it now (:func:`unseen_partition`), and the rows again when the
+        result is computed; ``"nan"`` and ``"error"`` read
+        nothing now.
     new_levels : {"error", "population", "nan"}
         ``"predict"`` with ``include_random``: what rows of fitted groups with levels of
         a variance component the fit did not see get (:mod:`dmixed.results.new_levels`).
@@ -497,6 +603,8 @@ def predict_dask(
     data = select_columns(ddf, needed, spec.group_name)
     # one task holding the predictor: a dependency of every partition, not a literal
     state = dask.delayed(predictor, pure=True)
+    if predicting and include_random and new_groups == "population":
+        warn_unseen_dask(state, spec, data)
     name = None if what == "predict" else what
     return data.map_partitions(
         fitted_partition,

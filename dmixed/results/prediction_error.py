@@ -488,7 +488,7 @@ def prediction_variance(results, include_random: bool) -> PredictionVariance:
     cov_re = np.asarray(state.cov_re, dtype=np.float64)
     blup_cov = cross = columns = vc_scale = None
     if include_random:
-        model = results.model
+        model = results.fitted_model
         if model is None:
             raise SpecError(
                 "get_prediction(include_random=True) needs the fit's per-group statistics "
@@ -605,7 +605,7 @@ def get_prediction(
             moments = moments_frame(data, variance, spec, *args)
         return PredictionResults(moments, True, alpha)
     if exog is None:
-        rows = getattr(results.model, "rows", None)
+        rows = getattr(results.fitted_model, "rows", None)
         if rows is None:
             raise SpecError(
                 "no data given and the fitted rows are not available (loaded results or "

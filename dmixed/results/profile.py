@@ -92,7 +92,7 @@ class ProfileIntervals:
     """
 
     def __init__(self, results) -> None:
-        model = results.model
+        model = results.fitted_model
         if model is None:
             raise SpecError(
                 "profile-likelihood intervals need the fitted model's statistics "

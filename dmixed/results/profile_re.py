@@ -42,7 +42,7 @@ def profile_re(results, re_ix, vtype, num_low=5, dist_low=1.0, num_high=5, dist_
     """
     if vtype not in ("re", "vc"):
         raise SpecError(f"vtype must be 're' or 'vc', got {vtype!r}")
-    model = results.model
+    model = results.fitted_model
     if model is None:
         raise SpecError("profile_re needs the fitted model's statistics (not loaded results)")
     names = results.names
@@ -81,7 +81,7 @@ class _RelativeProfile:
     the others free in the square-root packing, from the fit's estimates."""
 
     def __init__(self, results, vtype: str, index: int) -> None:
-        stats = results.model.statistics(client=results.model.cached_client)
+        stats = results.fitted_model.statistics(client=results.fitted_model.cached_client)
         layout = stats.fit_layout
         q = layout.k_re
         perm = np.arange(q)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..design.references import design_coordinates
-from ..errors import SpecError
+from ..errors import NoModelError, SpecError
 from ..fit.coordinates import Coordinates
 from ..fit.params import MixedLMParams
 from ..fit.summary import OptSummary
@@ -58,11 +58,13 @@ class MixedLMResults(FittedValues, Hypotheses):
         Every number of the results (see :class:`~dmixed.io.ResultsState`).
     model : MixedLM, optional
         The fitted model (None for loaded results): fitted values, residuals and
-        profile likelihoods need its data or statistics.
+        profile likelihoods need its data or statistics.  :attr:`model` gives it,
+        :attr:`fitted_model` gives it or None.
     """
 
     def __init__(self, state: ResultsState, model=None) -> None:
-        self.model = model
+        #: the fitted model, None for loaded results (:attr:`model` refuses them)
+        self.fitted_model = model
         self._state = state
         names = state.names
         self.names = names
@@ -100,6 +102,30 @@ class MixedLMResults(FittedValues, Hypotheses):
 
     # the state's fields that a fit's state makes on first read
     # (:class:`~dmixed.results.fit_record.FitState`), read from it when needed
+
+    @property
+    def model(self):
+        """The fitted :class:`~dmixed.model.MixedLM`.
+
+        Raises
+        ------
+        NoModelError
+            Loaded results (:func:`load`): a results directory keeps the estimates,
+            the names and the formula, not the data or the statistics a model is built
+            on (:attr:`fitted_model` is None).
+        """
+        if self.fitted_model is None:
+            raise NoModelError(
+                "loaded results have no model: a results directory keeps the estimates, "
+                "names and formula, not the data or statistics; build the model again "
+                "from its data (MixedLM.from_formula with results.spec.formula) or from "
+                "saved statistics (MixedLM.from_statistics) and fit it"
+            )
+        return self.fitted_model
+
+    @model.setter
+    def model(self, model) -> None:
+        self.fitted_model = model
 
     @property
     def fit_history(self) -> list:
@@ -280,7 +306,7 @@ class MixedLMResults(FittedValues, Hypotheses):
     def pandas_output(self) -> bool:
         """Whether estimates, fitted values and residuals are pandas objects (see
         :attr:`dmixed.MixedLM.pandas_output`; the fitted model's for loaded results)."""
-        return getattr(self.model, "pandas_output", self._state.pandas_output)
+        return getattr(self.fitted_model, "pandas_output", self._state.pandas_output)
 
     @cached_property
     def params(self) -> pd.Series | np.ndarray:
@@ -335,7 +361,7 @@ class MixedLMResults(FittedValues, Hypotheses):
         full rank); None for loaded results of an array model (neither at hand)."""
         if self._state.k_constant is not None:
             return self._state.k_constant
-        rows = None if self.model is None else self.model.rows
+        rows = None if self.fitted_model is None else self.fitted_model.rows
         if rows is not None:
             return constant_in_rows(rows.exog)
         if self.spec is not None:
@@ -614,6 +640,13 @@ class MixedLMResults(FittedValues, Hypotheses):
         ):
             state.pop(key, None)  # lazy Dask collections or large arrays: recomputed
         return state
+
+    def __setstate__(self, state: dict) -> None:
+        state = dict(state)
+        if "model" in state and "fitted_model" not in state:
+            # results pickled before the model became a property kept it as "model"
+            state["fitted_model"] = state.pop("model")
+        self.__dict__.update(state)
 
     # -- display -----------------------------------------------------------------
 

@@ -287,17 +287,28 @@ def simulate_fitted(results, nsim: int = 1, seed=None, use_re: bool = False):
     ------
     SpecError
         ``nsim`` not a positive integer; no rows at hand (loaded results, a model built
-        from statistics, or after ``remove_data()``).
+        from statistics, or after ``remove_data()``; the message says whether
+        :func:`~dmixed.results.bootstrap.bootstrap` can run instead).
     """
     nsim = check_nsim(nsim)
-    model = results.model
+    model = results.fitted_model
     source = None if model is None else model.source
     rows = None if model is None else model.rows
     if rows is None and source is None:
+        if model is None:
+            why = (
+                "loaded results, which hold neither them nor the statistics that "
+                "bootstrap() needs: fit the model again on its data"
+            )
+        elif model.cached_statistics is not None:
+            why = (
+                "a model built from statistics, or after remove_data(); bootstrap() "
+                "needs only the statistics, which the model holds"
+            )
+        else:
+            why = model.lost_statistics()
         raise SpecError(
-            "simulate() draws on the fitted rows, which these results do not have (loaded "
-            "results, a model built from statistics, or after remove_data()); bootstrap() "
-            "needs only statistics"
+            f"simulate() draws on the fitted rows, which these results do not have: {why}"
         )
     rng = as_rng(seed)
     predictor = results.predictor()

@@ -13,7 +13,7 @@ from ..io import ResultsState
 from ..stats import tril_indices
 from .varcorr import varcorr_text
 
-__all__ = ["Summary", "coefficient_table"]
+__all__ = ["Summary", "coefficient_table", "latex_escape"]
 
 _TITLE = "Mixed Linear Model Regression Results"
 
@@ -69,8 +69,56 @@ def _model_info(state: ResultsState) -> list[tuple[str, str]]:
     ]
 
 
+#: LaTeX's special characters in text, and what stands for each
+_LATEX = {
+    "\\": "\\textbackslash{}",
+    "&": "\\&",
+    "%": "\\%",
+    "$": "\\$",
+    "#": "\\#",
+    "_": "\\_",
+    "{": "\\{",
+    "}": "\\}",
+    "~": "\\textasciitilde{}",
+    "^": "\\textasciicircum{}",
+    "<": "$<$",
+    ">": "$>$",
+    "|": "$|$",
+}
+
+
+#: Characters a LaTeX ``\\label`` key cannot hold (:meth:`Summary.as_latex`).
+_LABEL_REFUSED = "\\{}%#"
+
+
+def latex_escape(text: str) -> str:
+    """``text`` as LaTeX typesets it literally (names such as ``x_1``, ``P>|z|``)."""
+    return "".join(_LATEX.get(c, c) for c in text)
+
+
+def _latex_tabular(rows: list[list[str]], align: str, header: bool) -> str:
+    """A centred ``tabular`` of ``rows`` (escaped, columns padded), ruled above and
+    below, and under the first row with ``header``."""
+    cells = [[latex_escape(v) for v in row] for row in rows]
+    widths = [max(len(row[j]) for row in cells) for j in range(len(align))]
+    lines = [
+        " & ".join(
+            v.ljust(w) if a == "l" else v.rjust(w)
+            for v, w, a in zip(row, widths, align, strict=True)
+        )
+        + " \\\\"
+        for row in cells
+    ]
+    if header:
+        lines.insert(1, "\\hline")
+    return "\n".join(
+        ["\\begin{center}", f"\\begin{{tabular}}{{{align}}}", "\\hline", *lines, "\\hline"]
+        + ["\\end{tabular}", "\\end{center}", ""]
+    )
+
+
 class Summary:
-    """Text/HTML summary laid out as statsmodels' ``summary2``.
+    """Text/HTML/LaTeX summary laid out as statsmodels' ``summary2``.
 
     Parameters
     ----------
@@ -166,6 +214,52 @@ class Summary:
             f"{self._formatted_table().to_html()}"
             + (f"<pre>Random effects:\n{html.escape(self.random)}</pre>" if self.random else "")
             + "</div>"
+        )
+
+    def as_latex(self, label: str = "") -> str:
+        """The summary as a LaTeX ``table``, in the form of statsmodels' ``summary2``
+        ``as_latex``: the title as caption, ``label`` as its label, the model
+        information and the coefficient table as two ``tabular`` s, then the random
+        effects' block verbatim after ``\\bigskip``.  Special characters of names and
+        of the title are escaped; ``label`` is a cross-reference key, written as given.
+
+        Raises
+        ------
+        SpecError
+            A ``label`` holding one of ``\\ { } % #``, which would end or break the
+            ``\\label`` command (escaping them would change the key ``\\ref`` reads).
+        """
+        bad = sorted({c for c in str(label) if c in _LABEL_REFUSED})
+        if bad:
+            shown = " ".join(bad)
+            raise SpecError(
+                f"label {label!r} holds {shown}: a LaTeX label cannot hold any of \\ {{ }} % #"
+            )
+        pairs = [p for p in self.info if p[0]]
+        rows = [
+            [*pairs[i], *(pairs[i + 1] if i + 1 < len(pairs) else ("", ""))]
+            for i in range(0, len(pairs), 2)
+        ]
+        table = self._formatted_table()
+        body = [["", *map(str, table.columns)]]
+        body += [
+            [str(name), *values]
+            for name, values in zip(table.index, table.to_numpy().tolist(), strict=True)
+        ]
+        tail = (
+            "\\begin{verbatim}\nRandom effects:\n" + self.random + "\n\\end{verbatim}\n"
+            if self.random
+            else ""
+        )
+        return (
+            "\\begin{table}\n"
+            f"\\caption{{{latex_escape(self.title)}}}\n"
+            f"\\label{{{label}}}\n"
+            + _latex_tabular(rows, "llll", header=False)
+            + "\n"
+            + _latex_tabular(body, "l" + "r" * len(table.columns), header=True)
+            + "\\end{table}\n\\bigskip\n"
+            + tail
         )
 
     def __str__(self) -> str:

@@ -940,7 +940,8 @@ def test_maxiter_0_gives_the_results_at_the_start_for_every_method(method):
     """``maxiter=0`` left BFGS, CG and Newton at the start (``n_iter`` 0), but L-BFGS-B
     and Powell made one iteration and Nelder-Mead moved to its simplex's best vertex.
     Now every method, and the default list, gives the results at the start: no
-    iteration, the start's log-likelihood, standard errors, not converged (as BFGS)."""
+    iteration, the start's log-likelihood, standard errors, not converged (as BFGS),
+    with one warning (the default list's methods were each tried and warned of)."""
     rng = np.random.default_rng(0)
     n = 200
     df = pd.DataFrame(
@@ -963,3 +964,6 @@ def test_maxiter_0_gives_the_results_at_the_start_for_every_method(method):
     last = [str(w.message) for w in caught if issubclass(w.category, FitConvergenceWarning)]
     assert last[-1] == str(caught_bfgs[-1].message)
     assert last[-1].startswith("the optimizer did not converge")
+    # no retry with the next method of the list: none would iterate either
+    assert not [m for m in last if m.startswith("retrying")]
+    assert len(last) == 1

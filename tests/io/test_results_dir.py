@@ -436,7 +436,7 @@ def test_results_of_weights_in_any_unit_round_trip(tmp_path, factor):
 #: attributes of results a reload does not have as the fit has them, by design: the
 #: model and its data (None, or the fitted rows), the fit's keyword arguments (empty),
 #: and the optimizer's record (an object compared in its own test above)
-_NOT_RELOADED = {"model", "fittedvalues", "resid", "fit_options", "optimizer"}
+_NOT_RELOADED = {"model", "fitted_model", "fittedvalues", "resid", "fit_options", "optimizer"}
 #: methods of no argument compared too
 _RELOADED_CALLS = (
     "cov_params",

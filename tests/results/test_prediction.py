@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import warnings
+
+import cloudpickle
 import dask
 import dask.dataframe as dd
 import numpy as np
@@ -9,6 +13,7 @@ import pandas as pd
 import pytest
 
 from dmixed import MixedLM, mixedlm
+from dmixed.design import is_dask
 from dmixed.errors import DataError, DroppedRowsWarning, SpecError, UnseenGroupsWarning
 
 from .._synth import design, make_data
@@ -68,6 +73,16 @@ def test_dask_fitted_values_of_a_drop_fit_are_the_kept_rows():
     pd.testing.assert_index_equal(expected.index, df.index)
     np.testing.assert_array_equal(np.isnan(pred.to_numpy()), df.x2.isna().to_numpy())
     np.testing.assert_allclose(pred.to_numpy(), expected.to_numpy(), rtol=1e-8)
+    # predict() with no data: the fixed part at the kept rows, lazily, as statsmodels'
+    with dask.config.set(scheduler="sync"):
+        fixed = res.predict()
+        assert is_dask(fixed)
+        fixed = fixed.compute()
+        with_re = res.predict(include_random=True).compute()
+    pd.testing.assert_index_equal(fixed.index, kept)
+    assert fixed.name is None
+    np.testing.assert_allclose(fixed.to_numpy(), ref.predict(), rtol=1e-8)
+    np.testing.assert_allclose(with_re.to_numpy(), ref.fittedvalues, rtol=1e-8)
 
 
 @pytest.fixture(scope="module")
@@ -186,6 +201,120 @@ def test_unseen_groups_and_missing_covariates(int_fit, engine):
         run(new_groups="error")
     with pytest.raises(SpecError, match="new_groups must be one of"):
         int_fit.predict(new, include_random=True, new_groups="drop")
+
+
+def _unseen_warnings(fit, data):
+    """The warnings of ``predict(data, include_random=True)`` computed, in this process."""
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        out = fit.predict(data, include_random=True)
+        out = out.compute() if is_dask(out) else out
+    return [str(w.message) for w in got if w.category is UnseenGroupsWarning], out
+
+
+@pytest.fixture(scope="module")
+def unseen_rows():
+    """Four rows in two partitions, each with one group the fit did not see."""
+    return pd.DataFrame({"g": [0, 98, 1, 99], "x": [0.1, 0.2, 0.3, 0.4]})
+
+
+def test_unseen_groups_of_dask_partitions_warn_once_with_the_totals(int_fit, unseen_rows):
+    """One warning, at predict(), with the totals of every partition: the words of the
+    pandas prediction, not one per partition."""
+    expected, ref = _unseen_warnings(int_fit, unseen_rows)
+    assert len(expected) == 1
+    assert expected[0].startswith("2 of 4 rows belong to 2 group(s) of 'g' the fit did not see")
+    with dask.config.set(scheduler="sync"):
+        got, out = _unseen_warnings(int_fit, dd.from_pandas(unseen_rows, npartitions=2))
+    assert got == expected
+    np.testing.assert_allclose(out.to_numpy(), ref.to_numpy(), rtol=1e-12)
+    with dask.config.set(scheduler="sync"), warnings.catch_warnings():
+        warnings.simplefilter("error", UnseenGroupsWarning)
+        lazy = int_fit.predict(dd.from_pandas(unseen_rows, npartitions=2), True, new_groups="nan")
+        assert np.isnan(lazy.compute().to_numpy()[[1, 3]]).all()
+
+
+def test_unseen_groups_on_a_cluster_warn_in_the_calling_process(int_fit, unseen_rows, client):
+    """On a distributed cluster the warning is the caller's (no longer a worker's log)."""
+    expected, _ = _unseen_warnings(int_fit, unseen_rows)
+    with client.as_current():
+        got, out = _unseen_warnings(int_fit, dd.from_pandas(unseen_rows, npartitions=2))
+    assert got == expected
+    assert len(out) == 4
+
+
+@pytest.fixture(scope="module")
+def text_fit():
+    """A random-slope fit with text group keys and a column only the random part reads."""
+    rng = np.random.default_rng(1)
+    g = np.repeat([f"k{i}" for i in range(12)], 25)
+    df = pd.DataFrame({"g": g, "x": rng.normal(size=300), "z": rng.normal(size=300)})
+    u = rng.normal(size=(12, 2))[np.repeat(np.arange(12), 25)]
+    df["y"] = 1 + df.x + u[:, 0] + u[:, 1] * df.z + rng.normal(size=300)
+    return mixedlm("y ~ x", df, groups="g", re_formula="1 + z").fit()
+
+
+def test_dask_unseen_count_is_the_pandas_one_for_missing_values_and_text_keys(text_fit):
+    """The count made at predict() (group column and missing values only, no design)
+    words the rows and groups as the pandas prediction does: rows with a missing
+    predictor, random-part column or key are not counted (they get NaN); each warning
+    points at this file's line, not inside the library."""
+    new = pd.DataFrame(
+        {
+            "g": ["k0", "new1", "new2", None, "k3", "new3", "new1", "new4", "k1"],
+            "x": [0.1, 0.2, np.nan, 0.4, 0.5, 0.6, 0.7, 0.8, np.nan],
+            "z": [1.0, 2.0, 3.0, 4.0, 5.0, np.nan, 7.0, 8.0, 9.0],
+        }
+    )
+    expected, ref = _unseen_warnings(text_fit, new)
+    # 5 rows are read, 1, 6 and 7 unseen (2, 5 and 8 miss x or z, 3 its key)
+    assert expected == [expected[0]]
+    assert expected[0].startswith("3 of 5 rows belong to 2 group(s) of 'g' the fit did not see")
+    assert "('new1', 'new4')" in expected[0]
+    for npartitions in (1, 3):
+        with dask.config.set(scheduler="sync"):
+            got, out = _unseen_warnings(text_fit, dd.from_pandas(new, npartitions=npartitions))
+        assert got == expected
+        np.testing.assert_allclose(out.to_numpy(), ref.to_numpy(), rtol=1e-12)
+    with dask.config.set(scheduler="sync"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        text_fit.predict(new, include_random=True)
+        text_fit.predict(dd.from_pandas(new, npartitions=3), include_random=True)
+    unseen = [w for w in caught if w.category is UnseenGroupsWarning]
+    assert [w.filename for w in unseen] == [__file__, __file__]
+
+
+def test_dask_unseen_count_ships_the_predictor_once(int_fit, unseen_rows):
+    """The count's graph holds the predictor as one task that every partition's count
+    depends on, not as a literal argument of each (it holds every group's BLUPs)."""
+    from dmixed.results.prediction import Predictor
+
+    graphs = []
+
+    def recording(dsk, keys, **kwargs):
+        graphs.append(dict(dsk.__dask_graph__() if hasattr(dsk, "__dask_graph__") else dsk))
+        return dask.get(dsk, keys, **kwargs)
+
+    with dask.config.set(scheduler=recording), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnseenGroupsWarning)
+        int_fit.predict(dd.from_pandas(unseen_rows, npartitions=3), include_random=True)
+    assert len(graphs) == 1  # the count, at predict(); the prediction stays lazy
+
+    class Counting(cloudpickle.Pickler):
+        found = 0
+
+        def persistent_id(self, obj):
+            if isinstance(obj, Predictor):
+                Counting.found += 1
+                return "predictor"
+            return None
+
+    holding = 0
+    for task in graphs[0].values():
+        Counting.found = 0
+        Counting(io.BytesIO()).dump(task)
+        holding += Counting.found > 0
+    assert holding == 1
 
 
 @pytest.mark.parametrize("engine", ["pandas", "dask"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import warnings
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from statsmodels.regression.mixed_linear_model import MixedLM as SmMixedLM
 
 from dmixed import BoundaryWarning, DroppedRowsWarning, MixedLM, MixedLMResults, load, mixedlm
-from dmixed.errors import SpecError
+from dmixed.errors import NoModelError, SpecError
 
 from .._synth import design, make_data, vc_dict
 
@@ -145,6 +146,42 @@ def test_results_are_built_from_their_state_record(vc_fits):
     np.testing.assert_array_equal(back.cov_params(), res.cov_params())
     np.testing.assert_array_equal(back.random_effects_frame(), res.random_effects_frame())
     assert back.aic == res.aic or (np.isnan(back.aic) and np.isnan(res.aic))
+
+
+def test_loaded_results_refuse_their_model_saying_what_to_do(vc_fits, tmp_path):
+    """``load(dir).model`` was None (``.model.loglike``: AttributeError on None); a
+    results directory holds no data or statistics to build the model from."""
+    fit = vc_fits[1]
+    fit.save(tmp_path / "res")
+    loaded = load(tmp_path / "res")
+    assert loaded.fitted_model is None and fit.fitted_model is fit.model
+    with pytest.raises(NoModelError, match="loaded results have no model: .*from_statistics"):
+        loaded.model.loglike  # noqa: B018 - the access is what is checked
+    assert not hasattr(loaded, "model")  # an AttributeError too
+    assert isinstance(NoModelError("x"), SpecError)
+    np.testing.assert_array_equal(loaded.fe_params, fit.fe_params)
+
+
+def test_results_pickled_with_the_model_as_an_attribute_keep_it(vc_fits):
+    """Results pickled before ``model`` became a property hold it as ``"model"`` in
+    their state: unpickled now they have it (fitted values, predictions), and the model
+    can be set."""
+    fit = vc_fits[1]
+    state = fit.__getstate__()
+    state["model"] = state.pop("fitted_model")  # the state's old form
+    kind, args, *_ = fit.__reduce_ex__(2)
+    old = kind(*args)
+    old.__setstate__(state)
+    assert old.model is fit.model and old.fitted_model is fit.model
+    np.testing.assert_array_equal(old.fittedvalues, fit.fittedvalues)
+    np.testing.assert_array_equal(old.predict(), fit.predict())
+    again = pickle.loads(pickle.dumps(old))
+    assert again.fitted_model is not None
+    np.testing.assert_array_equal(again.fittedvalues, fit.fittedvalues)
+    old.model = None
+    assert old.fitted_model is None and not hasattr(old, "model")
+    old.model = fit.model
+    assert old.fitted_model is fit.model
 
 
 @pytest.mark.parametrize("reml", [True, False])

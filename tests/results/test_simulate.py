@@ -87,10 +87,16 @@ def test_refusals(vc_fit, tmp_path):
     vc_fit.save(tmp_path / "res")
     from dmixed.results import load
 
-    with pytest.raises(SpecError, match="fitted rows"):
-        load(tmp_path / "res").simulate()
-    with pytest.raises(SpecError, match="fitted rows"):
-        MixedLM.from_statistics(vc_fit.model.statistics(), vc_fit.model.spec).fit().simulate()
+    loaded = load(tmp_path / "res")
+    # the hints are true: loaded results can bootstrap no more than simulate
+    with pytest.raises(SpecError, match="fitted rows.*neither them nor the statistics"):
+        loaded.simulate()
+    with pytest.raises(SpecError, match="loaded results do not hold them: fit the model"):
+        loaded.bootstrap(2)
+    from_stats = MixedLM.from_statistics(vc_fit.model.statistics(), vc_fit.model.spec).fit()
+    with pytest.raises(SpecError, match="fitted rows.*bootstrap\\(\\) needs only the statistics"):
+        from_stats.simulate()
+    assert len(from_stats.bootstrap(2, seed=0).replicates) == 2
 
 
 def test_dask_draws_are_lazy_reproducible_and_share_each_groups_effects():

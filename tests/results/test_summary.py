@@ -31,3 +31,50 @@ def test_names_and_title_replaced(res):
     with pytest.raises(SpecError, match="xname_fe should be a list of length 3"):
         res.summary(xname_fe=["a"])
     assert np.isnan(res.summary().table.loc["Group Var", "z"])
+
+
+def _cells(latex: str) -> list[list[str]]:
+    """The cells of each row of a LaTeX table (its lines ending in ``\\\\``)."""
+    rows = [line.removesuffix("\\\\").strip() for line in latex.splitlines()]
+    return [[c.strip() for c in row.split("&")] for row in rows if "&" in row]
+
+
+def test_latex_has_the_form_of_statsmodels_summary2():
+    """``as_latex`` was missing; it now gives statsmodels' table: the same lines of
+    structure, the model information and the coefficients' rows (names escaped)."""
+    import warnings
+
+    import statsmodels.formula.api as smf
+
+    import dmixed
+
+    df = make_data(n_groups=8, seed=6).rename(columns={"x1": "x_1"})
+    ours = dmixed.mixedlm("y ~ x_1 + x2", df, groups="g").fit().summary().as_latex("tab:m")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = smf.mixedlm("y ~ x_1 + x2", df, groups="g").fit().summary().as_latex("tab:m")
+
+    def structure(text):
+        return [s for s in text.splitlines() if s.startswith("\\") and "&" not in s]
+
+    assert structure(ours)[: len(structure(theirs))] == structure(theirs)
+    assert "\\begin{verbatim}\nRandom effects:" in ours  # lme4's VarCorr block, after
+    got, want = _cells(ours), _cells(theirs)
+    assert len(got) == len(want)
+    assert [r[0::2] for r in got[:6]] == [r[0::2] for r in want[:6]]  # the labels
+    assert [r[0] for r in got[7:]] == ["Intercept", "x\\_1", "x2", "g Var"]
+    assert [r[0] for r in want[7:]] == ["Intercept", "x\\_1", "x2", "g Var"]
+    for mine, sm in zip(got[7:], want[7:], strict=True):  # three decimals, blank NaN
+        assert [c == "" for c in mine] == [c == "" for c in sm]
+        assert np.allclose(
+            [float(c) for c in mine[1:] if c], [float(c) for c in sm[1:] if c], atol=2e-3
+        )
+    assert got[6][1:3] == ["Coef.", "Std.Err."] and got[6][4] == "P$>$$|$z$|$"
+
+
+@pytest.mark.parametrize("label", ["tab:a_b%", "tab:{x}", "tab:\\x", "tab#1"])
+def test_latex_label_that_would_break_the_command_is_refused(res, label):
+    """A label was written as given: ``%`` commented out the rest of ``\\label{...``."""
+    with pytest.raises(SpecError, match="a LaTeX label cannot hold any of"):
+        res.summary().as_latex(label=label)
+    assert "\\label{tab:a_b}\n" in res.summary().as_latex(label="tab:a_b")

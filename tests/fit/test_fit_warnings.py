@@ -1,0 +1,58 @@
+"""The warnings of a fit's outcome: the boundary warning names what lies on it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import dmixed
+from dmixed.errors import BoundaryWarning, SingularHessianWarning
+from dmixed.fit.fit_warnings import singular_psi_words
+
+
+def test_a_singular_psi_names_its_block_and_the_pair_at_one():
+    """A rank-deficient Ψ with no variance at zero (a correlation of -1) said only
+    "the MLE is on the boundary"; the warning now names the block and the pair."""
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(10), 10)
+    df = pd.DataFrame({"x_1": rng.normal(size=100), "g": g})
+    df["y"] = df.x_1 + rng.normal(size=10)[g] + rng.normal(size=100)
+    model = dmixed.mixedlm("y ~ x_1", df, groups="g", re_formula="1 + x_1")
+    with (
+        pytest.warns(BoundaryWarning) as got,
+        pytest.warns(SingularHessianWarning),
+    ):
+        res = model.fit()
+    corr = res.cov_re.iloc[0, 1] / np.sqrt(res.cov_re.iloc[0, 0] * res.cov_re.iloc[1, 1])
+    assert corr == pytest.approx(-1, abs=1e-4)
+    (message,) = [str(w.message) for w in got if w.category is BoundaryWarning]
+    assert message == (
+        "the MLE is on the boundary of the parameter space (singular Psi of the random "
+        "effects g, x_1: rank 1 of 2; correlation near ±1: g and x_1 (-1.0000))"
+    )
+
+
+def test_a_zero_variance_alone_is_named_as_before():
+    """A zero variance is all of Ψ's deficiency: the warning names it only."""
+    rng = np.random.default_rng(1)
+    g = np.repeat(np.arange(20), 5)
+    df = pd.DataFrame({"x": rng.normal(size=100), "g": g})
+    df["y"] = df.x + rng.normal(size=100)  # no group effect: its variance goes to zero
+    with pytest.warns(BoundaryWarning) as got:
+        dmixed.mixedlm("y ~ x", df, groups="g").fit()
+    messages = [str(w.message) for w in got if w.category is BoundaryWarning]
+    assert messages == ["the MLE is on the boundary of the parameter space (zero variance: g)"]
+
+
+def test_a_singular_pair_at_a_moderate_correlation_is_not_said_near_one():
+    """Variances of very different sizes make a 2×2 block singular by the fit's rule at
+    a correlation of 0.7: it was worded "correlation near ±1"."""
+    c = 0.7 * np.sqrt(1e6 * 1.5e-8)
+    words = singular_psi_words(np.array([[1e6, c], [c, 1.5e-8]]), 1e-8, ["a", "b"], set())
+    assert (
+        words
+        == "singular Psi of the random effects a, b: rank 1 of 2; singular pair: a and b (+0.7000)"
+    )
+    at_one = singular_psi_words(np.array([[1.0, -1.0], [-1.0, 1.0]]), 1e-8, ["a", "b"], set())
+    assert at_one.endswith("; correlation near ±1: a and b (-1.0000)")
