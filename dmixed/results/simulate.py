@@ -273,7 +273,9 @@ def simulate_fitted(results, nsim: int = 1, seed=None, use_re: bool = False):
         ``numpy.random.default_rng(seed)``: the random effects, then the seed of the
         noise blocks (:func:`block_noise`); the draws do not depend on the
         partitioning of the rows, and a Dask fit draws what an in-process fit of the
-        same rows draws.
+        same rows in the same order draws (the noise is drawn by row number: the same
+        rows in another order, as files listed in another order give, draw other
+        noise).
     use_re : bool
 
     Returns
