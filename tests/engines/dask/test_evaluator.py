@@ -256,6 +256,7 @@ def ddf():
     return dd.from_pandas(make_data(n_groups=120, seed=4), npartitions=4)
 
 
+@pytest.mark.usefixtures("tasks_only")
 def test_the_spent_blocks_go_with_the_first_round_trip(client, ddf, monkeypatch):
     """The data pass's blocks stay held until the engine's first round trip is
     submitted (then released), that round trip's futures until the next one's or the
@@ -308,6 +309,7 @@ def _scheduler_tasks(client, want: set | None = None) -> set:
     return keys
 
 
+@pytest.mark.usefixtures("tasks_only")
 @pytest.mark.parametrize("engine", ["distributed", "local"])
 def test_dropped_fits_leave_no_task_without_the_cyclic_collector(client, ddf, engine, monkeypatch):
     """With Python's cyclic garbage collector off, fits whose results were read and
@@ -382,6 +384,7 @@ def _slow_cut(value):
     return cut(value)
 
 
+@pytest.mark.usefixtures("tasks_only")
 def test_a_blup_round_trip_gathers_a_done_blocks_blups_before_the_others(client, ddf, monkeypatch):
     """A round trip that makes the BLUPs gathers in two turns (the block done first,
     then the other, still computing at the first turn); a round trip of step sums in
