@@ -108,18 +108,26 @@ def _resolved(value, results: list):
     return value
 
 
-def _run_stage(keys: list, func, per_block: list, kwargs: dict, dask_worker=None):
+def _apply(func, evaluators: list, per_block: list, kwargs: dict) -> list:
+    kwargs = {name: laid_out(v) for name, v in kwargs.items()}
+    return [
+        func(ev, *laid_out(args), **kwargs) for ev, args in zip(evaluators, per_block, strict=True)
+    ]
+
+
+async def _run_stage(keys: list, func, per_block: list, kwargs: dict, dask_worker=None):
     """On a worker: ``func(evaluator, *args, **kwargs)`` for each of its blocks
     (``keys``, ``per_block``: their further arguments), laid out as a task's
-    arguments are where they come through the scheduler; None where an evaluator is
-    not in this worker's data."""
+    arguments are where they come through the scheduler, in the worker's own task
+    threads (its event loop stays free, and it computes on no more threads than a
+    task would); None where an evaluator is not in this worker's data."""
     data = dask_worker.data
     if any(k not in data for k in keys):
         return None
-    kwargs = {name: laid_out(v) for name, v in kwargs.items()}
-    return [
-        func(data[k], *laid_out(args), **kwargs) for k, args in zip(keys, per_block, strict=True)
-    ]
+    evaluators = [data[k] for k in keys]
+    executor = dask_worker.executors["default"]
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(executor, _apply, func, evaluators, per_block, kwargs)
 
 
 _RUN_STAGE = dumps(_run_stage)
