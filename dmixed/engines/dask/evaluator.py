@@ -41,6 +41,7 @@ from .blocks import Block, block_dense, reorder_parts
 from .direct_calls import (
     DirectCallUnavailable,
     Recorder,
+    WorkerUnreachable,
     block_workers,
     direct_calls_enabled,
     run_recorded,
@@ -62,6 +63,7 @@ from .progress import (
     gathered_in_turn,
     laid_out,
     memory_limits,
+    reaches_workers,
     wait_for,
 )
 from .structured import concatenate_ragged
@@ -415,8 +417,8 @@ class DaskEngine:
         self._kept_next: _Chained | None = None
         self._kept_later: tuple[_Chained, ...] = ()
         self._detached = False
-        # the workers holding the evaluators, for round trips run as direct calls
-        self._where: list[str] | None = None
+        # False once a worker was not reached by a direct call: the tasks from then on
+        self._direct = True
         # futures released just after the next round trip's submission (class notes)
         self._spent = list(spent or ())
         if self._spent:
@@ -460,7 +462,6 @@ class DaskEngine:
 
     def _revive(self) -> None:
         """Resubmit blocks whose futures ended in error or were cancelled."""
-        self._where = None
         dead = [i for i, f in enumerate(self._blocks) if f.status in ("error", "cancelled", "lost")]
         if dead:
             logger.warning("dmixed: recomputing %d lost statistics block(s)", len(dead))
@@ -509,20 +510,25 @@ class DaskEngine:
         the evaluators (:mod:`~dmixed.engines.dask.direct_calls`); None where it cannot
         be (the caller then runs it as tasks, which recovers what can be recovered and
         raises a task's own error)."""
-        if not direct_calls_enabled() or getattr(self._client, "asynchronous", False):
+        if not (self._direct and direct_calls_enabled()):
+            return None
+        if getattr(self._client, "asynchronous", False) or not reaches_workers(self._client):
             return None
         if any(f.status != "finished" for f in self._blocks):
-            self._where = None  # lost or cancelled: the tasks recompute it
-            return None
+            return None  # lost or cancelled: the tasks recompute it
         try:
-            if self._where is None:
-                self._where = block_workers(self._client, self._blocks)
+            # asked at each round trip (one scheduler call): an evaluator recomputed
+            # elsewhere, or its worker gone, since the last one is not called there
+            where = block_workers(self._client, self._blocks)
             recorder = Recorder(self._blocks)
             returned = submit(recorder, kwargs)
-            parts = run_recorded(self._client, recorder, self._where, returned)
+            parts = run_recorded(self._client, recorder, where, returned)
+        except WorkerUnreachable as exc:
+            logger.debug("dmixed: round trips run as tasks from now on (%s)", exc)
+            self._direct = False
+            return None
         except (DirectCallUnavailable, *RETRY_ERRORS) as exc:
             logger.debug("dmixed: a round trip run as tasks (%s)", exc)
-            self._where = None
             return None
         self._release_spent()
         return parts
@@ -884,4 +890,3 @@ class DaskEngine:
         self._kept_next, self._kept_later = None, ()
         self._detached = True
         self._spent = []
-        self._where = None

@@ -3,13 +3,15 @@ gives the tasks' results, bit for bit, and the tasks' errors."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pytest
 
 import dmixed
-from dmixed.engines.dask import ahead, direct_calls, evaluator
+from dmixed.engines.dask import ahead, direct_calls, evaluator, progress
 from dmixed.engines.dask.direct_calls import DirectCallUnavailable, Recorder
 
 from ..._synth import make_data
@@ -93,19 +95,21 @@ def test_a_failure_inside_a_direct_stage_raises_the_tasks_error(client, ddf, mon
         try:
             return run_recorded(*args)
         except DirectCallUnavailable as exc:
-            tried.append(exc)
+            tried.append(str(exc))
             raise
 
     monkeypatch.setattr(evaluator, "run_recorded", seen)
     model = dmixed.mixedlm("y ~ x1 + x2", ddf, groups="g", re_formula="1 + x1")
     with pytest.raises(ValueError, match="a BLUP task failed"):
         model.fit(client=client, engine="distributed")
-    assert tried and isinstance(tried[0].__cause__, ValueError)
+    assert tried and "a stage failed" in tried[0] and "a BLUP task failed" in tried[0]
+    records = [m for logs in client.get_worker_logs().values() for _, m in logs]
+    assert not [m for m in records if "_run_stage" in m]  # the tasks' error is the one told
 
 
 def test_evaluators_no_longer_where_they_were_go_as_tasks(client, ddf, direct_runs, monkeypatch):
     """An evaluator asked for on a worker that does not hold it: the round trip runs
-    as tasks, with the same sums, and the next one asks the scheduler again."""
+    as tasks, with the same sums, and the next one (as each) asks the scheduler again."""
     model = dmixed.mixedlm("y ~ x1 + x2", ddf, groups="g", re_formula="1 + x1")
     stats = model.statistics(client=client, engine="distributed")
     engine, layout = stats.engine, stats.layout
@@ -126,7 +130,7 @@ def test_evaluators_no_longer_where_they_were_go_as_tasks(client, ddf, direct_ru
     for name in vars(want):
         np.testing.assert_array_equal(getattr(got, name), getattr(want, name))
     engine.step(lam, layout.k_re)
-    assert direct_runs == [1, 1] and len(asked) == 2  # the workers kept
+    assert direct_runs == [1, 1] and len(asked) == 3
     engine.close()
 
 
@@ -139,6 +143,120 @@ def test_the_recorder_refuses_what_it_cannot_run(client):
         recorder.map(int, blocks[::-1])
     with pytest.raises(DirectCallUnavailable, match="a future as an argument"):
         recorder.map(int, blocks, parts=blocks)
+    with pytest.raises(DirectCallUnavailable, match="a future as an argument"):
+        recorder.map(int, blocks, parts=[(1, [blocks[0]])])
+    for option in ({"workers": ["a"]}, {"priority": 1}, {"retries": 2}):
+        with pytest.raises(DirectCallUnavailable, match="client.map options"):
+            recorder.map(int, blocks, **option)
     firsts = recorder.map(int, blocks)
     recorder.map(int, blocks, firsts, parts=firsts)
     assert len(recorder.stages) == 2
+
+
+def _engine(client, ddf):
+    model = dmixed.mixedlm("y ~ x1 + x2", ddf, groups="g", re_formula="1 + x1")
+    stats = model.statistics(client=client, engine="distributed")
+    return stats.engine, stats.layout.lam(np.array([1.0, 0.0, 1.0]), True), stats.layout.k_re
+
+
+def _same(got, want) -> None:
+    assert vars(want)
+    for name in vars(want):
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name))
+
+
+def test_a_worker_not_reached_sends_this_and_later_round_trips_to_the_tasks(
+    client, ddf, direct_runs, monkeypatch
+):
+    """A worker named for an evaluator that does not answer (gone since the scheduler
+    named it): the direct call gives up after ``CONNECT_TIMEOUT``, not distributed's
+    connect timeout, the round trip runs as tasks with the same sums, and the engine
+    calls no worker directly again."""
+    import socket
+
+    import dask
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    engine, lam, k_re = _engine(client, ddf)
+    asked: list = []
+    block_workers = direct_calls.block_workers
+
+    def gone(client, blocks):
+        asked.append(1)
+        return [dead, *block_workers(client, blocks)[1:]]
+
+    monkeypatch.setattr(evaluator, "block_workers", gone)
+    monkeypatch.setattr(direct_calls, "CONNECT_TIMEOUT", 0.5)
+    with dask.config.set({"distributed.comm.timeouts.connect": "10 minutes"}):
+        got = engine.step(lam, k_re)
+    assert direct_runs == [] and asked == [1]
+    want = engine.step(lam, k_re)
+    assert direct_runs == [] and asked == [1]  # no direct call tried again
+    _same(got, want)
+    engine.close()
+
+
+def test_an_unexpected_failure_of_a_call_goes_as_tasks(client, ddf, direct_runs, monkeypatch):
+    """A call that fails other than in the stage (here: a garbled reply) runs the round
+    trip as tasks, with the same sums; the next round trip tries the direct calls again."""
+
+    async def garbled(comm, **kwargs):
+        raise MemoryError("a garbled reply")
+
+    engine, lam, k_re = _engine(client, ddf)
+    with monkeypatch.context() as m:
+        m.setattr(direct_calls, "send_recv", garbled)
+        got = engine.step(lam, k_re)
+    assert direct_runs == []
+    want = engine.step(lam, k_re)
+    assert direct_runs == [1]
+    _same(got, want)
+    engine.close()
+
+
+def test_no_direct_calls_where_the_driver_should_not_reach_the_workers(
+    client, ddf, direct_runs, monkeypatch
+):
+    """A client told ``direct_to_workers=False``, or a cluster not on this machine's
+    loopback (the client left to choose): the round trips go as tasks, as the gathers go
+    through the scheduler (:func:`~dmixed.engines.dask.progress.reaches_workers`)."""
+    from distributed import Client
+
+    with Client(client.scheduler.address, direct_to_workers=False, set_as_default=False) as c:
+        assert not progress.reaches_workers(c)
+        _fit(ddf, c)
+    assert direct_runs == []
+    roster = progress.roster(client)
+    assert progress.reaches_workers(client)
+    monkeypatch.setattr(progress, "roster", lambda c: dataclasses.replace(roster, loopback=False))
+    assert not progress.reaches_workers(client) and progress.gather_direct(client) is None
+    _fit(ddf, client)
+    assert direct_runs == []
+
+
+def test_the_workers_keep_no_record_of_the_direct_calls(client, ddf):
+    _fit(ddf, client)
+    records = [m for logs in client.get_worker_logs().values() for _, m in logs]
+    assert not [m for m in records if "_run_stage" in m]
+
+
+def _plus(block, value):
+    return block + value
+
+
+def _total(block, parts):
+    ((firsts, (again,)),) = parts
+    return block + firsts + again
+
+
+def test_placeholders_nested_in_arguments_are_resolved(client):
+    blocks = client.map(int, [1, 2], pure=False)
+    client.gather(blocks)
+    recorder = Recorder(blocks)
+    firsts = recorder.map(_plus, blocks, [10, 20])
+    totals = recorder.map(_total, blocks, [[(f, (f,))] for f in firsts])
+    where = direct_calls.block_workers(client, blocks)
+    got = direct_calls.run_recorded(client, recorder, where, [*firsts, *totals])
+    assert got == [11, 22, 1 + 11 + 11, 2 + 22 + 22]
