@@ -524,7 +524,9 @@ class DaskEngine:
             returned = submit(recorder, kwargs)
             parts = run_recorded(self._client, recorder, where, returned)
         except WorkerUnreachable as exc:
-            logger.debug("dmixed: round trips run as tasks from now on (%s)", exc)
+            # once per engine, and seen at INFO: every later fit of this model pays
+            # the scheduler's turns again
+            logger.info("dmixed: round trips run as tasks from now on (%s)", exc)
             self._direct = False
             return None
         except (DirectCallUnavailable, *RETRY_ERRORS) as exc:

@@ -236,8 +236,9 @@ def test_no_direct_calls_where_the_driver_should_not_reach_the_workers(
     assert direct_runs == []
 
 
-def test_the_workers_keep_no_record_of_the_direct_calls(client, ddf):
+def test_the_workers_keep_no_record_of_the_direct_calls(client, ddf, direct_runs):
     _fit(ddf, client)
+    assert direct_runs  # the fit's round trips went direct
     records = [m for logs in client.get_worker_logs().values() for _, m in logs]
     assert not [m for m in records if "_run_stage" in m]
 
