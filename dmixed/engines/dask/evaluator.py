@@ -38,6 +38,14 @@ from .ahead import (
     submit_steps_hessian,
 )
 from .blocks import Block, block_dense, reorder_parts
+from .direct_calls import (
+    DirectCallUnavailable,
+    Recorder,
+    WorkerUnreachable,
+    block_workers,
+    direct_calls_enabled,
+    run_recorded,
+)
 from .handover import covariance_rows, cut, rows
 from .next_point import (
     gathered_first_then,
@@ -55,6 +63,7 @@ from .progress import (
     gathered_in_turn,
     laid_out,
     memory_limits,
+    reaches_workers,
     wait_for,
 )
 from .structured import concatenate_ragged
@@ -408,6 +417,8 @@ class DaskEngine:
         self._kept_next: _Chained | None = None
         self._kept_later: tuple[_Chained, ...] = ()
         self._detached = False
+        # False once a worker was not reached by a direct call: the tasks from then on
+        self._direct = True
         # futures released just after the next round trip's submission (class notes)
         self._spent = list(spent or ())
         if self._spent:
@@ -488,11 +499,41 @@ class DaskEngine:
         """``func(block, **kwargs)`` on every block; results in block order
         (``in_turn``: as :meth:`_round_trip`'s)."""
 
-        def submit(args: dict) -> list:
+        def submit(client, args: dict) -> list:
             keys = call_keys(func, len(self._blocks))
-            return self._client.map(func, self._blocks, key=keys, **args)
+            return client.map(func, self._blocks, key=keys, **args)
 
         return self._round_trip(submit, kwargs, in_turn=in_turn)
+
+    def _direct_round_trip(self, submit, kwargs: dict) -> list | None:
+        """The round trip ``submit`` makes, run as direct calls to the workers that hold
+        the evaluators (:mod:`~dmixed.engines.dask.direct_calls`); None where it cannot
+        be (the caller then runs it as tasks, which recovers what can be recovered and
+        raises a task's own error)."""
+        if not (self._direct and direct_calls_enabled()):
+            return None
+        if getattr(self._client, "asynchronous", False) or not reaches_workers(self._client):
+            return None
+        if any(f.status != "finished" for f in self._blocks):
+            return None  # lost or cancelled: the tasks recompute it
+        try:
+            # asked at each round trip (one scheduler call): an evaluator recomputed
+            # elsewhere, or its worker gone, since the last one is not called there
+            where = block_workers(self._client, self._blocks)
+            recorder = Recorder(self._blocks)
+            returned = submit(recorder, kwargs)
+            parts = run_recorded(self._client, recorder, where, returned)
+        except WorkerUnreachable as exc:
+            # once per engine, and seen at INFO: every later fit of this model pays
+            # the scheduler's turns again
+            logger.info("dmixed: round trips run as tasks from now on (%s)", exc)
+            self._direct = False
+            return None
+        except (DirectCallUnavailable, *RETRY_ERRORS) as exc:
+            logger.debug("dmixed: a round trip run as tasks (%s)", exc)
+            return None
+        self._release_spent()
+        return parts
 
     def _round_trip(self, submit, kwargs: dict, *, in_turn: bool = False) -> list:
         """The futures ``submit(arguments)`` makes, waited for and gathered in one round
@@ -505,9 +546,12 @@ class DaskEngine:
         task is done (:func:`~dmixed.engines.dask.progress.gathered_in_turn`)."""
         self._check()
         self._check_client()
+        parts = self._direct_round_trip(submit, kwargs)
+        if parts is not None:
+            return parts
         for attempt in range(2):
             args = {name: self._arg(v) for name, v in kwargs.items()}
-            futures = submit(args)
+            futures = submit(self._client, args)
             self._release_spent()  # in the submission's batch
             started, limits = time.time(), memory_limits(self._client)
             try:
@@ -588,8 +632,8 @@ class DaskEngine:
         if kept is not None:  # chained here by the call before: its next point its own trip
             return kept.sums
 
-        def submit(args: dict) -> list:
-            return submit_step_then(self._client, self._blocks, args, weights, following)
+        def submit(client, args: dict) -> list:
+            return submit_step_then(client, self._blocks, args, weights, following)
 
         args = dict(lam=lam, q=q, basis=basis)
         # in one turn: made at every iteration, this round trip carries the BLUPs at most
@@ -705,13 +749,11 @@ class DaskEngine:
             raise ValueError("steps_hessian chains no point after the BLUPs")
         n = len(self._blocks)
 
-        def submit(args: dict) -> list:
-            futures = submit_steps_hessian(
-                self._client, self._blocks, args, weights, at, random_effects
-            )
+        def submit(client, args: dict) -> list:
+            futures = submit_steps_hessian(client, self._blocks, args, weights, at, random_effects)
             if following is None:
                 return futures
-            client, blocks = self._client, self._blocks
+            blocks = self._blocks
             steps, hessians = futures[:n], futures[n:]
             chain = submit_first_then(client, blocks, args, weights, following, at, steps, hessians)
             return [*futures, *chain]

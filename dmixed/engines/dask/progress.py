@@ -203,9 +203,21 @@ def gather_direct(client) -> bool | None:
     aligned C-ordered ones, to other bits: their consumer first lays them out
     (:func:`laid_out`)."""
     if getattr(client, "direct_to_workers", None) is not None:
-        return None
+        return None  # distributed's own choice follows the client's
+    return True if reaches_workers(client) else None
+
+
+def reaches_workers(client) -> bool:
+    """Whether the driver talks to the workers itself, not only through the scheduler:
+    the client's own ``direct_to_workers`` where it was given one, else where the
+    cluster is on this machine's loopback (:attr:`Roster.loopback`), which the driver
+    surely reaches.  :func:`gather_direct` and the optimizer's direct calls
+    (:mod:`~dmixed.engines.dask.direct_calls`) go to the workers only where this says so."""
+    given = getattr(client, "direct_to_workers", None)
+    if given is not None:
+        return bool(given)
     known = roster(client)
-    return True if known is not None and known.loopback else None
+    return known is not None and known.loopback
 
 
 #: numpy's own alignment of a fresh array's data (malloc's on 64-bit glibc)

@@ -7,7 +7,8 @@ before that line, on the terminal of a local cluster, says the same thing worse.
 :class:`QuietDmixedErrors` drops those records from the ``distributed.worker`` logger;
 a failure of any other kind is logged as before.  :class:`QuietDmixedErrorsPlugin`
 installs it on every worker of a cluster, those that join later included
-(:func:`dmixed.cluster.connect`).
+(:func:`dmixed.cluster.connect`).  :class:`QuietRuns` drops a worker's records of
+dmixed's own calls of its ``run`` handler (:mod:`~dmixed.engines.dask.direct_calls`).
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ __all__ = [
     "QuietClosing",
     "QuietDmixedErrors",
     "QuietDmixedErrorsPlugin",
+    "QuietRuns",
     "install_quiet_closing",
     "install_quiet_errors",
+    "install_quiet_runs",
 ]
 
 #: the start of the text distributed logs for an exception of one of dmixed's errors
@@ -64,6 +67,34 @@ def install_quiet_errors() -> None:
     log = logging.getLogger(_LOGGER)
     if not any(isinstance(f, QuietDmixedErrors) for f in log.filters):
         log.addFilter(QuietDmixedErrors())
+
+
+class QuietRuns(logging.Filter):
+    """Drop distributed's records of a ``run`` call of the function named ``name`` (the
+    call, at INFO, one a call; "Run Failed", with the arguments and the traceback,
+    where it raised); keep every other record.
+
+    Parameters
+    ----------
+    name : str
+        The function's ``__name__``.
+    """
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        return not (str(record.msg).startswith("Run ") and args[:1] == (self.name,))
+
+
+def install_quiet_runs(name: str) -> None:
+    """Add :class:`QuietRuns` of ``name`` to this process's ``distributed.worker``
+    logger (once)."""
+    log = logging.getLogger(_LOGGER)
+    if not any(isinstance(f, QuietRuns) and f.name == name for f in log.filters):
+        log.addFilter(QuietRuns(name))
 
 
 class QuietClosing(logging.Filter):

@@ -21,3 +21,14 @@ def swept(monkeypatch) -> list[int]:
 
     monkeypatch.setattr(TermTable, "add_columns", counting)
     return calls
+
+
+@pytest.fixture
+def tasks_only(monkeypatch) -> None:
+    """The engine's round trips as tasks only (no direct calls to the workers,
+    :mod:`dmixed.engines.dask.direct_calls`): for tests of what the tasks do (their
+    keys, placement, gathers, scattered arguments), the path every round trip falls
+    back to."""
+    from dmixed.engines.dask import direct_calls
+
+    monkeypatch.setattr(direct_calls, "ENABLED", False)

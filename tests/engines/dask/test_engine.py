@@ -463,6 +463,7 @@ def test_cluster_weights_and_explicit_engine(cluster_client):
         stats.engine.step(np.eye(stats.layout.r), stats.layout.k_re)
 
 
+@pytest.mark.usefixtures("tasks_only")
 def test_large_arguments_are_sent_as_futures(cluster_client, force_distributed, monkeypatch):
     """Arguments above the size limit (Λ, the Hessian basis, w) reach the workers as
     futures, not as task-graph literals: distributed fails on keyword arguments over

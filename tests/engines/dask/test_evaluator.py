@@ -16,7 +16,7 @@ import pytest
 from distributed import Client, LocalCluster
 
 import dmixed
-from dmixed.engines.dask import ahead, evaluator, progress
+from dmixed.engines.dask import ahead, direct_calls, evaluator, progress
 from dmixed.engines.dask.blocks import block_summary, to_block
 from dmixed.engines.dask.evaluator import DaskEngine, make_evaluator
 from dmixed.engines.dask.handover import cut
@@ -256,6 +256,7 @@ def ddf():
     return dd.from_pandas(make_data(n_groups=120, seed=4), npartitions=4)
 
 
+@pytest.mark.usefixtures("tasks_only")
 def test_the_spent_blocks_go_with_the_first_round_trip(client, ddf, monkeypatch):
     """The data pass's blocks stay held until the engine's first round trip is
     submitted (then released), that round trip's futures until the next one's or the
@@ -308,16 +309,46 @@ def _scheduler_tasks(client, want: set | None = None) -> set:
     return keys
 
 
-@pytest.mark.parametrize("engine", ["distributed", "local"])
-def test_dropped_fits_leave_no_task_without_the_cyclic_collector(client, ddf, engine, monkeypatch):
+@pytest.mark.parametrize(
+    ("engine", "trips"),
+    [
+        ("distributed", "direct"),
+        ("distributed", "fallback"),
+        ("distributed", "tasks"),
+        ("local", ""),
+    ],
+)
+def test_dropped_fits_leave_no_task_without_the_cyclic_collector(
+    client, ddf, engine, trips, monkeypatch
+):
     """With Python's cyclic garbage collector off, fits whose results were read and
     then dropped leave no task on the scheduler, the statistics kept on the workers or
     gathered: reference cycles kept each fit's futures until that collector ran (a
     ``TimeoutError`` of the data pass's wait, a refused Cholesky on the way to a
-    fallback, the results' by-group dicts).  A live fit on the workers holds its
-    engine's evaluators and their recipe (the model may fit again); one gathered
-    holds nothing."""
+    fallback, the results' by-group dicts, a direct call's failure on its way to the
+    tasks).  A live fit on the workers holds its engine's evaluators and their recipe
+    (the model may fit again); one gathered holds nothing.  The round trips go as
+    direct calls, as tasks after a direct call that failed (every evaluator asked for
+    on the other worker), or as tasks only."""
     monkeypatch.setattr(progress, "WORKER_CHECK_INTERVAL", 0.001)  # waits time out
+    if trips == "tasks":
+        monkeypatch.setattr(direct_calls, "ENABLED", False)
+    elif trips == "fallback":
+        block_workers = direct_calls.block_workers
+        monkeypatch.setattr(
+            evaluator, "block_workers", lambda c, blocks: block_workers(c, blocks)[::-1]
+        )
+    failed: list[int] = []
+    run_recorded = direct_calls.run_recorded
+
+    def counted(*args):
+        try:
+            return run_recorded(*args)
+        except direct_calls.DirectCallUnavailable:
+            failed.append(1)
+            raise
+
+    monkeypatch.setattr(evaluator, "run_recorded", counted)
     before = _scheduler_tasks(client, set())
     with collector_off():
         for _ in range(3):
@@ -332,6 +363,7 @@ def test_dropped_fits_leave_no_task_without_the_cyclic_collector(client, ddf, en
                 assert _scheduler_tasks(client, before) == before
             del res, model
             assert _scheduler_tasks(client, before) == before
+    assert bool(failed) == (trips == "fallback")
 
 
 def _raising_blup_task(real):
@@ -382,6 +414,7 @@ def _slow_cut(value):
     return cut(value)
 
 
+@pytest.mark.usefixtures("tasks_only")
 def test_a_blup_round_trip_gathers_a_done_blocks_blups_before_the_others(client, ddf, monkeypatch):
     """A round trip that makes the BLUPs gathers in two turns (the block done first,
     then the other, still computing at the first turn); a round trip of step sums in

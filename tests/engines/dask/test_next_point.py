@@ -301,6 +301,7 @@ def test_the_chained_blups_stay_valid_after_the_cluster_closes(monkeypatch):
         )
 
 
+@pytest.mark.usefixtures("tasks_only")
 def test_the_chained_tasks_are_never_root_ish_and_stay_with_their_evaluators(client, monkeypatch):
     """Rounds of the chain not yet released when the next is submitted make no root-ish
     task group; in a fit whose secant steps chain their points no evaluator moves."""

@@ -142,10 +142,12 @@ def _assert_no_evaluator_moves(client, model, stats) -> None:
     assert np.isfinite(res.llf)
 
 
+@pytest.mark.usefixtures("tasks_only")
 def test_no_evaluator_is_sent_between_workers_in_a_fit(client):
     _assert_no_evaluator_moves(client, *_evaluator_keys(client, _data()))
 
 
+@pytest.mark.usefixtures("tasks_only")
 @pytest.mark.parametrize("kind", sorted(VC))
 def test_no_structured_evaluator_is_sent_between_workers_in_a_fit(client, kind):
     model = _model(_vc_data(kind), **VC[kind][2])

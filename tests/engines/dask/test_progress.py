@@ -160,6 +160,7 @@ def test_laid_out_copies_only_the_arrays_that_are_unaligned_or_not_c_ordered():
         np.testing.assert_array_equal(new, old)
 
 
+@pytest.mark.usefixtures("tasks_only")
 def test_a_loopback_cluster_gathers_from_the_workers_to_the_same_bits(monkeypatch):
     """Worker processes on 127.0.0.1: every gather of a fit kept on the workers (the
     data pass's summaries and moment sums, the optimizer's round trips) comes straight

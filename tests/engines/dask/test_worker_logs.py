@@ -14,6 +14,7 @@ from dmixed.engines.dask.worker_logs import (
     QuietClosing,
     QuietDmixedErrors,
     QuietDmixedErrorsPlugin,
+    QuietRuns,
     install_quiet_closing,
 )
 from dmixed.errors import DataError
@@ -132,3 +133,17 @@ def test_a_closing_workers_instruction_that_ended_otherwise_is_logged(no_quiet_c
         _record(name, "Async instruction for <Task> ended with CancelledError")
     )
     assert quiet[0].filter(_record(name, "Async instruction for <Task> ended with OSError"))
+
+
+def test_quiet_runs_drops_only_the_named_functions_run_records():
+    quiet = QuietRuns("_run_stage")
+
+    def record(level, msg, *args):
+        return logging.LogRecord("distributed.worker", level, "", 0, msg, args, None)
+
+    assert not quiet.filter(record(logging.INFO, "Run out-of-band function %r", "_run_stage"))
+    failed = "Run Failed\nFunction: %s\nargs:     %s\nkwargs:   %s\n"
+    assert not quiet.filter(record(logging.WARNING, failed, "_run_stage", "(...)", "{}"))
+    assert quiet.filter(record(logging.INFO, "Run out-of-band function %r", "other"))
+    assert quiet.filter(record(logging.WARNING, failed, "other", "(...)", "{}"))
+    assert quiet.filter(record(logging.INFO, "Starting Worker plugin %s", "_run_stage"))
