@@ -24,7 +24,12 @@ two (warm):
   files) and as the peer scan does (``pyarrow.dataset`` over all the files, with and
   without ``use_threads``), best of 4, wall and process CPU.
 
-    python benchmarks/bench_fit_anatomy.py --dir DATA [--fits 8] [--workers 2] [--reads]
+With ``--tasks`` the optimizer's round trips run as tasks (``direct_calls.ENABLED`` off),
+so its stages are in the task stream; by default they are direct calls to the workers
+(:mod:`dmixed.engines.dask.direct_calls`), which the task stream does not see: the optimizer's
+columns are then empty and the fit's wall is that of a default fit.
+
+    python benchmarks/bench_fit_anatomy.py --dir DATA [--fits 8] [--workers 2] [--reads] [--tasks]
 
 The wrappers add two clock reads a call; they are installed in the workers only, and
 the fit's results are those of an unwrapped fit.
@@ -44,6 +49,7 @@ from dask.utils import key_split
 from distributed import Client, get_task_stream
 
 import dmixed
+from dmixed.engines.dask import direct_calls
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_dask import local_cluster  # noqa: E402
@@ -141,7 +147,10 @@ def main() -> None:
     ap.add_argument("--fits", type=int, default=8)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--reads", action="store_true")
+    ap.add_argument("--tasks", action="store_true", help="the optimizer's round trips as tasks")
     args = ap.parse_args()
+    if args.tasks:
+        direct_calls.ENABLED = False
     if args.reads:
         _reads(args.dir)
     stages, parts = [], {}
