@@ -20,6 +20,7 @@ from ..design import is_dask
 from ..design.arrays import as_float_matrix
 from ..design.dtypes import comparable_keys
 from ..design.missing import rows_with_missing
+from ..design.origin import in_partition
 from ..design.partitions import check_persisted, select_columns
 from ..design.prepare import needed_columns
 from ..errors import DataError, SpecError, UnseenGroupsWarning
@@ -481,14 +482,21 @@ def fitted_partition(
     what: str,
     new_groups: str,
     new_levels: str = "error",
+    partition_info=None,
 ):
     """One partition's predictions (every row), or fitted values or residuals (the rows
     kept), indexed like them in ``pdf`` (``what``: see :func:`predict_dask`).  Unseen
-    groups are not warned of here: :func:`predict_dask` warns once for all partitions."""
+    groups are not warned of here: :func:`predict_dask` warns once for all partitions.
+    A refusal (``new_groups="error"``, ``new_levels="error"``) counts this partition's
+    rows only, and says so (``partition_info``: Dask's, its number)."""
     if what == "predict":
-        return predict_frame(
-            predictor, spec, pdf, include_random, new_groups, new_levels, warn=False
-        )
+        try:
+            return predict_frame(
+                predictor, spec, pdf, include_random, new_groups, new_levels, warn=False
+            )
+        except DataError as err:
+            number = None if partition_info is None else int(partition_info["number"])
+            raise in_partition(err, number) from None
     name = "resid" if what == "resid" else "fittedvalues"
     if len(pdf) == 0:
         return pd.Series([], index=pdf.index, dtype="float64", name=name)
@@ -567,7 +575,8 @@ def predict_dask(
         group column and the missing values of the columns the prediction uses are
         computed for it now (:func:`unseen_partition`), and the rows again when the
         result is computed; ``"nan"`` and ``"error"`` read
-        nothing now.
+        nothing now: ``"error"`` raises when the result is computed, in the first
+        partition holding such rows, with that partition's counts and number.
     new_levels : {"error", "population", "nan"}
         ``"predict"`` with ``include_random``: what rows of fitted groups with levels of
         a variance component the fit did not see get (:mod:`dmixed.results.new_levels`).

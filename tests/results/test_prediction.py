@@ -234,6 +234,21 @@ def test_unseen_groups_of_dask_partitions_warn_once_with_the_totals(int_fit, uns
         assert np.isnan(lazy.compute().to_numpy()[[1, 3]]).all()
 
 
+def test_unseen_groups_refused_on_dask_name_the_partition_they_count(int_fit):
+    """``new_groups="error"`` on Dask refuses when the result is computed, in the first
+    partition holding unseen groups: its message counts that partition's rows and says
+    which partition (not the totals, which only the warning of ``"population"`` has)."""
+    new = pd.DataFrame({"g": [0, 1, 2, 3, 0, 11, 12, 1], "x": np.linspace(0, 1, 8)})
+    out = int_fit.predict(dd.from_pandas(new, npartitions=2), True, new_groups="error")
+    with dask.config.set(scheduler="sync"):
+        with pytest.raises(DataError) as caught:
+            out.compute()
+    message = str(caught.value)
+    assert message.startswith("partition 1 of the Dask DataFrame: 2 of 4 rows belong to 2 group(s)")
+    assert "new_groups='error' refuses them" in message
+    assert caught.value.partition == 1
+
+
 def test_unseen_groups_on_a_cluster_warn_in_the_calling_process(int_fit, unseen_rows, client):
     """On a distributed cluster the warning is the caller's (no longer a worker's log)."""
     expected, _ = _unseen_warnings(int_fit, unseen_rows)
