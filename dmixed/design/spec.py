@@ -48,6 +48,7 @@ from .build import (
     used_columns,
 )
 from .build_levels import group_native, scan_levels
+from .coded import CodedPlan, factor_codes, find_coded_plan
 from .dtypes import NUMERIC, group_keys, native_dtype, py_scalars
 from .levels import ArrayLevels, object_index, prototype, text_array
 from .matrices import (
@@ -282,6 +283,11 @@ class ModelSpec(ModelNames):
         partition's transform asks for them three times)."""
         return self._cached("main_plans", lambda: main_plain_plans(self))
 
+    def coded_plan(self) -> CodedPlan | None:
+        """The coded plan of the fixed-effects formula (cached), None when formulaic
+        builds its matrix (:func:`dmixed.design.coded.find_coded_plan`)."""
+        return self._cached("coded_plan", lambda: find_coded_plan(self)) or None
+
     def formulaic_spec(self, which: str) -> Any:
         """formulaic's spec of the main (``"main"``) or random-effects (``"re"``)
         formula; learned on first use (cached) when the formula was read without it
@@ -440,7 +446,11 @@ class ModelSpec(ModelNames):
             if needs_frame(self)
             else prepared.columns
         )
-        endog, exog = fixed_effects(self, frame, n, response)
+        coded = self.coded_plan() if self.main_plans()[0] is None else None
+        codes = (
+            None if coded is None else factor_codes(self, coded, prepared.columns, prepared.codes)
+        )
+        endog, exog = fixed_effects(self, frame, n, response, codes)
         if not random:
             return DesignMatrices(
                 endog,
