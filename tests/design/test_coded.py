@@ -198,3 +198,26 @@ def test_coded_matrices_are_formulaics_on_any_partition(data, n_levels, formula,
     assert plan() is not None
     np.testing.assert_array_equal(_bits(fast.exog), _bits(slow.exog))
     np.testing.assert_array_equal(_bits(fast.endog), _bits(slow.endog))
+
+
+def test_coded_partitions_do_not_call_formulaic(monkeypatch):
+    """Once the plan is learned, a partition's matrices come without formulaic (the
+    point of the plan: its per-call cost on partitions of a row or two)."""
+    import dmixed.design.coded as coded
+    import dmixed.design.matrices as matrices
+
+    df = make_df(200, seed=11)
+    spec = build_spec(df, "y ~ x1 + C(cls)", groups="g")
+    assert spec.coded_plan() is not None
+    calls = []
+
+    def counted(*args, **kw):
+        calls.append(args)
+        raise AssertionError("formulaic called")
+
+    monkeypatch.setattr(matrices, "materialize", counted)
+    monkeypatch.setattr(coded, "materialize", counted)
+    for i in range(20):
+        dm = spec.transform(df.iloc[[i]])
+        assert dm.exog.shape == (1, len(spec.exog_names))
+    assert calls == []
