@@ -123,6 +123,9 @@ def find_coded_plan(spec: ModelSpec) -> CodedPlan | bool:
     taken = sorted([j for j, _ in numeric] + [int(j) for _, p in found for j in p])
     if taken != list(range(width)):
         return False
+    names = list(fspec.column_names)
+    if any(names[j] != (":".join(cols) or "Intercept") for j, cols in numeric):
+        return False  # a numeric column formulaic reads otherwise (e.g. as a factor)
     levels = {c: len(spec.levels[c]) for c, _ in found}
     if sum(levels[c] * len(p) for c, p in found) > MAX_TABLE_ENTRIES:
         return False

@@ -221,3 +221,14 @@ def test_coded_partitions_do_not_call_formulaic(monkeypatch):
         dm = spec.transform(df.iloc[[i]])
         assert dm.exog.shape == (1, len(spec.exog_names))
     assert calls == []
+
+
+@pytest.mark.parametrize("formula", ["y ~ flag + C(a)", "y ~ C(flag) + x1", "y ~ C(a) + I(x1)"])
+def test_booleans_and_other_factors_are_formulaics(formula, monkeypatch):
+    """A boolean column is a factor of False and True (patsy's reading): whichever path
+    builds it, the matrices are formulaic's."""
+    df = make_df(120, seed=12).assign(flag=lambda d: d["x1"] > 0)
+    spec = build_spec(df, formula, groups="g")
+    _assert_same(spec, df, monkeypatch)
+    for rows in ([0], [1, 2], list(range(30, 41))):
+        _assert_same(spec, df.iloc[rows], monkeypatch)
