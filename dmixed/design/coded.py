@@ -18,11 +18,18 @@ gathered at the rows' level codes.  Nothing is evaluated that formulaic would no
 evaluate (the spec's own formula, on the prototype); anything else (other calls,
 interactions with a factor, the caller's names, a code that is not a level) is left to
 formulaic.
+
+A spec's copies that Dask unpickles (one a task where the graph holds the spec, as
+``dd.from_pandas`` makes it) share the plan learned first in their process
+(:func:`shared_plan`, keyed by a name the spec draws once and carries when pickled):
+the plan is derived in each process, never read from what was pickled or saved.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -35,10 +42,18 @@ from .levels import prototype
 if TYPE_CHECKING:
     from .spec import ModelSpec
 
-__all__ = ["CodedPlan", "coded_matrix", "factor_codes", "find_coded_plan"]
+__all__ = ["CodedPlan", "coded_matrix", "factor_codes", "find_coded_plan", "shared_plan"]
 
-#: the most table entries a plan holds (levels × columns, over its factors)
-MAX_TABLE_ENTRIES = 1 << 22
+#: the most table entries a plan holds (levels × columns, over its factors): 16 MB of
+#: tables, a treatment-coded factor of up to ~1,450 levels; a process keeps at most
+#: ``_KEPT`` plans (:func:`shared_plan`), and formulaic's matrix of the prototype,
+#: from which a plan is learned, is of the same size
+MAX_TABLE_ENTRIES = 1 << 21
+
+#: how many plans a process keeps (:func:`shared_plan`), the most recently used
+_KEPT = 4
+_plans: OrderedDict[str, CodedPlan | bool] = OrderedDict()
+_plans_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -143,8 +158,31 @@ def find_coded_plan(spec: ModelSpec) -> CodedPlan | bool:
     codes = {c: np.arange(n) % levels[c] for c in levels}
     values = {c: proto[c].to_numpy() for names in dict(numeric).values() for c in names}
     built = coded_matrix(plan, values, codes, n)
-    if built is None or built.view(np.uint64).tolist() != mm.view(np.uint64).tolist():
+    if built is None or not np.array_equal(built.view(np.uint64), mm.view(np.uint64)):
         return False
+    return plan
+
+
+def shared_plan(key: str, learn: Callable[[], CodedPlan | bool]) -> CodedPlan | bool:
+    """The plan this process learned for the spec named ``key``, learned by ``learn``
+    (:func:`find_coded_plan` of that spec) on the first call.
+
+    ``key`` names one spec object and the copies pickled from it (drawn at random when
+    first needed, never derived from the spec's contents), so that the copies Dask
+    unpickles for each task do not each learn the plan again.  Two threads may both
+    learn it at first: they learn the same plan.
+    """
+    with _plans_lock:
+        plan = _plans.get(key)
+        if plan is not None:
+            _plans.move_to_end(key)
+            return plan
+    plan = learn()
+    with _plans_lock:
+        _plans[key] = plan
+        _plans.move_to_end(key)
+        while len(_plans) > _KEPT:
+            _plans.popitem(last=False)
     return plan
 
 

@@ -27,6 +27,7 @@ Levels come from the whole data (:mod:`dmixed.design.levels`,
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -48,7 +49,7 @@ from .build import (
     used_columns,
 )
 from .build_levels import group_native, scan_levels
-from .coded import CodedPlan, factor_codes, find_coded_plan
+from .coded import CodedPlan, factor_codes, find_coded_plan, shared_plan
 from .dtypes import NUMERIC, group_keys, native_dtype, py_scalars
 from .levels import ArrayLevels, object_index, prototype, text_array
 from .matrices import (
@@ -215,7 +216,17 @@ class ModelSpec(ModelNames):
 
     # -- pickling: drop per-process caches -----------------------------------
     def __getstate__(self) -> dict:
+        self._plan_key()  # the copies share the plan their process learns first
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_cache_")}
+
+    def _plan_key(self) -> str:
+        """The name under which this spec and its pickled copies share their coded
+        plan in a process (:func:`~dmixed.design.coded.shared_plan`), drawn once."""
+        key = self.__dict__.get("_coded_plan_key")
+        if key is None:
+            key = uuid.uuid4().hex
+            object.__setattr__(self, "_coded_plan_key", key)
+        return key
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
@@ -286,7 +297,10 @@ class ModelSpec(ModelNames):
     def coded_plan(self) -> CodedPlan | None:
         """The coded plan of the fixed-effects formula (cached), None when formulaic
         builds its matrix (:func:`dmixed.design.coded.find_coded_plan`)."""
-        return self._cached("coded_plan", lambda: find_coded_plan(self)) or None
+        plan = self._cached(
+            "coded_plan", lambda: shared_plan(self._plan_key(), lambda: find_coded_plan(self))
+        )
+        return plan or None
 
     def formulaic_spec(self, which: str) -> Any:
         """formulaic's spec of the main (``"main"``) or random-effects (``"re"``)

@@ -3,12 +3,18 @@ bit for bit, and anything else is left to formulaic."""
 
 from __future__ import annotations
 
+import dataclasses
+import pickle
+
 import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import dmixed.design.coded as coded
+import dmixed.design.matrices as matrices
+import dmixed.design.spec as spec_module
 from dmixed.design import ModelSpec, build_spec
 from dmixed.errors import DmixedError
 
@@ -188,14 +194,9 @@ def test_coded_matrices_are_formulaics_on_any_partition(data, n_levels, formula,
     rows = data.draw(st.lists(st.integers(0, n - 1), max_size=8))
     part = df.iloc[rows]
     fast = spec.transform(part)
-    plan = spec.coded_plan
-    object.__setattr__(spec, "_cache_coded_plan", False)  # this spec: formulaic's
-    try:
-        assert spec.coded_plan() is None
-        slow = spec.transform(part)
-    finally:
-        del spec.__dict__["_cache_coded_plan"]
-    assert plan() is not None
+    with pytest.MonkeyPatch.context() as m:  # (hypothesis: no function-scoped fixture)
+        slow = _formulaic(spec, part, m)
+    assert spec.coded_plan() is not None
     np.testing.assert_array_equal(_bits(fast.exog), _bits(slow.exog))
     np.testing.assert_array_equal(_bits(fast.endog), _bits(slow.endog))
 
@@ -203,9 +204,6 @@ def test_coded_matrices_are_formulaics_on_any_partition(data, n_levels, formula,
 def test_coded_partitions_do_not_call_formulaic(monkeypatch):
     """Once the plan is learned, a partition's matrices come without formulaic (the
     point of the plan: its per-call cost on partitions of a row or two)."""
-    import dmixed.design.coded as coded
-    import dmixed.design.matrices as matrices
-
     df = make_df(200, seed=11)
     spec = build_spec(df, "y ~ x1 + C(cls)", groups="g")
     assert spec.coded_plan() is not None
@@ -232,3 +230,69 @@ def test_booleans_and_other_factors_are_formulaics(formula, monkeypatch):
     _assert_same(spec, df, monkeypatch)
     for rows in ([0], [1, 2], list(range(30, 41))):
         _assert_same(spec, df.iloc[rows], monkeypatch)
+
+
+def _counting(monkeypatch) -> list:
+    """The specs whose coded plan is learned from here on (formulaic's matrix of the
+    prototype each time)."""
+    learned: list = []
+
+    def counted(spec):
+        learned.append(spec)
+        return coded.find_coded_plan(spec)
+
+    monkeypatch.setattr(spec_module, "find_coded_plan", counted)
+    return learned
+
+
+def _no_formulaic(monkeypatch) -> None:
+    def refused(*args, **kw):
+        raise AssertionError("formulaic called")
+
+    monkeypatch.setattr(matrices, "materialize", refused)
+    monkeypatch.setattr(coded, "materialize", refused)
+
+
+def test_unpickled_copies_share_the_plan_learned_first(monkeypatch):
+    """Dask unpickles a copy of the spec for each task where the graph holds it
+    (``dd.from_pandas``): the copies in a process learn the plan once, and a copy of a
+    spec whose plan was learned learns nothing."""
+    df = make_df(200, seed=13)
+    spec = build_spec(df, "y ~ x1 + C(cls)", groups="g")
+    learned = _counting(monkeypatch)
+    blob = pickle.dumps(spec)  # as the client ships it: the plan not learned yet
+    copies = [pickle.loads(blob) for _ in range(6)]
+    for i, copy in enumerate(copies):
+        dm = copy.transform(df.iloc[[i, i + 1]])
+        assert copy.coded_plan() is not None
+        np.testing.assert_array_equal(
+            _bits(dm.exog), _bits(_formulaic(spec, df.iloc[[i, i + 1]], monkeypatch).exog)
+        )
+    assert len(learned) == 1
+    assert all(c.coded_plan() is copies[0].coded_plan() for c in copies)
+    # the copy's plan is the one the spec itself uses, and a copy of a copy's too
+    _no_formulaic(monkeypatch)
+    assert spec.coded_plan() is copies[0].coded_plan()
+    again = pickle.loads(pickle.dumps(copies[-1]))
+    dm = again.transform(df.iloc[[3]])
+    assert dm.exog.shape == (1, len(spec.exog_names))
+    assert len(learned) == 1
+
+
+def test_pickled_spec_carries_no_plan(monkeypatch):
+    """What is pickled names the plan and holds none of it: the plan is derived where
+    the spec is used, and a spec changed (``dataclasses.replace``) or of other data
+    learns its own."""
+    df = make_df(200, seed=14)
+    spec = build_spec(df, "y ~ x1 + C(cls)", groups="g")
+    size = len(pickle.dumps(spec))
+    assert spec.coded_plan() is not None
+    assert len(pickle.dumps(spec)) == size
+    assert not any(isinstance(v, coded.CodedPlan) for v in spec.__getstate__().values())
+    learned = _counting(monkeypatch)
+    changed = dataclasses.replace(spec)
+    assert changed.coded_plan() is not None and len(learned) == 1
+    other = build_spec(df[df["cls"] != df["cls"].iloc[0]], "y ~ x1 + C(cls)", groups="g")
+    copy = pickle.loads(pickle.dumps(other))
+    assert copy.coded_plan().width == len(other.exog_names) != len(spec.exog_names)
+    assert len(learned) == 2
