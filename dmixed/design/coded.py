@@ -21,8 +21,8 @@ formulaic.
 
 A spec's copies that Dask unpickles (one a task where the graph holds the spec, as
 ``dd.from_pandas`` makes it) share the plan learned first in their process
-(:func:`shared_plan`, keyed by a name the spec draws once and carries when pickled):
-the plan is derived in each process, never read from what was pickled or saved.
+(:func:`shared_plan`, keyed by the digest of the pickled spec, carried with it): the
+plan is derived in each process, never read from what was pickled or saved.
 """
 
 from __future__ import annotations
@@ -42,7 +42,14 @@ from .levels import prototype
 if TYPE_CHECKING:
     from .spec import ModelSpec
 
-__all__ = ["CodedPlan", "coded_matrix", "factor_codes", "find_coded_plan", "shared_plan"]
+__all__ = [
+    "CodedPlan",
+    "coded_matrix",
+    "factor_codes",
+    "find_coded_plan",
+    "remember_plan",
+    "shared_plan",
+]
 
 #: the most table entries a plan holds (levels × columns, over its factors): 16 MB of
 #: tables, a treatment-coded factor of up to ~1,450 levels; a process keeps at most
@@ -164,13 +171,10 @@ def find_coded_plan(spec: ModelSpec) -> CodedPlan | bool:
 
 
 def shared_plan(key: str, learn: Callable[[], CodedPlan | bool]) -> CodedPlan | bool:
-    """The plan this process learned for the spec named ``key``, learned by ``learn``
-    (:func:`find_coded_plan` of that spec) on the first call.
-
-    ``key`` names one spec object and the copies pickled from it (drawn at random when
-    first needed, never derived from the spec's contents), so that the copies Dask
-    unpickles for each task do not each learn the plan again.  Two threads may both
-    learn it at first: they learn the same plan.
+    """The plan this process holds for the spec whose pickled state has the digest
+    ``key``, learned by ``learn`` (:func:`find_coded_plan` of that spec) when it holds
+    none, so that the copies Dask unpickles for each task do not each learn it again.
+    Two threads may both learn it at first: they learn the same plan.
     """
     with _plans_lock:
         plan = _plans.get(key)
@@ -178,12 +182,18 @@ def shared_plan(key: str, learn: Callable[[], CodedPlan | bool]) -> CodedPlan | 
             _plans.move_to_end(key)
             return plan
     plan = learn()
+    remember_plan(key, plan)
+    return plan
+
+
+def remember_plan(key: str, plan: CodedPlan | bool) -> None:
+    """Keep ``plan``, learned in this process from the spec whose pickled state has the
+    digest ``key``, for :func:`shared_plan` (the ``_KEPT`` most recently used)."""
     with _plans_lock:
         _plans[key] = plan
         _plans.move_to_end(key)
         while len(_plans) > _KEPT:
             _plans.popitem(last=False)
-    return plan
 
 
 def factor_codes(spec: ModelSpec, plan: CodedPlan, columns, codes) -> dict[str, np.ndarray]:

@@ -27,7 +27,8 @@ Levels come from the whole data (:mod:`dmixed.design.levels`,
 from __future__ import annotations
 
 import dataclasses
-import uuid
+import hashlib
+import pickle
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -49,7 +50,7 @@ from .build import (
     used_columns,
 )
 from .build_levels import group_native, scan_levels
-from .coded import CodedPlan, factor_codes, find_coded_plan, shared_plan
+from .coded import CodedPlan, factor_codes, find_coded_plan, remember_plan, shared_plan
 from .dtypes import NUMERIC, group_keys, native_dtype, py_scalars
 from .levels import ArrayLevels, object_index, prototype, text_array
 from .matrices import (
@@ -216,17 +217,18 @@ class ModelSpec(ModelNames):
 
     # -- pickling: drop per-process caches -----------------------------------
     def __getstate__(self) -> dict:
-        self._plan_key()  # the copies share the plan their process learns first
-        return {k: v for k, v in self.__dict__.items() if not k.startswith("_cache_")}
-
-    def _plan_key(self) -> str:
-        """The name under which this spec and its pickled copies share their coded
-        plan in a process (:func:`~dmixed.design.coded.shared_plan`), drawn once."""
-        key = self.__dict__.get("_coded_plan_key")
-        if key is None:
-            key = uuid.uuid4().hex
+        state = {k: v for k, v in self.__dict__.items() if not k.startswith("_cache_")}
+        if "_coded_plan_key" not in state:
+            # the copies unpickled in a process share the coded plan learned there
+            # first; the name is the state's digest, so a spec pickles the same bytes
+            # however often it is pickled
+            key = hashlib.sha256(pickle.dumps(state)).hexdigest()
             object.__setattr__(self, "_coded_plan_key", key)
-        return key
+            state["_coded_plan_key"] = key
+            plan = self.__dict__.get("_cache_coded_plan")
+            if plan is not None:
+                remember_plan(key, plan)
+        return state
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
@@ -297,8 +299,14 @@ class ModelSpec(ModelNames):
     def coded_plan(self) -> CodedPlan | None:
         """The coded plan of the fixed-effects formula (cached), None when formulaic
         builds its matrix (:func:`dmixed.design.coded.find_coded_plan`)."""
+        key = self.__dict__.get("_coded_plan_key")  # a pickled copy: shared in a process
         plan = self._cached(
-            "coded_plan", lambda: shared_plan(self._plan_key(), lambda: find_coded_plan(self))
+            "coded_plan",
+            lambda: (
+                find_coded_plan(self)
+                if key is None
+                else shared_plan(key, lambda: find_coded_plan(self))
+            ),
         )
         return plan or None
 
