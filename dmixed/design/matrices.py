@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from .coded import CodedPlan, coded_matrix
 from .dtypes import NUMERIC
 from .evaluate import check_output, materialize
 from .vc import reads_columns
@@ -118,9 +119,20 @@ def needs_frame(spec: ModelSpec) -> bool:
     return plan is None or len(plan) != len(spec.exog_re_names)
 
 
-def fixed_effects(spec: ModelSpec, frame: pd.DataFrame, n: int, response: bool = True):
+def fixed_effects(
+    spec: ModelSpec,
+    frame: pd.DataFrame,
+    n: int,
+    response: bool = True,
+    codes: dict[str, np.ndarray] | None = None,
+):
     """``(endog, exog)`` of shapes ``(n,)`` and ``(n, k_fe)``; endog is NaN when
     ``response`` is False.
+
+    ``codes``: the level codes of the factors of the spec's coded plan
+    (:func:`~dmixed.design.coded.factor_codes`; None: not given), with which the
+    matrix is built without formulaic where the plan applies
+    (:func:`~dmixed.design.coded.coded_matrix`).
 
     Raises
     ------
@@ -137,6 +149,10 @@ def fixed_effects(spec: ModelSpec, frame: pd.DataFrame, n: int, response: bool =
             return np.full(n, np.nan), exog
         endog = plain_matrix(lhs, frame, n, [spec.endog_name], "response")[:, 0]
         return endog, exog
+    coded = spec.coded_plan() if codes is not None else None
+    built = _coded_effects(spec, coded, frame, n, response, codes) if coded is not None else None
+    if built is not None:
+        return built
     if not response:
         mm = materialize(spec.formulaic_spec("main").rhs, frame, spec.formula, spec.context)
         exog = _kept_columns(spec, np.asarray(mm, dtype=np.float64).reshape(n, -1))
@@ -145,6 +161,28 @@ def fixed_effects(spec: ModelSpec, frame: pd.DataFrame, n: int, response: bool =
     mm = materialize(spec.formulaic_spec("main"), frame, spec.formula, spec.context)
     endog = np.array(np.asarray(mm.lhs, dtype=np.float64).reshape(n, -1)[:, 0])
     exog = _kept_columns(spec, np.asarray(mm.rhs, dtype=np.float64).reshape(n, -1))
+    check_output(endog[:, None], [spec.endog_name], "response")
+    check_output(exog, spec.exog_names, "fixed-effects design")
+    return endog, exog
+
+
+def _coded_effects(
+    spec: ModelSpec, plan: CodedPlan, frame, n: int, response: bool, codes
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`fixed_effects` from a coded plan, checked as formulaic's matrices are;
+    None where the plan does not apply to these rows (formulaic then builds them)."""
+    lhs = spec.plain_plan("lhs")
+    if response and (lhs is None or len(lhs) != 1):
+        return None
+    mat = coded_matrix(plan, frame, codes, n)
+    if mat is None:
+        return None
+    exog = _kept_columns(spec, mat)
+    if not response:
+        check_output(exog, spec.exog_names, "fixed-effects design")
+        return np.full(n, np.nan), exog
+    assert lhs is not None
+    endog = np.array(plain_matrix(lhs, frame, n, [spec.endog_name], "response")[:, 0])
     check_output(endog[:, None], [spec.endog_name], "response")
     check_output(exog, spec.exog_names, "fixed-effects design")
     return endog, exog

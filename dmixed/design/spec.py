@@ -27,6 +27,8 @@ Levels come from the whole data (:mod:`dmixed.design.levels`,
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import pickle
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -48,6 +50,7 @@ from .build import (
     used_columns,
 )
 from .build_levels import group_native, scan_levels
+from .coded import CodedPlan, factor_codes, find_coded_plan, remember_plan, shared_plan
 from .dtypes import NUMERIC, group_keys, native_dtype, py_scalars
 from .levels import ArrayLevels, object_index, prototype, text_array
 from .matrices import (
@@ -214,7 +217,18 @@ class ModelSpec(ModelNames):
 
     # -- pickling: drop per-process caches -----------------------------------
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if not k.startswith("_cache_")}
+        state = {k: v for k, v in self.__dict__.items() if not k.startswith("_cache_")}
+        if "_coded_plan_key" not in state:
+            # the copies unpickled in a process share the coded plan learned there
+            # first; the name is the state's digest, so a spec pickles the same bytes
+            # however often it is pickled
+            key = hashlib.sha256(pickle.dumps(state)).hexdigest()
+            object.__setattr__(self, "_coded_plan_key", key)
+            state["_coded_plan_key"] = key
+            plan = self.__dict__.get("_cache_coded_plan")
+            if plan is not None:
+                remember_plan(key, plan)
+        return state
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
@@ -281,6 +295,20 @@ class ModelSpec(ModelNames):
         """:func:`~dmixed.design.matrices.main_plain_plans` of this spec (cached: each
         partition's transform asks for them three times)."""
         return self._cached("main_plans", lambda: main_plain_plans(self))
+
+    def coded_plan(self) -> CodedPlan | None:
+        """The coded plan of the fixed-effects formula (cached), None when formulaic
+        builds its matrix (:func:`dmixed.design.coded.find_coded_plan`)."""
+        key = self.__dict__.get("_coded_plan_key")  # a pickled copy: shared in a process
+        plan = self._cached(
+            "coded_plan",
+            lambda: (
+                find_coded_plan(self)
+                if key is None
+                else shared_plan(key, lambda: find_coded_plan(self))
+            ),
+        )
+        return plan or None
 
     def formulaic_spec(self, which: str) -> Any:
         """formulaic's spec of the main (``"main"``) or random-effects (``"re"``)
@@ -440,7 +468,11 @@ class ModelSpec(ModelNames):
             if needs_frame(self)
             else prepared.columns
         )
-        endog, exog = fixed_effects(self, frame, n, response)
+        coded = self.coded_plan() if self.main_plans()[0] is None else None
+        codes = (
+            None if coded is None else factor_codes(self, coded, prepared.columns, prepared.codes)
+        )
+        endog, exog = fixed_effects(self, frame, n, response, codes)
         if not random:
             return DesignMatrices(
                 endog,
