@@ -1917,6 +1917,36 @@ def test_sigterm_ends_the_command_as_ctrl_c_does(data, tmp_path, moment):
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_ctrl_c_once_the_cluster_is_up_leaves_the_earlier_outputs(data, tmp_path):
+    """A single SIGINT once the embedded cluster has started (the moment of "connected
+    to") ends the command: exit 130, one line, the earlier results as they were and
+    no statistics written.  The signal is the command's own handler's from the end of
+    the start on (:func:`dmixed.cluster.interrupts_ignored` gives it back there)."""
+    first = run("fit", "--data", str(data.A), *MODEL, "--output", "out/R", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out" / "R").iterdir()}
+    env = signal_on_import(tmp_path, "dmixed.model", "SIGINT")
+    args = ["fit", "--data", str(data.A), *MODEL, "--output", "out/R", "--stats-dir", "out/S"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "dmixed", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.splitlines() == [
+        proc.stderr.splitlines()[0],  # dmixed: connected to ...
+        "dmixed: error: interrupted",
+    ], proc.stderr
+    assert proc.stderr.startswith("dmixed: connected to "), proc.stderr
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out" / "R").iterdir()} == before
+    assert sorted(os.listdir(tmp_path / "out")) == ["R"]  # no statistics, no lock file
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 @pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
 @pytest.mark.parametrize("moment", ["worker:pyarrow.parquet", "worker:dmixed.kernels.rows"])
 def test_an_interrupted_data_pass_prints_only_the_commands_lines(
