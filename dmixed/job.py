@@ -182,6 +182,18 @@ def _kind(value) -> str:
     return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
+def _empty_text(key: str, value) -> str:
+    """What is empty in a value of text, or a list of text, that holds empty text ("the
+    path is empty", "the path is empty (item 2 of 3)"); "" where nothing is.  A flag
+    given several values is a list, so ``--data ''`` is ``['']``."""
+    items = value if isinstance(value, list) else [value]
+    if not items or not all(isinstance(v, str) for v in items) or "" not in items:
+        return ""
+    what = "path" if key in _PATH_KEYS else "text"
+    where = f" (item {items.index('') + 1} of {len(items)})" if len(items) > 1 else ""
+    return f"the {what} is empty{where}"
+
+
 def _problems(exc: ValidationError, given: dict, name_of) -> list[str]:
     """One line per refused key: the key (as ``name_of`` spells it), the value given,
     what is allowed; unknown keys with their close matches."""
@@ -202,6 +214,10 @@ def _problems(exc: ValidationError, given: dict, name_of) -> list[str]:
             lines.append(f"{name_of(key)}: {reason}")
             continue
         allowed = Job.model_fields[key].description
+        empty = _empty_text(key, value)
+        if empty:
+            lines.append(f"{name_of(key)}: {empty}; allowed: {allowed}")
+            continue
         lines.append(f"{name_of(key)}: got {value!r} ({_kind(value)}); allowed: {allowed}")
     return lines
 

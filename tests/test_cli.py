@@ -2791,3 +2791,20 @@ def test_copies_of_files_without_rows_are_not_inputs_given_twice(data, scheduler
     shutil.copy2(data.A, d / "part-3.parquet")
     proc = run_in_process("fit", "--data", "parts", *MODEL, *cluster, "--output", "Q", cwd=tmp_path)
     assert proc.returncode == 2 and "(the content of" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["--data", ""], "--data: the path is empty; allowed: a path, glob or URL"),
+        (["--data", "a.parquet", ""], "--data: the path is empty (item 2 of 2); allowed: "),
+        (["--data", "a.parquet", "--stats-dir", ""], "--stats-dir: the path is empty; "),
+    ],
+)
+def test_an_empty_path_is_named_as_empty(tmp_path, args, line):
+    """``--data ''`` said "--data: got [''] (a list)": a flag's values are a list, and
+    the list was not what was wrong.  The empty path is named, with its place."""
+    proc = run_in_process("fit", *args, *MODEL, "--output", "o", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(f"dmixed: error: {line}"), proc.stderr
+    assert "(a list)" not in proc.stderr
