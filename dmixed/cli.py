@@ -79,6 +79,7 @@ from .job import (
     JobError,
     build_parser,
     job_from,
+    model_differences,
     parse_vc,
     read_job_file,
     same_model,
@@ -222,10 +223,67 @@ def _reusable_statistics(job: Job, job_digest: str, fingerprint: list[dict]) -> 
     if manifest.get("digest") != job_digest and not _same_job(job, manifest, fingerprint):
         raise JobError(
             f"the statistics saved in {job.stats_dir} were built from other data or "
-            "another model (their digest does not match this job); remove that "
+            f"another model (their digest does not match this job: "
+            f"{_digest_differences(job, manifest, fingerprint)}); remove that "
             "directory or choose another --stats-dir"
         )
     return manifest
+
+
+#: what the digest of saved statistics covers, named where the manifest does not
+#: record the job it was made from
+_DIGEST_COVERS = (
+    "it covers the model (" + ", ".join(MODEL_KEYS) + ") and each input file's path, "
+    "size, modification time and content"
+)
+
+
+def _digest_differences(job: Job, manifest: dict, fingerprint: list[dict]) -> str:
+    """What differs between ``job`` and the job that saved ``manifest``'s statistics:
+    the model keys (with both values) and the input files (given only, saved only,
+    changed: size, modification time, content), as far as the manifest records them;
+    else what the digest covers."""
+    parts = []
+    saved = manifest.get("spec")
+    if isinstance(saved, dict):
+        given = job.model_dump()
+        for key in model_differences(given, saved):
+            parts.append(f"{key} {given.get(key)!r}, saved {saved.get(key)!r}")
+    inputs = manifest.get("inputs")
+    if isinstance(inputs, list) and all(isinstance(i, dict) and "path" in i for i in inputs):
+        parts.extend(_input_differences(fingerprint, inputs))
+    if not parts:
+        return _DIGEST_COVERS
+    return "; ".join(parts)
+
+
+def _input_differences(given: list[dict], saved: list[dict]) -> list[str]:
+    """The input files that differ between ``given`` and ``saved`` fingerprints."""
+    now = {i["path"]: i for i in given}
+    before = {i["path"]: i for i in saved}
+
+    def listed(paths: list[str]) -> str:
+        more = f" and {len(paths) - 3} more" if len(paths) > 3 else ""
+        return ", ".join(paths[:3]) + more
+
+    out = []
+    added = sorted(set(now) - set(before))
+    if added:
+        out.append(f"input files not among the saved ones: {listed(added)}")
+    gone = sorted(set(before) - set(now))
+    if gone:
+        out.append(f"saved input files not given: {listed(gone)}")
+    labels = {"size": "size", "mtime_ns": "modification time", "content": "content"}
+    changed: dict[str, list[str]] = {}
+    for path in sorted(set(now) & set(before)):
+        what = [w for k, w in labels.items() if now[path].get(k) != before[path].get(k)]
+        if not what and now[path] != before[path]:
+            what = ["fingerprint"]
+        if what:
+            changed.setdefault(", ".join(what), []).append(path)
+    for what, paths in changed.items():
+        out.append(f"input files changed ({what}): {listed(paths)}")
+    return out
 
 
 def _same_job(job: Job, manifest: dict, fingerprint: list[dict]) -> bool:

@@ -70,6 +70,7 @@ MAXITER_LIMIT = 1_000_000
 
 __all__ = [
     "MODEL_KEYS",
+    "model_differences",
     "same_model",
     "saved_model",
     "EXIT_OK",
@@ -576,6 +577,21 @@ def same_model(given: dict, saved: dict) -> bool:
         return all(_model_form(k, given) == _model_form(k, saved) for k in MODEL_KEYS)
     except DmixedError:
         return False
+
+
+def model_differences(given: dict, saved: dict) -> list[str]:
+    """The model keys (:data:`MODEL_KEYS`) in which ``given`` (a job's) and ``saved`` (a
+    saved spec's) differ, compared as :func:`same_model` compares them; a formula that
+    does not parse differs."""
+    differ = []
+    for key in MODEL_KEYS:
+        try:
+            same = _model_form(key, given) == _model_form(key, saved)
+        except DmixedError:
+            same = False
+        if not same:
+            differ.append(key)
+    return differ
 
 
 def saved_model(job: Job, spec, saved: dict):

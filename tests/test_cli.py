@@ -1259,6 +1259,7 @@ def test_input_rewritten_with_the_same_size_and_mtime_is_refused(checkpointed):
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert proc.returncode == 2, proc.stderr
     assert "digest does not match" in proc.stderr
+    assert f"input files changed (content): {path}" in proc.stderr, proc.stderr
     assert not (d / "out4").exists()
     assert (d / "stats/manifest.json").read_bytes() == before
 
@@ -1336,6 +1337,10 @@ def test_changed_model_is_refused(checkpointed, change):
     proc = run_in_process(*args, "--stats-dir", "stats", "--output", "changed", cwd=d)
     assert proc.returncode == 2, proc.stderr
     assert "digest does not match" in proc.stderr and "--stats-dir" in proc.stderr
+    # what differs is named, with the saved value; the input files are the same
+    saved = json.loads((d / "stats/manifest.json").read_text())["spec"][change]
+    assert f"this job: {change} " in proc.stderr and f"saved {saved!r}" in proc.stderr
+    assert "input files" not in proc.stderr, proc.stderr
     assert not (d / "changed").exists()
     assert (d / "stats/manifest.json").read_bytes() == before
     assert hidden_leftovers(d, "stats") == []  # the refused job's lock was left behind
@@ -1354,7 +1359,21 @@ def test_changed_input_file_is_refused(checkpointed):
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert proc.returncode == 2, proc.stderr
     assert "digest does not match" in proc.stderr
+    assert f"this job: input files changed (modification time): {path})" in proc.stderr
     assert not (d / "touched").exists()
+
+
+def test_statistics_of_other_input_files_name_them(checkpointed, tmp_path):
+    """A --stats-dir whose digest does not match said only that: the files given and
+    not saved, and saved and not given, are named."""
+    d = checkpointed.dir
+    shutil.copy2(d / "B.parquet", tmp_path / "B2.parquet")
+    args = [str(tmp_path / "B2.parquet") if a == "B.parquet" else a for a in checkpointed.args]
+    proc = run_in_process(*args, "--stats-dir", "stats", "--output", "other", cwd=d)
+    assert proc.returncode == 2, proc.stderr
+    assert f"input files not among the saved ones: {tmp_path / 'B2.parquet'}" in proc.stderr
+    assert f"saved input files not given: {d / 'B.parquet'}" in proc.stderr, proc.stderr
+    assert "formula" not in proc.stderr.split("this job:")[1], proc.stderr
 
 
 # --------------------------------------------------------------------------------------
