@@ -188,9 +188,23 @@ def _job_errors(job: Job, reads_data: bool) -> Iterator[None]:
             located = getattr(exc, "file", None) if about_data else None
             if located and os.path.basename(located) not in named:
                 named = ""
+            elif located:  # named already, with its type: its line again says it twice
+                named = _without_file(named, located)
             bad = named or located or isinstance(exc, BadValuesError)
             raise JobError(message + named, EXIT_DATA if bad else EXIT_CONFIG) from exc
         raise
+
+
+def _without_file(named: str, file: str) -> str:
+    """``named`` (``"; in FILE: ..."`` per file, :func:`files_named`) without the lines
+    about ``file``."""
+    parts = re.split(r"(?=; in )", named)
+
+    def about(part: str) -> bool:
+        path = part[len("; in ") :].split(": ", 1)[0]
+        return part.startswith("; in ") and os.path.abspath(path) == os.path.abspath(file)
+
+    return "".join(p for p in parts if not about(p))
 
 
 def _save_outputs(job: Job, res) -> None:

@@ -655,6 +655,10 @@ def _bad_cases(d: Path, data, scheduler) -> dict[str, list[str]]:
     word = data.frame_b.assign(x1=data.frame_b["x1"].astype(str))
     word.loc[5, "x1"] = "abc"
     word.to_parquet(d / "word.parquet", index=False)
+    # a column of text in one file, numbers in the others
+    text_column = data.frame_b.assign(x1=data.frame_b["x1"].astype(str))
+    text_column.loc[5, "x1"] = "n/a"
+    text_column.to_parquet(d / "text_column.parquet", index=False)
     fit = ["fit", "--data", str(data.A), *MODEL, "--output", "o", "--quiet"]
     cases = {
         "unknown_job_key": ["fit", "--job", "unknown_key.yaml"],
@@ -740,6 +744,8 @@ def _bad_cases(d: Path, data, scheduler) -> dict[str, list[str]]:
         "text_groups_in_one_file": ["fit", "--data", "text_groups.parquet", "numbers.parquet"]
         + [*MODEL, "--output", "o", "--quiet", "--cluster", scheduler.file],
         "text_among_numbers_in_one_file": ["fit", "--data", "digits.parquet", "word.parquet"]
+        + [*MODEL, "--output", "o", "--quiet", "--cluster", scheduler.file],
+        "text_column_in_one_file": ["fit", "--data", "numbers.parquet", "text_column.parquet"]
         + [*MODEL, "--output", "o", "--quiet", "--cluster", scheduler.file],
         "show_no_results": ["show", "absent"],
         "help_fit": ["fit", "--help"],
@@ -835,6 +841,12 @@ BAD = {
         3,
         ["error: ", "/word.parquet: column 'x1' holds text (such as 'abc') among "],
     ),
+    # the file named once, with one type name (the reader's type of that file was
+    # added after it in another line)
+    "text_column_in_one_file": (
+        3,
+        ["error: ", "/text_column.parquet: column 'x1' holds text (", "give the column one"],
+    ),
     "show_no_results": (2, ["absent is not a dmixed results directory"]),
 }
 # problems reported one line each (several lines for several problems)
@@ -890,6 +902,9 @@ def test_bad_configuration_exit_status_and_message(bad_runs, case):
         assert "numbers.parquet" not in proc.stderr, proc.stderr
     if case == "text_among_numbers_in_one_file":
         assert "digits.parquet" not in proc.stderr, proc.stderr
+    if case == "text_column_in_one_file":
+        assert proc.stderr.count("text_column.parquet") == 1, proc.stderr
+        assert "large_string" not in proc.stderr, proc.stderr
 
 
 def test_an_unreachable_scheduler_is_waited_for_the_configured_client_timeout(
