@@ -2095,6 +2095,34 @@ def test_example_job_file_documents_every_key_and_parses():
     assert job.vc_formula and job.output and job.cluster and job.method in ("reml", "ml")
 
 
+def test_example_job_file_says_what_the_command_does(tmp_path, data):
+    """The example said that ``format`` is chosen "from the first file's suffix" (each
+    file's own is, a stray file sorting first decides nothing) and that missing values
+    under ``missing: raise`` fail "with exit status 2" (a null exits 3)."""
+    text = (EXAMPLES / "jobs/example_job.yaml").read_text()
+    comment = " ".join(line.lstrip("# ") for line in text.splitlines() if line.startswith("#"))
+    assert "first file" not in comment
+    assert "by default each file's own, by its suffix or content" in comment
+    said = re.search(r'"raise" \(default: the job fails with exit status (\d+)', comment)
+    assert said, comment
+    holes = data.full.head(60).copy()
+    holes.loc[3, "x1"] = np.nan
+    holes.to_parquet(tmp_path / "holes.parquet", index=False)
+    proc = run_in_process(
+        "fit",
+        "--data",
+        "holes.parquet",
+        *MODEL,
+        "--missing",
+        "raise",
+        "--output",
+        "o",
+        cwd=tmp_path,
+    )
+    assert "missing values in column 'x1'" in proc.stderr, proc.stderr
+    assert proc.returncode == int(said[1]) == cli.EXIT_DATA, proc.stderr
+
+
 def _wrapper_env(tmp_path: Path, **extra) -> dict:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
