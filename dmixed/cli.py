@@ -295,8 +295,8 @@ def _input_differences(given: list[dict], saved: list[dict]) -> list[str]:
             what = ["fingerprint"]
         if what:
             changed.setdefault(", ".join(what), []).append(path)
-    for what, paths in changed.items():
-        out.append(f"input files changed ({what}): {listed(paths)}")
+    for kinds, paths in changed.items():
+        out.append(f"input files changed ({kinds}): {listed(paths)}")
     return out
 
 
