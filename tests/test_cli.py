@@ -2405,7 +2405,7 @@ def test_a_bad_file_of_several_is_exit_3_naming_it_no_lock_left(data, scheduler,
         assert f"{first}: column 'x2' holds numbers (float64) where the model reads text" in (
             proc.stderr
         )
-        assert f"in {other}: column 'x2' holds numbers" in proc.stderr  # a tie: the first's
+        assert proc.stderr.count(other) == 1, proc.stderr  # named once, with its type
         return
     if bad in ("no column first", "no groups first"):
         absent = "x2" if bad == "no column first" else "g"
@@ -2415,7 +2415,7 @@ def test_a_bad_file_of_several_is_exit_3_naming_it_no_lock_left(data, scheduler,
         return
     assert len(proc.stderr.splitlines()) == 1 and "None of" not in proc.stderr, proc.stderr
     if bad == "text":
-        assert f"in {os.path.join('in', 'b.parquet')}: " in proc.stderr
+        assert proc.stderr.count(os.path.join("in", "b.parquet")) == 1, proc.stderr
         assert "'y' holds text" in proc.stderr
     else:  # the partition's message names the file and the columns, once
         assert f"{tmp_path / 'in' / 'b.parquet'}: it has no column(s) [" in proc.stderr
