@@ -98,8 +98,11 @@ def add_unique(lst: list, item) -> None:
         lst.append(item)
 
 
-def parse_formula(formula: str, role: str, *, lhs: bool):
+def parse_formula(formula: str, role: str, *, lhs: bool, columns: set | None = None):
     """Parse with formulaic; returns (lhs terms or None, rhs terms).
+
+    ``columns``: the data's columns, where known; a term that formulaic cannot parse is
+    then checked against them before its message suggests ``I(term)``.
 
     Raises
     ------
@@ -116,12 +119,10 @@ def parse_formula(formula: str, role: str, *, lhs: bool):
         raise SpecError(f"{role} must be a string, got {type(formula).__name__}")
     try:
         parsed = Formula(formula)
-    except RecursionError:  # formulaic's parser and Python's recurse on nesting
-        raise FormulaError(_too_deep(role, formula)) from None
     except Exception as e:  # formulaic's FormulaParsingError and friends
-        if "recursion" in str(e):  # formulaic's wrapping of Python's parser
+        if _too_deep_to_parse(e):
             raise FormulaError(_too_deep(role, formula)) from None
-        called = _attribute_of_a_call(formula, role)
+        called = _attribute_of_a_call(formula, role, columns)
         if called:
             raise FormulaError(f"invalid {role} {shown(formula)}: {called}") from None
         hint = _comparison_hint(formula)
@@ -160,23 +161,53 @@ def _too_deep(role: str, formula: str) -> str:
     )
 
 
-def _attribute_of_a_call(formula: str, role: str) -> str:
+def _too_deep_to_parse(error: BaseException) -> bool:
+    """Whether ``error`` (or an exception it was raised from or during) is a parser's
+    limit on nesting or size rather than a fault in the formula's words: Python's
+    recursion limit (formulaic's parser and Python's both recurse on nesting), memory
+    (Python's parser on thousands of nested unary operators) or Python's limit on
+    nested parentheses.  The exception's type is read, not its text: the text echoes
+    the formula, which may hold any word."""
+    seen: set[int] = set()
+    node: BaseException | None = error
+    while node is not None and id(node) not in seen:
+        seen.add(id(node))
+        if isinstance(node, (RecursionError, MemoryError)):
+            return True
+        if isinstance(node, SyntaxError) and "too many nested parentheses" in str(node.msg):
+            return True
+        node = node.__cause__ or node.__context__
+    return False
+
+
+def _names(names: list[str], most: int = 3) -> str:
+    """``names`` once each, in order, the first ``most`` named, then how many more."""
+    once = list(dict.fromkeys(names))
+    more = f" and {len(once) - most} more" if len(once) > most else ""
+    return ", ".join(once[:most]) + more
+
+
+def _attribute_of_a_call(formula: str, role: str, columns: set | None) -> str:
     """What is refused in a formula that formulaic cannot parse because a term reads an
     attribute of a call's result (``abs(x).real``, ``f(x).astype(int)``): formulaic
     reads Python only inside a call's parentheses, and says "invalid syntax" or
     "Missing operator".  Names the term, what it reads, the functions it calls that are
     not known, and the whitelist's verdict on the term (:func:`check_python_factor`, the
     check ``I(term)`` would meet; nothing is evaluated); "" where no term of the formula
-    reads an attribute of a call's result outside a call."""
+    reads an attribute of a call's result outside a call.
+
+    ``I(term)`` is suggested only where it would be accepted: a short term that passes
+    the whitelist with the data's ``columns`` (known), reads no name that is not a
+    column, and reads of a computed value only the elementwise methods."""
     term = _call_attribute_term(formula)
     if term is None:
         return ""
     expr, attr = term
-    message = f"the term {expr} reads {attr} of a call's result, which a formula reads only "
-    message += "inside a call"
+    message = f"the term {shown(expr)} reads {attr} of a call's result, which a formula "
+    message += "reads only inside a call"
     try:
         tree = ast.parse(expr, mode="eval")
-    except (SyntaxError, RecursionError, ValueError):
+    except (SyntaxError, RecursionError, MemoryError, ValueError):
         return message
     known = transforms()
     unknown = [
@@ -188,15 +219,46 @@ def _attribute_of_a_call(formula: str, role: str) -> str:
         and node.func.id not in _BUILTINS_OK
     ]
     if unknown:
-        message += f"; it calls {', '.join(unknown)}, not a transform nor an elementwise "
+        message += f"; it calls {_names(unknown)}, not a transform nor an elementwise "
         message += "numpy function"
     prefix = f"{role} {shown(formula)}: "
+    info = FactorInfo()
     try:
-        check_python_factor(expr, set(), role, formula, FactorInfo())
+        check_python_factor(expr, set(columns or ()), role, formula, info)
     except FormulaError as e:
         verdict = str(e)
         return f"{message}; {verdict[len(prefix) :] if verdict.startswith(prefix) else verdict}"
-    return message if unknown else f"{message}: write I({expr})"
+    if unknown or columns is None or shown(expr) != repr(expr):
+        return message  # the suggestion could not be checked, or is as long as the term
+    names = [n for n in info.unknown if not n.endswith("()")]
+    if names:
+        quoted = _names([repr(n) for n in names])
+        return f"{message}; inside I() it would read {quoted} as a column, and the data have none"
+    unvetted = _unvetted_attributes(tree)
+    if unvetted:
+        methods = ", ".join(f".{m}()" for m in sorted(_ELEMENTWISE_METHODS))
+        return (
+            f"{message}; the attribute {_names(unvetted)} is not allowed: of a computed value "
+            f"a formula reads only the elementwise methods {methods}"
+        )
+    return f"{message}: write I({expr})"
+
+
+def _unvetted_attributes(tree: ast.AST) -> list[str]:
+    """The attributes ``tree`` reads of a computed value (not of a dotted name: a
+    column's or a module's) other than the calls of an elementwise method."""
+    called = {
+        id(node.func)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in _ELEMENTWISE_METHODS
+    }
+    return [
+        f".{node.attr}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and _dotted(node) is None and id(node) not in called
+    ]
 
 
 def _call_attribute_term(formula: str) -> tuple[str, str] | None:
@@ -574,10 +636,12 @@ def check_python_factor(expr: str, columns: set, role: str, formula: str, info: 
     try:
         code = ast.parse(sanitize_variable_names(expr, {}, aliases), mode="eval")
     except SyntaxError as e:
+        if _too_deep_to_parse(e):
+            raise FormulaError(_too_deep(role, formula)) from None
         raise FormulaError(
             f"invalid {role} {shown(formula)}: cannot parse {shown(expr)}: {e.msg}"
         ) from None
-    except RecursionError:
+    except (RecursionError, MemoryError):
         raise FormulaError(_too_deep(role, formula)) from None
     checker = _FactorChecker(columns, role, formula, info, aliases)
     checker.root = code.body
