@@ -35,6 +35,7 @@ import warnings
 from collections.abc import Iterator
 
 from .cluster import read_config
+from .design.messages import shown
 from .errors import (
     BadValuesError,
     CheckpointError,
@@ -262,13 +263,26 @@ def _digest_differences(job: Job, manifest: dict, fingerprint: list[dict]) -> st
     if isinstance(saved, dict):
         given = job.model_dump()
         for key in model_differences(given, saved):
-            parts.append(f"{key} {given.get(key)!r}, saved {saved.get(key)!r}")
+            if key not in saved:  # statistics saved before the key was recorded
+                parts.append(f"{key} {_shown_value(given.get(key))}, saved: not recorded")
+            elif given.get(key) != saved[key]:
+                # keys of equal values are left out: an absent re_formula means the
+                # random intercept or, beside variance components, none, so it reads
+                # as changed where only vc_formula is
+                parts.append(
+                    f"{key} {_shown_value(given.get(key))}, saved {_shown_value(saved[key])}"
+                )
     inputs = manifest.get("inputs")
     if isinstance(inputs, list) and all(isinstance(i, dict) and "path" in i for i in inputs):
         parts.extend(_input_differences(fingerprint, inputs))
     if not parts:
         return _DIGEST_COVERS
     return "; ".join(parts)
+
+
+def _shown_value(value) -> str:
+    """A model key's value for a message, cut in the middle when long (:func:`shown`)."""
+    return shown(value) if isinstance(value, str) else shown(repr(value))[1:-1]
 
 
 def _input_differences(given: list[dict], saved: list[dict]) -> list[str]:
@@ -289,14 +303,25 @@ def _input_differences(given: list[dict], saved: list[dict]) -> list[str]:
         out.append(f"saved input files not given: {listed(gone)}")
     labels = {"size": "size", "mtime_ns": "modification time", "content": "content"}
     changed: dict[str, list[str]] = {}
+    unrecorded: dict[str, list[str]] = {}
     for path in sorted(set(now) & set(before)):
-        what = [w for k, w in labels.items() if now[path].get(k) != before[path].get(k)]
-        if not what and now[path] != before[path]:
+        a, b = now[path], before[path]
+        # a fingerprint saved before a key was recorded, or without it (the content of
+        # a URL whose store's package is missing), has nothing to compare: that key
+        # is not recorded, not changed
+        keys = [k for k in labels if a.get(k) != b.get(k)]
+        absent = [labels[k] for k in keys if a.get(k) is None or b.get(k) is None]
+        what = [labels[k] for k in keys if labels[k] not in absent]
+        if not what and not absent and a != b:
             what = ["fingerprint"]
         if what:
             changed.setdefault(", ".join(what), []).append(path)
+        if absent:
+            unrecorded.setdefault(", ".join(absent), []).append(path)
     for kinds, paths in changed.items():
         out.append(f"input files changed ({kinds}): {listed(paths)}")
+    for kinds, paths in unrecorded.items():
+        out.append(f"input files whose {kinds} was not recorded, so not compared: {listed(paths)}")
     return out
 
 

@@ -1391,6 +1391,66 @@ def test_statistics_of_other_input_files_name_them(checkpointed, tmp_path):
     assert "formula" not in proc.stderr.split("this job:")[1], proc.stderr
 
 
+def _edited_statistics(src: Path, dst: Path, edit) -> Path:
+    """A copy of the statistics directory ``src`` whose manifest ``edit`` changed (its
+    sha256 updated, as an older dmixed would have written it)."""
+    from dmixed.stats.checkpoint import MANIFEST_SHA256, manifest_sha256
+
+    shutil.copytree(src, dst)
+    doc = json.loads((dst / "manifest.json").read_text())
+    edit(doc)
+    doc[MANIFEST_SHA256] = manifest_sha256(doc)
+    (dst / "manifest.json").write_text(json.dumps(doc, indent=1))
+    return dst
+
+
+def test_digest_differences_name_raw_values_and_what_was_not_recorded(checkpointed, tmp_path):
+    """The digest mismatch listed ``re_formula None, saved None`` beside a changed
+    vc_formula (an absent re_formula means the random intercept, or none beside
+    variance components), called a key an older manifest lacks "changed", and a
+    fingerprint without content "changed (content)".  Now only keys of different values
+    are listed, and what the saved statistics do not record is said to be so."""
+    d = checkpointed.dir
+
+    def older(doc):
+        doc["digest"] = "0" * 16  # of another job
+        doc["spec"]["re_formula"] = None
+        del doc["spec"]["missing"]  # not recorded then
+        for i in doc["inputs"]:
+            if i["path"].endswith("B.parquet"):
+                i["content"] = None
+
+    stats = _edited_statistics(d / "stats", tmp_path / "stats", older)
+    args = _without_vc(checkpointed.args)
+    args = args[: args.index("--re-formula")] + args[args.index("--re-formula") + 2 :]
+    proc = run_in_process(*args, "--stats-dir", str(stats), "--output", "o", cwd=d)
+    assert proc.returncode == 2, proc.stderr
+    said = proc.stderr.split("this job:")[1]
+    assert "vc_formula None, saved {'sub': '0 + C(sub)'}" in said, proc.stderr
+    assert "re_formula" not in said, proc.stderr
+    assert "missing 'raise', saved: not recorded" in said, proc.stderr
+    assert f"input files whose content was not recorded, so not compared: {d / 'B.parquet'}" in said
+    assert "changed" not in said, proc.stderr
+    assert not (d / "o").exists()
+
+
+def test_digest_differences_show_a_long_formula_cut(checkpointed, tmp_path):
+    """A formula of thousands of terms was printed whole, twice, in the digest
+    mismatch's line; it is shown by its ends and its length."""
+    d = checkpointed.dir
+    long = "y ~ " + " + ".join(f"I(x1 + {i})" for i in range(300))
+
+    def longer(doc):
+        doc["digest"] = "0" * 16  # of another job
+        doc["spec"]["formula"] = long
+
+    stats = _edited_statistics(d / "stats", tmp_path / "stats", longer)
+    proc = run_in_process(*checkpointed.args, "--stats-dir", str(stats), "--output", "o", cwd=d)
+    assert proc.returncode == 2, proc.stderr
+    assert f"saved {long[:200]!r} ... {long[-200:]!r} ({len(long)} characters)" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()[-1]) < 1500, proc.stderr
+
+
 # --------------------------------------------------------------------------------------
 # incremental fits (dmixed update)
 # --------------------------------------------------------------------------------------
