@@ -35,6 +35,7 @@ import warnings
 from collections.abc import Iterator
 
 from .cluster import read_config
+from .design.messages import shown
 from .errors import (
     BadValuesError,
     CheckpointError,
@@ -79,6 +80,7 @@ from .job import (
     JobError,
     build_parser,
     job_from,
+    model_differences,
     parse_vc,
     read_job_file,
     same_model,
@@ -187,9 +189,23 @@ def _job_errors(job: Job, reads_data: bool) -> Iterator[None]:
             located = getattr(exc, "file", None) if about_data else None
             if located and os.path.basename(located) not in named:
                 named = ""
+            elif located:  # named already, with its type: its line again says it twice
+                named = _without_file(named, located)
             bad = named or located or isinstance(exc, BadValuesError)
             raise JobError(message + named, EXIT_DATA if bad else EXIT_CONFIG) from exc
         raise
+
+
+def _without_file(named: str, file: str) -> str:
+    """``named`` (``"; in FILE: ..."`` per file, :func:`files_named`) without the lines
+    about ``file``."""
+    parts = re.split(r"(?=; in )", named)
+
+    def about(part: str) -> bool:
+        path = part[len("; in ") :].split(": ", 1)[0]
+        return part.startswith("; in ") and os.path.abspath(path) == os.path.abspath(file)
+
+    return "".join(p for p in parts if not about(p))
 
 
 def _save_outputs(job: Job, res) -> None:
@@ -222,10 +238,91 @@ def _reusable_statistics(job: Job, job_digest: str, fingerprint: list[dict]) -> 
     if manifest.get("digest") != job_digest and not _same_job(job, manifest, fingerprint):
         raise JobError(
             f"the statistics saved in {job.stats_dir} were built from other data or "
-            "another model (their digest does not match this job); remove that "
+            f"another model (their digest does not match this job: "
+            f"{_digest_differences(job, manifest, fingerprint)}); remove that "
             "directory or choose another --stats-dir"
         )
     return manifest
+
+
+#: what the digest of saved statistics covers, named where the manifest does not
+#: record the job it was made from
+_DIGEST_COVERS = (
+    "it covers the model (" + ", ".join(MODEL_KEYS) + ") and each input file's path, "
+    "size, modification time and content"
+)
+
+
+def _digest_differences(job: Job, manifest: dict, fingerprint: list[dict]) -> str:
+    """What differs between ``job`` and the job that saved ``manifest``'s statistics:
+    the model keys (with both values) and the input files (given only, saved only,
+    changed: size, modification time, content), as far as the manifest records them;
+    else what the digest covers."""
+    parts = []
+    saved = manifest.get("spec")
+    if isinstance(saved, dict):
+        given = job.model_dump()
+        for key in model_differences(given, saved):
+            if key not in saved:  # statistics saved before the key was recorded
+                parts.append(f"{key} {_shown_value(given.get(key))}, saved: not recorded")
+            elif given.get(key) != saved[key]:
+                # keys of equal values are left out: an absent re_formula means the
+                # random intercept or, beside variance components, none, so it reads
+                # as changed where only vc_formula is
+                parts.append(
+                    f"{key} {_shown_value(given.get(key))}, saved {_shown_value(saved[key])}"
+                )
+    inputs = manifest.get("inputs")
+    if isinstance(inputs, list) and all(isinstance(i, dict) and "path" in i for i in inputs):
+        parts.extend(_input_differences(fingerprint, inputs))
+    if not parts:
+        return _DIGEST_COVERS
+    return "; ".join(parts)
+
+
+def _shown_value(value) -> str:
+    """A model key's value for a message, cut in the middle when long (:func:`shown`)."""
+    return shown(value) if isinstance(value, str) else shown(repr(value))[1:-1]
+
+
+def _input_differences(given: list[dict], saved: list[dict]) -> list[str]:
+    """The input files that differ between ``given`` and ``saved`` fingerprints."""
+    now = {i["path"]: i for i in given}
+    before = {i["path"]: i for i in saved}
+
+    def listed(paths: list[str]) -> str:
+        more = f" and {len(paths) - 3} more" if len(paths) > 3 else ""
+        return ", ".join(paths[:3]) + more
+
+    out = []
+    added = sorted(set(now) - set(before))
+    if added:
+        out.append(f"input files not among the saved ones: {listed(added)}")
+    gone = sorted(set(before) - set(now))
+    if gone:
+        out.append(f"saved input files not given: {listed(gone)}")
+    labels = {"size": "size", "mtime_ns": "modification time", "content": "content"}
+    changed: dict[str, list[str]] = {}
+    unrecorded: dict[str, list[str]] = {}
+    for path in sorted(set(now) & set(before)):
+        a, b = now[path], before[path]
+        # a fingerprint saved before a key was recorded, or without it (the content of
+        # a URL whose store's package is missing), has nothing to compare: that key
+        # is not recorded, not changed
+        keys = [k for k in labels if a.get(k) != b.get(k)]
+        absent = [labels[k] for k in keys if a.get(k) is None or b.get(k) is None]
+        what = [labels[k] for k in keys if labels[k] not in absent]
+        if not what and not absent and a != b:
+            what = ["fingerprint"]
+        if what:
+            changed.setdefault(", ".join(what), []).append(path)
+        if absent:
+            unrecorded.setdefault(", ".join(absent), []).append(path)
+    for kinds, paths in changed.items():
+        out.append(f"input files changed ({kinds}): {listed(paths)}")
+    for kinds, paths in unrecorded.items():
+        out.append(f"input files whose {kinds} was not recorded, so not compared: {listed(paths)}")
+    return out
 
 
 def _same_job(job: Job, manifest: dict, fingerprint: list[dict]) -> bool:

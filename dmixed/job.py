@@ -70,6 +70,7 @@ MAXITER_LIMIT = 1_000_000
 
 __all__ = [
     "MODEL_KEYS",
+    "model_differences",
     "same_model",
     "saved_model",
     "EXIT_OK",
@@ -182,6 +183,18 @@ def _kind(value) -> str:
     return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
+def _empty_text(key: str, value) -> str:
+    """What is empty in a value of text, or a list of text, that holds empty text ("the
+    path is empty", "the path is empty (item 2 of 3)"); "" where nothing is.  A flag
+    given several values is a list, so ``--data ''`` is ``['']``."""
+    items = value if isinstance(value, list) else [value]
+    if not items or not all(isinstance(v, str) for v in items) or "" not in items:
+        return ""
+    what = "path" if key in _PATH_KEYS else "text"
+    where = f" (item {items.index('') + 1} of {len(items)})" if len(items) > 1 else ""
+    return f"the {what} is empty{where}"
+
+
 def _problems(exc: ValidationError, given: dict, name_of) -> list[str]:
     """One line per refused key: the key (as ``name_of`` spells it), the value given,
     what is allowed; unknown keys with their close matches."""
@@ -202,6 +215,10 @@ def _problems(exc: ValidationError, given: dict, name_of) -> list[str]:
             lines.append(f"{name_of(key)}: {reason}")
             continue
         allowed = Job.model_fields[key].description
+        empty = _empty_text(key, value)
+        if empty:
+            lines.append(f"{name_of(key)}: {empty}; allowed: {allowed}")
+            continue
         lines.append(f"{name_of(key)}: got {value!r} ({_kind(value)}); allowed: {allowed}")
     return lines
 
@@ -560,6 +577,21 @@ def same_model(given: dict, saved: dict) -> bool:
         return all(_model_form(k, given) == _model_form(k, saved) for k in MODEL_KEYS)
     except DmixedError:
         return False
+
+
+def model_differences(given: dict, saved: dict) -> list[str]:
+    """The model keys (:data:`MODEL_KEYS`) in which ``given`` (a job's) and ``saved`` (a
+    saved spec's) differ, compared as :func:`same_model` compares them; a formula that
+    does not parse differs."""
+    differ = []
+    for key in MODEL_KEYS:
+        try:
+            same = _model_form(key, given) == _model_form(key, saved)
+        except DmixedError:
+            same = False
+        if not same:
+            differ.append(key)
+    return differ
 
 
 def saved_model(job: Job, spec, saved: dict):

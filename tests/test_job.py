@@ -51,7 +51,7 @@ def _job_file(tmp_path, text: str) -> str:
         ("groups: 2020", ["got 2020 (an integer)", "quote a number"]),
         ("data: [a.parquet, 5]", ["key 'data'", "a list of them"]),
         ("vc_formula: {cls: 5}", ["key 'vc_formula'", "mapping of name: formula"]),
-        ("formula: ''", ["key 'formula': got ''"]),
+        ("formula: ''", ["key 'formula': the text is empty"]),
         ("formla: y ~ x", ["unknown key 'formla' (did you mean 'formula'", "allowed keys: data"]),
         ("maxiters: 5", ["did you mean 'maxiter'"]),
         ("cluster: {kind: local, cluster: {preload: [x.py]}}", ["undocumented", "'preload'"]),
@@ -86,7 +86,7 @@ def test_several_problems_one_line_each(tmp_path):
     [
         (["--maxiter", "-5"], "--maxiter: got -5 (an integer); allowed: a whole number from 1"),
         (["--maxiter", "0"], "--maxiter: got 0"),
-        (["--vc", "a=0 + C(a)", "--groups", ""], "--groups: got ''"),
+        (["--vc", "a=0 + C(a)", "--groups", ""], "--groups: the text is empty"),
     ],
 )
 def test_flags_follow_the_same_rules(flags, needle):

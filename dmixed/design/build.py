@@ -239,7 +239,7 @@ def parse_formulas(formula, re_formula, vc_formula, columns: set, env=None) -> P
         parsed = ParsedFormulas([], [], _plain_info([main.response]), _plain_info(main.columns))
         parsed.plain["main"] = main
     else:
-        lhs_terms, rhs_terms = parse_formula(formula, "formula", lhs=True)
+        lhs_terms, rhs_terms = parse_formula(formula, "formula", lhs=True, columns=columns)
         parsed = ParsedFormulas(
             lhs_terms=lhs_terms,
             rhs_terms=rhs_terms,
@@ -260,7 +260,9 @@ def parse_formulas(formula, re_formula, vc_formula, columns: set, env=None) -> P
                 parsed.plain["re"] = re_plain
                 parsed.re = _plain_info(re_plain.columns)
             else:
-                _, parsed.re_terms = parse_formula(re_formula, "re_formula", lhs=False)
+                _, parsed.re_terms = parse_formula(
+                    re_formula, "re_formula", lhs=False, columns=columns
+                )
                 parsed.re = analyze_terms(parsed.re_terms, columns, "re_formula", re_formula, env)
     elif vc_formula is not None:
         parsed.re_kind = "none"
@@ -273,7 +275,7 @@ def parse_formulas(formula, re_formula, vc_formula, columns: set, env=None) -> P
         role = f"vc_formula[{name!r}]"
         info = indicator_info(vc_formula[name], columns, env)  # 0 + C(col): no parser
         if info is None:
-            _, terms = parse_formula(vc_formula[name], role, lhs=False)
+            _, terms = parse_formula(vc_formula[name], role, lhs=False, columns=columns)
             info = analyze_terms(terms, columns, role, vc_formula[name], env)
         parsed.vc[name] = info
     return parsed

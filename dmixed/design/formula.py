@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import FormulaError, SpecError
-from .messages import clean_message, suggest
+from .messages import clean_message, shown, suggest
 
 __all__ = [
     "LEARNING_TRANSFORMS",
@@ -98,8 +98,11 @@ def add_unique(lst: list, item) -> None:
         lst.append(item)
 
 
-def parse_formula(formula: str, role: str, *, lhs: bool):
+def parse_formula(formula: str, role: str, *, lhs: bool, columns: set | None = None):
     """Parse with formulaic; returns (lhs terms or None, rhs terms).
+
+    ``columns``: the data's columns, where known; a term that formulaic cannot parse is
+    then checked against them before its message suggests ``I(term)``.
 
     Raises
     ------
@@ -117,14 +120,19 @@ def parse_formula(formula: str, role: str, *, lhs: bool):
     try:
         parsed = Formula(formula)
     except Exception as e:  # formulaic's FormulaParsingError and friends
+        if _too_deep_to_parse(e):
+            raise FormulaError(_too_deep(role, formula)) from None
+        called = _attribute_of_a_call(formula, role, columns)
+        if called:
+            raise FormulaError(f"invalid {role} {shown(formula)}: {called}") from None
         hint = _comparison_hint(formula)
-        raise FormulaError(f"invalid {role} {formula!r}: {clean_message(e)}{hint}") from None
+        raise FormulaError(f"invalid {role} {shown(formula)}: {clean_message(e)}{hint}") from None
 
     def terms(part) -> list:
         out = list(part) if hasattr(part, "__iter__") else None
         if out is None or not all(isinstance(t, Term) for t in out):
             raise FormulaError(
-                f"invalid {role} {formula!r}: multi-part formulas ('|') are not supported"
+                f"invalid {role} {shown(formula)}: multi-part formulas ('|') are not supported"
             )
         return out
 
@@ -132,17 +140,162 @@ def parse_formula(formula: str, role: str, *, lhs: bool):
     if lhs:
         if not has_lhs:
             raise FormulaError(
-                f"invalid {role} {formula!r}: it needs a response, e.g. 'y ~ x1 + x2'"
+                f"invalid {role} {shown(formula)}: it needs a response, e.g. 'y ~ x1 + x2'"
             )
         return terms(parsed.lhs), terms(parsed.rhs)
     if has_lhs:
         raise FormulaError(
-            f"invalid {role} {formula!r}: it must be one-sided (no '~' with a left-hand side)"
+            f"invalid {role} {shown(formula)}: it must be one-sided (no '~' with a left-hand side)"
         )
     return None, terms(parsed)
 
 
 _COMPARISON = re.compile(r"==|!=|<=|>=|<|>")
+
+
+def _too_deep(role: str, formula: str) -> str:
+    return (
+        f"invalid {role} {shown(formula)}: it is nested too deeply or too long to parse; "
+        "compute the expression once on the whole data and "
+        "add it as a column"
+    )
+
+
+def _too_deep_to_parse(error: BaseException) -> bool:
+    """Whether ``error`` (or an exception it was raised from or during) is a parser's
+    limit on nesting or size rather than a fault in the formula's words: Python's
+    recursion limit (formulaic's parser and Python's both recurse on nesting), memory
+    (Python's parser on thousands of nested unary operators) or Python's limit on
+    nested parentheses.  The exception's type is read, not its text: the text echoes
+    the formula, which may hold any word."""
+    seen: set[int] = set()
+    node: BaseException | None = error
+    while node is not None and id(node) not in seen:
+        seen.add(id(node))
+        if isinstance(node, (RecursionError, MemoryError)):
+            return True
+        if isinstance(node, SyntaxError) and "too many nested parentheses" in str(node.msg):
+            return True
+        node = node.__cause__ or node.__context__
+    return False
+
+
+def _names(names: list[str], most: int = 3) -> str:
+    """``names`` once each, in order, the first ``most`` named, then how many more."""
+    once = list(dict.fromkeys(names))
+    more = f" and {len(once) - most} more" if len(once) > most else ""
+    return ", ".join(once[:most]) + more
+
+
+def _attribute_of_a_call(formula: str, role: str, columns: set | None) -> str:
+    """What is refused in a formula that formulaic cannot parse because a term reads an
+    attribute of a call's result (``abs(x).real``, ``f(x).astype(int)``): formulaic
+    reads Python only inside a call's parentheses, and says "invalid syntax" or
+    "Missing operator".  Names the term, what it reads, the functions it calls that are
+    not known, and the whitelist's verdict on the term (:func:`check_python_factor`, the
+    check ``I(term)`` would meet; nothing is evaluated); "" where no term of the formula
+    reads an attribute of a call's result outside a call.
+
+    ``I(term)`` is suggested only where it would be accepted: a short term that passes
+    the whitelist with the data's ``columns`` (known), reads no name that is not a
+    column, and reads of a computed value only the elementwise methods."""
+    term = _call_attribute_term(formula)
+    if term is None:
+        return ""
+    expr, attr = term
+    message = f"the term {shown(expr)} reads {attr} of a call's result, which a formula "
+    message += "reads only inside a call"
+    try:
+        tree = ast.parse(expr, mode="eval")
+    except (SyntaxError, RecursionError, MemoryError, ValueError):
+        return message
+    known = transforms()
+    unknown = [
+        f"{node.func.id}()"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id not in known
+        and node.func.id not in _BUILTINS_OK
+    ]
+    if unknown:
+        message += f"; it calls {_names(unknown)}, not a transform nor an elementwise "
+        message += "numpy function"
+    prefix = f"{role} {shown(formula)}: "
+    info = FactorInfo()
+    try:
+        check_python_factor(expr, set(columns or ()), role, formula, info)
+    except FormulaError as e:
+        verdict = str(e)
+        return f"{message}; {verdict[len(prefix) :] if verdict.startswith(prefix) else verdict}"
+    if unknown or columns is None or shown(expr) != repr(expr):
+        return message  # the suggestion could not be checked, or is as long as the term
+    names = [n for n in info.unknown if not n.endswith("()")]
+    if names:
+        quoted = _names([repr(n) for n in names])
+        return f"{message}; inside I() it would read {quoted} as a column, and the data have none"
+    unvetted = _unvetted_attributes(tree)
+    if unvetted:
+        methods = ", ".join(f".{m}()" for m in sorted(_ELEMENTWISE_METHODS))
+        return (
+            f"{message}; the attribute {_names(unvetted)} is not allowed: of a computed value "
+            f"a formula reads only the elementwise methods {methods}"
+        )
+    return f"{message}: write I({expr})"
+
+
+def _unvetted_attributes(tree: ast.AST) -> list[str]:
+    """The attributes ``tree`` reads of a computed value (not of a dotted name: a
+    column's or a module's) other than the calls of an elementwise method."""
+    called = {
+        id(node.func)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in _ELEMENTWISE_METHODS
+    }
+    return [
+        f".{node.attr}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and _dotted(node) is None and id(node) not in called
+    ]
+
+
+def _call_attribute_term(formula: str) -> tuple[str, str] | None:
+    """The first term of ``formula`` outside any call that reads an attribute of a
+    call's result, as ``(the term's text, "the attribute .a" or "the method .m()")``;
+    None where there is none."""
+    for pos, calls, closed in _paren_scan(formula, "_.`)]"):
+        if closed is None or not closed[1] or calls != 1:
+            continue
+        after = formula[pos + 1 :].lstrip()
+        if not after.startswith("."):
+            continue
+        start = closed[0]
+        while start > 0 and (formula[start - 1].isalnum() or formula[start - 1] in "_."):
+            start -= 1
+        end = pos + 1
+        depth = 0
+        while end < len(formula):
+            ch = formula[end]
+            if ch == "(":
+                depth += 1
+            elif ch == ")":
+                if depth == 0:
+                    break
+                depth -= 1
+            elif depth == 0 and not (ch.isalnum() or ch in "_. "):
+                break
+            end += 1
+        expr = formula[start:end].strip()
+        name = re.match(r"\s*\.\s*(\w*)\s*(\()?", after)
+        attr = (
+            f"the method .{name[1]}()"
+            if name and name[2]
+            else f"the attribute .{name[1] if name else ''}"
+        )
+        return expr, attr
+    return None
 
 
 def _comparison_hint(formula: str) -> str:
@@ -268,7 +421,7 @@ class _FactorChecker:
 
     def refuse(self, what: str, why: str):
         raise FormulaError(
-            f"{self.role} {self.formula!r}: {what} is not supported: {why}, so it would give "
+            f"{self.role} {shown(self.formula)}: {what} is not supported: {why}, so it would give "
             "a different result on every partition; compute it once on the whole data "
             "and add it as a column"
         )
@@ -283,7 +436,7 @@ class _FactorChecker:
             return
         if hasattr(module, parts[1]) and not hasattr(pd.Series, parts[1]):
             raise FormulaError(
-                f"{self.role} {self.formula!r}: column {root!r} has the name of the module "
+                f"{self.role} {shown(self.formula)}: column {root!r} has the name of the module "
                 f"{root} ({module.__name__}) that {dotted} means: in a formula the name reads "
                 f"the column (the data come first, as in patsy), which has no "
                 f"{parts[1]!r}; {_rename_hint(root)}"
@@ -326,14 +479,14 @@ class _FactorChecker:
                 isinstance(side, ast.Constant) and isinstance(side.value, (int, float))
             ):
                 raise FormulaError(
-                    f"{self.role} {self.formula!r}: {ast.unparse(node)!r} is not allowed: "
+                    f"{self.role} {shown(self.formula)}: {ast.unparse(node)!r} is not allowed: "
                     "text and sequences take no part in a formula's arithmetic"
                 )
         if not isinstance(node.op, ast.Pow):
             return
         if not _reads_a_name(node.left) and not _number(node.left):
             raise FormulaError(
-                f"{self.role} {self.formula!r}: the power {ast.unparse(node)!r} is not "
+                f"{self.role} {shown(self.formula)}: the power {ast.unparse(node)!r} is not "
                 "allowed: a power of a constant must raise a number written out"
             )
         if _reads_a_name(node.right):
@@ -343,7 +496,7 @@ class _FactorChecker:
             exponent = exponent.operand
         if not (_number(exponent) and abs(exponent.value) <= MAX_EXPONENT):
             raise FormulaError(
-                f"{self.role} {self.formula!r}: the power {ast.unparse(node)!r} is not "
+                f"{self.role} {shown(self.formula)}: the power {ast.unparse(node)!r} is not "
                 f"allowed: a constant exponent must be a number of at most {MAX_EXPONENT}"
             )
 
@@ -352,8 +505,8 @@ class _FactorChecker:
         while isinstance(node, ast.Attribute):
             if node.attr.startswith("_"):
                 raise FormulaError(
-                    f"{self.role} {self.formula!r}: the attribute .{node.attr} is not allowed: "
-                    "private and special attributes reach past what a formula may read"
+                    f"{self.role} {shown(self.formula)}: the attribute .{node.attr} is not "
+                    "allowed: private and special attributes reach past what a formula may read"
                 )
             node = node.value
 
@@ -418,7 +571,7 @@ class _FactorChecker:
                 or not isinstance(node.args[0].value, str)
             ):
                 raise FormulaError(
-                    f"{self.role} {self.formula!r}: {ast.unparse(node)} is not supported: "
+                    f"{self.role} {shown(self.formula)}: {ast.unparse(node)} is not supported: "
                     "Q() takes exactly one quoted column name, e.g. Q('my column')"
                 )
             col = node.args[0].value
@@ -483,10 +636,19 @@ def check_python_factor(expr: str, columns: set, role: str, formula: str, info: 
     try:
         code = ast.parse(sanitize_variable_names(expr, {}, aliases), mode="eval")
     except SyntaxError as e:
-        raise FormulaError(f"invalid {role} {formula!r}: cannot parse {expr!r}: {e.msg}") from None
+        if _too_deep_to_parse(e):
+            raise FormulaError(_too_deep(role, formula)) from None
+        raise FormulaError(
+            f"invalid {role} {shown(formula)}: cannot parse {shown(expr)}: {e.msg}"
+        ) from None
+    except (RecursionError, MemoryError):
+        raise FormulaError(_too_deep(role, formula)) from None
     checker = _FactorChecker(columns, role, formula, info, aliases)
     checker.root = code.body
-    checker.visit(code)
+    try:
+        checker.visit(code)
+    except RecursionError:
+        raise FormulaError(_too_deep(role, formula)) from None
 
 
 def analyze_terms(terms, columns: set, role: str, formula: str, env=None) -> FactorInfo:
@@ -520,11 +682,13 @@ def analyze_terms(terms, columns: set, role: str, formula: str, env=None) -> Fac
             check_python_factor(factor.expr, columns, role, formula, info)
     refuse_columns_named_as_transforms([(role, formula, info)])
     if env is not None:
-        where = f"{role} {formula!r}"
+        where = f"{role} {shown(formula)}"
         _refuse_shadowed_transforms(info.transforms, env, where)
         info.unknown = [u for u in info.unknown if not _from_caller(u, env, info, where)]
     if info.unknown:
-        raise FormulaError(f"{role} {formula!r}: " + _unknown_names(info.unknown, columns, env))
+        raise FormulaError(
+            f"{role} {shown(formula)}: " + _unknown_names(info.unknown, columns, env)
+        )
     return info
 
 

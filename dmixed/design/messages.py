@@ -5,7 +5,14 @@ from __future__ import annotations
 import difflib
 import re
 
-__all__ = ["check_enough_rows", "check_present", "clean_message", "plural", "suggest"]
+__all__ = [
+    "check_enough_rows",
+    "check_present",
+    "clean_message",
+    "plural",
+    "shown",
+    "suggest",
+]
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -14,6 +21,20 @@ def clean_message(msg: object) -> str:
     """``str(msg)`` on one line, without formulaic's colour codes and markers."""
     text = _ANSI.sub("", str(msg)).replace("⧛", "").replace("⧚", "")
     return " ".join(text.split())
+
+
+#: the characters of a long text a message keeps at each end (:func:`shown`)
+SHOWN_ENDS = 200
+
+
+def shown(text: str) -> str:
+    """``repr(text)`` for a message, cut in the middle when long: a formula of thousands
+    of terms echoed whole is a line of kilobytes that hides the reason after it.  The
+    first and last :data:`SHOWN_ENDS` characters are kept, with the length."""
+    if len(text) <= 2 * SHOWN_ENDS + 40:
+        return repr(text)
+    head, tail = text[:SHOWN_ENDS], text[-SHOWN_ENDS:]
+    return f"{head!r} ... {tail!r} ({len(text)} characters)"
 
 
 def plural(k: int, word: str = "row") -> str:

@@ -341,3 +341,102 @@ def test_a_callers_function_named_as_a_transform_is_refused_not_replaced():
     for env in ({"log": np.log, "np": np, "C": 3.0}, {}):
         spec = build_spec(df, formula, groups="g", env=Environment([env]))
         assert not spec.caller_names
+
+
+@pytest.mark.parametrize(
+    ("formula", "says"),
+    [
+        (
+            "y ~ abs(x1).round(2)",
+            "the term 'abs(x1).round(2)' reads the method .round() of a call's result, "
+            "which a formula reads only inside a call: write I(abs(x1).round(2))",
+        ),
+        (
+            "y ~ abs(x1).astype(int)",
+            "the term 'abs(x1).astype(int)' reads the method .astype() of a call's result, "
+            "which a formula reads only inside a call; inside I() it would read 'int' as a "
+            "column, and the data have none",
+        ),
+        (
+            "y ~ abs(x1).real + x2",
+            "the term 'abs(x1).real' reads the attribute .real of a call's result, which a "
+            "formula reads only inside a call; the attribute .real is not allowed: of a "
+            "computed value a formula reads only the elementwise methods",
+        ),
+        (
+            'y ~ __import__("os").system("x")',
+            "it calls __import__(), not a transform nor an elementwise numpy function; the "
+            "method call .system() is not supported: it may not be elementwise",
+        ),
+        ("y ~ x1 + abs(x1).__class__", "the attribute .__class__ is not allowed"),
+        ("y ~ I(x1 + 1).mean()", "the method call .mean() is not supported"),
+    ],
+)
+def test_an_attribute_of_a_calls_result_outside_a_call_says_what_is_refused(formula, says):
+    """formulaic reads Python only inside a call's parentheses: ``abs(x1).real`` said
+    "Missing operator between abs(x1) and .real", ``abs(x1).astype(int)`` and
+    ``__import__("os").system("x")`` "invalid syntax (<unknown>, line 1)".  The message
+    now names the term, what it reads, the unknown functions it calls and what the
+    whitelist says of it; nothing is evaluated."""
+    with pytest.raises(ValueError) as exc:
+        build_spec(make_df(), formula, groups="g")
+    message = str(exc.value)
+    assert message.startswith(f"invalid formula {formula!r}: "), message
+    assert says in message, message
+    assert "invalid syntax" not in message and "Missing operator" not in message
+    if "write I(" in message:
+        # the suggestion is one the whitelist and the evaluation accept
+        suggested = message.rsplit("write ", 1)[1]
+        assert build_spec(make_df(), f"y ~ {suggested}", groups="g").exog_names[-1] == suggested
+    else:
+        assert "write I(" not in message
+
+
+def test_a_long_term_reading_an_attribute_of_a_call_is_shown_cut_without_a_suggestion():
+    """A term of tens of kilobytes was echoed whole twice ("the term ...", "write
+    I(...)"): a line of hundreds of kilobytes.  The term is shown by its ends and the
+    suggestion, as long as the term, is left out."""
+    formula = "y ~ np.maximum(" + ", ".join(["x1"] * 20000) + ").round(1)"
+    with pytest.raises(ValueError) as exc:
+        build_spec(make_df(), formula, groups="g")
+    message = str(exc.value)
+    assert "reads the method .round() of a call's result" in message, message
+    assert "write I(" not in message
+    assert len(message) < 1200
+
+
+@pytest.mark.parametrize(
+    "formula",
+    [
+        "y ~ I(" + "+".join(["x1"] * 5000) + ")",
+        "y ~ I(" + "-" * 500 + "x1)",
+        "y ~ I(" + "-" * 10_000 + "x1)",
+        "y ~ " + "abs(" * 10_000 + "x1" + ")" * 10_000,
+    ],
+    ids=["5000-terms", "500-nested", "10000-nested", "10000-parentheses"],
+)
+def test_a_formula_too_deep_to_parse_says_so_and_echoes_its_ends(formula):
+    """A formula of thousands of terms or hundreds of nested operators said "maximum
+    recursion depth exceeded" after an echo of the whole formula (a line of kilobytes).
+    It now says it is nested too deeply or too long, and shows its first and last 200
+    characters with its length."""
+    with pytest.raises(ValueError) as exc:
+        build_spec(make_df(), formula, groups="g")
+    message = str(exc.value)
+    assert "nested too deeply or too long to parse" in message, message
+    assert "recursion" not in message
+    assert f"({len(formula)} characters)" in message
+    assert repr(formula[:200]) in message and repr(formula[-200:]) in message
+    assert len(message) < 700
+
+
+@pytest.mark.parametrize("formula", ["y ~ recursion +", "y ~ x1 + maximum_recursion_depth +"])
+def test_a_formula_naming_recursion_is_not_taken_for_too_deep(formula):
+    """ "Too deep" was read from the words of formulaic's message, which echoes the
+    formula: a formula holding the word "recursion" was said to be nested too deeply.
+    It is now read from the exceptions raised, and the parser's own reason is given."""
+    with pytest.raises(ValueError) as exc:
+        build_spec(make_df(), formula, groups="g")
+    message = str(exc.value)
+    assert "nested too deeply" not in message, message
+    assert "Operator `+` has insuffient arguments" in message, message
