@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import FormulaError, SpecError
-from .messages import clean_message, shown, suggest
+from .messages import clean_message, shown, unknown_columns
 
 __all__ = [
     "LEARNING_TRANSFORMS",
@@ -763,14 +763,13 @@ _ONLY_WHITELIST = (
 def _unknown_names(unknown: list[str], columns: set, env=None) -> str:
     msgs = []
     functions = False
-    for u in dict.fromkeys(unknown):
-        if u.endswith("()"):
-            functions = True
-            close = difflib.get_close_matches(u[:-2], sorted(transforms()), n=3)
-            hint = f"; close matches: {', '.join(close)}" if close else ""
-            msgs.append(f"unknown function {u}" + hint)
-        else:
-            msgs.append(f"unknown column {u!r}" + suggest(u, sorted(columns)))
+    named = list(dict.fromkeys(unknown))
+    for u in [u for u in named if u.endswith("()")]:
+        functions = True
+        close = difflib.get_close_matches(u[:-2], sorted(transforms()), n=3)
+        hint = f"; close matches: {', '.join(close)}" if close else ""
+        msgs.append(f"unknown function {u}" + hint)
+    msgs += unknown_columns([u for u in named if not u.endswith("()")], sorted(columns))
     if functions:
         msgs.append(
             _ONLY_WHITELIST

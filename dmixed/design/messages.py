@@ -12,6 +12,7 @@ __all__ = [
     "plural",
     "shown",
     "suggest",
+    "unknown_columns",
 ]
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -48,9 +49,39 @@ def suggest(name: str, candidates) -> str:
     close = difflib.get_close_matches(str(name), cands, n=3, cutoff=0.5)
     if close:
         return "; close matches: " + ", ".join(repr(c) for c in close)
-    shown = ", ".join(repr(c) for c in cands[:20])
+    return "; " + _available(cands)
+
+
+def _available(cands: list[str]) -> str:
+    listed = ", ".join(repr(c) for c in cands[:20])
     more = ", ..." if len(cands) > 20 else ""
-    return f"; available columns: {shown}{more}"
+    return f"available columns: {listed}{more}"
+
+
+#: the unknown column names a message names one by one (:func:`unknown_columns`)
+NAMED_UNKNOWN = 5
+
+
+def unknown_columns(names, candidates) -> list[str]:
+    """Message parts for column names absent from ``candidates``: each of the first
+    :data:`NAMED_UNKNOWN` with its close matches, or, without any, named together with
+    the available columns listed once; the rest counted.  A formula of hundreds of
+    unknown names gave the list of available columns once per name (kilobytes)."""
+    cands = [str(c) for c in candidates]
+    names = list(dict.fromkeys(str(n) for n in names))
+    parts, alone = [], []
+    for name in names[:NAMED_UNKNOWN]:
+        close = difflib.get_close_matches(name, cands, n=3, cutoff=0.5)
+        if close:
+            parts.append(f"unknown column {name!r}; close matches: " + ", ".join(map(repr, close)))
+        else:
+            alone.append(name)
+    if alone:
+        what = "unknown column " if len(alone) == 1 else "unknown columns "
+        parts.append(what + ", ".join(map(repr, alone)) + "; " + _available(cands))
+    if len(names) > NAMED_UNKNOWN:
+        parts.append(f"and {len(names) - NAMED_UNKNOWN} more unknown names")
+    return parts
 
 
 def check_present(wanted, available) -> None:

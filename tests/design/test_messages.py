@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dmixed.design.messages import check_enough_rows
+from dmixed.design.messages import NAMED_UNKNOWN, check_enough_rows, unknown_columns
 from dmixed.errors import DataError
 
 
@@ -25,3 +25,36 @@ def test_too_few_rows_counts_in_words(n, p, k_cov, message):
 
 def test_enough_rows_pass():
     assert check_enough_rows(3, 1, 1) is None
+
+
+def test_unknown_columns_list_the_available_ones_once():
+    parts = unknown_columns(["a1", "a2", "xx", "a1"], ["fc", "g", "x", "y"])
+    message = "; ".join(parts)
+    assert parts[0] == "unknown column 'xx'; close matches: 'x'"
+    assert "unknown columns 'a1', 'a2'; available columns: 'fc', 'g', 'x', 'y'" in message
+    assert message.count("available columns") == 1
+
+
+def test_unknown_columns_past_the_named_ones_are_counted():
+    names = [f"x{i}" for i in range(400)]
+    parts = unknown_columns(names, ["x", "y"])
+    assert len(parts) == NAMED_UNKNOWN + 1
+    assert parts[-1] == f"and {400 - NAMED_UNKNOWN} more unknown names"
+    assert len("; ".join(parts)) < 400
+
+
+def test_a_formula_of_many_unknown_columns_gives_a_short_message():
+    import numpy as np
+    import pandas as pd
+
+    import dmixed
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(
+        {"y": rng.normal(size=60), "x": rng.normal(size=60), "g": np.repeat(np.arange(6), 10)}
+    )
+    formula = "y ~ " + " + ".join(f"v{i}" for i in range(400))
+    with pytest.raises(ValueError, match=r"and 395 more unknown names") as exc:
+        dmixed.mixedlm(formula, df, groups="g")
+    assert str(exc.value).count("available columns") == 1
+    assert len(str(exc.value)) < 1500
