@@ -18,6 +18,7 @@ import pandas as pd
 from ..errors import BadValuesError, DataError, DroppedRowsWarning, SpecError
 from ..stats.slots import present_pairs
 from .dtypes import NUMERIC, key_class, warn_rounded_integers
+from .messages import plural
 from .missing import missing_mask, missing_rows
 from .scan import is_dask
 
@@ -492,7 +493,7 @@ def handle_missing(rows: RowData, missing: str, vc_names: list[str] | None = Non
         )
     keep = ~bad
     warnings.warn(
-        f"dropped {int(bad.sum())} rows with missing values", DroppedRowsWarning, stacklevel=3
+        f"dropped {plural(int(bad.sum()))} with missing values", DroppedRowsWarning, stacklevel=3
     )
     return RowData(
         rows.endog[keep],

@@ -6,6 +6,7 @@ import warnings
 
 from ..errors import DroppedRowsWarning
 from .arrays import RowData
+from .messages import plural
 
 __all__ = ["rows_of_frame"]
 
@@ -30,6 +31,6 @@ def rows_of_frame(spec, data, prepared=None) -> RowData:
     )
     if dm.n_dropped:
         warnings.warn(
-            f"dropped {dm.n_dropped} rows with missing values", DroppedRowsWarning, stacklevel=3
+            f"dropped {plural(dm.n_dropped)} with missing values", DroppedRowsWarning, stacklevel=3
         )
     return rows

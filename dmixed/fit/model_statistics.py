@@ -14,6 +14,7 @@ from typing import Any
 
 from ..design.arrays import RowData
 from ..design.build import dask_constant_response
+from ..design.messages import plural
 from ..design.partitions import warn_text_keys
 from ..design.references import column_references
 from ..engines.base import ENGINE_CHOICES
@@ -129,7 +130,7 @@ class ModelStatistics:
             )
             if stats.n_dropped:
                 warnings.warn(
-                    f"dropped {stats.n_dropped} rows with missing values",
+                    f"dropped {plural(stats.n_dropped)} with missing values",
                     DroppedRowsWarning,
                     stacklevel=3,
                 )
