@@ -236,13 +236,35 @@ def _reusable_statistics(job: Job, job_digest: str, fingerprint: list[dict]) -> 
         return None
     manifest = checkpoint.read_manifest(job.stats_dir)
     if manifest.get("digest") != job_digest and not _same_job(job, manifest, fingerprint):
+        added = _files_added(job, manifest, fingerprint)
+        remedy = (
+            f"`dmixed update --stats-dir {job.stats_dir} --data NEW_FILES ...` adds the rows "
+            "of new files to them (the saved files are unchanged and the model the same)"
+            if added
+            else "remove that directory or choose another --stats-dir"
+        )
         raise JobError(
             f"the statistics saved in {job.stats_dir} were built from other data or "
             f"another model (their digest does not match this job: "
-            f"{_digest_differences(job, manifest, fingerprint)}); remove that "
-            "directory or choose another --stats-dir"
+            f"{_digest_differences(job, manifest, fingerprint)}); {remedy}"
         )
     return manifest
+
+
+def _files_added(job: Job, manifest: dict, fingerprint: list[dict]) -> list[str]:
+    """The input files of ``fingerprint`` beyond the saved ones, where every saved file
+    is given unchanged and the model is the saved one (what ``dmixed update`` adds to
+    saved statistics); else an empty list."""
+    saved = manifest.get("inputs")
+    if not isinstance(saved, list) or "spec" not in manifest:
+        return []
+    now = {i.get("path"): i for i in fingerprint}
+    if not all(isinstance(i, dict) and now.get(i.get("path")) == i for i in saved):
+        return []
+    if not same_model(job.model_dump(), manifest["spec"]):
+        return []
+    before = {i["path"] for i in saved}
+    return sorted(p for p in now if p not in before)
 
 
 #: what the digest of saved statistics covers, named where the manifest does not

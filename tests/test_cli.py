@@ -1391,6 +1391,28 @@ def test_statistics_of_other_input_files_name_them(checkpointed, tmp_path):
     assert "formula" not in proc.stderr.split("this job:")[1], proc.stderr
 
 
+def test_statistics_of_fewer_files_point_to_update(checkpointed, tmp_path):
+    """A fit given the saved files unchanged and one more was refused with "remove that
+    directory": ``dmixed update`` adds the new file's rows to the saved statistics, so
+    the refusal says so; where a saved file is not given, the old remedy stays."""
+    d = checkpointed.dir
+    more = pd.read_parquet(d / "B.parquet")
+    more[more.columns[0]] = more[more.columns[0]][::-1].to_numpy()  # other content
+    more.to_parquet(tmp_path / "C.parquet", index=False)
+    i = checkpointed.args.index("B.parquet")
+    args = [*checkpointed.args[: i + 1], str(tmp_path / "C.parquet"), *checkpointed.args[i + 1 :]]
+    proc = run_in_process(*args, "--stats-dir", "stats", "--output", "other", cwd=d)
+    assert proc.returncode == 2, proc.stderr
+    assert f"input files not among the saved ones: {tmp_path / 'C.parquet'}" in proc.stderr
+    assert "`dmixed update --stats-dir stats --data NEW_FILES ...` adds the rows" in proc.stderr
+    assert "remove that directory" not in proc.stderr, proc.stderr
+    without_b = [a for a in args if a != "B.parquet"]
+    proc = run_in_process(*without_b, "--stats-dir", "stats", "--output", "other", cwd=d)
+    assert proc.returncode == 2, proc.stderr
+    assert "remove that directory or choose another --stats-dir" in proc.stderr, proc.stderr
+    assert "dmixed update" not in proc.stderr, proc.stderr
+
+
 def _edited_statistics(src: Path, dst: Path, edit) -> Path:
     """A copy of the statistics directory ``src`` whose manifest ``edit`` changed (its
     sha256 updated, as an older dmixed would have written it)."""
