@@ -2002,6 +2002,24 @@ def test_killed_in_the_write_window_many_times(data, scheduler, ab_result, a_res
     print(f"kills (new data, out afterwards): {seen}; hidden leftovers: {leftovers}")
 
 
+def run_signalled(tmp_path, moment: str, signal_name: str, args, sigint_default=True):
+    """``python -m dmixed *args`` in ``tmp_path`` sent ``signal_name`` when ``moment``
+    is imported (:func:`signal_on_import`); ``sigint_default``: the command starts with
+    SIGINT's default disposition, as from a terminal (a background job of a shell
+    without job control starts with it ignored)."""
+    return subprocess.run(
+        [sys.executable, "-m", "dmixed", *args],
+        cwd=tmp_path,
+        env=signal_on_import(tmp_path, moment, signal_name),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        if sigint_default
+        else None,
+    )
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 @pytest.mark.parametrize(
     "moment",
@@ -2015,16 +2033,8 @@ def test_sigterm_ends_the_command_as_ctrl_c_does(data, tmp_path, moment):
     143 saying nothing.  It now takes Ctrl-C's path, at any moment: the cluster closed,
     nothing written, no lock file, one line naming the signal, exit status 128 + 15.
     The signal is sent to the command only, as ``kill PID`` and Kubernetes send it."""
-    env = signal_on_import(tmp_path, moment, "SIGTERM")
     args = ["fit", "--data", str(data.A), *MODEL, "--output", "out/R", "--stats-dir", "out/S"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "dmixed", *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_signalled(tmp_path, moment, "SIGTERM", args, sigint_default=False)
     assert proc.returncode == 143, f"dmixed bug: exit {proc.returncode}\n{proc.stderr}"
     assert proc.stderr.splitlines()[-1] == "dmixed: error: terminated (SIGTERM)", proc.stderr
     assert "leaked" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
@@ -2041,17 +2051,8 @@ def test_ctrl_c_once_the_cluster_is_up_leaves_the_earlier_outputs(data, tmp_path
     first = run("fit", "--data", str(data.A), *MODEL, "--output", "out/R", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     before = {p.name: p.read_bytes() for p in (tmp_path / "out" / "R").iterdir()}
-    env = signal_on_import(tmp_path, "dmixed.model", "SIGINT")
     args = ["fit", "--data", str(data.A), *MODEL, "--output", "out/R", "--stats-dir", "out/S"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "dmixed", *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    proc = run_signalled(tmp_path, "dmixed.model", "SIGINT", args)
     assert proc.returncode == 130, proc.stderr
     assert proc.stderr.splitlines() == [
         proc.stderr.splitlines()[0],  # dmixed: connected to ...
@@ -2077,17 +2078,8 @@ def test_an_interrupted_data_pass_prints_only_the_commands_lines(
     for part in range(3):  # work in flight on both workers when the signal comes
         more = data.full.assign(g=data.full["g"] + 1000 * (part + 1))
         more.to_parquet(tmp_path / f"more{part}.parquet", index=False)
-    env = signal_on_import(tmp_path, moment, signal_name)
     args = ["fit", "--data", "A.parquet", "more0.parquet", "more1.parquet", "more2.parquet"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "dmixed", *args, *MODEL, "--output", "out"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    proc = run_signalled(tmp_path, moment, signal_name, [*args, *MODEL, "--output", "out"])
     status, line = {"SIGINT": (130, "interrupted"), "SIGTERM": (143, "terminated (SIGTERM)")}[
         signal_name
     ]
