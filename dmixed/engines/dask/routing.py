@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -764,10 +765,16 @@ class Decisions:
     def __init__(self, kept: int = DECISIONS_KEPT) -> None:
         self.kept = kept
         self.entries: dict = {}
+        # A worker's threads run chains at once: eviction iterates the dict, which
+        # another thread's insertion would change under it.
+        self.lock = threading.Lock()
 
     def recall(self, key) -> tuple[str, tuple[int, int]] | None:
         """The outcome recorded for ``key`` (None: none, or no key)."""
-        return None if key is None else self.entries.get(key)
+        if key is None:
+            return None
+        with self.lock:
+            return self.entries.get(key)
 
     def record(self, key, router: Router) -> None:
         """Keep how ``router``'s chain ended, for ``key`` (nothing without a key or an
@@ -775,10 +782,11 @@ class Decisions:
         outcome = router.outcome()
         if key is None or outcome is None:
             return
-        self.entries.pop(key, None)
-        self.entries[key] = outcome
-        while len(self.entries) > self.kept:
-            del self.entries[next(iter(self.entries))]
+        with self.lock:
+            self.entries.pop(key, None)
+            self.entries[key] = outcome
+            while len(self.entries) > self.kept:
+                self.entries.pop(next(iter(self.entries), None), None)
 
 
 #: This process's :class:`Decisions` (the chains of a cluster's worker, or those run in

@@ -12,6 +12,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import sys
+import threading
+import time
 import warnings
 
 import dask
@@ -222,6 +225,46 @@ def test_decisions_keep_the_newest():
     kept.record(None, router)
     kept.record("d", Router("partials", 4))  # a forced form: nothing to keep
     assert list(kept.entries) == ["b", "c"]
+
+
+class _YieldingDict(dict):
+    """A dict that lets other threads run between starting an iteration and its first
+    step: where eviction is not locked, another thread's insertion lands in between."""
+
+    def __iter__(self):
+        it = super().__iter__()
+        time.sleep(0.0002)
+        return it
+
+
+def test_decisions_record_and_recall_from_many_threads():
+    """A worker's threads run chains at once: recording past the cap from many threads,
+    switching threads often, raises nothing and keeps the cap."""
+    kept = Decisions(kept=4)
+    kept.entries = _YieldingDict()
+    router = Router("auto", 4)
+    errors: list[BaseException] = []
+
+    def work(t: int) -> None:
+        for i in range(200):
+            try:
+                kept.record((t, i), router)
+                kept.recall((t, i))
+            except Exception as err:  # noqa: BLE001 - any error is the failure
+                errors.append(err)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    try:
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
+    assert len(kept.entries) == 4
 
 
 def test_a_refit_logs_the_recalled_decision_and_gives_the_same_fit(tmp_path, caplog, decisions):
