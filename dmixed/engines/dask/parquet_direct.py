@@ -165,9 +165,10 @@ def parquet_reads(pieces: Pieces, spec) -> ParquetReads | None:
 
 
 def files_identity(reads: ParquetReads | None) -> tuple | None:
-    """Each read of ``reads`` with its file's size, inode and modification time (ns) as
-    they are now: what changes when a file is rewritten or replaced; None where a
-    partition is not a plain read or a file cannot be looked at (the read says why)."""
+    """Each read of ``reads`` with its file's size, inode, modification and change
+    times (ns) as they are now: what changes when a file is rewritten or replaced (the
+    change time also when the modification time is put back); None where a partition
+    is not a plain read or a file cannot be looked at (the read says why)."""
     if reads is None or any(item is None for item in reads.items):
         return None
     out = []
@@ -176,7 +177,7 @@ def files_identity(reads: ParquetReads | None) -> tuple | None:
             st = os.stat(item[0])
         except OSError:
             return None
-        out.append((item, st.st_size, st.st_ino, st.st_mtime_ns))
+        out.append((item, st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns))
     return tuple(out)
 
 

@@ -32,9 +32,12 @@ partial of all the groups it saw whenever it switched (the buffered rows go into
 same accumulator), so starting with the partial sends the same partial; a chain that
 kept routing routed every row, as the recalled one does.  The decision is the one
 today's rule made on the same data, so the bytes that cross still never grow as chains
-× groups once rows are the cheaper form.  Files changed in a way the key misses (the
-same size, inode and modification time) can only make the form the worse one for
-those bytes, never the statistics: both forms are exact.
+× groups once rows are the cheaper form.  The key holds each file's change time
+besides its size, inode and modification time: the kernel sets it on every write and
+on every change of the times, so a file rewritten in place with its size and
+modification time put back (``cp -p``, ``touch -r``) is decided afresh.  Files changed
+in a way the key still misses can only make the form the worse one for those bytes,
+never the statistics: both forms are exact.
 """
 
 from __future__ import annotations

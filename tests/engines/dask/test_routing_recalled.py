@@ -267,6 +267,40 @@ def test_decisions_record_and_recall_from_many_threads():
     assert len(kept.entries) == 4
 
 
+def test_a_file_rewritten_with_its_size_and_mtime_put_back_is_decided_afresh(
+    tmp_path, monkeypatch, decisions
+):
+    """A file rewritten in place with the same size and its modification time put back
+    (as ``cp -p`` or ``touch -r`` leave it): its change time moved, so the key differs
+    and the chain routes and decides again rather than recalling."""
+    _write(_frame(300, 16), tmp_path / "d", 3)
+    spec, recipe, reads = _chain(tmp_path / "d")
+    key = decision_key(reads, "model")
+    assert _run(spec, recipe, reads)[4]["form"] == "partials"
+    path = reads.items[0][0]
+    before = os.stat(path)
+    time.sleep(0.05)  # past the file system's timestamp granularity
+    with open(path, "r+b") as f:
+        data = f.read()
+        f.seek(0)
+        f.write(data)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(path)
+    assert (after.st_size, after.st_ino, after.st_mtime_ns) == (
+        before.st_size,
+        before.st_ino,
+        before.st_mtime_ns,
+    )
+    assert after.st_ctime_ns != before.st_ctime_ns
+    assert decision_key(reads, "model") != key
+    switches = _Switches()
+    switches.install(monkeypatch)
+    out = _run(spec, recipe, reads)
+    assert "earlier pass" not in out[4]["why"]
+    assert switches.calls > 0
+    assert len(decisions.entries) == 2
+
+
 def test_a_refit_logs_the_recalled_decision_and_gives_the_same_fit(tmp_path, caplog, decisions):
     _write(_frame(300, 16), tmp_path / "d", 4)
     fits, logs = [], []
