@@ -272,7 +272,7 @@ def accumulate_frames(
     std: Standardization | None = None,
     exchange: str = "auto",
     shifts: bool = False,
-    decided: tuple | None = None,
+    decided: bytes | None = None,
 ) -> tuple:
     """Add pandas partitions, one at a time, into one
     :class:`~dmixed.engines.dask.combine.GroupAccumulator`: the body of

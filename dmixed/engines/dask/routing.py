@@ -797,20 +797,22 @@ class Decisions:
 DECISIONS = Decisions()
 
 
-def decision_key(reads: ParquetReads | None, *inputs) -> tuple | None:
-    """What a chain's exchange decision depends on: its files as read
+def decision_key(reads: ParquetReads | None, *inputs) -> bytes | None:
+    """What a chain's exchange decision depends on: a digest of its files as read
     (:func:`~dmixed.engines.dask.parquet_direct.files_identity`: path, row groups,
-    columns, size, inode, modification time) and a digest of the other ``inputs`` (the
+    columns, size, inode, modification and change times) and the other ``inputs`` (the
     model, the layout, the columns' map, …) pickled; None where not every partition is
-    such a file, or the inputs do not pickle (the chain then decides as it reads)."""
+    such a file, or the inputs do not pickle (the chain then decides as it reads).  A
+    digest, so that an entry of :class:`Decisions` holds the same few bytes however many
+    reads the chain has."""
     files = files_identity(reads)
     if files is None:
         return None
     try:
-        pickled = pickle.dumps(inputs, protocol=pickle.HIGHEST_PROTOCOL)
+        pickled = pickle.dumps((files, inputs), protocol=pickle.HIGHEST_PROTOCOL)
     except (pickle.PicklingError, TypeError, AttributeError, ValueError):
         return None
-    return files, hashlib.blake2b(pickled, digest_size=16).digest()
+    return hashlib.blake2b(pickled, digest_size=16).digest()
 
 
 def exchange_report(parts: list, routed: list, why: str = "") -> dict:

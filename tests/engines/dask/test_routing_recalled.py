@@ -301,6 +301,21 @@ def test_a_file_rewritten_with_its_size_and_mtime_put_back_is_decided_afresh(
     assert len(decisions.entries) == 2
 
 
+def test_an_entry_does_not_grow_with_the_reads(tmp_path, decisions):
+    """The key is a digest: a chain of many files keeps as few bytes as one of two."""
+    _write(_frame(300, 16), tmp_path / "few", 2)
+    _write(_frame(300, 16), tmp_path / "many", 24)
+    few, many = (_chain(tmp_path / name) for name in ("few", "many"))
+    assert len(many[2].items) == 24
+    keys = [decision_key(reads, "model") for _, _, reads in (few, many)]
+    assert all(isinstance(key, bytes) for key in keys)
+    assert len(keys[0]) == len(keys[1]) == 16
+    for spec, recipe, reads in (few, many):
+        _run(spec, recipe, reads)
+    assert len(decisions.entries) == 2
+    assert all(isinstance(key, bytes) and len(key) == 16 for key in decisions.entries)
+
+
 def test_a_refit_logs_the_recalled_decision_and_gives_the_same_fit(tmp_path, caplog, decisions):
     _write(_frame(300, 16), tmp_path / "d", 4)
     fits, logs = [], []
