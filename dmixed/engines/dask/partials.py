@@ -678,7 +678,9 @@ def chain_partials(
     (:mod:`~dmixed.engines.dask.routing`).
     """
     decided = None
-    if exchange == "auto":
+    # Only a packed chain routes and recalls (a ragged one ignores the key): no stat
+    # of its files, no pickling of its spec and slot map otherwise.
+    if exchange == "auto" and reads is not None and isinstance(packed, PackedLayout):
         inputs = (spec, slot_map, packed, n_buckets, np.dtype(key_dtype).str, std, shifts)
         decided = decision_key(reads, *inputs)
     return accumulate_frames(

@@ -26,10 +26,11 @@ import pyarrow.parquet as pq
 import pytest
 
 import dmixed
-from dmixed.engines.dask import routing
+from dmixed.engines.dask import partials, routing
 from dmixed.engines.dask.graph import chain_recipes, project_columns
 from dmixed.engines.dask.parquet_direct import files_identity, parquet_reads
 from dmixed.engines.dask.partials import chain_partials
+from dmixed.engines.dask.ragged import RaggedPacked
 from dmixed.engines.dask.routing import Decisions, Router, decision_key
 from dmixed.stats.packed import PackedLayout
 
@@ -314,6 +315,29 @@ def test_an_entry_does_not_grow_with_the_reads(tmp_path, decisions):
         _run(spec, recipe, reads)
     assert len(decisions.entries) == 2
     assert all(isinstance(key, bytes) and len(key) == 16 for key in decisions.entries)
+
+
+def test_a_ragged_chain_builds_no_key(tmp_path, monkeypatch):
+    """A ragged layout ignores the key: its files are not looked at, nor its inputs
+    pickled."""
+    _write(_frame(50, 4), tmp_path / "d", 2)
+    spec, recipe, reads = _chain(tmp_path / "d")
+    got = {}
+
+    def no_key(*args):
+        raise AssertionError("a key built for a ragged chain")
+
+    def accumulate(*args):
+        got["decided"] = args[-1]
+        return "accumulated"
+
+    monkeypatch.setattr(partials, "decision_key", no_key)
+    monkeypatch.setattr(partials, "accumulate_frames", accumulate)
+    ragged = RaggedPacked(2, 4, (3,))
+    out = chain_partials(recipe, spec, None, ragged, 2, np.dtype(np.int64), None, "auto", reads)
+    assert out == "accumulated" and got["decided"] is None
+    with pytest.raises(AssertionError, match="a key built"):
+        chain_partials(recipe, spec, None, PackedLayout(2, 4), 2, np.int64, None, "auto", reads)
 
 
 def test_a_refit_logs_the_recalled_decision_and_gives_the_same_fit(tmp_path, caplog, decisions):
