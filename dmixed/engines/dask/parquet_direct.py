@@ -32,6 +32,8 @@ memory pool); a chain that keeps a partition's rows past the next read copies th
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -41,7 +43,7 @@ from ...errors import DataError
 from .pieces import Pieces
 from .text_columns import text_objects
 
-__all__ = ["ParquetReads", "parquet_reads", "read_columns", "unreadable_file"]
+__all__ = ["ParquetReads", "files_identity", "parquet_reads", "read_columns", "unreadable_file"]
 
 #: The numpy dtypes read directly, with the Arrow type each must have in the file.
 _ARROW_TYPES = {"float64": "double", "int64": "int64"}
@@ -160,6 +162,23 @@ def parquet_reads(pieces: Pieces, spec) -> ParquetReads | None:
     text = frozenset([spec.group_name])
     items = [_piece_read(piece, names, classes, text) for piece in pieces.items]
     return ParquetReads(items) if any(item is not None for item in items) else None
+
+
+def files_identity(reads: ParquetReads | None) -> tuple | None:
+    """Each read of ``reads`` with its file's size, inode, modification and change
+    times (ns) as they are now: what changes when a file is rewritten or replaced (the
+    change time also when the modification time is put back); None where a partition
+    is not a plain read or a file cannot be looked at (the read says why)."""
+    if reads is None or any(item is None for item in reads.items):
+        return None
+    out = []
+    for item in reads.items:
+        try:
+            st = os.stat(item[0])
+        except OSError:
+            return None
+        out.append((item, st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns))
+    return tuple(out)
 
 
 def read_columns(read: tuple) -> dict | None:

@@ -64,7 +64,7 @@ from .pieces import Pieces, compute_piece
 from .progress import BatchedReport, report_partitions
 from .ragged import RaggedAccumulator, RaggedPacked, ragged_rows, tables_bytes
 from .relay import relayed
-from .routing import PendingRows, Router, exchange_report
+from .routing import DECISIONS, PendingRows, Router, decision_key, exchange_report
 from .text_columns import text_objects
 from .tuning import prepare_worker
 
@@ -272,18 +272,21 @@ def accumulate_frames(
     std: Standardization | None = None,
     exchange: str = "auto",
     shifts: bool = False,
+    decided: bytes | None = None,
 ) -> tuple:
     """Add pandas partitions, one at a time, into one
     :class:`~dmixed.engines.dask.combine.GroupAccumulator`: the body of
     :func:`chain_partials` and :func:`resident_chain_partials` (:func:`accumulate_ragged`
     for a :class:`~dmixed.engines.dask.ragged.RaggedPacked` layout).  ``shifts``: the
     compiled passes keep the groups' sums about shifts of their own (the accumulator's
-    ``keep_shifts``)."""
+    ``keep_shifts``).  ``decided``: the chain's inputs
+    (:func:`~dmixed.engines.dask.routing.decision_key`), under which its exchange
+    decision is recalled and kept (:data:`~dmixed.engines.dask.routing.DECISIONS`)."""
     prepare_worker()
     if isinstance(packed, RaggedPacked):
         return accumulate_ragged(frames, spec, slot_map, packed, n_buckets, key_dtype, std)
     acc = GroupAccumulator(packed.width, key_dtype, shifts)
-    router = Router(exchange, packed.width)
+    router = Router(exchange, packed.width, recalled=DECISIONS.recall(decided))
     glob = packed.empty_global()
     report = BatchedReport()
     widths = () if slot_map is None else slot_map.widths
@@ -323,6 +326,7 @@ def accumulate_frames(
     except DataError as err:
         raise _where(frames, err) from None
     report.flush()
+    DECISIONS.record(decided, router)
     parts, routed = acc.result(n_buckets), router.result(n_buckets)
     return parts, glob, std, routed, exchange_report(parts, routed, router.reason())
 
@@ -669,8 +673,16 @@ def chain_partials(
     worker holds one partition plus one row of statistics per group seen.  Same output
     as :func:`partition_partials`.  ``reads``: the partitions read as numpy columns
     (:mod:`~dmixed.engines.dask.parquet_direct`), where they can be; ``shifts``: as
-    :func:`accumulate_frames`'.
+    :func:`accumulate_frames`'.  A chain of plain Parquet reads whose inputs are those
+    of a chain of an earlier pass here starts in the exchange form that one ended in
+    (:mod:`~dmixed.engines.dask.routing`).
     """
+    decided = None
+    # Only a packed chain routes and recalls (a ragged one ignores the key): no stat
+    # of its files, no pickling of its spec and slot map otherwise.
+    if exchange == "auto" and reads is not None and isinstance(packed, PackedLayout):
+        inputs = (spec, slot_map, packed, n_buckets, np.dtype(key_dtype).str, std, shifts)
+        decided = decision_key(reads, *inputs)
     return accumulate_frames(
         chain_frames(pieces, reads),
         spec,
@@ -681,6 +693,7 @@ def chain_partials(
         std,
         exchange,
         shifts,
+        decided,
     )
 
 

@@ -23,10 +23,28 @@ owner accumulates rows in the standardized form like any chain, and partials in
 different maps or centres are added as before
 (:func:`~dmixed.engines.dask.combine.combine_converted`).  The Dask config key
 ``"dmixed.exchange"`` forces one form (``"partials"``, ``"rows"``; default ``"auto"``).
+
+A chain whose inputs are those of a chain of an earlier pass in the same process (the
+same files, unchanged, the same model and layout: :func:`decision_key`) starts in the
+form that chain ended in (:data:`DECISIONS`), without routing its first files to find
+it again.  Its bytes are those of the earlier chain: a chain that switched sends the
+partial of all the groups it saw whenever it switched (the buffered rows go into the
+same accumulator), so starting with the partial sends the same partial; a chain that
+kept routing routed every row, as the recalled one does.  The decision is the one
+today's rule made on the same data, so the bytes that cross still never grow as chains
+× groups once rows are the cheaper form.  The key holds each file's change time
+besides its size, inode and modification time: the kernel sets it on every write and
+on every change of the times, so a file rewritten in place with its size and
+modification time put back (``cp -p``, ``touch -r``) is decided afresh.  Files changed
+in a way the key still misses can only make the form the worse one for those bytes,
+never the statistics: both forms are exact.
 """
 
 from __future__ import annotations
 
+import hashlib
+import pickle
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -39,6 +57,7 @@ from ...stats.packed import PackedLayout
 from ...stats.standardize import Standardization
 from .checks import config_choice
 from .combine import GroupAccumulator, Partial, bucket_of
+from .parquet_direct import ParquetReads, files_identity
 from .text_columns import text_hashes, text_objects
 
 #: Estimated bytes of one key of object dtype (strings) once pickled.
@@ -47,6 +66,8 @@ OBJECT_KEY_BYTES = 24
 BITMAP_BITS = 28
 
 EXCHANGE_CHOICES = ("auto", "partials", "rows")
+#: Chains' decisions a process keeps (:class:`Decisions`), the oldest dropped first.
+DECISIONS_KEPT = 256
 
 #: The fields of :class:`RoutedRows` that carry variance components one entry per row.
 VC_FIELDS = ("vc_pos", "vc_val")
@@ -636,14 +657,33 @@ class Router:
     #: packed row; the chain sets it from its first rows, whose partial may be rows of
     #: terms, fewer bytes)
     row_bytes: int | None = None
+    #: how a chain of an earlier pass over the same inputs ended (:meth:`outcome`,
+    #: :class:`Decisions`): the chain starts in that form, without routing to find it
+    recalled: tuple[str, tuple[int, int]] | None = None
 
     def __post_init__(self) -> None:
         self.routing = self.mode != "partials"
+        if self.mode != "auto":
+            self.recalled = None
+        if self.recalled is not None and self.recalled[0] == "partials":
+            self.routing = False
+            self.switched = self.recalled[1]
 
     def reason(self) -> str:
         """Why the chain sends what it sends, for the engine's log."""
         if self.mode != "auto":
             return f"dmixed.exchange={self.mode!r}"
+        if self.recalled is not None:
+            form, (rows, partial) = self.recalled
+            if form == "partials":
+                return (
+                    f"partial ({partial / 1e6:.0f} MB) fewer bytes than the rows "
+                    f"({rows / 1e6:.0f} MB and growing) in an earlier pass over the same files"
+                )
+            return (
+                f"rows ({rows / 1e6:.0f} MB) fewer bytes than a partial "
+                f"({partial / 1e6:.0f} MB) in an earlier pass over the same files"
+            )
         if self.switched is not None:
             rows, partial = self.switched
             return (
@@ -675,6 +715,8 @@ class Router:
         keys = pending.keys
         self.buffer.append(pending)
         self.rows_bytes += sent
+        if self.recalled is not None:  # rows to the end: no partial to estimate
+            return
         arrow = isinstance(keys, pa.Array)
         self.seen.add(keys if arrow else np.asarray(keys))
         text = arrow or keys.dtype == object
@@ -689,7 +731,7 @@ class Router:
     def switch(self) -> list[PendingRows]:
         """The buffered rows to accumulate here when a partial is now the cheaper form
         (and stop routing); else an empty list."""
-        if not self.routing or self.mode == "rows":
+        if not self.routing or self.mode == "rows" or self.recalled is not None:
             return []
         if self.partial_estimate >= self.rows_bytes:
             return []
@@ -697,6 +739,16 @@ class Router:
         self.switched = (self.rows_bytes, self.partial_estimate)
         buffered, self.buffer = self.buffer, []
         return buffered
+
+    def outcome(self) -> tuple[str, tuple[int, int]] | None:
+        """How this chain ended, for a later chain of the same inputs (:attr:`recalled`):
+        ``(form, (rows' bytes, partial's bytes))``; None where nothing was decided here
+        (a forced form, or a decision itself recalled)."""
+        if self.mode != "auto" or self.recalled is not None:
+            return None
+        if self.switched is not None:
+            return "partials", self.switched
+        return "rows", (self.rows_bytes, self.partial_estimate)
 
     def result(self, n_buckets: int) -> list[RoutedRows | None]:
         """The rows routed to each bucket (None everywhere when not routing)."""
@@ -706,6 +758,61 @@ class Router:
         while self.buffer:  # each one's design rows released once compacted
             compacted.append(self.buffer.pop(0).routed())
         return split_routed(compacted, n_buckets)
+
+
+class Decisions:
+    """How the chains of this process's passes ended (:meth:`Router.outcome`), by their
+    inputs (:func:`decision_key`): the module doc says why a chain of the same inputs
+    may start in that form.  At most :data:`DECISIONS_KEPT`, the oldest dropped first."""
+
+    def __init__(self, kept: int = DECISIONS_KEPT) -> None:
+        self.kept = kept
+        self.entries: dict = {}
+        # A worker's threads run chains at once: eviction iterates the dict, which
+        # another thread's insertion would change under it.
+        self.lock = threading.Lock()
+
+    def recall(self, key) -> tuple[str, tuple[int, int]] | None:
+        """The outcome recorded for ``key`` (None: none, or no key)."""
+        if key is None:
+            return None
+        with self.lock:
+            return self.entries.get(key)
+
+    def record(self, key, router: Router) -> None:
+        """Keep how ``router``'s chain ended, for ``key`` (nothing without a key or an
+        outcome)."""
+        outcome = router.outcome()
+        if key is None or outcome is None:
+            return
+        with self.lock:
+            self.entries.pop(key, None)
+            self.entries[key] = outcome
+            while len(self.entries) > self.kept:
+                self.entries.pop(next(iter(self.entries), None), None)
+
+
+#: This process's :class:`Decisions` (the chains of a cluster's worker, or those run in
+#: the driver's process).
+DECISIONS = Decisions()
+
+
+def decision_key(reads: ParquetReads | None, *inputs) -> bytes | None:
+    """What a chain's exchange decision depends on: a digest of its files as read
+    (:func:`~dmixed.engines.dask.parquet_direct.files_identity`: path, row groups,
+    columns, size, inode, modification and change times) and the other ``inputs`` (the
+    model, the layout, the columns' map, …) pickled; None where not every partition is
+    such a file, or the inputs do not pickle (the chain then decides as it reads).  A
+    digest, so that an entry of :class:`Decisions` holds the same few bytes however many
+    reads the chain has."""
+    files = files_identity(reads)
+    if files is None:
+        return None
+    try:
+        pickled = pickle.dumps((files, inputs), protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, TypeError, AttributeError, ValueError):
+        return None
+    return hashlib.blake2b(pickled, digest_size=16).digest()
 
 
 def exchange_report(parts: list, routed: list, why: str = "") -> dict:
