@@ -60,6 +60,7 @@ from .input_data import (
     is_read_error,
     label_columns,
     one_line,
+    parquet_rows,
     read_data,
     read_error_message,
     refuse_inside_inputs,
@@ -506,7 +507,9 @@ def run_fit(job: Job) -> int:
         columns = column_names(job, files, fmt)
         if columns is not None:  # the formulas checked node by node before a cluster too
             with _job_errors(job, reads_data=True):
-                parse_formulas(job.formula, job.re_formula, job.vc_formula, columns)
+                # a formula of many terms is checked against the files' rows first
+                rows = functools.partial(parquet_rows, files, fmt)
+                parse_formulas(job.formula, job.re_formula, job.vc_formula, columns, rows=rows)
     # a reuse needs no cluster either: the optimization runs on the saved statistics
     cluster = (
         contextlib.nullcontext()

@@ -451,6 +451,20 @@ def column_names(job: Job, files: list[str], fmt: str) -> set[str] | None:
         raise JobError(message, EXIT_DATA) from exc
 
 
+def parquet_rows(files: list[str], fmt: str) -> int | None:
+    """The rows of local Parquet ``files`` as their footers count them, before any is
+    dropped; None for other input or a footer that cannot be read (the read of the data
+    names it)."""
+    if fmt != "parquet" or any("://" in f or not os.path.isfile(f) for f in files):
+        return None
+    import pyarrow.parquet as pq
+
+    try:
+        return sum(pq.read_metadata(f).num_rows for f in files)
+    except Exception:  # noqa: BLE001 - pyarrow raises several types for a damaged footer
+        return None
+
+
 def _read_csv_input(job: Job, files: list[str], model: dict, saved: dict):
     options = job.storage_options or None
     headers = [csv_header(f, options) for f in files]

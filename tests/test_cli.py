@@ -2944,3 +2944,32 @@ def test_an_empty_path_is_named_as_empty(tmp_path, args, line):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith(f"dmixed: error: {line}"), proc.stderr
     assert "(a list)" not in proc.stderr
+
+
+def test_a_formula_of_more_terms_than_the_files_rows_is_refused_before_its_parse(
+    tmp_path, monkeypatch
+):
+    """A job of 60,000 distinct terms on 400 rows was parsed (time and memory growing with
+    the square of its terms) before "too few rows"; the Parquet footers' rows are read
+    first for a formula of many terms."""
+    import dmixed.design.build as build
+
+    def parse(*args, **kwargs):
+        raise AssertionError("parsed after the early refusal")
+
+    monkeypatch.setattr(build, "parse_formula", parse)
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame(
+        {"y": rng.normal(size=40), "x1": rng.normal(size=40), "g": np.arange(40) % 4}
+    )
+    frame.to_parquet(tmp_path / "a.parquet")
+    frame.assign(y=frame["y"] + 1).to_parquet(tmp_path / "b.parquet")
+    formula = "y ~ " + " + ".join(f"I(x1+{k})" for k in range(2000))
+    (tmp_path / "job.yaml").write_text(
+        yaml.safe_dump({"data": ["a.parquet", "b.parquet"], "formula": formula, "groups": "g"})
+    )
+    proc = run_in_process("fit", "--job", "job.yaml", "--output", "o", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "too few rows: at most 80 rows for at least 2001 fixed effects" in proc.stderr
+    assert "refused before its design is built" in proc.stderr
+    assert not (tmp_path / "o").exists()

@@ -98,6 +98,62 @@ def add_unique(lst: list, item) -> None:
         lst.append(item)
 
 
+_OPEN = {"(": ")", "[": "]", "{": "}"}
+_QUOTES = "'\"`"
+
+
+def fixed_columns_at_least(formula, columns: set | None = None) -> int | None:
+    """A lower bound on the fixed-effect columns of ``formula``, read from its text
+    without parsing it: the distinct terms of a right-hand side that joins terms with
+    ``+`` only (each term gives at least one column; a factor of one level is refused
+    later), plus the intercept unless a term is ``0``.  None where the text says
+    more (another operator outside brackets, no ``~``): only the parse can count then.
+    Terms in parentheses, braces or backticks are not counted (``(x1)`` and ``x1`` are
+    one term), nor numbers; whitespace is ignored, so two spellings of one term count once.
+    None too where a term is a name that is not one of ``columns`` (when given): the
+    parse's message names it.
+    """
+    if not isinstance(formula, str):
+        return None
+    pieces: list[str] = []
+    current: list[str] = []
+    closing: list[str] = []
+    quote = ""
+    lhs_seen = False
+    for ch in formula:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in _QUOTES:
+            quote = ch
+        elif ch in _OPEN:
+            closing.append(_OPEN[ch])
+        elif closing and ch == closing[-1]:
+            closing.pop()
+        elif not closing:
+            if ch == "~" and not lhs_seen:
+                lhs_seen, current = True, []
+                continue
+            if ch == "+" and lhs_seen:
+                pieces.append("".join(current))
+                current = []
+                continue
+            if not (ch.isalnum() or ch in "_. \t\n"):
+                return None
+        if not ch.isspace():
+            current.append(ch)
+    if not lhs_seen or quote or closing:
+        return None
+    pieces.append("".join(current))
+    counted = {
+        t
+        for t in pieces
+        if t and t[0] not in "({`" and "`" not in t and not t.replace(".", "").isdigit()
+    }
+    if columns is not None and any(t.isidentifier() and t not in columns for t in counted):
+        return None
+    return len(counted) + (0 if "0" in pieces else 1)
+
+
 def parse_formula(formula: str, role: str, *, lhs: bool, columns: set | None = None):
     """Parse with formulaic; returns (lhs terms or None, rhs terms).
 

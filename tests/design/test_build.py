@@ -441,3 +441,86 @@ def test_a_constant_response_on_dask_reads_only_the_columns_it_needs(formula, mi
     value = 3.0 if formula == "y ~ x1" else float(np.log(3.0))
     name = "y" if formula == "y ~ x1" else "np.log(y)"
     assert str(err) == f"the response {name!r} is constant (all values {value!r})"
+
+
+def _refuse_to_run(*args, **kwargs):
+    raise AssertionError("reached after the early refusal")
+
+
+def _few_rows(n: int = 400) -> pd.DataFrame:
+    rng = np.random.default_rng(3)
+    return pd.DataFrame(
+        {
+            "y": rng.normal(size=n),
+            "x1": rng.normal(size=n),
+            "a": [f"a{i % 200}" for i in range(n)],
+            "b": [f"b{(i * 7) % 200}" for i in range(n)],
+            "g": np.arange(n) % 40,
+        }
+    )
+
+
+def test_more_terms_than_rows_refused_before_the_formula_is_parsed(monkeypatch):
+    """A formula of many distinct terms on a few hundred rows was parsed (time and
+    memory growing with the square of its terms: 60,000 terms, ~18 GB) and its design
+    built before "too few rows".  The terms are counted from the text first."""
+    import dmixed.design.build as build
+
+    monkeypatch.setattr(build, "parse_formula", _refuse_to_run)
+    formula = "y ~ " + " + ".join(f"I(x1 + {k})" for k in range(3000))
+    with pytest.raises(DataError, match=r"too few rows: at most 400 rows for at least 3001 "):
+        dmixed.mixedlm(formula, _few_rows(), groups="g")
+    # drop_cols' columns are not counted
+    with pytest.raises(DataError, match=r"at most 400 rows for at least 2991 fixed effects"):
+        dmixed.mixedlm(
+            formula, _few_rows(), groups="g", drop_cols=[f"I(x1 + {k})" for k in range(10)]
+        )
+
+
+def test_more_level_columns_than_rows_refused_before_the_spec(monkeypatch):
+    """``C(a):C(b)`` of 200 levels each on 400 rows: at least 199² columns, counted from
+    the levels before formulaic learns the spec on a frame of every level."""
+    import dmixed.design.spec as spec_module
+
+    monkeypatch.setattr(spec_module, "formula_specs", _refuse_to_run)
+    with pytest.raises(DataError, match=r"at most 400 rows for at least 39602 fixed effects"):
+        dmixed.mixedlm("y ~ C(a):C(b)", _few_rows(), groups="g")
+
+
+def test_a_design_larger_than_memory_is_refused_before_it_is_built(monkeypatch):
+    import dmixed.design.messages as messages
+    import dmixed.design.spec as spec_module
+
+    # the spec's frame of 200 rows fits, the 400 rows' design (640,000 bytes) does not
+    monkeypatch.setattr(messages, "physical_memory", lambda: 500_000)
+    monkeypatch.setattr(spec_module, "formula_specs", _refuse_to_run)
+    with pytest.raises(
+        DataError, match=r"design of 400 rows and at least 200 columns would take 0\.6 MiB"
+    ):
+        dmixed.mixedlm("y ~ C(a)", _few_rows(), groups="g")
+
+
+def test_a_prototype_larger_than_memory_is_refused_on_dask(monkeypatch):
+    """On Dask the rows are not counted before the data pass, but the spec's frame of one
+    row per level is known from the level scan."""
+    import dask.dataframe as dd
+
+    import dmixed.design.messages as messages
+    import dmixed.design.spec as spec_module
+
+    monkeypatch.setattr(messages, "physical_memory", lambda: 100_000)
+    monkeypatch.setattr(spec_module, "formula_specs", _refuse_to_run)
+    ddf = dd.from_pandas(_few_rows(), npartitions=2)
+    with pytest.raises(
+        DataError,
+        match=r"of one row per level of its factor of most levels "
+        r"\(200\) and at least 200 columns",
+    ):
+        build_spec(ddf, "y ~ C(a)", groups="g")
+
+
+def test_a_wide_fixed_part_within_the_rows_still_fits():
+    df = _few_rows(600)
+    res = dmixed.mixedlm("y ~ x1 + C(a)", df, groups="g").fit()
+    assert len(res.fe_params) == 201
+    assert np.isfinite(res.llf)

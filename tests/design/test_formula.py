@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from dmixed.design import build_spec
+from dmixed.design.formula import fixed_columns_at_least
 
 from .frames import make_df
 
@@ -440,3 +441,27 @@ def test_a_formula_naming_recursion_is_not_taken_for_too_deep(formula):
     message = str(exc.value)
     assert "nested too deeply" not in message, message
     assert "Operator `+` has insuffient arguments" in message, message
+
+
+@pytest.mark.parametrize(
+    ("formula", "at_least"),
+    [
+        ("y ~ x1 + x2", 3),
+        ("y ~ 0 + x1 + x1 + I(x1 +1) + I(x1+1)", 2),  # one term in two spellings
+        ("y ~ (x1) + x1 + `x1` + {x1}", 2),  # bracketed and quoted terms not counted
+        ("y~1", 1),
+        ("y ~ 1 + 2.5 + x1", 2),
+        ("y ~ C(f, Treatment('a+b')) + Q('a b')", 3),  # a '+' inside a call or quotes
+        ("y ~ x1*x2", None),  # other operators: only the parse counts
+        ("y ~ x1 - 1", None),
+        ("x1 + x2", None),  # no response
+        ("y ~ I(x1", None),
+    ],
+)
+def test_fixed_columns_at_least_counts_distinct_terms_of_the_text(formula, at_least):
+    assert fixed_columns_at_least(formula) == at_least
+
+
+def test_fixed_columns_at_least_leaves_a_name_the_data_lack_to_the_parse():
+    assert fixed_columns_at_least("y ~ x1 + I(x2 + 1)", {"y", "x1"}) == 3
+    assert fixed_columns_at_least("y ~ x1 + v1", {"y", "x1"}) is None
