@@ -2973,3 +2973,41 @@ def test_a_formula_of_more_terms_than_the_files_rows_is_refused_before_its_parse
     assert "too few rows: at most 80 rows for at least 2001 fixed effects" in proc.stderr
     assert "refused before its design is built" in proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("formula", "words"),
+    [
+        ("y ~ I(abs(x1).real)", "the attribute .real is not allowed: of a computed value"),
+        ("y ~ x1.real", "unknown column 'x1.real': 'x1' is a column, but a formula reads no"),
+    ],
+)
+def test_an_attribute_read_is_refused_alike_from_a_job_file_and_the_flag(tmp_path, formula, words):
+    """``I(abs(x1).real)`` passed the checker and failed at evaluation with pandas'
+    AttributeError; now the checker refuses it, from a job file as from ``--formula``."""
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame(
+        {"y": rng.normal(size=40), "x1": rng.normal(size=40), "g": np.arange(40) % 4}
+    )
+    frame.to_parquet(tmp_path / "a.parquet")
+    (tmp_path / "job.yaml").write_text(
+        yaml.safe_dump({"data": "a.parquet", "formula": formula, "groups": "g"})
+    )
+    by_job = run_in_process("fit", "--job", "job.yaml", "--output", "o", cwd=tmp_path)
+    by_flag = run_in_process(
+        "fit",
+        "--data",
+        "a.parquet",
+        "--formula",
+        formula,
+        "--groups",
+        "g",
+        "--output",
+        "o",
+        cwd=tmp_path,
+    )
+    for proc in (by_job, by_flag):
+        assert proc.returncode == 2, proc.stderr
+        assert words in proc.stderr and "AttributeError" not in proc.stderr, proc.stderr
+    assert by_job.stderr == by_flag.stderr
+    assert not (tmp_path / "o").exists()

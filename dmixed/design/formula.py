@@ -506,8 +506,12 @@ class _FactorChecker:
         if isinstance(node, ast.Name):
             self.visit_name(node)
             return
-        if isinstance(node, ast.Attribute) and self.visit_attribute(node):
-            return
+        if isinstance(node, ast.Attribute):
+            if self.visit_attribute(node):
+                return
+            # an attribute of a computed value that no call reads as a method: formulaic
+            # would evaluate it, and what it gives is not known to be elementwise
+            self.refuse_attribute(node.attr, "of a computed value")
         if isinstance(node, _NOT_PLAIN):
             self.refuse(f"the expression {ast.unparse(node)!r}", "it is not a plain expression")
         if isinstance(node, ast.BinOp):
@@ -555,6 +559,14 @@ class _FactorChecker:
                 f"{self.role} {shown(self.formula)}: the power {ast.unparse(node)!r} is not "
                 f"allowed: a constant exponent must be a number of at most {MAX_EXPONENT}"
             )
+
+    def refuse_attribute(self, attr: str, of: str) -> None:
+        """Refuse reading ``.attr`` (not a method call) of a column or computed value."""
+        methods = ", ".join(f".{m}()" for m in sorted(_ELEMENTWISE_METHODS))
+        raise FormulaError(
+            f"{self.role} {shown(self.formula)}: the attribute .{attr} is not allowed: "
+            f"{of} a formula reads only the elementwise methods {methods}"
+        )
 
     def check_attribute(self, node: ast.AST) -> None:
         """Refuse private and special attributes anywhere in an attribute chain."""
@@ -669,8 +681,8 @@ class _FactorChecker:
         root = self.name_of(parts[0])
         self.check_shadowed_module(root, parts, ".".join([root, *parts[1:]]))
         if root in self.columns:
-            add_unique(self.info.columns, root)
-            add_unique(self.info.expr_columns, root)
+            # a column's attribute (.index, .real, .name) is not its values elementwise
+            self.refuse_attribute(parts[1], f"of column {root!r}")
         elif root in self.transforms:
             add_unique(self.info.transforms, root)
         else:
@@ -816,6 +828,31 @@ _ONLY_WHITELIST = (
 )
 
 
+def _column_attribute(name: str, columns: set) -> bool:
+    """Whether an unknown ``name`` reads an attribute of a column (``x.real``)."""
+    head, dot, attr = name.partition(".")
+    return bool(dot) and head in columns and attr.isidentifier()
+
+
+def _column_attribute_message(names: list[str]) -> str:
+    """``x.real`` read outside a call: formulaic takes it for a column's name.  The
+    names are listed (three, then counted), the reason given once."""
+    head, _, attr = names[0].partition(".")
+    methods = ", ".join(f".{m}()" for m in sorted(_ELEMENTWISE_METHODS))
+    how = "compute it once on the whole data and add it as a column"
+    if len(names) == 1 and attr in _ELEMENTWISE_METHODS:
+        how = f"write I({head}.{attr}())"
+    what = (
+        f"unknown column {names[0]!r}: {head!r} is a column"
+        if len(names) == 1
+        else f"unknown columns {_names([repr(n) for n in names])}: each an attribute of a column"
+    )
+    return (
+        f"{what}, but a formula reads no attribute of a column; of a column it calls only "
+        f"the elementwise methods {methods}, inside I(); {how}"
+    )
+
+
 def _unknown_names(unknown: list[str], columns: set, env=None) -> str:
     msgs = []
     functions = False
@@ -825,7 +862,11 @@ def _unknown_names(unknown: list[str], columns: set, env=None) -> str:
         close = difflib.get_close_matches(u[:-2], sorted(transforms()), n=3)
         hint = f"; close matches: {', '.join(close)}" if close else ""
         msgs.append(f"unknown function {u}" + hint)
-    msgs += unknown_columns([u for u in named if not u.endswith("()")], sorted(columns))
+    dotted = [u for u in named if _column_attribute(u, columns)]
+    if dotted:
+        msgs.append(_column_attribute_message(dotted))
+    rest = [u for u in named if not u.endswith("()") and u not in dotted]
+    msgs += unknown_columns(rest, sorted(columns))
     if functions:
         msgs.append(
             _ONLY_WHITELIST
