@@ -580,7 +580,7 @@ def files_lacking(job: Job, names: list[str], shown: int = 5) -> str:
     """``"; in FILE: no column 'C'"`` for each input file (up to ``shown``) that lacks a
     column of ``names`` (empty when none does, or none can be read): the columns a saved
     model reads that new rows of ``update`` lack, in one file or in every file."""
-    from .design.file_schemas import file_columns
+    from .design.file_schemas import file_columns, path_shown
 
     files = input_files(job)
     fmt = input_format(job, files)
@@ -590,7 +590,7 @@ def files_lacking(job: Job, names: list[str], shown: int = 5) -> str:
             columns = file_columns(f, fmt, job.storage_options)
         except Exception:  # noqa: BLE001 (pyarrow, fsspec and pandas raise many types)
             continue
-        lines += [f"{f}: no column {name!r}" for name in names if name not in columns]
+        lines += [f"{path_shown(f)}: no column {name!r}" for name in names if name not in columns]
     more = f"; and {len(lines) - shown} more" if len(lines) > shown else ""
     return "".join(f"; in {line}" for line in lines[:shown]) + more
 

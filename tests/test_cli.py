@@ -3011,3 +3011,39 @@ def test_an_attribute_read_is_refused_alike_from_a_job_file_and_the_flag(tmp_pat
         assert words in proc.stderr and "AttributeError" not in proc.stderr, proc.stderr
     assert by_job.stderr == by_flag.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_text_in_two_files_of_numbers_is_named_with_one_type_and_full_paths(tmp_path):
+    """Text in a numeric column of two files among five: the partition's error named one
+    file in full with the type ``string``, the schema's line the other as given with
+    ``large_string[pyarrow]``.  Both now name the file in full and the type ``string``."""
+    rng = np.random.default_rng(4)
+    (tmp_path / "in").mkdir()
+    for name in "abcde":
+        frame = pd.DataFrame(
+            {"y": rng.normal(size=30), "x": rng.normal(size=30), "g": np.arange(30) % 3}
+        )
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if name in "ce":
+            text = [str(v) for v in frame["x"]]
+            text[3] = "abc"
+            table = table.set_column(1, "x", pa.array(text, pa.large_string()))
+        pq.write_table(table, tmp_path / "in" / f"{name}.parquet")
+    files = [f"in/{name}.parquet" for name in "abcde"]
+    proc = run_in_process(
+        "fit",
+        "--data",
+        *files,
+        "--formula",
+        "y ~ x",
+        "--groups",
+        "g",
+        "--output",
+        "o",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert "large_string" not in proc.stderr and "[pyarrow]" not in proc.stderr, proc.stderr
+    named = re.findall(r"(\S+\.parquet): column 'x' holds text \((\w+)\)", proc.stderr)
+    assert {os.path.basename(p) for p, _ in named} == {"c.parquet", "e.parquet"}, proc.stderr
+    assert all(os.path.isabs(p) and t == "string" for p, t in named), named

@@ -11,6 +11,7 @@ types of its first rows), for the command line's message (it knows the files).
 
 from __future__ import annotations
 
+import os
 import re
 
 import pandas as pd
@@ -52,6 +53,27 @@ def file_columns(path: str, fmt: str, storage_options: dict | None = None) -> di
         return {name: pd.ArrowDtype(t) for name, t in zip(schema.names, schema.types, strict=True)}
 
 
+def path_shown(path: str) -> str:
+    """A local file's path in full, as a partition's error names its file (a URL as
+    given), so that one message writes every path the same way."""
+    return path if "://" in path else os.path.abspath(path)
+
+
+def type_shown(dtype) -> str:
+    """A column's type in the words a partition's error uses: ``string`` for Arrow's
+    (large) strings, numpy's name for numbers (``float64``, not ``double[pyarrow]``)."""
+    arrow = getattr(dtype, "pyarrow_dtype", None)
+    if arrow is None:
+        return str(dtype)
+    import pyarrow as pa
+
+    if pa.types.is_string(arrow) or pa.types.is_large_string(arrow):
+        return "string"
+    if pa.types.is_integer(arrow) or pa.types.is_floating(arrow) or pa.types.is_boolean(arrow):
+        return str(dtype.numpy_dtype)
+    return str(arrow)
+
+
 def quoted_names(message: str) -> list[str]:
     """The names an error message quotes (``'y'``, ``['h']``), in order, once each."""
     return list(dict.fromkeys(re.findall(r"'([^'\n]{1,200})'", message)))
@@ -83,13 +105,14 @@ def files_unlike_others(
         having = {f: s[name] for f, s in schemas.items() if name in s}
         if not having:
             continue
-        lines += [f"{f}: no column {name!r}" for f in schemas if f not in having]
+        lines += [f"{path_shown(f)}: no column {name!r}" for f in schemas if f not in having]
         kinds = {f: column_kind(t) for f, t in having.items()}
         found = list(kinds.values())
         usual = max(found, key=found.count)  # a tie: the kind of the first file
         lines += [
-            f"{f}: column {name!r} holds {_KIND_WORDS.get(k, k)} ({having[f]}) where the "
-            f"other files hold {_KIND_WORDS.get(usual, usual)}"
+            f"{path_shown(f)}: column {name!r} holds {_KIND_WORDS.get(k, k)} "
+            f"({type_shown(having[f])}) where the other files hold "
+            f"{_KIND_WORDS.get(usual, usual)}"
             for f, k in kinds.items()
             if k != usual
         ]
