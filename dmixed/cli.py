@@ -304,7 +304,10 @@ def _digest_differences(job: Job, manifest: dict, fingerprint: list[dict]) -> st
 
 
 def _shown_value(value) -> str:
-    """A model key's value for a message, cut in the middle when long (:func:`shown`)."""
+    """A model key's value for a message, cut in the middle when long (:func:`shown`);
+    a key absent (its default: ``re_formula`` a random intercept) is "not given"."""
+    if value is None:
+        return "not given"
     return shown(value) if isinstance(value, str) else shown(repr(value))[1:-1]
 
 

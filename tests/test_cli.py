@@ -1448,11 +1448,26 @@ def test_digest_differences_name_raw_values_and_what_was_not_recorded(checkpoint
     proc = run_in_process(*args, "--stats-dir", str(stats), "--output", "o", cwd=d)
     assert proc.returncode == 2, proc.stderr
     said = proc.stderr.split("this job:")[1]
-    assert "vc_formula None, saved {'sub': '0 + C(sub)'}" in said, proc.stderr
+    assert "vc_formula not given, saved {'sub': '0 + C(sub)'}" in said, proc.stderr
     assert "re_formula" not in said, proc.stderr
     assert "missing 'raise', saved: not recorded" in said, proc.stderr
     assert f"input files whose content was not recorded, so not compared: {d / 'B.parquet'}" in said
     assert "changed" not in said, proc.stderr
+    assert not (d / "o").exists()
+
+
+def test_a_default_re_formula_is_not_given_in_a_digest_mismatch(checkpointed):
+    """A job without --re-formula against statistics saved with one said "re_formula
+    None"; it now says "not given", as the rest of the message does."""
+    d = checkpointed.dir
+    args = checkpointed.args
+    saved = args[args.index("--re-formula") + 1]
+    args = args[: args.index("--re-formula")] + args[args.index("--re-formula") + 2 :]
+    proc = run_in_process(*args, "--stats-dir", "stats", "--output", "o", cwd=d)
+    assert proc.returncode == 2, proc.stderr
+    said = proc.stderr.split("this job:")[1]
+    assert f"re_formula not given, saved {saved!r}" in said, proc.stderr
+    assert "None" not in said, proc.stderr
     assert not (d / "o").exists()
 
 
