@@ -182,12 +182,13 @@ def _job_errors(job: Job, reads_data: bool) -> Iterator[None]:
             # file, whose columns Dask takes for the whole input, is that file's
             # problem where other files have it
             in_files = about_data or (reads_data and isinstance(exc, SpecError))
-            named = files_named(job, message) if in_files else ""
+            # a partition's error names its file (in full): the other files' lines too
+            located = getattr(exc, "file", None) if about_data else None
+            named = files_named(job, message, full_paths=bool(located)) if in_files else ""
             absent = getattr(exc, "absent", None) if about_data else None
             if absent and not named and not getattr(exc, "file", None):
                 named = files_lacking(job, absent)  # update: the saved model's columns
-            # a partition's error names its file: a guess naming another contradicts it
-            located = getattr(exc, "file", None) if about_data else None
+            # a guess naming another file than the partition's contradicts it
             if located and os.path.basename(located) not in named:
                 named = ""
             elif located:  # named already, with its type: its line again says it twice

@@ -567,20 +567,22 @@ def culprit_of_message(job: Job, message: str) -> tuple[str, int] | None:
 # ---------------------------------------------------------------------------
 
 
-def files_named(job: Job, message: str) -> str:
+def files_named(job: Job, message: str, full_paths: bool = False) -> str:
     """The files of a multi-file input that a column problem (the column quoted in
-    ``message``) comes from, as ``"; in FILE: ..."`` (empty when none is found)."""
+    ``message``) comes from, as ``"; in FILE: ..."`` (empty when none is found); with
+    ``full_paths``, local files by their full path, as a partition's error names its own."""
     from .design.file_schemas import files_in_message
 
     files = input_files(job)
-    return files_in_message(files, input_format(job, files), message, job.storage_options)
+    fmt = input_format(job, files)
+    return files_in_message(files, fmt, message, job.storage_options, full_paths=full_paths)
 
 
 def files_lacking(job: Job, names: list[str], shown: int = 5) -> str:
     """``"; in FILE: no column 'C'"`` for each input file (up to ``shown``) that lacks a
     column of ``names`` (empty when none does, or none can be read): the columns a saved
     model reads that new rows of ``update`` lack, in one file or in every file."""
-    from .design.file_schemas import file_columns, path_shown
+    from .design.file_schemas import file_columns
 
     files = input_files(job)
     fmt = input_format(job, files)
@@ -590,7 +592,7 @@ def files_lacking(job: Job, names: list[str], shown: int = 5) -> str:
             columns = file_columns(f, fmt, job.storage_options)
         except Exception:  # noqa: BLE001 (pyarrow, fsspec and pandas raise many types)
             continue
-        lines += [f"{path_shown(f)}: no column {name!r}" for name in names if name not in columns]
+        lines += [f"{f}: no column {name!r}" for name in names if name not in columns]
     more = f"; and {len(lines) - shown} more" if len(lines) > shown else ""
     return "".join(f"; in {line}" for line in lines[:shown]) + more
 
