@@ -4,7 +4,9 @@ Formulas may come from files (job files, saved results), so every factor express
 read as a Python syntax tree and checked against a whitelist before formulaic evaluates
 it: data columns, formulaic's transforms, elementwise numpy functions and a few
 elementwise column methods.  Anything else is refused, in particular calls of unknown
-functions, lambdas and comprehensions, and the transforms that learn from the data they
+functions, an attribute read of a column or a computed value that is not one of those
+methods' calls (``.index`` is the row labels, ``.real`` not the values' on pandas),
+lambdas and comprehensions, and the transforms that learn from the data they
 are given (``center``, ``scale``, ``standardize``, ``poly``, splines, ``lag``, numpy
 reductions, column methods such as ``.mean()``): on partitions they would learn
 something different each time.
