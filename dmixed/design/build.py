@@ -326,20 +326,41 @@ def _refuse_more_terms_than_rows(
 
 
 def _columns_of_terms_at_least(terms, kinds: dict, levels: dict) -> int:
-    """A lower bound on the columns formulaic gives ``terms``: a term's factors that are
-    categorical (a column of levels, or ``C()`` of one) give at least their levels less
-    one each, the others one."""
+    """A lower bound on the columns formulaic gives ``terms``: the product over each
+    term's factors of a lower bound on the factor's columns, summed over the terms.
+
+    A factor that is itself categorical (``C(col)``, or a column of labels read as it
+    is) gives at least its levels less one (none for one level: a reduced coding of one
+    level has no column); ``C()`` with other arguments (``levels=`` or a contrast,
+    which may give fewer columns) and any other expression give at least one.  A column of
+    numbers read as it is gives one, though ``C()`` reads it elsewhere as levels: a bare
+    boolean is read as levels, so one of a single value gives none.
+    """
     total = 0
     for term in terms:
         width = 1
         for factor in getattr(term, "factors", ()):
-            expr = str(getattr(factor, "expr", factor))
-            call = None if expr in kinds else c_call(expr, kinds)
-            column = expr if expr in kinds else (call.column if call is not None else None)
-            if column is not None and kinds.get(column) in LEVEL_KINDS and column in levels:
-                width *= max(len(levels[column]) - 1, 1)
+            width *= _factor_columns_at_least(str(getattr(factor, "expr", factor)), kinds, levels)
         total += width
     return total
+
+
+def _factor_columns_at_least(expr: str, kinds: dict, levels: dict) -> int:
+    """:func:`_columns_of_terms_at_least`'s bound for one factor ``expr``."""
+    if expr in kinds:
+        if expr not in levels:
+            return 1
+        if kinds[expr] == CATEGORICAL:
+            return max(len(levels[expr]) - 1, 0)
+        return min(len(levels[expr]) - 1, 1) if kinds[expr] == NUMERIC_LEVELS else 1
+    call = c_call(expr, kinds)
+    if call is None or call.column is None or kinds.get(call.column) not in LEVEL_KINDS:
+        return 1
+    if call.extra:  # levels= or a contrast: at least one column unless one level is listed
+        return 0 if isinstance(call.levels, list) and len(call.levels) <= 1 else 1
+    if call.column not in levels:
+        return 1
+    return max(len(levels[call.column]) - 1, 0)
 
 
 def check_design_size(

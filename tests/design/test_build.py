@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.api as sm
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import dmixed
 from dmixed.design import ModelSpec, build_spec
@@ -524,3 +526,81 @@ def test_a_wide_fixed_part_within_the_rows_still_fits():
     res = dmixed.mixedlm("y ~ x1 + C(a)", df, groups="g").fit()
     assert len(res.fe_params) == 201
     assert np.isfinite(res.llf)
+
+
+def _reused_numbers(n: int = 60) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    g = np.arange(n) % 6
+    return pd.DataFrame(
+        {
+            "y": rng.normal(size=n) + 2 * rng.normal(size=6)[g],
+            "x1": rng.normal(size=n),
+            "k": np.arange(n) % 40,
+            "g": g,
+            "f": np.where(np.arange(n) < 30, "a", "b"),
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("formula", "p"), [("y ~ C(k) + k:x1", 41), ("y ~ C(f) + C(k):x1 + k", 43)]
+)
+def test_a_number_column_read_as_levels_inside_c_counts_one_column_bare(formula, p):
+    """A column of numbers inside ``C()`` and bare elsewhere (``k``, 40 levels, on 60
+    rows) was counted as 39 columns for its bare use and the formula refused as too few
+    rows; bare, it is one column of numbers."""
+    df = _reused_numbers()
+    ours = dmixed.mixedlm(formula, df, groups="g").fit()
+    theirs = sm.MixedLM.from_formula(formula, df, groups="g").fit()
+    assert len(ours.fe_params) == p == len(theirs.fe_params)
+    np.testing.assert_allclose(ours.llf, theirs.llf, rtol=1e-6)
+
+
+_BOUND_FACTORS = ["C(t)", "t", "C(k)", "k", "b", "x1", "C(k, Sum)", "I(k * x1)"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.sampled_from(_BOUND_FACTORS), min_size=1, max_size=2, unique=True),
+        min_size=1,
+        max_size=4,
+    ),
+    st.booleans(),
+)
+def test_the_column_bound_never_exceeds_the_design(terms, intercept):
+    """The bound that refuses a formula before its spec (too few rows, or a design
+    larger than memory) is at most the design's columns, for formulas of categorical,
+    bare and interaction terms (``t``: text, ``k``: numbers also read as levels,
+    ``b``: booleans)."""
+    import dmixed.design.build as build
+
+    rng = np.random.default_rng(1)
+    n = 48
+    df = pd.DataFrame(
+        {
+            "y": rng.normal(size=n),
+            "x1": rng.normal(size=n),
+            "t": [f"t{i % 3}" for i in range(n)],
+            "k": np.arange(n) % 4,
+            "b": np.arange(n) % 2 == 0,
+            "g": np.arange(n) % 6,
+        }
+    )
+    formula = "y ~ " + ("" if intercept else "0 + ") + " + ".join(":".join(term) for term in terms)
+    bounds = []
+    original = build.check_design_fits
+
+    def spy(formula, n, p, *, exact, prototype):
+        if prototype:
+            bounds.append(p)
+        return original(formula, n, p, exact=exact, prototype=prototype)
+
+    build.check_design_fits = spy
+    try:
+        model = dmixed.mixedlm(formula, df, groups="g")
+    finally:
+        build.check_design_fits = original
+    # a plain formula (columns read as they are) is its own count: no bound
+    assert len(bounds) <= 1
+    assert all(p <= len(model.exog_names) for p in bounds), formula
