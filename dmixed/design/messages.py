@@ -158,14 +158,45 @@ def _size(nbytes: int) -> str:
     return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
 
 
-def physical_memory() -> int | None:
-    """This machine's memory in bytes, where the system says (None elsewhere)."""
+#: the files that hold a container's memory limit: cgroup v2, then v1 (``max`` or a
+#: number beyond the machine's memory where there is none)
+CGROUP_MEMORY_LIMITS = (
+    "/sys/fs/cgroup/memory.max",
+    "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+)
+
+
+def physical_memory(limit_files=CGROUP_MEMORY_LIMITS) -> int | None:
+    """The memory this process may use, in bytes: the machine's, or the cgroup's limit
+    where it is lower (None where the system says neither).
+
+    Parameters
+    ----------
+    limit_files : sequence of str
+        Files read for a limit, each holding a number of bytes (any other content, or
+        a file that cannot be read, sets none).
+
+    Returns
+    -------
+    int or None
+        The least of the machine's memory and the limits found.
+    """
     import os
 
+    sizes = []
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        sizes.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     except (AttributeError, ValueError, OSError):
-        return None
+        pass
+    for path in limit_files:
+        try:
+            with open(path, encoding="ascii") as f:
+                text = f.read().strip()
+        except (OSError, ValueError):
+            continue
+        if text.isdigit():
+            sizes.append(int(text))
+    return min(sizes) if sizes else None
 
 
 def check_design_fits(formula: str, n: int, p: int, *, exact: bool, prototype: bool) -> None:

@@ -77,6 +77,19 @@ def test_a_design_larger_than_memory_is_refused_with_its_size(monkeypatch):
         messages.check_design_fits("y ~ C(a)", 60_000, 60_000, exact=False, prototype=True)
 
 
+def test_physical_memory_is_the_least_of_the_machine_and_a_cgroup_limit(tmp_path):
+    machine = messages.physical_memory(())
+    assert machine is not None and machine > 2**20
+    limit = tmp_path / "memory.max"
+    limit.write_text("1048576\n")
+    assert messages.physical_memory([str(tmp_path / "absent"), str(limit)]) == 2**20
+    # cgroup v2 without a limit, and v1's number beyond the machine's memory
+    limit.write_text("max\n")
+    unlimited = tmp_path / "memory.limit_in_bytes"
+    unlimited.write_text(f"{machine * 4}\n")
+    assert messages.physical_memory([str(limit), str(unlimited)]) == machine
+
+
 def test_more_terms_than_rows_name_the_formula_cut():
     formula = "y ~ " + " + ".join(f"I(x1+{k})" for k in range(500))
     with pytest.raises(
