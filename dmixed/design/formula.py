@@ -562,12 +562,19 @@ class _FactorChecker:
                 f"allowed: a constant exponent must be a number of at most {MAX_EXPONENT}"
             )
 
-    def refuse_attribute(self, attr: str, of: str) -> None:
-        """Refuse reading ``.attr`` (not a method call) of a column or computed value."""
+    def refuse_attribute(self, attr: str, of: str, column: str | None = None) -> None:
+        """Refuse reading ``.attr`` (not a method call) of a column or computed value;
+        ``column``: a column whose name the dotted name spells (``x1.sq``), which an
+        expression reads in backticks."""
         methods = ", ".join(f".{m}()" for m in sorted(_ELEMENTWISE_METHODS))
+        hint = (
+            f"; to read the column {column!r} in an expression, quote it in backticks: `{column}`"
+            if column is not None
+            else ""
+        )
         raise FormulaError(
             f"{self.role} {shown(self.formula)}: the attribute .{attr} is not allowed: "
-            f"{of} a formula reads only the elementwise methods {methods}"
+            f"{of} a formula reads only the elementwise methods {methods}{hint}"
         )
 
     def check_attribute(self, node: ast.AST) -> None:
@@ -684,7 +691,9 @@ class _FactorChecker:
         self.check_shadowed_module(root, parts, ".".join([root, *parts[1:]]))
         if root in self.columns:
             # a column's attribute (.index, .real, .name) is not its values elementwise
-            self.refuse_attribute(parts[1], f"of column {root!r}")
+            dotted = [".".join([root, *parts[1:i]]) for i in range(len(parts), 1, -1)]
+            named = next((d for d in dotted if d in self.columns), None)
+            self.refuse_attribute(parts[1], f"of column {root!r}", named)
         elif root in self.transforms:
             add_unique(self.info.transforms, root)
         else:

@@ -491,6 +491,23 @@ def test_an_attribute_read_of_a_column_or_computed_value_is_refused_by_the_check
         build_spec(df, f"y ~ {term}", groups="g")
 
 
+def test_an_attribute_that_spells_a_dotted_column_suggests_backticks():
+    """``I(x1.sq * 2)`` beside a column ``x1.sq`` reads ``.sq`` of ``x1``: the message
+    names the column and the backticks that read it."""
+    df = make_df()
+    df["x1.sq"] = df["x1"] ** 2
+    with pytest.raises(
+        FormulaError,
+        match=r"attribute \.sq is not allowed: of column 'x1' .*; to read the column "
+        r"'x1\.sq' in an expression, quote it in backticks: `x1\.sq`$",
+    ):
+        build_spec(df, "y ~ I(x1.sq * 2)", groups="g")
+    with pytest.raises(FormulaError) as exc:
+        build_spec(df, "y ~ I(x1.real * 2)", groups="g")
+    assert "backticks" not in str(exc.value)
+    assert "I(`x1.sq` * 2)" in build_spec(df, "y ~ I(`x1.sq` * 2)", groups="g").exog_names
+
+
 @pytest.mark.parametrize("term", ["I(abs(x1).round(2))", "I(x1 * np.pi)", "I(x1.clip(0, 1))"])
 def test_an_elementwise_method_and_a_modules_constant_pass_the_checker(term):
     assert f"{term}" in build_spec(make_df(), f"y ~ {term}", groups="g").exog_names
