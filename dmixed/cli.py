@@ -60,6 +60,7 @@ from .input_data import (
     is_read_error,
     label_columns,
     one_line,
+    parquet_rows,
     read_data,
     read_error_message,
     refuse_inside_inputs,
@@ -181,12 +182,13 @@ def _job_errors(job: Job, reads_data: bool) -> Iterator[None]:
             # file, whose columns Dask takes for the whole input, is that file's
             # problem where other files have it
             in_files = about_data or (reads_data and isinstance(exc, SpecError))
-            named = files_named(job, message) if in_files else ""
+            # a partition's error names its file (in full): the other files' lines too
+            located = getattr(exc, "file", None) if about_data else None
+            named = files_named(job, message, full_paths=bool(located)) if in_files else ""
             absent = getattr(exc, "absent", None) if about_data else None
             if absent and not named and not getattr(exc, "file", None):
                 named = files_lacking(job, absent)  # update: the saved model's columns
-            # a partition's error names its file: a guess naming another contradicts it
-            located = getattr(exc, "file", None) if about_data else None
+            # a guess naming another file than the partition's contradicts it
             if located and os.path.basename(located) not in named:
                 named = ""
             elif located:  # named already, with its type: its line again says it twice
@@ -303,7 +305,10 @@ def _digest_differences(job: Job, manifest: dict, fingerprint: list[dict]) -> st
 
 
 def _shown_value(value) -> str:
-    """A model key's value for a message, cut in the middle when long (:func:`shown`)."""
+    """A model key's value for a message, cut in the middle when long (:func:`shown`);
+    a key absent (its default: ``re_formula`` a random intercept) is "not given"."""
+    if value is None:
+        return "not given"
     return shown(value) if isinstance(value, str) else shown(repr(value))[1:-1]
 
 
@@ -506,7 +511,9 @@ def run_fit(job: Job) -> int:
         columns = column_names(job, files, fmt)
         if columns is not None:  # the formulas checked node by node before a cluster too
             with _job_errors(job, reads_data=True):
-                parse_formulas(job.formula, job.re_formula, job.vc_formula, columns)
+                # a formula of many terms is checked against the files' rows first
+                rows = functools.partial(parquet_rows, files, fmt)
+                parse_formulas(job.formula, job.re_formula, job.vc_formula, columns, rows=rows)
     # a reuse needs no cluster either: the optimization runs on the saved statistics
     cluster = (
         contextlib.nullcontext()

@@ -451,6 +451,20 @@ def column_names(job: Job, files: list[str], fmt: str) -> set[str] | None:
         raise JobError(message, EXIT_DATA) from exc
 
 
+def parquet_rows(files: list[str], fmt: str) -> int | None:
+    """The rows of local Parquet ``files`` as their footers count them, before any is
+    dropped; None for other input or a footer that cannot be read (the read of the data
+    names it)."""
+    if fmt != "parquet" or any("://" in f or not os.path.isfile(f) for f in files):
+        return None
+    import pyarrow.parquet as pq
+
+    try:
+        return sum(pq.read_metadata(f).num_rows for f in files)
+    except Exception:  # noqa: BLE001 - pyarrow raises several types for a damaged footer
+        return None
+
+
 def _read_csv_input(job: Job, files: list[str], model: dict, saved: dict):
     options = job.storage_options or None
     headers = [csv_header(f, options) for f in files]
@@ -553,13 +567,15 @@ def culprit_of_message(job: Job, message: str) -> tuple[str, int] | None:
 # ---------------------------------------------------------------------------
 
 
-def files_named(job: Job, message: str) -> str:
+def files_named(job: Job, message: str, full_paths: bool = False) -> str:
     """The files of a multi-file input that a column problem (the column quoted in
-    ``message``) comes from, as ``"; in FILE: ..."`` (empty when none is found)."""
+    ``message``) comes from, as ``"; in FILE: ..."`` (empty when none is found); with
+    ``full_paths``, local files by their full path, as a partition's error names its own."""
     from .design.file_schemas import files_in_message
 
     files = input_files(job)
-    return files_in_message(files, input_format(job, files), message, job.storage_options)
+    fmt = input_format(job, files)
+    return files_in_message(files, fmt, message, job.storage_options, full_paths=full_paths)
 
 
 def files_lacking(job: Job, names: list[str], shown: int = 5) -> str:

@@ -348,6 +348,7 @@ class MixedLM(LikelihoodMethods, ModelStatistics, ModelDimensions, ModelData):
             env=env,
             drop_cols=drop_cols,
             scan_chains=_scan_chains(data),
+            fit_rows=True,
         )
         if prepared is not None:  # pandas data, prepared once for the spec's checks
             return cls._with_spec(spec, use_sqrt, rows=rows_of_frame(spec, data, prepared))

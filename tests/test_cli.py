@@ -1448,11 +1448,26 @@ def test_digest_differences_name_raw_values_and_what_was_not_recorded(checkpoint
     proc = run_in_process(*args, "--stats-dir", str(stats), "--output", "o", cwd=d)
     assert proc.returncode == 2, proc.stderr
     said = proc.stderr.split("this job:")[1]
-    assert "vc_formula None, saved {'sub': '0 + C(sub)'}" in said, proc.stderr
+    assert "vc_formula not given, saved {'sub': '0 + C(sub)'}" in said, proc.stderr
     assert "re_formula" not in said, proc.stderr
     assert "missing 'raise', saved: not recorded" in said, proc.stderr
     assert f"input files whose content was not recorded, so not compared: {d / 'B.parquet'}" in said
     assert "changed" not in said, proc.stderr
+    assert not (d / "o").exists()
+
+
+def test_a_default_re_formula_is_not_given_in_a_digest_mismatch(checkpointed):
+    """A job without --re-formula against statistics saved with one said "re_formula
+    None"; it now says "not given", as the rest of the message does."""
+    d = checkpointed.dir
+    args = checkpointed.args
+    saved = args[args.index("--re-formula") + 1]
+    args = args[: args.index("--re-formula")] + args[args.index("--re-formula") + 2 :]
+    proc = run_in_process(*args, "--stats-dir", "stats", "--output", "o", cwd=d)
+    assert proc.returncode == 2, proc.stderr
+    said = proc.stderr.split("this job:")[1]
+    assert f"re_formula not given, saved {saved!r}" in said, proc.stderr
+    assert "None" not in said, proc.stderr
     assert not (d / "o").exists()
 
 
@@ -2944,3 +2959,106 @@ def test_an_empty_path_is_named_as_empty(tmp_path, args, line):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith(f"dmixed: error: {line}"), proc.stderr
     assert "(a list)" not in proc.stderr
+
+
+def test_a_formula_of_more_terms_than_the_files_rows_is_refused_before_its_parse(
+    tmp_path, monkeypatch
+):
+    """A job of 60,000 distinct terms on 400 rows was parsed (time and memory growing with
+    the square of its terms) before "too few rows"; the Parquet footers' rows are read
+    first for a formula of many terms."""
+    import dmixed.design.build as build
+
+    def parse(*args, **kwargs):
+        raise AssertionError("parsed after the early refusal")
+
+    monkeypatch.setattr(build, "parse_formula", parse)
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame(
+        {"y": rng.normal(size=40), "x1": rng.normal(size=40), "g": np.arange(40) % 4}
+    )
+    frame.to_parquet(tmp_path / "a.parquet")
+    frame.assign(y=frame["y"] + 1).to_parquet(tmp_path / "b.parquet")
+    formula = "y ~ " + " + ".join(f"I(x1+{k})" for k in range(2000))
+    (tmp_path / "job.yaml").write_text(
+        yaml.safe_dump({"data": ["a.parquet", "b.parquet"], "formula": formula, "groups": "g"})
+    )
+    proc = run_in_process("fit", "--job", "job.yaml", "--output", "o", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "too few rows: at most 80 rows for at least 2001 fixed effects" in proc.stderr
+    assert "refused before its design is built" in proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("formula", "words"),
+    [
+        ("y ~ I(abs(x1).real)", "the attribute .real is not allowed: of a computed value"),
+        ("y ~ x1.real", "unknown column 'x1.real': 'x1' is a column, but a formula reads no"),
+    ],
+)
+def test_an_attribute_read_is_refused_alike_from_a_job_file_and_the_flag(tmp_path, formula, words):
+    """``I(abs(x1).real)`` passed the checker and failed at evaluation with pandas'
+    AttributeError; now the checker refuses it, from a job file as from ``--formula``."""
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame(
+        {"y": rng.normal(size=40), "x1": rng.normal(size=40), "g": np.arange(40) % 4}
+    )
+    frame.to_parquet(tmp_path / "a.parquet")
+    (tmp_path / "job.yaml").write_text(
+        yaml.safe_dump({"data": "a.parquet", "formula": formula, "groups": "g"})
+    )
+    by_job = run_in_process("fit", "--job", "job.yaml", "--output", "o", cwd=tmp_path)
+    by_flag = run_in_process(
+        "fit",
+        "--data",
+        "a.parquet",
+        "--formula",
+        formula,
+        "--groups",
+        "g",
+        "--output",
+        "o",
+        cwd=tmp_path,
+    )
+    for proc in (by_job, by_flag):
+        assert proc.returncode == 2, proc.stderr
+        assert words in proc.stderr and "AttributeError" not in proc.stderr, proc.stderr
+    assert by_job.stderr == by_flag.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_text_in_two_files_of_numbers_is_named_with_one_type_and_full_paths(tmp_path):
+    """Text in a numeric column of two files among five: the partition's error named one
+    file in full with the type ``string``, the schema's line the other as given with
+    ``large_string[pyarrow]``.  Both now name the file in full and the type ``string``."""
+    rng = np.random.default_rng(4)
+    (tmp_path / "in").mkdir()
+    for name in "abcde":
+        frame = pd.DataFrame(
+            {"y": rng.normal(size=30), "x": rng.normal(size=30), "g": np.arange(30) % 3}
+        )
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if name in "ce":
+            text = [str(v) for v in frame["x"]]
+            text[3] = "abc"
+            table = table.set_column(1, "x", pa.array(text, pa.large_string()))
+        pq.write_table(table, tmp_path / "in" / f"{name}.parquet")
+    files = [f"in/{name}.parquet" for name in "abcde"]
+    proc = run_in_process(
+        "fit",
+        "--data",
+        *files,
+        "--formula",
+        "y ~ x",
+        "--groups",
+        "g",
+        "--output",
+        "o",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert "large_string" not in proc.stderr and "[pyarrow]" not in proc.stderr, proc.stderr
+    named = re.findall(r"(\S+\.parquet): column 'x' holds text \((\w+)\)", proc.stderr)
+    assert {os.path.basename(p) for p, _ in named} == {"c.parquet", "e.parquet"}, proc.stderr
+    assert all(os.path.isabs(p) and t == "string" for p, t in named), named

@@ -21,20 +21,30 @@ import numpy as np
 import pandas as pd
 
 from ..errors import BadValuesError, DataError, FormulaError, SpecError
-from .dtypes import NUMERIC, NUMERIC_LEVELS, check_no_text, column_kind, native_class, to_float
+from .dtypes import (
+    CATEGORICAL,
+    NUMERIC,
+    NUMERIC_LEVELS,
+    check_no_text,
+    column_kind,
+    native_class,
+    to_float,
+)
 from .evaluate import materialize, model_matrix
 from .formula import (
     FactorInfo,
     add_unique,
     analyze_terms,
+    c_call,
     categorical_factors,
     check_categorical_sources,
     check_explicit_levels,
+    fixed_columns_at_least,
     parse_formula,
     refuse_columns_named_as_transforms,
 )
 from .levels import prototype
-from .messages import suggest
+from .messages import check_design_fits, check_terms_within_rows, suggest
 from .missing import missing_option
 from .partitions import select_columns
 from .plain import PlainFormula, indicator_info, read_plain
@@ -223,9 +233,25 @@ class ParsedFormulas:
         ]
 
 
-def parse_formulas(formula, re_formula, vc_formula, columns: set, env=None) -> ParsedFormulas:
+#: the kinds of column whose factor gives a column per level (less one)
+LEVEL_KINDS = (CATEGORICAL, NUMERIC_LEVELS)
+
+#: the distinct terms from which a formula's row count is read before formulaic parses
+#: it (:func:`parse_formulas`): fewer parse in well under a second, and the data's own
+#: check refuses them if the rows are too few
+MANY_TERMS = 100
+
+
+def parse_formulas(
+    formula, re_formula, vc_formula, columns: set, env=None, rows=None, dropped: int = 0
+) -> ParsedFormulas:
     """Parse and check every formula (:mod:`dmixed.design.formula`); VC names sorted.
     ``env``: the caller's scope (Python API only; :mod:`dmixed.design.scope`).
+    ``rows``: the data's rows before any is dropped (an int, or a callable giving it or
+    None where it is not known without reading the data, called only for a formula of
+    at least :data:`MANY_TERMS` terms); ``dropped``: the fixed-effect columns
+    ``drop_cols`` removes.  A formula of more distinct terms than rows is refused before
+    formulaic parses it (:func:`~dmixed.design.messages.check_terms_within_rows`).
 
     Raises
     ------
@@ -233,7 +259,10 @@ def parse_formulas(formula, re_formula, vc_formula, columns: set, env=None) -> P
         If a formula does not parse, is refused, or has no response.
     SpecError
         If ``re_formula`` is not a string.
+    DataError
+        If the formula has more distinct terms than the data have rows.
     """
+    _refuse_more_terms_than_rows(formula, re_formula, vc_formula, rows, dropped, columns)
     main = read_plain(formula, columns, lhs=True)
     if main is not None:
         parsed = ParsedFormulas([], [], _plain_info([main.response]), _plain_info(main.columns))
@@ -279,6 +308,86 @@ def parse_formulas(formula, re_formula, vc_formula, columns: set, env=None) -> P
             info = analyze_terms(terms, columns, role, vc_formula[name], env)
         parsed.vc[name] = info
     return parsed
+
+
+def _refuse_more_terms_than_rows(
+    formula, re_formula, vc_formula, rows, dropped: int, columns: set
+) -> None:
+    """:func:`parse_formulas`' check of the terms against the rows, from the text."""
+    terms = fixed_columns_at_least(formula, columns)
+    if terms is None or rows is None or terms - dropped < MANY_TERMS:
+        return
+    n = rows() if callable(rows) else rows
+    if n is None:
+        return
+    # a random intercept unless a re_formula or variance components say otherwise
+    k_cov = 1 if re_formula is None and not vc_formula else 0
+    check_terms_within_rows(formula, terms - dropped, k_cov, n)
+
+
+def _columns_of_terms_at_least(terms, kinds: dict, levels: dict) -> int:
+    """A lower bound on the columns formulaic gives ``terms``: the product over each
+    term's factors of a lower bound on the factor's columns, summed over the terms.
+
+    A factor that is itself categorical (``C(col)``, or a column of labels read as it
+    is) gives at least its levels less one (none for one level: a reduced coding of one
+    level has no column); ``C()`` with other arguments (``levels=`` or a contrast,
+    which may give fewer columns) and any other expression give at least one.  A column of
+    numbers read as it is gives one, though ``C()`` reads it elsewhere as levels: a bare
+    boolean is read as levels, so one of a single value gives none.
+    """
+    total = 0
+    for term in terms:
+        width = 1
+        for factor in getattr(term, "factors", ()):
+            width *= _factor_columns_at_least(str(getattr(factor, "expr", factor)), kinds, levels)
+        total += width
+    return total
+
+
+def _factor_columns_at_least(expr: str, kinds: dict, levels: dict) -> int:
+    """:func:`_columns_of_terms_at_least`'s bound for one factor ``expr``."""
+    if expr in kinds:
+        if expr not in levels:
+            return 1
+        if kinds[expr] == CATEGORICAL:
+            return max(len(levels[expr]) - 1, 0)
+        return min(len(levels[expr]) - 1, 1) if kinds[expr] == NUMERIC_LEVELS else 1
+    call = c_call(expr, kinds)
+    if call is None or call.column is None or kinds.get(call.column) not in LEVEL_KINDS:
+        return 1
+    if call.extra:  # levels= or a contrast: at least one column unless one level is listed
+        return 0 if isinstance(call.levels, list) and len(call.levels) <= 1 else 1
+    if call.column not in levels:
+        return 1
+    return max(len(levels[call.column]) - 1, 0)
+
+
+def check_design_size(
+    formula, parsed: ParsedFormulas, kinds: dict, levels: dict, rows, dropped: int
+) -> None:
+    """Refuse, before formulaic learns the spec, a fixed part whose columns (at least
+    as many as :func:`_columns_of_terms_at_least` counts from the levels) leave too few
+    of ``rows`` (None for a Dask collection) or whose design could not be held in
+    memory: the spec's prototype frame (one row per level of the factor of most levels,
+    :func:`~dmixed.design.levels.prototype`) and the rows' design.
+
+    Raises
+    ------
+    DataError
+        Too few rows, or a design larger than this machine's memory.
+    """
+    if not parsed.rhs_terms:  # a plain formula: its columns are its terms, no prototype
+        return
+    p = _columns_of_terms_at_least(parsed.rhs_terms, kinds, levels) - dropped
+    if rows is not None:
+        k_cov = 1 if parsed.re_kind == "ones" and not parsed.vc_names else 0
+        check_terms_within_rows(formula, p, k_cov, rows)
+    factors = [c for c in parsed.dense_columns() if kinds.get(c) in LEVEL_KINDS]
+    proto_rows = max([2] + [len(levels[c]) for c in factors if c in levels])
+    check_design_fits(formula, proto_rows, p, exact=False, prototype=True)
+    if rows is not None:
+        check_design_fits(formula, rows, p, exact=False, prototype=False)
 
 
 def parse_plain(formula, re_formula, columns) -> ParsedFormulas | None:

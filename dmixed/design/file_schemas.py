@@ -11,6 +11,7 @@ types of its first rows), for the command line's message (it knows the files).
 
 from __future__ import annotations
 
+import os
 import re
 
 import pandas as pd
@@ -52,16 +53,42 @@ def file_columns(path: str, fmt: str, storage_options: dict | None = None) -> di
         return {name: pd.ArrowDtype(t) for name, t in zip(schema.names, schema.types, strict=True)}
 
 
+def path_shown(path: str) -> str:
+    """A local file's path in full, as a partition's error names its file (a URL as
+    given), so that a message beside that error writes every path the same way."""
+    return path if "://" in path else os.path.abspath(path)
+
+
+def type_shown(dtype) -> str:
+    """A column's type in the words a partition's error uses: ``string`` for Arrow's
+    (large) strings, numpy's name for numbers (``float64``, not ``double[pyarrow]``)."""
+    arrow = getattr(dtype, "pyarrow_dtype", None)
+    if arrow is None:
+        return str(dtype)
+    import pyarrow as pa
+
+    if pa.types.is_string(arrow) or pa.types.is_large_string(arrow):
+        return "string"
+    if pa.types.is_integer(arrow) or pa.types.is_floating(arrow) or pa.types.is_boolean(arrow):
+        return str(dtype.numpy_dtype)
+    return str(arrow)
+
+
 def quoted_names(message: str) -> list[str]:
     """The names an error message quotes (``'y'``, ``['h']``), in order, once each."""
     return list(dict.fromkeys(re.findall(r"'([^'\n]{1,200})'", message)))
 
 
 def files_unlike_others(
-    files: list[str], fmt: str, names: list[str], storage_options: dict | None = None
+    files: list[str],
+    fmt: str,
+    names: list[str],
+    storage_options: dict | None = None,
+    full_paths: bool = False,
 ) -> list[str]:
     """One line per file in which a column of ``names`` is absent while other files have
-    it, or holds another kind of values (text, numbers) than most files.
+    it, or holds another kind of values (text, numbers) than most files; the files as
+    given, or (``full_paths``) local ones in full (:func:`path_shown`).
 
     ``names`` not in any file (values an error message quotes, say) are skipped; so is
     a file that cannot be read (its reader says why in the data pass).
@@ -79,17 +106,19 @@ def files_unlike_others(
         except Exception:  # noqa: BLE001 (pyarrow, fsspec and pandas raise many types)
             continue
     lines = []
+    named = path_shown if full_paths else str
     for name in names:
         having = {f: s[name] for f, s in schemas.items() if name in s}
         if not having:
             continue
-        lines += [f"{f}: no column {name!r}" for f in schemas if f not in having]
+        lines += [f"{named(f)}: no column {name!r}" for f in schemas if f not in having]
         kinds = {f: column_kind(t) for f, t in having.items()}
         found = list(kinds.values())
         usual = max(found, key=found.count)  # a tie: the kind of the first file
         lines += [
-            f"{f}: column {name!r} holds {_KIND_WORDS.get(k, k)} ({having[f]}) where the "
-            f"other files hold {_KIND_WORDS.get(usual, usual)}"
+            f"{named(f)}: column {name!r} holds {_KIND_WORDS.get(k, k)} "
+            f"({type_shown(having[f])}) where the other files hold "
+            f"{_KIND_WORDS.get(usual, usual)}"
             for f, k in kinds.items()
             if k != usual
         ]
@@ -97,13 +126,18 @@ def files_unlike_others(
 
 
 def files_in_message(
-    files: list[str], fmt: str, message: str, storage_options: dict | None = None, shown: int = 5
+    files: list[str],
+    fmt: str,
+    message: str,
+    storage_options: dict | None = None,
+    shown: int = 5,
+    full_paths: bool = False,
 ) -> str:
     """``"; in FILE: ..."`` for each file (up to ``shown``) of a multi-file input that
-    differs from the others in a column ``message`` quotes (:func:`files_unlike_others`);
-    empty for one file or when the files agree."""
+    differs from the others in a column ``message`` quotes (:func:`files_unlike_others`,
+    with ``full_paths``); empty for one file or when the files agree."""
     if len(files) < 2:
         return ""
-    lines = files_unlike_others(files, fmt, quoted_names(message), storage_options)
+    lines = files_unlike_others(files, fmt, quoted_names(message), storage_options, full_paths)
     more = f"; and {len(lines) - shown} more" if len(lines) > shown else ""
     return "".join(f"; in {line}" for line in lines[:shown]) + more

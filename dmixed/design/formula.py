@@ -4,7 +4,9 @@ Formulas may come from files (job files, saved results), so every factor express
 read as a Python syntax tree and checked against a whitelist before formulaic evaluates
 it: data columns, formulaic's transforms, elementwise numpy functions and a few
 elementwise column methods.  Anything else is refused, in particular calls of unknown
-functions, lambdas and comprehensions, and the transforms that learn from the data they
+functions, an attribute read of a column or a computed value that is not one of those
+methods' calls (``.index`` is the row labels, ``.real`` not the values' on pandas),
+lambdas and comprehensions, and the transforms that learn from the data they
 are given (``center``, ``scale``, ``standardize``, ``poly``, splines, ``lag``, numpy
 reductions, column methods such as ``.mean()``): on partitions they would learn
 something different each time.
@@ -96,6 +98,62 @@ def add_unique(lst: list, item) -> None:
     """Append ``item`` unless ``lst`` holds it (an ordered set)."""
     if item not in lst:
         lst.append(item)
+
+
+_OPEN = {"(": ")", "[": "]", "{": "}"}
+_QUOTES = "'\"`"
+
+
+def fixed_columns_at_least(formula, columns: set | None = None) -> int | None:
+    """A lower bound on the fixed-effect columns of ``formula``, read from its text
+    without parsing it: the distinct terms of a right-hand side that joins terms with
+    ``+`` only (each term gives at least one column; a factor of one level is refused
+    later), plus the intercept unless a term is ``0``.  None where the text says
+    more (another operator outside brackets, no ``~``): only the parse can count then.
+    Terms in parentheses, braces or backticks are not counted (``(x1)`` and ``x1`` are
+    one term), nor numbers; whitespace is ignored, so two spellings of one term count once.
+    None too where a term is a name that is not one of ``columns`` (when given): the
+    parse's message names it.
+    """
+    if not isinstance(formula, str):
+        return None
+    pieces: list[str] = []
+    current: list[str] = []
+    closing: list[str] = []
+    quote = ""
+    lhs_seen = False
+    for ch in formula:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in _QUOTES:
+            quote = ch
+        elif ch in _OPEN:
+            closing.append(_OPEN[ch])
+        elif closing and ch == closing[-1]:
+            closing.pop()
+        elif not closing:
+            if ch == "~" and not lhs_seen:
+                lhs_seen, current = True, []
+                continue
+            if ch == "+" and lhs_seen:
+                pieces.append("".join(current))
+                current = []
+                continue
+            if not (ch.isalnum() or ch in "_. \t\n"):
+                return None
+        if not ch.isspace():
+            current.append(ch)
+    if not lhs_seen or quote or closing:
+        return None
+    pieces.append("".join(current))
+    counted = {
+        t
+        for t in pieces
+        if t and t[0] not in "({`" and "`" not in t and not t.replace(".", "").isdigit()
+    }
+    if columns is not None and any(t.isidentifier() and t not in columns for t in counted):
+        return None
+    return len(counted) + (0 if "0" in pieces else 1)
 
 
 def parse_formula(formula: str, role: str, *, lhs: bool, columns: set | None = None):
@@ -450,8 +508,12 @@ class _FactorChecker:
         if isinstance(node, ast.Name):
             self.visit_name(node)
             return
-        if isinstance(node, ast.Attribute) and self.visit_attribute(node):
-            return
+        if isinstance(node, ast.Attribute):
+            if self.visit_attribute(node):
+                return
+            # an attribute of a computed value that no call reads as a method: formulaic
+            # would evaluate it, and what it gives is not known to be elementwise
+            self.refuse_attribute(node.attr, "of a computed value")
         if isinstance(node, _NOT_PLAIN):
             self.refuse(f"the expression {ast.unparse(node)!r}", "it is not a plain expression")
         if isinstance(node, ast.BinOp):
@@ -499,6 +561,21 @@ class _FactorChecker:
                 f"{self.role} {shown(self.formula)}: the power {ast.unparse(node)!r} is not "
                 f"allowed: a constant exponent must be a number of at most {MAX_EXPONENT}"
             )
+
+    def refuse_attribute(self, attr: str, of: str, column: str | None = None) -> None:
+        """Refuse reading ``.attr`` (not a method call) of a column or computed value;
+        ``column``: a column whose name the dotted name spells (``x1.sq``), which an
+        expression reads in backticks."""
+        methods = ", ".join(f".{m}()" for m in sorted(_ELEMENTWISE_METHODS))
+        hint = (
+            f"; to read the column {column!r} in an expression, quote it in backticks: `{column}`"
+            if column is not None
+            else ""
+        )
+        raise FormulaError(
+            f"{self.role} {shown(self.formula)}: the attribute .{attr} is not allowed: "
+            f"{of} a formula reads only the elementwise methods {methods}{hint}"
+        )
 
     def check_attribute(self, node: ast.AST) -> None:
         """Refuse private and special attributes anywhere in an attribute chain."""
@@ -613,8 +690,10 @@ class _FactorChecker:
         root = self.name_of(parts[0])
         self.check_shadowed_module(root, parts, ".".join([root, *parts[1:]]))
         if root in self.columns:
-            add_unique(self.info.columns, root)
-            add_unique(self.info.expr_columns, root)
+            # a column's attribute (.index, .real, .name) is not its values elementwise
+            dotted = [".".join([root, *parts[1:i]]) for i in range(len(parts), 1, -1)]
+            named = next((d for d in dotted if d in self.columns), None)
+            self.refuse_attribute(parts[1], f"of column {root!r}", named)
         elif root in self.transforms:
             add_unique(self.info.transforms, root)
         else:
@@ -760,6 +839,31 @@ _ONLY_WHITELIST = (
 )
 
 
+def _column_attribute(name: str, columns: set) -> bool:
+    """Whether an unknown ``name`` reads an attribute of a column (``x.real``)."""
+    head, dot, attr = name.partition(".")
+    return bool(dot) and head in columns and attr.isidentifier()
+
+
+def _column_attribute_message(names: list[str]) -> str:
+    """``x.real`` read outside a call: formulaic takes it for a column's name.  The
+    names are listed (three, then counted), the reason given once."""
+    head, _, attr = names[0].partition(".")
+    methods = ", ".join(f".{m}()" for m in sorted(_ELEMENTWISE_METHODS))
+    how = "compute it once on the whole data and add it as a column"
+    if len(names) == 1 and attr in _ELEMENTWISE_METHODS:
+        how = f"write I({head}.{attr}())"
+    what = (
+        f"unknown column {names[0]!r}: {head!r} is a column"
+        if len(names) == 1
+        else f"unknown columns {_names([repr(n) for n in names])}: each an attribute of a column"
+    )
+    return (
+        f"{what}, but a formula reads no attribute of a column; of a column it calls only "
+        f"the elementwise methods {methods}, inside I(); {how}"
+    )
+
+
 def _unknown_names(unknown: list[str], columns: set, env=None) -> str:
     msgs = []
     functions = False
@@ -769,7 +873,11 @@ def _unknown_names(unknown: list[str], columns: set, env=None) -> str:
         close = difflib.get_close_matches(u[:-2], sorted(transforms()), n=3)
         hint = f"; close matches: {', '.join(close)}" if close else ""
         msgs.append(f"unknown function {u}" + hint)
-    msgs += unknown_columns([u for u in named if not u.endswith("()")], sorted(columns))
+    dotted = [u for u in named if _column_attribute(u, columns)]
+    if dotted:
+        msgs.append(_column_attribute_message(dotted))
+    rest = [u for u in named if not u.endswith("()") and u not in dotted]
+    msgs += unknown_columns(rest, sorted(columns))
     if functions:
         msgs.append(
             _ONLY_WHITELIST

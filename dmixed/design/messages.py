@@ -6,7 +6,9 @@ import difflib
 import re
 
 __all__ = [
+    "check_design_fits",
     "check_enough_rows",
+    "check_terms_within_rows",
     "check_present",
     "clean_message",
     "plural",
@@ -107,7 +109,7 @@ def check_present(wanted, available) -> None:
         raise err
 
 
-def check_enough_rows(n: int, p: int, k_cov: int) -> None:
+def check_enough_rows(n: int, p: int, k_cov: int, *, at_most: bool = False) -> None:
     """Refuse ``n`` rows for ``p`` fixed effects and ``k_cov`` covariance parameters:
     the fit estimates ``p + k_cov + 1`` numbers (the residual variance too), so it
     needs ``n > p + k_cov`` rows.  The one owner of the message, for rows in memory and
@@ -116,12 +118,112 @@ def check_enough_rows(n: int, p: int, k_cov: int) -> None:
     Raises
     ------
     DataError
-        ``n <= p + k_cov``.
+        ``n <= p + k_cov``.  ``at_most``: ``n`` counts the rows before those with
+        missing values are dropped (the check before the design is built).
     """
     from ..errors import DataError
 
     if n <= p + k_cov:
         raise DataError(
-            f"too few rows: {plural(n)} for {plural(p, 'fixed effect')} and "
+            f"too few rows: {'at most ' if at_most else ''}{plural(n)} for "
+            f"{plural(p, 'fixed effect')} and "
             f"{plural(k_cov, 'covariance parameter')} (plus the residual variance)"
         )
+
+
+def check_terms_within_rows(formula: str, terms: int, k_cov: int, rows: int) -> None:
+    """Refuse a formula of ``terms`` distinct terms (at least one fixed-effect column
+    each) on at most ``rows`` rows, before formulaic parses it: its parse costs time and
+    memory that grow with the square of the number of terms, and the design it leads to
+    could not be fitted anyway (:func:`check_enough_rows`).
+
+    Raises
+    ------
+    DataError
+        ``rows <= terms + k_cov``.
+    """
+    from ..errors import DataError
+
+    if rows <= terms + k_cov:
+        raise DataError(
+            f"formula {shown(formula)}: too few rows: at most {plural(rows)} for at least "
+            f"{plural(terms, 'fixed effect')} and "
+            f"{plural(k_cov, 'covariance parameter')} (plus the residual variance); "
+            "refused before its design is built"
+        )
+
+
+def _size(nbytes: int) -> str:
+    """Bytes in GiB, or MiB below one GiB."""
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
+
+
+#: the files that hold a container's memory limit: cgroup v2, then v1 (``max`` or a
+#: number beyond the machine's memory where there is none)
+CGROUP_MEMORY_LIMITS = (
+    "/sys/fs/cgroup/memory.max",
+    "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+)
+
+
+def physical_memory(limit_files=CGROUP_MEMORY_LIMITS) -> int | None:
+    """The memory this process may use, in bytes: the machine's, or the cgroup's limit
+    where it is lower (None where the system says neither).
+
+    Parameters
+    ----------
+    limit_files : sequence of str
+        Files read for a limit, each holding a number of bytes (any other content, or
+        a file that cannot be read, sets none).
+
+    Returns
+    -------
+    int or None
+        The least of the machine's memory and the limits found.
+    """
+    import os
+
+    sizes = []
+    try:
+        sizes.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        pass
+    for path in limit_files:
+        try:
+            with open(path, encoding="ascii") as f:
+                text = f.read().strip()
+        except (OSError, ValueError):
+            continue
+        if text.isdigit():
+            sizes.append(int(text))
+    return min(sizes) if sizes else None
+
+
+def check_design_fits(formula: str, n: int, p: int, *, exact: bool, prototype: bool) -> None:
+    """Refuse a fixed-effects design of ``n`` rows and ``p`` columns (float64; at least
+    ``p`` unless ``exact``) larger than this machine's memory, before it is built: the
+    build would fail or swap after the time it takes.  ``prototype``: the rows are the
+    frame of one row per level that the model spec is learnt on, not the data's.
+
+    Raises
+    ------
+    DataError
+        ``8 n p`` bytes exceed the physical memory.
+    """
+    from ..errors import DataError
+
+    memory = physical_memory()
+    need = 8 * n * p
+    if memory is None or need <= memory:
+        return
+    rows = f"one row per level of its factor of most levels ({n})" if prototype else plural(n)
+    advice = (
+        "a factor of fewer levels"
+        if prototype
+        else "Dask data (a partition's design is built at a time) or fewer columns"
+    )
+    raise DataError(
+        f"formula {shown(formula)}: its fixed-effects design of {rows} and "
+        f"{'' if exact else 'at least '}{plural(p, 'column')} would take "
+        f"{_size(need)}, more than this machine's {_size(memory)} of memory; use {advice}"
+    )

@@ -39,6 +39,7 @@ import pandas as pd
 from ..errors import CheckpointError, DataError, SpecError
 from .build import (
     check_arguments,
+    check_design_size,
     check_distinct_components,
     check_response_not_constant,
     column_kinds,
@@ -62,7 +63,7 @@ from .matrices import (
     random_effects,
     shared_re_columns,
 )
-from .messages import suggest
+from .messages import check_design_fits, check_enough_rows, suggest
 from .missing import missing_option
 from .partitions import restored_values
 from .prepare import FrameColumns, PreparedColumns, normalized_frame, prepare_columns
@@ -699,6 +700,7 @@ def build_spec_prepared(
     env: Environment | None = None,
     drop_cols=None,
     scan_chains: ScanChains | None = None,
+    fit_rows: bool = False,
 ) -> BuiltSpec:
     """Build the model spec once from the whole dataset; with the prepared columns of a
     pandas ``data`` (None for Dask), which ``spec.transform(data, prepared=...)`` takes
@@ -718,7 +720,9 @@ def build_spec_prepared(
     fixed-effects columns dropped once the design is built (:func:`without_columns`).
     ``scan_chains``: what reads a Dask collection's partitions in runs for the level
     scan (:data:`~dmixed.design.scan.ScanChains`, the Dask engine's chains; None: one
-    task per partition).
+    task per partition).  ``fit_rows``: the rows of a pandas ``data`` are the ones the
+    model fits (``MixedLM.from_formula``): too few of them for the fixed effects, or a
+    design of them larger than memory, is refused before the design is built.
 
     ``data`` is a pandas DataFrame or a Dask DataFrame.  For Dask, the meta
     gives the dtypes, and one ``dask.compute`` reads the categorical/string
@@ -746,7 +750,20 @@ def build_spec_prepared(
         return plain
     meta, dask_input, vc_formula = check_arguments(data, groups, weights, vc_formula, missing)
     missing = missing_option(missing)
-    parsed = parse_formulas(formula, re_formula, vc_formula, set(meta.columns), env)
+    # drop_cols as without_columns reads it; an iterator is not counted (nor checked early)
+    dropped = (
+        1
+        if isinstance(drop_cols, str)
+        else len(drop_cols)
+        if drop_cols is not None and hasattr(drop_cols, "__len__")
+        else 0
+    )
+    rows = (
+        len(data)
+        if fit_rows and not dask_input and (drop_cols is None or hasattr(drop_cols, "__len__"))
+        else None
+    )
+    parsed = parse_formulas(formula, re_formula, vc_formula, set(meta.columns), env, rows, dropped)
     caller = env.resolve(parsed.caller_names(), "formula") if parsed.caller_names() else None
     if dask_input:
         caller_names_shippable(caller)  # the spec goes to the workers
@@ -764,6 +781,7 @@ def build_spec_prepared(
         data, meta, dask_input, kinds, native, parsed, columns_used, missing, dtypes, scan_chains
     )
     levels = scan.levels
+    check_design_size(formula, parsed, kinds, levels, rows, dropped)
     specs = formula_specs(parsed, formula, re_formula, kinds, native, levels, groups, caller)
     vc_plans, vc_column_names = plan_variance_components(
         parsed, vc_formula, levels, kinds, native, caller, scan.arrays
@@ -800,6 +818,11 @@ def build_spec_prepared(
         caller_names=caller,
     )
     spec = without_columns(spec, drop_cols)
+    if rows is not None:  # before the design is built (the model checks its rows again)
+        q = len(spec.exog_re_names)
+        k_cov = q * (q + 1) // 2 + len(spec.vc_names)
+        check_enough_rows(len(data), len(spec.exog_names), k_cov, at_most=missing != "raise")
+        check_design_fits(formula, len(data), len(spec.exog_names), exact=True, prototype=False)
     references = choose_references(spec, parsed, integers, data, dask_input)
     if references:
         spec = dataclasses.replace(spec, references=references)

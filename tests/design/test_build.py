@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.api as sm
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import dmixed
 from dmixed.design import ModelSpec, build_spec
@@ -441,3 +443,164 @@ def test_a_constant_response_on_dask_reads_only_the_columns_it_needs(formula, mi
     value = 3.0 if formula == "y ~ x1" else float(np.log(3.0))
     name = "y" if formula == "y ~ x1" else "np.log(y)"
     assert str(err) == f"the response {name!r} is constant (all values {value!r})"
+
+
+def _refuse_to_run(*args, **kwargs):
+    raise AssertionError("reached after the early refusal")
+
+
+def _few_rows(n: int = 400) -> pd.DataFrame:
+    rng = np.random.default_rng(3)
+    return pd.DataFrame(
+        {
+            "y": rng.normal(size=n),
+            "x1": rng.normal(size=n),
+            "a": [f"a{i % 200}" for i in range(n)],
+            "b": [f"b{(i * 7) % 200}" for i in range(n)],
+            "g": np.arange(n) % 40,
+        }
+    )
+
+
+def test_more_terms_than_rows_refused_before_the_formula_is_parsed(monkeypatch):
+    """A formula of many distinct terms on a few hundred rows was parsed (time and
+    memory growing with the square of its terms: 60,000 terms, ~18 GB) and its design
+    built before "too few rows".  The terms are counted from the text first."""
+    import dmixed.design.build as build
+
+    monkeypatch.setattr(build, "parse_formula", _refuse_to_run)
+    formula = "y ~ " + " + ".join(f"I(x1 + {k})" for k in range(3000))
+    with pytest.raises(DataError, match=r"too few rows: at most 400 rows for at least 3001 "):
+        dmixed.mixedlm(formula, _few_rows(), groups="g")
+    # drop_cols' columns are not counted
+    with pytest.raises(DataError, match=r"at most 400 rows for at least 2991 fixed effects"):
+        dmixed.mixedlm(
+            formula, _few_rows(), groups="g", drop_cols=[f"I(x1 + {k})" for k in range(10)]
+        )
+
+
+def test_more_level_columns_than_rows_refused_before_the_spec(monkeypatch):
+    """``C(a):C(b)`` of 200 levels each on 400 rows: at least 199² columns, counted from
+    the levels before formulaic learns the spec on a frame of every level."""
+    import dmixed.design.spec as spec_module
+
+    monkeypatch.setattr(spec_module, "formula_specs", _refuse_to_run)
+    with pytest.raises(DataError, match=r"at most 400 rows for at least 39602 fixed effects"):
+        dmixed.mixedlm("y ~ C(a):C(b)", _few_rows(), groups="g")
+
+
+def test_a_design_larger_than_memory_is_refused_before_it_is_built(monkeypatch):
+    import dmixed.design.messages as messages
+    import dmixed.design.spec as spec_module
+
+    # the spec's frame of 200 rows fits, the 400 rows' design (640,000 bytes) does not
+    monkeypatch.setattr(messages, "physical_memory", lambda: 500_000)
+    monkeypatch.setattr(spec_module, "formula_specs", _refuse_to_run)
+    with pytest.raises(
+        DataError, match=r"design of 400 rows and at least 200 columns would take 0\.6 MiB"
+    ):
+        dmixed.mixedlm("y ~ C(a)", _few_rows(), groups="g")
+
+
+def test_a_prototype_larger_than_memory_is_refused_on_dask(monkeypatch):
+    """On Dask the rows are not counted before the data pass, but the spec's frame of one
+    row per level is known from the level scan."""
+    import dask.dataframe as dd
+
+    import dmixed.design.messages as messages
+    import dmixed.design.spec as spec_module
+
+    monkeypatch.setattr(messages, "physical_memory", lambda: 100_000)
+    monkeypatch.setattr(spec_module, "formula_specs", _refuse_to_run)
+    ddf = dd.from_pandas(_few_rows(), npartitions=2)
+    with pytest.raises(
+        DataError,
+        match=r"of one row per level of its factor of most levels "
+        r"\(200\) and at least 200 columns",
+    ):
+        build_spec(ddf, "y ~ C(a)", groups="g")
+
+
+def test_a_wide_fixed_part_within_the_rows_still_fits():
+    df = _few_rows(600)
+    res = dmixed.mixedlm("y ~ x1 + C(a)", df, groups="g").fit()
+    assert len(res.fe_params) == 201
+    assert np.isfinite(res.llf)
+
+
+def _reused_numbers(n: int = 60) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    g = np.arange(n) % 6
+    return pd.DataFrame(
+        {
+            "y": rng.normal(size=n) + 2 * rng.normal(size=6)[g],
+            "x1": rng.normal(size=n),
+            "k": np.arange(n) % 40,
+            "g": g,
+            "f": np.where(np.arange(n) < 30, "a", "b"),
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("formula", "p"), [("y ~ C(k) + k:x1", 41), ("y ~ C(f) + C(k):x1 + k", 43)]
+)
+def test_a_number_column_read_as_levels_inside_c_counts_one_column_bare(formula, p):
+    """A column of numbers inside ``C()`` and bare elsewhere (``k``, 40 levels, on 60
+    rows) was counted as 39 columns for its bare use and the formula refused as too few
+    rows; bare, it is one column of numbers."""
+    df = _reused_numbers()
+    ours = dmixed.mixedlm(formula, df, groups="g").fit()
+    theirs = sm.MixedLM.from_formula(formula, df, groups="g").fit()
+    assert len(ours.fe_params) == p == len(theirs.fe_params)
+    np.testing.assert_allclose(ours.llf, theirs.llf, rtol=1e-6)
+
+
+_BOUND_FACTORS = ["C(t)", "t", "C(k)", "k", "b", "x1", "C(k, Sum)", "I(k * x1)"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.sampled_from(_BOUND_FACTORS), min_size=1, max_size=2, unique=True),
+        min_size=1,
+        max_size=4,
+    ),
+    st.booleans(),
+)
+def test_the_column_bound_never_exceeds_the_design(terms, intercept):
+    """The bound that refuses a formula before its spec (too few rows, or a design
+    larger than memory) is at most the design's columns, for formulas of categorical,
+    bare and interaction terms (``t``: text, ``k``: numbers also read as levels,
+    ``b``: booleans)."""
+    import dmixed.design.build as build
+
+    rng = np.random.default_rng(1)
+    n = 48
+    df = pd.DataFrame(
+        {
+            "y": rng.normal(size=n),
+            "x1": rng.normal(size=n),
+            "t": [f"t{i % 3}" for i in range(n)],
+            "k": np.arange(n) % 4,
+            "b": np.arange(n) % 2 == 0,
+            "g": np.arange(n) % 6,
+        }
+    )
+    formula = "y ~ " + ("" if intercept else "0 + ") + " + ".join(":".join(term) for term in terms)
+    bounds = []
+    original = build.check_design_fits
+
+    def spy(formula, n, p, *, exact, prototype):
+        if prototype:
+            bounds.append(p)
+        return original(formula, n, p, exact=exact, prototype=prototype)
+
+    build.check_design_fits = spy
+    try:
+        model = dmixed.mixedlm(formula, df, groups="g")
+    finally:
+        build.check_design_fits = original
+    # a plain formula (columns read as they are) is its own count: no bound
+    assert len(bounds) <= 1
+    assert all(p <= len(model.exog_names) for p in bounds), formula

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from dmixed.design import build_spec
+from dmixed.design.formula import fixed_columns_at_least
+from dmixed.errors import FormulaError
 
 from .frames import make_df
 
@@ -440,3 +442,94 @@ def test_a_formula_naming_recursion_is_not_taken_for_too_deep(formula):
     message = str(exc.value)
     assert "nested too deeply" not in message, message
     assert "Operator `+` has insuffient arguments" in message, message
+
+
+@pytest.mark.parametrize(
+    ("formula", "at_least"),
+    [
+        ("y ~ x1 + x2", 3),
+        ("y ~ 0 + x1 + x1 + I(x1 +1) + I(x1+1)", 2),  # one term in two spellings
+        ("y ~ (x1) + x1 + `x1` + {x1}", 2),  # bracketed and quoted terms not counted
+        ("y~1", 1),
+        ("y ~ 1 + 2.5 + x1", 2),
+        ("y ~ C(f, Treatment('a+b')) + Q('a b')", 3),  # a '+' inside a call or quotes
+        ("y ~ x1*x2", None),  # other operators: only the parse counts
+        ("y ~ x1 - 1", None),
+        ("x1 + x2", None),  # no response
+        ("y ~ I(x1", None),
+    ],
+)
+def test_fixed_columns_at_least_counts_distinct_terms_of_the_text(formula, at_least):
+    assert fixed_columns_at_least(formula) == at_least
+
+
+def test_fixed_columns_at_least_leaves_a_name_the_data_lack_to_the_parse():
+    assert fixed_columns_at_least("y ~ x1 + I(x2 + 1)", {"y", "x1"}) == 3
+    assert fixed_columns_at_least("y ~ x1 + v1", {"y", "x1"}) is None
+
+
+@pytest.mark.parametrize(
+    ("term", "attr", "of"),
+    [
+        ("I(abs(x1).real)", "real", "of a computed value"),
+        ("I(np.abs(x1).T)", "T", "of a computed value"),
+        ("I(x1.real)", "real", "of column 'x1'"),
+        ("I(x1.index)", "index", "of column 'x1'"),  # the row labels: not the values
+        ("I(x1 + abs(x2).values)", "values", "of a computed value"),
+    ],
+)
+def test_an_attribute_read_of_a_column_or_computed_value_is_refused_by_the_checker(term, attr, of):
+    """Any public attribute of a computed value passed the whitelist: ``I(abs(x1).real)``
+    failed at evaluation with pandas' AttributeError, and ``I(x1.index)`` gave the row
+    labels as a column.  Only the elementwise methods' calls are read now."""
+    df = make_df()
+    with pytest.raises(
+        FormulaError,
+        match=rf"the attribute \.{attr} is not allowed: {of} a formula reads only the "
+        r"elementwise methods \.abs\(\), \.astype\(\)",
+    ):
+        build_spec(df, f"y ~ {term}", groups="g")
+
+
+def test_an_attribute_that_spells_a_dotted_column_suggests_backticks():
+    """``I(x1.sq * 2)`` beside a column ``x1.sq`` reads ``.sq`` of ``x1``: the message
+    names the column and the backticks that read it."""
+    df = make_df()
+    df["x1.sq"] = df["x1"] ** 2
+    with pytest.raises(
+        FormulaError,
+        match=r"attribute \.sq is not allowed: of column 'x1' .*; to read the column "
+        r"'x1\.sq' in an expression, quote it in backticks: `x1\.sq`$",
+    ):
+        build_spec(df, "y ~ I(x1.sq * 2)", groups="g")
+    with pytest.raises(FormulaError) as exc:
+        build_spec(df, "y ~ I(x1.real * 2)", groups="g")
+    assert "backticks" not in str(exc.value)
+    assert "I(`x1.sq` * 2)" in build_spec(df, "y ~ I(`x1.sq` * 2)", groups="g").exog_names
+
+
+@pytest.mark.parametrize("term", ["I(abs(x1).round(2))", "I(x1 * np.pi)", "I(x1.clip(0, 1))"])
+def test_an_elementwise_method_and_a_modules_constant_pass_the_checker(term):
+    assert f"{term}" in build_spec(make_df(), f"y ~ {term}", groups="g").exog_names
+
+
+@pytest.mark.parametrize(
+    ("formula", "words"),
+    [
+        (
+            "y ~ x1.real",
+            "unknown column 'x1.real': 'x1' is a column, but a formula reads no "
+            "attribute of a column; of a column it calls only the elementwise methods",
+        ),
+        ("y ~ x1.abs", "write I(x1.abs())"),
+        (
+            "y ~ x1.abs + x2.real + x1.a + x1.b",
+            "unknown columns 'x1.abs', 'x2.real', 'x1.a' and 1 more: each an attribute of a column",
+        ),
+    ],
+)
+def test_an_attribute_of_a_column_outside_a_call_names_the_column(formula, words):
+    """``y ~ x.real`` said "unknown column 'x.real'" without naming the column ``x``."""
+    with pytest.raises(FormulaError) as err:
+        build_spec(make_df(), formula, groups="g")
+    assert words in str(err.value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from dmixed.design import messages
 from dmixed.design.messages import NAMED_UNKNOWN, check_enough_rows, unknown_columns
 from dmixed.errors import DataError
 
@@ -58,3 +59,44 @@ def test_a_formula_of_many_unknown_columns_gives_a_short_message():
         dmixed.mixedlm(formula, df, groups="g")
     assert str(exc.value).count("available columns") == 1
     assert len(str(exc.value)) < 1500
+
+
+def test_a_design_larger_than_memory_is_refused_with_its_size(monkeypatch):
+    monkeypatch.setattr(messages, "physical_memory", lambda: 2**30)
+    messages.check_design_fits("y ~ C(a)", 1000, 1000, exact=True, prototype=False)  # 8 MB
+    with pytest.raises(
+        DataError,
+        match=r"^formula 'y ~ C\(a\)': its fixed-effects design of "
+        r"100000 rows and at least 2000 columns would take 1\.5 GiB, more than "
+        r"this machine's 1\.0 GiB of memory; use Dask data",
+    ):
+        messages.check_design_fits("y ~ C(a)", 100_000, 2000, exact=False, prototype=False)
+    with pytest.raises(
+        DataError, match=r"one row per level of its factor of most levels \(60000\)"
+    ):
+        messages.check_design_fits("y ~ C(a)", 60_000, 60_000, exact=False, prototype=True)
+
+
+def test_physical_memory_is_the_least_of_the_machine_and_a_cgroup_limit(tmp_path):
+    machine = messages.physical_memory(())
+    assert machine is not None and machine > 2**20
+    limit = tmp_path / "memory.max"
+    limit.write_text("1048576\n")
+    assert messages.physical_memory([str(tmp_path / "absent"), str(limit)]) == 2**20
+    # cgroup v2 without a limit, and v1's number beyond the machine's memory
+    limit.write_text("max\n")
+    unlimited = tmp_path / "memory.limit_in_bytes"
+    unlimited.write_text(f"{machine * 4}\n")
+    assert messages.physical_memory([str(limit), str(unlimited)]) == machine
+
+
+def test_more_terms_than_rows_name_the_formula_cut():
+    formula = "y ~ " + " + ".join(f"I(x1+{k})" for k in range(500))
+    with pytest.raises(
+        DataError,
+        match=r"characters\): too few rows: at most 400 rows for at "
+        r"least 501 fixed effects and 1 covariance parameter",
+    ) as err:
+        messages.check_terms_within_rows(formula, 501, 1, 400)
+    assert len(str(err.value)) < 700
+    messages.check_terms_within_rows(formula, 501, 1, 503)
