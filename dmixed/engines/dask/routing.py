@@ -306,13 +306,20 @@ class RoutedRows:
         if len(pieces) == 1:
             return first
         p, q = first.x_src.size, first.z_src.size
-        cols = np.empty((p + 1 + q, sum(piece.keys.size for piece in pieces))).T
-        at = 0
-        for piece in pieces:
-            rows = cols[at : at + piece.keys.size]
-            for j, s in enumerate(np.concatenate([piece.x_src, [piece.y_src], piece.z_src])):
-                rows[:, j] = 1.0 if s < 0 else piece.cols[:, s]
-            at += piece.keys.size
+        # one gather of every value: each piece's held columns one after the other (a
+        # column's rows together), then a one for the sources −1
+        sizes = np.array([piece.keys.size for piece in pieces], dtype=np.int64)
+        n = int(sizes.sum())
+        src = np.stack([np.concatenate([pc.x_src, [pc.y_src], pc.z_src]) for pc in pieces])
+        held = [np.asarray(piece.cols, dtype=np.float64).T.ravel() for piece in pieces]
+        base = np.cumsum([0] + [h.size for h in held])
+        values = np.concatenate([*held, [1.0]])
+        piece_of = np.repeat(np.arange(len(pieces)), sizes)
+        row = np.arange(n) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        at = src[piece_of] * sizes[piece_of, None] + (base[piece_of] + row)[:, None]
+        at[src[piece_of] < 0] = values.size - 1
+        cols = np.empty((p + 1 + q, n)).T
+        np.take(values, at, out=cols)
 
         def joined_field(name: str) -> np.ndarray | None:
             if getattr(first, name) is None:
