@@ -305,25 +305,26 @@ class RoutedRows:
         """Pieces of the same design's widths (:func:`_joinable`), one after the other,
         with every column of ``[X y]`` and of ``Z`` held as a column of its own (ones
         included: the one layout of pieces whose columns repeat differently); one piece
-        as it is.  Each piece's columns are written into the joined rows directly."""
+        as it is.  Each piece's columns are written into the joined rows directly: a
+        small piece's (:data:`JOIN_GATHER_AT_MOST`) in one gather, a larger one's column
+        by column."""
         first = pieces[0]
         if len(pieces) == 1:
             return first
         p, q = first.x_src.size, first.z_src.size
-        # one gather of every value: each piece's held columns one after the other (a
-        # column's rows together), then a one for the sources −1
-        sizes = np.array([piece.keys.size for piece in pieces], dtype=np.int64)
-        n = int(sizes.sum())
-        src = np.stack([np.concatenate([pc.x_src, [pc.y_src], pc.z_src]) for pc in pieces])
-        held = [np.asarray(piece.cols, dtype=np.float64).T.ravel() for piece in pieces]
-        base = np.cumsum([0] + [h.size for h in held])
-        values = np.concatenate([*held, [1.0]])
-        piece_of = np.repeat(np.arange(len(pieces)), sizes)
-        row = np.arange(n) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-        at = src[piece_of] * sizes[piece_of, None] + (base[piece_of] + row)[:, None]
-        at[src[piece_of] < 0] = values.size - 1
-        cols = np.empty((p + 1 + q, n)).T
-        np.take(values, at, out=cols)
+        cols = np.empty((p + 1 + q, sum(piece.keys.size for piece in pieces))).T
+        at = 0
+        for piece in pieces:
+            rows = cols[at : at + piece.keys.size]
+            src = np.concatenate([piece.x_src, [piece.y_src], piece.z_src])
+            if rows.size <= JOIN_GATHER_AT_MOST and piece.cols.shape[1]:
+                # rows of the transposed layouts are the columns, each copied whole
+                rows.T[:] = piece.cols.T[np.maximum(src, 0)]
+                rows[:, src < 0] = 1.0
+            else:
+                for j, s in enumerate(src):
+                    rows[:, j] = 1.0 if s < 0 else piece.cols[:, s]
+            at += piece.keys.size
 
         def joined_field(name: str) -> np.ndarray | None:
             if getattr(first, name) is None:
@@ -352,6 +353,13 @@ class RoutedRows:
             and (self.vc_pos is None) == (other.vc_pos is None)
             and self.z_width == other.z_width
         )
+
+
+#: :meth:`RoutedRows.joined` copies a piece of at most this many values (rows × columns)
+#: in one gather through a copy of its own, and a larger piece column by column: a
+#: column's copy costs a call, which a small piece's few rows do not repay, and a large
+#: piece's gathered copy would add its size to the joined rows' memory
+JOIN_GATHER_AT_MOST = 1 << 15
 
 
 #: :func:`_distinct_sources` compares the columns one by one below this many columns

@@ -507,11 +507,14 @@ def test_wide_fixed_part_over_partitions_of_a_row_or_two(exchange):
     np.testing.assert_allclose(model.loglike(params, profile_fe=True), res.llf, rtol=1e-10)
 
 
+@pytest.mark.parametrize("gather_at_most", [0, 100, routing.JOIN_GATHER_AT_MOST])
 @pytest.mark.parametrize("order", ["F", "C"])
-def test_joined_holds_every_value_of_its_pieces_bit_for_bit(order):
-    """:meth:`RoutedRows.joined` gathers every piece's columns at once: each column of
-    ``[X y]`` and ``Z`` is its piece's column (ones for the sources −1), the bits kept
-    (−0.0, NaN), whatever the memory order of a piece's held columns."""
+def test_joined_holds_every_value_of_its_pieces_bit_for_bit(order, gather_at_most, monkeypatch):
+    """:meth:`RoutedRows.joined`, each piece gathered at once or column by column (the
+    pieces over ``gather_at_most`` values): each column of ``[X y]`` and ``Z`` is its
+    piece's column (ones for the sources −1), the bits kept (−0.0, NaN), whatever the
+    memory order of a piece's held columns."""
+    monkeypatch.setattr(routing, "JOIN_GATHER_AT_MOST", gather_at_most)
     rng = np.random.default_rng(5)
     p = 40
     pieces = []
