@@ -26,7 +26,6 @@ from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from dask.task_spec import GraphNode, List, Task, TaskRef
 from dask.utils import funcname
 
-from ...design.columnar import columns_design_applies
 from ...design.partitions import select_columns
 from ...errors import SpecError
 from ...stats.layout import n_tril
@@ -455,14 +454,13 @@ def _partial_tasks(
     shared = (spec, slot_arg, packed, n_blocks, key_dtype, std, exchange)
     recipes = chain_recipes(ddf, n_chains, mode, allow_fallback=client is not None)
     if recipes is not None:
-        direct = columns_design_applies(spec)  # else the design needs pandas frames
         where = None if not workers else [workers[i % len(workers)] for i in range(len(recipes))]
         tasks = [
             g.call(
                 chain_partials,
                 rec,
                 *shared,
-                parquet_reads(rec, spec) if direct else None,
+                parquet_reads(rec, spec),
                 shifts,
                 place=None if where is None else where[i],
             )

@@ -5,15 +5,19 @@ from its graph piece: for ``dd.read_parquet`` that is Dask's reader, which opens
 file through fsspec, reads it with pyarrow and converts the table to a pandas frame
 (≈ 47 ms CPU a 1.25M-row partition of 5 columns, against ≈ 39 ms for
 ``pyarrow.parquet.ParquetFile.read`` and the columns to numpy; benchmarks/RESULTS.md).
-When the model's design is built from numpy columns anyway
-(:func:`~dmixed.design.columnar.columns_design_applies`), the chain reads such a
-partition itself: :func:`parquet_reads` recognizes, on the driver, pieces that are one
+The chain reads such a partition itself, as numpy columns: those the design is built
+from where it is built from numpy columns
+(:func:`~dmixed.design.columnar.columns_design_applies`), else every column the spec
+uses, from which it makes the pandas frame ``spec.transform`` reads (a small file's
+read through Dask, pandas conversion and column selection included, costs several
+times pyarrow's): :func:`parquet_reads` recognizes, on the driver, pieces that are one
 task of Dask's Parquet reader over a local file with nothing else asked of it (no
-filter, no hive partition, no index, no categories, no dtype backend, numeric columns),
-and :func:`read_columns` reads one on the worker.  The values are those Dask's frame
-would hold (float64 and int64 columns without nulls: the same numbers); a file whose
-schema or nulls differ from that returns None and the chain computes the piece as
-before.  Dask's reader is recognized by its classes
+filter, no hive partition, no index column, no categories, no dtype backend, numeric
+columns; Dask's index ``[None]`` for a file pandas wrote is the file's own row labels,
+which no design reads), and :func:`read_columns` reads one on the worker.  The values
+are those Dask's frame would hold (float64 and int64 columns without nulls: the same
+numbers); a file whose schema or nulls differ from that returns None and the chain
+computes the piece as before.  Dask's reader is recognized by its classes
 (``dask.dataframe.io.parquet``'s ``ParquetFunctionWrapper`` and
 ``ArrowDatasetEngine``): any other version or shape of task is simply not recognized.
 
@@ -38,7 +42,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from ...design.columnar import design_columns
+from ...design.columnar import columns_design_applies, design_columns
 from ...errors import DataError
 from .pieces import Pieces
 from .text_columns import text_objects
@@ -127,7 +131,7 @@ def _piece_read(piece, names: list[str], classes, text: frozenset = frozenset())
         or partition_keys
         or wrapper.engine is not engine_cls
         or type(wrapper.fs) is not local_fs
-        or wrapper.index
+        or wrapper.index not in (None, False, [], [None])
         or wrapper.dtype_backend is not None
         or not _plain_options(dict(wrapper.common_kwargs))
     ):
@@ -139,7 +143,8 @@ def _piece_read(piece, names: list[str], classes, text: frozenset = frozenset())
     if not set(names) <= set(columns):
         return None
     pairs = []
-    for name in names:
+    wanted = set(names)
+    for name in [c for c in columns if c in wanted]:  # in the frame's order
         dtype = dtypes[name]
         if name in text and (dtype == np.dtype(object) or isinstance(dtype, pd.StringDtype)):
             pairs.append((name, TEXT))
@@ -152,14 +157,24 @@ def _piece_read(piece, names: list[str], classes, text: frozenset = frozenset())
 
 
 def parquet_reads(pieces: Pieces, spec) -> ParquetReads | None:
-    """The chain's partitions as plain Parquet reads of the spec's columns
-    (:func:`~dmixed.design.columnar.design_columns`), where they are; None when none
-    is (the chain then computes every piece)."""
+    """The chain's partitions as plain Parquet reads of the spec's columns, where they
+    are; None when none is (the chain then computes every piece).
+
+    Where the design is built from numpy columns
+    (:func:`~dmixed.design.columnar.columns_design_applies`), the columns it reads
+    (:func:`~dmixed.design.columnar.design_columns`; the group column may be text);
+    else every column the spec uses (``columns_used``: formulas, groups, weights), all
+    numeric, from which the chain makes the pandas frame ``spec.transform`` reads (the
+    same columns of the same values as Dask's frame of the projected read)."""
     classes = _reader_classes()
     if classes is None:  # pragma: no cover - another dask or fsspec
         return None
-    names = design_columns(spec)
-    text = frozenset([spec.group_name])
+    if columns_design_applies(spec):
+        names = design_columns(spec)
+        text = frozenset([spec.group_name])
+    else:
+        names = list(dict.fromkeys([*spec.columns_used, spec.group_name]))
+        text = frozenset()
     items = [_piece_read(piece, names, classes, text) for piece in pieces.items]
     return ParquetReads(items) if any(item is not None for item in items) else None
 

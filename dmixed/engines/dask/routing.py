@@ -146,10 +146,12 @@ class RoutedRows:
     z_width: int = 0
 
     @classmethod
-    def compact(cls, keys, dm, ztilde: np.ndarray, std=None) -> RoutedRows:
+    def compact(cls, keys, dm, ztilde: np.ndarray, std=None, sources=None) -> RoutedRows:
         """The rows of design matrices ``dm`` (``endog``, ``exog``, ``exog_re``,
-        ``weights``) and padded random design ``ztilde``, with group ``keys``."""
-        distinct, x_src, y_src, z_src, vc_pos, vc_val = cls._sources(dm, ztilde)
+        ``weights``) and padded random design ``ztilde``, with group ``keys``
+        (``sources``: :meth:`sources` of them, where the caller has it)."""
+        found = cls.sources(dm, ztilde) if sources is None else sources
+        distinct, x_src, y_src, z_src, vc_pos, vc_val = found
         cols = np.empty((len(distinct), keys.size)).T
         for i, col in enumerate(distinct):
             cols[:, i] = col
@@ -197,17 +199,19 @@ class RoutedRows:
         return key_bytes(keys) + 8 * n * len(cls._plan_sources(plan)[0])
 
     @classmethod
-    def sent_bytes(cls, keys, dm, ztilde: np.ndarray) -> int:
-        """:attr:`nbytes` of :meth:`compact` of these rows, without compacting them."""
-        distinct, *_, vc_pos, vc_val = cls._sources(dm, ztilde)
+    def sent_bytes(cls, keys, dm, ztilde: np.ndarray, sources=None) -> int:
+        """:attr:`nbytes` of :meth:`compact` of these rows, without compacting them
+        (``sources``: :meth:`sources` of them, where the caller has it)."""
+        distinct, *_, vc_pos, vc_val = cls.sources(dm, ztilde) if sources is None else sources
         extra = 0 if dm.weights is None else 8 * keys.size
         if vc_pos is not None:
             extra += vc_pos.nbytes + vc_val.nbytes
         return key_bytes(np.asarray(keys)) + 8 * keys.size * len(distinct) + extra
 
     @staticmethod
-    def _sources(dm, ztilde: np.ndarray) -> tuple:
-        """``(distinct columns, x_src, y_src, z_src, vc_pos, vc_val)`` of :meth:`compact`."""
+    def sources(dm, ztilde: np.ndarray) -> tuple:
+        """``(distinct columns, x_src, y_src, z_src, vc_pos, vc_val)`` of :meth:`compact`
+        (the distinct columns are views of the design's)."""
         exog = np.asarray(dm.exog, dtype=np.float64)
         endog = np.asarray(dm.endog, dtype=np.float64)
         z = np.asarray(ztilde, dtype=np.float64)
@@ -322,7 +326,9 @@ class RoutedRows:
         """Pieces of the same design's widths (:func:`_joinable`), one after the other,
         with every column of ``[X y]`` and of ``Z`` held as a column of its own (ones
         included: the one layout of pieces whose columns repeat differently); one piece
-        as it is.  Each piece's columns are written into the joined rows directly."""
+        as it is.  Each piece's columns are written into the joined rows directly: a
+        small piece's (:data:`JOIN_GATHER_AT_MOST`) in one gather, a larger one's column
+        by column."""
         first = pieces[0]
         if len(pieces) == 1:
             return first
@@ -331,8 +337,14 @@ class RoutedRows:
         at = 0
         for piece in pieces:
             rows = cols[at : at + piece.keys.size]
-            for j, s in enumerate(np.concatenate([piece.x_src, [piece.y_src], piece.z_src])):
-                rows[:, j] = 1.0 if s < 0 else piece.cols[:, s]
+            src = np.concatenate([piece.x_src, [piece.y_src], piece.z_src])
+            if rows.size <= JOIN_GATHER_AT_MOST and piece.cols.shape[1]:
+                # rows of the transposed layouts are the columns, each copied whole
+                rows.T[:] = piece.cols.T[np.maximum(src, 0)]
+                rows[:, src < 0] = 1.0
+            else:
+                for j, s in enumerate(src):
+                    rows[:, j] = 1.0 if s < 0 else piece.cols[:, s]
             at += piece.keys.size
 
         def joined_field(name: str) -> np.ndarray | None:
@@ -362,6 +374,13 @@ class RoutedRows:
             and (self.vc_pos is None) == (other.vc_pos is None)
             and self.z_width == other.z_width
         )
+
+
+#: :meth:`RoutedRows.joined` copies a piece of at most this many values (rows × columns)
+#: in one gather through a copy of its own, and a larger piece column by column: a
+#: column's copy costs a call, which a small piece's few rows do not repay, and a large
+#: piece's gathered copy would add its size to the joined rows' memory
+JOIN_GATHER_AT_MOST = 1 << 15
 
 
 #: :func:`_distinct_sources` compares the columns one by one below this many columns
@@ -624,13 +643,16 @@ class PendingRows:
     std: Standardization | None
     columns: list | None = None
     plan: object = None
+    #: :meth:`RoutedRows.sources` of ``dm`` and ``ztilde``, found once for the bytes
+    #: they will be sent as and kept for their compact form
+    sources: tuple | None = None
 
     def routed(self) -> RoutedRows:
         """These rows in compact form."""
         if self.columns is not None:  # text keys read as Arrow are sent as objects
             keys = text_objects(self.keys)
             return RoutedRows.of_columns(keys, self.columns, self.plan, self.std)
-        return RoutedRows.compact(self.keys, self.dm, self.ztilde, self.std)
+        return RoutedRows.compact(self.keys, self.dm, self.ztilde, self.std, self.sources)
 
 
 @dataclass
@@ -699,7 +721,9 @@ class Router:
         """Buffer these rows when routing (True), else leave them to the caller."""
         if not self.routing:
             return False
-        self._buffered(PendingRows(keys, dm, ztilde, std), RoutedRows.sent_bytes(keys, dm, ztilde))
+        sources = RoutedRows.sources(dm, ztilde)
+        pending = PendingRows(keys, dm, ztilde, std, sources=sources)
+        self._buffered(pending, RoutedRows.sent_bytes(keys, dm, ztilde, sources))
         return True
 
     def take_columns(self, keys: np.ndarray, columns: list, plan, std) -> bool:

@@ -449,3 +449,104 @@ def test_text_key_statistics_bit_for_bit(tmp_path, n_files, exchange):
             assert rows_a.keys.dtype == rows_b.keys.dtype == object
             assert rows_a.keys.tolist() == rows_b.keys.tolist()
             np.testing.assert_array_equal(rows_a.cols, rows_b.cols)
+
+
+# ---------------------------------------------------------------------------
+# Designs built from a pandas frame (factors, weights, variance components)
+# ---------------------------------------------------------------------------
+
+
+def _factor_frame() -> pd.DataFrame:
+    """:func:`_frame` with an integer factor ``k`` (used in ``C()``), a second one
+    ``v`` for a variance component and positive weights ``w``."""
+    df = _frame()
+    rng = np.random.default_rng(7)
+    k = rng.integers(0, 40, len(df))
+    return df.assign(
+        k=k,
+        v=rng.integers(0, 4, len(df)),
+        w=rng.uniform(0.5, 2.0, len(df)),
+        y=df["y"] + 0.3 * (k % 5),
+    )
+
+
+#: (formula, keywords of mixedlm, the columns each read must hold)
+FRAME_MODELS = [
+    ("y ~ x1 + C(k)", {"re_formula": RE}, {"y", "x1", "k", "g"}),
+    ("y ~ x1 + C(k)", {"weights": "w"}, {"y", "x1", "k", "g", "w"}),
+    ("y ~ x1", {"vc_formula": {"v": "0 + C(v)"}}, {"y", "x1", "v", "g"}),
+]
+
+
+@pytest.mark.parametrize("model", FRAME_MODELS, ids=["factor", "weights", "vc"])
+@pytest.mark.parametrize("pandas_files", [False, True])
+def test_frame_designs_read_every_column_they_use(tmp_path, model, pandas_files):
+    """Where the design is built from a pandas frame, each partition is read with
+    pyarrow too: every column the spec uses (the groups, the weights and a variance
+    component's column included, not the others), the values of Dask's frame.  Files
+    pandas wrote (their row labels in the metadata: Dask's index ``[None]``) too."""
+    formula, kw, expect = model
+    df = _factor_frame()
+    if pandas_files:
+        (tmp_path / "d").mkdir()
+        for i, rows in enumerate(np.array_split(np.arange(len(df)), 3)):
+            df.iloc[rows].to_parquet(tmp_path / "d" / f"part-{i}.parquet")
+    else:
+        _write(df, tmp_path / "d", 3)
+    ddf = dd.read_parquet(tmp_path / "d")
+    spec = dmixed.mixedlm(formula, ddf, groups="g", **kw).spec
+    (recipe,) = chain_recipes(project_columns(ddf, spec), 1)
+    reads = parquet_reads(recipe, spec)
+    assert reads is not None and all(item is not None for item in reads.items)
+    for item, (graph, out_key, _) in zip(reads.items, recipe.items, strict=True):
+        frame = compute_piece(graph, out_key)
+        columns = read_columns(item)
+        assert list(columns) == list(frame.columns)  # the frame's columns, in its order
+        assert set(columns) == expect
+        for name, values in columns.items():
+            expected = frame[name].to_numpy()
+            assert values.dtype == expected.dtype
+            np.testing.assert_array_equal(values, expected)
+
+
+def _frame_fit(data, formula, kw):
+    return dmixed.mixedlm(formula, data, groups="g", **kw).fit()
+
+
+@pytest.mark.parametrize("model", FRAME_MODELS, ids=["factor", "weights", "vc"])
+def test_frame_design_fit_is_the_fit_of_dasks_frames(tmp_path, model, monkeypatch):
+    """A fit whose design is built from pandas frames of the direct reads is the fit of
+    Dask's frames, bit for bit, and the in-process fit's (to 1e-10)."""
+    formula, kw, _ = model
+    df = _factor_frame()
+    _write(df, tmp_path / "d", 4)
+    with dask.config.set(scheduler="sync"):
+        res = _frame_fit(dd.read_parquet(tmp_path / "d"), formula, kw)
+        monkeypatch.setattr(graph_module, "parquet_reads", lambda recipe, spec: None)
+        through_frames = _frame_fit(dd.read_parquet(tmp_path / "d"), formula, kw)
+    assert res.llf == through_frames.llf
+    np.testing.assert_array_equal(res.params, through_frames.params)
+    np.testing.assert_array_equal(res.bse, through_frames.bse)
+    ref = _frame_fit(df.drop(columns="s"), formula, kw)
+    np.testing.assert_allclose(res.params, ref.params, rtol=1e-8, atol=1e-10)
+    assert res.llf == pytest.approx(ref.llf, rel=1e-10)
+
+
+def test_frame_with_a_computed_column_is_read_by_dask(tmp_path, monkeypatch):
+    """A column computed on the collection (``assign``) is not in the files: those
+    pieces are not plain reads, Dask computes them, and the fit is the in-process
+    fit of the same frame."""
+    df = _factor_frame()
+    _write(df, tmp_path / "d", 3)
+    ddf = dd.read_parquet(tmp_path / "d")
+    ddf = ddf.assign(x3=ddf["x1"] * 2.0 + ddf["k"])
+    spec = dmixed.mixedlm("y ~ x3 + C(k)", ddf, groups="g").spec
+    (recipe,) = chain_recipes(project_columns(ddf, spec), 1)
+    reads = parquet_reads(recipe, spec)
+    assert reads is None or all(item is None for item in reads.items)
+    with dask.config.set(scheduler="sync"):
+        res = dmixed.mixedlm("y ~ x3 + C(k)", ddf, groups="g").fit()
+    local = df.drop(columns="s").assign(x3=df["x1"] * 2.0 + df["k"])
+    ref = dmixed.mixedlm("y ~ x3 + C(k)", local, groups="g").fit()
+    np.testing.assert_allclose(res.params, ref.params, rtol=1e-8, atol=1e-10)
+    assert res.llf == pytest.approx(ref.llf, rel=1e-10)

@@ -7,6 +7,7 @@ rows, and the statistics must not depend on the routing.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 import weakref
 from types import SimpleNamespace
@@ -504,3 +505,29 @@ def test_wide_fixed_part_over_partitions_of_a_row_or_two(exchange):
     )
     # statsmodels' own REML likelihood, its β̂ the GLS estimate at these parameters
     np.testing.assert_allclose(model.loglike(params, profile_fe=True), res.llf, rtol=1e-10)
+
+
+@pytest.mark.parametrize("gather_at_most", [0, 100, routing.JOIN_GATHER_AT_MOST])
+@pytest.mark.parametrize("order", ["F", "C"])
+def test_joined_holds_every_value_of_its_pieces_bit_for_bit(order, gather_at_most, monkeypatch):
+    """:meth:`RoutedRows.joined`, each piece gathered at once or column by column (the
+    pieces over ``gather_at_most`` values): each column of ``[X y]`` and ``Z`` is its
+    piece's column (ones for the sources −1), the bits kept (−0.0, NaN), whatever the
+    memory order of a piece's held columns."""
+    monkeypatch.setattr(routing, "JOIN_GATHER_AT_MOST", gather_at_most)
+    rng = np.random.default_rng(5)
+    p = 40
+    pieces = []
+    for n in (1, 3, 2, 1, 4):
+        dm, keys = _one_hot_rows(rng, n, p)
+        piece = RoutedRows.compact(keys, dm, dm.exog_re)
+        cols = np.array(piece.cols, order=order)
+        cols[0, -1] = -0.0 if n % 2 else np.nan
+        pieces.append(dataclasses.replace(piece, cols=cols, weights=rng.uniform(size=n)))
+    got = RoutedRows.joined(pieces)
+    for name in ("keys", "exog", "endog", "ztilde", "weights"):
+        want = np.concatenate([getattr(piece, name) for piece in pieces])
+        assert getattr(got, name).shape == want.shape
+        bits = np.ascontiguousarray(getattr(got, name)).view(np.uint8)
+        np.testing.assert_array_equal(bits, np.ascontiguousarray(want).view(np.uint8))
+    assert got.cols.shape == (11, p + 2) and got.cols.flags.f_contiguous
