@@ -33,6 +33,7 @@ from .formula import (
     parse_formula,
     refuse_columns_named_as_transforms,
 )
+from .labels import patsy_spelling
 from .levels import prototype
 from .messages import suggest
 from .missing import missing_option
@@ -402,7 +403,7 @@ def main_formula_spec(formula: str, proto, rhs_terms, kinds: dict, levels: dict,
         If a fixed-effect factor has a single level, or ``levels=`` misses a value.
     """
     main_spec = model_matrix(formula, proto, "formula", "numpy", context).model_spec
-    lhs_names = list(main_spec.lhs.column_names)
+    lhs_names = patsy_spelling(main_spec.lhs.column_names, formula)
     if len(lhs_names) != 1:
         raise FormulaError(
             f"formula {formula!r}: the response must be a single numeric column, got "
@@ -410,7 +411,7 @@ def main_formula_spec(formula: str, proto, rhs_terms, kinds: dict, levels: dict,
         )
     if categorical_factors(main_spec.lhs):
         raise FormulaError(f"formula {formula!r}: the response is not numeric")
-    exog_names = list(main_spec.rhs.column_names)
+    exog_names = patsy_spelling(main_spec.rhs.column_names, formula)
     check_categorical_sources(main_spec.rhs, rhs_terms, kinds, "formula", formula)
     for expr, cats in categorical_factors(main_spec.rhs):
         if len(cats) < 2:
@@ -441,7 +442,9 @@ def re_formula_spec(
     re_spec = model_matrix(re_formula, proto, "re_formula", "numpy", context).model_spec
     check_categorical_sources(re_spec, parsed.re_terms, kinds, "re_formula", re_formula)
     check_explicit_levels(re_spec, kinds, levels, "re_formula", re_formula)
-    exog_re_names = [x.replace("Intercept", groups) for x in re_spec.column_names]
+    exog_re_names = [
+        x.replace("Intercept", groups) for x in patsy_spelling(re_spec.column_names, re_formula)
+    ]
     if not exog_re_names:
         raise FormulaError(f"re_formula {re_formula!r} yields no columns")
     return re_spec, exog_re_names
