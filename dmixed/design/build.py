@@ -90,6 +90,12 @@ def check_arguments(data, groups, weights, vc_formula, missing):
     if not isinstance(groups, str):
         raise SpecError(f"groups must be a column name (str), got {type(groups).__name__}")
     if groups not in set(all_columns):
+        if groups in _index_names(meta):
+            raise SpecError(
+                f"groups column {groups!r} is the index of the data, not one of its "
+                "columns: make it a column again, e.g. data.reset_index() (with Dask, "
+                "after set_index())"
+            )
         raise SpecError(
             f"groups column {groups!r} not found in data" + suggest(groups, all_columns)
         )
@@ -519,6 +525,11 @@ def formula_specs(
     return out
 
 
+def _index_names(frame: pd.DataFrame) -> list:
+    """The names of the levels of ``frame``'s index (None where unnamed)."""
+    return list(frame.index.names)
+
+
 def _check_unique_names(names: list[str], what: str, arg: str, formula) -> None:
     """Refuse two columns of one design under one name (a data column named
     ``Intercept`` beside the intercept; in ``re_formula`` the intercept takes the group
@@ -526,10 +537,15 @@ def _check_unique_names(names: list[str], what: str, arg: str, formula) -> None:
     seen: set = set()
     dup = [n for n in names if n in seen or seen.add(n)]
     if dup:
+        intercept = (
+            "in re_formula the intercept is named after the group column"
+            if arg == "re_formula"
+            else "the intercept is named 'Intercept'"
+        )
         raise FormulaError(
-            f"{arg} {formula!r}: two {what} are named {dup[0]!r} (the intercept is named "
-            "'Intercept', in re_formula after the group column): rename the data column "
-            "or leave the intercept out (0 + ...)"
+            f"{arg} {formula!r}: two {what} are named {dup[0]!r}: {intercept}, and so is "
+            "a column of the data; rename the data column or leave the intercept out "
+            "(0 + ...)"
         )
 
 

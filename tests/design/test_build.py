@@ -157,7 +157,12 @@ def test_errors_are_grouped_by_what_went_wrong():
     [
         ("y ~ x1 + `Intercept`", None, "formula .*two fixed effects are named 'Intercept'"),
         ("y ~ x1", "1 + `Intercept`", "re_formula .*two random effects are named 'g'"),
-        ("y ~ x1", "1 + g", "re_formula '1 \\+ g': two random effects are named 'g'"),
+        (
+            "y ~ x1",
+            "1 + g",
+            "re_formula '1 \\+ g': two random effects are named 'g': in re_formula the "
+            "intercept is named after the group column, and so is a column of the data;",
+        ),
     ],
 )
 def test_two_columns_of_one_name_are_refused(formula, re_formula, match):
@@ -441,3 +446,14 @@ def test_a_constant_response_on_dask_reads_only_the_columns_it_needs(formula, mi
     value = 3.0 if formula == "y ~ x1" else float(np.log(3.0))
     name = "y" if formula == "y ~ x1" else "np.log(y)"
     assert str(err) == f"the response {name!r} is constant (all values {value!r})"
+
+
+def test_groups_given_as_the_index_is_named_as_the_index():
+    import dask.dataframe as dd
+
+    df = make_df(40)
+    for data in (df.set_index("g"), dd.from_pandas(df, npartitions=2).set_index("g")):
+        with pytest.raises(SpecError, match="'g' is the index of the data.*reset_index()"):
+            build_spec(data, "y ~ x1", groups="g")
+    with pytest.raises(SpecError, match="'h' not found in data"):
+        build_spec(df.set_index("g"), "y ~ x1", groups="h")
