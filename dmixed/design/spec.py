@@ -565,7 +565,8 @@ def _with_saved_spelling(spec: ModelSpec, state: dict) -> ModelSpec:
     built = spec.exog_names_built
     return dataclasses.replace(
         spec,
-        **old,
+        exog_names=old["exog_names"],
+        exog_re_names=old["exog_re_names"],
         exog_names_built=None if built is None else formulaic_spelling(built, formula),
     )
 
