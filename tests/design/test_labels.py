@@ -19,6 +19,9 @@ def _quoted_frame() -> pd.DataFrame:
             "a b": rng.normal(size=n),
             "x": rng.normal(size=n),
             "f": rng.choice(["u", "v"], n),
+            "v": rng.normal(size=n),
+            "lev": rng.choice(["u", "v", "w"], n),
+            "lx": rng.choice(["x 'v' y", "z"], n),
         }
     )
     df["y y"] = df["a b"] + rng.normal(size=15)[g] + rng.normal(size=n)
@@ -34,6 +37,10 @@ def _quoted_frame() -> pd.DataFrame:
         ('Q("y y") ~ np.log(Q("a b") ** 2) + I(Q("a b") * 2)', None),
         ('Q("y y") ~ x + C(f, Treatment("v"))', None),
         ('Q("y y") ~ x + I(f == "it\'s")', None),
+        # one text written both ways, and in a level: each factor as it is written
+        ('Q("y y") ~ Q("v") + C(lev, Treatment(\'v\'))', None),
+        ('Q("y y") ~ Q("v") + C(lx)', None),
+        ('Q("y y") ~ Q("a b") + Q(\'a b\'):x', "1 + Q('a b')"),
     ],
 )
 def test_names_keep_the_formulas_spelling_of_text_as_statsmodels(formula, re_formula):
@@ -65,3 +72,21 @@ def test_text_spelling_round_trip():
     assert patsy_spelling(written, formula) == written  # (already patsy's)
     assert patsy_spelling(["Q('a b')"], "y ~ Q('a b')") == ["Q('a b')"]
     assert patsy_spelling(["x"], None) == ["x"]
+
+
+def test_spelling_is_each_factors_own_and_never_a_levels():
+    """The same text written two ways keeps each factor's spelling; a level's text
+    (``[...]``) is the data's, whatever the formula writes."""
+    both = "y ~ Q(\"v\") + C(lev, Treatment('v'))"
+    assert patsy_spelling(["Q('v')", "C(lev, Treatment('v'))[T.u]"], both) == [
+        'Q("v")',
+        "C(lev, Treatment('v'))[T.u]",
+    ]
+    level = ["C(lx)[T.x 'v' y]", "C(lx)[T.it's]:Q('v')"]
+    assert patsy_spelling(level, 'y ~ Q("v") + C(lx):Q("v")') == [
+        "C(lx)[T.x 'v' y]",
+        'C(lx)[T.it\'s]:Q("v")',
+    ]
+    assert formulaic_spelling(['C(lx)[T.x "v" y]'], None) == ['C(lx)[T.x "v" y]']
+    terms = "y ~ Q(\"a b\") + Q('a b'):x"
+    assert patsy_spelling(["Q('a b')", "Q('a b'):x"], terms) == ['Q("a b")', "Q('a b'):x"]
