@@ -537,16 +537,19 @@ def _check_unique_names(names: list[str], what: str, arg: str, formula) -> None:
     seen: set = set()
     dup = [n for n in names if n in seen or seen.add(n)]
     if dup:
-        intercept = (
-            "in re_formula the intercept is named after the group column"
-            if arg == "re_formula"
-            else "the intercept is named 'Intercept'"
-        )
-        raise FormulaError(
-            f"{arg} {formula!r}: two {what} are named {dup[0]!r}: {intercept}, and so is "
-            "a column of the data; rename the data column or leave the intercept out "
-            "(0 + ...)"
-        )
+        if arg == "re_formula":
+            # (the group column as a random slope is the group intercept again)
+            why = (
+                "in re_formula the intercept is named after the group column, and so is "
+                "the group column as a random slope (or a data column named 'Intercept'); "
+                "leave that column out of re_formula"
+            )
+        else:
+            why = (
+                "the intercept is named 'Intercept', and so is a column of the data; "
+                "rename the data column or leave the intercept out (0 + ...)"
+            )
+        raise FormulaError(f"{arg} {formula!r}: two {what} are named {dup[0]!r}: {why}")
 
 
 def lazy_formulaic_spec(spec: ModelSpec, which: str):

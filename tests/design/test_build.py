@@ -161,7 +161,8 @@ def test_errors_are_grouped_by_what_went_wrong():
             "y ~ x1",
             "1 + g",
             "re_formula '1 \\+ g': two random effects are named 'g': in re_formula the "
-            "intercept is named after the group column, and so is a column of the data;",
+            "intercept is named after the group column, and so is the group column as a "
+            "random slope .*leave that column out of re_formula",
         ),
     ],
 )
