@@ -133,6 +133,14 @@ def conform_keys(keys: np.ndarray, dtype, column: str) -> np.ndarray:
     if keys.dtype == want:
         return keys
     where = "a partition where the collection holds {declared} (as its first partition or its metadata declares)"  # noqa: E501
+    if want.kind == "O" and keys.dtype.kind != "O":
+        # Dask's lazy ``astype("category")`` declares text categories whatever the
+        # values: the one numeric case a user meets without mixing types in the data
+        where += (
+            "; a Dask categorical of unknown categories (`astype('category')`) declares "
+            f"text whatever its values: make its categories known first, e.g. "
+            f"`ddf.categorize(columns=[{column!r}])`, or keep the column numeric"
+        )
     check_key_kind(keys.dtype, want, column, where)
     return keys.astype(want)
 

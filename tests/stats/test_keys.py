@@ -148,6 +148,18 @@ def test_conform_keys_casts_numbers_and_refuses_another_kind():
         conform_keys(ints, object, "g")
 
 
+def test_numbers_where_text_is_declared_point_to_dasks_unknown_categories():
+    """Dask's lazy ``astype("category")`` declares text categories whatever the values
+    hold: the refusal of numbers there says how to make the categories known."""
+    ints = key_values(np.array([3, 1, 3]))
+    with pytest.raises(DataError, match=r"categorize\(columns=\['g'\]\)"):
+        conform_keys(ints, object, "g")
+    text = key_values(np.array(["3", "1"]))
+    with pytest.raises(DataError) as refused:
+        conform_keys(text, np.int64, "g")
+    assert "categorize" not in str(refused.value)
+
+
 @pytest.mark.parametrize(
     ("one", "other"),
     [
