@@ -53,12 +53,24 @@ def _formula_tokens(formula: str) -> tuple[tokenize.TokenInfo, ...] | None:
     return None if found is None else tuple(found)
 
 
+def _suffix_end(text: str, at: int) -> int:
+    """Where the level suffix opened at ``at`` (``[T.u]``) ends: at the first ``]``
+    that ends the factor as formulaic renders it, before a ``:`` or the end of the name.
+    The suffix holds the data's text, whose brackets and quotes need not pair."""
+    j = text.find("]", at + 1)
+    while j != -1:
+        if j + 1 == len(text) or text[j + 1] == ":":
+            return j
+        j = text.find("]", j + 1)
+    return len(text) - 1
+
+
 def _top_level(text: str) -> list[tuple[int, str]]:
     """``(position, character)`` of the characters of ``text`` outside quotes and
     brackets.  A bracket opened at the top level after a factor (``[T.it's]``) holds
-    the data's text: quotes there are not read as quotes."""
+    the data's text: nothing in it is read as a quote or a bracket."""
     out: list[tuple[int, str]] = []
-    depth, quote, level, i = 0, "", False, 0
+    depth, quote, i = 0, "", 0
     while i < len(text):
         ch = text[i]
         if quote:
@@ -66,16 +78,17 @@ def _top_level(text: str) -> list[tuple[int, str]]:
                 i += 1
             elif ch == quote:
                 quote = ""
-        elif ch in "'\"" and not level:
+        elif ch in "'\"":
             quote = ch
+        elif ch == "[" and depth == 0:
+            out.append((i, ch))
+            i = _suffix_end(text, i)
         elif ch in "([{":
             if depth == 0:
                 out.append((i, ch))
-                level = ch == "["
             depth += 1
         elif ch in ")]}":
             depth -= 1
-            level = level and depth > 0
         elif depth == 0:
             out.append((i, ch))
         i += 1
@@ -101,6 +114,7 @@ def _factors(name: str) -> list[tuple[str, str]]:
     return out
 
 
+@functools.lru_cache(maxsize=1024)
 def _written(factor: str, joined: bool, formula: str) -> str:
     """``factor`` (formulaic's rendering) with its text literals as the formula writes
     them where the factor occurs, token by token; ``joined``: the name joins it to
@@ -130,6 +144,7 @@ def _written(factor: str, joined: bool, formula: str) -> str:
     return out
 
 
+@functools.lru_cache(maxsize=1024)
 def _rendered(factor: str) -> str:
     """``factor`` with its text literals as formulaic renders them (``ast.unparse``)."""
     own = _tokens(factor)

@@ -22,6 +22,8 @@ def _quoted_frame() -> pd.DataFrame:
             "v": rng.normal(size=n),
             "lev": rng.choice(["u", "v", "w"], n),
             "lx": rng.choice(["x 'v' y", "z"], n),
+            # level text whose brackets do not pair, one with a colon
+            "p": rng.choice(["(", "u", "x]y:z"], n),
         }
     )
     df["y y"] = df["a b"] + rng.normal(size=15)[g] + rng.normal(size=n)
@@ -41,6 +43,9 @@ def _quoted_frame() -> pd.DataFrame:
         ('Q("y y") ~ Q("v") + C(lev, Treatment(\'v\'))', None),
         ('Q("y y") ~ Q("v") + C(lx)', None),
         ('Q("y y") ~ Q("a b") + Q(\'a b\'):x', "1 + Q('a b')"),
+        ('Q("y y") ~ p:Q("a b")', None),
+        ('Q("y y") ~ Q("a b"):p', None),
+        ('Q("y y") ~ C(p, Treatment(\'u\')):Q("a b")', None),
     ],
 )
 def test_names_keep_the_formulas_spelling_of_text_as_statsmodels(formula, re_formula):
@@ -90,3 +95,32 @@ def test_spelling_is_each_factors_own_and_never_a_levels():
     assert formulaic_spelling(['C(lx)[T.x "v" y]'], None) == ['C(lx)[T.x "v" y]']
     terms = "y ~ Q(\"a b\") + Q('a b'):x"
     assert patsy_spelling(["Q('a b')", "Q('a b'):x"], terms) == ['Q("a b")', "Q('a b'):x"]
+
+
+def test_a_level_suffix_is_opaque_to_the_bracket_that_ends_its_factor():
+    """Level text is the data's: an unmatched bracket, parenthesis or quote in it, or a
+    colon, neither splits the name nor hides the next factor's text."""
+    formula = 'y ~ p:Q("a b") + Q("a b"):p'
+    names = ["p[(]:Q('a b')", "p[x]y:z]:Q('a b')", "Q('a b'):p[(]", "Q('a b'):p[it's)]"]
+    written = ['p[(]:Q("a b")', 'p[x]y:z]:Q("a b")', 'Q("a b"):p[(]', 'Q("a b"):p[it\'s)]']
+    assert patsy_spelling(names, formula) == written
+    assert formulaic_spelling(written, formula) == names
+
+
+def test_a_factor_is_respelled_once_whatever_the_number_of_its_columns(monkeypatch):
+    """The factors of many columns are tokenized once each per distinct factor, not
+    once per column."""
+    import tokenize
+
+    calls = []
+    real = tokenize.generate_tokens
+
+    def counted(readline):
+        calls.append(1)
+        return real(readline)
+
+    monkeypatch.setattr(tokenize, "generate_tokens", counted)
+    formula = 'y ~ C(k):Q("a b c d")'
+    names = [f"C(k)[T.k{i}]:Q('a b c d')" for i in range(2000)]
+    assert patsy_spelling(names, formula) == [f'C(k)[T.k{i}]:Q("a b c d")' for i in range(2000)]
+    assert len(calls) < 10
