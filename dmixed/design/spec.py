@@ -555,11 +555,23 @@ def _with_saved_spelling(spec: ModelSpec, state: dict) -> ModelSpec:
     follow patsy, ``Q("my col")``: :func:`~dmixed.design.labels.patsy_spelling`):
     a model saved before keeps the names its estimates were saved under."""
     formula, re_formula = state["formula"], state["re_formula"]
+    vc_formula = state.get("vc_formula") or {}
     old = {
         "exog_names": formulaic_spelling(spec.exog_names, formula),
         "exog_re_names": formulaic_spelling(spec.exog_re_names, re_formula),
+        # (a component without text literals keeps its names, unlisted)
+        "vc_column_names": [
+            formulaic_spelling(list(cols), vc_formula[name])
+            if any(q in vc_formula.get(name, "") for q in "'\"")
+            else cols
+            for name, cols in zip(spec.vc_names, spec.vc_column_names, strict=True)
+        ],
     }
-    now = {"exog_names": list(spec.exog_names), "exog_re_names": list(spec.exog_re_names)}
+    now = {
+        "exog_names": list(spec.exog_names),
+        "exog_re_names": list(spec.exog_re_names),
+        "vc_column_names": list(spec.vc_column_names),
+    }
     if now == old or any(old[key] != state[key] for key in old):
         return spec  # (names that differ otherwise are refused by the caller)
     built = spec.exog_names_built
@@ -567,6 +579,7 @@ def _with_saved_spelling(spec: ModelSpec, state: dict) -> ModelSpec:
         spec,
         exog_names=old["exog_names"],
         exog_re_names=old["exog_re_names"],
+        vc_column_names=old["vc_column_names"],
         exog_names_built=None if built is None else formulaic_spelling(built, formula),
     )
 

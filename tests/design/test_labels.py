@@ -124,3 +124,20 @@ def test_a_factor_is_respelled_once_whatever_the_number_of_its_columns(monkeypat
     names = [f"C(k)[T.k{i}]:Q('a b c d')" for i in range(2000)]
     assert patsy_spelling(names, formula) == [f'C(k)[T.k{i}]:Q("a b c d")' for i in range(2000)]
     assert len(calls) < 10
+
+
+def test_variance_component_names_keep_the_formulas_spelling_as_statsmodels():
+    import warnings
+
+    import statsmodels.formula.api as smf
+
+    import dmixed
+
+    df = _quoted_frame()
+    vc_formula = {"v": '0 + Q("a b")', "w": "0 + Q('a b'):x"}
+    ours = dmixed.mixedlm("x ~ 1", df, groups="g", vc_formula=vc_formula)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = smf.mixedlm("x ~ 1", df, groups="g", vc_formula=vc_formula)
+    assert theirs.exog_vc.names == ours.vc_names == ["v", "w"]
+    assert [list(c) for c in ours.vc_column_names] == [c[0] for c in theirs.exog_vc.colnames]
