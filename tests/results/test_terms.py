@@ -185,8 +185,8 @@ def test_terms_leave_out_the_columns_drop_cols_dropped(data):
 
 
 def test_terms_of_quoted_columns_are_named_as_statsmodels():
-    """Terms of ``Q("a b")`` are named and found by patsy's spelling, also for the
-    names a model saved before kept (``Q('a b')``)."""
+    """Terms of ``Q("a b")`` are named and found by patsy's spelling; for the names a
+    model saved before kept (``Q('a b')``), in that spelling, as its parameters."""
     import pandas as pd
 
     from dmixed.design.labels import formulaic_spelling
@@ -198,8 +198,10 @@ def test_terms_of_quoted_columns_are_named_as_statsmodels():
     df["y"] = df["a b"] + rng.normal(size=20)[df.g] + rng.normal(size=200)
     formula = 'y ~ Q("a b") * x'
     res = dmixed.mixedlm(formula, df, groups="g").fit()
-    names = [n for n, _ in fe_terms(res.model.spec, list(res.fe_params.index))]
-    assert names == ["Intercept", 'Q("a b")', "x", 'Q("a b"):x']
+    terms = fe_terms(res.model.spec, list(res.fe_params.index))
+    assert [n for n, _ in terms] == ["Intercept", 'Q("a b")', "x", 'Q("a b"):x']
     old = formulaic_spelling(list(res.fe_params.index), formula)
-    assert [n for n, _ in fe_terms(res.model.spec, old)] == names
+    kept = fe_terms(res.model.spec, old)
+    assert [n for n, _ in kept] == ["Intercept", "Q('a b')", "x", "Q('a b'):x"]
+    assert [list(p) for _, p in kept] == [list(p) for _, p in terms]
     assert res.t_test('Q("a b") = 0').effect[0] == res.fe_params['Q("a b")']
