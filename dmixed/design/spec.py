@@ -556,7 +556,7 @@ def _with_saved_spelling(spec: ModelSpec, state: dict) -> ModelSpec:
     a model saved before keeps the names its estimates were saved under."""
     formula, re_formula = state["formula"], state["re_formula"]
     vc_formula = state.get("vc_formula") or {}
-    old = {
+    old: dict[str, list] = {
         "exog_names": formulaic_spelling(spec.exog_names, formula),
         "exog_re_names": formulaic_spelling(spec.exog_re_names, re_formula),
         # (a component without text literals keeps its names, unlisted)
@@ -567,7 +567,7 @@ def _with_saved_spelling(spec: ModelSpec, state: dict) -> ModelSpec:
             for name, cols in zip(spec.vc_names, spec.vc_column_names, strict=True)
         ],
     }
-    now = {
+    now: dict[str, list] = {
         "exog_names": list(spec.exog_names),
         "exog_re_names": list(spec.exog_re_names),
         "vc_column_names": list(spec.vc_column_names),
