@@ -99,10 +99,13 @@ class DataError(DmixedError):
     partition (:func:`dmixed.design.origin.in_partition`).  ``lossy_groups`` (set on the
     instance) counts the groups refused as lossy, a random slope nearly constant within
     the group (:func:`dmixed.engines.local.refuse_inexact`): a Dask fit reads the data
-    again keeping their sums about shifts of their own (0: not that refusal)."""
+    again keeping their sums about shifts of their own (0: not that refusal).
+    ``key_kinds`` (set on the instance): the found and declared dtypes of group keys of
+    two kinds (:func:`dmixed.stats.keys.check_key_kind`), else None."""
 
     of_all_rows: bool = False
     lossy_groups: int = 0
+    key_kinds: tuple | None = None
 
 
 class BadValuesError(DataError):

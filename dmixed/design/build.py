@@ -43,6 +43,7 @@ from .formula import (
     parse_formula,
     refuse_columns_named_as_transforms,
 )
+from .labels import patsy_spelling
 from .levels import prototype
 from .messages import check_design_fits, check_terms_within_rows, suggest
 from .missing import missing_option
@@ -99,6 +100,12 @@ def check_arguments(data, groups, weights, vc_formula, missing):
     if not isinstance(groups, str):
         raise SpecError(f"groups must be a column name (str), got {type(groups).__name__}")
     if groups not in set(all_columns):
+        if groups in _index_names(meta):
+            raise SpecError(
+                f"groups column {groups!r} is the index of the data, not one of its "
+                "columns: make it a column again, e.g. data.reset_index() (with Dask, "
+                "after set_index())"
+            )
         raise SpecError(
             f"groups column {groups!r} not found in data" + suggest(groups, all_columns)
         )
@@ -511,7 +518,7 @@ def main_formula_spec(formula: str, proto, rhs_terms, kinds: dict, levels: dict,
         If a fixed-effect factor has a single level, or ``levels=`` misses a value.
     """
     main_spec = model_matrix(formula, proto, "formula", "numpy", context).model_spec
-    lhs_names = list(main_spec.lhs.column_names)
+    lhs_names = patsy_spelling(main_spec.lhs.column_names, formula)
     if len(lhs_names) != 1:
         raise FormulaError(
             f"formula {formula!r}: the response must be a single numeric column, got "
@@ -519,7 +526,7 @@ def main_formula_spec(formula: str, proto, rhs_terms, kinds: dict, levels: dict,
         )
     if categorical_factors(main_spec.lhs):
         raise FormulaError(f"formula {formula!r}: the response is not numeric")
-    exog_names = list(main_spec.rhs.column_names)
+    exog_names = patsy_spelling(main_spec.rhs.column_names, formula)
     check_categorical_sources(main_spec.rhs, rhs_terms, kinds, "formula", formula)
     for expr, cats in categorical_factors(main_spec.rhs):
         if len(cats) < 2:
@@ -550,7 +557,9 @@ def re_formula_spec(
     re_spec = model_matrix(re_formula, proto, "re_formula", "numpy", context).model_spec
     check_categorical_sources(re_spec, parsed.re_terms, kinds, "re_formula", re_formula)
     check_explicit_levels(re_spec, kinds, levels, "re_formula", re_formula)
-    exog_re_names = [x.replace("Intercept", groups) for x in re_spec.column_names]
+    exog_re_names = [
+        x.replace("Intercept", groups) for x in patsy_spelling(re_spec.column_names, re_formula)
+    ]
     if not exog_re_names:
         raise FormulaError(f"re_formula {re_formula!r} yields no columns")
     return re_spec, exog_re_names
@@ -625,6 +634,11 @@ def formula_specs(
     return out
 
 
+def _index_names(frame: pd.DataFrame) -> list:
+    """The names of the levels of ``frame``'s index (None where unnamed)."""
+    return list(frame.index.names)
+
+
 def _check_unique_names(names: list[str], what: str, arg: str, formula) -> None:
     """Refuse two columns of one design under one name (a data column named
     ``Intercept`` beside the intercept; in ``re_formula`` the intercept takes the group
@@ -632,11 +646,19 @@ def _check_unique_names(names: list[str], what: str, arg: str, formula) -> None:
     seen: set = set()
     dup = [n for n in names if n in seen or seen.add(n)]
     if dup:
-        raise FormulaError(
-            f"{arg} {formula!r}: two {what} are named {dup[0]!r} (the intercept is named "
-            "'Intercept', in re_formula after the group column): rename the data column "
-            "or leave the intercept out (0 + ...)"
-        )
+        if arg == "re_formula":
+            # (the group column as a random slope is the group intercept again)
+            why = (
+                "in re_formula the intercept is named after the group column, and so is "
+                "the group column as a random slope (or a data column named 'Intercept'); "
+                "leave that column out of re_formula"
+            )
+        else:
+            why = (
+                "the intercept is named 'Intercept', and so is a column of the data; "
+                "rename the data column or leave the intercept out (0 + ...)"
+            )
+        raise FormulaError(f"{arg} {formula!r}: two {what} are named {dup[0]!r}: {why}")
 
 
 def lazy_formulaic_spec(spec: ModelSpec, which: str):

@@ -477,11 +477,18 @@ class _FactorChecker:
     def name_of(self, n: str) -> str:
         return self.aliases.get(n, n)
 
-    def refuse(self, what: str, why: str):
+    def refuse(self, what: str, why: str, learns: bool = False):
+        # why: a term is evaluated on the rows at hand, which are not the whole data
+        # wherever the data is read in pieces (partitions) or comes anew (prediction)
+        pieces = "(each partition of a Dask collection, the new data of a prediction)"
+        effect = (
+            f"so it would learn anew from each piece of the data {pieces}, not from the whole"
+            if learns
+            else f"so a row's value could depend on the rows read with it {pieces}"
+        )
         raise FormulaError(
-            f"{self.role} {shown(self.formula)}: {what} is not supported: {why}, so it would give "
-            "a different result on every partition; compute it once on the whole data "
-            "and add it as a column"
+            f"{self.role} {shown(self.formula)}: {what} is not supported: {why}, {effect}; "
+            "compute it once on the whole data and add it as a column"
         )
 
     def check_shadowed_module(self, root: str, parts: list[str], dotted: str) -> None:
@@ -638,7 +645,7 @@ class _FactorChecker:
 
     def check_transform_call(self, node: ast.Call, root: str) -> bool:
         if root in LEARNING_TRANSFORMS:
-            self.refuse(f"the stateful transform {root}()", LEARNING_TRANSFORMS[root])
+            self.refuse(f"the stateful transform {root}()", f"it {LEARNING_TRANSFORMS[root]}", True)
         if root == "Q":
             # Q("name") quotes one column name; anything more would be evaluated
             if (

@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 #: Attributes an error of a partition carries (pickled with it from a worker).
-_ATTRIBUTES = ("detail", "partition", "file", "column", "absent", "example")
+_ATTRIBUTES = ("detail", "partition", "file", "column", "absent", "example", "key_kinds")
 #: How deep :func:`reader_file` looks into fused tasks (subgraphs inside a task).
 _MAX_DEPTH = 8
 

@@ -23,7 +23,10 @@ where patsy is statsmodels' formula engine:
   learns from the data;
 * patsy compares text columns by their values (``a == b``); dmixed holds them as
   categoricals of their global levels, which pandas compares only when both columns
-  have the same levels.
+  have the same levels;
+* patsy names a factor by the formula's own text, its quoted text as written
+  (``Q("my col")``), formulaic by its Python rendering (``Q('my col')``):
+  :func:`dmixed.design.labels.patsy_spelling` spells formulaic's names as patsy does.
 
 The classes here compute patsy's matrices and column suffixes (``Contrasts`` of
 formulaic, so formulaic encodes with them); :data:`PATSY_TRANSFORMS` replaces

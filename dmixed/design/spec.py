@@ -53,6 +53,7 @@ from .build import (
 from .build_levels import group_native, scan_levels
 from .coded import CodedPlan, factor_codes, find_coded_plan, remember_plan, shared_plan
 from .dtypes import NUMERIC, group_keys, native_dtype, py_scalars
+from .labels import formulaic_spelling, patsy_spelling
 from .levels import ArrayLevels, object_index, prototype, text_array
 from .matrices import (
     PlainPlan,
@@ -384,7 +385,7 @@ class ModelSpec(ModelNames):
             If the saved spec does not rebuild to the same column names, or lists
             names of the caller's code that ``eval_env`` does not give.
         """
-        spec = _rebuilt(state, eval_env)
+        spec = _with_saved_spelling(_rebuilt(state, eval_env), state)
         for key in ("exog_names", "exog_re_names", "vc_column_names"):
             if [list(x) if isinstance(x, list) else x for x in getattr(spec, key)] != state[key]:
                 raise CheckpointError(
@@ -538,10 +539,50 @@ def without_columns(spec: ModelSpec, drop_cols) -> ModelSpec:
     return dataclasses.replace(spec, exog_names=kept, exog_names_built=built)
 
 
+def _respelled(names, formula: str) -> list[str] | None:
+    """Saved ``drop_cols`` names in patsy's spelling (:func:`patsy_spelling`)."""
+    return None if names is None else patsy_spelling(list(names), formula)
+
+
 def dropped_columns(spec: ModelSpec) -> list[str]:
     """The fixed-effects columns ``drop_cols`` took out of ``spec`` (:func:`without_columns`)."""
     kept = set(spec.exog_names)
     return [c for c in spec.exog_names_built or [] if c not in kept]
+
+
+def _with_saved_spelling(spec: ModelSpec, state: dict) -> ModelSpec:
+    """``spec``, rebuilt from ``state``, with the names ``state`` saved where they are
+    its names as formulaic spells text literals (``Q('my col')``, where names now
+    follow patsy, ``Q("my col")``: :func:`~dmixed.design.labels.patsy_spelling`):
+    a model saved before keeps the names its estimates were saved under."""
+    formula, re_formula = state["formula"], state["re_formula"]
+    vc_formula = state.get("vc_formula") or {}
+    old: dict[str, list] = {
+        "exog_names": formulaic_spelling(spec.exog_names, formula),
+        "exog_re_names": formulaic_spelling(spec.exog_re_names, re_formula),
+        # (a component without text literals keeps its names, unlisted)
+        "vc_column_names": [
+            formulaic_spelling(list(cols), vc_formula[name])
+            if any(q in vc_formula.get(name, "") for q in "'\"")
+            else cols
+            for name, cols in zip(spec.vc_names, spec.vc_column_names, strict=True)
+        ],
+    }
+    now: dict[str, list] = {
+        "exog_names": list(spec.exog_names),
+        "exog_re_names": list(spec.exog_re_names),
+        "vc_column_names": list(spec.vc_column_names),
+    }
+    if now == old or any(old[key] != state[key] for key in old):
+        return spec  # (names that differ otherwise are refused by the caller)
+    built = spec.exog_names_built
+    return dataclasses.replace(
+        spec,
+        exog_names=old["exog_names"],
+        exog_re_names=old["exog_re_names"],
+        vc_column_names=old["vc_column_names"],
+        exog_names_built=None if built is None else formulaic_spelling(built, formula),
+    )
 
 
 def _rebuilt(state: dict, eval_env: Mapping[str, Any] | None) -> ModelSpec:
@@ -562,7 +603,8 @@ def _rebuilt(state: dict, eval_env: Mapping[str, Any] | None) -> ModelSpec:
         weights=state["weights"],
         missing=state["missing"],
         env=env,
-        drop_cols=state.get("drop_cols"),
+        # (saved in formulaic's spelling of text literals by versions before patsy's)
+        drop_cols=_respelled(state.get("drop_cols"), state["formula"]),
     )
     return dataclasses.replace(
         spec,

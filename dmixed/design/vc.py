@@ -25,6 +25,7 @@ from ..stats.constant import constant_entries
 from .dtypes import CATEGORICAL, NUMERIC_LEVELS, native_dtype
 from .evaluate import model_matrix
 from .formula import c_call, transforms
+from .labels import patsy_spelling
 from .levels import ListedOnUse, level_positions, prototype
 from .messages import clean_message, plural
 from .plain import read_plain_indicator
@@ -113,7 +114,8 @@ def plan_variance_component(
     plan, names = _plan(name, formula, levels, kinds, mm, native, arrays)
     if not names:
         raise FormulaError(f"{_role(name)} {formula!r} yields no columns")
-    return plan, names
+    # (formulaic's names, as the checks above compare them; statsmodels' spelling kept)
+    return plan, patsy_spelling(names, formula)
 
 
 def _plan(name: str, formula: str, levels: dict, kinds: dict, mm, native, arrays=None):

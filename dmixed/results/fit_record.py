@@ -5,6 +5,7 @@ from the optimizer's and the statistics' coordinates to the model's own
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -15,6 +16,7 @@ from ..errors import DataError
 from ..fit.coordinates import Coordinates, is_identity
 from ..io import ResultsState
 from ..stats import check_identifiable
+from ..stats.blup_cov import RaggedBlup
 from .covariance import covariance_of_estimates
 from .identification import ScaledInformation
 from .terms import constant_of_fit
@@ -377,6 +379,7 @@ def _random_effects(made, coords: Coordinates, scale: float) -> dict:
     coordinates (:meth:`~dmixed.engines.base.Engine.random_effects`)."""
     blup_std, cond_std = made
     blup, cond = coords.blups(blup_std, cond_std)
+    blup = _unsigned_zeros(blup, blup_std)
     if (
         type(cond) is np.ndarray
         and cond.dtype == np.float64
@@ -395,6 +398,20 @@ def _random_effects(made, coords: Coordinates, scale: float) -> dict:
         for upper, lower in zip(*np.triu_indices(cond.shape[-1], 1), strict=True):
             cond[:, upper, lower] = cond[:, lower, upper]
     return {"blup": blup, "blup_cov": cond, "blup_cov_statistics": cond_std}
+
+
+def _unsigned_zeros(blup, blup_std):
+    """``blup`` with its zeros unsigned: a component of variance zero has BLUPs 0 times
+    a sum of either sign, which ``-0.0`` would print as ``-0.000000`` (adding ``0.0``
+    changes no other value); in place where the array is the map back's own."""
+    if isinstance(blup, RaggedBlup):
+        return dataclasses.replace(blup, re=blup.re + 0.0, value=blup.value + 0.0)
+    if type(blup) is not np.ndarray or blup.dtype != np.float64:
+        return blup
+    if blup.flags.writeable and not np.may_share_memory(blup, blup_std):
+        np.add(blup, 0.0, out=blup)
+        return blup
+    return blup + 0.0
 
 
 def _log_of(optimize_result, coords: Coordinates, n: int, reml: bool, use_sqrt: bool):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..design.labels import formulaic_spelling, patsy_spelling
 from ..design.spec import dropped_columns
 from ..errors import SpecError
 from ..stats.statistics import constant_in_statistics
@@ -26,6 +27,8 @@ def fe_terms(spec, exog_names: list[str]) -> list[tuple[str, np.ndarray]]:
     statsmodels does without a ``model_spec``).  Columns ``drop_cols`` took out of the
     design are out of their terms, and a term with none left is out of the list (as
     statsmodels' ``from_formula`` takes a dropped whole term out of its ``design_info``).
+    Terms are named in the spelling of text of ``exog_names`` (patsy's, or formulaic's
+    that a model saved before keeps: :mod:`~dmixed.design.labels`).
 
     Raises
     ------
@@ -34,11 +37,15 @@ def fe_terms(spec, exog_names: list[str]) -> list[tuple[str, np.ndarray]]:
     """
     if spec is None:
         return [(name, np.array([i])) for i, name in enumerate(exog_names)]
-    position = {name: i for i, name in enumerate(exog_names)}
-    dropped = set(dropped_columns(spec))
+    # names as patsy spells them, whichever spelling a saved model keeps
+    patsy_names = patsy_spelling(exog_names, spec.formula)
+    position = {name: i for i, name in enumerate(patsy_names)}
+    # terms named as the names kept: formulaic's spelling where a saved model keeps it
+    kept_patsy = patsy_names == list(exog_names)
+    dropped = set(patsy_spelling(dropped_columns(spec), spec.formula))
     out = []
     for term, _, built in formula_structure(spec):
-        columns = [c for c in built if c not in dropped]
+        columns = [c for c in patsy_spelling(built, spec.formula) if c not in dropped]
         if not columns:
             continue
         missing = [c for c in columns if c not in position]
@@ -47,7 +54,9 @@ def fe_terms(spec, exog_names: list[str]) -> list[tuple[str, np.ndarray]]:
                 f"the term {str(term)!r} has columns {missing} that the fit's fixed effects "
                 f"{list(exog_names)} do not have"
             )
-        name = "Intercept" if str(term) == "1" else str(term)
+        name = "Intercept" if str(term) == "1" else patsy_spelling([str(term)], spec.formula)[0]
+        if not kept_patsy:
+            name = formulaic_spelling([name], spec.formula)[0]
         out.append((name, np.array([position[c] for c in columns], dtype=np.int64)))
     return out
 

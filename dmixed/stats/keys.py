@@ -114,7 +114,14 @@ def key_dtype(dtype) -> np.dtype | type:
     return {"i": np.int64, "u": np.uint64, "f": np.float64, "b": bool}.get(kind, object)
 
 
-def conform_keys(keys: np.ndarray, dtype, column: str) -> np.ndarray:
+#: Where :func:`conform_keys` finds keys of another kind (:func:`check_key_kind`'s ``where``).
+PARTITION_WHERE = (
+    "a partition where the collection holds {declared} "
+    "(as its first partition or its metadata declares)"
+)
+
+
+def conform_keys(keys: np.ndarray, dtype, column: str, hint: str = "") -> np.ndarray:
     """``keys`` (from :func:`key_values`) in ``dtype``, the keys' dtype of the whole
     collection (:func:`key_dtype` of its declared column), where the two are of one kind.
 
@@ -122,7 +129,8 @@ def conform_keys(keys: np.ndarray, dtype, column: str) -> np.ndarray:
     Text where the collection declares numbers, or numbers where it declares text, is
     refused: cast, ``"3"`` would silently become the group ``3``, and kept apart, the
     same group would be split in two (as in process, where a column of both kinds is
-    refused).
+    refused).  ``hint``: what to do instead, for a caller that knows why the kinds differ
+    (:func:`check_key_kind`).
 
     Raises
     ------
@@ -132,17 +140,18 @@ def conform_keys(keys: np.ndarray, dtype, column: str) -> np.ndarray:
     want = np.dtype(dtype) if dtype is not object else np.dtype(object)
     if keys.dtype == want:
         return keys
-    where = "a partition where the collection holds {declared} (as its first partition or its metadata declares)"  # noqa: E501
-    check_key_kind(keys.dtype, want, column, where)
+    check_key_kind(keys.dtype, want, column, PARTITION_WHERE, hint)
     return keys.astype(want)
 
 
-def check_key_kind(found, declared, column: str, where: str) -> None:
+def check_key_kind(found, declared, column: str, where: str, hint: str = "") -> None:
     """Refuse group keys of dtype ``found`` where keys of dtype ``declared`` are expected,
     if one is text and the other numbers (the owner of that refusal's words).
 
     ``where`` is the place the keys came from, with ``{declared}`` for the words of the
-    expected kind ("a partition where the collection holds {declared}").
+    expected kind ("a partition where the collection holds {declared}").  ``hint``, where
+    given, replaces the closing advice (one type in every file); the error carries
+    ``key_kinds``, ``(found, declared)``.
 
     Raises
     ------
@@ -153,11 +162,14 @@ def check_key_kind(found, declared, column: str, where: str) -> None:
     if (found.kind == "O") == (declared.kind == "O"):
         return
     words = {d: "text" if d.kind == "O" else f"numbers ({d})" for d in (found, declared)}
-    raise BadValuesError(
+    refused = BadValuesError(
         f"the group column {column!r} holds {words[found]} in "
         f"{where.format(declared=words[declared])}: one group key of two types would be "
-        "two groups, or two groups one; give the column one type in every file"
+        f"two groups, or two groups one; {hint or 'give the column one type in every file'}"
     )
+    # the kinds, for a caller that knows why they differ (check_key_kind's hint)
+    refused.key_kinds = (found, declared)
+    raise refused
 
 
 def sorted_codes(groups) -> tuple[np.ndarray, np.ndarray]:

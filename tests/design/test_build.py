@@ -159,7 +159,13 @@ def test_errors_are_grouped_by_what_went_wrong():
     [
         ("y ~ x1 + `Intercept`", None, "formula .*two fixed effects are named 'Intercept'"),
         ("y ~ x1", "1 + `Intercept`", "re_formula .*two random effects are named 'g'"),
-        ("y ~ x1", "1 + g", "re_formula '1 \\+ g': two random effects are named 'g'"),
+        (
+            "y ~ x1",
+            "1 + g",
+            "re_formula '1 \\+ g': two random effects are named 'g': in re_formula the "
+            "intercept is named after the group column, and so is the group column as a "
+            "random slope .*leave that column out of re_formula",
+        ),
     ],
 )
 def test_two_columns_of_one_name_are_refused(formula, re_formula, match):
@@ -604,3 +610,14 @@ def test_the_column_bound_never_exceeds_the_design(terms, intercept):
     # a plain formula (columns read as they are) is its own count: no bound
     assert len(bounds) <= 1
     assert all(p <= len(model.exog_names) for p in bounds), formula
+
+
+def test_groups_given_as_the_index_is_named_as_the_index():
+    import dask.dataframe as dd
+
+    df = make_df(40)
+    for data in (df.set_index("g"), dd.from_pandas(df, npartitions=2).set_index("g")):
+        with pytest.raises(SpecError, match="'g' is the index of the data.*reset_index()"):
+            build_spec(data, "y ~ x1", groups="g")
+    with pytest.raises(SpecError, match="'h' not found in data"):
+        build_spec(df.set_index("g"), "y ~ x1", groups="h")

@@ -489,3 +489,43 @@ def testbuild_plain_numeric_build_leaves_the_rest_to_the_general_steps(change, m
     args = ("y ~ x1 + x2", "g", "~x1", None, None, "raise", None)
     assert build_plain_numeric(data, *args) is None
     assert build_plain_numeric(_plain_frame("int"), *args) is not None
+
+
+@pytest.mark.parametrize("drop_cols", [None, ['Q("a b"):x']])
+def test_saved_spec_in_formulaics_spelling_still_loads(drop_cols):
+    """A spec saved before names followed patsy's spelling of text (``Q('a b')`` for
+    ``Q("a b")``) loads, with the names it was saved under."""
+    from dmixed.design import ModelSpec
+    from dmixed.design.labels import formulaic_spelling
+
+    rng = np.random.default_rng(3)
+    df = pd.DataFrame(
+        {"g": np.arange(60) % 6, "a b": rng.normal(size=60), "x": rng.normal(size=60)}
+    )
+    df["y"] = rng.normal(size=60)
+    formula = 'y ~ Q("a b") + x + Q("a b"):x'
+    vc_formula = {"v": '0 + Q("a b"):x'}
+    spec = build_spec(
+        df, formula, "g", re_formula='1 + Q("a b")', vc_formula=vc_formula, drop_cols=drop_cols
+    )
+    assert 'Q("a b")' in spec.exog_names and 'Q("a b")' in spec.exog_re_names
+    assert [list(c) for c in spec.vc_column_names] == [['Q("a b"):x']]
+    state = spec.to_dict()
+    assert ModelSpec.from_dict(state).exog_names == spec.exog_names
+    old = dict(state)
+    old["exog_names"] = formulaic_spelling(state["exog_names"], formula)
+    old["exog_re_names"] = formulaic_spelling(state["exog_re_names"], state["re_formula"])
+    old["vc_column_names"] = [
+        formulaic_spelling(c, vc_formula["v"]) for c in state["vc_column_names"]
+    ]
+    if drop_cols is not None:
+        old["drop_cols"] = formulaic_spelling(state["drop_cols"], formula)
+    loaded = ModelSpec.from_dict(old)
+    assert loaded.exog_names == old["exog_names"]
+    assert "Q('a b')" in loaded.exog_names
+    assert loaded.exog_re_names == old["exog_re_names"]
+    assert [list(c) for c in loaded.vc_column_names] == [["Q('a b'):x"]]
+    if drop_cols is not None:
+        from dmixed.design.spec import dropped_columns
+
+        assert dropped_columns(loaded) == ["Q('a b'):x"]

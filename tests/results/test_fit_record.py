@@ -311,3 +311,41 @@ def test_estimates_beyond_float64_in_the_data_units_are_a_data_error_naming_them
     want = "'x2'" if x_unit != 1.0 else "the residual variance"
     with pytest.raises(DataError, match=f"beyond float64's range.*{want}"):
         mixedlm("y ~ x1 + x2", df, groups="g").fit()
+
+
+def test_blups_of_a_zero_variance_component_are_unsigned_zeros():
+    """A variance component whose variance is zero has BLUPs 0 times sums of either
+    sign: they are 0.0, never -0.0 (printed -0.000000)."""
+    import warnings
+
+    import pandas as pd
+
+    import dmixed
+
+    rng = np.random.default_rng(1)
+    n, n_groups = 4000, 300
+    g = rng.integers(0, n_groups, n)
+    df = pd.DataFrame(
+        {
+            "g": g,
+            "x1": rng.normal(size=n),
+            "x2": rng.normal(size=n),
+            "c": rng.choice(list("abc"), n),
+            "sub": rng.integers(0, 3, n),
+        }
+    )
+    df["y"] = 1 + 0.5 * df.x1 + 0.3 * df.x2 + rng.normal(size=n_groups)[g] + rng.normal(size=n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dmixed.errors.BoundaryWarning)
+        res = dmixed.mixedlm(
+            "y ~ x1 + x2 + C(c)",
+            df,
+            groups="g",
+            re_formula="1 + x1",
+            vc_formula={"sub": "0 + C(sub)"},
+        ).fit()
+    assert res.vcomp[0] == 0.0
+    values = res.random_effects_frame(vc=True)["value"].to_numpy()
+    assert (values == 0.0).all() and not np.signbit(values).any()
+    first = next(iter(res.random_effects.values()))
+    assert "-0.0" not in first.to_string()

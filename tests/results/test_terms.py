@@ -182,3 +182,26 @@ def test_terms_leave_out_the_columns_drop_cols_dropped(data):
     assert list(table["df_constraint"]) == [1, 1, 1]
     one = res.wald_test("C(site)[T.b] = 0", scalar=True)
     assert table.loc["C(site)", "statistic"] == pytest.approx(float(one.statistic), rel=1e-12)
+
+
+def test_terms_of_quoted_columns_are_named_as_statsmodels():
+    """Terms of ``Q("a b")`` are named and found by patsy's spelling; for the names a
+    model saved before kept (``Q('a b')``), in that spelling, as its parameters."""
+    import pandas as pd
+
+    from dmixed.design.labels import formulaic_spelling
+
+    rng = np.random.default_rng(5)
+    df = pd.DataFrame(
+        {"g": np.arange(200) % 20, "a b": rng.normal(size=200), "x": rng.normal(size=200)}
+    )
+    df["y"] = df["a b"] + rng.normal(size=20)[df.g] + rng.normal(size=200)
+    formula = 'y ~ Q("a b") * x'
+    res = dmixed.mixedlm(formula, df, groups="g").fit()
+    terms = fe_terms(res.model.spec, list(res.fe_params.index))
+    assert [n for n, _ in terms] == ["Intercept", 'Q("a b")', "x", 'Q("a b"):x']
+    old = formulaic_spelling(list(res.fe_params.index), formula)
+    kept = fe_terms(res.model.spec, old)
+    assert [n for n, _ in kept] == ["Intercept", "Q('a b')", "x", "Q('a b'):x"]
+    assert [list(p) for _, p in kept] == [list(p) for _, p in terms]
+    assert res.t_test('Q("a b") = 0').effect[0] == res.fe_params['Q("a b")']

@@ -148,6 +148,21 @@ def test_conform_keys_casts_numbers_and_refuses_another_kind():
         conform_keys(ints, object, "g")
 
 
+def test_a_hint_replaces_the_closing_advice_and_the_kinds_are_kept():
+    """Only a caller that knows why the kinds differ words what to do instead; the
+    error carries the two dtypes for such a caller."""
+    ints = key_values(np.array([3, 1, 3]))
+    with pytest.raises(DataError) as plain:
+        conform_keys(ints, object, "g")
+    assert str(plain.value).endswith("give the column one type in every file")
+    assert "categorize" not in str(plain.value)
+    assert plain.value.key_kinds == (np.dtype(np.int64), np.dtype(object))
+    with pytest.raises(DataError) as hinted:
+        conform_keys(ints, object, "g", hint="do this instead")
+    assert str(hinted.value).endswith("two groups, or two groups one; do this instead")
+    assert "every file" not in str(hinted.value)
+
+
 @pytest.mark.parametrize(
     ("one", "other"),
     [

@@ -49,13 +49,13 @@ import dask
 import numpy as np
 
 from ...design.dtypes import native_dtype
-from ...design.origin import located
+from ...design.origin import in_partition, located
 from ...design.partitions import check_persisted, reader_error
 from ...design.prepare import is_missing_values_error
 from ...errors import BadValuesError, DataError, SpecError
 from ...kernels.vc_border import CrossedVC, choose_diagonal
 from ...stats import FittedStatistics, Layout
-from ...stats.keys import key_dtype
+from ...stats.keys import PARTITION_WHERE, check_key_kind, key_dtype
 from ...stats.packed import PackedLayout
 from ...stats.slots import SlotMap
 from ...stats.standardize import Standardization
@@ -194,6 +194,35 @@ def group_key_dtype(ddf, spec):
     except (KeyError, AttributeError):
         return object
     return key_dtype(dtype)
+
+
+def categorize_hint(err: DataError, ddf, spec) -> DataError:
+    """``err`` advising to make the categories known, where it refuses numbers in a
+    group column the collection declares a categorical of unknown categories: Dask's
+    lazy ``astype("category")`` declares text categories whatever the values, so the
+    numbers are no mix of types in the data.  Else ``err`` unchanged."""
+    kinds = err.key_kinds
+    if kinds is None or kinds[0].kind == "O" or kinds[1].kind != "O":
+        return err
+    try:
+        known = ddf[spec.group_name].cat.known
+    except (AttributeError, KeyError, TypeError):  # not a categorical
+        return err
+    if known:
+        return err
+    column = spec.group_name
+    hint = (
+        "Dask declares a categorical of unknown categories (`astype('category')`) text "
+        f"whatever its values: make its categories known first, e.g. "
+        f"`ddf.categorize(columns=[{column!r}])`, or keep the column numeric"
+    )
+    try:
+        check_key_kind(kinds[0], kinds[1], column, PARTITION_WHERE, hint)
+    except DataError as hinted:
+        if getattr(err, "detail", None) is None:  # not worded for a partition
+            return hinted
+        return in_partition(hinted, getattr(err, "partition", None), getattr(err, "file", None))
+    return err
 
 
 # ---------------------------------------------------------------------------
@@ -595,7 +624,7 @@ def statistics_from_dask(
         stats = _passes(run, standardization, shifted)
     except DataError as err:
         if not is_missing_values_error(err):
-            raise located(err, ddf) from None
+            raise located(categorize_hint(err, ddf, spec), ddf) from None
         # the error path only: one more read, for counts over all partitions
         raise missing_values_total(ddf, spec, client, local_scheduler(), err) from None
     except (KeyError, ValueError) as exc:  # a file unlike the first

@@ -6,8 +6,10 @@ from __future__ import annotations
 import functools
 import logging
 import operator
+import re
 import warnings
 
+import dask
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
@@ -18,6 +20,7 @@ from dmixed.engines.dask import data_pass
 from dmixed.engines.dask.combine import bucket_of
 from dmixed.engines.dask.data_pass import AUTO_LOCAL_MAX_VALUES, statistics_from_dask
 from dmixed.engines.dask.evaluator import DaskEngine
+from dmixed.errors import DataError
 
 from ..._synth import make_data
 
@@ -239,3 +242,39 @@ def test_missing_drop_without_a_factor_reads_nothing_before_the_fit(where, reque
     flat_words = r"^the response 'y' is constant \(all values 2\.5\)$"
     with pytest.raises(dmixed.errors.DataError, match=flat_words):
         flat_model.fit(**kw)
+
+
+def _numbered_groups() -> pd.DataFrame:
+    rng = np.random.default_rng(5)
+    g = rng.integers(0, 10, 400)
+    return pd.DataFrame({"y": rng.normal(size=400), "x": rng.normal(size=400), "g": g})
+
+
+def test_numbers_in_a_categorical_of_unknown_categories_point_to_categorize():
+    """Dask's lazy ``astype("category")`` declares text categories whatever the values:
+    the refusal of its numbers says how to make the categories known."""
+    ddf = dd.from_pandas(_numbered_groups(), npartitions=2)
+    ddf["g"] = ddf["g"].astype("category")
+    with pytest.raises(DataError) as refused:
+        dmixed.mixedlm("y ~ x", ddf, groups="g").fit()
+    message = str(refused.value)
+    # (either partition may be refused first)
+    words = r"partition [01] of the Dask DataFrame: the group column 'g' holds numbers"
+    assert re.match(words, message)
+    assert message.endswith("`ddf.categorize(columns=['g'])`, or keep the column numeric")
+    assert "every file" not in message
+
+
+def test_numbers_where_a_partition_declares_text_keep_the_advice_of_one_type():
+    """Partitions that really mix text and numbers (a collection's metadata of text) are
+    told to give the column one type, not pointed to categorize()."""
+    numbers = _numbered_groups()
+    text = numbers.assign(g=[f"s{k}" for k in numbers["g"]])
+    parts = [dask.delayed(lambda f=f: f)() for f in (text, numbers)]
+    ddf = dd.from_delayed(parts, meta=text.iloc[:0], verify_meta=False)
+    with pytest.raises(DataError) as refused:
+        dmixed.mixedlm("y ~ x", ddf, groups="g").fit()
+    message = str(refused.value)
+    assert "'g' holds numbers (int64)" in message
+    assert message.endswith("give the column one type in every file")
+    assert "categorize" not in message

@@ -1,0 +1,181 @@
+"""The names of a formula's columns as statsmodels (patsy) spells them.
+
+formulaic names a factor by its Python rendering (``ast.unparse``: ``Q('my col')``),
+patsy by the formula's own text (``Q("my col")``).  Names are compared with
+statsmodels' and looked up by them (``fe_params['Q("my col")']``, ``t_test``), so the
+names formulaic makes are respelled here, the one place that does it
+(:func:`patsy_spelling`); :func:`formulaic_spelling` spells them back, as versions
+before saved them.  No formulaic import: plain formulas never load it.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import io
+import tokenize
+from collections.abc import Sequence
+
+__all__ = ["formulaic_spelling", "patsy_spelling"]
+
+
+_SKIP = frozenset(
+    {tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER, tokenize.INDENT, tokenize.DEDENT}
+)
+
+
+def _tokens(text: str) -> list[tokenize.TokenInfo] | None:
+    """The tokens of one line of ``text`` (None: not Python's tokens, e.g. backticks)."""
+    try:
+        found = list(tokenize.generate_tokens(io.StringIO(text).readline))
+    except (tokenize.TokenError, SyntaxError, IndentationError):
+        return None
+    found = [t for t in found if t.type not in _SKIP]
+    if any(t.type == tokenize.ERRORTOKEN or t.start[0] != 1 for t in found):
+        return None
+    return found
+
+
+def _key(tok: tokenize.TokenInfo):
+    """What two tokens share where they are one token of a factor: a text literal's
+    value (``'a'`` is ``"a"``), otherwise its text."""
+    if tok.type == tokenize.STRING:
+        try:
+            return ("text", ast.literal_eval(tok.string))
+        except (ValueError, SyntaxError):
+            pass
+    return ("token", tok.string)
+
+
+@functools.lru_cache(maxsize=64)
+def _formula_tokens(formula: str) -> tuple[tokenize.TokenInfo, ...] | None:
+    found = _tokens(formula)
+    return None if found is None else tuple(found)
+
+
+def _suffix_end(text: str, at: int) -> int:
+    """Where the level suffix opened at ``at`` (``[T.u]``) ends: at the first ``]``
+    that ends the factor as formulaic renders it, before a ``:`` or the end of the name.
+    The suffix holds the data's text, whose brackets and quotes need not pair."""
+    j = text.find("]", at + 1)
+    while j != -1:
+        if j + 1 == len(text) or text[j + 1] == ":":
+            return j
+        j = text.find("]", j + 1)
+    return len(text) - 1
+
+
+def _top_level(text: str) -> list[tuple[int, str]]:
+    """``(position, character)`` of the characters of ``text`` outside quotes and
+    brackets.  A bracket opened at the top level after a factor (``[T.it's]``) holds
+    the data's text: nothing in it is read as a quote or a bracket."""
+    out: list[tuple[int, str]] = []
+    depth, quote, i = 0, "", 0
+    while i < len(text):
+        ch = text[i]
+        if quote:
+            if ch == "\\":
+                i += 1
+            elif ch == quote:
+                quote = ""
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "[" and depth == 0:
+            out.append((i, ch))
+            i = _suffix_end(text, i)
+        elif ch in "([{":
+            if depth == 0:
+                out.append((i, ch))
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif depth == 0:
+            out.append((i, ch))
+        i += 1
+    return out
+
+
+def _factors(name: str) -> list[tuple[str, str]]:
+    """The factors of a column or term name (``a:b``) as ``(factor, level suffix)``:
+    ``C(f)[T.u]`` is ``("C(f)", "[T.u]")``; the suffix is the data's text, never
+    respelled."""
+    top = _top_level(name)
+    cuts = [i for i, ch in top if ch == ":"]
+    parts, begin = [], 0
+    for cut in [*cuts, len(name)]:
+        parts.append((begin, name[begin:cut]))
+        begin = cut + 1
+    out = []
+    for begin, part in parts:
+        # (the first bracket outside the factor's own parentheses opens the suffix)
+        opens = [i - begin for i, ch in top if ch == "[" and begin <= i < begin + len(part)]
+        at = opens[0] if opens else len(part)
+        out.append((part[:at], part[at:]))
+    return out
+
+
+@functools.lru_cache(maxsize=1024)
+def _written(factor: str, joined: bool, formula: str) -> str:
+    """``factor`` (formulaic's rendering) with its text literals as the formula writes
+    them where the factor occurs, token by token; ``joined``: the name joins it to
+    other factors (``a:b``), so an occurrence beside ``:`` or ``*`` is preferred."""
+    own = _tokens(factor)
+    if not own or not any(t.type == tokenize.STRING for t in own):
+        return factor
+    source = _formula_tokens(formula)
+    if source is None:
+        return factor
+    want = [_key(t) for t in own]
+    n = len(own)
+    found = [i for i in range(len(source) - n + 1) if [_key(t) for t in source[i : i + n]] == want]
+    if not found:
+        return factor
+
+    def beside_join(i: int) -> bool:
+        near = [source[j].string for j in (i - 1, i + n) if 0 <= j < len(source)]
+        return any(s in (":", "*", "**") for s in near)
+
+    chosen = next((i for i in found if beside_join(i) == joined), found[0])
+    out = factor
+    # (right to left: the positions of the tokens not yet replaced stay valid)
+    for mine, theirs in reversed(list(zip(own, source[chosen : chosen + n], strict=True))):
+        if mine.type == tokenize.STRING:
+            out = out[: mine.start[1]] + theirs.string + out[mine.end[1] :]
+    return out
+
+
+@functools.lru_cache(maxsize=1024)
+def _rendered(factor: str) -> str:
+    """``factor`` with its text literals as formulaic renders them (``ast.unparse``)."""
+    own = _tokens(factor)
+    if not own:
+        return factor
+    out = factor
+    for tok in reversed(own):
+        key = _key(tok)
+        if tok.type == tokenize.STRING and key[0] == "text":
+            rendered = ast.unparse(ast.Constant(key[1]))  # (formulaic's format_expr)
+            out = out[: tok.start[1]] + rendered + out[tok.end[1] :]
+    return out
+
+
+def patsy_spelling(names: Sequence[str], formula: str | None) -> list[str]:
+    """formulaic's column or term ``names`` of ``formula`` as patsy (statsmodels) names
+    them: each factor's text literals as the formula writes that factor
+    (``Q("my col")``, where formulaic writes ``Q('my col')``); a level suffix
+    (``[T.u]``) is kept as it is.  Names already so spelled are returned as they are."""
+    if not formula:
+        return list(names)
+    out = []
+    for name in names:
+        factors = _factors(name)
+        joined = len(factors) > 1
+        out.append(":".join(_written(f, joined, formula) + level for f, level in factors))
+    return out
+
+
+def formulaic_spelling(names: Sequence[str], formula: str | None) -> list[str]:
+    """``names`` of ``formula`` with text literals as formulaic spells them: the
+    inverse of :func:`patsy_spelling` (the names versions before it saved)."""
+    del formula  # (formulaic's spelling is the literal's own: one for every factor)
+    return [":".join(_rendered(f) + level for f, level in _factors(name)) for name in names]

@@ -1,0 +1,143 @@
+"""Names of formula columns spelled as statsmodels (patsy) spells them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dmixed.design.labels import formulaic_spelling, patsy_spelling
+
+
+def _quoted_frame() -> pd.DataFrame:
+    rng = np.random.default_rng(4)
+    n = 300
+    g = rng.integers(0, 15, n)
+    df = pd.DataFrame(
+        {
+            "g": g,
+            "a b": rng.normal(size=n),
+            "x": rng.normal(size=n),
+            "f": rng.choice(["u", "v"], n),
+            "v": rng.normal(size=n),
+            "lev": rng.choice(["u", "v", "w"], n),
+            "lx": rng.choice(["x 'v' y", "z"], n),
+            # level text whose brackets do not pair, one with a colon
+            "p": rng.choice(["(", "u", "x]y:z"], n),
+        }
+    )
+    df["y y"] = df["a b"] + rng.normal(size=15)[g] + rng.normal(size=n)
+    return df
+
+
+@pytest.mark.parametrize(
+    "formula, re_formula",
+    [
+        ('Q("y y") ~ Q("a b")', None),
+        ("Q('y y') ~ Q('a b')", None),
+        ('Q("y y") ~ Q("a b"):x + x', '1 + Q("a b")'),
+        ('Q("y y") ~ np.log(Q("a b") ** 2) + I(Q("a b") * 2)', None),
+        ('Q("y y") ~ x + C(f, Treatment("v"))', None),
+        ('Q("y y") ~ x + I(f == "it\'s")', None),
+        # one text written both ways, and in a level: each factor as it is written
+        ('Q("y y") ~ Q("v") + C(lev, Treatment(\'v\'))', None),
+        ('Q("y y") ~ Q("v") + C(lx)', None),
+        ('Q("y y") ~ Q("a b") + Q(\'a b\'):x', "1 + Q('a b')"),
+        ('Q("y y") ~ p:Q("a b")', None),
+        ('Q("y y") ~ Q("a b"):p', None),
+        ('Q("y y") ~ C(p, Treatment(\'u\')):Q("a b")', None),
+    ],
+)
+def test_names_keep_the_formulas_spelling_of_text_as_statsmodels(formula, re_formula):
+    """statsmodels (patsy) names a factor by the formula's own text: ``Q("a b")`` where
+    formulaic writes ``Q('a b')``."""
+    import warnings
+
+    import statsmodels.formula.api as smf
+
+    import dmixed
+
+    df = _quoted_frame()
+    ours = dmixed.mixedlm(formula, df, groups="g", re_formula=re_formula)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = smf.mixedlm(formula, df, groups="g", re_formula=re_formula)
+    # (sorted: formulaic orders terms by degree, patsy by their numeric factors)
+    assert sorted(ours.exog_names) == sorted(theirs.exog_names)
+    assert sorted(ours.exog_re_names) == sorted(theirs.data.exog_re_names)
+    assert ours.endog_names == theirs.endog_names
+
+
+def test_text_spelling_round_trip():
+    formula = 'y ~ Q("a b") * f + C(f, Treatment("u")) + I(f == "it\'s")'
+    written = ['Q("a b")', 'Q("a b"):f[T.v]', 'C(f, Treatment("u"))[T.v]', 'I(f == "it\'s")']
+    formulaic = ["Q('a b')", "Q('a b'):f[T.v]", "C(f, Treatment('u'))[T.v]", 'I(f == "it\'s")']
+    assert formulaic_spelling(written, formula) == formulaic
+    assert patsy_spelling(formulaic, formula) == written
+    assert patsy_spelling(written, formula) == written  # (already patsy's)
+    assert patsy_spelling(["Q('a b')"], "y ~ Q('a b')") == ["Q('a b')"]
+    assert patsy_spelling(["x"], None) == ["x"]
+
+
+def test_spelling_is_each_factors_own_and_never_a_levels():
+    """The same text written two ways keeps each factor's spelling; a level's text
+    (``[...]``) is the data's, whatever the formula writes."""
+    both = "y ~ Q(\"v\") + C(lev, Treatment('v'))"
+    assert patsy_spelling(["Q('v')", "C(lev, Treatment('v'))[T.u]"], both) == [
+        'Q("v")',
+        "C(lev, Treatment('v'))[T.u]",
+    ]
+    level = ["C(lx)[T.x 'v' y]", "C(lx)[T.it's]:Q('v')"]
+    assert patsy_spelling(level, 'y ~ Q("v") + C(lx):Q("v")') == [
+        "C(lx)[T.x 'v' y]",
+        'C(lx)[T.it\'s]:Q("v")',
+    ]
+    assert formulaic_spelling(['C(lx)[T.x "v" y]'], None) == ['C(lx)[T.x "v" y]']
+    terms = "y ~ Q(\"a b\") + Q('a b'):x"
+    assert patsy_spelling(["Q('a b')", "Q('a b'):x"], terms) == ['Q("a b")', "Q('a b'):x"]
+
+
+def test_a_level_suffix_is_opaque_to_the_bracket_that_ends_its_factor():
+    """Level text is the data's: an unmatched bracket, parenthesis or quote in it, or a
+    colon, neither splits the name nor hides the next factor's text."""
+    formula = 'y ~ p:Q("a b") + Q("a b"):p'
+    names = ["p[(]:Q('a b')", "p[x]y:z]:Q('a b')", "Q('a b'):p[(]", "Q('a b'):p[it's)]"]
+    written = ['p[(]:Q("a b")', 'p[x]y:z]:Q("a b")', 'Q("a b"):p[(]', 'Q("a b"):p[it\'s)]']
+    assert patsy_spelling(names, formula) == written
+    assert formulaic_spelling(written, formula) == names
+
+
+def test_a_factor_is_respelled_once_whatever_the_number_of_its_columns(monkeypatch):
+    """The factors of many columns are tokenized once each per distinct factor, not
+    once per column."""
+    import tokenize
+
+    calls = []
+    real = tokenize.generate_tokens
+
+    def counted(readline):
+        calls.append(1)
+        return real(readline)
+
+    monkeypatch.setattr(tokenize, "generate_tokens", counted)
+    formula = 'y ~ C(k):Q("a b c d")'
+    names = [f"C(k)[T.k{i}]:Q('a b c d')" for i in range(2000)]
+    assert patsy_spelling(names, formula) == [f'C(k)[T.k{i}]:Q("a b c d")' for i in range(2000)]
+    assert len(calls) < 10
+
+
+def test_variance_component_names_keep_the_formulas_spelling_as_statsmodels():
+    import warnings
+
+    import statsmodels.formula.api as smf
+
+    import dmixed
+
+    df = _quoted_frame()
+    vc_formula = {"v": '0 + Q("a b")', "w": "0 + Q('a b'):x"}
+    ours = dmixed.mixedlm("x ~ 1", df, groups="g", vc_formula=vc_formula)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = smf.mixedlm("x ~ 1", df, groups="g", vc_formula=vc_formula)
+    assert theirs.exog_vc.names == ours.vc_names == ["v", "w"]
+    assert [list(c) for c in ours.vc_column_names] == [c[0] for c in theirs.exog_vc.colnames]
