@@ -156,8 +156,11 @@ def chain_recipes(
     pieces = partition_pieces(ddf, [])
     if pieces is None:  # pragma: no cover - a partition-wise graph always splits
         return None
-    n_chains = min(n_chains, ddf.npartitions)
-    bounds = np.linspace(0, ddf.npartitions, n_chains + 1).round().astype(int)
+    # the runs split the optimized graph's partitions, which may be fewer than the
+    # collection's: Dask's optimizer may read several small files in one partition
+    # after a column projection (split by ``ddf.npartitions``, a run came out empty)
+    n_chains = min(n_chains, len(pieces))
+    bounds = np.linspace(0, len(pieces), n_chains + 1).round().astype(int)
     return [Pieces(pieces[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 

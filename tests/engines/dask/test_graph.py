@@ -546,3 +546,66 @@ def test_a_bad_value_of_the_data_pass_names_its_partition_and_file(tmp_path, mod
     with dask.config.set({"dmixed.data_pass": mode}), pytest.raises(DataError) as exc:
         dmixed.mixedlm("y ~ x", dd.read_parquet(files), groups="g").fit()
     assert str(exc.value).startswith(f"partition {k} of the Dask DataFrame (file {files[k]}): ")
+
+
+def _small_row_group_files(tmp_path) -> str:
+    """Three Parquet files of 1000 rows in row groups of 500, with columns no model
+    below reads: a projection of them lets Dask's optimizer read several files in one
+    partition (fewer partitions than the collection declares)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(1)
+    n = 3000
+    g, k, x = rng.integers(0, 60, n), rng.integers(0, 6, n), rng.normal(size=n)
+    y = 1 + 2 * x + 0.5 * (k % 3) + rng.normal(size=60)[g] + rng.normal(size=n)
+    df = pd.DataFrame({"g": g, "x": x, "k": k, "y": y, "w": rng.uniform(0.5, 2, n), "X": -x})
+    for i, rows in enumerate(np.array_split(np.arange(n), 3)):
+        table = pa.Table.from_pandas(df.iloc[rows], preserve_index=False)
+        pq.write_table(table, tmp_path / f"part-{i}.parquet", row_group_size=500)
+    return str(tmp_path)
+
+
+def test_chains_split_the_optimized_partitions(tmp_path):
+    """Runs of the partitions of the optimized graph, which may be fewer than the
+    collection's: every run holds one at least, and together they hold each once."""
+    from dmixed.engines.dask.graph import chain_recipes
+    from dmixed.engines.dask.pieces import partition_pieces
+
+    ddf = dd.read_parquet(_small_row_group_files(tmp_path)).fillna(0)[["k", "y"]]
+    pieces = partition_pieces(ddf, [])
+    assert len(pieces) < ddf.npartitions  # the files read several in one partition
+    for n_chains in (2, 3, 5):
+        recipes = chain_recipes(ddf, n_chains)
+        assert len(recipes) == min(n_chains, len(pieces))
+        assert all(len(rec.items) >= 1 for rec in recipes)
+        assert [p[1] for rec in recipes for p in rec.items] == [p[1] for p in pieces]
+
+
+_FRAME_STEPS = {
+    "fillna": lambda d: dd.read_parquet(d).fillna(0),
+    "astype": lambda d: dd.read_parquet(d).astype({"k": "float64"}),
+    "rename": lambda d: dd.read_parquet(d).rename(columns={"x": "y", "y": "x"}),
+    "reset_index": lambda d: dd.read_parquet(d, index="g").reset_index(),
+}
+
+
+@pytest.mark.parametrize("step", list(_FRAME_STEPS))
+def test_a_factor_over_fewer_optimized_partitions_fits_as_in_process(tmp_path, monkeypatch, step):
+    """A factor's levels scanned in chains over a frame whose optimized graph reads
+    several files in one partition (a step after ``read_parquet``): the fit equals the
+    in-process fit of the computed frame (a chain of no partition lacked the levels)."""
+    from functools import partial
+
+    import dmixed.engines.dask as dask_engine
+    from dmixed.engines.dask.graph import scan_chain_graph
+
+    monkeypatch.setattr(dask_engine, "level_scan_chains", partial(_three_chains, scan_chain_graph))
+    ddf = _FRAME_STEPS[step](_small_row_group_files(tmp_path))
+    with dask.config.set(scheduler="sync"):
+        got = dmixed.mixedlm("y ~ x + C(k)", ddf, groups="g").fit()
+    want = dmixed.mixedlm("y ~ x + C(k)", ddf.compute(), groups="g").fit()
+    assert got.converged and want.converged
+    assert list(got.params.index) == list(want.params.index)
+    assert got.llf == pytest.approx(want.llf, rel=1e-10)
+    np.testing.assert_allclose(np.asarray(got.params), np.asarray(want.params), rtol=1e-10)
