@@ -899,7 +899,8 @@ def _unknown_names(unknown: list[str], columns: set, env=None) -> str:
 class CCall:
     """A ``C(...)`` factor expression.
 
-    ``column``: the first argument when it is a data column, else None; ``levels``: the
+    ``column``: the first argument when it is a data column (a name, or ``Q('name')``
+    quoting one), else None; ``levels``: the
     literal ``levels=`` list, None if absent, ``"?"`` if not a literal; ``extra``:
     whether arguments other than the data are given.
     """
@@ -924,6 +925,11 @@ def c_call(expr: str, columns) -> CCall | None:
     if node.args and isinstance(node.args[0], ast.Name):
         name = aliases.get(node.args[0].id, node.args[0].id)
         if name in columns:
+            column = name
+    elif node.args:
+        # C(Q('my col')): Q() only names a column, so this is C() of that column
+        name = _quoted_name(node.args[0])
+        if isinstance(name, str) and name in columns:
             column = name
     levels: Any = None
     for k in node.keywords:
@@ -981,7 +987,8 @@ def _boolean_factor(levels: list) -> bool:
 
 
 def check_categorical_sources(spec, terms, columns: dict, role: str, formula: str) -> None:
-    """Categorical factors must take their levels from a column (or levels=), or be
+    """Categorical factors must take their levels from a column (``C(col)``,
+    ``C(Q('my col'))``, or levels=), or be
     booleans (levels False and True: ``I(x > 0)``, ``C(a == b)``, ``np.logical_and(a, b)``).
 
     Raises
@@ -1005,8 +1012,9 @@ def check_categorical_sources(spec, terms, columns: dict, role: str, formula: st
             continue
         raise FormulaError(
             f"{role} {formula!r}: the categorical factor {expr!r} is derived from an "
-            "expression, so its levels would be learned separately on every partition; "
-            "add it as a column, or pass levels=[...] to C()"
+            "expression, so its levels are not known before the rows are read (a "
+            "factor's levels are taken from its column); add it as a column, or pass "
+            "levels=[...] to C()"
         )
 
 
