@@ -121,7 +121,7 @@ PARTITION_WHERE = (
 )
 
 
-def conform_keys(keys: np.ndarray, dtype, column: str, hint: str = "") -> np.ndarray:
+def conform_keys(keys: np.ndarray, dtype, column: str) -> np.ndarray:
     """``keys`` (from :func:`key_values`) in ``dtype``, the keys' dtype of the whole
     collection (:func:`key_dtype` of its declared column), where the two are of one kind.
 
@@ -129,8 +129,7 @@ def conform_keys(keys: np.ndarray, dtype, column: str, hint: str = "") -> np.nda
     Text where the collection declares numbers, or numbers where it declares text, is
     refused: cast, ``"3"`` would silently become the group ``3``, and kept apart, the
     same group would be split in two (as in process, where a column of both kinds is
-    refused).  ``hint``: what to do instead, for a caller that knows why the kinds differ
-    (:func:`check_key_kind`).
+    refused).
 
     Raises
     ------
@@ -140,7 +139,7 @@ def conform_keys(keys: np.ndarray, dtype, column: str, hint: str = "") -> np.nda
     want = np.dtype(dtype) if dtype is not object else np.dtype(object)
     if keys.dtype == want:
         return keys
-    check_key_kind(keys.dtype, want, column, PARTITION_WHERE, hint)
+    check_key_kind(keys.dtype, want, column, PARTITION_WHERE)
     return keys.astype(want)
 
 

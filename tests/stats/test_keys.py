@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 
 from dmixed.errors import DataError
 from dmixed.stats.keys import (
+    PARTITION_WHERE,
+    check_key_kind,
     conform_keys,
     hashed_bits,
     key_dtype,
@@ -158,7 +160,7 @@ def test_a_hint_replaces_the_closing_advice_and_the_kinds_are_kept():
     assert "categorize" not in str(plain.value)
     assert plain.value.key_kinds == (np.dtype(np.int64), np.dtype(object))
     with pytest.raises(DataError) as hinted:
-        conform_keys(ints, object, "g", hint="do this instead")
+        check_key_kind(ints.dtype, object, "g", PARTITION_WHERE, hint="do this instead")
     assert str(hinted.value).endswith("two groups, or two groups one; do this instead")
     assert "every file" not in str(hinted.value)
 
