@@ -510,27 +510,35 @@ def split_seen_two(table, count_col, base, spill, seen0, seen1):  # pragma: no c
     to ``table[n0]`` where its key's bucket (row + ``base``, as :func:`hash_buckets`
     gives it) is 0 (``n0 ≤`` the row: no row not yet read is overwritten), else
     copied to ``spill[n1]``; its row goes to ``seen0[n0]`` or ``seen1[n1]``.  Returns
-    ``(n0, n1)``."""
+    ``(n0, n1)``.
+
+    The bucket picks no branch: a key's bucket is a hash of it, as unpredictable as a
+    coin, and a branch on it would be mispredicted every other row.  Each row is
+    written to both places, ``table[n0]`` and ``spill[n1]`` (its row to both
+    ``seen0[n0]`` and ``seen1[n1]``), and only its bucket's count advances: the other
+    copy is overwritten by the next row of that bucket, or lies one row past the
+    bucket's end (``table[n0]`` is then a row already read, or the row itself; ``spill``
+    and the ``seen`` arrays hold as many rows as ``table``, so ``n1 ≤`` the row is in
+    them, and ``spill``'s pages past ``spill[n1]`` are never touched)."""
     two = np.uint64(2)
     mask = np.uint64(1)
+    width = table.shape[1]
     n0 = 0
     n1 = 0
     for r in range(table.shape[0]):
         if table[r, count_col] != 0.0:
             src = table[r]
-            if _bucket(np.uint64(np.int64(r) + base), two, mask, True) == 0:
-                seen0[n0] = r
-                if n0 != r:
-                    dst = table[n0]
-                    for c in range(src.size):
-                        dst[c] = src[c]
-                n0 += 1
-            else:
-                seen1[n1] = r
-                dst = spill[n1]
-                for c in range(src.size):
-                    dst[c] = src[c]
-                n1 += 1
+            b = _bucket(np.uint64(np.int64(r) + base), two, mask, True)
+            dst0 = table[n0]
+            dst1 = spill[n1]
+            for c in range(width):
+                v = src[c]
+                dst0[c] = v
+                dst1[c] = v
+            seen0[n0] = r
+            seen1[n1] = r
+            n0 += 1 - b
+            n1 += b
     return n0, n1
 
 

@@ -699,7 +699,7 @@ class TermTable:
         if n_buckets == 2:
             # one pass: each row seen moved (bucket 0) or copied (bucket 1) as it is
             # found, into a spill that could hold them all (its pages past the rows
-            # copied are never touched)
+            # copied and one row more are never touched)
             spill = table_buffer(table.shape, zeroed=False, use="spill")
             found = np.empty((2, table.shape[0]), dtype=np.int64)
             n0, n1 = split_seen_two(table, count_col, np.int64(base), spill, found[0], found[1])

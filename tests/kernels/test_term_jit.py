@@ -160,3 +160,111 @@ def test_a_wide_rows_middle_line_is_asked_for_and_changes_no_sum(tmp_path, monke
     for i in range(n):
         expected[codes[i], : len(terms) - 1] += [1.0, *s[:, i], *(s[:4, i] * s[:4, i])]
     assert np.array_equal(table, expected)
+
+
+COLUMN_TERMS = (("count",), ("col", 0), ("prod", 0, 0), ("col", 1), ("prod", 0, 1))
+
+
+def _ragged_codes(rng, n_groups: int) -> np.ndarray:
+    """Codes of groups of 0 to 3 rows, a few of hundreds, shuffled."""
+    sizes = rng.integers(0, 4, n_groups)
+    sizes[rng.choice(n_groups, min(3, n_groups), replace=False)] = rng.integers(200, 900)
+    codes = np.repeat(np.arange(n_groups), sizes)
+    rng.shuffle(codes)
+    return codes
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("base", [0, -(2**40), 2**40])
+def test_the_column_sweep_is_bincounts_sums_bit_for_bit(seed, base, tmp_path, monkeypatch):
+    """Every table entry of :func:`term_jit.columns_kernel` is 0 plus its group's values
+    in row order: ``np.bincount``'s sums bit for bit, for random and ragged codes (groups
+    of no rows left zero) over several chunks, as codes or as keys less a base."""
+    monkeypatch.setenv(term_jit.CACHE_ENV, str(tmp_path))
+    rng = np.random.default_rng(seed)
+    n_groups = 3000
+    for codes in (
+        rng.integers(0, n_groups, 3 * term_jit.COLUMNS_CHUNK + 17),
+        _ragged_codes(rng, n_groups),
+    ):
+        n = codes.size
+        c0, c1 = rng.normal(size=(2, n)) * 10.0 ** rng.integers(-3, 4, (2, n))
+        shift = np.array([0.5, -2.0])
+        kernel = term_jit.columns_kernel(COLUMN_TERMS, (0, 1), (-1, 0, 1), 2)
+        table = np.zeros((n_groups, len(COLUMN_TERMS)))
+        gram = np.zeros((3, 3))
+        done = kernel(codes + np.int64(base), table, gram, shift, np.int64(base), c0, c1)
+        assert done == n
+        u, v = c0 - shift[0], c1 - shift[1]
+        for t, w in enumerate([np.ones(n), u, u * u, v, u * v]):
+            assert np.array_equal(table[:, t], np.bincount(codes, w, n_groups))
+
+
+@pytest.mark.parametrize("bad", [-1, 3000])
+def test_the_column_sweep_raises_on_a_code_outside_the_table(bad, tmp_path, monkeypatch):
+    """A code below 0 or past the table's last row is refused by the sweep."""
+    monkeypatch.setenv(term_jit.CACHE_ENV, str(tmp_path))
+    rng = np.random.default_rng(1)
+    codes = rng.integers(0, 3000, 2 * term_jit.COLUMNS_CHUNK)
+    codes[term_jit.COLUMNS_CHUNK + 5] = bad
+    c0, c1 = rng.normal(size=(2, codes.size))
+    kernel = term_jit.columns_kernel(COLUMN_TERMS, (0, 1), (-1, 0, 1), 2)
+    table = np.zeros((3000, len(COLUMN_TERMS)))
+    with pytest.raises(ValueError, match="codes must be in 0"):
+        kernel(codes, table, np.zeros((3, 3)), np.zeros(2), np.int64(0), c0, c1)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_the_column_sweep_stops_at_the_chunk_of_a_value_not_finite(bad, tmp_path, monkeypatch):
+    """The chunk holding a value that is not finite, and every row after it, are left
+    out: the table is bincount's of the chunks before, the sweep returns their rows."""
+    monkeypatch.setenv(term_jit.CACHE_ENV, str(tmp_path))
+    rng = np.random.default_rng(2)
+    chunk = term_jit.COLUMNS_CHUNK
+    codes = rng.integers(0, 500, 3 * chunk)
+    c0, c1 = rng.normal(size=(2, codes.size))
+    c1[2 * chunk + 9] = bad
+    kernel = term_jit.columns_kernel(COLUMN_TERMS, (0, 1), (-1, 0, 1), 2)
+    table = np.zeros((500, len(COLUMN_TERMS)))
+    assert kernel(codes, table, np.zeros((3, 3)), np.zeros(2), np.int64(0), c0, c1) == 2 * chunk
+    head = slice(0, 2 * chunk)
+    assert np.array_equal(table[:, 0], np.bincount(codes[head], None, 500).astype(float))
+    assert np.array_equal(table[:, 4], np.bincount(codes[head], c0[head] * c1[head], 500))
+
+
+def _split_reference(table, count_col, base):
+    """The rows seen (count not zero) and each one's bucket of two (its key's hash)."""
+    seen = np.flatnonzero(table[:, count_col] != 0.0)
+    bucket = np.zeros(seen.size, dtype=np.int64)
+    term_jit.hash_buckets((seen + np.int64(base)).view(np.uint64), 2, bucket)
+    return seen, bucket
+
+
+@pytest.mark.parametrize("rows", [0, 1, 2, 7, 1000])
+@pytest.mark.parametrize("only", [None, 0, 1])
+@pytest.mark.parametrize("base", [0, -(2**62), 2**62 - 5000])
+def test_split_seen_two_moves_each_buckets_rows_in_order(rows, only, base):
+    """:func:`term_jit.split_seen_two`: bucket 0's rows moved forward in the table,
+    bucket 1's copied into the spill, each in row order and bit for bit, the rows
+    without a count left out; all rows in one bucket too; the spill untouched past its
+    rows and one row more."""
+    rng = np.random.default_rng(rows)
+    width = 9
+    table = rng.normal(size=(rows, width)) * 1e3
+    table[:, 0] = rng.integers(0, 3, rows)  # the count column: about a third zero
+    seen, bucket = _split_reference(table, 0, base)
+    if only is not None:  # the other bucket's rows not seen
+        table[seen[bucket != only], 0] = 0.0
+        seen, bucket = _split_reference(table, 0, base)
+    want0, want1 = table[seen[bucket == 0]], table[seen[bucket == 1]]
+    spill = np.full((rows, width), np.nan)
+    found = np.full((2, rows), -1, dtype=np.int64)
+    work = table.copy()
+    n0, n1 = term_jit.split_seen_two(work, 0, np.int64(base), spill, found[0], found[1])
+    assert (n0, n1) == (want0.shape[0], want1.shape[0])
+    assert np.array_equal(work[:n0], want0) and np.array_equal(spill[:n1], want1)
+    assert np.array_equal(found[0, :n0], seen[bucket == 0])
+    assert np.array_equal(found[1, :n1], seen[bucket == 1])
+    assert np.isnan(spill[n1 + 1 :]).all()
+    if only is not None:
+        assert (n0 if only == 1 else n1) == 0
