@@ -1,7 +1,8 @@
 """Which implementation runs the kernels, and the call into the compiled one.
 
 The numpy kernels of :mod:`~dmixed.kernels.groups` and :mod:`~dmixed.kernels.rows` are
-the reference; the numba kernels of :mod:`~dmixed.kernels.jit` (per group) and
+the reference; the numba kernels of :mod:`~dmixed.kernels.jit` (per group; the step
+at two random-effect coordinates by the fused loop of :mod:`~dmixed.kernels.fused2_jit`) and
 :mod:`~dmixed.kernels.rows_jit` (per row) compute the same sums in one pass.  This
 module is the one place that chooses between them: :func:`backend` for the per-group
 sums (step, Hessian, BLUPs), :func:`rows_pass` and :func:`rows_compiled` for the
@@ -250,6 +251,14 @@ def backend(n_groups: int, r: int, kernel: str = "step") -> str:
     return "numba" if LEDGER["bought"] else "numpy"
 
 
+#: the largest ``k = p + 1`` whose step at ``r = 2`` runs in the fused pass of
+#: :mod:`~dmixed.kernels.fused2_jit`: its accumulators (``2.5 k²``), the loop's spills
+#: to the stack and the time to compile the loop for each new ``k`` (once a machine:
+#: cached on disk) all grow with ``k²``, while its gain over the runs of
+#: :mod:`~dmixed.kernels.jit` shrinks
+FUSED_MAX_K = 6
+
+
 def _upper_to_full(a: np.ndarray) -> np.ndarray:
     """Mirror the upper triangle of the last two axes onto the lower one."""
     upper = np.triu(np.ones(a.shape[-2:], dtype=bool))
@@ -285,6 +294,12 @@ def step_sums(chunks, lam: np.ndarray, q: int, k: int):
     tuple
         ``(logdet, m, s, t_re, t_vc, between)`` as the fields of
         :class:`~dmixed.kernels.StepSums`.
+
+    Notes
+    -----
+    For ``r = 2`` and ``k`` up to :data:`FUSED_MAX_K` by the fused pass of
+    :mod:`~dmixed.kernels.fused2_jit` (:func:`_fused_step_sums`), else by the runs of
+    :func:`dmixed.kernels.jit.step`.
     """
     from . import jit  # numba loads here, on first use
 
@@ -296,6 +311,8 @@ def step_sums(chunks, lam: np.ndarray, q: int, k: int):
     t = np.zeros((r, k, k))
     tre = np.zeros((q, q, k, k))
     between = np.zeros((k, k))
+    if r == 2 and k <= FUSED_MAX_K:
+        return _fused_step_sums(chunks, b, det_b, q, k)
     for zz, zxy in chunks:
         g = zz.shape[-1]
         if g == 0 or r == 0:
@@ -315,6 +332,46 @@ def step_sums(chunks, lam: np.ndarray, q: int, k: int):
         _upper_to_full(t[q:]),
         _upper_to_full(between),
     )
+
+
+def _fused_step_sums(chunks, b: np.ndarray, det_b: float, q: int, k: int):
+    """:func:`step_sums` at ``r = 2`` by the fused kernel
+    (:func:`dmixed.kernels.fused2_jit.step`), the sums unpacked from its order."""
+    from . import fused2_jit  # numba loads here, on first use
+
+    cols = fused2_jit.columns_tag(k)
+    acc = np.zeros(fused2_jit.n_sums(k))
+    logdet = 0.0
+    for zz, zxy in chunks:
+        g = zz.shape[-1]
+        if g == 0:
+            continue
+        dets = np.empty((1, g))
+        fused2_jit.step(cols, zz, zxy, b[0, 0], b[0, 1], b[1, 1], det_b, dets, acc)
+        logdet += float(np.log(dets).sum())
+    upper = np.triu_indices(k)
+    tri = upper[0].size
+
+    def symmetric(flat: np.ndarray) -> np.ndarray:
+        out = np.zeros((k, k))
+        out[upper] = flat
+        return _upper_to_full(out)
+
+    s = _upper_to_full(np.array([[acc[0], acc[1]], [0.0, acc[2]]]))
+    m = symmetric(acc[3 : 3 + tri])
+    h00 = symmetric(acc[3 + tri : 3 + 2 * tri])
+    h01 = acc[3 + 2 * tri : 3 + 2 * tri + k * k].reshape(k, k).copy()
+    h11 = symmetric(acc[3 + 2 * tri + k * k :])
+    tre = np.zeros((q, q, k, k))
+    t = np.zeros((2 - q, k, k))
+    for a, h in enumerate((h00, h11)):
+        if a < q:
+            tre[a, a] = h
+        else:
+            t[a - q] = h
+    if q == 2:
+        tre[0, 1], tre[1, 0] = h01, h01.T
+    return logdet, m, s, tre, t, np.zeros((k, k))
 
 
 def hessian_sums(chunks, lam: np.ndarray, basis: np.ndarray, w: np.ndarray, outs: tuple):

@@ -115,6 +115,35 @@ def test_compiled_step_matches_numpy(monkeypatch, r, q_share, seed, log_cond, on
     _assert_close(ref, got, RTOL)
 
 
+@settings(max_examples=30, **QUICK)
+@given(
+    k=st.integers(1, compiled.FUSED_MAX_K + 1),
+    q=st.integers(0, 2),
+    seed=st.integers(0, 2**16),
+    log_cond=st.floats(0, 8),
+    one_row=st.sampled_from([0.0, 0.3, 1.0]),
+    n_groups=st.sampled_from([1, 7, 300, 700]),
+)
+def test_fused_step_at_two_coordinates_matches_numpy_and_the_run_kernel(
+    monkeypatch, k, q, seed, log_cond, one_row, n_groups
+):
+    """``r = 2`` for every ``k = p + 1`` the fused pass takes (and one past it, the run
+    kernel's): every field of the step sums against numpy's, and against the run
+    kernel's (:func:`dmixed.kernels.jit.step`), over several chunks; the logarithms of
+    the determinants, the same per-group values added in the same order, bit for bit."""
+    monkeypatch.setattr(kernels.groups, "GROUP_CHUNK", 293)
+    rng = np.random.default_rng(seed)
+    zz, zxy = _statistics(rng, n_groups, 2, k, one_row)
+    lam = _lam(rng, 2, q, log_cond)
+    block = kernels.StatsBlock(zz, zxy)
+    ref, got = _both(monkeypatch, block, lam, q)
+    _assert_close(ref, got, RTOL)
+    monkeypatch.setattr(compiled, "FUSED_MAX_K", 0)
+    runs = kernels.step_contributions(block, lam, q)
+    _assert_close(runs, got, RTOL)
+    assert got.logdet == runs.logdet
+
+
 @settings(max_examples=40, **QUICK)
 @_cases([1, 2, 3, 4])
 def test_compiled_hessian_and_blups_match_numpy(
