@@ -152,7 +152,8 @@ def _expanded_order(formula: str) -> dict[str, int]:
     """The position of each right-hand-side term of ``formula`` as patsy expands it:
     formulaic's expansion, except that ``(a + b + c)**k`` gives its terms by degree
     (``a, b, c, a:b, ...``, patsy's) where formulaic gives them depth first
-    (``a, a:b, ...``).  Empty where formulaic's parser cannot say."""
+    (``a, a:b, ...``); ``^`` is ``**`` to formulaic.  Empty where formulaic's parser
+    cannot say."""
     import copy
 
     from formulaic.parser import DefaultFormulaParser
@@ -172,7 +173,7 @@ def _expanded_order(formula: str) -> dict[str, int]:
             node = todo.pop()
             if isinstance(node, ASTNode):
                 todo.extend(node.args)
-                if node.operator.symbol == "**":
+                if node.operator.symbol in ("**", "^"):
                     node.operator = copy.copy(node.operator)
                     node.operator.to_terms = by_degree(node.operator.to_terms)
         terms = ast.to_terms()
@@ -194,16 +195,23 @@ def _patsy_formula(formula: str, model_spec):
     numeric = {
         expr for expr, (kind, _) in rhs_spec.encoder_state.items() if kind is Factor.Kind.NUMERICAL
     }
-    parsed = Formula(formula, _ordering="none")
-    raw = list(parsed.rhs if hasattr(parsed, "lhs") else parsed)
-    written = _expanded_order(formula)
-    raw.sort(key=lambda t: written.get(str(t), len(written)))
+    degree_order = list(rhs_spec.formula)
+    if all(t.degree <= 1 for t in degree_order):
+        # (terms of one factor: formulaic's order is the formula's, intercept first)
+        parsed, raw = None, degree_order
+    else:
+        parsed = Formula(formula, _ordering="none")
+        raw = list(parsed.rhs if hasattr(parsed, "lhs") else parsed)
+        if "**" in formula or "^" in formula:
+            written = _expanded_order(formula)
+            raw.sort(key=lambda t: written.get(str(t), len(written)))
     terms = patsy_term_order(raw, numeric)
-    if [str(t) for t in terms] == [str(t) for t in rhs_spec.formula]:
+    if [str(t) for t in terms] == [str(t) for t in degree_order]:
         return None
     rhs = SimpleFormula(terms, _ordering="none")
-    if hasattr(parsed, "lhs"):
-        return Formula(lhs=parsed.lhs, rhs=rhs, _ordering="none")
+    if hasattr(model_spec, "lhs"):
+        lhs = model_spec.lhs.formula if parsed is None else parsed.lhs
+        return Formula(lhs=lhs, rhs=rhs, _ordering="none")
     return rhs
 
 
