@@ -437,8 +437,9 @@ class ModelSpec(ModelNames):
         literal spelled as the formula writes it where formulaic spells it otherwise
         (``Q("my col")``).  Saved results say so in their format version, which
         those versions check, rather than fail on the names."""
-        if self.term_order == PATSY_ORDER and any(
-            reordered(s) for s in (self.main_spec, self.re_spec) if s is not None
+        if self.term_order == PATSY_ORDER and (
+            any(reordered(s) for s in (self.main_spec, self.re_spec) if s is not None)
+            or any(plan.reordered for plan in self.vc_plans)
         ):
             return True
         pairs = [(self.exog_names, self.formula), (self.exog_re_names, self.re_formula)]

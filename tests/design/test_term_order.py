@@ -75,6 +75,25 @@ def test_re_formula_in_statsmodels_order():
     assert mod.data.exog_re_names[1:] == ["C(b)[T.v]", "C(b)[T.w]", "x1"]
 
 
+def test_vc_formula_in_statsmodels_order_needs_this_version():
+    """A VC formula whose columns are in statsmodels' order where formulaic's differs
+    is named so by this version only (earlier versions rebuild it in formulaic's
+    order), as a fixed-effects formula is; also once saved and loaded."""
+    import statsmodels.formula.api as smf
+
+    from dmixed.design import ModelSpec
+
+    df = make_df()
+    for formula, newer in [("0 + x1 + C(b)", True), ("0 + C(b) + x1", False)]:
+        spec = build_spec(df, "y ~ x2", groups="g", vc_formula={"m": formula})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            mod = smf.mixedlm("y ~ x2", df, groups=df["g"], vc_formula={"m": formula})
+        assert list(spec.vc_column_names[0]) == mod.exog_vc.colnames[0][0]
+        assert spec.names_need_this_version() is newer
+        assert ModelSpec.from_dict(spec.to_dict()).names_need_this_version() is newer
+
+
 def test_design_columns_follow_the_names():
     """Each column holds what its name says (``x1`` is the column x1, an indicator is
     0/1 of its level)."""

@@ -678,6 +678,25 @@ def test_names_earlier_versions_rebuild_otherwise_are_saved_as_a_newer_format(
         dmixed.load(tmp_path / "r")
 
 
+def test_a_vc_formula_in_statsmodels_order_is_saved_as_a_newer_format(tmp_path, monkeypatch):
+    """A VC formula whose columns statsmodels orders otherwise than formulaic
+    (``0 + x1 + C(a)``: ``C(a)`` first) is saved as format 6, which earlier versions
+    refuse as written by a newer dmixed rather than failing on the names."""
+    vc = {"m": "0 + x1 + C(a)"}
+    fit = dmixed.mixedlm(
+        "y ~ my_x", _named_frame().rename(columns={"my x": "my_x"}), groups="g", vc_formula=vc
+    ).fit()
+    assert list(fit.model.spec.vc_column_names[0]) == ["C(a)[hi]", "C(a)[lo]", "C(a)[mid]", "x1"]
+    fit.save(tmp_path / "r")
+    doc = json.loads((tmp_path / "r" / "estimates.json").read_text())
+    assert doc["format_version"] == 6
+    back = dmixed.load(tmp_path / "r")
+    np.testing.assert_array_equal(back.vcomp, fit.vcomp)
+    monkeypatch.setattr(dmixed.io.results_dir, "FORMAT_VERSION", 5)  # an earlier reader
+    with pytest.raises(CheckpointError, match=r"estimates.json was written by a newer"):
+        dmixed.load(tmp_path / "r")
+
+
 def test_a_saved_spec_not_rebuilt_names_the_file_the_formula_and_why(tmp_path):
     fit = dmixed.mixedlm("y ~ x1 + C(a)", _named_frame(), groups="g").fit()
     fit.save(tmp_path / "r")
