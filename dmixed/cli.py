@@ -371,7 +371,9 @@ def _model_from_saved(job: Job):
 
     logger.info("reusing saved statistics from %s (no data pass)", job.stats_dir)
     arrays, manifest = checkpoint.load_statistics(job.stats_dir)
-    spec = ModelSpec.from_dict(manifest["spec"])
+    spec = ModelSpec.from_dict(
+        manifest["spec"], source=os.path.join(str(job.stats_dir), "manifest.json")
+    )
     return MixedLM.from_statistics(statistics_from_arrays(arrays), spec)
 
 
@@ -404,6 +406,7 @@ def _model_from_data(job: Job, ddf, client, job_digest: str, fingerprint: list[d
                 "inputs": fingerprint,
                 "job": {"method": job.method},
             },
+            newer_names=spec.names_need_this_version(),
         )
         logger.info("saved statistics to %s", job.stats_dir)
     return model
@@ -570,7 +573,10 @@ def run_update(job: Job) -> int:
     from .stats import checkpoint
 
     manifest = checkpoint.read_manifest(job.stats_dir)
-    spec = saved_model(job, ModelSpec.from_dict(manifest["spec"]), manifest["spec"])
+    saved_spec = ModelSpec.from_dict(
+        manifest["spec"], source=os.path.join(str(job.stats_dir), "manifest.json")
+    )
+    spec = saved_model(job, saved_spec, manifest["spec"])
     files = input_files(job)
     new_inputs = checkpoint.input_fingerprint(files, job.storage_options)
     _refuse_repeated(job, new_inputs, manifest.get("inputs", []), job.stats_dir)
@@ -624,6 +630,8 @@ def run_update(job: Job) -> int:
             "inputs": inputs,
             "job": {"method": method},
         },
+        # (the saved model's names: grown levels of components keep their order)
+        newer_names=saved_spec.names_need_this_version(),
     )
     remember_fit(job.stats_dir, res.packed_params.tolist(), res.method, res.llf)
     return EXIT_OK

@@ -3062,3 +3062,28 @@ def test_text_in_two_files_of_numbers_is_named_with_one_type_and_full_paths(tmp_
     named = re.findall(r"(\S+\.parquet): column 'x' holds text \((\w+)\)", proc.stderr)
     assert {os.path.basename(p) for p, _ in named} == {"c.parquet", "e.parquet"}, proc.stderr
     assert all(os.path.isabs(p) and t == "string" for p, t in named), named
+
+
+def test_statistics_and_results_of_statsmodels_order_are_a_newer_format(data, scheduler, tmp_path):
+    """``y ~ x1 + C(sub)``: statsmodels puts ``C(sub)`` first, formulaic after ``x1``.
+    The fixed effects come out in statsmodels' order; the statistics and results are
+    saved in the formats that earlier versions refuse as newer (they would rebuild
+    the names in the other order and fail on them); a rerun reuses the statistics."""
+    import statsmodels.formula.api as smf
+
+    model = ["--formula", "y ~ x1 + C(sub)", "--groups", "g"]
+    args = ["fit", "--data", data.A, *model, "--cluster", scheduler.file, "--quiet"]
+    ok(run_in_process(*args, "--stats-dir", "st", "--output", "o1", cwd=tmp_path))
+    manifest = json.loads((tmp_path / "st" / "manifest.json").read_text())
+    assert manifest["format_version"] == 7
+    estimates = json.loads((tmp_path / "o1" / "estimates.json").read_text())
+    assert estimates["format_version"] == 6
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = smf.mixedlm("y ~ x1 + C(sub)", data.frame_a, groups=data.frame_a["g"]).fit()
+    first = dmixed.load(tmp_path / "o1")
+    assert list(first.fe_params.index) == list(ref.fe_params.index)
+    proc = ok(run_in_process(*args[:-1], "--stats-dir", "st", "--output", "o2", cwd=tmp_path))
+    assert "reusing saved statistics" in proc.stderr
+    again = dmixed.load(tmp_path / "o2")
+    np.testing.assert_array_equal(again.fe_params.to_numpy(), first.fe_params.to_numpy())

@@ -30,7 +30,7 @@ from .dtypes import (
     native_class,
     to_float,
 )
-from .evaluate import materialize, model_matrix
+from .evaluate import materialize, model_matrix, term_order
 from .formula import (
     FactorInfo,
     add_unique,
@@ -666,9 +666,10 @@ def lazy_formulaic_spec(spec: ModelSpec, which: str):
     a spec built without it (:func:`formula_specs`), learned on a prototype frame."""
     cols = [c for c in spec.formula_columns if c in spec.column_kinds]
     proto = prototype(cols, spec.column_kinds, spec.native, spec.levels, size=None)
-    if which == "main":
-        return model_matrix(spec.formula, proto, "formula", "numpy", spec.context).model_spec
-    return model_matrix(spec.re_formula, proto, "re_formula", "numpy", spec.context).model_spec
+    with term_order(spec.term_order):
+        if which == "main":
+            return model_matrix(spec.formula, proto, "formula", "numpy", spec.context).model_spec
+        return model_matrix(spec.re_formula, proto, "re_formula", "numpy", spec.context).model_spec
 
 
 def plan_variance_components(

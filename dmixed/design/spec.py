@@ -53,6 +53,7 @@ from .build import (
 from .build_levels import group_native, scan_levels
 from .coded import CodedPlan, factor_codes, find_coded_plan, remember_plan, shared_plan
 from .dtypes import NUMERIC, group_keys, native_dtype, py_scalars
+from .evaluate import PATSY_ORDER, reordered, term_order
 from .labels import formulaic_spelling, patsy_spelling
 from .levels import ArrayLevels, object_index, prototype, text_array
 from .matrices import (
@@ -216,6 +217,9 @@ class ModelSpec(ModelNames):
     #: the fixed-effects formula's columns before ``drop_cols`` took some out (statsmodels'
     #: argument; None: none dropped): ``exog_names`` are those kept, in this order
     exog_names_built: list[str] | None = field(default=None, repr=False)
+    #: the order of the designs' columns: patsy's (statsmodels'), or ``"degree"``
+    #: (formulaic's) for a spec saved by an earlier version, which keeps its own order
+    term_order: str = field(default=PATSY_ORDER, repr=False)
 
     # -- pickling: drop per-process caches -----------------------------------
     def __getstate__(self) -> dict:
@@ -370,33 +374,83 @@ class ModelSpec(ModelNames):
             "exog_names": list(self.exog_names),
             "exog_re_names": list(self.exog_re_names),
             "vc_column_names": [list(c) for c in self.vc_column_names],
+            "term_order": self.term_order,
         }
 
     @classmethod
-    def from_dict(cls, state: dict, eval_env: Mapping[str, Any] | None = None) -> ModelSpec:
+    def from_dict(
+        cls, state: dict, eval_env: Mapping[str, Any] | None = None, source: Any = None
+    ) -> ModelSpec:
         """Rebuild a spec saved with :meth:`to_dict` (no data needed).
 
         ``eval_env``: the functions a spec saved with ``caller_names`` uses, by name (only
         those names are taken from it; :func:`dmixed.design.scope.saved_environment`).
+        ``source``: the file the state was read from, named in the errors.
 
         Raises
         ------
         CheckpointError
-            If the saved spec does not rebuild to the same column names, or lists
-            names of the caller's code that ``eval_env`` does not give.
+            If the saved spec does not rebuild to the same column names (naming the
+            file, the formula and the first name that differs, or that the order
+            does), or lists names of the caller's code that ``eval_env`` does not give.
         """
-        spec = _with_saved_spelling(_rebuilt(state, eval_env), state)
+        where = "" if source is None else f"{source}: "
+        try:
+            spec = _with_saved_spelling(_rebuilt(state, eval_env), state)
+        except CheckpointError as err:
+            raise CheckpointError(f"{where}{err}") from None
         for key in ("exog_names", "exog_re_names", "vc_column_names"):
-            if [list(x) if isinstance(x, list) else x for x in getattr(spec, key)] != state[key]:
-                raise CheckpointError(
-                    f"the saved model spec does not rebuild to the same {key}: "
-                    f"{getattr(spec, key)} != {state[key]} (earlier versions of dmixed "
-                    "named and coded some factors unlike statsmodels: Diff and Poly "
-                    "contrasts, full-rank Sum, Helmert, Diff and Poly, boolean I() "
-                    "terms, boolean calls, boolean columns also read in expressions); "
-                    "rebuild the statistics from the data"
-                )
+            parts: list[tuple[str, list, list]]
+            if key == "vc_column_names":
+                saved_vc: list = list(state[key])
+                vc_formula = state.get("vc_formula") or {}
+                parts = [
+                    (
+                        f"vc_formula[{name!r}] {vc_formula.get(name)!r}",
+                        list(spec.vc_column_names[i]) if i < len(spec.vc_names) else [],
+                        list(saved_vc[i]) if i < len(saved_vc) else [],
+                    )
+                    for i, name in enumerate(spec.vc_names)
+                ]
+                if len(saved_vc) != len(spec.vc_names):
+                    parts.append(("vc_formula", list(spec.vc_names), list(saved_vc)))
+            else:
+                formula = state["formula"] if key == "exog_names" else state["re_formula"]
+                part = "formula" if key == "exog_names" else "re_formula"
+                parts = [(f"{part} {formula!r}", list(getattr(spec, key)), list(state[key]))]
+            for part, now, saved in parts:
+                if now != saved:
+                    raise CheckpointError(
+                        f"{where}the saved model spec does not rebuild to the same "
+                        f"{key}: of {part}, {_why_not_rebuilt(now, saved)} (earlier "
+                        "versions of dmixed named and coded some factors unlike "
+                        "statsmodels: Diff and Poly contrasts, full-rank Sum, Helmert, "
+                        "Diff and Poly, boolean I() terms, boolean calls, boolean columns "
+                        "also read in expressions; a newer version may name them "
+                        "otherwise); rebuild the statistics from the data"
+                    )
         return spec
+
+    def names_need_this_version(self) -> bool:
+        """Whether earlier versions rebuild this spec to other names:
+        its columns in patsy's order where formulaic's differs, or a name with a text
+        literal spelled as the formula writes it where formulaic spells it otherwise
+        (``Q("my col")``).  Saved results say so in their format version, which
+        those versions check, rather than fail on the names."""
+        if self.term_order == PATSY_ORDER and (
+            any(reordered(s) for s in (self.main_spec, self.re_spec) if s is not None)
+            or any(plan.reordered for plan in self.vc_plans)
+        ):
+            return True
+        pairs = [(self.exog_names, self.formula), (self.exog_re_names, self.re_formula)]
+        pairs += [
+            (list(cols), (self.vc_formula or {}).get(name))
+            for name, cols in zip(self.vc_names, self.vc_column_names, strict=True)
+        ]
+        return any(
+            formula and formulaic_spelling(list(names), formula) != list(names)
+            for names, formula in pairs
+        )
 
     def with_levels(
         self, levels: Mapping[str, list], eval_env: Mapping[str, Any] | None = None
@@ -510,6 +564,22 @@ class ModelSpec(ModelNames):
         )
 
 
+def _why_not_rebuilt(now: list, saved: list) -> str:
+    """Why the names rebuilt (``now``) are not those saved, in words."""
+    if sorted(map(str, now)) == sorted(map(str, saved)):
+        return f"the same columns in another order (saved {saved}, rebuilt {now})"
+    lost = [n for n in saved if n not in now]
+    new = [n for n in now if n not in saved]
+    said = []
+    if lost:
+        said.append(f"saved {lost[0]!r}, which it does not rebuild")
+    if new:
+        said.append(f"it rebuilds {new[0]!r}, which was not saved")
+    if not said:
+        said.append(f"saved {len(saved)} columns, it rebuilds {len(now)}")
+    return "; ".join(said)
+
+
 def without_columns(spec: ModelSpec, drop_cols) -> ModelSpec:
     """``spec`` without the fixed-effects columns named in ``drop_cols``, as
     statsmodels' ``from_formula(..., drop_cols=...)`` drops them from the design it
@@ -589,25 +659,35 @@ def _rebuilt(state: dict, eval_env: Mapping[str, Any] | None) -> ModelSpec:
     """The spec of a :meth:`ModelSpec.to_dict` state, built on a prototype frame
     holding exactly its levels (no check of its names)."""
     env = saved_environment(state.get("caller_names"), eval_env)
+    # (absent: saved before the columns followed patsy's order, in formulaic's)
+    order = state.get("term_order", "degree")
+    if order not in (PATSY_ORDER, "degree"):
+        raise CheckpointError(
+            f"the saved model spec of formula {state.get('formula')!r} orders its columns "
+            f"by {order!r}, which this version of dmixed does not know (saved by a newer "
+            "version?)"
+        )
     kinds = state["column_kinds"]
     proto = prototype(list(kinds), kinds, state["native"], state["levels"], size=None)
     proto[state["groups"]] = np.arange(len(proto)) % 2
     if state["weights"] is not None:
         proto[state["weights"]] = 1.0
-    spec = build_spec(
-        proto,
-        state["formula"],
-        state["groups"],
-        re_formula=state["re_formula"],
-        vc_formula=state["vc_formula"],
-        weights=state["weights"],
-        missing=state["missing"],
-        env=env,
-        # (saved in formulaic's spelling of text literals by versions before patsy's)
-        drop_cols=_respelled(state.get("drop_cols"), state["formula"]),
-    )
+    with term_order(order):
+        spec = build_spec(
+            proto,
+            state["formula"],
+            state["groups"],
+            re_formula=state["re_formula"],
+            vc_formula=state["vc_formula"],
+            weights=state["weights"],
+            missing=state["missing"],
+            env=env,
+            # (saved in formulaic's spelling of text literals by versions before patsy's)
+            drop_cols=_respelled(state.get("drop_cols"), state["formula"]),
+        )
     return dataclasses.replace(
         spec,
+        term_order=order,
         group_native=state.get("group_native"),
         references=saved_references(state.get("references"), spec),
     )

@@ -23,7 +23,7 @@ import pandas as pd
 from ..errors import BadValuesError, FormulaError
 from ..stats.constant import constant_entries
 from .dtypes import CATEGORICAL, NUMERIC_LEVELS, native_dtype
-from .evaluate import model_matrix
+from .evaluate import model_matrix, reordered
 from .formula import c_call, transforms
 from .labels import patsy_spelling
 from .levels import ListedOnUse, level_positions, prototype
@@ -70,11 +70,14 @@ class VCBlock:
 @dataclass
 class VCPlan:
     """How to evaluate one VC formula on a partition: its blocks and, for numeric
-    factors inside ``C()``, their levels as arrays of the native dtype."""
+    factors inside ``C()``, their levels as arrays of the native dtype; ``reordered``:
+    whether its blocks are in patsy's order where formulaic's differs (earlier versions
+    name its columns in another order)."""
 
     blocks: list[VCBlock]
     formula: str
     level_arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    reordered: bool = False
 
 
 def _role(name: str) -> str:
@@ -112,6 +115,7 @@ def plan_variance_component(
     tiny_plan, tiny_names = _plan(name, formula, tiny_levels, kinds, mm, native)
     _self_check(tiny_plan, tiny_names, mm, tiny, name, formula, context)
     plan, names = _plan(name, formula, levels, kinds, mm, native, arrays)
+    plan.reordered = reordered(mm.model_spec)
     if not names:
         raise FormulaError(f"{_role(name)} {formula!r} yields no columns")
     # (formulaic's names, as the checks above compare them; statsmodels' spelling kept)

@@ -77,7 +77,12 @@ FORMAT = "dmixed-results"
 #: in its statistics (``weight_scale`` and ``cov_params_weighted``, which older
 #: versions would not read); other directories are written in the format of their
 #: random effects: crossed 3, ragged 2, padded 1, which older versions read.
-FORMAT_VERSION = 5
+#: 6 for a model whose names versions before it would rebuild otherwise (columns in
+#: patsy's order where formulaic's differs, text literals spelled as the formula writes
+#: them: :meth:`~dmixed.design.ModelSpec.names_need_this_version`): those versions
+#: refuse it as written by a newer dmixed rather than fail on the names.
+FORMAT_VERSION = 6
+PATSY_NAMES_FORMAT_VERSION = 6
 TUPLE_LABELS_FORMAT_VERSION = 5
 WEIGHTED_FORMAT_VERSION = 4
 CROSSED_FORMAT_VERSION = 3
@@ -214,7 +219,9 @@ def estimates_document(state: ResultsState) -> dict:
     """The content of ``estimates.json`` (before conversion to JSON types)."""
     return {
         "format": FORMAT,
-        "format_version": TUPLE_LABELS_FORMAT_VERSION
+        "format_version": PATSY_NAMES_FORMAT_VERSION
+        if state.spec is not None and state.spec.names_need_this_version()
+        else TUPLE_LABELS_FORMAT_VERSION
         if _tuple_labels(state.group_labels) is not None
         else WEIGHTED_FORMAT_VERSION
         if state.cov_params_weighted is not None
@@ -457,7 +464,12 @@ def _iterations_made(fit: dict) -> tuple[int, list]:
 
 
 def _state_from(
-    doc: dict, table: pd.DataFrame, eval_env=None, slots: pd.DataFrame | None = None, cov=None
+    doc: dict,
+    table: pd.DataFrame,
+    eval_env=None,
+    slots: pd.DataFrame | None = None,
+    cov=None,
+    source=None,
 ) -> ResultsState:
     """The state record of a parsed ``estimates.json`` and ``random_effects.parquet``
     (``eval_env``: as :func:`load_state`'s; ``slots``: the per-slot table of ragged or
@@ -468,7 +480,9 @@ def _state_from(
     k_re = e["k_re"]
     return ResultsState(
         names=names,
-        spec=ModelSpec.from_dict(m["spec"], eval_env) if m.get("spec") is not None else None,
+        spec=ModelSpec.from_dict(m["spec"], eval_env, source)
+        if m.get("spec") is not None
+        else None,
         use_sqrt=m["use_sqrt"],
         pandas_output=bool(m.get("pandas_output", True)),  # absent: saved before it was
         **{key: f[key] for key in _FIT_KEYS if key not in ("n_iter", "history")},
@@ -657,7 +671,14 @@ def load_state(path, eval_env=None) -> ResultsState:
         if changed_file is None and extra_changed is not None:
             changed_file = name
     try:
-        state = _state_from(doc, table, eval_env, extra.get(SLOTS_TABLE), extra.get(COV_TABLE))
+        state = _state_from(
+            doc,
+            table,
+            eval_env,
+            extra.get(SLOTS_TABLE),
+            extra.get(COV_TABLE),
+            target / "estimates.json",
+        )
     except CheckpointError:
         raise
     except (KeyError, ValueError, TypeError) as err:

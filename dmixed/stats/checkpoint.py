@@ -95,8 +95,14 @@ FORMAT = "dmixed-statistics"
 #: still written as version 3.  5: statistics held crossed (:data:`CROSSED`), with slot
 #: and co-occurrence files; ragged ones are still written as version 4.  6: prior
 #: weights scaled in the statistics (the map's ``weight_scale``, which older versions
-#: would ignore), any storage; statistics without are written as before.
-FORMAT_VERSION = 6
+#: would ignore), any storage; statistics without are written as before.  7: a model
+#: whose names versions before it rebuild otherwise (columns in statsmodels' order where
+#: formulaic's differs, text literals as the formula writes them:
+#: :meth:`~dmixed.design.ModelSpec.names_need_this_version`), any storage and weights;
+#: those versions refuse it as written by a newer dmixed rather than fail on the names.
+FORMAT_VERSION = 7
+#: the version statistics of prior weights scaled in them are written as
+WEIGHTED_FORMAT_VERSION = 6
 #: the version crossed statistics are written as
 CROSSED_FORMAT_VERSION = 5
 #: the version padded statistics are written as (what older versions read)
@@ -239,13 +245,16 @@ def _write_parts(tmp: Path, folder: str, rows: int, frame_of, what: str) -> list
     return parts
 
 
-def save_statistics(arrays: GroupArrays, path, manifest: dict) -> None:
+def save_statistics(
+    arrays: GroupArrays, path, manifest: dict, *, newer_names: bool = False
+) -> None:
     """Write statistics and their manifest to the directory ``path`` atomically.
 
     Padded statistics are written as format version :data:`PADDED_FORMAT_VERSION`;
     ragged ones (``arrays.ragged``) as :data:`RAGGED_FORMAT_VERSION` with slot files
     (crossed ones :data:`CROSSED_FORMAT_VERSION`; any with the weights scaled
-    :data:`FORMAT_VERSION`).  The
+    :data:`WEIGHTED_FORMAT_VERSION`; any with ``newer_names``, a model whose names
+    earlier versions rebuild otherwise, :data:`FORMAT_VERSION`).  The
     manifest records every part file (rows, bytes, sha256) and its own sha256
     (:func:`manifest_sha256`), which :func:`load_statistics` verifies.  Callers that
     read, merge and write back a directory hold :func:`statistics_lock`.
@@ -304,6 +313,8 @@ def save_statistics(arrays: GroupArrays, path, manifest: dict) -> None:
         if span is not None:  # what rows added later are judged with (older versions ignore it)
             full["weight_span"] = [float(span[0]), float(span[1])]
         if arrays.columns.weight_scale != 1.0:  # older versions would ignore the scale
+            full["format_version"] = WEIGHTED_FORMAT_VERSION
+        if newer_names:  # older versions would fail on the names
             full["format_version"] = FORMAT_VERSION
         full = jsonable(full)
         full[MANIFEST_SHA256] = manifest_sha256(full)
@@ -369,14 +380,15 @@ def read_manifest(path) -> dict:
             "data (`dmixed fit` with a new statistics directory)"
         )
     storage = manifest.get("storage")
-    if version == FORMAT_VERSION and storage in STORAGE.values():
-        return manifest  # any storage, with weights scaled
+    if version >= WEIGHTED_FORMAT_VERSION and storage in STORAGE.values():
+        return manifest  # any storage, with weights scaled or newer names
     if storage != STORAGE.get(version):
         raise CheckpointError(
             f"{file} says format version {version} with storage "
             f"{storage!r}: version {CROSSED_FORMAT_VERSION} holds statistics "
             f"{CROSSED!r}, {RAGGED_FORMAT_VERSION} {RAGGED!r}, {PADDED_FORMAT_VERSION} "
-            f"padded, {FORMAT_VERSION} any of them; rebuild them from the data"
+            f"padded, {WEIGHTED_FORMAT_VERSION} and {FORMAT_VERSION} any of them; rebuild "
+            "them from the data"
         )
     return manifest
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,13 @@ from hypothesis import strategies as st
 
 import dmixed
 from dmixed.design import ModelSpec, build_spec
-from dmixed.errors import DataError, FormulaError, NumericFactorWarning, SpecError
+from dmixed.errors import (
+    DataError,
+    FormulaError,
+    NumericFactorWarning,
+    SingularHessianWarning,
+    SpecError,
+)
 
 from .._synth import make_data
 from .frames import by_name, make_df, mixedlm
@@ -320,9 +327,9 @@ def test_a_saved_spec_naming_the_old_label_still_loads():
     saved specs (results, statistics) rebuild to that, with the same matrices."""
     df = _flagged()
     state = build_spec(df, "y ~ x1 + flag", groups="g").to_dict()
-    assert state["exog_names"] == ["Intercept", "x1", "flag[T.True]"]
+    assert state["exog_names"] == ["Intercept", "flag[T.True]", "x1"]  # (statsmodels' order)
     old = {
-        **state,
+        **{k: v for k, v in state.items() if k != "term_order"},  # (not saved then)
         "column_kinds": {**state["column_kinds"], "flag": "numeric"},
         "native": {k: v for k, v in state["native"].items() if k != "flag"},
         "levels": {k: v for k, v in state["levels"].items() if k != "flag"},
@@ -331,7 +338,7 @@ def test_a_saved_spec_naming_the_old_label_still_loads():
     spec = ModelSpec.from_dict(json.loads(json.dumps(old)))
     assert spec.exog_names == ["Intercept", "x1", "flag"]
     new = ModelSpec.from_dict(json.loads(json.dumps(state)))
-    np.testing.assert_array_equal(spec.transform(df).exog, new.transform(df).exog)
+    np.testing.assert_array_equal(spec.transform(df).exog, new.transform(df).exog[:, [0, 2, 1]])
 
 
 @pytest.mark.parametrize(
@@ -529,7 +536,12 @@ def test_a_prototype_larger_than_memory_is_refused_on_dask(monkeypatch):
 
 def test_a_wide_fixed_part_within_the_rows_still_fits():
     df = _few_rows(600)
-    res = dmixed.mixedlm("y ~ x1 + C(a)", df, groups="g").fit()
+    with warnings.catch_warnings():
+        # g is nested in a here: the random intercept's variance is not identified, and
+        # whether the Hessian comes out definite on that flat optimum turns on rounding
+        # (the base warns for ``C(a) + x1``, the columns in this order)
+        warnings.simplefilter("ignore", SingularHessianWarning)
+        res = dmixed.mixedlm("y ~ x1 + C(a)", df, groups="g").fit()
     assert len(res.fe_params) == 201
     assert np.isfinite(res.llf)
 

@@ -198,14 +198,15 @@ def test_quoted_column_names():
         re_formula="0 + `my x`",
         vc_formula={"v": "0 + C(`the a`)", "u": "0 + `the a`:`my x`"},
     )
-    assert spec.exog_names[:4] == ["Intercept", "my x", "I(`my x` * 2)", "Q('my x')"]
+    # (statsmodels' order: the factor's columns before the numeric terms)
+    assert spec.exog_names[4:] == ["my x", "I(`my x` * 2)", "Q('my x')"]
     assert spec.exog_re_names == ["my x"]
     assert spec.vc_column_names[1][0] == "C(`the a`)[hi]"
     assert spec.vc_column_names[0][0] == "the a[hi]:my x"
     assert spec.columns_used == ["y", "my x", "the a", "g"]
     dm = spec.transform(df)
-    np.testing.assert_array_equal(dm.exog[:, 1], df["my x"].to_numpy())
-    np.testing.assert_array_equal(dm.exog[:, 3], df["my x"].to_numpy())
+    np.testing.assert_array_equal(dm.exog[:, 4], df["my x"].to_numpy())
+    np.testing.assert_array_equal(dm.exog[:, 6], df["my x"].to_numpy())
     np.testing.assert_array_equal(dm.vc_vals[0][:, 0], df["my x"].to_numpy())
 
 

@@ -542,7 +542,7 @@ def test_tuple_labels_round_trip_with_their_parts_types(tmp_path, kind):
     df, fit = _tuple_keyed_fit(TUPLE_KEYS[kind])
     fit.save(tmp_path / "r")
     doc = json.loads((tmp_path / "r" / "estimates.json").read_text())
-    assert doc["format_version"] == dmixed.io.FORMAT_VERSION == 5
+    assert doc["format_version"] == dmixed.io.results_dir.TUPLE_LABELS_FORMAT_VERSION == 5
     assert doc["estimates"]["group_label_form"] == "tuple-json"
     back = dmixed.load(tmp_path / "r")
     expected = [
@@ -629,3 +629,93 @@ def test_tuple_labels_of_directories_before_format_5_load_as_tuples(tmp_path):
     assert list(labels) == [(0, 1), (0, 2), (1, 1)]
     assert all(type(p) is int for key in labels for p in key)
     assert dict(zip(labels, range(3), strict=True))[(0, 2)] == 1
+
+
+def _named_frame() -> pd.DataFrame:
+    rng = np.random.default_rng(52)
+    n, k = 300, 20
+    g = rng.integers(0, k, n)
+    return pd.DataFrame(
+        {
+            "y": rng.normal(size=k)[g] + rng.normal(size=n),
+            "x1": rng.normal(size=n),
+            "my x": rng.normal(size=n),
+            "a": rng.choice(["lo", "mid", "hi"], n),
+            "g": g,
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("formula", "version"),
+    [
+        ("y ~ x1 + my_x", 1),
+        ("y ~ C(a) + x1", 1),  # (statsmodels' order is formulaic's here)
+        ("y ~ x1 + C(a)", 6),
+        ('y ~ x1 + Q("my x")', 6),  # (formulaic spells it Q('my x'))
+    ],
+)
+def test_names_earlier_versions_rebuild_otherwise_are_saved_as_a_newer_format(
+    tmp_path, monkeypatch, formula, version
+):
+    """Columns in statsmodels' order where formulaic's differs, or a text literal spelled
+    as the formula writes it, were saved in a format that earlier versions read and
+    then failed on with a message about unrelated contrasts: such results are format
+    6, which those versions refuse as written by a newer dmixed."""
+    df = _named_frame().rename(columns={"my x": "my_x"}) if "my_x" in formula else _named_frame()
+    fit = dmixed.mixedlm(formula, df, groups="g").fit()
+    fit.save(tmp_path / "r")
+    doc = json.loads((tmp_path / "r" / "estimates.json").read_text())
+    assert doc["format_version"] == version
+    back = dmixed.load(tmp_path / "r")
+    assert list(back.fe_params.index) == list(fit.fe_params.index)
+    np.testing.assert_array_equal(back.fe_params.to_numpy(), fit.fe_params.to_numpy())
+    monkeypatch.setattr(dmixed.io.results_dir, "FORMAT_VERSION", 5)  # an earlier reader
+    if version == 6:
+        with pytest.raises(CheckpointError, match=r"estimates.json was written by a newer"):
+            dmixed.load(tmp_path / "r")
+    else:
+        dmixed.load(tmp_path / "r")
+
+
+def test_a_vc_formula_in_statsmodels_order_is_saved_as_a_newer_format(tmp_path, monkeypatch):
+    """A VC formula whose columns statsmodels orders otherwise than formulaic
+    (``0 + x1 + C(a)``: ``C(a)`` first) is saved as format 6, which earlier versions
+    refuse as written by a newer dmixed rather than failing on the names."""
+    vc = {"m": "0 + x1 + C(a)"}
+    fit = dmixed.mixedlm(
+        "y ~ my_x", _named_frame().rename(columns={"my x": "my_x"}), groups="g", vc_formula=vc
+    ).fit()
+    assert list(fit.model.spec.vc_column_names[0]) == ["C(a)[hi]", "C(a)[lo]", "C(a)[mid]", "x1"]
+    fit.save(tmp_path / "r")
+    doc = json.loads((tmp_path / "r" / "estimates.json").read_text())
+    assert doc["format_version"] == 6
+    back = dmixed.load(tmp_path / "r")
+    np.testing.assert_array_equal(back.vcomp, fit.vcomp)
+    monkeypatch.setattr(dmixed.io.results_dir, "FORMAT_VERSION", 5)  # an earlier reader
+    with pytest.raises(CheckpointError, match=r"estimates.json was written by a newer"):
+        dmixed.load(tmp_path / "r")
+
+
+def test_a_saved_spec_not_rebuilt_names_the_file_the_formula_and_why(tmp_path):
+    fit = dmixed.mixedlm("y ~ x1 + C(a)", _named_frame(), groups="g").fit()
+    fit.save(tmp_path / "r")
+
+    def reorder(doc):
+        names = doc["model"]["spec"]["exog_names"]
+        doc["model"]["spec"]["exog_names"] = [names[0], names[-1], *names[1:-1]]
+
+    _edit_estimates(tmp_path / "r", reorder)
+    with pytest.raises(CheckpointError) as err:
+        dmixed.load(tmp_path / "r")
+    words = str(err.value)
+    assert str(tmp_path / "r" / "estimates.json") in words
+    assert "of formula 'y ~ x1 + C(a)', the same columns in another order" in words
+
+    def rename(doc):
+        doc["model"]["spec"]["exog_names"][-1] = "x9"
+
+    fit.save(tmp_path / "s")
+    _edit_estimates(tmp_path / "s", rename)
+    with pytest.raises(CheckpointError, match=r"saved 'x9', which it does not rebuild; it re"):
+        dmixed.load(tmp_path / "s")

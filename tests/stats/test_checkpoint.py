@@ -685,13 +685,13 @@ def test_statistics_of_scaled_weights_are_saved_as_format_6_and_fit_alike(tmp_pa
     df = _frame(12)
     spec = build_spec(df, FORMULA, "g", **{**MODELS[model], "weights": "w"})
     heavy = df.assign(w=df["w"] * 1e150)
-    for frame, version in [(df, None), (heavy, checkpoint.FORMAT_VERSION)]:
+    for frame, version in [(df, None), (heavy, checkpoint.WEIGHTED_FORMAT_VERSION)]:
         arrays = _stats(spec, frame)
         target = tmp_path / f"stats{version}"
         save_statistics(arrays, target, {"spec": spec.to_dict()})
         back, manifest = load_statistics(target)
         if version is None:
-            assert manifest["format_version"] < checkpoint.FORMAT_VERSION
+            assert manifest["format_version"] < checkpoint.WEIGHTED_FORMAT_VERSION
             assert "weight_scale" not in manifest["standardization"]
         else:
             assert manifest["format_version"] == version
@@ -795,3 +795,32 @@ def test_statistics_saved_without_a_weight_span_take_rows_within_their_scale(tmp
     _, _, far, _ = _halves_a_step_apart(17, 2.0**70)
     with pytest.raises(DataError, match="column 'w'.*no span.*rebuild"):
         merge(old, far, "g", weights="w")
+
+
+# --------------------------------------------------------------------------------------
+# names earlier versions rebuild otherwise
+# --------------------------------------------------------------------------------------
+
+
+def test_statistics_of_names_earlier_versions_rebuild_otherwise_are_format_7(tmp_path, monkeypatch):
+    """A model whose columns are in statsmodels' order where formulaic's differs
+    (``x1 + C(t)``: ``C(t)`` first) is saved as format version 7, which earlier
+    versions refuse as written by a newer dmixed rather than failing on the names;
+    the same statistics of a model they rebuild keep their storage's format."""
+    df = _frame(12)
+    for formula, newer in [("y ~ x1 + C(t)", True), ("y ~ C(t) + x1", False)]:
+        spec = build_spec(df, formula, "g")
+        assert spec.names_need_this_version() is newer
+        arrays = _stats(spec, df)
+        target = tmp_path / f"stats{newer}"
+        save_statistics(
+            arrays, target, {"spec": spec.to_dict()}, newer_names=spec.names_need_this_version()
+        )
+        back, manifest = load_statistics(target)
+        want = checkpoint.FORMAT_VERSION if newer else checkpoint.PADDED_FORMAT_VERSION
+        assert manifest["format_version"] == want
+        assert _fit(back, spec).llf == _fit(arrays, spec).llf
+    monkeypatch.setattr(checkpoint, "FORMAT_VERSION", checkpoint.WEIGHTED_FORMAT_VERSION)
+    with pytest.raises(ValueError, match="newer dmixed"):
+        load_statistics(tmp_path / "statsTrue")
+    load_statistics(tmp_path / "statsFalse")
