@@ -262,3 +262,50 @@ def test_replicates_of_weights_in_any_unit(vc_fit, c):
     estimates = [name for name in ref.columns if name not in ("scale", "converged")]
     np.testing.assert_allclose(table[estimates], ref[estimates], rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(table["scale"] / c, ref["scale"], rtol=1e-6)
+
+
+def _few_rows_frame() -> pd.DataFrame:
+    """30 groups of 10 rows and one of 2, for three random effects."""
+    rng = np.random.default_rng(0)
+    sizes = [2] + [10] * 30
+    g = np.repeat(np.arange(len(sizes)), sizes)
+    df = pd.DataFrame({"g": g, "x1": rng.normal(size=g.size), "x2": rng.normal(size=g.size)})
+    df["y"] = df.x1 + rng.normal(size=g.size) + rng.normal(size=len(sizes))[g]
+    return df
+
+
+@pytest.mark.parametrize("on_dask", [False, True])
+def test_a_group_of_fewer_rows_than_random_effects_bootstraps(on_dask):
+    """A group of 2 rows under 3 random effects (its ``Z̃_i'Z̃_i`` singular by its rows
+    alone, not lossy): the fit and its replicates take the same (uncentred) sums, in
+    process and on Dask, and the replicates refit."""
+    df = _few_rows_frame()
+    data = dd.from_pandas(df, npartitions=3) if on_dask else df
+    model = mixedlm("y ~ x1 + x2", data, groups="g", re_formula="1 + x1 + x2")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DmixedWarning)  # Ψ estimated singular
+        fit = model.fit()
+        boot = fit.bootstrap(4, seed=0)
+    assert boot.replicates["converged"].all()
+    assert np.isfinite(boot.replicates.drop(columns="converged").to_numpy()).all()
+
+
+def test_a_lossy_group_refuses_the_bootstrap_naming_the_column_and_a_remedy_that_applies():
+    """A random slope nearly constant within a group (fitted from centred sums that the
+    replicates' sums do not carry): the refusal names the column, not its index, and
+    does not advise fitting in process (this fit is)."""
+    from dmixed.results.bootstrap import BOOTSTRAP_REMEDY
+    from dmixed.stats.group_arrays import CentredGroupsError
+
+    rng = np.random.default_rng(4)
+    g = np.repeat(np.arange(12), 8)
+    t = 1000.0 + 40.0 * g + np.where(g < 2, 1e-6, 1.0) * rng.normal(size=g.size)
+    frame = pd.DataFrame({"y": rng.normal(size=g.size), "x": rng.normal(size=g.size), "t": t})
+    frame["g"] = g
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DmixedWarning)
+        fit = mixedlm("y ~ x + t", frame, groups="g", re_formula="1 + t").fit()
+    with pytest.raises(CentredGroupsError, match=r"column 't' nearly constant") as err:
+        fit.bootstrap(2, seed=0)
+    assert str(err.value).endswith(BOOTSTRAP_REMEDY)
+    assert "in process" not in str(err.value)
