@@ -29,6 +29,7 @@ from .new_levels import (
     check_new_levels,
     entries_new_to_groups,
     new_levels_of,
+    refuse_both,
     refuse_new_to_groups,
 )
 
@@ -466,6 +467,8 @@ def on_rows_with_new_levels(
         if found is None:
             return compute(dm, np.zeros((len(dm.exog), len(dm.vc_cols))))
         fresh, squares = found.apply(dm)
+        if found.refusal is not None:
+            refuse_both(found, lambda: compute(dm, squares))
         out = np.asarray(compute(dm, squares), dtype=np.float64).reshape(len(fresh), width)
         if new_levels == "nan":
             out[fresh] = np.nan
