@@ -444,15 +444,17 @@ class SdCorLikelihood:
 
         param = _FactoredCorrelations(self, np.array(z0, dtype=np.float64), pinned, hold)
         pinned_fe = pinned - self.n_c if pinned is not None and pinned >= self.n_c else None
-        best = [np.inf, None]
+        lowest = [np.inf]  # the lowest −ℓ evaluated, and where (the optimizer's own
+        where: list[np.ndarray] = []  # end can be a rejected line-search point)
 
         def negative(x):
             z = param.to_z(x)
             pt = self.evaluate(z, pinned_fe, order=1)
             if not np.isfinite(pt.llf):
                 return np.inf, np.zeros(x.size)
-            if -pt.llf < best[0]:
-                best[:] = [-pt.llf, x.copy()]
+            if -pt.llf < lowest[0]:
+                lowest[0] = -pt.llf
+                where[:] = [x.copy()]
             return -pt.llf, -param.gradient(x, pt.grad)
 
         res = optimize.minimize(
@@ -463,7 +465,7 @@ class SdCorLikelihood:
             bounds=param.bounds,
             options={"maxiter": 1000, "ftol": 1e-15, "gtol": 1e-9},
         )
-        x = res.x if best[1] is None or -res.fun <= best[0] else best[1]
+        x = res.x if not where or res.fun <= lowest[0] else where[0]
         pt = self.evaluate(param.to_z(x), pinned_fe)
         if not np.isfinite(pt.llf):
             return pt, False
