@@ -352,10 +352,7 @@ def lossy_groups(zz: np.ndarray, nobs: np.ndarray) -> np.ndarray:
     left out) below :data:`LOSSY_DETERMINANT`.  A random slope on a column constant or
     nearly constant within the group, or one of large offset (timestamps), next to the
     intercept.  One-row groups (``nobs`` (G,) ≤ 1) are never lossy: their
-    ``Z̃_i'Z̃_i`` is of rank one whatever the data.  Nor, likewise, is a group of fewer
-    rows than columns for that determinant (0 whatever the data): such a group is lossy
-    where two of its columns are nearly collinear (the 2 × 2 determinants of the
-    scaled matrix, the test of ``r = 2``).  ``r < 2``: none.
+    ``Z̃_i'Z̃_i`` is of rank one whatever the data.  ``r < 2``: none.
 
     For ``r = 2`` the determinant is ``1 − ZZ₀₁²/(ZZ₀₀ZZ₁₁)``, compared without a
     quotient (three vector operations: the check of every data pass).  NaN statistics
@@ -375,12 +372,6 @@ def lossy_groups(zz: np.ndarray, nobs: np.ndarray) -> np.ndarray:
         for a in range(r):
             scaled[a, a] = 1.0
         lossy = np.linalg.det(np.moveaxis(scaled, -1, 0)) < LOSSY_DETERMINANT
-        few = lossy & (np.asarray(nobs) < r)
-        if few.any():  # rank below r by their rows alone: nearly collinear pairs
-            pairs = scaled[:, :, few] ** 2
-            for a in range(r):
-                pairs[a, a] = 0.0
-            lossy[few] = pairs.max(axis=(0, 1)) > 1.0 - LOSSY_DETERMINANT
     if lossy.any():
         lossy &= np.asarray(nobs) > 1
     return lossy

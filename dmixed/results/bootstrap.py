@@ -42,15 +42,6 @@ METADATA_KEY = b"dmixed.bootstrap"
 
 logger = logging.getLogger("dmixed")
 
-#: What the refusal of statistics with groups fitted from centred sums says to do
-#: (:class:`~dmixed.stats.group_arrays.CentredGroupsError`): the replicates are drawn
-#: from the uncentred sums, so refitting elsewhere does not help.
-BOOTSTRAP_REMEDY = (
-    "centre that column within groups first (a column of the group means in the fixed "
-    "effects and the deviations from them in the random effects), or leave it out of "
-    "the random effects, and bootstrap that fit"
-)
-
 #: the columns of the replicate table after the parameters
 SUMMARY_COLUMNS = ["scale", "llf", "converged"]
 
@@ -252,10 +243,7 @@ def parametric_bootstrap(
         raise SpecError(f"bootstrap needs the fitted model's statistics: {why}")
     t0 = time.perf_counter()
     rngs = replicate_rngs(seed, n)
-    # from the workers for Dask: no data read
-    arrays = GroupArrays.from_statistics(
-        stats, names=list(results.names.exog_re_names), remedy=BOOTSTRAP_REMEDY
-    )
+    arrays = GroupArrays.from_statistics(stats)  # from the workers for Dask: no data read
     fitter = ReplicateFitter.of(results, arrays, use_re)
     if progress:
         ensure_progress_handler()

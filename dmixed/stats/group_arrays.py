@@ -148,11 +148,7 @@ class GroupArrays:
 
     @classmethod
     def from_statistics(
-        cls,
-        stats,
-        ragged: bool = False,
-        names: Sequence[str] | None = None,
-        remedy: str = "",
+        cls, stats, ragged: bool = False, names: Sequence[str] | None = None
     ) -> GroupArrays:
         """The statistics of a ``FittedStatistics``, gathered from its engine: padded, or
         with ``ragged`` ragged where the engine holds the variance components
@@ -160,8 +156,7 @@ class GroupArrays:
         co-occurrence sums, ``to_slots``).
 
         ``names``: the random design's column names (the model's ``exog_re_names``),
-        for the message of the refusal below; ``remedy``: what that message says to do
-        (default :data:`CENTRED_REMEDY`, for statistics to be saved or merged).
+        for the message of the refusal below.
 
         Raises
         ------
@@ -177,7 +172,7 @@ class GroupArrays:
         engine = stats.engine
         block = getattr(engine, "block", None)
         if getattr(block, "centred_groups", 0):
-            raise centred_groups_error(stats, block, names, remedy or CENTRED_REMEDY)
+            raise centred_groups_error(stats, block, names)
         held = cross = None
         if ragged and getattr(engine, "collapsed_vc", False) and hasattr(engine, "gather_ragged"):
             held = engine.gather_ragged()
@@ -201,11 +196,6 @@ class GroupArrays:
         )
 
 
-#: The cosine² with the intercept column above which a refusal calls a random-effects
-#: column nearly constant within a group (its words only: which groups are lossy is
-#: ``kernels.lossy_groups``'s test).
-NEARLY_CONSTANT = 1.0 - 1e-8
-
 #: The lossy groups a refusal names by their labels (the others are counted).
 NAMED_GROUPS = 3
 
@@ -222,24 +212,19 @@ class CentredGroupsError(DataError):
     :data:`CENTRED_REMEDY`; a caller with other words for the remedy (the command
     line's options) takes :attr:`problem`."""
 
-    def __init__(self, problem: str, remedy: str = CENTRED_REMEDY) -> None:
-        super().__init__(f"{problem}; {remedy}")
+    def __init__(self, problem: str) -> None:
+        super().__init__(f"{problem}; {CENTRED_REMEDY}")
         #: the groups, the column and why, without what to do
         self.problem = problem
 
 
-def centred_groups_error(
-    stats, block, names: Sequence[str] | None, remedy: str = CENTRED_REMEDY
-) -> CentredGroupsError:
+def centred_groups_error(stats, block, names: Sequence[str] | None) -> CentredGroupsError:
     """The refusal of statistics whose ``block`` (a ``StatsBlock`` in the order of
     ``stats.group_labels``) takes centred sums for some groups: the groups (the first
     :data:`NAMED_GROUPS` by label, and how many more) and the random design's column
     nearly constant within them (``names``: the design's column names; None: their
     indices).  In each such group that column is the one whose Gram matrix with the
-    intercept is the closest to singular, named as nearly constant where its cosine²
-    with the intercept exceeds :data:`NEARLY_CONSTANT` in every group; otherwise
-    (no intercept, or columns collinear among themselves) every column is named as
-    nearly collinear.  ``remedy``: what the message says to do."""
+    intercept is the closest to singular; without an intercept every column is named."""
     positions = np.asarray(block.centred_positions(), dtype=np.int64)
     labels = np.asarray(stats.group_labels)[positions]
     q = stats.layout.k_re
@@ -252,10 +237,7 @@ def centred_groups_error(
             cos2 = zz[:, one, others] ** 2 / (zz[:, one, one][:, None] * diag)
         cos2 = np.where(np.isfinite(cos2), cos2, -1.0)
         culprits = sorted(set(others[np.argmax(cos2, axis=1)].tolist()))
-        constant = bool(np.all(cos2.max(axis=1) > NEARLY_CONSTANT))
     else:
-        constant = False
-    if not constant:
         culprits = list(range(q))
     columns = [names[j] if names is not None else j for j in culprits]
     shown = ", ".join(
@@ -264,13 +246,11 @@ def centred_groups_error(
     more = f" and {len(labels) - NAMED_GROUPS} more" if len(labels) > NAMED_GROUPS else ""
     words = " and ".join(repr(c) if isinstance(c, str) else str(c) for c in columns)
     plural = "s" if len(columns) > 1 else ""
-    how = "nearly constant" if constant else "nearly collinear"
     return CentredGroupsError(
         f"{len(labels)} group(s) ({shown}{more}) have the random-effects column{plural} "
-        f"{words} {how} within the group, fitted from sums about each group's "
+        f"{words} nearly constant within the group, fitted from sums about each group's "
         "mean that saved statistics, checkpoints, updates and the bootstrap do not "
-        "carry",
-        remedy,
+        "carry"
     )
 
 

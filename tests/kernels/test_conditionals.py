@@ -96,22 +96,3 @@ def test_a_rank_one_block_keeps_its_forms_when_pickled():
     lam = np.tril(rng.normal(size=(3, 3))) * 1e3
     got, want = step_contributions(back, lam, 3), step_contributions(block, lam, 3)
     assert got.rank_one and got.between.tobytes() == want.between.tobytes()
-
-
-def test_a_group_of_fewer_rows_than_columns_is_lossy_only_for_a_collinear_pair():
-    """Two rows and three columns: ``Z̃_i'Z̃_i`` is singular whatever the data, so it
-    takes the uncentred sums unless two columns are nearly collinear there (a slope
-    nearly constant next to the intercept); three rows of ordinary columns are not
-    lossy, three of a constant slope are."""
-    from dmixed.kernels.conditionals import lossy_groups
-
-    rng = np.random.default_rng(1)
-    ordinary = np.column_stack([np.ones(2), rng.normal(size=(2, 2))])
-    constant = ordinary.copy()
-    constant[:, 2] = 5.0 + 1e-9 * rng.normal(size=2)
-    wide = np.column_stack([np.ones(3), rng.normal(size=(3, 2))])
-    flat = wide.copy()
-    flat[:, 1] = 2.0
-    zz = np.stack([z.T @ z for z in (ordinary, constant, wide, flat)], axis=-1)
-    lossy = lossy_groups(zz, np.array([2, 2, 3, 3]))
-    np.testing.assert_array_equal(lossy, [False, True, False, True])
