@@ -43,6 +43,13 @@ __all__ = [
 #: |ζ − target| below which the endpoint is the Newton point ``x − (ζ − target)/ζ'``
 #: without a further profile (its error is of the order of this squared)
 ZETA_TOL = 1e-3
+
+#: the smallest eigenvalue of Ψ's correlation matrix below which the ML optimum is
+#: also sought over a factor of the correlations (:meth:`ProfileIntervals._off_cone`)
+CORRELATION_EIG_TOL = 1e-6
+
+#: an SD (relative to σ) below which the factor's maximum is taken to be on 0
+SD_ZERO = 1e-7
 #: profile points per endpoint before giving up (NaN)
 MAX_STEPS = 60
 
@@ -128,21 +135,47 @@ class ProfileIntervals:
 
     def _off_cone(self, best: SdCorPoint) -> SdCorPoint:
         """The higher of ``best`` and the maximum over a factor of Ψ's correlations
-        (:meth:`~dmixed.results.sdcor.SdCorLikelihood.maximize_factored`) from it.
+        (:meth:`~dmixed.results.sdcor.SdCorLikelihood.maximize_factored`) from it,
+        tried only where Ψ at ``best`` is singular or nearly so (:meth:`_near_singular`).
 
         Newton's steps in SDs and correlations stop short of a maximum where Ψ is
         singular with correlations inside (−1, 1) (several near 1 together): there the
         boundary of the positive semi-definite cone is curved in these coordinates.
         :attr:`singular` records that the factor's maximum was the higher, and the
-        profile points are then maximized the same way."""
+        profile points are then maximized the same way.  An SD that the factor's
+        maximum leaves within :data:`SD_ZERO` of 0 is set to 0 (and held there by
+        :meth:`_boundary`): whether it lands on 0 or just above is rounding, and its
+        correlations are not identified either way."""
         self.singular = False
-        if self.sdcor.q < 2:
+        if not self._near_singular(best.z):
             return best
         other, ok = self.sdcor.maximize_factored(best.z, hold=self.hold)
-        if ok and other.llf > best.llf + 1e-8:
-            self.singular = True
-            return other
-        return best
+        if not ok or not other.llf > best.llf + 1e-8:
+            return best
+        self.singular = True
+        sd = self.sdcor
+        tiny = [k for k in range(sd.n_cov) if sd.kinds[k] != "cor" and 0 < other.z[k] < SD_ZERO]
+        if tiny:
+            z = other.z.copy()
+            z[tiny] = 0.0
+            other = sd.evaluate(z)
+        return other
+
+    def _near_singular(self, z: np.ndarray) -> bool:
+        """Whether Ψ at ``z`` is singular or nearly so: three or more random effects
+        (with two, the factor's coordinates are the box of :meth:`maximize_bounded`)
+        and a coordinate held on its bound, or a smallest eigenvalue of the
+        correlation matrix below :data:`CORRELATION_EIG_TOL`."""
+        sd = self.sdcor
+        if sd.q < 3:
+            return False
+        if self.hold.any():
+            return True
+        r = np.eye(sd.q)
+        for (a, b), i in sd.pos.items():
+            if a != b:
+                r[a, b] = r[b, a] = z[i]
+        return bool(np.linalg.eigvalsh(r)[0] < CORRELATION_EIG_TOL)
 
     def _boundary(self, z: np.ndarray) -> np.ndarray:
         """Coordinates held where they are: SDs estimated at 0 with their correlations,

@@ -463,7 +463,7 @@ class SdCorLikelihood:
             jac=True,
             method="L-BFGS-B",
             bounds=param.bounds,
-            options={"maxiter": 1000, "ftol": 1e-15, "gtol": 1e-9},
+            options={"maxiter": 1000, "ftol": 1e-12, "gtol": 1e-9},
         )
         x = res.x if not where or res.fun <= lowest[0] else where[0]
         pt = self.evaluate(param.to_z(x), pinned_fe)
