@@ -37,6 +37,7 @@ __all__ = [
     "check_new_levels",
     "entries_new_to_groups",
     "new_levels_of",
+    "new_to_groups_problem",
     "refuse_new_to_groups",
 ]
 
@@ -150,20 +151,18 @@ def _unseen_problem(spec, df: pd.DataFrame, c: str, rows: np.ndarray) -> str:
     )
 
 
-def refuse_both(found: NewLevels, compute) -> None:
-    """Raise the refusal of ``found`` (levels the fit never saw), after ``compute()``
-    (the prediction, which refuses levels new to their groups with a
-    :class:`NewToGroupsError`): one message naming both kinds where rows hold both.
+def refuse_both(found: NewLevels, new_to_groups: str | None) -> None:
+    """Raise the refusal of ``found`` (levels the fit never saw), joined with
+    ``new_to_groups`` (:func:`new_to_groups_problem` of the same rows; None where
+    they hold no level new to its group): one message naming both kinds.
 
     Raises
     ------
     DataError
         Always.
     """
-    try:
-        compute()
-    except NewToGroupsError as err:
-        raise DataError(f"{found.refusal}; and {err.problem}; {REMEDY}") from None
+    if new_to_groups is not None:
+        raise DataError(f"{found.refusal}; and {new_to_groups}; {REMEDY}")
     raise DataError(f"{found.refusal}; {REMEDY}")
 
 
@@ -213,16 +212,11 @@ def entries_new_to_groups(idx: np.ndarray, slots, vc_cols, vc_vals) -> list[np.n
     ]
 
 
-def refuse_new_to_groups(entries, idx, vc_cols, group_labels, group_name, names) -> None:
-    """Raise a DataError naming the first groups and levels of ``entries``
-    (:func:`entries_new_to_groups`); ``names``: ``(vc_names, vc_column_names)`` of the
-    components, or None (then columns are shown by number).
-
-    Raises
-    ------
-    DataError
-        Always (when ``entries`` has one).
-    """
+def new_to_groups_problem(entries, idx, vc_cols, group_labels, group_name, names) -> str | None:
+    """What the rows of ``entries`` (:func:`entries_new_to_groups`) are refused for,
+    naming their first groups and levels, without the remedy (None: no such row);
+    ``names``: ``(vc_names, vc_column_names)`` of the components, or None (then
+    columns are shown by number)."""
     for comp, new in enumerate(entries):
         rows, ks = np.nonzero(new)
         if not rows.size:
@@ -238,12 +232,26 @@ def refuse_new_to_groups(entries, idx, vc_cols, group_labels, group_name, names)
         shown = ", ".join(f"group {g!r} level {v!r}" for g, v in zip(labels, levels, strict=True))
         more = ", ..." if len(pairs) > 5 else ""
         n_rows = int(np.logical_or.reduce([e.any(axis=1) for e in entries]).sum())
-        problem = (
+        return (
             f"{n_rows} row(s) of groups of {group_name!r} the fit saw hold levels of the "
             f"variance component {component} that the fit saw in other groups but not in "
             f"theirs ({shown}"
             f"{more}): their random effects in those groups were not estimated"
         )
+    return None
+
+
+def refuse_new_to_groups(entries, idx, vc_cols, group_labels, group_name, names) -> None:
+    """Raise a DataError naming the first groups and levels of ``entries``
+    (:func:`entries_new_to_groups`; :func:`new_to_groups_problem`).
+
+    Raises
+    ------
+    DataError
+        Always (when ``entries`` has one).
+    """
+    problem = new_to_groups_problem(entries, idx, vc_cols, group_labels, group_name, names)
+    if problem is not None:
         raise NewToGroupsError(
             f"{problem}; pass new_levels='population' to predict them at zero (lme4's "
             "allow.new.levels=TRUE), or new_levels='nan'",
