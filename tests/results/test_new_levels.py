@@ -148,6 +148,20 @@ def test_error_names_both_kinds_of_new_level(nested):
         nested.predict(both.iloc[1:], include_random=True)
 
 
+def test_refusal_of_both_kinds_does_not_run_the_prediction(nested, monkeypatch):
+    """The refusal naming both kinds of new level is built from the rows' entries, not
+    by running the prediction: an error the prediction would raise cannot replace it."""
+    from dmixed.results.prediction import Predictor
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the prediction ran")
+
+    monkeypatch.setattr(Predictor, "predict", broken)
+    both = pd.DataFrame({"school": ["A", "B", "B"], "cls": ["c3", "c9", "c2"], "x": 0.5})
+    with pytest.raises(DataError, match=r"level 'c9'\); and 1 row\(s\) of groups of 'school'"):
+        nested.predict(both, include_random=True)
+
+
 def test_get_prediction_takes_new_levels(nested):
     """A level new to the fit and one new to the group: both at zero, both adding the
     component's variance to the observation interval (with ``new_levels="population"``)."""

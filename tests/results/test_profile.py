@@ -8,6 +8,7 @@ component.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -563,3 +564,83 @@ def test_limit_not_found_warns_naming_the_parameter(sleepstudy, monkeypatch):
     monkeypatch.setattr(prof, "zeta", failing)
     with pytest.warns(ProfileWarning, match=r"the upper profile limit of Days is NaN"):
         assert np.isnan(prof.endpoint(k, 1.96))
+
+
+def _near_singular_three_data():
+    """Three random effects (``1 + x1 + x2``) of which two have small SDs: the ML
+    optimum is a Ψ of rank 2 whose correlations are each inside (−1, 1)."""
+    rng = np.random.default_rng(0)
+    m = int(rng.integers(15, 60))
+    q = int(rng.integers(2, 4))
+    sizes = rng.integers(2, 15, m)
+    g = np.repeat(np.arange(m), sizes)
+    n = g.size
+    df = pd.DataFrame(
+        {
+            "g": g,
+            "x1": rng.normal(size=n),
+            "x2": rng.normal(size=n),
+            "w": rng.uniform(0.5, 2, n),
+        }
+    )
+    lam = rng.normal(size=(q, q)) * rng.uniform(0.05, 1)
+    lam[:, 1:] *= 0.01
+    u = rng.normal(size=(m, q)) @ lam.T
+    z = np.column_stack([np.ones(n), df.x1, df.x2])[:, :q]
+    df["y"] = 1 + df.x1 + (z * u[g]).sum(1) + rng.normal(size=n)
+    return df
+
+
+def test_near_singular_psi_sd_and_fixed_limits_are_the_profile_crossings():
+    """Ψ (3 × 3) estimated singular with correlations inside (−1, 1): the ML optimum is
+    the maximum over the positive semi-definite cone, and the upper limit of the first
+    SD and the lower limit of the intercept are the crossings of a brute-force profile
+    (the base's, 1.2044 and 0.5533, were not: its profile started from
+    an optimum below the maximum)."""
+    df = _near_singular_three_data()
+    model = dmixed.mixedlm("y ~ x1 + x2", df, groups="g", re_formula="1 + x1 + x2")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BoundaryWarning)
+        res = model.fit(reml=True)
+    ci = res.confint(parm=[".sig01", "Intercept"])
+    prof = ProfileIntervals(res)
+    loglike = _dense_ml(
+        df.y.to_numpy(), np.asarray(res.model.exog), np.asarray(res.model.exog_re), df.g.to_numpy()
+    )
+
+    # starts: the estimates (R's factor rows, made positive definite) and a rotation
+    est = prof.estimate
+    r = np.eye(3)
+    r[0, 1], r[0, 2], r[1, 2] = est[1], est[2], est[4]
+    r = np.triu(r) + np.triu(r, 1).T
+    f0 = np.linalg.cholesky(r + 1e-4 * np.eye(3))
+    at = np.r_[np.log(np.maximum(est[[0, 3, 5]], 1e-3)), f0[1, :2], f0[2], np.log(est[6])]
+    starts = [at, at + np.r_[0.1, 0.3, -0.1, 0.2, -0.2, 0.1, 0.2, -0.2, 0.05]]
+
+    def best(pinned_fe=None, sd1=None):
+        def negative(u):
+            f = np.array([[1.0, 0.0, 0.0], [*u[3:5], 0.0], u[5:8]])
+            f /= np.linalg.norm(f, axis=1)[:, None]
+            sds = np.exp(u[:3])
+            if sd1 is not None:
+                sds[0] = sd1
+            return -loglike(np.outer(sds, sds) * (f @ f.T), np.exp(u[8]), pinned_fe)
+
+        top = -np.inf
+        for start in starts:
+            out = optimize.minimize(
+                negative,
+                start,
+                method="Nelder-Mead",
+                options=dict(xatol=1e-10, fatol=1e-12, maxiter=40000, maxfev=40000),
+            )
+            top = max(top, -out.fun)
+        return top
+
+    assert prof.llf == pytest.approx(best(), abs=1e-6)
+    crit = stats.norm.ppf(0.975)
+    upper = ci.loc[".sig01"].iloc[1]
+    assert np.sqrt(2 * (prof.llf - best(sd1=upper))) == pytest.approx(crit, abs=2e-3)
+    lower = ci.loc["Intercept"].iloc[0]
+    zeta = -np.sqrt(2 * (prof.llf - best(pinned_fe=(0, lower))))
+    assert zeta == pytest.approx(-crit, abs=2e-3)
