@@ -37,8 +37,9 @@ The hierarchy follows formulaic's ``errors.py`` (one root, grouped subclasses)::
     │                          written as text) is used as a factor in a plain term
     ├── TextConversionWarning  Dask turned an object column of numbers (Decimal, say)
     │                          or of tuple group keys into text that dmixed reads
-    └── ConstraintRankWarning  a joint Wald test's constraints are dependent: tested on
-                               their rank (statsmodels' ValueWarning)
+    ├── ConstraintRankWarning  a joint Wald test's constraints are dependent: tested on
+    │                          their rank (statsmodels' ValueWarning)
+    └── ProfileWarning         a profile-likelihood limit could not be found (NaN)
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ __all__ = [
     "TextConversionWarning",
     "UnseenGroupsWarning",
     "ConstraintRankWarning",
+    "ProfileWarning",
 ]
 
 
@@ -213,3 +215,10 @@ class ConstraintRankWarning(DmixedWarning):
     """The constraints of a joint Wald test are linearly dependent (``R Σ R'`` is
     singular): the test uses its pseudo-inverse and its rank as degrees of freedom, as
     statsmodels' ``wald_test`` does after its ``ValueWarning``."""
+
+
+class ProfileWarning(DmixedWarning):
+    """A limit of a profile-likelihood interval (``confint(method="profile")``,
+    ``profile_ci``) could not be found: the profile's maximization failed at a point
+    or its ζ did not reach the cut-off; the limit is NaN and the message names the
+    parameter and why (lme4's ``confint.merMod`` gives NA with a warning)."""

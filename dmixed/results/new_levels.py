@@ -33,11 +33,31 @@ from ..errors import DataError, SpecError
 __all__ = [
     "NEW_LEVELS",
     "NewLevels",
+    "NewToGroupsError",
     "check_new_levels",
     "entries_new_to_groups",
     "new_levels_of",
+    "new_to_groups_problem",
     "refuse_new_to_groups",
 ]
+
+#: What a refusal of new levels says to do.
+REMEDY = (
+    "pass new_levels='population' to predict them with those random effects at zero "
+    "(lme4's allow.new.levels=TRUE), or new_levels='nan'"
+)
+
+
+class NewToGroupsError(DataError):
+    """The refusal of :func:`refuse_new_to_groups` (levels seen in other groups only);
+    :attr:`problem` is its message without the remedy, for a refusal that also names
+    levels the fit never saw (:func:`refuse_both`; the whole message when made from one
+    alone, as where a partition's number is added)."""
+
+    def __init__(self, message: str, problem: str | None = None) -> None:
+        super().__init__(message)
+        self.problem = message if problem is None else problem
+
 
 #: What ``include_random=True`` gives rows (of groups the fit saw) with a level of a
 #: variance component the fit did not see.
@@ -63,6 +83,10 @@ class NewLevels:
 
     rows: np.ndarray
     clear: list[tuple[int, np.ndarray, int, int]]
+    #: with ``new_levels="error"``, what rows of fitted groups with levels the fit never
+    #: saw are refused for (raised once the design shows whether the rows hold levels
+    #: new to their groups as well: :func:`refuse_both`); None: no such row
+    refusal: str | None = None
 
     def apply(self, dm) -> tuple[np.ndarray, np.ndarray]:
         """Drop the cleared entries of ``dm`` (design matrices of the frame's kept rows,
@@ -114,17 +138,32 @@ def _reads_only_vc(spec) -> list[str]:
     return [c for c in vc_only_columns(spec) if c not in re_columns]
 
 
-def _refuse(spec, df: pd.DataFrame, c: str, rows: np.ndarray) -> None:
+def _unseen_problem(spec, df: pd.DataFrame, c: str, rows: np.ndarray) -> str:
+    """What rows of fitted groups with levels of ``c`` the fit never saw are refused
+    for (without the remedy)."""
     pairs = df.loc[rows, [spec.group_name, c]].drop_duplicates()
     groups, levels = (py_scalars(pairs.iloc[:5, j].tolist()) for j in (0, 1))
     shown = ", ".join(f"group {g!r} level {v!r}" for g, v in zip(groups, levels, strict=True))
     more = ", ..." if len(pairs) > 5 else ""
-    raise DataError(
+    return (
         f"{int(rows.sum())} row(s) of groups the fit saw hold levels of {c!r} that the fit "
-        f"did not see in the variance components ({shown}{more}); pass "
-        "new_levels='population' to predict them with those random effects at zero "
-        "(lme4's allow.new.levels=TRUE), or new_levels='nan'"
+        f"did not see in the variance components ({shown}{more})"
     )
+
+
+def refuse_both(found: NewLevels, new_to_groups: str | None) -> None:
+    """Raise the refusal of ``found`` (levels the fit never saw), joined with
+    ``new_to_groups`` (:func:`new_to_groups_problem` of the same rows; None where
+    they hold no level new to its group): one message naming both kinds.
+
+    Raises
+    ------
+    DataError
+        Always.
+    """
+    if new_to_groups is not None:
+        raise DataError(f"{found.refusal}; and {new_to_groups}; {REMEDY}")
+    raise DataError(f"{found.refusal}; {REMEDY}")
 
 
 def new_levels_of(spec, df: pd.DataFrame, group_labels, new_levels: str):
@@ -148,9 +187,10 @@ def new_levels_of(spec, df: pd.DataFrame, group_labels, new_levels: str):
     known = pd.Index(labels).get_indexer(pd.Index(keys)) >= 0
     df = df.copy(deep=False)
     clear = []
+    refusals = []
     for c, rows in found.items():
         if new_levels == "error" and (rows & known).any():
-            _refuse(spec, df, c, rows & known)
+            refusals.append(_unseen_problem(spec, df, c, rows & known))
         df[c] = _known_level(spec, df[c], c, rows)
         for comp, plan in enumerate(spec.vc_plans):
             for block in plan.blocks:
@@ -158,7 +198,7 @@ def new_levels_of(spec, df: pd.DataFrame, group_labels, new_levels: str):
                     width = int(np.prod([f.width for f in block.factors]))
                     clear.append((comp, rows, block.offset, block.offset + width))
     every = np.logical_or.reduce(list(found.values()))
-    return df, NewLevels(every & known, clear)
+    return df, NewLevels(every & known, clear, "; ".join(refusals) or None)
 
 
 def entries_new_to_groups(idx: np.ndarray, slots, vc_cols, vc_vals) -> list[np.ndarray]:
@@ -172,16 +212,11 @@ def entries_new_to_groups(idx: np.ndarray, slots, vc_cols, vc_vals) -> list[np.n
     ]
 
 
-def refuse_new_to_groups(entries, idx, vc_cols, group_labels, group_name, names) -> None:
-    """Raise a DataError naming the first groups and levels of ``entries``
-    (:func:`entries_new_to_groups`); ``names``: ``(vc_names, vc_column_names)`` of the
-    components, or None (then columns are shown by number).
-
-    Raises
-    ------
-    DataError
-        Always (when ``entries`` has one).
-    """
+def new_to_groups_problem(entries, idx, vc_cols, group_labels, group_name, names) -> str | None:
+    """What the rows of ``entries`` (:func:`entries_new_to_groups`) are refused for,
+    naming their first groups and levels, without the remedy (None: no such row);
+    ``names``: ``(vc_names, vc_column_names)`` of the components, or None (then
+    columns are shown by number)."""
     for comp, new in enumerate(entries):
         rows, ks = np.nonzero(new)
         if not rows.size:
@@ -197,11 +232,28 @@ def refuse_new_to_groups(entries, idx, vc_cols, group_labels, group_name, names)
         shown = ", ".join(f"group {g!r} level {v!r}" for g, v in zip(labels, levels, strict=True))
         more = ", ..." if len(pairs) > 5 else ""
         n_rows = int(np.logical_or.reduce([e.any(axis=1) for e in entries]).sum())
-        raise DataError(
+        return (
             f"{n_rows} row(s) of groups of {group_name!r} the fit saw hold levels of the "
             f"variance component {component} that the fit saw in other groups but not in "
             f"theirs ({shown}"
-            f"{more}): their random effects in those groups were not estimated; pass "
-            "new_levels='population' to predict them at zero (lme4's "
-            "allow.new.levels=TRUE), or new_levels='nan'"
+            f"{more}): their random effects in those groups were not estimated"
+        )
+    return None
+
+
+def refuse_new_to_groups(entries, idx, vc_cols, group_labels, group_name, names) -> None:
+    """Raise a DataError naming the first groups and levels of ``entries``
+    (:func:`entries_new_to_groups`; :func:`new_to_groups_problem`).
+
+    Raises
+    ------
+    DataError
+        Always (when ``entries`` has one).
+    """
+    problem = new_to_groups_problem(entries, idx, vc_cols, group_labels, group_name, names)
+    if problem is not None:
+        raise NewToGroupsError(
+            f"{problem}; pass new_levels='population' to predict them at zero (lme4's "
+            "allow.new.levels=TRUE), or new_levels='nan'",
+            problem,
         )

@@ -29,6 +29,8 @@ from .new_levels import (
     check_new_levels,
     entries_new_to_groups,
     new_levels_of,
+    new_to_groups_problem,
+    refuse_both,
     refuse_new_to_groups,
 )
 
@@ -306,6 +308,22 @@ class Predictor:
             refuse_new_to_groups(entries, idx, rows.vc_cols, self.group_labels, name, self.vc_names)
         return fresh
 
+    def new_to_groups_problem(self, rows, name: str) -> str | None:
+        """What rows of fitted groups in ``rows`` with a level their group did not have
+        in the fit are refused for (:func:`~dmixed.results.new_levels.
+        new_to_groups_problem`), None where there is none; unseen groups are not
+        warned of (the prediction that follows warns), and keys the fit cannot match
+        give None (that refusal is the caller's, not this one's)."""
+        try:
+            idx = self.positions(rows.groups, name, "nan", warn=False)
+        except DataError:
+            return None
+        slots = self.vc_slots(idx, rows.vc_cols, rows.vc_vals)
+        entries = entries_new_to_groups(idx, slots, rows.vc_cols, rows.vc_vals)
+        return new_to_groups_problem(
+            entries, idx, rows.vc_cols, self.group_labels, name, self.vc_names
+        )
+
     def random_part(self, idx: np.ndarray, exog_re, vc_cols, vc_vals, slots=None) -> np.ndarray:
         """``Z̃_row · γ̂_group`` for every row, given each row's fitted group (``idx`` from
         :meth:`positions`); 0 for groups (and VC columns) not in the fit, whose random
@@ -438,14 +456,12 @@ def predict_frame(
         del squares  # a new level's random effect has mean zero
         return predictor.predict(dm, include_random, spec.group_name, new_groups, new_levels, warn)
 
-    values = on_rows_with_new_levels(
-        spec, df, predictor.group_labels, include_random, new_levels, compute, 1
-    )
+    values = on_rows_with_new_levels(spec, df, predictor, include_random, new_levels, compute, 1)
     return pd.Series(values[:, 0], index=df.index)
 
 
 def on_rows_with_new_levels(
-    spec, df: pd.DataFrame, group_labels, include_random: bool, new_levels: str, compute, width
+    spec, df: pd.DataFrame, predictor, include_random: bool, new_levels: str, compute, width
 ):
     """:func:`on_frame_rows` for rows whose variance components may hold levels the fit
     did not see (:func:`~dmixed.results.new_levels.new_levels_of`): ``compute(dm,
@@ -460,12 +476,14 @@ def on_rows_with_new_levels(
     """
     found = None
     if include_random and spec.vc_plans and len(df):
-        df, found = new_levels_of(spec, df, group_labels, new_levels)
+        df, found = new_levels_of(spec, df, predictor.group_labels, new_levels)
 
     def run(dm):
         if found is None:
             return compute(dm, np.zeros((len(dm.exog), len(dm.vc_cols))))
         fresh, squares = found.apply(dm)
+        if found.refusal is not None:
+            refuse_both(found, predictor.new_to_groups_problem(dm, spec.group_name))
         out = np.asarray(compute(dm, squares), dtype=np.float64).reshape(len(fresh), width)
         if new_levels == "nan":
             out[fresh] = np.nan

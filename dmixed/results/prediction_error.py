@@ -391,7 +391,7 @@ def moments_frame(
     values = on_rows_with_new_levels(
         spec,
         df,
-        variance.predictor.group_labels,
+        variance.predictor,
         include_random,
         new_levels,
         compute,

@@ -20,13 +20,13 @@ evaluation is one engine step and one Hessian pass on the statistics: no data pa
 
 from __future__ import annotations
 
-import logging
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
 
-from ..errors import SpecError
+from ..errors import ProfileWarning, SpecError
 from ..fit.likelihood import Likelihood
 from ..inference import check_alpha, check_level
 from .sdcor import SdCorLikelihood, SdCorPoint, sdcor_names
@@ -40,11 +40,16 @@ __all__ = [
     "variance_intervals",
 ]
 
-logger = logging.getLogger("dmixed")
-
 #: |ζ − target| below which the endpoint is the Newton point ``x − (ζ − target)/ζ'``
 #: without a further profile (its error is of the order of this squared)
 ZETA_TOL = 1e-3
+
+#: the smallest eigenvalue of Ψ's correlation matrix below which the ML optimum is
+#: also sought over a factor of the correlations (:meth:`ProfileIntervals._off_cone`)
+CORRELATION_EIG_TOL = 1e-6
+
+#: an SD (relative to σ) below which the factor's maximum is taken to be on 0
+SD_ZERO = 1e-7
 #: profile points per endpoint before giving up (NaN)
 MAX_STEPS = 60
 
@@ -115,15 +120,62 @@ class ProfileIntervals:
             best, converged = sdcor.maximize_bounded(z0, hold=self.hold)
         if not converged:
             raise SpecError("the ML estimates could not be found from the fit's")
+        best = self._off_cone(best)
         hold = self._boundary(best.z)  # the ML optimum may be on a bound the fit was not
         if (hold != self.hold).any():
             self.hold = hold
-            best, _ = sdcor.maximize(best.z, hold=hold, decrement=1e-12)
+            polished, ok = sdcor.maximize(best.z, hold=hold, decrement=1e-12)
+            if ok or not self.singular:
+                best = polished
         self.best = best
         self.estimate = best.z
         self.llf = best.llf
         self.se = _standard_errors(best.hess, ~self.hold)
         self.exact_hessians = _hessian_is_cheap(sdcor)
+
+    def _off_cone(self, best: SdCorPoint) -> SdCorPoint:
+        """The higher of ``best`` and the maximum over a factor of Ψ's correlations
+        (:meth:`~dmixed.results.sdcor.SdCorLikelihood.maximize_factored`) from it,
+        tried only where Ψ at ``best`` is singular or nearly so (:meth:`_near_singular`).
+
+        Newton's steps in SDs and correlations stop short of a maximum where Ψ is
+        singular with correlations inside (−1, 1) (several near 1 together): there the
+        boundary of the positive semi-definite cone is curved in these coordinates.
+        :attr:`singular` records that the factor's maximum was the higher, and the
+        profile points are then maximized the same way.  An SD that the factor's
+        maximum leaves within :data:`SD_ZERO` of 0 is set to 0 (and held there by
+        :meth:`_boundary`): whether it lands on 0 or just above is rounding, and its
+        correlations are not identified either way."""
+        self.singular = False
+        if not self._near_singular(best.z):
+            return best
+        other, ok = self.sdcor.maximize_factored(best.z, hold=self.hold)
+        if not ok or not other.llf > best.llf + 1e-8:
+            return best
+        self.singular = True
+        sd = self.sdcor
+        tiny = [k for k in range(sd.n_cov) if sd.kinds[k] != "cor" and 0 < other.z[k] < SD_ZERO]
+        if tiny:
+            z = other.z.copy()
+            z[tiny] = 0.0
+            other = sd.evaluate(z)
+        return other
+
+    def _near_singular(self, z: np.ndarray) -> bool:
+        """Whether Ψ at ``z`` is singular or nearly so: three or more random effects
+        (with two, the factor's coordinates are the box of :meth:`maximize_bounded`)
+        and a coordinate held on its bound, or a smallest eigenvalue of the
+        correlation matrix below :data:`CORRELATION_EIG_TOL`."""
+        sd = self.sdcor
+        if sd.q < 3:
+            return False
+        if self.hold.any():
+            return True
+        r = np.eye(sd.q)
+        for (a, b), i in sd.pos.items():
+            if a != b:
+                r[a, b] = r[b, a] = z[i]
+        return bool(np.linalg.eigvalsh(r)[0] < CORRELATION_EIG_TOL)
 
     def _boundary(self, z: np.ndarray) -> np.ndarray:
         """Coordinates held where they are: SDs estimated at 0 with their correlations,
@@ -162,10 +214,13 @@ class ProfileIntervals:
             z0 = near.z.copy()
             z0[k] = x
         start_hess = None if self.exact_hessians or self.hold[k] else near.hess
-        pt, converged = sd.maximize(z0, pinned=k, hold=hold, hess=start_hess, decrement=1e-6)
+        if self.singular:
+            pt, converged = self._factored(z0, k, x, hold), True
+        else:
+            pt, converged = sd.maximize(z0, pinned=k, hold=hold, hess=start_hess, decrement=1e-6)
         if not converged:
             pt = self._retry(near, k, x, hold)
-        elif self._on_bound(pt, hold | self.hold):
+        elif not self.singular and self._on_bound(pt, hold | self.hold):
             # a bound can hold a local maximum that the warm start walked into: the
             # maximum from the estimates too, the higher kept
             z1 = self.estimate.copy()
@@ -173,10 +228,24 @@ class ProfileIntervals:
             other, ok = sd.maximize(z1, pinned=k, hold=hold, decrement=1e-6)
             if ok and other.llf > pt.llf:
                 pt = other
+        pt = self._on_held_bound(pt, z0, k, hold)
         dev = max(2.0 * (self.llf - pt.llf), 0.0)
         zeta = math.copysign(math.sqrt(dev), x - self.estimate[k])
         slope = -pt.grad[k] / zeta if zeta != 0.0 and pt.grad is not None else np.nan
         return zeta, slope, pt
+
+    def _on_held_bound(self, pt: SdCorPoint, z0: np.ndarray, k: int, hold: np.ndarray):
+        """``pt``, or the maximum with the correlations estimated at ±1 kept there if
+        that is higher: the profile can have a local maximum inside as well as one on
+        the bound where the estimates are, and a warm start can reach either."""
+        held = self.hold & (self.sdcor.kinds == "cor") & ~self._correlations_of_held()
+        held[k] = False
+        if not held.any() or np.array_equal(pt.z[held], self.estimate[held]):
+            return pt
+        z1 = z0.copy()
+        z1[held] = self.estimate[held]
+        other, ok = self.sdcor.maximize(z1, pinned=k, hold=hold | held, decrement=1e-6)
+        return other if ok and not other.llf <= pt.llf else pt
 
     def _on_bound(self, pt: SdCorPoint, hold: np.ndarray) -> bool:
         """Whether a coordinate not in ``hold`` (nor on a bound at the estimates) is on
@@ -187,7 +256,8 @@ class ProfileIntervals:
     def _retry(self, near: SdCorPoint, k: int, x: float, hold: np.ndarray) -> SdCorPoint:
         """Bounded quasi-Newton maximizations (where Newton's steps stalled on a bound:
         another SD at 0, a correlation at ±1) from ``near`` and from the estimates,
-        the higher kept (a bound can hold a local maximum); NaN ℓ if both fail."""
+        the higher kept (a bound can hold a local maximum), then over a factor of
+        the correlations (a maximum on a singular Ψ); NaN ℓ if all fail."""
         best = SdCorPoint(near.z, -np.inf)
         for start in (near.z, self.estimate):
             z0 = start.copy()
@@ -195,10 +265,27 @@ class ProfileIntervals:
             pt, converged = self.sdcor.maximize_bounded(z0, pinned=k, hold=hold)
             if converged and pt.llf > best.llf:
                 best = pt
+        if self.sdcor.q >= 2:
+            z0 = near.z.copy()
+            z0[k] = x
+            pt = self._factored(z0, k, x, hold)
+            if pt.llf > best.llf:
+                best = pt
         if np.isfinite(best.llf):
             return best
-        logger.warning("profile of %s at %.6g did not converge", self.names[k], x)
         return SdCorPoint(best.z, np.nan)
+
+    def _factored(self, z0: np.ndarray, k: int, x: float, hold: np.ndarray) -> SdCorPoint:
+        """max ℓ at ``z_k = x`` over a factor of the correlations, from ``z0`` and from
+        the estimates, the higher kept (NaN ℓ where neither ends on a maximum)."""
+        z1 = self.estimate.copy()
+        z1[k] = x
+        best = SdCorPoint(z0, np.nan)
+        for start in (z0, z1):
+            pt, converged = self.sdcor.maximize_factored(start, pinned=k, hold=hold)
+            if converged and not pt.llf <= best.llf:
+                best = pt
+        return best
 
     # -- endpoints ----------------------------------------------------------------------
 
@@ -215,6 +302,7 @@ class ProfileIntervals:
             if self.sdcor.kinds[k] != "cor":
                 return 0.0, self.endpoint(k, crit)
             if self._correlations_of_held()[k]:
+                self._no_limit(k, 0.0, "a correlation of an SD estimated at 0 is not identified")
                 return np.nan, np.nan
             if x_hat < 0:
                 return -1.0, self.endpoint(k, crit)
@@ -245,7 +333,12 @@ class ProfileIntervals:
             zeta, slope, pt = self.zeta(k, x, near)
             f = zeta - target
             if not np.isfinite(f):
-                return np.nan
+                return self._no_limit(
+                    k,
+                    side,
+                    f"the maximum over the other parameters at {self.names[k]} = {x:.6g} "
+                    "was not found",
+                )
             if abs(f) < ZETA_TOL:
                 return float(x - f / slope) if np.isfinite(slope) and slope > 0 else float(x)
             if side * f < 0:
@@ -255,6 +348,25 @@ class ProfileIntervals:
             else:
                 outside = (t, f, pt)
             t = _next_t(t, f, slope * _dx_dt(kind, x), t_ref, inside, outside, fwd, inv)
+        return self._no_limit(
+            k, side, f"its profile did not cross the cut-off {target:+.4g} in {MAX_STEPS} points"
+        )
+
+    def _no_limit(self, k: int, side: float, why: str) -> float:
+        """NaN, with a :class:`~dmixed.errors.ProfileWarning` naming the limit (the
+        upper for ``side`` > 0, the lower for < 0, both for 0) and why."""
+        which = (
+            "upper profile limit"
+            if side > 0
+            else "lower profile limit"
+            if side < 0
+            else "profile limits"
+        )
+        warnings.warn(
+            f"the {which} of {self.names[k]} {'are' if side == 0 else 'is'} NaN: {why}",
+            ProfileWarning,
+            stacklevel=4,
+        )
         return np.nan
 
     def _first_step(self, k: int, target: float, fwd) -> tuple[float, float]:

@@ -426,6 +426,56 @@ class SdCorLikelihood:
         pt = self.evaluate(z, pinned_fe)
         return pt, bool(np.isfinite(pt.llf))
 
+    def maximize_factored(
+        self, z0: np.ndarray, pinned: int | None = None, hold: np.ndarray | None = None
+    ) -> tuple[SdCorPoint, bool]:
+        """max ℓ as :meth:`maximize`, by L-BFGS-B over the SDs (≥ 0), σ and the rows of a
+        Cholesky factor of the correlation matrix of Ψ (each row normalized): every
+        point is a positive semi-definite Ψ, so a maximum on the boundary of that cone
+        (a singular Ψ, correlations that together are at their limit while each is
+        inside (−1, 1)) is an interior point here, where Newton's steps in ``z`` and
+        the box bounds of :meth:`maximize_bounded` stall.  A pinned correlation
+        ``ρ_ab = x`` is kept exactly (rows ``a`` and ``b`` first, as ``e₁`` and
+        ``(x, √(1 − x²))``); the correlations in ``hold`` move (only the SDs, σ and
+        the components' SDs in it are kept).  The point comes with its gradient and
+        exact Hessian in ``z``, and whether the optimizer ended on a maximum.
+        """
+        from scipy import optimize  # noqa: PLC0415  (dmixed imports without scipy)
+
+        param = _FactoredCorrelations(self, np.array(z0, dtype=np.float64), pinned, hold)
+        pinned_fe = pinned - self.n_c if pinned is not None and pinned >= self.n_c else None
+        lowest = [np.inf]  # the lowest −ℓ evaluated, and where (the optimizer's own
+        where: list[np.ndarray] = []  # end can be a rejected line-search point)
+
+        def negative(x):
+            z = param.to_z(x)
+            pt = self.evaluate(z, pinned_fe, order=1)
+            if not np.isfinite(pt.llf):
+                return np.inf, np.zeros(x.size)
+            if -pt.llf < lowest[0]:
+                lowest[0] = -pt.llf
+                where[:] = [x.copy()]
+            return -pt.llf, -param.gradient(x, pt.grad)
+
+        res = optimize.minimize(
+            negative,
+            param.x0,
+            jac=True,
+            method="L-BFGS-B",
+            bounds=param.bounds,
+            options={"maxiter": 1000, "ftol": 1e-12, "gtol": 1e-9},
+        )
+        x = res.x if not where or res.fun <= lowest[0] else where[0]
+        pt = self.evaluate(param.to_z(x), pinned_fe)
+        if not np.isfinite(pt.llf):
+            return pt, False
+        # a line search ending short of ftol at the optimum is a maximum too: the
+        # projected gradient in the factor's coordinates decides
+        g = param.gradient(x, pt.grad)
+        lo = np.array([b[0] if b[0] is not None else -np.inf for b in param.bounds])
+        g = np.where((x <= lo) & (g < 0), 0.0, g)
+        return pt, bool(res.success or np.max(np.abs(g), initial=0.0) < 1e-4)
+
     def _line_search(self, pt: SdCorPoint, step: np.ndarray, pinned_fe) -> SdCorPoint | None:
         """The step, halved until ℓ does not fall (the gradient where accepted)."""
         t = 1.0
@@ -510,3 +560,104 @@ def _hessian(hs, prof, n: int, s: float, u_e_u) -> np.ndarray:
     h[p : p + m, :p] = h[:p, p : p + m].T
     h[-1, :-1] = h[:-1, -1]
     return 0.5 * (h + h.T)
+
+
+class _FactoredCorrelations:
+    """``x ↦ z`` for :meth:`SdCorLikelihood.maximize_factored`: ``x`` holds the free
+    SDs (Ψ's, the components', σ) and, for each row of the correlations' Cholesky
+    factor after the first (after the first two with a pinned correlation), its
+    leading entries, normalized to a unit row; every other coordinate of ``z`` (β
+    included) is ``z0``'s."""
+
+    def __init__(self, sd: SdCorLikelihood, z0, pinned: int | None, hold) -> None:
+        self.sd, self.z0 = sd, z0.copy()
+        q = sd.q
+        kinds = sd.kinds
+        held = np.zeros(z0.size, dtype=bool) if hold is None else hold.copy()
+        held &= kinds != "cor"
+        self.scales = np.flatnonzero((kinds[: sd.n_c] != "cor") & ~held[: sd.n_c])
+        self.scales = self.scales[self.scales != pinned]
+        self.pinned_cor = None
+        order = list(range(q))
+        if pinned is not None and kinds[pinned] == "cor":
+            a, b = next(ab for ab, i in sd.pos.items() if i == pinned)
+            self.pinned_cor = float(np.clip(z0[pinned], -1.0, 1.0))
+            order = [a, b] + [i for i in range(q) if i not in (a, b)]
+        self.order = order
+        self.first_free = 2 if self.pinned_cor is not None else 1
+        factor = self._start_factor(z0)
+        rows = [factor[i, : i + 1] for i in range(self.first_free, q)]
+        self.sizes = [r.size for r in rows]
+        self.x0 = np.concatenate([z0[self.scales]] + rows) if q else z0[self.scales].copy()
+        sigma_floor = 1e-8 * max(float(z0[sd.sigma_ix]), 1e-300)
+        self.bounds = [
+            (sigma_floor, None) if k == sd.sigma_ix else (0.0, None) for k in self.scales
+        ] + [(None, None)] * int(sum(self.sizes))
+
+    def _start_factor(self, z0) -> np.ndarray:
+        """A lower-triangular factor of z0's correlations in :attr:`order` (made
+        positive definite first), rows normalized."""
+        sd, q = self.sd, self.sd.q
+        r = np.eye(q)
+        for (a, b), i in sd.pos.items():
+            if a != b:
+                r[a, b] = r[b, a] = np.clip(z0[i], -1.0, 1.0)
+        r = r[np.ix_(self.order, self.order)]
+        vals, vecs = np.linalg.eigh(r)
+        r = (vecs * np.maximum(vals, 1e-6)) @ vecs.T
+        d = np.sqrt(np.diag(r))
+        factor = np.linalg.cholesky(r / np.outer(d, d))
+        return factor / np.linalg.norm(factor, axis=1)[:, None]
+
+    def _factor(self, x) -> tuple[np.ndarray, list[float]]:
+        """The unit rows (in :attr:`order`) and the norms of the free rows before
+        normalizing."""
+        q = self.sd.q
+        u = np.zeros((q, q))
+        if q:
+            u[0, 0] = 1.0
+        if self.pinned_cor is not None:
+            u[1, 0] = self.pinned_cor
+            u[1, 1] = np.sqrt(max(1.0 - self.pinned_cor**2, 0.0))
+        norms = []
+        at = self.scales.size
+        for i, size in zip(range(self.first_free, q), self.sizes, strict=True):
+            v = x[at : at + size]
+            at += size
+            norm = float(np.linalg.norm(v))
+            norms.append(norm)
+            u[i, :size] = v / norm if norm > 0 else np.eye(size)[-1]
+        return u, norms
+
+    def to_z(self, x) -> np.ndarray:
+        sd = self.sd
+        z = self.z0.copy()
+        z[self.scales] = x[: self.scales.size]
+        u, _ = self._factor(x)
+        cors = np.clip(u @ u.T, -1.0, 1.0)
+        inv = np.argsort(self.order)
+        for (a, b), i in sd.pos.items():
+            if a != b:
+                z[i] = cors[inv[a], inv[b]]
+        return z
+
+    def gradient(self, x, grad_z) -> np.ndarray:
+        """∂ℓ/∂x from ∂ℓ/∂z (chain rule through ``ρ_ab = u_a·u_b``, ``u = v/|v|``)."""
+        sd, q = self.sd, self.sd.q
+        out = np.empty(x.size)
+        out[: self.scales.size] = grad_z[self.scales]
+        if not q:
+            return out
+        u, norms = self._factor(x)
+        g = np.zeros((q, q))  # ∂ℓ/∂ρ in :attr:`order`
+        inv = np.argsort(self.order)
+        for (a, b), i in sd.pos.items():
+            if a != b:
+                g[inv[a], inv[b]] = g[inv[b], inv[a]] = grad_z[i]
+        du = g @ u  # ∂ℓ/∂u_i = Σ_j g_ij u_j
+        at = self.scales.size
+        for i, size, norm in zip(range(self.first_free, q), self.sizes, norms, strict=True):
+            ui, gi = u[i, :size], du[i, :size]
+            out[at : at + size] = (gi - ui * (ui @ gi)) / norm if norm > 0 else 0.0
+            at += size
+        return out

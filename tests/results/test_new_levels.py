@@ -125,6 +125,43 @@ def test_a_level_new_to_its_group_follows_new_levels(nested):
         nested.predict(dd.from_pandas(REUSED, npartitions=1), include_random=True).compute()
 
 
+def test_error_names_both_kinds_of_new_level(nested):
+    """Rows with a level the fit never saw and rows with one seen in other groups only:
+    one refusal names both (``new_levels="nan"`` makes both rows NaN), in process and
+    on Dask; either alone is refused as before."""
+    both = pd.DataFrame({"school": ["A", "B", "B"], "cls": ["c3", "c9", "c2"], "x": 0.5})
+    want = (
+        r"1 row\(s\) of groups the fit saw hold levels of 'cls' that the fit did not see "
+        r"in the variance components \(group 'B' level 'c9'\); and 1 row\(s\) of groups "
+        r"of 'school' the fit saw hold levels of the variance component 'cls' that the fit "
+        r"saw in other groups but not in theirs \(group 'A' level 'C\(cls\)\[c3\]'\).*"
+        r"new_levels='nan'$"
+    )
+    for call in (nested.predict, nested.get_prediction):
+        with pytest.raises(DataError, match=want):
+            call(both, include_random=True)
+    with pytest.raises(DataError, match=want):
+        nested.predict(dd.from_pandas(both, npartitions=1), include_random=True).compute()
+    nan = nested.predict(both, include_random=True, new_levels="nan")
+    assert np.isnan(nan[[0, 1]]).all() and np.isfinite(nan[2])
+    with pytest.raises(DataError, match=r"\(group 'B' level 'c9'\); pass new_levels="):
+        nested.predict(both.iloc[1:], include_random=True)
+
+
+def test_refusal_of_both_kinds_does_not_run_the_prediction(nested, monkeypatch):
+    """The refusal naming both kinds of new level is built from the rows' entries, not
+    by running the prediction: an error the prediction would raise cannot replace it."""
+    from dmixed.results.prediction import Predictor
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the prediction ran")
+
+    monkeypatch.setattr(Predictor, "predict", broken)
+    both = pd.DataFrame({"school": ["A", "B", "B"], "cls": ["c3", "c9", "c2"], "x": 0.5})
+    with pytest.raises(DataError, match=r"level 'c9'\); and 1 row\(s\) of groups of 'school'"):
+        nested.predict(both, include_random=True)
+
+
 def test_get_prediction_takes_new_levels(nested):
     """A level new to the fit and one new to the group: both at zero, both adding the
     component's variance to the observation interval (with ``new_levels="population"``)."""

@@ -8,6 +8,7 @@ component.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -376,3 +377,270 @@ def test_estimate_on_the_bound_brute_force():
                 assert abs(zeta) < crit
             else:
                 assert zeta == pytest.approx(target, abs=1e-5), (name, j)
+
+
+def _dense_ml(y, x, z, g):
+    """ℓ_ML(Ψ, σ, β) by groups from each group's cross-products (V⁻¹ by Woodbury in a
+    form valid for a singular Ψ), with β at its GLS estimate given ``β_j = b`` when
+    ``pinned = (j, b)``."""
+    groups, inv = np.unique(g, return_inverse=True)
+    m = groups.size
+    zz = np.zeros((m, z.shape[1], z.shape[1]))
+    np.add.at(zz, inv, z[:, :, None] * z[:, None, :])
+    zx = np.zeros((m, z.shape[1], x.shape[1]))
+    np.add.at(zx, inv, z[:, :, None] * x[:, None, :])
+    zy = np.zeros((m, z.shape[1]))
+    np.add.at(zy, inv, z * y[:, None])
+    xx, xy, yy = x.T @ x, x.T @ y, y @ y
+
+    def loglike(psi, sigma, pinned=None):
+        s2 = sigma**2
+        q = psi.shape[0]
+        inner = np.linalg.inv(s2 * np.eye(q) + zz @ psi)  # (σ²I + Z'ZΨ)⁻¹
+        w = psi @ inner  # Ψ(σ²I + Z'ZΨ)⁻¹
+        a = (xx - np.einsum("gki,gkl,glj->ij", zx, w, zx)) / s2
+        b = (xy - np.einsum("gki,gkl,gl->i", zx, w, zy)) / s2
+        c = (yy - np.einsum("gk,gkl,gl->", zy, w, zy)) / s2
+        if pinned is None:
+            beta = np.linalg.solve(a, b)
+        else:
+            j, bj = pinned
+            free = np.arange(a.shape[0]) != j
+            beta = np.empty(a.shape[0])
+            beta[j] = bj
+            beta[free] = np.linalg.solve(a[np.ix_(free, free)], b[free] - a[free, j] * bj)
+        quad = c - 2 * b @ beta + beta @ a @ beta
+        logdet = np.linalg.slogdet(np.eye(q) + zz @ psi / s2)[1].sum() + y.size * np.log(s2)
+        return -0.5 * (logdet + quad + y.size * np.log(2 * np.pi))
+
+    return loglike
+
+
+def _singular_psi_data():
+    """Three random effects whose correlations are all estimated at about 1 (Ψ of
+    rank 1): the user's ``0 + C(cond)`` model with groups of 1 to 39 rows."""
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(1, 40, 60)
+    sizes[:5] = 1
+    g = np.repeat(np.arange(60), sizes)
+    n = g.size
+    df = pd.DataFrame(
+        {
+            "g": g,
+            "x1": rng.normal(size=n),
+            "x2": rng.normal(size=n),
+            "cond": rng.choice(["a", "b", "c"], n),
+            "a": rng.integers(0, 4, n),
+        }
+    )
+    u = rng.normal(size=(60, 3)) * [1, 0.5, 0.3]
+    df["y"] = (
+        1
+        + df.x1
+        - df.x2
+        + u[g, 0]
+        + u[g, 1] * df.x1
+        + u[g, 2] * df.x2
+        + rng.normal(size=(4, 60))[df.a, g] * 0.7
+        + rng.normal(size=n)
+    )
+    return df
+
+
+def test_singular_psi_limits_are_the_profile_crossings():
+    """Ψ estimated singular with its correlations inside (−1, 1) but together at their
+    limit: the limits of β and of a correlation are found (not NaN) and are the
+    crossings of a brute-force profile over SDs and correlations (scipy, Ψ's
+    correlations kept positive semi-definite); the upper limit of a correlation at 1
+    is 1, as lme4."""
+    df = _singular_psi_data()
+    model = dmixed.mixedlm("y ~ x1 + C(cond)", df, groups="g", re_formula="0 + C(cond)")
+    with pytest.warns(BoundaryWarning):
+        res = model.fit()
+    ci = res.confint(parm=[".sig02", "Intercept"])
+    assert np.isfinite(ci.to_numpy()).all()
+    assert ci.loc[".sig02"].iloc[1] == 1.0
+    prof = ProfileIntervals(res)
+    x = np.asarray(res.model.exog)
+    z = np.asarray(res.model.exog_re)
+    loglike = _dense_ml(df.y.to_numpy(), x, z, df.g.to_numpy())
+
+    def point(u, rho12=None):
+        # correlations R = FF' of unit rows F: every R is positive semi-definite
+        # (the second row fixed by a pinned ρ₁₂)
+        second = [rho12, np.sqrt(1 - rho12**2), 0.0] if rho12 is not None else u[3:6]
+        f = np.array([[1.0, 0.0, 0.0], second, u[6:9]])
+        f /= np.linalg.norm(f, axis=1)[:, None]
+        sds = np.exp(u[:3])
+        return np.outer(sds, sds) * (f @ f.T), np.exp(u[9])
+
+    def best(pinned_fe=None, rho12=None):
+        def negative(u):
+            psi, sigma = point(u, rho12)
+            return -loglike(psi, sigma, pinned_fe)
+
+        top = -np.inf
+        for rows in ([1, 0.05, 0, 1, 0, 0.05], [1, 0.5, 0, 1, 0.3, 0.3]):
+            start = np.r_[np.log([1.3, 1.0, 1.2]), rows[:3], rows[3:], np.log(1.66)]
+            out = optimize.minimize(
+                negative,
+                start,
+                method="Nelder-Mead",
+                options=dict(xatol=1e-10, fatol=1e-12, maxiter=40000, maxfev=40000),
+            )
+            top = max(top, -out.fun)
+        return top
+
+    top = best()
+    assert prof.llf == pytest.approx(top, abs=1e-6)  # the maximum, not short of it
+    crit = stats.norm.ppf(0.975)
+    lower = ci.loc["Intercept"].iloc[0]
+    zeta = -np.sqrt(2 * (prof.llf - best(pinned_fe=(0, lower))))
+    assert zeta == pytest.approx(-crit, abs=2e-3)
+    lower = ci.loc[".sig02"].iloc[0]
+    zeta = -np.sqrt(2 * (prof.llf - best(rho12=lower)))
+    assert zeta == pytest.approx(-crit, abs=2e-3)
+
+
+def test_correlation_estimated_at_one_sd_limit_is_the_crossing():
+    """A correlation estimated at +1 (one large group, many of 1–2 rows): the upper
+    limit of the slope's SD is found (not NaN), the brute-force crossing, although the
+    profile's maximum moves from the bound ρ = 1 to inside (−1, 1) on the way."""
+    rng = np.random.default_rng(3)
+    sizes = np.r_[5000, rng.integers(1, 3, 300)]
+    g = np.repeat(np.arange(sizes.size), sizes)
+    n = g.size
+    x = rng.normal(size=n)
+    y = (
+        x
+        + rng.normal(size=sizes.size)[g]
+        + rng.normal(size=n) * (1 + 0.5 * (g == 0))
+        + rng.normal(size=sizes.size)[g] * x * 0.5
+    )
+    exog = np.column_stack([np.ones(n), x])
+    with pytest.warns(BoundaryWarning):
+        res = dmixed.MixedLM(y, exog, g, exog_re=exog).fit()
+    ci = res.confint()
+    assert np.isfinite(ci.to_numpy()).all()
+    prof = ProfileIntervals(res)
+    assert prof.estimate[1] == 1.0
+    loglike = _dense_ml(y, exog, exog, g)
+
+    def best(sd_x):
+        def negative(u):
+            row = u[1:3] / np.linalg.norm(u[1:3])
+            sds = np.array([np.exp(u[0]), sd_x])
+            f = np.array([[1.0, 0.0], row])
+            return -loglike(np.outer(sds, sds) * (f @ f.T), np.exp(u[3]))
+
+        top = -np.inf
+        for row in ([1.0, 0.0], [0.6, 0.8]):
+            out = optimize.minimize(
+                negative,
+                np.r_[np.log(0.55), row, np.log(1.49)],
+                method="Nelder-Mead",
+                options=dict(xatol=1e-10, fatol=1e-12, maxiter=20000, maxfev=20000),
+            )
+            top = max(top, -out.fun)
+        return top
+
+    upper = ci.loc[".sig03"].iloc[1]
+    zeta = np.sqrt(2 * (prof.llf - best(upper)))
+    assert zeta == pytest.approx(stats.norm.ppf(0.975), abs=2e-3)
+
+
+def test_limit_not_found_warns_naming_the_parameter(sleepstudy, monkeypatch):
+    """A profile whose maximization fails gives NaN with a ProfileWarning that names
+    the parameter and the side (never a silent NaN)."""
+    from dmixed.errors import ProfileWarning
+    from dmixed.results.sdcor import SdCorPoint
+
+    prof = ProfileIntervals(sleepstudy)
+    k = prof.names.index("Days")
+
+    def failing(k_, x, near):
+        return np.nan, np.nan, SdCorPoint(near.z, np.nan)
+
+    monkeypatch.setattr(prof, "zeta", failing)
+    with pytest.warns(ProfileWarning, match=r"the upper profile limit of Days is NaN"):
+        assert np.isnan(prof.endpoint(k, 1.96))
+
+
+def _near_singular_three_data():
+    """Three random effects (``1 + x1 + x2``) of which two have small SDs: the ML
+    optimum is a Ψ of rank 2 whose correlations are each inside (−1, 1)."""
+    rng = np.random.default_rng(0)
+    m = int(rng.integers(15, 60))
+    q = int(rng.integers(2, 4))
+    sizes = rng.integers(2, 15, m)
+    g = np.repeat(np.arange(m), sizes)
+    n = g.size
+    df = pd.DataFrame(
+        {
+            "g": g,
+            "x1": rng.normal(size=n),
+            "x2": rng.normal(size=n),
+            "w": rng.uniform(0.5, 2, n),
+        }
+    )
+    lam = rng.normal(size=(q, q)) * rng.uniform(0.05, 1)
+    lam[:, 1:] *= 0.01
+    u = rng.normal(size=(m, q)) @ lam.T
+    z = np.column_stack([np.ones(n), df.x1, df.x2])[:, :q]
+    df["y"] = 1 + df.x1 + (z * u[g]).sum(1) + rng.normal(size=n)
+    return df
+
+
+def test_near_singular_psi_sd_and_fixed_limits_are_the_profile_crossings():
+    """Ψ (3 × 3) estimated singular with correlations inside (−1, 1): the ML optimum is
+    the maximum over the positive semi-definite cone, and the upper limit of the first
+    SD and the lower limit of the intercept are the crossings of a brute-force profile
+    (the base's, 1.2044 and 0.5533, were not: its profile started from
+    an optimum below the maximum)."""
+    df = _near_singular_three_data()
+    model = dmixed.mixedlm("y ~ x1 + x2", df, groups="g", re_formula="1 + x1 + x2")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BoundaryWarning)
+        res = model.fit(reml=True)
+    ci = res.confint(parm=[".sig01", "Intercept"])
+    prof = ProfileIntervals(res)
+    loglike = _dense_ml(
+        df.y.to_numpy(), np.asarray(res.model.exog), np.asarray(res.model.exog_re), df.g.to_numpy()
+    )
+
+    # starts: the estimates (R's factor rows, made positive definite) and a rotation
+    est = prof.estimate
+    r = np.eye(3)
+    r[0, 1], r[0, 2], r[1, 2] = est[1], est[2], est[4]
+    r = np.triu(r) + np.triu(r, 1).T
+    f0 = np.linalg.cholesky(r + 1e-4 * np.eye(3))
+    at = np.r_[np.log(np.maximum(est[[0, 3, 5]], 1e-3)), f0[1, :2], f0[2], np.log(est[6])]
+    starts = [at, at + np.r_[0.1, 0.3, -0.1, 0.2, -0.2, 0.1, 0.2, -0.2, 0.05]]
+
+    def best(pinned_fe=None, sd1=None):
+        def negative(u):
+            f = np.array([[1.0, 0.0, 0.0], [*u[3:5], 0.0], u[5:8]])
+            f /= np.linalg.norm(f, axis=1)[:, None]
+            sds = np.exp(u[:3])
+            if sd1 is not None:
+                sds[0] = sd1
+            return -loglike(np.outer(sds, sds) * (f @ f.T), np.exp(u[8]), pinned_fe)
+
+        top = -np.inf
+        for start in starts:
+            out = optimize.minimize(
+                negative,
+                start,
+                method="Nelder-Mead",
+                options=dict(xatol=1e-10, fatol=1e-12, maxiter=40000, maxfev=40000),
+            )
+            top = max(top, -out.fun)
+        return top
+
+    assert prof.llf == pytest.approx(best(), abs=1e-6)
+    crit = stats.norm.ppf(0.975)
+    upper = ci.loc[".sig01"].iloc[1]
+    assert np.sqrt(2 * (prof.llf - best(sd1=upper))) == pytest.approx(crit, abs=2e-3)
+    lower = ci.loc["Intercept"].iloc[0]
+    zeta = -np.sqrt(2 * (prof.llf - best(pinned_fe=(0, lower))))
+    assert zeta == pytest.approx(-crit, abs=2e-3)
