@@ -114,6 +114,23 @@ def key_dtype(dtype) -> np.dtype | type:
     return {"i": np.int64, "u": np.uint64, "f": np.float64, "b": bool}.get(kind, object)
 
 
+#: The keys' dtype of a collection whose group column is a categorical of categories
+#: not known before its data are read (Dask's lazy ``astype("category")``, whose
+#: metadata declares text whatever the values): objects, as for text, but where a
+#: partition's categories are numbers :func:`conform_keys` keys its rows by their values
+#: as Python numbers instead of refusing them, so that a group's rows meet wherever
+#: they were read; :func:`settled_labels` gives the labels of all partitions their one
+#: kind after the pass.  (Codes of one partition mean nothing in another: keys are
+#: always the values.)
+LEARNED_KEYS = np.dtype(object, metadata={"dmixed_keys": "learned"})
+
+
+def learned(dtype) -> bool:
+    """Whether ``dtype`` is :data:`LEARNED_KEYS` (the keys' kind learned from the data)."""
+    metadata = dtype.metadata if isinstance(dtype, np.dtype) else None
+    return metadata is not None and metadata.get("dmixed_keys") == "learned"
+
+
 #: Where :func:`conform_keys` finds keys of another kind (:func:`check_key_kind`'s ``where``).
 PARTITION_WHERE = (
     "a partition where the collection holds {declared} "
@@ -129,7 +146,8 @@ def conform_keys(keys: np.ndarray, dtype, column: str) -> np.ndarray:
     Text where the collection declares numbers, or numbers where it declares text, is
     refused: cast, ``"3"`` would silently become the group ``3``, and kept apart, the
     same group would be split in two (as in process, where a column of both kinds is
-    refused).
+    refused).  Numbers where ``dtype`` is :data:`LEARNED_KEYS` become objects (Python
+    ``int`` or ``float``); their kind is settled after the pass (:func:`settled_labels`).
 
     Raises
     ------
@@ -139,6 +157,10 @@ def conform_keys(keys: np.ndarray, dtype, column: str) -> np.ndarray:
     want = np.dtype(dtype) if dtype is not object else np.dtype(object)
     if keys.dtype == want:
         return keys
+    if keys.dtype.kind in "iuf" and learned(want):
+        # Python ints and floats: 3 and 3.0 are one key in a table of objects and
+        # hash alike where routed (combine.bucket_of), and each keeps its kind
+        return keys.astype(object)
     check_key_kind(keys.dtype, want, column, PARTITION_WHERE)
     return keys.astype(want)
 
@@ -169,6 +191,37 @@ def check_key_kind(found, declared, column: str, where: str, hint: str = "") -> 
     # the kinds, for a caller that knows why they differ (check_key_kind's hint)
     refused.key_kinds = (found, declared)
     raise refused
+
+
+#: Where :func:`settled_labels` finds keys of two kinds (:func:`check_key_kind`'s ``where``).
+LEARNED_WHERE = "some partitions and {declared} in others (its categories as read)"
+
+
+def settled_labels(labels: np.ndarray, column: str) -> np.ndarray:
+    """The group labels of a pass over :data:`LEARNED_KEYS`, in the dtype the keys of
+    the column's values have (:func:`key_values`): integers as ``int64`` (``uint64``
+    past its range), integers and floats together as ``float64`` (as :func:`conform_keys`
+    casts an integer partition of a float column), text as objects; order unchanged.
+
+    Raises
+    ------
+    DataError
+        Text and numbers among the labels (:func:`check_key_kind`'s refusal).
+    """
+    if labels.dtype != object or not labels.size:
+        return labels
+    kind = pd.api.types.infer_dtype(labels, skipna=False)
+    if kind == "integer":
+        try:
+            return labels.astype(np.int64)
+        except OverflowError:
+            return labels.astype(np.uint64)
+    if kind in ("floating", "mixed-integer-float"):
+        return labels.astype(np.float64)
+    if kind.startswith("mixed") and any(isinstance(v, (int, float)) for v in labels):
+        number = np.float64 if any(isinstance(v, float) for v in labels) else np.int64
+        check_key_kind(number, object, column, LEARNED_WHERE)
+    return labels
 
 
 def sorted_codes(groups) -> tuple[np.ndarray, np.ndarray]:

@@ -10,13 +10,16 @@ from hypothesis import strategies as st
 
 from dmixed.errors import DataError
 from dmixed.stats.keys import (
+    LEARNED_KEYS,
     PARTITION_WHERE,
     check_key_kind,
     conform_keys,
     hashed_bits,
     key_dtype,
     key_values,
+    learned,
     order_distinct,
+    settled_labels,
     sorted_codes,
 )
 
@@ -228,3 +231,40 @@ def test_owned_keys_order_as_keys_not_owned(n, dtype, spread, offset, repeat, se
         np.testing.assert_array_equal(a, b)
     if not want.repeated:
         np.testing.assert_array_equal(want.labels[want.position], keys)
+
+
+def test_learned_keys_take_numbers_as_python_numbers_of_their_kind():
+    """Where the collection's key kind is learned from the data (a categorical of unknown
+    categories), numbers are kept as Python ints and floats, each of its kind; text as
+    it is; booleans refused as any kind other than text (with the kinds kept)."""
+    assert learned(LEARNED_KEYS) and LEARNED_KEYS == np.dtype(object)
+    assert not learned(np.dtype(object)) and not learned(np.int64) and not learned(object)
+    ints = conform_keys(key_values(np.array([3, 1, 3])), LEARNED_KEYS, "g")
+    assert ints.dtype == object and [type(k) for k in ints] == [int] * 3
+    assert ints.tolist() == [3, 1, 3]
+    floats = conform_keys(key_values(np.array([3.0, 0.5])), LEARNED_KEYS, "g")
+    assert [type(k) for k in floats] == [float, float] and floats.tolist() == [3.0, 0.5]
+    text = key_values(np.array(["3", "1"]))
+    assert conform_keys(text, LEARNED_KEYS, "g") is text
+    with pytest.raises(DataError) as refused:
+        conform_keys(key_values(np.array([True, False])), LEARNED_KEYS, "g")
+    assert refused.value.key_kinds == (np.dtype(bool), np.dtype(object))
+
+
+def test_settled_labels_give_the_values_kind():
+    """The labels of a learned pass in the dtype of the values' keys: integers int64
+    (uint64 past its range), integers with floats float64, text as it is; text with
+    numbers refused."""
+    got = settled_labels(np.array([1, 5, 9], dtype=object), "g")
+    assert got.dtype == np.int64 and got.tolist() == [1, 5, 9]
+    got = settled_labels(np.array([2**63, 2**64 - 1], dtype=object), "g")
+    assert got.dtype == np.uint64 and got.tolist() == [2**63, 2**64 - 1]
+    got = settled_labels(np.array([1, 2.5, 3.0], dtype=object), "g")
+    assert got.dtype == np.float64 and got.tolist() == [1.0, 2.5, 3.0]
+    text = np.array(["a", "b"], dtype=object)
+    assert settled_labels(text, "g") is text
+    ints = np.array([1, 2])
+    assert settled_labels(ints, "g") is ints
+    for mixed in ([1, "a"], [1.5, "a"]):
+        with pytest.raises(DataError, match=r"'g' holds numbers \((int64|float64)\) in some "):
+            settled_labels(np.array(mixed, dtype=object), "g")

@@ -39,7 +39,7 @@ from ...kernels.term_table import (
     shifted_rows,
 )
 from ...kernels.vc_packed import accumulate_padded_into
-from ...stats.keys import hashed_bits
+from ...stats.keys import hashed_bits, one_spelling
 from ...stats.packed import PackedLayout
 from ...stats.standardize import Standardization, check_weights_range, widened
 from .text_columns import TextColumns, text_objects
@@ -65,10 +65,17 @@ def bucket_of(keys: np.ndarray, n_buckets: int) -> np.ndarray:
     hash of integers (their bits zero-extended to 64, then splitmix64's finalizer),
     the same buckets in one pass.  Float keys are hashed as the integers of their bits
     (:func:`~dmixed.stats.keys.hashed_bits`: ``-0.0`` as ``0.0``), whatever pandas'
-    version does with floats."""
+    version does with floats.  Object keys that are not text are hashed in their one
+    spelling (:func:`~dmixed.stats.keys.one_spelling`), so numbers kept as objects
+    (:data:`~dmixed.stats.keys.LEARNED_KEYS`) route ``3`` and ``3.0`` alike."""
     if n_buckets == 1:
         return np.zeros(len(keys), dtype=np.int64)
-    keys = hashed_bits(np.asarray(keys))
+    keys = np.asarray(keys)
+    if keys.dtype == object and keys.size and not isinstance(keys[0], str):
+        # numbers as objects (a categorical's values, stats.keys.LEARNED_KEYS) hashed
+        # in one spelling: 3 and 3.0 are one key, so they go to one bucket
+        keys = one_spelling(keys)
+    keys = hashed_bits(keys)
     buckets = hash_buckets(keys, n_buckets)
     if buckets is not None:
         return buckets

@@ -620,6 +620,22 @@ def test_bucket_of_integers_is_pandas_hash(dtype, n, n_buckets, mode, seed):
     np.testing.assert_array_equal(got, want)
 
 
+def test_bucket_of_numbers_as_objects_routes_an_int_and_its_float_alike():
+    """Numbers kept as objects (keys of a categorical of unknown categories): ``3`` and
+    ``3.0`` (and ``np.int64(3)``) are one key and go to one bucket, as do ``0.0`` and
+    ``-0.0``; text keys are hashed as before."""
+    ints = np.array([3, 10, 0, 2**40], dtype=object)
+    floats = np.array([3.0, 10.0, -0.0, float(2**40)], dtype=object)
+    scalars = np.array([np.int64(3), np.float64(10.0), 0, 2**40], dtype=object)
+    for n_buckets in (2, 5, 8):
+        want = combine.bucket_of(ints, n_buckets)
+        np.testing.assert_array_equal(combine.bucket_of(floats, n_buckets), want)
+        np.testing.assert_array_equal(combine.bucket_of(scalars, n_buckets), want)
+    text = np.array(["a", "3", "3.0"], dtype=object)
+    want = (pd.util.hash_array(text, categorize=False) % np.uint64(5)).astype(np.int64)
+    np.testing.assert_array_equal(combine.bucket_of(text, 5), want)
+
+
 def _raw_bits_hash(values, *args, **kwargs):
     """``pd.util.hash_array`` as pandas before 3 hashed floats: their raw bits, so that
     ``-0.0`` and ``0.0`` (and NaNs of other bits) hashed apart."""
