@@ -47,6 +47,7 @@ from typing import Any
 
 import dask
 import numpy as np
+import pandas as pd
 
 from ...design.dtypes import native_dtype
 from ...design.origin import in_partition, located
@@ -202,7 +203,7 @@ def group_key_dtype(ddf, spec):
         dtype = ddf.dtypes[spec.group_name]
     except (KeyError, AttributeError):
         return object
-    if unknown_categories(ddf, spec):
+    if isinstance(dtype, pd.CategoricalDtype) and unknown_categories(ddf, spec):
         # the metadata's categories are a placeholder: the pass keys rows by the
         # values it reads and settles their kind after (LEARNED_KEYS)
         return LEARNED_KEYS
