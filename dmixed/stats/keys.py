@@ -116,12 +116,12 @@ def key_dtype(dtype) -> np.dtype | type:
 
 #: The keys' dtype of a collection whose group column is a categorical of categories
 #: not known before its data are read (Dask's lazy ``astype("category")``, whose
-#: metadata declares text whatever the values): objects, as for text, but where a
-#: partition's categories are numbers :func:`conform_keys` keys its rows by their values
-#: as Python numbers instead of refusing them, so that a group's rows meet wherever
-#: they were read; :func:`settled_labels` gives the labels of all partitions their one
-#: kind after the pass.  (Codes of one partition mean nothing in another: keys are
-#: always the values.)
+#: metadata declares text whatever the values): where a partition's categories are
+#: numbers :func:`conform_keys` keys its rows by their values in their own numeric dtype
+#: instead of refusing them, text as text; where keys of two kinds meet (a chain's
+#: partitions, a bucket's partials or rows, the labels) :func:`settled_kind` and
+#: :func:`settled_labels` give them one (integers with floats float64).  (Codes of one
+#: partition mean nothing in another: keys are always the values.)
 LEARNED_KEYS = np.dtype(object, metadata={"dmixed_keys": "learned"})
 
 
@@ -146,8 +146,9 @@ def conform_keys(keys: np.ndarray, dtype, column: str) -> np.ndarray:
     Text where the collection declares numbers, or numbers where it declares text, is
     refused: cast, ``"3"`` would silently become the group ``3``, and kept apart, the
     same group would be split in two (as in process, where a column of both kinds is
-    refused).  Numbers where ``dtype`` is :data:`LEARNED_KEYS` become objects (Python
-    ``int`` or ``float``); their kind is settled after the pass (:func:`settled_labels`).
+    refused).  Numbers where ``dtype`` is :data:`LEARNED_KEYS` keep their own numeric
+    dtype (int64, uint64 or float64); the kind of a chain's, a bucket's and the
+    labels' keys is settled where they meet (:func:`settled_kind`, :func:`settled_labels`).
 
     Raises
     ------
@@ -158,11 +159,31 @@ def conform_keys(keys: np.ndarray, dtype, column: str) -> np.ndarray:
     if keys.dtype == want:
         return keys
     if keys.dtype.kind in "iuf" and learned(want):
-        # Python ints and floats: 3 and 3.0 are one key in a table of objects and
-        # hash alike where routed (combine.bucket_of), and each keeps its kind
-        return keys.astype(object)
+        # numbers keyed in their own numeric dtype, as the numeric column's are; an
+        # int key and its whole float meet where partials or rows do (settled_kind)
+        return keys
     check_key_kind(keys.dtype, want, column, PARTITION_WHERE)
     return keys.astype(want)
+
+
+def settled_kind(held: np.dtype, keys: np.ndarray, column: str) -> np.dtype:
+    """The one dtype of keys of dtype ``held`` and ``keys`` where a collection's key
+    kind is learned from its data (:data:`LEARNED_KEYS`): integers with floats float64
+    (as :func:`conform_keys` casts an integer partition of a float column), else
+    ``held``.
+
+    Raises
+    ------
+    DataError
+        Text and numbers (:func:`check_key_kind`'s refusal).
+    """
+    found = keys.dtype
+    if found == held:
+        return held
+    if found.kind in "iuf" and held.kind in "iuf":
+        return np.dtype(np.float64) if "f" in (found.kind, held.kind) else held
+    check_key_kind(found, held, column, LEARNED_WHERE)
+    return held
 
 
 def check_key_kind(found, declared, column: str, where: str, hint: str = "") -> None:

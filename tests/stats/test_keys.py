@@ -19,6 +19,7 @@ from dmixed.stats.keys import (
     key_values,
     learned,
     order_distinct,
+    settled_kind,
     settled_labels,
     sorted_codes,
 )
@@ -233,22 +234,34 @@ def test_owned_keys_order_as_keys_not_owned(n, dtype, spread, offset, repeat, se
         np.testing.assert_array_equal(want.labels[want.position], keys)
 
 
-def test_learned_keys_take_numbers_as_python_numbers_of_their_kind():
+def test_learned_keys_keep_numbers_in_their_numeric_dtype():
     """Where the collection's key kind is learned from the data (a categorical of unknown
-    categories), numbers are kept as Python ints and floats, each of its kind; text as
-    it is; booleans refused as any kind other than text (with the kinds kept)."""
+    categories), numbers keep their own numeric dtype (never objects); text as it is;
+    booleans refused as any kind other than text (with the kinds kept)."""
     assert learned(LEARNED_KEYS) and LEARNED_KEYS == np.dtype(object)
     assert not learned(np.dtype(object)) and not learned(np.int64) and not learned(object)
-    ints = conform_keys(key_values(np.array([3, 1, 3])), LEARNED_KEYS, "g")
-    assert ints.dtype == object and [type(k) for k in ints] == [int] * 3
-    assert ints.tolist() == [3, 1, 3]
-    floats = conform_keys(key_values(np.array([3.0, 0.5])), LEARNED_KEYS, "g")
-    assert [type(k) for k in floats] == [float, float] and floats.tolist() == [3.0, 0.5]
+    ints = key_values(np.array([3, 1, 3]))
+    assert conform_keys(ints, LEARNED_KEYS, "g") is ints and ints.dtype == np.int64
+    floats = key_values(np.array([3.0, 0.5]))
+    assert conform_keys(floats, LEARNED_KEYS, "g") is floats and floats.dtype == np.float64
     text = key_values(np.array(["3", "1"]))
     assert conform_keys(text, LEARNED_KEYS, "g") is text
     with pytest.raises(DataError) as refused:
         conform_keys(key_values(np.array([True, False])), LEARNED_KEYS, "g")
     assert refused.value.key_kinds == (np.dtype(bool), np.dtype(object))
+
+
+def test_settled_kind_of_integers_and_floats_is_float64():
+    """Keys of a learned kind meeting: integers with floats float64 (either way round),
+    one kind as it is, text with numbers refused."""
+    i8, f8, obj = np.dtype(np.int64), np.dtype(np.float64), np.dtype(object)
+    assert settled_kind(i8, np.array([1, 2]), "g") == i8
+    assert settled_kind(i8, np.array([1.5]), "g") == f8
+    assert settled_kind(f8, np.array([1, 2]), "g") == f8
+    assert settled_kind(obj, np.array(["a"], dtype=object), "g") == obj
+    for held, keys in ((i8, np.array(["a"], dtype=object)), (obj, np.array([1]))):
+        with pytest.raises(DataError, match="'g' holds"):
+            settled_kind(held, keys, "g")
 
 
 def test_settled_labels_give_the_values_kind():

@@ -39,7 +39,13 @@ from ...kernels.term_table import (
     shifted_rows,
 )
 from ...kernels.vc_packed import accumulate_padded_into
-from ...stats.keys import hashed_bits, one_spelling
+from ...stats.keys import (
+    LEARNED_KEYS,
+    conform_keys,
+    hashed_bits,
+    learned,
+    settled_kind,
+)
 from ...stats.packed import PackedLayout
 from ...stats.standardize import Standardization, check_weights_range, widened
 from .text_columns import TextColumns, text_objects
@@ -65,16 +71,22 @@ def bucket_of(keys: np.ndarray, n_buckets: int) -> np.ndarray:
     hash of integers (their bits zero-extended to 64, then splitmix64's finalizer),
     the same buckets in one pass.  Float keys are hashed as the integers of their bits
     (:func:`~dmixed.stats.keys.hashed_bits`: ``-0.0`` as ``0.0``), whatever pandas'
-    version does with floats.  Object keys that are not text are hashed in their one
-    spelling (:func:`~dmixed.stats.keys.one_spelling`), so numbers kept as objects
-    (:data:`~dmixed.stats.keys.LEARNED_KEYS`) route ``3`` and ``3.0`` alike."""
+    version does with floats, except whole floats within ±2**62, hashed as the int64
+    they equal: where a collection's key kind is learned from its data
+    (:data:`~dmixed.stats.keys.LEARNED_KEYS`), one chain's int64 key ``3`` and
+    another's float ``3.0`` are one group and go to one bucket."""
     if n_buckets == 1:
         return np.zeros(len(keys), dtype=np.int64)
     keys = np.asarray(keys)
-    if keys.dtype == object and keys.size and not isinstance(keys[0], str):
-        # numbers as objects (a categorical's values, stats.keys.LEARNED_KEYS) hashed
-        # in one spelling: 3 and 3.0 are one key, so they go to one bucket
-        keys = one_spelling(keys)
+    if keys.dtype.kind == "f" and keys.size:
+        with np.errstate(invalid="ignore"):
+            whole = (keys == np.trunc(keys)) & (np.abs(keys) < 2.0**62)
+        if whole.any():
+            out = np.empty(keys.size, dtype=np.int64)
+            out[whole] = bucket_of(keys[whole].astype(np.int64), n_buckets)
+            if not whole.all():
+                out[~whole] = bucket_of(keys[~whole], n_buckets)
+            return out
     keys = hashed_bits(keys)
     buckets = hash_buckets(keys, n_buckets)
     if buckets is not None:
@@ -149,16 +161,15 @@ class GroupAccumulator:
 
     def __init__(self, width: int, key_dtype, keep_shifts: bool = False) -> None:
         self.width = width
-        self.key_dtype = np.dtype(key_dtype) if key_dtype is not object else np.dtype(object)
+        key_dtype = np.dtype(key_dtype) if key_dtype is not object else np.dtype(object)
+        # keys' kind learned from the data (stats.keys.LEARNED_KEYS): settled by the
+        # first keys added (conform), in their own dtype
+        self.learned = learned(key_dtype)
         self.acc = np.zeros((width, 0))
-        self.ranged = self.key_dtype.kind in "iu"
         self.base = 0
         self.lookup: np.ndarray | None = None  # column of key − base, or −1
         self.looked_up = np.empty(0, dtype=np.int64)  # the keys of the columns, in order
-        self.index = self._new_index(np.empty(0, dtype=self.key_dtype))
-        self.extra = self._new_index(np.empty(0, dtype=self.key_dtype))
-        # text keys by their hashes until a partition's are not (then the hash table)
-        self.text = TextColumns() if self.key_dtype.kind == "O" else None
+        self._keyed_by(key_dtype)
         # the compiled pass's sums not yet in ``acc`` (flushed before ``acc`` is read,
         # grown or reordered); ``written``: the reference added sums into ``acc``
         self.terms = TermTable(keep_shifts, self._keep_side)
@@ -169,6 +180,46 @@ class GroupAccumulator:
         # the rows' sums about each group's shift where the reference summed them
         # (:mod:`~dmixed.kernels.shifts`); None once rows were summed without them
         self.sides: list | None = []
+
+    def _keyed_by(self, key_dtype: np.dtype) -> None:
+        """Key the (empty) accumulator by keys of ``key_dtype``."""
+        self.key_dtype = key_dtype
+        self.ranged = key_dtype.kind in "iu"
+        self.index = self._new_index(np.empty(0, dtype=key_dtype))
+        self.extra = self._new_index(np.empty(0, dtype=key_dtype))
+        # text keys by their hashes until a partition's are not (then the hash table)
+        self.text = TextColumns() if key_dtype.kind == "O" else None
+
+    def conform(self, keys: np.ndarray, column: str) -> np.ndarray:
+        """``keys`` in the accumulator's key dtype (:func:`~dmixed.stats.keys.conform_keys`).
+        Where the keys' kind is learned from the data, the first keys settle it in their
+        own dtype, and float keys after integer ones make the keys held float64 (an
+        int key and its whole float one group).
+
+        Raises
+        ------
+        DataError
+            Text where numbers are held, or the other way round.
+        """
+        if not self.learned:
+            return conform_keys(keys, self.key_dtype, column)
+        keys = conform_keys(keys, LEARNED_KEYS, column)
+        if learned(self.key_dtype):
+            self._keyed_by(keys.dtype)
+            return keys
+        want = settled_kind(self.key_dtype, keys, column)
+        if want != self.key_dtype:
+            self._to_float()
+        return keys if keys.dtype == want else keys.astype(want)
+
+    def _to_float(self) -> None:
+        """Integer keys held as float64 from now on (the hash table's)."""
+        if self.ranged or self.lookup is not None:
+            self._to_hash()
+        self.index = self.index.astype(np.float64)
+        self.extra = self.extra.astype(np.float64)
+        self.key_dtype = np.dtype(np.float64)
+        self.text = None
 
     @staticmethod
     def _new_index(keys: np.ndarray) -> pd.Index:

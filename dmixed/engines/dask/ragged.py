@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from ...kernels.vc_blocks import RaggedVC, ragged_statistics
+from ...stats.keys import learned, settled_kind
 from ...stats.packed import PackedLayout
 from ...stats.slots import SlotMap
 from ...stats.standardize import Standardization
@@ -220,9 +221,14 @@ class RaggedAccumulator:
     def __init__(self, rp: RaggedPacked, n_buckets: int, key_dtype) -> None:
         self.key_dtype = np.dtype(key_dtype)
         self.pending = [[rp.empty(self.key_dtype)] for _ in range(n_buckets)]
+        # keys' kind learned from the data (stats.keys.LEARNED_KEYS): settled by the
+        # first tables, integers with floats float64 (the tables held cast)
+        self.learned = learned(self.key_dtype)
 
     def add(self, parts: list) -> None:
         """One partition's tables per bucket (in the chain's map)."""
+        if self.learned and parts:
+            self._settle(parts[0][0][0])
         for b, tables in enumerate(parts):
             keys = tables[0][0]
             if keys.dtype != self.key_dtype:
@@ -230,6 +236,20 @@ class RaggedAccumulator:
             self.pending[b].append(tables)
             if len(self.pending[b]) > MERGE_EVERY:
                 self.pending[b] = [combine_tables(*self.pending[b])]
+
+    def _settle(self, keys: np.ndarray) -> None:
+        """The keys' dtype of the tables held and to come, given ``keys`` of a partition
+        (:func:`~dmixed.stats.keys.settled_kind`)."""
+        if learned(self.key_dtype):
+            want = keys.dtype
+        else:
+            want = settled_kind(self.key_dtype, keys, "group")
+        if want == self.key_dtype:
+            return
+        self.key_dtype = want
+        self.pending = [
+            [((t[0][0].astype(want), t[0][1]), *t[1:]) for t in pending] for pending in self.pending
+        ]
 
     def result(self) -> list:
         """The chain's tables per bucket."""

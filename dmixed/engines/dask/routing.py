@@ -896,7 +896,8 @@ def reduce_routed(
     glob = packed.empty_global()
     std = pieces[0].std
     for piece in coalesced(pieces, packed.k):
-        sums = acc.add(piece.keys, piece, piece.ztilde, std, vc_widths)
+        keys = acc.conform(piece.keys, "group")
+        sums = acc.add(keys, piece, piece.ztilde, std, vc_widths)
         glob += packed.pack_global(sums)
     (partial,) = acc.result(1)
     return partial, glob, std

@@ -211,3 +211,29 @@ def test_parquet_of_a_pandas_categorical_fits_as_the_plain_files(client, tmp_pat
     read = dd.read_parquet(tmp_path / "dict")
     assert isinstance(read.dtypes["g"], pd.CategoricalDtype) and not read["g"].cat.known
     _same_fit(_fit(read, client=client), _fit(dd.read_parquet(tmp_path / "plain"), client=client))
+
+
+def test_a_lazy_int_categorical_of_many_groups_fits_as_the_numbers_bit_for_bit(client):
+    """50,000 groups of 2–3 rows over 6 partitions on a cluster: each chain keys its rows
+    by the categories' int64 values, as the numeric column's, so the fit is the numeric
+    column's bit for bit (ℓ, fe_params, bse, every BLUP), labels int64, in both
+    exchange forms."""
+    rng = np.random.default_rng(7)
+    g = np.repeat(rng.permutation(50_000), rng.integers(2, 4, size=50_000))
+    n = g.size
+    x = rng.normal(size=n)
+    u = rng.normal(size=50_000)
+    df = pd.DataFrame({"y": 1.0 + 0.5 * x + u[g] + rng.normal(size=n), "x": x, "g": g})
+    for exchange in ("rows", "partials"):
+        with dask.config.set({"dmixed.exchange": exchange}):
+            plain = _fit(dd.from_pandas(df, npartitions=6), re_formula=None, client=client)
+            lazy = _fit(_lazy(dd.from_pandas(df, npartitions=6)), re_formula=None, client=client)
+        assert lazy.llf == plain.llf
+        np.testing.assert_array_equal(lazy.fe_params.to_numpy(), plain.fe_params.to_numpy())
+        np.testing.assert_array_equal(lazy.bse.to_numpy(), plain.bse.to_numpy())
+        keys = np.array(list(lazy.random_effects))
+        assert keys.dtype == np.int64 and keys.size == 50_000
+        np.testing.assert_array_equal(keys, np.array(list(plain.random_effects)))
+        got = np.concatenate([np.asarray(v) for v in lazy.random_effects.values()])
+        want = np.concatenate([np.asarray(v) for v in plain.random_effects.values()])
+        np.testing.assert_array_equal(got, want)
