@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from ..errors import BadValuesError
+from ..errors import BadValuesError, DataError
 
 
 def key_values(groups) -> np.ndarray:
@@ -156,11 +156,15 @@ def conform_keys(keys: np.ndarray, dtype, column: str) -> np.ndarray:
         The keys are text and ``dtype`` numeric, or the other way round.
     """
     want = np.dtype(dtype) if dtype is not object else np.dtype(object)
+    if learned(want):
+        if keys.dtype.kind in "iuf":
+            # numbers keyed in their own numeric dtype, as the numeric column's are; an
+            # int key and its whole float meet where partials or rows do (settled_kind)
+            return keys
+        if keys.dtype.kind == "O":
+            # (the plain column's values are checked as the partition is read)
+            refuse_mixed_objects(keys, column)
     if keys.dtype == want:
-        return keys
-    if keys.dtype.kind in "iuf" and learned(want):
-        # numbers keyed in their own numeric dtype, as the numeric column's are; an
-        # int key and its whole float meet where partials or rows do (settled_kind)
         return keys
     check_key_kind(keys.dtype, want, column, PARTITION_WHERE)
     return keys.astype(want)
@@ -181,9 +185,118 @@ def settled_kind(held: np.dtype, keys: np.ndarray, column: str) -> np.dtype:
     if found == held:
         return held
     if found.kind in "iuf" and held.kind in "iuf":
-        return np.dtype(np.float64) if "f" in (found.kind, held.kind) else held
+        # int64 with uint64 too (numpy's promotion), where exact (settled_keys)
+        return np.dtype(np.float64)
     check_key_kind(found, held, column, LEARNED_WHERE)
     return held
+
+
+#: The integers float64 holds exactly: within ±2**53.
+EXACT_INTEGERS = 2**53
+
+
+def settled_keys(keys: np.ndarray, want: np.dtype, column: str | None) -> np.ndarray:
+    """``keys`` cast to ``want`` (:func:`settled_kind`), integers as float64 only where
+    float64 holds them exactly.  ``column`` None: the column is named where the refusal
+    reaches the driver (:func:`inexact_keys_error`).
+
+    Raises
+    ------
+    DataError
+        Integers beyond ±2**53 (:data:`EXACT_INTEGERS`) to be cast to float64: as floats
+        two of them could be one group.
+    """
+    want = np.dtype(want)
+    if keys.dtype == want:
+        return keys
+    if want.kind == "f" and keys.dtype.kind in "iu" and keys.size:
+        if keys.max() > EXACT_INTEGERS or (keys.dtype.kind == "i" and keys.min() < -EXACT_INTEGERS):
+            raise inexact_keys_error(column)
+    return keys.astype(want)
+
+
+def inexact_keys_error(column: str | None) -> DataError:
+    """The refusal of integer keys beyond ±2**53 meeting floats or integers of the
+    other signedness where the keys' kind is learned from the data (:func:`settled_keys`).
+    ``column`` None: an error marked ``unnamed_keys``, for the driver to name the column
+    (:func:`named_keys_error`)."""
+    shown = "the group column" if column is None else f"the group column {column!r}"
+    err = DataError(
+        f"{shown} holds integers beyond ±2**53 in some partitions and floats or integers "
+        "of another signedness in others (its categories as read): as float64, the one "
+        "dtype of both, two such integers could be one group; give the column one type "
+        "in every file"
+    )
+    err.unnamed_keys = column is None
+    return err
+
+
+def named_keys_error(err: DataError, column: str) -> DataError:
+    """``err`` naming ``column`` where it is an unnamed :func:`inexact_keys_error`."""
+    return inexact_keys_error(column) if getattr(err, "unnamed_keys", False) else err
+
+
+#: what :func:`pandas.api.types.infer_dtype` says of object keys of several kinds
+_MIXED_INFERRED = frozenset({"mixed-integer", "mixed"})
+
+
+def refuse_mixed_objects(keys: np.ndarray, column: str) -> None:
+    """Refuse object keys of several Python types where the keys' kind is learned from
+    the data (a categorical of ``1`` and ``"1"``), as the plain column is refused
+    (:func:`several_types_error`); one non-numeric type (text, tuples) is kept.
+
+    Raises
+    ------
+    BadValuesError
+        Values of several kinds (text and numbers...).
+    """
+    if pd.api.types.infer_dtype(keys, skipna=True) not in _MIXED_INFERRED:
+        return
+    types = object_type_names(keys)
+    if len(types) > 1 and not types <= _NUMBER_TYPES:
+        raise several_types_error(types, column)
+
+
+def object_type_names(keys: np.ndarray) -> set[str]:
+    """The :func:`python_type_name` of every non-missing value of object ``keys``
+    (named once per distinct type)."""
+    values = keys[~np.asarray(pd.isna(keys), dtype=bool)]
+    return {python_type_name_of(t) for t in pd.unique(pd.Series(values, dtype=object).map(type))}
+
+
+#: Python types of numbers (:func:`python_type_name`'s names)
+_NUMBER_TYPES = frozenset({"int", "float", "Decimal"})
+
+
+def python_type_name(v) -> str:
+    """The name of the Python type of ``v``: ``"bool"``, ``"int"``, ``"float"``, ``"str"``
+    (numpy scalars as their Python type), else the type's own name."""
+    return python_type_name_of(type(v))
+
+
+def python_type_name_of(t: type) -> str:
+    """:func:`python_type_name` of a value of type ``t``."""
+    if issubclass(t, (bool, np.bool_)):
+        return "bool"
+    if issubclass(t, (int, np.integer)):
+        return "int"
+    if issubclass(t, (float, np.floating)):
+        return "float"
+    if issubclass(t, str):
+        return "str"
+    return t.__name__
+
+
+def several_types_error(types: set[str], name: str) -> BadValuesError:
+    """The refusal of a column holding values of several Python types ``types`` (the
+    owner of its words)."""
+    shown = ", ".join(sorted(types))
+    return BadValuesError(
+        f"column {name!r} holds values of several Python types ({shown}), which dmixed "
+        "will not guess how to read (5 and '5' are one group as text and two as "
+        f"objects); convert it to one type first, e.g. df[{name!r}].astype(str) for labels "
+        f"or pd.to_numeric(df[{name!r}]) for numbers"
+    )
 
 
 def check_key_kind(found, declared, column: str, where: str, hint: str = "") -> None:
@@ -239,9 +352,15 @@ def settled_labels(labels: np.ndarray, column: str) -> np.ndarray:
             return labels.astype(np.uint64)
     if kind in ("floating", "mixed-integer-float"):
         return labels.astype(np.float64)
-    if kind.startswith("mixed") and any(isinstance(v, (int, float)) for v in labels):
-        number = np.float64 if any(isinstance(v, float) for v in labels) else np.int64
-        check_key_kind(number, object, column, LEARNED_WHERE)
+    if kind in ("mixed-integer", "mixed"):
+        # each partition's keys are of one kind (conform_keys): several kinds met here
+        types = object_type_names(labels)
+        numbers = types & _NUMBER_TYPES
+        if numbers and types - _NUMBER_TYPES:
+            number = np.float64 if "float" in numbers else np.int64
+            check_key_kind(number, object, column, LEARNED_WHERE)
+        if len(types) > 1:
+            raise several_types_error(types, column)
     return labels
 
 

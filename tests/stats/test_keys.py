@@ -19,6 +19,7 @@ from dmixed.stats.keys import (
     key_values,
     learned,
     order_distinct,
+    settled_keys,
     settled_kind,
     settled_labels,
     sorted_codes,
@@ -281,3 +282,32 @@ def test_settled_labels_give_the_values_kind():
     for mixed in ([1, "a"], [1.5, "a"]):
         with pytest.raises(DataError, match=r"'g' holds numbers \((int64|float64)\) in some "):
             settled_labels(np.array(mixed, dtype=object), "g")
+
+
+def test_settled_keys_cast_integers_to_float64_only_where_exact():
+    """Integers within ±2**53 as float64; beyond, refused naming the column; int64 with
+    uint64 settle as float64."""
+    f8 = np.dtype(np.float64)
+    assert settled_kind(np.dtype(np.int64), np.array([1], dtype=np.uint64), "g") == f8
+    np.testing.assert_array_equal(
+        settled_keys(np.array([-(2**53), 2**53]), f8, "g"), [-(2.0**53), 2.0**53]
+    )
+    for keys in (np.array([2**53 + 1]), np.array([-(2**53) - 1]), np.array([2**63], np.uint64)):
+        with pytest.raises(DataError, match="the group column 'g' holds integers beyond"):
+            settled_keys(keys, f8, "g")
+
+
+def test_learned_object_keys_of_several_types_are_refused_as_the_plain_column():
+    """Object keys of ints and text under a learned kind: the plain column's refusal;
+    one type (text, tuples) kept."""
+    with pytest.raises(
+        DataError, match=r"column 'g' holds values of several Python types \(int, str\)"
+    ):
+        conform_keys(np.array([1, "1"], dtype=object), LEARNED_KEYS, "g")
+    with pytest.raises(DataError, match=r"several Python types \(float, str\)"):
+        conform_keys(np.array([1.5, "a"], dtype=object), LEARNED_KEYS, "g")
+    text = np.array(["a", "b"], dtype=object)
+    assert conform_keys(text, LEARNED_KEYS, "g") is text
+    pairs = np.empty(2, dtype=object)
+    pairs[:] = [(1, "a"), (2, "b")]
+    assert conform_keys(pairs, LEARNED_KEYS, "g") is pairs

@@ -62,6 +62,7 @@ from ...stats.keys import (
     check_key_kind,
     key_dtype,
     learned,
+    named_keys_error,
     settled_labels,
 )
 from ...stats.packed import PackedLayout
@@ -277,6 +278,12 @@ class _Pass:
         return spec.group_name
 
     @property
+    def learned_column(self) -> str | None:
+        """The group column where its keys' kind is learned from the data
+        (:data:`~dmixed.stats.keys.LEARNED_KEYS`), else None."""
+        return self.group_name if learned(self.key_dtype) else None
+
+    @property
     def n_parts(self) -> int:
         return self.ddf.npartitions
 
@@ -344,10 +351,13 @@ def _count_blocks(run: _Pass) -> int:
     return max(1, worker_threads(run.client))
 
 
-def _gather_in_process(graph: list, packed: PackedLayout | RaggedPacked, layout: Layout):
-    """The graph on Dask's local scheduler; ``(in-process engine, assembly)``."""
+def _gather_in_process(
+    graph: list, packed: PackedLayout | RaggedPacked, layout: Layout, column: str | None
+):
+    """The graph on Dask's local scheduler; ``(in-process engine, assembly)``.
+    ``column``: :func:`~dmixed.engines.dask.blocks.assemble_blocks`'s."""
     blocks = list(dask.compute(*graph, scheduler=local_scheduler()))
-    asm = assemble_blocks(blocks, packed.k)
+    asm = assemble_blocks(blocks, packed.k, column)
     if isinstance(packed, RaggedPacked) and packed.crossed:
         crossed = CrossedVC.concatenate([b.crossed for b in blocks], asm.position)
         return CrossedVCEngine(crossed), asm
@@ -504,7 +514,7 @@ def _compute_on_cluster(run: _Pass, graph: list, packed: PackedLayout, layout: L
         client.map(block_summary, futures, pure=False) if early is None else early.summaries
     )
     summaries = gather(client, summary_futures, "the data pass", straight=True)
-    asm = assemble_blocks(summaries, packed.k)
+    asm = assemble_blocks(summaries, packed.k, run.learned_column)
     n_groups = len(asm.group_labels)
     moment_futures = None if early is None else early.moments
     if early is not None:
@@ -651,6 +661,7 @@ def statistics_from_dask(
         stats = _passes(run, standardization, shifted)
     except DataError as err:
         if not is_missing_values_error(err):
+            err = named_keys_error(err, spec.group_name)
             raise located(categorize_hint(err, ddf, spec), ddf) from None
         # the error path only: one more read, for counts over all partitions
         raise missing_values_total(ddf, spec, client, local_scheduler(), err) from None
@@ -770,7 +781,7 @@ def _data_pass(run: _Pass, standardization: Standardization | None) -> FittedSta
         run.partial,
     )
     if client is None:
-        engine_obj, asm = _gather_in_process(graph, packed, layout)
+        engine_obj, asm = _gather_in_process(graph, packed, layout, run.learned_column)
     else:
         engine_obj, asm = _compute_on_cluster(run, graph, packed, layout, t1)
     if asm.glob.n == 0:

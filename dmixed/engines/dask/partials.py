@@ -635,7 +635,7 @@ def accumulate_ragged(
             glob += rp.group.pack_global(sums)
             if acc is None:
                 dtype = keys.dtype if key_dtype is None else key_dtype
-                acc = RaggedAccumulator(rp, n_buckets, dtype)
+                acc = RaggedAccumulator(rp, n_buckets, dtype, spec.group_name)
             acc.add(parts)
             report.add(len(keys))
     except DataError as err:

@@ -626,8 +626,9 @@ def test_bucket_of_a_whole_float_is_its_integers():
     """A whole float key (``3.0``, ``-0.0``, ``2.0**40``) goes to the bucket of the int64
     key it equals (keys of a categorical of unknown categories are int64 in one chain
     and float64 in another); fractional floats as the integers of their bits."""
-    ints = np.array([3, 10, 0, 2**40, -7], dtype=np.int64)
-    floats = np.array([3.0, 10.0, -0.0, float(2**40), -7.0])
+    ints = np.array([3, 10, 0, 2**40, -7, 2**62 + 2048, 2**63 - 1024, -(2**63)], dtype=np.int64)
+    floats = ints.astype(float)
+    floats[2] = -0.0
     fractional = np.array([0.5, -2.25, 1e300])
     for n_buckets in (2, 5, 8):
         want = combine.bucket_of(ints, n_buckets)
@@ -740,3 +741,33 @@ def test_accumulator_keeps_the_sums_about_the_shifts_of_a_plan_change(monkeypatc
     for name in ("wsum", "dsum", "dgram", "dxy", "xsum"):
         a, b = getattr(got, name), getattr(want, name)
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * np.abs(b).max())
+
+
+def test_combine_partials_of_int_and_float_keys_meet_as_float64_or_are_refused():
+    """Partials whose keys are int64 and float64 (a learned key kind): added as float64
+    keys, an integer and its whole float one group; integers beyond ±2**53 with floats
+    refused (the column named at the driver)."""
+    ints = (np.array([1, 5], dtype=np.int64), np.array([[1.0, 2.0], [1.0, 3.0]]))
+    floats = (np.array([5.0, 0.5]), np.array([[2.0, 7.0], [1.0, 1.0]]))
+    keys, values = combine.combine_partials(ints, floats)
+    assert keys.dtype == np.float64
+    got = dict(zip(keys.tolist(), values.tolist(), strict=True))
+    assert got == {1.0: [1.0, 2.0], 5.0: [3.0, 10.0], 0.5: [1.0, 1.0]}
+    big = (np.array([2**62 + 1], dtype=np.int64), np.array([[1.0, 1.0]]))
+    with pytest.raises(DataError) as refused:
+        combine.combine_partials(big, floats)
+    assert refused.value.unnamed_keys
+    named = stats_keys.named_keys_error(refused.value, "g")
+    assert "the group column 'g' holds integers beyond" in str(named)
+
+
+def test_learned_accumulator_refuses_integers_beyond_2_53_after_other_integers():
+    """An accumulator of learned int64 keys given uint64 keys past 2**63: float64, their
+    one dtype, would not hold them exactly (``astype`` would wrap to int64): refused
+    naming the column; uint64 keys within 2**53 make the keys float64."""
+    acc = GroupAccumulator(3, stats_keys.LEARNED_KEYS)
+    acc.conform(np.array([-4, 7], dtype=np.int64), "g")
+    with pytest.raises(DataError, match="the group column 'g' holds integers beyond"):
+        acc.conform(np.array([2**63 + 5], dtype=np.uint64), "g")
+    got = acc.conform(np.array([9], dtype=np.uint64), "g")
+    assert got.dtype == np.float64 and acc.key_dtype == np.float64

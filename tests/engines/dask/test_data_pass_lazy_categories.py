@@ -231,9 +231,90 @@ def test_a_lazy_int_categorical_of_many_groups_fits_as_the_numbers_bit_for_bit(c
         assert lazy.llf == plain.llf
         np.testing.assert_array_equal(lazy.fe_params.to_numpy(), plain.fe_params.to_numpy())
         np.testing.assert_array_equal(lazy.bse.to_numpy(), plain.bse.to_numpy())
-        keys = np.array(list(lazy.random_effects))
-        assert keys.dtype == np.int64 and keys.size == 50_000
-        np.testing.assert_array_equal(keys, np.array(list(plain.random_effects)))
-        got = np.concatenate([np.asarray(v) for v in lazy.random_effects.values()])
-        want = np.concatenate([np.asarray(v) for v in plain.random_effects.values()])
-        np.testing.assert_array_equal(got, want)
+        got, want = lazy.random_effects_frame(), plain.random_effects_frame()
+        assert got.index.dtype == np.int64 and len(got) == 50_000
+        np.testing.assert_array_equal(got.index.to_numpy(), want.index.to_numpy())
+        np.testing.assert_array_equal(got.to_numpy(), want.to_numpy())
+
+
+def _split_lazy(first: pd.DataFrame, second: pd.DataFrame):
+    """A lazy categorical over two partitions of their own group dtypes."""
+    return _lazy(_parts(first, second))
+
+
+@pytest.mark.parametrize(
+    "second",
+    [
+        pytest.param(lambda g: g.astype(float), id="floats"),
+        pytest.param(lambda g: g.astype(np.uint64), id="uint64"),
+    ],
+)
+@pytest.mark.parametrize("exchange", ["rows", "partials"])
+def test_integers_beyond_2_53_meeting_floats_or_uint64_are_refused_naming_the_column(
+    client, exchange, second
+):
+    """int64 keys at 2**62 in one partition and the same keys as floats (or uint64) in
+    another: float64, their one dtype, would not hold such integers exactly, so the
+    fit is refused naming the column (not an internal error)."""
+    df = _frame("int")
+    df["g"] = df["g"].astype(np.int64) * 2048 + 2**62
+    half = len(df) // 2
+    other = df.iloc[half:].assign(g=lambda d: second(d["g"].to_numpy()))
+    with dask.config.set({"dmixed.exchange": exchange}), pytest.raises(DataError) as refused:
+        _fit(_split_lazy(df.iloc[:half], other), client=client)
+    assert "the group column 'g' holds integers beyond ±2**53" in str(refused.value)
+
+
+def test_negative_int64_and_uint64_past_2_63_are_refused_naming_the_column():
+    """Negative int64 keys in one partition, uint64 keys past 2**63 in another: no
+    exact dtype holds both (``astype`` would wrap)."""
+    df = _frame("int")
+    half = len(df) // 2
+    first = df.iloc[:half].assign(g=lambda d: d["g"] - 10_000)
+    other = df.iloc[half:].assign(g=lambda d: d["g"].astype(np.uint64) + np.uint64(2**63))
+    with dask.config.set(scheduler="sync"), pytest.raises(DataError) as refused:
+        _fit(_split_lazy(first, other))
+    assert "the group column 'g' holds integers beyond ±2**53" in str(refused.value)
+
+
+def test_int64_and_uint64_partitions_within_2_53_fit_as_the_float_column():
+    """int64 keys in one partition and uint64 in another, all within 2**53: float64
+    holds both exactly, one key per group, the fit the float column's."""
+    df = _frame("int")
+    half = len(df) // 2
+    other = df.iloc[half:].assign(g=lambda d: d["g"].astype(np.uint64))
+    with dask.config.set(scheduler="sync"):
+        got = _fit(_split_lazy(df.iloc[:half], other))
+        want = _fit(dd.from_pandas(df.astype({"g": float}), npartitions=2))
+    assert got.llf == want.llf
+    np.testing.assert_array_equal(got.fe_params.to_numpy(), want.fe_params.to_numpy())
+    assert [float(k) for k in got.random_effects] == list(want.random_effects)
+
+
+@pytest.mark.parametrize("exchange", ["rows", "partials"])
+def test_whole_floats_at_2_62_meet_their_integers(client, exchange):
+    """Whole float keys 2**62 + 2048k (past the ±2**62 the routing once took as
+    integers): routed as the int64 they equal, one key per group, the fit the float
+    column's."""
+    df = _frame("int")
+    df["g"] = (df["g"].astype(np.int64) * 2048 + 2**62).astype(float)
+    half = len(df) // 2
+    with dask.config.set({"dmixed.exchange": exchange}):
+        got = _fit(_split_lazy(df.iloc[:half], df.iloc[half:]), client=client)
+        want = _fit(dd.from_pandas(df, npartitions=2), client=client)
+    _same_fit(got, want)
+
+
+def test_ints_and_text_in_one_partition_are_refused_as_the_plain_column():
+    """A lazy categorical whose partition holds ``1`` and ``"1"`` (Dask left to keep
+    objects as they are): refused as the plain column is, with its words, not merged."""
+    df = _frame("int")
+    df["g"] = np.array([v if v % 2 else str(v) for v in df["g"]], dtype=object)
+    with dask.config.set({"scheduler": "sync", "dataframe.convert-string": False}):
+        messages = []
+        for data in (dd.from_pandas(df, npartitions=2), _lazy(dd.from_pandas(df, npartitions=2))):
+            with pytest.raises(DataError) as refused:
+                _fit(data)
+            messages.append(str(refused.value).split(": ", 1)[-1])
+    assert "column 'g' holds values of several Python types (int, str)" in messages[1]
+    assert messages[0] == messages[1]
