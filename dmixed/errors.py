@@ -103,11 +103,14 @@ class DataError(DmixedError):
     the group (:func:`dmixed.engines.local.refuse_inexact`): a Dask fit reads the data
     again keeping their sums about shifts of their own (0: not that refusal).
     ``key_kinds`` (set on the instance): the found and declared dtypes of group keys of
-    two kinds (:func:`dmixed.stats.keys.check_key_kind`), else None."""
+    two kinds (:func:`dmixed.stats.keys.check_key_kind`), else None.  ``unnamed_keys``
+    (True on the instance): a refusal of group keys made where the column's name is not
+    known, for the driver to name it (:func:`dmixed.stats.keys.named_keys_error`)."""
 
     of_all_rows: bool = False
     lossy_groups: int = 0
     key_kinds: tuple | None = None
+    unnamed_keys: bool = False
 
 
 class BadValuesError(DataError):

@@ -382,6 +382,27 @@ def test_csv_labels_do_not_depend_on_how_rows_fall_into_files(data, scheduler, t
     assert all(isinstance(k, (int, np.integer)) for k in keys)
 
 
+def test_parquet_of_a_pandas_categorical_group_fits_as_the_plain_files(data, scheduler, tmp_path):
+    """Parquet written from a pandas categorical group column (a dictionary column,
+    which Dask reads as a categorical of unknown categories) was refused as numbers
+    where text was declared; it fits as the same files written plain, bit for bit,
+    integer labels."""
+    for name, frame in {"dict": data.full.astype({"g": "category"}), "plain": data.full}.items():
+        (tmp_path / name).mkdir()
+        half = len(frame) // 2
+        frame.iloc[:half].to_parquet(tmp_path / name / "0.parquet")
+        frame.iloc[half:].to_parquet(tmp_path / name / "1.parquet")
+        args = ("fit", "--data", name, *MODEL, "--cluster", scheduler.file, "--quiet")
+        ok(run_in_process(*args, "--output", f"out_{name}", cwd=tmp_path))
+    got, want = (dmixed.load(tmp_path / f"out_{n}") for n in ("dict", "plain"))
+    for name in COMPARED:
+        np.testing.assert_array_equal(
+            np.asarray(getattr(got, name)), np.asarray(getattr(want, name))
+        )
+    assert list(got.random_effects) == list(want.random_effects)
+    assert all(isinstance(k, (int, np.integer)) for k in got.random_effects)
+
+
 def test_update_of_csv_keeps_the_label_types_of_the_saved_statistics(data, scheduler, tmp_path):
     """Saved text keys ("g7" among them): new CSV rows whose keys are all integers are
     read as text (the keys of the saved groups they continue); saved integer keys: new

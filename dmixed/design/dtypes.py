@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import BadValuesError, DataError, PrecisionWarning
+from ..stats.keys import python_type_name, several_types_error
 from .messages import plural
 from .warn_relay import warn_data
 
@@ -344,18 +345,6 @@ _INFERRED = {
 _NUMBER_TYPES = {"int", "float", "Decimal"}
 
 
-def _type_name(v) -> str:
-    if isinstance(v, (bool, np.bool_)):
-        return "bool"
-    if isinstance(v, (int, np.integer)):
-        return "int"
-    if isinstance(v, (float, np.floating)):
-        return "float"
-    if isinstance(v, str):
-        return "str"
-    return type(v).__name__
-
-
 def object_types(s: pd.Series) -> set[str]:
     """The Python types of the non-missing values of an ``object`` column.
 
@@ -371,7 +360,7 @@ def object_types(s: pd.Series) -> set[str]:
         return set(known)
     values = s.to_numpy(dtype=object)
     values = values[~np.asarray(pd.isna(values), dtype=bool)]
-    return {_type_name(v) for v in values}
+    return {python_type_name(v) for v in values}
 
 
 #: Python types of nested values: Parquet's struct (dict), list and array columns
@@ -419,13 +408,7 @@ def object_class(types: set[str], name: str) -> str | None:
         return "int" if types == {"int"} else "float"
     if len(types) == 1:
         return "bool" if types == {"bool"} else "string"
-    shown = ", ".join(sorted(types))
-    raise BadValuesError(
-        f"column {name!r} holds values of several Python types ({shown}), which dmixed "
-        "will not guess how to read (5 and '5' are one group as text and two as "
-        f"objects); convert it to one type first, e.g. df[{name!r}].astype(str) for labels "
-        f"or pd.to_numeric(df[{name!r}]) for numbers"
-    )
+    raise several_types_error(types, name)
 
 
 def group_keys(s: pd.Series, native: str | None = None) -> np.ndarray:

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from ..errors import BadValuesError
+from ..errors import BadValuesError, DataError
 
 
 def key_values(groups) -> np.ndarray:
@@ -114,6 +114,23 @@ def key_dtype(dtype) -> np.dtype | type:
     return {"i": np.int64, "u": np.uint64, "f": np.float64, "b": bool}.get(kind, object)
 
 
+#: The keys' dtype of a collection whose group column is a categorical of categories
+#: not known before its data are read (Dask's lazy ``astype("category")``, whose
+#: metadata declares text whatever the values): where a partition's categories are
+#: numbers :func:`conform_keys` keys its rows by their values in their own numeric dtype
+#: instead of refusing them, text as text; where keys of two kinds meet (a chain's
+#: partitions, a bucket's partials or rows, the labels) :func:`settled_kind` and
+#: :func:`settled_labels` give them one (integers with floats float64).  (Codes of one
+#: partition mean nothing in another: keys are always the values.)
+LEARNED_KEYS = np.dtype(object, metadata={"dmixed_keys": "learned"})
+
+
+def learned(dtype) -> bool:
+    """Whether ``dtype`` is :data:`LEARNED_KEYS` (the keys' kind learned from the data)."""
+    metadata = dtype.metadata if isinstance(dtype, np.dtype) else None
+    return metadata is not None and metadata.get("dmixed_keys") == "learned"
+
+
 #: Where :func:`conform_keys` finds keys of another kind (:func:`check_key_kind`'s ``where``).
 PARTITION_WHERE = (
     "a partition where the collection holds {declared} "
@@ -129,7 +146,9 @@ def conform_keys(keys: np.ndarray, dtype, column: str) -> np.ndarray:
     Text where the collection declares numbers, or numbers where it declares text, is
     refused: cast, ``"3"`` would silently become the group ``3``, and kept apart, the
     same group would be split in two (as in process, where a column of both kinds is
-    refused).
+    refused).  Numbers where ``dtype`` is :data:`LEARNED_KEYS` keep their own numeric
+    dtype (int64, uint64 or float64); the kind of a chain's, a bucket's and the
+    labels' keys is settled where they meet (:func:`settled_kind`, :func:`settled_labels`).
 
     Raises
     ------
@@ -137,10 +156,147 @@ def conform_keys(keys: np.ndarray, dtype, column: str) -> np.ndarray:
         The keys are text and ``dtype`` numeric, or the other way round.
     """
     want = np.dtype(dtype) if dtype is not object else np.dtype(object)
+    if learned(want):
+        if keys.dtype.kind in "iuf":
+            # numbers keyed in their own numeric dtype, as the numeric column's are; an
+            # int key and its whole float meet where partials or rows do (settled_kind)
+            return keys
+        if keys.dtype.kind == "O":
+            # (the plain column's values are checked as the partition is read)
+            refuse_mixed_objects(keys, column)
     if keys.dtype == want:
         return keys
     check_key_kind(keys.dtype, want, column, PARTITION_WHERE)
     return keys.astype(want)
+
+
+def settled_kind(held: np.dtype, keys: np.ndarray, column: str) -> np.dtype:
+    """The one dtype of keys of dtype ``held`` and ``keys`` where a collection's key
+    kind is learned from its data (:data:`LEARNED_KEYS`): integers with floats float64
+    (as :func:`conform_keys` casts an integer partition of a float column), else
+    ``held``.
+
+    Raises
+    ------
+    DataError
+        Text and numbers (:func:`check_key_kind`'s refusal).
+    """
+    found = keys.dtype
+    if found == held:
+        return held
+    if found.kind in "iuf" and held.kind in "iuf":
+        # int64 with uint64 too (numpy's promotion), where exact (settled_keys)
+        return np.dtype(np.float64)
+    check_key_kind(found, held, column, LEARNED_WHERE)
+    return held
+
+
+#: The integers float64 holds exactly: within ±2**53.
+EXACT_INTEGERS = 2**53
+
+
+def settled_keys(keys: np.ndarray, want: np.dtype, column: str | None) -> np.ndarray:
+    """``keys`` cast to ``want`` (:func:`settled_kind`), integers as float64 only where
+    float64 holds them exactly.  ``column`` None: the column is named where the refusal
+    reaches the driver (:func:`inexact_keys_error`).
+
+    Raises
+    ------
+    DataError
+        Integers beyond ±2**53 (:data:`EXACT_INTEGERS`) to be cast to float64: as floats
+        two of them could be one group.
+    """
+    want = np.dtype(want)
+    if keys.dtype == want:
+        return keys
+    if want.kind == "f" and keys.dtype.kind in "iu" and keys.size:
+        if keys.max() > EXACT_INTEGERS or (keys.dtype.kind == "i" and keys.min() < -EXACT_INTEGERS):
+            raise inexact_keys_error(column)
+    return keys.astype(want)
+
+
+def inexact_keys_error(column: str | None) -> DataError:
+    """The refusal of integer keys beyond ±2**53 meeting floats or integers of the
+    other signedness where the keys' kind is learned from the data (:func:`settled_keys`).
+    ``column`` None: an error marked ``unnamed_keys``, for the driver to name the column
+    (:func:`named_keys_error`)."""
+    shown = "the group column" if column is None else f"the group column {column!r}"
+    err = DataError(
+        f"{shown} holds integers beyond ±2**53 in some partitions and floats or integers "
+        "of another signedness in others (its categories as read): as float64, the one "
+        "dtype of both, two such integers could be one group; give the column one type "
+        "in every file"
+    )
+    err.unnamed_keys = column is None
+    return err
+
+
+def named_keys_error(err: DataError, column: str) -> DataError:
+    """``err`` naming ``column`` where it is an unnamed :func:`inexact_keys_error`."""
+    return inexact_keys_error(column) if getattr(err, "unnamed_keys", False) else err
+
+
+#: what :func:`pandas.api.types.infer_dtype` says of object keys of several kinds
+_MIXED_INFERRED = frozenset({"mixed-integer", "mixed"})
+
+
+def refuse_mixed_objects(keys: np.ndarray, column: str) -> None:
+    """Refuse object keys of several Python types where the keys' kind is learned from
+    the data (a categorical of ``1`` and ``"1"``), as the plain column is refused
+    (:func:`several_types_error`); one non-numeric type (text, tuples) is kept.
+
+    Raises
+    ------
+    BadValuesError
+        Values of several kinds (text and numbers...).
+    """
+    if pd.api.types.infer_dtype(keys, skipna=True) not in _MIXED_INFERRED:
+        return
+    types = object_type_names(keys)
+    if len(types) > 1 and not types <= _NUMBER_TYPES:
+        raise several_types_error(types, column)
+
+
+def object_type_names(keys: np.ndarray) -> set[str]:
+    """The :func:`python_type_name` of every non-missing value of object ``keys``
+    (named once per distinct type)."""
+    values = keys[~np.asarray(pd.isna(keys), dtype=bool)]
+    return {python_type_name_of(t) for t in pd.unique(pd.Series(values, dtype=object).map(type))}
+
+
+#: Python types of numbers (:func:`python_type_name`'s names)
+_NUMBER_TYPES = frozenset({"int", "float", "Decimal"})
+
+
+def python_type_name(v) -> str:
+    """The name of the Python type of ``v``: ``"bool"``, ``"int"``, ``"float"``, ``"str"``
+    (numpy scalars as their Python type), else the type's own name."""
+    return python_type_name_of(type(v))
+
+
+def python_type_name_of(t: type) -> str:
+    """:func:`python_type_name` of a value of type ``t``."""
+    if issubclass(t, (bool, np.bool_)):
+        return "bool"
+    if issubclass(t, (int, np.integer)):
+        return "int"
+    if issubclass(t, (float, np.floating)):
+        return "float"
+    if issubclass(t, str):
+        return "str"
+    return t.__name__
+
+
+def several_types_error(types: set[str], name: str) -> BadValuesError:
+    """The refusal of a column holding values of several Python types ``types`` (the
+    owner of its words)."""
+    shown = ", ".join(sorted(types))
+    return BadValuesError(
+        f"column {name!r} holds values of several Python types ({shown}), which dmixed "
+        "will not guess how to read (5 and '5' are one group as text and two as "
+        f"objects); convert it to one type first, e.g. df[{name!r}].astype(str) for labels "
+        f"or pd.to_numeric(df[{name!r}]) for numbers"
+    )
 
 
 def check_key_kind(found, declared, column: str, where: str, hint: str = "") -> None:
@@ -169,6 +325,43 @@ def check_key_kind(found, declared, column: str, where: str, hint: str = "") -> 
     # the kinds, for a caller that knows why they differ (check_key_kind's hint)
     refused.key_kinds = (found, declared)
     raise refused
+
+
+#: Where :func:`settled_labels` finds keys of two kinds (:func:`check_key_kind`'s ``where``).
+LEARNED_WHERE = "some partitions and {declared} in others (its categories as read)"
+
+
+def settled_labels(labels: np.ndarray, column: str) -> np.ndarray:
+    """The group labels of a pass over :data:`LEARNED_KEYS`, in the dtype the keys of
+    the column's values have (:func:`key_values`): integers as ``int64`` (``uint64``
+    past its range), integers and floats together as ``float64`` (as :func:`conform_keys`
+    casts an integer partition of a float column), text as objects; order unchanged.
+
+    Raises
+    ------
+    DataError
+        Text and numbers among the labels (:func:`check_key_kind`'s refusal).
+    """
+    if labels.dtype != object or not labels.size:
+        return labels
+    kind = pd.api.types.infer_dtype(labels, skipna=False)
+    if kind == "integer":
+        try:
+            return labels.astype(np.int64)
+        except OverflowError:
+            return labels.astype(np.uint64)
+    if kind in ("floating", "mixed-integer-float"):
+        return labels.astype(np.float64)
+    if kind in ("mixed-integer", "mixed"):
+        # each partition's keys are of one kind (conform_keys): several kinds met here
+        types = object_type_names(labels)
+        numbers = types & _NUMBER_TYPES
+        if numbers and types - _NUMBER_TYPES:
+            number = np.float64 if "float" in numbers else np.int64
+            check_key_kind(number, object, column, LEARNED_WHERE)
+        if len(types) > 1:
+            raise several_types_error(types, column)
+    return labels
 
 
 def sorted_codes(groups) -> tuple[np.ndarray, np.ndarray]:

@@ -10,13 +10,18 @@ from hypothesis import strategies as st
 
 from dmixed.errors import DataError
 from dmixed.stats.keys import (
+    LEARNED_KEYS,
     PARTITION_WHERE,
     check_key_kind,
     conform_keys,
     hashed_bits,
     key_dtype,
     key_values,
+    learned,
     order_distinct,
+    settled_keys,
+    settled_kind,
+    settled_labels,
     sorted_codes,
 )
 
@@ -228,3 +233,81 @@ def test_owned_keys_order_as_keys_not_owned(n, dtype, spread, offset, repeat, se
         np.testing.assert_array_equal(a, b)
     if not want.repeated:
         np.testing.assert_array_equal(want.labels[want.position], keys)
+
+
+def test_learned_keys_keep_numbers_in_their_numeric_dtype():
+    """Where the collection's key kind is learned from the data (a categorical of unknown
+    categories), numbers keep their own numeric dtype (never objects); text as it is;
+    booleans refused as any kind other than text (with the kinds kept)."""
+    assert learned(LEARNED_KEYS) and LEARNED_KEYS == np.dtype(object)
+    assert not learned(np.dtype(object)) and not learned(np.int64) and not learned(object)
+    ints = key_values(np.array([3, 1, 3]))
+    assert conform_keys(ints, LEARNED_KEYS, "g") is ints and ints.dtype == np.int64
+    floats = key_values(np.array([3.0, 0.5]))
+    assert conform_keys(floats, LEARNED_KEYS, "g") is floats and floats.dtype == np.float64
+    text = key_values(np.array(["3", "1"]))
+    assert conform_keys(text, LEARNED_KEYS, "g") is text
+    with pytest.raises(DataError) as refused:
+        conform_keys(key_values(np.array([True, False])), LEARNED_KEYS, "g")
+    assert refused.value.key_kinds == (np.dtype(bool), np.dtype(object))
+
+
+def test_settled_kind_of_integers_and_floats_is_float64():
+    """Keys of a learned kind meeting: integers with floats float64 (either way round),
+    one kind as it is, text with numbers refused."""
+    i8, f8, obj = np.dtype(np.int64), np.dtype(np.float64), np.dtype(object)
+    assert settled_kind(i8, np.array([1, 2]), "g") == i8
+    assert settled_kind(i8, np.array([1.5]), "g") == f8
+    assert settled_kind(f8, np.array([1, 2]), "g") == f8
+    assert settled_kind(obj, np.array(["a"], dtype=object), "g") == obj
+    for held, keys in ((i8, np.array(["a"], dtype=object)), (obj, np.array([1]))):
+        with pytest.raises(DataError, match="'g' holds"):
+            settled_kind(held, keys, "g")
+
+
+def test_settled_labels_give_the_values_kind():
+    """The labels of a learned pass in the dtype of the values' keys: integers int64
+    (uint64 past its range), integers with floats float64, text as it is; text with
+    numbers refused."""
+    got = settled_labels(np.array([1, 5, 9], dtype=object), "g")
+    assert got.dtype == np.int64 and got.tolist() == [1, 5, 9]
+    got = settled_labels(np.array([2**63, 2**64 - 1], dtype=object), "g")
+    assert got.dtype == np.uint64 and got.tolist() == [2**63, 2**64 - 1]
+    got = settled_labels(np.array([1, 2.5, 3.0], dtype=object), "g")
+    assert got.dtype == np.float64 and got.tolist() == [1.0, 2.5, 3.0]
+    text = np.array(["a", "b"], dtype=object)
+    assert settled_labels(text, "g") is text
+    ints = np.array([1, 2])
+    assert settled_labels(ints, "g") is ints
+    for mixed in ([1, "a"], [1.5, "a"]):
+        with pytest.raises(DataError, match=r"'g' holds numbers \((int64|float64)\) in some "):
+            settled_labels(np.array(mixed, dtype=object), "g")
+
+
+def test_settled_keys_cast_integers_to_float64_only_where_exact():
+    """Integers within ±2**53 as float64; beyond, refused naming the column; int64 with
+    uint64 settle as float64."""
+    f8 = np.dtype(np.float64)
+    assert settled_kind(np.dtype(np.int64), np.array([1], dtype=np.uint64), "g") == f8
+    np.testing.assert_array_equal(
+        settled_keys(np.array([-(2**53), 2**53]), f8, "g"), [-(2.0**53), 2.0**53]
+    )
+    for keys in (np.array([2**53 + 1]), np.array([-(2**53) - 1]), np.array([2**63], np.uint64)):
+        with pytest.raises(DataError, match="the group column 'g' holds integers beyond"):
+            settled_keys(keys, f8, "g")
+
+
+def test_learned_object_keys_of_several_types_are_refused_as_the_plain_column():
+    """Object keys of ints and text under a learned kind: the plain column's refusal;
+    one type (text, tuples) kept."""
+    with pytest.raises(
+        DataError, match=r"column 'g' holds values of several Python types \(int, str\)"
+    ):
+        conform_keys(np.array([1, "1"], dtype=object), LEARNED_KEYS, "g")
+    with pytest.raises(DataError, match=r"several Python types \(float, str\)"):
+        conform_keys(np.array([1.5, "a"], dtype=object), LEARNED_KEYS, "g")
+    text = np.array(["a", "b"], dtype=object)
+    assert conform_keys(text, LEARNED_KEYS, "g") is text
+    pairs = np.empty(2, dtype=object)
+    pairs[:] = [(1, "a"), (2, "b")]
+    assert conform_keys(pairs, LEARNED_KEYS, "g") is pairs

@@ -21,7 +21,7 @@ from ...kernels.term_table import TermRows, as_packed, merge_term_rows, shifted_
 from ...kernels.vc_blocks import RaggedVC
 from ...kernels.vc_border import CrossedVC
 from ...stats import GlobalStats, Layout
-from ...stats.keys import order_distinct
+from ...stats.keys import order_distinct, settled_keys
 from ...stats.packed import PackedLayout
 from ...stats.standardize import Standardization
 from ..local import inexact_count, local_engine, rank_one_engine, refuse_inexact
@@ -480,6 +480,25 @@ def inexact_groups(block: Block) -> int:
     return inexact_count(stats, block.nobs, rank_one)
 
 
+def exact_labels(parts: list, column: str) -> None:
+    """Refuse integer labels (arrays or :class:`NarrowInts`) that :func:`joined` would
+    make inexact floats: numbers of two dtypes meet as float64
+    (:func:`~dmixed.stats.keys.settled_keys`).
+
+    Raises
+    ------
+    DataError
+        Integers beyond ±2**53 among labels of two numeric dtypes.
+    """
+    dtypes = {p.dtype for p in parts}
+    if len(dtypes) < 2 or any(d.kind not in "iuf" for d in dtypes):
+        return
+    float64 = np.dtype(np.float64)
+    for part in parts:
+        if part.dtype.kind in "iu":
+            settled_keys(part.array() if isinstance(part, NarrowInts) else part, float64, column)
+
+
 def joined(parts: list) -> np.ndarray:
     """``np.concatenate`` of ``parts`` (arrays or :class:`NarrowInts`, their original
     values) into one array written part by part (numpy's promotion of their dtypes;
@@ -568,20 +587,28 @@ class Assembly:
     inexact: int = 0
 
 
-def assemble_blocks(summaries: list[Block], k: int) -> Assembly:
+def assemble_blocks(summaries: list[Block], k: int, column: str | None = None) -> Assembly:
     """Sorted group order (statsmodels', as :func:`~dmixed.stats.keys.sorted_codes`) and
     global sums of the blocks; ``k`` = p + 1.
 
     The blocks' labels and row counts may be arrays or :class:`NarrowInts` (gathered
     :func:`block_summary`): the labels are written into one array and ordered in place
     (:func:`~dmixed.stats.keys.order_distinct` with ``owned``), the row counts
-    scattered to their sorted places block by block.
+    scattered to their sorted places block by block.  ``column``: the group column,
+    given where the keys' kind is learned from the data
+    (:data:`~dmixed.stats.keys.LEARNED_KEYS`): blocks' numbers of two dtypes meet as
+    float64, where it holds the integers exactly.
 
     Raises
     ------
+    DataError
+        Integers beyond ±2**53 with floats or integers of the other signedness
+        (``column`` given).
     RuntimeError
         A group key occurs in two blocks (an internal error).
     """
+    if column is not None:
+        exact_labels([b.labels for b in summaries], column)
     order = order_distinct(joined([b.labels for b in summaries]), owned=True)
     if order.repeated:
         raise RuntimeError(

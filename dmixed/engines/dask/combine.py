@@ -39,7 +39,14 @@ from ...kernels.term_table import (
     shifted_rows,
 )
 from ...kernels.vc_packed import accumulate_padded_into
-from ...stats.keys import hashed_bits
+from ...stats.keys import (
+    LEARNED_KEYS,
+    conform_keys,
+    hashed_bits,
+    learned,
+    settled_keys,
+    settled_kind,
+)
 from ...stats.packed import PackedLayout
 from ...stats.standardize import Standardization, check_weights_range, widened
 from .text_columns import TextColumns, text_objects
@@ -65,10 +72,23 @@ def bucket_of(keys: np.ndarray, n_buckets: int) -> np.ndarray:
     hash of integers (their bits zero-extended to 64, then splitmix64's finalizer),
     the same buckets in one pass.  Float keys are hashed as the integers of their bits
     (:func:`~dmixed.stats.keys.hashed_bits`: ``-0.0`` as ``0.0``), whatever pandas'
-    version does with floats."""
+    version does with floats, except whole floats in ``[-2**63, 2**63)``, hashed as the
+    int64 they equal (an exact cast): where a collection's key kind is learned from its data
+    (:data:`~dmixed.stats.keys.LEARNED_KEYS`), one chain's int64 key ``3`` and
+    another's float ``3.0`` are one group and go to one bucket."""
     if n_buckets == 1:
         return np.zeros(len(keys), dtype=np.int64)
-    keys = hashed_bits(np.asarray(keys))
+    keys = np.asarray(keys)
+    if keys.dtype.kind == "f" and keys.size:
+        with np.errstate(invalid="ignore"):
+            whole = (keys == np.trunc(keys)) & (keys >= -(2.0**63)) & (keys < 2.0**63)
+        if whole.any():
+            out = np.empty(keys.size, dtype=np.int64)
+            out[whole] = bucket_of(keys[whole].astype(np.int64), n_buckets)
+            if not whole.all():
+                out[~whole] = bucket_of(keys[~whole], n_buckets)
+            return out
+    keys = hashed_bits(keys)
     buckets = hash_buckets(keys, n_buckets)
     if buckets is not None:
         return buckets
@@ -142,16 +162,15 @@ class GroupAccumulator:
 
     def __init__(self, width: int, key_dtype, keep_shifts: bool = False) -> None:
         self.width = width
-        self.key_dtype = np.dtype(key_dtype) if key_dtype is not object else np.dtype(object)
+        key_dtype = np.dtype(key_dtype) if key_dtype is not object else np.dtype(object)
+        # keys' kind learned from the data (stats.keys.LEARNED_KEYS): settled by the
+        # first keys added (conform), in their own dtype
+        self.learned = learned(key_dtype)
         self.acc = np.zeros((width, 0))
-        self.ranged = self.key_dtype.kind in "iu"
         self.base = 0
         self.lookup: np.ndarray | None = None  # column of key − base, or −1
         self.looked_up = np.empty(0, dtype=np.int64)  # the keys of the columns, in order
-        self.index = self._new_index(np.empty(0, dtype=self.key_dtype))
-        self.extra = self._new_index(np.empty(0, dtype=self.key_dtype))
-        # text keys by their hashes until a partition's are not (then the hash table)
-        self.text = TextColumns() if self.key_dtype.kind == "O" else None
+        self._keyed_by(key_dtype)
         # the compiled pass's sums not yet in ``acc`` (flushed before ``acc`` is read,
         # grown or reordered); ``written``: the reference added sums into ``acc``
         self.terms = TermTable(keep_shifts, self._keep_side)
@@ -162,6 +181,51 @@ class GroupAccumulator:
         # the rows' sums about each group's shift where the reference summed them
         # (:mod:`~dmixed.kernels.shifts`); None once rows were summed without them
         self.sides: list | None = []
+
+    def _keyed_by(self, key_dtype: np.dtype) -> None:
+        """Key the (empty) accumulator by keys of ``key_dtype``."""
+        self.key_dtype = key_dtype
+        self.ranged = key_dtype.kind in "iu"
+        self.index = self._new_index(np.empty(0, dtype=key_dtype))
+        self.extra = self._new_index(np.empty(0, dtype=key_dtype))
+        # text keys by their hashes until a partition's are not (then the hash table)
+        self.text = TextColumns() if key_dtype.kind == "O" else None
+
+    def conform(self, keys: np.ndarray, column: str) -> np.ndarray:
+        """``keys`` in the accumulator's key dtype (:func:`~dmixed.stats.keys.conform_keys`).
+        Where the keys' kind is learned from the data, the first keys settle it in their
+        own dtype, and float keys after integer ones (or integers of the other
+        signedness) make the keys held float64 (an int key and its whole float one
+        group), where float64 holds the integers exactly
+        (:func:`~dmixed.stats.keys.settled_keys`).
+
+        Raises
+        ------
+        DataError
+            Text where numbers are held, or the other way round; integers beyond ±2**53
+            with floats.
+        """
+        if not self.learned:
+            return conform_keys(keys, self.key_dtype, column)
+        keys = conform_keys(keys, LEARNED_KEYS, column)
+        if learned(self.key_dtype):
+            self._keyed_by(keys.dtype)
+            return keys
+        want = settled_kind(self.key_dtype, keys, column)
+        keys = settled_keys(keys, want, column)
+        if want != self.key_dtype:
+            self._to_float(column)
+        return keys
+
+    def _to_float(self, column: str) -> None:
+        """Integer keys held as float64 from now on (the hash table's)."""
+        if self.ranged or self.lookup is not None:
+            self._to_hash()
+        float64 = np.dtype(np.float64)
+        self.index = pd.Index(settled_keys(self.index.to_numpy(), float64, column))
+        self.extra = pd.Index(settled_keys(self.extra.to_numpy(), float64, column))
+        self.key_dtype = np.dtype(np.float64)
+        self.text = None
 
     @staticmethod
     def _new_index(keys: np.ndarray) -> pd.Index:
@@ -612,16 +676,37 @@ def combine_partials(*parts: Partial) -> Partial:
     parts = [p for p in parts if len(p[0])] or list(parts[:1])
     if len(parts) == 1:
         return parts[0]
-    dense = dense_key_range([p[0] for p in parts])
+    met = met_kinds(parts)
+    dense = dense_key_range([p[0] for p in met])
     if dense is not None:
-        return _add_by_position(parts, *dense)
-    keys = np.concatenate([p[0] for p in parts])
-    values = np.concatenate([p[1] for p in parts])
+        return _add_by_position(met, *dense)
+    keys = np.concatenate([p[0] for p in met])
+    values = np.concatenate([p[1] for p in met])
     codes, uniq = pd.factorize(keys)
     out = np.empty((len(uniq), values.shape[1]))
     for j in range(values.shape[1]):
         out[:, j] = np.bincount(codes, weights=values[:, j], minlength=len(uniq))
     return np.asarray(uniq), out
+
+
+def met_kinds(parts: list[Partial]) -> list[Partial]:
+    """``parts`` with their keys in one dtype where they differ (a collection whose
+    keys' kind is learned from its data, :data:`~dmixed.stats.keys.LEARNED_KEYS`):
+    numbers of two dtypes as float64 (:func:`~dmixed.stats.keys.settled_kind`), where
+    float64 holds the integers exactly, the column named at the driver.  (Text with
+    numbers is joined as objects, refused with the labels,
+    :func:`~dmixed.stats.keys.settled_labels`.)
+
+    Raises
+    ------
+    DataError
+        Integers beyond ±2**53 with floats or integers of the other signedness.
+    """
+    dtypes = {p[0].dtype for p in parts}
+    if len(dtypes) == 1 or any(d.kind not in "iuf" for d in dtypes):
+        return parts
+    float64 = np.dtype(np.float64)
+    return [(settled_keys(p[0], float64, None), *p[1:]) for p in parts]
 
 
 def _add_by_position(parts: list[Partial], lo: int, span: int) -> Partial:

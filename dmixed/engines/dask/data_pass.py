@@ -47,6 +47,7 @@ from typing import Any
 
 import dask
 import numpy as np
+import pandas as pd
 
 from ...design.dtypes import native_dtype
 from ...design.origin import in_partition, located
@@ -55,7 +56,15 @@ from ...design.prepare import is_missing_values_error
 from ...errors import BadValuesError, DataError, SpecError
 from ...kernels.vc_border import CrossedVC, choose_diagonal
 from ...stats import FittedStatistics, Layout
-from ...stats.keys import PARTITION_WHERE, check_key_kind, key_dtype
+from ...stats.keys import (
+    LEARNED_KEYS,
+    PARTITION_WHERE,
+    check_key_kind,
+    key_dtype,
+    learned,
+    named_keys_error,
+    settled_labels,
+)
 from ...stats.packed import PackedLayout
 from ...stats.slots import SlotMap
 from ...stats.standardize import Standardization
@@ -186,29 +195,42 @@ def local_scheduler() -> str:
 
 def group_key_dtype(ddf, spec):
     """dtype of the group keys the partitions will yield (best effort, from the
-    collection's metadata; :func:`~dmixed.stats.keys.key_dtype`)."""
+    collection's metadata; :func:`~dmixed.stats.keys.key_dtype`), or
+    :data:`~dmixed.stats.keys.LEARNED_KEYS` where the group column is a categorical of
+    unknown categories."""
     if spec.group_native is not None:
         return key_dtype(native_dtype(spec.group_native))
     try:
         dtype = ddf.dtypes[spec.group_name]
     except (KeyError, AttributeError):
         return object
+    if isinstance(dtype, pd.CategoricalDtype) and unknown_categories(ddf, spec):
+        # the metadata's categories are a placeholder: the pass keys rows by the
+        # values it reads and settles their kind after (LEARNED_KEYS)
+        return LEARNED_KEYS
     return key_dtype(dtype)
 
 
-def categorize_hint(err: DataError, ddf, spec) -> DataError:
-    """``err`` advising to make the categories known, where it refuses numbers in a
-    group column the collection declares a categorical of unknown categories: Dask's
-    lazy ``astype("category")`` declares text categories whatever the values, so the
-    numbers are no mix of types in the data.  Else ``err`` unchanged."""
-    kinds = err.key_kinds
-    if kinds is None or kinds[0].kind == "O" or kinds[1].kind != "O":
-        return err
+def unknown_categories(ddf, spec) -> bool:
+    """Whether the collection declares the group column a categorical of categories
+    not known before its data are read (Dask's lazy ``astype("category")``)."""
     try:
-        known = ddf[spec.group_name].cat.known
+        return not ddf[spec.group_name].cat.known
     except (AttributeError, KeyError, TypeError):  # not a categorical
+        return False
+
+
+def categorize_hint(err: DataError, ddf, spec) -> DataError:
+    """``err`` advising to make the categories known, where it refuses keys other than
+    numbers and text (booleans, datetimes) in a group column the collection declares a
+    categorical of unknown categories: Dask's lazy ``astype("category")`` declares text
+    categories whatever the values, so they are no mix of types in the data.  (Numbers
+    there are keyed by their values, :data:`~dmixed.stats.keys.LEARNED_KEYS`: their
+    refusal is of a true mix with text.)  Else ``err`` unchanged."""
+    kinds = err.key_kinds
+    if kinds is None or kinds[0].kind in "iufO" or kinds[1].kind != "O":
         return err
-    if known:
+    if not unknown_categories(ddf, spec):
         return err
     column = spec.group_name
     hint = (
@@ -248,6 +270,18 @@ class _Pass:
     def level(self) -> int:
         """Log level of the pass's lines: INFO with ``progress``, else DEBUG."""
         return logging.INFO if self.progress else logging.DEBUG
+
+    @property
+    def group_name(self) -> str:
+        """The group column's name."""
+        spec: Any = self.spec  # a ModelSpec (the pass takes it as it comes)
+        return spec.group_name
+
+    @property
+    def learned_column(self) -> str | None:
+        """The group column where its keys' kind is learned from the data
+        (:data:`~dmixed.stats.keys.LEARNED_KEYS`), else None."""
+        return self.group_name if learned(self.key_dtype) else None
 
     @property
     def n_parts(self) -> int:
@@ -317,10 +351,13 @@ def _count_blocks(run: _Pass) -> int:
     return max(1, worker_threads(run.client))
 
 
-def _gather_in_process(graph: list, packed: PackedLayout | RaggedPacked, layout: Layout):
-    """The graph on Dask's local scheduler; ``(in-process engine, assembly)``."""
+def _gather_in_process(
+    graph: list, packed: PackedLayout | RaggedPacked, layout: Layout, column: str | None
+):
+    """The graph on Dask's local scheduler; ``(in-process engine, assembly)``.
+    ``column``: :func:`~dmixed.engines.dask.blocks.assemble_blocks`'s."""
     blocks = list(dask.compute(*graph, scheduler=local_scheduler()))
-    asm = assemble_blocks(blocks, packed.k)
+    asm = assemble_blocks(blocks, packed.k, column)
     if isinstance(packed, RaggedPacked) and packed.crossed:
         crossed = CrossedVC.concatenate([b.crossed for b in blocks], asm.position)
         return CrossedVCEngine(crossed), asm
@@ -477,7 +514,7 @@ def _compute_on_cluster(run: _Pass, graph: list, packed: PackedLayout, layout: L
         client.map(block_summary, futures, pure=False) if early is None else early.summaries
     )
     summaries = gather(client, summary_futures, "the data pass", straight=True)
-    asm = assemble_blocks(summaries, packed.k)
+    asm = assemble_blocks(summaries, packed.k, run.learned_column)
     n_groups = len(asm.group_labels)
     moment_futures = None if early is None else early.moments
     if early is not None:
@@ -624,6 +661,7 @@ def statistics_from_dask(
         stats = _passes(run, standardization, shifted)
     except DataError as err:
         if not is_missing_values_error(err):
+            err = named_keys_error(err, spec.group_name)
             raise located(categorize_hint(err, ddf, spec), ddf) from None
         # the error path only: one more read, for counts over all partitions
         raise missing_values_total(ddf, spec, client, local_scheduler(), err) from None
@@ -743,7 +781,7 @@ def _data_pass(run: _Pass, standardization: Standardization | None) -> FittedSta
         run.partial,
     )
     if client is None:
-        engine_obj, asm = _gather_in_process(graph, packed, layout)
+        engine_obj, asm = _gather_in_process(graph, packed, layout, run.learned_column)
     else:
         engine_obj, asm = _compute_on_cluster(run, graph, packed, layout, t1)
     if asm.glob.n == 0:
@@ -770,11 +808,18 @@ def _data_pass(run: _Pass, standardization: Standardization | None) -> FittedSta
             asm.exchange["bytes"] / 1e6,
             asm.exchange.get("why", ""),
         )
+    labels = asm.group_labels
+    if learned(run.key_dtype):
+        try:
+            labels = settled_labels(labels, run.group_name)
+        except DataError:
+            engine_obj.close()
+            raise
     return FittedStatistics(
         engine=engine_obj,
         glob=asm.glob,
         layout=layout,
-        group_labels=asm.group_labels,
+        group_labels=labels,
         group_sizes=asm.group_sizes,
         vc_slot_cols=[] if slot_map is None else slot_map.slot_columns(asm.group_labels),
         data_pass_seconds=time.perf_counter() - run.t0,

@@ -597,6 +597,7 @@ def block_graph(
                 reduce_routed,
                 packed,
                 key_dtype,
+                spec.group_name,
                 widths,
                 shifts,
                 *[t.part(3, b) for t in tasks],
@@ -701,6 +702,7 @@ def _placed_blocks(
                 local[b],
                 packed,
                 key_dtype,
+                spec.group_name,
                 widths,
                 shifts,
                 *[made for _, made in shares],
@@ -761,11 +763,13 @@ def _shares(b: int, local: tuple, sources: tuple) -> list[tuple]:
     return [_outbound(s, b) if here else s for here, s in zip(local, sources, strict=True)]
 
 
-def bucket_owner(b: int, local: tuple, packed, key_dtype, widths: tuple, shifts: bool, *sources):
+def bucket_owner(
+    b: int, local: tuple, packed, key_dtype, column: str, widths: tuple, shifts: bool, *sources
+):
     """:func:`~dmixed.engines.dask.routing.reduce_routed` of the rows every partials
     task routed to bucket ``b`` (``sources`` as :func:`bucket_block` takes them)."""
     routed = [share[3] for share in _shares(b, local, sources)]
-    return reduce_routed(packed, key_dtype, widths, shifts, *routed)
+    return reduce_routed(packed, key_dtype, column, widths, shifts, *routed)
 
 
 def bucket_block(b: int, local: tuple, checks: tuple, layout: tuple, owners: tuple, *sources):

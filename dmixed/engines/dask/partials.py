@@ -297,7 +297,7 @@ def accumulate_frames(
         nonlocal glob, std
         for dm, keys, ztilde, chosen in rows:
             std = chosen
-            keys = conform_keys(keys, acc.key_dtype, spec.group_name)
+            keys = acc.conform(keys, spec.group_name)
             if router.row_bytes is None:  # a partial's row as this chain will send it
                 router.row_bytes = acc.row_bytes(dm, ztilde, std, widths)
             if router.take(keys, dm, ztilde, std):
@@ -310,7 +310,7 @@ def accumulate_frames(
 
     try:
         for frame in itertools.chain(frames, [None]):  # None: the chain's end
-            if frame is not None and sweep is not None:
+            if frame is not None and sweep is not None and not acc.learned:
                 got = sweep.columns(frame, acc.key_dtype)
                 if sample and sample.held and sweep.completes(got, sample):
                     # the partition whose first rows complete the sample is swept as
@@ -635,7 +635,7 @@ def accumulate_ragged(
             glob += rp.group.pack_global(sums)
             if acc is None:
                 dtype = keys.dtype if key_dtype is None else key_dtype
-                acc = RaggedAccumulator(rp, n_buckets, dtype)
+                acc = RaggedAccumulator(rp, n_buckets, dtype, spec.group_name)
             acc.add(parts)
             report.add(len(keys))
     except DataError as err:

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from ...kernels.vc_blocks import RaggedVC, ragged_statistics
+from ...stats.keys import learned, settled_keys, settled_kind
 from ...stats.packed import PackedLayout
 from ...stats.slots import SlotMap
 from ...stats.standardize import Standardization
@@ -217,19 +218,45 @@ class RaggedAccumulator:
     """A chain's ragged partials per bucket, added up every :data:`MERGE_EVERY`
     partitions (so a chain holds a bucket's sums and a few partitions' tables)."""
 
-    def __init__(self, rp: RaggedPacked, n_buckets: int, key_dtype) -> None:
+    def __init__(self, rp: RaggedPacked, n_buckets: int, key_dtype, column: str) -> None:
         self.key_dtype = np.dtype(key_dtype)
+        self.column = column  # the group column, for messages
         self.pending = [[rp.empty(self.key_dtype)] for _ in range(n_buckets)]
+        # keys' kind learned from the data (stats.keys.LEARNED_KEYS): settled by the
+        # first tables, integers with floats float64 (the tables held cast)
+        self.learned = learned(self.key_dtype)
 
     def add(self, parts: list) -> None:
         """One partition's tables per bucket (in the chain's map)."""
+        if self.learned and parts:
+            self._settle(parts[0][0][0])
         for b, tables in enumerate(parts):
             keys = tables[0][0]
             if keys.dtype != self.key_dtype:
-                tables = ((keys.astype(self.key_dtype), tables[0][1]), *tables[1:])
+                keys = (
+                    settled_keys(keys, self.key_dtype, self.column)
+                    if self.learned
+                    else keys.astype(self.key_dtype)
+                )
+                tables = ((keys, tables[0][1]), *tables[1:])
             self.pending[b].append(tables)
             if len(self.pending[b]) > MERGE_EVERY:
                 self.pending[b] = [combine_tables(*self.pending[b])]
+
+    def _settle(self, keys: np.ndarray) -> None:
+        """The keys' dtype of the tables held and to come, given ``keys`` of a partition
+        (:func:`~dmixed.stats.keys.settled_kind`)."""
+        if learned(self.key_dtype):
+            want = keys.dtype
+        else:
+            want = settled_kind(self.key_dtype, keys, self.column)
+        if want == self.key_dtype:
+            return
+        self.key_dtype = want
+        self.pending = [
+            [((settled_keys(t[0][0], want, self.column), t[0][1]), *t[1:]) for t in pending]
+            for pending in self.pending
+        ]
 
     def result(self) -> list:
         """The chain's tables per bucket."""

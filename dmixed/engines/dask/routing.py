@@ -877,7 +877,7 @@ def exchange_summary(*reports: dict) -> dict:
 
 
 def reduce_routed(
-    packed: PackedLayout, key_dtype, vc_widths: tuple, shifts: bool, *routed
+    packed: PackedLayout, key_dtype, column: str, vc_widths: tuple, shifts: bool, *routed
 ) -> tuple[Partial, np.ndarray, Standardization | None]:
     """The rows every chain routed to one bucket, reduced to a partial with the per-row
     kernel: ``(partial, packed global sums, map)``, as a chain's output.
@@ -887,6 +887,7 @@ def reduce_routed(
     in the map of the first piece, as a chain adds its partitions (``shifts``: as the
     chains', :func:`~dmixed.engines.dask.partials.accumulate_frames`); runs of pieces
     of fewer rows than ``[X y]`` has columns are added joined (:func:`coalesced`).
+    ``column``: the group column, for messages.
     """
     pieces = [p for chain in routed if chain is not None for p in chain if p.keys.size]
     if not pieces:
@@ -896,7 +897,8 @@ def reduce_routed(
     glob = packed.empty_global()
     std = pieces[0].std
     for piece in coalesced(pieces, packed.k):
-        sums = acc.add(piece.keys, piece, piece.ztilde, std, vc_widths)
+        keys = acc.conform(piece.keys, column)
+        sums = acc.add(keys, piece, piece.ztilde, std, vc_widths)
         glob += packed.pack_global(sums)
     (partial,) = acc.result(1)
     return partial, glob, std

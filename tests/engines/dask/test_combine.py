@@ -14,7 +14,9 @@ from dmixed.design import DesignMatrices
 from dmixed.engines.dask import blocks, combine
 from dmixed.engines.dask.blocks import block_dense, combined_block, to_block
 from dmixed.engines.dask.combine import GroupAccumulator
+from dmixed.errors import DataError
 from dmixed.kernels.term_table import TermRows
+from dmixed.stats import keys as stats_keys
 from dmixed.stats.packed import PackedLayout
 from dmixed.stats.standardize import Standardization
 
@@ -620,6 +622,42 @@ def test_bucket_of_integers_is_pandas_hash(dtype, n, n_buckets, mode, seed):
     np.testing.assert_array_equal(got, want)
 
 
+def test_bucket_of_a_whole_float_is_its_integers():
+    """A whole float key (``3.0``, ``-0.0``, ``2.0**40``) goes to the bucket of the int64
+    key it equals (keys of a categorical of unknown categories are int64 in one chain
+    and float64 in another); fractional floats as the integers of their bits."""
+    ints = np.array([3, 10, 0, 2**40, -7, 2**62 + 2048, 2**63 - 1024, -(2**63)], dtype=np.int64)
+    floats = ints.astype(float)
+    floats[2] = -0.0
+    fractional = np.array([0.5, -2.25, 1e300])
+    for n_buckets in (2, 5, 8):
+        want = combine.bucket_of(ints, n_buckets)
+        np.testing.assert_array_equal(combine.bucket_of(floats, n_buckets), want)
+        mixed = np.concatenate([floats, fractional])
+        got = combine.bucket_of(mixed, n_buckets)
+        np.testing.assert_array_equal(got[: ints.size], want)
+        bits = stats_keys.hashed_bits(fractional)
+        frac_want = (pd.util.hash_array(bits, categorize=False) % np.uint64(n_buckets)).astype(
+            np.int64
+        )
+        np.testing.assert_array_equal(got[ints.size :], frac_want)
+
+
+def test_learned_accumulator_keys_in_the_first_keys_dtype_and_floats_after_ints():
+    """An accumulator of keys whose kind is learned from the data: the first keys settle
+    it (int64, in range mode as a numeric column's); floats after integers make it
+    float64 with the sums of the integer keys kept (3 and 3.0 one group)."""
+    acc = combine.GroupAccumulator(1, stats_keys.LEARNED_KEYS)
+    ints = acc.conform(np.array([1, 3, 3]), "g")
+    assert ints.dtype == np.int64 and acc.key_dtype == np.int64 and acc.ranged
+    assert acc.conform(np.array([5]), "g").dtype == np.int64
+    floats = acc.conform(np.array([3.0, 0.5]), "g")
+    assert floats.dtype == np.float64 and acc.key_dtype == np.float64 and not acc.ranged
+    assert acc.conform(np.array([7]), "g").dtype == np.float64
+    with pytest.raises(DataError, match="'g' holds"):
+        acc.conform(np.array(["a"], dtype=object), "g")
+
+
 def _raw_bits_hash(values, *args, **kwargs):
     """``pd.util.hash_array`` as pandas before 3 hashed floats: their raw bits, so that
     ``-0.0`` and ``0.0`` (and NaNs of other bits) hashed apart."""
@@ -642,12 +680,17 @@ def test_bucket_of_floats_does_not_depend_on_pandas_float_hash(values, n_buckets
     """Float keys' buckets are those of their bits, ``-0.0`` spelled ``0.0`` and every
     NaN one NaN (keys equal as pandas groups them share a bucket), whatever pandas'
     own hash of floats does with them (pandas before 3 hashed the raw bits): a driver
-    and workers with different pandas route rows alike."""
+    and workers with different pandas route rows alike.  Whole floats within ±2**62 go
+    to the buckets of the integers they equal."""
     keys = np.array([*values, 0.0, -0.0, np.nan, -np.nan], dtype=np.float64)
     canonical = np.where(np.isnan(keys), np.nan, keys + 0.0)  # -0.0 + 0.0 is 0.0
     want = (
         _PANDAS_HASH(canonical.view(np.uint64), categorize=False) % np.uint64(n_buckets)
     ).astype(np.int64)
+    with np.errstate(invalid="ignore"):
+        whole = (keys == np.trunc(keys)) & (np.abs(keys) < 2.0**62)
+    ints = keys[whole].astype(np.int64)
+    want[whole] = (_PANDAS_HASH(ints, categorize=False) % np.uint64(n_buckets)).astype(np.int64)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DMIXED_KERNELS", mode)
         mp.setattr(pd.util, "hash_array", _raw_bits_hash)
@@ -698,3 +741,33 @@ def test_accumulator_keeps_the_sums_about_the_shifts_of_a_plan_change(monkeypatc
     for name in ("wsum", "dsum", "dgram", "dxy", "xsum"):
         a, b = getattr(got, name), getattr(want, name)
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * np.abs(b).max())
+
+
+def test_combine_partials_of_int_and_float_keys_meet_as_float64_or_are_refused():
+    """Partials whose keys are int64 and float64 (a learned key kind): added as float64
+    keys, an integer and its whole float one group; integers beyond ±2**53 with floats
+    refused (the column named at the driver)."""
+    ints = (np.array([1, 5], dtype=np.int64), np.array([[1.0, 2.0], [1.0, 3.0]]))
+    floats = (np.array([5.0, 0.5]), np.array([[2.0, 7.0], [1.0, 1.0]]))
+    keys, values = combine.combine_partials(ints, floats)
+    assert keys.dtype == np.float64
+    got = dict(zip(keys.tolist(), values.tolist(), strict=True))
+    assert got == {1.0: [1.0, 2.0], 5.0: [3.0, 10.0], 0.5: [1.0, 1.0]}
+    big = (np.array([2**62 + 1], dtype=np.int64), np.array([[1.0, 1.0]]))
+    with pytest.raises(DataError) as refused:
+        combine.combine_partials(big, floats)
+    assert refused.value.unnamed_keys
+    named = stats_keys.named_keys_error(refused.value, "g")
+    assert "the group column 'g' holds integers beyond" in str(named)
+
+
+def test_learned_accumulator_refuses_integers_beyond_2_53_after_other_integers():
+    """An accumulator of learned int64 keys given uint64 keys past 2**63: float64, their
+    one dtype, would not hold them exactly (``astype`` would wrap to int64): refused
+    naming the column; uint64 keys within 2**53 make the keys float64."""
+    acc = GroupAccumulator(3, stats_keys.LEARNED_KEYS)
+    acc.conform(np.array([-4, 7], dtype=np.int64), "g")
+    with pytest.raises(DataError, match="the group column 'g' holds integers beyond"):
+        acc.conform(np.array([2**63 + 5], dtype=np.uint64), "g")
+    got = acc.conform(np.array([9], dtype=np.uint64), "g")
+    assert got.dtype == np.float64 and acc.key_dtype == np.float64

@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import logging
 import operator
-import re
 import warnings
 
 import dask
@@ -248,21 +247,6 @@ def _numbered_groups() -> pd.DataFrame:
     rng = np.random.default_rng(5)
     g = rng.integers(0, 10, 400)
     return pd.DataFrame({"y": rng.normal(size=400), "x": rng.normal(size=400), "g": g})
-
-
-def test_numbers_in_a_categorical_of_unknown_categories_point_to_categorize():
-    """Dask's lazy ``astype("category")`` declares text categories whatever the values:
-    the refusal of its numbers says how to make the categories known."""
-    ddf = dd.from_pandas(_numbered_groups(), npartitions=2)
-    ddf["g"] = ddf["g"].astype("category")
-    with pytest.raises(DataError) as refused:
-        dmixed.mixedlm("y ~ x", ddf, groups="g").fit()
-    message = str(refused.value)
-    # (either partition may be refused first)
-    words = r"partition [01] of the Dask DataFrame: the group column 'g' holds numbers"
-    assert re.match(words, message)
-    assert message.endswith("`ddf.categorize(columns=['g'])`, or keep the column numeric")
-    assert "every file" not in message
 
 
 def test_numbers_where_a_partition_declares_text_keep_the_advice_of_one_type():
