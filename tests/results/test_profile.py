@@ -416,6 +416,21 @@ def _dense_ml(y, x, z, g):
     return loglike
 
 
+def _nelder_mead_top(negative, starts, evals: int = 40000) -> float:
+    """The highest of ``-negative`` that Nelder–Mead reaches from each start (a brute-force
+    maximum to check the profile's against)."""
+    top = -np.inf
+    for start in starts:
+        out = optimize.minimize(
+            negative,
+            start,
+            method="Nelder-Mead",
+            options=dict(xatol=1e-10, fatol=1e-12, maxiter=evals, maxfev=evals),
+        )
+        top = max(top, -out.fun)
+    return top
+
+
 def _singular_psi_data():
     """Three random effects whose correlations are all estimated at about 1 (Ψ of
     rank 1): the user's ``0 + C(cond)`` model with groups of 1 to 39 rows."""
@@ -479,17 +494,11 @@ def test_singular_psi_limits_are_the_profile_crossings():
             psi, sigma = point(u, rho12)
             return -loglike(psi, sigma, pinned_fe)
 
-        top = -np.inf
-        for rows in ([1, 0.05, 0, 1, 0, 0.05], [1, 0.5, 0, 1, 0.3, 0.3]):
-            start = np.r_[np.log([1.3, 1.0, 1.2]), rows[:3], rows[3:], np.log(1.66)]
-            out = optimize.minimize(
-                negative,
-                start,
-                method="Nelder-Mead",
-                options=dict(xatol=1e-10, fatol=1e-12, maxiter=40000, maxfev=40000),
-            )
-            top = max(top, -out.fun)
-        return top
+        starts = [
+            np.r_[np.log([1.3, 1.0, 1.2]), rows[:3], rows[3:], np.log(1.66)]
+            for rows in ([1, 0.05, 0, 1, 0, 0.05], [1, 0.5, 0, 1, 0.3, 0.3])
+        ]
+        return _nelder_mead_top(negative, starts)
 
     top = best()
     assert prof.llf == pytest.approx(top, abs=1e-6)  # the maximum, not short of it
@@ -533,16 +542,8 @@ def test_correlation_estimated_at_one_sd_limit_is_the_crossing():
             f = np.array([[1.0, 0.0], row])
             return -loglike(np.outer(sds, sds) * (f @ f.T), np.exp(u[3]))
 
-        top = -np.inf
-        for row in ([1.0, 0.0], [0.6, 0.8]):
-            out = optimize.minimize(
-                negative,
-                np.r_[np.log(0.55), row, np.log(1.49)],
-                method="Nelder-Mead",
-                options=dict(xatol=1e-10, fatol=1e-12, maxiter=20000, maxfev=20000),
-            )
-            top = max(top, -out.fun)
-        return top
+        starts = [np.r_[np.log(0.55), row, np.log(1.49)] for row in ([1.0, 0.0], [0.6, 0.8])]
+        return _nelder_mead_top(negative, starts, evals=20000)
 
     upper = ci.loc[".sig03"].iloc[1]
     zeta = np.sqrt(2 * (prof.llf - best(upper)))
@@ -626,16 +627,7 @@ def test_near_singular_psi_sd_and_fixed_limits_are_the_profile_crossings():
                 sds[0] = sd1
             return -loglike(np.outer(sds, sds) * (f @ f.T), np.exp(u[8]), pinned_fe)
 
-        top = -np.inf
-        for start in starts:
-            out = optimize.minimize(
-                negative,
-                start,
-                method="Nelder-Mead",
-                options=dict(xatol=1e-10, fatol=1e-12, maxiter=40000, maxfev=40000),
-            )
-            top = max(top, -out.fun)
-        return top
+        return _nelder_mead_top(negative, starts)
 
     assert prof.llf == pytest.approx(best(), abs=1e-6)
     crit = stats.norm.ppf(0.975)
