@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import BadValuesError, DataError, PrecisionWarning
-from ..stats.keys import python_type_name, several_types_error
+from ..stats.keys import NUMBER_TYPES, object_type_names, several_types_error
 from .messages import plural
 from .warn_relay import warn_data
 
@@ -342,7 +342,6 @@ _INFERRED = {
     "bytes": {"bytes"},
     "empty": set(),
 }
-_NUMBER_TYPES = {"int", "float", "Decimal"}
 
 
 def object_types(s: pd.Series) -> set[str]:
@@ -358,9 +357,7 @@ def object_types(s: pd.Series) -> set[str]:
     known = _INFERRED.get(inferred)
     if known is not None:
         return set(known)
-    values = s.to_numpy(dtype=object)
-    values = values[~np.asarray(pd.isna(values), dtype=bool)]
-    return {python_type_name(v) for v in values}
+    return object_type_names(s.to_numpy(dtype=object))
 
 
 #: Python types of nested values: Parquet's struct (dict), list and array columns
@@ -404,7 +401,7 @@ def object_class(types: set[str], name: str) -> str | None:
     if not types:
         return None
     check_plain_values(types, name)
-    if types <= _NUMBER_TYPES:
+    if types <= NUMBER_TYPES:
         return "int" if types == {"int"} else "float"
     if len(types) == 1:
         return "bool" if types == {"bool"} else "string"

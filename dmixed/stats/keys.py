@@ -253,7 +253,7 @@ def refuse_mixed_objects(keys: np.ndarray, column: str) -> None:
     if pd.api.types.infer_dtype(keys, skipna=True) not in _MIXED_INFERRED:
         return
     types = object_type_names(keys)
-    if len(types) > 1 and not types <= _NUMBER_TYPES:
+    if len(types) > 1 and not types <= NUMBER_TYPES:
         raise several_types_error(types, column)
 
 
@@ -265,7 +265,7 @@ def object_type_names(keys: np.ndarray) -> set[str]:
 
 
 #: Python types of numbers (:func:`python_type_name`'s names)
-_NUMBER_TYPES = frozenset({"int", "float", "Decimal"})
+NUMBER_TYPES = frozenset({"int", "float", "Decimal"})
 
 
 def python_type_name(v) -> str:
@@ -355,8 +355,8 @@ def settled_labels(labels: np.ndarray, column: str) -> np.ndarray:
     if kind in ("mixed-integer", "mixed"):
         # each partition's keys are of one kind (conform_keys): several kinds met here
         types = object_type_names(labels)
-        numbers = types & _NUMBER_TYPES
-        if numbers and types - _NUMBER_TYPES:
+        numbers = types & NUMBER_TYPES
+        if numbers and types - NUMBER_TYPES:
             number = np.float64 if "float" in numbers else np.int64
             check_key_kind(number, object, column, LEARNED_WHERE)
         if len(types) > 1:
